@@ -1,0 +1,2 @@
+// Package bpf is eBPF probes (cilium/ebpf + bpf2go) and the agent that observes the platform's Go processes with zero code changes.
+package bpf

@@ -1,0 +1,3 @@
+module github.com/shanhai-dev/shanhai/pkg
+
+go 1.26
