@@ -1,0 +1,143 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/order/internal/app"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
+)
+
+func newApp(t *testing.T) (app.Application, *memoryOrders) {
+	t.Helper()
+	repo := newMemoryOrders()
+	n := 0
+	a := app.New(app.Deps{
+		Orders:  repo,
+		Catalog: staticCatalog{{SKU: "TEA-1", Name: "Tea", PriceCents: 1250, Currency: "EUR"}},
+		NewID: func() string {
+			n++
+			return fmt.Sprintf("o%03d", n)
+		},
+		Now:    func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
+		Render: func(s order.Snapshot) ([]byte, error) { return json.Marshal(map[string]any{"id": s.ID, "total": s.TotalCents}) },
+	})
+	return a, repo
+}
+
+func create(t *testing.T, a app.Application, user, key string, qty int) app.CreateOrderResult {
+	t.Helper()
+	res, err := a.CreateOrder.Handle(context.Background(), app.CreateOrder{UserID: user, IdempotencyKey: key, Items: []order.Requested{{SKU: "TEA-1", Quantity: qty}}})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	return res
+}
+
+func TestCreateOrderIdempotency(t *testing.T) {
+	a, repo := newApp(t)
+	first := create(t, a, "alice", "k1", 2)
+	if first.StatusCode != http.StatusCreated || first.Replayed {
+		t.Fatalf("first = %+v", first)
+	}
+	again := create(t, a, "alice", "k1", 2)
+	if !again.Replayed || string(again.Body) != string(first.Body) || again.StatusCode != first.StatusCode {
+		t.Fatalf("replay = %+v, want body %s", again, first.Body)
+	}
+	if len(repo.orders) != 1 || len(repo.events) != 1 {
+		t.Fatalf("orders %d events %d after replay, want 1 and 1", len(repo.orders), len(repo.events))
+	}
+	_, err := a.CreateOrder.Handle(context.Background(), app.CreateOrder{UserID: "alice", IdempotencyKey: "k1", Items: []order.Requested{{SKU: "TEA-1", Quantity: 3}}})
+	if !errors.Is(err, order.ErrKeyReused) {
+		t.Fatalf("different body: err = %v, want ErrKeyReused", err)
+	}
+	// Keys are scoped per user: bob's k1 is a new order.
+	if bob := create(t, a, "bob", "k1", 2); bob.Replayed || string(bob.Body) == string(first.Body) {
+		t.Fatalf("bob got alice's replay: %s", bob.Body)
+	}
+}
+
+func TestCreateOrderInvalidStoresNothing(t *testing.T) {
+	a, repo := newApp(t)
+	_, err := a.CreateOrder.Handle(context.Background(), app.CreateOrder{UserID: "u", IdempotencyKey: "k", Items: []order.Requested{{SKU: "NOPE", Quantity: 1}}})
+	var verr *order.ValidationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("err = %v", err)
+	}
+	if len(repo.orders)+len(repo.replays) != 0 {
+		t.Fatal("invalid request stored state")
+	}
+}
+
+func TestCancelAndOwnership(t *testing.T) {
+	a, _ := newApp(t)
+	ctx := context.Background()
+	create(t, a, "alice", "k", 1)
+	if _, err := a.CancelOrder.Handle(ctx, "bob", "o001"); !errors.Is(err, order.ErrNotFound) {
+		t.Fatalf("bob cancels alice's order: %v", err)
+	}
+	if _, err := a.GetOrder.Handle(ctx, "bob", "o001"); !errors.Is(err, order.ErrNotFound) {
+		t.Fatalf("bob reads alice's order: %v", err)
+	}
+	s, err := a.CancelOrder.Handle(ctx, "alice", "o001")
+	if err != nil || s.Status != order.Cancelled {
+		t.Fatalf("cancel = %v %v", s.Status, err)
+	}
+}
+
+func TestApplyPaymentOnce(t *testing.T) {
+	a, repo := newApp(t)
+	ctx := context.Background()
+	create(t, a, "alice", "k", 1)
+	ok := app.ApplyPayment{EventID: "e1", OrderID: "o001", Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}}
+	res, err := a.ApplyPayment.Handle(ctx, ok)
+	if err != nil || !res.Changed || res.Duplicate {
+		t.Fatalf("first apply = %+v %v", res, err)
+	}
+	res, err = a.ApplyPayment.Handle(ctx, ok)
+	if err != nil || !res.Duplicate || res.Changed {
+		t.Fatalf("duplicate apply = %+v %v", res, err)
+	}
+	late := app.ApplyPayment{EventID: "e2", OrderID: "o001", Outcome: order.PaymentOutcome{PaymentID: "p", Reason: "x"}}
+	if res, err = a.ApplyPayment.Handle(ctx, late); err != nil || res.Changed {
+		t.Fatalf("late failure = %+v %v", res, err)
+	}
+	if got := repo.orders["o001"].Status; got != order.Paid {
+		t.Fatalf("status = %s, want PAID", got)
+	}
+	if _, err := a.ApplyPayment.Handle(ctx, app.ApplyPayment{EventID: "e3", OrderID: "missing"}); !errors.Is(err, order.ErrNotFound) {
+		t.Fatalf("unknown order: %v", err)
+	}
+}
+
+func TestListOrdersPages(t *testing.T) {
+	a, _ := newApp(t)
+	ctx := context.Background()
+	for i := range 5 {
+		create(t, a, "alice", fmt.Sprint("k", i), 1)
+	}
+	create(t, a, "bob", "k", 1)
+	var got []string
+	q := order.ListQuery{Limit: 2}
+	for {
+		p, err := a.ListOrders.Handle(ctx, "alice", q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range p.Orders {
+			got = append(got, o.ID)
+		}
+		if p.Next == "" {
+			break
+		}
+		q.Cursor = p.Next
+	}
+	if fmt.Sprint(got) != "[o005 o004 o003 o002 o001]" {
+		t.Fatalf("pages = %v", got)
+	}
+}

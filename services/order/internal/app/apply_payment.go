@@ -1,0 +1,47 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
+)
+
+// ConsumerName is the dedup namespace for payment results applied by this
+// service; it matches the JetStream durable name.
+const ConsumerName = "order"
+
+// ApplyPayment is a payment.succeeded or payment.failed event.
+type ApplyPayment struct {
+	EventID string
+	OrderID string
+	Outcome order.PaymentOutcome
+}
+
+// ApplyResult says what happened: Duplicate when the event was seen before,
+// Changed when the order moved state.
+type ApplyResult struct {
+	Duplicate bool
+	Changed   bool
+}
+
+type ApplyPaymentHandler struct {
+	orders order.Repository
+	now    func() time.Time
+}
+
+// Handle applies a payment result at most once per event id. The state
+// machine in the aggregate makes a second, different result for the same
+// order (a redelivered or reordered event) a no-op.
+func (h ApplyPaymentHandler) Handle(ctx context.Context, cmd ApplyPayment) (ApplyResult, error) {
+	var changed bool
+	applied, err := h.orders.ApplyOnce(ctx, ConsumerName, cmd.EventID, cmd.OrderID, func(o *order.Order) error {
+		changed = o.ApplyPayment(cmd.Outcome, h.now())
+		return nil
+	})
+	if err != nil {
+		return ApplyResult{}, fmt.Errorf("apply payment %s to order %s: %w", cmd.EventID, cmd.OrderID, err)
+	}
+	return ApplyResult{Duplicate: !applied, Changed: changed}, nil
+}

@@ -1,0 +1,96 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
+)
+
+// CreateOrder places an order. Only SKUs and quantities come from the client;
+// prices come from the catalogue.
+type CreateOrder struct {
+	UserID         string
+	IdempotencyKey string
+	Items          []order.Requested
+}
+
+// CreateOrderResult is the response to send: either the new order's or the
+// replay of the first response to the same key.
+type CreateOrderResult struct {
+	StatusCode int
+	Body       []byte
+	Replayed   bool
+}
+
+type CreateOrderHandler struct{ d Deps }
+
+// Handle stores the order, its order.created event and the replay record in
+// one transaction. A repeat of the same key and request replays the stored
+// response; the same key with another request is order.ErrKeyReused.
+func (h CreateOrderHandler) Handle(ctx context.Context, cmd CreateOrder) (CreateOrderResult, error) {
+	hash := requestHash(cmd.Items)
+	// Two attempts: a concurrent request with the same key may commit
+	// between our lookup and our insert; the second lookup then finds it.
+	for range 2 {
+		if res, ok, err := h.replay(ctx, cmd, hash); err != nil || ok {
+			return res, err
+		}
+		products, err := h.d.Catalog.All(ctx)
+		if err != nil {
+			return CreateOrderResult{}, fmt.Errorf("create order: load catalogue: %w", err)
+		}
+		o, err := order.New(h.d.NewID(), cmd.UserID, cmd.Items, catalog.Index(products), h.d.Now())
+		if err != nil {
+			return CreateOrderResult{}, err
+		}
+		body, err := h.d.Render(o.Snapshot())
+		if err != nil {
+			return CreateOrderResult{}, fmt.Errorf("create order: render: %w", err)
+		}
+		r := order.Replay{UserID: cmd.UserID, Key: cmd.IdempotencyKey, RequestHash: hash, StatusCode: http.StatusCreated, Body: body}
+		err = h.d.Orders.Create(ctx, o, r)
+		if errors.Is(err, order.ErrDuplicateKey) {
+			continue
+		}
+		if err != nil {
+			return CreateOrderResult{}, fmt.Errorf("create order: %w", err)
+		}
+		return CreateOrderResult{StatusCode: r.StatusCode, Body: body}, nil
+	}
+	return CreateOrderResult{}, fmt.Errorf("create order: idempotency key %q kept conflicting", cmd.IdempotencyKey)
+}
+
+func (h CreateOrderHandler) replay(ctx context.Context, cmd CreateOrder, hash string) (CreateOrderResult, bool, error) {
+	r, err := h.d.Orders.FindReplay(ctx, cmd.UserID, cmd.IdempotencyKey)
+	switch {
+	case errors.Is(err, order.ErrNotFound):
+		return CreateOrderResult{}, false, nil
+	case err != nil:
+		return CreateOrderResult{}, false, fmt.Errorf("create order: find replay: %w", err)
+	case r.RequestHash != hash:
+		return CreateOrderResult{}, false, order.ErrKeyReused
+	}
+	return CreateOrderResult{StatusCode: r.StatusCode, Body: r.Body, Replayed: true}, true, nil
+}
+
+// requestHash fingerprints the meaning of a request rather than its bytes, so
+// a client that re-serialises the same items (other whitespace, key order,
+// an ignored price field) still gets its replay.
+func requestHash(items []order.Requested) string {
+	h := sha256.New()
+	h.Write([]byte("create-order/v1\n"))
+	for _, it := range items {
+		h.Write([]byte(strconv.Quote(it.SKU)))
+		h.Write([]byte{' '})
+		h.Write([]byte(strconv.Itoa(it.Quantity)))
+		h.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}

@@ -1,0 +1,209 @@
+// Package order holds the order aggregate: how an order is priced and
+// validated, and which state transitions the saga may make.
+package order
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
+)
+
+// Status is where an order is in the payment saga.
+type Status string
+
+const (
+	Pending   Status = "PENDING"
+	Paid      Status = "PAID"
+	Failed    Status = "FAILED"
+	Cancelled Status = "CANCELLED"
+)
+
+// ParseStatus accepts the exact upper-case names used on the wire.
+func ParseStatus(s string) (Status, bool) {
+	switch st := Status(s); st {
+	case Pending, Paid, Failed, Cancelled:
+		return st, true
+	}
+	return "", false
+}
+
+// Limits on a single order. They keep one request's work and row count bounded.
+const (
+	MaxLines    = 50
+	MinQuantity = 1
+	MaxQuantity = 100
+)
+
+// Line is one priced order line. UnitPriceCents is copied from the catalogue
+// when the order is placed so later price changes do not rewrite history.
+type Line struct {
+	SKU            string
+	Name           string
+	Quantity       int
+	UnitPriceCents int64
+}
+
+// Requested is what a client may ask for: a SKU and a quantity, nothing more.
+type Requested struct {
+	SKU      string
+	Quantity int
+}
+
+// Order is the aggregate. Fields are unexported so every change goes through
+// a method that enforces the state machine and records the matching event.
+type Order struct {
+	id            string
+	userID        string
+	status        Status
+	lines         []Line
+	totalCents    int64
+	currency      string
+	paymentID     string
+	failureReason string
+	createdAt     time.Time
+	updatedAt     time.Time
+
+	events []Event
+}
+
+// New validates a request against the catalogue and prices it. All problems
+// are reported together in a *ValidationError.
+func New(id, userID string, req []Requested, products map[string]catalog.Product, now time.Time) (*Order, error) {
+	verr := &ValidationError{}
+	switch {
+	case len(req) == 0:
+		verr.add("items", "must contain at least one line")
+	case len(req) > MaxLines:
+		verr.add("items", "must contain at most %d lines, got %d", MaxLines, len(req))
+	}
+	lines := make([]Line, 0, len(req))
+	seen := make(map[string]int, len(req))
+	var total int64
+	var currency string
+	for i, r := range req {
+		field := fmt.Sprintf("items[%d]", i)
+		if r.Quantity < MinQuantity || r.Quantity > MaxQuantity {
+			verr.add(field+".quantity", "must be between %d and %d, got %d", MinQuantity, MaxQuantity, r.Quantity)
+		}
+		p, ok := products[r.SKU]
+		switch {
+		case r.SKU == "":
+			verr.add(field+".sku", "is required")
+			continue
+		case !ok:
+			verr.add(field+".sku", "unknown product %q", r.SKU)
+			continue
+		}
+		if j, dup := seen[r.SKU]; dup {
+			verr.add(field+".sku", "duplicates items[%d]; use one line with a larger quantity", j)
+			continue
+		}
+		seen[r.SKU] = i
+		if currency == "" {
+			currency = p.Currency
+		} else if p.Currency != currency {
+			verr.add(field+".sku", "is priced in %s but the order is in %s", p.Currency, currency)
+			continue
+		}
+		lines = append(lines, Line{SKU: p.SKU, Name: p.Name, Quantity: r.Quantity, UnitPriceCents: p.PriceCents})
+		total += p.PriceCents * int64(r.Quantity)
+	}
+	if len(verr.Fields) > 0 {
+		return nil, verr
+	}
+	now = now.UTC()
+	o := &Order{
+		id: id, userID: userID, status: Pending, lines: lines,
+		totalCents: total, currency: currency, createdAt: now, updatedAt: now,
+	}
+	o.record(Created{Order: o.Snapshot()})
+	return o, nil
+}
+
+// Cancel moves a PENDING order to CANCELLED. Cancelling an order that is
+// already cancelled is a no-op so a retried request succeeds without a second
+// event; any other state is ErrNotPending.
+func (o *Order) Cancel(now time.Time) error {
+	switch o.status {
+	case Cancelled:
+		return nil
+	case Pending:
+	default:
+		return fmt.Errorf("cancel order %s in state %s: %w", o.id, o.status, ErrNotPending)
+	}
+	o.status = Cancelled
+	o.updatedAt = now.UTC()
+	o.record(CancelledEvent{Order: o.Snapshot()})
+	return nil
+}
+
+// PaymentOutcome is the result of the payment saga step for this order.
+type PaymentOutcome struct {
+	PaymentID string
+	Succeeded bool
+	Reason    string
+}
+
+// ApplyPayment moves PENDING to PAID or FAILED. It reports false and changes
+// nothing in any other state: a payment result is final once applied, and a
+// late result never revives a cancelled order. A payment that succeeds after
+// cancellation is left for reconciliation (refunds are out of scope).
+func (o *Order) ApplyPayment(p PaymentOutcome, now time.Time) bool {
+	if o.status != Pending {
+		return false
+	}
+	if p.Succeeded {
+		o.status = Paid
+	} else {
+		o.status = Failed
+		o.failureReason = p.Reason
+	}
+	o.paymentID = p.PaymentID
+	o.updatedAt = now.UTC()
+	return true
+}
+
+func (o *Order) ID() string            { return o.id }
+func (o *Order) UserID() string        { return o.userID }
+func (o *Order) Status() Status        { return o.status }
+func (o *Order) Lines() []Line         { return append([]Line(nil), o.lines...) }
+func (o *Order) TotalCents() int64     { return o.totalCents }
+func (o *Order) Currency() string      { return o.currency }
+func (o *Order) PaymentID() string     { return o.paymentID }
+func (o *Order) FailureReason() string { return o.failureReason }
+func (o *Order) CreatedAt() time.Time  { return o.createdAt }
+func (o *Order) UpdatedAt() time.Time  { return o.updatedAt }
+
+// Snapshot is a plain copy of the order's state, used by events, adapters
+// and views so they never hold the aggregate itself.
+type Snapshot struct {
+	ID            string
+	UserID        string
+	Status        Status
+	Lines         []Line
+	TotalCents    int64
+	Currency      string
+	PaymentID     string
+	FailureReason string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+func (o *Order) Snapshot() Snapshot {
+	return Snapshot{
+		ID: o.id, UserID: o.userID, Status: o.status, Lines: o.Lines(),
+		TotalCents: o.totalCents, Currency: o.currency, PaymentID: o.paymentID,
+		FailureReason: o.failureReason, CreatedAt: o.createdAt, UpdatedAt: o.updatedAt,
+	}
+}
+
+// FromSnapshot rebuilds an order read from storage. It records no events:
+// loading is not a change.
+func FromSnapshot(s Snapshot) *Order {
+	return &Order{
+		id: s.ID, userID: s.UserID, status: s.Status, lines: append([]Line(nil), s.Lines...),
+		totalCents: s.TotalCents, currency: s.Currency, paymentID: s.PaymentID,
+		failureReason: s.FailureReason, createdAt: s.CreatedAt, updatedAt: s.UpdatedAt,
+	}
+}

@@ -1,0 +1,152 @@
+package order_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
+)
+
+var products = catalog.Index([]catalog.Product{
+	{SKU: "TEA-1", Name: "Tea", PriceCents: 1250, Currency: "EUR"},
+	{SKU: "CUP-1", Name: "Cup", PriceCents: 800, Currency: "EUR"},
+	{SKU: "USD-1", Name: "Import", PriceCents: 100, Currency: "USD"},
+})
+
+var now = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func TestNewPricesFromCatalogue(t *testing.T) {
+	o, err := order.New("o1", "u1", []order.Requested{{SKU: "TEA-1", Quantity: 2}, {SKU: "CUP-1", Quantity: 3}}, products, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := o.TotalCents(), int64(2*1250+3*800); got != want {
+		t.Errorf("total = %d, want %d", got, want)
+	}
+	if o.Status() != order.Pending || o.Currency() != "EUR" {
+		t.Errorf("status %s currency %s", o.Status(), o.Currency())
+	}
+	ev := o.Events()
+	if len(ev) != 1 || ev[0].EventType() != "order.created" || ev[0].OrderID() != "o1" {
+		t.Fatalf("events = %#v", ev)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	many := make([]order.Requested, order.MaxLines+1)
+	for i := range many {
+		many[i] = order.Requested{SKU: "TEA-1", Quantity: 1}
+	}
+	tests := []struct {
+		name  string
+		req   []order.Requested
+		field string
+	}{
+		{"empty", nil, "items"},
+		{"too many lines", many, "items"},
+		{"unknown sku", []order.Requested{{SKU: "TEA-1", Quantity: 1}, {SKU: "NOPE", Quantity: 1}}, "items[1].sku"},
+		{"missing sku", []order.Requested{{Quantity: 1}}, "items[0].sku"},
+		{"zero quantity", []order.Requested{{SKU: "TEA-1", Quantity: 0}}, "items[0].quantity"},
+		{"quantity over max", []order.Requested{{SKU: "TEA-1", Quantity: order.MaxQuantity + 1}}, "items[0].quantity"},
+		{"negative quantity", []order.Requested{{SKU: "TEA-1", Quantity: -5}}, "items[0].quantity"},
+		{"duplicate sku", []order.Requested{{SKU: "TEA-1", Quantity: 1}, {SKU: "TEA-1", Quantity: 1}}, "items[1].sku"},
+		{"mixed currency", []order.Requested{{SKU: "TEA-1", Quantity: 1}, {SKU: "USD-1", Quantity: 1}}, "items[1].sku"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := order.New("o", "u", tt.req, products, now)
+			var verr *order.ValidationError
+			if !errors.As(err, &verr) {
+				t.Fatalf("err = %v, want *ValidationError", err)
+			}
+			for _, f := range verr.Fields {
+				if f.Field == tt.field {
+					return
+				}
+			}
+			t.Errorf("fields %+v do not name %q", verr.Fields, tt.field)
+		})
+	}
+}
+
+func TestQuantityBoundsAccepted(t *testing.T) {
+	for _, q := range []int{order.MinQuantity, order.MaxQuantity} {
+		if _, err := order.New("o", "u", []order.Requested{{SKU: "TEA-1", Quantity: q}}, products, now); err != nil {
+			t.Errorf("quantity %d: %v", q, err)
+		}
+	}
+}
+
+func pending(t *testing.T) *order.Order {
+	t.Helper()
+	o, err := order.New("o1", "u1", []order.Requested{{SKU: "TEA-1", Quantity: 1}}, products, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return order.FromSnapshot(o.Snapshot()) // drop the creation event
+}
+
+func TestTransitions(t *testing.T) {
+	ok := order.PaymentOutcome{PaymentID: "p1", Succeeded: true}
+	bad := order.PaymentOutcome{PaymentID: "p1", Reason: "declined"}
+	tests := []struct {
+		name    string
+		steps   func(o *order.Order) []bool
+		want    order.Status
+		changes []bool
+	}{
+		{"pay", func(o *order.Order) []bool { return []bool{o.ApplyPayment(ok, now)} }, order.Paid, []bool{true}},
+		{"fail", func(o *order.Order) []bool { return []bool{o.ApplyPayment(bad, now)} }, order.Failed, []bool{true}},
+		{"late failure after paid", func(o *order.Order) []bool {
+			return []bool{o.ApplyPayment(ok, now), o.ApplyPayment(bad, now)}
+		}, order.Paid, []bool{true, false}},
+		{"late success after failed", func(o *order.Order) []bool {
+			return []bool{o.ApplyPayment(bad, now), o.ApplyPayment(ok, now)}
+		}, order.Failed, []bool{true, false}},
+		{"payment after cancel", func(o *order.Order) []bool {
+			if err := o.Cancel(now); err != nil {
+				t.Fatal(err)
+			}
+			return []bool{o.ApplyPayment(ok, now), o.ApplyPayment(bad, now)}
+		}, order.Cancelled, []bool{false, false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := pending(t)
+			got := tt.steps(o)
+			if o.Status() != tt.want {
+				t.Errorf("status = %s, want %s", o.Status(), tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.changes[i] {
+					t.Errorf("step %d changed = %v, want %v", i, got[i], tt.changes[i])
+				}
+			}
+		})
+	}
+}
+
+func TestCancel(t *testing.T) {
+	o := pending(t)
+	if err := o.Cancel(now); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Cancel(now); err != nil {
+		t.Fatalf("second cancel: %v", err)
+	}
+	if ev := o.Events(); len(ev) != 1 || ev[0].EventType() != "order.cancelled" {
+		t.Fatalf("events = %v, want one order.cancelled", ev)
+	}
+	paid := pending(t)
+	paid.ApplyPayment(order.PaymentOutcome{Succeeded: true}, now)
+	err := paid.Cancel(now)
+	if !errors.Is(err, order.ErrNotPending) || !strings.Contains(err.Error(), "PAID") {
+		t.Fatalf("cancel paid: %v", err)
+	}
+	if paid.Status() != order.Paid {
+		t.Fatalf("status = %s", paid.Status())
+	}
+}

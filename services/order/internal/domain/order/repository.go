@@ -1,0 +1,47 @@
+package order
+
+import (
+	"context"
+)
+
+// Replay is the stored first response to an idempotent create request. The
+// request hash lets a repeat with a different body be refused instead of
+// silently answered with someone else's result.
+type Replay struct {
+	UserID      string
+	Key         string
+	RequestHash string
+	StatusCode  int
+	Body        []byte
+}
+
+// ListQuery selects a page of one user's orders, newest first. Cursor is the
+// opaque value a previous page returned; empty starts at the newest.
+type ListQuery struct {
+	Status Status // empty means any
+	Cursor string
+	Limit  int
+}
+
+// Repository stores orders. Implementations write an order's recorded events
+// to the outbox in the same transaction as the order itself.
+type Repository interface {
+	// Create stores a new order, its events and the replay record for its
+	// idempotency key atomically. It returns ErrDuplicateKey when the key
+	// is already stored for this user.
+	Create(ctx context.Context, o *Order, r Replay) error
+	// FindReplay returns the stored replay for (userID, key) or ErrNotFound.
+	FindReplay(ctx context.Context, userID, key string) (Replay, error)
+	// Get returns the user's order; another user's order is ErrNotFound.
+	Get(ctx context.Context, userID, id string) (*Order, error)
+	// List returns a page of the user's orders and the cursor of the next
+	// page ("" when this is the last).
+	List(ctx context.Context, userID string, q ListQuery) ([]*Order, string, error)
+	// Update loads the user's order under a row lock, applies fn and stores
+	// the result with its new events, all in one transaction.
+	Update(ctx context.Context, userID, id string, fn func(*Order) error) (*Order, error)
+	// ApplyOnce runs fn on the order in a transaction that also records
+	// (consumer, eventID) as processed. If the event was already processed it
+	// returns applied=false without calling fn. A missing order is ErrNotFound.
+	ApplyOnce(ctx context.Context, consumer, eventID, orderID string, fn func(*Order) error) (applied bool, err error)
+}
