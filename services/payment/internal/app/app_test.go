@@ -1,0 +1,194 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+// memoryPayments is a unit-test fake; the gorm repository is tested on
+// PostgreSQL and SQLite in adapters.
+type memoryPayments struct {
+	mu      sync.Mutex
+	byOrder map[string]payment.Snapshot
+	events  []payment.Event
+	dead    []payment.DeadLetter
+}
+
+func (m *memoryPayments) Claim(_ context.Context, p *payment.Payment) (*payment.Payment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.byOrder[p.OrderID()]; ok {
+		return payment.FromSnapshot(s), nil
+	}
+	m.byOrder[p.OrderID()] = p.Snapshot()
+	return payment.FromSnapshot(p.Snapshot()), nil
+}
+
+func (m *memoryPayments) Complete(_ context.Context, p *payment.Payment) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.byOrder[p.OrderID()].Status != payment.Pending {
+		return false, nil
+	}
+	m.byOrder[p.OrderID()] = p.Snapshot()
+	m.events = append(m.events, p.Events()...)
+	return true, nil
+}
+
+func (m *memoryPayments) Get(_ context.Context, userID, id string) (*payment.Payment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.byOrder {
+		if s.ID == id && s.UserID == userID {
+			return payment.FromSnapshot(s), nil
+		}
+	}
+	return nil, payment.ErrNotFound
+}
+
+func (m *memoryPayments) List(_ context.Context, userID, orderID string, _ int) ([]*payment.Payment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*payment.Payment
+	for _, s := range m.byOrder {
+		if s.UserID == userID && (orderID == "" || s.OrderID == orderID) {
+			out = append(out, payment.FromSnapshot(s))
+		}
+	}
+	return out, nil
+}
+
+func (m *memoryPayments) SaveDeadLetter(_ context.Context, d payment.DeadLetter) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dead = append(m.dead, d)
+	return nil
+}
+
+// countingProvider answers from a script and counts charges per key.
+type countingProvider struct {
+	mu      sync.Mutex
+	calls   int
+	fault   error
+	decline string
+}
+
+func (c *countingProvider) Charge(_ context.Context, ch payment.Charge) (payment.Answer, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	if c.fault != nil {
+		return payment.Answer{}, c.fault
+	}
+	if c.decline != "" {
+		return payment.Answer{Reason: c.decline}, nil
+	}
+	return payment.Answer{Approved: true}, nil
+}
+
+func setup(rules payment.Rules) (app.Application, *memoryPayments, *countingProvider) {
+	repo := &memoryPayments{byOrder: map[string]payment.Snapshot{}}
+	prov := &countingProvider{}
+	n := 0
+	a := app.New(app.Deps{
+		Payments: repo, Provider: prov, Rules: func() payment.Rules { return rules },
+		NewID: func() string { n++; return fmt.Sprintf("p%d", n) },
+		Now:   func() time.Time { return time.Unix(0, 0) },
+	})
+	return a, repo, prov
+}
+
+var order1 = app.ChargeOrder{OrderID: "o1", UserID: "u1", TotalCents: 500, Currency: "EUR"}
+
+func TestChargeOnceUnderRedelivery(t *testing.T) {
+	a, repo, prov := setup(payment.Rules{})
+	ctx := context.Background()
+	first, err := a.ChargeOrder.Handle(ctx, order1)
+	if err != nil || first.Status != payment.Succeeded || first.Duplicate {
+		t.Fatalf("first = %+v, %v", first, err)
+	}
+	for range 3 {
+		again, err := a.ChargeOrder.Handle(ctx, order1)
+		if err != nil || !again.Duplicate || again.PaymentID != first.PaymentID {
+			t.Fatalf("redelivery = %+v, %v", again, err)
+		}
+	}
+	if prov.calls != 1 || len(repo.events) != 1 {
+		t.Fatalf("provider calls %d, events %d; want 1 and 1", prov.calls, len(repo.events))
+	}
+}
+
+func TestFaultIsTransientAndRetrySucceeds(t *testing.T) {
+	a, repo, prov := setup(payment.Rules{})
+	ctx := context.Background()
+	prov.fault = errors.New("timeout")
+	_, err := a.ChargeOrder.Handle(ctx, order1)
+	if !errors.Is(err, payment.ErrProviderFault) {
+		t.Fatalf("err = %v, want ErrProviderFault", err)
+	}
+	if len(repo.events) != 0 {
+		t.Fatal("a fault emitted an event")
+	}
+	prov.fault = nil
+	res, err := a.ChargeOrder.Handle(ctx, order1)
+	if err != nil || res.Status != payment.Succeeded {
+		t.Fatalf("after fault cleared = %+v, %v", res, err)
+	}
+	if res.PaymentID != "p1" {
+		t.Fatalf("retry made a new payment %s instead of reusing the claim p1", res.PaymentID)
+	}
+}
+
+func TestDeclines(t *testing.T) {
+	a, repo, prov := setup(payment.Rules{MaxAmountCents: 100})
+	res, err := a.ChargeOrder.Handle(context.Background(), order1)
+	if err != nil || res.Status != payment.Failed || res.Reason != payment.ReasonOverLimit {
+		t.Fatalf("over limit = %+v, %v", res, err)
+	}
+	if prov.calls != 0 {
+		t.Fatal("a rule-declined payment reached the provider")
+	}
+	if len(repo.events) != 1 || repo.events[0].EventType() != "payment.failed" {
+		t.Fatalf("events = %v", repo.events)
+	}
+
+	a, _, prov = setup(payment.Rules{})
+	prov.decline = payment.ReasonCardDecline
+	res, err = a.ChargeOrder.Handle(context.Background(), order1)
+	if err != nil || res.Status != payment.Failed || res.Reason != payment.ReasonCardDecline {
+		t.Fatalf("provider decline = %+v, %v", res, err)
+	}
+}
+
+func TestInvalidEventIsPermanent(t *testing.T) {
+	a, repo, _ := setup(payment.Rules{})
+	_, err := a.ChargeOrder.Handle(context.Background(), app.ChargeOrder{OrderID: "o", UserID: "u", TotalCents: 0, Currency: "EUR"})
+	if !errors.Is(err, payment.ErrInvalid) {
+		t.Fatalf("err = %v", err)
+	}
+	if len(repo.byOrder) != 0 {
+		t.Fatal("invalid event claimed a payment")
+	}
+}
+
+func TestOwnDataOnly(t *testing.T) {
+	a, _, _ := setup(payment.Rules{})
+	ctx := context.Background()
+	res, _ := a.ChargeOrder.Handle(ctx, order1)
+	if _, err := a.GetPayment.Handle(ctx, "u2", res.PaymentID); !errors.Is(err, payment.ErrNotFound) {
+		t.Fatalf("other user's payment: %v", err)
+	}
+	if ps, err := a.ListPayments.Handle(ctx, "u2", "o1"); err != nil || len(ps) != 0 {
+		t.Fatalf("other user's list: %v %v", ps, err)
+	}
+	if ps, err := a.ListPayments.Handle(ctx, "u1", "o1"); err != nil || len(ps) != 1 {
+		t.Fatalf("own list: %v %v", ps, err)
+	}
+}

@@ -1,0 +1,78 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+// ChargeOrder is an order.created event.
+type ChargeOrder struct {
+	OrderID    string
+	UserID     string
+	TotalCents int64
+	Currency   string
+}
+
+// ChargeResult says what the handler did; Duplicate means the order had
+// already been answered and nothing was charged or emitted.
+type ChargeResult struct {
+	PaymentID string
+	Status    payment.Status
+	Reason    string
+	Duplicate bool
+}
+
+type ChargeOrderHandler struct{ d Deps }
+
+// Handle charges an order at most once:
+//
+//  1. claim: one PENDING payment row per order (unique order id);
+//  2. if that row is already final, this is a redelivery: do nothing;
+//  3. decline rules, else the provider, keyed by the payment id so a retry
+//     after a crash is answered, not charged again;
+//  4. store the final state and its event in one transaction, only if the
+//     row is still PENDING.
+//
+// A provider fault returns an error wrapping payment.ErrProviderFault (retry
+// later); an event that can never be charged wraps payment.ErrInvalid.
+func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (ChargeResult, error) {
+	fresh, err := payment.New(h.d.NewID(), cmd.OrderID, cmd.UserID, cmd.TotalCents, cmd.Currency, h.d.Now())
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %q: %w", cmd.OrderID, err)
+	}
+	p, err := h.d.Payments.Claim(ctx, fresh)
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %s: claim: %w", cmd.OrderID, err)
+	}
+	if p.Final() {
+		return result(p, true), nil
+	}
+	if reason := h.d.Rules().Decline(p); reason != "" {
+		p.Fail(reason, h.d.Now())
+	} else {
+		ans, err := h.d.Provider.Charge(ctx, payment.Charge{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()})
+		if err != nil {
+			if !errors.Is(err, payment.ErrProviderFault) {
+				err = fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+			}
+			return ChargeResult{}, fmt.Errorf("charge order %s: %w", cmd.OrderID, err)
+		}
+		if ans.Approved {
+			p.Succeed(h.d.Now())
+		} else {
+			p.Fail(ans.Reason, h.d.Now())
+		}
+	}
+	stored, err := h.d.Payments.Complete(ctx, p)
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %s: complete: %w", cmd.OrderID, err)
+	}
+	return result(p, !stored), nil
+}
+
+func result(p *payment.Payment, dup bool) ChargeResult {
+	return ChargeResult{PaymentID: p.ID(), Status: p.Status(), Reason: p.Reason(), Duplicate: dup}
+}

@@ -1,0 +1,11 @@
+package payment
+
+import "errors"
+
+var (
+	// ErrNotFound covers a missing payment and another user's payment alike.
+	ErrNotFound = errors.New("payment not found")
+	// ErrInvalid marks an event that can never be charged; its message is
+	// terminated and dead-lettered rather than retried.
+	ErrInvalid = errors.New("invalid payment request")
+)

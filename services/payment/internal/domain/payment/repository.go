@@ -1,0 +1,39 @@
+package payment
+
+import (
+	"context"
+	"time"
+)
+
+// Repository stores payments. Final payments are written together with their
+// events (the outbox) in one transaction.
+type Repository interface {
+	// Claim stores p if no payment exists for its order yet and returns the
+	// stored payment for that order either way: the unique order id makes
+	// concurrent or repeated claims converge on one row.
+	Claim(ctx context.Context, p *Payment) (*Payment, error)
+	// Complete stores a final payment and its events, only if the stored row
+	// is still PENDING. It reports false when another worker finished first.
+	Complete(ctx context.Context, p *Payment) (bool, error)
+	// Get returns the user's payment; another user's is ErrNotFound.
+	Get(ctx context.Context, userID, id string) (*Payment, error)
+	// List returns the user's payments, newest first, optionally for one order.
+	List(ctx context.Context, userID, orderID string, limit int) ([]*Payment, error)
+	// SaveDeadLetter records a message that was given up on.
+	SaveDeadLetter(ctx context.Context, d DeadLetter) error
+}
+
+// DeadLetter is a message that can never be processed, kept with its reason
+// so an operator can inspect and replay it.
+type DeadLetter struct {
+	ID        string
+	Consumer  string
+	Subject   string
+	MsgID     string
+	EventID   string
+	EventType string
+	Reason    string
+	Payload   []byte
+	Headers   map[string]string
+	CreatedAt time.Time
+}
