@@ -1,0 +1,422 @@
+#!/usr/bin/env bash
+# deps.sh starts, checks and stops the real servers that Shanhai's integration tests and native runs talk to, as plain host
+# processes (no container engine is assumed):
+#
+#   scripts/deps.sh up [server...]     start what is not already answering (default: all), wait until each is really ready
+#   scripts/deps.sh down [server...]   stop what this checkout started (default: all)
+#   scripts/deps.sh status [server...] show each server as up or down
+#   scripts/deps.sh env                print the connection variables (eval "$(scripts/deps.sh env)")
+#
+# Servers: pg redis etcd nats kafka pulsar. PostgreSQL, Redis and etcd come from Debian packages (installed when missing);
+# nats-server is built at a pinned version from the Go module proxy because Debian's 2.9 lacks `sync_interval: always`;
+# Kafka and Pulsar run from Maven Central jars on the JDK (see scripts/deps/*/pom.xml). Downloads are cached in
+# ${SHANHAI_CACHE:-~/.cache/shanhai}; data lives in var/deps/<server>/ and every log in var/deps/log/.
+#
+# A server already answering at its address is reused, whoever started it, so several checkouts and engineers share one
+# set. Each server has its own lock, so a caller wanting only the fast ones never waits behind a Pulsar start.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DEPS=$ROOT/scripts/deps
+CACHE=${SHANHAI_CACHE:-$HOME/.cache/shanhai}
+VAR=${SHANHAI_VAR:-$ROOT/var/deps}
+LOG=$VAR/log
+HOST=127.0.0.1
+
+# Ports follow docs/conventions.md; the overrides exist for a machine where one is taken.
+PG_PORT=${SHANHAI_PG_PORT:-15432}
+REDIS_PORT=${SHANHAI_REDIS_PORT:-16379}
+ETCD_PORT=${SHANHAI_ETCD_PORT:-12379}
+ETCD_PEER_PORT=${SHANHAI_ETCD_PEER_PORT:-12380}
+NATS_PORT=${SHANHAI_NATS_PORT:-14222}
+NATS_MONITOR_PORT=${SHANHAI_NATS_MONITOR_PORT:-18222}
+KAFKA_PORT=${SHANHAI_KAFKA_PORT:-19092}
+KAFKA_CONTROLLER_PORT=${SHANHAI_KAFKA_CONTROLLER_PORT:-19093}
+PULSAR_PORT=${SHANHAI_PULSAR_PORT:-16650}
+PULSAR_HTTP_PORT=${SHANHAI_PULSAR_HTTP_PORT:-18080}
+
+# Pinned versions; the Kafka and Pulsar ones must match their pom.xml (checked in fetch_maven).
+NATS_VERSION=v2.14.9
+KAFKA_VERSION=3.9.1
+PULSAR_VERSION=4.0.8
+
+ALL=(pg redis etcd nats kafka pulsar)
+READY_TIMEOUT=${SHANHAI_READY_TIMEOUT:-120} # seconds per server
+
+say() { printf 'deps: %s\n' "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+# fail names the missing piece and where to look, then exits; used inside the per-server subshells.
+fail() { # server, message
+	say "ERROR: $1: $2"
+	say "       log: $LOG/$1.log"
+	exit 1
+}
+
+port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+# ---- health checks: each answers "is the server usable", not "is the port open" ----
+
+healthy() {
+	case $1 in
+	pg) pg_isready -q -h "$HOST" -p "$PG_PORT" -t 2 2>/dev/null ;;
+	redis) [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
+	etcd) curl -fsS -m 2 "http://$HOST:$ETCD_PORT/health" 2>/dev/null | grep -q '"health":"true"' ;;
+	nats) curl -fsS -m 2 "http://$HOST:$NATS_MONITOR_PORT/healthz?js-enabled-only=true" >/dev/null 2>&1 ;;
+	kafka) port_open "$KAFKA_PORT" && kafka_probe 10 >/dev/null 2>&1 ;;
+	pulsar) curl -fsS -m 3 "http://$HOST:$PULSAR_HTTP_PORT/admin/v2/namespaces/public" 2>/dev/null | grep -q '"public/default"' ;;
+	*) die "unknown server $1 (known: ${ALL[*]})" ;;
+	esac
+}
+
+# wait_ready polls healthy until the deadline, failing early when the process we started has died.
+wait_ready() { # server, pid or empty
+	local s=$1 pid=${2:-} deadline=$((SECONDS + READY_TIMEOUT))
+	until healthy "$s"; do
+		if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+			fail "$s" "process $pid exited during startup"
+		fi
+		((SECONDS < deadline)) || fail "$s" "not ready after ${READY_TIMEOUT}s"
+		sleep 1
+	done
+}
+
+# spawn runs a server in its own session with output to its log, and records the pid so `down` stops only what we started.
+spawn() { # server, command...
+	local s=$1
+	shift
+	setsid "$@" >>"$LOG/$s.log" 2>&1 </dev/null &
+	echo $! >"$VAR/$s.pid"
+	echo $!
+}
+
+# ---- installation and downloads (each under a lock: apt and maven do not like concurrent callers) ----
+
+need_apt() { # package, command that proves it is installed
+	command -v "$2" >/dev/null 2>&1 && return 0
+	say "installing Debian package $1"
+	local sudo=
+	[[ $(id -u) == 0 ]] || sudo=sudo
+	(
+		flock 8
+		command -v "$2" >/dev/null 2>&1 && exit 0
+		$sudo apt-get update -qq >>"$LOG/apt.log" 2>&1 &&
+			DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$1" >>"$LOG/apt.log" 2>&1
+	) 8>"$CACHE/apt.lock" || die "could not install Debian package $1 (command $2); see $LOG/apt.log"
+	command -v "$2" >/dev/null 2>&1 || die "package $1 installed but $2 is not on PATH"
+}
+
+pg_bin() {
+	local d
+	d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+	[[ -n $d && -x $d/initdb ]] || return 1
+	echo "$d"
+}
+
+fetch_nats() {
+	NATS_BIN=$CACHE/bin/nats-server-$NATS_VERSION
+	[[ -x $NATS_BIN ]] && return 0
+	command -v go >/dev/null || fail nats "Go is needed to build nats-server $NATS_VERSION"
+	say "nats: building nats-server $NATS_VERSION from the Go module proxy (once; cached in $CACHE/bin)"
+	local tmp
+	tmp=$(mktemp -d "$CACHE/nats-build.XXXXXX")
+	if ! GOBIN=$tmp GOFLAGS=-buildvcs=false GOWORK=off go install "github.com/nats-io/nats-server/v2@$NATS_VERSION" >>"$LOG/nats.log" 2>&1; then
+		rm -rf "$tmp"
+		fail nats "go install github.com/nats-io/nats-server/v2@$NATS_VERSION failed"
+	fi
+	mv "$tmp/nats-server" "$NATS_BIN"
+	rm -rf "$tmp"
+}
+
+# fetch_maven copies the runtime jars of scripts/deps/<name>/pom.xml into the cache; a marker file makes a half-finished
+# copy count as missing.
+fetch_maven() { # server, version
+	local s=$1 v=$2 lib=$CACHE/$1-$2/lib
+	[[ -f $lib/.complete ]] && return 0
+	grep -q "<$s.version>$v</$s.version>" "$DEPS/$s/pom.xml" || fail "$s" "scripts/deps/$s/pom.xml does not pin $s $v"
+	command -v java >/dev/null || fail "$s" "java (JDK 17) is not installed: apt-get install openjdk-17-jdk-headless"
+	command -v mvn >/dev/null || fail "$s" "mvn is not installed: apt-get install maven"
+	say "$s: fetching $s $v jars from Maven Central (once; cached in $lib)"
+	rm -rf "$lib"
+	(cd "$DEPS/$s" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$lib") \
+		>>"$LOG/$s.log" 2>&1 || fail "$s" "mvn dependency:copy-dependencies for $s $v failed"
+	touch "$lib/.complete"
+}
+
+# ---- one function per server: start it and wait until ready ----
+
+start_pg() {
+	local bin data=$VAR/pg runas=()
+	bin=$(pg_bin) || fail pg "PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)"
+	# initdb and pg_ctl refuse to run as root: use the package's unprivileged postgres user for the data directory.
+	if [[ $(id -u) == 0 ]]; then
+		id postgres >/dev/null 2>&1 || fail pg "running as root but there is no postgres user to own the data directory"
+		runas=(runuser -u postgres --)
+		mkdir -p "$data"
+		chown postgres: "$data"
+		chmod 700 "$data"
+		touch "$LOG/pg.log"
+		chown postgres: "$LOG/pg.log"
+		"${runas[@]}" test -w "$data" || fail pg "user postgres cannot write $data (a parent directory is not searchable)"
+	fi
+	if [[ ! -f $data/PG_VERSION ]]; then
+		"${runas[@]}" "$bin/initdb" -D "$data" -U shanhai --auth=trust --encoding=UTF8 --no-locale >>"$LOG/pg.log" 2>&1 ||
+			fail pg "initdb failed"
+	fi
+	# fsync off: a test and development server trades crash safety of the OS for speed on a shared disk; the tests
+	# exercise process crashes, which this does not weaken. Many test packages run at once, hence max_connections.
+	"${runas[@]}" "$bin/pg_ctl" -D "$data" -l "$LOG/pg.log" -w -t "$READY_TIMEOUT" start -o \
+		"-c listen_addresses=$HOST -c port=$PG_PORT -c unix_socket_directories=/tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+		>>"$LOG/pg.log" 2>&1 || fail pg "pg_ctl start failed"
+	head -1 "$data/postmaster.pid" >"$VAR/pg.pid"
+	wait_ready pg
+	# The bootstrap superuser is shanhai; give it a database of its own name as well.
+	if ! psql -h "$HOST" -p "$PG_PORT" -U shanhai -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='shanhai'" | grep -q 1; then
+		psql -h "$HOST" -p "$PG_PORT" -U shanhai -d postgres -qc 'CREATE DATABASE shanhai' >>"$LOG/pg.log" 2>&1 ||
+			fail pg "CREATE DATABASE shanhai failed"
+	fi
+}
+
+start_redis() {
+	mkdir -p "$VAR/redis"
+	# No persistence: tests never rely on Redis surviving a restart.
+	redis-server --bind "$HOST" --port "$REDIS_PORT" --save '' --appendonly no --dir "$VAR/redis" \
+		--daemonize yes --pidfile "$VAR/redis.pid" --logfile "$LOG/redis.log" >>"$LOG/redis.log" 2>&1 ||
+		fail redis "redis-server did not start"
+	wait_ready redis
+}
+
+start_etcd() {
+	local pid
+	mkdir -p "$VAR/etcd"
+	pid=$(spawn etcd etcd --name shanhai --data-dir "$VAR/etcd/data" \
+		--listen-client-urls "http://$HOST:$ETCD_PORT" --advertise-client-urls "http://$HOST:$ETCD_PORT" \
+		--listen-peer-urls "http://$HOST:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://$HOST:$ETCD_PEER_PORT" \
+		--initial-cluster "shanhai=http://$HOST:$ETCD_PEER_PORT")
+	wait_ready etcd "$pid"
+}
+
+start_nats() {
+	local pid
+	fetch_nats
+	mkdir -p "$VAR/nats"
+	sed -e "s|@HOST@|$HOST|g" -e "s|@PORT@|$NATS_PORT|g" -e "s|@MONITOR_PORT@|$NATS_MONITOR_PORT|g" \
+		-e "s|@STORE@|$VAR/nats|g" "$DEPS/nats/nats.conf" >"$VAR/nats/nats.conf"
+	pid=$(spawn nats "$NATS_BIN" -c "$VAR/nats/nats.conf")
+	wait_ready nats "$pid"
+}
+
+kafka_lib() { echo "$CACHE/kafka-$KAFKA_VERSION/lib"; }
+
+# kafka_probe asks the broker for cluster metadata and creates the project's topics (idempotent). A Java source file
+# run by the JDK's launcher keeps this free of a second copy of Kafka's shell tools.
+kafka_probe() { # seconds to keep trying
+	java -Xmx128m -Dlog4j.configuration="file:$DEPS/kafka/probe-log4j.properties" -cp "$(kafka_lib)/*" \
+		"$DEPS/kafka/Probe.java" "$HOST:$KAFKA_PORT" "$1" shanhai.users shanhai.orders shanhai.payments
+}
+
+start_kafka() {
+	local pid lib data=$VAR/kafka
+	fetch_maven kafka "$KAFKA_VERSION"
+	lib=$(kafka_lib)
+	mkdir -p "$data"
+	sed -e "s|@HOST@|$HOST|g" -e "s|@PORT@|$KAFKA_PORT|g" -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+		-e "s|@DATA@|$data/data|g" "$DEPS/kafka/server.properties" >"$data/server.properties"
+	local jvm=(java -Xms512m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+		-Dlog4j.configuration="file:$DEPS/kafka/log4j.properties" -cp "$lib/*")
+	# KRaft storage is formatted once, in its own JVM (the tool calls System.exit).
+	if [[ ! -f $data/data/meta.properties ]]; then
+		[[ -f $data/cluster.id ]] || "${jvm[@]}" kafka.tools.StorageTool random-uuid >"$data/cluster.id" 2>>"$LOG/kafka.log" ||
+			fail kafka "kafka-storage random-uuid failed"
+		"${jvm[@]}" kafka.tools.StorageTool format -t "$(cat "$data/cluster.id")" -c "$data/server.properties" \
+			--ignore-formatted >>"$LOG/kafka.log" 2>&1 || fail kafka "kafka-storage format failed"
+	fi
+	pid=$(spawn kafka "${jvm[@]}" kafka.Kafka "$data/server.properties")
+	local deadline=$((SECONDS + READY_TIMEOUT))
+	until port_open "$KAFKA_PORT"; do
+		kill -0 "$pid" 2>/dev/null || fail kafka "process $pid exited during startup"
+		((SECONDS < deadline)) || fail kafka "port $KAFKA_PORT not open after ${READY_TIMEOUT}s"
+		sleep 1
+	done
+	kafka_probe $((deadline - SECONDS)) >>"$LOG/kafka.log" 2>&1 || fail kafka "metadata probe or topic creation failed"
+}
+
+pulsar_setup() {
+	# Tenant shanhai, namespace shanhai/events with broker-side deduplication (the bridge relies on it). All idempotent:
+	# PUT on an existing tenant/namespace answers 409, which is fine.
+	local a=http://$HOST:$PULSAR_HTTP_PORT/admin/v2 code
+	code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
+		-d '{"adminRoles":[],"allowedClusters":["standalone"]}' "$a/tenants/shanhai") || true
+	[[ $code == 204 || $code == 409 ]] || fail pulsar "creating tenant shanhai answered HTTP $code"
+	code=$(curl -sS -o /dev/null -w '%{http_code}' -X PUT "$a/namespaces/shanhai/events") || true
+	[[ $code == 204 || $code == 409 ]] || fail pulsar "creating namespace shanhai/events answered HTTP $code"
+	code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d true \
+		"$a/namespaces/shanhai/events/deduplication") || true
+	[[ $code == 204 ]] || fail pulsar "enabling deduplication on shanhai/events answered HTTP $code"
+}
+
+start_pulsar() {
+	local pid lib data=$VAR/pulsar
+	fetch_maven pulsar "$PULSAR_VERSION"
+	lib=$CACHE/pulsar-$PULSAR_VERSION/lib
+	# Fresh data per start: standalone's bookie and metadata store do not always agree after an unclean stop, and a test
+	# server has nothing worth keeping. Run from its own directory because some paths stay relative to it.
+	rm -rf "$data"
+	mkdir -p "$data"
+	sed -e "s|@HOST@|$HOST|g" -e "s|@PORT@|$PULSAR_PORT|g" -e "s|@HTTP_PORT@|$PULSAR_HTTP_PORT|g" \
+		-e "s|@DATA@|$data|g" "$DEPS/pulsar/standalone.conf" >"$data/standalone.conf"
+	local flags
+	mapfile -t flags < <(grep -v '^\s*\(#\|$\)' "$DEPS/pulsar/jvm.options")
+	pid=$(cd "$data" && spawn pulsar java "${flags[@]}" -Dlog4j.configurationFile="$DEPS/pulsar/log4j2.yaml" \
+		-Dpulsar.log.dir="$LOG" -cp "$lib/*" org.apache.pulsar.PulsarStandaloneStarter \
+		-c "$data/standalone.conf" -nfw -nss -a "$HOST" \
+		--metadata-dir "$data/metadata" --bookkeeper-dir "$data/bookkeeper")
+	wait_ready pulsar "$pid"
+	pulsar_setup
+}
+
+# up_one runs in a subshell per server so they start in parallel, each under its own lock.
+up_one() { # server
+	local s=$1 t0=$SECONDS
+	exec 9>"$CACHE/locks/$s.lock"
+	if ! flock -n 9; then
+		say "$s: another deps.sh is starting it; waiting"
+		flock 9
+	fi
+	if healthy "$s"; then
+		[[ $s == pulsar ]] && pulsar_setup
+		say "$s: already up at $(addr "$s"), reusing"
+		return 0
+	fi
+	"start_$s"
+	say "$s: up at $(addr "$s") ($((SECONDS - t0))s)"
+}
+
+addr() {
+	case $1 in
+	pg) echo "$HOST:$PG_PORT" ;;
+	redis) echo "$HOST:$REDIS_PORT" ;;
+	etcd) echo "$HOST:$ETCD_PORT" ;;
+	nats) echo "$HOST:$NATS_PORT (monitor $NATS_MONITOR_PORT)" ;;
+	kafka) echo "$HOST:$KAFKA_PORT (controller $KAFKA_CONTROLLER_PORT)" ;;
+	pulsar) echo "$HOST:$PULSAR_PORT (admin http $PULSAR_HTTP_PORT)" ;;
+	esac
+}
+
+# install_packages installs the Debian packages the chosen servers need before any of them starts, so parallel starts
+# never race on apt.
+install_packages() {
+	local s
+	for s in "$@"; do
+		healthy "$s" && continue
+		case $s in
+		pg) pg_bin >/dev/null || need_apt postgresql /usr/lib/postgresql/15/bin/initdb ;;
+		redis) need_apt redis-server redis-server ;;
+		etcd) need_apt etcd-server etcd ;;
+		esac
+	done
+	command -v pg_isready >/dev/null || need_apt postgresql-client pg_isready
+	command -v redis-cli >/dev/null || need_apt redis-tools redis-cli
+	command -v curl >/dev/null || need_apt curl curl
+}
+
+cmd_up() {
+	local s pids=() names=("$@") failed=() t0=$SECONDS
+	install_packages "$@"
+	for s in "$@"; do
+		(up_one "$s") &
+		pids+=($!)
+	done
+	local i
+	for i in "${!pids[@]}"; do
+		wait "${pids[$i]}" || failed+=("${names[$i]}")
+	done
+	if ((${#failed[@]})); then
+		die "not started: ${failed[*]} (logs in $LOG/)"
+	fi
+	say "all up in $((SECONDS - t0))s: ${*}"
+}
+
+stop_pid() { # server
+	local s=$1 pidf=$VAR/$1.pid pid
+	[[ -f $pidf ]] || return 0
+	pid=$(cat "$pidf")
+	if [[ $s == pg ]]; then
+		local bin runas=()
+		bin=$(pg_bin)
+		[[ $(id -u) == 0 ]] && runas=(runuser -u postgres --)
+		"${runas[@]}" "$bin/pg_ctl" -D "$VAR/pg" -m fast -w stop >>"$LOG/pg.log" 2>&1 || true
+	elif kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		local i
+		for i in $(seq 1 60); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.5
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			say "$s: pid $pid ignored TERM for 30s, killing"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	fi
+	rm -f "$pidf"
+	say "$s: stopped"
+}
+
+cmd_down() {
+	local s
+	for s in "$@"; do
+		(
+			exec 9>"$CACHE/locks/$s.lock"
+			flock 9
+			if [[ -f $VAR/$s.pid ]]; then stop_pid "$s"; else say "$s: not started from this checkout, left alone"; fi
+		)
+	done
+}
+
+cmd_status() {
+	local s state rc=0 own
+	for s in "$@"; do
+		own=
+		[[ -f $VAR/$s.pid ]] && own="pid $(cat "$VAR/$s.pid"), started here"
+		if healthy "$s"; then state=up; else
+			state=down
+			rc=3
+		fi
+		printf '%-7s %-5s %s%s\n' "$s" "$state" "$(addr "$s")" "${own:+ ($own)}"
+	done
+	return $rc
+}
+
+cmd_env() {
+	cat <<EOF
+export DATABASE_URL='postgres://shanhai@$HOST:$PG_PORT/shanhai?sslmode=disable'
+export REDIS_URL='redis://$HOST:$REDIS_PORT/0'
+export ETCD_ENDPOINTS='$HOST:$ETCD_PORT'
+export NATS_URL='nats://$HOST:$NATS_PORT'
+export KAFKA_BROKERS='$HOST:$KAFKA_PORT'
+export PULSAR_URL='pulsar://$HOST:$PULSAR_PORT'
+export PULSAR_ADMIN_URL='http://$HOST:$PULSAR_HTTP_PORT'
+EOF
+}
+
+main() {
+	local cmd=${1:-}
+	[[ $# -gt 0 ]] && shift
+	SERVERS=("$@")
+	((${#SERVERS[@]})) || SERVERS=("${ALL[@]}")
+	local s
+	for s in "${SERVERS[@]}"; do
+		[[ " ${ALL[*]} " == *" $s "* ]] || die "unknown server '$s' (known: ${ALL[*]})"
+	done
+	case $cmd in
+	up | down) mkdir -p "$LOG" "$CACHE/bin" "$CACHE/locks" ;;
+	status | env) ;;
+	*)
+		sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+		exit 2
+		;;
+	esac
+	"cmd_$cmd" "${SERVERS[@]}"
+}
+
+main "$@"
