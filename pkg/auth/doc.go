@@ -1,0 +1,14 @@
+// Package auth issues and checks the platform's access tokens.
+//
+// The user service signs short-lived JWTs with Ed25519 (JWS alg "EdDSA") and
+// publishes its public keys as a JWKS document; every other binary verifies
+// tokens against that document. Asymmetric keys mean a verifier can never mint
+// a token, and publishing the current and the previous key lets the signer
+// rotate without logging anybody out.
+//
+// Verification is deliberately strict: the only accepted algorithm is EdDSA
+// (so "none", HS* and RS* tokens fail before any key is consulted), exp and
+// iss are required, and the clock leeway is small. The key set is cached and
+// refetched on an unknown kid at a bounded rate, so a stream of forged kids
+// cannot turn the gateway into a load generator against the user service.
+package auth

@@ -1,0 +1,264 @@
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Claims are the verified facts of an access token.
+type Claims struct {
+	Subject   string
+	Issuer    string
+	ID        string
+	IssuedAt  time.Time
+	ExpiresAt time.Time
+}
+
+// VerifierOptions tune a Verifier; the zero value is the platform default.
+type VerifierOptions struct {
+	// Issuer is the required iss claim. Default Issuer.
+	Issuer string
+	// Leeway absorbs clock skew between signer and verifier. Default 10s:
+	// enough for NTP-synced hosts, small next to a 15 minute token.
+	Leeway time.Duration
+	// MinRefreshInterval bounds how often an unknown kid may trigger a JWKS
+	// fetch. Default 5s.
+	MinRefreshInterval time.Duration
+	// MaxAge is how long a fetched key set is trusted before it is refreshed
+	// in the background (so a withdrawn key stops verifying). Default 10m.
+	MaxAge time.Duration
+	// HTTPClient fetches the JWKS. Default: a client with a 5s timeout.
+	HTTPClient *http.Client
+	// Now replaces the clock in tests.
+	Now func() time.Time
+}
+
+// ErrUnknownKey means the token names a kid that the key set does not hold,
+// even after a refresh (or while refreshes are being rate limited).
+var ErrUnknownKey = errors.New("unknown signing key")
+
+// Verifier checks access tokens against a JWKS document it fetches and caches.
+// It is safe for concurrent use; the hot path is one atomic load, one map
+// lookup and the Ed25519 signature check.
+type Verifier struct {
+	fetch  func(ctx context.Context) ([]byte, error)
+	opts   VerifierOptions
+	parser *jwt.Parser
+
+	keys atomic.Pointer[keySet]
+
+	mu          sync.Mutex // serialises fetches
+	lastAttempt time.Time  // guarded by mu
+	refreshing  atomic.Bool
+}
+
+type keySet struct {
+	byKid   map[string]ed25519.PublicKey
+	fetched time.Time
+}
+
+// NewVerifier verifies against the JWKS served at jwksURL. Nothing is fetched
+// until the first Verify (or Ready), so the caller may start before the user
+// service does.
+func NewVerifier(jwksURL string, o VerifierOptions) *Verifier {
+	o = o.withDefaults()
+	client := o.HTTPClient
+	return newVerifier(o, func(ctx context.Context) ([]byte, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Accept", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("GET %s: status %d", jwksURL, resp.StatusCode)
+		}
+		// A key set is a few hundred bytes; a cap keeps a broken or hostile
+		// endpoint from filling memory.
+		return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	})
+}
+
+// NewStaticVerifier verifies against a fixed JWKS document, for the signer's
+// own process (which need not fetch its own keys over HTTP) and for tests.
+func NewStaticVerifier(doc []byte, o VerifierOptions) (*Verifier, error) {
+	o = o.withDefaults()
+	v := newVerifier(o, func(context.Context) ([]byte, error) { return doc, nil })
+	set, err := parseJWKS(doc)
+	if err != nil {
+		return nil, err
+	}
+	// A static set never goes stale.
+	set.fetched = time.Unix(1<<40, 0)
+	v.keys.Store(set)
+	return v, nil
+}
+
+func newVerifier(o VerifierOptions, fetch func(context.Context) ([]byte, error)) *Verifier {
+	v := &Verifier{fetch: fetch, opts: o}
+	v.parser = jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuer(o.Issuer),
+		jwt.WithLeeway(o.Leeway),
+		jwt.WithIssuedAt(),
+		jwt.WithTimeFunc(o.Now),
+		jwt.WithStrictDecoding(),
+	)
+	return v
+}
+
+func (o VerifierOptions) withDefaults() VerifierOptions {
+	if o.Issuer == "" {
+		o.Issuer = Issuer
+	}
+	if o.Leeway == 0 {
+		o.Leeway = 10 * time.Second
+	}
+	if o.MinRefreshInterval == 0 {
+		o.MinRefreshInterval = 5 * time.Second
+	}
+	if o.MaxAge == 0 {
+		o.MaxAge = 10 * time.Minute
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// Verify checks the token's algorithm, signature, expiry and issuer and
+// returns its claims. Any error means the caller must answer 401.
+func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
+	var rc jwt.RegisteredClaims
+	_, err := v.parser.ParseWithClaims(token, &rc, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		if kid == "" {
+			return nil, errors.New("token has no kid")
+		}
+		return v.key(ctx, kid)
+	})
+	if err != nil {
+		return Claims{}, fmt.Errorf("verify token: %w", err)
+	}
+	if rc.Subject == "" {
+		return Claims{}, errors.New("verify token: no sub")
+	}
+	c := Claims{Subject: rc.Subject, Issuer: rc.Issuer, ID: rc.ID, ExpiresAt: rc.ExpiresAt.Time}
+	if rc.IssuedAt != nil {
+		c.IssuedAt = rc.IssuedAt.Time
+	}
+	return c, nil
+}
+
+// Ready fetches the key set if none is held yet; use it as a readiness probe
+// so a gateway does not take traffic it would answer with 401.
+func (v *Verifier) Ready(ctx context.Context) error {
+	if v.keys.Load() != nil {
+		return nil
+	}
+	return v.refresh(ctx, true)
+}
+
+func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
+	set := v.keys.Load()
+	if set != nil {
+		if k, ok := set.byKid[kid]; ok {
+			if v.opts.Now().Sub(set.fetched) > v.opts.MaxAge {
+				v.refreshInBackground()
+			}
+			return k, nil
+		}
+	}
+	if err := v.refresh(ctx, false); err != nil && !errors.Is(err, errThrottled) {
+		return nil, fmt.Errorf("%w %q: %v", ErrUnknownKey, kid, err)
+	}
+	if set = v.keys.Load(); set != nil {
+		if k, ok := set.byKid[kid]; ok {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("%w %q", ErrUnknownKey, kid)
+}
+
+var errThrottled = errors.New("jwks refresh throttled")
+
+// refresh fetches the key set unless one was attempted within
+// MinRefreshInterval (force skips that bound, for Ready). Callers that lose
+// the race wait for the winner and then reuse its result.
+func (v *Verifier) refresh(ctx context.Context, force bool) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.opts.Now()
+	if !force && !v.lastAttempt.IsZero() && now.Sub(v.lastAttempt) < v.opts.MinRefreshInterval {
+		return errThrottled
+	}
+	v.lastAttempt = now
+	doc, err := v.fetch(ctx)
+	if err != nil {
+		return fmt.Errorf("fetch jwks: %w", err)
+	}
+	set, err := parseJWKS(doc)
+	if err != nil {
+		return err
+	}
+	set.fetched = now
+	v.keys.Store(set)
+	return nil
+}
+
+func (v *Verifier) refreshInBackground() {
+	if !v.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer v.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		// On failure the old set stays: a short user-service outage must not
+		// log everybody out.
+		_ = v.refresh(ctx, false)
+	}()
+}
+
+// parseJWKS keeps only Ed25519 signing keys; anything else in the document
+// is ignored rather than trusted.
+func parseJWKS(doc []byte) (*keySet, error) {
+	var d jwks
+	if err := json.Unmarshal(doc, &d); err != nil {
+		return nil, fmt.Errorf("parse jwks: %w", err)
+	}
+	set := &keySet{byKid: make(map[string]ed25519.PublicKey, len(d.Keys))}
+	for _, k := range d.Keys {
+		if k.Kty != "OKP" || k.Crv != "Ed25519" || k.Kid == "" || (k.Use != "" && k.Use != "sig") {
+			continue
+		}
+		if k.Alg != "" && k.Alg != "EdDSA" {
+			continue
+		}
+		x, err := base64.RawURLEncoding.DecodeString(k.X)
+		if err != nil || len(x) != ed25519.PublicKeySize {
+			continue
+		}
+		set.byKid[k.Kid] = ed25519.PublicKey(x)
+	}
+	return set, nil
+}
