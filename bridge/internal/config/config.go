@@ -1,0 +1,111 @@
+// Package config is the bridge's environment: brokers, topic routes and the
+// bounds that keep memory flat when a sink is down.
+package config
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
+)
+
+// Config is read once at start by pkg/config.
+type Config struct {
+	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8084" desc:"HTTP listen address (/healthz, /readyz, /metrics)"`
+	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9084" desc:"pprof listener; empty disables"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline: in-flight messages settle and confirmed offsets are committed within it"`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
+
+	KafkaBrokers []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:19092" envSeparator:"," desc:"Kafka bootstrap brokers, comma list"`
+	NATSURL      string   `env:"NATS_URL" envDefault:"nats://127.0.0.1:14222" desc:"NATS server URL (JetStream enabled)"`
+	PulsarURL    string   `env:"PULSAR_URL" envDefault:"pulsar://127.0.0.1:16650" desc:"Pulsar service URL (namespace must have deduplication on)"`
+
+	Legs            string        `env:"BRIDGE_LEGS" envDefault:"kafka-nats,nats-pulsar" desc:"legs to run: kafka-nats (A), nats-pulsar (B); leg B follows leg A's partition ownership, so it needs leg A"`
+	Topics          string        `env:"BRIDGE_TOPICS" envDefault:"shanhai.users,shanhai.orders,shanhai.payments" desc:"Kafka topics to carry, comma list; topic=subject publishes to another subject"`
+	Group           string        `env:"BRIDGE_GROUP" envDefault:"shanhai-bridge" desc:"Kafka consumer group; instances in one group split partitions"`
+	StartOffset     string        `env:"BRIDGE_START_OFFSET" envDefault:"first" desc:"where a partition with no committed offset starts: first or last"`
+	Stream          string        `env:"BRIDGE_STREAM" envDefault:"SHANHAI" desc:"JetStream stream, created if absent"`
+	StreamSubjects  []string      `env:"BRIDGE_STREAM_SUBJECTS" envDefault:"shanhai.>" envSeparator:"," desc:"subjects of a stream the bridge creates"`
+	DuplicateWindow time.Duration `env:"BRIDGE_DUPLICATE_WINDOW" envDefault:"2m" desc:"JetStream Nats-Msg-Id dedup window of a stream the bridge creates"`
+	PulsarNamespace string        `env:"BRIDGE_PULSAR_NAMESPACE" envDefault:"shanhai/events" desc:"Pulsar tenant/namespace of the archive topics"`
+	DLQTopic        string        `env:"BRIDGE_DLQ_TOPIC" envDefault:"shanhai.dlq" desc:"Kafka topic receiving poison messages with reason and source coordinates"`
+
+	MaxMessageBytes int           `env:"BRIDGE_MAX_MESSAGE_BYTES" envDefault:"900000" desc:"larger messages (payload plus headers) go to the DLQ"`
+	InFlight        int           `env:"BRIDGE_INFLIGHT" envDefault:"512" desc:"unconfirmed messages per partition per leg; bounds memory"`
+	SinkRetries     int           `env:"BRIDGE_SINK_RETRIES" envDefault:"5" desc:"times a sink may reject one message before it goes to the DLQ"`
+	CommitInterval  time.Duration `env:"BRIDGE_COMMIT_INTERVAL" envDefault:"1s" desc:"how often confirmed Kafka offsets and JetStream acks are flushed"`
+	AckWait         time.Duration `env:"BRIDGE_ACK_WAIT" envDefault:"2m" desc:"JetStream ack wait of leg B's consumers"`
+	MaxBackoff      time.Duration `env:"BRIDGE_MAX_BACKOFF" envDefault:"5s" desc:"cap of the retry backoff for transient sink errors"`
+}
+
+// LegA and LegB report which legs run.
+func (c *Config) LegA() bool { return strings.Contains(c.Legs, "kafka-nats") }
+func (c *Config) LegB() bool { return strings.Contains(c.Legs, "nats-pulsar") }
+
+// Routes returns the validated topic routes.
+func (c *Config) Routes() ([]mapping.Route, error) {
+	return mapping.Routes(c.Topics, c.StreamSubjects, c.PulsarNamespace)
+}
+
+// Validate implements pkg/config.Validator.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(v, p string) { errs = append(errs, pkgconfig.Invalid(v, p)) }
+	routes, err := c.Routes()
+	if err != nil {
+		bad("BRIDGE_TOPICS", err.Error())
+	}
+	for _, r := range routes {
+		if r.Topic == c.DLQTopic {
+			bad("BRIDGE_DLQ_TOPIC", "must not be one of the carried topics")
+		}
+	}
+	for _, l := range strings.Split(c.Legs, ",") {
+		if l = strings.TrimSpace(l); l != "kafka-nats" && l != "nats-pulsar" {
+			bad("BRIDGE_LEGS", "unknown leg "+l)
+		}
+	}
+	if c.LegB() && !c.LegA() {
+		bad("BRIDGE_LEGS", "nats-pulsar follows kafka-nats partition ownership and needs it")
+	}
+	if c.StartOffset != "first" && c.StartOffset != "last" {
+		bad("BRIDGE_START_OFFSET", "must be first or last")
+	}
+	if c.Group == "" {
+		bad("BRIDGE_GROUP", "must not be empty")
+	}
+	if c.Stream == "" || strings.ContainsAny(c.Stream, ". *>") {
+		bad("BRIDGE_STREAM", "must be a name without . * > or spaces")
+	}
+	if c.DuplicateWindow < time.Second {
+		bad("BRIDGE_DUPLICATE_WINDOW", "must be at least 1s")
+	}
+	if c.MaxMessageBytes < 1024 {
+		bad("BRIDGE_MAX_MESSAGE_BYTES", "must be at least 1024")
+	}
+	if c.InFlight < 1 || c.InFlight > 65536 {
+		bad("BRIDGE_INFLIGHT", "must be 1..65536")
+	}
+	if c.SinkRetries < 0 {
+		bad("BRIDGE_SINK_RETRIES", "must not be negative")
+	}
+	if c.CommitInterval <= 0 {
+		bad("BRIDGE_COMMIT_INTERVAL", "must be positive")
+	}
+	if c.AckWait < time.Second {
+		bad("BRIDGE_ACK_WAIT", "must be at least 1s")
+	}
+	if c.MaxBackoff <= 0 {
+		bad("BRIDGE_MAX_BACKOFF", "must be positive")
+	}
+	if len(c.KafkaBrokers) == 0 {
+		bad("KAFKA_BROKERS", "must not be empty")
+	}
+	if c.LegB() && c.PulsarURL == "" {
+		bad("PULSAR_URL", "required by the nats-pulsar leg")
+	}
+	return errors.Join(errs...)
+}

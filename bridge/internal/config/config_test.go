@@ -1,0 +1,38 @@
+package config
+
+import (
+	"strings"
+	"testing"
+
+	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
+)
+
+func TestDefaultsValid(t *testing.T) {
+	for _, v := range pkgconfig.Table(&Config{}) {
+		t.Setenv(v.Name, "")
+	}
+	var c Config
+	if err := pkgconfig.Load(&c); err != nil {
+		t.Fatal(err)
+	}
+	if !c.LegA() || !c.LegB() || len(c.KafkaBrokers) != 1 {
+		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestEveryBadVariableNamed(t *testing.T) {
+	t.Setenv("BRIDGE_TOPICS", "shanhai.dlq,bad/topic")
+	t.Setenv("BRIDGE_LEGS", "nats-pulsar")
+	t.Setenv("BRIDGE_START_OFFSET", "middle")
+	t.Setenv("BRIDGE_INFLIGHT", "0")
+	var c Config
+	err := pkgconfig.Load(&c)
+	if err == nil {
+		t.Fatal("Load accepted bad configuration")
+	}
+	for _, name := range []string{"BRIDGE_TOPICS", "BRIDGE_DLQ_TOPIC", "BRIDGE_LEGS", "BRIDGE_START_OFFSET", "BRIDGE_INFLIGHT"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error does not name %s: %v", name, err)
+		}
+	}
+}

@@ -1,0 +1,143 @@
+// Package mapping names where each Kafka topic goes: its JetStream subject and
+// its Pulsar archive topic. The names are validated once at start so that a
+// typo fails the deployment instead of silently publishing nowhere.
+package mapping
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Route is one Kafka topic's destinations.
+type Route struct {
+	Topic       string // Kafka topic, e.g. shanhai.orders
+	Subject     string // JetStream subject, e.g. shanhai.orders
+	PulsarTopic string // e.g. persistent://shanhai/events/shanhai.orders
+}
+
+// Kafka allows [a-zA-Z0-9._-] up to 249 characters.
+var kafkaTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// Pulsar topic local names must not contain '/' or ':' and in practice stay
+// within this set; tenant/namespace parts follow the same rule.
+var pulsarName = regexp.MustCompile(`^[a-zA-Z0-9._=-]+$`)
+
+// Routes builds one route per topic. spec is a comma list of Kafka topics,
+// each optionally followed by "=subject" to publish somewhere other than the
+// topic's own name. streamSubjects are the stream's subject filters (the
+// subject must fall inside one, or JetStream would answer "no responders");
+// namespace is the Pulsar tenant/namespace, e.g. "shanhai/events".
+func Routes(spec string, streamSubjects []string, namespace string) ([]Route, error) {
+	var errs []error
+	ns := strings.Split(namespace, "/")
+	if len(ns) != 2 || !pulsarName.MatchString(ns[0]) || !pulsarName.MatchString(ns[1]) {
+		errs = append(errs, fmt.Errorf("pulsar namespace %q is not tenant/namespace", namespace))
+	}
+	for _, s := range streamSubjects {
+		if err := checkSubject(s, true); err != nil {
+			errs = append(errs, fmt.Errorf("stream subject %q: %w", s, err))
+		}
+	}
+	var routes []Route
+	seen := map[string]bool{}
+	for _, item := range strings.Split(spec, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		topic, subject, custom := strings.Cut(item, "=")
+		if !custom {
+			subject = topic
+		}
+		r := Route{Topic: topic, Subject: subject, PulsarTopic: "persistent://" + namespace + "/" + topic}
+		switch {
+		case !kafkaTopic.MatchString(topic) || topic == "." || topic == "..":
+			errs = append(errs, fmt.Errorf("kafka topic %q: only [a-zA-Z0-9._-], 1-249 characters", topic))
+			continue
+		case seen[topic]:
+			errs = append(errs, fmt.Errorf("kafka topic %q listed twice", topic))
+			continue
+		}
+		seen[topic] = true
+		if err := checkSubject(subject, false); err != nil {
+			errs = append(errs, fmt.Errorf("subject %q for topic %q: %w", subject, topic, err))
+		} else if !covered(subject, streamSubjects) {
+			errs = append(errs, fmt.Errorf("subject %q for topic %q is outside the stream's subjects %v", subject, topic, streamSubjects))
+		}
+		routes = append(routes, r)
+	}
+	if len(routes) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("no topics configured"))
+	}
+	return routes, errors.Join(errs...)
+}
+
+// checkSubject accepts dot-separated non-empty tokens without whitespace;
+// wildcards only where a filter is expected.
+func checkSubject(s string, filter bool) error {
+	if s == "" {
+		return errors.New("empty")
+	}
+	toks := strings.Split(s, ".")
+	for i, t := range toks {
+		switch {
+		case t == "":
+			return errors.New("empty token")
+		case strings.ContainsAny(t, " \t\r\n"):
+			return errors.New("whitespace")
+		case t == "*" || t == ">":
+			if !filter {
+				return errors.New("wildcard in a publish subject")
+			}
+			if t == ">" && i != len(toks)-1 {
+				return errors.New("'>' not last")
+			}
+		case strings.ContainsAny(t, "*>"):
+			return errors.New("wildcard inside a token")
+		}
+	}
+	return nil
+}
+
+// covered reports whether subject matches one of the filters.
+func covered(subject string, filters []string) bool {
+	for _, f := range filters {
+		if Match(f, subject) {
+			return true
+		}
+	}
+	return false
+}
+
+// Match reports whether a literal subject matches a NATS filter.
+func Match(filter, subject string) bool {
+	ft, st := strings.Split(filter, "."), strings.Split(subject, ".")
+	for i, f := range ft {
+		if f == ">" {
+			return len(st) > i
+		}
+		if i >= len(st) || (f != "*" && f != st[i]) {
+			return false
+		}
+	}
+	return len(ft) == len(st)
+}
+
+// ByTopic indexes routes.
+func ByTopic(routes []Route) map[string]Route {
+	m := make(map[string]Route, len(routes))
+	for _, r := range routes {
+		m[r.Topic] = r
+	}
+	return m
+}
+
+// Name is a partition's stable name for things that must be unique per
+// partition and free of dots: the Pulsar producer name (whose broker-side
+// dedup state is keyed by it) and the JetStream consumer name.
+func Name(topic string, partition int) string {
+	r := strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
+	return fmt.Sprintf("bridge-%s-%d", r.Replace(topic), partition)
+}

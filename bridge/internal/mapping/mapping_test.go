@@ -1,0 +1,84 @@
+package mapping
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestRoutes(t *testing.T) {
+	stream := []string{"shanhai.>"}
+	tests := []struct {
+		name    string
+		spec    string
+		want    []Route
+		wantErr string
+	}{
+		{"defaults", "shanhai.orders, shanhai.users", []Route{
+			{"shanhai.orders", "shanhai.orders", "persistent://shanhai/events/shanhai.orders"},
+			{"shanhai.users", "shanhai.users", "persistent://shanhai/events/shanhai.users"},
+		}, ""},
+		{"custom subject", "orders=shanhai.orders.v1", []Route{
+			{"orders", "shanhai.orders.v1", "persistent://shanhai/events/orders"},
+		}, ""},
+		{"subject outside stream", "orders", nil, "outside the stream"},
+		{"wildcard subject", "shanhai.orders=shanhai.*", nil, "wildcard"},
+		{"empty token", "shanhai..orders", nil, "empty token"},
+		{"bad kafka topic", "shanhai/orders", nil, "kafka topic"},
+		{"duplicate", "shanhai.a,shanhai.a", nil, "twice"},
+		{"empty", " , ", nil, "no topics"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Routes(tc.spec, stream, "shanhai/events")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("route %d = %+v, want %+v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestRoutesBadNamespaceAndStream(t *testing.T) {
+	_, err := Routes("shanhai.a", []string{"shanhai.>.x"}, "shanhai")
+	if err == nil || !strings.Contains(err.Error(), "namespace") || !strings.Contains(err.Error(), "not last") {
+		t.Fatalf("err = %v, want both namespace and stream subject complaints", err)
+	}
+}
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		filter, subject string
+		want            bool
+	}{
+		{"shanhai.>", "shanhai.orders", true},
+		{"shanhai.>", "shanhai", false},
+		{"shanhai.*", "shanhai.orders", true},
+		{"shanhai.*", "shanhai.orders.x", false},
+		{"shanhai.orders", "shanhai.orders", true},
+		{"shanhai.orders", "shanhai.users", false},
+	}
+	for _, tc := range tests {
+		if got := Match(tc.filter, tc.subject); got != tc.want {
+			t.Errorf("Match(%q, %q) = %v", tc.filter, tc.subject, got)
+		}
+	}
+}
+
+func TestName(t *testing.T) {
+	if got := Name("shanhai.orders", 2); got != "bridge-shanhai_orders-2" {
+		t.Fatalf("Name = %q", got)
+	}
+}
