@@ -1,0 +1,178 @@
+// Package database opens the platform's relational store from one URL: PostgreSQL in production and native runs, SQLite
+// (pure Go, no cgo) for the embedded mode and quick tests. Services get a *gorm.DB either way and write SQL that runs on both.
+package database
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+)
+
+// Dialect names, as returned by Dialect and by gorm's Dialector.Name.
+const (
+	Postgres = "postgres"
+	SQLite   = "sqlite"
+)
+
+// Options tune Open; the zero value gives the defaults documented on each field.
+type Options struct {
+	// MaxOpenConns caps PostgreSQL connections per process (default 10). SQLite always uses one connection.
+	MaxOpenConns int
+	// MaxIdleConns keeps warm PostgreSQL connections (default MaxOpenConns).
+	MaxIdleConns int
+	// ConnMaxLifetime recycles connections so servers can rebalance and fail over (default 30m).
+	ConnMaxLifetime time.Duration
+	// ConnMaxIdleTime closes connections idle this long (default 5m).
+	ConnMaxIdleTime time.Duration
+	// BusyTimeout is how long an SQLite writer waits for another process's write lock (default 10s).
+	BusyTimeout time.Duration
+	// Logger receives gorm's warnings and slow-query reports (default slog.Default()).
+	Logger *slog.Logger
+	// SlowQuery is the threshold above which a query is logged as slow (default 200ms).
+	SlowQuery time.Duration
+}
+
+// Open connects to url with default Options. See OpenWith.
+func Open(url string) (*gorm.DB, error) { return OpenWith(url, Options{}) }
+
+// OpenWith connects to a store named by url:
+//
+//   - postgres://user:pass@host:port/db?sslmode=disable (also postgresql://) uses the pgx driver with a bounded pool.
+//   - sqlite://path/to/file.db, sqlite:///abs/path.db or sqlite://:memory: uses a cgo-free SQLite with WAL journaling,
+//     foreign keys on, a busy timeout, and BEGIN IMMEDIATE transactions.
+//
+// SQLite allows one writer at a time, so the pool holds exactly one connection: writers in this process queue on the pool
+// instead of failing with SQLITE_BUSY, and ":memory:" (one database per connection) stays one database. Another process on
+// the same file waits up to BusyTimeout for the write lock. The price is that reads also queue; SQLite is for the embedded
+// mode and tests, not for load. A consequence callers must respect: never use the *gorm.DB outside a transaction while
+// holding that transaction open, or the second query waits forever for the only connection.
+//
+// Errors are translated (gorm.ErrDuplicatedKey, gorm.ErrForeignKeyViolated) on both dialects.
+func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
+	o = o.withDefaults()
+	cfg := &gorm.Config{
+		TranslateError: true,
+		Logger: logger.NewSlogLogger(o.Logger, logger.Config{
+			SlowThreshold:             o.SlowQuery,
+			LogLevel:                  logger.Warn,
+			IgnoreRecordNotFoundError: true,
+			ParameterizedQueries:      true, // never log bound values: they may hold personal data
+		}),
+		NowFunc: func() time.Time { return time.Now().UTC() },
+	}
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, fmt.Errorf("open database: %q is not a URL (want postgres://... or sqlite://...)", redact(rawURL))
+	}
+	switch scheme {
+	case "postgres", "postgresql":
+		db, err := gorm.Open(postgres.Open(rawURL), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
+		}
+		sqlDB, err := db.DB()
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+		sqlDB.SetMaxOpenConns(o.MaxOpenConns)
+		sqlDB.SetMaxIdleConns(o.MaxIdleConns)
+		sqlDB.SetConnMaxLifetime(o.ConnMaxLifetime)
+		sqlDB.SetConnMaxIdleTime(o.ConnMaxIdleTime)
+		return db, nil
+	case "sqlite":
+		dsn, err := sqliteDSN(rest, o.BusyTimeout)
+		if err != nil {
+			return nil, err
+		}
+		db, err := gorm.Open(sqlite.Open(dsn), cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite %s: %w", rest, err)
+		}
+		sqlDB, err := db.DB()
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+		sqlDB.SetMaxOpenConns(1)
+		sqlDB.SetMaxIdleConns(1)
+		// A closed idle connection would drop a :memory: database, so keep the one connection for the pool's life.
+		sqlDB.SetConnMaxLifetime(0)
+		sqlDB.SetConnMaxIdleTime(0)
+		return db, nil
+	default:
+		return nil, fmt.Errorf("open database: unsupported scheme %q (want postgres or sqlite)", scheme)
+	}
+}
+
+// Dialect returns Postgres or SQLite for a *gorm.DB from Open, so callers can pick dialect-specific SQL.
+func Dialect(db *gorm.DB) string { return db.Dialector.Name() }
+
+// sqliteDSN turns the part after "sqlite://" into a driver DSN with the pragmas every connection needs.
+// Query parameters given in the URL (e.g. _pragma=synchronous(normal)) are kept and come after the defaults.
+func sqliteDSN(rest string, busy time.Duration) (string, error) {
+	path, query, _ := strings.Cut(rest, "?")
+	if path == "" {
+		return "", fmt.Errorf("open sqlite: empty path (want sqlite://file.db or sqlite://:memory:)")
+	}
+	extra, err := url.ParseQuery(query)
+	if err != nil {
+		return "", fmt.Errorf("open sqlite: bad query %q: %w", query, err)
+	}
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
+	q.Add("_pragma", "foreign_keys(1)")
+	if path != ":memory:" {
+		q.Add("_pragma", "journal_mode(WAL)")
+		// WAL with synchronous=NORMAL is durable against application crashes, which is what the outbox relies on.
+		q.Add("_pragma", "synchronous(NORMAL)")
+	}
+	// Take the write lock at BEGIN: a deferred transaction that reads and then writes can fail with SQLITE_BUSY
+	// when another process wrote in between, which busy_timeout does not cover.
+	q.Set("_txlock", "immediate")
+	for k, vs := range extra {
+		for _, v := range vs {
+			q.Add(k, v)
+		}
+	}
+	return path + "?" + q.Encode(), nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxOpenConns <= 0 {
+		o.MaxOpenConns = 10
+	}
+	if o.MaxIdleConns <= 0 {
+		o.MaxIdleConns = o.MaxOpenConns
+	}
+	if o.ConnMaxLifetime <= 0 {
+		o.ConnMaxLifetime = 30 * time.Minute
+	}
+	if o.ConnMaxIdleTime <= 0 {
+		o.ConnMaxIdleTime = 5 * time.Minute
+	}
+	if o.BusyTimeout <= 0 {
+		o.BusyTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.SlowQuery <= 0 {
+		o.SlowQuery = 200 * time.Millisecond
+	}
+	return o
+}
+
+// redact hides the password of a URL for error messages.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparseable url>"
+	}
+	return u.Redacted()
+}

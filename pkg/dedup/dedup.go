@@ -1,0 +1,62 @@
+// Package dedup makes event handlers idempotent. Brokers and the outbox deliver at least once, so a consumer can see
+// the same event twice (a relay crash between publish and mark, a redelivery after a lost ack). Once records the event id
+// in the handler's own database transaction: the side effects and the record commit together or not at all, so a
+// duplicate is recognised exactly when the first delivery's effects are durable.
+package dedup
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations creates the processed_events table; apply it with migrate.Up next to the service's own set.
+// Its versions are tracked in schema_migrations_dedup.
+var Migrations fs.FS = migrate.Named("dedup", mustSub(migrations, "migrations"))
+
+// Once records that consumer handled eventID, inside tx (the transaction that also applies the handler's effects).
+// It returns first=true when this is the first time, false when the pair is already recorded; then the handler
+// should skip its work, commit (or roll back) and acknowledge the message.
+//
+// Concurrent deliveries of the same event are safe: on PostgreSQL the second insert waits for the first transaction and
+// then reports false if it committed (or true if it rolled back); SQLite serialises writers.
+func Once(ctx context.Context, tx *gorm.DB, consumer, eventID string) (first bool, err error) {
+	if consumer == "" || eventID == "" {
+		return false, errors.New("dedup: consumer and event id must not be empty")
+	}
+	res := tx.WithContext(ctx).Exec(
+		"INSERT INTO processed_events (consumer, event_id, processed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+		consumer, eventID, time.Now().UTC())
+	if res.Error != nil {
+		return false, fmt.Errorf("dedup %s/%s: %w", consumer, eventID, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
+// Cleanup deletes records older than before and returns how many. Keep records longer than any redelivery window
+// (broker retention, outbox retry horizon): a duplicate arriving after its record is gone is handled again.
+func Cleanup(ctx context.Context, db *gorm.DB, before time.Time) (int64, error) {
+	res := db.WithContext(ctx).Exec("DELETE FROM processed_events WHERE processed_at < ?", before.UTC())
+	if res.Error != nil {
+		return 0, fmt.Errorf("dedup cleanup: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+func mustSub(fsys fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err) // only on a malformed constant path
+	}
+	return sub
+}

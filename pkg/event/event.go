@@ -1,0 +1,174 @@
+// Package event is the platform's event envelope: the CloudEvents 1.0 context attributes (id, type, source, time, subject)
+// around a JSON payload, and its binary-mode mapping onto message headers.
+//
+// Binary mode keeps the payload untouched as the message value and carries the attributes as headers (ce_id, ce_type, ...),
+// so brokers, bridges and archives can route and dedup on headers without parsing JSON. The mapping follows the CloudEvents
+// Kafka protocol binding; the same header names are reused on NATS and Pulsar by the bridge.
+package event
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// SpecVersion is the CloudEvents specification version this package writes and accepts.
+const SpecVersion = "1.0"
+
+// ContentType is the only data content type the platform publishes.
+const ContentType = "application/json"
+
+// Header names of the binary content mode.
+const (
+	HeaderSpecVersion = "ce_specversion"
+	HeaderID          = "ce_id"
+	HeaderType        = "ce_type"
+	HeaderSource      = "ce_source"
+	HeaderTime        = "ce_time"
+	HeaderSubject     = "ce_subject"
+	HeaderContentType = "content-type"
+)
+
+// Envelope is one event: who said what happened, about which entity, when, and the JSON data describing it.
+type Envelope struct {
+	// ID identifies the event; consumers dedup on it. New uses a UUIDv7 so ids also sort by creation time.
+	ID string `json:"id"`
+	// Type names what happened, e.g. "order.created".
+	Type string `json:"type"`
+	// Source names the producer as a URI reference, e.g. "/services/order".
+	Source string `json:"source"`
+	// Subject is the entity the event is about, e.g. the order id (optional).
+	Subject string `json:"subject,omitempty"`
+	// Time is when the fact happened, in UTC.
+	Time time.Time `json:"time"`
+	// Data is the JSON payload; it travels as the message value.
+	Data json.RawMessage `json:"data"`
+}
+
+// New builds an envelope with a fresh UUIDv7 id and the current time, marshalling data to JSON.
+func New(typ, source, subject string, data any) (Envelope, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return Envelope{}, fmt.Errorf("new event id: %w", err)
+	}
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("marshal %s data: %w", typ, err)
+	}
+	e := Envelope{
+		ID:      id.String(),
+		Type:    typ,
+		Source:  source,
+		Subject: subject,
+		Time:    time.Now().UTC(),
+		Data:    raw,
+	}
+	if err := e.Validate(); err != nil {
+		return Envelope{}, err
+	}
+	return e, nil
+}
+
+// Headers returns the binary-mode headers for e: ce_specversion, ce_id, ce_type, ce_source, ce_time (RFC 3339, UTC),
+// ce_subject when set, and content-type. Trace headers are added by whoever publishes (see package outbox).
+func (e Envelope) Headers() map[string]string {
+	h := map[string]string{
+		HeaderSpecVersion: SpecVersion,
+		HeaderID:          e.ID,
+		HeaderType:        e.Type,
+		HeaderSource:      e.Source,
+		HeaderContentType: ContentType,
+	}
+	if !e.Time.IsZero() {
+		h[HeaderTime] = e.Time.UTC().Format(time.RFC3339Nano)
+	}
+	if e.Subject != "" {
+		h[HeaderSubject] = e.Subject
+	}
+	return h
+}
+
+// Decode unmarshals the event's data into v.
+func (e Envelope) Decode(v any) error {
+	if err := json.Unmarshal(e.Data, v); err != nil {
+		return fmt.Errorf("decode %s %s data: %w", e.Type, e.ID, err)
+	}
+	return nil
+}
+
+// Validate reports the first missing or malformed attribute as an *AttributeError.
+func (e Envelope) Validate() error {
+	switch {
+	case e.ID == "":
+		return &AttributeError{Name: HeaderID, Reason: "missing"}
+	case e.Type == "":
+		return &AttributeError{Name: HeaderType, Reason: "missing"}
+	case e.Source == "":
+		return &AttributeError{Name: HeaderSource, Reason: "missing"}
+	case len(e.Data) > 0 && !json.Valid(e.Data):
+		return &AttributeError{Name: "data", Reason: "not valid JSON"}
+	}
+	return nil
+}
+
+// ErrInvalid matches (with errors.Is) every error FromHeaders returns for a malformed message. A consumer that sees it
+// should treat the message as poison: retrying will not fix it.
+var ErrInvalid = errors.New("invalid event")
+
+// AttributeError names the attribute that made a message unreadable as an event.
+type AttributeError struct {
+	Name   string // header name, or "data"
+	Reason string // "missing", "want 1.0, got 0.3", ...
+}
+
+func (e *AttributeError) Error() string {
+	return fmt.Sprintf("invalid event: %s: %s", e.Name, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrInvalid) true.
+func (e *AttributeError) Is(target error) bool { return target == ErrInvalid }
+
+// FromHeaders rebuilds an envelope from binary-mode headers and the message value. It rejects a missing or unsupported
+// ce_specversion, a missing ce_id, ce_type or ce_source, a ce_time that is not RFC 3339, a content-type other than JSON,
+// and data that is not valid JSON; each with an *AttributeError naming the attribute.
+func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
+	switch v, ok := h[HeaderSpecVersion]; {
+	case !ok || v == "":
+		return Envelope{}, &AttributeError{Name: HeaderSpecVersion, Reason: "missing"}
+	case v != SpecVersion:
+		return Envelope{}, &AttributeError{Name: HeaderSpecVersion, Reason: fmt.Sprintf("want %s, got %q", SpecVersion, v)}
+	}
+	if ct, ok := h[HeaderContentType]; ok && !isJSON(ct) {
+		return Envelope{}, &AttributeError{Name: HeaderContentType, Reason: fmt.Sprintf("want %s, got %q", ContentType, ct)}
+	}
+	e := Envelope{
+		ID:      h[HeaderID],
+		Type:    h[HeaderType],
+		Source:  h[HeaderSource],
+		Subject: h[HeaderSubject],
+	}
+	if len(data) > 0 {
+		e.Data = json.RawMessage(append([]byte(nil), data...))
+	}
+	if ts, ok := h[HeaderTime]; ok && ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			return Envelope{}, &AttributeError{Name: HeaderTime, Reason: fmt.Sprintf("not RFC 3339: %q", ts)}
+		}
+		e.Time = t.UTC()
+	}
+	if err := e.Validate(); err != nil {
+		return Envelope{}, err
+	}
+	return e, nil
+}
+
+// isJSON accepts "application/json" with optional parameters such as "; charset=utf-8".
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == ContentType
+}

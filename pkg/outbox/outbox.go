@@ -1,0 +1,104 @@
+// Package outbox publishes events to Kafka exactly when the state change they describe commits.
+//
+// A service writes the event with Add inside the transaction that changes its state; a Relay later reads unsent rows,
+// publishes them (acks=all) and marks them sent. If the process dies between publish and mark, the row is published
+// again after restart: delivery is at least once, and consumers drop duplicates by event id (package dedup).
+//
+// Several replicas may run a Relay on the same table. On PostgreSQL each claims rows with SELECT ... FOR UPDATE SKIP LOCKED
+// and keeps the row locks while it publishes, so no row is published by two relays at once. On SQLite every transaction
+// starts with BEGIN IMMEDIATE (see package database), so a relay's claim-publish-mark transaction holds the database's only
+// write lock: other relays, in this process or another, wait for it and then see the rows marked sent.
+//
+// Ordering: a key's rows are published one at a time in id order. A relay only claims a row when no older unsent row with
+// the same topic and key exists, so a failing row holds back later rows of its key (and only of its key) until it succeeds.
+// Ids follow insertion, not commit order: two transactions racing on the same key may commit out of id order, which is why
+// producers should serialise writes per aggregate (they do, by locking or updating the aggregate's row).
+package outbox
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrations creates the outbox table; apply it with migrate.Up next to the service's own set.
+// Its versions are tracked in schema_migrations_outbox.
+var Migrations fs.FS = migrate.Named("outbox", mustSub(migrations, "migrations"))
+
+// Message is one row of the outbox table.
+type Message struct {
+	ID        int64  `gorm:"primaryKey;autoIncrement"`
+	Topic     string `gorm:"not null"`
+	Key       string `gorm:"not null"`
+	EventID   string `gorm:"not null"`
+	EventType string `gorm:"not null"`
+	// Headers is the JSON object of message headers: ce_* attributes and the W3C trace context of the writer.
+	Headers   string    `gorm:"not null"`
+	Payload   []byte    `gorm:"not null"`
+	CreatedAt time.Time `gorm:"not null"`
+	Attempts  int       `gorm:"not null;default:0"`
+	LastError string    `gorm:"not null;default:''"`
+	// NextAttemptAt is unix milliseconds: an integer compares the same on every dialect.
+	NextAttemptAt int64 `gorm:"not null;default:0"`
+	SentAt        *time.Time
+}
+
+// TableName fixes the table name used by the migrations.
+func (Message) TableName() string { return "outbox" }
+
+// Add stores e for publication to topic with the given key (the aggregate id, which picks the partition). Call it with
+// the transaction that commits the state change e describes. The current trace context of ctx (and baggage) is stored
+// with the row through the global propagator, so the relay's producer span continues the request's trace.
+func Add(ctx context.Context, tx *gorm.DB, topic, key string, e event.Envelope) error {
+	if topic == "" {
+		return errors.New("outbox add: empty topic")
+	}
+	if err := e.Validate(); err != nil {
+		return fmt.Errorf("outbox add: %w", err)
+	}
+	h := e.Headers()
+	otel.GetTextMapPropagator().Inject(ctx, propagation.MapCarrier(h))
+	hj, err := json.Marshal(h)
+	if err != nil {
+		return fmt.Errorf("outbox add: headers: %w", err)
+	}
+	payload := []byte(e.Data)
+	if payload == nil {
+		payload = []byte{}
+	}
+	m := Message{
+		Topic:     topic,
+		Key:       key,
+		EventID:   e.ID,
+		EventType: e.Type,
+		Headers:   string(hj),
+		Payload:   payload,
+		CreatedAt: time.Now().UTC(),
+	}
+	if err := tx.WithContext(ctx).Create(&m).Error; err != nil {
+		return fmt.Errorf("outbox add %s %s: %w", e.Type, e.ID, err)
+	}
+	return nil
+}
+
+func mustSub(fsys fs.FS, dir string) fs.FS {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		panic(err) // only on a malformed constant path
+	}
+	return sub
+}

@@ -1,0 +1,356 @@
+package outbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"gorm.io/gorm"
+)
+
+const instrumentation = "github.com/shanhai-dev/shanhai/pkg/outbox"
+
+// Writer is what the relay publishes with; *kafka.Writer implements it. Tests wrap it to count or interrupt publishes.
+type Writer interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// RelayOptions tune a Relay; the zero value gives the defaults documented on each field.
+type RelayOptions struct {
+	// Interval between polls when there is nothing to do (default 500ms). Nudge skips the wait.
+	Interval time.Duration
+	// BatchSize is the most rows claimed and published per round (default 100).
+	BatchSize int
+	// MinBackoff and MaxBackoff bound the exponential wait before a failed row is retried (defaults 500ms and 1m).
+	MinBackoff, MaxBackoff time.Duration
+	// PublishTimeout bounds one round's publish; row locks are held meanwhile (default 15s).
+	PublishTimeout time.Duration
+	// Retention keeps sent rows this long before Run deletes them (default 72h; negative keeps them forever).
+	Retention time.Duration
+	// Logger for relay errors (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (o RelayOptions) withDefaults() RelayOptions {
+	if o.Interval <= 0 {
+		o.Interval = 500 * time.Millisecond
+	}
+	if o.BatchSize <= 0 {
+		o.BatchSize = 100
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 500 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(time.Minute, o.MinBackoff)
+	}
+	if o.PublishTimeout <= 0 {
+		o.PublishTimeout = 15 * time.Second
+	}
+	if o.Retention == 0 {
+		o.Retention = 72 * time.Hour
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Relay moves committed outbox rows to Kafka. Run one per replica; see the package doc for the guarantees.
+type Relay struct {
+	db     *gorm.DB
+	w      Writer
+	o      RelayOptions
+	nudge  chan struct{}
+	tracer trace.Tracer
+
+	published metric.Int64Counter
+	failed    metric.Int64Counter
+	lag       metric.Float64Histogram
+}
+
+// NewRelay returns a relay reading db's outbox table and publishing with w. Build w with NewWriter, or make sure it
+// has no Topic of its own (each message names its topic). A *kafka.Writer is switched to RequiredAcks=RequireAll:
+// a row is marked sent only after every in-sync replica has it.
+func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
+	if kw, ok := w.(*kafka.Writer); ok {
+		kw.RequiredAcks = kafka.RequireAll
+	}
+	r := &Relay{
+		db:     db,
+		w:      w,
+		o:      o.withDefaults(),
+		nudge:  make(chan struct{}, 1),
+		tracer: otel.Tracer(instrumentation),
+	}
+	m := otel.Meter(instrumentation)
+	// Instrument creation only fails on invalid names; the returned no-op instruments keep the relay working.
+	r.published, _ = m.Int64Counter("outbox.messages.published",
+		metric.WithDescription("Outbox rows published to Kafka and marked sent."), metric.WithUnit("{message}"))
+	r.failed, _ = m.Int64Counter("outbox.messages.failed",
+		metric.WithDescription("Outbox publish attempts that failed and will be retried."), metric.WithUnit("{message}"))
+	r.lag, _ = m.Float64Histogram("outbox.lag",
+		metric.WithDescription("Time from Add to a successful publish."), metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+	return r
+}
+
+// NewWriter returns a kafka-go writer suited to the relay: acks from all in-sync replicas, murmur2 key hashing (the
+// partition a Java producer would pick for the same key), and a short batch timeout because the relay already batches.
+func NewWriter(brokers ...string) *kafka.Writer {
+	return &kafka.Writer{
+		Addr:         kafka.TCP(brokers...),
+		Balancer:     &kafka.Murmur2Balancer{},
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: 2 * time.Millisecond,
+		BatchSize:    500,
+		MaxAttempts:  3,
+	}
+}
+
+// Nudge asks a running relay to poll now, e.g. right after a transaction that called Add committed. It never blocks.
+func (r *Relay) Nudge() {
+	select {
+	case r.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Run relays until ctx is done, then returns nil. Errors are logged and retried on the next tick.
+func (r *Relay) Run(ctx context.Context) error {
+	t := time.NewTicker(r.o.Interval)
+	defer t.Stop()
+	var lastCleanup time.Time
+	for {
+		for {
+			n, err := r.RunOnce(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				r.o.Logger.ErrorContext(ctx, "outbox relay round failed", "error", err)
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
+		if r.o.Retention > 0 && time.Since(lastCleanup) > r.o.Retention/24 {
+			lastCleanup = time.Now()
+			if _, err := r.Cleanup(ctx, time.Now().Add(-r.o.Retention)); err != nil && ctx.Err() == nil {
+				r.o.Logger.ErrorContext(ctx, "outbox cleanup failed", "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-r.nudge:
+		}
+	}
+}
+
+// RunOnce claims up to BatchSize due rows, publishes them and records the outcome, in one transaction. It returns
+// how many rows it claimed (published or failed); zero means nothing was due.
+func (r *Relay) RunOnce(ctx context.Context) (claimed int, err error) {
+	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		rows, err := r.claim(tx)
+		if err != nil {
+			return err
+		}
+		claimed = len(rows)
+		if claimed == 0 {
+			return nil
+		}
+		errs := r.publish(ctx, rows)
+		return r.record(tx, rows, errs)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("outbox relay: %w", err)
+	}
+	return claimed, nil
+}
+
+// claim selects due rows that are the oldest unsent row of their topic and key. On PostgreSQL the rows stay locked
+// until the transaction ends and rows locked by another relay are skipped. SQLite has no row locks: the transaction
+// already holds the database write lock (BEGIN IMMEDIATE).
+func (r *Relay) claim(tx *gorm.DB) ([]Message, error) {
+	q := `SELECT id, topic, key, event_id, event_type, headers, payload, created_at, attempts
+FROM outbox o
+WHERE o.sent_at IS NULL AND o.next_attempt_at <= ?
+  AND NOT EXISTS (SELECT 1 FROM outbox p
+                  WHERE p.sent_at IS NULL AND p.topic = o.topic AND p.key = o.key AND p.id < o.id)
+ORDER BY o.id
+LIMIT ?`
+	if tx.Dialector.Name() == "postgres" {
+		q += " FOR UPDATE SKIP LOCKED"
+	}
+	var rows []Message
+	if err := tx.Raw(q, time.Now().UnixMilli(), r.o.BatchSize).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	return rows, nil
+}
+
+// publish sends rows in one write and returns one error (or nil) per row.
+func (r *Relay) publish(ctx context.Context, rows []Message) []error {
+	msgs := make([]kafka.Message, len(rows))
+	spans := make([]trace.Span, len(rows))
+	errs := make([]error, len(rows))
+	prop := otel.GetTextMapPropagator()
+	for i, m := range rows {
+		stored := map[string]string{}
+		if err := json.Unmarshal([]byte(m.Headers), &stored); err != nil {
+			errs[i] = fmt.Errorf("row %d headers: %w", m.ID, err)
+			continue
+		}
+		// The producer span is a child of the context Add stored, not of the relay's loop: the trace reads
+		// request -> handler -> publish -> consumers, however long the row waited.
+		parent := prop.Extract(context.Background(), propagation.MapCarrier(stored))
+		sctx, span := r.tracer.Start(parent, m.Topic+" publish",
+			trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				attribute.String("messaging.system", "kafka"),
+				attribute.String("messaging.operation.type", "send"),
+				attribute.String("messaging.destination.name", m.Topic),
+				attribute.String("messaging.message.id", m.EventID),
+				attribute.String("messaging.kafka.message.key", m.Key),
+				attribute.String("cloudevents.event_id", m.EventID),
+				attribute.String("cloudevents.event_type", m.EventType),
+				attribute.Int("outbox.attempt", m.Attempts+1),
+			))
+		spans[i] = span
+		for _, f := range prop.Fields() {
+			delete(stored, f)
+		}
+		prop.Inject(sctx, propagation.MapCarrier(stored))
+		msgs[i] = kafka.Message{Topic: m.Topic, Key: []byte(m.Key), Value: m.Payload, Headers: headers(stored)}
+	}
+
+	// Rows with unreadable headers are not sent; the others go out in one call.
+	var send []kafka.Message
+	var idx []int
+	for i := range rows {
+		if errs[i] == nil {
+			send = append(send, msgs[i])
+			idx = append(idx, i)
+		}
+	}
+	if len(send) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, r.o.PublishTimeout)
+		err := r.w.WriteMessages(pctx, send...)
+		cancel()
+		var werrs kafka.WriteErrors
+		switch {
+		case err == nil:
+		case errors.As(err, &werrs) && len(werrs) == len(send):
+			for j, e := range werrs {
+				errs[idx[j]] = e
+			}
+		default:
+			for _, i := range idx {
+				errs[i] = err
+			}
+		}
+	}
+
+	now := time.Now()
+	for i, m := range rows {
+		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
+		if errs[i] != nil {
+			r.failed.Add(ctx, 1, attrs)
+			if spans[i] != nil {
+				spans[i].RecordError(errs[i])
+				spans[i].SetStatus(codes.Error, "publish failed")
+			}
+		} else {
+			r.published.Add(ctx, 1, attrs)
+			r.lag.Record(ctx, now.Sub(m.CreatedAt).Seconds(), attrs)
+		}
+		if spans[i] != nil {
+			spans[i].End()
+		}
+	}
+	return errs
+}
+
+// record marks published rows sent and pushes failed rows back with a capped, jittered exponential backoff.
+func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
+	now := time.Now().UTC()
+	var sent []int64
+	for i, m := range rows {
+		if errs[i] == nil {
+			sent = append(sent, m.ID)
+			continue
+		}
+		next := now.Add(r.backoff(m.Attempts + 1)).UnixMilli()
+		res := tx.Exec("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+			truncate(errs[i].Error(), 1000), next, m.ID)
+		if res.Error != nil {
+			return fmt.Errorf("record failure of row %d: %w", m.ID, res.Error)
+		}
+		r.o.Logger.Warn("outbox publish failed", "topic", m.Topic, "event_id", m.EventID,
+			"attempt", m.Attempts+1, "error", errs[i])
+	}
+	if len(sent) > 0 {
+		res := tx.Exec("UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = '' WHERE id IN ?", now, sent)
+		if res.Error != nil {
+			return fmt.Errorf("mark %d rows sent: %w", len(sent), res.Error)
+		}
+	}
+	return nil
+}
+
+// backoff is MinBackoff*2^(attempt-1) capped at MaxBackoff, with "equal jitter" (half fixed, half random) so
+// replicas retrying the same failure spread out but never retry sooner than half the nominal wait.
+func (r *Relay) backoff(attempt int) time.Duration {
+	d := r.o.MaxBackoff
+	if attempt < 31 {
+		if e := r.o.MinBackoff << (attempt - 1); e > 0 && e < d {
+			d = e
+		}
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Cleanup deletes rows sent before the given time and returns how many.
+func (r *Relay) Cleanup(ctx context.Context, before time.Time) (int64, error) {
+	res := r.db.WithContext(ctx).Exec("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", before.UTC())
+	if res.Error != nil {
+		return 0, fmt.Errorf("outbox cleanup: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
+// headers turns a header map into Kafka headers in a stable (sorted) order.
+func headers(m map[string]string) []kafka.Header {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	hs := make([]kafka.Header, len(keys))
+	for i, k := range keys {
+		hs[i] = kafka.Header{Key: k, Value: []byte(m[k])}
+	}
+	return hs
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
