@@ -1,0 +1,79 @@
+// Package app holds the user service's use cases, one per file. Each speaks
+// only to domain types and to the small interfaces declared here and in the
+// domain, so the HTTP port and the tests drive the same code.
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+// Application bundles the use cases for the ports.
+type Application struct {
+	Register      RegisterHandler
+	Login         LoginHandler
+	Refresh       RefreshHandler
+	Logout        LogoutHandler
+	GetProfile    GetProfileHandler
+	UpdateProfile UpdateProfileHandler
+}
+
+// TokenIssuer signs access tokens (pkg/auth's Signer in production).
+type TokenIssuer interface {
+	Sign(sub string, ttl time.Duration) (string, error)
+}
+
+// LoginGuard spends one login attempt for a client IP and an account before
+// the password is checked, and refuses once either has used its quota.
+// Counting attempts rather than only failures is deliberate: the answer for
+// a throttled key is the same whether the password was right or wrong, so a
+// guesser learns nothing past the limit, and no argon2 work is done for it.
+type LoginGuard interface {
+	// Admit returns a *TooManyAttemptsError when the attempt must be refused.
+	Admit(ctx context.Context, account, ip string) error
+}
+
+// Deps are what the use cases need from the outside world.
+type Deps struct {
+	Users    user.Repository
+	Profiles user.ProfileCache
+	Sessions session.Repository
+	Hasher   user.Hasher
+	Tokens   TokenIssuer
+	Guard    LoginGuard
+	Logger   *slog.Logger
+	NewID    func() string
+	Now      func() time.Time
+	// AccessTTL is the access token lifetime (default 15m), RefreshTTL the
+	// refresh token lifetime (default 30 days).
+	AccessTTL, RefreshTTL time.Duration
+}
+
+// New wires the use cases.
+func New(d Deps) Application {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.AccessTTL == 0 {
+		d.AccessTTL = 15 * time.Minute
+	}
+	if d.RefreshTTL == 0 {
+		d.RefreshTTL = 30 * 24 * time.Hour
+	}
+	issuer := tokenIssuer{d: d}
+	return Application{
+		Register:      RegisterHandler{d: d},
+		Login:         LoginHandler{d: d, issue: issuer, dummy: &dummyHash{hasher: d.Hasher}},
+		Refresh:       RefreshHandler{d: d, issue: issuer},
+		Logout:        LogoutHandler{d: d},
+		GetProfile:    GetProfileHandler{d: d},
+		UpdateProfile: UpdateProfileHandler{d: d},
+	}
+}

@@ -1,0 +1,214 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+var ctx = context.Background()
+
+const goodPassword = "correct horse battery"
+
+func register(t *testing.T, f *fixture, email string) user.Profile {
+	t.Helper()
+	p, err := f.app.Register.Handle(ctx, Register{Email: email, Password: goodPassword, Name: "Alice"})
+	if err != nil {
+		t.Fatalf("register %s: %v", email, err)
+	}
+	return p
+}
+
+func TestRegisterNormalisesAndHashes(t *testing.T) {
+	f := newFixture()
+	p := register(t, f, "  Alice@Example.COM ")
+	if p.Email != "alice@example.com" || p.Name != "Alice" {
+		t.Fatalf("profile = %+v", p)
+	}
+	stored := f.users.byID[p.ID]
+	if stored.PasswordHash != "plain$"+goodPassword {
+		t.Fatalf("stored hash = %q, want the hasher's output", stored.PasswordHash)
+	}
+	_, err := f.app.Register.Handle(ctx, Register{Email: "ALICE@example.com", Password: goodPassword, Name: "Other"})
+	if !errors.Is(err, user.ErrEmailTaken) {
+		t.Fatalf("second registration with a case variant: err = %v, want ErrEmailTaken", err)
+	}
+}
+
+func TestRegisterReportsEveryBadField(t *testing.T) {
+	f := newFixture()
+	_, err := f.app.Register.Handle(ctx, Register{Email: "not-an-email", Password: "short", Name: "  "})
+	var verr *user.ValidationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("err = %v, want ValidationError", err)
+	}
+	got := map[string]bool{}
+	for _, fe := range verr.Fields {
+		got[fe.Field] = true
+	}
+	for _, want := range []string{"email", "password", "name"} {
+		if !got[want] {
+			t.Errorf("no error for %s in %v", want, verr.Fields)
+		}
+	}
+	if len(f.users.byID) != 0 {
+		t.Fatal("invalid registration was stored")
+	}
+}
+
+func TestLogin(t *testing.T) {
+	f := newFixture()
+	p := register(t, f, "alice@example.com")
+
+	tok, err := f.app.Login.Handle(ctx, Login{Email: "ALICE@example.com", Password: goodPassword, IP: "10.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.UserID != p.ID || tok.AccessToken != "access-for-"+p.ID || tok.RefreshToken == "" {
+		t.Fatalf("tokens = %+v", tok)
+	}
+	if !tok.AccessExpiresAt.Equal(f.now.Add(15 * time.Minute)) {
+		t.Fatalf("access expires at %v", tok.AccessExpiresAt)
+	}
+	stored, err := f.sessions.ByHash(ctx, session.Hash(tok.RefreshToken))
+	if err != nil {
+		t.Fatalf("refresh token not stored under its hash: %v", err)
+	}
+	if strings.Contains(stored.Hash, tok.RefreshToken) {
+		t.Fatal("refresh secret stored in clear")
+	}
+
+	for name, l := range map[string]Login{
+		"wrong password": {Email: "alice@example.com", Password: "wrong password!", IP: "10.0.0.2"},
+		"unknown email":  {Email: "bob@example.com", Password: goodPassword, IP: "10.0.0.3"},
+		"malformed":      {Email: "bob", Password: goodPassword, IP: "10.0.0.4"},
+	} {
+		if _, err := f.app.Login.Handle(ctx, l); !errors.Is(err, ErrBadCredentials) {
+			t.Errorf("%s: err = %v, want ErrBadCredentials", name, err)
+		}
+	}
+}
+
+// The guard is consulted before the password: once an account is throttled,
+// the right password gets the same refusal as a wrong one.
+func TestLoginThrottledEvenWithRightPassword(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	for i := range 5 {
+		_, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: "wrong password!", IP: "10.0.0." + string(rune('1'+i))})
+		if !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("attempt %d: %v", i+1, err)
+		}
+	}
+	_, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: goodPassword, IP: "10.0.1.1"})
+	var tooMany *TooManyAttemptsError
+	if !errors.As(err, &tooMany) {
+		t.Fatalf("6th attempt: err = %v, want TooManyAttemptsError", err)
+	}
+}
+
+func TestRefreshRotatesAndReuseRevokesFamily(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	first, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: goodPassword, IP: "10.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := f.app.Refresh.Handle(ctx, first.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.RefreshToken == first.RefreshToken {
+		t.Fatal("refresh token not rotated")
+	}
+	third, err := f.app.Refresh.Handle(ctx, second.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An attacker replays the first token.
+	if _, err := f.app.Refresh.Handle(ctx, first.RefreshToken); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("reuse: err = %v, want ErrInvalid", err)
+	}
+	// The newest token of the family is dead too.
+	if _, err := f.app.Refresh.Handle(ctx, third.RefreshToken); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("after reuse, newest token: err = %v, want ErrInvalid", err)
+	}
+	// Another login (another family) is untouched.
+	other, _ := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: goodPassword, IP: "10.0.0.1"})
+	if _, err := f.app.Refresh.Handle(ctx, other.RefreshToken); err != nil {
+		t.Fatalf("other family: %v", err)
+	}
+}
+
+func TestRefreshExpiryAndUnknown(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	tok, _ := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: goodPassword, IP: "10.0.0.1"})
+	if _, err := f.app.Refresh.Handle(ctx, "no-such-token"); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("unknown: %v", err)
+	}
+	f.now = f.now.Add(31 * 24 * time.Hour)
+	if _, err := f.app.Refresh.Handle(ctx, tok.RefreshToken); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("expired: %v", err)
+	}
+}
+
+func TestLogoutRevokesFamily(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	tok, _ := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: goodPassword, IP: "10.0.0.1"})
+	next, err := f.app.Refresh.Handle(ctx, tok.RefreshToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.app.Logout.Handle(ctx, tok.RefreshToken); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.app.Refresh.Handle(ctx, next.RefreshToken); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("after logout: %v", err)
+	}
+	if err := f.app.Logout.Handle(ctx, "unknown"); err != nil {
+		t.Fatalf("logout with unknown token: %v", err)
+	}
+}
+
+func TestProfileCacheReadThroughAndInvalidation(t *testing.T) {
+	f := newFixture()
+	p := register(t, f, "alice@example.com")
+	got, err := f.app.GetProfile.Handle(ctx, p.ID)
+	if err != nil || got.Name != "Alice" {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	if _, ok := f.cache.m[p.ID]; !ok {
+		t.Fatal("profile not cached after a miss")
+	}
+	// A cached value is served without the store.
+	f.cache.m[p.ID] = user.Profile{ID: p.ID, Name: "from cache"}
+	if got, _ := f.app.GetProfile.Handle(ctx, p.ID); got.Name != "from cache" {
+		t.Fatalf("cache not used: %+v", got)
+	}
+	name := "Alice Liddell"
+	up, err := f.app.UpdateProfile.Handle(ctx, p.ID, UpdateProfile{Name: &name})
+	if err != nil || up.Name != name {
+		t.Fatalf("update: %+v %v", up, err)
+	}
+	if _, ok := f.cache.m[p.ID]; ok {
+		t.Fatal("cache not invalidated on change")
+	}
+	if got, _ := f.app.GetProfile.Handle(ctx, p.ID); got.Name != name {
+		t.Fatalf("after update: %+v", got)
+	}
+	bad := strings.Repeat("x", 101)
+	var verr *user.ValidationError
+	if _, err := f.app.UpdateProfile.Handle(ctx, p.ID, UpdateProfile{Name: &bad}); !errors.As(err, &verr) || verr.Fields[0].Field != "name" {
+		t.Fatalf("long name: %v", err)
+	}
+	if _, err := f.app.GetProfile.Handle(ctx, "nobody"); !errors.Is(err, user.ErrNotFound) {
+		t.Fatalf("unknown user: %v", err)
+	}
+}

@@ -1,0 +1,208 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+// In-memory stand-ins for the unit tests; the adapters have their own
+// integration tests against PostgreSQL, SQLite and Redis.
+
+type memUsers struct {
+	mu   sync.Mutex
+	byID map[string]user.User
+}
+
+func (m *memUsers) Add(_ context.Context, u user.User) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, o := range m.byID {
+		if o.Email == u.Email {
+			return user.ErrEmailTaken
+		}
+	}
+	m.byID[u.ID] = u
+	return nil
+}
+
+func (m *memUsers) ByID(_ context.Context, id string) (user.User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.byID[id]
+	if !ok {
+		return user.User{}, user.ErrNotFound
+	}
+	return u, nil
+}
+
+func (m *memUsers) ByEmail(_ context.Context, email string) (user.User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, u := range m.byID {
+		if u.Email == email {
+			return u, nil
+		}
+	}
+	return user.User{}, user.ErrNotFound
+}
+
+func (m *memUsers) Update(_ context.Context, id string, fn func(*user.User) error) (user.User, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.byID[id]
+	if !ok {
+		return user.User{}, user.ErrNotFound
+	}
+	if err := fn(&u); err != nil {
+		return user.User{}, err
+	}
+	m.byID[id] = u
+	return u, nil
+}
+
+type memCache struct {
+	mu      sync.Mutex
+	m       map[string]user.Profile
+	gets    int
+	deletes int
+}
+
+func (c *memCache) Get(_ context.Context, id string) (user.Profile, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gets++
+	p, ok := c.m[id]
+	return p, ok, nil
+}
+
+func (c *memCache) Set(_ context.Context, p user.Profile) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.m[p.ID] = p
+	return nil
+}
+
+func (c *memCache) Delete(_ context.Context, id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deletes++
+	delete(c.m, id)
+	return nil
+}
+
+type memSessions struct {
+	mu sync.Mutex
+	m  map[string]session.RefreshToken // by hash
+}
+
+func (s *memSessions) Create(_ context.Context, t session.RefreshToken) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[t.Hash] = t
+	return nil
+}
+
+func (s *memSessions) ByHash(_ context.Context, h string) (session.RefreshToken, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.m[h]
+	if !ok {
+		return session.RefreshToken{}, session.ErrNotFound
+	}
+	return t, nil
+}
+
+func (s *memSessions) Rotate(_ context.Context, old, next session.RefreshToken, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.m[old.Hash]
+	if cur.UsedAt != nil || cur.RevokedAt != nil {
+		return session.ErrSpent
+	}
+	cur.UsedAt = &now
+	s.m[old.Hash] = cur
+	s.m[next.Hash] = next
+	return nil
+}
+
+func (s *memSessions) RevokeFamily(_ context.Context, family string, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for h, t := range s.m {
+		if t.FamilyID == family && t.RevokedAt == nil {
+			t.RevokedAt = &now
+			s.m[h] = t
+		}
+	}
+	return nil
+}
+
+// plainHasher is reversible on purpose, so tests can tell it was used; it
+// is never a production hasher.
+type plainHasher struct{}
+
+func (plainHasher) Hash(_ context.Context, pw string) (string, error) { return "plain$" + pw, nil }
+func (plainHasher) Verify(_ context.Context, pw, enc string) (bool, error) {
+	if !strings.HasPrefix(enc, "plain$") {
+		return false, fmt.Errorf("unknown hash format")
+	}
+	return enc == "plain$"+pw, nil
+}
+
+type fakeIssuer struct{}
+
+func (fakeIssuer) Sign(sub string, ttl time.Duration) (string, error) {
+	return "access-for-" + sub, nil
+}
+
+// countGuard admits n attempts per key, like a bucket that never refills.
+type countGuard struct {
+	mu sync.Mutex
+	n  int
+	m  map[string]int
+}
+
+func (g *countGuard) Admit(_ context.Context, account, ip string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, k := range []string{"ip:" + ip, "acct:" + account} {
+		if g.m[k] >= g.n {
+			return &TooManyAttemptsError{RetryAfter: time.Minute}
+		}
+		g.m[k]++
+	}
+	return nil
+}
+
+type fixture struct {
+	app      Application
+	users    *memUsers
+	cache    *memCache
+	sessions *memSessions
+	now      time.Time
+}
+
+func newFixture() *fixture {
+	f := &fixture{
+		users:    &memUsers{byID: map[string]user.User{}},
+		cache:    &memCache{m: map[string]user.Profile{}},
+		sessions: &memSessions{m: map[string]session.RefreshToken{}},
+		now:      time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	}
+	var seq int
+	var mu sync.Mutex
+	f.app = New(Deps{
+		Users: f.users, Profiles: f.cache, Sessions: f.sessions,
+		Hasher: plainHasher{}, Tokens: fakeIssuer{},
+		Guard: &countGuard{n: 5, m: map[string]int{}},
+		NewID: func() string { mu.Lock(); defer mu.Unlock(); seq++; return fmt.Sprintf("id-%d", seq) },
+		Now:   func() time.Time { return f.now },
+	})
+	return f
+}

@@ -1,0 +1,49 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+// Register is a sign-up request as the client sent it.
+type Register struct {
+	Email    string
+	Password string
+	Name     string
+}
+
+// RegisterHandler creates an account.
+type RegisterHandler struct{ d Deps }
+
+// Handle validates every field (reporting all problems at once), hashes the
+// password and stores the account with its user.registered event.
+func (h RegisterHandler) Handle(ctx context.Context, r Register) (user.Profile, error) {
+	var verr user.ValidationError
+	email, fe := user.NormalizeEmail(r.Email)
+	if fe != nil {
+		verr.Fields = append(verr.Fields, *fe)
+	}
+	name, fe := user.NormalizeName(r.Name)
+	if fe != nil {
+		verr.Fields = append(verr.Fields, *fe)
+	}
+	if fe := user.CheckPassword(r.Password, email); fe != nil {
+		verr.Fields = append(verr.Fields, *fe)
+	}
+	if len(verr.Fields) > 0 {
+		return user.Profile{}, &verr
+	}
+	hash, err := h.d.Hasher.Hash(ctx, r.Password)
+	if err != nil {
+		return user.Profile{}, fmt.Errorf("register: %w", err)
+	}
+	now := h.d.Now().UTC()
+	u := user.User{ID: h.d.NewID(), Email: email, Name: name, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}
+	if err := h.d.Users.Add(ctx, u); err != nil {
+		return user.Profile{}, fmt.Errorf("register: %w", err)
+	}
+	h.d.Logger.InfoContext(ctx, "user registered", "user_id", u.ID)
+	return u.Profile(), nil
+}

@@ -1,0 +1,37 @@
+package app
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+// UpdateProfile is a partial update; nil fields stay as they are.
+type UpdateProfile struct {
+	Name *string
+}
+
+// UpdateProfileHandler changes a user's own profile.
+type UpdateProfileHandler struct{ d Deps }
+
+// Handle stores the change, then drops the cached profile so the next read
+// sees it. Deleting after the commit (rather than writing the new value)
+// means a concurrent reader can at worst re-cache the old profile for one
+// cache TTL, never a value that was not committed.
+func (h UpdateProfileHandler) Handle(ctx context.Context, userID string, up UpdateProfile) (user.Profile, error) {
+	u, err := h.d.Users.Update(ctx, userID, func(u *user.User) error {
+		if up.Name != nil {
+			return u.Rename(*up.Name, h.d.Now().UTC())
+		}
+		return nil
+	})
+	if err != nil {
+		return user.Profile{}, fmt.Errorf("update profile: %w", err)
+	}
+	if err := h.d.Profiles.Delete(ctx, userID); err != nil {
+		// The store has the new profile; a stale cache entry expires by TTL.
+		h.d.Logger.ErrorContext(ctx, "profile cache invalidation failed", "user_id", userID, "error", err.Error())
+	}
+	return u.Profile(), nil
+}

@@ -1,0 +1,59 @@
+package user
+
+import (
+	"context"
+	"strings"
+	"unicode/utf8"
+)
+
+// Password length bounds in characters. The policy follows NIST SP 800-63B:
+// length and a block list matter; composition rules ("one digit, one symbol")
+// push people to predictable patterns and are not imposed. The upper bound
+// only keeps a single request from buying seconds of hashing.
+const (
+	MinPasswordLen = 10
+	MaxPasswordLen = 128
+)
+
+// common lists passwords long enough to pass the length rule that are still
+// among the first tried by any cracking list.
+var common = map[string]bool{
+	"1234567890": true, "0123456789": true, "password12": true, "password123": true, "password1234": true,
+	"qwertyuiop": true, "1q2w3e4r5t": true, "iloveyou12": true, "letmein123": true, "welcome123": true,
+	"administrator": true, "passw0rd123": true, "qwerty1234": true, "abcdefghij": true, "changeme123": true,
+}
+
+// CheckPassword applies the password policy. email is the account's
+// (normalised) address: a password that contains its local part is refused.
+func CheckPassword(pw, email string) *FieldError {
+	n := utf8.RuneCountInString(pw)
+	switch {
+	case !utf8.ValidString(pw):
+		return &FieldError{Field: "password", Detail: "must be valid UTF-8"}
+	case n < MinPasswordLen:
+		return &FieldError{Field: "password", Detail: "must be at least 10 characters"}
+	case n > MaxPasswordLen:
+		return &FieldError{Field: "password", Detail: "must be at most 128 characters"}
+	}
+	lower := strings.ToLower(pw)
+	if common[lower] {
+		return &FieldError{Field: "password", Detail: "is too common"}
+	}
+	if first, _ := utf8.DecodeRuneInString(lower); strings.Count(lower, string(first)) == utf8.RuneCountInString(lower) {
+		return &FieldError{Field: "password", Detail: "must not repeat a single character"}
+	}
+	if local, _, _ := strings.Cut(email, "@"); len(local) >= 3 && strings.Contains(lower, local) {
+		return &FieldError{Field: "password", Detail: "must not contain the email address"}
+	}
+	return nil
+}
+
+// Hasher turns passwords into self-describing hash strings and checks them.
+// The implementation (argon2id) is an adapter: the domain only needs to
+// know that a hash can be checked without the hashing parameters at hand.
+type Hasher interface {
+	Hash(ctx context.Context, password string) (string, error)
+	// Verify reports whether password matches encoded. An error means the
+	// encoded hash is unreadable, not that the password is wrong.
+	Verify(ctx context.Context, password, encoded string) (bool, error)
+}

@@ -1,0 +1,26 @@
+package user
+
+import "context"
+
+// Repository stores accounts.
+type Repository interface {
+	// Add stores a new account and its user.registered event in one
+	// transaction, so the event is published if and only if the account
+	// exists. A taken email is ErrEmailTaken.
+	Add(ctx context.Context, u User) error
+	// ByID and ByEmail return ErrNotFound when there is no such account.
+	ByID(ctx context.Context, id string) (User, error)
+	ByEmail(ctx context.Context, email string) (User, error)
+	// Update loads the account, applies fn and stores the result in one
+	// transaction.
+	Update(ctx context.Context, id string, fn func(*User) error) (User, error)
+}
+
+// ProfileCache keeps profiles close to the handlers. It is a cache, not a
+// store: a miss or an error sends the caller to the Repository.
+type ProfileCache interface {
+	// Get returns ok=false on a miss.
+	Get(ctx context.Context, id string) (p Profile, ok bool, err error)
+	Set(ctx context.Context, p Profile) error
+	Delete(ctx context.Context, id string) error
+}

@@ -1,0 +1,67 @@
+// Package user holds the rules about accounts: what a valid email, name and
+// password are, and what the store must guarantee (one account per email).
+// It knows nothing of HTTP, SQL or brokers.
+package user
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// User is an account. PasswordHash is a PHC string (argon2id); it leaves the
+// service never: Profile is what responses and caches carry.
+type User struct {
+	ID           string
+	Email        string
+	Name         string
+	PasswordHash string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Profile is the public face of a User: everything but the hash.
+type Profile struct {
+	ID        string
+	Email     string
+	Name      string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Profile drops the password hash.
+func (u User) Profile() Profile {
+	return Profile{ID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt}
+}
+
+// MaxNameLen bounds a display name in characters.
+const MaxNameLen = 100
+
+// NormalizeName trims the name and checks its length; field names the
+// request field in errors.
+func NormalizeName(name string) (string, *FieldError) {
+	name = strings.TrimSpace(name)
+	switch n := utf8.RuneCountInString(name); {
+	case n == 0:
+		return "", &FieldError{Field: "name", Detail: "must not be empty"}
+	case n > MaxNameLen:
+		return "", &FieldError{Field: "name", Detail: "must be at most 100 characters"}
+	}
+	for _, r := range name {
+		if r < 0x20 || r == 0x7f {
+			return "", &FieldError{Field: "name", Detail: "must not contain control characters"}
+		}
+	}
+	return name, nil
+}
+
+// Rename changes the display name.
+func (u *User) Rename(name string, now time.Time) error {
+	n, fe := NormalizeName(name)
+	if fe != nil {
+		return &ValidationError{Fields: []FieldError{*fe}}
+	}
+	u.Name = n
+	u.UpdatedAt = now
+	return nil
+}
