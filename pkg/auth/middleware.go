@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/shanhai-dev/shanhai/pkg/problem"
 )
 
 // UserIDHeader is the header the gateway sets to the verified sub. Services
@@ -58,5 +60,5 @@ func FromContext(ctx context.Context) (Claims, bool) {
 }
 
 func unauthorized(c *gin.Context, detail string) {
-	problemAbort(c, http.StatusUnauthorized, detail)
+	problem.Abort(c, http.StatusUnauthorized, detail)
 }
