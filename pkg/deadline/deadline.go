@@ -1,0 +1,125 @@
+// Package deadline carries a request's remaining time from hop to hop, so
+// that work stops everywhere once the original caller has given up.
+//
+// The header X-Request-Timeout-Ms holds the sender's remaining time in whole
+// milliseconds — a duration, not a timestamp, so hops need not agree on the
+// wall clock. The receiving Middleware turns it into the request context's
+// deadline (never later than the route's own maximum), and Inject/Transport
+// write what is left of that deadline onto outgoing calls.
+package deadline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+)
+
+// Header is the name of the remaining-time header.
+const Header = "X-Request-Timeout-Ms"
+
+// ErrExpired is returned by Transport when no time is left to send a call.
+var ErrExpired = fmt.Errorf("deadline: no time left for the call: %w", context.DeadlineExceeded)
+
+// Parse reads the header. ok is false when it is absent; an error names what
+// is wrong with a present one. A value of 0 or less means "already expired".
+func Parse(h http.Header) (remaining time.Duration, ok bool, err error) {
+	v := h.Get(Header)
+	if v == "" {
+		return 0, false, nil
+	}
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, true, errors.New("must be an integer number of milliseconds")
+	}
+	if ms > int64(time.Duration(1<<62)/time.Millisecond) {
+		ms = int64(time.Duration(1<<62) / time.Millisecond) // absurd but harmless: the route max caps it
+	}
+	return time.Duration(ms) * time.Millisecond, true, nil
+}
+
+// Middleware gives each request a context deadline: the caller's remaining
+// time from the header, capped by routeMax (the most this route may take), or routeMax
+// alone when the header is absent; routeMax ≤ 0 means no cap. A request that
+// arrives already expired is answered 504 problem+json without running the
+// handler; a malformed header is a 400 naming it. If the handler has written
+// nothing when its deadline passes, the response is a 504 too.
+func Middleware(routeMax time.Duration) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		timeout := routeMax
+		remaining, ok, err := Parse(c.Request.Header)
+		switch {
+		case err != nil:
+			problem.Abort(c, http.StatusBadRequest, "invalid "+Header,
+				problem.FieldError{Field: Header, Detail: err.Error()})
+			return
+		case ok && remaining <= 0:
+			problem.Abort(c, http.StatusGatewayTimeout, "the caller's deadline had passed when the request arrived")
+			return
+		case ok && (routeMax <= 0 || remaining < routeMax):
+			timeout = remaining
+		}
+		if timeout <= 0 {
+			c.Next()
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.Request.Context(), timeout)
+		defer cancel()
+		c.Request = c.Request.WithContext(ctx)
+		c.Next()
+		if !c.Writer.Written() && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
+		}
+	}
+}
+
+// Inject writes ctx's remaining time into h, or removes the header when ctx
+// has no deadline (a stale value from a copied request must not leak on).
+// An expired context is written as 0, which the receiver answers with 504.
+func Inject(ctx context.Context, h http.Header) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		h.Del(Header)
+		return
+	}
+	ms := time.Until(dl).Milliseconds()
+	h.Set(Header, strconv.FormatInt(max(0, ms), 10))
+}
+
+// Transport sends every request with its context's remaining time, and does
+// not send at all (returning ErrExpired) when none is left: a downstream call
+// the caller can no longer use is pure waste.
+func Transport(rt http.RoundTripper) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	return transport{rt}
+}
+
+type transport struct{ next http.RoundTripper }
+
+func (t transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx := r.Context()
+	dl, ok := ctx.Deadline()
+	if !ok {
+		if r.Header.Get(Header) == "" {
+			return t.next.RoundTrip(r)
+		}
+	} else if time.Until(dl) < time.Millisecond {
+		if r.Body != nil {
+			_ = r.Body.Close() // RoundTripper contract: the body is ours to close
+		}
+		return nil, ErrExpired
+	}
+	// RoundTripper contract: never modify the caller's request.
+	out := new(http.Request)
+	*out = *r
+	out.Header = r.Header.Clone()
+	Inject(ctx, out.Header)
+	return t.next.RoundTrip(out)
+}

@@ -1,0 +1,154 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// EtcdResolver keeps every service's instances in memory, fed by one watch
+// on Prefix. Instances is a lock-free read of an immutable snapshot, so the
+// hot path of every outgoing call never waits for etcd.
+//
+// While etcd is unreachable the snapshot simply stops changing: callers keep
+// the last known instances (and their own breakers handle the ones that have
+// died meanwhile). When the watch cannot resume — its revision was compacted
+// — the resolver lists the prefix again and replaces the snapshot, so
+// instances that vanished during the gap are dropped too.
+type EtcdResolver struct {
+	cli  *clientv3.Client
+	log  *slog.Logger
+	snap atomic.Pointer[map[string][]Instance]
+	all  map[string]map[string]Instance // service → id → instance; watch goroutine only
+	done chan struct{}
+}
+
+// NewEtcdResolver lists the current instances (failing if etcd cannot be
+// read now) and watches for changes until ctx ends.
+func NewEtcdResolver(ctx context.Context, cli *clientv3.Client) (*EtcdResolver, error) {
+	r := &EtcdResolver{cli: cli, log: slog.Default(), done: make(chan struct{})}
+	empty := map[string][]Instance{}
+	r.snap.Store(&empty)
+	rev, err := r.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	go r.watch(ctx, rev+1)
+	return r, nil
+}
+
+// Instances returns the known instances of service sorted by ID; the slice
+// is shared and must not be modified.
+func (r *EtcdResolver) Instances(service string) []Instance {
+	return (*r.snap.Load())[service]
+}
+
+// Done is closed when the watch has stopped (its ctx ended).
+func (r *EtcdResolver) Done() <-chan struct{} { return r.done }
+
+func (r *EtcdResolver) list(ctx context.Context) (int64, error) {
+	resp, err := r.cli.Get(ctx, Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("discovery: list %s: %w", Prefix, err)
+	}
+	r.all = map[string]map[string]Instance{}
+	for _, kv := range resp.Kvs {
+		r.apply(mvccpb.PUT, kv)
+	}
+	next := make(map[string][]Instance, len(r.all))
+	for svc := range r.all {
+		next[svc] = r.sorted(svc)
+	}
+	r.snap.Store(&next)
+	return resp.Header.Revision, nil
+}
+
+func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
+	defer close(r.done)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		for resp := range r.cli.Watch(ctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+			if err := resp.Err(); err != nil {
+				r.log.Warn("discovery watch interrupted", "error", err.Error())
+				break
+			}
+			changed := map[string]bool{}
+			for _, ev := range resp.Events {
+				if svc := r.apply(ev.Type, ev.Kv); svc != "" {
+					changed[svc] = true
+				}
+			}
+			r.publish(changed)
+			rev = resp.Header.Revision + 1
+			backoff = 100 * time.Millisecond
+		}
+		// The watch ended without ctx ending: compaction, or the client gave
+		// up. Re-list (keeping the old snapshot until that succeeds).
+		for ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			last, err := r.list(ctx)
+			if err == nil {
+				rev = last + 1
+				break
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// apply records one put or delete and returns the service it touched.
+func (r *EtcdResolver) apply(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) string {
+	svc, id, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), Prefix), "/")
+	if !ok || svc == "" || id == "" {
+		return ""
+	}
+	if typ == mvccpb.DELETE {
+		delete(r.all[svc], id)
+		return svc
+	}
+	var in Instance
+	if err := json.Unmarshal(kv.Value, &in); err != nil || in.Addr == "" {
+		r.log.Warn("discovery: ignoring malformed instance", "key", string(kv.Key))
+		return ""
+	}
+	in.Service, in.ID = svc, id // the key is the truth
+	if r.all[svc] == nil {
+		r.all[svc] = map[string]Instance{}
+	}
+	r.all[svc][id] = in
+	return svc
+}
+
+func (r *EtcdResolver) publish(changed map[string]bool) {
+	if len(changed) == 0 {
+		return
+	}
+	next := maps.Clone(*r.snap.Load())
+	for svc := range changed {
+		if list := r.sorted(svc); len(list) > 0 {
+			next[svc] = list
+		} else {
+			delete(next, svc)
+		}
+	}
+	r.snap.Store(&next)
+}
+
+func (r *EtcdResolver) sorted(svc string) []Instance {
+	list := slices.Collect(maps.Values(r.all[svc]))
+	slices.SortFunc(list, func(a, b Instance) int { return cmp.Compare(a.ID, b.ID) })
+	return list
+}

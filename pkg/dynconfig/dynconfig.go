@@ -1,0 +1,152 @@
+// Package dynconfig holds settings that operators change while the platform
+// runs — rate limits, canary weights, fault injection — as one JSON document
+// under an etcd key, watched and swapped in atomically.
+//
+// A bad document (invalid JSON, or rejected by the type's Validate method) is
+// logged and ignored: the last good value stays in force. A typo in a live
+// config must never take the platform down or reset it to zero values.
+package dynconfig
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Prefix is where named configs live in etcd.
+const Prefix = "/shanhai/config/"
+
+// Key returns the etcd key of the config called name.
+func Key(name string) string { return Prefix + name }
+
+// Validator is implemented by config types that can check themselves; a value
+// whose Validate fails is treated like bad JSON.
+type Validator interface{ Validate() error }
+
+// Value is the live value of one key. Load is a single atomic read.
+type Value[T any] struct {
+	key     string
+	initial T
+	cur     atomic.Pointer[T]
+	log     *slog.Logger
+	rev     atomic.Int64
+
+	mu       sync.Mutex
+	onChange []func(T)
+}
+
+// Watch reads key now and follows it until ctx ends. key is a full etcd key;
+// a bare name (no leading '/') is taken as Key(name). Until the key exists —
+// and again if it is deleted — Load returns initial. Fields absent from the
+// JSON take their zero values, not initial's: the document in etcd is the
+// whole config. Unknown fields are ignored, so a newer config can be written
+// before every reader is upgraded. An error is returned only if etcd cannot be
+// read at start.
+func Watch[T any](ctx context.Context, cli *clientv3.Client, key string, initial T) (*Value[T], error) {
+	if !strings.HasPrefix(key, "/") {
+		key = Key(key)
+	}
+	v := &Value[T]{key: key, initial: initial, log: slog.Default()}
+	v.cur.Store(&initial)
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("dynconfig %s: %w", key, err)
+	}
+	if len(resp.Kvs) > 0 {
+		v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	}
+	go v.watch(ctx, cli, resp.Header.Revision+1)
+	return v, nil
+}
+
+// Load returns the current value. Treat it as read-only: it is shared.
+func (v *Value[T]) Load() T { return *v.cur.Load() }
+
+// Revision is the etcd revision of the applied document (0 for initial).
+func (v *Value[T]) Revision() int64 { return v.rev.Load() }
+
+// OnChange registers fn to run (on the watch goroutine) after every accepted
+// change, for consumers that must rebuild something rather than Load per use.
+func (v *Value[T]) OnChange(fn func(T)) {
+	v.mu.Lock()
+	v.onChange = append(v.onChange, fn)
+	v.mu.Unlock()
+}
+
+func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
+	for ctx.Err() == nil {
+		for resp := range cli.Watch(ctx, v.key, clientv3.WithRev(rev)) {
+			if err := resp.Err(); err != nil {
+				v.log.WarnContext(ctx, "dynconfig watch interrupted", "key", v.key, "error", err.Error())
+				break
+			}
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					v.store(&v.initial, ev.Kv.ModRevision)
+					v.log.InfoContext(ctx, "dynconfig key deleted, back to initial value", "key", v.key)
+					continue
+				}
+				v.set(ctx, ev.Kv.Value, ev.Kv.ModRevision)
+			}
+			rev = resp.Header.Revision + 1
+		}
+		// Compacted or the client gave up: re-read, then watch from there.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if resp, err := cli.Get(ctx, v.key); err == nil {
+			if len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != v.rev.Load() {
+				v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+			}
+			rev = resp.Header.Revision + 1
+		}
+	}
+}
+
+func (v *Value[T]) set(ctx context.Context, data []byte, rev int64) {
+	next, err := decode[T](data)
+	if err != nil {
+		v.log.ErrorContext(ctx, "dynconfig: ignoring bad value, keeping the last good one",
+			"key", v.key, "revision", rev, "error", err.Error())
+		return
+	}
+	v.store(&next, rev)
+	v.log.InfoContext(ctx, "dynconfig applied", "key", v.key, "revision", rev)
+}
+
+func (v *Value[T]) store(next *T, rev int64) {
+	v.cur.Store(next)
+	v.rev.Store(rev)
+	v.mu.Lock()
+	fns := v.onChange
+	v.mu.Unlock()
+	for _, fn := range fns {
+		fn(*next)
+	}
+}
+
+func decode[T any](data []byte) (T, error) {
+	var next T
+	if err := json.Unmarshal(data, &next); err != nil {
+		return next, fmt.Errorf("decode JSON: %w", err)
+	}
+	if val, ok := any(&next).(Validator); ok {
+		if err := val.Validate(); err != nil {
+			return next, fmt.Errorf("validate: %w", err)
+		}
+	} else if val, ok := any(next).(Validator); ok {
+		if err := val.Validate(); err != nil {
+			return next, fmt.Errorf("validate: %w", err)
+		}
+	}
+	return next, nil
+}

@@ -1,0 +1,113 @@
+package limit
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// AdaptiveOptions tunes NewAdaptive. Zero values take the defaults shown.
+type AdaptiveOptions struct {
+	Initial int // starting limit (20)
+	Min     int // never below (1)
+	Max     int // never above (1000)
+	// Latency is the slowest response still counted as healthy; a slower one
+	// is a congestion signal like a failure. Zero means only failures count.
+	Latency time.Duration
+	// Backoff is the multiplicative decrease on congestion (0.9).
+	Backoff float64
+}
+
+// Adaptive is a concurrency limit that sizes itself by AIMD: each healthy
+// completion while the limit is in real use adds 1/limit (about +1 per
+// round of requests), and a congestion signal (failure or latency above
+// AdaptiveOptions.Latency) multiplies it by Backoff, at most once per round —
+// requests admitted before a decrease cannot trigger another one, so a burst
+// of timeouts from one overload counts once.
+//
+// AIMD rather than a gradient (Netflix's gradient2 compares short- and
+// long-term RTT): behind the gateway one limiter sees a mix of routes whose
+// latencies differ by 50x (argon2 logins next to cached reads), so an RTT
+// ratio moves with the request mix as much as with queueing and shrinks the
+// limit for no reason. AIMD reacts only to signals an operator chose —
+// errors and an explicit latency target — which is predictable and easy to
+// reason about in an incident.
+type Adaptive struct {
+	o        AdaptiveOptions
+	inflight atomic.Int64
+	cur      atomic.Int64  // int(limit), read on the hot path
+	round    atomic.Uint64 // bumped on every decrease
+
+	mu    sync.Mutex
+	limit float64
+}
+
+// NewAdaptive returns an AIMD concurrency limiter.
+func NewAdaptive(o AdaptiveOptions) *Adaptive {
+	if o.Min <= 0 {
+		o.Min = 1
+	}
+	if o.Max <= 0 {
+		o.Max = 1000
+	}
+	if o.Initial <= 0 {
+		o.Initial = 20
+	}
+	o.Initial = min(max(o.Initial, o.Min), o.Max)
+	if o.Backoff <= 0 || o.Backoff >= 1 {
+		o.Backoff = 0.9
+	}
+	a := &Adaptive{o: o, limit: float64(o.Initial)}
+	a.cur.Store(int64(o.Initial))
+	return a
+}
+
+// Acquire admits one call if fewer than Limit() are in flight. The caller
+// must call release exactly once with how long the call took and whether it
+// failed because of the protected resource (not the client's fault).
+func (a *Adaptive) Acquire() (release func(latency time.Duration, failed bool), ok bool) {
+	for {
+		n := a.inflight.Load()
+		if n >= a.cur.Load() {
+			return nil, false
+		}
+		if a.inflight.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	round := a.round.Load()
+	var once atomic.Bool
+	return func(latency time.Duration, failed bool) {
+		if !once.CompareAndSwap(false, true) {
+			return
+		}
+		inUse := a.inflight.Add(-1) + 1
+		a.observe(round, inUse, failed || (a.o.Latency > 0 && latency > a.o.Latency))
+	}, true
+}
+
+func (a *Adaptive) observe(round uint64, inUse int64, congested bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case congested:
+		if round != a.round.Load() {
+			return // admitted before the last decrease: already accounted for
+		}
+		a.limit = max(float64(a.o.Min), a.limit*a.o.Backoff)
+		a.round.Add(1)
+	case float64(inUse)*2 >= a.limit:
+		// Grow only while the limit is being used; otherwise a quiet period
+		// would inflate it to Max and the next overload would meet no limit.
+		a.limit = min(float64(a.o.Max), a.limit+1/a.limit)
+	default:
+		return
+	}
+	a.cur.Store(int64(a.limit))
+}
+
+// Limit is the current concurrency limit.
+func (a *Adaptive) Limit() int { return int(a.cur.Load()) }
+
+// InFlight is how many admitted calls have not been released.
+func (a *Adaptive) InFlight() int { return int(a.inflight.Load()) }

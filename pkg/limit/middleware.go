@@ -1,0 +1,90 @@
+package limit
+
+import (
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+)
+
+// MiddlewareOption tunes Middleware.
+type MiddlewareOption func(*mwOptions)
+
+type mwOptions struct{ policy string }
+
+// Policy names the quota in the RateLimit headers (default "default"), so a
+// client facing several limits can tell which one it hit.
+func Policy(name string) MiddlewareOption { return func(o *mwOptions) { o.policy = name } }
+
+// Middleware limits each request by the key that key returns (client IP,
+// user id, ...). An empty key means the limit does not apply to this request
+// (for example a per-user limit on an anonymous call), so chain a per-IP
+// limit in front of it.
+//
+// Every decided response carries the IETF draft headers
+// (draft-ietf-httpapi-ratelimit-headers, structured-field form):
+//
+//	RateLimit-Policy: "default";q=100;w=10
+//	RateLimit: "default";r=42;t=3
+//
+// and a refused one is a 429 problem+json with Retry-After in whole seconds.
+// If the limiter cannot decide at all the request is refused with 503:
+// failing open would make the limit meaningless exactly when it is needed.
+func Middleware(l Limiter, key func(*gin.Context) string, opts ...MiddlewareOption) gin.HandlerFunc {
+	o := mwOptions{policy: "default"}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	quoted := strconv.Quote(o.policy)
+	return func(c *gin.Context) {
+		k := key(c)
+		if k == "" {
+			c.Next()
+			return
+		}
+		d, err := l.Allow(c.Request.Context(), k)
+		if err != nil {
+			_ = c.Error(err)
+			problem.Abort(c, http.StatusServiceUnavailable, "rate limit could not be checked")
+			return
+		}
+		h := c.Writer.Header()
+		if d.Window > 0 {
+			h.Set("RateLimit-Policy", quoted+";q="+strconv.Itoa(d.Limit)+";w="+strconv.Itoa(seconds(d.Window)))
+		} else {
+			h.Set("RateLimit-Policy", quoted+";q="+strconv.Itoa(d.Limit))
+		}
+		h.Set("RateLimit", quoted+";r="+strconv.Itoa(d.Remaining)+";t="+strconv.Itoa(seconds(d.ResetAfter)))
+		if !d.Allowed {
+			h.Set("Retry-After", strconv.Itoa(max(1, seconds(d.RetryAfter))))
+			problem.Abort(c, http.StatusTooManyRequests, "rate limit "+o.policy+" exceeded; retry after the Retry-After delay")
+			return
+		}
+		c.Next()
+	}
+}
+
+// seconds rounds up: telling a client to come back too early only earns it
+// another 429.
+func seconds(d time.Duration) int {
+	return int(math.Ceil(d.Seconds()))
+}
+
+// ConcurrencyMiddleware sheds load with 503 problem+json when a is full, and
+// feeds each response's latency and 5xx status back into it.
+func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		release, ok := a.Acquire()
+		if !ok {
+			c.Header("Retry-After", "1")
+			problem.Abort(c, http.StatusServiceUnavailable, "server overloaded; concurrency limit reached")
+			return
+		}
+		start := time.Now()
+		defer func() { release(time.Since(start), c.Writer.Status() >= 500) }()
+		c.Next()
+	}
+}

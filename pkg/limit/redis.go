@@ -1,0 +1,134 @@
+package limit
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/time/rate"
+)
+
+const instrumentation = "github.com/shanhai-dev/shanhai/pkg/limit"
+
+// Redis is one limit shared by every replica of a service: a GCRA state per
+// key in Redis, updated by redis_rate's Lua script, which reads Redis's TIME
+// so that the replicas' own clocks never enter the arithmetic.
+//
+// When Redis fails (not when the caller gives up), the limiter switches to a
+// local PerKey bucket of limit ÷ replicas: with the load spread evenly the
+// fleet still admits about the configured rate. It logs the switch once,
+// counts every fallback decision on shanhai.limit.fallback.decisions, and
+// tries Redis again after a short cool-down with one probing request at a
+// time, so an outage does not make every request wait for a dial timeout.
+type Redis struct {
+	name     string
+	rl       *redis_rate.Limiter
+	lim      redis_rate.Limit
+	local    *Local
+	log      *slog.Logger
+	cooldown time.Duration
+
+	downUntil atomic.Int64 // unix nanos; 0 while Redis answers
+	probing   atomic.Bool
+	fallbacks metric.Int64Counter
+	attrs     metric.MeasurementOption
+}
+
+// RedisOption tunes NewRedis.
+type RedisOption func(*Redis)
+
+// Name namespaces the Redis keys (and labels logs and metrics) so two limits
+// on the same key, say per-IP and login, do not share a bucket. Default "default".
+func Name(name string) RedisOption { return func(r *Redis) { r.name = name } }
+
+// Logger sets where the fallback switch is logged (default slog.Default()).
+func Logger(l *slog.Logger) RedisOption { return func(r *Redis) { r.log = l } }
+
+// Cooldown sets how long to stay on the local fallback before probing Redis
+// again (default one second).
+func Cooldown(d time.Duration) RedisOption { return func(r *Redis) { r.cooldown = d } }
+
+// NewRedis returns a limit of l shared through rdb by replicas processes.
+// replicas below 1 count as 1.
+func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOption) *Redis {
+	replicas = max(1, replicas)
+	r := &Redis{
+		name:     "default",
+		rl:       redis_rate.NewLimiter(rdb),
+		lim:      redis_rate.Limit{Rate: l.Count, Burst: l.burst(), Period: l.Period},
+		log:      slog.Default(),
+		cooldown: time.Second,
+	}
+	for _, o := range opts {
+		o(r)
+	}
+	perSec := float64(l.Count) / l.Period.Seconds() / float64(replicas)
+	r.local = PerKey(rate.Limit(perSec), max(1, l.burst()/replicas))
+
+	r.fallbacks, _ = otel.Meter(instrumentation).Int64Counter("shanhai.limit.fallback.decisions",
+		metric.WithDescription("Rate-limit decisions made locally because Redis was unreachable"),
+		metric.WithUnit("{decision}"))
+	r.attrs = metric.WithAttributes(attribute.String("limit.name", r.name))
+	return r
+}
+
+// Allow decides one request of key. It returns an error only when ctx ends
+// first; a Redis failure yields the local fallback's decision instead.
+func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return Decision{}, fmt.Errorf("limit %s: %w", r.name, err)
+	}
+	if until := r.downUntil.Load(); until != 0 {
+		if time.Now().UnixNano() < until || !r.probing.CompareAndSwap(false, true) {
+			return r.fallback(ctx, key), nil
+		}
+		defer r.probing.Store(false)
+	}
+	res, err := r.rl.Allow(ctx, "shanhai:"+r.name+":"+key, r.lim)
+	if err != nil {
+		if ctx.Err() != nil {
+			return Decision{}, fmt.Errorf("limit %s: %w", r.name, ctx.Err())
+		}
+		r.markDown(ctx, err)
+		return r.fallback(ctx, key), nil
+	}
+	if r.downUntil.Swap(0) != 0 {
+		r.log.InfoContext(ctx, "rate limit back on redis", "limit", r.name)
+	}
+	d := Decision{
+		Allowed:    res.Allowed > 0,
+		Limit:      res.Limit.Burst,
+		Remaining:  res.Remaining,
+		ResetAfter: res.ResetAfter,
+	}
+	if res.RetryAfter > 0 {
+		d.RetryAfter = res.RetryAfter
+	}
+	if res.Limit.Rate > 0 {
+		d.Window = res.Limit.Period * time.Duration(res.Limit.Burst) / time.Duration(res.Limit.Rate)
+	}
+	return d, nil
+}
+
+func (r *Redis) markDown(ctx context.Context, err error) {
+	if r.downUntil.Swap(time.Now().Add(r.cooldown).UnixNano()) == 0 {
+		r.log.WarnContext(ctx, "rate limit redis unreachable, enforcing limit/replicas locally",
+			"limit", r.name, "error", err.Error())
+	}
+}
+
+func (r *Redis) fallback(ctx context.Context, key string) Decision {
+	r.fallbacks.Add(ctx, 1, r.attrs)
+	d, _ := r.local.Allow(ctx, key)
+	return d
+}
+
+// Degraded reports whether decisions are currently made by the local fallback.
+func (r *Redis) Degraded() bool { return r.downUntil.Load() != 0 }

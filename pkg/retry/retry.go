@@ -1,0 +1,137 @@
+// Package retry repeats a failed call when doing so is safe and cheap for the
+// system: only idempotent requests, with exponential backoff and full jitter
+// between attempts, and only while a retry budget says retries are a small
+// share of traffic. The budget is what keeps retries from turning a
+// struggling upstream into a dead one: when most calls fail, most retries
+// are refused and the failure reaches the caller quickly.
+package retry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+)
+
+// ErrBudgetExhausted is joined to the last error when a retry was wanted but
+// the budget refused it.
+var ErrBudgetExhausted = errors.New("retry budget exhausted")
+
+// Policy says how often and how patiently to retry. Zero values take the
+// defaults shown.
+type Policy struct {
+	Attempts int           // total attempts including the first (3)
+	Base     time.Duration // backoff before the first retry is drawn from [0, Base) (50ms)
+	Max      time.Duration // cap on any one backoff (1s)
+	// Retryable decides whether an error is worth another attempt (default:
+	// anything but context cancellation, context deadline and Permanent).
+	Retryable func(error) bool
+
+	sleep func(ctx context.Context, d time.Duration) error // tests skip the waiting
+}
+
+// Permanent marks err as not worth retrying under the default Retryable.
+func Permanent(err error) error { return permanent{err} }
+
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+func (p *Policy) defaults() {
+	if p.Attempts <= 0 {
+		p.Attempts = 3
+	}
+	if p.Base <= 0 {
+		p.Base = 50 * time.Millisecond
+	}
+	if p.Max <= 0 {
+		p.Max = time.Second
+	}
+	if p.Retryable == nil {
+		p.Retryable = retryable
+	}
+	if p.sleep == nil {
+		p.sleep = sleep
+	}
+}
+
+func retryable(err error) bool {
+	var perm permanent
+	return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &perm)
+}
+
+// Backoff is the full-jitter delay before retry n (1 for the first retry):
+// uniform in [0, min(Max, Base·2^(n-1))). Full jitter spreads the retries of
+// many clients that failed together, instead of sending them back in waves.
+func (p Policy) Backoff(n int) time.Duration {
+	p.defaults()
+	ceil := p.Base
+	for i := 1; i < n && ceil < p.Max; i++ {
+		ceil *= 2
+	}
+	ceil = min(ceil, p.Max)
+	return time.Duration(rand.Int64N(int64(ceil)))
+}
+
+// Do calls fn until it succeeds, returns an error Retryable refuses, runs out
+// of attempts, or ctx ends. Every Do deposits one request into b and every
+// retry withdraws one; a nil b means no budget. The error returned is fn's
+// last, joined with ErrBudgetExhausted when the budget stopped the retries.
+//
+// Do knows nothing of the request: call it only for idempotent work
+// (see Idempotent).
+func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) error) error {
+	p.defaults()
+	if b != nil {
+		b.Request()
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		if err = fn(ctx); err == nil {
+			return nil
+		}
+		if attempt >= p.Attempts || !p.Retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		wait := p.Backoff(attempt)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+			return err // the retry could not finish in time; don't start it
+		}
+		if b != nil && !b.Withdraw() {
+			return fmt.Errorf("%w: %w", ErrBudgetExhausted, err)
+		}
+		if serr := p.sleep(ctx, wait); serr != nil {
+			return err
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Idempotent reports whether r may be sent twice without a second effect:
+// GET, HEAD and OPTIONS, or any request carrying an Idempotency-Key that the
+// service deduplicates on. PUT and DELETE are idempotent by RFC 9110 but only
+// if the handler honours that, which this layer cannot know, so they need
+// the key too. A request whose body cannot be replayed (no GetBody) is never
+// retryable.
+func Idempotent(r *http.Request) bool {
+	if r.Body != nil && r.Body != http.NoBody && r.GetBody == nil {
+		return false
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != ""
+}
