@@ -1,0 +1,30 @@
+// Package carrier adapts the header shapes of each transport Shanhai uses to
+// OpenTelemetry's propagation.TextMapCarrier, so a trace continues across
+// HTTP, Kafka, NATS and Pulsar hops with one Inject and one Extract call:
+//
+//	carrier.Inject(ctx, carrier.Kafka(&msg.Headers))          // producer
+//	ctx = carrier.Extract(ctx, carrier.Kafka(&msg.Headers))   // consumer
+//
+// Keys are written lowercase (traceparent, tracestate, baggage), the form
+// the W3C specs use and the form every broker client in other languages
+// looks for; lookups also accept other spellings, because a hop we do not
+// control may have changed the case.
+package carrier
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// Inject writes ctx's trace context and baggage into c with the global
+// propagator (installed by telemetry.Setup).
+func Inject(ctx context.Context, c propagation.TextMapCarrier) {
+	otel.GetTextMapPropagator().Inject(ctx, c)
+}
+
+// Extract returns ctx extended with the trace context and baggage found in c.
+func Extract(ctx context.Context, c propagation.TextMapCarrier) context.Context {
+	return otel.GetTextMapPropagator().Extract(ctx, c)
+}

@@ -1,0 +1,242 @@
+// Package config loads a binary's typed configuration from environment
+// variables, once, at start.
+//
+// A configuration is a plain struct whose fields carry caarlos0/env tags plus
+// a `desc` tag for people:
+//
+//	type Config struct {
+//		Addr    string        `env:"HTTP_ADDR" envDefault:":8082" desc:"listen address"`
+//		DB      string        `env:"DATABASE_URL,required" desc:"postgres://... or sqlite://path"`
+//		Timeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+//	}
+//
+// Load reports every bad variable at once (not just the first), so an operator
+// fixes a deployment in one round instead of one restart per typo. If the
+// struct has a `Validate() error` method it runs after parsing, and its
+// complaints join the same list; return [Invalid] errors from it to name the
+// variable.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Validator is implemented by configuration structs with rules beyond "this
+// parses as that type" (ranges, one-of, cross-field rules).
+type Validator interface {
+	Validate() error
+}
+
+// VarError is one bad variable and what is expected of it.
+type VarError struct {
+	Var      string // environment variable name
+	Problem  string // what is wrong, e.g. "not set" or `"abc" is not a duration`
+	Expected string // what a good value looks like (from the type and `desc`)
+}
+
+func (e *VarError) Error() string {
+	s := e.Var + ": " + e.Problem
+	if e.Expected != "" {
+		s += " (expected " + e.Expected + ")"
+	}
+	return s
+}
+
+// Invalid builds the error a Validate method returns for one variable, e.g.
+// config.Invalid("SHUTDOWN_TIMEOUT", "must be positive"). Join several with
+// errors.Join; Load lists each.
+func Invalid(variable, problem string) error {
+	return &VarError{Var: variable, Problem: problem}
+}
+
+// Error is what Load returns: every bad variable, sorted by name.
+type Error struct {
+	Vars []*VarError
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "invalid configuration (%d problem", len(e.Vars))
+	if len(e.Vars) != 1 {
+		b.WriteString("s")
+	}
+	b.WriteString("):")
+	for _, v := range e.Vars {
+		b.WriteString("\n  ")
+		b.WriteString(v.Error())
+	}
+	return b.String()
+}
+
+// Load fills cfg (a pointer to a struct) from the environment and validates
+// it. The error, if any, is an *Error listing every bad variable.
+func Load(cfg any) error {
+	return load(cfg, nil)
+}
+
+// load takes an explicit environment for tests; nil means the process's.
+func load(cfg any, environ map[string]string) error {
+	vars, err := fields(cfg)
+	if err != nil {
+		return err
+	}
+	opts := env.Options{}
+	if environ != nil {
+		opts.Environment = environ
+	}
+	lookup := func(key string) (string, bool) {
+		if environ != nil {
+			v, ok := environ[key]
+			return v, ok
+		}
+		return os.LookupEnv(key)
+	}
+
+	var bad []*VarError
+	if err := env.ParseWithOptions(cfg, opts); err != nil {
+		var agg env.AggregateError
+		if !errors.As(err, &agg) {
+			return fmt.Errorf("load configuration: %w", err)
+		}
+		for _, e := range agg.Errors {
+			ve, ok := translate(e, vars, lookup)
+			if !ok {
+				return fmt.Errorf("load configuration: %w", e)
+			}
+			bad = append(bad, ve)
+		}
+	}
+	// Rules only make sense on values that parsed; a struct with type errors
+	// would report confusing follow-on complaints.
+	if len(bad) == 0 {
+		if v, ok := cfg.(Validator); ok {
+			if err := v.Validate(); err != nil {
+				bad = append(bad, validationErrors(err, vars)...)
+			}
+		}
+	}
+	if len(bad) == 0 {
+		return nil
+	}
+	sort.SliceStable(bad, func(i, j int) bool { return bad[i].Var < bad[j].Var })
+	return &Error{Vars: bad}
+}
+
+// MustLoad is Load for main: on failure it prints the one message listing
+// every bad variable to stderr and exits with status 2 (usage error), before
+// anything else starts.
+func MustLoad(cfg any) {
+	if err := Load(cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", progName(), err)
+		os.Exit(2)
+	}
+}
+
+func progName() string {
+	if len(os.Args) == 0 {
+		return "config"
+	}
+	name := os.Args[0]
+	if i := strings.LastIndexByte(name, '/'); i >= 0 {
+		name = name[i+1:]
+	}
+	return name
+}
+
+// translate turns one of env's errors into a VarError naming the variable.
+func translate(err error, vars []Var, lookup func(string) (string, bool)) (*VarError, bool) {
+	var (
+		notSet VarIsNotSet
+		empty  env.EmptyVarError
+		parse  env.ParseError
+	)
+	switch {
+	case errors.As(err, &notSet):
+		return &VarError{Var: notSet.Key, Problem: "required but not set", Expected: expected(byName(vars, notSet.Key))}, true
+	case errors.As(err, &empty):
+		return &VarError{Var: empty.Key, Problem: "must not be empty", Expected: expected(byName(vars, empty.Key))}, true
+	case errors.As(err, &parse):
+		v := byField(vars, parse.Name, lookup)
+		name := parse.Name
+		val := ""
+		if v != nil {
+			name = v.Name
+			val, _ = lookup(v.Name)
+		}
+		return &VarError{Var: name, Problem: fmt.Sprintf("%q is invalid", val), Expected: expected(v)}, true
+	}
+	return nil, false
+}
+
+// VarIsNotSet aliases env's error so callers of this package need not import env.
+type VarIsNotSet = env.VarIsNotSetError
+
+func validationErrors(err error, vars []Var) []*VarError {
+	var out []*VarError
+	var walk func(error)
+	walk = func(e error) {
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			for _, x := range j.Unwrap() {
+				walk(x)
+			}
+			return
+		}
+		var ve *VarError
+		if errors.As(e, &ve) {
+			c := *ve
+			if c.Expected == "" {
+				c.Expected = expected(byName(vars, c.Var))
+			}
+			out = append(out, &c)
+			return
+		}
+		out = append(out, &VarError{Var: "(config)", Problem: e.Error()})
+	}
+	walk(err)
+	return out
+}
+
+func byName(vars []Var, name string) *Var {
+	for i := range vars {
+		if vars[i].Name == name {
+			return &vars[i]
+		}
+	}
+	return nil
+}
+
+// byField finds the variable behind a Go field name (env's ParseError only
+// knows the field). Two nested structs may share a field name; the one whose
+// variable is actually set is the one that failed to parse.
+func byField(vars []Var, field string, lookup func(string) (string, bool)) *Var {
+	var first *Var
+	for i := range vars {
+		if vars[i].field != field {
+			continue
+		}
+		if first == nil {
+			first = &vars[i]
+		}
+		if _, set := lookup(vars[i].Name); set {
+			return &vars[i]
+		}
+	}
+	return first
+}
+
+func expected(v *Var) string {
+	if v == nil {
+		return ""
+	}
+	s := v.Type
+	if v.Description != "" {
+		s += ": " + v.Description
+	}
+	return s
+}

@@ -1,0 +1,244 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+
+	"github.com/gin-gonic/gin"
+	"github.com/gin-gonic/gin/binding"
+	"github.com/go-playground/validator/v10"
+
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+)
+
+// MaxBodyBytes is the body limit DecodeJSON applies; larger bodies get 413.
+const MaxBodyBytes = 1 << 20
+
+// DecodeJSON strictly decodes the request body into dst (a pointer) and
+// validates it with gin's `binding` tags. On any problem it writes the
+// problem+json answer, naming the field by its JSON name, and returns false;
+// the handler then just returns:
+//
+//   - wrong or missing Content-Type (not application/json or +json) → 415
+//   - body over MaxBodyBytes → 413
+//   - empty body, malformed JSON, unknown field, wrong type, data after the
+//     JSON value → 400
+//   - binding rule failed (required, min, oneof, ...) → 422
+//
+// Unknown fields are errors, not ignored: a client that misspells a field
+// should hear about it rather than have it silently dropped.
+func DecodeJSON(c *gin.Context, dst any) bool {
+	return DecodeJSONLimit(c, dst, MaxBodyBytes)
+}
+
+// DecodeJSONLimit is DecodeJSON with a different body limit.
+func DecodeJSONLimit(c *gin.Context, dst any, limit int64) bool {
+	if !jsonContentType(c.GetHeader("Content-Type")) {
+		problem.Abort(c, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return false
+	}
+	if c.Request.Body == nil {
+		problem.Abort(c, http.StatusBadRequest, "request body is empty")
+		return false
+	}
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		writeDecodeError(c, err, limit)
+		return false
+	}
+	// Exactly one JSON value: `{"a":1}{"a":2}` or `{"a":1} x` is a client
+	// bug, and accepting the first value would hide it.
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeDecodeError(c, err, limit)
+			return false
+		}
+		problem.Abort(c, http.StatusBadRequest, "unexpected data after the JSON value")
+		return false
+	}
+	useJSONNames()
+	if err := binding.Validator.ValidateStruct(dst); err != nil {
+		fields := validationFields(err)
+		if len(fields) == 0 {
+			fields = []problem.FieldError{{Field: "body", Detail: err.Error()}}
+		}
+		problem.Abort(c, http.StatusUnprocessableEntity, "the request failed validation", fields...)
+		return false
+	}
+	return true
+}
+
+func jsonContentType(h string) bool {
+	if h == "" {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(h)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+func writeDecodeError(c *gin.Context, err error, limit int64) {
+	var (
+		tooBig  *http.MaxBytesError
+		syntax  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &tooBig):
+		problem.Abort(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", limit))
+	case errors.Is(err, io.EOF):
+		problem.Abort(c, http.StatusBadRequest, "request body is empty")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		problem.Abort(c, http.StatusBadRequest, "request body is truncated JSON")
+	case errors.As(err, &syntax):
+		problem.Abort(c, http.StatusBadRequest, fmt.Sprintf("malformed JSON at byte %d: %s", syntax.Offset, syntax.Error()))
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		problem.Abort(c, http.StatusBadRequest, "a field has the wrong type",
+			problem.FieldError{Field: field, Detail: fmt.Sprintf("must be %s, not %s", jsonKind(typeErr.Type), typeErr.Value)})
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json reports unknown fields only as text.
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		problem.Abort(c, http.StatusBadRequest, "unknown field",
+			problem.FieldError{Field: name, Detail: "is not a known field"})
+	default:
+		problem.Abort(c, http.StatusBadRequest, "request body could not be decoded: "+err.Error())
+	}
+}
+
+// jsonKind names a Go type the way the client sees it.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "a valid value"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "a " + t.String()
+}
+
+var jsonNames sync.Once
+
+// useJSONNames makes gin's validator (a process-wide singleton) report JSON
+// field names instead of Go ones, so 422 answers name what the client sent.
+// It changes the names for every user of binding in the process, which is
+// what every Shanhai binary wants.
+func useJSONNames() {
+	jsonNames.Do(func() {
+		v, ok := binding.Validator.Engine().(*validator.Validate)
+		if !ok {
+			return
+		}
+		v.RegisterTagNameFunc(func(f reflect.StructField) string {
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			switch name {
+			case "-":
+				return ""
+			case "":
+				return f.Name
+			}
+			return name
+		})
+	})
+}
+
+func validationFields(err error) []problem.FieldError {
+	var out []problem.FieldError
+	var slice binding.SliceValidationError
+	if errors.As(err, &slice) {
+		for _, e := range slice {
+			out = append(out, validationFields(e)...)
+		}
+		return out
+	}
+	var ves validator.ValidationErrors
+	if !errors.As(err, &ves) {
+		return nil
+	}
+	for _, fe := range ves {
+		out = append(out, problem.FieldError{Field: fieldPath(fe.Namespace()), Detail: ruleText(fe)})
+	}
+	return out
+}
+
+// fieldPath drops the Go struct name that leads the validator's namespace:
+// "CreateOrder.items[0].sku" → "items[0].sku".
+func fieldPath(ns string) string {
+	if _, rest, ok := strings.Cut(ns, "."); ok {
+		return rest
+	}
+	return ns
+}
+
+func ruleText(fe validator.FieldError) string {
+	p := fe.Param()
+	unit := ""
+	switch fe.Kind() {
+	case reflect.String:
+		unit = " characters"
+	case reflect.Slice, reflect.Array, reflect.Map:
+		unit = " items"
+	}
+	switch fe.Tag() {
+	case "required":
+		return "is required"
+	case "min", "gte":
+		return "must be at least " + p + unit
+	case "max", "lte":
+		return "must be at most " + p + unit
+	case "gt":
+		return "must be more than " + p + unit
+	case "lt":
+		return "must be less than " + p + unit
+	case "len":
+		return "must be exactly " + p + unit
+	case "oneof":
+		return "must be one of: " + strings.ReplaceAll(p, " ", ", ")
+	case "email":
+		return "must be an email address"
+	case "url", "uri", "http_url":
+		return "must be a URL"
+	case "uuid", "uuid4":
+		return "must be a UUID"
+	case "iso4217":
+		return "must be an ISO 4217 currency code"
+	case "alphanum":
+		return "must contain only letters and digits"
+	case "dive":
+		return "has an invalid item"
+	}
+	if p != "" {
+		return fmt.Sprintf("must satisfy %s=%s", fe.Tag(), p)
+	}
+	return "must satisfy " + fe.Tag()
+}

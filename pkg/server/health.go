@@ -1,0 +1,97 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"sync"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+)
+
+// healthz is liveness: the process answers HTTP. It checks no dependency,
+// because restarting a healthy process does not bring a database back.
+func (s *Server) healthz(c *gin.Context) {
+	c.JSON(http.StatusOK, gin.H{"status": "ok"})
+}
+
+// readyz runs every check concurrently under ReadyTimeout and answers 503
+// naming each failing check (as problem+json errors), or 200.
+func (s *Server) readyz(c *gin.Context) {
+	if s.stopping.Load() {
+		problem.Abort(c, http.StatusServiceUnavailable, "shutting down")
+		return
+	}
+	failed := s.probe(c.Request.Context())
+	if len(failed) > 0 {
+		names := ""
+		for i, f := range failed {
+			if i > 0 {
+				names += ", "
+			}
+			names += f.Field
+		}
+		problem.Abort(c, http.StatusServiceUnavailable, "not ready: "+names, failed...)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+func (s *Server) probe(ctx context.Context) []problem.FieldError {
+	ctx, cancel := context.WithTimeout(ctx, s.o.ReadyTimeout)
+	defer cancel()
+	var (
+		mu     sync.Mutex
+		failed []problem.FieldError
+		wg     sync.WaitGroup
+	)
+	for _, ch := range s.o.Checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := runProbe(ctx, ch)
+			if err == nil {
+				return
+			}
+			s.log.WarnContext(ctx, "readiness check failed", "check", ch.Name, "error", err.Error())
+			mu.Lock()
+			failed = append(failed, problem.FieldError{Field: ch.Name, Detail: err.Error()})
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	sort.Slice(failed, func(i, j int) bool { return failed[i].Field < failed[j].Field })
+	return failed
+}
+
+// runProbe returns the probe's error, or the context's if the probe ignores
+// its deadline (the goroutine is then left to finish on its own).
+func runProbe(ctx context.Context, ch Check) error {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- panicError{r}
+			}
+		}()
+		done <- ch.Probe(ctx)
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	if s.o.Telemetry != nil {
+		return s.o.Telemetry.MetricsHandler()
+	}
+	// Without telemetry.Setup there are no OTel metrics, but the Go runtime
+	// metrics of the default registry are still worth serving.
+	return promhttp.Handler()
+}

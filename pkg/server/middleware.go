@@ -1,0 +1,127 @@
+package server
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+)
+
+// RequestIDHeader is read from requests (a caller's id is kept) and always
+// set on responses.
+const RequestIDHeader = "X-Request-ID"
+
+type requestIDKey struct{}
+
+// RequestID returns the request id the server assigned to the request whose
+// context this is, or "".
+func RequestID(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey{}).(string)
+	return id
+}
+
+// requestID keeps a sane incoming X-Request-ID or makes one, echoes it, puts
+// it in the context for RequestID and for every log record (request_id), and
+// writes one access-log record per request: at Error for 5xx, else at Debug
+// so busy services do not pay for a line per request unless asked.
+func (s *Server) requestID(c *gin.Context) {
+	start := time.Now()
+	id := c.GetHeader(RequestIDHeader)
+	if !validID(id) {
+		id = newID()
+	}
+	c.Header(RequestIDHeader, id)
+	ctx := context.WithValue(c.Request.Context(), requestIDKey{}, id)
+	ctx = telemetry.WithAttrs(ctx, slog.String("request_id", id))
+	c.Request = c.Request.WithContext(ctx)
+
+	c.Next()
+
+	status := c.Writer.Status()
+	level := slog.LevelDebug
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	if s.log.Enabled(ctx, level) {
+		s.log.LogAttrs(ctx, level, "request",
+			slog.String("method", c.Request.Method),
+			slog.String("route", c.FullPath()),
+			slog.String("path", c.Request.URL.Path),
+			slog.Int("status", status),
+			slog.Duration("duration", time.Since(start)),
+		)
+	}
+}
+
+// validID accepts what a proxy would plausibly send (visible ASCII, at most
+// 128 bytes); anything else is replaced so logs cannot be forged through it.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// newID makes 128 random bits in hex. Request ids need uniqueness, not
+// secrecy, so the runtime's fast generator is enough.
+func newID() string {
+	var b [16]byte
+	for i := 0; i < 16; i += 8 {
+		v := rand.Uint64()
+		for j := 0; j < 8; j++ {
+			b[i+j] = byte(v >> (8 * j))
+		}
+	}
+	return hex.EncodeToString(b[:])
+}
+
+type panicError struct{ v any }
+
+func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }
+
+// recovery turns a handler panic into a logged error and a 500 problem; the
+// process keeps serving. http.ErrAbortHandler is re-raised: it is how a
+// handler asks net/http to drop the connection, and net/http handles it.
+func (s *Server) recovery(c *gin.Context) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if r == http.ErrAbortHandler {
+			panic(r)
+		}
+		ctx := c.Request.Context()
+		s.log.ErrorContext(ctx, "panic in handler",
+			slog.String("panic", fmt.Sprint(r)),
+			slog.String("path", c.Request.URL.Path),
+			slog.String("stack", string(debug.Stack())),
+		)
+		span := trace.SpanFromContext(ctx)
+		span.RecordError(panicError{r})
+		span.SetStatus(codes.Error, "panic")
+		if c.Writer.Written() {
+			// The status is already on the wire; all we can do is stop.
+			c.Abort()
+			return
+		}
+		problem.Abort(c, http.StatusInternalServerError, "internal error; request id "+RequestID(ctx))
+	}()
+	c.Next()
+}

@@ -1,0 +1,129 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Run listens on Addr (and AdminAddr if set) and serves until ctx is done or
+// the process gets SIGINT or SIGTERM, then shuts down in the package's fixed
+// order. It returns nil after a clean shutdown.
+func (s *Server) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.o.Addr)
+	if err != nil {
+		return fmt.Errorf("server %s: listen %s: %w", s.o.Name, s.o.Addr, err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened (tests listen on port 0).
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	srv := &http.Server{
+		Handler:           s.engine,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	var admin *http.Server
+	errc := make(chan error, 2)
+	if s.o.AdminAddr != "" {
+		aln, err := net.Listen("tcp", s.o.AdminAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("server %s: listen admin %s: %w", s.o.Name, s.o.AdminAddr, err)
+		}
+		admin = &http.Server{Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- serve(admin, aln) }()
+		s.log.Info("admin listener started", "addr", aln.Addr().String())
+	}
+	go func() { errc <- serve(srv, ln) }()
+	s.log.Info("server started", "name", s.o.Name, "version", s.o.Version, "addr", ln.Addr().String())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		s.log.Info("shutdown requested", "cause", context.Cause(ctx).Error())
+	case serveErr = <-errc:
+		s.log.Error("listener failed; shutting down", "error", serveErr.Error())
+	}
+	return errors.Join(serveErr, s.shutdown(srv, admin))
+}
+
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// shutdown runs the fixed order. Each step gets its own deadline so one slow
+// step cannot eat the next one's time: telemetry must be flushed even when
+// the drain used up ShutdownTimeout.
+func (s *Server) shutdown(srv, admin *http.Server) error {
+	s.stopping.Store(true)
+	var errs []error
+	step := func(name string, fn func(context.Context) error) {
+		ctx, cancel := context.WithTimeout(context.Background(), s.o.ShutdownTimeout)
+		defer cancel()
+		start := time.Now()
+		if err := fn(ctx); err != nil {
+			s.log.Error("shutdown step failed", "step", name, "error", err.Error())
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			return
+		}
+		s.log.Info("shutdown step done", "step", name, "duration", time.Since(start).String())
+	}
+
+	if s.o.Deregister != nil {
+		step("deregister", s.o.Deregister)
+		if s.o.DeregisterDelay > 0 {
+			time.Sleep(s.o.DeregisterDelay)
+		}
+	}
+	step("drain", func(ctx context.Context) error {
+		err := srv.Shutdown(ctx)
+		if admin != nil {
+			// pprof profiles can run for 30 s; do not wait for them.
+			admin.Close()
+		}
+		if err != nil {
+			// Deadline passed with requests still running: cut them off
+			// rather than hang the rollout.
+			srv.Close()
+			return fmt.Errorf("in-flight requests cut off: %w", err)
+		}
+		return nil
+	})
+	s.mu.Lock()
+	hooks := append([]func(context.Context) error(nil), s.hooks...)
+	s.mu.Unlock()
+	for i, h := range hooks {
+		step(fmt.Sprintf("on-shutdown hook %d", i+1), h)
+	}
+	if s.o.Telemetry != nil {
+		step("telemetry flush", s.o.Telemetry.Shutdown)
+	}
+	return errors.Join(errs...)
+}
+
+// adminMux serves pprof. It is a fresh mux, not http.DefaultServeMux, so
+// nothing registered there by an import can leak onto the admin port, and
+// pprof never appears on the public port.
+func adminMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}

@@ -1,0 +1,125 @@
+// Package server is the one way a Shanhai binary serves HTTP: a gin engine
+// with recovery, request ids, tracing and metrics, problem+json errors,
+// /healthz, /readyz and /metrics, pprof on a separate admin listener, and a
+// graceful shutdown whose order is fixed:
+//
+//  1. deregister from discovery, so callers stop choosing this instance;
+//  2. stop accepting connections and drain in-flight requests, within
+//     ShutdownTimeout (then remaining connections are closed);
+//  3. run the OnShutdown hooks (stop consumers, close the database), in the
+//     order they were added;
+//  4. flush telemetry, so the spans of the last requests are exported.
+//
+// Readiness turns 503 as soon as shutdown starts, so a load balancer that
+// probes /readyz stops routing here even before deregistration propagates.
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+)
+
+// Options configure a Server. Zero values work: Addr ":8080", a 10 s
+// shutdown, the default slog logger, no admin listener, no checks.
+type Options struct {
+	Name, Version, Addr, AdminAddr string
+
+	ShutdownTimeout time.Duration
+	Logger          *slog.Logger
+	Telemetry       *telemetry.Provider
+	Checks          []Check                     // readiness; /readyz 503 names the failing checks
+	Deregister      func(context.Context) error // called first on shutdown
+
+	// DeregisterDelay waits after deregistering before the listener closes,
+	// for callers whose resolvers learn of the change a little later. Zero
+	// means no wait: etcd watchers see the deletion within milliseconds and
+	// callers retry idempotent requests on a refused connection anyway.
+	DeregisterDelay time.Duration
+
+	// ReadyTimeout bounds all readiness probes together (default 2 s): a
+	// probe that hangs is a failed probe, not a hung /readyz.
+	ReadyTimeout time.Duration
+}
+
+// Check is one readiness dependency (database, broker, ...). Probe must
+// respect ctx's deadline.
+type Check struct {
+	Name  string
+	Probe func(context.Context) error
+}
+
+// Server is a configured, not yet running, HTTP server.
+type Server struct {
+	o      Options
+	log    *slog.Logger
+	engine *gin.Engine
+
+	mu       sync.Mutex
+	hooks    []func(context.Context) error
+	stopping atomic.Bool
+}
+
+// New builds the engine with the shared middleware and endpoints. Mount the
+// API on Router() before calling Run.
+func New(o Options) *Server {
+	if o.Addr == "" {
+		o.Addr = ":8080"
+	}
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 10 * time.Second
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = 2 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	useJSONNames()
+	gin.SetMode(gin.ReleaseMode)
+
+	s := &Server{o: o, log: o.Logger}
+	e := gin.New()
+	// Handlers may pass the *gin.Context itself as a context.Context and
+	// still get the request's deadline, cancellation and span.
+	e.ContextWithFallback = true
+	e.HandleMethodNotAllowed = true
+	// Order matters: telemetry outermost so the span and the duration
+	// include everything, then the request id (which logs with the trace
+	// id), then recovery, which turns panics into a 500 the outer layers see.
+	e.Use(telemetry.Middleware(), s.requestID, s.recovery)
+	e.NoRoute(func(c *gin.Context) {
+		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
+	})
+	e.NoMethod(func(c *gin.Context) {
+		problem.Abort(c, http.StatusMethodNotAllowed, c.Request.Method+" is not allowed here; see the Allow header")
+	})
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", gin.WrapH(s.metricsHandler()))
+	s.engine = e
+	return s
+}
+
+// Router is the engine to mount API routes on.
+func (s *Server) Router() *gin.Engine { return s.engine }
+
+// Handler is the whole HTTP handler, for httptest.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// OnShutdown adds a hook that runs after the drain and before telemetry is
+// flushed: stop consumers, close the database. Hooks run in the order added;
+// each error is logged and returned from Run, and does not stop later hooks.
+func (s *Server) OnShutdown(fn func(context.Context) error) {
+	s.mu.Lock()
+	s.hooks = append(s.hooks, fn)
+	s.mu.Unlock()
+}

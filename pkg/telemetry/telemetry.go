@@ -1,0 +1,171 @@
+// Package telemetry wires a Shanhai binary into OpenTelemetry: tracer and
+// meter providers configured from the standard OTEL_* variables, the W3C
+// tracecontext + baggage propagator, a Prometheus /metrics handler whose
+// histograms carry trace-id exemplars, a log/slog JSON logger that stamps
+// trace_id and span_id on every record, and a gin middleware for server spans
+// and the semantic-convention http.server.request.duration histogram.
+//
+// Application code never imports the SDK: after Setup it uses otel.Tracer and
+// otel.Meter (the global providers), which keeps the domain free of
+// observability plumbing and lets tests run without any of it.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	promexp "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+)
+
+// Options name the service. Everything else comes from the standard
+// environment variables, so the same binary is configured the same way as any
+// other OpenTelemetry-instrumented program:
+//
+//   - OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES override the resource;
+//   - OTEL_EXPORTER_OTLP_ENDPOINT (or the _TRACES_/_METRICS_ variants) turns
+//     on OTLP export; without one nothing is exported over the network and
+//     metrics are only served on /metrics;
+//   - OTEL_EXPORTER_OTLP_PROTOCOL chooses grpc or http/protobuf (default, as
+//     the specification says);
+//   - OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG choose the sampler
+//     (default parentbased_always_on), read by the SDK itself;
+//   - OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER=none switch OTLP off even
+//     when an endpoint is set.
+type Options struct {
+	ServiceName    string
+	ServiceVersion string
+
+	// Logger receives OpenTelemetry's internal errors (an unreachable
+	// collector, a dropped batch). Nil means slog.Default().
+	Logger *slog.Logger
+
+	// SpanProcessors are added to the tracer provider, mainly for tests
+	// (tracetest.NewSpanRecorder) or an extra exporter.
+	SpanProcessors []sdktrace.SpanProcessor
+}
+
+// Provider owns the SDK providers Setup installed. Shut it down last, after
+// the server has drained, so the spans of the final requests are exported.
+type Provider struct {
+	Tracer   *sdktrace.TracerProvider
+	Meter    *sdkmetric.MeterProvider
+	Registry *prometheus.Registry
+}
+
+// Setup builds the providers, installs them as the otel globals together with
+// the W3C tracecontext + baggage propagator, and returns them for Shutdown.
+func Setup(ctx context.Context, o Options) (*Provider, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		log.Warn("opentelemetry", slog.String("error", err.Error()))
+	}))
+
+	res, err := newResource(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+
+	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if exp, err := traceExporter(ctx); err != nil {
+		return nil, err
+	} else if exp != nil {
+		topts = append(topts, sdktrace.WithBatcher(exp))
+	}
+	for _, sp := range o.SpanProcessors {
+		topts = append(topts, sdktrace.WithSpanProcessor(sp))
+	}
+	tp := sdktrace.NewTracerProvider(topts...)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	promReader, err := promexp.New(promexp.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+	}
+	mopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promReader)}
+	if r, err := metricReader(ctx); err != nil {
+		return nil, err
+	} else if r != nil {
+		mopts = append(mopts, sdkmetric.WithReader(r))
+	}
+	mp := sdkmetric.NewMeterProvider(mopts...)
+
+	otel.SetTracerProvider(tp)
+	otel.SetMeterProvider(mp)
+	otel.SetTextMapPropagator(Propagator())
+	return &Provider{Tracer: tp, Meter: mp, Registry: reg}, nil
+}
+
+// Propagator is the one propagation format of the platform: W3C trace
+// context and W3C baggage.
+func Propagator() propagation.TextMapPropagator {
+	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+}
+
+func newResource(ctx context.Context, o Options) (*resource.Resource, error) {
+	attrs := resource.WithAttributes(semconv.ServiceName(o.ServiceName))
+	if o.ServiceVersion != "" {
+		attrs = resource.WithAttributes(semconv.ServiceName(o.ServiceName), semconv.ServiceVersion(o.ServiceVersion))
+	}
+	// Later options win: the environment overrides the compiled-in name.
+	res, err := resource.New(ctx, attrs, resource.WithTelemetrySDK(), resource.WithHost(), resource.WithFromEnv())
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	return res, nil
+}
+
+// Shutdown flushes pending spans and metrics and stops the exporters.
+func (p *Provider) Shutdown(ctx context.Context) error {
+	var errs []error
+	if err := p.Tracer.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("tracer provider: %w", err))
+	}
+	if err := p.Meter.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("meter provider: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("telemetry shutdown: %w", err)
+	}
+	return nil
+}
+
+// MetricsHandler serves the Prometheus registry. It speaks OpenMetrics when
+// the scraper asks for it (Prometheus does by default), which is the only
+// exposition format that carries exemplars, so histogram buckets link to the
+// trace of a request that landed in them.
+func (p *Provider) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(p.Registry, promhttp.HandlerOpts{
+		EnableOpenMetrics: true,
+		ErrorHandling:     promhttp.ContinueOnError,
+	})
+}
+
+func envFirst(keys ...string) string {
+	for _, k := range keys {
+		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
+			return v
+		}
+	}
+	return ""
+}
