@@ -1,0 +1,87 @@
+package adapters
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
+)
+
+// CatalogKey is the Redis key of the cached catalogue. The version suffix
+// lets a change of the cached shape roll out without reading stale bytes.
+const CatalogKey = "shanhai:order:catalog:v1"
+
+// CatalogRedis is a read-through cache in front of the catalogue. Every order
+// prices its lines from it, so it sits on the hot path of POST /orders.
+//
+// The catalogue is only written by migrations, so a TTL is the whole
+// invalidation story. If Redis is down the cache is skipped, not fatal: the
+// database can answer alone, just more slowly.
+type CatalogRedis struct {
+	next catalog.Repository
+	rdb  redis.UniversalClient
+	ttl  time.Duration
+	log  *slog.Logger
+}
+
+func NewCatalogRedis(next catalog.Repository, rdb redis.UniversalClient, ttl time.Duration, log *slog.Logger) *CatalogRedis {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &CatalogRedis{next: next, rdb: rdb, ttl: ttl, log: log}
+}
+
+type cachedProduct struct {
+	SKU        string `json:"sku"`
+	Name       string `json:"name"`
+	PriceCents int64  `json:"price_cents"`
+	Currency   string `json:"currency"`
+}
+
+func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
+	raw, err := c.rdb.Get(ctx, CatalogKey).Bytes()
+	switch {
+	case err == nil:
+		var cached []cachedProduct
+		if jerr := json.Unmarshal(raw, &cached); jerr == nil && len(cached) > 0 {
+			out := make([]catalog.Product, len(cached))
+			for i, p := range cached {
+				out[i] = catalog.Product(p)
+			}
+			return out, nil
+		}
+		c.log.WarnContext(ctx, "catalog cache holds unreadable value; reloading", "key", CatalogKey)
+	case !errors.Is(err, redis.Nil):
+		c.log.WarnContext(ctx, "catalog cache unavailable; reading database", "err", err)
+	}
+	ps, err := c.next.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cached := make([]cachedProduct, len(ps))
+	for i, p := range ps {
+		cached[i] = cachedProduct(p)
+	}
+	buf, err := json.Marshal(cached)
+	if err != nil {
+		return nil, fmt.Errorf("encode catalog cache: %w", err)
+	}
+	if err := c.rdb.Set(ctx, CatalogKey, buf, c.ttl).Err(); err != nil {
+		c.log.WarnContext(ctx, "catalog cache write failed", "err", err)
+	}
+	return ps, nil
+}
+
+// Invalidate drops the cached catalogue (used after reseeding and in tests).
+func (c *CatalogRedis) Invalidate(ctx context.Context) error {
+	if err := c.rdb.Del(ctx, CatalogKey).Err(); err != nil {
+		return fmt.Errorf("invalidate catalog cache: %w", err)
+	}
+	return nil
+}

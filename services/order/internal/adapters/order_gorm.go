@@ -1,0 +1,280 @@
+// Package adapters implements the order service's domain interfaces on gorm
+// (PostgreSQL or SQLite), Redis and NATS JetStream.
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/shanhai-dev/shanhai/pkg/dedup"
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
+)
+
+type orderRow struct {
+	ID            string `gorm:"primaryKey"`
+	UserID        string
+	Status        string
+	TotalCents    int64
+	Currency      string
+	PaymentID     string
+	FailureReason string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+func (orderRow) TableName() string { return "orders" }
+
+type orderItemRow struct {
+	OrderID        string `gorm:"primaryKey"`
+	Line           int    `gorm:"primaryKey"`
+	SKU            string `gorm:"column:sku"`
+	Name           string
+	Quantity       int
+	UnitPriceCents int64
+}
+
+func (orderItemRow) TableName() string { return "order_items" }
+
+type replayRow struct {
+	UserID      string `gorm:"primaryKey"`
+	IdemKey     string `gorm:"primaryKey"`
+	RequestHash string
+	StatusCode  int
+	Body        string
+	OrderID     string
+	CreatedAt   time.Time
+}
+
+func (replayRow) TableName() string { return "idempotency_keys" }
+
+// OrderGorm is the order.Repository on gorm. Every write that changes an
+// order also writes the order's recorded events to the outbox in the same
+// transaction, so Kafka sees an event exactly when its change committed.
+type OrderGorm struct {
+	db *gorm.DB
+}
+
+func NewOrderGorm(db *gorm.DB) *OrderGorm { return &OrderGorm{db: db} }
+
+var _ order.Repository = (*OrderGorm)(nil)
+
+func (r *OrderGorm) Create(ctx context.Context, o *order.Order, rp order.Replay) error {
+	s := o.Snapshot()
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The key goes in first: if another request already holds it, we
+		// stop before writing anything else. ON CONFLICT DO NOTHING works on
+		// both PostgreSQL and SQLite without parsing driver error codes.
+		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&replayRow{
+			UserID: rp.UserID, IdemKey: rp.Key, RequestHash: rp.RequestHash, StatusCode: rp.StatusCode,
+			Body: string(rp.Body), OrderID: s.ID, CreatedAt: s.CreatedAt,
+		})
+		if res.Error != nil {
+			return fmt.Errorf("insert idempotency key: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return order.ErrDuplicateKey
+		}
+		row := toRow(s)
+		if err := tx.Create(&row).Error; err != nil {
+			return fmt.Errorf("insert order: %w", err)
+		}
+		if items := toItems(s); len(items) > 0 {
+			if err := tx.Create(&items).Error; err != nil {
+				return fmt.Errorf("insert order items: %w", err)
+			}
+		}
+		return addEvents(ctx, tx, o.Events())
+	})
+	if err != nil && !errors.Is(err, order.ErrDuplicateKey) {
+		return fmt.Errorf("store order %s: %w", s.ID, err)
+	}
+	return err
+}
+
+func (r *OrderGorm) FindReplay(ctx context.Context, userID, key string) (order.Replay, error) {
+	var row replayRow
+	err := r.db.WithContext(ctx).Where("user_id = ? AND idem_key = ?", userID, key).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return order.Replay{}, order.ErrNotFound
+	}
+	if err != nil {
+		return order.Replay{}, fmt.Errorf("find idempotency key: %w", err)
+	}
+	return order.Replay{UserID: row.UserID, Key: row.IdemKey, RequestHash: row.RequestHash, StatusCode: row.StatusCode, Body: []byte(row.Body)}, nil
+}
+
+func (r *OrderGorm) Get(ctx context.Context, userID, id string) (*order.Order, error) {
+	var row orderRow
+	db := r.db.WithContext(ctx)
+	if err := db.Where("id = ? AND user_id = ?", id, userID).Take(&row).Error; err != nil {
+		return nil, notFound(err, "get order")
+	}
+	os, err := withItems(db, []orderRow{row})
+	if err != nil {
+		return nil, err
+	}
+	return os[0], nil
+}
+
+func (r *OrderGorm) List(ctx context.Context, userID string, q order.ListQuery) ([]*order.Order, string, error) {
+	db := r.db.WithContext(ctx)
+	sel := db.Where("user_id = ?", userID)
+	if q.Status != "" {
+		sel = sel.Where("status = ?", string(q.Status))
+	}
+	if q.Cursor != "" {
+		// Ids are UUIDv7: their text order is their creation order, so the
+		// cursor is just the last id seen (keyset pagination: stable while
+		// new orders arrive, and an index range scan).
+		sel = sel.Where("id < ?", q.Cursor)
+	}
+	var rows []orderRow
+	if err := sel.Order("id DESC").Limit(q.Limit + 1).Find(&rows).Error; err != nil {
+		return nil, "", fmt.Errorf("list orders: %w", err)
+	}
+	next := ""
+	if len(rows) > q.Limit {
+		rows = rows[:q.Limit]
+		next = rows[len(rows)-1].ID
+	}
+	os, err := withItems(db, rows)
+	return os, next, err
+}
+
+func (r *OrderGorm) Update(ctx context.Context, userID, id string, fn func(*order.Order) error) (*order.Order, error) {
+	var out *order.Order
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		o, err := lockOrder(tx, "id = ? AND user_id = ?", id, userID)
+		if err != nil {
+			return err
+		}
+		if err := fn(o); err != nil {
+			return err
+		}
+		out = o
+		return saveOrder(ctx, tx, o)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update order %s: %w", id, err)
+	}
+	return out, nil
+}
+
+func (r *OrderGorm) ApplyOnce(ctx context.Context, consumer, eventID, orderID string, fn func(*order.Order) error) (bool, error) {
+	applied := false
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// Lock the order before marking the event: concurrent deliveries of
+		// results for one order then apply one after the other.
+		o, err := lockOrder(tx, "id = ?", orderID)
+		if err != nil {
+			return err
+		}
+		first, err := dedup.Once(ctx, tx, consumer, eventID)
+		if err != nil || !first {
+			return err
+		}
+		if err := fn(o); err != nil {
+			return err
+		}
+		applied = true
+		return saveOrder(ctx, tx, o)
+	})
+	if err != nil {
+		return false, fmt.Errorf("apply event %s to order %s: %w", eventID, orderID, err)
+	}
+	return applied, nil
+}
+
+// lockOrder reads one order FOR UPDATE (PostgreSQL; SQLite serialises
+// writers anyway and its gorm dialect drops the clause).
+func lockOrder(tx *gorm.DB, where string, args ...any) (*order.Order, error) {
+	var row orderRow
+	if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where(where, args...).Take(&row).Error; err != nil {
+		return nil, notFound(err, "lock order")
+	}
+	os, err := withItems(tx, []orderRow{row})
+	if err != nil {
+		return nil, err
+	}
+	return os[0], nil
+}
+
+// saveOrder writes the mutable columns and the order's new events. Lines
+// never change after creation.
+func saveOrder(ctx context.Context, tx *gorm.DB, o *order.Order) error {
+	s := o.Snapshot()
+	err := tx.Model(&orderRow{ID: s.ID}).Updates(map[string]any{
+		"status": string(s.Status), "payment_id": s.PaymentID, "failure_reason": s.FailureReason, "updated_at": s.UpdatedAt,
+	}).Error
+	if err != nil {
+		return fmt.Errorf("save order: %w", err)
+	}
+	return addEvents(ctx, tx, o.Events())
+}
+
+func withItems(db *gorm.DB, rows []orderRow) ([]*order.Order, error) {
+	if len(rows) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(rows))
+	for i, r := range rows {
+		ids[i] = r.ID
+	}
+	var items []orderItemRow
+	if err := db.Where("order_id IN ?", ids).Order("order_id, line").Find(&items).Error; err != nil {
+		return nil, fmt.Errorf("load order items: %w", err)
+	}
+	byOrder := make(map[string][]order.Line, len(rows))
+	for _, it := range items {
+		byOrder[it.OrderID] = append(byOrder[it.OrderID], order.Line{SKU: it.SKU, Name: it.Name, Quantity: it.Quantity, UnitPriceCents: it.UnitPriceCents})
+	}
+	out := make([]*order.Order, len(rows))
+	for i, r := range rows {
+		out[i] = order.FromSnapshot(order.Snapshot{
+			ID: r.ID, UserID: r.UserID, Status: order.Status(r.Status), Lines: byOrder[r.ID],
+			TotalCents: r.TotalCents, Currency: r.Currency, PaymentID: r.PaymentID, FailureReason: r.FailureReason,
+			CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+		})
+	}
+	return out, nil
+}
+
+func toRow(s order.Snapshot) orderRow {
+	return orderRow{ID: s.ID, UserID: s.UserID, Status: string(s.Status), TotalCents: s.TotalCents, Currency: s.Currency,
+		PaymentID: s.PaymentID, FailureReason: s.FailureReason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+}
+
+func toItems(s order.Snapshot) []orderItemRow {
+	items := make([]orderItemRow, len(s.Lines))
+	for i, l := range s.Lines {
+		items[i] = orderItemRow{OrderID: s.ID, Line: i, SKU: l.SKU, Name: l.Name, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents}
+	}
+	return items
+}
+
+func notFound(err error, what string) error {
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return order.ErrNotFound
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+// addEvents is the one place domain events become outbox rows.
+func addEvents(ctx context.Context, tx *gorm.DB, events []order.Event) error {
+	for _, e := range events {
+		env, err := Envelope(e)
+		if err != nil {
+			return err
+		}
+		if err := outbox.Add(ctx, tx, Topic, e.OrderID(), env); err != nil {
+			return fmt.Errorf("outbox %s: %w", e.EventType(), err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,172 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/carrier"
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/services/order/internal/app"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
+)
+
+// Payment result subject and event types this consumer acts on.
+const (
+	PaymentsSubject  = "shanhai.payments"
+	PaymentSucceeded = "payment.succeeded"
+	PaymentFailed    = "payment.failed"
+)
+
+// PaymentResultData is the payment.succeeded / payment.failed payload.
+type PaymentResultData struct {
+	PaymentID   string `json:"payment_id"`
+	OrderID     string `json:"order_id"`
+	UserID      string `json:"user_id"`
+	AmountCents int64  `json:"amount_cents"`
+	Reason      string `json:"reason"`
+}
+
+// PaymentEvents consumes payment results from JetStream (durable "order",
+// explicit acks) and applies them through the ApplyPayment use case.
+type PaymentEvents struct {
+	js      jetstream.JetStream
+	apply   app.ApplyPaymentHandler
+	log     *slog.Logger
+	tracer  trace.Tracer
+	handled metric.Int64Counter
+}
+
+// ConsumerConfig is the durable consumer this service owns. MaxDeliver bounds
+// redelivery of a message whose processing keeps failing (e.g. the database
+// is down for longer than the backoff covers); BackOff spaces redeliveries
+// after an ack timeout.
+func ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       app.ConsumerName,
+		FilterSubject: PaymentsSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    20,
+		BackOff:       []time.Duration{time.Second, 5 * time.Second, 30 * time.Second},
+		MaxAckPending: 256,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+func NewPaymentEvents(js jetstream.JetStream, apply app.ApplyPaymentHandler, log *slog.Logger) *PaymentEvents {
+	if log == nil {
+		log = slog.Default()
+	}
+	handled, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.payment_events",
+		metric.WithDescription("payment result messages handled, by outcome"))
+	return &PaymentEvents{js: js, apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled}
+}
+
+// Start ensures the stream and consumer exist and begins consuming. The
+// returned stop function stops delivery and waits for the message in hand.
+func (c *PaymentEvents) Start(ctx context.Context) (stop func(), err error) {
+	if err := EnsureStream(ctx, c.js); err != nil {
+		return nil, err
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, Stream, ConsumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", app.ConsumerName, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { c.Handle(m) })
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", PaymentsSubject, err)
+	}
+	return func() { cc.Drain(); <-cc.Closed() }, nil
+}
+
+// Handle processes one message and settles it: ack when done or irrelevant,
+// nak with delay on a transient failure, term when it can never succeed.
+func (c *PaymentEvents) Handle(m jetstream.Msg) {
+	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
+	ctx, span := c.tracer.Start(ctx, PaymentsSubject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", m.Subject()),
+			attribute.String("messaging.consumer.group.name", app.ConsumerName),
+		))
+	defer span.End()
+	outcome, err := c.process(ctx, m)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.SetAttributes(attribute.String("shanhai.outcome", outcome))
+	c.handled.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
+}
+
+func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, error) {
+	env, err := event.FromHeaders(headerMap(m.Headers()), m.Data())
+	if err != nil {
+		return c.term(ctx, m, fmt.Errorf("not a CloudEvent: %w", err))
+	}
+	if env.Type != PaymentSucceeded && env.Type != PaymentFailed {
+		return "ignored", c.ack(m)
+	}
+	var d PaymentResultData
+	if err := env.Decode(&d); err != nil {
+		return c.term(ctx, m, fmt.Errorf("decode %s %s: %w", env.Type, env.ID, err))
+	}
+	if d.OrderID == "" {
+		return c.term(ctx, m, fmt.Errorf("%s %s has no order_id", env.Type, env.ID))
+	}
+	res, err := c.apply.Handle(ctx, app.ApplyPayment{
+		EventID: env.ID, OrderID: d.OrderID,
+		Outcome: order.PaymentOutcome{PaymentID: d.PaymentID, Succeeded: env.Type == PaymentSucceeded, Reason: d.Reason},
+	})
+	switch {
+	case errors.Is(err, order.ErrNotFound):
+		// Payment only answers orders this service created, so an unknown
+		// order id is corrupt input, not a race worth retrying.
+		return c.term(ctx, m, err)
+	case err != nil:
+		return c.retry(ctx, m, err)
+	}
+	c.log.InfoContext(ctx, "payment result handled", "event_id", env.ID, "type", env.Type, "order_id", d.OrderID,
+		"duplicate", res.Duplicate, "changed", res.Changed)
+	if res.Duplicate {
+		return "duplicate", c.ack(m)
+	}
+	return "applied", c.ack(m)
+}
+
+func (c *PaymentEvents) ack(m jetstream.Msg) error {
+	if err := m.Ack(); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	return nil
+}
+
+func (c *PaymentEvents) term(ctx context.Context, m jetstream.Msg, cause error) (string, error) {
+	c.log.ErrorContext(ctx, "payment result dropped", "subject", m.Subject(), "err", cause)
+	if err := m.TermWithReason(cause.Error()); err != nil {
+		return "terminated", fmt.Errorf("term: %w (cause: %w)", err, cause)
+	}
+	return "terminated", cause
+}
+
+func (c *PaymentEvents) retry(ctx context.Context, m jetstream.Msg, cause error) (string, error) {
+	var delivered uint64 = 1
+	if md, err := m.Metadata(); err == nil {
+		delivered = md.NumDelivered
+	}
+	c.log.WarnContext(ctx, "payment result will be retried", "delivered", delivered, "err", cause)
+	if err := m.NakWithDelay(retryDelay(delivered)); err != nil {
+		return "retry", fmt.Errorf("nak: %w (cause: %w)", err, cause)
+	}
+	return "retry", cause
+}

@@ -1,0 +1,52 @@
+// Package config is the order service's environment configuration.
+package config
+
+import (
+	"errors"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
+)
+
+// Config is read once at start by config.Load; docs/conventions.md lists the
+// shared variables, the rest are specific to this service.
+type Config struct {
+	Addr            string        `env:"HTTP_ADDR" envDefault:":8082" desc:"HTTP listen address"`
+	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9082" desc:"pprof listener; empty disables"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
+	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery (canary routing)"`
+	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
+
+	DatabaseURL string `env:"DATABASE_URL,required" desc:"postgres://... or sqlite://path"`
+	RedisURL    string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:16379/0" desc:"catalogue cache"`
+	NATSURL     string `env:"NATS_URL" envDefault:"nats://127.0.0.1:14222" desc:"JetStream, for payment results"`
+	JWKSURL     string `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"public keys that verify access tokens"`
+
+	KafkaBrokers    []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:19092" envSeparator:"," desc:"outbox relay target"`
+	EtcdEndpoints   []string `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379" envSeparator:"," desc:"discovery registry; empty uses DISCOVERY_STATIC"`
+	DiscoveryStatic string   `env:"DISCOVERY_STATIC" desc:"service=addr,... when etcd is not used"`
+	AdvertiseAddr   string   `env:"ADVERTISE_ADDR" desc:"host:port registered in discovery; default 127.0.0.1 and the HTTP_ADDR port"`
+
+	CatalogCacheTTL time.Duration `env:"CATALOG_CACHE_TTL" envDefault:"5m" desc:"how long the catalogue stays in Redis"`
+}
+
+// Validate checks what types alone cannot.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, config.Invalid("SHUTDOWN_TIMEOUT", "must be positive"))
+	}
+	if c.CatalogCacheTTL <= 0 {
+		errs = append(errs, config.Invalid("CATALOG_CACHE_TTL", "must be positive"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, config.Invalid("LOG_LEVEL", "must be debug, info, warn or error"))
+	}
+	if len(c.KafkaBrokers) == 0 {
+		errs = append(errs, config.Invalid("KAFKA_BROKERS", "must list at least one broker"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,279 @@
+// Package ports exposes the order use cases over HTTP (gin). Handlers only
+// translate: request → command, result → JSON, domain error → problem+json.
+package ports
+
+import (
+	"context"
+	_ "embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/services/order/internal/app"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
+)
+
+//go:embed openapi.json
+var OpenAPI []byte
+
+// IdempotencyKeyHeader is required on POST /api/v1/orders.
+const IdempotencyKeyHeader = "Idempotency-Key"
+
+// maxKeyLen bounds what we store per key; UUIDs and ULIDs fit comfortably.
+const maxKeyLen = 255
+
+// HTTP holds the handlers.
+type HTTP struct {
+	app    app.Application
+	userID func(*gin.Context) string
+	log    *slog.Logger
+}
+
+// Register mounts the API on r. auth must reject unauthenticated requests;
+// userID returns the verified subject it stored (auth.UserID).
+func Register(r gin.IRouter, a app.Application, auth gin.HandlerFunc, userID func(*gin.Context) string, log *slog.Logger) {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &HTTP{app: a, userID: userID, log: log}
+	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", OpenAPI) })
+	api := r.Group("/api/v1", auth)
+	api.GET("/products", h.listProducts)
+	api.POST("/orders", h.createOrder)
+	api.GET("/orders", h.listOrders)
+	api.GET("/orders/:id", h.getOrder)
+	api.POST("/orders/:id/cancel", h.cancelOrder)
+}
+
+type productJSON struct {
+	SKU        string `json:"sku"`
+	Name       string `json:"name"`
+	PriceCents int64  `json:"price_cents"`
+	Currency   string `json:"currency"`
+}
+
+func (h *HTTP) listProducts(c *gin.Context) {
+	ps, err := h.app.ListProducts.Handle(c.Request.Context())
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	out := make([]productJSON, len(ps))
+	for i, p := range ps {
+		out[i] = productJSON(p)
+	}
+	c.JSON(http.StatusOK, gin.H{"products": out})
+}
+
+type createOrderRequest struct {
+	Items []struct {
+		SKU      string `json:"sku"`
+		Quantity int    `json:"quantity"`
+		// UnitPriceCents is accepted so a client may echo a product listing
+		// back, and then ignored: prices come only from the catalogue.
+		UnitPriceCents *int64 `json:"unit_price_cents,omitempty"`
+	} `json:"items"`
+}
+
+func (h *HTTP) createOrder(c *gin.Context) {
+	key := c.GetHeader(IdempotencyKeyHeader)
+	switch {
+	case key == "":
+		problem.Abort(c, http.StatusBadRequest, "an Idempotency-Key header is required to create an order",
+			problem.FieldError{Field: IdempotencyKeyHeader, Detail: "is required"})
+		return
+	case len(key) > maxKeyLen:
+		problem.Abort(c, http.StatusBadRequest, "Idempotency-Key is too long",
+			problem.FieldError{Field: IdempotencyKeyHeader, Detail: "must be at most " + strconv.Itoa(maxKeyLen) + " bytes"})
+		return
+	}
+	var req createOrderRequest
+	if !server.DecodeJSON(c, &req) {
+		return
+	}
+	cmd := app.CreateOrder{UserID: h.userID(c), IdempotencyKey: key, Items: make([]order.Requested, len(req.Items))}
+	for i, it := range req.Items {
+		cmd.Items[i] = order.Requested{SKU: it.SKU, Quantity: it.Quantity}
+	}
+	res, err := h.app.CreateOrder.Handle(c.Request.Context(), cmd)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	if res.Replayed {
+		c.Header("Idempotent-Replayed", "true")
+	}
+	var created struct{ ID string }
+	if json.Unmarshal(res.Body, &created) == nil && created.ID != "" {
+		c.Header("Location", "/api/v1/orders/"+created.ID)
+	}
+	c.Data(res.StatusCode, "application/json; charset=utf-8", res.Body)
+}
+
+func (h *HTTP) getOrder(c *gin.Context) {
+	id, ok := orderID(c)
+	if !ok {
+		return
+	}
+	s, err := h.app.GetOrder.Handle(c.Request.Context(), h.userID(c), id)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, view(s))
+}
+
+func (h *HTTP) cancelOrder(c *gin.Context) {
+	id, ok := orderID(c)
+	if !ok {
+		return
+	}
+	s, err := h.app.CancelOrder.Handle(c.Request.Context(), h.userID(c), id)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, view(s))
+}
+
+func (h *HTTP) listOrders(c *gin.Context) {
+	var q order.ListQuery
+	var bad []problem.FieldError
+	if s := c.Query("status"); s != "" {
+		st, ok := order.ParseStatus(s)
+		if !ok {
+			bad = append(bad, problem.FieldError{Field: "status", Detail: "must be one of PENDING, PAID, FAILED, CANCELLED"})
+		}
+		q.Status = st
+	}
+	if s := c.Query("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > app.MaxPageSize {
+			bad = append(bad, problem.FieldError{Field: "limit", Detail: "must be an integer from 1 to " + strconv.Itoa(app.MaxPageSize)})
+		}
+		q.Limit = n
+	}
+	if s := c.Query("cursor"); s != "" {
+		id, err := decodeCursor(s)
+		if err != nil {
+			bad = append(bad, problem.FieldError{Field: "cursor", Detail: "is not a cursor returned by this API"})
+		}
+		q.Cursor = id
+	}
+	if len(bad) > 0 {
+		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
+		return
+	}
+	p, err := h.app.ListOrders.Handle(c.Request.Context(), h.userID(c), q)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	out := struct {
+		Orders     []orderJSON `json:"orders"`
+		NextCursor string      `json:"next_cursor,omitempty"`
+	}{Orders: make([]orderJSON, len(p.Orders))}
+	for i, s := range p.Orders {
+		out.Orders[i] = view(s)
+	}
+	if p.Next != "" {
+		out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(p.Next))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// Cursors are opaque to clients (base64url of the last id) so the paging
+// scheme can change without breaking them.
+func decodeCursor(s string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return "", err
+	}
+	if _, err := uuid.Parse(string(b)); err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// orderID validates the path id; anything but a UUID is a 400 naming "id"
+// rather than a query that cannot match.
+func orderID(c *gin.Context) (string, bool) {
+	id := c.Param("id")
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 {
+		problem.Abort(c, http.StatusBadRequest, "order id must be a UUID", problem.FieldError{Field: "id", Detail: "must be a UUID"})
+		return "", false
+	}
+	return u.String(), true
+}
+
+// fail maps domain errors to problems. Anything unexpected is logged with
+// the trace id and answered 500 without internals.
+func (h *HTTP) fail(c *gin.Context, err error) {
+	var verr *order.ValidationError
+	switch {
+	case errors.As(err, &verr):
+		fields := make([]problem.FieldError, len(verr.Fields))
+		for i, f := range verr.Fields {
+			fields[i] = problem.FieldError{Field: f.Field, Detail: f.Detail}
+		}
+		problem.Abort(c, http.StatusUnprocessableEntity, "the order is invalid", fields...)
+	case errors.Is(err, order.ErrKeyReused):
+		problem.Abort(c, http.StatusUnprocessableEntity, "this Idempotency-Key was already used with a different request",
+			problem.FieldError{Field: IdempotencyKeyHeader, Detail: "reused with a different request body"})
+	case errors.Is(err, order.ErrNotFound):
+		problem.Abort(c, http.StatusNotFound, "no such order")
+	case errors.Is(err, order.ErrNotPending):
+		problem.Abort(c, http.StatusConflict, "only a PENDING order can be cancelled")
+	case errors.Is(err, catalog.ErrEmpty):
+		problem.Abort(c, http.StatusServiceUnavailable, "the product catalogue is not loaded")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
+	default:
+		h.log.ErrorContext(c.Request.Context(), "request failed", "path", c.FullPath(), "err", err)
+		problem.Abort(c, http.StatusInternalServerError, "internal error")
+	}
+}
+
+type itemJSON struct {
+	SKU            string `json:"sku"`
+	Name           string `json:"name"`
+	Quantity       int    `json:"quantity"`
+	UnitPriceCents int64  `json:"unit_price_cents"`
+	LineTotalCents int64  `json:"line_total_cents"`
+}
+
+type orderJSON struct {
+	ID            string     `json:"id"`
+	Status        string     `json:"status"`
+	Items         []itemJSON `json:"items"`
+	TotalCents    int64      `json:"total_cents"`
+	Currency      string     `json:"currency"`
+	PaymentID     string     `json:"payment_id,omitempty"`
+	FailureReason string     `json:"failure_reason,omitempty"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+}
+
+func view(s order.Snapshot) orderJSON {
+	v := orderJSON{ID: s.ID, Status: string(s.Status), Items: make([]itemJSON, len(s.Lines)), TotalCents: s.TotalCents,
+		Currency: s.Currency, PaymentID: s.PaymentID, FailureReason: s.FailureReason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+	for i, l := range s.Lines {
+		v.Items[i] = itemJSON{SKU: l.SKU, Name: l.Name, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents,
+			LineTotalCents: l.UnitPriceCents * int64(l.Quantity)}
+	}
+	return v
+}
+
+// Render is the app's renderer for a created order: the same JSON GET returns.
+func Render(s order.Snapshot) ([]byte, error) { return json.Marshal(view(s)) }
