@@ -1,0 +1,193 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/carrier"
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+// What this consumer reads.
+const (
+	OrdersSubject = "shanhai.orders"
+	OrderCreated  = "order.created"
+	ConsumerName  = "payment"
+)
+
+// OrderCreatedData is the part of the order.created payload payment needs.
+type OrderCreatedData struct {
+	OrderID    string `json:"order_id"`
+	UserID     string `json:"user_id"`
+	TotalCents int64  `json:"total_cents"`
+	Currency   string `json:"currency"`
+}
+
+// OrderEvents consumes order.created from JetStream (durable "payment",
+// explicit ack) and charges each order through the ChargeOrder use case.
+//
+// Settling a message:
+//   - done, duplicate or another event type: ack;
+//   - provider fault or database error: nak with a growing delay, so the
+//     order completes once the fault clears;
+//   - can never succeed (not a CloudEvent, bad payload, invalid order), or
+//     still failing on the last allowed delivery: record a dead letter with
+//     the reason, count it, and TermWithReason.
+type OrderEvents struct {
+	js         jetstream.JetStream
+	app        app.Application
+	maxDeliver int
+	log        *slog.Logger
+	tracer     trace.Tracer
+	handled    metric.Int64Counter
+	dead       metric.Int64Counter
+}
+
+func NewOrderEvents(js jetstream.JetStream, a app.Application, maxDeliver int, log *slog.Logger) *OrderEvents {
+	if log == nil {
+		log = slog.Default()
+	}
+	m := otel.Meter("shanhai/payment")
+	handled, _ := m.Int64Counter("shanhai.payment.order_events", metric.WithDescription("order messages handled, by outcome"))
+	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
+	return &OrderEvents{js: js, app: a, maxDeliver: maxDeliver, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
+}
+
+// ConsumerConfig is the durable consumer this service owns. BackOff spaces
+// redeliveries after an ack timeout (a crashed or stuck worker); naks carry
+// their own delay.
+func (c *OrderEvents) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerName,
+		FilterSubject: OrdersSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    c.maxDeliver,
+		BackOff:       []time.Duration{time.Second, 5 * time.Second, 30 * time.Second},
+		MaxAckPending: 256,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// Start ensures the stream and consumer exist and begins consuming. The
+// returned stop function stops delivery and waits for messages in hand.
+func (c *OrderEvents) Start(ctx context.Context) (stop func(), err error) {
+	if err := EnsureStream(ctx, c.js); err != nil {
+		return nil, err
+	}
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, Stream, c.ConsumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", ConsumerName, err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { c.Handle(m) })
+	if err != nil {
+		return nil, fmt.Errorf("consume %s: %w", OrdersSubject, err)
+	}
+	return func() { cc.Drain(); <-cc.Closed() }, nil
+}
+
+// Handle processes and settles one message inside a consumer span that
+// continues the producer's trace from the NATS headers.
+func (c *OrderEvents) Handle(m jetstream.Msg) {
+	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
+	ctx, span := c.tracer.Start(ctx, OrdersSubject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", m.Subject()),
+			attribute.String("messaging.consumer.group.name", ConsumerName),
+		))
+	defer span.End()
+	outcome, err := c.process(ctx, m)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.SetAttributes(attribute.String("shanhai.outcome", outcome))
+	c.handled.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome)))
+}
+
+func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, error) {
+	h := headerMap(m.Headers())
+	env, err := event.FromHeaders(h, m.Data())
+	if err != nil {
+		return c.deadLetter(ctx, m, h, event.Envelope{}, "invalid_event", fmt.Errorf("not a CloudEvent: %w", err))
+	}
+	if env.Type != OrderCreated {
+		return "ignored", ack(m)
+	}
+	var d OrderCreatedData
+	if err := env.Decode(&d); err != nil {
+		return c.deadLetter(ctx, m, h, env, "invalid_payload", fmt.Errorf("decode %s: %w", env.ID, err))
+	}
+	res, err := c.app.ChargeOrder.Handle(ctx, app.ChargeOrder{OrderID: d.OrderID, UserID: d.UserID, TotalCents: d.TotalCents, Currency: d.Currency})
+	switch {
+	case errors.Is(err, payment.ErrInvalid):
+		return c.deadLetter(ctx, m, h, env, "invalid_order", err)
+	case err != nil:
+		return c.retry(ctx, m, h, env, err)
+	}
+	c.log.InfoContext(ctx, "order charged", "event_id", env.ID, "order_id", d.OrderID, "payment_id", res.PaymentID,
+		"status", string(res.Status), "reason", res.Reason, "duplicate", res.Duplicate)
+	if res.Duplicate {
+		return "duplicate", ack(m)
+	}
+	return "charged", ack(m)
+}
+
+// retry naks with a delay, or gives up on the last allowed delivery: at that
+// point JetStream would drop the message silently, so we record it first.
+func (c *OrderEvents) retry(ctx context.Context, m jetstream.Msg, h map[string]string, env event.Envelope, cause error) (string, error) {
+	var delivered uint64 = 1
+	if md, err := m.Metadata(); err == nil {
+		delivered = md.NumDelivered
+	}
+	if int(delivered) >= c.maxDeliver {
+		return c.deadLetter(ctx, m, h, env, "retries_exhausted",
+			fmt.Errorf("still failing after %d deliveries: %w", delivered, cause))
+	}
+	c.log.WarnContext(ctx, "order charge will be retried", "event_id", env.ID, "delivered", delivered, "err", cause)
+	if err := m.NakWithDelay(retryDelay(delivered)); err != nil {
+		return "retry", fmt.Errorf("nak: %w (cause: %w)", err, cause)
+	}
+	return "retry", cause
+}
+
+func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[string]string, env event.Envelope, cause string, reason error) (string, error) {
+	msgID := h["Nats-Msg-Id"]
+	if md, err := m.Metadata(); err == nil && msgID == "" {
+		msgID = fmt.Sprintf("%s/%d", md.Stream, md.Sequence.Stream)
+	}
+	d := payment.DeadLetter{Consumer: ConsumerName, Subject: m.Subject(), MsgID: msgID, EventID: env.ID, EventType: env.Type,
+		Reason: reason.Error(), Payload: m.Data(), Headers: h}
+	if err := c.app.RecordDeadLetter.Handle(ctx, d); err != nil {
+		// Without a record, terminating would lose the message: let it be
+		// redelivered and try again.
+		_ = m.NakWithDelay(retryDelay(1))
+		return "retry", fmt.Errorf("dead letter not recorded: %w (cause: %w)", err, reason)
+	}
+	c.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))
+	c.log.ErrorContext(ctx, "message dead-lettered", "msg_id", msgID, "event_id", env.ID, "cause", cause, "reason", reason)
+	if err := m.TermWithReason(cause + ": " + reason.Error()); err != nil {
+		return "dead", fmt.Errorf("term: %w (cause: %w)", err, reason)
+	}
+	return "dead", reason
+}
+
+func ack(m jetstream.Msg) error {
+	if err := m.Ack(); err != nil {
+		return fmt.Errorf("ack: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,171 @@
+// Package adapters implements the payment service's domain interfaces on
+// gorm (PostgreSQL or SQLite), NATS JetStream and a simulated provider.
+package adapters
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+type paymentRow struct {
+	ID          string `gorm:"primaryKey"`
+	OrderID     string
+	UserID      string
+	AmountCents int64
+	Currency    string
+	Status      string
+	Reason      string
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+func (paymentRow) TableName() string { return "payments" }
+
+type deadLetterRow struct {
+	ID            string `gorm:"primaryKey"`
+	Consumer      string
+	Subject       string
+	MsgID         string
+	EventID       string
+	EventType     string
+	Reason        string
+	PayloadBase64 string `gorm:"column:payload_base64"`
+	Headers       string
+	CreatedAt     time.Time
+}
+
+func (deadLetterRow) TableName() string { return "dead_letters" }
+
+// PaymentGorm is the payment.Repository on gorm.
+type PaymentGorm struct{ db *gorm.DB }
+
+func NewPaymentGorm(db *gorm.DB) *PaymentGorm { return &PaymentGorm{db: db} }
+
+var _ payment.Repository = (*PaymentGorm)(nil)
+
+func (r *PaymentGorm) Claim(ctx context.Context, p *payment.Payment) (*payment.Payment, error) {
+	db := r.db.WithContext(ctx)
+	row := toRow(p.Snapshot())
+	// ON CONFLICT (order_id) DO NOTHING: the loser of a race (or a
+	// redelivery) inserts nothing and reads the winner's row below.
+	err := db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "order_id"}}, DoNothing: true}).Create(&row).Error
+	if err != nil {
+		return nil, fmt.Errorf("claim payment for order %s: %w", row.OrderID, err)
+	}
+	var stored paymentRow
+	if err := db.Where("order_id = ?", row.OrderID).Take(&stored).Error; err != nil {
+		return nil, fmt.Errorf("read payment for order %s: %w", row.OrderID, err)
+	}
+	return fromRow(stored), nil
+}
+
+func (r *PaymentGorm) Complete(ctx context.Context, p *payment.Payment) (bool, error) {
+	s := p.Snapshot()
+	stored := false
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		// The status guard makes the first finisher win; a concurrent
+		// worker's update matches no row and emits nothing.
+		res := tx.Model(&paymentRow{}).Where("id = ? AND status = ?", s.ID, string(payment.Pending)).
+			Updates(map[string]any{"status": string(s.Status), "reason": s.Reason, "updated_at": s.UpdatedAt})
+		if res.Error != nil {
+			return fmt.Errorf("update payment: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
+		}
+		stored = true
+		for _, e := range p.Events() {
+			env, err := Envelope(e)
+			if err != nil {
+				return err
+			}
+			if err := outbox.Add(ctx, tx, Topic, s.OrderID, env); err != nil {
+				return fmt.Errorf("outbox %s: %w", e.EventType(), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("complete payment %s: %w", s.ID, err)
+	}
+	return stored, nil
+}
+
+func (r *PaymentGorm) Get(ctx context.Context, userID, id string) (*payment.Payment, error) {
+	var row paymentRow
+	err := r.db.WithContext(ctx).Where("id = ? AND user_id = ?", id, userID).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, payment.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get payment: %w", err)
+	}
+	return fromRow(row), nil
+}
+
+func (r *PaymentGorm) List(ctx context.Context, userID, orderID string, limit int) ([]*payment.Payment, error) {
+	q := r.db.WithContext(ctx).Where("user_id = ?", userID)
+	if orderID != "" {
+		q = q.Where("order_id = ?", orderID)
+	}
+	var rows []paymentRow
+	if err := q.Order("id DESC").Limit(limit).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("list payments: %w", err)
+	}
+	out := make([]*payment.Payment, len(rows))
+	for i, row := range rows {
+		out[i] = fromRow(row)
+	}
+	return out, nil
+}
+
+func (r *PaymentGorm) SaveDeadLetter(ctx context.Context, d payment.DeadLetter) error {
+	h, err := json.Marshal(d.Headers)
+	if err != nil {
+		return fmt.Errorf("encode dead letter headers: %w", err)
+	}
+	row := deadLetterRow{ID: d.ID, Consumer: d.Consumer, Subject: d.Subject, MsgID: d.MsgID, EventID: d.EventID,
+		EventType: d.EventType, Reason: d.Reason, PayloadBase64: base64.StdEncoding.EncodeToString(d.Payload),
+		Headers: string(h), CreatedAt: d.CreatedAt}
+	if err := r.db.WithContext(ctx).Create(&row).Error; err != nil {
+		return fmt.Errorf("store dead letter: %w", err)
+	}
+	return nil
+}
+
+// DeadLetters lists recorded dead letters, newest first (operators, tests).
+func (r *PaymentGorm) DeadLetters(ctx context.Context, limit int) ([]payment.DeadLetter, error) {
+	var rows []deadLetterRow
+	if err := r.db.WithContext(ctx).Order("created_at DESC, id DESC").Limit(limit).Find(&rows).Error; err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	out := make([]payment.DeadLetter, len(rows))
+	for i, row := range rows {
+		payload, _ := base64.StdEncoding.DecodeString(row.PayloadBase64)
+		var h map[string]string
+		_ = json.Unmarshal([]byte(row.Headers), &h)
+		out[i] = payment.DeadLetter{ID: row.ID, Consumer: row.Consumer, Subject: row.Subject, MsgID: row.MsgID, EventID: row.EventID,
+			EventType: row.EventType, Reason: row.Reason, Payload: payload, Headers: h, CreatedAt: row.CreatedAt.UTC()}
+	}
+	return out, nil
+}
+
+func toRow(s payment.Snapshot) paymentRow {
+	return paymentRow{ID: s.ID, OrderID: s.OrderID, UserID: s.UserID, AmountCents: s.AmountCents, Currency: s.Currency,
+		Status: string(s.Status), Reason: s.Reason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+}
+
+func fromRow(r paymentRow) *payment.Payment {
+	return payment.FromSnapshot(payment.Snapshot{ID: r.ID, OrderID: r.OrderID, UserID: r.UserID, AmountCents: r.AmountCents,
+		Currency: r.Currency, Status: payment.Status(r.Status), Reason: r.Reason, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()})
+}

@@ -1,0 +1,123 @@
+package adapters
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+// SimulatedProvider stands in for a card processor. Its latency follows a
+// log-normal distribution fixed by a median and a p99 (real service latency
+// is right-skewed, and two quantiles are what operators think in), and a
+// share of calls fault. Both are read from settings on every call, so
+// changing the etcd value takes effect on the next charge.
+//
+// Like a real processor it honours idempotency keys: a key it has answered
+// is answered again from memory, never charged twice. Memory is bounded;
+// the oldest keys are forgotten first.
+type SimulatedProvider struct {
+	settings func() config.Dynamic
+	sleep    func(context.Context, time.Duration) error
+
+	mu      sync.Mutex
+	answers map[string]payment.Answer
+	order   []string
+	charges int
+	limit   int
+
+	calls metric.Int64Counter
+}
+
+// NewSimulatedProvider reads its behaviour from settings on each charge.
+func NewSimulatedProvider(settings func() config.Dynamic) *SimulatedProvider {
+	calls, _ := otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.provider.calls",
+		metric.WithDescription("simulated provider calls by result (approved, replayed, fault)"))
+	return &SimulatedProvider{settings: settings, sleep: sleepCtx, answers: map[string]payment.Answer{}, limit: 100_000, calls: calls}
+}
+
+func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payment.Answer, error) {
+	if a, ok := p.remembered(c.IdempotencyKey); ok {
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "replayed")))
+		return a, nil
+	}
+	s := p.settings()
+	if err := p.sleep(ctx, latency(s.LatencyMedianMs, s.LatencyP99Ms, rand.NormFloat64())); err != nil {
+		return payment.Answer{}, fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+	}
+	if s.FailureRate > 0 && rand.Float64() < s.FailureRate {
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "fault")))
+		return payment.Answer{}, fmt.Errorf("%w: simulated outage (failure_rate=%g)", payment.ErrProviderFault, s.FailureRate)
+	}
+	a := payment.Answer{Approved: true}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if prev, ok := p.answers[c.IdempotencyKey]; ok { // a concurrent call with the same key won
+		return prev, nil
+	}
+	p.charges++
+	p.answers[c.IdempotencyKey] = a
+	p.order = append(p.order, c.IdempotencyKey)
+	if len(p.order) > p.limit {
+		delete(p.answers, p.order[0])
+		p.order = p.order[1:]
+	}
+	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "approved")))
+	return a, nil
+}
+
+// Charges is how many distinct charges were made (tests assert at most one
+// per order).
+func (p *SimulatedProvider) Charges() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.charges
+}
+
+func (p *SimulatedProvider) remembered(key string) (payment.Answer, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a, ok := p.answers[key]
+	return a, ok
+}
+
+// z99 is the standard normal quantile at 0.99.
+const z99 = 2.3263478740408408
+
+// latency maps a standard normal draw to a log-normal latency with the given
+// median and p99 (in ms). Draws are clamped at 4 sigma so a single unlucky
+// sample cannot stall a consumer for minutes.
+func latency(medianMs, p99Ms, z float64) time.Duration {
+	if medianMs <= 0 {
+		return 0
+	}
+	sigma := 0.0
+	if p99Ms > medianMs {
+		sigma = math.Log(p99Ms/medianMs) / z99
+	}
+	z = max(-4, min(4, z))
+	return time.Duration(medianMs * math.Exp(sigma*z) * float64(time.Millisecond))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,51 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+func TestLatencyQuantiles(t *testing.T) {
+	// z = 0 is the median and z = z99 is the p99, by construction.
+	if got := latency(20, 120, 0); got != 20*time.Millisecond {
+		t.Errorf("median = %v", got)
+	}
+	if got := latency(20, 120, z99); math.Abs(float64(got-120*time.Millisecond)) > float64(time.Microsecond) {
+		t.Errorf("p99 = %v", got)
+	}
+	if got := latency(20, 20, 3); got != 20*time.Millisecond {
+		t.Errorf("no spread = %v", got)
+	}
+	if got := latency(0, 100, 1); got != 0 {
+		t.Errorf("zero median = %v", got)
+	}
+	if a, b := latency(20, 120, 10), latency(20, 120, 4); a != b {
+		t.Errorf("draws are not clamped: %v vs %v", a, b)
+	}
+}
+
+func TestSimulatedProviderFaultsAndKeys(t *testing.T) {
+	s := config.Dynamic{FailureRate: 1}
+	p := NewSimulatedProvider(func() config.Dynamic { return s })
+	ctx := context.Background()
+	c := payment.Charge{IdempotencyKey: "k1", AmountCents: 100, Currency: "EUR"}
+	if _, err := p.Charge(ctx, c); !errors.Is(err, payment.ErrProviderFault) {
+		t.Fatalf("failure_rate=1: err = %v", err)
+	}
+	s.FailureRate = 0 // what a dynconfig update does
+	for range 3 {
+		a, err := p.Charge(ctx, c)
+		if err != nil || !a.Approved {
+			t.Fatalf("after fault cleared: %+v %v", a, err)
+		}
+	}
+	if p.Charges() != 1 {
+		t.Fatalf("charges = %d for one key, want 1", p.Charges())
+	}
+}

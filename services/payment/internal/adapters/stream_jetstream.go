@@ -1,0 +1,63 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream is the JetStream stream that carries every platform event subject.
+const (
+	Stream         = "SHANHAI"
+	StreamSubjects = "shanhai.>"
+)
+
+// EnsureStream creates the SHANHAI stream when it is absent and leaves an
+// existing one alone: the bridge, order and payment all call this at start,
+// and whoever comes first defines it; nobody silently rewrites another's
+// settings.
+func EnsureStream(ctx context.Context, js jetstream.JetStream) error {
+	_, err := js.Stream(ctx, Stream)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("look up stream %s: %w", Stream, err)
+	}
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:      Stream,
+		Subjects:  []string{StreamSubjects},
+		Storage:   jetstream.FileStorage,
+		Retention: jetstream.LimitsPolicy,
+		// The bridge sets Nats-Msg-Id = topic/partition/offset; this window
+		// drops a re-published Kafka record that arrives within it.
+		Duplicates: 2 * time.Minute,
+		MaxAge:     7 * 24 * time.Hour,
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %s: %w", Stream, err)
+	}
+	return nil
+}
+
+// retryDelay grows with the delivery count so a persistent failure backs off
+// instead of spinning: 1s, 2s, 4s ... capped at 30s.
+func retryDelay(delivered uint64) time.Duration {
+	d := time.Second << min(delivered, 5)
+	return min(d/2, 30*time.Second)
+}
+
+// headerMap flattens NATS headers to the first value of each key, which is
+// the form event.FromHeaders reads.
+func headerMap(h map[string][]string) map[string]string {
+	m := make(map[string]string, len(h))
+	for k, v := range h {
+		if len(v) > 0 {
+			m[k] = v[0]
+		}
+	}
+	return m
+}

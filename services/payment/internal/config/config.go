@@ -1,0 +1,89 @@
+// Package config is the payment service's environment configuration and the
+// shape of its dynamic settings in etcd.
+package config
+
+import (
+	"errors"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
+)
+
+// DynamicKey is the etcd key of the settings that change without a restart.
+const DynamicKey = "/shanhai/config/payment"
+
+// Config is read once at start by config.Load. The Provider* and Decline*
+// values are only the initial settings: the JSON at DynamicKey replaces them
+// at run time (fault injection).
+type Config struct {
+	Addr            string        `env:"HTTP_ADDR" envDefault:":8083" desc:"HTTP listen address"`
+	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9083" desc:"pprof listener; empty disables"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
+	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery"`
+	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
+
+	DatabaseURL string `env:"DATABASE_URL,required" desc:"postgres://... or sqlite://path"`
+	NATSURL     string `env:"NATS_URL" envDefault:"nats://127.0.0.1:14222" desc:"JetStream, for order.created"`
+	JWKSURL     string `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"public keys that verify access tokens"`
+
+	KafkaBrokers    []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:19092" envSeparator:"," desc:"outbox relay target"`
+	EtcdEndpoints   []string `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379" envSeparator:"," desc:"discovery and dynamic settings; empty uses DISCOVERY_STATIC and the initial settings"`
+	DiscoveryStatic string   `env:"DISCOVERY_STATIC" desc:"service=addr,... when etcd is not used"`
+	AdvertiseAddr   string   `env:"ADVERTISE_ADDR" desc:"host:port registered in discovery; default 127.0.0.1 and the HTTP_ADDR port"`
+
+	MaxDeliver int `env:"CONSUMER_MAX_DELIVER" envDefault:"10" desc:"deliveries of one order.created before it is dead-lettered"`
+
+	ProviderLatencyMedian time.Duration `env:"PROVIDER_LATENCY_MEDIAN" envDefault:"20ms" desc:"initial simulated provider median latency"`
+	ProviderLatencyP99    time.Duration `env:"PROVIDER_LATENCY_P99" envDefault:"120ms" desc:"initial simulated provider p99 latency"`
+	ProviderFailureRate   float64       `env:"PROVIDER_FAILURE_RATE" envDefault:"0" desc:"initial share of charges that fault (0..1)"`
+	DeclineAboveCents     int64         `env:"DECLINE_ABOVE_CENTS" envDefault:"100000" desc:"initial decline rule: totals above this are declined; 0 disables"`
+}
+
+// Dynamic is the JSON at DynamicKey. Every field may be changed at run time.
+type Dynamic struct {
+	LatencyMedianMs   float64  `json:"latency_median_ms"`
+	LatencyP99Ms      float64  `json:"latency_p99_ms"`
+	FailureRate       float64  `json:"failure_rate"`
+	DeclineAboveCents int64    `json:"decline_above_cents"`
+	Currencies        []string `json:"currencies,omitempty"`
+}
+
+// Initial is the dynamic settings before etcd says otherwise.
+func (c *Config) Initial() Dynamic {
+	return Dynamic{
+		LatencyMedianMs:   float64(c.ProviderLatencyMedian) / float64(time.Millisecond),
+		LatencyP99Ms:      float64(c.ProviderLatencyP99) / float64(time.Millisecond),
+		FailureRate:       c.ProviderFailureRate,
+		DeclineAboveCents: c.DeclineAboveCents,
+	}
+}
+
+// Validate checks what types alone cannot.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, config.Invalid("SHUTDOWN_TIMEOUT", "must be positive"))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, config.Invalid("LOG_LEVEL", "must be debug, info, warn or error"))
+	}
+	if c.MaxDeliver < 2 {
+		errs = append(errs, config.Invalid("CONSUMER_MAX_DELIVER", "must be at least 2 so a fault can be retried"))
+	}
+	if c.ProviderLatencyMedian < 0 || c.ProviderLatencyP99 < c.ProviderLatencyMedian {
+		errs = append(errs, config.Invalid("PROVIDER_LATENCY_P99", "must be at least PROVIDER_LATENCY_MEDIAN, both non-negative"))
+	}
+	if c.ProviderFailureRate < 0 || c.ProviderFailureRate > 1 {
+		errs = append(errs, config.Invalid("PROVIDER_FAILURE_RATE", "must be between 0 and 1"))
+	}
+	if c.DeclineAboveCents < 0 {
+		errs = append(errs, config.Invalid("DECLINE_ABOVE_CENTS", "must not be negative"))
+	}
+	if len(c.KafkaBrokers) == 0 {
+		errs = append(errs, config.Invalid("KAFKA_BROKERS", "must list at least one broker"))
+	}
+	return errors.Join(errs...)
+}

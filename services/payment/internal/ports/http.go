@@ -1,0 +1,111 @@
+// Package ports exposes the payment queries over HTTP (gin). Payments are
+// created by events, never by HTTP, so the API is read-only.
+package ports
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
+
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+//go:embed openapi.json
+var OpenAPI []byte
+
+type HTTP struct {
+	app    app.Application
+	userID func(*gin.Context) string
+	log    *slog.Logger
+}
+
+// Register mounts the API on r; auth must reject unauthenticated requests
+// and userID returns the verified subject (auth.UserID).
+func Register(r gin.IRouter, a app.Application, auth gin.HandlerFunc, userID func(*gin.Context) string, log *slog.Logger) {
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &HTTP{app: a, userID: userID, log: log}
+	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", OpenAPI) })
+	api := r.Group("/api/v1", auth)
+	api.GET("/payments", h.listPayments)
+	api.GET("/payments/:id", h.getPayment)
+}
+
+type paymentJSON struct {
+	ID          string    `json:"id"`
+	OrderID     string    `json:"order_id"`
+	Status      string    `json:"status"`
+	AmountCents int64     `json:"amount_cents"`
+	Currency    string    `json:"currency"`
+	Reason      string    `json:"reason,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+func view(s payment.Snapshot) paymentJSON {
+	return paymentJSON{ID: s.ID, OrderID: s.OrderID, Status: string(s.Status), AmountCents: s.AmountCents, Currency: s.Currency,
+		Reason: s.Reason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+}
+
+func (h *HTTP) getPayment(c *gin.Context) {
+	id, ok := uuidParam(c, "id", c.Param("id"))
+	if !ok {
+		return
+	}
+	s, err := h.app.GetPayment.Handle(c.Request.Context(), h.userID(c), id)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, view(s))
+}
+
+func (h *HTTP) listPayments(c *gin.Context) {
+	orderID := ""
+	if raw, ok := c.GetQuery("order_id"); ok {
+		if orderID, ok = uuidParam(c, "order_id", raw); !ok {
+			return
+		}
+	}
+	ps, err := h.app.ListPayments.Handle(c.Request.Context(), h.userID(c), orderID)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	out := make([]paymentJSON, len(ps))
+	for i, s := range ps {
+		out[i] = view(s)
+	}
+	c.JSON(http.StatusOK, gin.H{"payments": out})
+}
+
+// uuidParam rejects anything but a canonical UUID with a 400 naming field.
+func uuidParam(c *gin.Context, field, raw string) (string, bool) {
+	u, err := uuid.Parse(raw)
+	if err != nil || len(raw) != 36 {
+		problem.Abort(c, http.StatusBadRequest, field+" must be a UUID", problem.FieldError{Field: field, Detail: "must be a UUID"})
+		return "", false
+	}
+	return u.String(), true
+}
+
+func (h *HTTP) fail(c *gin.Context, err error) {
+	switch {
+	case errors.Is(err, payment.ErrNotFound):
+		problem.Abort(c, http.StatusNotFound, "no such payment")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
+	default:
+		h.log.ErrorContext(c.Request.Context(), "request failed", "path", c.FullPath(), "err", err)
+		problem.Abort(c, http.StatusInternalServerError, "internal error")
+	}
+}
