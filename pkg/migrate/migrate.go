@@ -18,6 +18,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -87,6 +88,11 @@ func Up(ctx context.Context, db *gorm.DB, fsys fs.FS) error {
 		return fmt.Errorf("migrate %s: %w", tbl, err)
 	}
 	if _, err := p.Up(ctx); err != nil {
+		var pe *goose.PartialError
+		if errors.As(err, &pe) && pe.Failed != nil && pe.Failed.Source != nil {
+			// Name the file: goose's own message only gives the version.
+			return fmt.Errorf("migrate %s: %s: %w", tbl, pe.Failed.Source.Path, pe.Err)
+		}
 		return fmt.Errorf("migrate %s: %w", tbl, err)
 	}
 	return nil

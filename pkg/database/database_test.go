@@ -1,0 +1,145 @@
+package database_test
+
+import (
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/internal/dbtest"
+)
+
+func TestOpenPostgres(t *testing.T) {
+	db, err := database.Open(dbtest.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeDB(db)
+	if d := database.Dialect(db); d != database.Postgres {
+		t.Fatalf("dialect %q", d)
+	}
+	var one int
+	if err := db.Raw("SELECT 1").Scan(&one).Error; err != nil || one != 1 {
+		t.Fatalf("select 1: %d %v", one, err)
+	}
+	sqlDB, _ := db.DB()
+	if got := sqlDB.Stats().MaxOpenConnections; got != 10 {
+		t.Fatalf("pool size %d, want 10", got)
+	}
+	checkTranslatedErrors(t, db)
+}
+
+func TestOpenSQLiteFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.db")
+	db, err := database.Open("sqlite://" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeDB(db)
+	if d := database.Dialect(db); d != database.SQLite {
+		t.Fatalf("dialect %q", d)
+	}
+	pragma := func(name string) string {
+		var v string
+		if err := db.Raw("PRAGMA " + name).Scan(&v).Error; err != nil {
+			t.Fatalf("pragma %s: %v", name, err)
+		}
+		return v
+	}
+	if v := pragma("journal_mode"); v != "wal" {
+		t.Fatalf("journal_mode %q", v)
+	}
+	if v := pragma("foreign_keys"); v != "1" {
+		t.Fatalf("foreign_keys %q", v)
+	}
+	if v := pragma("busy_timeout"); v != "10000" {
+		t.Fatalf("busy_timeout %q", v)
+	}
+	checkTranslatedErrors(t, db)
+
+	// A second handle on the same file sees committed data: it is a file, not a private database.
+	db.Exec("CREATE TABLE kv (k TEXT PRIMARY KEY)")
+	db.Exec("INSERT INTO kv VALUES ('x')")
+	other, err := database.Open("sqlite://" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeDB(other)
+	var n int64
+	other.Raw("SELECT count(*) FROM kv").Scan(&n)
+	if n != 1 {
+		t.Fatalf("other handle sees %d rows", n)
+	}
+}
+
+// :memory: is one database per connection; the single-connection pool keeps it one database for every goroutine.
+func TestOpenSQLiteMemoryIsOneDatabase(t *testing.T) {
+	db, err := database.Open("sqlite://:memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeDB(db)
+	if err := db.Exec("CREATE TABLE n (v INTEGER)").Error; err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- db.Transaction(func(tx *gorm.DB) error { return tx.Exec("INSERT INTO n VALUES (?)", i).Error })
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n int64
+	db.Raw("SELECT count(*) FROM n").Scan(&n)
+	if n != 20 {
+		t.Fatalf("%d rows, want 20", n)
+	}
+}
+
+func TestOpenRejectsBadURLs(t *testing.T) {
+	for _, u := range []string{"", "mysql://x", "just-a-path.db", "sqlite://", "postgres://user:secret@127.0.0.1:1/db?connect_timeout=1"} {
+		db, err := database.Open(u)
+		if err == nil {
+			closeDB(db)
+			// pgx connects lazily on some versions; a ping must fail then.
+			t.Fatalf("%q accepted", u)
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Fatalf("error leaks the password: %v", err)
+		}
+	}
+}
+
+func checkTranslatedErrors(t *testing.T, db *gorm.DB) {
+	t.Helper()
+	if err := db.Exec("CREATE TABLE uniq (k TEXT PRIMARY KEY)").Error; err != nil {
+		t.Fatal(err)
+	}
+	type uniq struct{ K string }
+	if err := db.Table("uniq").Create(&uniq{K: "a"}).Error; err != nil {
+		t.Fatal(err)
+	}
+	err := db.Table("uniq").Create(&uniq{K: "a"}).Error
+	if !errors.Is(err, gorm.ErrDuplicatedKey) {
+		t.Fatalf("duplicate insert: %v, want gorm.ErrDuplicatedKey", err)
+	}
+}
+
+func closeDB(db *gorm.DB) {
+	if sqlDB, err := db.DB(); err == nil {
+		_ = sqlDB.Close()
+	}
+}

@@ -1,0 +1,152 @@
+package event_test
+
+import (
+	"errors"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+)
+
+type created struct {
+	OrderID    string `json:"order_id"`
+	TotalCents int64  `json:"total_cents"`
+}
+
+func TestNewFillsAttributes(t *testing.T) {
+	before := time.Now().UTC()
+	e, err := event.New("order.created", "/services/order", "o-1", created{OrderID: "o-1", TotalCents: 1250})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := uuid.Parse(e.ID)
+	if err != nil || id.Version() != 7 {
+		t.Fatalf("id %q: want a UUIDv7 (err %v)", e.ID, err)
+	}
+	if e.Time.Before(before.Add(-time.Millisecond)) || e.Time.Location() != time.UTC {
+		t.Fatalf("time %v: want now in UTC", e.Time)
+	}
+	if got := string(e.Data); got != `{"order_id":"o-1","total_cents":1250}` {
+		t.Fatalf("data %s", got)
+	}
+	e2, _ := event.New("order.created", "/services/order", "o-1", nil)
+	if e2.ID == e.ID {
+		t.Fatal("two events share an id")
+	}
+}
+
+func TestNewRejectsMissingAttributes(t *testing.T) {
+	if _, err := event.New("", "/s", "", 1); !errors.Is(err, event.ErrInvalid) {
+		t.Fatalf("missing type: %v", err)
+	}
+	if _, err := event.New("t", "", "", 1); !errors.Is(err, event.ErrInvalid) {
+		t.Fatalf("missing source: %v", err)
+	}
+	if _, err := event.New("t", "/s", "", func() {}); err == nil {
+		t.Fatal("unmarshallable data accepted")
+	}
+}
+
+func TestHeadersRoundTrip(t *testing.T) {
+	e, err := event.New("payment.succeeded", "/services/payment", "p-9", map[string]any{"payment_id": "p-9", "amount_cents": 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := e.Headers()
+	want := map[string]string{
+		"ce_specversion": "1.0", "ce_id": e.ID, "ce_type": "payment.succeeded", "ce_source": "/services/payment",
+		"ce_subject": "p-9", "ce_time": e.Time.Format(time.RFC3339Nano), "content-type": "application/json",
+	}
+	if !maps.Equal(h, want) {
+		t.Fatalf("headers\n got %v\nwant %v", h, want)
+	}
+	got, err := event.FromHeaders(h, e.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != e.ID || got.Type != e.Type || got.Source != e.Source || got.Subject != e.Subject ||
+		!got.Time.Equal(e.Time) || string(got.Data) != string(e.Data) {
+		t.Fatalf("round trip\n got %+v\nwant %+v", got, e)
+	}
+	var v struct {
+		PaymentID string `json:"payment_id"`
+	}
+	if err := got.Decode(&v); err != nil || v.PaymentID != "p-9" {
+		t.Fatalf("decode: %v %+v", err, v)
+	}
+}
+
+func TestHeadersOmitEmptySubject(t *testing.T) {
+	e, _ := event.New("user.registered", "/services/user", "", map[string]string{"user_id": "u"})
+	if _, ok := e.Headers()["ce_subject"]; ok {
+		t.Fatal("empty subject written")
+	}
+}
+
+func TestFromHeadersRejectsPoison(t *testing.T) {
+	good := map[string]string{
+		"ce_specversion": "1.0", "ce_id": "id-1", "ce_type": "order.created", "ce_source": "/services/order",
+		"ce_time": "2026-01-02T03:04:05Z", "content-type": "application/json",
+	}
+	with := func(k, v string) map[string]string {
+		h := maps.Clone(good)
+		if v == "<delete>" {
+			delete(h, k)
+		} else {
+			h[k] = v
+		}
+		return h
+	}
+	cases := []struct {
+		name string
+		h    map[string]string
+		data string
+		attr string
+	}{
+		{"no specversion", with("ce_specversion", "<delete>"), `{}`, "ce_specversion"},
+		{"old specversion", with("ce_specversion", "0.3"), `{}`, "ce_specversion"},
+		{"no id", with("ce_id", "<delete>"), `{}`, "ce_id"},
+		{"empty type", with("ce_type", ""), `{}`, "ce_type"},
+		{"no source", with("ce_source", "<delete>"), `{}`, "ce_source"},
+		{"bad time", with("ce_time", "yesterday"), `{}`, "ce_time"},
+		{"xml", with("content-type", "application/xml"), `{}`, "content-type"},
+		{"bad json", good, `{"order_id":`, "data"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := event.FromHeaders(c.h, []byte(c.data))
+			var ae *event.AttributeError
+			if !errors.As(err, &ae) || ae.Name != c.attr || !errors.Is(err, event.ErrInvalid) {
+				t.Fatalf("err %v: want an AttributeError naming %s", err, c.attr)
+			}
+			if !strings.Contains(err.Error(), c.attr) {
+				t.Fatalf("message %q does not name %s", err, c.attr)
+			}
+		})
+	}
+	// Optional attributes may be absent, and JSON content types may carry parameters.
+	e, err := event.FromHeaders(with("content-type", "application/json; charset=utf-8"), []byte(`{"a":1}`))
+	if err != nil || !e.Time.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
+		t.Fatalf("valid message rejected: %v", err)
+	}
+	if _, err := event.FromHeaders(with("ce_time", "<delete>"), nil); err != nil {
+		t.Fatalf("absent time and data rejected: %v", err)
+	}
+}
+
+func TestFromHeadersCopiesData(t *testing.T) {
+	buf := []byte(`{"a":1}`)
+	h := map[string]string{"ce_specversion": "1.0", "ce_id": "1", "ce_type": "t", "ce_source": "/s"}
+	e, err := event.FromHeaders(h, buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf[1] = 'X' // a Kafka reader reuses its buffers
+	if string(e.Data) != `{"a":1}` {
+		t.Fatalf("data aliases the caller's buffer: %s", e.Data)
+	}
+}
