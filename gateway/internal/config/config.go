@@ -1,0 +1,178 @@
+// Package config is the gateway's configuration: environment variables read
+// once at start (through pkg/config) and the dynamic part (limits, canary
+// weights, route timeouts) watched in etcd.
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+)
+
+// Config is read from the environment at start.
+type Config struct {
+	Addr            string        `env:"HTTP_ADDR" envDefault:":8080" desc:"listen address (API, /healthz, /readyz, /metrics)"`
+	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9080" desc:"pprof listener; empty disables"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
+	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"reported in traces"`
+
+	EtcdEndpoints   []string `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379" envSeparator:"," desc:"etcd for discovery and dynamic config; empty: DISCOVERY_STATIC and env-only config"`
+	DiscoveryStatic string   `env:"DISCOVERY_STATIC" desc:"service=host:port,... when etcd is not used"`
+	RedisURL        string   `env:"REDIS_URL" envDefault:"redis://127.0.0.1:16379/0" desc:"Redis for limits shared by gateway replicas"`
+	JWKSURL         string   `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"user service key set for JWT verification"`
+
+	Mode         string        `env:"GATEWAY_MODE" envDefault:"full" desc:"full, or routing (no auth, limits, breaker, tracing or metrics: a benchmark baseline only)"`
+	Routes       string        `env:"GATEWAY_ROUTES" envDefault:"/api/v1/users=user,/api/v1/sessions=user,/.well-known/jwks.json=user,/api/v1/orders=order,/api/v1/products=order,/api/v1/payments=payment" desc:"route table: path prefix=service,..."`
+	RouteTimeout time.Duration `env:"GATEWAY_ROUTE_TIMEOUT" envDefault:"5s" desc:"default per-route timeout (504 when reached); dynamic config may override per route"`
+	MaxTimeout   time.Duration `env:"GATEWAY_MAX_TIMEOUT" envDefault:"30s" desc:"cap on a client's X-Request-Timeout-Ms"`
+
+	MaxBodyBytes int           `env:"GATEWAY_MAX_BODY_BYTES" envDefault:"1048576" desc:"largest request body (413 above)"`
+	ReadTimeout  time.Duration `env:"GATEWAY_READ_TIMEOUT" envDefault:"5s" desc:"time to read a whole request, headers and body (slow clients are cut off)"`
+	WriteTimeout time.Duration `env:"GATEWAY_WRITE_TIMEOUT" envDefault:"30s" desc:"time to write a response"`
+	IdleTimeout  time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"60s" desc:"keep-alive idle time"`
+	MaxConns     int           `env:"GATEWAY_UPSTREAM_MAX_CONNS" envDefault:"1024" desc:"connections per upstream instance"`
+
+	TrustedProxies []string `env:"GATEWAY_TRUSTED_PROXIES" envSeparator:"," desc:"CIDRs whose X-Forwarded-For is believed"`
+	CORSOrigins    []string `env:"GATEWAY_CORS_ORIGINS" envSeparator:"," desc:"allowed browser origins (exact, or *)"`
+	TLSCertFile    string   `env:"TLS_CERT_FILE" desc:"serve TLS 1.2+ (1.3 preferred) with this certificate"`
+	TLSKeyFile     string   `env:"TLS_KEY_FILE" desc:"key for TLS_CERT_FILE"`
+
+	IPLimit    Rate `env:"GATEWAY_IP_LIMIT" envDefault:"100/1s:200" desc:"per client IP: count/period[:burst]; 0 disables"`
+	LoginLimit Rate `env:"GATEWAY_LOGIN_LIMIT" envDefault:"10/1m:5" desc:"per client IP on log in and refresh"`
+	UserLimit  Rate `env:"GATEWAY_USER_LIMIT" envDefault:"50/1s:100" desc:"per authenticated user"`
+	Replicas   int  `env:"GATEWAY_REPLICAS" envDefault:"1" desc:"gateway replicas sharing the limits (sizes the local fallback when Redis is down)"`
+
+	RetryBudget    float64       `env:"GATEWAY_RETRY_BUDGET" envDefault:"0.2" desc:"retries allowed as a share of requests (per upstream, 10s window)"`
+	RetryFloor     int           `env:"GATEWAY_RETRY_FLOOR" envDefault:"3" desc:"retries per second always allowed"`
+	MaxAttempts    int           `env:"GATEWAY_MAX_ATTEMPTS" envDefault:"2" desc:"attempts per idempotent request, first included"`
+	BreakerMin     uint32        `env:"GATEWAY_BREAKER_MIN_REQUESTS" envDefault:"20" desc:"calls in the window before the breaker may open"`
+	BreakerRatio   float64       `env:"GATEWAY_BREAKER_FAILURE_RATIO" envDefault:"0.5" desc:"failure share that opens the breaker"`
+	BreakerOpen    time.Duration `env:"GATEWAY_BREAKER_OPEN" envDefault:"1s" desc:"first open period (doubles per consecutive trip)"`
+	BreakerWindow  time.Duration `env:"GATEWAY_BREAKER_WINDOW" envDefault:"10s" desc:"sliding window of the failure rate"`
+	ConcurrencyMax int           `env:"GATEWAY_CONCURRENCY_MAX" envDefault:"1000" desc:"ceiling of the adaptive concurrency limit per upstream"`
+
+	DynamicKey string `env:"GATEWAY_DYNAMIC_KEY" envDefault:"gateway" desc:"etcd key /shanhai/config/<name> with the dynamic config JSON"`
+}
+
+// Load reads and validates the environment.
+func Load() (Config, error) {
+	var c Config
+	err := pkgconfig.Load(&c)
+	return c, err
+}
+
+// Validate is called by pkg/config after parsing.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Mode != "full" && c.Mode != "routing" {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_MODE", "must be full or routing"))
+	}
+	if _, err := route.Parse(c.Routes, c.RouteTimeout, nil); err != nil {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTES", err.Error()))
+	}
+	if c.RouteTimeout <= 0 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTE_TIMEOUT", "must be positive"))
+	}
+	if c.MaxBodyBytes <= 0 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_MAX_BODY_BYTES", "must be positive"))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_READ_TIMEOUT", "must be positive: without it a slow client holds a connection forever"))
+	}
+	if _, err := c.Trusted(); err != nil {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_TRUSTED_PROXIES", err.Error()))
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, pkgconfig.Invalid("TLS_CERT_FILE", "TLS_CERT_FILE and TLS_KEY_FILE go together"))
+	}
+	if len(c.EtcdEndpoints) == 0 && c.DiscoveryStatic == "" {
+		errs = append(errs, pkgconfig.Invalid("DISCOVERY_STATIC", "required when ETCD_ENDPOINTS is empty"))
+	}
+	if c.MaxAttempts < 1 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_MAX_ATTEMPTS", "must be at least 1"))
+	}
+	if c.BreakerRatio <= 0 || c.BreakerRatio > 1 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_BREAKER_FAILURE_RATIO", "must be in (0, 1]"))
+	}
+	return joinErrs(errs)
+}
+
+func joinErrs(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	msgs := make([]string, len(errs))
+	for i, e := range errs {
+		msgs[i] = e.Error()
+	}
+	return fmt.Errorf("%s", strings.Join(msgs, "; "))
+}
+
+// Trusted parses GATEWAY_TRUSTED_PROXIES; a bare address is a /32 or /128.
+func (c *Config) Trusted() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.TrustedProxies {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an address or CIDR", s)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an address or CIDR", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// Rate is "count/period[:burst]", e.g. "100/1s:200"; "0" switches it off.
+type Rate quota.Rate
+
+// UnmarshalText parses the env form.
+func (r *Rate) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if s == "0" || s == "" || s == "off" {
+		*r = Rate{}
+		return nil
+	}
+	spec, burstStr, hasBurst := strings.Cut(s, ":")
+	countStr, periodStr, ok := strings.Cut(spec, "/")
+	if !ok {
+		return fmt.Errorf("want count/period[:burst], got %q", s)
+	}
+	count, err := strconv.Atoi(countStr)
+	if err != nil || count <= 0 {
+		return fmt.Errorf("count %q must be a positive integer", countStr)
+	}
+	period, err := time.ParseDuration(periodStr)
+	if err != nil || period <= 0 {
+		return fmt.Errorf("period %q must be a positive duration", periodStr)
+	}
+	burst := 0
+	if hasBurst {
+		if burst, err = strconv.Atoi(burstStr); err != nil || burst <= 0 {
+			return fmt.Errorf("burst %q must be a positive integer", burstStr)
+		}
+	}
+	*r = Rate{Count: count, Period: period, Burst: burst}
+	return nil
+}
+
+// Quota converts to the limiter's type.
+func (r Rate) Quota() quota.Rate { return quota.Rate(r) }

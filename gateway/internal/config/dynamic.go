@@ -1,0 +1,62 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Dynamic is the JSON document at /shanhai/config/<GATEWAY_DYNAMIC_KEY>,
+// applied without restart:
+//
+//	{"canary":   {"order": {"v1": 90, "v2": 10}},
+//	 "timeouts": {"orders": "2s"},
+//	 "limits":   {"ip": "1000/1s:2000", "login": "10/1m:5", "user": "100/1s"}}
+//
+// Absent parts keep the environment's values.
+type Dynamic struct {
+	Canary   map[string]map[string]int `json:"canary,omitempty"`
+	Timeouts map[string]Duration       `json:"timeouts,omitempty"`
+	Limits   map[string]Rate           `json:"limits,omitempty"`
+}
+
+// Duration is a time.Duration written as "2s" in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON reads "250ms" style strings.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"2s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v <= 0 {
+		return fmt.Errorf("duration %q must be positive, like \"2s\"", s)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the string form.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON reads the env form "count/period[:burst]" from a string.
+func (r *Rate) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("limit must be a string like \"100/1s:200\": %w", err)
+	}
+	return r.UnmarshalText([]byte(s))
+}
+
+// MarshalJSON writes the env form.
+func (r Rate) MarshalJSON() ([]byte, error) {
+	if r.Count == 0 {
+		return json.Marshal("0")
+	}
+	s := fmt.Sprintf("%d/%s", r.Count, r.Period)
+	if r.Burst > 0 {
+		s += fmt.Sprintf(":%d", r.Burst)
+	}
+	return json.Marshal(s)
+}

@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/valyala/fasthttp"
+)
+
+// ProblemBase prefixes the problem "type" URIs the gateway emits.
+const ProblemBase = "https://shanhai.dev/problems/"
+
+// writeProblem answers with an RFC 9457 problem document. pkg/problem does the
+// same for gin; the gateway serves fasthttp, so it writes the few fields it
+// needs by hand (no reflection on the error path either).
+func writeProblem(ctx *fasthttp.RequestCtx, status int, slug, detail string) {
+	ctx.Response.ResetBody()
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/problem+json")
+	b := ctx.Response.Body()[:0]
+	b = append(b, `{"type":`...)
+	b = appendJSONString(b, ProblemBase+slug)
+	b = append(b, `,"title":`...)
+	b = appendJSONString(b, fasthttp.StatusMessage(status))
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	if detail != "" {
+		b = append(b, `,"detail":`...)
+		b = appendJSONString(b, detail)
+	}
+	b = append(b, `,"instance":`...)
+	b = appendJSONBytes(b, ctx.Request.Header.RequestURI())
+	b = append(b, '}')
+	ctx.Response.SetBodyRaw(b)
+}
+
+func appendJSONString(b []byte, s string) []byte { return appendJSONBytes(b, []byte(s)) }
+
+// appendJSONBytes quotes s as a JSON string; invalid UTF-8 becomes U+FFFD so
+// hostile request targets cannot break the document.
+func appendJSONBytes(b, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				b = append(b, '\\', c)
+			case c < 0x20 || c == '<' || c == '>' || c == '&':
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
+			default:
+				b = append(b, c)
+			}
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && n == 1 {
+			b = append(b, "\\ufffd"...)
+		} else {
+			b = append(b, s[i:i+n]...)
+		}
+		i += n
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,189 @@
+// Package quota is the gateway's distributed rate limit: one GCRA budget per
+// key in Redis (shared by every gateway replica), consumed in leases.
+//
+// Why not pkg/limit.Redis directly: it asks Redis once per request, which on
+// the gateway's hot path costs a network round trip and more CPU than the
+// whole proxying work. A Lease takes up to N tokens from Redis at once
+// (redis_rate's AllowAtMost) and spends them locally. Taking tokens early can
+// only make the fleet stricter, never looser: the Redis budget is still the
+// single source of truth. N is small relative to the burst (1 for small
+// limits such as login, so those stay exact) and an unspent lease expires
+// after LeaseTTL so idle replicas do not hoard.
+package quota
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-redis/redis_rate/v10"
+	"github.com/redis/go-redis/v9"
+)
+
+// Rate is Count requests per Period with bursts of Burst (0: Count).
+type Rate struct {
+	Count  int           `json:"count"`
+	Period time.Duration `json:"period"`
+	Burst  int           `json:"burst"`
+}
+
+func (r Rate) burst() int {
+	if r.Burst > 0 {
+		return r.Burst
+	}
+	return r.Count
+}
+
+// Off reports a disabled limit.
+func (r Rate) Off() bool { return r.Count <= 0 || r.Period <= 0 }
+
+// Decision is one Allow outcome with what the RateLimit headers need.
+type Decision struct {
+	Allowed    bool
+	Limit      int
+	Remaining  int
+	RetryAfter time.Duration
+	ResetAfter time.Duration
+	Window     time.Duration
+}
+
+// LeaseTTL is how long leased tokens stay spendable.
+const LeaseTTL = time.Second
+
+// Lease is a Redis-backed limit consumed in leases; see the package doc.
+type Lease struct {
+	name     string
+	rl       *redis_rate.Limiter
+	replicas int
+	rate     atomic.Pointer[Rate]
+	log      *slog.Logger
+	shards   [32]shard
+}
+
+type shard struct {
+	mu sync.Mutex
+	m  map[string]*bucket
+}
+
+type bucket struct {
+	mu         sync.Mutex
+	tokens     int   // leased and unspent
+	until      int64 // lease expiry, unix nanos
+	denyUntil  int64 // Redis said no until then
+	remaining  int   // Redis's count at the last lease
+	resetAfter time.Duration
+	fb         float64 // local fallback bucket while Redis is down
+	fbLast     int64
+}
+
+// New returns a limit named name (it namespaces the Redis keys) of r, shared
+// through rdb by replicas gateways (used to size the local fallback).
+func New(rdb redis.UniversalClient, name string, r Rate, replicas int, log *slog.Logger) *Lease {
+	l := &Lease{name: name, rl: redis_rate.NewLimiter(rdb), replicas: max(1, replicas), log: log}
+	l.SetRate(r)
+	for i := range l.shards {
+		l.shards[i].m = map[string]*bucket{}
+	}
+	return l
+}
+
+// SetRate changes the limit at run time (dynamic config).
+func (l *Lease) SetRate(r Rate) { l.rate.Store(&r) }
+
+// Rate returns the limit in force.
+func (l *Lease) Rate() Rate { return *l.rate.Load() }
+
+// leaseSize is how many tokens one Redis call takes: a fiftieth of the
+// per-replica burst, at least 1.
+func (l *Lease) leaseSize(r Rate) int {
+	return max(1, r.burst()/(l.replicas*50))
+}
+
+// Allow decides one request of key.
+func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
+	r := l.rate.Load()
+	if r.Off() {
+		return Decision{Allowed: true}, nil
+	}
+	b := l.bucket(key)
+	now := time.Now().UnixNano()
+	window := r.Period * time.Duration(r.burst()) / time.Duration(r.Count)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tokens > 0 && now < b.until {
+		b.tokens--
+		return Decision{Allowed: true, Limit: r.burst(), Remaining: b.remaining + b.tokens, ResetAfter: b.resetAfter, Window: window}, nil
+	}
+	if now < b.denyUntil {
+		return Decision{Limit: r.burst(), RetryAfter: time.Duration(b.denyUntil - now), ResetAfter: b.resetAfter, Window: window}, nil
+	}
+	lim := redis_rate.Limit{Rate: r.Count, Burst: r.burst(), Period: r.Period}
+	res, err := l.rl.AllowAtMost(ctx, "shanhai:gateway:"+l.name+":"+string(key), lim, l.leaseSize(*r))
+	if err != nil {
+		if ctx.Err() != nil {
+			return Decision{}, fmt.Errorf("quota %s: %w", l.name, ctx.Err())
+		}
+		l.log.WarnContext(ctx, "rate limit redis unreachable, deciding locally", "limit", l.name, "error", err.Error())
+		return b.fallback(now, *r, l.replicas, window), nil
+	}
+	b.remaining, b.resetAfter = res.Remaining, res.ResetAfter
+	if res.Allowed == 0 {
+		b.denyUntil = now + int64(res.RetryAfter)
+		return Decision{Limit: r.burst(), RetryAfter: res.RetryAfter, ResetAfter: res.ResetAfter, Window: window}, nil
+	}
+	b.tokens, b.until = res.Allowed-1, now+int64(LeaseTTL)
+	return Decision{Allowed: true, Limit: r.burst(), Remaining: b.remaining + b.tokens, ResetAfter: res.ResetAfter, Window: window}, nil
+}
+
+// fallback is a local token bucket of rate/replicas, used while Redis fails.
+func (b *bucket) fallback(now int64, r Rate, replicas int, window time.Duration) Decision {
+	perNano := float64(r.Count) / float64(r.Period) / float64(replicas)
+	burst := float64(max(1, r.burst()/replicas))
+	if b.fbLast == 0 {
+		b.fb = burst
+	} else {
+		b.fb = min(burst, b.fb+float64(now-b.fbLast)*perNano)
+	}
+	b.fbLast = now
+	if b.fb >= 1 {
+		b.fb--
+		return Decision{Allowed: true, Limit: r.burst(), Remaining: int(b.fb), Window: window}
+	}
+	return Decision{Limit: r.burst(), RetryAfter: time.Duration((1 - b.fb) / perNano), Window: window}
+}
+
+func (l *Lease) bucket(key []byte) *bucket {
+	h := uint32(2166136261)
+	for _, c := range key {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	s := &l.shards[h%uint32(len(l.shards))]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b := s.m[string(key)]; b != nil {
+		return b
+	}
+	if len(s.m) >= 4096 {
+		s.sweep(time.Now().UnixNano())
+	}
+	b := &bucket{}
+	s.m[string(key)] = b
+	return b
+}
+
+// sweep forgets keys with nothing leased and no denial pending; a forgotten
+// key simply asks Redis again next time.
+func (s *shard) sweep(now int64) {
+	for k, b := range s.m {
+		if b.mu.TryLock() {
+			if now >= b.until && now >= b.denyUntil {
+				delete(s.m, k)
+			}
+			b.mu.Unlock()
+		}
+	}
+}

@@ -1,0 +1,72 @@
+package route
+
+import (
+	"testing"
+	"time"
+)
+
+func TestMatchLongestPrefixOnSegmentBoundary(t *testing.T) {
+	tb, err := Parse(DefaultSpec+",/api/v1/orders/admin=admin", time.Second, DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{
+		"/api/v1/orders":           "order",
+		"/api/v1/orders/7":         "order",
+		"/api/v1/orders/admin/x":   "admin",
+		"/api/v1/ordersx":          "",
+		"/api/v1/products":         "order",
+		"/api/v1/sessions/refresh": "user",
+		"/.well-known/jwks.json":   "user",
+		"/api/v2/orders":           "",
+		"/":                        "",
+	}
+	for path, want := range cases {
+		r, ok := tb.Match([]byte(path))
+		got := ""
+		if ok {
+			got = r.Service
+		}
+		if got != want {
+			t.Errorf("Match(%q) = %q, want %q", path, got, want)
+		}
+	}
+}
+
+func TestIsPublic(t *testing.T) {
+	tb, err := Parse(DefaultSpec, time.Second, DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		method, path string
+		want         bool
+	}{
+		{"POST", "/api/v1/users", true},
+		{"GET", "/api/v1/users/me", false},
+		{"GET", "/api/v1/users", false},
+		{"POST", "/api/v1/sessions", true},
+		{"DELETE", "/api/v1/sessions", false},
+		{"POST", "/api/v1/sessions/refresh", true},
+		{"POST", "/api/v1/sessions/refresh/x", false},
+		{"GET", "/api/v1/products", true},
+		{"HEAD", "/api/v1/products/sku-1", true},
+		{"POST", "/api/v1/products", false},
+		{"GET", "/api/v1/productsx", false},
+		{"GET", "/.well-known/jwks.json", true},
+		{"GET", "/api/v1/orders", false},
+	}
+	for _, c := range cases {
+		if got := tb.IsPublic([]byte(c.method), []byte(c.path)); got != c.want {
+			t.Errorf("IsPublic(%s %s) = %v, want %v", c.method, c.path, got, c.want)
+		}
+	}
+}
+
+func TestParseRejectsBadSpecs(t *testing.T) {
+	for _, spec := range []string{"", "/a", "/a=", "a=svc", "/a/=svc", "/a/../b=svc", "/a//b=svc"} {
+		if _, err := Parse(spec, time.Second, nil); err == nil {
+			t.Errorf("Parse(%q) accepted", spec)
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package upstream
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Resolver lists a service's live instances (pkg/discovery's resolvers,
+// adapted by the caller).
+type Resolver interface {
+	Instances(service string) []Instance
+}
+
+// ClientOptions tune the per-endpoint connection pools.
+type ClientOptions struct {
+	// MaxConns caps connections to one endpoint. Default 1024.
+	MaxConns int
+	// IdleTimeout closes pooled connections unused for this long; keep it
+	// below the upstream's own idle timeout so the gateway, not the
+	// upstream, closes idle connections (a POST on a connection the
+	// upstream just closed cannot be retried safely). Default 30s.
+	IdleTimeout time.Duration
+	// ReadBufferSize bounds upstream response headers. Default 8 KiB.
+	ReadBufferSize int
+	// MaxResponseBodySize bounds upstream response bodies. Default 16 MiB.
+	MaxResponseBodySize int
+}
+
+// Pool is the set of services the route table names, kept in step with
+// discovery by Run.
+type Pool struct {
+	services map[string]*Service
+	res      Resolver
+	opts     ClientOptions
+
+	mu      sync.Mutex
+	clients map[string]*fasthttp.HostClient // by address, shared by services
+}
+
+// NewPool creates services for names; their breakers and limits are set by
+// the caller before traffic starts.
+func NewPool(res Resolver, names []string, o ClientOptions) *Pool {
+	if o.MaxConns == 0 {
+		o.MaxConns = 1024
+	}
+	if o.IdleTimeout == 0 {
+		o.IdleTimeout = 30 * time.Second
+	}
+	if o.ReadBufferSize == 0 {
+		o.ReadBufferSize = 8 << 10
+	}
+	if o.MaxResponseBodySize == 0 {
+		o.MaxResponseBodySize = 16 << 20
+	}
+	p := &Pool{services: map[string]*Service{}, res: res, opts: o, clients: map[string]*fasthttp.HostClient{}}
+	for _, n := range names {
+		p.services[n] = &Service{Name: n}
+	}
+	p.Refresh()
+	return p
+}
+
+// Service returns the named service, or nil.
+func (p *Pool) Service(name string) *Service { return p.services[name] }
+
+// Services lists every service.
+func (p *Pool) Services() []*Service {
+	out := make([]*Service, 0, len(p.services))
+	for _, s := range p.services {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Run refreshes from the resolver every interval until ctx ends. The
+// resolver itself is a watch with a local cache, so polling it is cheap;
+// an interval of 100ms keeps the "changes within a second" promise with
+// room to spare.
+func (p *Pool) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			p.Refresh()
+		}
+	}
+}
+
+// Refresh rebuilds every service's endpoint set whose instances changed.
+func (p *Pool) Refresh() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	used := map[string]bool{}
+	for name, svc := range p.services {
+		ins := p.res.Instances(name)
+		sort.Slice(ins, func(i, j int) bool { return ins[i].ID+ins[i].Addr < ins[j].ID+ins[j].Addr })
+		var kb strings.Builder
+		for _, in := range ins {
+			kb.WriteString(in.ID + "|" + in.Addr + "|" + in.Version + ";")
+			used[in.Addr] = true
+		}
+		key := kb.String()
+		if old := svc.snap.Load(); old != nil && old.key == key {
+			continue
+		}
+		old := map[string]*Endpoint{}
+		if sn := svc.snap.Load(); sn != nil {
+			for _, e := range sn.all {
+				old[e.ID+"|"+e.Addr] = e
+			}
+		}
+		sn := &snapshot{byVersion: map[string][]*Endpoint{}, key: key}
+		for _, in := range ins {
+			e := old[in.ID+"|"+in.Addr]
+			if e == nil || e.Version != in.Version {
+				e = &Endpoint{Instance: in, Client: p.client(in.Addr)}
+			}
+			sn.all = append(sn.all, e)
+			sn.byVersion[in.Version] = append(sn.byVersion[in.Version], e)
+		}
+		svc.snap.Store(sn)
+	}
+	for addr, c := range p.clients {
+		if !used[addr] {
+			c.CloseIdleConnections()
+			delete(p.clients, addr)
+		}
+	}
+}
+
+// client returns the pool for addr; p.mu is held.
+func (p *Pool) client(addr string) *fasthttp.HostClient {
+	if c := p.clients[addr]; c != nil {
+		return c
+	}
+	c := &fasthttp.HostClient{
+		Addr:                          addr,
+		MaxConns:                      p.opts.MaxConns,
+		MaxIdleConnDuration:           p.opts.IdleTimeout,
+		ReadBufferSize:                p.opts.ReadBufferSize,
+		MaxResponseBodySize:           p.opts.MaxResponseBodySize,
+		NoDefaultUserAgentHeader:      true,
+		DisableHeaderNamesNormalizing: true,
+		DisablePathNormalizing:        true,
+		// Retries are the gateway's decision (idempotency rule + budget);
+		// the pool must never resend on its own.
+		MaxIdemponentCallAttempts: 1,
+		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+	}
+	p.clients[addr] = c
+	return c
+}

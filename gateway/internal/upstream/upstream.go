@@ -1,0 +1,115 @@
+// Package upstream holds what the gateway knows about each upstream service:
+// its live endpoints (from discovery), one keep-alive connection pool per
+// endpoint, and the service's circuit breaker and adaptive concurrency limit.
+package upstream
+
+import (
+	"errors"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Instance is one registered copy of a service, as discovery reports it.
+type Instance struct {
+	ID, Addr, Version string
+}
+
+// Breaker is a circuit breaker (pkg/breaker satisfies it).
+type Breaker interface {
+	Allow() (done func(failed bool), err error)
+}
+
+// Concurrency is an adaptive concurrency limit (pkg/limit.Adaptive
+// satisfies it).
+type Concurrency interface {
+	Acquire() (release func(latency time.Duration, failed bool), ok bool)
+}
+
+// Budget is a retry budget (pkg/retry.Budget satisfies it): every request
+// is counted, every retry must be withdrawn from it.
+type Budget interface {
+	Request()
+	Withdraw() bool
+}
+
+// Endpoint is an instance with its connection pool and in-flight count.
+type Endpoint struct {
+	Instance
+	Client   *fasthttp.HostClient
+	inflight atomic.Int64
+}
+
+// Begin and End bracket one request, feeding the balancer.
+func (e *Endpoint) Begin() { e.inflight.Add(1) }
+
+// End marks a request to e as finished.
+func (e *Endpoint) End() { e.inflight.Add(-1) }
+
+// Service is one upstream service.
+type Service struct {
+	Name    string
+	Breaker Breaker     // nil: no breaker
+	Limit   Concurrency // nil: no adaptive limit
+	Budget  Budget      // nil: retries limited by attempts only
+	snap    atomic.Pointer[snapshot]
+}
+
+type snapshot struct {
+	all       []*Endpoint
+	byVersion map[string][]*Endpoint
+	key       string // identity of the instance set, to skip no-op updates
+}
+
+// ErrNoInstance means discovery knows no live instance (of the version asked).
+var ErrNoInstance = errors.New("no live instance")
+
+// Versions reports which versions currently have instances.
+func (s *Service) Versions() map[string][]*Endpoint {
+	if sn := s.snap.Load(); sn != nil {
+		return sn.byVersion
+	}
+	return nil
+}
+
+// Pick chooses an endpoint by the power of two choices on in-flight
+// requests, among instances of version (any version when empty). avoid, when
+// there is an alternative, is skipped: a retry should go elsewhere.
+//
+// The balancer is here rather than pkg/discovery's P2C because the in-flight
+// count lives on the Endpoint next to its pool: no map lookup, no closure
+// per request on the hot path.
+func (s *Service) Pick(version string, avoid *Endpoint) (*Endpoint, error) {
+	sn := s.snap.Load()
+	if sn == nil {
+		return nil, ErrNoInstance
+	}
+	cands := sn.all
+	if version != "" {
+		cands = sn.byVersion[version]
+	}
+	switch len(cands) {
+	case 0:
+		return nil, ErrNoInstance
+	case 1:
+		return cands[0], nil
+	}
+	i := rand.IntN(len(cands))
+	j := rand.IntN(len(cands) - 1)
+	if j >= i {
+		j++
+	}
+	a, b := cands[i], cands[j]
+	if a == avoid {
+		return b, nil
+	}
+	if b == avoid {
+		return a, nil
+	}
+	if b.inflight.Load() < a.inflight.Load() {
+		return b, nil
+	}
+	return a, nil
+}
