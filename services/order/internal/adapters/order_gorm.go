@@ -57,10 +57,19 @@ func (replayRow) TableName() string { return "idempotency_keys" }
 // order also writes the order's recorded events to the outbox in the same
 // transaction, so Kafka sees an event exactly when its change committed.
 type OrderGorm struct {
-	db *gorm.DB
+	db     *gorm.DB
+	notify func()
 }
 
-func NewOrderGorm(db *gorm.DB) *OrderGorm { return &OrderGorm{db: db} }
+func NewOrderGorm(db *gorm.DB) *OrderGorm { return &OrderGorm{db: db, notify: func() {}} }
+
+// NotifyOnEvents sets a function called after a transaction that wrote
+// outbox rows commits (outbox.Relay.Nudge), so events leave at once instead
+// of at the relay's next poll.
+func (r *OrderGorm) NotifyOnEvents(fn func()) *OrderGorm {
+	r.notify = fn
+	return r
+}
 
 var _ order.Repository = (*OrderGorm)(nil)
 
@@ -93,6 +102,9 @@ func (r *OrderGorm) Create(ctx context.Context, o *order.Order, rp order.Replay)
 	})
 	if err != nil && !errors.Is(err, order.ErrDuplicateKey) {
 		return fmt.Errorf("store order %s: %w", s.ID, err)
+	}
+	if err == nil {
+		r.notify()
 	}
 	return err
 }
@@ -162,6 +174,9 @@ func (r *OrderGorm) Update(ctx context.Context, userID, id string, fn func(*orde
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update order %s: %w", id, err)
+	}
+	if len(out.Events()) > 0 {
+		r.notify()
 	}
 	return out, nil
 }

@@ -24,8 +24,10 @@ func newApp(t *testing.T) (app.Application, *memoryOrders) {
 			n++
 			return fmt.Sprintf("o%03d", n)
 		},
-		Now:    func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
-		Render: func(s order.Snapshot) ([]byte, error) { return json.Marshal(map[string]any{"id": s.ID, "total": s.TotalCents}) },
+		Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) },
+		Render: func(s order.Snapshot) ([]byte, error) {
+			return json.Marshal(map[string]any{"id": s.ID, "total": s.TotalCents})
+		},
 	})
 	return a, repo
 }
