@@ -1,0 +1,81 @@
+package limit
+
+import (
+	"testing"
+	"time"
+)
+
+func TestAdaptiveRefusesBeyondLimit(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 3, Min: 1, Max: 10})
+	var rel []func(time.Duration, bool)
+	for range 3 {
+		r, ok := a.Acquire()
+		if !ok {
+			t.Fatal("refused within limit")
+		}
+		rel = append(rel, r)
+	}
+	if _, ok := a.Acquire(); ok {
+		t.Fatal("fourth call admitted with limit 3")
+	}
+	rel[0](time.Millisecond, false)
+	rel[0](time.Millisecond, false) // a second release must not free another slot
+	if a.InFlight() != 2 {
+		t.Fatalf("in flight %d after one release, want 2", a.InFlight())
+	}
+}
+
+func TestAdaptiveGrowsUnderHealthyLoadAndBacksOffOncePerRound(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 10, Min: 2, Max: 40, Latency: 100 * time.Millisecond, Backoff: 0.5})
+	// Keep the limit fully used with healthy calls: it should climb.
+	for range 400 {
+		var rel []func(time.Duration, bool)
+		for {
+			r, ok := a.Acquire()
+			if !ok {
+				break
+			}
+			rel = append(rel, r)
+		}
+		for _, r := range rel {
+			r(10*time.Millisecond, false)
+		}
+	}
+	if a.Limit() != 40 {
+		t.Fatalf("limit %d after sustained healthy full use, want the max 40", a.Limit())
+	}
+	// A whole round of slow calls is one congestion event: one halving.
+	var rel []func(time.Duration, bool)
+	for {
+		r, ok := a.Acquire()
+		if !ok {
+			break
+		}
+		rel = append(rel, r)
+	}
+	for _, r := range rel {
+		r(time.Second, false)
+	}
+	if a.Limit() != 20 {
+		t.Fatalf("limit %d after one slow round, want 20 (one decrease per round)", a.Limit())
+	}
+	// Failures in later rounds keep halving down to Min, never below.
+	for range 10 {
+		r, _ := a.Acquire()
+		r(time.Millisecond, true)
+	}
+	if a.Limit() != 2 {
+		t.Fatalf("limit %d after repeated failures, want Min 2", a.Limit())
+	}
+}
+
+func TestAdaptiveDoesNotGrowWhenIdle(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 10, Max: 100})
+	for range 1000 {
+		r, _ := a.Acquire() // one at a time: the limit is never in use
+		r(time.Millisecond, false)
+	}
+	if a.Limit() != 10 {
+		t.Fatalf("limit grew to %d under light load", a.Limit())
+	}
+}

@@ -1,0 +1,152 @@
+package limit
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time          { return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func TestPerKeyRateWithinFivePercentOverTenThousandDecisions(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rate  rate.Limit
+		burst int
+	}{
+		{"100/s burst 10", 100, 10},
+		{"7/s burst 1", 7, 1},
+		{"1000/s burst 50", 1000, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+			l := PerKey(tc.rate, tc.burst, WithClock(clk.now))
+			rng := rand.New(rand.NewPCG(1, 2))
+			start := clk.t
+			// Offer about 50x the rate with irregular gaps. (Far above the
+			// rate, because a full bucket wastes refill: with burst 1 and
+			// modest overload a token bucket admits noticeably less than r.)
+			meanGap := float64(time.Second) / float64(tc.rate) / 50
+			allowed := 0
+			for range 10_000 {
+				clk.advance(time.Duration((0.5 + rng.Float64()) * meanGap))
+				d, err := l.Allow(context.Background(), "k")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d.Allowed {
+					allowed++
+				}
+			}
+			elapsed := clk.t.Sub(start).Seconds()
+			want := float64(tc.rate)*elapsed + float64(tc.burst)
+			if diff := math.Abs(float64(allowed)-want) / want; diff > 0.05 {
+				t.Fatalf("allowed %d over %.2fs, want %.0f ±5%% (off by %.1f%%)", allowed, elapsed, want, diff*100)
+			}
+		})
+	}
+}
+
+func TestPerKeyKeysAreIndependentAndDecisionExplainsItself(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := PerKey(10, 2, WithClock(clk.now)) // a token per 100ms
+	ctx := context.Background()
+	for i := range 2 {
+		if d, _ := l.Allow(ctx, "a"); !d.Allowed || d.Remaining != 1-i {
+			t.Fatalf("request %d of burst: %+v", i, d)
+		}
+	}
+	d, _ := l.Allow(ctx, "a")
+	if d.Allowed {
+		t.Fatal("third request within burst 2 allowed")
+	}
+	if d.RetryAfter <= 0 || d.RetryAfter > 100*time.Millisecond {
+		t.Fatalf("RetryAfter %v, want (0, 100ms]", d.RetryAfter)
+	}
+	if d.ResetAfter != 200*time.Millisecond || d.Window != 200*time.Millisecond || d.Limit != 2 {
+		t.Fatalf("decision %+v, want reset 200ms, window 200ms, limit 2", d)
+	}
+	if d, _ := l.Allow(ctx, "b"); !d.Allowed {
+		t.Fatal("key b limited by key a's usage")
+	}
+	clk.advance(d.RetryAfter)
+	if d, _ := l.Allow(ctx, "a"); !d.Allowed {
+		t.Fatalf("denied after waiting RetryAfter: %+v", d)
+	}
+}
+
+func TestPerKeyForgetsIdleKeys(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := PerKey(1, 5, WithClock(clk.now), WithIdleTTL(time.Minute))
+	ctx := context.Background()
+	for i := range 1000 {
+		_, _ = l.Allow(ctx, fmt.Sprint("ip-", i))
+	}
+	if n := l.Len(); n != 1000 {
+		t.Fatalf("remembered %d keys, want 1000", n)
+	}
+	clk.advance(2 * time.Minute)
+	const fresh = 2000 // enough to land in all 64 shards, so each sweeps
+	for i := range fresh {
+		_, _ = l.Allow(ctx, fmt.Sprint("new-", i))
+	}
+	if n := l.Len(); n != fresh {
+		t.Fatalf("after idle TTL remembered %d keys, want only the %d new ones", n, fresh)
+	}
+}
+
+func TestPerKeyIdleTTLNeverShorterThanRefill(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	// 1 token/s, burst 10: refill takes 10s, so a 1s TTL must be raised to 10s,
+	// or forgetting a drained key would hand it a fresh burst.
+	l := PerKey(1, 10, WithClock(clk.now), WithIdleTTL(time.Second))
+	ctx := context.Background()
+	for range 10 {
+		_, _ = l.Allow(ctx, "k")
+	}
+	clk.advance(3 * time.Second)
+	allowed := 0
+	for range 10 {
+		if d, _ := l.Allow(ctx, "k"); d.Allowed {
+			allowed++
+		}
+	}
+	if allowed != 3 {
+		t.Fatalf("after 3s of a drained 1/s bucket allowed %d, want 3", allowed)
+	}
+}
+
+func TestPerKeyMaxKeysBoundsMemory(t *testing.T) {
+	l := PerKey(1, 1, WithMaxKeys(64*10))
+	for i := range 100_000 {
+		_, _ = l.Allow(context.Background(), fmt.Sprint("spray-", i))
+	}
+	if n := l.Len(); n > 64*10 {
+		t.Fatalf("remembered %d keys, cap is %d", n, 64*10)
+	}
+}
+
+func BenchmarkPerKeyAllow(b *testing.B) {
+	lim := PerKey(1e9, 1000)
+	keys := make([]string, 1024)
+	for i := range keys {
+		keys[i] = fmt.Sprint("10.0.", i/256, ".", i%256)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := rand.IntN(len(keys))
+		for pb.Next() {
+			_, _ = lim.Allow(ctx, keys[i%len(keys)])
+			i++
+		}
+	})
+}

@@ -1,0 +1,87 @@
+package limit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+func init() { gin.SetMode(gin.TestMode) }
+
+func router(mw gin.HandlerFunc) *gin.Engine {
+	r := gin.New()
+	r.Use(mw)
+	r.GET("/x", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+	return r
+}
+
+func get(r http.Handler, user string) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/x", nil)
+	req.Header.Set("X-User", user)
+	r.ServeHTTP(w, req)
+	return w
+}
+
+func TestMiddlewareAnswers429WithHeaders(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := PerKey(0.5, 2, WithClock(clk.now)) // a token per 2s, burst 2: window 4s
+	r := router(Middleware(l, func(c *gin.Context) string { return c.GetHeader("X-User") }, Policy("per-user")))
+
+	w := get(r, "ann")
+	if w.Code != http.StatusOK {
+		t.Fatalf("first request: %d", w.Code)
+	}
+	if got, want := w.Header().Get("RateLimit-Policy"), `"per-user";q=2;w=4`; got != want {
+		t.Errorf("RateLimit-Policy %q, want %q", got, want)
+	}
+	if got, want := w.Header().Get("RateLimit"), `"per-user";r=1;t=2`; got != want {
+		t.Errorf("RateLimit %q, want %q", got, want)
+	}
+	get(r, "ann")
+	w = get(r, "ann")
+	if w.Code != http.StatusTooManyRequests {
+		t.Fatalf("third request: %d, want 429", w.Code)
+	}
+	if ct := w.Header().Get("Content-Type"); ct != "application/problem+json" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	var p struct {
+		Status int    `json:"status"`
+		Title  string `json:"title"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p.Status != 429 {
+		t.Errorf("body %s: %v", w.Body, err)
+	}
+	if got := w.Header().Get("Retry-After"); got != "2" {
+		t.Errorf("Retry-After %q, want 2", got)
+	}
+	if got, want := w.Header().Get("RateLimit"), `"per-user";r=0;t=4`; got != want {
+		t.Errorf("RateLimit on 429 %q, want %q", got, want)
+	}
+	if w := get(r, "bob"); w.Code != http.StatusOK {
+		t.Errorf("other key: %d", w.Code)
+	}
+	if w := get(r, ""); w.Code != http.StatusOK || w.Header().Get("RateLimit") != "" {
+		t.Errorf("empty key should bypass the limit: %d %v", w.Code, w.Header())
+	}
+}
+
+type failing struct{}
+
+func (failing) Allow(context.Context, string) (Decision, error) {
+	return Decision{}, errors.New("boom")
+}
+
+func TestMiddlewareFailsClosed(t *testing.T) {
+	r := router(Middleware(failing{}, func(*gin.Context) string { return "k" }))
+	if w := get(r, "k"); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("limiter error gave %d, want 503 (never unlimited)", w.Code)
+	}
+}

@@ -1,0 +1,125 @@
+package limit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+func TestRedisOneLimitSharedByTwoClients(t *testing.T) {
+	a, b := redisClient(t), redisClient(t) // two connections, as two replicas would have
+	lim := Rate{Count: 10, Period: time.Minute, Burst: 10}
+	name := fmt.Sprintf("test-%d", time.Now().UnixNano()) // fresh keys per run
+	la := NewRedis(a, lim, 2, Name(name))
+	lb := NewRedis(b, lim, 2, Name(name))
+	ctx := context.Background()
+
+	allowedA, allowedB := 0, 0
+	for i := range 30 {
+		l, n := la, &allowedA
+		if i%2 == 1 {
+			l, n = lb, &allowedB
+		}
+		d, err := l.Allow(ctx, "user-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Limit != 10 {
+			t.Fatalf("limit %d, want the shared 10 (not a local share)", d.Limit)
+		}
+		if d.Allowed {
+			*n++
+		} else if d.RetryAfter <= 0 {
+			t.Fatalf("denied without RetryAfter: %+v", d)
+		}
+	}
+	// 10/min refills one token per 6s; the loop takes milliseconds.
+	if total := allowedA + allowedB; total != 10 {
+		t.Fatalf("two clients admitted %d+%d=%d, want 10 in total", allowedA, allowedB, total)
+	}
+	if allowedA == 0 || allowedB == 0 {
+		t.Fatalf("admissions %d/%d: both clients should have drawn from the shared bucket", allowedA, allowedB)
+	}
+	if la.Degraded() || lb.Degraded() {
+		t.Fatal("degraded with Redis up")
+	}
+	// A different key is a different bucket.
+	if d, _ := la.Allow(ctx, "user-2"); !d.Allowed {
+		t.Fatal("user-2 limited by user-1's usage")
+	}
+}
+
+func TestRedisDownFallsBackToLocalShare(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	prev := otel.GetMeterProvider()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	t.Cleanup(func() { otel.SetMeterProvider(prev) })
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens here now: every dial is refused
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+
+	var logs bytes.Buffer
+	// 100/min with burst 20 across 4 replicas: each replica alone allows a
+	// burst of 5 and 25/min.
+	l := NewRedis(rdb, Rate{Count: 100, Period: time.Minute, Burst: 20}, 4,
+		Name("down"), Logger(slog.New(slog.NewJSONHandler(&logs, nil))))
+	allowed := 0
+	for range 20 {
+		d, err := l.Allow(context.Background(), "k")
+		if err != nil {
+			t.Fatalf("Redis down must not surface as an error: %v", err)
+		}
+		if d.Allowed {
+			allowed++
+		}
+	}
+	if allowed != 5 {
+		t.Fatalf("allowed %d of 20 with Redis down, want the local share 5 (never unlimited, never zero)", allowed)
+	}
+	if !l.Degraded() {
+		t.Fatal("Degraded() false with Redis down")
+	}
+	if n := strings.Count(logs.String(), "redis unreachable"); n != 1 {
+		t.Fatalf("logged the switch %d times, want once:\n%s", n, logs.String())
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	if got := counterValue(rm, "shanhai.limit.fallback.decisions"); got != 20 {
+		t.Fatalf("fallback counter %d, want 20", got)
+	}
+}
+
+func counterValue(rm metricdata.ResourceMetrics, name string) int64 {
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok {
+				for _, dp := range sum.DataPoints {
+					n += dp.Value
+				}
+			}
+		}
+	}
+	return n
+}
