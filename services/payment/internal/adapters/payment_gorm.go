@@ -47,9 +47,19 @@ type deadLetterRow struct {
 func (deadLetterRow) TableName() string { return "dead_letters" }
 
 // PaymentGorm is the payment.Repository on gorm.
-type PaymentGorm struct{ db *gorm.DB }
+type PaymentGorm struct {
+	db     *gorm.DB
+	notify func()
+}
 
-func NewPaymentGorm(db *gorm.DB) *PaymentGorm { return &PaymentGorm{db: db} }
+func NewPaymentGorm(db *gorm.DB) *PaymentGorm { return &PaymentGorm{db: db, notify: func() {}} }
+
+// NotifyOnEvents sets a function called after a transaction that wrote
+// outbox rows commits (outbox.Relay.Nudge).
+func (r *PaymentGorm) NotifyOnEvents(fn func()) *PaymentGorm {
+	r.notify = fn
+	return r
+}
 
 var _ payment.Repository = (*PaymentGorm)(nil)
 
@@ -97,6 +107,9 @@ func (r *PaymentGorm) Complete(ctx context.Context, p *payment.Payment) (bool, e
 	})
 	if err != nil {
 		return false, fmt.Errorf("complete payment %s: %w", s.ID, err)
+	}
+	if stored {
+		r.notify()
 	}
 	return stored, nil
 }

@@ -1,0 +1,41 @@
+// Command payment runs the payment service: config → wiring → server.Run.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+	paymentconfig "github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/service"
+)
+
+func main() {
+	var cfg paymentconfig.Config
+	config.MustLoad(&cfg)
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := telemetry.NewLogger(os.Stderr, level)
+	slog.SetDefault(log)
+	if err := run(cfg, log); err != nil {
+		log.Error("payment service stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg paymentconfig.Config, log *slog.Logger) error {
+	ctx := context.Background()
+	tp, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: service.Name, ServiceVersion: cfg.Version, Logger: log})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	svc, err := service.New(ctx, cfg, service.Options{Logger: log, Telemetry: tp})
+	if err != nil {
+		_ = tp.Shutdown(ctx)
+		return err
+	}
+	return svc.Run(ctx)
+}

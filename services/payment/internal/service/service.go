@@ -1,0 +1,256 @@
+// Package service wires the payment service from its configuration. main and
+// the component tests both build it here, so tests exercise the real wiring.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/auth"
+	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/discovery"
+	"github.com/shanhai-dev/shanhai/pkg/dynconfig"
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/ports"
+	"github.com/shanhai-dev/shanhai/services/payment/migrations"
+)
+
+// Name is the service name in discovery, telemetry and logs.
+const Name = "payment"
+
+// Options are what the caller provides beyond the environment config.
+type Options struct {
+	Logger    *slog.Logger
+	Telemetry *telemetry.Provider
+	// Verifier overrides the JWKS_URL verifier (tests use a static key set).
+	Verifier *auth.Verifier
+}
+
+// Service is a wired, not yet running, payment service.
+type Service struct {
+	cfg      config.Config
+	log      *slog.Logger
+	Server   *server.Server
+	App      app.Application
+	DB       *gorm.DB
+	NATS     *nats.Conn
+	Relay    *outbox.Relay
+	Payments *adapters.PaymentGorm
+	Provider *adapters.SimulatedProvider
+	// Settings returns the live dynamic settings (etcd, else the initial).
+	Settings func() config.Dynamic
+	registry discovery.Registry
+	events   *adapters.OrderEvents
+
+	stopWorkers func()
+	closers     []func() error
+}
+
+// Migrate applies the outbox set and this service's own set.
+func Migrate(ctx context.Context, db *gorm.DB) error {
+	if err := migrate.Up(ctx, db, outbox.Migrations); err != nil {
+		return err
+	}
+	return migrate.Up(ctx, db, migrations.FS)
+}
+
+// New connects to every dependency, migrates the database and builds the
+// HTTP server. Nothing is consumed or served until Start/Run.
+func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s = &Service{cfg: cfg, log: o.Logger}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error {
+		sqlDB, err := s.DB.DB()
+		if err != nil {
+			return err
+		}
+		return sqlDB.Close()
+	})
+	if err = Migrate(ctx, s.DB); err != nil {
+		return nil, err
+	}
+	if s.NATS, err = nats.Connect(cfg.NATSURL, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
+		return nil, fmt.Errorf("connect nats %s: %w", cfg.NATSURL, err)
+	}
+	s.closers = append(s.closers, func() error { s.NATS.Close(); return nil })
+	js, err := jetstream.New(s.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err = s.etcdParts(ctx); err != nil {
+		return nil, err
+	}
+
+	writer := outbox.NewWriter(cfg.KafkaBrokers...)
+	s.closers = append(s.closers, writer.Close)
+	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
+	s.Payments = adapters.NewPaymentGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
+	s.Provider = adapters.NewSimulatedProvider(s.Settings)
+	s.App = app.New(app.Deps{
+		Payments: s.Payments,
+		Provider: s.Provider,
+		Rules: func() payment.Rules {
+			d := s.Settings()
+			return payment.Rules{MaxAmountCents: d.DeclineAboveCents, Currencies: d.Currencies}
+		},
+		NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
+	})
+	s.events = adapters.NewOrderEvents(js, s.App, cfg.MaxDeliver, o.Logger)
+
+	verifier := o.Verifier
+	if verifier == nil {
+		verifier = auth.NewVerifier(cfg.JWKSURL, auth.VerifierOptions{})
+	}
+	s.Server = server.New(server.Options{
+		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
+		ShutdownTimeout: cfg.ShutdownTimeout, Logger: o.Logger, Telemetry: o.Telemetry,
+		Deregister: s.registry.Deregister,
+		Checks: []server.Check{
+			{Name: "database", Probe: func(ctx context.Context) error {
+				sqlDB, err := s.DB.DB()
+				if err != nil {
+					return err
+				}
+				return sqlDB.PingContext(ctx)
+			}},
+			{Name: "nats", Probe: func(context.Context) error {
+				if !s.NATS.IsConnected() {
+					return errors.New("not connected")
+				}
+				return nil
+			}},
+			{Name: "jwks", Probe: verifier.Ready},
+		},
+	})
+	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
+	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.close() })
+	return s, nil
+}
+
+// etcdParts sets up discovery and the dynamic settings: both from etcd when
+// endpoints are configured, else a static registry and the initial settings.
+func (s *Service) etcdParts(ctx context.Context) error {
+	initial := s.cfg.Initial()
+	if len(s.cfg.EtcdEndpoints) == 0 {
+		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
+		if err != nil {
+			return fmt.Errorf("DISCOVERY_STATIC: %w", err)
+		}
+		s.registry = st
+		s.Settings = func() config.Dynamic { return initial }
+		return nil
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
+	}
+	s.closers = append(s.closers, cli.Close)
+	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
+	// The watch lives as long as the etcd client: closing the client on
+	// shutdown ends it.
+	v, err := dynconfig.Watch(context.WithoutCancel(ctx), cli, config.DynamicKey, initial)
+	if err != nil {
+		return err
+	}
+	v.OnChange(func(d config.Dynamic) { s.log.Info("payment settings changed", "settings", d) })
+	s.Settings = v.Load
+	return nil
+}
+
+// Start runs the outbox relay and the order.created consumer.
+func (s *Service) Start(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.Relay.Run(wctx) })
+	stopConsumer, err := s.events.Start(ctx)
+	if err != nil {
+		cancel()
+		wg.Wait()
+		return err
+	}
+	s.stopWorkers = func() {
+		stopConsumer()
+		cancel()
+		wg.Wait()
+	}
+	return nil
+}
+
+// Run starts the workers, listens, registers in discovery and serves until
+// ctx ends or a signal arrives.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		s.Stop()
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		s.Stop()
+		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
+	}
+	in := discovery.Instance{Service: Name, Addr: advertise(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
+	if err := s.registry.Register(ctx, in); err != nil {
+		ln.Close()
+		s.Stop()
+		return fmt.Errorf("register in discovery: %w", err)
+	}
+	return s.Server.Serve(ctx, ln)
+}
+
+func (s *Service) stop() {
+	if s.stopWorkers != nil {
+		s.stopWorkers()
+		s.stopWorkers = nil
+	}
+}
+
+// Stop ends the workers and closes every connection.
+func (s *Service) Stop() error {
+	s.stop()
+	return s.close()
+}
+
+func (s *Service) close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+func advertise(configured string, addr net.Addr) string {
+	if configured != "" {
+		return configured
+	}
+	_, port, _ := net.SplitHostPort(addr.String())
+	return net.JoinHostPort("127.0.0.1", port)
+}
