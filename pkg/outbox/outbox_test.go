@@ -1,0 +1,448 @@
+package outbox_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/internal/dbtest"
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+)
+
+var (
+	spans   = tracetest.NewSpanRecorder()
+	metrics = sdkmetric.NewManualReader()
+)
+
+// TestMain installs what telemetry.Setup installs in a binary: W3C propagators and SDK providers, here recording.
+func TestMain(m *testing.M) {
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)))
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics)))
+	if helperMain() {
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// fakeWriter is the unit tests' Kafka: it records messages and fails keys on demand.
+type fakeWriter struct {
+	mu   sync.Mutex
+	msgs []kafka.Message
+	fail map[string]error // key -> error returned for it
+}
+
+func (w *fakeWriter) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	errs := make(kafka.WriteErrors, len(msgs))
+	failed := false
+	for i, m := range msgs {
+		if err := w.fail[string(m.Key)]; err != nil {
+			errs[i], failed = err, true
+			continue
+		}
+		w.msgs = append(w.msgs, m)
+	}
+	if failed {
+		return errs
+	}
+	return nil
+}
+
+func (w *fakeWriter) sent() []kafka.Message {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.msgs)
+}
+
+func migrated(t *testing.T, db *gorm.DB) *gorm.DB {
+	t.Helper()
+	if err := migrate.Up(context.Background(), db, outbox.Migrations); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// add commits one event for key in its own transaction and returns it.
+func add(t testing.TB, ctx context.Context, db *gorm.DB, topic, key string, n int) event.Envelope {
+	t.Helper()
+	e, err := event.New("order.created", "/services/order", key, map[string]any{"order_id": key, "n": n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Transaction(func(tx *gorm.DB) error { return outbox.Add(ctx, tx, topic, key, e) }); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func header(m kafka.Message, k string) string {
+	for _, h := range m.Headers {
+		if h.Key == k {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+func rows(t *testing.T, db *gorm.DB) []outbox.Message {
+	t.Helper()
+	var ms []outbox.Message
+	if err := db.Order("id").Find(&ms).Error; err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+func TestAddStoresEventAndTraceContext(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		migrated(t, db)
+		ctx, span := otel.Tracer("test").Start(context.Background(), "POST /api/v1/orders")
+		e := add(t, ctx, db, "shanhai.orders", "o-1", 1)
+		span.End()
+
+		ms := rows(t, db)
+		if len(ms) != 1 {
+			t.Fatalf("%d rows", len(ms))
+		}
+		m := ms[0]
+		if m.Topic != "shanhai.orders" || m.Key != "o-1" || m.EventID != e.ID || m.EventType != e.Type ||
+			string(m.Payload) != string(e.Data) || m.SentAt != nil || m.Attempts != 0 {
+			t.Fatalf("row %+v", m)
+		}
+		var h map[string]string
+		if err := json.Unmarshal([]byte(m.Headers), &h); err != nil {
+			t.Fatal(err)
+		}
+		if h["ce_id"] != e.ID || h["ce_type"] != "order.created" || h["ce_specversion"] != "1.0" {
+			t.Fatalf("headers %v", h)
+		}
+		want := span.SpanContext().TraceID().String()
+		if !strings.Contains(h["traceparent"], want) {
+			t.Fatalf("traceparent %q does not carry trace %s", h["traceparent"], want)
+		}
+	})
+}
+
+func TestAddRejectsInvalid(t *testing.T) {
+	db := migrated(t, dbtest.SQLite(t))
+	e, _ := event.New("t", "/s", "", 1)
+	if err := outbox.Add(context.Background(), db, "", "k", e); err == nil {
+		t.Fatal("empty topic accepted")
+	}
+	if err := outbox.Add(context.Background(), db, "topic", "k", event.Envelope{Type: "t"}); !errors.Is(err, event.ErrInvalid) {
+		t.Fatalf("envelope without id: %v", err)
+	}
+}
+
+// Rows become visible to the relay only when the writer's transaction commits; a rolled-back state change
+// publishes nothing.
+func TestRelaySeesOnlyCommittedRows(t *testing.T) {
+	db := migrated(t, dbtest.Postgres(t))
+	w := &fakeWriter{}
+	r := outbox.NewRelay(db, w, outbox.RelayOptions{})
+	e, _ := event.New("order.created", "/services/order", "o", 1)
+	tx := db.Begin()
+	if err := outbox.Add(context.Background(), tx, "t", "o", e); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 0 {
+		t.Fatalf("relay claimed %d uncommitted rows (%v)", n, err)
+	}
+	tx.Rollback()
+	if n, err := r.RunOnce(context.Background()); err != nil || n != 0 {
+		t.Fatalf("relay claimed %d rolled-back rows (%v)", n, err)
+	}
+	if len(w.sent()) != 0 {
+		t.Fatal("published a rolled-back event")
+	}
+}
+
+func TestRelayPublishesInKeyOrderAndMarksSent(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		migrated(t, db)
+		ctx := context.Background()
+		var want []string
+		for i := range 9 {
+			want = append(want, add(t, ctx, db, "shanhai.orders", fmt.Sprintf("k%d", i%3), i).ID)
+		}
+		w := &fakeWriter{}
+		r := outbox.NewRelay(db, w, outbox.RelayOptions{})
+		rounds := 0
+		for {
+			n, err := r.RunOnce(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				break
+			}
+			rounds++
+		}
+		// One row per key per round: three keys with three rows each take three rounds.
+		if rounds != 3 {
+			t.Fatalf("%d rounds, want 3", rounds)
+		}
+		got := w.sent()
+		if len(got) != 9 {
+			t.Fatalf("%d messages, want 9", len(got))
+		}
+		perKey := map[string][]string{}
+		for _, m := range got {
+			perKey[string(m.Key)] = append(perKey[string(m.Key)], header(m, "ce_id"))
+			if m.Topic != "shanhai.orders" || header(m, "ce_specversion") != "1.0" || header(m, "content-type") != "application/json" {
+				t.Fatalf("message %s headers %v", m.Topic, m.Headers)
+			}
+			if _, err := event.FromHeaders(map[string]string{
+				"ce_specversion": header(m, "ce_specversion"), "ce_id": header(m, "ce_id"), "ce_type": header(m, "ce_type"),
+				"ce_source": header(m, "ce_source"), "ce_time": header(m, "ce_time"),
+			}, m.Value); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for k := range 3 {
+			wantKey := []string{want[k], want[k+3], want[k+6]}
+			if !slices.Equal(perKey[fmt.Sprintf("k%d", k)], wantKey) {
+				t.Fatalf("key k%d order %v, want %v", k, perKey[fmt.Sprintf("k%d", k)], wantKey)
+			}
+		}
+		for _, m := range rows(t, db) {
+			if m.SentAt == nil || m.Attempts != 1 {
+				t.Fatalf("row %d not marked sent: %+v", m.ID, m)
+			}
+		}
+	})
+}
+
+// A failing row is retried with backoff, records the error, and holds back later rows of its key only.
+func TestRelayRetriesFailedRowsInOrder(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		migrated(t, db)
+		ctx := context.Background()
+		bad1 := add(t, ctx, db, "t", "bad", 1)
+		good := add(t, ctx, db, "t", "good", 2)
+		bad2 := add(t, ctx, db, "t", "bad", 3)
+		w := &fakeWriter{fail: map[string]error{"bad": errors.New("broker said no")}}
+		r := outbox.NewRelay(db, w, outbox.RelayOptions{MinBackoff: time.Hour, MaxBackoff: 2 * time.Hour})
+		n, err := r.RunOnce(ctx)
+		if err != nil || n != 2 {
+			t.Fatalf("claimed %d (%v), want bad#1 and good", n, err)
+		}
+		if n, _ := r.RunOnce(ctx); n != 0 {
+			t.Fatalf("claimed %d during backoff", n)
+		}
+		if got := w.sent(); len(got) != 1 || header(got[0], "ce_id") != good.ID {
+			t.Fatalf("sent %v, want only the good key", got)
+		}
+		ms := rows(t, db)
+		now := time.Now()
+		if ms[0].Attempts != 1 || ms[0].LastError != "broker said no" || ms[0].SentAt != nil {
+			t.Fatalf("failed row %+v", ms[0])
+		}
+		if next := time.UnixMilli(ms[0].NextAttemptAt); next.Before(now.Add(29*time.Minute)) || next.After(now.Add(time.Hour)) {
+			t.Fatalf("next attempt at %v: want within [30m, 1h] (equal jitter of 1h)", next)
+		}
+		if ms[2].Attempts != 0 {
+			t.Fatal("the later row of the failing key was tried")
+		}
+
+		// The broker recovers and the backoff has passed: both rows of the key go out, in order.
+		w.mu.Lock()
+		w.fail = nil
+		w.mu.Unlock()
+		db.Exec("UPDATE outbox SET next_attempt_at = 0")
+		for {
+			if n, err := r.RunOnce(ctx); err != nil {
+				t.Fatal(err)
+			} else if n == 0 {
+				break
+			}
+		}
+		var ids []string
+		for _, m := range w.sent() {
+			ids = append(ids, header(m, "ce_id"))
+		}
+		if !slices.Equal(ids, []string{good.ID, bad1.ID, bad2.ID}) {
+			t.Fatalf("publish order %v", ids)
+		}
+		if ms := rows(t, db); ms[0].Attempts != 2 || ms[0].LastError != "" || ms[0].SentAt == nil {
+			t.Fatalf("retried row %+v", ms[0])
+		}
+	})
+}
+
+// A write error that is not per message fails the whole batch.
+func TestRelayWholeBatchFailure(t *testing.T) {
+	db := migrated(t, dbtest.SQLite(t))
+	ctx := context.Background()
+	add(t, ctx, db, "t", "a", 1)
+	add(t, ctx, db, "t", "b", 2)
+	r := outbox.NewRelay(db, writerFunc(func(context.Context, ...kafka.Message) error {
+		return kafka.LeaderNotAvailable
+	}), outbox.RelayOptions{})
+	if n, err := r.RunOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("claimed %d, %v", n, err)
+	}
+	for _, m := range rows(t, db) {
+		if m.SentAt != nil || m.Attempts != 1 || !strings.Contains(m.LastError, "Leader Not Available") {
+			t.Fatalf("row %+v", m)
+		}
+	}
+}
+
+type writerFunc func(ctx context.Context, msgs ...kafka.Message) error
+
+func (f writerFunc) WriteMessages(ctx context.Context, msgs ...kafka.Message) error { return f(ctx, msgs...) }
+
+// The producer span continues the trace stored by Add, and the message carries the producer span's context.
+func TestRelayProducerSpan(t *testing.T) {
+	db := migrated(t, dbtest.SQLite(t))
+	ctx, req := otel.Tracer("test").Start(context.Background(), "POST /api/v1/orders")
+	e := add(t, ctx, db, "shanhai.orders", "o-1", 1)
+	req.End()
+	w := &fakeWriter{}
+	if _, err := outbox.NewRelay(db, w, outbox.RelayOptions{}).RunOnce(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var producer sdktrace.ReadOnlySpan
+	for _, s := range spans.Ended() {
+		for _, a := range s.Attributes() {
+			if a.Key == "messaging.message.id" && a.Value.AsString() == e.ID {
+				producer = s
+			}
+		}
+	}
+	if producer == nil {
+		t.Fatal("no producer span for the event")
+	}
+	if producer.SpanKind() != trace.SpanKindProducer || producer.Name() != "shanhai.orders publish" {
+		t.Fatalf("span %q kind %v", producer.Name(), producer.SpanKind())
+	}
+	if producer.Parent().SpanID() != req.SpanContext().SpanID() || producer.SpanContext().TraceID() != req.SpanContext().TraceID() {
+		t.Fatal("producer span is not a child of the request span")
+	}
+	tp := header(w.sent()[0], "traceparent")
+	if want := fmt.Sprintf("00-%s-%s-01", producer.SpanContext().TraceID(), producer.SpanContext().SpanID()); tp != want {
+		t.Fatalf("traceparent %q, want %q", tp, want)
+	}
+}
+
+func TestRelayMetrics(t *testing.T) {
+	db := migrated(t, dbtest.SQLite(t))
+	ctx := context.Background()
+	topic := "metrics-" + fmt.Sprint(time.Now().UnixNano())
+	add(t, ctx, db, topic, "ok", 1)
+	add(t, ctx, db, topic, "ko", 2)
+	w := &fakeWriter{fail: map[string]error{"ko": errors.New("no")}}
+	if _, err := outbox.NewRelay(db, w, outbox.RelayOptions{}).RunOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var rm metricdata.ResourceMetrics
+	if err := metrics.Collect(ctx, &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(attribute.Key("messaging.destination.name")); v.AsString() == topic {
+						got[m.Name] += p.Value
+					}
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					if v, _ := p.Attributes.Value(attribute.Key("messaging.destination.name")); v.AsString() == topic {
+						got[m.Name] += int64(p.Count)
+					}
+				}
+			}
+		}
+	}
+	want := map[string]int64{"outbox.messages.published": 1, "outbox.messages.failed": 1, "outbox.lag": 1}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("metrics %v, want %v", got, want)
+		}
+	}
+}
+
+func TestCleanupDeletesOnlyOldSentRows(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		migrated(t, db)
+		ctx := context.Background()
+		add(t, ctx, db, "t", "a", 1)
+		add(t, ctx, db, "t", "b", 2)
+		add(t, ctx, db, "t", "c", 3)
+		db.Exec("UPDATE outbox SET sent_at = ? WHERE key = 'a'", time.Now().UTC().Add(-100*time.Hour))
+		db.Exec("UPDATE outbox SET sent_at = ? WHERE key = 'b'", time.Now().UTC())
+		r := outbox.NewRelay(db, &fakeWriter{}, outbox.RelayOptions{})
+		n, err := r.Cleanup(ctx, time.Now().Add(-72*time.Hour))
+		if err != nil || n != 1 {
+			t.Fatalf("deleted %d (%v), want 1", n, err)
+		}
+		var keys []string
+		db.Raw("SELECT key FROM outbox ORDER BY id").Scan(&keys)
+		if !slices.Equal(keys, []string{"b", "c"}) {
+			t.Fatalf("left %v", keys)
+		}
+	})
+}
+
+// Run publishes without waiting for its (hour-long) poll interval when nudged, and returns when its context ends.
+func TestRunNudge(t *testing.T) {
+	db := migrated(t, dbtest.SQLite(t))
+	// Learn when Run's first round has looked at the (empty) table, so the row below can only go out by a nudge.
+	polled := make(chan struct{}, 100)
+	err := db.Callback().Row().After("gorm:row").Register("test:polled", func(*gorm.DB) {
+		select {
+		case polled <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &fakeWriter{}
+	r := outbox.NewRelay(db, w, outbox.RelayOptions{Interval: time.Hour, Retention: -1})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	<-polled
+	add(t, context.Background(), db, "t", "k", 1)
+	r.Nudge()
+	deadline := time.After(10 * time.Second)
+	for len(w.sent()) == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("nudged relay did not publish")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+}
