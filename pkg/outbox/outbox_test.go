@@ -313,7 +313,9 @@ func TestRelayWholeBatchFailure(t *testing.T) {
 
 type writerFunc func(ctx context.Context, msgs ...kafka.Message) error
 
-func (f writerFunc) WriteMessages(ctx context.Context, msgs ...kafka.Message) error { return f(ctx, msgs...) }
+func (f writerFunc) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+	return f(ctx, msgs...)
+}
 
 // The producer span continues the trace stored by Add, and the message carries the producer span's context.
 func TestRelayProducerSpan(t *testing.T) {
