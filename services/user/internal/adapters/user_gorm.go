@@ -1,0 +1,141 @@
+// Package adapters implements the user service's domain interfaces: gorm
+// repositories (PostgreSQL or SQLite), the Redis profile cache, argon2id
+// password hashing and the login guard on pkg/limit.
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+// Source is the CloudEvents source of every event this service emits.
+const Source = "/shanhai/user"
+
+// UsersTopic is the Kafka topic of account events.
+const UsersTopic = "shanhai.users"
+
+type userRow struct {
+	ID           string `gorm:"primaryKey"`
+	Email        string
+	Name         string
+	PasswordHash string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+func (userRow) TableName() string { return "users" }
+
+func toUserRow(u user.User) userRow {
+	return userRow{ID: u.ID, Email: u.Email, Name: u.Name, PasswordHash: u.PasswordHash,
+		CreatedAt: u.CreatedAt.UTC(), UpdatedAt: u.UpdatedAt.UTC()}
+}
+
+func (r userRow) user() user.User {
+	return user.User{ID: r.ID, Email: r.Email, Name: r.Name, PasswordHash: r.PasswordHash,
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}
+}
+
+// UserGorm is the user.Repository on gorm.
+type UserGorm struct{ db *gorm.DB }
+
+// NewUserGorm stores accounts in db (migrated with the service's migrations
+// and outbox.Migrations).
+func NewUserGorm(db *gorm.DB) *UserGorm { return &UserGorm{db: db} }
+
+var _ user.Repository = (*UserGorm)(nil)
+
+// Add inserts the account and its user.registered event in one transaction.
+// The unique index on email decides races between two sign-ups.
+func (r *UserGorm) Add(ctx context.Context, u user.User) error {
+	env, err := event.New(user.RegisteredType, Source, u.ID, u.Registered())
+	if err != nil {
+		return fmt.Errorf("add user: %w", err)
+	}
+	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		row := toUserRow(u)
+		// ON CONFLICT DO NOTHING turns a taken email into "no row inserted"
+		// on both dialects, without an error for gorm to log at ERROR level
+		// on every duplicate sign-up.
+		res := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&row)
+		if res.Error != nil {
+			return fmt.Errorf("insert user: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return user.ErrEmailTaken
+		}
+		return outbox.Add(ctx, tx, UsersTopic, u.ID, env)
+	})
+	if err != nil {
+		return fmt.Errorf("add user: %w", err)
+	}
+	return nil
+}
+
+// ByID returns user.ErrNotFound for an unknown id.
+func (r *UserGorm) ByID(ctx context.Context, id string) (user.User, error) {
+	return r.take(ctx, "id = ?", id)
+}
+
+// ByEmail expects a normalised address.
+func (r *UserGorm) ByEmail(ctx context.Context, email string) (user.User, error) {
+	return r.take(ctx, "email = ?", email)
+}
+
+func (r *UserGorm) take(ctx context.Context, where string, arg string) (user.User, error) {
+	var row userRow
+	err := r.db.WithContext(ctx).Where(where, arg).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return user.User{}, user.ErrNotFound
+	}
+	if err != nil {
+		return user.User{}, fmt.Errorf("load user: %w", err)
+	}
+	return row.user(), nil
+}
+
+// Update locks the row (FOR UPDATE on PostgreSQL; SQLite's single writer
+// serialises anyway), applies fn and writes the changed columns.
+func (r *UserGorm) Update(ctx context.Context, id string, fn func(*user.User) error) (user.User, error) {
+	var out user.User
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var row userRow
+		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Take(&row).Error
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return user.ErrNotFound
+		}
+		if err != nil {
+			return fmt.Errorf("lock user: %w", err)
+		}
+		u := row.user()
+		if err := fn(&u); err != nil {
+			return err
+		}
+		next := toUserRow(u)
+		// The id and the password hash are not fn's to change here.
+		err = tx.Model(&userRow{}).Where("id = ?", id).Updates(map[string]any{
+			"email": next.Email, "name": next.Name, "updated_at": next.UpdatedAt,
+		}).Error
+		if errors.Is(err, gorm.ErrDuplicatedKey) {
+			return user.ErrEmailTaken
+		}
+		if err != nil {
+			return fmt.Errorf("write user: %w", err)
+		}
+		out = u
+		out.PasswordHash = row.PasswordHash
+		return nil
+	})
+	if err != nil {
+		return user.User{}, fmt.Errorf("update user %s: %w", id, err)
+	}
+	return out, nil
+}

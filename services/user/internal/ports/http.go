@@ -1,0 +1,222 @@
+// Package ports is the user service's HTTP face: gin handlers that decode
+// and check requests, call the use cases, and map domain errors to status
+// codes and problem+json. No business rule lives here.
+package ports
+
+import (
+	_ "embed"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/shanhai-dev/shanhai/pkg/auth"
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/services/user/internal/app"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+// OpenAPI is the service's OpenAPI 3.1 document, served at /openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
+
+// HTTP holds what the handlers need.
+type HTTP struct {
+	App      app.Application
+	JWKS     []byte
+	Verifier *auth.Verifier
+	Logger   *slog.Logger
+}
+
+// Mount registers the routes on r.
+func (h HTTP) Mount(r gin.IRouter) {
+	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", OpenAPI) })
+	r.GET("/.well-known/jwks.json", h.jwks)
+
+	v1 := r.Group("/api/v1")
+	v1.POST("/users", h.register)
+	v1.POST("/sessions", h.login)
+	v1.POST("/sessions/refresh", h.refresh)
+	v1.DELETE("/sessions", h.logout)
+
+	me := v1.Group("/users/me", auth.Middleware(h.Verifier))
+	me.GET("", h.getMe)
+	me.PATCH("", h.patchMe)
+}
+
+type registerRequest struct {
+	Email    string `json:"email" binding:"required"`
+	Password string `json:"password" binding:"required"`
+	Name     string `json:"name" binding:"required"`
+}
+
+type profileResponse struct {
+	ID        string    `json:"id"`
+	Email     string    `json:"email"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func toProfile(p user.Profile) profileResponse {
+	return profileResponse{ID: p.ID, Email: p.Email, Name: p.Name, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+}
+
+func (h HTTP) register(c *gin.Context) {
+	var req registerRequest
+	if !server.DecodeJSON(c, &req) {
+		return
+	}
+	p, err := h.App.Register.Handle(c.Request.Context(), app.Register{Email: req.Email, Password: req.Password, Name: req.Name})
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.Header("Location", "/api/v1/users/me")
+	c.JSON(http.StatusCreated, toProfile(p))
+}
+
+type loginRequest struct {
+	Email    string `json:"email" binding:"required"`
+	Password string `json:"password" binding:"required"`
+}
+
+// tokenResponse follows OAuth 2.0's token response names (RFC 6749 §5.1),
+// so generic clients understand it.
+type tokenResponse struct {
+	UserID           string `json:"user_id"`
+	AccessToken      string `json:"access_token"`
+	TokenType        string `json:"token_type"`
+	ExpiresIn        int    `json:"expires_in"`
+	RefreshToken     string `json:"refresh_token"`
+	RefreshExpiresIn int    `json:"refresh_expires_in"`
+}
+
+func (h HTTP) writeTokens(c *gin.Context, status int, t app.Tokens) {
+	// Tokens must not sit in any cache on the way (RFC 6749 §5.1).
+	c.Header("Cache-Control", "no-store")
+	now := time.Now()
+	c.JSON(status, tokenResponse{
+		UserID:           t.UserID,
+		AccessToken:      t.AccessToken,
+		TokenType:        "Bearer",
+		ExpiresIn:        int(t.AccessExpiresAt.Sub(now).Round(time.Second).Seconds()),
+		RefreshToken:     t.RefreshToken,
+		RefreshExpiresIn: int(t.RefreshExpiresAt.Sub(now).Round(time.Second).Seconds()),
+	})
+}
+
+func (h HTTP) login(c *gin.Context) {
+	var req loginRequest
+	if !server.DecodeJSON(c, &req) {
+		return
+	}
+	t, err := h.App.Login.Handle(c.Request.Context(), app.Login{Email: req.Email, Password: req.Password, IP: c.ClientIP()})
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	h.writeTokens(c, http.StatusCreated, t)
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refresh_token" binding:"required,max=512"`
+}
+
+func (h HTTP) refresh(c *gin.Context) {
+	var req refreshRequest
+	if !server.DecodeJSON(c, &req) {
+		return
+	}
+	t, err := h.App.Refresh.Handle(c.Request.Context(), req.RefreshToken)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	h.writeTokens(c, http.StatusOK, t)
+}
+
+func (h HTTP) logout(c *gin.Context) {
+	var req refreshRequest
+	if !server.DecodeJSON(c, &req) {
+		return
+	}
+	if err := h.App.Logout.Handle(c.Request.Context(), req.RefreshToken); err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+func (h HTTP) jwks(c *gin.Context) {
+	// Verifiers refetch on an unknown kid anyway; a short max-age keeps a
+	// rotation visible within minutes.
+	c.Header("Cache-Control", "public, max-age=300")
+	c.Data(http.StatusOK, "application/jwk-set+json", h.JWKS)
+}
+
+func (h HTTP) getMe(c *gin.Context) {
+	p, err := h.App.GetProfile.Handle(c.Request.Context(), auth.UserID(c))
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.Header("Cache-Control", "private, no-cache")
+	c.JSON(http.StatusOK, toProfile(p))
+}
+
+type patchMeRequest struct {
+	Name *string `json:"name"`
+}
+
+func (h HTTP) patchMe(c *gin.Context) {
+	var req patchMeRequest
+	if !server.DecodeJSON(c, &req) {
+		return
+	}
+	p, err := h.App.UpdateProfile.Handle(c.Request.Context(), auth.UserID(c), app.UpdateProfile{Name: req.Name})
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, toProfile(p))
+}
+
+// fail maps use-case errors to answers. Anything unrecognised is a 500 whose
+// detail says nothing; the error is logged (errors in this service never
+// carry a password or a hash, only ids).
+func (h HTTP) fail(c *gin.Context, err error) {
+	var verr *user.ValidationError
+	var tooMany *app.TooManyAttemptsError
+	switch {
+	case errors.As(err, &verr):
+		fields := make([]problem.FieldError, len(verr.Fields))
+		for i, f := range verr.Fields {
+			fields[i] = problem.FieldError{Field: f.Field, Detail: f.Detail}
+		}
+		problem.Abort(c, http.StatusUnprocessableEntity, "the request has invalid fields", fields...)
+	case errors.Is(err, user.ErrEmailTaken):
+		problem.Abort(c, http.StatusConflict, "an account with this email already exists",
+			problem.FieldError{Field: "email", Detail: "is already registered"})
+	case errors.Is(err, app.ErrBadCredentials):
+		problem.Abort(c, http.StatusUnauthorized, "email or password is wrong")
+	case errors.As(err, &tooMany):
+		secs := int(math.Ceil(tooMany.RetryAfter.Seconds()))
+		c.Header("Retry-After", strconv.Itoa(max(1, secs)))
+		problem.Abort(c, http.StatusTooManyRequests, "too many login attempts; try again later")
+	case errors.Is(err, session.ErrInvalid):
+		problem.Abort(c, http.StatusUnauthorized, "the refresh token is invalid, expired or revoked")
+	case errors.Is(err, user.ErrNotFound):
+		problem.Abort(c, http.StatusNotFound, "the account no longer exists")
+	default:
+		h.Logger.ErrorContext(c.Request.Context(), "request failed", "route", c.FullPath(), "error", err.Error())
+		problem.Abort(c, http.StatusInternalServerError, "internal error")
+	}
+}

@@ -1,0 +1,259 @@
+// Package service wires the user service from its configuration: the one
+// place that knows every adapter. main and the component tests build the
+// service here, so tests exercise the production wiring.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/auth"
+	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/discovery"
+	"github.com/shanhai-dev/shanhai/pkg/limit"
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/user/internal/app"
+	"github.com/shanhai-dev/shanhai/services/user/internal/config"
+	"github.com/shanhai-dev/shanhai/services/user/internal/ports"
+	"github.com/shanhai-dev/shanhai/services/user/migrations"
+)
+
+// Name is the service name in discovery, telemetry and logs.
+const Name = "user"
+
+// Options are what the caller provides beyond the environment config.
+type Options struct {
+	Logger    *slog.Logger
+	Telemetry *telemetry.Provider
+}
+
+// Service is a wired, not yet running, user service.
+type Service struct {
+	cfg      config.Config
+	log      *slog.Logger
+	Server   *server.Server
+	App      app.Application
+	Signer   *auth.Signer
+	DB       *gorm.DB
+	Redis    *redis.Client
+	Relay    *outbox.Relay
+	registry discovery.Registry
+
+	stopWorkers func()
+	closers     []func() error
+}
+
+// Migrate applies the outbox set and the service's own set.
+func Migrate(ctx context.Context, db *gorm.DB) error {
+	if err := migrate.Up(ctx, db, outbox.Migrations); err != nil {
+		return err
+	}
+	return migrate.Up(ctx, db, migrations.FS)
+}
+
+// New connects to every dependency, migrates the database and builds the
+// HTTP server. Nothing is served until Run.
+func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s = &Service{cfg: cfg, log: o.Logger}
+	defer func() {
+		if err != nil {
+			_ = s.close()
+		}
+	}()
+
+	keys, generated, err := cfg.Keys.Keys()
+	if err != nil {
+		return nil, fmt.Errorf("signing keys: %w", err)
+	}
+	if generated {
+		o.Logger.Warn("AUTH_DEV_KEYS: signing with a throwaway key; tokens die with this process", "kid", keys[0].Kid)
+	}
+	s.Signer = auth.NewSigner(keys...)
+	// The service checks its own tokens against its own keys: no HTTP round
+	// trip to itself, and no window where it cannot verify what it signed.
+	verifier, err := auth.NewStaticVerifier(s.Signer.JWKS(), auth.VerifierOptions{})
+	if err != nil {
+		return nil, err
+	}
+
+	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, func() error {
+		sqlDB, err := s.DB.DB()
+		if err != nil {
+			return err
+		}
+		return sqlDB.Close()
+	})
+	if err = Migrate(ctx, s.DB); err != nil {
+		return nil, err
+	}
+
+	ropt, err := redis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	s.Redis = redis.NewClient(ropt)
+	s.closers = append(s.closers, s.Redis.Close)
+
+	if err = s.discovery(); err != nil {
+		return nil, err
+	}
+
+	writer := outbox.NewWriter(cfg.KafkaBrokers...)
+	s.closers = append(s.closers, writer.Close)
+	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
+
+	window := limit.Rate{Period: cfg.LoginWindow}
+	perIP, perAccount := window, window
+	perIP.Count, perAccount.Count = cfg.LoginIPAttempts, cfg.LoginAccountAttempts
+	guard := adapters.NewLoginGuard(
+		limit.NewRedis(s.Redis, perIP, cfg.Replicas, limit.Name("login-ip"), limit.Logger(o.Logger)),
+		limit.NewRedis(s.Redis, perAccount, cfg.Replicas, limit.Name("login-account"), limit.Logger(o.Logger)),
+	)
+	s.App = app.New(app.Deps{
+		Users:      adapters.NewUserGorm(s.DB),
+		Profiles:   adapters.NewProfileRedis(s.Redis, cfg.ProfileCacheTTL),
+		Sessions:   adapters.NewSessionGorm(s.DB),
+		Hasher:     adapters.NewArgon2(adapters.Argon2Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: 1, SaltLen: 16, KeyLen: 32}, cfg.Argon2Concurrency),
+		Tokens:     s.Signer,
+		Guard:      guard,
+		Logger:     o.Logger,
+		NewID:      func() string { return uuid.Must(uuid.NewV7()).String() },
+		AccessTTL:  cfg.AccessTokenTTL,
+		RefreshTTL: cfg.RefreshTokenTTL,
+	})
+
+	s.Server = server.New(server.Options{
+		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
+		ShutdownTimeout: cfg.ShutdownTimeout, Logger: o.Logger, Telemetry: o.Telemetry,
+		Deregister: s.registry.Deregister,
+		Checks: []server.Check{
+			{Name: "database", Probe: func(ctx context.Context) error {
+				sqlDB, err := s.DB.DB()
+				if err != nil {
+					return err
+				}
+				return sqlDB.PingContext(ctx)
+			}},
+			{Name: "redis", Probe: func(ctx context.Context) error { return s.Redis.Ping(ctx).Err() }},
+		},
+	})
+	router := s.Server.Router()
+	if err = router.SetTrustedProxies(trimmed(cfg.TrustedProxies)); err != nil {
+		return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
+	}
+	ports.HTTP{App: s.App, JWKS: s.Signer.JWKS(), Verifier: verifier, Logger: o.Logger}.Mount(router)
+	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.close() })
+	return s, nil
+}
+
+func trimmed(list []string) []string {
+	var out []string
+	for _, s := range list {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// discovery picks etcd when endpoints are configured, else the static list.
+func (s *Service) discovery() error {
+	if len(trimmed(s.cfg.EtcdEndpoints)) == 0 {
+		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
+		if err != nil {
+			return fmt.Errorf("DISCOVERY_STATIC: %w", err)
+		}
+		s.registry = st
+		return nil
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: trimmed(s.cfg.EtcdEndpoints), DialTimeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
+	}
+	s.closers = append(s.closers, cli.Close)
+	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
+	return nil
+}
+
+// Start runs the outbox relay in the background until Stop or shutdown.
+func (s *Service) Start(ctx context.Context) {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.Relay.Run(wctx) })
+	s.stopWorkers = func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// Run starts the relay, listens, registers in discovery and serves until ctx
+// ends or a signal arrives, then shuts down in pkg/server's order.
+func (s *Service) Run(ctx context.Context) error {
+	s.Start(ctx)
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		_ = s.Stop()
+		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
+	}
+	in := discovery.Instance{Service: Name, Addr: advertise(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
+	if err := s.registry.Register(ctx, in); err != nil {
+		ln.Close()
+		_ = s.Stop()
+		return fmt.Errorf("register in discovery: %w", err)
+	}
+	return s.Server.Serve(ctx, ln)
+}
+
+func (s *Service) stop() {
+	if s.stopWorkers != nil {
+		s.stopWorkers()
+		s.stopWorkers = nil
+	}
+}
+
+// Stop ends the relay and closes every connection (tests; Run does this
+// through the server's shutdown hooks).
+func (s *Service) Stop() error {
+	s.stop()
+	return s.close()
+}
+
+func (s *Service) close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}
+
+// advertise is the address other services dial: the configured one, or the
+// loopback address with the port we actually listen on.
+func advertise(configured string, addr net.Addr) string {
+	if configured != "" {
+		return configured
+	}
+	_, port, _ := net.SplitHostPort(addr.String())
+	return net.JoinHostPort("127.0.0.1", port)
+}
