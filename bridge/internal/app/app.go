@@ -1,0 +1,198 @@
+// Package app wires the bridge: clients for the three brokers, the two legs,
+// and the HTTP server with readiness per broker. cmd/bridge only calls Run,
+// so tests and the fault test start exactly what production starts.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	pulsarlog "github.com/apache/pulsar-client-go/pulsar/log"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/config"
+	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
+	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
+	"github.com/shanhai-dev/shanhai/bridge/internal/pulsarleg"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Run starts the bridge and blocks until ctx ends or SIGINT/SIGTERM, then
+// drains: in-flight messages settle, confirmed offsets are committed, nothing
+// else is.
+func Run(ctx context.Context, cfg config.Config) error {
+	level := slog.LevelInfo
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := telemetry.NewLogger(os.Stdout, level)
+	slog.SetDefault(log)
+
+	tp, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "bridge", ServiceVersion: Version, Logger: log})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	m, err := metrics.New(otel.Meter("github.com/shanhai-dev/shanhai/bridge"))
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	routes, err := cfg.Routes()
+	if err != nil {
+		return err
+	}
+
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("shanhai-bridge"),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		// No reconnect buffer: a publish while disconnected fails at once
+		// instead of being replayed on the new connection behind later ones
+		// (leg A's ordering argument relies on it).
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return fmt.Errorf("nats %s: %w", cfg.NATSURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8*cfg.InFlight), jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+
+	dead := dlq.NewKafka(cfg.KafkaBrokers, cfg.DLQTopic, cfg.MaxBackoff)
+	defer dead.Close()
+
+	checks := []server.Check{
+		{Name: "kafka", Probe: func(ctx context.Context) error { return pingKafka(ctx, cfg.KafkaBrokers) }},
+		{Name: "nats", Probe: func(ctx context.Context) error {
+			if !nc.IsConnected() {
+				return errors.New("not connected")
+			}
+			_, err := js.Stream(ctx, cfg.Stream)
+			return err
+		}},
+	}
+
+	var owner kafkaleg.Owner
+	if cfg.LegB() {
+		pc, err := pulsar.NewClient(pulsar.ClientOptions{
+			URL:               cfg.PulsarURL,
+			ConnectionTimeout: 5 * time.Second,
+			OperationTimeout:  30 * time.Second,
+			Logger:            pulsarlog.NewLoggerWithSlog(log.With("component", "pulsar")),
+		})
+		if err != nil {
+			return fmt.Errorf("pulsar %s: %w", cfg.PulsarURL, err)
+		}
+		defer pc.Close()
+		legB := pulsarleg.New(pulsarleg.Options{
+			JetStream: js, Stream: cfg.Stream, Pulsar: pc, Routes: routes, DLQ: dead,
+			InFlight: cfg.InFlight, SinkRetries: cfg.SinkRetries, AckWait: cfg.AckWait,
+			DrainTimeout: cfg.ShutdownTimeout / 2, MaxBackoff: cfg.MaxBackoff, Logger: log, Metrics: m,
+		})
+		owner = legB.Partition
+		checks = append(checks, server.Check{Name: "pulsar", Probe: func(context.Context) error {
+			return pulsarleg.Ping(pc, routes[0].PulsarTopic)
+		}})
+	}
+
+	start := kafka.FirstOffset
+	if cfg.StartOffset == "last" {
+		start = kafka.LastOffset
+	}
+	legA := kafkaleg.New(kafkaleg.Options{
+		Brokers: cfg.KafkaBrokers, Group: cfg.Group, Routes: routes, StartOffset: start,
+		NATS: nc, JetStream: js, DLQ: dead,
+		Validate: func(h map[string]string, v []byte) error { _, err := event.FromHeaders(h, v); return err },
+		MaxBytes: cfg.MaxMessageBytes, InFlight: cfg.InFlight, SinkRetries: cfg.SinkRetries,
+		CommitInterval: cfg.CommitInterval, DrainTimeout: cfg.ShutdownTimeout / 2, MaxBackoff: cfg.MaxBackoff,
+		Logger: log, Metrics: m, Owner: owner,
+	})
+
+	srv := server.New(server.Options{
+		Name: "bridge", Version: Version, Addr: cfg.HTTPAddr, AdminAddr: cfg.AdminAddr,
+		ShutdownTimeout: cfg.ShutdownTimeout, Logger: log, Telemetry: tp, Checks: checks,
+	})
+
+	legCtx, stopLegs := context.WithCancel(context.Background())
+	defer stopLegs()
+	legDone := make(chan error, 1)
+	go func() {
+		// The stream must exist before leg A publishes; NATS may come up
+		// after the bridge, so keep trying.
+		if err := EnsureStream(legCtx, js, cfg, log); err != nil {
+			legDone <- err
+			return
+		}
+		legDone <- legA.Run(legCtx)
+	}()
+	srv.OnShutdown(func(ctx context.Context) error {
+		stopLegs()
+		select {
+		case err := <-legDone:
+			return err
+		case <-ctx.Done():
+			return fmt.Errorf("legs did not stop: %w", ctx.Err())
+		}
+	})
+	return srv.Run(ctx)
+}
+
+// EnsureStream creates the stream if absent (file storage, the configured
+// subjects and duplicate window), retrying until NATS answers or ctx ends.
+// An existing stream is left as it is: its owner may have tuned it.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) error {
+	for {
+		_, err := js.Stream(ctx, cfg.Stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+				Name: cfg.Stream, Subjects: cfg.StreamSubjects, Storage: jetstream.FileStorage,
+				Duplicates: cfg.DuplicateWindow,
+			})
+			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				err = nil
+			}
+		}
+		if err == nil {
+			return nil
+		}
+		log.Warn("jetstream stream not ready", "stream", cfg.Stream, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func pingKafka(ctx context.Context, brokers []string) error {
+	var errs []error
+	for _, b := range brokers {
+		d := net.Dialer{Timeout: 2 * time.Second}
+		conn, err := d.DialContext(ctx, "tcp", strings.TrimSpace(b))
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

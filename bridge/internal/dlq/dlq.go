@@ -1,0 +1,103 @@
+// Package dlq is where poison goes: a message the bridge cannot carry (bad
+// envelope, too large, rejected by a sink) is written to a Kafka dead-letter
+// topic with the reason, the leg, its source coordinates and the original key,
+// headers and payload, so an operator can fix and replay it. Kafka is the
+// destination because it is the one broker the bridge already depends on for
+// its input: a dead letter never waits for the sink that rejected it.
+package dlq
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/backoff"
+)
+
+// Letter is one dead message.
+type Letter struct {
+	Leg       string
+	Reason    string // short, low-cardinality: envelope, too_large, rejected
+	Detail    string // the error text
+	Topic     string
+	Partition int
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Headers   map[string]string
+}
+
+// Sink accepts dead letters; Send returns only when the letter is durable or
+// ctx ends.
+type Sink interface {
+	Send(ctx context.Context, l Letter) error
+}
+
+// Header names added to a dead letter.
+const (
+	HeaderReason    = "dlq_reason"
+	HeaderDetail    = "dlq_detail"
+	HeaderLeg       = "dlq_leg"
+	HeaderTopic     = "dlq_source_topic"
+	HeaderPartition = "dlq_source_partition"
+	HeaderOffset    = "dlq_source_offset"
+)
+
+// Kafka writes letters to one topic with acks=all, retrying transient errors
+// forever with capped backoff.
+type Kafka struct {
+	w          *kafka.Writer
+	maxBackoff time.Duration
+}
+
+// NewKafka returns a Sink writing to topic.
+func NewKafka(brokers []string, topic string, maxBackoff time.Duration) *Kafka {
+	return &Kafka{
+		w: &kafka.Writer{
+			Addr:                   kafka.TCP(brokers...),
+			Topic:                  topic,
+			RequiredAcks:           kafka.RequireAll,
+			AllowAutoTopicCreation: true,
+			BatchTimeout:           time.Millisecond,
+			MaxAttempts:            3,
+		},
+		maxBackoff: maxBackoff,
+	}
+}
+
+// Message renders a letter as the Kafka message written to the DLQ topic.
+func Message(l Letter) kafka.Message {
+	m := kafka.Message{Key: l.Key, Value: l.Value}
+	for k, v := range l.Headers {
+		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(v)})
+	}
+	m.Headers = append(m.Headers,
+		kafka.Header{Key: HeaderReason, Value: []byte(l.Reason)},
+		kafka.Header{Key: HeaderDetail, Value: []byte(l.Detail)},
+		kafka.Header{Key: HeaderLeg, Value: []byte(l.Leg)},
+		kafka.Header{Key: HeaderTopic, Value: []byte(l.Topic)},
+		kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(l.Partition))},
+		kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(l.Offset, 10))},
+	)
+	return m
+}
+
+// Send implements Sink.
+func (k *Kafka) Send(ctx context.Context, l Letter) error {
+	b := backoff.Backoff{Base: 50 * time.Millisecond, Max: k.maxBackoff}
+	for {
+		err := k.w.WriteMessages(ctx, Message(l))
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || !b.Wait(ctx) {
+			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)
+		}
+	}
+}
+
+// Close flushes the writer.
+func (k *Kafka) Close() error { return k.w.Close() }

@@ -1,0 +1,254 @@
+// Package kafkaleg is leg A: a Kafka consumer group whose partitions are
+// republished to JetStream, one in-order pipeline per partition.
+//
+// It uses kafka-go's ConsumerGroup/Generation API rather than Reader with a
+// GroupID: Reader commits whatever offset it is told, so confirmations that
+// arrive out of order lose messages (kafka-go issues #674, #1398), and its
+// commits may land after the partition moved to another instance. Here each
+// partition runs inside the generation (its context ends at rebalance), its
+// position comes from a commit.Tracker, and commits are made through the
+// generation, so they stop the moment it ends (the broker also rejects a stale
+// generation id).
+//
+// Ordering in the stream matters because leg B sends to Pulsar with sequence
+// id = Kafka offset: if offset 7 reached the stream after 8, the broker would
+// drop 7 as a duplicate. One connection keeps publishes in order; the risk is
+// a message lost with a dying connection while a later one lands on the new
+// connection. So a partition never has messages of two connections in flight
+// (a reconnect is a barrier), and after a restart or reconnect it sends one
+// message at a time until JetStream confirms one. Replays after a failure are
+// deduplicated by Nats-Msg-Id = topic/partition/offset.
+package kafkaleg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
+	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
+)
+
+// Owner runs beside leg A for every partition this instance owns (leg B uses
+// it so that the owner of a Kafka partition owns its Pulsar producer). It must
+// return when gen ends. When stop ends it finishes in-flight work, calls
+// drained once, and keeps waiting for gen: the generation (and so the final
+// commit) outlives the drain.
+type Owner func(gen, stop context.Context, topic string, partition int, drained func())
+
+// Options configure leg A.
+type Options struct {
+	Brokers        []string
+	Group          string
+	Routes         []mapping.Route
+	StartOffset    int64 // kafka.FirstOffset or kafka.LastOffset for partitions without a commit
+	NATS           *nats.Conn
+	JetStream      jetstream.JetStream
+	DLQ            dlq.Sink
+	Validate       func(headers map[string]string, value []byte) error // envelope check; nil accepts all
+	MaxBytes       int
+	InFlight       int
+	SinkRetries    int
+	CommitInterval time.Duration
+	DrainTimeout   time.Duration
+	MaxBackoff     time.Duration
+	SessionTimeout time.Duration // Kafka group session; how long a killed instance holds its partitions
+	Logger         *slog.Logger
+	Metrics        *metrics.Bridge
+	Owner          Owner
+}
+
+// Leg is leg A.
+type Leg struct {
+	o      Options
+	routes map[string]mapping.Route
+	tracer trace.Tracer
+	active atomic.Int32 // partitions owned now, for readiness and tests
+	gens   atomic.Int64 // generations joined
+}
+
+// New validates nothing beyond what config did; it only fills defaults.
+func New(o Options) *Leg {
+	if o.InFlight <= 0 {
+		o.InFlight = 512
+	}
+	if o.CommitInterval <= 0 {
+		o.CommitInterval = time.Second
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 10 * time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 5 * time.Second
+	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = 10 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: otel.Tracer("github.com/shanhai-dev/shanhai/bridge/kafkaleg")}
+}
+
+// Partitions is how many partitions this instance owns right now.
+func (l *Leg) Partitions() int { return int(l.active.Load()) }
+
+// Generations counts the consumer group generations this instance joined.
+func (l *Leg) Generations() int64 { return l.gens.Load() }
+
+// Run consumes until ctx ends, then drains, commits what is confirmed and
+// leaves the group.
+func (l *Leg) Run(ctx context.Context) error {
+	topics := make([]string, 0, len(l.o.Routes))
+	for _, r := range l.o.Routes {
+		topics = append(topics, r.Topic)
+	}
+	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                     l.o.Group,
+		Brokers:                l.o.Brokers,
+		Topics:                 topics,
+		StartOffset:            l.o.StartOffset,
+		HeartbeatInterval:      time.Second,
+		SessionTimeout:         l.o.SessionTimeout,
+		RebalanceTimeout:       l.o.SessionTimeout,
+		JoinGroupBackoff:       time.Second,
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: 5 * time.Second,
+		Timeout:                5 * time.Second,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			l.o.Logger.Debug("kafka group", "detail", fmt.Sprintf(msg, args...))
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("kafka consumer group %s: %w", l.o.Group, err)
+	}
+	defer cg.Close()
+	for {
+		gen, err := cg.Next(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			l.o.Logger.Warn("kafka group: no generation yet", "group", l.o.Group, "err", err)
+			continue // the group retries joining by itself, with backoff
+		}
+		l.gens.Add(1)
+		l.generation(ctx, gen)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// generation runs one generation's partitions and committer and returns when
+// the generation ends.
+func (l *Leg) generation(stop context.Context, gen *kafka.Generation) {
+	var parts []*partition
+	var drained sync.WaitGroup
+	for topic, as := range gen.Assignments {
+		route := l.routes[topic]
+		for _, a := range as {
+			p := &partition{leg: l, route: route, id: a.ID}
+			parts = append(parts, p)
+			drained.Add(1)
+			start := a.Offset
+			done := onceFunc(drained.Done)
+			gen.Start(func(gctx context.Context) { p.run(gctx, stop, start, done) })
+			if l.o.Owner != nil {
+				drained.Add(1)
+				done := onceFunc(drained.Done)
+				gen.Start(func(gctx context.Context) { l.o.Owner(gctx, stop, topic, a.ID, done) })
+			}
+		}
+	}
+	l.o.Logger.Info("kafka group generation", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "partitions", len(parts))
+	l.active.Store(int32(len(parts)))
+	ended := make(chan struct{})
+	gen.Start(func(gctx context.Context) { l.commitLoop(gctx, stop, gen, parts, &drained) })
+	gen.Start(func(gctx context.Context) { <-gctx.Done(); close(ended) })
+	<-ended
+	l.active.Store(0)
+	for _, p := range parts {
+		l.o.Metrics.Forget(p.route.Topic, p.id)
+	}
+}
+
+// commitLoop commits confirmed positions every interval while the generation
+// lives; on stop it waits (bounded) for the partitions to drain, commits once
+// more and returns, which ends the generation.
+func (l *Leg) commitLoop(gctx, stop context.Context, gen *kafka.Generation, parts []*partition, drained *sync.WaitGroup) {
+	t := time.NewTicker(l.o.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-gctx.Done():
+			return
+		case <-t.C:
+			l.commit(gctx, gen, parts)
+		case <-stop.Done():
+			all := make(chan struct{})
+			go func() { drained.Wait(); close(all) }()
+			select {
+			case <-all:
+			case <-time.After(l.o.DrainTimeout):
+				l.o.Logger.Warn("drain timed out; committing what is confirmed")
+			case <-gctx.Done():
+				return
+			}
+			l.commit(gctx, gen, parts)
+			return
+		}
+	}
+}
+
+func (l *Leg) commit(gctx context.Context, gen *kafka.Generation, parts []*partition) {
+	offsets := map[string]map[int]int64{}
+	var moved []*partition
+	for _, p := range parts {
+		pos := p.position()
+		if pos < 0 || pos <= p.committed {
+			continue
+		}
+		if offsets[p.route.Topic] == nil {
+			offsets[p.route.Topic] = map[int]int64{}
+		}
+		offsets[p.route.Topic][p.id] = pos
+		moved = append(moved, p)
+	}
+	if len(offsets) == 0 || gctx.Err() != nil {
+		return // never commit for a generation that ended
+	}
+	if err := gen.CommitOffsets(offsets); err != nil {
+		l.o.Logger.Warn("kafka commit failed; will retry", "generation", gen.ID, "err", err)
+		return
+	}
+	for _, p := range moved {
+		p.committed = offsets[p.route.Topic][p.id]
+	}
+}
+
+func onceFunc(f func()) func() {
+	var once sync.Once
+	return func() { once.Do(f) }
+}
+
+// isRejection tells a sink's verdict on one message (it will say the same
+// again) from a transient failure (timeout, disconnect, no stream leader).
+func isRejection(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return api.Code >= 400 && api.Code < 500
+	}
+	return errors.Is(err, nats.ErrMaxPayload)
+}

@@ -1,0 +1,417 @@
+package kafkaleg
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/backoff"
+	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
+	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
+	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
+)
+
+// NATS header names set by leg A besides the carried Kafka headers.
+const (
+	HeaderTopic       = "kafka_topic"
+	HeaderPartition   = "kafka_partition"
+	HeaderOffset      = "kafka_offset"
+	HeaderKey         = "kafka_key"
+	HeaderKeyEncoding = "kafka_key_encoding" // "base64" when the key is not printable UTF-8
+	HeaderTimestamp   = "kafka_timestamp_ms"
+)
+
+// MsgID is the JetStream dedup id of a Kafka message.
+func MsgID(topic string, partition int, offset int64) string {
+	return topic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
+}
+
+// partition is one owned partition for the life of a generation.
+type partition struct {
+	leg       *Leg
+	route     mapping.Route
+	id        int
+	tracker   atomic.Pointer[commit.Tracker]
+	committed int64 // last committed position; only the committer touches it
+
+	mu      sync.Mutex
+	rejects map[int64]rejection // sink verdicts per offset, across restarts
+	lastSeq uint64              // stream sequence of the last confirmed message, to verify order
+}
+
+type rejection struct {
+	n   int
+	err error
+}
+
+func (p *partition) position() int64 {
+	if t := p.tracker.Load(); t != nil {
+		return t.Position()
+	}
+	return -1
+}
+
+// run restarts the pipeline from the first unconfirmed offset after every
+// failure, with capped backoff, until the generation ends or stop.
+func (p *partition) run(gctx, stop context.Context, start int64, drained func()) {
+	defer drained()
+	fetchCtx, cancel := context.WithCancel(gctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop.Done():
+			cancel()
+		case <-fetchCtx.Done():
+		}
+	}()
+	l := p.leg
+	b := backoff.Backoff{Base: 100 * time.Millisecond, Max: l.o.MaxBackoff}
+	pos := start
+	for fetchCtx.Err() == nil {
+		next, err := p.pump(gctx, fetchCtx, pos)
+		if next > pos {
+			b.Reset()
+		}
+		pos = next
+		if err == nil || fetchCtx.Err() != nil {
+			break
+		}
+		l.o.Logger.Warn("leg A partition restarting", "topic", p.route.Topic, "partition", p.id, "from", pos, "err", err)
+		l.o.Metrics.Count(metrics.LegA, "retry", 1)
+		b.Wait(fetchCtx)
+	}
+	drained()
+	<-gctx.Done()
+}
+
+// pending is one published message awaiting its ack, or a barrier marker.
+type pending struct {
+	offset  int64
+	fut     jetstream.PubAckFuture
+	span    trace.Span
+	ctx     context.Context
+	born    time.Time
+	barrier chan struct{}
+}
+
+// session is one pass of the pipeline from a position.
+type session struct {
+	p        *partition
+	tracker  *commit.Tracker
+	inflight chan *pending
+	settled  chan struct{} // closed when the settler exits
+	err      error         // settler's failure; read after settled
+	abort    context.CancelFunc
+}
+
+// pump reads from pos, publishes, and returns the position to resume from
+// with the error that stopped it (nil when fetchCtx ended).
+func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, error) {
+	l := p.leg
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:       l.o.Brokers,
+		Topic:         p.route.Topic,
+		Partition:     p.id,
+		MinBytes:      1,
+		MaxBytes:      8 << 20,
+		MaxWait:       100 * time.Millisecond,
+		QueueCapacity: 128, // bounded: a stalled sink stops fetching
+	})
+	defer r.Close()
+	if err := r.SetOffset(pos); err != nil {
+		return pos, fmt.Errorf("seek %d: %w", pos, err)
+	}
+	runCtx, abort := context.WithCancel(fetchCtx)
+	defer abort()
+	s := &session{p: p, inflight: make(chan *pending, l.o.InFlight), settled: make(chan struct{}), abort: abort}
+	if pos >= 0 {
+		s.tracker = commit.New(pos)
+		p.tracker.Store(s.tracker)
+	}
+	go s.settle(gctx)
+
+	err := s.feed(runCtx, r)
+	close(s.inflight)
+	<-s.settled
+	if s.tracker != nil {
+		pos = s.tracker.Position()
+	}
+	if s.err != nil {
+		return pos, s.err
+	}
+	if err != nil && fetchCtx.Err() == nil {
+		return pos, err
+	}
+	return pos, nil
+}
+
+// feed fetches and publishes until ctx ends or something fails.
+func (s *session) feed(ctx context.Context, r *kafka.Reader) error {
+	p, l := s.p, s.p.leg
+	epoch := l.o.NATS.Stats().Reconnects
+	slow := true // one message at a time until the first confirmation
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			return fmt.Errorf("fetch: %w", err)
+		}
+		if s.tracker == nil {
+			s.tracker = commit.New(m.Offset)
+			p.tracker.Store(s.tracker)
+		}
+		if err := s.tracker.Add(m.Offset); err != nil {
+			return err
+		}
+		l.o.Metrics.Lag(p.route.Topic, p.id, m.HighWaterMark-m.Offset-1)
+
+		if letter, bad := p.poison(m); bad {
+			if err := l.o.DLQ.Send(ctx, letter); err != nil {
+				return err
+			}
+			l.o.Metrics.DLQ(metrics.LegA, letter.Reason)
+			l.o.Logger.Warn("leg A dead letter", "topic", p.route.Topic, "partition", p.id, "offset", m.Offset, "reason", letter.Reason, "detail", letter.Detail)
+			s.tracker.Done(m.Offset)
+			continue
+		}
+
+		msg, span, sctx := p.build(m)
+		e0 := l.o.NATS.Stats().Reconnects
+		if e0 != epoch {
+			// Everything in flight went out on the old connection: settle it
+			// before anything goes out on the new one.
+			if err := s.barrier(); err != nil {
+				span.End()
+				return err
+			}
+			epoch, slow = e0, true
+		}
+		fut, err := l.o.JetStream.PublishMsgAsync(msg, jetstream.WithRetryAttempts(0))
+		if err != nil {
+			span.RecordError(err)
+			span.End()
+			if isRejection(err) {
+				p.reject(m.Offset, err)
+			}
+			return fmt.Errorf("publish offset %d: %w", m.Offset, err)
+		}
+		if l.o.NATS.Stats().Reconnects != e0 {
+			slow = true // it raced a reconnect: settle it alone
+		}
+		l.o.Metrics.InFlight(metrics.LegA, 1)
+		if err := s.push(&pending{offset: m.Offset, fut: fut, span: span, ctx: sctx, born: m.Time}); err != nil {
+			return err
+		}
+		if slow {
+			if err := s.barrier(); err != nil {
+				return err
+			}
+			slow = false
+		}
+	}
+}
+
+func (s *session) push(pd *pending) error {
+	select {
+	case s.inflight <- pd:
+		return nil
+	case <-s.settled:
+		return s.err
+	}
+}
+
+// barrier waits until everything pushed before it is confirmed.
+func (s *session) barrier() error {
+	b := make(chan struct{})
+	if err := s.push(&pending{barrier: b}); err != nil {
+		return err
+	}
+	select {
+	case <-b:
+		return nil
+	case <-s.settled:
+		return s.err
+	}
+}
+
+// settle takes acks in publish order. The first failure stops the session;
+// everything after it is abandoned and republished (deduplicated) by the next.
+func (s *session) settle(gctx context.Context) {
+	defer close(s.settled)
+	p, l := s.p, s.p.leg
+	failed := false
+	for pd := range s.inflight {
+		if pd.barrier != nil {
+			if !failed {
+				close(pd.barrier)
+			}
+			continue
+		}
+		if failed {
+			pd.span.End()
+			l.o.Metrics.InFlight(metrics.LegA, -1)
+			continue
+		}
+		select {
+		case ack := <-pd.fut.Ok():
+			p.confirmed(s.tracker, pd, ack)
+		case err := <-pd.fut.Err():
+			pd.span.RecordError(err)
+			pd.span.SetStatus(codes.Error, "jetstream publish failed")
+			pd.span.End()
+			l.o.Metrics.InFlight(metrics.LegA, -1)
+			if isRejection(err) {
+				p.reject(pd.offset, err)
+			}
+			s.err = fmt.Errorf("jetstream ack for offset %d: %w", pd.offset, err)
+			failed = true
+			s.abort()
+		case <-gctx.Done():
+			pd.span.End()
+			l.o.Metrics.InFlight(metrics.LegA, -1)
+			s.err = gctx.Err()
+			failed = true
+			s.abort()
+		}
+	}
+}
+
+func (p *partition) confirmed(tr *commit.Tracker, pd *pending, ack *jetstream.PubAck) {
+	l := p.leg
+	p.mu.Lock()
+	if ack.Sequence <= p.lastSeq && p.lastSeq != 0 {
+		// Should not happen given the barriers; if it does, leg B would see
+		// this partition out of order, so say so loudly.
+		l.o.Logger.Error("leg A stream order violated", "topic", p.route.Topic, "partition", p.id, "offset", pd.offset, "seq", ack.Sequence, "previous_seq", p.lastSeq)
+		l.o.Metrics.Count(metrics.LegA, "order_violation", 1)
+	}
+	p.lastSeq = max(p.lastSeq, ack.Sequence)
+	delete(p.rejects, pd.offset)
+	p.mu.Unlock()
+	tr.Done(pd.offset)
+	pd.span.End()
+	l.o.Metrics.InFlight(metrics.LegA, -1)
+	l.o.Metrics.Count(metrics.LegA, "ok", 1)
+	if !pd.born.IsZero() {
+		l.o.Metrics.Hop(pd.ctx, metrics.LegA, time.Since(pd.born))
+	}
+}
+
+func (p *partition) reject(offset int64, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rejects == nil {
+		p.rejects = map[int64]rejection{}
+	}
+	r := p.rejects[offset]
+	p.rejects[offset] = rejection{n: r.n + 1, err: err}
+}
+
+// poison decides whether m must go to the DLQ instead of JetStream.
+func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
+	l := p.leg
+	hdrs := make(map[string]string, len(m.Headers))
+	size := len(m.Value) + len(m.Key) + 128
+	reason, detail := "", ""
+	for _, h := range m.Headers {
+		hdrs[h.Key] = string(h.Value)
+		size += len(h.Key) + len(h.Value) + 4
+		if reason == "" && !headerSafe(h.Key, string(h.Value)) {
+			reason, detail = "header", fmt.Sprintf("header %q cannot be carried as a NATS header", h.Key)
+		}
+	}
+	p.mu.Lock()
+	rej := p.rejects[m.Offset]
+	p.mu.Unlock()
+	switch {
+	case reason != "":
+	case size > l.o.MaxBytes:
+		reason, detail = "too_large", fmt.Sprintf("%d bytes with headers, limit %d", size, l.o.MaxBytes)
+	case rej.n > l.o.SinkRetries:
+		reason, detail = "rejected", fmt.Sprintf("jetstream rejected it %d times: %v", rej.n, rej.err)
+	case l.o.Validate != nil:
+		if err := l.o.Validate(hdrs, m.Value); err != nil {
+			reason, detail = "envelope", err.Error()
+		}
+	}
+	if reason == "" {
+		return dlq.Letter{}, false
+	}
+	return dlq.Letter{Leg: metrics.LegA, Reason: reason, Detail: detail, Topic: m.Topic, Partition: m.Partition,
+		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: hdrs}, true
+}
+
+// headerSafe reports whether a Kafka header survives as a NATS header: NATS
+// headers are text lines, and names starting with Nats- steer JetStream
+// (expected sequence, msg id, rollup), which a producer must not be able to do
+// through the bridge.
+func headerSafe(k, v string) bool {
+	if k == "" || strings.HasPrefix(strings.ToLower(k), "nats-") || strings.ContainsAny(k, " :\r\n\t") {
+		return false
+	}
+	return !strings.ContainsAny(v, "\r\n") && utf8.ValidString(v)
+}
+
+// build turns m into the JetStream message with its producer span.
+func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Context) {
+	hdrs := make(map[string]string, len(m.Headers)+4)
+	for _, h := range m.Headers {
+		hdrs[h.Key] = string(h.Value)
+	}
+	prop := otel.GetTextMapPropagator()
+	parent := prop.Extract(context.Background(), propagation.MapCarrier(hdrs))
+	ctx, span := p.leg.tracer.Start(parent, p.route.Subject+" publish",
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.destination.name", p.route.Subject),
+			attribute.String("messaging.kafka.source.topic", m.Topic),
+			attribute.Int("messaging.kafka.source.partition", m.Partition),
+			attribute.Int64("messaging.kafka.offset", m.Offset),
+		))
+	prop.Inject(ctx, propagation.MapCarrier(hdrs))
+
+	h := make(nats.Header, len(hdrs)+7)
+	for k, v := range hdrs {
+		h[k] = []string{v} // direct assignment keeps names lowercase
+	}
+	h[HeaderTopic] = []string{m.Topic}
+	h[HeaderPartition] = []string{strconv.Itoa(m.Partition)}
+	h[HeaderOffset] = []string{strconv.FormatInt(m.Offset, 10)}
+	if printable(m.Key) {
+		h[HeaderKey] = []string{string(m.Key)}
+	} else {
+		h[HeaderKey] = []string{base64.StdEncoding.EncodeToString(m.Key)}
+		h[HeaderKeyEncoding] = []string{"base64"}
+	}
+	h[HeaderTimestamp] = []string{strconv.FormatInt(m.Time.UnixMilli(), 10)}
+	h[jetstream.MsgIDHeader] = []string{MsgID(m.Topic, m.Partition, m.Offset)}
+	return &nats.Msg{Subject: p.route.Subject, Header: h, Data: m.Value}, span, ctx
+}
+
+func printable(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
+	}
+	for _, c := range string(b) {
+		if c < 0x20 || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,106 @@
+// Package metrics declares the bridge's instruments once, through the OTel
+// meter that pkg/telemetry exports as Prometheus /metrics:
+//
+//	bridge_messages_total{leg,result}        result: ok, dlq, retry, skipped
+//	bridge_inflight{leg}                     unconfirmed messages
+//	bridge_consumer_lag{topic,partition}     Kafka high watermark minus position
+//	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack
+//	bridge_dlq_total{leg,reason}
+package metrics
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Leg names used as the leg attribute.
+const (
+	LegA = "kafka-nats"
+	LegB = "nats-pulsar"
+)
+
+// Bridge holds the instruments. A zero *Bridge is not valid; use New.
+type Bridge struct {
+	messages metric.Int64Counter
+	inflight metric.Int64UpDownCounter
+	hop      metric.Float64Histogram
+	dlq      metric.Int64Counter
+
+	mu  sync.Mutex
+	lag map[lagKey]int64
+}
+
+type lagKey struct {
+	topic     string
+	partition int
+}
+
+// New registers the instruments on m.
+func New(m metric.Meter) (*Bridge, error) {
+	b := &Bridge{lag: map[lagKey]int64{}}
+	var err error
+	if b.messages, err = m.Int64Counter("bridge.messages", metric.WithDescription("messages handled per leg and result")); err != nil {
+		return nil, err
+	}
+	if b.inflight, err = m.Int64UpDownCounter("bridge.inflight", metric.WithDescription("messages handed to a sink and not yet confirmed")); err != nil {
+		return nil, err
+	}
+	if b.hop, err = m.Float64Histogram("bridge.hop.duration", metric.WithUnit("s"),
+		metric.WithDescription("time from the source's append to the sink's confirmation"),
+		metric.WithExplicitBucketBoundaries(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)); err != nil {
+		return nil, err
+	}
+	if b.dlq, err = m.Int64Counter("bridge.dlq", metric.WithDescription("messages sent to the dead-letter topic")); err != nil {
+		return nil, err
+	}
+	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka messages behind the high watermark per partition"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for k, v := range b.lag {
+				o.Observe(v, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
+			}
+			return nil
+		}))
+	return b, err
+}
+
+// Count adds n messages with a result on a leg.
+func (b *Bridge) Count(leg, result string, n int64) {
+	b.messages.Add(context.Background(), n, metric.WithAttributes(attribute.String("leg", leg), attribute.String("result", result)))
+}
+
+// InFlight moves the in-flight gauge by delta.
+func (b *Bridge) InFlight(leg string, delta int64) {
+	b.inflight.Add(context.Background(), delta, metric.WithAttributes(attribute.String("leg", leg)))
+}
+
+// Hop records one message's latency over a leg; ctx carries the span for exemplars.
+func (b *Bridge) Hop(ctx context.Context, leg string, d time.Duration) {
+	b.hop.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("leg", leg)))
+}
+
+// DLQ counts a dead letter.
+func (b *Bridge) DLQ(leg, reason string) {
+	b.dlq.Add(context.Background(), 1, metric.WithAttributes(attribute.String("leg", leg), attribute.String("reason", reason)))
+	b.Count(leg, "dlq", 1)
+}
+
+// Lag sets a partition's consumer lag; Forget removes it when ownership moves.
+func (b *Bridge) Lag(topic string, partition int, lag int64) {
+	b.mu.Lock()
+	b.lag[lagKey{topic, partition}] = lag
+	b.mu.Unlock()
+}
+
+// Forget drops a partition's lag series.
+func (b *Bridge) Forget(topic string, partition int) {
+	b.mu.Lock()
+	delete(b.lag, lagKey{topic, partition})
+	b.mu.Unlock()
+}

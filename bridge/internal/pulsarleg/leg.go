@@ -1,0 +1,191 @@
+// Package pulsarleg is leg B: JetStream to the Pulsar archive, one ordered
+// pipeline per Kafka partition, run by the instance that owns that partition
+// in Kafka (kafkaleg.Owner), so the owner of a partition owns its producer.
+//
+// Exactly-once into Pulsar rests on broker deduplication: each partition has a
+// producer with a stable name and sends with sequence id = Kafka offset, so a
+// replay of an offset the broker already persisted is dropped, and
+// LastSequenceID tells a new owner where Pulsar stands. That only works if
+// offsets reach the producer in increasing order: once 8 is persisted, 7 would
+// be dropped for good. Hence:
+//   - batching is off (the Go client's batches carry only their first
+//     message's sequence id, pulsar-client-go #1395, #1407);
+//   - the send timeout is infinite, so the client keeps retrying its ordered
+//     pending queue across broker restarts instead of failing one message
+//     and sending the next;
+//   - the JetStream consumer delivers strictly in stream order: every session
+//     recreates the partition's durable consumer at its ack floor, and any gap
+//     or redelivery (a message lost with a dying NATS connection) ends the
+//     session and restarts it from the floor instead of letting a later
+//     message overtake an earlier one;
+//   - JetStream is acked (AckAll) only up to what Pulsar confirmed.
+//
+// The partition consumers filter on the topic's subject and so also see the
+// other partitions' messages; those are skipped. With three partitions that
+// triples reads from the stream, a cost accepted to keep per-partition order
+// without changing the subject contract (subject = Kafka topic).
+package pulsarleg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/backoff"
+	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
+	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
+)
+
+// Pulsar property names set by leg B besides the carried headers.
+const (
+	PropTopic     = "__kafka_topic"
+	PropPartition = "__kafka_partition"
+	PropOffset    = "__kafka_offset"
+)
+
+// Options configure leg B.
+type Options struct {
+	JetStream    jetstream.JetStream
+	Stream       string
+	Pulsar       pulsar.Client
+	Routes       []mapping.Route
+	DLQ          dlq.Sink
+	InFlight     int
+	SinkRetries  int
+	AckWait      time.Duration
+	AckInterval  time.Duration
+	DrainTimeout time.Duration
+	MaxBackoff   time.Duration
+	Logger       *slog.Logger
+	Metrics      *metrics.Bridge
+}
+
+// Leg is leg B.
+type Leg struct {
+	o      Options
+	routes map[string]mapping.Route
+	tracer trace.Tracer
+}
+
+// New fills defaults.
+func New(o Options) *Leg {
+	if o.InFlight <= 0 {
+		o.InFlight = 512
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = 2 * time.Minute
+	}
+	if o.AckInterval <= 0 {
+		o.AckInterval = 200 * time.Millisecond
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 10 * time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 5 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: otel.Tracer("github.com/shanhai-dev/shanhai/bridge/pulsarleg")}
+}
+
+// Partition is a kafkaleg.Owner: it carries one partition until gen ends.
+func (l *Leg) Partition(gen, stop context.Context, topic string, part int, drained func()) {
+	defer drained()
+	ctx, cancel := context.WithCancel(gen)
+	defer cancel()
+	go func() {
+		select {
+		case <-stop.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	p := &partition{leg: l, route: l.routes[topic], id: part, name: mapping.Name(topic, part), rejects: map[int64]rejection{}}
+	b := backoff.Backoff{Base: 100 * time.Millisecond, Max: l.o.MaxBackoff}
+	for ctx.Err() == nil {
+		progressed, err := p.session(ctx)
+		if progressed {
+			b.Reset()
+		}
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		l.o.Logger.Warn("leg B partition restarting", "topic", topic, "partition", part, "err", err)
+		l.o.Metrics.Count(metrics.LegB, "retry", 1)
+		b.Wait(ctx)
+	}
+	drained()
+	<-gen.Done()
+}
+
+// Ping checks that Pulsar answers a lookup, for /readyz.
+func Ping(c pulsar.Client, topic string) error {
+	done := make(chan error, 1)
+	go func() { _, err := c.TopicPartitions(topic); done <- err }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(3 * time.Second):
+		return errors.New("pulsar lookup timed out")
+	}
+}
+
+// isRejection tells Pulsar's verdict on one message from transient failures.
+func isRejection(err error) bool {
+	var pe *pulsar.Error
+	if errors.As(err, &pe) {
+		switch pe.Result() {
+		case pulsar.MessageTooBig, pulsar.InvalidMessage:
+			return true
+		}
+	}
+	return false
+}
+
+// resetConsumer recreates the partition's durable consumer at its ack floor,
+// so delivery restarts in stream order from the first unacknowledged message
+// (a redelivery left to AckWait would arrive after newer messages).
+func (l *Leg) resetConsumer(ctx context.Context, subject, name string) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		Durable:       name,
+		FilterSubject: subject,
+		AckPolicy:     jetstream.AckAllPolicy,
+		AckWait:       l.o.AckWait,
+		MaxAckPending: 4 * l.o.InFlight,
+		MaxDeliver:    -1,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	old, err := l.o.JetStream.Consumer(ctx, l.o.Stream, name)
+	switch {
+	case err == nil:
+		info := old.CachedInfo()
+		start := info.AckFloor.Stream + 1
+		if info.AckFloor.Stream == 0 {
+			start = info.Config.OptStartSeq
+		}
+		if start > 1 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+		}
+		if err := l.o.JetStream.DeleteConsumer(ctx, l.o.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("delete consumer %s: %w", name, err)
+		}
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	default:
+		return nil, fmt.Errorf("consumer %s: %w", name, err)
+	}
+	c, err := l.o.JetStream.CreateConsumer(ctx, l.o.Stream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", name, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,339 @@
+package pulsarleg
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
+	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
+	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
+	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
+)
+
+type partition struct {
+	leg     *Leg
+	route   mapping.Route
+	id      int
+	name    string
+	rejects map[int64]rejection // only the session goroutines of this partition, one session at a time
+	mu      sync.Mutex
+}
+
+type rejection struct {
+	n   int
+	err error
+}
+
+// held is a delivered message not yet acked, by consumer sequence.
+type held struct {
+	cseq uint64
+	msg  jetstream.Msg
+}
+
+type result struct {
+	cseq   uint64
+	offset int64
+	err    error
+	span   trace.Span
+	ctx    context.Context
+	born   time.Time
+}
+
+// session is one producer + one consumer incarnation. It returns whether it
+// confirmed anything, and the error that ended it (nil when ctx ended).
+func (p *partition) session(ctx context.Context) (bool, error) {
+	l := p.leg
+	prod, err := l.o.Pulsar.CreateProducer(pulsar.ProducerOptions{
+		Topic:              p.route.PulsarTopic,
+		Name:               p.name,
+		SendTimeout:        -1,
+		DisableBatching:    true,
+		MaxPendingMessages: l.o.InFlight,
+	})
+	if err != nil {
+		return false, fmt.Errorf("pulsar producer %s: %w", p.name, err)
+	}
+	defer prod.Close()
+	last := prod.LastSequenceID() // highest offset Pulsar persisted for this partition, -1 if none
+
+	cons, err := l.resetConsumer(ctx, p.route.Subject, p.name)
+	if err != nil {
+		return false, err
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(l.o.InFlight))
+	if err != nil {
+		return false, fmt.Errorf("pull %s: %w", p.name, err)
+	}
+	defer it.Stop()
+
+	s := &bsession{
+		p:       p,
+		tracker: commit.New(1),
+		results: make(chan result, l.o.InFlight),
+		sem:     make(chan struct{}, l.o.InFlight),
+		failed:  make(chan struct{}),
+		stop:    make(chan struct{}),
+	}
+	pullCtx, abort := context.WithCancel(ctx)
+	defer abort()
+	go func() { <-pullCtx.Done(); it.Stop() }()
+	ackerDone := make(chan struct{})
+	go s.acker(abort, ackerDone)
+
+	feedErr := s.feed(pullCtx, it, prod, last)
+
+	// Drain: wait (bounded) for Pulsar to confirm what was sent, ack that, go.
+	drain := time.NewTimer(l.o.DrainTimeout)
+	defer drain.Stop()
+	// Filling the semaphore to capacity means every earlier send was answered.
+wait:
+	for i := 0; i < cap(s.sem); i++ {
+		select {
+		case s.sem <- struct{}{}:
+		case <-drain.C:
+			break wait
+		case <-s.failed:
+			break wait
+		}
+	}
+	close(s.stop)
+	<-ackerDone
+	s.ack()
+	if s.err != nil {
+		return s.progressed, s.err
+	}
+	if ctx.Err() != nil {
+		return s.progressed, nil
+	}
+	return s.progressed, feedErr
+}
+
+type bsession struct {
+	p       *partition
+	tracker *commit.Tracker
+	results chan result
+	sem     chan struct{} // one token per send awaiting Pulsar
+	failed  chan struct{} // closed by the acker on the first send failure
+	stop    chan struct{}
+
+	mu         sync.Mutex
+	held       []held
+	err        error
+	progressed bool
+}
+
+// feed pulls in stream order and hands this partition's messages to Pulsar.
+func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod pulsar.Producer, last int64) error {
+	p, l := s.p, s.p.leg
+	var lastC uint64
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("next: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("metadata: %w", err)
+		}
+		if meta.Sequence.Consumer != lastC+1 || meta.NumDelivered > 1 {
+			return fmt.Errorf("delivery out of order (consumer seq %d after %d, delivery %d): restarting from the ack floor",
+				meta.Sequence.Consumer, lastC, meta.NumDelivered)
+		}
+		lastC = meta.Sequence.Consumer
+		if err := s.tracker.Add(int64(lastC)); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.held = append(s.held, held{cseq: lastC, msg: msg})
+		s.mu.Unlock()
+
+		h := msg.Headers()
+		if h.Get(kafkaleg.HeaderTopic) != p.route.Topic || h.Get(kafkaleg.HeaderPartition) != strconv.Itoa(p.id) {
+			s.tracker.Done(int64(lastC)) // another partition's message
+			continue
+		}
+		offset, err := strconv.ParseInt(h.Get(kafkaleg.HeaderOffset), 10, 64)
+		if err != nil {
+			return fmt.Errorf("stream seq %d: bad %s: %w", meta.Sequence.Stream, kafkaleg.HeaderOffset, err)
+		}
+		if offset <= last {
+			s.tracker.Done(int64(lastC)) // Pulsar has it already
+			l.o.Metrics.Count(metrics.LegB, "skipped", 1)
+			continue
+		}
+		p.mu.Lock()
+		rej := p.rejects[offset]
+		p.mu.Unlock()
+		if rej.n > l.o.SinkRetries {
+			if err := p.deadLetter(ctx, msg, offset, rej); err != nil {
+				return err
+			}
+			s.tracker.Done(int64(lastC))
+			continue
+		}
+
+		pm, span, sctx := p.build(msg, offset)
+		select {
+		case s.sem <- struct{}{}: // bounded in-flight: a stalled Pulsar stops the pull
+		case <-ctx.Done():
+			span.End()
+			return nil
+		case <-s.failed:
+			span.End()
+			return nil
+		}
+		cseq, born := lastC, meta.Timestamp
+		l.o.Metrics.InFlight(metrics.LegB, 1)
+		prod.SendAsync(context.Background(), pm, func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+			s.results <- result{cseq: cseq, offset: offset, err: err, span: span, ctx: sctx, born: born}
+		})
+		last = offset
+	}
+}
+
+// acker takes Pulsar confirmations (in send order) and acks JetStream up to
+// the longest confirmed prefix every AckInterval.
+func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
+	defer close(done)
+	l := s.p.leg
+	t := time.NewTicker(l.o.AckInterval)
+	defer t.Stop()
+	failed := false
+	handle := func(r result) {
+		<-s.sem
+		l.o.Metrics.InFlight(metrics.LegB, -1)
+		if r.err != nil {
+			r.span.RecordError(r.err)
+			r.span.SetStatus(codes.Error, "pulsar send failed")
+			r.span.End()
+			if failed {
+				return
+			}
+			if isRejection(r.err) {
+				s.p.mu.Lock()
+				rj := s.p.rejects[r.offset]
+				s.p.rejects[r.offset] = rejection{n: rj.n + 1, err: r.err}
+				s.p.mu.Unlock()
+			}
+			s.mu.Lock()
+			s.err = fmt.Errorf("pulsar send offset %d: %w", r.offset, r.err)
+			s.mu.Unlock()
+			failed = true
+			close(s.failed)
+			abort()
+			return
+		}
+		r.span.End()
+		if failed {
+			return // after a failure nothing later is trusted: the next session resends it (deduplicated)
+		}
+		s.tracker.Done(int64(r.cseq))
+		s.progressed = true
+		l.o.Metrics.Count(metrics.LegB, "ok", 1)
+		l.o.Metrics.Hop(r.ctx, metrics.LegB, time.Since(r.born))
+	}
+	for {
+		select {
+		case r := <-s.results:
+			handle(r)
+		case <-t.C:
+			s.ack()
+		case <-s.stop:
+			for {
+				select {
+				case r := <-s.results:
+					handle(r)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// ack acknowledges (AckAll) the last message of the confirmed prefix.
+func (s *bsession) ack() {
+	pos := uint64(s.tracker.Position()) // first consumer seq not confirmed
+	s.mu.Lock()
+	i := 0
+	for i < len(s.held) && s.held[i].cseq < pos {
+		i++
+	}
+	var m jetstream.Msg
+	if i > 0 {
+		m = s.held[i-1].msg
+		s.held = append(s.held[:0], s.held[i:]...)
+	}
+	s.mu.Unlock()
+	if m != nil {
+		if err := m.Ack(); err != nil {
+			// A lost ack only means a replay that Pulsar deduplicates.
+			s.p.leg.o.Logger.Debug("jetstream ack failed", "err", err)
+		}
+	}
+}
+
+func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset int64, rej rejection) error {
+	l := p.leg
+	hdrs := map[string]string{}
+	for k, v := range msg.Headers() {
+		if len(v) > 0 {
+			hdrs[k] = v[0]
+		}
+	}
+	letter := dlq.Letter{Leg: metrics.LegB, Reason: "rejected", Detail: fmt.Sprintf("pulsar rejected it %d times: %v", rej.n, rej.err),
+		Topic: p.route.Topic, Partition: p.id, Offset: offset, Key: []byte(hdrs[kafkaleg.HeaderKey]), Value: msg.Data(), Headers: hdrs}
+	if err := l.o.DLQ.Send(ctx, letter); err != nil {
+		return err
+	}
+	l.o.Metrics.DLQ(metrics.LegB, letter.Reason)
+	l.o.Logger.Warn("leg B dead letter", "topic", p.route.Topic, "partition", p.id, "offset", offset, "detail", letter.Detail)
+	return nil
+}
+
+// build turns a JetStream message into the Pulsar message with its span.
+func (p *partition) build(msg jetstream.Msg, offset int64) (*pulsar.ProducerMessage, trace.Span, context.Context) {
+	h := msg.Headers()
+	props := make(map[string]string, len(h)+3)
+	for k, v := range h {
+		if len(v) == 0 || strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		props[k] = v[0]
+	}
+	prop := otel.GetTextMapPropagator()
+	parent := prop.Extract(context.Background(), propagation.MapCarrier(props))
+	ctx, span := p.leg.tracer.Start(parent, p.route.PulsarTopic+" publish",
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "pulsar"),
+			attribute.String("messaging.destination.name", p.route.PulsarTopic),
+			attribute.Int64("messaging.kafka.offset", offset),
+			attribute.Int("messaging.kafka.source.partition", p.id),
+		))
+	prop.Inject(ctx, propagation.MapCarrier(props))
+	props[PropTopic] = p.route.Topic
+	props[PropPartition] = strconv.Itoa(p.id)
+	props[PropOffset] = strconv.FormatInt(offset, 10)
+	pm := &pulsar.ProducerMessage{Payload: msg.Data(), Key: h.Get(kafkaleg.HeaderKey), Properties: props, SequenceID: &offset}
+	if ms, err := strconv.ParseInt(h.Get(kafkaleg.HeaderTimestamp), 10, 64); err == nil {
+		pm.EventTime = time.UnixMilli(ms)
+	}
+	return pm, span, ctx
+}
