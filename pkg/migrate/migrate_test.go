@@ -150,3 +150,34 @@ func versions(t *testing.T, db *gorm.DB, tbl string) string {
 	}
 	return strings.Join(vs, ",")
 }
+
+// Replicas starting together on a fresh PostgreSQL database: the advisory lock lets one apply, the other then finds
+// nothing to do, and neither fails.
+func TestUpConcurrentReplicas(t *testing.T) {
+	url := dbtest.PostgresURL(t)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			db, err := database.Open(url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer func() { sqlDB, _ := db.DB(); sqlDB.Close() }()
+			errs <- migrate.Up(context.Background(), db, serviceSet)
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, err := database.Open(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sqlDB, _ := db.DB(); sqlDB.Close() }()
+	if got := versions(t, db, "schema_migrations"); got != "0,1,2" {
+		t.Fatalf("versions %s, want each applied once", got)
+	}
+}

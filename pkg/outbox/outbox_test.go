@@ -448,3 +448,50 @@ func TestRunNudge(t *testing.T) {
 		t.Fatalf("Run returned %v", err)
 	}
 }
+
+// While Run is active, the backlog gauges read the table: a relay whose publishes fail shows a growing backlog.
+func TestRunReportsBacklog(t *testing.T) {
+	db := migrated(t, dbtest.SQLite(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	add(t, ctx, db, "t", "a", 1)
+	add(t, ctx, db, "t", "b", 2)
+	db.Exec("UPDATE outbox SET created_at = ?", time.Now().UTC().Add(-time.Minute))
+	w := writerFunc(func(context.Context, ...kafka.Message) error { return errors.New("down") })
+	r := outbox.NewRelay(db, w, outbox.RelayOptions{Interval: time.Hour, MinBackoff: time.Hour, Retention: -1})
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var rm metricdata.ResourceMetrics
+		if err := metrics.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		pending, age := int64(-1), -1.0
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				switch d := m.Data.(type) {
+				case metricdata.Gauge[int64]:
+					if m.Name == "outbox.pending" && len(d.DataPoints) == 1 {
+						pending = d.DataPoints[0].Value
+					}
+				case metricdata.Gauge[float64]:
+					if m.Name == "outbox.pending.age" && len(d.DataPoints) == 1 {
+						age = d.DataPoints[0].Value
+					}
+				}
+			}
+		}
+		if pending == 2 && age >= 60 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pending %d age %.1fs, want 2 and >= 60s", pending, age)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -76,9 +76,12 @@ type Relay struct {
 	nudge  chan struct{}
 	tracer trace.Tracer
 
+	meter     metric.Meter
 	published metric.Int64Counter
 	failed    metric.Int64Counter
 	lag       metric.Float64Histogram
+	pending   metric.Int64ObservableGauge
+	oldest    metric.Float64ObservableGauge
 }
 
 // NewRelay returns a relay reading db's outbox table and publishing with w. Build w with NewWriter, or make sure it
@@ -96,6 +99,7 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 		tracer: otel.Tracer(instrumentation),
 	}
 	m := otel.Meter(instrumentation)
+	r.meter = m
 	// Instrument creation only fails on invalid names; the returned no-op instruments keep the relay working.
 	r.published, _ = m.Int64Counter("outbox.messages.published",
 		metric.WithDescription("Outbox rows published to Kafka and marked sent."), metric.WithUnit("{message}"))
@@ -104,6 +108,11 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 	r.lag, _ = m.Float64Histogram("outbox.lag",
 		metric.WithDescription("Time from Add to a successful publish."), metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+	// The lag histogram only moves when something is published; these two show a relay that is stuck or gone.
+	r.pending, _ = m.Int64ObservableGauge("outbox.pending",
+		metric.WithDescription("Unsent outbox rows, read from the table at collection time."), metric.WithUnit("{message}"))
+	r.oldest, _ = m.Float64ObservableGauge("outbox.pending.age",
+		metric.WithDescription("Age of the oldest unsent outbox row (0 when none)."), metric.WithUnit("s"))
 	return r
 }
 
@@ -130,6 +139,9 @@ func (r *Relay) Nudge() {
 
 // Run relays until ctx is done, then returns nil. Errors are logged and retried on the next tick.
 func (r *Relay) Run(ctx context.Context) error {
+	if reg, err := r.meter.RegisterCallback(r.observe, r.pending, r.oldest); err == nil {
+		defer func() { _ = reg.Unregister() }()
+	}
 	t := time.NewTicker(r.o.Interval)
 	defer t.Stop()
 	var lastCleanup time.Time
@@ -301,7 +313,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
 		if res.Error != nil {
 			return fmt.Errorf("record failure of row %d: %w", m.ID, res.Error)
 		}
-		r.o.Logger.Warn("outbox publish failed", "topic", m.Topic, "event_id", m.EventID,
+		r.o.Logger.WarnContext(tx.Statement.Context, "outbox publish failed", "topic", m.Topic, "event_id", m.EventID,
 			"attempt", m.Attempts+1, "error", errs[i])
 	}
 	if len(sent) > 0 {
@@ -323,6 +335,30 @@ func (r *Relay) backoff(attempt int) time.Duration {
 		}
 	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// observe reports the backlog when metrics are collected (a scrape), not on every poll.
+func (r *Relay) observe(ctx context.Context, o metric.Observer) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	db := r.db.WithContext(ctx)
+	var n int64
+	if err := db.Raw("SELECT count(*) FROM outbox WHERE sent_at IS NULL").Scan(&n).Error; err != nil {
+		return fmt.Errorf("outbox backlog: %w", err)
+	}
+	// Read the oldest row's column rather than min(created_at): SQLite returns an aggregate's time as plain text.
+	var oldest []time.Time
+	err := db.Raw("SELECT created_at FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1").Scan(&oldest).Error
+	if err != nil {
+		return fmt.Errorf("outbox backlog: %w", err)
+	}
+	age := 0.0
+	if len(oldest) == 1 {
+		age = max(0, time.Since(oldest[0]).Seconds())
+	}
+	o.ObserveInt64(r.pending, n)
+	o.ObserveFloat64(r.oldest, age)
+	return nil
 }
 
 // Cleanup deletes rows sent before the given time and returns how many.
