@@ -27,6 +27,7 @@ type CatalogRedis struct {
 	next catalog.Repository
 	rdb  redis.UniversalClient
 	ttl  time.Duration
+	key  string
 	log  *slog.Logger
 }
 
@@ -34,7 +35,13 @@ func NewCatalogRedis(next catalog.Repository, rdb redis.UniversalClient, ttl tim
 	if log == nil {
 		log = slog.Default()
 	}
-	return &CatalogRedis{next: next, rdb: rdb, ttl: ttl, log: log}
+	return &CatalogRedis{next: next, rdb: rdb, ttl: ttl, key: CatalogKey, log: log}
+}
+
+// WithKey moves the cache to another key (tests use a private one).
+func (c *CatalogRedis) WithKey(key string) *CatalogRedis {
+	c.key = key
+	return c
 }
 
 type cachedProduct struct {
@@ -45,7 +52,7 @@ type cachedProduct struct {
 }
 
 func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
-	raw, err := c.rdb.Get(ctx, CatalogKey).Bytes()
+	raw, err := c.rdb.Get(ctx, c.key).Bytes()
 	switch {
 	case err == nil:
 		var cached []cachedProduct
@@ -56,7 +63,7 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 			}
 			return out, nil
 		}
-		c.log.WarnContext(ctx, "catalog cache holds unreadable value; reloading", "key", CatalogKey)
+		c.log.WarnContext(ctx, "catalog cache holds unreadable value; reloading", "key", c.key)
 	case !errors.Is(err, redis.Nil):
 		c.log.WarnContext(ctx, "catalog cache unavailable; reading database", "err", err)
 	}
@@ -72,7 +79,7 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode catalog cache: %w", err)
 	}
-	if err := c.rdb.Set(ctx, CatalogKey, buf, c.ttl).Err(); err != nil {
+	if err := c.rdb.Set(ctx, c.key, buf, c.ttl).Err(); err != nil {
 		c.log.WarnContext(ctx, "catalog cache write failed", "err", err)
 	}
 	return ps, nil
@@ -80,7 +87,7 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 
 // Invalidate drops the cached catalogue (used after reseeding and in tests).
 func (c *CatalogRedis) Invalidate(ctx context.Context) error {
-	if err := c.rdb.Del(ctx, CatalogKey).Err(); err != nil {
+	if err := c.rdb.Del(ctx, c.key).Err(); err != nil {
 		return fmt.Errorf("invalidate catalog cache: %w", err)
 	}
 	return nil

@@ -40,20 +40,25 @@ type PaymentResultData struct {
 // explicit acks) and applies them through the ApplyPayment use case.
 type PaymentEvents struct {
 	js      jetstream.JetStream
+	names   Names
 	apply   app.ApplyPaymentHandler
 	log     *slog.Logger
 	tracer  trace.Tracer
 	handled metric.Int64Counter
 }
 
+// DefaultNames are the platform's: stream SHANHAI, durable "order" on
+// shanhai.payments.
+var DefaultNames = Names{Stream: Stream, StreamSubjects: StreamSubjects, Subject: PaymentsSubject, Durable: app.ConsumerName}
+
 // ConsumerConfig is the durable consumer this service owns. MaxDeliver bounds
 // redelivery of a message whose processing keeps failing (e.g. the database
 // is down for longer than the backoff covers); BackOff spaces redeliveries
 // after an ack timeout.
-func ConsumerConfig() jetstream.ConsumerConfig {
+func (c *PaymentEvents) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       app.ConsumerName,
-		FilterSubject: PaymentsSubject,
+		Durable:       c.names.Durable,
+		FilterSubject: c.names.Subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		MaxDeliver:    20,
@@ -63,28 +68,29 @@ func ConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-func NewPaymentEvents(js jetstream.JetStream, apply app.ApplyPaymentHandler, log *slog.Logger) *PaymentEvents {
+// NewPaymentEvents builds the consumer; zero fields of names take DefaultNames.
+func NewPaymentEvents(js jetstream.JetStream, names Names, apply app.ApplyPaymentHandler, log *slog.Logger) *PaymentEvents {
 	if log == nil {
 		log = slog.Default()
 	}
 	handled, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.payment_events",
 		metric.WithDescription("payment result messages handled, by outcome"))
-	return &PaymentEvents{js: js, apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled}
+	return &PaymentEvents{js: js, names: names.or(DefaultNames), apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled}
 }
 
 // Start ensures the stream and consumer exist and begins consuming. The
 // returned stop function stops delivery and waits for the message in hand.
 func (c *PaymentEvents) Start(ctx context.Context) (stop func(), err error) {
-	if err := EnsureStream(ctx, c.js); err != nil {
+	if err := EnsureStream(ctx, c.js, c.names); err != nil {
 		return nil, err
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, Stream, ConsumerConfig())
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.Stream, c.ConsumerConfig())
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", app.ConsumerName, err)
+		return nil, fmt.Errorf("create consumer %s: %w", c.names.Durable, err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) { c.Handle(m) })
 	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", PaymentsSubject, err)
+		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
 	return func() { cc.Drain(); <-cc.Closed() }, nil
 }
@@ -93,11 +99,11 @@ func (c *PaymentEvents) Start(ctx context.Context) (stop func(), err error) {
 // nak with delay on a transient failure, term when it can never succeed.
 func (c *PaymentEvents) Handle(m jetstream.Msg) {
 	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
-	ctx, span := c.tracer.Start(ctx, PaymentsSubject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
+	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.destination.name", m.Subject()),
-			attribute.String("messaging.consumer.group.name", app.ConsumerName),
+			attribute.String("messaging.consumer.group.name", c.names.Durable),
 		))
 	defer span.End()
 	outcome, err := c.process(ctx, m)

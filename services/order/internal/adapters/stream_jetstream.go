@@ -15,21 +15,48 @@ const (
 	StreamSubjects = "shanhai.>"
 )
 
-// EnsureStream creates the SHANHAI stream when it is absent and leaves an
-// existing one alone: the bridge, order and payment all call this at start,
-// and whoever comes first defines it; nobody silently rewrites another's
+// Names are the JetStream names a consumer uses. The zero value means the
+// platform's (docs/conventions.md); tests pass private names so they never
+// share a stream or durable with a service that is running on the same
+// server.
+type Names struct {
+	Stream         string // default SHANHAI
+	StreamSubjects string // default shanhai.>
+	Subject        string // the consumer's filter subject
+	Durable        string // the durable consumer name
+}
+
+func (n Names) or(def Names) Names {
+	if n.Stream == "" {
+		n.Stream = def.Stream
+	}
+	if n.StreamSubjects == "" {
+		n.StreamSubjects = def.StreamSubjects
+	}
+	if n.Subject == "" {
+		n.Subject = def.Subject
+	}
+	if n.Durable == "" {
+		n.Durable = def.Durable
+	}
+	return n
+}
+
+// EnsureStream creates the stream when it is absent and leaves an existing
+// one alone: the bridge, order and payment all call this at start, and
+// whoever comes first defines it; nobody silently rewrites another's
 // settings.
-func EnsureStream(ctx context.Context, js jetstream.JetStream) error {
-	_, err := js.Stream(ctx, Stream)
+func EnsureStream(ctx context.Context, js jetstream.JetStream, n Names) error {
+	_, err := js.Stream(ctx, n.Stream)
 	if err == nil {
 		return nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("look up stream %s: %w", Stream, err)
+		return fmt.Errorf("look up stream %s: %w", n.Stream, err)
 	}
 	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:      Stream,
-		Subjects:  []string{StreamSubjects},
+		Name:      n.Stream,
+		Subjects:  []string{n.StreamSubjects},
 		Storage:   jetstream.FileStorage,
 		Retention: jetstream.LimitsPolicy,
 		// The bridge sets Nats-Msg-Id = topic/partition/offset; this window
@@ -38,7 +65,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream) error {
 		MaxAge:     7 * 24 * time.Hour,
 	})
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create stream %s: %w", Stream, err)
+		return fmt.Errorf("create stream %s: %w", n.Stream, err)
 	}
 	return nil
 }

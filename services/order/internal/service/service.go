@@ -41,8 +41,11 @@ const Name = "order"
 type Options struct {
 	Logger    *slog.Logger
 	Telemetry *telemetry.Provider
-	// Verifier overrides the JWKS_URL verifier (tests use a static key set).
+	// Verifier overrides the JWKS_URL verifier.
 	Verifier *auth.Verifier
+	// JetStream overrides the stream and consumer names (tests use private
+	// ones); zero fields keep the platform's names.
+	JetStream adapters.Names
 }
 
 // Service is a wired, not yet running, order service.
@@ -134,7 +137,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		NewID:   func() string { return uuid.Must(uuid.NewV7()).String() },
 		Render:  ports.Render,
 	})
-	s.events = adapters.NewPaymentEvents(js, s.App.ApplyPayment, o.Logger)
+	s.events = adapters.NewPaymentEvents(js, o.JetStream, s.App.ApplyPayment, o.Logger)
 
 	verifier := o.Verifier
 	if verifier == nil {

@@ -47,6 +47,7 @@ type OrderCreatedData struct {
 //     the reason, count it, and TermWithReason.
 type OrderEvents struct {
 	js         jetstream.JetStream
+	names      Names
 	app        app.Application
 	maxDeliver int
 	log        *slog.Logger
@@ -55,14 +56,19 @@ type OrderEvents struct {
 	dead       metric.Int64Counter
 }
 
-func NewOrderEvents(js jetstream.JetStream, a app.Application, maxDeliver int, log *slog.Logger) *OrderEvents {
+// DefaultNames are the platform's: stream SHANHAI, durable "payment" on
+// shanhai.orders.
+var DefaultNames = Names{Stream: Stream, StreamSubjects: StreamSubjects, Subject: OrdersSubject, Durable: ConsumerName}
+
+// NewOrderEvents builds the consumer; zero fields of names take DefaultNames.
+func NewOrderEvents(js jetstream.JetStream, names Names, a app.Application, maxDeliver int, log *slog.Logger) *OrderEvents {
 	if log == nil {
 		log = slog.Default()
 	}
 	m := otel.Meter("shanhai/payment")
 	handled, _ := m.Int64Counter("shanhai.payment.order_events", metric.WithDescription("order messages handled, by outcome"))
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
-	return &OrderEvents{js: js, app: a, maxDeliver: maxDeliver, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
+	return &OrderEvents{js: js, names: names.or(DefaultNames), app: a, maxDeliver: maxDeliver, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
 }
 
 // ConsumerConfig is the durable consumer this service owns. BackOff spaces
@@ -70,8 +76,8 @@ func NewOrderEvents(js jetstream.JetStream, a app.Application, maxDeliver int, l
 // their own delay.
 func (c *OrderEvents) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       ConsumerName,
-		FilterSubject: OrdersSubject,
+		Durable:       c.names.Durable,
+		FilterSubject: c.names.Subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		MaxDeliver:    c.maxDeliver,
@@ -84,16 +90,16 @@ func (c *OrderEvents) ConsumerConfig() jetstream.ConsumerConfig {
 // Start ensures the stream and consumer exist and begins consuming. The
 // returned stop function stops delivery and waits for messages in hand.
 func (c *OrderEvents) Start(ctx context.Context) (stop func(), err error) {
-	if err := EnsureStream(ctx, c.js); err != nil {
+	if err := EnsureStream(ctx, c.js, c.names); err != nil {
 		return nil, err
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, Stream, c.ConsumerConfig())
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.Stream, c.ConsumerConfig())
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", ConsumerName, err)
+		return nil, fmt.Errorf("create consumer %s: %w", c.names.Durable, err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) { c.Handle(m) })
 	if err != nil {
-		return nil, fmt.Errorf("consume %s: %w", OrdersSubject, err)
+		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
 	return func() { cc.Drain(); <-cc.Closed() }, nil
 }
@@ -102,11 +108,11 @@ func (c *OrderEvents) Start(ctx context.Context) (stop func(), err error) {
 // continues the producer's trace from the NATS headers.
 func (c *OrderEvents) Handle(m jetstream.Msg) {
 	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
-	ctx, span := c.tracer.Start(ctx, OrdersSubject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
+	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
 			attribute.String("messaging.destination.name", m.Subject()),
-			attribute.String("messaging.consumer.group.name", ConsumerName),
+			attribute.String("messaging.consumer.group.name", c.names.Durable),
 		))
 	defer span.End()
 	outcome, err := c.process(ctx, m)
@@ -169,7 +175,7 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	if md, err := m.Metadata(); err == nil && msgID == "" {
 		msgID = fmt.Sprintf("%s/%d", md.Stream, md.Sequence.Stream)
 	}
-	d := payment.DeadLetter{Consumer: ConsumerName, Subject: m.Subject(), MsgID: msgID, EventID: env.ID, EventType: env.Type,
+	d := payment.DeadLetter{Consumer: c.names.Durable, Subject: m.Subject(), MsgID: msgID, EventID: env.ID, EventType: env.Type,
 		Reason: reason.Error(), Payload: m.Data(), Headers: h}
 	if err := c.app.RecordDeadLetter.Handle(ctx, d); err != nil {
 		// Without a record, terminating would lose the message: let it be

@@ -9,7 +9,8 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/config"
 )
 
-// DynamicKey is the etcd key of the settings that change without a restart.
+// DynamicKey is the default etcd key of the settings that change without a
+// restart.
 const DynamicKey = "/shanhai/config/payment"
 
 // Config is read once at start by config.Load. The Provider* and Decline*
@@ -31,6 +32,8 @@ type Config struct {
 	EtcdEndpoints   []string `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379" envSeparator:"," desc:"discovery and dynamic settings; empty uses DISCOVERY_STATIC and the initial settings"`
 	DiscoveryStatic string   `env:"DISCOVERY_STATIC" desc:"service=addr,... when etcd is not used"`
 	AdvertiseAddr   string   `env:"ADVERTISE_ADDR" desc:"host:port registered in discovery; default 127.0.0.1 and the HTTP_ADDR port"`
+
+	SettingsKey string `env:"PAYMENT_SETTINGS_KEY" envDefault:"/shanhai/config/payment" desc:"etcd key of the dynamic provider and decline settings (JSON)"`
 
 	MaxDeliver int `env:"CONSUMER_MAX_DELIVER" envDefault:"10" desc:"deliveries of one order.created before it is dead-lettered"`
 

@@ -40,8 +40,11 @@ const Name = "payment"
 type Options struct {
 	Logger    *slog.Logger
 	Telemetry *telemetry.Provider
-	// Verifier overrides the JWKS_URL verifier (tests use a static key set).
+	// Verifier overrides the JWKS_URL verifier.
 	Verifier *auth.Verifier
+	// JetStream overrides the stream and consumer names (tests use private
+	// ones); zero fields keep the platform's names.
+	JetStream adapters.Names
 }
 
 // Service is a wired, not yet running, payment service.
@@ -123,7 +126,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		},
 		NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
 	})
-	s.events = adapters.NewOrderEvents(js, s.App, cfg.MaxDeliver, o.Logger)
+	s.events = adapters.NewOrderEvents(js, o.JetStream, s.App, cfg.MaxDeliver, o.Logger)
 
 	verifier := o.Verifier
 	if verifier == nil {
@@ -176,7 +179,7 @@ func (s *Service) etcdParts(ctx context.Context) error {
 	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
 	// The watch lives as long as the etcd client: closing the client on
 	// shutdown ends it.
-	v, err := dynconfig.Watch(context.WithoutCancel(ctx), cli, config.DynamicKey, initial)
+	v, err := dynconfig.Watch(context.WithoutCancel(ctx), cli, s.cfg.SettingsKey, initial)
 	if err != nil {
 		return err
 	}
