@@ -146,6 +146,7 @@ func (b *Breaker) changed(_ string, from, to gobreaker.State) {
 		b.openUntil.Store(b.s.now().Add(b.openFor(int(n))).UnixNano())
 	case gobreaker.StateClosed:
 		b.trips.Store(0)
+		b.openUntil.Store(0) // lets admit skip reading the clock while closed
 	}
 	transitions(b.name, fromGo(to))
 	if b.s.OnStateChange != nil {

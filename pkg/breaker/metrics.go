@@ -11,18 +11,23 @@ import (
 
 const instrumentation = "github.com/shanhai-dev/shanhai/pkg/breaker"
 
+// The instruments come from the global meter once per process (the global
+// provider delegates to whatever telemetry.Setup installs later), and every
+// callback is registered on that same meter: a callback may only observe
+// instruments of its own meter.
 var (
 	instOnce   sync.Once
+	meter      metric.Meter
 	stateGauge metric.Int64ObservableGauge
 	transCount metric.Int64Counter
 )
 
 func instruments() {
 	instOnce.Do(func() {
-		m := otel.Meter(instrumentation)
-		stateGauge, _ = m.Int64ObservableGauge("shanhai.breaker.state",
+		meter = otel.Meter(instrumentation)
+		stateGauge, _ = meter.Int64ObservableGauge("shanhai.breaker.state",
 			metric.WithDescription("Circuit breaker state: 0 closed, 1 half-open, 2 open"))
-		transCount, _ = m.Int64Counter("shanhai.breaker.transitions",
+		transCount, _ = meter.Int64Counter("shanhai.breaker.transitions",
 			metric.WithDescription("Circuit breaker state changes, by the state entered"),
 			metric.WithUnit("{transition}"))
 	})
@@ -32,7 +37,7 @@ func instruments() {
 func observe(b *Breaker) func() {
 	instruments()
 	attrs := metric.WithAttributes(attribute.String("breaker.name", b.name))
-	reg, err := otel.Meter(instrumentation).RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	reg, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(stateGauge, int64(b.State()), attrs)
 		return nil
 	}, stateGauge)

@@ -1,0 +1,260 @@
+package breaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func newTest(t *testing.T, s Settings) (*Breaker, *clock) {
+	t.Helper()
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	s.now = clk.now
+	b := New(t.Name(), s)
+	t.Cleanup(b.Close)
+	return b, clk
+}
+
+func call(t *testing.T, b *Breaker, failed bool) {
+	t.Helper()
+	done, err := b.Allow()
+	if err != nil {
+		t.Fatalf("Allow in state %v: %v", b.State(), err)
+	}
+	done(failed)
+}
+
+func TestBreakerFullCycle(t *testing.T) {
+	var transitions []string
+	b, clk := newTest(t, Settings{
+		MinRequests: 10, FailureRatio: 0.5,
+		OpenBase: 100 * time.Millisecond, OpenMax: time.Second, HalfOpenTrials: 2,
+		OnStateChange: func(_ string, from, to State) { transitions = append(transitions, from.String()+">"+to.String()) },
+	})
+	b.s.Jitter = 0 // exact open periods for this test
+
+	// Below the minimum request count even 100% failures do not trip.
+	for range 9 {
+		call(t, b, true)
+	}
+	if b.State() != Closed {
+		t.Fatalf("tripped on 9 calls with MinRequests 10")
+	}
+	// Tenth completed call, 10/10 failed: trips.
+	call(t, b, true)
+	if b.State() != Open {
+		t.Fatalf("state %v after 10/10 failures, want open", b.State())
+	}
+	if _, err := b.Allow(); !errors.Is(err, ErrOpen) {
+		t.Fatalf("Allow while open: %v, want ErrOpen", err)
+	}
+
+	clk.advance(99 * time.Millisecond)
+	if _, err := b.Allow(); !errors.Is(err, ErrOpen) {
+		t.Fatalf("Allow before the open period ended: %v", err)
+	}
+	clk.advance(time.Millisecond)
+
+	// Half-open: exactly HalfOpenTrials calls get through.
+	r1, err := b.Guard()
+	if err != nil {
+		t.Fatalf("first trial: %v", err)
+	}
+	if b.State() != HalfOpen {
+		t.Fatalf("state %v, want half-open", b.State())
+	}
+	r2, err := b.Guard()
+	if err != nil {
+		t.Fatalf("second trial: %v", err)
+	}
+	if _, err := b.Guard(); !errors.Is(err, ErrTooManyTrials) {
+		t.Fatalf("third concurrent trial: %v, want ErrTooManyTrials", err)
+	}
+	// A cancelled trial proves nothing: its slot is handed back uncounted.
+	r1(fmt.Errorf("client left: %w", context.Canceled), 0)
+	if b.State() != HalfOpen {
+		t.Fatalf("cancellation changed state to %v", b.State())
+	}
+	r3, err := b.Guard()
+	if err != nil {
+		t.Fatalf("trial after a cancelled one: %v", err)
+	}
+	r2(nil, http.StatusOK)
+	if b.State() != HalfOpen {
+		t.Fatalf("closed after 1 of 2 trials")
+	}
+	r3(nil, http.StatusNotFound) // a 4xx is the upstream working
+	if b.State() != Closed {
+		t.Fatalf("state %v after 2 successful trials, want closed", b.State())
+	}
+	want := []string{"closed>open", "open>half-open", "half-open>closed"}
+	if fmt.Sprint(transitions) != fmt.Sprint(want) {
+		t.Fatalf("transitions %v, want %v", transitions, want)
+	}
+}
+
+func TestBreakerOpenPeriodBacksOff(t *testing.T) {
+	b, clk := newTest(t, Settings{MinRequests: 1, OpenBase: 100 * time.Millisecond, OpenMax: 300 * time.Millisecond, HalfOpenTrials: 1})
+	b.s.Jitter = 0
+	call(t, b, true) // trip 1
+	// Each failed trial re-opens for twice as long, capped at OpenMax.
+	for trip, open := range []time.Duration{100, 200, 300, 300} {
+		open *= time.Millisecond
+		clk.advance(open - time.Millisecond)
+		if _, err := b.Allow(); !errors.Is(err, ErrOpen) {
+			t.Fatalf("trip %d: admitted before %v: %v", trip+1, open, err)
+		}
+		clk.advance(time.Millisecond)
+		call(t, b, trip < 3) // trips 1-3: the trial fails; trip 4: it succeeds
+	}
+	if b.State() != Closed {
+		t.Fatalf("state %v after a successful trial, want closed", b.State())
+	}
+	// Closing resets the backoff: the next trip is OpenBase again.
+	call(t, b, true)
+	clk.advance(100 * time.Millisecond)
+	if b.State() != HalfOpen {
+		t.Fatalf("state %v 100ms after a fresh trip, want half-open (backoff reset)", b.State())
+	}
+}
+
+func TestBreakerJitterShortensWithinBounds(t *testing.T) {
+	for range 50 {
+		b := New("j", Settings{OpenBase: time.Second, Jitter: 0.2})
+		d := b.openFor(1)
+		if d > time.Second || d < 800*time.Millisecond {
+			t.Fatalf("open period %v outside [800ms, 1s]", d)
+		}
+		b.Close()
+	}
+}
+
+func TestBreakerIgnoresCancellationAndClientErrors(t *testing.T) {
+	b, _ := newTest(t, Settings{MinRequests: 10, FailureRatio: 0.5})
+	for range 100 {
+		r, err := b.Guard()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r(context.Canceled, 0)
+		r, _ = b.Guard()
+		r(nil, http.StatusBadRequest)
+	}
+	// 100 successes (the 4xx) and no failures counted: 100 more real
+	// failures are needed to reach 50%, cancellations weigh nothing.
+	for range 99 {
+		r, _ := b.Guard()
+		r(syscall.ECONNREFUSED, 0)
+	}
+	if b.State() != Closed {
+		t.Fatalf("opened at 99 failures / 199 calls; cancellations or 4xx were counted as failures")
+	}
+	r, _ := b.Guard()
+	r(nil, http.StatusServiceUnavailable)
+	if b.State() != Open {
+		t.Fatalf("state %v at 100/200 failures, want open", b.State())
+	}
+}
+
+func TestIsFailure(t *testing.T) {
+	timeout := &url.Error{Op: "Get", URL: "http://x", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		name   string
+		err    error
+		status int
+		want   bool
+	}{
+		{"ok", nil, 200, false},
+		{"404", nil, 404, false},
+		{"429", nil, 429, false},
+		{"500", nil, 500, false},
+		{"502", nil, 502, true},
+		{"503", nil, 503, true},
+		{"504", nil, 504, true},
+		{"refused", &url.Error{Op: "Get", Err: &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}, 0, true},
+		{"reset", fmt.Errorf("read: %w", syscall.ECONNRESET), 0, true},
+		{"eof mid-response", &url.Error{Op: "Get", Err: io.ErrUnexpectedEOF}, 0, true},
+		{"i/o timeout", timeout, 0, true},
+		{"deadline", fmt.Errorf("call: %w", context.DeadlineExceeded), 0, true},
+		{"dns", &net.DNSError{Err: "no such host", Name: "x"}, 0, true},
+		{"cancelled", &url.Error{Op: "Get", Err: context.Canceled}, 0, false},
+		{"cancelled with 503", context.Canceled, 503, false},
+		{"other", errors.New("json: bad"), 0, false},
+	} {
+		if got := IsFailure(tc.err, tc.status); got != tc.want {
+			t.Errorf("%s: IsFailure = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestBreakerStateMetric(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	prev := otel.GetMeterProvider()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	t.Cleanup(func() { otel.SetMeterProvider(prev) })
+
+	b, _ := newTest(t, Settings{MinRequests: 1})
+	if got := gauge(t, reader, b.Name()); got != int64(Closed) {
+		t.Fatalf("gauge %d, want closed", got)
+	}
+	call(t, b, true)
+	if got := gauge(t, reader, b.Name()); got != int64(Open) {
+		t.Fatalf("gauge %d, want open (2)", got)
+	}
+	b.Close()
+	if got := gauge(t, reader, b.Name()); got != -1 {
+		t.Fatalf("closed breaker still reported: %d", got)
+	}
+}
+
+func gauge(t *testing.T, r *sdkmetric.ManualReader, name string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[int64]); ok && m.Name == "shanhai.breaker.state" {
+				for _, dp := range g.DataPoints {
+					if v, _ := dp.Attributes.Value("breaker.name"); v.AsString() == name {
+						return dp.Value
+					}
+				}
+			}
+		}
+	}
+	return -1
+}
+
+func BenchmarkBreakerAllow(b *testing.B) {
+	br := New("bench", Settings{})
+	defer br.Close()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			done, err := br.Allow()
+			if err != nil {
+				b.Fatal(err)
+			}
+			done(false)
+		}
+	})
+}

@@ -1,0 +1,158 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func noSleep(p Policy) Policy {
+	p.sleep = func(context.Context, time.Duration) error { return nil }
+	return p
+}
+
+var errUpstream = errors.New("upstream 503")
+
+func TestRetryBudgetExhaustedStopsRetries(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	b := NewBudget(0.2, 3, 10*time.Second) // floor: 3/s × 10s = 30 retries
+	b.now = clk.now
+	p := noSleep(Policy{Attempts: 3})
+
+	calls := 0
+	fail := func(context.Context) error { calls++; return errUpstream }
+
+	// 100 requests against a dead upstream: the budget is 30 + 20% of 100 = 50
+	// retries, far fewer than the 200 that 3 attempts each would make.
+	exhausted := 0
+	for range 100 {
+		err := Do(context.Background(), p, b, fail)
+		if !errors.Is(err, errUpstream) {
+			t.Fatalf("lost the upstream error: %v", err)
+		}
+		if errors.Is(err, ErrBudgetExhausted) {
+			exhausted++
+		}
+	}
+	if retries := calls - 100; retries != 50 {
+		t.Fatalf("%d retries, want the budget's 50", retries)
+	}
+	if exhausted == 0 {
+		t.Fatal("no error reported ErrBudgetExhausted")
+	}
+	// Once exhausted, a request gets exactly one attempt.
+	calls = 0
+	_ = Do(context.Background(), p, b, fail)
+	if calls != 1 {
+		t.Fatalf("exhausted budget still allowed %d attempts", calls)
+	}
+	// The window slides: after it passes, retries are possible again.
+	clk.t = clk.t.Add(11 * time.Second)
+	calls = 0
+	_ = Do(context.Background(), p, b, fail)
+	if calls != 3 {
+		t.Fatalf("after the window passed: %d attempts, want 3", calls)
+	}
+}
+
+func TestRetryStopsOnSuccessAndPermanentErrors(t *testing.T) {
+	p := noSleep(Policy{Attempts: 5})
+	calls := 0
+	err := Do(context.Background(), p, nil, func(context.Context) error {
+		calls++
+		if calls < 3 {
+			return errUpstream
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("err %v after %d calls, want success on the 3rd", err, calls)
+	}
+	calls = 0
+	err = Do(context.Background(), p, nil, func(context.Context) error { calls++; return Permanent(errUpstream) })
+	if !errors.Is(err, errUpstream) || calls != 1 {
+		t.Fatalf("permanent error retried: %d calls, %v", calls, err)
+	}
+	calls = 0
+	_ = Do(context.Background(), p, nil, func(context.Context) error { calls++; return context.Canceled })
+	if calls != 1 {
+		t.Fatalf("cancellation retried %d times", calls)
+	}
+}
+
+func TestRetryDoesNotOutliveTheDeadline(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	calls := 0
+	// The first backoff can be up to 1h: it cannot fit the 20ms deadline, so
+	// Do returns at once instead of sleeping into the deadline.
+	err := Do(ctx, Policy{Attempts: 3, Base: time.Hour, Max: time.Hour}, nil,
+		func(context.Context) error { calls++; return errUpstream })
+	if calls != 1 || !errors.Is(err, errUpstream) {
+		t.Fatalf("%d calls, err %v", calls, err)
+	}
+}
+
+func TestBackoffIsFullJitterUnderCap(t *testing.T) {
+	p := Policy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}
+	for n, ceil := range map[int]time.Duration{1: 10, 2: 20, 3: 40, 4: 50, 10: 50} {
+		ceil *= time.Millisecond
+		var maxSeen time.Duration
+		for range 2000 {
+			d := p.Backoff(n)
+			if d < 0 || d >= ceil {
+				t.Fatalf("retry %d: backoff %v outside [0, %v)", n, d, ceil)
+			}
+			maxSeen = max(maxSeen, d)
+		}
+		if maxSeen < ceil*8/10 {
+			t.Fatalf("retry %d: largest of 2000 draws %v, expected near %v (not full jitter)", n, maxSeen, ceil)
+		}
+	}
+}
+
+func TestIdempotent(t *testing.T) {
+	for _, tc := range []struct {
+		method, key string
+		body        bool
+		want        bool
+	}{
+		{http.MethodGet, "", false, true},
+		{http.MethodHead, "", false, true},
+		{http.MethodOptions, "", false, true},
+		{http.MethodPost, "", true, false},
+		{http.MethodPost, "abc", true, true},
+		{http.MethodPut, "", true, false},
+		{http.MethodDelete, "", false, false},
+		{http.MethodDelete, "k1", false, true},
+	} {
+		var body io.Reader
+		if tc.body {
+			body = strings.NewReader("{}") // http.NewRequest sets GetBody for it
+		}
+		r, err := http.NewRequest(tc.method, "http://x/", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.key != "" {
+			r.Header.Set("Idempotency-Key", tc.key)
+		}
+		if got := Idempotent(r); got != tc.want {
+			t.Errorf("%s key=%q: Idempotent = %v, want %v", tc.method, tc.key, got, tc.want)
+		}
+	}
+	r, _ := http.NewRequest(http.MethodPost, "/x", http.NoBody)
+	r.Header.Set("Idempotency-Key", "k")
+	r.Body, r.GetBody = io.NopCloser(strings.NewReader("x")), nil
+	if Idempotent(r) {
+		t.Error("a body that cannot be replayed must not be retried")
+	}
+}

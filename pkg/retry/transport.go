@@ -1,0 +1,77 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
+)
+
+// Transport retries idempotent requests (see Idempotent) whose attempt failed
+// the way breaker.IsFailure defines — connect errors, resets, timeouts, 502,
+// 503, 504 — within p and b. Other requests pass through untouched. When the
+// retries run out on a 5xx the caller gets that last response, not an error,
+// so a proxy can relay it.
+func Transport(rt http.RoundTripper, p Policy, b *Budget) http.RoundTripper {
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	p.Retryable = func(err error) bool {
+		var s statusError
+		return errors.As(err, &s) || breaker.IsFailure(err, 0)
+	}
+	return &transport{next: rt, p: p, b: b}
+}
+
+type transport struct {
+	next http.RoundTripper
+	p    Policy
+	b    *Budget
+}
+
+type statusError int
+
+func (s statusError) Error() string { return "upstream status " + strconv.Itoa(int(s)) }
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !Idempotent(req) {
+		return t.next.RoundTrip(req)
+	}
+	var resp *http.Response
+	attempt := 0
+	err := Do(req.Context(), t.p, t.b, func(ctx context.Context) error {
+		if resp != nil { // a retried 5xx: free its connection
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			_ = resp.Body.Close()
+			resp = nil
+		}
+		attempt++
+		r := req
+		if attempt > 1 {
+			r = req.Clone(ctx)
+			if req.GetBody != nil {
+				body, err := req.GetBody()
+				if err != nil {
+					return Permanent(err)
+				}
+				r.Body = body
+			}
+		}
+		res, err := t.next.RoundTrip(r)
+		if err != nil {
+			return err
+		}
+		resp = res
+		if breaker.IsFailure(nil, res.StatusCode) {
+			return statusError(res.StatusCode)
+		}
+		return nil
+	})
+	if resp != nil {
+		return resp, nil
+	}
+	return nil, err
+}
