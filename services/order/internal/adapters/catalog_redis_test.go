@@ -1,0 +1,94 @@
+package adapters_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
+)
+
+// countingCatalog counts reads that reach the real repository behind the cache.
+type countingCatalog struct {
+	next  catalog.Repository
+	reads atomic.Int32
+}
+
+func (c *countingCatalog) All(ctx context.Context) ([]catalog.Product, error) {
+	c.reads.Add(1)
+	return c.next.All(ctx)
+}
+
+func TestCatalogGormAndRedisCache(t *testing.T) {
+	ctx := context.Background()
+	opt, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			key := "test:order:catalog:" + uuid.NewString()
+			t.Cleanup(func() { rdb.Del(context.Background(), key) })
+			src := &countingCatalog{next: adapters.NewCatalogGorm(db)}
+			cache := adapters.NewCatalogRedis(src, rdb, time.Minute, nil).WithKey(key)
+
+			first, err := cache.All(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(first) != 8 || catalog.Index(first)["CAM-1"].PriceCents != 89900 {
+				t.Fatalf("seeded catalogue = %+v", first)
+			}
+			second, err := cache.All(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if src.reads.Load() != 1 {
+				t.Fatalf("database reads = %d after two calls, want 1 (second from Redis)", src.reads.Load())
+			}
+			if len(second) != len(first) || second[3] != first[3] {
+				t.Fatalf("cached catalogue differs: %+v vs %+v", second, first)
+			}
+			if ttl := rdb.TTL(ctx, key).Val(); ttl <= 0 || ttl > time.Minute {
+				t.Fatalf("cache TTL = %v, want (0, 1m]", ttl)
+			}
+			// A corrupt cached value is replaced from the database.
+			rdb.Set(ctx, key, "not json", time.Minute)
+			if ps, err := cache.All(ctx); err != nil || len(ps) != 8 {
+				t.Fatalf("after corruption: %v, %v", ps, err)
+			}
+			if src.reads.Load() != 2 {
+				t.Fatalf("database reads = %d, want 2 after corruption", src.reads.Load())
+			}
+			if err := cache.Invalidate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if rdb.Exists(ctx, key).Val() != 0 {
+				t.Fatal("invalidate left the key")
+			}
+		})
+	}
+}
+
+func TestCatalogCacheSurvivesRedisOutage(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			// Nothing listens on port 1: every Redis call fails fast.
+			dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+			defer dead.Close()
+			cache := adapters.NewCatalogRedis(adapters.NewCatalogGorm(db), dead, time.Minute, nil)
+			ps, err := cache.All(context.Background())
+			if err != nil || len(ps) != 8 {
+				t.Fatalf("with Redis down: %v, %v", ps, err)
+			}
+		})
+	}
+}
