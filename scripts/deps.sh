@@ -82,10 +82,11 @@ wait_ready() { # server, pid or empty
 }
 
 # spawn runs a server in its own session with output to its log, and records the pid so `down` stops only what we started.
+# The server must not inherit fd 9, the per-server lock, or it would hold the lock for its whole life.
 spawn() { # server, command...
 	local s=$1
 	shift
-	setsid "$@" >>"$LOG/$s.log" 2>&1 </dev/null &
+	setsid "$@" >>"$LOG/$s.log" 2>&1 </dev/null 9>&- &
 	echo $! >"$VAR/$s.pid"
 	echo $!
 }
@@ -167,7 +168,7 @@ start_pg() {
 	# exercise process crashes, which this does not weaken. Many test packages run at once, hence max_connections.
 	"${runas[@]}" "$bin/pg_ctl" -D "$data" -l "$LOG/pg.log" -w -t "$READY_TIMEOUT" start -o \
 		"-c listen_addresses=$HOST -c port=$PG_PORT -c unix_socket_directories=/tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
-		>>"$LOG/pg.log" 2>&1 || fail pg "pg_ctl start failed"
+		>>"$LOG/pg.log" 2>&1 9>&- || fail pg "pg_ctl start failed"
 	head -1 "$data/postmaster.pid" >"$VAR/pg.pid"
 	wait_ready pg
 	# The bootstrap superuser is shanhai; give it a database of its own name as well.
@@ -181,7 +182,7 @@ start_redis() {
 	mkdir -p "$VAR/redis"
 	# No persistence: tests never rely on Redis surviving a restart.
 	redis-server --bind "$HOST" --port "$REDIS_PORT" --save '' --appendonly no --dir "$VAR/redis" \
-		--daemonize yes --pidfile "$VAR/redis.pid" --logfile "$LOG/redis.log" >>"$LOG/redis.log" 2>&1 ||
+		--daemonize yes --pidfile "$VAR/redis.pid" --logfile "$LOG/redis.log" >>"$LOG/redis.log" 2>&1 9>&- ||
 		fail redis "redis-server did not start"
 	wait_ready redis
 }
