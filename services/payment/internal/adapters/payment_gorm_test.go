@@ -1,0 +1,136 @@
+package adapters_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+var now = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+
+func newPayment(t *testing.T, orderID, user string, amount int64) *payment.Payment {
+	t.Helper()
+	p, err := payment.New(uuid.Must(uuid.NewV7()).String(), orderID, user, amount, "EUR", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func outboxRows(t *testing.T, db *gorm.DB, key string) []outbox.Message {
+	t.Helper()
+	var rows []outbox.Message
+	if err := db.Where("key = ?", key).Order("id").Find(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}
+
+func TestPaymentGorm(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			repo := adapters.NewPaymentGorm(db)
+
+			t.Run("ClaimIsOnePerOrderEvenConcurrently", func(t *testing.T) {
+				orderID := uuid.NewString()
+				var wg sync.WaitGroup
+				ids := make([]string, 8)
+				for i := range ids {
+					wg.Go(func() {
+						p, err := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						ids[i] = p.ID()
+					})
+				}
+				wg.Wait()
+				for _, id := range ids {
+					if id != ids[0] {
+						t.Fatalf("claims returned different payments: %v", ids)
+					}
+				}
+				var n int64
+				db.Table("payments").Where("order_id = ?", orderID).Count(&n)
+				if n != 1 {
+					t.Fatalf("%d payment rows for one order", n)
+				}
+			})
+
+			t.Run("CompleteOnceWithEvent", func(t *testing.T) {
+				orderID := uuid.NewString()
+				p, err := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p.Succeed(now)
+				if ok, err := repo.Complete(ctx, p); err != nil || !ok {
+					t.Fatalf("complete = %v, %v", ok, err)
+				}
+				// A second worker that got a different answer loses.
+				late, _ := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
+				if !late.Final() {
+					t.Fatal("claim after completion is not final")
+				}
+				stale := payment.FromSnapshot(payment.Snapshot{ID: p.ID(), OrderID: orderID, UserID: "alice", AmountCents: 500, Currency: "EUR", Status: payment.Pending})
+				stale.Fail("x", now)
+				if ok, err := repo.Complete(ctx, stale); err != nil || ok {
+					t.Fatalf("stale complete = %v, %v; want false", ok, err)
+				}
+				got, err := repo.Get(ctx, "alice", p.ID())
+				if err != nil || got.Status() != payment.Succeeded {
+					t.Fatalf("stored = %v, %v", got, err)
+				}
+				rows := outboxRows(t, db, orderID)
+				if len(rows) != 1 || rows[0].EventType != "payment.succeeded" || rows[0].Topic != adapters.Topic {
+					t.Fatalf("outbox = %+v", rows)
+				}
+			})
+
+			t.Run("OwnDataOnly", func(t *testing.T) {
+				orderID := uuid.NewString()
+				p, _ := repo.Claim(ctx, newPayment(t, orderID, "bob", 700))
+				if _, err := repo.Get(ctx, "mallory", p.ID()); !errors.Is(err, payment.ErrNotFound) {
+					t.Fatalf("get other's: %v", err)
+				}
+				if ps, err := repo.List(ctx, "mallory", orderID, 10); err != nil || len(ps) != 0 {
+					t.Fatalf("list other's: %v, %v", ps, err)
+				}
+				ps, err := repo.List(ctx, "bob", orderID, 10)
+				if err != nil || len(ps) != 1 || ps[0].ID() != p.ID() {
+					t.Fatalf("list own: %v, %v", ps, err)
+				}
+				all, err := repo.List(ctx, "bob", "", 10)
+				if err != nil || len(all) != 1 {
+					t.Fatalf("list all own: %v, %v", all, err)
+				}
+			})
+
+			t.Run("DeadLetters", func(t *testing.T) {
+				d := payment.DeadLetter{ID: uuid.NewString(), Consumer: "payment", Subject: "shanhai.orders", MsgID: "shanhai.orders/0/7",
+					Reason: "not a CloudEvent", Payload: []byte{0xff, 0x00, 'x'}, Headers: map[string]string{"ce_id": "e"}, CreatedAt: now}
+				if err := repo.SaveDeadLetter(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+				got, err := repo.DeadLetters(ctx, 10)
+				if err != nil || len(got) != 1 {
+					t.Fatalf("dead letters = %v, %v", got, err)
+				}
+				if string(got[0].Payload) != string(d.Payload) || got[0].Reason != d.Reason || got[0].Headers["ce_id"] != "e" {
+					t.Fatalf("round trip = %+v", got[0])
+				}
+			})
+		})
+	}
+}
