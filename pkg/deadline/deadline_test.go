@@ -1,0 +1,211 @@
+package deadline
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+func init() { gin.SetMode(gin.TestMode) }
+
+// TestPropagationAcrossTwoHops: client → A → B. A gets 2s from its caller but
+// spends some of it before calling B; B must see a deadline no later than
+// what A had left, and a call A makes after its time is up must not be sent.
+func TestPropagationAcrossTwoHops(t *testing.T) {
+	var bSaw atomic.Int64 // remaining ms B's handler saw, -1 if none
+	var bHits atomic.Int32
+	b := gin.New()
+	b.Use(Middleware(30 * time.Second))
+	b.GET("/b", func(c *gin.Context) {
+		bHits.Add(1)
+		dl, ok := c.Request.Context().Deadline()
+		if !ok {
+			bSaw.Store(-1)
+		} else {
+			bSaw.Store(time.Until(dl).Milliseconds())
+		}
+		c.Status(http.StatusNoContent)
+	})
+	srvB := httptest.NewServer(b)
+	defer srvB.Close()
+
+	client := &http.Client{Transport: Transport(nil)}
+	var aLeft atomic.Int64
+	a := gin.New()
+	a.Use(Middleware(10 * time.Second))
+	a.GET("/a", func(c *gin.Context) {
+		ctx := c.Request.Context()
+		if wait, _ := strconv.Atoi(c.Query("work_ms")); wait > 0 {
+			select { // pretend to work, but stop when the caller's time is up
+			case <-time.After(time.Duration(wait) * time.Millisecond):
+			case <-ctx.Done():
+			}
+		}
+		dl, _ := ctx.Deadline()
+		aLeft.Store(time.Until(dl).Milliseconds())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srvB.URL+"/b", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			if errors.Is(err, ErrExpired) {
+				c.Status(http.StatusGatewayTimeout)
+				return
+			}
+			c.Status(http.StatusBadGateway)
+			return
+		}
+		_ = resp.Body.Close()
+		c.Status(resp.StatusCode)
+	})
+	srvA := httptest.NewServer(a)
+	defer srvA.Close()
+
+	call := func(timeoutMs string, workMs int) int {
+		req, _ := http.NewRequest(http.MethodGet, srvA.URL+"/a?work_ms="+strconv.Itoa(workMs), nil)
+		if timeoutMs != "" {
+			req.Header.Set(Header, timeoutMs)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	if code := call("2000", 100); code != http.StatusNoContent {
+		t.Fatalf("status %d", code)
+	}
+	saw, left := bSaw.Load(), aLeft.Load()
+	if saw <= 0 || saw > left || saw > 1900 {
+		t.Fatalf("B saw %dms left; A had %dms after 100ms of a 2000ms budget: want 0 < B ≤ A ≤ 1900", saw, left)
+	}
+
+	// Without the header A uses its route max (10s) and passes that on.
+	if code := call("", 0); code != http.StatusNoContent {
+		t.Fatalf("status %d", code)
+	}
+	if saw := bSaw.Load(); saw < 9000 || saw > 10000 {
+		t.Fatalf("B saw %dms with A's 10s route max", saw)
+	}
+
+	// A's caller allows 50ms; A works 200ms: A's call to B is never sent.
+	hits := bHits.Load()
+	if code := call("50", 200); code != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504", code)
+	}
+	if bHits.Load() != hits {
+		t.Fatal("B was called after the deadline had passed")
+	}
+}
+
+func TestMiddlewareRejectsExpiredAndMalformed(t *testing.T) {
+	ran := false
+	r := gin.New()
+	r.Use(Middleware(time.Second))
+	r.GET("/", func(c *gin.Context) { ran = true; c.Status(http.StatusOK) })
+	for _, tc := range []struct {
+		header string
+		want   int
+	}{
+		{"0", http.StatusGatewayTimeout},
+		{"-5", http.StatusGatewayTimeout},
+		{"soon", http.StatusBadRequest},
+		{"1.5", http.StatusBadRequest},
+		{"100", http.StatusOK},
+		{"99999999999999999", http.StatusOK}, // absurd but capped by the route max
+	} {
+		ran = false
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set(Header, tc.header)
+		r.ServeHTTP(w, req)
+		if w.Code != tc.want {
+			t.Errorf("%s=%q: status %d, want %d", Header, tc.header, w.Code, tc.want)
+		}
+		if (tc.want == http.StatusOK) != ran {
+			t.Errorf("%s=%q: handler ran=%v", Header, tc.header, ran)
+		}
+		if tc.want != http.StatusOK && w.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s=%q: not problem+json", Header, tc.header)
+		}
+	}
+}
+
+func TestMiddlewareCapsByRouteMax(t *testing.T) {
+	var left time.Duration
+	r := gin.New()
+	r.Use(Middleware(100 * time.Millisecond))
+	r.GET("/", func(c *gin.Context) {
+		dl, _ := c.Request.Context().Deadline()
+		left = time.Until(dl)
+	})
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set(Header, "60000")
+	r.ServeHTTP(httptest.NewRecorder(), req)
+	if left > 100*time.Millisecond || left <= 0 {
+		t.Fatalf("deadline %v away, want capped at the 100ms route max", left)
+	}
+}
+
+func TestMiddleware504WhenHandlerRunsOutOfTime(t *testing.T) {
+	r := gin.New()
+	r.Use(Middleware(20 * time.Millisecond))
+	r.GET("/", func(c *gin.Context) { <-c.Request.Context().Done() })
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/", nil))
+	if w.Code != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504", w.Code)
+	}
+}
+
+func TestInject(t *testing.T) {
+	h := http.Header{}
+	h.Set(Header, "123")
+	Inject(context.Background(), h)
+	if h.Get(Header) != "" {
+		t.Fatal("stale header kept for a context without deadline")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	Inject(ctx, h)
+	if ms, _ := strconv.Atoi(h.Get(Header)); ms <= 1000 || ms > 1500 {
+		t.Fatalf("injected %q for 1.5s left", h.Get(Header))
+	}
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	Inject(expired, h)
+	if h.Get(Header) != "0" {
+		t.Fatalf("expired context injected %q, want 0", h.Get(Header))
+	}
+}
+
+func TestTransportDoesNotModifyCallersRequest(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Header.Get(Header))
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	resp, err := (&http.Client{Transport: Transport(nil)}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if ms, _ := strconv.Atoi(string(body)); ms <= 0 || ms > 1000 {
+		t.Fatalf("server got %q", body)
+	}
+	if req.Header.Get(Header) != "" {
+		t.Fatal("Transport wrote into the caller's request")
+	}
+}
