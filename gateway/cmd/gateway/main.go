@@ -89,11 +89,13 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	)
 	if len(cfg.EtcdEndpoints) > 0 {
 		var err error
-		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: nil})
+		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second})
 		if err != nil {
 			return fmt.Errorf("etcd %v: %w", cfg.EtcdEndpoints, err)
 		}
 		defer cli.Close()
+	}
+	if cli != nil && cfg.DiscoveryStatic == "" {
 		er, err := discovery.NewEtcdResolver(ctx, cli)
 		if err != nil {
 			return fmt.Errorf("discovery: %w", err)

@@ -24,8 +24,8 @@ type Config struct {
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"reported in traces"`
 
-	EtcdEndpoints   []string `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379" envSeparator:"," desc:"etcd for discovery and dynamic config; empty: DISCOVERY_STATIC and env-only config"`
-	DiscoveryStatic string   `env:"DISCOVERY_STATIC" desc:"service=host:port,... when etcd is not used"`
+	EtcdEndpoints   []string `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379" envSeparator:"," desc:"etcd for discovery and dynamic config"`
+	DiscoveryStatic string   `env:"DISCOVERY_STATIC" desc:"service=host:port,...; when set it replaces etcd discovery (etcd still serves dynamic config)"`
 	RedisURL        string   `env:"REDIS_URL" envDefault:"redis://127.0.0.1:16379/0" desc:"Redis for limits shared by gateway replicas"`
 	JWKSURL         string   `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"user service key set for JWT verification"`
 

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Gateway benchmark: wrk against, in interleaved rounds on this one machine,
+#   direct   the upstream itself (nginx `return 200`, the same upstream for all)
+#   nginx    nginx proxy_pass with upstream keep-alive
+#   stdlib   httputil.ReverseProxy with a tuned keep-alive transport
+#   full     the gateway, full chain: JWT verification, per-IP and per-user limits
+#            (Redis, set high), breaker, adaptive limit, retry budget, tracing at
+#            10% sampling exported over OTLP to a sink, metrics
+#   routing  the gateway with routing only (GATEWAY_MODE=routing)
+# then a second pass at about half of the full chain's saturation (wrk's delay()
+# throttles each connection) to compare added latency.
+#
+# Usage: gateway/bench/run.sh            (ROUNDS=3 DURATION=10s CONNS=64 THREADS=2 PIN=0)
+# Needs Redis: scripts/deps.sh up redis (REDIS_URL from scripts/deps.sh env).
+# wrk and nginx come from Debian (installed here when missing).
+# PIN=1 puts the proxy under test on CPU 0 and wrk + upstream on CPU 1.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-2}
+PIN=${PIN:-0}
+TARGETS=${TARGETS:-"direct nginx stdlib full routing"}
+WORK=${WORK:-$(mktemp -d /tmp/gwbench.XXXXXX)}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:16379/0}
+PATHQ=/api/v1/orders
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need nginx nginx-light
+need redis-cli redis-tools
+rhost=${REDIS_URL#redis://}; rhost=${rhost%%/*}
+[[ $(redis-cli -h "${rhost%:*}" -p "${rhost#*:}" ping 2>/dev/null) == PONG ]] ||
+	{ echo "bench: Redis at $REDIS_URL does not answer; run scripts/deps.sh up redis" >&2; exit 1; }
+
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	[[ -f $WORK/up.pid ]] && kill "$(cat "$WORK/up.pid")" 2>/dev/null || true
+	[[ -f $WORK/px.pid ]] && kill "$(cat "$WORK/px.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+if [[ $PIN == 1 ]]; then PX="taskset -c 0"; LOAD="taskset -c 1"; else PX=""; LOAD=""; fi
+
+echo "bench: building into $WORK" >&2
+(cd "$ROOT/gateway" && go build -o "$WORK/gateway" ./cmd/gateway && go build -o "$WORK/benchaux" ./bench/benchaux &&
+	go build -o "$WORK/stdproxy" ./bench/stdproxy)
+
+mkdir -p "$WORK/up" "$WORK/px"
+cat >"$WORK/up.conf" <<NGX
+worker_processes 1; daemon on; pid $WORK/up.pid; error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $WORK/up; proxy_temp_path $WORK/up; fastcgi_temp_path $WORK/up;
+  uwsgi_temp_path $WORK/up; scgi_temp_path $WORK/up; keepalive_requests 1000000;
+  server { listen 127.0.0.1:18090 reuseport; location / { default_type application/json; return 200 '{"ok":true}'; } } }
+NGX
+cat >"$WORK/px.conf" <<NGX
+worker_processes auto; daemon on; pid $WORK/px.pid; error_log $WORK/px/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px; fastcgi_temp_path $WORK/px;
+  uwsgi_temp_path $WORK/px; scgi_temp_path $WORK/px; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:18090; keepalive 128; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:18091 reuseport;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+$LOAD nginx -c "$WORK/up.conf"
+$PX nginx -c "$WORK/px.conf"
+
+$LOAD "$WORK/benchaux" -addr 127.0.0.1:18099 -token "$WORK/token" >"$WORK/aux.log" 2>&1 & PIDS+=($!)
+$PX "$WORK/stdproxy" -addr 127.0.0.1:18092 -upstream http://127.0.0.1:18090 >"$WORK/std.log" 2>&1 & PIDS+=($!)
+common=(ETCD_ENDPOINTS= DISCOVERY_STATIC=order=127.0.0.1:18090 REDIS_URL="$REDIS_URL" LOG_LEVEL=warn)
+env "${common[@]}" HTTP_ADDR=127.0.0.1:18093 ADMIN_ADDR=127.0.0.1:19093 GATEWAY_MODE=full \
+	JWKS_URL=http://127.0.0.1:18099/.well-known/jwks.json \
+	GATEWAY_IP_LIMIT=10000000/1s GATEWAY_USER_LIMIT=10000000/1s \
+	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
+	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 \
+	$PX "$WORK/gateway" >"$WORK/full.log" 2>&1 & PIDS+=($!)
+env "${common[@]}" HTTP_ADDR=127.0.0.1:18094 ADMIN_ADDR=127.0.0.1:19094 GATEWAY_MODE=routing \
+	$PX "$WORK/gateway" >"$WORK/routing.log" 2>&1 & PIDS+=($!)
+
+for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&
+	curl -fs -o /dev/null 127.0.0.1:18094/healthz && break; sleep 0.2; done
+TOKEN=$(cat "$WORK/token")
+declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094)
+# Every target gets the same request, Authorization included.
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
+[[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
+
+# ms converts wrk's latency strings (us, ms, s) to milliseconds.
+ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v+0} else {sub(/s/,"",v); print v*1000} }'; }
+run() { # target conns script -> "rps p50 p99"
+	local out
+	out=$($LOAD wrk -t"$THREADS" -c"$2" -d"$DURATION" --latency ${3:+-s "$3"} -H "Authorization: Bearer $TOKEN" \
+		"http://127.0.0.1:${PORT[$1]}$PATHQ" 2>&1)
+	echo "$out" >>"$WORK/wrk.log"
+	grep -q "Non-2xx" <<<"$out" && { echo "bench: $1 answered non-2xx:" >&2; echo "$out" >&2; exit 1; }
+	echo "$(awk '/Requests\/sec/{print $2}' <<<"$out") $(ms "$(awk '$1=="50%"{print $2}' <<<"$out")") $(ms "$(awk '$1=="99%"{print $2}' <<<"$out")")"
+}
+median() { sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
+
+echo "bench: $ROUNDS interleaved rounds of $DURATION, $CONNS connections, $THREADS wrk threads, PIN=$PIN, $(nproc) CPUs" >&2
+declare -A R
+for round in $(seq "$ROUNDS"); do
+	for t in $TARGETS; do
+		R[$t,$round]=$(run "$t" "$CONNS" "")
+		echo "round $round $t: ${R[$t,$round]}" >&2
+	done
+done
+report() { # title, array prefix
+	printf '\n%s\n%-8s %12s %9s %9s %9s\n' "$1" target "req/s" "p50 ms" "p99 ms" "x nginx"
+	local n; n=$(for r in $(seq "$ROUNDS"); do echo "${R[nginx,$r]}" | cut -d' ' -f1; done | median)
+	for t in $TARGETS; do
+		local rps p50 p99
+		rps=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f1; done | median)
+		p50=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f2; done | median)
+		p99=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f3; done | median)
+		printf '%-8s %12.0f %9.3f %9.3f %9.2f\n' "$t" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$n" 'BEGIN{print a/b}')"
+		echo "$t $rps" >"$WORK/sat.$t"
+	done
+}
+report "Saturation (median of $ROUNDS rounds, $CONNS connections)"
+
+# Half saturation: each connection sends one request, waits DELAY ms, repeats.
+full_rps=$(cut -d' ' -f2 "$WORK/sat.full" 2>/dev/null || echo 20000)
+DELAY=2
+HCONNS=$(awk -v r="$full_rps" -v d=$DELAY 'BEGIN{c=int(r/2*d/1000+0.5); if(c<1)c=1; print c}')
+printf 'function delay() return %d end\n' "$DELAY" >"$WORK/delay.lua"
+echo "bench: half saturation: $HCONNS connections x 1 request per ${DELAY}ms" >&2
+for round in $(seq "$ROUNDS"); do
+	for t in $TARGETS; do
+		R[$t,$round]=$(run "$t" "$HCONNS" "$WORK/delay.lua")
+		echo "half round $round $t: ${R[$t,$round]}" >&2
+	done
+done
+report "About half of the full chain's saturation ($HCONNS connections, ${DELAY}ms think time)"
+d50=$(for r in $(seq "$ROUNDS"); do echo "${R[direct,$r]}" | cut -d' ' -f2; done | median)
+for t in $TARGETS; do
+	[[ $t == direct ]] && continue
+	p=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f2; done | median)
+	printf 'added p50 %-8s %.3f ms\n' "$t" "$(awk -v a="$p" -v b="$d50" 'BEGIN{print a-b}')"
+done
+echo "bench: raw wrk output in $WORK/wrk.log" >&2
