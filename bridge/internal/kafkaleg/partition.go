@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/shanhai-dev/shanhai/pkg/carrier"
+
 	"github.com/shanhai-dev/shanhai/bridge/internal/backoff"
 	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
 	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
@@ -369,12 +371,14 @@ func headerSafe(k, v string) bool {
 
 // build turns m into the JetStream message with its producer span.
 func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Context) {
+	prop := otel.GetTextMapPropagator()
+	parent := prop.Extract(context.Background(), carrier.Kafka(&m.Headers)) // any header case
 	hdrs := make(map[string]string, len(m.Headers)+4)
 	for _, h := range m.Headers {
-		hdrs[h.Key] = string(h.Value)
+		if !isTraceHeader(h.Key) { // re-injected below, lowercase, for this hop's span
+			hdrs[h.Key] = string(h.Value)
+		}
 	}
-	prop := otel.GetTextMapPropagator()
-	parent := prop.Extract(context.Background(), propagation.MapCarrier(hdrs))
 	ctx, span := p.leg.tracer.Start(parent, p.route.Subject+" publish",
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
@@ -402,6 +406,10 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 	h[HeaderTimestamp] = []string{strconv.FormatInt(m.Time.UnixMilli(), 10)}
 	h[jetstream.MsgIDHeader] = []string{MsgID(m.Topic, m.Partition, m.Offset)}
 	return &nats.Msg{Subject: p.route.Subject, Header: h, Data: m.Value}, span, ctx
+}
+
+func isTraceHeader(k string) bool {
+	return strings.EqualFold(k, "traceparent") || strings.EqualFold(k, "tracestate") || strings.EqualFold(k, "baggage")
 }
 
 func printable(b []byte) bool {

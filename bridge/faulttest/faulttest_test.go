@@ -1,0 +1,56 @@
+package faulttest
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+func TestMain(m *testing.M) {
+	MaybeBridge() // the bridge instances are this test binary re-run
+	os.Exit(m.Run())
+}
+
+// TestFaultTestLosesNothing is the fault test at CI size: 20,000
+// messages (FAULTTEST_N overrides; -short uses 3,000). Pulsar is restarted
+// only when FAULTTEST_PULSAR_RESTART names the command (the shared
+// standalone serves everyone; make test sets it).
+func TestFaultTestLosesNothing(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	pulsarURL, _ := testenv.Pulsar(t)
+	n := 20000
+	if testing.Short() {
+		n = 3000
+	}
+	if s := os.Getenv("FAULTTEST_N"); s != "" {
+		var err error
+		if n, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natsServer := FindNATSServer()
+	if natsServer == "" {
+		t.Fatal("no nats-server >= 2.10: run scripts/deps.sh up nats (it builds one into its cache)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Options{
+		N: n, Partitions: 3, Size: 256, Duration: 40 * time.Second, Brokers: brokers, PulsarURL: pulsarURL,
+		PulsarRestart: os.Getenv("FAULTTEST_PULSAR_RESTART"), NATSServer: natsServer, Kills: 2,
+		Drain: 3 * time.Minute, Out: testWriter{t},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Verdict.OK() {
+		t.Fatalf("fault test failed: %v (logs in %s)", rep.Verdict, rep.Dir)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }

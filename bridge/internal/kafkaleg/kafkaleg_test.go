@@ -1,0 +1,376 @@
+package kafkaleg_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
+	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
+	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
+	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
+)
+
+func init() {
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	otel.SetTracerProvider(sdktrace.NewTracerProvider())
+}
+
+// env is one test's private topic, DLQ topic and stream on the shared servers.
+type env struct {
+	brokers  []string
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	topic    string
+	dlqTopic string
+	route    mapping.Route
+	stream   jetstream.Stream
+}
+
+func setup(t *testing.T, partitions int) *env {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	natsURL := testenv.NATS(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	id := harness.ID()
+	e := &env{brokers: brokers, topic: "bridgetest." + id + ".orders", dlqTopic: "bridgetest." + id + ".dlq"}
+	for topic, n := range map[string]int{e.topic: partitions, e.dlqTopic: 1} {
+		if err := harness.CreateTopic(ctx, brokers, topic, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	if e.nc, err = nats.Connect(natsURL, nats.ReconnectBufSize(-1), nats.MaxReconnects(-1)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.nc.Close)
+	if e.js, err = jetstream.New(e.nc, jetstream.WithPublishAsyncTimeout(5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	name := "BRIDGETEST_" + id
+	if e.stream, err = e.js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bridgetest." + id + ".>"},
+		Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.js.DeleteStream(context.Background(), name) })
+	routes, err := mapping.Routes(e.topic, []string{"bridgetest." + id + ".>"}, "shanhai/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.route = routes[0]
+	return e
+}
+
+func (e *env) leg(t *testing.T, group string, maxBytes int) *kafkaleg.Leg {
+	m, err := metrics.New(sdkmetric.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kafkaleg.New(kafkaleg.Options{
+		Brokers: e.brokers, Group: group, Routes: []mapping.Route{e.route}, StartOffset: kafka.FirstOffset,
+		NATS: e.nc, JetStream: e.js, DLQ: dlq.NewKafka(e.brokers, e.dlqTopic, time.Second),
+		Validate: func(h map[string]string, v []byte) error { _, err := event.FromHeaders(h, v); return err },
+		MaxBytes: maxBytes, InFlight: 64, SinkRetries: 2, CommitInterval: 200 * time.Millisecond,
+		SessionTimeout: 6 * time.Second, MaxBackoff: time.Second,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Metrics: m,
+	})
+}
+
+// start runs a leg until the returned stop is called; stop waits for Run.
+func start(l *kafkaleg.Leg) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	return func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("leg did not stop within 30s")
+		}
+	}
+}
+
+func produce(t *testing.T, e *env, msgs []kafka.Message) {
+	t.Helper()
+	w := harness.Writer(e.brokers, e.topic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitStream waits until the stream holds n messages, and returns them.
+func waitStream(t *testing.T, e *env, n int) []jetstream.Msg {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for {
+		info, err := e.stream.Info(ctx)
+		if err == nil && info.State.Msgs >= uint64(n) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("stream has %v messages, want %d", info, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c, err := e.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	for len(out) < n {
+		b, err := c.Fetch(n-len(out), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for m := range b.Messages() {
+			out = append(out, m)
+		}
+		if b.Error() != nil {
+			t.Fatal(b.Error())
+		}
+	}
+	return out
+}
+
+func committed(t *testing.T, e *env, group string, partitions int) map[int]int64 {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(e.brokers...), Timeout: 10 * time.Second}
+	ps := make([]int, partitions)
+	for i := range ps {
+		ps[i] = i
+	}
+	res, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{e.topic: ps}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int64{}
+	for _, p := range res.Topics[e.topic] {
+		out[p.Partition] = p.CommittedOffset
+	}
+	return out
+}
+
+func ends(t *testing.T, e *env, partitions int) map[int]int64 {
+	t.Helper()
+	out := map[int]int64{}
+	for p := 0; p < partitions; p++ {
+		conn, err := kafka.DialLeader(context.Background(), "tcp", e.brokers[0], e.topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[p], err = conn.ReadLastOffset()
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// checkOrdered verifies metadata, dedup id, a new span in the original trace,
+// and offsets rising within each partition; it returns the messages by seq.
+func checkOrdered(t *testing.T, e *env, msgs []jetstream.Msg, sent map[int]kafka.Message) map[int]jetstream.Msg {
+	t.Helper()
+	last := map[int]int64{}
+	bySeq := map[int]jetstream.Msg{}
+	for _, m := range msgs {
+		h := m.Headers()
+		p, err1 := strconv.Atoi(h.Get(kafkaleg.HeaderPartition))
+		o, err2 := strconv.ParseInt(h.Get(kafkaleg.HeaderOffset), 10, 64)
+		if err1 != nil || err2 != nil || h.Get(kafkaleg.HeaderTopic) != e.topic {
+			t.Fatalf("bad metadata headers: %v", h)
+		}
+		if prev, ok := last[p]; ok && o <= prev {
+			t.Fatalf("partition %d: offset %d after %d", p, o, prev)
+		}
+		last[p] = o
+		if got, want := h.Get(jetstream.MsgIDHeader), kafkaleg.MsgID(e.topic, p, o); got != want {
+			t.Fatalf("Nats-Msg-Id = %q, want %q", got, want)
+		}
+		seq, err := harness.Seq(m.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		bySeq[seq] = m
+		orig := sent[seq]
+		var origTP string
+		for _, kh := range orig.Headers {
+			if kh.Key == "traceparent" {
+				origTP = string(kh.Value)
+			}
+			if !strings.HasPrefix(kh.Key, "trace") && h.Get(kh.Key) != string(kh.Value) {
+				t.Fatalf("header %s = %q, want %q carried", kh.Key, h.Get(kh.Key), kh.Value)
+			}
+		}
+		tp := h.Get("traceparent")
+		if harness.TraceID(tp) != harness.TraceID(origTP) || harness.SpanID(tp) == harness.SpanID(origTP) {
+			t.Fatalf("traceparent %q: want trace of %q with a new span", tp, origTP)
+		}
+		if h.Get(kafkaleg.HeaderKey) != string(orig.Key) || h.Get(kafkaleg.HeaderTimestamp) == "" {
+			t.Fatalf("key/timestamp headers: %v", h)
+		}
+	}
+	return bySeq
+}
+
+func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
+	e := setup(t, 3)
+	const n = 600
+	sent := map[int]kafka.Message{}
+	var msgs []kafka.Message
+	for i := 0; i < n; i++ {
+		m := harness.Event(i, 50, 200)
+		sent[i] = m
+		msgs = append(msgs, m)
+	}
+	// Poison: no CloudEvents headers, and one over the 4 KiB limit.
+	msgs = append(msgs,
+		kafka.Message{Key: []byte("k1"), Value: []byte(`{"seq":-1}`)},
+		func() kafka.Message { m := harness.Event(-2, 50, 8000); return m }())
+	produce(t, e, msgs)
+
+	group := "bridgetest-" + harness.ID()
+	stop := start(e.leg(t, group, 4096))
+	got := waitStream(t, e, n)
+	checkOrdered(t, e, got, sent)
+
+	// The partitions moved on past the poison, which is in the DLQ with its reason.
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.dlqTopic, Partition: 0, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	reasons := map[string]bool{}
+	for len(reasons) < 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		m, err := r.ReadMessage(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("dead letters: %v (have %v)", err, reasons)
+		}
+		h := map[string]string{}
+		for _, kh := range m.Headers {
+			h[kh.Key] = string(kh.Value)
+		}
+		if h[dlq.HeaderTopic] != e.topic || h[dlq.HeaderOffset] == "" || h[dlq.HeaderLeg] != metrics.LegA {
+			t.Fatalf("dead letter without source coordinates: %v", h)
+		}
+		reasons[h[dlq.HeaderReason]] = true
+	}
+	if !reasons["envelope"] || !reasons["too_large"] {
+		t.Fatalf("dead letter reasons %v, want envelope and too_large", reasons)
+	}
+
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Graceful stop committed everything confirmed, which is everything.
+	if c, end := committed(t, e, group, 3), ends(t, e, 3); fmt.Sprint(c) != fmt.Sprint(end) {
+		t.Fatalf("committed %v, want partition ends %v", c, end)
+	}
+
+	// A second group replays the whole topic: JetStream drops every replay.
+	group2 := "bridgetest-" + harness.ID()
+	stop2 := start(e.leg(t, group2, 4096))
+	deadline := time.Now().Add(60 * time.Second)
+	for fmt.Sprint(committed(t, e, group2, 3)) != fmt.Sprint(ends(t, e, 3)) {
+		if time.Now().After(deadline) {
+			t.Fatal("replaying group did not reach the end")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+	info, err := e.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Fatalf("stream holds %d messages after a full replay, want %d", info.State.Msgs, n)
+	}
+}
+
+func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {
+	e := setup(t, 3)
+	const n = 3000
+	group := "bridgetest-" + harness.ID()
+	stop1 := start(e.leg(t, group, 1<<20))
+	sent := map[int]kafka.Message{}
+	var mu sync.Mutex
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		w := harness.Writer(e.brokers, e.topic)
+		defer w.Close()
+		for i := 0; i < n; i += 100 {
+			var batch []kafka.Message
+			for j := i; j < i+100; j++ {
+				m := harness.Event(j, 97, 200)
+				mu.Lock()
+				sent[j] = m
+				mu.Unlock()
+				batch = append(batch, m)
+			}
+			if err := w.WriteMessages(context.Background(), batch...); err != nil {
+				t.Error(err)
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	l2 := e.leg(t, group, 1<<20)
+	stop2 := start(l2) // joins: partitions are split between the two
+	deadline := time.Now().Add(60 * time.Second)
+	for l2.Partitions() == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l2.Partitions() == 0 {
+		t.Fatal("second instance never got a partition")
+	}
+	if err := stop1(); err != nil { // the first leaves: the second takes everything
+		t.Fatal(err)
+	}
+	<-produced
+	got := waitStream(t, e, n)
+	mu.Lock()
+	bySeq := checkOrdered(t, e, got, sent)
+	mu.Unlock()
+	if len(bySeq) != n {
+		t.Fatalf("%d distinct messages in the stream, want %d", len(bySeq), n)
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for fmt.Sprint(committed(t, e, group, 3)) != fmt.Sprint(ends(t, e, 3)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("committed %v, want %v", committed(t, e, group, 3), ends(t, e, 3))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := stop2(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,54 @@
+package kafkaleg
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestHeaderSafe(t *testing.T) {
+	tests := []struct {
+		k, v string
+		want bool
+	}{
+		{"ce_id", "abc", true},
+		{"traceparent", "00-aa-bb-01", true},
+		{"Nats-Expected-Stream", "X", false},
+		{"nats-msg-id", "x", false},
+		{"bad key", "x", false},
+		{"k", "line\r\nInjected: 1", false},
+		{"k", string([]byte{0xff}), false},
+		{"", "x", false},
+	}
+	for _, tc := range tests {
+		if got := headerSafe(tc.k, tc.v); got != tc.want {
+			t.Errorf("headerSafe(%q, %q) = %v", tc.k, tc.v, got)
+		}
+	}
+}
+
+func TestIsRejection(t *testing.T) {
+	if !isRejection(&jetstream.APIError{Code: 400, ErrorCode: 10054}) {
+		t.Error("400 from JetStream is a verdict on the message")
+	}
+	if isRejection(&jetstream.APIError{Code: 503}) || isRejection(nats.ErrTimeout) || isRejection(errors.New("x")) {
+		t.Error("transient errors must be retried, not dead-lettered")
+	}
+	if !isRejection(nats.ErrMaxPayload) {
+		t.Error("max payload is a verdict")
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	if !printable([]byte("order-42")) || printable([]byte{0, 1}) || printable([]byte{0xff}) {
+		t.Fatal("printable wrong")
+	}
+}
+
+func TestMsgID(t *testing.T) {
+	if got := MsgID("shanhai.orders", 2, 17); got != "shanhai.orders/2/17" {
+		t.Fatalf("MsgID = %q", got)
+	}
+}
