@@ -2,15 +2,14 @@ package telemetry
 
 import (
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
@@ -27,9 +26,11 @@ func WithTracerProvider(tp trace.TracerProvider) MiddlewareOption {
 	return func(m *middleware) { m.tracer = tp.Tracer(scope) }
 }
 
-// WithMeterProvider uses mp instead of the global meter provider.
-func WithMeterProvider(mp metric.MeterProvider) MiddlewareOption {
-	return func(m *middleware) { m.meter = mp.Meter(scope) }
+// WithRegisterer registers the request-duration histogram with reg instead
+// of the registry of the last Setup (or Prometheus's default registry when
+// Setup was not called).
+func WithRegisterer(reg prometheus.Registerer) MiddlewareOption {
+	return func(m *middleware) { m.reg = reg }
 }
 
 // WithPropagator uses p instead of the global propagator.
@@ -55,70 +56,64 @@ func WithPropagator(p propagation.TextMapPropagator) MiddlewareOption {
 func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
 	m := &middleware{
 		tracer: otel.Tracer(scope),
-		meter:  otel.Meter(scope),
 		prop:   otel.GetTextMapPropagator(),
+		reg:    defaultRegisterer(),
 	}
 	for _, o := range opts {
 		o(m)
 	}
-	var err error
-	m.duration, err = m.meter.Float64Histogram("http.server.request.duration",
-		metric.WithUnit("s"),
-		metric.WithDescription("Duration of HTTP server requests."),
-		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10),
-	)
-	if err != nil {
-		otel.Handle(err)
-	}
+	m.duration = durationsFor(m.reg)
 	return m.handle
 }
 
 type middleware struct {
 	tracer   trace.Tracer
-	meter    metric.Meter
 	prop     propagation.TextMapPropagator
-	duration metric.Float64Histogram
+	reg      prometheus.Registerer
+	duration *durations
 
 	routes sync.Map // routeKey -> *routeInfo
-	sets   sync.Map // setKey -> metric.MeasurementOption
 }
+
+var serverKind = trace.WithSpanKind(trace.SpanKindServer)
 
 type routeKey struct{ method, route string }
 
 // routeInfo is what every request to one route and method shares.
 type routeInfo struct {
-	name      string
-	startOpts []trace.SpanStartOption
-}
-
-type setKey struct {
 	method, route string
-	status        int
+	name          string
+	attrs         []attribute.KeyValue // method and route, for recording spans
+	series        statusSeries
 }
 
 func (m *middleware) handle(c *gin.Context) {
 	start := time.Now()
 	req := c.Request
-	method := methodName(req.Method)
-	route := c.FullPath() // gin has matched the route before the handlers run
-	ri := m.route(method, route)
+	// gin has matched the route before the handlers run, so the template
+	// is known here and the span gets its final name at start.
+	ri := m.route(methodName(req.Method), c.FullPath())
 
 	ctx := m.prop.Extract(req.Context(), headerCarrier(req.Header))
-	ctx, span := m.tracer.Start(ctx, ri.name, ri.startOpts...)
-	if span.IsRecording() {
-		span.SetAttributes(
-			semconv.URLPath(req.URL.Path),
-			semconv.URLScheme(scheme(req)),
-			semconv.NetworkProtocolVersion(protoVersion(req)),
-		)
-	}
+	// Only the span kind is passed at start: attributes given to Start are
+	// copied into a fresh config slice on every request, sampled or not,
+	// which was a fifth of the unsampled cost. Recording spans get them
+	// below; samplers here decide on the trace id and the parent alone.
+	ctx, span := m.tracer.Start(ctx, ri.name, serverKind)
 	c.Request = req.WithContext(ctx)
 
 	c.Next()
 
 	status := c.Writer.Status()
 	if span.IsRecording() {
-		span.SetAttributes(semconv.HTTPResponseStatusCode(status))
+		// One SetAttributes call: the SDK grows its attribute slice per call.
+		var kv [6]attribute.KeyValue
+		n := copy(kv[:], ri.attrs)
+		kv[n] = semconv.HTTPResponseStatusCode(status)
+		kv[n+1] = semconv.URLPath(req.URL.Path)
+		kv[n+2] = semconv.URLScheme(scheme(req))
+		kv[n+3] = semconv.NetworkProtocolVersion(protoVersion(req))
+		span.SetAttributes(kv[:n+4]...)
 		if status >= 500 {
 			// 4xx is the client's problem; only server errors mark the span.
 			span.SetStatus(codes.Error, http.StatusText(status))
@@ -128,7 +123,10 @@ func (m *middleware) handle(c *gin.Context) {
 		}
 	}
 	span.End()
-	m.duration.Record(ctx, time.Since(start).Seconds(), m.set(method, route, status))
+	d := time.Since(start)
+	ri.series.get(status, func() *series {
+		return m.duration.seriesFor(ri.method, ri.route, status)
+	}).observe(d.Seconds(), span.SpanContext(), start.Add(d))
 }
 
 func (m *middleware) route(method, route string) *routeInfo {
@@ -142,34 +140,9 @@ func (m *middleware) route(method, route string) *routeInfo {
 		name += " " + route
 		attrs = append(attrs, semconv.HTTPRoute(route))
 	}
-	ri := &routeInfo{name: name, startOpts: []trace.SpanStartOption{
-		trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attrs...),
-	}}
+	ri := &routeInfo{method: method, route: route, name: name, attrs: attrs}
 	v, _ := m.routes.LoadOrStore(k, ri)
 	return v.(*routeInfo)
-}
-
-// set returns the cached metric attribute set; the key space is bounded by
-// routes x known methods x status codes.
-func (m *middleware) set(method, route string, status int) metric.MeasurementOption {
-	k := setKey{method, route, status}
-	if v, ok := m.sets.Load(k); ok {
-		return v.(metric.MeasurementOption)
-	}
-	attrs := []attribute.KeyValue{
-		semconv.HTTPRequestMethodKey.String(method),
-		semconv.HTTPResponseStatusCode(status),
-	}
-	if route != "" {
-		attrs = append(attrs, semconv.HTTPRoute(route))
-	}
-	if status >= 500 {
-		attrs = append(attrs, semconv.ErrorTypeKey.String(strconv.Itoa(status)))
-	}
-	opt := metric.WithAttributeSet(attribute.NewSet(attrs...))
-	v, _ := m.sets.LoadOrStore(k, opt)
-	return v.(metric.MeasurementOption)
 }
 
 // methodName folds unknown methods into _OTHER, as the conventions ask, so a

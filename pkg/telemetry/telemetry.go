@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -113,7 +114,20 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	otel.SetTracerProvider(tp)
 	otel.SetMeterProvider(mp)
 	otel.SetTextMapPropagator(Propagator())
+	lastRegistry.Store(reg)
 	return &Provider{Tracer: tp, Meter: mp, Registry: reg}, nil
+}
+
+// lastRegistry is the registry of the last Setup, where Middleware registers
+// its histogram by default. Like the otel globals, it is process-wide
+// telemetry state, set once at start.
+var lastRegistry atomic.Pointer[prometheus.Registry]
+
+func defaultRegisterer() prometheus.Registerer {
+	if r := lastRegistry.Load(); r != nil {
+		return r
+	}
+	return prometheus.DefaultRegisterer
 }
 
 // Propagator is the one propagation format of the platform: W3C trace

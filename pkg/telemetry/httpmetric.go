@@ -1,0 +1,169 @@
+package telemetry
+
+import (
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// The request-duration histogram is a client_golang histogram, not an OTel
+// instrument, for speed: an OTel SDK Record hashes the attribute set and
+// takes a mutex on every call (about 120 ns on an idle core, three times that
+// on this project's loaded CI machine), while a cached client_golang observer
+// is a few atomic adds. Its exposition is what the OTel Prometheus exporter
+// would print for http.server.request.duration (same name, unit suffix,
+// labels and buckets), so dashboards cannot tell; the cost is that this one
+// metric is scraped, not pushed over OTLP. Every other metric goes through
+// otel.Meter as usual.
+
+// durationBuckets are the boundaries the HTTP semantic conventions advise.
+var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+
+// exemplarEvery limits exemplars to one per bucket and series per interval.
+// Building one allocates a dozen objects; Prometheus keeps only the latest
+// per bucket and scrapes every 15 s or so, so more would be thrown away.
+const exemplarEvery = time.Second
+
+// durations is the histogram family: one client_golang Histogram per label
+// combination, each with only the labels that apply (http.route is absent
+// for unmatched requests and error.type for non-5xx, as the conventions
+// say), which a HistogramVec cannot do: it prints empty labels instead.
+type durations struct {
+	mu     sync.Mutex
+	series []prometheus.Histogram
+	byKey  map[seriesKey]*series
+}
+
+type seriesKey struct {
+	method, route string
+	status        int
+}
+
+// perRegistry makes every Middleware of a process that uses one registry
+// share one family; two collectors would report the same series twice.
+var perRegistry sync.Map // prometheus.Registerer -> *durations
+
+func durationsFor(reg prometheus.Registerer) *durations {
+	if d, ok := perRegistry.Load(reg); ok {
+		return d.(*durations)
+	}
+	d := &durations{}
+	if actual, loaded := perRegistry.LoadOrStore(reg, d); loaded {
+		return actual.(*durations)
+	}
+	if err := reg.Register(d); err != nil {
+		panic("telemetry: register http_server_request_duration_seconds: " + err.Error())
+	}
+	return d
+}
+
+// Describe sends nothing, which makes this an "unchecked" collector: its
+// series differ in label names, which checked collectors must not.
+func (d *durations) Describe(chan<- *prometheus.Desc) {}
+
+func (d *durations) Collect(ch chan<- prometheus.Metric) {
+	d.mu.Lock()
+	hs := d.series
+	d.mu.Unlock()
+	for _, h := range hs {
+		h.Collect(ch)
+	}
+}
+
+// seriesFor returns the one series of a label combination, creating it on
+// first use; callers cache the result, so the lock is taken once per series.
+func (d *durations) seriesFor(method, route string, status int) *series {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	k := seriesKey{method, route, status}
+	if s, ok := d.byKey[k]; ok {
+		return s
+	}
+	code := strconv.Itoa(status)
+	labels := prometheus.Labels{"http_request_method": method, "http_response_status_code": code}
+	if route != "" {
+		labels["http_route"] = route
+	}
+	if status >= 500 {
+		labels["error_type"] = code
+	}
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:        "http_server_request_duration_seconds",
+		Help:        "Duration of HTTP server requests.",
+		Buckets:     durationBuckets,
+		ConstLabels: labels,
+	})
+	// Collect reads the slice without the lock held: never append in place.
+	d.series = append(d.series[:len(d.series):len(d.series)], h)
+	s := &series{hist: h}
+	s.ex, _ = h.(prometheus.ExemplarObserver)
+	if d.byKey == nil {
+		d.byKey = map[seriesKey]*series{}
+	}
+	d.byKey[k] = s
+	return s
+}
+
+// series is one label combination, resolved once.
+type series struct {
+	hist     prometheus.Observer
+	ex       prometheus.ExemplarObserver
+	lastExem [16]atomic.Int64 // unix nanos of the last exemplar, per bucket (14 + +Inf)
+}
+
+func (s *series) observe(seconds float64, sc trace.SpanContext, now time.Time) {
+	if s.ex == nil || !sc.IsSampled() {
+		s.hist.Observe(seconds)
+		return
+	}
+	b := sort.SearchFloat64s(durationBuckets, seconds)
+	last := s.lastExem[b].Load()
+	n := now.UnixNano()
+	if n-last < int64(exemplarEvery) || !s.lastExem[b].CompareAndSwap(last, n) {
+		s.hist.Observe(seconds)
+		return
+	}
+	s.ex.ObserveWithExemplar(seconds, prometheus.Labels{
+		"trace_id": sc.TraceID().String(),
+		"span_id":  sc.SpanID().String(),
+	})
+}
+
+// statusSeries finds the series of one route and method by status code
+// without hashing: codes 100-599 index an array, anything else (a handler
+// may set any integer) goes to a map.
+type statusSeries struct {
+	codes [500]atomic.Pointer[series]
+	mu    sync.Mutex
+	other map[int]*series
+}
+
+func (ss *statusSeries) get(status int, mk func() *series) *series {
+	if status >= 100 && status < 600 {
+		p := &ss.codes[status-100]
+		if s := p.Load(); s != nil {
+			return s
+		}
+		s := mk()
+		if p.CompareAndSwap(nil, s) {
+			return s
+		}
+		return p.Load()
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.other == nil {
+		ss.other = map[int]*series{}
+	}
+	s, ok := ss.other[status]
+	if !ok {
+		s = mk()
+		ss.other[status] = s
+	}
+	return s
+}
