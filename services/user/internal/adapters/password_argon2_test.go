@@ -1,0 +1,70 @@
+package adapters_test
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
+)
+
+// Cheap parameters keep the test fast; the format and checks are the same.
+var testArgon2 = adapters.Argon2Params{Memory: 8 * 1024, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}
+
+func TestArgon2PHC(t *testing.T) {
+	h := adapters.NewArgon2(testArgon2, 2)
+	ctx := context.Background()
+	enc, err := h.Hash(ctx, "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`^\$argon2id\$v=19\$m=8192,t=1,p=1\$[A-Za-z0-9+/]{22}\$[A-Za-z0-9+/]{43}$`).MatchString(enc) {
+		t.Fatalf("not a PHC argon2id string: %q", enc)
+	}
+	if strings.Contains(enc, "correct horse") {
+		t.Fatal("password in hash")
+	}
+	again, _ := h.Hash(ctx, "correct horse battery")
+	if again == enc {
+		t.Fatal("same hash twice: salt not random")
+	}
+	if ok, err := h.Verify(ctx, "correct horse battery", enc); !ok || err != nil {
+		t.Fatalf("right password: ok=%v err=%v", ok, err)
+	}
+	if ok, err := h.Verify(ctx, "correct horse batterY", enc); ok || err != nil {
+		t.Fatalf("wrong password: ok=%v err=%v", ok, err)
+	}
+	// Hashes made with other parameters still verify: the cost is read
+	// from the string.
+	stronger := adapters.NewArgon2(adapters.Argon2Params{Memory: 16 * 1024, Time: 2, Threads: 1, SaltLen: 16, KeyLen: 32}, 1)
+	if ok, _ := stronger.Verify(ctx, "correct horse battery", enc); !ok {
+		t.Fatal("hash with older parameters no longer verifies")
+	}
+	parts := strings.Split(enc, "$")
+	for name, bad := range map[string]string{
+		"bcrypt":         "$2a$10$abcdefghijklmnopqrstuv",
+		"argon2i":        strings.Replace(enc, "argon2id", "argon2i", 1),
+		"huge memory":    strings.Replace(enc, "m=8192", "m=4194304", 1),
+		"zero time":      strings.Replace(enc, "t=1", "t=0", 1),
+		"bad version":    strings.Replace(enc, "v=19", "v=16", 1),
+		"truncated salt": strings.Join(append(parts[:4:4], "c2Fs", parts[5]), "$"),
+		"empty":          "",
+	} {
+		if ok, err := h.Verify(ctx, "correct horse battery", bad); ok || err == nil {
+			t.Errorf("%s: ok=%v err=%v", name, ok, err)
+		}
+		if err != nil && strings.Contains(err.Error(), parts[5]) {
+			t.Errorf("%s: error leaks the hash", name)
+		}
+	}
+}
+
+func BenchmarkArgon2Default(b *testing.B) {
+	h := adapters.NewArgon2(adapters.DefaultArgon2, 1)
+	ctx := context.Background()
+	enc, _ := h.Hash(ctx, "correct horse battery")
+	for b.Loop() {
+		_, _ = h.Verify(ctx, "correct horse battery", enc)
+	}
+}

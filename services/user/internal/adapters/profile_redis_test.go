@@ -1,0 +1,75 @@
+package adapters_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+func redisClient(t *testing.T) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// uniq keeps tests that share the Redis server apart.
+func uniq(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+func TestProfileRedis(t *testing.T) {
+	rdb := redisClient(t)
+	cache := adapters.NewProfileRedis(rdb, time.Minute)
+	ctx := t.Context()
+	id := uniq("u")
+	if _, ok, err := cache.Get(ctx, id); ok || err != nil {
+		t.Fatalf("empty cache: ok=%v err=%v", ok, err)
+	}
+	p := user.Profile{ID: id, Email: "alice@example.com", Name: "Alice",
+		CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 123, time.UTC), UpdatedAt: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}
+	if err := cache.Set(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := cache.Get(ctx, id)
+	if err != nil || !ok || got != p {
+		t.Fatalf("Get = %+v ok=%v err=%v", got, ok, err)
+	}
+	ttl := rdb.TTL(ctx, "user:profile:"+id).Val()
+	if ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("ttl = %v, want (0, 1m]", ttl)
+	}
+	if err := cache.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := cache.Get(ctx, id); ok {
+		t.Fatal("deleted profile still cached")
+	}
+	// A corrupt entry is reported and treated as a miss.
+	rdb.Set(ctx, "user:profile:"+id, "{not json", time.Minute)
+	if _, ok, err := cache.Get(ctx, id); ok || err == nil {
+		t.Fatalf("corrupt entry: ok=%v err=%v", ok, err)
+	}
+}
+
+func TestProfileRedisDown(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer rdb.Close()
+	cache := adapters.NewProfileRedis(rdb, time.Minute)
+	if _, ok, err := cache.Get(t.Context(), "u"); ok || err == nil {
+		t.Fatalf("down: ok=%v err=%v", ok, err)
+	}
+}

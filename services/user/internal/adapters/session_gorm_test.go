@@ -1,0 +1,136 @@
+package adapters_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
+)
+
+func issue(t *testing.T, id, family string, now time.Time) session.RefreshToken {
+	t.Helper()
+	tok, _, err := session.Issue(id, family, "u1", now, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func TestSessionGormRotateOnce(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		ctx := t.Context()
+		if err := adapters.NewUserGorm(db).Add(ctx, newUser("u1", "alice@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		repo := adapters.NewSessionGorm(db)
+		now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+		first := issue(t, "t1", "", now)
+		if err := repo.Create(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		got, err := repo.ByHash(ctx, first.Hash)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.ID != "t1" || got.FamilyID != "t1" || got.UserID != "u1" || !got.ExpiresAt.Equal(first.ExpiresAt) || got.UsedAt != nil || got.RevokedAt != nil {
+			t.Fatalf("ByHash = %+v", got)
+		}
+		if _, err := repo.ByHash(ctx, session.Hash("nope")); !errors.Is(err, session.ErrNotFound) {
+			t.Fatalf("unknown hash: %v", err)
+		}
+
+		second := issue(t, "t2", "t1", now)
+		if err := repo.Rotate(ctx, first, second, now.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		spent, _ := repo.ByHash(ctx, first.Hash)
+		if spent.UsedAt == nil || !spent.UsedAt.Equal(now.Add(time.Minute)) {
+			t.Fatalf("old token not marked used: %+v", spent)
+		}
+		if !errors.Is(spent.Check(now.Add(2*time.Minute)), session.ErrSpent) {
+			t.Fatal("stored token does not read as spent")
+		}
+		third := issue(t, "t3", "t1", now)
+		if err := repo.Rotate(ctx, first, third, now.Add(2*time.Minute)); !errors.Is(err, session.ErrSpent) {
+			t.Fatalf("second rotation of one token: err = %v, want ErrSpent", err)
+		}
+		if _, err := repo.ByHash(ctx, third.Hash); !errors.Is(err, session.ErrNotFound) {
+			t.Fatal("losing rotation stored its successor")
+		}
+	})
+}
+
+// Concurrent refreshes with one token: exactly one rotation wins.
+func TestSessionGormConcurrentRotationOneWinner(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		ctx := t.Context()
+		if err := adapters.NewUserGorm(db).Add(ctx, newUser("u1", "alice@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		repo := adapters.NewSessionGorm(db)
+		now := time.Now().UTC()
+		first := issue(t, "t1", "", now)
+		if err := repo.Create(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		var won, spent atomic.Int64
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				err := repo.Rotate(ctx, first, issue(t, fmt.Sprintf("n%d", i), "t1", now), now)
+				switch {
+				case err == nil:
+					won.Add(1)
+				case errors.Is(err, session.ErrSpent):
+					spent.Add(1)
+				default:
+					t.Errorf("unexpected: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if won.Load() != 1 || spent.Load() != 7 {
+			t.Fatalf("won=%d spent=%d", won.Load(), spent.Load())
+		}
+	})
+}
+
+func TestSessionGormRevokeFamily(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		ctx := t.Context()
+		if err := adapters.NewUserGorm(db).Add(ctx, newUser("u1", "alice@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		repo := adapters.NewSessionGorm(db)
+		now := time.Now().UTC()
+		a1, a2, b1 := issue(t, "a1", "", now), issue(t, "a2", "a1", now), issue(t, "b1", "", now)
+		for _, tok := range []session.RefreshToken{a1, a2, b1} {
+			if err := repo.Create(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := repo.RevokeFamily(ctx, "a1", now); err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range []session.RefreshToken{a1, a2} {
+			got, _ := repo.ByHash(ctx, tok.Hash)
+			if got.RevokedAt == nil || !errors.Is(got.Check(now), session.ErrInvalid) {
+				t.Fatalf("%s not revoked: %+v", tok.ID, got)
+			}
+		}
+		if got, _ := repo.ByHash(ctx, b1.Hash); got.RevokedAt != nil {
+			t.Fatal("another family was revoked")
+		}
+		// A token that cannot be rotated after revocation.
+		if err := repo.Rotate(ctx, a2, issue(t, "a3", "a1", now), now); !errors.Is(err, session.ErrSpent) {
+			t.Fatalf("rotate revoked: %v", err)
+		}
+	})
+}

@@ -1,0 +1,169 @@
+package adapters_test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+func newUser(id, email string) user.User {
+	now := time.Date(2026, 3, 4, 5, 6, 7, 123456000, time.UTC)
+	return user.User{ID: id, Email: email, Name: "Alice", PasswordHash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+		CreatedAt: now, UpdatedAt: now}
+}
+
+func TestUserGormRoundTrip(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		repo := adapters.NewUserGorm(db)
+		ctx := t.Context()
+		u := newUser("u1", "alice@example.com")
+		if err := repo.Add(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		byID, err := repo.ByID(ctx, "u1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if byID != u {
+			t.Fatalf("ByID = %+v\nwant   %+v", byID, u)
+		}
+		byEmail, err := repo.ByEmail(ctx, "alice@example.com")
+		if err != nil || byEmail.ID != "u1" {
+			t.Fatalf("ByEmail = %+v, %v", byEmail, err)
+		}
+		if _, err := repo.ByID(ctx, "nobody"); !errors.Is(err, user.ErrNotFound) {
+			t.Fatalf("unknown id: %v", err)
+		}
+		if _, err := repo.ByEmail(ctx, "bob@example.com"); !errors.Is(err, user.ErrNotFound) {
+			t.Fatalf("unknown email: %v", err)
+		}
+	})
+}
+
+// Registering writes exactly one user.registered outbox row, with the
+// conventions' payload and no password material; a refused duplicate writes
+// none.
+func TestUserGormAddWritesRegisteredEvent(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		repo := adapters.NewUserGorm(db)
+		ctx := t.Context()
+		u := newUser("u1", "alice@example.com")
+		if err := repo.Add(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if err := repo.Add(ctx, newUser("u2", "alice@example.com")); !errors.Is(err, user.ErrEmailTaken) {
+			t.Fatalf("duplicate email: err = %v, want ErrEmailTaken", err)
+		}
+		var rows []outbox.Message
+		if err := db.Find(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 1 {
+			t.Fatalf("outbox rows = %d, want 1", len(rows))
+		}
+		m := rows[0]
+		if m.Topic != "shanhai.users" || m.Key != "u1" || m.EventType != "user.registered" || m.SentAt != nil {
+			t.Fatalf("outbox row = %+v", m)
+		}
+		var data map[string]any
+		if err := json.Unmarshal(m.Payload, &data); err != nil {
+			t.Fatal(err)
+		}
+		if len(data) != 2 || data["user_id"] != "u1" || data["email"] != "alice@example.com" {
+			t.Fatalf("payload = %s", m.Payload)
+		}
+		if strings.Contains(string(m.Payload)+m.Headers, "argon2") {
+			t.Fatal("password hash in the event")
+		}
+		var headers map[string]string
+		if err := json.Unmarshal([]byte(m.Headers), &headers); err != nil {
+			t.Fatal(err)
+		}
+		if headers["ce_type"] != "user.registered" || headers["ce_source"] != "/shanhai/user" || headers["ce_subject"] != "u1" {
+			t.Fatalf("headers = %v", headers)
+		}
+		if _, err := repo.ByID(ctx, "u2"); !errors.Is(err, user.ErrNotFound) {
+			t.Fatalf("refused duplicate was stored: %v", err)
+		}
+	})
+}
+
+// Many sign-ups racing for one address: the unique index lets one through.
+func TestUserGormConcurrentSignUpsOneWinner(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		repo := adapters.NewUserGorm(db)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		won, taken := 0, 0
+		for i := range 8 {
+			wg.Go(func() {
+				err := repo.Add(t.Context(), newUser(fmt.Sprintf("u%d", i), "race@example.com"))
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					won++
+				case errors.Is(err, user.ErrEmailTaken):
+					taken++
+				default:
+					t.Errorf("unexpected error: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if won != 1 || taken != 7 {
+			t.Fatalf("won=%d taken=%d, want 1 and 7", won, taken)
+		}
+	})
+}
+
+func TestUserGormUpdate(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		repo := adapters.NewUserGorm(db)
+		ctx := t.Context()
+		u := newUser("u1", "alice@example.com")
+		if err := repo.Add(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		later := u.UpdatedAt.Add(time.Hour)
+		got, err := repo.Update(ctx, "u1", func(u *user.User) error { return u.Rename("Alice L", later) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Name != "Alice L" || !got.UpdatedAt.Equal(later) || got.PasswordHash != u.PasswordHash {
+			t.Fatalf("update returned %+v", got)
+		}
+		stored, _ := repo.ByID(ctx, "u1")
+		if stored.Name != "Alice L" || !stored.UpdatedAt.Equal(later) || !stored.CreatedAt.Equal(u.CreatedAt) {
+			t.Fatalf("stored %+v", stored)
+		}
+		// fn may not change the hash through Update.
+		if _, err := repo.Update(ctx, "u1", func(u *user.User) error { u.PasswordHash = "x"; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if s, _ := repo.ByID(ctx, "u1"); s.PasswordHash != u.PasswordHash {
+			t.Fatal("Update wrote the password hash")
+		}
+		// A rule failure in fn writes nothing.
+		boom := errors.New("rule")
+		if _, err := repo.Update(ctx, "u1", func(u *user.User) error { u.Name = "changed"; return boom }); !errors.Is(err, boom) {
+			t.Fatalf("err = %v", err)
+		}
+		if s, _ := repo.ByID(ctx, "u1"); s.Name != "Alice L" {
+			t.Fatalf("failed update was written: %+v", s)
+		}
+		if _, err := repo.Update(ctx, "nobody", func(*user.User) error { return nil }); !errors.Is(err, user.ErrNotFound) {
+			t.Fatalf("unknown: %v", err)
+		}
+	})
+}
