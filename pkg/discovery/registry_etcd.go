@@ -24,6 +24,7 @@ type EtcdRegistry struct {
 	mu     sync.Mutex
 	ins    map[string]Instance // by key
 	lease  clientv3.LeaseID
+	grantd time.Duration // TTL etcd actually granted
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -69,6 +70,7 @@ func (r *EtcdRegistry) grant(ctx context.Context) (clientv3.LeaseID, error) {
 	if err != nil {
 		return 0, fmt.Errorf("register: grant lease: %w", err)
 	}
+	r.grantd = time.Duration(resp.TTL) * time.Second
 	return resp.ID, nil
 }
 
@@ -136,6 +138,20 @@ func (r *EtcdRegistry) reregister(ctx context.Context) (clientv3.LeaseID, error)
 	}
 	r.lease = lease
 	return lease, nil
+}
+
+// Lease is the current lease (0 before Register and after Deregister).
+func (r *EtcdRegistry) Lease() clientv3.LeaseID {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lease
+}
+
+// TTL is the lease TTL etcd granted, which may exceed the one asked for.
+func (r *EtcdRegistry) TTL() time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.grantd
 }
 
 // Deregister stops the keep-alives and revokes the lease, which deletes every

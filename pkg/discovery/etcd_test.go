@@ -1,0 +1,176 @@
+package discovery
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestEtcdRegisterResolveDeregister(t *testing.T) {
+	ctx := t.Context()
+	cli := etcdClient(t, etcdEndpoints())
+	svc := uniqueService(t)
+	res, err := NewEtcdResolver(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := NewEtcdRegistry(cli, 5*time.Second)
+	in := Instance{Service: svc, Addr: "10.1.2.3:8082", Version: "v1.2.0", Zone: "z1", Weight: 3, Meta: map[string]string{"canary": "true"}}
+	if err := reg.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register(ctx, Instance{Service: svc, ID: "second", Addr: "10.1.2.4:8082"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := eventually(5*time.Second, func() bool { return len(res.Instances(svc)) == 2 }); !ok {
+		t.Fatalf("resolver never saw both instances: %+v", res.Instances(svc))
+	}
+	var got Instance
+	for _, x := range res.Instances(svc) {
+		if x.ID != "second" {
+			got = x
+		}
+	}
+	if got.ID == "" || got.Addr != in.Addr || got.Version != "v1.2.0" || got.Zone != "z1" || got.Weight != 3 || got.Meta["canary"] != "true" {
+		t.Fatalf("metadata lost in the round trip: %+v", got)
+	}
+	// A resolver started now lists what is already there.
+	late, err := NewEtcdResolver(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(late.Instances(svc)); n != 2 {
+		t.Fatalf("new resolver listed %d instances, want 2", n)
+	}
+
+	// A malformed value under the prefix is skipped, not fatal.
+	if _, err := cli.Put(ctx, Prefix+svc+"/junk", "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Register(ctx, Instance{Service: svc, ID: "third", Addr: "10.1.2.5:8082"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := eventually(5*time.Second, func() bool { return len(res.Instances(svc)) == 3 }); !ok {
+		t.Fatalf("after a malformed value: %+v", res.Instances(svc))
+	}
+	if _, err := cli.Delete(ctx, Prefix+svc+"/junk"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := reg.Deregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took, ok := eventually(2*time.Second, func() bool { return len(res.Instances(svc)) == 0 }); !ok {
+		t.Fatalf("instances still listed %v after deregister: %+v", took, res.Instances(svc))
+	}
+	if err := reg.Deregister(ctx); err != nil {
+		t.Fatalf("second Deregister: %v", err)
+	}
+}
+
+// TestInstanceVanishesWithinTTLAfterKill simulates a crash: the registrar's
+// client is closed without revoking, so keep-alives just stop.
+func TestInstanceVanishesWithinTTLAfterKill(t *testing.T) {
+	ctx := t.Context()
+	eps := etcdEndpoints()
+	watcher := etcdClient(t, eps)
+	victim := etcdClient(t, eps)
+	svc := uniqueService(t)
+	res, err := NewEtcdResolver(ctx, watcher)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := NewEtcdRegistry(victim, 2*time.Second)
+	if err := reg.Register(ctx, Instance{Service: svc, Addr: "10.0.0.9:1"}); err != nil {
+		t.Fatal(err)
+	}
+	ttl := reg.TTL()
+	if _, ok := eventually(5*time.Second, func() bool { return len(res.Instances(svc)) == 1 }); !ok {
+		t.Fatal("resolver never saw the instance")
+	}
+	// Keep-alives must hold the key well past one TTL while the process lives.
+	time.Sleep(ttl + 500*time.Millisecond)
+	if len(res.Instances(svc)) != 1 {
+		t.Fatal("instance vanished while its keep-alives were running")
+	}
+
+	_ = victim.Close() // the "kill"
+	took, ok := eventually(ttl+time.Second, func() bool { return len(res.Instances(svc)) == 0 })
+	if !ok {
+		t.Fatalf("instance still listed %v after the kill; lease TTL %v + 1s allowed", took, ttl)
+	}
+	t.Logf("vanished %v after the kill (lease TTL %v)", took.Round(10*time.Millisecond), ttl)
+}
+
+// TestRegistryComesBackAfterLeaseLoss: if the lease disappears under a live
+// process (it lapsed while etcd was away), the registry registers again.
+func TestRegistryComesBackAfterLeaseLoss(t *testing.T) {
+	ctx := t.Context()
+	cli := etcdClient(t, etcdEndpoints())
+	svc := uniqueService(t)
+	res, err := NewEtcdResolver(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := NewEtcdRegistry(cli, 3*time.Second)
+	t.Cleanup(func() { _ = reg.Deregister(context.Background()) })
+	if err := reg.Register(ctx, Instance{Service: svc, Addr: "10.0.0.7:1"}); err != nil {
+		t.Fatal(err)
+	}
+	old := reg.Lease()
+	if _, err := cli.Revoke(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := eventually(5*time.Second, func() bool {
+		return reg.Lease() != old && len(res.Instances(svc)) == 1
+	}); !ok {
+		t.Fatalf("not re-registered after lease loss: lease %x (old %x), instances %+v", reg.Lease(), old, res.Instances(svc))
+	}
+}
+
+// TestResolverCacheSurvivesEtcdStop runs its own etcd, stops it, and checks
+// the resolver keeps serving the last known instances, then follows changes
+// again once etcd is back.
+func TestResolverCacheSurvivesEtcdStop(t *testing.T) {
+	ctx := t.Context()
+	e := startOwnEtcd(t)
+	cli := etcdClient(t, []string{e.client})
+	res, err := NewEtcdResolver(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := NewEtcdRegistry(cli, 2*time.Second)
+	if err := reg.Register(ctx, Instance{Service: "order", ID: "a", Addr: "10.0.0.1:8082"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := eventually(5*time.Second, func() bool { return len(res.Instances("order")) == 1 }); !ok {
+		t.Fatal("resolver never saw the instance")
+	}
+
+	e.stop()
+	// Longer than the lease TTL: had the cache been tied to etcd's view it
+	// would have emptied by now.
+	deadline := time.Now().Add(2*reg.TTL() + time.Second)
+	for time.Now().Before(deadline) {
+		if got := res.Instances("order"); len(got) != 1 || got[0].Addr != "10.0.0.1:8082" {
+			t.Fatalf("with etcd down the resolver lost its cache: %+v", got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	e.start() // same data dir and ports
+	other := etcdClient(t, []string{e.client})
+	if _, err := other.Put(ctx, Prefix+"order/b", `{"addr":"10.0.0.2:8082"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := eventually(10*time.Second, func() bool {
+		for _, in := range res.Instances("order") {
+			if in.ID == "b" && in.Addr == "10.0.0.2:8082" {
+				return true
+			}
+		}
+		return false
+	}); !ok {
+		t.Fatalf("resolver did not resume watching after etcd came back: %+v", res.Instances("order"))
+	}
+}

@@ -1,0 +1,52 @@
+package discovery
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestStaticParsesSpec(t *testing.T) {
+	s, err := NewStatic(" user=127.0.0.1:8081, order=10.0.0.1:8082,order=10.0.0.2:8082 ,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Instances("order"); len(got) != 2 || got[0].Addr != "10.0.0.1:8082" || got[1].Addr != "10.0.0.2:8082" {
+		t.Fatalf("order instances %+v", got)
+	}
+	if got := s.Instances("user"); len(got) != 1 || got[0].Service != "user" || got[0].ID == "" {
+		t.Fatalf("user instances %+v", got)
+	}
+	if got := s.Instances("payment"); len(got) != 0 {
+		t.Fatalf("unknown service gave %+v", got)
+	}
+	if err := s.Register(context.Background(), Instance{Service: "payment", Addr: "h:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Instances("payment")) != 1 {
+		t.Fatal("registered instance not resolved")
+	}
+}
+
+func TestStaticRejectsBadEntries(t *testing.T) {
+	_, err := NewStatic("user=127.0.0.1:8081,order,=x:1,payment=nohostport")
+	if err == nil {
+		t.Fatal("accepted a bad spec")
+	}
+	for _, bad := range []string{`"order"`, `"=x:1"`, `"payment=nohostport"`} {
+		if !strings.Contains(err.Error(), bad) {
+			t.Errorf("error %q does not name %s", err, bad)
+		}
+	}
+	if strings.Contains(err.Error(), "8081") {
+		t.Errorf("error names a good entry: %v", err)
+	}
+}
+
+func TestRegisterValidates(t *testing.T) {
+	s, _ := NewStatic("")
+	if err := s.Register(context.Background(), Instance{Service: "a/b"}); err == nil ||
+		!strings.Contains(err.Error(), "service") || !strings.Contains(err.Error(), "addr") {
+		t.Fatalf("want errors naming service and addr, got %v", err)
+	}
+}
