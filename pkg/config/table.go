@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strings"
 	"time"
@@ -88,12 +89,18 @@ func walk(t reflect.Type, prefix string, out *[]Var) {
 	}
 }
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	levelType    = reflect.TypeOf(slog.Level(0))
+)
 
 // typeName is the word an operator understands, not the Go spelling.
 func typeName(t reflect.Type) string {
-	if t == durationType {
+	switch t {
+	case durationType:
 		return "duration (e.g. 500ms, 10s)"
+	case levelType:
+		return "log level (debug, info, warn, error)"
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

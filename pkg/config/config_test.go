@@ -1,0 +1,225 @@
+package config
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+type db struct {
+	URL      string `env:"URL,required" desc:"postgres://... or sqlite://path"`
+	MaxConns int    `env:"MAX_CONNS" envDefault:"10" desc:"pool size"`
+}
+
+type testConfig struct {
+	Addr     string        `env:"HTTP_ADDR" envDefault:":8082" desc:"listen address"`
+	Timeout  time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+	Brokers  []string      `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:19092" desc:"Kafka bootstrap brokers"`
+	Replicas int           `env:"REPLICAS" envDefault:"1"`
+	Debug    bool          `env:"DEBUG"`
+	DB       db            `envPrefix:"DB_"`
+}
+
+func (c *testConfig) Validate() error {
+	var errs []error
+	if c.Timeout <= 0 {
+		errs = append(errs, Invalid("SHUTDOWN_TIMEOUT", "must be positive"))
+	}
+	if c.Replicas < 1 {
+		errs = append(errs, Invalid("REPLICAS", "must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+func TestLoadDefaultsAndValues(t *testing.T) {
+	var c testConfig
+	err := load(&c, map[string]string{"DB_URL": "sqlite://:memory:", "KAFKA_BROKERS": "a:1,b:2", "DEBUG": "true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":8082" || c.Timeout != 10*time.Second || c.DB.MaxConns != 10 || c.Replicas != 1 {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if c.DB.URL != "sqlite://:memory:" || !c.Debug || len(c.Brokers) != 2 || c.Brokers[1] != "b:2" {
+		t.Errorf("values not applied: %+v", c)
+	}
+}
+
+func TestLoadListsEveryBadVariable(t *testing.T) {
+	var c testConfig
+	err := load(&c, map[string]string{
+		"SHUTDOWN_TIMEOUT": "soon",
+		"DB_MAX_CONNS":     "many",
+		"DEBUG":            "perhaps",
+		// DB_URL missing
+	})
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("want *config.Error, got %T %v", err, err)
+	}
+	got := map[string]*VarError{}
+	for _, v := range ce.Vars {
+		got[v.Var] = v
+	}
+	for _, name := range []string{"SHUTDOWN_TIMEOUT", "DB_MAX_CONNS", "DEBUG", "DB_URL"} {
+		if got[name] == nil {
+			t.Errorf("%s not reported; got %v", name, err)
+		}
+	}
+	if len(ce.Vars) != 4 {
+		t.Errorf("got %d problems, want 4: %v", len(ce.Vars), err)
+	}
+	if v := got["SHUTDOWN_TIMEOUT"]; v != nil && (!strings.Contains(v.Problem, `"soon"`) || !strings.Contains(v.Expected, "duration") || !strings.Contains(v.Expected, "drain deadline")) {
+		t.Errorf("SHUTDOWN_TIMEOUT message lacks value, type or description: %v", v)
+	}
+	if v := got["DB_URL"]; v != nil && (!strings.Contains(v.Problem, "not set") || !strings.Contains(v.Expected, "sqlite://")) {
+		t.Errorf("DB_URL message: %v", v)
+	}
+	// One message, one line per variable, sorted.
+	msg := err.Error()
+	if strings.Count(msg, "\n") != 4 || strings.Index(msg, "DB_MAX_CONNS") > strings.Index(msg, "SHUTDOWN_TIMEOUT") {
+		t.Errorf("message not one sorted line per variable:\n%s", msg)
+	}
+}
+
+func TestValidateRunsAfterParsing(t *testing.T) {
+	var c testConfig
+	err := load(&c, map[string]string{"DB_URL": "x", "SHUTDOWN_TIMEOUT": "-1s", "REPLICAS": "0"})
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Vars) != 2 {
+		t.Fatalf("want the two Validate complaints, got %v", err)
+	}
+	if ce.Vars[0].Var != "REPLICAS" || ce.Vars[1].Var != "SHUTDOWN_TIMEOUT" || ce.Vars[1].Problem != "must be positive" {
+		t.Errorf("validation errors: %v", err)
+	}
+	if !strings.Contains(ce.Vars[1].Expected, "drain deadline") {
+		t.Errorf("validation error lacks the description: %v", ce.Vars[1])
+	}
+}
+
+type plainValidate struct {
+	A string `env:"A"`
+}
+
+func (plainValidate) Validate() error { return errors.New("A and B exclude each other") }
+
+func TestValidatePlainErrorIsKept(t *testing.T) {
+	err := load(&plainValidate{}, map[string]string{})
+	if err == nil || !strings.Contains(err.Error(), "A and B exclude each other") {
+		t.Fatalf("plain Validate error lost: %v", err)
+	}
+}
+
+func TestLoadRejectsNonStruct(t *testing.T) {
+	var s string
+	if err := Load(&s); err == nil {
+		t.Fatal("Load accepted a *string")
+	}
+}
+
+func TestTable(t *testing.T) {
+	vars := Table(testConfig{})
+	names := make([]string, len(vars))
+	for i, v := range vars {
+		names[i] = v.Name
+	}
+	want := "HTTP_ADDR SHUTDOWN_TIMEOUT KAFKA_BROKERS REPLICAS DEBUG DB_URL DB_MAX_CONNS"
+	if strings.Join(names, " ") != want {
+		t.Errorf("names %v, want %s", names, want)
+	}
+	url := vars[5]
+	if !url.Required || url.Default != "" || url.Description != "postgres://... or sqlite://path" {
+		t.Errorf("DB_URL row: %+v", url)
+	}
+	if vars[1].Default != "10s" || !strings.HasPrefix(vars[1].Type, "duration") {
+		t.Errorf("SHUTDOWN_TIMEOUT row: %+v", vars[1])
+	}
+}
+
+func TestMarkdownAndSyncDoc(t *testing.T) {
+	md := Markdown(Section{Title: "order", Config: &testConfig{}})
+	if !strings.Contains(md, "### order\n") || !strings.Contains(md, "| `DB_URL` | - | yes | string | postgres://... or sqlite://path |") {
+		t.Errorf("markdown:\n%s", md)
+	}
+	path := filepath.Join(t.TempDir(), "configuration.md")
+	if err := os.WriteFile(path, []byte("# Configuration\n\nHand-written intro.\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sec := Section{Title: "order", Config: testConfig{}}
+	if err := SyncDoc(path, "order", false, sec); err == nil {
+		t.Fatal("SyncDoc without update accepted a file missing the block")
+	}
+	if err := SyncDoc(path, "order", true, sec); err != nil {
+		t.Fatal(err)
+	}
+	if err := SyncDoc(path, "order", false, sec); err != nil {
+		t.Fatalf("freshly generated block reported stale: %v", err)
+	}
+	// Another binary's block is added beside it, and the intro survives.
+	other := Section{Title: "payment", Config: plainValidate{}}
+	if err := SyncDoc(path, "payment", true, other); err != nil {
+		t.Fatal(err)
+	}
+	// A changed config makes the committed block stale.
+	type changed struct {
+		testConfig
+		Extra string `env:"EXTRA"`
+	}
+	if err := SyncDoc(path, "order", false, Section{Title: "order", Config: changed{}}); err == nil {
+		t.Error("stale block not detected")
+	}
+	b, _ := os.ReadFile(path)
+	s := string(b)
+	if !strings.HasPrefix(s, "# Configuration\n\nHand-written intro.\n") || strings.Count(s, "<!-- config:order -->") != 1 || !strings.Contains(s, "`A`") {
+		t.Errorf("file after syncs:\n%s", s)
+	}
+}
+
+// TestMustLoadExits runs MustLoad in a child process: it must print one
+// message naming the variable and exit with status 2.
+func TestMustLoadExits(t *testing.T) {
+	if os.Getenv("CONFIG_TEST_CHILD") == "1" {
+		var c testConfig
+		MustLoad(&c)
+		os.Exit(0)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMustLoadExits$")
+	cmd.Env = append(os.Environ(), "CONFIG_TEST_CHILD=1", "DB_URL=", "REPLICAS=x")
+	cmd.Env = filterEnv(cmd.Env, "DB_URL")
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("exit: %v, want status 2; output:\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "DB_URL: required but not set") || !strings.Contains(string(out), `REPLICAS: "x" is invalid`) {
+		t.Errorf("output:\n%s", out)
+	}
+}
+
+func filterEnv(env []string, drop string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, drop+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func TestLogLevelVariable(t *testing.T) {
+	var c struct {
+		Level slog.Level `env:"LOG_LEVEL" envDefault:"info"`
+	}
+	if err := load(&c, map[string]string{"LOG_LEVEL": "warn"}); err != nil || c.Level != slog.LevelWarn {
+		t.Fatalf("LOG_LEVEL=warn: level %v, err %v", c.Level, err)
+	}
+	err := load(&c, map[string]string{"LOG_LEVEL": "loud"})
+	if err == nil || !strings.Contains(err.Error(), "log level (debug, info, warn, error)") {
+		t.Errorf("bad level message: %v", err)
+	}
+}
