@@ -34,6 +34,7 @@ KAFKA_PORT=${SHANHAI_KAFKA_PORT:-19092}
 KAFKA_CONTROLLER_PORT=${SHANHAI_KAFKA_CONTROLLER_PORT:-19093}
 PULSAR_PORT=${SHANHAI_PULSAR_PORT:-16650}
 PULSAR_HTTP_PORT=${SHANHAI_PULSAR_HTTP_PORT:-18080}
+PULSAR_BOOKIE_PORT=${SHANHAI_PULSAR_BOOKIE_PORT:-13181} # standalone's embedded bookie; not used by clients
 
 # Pinned versions; the Kafka and Pulsar ones must match their pom.xml (checked in fetch_maven).
 NATS_VERSION=v2.14.9
@@ -129,19 +130,27 @@ fetch_nats() {
 	rm -rf "$tmp"
 }
 
-# fetch_maven copies the runtime jars of scripts/deps/<name>/pom.xml into the cache; a marker file makes a half-finished
-# copy count as missing.
+# fetch_maven copies what scripts/deps/<server>/pom.xml depends on into the cache: Kafka's runtime jars, or Pulsar's
+# distribution tarball, which it then unpacks. A marker file makes a half-finished copy count as missing.
 fetch_maven() { # server, version
-	local s=$1 v=$2 lib=$CACHE/$1-$2/lib
-	[[ -f $lib/.complete ]] && return 0
+	local s=$1 v=$2 dir=$CACHE/$1-$2
+	[[ -f $dir/.complete ]] && return 0
 	grep -q "<$s.version>$v</$s.version>" "$DEPS/$s/pom.xml" || fail "$s" "scripts/deps/$s/pom.xml does not pin $s $v"
 	command -v java >/dev/null || fail "$s" "java (JDK 17) is not installed: apt-get install openjdk-17-jdk-headless"
 	command -v mvn >/dev/null || fail "$s" "mvn is not installed: apt-get install maven"
-	say "$s: fetching $s $v jars from Maven Central (once; cached in $lib)"
-	rm -rf "$lib"
-	(cd "$DEPS/$s" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$lib") \
-		>>"$LOG/$s.log" 2>&1 || fail "$s" "mvn dependency:copy-dependencies for $s $v failed"
-	touch "$lib/.complete"
+	say "$s: fetching $s $v from Maven Central (once; cached in $dir)"
+	rm -rf "$dir"
+	local out=$dir/lib
+	[[ $s == pulsar ]] && out=$dir.download
+	(cd "$DEPS/$s" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out") \
+		>>"$LOG/$s.log" 2>&1 || fail "$s" "mvn dependency:copy-dependencies in scripts/deps/$s failed"
+	if [[ $s == pulsar ]]; then
+		mkdir -p "$dir"
+		tar -xzf "$out"/pulsar-server-distribution-"$v"-bin.tar.gz -C "$dir" --strip-components=1 ||
+			fail "$s" "unpacking the Pulsar distribution failed"
+		rm -rf "$out"
+	fi
+	touch "$dir/.complete"
 }
 
 # ---- one function per server: start it and wait until ready ----
@@ -257,21 +266,24 @@ pulsar_setup() {
 }
 
 start_pulsar() {
-	local pid lib data=$VAR/pulsar
+	local pid home=$CACHE/pulsar-$PULSAR_VERSION data=$VAR/pulsar
 	fetch_maven pulsar "$PULSAR_VERSION"
-	lib=$CACHE/pulsar-$PULSAR_VERSION/lib
 	# Fresh data per start: standalone's bookie and metadata store do not always agree after an unclean stop, and a test
 	# server has nothing worth keeping. Run from its own directory because some paths stay relative to it.
 	rm -rf "$data"
 	mkdir -p "$data"
-	sed -e "s|@HOST@|$HOST|g" -e "s|@PORT@|$PULSAR_PORT|g" -e "s|@HTTP_PORT@|$PULSAR_HTTP_PORT|g" \
-		-e "s|@DATA@|$data|g" "$DEPS/pulsar/standalone.conf" >"$data/standalone.conf"
+	{
+		cat "$home/conf/standalone.conf"
+		echo
+		sed -e "s|@HOST@|$HOST|g" -e "s|@PORT@|$PULSAR_PORT|g" -e "s|@HTTP_PORT@|$PULSAR_HTTP_PORT|g" \
+			"$DEPS/pulsar/standalone.conf"
+	} >"$data/standalone.conf"
 	local flags
-	mapfile -t flags < <(grep -v '^\s*\(#\|$\)' "$DEPS/pulsar/jvm.options")
+	mapfile -t flags < <(grep -v '^[[:space:]]*\(#\|$\)' "$DEPS/pulsar/jvm.options")
 	pid=$(cd "$data" && spawn pulsar java "${flags[@]}" -Dlog4j.configurationFile="$DEPS/pulsar/log4j2.yaml" \
-		-Dpulsar.log.dir="$LOG" -cp "$lib/*" org.apache.pulsar.PulsarStandaloneStarter \
-		-c "$data/standalone.conf" -nfw -nss -a "$HOST" \
-		--metadata-dir "$data/metadata" --bookkeeper-dir "$data/bookkeeper")
+		-Dpulsar.log.dir="$LOG" -Dpulsar.config.file="$data/standalone.conf" -cp "$home/lib/*" \
+		org.apache.pulsar.PulsarStandaloneStarter -c "$data/standalone.conf" -nfw -nss -a "$HOST" \
+		--metadata-dir "$data/metadata" --bookkeeper-dir "$data/bookkeeper" --bookkeeper-port "$PULSAR_BOOKIE_PORT")
 	wait_ready pulsar "$pid"
 	pulsar_setup
 }
