@@ -1,0 +1,232 @@
+package service_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/carrier"
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
+)
+
+// kafkaTail reads one topic from the offsets it had when the tail was made,
+// so a test sees only what was written after it started.
+type kafkaTail struct {
+	brokers    []string
+	topic      string
+	partitions []int
+	start      map[int]int64
+}
+
+func tailKafka(t *testing.T, brokers []string, topic string) *kafkaTail {
+	t.Helper()
+	conn, err := kafka.Dial("tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topic)
+	if err != nil || len(parts) == 0 {
+		t.Fatalf("partitions of %s: %v (%d)", topic, err, len(parts))
+	}
+	k := &kafkaTail{brokers: brokers, topic: topic, start: map[int]int64{}}
+	for _, p := range parts {
+		lc, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := lc.ReadLastOffset()
+		lc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.partitions = append(k.partitions, p.ID)
+		k.start[p.ID] = last
+	}
+	return k
+}
+
+// find returns the first message with key written since the tail started.
+// The relay partitions by murmur2 of the key, so only that partition is read.
+func (k *kafkaTail) find(t *testing.T, key string, within time.Duration) kafka.Message {
+	t.Helper()
+	p := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(key)}, k.partitions...)
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.brokers, Topic: k.topic, Partition: p, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(k.start[p]); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("no message with key %s on %s[%d] within %v: %v", key, k.topic, p, within, err)
+		}
+		if string(m.Key) == key {
+			return m
+		}
+	}
+}
+
+func headerMap(hs []kafka.Header) map[string]string {
+	m := map[string]string{}
+	for _, h := range hs {
+		m[h.Key] = string(h.Value)
+	}
+	return m
+}
+
+func TestOrderCreatedLandsOnKafkaWithCloudEventsAndTrace(t *testing.T) {
+	h := newHarness(t)
+	tail := tailKafka(t, testenv.Kafka(t), adapters.Topic)
+	traceID := strings.ReplaceAll(uuid.NewString(), "-", "")
+	r := h.do("POST", "/api/v1/orders", "alice", `{"items":[{"sku":"MAP-SCROLL","quantity":2}]}`,
+		"Idempotency-Key", "k1", "traceparent", "00-"+traceID+"-1111111111111111-01")
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	var o orderView
+	r.json(t, &o)
+
+	m := tail.find(t, o.ID, 20*time.Second)
+	hd := headerMap(m.Headers)
+	for k, want := range map[string]string{
+		"ce_specversion": "1.0", "ce_type": "order.created", "ce_source": adapters.Source, "ce_subject": o.ID,
+		"content-type": "application/json",
+	} {
+		if hd[k] != want {
+			t.Errorf("header %s = %q, want %q", k, hd[k], want)
+		}
+	}
+	if hd["ce_id"] == "" {
+		t.Error("no ce_id")
+	}
+	if _, err := time.Parse(time.RFC3339, hd["ce_time"]); err != nil {
+		t.Errorf("ce_time %q: %v", hd["ce_time"], err)
+	}
+	if tp := hd["traceparent"]; !strings.HasPrefix(tp, "00-"+traceID+"-") {
+		t.Errorf("traceparent %q does not continue trace %s", tp, traceID)
+	}
+	env, err := event.FromHeaders(hd, m.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data adapters.OrderCreatedData
+	if err := env.Decode(&data); err != nil {
+		t.Fatal(err)
+	}
+	if data.OrderID != o.ID || data.UserID != "alice" || data.TotalCents != 9600 || data.Currency != "EUR" ||
+		len(data.Items) != 1 || data.Items[0].UnitPriceCents != 4800 || data.Items[0].Quantity != 2 {
+		t.Fatalf("payload = %+v", data)
+	}
+}
+
+// publishResult publishes a payment result to JetStream the way the bridge
+// does: the Kafka headers (CloudEvents, trace context) as NATS headers plus
+// the kafka_* ones, with a fresh Nats-Msg-Id per publish.
+func (h *harness) publishResult(t *testing.T, typ, eventID, orderID, reason string, parent *trace.SpanContext) {
+	t.Helper()
+	env, err := event.New(typ, "/shanhai/payment", orderID, adapters.PaymentResultData{
+		PaymentID: "pay-" + orderID, OrderID: orderID, UserID: "alice", AmountCents: 100, Reason: reason,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.ID = eventID
+	hdr := nats.Header{}
+	for k, v := range env.Headers() {
+		hdr.Set(k, v)
+	}
+	if parent != nil {
+		carrier.Inject(trace.ContextWithSpanContext(context.Background(), *parent), carrier.NATS(hdr))
+	}
+	hdr.Set("kafka_topic", "shanhai.payments")
+	hdr.Set("kafka_key", orderID)
+	hdr.Set("Nats-Msg-Id", "shanhai.payments/0/"+uuid.NewString())
+	if _, err := h.js.PublishMsg(context.Background(), &nats.Msg{Subject: h.names.Subject, Header: hdr, Data: env.Data}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// drained waits until the consumer has settled every message in the stream.
+func (h *harness) drained(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	eventually(t, 20*time.Second, "consumer to settle every message", func() bool {
+		s, err := h.js.Stream(ctx, h.names.Stream)
+		if err != nil {
+			return false
+		}
+		si, err := s.Info(ctx)
+		if err != nil {
+			return false
+		}
+		c, err := h.js.Consumer(ctx, h.names.Stream, h.names.Durable)
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(ctx)
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0 && ci.AckFloor.Stream >= si.State.LastSeq
+	})
+}
+
+func TestPaymentResultsApplyOnceWhateverTheOrder(t *testing.T) {
+	h := newHarness(t)
+	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
+	paid, failed, cancelled := h.createOrder("alice", item), h.createOrder("alice", item), h.createOrder("alice", item)
+	h.do("POST", "/api/v1/orders/"+cancelled.ID+"/cancel", "alice", "")
+
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, SpanID: trace.SpanID{7, 7, 7, 7, 7, 7, 7, 7},
+		TraceFlags: trace.FlagsSampled, Remote: true,
+	})
+	// paid: success, the same event redelivered, then a late failure.
+	h.publishResult(t, "payment.succeeded", "e1", paid.ID, "", &parent)
+	h.publishResult(t, "payment.succeeded", "e1", paid.ID, "", nil)
+	h.publishResult(t, "payment.failed", "e2", paid.ID, "card_declined", nil)
+	// failed: failure, then a success that arrives later (reordered).
+	h.publishResult(t, "payment.failed", "e3", failed.ID, "amount_over_limit", nil)
+	h.publishResult(t, "payment.succeeded", "e4", failed.ID, "", nil)
+	// cancelled: a payment result never revives it.
+	h.publishResult(t, "payment.succeeded", "e5", cancelled.ID, "", nil)
+	// An unknown order and another event type are settled, not retried forever.
+	h.publishResult(t, "payment.succeeded", "e6", uuid.NewString(), "", nil)
+	h.publishResult(t, "payment.refunded", "e7", paid.ID, "", nil)
+	h.drained(t)
+
+	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" || o.PaymentID != "pay-"+paid.ID {
+		t.Errorf("paid order = %+v", o)
+	}
+	if o := h.getOrder("alice", failed.ID); o.Status != "FAILED" || o.FailureReason != "amount_over_limit" {
+		t.Errorf("failed order = %+v", o)
+	}
+	if o := h.getOrder("alice", cancelled.ID); o.Status != "CANCELLED" {
+		t.Errorf("cancelled order = %+v", o)
+	}
+	var processed int64
+	h.svc.DB.Table("processed_events").Where("consumer = ?", "order").Count(&processed)
+	if processed != 5 {
+		t.Errorf("processed events = %d, want 5 (e1..e5, e1 once)", processed)
+	}
+
+	// The consumer's span continues the trace carried in the NATS headers.
+	found := false
+	for _, s := range spans.Ended() {
+		if s.Name() == h.names.Subject+" process" && s.SpanContext().TraceID() == parent.TraceID() && s.Parent().SpanID() == parent.SpanID() {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no consumer span continues the published trace")
+	}
+}

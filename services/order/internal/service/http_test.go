@@ -1,0 +1,190 @@
+package service_test
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCreateOrderIgnoresClientPriceAndReplays(t *testing.T) {
+	h := newHarness(t)
+	body := `{"items":[{"sku":"POT-YIXING","quantity":2,"unit_price_cents":1},{"sku":"INK-SET","quantity":1}]}`
+	first := h.do("POST", "/api/v1/orders", "alice", body, "Idempotency-Key", "k-1")
+	if first.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", first.Status, first.Body)
+	}
+	var o orderView
+	first.json(t, &o)
+	if o.TotalCents != 2*6400+3500 || o.Items[0].UnitPriceCents != 6400 || o.Status != "PENDING" {
+		t.Fatalf("order = %+v: the client's unit price must be ignored", o)
+	}
+	if loc := first.Header.Get("Location"); loc != "/api/v1/orders/"+o.ID {
+		t.Errorf("Location = %q", loc)
+	}
+
+	// Same key, same request (other spacing): the first response again.
+	again := h.do("POST", "/api/v1/orders", "alice", strings.ReplaceAll(body, ",", " , "), "Idempotency-Key", "k-1")
+	if again.Status != first.Status || string(again.Body) != string(first.Body) || again.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay: %d %s (replayed=%q)", again.Status, again.Body, again.Header.Get("Idempotent-Replayed"))
+	}
+	// Same key, different request: 422 naming the header.
+	other := h.do("POST", "/api/v1/orders", "alice", `{"items":[{"sku":"INK-SET","quantity":1}]}`, "Idempotency-Key", "k-1")
+	if other.Status != http.StatusUnprocessableEntity || !slices.Contains(other.problemFields(t), "Idempotency-Key") {
+		t.Fatalf("key reuse: %d %s", other.Status, other.Body)
+	}
+	// The replay created nothing: alice has exactly one order.
+	var page struct{ Orders []orderView }
+	h.do("GET", "/api/v1/orders", "alice", "").json(t, &page)
+	if len(page.Orders) != 1 || page.Orders[0].ID != o.ID {
+		t.Fatalf("alice's orders = %+v", page.Orders)
+	}
+	// Another user's identical key is independent.
+	if r := h.do("POST", "/api/v1/orders", "bob", body, "Idempotency-Key", "k-1"); r.Status != http.StatusCreated || string(r.Body) == string(first.Body) {
+		t.Fatalf("bob with alice's key: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestOrdersOfOtherUsersAre404(t *testing.T) {
+	h := newHarness(t)
+	o := h.createOrder("alice", `{"items":[{"sku":"TEA-GREEN-100G","quantity":1}]}`)
+	for _, r := range []reply{
+		h.do("GET", "/api/v1/orders/"+o.ID, "bob", ""),
+		h.do("POST", "/api/v1/orders/"+o.ID+"/cancel", "bob", ""),
+	} {
+		if r.Status != http.StatusNotFound {
+			t.Fatalf("bob on alice's order: %d %s", r.Status, r.Body)
+		}
+	}
+	// X-User-ID naming alice does not help bob either.
+	if r := h.do("GET", "/api/v1/orders/"+o.ID, "bob", "", "X-User-ID", "alice"); r.Status != http.StatusUnauthorized {
+		t.Fatalf("spoofed X-User-ID: %d", r.Status)
+	}
+	var page struct{ Orders []orderView }
+	h.do("GET", "/api/v1/orders", "bob", "").json(t, &page)
+	if len(page.Orders) != 0 {
+		t.Fatalf("bob lists %v", page.Orders)
+	}
+	if got := h.getOrder("alice", o.ID); got.Status != "PENDING" {
+		t.Fatalf("bob's cancel changed alice's order: %s", got.Status)
+	}
+}
+
+func TestCancelOnlyWhilePending(t *testing.T) {
+	h := newHarness(t)
+	o := h.createOrder("alice", `{"items":[{"sku":"TEA-GREEN-100G","quantity":1}]}`)
+	r := h.do("POST", "/api/v1/orders/"+o.ID+"/cancel", "alice", "")
+	var c orderView
+	r.json(t, &c)
+	if r.Status != http.StatusOK || c.Status != "CANCELLED" {
+		t.Fatalf("cancel: %d %s", r.Status, r.Body)
+	}
+	if r := h.do("POST", "/api/v1/orders/"+o.ID+"/cancel", "alice", ""); r.Status != http.StatusOK {
+		t.Fatalf("repeat cancel: %d %s", r.Status, r.Body)
+	}
+	paid := h.createOrder("alice", `{"items":[{"sku":"TEA-GREEN-100G","quantity":1}]}`)
+	h.publishResult(t, "payment.succeeded", "evt-"+paid.ID, paid.ID, "", nil)
+	eventually(t, 10*time.Second, "order paid", func() bool { return h.getOrder("alice", paid.ID).Status == "PAID" })
+	if r := h.do("POST", "/api/v1/orders/"+paid.ID+"/cancel", "alice", ""); r.Status != http.StatusConflict {
+		t.Fatalf("cancel paid: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestListOrdersPaginatesAndFilters(t *testing.T) {
+	h := newHarness(t)
+	var want []string
+	for range 5 {
+		want = append([]string{h.createOrder("alice", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`).ID}, want...)
+	}
+	h.do("POST", "/api/v1/orders/"+want[2]+"/cancel", "alice", "")
+	var got []string
+	path := "/api/v1/orders?limit=2"
+	for range 10 {
+		var page struct {
+			Orders     []orderView
+			NextCursor string `json:"next_cursor"`
+		}
+		h.do("GET", path, "alice", "").json(t, &page)
+		for _, o := range page.Orders {
+			got = append(got, o.ID)
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		path = "/api/v1/orders?limit=2&cursor=" + page.NextCursor
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("pages = %v, want %v", got, want)
+	}
+	var cancelled struct{ Orders []orderView }
+	h.do("GET", "/api/v1/orders?status=CANCELLED", "alice", "").json(t, &cancelled)
+	if len(cancelled.Orders) != 1 || cancelled.Orders[0].ID != want[2] {
+		t.Fatalf("status filter = %+v", cancelled.Orders)
+	}
+}
+
+func TestBadInputIsProblemNamingTheField(t *testing.T) {
+	h := newHarness(t)
+	lines := make([]string, 51)
+	for i := range lines {
+		lines[i] = `{"sku":"CUP-PORCELAIN","quantity":1}`
+	}
+	key := []string{"Idempotency-Key", "k"}
+	tests := []struct {
+		name, method, path, body string
+		hdr                      []string
+		status                   int
+		field                    string
+	}{
+		{"no key", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`, nil, 400, "Idempotency-Key"},
+		{"long key", "POST", "/api/v1/orders", `{"items":[]}`, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "Idempotency-Key"},
+		{"malformed json", "POST", "/api/v1/orders", `{"items":[`, key, 400, ""},
+		{"unknown field", "POST", "/api/v1/orders", `{"items":[],"discount":5}`, key, 400, "discount"},
+		{"wrong type", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":"two"}]}`, key, 400, "quantity"},
+		{"unknown sku", "POST", "/api/v1/orders", `{"items":[{"sku":"NOPE","quantity":1}]}`, key, 422, "items[0].sku"},
+		{"zero quantity", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":0}]}`, key, 422, "items[0].quantity"},
+		{"quantity 101", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":101}]}`, key, 422, "items[0].quantity"},
+		{"51 lines", "POST", "/api/v1/orders", `{"items":[` + strings.Join(lines, ",") + `]}`, key, 422, "items"},
+		{"no items", "POST", "/api/v1/orders", `{}`, key, 422, "items"},
+		{"oversized", "POST", "/api/v1/orders", `{"items":[{"sku":"` + strings.Repeat("x", 2<<20) + `","quantity":1}]}`, key, 413, ""},
+		{"bad id", "GET", "/api/v1/orders/not-a-uuid", "", nil, 400, "id"},
+		{"bad id cancel", "POST", "/api/v1/orders/1/cancel", "", nil, 400, "id"},
+		{"bad status", "GET", "/api/v1/orders?status=SHIPPED", "", nil, 400, "status"},
+		{"bad limit", "GET", "/api/v1/orders?limit=1000", "", nil, 400, "limit"},
+		{"bad cursor", "GET", "/api/v1/orders?cursor=%%%", "", nil, 400, "cursor"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := h.do(tt.method, tt.path, "alice", tt.body, tt.hdr...)
+			if r.Status != tt.status {
+				t.Fatalf("status %d, want %d: %s", r.Status, tt.status, r.Body)
+			}
+			fields := r.problemFields(t)
+			if tt.field != "" && !slices.ContainsFunc(fields, func(f string) bool { return f == tt.field || strings.HasSuffix(f, "."+tt.field) }) {
+				t.Fatalf("fields %v do not name %q: %s", fields, tt.field, r.Body)
+			}
+		})
+	}
+	t.Run("no token", func(t *testing.T) {
+		if r := h.do("GET", "/api/v1/products", "", ""); r.Status != http.StatusUnauthorized {
+			t.Fatalf("status %d", r.Status)
+		}
+	})
+}
+
+func TestProductsFromCatalogue(t *testing.T) {
+	h := newHarness(t)
+	var out struct {
+		Products []struct {
+			SKU        string `json:"sku"`
+			PriceCents int64  `json:"price_cents"`
+		}
+	}
+	r := h.do("GET", "/api/v1/products", "alice", "")
+	r.json(t, &out)
+	if r.Status != 200 || len(out.Products) != 8 {
+		t.Fatalf("products: %d %s", r.Status, r.Body)
+	}
+}

@@ -1,0 +1,266 @@
+package service_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+)
+
+type kafkaTail struct {
+	brokers    []string
+	topic      string
+	partitions []int
+	start      map[int]int64
+}
+
+func tailKafka(t *testing.T, brokers []string, topic string) *kafkaTail {
+	t.Helper()
+	conn, err := kafka.Dial("tcp", brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topic)
+	if err != nil || len(parts) == 0 {
+		t.Fatalf("partitions of %s: %v (%d)", topic, err, len(parts))
+	}
+	k := &kafkaTail{brokers: brokers, topic: topic, start: map[int]int64{}}
+	for _, p := range parts {
+		lc, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := lc.ReadLastOffset()
+		lc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.partitions = append(k.partitions, p.ID)
+		k.start[p.ID] = last
+	}
+	return k
+}
+
+// find returns the first message with key since the tail started; the
+// relay partitions by murmur2 of the key, so one partition is read.
+func (k *kafkaTail) find(t *testing.T, key string, within time.Duration) kafka.Message {
+	t.Helper()
+	p := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(key)}, k.partitions...)
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.brokers, Topic: k.topic, Partition: p, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(k.start[p]); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			t.Fatalf("no message with key %s on %s[%d] within %v: %v", key, k.topic, p, within, err)
+		}
+		if string(m.Key) == key {
+			return m
+		}
+	}
+}
+
+func headerMap(hs []kafka.Header) map[string]string {
+	m := map[string]string{}
+	for _, h := range hs {
+		m[h.Key] = string(h.Value)
+	}
+	return m
+}
+
+func (h *harness) outboxCount(orderID string) int64 {
+	var n int64
+	h.svc.DB.Model(&outbox.Message{}).Where("key = ?", orderID).Count(&n)
+	return n
+}
+
+func TestChargesOrderFromJetStreamAndEmitsResultToKafka(t *testing.T) {
+	h := newHarness(t, nil)
+	tail := tailKafka(t, testenv.Kafka(t), adapters.Topic)
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0xa, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, SpanID: trace.SpanID{9, 9, 9, 9, 9, 9, 9, 9},
+		TraceFlags: trace.FlagsSampled, Remote: true,
+	})
+	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+	h.publishOrder(o, "", &parent)
+
+	m := tail.find(t, o.OrderID, 20*time.Second)
+	hd := headerMap(m.Headers)
+	if hd["ce_type"] != "payment.succeeded" || hd["ce_specversion"] != "1.0" || hd["ce_source"] != adapters.Source || hd["ce_id"] == "" {
+		t.Fatalf("headers = %v", hd)
+	}
+	if !strings.HasPrefix(hd["traceparent"], "00-"+parent.TraceID().String()+"-") {
+		t.Errorf("traceparent %q does not continue trace %s", hd["traceparent"], parent.TraceID())
+	}
+	env, err := event.FromHeaders(hd, m.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d adapters.ResultData
+	if err := env.Decode(&d); err != nil {
+		t.Fatal(err)
+	}
+	rows := h.payments(o.OrderID)
+	if len(rows) != 1 || rows[0].Status != "SUCCEEDED" || d.PaymentID != rows[0].ID || d.OrderID != o.OrderID || d.UserID != "alice" || d.AmountCents != 5000 {
+		t.Fatalf("payload %+v, rows %+v", d, rows)
+	}
+
+	// Own data only, over HTTP.
+	if r := h.get("/api/v1/payments/"+d.PaymentID, "alice"); r.Status != http.StatusOK || !strings.Contains(string(r.Body), o.OrderID) {
+		t.Fatalf("own payment: %d %s", r.Status, r.Body)
+	}
+	if r := h.get("/api/v1/payments/"+d.PaymentID, "bob"); r.Status != http.StatusNotFound {
+		t.Fatalf("bob reads alice's payment: %d %s", r.Status, r.Body)
+	}
+	if r := h.get("/api/v1/payments?order_id="+o.OrderID, "bob"); r.Status != http.StatusOK || string(r.Body) != `{"payments":[]}` {
+		t.Fatalf("bob lists alice's order: %d %s", r.Status, r.Body)
+	}
+	if r := h.get("/api/v1/payments?order_id="+o.OrderID, "alice"); !strings.Contains(string(r.Body), d.PaymentID) {
+		t.Fatalf("alice lists her order: %d %s", r.Status, r.Body)
+	}
+	for path, field := range map[string]string{"/api/v1/payments/nope": "id", "/api/v1/payments?order_id=42": "order_id"} {
+		r := h.get(path, "alice")
+		if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), `"field":"`+field+`"`) {
+			t.Errorf("%s: %d %s", path, r.Status, r.Body)
+		}
+	}
+	if r := h.get("/api/v1/payments", ""); r.Status != http.StatusUnauthorized {
+		t.Errorf("no token: %d", r.Status)
+	}
+
+	// The consumer span continued the published trace.
+	found := false
+	for _, s := range spans.Ended() {
+		if s.Name() == h.names.Subject+" process" && s.SpanContext().TraceID() == parent.TraceID() && s.Parent().SpanID() == parent.SpanID() {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no consumer span continues the published trace")
+	}
+}
+
+func TestDeclineRuleEmitsPaymentFailed(t *testing.T) {
+	h := newHarness(t, nil)
+	tail := tailKafka(t, testenv.Kafka(t), adapters.Topic)
+	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 179800, Currency: "EUR"}
+	h.publishOrder(o, "", nil)
+	m := tail.find(t, o.OrderID, 20*time.Second)
+	hd := headerMap(m.Headers)
+	if hd["ce_type"] != "payment.failed" || !strings.Contains(string(m.Value), `"reason":"amount_over_limit"`) {
+		t.Fatalf("got %s %s", hd["ce_type"], m.Value)
+	}
+	if h.svc.Provider.Charges() != 0 {
+		t.Fatal("a declined order reached the provider")
+	}
+}
+
+func TestRedeliveryNeverChargesTwice(t *testing.T) {
+	h := newHarness(t, nil)
+	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 1234, Currency: "EUR"}
+	// The same event three times (bridge or relay re-sends), and a second
+	// order.created event for the same order with another id.
+	for range 3 {
+		h.publishOrder(o, "evt-"+o.OrderID, nil)
+	}
+	h.publishOrder(o, "", nil)
+	h.drained()
+	rows := h.payments(o.OrderID)
+	if len(rows) != 1 || rows[0].Status != "SUCCEEDED" {
+		t.Fatalf("payments = %+v", rows)
+	}
+	if n := h.svc.Provider.Charges(); n != 1 {
+		t.Fatalf("provider charged %d times", n)
+	}
+	if n := h.outboxCount(o.OrderID); n != 1 {
+		t.Fatalf("%d result events, want 1", n)
+	}
+}
+
+func TestProviderFaultIsRetriedUntilCleared(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 1, DeclineAboveCents: 100000})
+	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 999, Currency: "EUR"}
+	h.publishOrder(o, "", nil)
+	eventually(t, 15*time.Second, "a redelivery after the fault", func() bool {
+		c, err := h.js.Consumer(ctx, h.names.Stream, h.names.Durable)
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(ctx)
+		return err == nil && ci.NumRedelivered > 0
+	})
+	if rows := h.payments(o.OrderID); len(rows) != 1 || rows[0].Status != "PENDING" || h.outboxCount(o.OrderID) != 0 {
+		t.Fatalf("during the fault: %+v, %d events", rows, h.outboxCount(o.OrderID))
+	}
+	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 0, DeclineAboveCents: 100000})
+	eventually(t, 20*time.Second, "the charge to succeed after the fault cleared", func() bool {
+		rows := h.payments(o.OrderID)
+		return len(rows) == 1 && rows[0].Status == "SUCCEEDED"
+	})
+	if n := h.outboxCount(o.OrderID); n != 1 {
+		t.Fatalf("%d result events", n)
+	}
+	if dl, _ := h.svc.Payments.DeadLetters(ctx, 10); len(dl) != 0 {
+		t.Fatalf("dead letters: %+v", dl)
+	}
+}
+
+func TestUnprocessableMessagesAreDeadLettered(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	h.publishRaw(nats.Header{}, []byte{0xff, 'x'})
+	bad := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 0, Currency: "EUR"}
+	h.publishOrder(bad, "", nil)
+	h.drained()
+	dl, err := h.svc.Payments.DeadLetters(ctx, 10)
+	if err != nil || len(dl) != 2 {
+		t.Fatalf("dead letters = %+v, %v", dl, err)
+	}
+	reasons := fmt.Sprint(dl[0].Reason, " | ", dl[1].Reason)
+	if !strings.Contains(reasons, "not a CloudEvent") || !strings.Contains(reasons, "total_cents must be positive") {
+		t.Fatalf("reasons = %s", reasons)
+	}
+	if len(h.payments(bad.OrderID)) != 0 {
+		t.Fatal("an invalid order was claimed")
+	}
+	metrics := h.get("/metrics", "")
+	for _, cause := range []string{"invalid_event", "invalid_order"} {
+		if !strings.Contains(string(metrics.Body), `shanhai_payment_dead_letters_total{cause="`+cause+`"`) {
+			t.Errorf("/metrics has no dead letter count for %s", cause)
+		}
+	}
+}
+
+func TestRetriesExhaustedAreDeadLettered(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) { c.MaxDeliver = 2; c.ProviderFailureRate = 1 })
+	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 999, Currency: "EUR"}
+	h.publishOrder(o, "", nil)
+	h.drained()
+	dl, err := h.svc.Payments.DeadLetters(context.Background(), 10)
+	if err != nil || len(dl) != 1 || !strings.Contains(dl[0].Reason, "after 2 deliveries") || dl[0].EventType != "order.created" {
+		t.Fatalf("dead letters = %+v, %v", dl, err)
+	}
+	if h.outboxCount(o.OrderID) != 0 {
+		t.Fatal("a result was emitted for a charge that never happened")
+	}
+}
