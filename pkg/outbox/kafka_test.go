@@ -283,12 +283,17 @@ func (c *countingWriter) WriteMessages(ctx context.Context, msgs ...kafka.Messag
 	}
 	c.mu.Unlock()
 	err := c.w.WriteMessages(ctx, msgs...)
+	var werrs kafka.WriteErrors
+	perMessage := errors.As(err, &werrs) && len(werrs) == len(msgs)
 	c.mu.Lock()
-	for _, id := range ids {
+	for i, id := range ids {
 		delete(c.inFlight, id)
-		c.count[id]++
+		// Count acknowledged publishes; a failed one is retried and (on the broker) checked by the read-back.
+		if err == nil || (perMessage && werrs[i] == nil) {
+			c.count[id]++
+			c.mine++
+		}
 	}
-	c.mine += len(ids)
 	c.mu.Unlock()
 	return err
 }

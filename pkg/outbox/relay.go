@@ -118,9 +118,13 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 
 // NewWriter returns a kafka-go writer suited to the relay: acks from all in-sync replicas, murmur2 key hashing (the
 // partition a Java producer would pick for the same key), and a short batch timeout because the relay already batches.
+//
+// The writer gets its own transport rather than kafka-go's process-wide default: the default caches cluster metadata
+// for every client in the process and answers "unknown topic" for a topic created after its last refresh.
 func NewWriter(brokers ...string) *kafka.Writer {
 	return &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
+		Transport:    &kafka.Transport{MetadataTTL: 5 * time.Second},
 		Balancer:     &kafka.Murmur2Balancer{},
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: 2 * time.Millisecond,

@@ -1,53 +1,22 @@
 // Package dbtest opens real databases for the tests of pkg's persistence packages (database, migrate, outbox, dedup).
-// PostgreSQL comes from DATABASE_URL (as printed by scripts/deps.sh env); every call gets its own fresh schema so tests
-// never see each other's tables. A missing server fails the test with the deps script's hint; it never skips.
+// PostgreSQL comes from pkg/testenv (a fresh database per call, so tests never see each other's tables); SQLite is a
+// file in the test's temporary directory. A missing server fails the test with the deps script's hint; it never skips.
 package dbtest
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
-const defaultPostgres = "postgres://shanhai@127.0.0.1:15432/shanhai?sslmode=disable"
-
-// PostgresURL returns a URL whose connections use a fresh schema (dropped at cleanup).
+// PostgresURL returns the URL of a fresh PostgreSQL database (testenv.Postgres: created for this test, dropped after).
 func PostgresURL(t testing.TB) string {
 	t.Helper()
-	base := os.Getenv("DATABASE_URL")
-	if base == "" || !strings.HasPrefix(base, "postgres") {
-		base = defaultPostgres
-	}
-	admin, err := database.Open(base)
-	if err != nil {
-		t.Fatalf("postgres at %s: %v (run ./scripts/deps.sh up and eval \"$(./scripts/deps.sh env)\")", base, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	schema := "t_" + randomHex(6)
-	if err := admin.WithContext(ctx).Exec("CREATE SCHEMA " + schema).Error; err != nil {
-		t.Fatalf("postgres at %s: create schema: %v (run ./scripts/deps.sh up and eval \"$(./scripts/deps.sh env)\")", base, err)
-	}
-	t.Cleanup(func() {
-		admin.Exec("DROP SCHEMA " + schema + " CASCADE")
-		if sqlDB, err := admin.DB(); err == nil {
-			_ = sqlDB.Close()
-		}
-	})
-	sep := "?"
-	if strings.Contains(base, "?") {
-		sep = "&"
-	}
-	return base + sep + "search_path=" + schema
+	return testenv.Postgres(t)
 }
 
 // Postgres opens PostgresURL with database.Open and closes it at cleanup.
@@ -80,10 +49,4 @@ func open(t testing.TB, url string) *gorm.DB {
 		}
 	})
 	return db
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
