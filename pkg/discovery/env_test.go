@@ -13,15 +13,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// etcdEndpoints reads ETCD_ENDPOINTS (default: the deps script's etcd).
-// TODO(discovery): switch to pkg/testenv.Etcd once it lands.
-func etcdEndpoints() []string {
-	if v := os.Getenv("ETCD_ENDPOINTS"); v != "" {
-		return strings.Split(v, ",")
-	}
-	return []string{"127.0.0.1:12379"}
-}
-
 // etcdClient connects to endpoints and fails, never skips, when etcd does
 // not answer.
 func etcdClient(t testing.TB, endpoints []string) *clientv3.Client {
@@ -34,7 +25,7 @@ func etcdClient(t testing.TB, endpoints []string) *clientv3.Client {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if _, err := cli.Status(ctx, endpoints[0]); err != nil {
-		t.Fatalf("etcd at %v not reachable (%v): run ./scripts/deps.sh up and eval \"$(./scripts/deps.sh env)\"", endpoints, err)
+		t.Fatalf("etcd at %v not answering: %v", endpoints, err)
 	}
 	return cli
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 func TestEtcdRegisterResolveDeregister(t *testing.T) {
 	ctx := t.Context()
-	cli := etcdClient(t, etcdEndpoints())
+	cli := etcdClient(t, testenv.Etcd(t))
 	svc := uniqueService(t)
 	res, err := NewEtcdResolver(ctx, cli)
 	if err != nil {
@@ -72,7 +74,7 @@ func TestEtcdRegisterResolveDeregister(t *testing.T) {
 // client is closed without revoking, so keep-alives just stop.
 func TestInstanceVanishesWithinTTLAfterKill(t *testing.T) {
 	ctx := t.Context()
-	eps := etcdEndpoints()
+	eps := testenv.Etcd(t)
 	watcher := etcdClient(t, eps)
 	victim := etcdClient(t, eps)
 	svc := uniqueService(t)
@@ -106,7 +108,7 @@ func TestInstanceVanishesWithinTTLAfterKill(t *testing.T) {
 // process (it lapsed while etcd was away), the registry registers again.
 func TestRegistryComesBackAfterLeaseLoss(t *testing.T) {
 	ctx := t.Context()
-	cli := etcdClient(t, etcdEndpoints())
+	cli := etcdClient(t, testenv.Etcd(t))
 	svc := uniqueService(t)
 	res, err := NewEtcdResolver(ctx, cli)
 	if err != nil {

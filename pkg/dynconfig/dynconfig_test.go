@@ -4,22 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// TODO(dynconfig): switch to pkg/testenv.Etcd once it lands.
+// etcdClient connects to the shared test etcd; testenv fails the test
+// (never skips) when it is not running.
 func etcdClient(t *testing.T) *clientv3.Client {
 	t.Helper()
-	eps := []string{"127.0.0.1:12379"}
-	if v := os.Getenv("ETCD_ENDPOINTS"); v != "" {
-		eps = strings.Split(v, ",")
-	}
+	eps := testenv.Etcd(t)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +25,7 @@ func etcdClient(t *testing.T) *clientv3.Client {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if _, err := cli.Status(ctx, eps[0]); err != nil {
-		t.Fatalf("etcd at %v not reachable (%v): run ./scripts/deps.sh up and eval \"$(./scripts/deps.sh env)\"", eps, err)
+		t.Fatalf("etcd at %v not answering: %v", eps, err)
 	}
 	return cli
 }

@@ -1,21 +1,17 @@
 package limit
 
 import (
-	"os"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
-// redisClient connects to the test Redis named by REDIS_URL (default: the
-// deps script's port) and fails, never skips, when it does not answer.
-// TODO(limit): switch to pkg/testenv.Redis once it lands.
+// redisClient connects to the shared test Redis; testenv fails the test
+// (never skips) when it is not running.
 func redisClient(t testing.TB) *redis.Client {
 	t.Helper()
-	url := os.Getenv("REDIS_URL")
-	if url == "" {
-		url = "redis://127.0.0.1:16379/0"
-	}
+	url := testenv.Redis(t)
 	opt, err := redis.ParseURL(url)
 	if err != nil {
 		t.Fatalf("REDIS_URL %q: %v", url, err)
@@ -23,7 +19,7 @@ func redisClient(t testing.TB) *redis.Client {
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
 	if err := rdb.Ping(t.Context()).Err(); err != nil {
-		t.Fatalf("redis at %s not reachable (%v): run ./scripts/deps.sh up and eval \"$(./scripts/deps.sh env)\"", url, err)
+		t.Fatalf("redis at %s: %v", url, err)
 	}
 	return rdb
 }
