@@ -1,0 +1,399 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+)
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newTestServer(t *testing.T, o Options) (*Server, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	if o.Logger == nil {
+		o.Logger = telemetry.NewLogger(logs, slog.LevelDebug)
+	}
+	return New(o), logs
+}
+
+func do(h http.Handler, method, path string, body io.Reader, hdr ...string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, body)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}
+
+func decodeProblem(t *testing.T, w *httptest.ResponseRecorder) problem.Details {
+	t.Helper()
+	if ct := w.Header().Get("Content-Type"); ct != problem.ContentType {
+		t.Fatalf("Content-Type %q, want %q; body %s", ct, problem.ContentType, w.Body)
+	}
+	var d problem.Details
+	if err := json.Unmarshal(w.Body.Bytes(), &d); err != nil {
+		t.Fatalf("problem body: %v: %s", err, w.Body)
+	}
+	if d.Status != w.Code {
+		t.Errorf("problem status %d but HTTP status %d", d.Status, w.Code)
+	}
+	return d
+}
+
+func TestPanicBecomesProblem500(t *testing.T) {
+	s, logs := newTestServer(t, Options{})
+	s.Router().GET("/boom", func(*gin.Context) { panic("nil map write") })
+	s.Router().GET("/ok", func(c *gin.Context) { c.String(http.StatusOK, "fine") })
+
+	w := do(s.Handler(), http.MethodGet, "/boom", nil)
+	if w.Code != http.StatusInternalServerError {
+		t.Fatalf("status %d, want 500", w.Code)
+	}
+	d := decodeProblem(t, w)
+	if strings.Contains(d.Detail, "nil map write") {
+		t.Errorf("panic value leaked to the client: %q", d.Detail)
+	}
+	if id := w.Header().Get(RequestIDHeader); id == "" || !strings.Contains(d.Detail, id) {
+		t.Errorf("detail %q does not carry the request id %q", d.Detail, id)
+	}
+	if !strings.Contains(logs.String(), `"msg":"panic in handler"`) || !strings.Contains(logs.String(), "nil map write") {
+		t.Errorf("panic not logged:\n%s", logs)
+	}
+	// The server keeps serving.
+	if w := do(s.Handler(), http.MethodGet, "/ok", nil); w.Code != http.StatusOK {
+		t.Errorf("after a panic: status %d", w.Code)
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	s, logs := newTestServer(t, Options{})
+	var seen string
+	s.Router().GET("/id", func(c *gin.Context) {
+		seen = RequestID(c.Request.Context())
+		slog.New(telemetry.NewHandler(slog.NewJSONHandler(io.Discard, nil))).InfoContext(c, "x")
+		c.Status(http.StatusNoContent)
+	})
+
+	w := do(s.Handler(), http.MethodGet, "/id", nil)
+	gen := w.Header().Get(RequestIDHeader)
+	if !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(gen) || seen != gen {
+		t.Errorf("generated id %q, handler saw %q", gen, seen)
+	}
+	if w2 := do(s.Handler(), http.MethodGet, "/id", nil); w2.Header().Get(RequestIDHeader) == gen {
+		t.Error("two requests got the same generated id")
+	}
+	if !strings.Contains(logs.String(), `"request_id":"`+gen+`"`) {
+		t.Errorf("access log lacks request_id %s:\n%s", gen, logs)
+	}
+
+	w = do(s.Handler(), http.MethodGet, "/id", nil, RequestIDHeader, "edge-123")
+	if got := w.Header().Get(RequestIDHeader); got != "edge-123" || seen != "edge-123" {
+		t.Errorf("caller's id not kept: echoed %q, seen %q", got, seen)
+	}
+	for _, bad := range []string{"has space", strings.Repeat("x", 129), "new\nline"} {
+		w = do(s.Handler(), http.MethodGet, "/id", nil, RequestIDHeader, bad)
+		if got := w.Header().Get(RequestIDHeader); got == bad || len(got) != 32 {
+			t.Errorf("bad id %q was kept or not replaced: %q", bad, got)
+		}
+	}
+}
+
+func TestNotFoundAndMethodNotAllowedAreProblems(t *testing.T) {
+	s, _ := newTestServer(t, Options{})
+	s.Router().GET("/orders", func(c *gin.Context) { c.Status(http.StatusOK) })
+
+	w := do(s.Handler(), http.MethodGet, "/nope", nil)
+	if w.Code != http.StatusNotFound {
+		t.Fatalf("status %d", w.Code)
+	}
+	decodeProblem(t, w)
+
+	w = do(s.Handler(), http.MethodDelete, "/orders", nil)
+	if w.Code != http.StatusMethodNotAllowed {
+		t.Fatalf("status %d", w.Code)
+	}
+	decodeProblem(t, w)
+	if allow := w.Header().Get("Allow"); !strings.Contains(allow, "GET") {
+		t.Errorf("Allow %q", allow)
+	}
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	p, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "server-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	s, _ := newTestServer(t, Options{Telemetry: p})
+	s.Router().GET("/orders/:id", func(c *gin.Context) { c.Status(http.StatusOK) })
+	if w := do(s.Handler(), http.MethodGet, "/healthz", nil); w.Code != http.StatusOK {
+		t.Errorf("/healthz %d", w.Code)
+	}
+	do(s.Handler(), http.MethodGet, "/orders/1", nil)
+	w := do(s.Handler(), http.MethodGet, "/metrics", nil)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="/orders/:id"} 1`) {
+		t.Errorf("/metrics %d lacks the request histogram:\n%.2000s", w.Code, w.Body)
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	var dbDown bool
+	s, _ := newTestServer(t, Options{
+		ReadyTimeout: 100 * time.Millisecond,
+		Checks: []Check{
+			{Name: "postgres", Probe: func(context.Context) error {
+				if dbDown {
+					return errors.New("connection refused")
+				}
+				return nil
+			}},
+			{Name: "kafka", Probe: func(context.Context) error { return nil }},
+		},
+	})
+	if w := do(s.Handler(), http.MethodGet, "/readyz", nil); w.Code != http.StatusOK {
+		t.Fatalf("all checks pass: /readyz %d %s", w.Code, w.Body)
+	}
+	dbDown = true
+	w := do(s.Handler(), http.MethodGet, "/readyz", nil)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("failing check: /readyz %d", w.Code)
+	}
+	d := decodeProblem(t, w)
+	if len(d.Errors) != 1 || d.Errors[0].Field != "postgres" || !strings.Contains(d.Errors[0].Detail, "refused") {
+		t.Errorf("errors %+v, want the postgres check only", d.Errors)
+	}
+}
+
+func TestReadinessProbeThatHangsFails(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	s, _ := newTestServer(t, Options{
+		ReadyTimeout: 50 * time.Millisecond,
+		Checks: []Check{
+			// Ignores its context entirely.
+			{Name: "stuck", Probe: func(context.Context) error { <-release; return nil }},
+			{Name: "panics", Probe: func(context.Context) error { panic("probe bug") }},
+		},
+	})
+	w := do(s.Handler(), http.MethodGet, "/readyz", nil)
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d", w.Code)
+	}
+	d := decodeProblem(t, w)
+	if len(d.Errors) != 2 || d.Errors[0].Field != "panics" || d.Errors[1].Field != "stuck" ||
+		!strings.Contains(d.Errors[1].Detail, "deadline") {
+		t.Errorf("errors %+v", d.Errors)
+	}
+}
+
+func TestPprofOnlyOnAdmin(t *testing.T) {
+	s, _ := newTestServer(t, Options{})
+	if w := do(s.Handler(), http.MethodGet, "/debug/pprof/", nil); w.Code != http.StatusNotFound {
+		t.Errorf("pprof on the public handler: %d", w.Code)
+	}
+	if w := do(adminMux(), http.MethodGet, "/debug/pprof/", nil); w.Code != http.StatusOK {
+		t.Errorf("pprof on the admin mux: %d", w.Code)
+	}
+}
+
+// recordingProcessor notes when the tracer provider is shut down, i.e. when
+// telemetry is flushed.
+type recordingProcessor struct {
+	sdktrace.SpanProcessor
+	onShutdown func()
+}
+
+func (r recordingProcessor) Shutdown(ctx context.Context) error {
+	r.onShutdown()
+	return r.SpanProcessor.Shutdown(ctx)
+}
+
+type steps struct {
+	mu sync.Mutex
+	s  []string
+}
+
+func (s *steps) add(v string) {
+	s.mu.Lock()
+	s.s = append(s.s, v)
+	s.mu.Unlock()
+}
+
+func (s *steps) get() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.s...)
+}
+
+// TestShutdownOrder proves the fixed order with a request in flight:
+// deregister, then the listener closes while the request is still running
+// and it completes (drain), then the hooks in order, then the telemetry
+// flush.
+func TestShutdownOrder(t *testing.T) {
+	var got steps
+	p, err := telemetry.Setup(context.Background(), telemetry.Options{
+		ServiceName:    "order-test",
+		SpanProcessors: []sdktrace.SpanProcessor{recordingProcessor{sdktrace.NewSimpleSpanProcessor(nopExporter{}), func() { got.add("telemetry flush") }}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deregistered := make(chan struct{})
+	started := make(chan struct{})
+	release := make(chan struct{})
+	s, _ := newTestServer(t, Options{
+		Name:            "order-test",
+		ShutdownTimeout: 5 * time.Second,
+		Telemetry:       p,
+		Deregister: func(context.Context) error {
+			got.add("deregister")
+			close(deregistered)
+			return nil
+		},
+	})
+	s.Router().GET("/slow", func(c *gin.Context) {
+		close(started)
+		<-release
+		got.add("in-flight request done")
+		c.String(http.StatusOK, "done")
+	})
+	s.OnShutdown(func(context.Context) error { got.add("hook 1"); return nil })
+	s.OnShutdown(func(context.Context) error { got.add("hook 2"); return errors.New("close db: already closed") })
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Serve(ctx, ln) }()
+
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	resc := make(chan result, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/slow")
+		if err != nil {
+			resc <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resc <- result{code: resp.StatusCode, body: string(b)}
+	}()
+	<-started
+	cancel()
+	<-deregistered
+	// The drain has begun once new connections are refused; the request is
+	// still blocked in its handler.
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			break
+		}
+		c.Close()
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := got.get(); len(s) != 1 {
+		t.Fatalf("steps before the in-flight request finished: %v", s)
+	}
+	close(release)
+
+	r := <-resc
+	if r.err != nil || r.code != http.StatusOK || r.body != "done" {
+		t.Errorf("in-flight request: %d %q %v, want 200 done", r.code, r.body, r.err)
+	}
+	err = <-runErr
+	if err == nil || !strings.Contains(err.Error(), "already closed") {
+		t.Errorf("Run error %v, want the failing hook's error", err)
+	}
+	want := []string{"deregister", "in-flight request done", "hook 1", "hook 2", "telemetry flush"}
+	if g := got.get(); strings.Join(g, ",") != strings.Join(want, ",") {
+		t.Errorf("shutdown order %v, want %v", g, want)
+	}
+}
+
+func TestDrainDeadlineCutsOffAndStillFlushes(t *testing.T) {
+	var got steps
+	s, _ := newTestServer(t, Options{ShutdownTimeout: 100 * time.Millisecond})
+	started := make(chan struct{})
+	s.Router().GET("/forever", func(c *gin.Context) {
+		close(started)
+		<-c.Request.Context().Done() // ends only when the connection is cut
+	})
+	s.OnShutdown(func(context.Context) error { got.add("hook"); return nil })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Serve(ctx, ln) }()
+	go func() {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/forever")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	cancel()
+	err = <-runErr
+	if err == nil || !strings.Contains(err.Error(), "cut off") {
+		t.Errorf("Run error %v, want the drain cut-off", err)
+	}
+	if g := got.get(); len(g) != 1 {
+		t.Errorf("hooks after a failed drain: %v, want them to run", g)
+	}
+}
+
+func TestReadyzFailsWhileStopping(t *testing.T) {
+	s, _ := newTestServer(t, Options{})
+	s.stopping.Store(true)
+	if w := do(s.Handler(), http.MethodGet, "/readyz", nil); w.Code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while stopping: %d", w.Code)
+	}
+}
+
+type nopExporter struct{}
+
+func (nopExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (nopExporter) Shutdown(context.Context) error                             { return nil }
