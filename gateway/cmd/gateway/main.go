@@ -160,9 +160,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		rdb = redis.NewClient(ropts)
 		defer rdb.Close()
 		lims := map[string]*quota.Lease{
-			"ip":    quota.New(rdb, "ip", cfg.IPLimit.Quota(), cfg.Replicas, log),
-			"login": quota.New(rdb, "login", cfg.LoginLimit.Quota(), cfg.Replicas, log),
-			"user":  quota.New(rdb, "user", cfg.UserLimit.Quota(), cfg.Replicas, log),
+			"ip":    quota.New(rdb, cfg.LimitNamespace+":ip", cfg.IPLimit.Quota(), cfg.Replicas, log),
+			"login": quota.New(rdb, cfg.LimitNamespace+":login", cfg.LoginLimit.Quota(), cfg.Replicas, log),
+			"user":  quota.New(rdb, cfg.LimitNamespace+":user", cfg.UserLimit.Quota(), cfg.Replicas, log),
 		}
 		// Always installed: a limit switched off ("0") answers allow without
 		// touching Redis, and dynamic config may switch it on later.

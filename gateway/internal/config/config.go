@@ -45,10 +45,11 @@ type Config struct {
 	TLSCertFile    string   `env:"TLS_CERT_FILE" desc:"serve TLS 1.2+ (1.3 preferred) with this certificate"`
 	TLSKeyFile     string   `env:"TLS_KEY_FILE" desc:"key for TLS_CERT_FILE"`
 
-	IPLimit    Rate `env:"GATEWAY_IP_LIMIT" envDefault:"100/1s:200" desc:"per client IP: count/period[:burst]; 0 disables"`
-	LoginLimit Rate `env:"GATEWAY_LOGIN_LIMIT" envDefault:"10/1m:5" desc:"per client IP on log in and refresh"`
-	UserLimit  Rate `env:"GATEWAY_USER_LIMIT" envDefault:"50/1s:100" desc:"per authenticated user"`
-	Replicas   int  `env:"GATEWAY_REPLICAS" envDefault:"1" desc:"gateway replicas sharing the limits (sizes the local fallback when Redis is down)"`
+	IPLimit        Rate   `env:"GATEWAY_IP_LIMIT" envDefault:"100/1s:200" desc:"per client IP: count/period[:burst]; 0 disables"`
+	LoginLimit     Rate   `env:"GATEWAY_LOGIN_LIMIT" envDefault:"10/1m:5" desc:"per client IP on log in and refresh"`
+	UserLimit      Rate   `env:"GATEWAY_USER_LIMIT" envDefault:"50/1s:100" desc:"per authenticated user"`
+	LimitNamespace string `env:"GATEWAY_LIMIT_NAMESPACE" envDefault:"gateway" desc:"Redis key namespace of the limits; replicas sharing limits share it"`
+	Replicas       int    `env:"GATEWAY_REPLICAS" envDefault:"1" desc:"gateway replicas sharing the limits (sizes the local fallback when Redis is down)"`
 
 	RetryBudget    float64       `env:"GATEWAY_RETRY_BUDGET" envDefault:"0.2" desc:"retries allowed as a share of requests (per upstream, 10s window)"`
 	RetryFloor     int           `env:"GATEWAY_RETRY_FLOOR" envDefault:"3" desc:"retries per second always allowed"`

@@ -79,8 +79,10 @@ type bucket struct {
 	fbLast     int64
 }
 
-// New returns a limit named name (it namespaces the Redis keys) of r, shared
-// through rdb by replicas gateways (used to size the local fallback).
+// New returns a limit named name of r, shared through rdb by replicas
+// gateways (used to size the local fallback). Its Redis keys are
+// "shanhai:<name>:<key>": name must differ between limits, and between
+// gateway fleets that share one Redis but not their limits.
 func New(rdb redis.UniversalClient, name string, r Rate, replicas int, log *slog.Logger) *Lease {
 	l := &Lease{name: name, rl: redis_rate.NewLimiter(rdb), replicas: max(1, replicas), log: log}
 	l.SetRate(r)
@@ -121,7 +123,7 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 		return Decision{Limit: r.burst(), RetryAfter: time.Duration(b.denyUntil - now), ResetAfter: b.resetAfter, Window: window}, nil
 	}
 	lim := redis_rate.Limit{Rate: r.Count, Burst: r.burst(), Period: r.Period}
-	res, err := l.rl.AllowAtMost(ctx, "shanhai:gateway:"+l.name+":"+string(key), lim, l.leaseSize(*r))
+	res, err := l.rl.AllowAtMost(ctx, "shanhai:"+l.name+":"+string(key), lim, l.leaseSize(*r))
 	if err != nil {
 		if ctx.Err() != nil {
 			return Decision{}, fmt.Errorf("quota %s: %w", l.name, ctx.Err())
