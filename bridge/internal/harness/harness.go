@@ -51,12 +51,14 @@ func CreateTopic(ctx context.Context, brokers []string, topic string, partitions
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
+	// Wait until metadata (what a Writer asks) shows every partition led.
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
 	for {
-		ps, err := conn.ReadPartitions(topic)
-		if err == nil && len(ps) == partitions {
+		md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil && len(md.Topics[0].Partitions) == partitions {
 			ok := true
-			for _, p := range ps {
-				ok = ok && p.Leader.Host != ""
+			for _, p := range md.Topics[0].Partitions {
+				ok = ok && p.Error == nil && p.Leader.Host != ""
 			}
 			if ok {
 				return nil

@@ -91,7 +91,7 @@ func (p *partition) run(gctx, stop context.Context, start int64, drained func())
 			b.Reset()
 		}
 		pos = next
-		if err == nil || fetchCtx.Err() != nil {
+		if err == nil || fetchCtx.Err() != nil || gctx.Err() != nil {
 			break
 		}
 		l.o.Logger.Warn("leg A partition restarting", "topic", p.route.Topic, "partition", p.id, "from", pos, "err", err)
