@@ -135,11 +135,15 @@ func (l *Local) bucket(key string, now time.Time) *bucket {
 				}
 			}
 			b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
+			b.seen.Store(n) // before it is visible, so a sweep cannot take it at once
 			s.m[key] = b
 		}
 		s.mu.Unlock()
 	}
-	if b.seen.Load() != n { // skip the store (and its cache-line write) on repeats
+	// Refresh the idle mark at most every ttl/16: eviction only needs that
+	// precision, and skipping the store spares a contended cache-line write
+	// on hot keys.
+	if n-b.seen.Load() > int64(l.ttl)/16 {
 		b.seen.Store(n)
 	}
 	return b

@@ -38,6 +38,9 @@ func (s statusError) Error() string { return "upstream status " + strconv.Itoa(i
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !Idempotent(req) {
+		if t.b != nil {
+			t.b.Request() // it is still traffic the 20% is a share of
+		}
 		return t.next.RoundTrip(req)
 	}
 	var resp *http.Response
