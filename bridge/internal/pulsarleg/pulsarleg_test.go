@@ -128,11 +128,11 @@ func (e *env) run(partitions int) func() {
 	}
 }
 
-func (e *env) read(t *testing.T, want int) []harness.Record {
+func (e *env) read(t *testing.T, want int, idle time.Duration) []harness.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	recs, err := harness.ReadPulsar(ctx, e.pulsar, e.route.PulsarTopic, want, 20*time.Second)
+	recs, err := harness.ReadPulsar(ctx, e.pulsar, e.route.PulsarTopic, want, idle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +152,7 @@ func TestLegBArchivesEachPartitionInOffsetOrderExactlyOnce(t *testing.T) {
 		}
 	}
 	stop := e.run(3)
-	recs := e.read(t, 3*per)
+	recs := e.read(t, 3*per, 30*time.Second)
 	v := harness.Judge(3*per, recs)
 	if !v.OK() {
 		t.Fatalf("archive: %v", v)
@@ -185,7 +185,7 @@ func TestLegBArchivesEachPartitionInOffsetOrderExactlyOnce(t *testing.T) {
 	}
 	stop = e.run(3)
 	defer stop()
-	recs = e.read(t, seq+1) // ask for one more than expected: the reader must go idle with exactly seq
+	recs = e.read(t, seq+1, 5*time.Second) // ask for one more than expected: the reader must go idle with exactly seq
 	if v := harness.Judge(seq, recs); !v.OK() {
 		t.Fatalf("archive after restart with stale replays: %v", v)
 	}
