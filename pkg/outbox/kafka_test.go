@@ -26,22 +26,13 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/internal/dbtest"
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
-// brokers returns KAFKA_BROKERS (default 127.0.0.1:19092) after checking one answers.
+// brokers returns the test Kafka's bootstrap addresses (testenv.Kafka fails the test with the deps hint when it is down).
 func brokers(t testing.TB) []string {
 	t.Helper()
-	v := os.Getenv("KAFKA_BROKERS")
-	if v == "" {
-		v = "127.0.0.1:19092"
-	}
-	bs := strings.Split(v, ",")
-	conn, err := kafka.Dial("tcp", bs[0])
-	if err != nil {
-		t.Fatalf("kafka at %s: %v (run ./scripts/deps.sh up and eval \"$(./scripts/deps.sh env)\")", v, err)
-	}
-	conn.Close()
-	return bs
+	return testenv.Kafka(t)
 }
 
 // newTopic creates a fresh 3-partition topic and waits until every partition has a leader.
@@ -305,7 +296,7 @@ func TestTwoRelaysNeverPublishTheSameRow(t *testing.T) {
 	topic := newTopic(t, bs)
 	url := dbtest.PostgresURL(t)
 	db := migrated(t, open(t, url))
-	const rowsN, keys = 1200, 60
+	const rowsN, keys = 1200, 40
 	var ids []string
 	keyOf := map[string]string{}
 	err := db.Transaction(func(tx *gorm.DB) error {
