@@ -1,0 +1,462 @@
+package service_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/shanhai-dev/shanhai/pkg/auth"
+	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/services/user/internal/config"
+	"github.com/shanhai-dev/shanhai/services/user/internal/service"
+)
+
+// syncBuffer collects the service's logs for inspection.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// harness is one user service wired exactly as main wires it, on a fresh
+// PostgreSQL database and the shared test Redis, driven through its HTTP
+// handler. Every response body is kept so tests can scan what left the
+// service.
+type harness struct {
+	t       *testing.T
+	svc     *service.Service
+	key     auth.Key
+	logs    *syncBuffer
+	ip      string
+	mu      sync.Mutex
+	bodies  []string
+	handler http.Handler
+}
+
+func randomIP() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("10.%d.%d.%d", b[0], b[1], b[2])
+}
+
+func newHarness(t *testing.T, env map[string]string) *harness {
+	t.Helper()
+	key, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64, err := auth.MarshalKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := map[string]string{
+		"DATABASE_URL":     testenv.Postgres(t),
+		"REDIS_URL":        testenv.Redis(t),
+		"ETCD_ENDPOINTS":   "",
+		"AUTH_SIGNING_KEY": b64,
+		"ADMIN_ADDR":       "",
+		// Cheaper hashing keeps the suite quick; the cost settings are
+		// covered by the adapter tests.
+		"ARGON2_MEMORY_KIB": "8192",
+		"ARGON2_TIME":       "1",
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	for k, v := range vars {
+		t.Setenv(k, v)
+	}
+	var cfg config.Config
+	if err := pkgconfig.Load(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := telemetry.NewLogger(logs, slog.LevelDebug)
+	svc, err := service.New(t.Context(), cfg, service.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	return &harness{t: t, svc: svc, key: key, logs: logs, ip: randomIP(), handler: svc.Server.Handler()}
+}
+
+type response struct {
+	Code   int
+	Header http.Header
+	Body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	m := map[string]any{}
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		t.Fatalf("body %q: %v", r.Body, err)
+	}
+	return m
+}
+
+func (h *harness) do(method, path, body string, headers ...string) response {
+	h.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, path, rd)
+	req.RemoteAddr = h.ip + ":40000"
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	w := httptest.NewRecorder()
+	h.handler.ServeHTTP(w, req)
+	h.mu.Lock()
+	h.bodies = append(h.bodies, w.Body.String()+fmt.Sprint(w.Header()))
+	h.mu.Unlock()
+	return response{Code: w.Code, Header: w.Header(), Body: w.Body.Bytes()}
+}
+
+func uniqEmail() string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("u%x@example.com", b)
+}
+
+const password = "correct horse battery"
+
+func (h *harness) register(email string) map[string]any {
+	h.t.Helper()
+	r := h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"Alice"}`, email, password))
+	if r.Code != http.StatusCreated {
+		h.t.Fatalf("register: %d %s", r.Code, r.Body)
+	}
+	return r.json(h.t)
+}
+
+func (h *harness) login(email, pw string) response {
+	h.t.Helper()
+	return h.do("POST", "/api/v1/sessions", fmt.Sprintf(`{"email":%q,"password":%q}`, email, pw))
+}
+
+func (h *harness) tokens(email string) (access, refresh string) {
+	h.t.Helper()
+	r := h.login(email, password)
+	if r.Code != http.StatusCreated {
+		h.t.Fatalf("login: %d %s", r.Code, r.Body)
+	}
+	m := r.json(h.t)
+	return m["access_token"].(string), m["refresh_token"].(string)
+}
+
+func isProblem(t *testing.T, r response, status int, field string) {
+	t.Helper()
+	if r.Code != status {
+		t.Fatalf("status = %d, want %d: %s", r.Code, status, r.Body)
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+		t.Fatalf("content type %q for %d", ct, status)
+	}
+	p := r.json(t)
+	if p["status"] != float64(status) {
+		t.Fatalf("problem status = %v", p["status"])
+	}
+	if field == "" {
+		return
+	}
+	errs, _ := p["errors"].([]any)
+	for _, e := range errs {
+		if e.(map[string]any)["field"] == field {
+			return
+		}
+	}
+	t.Fatalf("problem does not name field %q: %s", field, r.Body)
+}
+
+func TestRegisterLoginProfile(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	p := h.register("  " + strings.ToUpper(email) + " ")
+	if p["email"] != email || p["name"] != "Alice" || p["id"] == "" {
+		t.Fatalf("profile = %v", p)
+	}
+	isProblem(t, h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"B"}`, email, password)), 409, "email")
+
+	access, _ := h.tokens(email)
+	r := h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access)
+	if r.Code != 200 || r.json(t)["id"] != p["id"] {
+		t.Fatalf("me: %d %s", r.Code, r.Body)
+	}
+	// The gateway's header agreeing with the token is fine; disagreeing is not.
+	if r := h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access, "X-User-ID", p["id"].(string)); r.Code != 200 {
+		t.Fatalf("matching X-User-ID: %d", r.Code)
+	}
+	isProblem(t, h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access, "X-User-ID", "someone-else"), 401, "")
+	isProblem(t, h.do("GET", "/api/v1/users/me", "", "X-User-ID", p["id"].(string)), 401, "")
+
+	// Profile cache: filled on read, dropped on change.
+	cacheKey := "user:profile:" + p["id"].(string)
+	if n := h.svc.Redis.Exists(t.Context(), cacheKey).Val(); n != 1 {
+		t.Fatal("profile not cached after GET")
+	}
+	r = h.do("PATCH", "/api/v1/users/me", `{"name":"Alice Liddell"}`, "Authorization", "Bearer "+access)
+	if r.Code != 200 || r.json(t)["name"] != "Alice Liddell" {
+		t.Fatalf("patch: %d %s", r.Code, r.Body)
+	}
+	if n := h.svc.Redis.Exists(t.Context(), cacheKey).Val(); n != 0 {
+		t.Fatal("profile cache not invalidated by PATCH")
+	}
+	if r := h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access); r.json(t)["name"] != "Alice Liddell" {
+		t.Fatalf("after patch: %s", r.Body)
+	}
+	isProblem(t, h.do("PATCH", "/api/v1/users/me", `{"name":""}`, "Authorization", "Bearer "+access), 422, "name")
+	isProblem(t, h.do("PATCH", "/api/v1/users/me", `{"email":"x@y.z"}`, "Authorization", "Bearer "+access), 400, "email")
+
+	// The registration is in the outbox for the relay.
+	var n int64
+	h.svc.DB.Table("outbox").Where("event_type = ? AND key = ?", "user.registered", p["id"]).Count(&n)
+	if n != 1 {
+		t.Fatalf("user.registered outbox rows = %d", n)
+	}
+
+	r = h.do("GET", "/.well-known/jwks.json", "")
+	var jwks struct {
+		Keys []map[string]string `json:"keys"`
+	}
+	if err := json.Unmarshal(r.Body, &jwks); err != nil || len(jwks.Keys) != 1 || jwks.Keys[0]["kid"] != h.key.Kid {
+		t.Fatalf("jwks: %s", r.Body)
+	}
+}
+
+func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
+	h := newHarness(t, nil)
+	cases := []struct {
+		name, path, body, ctype string
+		status                  int
+		field                   string
+	}{
+		{"malformed JSON", "/api/v1/users", `{"email":`, "", 400, ""},
+		{"unknown field", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"A","admin":true}`, "", 400, "admin"},
+		{"wrong type", "/api/v1/users", `{"email":"a@b.co","password":123,"name":"A"}`, "", 400, "password"},
+		{"missing field", "/api/v1/users", `{"email":"a@b.co","name":"A"}`, "", 422, "password"},
+		{"bad email", "/api/v1/users", `{"email":"not-an-email","password":"correct horse battery","name":"A"}`, "", 422, "email"},
+		{"short password", "/api/v1/users", `{"email":"a@b.co","password":"short","name":"A"}`, "", 422, "password"},
+		{"common password", "/api/v1/users", `{"email":"a@b.co","password":"password123","name":"A"}`, "", 422, "password"},
+		{"long name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"` + strings.Repeat("n", 101) + `"}`, "", 422, "name"},
+		{"oversized body", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"` + strings.Repeat("n", 2<<20) + `"}`, "", 413, ""},
+		{"wrong content type", "/api/v1/sessions", `{"email":"a@b.co","password":"x"}`, "text/plain", 415, ""},
+		{"login missing password", "/api/v1/sessions", `{"email":"a@b.co"}`, "", 422, "password"},
+		{"refresh wrong type", "/api/v1/sessions/refresh", `{"refresh_token":7}`, "", 400, "refresh_token"},
+		{"refresh token too long", "/api/v1/sessions/refresh", `{"refresh_token":"` + strings.Repeat("x", 600) + `"}`, "", 422, "refresh_token"},
+		{"trailing data", "/api/v1/sessions/refresh", `{"refresh_token":"x"} {}`, "", 400, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var hdr []string
+			if tc.ctype != "" {
+				hdr = []string{"Content-Type", tc.ctype}
+			}
+			isProblem(t, h.do("POST", tc.path, tc.body, hdr...), tc.status, tc.field)
+		})
+	}
+	isProblem(t, h.do("DELETE", "/api/v1/sessions", "", "Content-Type", "application/json"), 400, "")
+	isProblem(t, h.do("DELETE", "/api/v1/sessions", ""), 415, "")
+	isProblem(t, h.do("GET", "/api/v1/nope", ""), 404, "")
+	isProblem(t, h.do("PUT", "/api/v1/users", `{}`), 405, "")
+}
+
+// JWTs that are forged, altered or stale get 401 on a protected route.
+func TestForgedTokensAre401(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	id := h.register(email)["id"].(string)
+	access, _ := h.tokens(email)
+	parts := strings.Split(access, ".")
+	_, stranger, _ := ed25519.GenerateKey(rand.Reader)
+
+	sign := func(method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
+		tok := jwt.NewWithClaims(method, claims)
+		tok.Header["kid"] = kid
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	claims := func(exp time.Time) jwt.MapClaims {
+		return jwt.MapClaims{"sub": id, "iss": auth.Issuer, "iat": time.Now().Add(-time.Hour).Unix(), "exp": exp.Unix()}
+	}
+	payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	altered := base64.RawURLEncoding.EncodeToString(bytes.Replace(payload, []byte(id), []byte("00000000-0000-0000-0000-000000000000"), 1))
+
+	cases := map[string]string{
+		"changed payload": parts[0] + "." + altered + "." + parts[2],
+		"alg none":        sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, h.key.Kid, claims(time.Now().Add(time.Minute))),
+		"unknown kid":     sign(jwt.SigningMethodEdDSA, stranger, "unknown-kid", claims(time.Now().Add(time.Minute))),
+		"wrong key":       sign(jwt.SigningMethodEdDSA, stranger, h.key.Kid, claims(time.Now().Add(time.Minute))),
+		"past exp":        sign(jwt.SigningMethodEdDSA, h.key.Private, h.key.Kid, claims(time.Now().Add(-time.Minute))),
+		"HS256 with the public key": sign(jwt.SigningMethodHS256, []byte(h.key.Private.Public().(ed25519.PublicKey)), h.key.Kid,
+			claims(time.Now().Add(time.Minute))),
+	}
+	// Control: the same construction with the right key and a future exp passes,
+	// so each 401 below is about the one thing that was changed.
+	if r := h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+sign(jwt.SigningMethodEdDSA, h.key.Private, h.key.Kid, claims(time.Now().Add(time.Minute)))); r.Code != 200 {
+		t.Fatalf("control token: %d %s", r.Code, r.Body)
+	}
+	for name, tok := range cases {
+		t.Run(name, func(t *testing.T) {
+			isProblem(t, h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+tok), 401, "")
+		})
+	}
+}
+
+// The sixth rapid failed login for an account answers 429 with Retry-After,
+// and so does the right password while the account is throttled.
+func TestSixthRapidFailedLoginIs429(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	h.register(email)
+	for i := range 5 {
+		isProblem(t, h.login(email, fmt.Sprintf("wrong password %d", i)), 401, "")
+	}
+	r := h.login(email, "wrong password 6")
+	isProblem(t, r, 429, "")
+	if ra := r.Header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Fatalf("Retry-After = %q", ra)
+	}
+	isProblem(t, h.login(email, password), 429, "")
+
+	// Unknown accounts count too (no enumeration by throttling behaviour).
+	ghost := uniqEmail()
+	for range 5 {
+		isProblem(t, h.login(ghost, password), 401, "")
+	}
+	isProblem(t, h.login(ghost, password), 429, "")
+}
+
+func TestPerIPLimit(t *testing.T) {
+	h := newHarness(t, map[string]string{"LOGIN_IP_ATTEMPTS": "5"})
+	for range 5 {
+		isProblem(t, h.login(uniqEmail(), password), 401, "")
+	}
+	isProblem(t, h.login(uniqEmail(), password), 429, "")
+	h.ip = randomIP()
+	isProblem(t, h.login(uniqEmail(), password), 401, "")
+}
+
+func TestRefreshRotationAndReuse(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	h.register(email)
+	_, first := h.tokens(email)
+	refresh := func(tok string) response {
+		return h.do("POST", "/api/v1/sessions/refresh", fmt.Sprintf(`{"refresh_token":%q}`, tok))
+	}
+	r := refresh(first)
+	if r.Code != 200 || r.Header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("refresh: %d %v %s", r.Code, r.Header, r.Body)
+	}
+	second := r.json(t)["refresh_token"].(string)
+	access := r.json(t)["access_token"].(string)
+	if second == first {
+		t.Fatal("not rotated")
+	}
+	if r := h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access); r.Code != 200 {
+		t.Fatalf("access token from refresh: %d", r.Code)
+	}
+	r = refresh(second)
+	third := r.json(t)["refresh_token"].(string)
+
+	// Reuse of the first token: refused, and the whole family dies.
+	isProblem(t, refresh(first), 401, "")
+	isProblem(t, refresh(third), 401, "")
+	if !strings.Contains(h.logs.String(), "refresh token reused") {
+		t.Fatal("reuse not logged")
+	}
+
+	// Logout revokes a family; a second logout is still 204.
+	_, other := h.tokens(email)
+	if r := h.do("DELETE", "/api/v1/sessions", fmt.Sprintf(`{"refresh_token":%q}`, other)); r.Code != 204 {
+		t.Fatalf("logout: %d %s", r.Code, r.Body)
+	}
+	if r := h.do("DELETE", "/api/v1/sessions", fmt.Sprintf(`{"refresh_token":%q}`, other)); r.Code != 204 {
+		t.Fatalf("second logout: %d", r.Code)
+	}
+	isProblem(t, refresh(other), 401, "")
+	isProblem(t, refresh("never-issued"), 401, "")
+
+	// Stored as SHA-256, never in clear.
+	var clear int64
+	h.svc.DB.Table("refresh_tokens").Where("token_hash IN ?", []string{first, second, third, other}).Count(&clear)
+	if clear != 0 {
+		t.Fatal("refresh token stored in clear")
+	}
+}
+
+// Drive every endpoint, including failures, then look for the password hash
+// (and the password) in every response and every log line.
+func TestPasswordHashNeverLeaves(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	id := h.register(email)["id"].(string)
+	h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"dup"}`, email, password))
+	access, refresh := h.tokens(email)
+	h.login(email, "wrong password!")
+	h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access)
+	h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access)
+	h.do("PATCH", "/api/v1/users/me", `{"name":"New"}`, "Authorization", "Bearer "+access)
+	h.do("POST", "/api/v1/sessions/refresh", fmt.Sprintf(`{"refresh_token":%q}`, refresh))
+	h.do("POST", "/api/v1/sessions/refresh", fmt.Sprintf(`{"refresh_token":%q}`, refresh))
+	h.do("GET", "/.well-known/jwks.json", "")
+
+	var hash string
+	if err := h.svc.DB.Table("users").Select("password_hash").Where("id = ?", id).Scan(&hash).Error; err != nil || !strings.HasPrefix(hash, "$argon2id$") {
+		t.Fatalf("stored hash %q: %v", hash, err)
+	}
+	segs := strings.Split(hash, "$")
+	salt, digest := segs[4], segs[5]
+	cached := h.svc.Redis.Get(t.Context(), "user:profile:"+id).Val()
+	var outbox []string
+	h.svc.DB.Table("outbox").Select("payload").Scan(&outbox)
+
+	places := map[string]string{"logs": h.logs.String(), "profile cache": cached, "outbox": strings.Join(outbox, "\n")}
+	for i, b := range h.bodies {
+		places[fmt.Sprintf("response %d", i)] = b
+	}
+	if !strings.Contains(places["logs"], id) {
+		t.Fatal("logs captured nothing about the user: the scan would prove nothing")
+	}
+	for where, text := range places {
+		for what, secret := range map[string]string{"hash": digest, "salt": salt, "argon2 marker": "$argon2id$", "password": password} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s found in %s", what, where)
+			}
+		}
+	}
+}
