@@ -95,7 +95,7 @@ func New(o Options) *Server {
 	// Order matters: telemetry outermost so the span and the duration
 	// include everything, then the request id (which logs with the trace
 	// id), then recovery, which turns panics into a 500 the outer layers see.
-	e.Use(telemetry.Middleware(), s.requestID, s.recovery)
+	e.Use(telemetry.Middleware(s.telemetryOptions()...), s.requestID, s.recovery)
 	e.NoRoute(func(c *gin.Context) {
 		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
 	})
@@ -107,6 +107,16 @@ func New(o Options) *Server {
 	e.GET("/metrics", gin.WrapH(s.metricsHandler()))
 	s.engine = e
 	return s
+}
+
+// telemetryOptions binds the middleware to the given provider rather than to
+// whatever is global, so a test with two servers measures each separately.
+func (s *Server) telemetryOptions() []telemetry.MiddlewareOption {
+	p := s.o.Telemetry
+	if p == nil {
+		return nil
+	}
+	return []telemetry.MiddlewareOption{telemetry.WithTracerProvider(p.Tracer), telemetry.WithRegisterer(p.Registry)}
 }
 
 // Router is the engine to mount API routes on.
