@@ -6,6 +6,7 @@
 #   scripts/deps.sh down [server...]   stop what this checkout started (default: all)
 #   scripts/deps.sh status [server...] show each server as up or down
 #   scripts/deps.sh env                print the connection variables (eval "$(scripts/deps.sh env)")
+#   scripts/deps.sh restart pulsar     stop and start it again keeping its data (fault tests)
 #
 # Servers: pg redis etcd nats kafka pulsar. PostgreSQL, Redis and etcd come from Debian packages (installed when missing);
 # nats-server is built at a pinned version from the Go module proxy because Debian's 2.9 lacks `sync_interval: always`;
@@ -270,7 +271,8 @@ start_pulsar() {
 	fetch_maven pulsar "$PULSAR_VERSION"
 	# Fresh data per start: standalone's bookie and metadata store do not always agree after an unclean stop, and a test
 	# server has nothing worth keeping. Run from its own directory because some paths stay relative to it.
-	rm -rf "$data"
+	# `restart` (a clean TERM stop) keeps the data: a fault test's broker restart must not look like data loss.
+	[[ -n ${KEEP_DATA:-} ]] || rm -rf "$data"
 	mkdir -p "$data"
 	{
 		cat "$home/conf/standalone.conf"
@@ -386,6 +388,23 @@ cmd_down() {
 	done
 }
 
+# cmd_restart stops a server this checkout started (TERM, clean) and starts it again on the same data, for fault tests
+# (the bridge's restarts Pulsar). Only pulsar: the other servers' start functions were not written to reuse data.
+cmd_restart() {
+	local s
+	for s in "$@"; do
+		[[ $s == pulsar ]] || die "restart supports pulsar only"
+		(
+			exec 9>"$CACHE/locks/$s.lock"
+			flock 9
+			[[ -f $VAR/$s.pid ]] || fail "$s" "not started from this checkout; restart leaves other people's servers alone"
+			stop_pid "$s"
+			KEEP_DATA=1 "start_$s"
+			say "$s: restarted at $(addr "$s")"
+		)
+	done
+}
+
 cmd_status() {
 	local s state rc=0 own
 	for s in "$@"; do
@@ -422,7 +441,7 @@ main() {
 		[[ " ${ALL[*]} " == *" $s "* ]] || die "unknown server '$s' (known: ${ALL[*]})"
 	done
 	case $cmd in
-	up | down) mkdir -p "$LOG" "$CACHE/bin" "$CACHE/locks" ;;
+	up | down | restart) mkdir -p "$LOG" "$CACHE/bin" "$CACHE/locks" ;;
 	status | env) ;;
 	*)
 		sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2

@@ -269,7 +269,6 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		"BRIDGE_GROUP=faulttest-"+id,
 		"BRIDGE_DLQ_TOPIC="+dlqTopic,
 		"BRIDGE_DUPLICATE_WINDOW=10m",
-		"ADMIN_ADDR=",
 		"LOG_LEVEL=warn",
 		"OTEL_TRACES_EXPORTER=none",
 		"OTEL_METRICS_EXPORTER=none",
@@ -286,7 +285,12 @@ func Run(ctx context.Context, o Options) (Report, error) {
 			return err
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		p, err := startProc(name, filepath.Join(dir, name+".log"), append(baseEnv, "HTTP_ADDR="+addr), self)
+		aport, err := freePort()
+		if err != nil {
+			return err
+		}
+		// An empty ADMIN_ADDR means the default to pkg/config, so give each its own.
+		p, err := startProc(name, filepath.Join(dir, name+".log"), append(baseEnv, "HTTP_ADDR="+addr, "ADMIN_ADDR=127.0.0.1:"+strconv.Itoa(aport)), self)
 		if err != nil {
 			return err
 		}

@@ -45,8 +45,14 @@ func TestEndToEndKafkaToPulsar(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
+	l, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := l.Addr().String()
+	l.Close()
 	for k, v := range map[string]string{
-		"HTTP_ADDR": addr, "ADMIN_ADDR": "", "LOG_LEVEL": "warn",
+		"HTTP_ADDR": addr, "ADMIN_ADDR": admin, "LOG_LEVEL": "warn",
 		"KAFKA_BROKERS": strings.Join(brokers, ","), "NATS_URL": natsURL, "PULSAR_URL": pulsarURL,
 		"BRIDGE_TOPICS": topic, "BRIDGE_STREAM": "BRIDGEE2E_" + id, "BRIDGE_STREAM_SUBJECTS": "bridgee2e." + id + ".>",
 		"BRIDGE_GROUP": "bridgee2e-" + id, "BRIDGE_DLQ_TOPIC": "bridgee2e." + id + ".dlq",
