@@ -22,14 +22,25 @@ import (
 // set on responses.
 const RequestIDHeader = "X-Request-ID"
 
-type requestIDKey struct{}
+// requestIDAttr is the log attribute, and the one place the id is kept in
+// the context: a second context value would cost two more allocations per
+// request for the same string.
+const requestIDAttr = "request_id"
 
 // RequestID returns the request id the server assigned to the request whose
 // context this is, or "".
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	for _, a := range telemetry.Attrs(ctx) {
+		if a.Key == requestIDAttr {
+			return a.Value.String()
+		}
+	}
+	return ""
 }
+
+// canonicalRequestID is RequestIDHeader as net/http stores it; indexing the
+// header maps with it skips a canonicalisation (and an allocation) per call.
+const canonicalRequestID = "X-Request-Id"
 
 // requestID keeps a sane incoming X-Request-ID or makes one, echoes it, puts
 // it in the context for RequestID and for every log record (request_id), and
@@ -37,13 +48,14 @@ func RequestID(ctx context.Context) string {
 // so busy services do not pay for a line per request unless asked.
 func (s *Server) requestID(c *gin.Context) {
 	start := time.Now()
-	id := c.GetHeader(RequestIDHeader)
-	if !validID(id) {
+	var id string
+	if v := c.Request.Header[canonicalRequestID]; len(v) > 0 && validID(v[0]) {
+		id = v[0]
+	} else {
 		id = newID()
 	}
-	c.Header(RequestIDHeader, id)
-	ctx := context.WithValue(c.Request.Context(), requestIDKey{}, id)
-	ctx = telemetry.WithAttrs(ctx, slog.String("request_id", id))
+	c.Writer.Header()[canonicalRequestID] = []string{id}
+	ctx := telemetry.WithAttrs(c.Request.Context(), slog.String(requestIDAttr, id))
 	c.Request = c.Request.WithContext(ctx)
 
 	c.Next()

@@ -397,3 +397,9 @@ type nopExporter struct{}
 
 func (nopExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
 func (nopExporter) Shutdown(context.Context) error                             { return nil }
+
+func TestRequestIDHeaderSpelling(t *testing.T) {
+	if got := http.CanonicalHeaderKey(RequestIDHeader); got != canonicalRequestID {
+		t.Fatalf("canonical form of %s is %s, not %s", RequestIDHeader, got, canonicalRequestID)
+	}
+}

@@ -86,7 +86,7 @@ func TestMiddlewareServerSpan(t *testing.T) {
 		"url.scheme":                "http",
 		"http.response.status_code": "200",
 	} {
-		if got := a[k].Emit(); got != want {
+		if got := a[k].String(); got != want {
 			t.Errorf("attribute %s = %q, want %q", k, got, want)
 		}
 	}

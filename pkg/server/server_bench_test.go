@@ -1,0 +1,71 @@
+package server
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+)
+
+type discardWriter struct{ h http.Header }
+
+func (w *discardWriter) Header() http.Header         { return w.h }
+func (w *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (w *discardWriter) WriteHeader(int)             {}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkServer is one request through everything New installs
+// (telemetry, request id, recovery, access log at info level so it is off)
+// compared with a bare gin engine: what a Shanhai binary pays per request.
+//
+//	go test ./server -run '^$' -bench Server -count 6 | benchstat -
+func BenchmarkServer(b *testing.B) {
+	handler := func(c *gin.Context) { c.Status(http.StatusNoContent) }
+	run := func(b *testing.B, h http.Handler) {
+		req := httptest.NewRequest(http.MethodGet, "/orders/42", nil)
+		w := &discardWriter{h: http.Header{}}
+		b.ReportAllocs()
+		cpu0 := processCPU()
+		for b.Loop() {
+			clear(w.h)
+			h.ServeHTTP(w, req)
+		}
+		b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	}
+	b.Run("BareGin", func(b *testing.B) {
+		gin.SetMode(gin.ReleaseMode)
+		e := gin.New()
+		e.GET("/orders/:id", handler)
+		run(b, e)
+	})
+	for _, tc := range []struct {
+		name    string
+		sampler sdktrace.Sampler
+	}{{"Sampled", sdktrace.AlwaysSample()}, {"Unsampled", sdktrace.NeverSample()}} {
+		b.Run(tc.name, func(b *testing.B) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(tc.sampler), sdktrace.WithBatcher(nopExporter{}))
+			defer tp.Shutdown(context.Background())
+			p := &telemetry.Provider{Tracer: tp, Registry: prometheus.NewRegistry()}
+			s := New(Options{Telemetry: p, Logger: telemetry.NewLogger(io.Discard, slog.LevelInfo)})
+			s.Router().GET("/orders/:id", handler)
+			run(b, s.Handler())
+		})
+	}
+}
