@@ -7,12 +7,15 @@
 // Several replicas may run a Relay on the same table. On PostgreSQL each claims rows with SELECT ... FOR UPDATE SKIP LOCKED
 // and keeps the row locks while it publishes, so no row is published by two relays at once. On SQLite every transaction
 // starts with BEGIN IMMEDIATE (see package database), so a relay's claim-publish-mark transaction holds the database's only
-// write lock: other relays, in this process or another, wait for it and then see the rows marked sent.
+// write lock: other relays, in this process or another, wait for it and then see the rows marked sent. The cost is that
+// the service's own writes wait while a batch is being published (bounded by RelayOptions.PublishTimeout): acceptable
+// for the embedded mode SQLite serves, and the reason production runs PostgreSQL.
 //
 // Ordering: a key's rows are published one at a time in id order. A relay only claims a row when no older unsent row with
 // the same topic and key exists, so a failing row holds back later rows of its key (and only of its key) until it succeeds.
 // Ids follow insertion, not commit order: two transactions racing on the same key may commit out of id order, which is why
-// producers should serialise writes per aggregate (they do, by locking or updating the aggregate's row).
+// producers should serialise writes per aggregate (they do, by locking or updating the aggregate's row). Rows with an
+// empty key form one ordered stream of their own (and Kafka spreads them over partitions at random).
 package outbox
 
 import (
