@@ -55,6 +55,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case serveErr = <-errc:
 		s.log.Error("listener failed; shutting down", "error", serveErr.Error())
 	}
+	// Restore default signal handling: a second Ctrl-C kills a shutdown
+	// that hangs, as an operator expects.
+	stop()
 	return errors.Join(serveErr, s.shutdown(srv, admin))
 }
 

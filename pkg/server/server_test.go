@@ -403,3 +403,47 @@ func TestRequestIDHeaderSpelling(t *testing.T) {
 		t.Fatalf("canonical form of %s is %s, not %s", RequestIDHeader, got, canonicalRequestID)
 	}
 }
+
+func TestAdminListenerServesPprof(t *testing.T) {
+	// Reserve a free port for the admin listener, which Serve opens itself.
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminAddr := probe.Addr().String()
+	probe.Close()
+
+	s, _ := newTestServer(t, Options{AdminAddr: adminAddr})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+
+	get := func(url string) int {
+		for range 100 {
+			resp, err := http.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			time.Sleep(10 * time.Millisecond) // listener not up yet
+		}
+		t.Fatalf("GET %s never connected", url)
+		return 0
+	}
+	if code := get("http://" + adminAddr + "/debug/pprof/"); code != http.StatusOK {
+		t.Errorf("admin pprof: %d", code)
+	}
+	if code := get("http://" + ln.Addr().String() + "/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("public pprof: %d, want 404", code)
+	}
+}
