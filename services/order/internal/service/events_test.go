@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +53,8 @@ func tailKafka(t *testing.T, brokers []string, topic string) *kafkaTail {
 		k.partitions = append(k.partitions, p.ID)
 		k.start[p.ID] = last
 	}
+	// The writer balances over the sorted partition list; so must we.
+	slices.Sort(k.partitions)
 	return k
 }
 

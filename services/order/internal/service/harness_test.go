@@ -30,13 +30,15 @@ import (
 var (
 	telemetryOnce sync.Once
 	spans         = tracetest.NewSpanRecorder()
+	provider      *telemetry.Provider
 )
 
 // setupTelemetry installs real OTel providers once per test binary, with a
 // span recorder so tests can check that traces continue across hops.
 func setupTelemetry(t *testing.T) {
 	telemetryOnce.Do(func() {
-		if _, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "order-test", SpanProcessors: []sdktrace.SpanProcessor{spans}}); err != nil {
+		var err error
+		if provider, err = telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "order-test", SpanProcessors: []sdktrace.SpanProcessor{spans}}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -83,7 +85,7 @@ func newHarness(t *testing.T) *harness {
 		JWKSURL: jwks.URL, CatalogCacheTTL: time.Minute,
 	}
 	ctx := context.Background()
-	svc, err := service.New(ctx, cfg, service.Options{JetStream: names})
+	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
 	if err != nil {
 		t.Fatal(err)
 	}

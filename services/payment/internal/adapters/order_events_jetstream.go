@@ -75,13 +75,16 @@ func NewOrderEvents(js jetstream.JetStream, names Names, a app.Application, maxD
 // redeliveries after an ack timeout (a crashed or stuck worker); naks carry
 // their own delay.
 func (c *OrderEvents) ConsumerConfig() jetstream.ConsumerConfig {
+	// JetStream requires fewer backoff steps than deliveries.
+	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
+	backoff = backoff[:max(1, min(len(backoff), c.maxDeliver-1))]
 	return jetstream.ConsumerConfig{
 		Durable:       c.names.Durable,
 		FilterSubject: c.names.Subject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		MaxDeliver:    c.maxDeliver,
-		BackOff:       []time.Duration{time.Second, 5 * time.Second, 30 * time.Second},
+		BackOff:       backoff,
 		MaxAckPending: 256,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}

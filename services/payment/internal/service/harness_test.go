@@ -34,11 +34,13 @@ import (
 var (
 	telemetryOnce sync.Once
 	spans         = tracetest.NewSpanRecorder()
+	provider      *telemetry.Provider
 )
 
 func setupTelemetry(t *testing.T) {
 	telemetryOnce.Do(func() {
-		if _, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "payment-test", SpanProcessors: []sdktrace.SpanProcessor{spans}}); err != nil {
+		var err error
+		if provider, err = telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "payment-test", SpanProcessors: []sdktrace.SpanProcessor{spans}}); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -95,7 +97,7 @@ func newHarness(t *testing.T, tune func(*config.Config)) *harness {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	svc, err := service.New(ctx, cfg, service.Options{JetStream: names})
+	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
 	if err != nil {
 		t.Fatal(err)
 	}
