@@ -23,6 +23,15 @@ type clock struct{ t time.Time }
 func (c *clock) now() time.Time          { return c.t }
 func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 
+// testReader collects what the package meters. The provider is installed
+// once, before any instrument exists: the global can be redirected only once.
+var testReader = sdkmetric.NewManualReader()
+
+func TestMain(m *testing.M) {
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(testReader)))
+	os.Exit(m.Run())
+}
+
 func newTest(t *testing.T, s Settings) (*Breaker, *clock) {
 	t.Helper()
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
@@ -205,11 +214,7 @@ func TestIsFailure(t *testing.T) {
 }
 
 func TestBreakerStateMetric(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	prev := otel.GetMeterProvider()
-	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
-	t.Cleanup(func() { otel.SetMeterProvider(prev) })
-
+	reader := testReader
 	b, _ := newTest(t, Settings{MinRequests: 1})
 	if got := gauge(t, reader, b.Name()); got != int64(Closed) {
 		t.Fatalf("gauge %d, want closed", got)

@@ -16,6 +16,9 @@ type AdaptiveOptions struct {
 	Latency time.Duration
 	// Backoff is the multiplicative decrease on congestion (0.9).
 	Backoff float64
+	// Name, if set, reports the limit and the calls in flight as the gauges
+	// shanhai.limit.concurrency.{limit,inflight}{limit.name=Name}.
+	Name string
 }
 
 // Adaptive is a concurrency limit that sizes itself by AIMD: each healthy
@@ -40,6 +43,7 @@ type Adaptive struct {
 
 	mu    sync.Mutex
 	limit float64
+	unreg func()
 }
 
 // NewAdaptive returns an AIMD concurrency limiter.
@@ -57,10 +61,16 @@ func NewAdaptive(o AdaptiveOptions) *Adaptive {
 	if o.Backoff <= 0 || o.Backoff >= 1 {
 		o.Backoff = 0.9
 	}
-	a := &Adaptive{o: o, limit: float64(o.Initial)}
+	a := &Adaptive{o: o, limit: float64(o.Initial), unreg: func() {}}
 	a.cur.Store(int64(o.Initial))
+	if o.Name != "" {
+		a.unreg = observeAdaptive(a)
+	}
 	return a
 }
+
+// Close stops reporting a's gauges.
+func (a *Adaptive) Close() { a.unreg() }
 
 // Acquire admits one call if fewer than Limit() are in flight. The caller
 // must call release exactly once with how long the call took and whether it

@@ -79,3 +79,19 @@ func TestAdaptiveDoesNotGrowWhenIdle(t *testing.T) {
 		t.Fatalf("limit grew to %d under light load", a.Limit())
 	}
 }
+
+func TestAdaptiveGauges(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 7, Name: "gauged"})
+	release, _ := a.Acquire()
+	if got := metricValue(t, "shanhai.limit.concurrency.limit", "gauged"); got != 7 {
+		t.Fatalf("limit gauge %d, want 7", got)
+	}
+	if got := metricValue(t, "shanhai.limit.concurrency.inflight", "gauged"); got != 1 {
+		t.Fatalf("inflight gauge %d, want 1", got)
+	}
+	release(0, false)
+	a.Close()
+	if got := metricValue(t, "shanhai.limit.concurrency.limit", "gauged"); got != -1 {
+		t.Fatalf("closed limiter still reported: %d", got)
+	}
+}

@@ -71,9 +71,9 @@ func (p *cutProxy) cut() {
 }
 
 func TestRedisFallbackRecoversWhenRedisReturns(t *testing.T) {
-	real := redisClient(t)
-	proxy := newCutProxy(t, real.Options().Addr)
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.addr, DB: real.Options().DB, Password: real.Options().Password,
+	direct := redisClient(t)
+	proxy := newCutProxy(t, direct.Options().Addr)
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.addr, DB: direct.Options().DB, Password: direct.Options().Password,
 		MaxRetries: -1, DialTimeout: time.Second})
 	t.Cleanup(func() { _ = rdb.Close() })
 

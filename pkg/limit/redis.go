@@ -9,7 +9,6 @@ import (
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/time/rate"
@@ -72,7 +71,7 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 	perSec := float64(l.Count) / l.Period.Seconds() / float64(replicas)
 	r.local = PerKey(rate.Limit(perSec), max(1, l.burst()/replicas))
 
-	r.fallbacks, _ = otel.Meter(instrumentation).Int64Counter("shanhai.limit.fallback.decisions",
+	r.fallbacks, _ = instruments().Int64Counter("shanhai.limit.fallback.decisions",
 		metric.WithDescription("Rate-limit decisions made locally because Redis was unreachable"),
 		metric.WithUnit("{decision}"))
 	r.attrs = metric.WithAttributes(attribute.String("limit.name", r.name))
