@@ -14,16 +14,26 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 )
 
-// BenchmarkRelayThroughput drains batches of committed rows (distinct keys, the common case) from PostgreSQL to real
+// BenchmarkRelayThroughput drains batches of committed rows (distinct keys, the common case) from PostgreSQL (or SQLite) to real
 // Kafka with acks=all and reports rows/s. Inserting the rows is not timed.
 //
 //	go test -run '^$' -bench RelayThroughput -benchtime 10x ./outbox
 func BenchmarkRelayThroughput(b *testing.B) {
-	for _, batch := range []int{100, 500} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
+	cases := []struct {
+		dialect string
+		batch   int
+		open    func(testing.TB) *gorm.DB
+	}{
+		{"postgres", 100, dbtest.Postgres},
+		{"postgres", 500, dbtest.Postgres},
+		{"sqlite", 500, dbtest.SQLite},
+	}
+	for _, c := range cases {
+		batch := c.batch
+		b.Run(fmt.Sprintf("%s/batch=%d", c.dialect, batch), func(b *testing.B) {
 			bs := brokers(b)
 			topic := newTopic(b, bs)
-			db := dbtest.Postgres(b)
+			db := c.open(b)
 			if err := migrate.Up(context.Background(), db, outbox.Migrations); err != nil {
 				b.Fatal(err)
 			}
