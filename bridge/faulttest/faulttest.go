@@ -269,7 +269,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		"BRIDGE_GROUP=faulttest-"+id,
 		"BRIDGE_DLQ_TOPIC="+dlqTopic,
 		"BRIDGE_DUPLICATE_WINDOW=10m",
-		"LOG_LEVEL=warn",
+		"LOG_LEVEL=info",
 		"OTEL_TRACES_EXPORTER=none",
 		"OTEL_METRICS_EXPORTER=none",
 	)

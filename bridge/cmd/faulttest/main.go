@@ -32,11 +32,31 @@ func main() {
 	natsBin := flag.String("nats-server", faulttest.FindNATSServer(), "nats-server binary >= 2.10")
 	drain := flag.Duration("drain", 3*time.Minute, "give up waiting for the archive after this long without progress")
 	keep := flag.Bool("keep", false, "keep the temporary directory with every process's log")
+	mode := flag.String("mode", "fault", "fault: the fault test; backpressure: Pulsar unavailable while producing, RSS sampled")
+	outage := flag.String("pulsar-outage", os.Getenv("FAULTTEST_PULSAR_OUTAGE"), "backpressure: shell command that takes Pulsar away and returns when it is back,\n"+
+		"e.g. 'p=$(cat var/deps/pulsar.pid); kill -STOP $p; sleep 30; kill -CONT $p'")
+	rssBound := flag.Int64("rss-bound-mib", 192, "backpressure: the bridge's RSS must stay below this many MiB")
 	flag.Parse()
 
 	brokers := strings.Split(env("KAFKA_BROKERS", "127.0.0.1:19092"), ",")
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
+	if *mode == "backpressure" {
+		rep, err := faulttest.RunBackpressure(ctx, faulttest.BackpressureOptions{
+			Warmup: 2000, N: *n, Size: *size, Outage: *outage,
+			RSSBound: *rssBound << 20, Brokers: brokers, PulsarURL: env("PULSAR_URL", "pulsar://127.0.0.1:16650"),
+			NATSServer: *natsBin, Out: os.Stdout,
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "faulttest:", err)
+			os.Exit(2)
+		}
+		fmt.Printf("RESULT %v rss_before=%dMiB rss_peak=%dMiB bound=%dMiB\n", rep.Verdict, rep.RSSBefore>>20, rep.RSSPeak>>20, *rssBound)
+		if !rep.Verdict.OK() || rep.RSSPeak > *rssBound<<20 {
+			os.Exit(1)
+		}
+		return
+	}
 	rep, err := faulttest.Run(ctx, faulttest.Options{
 		N: *n, Partitions: *partitions, Size: *size, Duration: *dur, Brokers: brokers,
 		PulsarURL: env("PULSAR_URL", "pulsar://127.0.0.1:16650"), PulsarRestart: *restart, NATSServer: *natsBin,
