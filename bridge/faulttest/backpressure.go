@@ -21,14 +21,14 @@ import (
 
 // BackpressureOptions configure the sink-down test.
 type BackpressureOptions struct {
-	Warmup, N   int           // messages before and during the outage
-	Size        int           // payload bytes
-	Outage      string        // shell command that makes Pulsar unavailable and returns once it is back
-	RSSBound    int64         // bytes the bridge's RSS must stay under
-	Brokers     []string
-	PulsarURL   string
-	NATSServer  string
-	Out         *os.File
+	Warmup, N  int    // messages before and during the outage
+	Size       int    // payload bytes
+	Outage     string // shell command that makes Pulsar unavailable and returns once it is back
+	RSSBound   int64  // bytes the bridge's RSS must stay under
+	Brokers    []string
+	PulsarURL  string
+	NATSServer string
+	Out        *os.File
 }
 
 // BackpressureReport is what the sink-down test saw.
