@@ -107,6 +107,20 @@ func newHarness(t *testing.T) *harness {
 	return &harness{t: t, svc: svc, srv: srv, signer: signer, js: js, names: names}
 }
 
+func connectJS(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 func (h *harness) token(user string) string {
 	h.t.Helper()
 	tok, err := h.signer.Sign(user, time.Minute)

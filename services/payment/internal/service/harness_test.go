@@ -209,6 +209,20 @@ func (h *harness) payments(orderID string) []paymentRow {
 	return rows
 }
 
+func connectJS(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 func (h *harness) token(user string) string {
 	h.t.Helper()
 	tok, err := h.signer.Sign(user, time.Minute)
@@ -249,4 +263,3 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
