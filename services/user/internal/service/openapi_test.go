@@ -14,7 +14,7 @@ import (
 // route nobody documented, or a documented path that does not exist, fails.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	var doc struct {
-		OpenAPI string                     `json:"openapi"`
+		OpenAPI string                    `json:"openapi"`
 		Paths   map[string]map[string]any `json:"paths"`
 	}
 	if err := json.Unmarshal(ports.OpenAPI, &doc); err != nil {
