@@ -15,6 +15,28 @@
 // struct has a `Validate() error` method it runs after parsing, and its
 // complaints join the same list; return [Invalid] errors from it to name the
 // variable.
+//
+// # The documentation table
+//
+// docs/configuration.md holds one generated table per binary, between
+// <!-- config:NAME --> and <!-- /config:NAME --> markers. Each binary owns its
+// block and keeps it current from its own test, so no generator has to import
+// every module:
+//
+//	var update = flag.Bool("update", false, "rewrite docs/configuration.md")
+//
+//	func TestConfigDoc(t *testing.T) {
+//		err := config.SyncDoc("../../docs/configuration.md", "order", *update,
+//			config.Section{Title: "order service (cmd/order)", Config: Config{}})
+//		if err != nil {
+//			t.Fatal(err)
+//		}
+//	}
+//
+// `go test ./cmd/order -run TestConfigDoc -update` writes the block (adding
+// it at the end of the file the first time); without -update the test fails
+// when the struct and the committed table disagree, so make test catches a
+// variable added without docs.
 package config
 
 import (
