@@ -35,7 +35,7 @@ var (
 
 // setupTelemetry installs real OTel providers once per test binary, with a
 // span recorder so tests can check that traces continue across hops.
-func setupTelemetry(t *testing.T) {
+func setupTelemetry(t testing.TB) {
 	telemetryOnce.Do(func() {
 		var err error
 		if provider, err = telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "order-test", SpanProcessors: []sdktrace.SpanProcessor{spans}}); err != nil {
@@ -45,7 +45,7 @@ func setupTelemetry(t *testing.T) {
 }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	svc    *service.Service
 	srv    *httptest.Server
 	signer *auth.Signer
@@ -62,7 +62,7 @@ func randomHex(n int) string {
 // newHarness runs the real service wiring against the test servers: a fresh
 // PostgreSQL database, Redis, NATS with a private stream and Kafka, with
 // tokens signed by a test key whose JWKS an httptest server publishes.
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	setupTelemetry(t)
 	key, err := auth.GenerateKey()
@@ -136,7 +136,7 @@ type reply struct {
 	Body   []byte
 }
 
-func (r reply) json(t *testing.T, v any) {
+func (r reply) json(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.Body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.Body, err)
@@ -226,7 +226,7 @@ func (h *harness) getOrder(user, id string) orderView {
 }
 
 // eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
