@@ -2,22 +2,31 @@
 // fast instead of queueing behind timeouts, and the upstream gets room to
 // recover.
 //
-// The state machine and the sliding-window counts are sony/gobreaker v2's.
-// This package adds what gobreaker leaves to the caller: a trip rule by
-// failure rate with a minimum request count, an open period that grows with
-// each consecutive trip (exponential backoff with jitter, so a fleet of
-// clients does not probe a recovering upstream in lockstep), the one
-// definition of "failure" the platform uses (IsFailure), and the state as a
-// metric.
+// A Breaker trips on the failure rate over a sliding window once a minimum
+// number of calls has completed, stays open for a period that grows with each
+// consecutive trip (exponential backoff with jitter, so a fleet of clients
+// does not probe a recovering upstream in lockstep), then lets a bounded
+// number of trial calls through (half-open) and closes only if they all
+// succeed. IsFailure is the platform's one definition of a failure; client
+// cancellation is never one. The state is exported as a metric.
+//
+// Why not sony/gobreaker (which this package first wrapped): its two-step API
+// takes a mutex and reads the clock twice per call and allocates a closure
+// for each admission. Measured here that was ~225 ns of CPU per guarded call
+// (a clock read alone costs ~50 ns on the project's VMs) against a 100 ns
+// goal, and its fixed open Timeout needed a second gate for the backoff
+// anyway. This implementation admits a call on a closed breaker with one
+// atomic load and no allocation, and records the outcome with one monotonic
+// clock read and one CAS; locks are taken only on state changes and in
+// half-open, which are rare.
 package breaker
 
 import (
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/sony/gobreaker/v2"
 )
 
 // ErrOpen means the breaker is open: the call was not attempted.
@@ -28,7 +37,7 @@ var ErrOpen = errors.New("circuit breaker open")
 var ErrTooManyTrials = errors.New("circuit breaker half-open: trial calls taken")
 
 // State of a breaker. The numeric values are what the state metric reports.
-type State int
+type State int32
 
 const (
 	Closed   State = 0
@@ -60,11 +69,11 @@ type Settings struct {
 
 	HalfOpenTrials uint32 // calls let through while half-open; all must succeed to close (3)
 
-	// OnStateChange, if set, is called after each transition (under the
-	// breaker's lock: do not call back into the breaker).
+	// OnStateChange, if set, is called after each transition, under the
+	// breaker's lock: it must not call back into the breaker.
 	OnStateChange func(name string, from, to State)
 
-	now func() time.Time // tests drive the open period by hand
+	now func() time.Time // tests drive time by hand
 }
 
 func (s *Settings) defaults() {
@@ -92,69 +101,189 @@ func (s *Settings) defaults() {
 	if s.HalfOpenTrials == 0 {
 		s.HalfOpenTrials = 3
 	}
-	if s.now == nil {
-		s.now = time.Now
-	}
 }
 
 // Breaker guards one upstream. It is safe for concurrent use.
-//
-// The open period is enforced here (openUntil) rather than by gobreaker's
-// fixed Timeout, which cannot grow between trips: gobreaker is given a 1ns
-// timeout so that it is ready for half-open the moment our gate lifts. The
-// gate is also the hot path while open: one atomic load, no lock.
 type Breaker struct {
-	name      string
-	s         Settings
-	cb        *gobreaker.TwoStepCircuitBreaker[struct{}]
-	openUntil atomic.Int64 // unix nanos
-	trips     atomic.Int32 // consecutive trips without closing, for the backoff
-	unreg     func()
+	name  string
+	s     Settings
+	clock func() int64 // monotonic nanoseconds since New
+	win   window
+
+	state     atomic.Int32
+	openUntil atomic.Int64 // clock value at which an open breaker may try again
+
+	mu     sync.Mutex // state changes and half-open bookkeeping
+	gen    uint64     // bumped on every transition; stale trial reports are ignored
+	trips  int        // consecutive trips without closing, for the backoff
+	trials uint32     // half-open calls admitted and not given back
+	passed uint32     // half-open calls that succeeded
+
+	closedDone   func(failed bool)
+	closedReport func(err error, status int)
+	unreg        func()
 }
 
 // New returns a closed breaker for the upstream called name.
 func New(name string, s Settings) *Breaker {
 	s.defaults()
 	b := &Breaker{name: name, s: s}
-	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:         name,
-		MaxRequests:  s.HalfOpenTrials,
-		Interval:     s.Window,
-		BucketPeriod: s.Window / time.Duration(s.Buckets),
-		Timeout:      time.Nanosecond,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			done := c.TotalSuccesses + c.TotalFailures
-			return done >= s.MinRequests && float64(c.TotalFailures) >= s.FailureRatio*float64(done)
-		},
-		OnStateChange: b.changed,
-		IsExcluded:    func(err error) bool { return errors.Is(err, errExcluded) },
-	})
+	if s.now != nil {
+		start := s.now()
+		b.clock = func() int64 { return int64(s.now().Sub(start)) }
+	} else {
+		start := time.Now()
+		// time.Since reads only the monotonic clock: half the cost of time.Now.
+		b.clock = func() int64 { return int64(time.Since(start)) }
+	}
+	b.win = newWindow(s.Window, s.Buckets)
+	// The closed-state callbacks are allocated once: admitting a call on a
+	// closed breaker allocates nothing.
+	b.closedDone = func(failed bool) { b.closedOutcome(outcomeOf(failed)) }
+	b.closedReport = func(err error, status int) { b.closedOutcome(classify(err, status)) }
 	b.unreg = observe(b)
 	return b
 }
 
-// Outcome sentinels passed through gobreaker's error-based reporting.
-var (
-	errFailed   = errors.New("failed")
-	errExcluded = errors.New("not counted")
+type outcome int
+
+const (
+	success outcome = iota
+	failure
+	ignored
 )
 
-func (b *Breaker) changed(_ string, from, to gobreaker.State) {
-	switch to {
-	case gobreaker.StateOpen:
-		n := b.trips.Add(1)
-		b.openUntil.Store(b.s.now().Add(b.openFor(int(n))).UnixNano())
-	case gobreaker.StateClosed:
-		b.trips.Store(0)
-		b.openUntil.Store(0) // lets admit skip reading the clock while closed
+func outcomeOf(failed bool) outcome {
+	if failed {
+		return failure
 	}
-	transitions(b.name, fromGo(to))
-	if b.s.OnStateChange != nil {
-		b.s.OnStateChange(b.name, fromGo(from), fromGo(to))
+	return success
+}
+
+func classify(err error, status int) outcome {
+	switch {
+	case Cancelled(err):
+		return ignored
+	case IsFailure(err, status):
+		return failure
+	default:
+		return success
 	}
 }
 
-// openFor is OpenBase·2^(trip-1) capped at OpenMax, minus up to Jitter of it.
+// Allow asks to make one call. On success the caller must call done exactly
+// once with IsFailure's verdict on the outcome. A call that ends for a reason
+// that says nothing about the upstream (the client cancelled) should be
+// reported through Guard instead, which leaves it out of the counts.
+func (b *Breaker) Allow() (done func(failed bool), err error) {
+	if State(b.state.Load()) == Closed {
+		return b.closedDone, nil
+	}
+	trial, err := b.admitSlow()
+	if err != nil || trial == nil {
+		return b.closedDone, err // trial == nil: closed again meanwhile
+	}
+	return func(failed bool) { trial(outcomeOf(failed)) }, nil
+}
+
+// Guard is Allow with the classification built in: report receives the
+// call's error and HTTP status (0 if none), counts IsFailure outcomes as
+// failures, ignores client cancellation entirely (neither success nor
+// failure, and a half-open trial slot is given back), and counts the rest as
+// successes.
+func (b *Breaker) Guard() (report func(err error, status int), err error) {
+	if State(b.state.Load()) == Closed {
+		return b.closedReport, nil
+	}
+	trial, err := b.admitSlow()
+	if err != nil || trial == nil {
+		return b.closedReport, err
+	}
+	return func(err error, status int) { trial(classify(err, status)) }, nil
+}
+
+// admitSlow handles open and half-open. It returns a nil trial (and no
+// error) if the breaker turned out to be closed.
+func (b *Breaker) admitSlow() (func(outcome), error) {
+	if State(b.state.Load()) == Open && b.clock() < b.openUntil.Load() {
+		return nil, ErrOpen // the common open case, without the lock
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch State(b.state.Load()) {
+	case Closed:
+		return nil, nil
+	case Open:
+		if b.clock() < b.openUntil.Load() {
+			return nil, ErrOpen
+		}
+		b.setState(HalfOpen)
+	}
+	if b.trials >= b.s.HalfOpenTrials {
+		return nil, ErrTooManyTrials
+	}
+	b.trials++
+	gen := b.gen
+	var once atomic.Bool
+	return func(o outcome) {
+		if once.Swap(true) {
+			return
+		}
+		b.trialOutcome(gen, o)
+	}, nil
+}
+
+func (b *Breaker) trialOutcome(gen uint64, o outcome) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if gen != b.gen {
+		return // admitted in an earlier half-open period
+	}
+	switch o {
+	case ignored:
+		b.trials-- // hand the slot to another caller
+	case failure:
+		b.trip()
+	case success:
+		if b.passed++; b.passed >= b.s.HalfOpenTrials {
+			b.win.clear()
+			b.trips = 0
+			b.setState(Closed)
+		}
+	}
+}
+
+// closedOutcome records a call admitted while closed. Outcomes arriving after
+// the breaker left the closed state are dropped: they describe the past.
+func (b *Breaker) closedOutcome(o outcome) {
+	if o == ignored || State(b.state.Load()) != Closed {
+		return
+	}
+	now := b.clock()
+	b.win.add(now, o == failure)
+	if o != failure {
+		return
+	}
+	ok, failed := b.win.totals(now)
+	total := ok + failed
+	if total < int64(b.s.MinRequests) || float64(failed) < b.s.FailureRatio*float64(total) {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if State(b.state.Load()) == Closed {
+		b.trip()
+	}
+}
+
+// trip opens the breaker for OpenBase·2^(trips-1), capped at OpenMax, less
+// up to Jitter of it. Call with mu held.
+func (b *Breaker) trip() {
+	b.trips++
+	b.openUntil.Store(b.clock() + int64(b.openFor(b.trips)))
+	b.setState(Open)
+}
+
 func (b *Breaker) openFor(trip int) time.Duration {
 	d := b.s.OpenBase
 	for i := 1; i < trip && d < b.s.OpenMax; i++ {
@@ -164,68 +293,26 @@ func (b *Breaker) openFor(trip int) time.Duration {
 	return d - time.Duration(rand.Float64()*b.s.Jitter*float64(d))
 }
 
-// Allow asks to make one call. On success the caller must call done exactly
-// once with IsFailure's verdict on the outcome. A call that ends for a reason
-// that says nothing about the upstream (the client cancelled) should be
-// reported through Guard instead, which leaves it out of the counts.
-func (b *Breaker) Allow() (done func(failed bool), err error) {
-	report, err := b.admit()
-	if err != nil {
-		return nil, err
+// setState moves to a new state and period. Call with mu held.
+func (b *Breaker) setState(to State) {
+	from := State(b.state.Load())
+	b.gen++
+	b.trials, b.passed = 0, 0
+	b.state.Store(int32(to))
+	transitions(b.name, to)
+	if b.s.OnStateChange != nil {
+		b.s.OnStateChange(b.name, from, to)
 	}
-	return func(failed bool) {
-		if failed {
-			report(errFailed)
-		} else {
-			report(nil)
-		}
-	}, nil
 }
 
-// Guard is Allow with the classification built in: report receives the
-// call's error and HTTP status (0 if none), counts IsFailure outcomes as
-// failures, ignores client cancellation entirely (neither success nor
-// failure, and a half-open trial slot is given back), and counts the rest as
-// successes.
-func (b *Breaker) Guard() (report func(err error, status int), err error) {
-	r, err := b.admit()
-	if err != nil {
-		return nil, err
-	}
-	return func(err error, status int) {
-		switch {
-		case Cancelled(err):
-			r(errExcluded)
-		case IsFailure(err, status):
-			r(errFailed)
-		default:
-			r(nil)
-		}
-	}, nil
-}
-
-func (b *Breaker) admit() (func(error), error) {
-	if until := b.openUntil.Load(); until != 0 && b.s.now().UnixNano() < until {
-		return nil, ErrOpen
-	}
-	done, err := b.cb.Allow()
-	switch {
-	case errors.Is(err, gobreaker.ErrOpenState):
-		return nil, ErrOpen
-	case errors.Is(err, gobreaker.ErrTooManyRequests):
-		return nil, ErrTooManyTrials
-	case err != nil:
-		return nil, err
-	}
-	return done, nil
-}
-
-// State is the breaker's state now.
+// State is what the next call would meet: an open breaker whose period is
+// over reports half-open.
 func (b *Breaker) State() State {
-	if until := b.openUntil.Load(); until != 0 && b.s.now().UnixNano() < until {
-		return Open
+	s := State(b.state.Load())
+	if s == Open && b.clock() >= b.openUntil.Load() {
+		return HalfOpen
 	}
-	return fromGo(b.cb.State())
+	return s
 }
 
 // Name is the upstream name given to New.
@@ -233,14 +320,3 @@ func (b *Breaker) Name() string { return b.name }
 
 // Close stops reporting this breaker's state metric.
 func (b *Breaker) Close() { b.unreg() }
-
-func fromGo(s gobreaker.State) State {
-	switch s {
-	case gobreaker.StateClosed:
-		return Closed
-	case gobreaker.StateHalfOpen:
-		return HalfOpen
-	default:
-		return Open
-	}
-}

@@ -249,10 +249,14 @@ func gauge(t *testing.T, r *sdkmetric.ManualReader, name string) int64 {
 	return -1
 }
 
+// BenchmarkBreakerAllow is one admission plus its report (the cost per
+// guarded call) on a closed breaker.
 func BenchmarkBreakerAllow(b *testing.B) {
 	br := New("bench", Settings{})
 	defer br.Close()
 	b.ReportAllocs()
+	defer reportCPU(b)()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			done, err := br.Allow()
@@ -262,4 +266,38 @@ func BenchmarkBreakerAllow(b *testing.B) {
 			done(false)
 		}
 	})
+}
+
+// BenchmarkBreakerRejectOpen is the fast path while open: an atomic load and
+// a clock read, no lock.
+func BenchmarkBreakerRejectOpen(b *testing.B) {
+	br := New("bench-open", Settings{MinRequests: 1, OpenBase: time.Hour})
+	defer br.Close()
+	done, _ := br.Allow()
+	done(true)
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := br.Allow(); err == nil {
+				b.Fatal("admitted while open")
+			}
+		}
+	})
+}
+
+// BenchmarkBreakerAdmit is admission alone (Allow on a closed breaker; the
+// report is what BenchmarkBreakerAllow adds).
+func BenchmarkBreakerAdmit(b *testing.B) {
+	br := New("bench-admit", Settings{})
+	defer br.Close()
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := br.Allow(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
