@@ -142,11 +142,28 @@ func BenchmarkPerKeyAllow(b *testing.B) {
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
+	defer reportCPU(b)()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := rand.IntN(len(keys))
 		for pb.Next() {
 			_, _ = lim.Allow(ctx, keys[i%len(keys)])
 			i++
+		}
+	})
+}
+
+// BenchmarkPerKeyAllowOneKey is the worst case for contention: every
+// goroutine hits the same bucket.
+func BenchmarkPerKeyAllowOneKey(b *testing.B) {
+	lim := PerKey(1e9, 1000)
+	ctx := context.Background()
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, _ = lim.Allow(ctx, "10.0.0.1")
 		}
 	})
 }
