@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// FuzzSanitize feeds arbitrary header blocks through the parser and
+// Sanitize: whatever a client sends, no X-User-ID lookalike, hop-by-hop
+// field or field named by Connection may be left to forward.
+func FuzzSanitize(f *testing.F) {
+	f.Add("X-User-ID: a\r\nConnection: X-A, close\r\nX-A: 1\r\n")
+	f.Add("x_user_id: a\r\nX-USER-ID: b\r\nKeep-Alive: 1\r\nTE: trailers\r\n")
+	f.Add("Connection: ,,,\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\n")
+	f.Add("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n")
+	f.Fuzz(func(t *testing.T, block string) {
+		raw := "GET /x HTTP/1.1\r\nHost: h\r\n" + block + "\r\n"
+		var h fasthttp.RequestHeader
+		if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			return
+		}
+		var named [][]byte
+		for tok := range bytes.SplitSeq(h.Peek("Connection"), []byte(",")) {
+			if tok = bytes.TrimSpace(tok); len(tok) > 0 && !bytes.EqualFold(tok, []byte("close")) && !bytes.EqualFold(tok, []byte("keep-alive")) {
+				named = append(named, append([]byte(nil), tok...))
+			}
+		}
+		Sanitize(&h)
+		for k := range h.All() {
+			if isUserHeader(k) {
+				t.Fatalf("user id lookalike %q survived %q", k, block)
+			}
+			for _, hop := range hopByHop {
+				if bytes.EqualFold(k, []byte(hop)) {
+					t.Fatalf("hop-by-hop %q survived %q", k, block)
+				}
+			}
+			for _, n := range named {
+				if bytes.EqualFold(k, n) && !bytes.EqualFold(k, []byte("Host")) {
+					t.Fatalf("%q named by Connection survived %q", k, block)
+				}
+			}
+		}
+	})
+}
+
+// FuzzClientIP: the client address is the peer unless the peer is trusted;
+// otherwise it is an entry of X-Forwarded-For with only trusted, well-formed
+// hops to its right (a client cannot choose its address by prepending).
+func FuzzClientIP(f *testing.F) {
+	trusted := Trusted{netip.MustParsePrefix("10.0.0.0/8")}
+	f.Add([]byte{10, 0, 0, 1}, "1.2.3.4, 10.0.0.2")
+	f.Add([]byte{8, 8, 8, 8}, "1.2.3.4")
+	f.Add([]byte{10, 9, 9, 9}, " ,, 10.1.1.1,garbage")
+	f.Fuzz(func(t *testing.T, peerBytes []byte, xff string) {
+		if len(peerBytes) != 4 {
+			return
+		}
+		peer := netip.AddrFrom4([4]byte(peerBytes))
+		got := trusted.ClientIP(peer, []byte(xff))
+		if !got.IsValid() {
+			t.Fatalf("invalid client ip for %v %q", peer, xff)
+		}
+		if got == peer {
+			return
+		}
+		if !trusted.Contains(peer) {
+			t.Fatalf("untrusted peer %v but client %v from %q", peer, got, xff)
+		}
+		items := strings.Split(xff, ",")
+		for i := len(items) - 1; i >= 0; i-- {
+			a, err := netip.ParseAddr(strings.TrimSpace(items[i]))
+			if err != nil {
+				t.Fatalf("client %v lies left of malformed hop %q in %q", got, items[i], xff)
+			}
+			if a.Unmap() == got {
+				return
+			}
+			if !trusted.Contains(a.Unmap()) {
+				t.Fatalf("client %v lies left of untrusted hop %v in %q", got, a, xff)
+			}
+		}
+		t.Fatalf("client %v is not in %q", got, xff)
+	})
+}
+
+// FuzzProblem: whatever the request target, the problem document is JSON.
+func FuzzProblem(f *testing.F) {
+	f.Add("/a\"b\\c\x00\xff<script>")
+	f.Fuzz(func(t *testing.T, uri string) {
+		var ctx fasthttp.RequestCtx
+		ctx.Request.Header.SetRequestURI(uri)
+		writeProblem(&ctx, 400, "bad-path", "detail \"quoted\"")
+		if !jsonValid(ctx.Response.Body()) {
+			t.Fatalf("invalid JSON for %q: %s", uri, ctx.Response.Body())
+		}
+	})
+}

@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+func parseHeader(t testing.TB, raw string) *fasthttp.RequestHeader {
+	t.Helper()
+	var h fasthttp.RequestHeader
+	if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return &h
+}
+
+func TestSanitizeStripsHopByHopAndUserID(t *testing.T) {
+	h := parseHeader(t, "GET /a HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n"+
+		"Keep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\nProxy-Authorization: Basic x\r\n"+
+		"X-User-ID: evil\r\nx_user_id: evil2\r\nX-USER-ID: evil3\r\nX-User-IDs: keep\r\nAuthorization: Bearer t\r\n"+
+		"Accept: */*\r\n\r\n")
+	Sanitize(h)
+	for _, gone := range []string{"Connection", "X-Secret", "Keep-Alive", "Te", "Upgrade", "Proxy-Authorization", "X-User-Id", "X_user_id"} {
+		if v := h.Peek(gone); len(v) > 0 {
+			t.Errorf("%s survived: %q", gone, v)
+		}
+	}
+	for k := range h.All() {
+		if isUserHeader(k) {
+			t.Errorf("user id lookalike %q survived", k)
+		}
+	}
+	for _, kept := range []string{"X-User-Ids", "Authorization", "Accept", "Host"} {
+		if len(h.Peek(kept)) == 0 {
+			t.Errorf("%s was removed", kept)
+		}
+	}
+	if h.ConnectionClose() {
+		t.Error("client's Connection: close must not reach the pooled upstream connection")
+	}
+}
+
+func TestClientIP(t *testing.T) {
+	trusted := Trusted{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.1/32")}
+	cases := []struct{ peer, xff, want string }{
+		{"203.0.113.9", "", "203.0.113.9"},
+		{"203.0.113.9", "1.2.3.4", "203.0.113.9"},                // untrusted peer: XFF ignored
+		{"10.1.1.1", "1.2.3.4", "1.2.3.4"},                       // one trusted hop
+		{"10.1.1.1", "6.6.6.6, 1.2.3.4, 192.168.1.1", "1.2.3.4"}, // spoofed left part ignored
+		{"10.1.1.1", "10.2.2.2, 10.3.3.3", "10.2.2.2"},           // all trusted: leftmost
+		{"10.1.1.1", "garbage, 1.2.3.4", "1.2.3.4"},
+		{"10.1.1.1", "1.2.3.4, garbage", "10.1.1.1"}, // malformed next to us: stop at the peer
+		{"::ffff:10.1.1.1", "2001:db8::1", "2001:db8::1"},
+	}
+	for _, c := range cases {
+		got := trusted.ClientIP(netip.MustParseAddr(c.peer), []byte(c.xff))
+		if got.String() != c.want {
+			t.Errorf("ClientIP(%s, %q) = %s, want %s", c.peer, c.xff, got, c.want)
+		}
+	}
+}
+
+func TestSetForwarded(t *testing.T) {
+	trusted := Trusted{netip.MustParsePrefix("10.0.0.0/8")}
+	h := parseHeader(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Proto: https\r\n\r\n")
+	trusted.SetForwarded(h, netip.MustParseAddr("203.0.113.9"), false, nil)
+	if got := string(h.Peek("X-Forwarded-For")); got != "203.0.113.9" {
+		t.Errorf("untrusted peer: XFF %q", got)
+	}
+	if got := string(h.Peek("X-Forwarded-Proto")); got != "http" {
+		t.Errorf("untrusted peer: proto %q", got)
+	}
+	if len(h.Peek("Forwarded")) > 0 {
+		t.Error("untrusted Forwarded header kept")
+	}
+	h = parseHeader(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\r\n")
+	trusted.SetForwarded(h, netip.MustParseAddr("10.0.0.7"), false, nil)
+	if got := string(h.Peek("X-Forwarded-For")); got != "1.2.3.4, 10.0.0.7" {
+		t.Errorf("trusted peer: XFF %q", got)
+	}
+	if got := string(h.Peek("X-Forwarded-Proto")); got != "https" {
+		t.Errorf("trusted peer: proto %q", got)
+	}
+}
+
+func TestSanitizeResponse(t *testing.T) {
+	var r fasthttp.ResponseHeader
+	if err := r.Read(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: p\r\nKeep-Alive: timeout=1\r\nX-Ok: 1\r\nContent-Length: 0\r\n\r\n"))); err != nil {
+		t.Fatal(err)
+	}
+	SanitizeResponse(&r)
+	if len(r.Peek("X-Private")) > 0 || len(r.Peek("Keep-Alive")) > 0 {
+		t.Fatalf("hop-by-hop response header survived: %s", r.Header())
+	}
+	if !bytes.Equal(r.Peek("X-Ok"), []byte("1")) {
+		t.Fatal("end-to-end header removed")
+	}
+}

@@ -1,0 +1,246 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/authn"
+	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+)
+
+func jsonValid(b []byte) bool { return json.Valid(b) }
+
+// fakeUpstream is a real fasthttp server on loopback that echoes what it got.
+type fakeUpstream struct {
+	addr   string
+	hits   atomic.Int64
+	status atomic.Int64
+	last   atomic.Pointer[fasthttp.RequestHeader]
+}
+
+func startUpstream(t *testing.T) *fakeUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &fakeUpstream{addr: ln.Addr().String()}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		u.hits.Add(1)
+		var h fasthttp.RequestHeader
+		ctx.Request.Header.CopyTo(&h)
+		u.last.Store(&h)
+		if s := u.status.Load(); s != 0 {
+			ctx.SetStatusCode(int(s))
+		}
+		ctx.SetBodyString("upstream:" + string(ctx.Request.Header.RequestURI()))
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return u
+}
+
+type staticRes map[string][]upstream.Instance
+
+func (s staticRes) Instances(svc string) []upstream.Instance { return s[svc] }
+
+type fakeAuth struct{}
+
+func (fakeAuth) Subject(_ context.Context, tok []byte) (string, error) {
+	switch string(tok) {
+	case "":
+		return "", authn.ErrNoToken
+	case "good":
+		return "user-7", nil
+	}
+	return "", errors.New("bad token")
+}
+
+type denyAll struct{}
+
+func (denyAll) Allow(context.Context, []byte) (quota.Decision, error) {
+	return quota.Decision{Limit: 5, RetryAfter: 1500 * time.Millisecond, ResetAfter: 3 * time.Second, Window: 10 * time.Second}, nil
+}
+
+type openBreaker struct{}
+
+func (openBreaker) Allow() (func(bool), error) { return nil, errors.New("open") }
+
+func newTestProxy(t *testing.T, o Options, ups ...*fakeUpstream) (*Proxy, *upstream.Pool) {
+	t.Helper()
+	var ins []upstream.Instance
+	for i, u := range ups {
+		ins = append(ins, upstream.Instance{ID: string(rune('a' + i)), Addr: u.addr, Version: "v1"})
+	}
+	pool := upstream.NewPool(staticRes{"order": ins}, []string{"order"}, upstream.ClientOptions{})
+	tb, err := route.Parse("/api/v1/orders=order,/api/v1/products=order", time.Second, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Table, o.Upstreams = tb, pool
+	return New(o), pool
+}
+
+func serve(p *Proxy, raw string) *fasthttp.RequestCtx {
+	var ctx fasthttp.RequestCtx
+	var req fasthttp.Request
+	_ = req.Read(bufioReader(raw))
+	ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 5), Port: 4000}, nil)
+	p.Handle(&ctx)
+	return &ctx
+}
+
+func TestHandleForwardsCleanPathAndVerifiedUser(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}}, up)
+	ctx := serve(p, "GET /api//v1/./orders/7?x=1 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\nX-User-ID: admin\r\n\r\n")
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if got := string(ctx.Response.Body()); got != "upstream:/api/v1/orders/7?x=1" {
+		t.Fatalf("upstream saw %q", got)
+	}
+	h := up.last.Load()
+	if got := string(h.Peek(UserHeader)); got != "user-7" {
+		t.Fatalf("X-User-ID upstream = %q", got)
+	}
+	if got := string(h.Peek("X-Forwarded-For")); got != "203.0.113.5" {
+		t.Fatalf("XFF = %q", got)
+	}
+	if ms := string(h.Peek(TimeoutHeader)); ms == "" || ms == "0" {
+		t.Fatalf("no deadline passed upstream: %q", ms)
+	}
+	if len(ctx.Response.Header.Peek(RequestIDHeader)) == 0 || string(h.Peek(RequestIDHeader)) != string(ctx.Response.Header.Peek(RequestIDHeader)) {
+		t.Fatal("request id not generated, forwarded and echoed")
+	}
+}
+
+func TestHandleRejects(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}}, up)
+	cases := []struct {
+		raw    string
+		status int
+		kind   string
+	}{
+		{"GET /api/../../etc HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
+		{"GET /nowhere HTTP/1.1\r\nHost: gw\r\n\r\n", 404, "no-route"},
+		{"GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\n\r\n", 401, "unauthenticated"},
+		{"GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer forged\r\n\r\n", 401, "invalid-token"},
+		{"GET /api/v1/products/%2e%2e/orders HTTP/1.1\r\nHost: gw\r\n\r\n", 401, "unauthenticated"},
+	}
+	for _, c := range cases {
+		ctx := serve(p, c.raw)
+		var prob struct {
+			Type   string `json:"type"`
+			Status int    `json:"status"`
+		}
+		if err := json.Unmarshal(ctx.Response.Body(), &prob); err != nil {
+			t.Fatalf("%q: body %s", c.raw, ctx.Response.Body())
+		}
+		if ctx.Response.StatusCode() != c.status || prob.Status != c.status || !strings.HasSuffix(prob.Type, "/"+c.kind) {
+			t.Errorf("%q: got %d %s, want %d %s", c.raw, ctx.Response.StatusCode(), prob.Type, c.status, c.kind)
+		}
+		if string(ctx.Response.Header.ContentType()) != "application/problem+json" {
+			t.Errorf("%q: content type %q", c.raw, ctx.Response.Header.ContentType())
+		}
+	}
+	if up.hits.Load() != 0 {
+		t.Fatalf("rejected requests reached the upstream %d times", up.hits.Load())
+	}
+	// Public route without a token passes.
+	if ctx := serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n"); ctx.Response.StatusCode() != 200 {
+		t.Fatalf("public route: %d", ctx.Response.StatusCode())
+	}
+}
+
+func TestHandleLimitAnswers429WithHeaders(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{IPLimit: denyAll{}}, up)
+	ctx := serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n")
+	if ctx.Response.StatusCode() != 429 {
+		t.Fatalf("status %d", ctx.Response.StatusCode())
+	}
+	if got := string(ctx.Response.Header.Peek("Retry-After")); got != "2" {
+		t.Errorf("Retry-After %q, want 2 (1.5s rounded up)", got)
+	}
+	if got := string(ctx.Response.Header.Peek("RateLimit")); got != "limit=5, remaining=0, reset=3" {
+		t.Errorf("RateLimit %q", got)
+	}
+	if got := string(ctx.Response.Header.Peek("RateLimit-Policy")); got != "5;w=10" {
+		t.Errorf("RateLimit-Policy %q", got)
+	}
+}
+
+func TestHandleBreakerOpenIs503(t *testing.T) {
+	up := startUpstream(t)
+	p, pool := newTestProxy(t, Options{}, up)
+	pool.Service("order").Breaker = openBreaker{}
+	ctx := serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n")
+	if ctx.Response.StatusCode() != 503 || !strings.Contains(string(ctx.Response.Body()), "circuit-open") {
+		t.Fatalf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if up.hits.Load() != 0 {
+		t.Fatal("open breaker let a request through")
+	}
+}
+
+type countingBudget struct{ requests, withdrawn atomic.Int64 }
+
+func (b *countingBudget) Request()       { b.requests.Add(1) }
+func (b *countingBudget) Withdraw() bool { b.withdrawn.Add(1); return true }
+
+func TestHandleRetriesOnlyIdempotent(t *testing.T) {
+	bad, good := startUpstream(t), startUpstream(t)
+	bad.status.Store(503)
+	p, pool := newTestProxy(t, Options{MaxAttempts: 2}, bad, good)
+	budget := &countingBudget{}
+	pool.Service("order").Budget = budget
+	for range 20 {
+		if ctx := serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n"); ctx.Response.StatusCode() != 200 {
+			t.Fatalf("GET not retried onto the healthy instance: %d", ctx.Response.StatusCode())
+		}
+	}
+	if budget.withdrawn.Load() == 0 || budget.withdrawn.Load() != bad.hits.Load() {
+		t.Fatalf("retries %d, bad hits %d: every failure of a GET should be retried once", budget.withdrawn.Load(), bad.hits.Load())
+	}
+	b0, g0 := bad.hits.Load(), good.hits.Load()
+	for range 20 {
+		serve(p, "POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}")
+	}
+	if calls := bad.hits.Load() - b0 + good.hits.Load() - g0; calls != 20 {
+		t.Fatalf("20 POSTs without Idempotency-Key made %d upstream calls", calls)
+	}
+}
+
+func TestCORSPreflight(t *testing.T) {
+	up := startUpstream(t)
+	c := DefaultCORS([]string{"https://shop.example"})
+	p, _ := newTestProxy(t, Options{CORS: &c}, up)
+	ctx := serve(p, "OPTIONS /api/v1/orders HTTP/1.1\r\nHost: gw\r\nOrigin: https://shop.example\r\nAccess-Control-Request-Method: POST\r\n\r\n")
+	if ctx.Response.StatusCode() != 204 || string(ctx.Response.Header.Peek("Access-Control-Allow-Origin")) != "https://shop.example" ||
+		!strings.Contains(string(ctx.Response.Header.Peek("Access-Control-Allow-Methods")), "POST") {
+		t.Fatalf("preflight: %d %s", ctx.Response.StatusCode(), ctx.Response.Header.String())
+	}
+	ctx = serve(p, "OPTIONS /api/v1/orders HTTP/1.1\r\nHost: gw\r\nOrigin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n\r\n")
+	if ctx.Response.StatusCode() != 403 || len(ctx.Response.Header.Peek("Access-Control-Allow-Origin")) != 0 {
+		t.Fatalf("foreign preflight: %d", ctx.Response.StatusCode())
+	}
+	ctx = serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nOrigin: https://shop.example\r\n\r\n")
+	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Header.Peek("Access-Control-Allow-Origin")) != "https://shop.example" {
+		t.Fatalf("simple request: %d %s", ctx.Response.StatusCode(), ctx.Response.Header.String())
+	}
+	if up.hits.Load() != 1 {
+		t.Fatalf("preflights reached the upstream: %d hits", up.hits.Load())
+	}
+}
