@@ -45,12 +45,15 @@ func WithPropagator(p propagation.TextMapPropagator) MiddlewareOption {
 // HTTP semantic conventions name them.
 //
 // Why not otelgin: it is a general wrapper that builds the span name and the
-// attribute set anew on every request (and canonicalises header names for
-// every propagation lookup). This one caches per route, method and status
-// everything that does not change between requests, skips all attribute work
-// when the span is not sampled, and looks up the W3C headers under their
-// canonical names directly. BenchmarkMiddleware compares both; see the
-// numbers in this package's README.
+// attribute set anew on every request, records its metrics through the OTel
+// SDK (an attribute-set hash and a lock per request) and canonicalises header
+// names on every propagation lookup. This one caches per route and method
+// what does not change between requests, sets no span attributes unless the
+// span is sampled, records into a pre-resolved Prometheus series and looks up
+// the W3C headers under their canonical names. testdata/otelgincompare/run.sh
+// measures both on the same engine: otelgin v0.65 took 31 allocations and
+// about 3.7x the CPU of this middleware per sampled request, 25 allocations
+// and about 9x the CPU per unsampled one (this one: 6 and 3 allocations).
 //
 // Create it after Setup: it binds to the providers that are global then.
 func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {

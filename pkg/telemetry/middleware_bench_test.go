@@ -10,7 +10,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // discardWriter is a ResponseWriter that keeps nothing, so the benchmark
@@ -87,5 +91,36 @@ func BenchmarkMiddleware(b *testing.B) {
 	})
 	b.Run("UnsampledRemoteParent", func(b *testing.B) {
 		runBench(b, benchEngine(b, true, sdktrace.ParentBased(sdktrace.AlwaysSample())), unsampledParent)
+	})
+}
+
+// BenchmarkDurationRecord backs the choice in httpmetric.go: recording one
+// request duration with a cached client_golang series versus an OTel SDK
+// histogram with a precomputed attribute set.
+func BenchmarkDurationRecord(b *testing.B) {
+	ctx := context.Background()
+	b.Run("OTelSDK", func(b *testing.B) {
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+		h, err := mp.Meter("bench").Float64Histogram("http.server.request.duration")
+		if err != nil {
+			b.Fatal(err)
+		}
+		opt := metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("http.request.method", "GET"),
+			attribute.Int("http.response.status_code", 200),
+			attribute.String("http.route", "/orders/:id"),
+		))
+		b.ReportAllocs()
+		for b.Loop() {
+			h.Record(ctx, 0.003, opt)
+		}
+	})
+	b.Run("CachedSeries", func(b *testing.B) {
+		s := durationsFor(prometheus.NewRegistry()).seriesFor("GET", "/orders/:id", 200)
+		now := time.Now()
+		b.ReportAllocs()
+		for b.Loop() {
+			s.observe(0.003, trace.SpanContext{}, now)
+		}
 	})
 }
