@@ -89,7 +89,7 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 			}
 			for _, ev := range resp.Events {
 				if ev.Type == clientv3.EventTypeDelete {
-					v.store(&v.initial, ev.Kv.ModRevision)
+					v.store(&v.initial, 0)
 					v.log.InfoContext(ctx, "dynconfig key deleted, back to initial value", "key", v.key)
 					continue
 				}
@@ -104,8 +104,11 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 		case <-time.After(time.Second):
 		}
 		if resp, err := cli.Get(ctx, v.key); err == nil {
-			if len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != v.rev.Load() {
+			switch {
+			case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != v.rev.Load():
 				v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+			case len(resp.Kvs) == 0 && v.rev.Load() != 0:
+				v.store(&v.initial, 0) // deleted while we were not watching
 			}
 			rev = resp.Header.Revision + 1
 		}
