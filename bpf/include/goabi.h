@@ -1,0 +1,104 @@
+// goabi.h: what every Go uprobe program shares. Go's register ABI (ABIInternal, amd64) passes integer arguments and
+// results in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11 and keeps the current goroutine (g) in R14, so a probe can read
+// arguments at entry and results at a RET without DWARF location lists. Uretprobes are never used: they patch the return
+// address on the goroutine stack, which the Go runtime copies when it grows the stack, so the process crashes.
+#pragma once
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+#define GO_REG1(x) ((x)->ax)
+#define GO_REG2(x) ((x)->bx)
+#define GO_REG3(x) ((x)->cx)
+#define GO_REG4(x) ((x)->di)
+#define GO_REG5(x) ((x)->si)
+#define GO_REG6(x) ((x)->r8)
+#define GO_REG7(x) ((x)->r9)
+#define GO_REG8(x) ((x)->r10)
+#define GO_REG9(x) ((x)->r11)
+#define GO_G(x) ((x)->r14)
+
+// go_reg returns integer register n (1-based, ABI order); the switch keeps the verifier happy with a constant bound.
+static __always_inline __u64 go_reg(struct pt_regs *ctx, __u32 n) {
+	switch (n) {
+	case 1: return GO_REG1(ctx);
+	case 2: return GO_REG2(ctx);
+	case 3: return GO_REG3(ctx);
+	case 4: return GO_REG4(ctx);
+	case 5: return GO_REG5(ctx);
+	case 6: return GO_REG6(ctx);
+	case 7: return GO_REG7(ctx);
+	case 8: return GO_REG8(ctx);
+	case 9: return GO_REG9(ctx);
+	}
+	return 0;
+}
+
+// A call in flight is found again at its RETs by (process, goroutine): goroutines migrate between threads and CPUs,
+// but a call starts and ends on the same g.
+struct go_call_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 g;
+};
+
+static __always_inline struct go_call_key go_call_key(struct pt_regs *ctx) {
+	struct go_call_key k = {};
+	k.tgid = bpf_get_current_pid_tgid() >> 32;
+	k.g = GO_G(ctx);
+	return k;
+}
+
+// Latency histogram: log-linear buckets, LAT_SUB per power of two, so a bucket is at most 1/LAT_SUB of its lower bound
+// wide (12.5%). Durations below 2^LAT_MIN_SHIFT ns share bucket 0; above 2^(LAT_MIN_SHIFT+LAT_OCTAVES) ns the last one.
+// The same layout is decoded in Go (internal/hist); change both together.
+#define LAT_SUB_SHIFT 3
+#define LAT_SUB (1 << LAT_SUB_SHIFT)
+#define LAT_MIN_SHIFT 10 /* 1.024 us */
+#define LAT_OCTAVES 26   /* up to ~68.7 s */
+#define LAT_BUCKETS (LAT_OCTAVES * LAT_SUB)
+
+struct lat_hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 buckets[LAT_BUCKETS];
+};
+
+// log2 without loops (BPF has no count-leading-zeros instruction).
+static __always_inline __u32 log2_u64(__u64 v) {
+	__u32 r = 0;
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) { r += 1; }
+	return r;
+}
+
+static __always_inline __u32 lat_bucket(__u64 ns) {
+	if (ns < (1ULL << LAT_MIN_SHIFT))
+		return 0;
+	__u32 msb = log2_u64(ns);
+	if (msb >= LAT_MIN_SHIFT + LAT_OCTAVES)
+		return LAT_BUCKETS - 1;
+	__u32 sub = (ns >> (msb - LAT_SUB_SHIFT)) & (LAT_SUB - 1);
+	__u32 idx = (msb - LAT_MIN_SHIFT) * LAT_SUB + sub;
+	return idx < LAT_BUCKETS ? idx : LAT_BUCKETS - 1;
+}
+
+// lat_record adds one observation; h lives in a per-CPU map value, so plain adds are enough.
+static __always_inline void lat_record(struct lat_hist *h, __u64 ns) {
+	h->count++;
+	h->sum_ns += ns;
+	__u32 b = lat_bucket(ns);
+	if (b < LAT_BUCKETS)
+		h->buckets[b]++;
+}
+
+// go_iface_nonnil reports whether a Go interface value (itab, data) passed in registers is non-nil: an error result.
+#define go_iface_nonnil(itab) ((itab) != 0)
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -1,0 +1,66 @@
+package hist
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// bucket mirrors lat_bucket in include/goabi.h so the Go decoding is tested against the kernel-side encoding.
+func bucket(ns uint64) int {
+	if ns < 1<<MinShift {
+		return 0
+	}
+	msb := 63
+	for ns>>uint(msb) == 0 {
+		msb--
+	}
+	if msb >= MinShift+Octaves {
+		return Buckets - 1
+	}
+	sub := int(ns>>uint(msb-SubShift)) & (Sub - 1)
+	return (msb-MinShift)*Sub + sub
+}
+
+func TestBoundsContainEncodedValues(t *testing.T) {
+	for _, ns := range []uint64{1 << MinShift, 1500, 2047, 2048, 999_999, 1_000_000, 123_456_789, 1 << 35} {
+		b := bucket(ns)
+		lo, hi := Bounds(b)
+		if float64(ns) < lo || float64(ns) >= hi {
+			t.Errorf("%d ns -> bucket %d [%v, %v): outside", ns, b, lo, hi)
+		}
+	}
+}
+
+func TestQuantileWithinOneBucket(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	var h Hist
+	var xs []float64
+	for range 5000 {
+		ns := uint64(50_000 + r.ExpFloat64()*2e6)
+		xs = append(xs, float64(ns))
+		h.Count++
+		h.SumNs += ns
+		h.Buckets[bucket(ns)]++
+	}
+	slices.Sort(xs)
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		exact := xs[int(q*float64(len(xs)))-1]
+		got := float64(h.Quantile(q))
+		if rel := (got - exact) / exact; rel > 1.0/Sub || rel < -1.0/Sub {
+			t.Errorf("q%.2f: got %v, exact %v (%.1f%% off)", q, time.Duration(got), time.Duration(exact), rel*100)
+		}
+	}
+	if c := h.Cumulative(); c[mustLast(c)] != h.Count {
+		t.Errorf("cumulative top bucket %d != count %d", c[mustLast(c)], h.Count)
+	}
+}
+
+func mustLast(m map[float64]uint64) float64 {
+	var top float64
+	for k := range m {
+		top = max(top, k)
+	}
+	return top
+}

@@ -1,0 +1,140 @@
+// Package symtab finds Go functions in an executable and the instructions a probe attaches to: the entry and every
+// RET. Names come from .gopclntab, which the Go linker keeps even in binaries stripped with -ldflags="-s -w", so
+// stripped and unstripped copies are probed alike.
+package symtab
+
+import (
+	"debug/elf"
+	"debug/gosym"
+	"errors"
+	"fmt"
+
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// ErrNotFound reports a function that is not in the binary (not linked in, or inlined everywhere).
+var ErrNotFound = errors.New("function not found")
+
+// Func is one Go function. Addresses are virtual; the offsets are file offsets, which is what uprobes attach to.
+type Func struct {
+	Name       string
+	Entry, End uint64   // virtual addresses [Entry, End)
+	EntryOff   uint64   // file offset of Entry
+	RetOffs    []uint64 // file offsets of every RET instruction
+}
+
+// Binary is an opened Go executable.
+type Binary struct {
+	path  string
+	f     *elf.File
+	table *gosym.Table
+	text  *elf.Section
+}
+
+// Open reads the ELF and its pclntab.
+func Open(path string) (*Binary, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open elf %s: %w", path, err)
+	}
+	b := &Binary{path: path, f: f}
+	if err := b.load(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
+}
+
+// Close releases the file.
+func (b *Binary) Close() error { return b.f.Close() }
+
+// ELF gives access to the underlying file (DWARF, sections).
+func (b *Binary) ELF() *elf.File { return b.f }
+
+func (b *Binary) load() error {
+	if b.f.Machine != elf.EM_X86_64 {
+		return fmt.Errorf("unsupported machine %v: only amd64 probes exist", b.f.Machine)
+	}
+	b.text = b.f.Section(".text")
+	pcln := b.f.Section(".gopclntab")
+	if b.text == nil || pcln == nil {
+		return errors.New("no .text or .gopclntab section: not a Go binary")
+	}
+	data, err := pcln.Data()
+	if err != nil {
+		return fmt.Errorf("read .gopclntab: %w", err)
+	}
+	// Since Go 1.18 function entries in the pclntab are offsets from runtime.text, and Go 1.26 dropped runtime.text's
+	// address from the pclntab header, so the caller must supply it. With internal linking (CGO_ENABLED=0 and the
+	// usual pure-Go binary) runtime.text is the first symbol of .text; the symbol table, when present, says so exactly.
+	textStart := b.text.Addr
+	if syms, err := b.f.Symbols(); err == nil {
+		for _, s := range syms {
+			if s.Name == "runtime.text" {
+				textStart = s.Value
+				break
+			}
+		}
+	}
+	table, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
+	if err != nil {
+		return fmt.Errorf("parse .gopclntab: %w", err)
+	}
+	b.table = table
+	return nil
+}
+
+// Func finds name (e.g. "net/http.serverHandler.ServeHTTP") and disassembles it to find its RET instructions.
+func (b *Binary) Func(name string) (Func, error) {
+	fn := b.table.LookupFunc(name)
+	if fn == nil {
+		return Func{}, fmt.Errorf("%s: %w", name, ErrNotFound)
+	}
+	out := Func{Name: name, Entry: fn.Entry, End: fn.End}
+	var err error
+	if out.EntryOff, err = b.fileOffset(fn.Entry); err != nil {
+		return Func{}, err
+	}
+	code := make([]byte, fn.End-fn.Entry)
+	if _, err := b.text.ReadAt(code, int64(fn.Entry-b.text.Addr)); err != nil {
+		return Func{}, fmt.Errorf("read code of %s: %w", name, err)
+	}
+	for _, off := range Returns(code) {
+		fo, err := b.fileOffset(fn.Entry + uint64(off))
+		if err != nil {
+			return Func{}, err
+		}
+		out.RetOffs = append(out.RetOffs, fo)
+	}
+	if len(out.RetOffs) == 0 {
+		return Func{}, fmt.Errorf("%s: no RET instruction found", name)
+	}
+	return out, nil
+}
+
+// Returns gives the offsets of the RET instructions in code, decoding it linearly from the start. Go functions hold
+// no data in .text, so a linear sweep is exact; bytes that do not decode (padding) are skipped one at a time.
+func Returns(code []byte) []int {
+	var rets []int
+	for off := 0; off < len(code); {
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil || inst.Len == 0 {
+			off++
+			continue
+		}
+		if inst.Op == x86asm.RET {
+			rets = append(rets, off)
+		}
+		off += inst.Len
+	}
+	return rets
+}
+
+func (b *Binary) fileOffset(vaddr uint64) (uint64, error) {
+	for _, p := range b.f.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && vaddr >= p.Vaddr && vaddr < p.Vaddr+p.Memsz {
+			return vaddr - p.Vaddr + p.Off, nil
+		}
+	}
+	return 0, fmt.Errorf("address %#x is in no executable segment", vaddr)
+}

@@ -1,0 +1,78 @@
+//go:build ignore
+
+// Go runtime: stop-the-world pauses (runtime.stopTheWorldWithSema entry -> runtime.startTheWorldWithSema RET, the
+// same span the runtime's own /sched/pauses metrics measure) and goroutine creations (runtime.newproc1 entry).
+// A process has at most one stop-the-world in progress, so pauses are keyed by process alone.
+#include "goabi.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} stw_begin SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct lat_hist);
+} stw SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} goroutines SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lat_hist);
+} zero_hist SEC(".maps");
+
+SEC("uprobe/stop_the_world")
+int stop_the_world(struct pt_regs *ctx) {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 now = bpf_ktime_get_ns();
+	bpf_map_update_elem(&stw_begin, &tgid, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe/start_the_world_ret")
+int start_the_world_ret(struct pt_regs *ctx) {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 *begin = bpf_map_lookup_elem(&stw_begin, &tgid);
+	if (!begin)
+		return 0;
+	__u64 d = bpf_ktime_get_ns() - *begin;
+	bpf_map_delete_elem(&stw_begin, &tgid);
+	struct lat_hist *h = bpf_map_lookup_elem(&stw, &tgid);
+	if (!h) {
+		__u32 z = 0;
+		struct lat_hist *zero = bpf_map_lookup_elem(&zero_hist, &z);
+		if (!zero)
+			return 0;
+		bpf_map_update_elem(&stw, &tgid, zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&stw, &tgid);
+		if (!h)
+			return 0;
+	}
+	lat_record(h, d);
+	return 0;
+}
+
+SEC("uprobe/newproc1")
+int newproc1(struct pt_regs *ctx) {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 *n = bpf_map_lookup_elem(&goroutines, &tgid);
+	if (n) {
+		(*n)++;
+		return 0;
+	}
+	__u64 one = 1;
+	bpf_map_update_elem(&goroutines, &tgid, &one, BPF_NOEXIST);
+	return 0;
+}

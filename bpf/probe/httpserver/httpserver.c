@@ -1,0 +1,103 @@
+//go:build ignore
+
+// HTTP server RED: net/http.serverHandler.ServeHTTP is entered once per request on the goroutine that serves it and
+// returns when the handler is done, so entry -> every RET instruction of it is the server-side latency. The status is
+// taken from net/http.(*response).WriteHeader on the same goroutine (the first call wins, as in net/http).
+#include "goabi.h"
+
+// Offsets into net/http.Request, patched by the loader from the target's DWARF or the fallback table.
+volatile const __u64 off_request_method = 0;
+
+#define METHOD_LEN 8
+
+struct req_state {
+	__u64 start_ns;
+	__u32 status;
+	char method[METHOD_LEN];
+};
+
+struct red_key {
+	__u32 tgid;
+	__u32 status;
+	char method[METHOD_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH); // a handler that panics never reaches a RET: LRU forgets it
+	__uint(max_entries, 16384);
+	__type(key, struct go_call_key);
+	__type(value, struct req_state);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct red_key);
+	__type(value, struct lat_hist);
+} requests SEC(".maps");
+
+// One zeroed value to insert from: struct lat_hist is too big for the 512-byte BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lat_hist);
+} zero_hist SEC(".maps");
+
+// serverHandler.ServeHTTP(sh serverHandler{srv}, rw ResponseWriter{itab,data}, req *Request): req is the 4th word (RDI).
+// A stack-growth restart of the prologue enters twice; the second entry simply overwrites the first.
+SEC("uprobe/serve_http")
+int serve_http_enter(struct pt_regs *ctx) {
+	struct go_call_key k = go_call_key(ctx);
+	struct req_state s = {};
+	s.start_ns = bpf_ktime_get_ns();
+	void *req = (void *)GO_REG4(ctx);
+	struct {
+		const char *ptr;
+		__u64 len;
+	} m = {};
+	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr) {
+		__u64 n = m.len < METHOD_LEN - 1 ? m.len : METHOD_LEN - 1;
+		bpf_probe_read_user(s.method, n & (METHOD_LEN - 1), m.ptr);
+	}
+	bpf_map_update_elem(&inflight, &k, &s, BPF_ANY);
+	return 0;
+}
+
+// (*response).WriteHeader(w *response, code int): code in RBX.
+SEC("uprobe/write_header")
+int write_header(struct pt_regs *ctx) {
+	struct go_call_key k = go_call_key(ctx);
+	struct req_state *s = bpf_map_lookup_elem(&inflight, &k);
+	if (s && s->status == 0)
+		s->status = (__u32)GO_REG2(ctx);
+	return 0;
+}
+
+SEC("uprobe/serve_http_ret")
+int serve_http_ret(struct pt_regs *ctx) {
+	struct go_call_key k = go_call_key(ctx);
+	struct req_state *s = bpf_map_lookup_elem(&inflight, &k);
+	if (!s)
+		return 0;
+	__u64 d = bpf_ktime_get_ns() - s->start_ns;
+	struct red_key rk = {};
+	rk.tgid = k.tgid;
+	rk.status = s->status ? s->status : 200; // no WriteHeader before return: net/http writes 200 in finishRequest
+	__builtin_memcpy(rk.method, s->method, METHOD_LEN);
+	bpf_map_delete_elem(&inflight, &k);
+
+	struct lat_hist *h = bpf_map_lookup_elem(&requests, &rk);
+	if (!h) {
+		__u32 z = 0;
+		struct lat_hist *zero = bpf_map_lookup_elem(&zero_hist, &z);
+		if (!zero)
+			return 0;
+		bpf_map_update_elem(&requests, &rk, zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&requests, &rk);
+		if (!h)
+			return 0;
+	}
+	lat_record(h, d);
+	return 0;
+}

@@ -1,0 +1,109 @@
+//go:build ignore
+
+// TCP connection lifecycle per process, from tracepoints and one fexit (no kprobes on this kernel):
+//   - active open: sock:inet_sock_set_state to SYN_SENT runs in the connecting process, so the socket's owner is
+//     remembered there and counted when it reaches ESTABLISHED;
+//   - passive open: the handshake completes in softirq (whatever process happens to run), so the owner is taken at
+//     fexit of inet_csk_accept, which runs in the accepting process;
+//   - close: the transition to CLOSE (often in softirq) is charged to the remembered owner;
+//   - retransmits: tcp:tcp_retransmit_skb, charged to the owner likewise.
+#include "goabi.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+
+struct owner {
+	__u32 tgid;
+	__u32 established;
+};
+
+struct tcp_stats {
+	__u64 active;   // connect() reached ESTABLISHED
+	__u64 passive;  // accept() returned a connection
+	__u64 closed;   // an opened connection reached CLOSE
+	__u64 failed;   // a connect() that never reached ESTABLISHED
+	__u64 retrans;  // retransmitted segments
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); // struct sock *
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct tcp_stats);
+} tcp SEC(".maps");
+
+static __always_inline struct tcp_stats *stats_for(__u32 tgid) {
+	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
+	if (s)
+		return s;
+	struct tcp_stats zero = {};
+	bpf_map_update_elem(&tcp, &tgid, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&tcp, &tgid);
+}
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int set_state(struct trace_event_raw_inet_sock_set_state *ctx) {
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	__u64 sk = (__u64)ctx->skaddr;
+	int ns = ctx->newstate;
+	if (ns == TCP_SYN_SENT) {
+		struct owner o = {.tgid = bpf_get_current_pid_tgid() >> 32};
+		bpf_map_update_elem(&owners, &sk, &o, BPF_ANY);
+		return 0;
+	}
+	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
+	if (!o)
+		return 0;
+	if (ns == TCP_ESTABLISHED && ctx->oldstate == TCP_SYN_SENT) {
+		o->established = 1;
+		struct tcp_stats *s = stats_for(o->tgid);
+		if (s)
+			s->active++;
+		return 0;
+	}
+	if (ns == TCP_CLOSE) {
+		struct tcp_stats *s = stats_for(o->tgid);
+		if (s) {
+			if (o->established)
+				s->closed++;
+			else
+				s->failed++;
+		}
+		bpf_map_delete_elem(&owners, &sk);
+	}
+	return 0;
+}
+
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(accept_exit, struct sock *sk, struct proto_accept_arg *arg, struct sock *ret) {
+	if (!ret)
+		return 0;
+	__u64 key = (__u64)ret;
+	struct owner o = {.tgid = bpf_get_current_pid_tgid() >> 32, .established = 1};
+	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
+	struct tcp_stats *s = stats_for(o.tgid);
+	if (s)
+		s->passive++;
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx) {
+	__u64 sk = (__u64)ctx->skaddr;
+	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
+	if (!o)
+		return 0;
+	struct tcp_stats *s = stats_for(o->tgid);
+	if (s)
+		s->retrans++;
+	return 0;
+}

@@ -1,0 +1,147 @@
+// Command target is the Go program the probe tests attach to. It is an ordinary net/http server that keeps its own
+// exact counters, so a test can compare what the kernel saw with what the process itself saw. It prints its listen
+// address on the first line of stdout.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"sync"
+	"time"
+)
+
+type stats struct {
+	mu        sync.Mutex
+	Counts    map[string]int64 `json:"counts"`    // "METHOD STATUS" -> requests
+	Durations []int64          `json:"durations"` // ns, of every /work request, measured in the handler wrapper
+}
+
+func (s *stats) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		start := time.Now()
+		h.ServeHTTP(rec, r)
+		d := time.Since(start)
+		s.mu.Lock()
+		s.Counts[r.Method+" "+strconv.Itoa(rec.status)]++
+		if r.URL.Path == "/work" {
+			s.Durations = append(s.Durations, int64(d))
+		}
+		s.mu.Unlock()
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func intParam(r *http.Request, name string, def int) int {
+	if v, err := strconv.Atoi(r.URL.Query().Get(name)); err == nil {
+		return v
+	}
+	return def
+}
+
+func main() {
+	st := &stats{Counts: map[string]int64{}}
+	mux := http.NewServeMux()
+	// /work?us=N&status=S sleeps N microseconds and answers S.
+	mux.HandleFunc("/work", func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(time.Duration(intParam(r, "us", 0)) * time.Microsecond)
+		w.WriteHeader(intParam(r, "status", 200))
+		io.WriteString(w, "ok\n")
+	})
+	// /stats reports the counters (the /stats request being served is not in them yet).
+	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		json.NewEncoder(w).Encode(st)
+	})
+	// /gc?n=K forces K collections and reports the runtime's own stop-the-world pause count.
+	mux.HandleFunc("/gc", func(w http.ResponseWriter, r *http.Request) {
+		for range intParam(r, "n", 1) {
+			runtime.GC()
+		}
+		fmt.Fprintln(w, pauses())
+	})
+	mux.HandleFunc("/pauses", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, pauses()) })
+	// /spawn?n=M starts M goroutines and waits for them.
+	mux.HandleFunc("/spawn", func(w http.ResponseWriter, r *http.Request) {
+		var wg sync.WaitGroup
+		for range intParam(r, "n", 1) {
+			wg.Go(func() {})
+		}
+		wg.Wait()
+	})
+	// /dial?addr=A&n=N opens N TCP connections to A, one at a time, and closes each.
+	mux.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
+		for range intParam(r, "n", 1) {
+			c, err := net.Dial("tcp", r.URL.Query().Get("addr"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			c.Close()
+		}
+	})
+	// /call?url=U&n=N makes N GET requests with net/http's client and reports the statuses it got.
+	client := &http.Client{Timeout: 10 * time.Second}
+	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
+		got := map[int]int{}
+		for range intParam(r, "n", 1) {
+			resp, err := client.Get(r.URL.Query().Get("url"))
+			if err != nil {
+				got[0]++
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			got[resp.StatusCode]++
+		}
+		json.NewEncoder(w).Encode(got)
+	})
+	extra(mux)
+
+	addr := os.Getenv("HTTP_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr().String())
+	if err := http.Serve(ln, st.wrap(mux)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
+
+// pauses is the number of stop-the-world pauses the runtime itself recorded (GC and other).
+func pauses() uint64 {
+	s := []metrics.Sample{{Name: "/sched/pauses/total/gc:seconds"}, {Name: "/sched/pauses/total/other:seconds"}}
+	metrics.Read(s)
+	var n uint64
+	for _, x := range s {
+		if x.Value.Kind() == metrics.KindFloat64Histogram {
+			for _, c := range x.Value.Float64Histogram().Counts {
+				n += c
+			}
+		}
+	}
+	return n
+}
