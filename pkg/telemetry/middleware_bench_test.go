@@ -124,3 +124,26 @@ func BenchmarkDurationRecord(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSDKSpan is the floor under BenchmarkMiddleware/Sampled: one OTel
+// SDK span with the same six attributes through the same batch processor,
+// no HTTP at all.
+func BenchmarkSDKSpan(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(nopExporter{}))
+	defer tp.Shutdown(context.Background())
+	tr := tp.Tracer("bench")
+	ctx := context.Background()
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", "GET"), attribute.String("http.route", "/orders/:id"),
+		attribute.Int("http.response.status_code", 200), attribute.String("url.path", "/orders/42"),
+		attribute.String("url.scheme", "http"), attribute.String("network.protocol.version", "1.1"),
+	}
+	b.ReportAllocs()
+	cpu0 := processCPU()
+	for b.Loop() {
+		_, s := tr.Start(ctx, "GET /orders/:id", serverKind...)
+		s.SetAttributes(attrs...)
+		s.End()
+	}
+	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+}
