@@ -55,8 +55,13 @@ func Logger(l *slog.Logger) RedisOption { return func(r *Redis) { r.log = l } }
 func Cooldown(d time.Duration) RedisOption { return func(r *Redis) { r.cooldown = d } }
 
 // NewRedis returns a limit of l shared through rdb by replicas processes.
-// replicas below 1 count as 1.
+// replicas below 1 count as 1. l.Count and l.Period must be positive (validate
+// configuration before calling); NewRedis panics otherwise, as a limit of
+// "0 per 0s" has no meaning to fall back on.
 func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOption) *Redis {
+	if l.Count <= 0 || l.Period <= 0 {
+		panic(fmt.Sprintf("limit.NewRedis: rate %d per %v: count and period must be positive", l.Count, l.Period))
+	}
 	replicas = max(1, replicas)
 	r := &Redis{
 		name:     "default",
