@@ -45,11 +45,22 @@ func (r userRow) user() user.User {
 }
 
 // UserGorm is the user.Repository on gorm.
-type UserGorm struct{ db *gorm.DB }
+type UserGorm struct {
+	db     *gorm.DB
+	notify func()
+}
 
 // NewUserGorm stores accounts in db (migrated with the service's migrations
 // and outbox.Migrations).
-func NewUserGorm(db *gorm.DB) *UserGorm { return &UserGorm{db: db} }
+func NewUserGorm(db *gorm.DB) *UserGorm { return &UserGorm{db: db, notify: func() {}} }
+
+// NotifyOnEvents makes Add call fn after a commit that wrote an outbox row
+// (the relay's Nudge), so the event leaves within milliseconds rather than
+// at the relay's next poll.
+func (r *UserGorm) NotifyOnEvents(fn func()) *UserGorm {
+	r.notify = fn
+	return r
+}
 
 var _ user.Repository = (*UserGorm)(nil)
 
@@ -77,6 +88,7 @@ func (r *UserGorm) Add(ctx context.Context, u user.User) error {
 	if err != nil {
 		return fmt.Errorf("add user: %w", err)
 	}
+	r.notify()
 	return nil
 }
 

@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		limit.NewRedis(s.Redis, perAccount, cfg.Replicas, limit.Name("login-account"), limit.Logger(o.Logger)),
 	)
 	s.App = app.New(app.Deps{
-		Users:      adapters.NewUserGorm(s.DB),
+		Users:      adapters.NewUserGorm(s.DB).NotifyOnEvents(s.Relay.Nudge),
 		Profiles:   adapters.NewProfileRedis(s.Redis, cfg.ProfileCacheTTL),
 		Sessions:   adapters.NewSessionGorm(s.DB),
 		Hasher:     adapters.NewArgon2(adapters.Argon2Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: 1, SaltLen: 16, KeyLen: 32}, cfg.Argon2Concurrency),
