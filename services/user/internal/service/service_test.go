@@ -460,3 +460,24 @@ func TestPasswordHashNeverLeaves(t *testing.T) {
 		}
 	}
 }
+
+// The embedded mode runs the same service on SQLite: migrations, sign-up,
+// login and the profile all work there too.
+func TestServiceOnSQLite(t *testing.T) {
+	h := newHarness(t, map[string]string{"DATABASE_URL": "sqlite://" + t.TempDir() + "/user.db"})
+	email := uniqEmail()
+	h.register(email)
+	isProblem(t, h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"B"}`, email, password)), 409, "email")
+	access, refresh := h.tokens(email)
+	if r := h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access); r.Code != 200 {
+		t.Fatalf("me: %d %s", r.Code, r.Body)
+	}
+	r := h.do("POST", "/api/v1/sessions/refresh", fmt.Sprintf(`{"refresh_token":%q}`, refresh))
+	if r.Code != 200 {
+		t.Fatalf("refresh: %d %s", r.Code, r.Body)
+	}
+	isProblem(t, h.do("POST", "/api/v1/sessions/refresh", fmt.Sprintf(`{"refresh_token":%q}`, refresh)), 401, "")
+	if r := h.do("GET", "/readyz", ""); r.Code != 200 {
+		t.Fatalf("readyz: %d %s", r.Code, r.Body)
+	}
+}
