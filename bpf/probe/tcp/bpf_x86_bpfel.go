@@ -32,11 +32,12 @@ type BpfTcpStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapOwners      = "owners"
-	BpfMapTcp         = "tcp"
-	BpfProgAcceptExit = "accept_exit"
-	BpfProgRetransmit = "retransmit"
-	BpfProgSetState   = "set_state"
+	BpfMapOwners       = "owners"
+	BpfMapTcp          = "tcp"
+	BpfProgAccept4Exit = "accept4_exit"
+	BpfProgAcceptExit  = "accept_exit"
+	BpfProgRetransmit  = "retransmit"
+	BpfProgSetState    = "set_state"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -81,9 +82,10 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
-	AcceptExit *ebpf.ProgramSpec `ebpf:"accept_exit"`
-	Retransmit *ebpf.ProgramSpec `ebpf:"retransmit"`
-	SetState   *ebpf.ProgramSpec `ebpf:"set_state"`
+	Accept4Exit *ebpf.ProgramSpec `ebpf:"accept4_exit"`
+	AcceptExit  *ebpf.ProgramSpec `ebpf:"accept_exit"`
+	Retransmit  *ebpf.ProgramSpec `ebpf:"retransmit"`
+	SetState    *ebpf.ProgramSpec `ebpf:"set_state"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
@@ -141,13 +143,15 @@ type BpfVariables struct {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
-	AcceptExit *ebpf.Program `ebpf:"accept_exit"`
-	Retransmit *ebpf.Program `ebpf:"retransmit"`
-	SetState   *ebpf.Program `ebpf:"set_state"`
+	Accept4Exit *ebpf.Program `ebpf:"accept4_exit"`
+	AcceptExit  *ebpf.Program `ebpf:"accept_exit"`
+	Retransmit  *ebpf.Program `ebpf:"retransmit"`
+	SetState    *ebpf.Program `ebpf:"set_state"`
 }
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
+		p.Accept4Exit,
 		p.AcceptExit,
 		p.Retransmit,
 		p.SetState,

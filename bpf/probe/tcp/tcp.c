@@ -1,10 +1,10 @@
 //go:build ignore
 
-// TCP connection lifecycle per process, from tracepoints and one fexit (no kprobes on this kernel):
+// TCP connection lifecycle per process, from tracepoints only (no kprobes on this kernel):
 //   - active open: sock:inet_sock_set_state to SYN_SENT runs in the connecting process, so the socket's owner is
 //     remembered there and counted when it reaches ESTABLISHED;
-//   - passive open: the handshake completes in softirq (whatever process happens to run), so the owner is taken at
-//     fexit of inet_csk_accept, which runs in the accepting process;
+//   - passive open: the handshake completes in softirq (whatever process happens to run), so the owner is taken when
+//     accept(2) returns, in the accepting process;
 //   - close: the transition to CLOSE (often in softirq) is charged to the remembered owner;
 //   - retransmits: tcp:tcp_retransmit_skb, charged to the owner likewise.
 #include "goabi.h"
@@ -83,11 +83,32 @@ int set_state(struct trace_event_raw_inet_sock_set_state *ctx) {
 	return 0;
 }
 
-SEC("fexit/inet_csk_accept")
-int BPF_PROG(accept_exit, struct sock *sk, struct proto_accept_arg *arg, struct sock *ret) {
-	if (!ret)
+// accepted_sock finds the struct sock behind file descriptor fd of the current process:
+// task->files->fdt->fd[fd]->private_data (struct socket) ->sk, read with CO-RE so field moves between kernels do not
+// matter.
+static __always_inline __u64 accepted_sock(long fd) {
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
+	if (fd < 0 || fd >= max)
 		return 0;
-	__u64 key = (__u64)ret;
+	struct file *f = 0;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	struct socket *so = BPF_CORE_READ(f, private_data);
+	if (!so)
+		return 0;
+	return (__u64)BPF_CORE_READ(so, sk);
+}
+
+// A passive open is charged at the return of accept(2)/accept4(2), which runs in the accepting process. (fexit on
+// inet_csk_accept would be simpler, but trampolines are not permitted on every kernel that allows tracepoints.)
+static __always_inline int on_accept(long ret) {
+	if (ret < 0)
+		return 0;
+	__u64 key = accepted_sock(ret);
+	if (!key)
+		return 0;
 	struct owner o = {.tgid = bpf_get_current_pid_tgid() >> 32, .established = 1};
 	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
 	struct tcp_stats *s = stats_for(o.tgid);
@@ -95,6 +116,12 @@ int BPF_PROG(accept_exit, struct sock *sk, struct proto_accept_arg *arg, struct 
 		s->passive++;
 	return 0;
 }
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int accept4_exit(struct trace_event_raw_sys_exit *ctx) { return on_accept(ctx->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int accept_exit(struct trace_event_raw_sys_exit *ctx) { return on_accept(ctx->ret); }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx) {

@@ -20,7 +20,7 @@ import (
 type stats struct {
 	mu        sync.Mutex
 	Counts    map[string]int64 `json:"counts"`    // "METHOD STATUS" -> requests
-	Durations []int64          `json:"durations"` // ns, of every /work request, measured in the handler wrapper
+	Durations []int64          `json:"durations"` // ns, of every PUT /work request, measured in the handler wrapper
 }
 
 func (s *stats) wrap(h http.Handler) http.Handler {
@@ -31,7 +31,7 @@ func (s *stats) wrap(h http.Handler) http.Handler {
 		d := time.Since(start)
 		s.mu.Lock()
 		s.Counts[r.Method+" "+strconv.Itoa(rec.status)]++
-		if r.URL.Path == "/work" {
+		if r.URL.Path == "/work" && r.Method == http.MethodPut {
 			s.Durations = append(s.Durations, int64(d))
 		}
 		s.mu.Unlock()

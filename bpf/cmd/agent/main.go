@@ -1,0 +1,104 @@
+// Command agent observes the platform's Go services from the kernel with eBPF: HTTP server RED, Go runtime pauses
+// and goroutine creations, and TCP connection lifecycle, per process, with zero changes to the services. It serves
+// Prometheus metrics on /metrics and liveness on /healthz (port 8085 by default). It must run as root (or with
+// CAP_BPF and CAP_PERFMON) on a kernel with BTF; otherwise it says what is missing and exits with status 1.
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shanhai-dev/shanhai/bpf/internal/agent"
+	"github.com/shanhai-dev/shanhai/pkg/config"
+)
+
+// Config is the agent's environment.
+type Config struct {
+	Addr         string        `env:"HTTP_ADDR" envDefault:":8085" desc:"listen address for /metrics and /healthz"`
+	Targets      string        `env:"BPF_TARGETS" envDefault:"gateway,user,order,payment,bridge" desc:"comma list of executables to observe: absolute paths, or base names / comm"`
+	ScanInterval time.Duration `env:"BPF_SCAN_INTERVAL" envDefault:"500ms" desc:"how often /proc is polled for targets starting and exiting"`
+	Grace        time.Duration `env:"BPF_DETACH_GRACE" envDefault:"1m" desc:"how long probes stay on an executable no process runs"`
+	LogLevel     string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
+}
+
+// Validate rejects an empty target list and a scan interval that would spin.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(targets(c.Targets)) == 0 {
+		errs = append(errs, config.Invalid("BPF_TARGETS", "name at least one executable"))
+	}
+	if c.ScanInterval < 10*time.Millisecond {
+		errs = append(errs, config.Invalid("BPF_SCAN_INTERVAL", "at least 10ms"))
+	}
+	return errors.Join(errs...)
+}
+
+func targets(s string) []string {
+	var out []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func main() {
+	var cfg Config
+	config.MustLoad(&cfg)
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := run(cfg, log); err != nil {
+		log.Error("agent stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg Config, log *slog.Logger) error {
+	a, err := agent.New(agent.Config{Targets: targets(cfg.Targets), ScanInterval: cfg.ScanInterval, Grace: cfg.Grace, Logger: log})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(a.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ok := func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }
+	mux.HandleFunc("/healthz", ok)
+	mux.HandleFunc("/readyz", ok)
+	srv := &http.Server{Addr: cfg.Addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("agent started", "addr", cfg.Addr, "targets", cfg.Targets)
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(ctx) }()
+	select {
+	case err = <-errc:
+		stop()
+		<-runErr
+		return err
+	case <-ctx.Done():
+	}
+	err = <-runErr
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, srv.Shutdown(sctx))
+}

@@ -1,0 +1,207 @@
+// Package agent finds target Go processes, attaches the probes in ../../probe to their executables and the kernel,
+// and reads what the probes aggregated in BPF maps. Nothing is sent per request from the kernel: every counter and
+// histogram is summed in per-CPU map values and only read when someone asks (a scrape, a test).
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"sync"
+	"time"
+)
+
+// Config selects the targets and how closely they are followed.
+type Config struct {
+	Targets      []string      // executable paths (absolute) or names (base name or comm)
+	ScanInterval time.Duration // how often /proc is polled for targets starting and exiting
+	Grace        time.Duration // how long probes stay on an executable that no process runs any more
+	Logger       *slog.Logger
+}
+
+// Target is one process being observed.
+type Target struct {
+	PID    int
+	Exe    string
+	Probes []string
+}
+
+// Agent owns the loaded probes.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	self int
+
+	mu       sync.Mutex
+	sys      *system
+	bins     map[binID]*binProbes
+	lastSeen map[binID]time.Time
+	procs    map[int]proc
+	failed   map[binID]string // executables whose attach failed, with why (retried when the file changes)
+}
+
+// New checks the machine (see Preflight), loads the system-wide probes and returns an agent that has not scanned yet.
+func New(cfg Config) (*Agent, error) {
+	if len(cfg.Targets) == 0 {
+		return nil, fmt.Errorf("no targets: name at least one executable path or name")
+	}
+	if cfg.ScanInterval <= 0 {
+		cfg.ScanInterval = 500 * time.Millisecond
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := Preflight(); err != nil {
+		return nil, err
+	}
+	sys, err := attachSystem()
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, bins: map[binID]*binProbes{},
+		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{}}, nil
+}
+
+// Run scans until ctx is done, then detaches everything.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.Close()
+	t := time.NewTicker(a.cfg.ScanInterval)
+	defer t.Stop()
+	for {
+		a.Scan()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Scan looks for targets once: attaches to executables newly seen, forgets processes that exited (and their map
+// entries) and detaches from executables unused for longer than Grace.
+func (a *Agent) Scan() {
+	found := scanProcs(a.cfg.Targets, a.self)
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// A target named by path is probed as soon as the file exists, so a process started from it is seen from its
+	// first instruction (its early GC pauses, its first request), not from the next poll.
+	for _, t := range a.cfg.Targets {
+		if !strings.HasPrefix(t, "/") {
+			continue
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(t, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
+			continue
+		}
+		id := binID{dev: st.Dev, ino: st.Ino}
+		a.lastSeen[id] = now
+		a.attach(t, t, id)
+	}
+	live := map[int]proc{}
+	for _, p := range found {
+		live[p.pid] = p
+		a.lastSeen[p.bin] = now
+		a.attach("/proc/"+strconv.Itoa(p.pid)+"/exe", p.exe, p.bin)
+	}
+	for pid, p := range a.procs {
+		if _, ok := live[pid]; !ok {
+			a.log.Info("target exited", "pid", pid, "exe", p.exe)
+		}
+	}
+	for pid, p := range live {
+		if _, ok := a.procs[pid]; !ok {
+			a.log.Info("target found", "pid", pid, "exe", p.exe)
+		}
+	}
+	a.procs = live
+	alive := func(pid int) bool { _, ok := live[pid]; return ok }
+	for id, b := range a.bins {
+		if now.Sub(a.lastSeen[id]) > a.cfg.Grace {
+			a.log.Info("detached", "exe", b.exe)
+			b.Close()
+			delete(a.bins, id)
+			continue
+		}
+		if b.http != nil {
+			prune(b.http.Requests, alive)
+		}
+		if b.rt != nil {
+			prune(b.rt.Stw, alive)
+			prune(b.rt.Goroutines, alive)
+		}
+	}
+	procAlive := func(pid int) bool { _, err := os.Stat("/proc/" + strconv.Itoa(pid)); return err == nil }
+	prune(a.sys.tcp.Tcp, procAlive)
+}
+
+// attach puts the probes on executable id (opened through path) unless they are there or failed before.
+func (a *Agent) attach(path, exe string, id binID) {
+	if _, ok := a.bins[id]; ok {
+		return
+	}
+	if _, failed := a.failed[id]; failed {
+		return
+	}
+	b, err := attachBinary(path, exe, id, a.log)
+	if err != nil {
+		a.failed[id] = err.Error()
+		a.log.Error("attach failed", "exe", exe, "err", err)
+		return
+	}
+	a.bins[id] = b
+	a.log.Info("attached", "exe", exe, "probes", b.probes)
+}
+
+// Targets lists the processes observed now.
+func (a *Agent) Targets() []Target {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []Target
+	for _, p := range a.procs {
+		t := Target{PID: p.pid, Exe: p.exe}
+		if b, ok := a.bins[p.bin]; ok {
+			t.Probes = b.probes
+		}
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
+	return out
+}
+
+// Snapshot reads every map now.
+func (a *Agent) Snapshot() (Snapshot, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := newSnapshot()
+	for _, b := range a.bins {
+		if err := b.read(&s); err != nil {
+			return s, err
+		}
+	}
+	err := a.sys.read(&s, func(pid int) bool { _, ok := a.procs[pid]; return ok })
+	return s, err
+}
+
+// Close detaches every probe.
+func (a *Agent) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, b := range a.bins {
+		b.Close()
+		delete(a.bins, id)
+	}
+	if a.sys != nil {
+		a.sys.Close()
+		a.sys = nil
+	}
+	return nil
+}

@@ -1,0 +1,165 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/shanhai-dev/shanhai/bpf/internal/offsets"
+	"github.com/shanhai-dev/shanhai/bpf/internal/symtab"
+	"github.com/shanhai-dev/shanhai/bpf/probe/goruntime"
+	"github.com/shanhai-dev/shanhai/bpf/probe/httpserver"
+)
+
+// Go functions the probes attach to.
+const (
+	fnServeHTTP   = "net/http.serverHandler.ServeHTTP"
+	fnWriteHeader = "net/http.(*response).WriteHeader"
+	fnStopWorld   = "runtime.stopTheWorldWithSema"
+	fnStartWorld  = "runtime.startTheWorldWithSema"
+	fnNewproc1    = "runtime.newproc1"
+)
+
+// binProbes is the probes on one executable file. Uprobes are registered on the file (inode), not on a process, so every
+// process running it, including one restarted after the agent attached, is observed; maps key everything by pid.
+type binProbes struct {
+	id     binID
+	exe    string
+	probes []string // attached probe names, for /metrics and logs
+	closer []io.Closer
+
+	http *httpserver.BpfObjects
+	rt   *goruntime.BpfObjects
+}
+
+func (b *binProbes) Close() error {
+	var errs []error
+	for i := len(b.closer) - 1; i >= 0; i-- {
+		errs = append(errs, b.closer[i].Close())
+	}
+	return errors.Join(errs...)
+}
+
+// uprobeAt attaches prog at the entry (ret=false) or at every RET instruction (ret=true) of fn.
+func (b *binProbes) uprobeAt(ex *link.Executable, fn symtab.Func, prog *ebpf.Program, ret bool) error {
+	addrs := []uint64{fn.EntryOff}
+	if ret {
+		addrs = fn.RetOffs
+	}
+	for _, a := range addrs {
+		l, err := ex.Uprobe(fn.Name, prog, &link.UprobeOptions{Address: a})
+		if err != nil {
+			return fmt.Errorf("uprobe %s at %#x: %w", fn.Name, a, err)
+		}
+		b.closer = append(b.closer, l)
+	}
+	return nil
+}
+
+// attachBinary loads and attaches every probe whose functions the executable at path has. path should be
+// /proc/<pid>/exe, which names the file even after it was replaced or deleted on disk.
+func attachBinary(path, exe string, id binID, log *slog.Logger) (*binProbes, error) {
+	sym, err := symtab.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer sym.Close()
+	ex, err := link.OpenExecutable(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
+	}
+	b := &binProbes{id: id, exe: exe}
+	ok := false
+	defer func() {
+		if !ok {
+			b.Close()
+		}
+	}()
+	for _, p := range []struct {
+		name   string
+		attach func(*symtab.Binary, *link.Executable) error
+	}{
+		{"httpserver", b.attachHTTPServer},
+		{"goruntime", b.attachGoRuntime},
+	} {
+		err := p.attach(sym, ex)
+		switch {
+		case errors.Is(err, symtab.ErrNotFound):
+			log.Info("probe not applicable", "exe", exe, "probe", p.name, "reason", err.Error())
+		case err != nil:
+			return nil, fmt.Errorf("%s probe on %s: %w", p.name, exe, err)
+		default:
+			b.probes = append(b.probes, p.name)
+		}
+	}
+	ok = true
+	return b, nil
+}
+
+// funcs resolves every name or returns the first lookup error (ErrNotFound when the binary lacks one).
+func funcs(sym *symtab.Binary, names ...string) ([]symtab.Func, error) {
+	out := make([]symtab.Func, len(names))
+	for i, n := range names {
+		f, err := sym.Func(n)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = f
+	}
+	return out, nil
+}
+
+func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) error {
+	fs, err := funcs(sym, fnServeHTTP, fnWriteHeader)
+	if err != nil {
+		return err
+	}
+	offs, _, err := offsets.Resolve(sym.ELF(), offsets.RequestMethod)
+	if err != nil {
+		return err
+	}
+	spec, err := httpserver.LoadBpf()
+	if err != nil {
+		return err
+	}
+	if err := spec.Variables["off_request_method"].Set(offs[offsets.RequestMethod]); err != nil {
+		return fmt.Errorf("set offset: %w", err)
+	}
+	objs := &httpserver.BpfObjects{}
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	b.closer = append(b.closer, objs)
+	b.http = objs
+	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpEnter, false); err != nil {
+		return err
+	}
+	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpRet, true); err != nil {
+		return err
+	}
+	return b.uprobeAt(ex, fs[1], objs.WriteHeader, false)
+}
+
+func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) error {
+	fs, err := funcs(sym, fnStopWorld, fnStartWorld, fnNewproc1)
+	if err != nil {
+		return err
+	}
+	objs := &goruntime.BpfObjects{}
+	if err := goruntime.LoadBpfObjects(objs, nil); err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	b.closer = append(b.closer, objs)
+	b.rt = objs
+	if err := b.uprobeAt(ex, fs[0], objs.StopTheWorld, false); err != nil {
+		return err
+	}
+	if err := b.uprobeAt(ex, fs[1], objs.StartTheWorldRet, true); err != nil {
+		return err
+	}
+	return b.uprobeAt(ex, fs[2], objs.Newproc1, false)
+}

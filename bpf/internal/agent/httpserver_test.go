@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// serverStats is what testdata/target reports about itself on /stats.
+type serverStats struct {
+	Counts    map[string]uint64 `json:"counts"`
+	Durations []int64           `json:"durations"`
+}
+
+func TestHTTPServerRED(t *testing.T) {
+	for _, stripped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
+			requireRoot(t)
+			bin := buildTarget(t, stripped)
+			a := newAgent(t, bin)
+			a.Scan()                  // a path target is probed as soon as the file exists,
+			tg := startTarget(t, bin) // so the process is observed from its first instruction
+			a.Scan()
+			ts := a.Targets()
+			if len(ts) != 1 || ts[0].PID != tg.pid || !slices.Contains(ts[0].Probes, "httpserver") {
+				t.Fatalf("targets = %+v, want pid %d with the httpserver probe", ts, tg.pid)
+			}
+			testRED(t, a, tg)
+		})
+	}
+}
+
+func testRED(t *testing.T, a *Agent, tg *target) {
+	const n = 400
+	statuses := []int{200, 201, 204, 302, 400, 404, 429, 500, 503}
+	methods := []string{"GET", "POST", "DELETE", "PATCH"}
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
+	r := rand.New(rand.NewPCG(7, 8))
+	type job struct{ method, path string }
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for j := range jobs {
+				tg.get(t, c, j.method, j.path)
+			}
+		})
+	}
+	for i := range n {
+		if i%2 == 0 { // latency: PUT, 0.2 to 20 ms, exponential-ish spread
+			us := 200 + int(r.ExpFloat64()*3000)
+			jobs <- job{"PUT", "/work?us=" + strconv.Itoa(min(us, 20000))}
+		} else {
+			jobs <- job{methods[r.IntN(len(methods))], "/work?status=" + strconv.Itoa(statuses[r.IntN(len(statuses))])}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+
+	var st serverStats
+	if err := json.Unmarshal([]byte(tg.get(t, c, "GET", "/stats")), &st); err != nil {
+		t.Fatal(err)
+	}
+	st.Counts["GET 200"]++ // the /stats request itself, finished after it reported
+	var total uint64
+	for _, v := range st.Counts {
+		total += v
+	}
+	if total != n+1 {
+		t.Fatalf("server counted %d requests, test sent %d", total, n+1)
+	}
+
+	var snap Snapshot
+	eventually(t, func() (bool, string) {
+		var err error
+		if snap, err = a.Snapshot(); err != nil {
+			return false, err.Error()
+		}
+		got := map[string]uint64{}
+		for k, h := range snap.Server {
+			if k.PID == tg.pid {
+				got[k.Method+" "+strconv.Itoa(k.Status)] = h.Count
+			}
+		}
+		return fmt.Sprint(got) == fmt.Sprint(st.Counts), fmt.Sprintf("agent counts %v\nserver counts %v", got, st.Counts)
+	})
+	classes := func(m map[string]uint64) map[byte]uint64 {
+		out := map[byte]uint64{}
+		for k, v := range m {
+			out[k[len(k)-3]] += v
+		}
+		return out
+	}
+	agentCounts := map[string]uint64{}
+	for k, h := range snap.Server {
+		if k.PID == tg.pid {
+			agentCounts[k.Method+" "+strconv.Itoa(k.Status)] = h.Count
+		}
+	}
+	if a, s := classes(agentCounts), classes(st.Counts); fmt.Sprint(a) != fmt.Sprint(s) {
+		t.Errorf("status classes: agent %v, server %v", a, s)
+	}
+
+	// Latency. The agent spans all of ServeHTTP (mux routing, the test's wrapper), the server only its handler, and
+	// the agent's quantiles are read from buckets 12.5% wide: tolerance 15% of the server's value + 300us.
+	h := snap.Server[RED{PID: tg.pid, Method: "PUT", Status: 200}]
+	if int(h.Count) != len(st.Durations) {
+		t.Fatalf("PUT 200: agent %d, server %d durations", h.Count, len(st.Durations))
+	}
+	ds := slices.Clone(st.Durations)
+	slices.Sort(ds)
+	for _, q := range []float64{0.5, 0.9, 0.99} {
+		exact := time.Duration(ds[int(math.Ceil(q*float64(len(ds))))-1])
+		got := h.Quantile(q)
+		tol := time.Duration(0.15*float64(exact)) + 300*time.Microsecond
+		t.Logf("p%v: agent %v, server %v (tolerance %v)", q*100, got, exact, tol)
+		if d := got - exact; d > tol || d < -tol {
+			t.Errorf("p%v: agent %v, server %v: off by more than %v", q*100, got, exact, tol)
+		}
+	}
+	var sum int64
+	for _, d := range ds {
+		sum += d
+	}
+	mean := time.Duration(sum / int64(len(ds)))
+	if d := h.Mean() - mean; d < 0 || d > 200*time.Microsecond {
+		t.Errorf("mean: agent %v, server %v: the agent's span contains the server's, so it must be 0..200us longer", h.Mean(), mean)
+	}
+}

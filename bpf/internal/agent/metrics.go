@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shanhai-dev/shanhai/bpf/internal/hist"
+)
+
+var (
+	descServer = prometheus.NewDesc("shanhai_bpf_http_server_request_duration_seconds",
+		"Server-side HTTP request latency seen by uprobes on net/http.serverHandler.ServeHTTP (entry to every RET).",
+		[]string{"pid", "exe", "method", "status", "status_class"}, nil)
+	descSTW = prometheus.NewDesc("shanhai_bpf_go_stw_pause_seconds",
+		"Go stop-the-world pauses (runtime.stopTheWorldWithSema entry to runtime.startTheWorldWithSema return).",
+		[]string{"pid", "exe"}, nil)
+	descGoroutines = prometheus.NewDesc("shanhai_bpf_go_goroutines_created_total",
+		"Goroutines created (runtime.newproc1 calls).", []string{"pid", "exe"}, nil)
+	descTCPOpened = prometheus.NewDesc("shanhai_bpf_tcp_connections_opened_total",
+		"TCP connections opened by the process: active = connect() established, passive = accept() returned.",
+		[]string{"pid", "exe", "direction"}, nil)
+	descTCPClosed = prometheus.NewDesc("shanhai_bpf_tcp_connections_closed_total",
+		"Opened TCP connections of the process that reached CLOSE.", []string{"pid", "exe"}, nil)
+	descTCPFailed = prometheus.NewDesc("shanhai_bpf_tcp_connect_failed_total",
+		"connect() attempts of the process that never reached ESTABLISHED.", []string{"pid", "exe"}, nil)
+	descTCPRetrans = prometheus.NewDesc("shanhai_bpf_tcp_retransmits_total",
+		"TCP segments retransmitted on the process's connections.", []string{"pid", "exe"}, nil)
+	descTarget = prometheus.NewDesc("shanhai_bpf_target_info",
+		"A process being observed and the probes attached to its executable.", []string{"pid", "exe", "probes"}, nil)
+	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
+		"Scrapes that could not read every BPF map.", nil, nil)
+)
+
+// Collector exposes the agent's maps to Prometheus, reading them at scrape time.
+func (a *Agent) Collector() prometheus.Collector { return collector{a} }
+
+type collector struct{ a *Agent }
+
+func (collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descServer, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
+		descTCPFailed, descTCPRetrans, descTarget, descErrors} {
+		ch <- d
+	}
+}
+
+func histMetric(d *prometheus.Desc, h hist.Hist, labels ...string) prometheus.Metric {
+	return prometheus.MustNewConstHistogram(d, h.Count, float64(h.SumNs)/1e9, h.Cumulative(), labels...)
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	targets := c.a.Targets()
+	exe := map[int]string{}
+	for _, t := range targets {
+		exe[t.PID] = t.Exe
+		probes := ""
+		for i, p := range t.Probes {
+			if i > 0 {
+				probes += ","
+			}
+			probes += p
+		}
+		ch <- prometheus.MustNewConstMetric(descTarget, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe, probes)
+	}
+	s, err := c.a.Snapshot()
+	errs := 0.0
+	if err != nil {
+		c.a.log.Error("read maps", "err", err)
+		errs = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, errs)
+	for k, h := range s.Server {
+		e, ok := exe[k.PID]
+		if !ok {
+			continue
+		}
+		ch <- histMetric(descServer, h, strconv.Itoa(k.PID), e, k.Method, strconv.Itoa(k.Status), strconv.Itoa(k.Status/100)+"xx")
+	}
+	for pid, h := range s.STW {
+		if e, ok := exe[pid]; ok {
+			ch <- histMetric(descSTW, h, strconv.Itoa(pid), e)
+		}
+	}
+	for pid, n := range s.Goroutines {
+		if e, ok := exe[pid]; ok {
+			ch <- prometheus.MustNewConstMetric(descGoroutines, prometheus.CounterValue, float64(n), strconv.Itoa(pid), e)
+		}
+	}
+	for pid, t := range s.TCP {
+		e, ok := exe[pid]
+		if !ok {
+			continue
+		}
+		p := strconv.Itoa(pid)
+		ch <- prometheus.MustNewConstMetric(descTCPOpened, prometheus.CounterValue, float64(t.Active), p, e, "active")
+		ch <- prometheus.MustNewConstMetric(descTCPOpened, prometheus.CounterValue, float64(t.Passive), p, e, "passive")
+		ch <- prometheus.MustNewConstMetric(descTCPClosed, prometheus.CounterValue, float64(t.Closed), p, e)
+		ch <- prometheus.MustNewConstMetric(descTCPFailed, prometheus.CounterValue, float64(t.Failed), p, e)
+		ch <- prometheus.MustNewConstMetric(descTCPRetrans, prometheus.CounterValue, float64(t.Retransmits), p, e)
+	}
+}

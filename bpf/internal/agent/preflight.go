@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Capability bits from linux/capability.h.
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// Preflight says, in one error naming every missing piece, why the agent cannot run here: privileges (root, or
+// CAP_BPF + CAP_PERFMON), kernel BTF (CO-RE and fexit need it) and the program types the probes use.
+func Preflight() error {
+	var errs []error
+	if os.Geteuid() != 0 {
+		caps, err := effectiveCaps()
+		if err != nil || !(caps&(1<<capSysAdmin) != 0 || caps&(1<<capBPF) != 0 && caps&(1<<capPerfmon) != 0) {
+			errs = append(errs, errors.New("needs root or CAP_BPF+CAP_PERFMON (run as root: sudo bpf-agent)"))
+		}
+	}
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		errs = append(errs, fmt.Errorf("kernel BTF missing (/sys/kernel/btf/vmlinux: %v): a kernel built with CONFIG_DEBUG_INFO_BTF=y is required", err))
+	}
+	if len(errs) == 0 {
+		if err := mountTracefs(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := rlimit.RemoveMemlock(); err != nil {
+			errs = append(errs, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err))
+		}
+		for _, pt := range []ebpf.ProgramType{ebpf.Kprobe, ebpf.TracePoint} {
+			if err := features.HaveProgramType(pt); err != nil {
+				errs = append(errs, fmt.Errorf("kernel cannot load %s programs (uprobes are %s programs): %w", pt, ebpf.Kprobe, err))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("bpf agent cannot run: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// mountTracefs makes tracepoints addressable: perf_event_open needs each tracepoint's id from tracefs, which minimal
+// systems (containers, microVMs) do not always mount.
+func mountTracefs() error {
+	const dir = "/sys/kernel/tracing"
+	if _, err := os.Stat(dir + "/events"); err == nil {
+		return nil
+	}
+	if err := syscall.Mount("nodev", dir, "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted at %s and mounting it failed: %w", dir, err)
+	}
+	return nil
+}
+
+func effectiveCaps() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, errors.New("no CapEff in /proc/self/status")
+}

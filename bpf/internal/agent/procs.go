@@ -1,0 +1,67 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// proc is one running process whose executable matched a target.
+type proc struct {
+	pid int
+	exe string // path of the executable as the kernel reports it
+	bin binID
+}
+
+// binID identifies an executable file: a rebuilt binary at the same path is a new file, and needs new probes.
+type binID struct{ dev, ino uint64 }
+
+// matches reports whether a process with executable exe and command name comm is one of targets: an absolute path is
+// compared with the executable path, anything else with its base name or comm.
+func matches(targets []string, exe, comm string) bool {
+	for _, t := range targets {
+		if strings.HasPrefix(t, "/") {
+			if t == exe {
+				return true
+			}
+		} else if t == filepath.Base(exe) || t == comm {
+			return true
+		}
+	}
+	return false
+}
+
+// scanProcs lists the processes whose executable matches targets. /proc is polled rather than followed through
+// sched_process_exec/exit events because a poll needs no event stream to keep consistent across the agent's own
+// restarts, and probes live on the binary file, so a target restarted from the same file is counted from its first
+// instruction even before the next poll sees it.
+func scanProcs(targets []string, self int) []proc {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")
+		if err != nil {
+			continue // kernel thread, or gone
+		}
+		exe = strings.TrimSuffix(exe, " (deleted)")
+		comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if !matches(targets, exe, strings.TrimSpace(string(comm))) {
+			continue
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat("/proc/"+e.Name()+"/exe", &st); err != nil {
+			continue
+		}
+		out = append(out, proc{pid: pid, exe: exe, bin: binID{dev: st.Dev, ino: st.Ino}})
+	}
+	return out
+}

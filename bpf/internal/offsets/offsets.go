@@ -1,0 +1,116 @@
+// Package offsets gives the struct field offsets the probes read (net/http.Request.Method, ...). They come from the
+// target's DWARF when it has any; stripped binaries (-ldflags=-w) fall back to a table checked by this package's
+// tests against the DWARF of the Go and library versions this repository pins.
+package offsets
+
+import (
+	"debug/dwarf"
+	"debug/elf"
+	"fmt"
+	"strings"
+)
+
+// Field names a struct field as "<package path>.<Type>.<Field>", e.g. "net/http.Request.Method".
+type Field string
+
+// Fields the probes need.
+const (
+	RequestMethod      Field = "net/http.Request.Method"
+	ResponseStatusCode Field = "net/http.Response.StatusCode"
+)
+
+// Fallback holds the offsets for Go 1.26 on amd64 (net/http's Request and Response have kept these layouts since
+// Go 1.0: Method and Status/StatusCode are their first fields).
+var Fallback = map[Field]uint64{
+	RequestMethod:      0,
+	ResponseStatusCode: 16,
+}
+
+// Source says where an offset came from.
+type Source string
+
+// Where offsets come from.
+const (
+	FromDWARF    Source = "dwarf"
+	FromFallback Source = "fallback"
+)
+
+// Resolve returns the offsets of fields in the executable f: from DWARF when present, else from Fallback.
+func Resolve(f *elf.File, fields ...Field) (map[Field]uint64, Source, error) {
+	d, err := f.DWARF()
+	if err != nil {
+		out := map[Field]uint64{}
+		for _, fl := range fields {
+			off, ok := Fallback[fl]
+			if !ok {
+				return nil, FromFallback, fmt.Errorf("no DWARF and no fallback offset for %s", fl)
+			}
+			out[fl] = off
+		}
+		return out, FromFallback, nil
+	}
+	out, err := FromDWARFData(d, fields...)
+	return out, FromDWARF, err
+}
+
+// FromDWARFData reads the offsets from DWARF type information, in one pass over the entries.
+func FromDWARFData(d *dwarf.Data, fields ...Field) (map[Field]uint64, error) {
+	want := map[string]map[string]Field{} // struct name -> member -> field
+	for _, fl := range fields {
+		i := strings.LastIndexByte(string(fl), '.')
+		if i < 0 {
+			return nil, fmt.Errorf("bad field name %q", fl)
+		}
+		typ, member := string(fl[:i]), string(fl[i+1:])
+		if want[typ] == nil {
+			want[typ] = map[string]Field{}
+		}
+		want[typ][member] = fl
+	}
+	out := map[Field]uint64{}
+	r := d.Reader()
+	for len(out) < len(fields) {
+		e, err := r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("read dwarf: %w", err)
+		}
+		if e == nil {
+			break
+		}
+		if e.Tag != dwarf.TagStructType {
+			continue
+		}
+		name, _ := e.Val(dwarf.AttrName).(string)
+		members, ok := want[name]
+		if !ok || !e.Children {
+			if e.Children {
+				r.SkipChildren()
+			}
+			continue
+		}
+		for {
+			c, err := r.Next()
+			if err != nil {
+				return nil, fmt.Errorf("read dwarf: %w", err)
+			}
+			if c == nil || c.Tag == 0 {
+				break
+			}
+			mname, _ := c.Val(dwarf.AttrName).(string)
+			if fl, ok := members[mname]; ok && c.Tag == dwarf.TagMember {
+				if loc, ok := c.Val(dwarf.AttrDataMemberLoc).(int64); ok {
+					out[fl] = uint64(loc)
+				}
+			}
+			if c.Children {
+				r.SkipChildren()
+			}
+		}
+	}
+	for _, fl := range fields {
+		if _, ok := out[fl]; !ok {
+			return nil, fmt.Errorf("dwarf has no %s", fl)
+		}
+	}
+	return out, nil
+}
