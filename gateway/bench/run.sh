@@ -14,6 +14,7 @@
 # Needs Redis: scripts/deps.sh up redis (REDIS_URL from scripts/deps.sh env).
 # wrk and nginx come from Debian (installed here when missing).
 # PIN=1 puts the proxy under test on CPU 0 and wrk + upstream on CPU 1.
+# PROFILE=1 also saves CPU and allocation profiles of the full chain's first run in $WORK.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -72,13 +73,13 @@ $PX nginx -c "$WORK/px.conf"
 $LOAD "$WORK/benchaux" -addr 127.0.0.1:18099 -token "$WORK/token" >"$WORK/aux.log" 2>&1 & PIDS+=($!)
 $PX "$WORK/stdproxy" -addr 127.0.0.1:18092 -upstream http://127.0.0.1:18090 >"$WORK/std.log" 2>&1 & PIDS+=($!)
 common=(ETCD_ENDPOINTS= DISCOVERY_STATIC=order=127.0.0.1:18090 REDIS_URL="$REDIS_URL" LOG_LEVEL=warn)
-env "${common[@]}" HTTP_ADDR=127.0.0.1:18093 ADMIN_ADDR=127.0.0.1:19093 GATEWAY_MODE=full \
+env "${common[@]}" HTTP_ADDR=127.0.0.1:18093 ADMIN_ADDR=127.0.0.1:29093 GATEWAY_MODE=full \
 	JWKS_URL=http://127.0.0.1:18099/.well-known/jwks.json \
 	GATEWAY_IP_LIMIT=10000000/1s GATEWAY_USER_LIMIT=10000000/1s \
 	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
 	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 \
 	$PX "$WORK/gateway" >"$WORK/full.log" 2>&1 & PIDS+=($!)
-env "${common[@]}" HTTP_ADDR=127.0.0.1:18094 ADMIN_ADDR=127.0.0.1:19094 GATEWAY_MODE=routing \
+env "${common[@]}" HTTP_ADDR=127.0.0.1:18094 ADMIN_ADDR=127.0.0.1:29094 GATEWAY_MODE=routing \
 	$PX "$WORK/gateway" >"$WORK/routing.log" 2>&1 & PIDS+=($!)
 
 for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&
@@ -105,6 +106,11 @@ echo "bench: $ROUNDS interleaved rounds of $DURATION, $CONNS connections, $THREA
 declare -A R
 for round in $(seq "$ROUNDS"); do
 	for t in $TARGETS; do
+		if [[ ${PROFILE:-0} == 1 && $t == full && $round == 1 ]]; then
+			secs=$(( ${DURATION%s} - 2 ))
+			(sleep 1; curl -s -o "$WORK/full.cpu.pprof" "http://127.0.0.1:29093/debug/pprof/profile?seconds=$secs";
+				curl -s -o "$WORK/full.allocs.pprof" "http://127.0.0.1:29093/debug/pprof/allocs") &
+		fi
 		R[$t,$round]=$(run "$t" "$CONNS" "")
 		echo "round $round $t: ${R[$t,$round]}" >&2
 	done
