@@ -1,0 +1,70 @@
+package agent
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestGoRuntime: forced runtime.GC() calls appear as stop-the-world pauses, and the agent's pause count equals the
+// runtime's own (/sched/pauses/total/{gc,other}) because the probes are on the file before the process starts.
+// Goroutine creations are counted at runtime.newproc1.
+func TestGoRuntime(t *testing.T) {
+	requireRoot(t)
+	bin := buildTarget(t, false)
+	a := newAgent(t, bin)
+	a.Scan()
+	tg := startTarget(t, bin)
+	a.Scan()
+	c := &http.Client{}
+
+	pauses := func() uint64 {
+		n, err := strconv.ParseUint(strings.TrimSpace(tg.get(t, c, "GET", "/pauses")), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const gcs = 5
+	tg.get(t, c, "GET", "/gc?n="+strconv.Itoa(gcs))
+	var stw uint64
+	var runtimeN uint64
+	eventually(t, func() (bool, string) {
+		runtimeN = pauses()
+		s, err := a.Snapshot()
+		if err != nil {
+			return false, err.Error()
+		}
+		h := s.STW[tg.pid]
+		stw = h.Count
+		return stw == runtimeN, "agent saw " + strconv.FormatUint(stw, 10) + " pauses, the runtime " + strconv.FormatUint(runtimeN, 10)
+	})
+	after, _ := a.Snapshot()
+	h := after.STW[tg.pid]
+	delta := h.Sub(before.STW[tg.pid])
+	// Each GC cycle stops the world twice (sweep termination, mark termination).
+	if delta.Count < 2*gcs {
+		t.Errorf("%d forced GCs gave %d pauses, want at least %d", gcs, delta.Count, 2*gcs)
+	}
+	if p := h.Quantile(1); p <= 0 || p > time.Second {
+		t.Errorf("max pause %v: not a plausible stop-the-world", p)
+	}
+	t.Logf("pauses: agent %d = runtime %d; %d during %d forced GCs, mean %v", stw, runtimeN, delta.Count, gcs, h.Mean())
+
+	const spawn = 1000
+	g0 := after.Goroutines[tg.pid]
+	tg.get(t, c, "GET", "/spawn?n="+strconv.Itoa(spawn))
+	s, _ := a.Snapshot()
+	got := s.Goroutines[tg.pid] - g0
+	// The request may start a connection goroutine or two of net/http's; the handler starts exactly spawn.
+	if got < spawn || got > spawn+20 {
+		t.Errorf("goroutines created during /spawn?n=%d: %d", spawn, got)
+	}
+	t.Logf("goroutines created: %d for %d spawned (%d total)", got, spawn, s.Goroutines[tg.pid])
+}

@@ -1,0 +1,79 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+)
+
+// TestTCPLifecycle: connections the target opens (connect) and accepts are counted exactly for its pid, and every
+// one of them is counted again when it closes.
+func TestTCPLifecycle(t *testing.T) {
+	requireRoot(t)
+	bin := buildTarget(t, false)
+	a := newAgent(t, bin)
+	tg := startTarget(t, bin)
+	a.Scan()
+
+	// A listener in the test process for the target to dial; it accepts and closes.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	// One keep-alive connection drives the target; opened before the baseline so it is not in the deltas.
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	tg.get(t, c, "GET", "/stats")
+	base := tcpOf(t, a, tg.pid)
+
+	const dials, accepts = 20, 15
+	tg.get(t, c, "GET", "/dial?n="+strconv.Itoa(dials)+"&addr="+ln.Addr().String())
+	for range accepts {
+		conn, err := net.Dial("tcp", tg.base[len("http://"):])
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Close()
+	}
+	want := TCPStats{Active: dials, Passive: accepts, Closed: dials + accepts}
+	eventually(t, func() (bool, string) {
+		got := sub(tcpOf(t, a, tg.pid), base)
+		got.Retransmits = 0 // loopback does not retransmit, but it is not what this test is about
+		return got == want, fmt.Sprintf("tcp for pid %d: got %+v, want %+v", tg.pid, got, want)
+	})
+
+	// A refused connect is a failure, not an open.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := dead.Addr().String()
+	dead.Close()
+	base = tcpOf(t, a, tg.pid)
+	tg.get(t, c, "GET", "/dial?n=1&addr="+addr)
+	eventually(t, func() (bool, string) {
+		got := sub(tcpOf(t, a, tg.pid), base)
+		return got == TCPStats{Failed: 1}, fmt.Sprintf("refused connect: got %+v, want one failure", got)
+	})
+}
+
+func tcpOf(t *testing.T, a *Agent, pid int) TCPStats {
+	t.Helper()
+	s, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.TCP[pid]
+}
+
+func sub(a, b TCPStats) TCPStats {
+	return TCPStats{a.Active - b.Active, a.Passive - b.Passive, a.Closed - b.Closed, a.Failed - b.Failed, a.Retransmits - b.Retransmits}
+}
