@@ -126,7 +126,7 @@ func TestPerKeyIdleTTLNeverShorterThanRefill(t *testing.T) {
 
 func TestPerKeyMaxKeysBoundsMemory(t *testing.T) {
 	l := PerKey(1, 1, WithMaxKeys(64*10))
-	for i := range 100_000 {
+	for i := range 20_000 {
 		_, _ = l.Allow(context.Background(), fmt.Sprint("spray-", i))
 	}
 	if n := l.Len(); n > 64*10 {
