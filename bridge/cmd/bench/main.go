@@ -449,7 +449,7 @@ func jetstreamCeiling(ctx context.Context, id string) float64 {
 			h[k] = v
 		}
 		h[jetstream.MsgIDHeader] = []string{"bench/" + strconv.Itoa(i)}
-		f, err := j.PublishMsgAsync(&nats.Msg{Subject: subject, Header: h, Data: src.Data}, jetstream.WithRetryAttempts(0))
+		f, err := j.PublishMsgAsync(&nats.Msg{Subject: subject, Header: h, Data: src.Data}, jetstream.WithRetryAttempts(0), jetstream.WithStallWait(time.Minute))
 		must(err)
 		futs <- f
 	}

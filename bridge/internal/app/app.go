@@ -72,7 +72,9 @@ func Run(ctx context.Context, cfg config.Config) error {
 		return fmt.Errorf("nats %s: %w", cfg.NATSURL, err)
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(8*cfg.InFlight), jetstream.WithPublishAsyncTimeout(5*time.Second))
+	// The per-partition windows bound what is in flight; this client-wide cap
+	// only has to stay above their sum so a publish never stalls on it.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<20), jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
