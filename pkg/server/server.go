@@ -111,12 +111,13 @@ func New(o Options) *Server {
 
 // telemetryOptions binds the middleware to the given provider rather than to
 // whatever is global, so a test with two servers measures each separately.
+// Probes and scrapes are measured but not traced.
 func (s *Server) telemetryOptions() []telemetry.MiddlewareOption {
-	p := s.o.Telemetry
-	if p == nil {
-		return nil
+	opts := []telemetry.MiddlewareOption{telemetry.WithoutSpans("/healthz", "/readyz", "/metrics")}
+	if p := s.o.Telemetry; p != nil {
+		opts = append(opts, telemetry.WithTracerProvider(p.Tracer), telemetry.WithRegisterer(p.Registry))
 	}
-	return []telemetry.MiddlewareOption{telemetry.WithTracerProvider(p.Tracer), telemetry.WithRegisterer(p.Registry)}
+	return opts
 }
 
 // Router is the engine to mount API routes on.

@@ -33,6 +33,20 @@ func WithRegisterer(reg prometheus.Registerer) MiddlewareOption {
 	return func(m *middleware) { m.reg = reg }
 }
 
+// WithoutSpans lists route templates that get no span (only the duration
+// histogram): health probes and scrapes arrive every few seconds from
+// machines, and a root trace for each would bury the traces people look for.
+func WithoutSpans(routes ...string) MiddlewareOption {
+	return func(m *middleware) {
+		if m.noSpan == nil {
+			m.noSpan = map[string]bool{}
+		}
+		for _, r := range routes {
+			m.noSpan[r] = true
+		}
+	}
+}
+
 // WithPropagator uses p instead of the global propagator.
 func WithPropagator(p propagation.TextMapPropagator) MiddlewareOption {
 	return func(m *middleware) { m.prop = p }
@@ -74,6 +88,7 @@ type middleware struct {
 	prop     propagation.TextMapPropagator
 	reg      prometheus.Registerer
 	duration *durations
+	noSpan   map[string]bool // read-only after Middleware returns
 
 	routes sync.Map // routeKey -> *routeInfo
 }
@@ -88,6 +103,7 @@ type routeKey struct{ method, route string }
 type routeInfo struct {
 	method, route string
 	name          string
+	noSpan        bool
 	attrs         []attribute.KeyValue // method and route, for recording spans
 	series        statusSeries
 }
@@ -98,6 +114,15 @@ func (m *middleware) handle(c *gin.Context) {
 	// gin has matched the route before the handlers run, so the template
 	// is known here and the span gets its final name at start.
 	ri := m.route(methodName(req.Method), c.FullPath())
+	if ri.noSpan {
+		c.Next()
+		status := c.Writer.Status()
+		d := time.Since(start)
+		ri.series.get(status, func() *series {
+			return m.duration.seriesFor(ri.method, ri.route, status)
+		}).observe(d.Seconds(), trace.SpanContext{}, start.Add(d))
+		return
+	}
 
 	ctx := m.prop.Extract(req.Context(), headerCarrier(req.Header))
 	// Only the span kind is passed at start: attributes given to Start are
@@ -145,7 +170,7 @@ func (m *middleware) route(method, route string) *routeInfo {
 		name += " " + route
 		attrs = append(attrs, semconv.HTTPRoute(route))
 	}
-	ri := &routeInfo{method: method, route: route, name: name, attrs: attrs}
+	ri := &routeInfo{method: method, route: route, name: name, attrs: attrs, noSpan: route != "" && m.noSpan[route]}
 	v, _ := m.routes.LoadOrStore(k, ri)
 	return v.(*routeInfo)
 }

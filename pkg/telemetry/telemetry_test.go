@@ -231,3 +231,17 @@ func grep(text, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+func TestWithoutSpans(t *testing.T) {
+	p, rec, _ := setup(t)
+	e := gin.New()
+	e.Use(Middleware(WithoutSpans("/healthz")))
+	e.GET("/healthz", func(c *gin.Context) { c.Status(http.StatusOK) })
+	e.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/healthz", nil))
+	if n := len(rec.Ended()); n != 0 {
+		t.Errorf("%d spans for a route listed in WithoutSpans", n)
+	}
+	if !strings.Contains(scrape(t, p, false), `http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="/healthz"} 1`) {
+		t.Error("route without spans was not measured")
+	}
+}
