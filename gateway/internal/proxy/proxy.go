@@ -430,8 +430,6 @@ func isIdempotent(method []byte, h *fasthttp.RequestHeader) bool {
 	return len(h.Peek("Idempotency-Key")) > 0
 }
 
-var errShed = errors.New("shed")
-
 // attempt makes one upstream call. It returns retry when the failure may be
 // retried elsewhere (the response then holds an error answer already, so a
 // denied retry still leaves the client a proper reply) and done when the
