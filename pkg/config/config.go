@@ -43,6 +43,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -137,10 +138,8 @@ func load(cfg any, environ map[string]string) error {
 	// Rules only make sense on values that parsed; a struct with type errors
 	// would report confusing follow-on complaints.
 	if len(bad) == 0 {
-		if v, ok := cfg.(Validator); ok {
-			if err := v.Validate(); err != nil {
-				bad = append(bad, validationErrors(err, vars)...)
-			}
+		for _, err := range validate(reflect.ValueOf(cfg)) {
+			bad = append(bad, validationErrors(err, vars)...)
 		}
 	}
 	if len(bad) == 0 {
@@ -148,6 +147,42 @@ func load(cfg any, environ map[string]string) error {
 	}
 	sort.SliceStable(bad, func(i, j int) bool { return bad[i].Var < bad[j].Var })
 	return &Error{Vars: bad}
+}
+
+// validate calls Validate on the struct and on every nested struct that has
+// one (a shared DB or Kafka section validates itself wherever it is embedded),
+// outermost first.
+func validate(v reflect.Value) []error {
+	var errs []error
+	if v.Kind() == reflect.Pointer {
+		if v.IsNil() {
+			return nil
+		}
+		if val, ok := v.Interface().(Validator); ok {
+			if err := val.Validate(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		v = v.Elem()
+	} else if v.CanAddr() {
+		return validate(v.Addr())
+	}
+	if v.Kind() != reflect.Struct {
+		return errs
+	}
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		if !v.Type().Field(i).IsExported() {
+			continue
+		}
+		switch {
+		case f.Kind() == reflect.Struct:
+			errs = append(errs, validate(f.Addr())...)
+		case f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Struct:
+			errs = append(errs, validate(f)...)
+		}
+	}
+	return errs
 }
 
 // MustLoad is Load for main: on failure it prints the one message listing

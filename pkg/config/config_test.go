@@ -223,3 +223,38 @@ func TestLogLevelVariable(t *testing.T) {
 		t.Errorf("bad level message: %v", err)
 	}
 }
+
+type kafkaSection struct {
+	Brokers []string `env:"BROKERS" envDefault:"127.0.0.1:19092"`
+}
+
+func (k *kafkaSection) Validate() error {
+	if len(k.Brokers) == 0 || k.Brokers[0] == "" {
+		return Invalid("KAFKA_BROKERS", "needs at least one broker")
+	}
+	return nil
+}
+
+type withSection struct {
+	Name  string       `env:"NAME" envDefault:"x"`
+	Kafka kafkaSection `envPrefix:"KAFKA_"`
+}
+
+func (w withSection) Validate() error {
+	if w.Name == "bad" {
+		return Invalid("NAME", "must not be bad")
+	}
+	return nil
+}
+
+func TestNestedValidate(t *testing.T) {
+	var c withSection
+	err := load(&c, map[string]string{"KAFKA_BROKERS": ",", "NAME": "bad"})
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Vars) != 2 || ce.Vars[0].Var != "KAFKA_BROKERS" || ce.Vars[1].Var != "NAME" {
+		t.Fatalf("want both the nested and the outer Validate complaints, got %v", err)
+	}
+	if err := load(&c, map[string]string{}); err != nil {
+		t.Errorf("valid config rejected: %v", err)
+	}
+}
