@@ -43,6 +43,15 @@ type Agent struct {
 	lastSeen map[binID]time.Time
 	procs    map[int]proc
 	failed   map[binID]string // executables whose attach failed, with why (retried when the file changes)
+	scanned  bool
+}
+
+// Ready reports whether the first scan is done: targets running or named by path when the agent started are
+// probed from then on.
+func (a *Agent) Ready() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.scanned
 }
 
 // New checks the machine (see Preflight), loads the system-wide probes and returns an agent that has not scanned yet.
@@ -139,6 +148,7 @@ func (a *Agent) Scan() {
 			prune(b.rt.Goroutines, alive)
 		}
 	}
+	a.scanned = true
 	procAlive := func(pid int) bool { _, err := os.Stat("/proc/" + strconv.Itoa(pid)); return err == nil }
 	prune(a.sys.tcp.Tcp, procAlive)
 }
