@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -28,10 +29,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
+	// net/http's own complaints (bad TLS handshakes, superfluous
+	// WriteHeader calls) go to the JSON log too, not to bare stderr.
+	errorLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
 	srv := &http.Server{
 		Handler:           s.engine,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          errorLog,
 	}
 	var admin *http.Server
 	errc := make(chan error, 2)
@@ -41,7 +46,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			ln.Close()
 			return fmt.Errorf("server %s: listen admin %s: %w", s.o.Name, s.o.AdminAddr, err)
 		}
-		admin = &http.Server{Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second}
+		admin = &http.Server{Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
 		go func() { errc <- serve(admin, aln) }()
 		s.log.Info("admin listener started", "addr", aln.Addr().String())
 	}
@@ -53,6 +58,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 		s.log.Info("shutdown requested", "cause", context.Cause(ctx).Error())
 	case serveErr = <-errc:
+		if serveErr == nil {
+			serveErr = errors.New("listener closed unexpectedly")
+		}
 		s.log.Error("listener failed; shutting down", "error", serveErr.Error())
 	}
 	// Restore default signal handling: a second Ctrl-C kills a shutdown
