@@ -61,6 +61,9 @@ func (c *Config) Validate() error {
 	if c.AccessTokenTTL > time.Hour {
 		errs = append(errs, config.Invalid("ACCESS_TOKEN_TTL", "must be at most 1h: access tokens cannot be revoked"))
 	}
+	if c.Keys.Current == "" && c.Keys.CurrentFile == "" && !c.Keys.DevKeys {
+		errs = append(errs, config.Invalid("AUTH_SIGNING_KEY", "must be set (or AUTH_SIGNING_KEY_FILE, or AUTH_DEV_KEYS=true for a throwaway development key)"))
+	}
 	if c.LoginAccountAttempts < 1 {
 		errs = append(errs, config.Invalid("LOGIN_ACCOUNT_ATTEMPTS", "must be at least 1"))
 	}

@@ -68,11 +68,13 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 
 // New connects to every dependency, migrates the database and builds the
 // HTTP server. Nothing is served until Run.
-func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err error) {
+func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	s = &Service{cfg: cfg, log: o.Logger}
+	// s is not the named result: "return nil, err" must not hide it from
+	// the cleanup below.
+	s := &Service{cfg: cfg, log: o.Logger}
 	defer func() {
 		if err != nil {
 			_ = s.close()

@@ -481,3 +481,18 @@ func TestServiceOnSQLite(t *testing.T) {
 		t.Fatalf("readyz: %d %s", r.Code, r.Body)
 	}
 }
+
+// A dependency that is down fails New with an error, not a panic, and leaves
+// nothing open.
+func TestNewFailsCleanlyWhenDatabaseIsDown(t *testing.T) {
+	t.Setenv("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none?sslmode=disable&connect_timeout=1")
+	t.Setenv("AUTH_DEV_KEYS", "true")
+	var cfg config.Config
+	if err := pkgconfig.Load(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if svc, err := service.New(t.Context(), cfg, service.Options{Logger: slog.New(slog.DiscardHandler)}); err == nil {
+		_ = svc.Stop()
+		t.Fatal("New succeeded without a database")
+	}
+}
