@@ -17,11 +17,10 @@ import (
 
 // Go functions the probes attach to.
 const (
-	fnServeHTTP   = "net/http.serverHandler.ServeHTTP"
-	fnWriteHeader = "net/http.(*response).WriteHeader"
-	fnStopWorld   = "runtime.stopTheWorldWithSema"
-	fnStartWorld  = "runtime.startTheWorldWithSema"
-	fnNewproc1    = "runtime.newproc1"
+	fnServeHTTP  = "net/http.serverHandler.ServeHTTP"
+	fnStopWorld  = "runtime.stopTheWorldWithSema"
+	fnStartWorld = "runtime.startTheWorldWithSema"
+	fnNewproc1   = "runtime.newproc1"
 )
 
 // binProbes is the probes on one executable file. Uprobes are registered on the file (inode), not on a process, so every
@@ -114,11 +113,11 @@ func funcs(sym *symtab.Binary, names ...string) ([]symtab.Func, error) {
 }
 
 func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) error {
-	fs, err := funcs(sym, fnServeHTTP, fnWriteHeader)
+	fs, err := funcs(sym, fnServeHTTP)
 	if err != nil {
 		return err
 	}
-	offs, _, err := offsets.Resolve(sym.ELF(), offsets.RequestMethod)
+	offs, _, err := offsets.Resolve(sym.ELF(), offsets.RequestMethod, offsets.ServerStatus)
 	if err != nil {
 		return err
 	}
@@ -126,8 +125,10 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	if err != nil {
 		return err
 	}
-	if err := spec.Variables["off_request_method"].Set(offs[offsets.RequestMethod]); err != nil {
-		return fmt.Errorf("set offset: %w", err)
+	for name, fl := range map[string]offsets.Field{"off_request_method": offsets.RequestMethod, "off_response_status": offsets.ServerStatus} {
+		if err := spec.Variables[name].Set(offs[fl]); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
 	}
 	objs := &httpserver.BpfObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
@@ -138,10 +139,7 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpEnter, false); err != nil {
 		return err
 	}
-	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpRet, true); err != nil {
-		return err
-	}
-	return b.uprobeAt(ex, fs[1], objs.WriteHeader, false)
+	return b.uprobeAt(ex, fs[0], objs.ServeHttpRet, true)
 }
 
 func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) error {

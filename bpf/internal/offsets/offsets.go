@@ -17,13 +17,16 @@ type Field string
 const (
 	RequestMethod      Field = "net/http.Request.Method"
 	ResponseStatusCode Field = "net/http.Response.StatusCode"
+	ServerStatus       Field = "net/http.response.status" // the server side's unexported response writer
 )
 
-// Fallback holds the offsets for Go 1.26 on amd64 (net/http's Request and Response have kept these layouts since
-// Go 1.0: Method and Status/StatusCode are their first fields).
+// Fallback holds the offsets for Go 1.26 on amd64. Request and Response have kept theirs since Go 1.0 (Method and
+// Status/StatusCode are their first fields); the unexported response.status moves with net/http's internals and is
+// the one this table exists for.
 var Fallback = map[Field]uint64{
 	RequestMethod:      0,
 	ResponseStatusCode: 16,
+	ServerStatus:       120,
 }
 
 // Source says where an offset came from.

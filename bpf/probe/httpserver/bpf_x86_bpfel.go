@@ -35,24 +35,23 @@ type BpfRedKey struct {
 }
 
 type BpfReqState struct {
-	_       structs.HostLayout
-	StartNs uint64
-	Status  uint32
-	Method  [8]int8
-	_       [4]byte
+	_        structs.HostLayout
+	StartNs  uint64
+	Response uint64
+	Method   [8]int8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapInflight         = "inflight"
-	BpfMapRequests         = "requests"
-	BpfMapZeroHist         = "zero_hist"
-	BpfProgServeHttpEnter  = "serve_http_enter"
-	BpfProgServeHttpRet    = "serve_http_ret"
-	BpfProgWriteHeader     = "write_header"
-	BpfVarOffRequestMethod = "off_request_method"
+	BpfMapInflight          = "inflight"
+	BpfMapRequests          = "requests"
+	BpfMapZeroHist          = "zero_hist"
+	BpfProgServeHttpEnter   = "serve_http_enter"
+	BpfProgServeHttpRet     = "serve_http_ret"
+	BpfVarOffRequestMethod  = "off_request_method"
+	BpfVarOffResponseStatus = "off_response_status"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -99,7 +98,6 @@ type BpfSpecs struct {
 type BpfProgramSpecs struct {
 	ServeHttpEnter *ebpf.ProgramSpec `ebpf:"serve_http_enter"`
 	ServeHttpRet   *ebpf.ProgramSpec `ebpf:"serve_http_ret"`
-	WriteHeader    *ebpf.ProgramSpec `ebpf:"write_header"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
@@ -115,7 +113,8 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
-	OffRequestMethod *ebpf.VariableSpec `ebpf:"off_request_method"`
+	OffRequestMethod  *ebpf.VariableSpec `ebpf:"off_request_method"`
+	OffResponseStatus *ebpf.VariableSpec `ebpf:"off_response_status"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -155,7 +154,8 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
-	OffRequestMethod *ebpf.Variable `ebpf:"off_request_method"`
+	OffRequestMethod  *ebpf.Variable `ebpf:"off_request_method"`
+	OffResponseStatus *ebpf.Variable `ebpf:"off_response_status"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.
@@ -164,14 +164,12 @@ type BpfVariables struct {
 type BpfPrograms struct {
 	ServeHttpEnter *ebpf.Program `ebpf:"serve_http_enter"`
 	ServeHttpRet   *ebpf.Program `ebpf:"serve_http_ret"`
-	WriteHeader    *ebpf.Program `ebpf:"write_header"`
 }
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.ServeHttpEnter,
 		p.ServeHttpRet,
-		p.WriteHeader,
 	)
 }
 

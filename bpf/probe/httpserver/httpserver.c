@@ -2,17 +2,20 @@
 
 // HTTP server RED: net/http.serverHandler.ServeHTTP is entered once per request on the goroutine that serves it and
 // returns when the handler is done, so entry -> every RET instruction of it is the server-side latency. The status is
-// taken from net/http.(*response).WriteHeader on the same goroutine (the first call wins, as in net/http).
+// read at the RET from the *response the handler wrote to (its status field holds the first WriteHeader code), so a
+// request costs two uprobe hits: a third on (*response).WriteHeader would add a whole trap per request for nothing.
 #include "goabi.h"
 
-// Offsets into net/http.Request, patched by the loader from the target's DWARF or the fallback table.
+// Offsets into net/http.Request and net/http.response, patched by the loader from the target's DWARF or the
+// fallback table.
 volatile const __u64 off_request_method = 0;
+volatile const __u64 off_response_status = 0;
 
 #define METHOD_LEN 8
 
 struct req_state {
 	__u64 start_ns;
-	__u32 status;
+	__u64 response; // *net/http.response
 	char method[METHOD_LEN];
 };
 
@@ -23,7 +26,9 @@ struct red_key {
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH); // a handler that panics never reaches a RET: LRU forgets it
+	// A plain preallocated hash, not LRU (cheaper per update): the entry of a handler that panics and never reaches a
+	// RET is overwritten when its g, which the runtime recycles, serves the next request, so leftovers stay bounded.
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct go_call_key);
 	__type(value, struct req_state);
@@ -44,13 +49,15 @@ struct {
 	__type(value, struct lat_hist);
 } zero_hist SEC(".maps");
 
-// serverHandler.ServeHTTP(sh serverHandler{srv}, rw ResponseWriter{itab,data}, req *Request): req is the 4th word (RDI).
+// serverHandler.ServeHTTP(sh serverHandler{srv}, rw ResponseWriter{itab,data}, req *Request): rw's data word (RCX) is
+// the *response, req the 4th word (RDI).
 // A stack-growth restart of the prologue enters twice; the second entry simply overwrites the first.
 SEC("uprobe/serve_http")
 int serve_http_enter(struct pt_regs *ctx) {
 	struct go_call_key k = go_call_key(ctx);
 	struct req_state s = {};
 	s.start_ns = bpf_ktime_get_ns();
+	s.response = GO_REG3(ctx);
 	void *req = (void *)GO_REG4(ctx);
 	struct {
 		const char *ptr;
@@ -64,16 +71,6 @@ int serve_http_enter(struct pt_regs *ctx) {
 	return 0;
 }
 
-// (*response).WriteHeader(w *response, code int): code in RBX.
-SEC("uprobe/write_header")
-int write_header(struct pt_regs *ctx) {
-	struct go_call_key k = go_call_key(ctx);
-	struct req_state *s = bpf_map_lookup_elem(&inflight, &k);
-	if (s && s->status == 0)
-		s->status = (__u32)GO_REG2(ctx);
-	return 0;
-}
-
 SEC("uprobe/serve_http_ret")
 int serve_http_ret(struct pt_regs *ctx) {
 	struct go_call_key k = go_call_key(ctx);
@@ -83,7 +80,9 @@ int serve_http_ret(struct pt_regs *ctx) {
 	__u64 d = bpf_ktime_get_ns() - s->start_ns;
 	struct red_key rk = {};
 	rk.tgid = k.tgid;
-	rk.status = s->status ? s->status : 200; // no WriteHeader before return: net/http writes 200 in finishRequest
+	__s64 status = 0;
+	bpf_probe_read_user(&status, sizeof(status), (void *)(s->response + off_response_status));
+	rk.status = status ? (__u32)status : 200; // nothing written yet: net/http sends 200 in finishRequest
 	__builtin_memcpy(rk.method, s->method, METHOD_LEN);
 	bpf_map_delete_elem(&inflight, &k);
 
