@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -245,7 +246,15 @@ func (w *world) startGateway(env ...string) *gatewayProc {
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
 	}
-	g := &gatewayProc{URL: "http://" + addr, Addr: addr, cmd: cmd, done: make(chan struct{})}
+	scheme, probe := "http", http.DefaultClient
+	for _, e := range env {
+		if strings.HasPrefix(e, "TLS_CERT_FILE=") {
+			// Readiness only; the TLS test checks certificates itself.
+			scheme = "https"
+			probe = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec
+		}
+	}
+	g := &gatewayProc{URL: scheme + "://" + addr, Addr: addr, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(g.done) }()
 	w.t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
@@ -261,7 +270,7 @@ func (w *world) startGateway(env ...string) *gatewayProc {
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(g.URL + "/readyz")
+		resp, err := probe.Get(g.URL + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {

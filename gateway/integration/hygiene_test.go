@@ -177,3 +177,29 @@ func TestSlowlorisIsCutOff(t *testing.T) {
 	}
 	t.Fatal("slow client was never cut off")
 }
+
+// RED metrics per route and upstream, limiter decisions and breaker state
+// are on /metrics, and traces leave with the request.
+func TestMetricsAndTracePropagation(t *testing.T) {
+	w := newWorld(t)
+	up := w.startUpstream("a", "v1")
+	g := w.startGateway()
+	hdr := map[string]string{"Authorization": "Bearer " + w.token("metrics-user"),
+		"Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "X-Request-ID": "m-" + randHex(4)}
+	eventually(t, 2*time.Second, "routed", func() bool { return w.do(g, "GET", "/api/v1/orders", hdr, nil).Status == 200 })
+	s, ok := up.seen(hdr["X-Request-ID"])
+	tp := first(s.Header["Traceparent"])
+	if !ok || !strings.HasPrefix(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || strings.Contains(tp, "00f067aa0ba902b7") {
+		t.Fatalf("upstream traceparent %q: want the client's trace with the gateway's own span id", tp)
+	}
+	r := w.do(g, "GET", "/metrics", nil, nil)
+	for _, want := range []string{
+		`http_server_request_duration_seconds_bucket{`, `http_route="orders"`,
+		`http_client_request_duration_seconds_bucket{`, `shanhai_upstream="` + w.svc + `"`,
+		`shanhai_gateway_limit_decisions_total{`, `shanhai_breaker_state{`,
+	} {
+		if !strings.Contains(string(r.Body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

@@ -61,7 +61,13 @@ type Lease struct {
 	rate     atomic.Pointer[Rate]
 	log      *slog.Logger
 	shards   [32]shard
+	// downUntil (unix nanos) skips Redis for a cool-down after a failure,
+	// so an outage costs one dial timeout per second, not one per request.
+	downUntil atomic.Int64
 }
+
+// Cooldown is how long decisions stay local after Redis fails.
+const Cooldown = time.Second
 
 type shard struct {
 	mu sync.Mutex
@@ -122,13 +128,18 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 	if now < b.denyUntil {
 		return Decision{Limit: r.burst(), RetryAfter: time.Duration(b.denyUntil - now), ResetAfter: b.resetAfter, Window: window}, nil
 	}
+	if now < l.downUntil.Load() {
+		return b.fallback(now, *r, l.replicas, window), nil
+	}
 	lim := redis_rate.Limit{Rate: r.Count, Burst: r.burst(), Period: r.Period}
 	res, err := l.rl.AllowAtMost(ctx, "shanhai:"+l.name+":"+string(key), lim, l.leaseSize(*r))
 	if err != nil {
 		if ctx.Err() != nil {
 			return Decision{}, fmt.Errorf("quota %s: %w", l.name, ctx.Err())
 		}
-		l.log.WarnContext(ctx, "rate limit redis unreachable, deciding locally", "limit", l.name, "error", err.Error())
+		if l.downUntil.Swap(now+int64(Cooldown)) < now-int64(Cooldown) {
+			l.log.WarnContext(ctx, "rate limit redis unreachable, deciding locally", "limit", l.name, "error", err.Error())
+		}
 		return b.fallback(now, *r, l.replicas, window), nil
 	}
 	b.remaining, b.resetAfter = res.Remaining, res.ResetAfter
