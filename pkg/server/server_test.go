@@ -174,7 +174,7 @@ func TestHealthAndMetrics(t *testing.T) {
 func TestReadiness(t *testing.T) {
 	var dbDown bool
 	s, _ := newTestServer(t, Options{
-		ReadyTimeout: 100 * time.Millisecond,
+		ReadyTimeout: 10 * time.Second, // generous: these probes answer at once
 		Checks: []Check{
 			{Name: "postgres", Probe: func(context.Context) error {
 				if dbDown {
@@ -429,13 +429,13 @@ func TestAdminListenerServesPprof(t *testing.T) {
 	}()
 
 	get := func(url string) int {
-		for range 100 {
+		for range 500 {
 			resp, err := http.Get(url)
 			if err == nil {
 				resp.Body.Close()
 				return resp.StatusCode
 			}
-			time.Sleep(10 * time.Millisecond) // listener not up yet
+			time.Sleep(20 * time.Millisecond) // Serve has not opened it yet
 		}
 		t.Fatalf("GET %s never connected", url)
 		return 0
