@@ -7,6 +7,7 @@
 #            (Redis, set high), breaker, adaptive limit, retry budget, tracing at
 #            10% sampling exported over OTLP to a sink, metrics
 #   routing  the gateway with routing only (GATEWAY_MODE=routing)
+#   full1    (optional, add to TARGETS) the full chain with GOMAXPROCS=1
 # then a second pass at about half of the full chain's saturation (wrk's delay()
 # throttles each connection) to compare added latency.
 #
@@ -79,13 +80,19 @@ env "${common[@]}" HTTP_ADDR=127.0.0.1:18093 ADMIN_ADDR=127.0.0.1:29093 GATEWAY_
 	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
 	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 \
 	$PX "$WORK/gateway" >"$WORK/full.log" 2>&1 & PIDS+=($!)
+env "${common[@]}" HTTP_ADDR=127.0.0.1:18095 ADMIN_ADDR= GATEWAY_MODE=full GOMAXPROCS=1 \
+	JWKS_URL=http://127.0.0.1:18099/.well-known/jwks.json GATEWAY_LIMIT_NAMESPACE=bench1 \
+	GATEWAY_IP_LIMIT=10000000/1s GATEWAY_USER_LIMIT=10000000/1s \
+	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
+	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 \
+	$PX "$WORK/gateway" >"$WORK/full1.log" 2>&1 & PIDS+=($!)
 env "${common[@]}" HTTP_ADDR=127.0.0.1:18094 ADMIN_ADDR=127.0.0.1:29094 GATEWAY_MODE=routing \
 	$PX "$WORK/gateway" >"$WORK/routing.log" 2>&1 & PIDS+=($!)
 
 for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&
 	curl -fs -o /dev/null 127.0.0.1:18094/healthz && break; sleep 0.2; done
 TOKEN=$(cat "$WORK/token")
-declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094)
+declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095)
 # Every target gets the same request, Authorization included.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
 [[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
@@ -142,6 +149,7 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 report "About half of the full chain's saturation ($HCONNS connections, ${DELAY}ms think time)"
+[[ " $TARGETS " == *" direct "* ]] || exit 0
 d50=$(for r in $(seq "$ROUNDS"); do echo "${R[direct,$r]}" | cut -d' ' -f2; done | median)
 for t in $TARGETS; do
 	[[ $t == direct ]] && continue
