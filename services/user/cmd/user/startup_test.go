@@ -32,6 +32,38 @@ func BenchmarkStartToReady(b *testing.B) {
 	if err := build.Run(); err != nil {
 		b.Fatalf("build: %v", err)
 	}
+	b.Run("baseline", func(b *testing.B) { benchBaseline(b) })
+	b.Run("user", func(b *testing.B) { benchUser(b, bin) })
+}
+
+// benchBaseline measures a standard-library server that answers /readyz at
+// once, started the same way: the floor this machine allows right now.
+// Comparing against it separates the service's own cost from host load.
+func benchBaseline(b *testing.B) {
+	dir := b.TempDir()
+	src := `package main
+
+import ("net/http"; "os")
+
+func main() {
+	http.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	http.ListenAndServe(os.Getenv("HTTP_ADDR"), nil)
+}
+`
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	bin := filepath.Join(dir, "baseline")
+	build := exec.Command("go", "build", "-o", bin, filepath.Join(dir, "main.go"))
+	build.Env = append(os.Environ(), "GOWORK=off", "GO111MODULE=off")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		b.Fatalf("build baseline: %v", err)
+	}
+	measure(b, bin, os.Environ())
+}
+
+func benchUser(b *testing.B, bin string) {
 	env := append(os.Environ(),
 		"DATABASE_URL="+testenv.Postgres(b),
 		"REDIS_URL="+testenv.Redis(b),
@@ -41,6 +73,10 @@ func BenchmarkStartToReady(b *testing.B) {
 		"LOG_LEVEL=warn",
 	)
 
+	measure(b, bin, env)
+}
+
+func measure(b *testing.B, bin string, env []string) {
 	first, _ := startOnce(b, bin, env, false)
 	var total time.Duration
 	var rss float64
