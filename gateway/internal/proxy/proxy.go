@@ -66,9 +66,12 @@ func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 		tooLarge = true
 	}
 	var netErr net.Error
+	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case tooLarge:
 		writeProblem(ctx, fasthttp.StatusRequestEntityTooLarge, "body-too-large", "the request body exceeds the gateway's limit")
+	case errors.As(err, &small):
+		writeProblem(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "headers-too-large", "the request line and headers exceed the gateway's limit")
 	case errors.As(err, &netErr) && netErr.Timeout():
 		writeProblem(ctx, fasthttp.StatusRequestTimeout, "request-timeout", "the request was not received in time")
 	default:

@@ -244,3 +244,28 @@ func TestCORSPreflight(t *testing.T) {
 		t.Fatalf("preflights reached the upstream: %d hits", up.hits.Load())
 	}
 }
+
+func TestErrorHandlerStatuses(t *testing.T) {
+	cases := []struct {
+		err    error
+		status int
+	}{
+		{fasthttp.ErrBodyTooLarge, 413},
+		{&fasthttp.ErrSmallBuffer{}, 431},
+		{&net.OpError{Op: "read", Err: timeoutErr{}}, 408},
+		{errors.New("cannot parse"), 400},
+	}
+	for _, c := range cases {
+		var ctx fasthttp.RequestCtx
+		ErrorHandler(&ctx, c.err)
+		if ctx.Response.StatusCode() != c.status || !json.Valid(ctx.Response.Body()) || !ctx.Response.ConnectionClose() {
+			t.Errorf("%v: %d %s", c.err, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
