@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,4 +168,28 @@ func BenchmarkPerKeyAllowOneKey(b *testing.B) {
 			_, _ = lim.Allow(ctx, "10.0.0.1")
 		}
 	})
+}
+
+func TestPerKeyConcurrentFirstUseSharesOneBucket(t *testing.T) {
+	frozen := time.Unix(1_700_000_000, 0)
+	for range 20 {
+		l := PerKey(1, 100, WithClock(func() time.Time { return frozen }))
+		var allowed atomic.Int32
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 50 {
+					if d, _ := l.Allow(context.Background(), "new-key"); d.Allowed {
+						allowed.Add(1)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if n := allowed.Load(); n != 100 {
+			t.Fatalf("allowed %d with the clock frozen and burst 100: the key got more than one bucket", n)
+		}
+	}
 }
