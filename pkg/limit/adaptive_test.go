@@ -1,6 +1,8 @@
 package limit
 
 import (
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -93,5 +95,35 @@ func TestAdaptiveGauges(t *testing.T) {
 	a.Close()
 	if got := metricValue(t, "shanhai.limit.concurrency.limit", "gauged"); got != -1 {
 		t.Fatalf("closed limiter still reported: %d", got)
+	}
+}
+
+func TestAdaptiveNeverExceedsLimitUnderConcurrency(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 5, Max: 5})
+	var inUse, peak atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				release, ok := a.Acquire()
+				if !ok {
+					continue
+				}
+				n := inUse.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				inUse.Add(-1)
+				release(time.Millisecond, (g+i)%7 == 0)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p > 5 {
+		t.Fatalf("%d calls in flight at once with a limit of at most 5", p)
+	}
+	if a.InFlight() != 0 {
+		t.Fatalf("%d still in flight after every release", a.InFlight())
 	}
 }
