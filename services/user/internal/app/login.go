@@ -66,6 +66,9 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 		return Tokens{}, fmt.Errorf("login: user %s: %w", u.ID, err)
 	}
 	if !ok {
+		// An audit trail for the account owner, without the email (personal
+		// data) or anything about the password.
+		h.d.Logger.InfoContext(ctx, "login failed", "user_id", u.ID, "reason", "wrong password")
 		return Tokens{}, ErrBadCredentials
 	}
 	now := h.d.Now().UTC()
