@@ -129,7 +129,7 @@ func TestRetriesOnlyIdempotentAndWithinBudget(t *testing.T) {
 func TestSlowUpstreamGets504AtRouteTimeoutAndSeesDeadline(t *testing.T) {
 	w := newWorld(t)
 	up := w.startUpstream("slow", "v1")
-	g := w.startGateway("GATEWAY_ROUTE_TIMEOUT=400ms")
+	g := w.startGateway("GATEWAY_ROUTE_TIMEOUT=1s")
 	hdr := map[string]string{"Authorization": "Bearer " + w.token("slow-user"), "X-Request-ID": "slow-" + randHex(4)}
 	eventually(t, 2*time.Second, "routed", func() bool {
 		return w.do(g, "GET", "/api/v1/orders", map[string]string{"Authorization": hdr["Authorization"]}, nil).Status == 200
@@ -141,23 +141,23 @@ func TestSlowUpstreamGets504AtRouteTimeoutAndSeesDeadline(t *testing.T) {
 	if r.Status != 504 || problemType(t, r) != "timeout" {
 		t.Fatalf("slow upstream: %d %s", r.Status, r.Body)
 	}
-	if took < 400*time.Millisecond || took > 1500*time.Millisecond {
-		t.Fatalf("504 after %v, want about the 400ms route timeout", took)
+	if took < time.Second || took > 2500*time.Millisecond {
+		t.Fatalf("504 after %v, want about the 1s route timeout", took)
 	}
 	s, ok := up.seen(hdr["X-Request-ID"])
 	if !ok {
 		t.Fatal("upstream never saw the request")
 	}
 	ms, err := strconv.Atoi(first(s.Header["X-Request-Timeout-Ms"]))
-	if err != nil || ms <= 0 || ms > 400 {
-		t.Fatalf("upstream saw X-Request-Timeout-Ms %q, want 1..400", first(s.Header["X-Request-Timeout-Ms"]))
+	if err != nil || ms <= 0 || ms > 1000 {
+		t.Fatalf("upstream saw X-Request-Timeout-Ms %q, want 1..1000", first(s.Header["X-Request-Timeout-Ms"]))
 	}
 
 	// A client with less time than the route gets its own, shorter deadline.
 	hdr["X-Request-ID"] = "slow-" + randHex(4)
 	hdr["X-Request-Timeout-Ms"] = "150"
 	start = time.Now()
-	if r := w.do(g, "GET", "/api/v1/orders?sleep=3s", hdr, nil); r.Status != 504 || time.Since(start) > 380*time.Millisecond {
+	if r := w.do(g, "GET", "/api/v1/orders?sleep=3s", hdr, nil); r.Status != 504 || time.Since(start) > 900*time.Millisecond {
 		t.Fatalf("client deadline 150ms: %d after %v", r.Status, time.Since(start))
 	}
 	s, _ = up.seen(hdr["X-Request-ID"])
