@@ -240,7 +240,7 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	client := p.o.Trusted.ClientIP(peer, h.Peek("X-Forwarded-For"))
 	st.key = client.AppendTo(st.key[:0])
 	lim, limName := p.o.IPLimit, "ip"
-	if p.o.LoginLimit != nil && rt.Service != "" && isLogin(ctx.Method(), clean) {
+	if p.o.LoginLimit != nil && isLogin(ctx.Method(), clean) {
 		lim, limName = p.o.LoginLimit, "login"
 	}
 	if lim != nil && !p.allow(ctx, reqCtx, st, lim, limName, st.key) {
@@ -527,7 +527,10 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, reqCtx context.Context, svc *u
 			writeProblem(ctx, fasthttp.StatusGatewayTimeout, "timeout", "upstream "+svc.Name+" did not answer within the route timeout")
 			return false, true
 		}
-		writeProblem(ctx, fasthttp.StatusBadGateway, "upstream-unreachable", "upstream "+svc.Name+" failed: "+err.Error())
+		// Debug only: during an outage this fires per request; the breaker,
+		// metrics and spans already tell the story at normal levels.
+		p.o.Log.DebugContext(callCtx, "upstream call failed", "upstream", svc.Name, "addr", ep.Addr, "error", err.Error())
+		writeProblem(ctx, fasthttp.StatusBadGateway, "upstream-unreachable", "upstream "+svc.Name+" did not answer")
 		return true, false
 	}
 	SanitizeResponse(&ctx.Response.Header)
