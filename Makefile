@@ -1,16 +1,25 @@
 # Shanhai: the two commands people need are `make run` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: test run deps-up deps-down lint
+.PHONY: test lint bench deps-up deps-down deps-status run
 
-test: ## start the real servers, then every module's tests with -race, gofmt, vet, staticcheck
+test: ## start the real servers, then every module's gofmt, vet, staticcheck and tests with -race (scripts/test.sh)
 	./scripts/test.sh
 
-deps-up:
-	./scripts/deps.sh up
+lint: ## gofmt, go vet and staticcheck for every module; no servers, no tests
+	./scripts/test.sh lint
 
-deps-down:
-	./scripts/deps.sh down
+bench: ## every module's benchmarks against the real servers; BENCH=regexp BENCHTIME=2s narrow or lengthen them
+	./scripts/test.sh bench
+
+deps-up: ## start PostgreSQL, Redis, etcd, NATS, Kafka and Pulsar (reuses running ones); SERVERS="pg redis" for a subset
+	./scripts/deps.sh up $(SERVERS)
+
+deps-down: ## stop the servers this checkout started
+	./scripts/deps.sh down $(SERVERS)
+
+deps-status:
+	./scripts/deps.sh status
 
 run:
 	@echo "make run is built by the embedded-run issue (#8)"; exit 1
