@@ -119,6 +119,9 @@ func RunBackpressure(ctx context.Context, o BackpressureOptions) (BackpressureRe
 	}
 	defer client.Close()
 	pulsarTopic := "persistent://shanhai/events/" + topic
+	if err := harness.Hold(client, pulsarTopic); err != nil {
+		return rep, err
+	}
 
 	w := harness.Writer(o.Brokers, topic)
 	defer w.Close()
@@ -138,10 +141,10 @@ func RunBackpressure(ctx context.Context, o BackpressureOptions) (BackpressureRe
 		return rep, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	recs, err := harness.ReadPulsar(rctx, client, pulsarTopic, o.Warmup, 60*time.Second)
+	warm, err := harness.ReadPulsar(rctx, client, pulsarTopic, o.Warmup, 60*time.Second)
 	cancel()
-	if err != nil || len(recs) < o.Warmup {
-		return rep, fmt.Errorf("warmup: %d of %d archived: %v", len(recs), o.Warmup, err)
+	if err != nil || len(warm) < o.Warmup {
+		return rep, fmt.Errorf("warmup: %d of %d archived: %v", len(warm), o.Warmup, err)
 	}
 	rep.RSSBefore = rss(b.cmd.Process.Pid)
 	logf("warmup %d archived; bridge RSS %d MiB", o.Warmup, rep.RSSBefore>>20)
@@ -178,10 +181,11 @@ wait:
 	}
 	rctx, cancel = context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
-	recs, err = harness.ReadPulsar(rctx, client, pulsarTopic, o.Warmup+o.N+1, 20*time.Second)
+	recs, err := harness.ReadPulsar(rctx, client, pulsarTopic, o.N+1, 20*time.Second)
 	if err != nil {
 		return rep, err
 	}
+	recs = append(warm, recs...)
 	rep.RecoverAfterOutage = time.Since(back)
 	rep.Verdict = harness.Judge(o.Warmup+o.N, recs)
 	logf("verdict %v; drained %v after Pulsar returned (includes 20 s idle wait)", rep.Verdict, rep.RecoverAfterOutage.Round(time.Second))

@@ -255,6 +255,14 @@ func Run(ctx context.Context, o Options) (Report, error) {
 		}
 	}
 	pulsarTopic := "persistent://shanhai/events/" + topic
+	client, err := pulsar.NewClient(pulsar.ClientOptions{URL: o.PulsarURL, Logger: pulsarlog.DefaultNopLogger(), OperationTimeout: 60 * time.Second})
+	if err != nil {
+		return rep, err
+	}
+	defer client.Close()
+	if err := harness.Hold(client, pulsarTopic); err != nil {
+		return rep, err
+	}
 	event("topic %s (%d partitions), private nats-server %s, pulsar topic %s, dir %s", topic, o.Partitions, natsAddr, pulsarTopic, dir)
 
 	// Bridge instances.
@@ -419,11 +427,6 @@ func Run(ctx context.Context, o Options) (Report, error) {
 
 	// Converge: read the archive until all N arrived, then a little longer
 	// to catch duplicates that would arrive late.
-	client, err := pulsar.NewClient(pulsar.ClientOptions{URL: o.PulsarURL, Logger: pulsarlog.DefaultNopLogger(), OperationTimeout: 60 * time.Second})
-	if err != nil {
-		return rep, err
-	}
-	defer client.Close()
 	recs, err := readAll(ctx, client, pulsarTopic, o.N, o.Drain, o)
 	rep.Converge = time.Since(prodStart) - rep.Produce
 	if err != nil {
@@ -440,9 +443,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 // readAll reads topic until n records arrived and no more came for a grace
 // period, or until drain passed without progress.
 func readAll(ctx context.Context, client pulsar.Client, topic string, n int, drain time.Duration, o Options) ([]harness.Record, error) {
-	r, err := client.CreateReader(pulsar.ReaderOptions{Topic: topic, StartMessageID: pulsar.EarliestMessageID(), ReceiverQueueSize: 5000})
+	r, err := client.Subscribe(pulsar.ConsumerOptions{Topic: topic, SubscriptionName: harness.Subscription, Type: pulsar.Exclusive,
+		SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest, ReceiverQueueSize: 5000})
 	if err != nil {
-		return nil, fmt.Errorf("pulsar reader: %w", err)
+		return nil, fmt.Errorf("pulsar subscribe: %w", err)
 	}
 	defer r.Close()
 	var out []harness.Record
@@ -451,7 +455,7 @@ func readAll(ctx context.Context, client pulsar.Client, topic string, n int, dra
 	for {
 		idle := 2 * time.Second
 		rctx, cancel := context.WithTimeout(ctx, idle)
-		m, err := r.Next(rctx)
+		m, err := r.Receive(rctx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -467,11 +471,8 @@ func readAll(ctx context.Context, client pulsar.Client, topic string, n int, dra
 			continue
 		}
 		lastProgress = time.Now()
-		rec := harness.Record{Props: m.Properties(), PublishTime: m.PublishTime()}
-		rec.Seq, _ = harness.Seq(m.Payload())
-		rec.Partition, _ = strconv.Atoi(rec.Props["__kafka_partition"])
-		rec.Offset, _ = strconv.ParseInt(rec.Props["__kafka_offset"], 10, 64)
-		out = append(out, rec)
+		_ = r.Ack(m)
+		out = append(out, harness.ToRecord(m))
 		if time.Since(lastLog) > 5*time.Second {
 			o.logf("archived so far: %d of %d", len(out), n)
 			lastLog = time.Now()

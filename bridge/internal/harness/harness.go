@@ -146,18 +146,39 @@ type Record struct {
 	EventTime   time.Time
 }
 
-// ReadPulsar reads topic from the earliest message until want records arrived
-// or nothing new came for idle.
-func ReadPulsar(ctx context.Context, client pulsar.Client, topic string, want int, idle time.Duration) ([]Record, error) {
-	r, err := client.CreateReader(pulsar.ReaderOptions{Topic: topic, StartMessageID: pulsar.EarliestMessageID(), ReceiverQueueSize: 2000})
+// Subscription is the durable subscription through which tests read the
+// archive. A namespace without retention deletes closed ledgers that no
+// durable subscription still needs (a broker restart closes one), so a test
+// that restarts Pulsar must create it before anything is written: see Hold.
+const Subscription = "archive-check"
+
+// Hold creates the durable subscription at the earliest position so every
+// message written from now on is kept until the test has read it.
+func Hold(client pulsar.Client, topic string) error {
+	c, err := client.Subscribe(pulsar.ConsumerOptions{Topic: topic, SubscriptionName: Subscription, Type: pulsar.Exclusive,
+		SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest})
 	if err != nil {
-		return nil, fmt.Errorf("pulsar reader %s: %w", topic, err)
+		return fmt.Errorf("hold %s: %w", topic, err)
 	}
-	defer r.Close()
+	c.Close()
+	return nil
+}
+
+// ReadPulsar reads topic through the Subscription (from the earliest message
+// if it did not exist) until want records arrived or nothing new came for
+// idle. Records are acknowledged, so a second call continues where this one
+// stopped.
+func ReadPulsar(ctx context.Context, client pulsar.Client, topic string, want int, idle time.Duration) ([]Record, error) {
+	c, err := client.Subscribe(pulsar.ConsumerOptions{Topic: topic, SubscriptionName: Subscription, Type: pulsar.Exclusive,
+		SubscriptionInitialPosition: pulsar.SubscriptionPositionEarliest, ReceiverQueueSize: 2000})
+	if err != nil {
+		return nil, fmt.Errorf("pulsar subscribe %s: %w", topic, err)
+	}
+	defer c.Close()
 	var out []Record
 	for len(out) < want {
 		rctx, cancel := context.WithTimeout(ctx, idle)
-		m, err := r.Next(rctx)
+		m, err := c.Receive(rctx)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -165,13 +186,19 @@ func ReadPulsar(ctx context.Context, client pulsar.Client, topic string, want in
 			}
 			return out, nil // idle
 		}
-		rec := Record{Props: m.Properties(), PublishTime: m.PublishTime(), EventTime: m.EventTime()}
-		rec.Seq, _ = Seq(m.Payload())
-		rec.Partition, _ = strconv.Atoi(rec.Props["__kafka_partition"])
-		rec.Offset, _ = strconv.ParseInt(rec.Props["__kafka_offset"], 10, 64)
-		out = append(out, rec)
+		_ = c.Ack(m)
+		out = append(out, ToRecord(m))
 	}
 	return out, nil
+}
+
+// ToRecord extracts what the verdict needs from an archived message.
+func ToRecord(m pulsar.Message) Record {
+	rec := Record{Props: m.Properties(), PublishTime: m.PublishTime(), EventTime: m.EventTime()}
+	rec.Seq, _ = Seq(m.Payload())
+	rec.Partition, _ = strconv.Atoi(rec.Props["__kafka_partition"])
+	rec.Offset, _ = strconv.ParseInt(rec.Props["__kafka_offset"], 10, 64)
+	return rec
 }
 
 // Verdict is the fault test's result.
