@@ -21,7 +21,12 @@ type Config struct {
 	DatabaseURL string `env:"DATABASE_URL,required" desc:"postgres://... or sqlite://path"`
 	RedisURL    string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:16379/0" desc:"catalogue cache"`
 	NATSURL     string `env:"NATS_URL" envDefault:"nats://127.0.0.1:14222" desc:"JetStream, for payment results"`
-	JWKSURL     string `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"public keys that verify access tokens"`
+	// NATS_STREAM and NATS_SUBJECT_PREFIX let a second environment (a
+	// benchmark, a demo) share one NATS server without joining this one's
+	// stream and durable consumers.
+	NATSStream        string `env:"NATS_STREAM" envDefault:"SHANHAI" desc:"JetStream stream holding the platform's subjects"`
+	NATSSubjectPrefix string `env:"NATS_SUBJECT_PREFIX" desc:"prefix before every subject (e.g. dev1.); empty in normal runs"`
+	JWKSURL           string `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"public keys that verify access tokens"`
 
 	KafkaBrokers    []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:19092" envSeparator:"," desc:"outbox relay target"`
 	EtcdEndpoints   []string `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379" envSeparator:"," desc:"discovery registry; empty uses DISCOVERY_STATIC"`

@@ -48,6 +48,22 @@ type Options struct {
 	JetStream adapters.Names
 }
 
+// jetStreamNames fills what the caller left empty from the config.
+func jetStreamNames(cfg config.Config, n adapters.Names) adapters.Names {
+	if n.Stream == "" {
+		n.Stream = cfg.NATSStream
+	}
+	if cfg.NATSSubjectPrefix != "" {
+		if n.StreamSubjects == "" {
+			n.StreamSubjects = cfg.NATSSubjectPrefix + adapters.StreamSubjects
+		}
+		if n.Subject == "" {
+			n.Subject = cfg.NATSSubjectPrefix + adapters.PaymentsSubject
+		}
+	}
+	return n
+}
+
 // Service is a wired, not yet running, order service.
 type Service struct {
 	cfg      config.Config
@@ -90,6 +106,16 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			s.close()
 		}
 	}()
+	t0 := time.Now()
+	var phases []any
+	phase := func(name string) {
+		phases = append(phases, name, time.Since(t0).String())
+	}
+	defer func() {
+		if err == nil {
+			s.log.Debug("order service wired", phases...)
+		}
+	}()
 
 	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
 		return nil, err
@@ -101,9 +127,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		}
 		return sqlDB.Close()
 	})
+	phase("database")
 	if err = Migrate(ctx, s.DB); err != nil {
 		return nil, err
 	}
+	phase("migrate")
 
 	ropt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
@@ -120,11 +148,13 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	phase("nats")
 
 	if err = s.discovery(); err != nil {
 		return nil, err
 	}
 
+	phase("discovery")
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
 	s.closers = append(s.closers, writer.Close)
 	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
@@ -137,7 +167,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		NewID:   func() string { return uuid.Must(uuid.NewV7()).String() },
 		Render:  ports.Render,
 	})
-	s.events = adapters.NewPaymentEvents(js, o.JetStream, s.App.ApplyPayment, o.Logger)
+	s.events = adapters.NewPaymentEvents(js, jetStreamNames(cfg, o.JetStream), s.App.ApplyPayment, o.Logger)
 
 	verifier := o.Verifier
 	if verifier == nil {
@@ -167,6 +197,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	})
 	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
 	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.close() })
+	phase("server")
 	return s, nil
 }
 

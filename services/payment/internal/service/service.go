@@ -47,6 +47,22 @@ type Options struct {
 	JetStream adapters.Names
 }
 
+// jetStreamNames fills what the caller left empty from the config.
+func jetStreamNames(cfg config.Config, n adapters.Names) adapters.Names {
+	if n.Stream == "" {
+		n.Stream = cfg.NATSStream
+	}
+	if cfg.NATSSubjectPrefix != "" {
+		if n.StreamSubjects == "" {
+			n.StreamSubjects = cfg.NATSSubjectPrefix + adapters.StreamSubjects
+		}
+		if n.Subject == "" {
+			n.Subject = cfg.NATSSubjectPrefix + adapters.OrdersSubject
+		}
+	}
+	return n
+}
+
 // Service is a wired, not yet running, payment service.
 type Service struct {
 	cfg      config.Config
@@ -126,7 +142,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		},
 		NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
 	})
-	s.events = adapters.NewOrderEvents(js, o.JetStream, s.App, cfg.MaxDeliver, o.Logger)
+	s.events = adapters.NewOrderEvents(js, jetStreamNames(cfg, o.JetStream), s.App, cfg.MaxDeliver, o.Logger)
 
 	verifier := o.Verifier
 	if verifier == nil {
