@@ -157,13 +157,14 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 	if s.err != nil {
 		return pos, s.err
 	}
-	if err != nil && fetchCtx.Err() == nil {
-		return pos, err
+	if fetchCtx.Err() != nil {
+		return pos, nil // stopped or generation ended: not a failure
 	}
-	return pos, nil
+	return pos, err
 }
 
-// feed fetches and publishes until ctx ends or something fails.
+// feed fetches and publishes until ctx ends or something fails; it always
+// returns the reason it stopped.
 func (s *session) feed(ctx context.Context, r *kafka.Reader) error {
 	p, l := s.p, s.p.leg
 	epoch := l.o.NATS.Stats().Reconnects
