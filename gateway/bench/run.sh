@@ -15,6 +15,8 @@
 # Needs Redis: scripts/deps.sh up redis (REDIS_URL from scripts/deps.sh env).
 # wrk and nginx come from Debian (installed here when missing).
 # PIN=1 puts the proxy under test on CPU 0 and wrk + upstream on CPU 1.
+# The last column is the CPU time the serving process(es) spent per request (for direct: the upstream itself),
+# which a busy neighbour disturbs far less than req/s.
 # PROFILE=1 also saves CPU and allocation profiles of the full chain's first run in $WORK.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -73,6 +75,7 @@ $PX nginx -c "$WORK/px.conf"
 
 $LOAD "$WORK/benchaux" -addr 127.0.0.1:18099 -token "$WORK/token" >"$WORK/aux.log" 2>&1 & PIDS+=($!)
 $PX "$WORK/stdproxy" -addr 127.0.0.1:18092 -upstream http://127.0.0.1:18090 >"$WORK/std.log" 2>&1 & PIDS+=($!)
+declare -A PROC=([stdlib]=$!)
 common=(ETCD_ENDPOINTS= DISCOVERY_STATIC=order=127.0.0.1:18090 REDIS_URL="$REDIS_URL" LOG_LEVEL=warn)
 env "${common[@]}" HTTP_ADDR=127.0.0.1:18093 ADMIN_ADDR=127.0.0.1:29093 GATEWAY_MODE=full \
 	JWKS_URL=http://127.0.0.1:18099/.well-known/jwks.json \
@@ -80,14 +83,17 @@ env "${common[@]}" HTTP_ADDR=127.0.0.1:18093 ADMIN_ADDR=127.0.0.1:29093 GATEWAY_
 	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
 	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 \
 	$PX "$WORK/gateway" >"$WORK/full.log" 2>&1 & PIDS+=($!)
+PROC[full]=$!
 env "${common[@]}" HTTP_ADDR=127.0.0.1:18095 ADMIN_ADDR= GATEWAY_MODE=full GOMAXPROCS=1 \
 	JWKS_URL=http://127.0.0.1:18099/.well-known/jwks.json GATEWAY_LIMIT_NAMESPACE=bench1 \
 	GATEWAY_IP_LIMIT=10000000/1s GATEWAY_USER_LIMIT=10000000/1s \
 	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
 	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 \
 	$PX "$WORK/gateway" >"$WORK/full1.log" 2>&1 & PIDS+=($!)
+PROC[full1]=$!
 env "${common[@]}" HTTP_ADDR=127.0.0.1:18094 ADMIN_ADDR=127.0.0.1:29094 GATEWAY_MODE=routing \
 	$PX "$WORK/gateway" >"$WORK/routing.log" 2>&1 & PIDS+=($!)
+PROC[routing]=$!
 
 for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&
 	curl -fs -o /dev/null 127.0.0.1:18094/healthz && break; sleep 0.2; done
@@ -97,15 +103,31 @@ declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routi
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
 [[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
 
+# CPU time (user+system, clock ticks) of the process(es) serving a target: for
+# nginx the master and its workers. This is the load-independent number: on a
+# shared machine req/s moves with the neighbours, CPU per request barely does.
+pids_of() {
+	case $1 in
+	direct) echo "$(cat "$WORK/up.pid") $(pgrep -P "$(cat "$WORK/up.pid")" | tr '\n' ' ')" ;;
+	nginx) echo "$(cat "$WORK/px.pid") $(pgrep -P "$(cat "$WORK/px.pid")" | tr '\n' ' ')" ;;
+	*) echo "${PROC[$1]}" ;;
+	esac
+}
+ticks() { local t=0 p; for p in $(pids_of "$1"); do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+HZ=$(getconf CLK_TCK)
+
 # ms converts wrk's latency strings (us, ms, s) to milliseconds.
 ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v+0} else {sub(/s/,"",v); print v*1000} }'; }
-run() { # target conns script -> "rps p50 p99"
-	local out
+run() { # target conns script -> "rps p50 p99 cpu_us_per_req"
+	local out t0 t1 n
+	t0=$(ticks "$1")
 	out=$($LOAD wrk -t"$THREADS" -c"$2" -d"$DURATION" --latency ${3:+-s "$3"} -H "Authorization: Bearer $TOKEN" \
 		"http://127.0.0.1:${PORT[$1]}$PATHQ" 2>&1)
 	echo "$out" >>"$WORK/wrk.log"
+	t1=$(ticks "$1")
 	grep -q "Non-2xx" <<<"$out" && { echo "bench: $1 answered non-2xx:" >&2; echo "$out" >&2; exit 1; }
-	echo "$(awk '/Requests\/sec/{print $2}' <<<"$out") $(ms "$(awk '$1=="50%"{print $2}' <<<"$out")") $(ms "$(awk '$1=="99%"{print $2}' <<<"$out")")"
+	n=$(awk '/requests in/{print $1}' <<<"$out")
+	echo "$(awk '/Requests\/sec/{print $2}' <<<"$out") $(ms "$(awk '$1=="50%"{print $2}' <<<"$out")") $(ms "$(awk '$1=="99%"{print $2}' <<<"$out")") $(awk -v d=$((t1 - t0)) -v n="$n" -v hz="$HZ" 'BEGIN{printf "%.1f", d/hz*1e6/n}')"
 }
 median() { sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
@@ -123,14 +145,15 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 report() { # title, array prefix
-	printf '\n%s\n%-8s %12s %9s %9s %9s\n' "$1" target "req/s" "p50 ms" "p99 ms" "x nginx"
+	printf '\n%s\n%-8s %12s %9s %9s %9s %12s\n' "$1" target "req/s" "p50 ms" "p99 ms" "x nginx" "CPU us/req"
 	local n; n=$(for r in $(seq "$ROUNDS"); do echo "${R[nginx,$r]}" | cut -d' ' -f1; done | median)
 	for t in $TARGETS; do
 		local rps p50 p99
 		rps=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f1; done | median)
 		p50=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f2; done | median)
 		p99=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f3; done | median)
-		printf '%-8s %12.0f %9.3f %9.3f %9.2f\n' "$t" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$n" 'BEGIN{print a/b}')"
+		cpu=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f4; done | median)
+		printf '%-8s %12.0f %9.3f %9.3f %9.2f %12.1f\n' "$t" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$n" 'BEGIN{print a/b}')" "$cpu"
 		echo "$t $rps" >"$WORK/sat.$t"
 	done
 }
