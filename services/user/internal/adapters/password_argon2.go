@@ -84,6 +84,17 @@ func (a *Argon2) Verify(ctx context.Context, password, encoded string) (bool, er
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }
 
+// NeedsRehash is true for a hash whose cost or sizes differ from Params
+// (an unreadable one too: a fresh hash replaces it).
+func (a *Argon2) NeedsRehash(encoded string) bool {
+	p, salt, key, err := parsePHC(encoded)
+	if err != nil {
+		return true
+	}
+	return p.Memory != a.Params.Memory || p.Time != a.Params.Time || p.Threads != a.Params.Threads ||
+		len(salt) != a.Params.SaltLen || uint32(len(key)) != a.Params.KeyLen
+}
+
 func (a *Argon2) acquire(ctx context.Context) error {
 	select {
 	case a.slots <- struct{}{}:

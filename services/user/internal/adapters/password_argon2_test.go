@@ -41,6 +41,12 @@ func TestArgon2PHC(t *testing.T) {
 	if ok, _ := stronger.Verify(ctx, "correct horse battery", enc); !ok {
 		t.Fatal("hash with older parameters no longer verifies")
 	}
+	if h.NeedsRehash(enc) {
+		t.Fatal("fresh hash needs a rehash")
+	}
+	if !stronger.NeedsRehash(enc) || !h.NeedsRehash("$2a$10$bcrypt") {
+		t.Fatal("outdated or foreign hash does not need a rehash")
+	}
 	parts := strings.Split(enc, "$")
 	for name, bad := range map[string]string{
 		"bcrypt":         "$2a$10$abcdefghijklmnopqrstuv",

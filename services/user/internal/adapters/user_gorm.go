@@ -114,6 +114,18 @@ func (r *UserGorm) take(ctx context.Context, where string, arg string) (user.Use
 	return row.user(), nil
 }
 
+// SetPasswordHash replaces the hash of one account.
+func (r *UserGorm) SetPasswordHash(ctx context.Context, id, hash string) error {
+	res := r.db.WithContext(ctx).Model(&userRow{}).Where("id = ?", id).Update("password_hash", hash)
+	if res.Error != nil {
+		return fmt.Errorf("set password hash of %s: %w", id, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("set password hash of %s: %w", id, user.ErrNotFound)
+	}
+	return nil
+}
+
 // Update locks the row (FOR UPDATE on PostgreSQL; SQLite's single writer
 // serialises anyway), applies fn and writes the changed columns.
 func (r *UserGorm) Update(ctx context.Context, id string, fn func(*user.User) error) (user.User, error) {

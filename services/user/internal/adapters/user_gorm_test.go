@@ -167,3 +167,24 @@ func TestUserGormUpdate(t *testing.T) {
 		}
 	})
 }
+
+func TestUserGormSetPasswordHash(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		repo := adapters.NewUserGorm(db)
+		ctx := t.Context()
+		u := newUser("u1", "alice@example.com")
+		if err := repo.Add(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		if err := repo.SetPasswordHash(ctx, "u1", "$argon2id$new"); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := repo.ByID(ctx, "u1")
+		if got.PasswordHash != "$argon2id$new" || got.Name != u.Name || got.Email != u.Email {
+			t.Fatalf("after SetPasswordHash: %+v", got)
+		}
+		if err := repo.SetPasswordHash(ctx, "nobody", "x"); !errors.Is(err, user.ErrNotFound) {
+			t.Fatalf("unknown id: %v", err)
+		}
+	})
+}

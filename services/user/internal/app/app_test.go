@@ -212,3 +212,26 @@ func TestProfileCacheReadThroughAndInvalidation(t *testing.T) {
 		t.Fatalf("unknown user: %v", err)
 	}
 }
+
+// A hash made with outdated settings is replaced at the next good login,
+// and only then.
+func TestLoginUpgradesOutdatedHash(t *testing.T) {
+	f := newFixture()
+	p := register(t, f, "alice@example.com")
+	u := f.users.byID[p.ID]
+	u.PasswordHash = "old$" + goodPassword
+	f.users.byID[p.ID] = u
+
+	if _, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: "wrong password!", IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
+		t.Fatal(err)
+	}
+	if got := f.users.byID[p.ID].PasswordHash; got != "old$"+goodPassword {
+		t.Fatalf("hash changed by a failed login: %q", got)
+	}
+	if _, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: goodPassword, IP: "10.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.users.byID[p.ID].PasswordHash; got != "plain$"+goodPassword {
+		t.Fatalf("hash after login = %q, want the current format", got)
+	}
+}

@@ -66,6 +66,18 @@ func (m *memUsers) Update(_ context.Context, id string, fn func(*user.User) erro
 	return u, nil
 }
 
+func (m *memUsers) SetPasswordHash(_ context.Context, id, hash string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.byID[id]
+	if !ok {
+		return user.ErrNotFound
+	}
+	u.PasswordHash = hash
+	m.byID[id] = u
+	return nil
+}
+
 type memCache struct {
 	mu      sync.Mutex
 	m       map[string]user.Profile
@@ -144,16 +156,18 @@ func (s *memSessions) RevokeFamily(_ context.Context, family string, now time.Ti
 }
 
 // plainHasher is reversible on purpose, so tests can tell it was used; it
-// is never a production hasher.
+// is never a production hasher. "old$" hashes stand for an outdated cost.
 type plainHasher struct{}
 
 func (plainHasher) Hash(_ context.Context, pw string) (string, error) { return "plain$" + pw, nil }
 func (plainHasher) Verify(_ context.Context, pw, enc string) (bool, error) {
-	if !strings.HasPrefix(enc, "plain$") {
+	scheme, rest, ok := strings.Cut(enc, "$")
+	if !ok || (scheme != "plain" && scheme != "old") {
 		return false, fmt.Errorf("unknown hash format")
 	}
-	return enc == "plain$"+pw, nil
+	return rest == pw, nil
 }
+func (plainHasher) NeedsRehash(enc string) bool { return !strings.HasPrefix(enc, "plain$") }
 
 type fakeIssuer struct{}
 

@@ -71,6 +71,9 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 		h.d.Logger.InfoContext(ctx, "login failed", "user_id", u.ID, "reason", "wrong password")
 		return Tokens{}, ErrBadCredentials
 	}
+	if h.d.Hasher.NeedsRehash(u.PasswordHash) {
+		h.rehash(ctx, u.ID, l.Password)
+	}
 	now := h.d.Now().UTC()
 	rt, secret, err := session.Issue(h.d.NewID(), "", u.ID, now, h.d.RefreshTTL)
 	if err != nil {
@@ -81,6 +84,20 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 	}
 	h.d.Logger.InfoContext(ctx, "session started", "user_id", u.ID, "family_id", rt.FamilyID)
 	return h.issue.tokens(u.ID, now, rt, secret)
+}
+
+// rehash upgrades a hash made with older cost settings. Failing here must
+// not fail the login: the old hash still works and the next login retries.
+func (h LoginHandler) rehash(ctx context.Context, userID, password string) {
+	hash, err := h.d.Hasher.Hash(ctx, password)
+	if err == nil {
+		err = h.d.Users.SetPasswordHash(ctx, userID, hash)
+	}
+	if err != nil {
+		h.d.Logger.WarnContext(ctx, "password rehash failed", "user_id", userID, "error", err.Error())
+		return
+	}
+	h.d.Logger.InfoContext(ctx, "password hash upgraded", "user_id", userID)
 }
 
 // dummyHash is a real hash of a throwaway password, made once, for the

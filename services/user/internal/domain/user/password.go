@@ -56,4 +56,7 @@ type Hasher interface {
 	// Verify reports whether password matches encoded. An error means the
 	// encoded hash is unreadable, not that the password is wrong.
 	Verify(ctx context.Context, password, encoded string) (bool, error)
+	// NeedsRehash reports whether encoded was made with other settings than
+	// new hashes get, so a login can upgrade it while the password is at hand.
+	NeedsRehash(encoded string) bool
 }

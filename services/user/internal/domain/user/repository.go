@@ -14,6 +14,9 @@ type Repository interface {
 	// Update loads the account, applies fn and stores the result in one
 	// transaction.
 	Update(ctx context.Context, id string, fn func(*User) error) (User, error)
+	// SetPasswordHash replaces the stored hash, and only the hash (profile
+	// updates never touch it).
+	SetPasswordHash(ctx context.Context, id, hash string) error
 }
 
 // ProfileCache keeps profiles close to the handlers. It is a cache, not a
