@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Two gateway processes share one per-user limit through Redis.
@@ -68,5 +69,31 @@ func TestLoginHasStricterLimit(t *testing.T) {
 	// Other public calls from the same IP still pass.
 	if r := w.do(g, "GET", "/api/v1/products", nil, nil); r.Status != 200 {
 		t.Fatalf("products after login limit: %d", r.Status)
+	}
+}
+
+// Limits change at run time through the dynamic config, without a restart.
+func TestLimitsFollowDynamicConfig(t *testing.T) {
+	w := newWorld(t)
+	w.startUpstream("a", "v1")
+	g := w.startGateway()
+	hdr := map[string]string{"Authorization": "Bearer " + w.token("dyn-user-"+randHex(4))}
+	for range 5 {
+		if r := w.do(g, "GET", "/api/v1/orders", hdr, nil); r.Status != 200 {
+			t.Fatalf("before the change: %d", r.Status)
+		}
+	}
+	w.setDynamic(`{"limits": {"user": "2/1m:2"}}`)
+	// Applied within a moment; from then on a fresh user gets exactly 2.
+	eventually(t, 3*time.Second, "new user limit applied", func() bool {
+		return w.do(g, "GET", "/api/v1/orders", hdr, nil).Status == 429
+	})
+	fresh := map[string]string{"Authorization": "Bearer " + w.token("dyn-fresh-"+randHex(4))}
+	codes := map[int]int{}
+	for range 4 {
+		codes[w.do(g, "GET", "/api/v1/orders", fresh, nil).Status]++
+	}
+	if codes[200] != 2 || codes[429] != 2 {
+		t.Fatalf("with 2/1m: %v", codes)
 	}
 }
