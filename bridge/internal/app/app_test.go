@@ -30,6 +30,7 @@ func TestEndToEndKafkaToPulsar(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	natsURL := testenv.NATS(t)
 	pulsarURL, _ := testenv.Pulsar(t)
+	harness.LockPulsar(t, false)
 	id := harness.ID()
 	topic := "bridgee2e." + id + ".orders"
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -46,6 +46,7 @@ func setup(t *testing.T) *env {
 	t.Helper()
 	natsURL := testenv.NATS(t)
 	pulsarURL, _ := testenv.Pulsar(t)
+	harness.LockPulsar(t, false)
 	id := harness.ID()
 	e := &env{stream: "BRIDGETEST_" + id, tps: map[int]string{}}
 	nc, err := nats.Connect(natsURL, nats.ReconnectBufSize(-1), nats.MaxReconnects(-1))
