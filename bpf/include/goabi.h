@@ -20,20 +20,15 @@
 #define GO_REG9(x) ((x)->r11)
 #define GO_G(x) ((x)->r14)
 
-// go_reg returns integer register n (1-based, ABI order); the switch keeps the verifier happy with a constant bound.
+// go_reg returns integer register n (1-based, ABI order). The registers are copied to the stack first: indexing
+// pt_regs by a computed offset is a "modified ctx pointer" the verifier rejects.
 static __always_inline __u64 go_reg(struct pt_regs *ctx, __u32 n) {
-	switch (n) {
-	case 1: return GO_REG1(ctx);
-	case 2: return GO_REG2(ctx);
-	case 3: return GO_REG3(ctx);
-	case 4: return GO_REG4(ctx);
-	case 5: return GO_REG5(ctx);
-	case 6: return GO_REG6(ctx);
-	case 7: return GO_REG7(ctx);
-	case 8: return GO_REG8(ctx);
-	case 9: return GO_REG9(ctx);
-	}
-	return 0;
+	__u64 regs[9] = {GO_REG1(ctx), GO_REG2(ctx), GO_REG3(ctx), GO_REG4(ctx), GO_REG5(ctx),
+			 GO_REG6(ctx), GO_REG7(ctx), GO_REG8(ctx), GO_REG9(ctx)};
+	__u32 i = n - 1;
+	if (i >= 9)
+		return 0;
+	return regs[i];
 }
 
 // A call in flight is found again at its RETs by (process, goroutine): goroutines migrate between threads and CPUs,

@@ -143,6 +143,9 @@ func (a *Agent) Scan() {
 		if b.http != nil {
 			prune(b.http.Requests, alive)
 		}
+		for _, m := range b.calls {
+			prune(m, alive)
+		}
 		if b.rt != nil {
 			prune(b.rt.Stw, alive)
 			prune(b.rt.Goroutines, alive)

@@ -12,6 +12,12 @@ var (
 	descServer = prometheus.NewDesc("shanhai_bpf_http_server_request_duration_seconds",
 		"Server-side HTTP request latency seen by uprobes on net/http.serverHandler.ServeHTTP (entry to every RET).",
 		[]string{"pid", "exe", "method", "status", "status_class"}, nil)
+	descClient = prometheus.NewDesc("shanhai_bpf_http_client_request_duration_seconds",
+		"HTTP client call latency seen by uprobes on net/http.(*Transport).roundTrip; status 0 when the call failed.",
+		[]string{"pid", "exe", "method", "status", "status_class", "error"}, nil)
+	descCall = prometheus.NewDesc("shanhai_bpf_client_call_duration_seconds",
+		"Latency of database/sql queryDC/execDC, go-redis _process, kafka-go WriteMessages and NATS publish calls.",
+		[]string{"pid", "exe", "system", "operation", "error"}, nil)
 	descSTW = prometheus.NewDesc("shanhai_bpf_go_stw_pause_seconds",
 		"Go stop-the-world pauses (runtime.stopTheWorldWithSema entry to runtime.startTheWorldWithSema return).",
 		[]string{"pid", "exe"}, nil)
@@ -38,7 +44,7 @@ func (a *Agent) Collector() prometheus.Collector { return collector{a} }
 type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descServer, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
+	for _, d := range []*prometheus.Desc{descServer, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
 		descTCPFailed, descTCPRetrans, descTarget, descErrors} {
 		ch <- d
 	}
@@ -75,6 +81,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- histMetric(descServer, h, strconv.Itoa(k.PID), e, k.Method, strconv.Itoa(k.Status), strconv.Itoa(k.Status/100)+"xx")
+	}
+	for k, h := range s.Calls {
+		e, ok := exe[k.PID]
+		if !ok {
+			continue
+		}
+		if k.System == "http" {
+			ch <- histMetric(descClient, h, strconv.Itoa(k.PID), e, k.Method, strconv.Itoa(k.Status), strconv.Itoa(k.Status/100)+"xx", strconv.FormatBool(k.Error))
+			continue
+		}
+		ch <- histMetric(descCall, h, strconv.Itoa(k.PID), e, k.System, k.Operation, strconv.FormatBool(k.Error))
 	}
 	for pid, h := range s.STW {
 		if e, ok := exe[pid]; ok {

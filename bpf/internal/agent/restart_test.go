@@ -152,7 +152,7 @@ func (p *agentProc) waitTarget(t *testing.T, bin string, pid int) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		return strings.Contains(string(b), `shanhai_bpf_target_info{exe="`+bin+`",pid="`+strconv.Itoa(pid)+`",probes="httpserver,goruntime"} 1`),
+		return strings.Contains(string(b), `shanhai_bpf_target_info{exe="`+bin+`",pid="`+strconv.Itoa(pid)+`",probes="httpserver,goruntime,httpclient"} 1`),
 			"agent does not report the running target:\n" + p.stderr.String()
 	})
 }

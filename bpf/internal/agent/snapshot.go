@@ -30,6 +30,7 @@ type Snapshot struct {
 	STW        map[int]hist.Hist
 	Goroutines map[int]uint64
 	TCP        map[int]TCPStats
+	Calls      map[Call]hist.Hist
 }
 
 // ServerTotal sums the server requests of pid.
@@ -43,7 +44,7 @@ func (s Snapshot) ServerTotal(pid int) (n uint64) {
 }
 
 func newSnapshot() Snapshot {
-	return Snapshot{Server: map[RED]hist.Hist{}, STW: map[int]hist.Hist{}, Goroutines: map[int]uint64{}, TCP: map[int]TCPStats{}}
+	return Snapshot{Server: map[RED]hist.Hist{}, STW: map[int]hist.Hist{}, Goroutines: map[int]uint64{}, TCP: map[int]TCPStats{}, Calls: map[Call]hist.Hist{}}
 }
 
 func cstr(b []int8) string {
@@ -79,6 +80,11 @@ func (b *binProbes) read(s *Snapshot) error {
 		}
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read http server map: %w", err)
+		}
+	}
+	for _, m := range b.calls {
+		if err := readCalls(m, s); err != nil {
+			return fmt.Errorf("read call map: %w", err)
 		}
 	}
 	if b.rt != nil {

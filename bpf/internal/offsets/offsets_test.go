@@ -52,3 +52,27 @@ func TestStrippedUsesFallback(t *testing.T) {
 		t.Fatal("unknown field without DWARF resolved")
 	}
 }
+
+// TestErrorResultsMatchDWARF checks the fallback result layouts against the DWARF of testdata/clients, which links
+// every library the call probes read at the versions go.mod pins.
+func TestErrorResultsMatchDWARF(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "clients")
+	if b, err := exec.Command("go", "build", "-o", out, "../../testdata/clients").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+	f, err := elf.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for fn, want := range ErrorResult {
+		got, src, err := ErrorRegister(f, fn)
+		if err != nil || src != FromDWARF {
+			t.Errorf("%s: %v (source %s)", fn, err, src)
+			continue
+		}
+		if got != want {
+			t.Errorf("%s: DWARF puts the error in register %d, the fallback table says %d", fn, got, want)
+		}
+	}
+}

@@ -1,0 +1,189 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/shanhai-dev/shanhai/bpf/internal/hist"
+	"github.com/shanhai-dev/shanhai/bpf/internal/offsets"
+	"github.com/shanhai-dev/shanhai/bpf/internal/symtab"
+	"github.com/shanhai-dev/shanhai/bpf/probe/db"
+	"github.com/shanhai-dev/shanhai/bpf/probe/httpclient"
+	"github.com/shanhai-dev/shanhai/bpf/probe/messaging"
+)
+
+// callSite is one function timed by the generic call probe (include/calls.h).
+type callSite struct {
+	op       uint8
+	fn       string
+	system   string // metric label: http, sql, redis, kafka, nats
+	name     string // metric label: the operation
+	respReg  int    // result register of a *net/http.Response, 0 = none
+	reqReg   int    // argument register of a *net/http.Request, 0 = none
+	optional bool   // absent from a binary that does not link the library: skip, not fail
+}
+
+// The ops; the numbers travel in attach cookies and come back in map keys.
+var callSites = map[string][]callSite{
+	"httpclient": {
+		{op: 1, fn: "net/http.(*Transport).roundTrip", system: "http", name: "roundtrip", respReg: 1, reqReg: 2},
+	},
+	"db": {
+		{op: 2, fn: "database/sql.(*DB).queryDC", system: "sql", name: "query", optional: true},
+		{op: 3, fn: "database/sql.(*DB).execDC", system: "sql", name: "exec", optional: true},
+		{op: 4, fn: "github.com/redis/go-redis/v9.(*baseClient)._process", system: "redis", name: "process", optional: true},
+	},
+	"messaging": {
+		{op: 5, fn: "github.com/segmentio/kafka-go.(*Writer).WriteMessages", system: "kafka", name: "publish", optional: true},
+		{op: 6, fn: "github.com/nats-io/nats%2ego.(*Conn).publish", system: "nats", name: "publish", optional: true}, // the linker escapes the dot in "nats.go"; Publish itself is inlined
+	},
+}
+
+var opByID = func() map[uint16]callSite {
+	m := map[uint16]callSite{}
+	for _, sites := range callSites {
+		for _, s := range sites {
+			m[uint16(s.op)] = s
+		}
+	}
+	return m
+}()
+
+// callObjects is what the three call probes' generated objects have in common.
+type callObjects struct {
+	enter, ret *ebpf.Program
+	calls      *ebpf.Map
+	closer     interface{ Close() error }
+}
+
+func loadCallProbe(probe string, offs map[offsets.Field]uint64) (*callObjects, error) {
+	var spec *ebpf.CollectionSpec
+	var err error
+	switch probe {
+	case "httpclient":
+		spec, err = httpclient.LoadBpf()
+	case "db":
+		spec, err = db.LoadBpf()
+	case "messaging":
+		spec, err = messaging.LoadBpf()
+	default:
+		return nil, fmt.Errorf("unknown call probe %s", probe)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for name, fl := range map[string]offsets.Field{"off_request_method": offsets.RequestMethod, "off_response_status": offsets.ResponseStatusCode} {
+		if err := spec.Variables[name].Set(offs[fl]); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	var objs struct {
+		Enter *ebpf.Program `ebpf:"call_enter"`
+		Ret   *ebpf.Program `ebpf:"call_ret"`
+		Calls *ebpf.Map     `ebpf:"calls"`
+		Infl  *ebpf.Map     `ebpf:"call_inflight"`
+		Zero  *ebpf.Map     `ebpf:"call_zero"`
+	}
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load: %w", err)
+	}
+	return &callObjects{enter: objs.Enter, ret: objs.Ret, calls: objs.Calls, closer: closers{objs.Enter, objs.Ret, objs.Calls, objs.Infl, objs.Zero}}, nil
+}
+
+type closers []interface{ Close() error }
+
+func (c closers) Close() error {
+	var errs []error
+	for _, x := range c {
+		errs = append(errs, x.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// attachCalls returns an attach function for one of the call probes.
+func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executable) error {
+	return func(sym *symtab.Binary, ex *link.Executable) error {
+		type found struct {
+			site   callSite
+			fn     symtab.Func
+			errReg int
+		}
+		var fs []found
+		for _, s := range callSites[probe] {
+			f, err := sym.Func(s.fn)
+			if errors.Is(err, symtab.ErrNotFound) && s.optional {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			reg, _, err := offsets.ErrorRegister(sym.ELF(), s.fn)
+			if err != nil {
+				return err
+			}
+			fs = append(fs, found{s, f, reg})
+		}
+		if len(fs) == 0 {
+			return fmt.Errorf("none of the %s functions: %w", probe, symtab.ErrNotFound)
+		}
+		offs, _, err := offsets.Resolve(sym.ELF(), offsets.RequestMethod, offsets.ResponseStatusCode)
+		if err != nil {
+			return err
+		}
+		objs, err := loadCallProbe(probe, offs)
+		if err != nil {
+			return err
+		}
+		b.closer = append(b.closer, objs.closer)
+		b.calls = append(b.calls, objs.calls)
+		for _, f := range fs {
+			cookie := uint64(f.site.op) | uint64(f.errReg)<<8 | uint64(f.site.respReg)<<12 | uint64(f.site.reqReg)<<16
+			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.EntryOff}, cookie); err != nil {
+				return err
+			}
+			if err := b.uprobeCookie(ex, f.fn, objs.ret, f.fn.RetOffs, cookie); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func (b *binProbes) uprobeCookie(ex *link.Executable, fn symtab.Func, prog *ebpf.Program, addrs []uint64, cookie uint64) error {
+	for _, a := range addrs {
+		l, err := ex.Uprobe(fn.Name, prog, &link.UprobeOptions{Address: a, Cookie: cookie})
+		if err != nil {
+			return fmt.Errorf("uprobe %s at %#x: %w", fn.Name, a, err)
+		}
+		b.closer = append(b.closer, l)
+	}
+	return nil
+}
+
+// Call identifies one call series: process, system and operation, HTTP method and status (client calls only), error.
+type Call struct {
+	PID       int
+	System    string
+	Operation string
+	Method    string
+	Status    int
+	Error     bool
+}
+
+func readCalls(m *ebpf.Map, s *Snapshot) error {
+	var k httpclient.BpfCallKey // same layout in every call probe (include/calls.h)
+	var vals []hist.Hist
+	it := m.Iterate()
+	for it.Next(&k, &vals) {
+		site := opByID[k.Op]
+		c := Call{PID: int(k.Tgid), System: site.system, Operation: site.name, Method: cstr(k.Method[:]), Status: int(k.Status), Error: k.Error != 0}
+		h := s.Calls[c]
+		sum := sumHists(vals)
+		h.Add(&sum)
+		s.Calls[c] = h
+	}
+	return it.Err()
+}

@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+// TestCallProbes runs testdata/clients against the real PostgreSQL, Redis, Kafka and NATS (and a test HTTP server)
+// and checks that the agent counted exactly the calls and failures the program itself counted, per operation, on
+// an unstripped binary (DWARF offsets and result layouts) and a stripped one (the fallback tables).
+func TestCallProbes(t *testing.T) {
+	requireRoot(t)
+	env := []string{
+		"DATABASE_URL=" + testenv.Postgres(t),
+		"REDIS_URL=" + testenv.Redis(t),
+		"KAFKA_BROKERS=" + strings.Join(testenv.Kafka(t), ","),
+		"NATS_URL=" + testenv.NATS(t),
+	}
+	server := startTarget(t, buildTarget(t, false)) // not a target of the agent: only the clients are
+	for _, stripped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
+			name := "clients"
+			if stripped {
+				name += "-stripped"
+			}
+			bin := build(t, "testdata/clients", name, stripped)
+			a := newAgent(t, bin)
+			a.Scan()
+			const n = 20
+			cmd := exec.Command(bin, "-n", strconv.Itoa(n), "-http", server.base+"/work")
+			cmd.Env = append(os.Environ(), env...)
+			cmd.Stderr = os.Stderr
+			stdin, _ := cmd.StdinPipe()
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { stdin.Close(); cmd.Wait() }()
+			line, err := bufio.NewReader(stdout).ReadString('\n')
+			if err != nil {
+				t.Fatalf("clients printed no counts: %v", err)
+			}
+			var own map[string]uint64
+			if err := json.Unmarshal([]byte(line), &own); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("clients counted %v", own)
+			a.Scan()
+			ts := a.Targets()
+			if len(ts) != 1 || strings.Join(ts[0].Probes, ",") != "goruntime,httpclient,db,messaging" {
+				t.Fatalf("targets %+v: want every probe on the clients binary", ts)
+			}
+			pid := cmd.Process.Pid
+			eventually(t, func() (bool, string) {
+				s, err := a.Snapshot()
+				if err != nil {
+					return false, err.Error()
+				}
+				got := map[string]uint64{}
+				for k, h := range s.Calls {
+					if k.PID != pid {
+						continue
+					}
+					op := map[string]string{"http": "http", "sql": "sql " + k.Operation, "redis": "redis", "kafka": "kafka", "nats": "nats"}[k.System]
+					got[op] += h.Count
+					if k.Error {
+						got[op+" error"] += h.Count
+					}
+					if k.System == "http" && !k.Error {
+						got["http "+strconv.Itoa(k.Status)] += h.Count
+						if k.Method != "GET" {
+							return false, "http client method " + k.Method
+						}
+					}
+				}
+				return fmt.Sprint(got) == fmt.Sprint(own), fmt.Sprintf("agent %v\nclient %v", got, own)
+			})
+		})
+	}
+}

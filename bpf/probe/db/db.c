@@ -1,0 +1,5 @@
+//go:build ignore
+
+// database/sql.(*DB).queryDC and execDC and go-redis v9 (*baseClient)._process, timed entry to every RET, errors counted.
+// The programs are the generic ones in include/calls.h; the agent tells them apart by attach cookie.
+#include "calls.h"

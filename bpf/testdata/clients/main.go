@@ -1,0 +1,132 @@
+// Command clients is the probe tests' client-side target: it makes a known number of database/sql, go-redis,
+// kafka-go, NATS and net/http client calls against the real servers named by the usual environment variables,
+// prints how many of each it made and how many failed as one JSON line, then waits for stdin to close so the test
+// can read the agent while the process is alive.
+//
+//	clients -n 20 -http http://127.0.0.1:PORT/work
+package main
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+)
+
+// counts is "op" -> calls and "op error" -> failed calls.
+type counts map[string]int
+
+func (c counts) add(op string, err error) {
+	c[op]++
+	if err != nil {
+		c[op+" error"]++
+	}
+}
+
+func main() {
+	n := flag.Int("n", 10, "calls of each kind")
+	httpURL := flag.String("http", "", "URL for net/http client calls (skipped when empty)")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := counts{}
+	fail := func(what string, err error) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", what, err)
+		os.Exit(1)
+	}
+
+	if *httpURL != "" {
+		hc := &http.Client{Timeout: 10 * time.Second}
+		for i := range *n {
+			url := *httpURL + "?status=" + strconv.Itoa([]int{200, 404, 503}[i%3])
+			resp, err := hc.Get(url)
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				c["http "+strconv.Itoa(resp.StatusCode)]++
+			}
+			c.add("http", err)
+		}
+		_, err := hc.Get("http://127.0.0.1:1/refused")
+		c.add("http", err)
+	}
+
+	if u := os.Getenv("DATABASE_URL"); u != "" {
+		db, err := sql.Open("pgx", u)
+		if err != nil {
+			fail("sql open", err)
+		}
+		db.SetMaxOpenConns(1)
+		_, err = db.ExecContext(ctx, "CREATE TEMP TABLE probe_t (id int)")
+		c.add("sql exec", err)
+		for i := range *n {
+			_, err := db.ExecContext(ctx, "INSERT INTO probe_t VALUES ($1)", i)
+			c.add("sql exec", err)
+			rows, err := db.QueryContext(ctx, "SELECT id FROM probe_t WHERE id = $1", i)
+			if err == nil {
+				rows.Close()
+			}
+			c.add("sql query", err)
+		}
+		_, err = db.QueryContext(ctx, "SELECT * FROM no_such_table")
+		c.add("sql query", err)
+		db.Close()
+	}
+
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		opt, err := redis.ParseURL(u)
+		if err != nil {
+			fail("redis url", err)
+		}
+		opt.MaxRetries = -1 // one _process per command: a retry would be a second call
+		// RESP2 and no CLIENT SETINFO: the handshake then sends no command of its own through _process, so every
+		// call the probe sees is one this program made.
+		opt.Protocol = 2
+		opt.DisableIdentity = true
+		rdb := redis.NewClient(opt)
+		for i := range *n {
+			c.add("redis", rdb.Set(ctx, "probe:"+strconv.Itoa(i), i, time.Minute).Err())
+		}
+		_, err = rdb.Get(ctx, "probe:missing:"+strconv.FormatInt(time.Now().UnixNano(), 10)).Result()
+		c.add("redis", err) // redis.Nil: go-redis reports a missing key as an error
+		rdb.Close()
+	}
+
+	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
+		w := &kafka.Writer{Addr: kafka.TCP(b), Topic: "shanhai.bpf-probe-test", AllowAutoTopicCreation: true,
+			BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireOne}
+		for i := range *n {
+			err := w.WriteMessages(ctx, kafka.Message{Value: []byte(strconv.Itoa(i))})
+			c.add("kafka", err)
+		}
+		w.Close()
+	}
+
+	if u := os.Getenv("NATS_URL"); u != "" {
+		nc, err := nats.Connect(u)
+		if err != nil {
+			fail("nats connect", err)
+		}
+		for i := range *n {
+			c.add("nats", nc.Publish("shanhai.bpf-probe-test", []byte(strconv.Itoa(i))))
+		}
+		if err := nc.Flush(); err != nil {
+			fail("nats flush", err)
+		}
+		nc.Close()
+	}
+
+	json.NewEncoder(os.Stdout).Encode(c)
+	io.Copy(io.Discard, os.Stdin)
+}
