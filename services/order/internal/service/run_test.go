@@ -86,3 +86,13 @@ func TestRunRegistersServesAndDeregisters(t *testing.T) {
 	js := connectJS(t, cfg.NATSURL)
 	_ = js.DeleteStream(context.Background(), names.Stream)
 }
+
+// TestNewFailsCleanly: a dependency that is down is an error from New, not
+// a panic, and nothing is left open.
+func TestNewFailsCleanly(t *testing.T) {
+	testenv.Postgres(t) // the server is up; the database below is not there
+	cfg := config.Config{DatabaseURL: "postgres://shanhai@127.0.0.1:15432/no_such_db_" + randomHex(4) + "?sslmode=disable&connect_timeout=2"}
+	if _, err := service.New(context.Background(), cfg, service.Options{}); err == nil {
+		t.Fatal("New succeeded without a database")
+	}
+}

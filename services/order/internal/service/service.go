@@ -101,9 +101,12 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		o.Logger = slog.Default()
 	}
 	s = &Service{cfg: cfg, log: o.Logger}
+	// Returning (nil, err) clears s before deferred calls run; keep our own
+	// reference so a failed start still closes what it opened.
+	built := s
 	defer func() {
 		if err != nil {
-			s.close()
+			_ = built.close()
 		}
 	}()
 	t0 := time.Now()

@@ -98,9 +98,12 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		o.Logger = slog.Default()
 	}
 	s = &Service{cfg: cfg, log: o.Logger}
+	// Returning (nil, err) clears s before deferred calls run; keep our own
+	// reference so a failed start still closes what it opened.
+	built := s
 	defer func() {
 		if err != nil {
-			s.close()
+			_ = built.close()
 		}
 	}()
 	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
