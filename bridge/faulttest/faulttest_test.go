@@ -51,7 +51,7 @@ func TestFaultTestLosesNothing(t *testing.T) {
 	if natsServer == "" {
 		t.Fatal("no nats-server >= 2.10: run scripts/deps.sh up nats (it builds one into its cache)")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	rep, err := Run(ctx, Options{
 		N: n, Partitions: 3, Size: 256, Duration: 40 * time.Second, Brokers: brokers, PulsarURL: pulsarURL,
@@ -97,7 +97,7 @@ func TestBackpressureKeepsMemoryFlat(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	const bound = 192 << 20
+	const bound = 192 << 20 * rssScale // 192 MiB for the production build
 	rep, err := RunBackpressure(ctx, BackpressureOptions{Warmup: 2000, N: 20000, Size: 1024, Outage: outage, RSSBound: bound,
 		Brokers: brokers, PulsarURL: pulsarURL, NATSServer: natsServer})
 	if err != nil {
