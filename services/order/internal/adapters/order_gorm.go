@@ -206,6 +206,17 @@ func (r *OrderGorm) ApplyOnce(ctx context.Context, consumer, eventID, orderID st
 	return applied, nil
 }
 
+// ForgetKeys deletes idempotency records created before the given time. A
+// client retrying after that answers with a new order, so keep them longer
+// than any sane retry window (the service keeps 24 h).
+func (r *OrderGorm) ForgetKeys(ctx context.Context, before time.Time) (int64, error) {
+	res := r.db.WithContext(ctx).Where("created_at < ?", before.UTC()).Delete(&replayRow{})
+	if res.Error != nil {
+		return 0, fmt.Errorf("forget idempotency keys: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
 // lockOrder reads one order FOR UPDATE (PostgreSQL; SQLite serialises
 // writers anyway and its gorm dialect drops the clause).
 func lockOrder(tx *gorm.DB, where string, args ...any) (*order.Order, error) {

@@ -87,6 +87,28 @@ func TestOrderGorm(t *testing.T) {
 				}
 			})
 
+			t.Run("ForgetKeys", func(t *testing.T) {
+				o := newOrder(t, db, "frank", 1)
+				if err := repo.Create(ctx, o, order.Replay{UserID: "frank", Key: "old", StatusCode: 201}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := repo.ForgetKeys(ctx, now); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := repo.FindReplay(ctx, "frank", "old"); err != nil {
+					t.Fatalf("a key created at the cut-off was forgotten: %v", err)
+				}
+				if _, err := repo.ForgetKeys(ctx, now.Add(time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := repo.FindReplay(ctx, "frank", "old"); !errors.Is(err, order.ErrNotFound) {
+					t.Fatalf("old key still there: %v", err)
+				}
+				if _, err := repo.Get(ctx, "frank", o.ID()); err != nil {
+					t.Fatalf("forgetting the key lost the order: %v", err)
+				}
+			})
+
 			t.Run("OtherUsersOrderIsNotFound", func(t *testing.T) {
 				o := newOrder(t, db, "alice", 1)
 				if err := repo.Create(ctx, o, order.Replay{UserID: "alice", Key: o.ID(), StatusCode: 201}); err != nil {

@@ -78,6 +78,7 @@ type Service struct {
 	registry discovery.Registry
 	etcd     *clientv3.Client
 	events   *adapters.PaymentEvents
+	orders   *adapters.OrderGorm
 
 	stopWorkers func()
 	closers     []func() error
@@ -162,7 +163,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	s.closers = append(s.closers, writer.Close)
 	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
 
-	orders := adapters.NewOrderGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
+	s.orders = adapters.NewOrderGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
+	orders := s.orders
 	s.Catalog = adapters.NewCatalogRedis(adapters.NewCatalogGorm(s.DB), s.Redis, cfg.CatalogCacheTTL, o.Logger)
 	s.App = app.New(app.Deps{
 		Orders:  orders,
@@ -230,6 +232,7 @@ func (s *Service) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
+	wg.Go(func() { s.housekeeping(wctx) })
 	stopConsumer, err := s.events.Start(ctx)
 	if err != nil {
 		cancel()
@@ -242,6 +245,37 @@ func (s *Service) Start(ctx context.Context) error {
 		wg.Wait()
 	}
 	return nil
+}
+
+// Retention of idempotency records and processed-event ids. Both must
+// outlive any retry: a client's (hours) and a redelivery's (the stream keeps
+// seven days).
+const (
+	keyRetention   = 24 * time.Hour
+	dedupRetention = 8 * 24 * time.Hour
+)
+
+// housekeeping forgets old idempotency keys and dedup records hourly, so the
+// tables stay proportional to recent traffic.
+func (s *Service) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		if n, err := s.orders.ForgetKeys(ctx, now.Add(-keyRetention)); err != nil {
+			s.log.WarnContext(ctx, "housekeeping", "err", err)
+		} else if n > 0 {
+			s.log.InfoContext(ctx, "forgot idempotency keys", "count", n)
+		}
+		if _, err := dedup.Cleanup(ctx, s.DB, now.Add(-dedupRetention)); err != nil {
+			s.log.WarnContext(ctx, "housekeeping", "err", err)
+		}
+	}
 }
 
 // Run starts the workers, listens, registers in discovery and serves until
