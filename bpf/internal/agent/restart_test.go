@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -20,7 +21,25 @@ import (
 type agentProc struct {
 	cmd    *exec.Cmd
 	addr   string
-	stderr *bytes.Buffer
+	stderr *lockedBuffer
+}
+
+// lockedBuffer collects a child's stderr, written by exec's copying goroutine while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startAgentBinary(t *testing.T, bin, targets string) *agentProc {
@@ -31,7 +50,7 @@ func startAgentBinary(t *testing.T, bin, targets string) *agentProc {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	p := &agentProc{cmd: exec.Command(bin), addr: addr, stderr: &bytes.Buffer{}}
+	p := &agentProc{cmd: exec.Command(bin), addr: addr, stderr: &lockedBuffer{}}
 	p.cmd.Env = append(os.Environ(), "HTTP_ADDR="+addr, "BPF_TARGETS="+targets, "BPF_SCAN_INTERVAL=100ms")
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
