@@ -63,11 +63,12 @@ port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 kafka_answers() {
 	local reply
 	reply=$(
+		exec 2>/dev/null
 		exec 3<>"/dev/tcp/$HOST/$KAFKA_PORT" || exit 1
 		# size 14 | api key 18 (ApiVersions) | version 0 | correlation id 7 | client id "deps"
 		printf '\x00\x00\x00\x0e\x00\x12\x00\x00\x00\x00\x00\x07\x00\x04deps' >&3
 		timeout 3 head -c 10 <&3 | od -An -tx1 | tr -d ' \n'
-	) 2>/dev/null || return 1
+	) || return 1
 	# bytes 4-7: correlation id 7, bytes 8-9: error code 0
 	[[ ${reply:8:12} == 000000070000 ]]
 }
