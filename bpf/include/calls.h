@@ -33,9 +33,10 @@ struct call_key {
 	char method[CALL_METHOD_LEN];
 };
 
+// In-flight calls by (process, op, goroutine), reused in place like the HTTP server probe's (see httpserver.c).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 65536);
 	__type(key, struct call_inflight_key);
 	__type(value, struct call_state);
 } call_inflight SEC(".maps");
@@ -66,10 +67,17 @@ SEC("uprobe/call_enter")
 int call_enter(struct pt_regs *ctx) {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	struct call_inflight_key k = call_ikey(ctx, cookie);
-	struct call_state s = {};
-	s.start_ns = bpf_ktime_get_ns();
+	struct call_state *s = bpf_map_lookup_elem(&call_inflight, &k);
+	if (!s) {
+		struct call_state fresh = {};
+		bpf_map_update_elem(&call_inflight, &k, &fresh, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&call_inflight, &k);
+		if (!s)
+			return 0;
+	}
 	__u32 req_reg = (cookie >> 16) & 0xf;
 	if (req_reg) {
+		__builtin_memset(s->method, 0, CALL_METHOD_LEN);
 		void *req = (void *)go_reg(ctx, req_reg);
 		struct {
 			const char *ptr;
@@ -77,10 +85,10 @@ int call_enter(struct pt_regs *ctx) {
 		} m = {};
 		if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr) {
 			__u64 n = m.len < CALL_METHOD_LEN - 1 ? m.len : CALL_METHOD_LEN - 1;
-			bpf_probe_read_user(s.method, n & (CALL_METHOD_LEN - 1), m.ptr);
+			bpf_probe_read_user(s->method, n & (CALL_METHOD_LEN - 1), m.ptr);
 		}
 	}
-	bpf_map_update_elem(&call_inflight, &k, &s, BPF_ANY);
+	s->start_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -89,14 +97,14 @@ int call_ret(struct pt_regs *ctx) {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	struct call_inflight_key k = call_ikey(ctx, cookie);
 	struct call_state *s = bpf_map_lookup_elem(&call_inflight, &k);
-	if (!s)
+	if (!s || !s->start_ns)
 		return 0;
 	__u64 d = bpf_ktime_get_ns() - s->start_ns;
+	s->start_ns = 0;
 	struct call_key ck = {};
 	ck.tgid = k.tgid;
 	ck.op = k.op;
 	__builtin_memcpy(ck.method, s->method, CALL_METHOD_LEN);
-	bpf_map_delete_elem(&call_inflight, &k);
 
 	__u32 err_reg = (cookie >> 8) & 0xf;
 	if (err_reg && go_iface_nonnil(go_reg(ctx, err_reg)))

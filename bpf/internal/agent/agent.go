@@ -142,8 +142,12 @@ func (a *Agent) Scan() {
 		}
 		if b.http != nil {
 			prune(b.http.Requests, alive)
+			prune(b.http.Inflight, alive)
 		}
 		for _, m := range b.calls {
+			prune(m, alive)
+		}
+		for _, m := range b.callsInflight {
 			prune(m, alive)
 		}
 		if b.rt != nil {

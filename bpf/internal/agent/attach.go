@@ -31,9 +31,10 @@ type binProbes struct {
 	probes []string // attached probe names, for /metrics and logs
 	closer []io.Closer
 
-	http  *httpserver.BpfObjects
-	rt    *goruntime.BpfObjects
-	calls []*ebpf.Map // the call probes' aggregate maps (struct call_key -> lat_hist)
+	http          *httpserver.BpfObjects
+	rt            *goruntime.BpfObjects
+	calls         []*ebpf.Map // the call probes' aggregate maps (struct call_key -> lat_hist)
+	callsInflight []*ebpf.Map // and their in-flight maps (struct call_inflight_key -> call_state)
 }
 
 func (b *binProbes) Close() error {

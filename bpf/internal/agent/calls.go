@@ -56,6 +56,7 @@ var opByID = func() map[uint16]callSite {
 type callObjects struct {
 	enter, ret *ebpf.Program
 	calls      *ebpf.Map
+	inflight   *ebpf.Map
 	closer     interface{ Close() error }
 }
 
@@ -90,7 +91,7 @@ func loadCallProbe(probe string, offs map[offsets.Field]uint64) (*callObjects, e
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	return &callObjects{enter: objs.Enter, ret: objs.Ret, calls: objs.Calls, closer: closers{objs.Enter, objs.Ret, objs.Calls, objs.Infl, objs.Zero}}, nil
+	return &callObjects{enter: objs.Enter, ret: objs.Ret, calls: objs.Calls, inflight: objs.Infl, closer: closers{objs.Enter, objs.Ret, objs.Calls, objs.Infl, objs.Zero}}, nil
 }
 
 type closers []interface{ Close() error }
@@ -139,6 +140,7 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 		}
 		b.closer = append(b.closer, objs.closer)
 		b.calls = append(b.calls, objs.calls)
+		b.callsInflight = append(b.callsInflight, objs.inflight)
 		for _, f := range fs {
 			cookie := uint64(f.site.op) | uint64(f.errReg)<<8 | uint64(f.site.respReg)<<12 | uint64(f.site.reqReg)<<16
 			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.EntryOff}, cookie); err != nil {

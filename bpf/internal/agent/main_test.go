@@ -43,7 +43,7 @@ func requireRoot(t *testing.T) {
 }
 
 // build compiles a main package (relative to the module root) once; variant "stripped" passes -ldflags=-s -w.
-func build(t *testing.T, pkg, name string, stripped bool) string {
+func build(t testing.TB, pkg, name string, stripped bool) string {
 	t.Helper()
 	out := filepath.Join(binDir, name)
 	if _, err := os.Stat(out); err == nil {
@@ -150,3 +150,5 @@ func newAgent(t *testing.T, targets ...string) *Agent {
 	t.Cleanup(func() { a.Close() })
 	return a
 }
+
+func isRoot() bool { return os.Geteuid() == 0 }

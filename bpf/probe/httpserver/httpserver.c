@@ -26,10 +26,13 @@ struct red_key {
 };
 
 struct {
-	// A plain preallocated hash, not LRU (cheaper per update): the entry of a handler that panics and never reaches a
-	// RET is overwritten when its g, which the runtime recycles, serves the next request, so leftovers stay bounded.
+	// In-flight requests by goroutine. An entry is not deleted at the RET but marked done (start_ns = 0) and reused
+	// in place by the next request on the same g: net/http serves a keep-alive connection's requests on one
+	// goroutine, and the runtime recycles g structs, so steady state costs a lookup and no hash insert or delete on
+	// either probe. The number of entries is bounded by the process's peak goroutine count (g structs are never
+	// freed); the agent deletes a process's entries when it exits.
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 65536);
 	__type(key, struct go_call_key);
 	__type(value, struct req_state);
 } inflight SEC(".maps");
@@ -55,9 +58,16 @@ struct {
 SEC("uprobe/serve_http")
 int serve_http_enter(struct pt_regs *ctx) {
 	struct go_call_key k = go_call_key(ctx);
-	struct req_state s = {};
-	s.start_ns = bpf_ktime_get_ns();
-	s.response = GO_REG3(ctx);
+	struct req_state *s = bpf_map_lookup_elem(&inflight, &k);
+	if (!s) {
+		struct req_state fresh = {};
+		bpf_map_update_elem(&inflight, &k, &fresh, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&inflight, &k);
+		if (!s)
+			return 0;
+	}
+	s->response = GO_REG3(ctx);
+	__builtin_memset(s->method, 0, METHOD_LEN);
 	void *req = (void *)GO_REG4(ctx);
 	struct {
 		const char *ptr;
@@ -65,9 +75,9 @@ int serve_http_enter(struct pt_regs *ctx) {
 	} m = {};
 	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr) {
 		__u64 n = m.len < METHOD_LEN - 1 ? m.len : METHOD_LEN - 1;
-		bpf_probe_read_user(s.method, n & (METHOD_LEN - 1), m.ptr);
+		bpf_probe_read_user(s->method, n & (METHOD_LEN - 1), m.ptr);
 	}
-	bpf_map_update_elem(&inflight, &k, &s, BPF_ANY);
+	s->start_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -75,16 +85,16 @@ SEC("uprobe/serve_http_ret")
 int serve_http_ret(struct pt_regs *ctx) {
 	struct go_call_key k = go_call_key(ctx);
 	struct req_state *s = bpf_map_lookup_elem(&inflight, &k);
-	if (!s)
+	if (!s || !s->start_ns)
 		return 0;
 	__u64 d = bpf_ktime_get_ns() - s->start_ns;
+	s->start_ns = 0;
 	struct red_key rk = {};
 	rk.tgid = k.tgid;
 	__s64 status = 0;
 	bpf_probe_read_user(&status, sizeof(status), (void *)(s->response + off_response_status));
 	rk.status = status ? (__u32)status : 200; // nothing written yet: net/http sends 200 in finishRequest
 	__builtin_memcpy(rk.method, s->method, METHOD_LEN);
-	bpf_map_delete_elem(&inflight, &k);
 
 	struct lat_hist *h = bpf_map_lookup_elem(&requests, &rk);
 	if (!h) {
