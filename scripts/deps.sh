@@ -460,7 +460,7 @@ main() {
 	up | down | restart) mkdir -p "$LOG" "$CACHE/bin" "$CACHE/locks" ;;
 	status | env) ;;
 	*)
-		sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+		sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
 		exit 2
 		;;
 	esac
