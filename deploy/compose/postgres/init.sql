@@ -1,0 +1,4 @@
+-- One database per service: each owns its schema and migrations (database-per-service).
+CREATE DATABASE shanhai_user;
+CREATE DATABASE shanhai_order;
+CREATE DATABASE shanhai_payment;

@@ -1,0 +1,144 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+)
+
+const composeFile = "compose/compose.yaml"
+
+// memoryBudget is what the default stack may ask for in all: the OpenTelemetry demo needs 6 GB; Shanhai aims at 4.
+const memoryBudget = 4 << 30
+
+func loadCompose(t *testing.T, profiles ...string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{composeFile},
+		cli.WithName("shanhai"), cli.WithProfiles(profiles), cli.WithEnv([]string{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := cli.ProjectFromOptions(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("compose file does not load with compose-go: %v", err)
+	}
+	return p
+}
+
+// oneShot says whether a service runs to completion: something waits for it with service_completed_successfully.
+func oneShot(p *types.Project, name string) bool {
+	for _, s := range p.Services {
+		if d, ok := s.DependsOn[name]; ok && d.Condition == types.ServiceConditionCompletedSuccessfully {
+			return true
+		}
+	}
+	return false
+}
+
+func TestComposeServicesAreComplete(t *testing.T) {
+	p := loadCompose(t, "load")
+	var total int64
+	for name, s := range p.Services {
+		if s.Image == "" && s.Build == nil {
+			t.Errorf("%s: neither image nor build", name)
+		}
+		if s.Image != "" {
+			if err := pinned(s.Image); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		}
+		optIn := len(s.Profiles) > 0
+		if !oneShot(p, name) && !optIn && (s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) == 0 || s.HealthCheck.Test[0] == "NONE") {
+			t.Errorf("%s: no healthcheck", name)
+		}
+		if s.Deploy == nil || s.Deploy.Resources.Limits == nil || s.Deploy.Resources.Limits.MemoryBytes == 0 {
+			t.Errorf("%s: no memory limit", name)
+			continue
+		}
+		if !optIn {
+			total += int64(s.Deploy.Resources.Limits.MemoryBytes)
+		}
+	}
+	t.Logf("default stack memory limits: %d MiB of %d MiB", total>>20, memoryBudget>>20)
+	if total > memoryBudget {
+		t.Errorf("default stack limits sum to %d MiB, over the %d MiB budget", total>>20, memoryBudget>>20)
+	}
+}
+
+// pinned rejects images without an explicit version (or with latest): a stack that changes under you is not a reference.
+func pinned(image string) error {
+	name := image
+	if i := strings.LastIndex(name, "/"); i >= 0 {
+		name = name[i+1:]
+	}
+	_, tag, ok := strings.Cut(name, ":")
+	if !ok || tag == "" || tag == "latest" {
+		return fmt.Errorf("image %q is not pinned to a version", image)
+	}
+	return nil
+}
+
+func TestComposeDependenciesAreHealthGatedAndAcyclic(t *testing.T) {
+	p := loadCompose(t, "load")
+	for name, s := range p.Services {
+		for dep, d := range s.DependsOn {
+			if _, ok := p.Services[dep]; !ok {
+				t.Errorf("%s depends on unknown service %s", name, dep)
+				continue
+			}
+			if d.Condition != types.ServiceConditionHealthy && d.Condition != types.ServiceConditionCompletedSuccessfully {
+				t.Errorf("%s → %s: condition %q; want service_healthy (or completed, for one-shots)", name, dep, d.Condition)
+			}
+		}
+	}
+	// Depth-first search for a cycle.
+	state := map[string]int{} // 0 new, 1 on stack, 2 done
+	var visit func(string, []string)
+	visit = func(n string, path []string) {
+		switch state[n] {
+		case 1:
+			t.Errorf("dependency cycle: %s → %s", strings.Join(path, " → "), n)
+			return
+		case 2:
+			return
+		}
+		state[n] = 1
+		for dep := range p.Services[n].DependsOn {
+			visit(dep, append(path, n))
+		}
+		state[n] = 2
+	}
+	for name := range p.Services {
+		visit(name, nil)
+	}
+}
+
+func TestComposeRunsEveryBinaryWithItsConfiguration(t *testing.T) {
+	p := loadCompose(t)
+	for _, b := range Binaries {
+		s, ok := p.Services[b.Name]
+		if !ok {
+			t.Errorf("%s: not in the compose file", b.Name)
+			continue
+		}
+		if s.Build == nil || s.Build.Args["BINARY"] == nil || *s.Build.Args["BINARY"] != b.Package {
+			t.Errorf("%s: build arg BINARY should be %s", b.Name, b.Package)
+		}
+		has := func(v string) bool { val, ok := s.Environment[v]; return ok && val != nil && *val != "" }
+		if missing := missingRequired(t, b, has); len(missing) > 0 {
+			t.Errorf("%s: required configuration not set: %v", b.Name, missing)
+		}
+		port := strconv.Itoa(b.Port)
+		if addr := s.Environment["HTTP_ADDR"]; addr == nil || !strings.HasSuffix(*addr, ":"+port) {
+			t.Errorf("%s: HTTP_ADDR should listen on %s", b.Name, port)
+		}
+		if hc := s.HealthCheck; hc == nil || !strings.Contains(strings.Join(hc.Test, " "), "127.0.0.1:"+port+"/") {
+			t.Errorf("%s: healthcheck does not probe port %s", b.Name, port)
+		}
+	}
+}

@@ -1,0 +1,26 @@
+// Package deploy holds the docker compose and Kubernetes descriptions of the platform and the tests that keep them
+// honest without a container engine: both are parsed with the libraries the real tools use, checked against
+// policy, and compared with each other and with the binaries' own configuration code.
+package deploy
+
+// Binary is one of the platform's programs as the deployment manifests see it.
+type Binary struct {
+	Name      string // compose service, Kubernetes workload and image name (shanhai/<Name>)
+	Package   string // Go package path from the repo root, the Dockerfile's BINARY argument
+	ConfigDir string // where its env config struct lives; required variables are read from its tags
+	Port      int    // HTTP_ADDR default port: health, readiness and metrics
+	// AnyOf lists groups of variables of which at least one must be set, for requirements a struct tag cannot say
+	// (the user service needs a signing key, or an explicit opt-in to throwaway development keys).
+	AnyOf [][]string
+}
+
+// Binaries is the platform: every manifest must describe exactly these.
+var Binaries = []Binary{
+	{Name: "gateway", Package: "gateway/cmd/gateway", ConfigDir: "gateway/internal/config", Port: 8080},
+	{Name: "user", Package: "services/user/cmd/user", ConfigDir: "services/user/internal/config", Port: 8081,
+		AnyOf: [][]string{{"AUTH_SIGNING_KEY", "AUTH_SIGNING_KEY_FILE", "AUTH_DEV_KEYS"}}},
+	{Name: "order", Package: "services/order/cmd/order", ConfigDir: "services/order/internal/config", Port: 8082},
+	{Name: "payment", Package: "services/payment/cmd/payment", ConfigDir: "services/payment/internal/config", Port: 8083},
+	{Name: "bridge", Package: "bridge/cmd/bridge", ConfigDir: "bridge/internal/config", Port: 8084},
+	{Name: "bpf-agent", Package: "bpf/cmd/agent", ConfigDir: "bpf/cmd/agent", Port: 8085},
+}
