@@ -47,7 +47,7 @@ func (b *binProbes) Close() error {
 
 // uprobeAt attaches prog at the entry (ret=false) or at every RET instruction (ret=true) of fn.
 func (b *binProbes) uprobeAt(ex *link.Executable, fn symtab.Func, prog *ebpf.Program, ret bool) error {
-	addrs := []uint64{fn.EntryOff}
+	addrs := []uint64{fn.CallOff}
 	if ret {
 		addrs = fn.RetOffs
 	}

@@ -143,7 +143,7 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 		b.callsInflight = append(b.callsInflight, objs.inflight)
 		for _, f := range fs {
 			cookie := uint64(f.site.op) | uint64(f.errReg)<<8 | uint64(f.site.respReg)<<12 | uint64(f.site.reqReg)<<16
-			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.EntryOff}, cookie); err != nil {
+			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.CallOff}, cookie); err != nil {
 				return err
 			}
 			if err := b.uprobeCookie(ex, f.fn, objs.ret, f.fn.RetOffs, cookie); err != nil {

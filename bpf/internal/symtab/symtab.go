@@ -20,6 +20,7 @@ type Func struct {
 	Name       string
 	Entry, End uint64   // virtual addresses [Entry, End)
 	EntryOff   uint64   // file offset of Entry
+	CallOff    uint64   // file offset to probe for "the function was called": see pushOffset
 	RetOffs    []uint64 // file offsets of every RET instruction
 }
 
@@ -99,6 +100,7 @@ func (b *Binary) Func(name string) (Func, error) {
 	if _, err := b.text.ReadAt(code, int64(fn.Entry-b.text.Addr)); err != nil {
 		return Func{}, fmt.Errorf("read code of %s: %w", name, err)
 	}
+	out.CallOff = out.EntryOff + uint64(pushOffset(code))
 	for _, off := range Returns(code) {
 		fo, err := b.fileOffset(fn.Entry + uint64(off))
 		if err != nil {
@@ -110,6 +112,27 @@ func (b *Binary) Func(name string) (Func, error) {
 		return Func{}, fmt.Errorf("%s: no RET instruction found", name)
 	}
 	return out, nil
+}
+
+// pushOffset finds the PUSH RBP that follows a Go function's stack-growth check (CMP SP, 16(R14); JBE morestack),
+// or 0 when there is none in the prologue (frameless leaf functions). Probing there instead of at the entry matters
+// twice: the kernel emulates a push, where any other instruction under a uprobe is single-stepped out of line (a
+// second trap; measured at 20-50 us here against under 1 us, see BenchmarkUprobeHit), and the check's slow path
+// re-enters the function from the top after growing the stack, so an entry probe can fire twice for one call while
+// the push runs once. Arguments are still in their registers there and R14 is still g.
+func pushOffset(code []byte) int {
+	off := 0
+	for i := 0; i < 6 && off < len(code); i++ {
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil {
+			return 0
+		}
+		if inst.Op == x86asm.PUSH && inst.Args[0] == x86asm.RBP {
+			return off
+		}
+		off += inst.Len
+	}
+	return 0
 }
 
 // Returns gives the offsets of the RET instructions in code, decoding it linearly from the start. Go functions hold

@@ -68,10 +68,29 @@ func TestStrippedMatchesSymbols(t *testing.T) {
 		if len(f.RetOffs) == 0 || len(g.RetOffs) != len(f.RetOffs) {
 			t.Errorf("%s: %d RETs unstripped, %d stripped", name, len(f.RetOffs), len(g.RetOffs))
 		}
-		t.Logf("%s entry %#x off %#x rets %d", name, f.Entry, f.EntryOff, len(f.RetOffs))
+		code := make([]byte, 1)
+		if _, err := bf.text.ReadAt(code, int64(f.Entry+f.CallOff-f.EntryOff-bf.text.Addr)); err != nil {
+			t.Fatal(err)
+		}
+		if f.CallOff == f.EntryOff || code[0] != 0x55 {
+			t.Errorf("%s: call probe at +%d (%#x), want the PUSH RBP after the stack check", name, f.CallOff-f.EntryOff, code[0])
+		}
+		t.Logf("%s entry %#x off %#x push +%d rets %d", name, f.Entry, f.EntryOff, f.CallOff-f.EntryOff, len(f.RetOffs))
 	}
 	if _, err := bf.Func("no/such.Func"); err == nil {
 		t.Error("missing function found")
+	}
+}
+
+func TestPushOffset(t *testing.T) {
+	// cmp rsp,[r14+0x10]; jbe +0x16; push rbp; mov rbp,rsp
+	framed := []byte{0x49, 0x3b, 0x66, 0x10, 0x76, 0x16, 0x55, 0x48, 0x89, 0xe5}
+	if got := pushOffset(framed); got != 6 {
+		t.Errorf("framed: %d, want 6", got)
+	}
+	// inc rax; ret: no frame, probe the entry
+	if got := pushOffset([]byte{0x48, 0xff, 0xc0, 0xc3}); got != 0 {
+		t.Errorf("leaf: %d, want 0", got)
 	}
 }
 
