@@ -132,7 +132,9 @@ func (a *Agent) Scan() {
 		}
 	}
 	a.procs = live
-	alive := func(pid int) bool { _, ok := live[pid]; return ok }
+	// Entries are deleted only for pids that no longer exist at all: a process started from a probed file after the
+	// /proc read above already has entries, and must keep them.
+	alive := func(pid int) bool { _, err := os.Stat("/proc/" + strconv.Itoa(pid)); return err == nil }
 	for id, b := range a.bins {
 		if now.Sub(a.lastSeen[id]) > a.cfg.Grace {
 			a.log.Info("detached", "exe", b.exe)
@@ -152,12 +154,12 @@ func (a *Agent) Scan() {
 		}
 		if b.rt != nil {
 			prune(b.rt.Stw, alive)
+			prune(b.rt.StwBegin, alive)
 			prune(b.rt.Goroutines, alive)
 		}
 	}
 	a.scanned = true
-	procAlive := func(pid int) bool { _, err := os.Stat("/proc/" + strconv.Itoa(pid)); return err == nil }
-	prune(a.sys.tcp.Tcp, procAlive)
+	prune(a.sys.tcp.Tcp, alive)
 }
 
 // attach puts the probes on executable id (opened through path) unless they are there or failed before.
