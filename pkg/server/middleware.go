@@ -42,12 +42,12 @@ func RequestID(ctx context.Context) string {
 // header maps with it skips a canonicalisation (and an allocation) per call.
 const canonicalRequestID = "X-Request-Id"
 
-// requestID keeps a sane incoming X-Request-ID or makes one, echoes it, puts
-// it in the context for RequestID and for every log record (request_id), and
-// writes one access-log record per request: at Error for 5xx, else at Debug
-// so busy services do not pay for a line per request unless asked.
-func (s *Server) requestID(c *gin.Context) {
-	start := time.Now()
+// withRequestID keeps a sane incoming X-Request-ID or makes one, echoes
+// it, and puts it in the context for RequestID and for every log record
+// (request_id). The telemetry middleware calls it while it derives the
+// request context anyway (telemetry.WithContextFunc), which saves a second
+// copy of the request.
+func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 	var id string
 	if v := c.Request.Header[canonicalRequestID]; len(v) > 0 && validID(v[0]) {
 		id = v[0]
@@ -55,25 +55,44 @@ func (s *Server) requestID(c *gin.Context) {
 		id = newID()
 	}
 	c.Writer.Header()[canonicalRequestID] = []string{id}
-	ctx := telemetry.WithAttrs(c.Request.Context(), slog.String(requestIDAttr, id))
-	c.Request = c.Request.WithContext(ctx)
+	return telemetry.WithAttrs(ctx, slog.String(requestIDAttr, id))
+}
+
+// accessLog writes one record per request: at Error for 5xx, else at Debug,
+// so busy services do not pay for a line per request unless asked.
+func (s *Server) accessLog(c *gin.Context) {
+	debug := s.log.Enabled(c.Request.Context(), slog.LevelDebug)
+	var start time.Time
+	if debug {
+		start = time.Now()
+	}
 
 	c.Next()
 
 	status := c.Writer.Status()
+	if status < 500 && !debug {
+		return
+	}
 	level := slog.LevelDebug
 	if status >= 500 {
 		level = slog.LevelError
 	}
-	if s.log.Enabled(ctx, level) {
-		s.log.LogAttrs(ctx, level, "request",
-			slog.String("method", c.Request.Method),
-			slog.String("route", c.FullPath()),
-			slog.String("path", c.Request.URL.Path),
-			slog.Int("status", status),
-			slog.Duration("duration", time.Since(start)),
-		)
+	ctx := c.Request.Context()
+	if !s.log.Enabled(ctx, level) {
+		return
 	}
+	attrs := []slog.Attr{
+		slog.String("method", c.Request.Method),
+		slog.String("route", c.FullPath()),
+		slog.String("path", c.Request.URL.Path),
+		slog.Int("status", status),
+	}
+	if debug {
+		// The duration histogram and the span have it too; a clock read
+		// per request is only spent when debug lines are wanted.
+		attrs = append(attrs, slog.Duration("duration", time.Since(start)))
+	}
+	s.log.LogAttrs(ctx, level, "request", attrs...)
 }
 
 // validID accepts what a proxy would plausibly send (visible ASCII, at most

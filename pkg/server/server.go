@@ -93,9 +93,9 @@ func New(o Options) *Server {
 	e.ContextWithFallback = true
 	e.HandleMethodNotAllowed = true
 	// Order matters: telemetry outermost so the span and the duration
-	// include everything, then the request id (which logs with the trace
-	// id), then recovery, which turns panics into a 500 the outer layers see.
-	e.Use(telemetry.Middleware(s.telemetryOptions()...), s.requestID, s.recovery)
+	// include everything (it also sets the request id), then the access
+	// log, then recovery, which turns panics into a 500 the outer layers see.
+	e.Use(telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery)
 	e.NoRoute(func(c *gin.Context) {
 		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
 	})
@@ -113,7 +113,10 @@ func New(o Options) *Server {
 // whatever is global, so a test with two servers measures each separately.
 // Probes and scrapes are measured but not traced.
 func (s *Server) telemetryOptions() []telemetry.MiddlewareOption {
-	opts := []telemetry.MiddlewareOption{telemetry.WithoutSpans("/healthz", "/readyz", "/metrics")}
+	opts := []telemetry.MiddlewareOption{
+		telemetry.WithoutSpans("/healthz", "/readyz", "/metrics"),
+		telemetry.WithContextFunc(withRequestID),
+	}
 	if p := s.o.Telemetry; p != nil {
 		opts = append(opts, telemetry.WithTracerProvider(p.Tracer), telemetry.WithRegisterer(p.Registry))
 	}

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"context"
 	"net/http"
 	"sync"
 	"time"
@@ -47,6 +48,14 @@ func WithoutSpans(routes ...string) MiddlewareOption {
 	}
 }
 
+// WithContextFunc lets the caller add to the request context (a request id,
+// say) in the same step that puts the span there, so a request is copied
+// once per request instead of once per middleware (http.Request.WithContext
+// copies the whole request). fn runs for every request, before the handlers.
+func WithContextFunc(fn func(*gin.Context, context.Context) context.Context) MiddlewareOption {
+	return func(m *middleware) { m.ctxFunc = fn }
+}
+
 // WithPropagator uses p instead of the global propagator.
 func WithPropagator(p propagation.TextMapPropagator) MiddlewareOption {
 	return func(m *middleware) { m.prop = p }
@@ -89,6 +98,7 @@ type middleware struct {
 	reg      prometheus.Registerer
 	duration *durations
 	noSpan   map[string]bool // read-only after Middleware returns
+	ctxFunc  func(*gin.Context, context.Context) context.Context
 
 	routes sync.Map // routeKey -> *routeInfo
 }
@@ -115,6 +125,9 @@ func (m *middleware) handle(c *gin.Context) {
 	// is known here and the span gets its final name at start.
 	ri := m.route(methodName(req.Method), c.FullPath())
 	if ri.noSpan {
+		if m.ctxFunc != nil {
+			c.Request = req.WithContext(m.ctxFunc(c, req.Context()))
+		}
 		c.Next()
 		status := c.Writer.Status()
 		d := time.Since(start)
@@ -130,6 +143,9 @@ func (m *middleware) handle(c *gin.Context) {
 	// which was a fifth of the unsampled cost. Recording spans get them
 	// below; samplers here decide on the trace id and the parent alone.
 	ctx, span := m.tracer.Start(ctx, ri.name, serverKind...)
+	if m.ctxFunc != nil {
+		ctx = m.ctxFunc(c, ctx)
+	}
 	c.Request = req.WithContext(ctx)
 
 	c.Next()

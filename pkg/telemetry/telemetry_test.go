@@ -245,3 +245,29 @@ func TestWithoutSpans(t *testing.T) {
 		t.Error("route without spans was not measured")
 	}
 }
+
+func TestWithContextFunc(t *testing.T) {
+	_, _, _ = setup(t)
+	type key struct{}
+	e := gin.New()
+	e.Use(Middleware(WithoutSpans("/quiet"), WithContextFunc(func(c *gin.Context, ctx context.Context) context.Context {
+		return context.WithValue(ctx, key{}, c.Request.URL.Path)
+	})))
+	var got []string
+	var spanSeen []bool
+	h := func(c *gin.Context) {
+		v, _ := c.Request.Context().Value(key{}).(string)
+		got = append(got, v)
+		spanSeen = append(spanSeen, trace.SpanFromContext(c.Request.Context()).SpanContext().IsValid())
+	}
+	e.GET("/loud", h)
+	e.GET("/quiet", h)
+	e.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/loud", nil))
+	e.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/quiet", nil))
+	if strings.Join(got, ",") != "/loud,/quiet" {
+		t.Errorf("context values %v: the func did not run for every request", got)
+	}
+	if len(spanSeen) != 2 || !spanSeen[0] || spanSeen[1] {
+		t.Errorf("span in context %v, want a span on /loud only", spanSeen)
+	}
+}
