@@ -74,7 +74,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 	defer nc.Close()
 	// The per-partition windows bound what is in flight; this client-wide cap
 	// only has to stay above their sum so a publish never stalls on it.
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<20), jetstream.WithPublishAsyncTimeout(5*time.Second))
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<20), jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

@@ -37,6 +37,7 @@ type Config struct {
 	InFlight        int           `env:"BRIDGE_INFLIGHT" envDefault:"512" desc:"unconfirmed messages per partition per leg; bounds memory"`
 	SinkRetries     int           `env:"BRIDGE_SINK_RETRIES" envDefault:"5" desc:"times a sink may reject one message before it goes to the DLQ"`
 	CommitInterval  time.Duration `env:"BRIDGE_COMMIT_INTERVAL" envDefault:"1s" desc:"how often confirmed Kafka offsets and JetStream acks are flushed"`
+	PublishTimeout  time.Duration `env:"BRIDGE_PUBLISH_TIMEOUT" envDefault:"15s" desc:"how long leg A waits for a JetStream ack before republishing (deduplicated); above in-flight / fsync rate"`
 	AckWait         time.Duration `env:"BRIDGE_ACK_WAIT" envDefault:"2m" desc:"JetStream ack wait of leg B's consumers"`
 	MaxBackoff      time.Duration `env:"BRIDGE_MAX_BACKOFF" envDefault:"5s" desc:"cap of the retry backoff for transient sink errors"`
 }
@@ -94,6 +95,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CommitInterval <= 0 {
 		bad("BRIDGE_COMMIT_INTERVAL", "must be positive")
+	}
+	if c.PublishTimeout < 100*time.Millisecond {
+		bad("BRIDGE_PUBLISH_TIMEOUT", "must be at least 100ms")
 	}
 	if c.AckWait < time.Second {
 		bad("BRIDGE_ACK_WAIT", "must be at least 1s")

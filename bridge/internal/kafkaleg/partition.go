@@ -118,7 +118,8 @@ type session struct {
 	tracker  *commit.Tracker
 	inflight chan *pending
 	settled  chan struct{} // closed when the settler exits
-	err      error         // settler's failure; read after settled
+	failed   chan struct{} // closed by the settler on the first failure, after err is set
+	err      error         // settler's failure; read after failed or settled
 	abort    context.CancelFunc
 }
 
@@ -141,7 +142,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 	}
 	runCtx, abort := context.WithCancel(fetchCtx)
 	defer abort()
-	s := &session{p: p, inflight: make(chan *pending, l.o.InFlight), settled: make(chan struct{}), abort: abort}
+	s := &session{p: p, inflight: make(chan *pending, l.o.InFlight), settled: make(chan struct{}), failed: make(chan struct{}), abort: abort}
 	if pos >= 0 {
 		s.tracker = commit.New(pos)
 		p.tracker.Store(s.tracker)
@@ -233,12 +234,14 @@ func (s *session) push(pd *pending) error {
 	select {
 	case s.inflight <- pd:
 		return nil
-	case <-s.settled:
+	case <-s.failed:
 		return s.err
 	}
 }
 
-// barrier waits until everything pushed before it is confirmed.
+// barrier waits until everything pushed before it is confirmed, or the
+// session failed (then it returns why: the feed must stop and close inflight
+// so the settler can finish).
 func (s *session) barrier() error {
 	b := make(chan struct{})
 	if err := s.push(&pending{barrier: b}); err != nil {
@@ -247,7 +250,7 @@ func (s *session) barrier() error {
 	select {
 	case <-b:
 		return nil
-	case <-s.settled:
+	case <-s.failed:
 		return s.err
 	}
 }
@@ -258,6 +261,12 @@ func (s *session) settle(gctx context.Context) {
 	defer close(s.settled)
 	p, l := s.p, s.p.leg
 	failed := false
+	fail := func(err error) {
+		s.err = err
+		failed = true
+		close(s.failed)
+		s.abort()
+	}
 	for pd := range s.inflight {
 		if pd.barrier != nil {
 			if !failed {
@@ -281,15 +290,11 @@ func (s *session) settle(gctx context.Context) {
 			if isRejection(err) {
 				p.reject(pd.offset, err)
 			}
-			s.err = fmt.Errorf("jetstream ack for offset %d: %w", pd.offset, err)
-			failed = true
-			s.abort()
+			fail(fmt.Errorf("jetstream ack for offset %d: %w", pd.offset, err))
 		case <-gctx.Done():
 			pd.span.End()
 			l.o.Metrics.InFlight(metrics.LegA, -1)
-			s.err = gctx.Err()
-			failed = true
-			s.abort()
+			fail(gctx.Err())
 		}
 	}
 }
