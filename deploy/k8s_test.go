@@ -1,0 +1,187 @@
+package deploy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+// kustomizations are every build people run: the base alone (production, managed infrastructure) and each overlay.
+var kustomizations = []string{"k8s/base", "k8s/overlays/kind"}
+
+// object is one built manifest, decoded into its typed Kubernetes struct.
+type object struct {
+	Kind, Namespace, Name string
+	Value                 any
+}
+
+func newTyped(kind string) (any, error) {
+	switch kind {
+	case "Namespace":
+		return &corev1.Namespace{}, nil
+	case "ConfigMap":
+		return &corev1.ConfigMap{}, nil
+	case "Service":
+		return &corev1.Service{}, nil
+	case "Deployment":
+		return &appsv1.Deployment{}, nil
+	case "DaemonSet":
+		return &appsv1.DaemonSet{}, nil
+	case "Job":
+		return &batchv1.Job{}, nil
+	case "HorizontalPodAutoscaler":
+		return &autoscalingv2.HorizontalPodAutoscaler{}, nil
+	case "PodDisruptionBudget":
+		return &policyv1.PodDisruptionBudget{}, nil
+	case "NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}, nil
+	}
+	return nil, fmt.Errorf("kind %s has no typed decoder here: add it to newTyped", kind)
+}
+
+// build runs kustomize exactly as `kubectl apply -k` would and decodes every object strictly: a misspelt field
+// is an error here, as it would be on a strict API server, rather than silently dropped.
+func build(t *testing.T, dir string) []object {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	var out []object
+	for _, r := range rm.Resources() {
+		y, err := r.AsYAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := yaml.YAMLToJSON(y)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := newTyped(r.GetKind())
+		if err != nil {
+			t.Errorf("%s: %v", dir, err)
+			continue
+		}
+		dec := json.NewDecoder(bytes.NewReader(js))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v); err != nil {
+			t.Errorf("%s: %s %s: %v", dir, r.GetKind(), r.GetName(), err)
+			continue
+		}
+		out = append(out, object{Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName(), Value: v})
+	}
+	return out
+}
+
+// podSpec returns the pod template of a workload, or nil for other kinds.
+func podSpec(o object) *corev1.PodSpec {
+	switch v := o.Value.(type) {
+	case *appsv1.Deployment:
+		return &v.Spec.Template.Spec
+	case *appsv1.DaemonSet:
+		return &v.Spec.Template.Spec
+	case *batchv1.Job:
+		return &v.Spec.Template.Spec
+	}
+	return nil
+}
+
+// privileged names the one workload allowed to run as root: the eBPF agent cannot load programs otherwise.
+const privileged = "bpf-agent"
+
+func TestKustomizeBuildsAndPassesPolicy(t *testing.T) {
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) {
+			objs := build(t, dir)
+			if len(objs) == 0 {
+				t.Fatal("no objects built")
+			}
+			for _, o := range objs {
+				spec := podSpec(o)
+				if spec == nil {
+					continue
+				}
+				for _, c := range spec.Containers {
+					checkContainer(t, o, spec, c)
+				}
+			}
+			checkNetworkPolicies(t, objs)
+		})
+	}
+}
+
+func checkContainer(t *testing.T, o object, spec *corev1.PodSpec, c corev1.Container) {
+	t.Helper()
+	where := fmt.Sprintf("%s %s/%s container %s", o.Kind, o.Namespace, o.Name, c.Name)
+	if err := pinned(c.Image); err != nil {
+		t.Errorf("%s: %v", where, err)
+	}
+	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
+		t.Errorf("%s: memory limit, memory request and cpu request must be set", where)
+	}
+	if o.Kind != "Job" && (c.ReadinessProbe == nil || c.LivenessProbe == nil) {
+		t.Errorf("%s: readiness and liveness probes must be set", where)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("%s: root filesystem must be read-only", where)
+	}
+	if o.Name == privileged {
+		return
+	}
+	nonRoot := func(s *bool) bool { return s != nil && *s }
+	podNonRoot := spec.SecurityContext != nil && nonRoot(spec.SecurityContext.RunAsNonRoot)
+	if sc == nil || !(nonRoot(sc.RunAsNonRoot) || podNonRoot) {
+		t.Errorf("%s: must run as non-root", where)
+	}
+	if sc != nil && ((sc.Privileged != nil && *sc.Privileged) || (sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation)) {
+		t.Errorf("%s: must not be privileged or allow privilege escalation", where)
+	}
+	if sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == 0 {
+		t.Errorf("%s: runs as uid 0", where)
+	}
+	if spec.HostPID || spec.HostNetwork {
+		t.Errorf("%s: host namespaces are only for %s", where, privileged)
+	}
+}
+
+// checkNetworkPolicies requires a default-deny policy (all pods, both directions) in every namespace built.
+func checkNetworkPolicies(t *testing.T, objs []object) {
+	t.Helper()
+	namespaces := map[string]bool{}
+	denied := map[string]bool{}
+	for _, o := range objs {
+		if o.Kind == "Namespace" {
+			namespaces[o.Name] = true
+		} else if o.Namespace != "" {
+			namespaces[o.Namespace] = true
+		}
+		np, ok := o.Value.(*networkingv1.NetworkPolicy)
+		if !ok {
+			continue
+		}
+		all := len(np.Spec.PodSelector.MatchLabels) == 0 && len(np.Spec.PodSelector.MatchExpressions) == 0
+		types := fmt.Sprint(np.Spec.PolicyTypes)
+		if all && len(np.Spec.Ingress) == 0 && len(np.Spec.Egress) == 0 && strings.Contains(types, "Ingress") && strings.Contains(types, "Egress") {
+			denied[o.Namespace] = true
+		}
+	}
+	for ns := range namespaces {
+		if !denied[ns] {
+			t.Errorf("namespace %s has no default-deny NetworkPolicy", ns)
+		}
+	}
+}
