@@ -1,7 +1,7 @@
 # Shanhai: the two commands people need are `make run` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: test lint bench deps-up deps-down deps-status run
+.PHONY: test lint bench deps-up deps-down deps-status run up down kind-up kind-down
 
 test: ## start the real servers, then every module's gofmt, vet, staticcheck and tests with -race (scripts/test.sh)
 	./scripts/test.sh
@@ -23,3 +23,15 @@ deps-status:
 
 run:
 	@echo "make run is built by the embedded-run issue (#8)"; exit 1
+
+up: ## the whole stack in docker compose (needs a container engine; see deploy/README.md)
+	cd deploy/compose && docker compose up --build
+
+down:
+	cd deploy/compose && docker compose down
+
+kind-up: ## kind cluster with the platform (needs docker, kind, kubectl)
+	./scripts/kind-up.sh
+
+kind-down:
+	./scripts/kind-down.sh

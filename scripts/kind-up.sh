@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Create a kind cluster, build and load Shanhai's images, generate the secrets, apply the kind overlay, wait for
+# every rollout and smoke-test through the gateway. Needs docker (with a running engine), kind and kubectl.
+#   scripts/kind-up.sh            # whole flow
+#   SHANHAI_KIND_CLUSTER=name     # cluster name (default shanhai)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cluster=${SHANHAI_KIND_CLUSTER:-shanhai}
+tag=dev
+binaries=(gateway:gateway/cmd/gateway user:services/user/cmd/user order:services/order/cmd/order
+  payment:services/payment/cmd/payment bridge:bridge/cmd/bridge bpf-agent:bpf/cmd/agent)
+
+need() { command -v "$1" >/dev/null || { echo "kind-up: $1 is not installed ($2)" >&2; exit 1; }; }
+need docker "https://docs.docker.com/engine/install/"
+need kind "go install sigs.k8s.io/kind@v0.27.0"
+need kubectl "https://kubernetes.io/docs/tasks/tools/"
+docker info >/dev/null 2>&1 || { echo "kind-up: docker answers but no engine is running" >&2; exit 1; }
+
+if ! kind get clusters | grep -qx "$cluster"; then
+  kind create cluster --name "$cluster" --config deploy/k8s/kind-config.yaml
+fi
+
+for entry in "${binaries[@]}"; do
+  name=${entry%%:*} pkg=${entry#*:}
+  docker build -f deploy/Dockerfile --build-arg BINARY="$pkg" -t "shanhai/$name:$tag" .
+  kind load docker-image --name "$cluster" "shanhai/$name:$tag"
+done
+
+# Secrets are generated here, at deploy time, and never committed.
+kubectl create namespace shanhai --dry-run=client -o yaml | kubectl apply -f -
+kubectl create namespace shanhai-infra --dry-run=client -o yaml | kubectl apply -f -
+if ! kubectl -n shanhai get secret shanhai-auth >/dev/null 2>&1; then
+  key=$(openssl genpkey -algorithm ed25519 -outform DER | base64 -w0)
+  kubectl -n shanhai create secret generic shanhai-auth --from-literal=signing-key="$key"
+fi
+if ! kubectl -n shanhai-infra get secret shanhai-db >/dev/null 2>&1; then
+  pw=$(openssl rand -hex 24)
+  for ns in shanhai shanhai-infra; do
+    kubectl -n "$ns" create secret generic shanhai-db --from-literal=postgres-password="$pw" \
+      --from-literal=user="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_user?sslmode=disable" \
+      --from-literal=order="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_order?sslmode=disable" \
+      --from-literal=payment="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_payment?sslmode=disable"
+  done
+  kubectl -n shanhai-infra create secret generic shanhai-grafana --from-literal=admin-password="$(openssl rand -hex 12)"
+fi
+
+kubectl apply -k deploy/k8s/overlays/kind
+for ns in shanhai-infra shanhai shanhai-system; do
+  kubectl -n "$ns" rollout status deployment --timeout=600s 2>/dev/null || true
+  kubectl -n "$ns" wait --for=condition=Available deployment --all --timeout=600s
+done
+kubectl -n shanhai-system rollout status daemonset/bpf-agent --timeout=300s
+
+# Smoke test through the gateway (kind maps node port 30080 to localhost:8080).
+curl -fsS http://localhost:8080/api/v1/products >/dev/null
+echo "kind-up: ready. Gateway http://localhost:8080"
+echo "  Grafana: kubectl -n shanhai-infra port-forward svc/grafana 3000  → http://localhost:3000"
+echo "  Jaeger:  kubectl -n shanhai-infra port-forward svc/jaeger 16686 → http://localhost:16686"
