@@ -130,7 +130,9 @@ func testRED(t *testing.T, a *Agent, tg *target) {
 		sum += d
 	}
 	mean := time.Duration(sum / int64(len(ds)))
-	if d := h.Mean() - mean; d < 0 || d > 200*time.Microsecond {
-		t.Errorf("mean: agent %v, server %v: the agent's span contains the server's, so it must be 0..200us longer", h.Mean(), mean)
+	// The agent's span contains the server's, so its mean can only be longer; by routing plus, on a loaded machine,
+	// preemptions between ServeHTTP's entry and the wrapper's clock: allow 1ms.
+	if d := h.Mean() - mean; d < 0 || d > time.Millisecond {
+		t.Errorf("mean: agent %v, server %v: must be 0..1ms longer", h.Mean(), mean)
 	}
 }
