@@ -11,9 +11,10 @@ spawning curl per poll costs milliseconds, an in-process HTTP poll does not.
 Each run starts the built binary against the local test servers with its own
 fresh PostgreSQL database for the first run (migrations from empty) and the
 same database afterwards (the usual restart). It uses a private NATS stream
-and subject prefix, static discovery and a stub JWKS server, so it never joins
-a running environment's consumers or appears to its gateway. After /readyz
-answers 200 it waits 3 s idle, reads VmRSS from /proc, and sends SIGTERM.
+and subject prefix and a stub JWKS server, so it never joins a running
+environment's consumers; it does register in etcd (as a real start does),
+under version "bench-...", for the few seconds it runs. After /readyz answers
+200 it waits 3 s idle, reads VmRSS from /proc, and sends SIGTERM.
 """
 import http.client
 import http.server
@@ -90,13 +91,13 @@ def free_port():
 
 
 prefix = "bench" + uuid.uuid4().hex[:6]
-ready_ms, rss_kb = [], []
+ready_ms, rss_kb, anon_kb = [], [], []
 try:
     for i in range(runs):
         port = free_port()
-        e = dict(env, HTTP_ADDR=f"127.0.0.1:{port}", ADMIN_ADDR="", DATABASE_URL=fresh_url,
-                 JWKS_URL=f"http://127.0.0.1:{jwks_srv.server_port}/", ETCD_ENDPOINTS="", DISCOVERY_STATIC="",
-                 NATS_STREAM=prefix.upper(), NATS_SUBJECT_PREFIX=prefix + ".", LOG_LEVEL="warn",
+        e = dict(env, HTTP_ADDR=f"127.0.0.1:{port}", ADMIN_ADDR=f"127.0.0.1:{free_port()}", DATABASE_URL=fresh_url,
+                 JWKS_URL=f"http://127.0.0.1:{jwks_srv.server_port}/", SERVICE_VERSION="bench-" + prefix,
+                 NATS_STREAM=prefix.upper(), NATS_SUBJECT_PREFIX=prefix + ".", LOG_LEVEL="debug",
                  PAYMENT_SETTINGS_KEY=f"/shanhai/bench/{prefix}")
         t0 = time.perf_counter()
         p = subprocess.Popen([binary], env=e, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, f"{svc}-{i}.log"), "w"))
@@ -120,12 +121,21 @@ try:
             sys.exit(f"{svc} not ready after 10 s (last status {status}); see {tmp}/{svc}-{i}.log")
         time.sleep(3)
         with open(f"/proc/{p.pid}/status") as f:
-            rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+            st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
+        rss = st["VmRSS"]
+        anon_kb.append(st["RssAnon"])
+        phases = ""
+        with open(os.path.join(tmp, f"{svc}-{i}.log")) as f:
+            for line in f:
+                if "service wired" in line:
+                    d = json.loads(line)
+                    phases = ", wiring " + " ".join(f"{k}={v}" for k, v in d.items() if k not in ("time", "level", "msg"))
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=15)
         ready_ms.append(took)
         rss_kb.append(rss)
-        print(f"run {i + 1}: ready in {took:.1f} ms{' (migrations from empty)' if i == 0 else ''}, idle RSS {rss / 1024:.1f} MiB")
+        print(f"run {i + 1}: ready in {took:.1f} ms{' (migrations from empty)' if i == 0 else ''}, "
+              f"idle RSS {rss / 1024:.1f} MiB (anonymous {st['RssAnon'] / 1024:.1f}, file {st['RssFile'] / 1024:.1f}){phases}")
 finally:
     subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"])
     delete_stream(prefix.upper())
@@ -133,4 +143,5 @@ finally:
 
 warm = ready_ms[1:] or ready_ms
 print(f"{svc}: first start {ready_ms[0]:.1f} ms; restarts median {statistics.median(warm):.1f} ms "
-      f"(min {min(warm):.1f}, max {max(warm):.1f}); idle RSS median {statistics.median(rss_kb) / 1024:.1f} MiB")
+      f"(min {min(warm):.1f}, max {max(warm):.1f}); idle RSS median {statistics.median(rss_kb) / 1024:.1f} MiB "
+      f"(anonymous {statistics.median(anon_kb) / 1024:.1f} MiB)")

@@ -96,6 +96,12 @@ func (h *HTTP) createOrder(c *gin.Context) {
 		problem.Abort(c, http.StatusBadRequest, "Idempotency-Key is too long",
 			problem.FieldError{Field: IdempotencyKeyHeader, Detail: "must be at most " + strconv.Itoa(maxKeyLen) + " bytes"})
 		return
+	case !printableASCII(key):
+		// Keys are stored as text; bytes a database would refuse (invalid
+		// UTF-8) must be a 400 here, not a failed insert later.
+		problem.Abort(c, http.StatusBadRequest, "Idempotency-Key must be printable ASCII",
+			problem.FieldError{Field: IdempotencyKeyHeader, Detail: "must contain only printable ASCII characters"})
+		return
 	}
 	var req createOrderRequest
 	if !server.DecodeJSON(c, &req) {
@@ -190,6 +196,15 @@ func (h *HTTP) listOrders(c *gin.Context) {
 		out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(p.Next))
 	}
 	c.JSON(http.StatusOK, out)
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Cursors are opaque to clients (base64url of the last id) so the paging

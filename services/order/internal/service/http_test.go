@@ -140,6 +140,7 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 	}{
 		{"no key", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`, nil, 400, "Idempotency-Key"},
 		{"long key", "POST", "/api/v1/orders", `{"items":[]}`, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, "Idempotency-Key"},
+		{"non-ascii key", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`, []string{"Idempotency-Key", "k\xff\xfe"}, 400, "Idempotency-Key"},
 		{"malformed json", "POST", "/api/v1/orders", `{"items":[`, key, 400, ""},
 		{"unknown field", "POST", "/api/v1/orders", `{"items":[],"discount":5}`, key, 400, "discount"},
 		{"wrong type", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":"two"}]}`, key, 400, "quantity"},

@@ -106,6 +106,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			_ = built.close()
 		}
 	}()
+	t0 := time.Now()
+	var phases []any
+	phase := func(name string) { phases = append(phases, name, time.Since(t0).String()) }
+	defer func() {
+		if err == nil {
+			s.log.Debug("payment service wired", phases...)
+		}
+	}()
 	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
 		return nil, err
 	}
@@ -116,9 +124,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		}
 		return sqlDB.Close()
 	})
+	phase("database")
 	if err = Migrate(ctx, s.DB); err != nil {
 		return nil, err
 	}
+	phase("migrate")
 	if s.NATS, err = nats.Connect(cfg.NATSURL, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", cfg.NATSURL, err)
 	}
@@ -127,9 +137,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
+	phase("nats")
 	if err = s.etcdParts(ctx); err != nil {
 		return nil, err
 	}
+	phase("etcd")
 
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
 	s.closers = append(s.closers, writer.Close)
@@ -174,6 +186,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	})
 	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
 	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.close() })
+	phase("server")
 	return s, nil
 }
 
