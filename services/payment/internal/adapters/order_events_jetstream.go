@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,6 +27,9 @@ const (
 	OrderCreated  = "order.created"
 	ConsumerName  = "payment"
 )
+
+// Workers is how many order.created messages are handled at once.
+const Workers = 16
 
 // OrderCreatedData is the part of the order.created payload payment needs.
 type OrderCreatedData struct {
@@ -50,6 +54,7 @@ type OrderEvents struct {
 	names      Names
 	app        app.Application
 	maxDeliver int
+	workers    int
 	log        *slog.Logger
 	tracer     trace.Tracer
 	handled    metric.Int64Counter
@@ -68,7 +73,7 @@ func NewOrderEvents(js jetstream.JetStream, names Names, a app.Application, maxD
 	m := otel.Meter("shanhai/payment")
 	handled, _ := m.Int64Counter("shanhai.payment.order_events", metric.WithDescription("order messages handled, by outcome"))
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
-	return &OrderEvents{js: js, names: names.or(DefaultNames), app: a, maxDeliver: maxDeliver, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
+	return &OrderEvents{js: js, names: names.or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
 }
 
 // ConsumerConfig is the durable consumer this service owns. BackOff spaces
@@ -100,11 +105,23 @@ func (c *OrderEvents) Start(ctx context.Context) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", c.names.Durable, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { c.Handle(m) })
+	// Charges wait on the provider (tens of milliseconds), so messages are
+	// handled by a bounded pool rather than one at a time. Concurrency is
+	// safe per order: the claim and the PENDING guard on completion make
+	// two deliveries of one order converge on a single charge.
+	sem := make(chan struct{}, c.workers)
+	var wg sync.WaitGroup
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.Handle(m)
+		})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
-	return func() { cc.Drain(); <-cc.Closed() }, nil
+	return func() { cc.Drain(); <-cc.Closed(); wg.Wait() }, nil
 }
 
 // Handle processes and settles one message inside a consumer span that
