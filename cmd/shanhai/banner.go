@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+)
+
+// Banner prints what a newcomer needs: where the gateway is, a demo to paste,
+// where metrics, traces and logs go, and which parts are off.
+func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
+	gw := p.Gateway()
+	mode := "embedded Kafka (kfake), NATS JetStream, etcd, Redis (miniredis) and SQLite"
+	if native {
+		mode = "the scripts/deps.sh servers"
+	}
+	fmt.Fprintf(w, "Shanhai is up on %s, ready in %d ms (%s).\n", gw, p.Ready.Milliseconds(), mode)
+	if memErr == nil {
+		fmt.Fprintf(w, "Resident memory: %s.\n", mem)
+	}
+	if p.Pulsar {
+		fmt.Fprintf(w, "Pulsar leg on: the bridge archives events to %s.\n", p.Env["PULSAR_URL"])
+	} else {
+		fmt.Fprintln(w, "Pulsar leg off: Pulsar has no embeddable server and PULSAR_URL is not set, so the bridge runs Kafka → NATS only.")
+	}
+	fmt.Fprintln(w, "\nTry it (bash; needs curl and jq):")
+	fmt.Fprint(w, strings.ReplaceAll(demo, "$GW", gw))
+	fmt.Fprintln(w, "\nMetrics: Prometheus text at /metrics of every binary:")
+	for _, name := range Names {
+		fmt.Fprintf(w, "  %-8s %s/metrics\n", name, p.Binaries[name].URL())
+	}
+	if ep := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); ep != "" {
+		fmt.Fprintf(w, "Traces: exported over OTLP to %s.\n", ep)
+	} else {
+		fmt.Fprintln(w, "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 of a collector or Jaeger) and restart to export them.")
+	}
+	fmt.Fprintf(w, "Logs: %s/<binary>.log (JSON, with trace_id).\n", p.LogDir)
+	fmt.Fprintln(w, "Ctrl-C stops everything.")
+}
+
+// demo is the happy path through the gateway: register, log in, list
+// products, order with an Idempotency-Key, poll until PAID.
+const demo = `  GW=$GW
+  curl -s -XPOST $GW/api/v1/users -H 'content-type: application/json' \
+    -d '{"email":"ada@example.com","password":"correct horse battery","name":"Ada"}'
+  TOKEN=$(curl -s -XPOST $GW/api/v1/sessions -H 'content-type: application/json' \
+    -d '{"email":"ada@example.com","password":"correct horse battery"}' | jq -r .access_token)
+  curl -s $GW/api/v1/products -H "authorization: Bearer $TOKEN" | jq
+  SKU=$(curl -s $GW/api/v1/products -H "authorization: Bearer $TOKEN" | jq -r '.products[0].sku')
+  ORDER=$(curl -s -XPOST $GW/api/v1/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+    -H "Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)" \
+    -d "{\"items\":[{\"sku\":\"$SKU\",\"quantity\":1}]}" | jq -r .id)
+  for i in 1 2 3 4 5; do curl -s $GW/api/v1/orders/$ORDER -H "authorization: Bearer $TOKEN" | jq -r .status; sleep 0.3; done
+`

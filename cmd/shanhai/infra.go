@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Topics are the Kafka topics of the platform (conventions.md); the embedded
+// Kafka seeds them with three partitions each, like scripts/deps.sh does, so a
+// consumer group spreads over the same partition count as in production.
+var Topics = []string{"shanhai.users", "shanhai.orders", "shanhai.payments", "shanhai.dlq"}
+
+// Infra is the embedded infrastructure: real Go implementations of the
+// servers the binaries talk to, each on a random loopback port. Only the
+// servers differ from production; clients and code paths are the same.
+type Infra struct {
+	Dir   string // data directory (SQLite files, JetStream, etcd)
+	env   map[string]string
+	kafka *kfake.Cluster
+	nats  *natsserver.Server
+	redis *miniredis.Miniredis
+	etcd  *embed.Etcd
+}
+
+// StartInfra starts Kafka (kfake), NATS with JetStream, Redis (miniredis) and
+// etcd in this process, all at once: they do not depend on each other, and
+// etcd's start-up (a raft election) is the longest, so the others hide in it.
+func StartInfra(ctx context.Context, dir string) (*Infra, error) {
+	in := &Infra{Dir: dir, env: map[string]string{}}
+	errc := make(chan error, 4)
+	go func() { errc <- in.startKafka() }()
+	go func() { errc <- in.startNATS() }()
+	go func() { errc <- in.startRedis() }()
+	go func() { errc <- in.startEtcd(ctx) }()
+	var errs []error
+	for range 4 {
+		errs = append(errs, <-errc)
+	}
+	if err := errors.Join(errs...); err != nil {
+		in.Close()
+		return nil, err
+	}
+	return in, nil
+}
+
+// Env is the connection environment for the binaries.
+func (in *Infra) Env() map[string]string { return in.env }
+
+func (in *Infra) startKafka() error {
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.SeedTopics(3, Topics...),
+		kfake.DefaultNumPartitions(3),
+		kfake.AllowAutoTopicCreation(),
+	)
+	if err != nil {
+		return fmt.Errorf("embedded kafka: %w", err)
+	}
+	in.kafka = c
+	in.env["KAFKA_BROKERS"] = c.ListenAddrs()[0]
+	return nil
+}
+
+func (in *Infra) startNATS() error {
+	opts := &natsserver.Options{
+		Host:      "127.0.0.1",
+		Port:      natsserver.RANDOM_PORT,
+		JetStream: true,
+		StoreDir:  filepath.Join(in.Dir, "jetstream"),
+		NoSigs:    true,
+		NoLog:     true,
+	}
+	s, err := natsserver.NewServer(opts)
+	if err != nil {
+		return fmt.Errorf("embedded nats: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return errors.New("embedded nats: not ready after 10s")
+	}
+	in.nats = s
+	in.env["NATS_URL"] = s.ClientURL()
+	return nil
+}
+
+func (in *Infra) startRedis() error {
+	r := miniredis.NewMiniRedis()
+	if err := r.Start(); err != nil {
+		return fmt.Errorf("embedded redis: %w", err)
+	}
+	in.redis = r
+	in.env["REDIS_URL"] = "redis://" + r.Addr() + "/0"
+	return nil
+}
+
+func (in *Infra) startEtcd(ctx context.Context) error {
+	client, err := freePort()
+	if err != nil {
+		return err
+	}
+	peer, err := freePort()
+	if err != nil {
+		return err
+	}
+	cfg := embed.NewConfig()
+	cfg.Name = "shanhai"
+	cfg.Dir = filepath.Join(in.Dir, "etcd")
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cu := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(client)}
+	pu := url.URL{Scheme: "http", Host: "127.0.0.1:" + strconv.Itoa(peer)}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
+	cfg.InitialCluster = cfg.Name + "=" + pu.String()
+	// One member elects itself; a short tick makes that take tens of ms.
+	cfg.TickMs, cfg.ElectionMs = 10, 50
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("embedded etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return fmt.Errorf("embedded etcd: %w", err)
+	case <-time.After(10 * time.Second):
+		e.Close()
+		return errors.New("embedded etcd: not ready after 10s")
+	case <-ctx.Done():
+		e.Close()
+		return ctx.Err()
+	}
+	in.etcd = e
+	in.env["ETCD_ENDPOINTS"] = cu.Host
+	return nil
+}
+
+// Close stops every server that started; safe on a partly started Infra.
+func (in *Infra) Close() {
+	if in.etcd != nil {
+		in.etcd.Close()
+	}
+	if in.nats != nil {
+		in.nats.Shutdown()
+		in.nats.WaitForShutdown()
+	}
+	if in.redis != nil {
+		in.redis.Close()
+	}
+	if in.kafka != nil {
+		in.kafka.Close()
+	}
+	slog.Debug("embedded infrastructure stopped")
+}
+
+// freePort asks the kernel for an unused loopback port. Another process could
+// take it before it is bound again; at start-up on a developer machine that
+// race is rare, and the bind error names the port if it happens.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+

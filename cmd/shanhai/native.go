@@ -1,0 +1,75 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+)
+
+// NativeServers runs `scripts/deps.sh env` and returns the connection
+// variables it prints (lines `export NAME='value'`). deps.sh is the one
+// source of the servers' addresses, so -native never hard-codes a port.
+func NativeServers(root string) (map[string]string, error) {
+	out, err := exec.Command(filepath.Join(root, "scripts", "deps.sh"), "env").Output()
+	if err != nil {
+		return nil, fmt.Errorf("scripts/deps.sh env (start the servers with make deps-up): %w", err)
+	}
+	env := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "export ")
+		if !ok {
+			continue
+		}
+		name, value, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		env[name] = strings.Trim(value, `'"`)
+	}
+	if env["KAFKA_BROKERS"] == "" || env["DATABASE_URL"] == "" {
+		return nil, fmt.Errorf("scripts/deps.sh env printed no KAFKA_BROKERS or DATABASE_URL: are the servers up (make deps-up)?")
+	}
+	return env, nil
+}
+
+// ServiceDatabases creates one PostgreSQL database per service next to the
+// one deps.sh made (shanhai_user, ...), as production has: the services
+// share table names (outbox, users), so one database cannot hold them all.
+// It returns the services' DATABASE_URLs.
+func ServiceDatabases(ctx context.Context, base string, services ...string) (map[string]string, error) {
+	admin, err := sql.Open("pgx", base)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	defer admin.Close()
+	u, err := url.Parse(base)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	urls := map[string]string{}
+	for _, s := range services {
+		name := "shanhai_" + s
+		var exists bool
+		if err := admin.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+			return nil, fmt.Errorf("postgres: look up database %s: %w", name, err)
+		}
+		if !exists {
+			if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+				return nil, fmt.Errorf("postgres: create database %s: %w", name, err)
+			}
+		}
+		su := *u
+		su.Path = "/" + name
+		urls[s] = su.String()
+	}
+	return urls, nil
+}

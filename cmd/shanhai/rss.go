@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// RSS reads a process's resident set size in bytes from /proc (Linux only;
+// elsewhere it reports an error and the numbers are left out).
+func RSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("rss of %d: %w", pid, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("rss of %d: %w", pid, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("rss of %d: no VmRSS line", pid)
+}
+
+// Memory is the resident memory of this process (embedded servers) and of
+// each child, and their sum.
+type Memory struct {
+	Self     int64
+	Children map[string]int64
+	Total    int64
+}
+
+// Measure sums the RSS of this process and the platform's children.
+func (p *Platform) Measure() (Memory, error) {
+	self, err := RSS(os.Getpid())
+	if err != nil {
+		return Memory{}, err
+	}
+	m := Memory{Self: self, Children: map[string]int64{}, Total: self}
+	for name, pid := range p.Pids() {
+		r, err := RSS(pid)
+		if err != nil {
+			return Memory{}, err
+		}
+		m.Children[name] = r
+		m.Total += r
+	}
+	return m, nil
+}
+
+func (m Memory) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%.0f MB total (shanhai + embedded servers %.0f MB", mb(m.Total), mb(m.Self))
+	for _, name := range Names {
+		if r, ok := m.Children[name]; ok {
+			fmt.Fprintf(&b, ", %s %.0f", name, mb(r))
+		}
+	}
+	b.WriteString(")")
+	return b.String()
+}
+
+func mb(n int64) float64 { return float64(n) / (1 << 20) }
