@@ -39,6 +39,7 @@ var callSites = map[string][]callSite{
 	"messaging": {
 		{op: 5, fn: "github.com/segmentio/kafka-go.(*Writer).WriteMessages", system: "kafka", name: "publish", optional: true},
 		{op: 6, fn: "github.com/nats-io/nats%2ego.(*Conn).publish", system: "nats", name: "publish", optional: true}, // the linker escapes the dot in "nats.go"; Publish itself is inlined
+		{op: 7, fn: "github.com/apache/pulsar-client-go/pulsar.(*producer).Send", system: "pulsar", name: "publish", optional: true},
 	},
 }
 

@@ -13,7 +13,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
-// TestCallProbes runs testdata/clients against the real PostgreSQL, Redis, Kafka and NATS (and a test HTTP server)
+// TestCallProbes runs testdata/clients against the real PostgreSQL, Redis, Kafka, NATS and Pulsar (and a test HTTP server)
 // and checks that the agent counted exactly the calls and failures the program itself counted, per operation, on
 // an unstripped binary (DWARF offsets and result layouts) and a stripped one (the fallback tables).
 func TestCallProbes(t *testing.T) {
@@ -24,6 +24,8 @@ func TestCallProbes(t *testing.T) {
 		"KAFKA_BROKERS=" + strings.Join(testenv.Kafka(t), ","),
 		"NATS_URL=" + testenv.NATS(t),
 	}
+	pulsarURL, _ := testenv.Pulsar(t)
+	env = append(env, "PULSAR_URL="+pulsarURL)
 	server := startTarget(t, buildTarget(t, false)) // not a target of the agent: only the clients are
 	for _, stripped := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
@@ -69,7 +71,7 @@ func TestCallProbes(t *testing.T) {
 					if k.PID != pid {
 						continue
 					}
-					op := map[string]string{"http": "http", "sql": "sql " + k.Operation, "redis": "redis", "kafka": "kafka", "nats": "nats"}[k.System]
+					op := map[string]string{"http": "http", "sql": "sql " + k.Operation, "redis": "redis", "kafka": "kafka", "nats": "nats", "pulsar": "pulsar"}[k.System]
 					got[op] += h.Count
 					if k.Error {
 						got[op+" error"] += h.Count

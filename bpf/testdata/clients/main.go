@@ -1,5 +1,5 @@
 // Command clients is the probe tests' client-side target: it makes a known number of database/sql, go-redis,
-// kafka-go, NATS and net/http client calls against the real servers named by the usual environment variables,
+// kafka-go, NATS, Pulsar and net/http client calls against the real servers named by the usual environment variables,
 // prints how many of each it made and how many failed as one JSON line, then waits for stdin to close so the test
 // can read the agent while the process is alive.
 //
@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/apache/pulsar-client-go/pulsar"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/nats-io/nats.go"
 	"github.com/redis/go-redis/v9"
@@ -125,6 +126,23 @@ func main() {
 			fail("nats flush", err)
 		}
 		nc.Close()
+	}
+
+	if u := os.Getenv("PULSAR_URL"); u != "" {
+		pc, err := pulsar.NewClient(pulsar.ClientOptions{URL: u, Logger: quietLogger()})
+		if err != nil {
+			fail("pulsar client", err)
+		}
+		prod, err := pc.CreateProducer(pulsar.ProducerOptions{Topic: "persistent://public/default/bpf-probe-test"})
+		if err != nil {
+			fail("pulsar producer", err)
+		}
+		for i := range *n {
+			_, err := prod.Send(ctx, &pulsar.ProducerMessage{Payload: []byte(strconv.Itoa(i))})
+			c.add("pulsar", err)
+		}
+		prod.Close()
+		pc.Close()
 	}
 
 	json.NewEncoder(os.Stdout).Encode(c)
