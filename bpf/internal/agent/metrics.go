@@ -16,7 +16,7 @@ var (
 		"HTTP client call latency seen by uprobes on net/http.(*Transport).roundTrip; status 0 when the call failed.",
 		[]string{"pid", "exe", "method", "status", "status_class", "error"}, nil)
 	descCall = prometheus.NewDesc("shanhai_bpf_client_call_duration_seconds",
-		"Latency of database/sql queryDC/execDC, go-redis _process, kafka-go WriteMessages and NATS publish calls.",
+		"Latency of database/sql queryDC/execDC, go-redis _process, kafka-go WriteMessages, NATS publish and Pulsar Send calls.",
 		[]string{"pid", "exe", "system", "operation", "error"}, nil)
 	descSTW = prometheus.NewDesc("shanhai_bpf_go_stw_pause_seconds",
 		"Go stop-the-world pauses (runtime.stopTheWorldWithSema entry to runtime.startTheWorldWithSema return).",
