@@ -35,11 +35,10 @@ echo "building target and agent in $work"
 (cd "$HERE" && CGO_ENABLED=0 go build -o "$work/probed" ./testdata/target && CGO_ENABLED=0 go build -o "$work/agent" ./cmd/agent)
 cp "$work/probed" "$work/plain" # same bytes, another file: uprobes live on the probed file only
 
-start_target() { # name -> prints address
+start_target() { # name: runs in this shell (not a $(...) subshell) so cleanup knows its pid
 	"$work/$1" >"$work/$1.addr" 2>"$work/$1.err" &
 	pids+=($!)
 	for _ in $(seq 100); do [[ -s $work/$1.addr ]] && break; sleep 0.05; done
-	head -1 "$work/$1.addr"
 }
 
 HTTP_ADDR=127.0.0.1:18085 BPF_TARGETS="$work/probed" "$work/agent" 2>"$work/agent.log" &
@@ -47,8 +46,10 @@ pids+=($!)
 for _ in $(seq 200); do curl -fs http://127.0.0.1:18085/readyz >/dev/null 2>&1 && break; sleep 0.05; done
 curl -fs http://127.0.0.1:18085/readyz >/dev/null || { cat "$work/agent.log"; echo "agent not ready" >&2; exit 1; }
 
-probed=$(start_target probed)
-plain=$(start_target plain)
+start_target probed
+start_target plain
+probed=$(head -1 "$work/probed.addr")
+plain=$(head -1 "$work/plain.addr")
 sleep 1
 curl -fs "http://$probed$PATH_Q" >/dev/null && curl -fs "http://$plain$PATH_Q" >/dev/null
 sysctl -qw kernel.bpf_stats_enabled=1
