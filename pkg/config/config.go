@@ -10,6 +10,11 @@
 //		Timeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
 //	}
 //
+// A variable that is unset takes its `envDefault`; one set to the empty
+// string is empty (the field's zero value), so ADMIN_ADDR= turns the admin
+// listener off instead of quietly restoring its default. (caarlos0/env on its
+// own would substitute the default for both.)
+//
 // Load reports every bad variable at once (not just the first), so an operator
 // fixes a deployment in one round instead of one restart per typo. If the
 // struct has a `Validate() error` method it runs after parsing, and its
@@ -109,16 +114,17 @@ func load(cfg any, environ map[string]string) error {
 	if err != nil {
 		return err
 	}
-	opts := env.Options{}
-	if environ != nil {
-		opts.Environment = environ
+	if environ == nil {
+		environ = processEnv()
 	}
+	withDefaults, err := applyDefaults(environ, vars)
+	if err != nil {
+		return err
+	}
+	opts := env.Options{Environment: withDefaults, DefaultValueTagName: noDefaultTag}
 	lookup := func(key string) (string, bool) {
-		if environ != nil {
-			v, ok := environ[key]
-			return v, ok
-		}
-		return os.LookupEnv(key)
+		v, ok := environ[key]
+		return v, ok
 	}
 
 	var bad []*VarError
@@ -147,6 +153,51 @@ func load(cfg any, environ map[string]string) error {
 	}
 	sort.SliceStable(bad, func(i, j int) bool { return bad[i].Var < bad[j].Var })
 	return &Error{Vars: bad}
+}
+
+// noDefaultTag is a struct tag no field carries, so caarlos0/env applies no
+// defaults itself: it substitutes `envDefault` for a variable that is set but
+// empty, and has no option to stop that. The conventions promise the opposite
+// ("ADMIN_ADDR empty disables", "ETCD_ENDPOINTS empty means static
+// discovery"), so applyDefaults supplies defaults for unset variables only.
+const noDefaultTag = "shanhai-config-applies-envDefault"
+
+// applyDefaults returns environ plus the `envDefault` of every variable that
+// is not set at all. A variable set to "" stays "", which env leaves as the
+// field's zero value: empty string, empty list, 0, false. Validate methods
+// reject the zeros that make no sense for their binary.
+func applyDefaults(environ map[string]string, vars []Var) (map[string]string, error) {
+	out := make(map[string]string, len(environ)+len(vars))
+	for k, v := range environ {
+		out[k] = v
+	}
+	applied := map[string]string{}
+	for _, v := range vars {
+		if !v.hasDefault {
+			continue
+		}
+		if _, set := environ[v.Name]; set {
+			continue
+		}
+		// One map entry serves every field with this name, so two fields
+		// with different defaults for one variable cannot both be honoured.
+		if prev, dup := applied[v.Name]; dup && prev != v.Default {
+			return nil, fmt.Errorf("load configuration: %s has two defaults, %q and %q", v.Name, prev, v.Default)
+		}
+		applied[v.Name] = v.Default
+		out[v.Name] = v.Default
+	}
+	return out, nil
+}
+
+func processEnv() map[string]string {
+	m := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
 }
 
 // validate calls Validate on the struct and on every nested struct that has

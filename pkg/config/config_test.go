@@ -258,3 +258,77 @@ func TestNestedValidate(t *testing.T) {
 		t.Errorf("valid config rejected: %v", err)
 	}
 }
+
+type emptyConfig struct {
+	Admin   string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9082"`
+	Etcd    []string      `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379"`
+	Wait    time.Duration `env:"WAIT" envDefault:"10s"`
+	Quiet   bool          `env:"QUIET" envDefault:"true"`
+	Token   string        `env:"TOKEN,required" envDefault:""`
+	Nonzero string        `env:"NONZERO,notEmpty" envDefault:"x"`
+	DB      db            `envPrefix:"DB_"`
+}
+
+// A variable set to "" means empty (the conventions' "ADMIN_ADDR empty
+// disables"); only an unset one takes its default.
+func TestSetButEmptyIsNotTheDefault(t *testing.T) {
+	var unset emptyConfig
+	if err := load(&unset, map[string]string{"DB_URL": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if unset.Admin != "127.0.0.1:9082" || len(unset.Etcd) != 1 || unset.Wait != 10*time.Second || !unset.Quiet || unset.Nonzero != "x" || unset.DB.MaxConns != 10 {
+		t.Errorf("unset variables did not take their defaults: %+v", unset)
+	}
+
+	var empty emptyConfig
+	err := load(&empty, map[string]string{"DB_URL": "x", "ADMIN_ADDR": "", "ETCD_ENDPOINTS": "", "WAIT": "", "QUIET": "", "DB_MAX_CONNS": ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if empty.Admin != "" || len(empty.Etcd) != 0 || empty.Wait != 0 || empty.Quiet || empty.DB.MaxConns != 0 {
+		t.Errorf("variables set to \"\" took their defaults: %+v", empty)
+	}
+
+	// notEmpty still refuses an empty value rather than defaulting it.
+	err = load(&emptyConfig{}, map[string]string{"DB_URL": "x", "NONZERO": ""})
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Vars) != 1 || ce.Vars[0].Var != "NONZERO" || ce.Vars[0].Problem != "must not be empty" {
+		t.Errorf("NONZERO=\"\": got %v, want must not be empty", err)
+	}
+}
+
+// The process environment goes through the same rule as the test map.
+func TestLoadProcessEnvSetButEmpty(t *testing.T) {
+	t.Setenv("DB_URL", "x")
+	t.Setenv("ADMIN_ADDR", "")
+	t.Setenv("WAIT", "") // registers the restore of any outer value ...
+	os.Unsetenv("WAIT")  // ... so WAIT can be truly unset for this test
+	var c emptyConfig
+	if err := Load(&c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin != "" || c.Wait != 10*time.Second {
+		t.Errorf("Load from the process: ADMIN_ADDR=%q (want empty), WAIT=%v (want the 10s default)", c.Admin, c.Wait)
+	}
+}
+
+type twoDefaults struct {
+	A struct {
+		X string `env:"X" envDefault:"one"`
+	}
+	B struct {
+		X string `env:"X" envDefault:"two"`
+	}
+}
+
+func TestConflictingDefaultsAreReported(t *testing.T) {
+	err := load(&twoDefaults{}, map[string]string{})
+	if err == nil || !strings.Contains(err.Error(), "X has two defaults") {
+		t.Errorf("got %v, want a conflicting-defaults error", err)
+	}
+	// Set, the variable needs no default and both fields read it.
+	var c twoDefaults
+	if err := load(&c, map[string]string{"X": "v"}); err != nil || c.A.X != "v" || c.B.X != "v" {
+		t.Errorf("X=v: %v %+v", err, c)
+	}
+}

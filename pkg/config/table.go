@@ -17,7 +17,8 @@ type Var struct {
 	Required    bool
 	Description string
 
-	field string // Go field name, to map env's parse errors back to the variable
+	field      string // Go field name, to map env's parse errors back to the variable
+	hasDefault bool   // an `envDefault` tag is present, even if it is ""
 }
 
 // Table lists the variables of each configuration struct (pointer or value),
@@ -79,7 +80,7 @@ func walk(t reflect.Type, prefix string, out *[]Var) {
 			Description: f.Tag.Get("desc"),
 			field:       f.Name,
 		}
-		v.Default = f.Tag.Get("envDefault")
+		v.Default, v.hasDefault = f.Tag.Lookup("envDefault")
 		for _, o := range parts[1:] {
 			if o == "required" || o == "notEmpty" {
 				v.Required = true
