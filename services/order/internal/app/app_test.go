@@ -58,6 +58,11 @@ func TestCreateOrderIdempotency(t *testing.T) {
 	if !errors.Is(err, order.ErrKeyReused) {
 		t.Fatalf("different body: err = %v, want ErrKeyReused", err)
 	}
+	// An invalid request under a used key is reported as key reuse.
+	_, err = a.CreateOrder.Handle(context.Background(), app.CreateOrder{UserID: "alice", IdempotencyKey: "k1", Items: []order.Requested{{SKU: "NOPE", Quantity: 1}}})
+	if !errors.Is(err, order.ErrKeyReused) {
+		t.Fatalf("invalid body, used key: err = %v, want ErrKeyReused", err)
+	}
 	// Keys are scoped per user: bob's k1 is a new order.
 	if bob := create(t, a, "bob", "k1", 2); bob.Replayed || string(bob.Body) == string(first.Body) {
 		t.Fatalf("bob got alice's replay: %s", bob.Body)

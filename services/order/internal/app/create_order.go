@@ -34,37 +34,43 @@ type CreateOrderHandler struct{ d Deps }
 // Handle stores the order, its order.created event and the replay record in
 // one transaction. A repeat of the same key and request replays the stored
 // response; the same key with another request is order.ErrKeyReused.
+//
+// The common case is a new key, so the key is not looked up first: the
+// insert itself detects a stored key (ErrDuplicateKey, which also covers a
+// concurrent request with the same key once it commits) and only then is the
+// stored response read. That saves a round trip on every new order.
 func (h CreateOrderHandler) Handle(ctx context.Context, cmd CreateOrder) (CreateOrderResult, error) {
 	hash := requestHash(cmd.Items)
-	// Two attempts: a concurrent request with the same key may commit
-	// between our lookup and our insert; the second lookup then finds it.
-	for range 2 {
-		if res, ok, err := h.replay(ctx, cmd, hash); err != nil || ok {
-			return res, err
-		}
-		products, err := h.d.Catalog.All(ctx)
-		if err != nil {
-			return CreateOrderResult{}, fmt.Errorf("create order: load catalogue: %w", err)
-		}
-		o, err := order.New(h.d.NewID(), cmd.UserID, cmd.Items, catalog.Index(products), h.d.Now())
-		if err != nil {
-			return CreateOrderResult{}, err
-		}
-		body, err := h.d.Render(o.Snapshot())
-		if err != nil {
-			return CreateOrderResult{}, fmt.Errorf("create order: render: %w", err)
-		}
-		r := order.Replay{UserID: cmd.UserID, Key: cmd.IdempotencyKey, RequestHash: hash, StatusCode: http.StatusCreated, Body: body}
-		err = h.d.Orders.Create(ctx, o, r)
-		if errors.Is(err, order.ErrDuplicateKey) {
-			continue
-		}
-		if err != nil {
-			return CreateOrderResult{}, fmt.Errorf("create order: %w", err)
-		}
-		return CreateOrderResult{StatusCode: r.StatusCode, Body: body}, nil
+	products, err := h.d.Catalog.All(ctx)
+	if err != nil {
+		return CreateOrderResult{}, fmt.Errorf("create order: load catalogue: %w", err)
 	}
-	return CreateOrderResult{}, fmt.Errorf("create order: idempotency key %q kept conflicting", cmd.IdempotencyKey)
+	o, err := order.New(h.d.NewID(), cmd.UserID, cmd.Items, catalog.Index(products), h.d.Now())
+	if err != nil {
+		// An invalid request may still reuse a key: say so, it is the
+		// more useful answer.
+		if res, ok, rerr := h.replay(ctx, cmd, hash); rerr != nil || ok {
+			return res, rerr
+		}
+		return CreateOrderResult{}, err
+	}
+	body, err := h.d.Render(o.Snapshot())
+	if err != nil {
+		return CreateOrderResult{}, fmt.Errorf("create order: render: %w", err)
+	}
+	r := order.Replay{UserID: cmd.UserID, Key: cmd.IdempotencyKey, RequestHash: hash, StatusCode: http.StatusCreated, Body: body}
+	err = h.d.Orders.Create(ctx, o, r)
+	if errors.Is(err, order.ErrDuplicateKey) {
+		res, ok, rerr := h.replay(ctx, cmd, hash)
+		if rerr == nil && !ok {
+			rerr = fmt.Errorf("create order: idempotency key %q vanished after a conflict", cmd.IdempotencyKey)
+		}
+		return res, rerr
+	}
+	if err != nil {
+		return CreateOrderResult{}, fmt.Errorf("create order: %w", err)
+	}
+	return CreateOrderResult{StatusCode: r.StatusCode, Body: body}, nil
 }
 
 func (h CreateOrderHandler) replay(ctx context.Context, cmd CreateOrder, hash string) (CreateOrderResult, bool, error) {
