@@ -15,7 +15,7 @@ import (
 // Config is read once at start by pkg/config.
 type Config struct {
 	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8084" desc:"HTTP listen address (/healthz, /readyz, /metrics)"`
-	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9084" desc:"pprof listener (pkg/config reads an empty value as unset, so this default applies)"`
+	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9084" desc:"pprof listener; empty disables"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline: in-flight messages settle and confirmed offsets are committed within it"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -8,8 +9,11 @@ import (
 )
 
 func TestDefaultsValid(t *testing.T) {
+	// Unset, not empty: a variable set to "" is empty rather than defaulted.
+	// t.Setenv first so the outer environment is restored afterwards.
 	for _, v := range pkgconfig.Table(&Config{}) {
 		t.Setenv(v.Name, "")
+		os.Unsetenv(v.Name)
 	}
 	var c Config
 	if err := pkgconfig.Load(&c); err != nil {
