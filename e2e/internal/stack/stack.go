@@ -153,17 +153,17 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 	common := func(name string) map[string]string {
 		admin, _ := freeAddr()
 		e := map[string]string{
-			"HTTP_ADDR":        ports[name],
-			"ADMIN_ADDR":       admin, // pkg/config reads an empty value as unset, so a free port rather than ""
-			"LOG_LEVEL":        "info",
-			"SERVICE_VERSION":  version,
-			"SHUTDOWN_TIMEOUT": "5s",
-			"REDIS_URL":        o.Servers.Redis,
-			"ETCD_ENDPOINTS":   strings.Join(o.Servers.Etcd, ","),
-			"NATS_URL":         o.Servers.NATS,
-			"KAFKA_BROKERS":    strings.Join(o.Servers.Kafka, ","),
-			"PULSAR_URL":       o.Servers.Pulsar,
-			"JWKS_URL":         jwks,
+			"HTTP_ADDR":         ports[name],
+			"ADMIN_ADDR":        admin, // pkg/config reads an empty value as unset, so a free port rather than ""
+			"LOG_LEVEL":         "info",
+			"SERVICE_VERSION":   version,
+			"SHUTDOWN_TIMEOUT":  "5s",
+			"REDIS_URL":         o.Servers.Redis,
+			"ETCD_ENDPOINTS":    strings.Join(o.Servers.Etcd, ","),
+			"NATS_URL":          o.Servers.NATS,
+			"KAFKA_BROKERS":     strings.Join(o.Servers.Kafka, ","),
+			"PULSAR_URL":        o.Servers.Pulsar,
+			"JWKS_URL":          jwks,
 			"OTEL_SERVICE_NAME": name,
 			// Spans leave every 100 ms instead of the SDK's 5 s so a test
 			// sees a whole trace soon after the saga ends.

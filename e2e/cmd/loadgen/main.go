@@ -1,0 +1,361 @@
+// Command loadgen drives the platform through its gateway at a constant
+// arrival rate and reports latency percentiles, errors by class and the saga
+// latency (order created → paid).
+//
+// It is open loop: every request has a scheduled start time fixed in advance
+// (start + i/rate), it is sent at that time whether or not earlier requests
+// have answered, and its latency is measured from the scheduled time. A
+// closed-loop tool waits for answers before sending more, so when the system
+// stalls it quietly sends less and never records the stall ("coordinated
+// omission"); here a stall shows up in the percentiles.
+//
+// The mix per order: one catalogue browse, one order, one order poll, and a
+// log in for a share of orders (-login-ratio). Users are registered and
+// logged in before the clock starts.
+//
+//	go run ./e2e/cmd/loadgen -target http://127.0.0.1:8080 -rate 100 -duration 30s
+//	go run ./e2e/cmd/loadgen -target ... -rate 500 -nats nats://127.0.0.1:14222 -subject shanhai.payments -json
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/shanhai-dev/shanhai/e2e/internal/api"
+)
+
+func main() {
+	var (
+		target      = flag.String("target", "http://127.0.0.1:8080", "gateway base URL")
+		rate        = flag.Float64("rate", 50, "orders per second; browse and poll run at the same rate, log in at rate × -login-ratio")
+		duration    = flag.Duration("duration", 30*time.Second, "how long to send")
+		users       = flag.Int("users", 20, "users registered before the run; requests spread over them")
+		loginRatio  = flag.Float64("login-ratio", 0.02, "log ins per order")
+		timeout     = flag.Duration("timeout", 10*time.Second, "per-request timeout")
+		maxInflight = flag.Int64("max-inflight", 20000, "requests in flight above which new ones are counted as dropped (client overload)")
+		natsURL     = flag.String("nats", "", "NATS URL: measure the saga by subscribing to -subject (payment events)")
+		subject     = flag.String("subject", "shanhai.payments", "subject carrying payment.succeeded/failed (with any NATS_SUBJECT_PREFIX)")
+		drain       = flag.Duration("drain", 15*time.Second, "after sending, how long to wait for sagas to finish")
+		jsonOut     = flag.Bool("json", false, "print the summary as JSON instead of a table")
+	)
+	flag.Parse()
+	if *rate <= 0 || *duration <= 0 || *users < 1 {
+		fmt.Fprintln(os.Stderr, "loadgen: -rate, -duration and -users must be positive")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, config{
+		target: *target, rate: *rate, duration: *duration, users: *users, loginRatio: *loginRatio, timeout: *timeout,
+		maxInflight: *maxInflight, natsURL: *natsURL, subject: *subject, drain: *drain, json: *jsonOut,
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	target            string
+	rate, loginRatio  float64
+	duration, timeout time.Duration
+	drain             time.Duration
+	users             int
+	maxInflight       int64
+	natsURL, subject  string
+	json              bool
+}
+
+type user struct {
+	email, password string
+	token           atomic.Value // string; refreshed by log ins
+}
+
+// orders tracks created orders until they are final: the poll operation takes
+// the oldest unpolled one, and the saga timers start at creation.
+type orders struct {
+	mu      sync.Mutex
+	created map[string]time.Time
+	owner   map[string]*user
+	queue   []string
+}
+
+func (o *orders) add(id string, u *user, at time.Time) {
+	o.mu.Lock()
+	o.created[id], o.owner[id] = at, u
+	o.queue = append(o.queue, id)
+	o.mu.Unlock()
+}
+
+// next returns an order to poll and requeues it at the back.
+func (o *orders) next() (string, *user, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for len(o.queue) > 0 {
+		id := o.queue[0]
+		o.queue = o.queue[1:]
+		if u, ok := o.owner[id]; ok {
+			o.queue = append(o.queue, id)
+			return id, u, true
+		}
+	}
+	return "", nil, false
+}
+
+// final forgets the order and returns when it was created (once).
+func (o *orders) final(id string) (time.Time, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	at, ok := o.created[id]
+	delete(o.owner, id)
+	return at, ok
+}
+
+func (o *orders) createdAt(id string) (time.Time, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	at, ok := o.created[id]
+	return at, ok
+}
+
+func (o *orders) pending() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.owner)
+}
+
+func run(ctx context.Context, c config) error {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 4096, 4096
+	cli := &api.Client{Base: c.target, HTTP: &http.Client{Transport: tr, Timeout: c.timeout}}
+
+	us, skus, err := setup(ctx, cli, c.users)
+	if err != nil {
+		return err
+	}
+	os_ := &orders{created: map[string]time.Time{}, owner: map[string]*user{}}
+	rec := newRecorder()
+	paidSeen := sync.Map{} // order id → struct{}: the saga of an order is counted once per source
+
+	if c.natsURL != "" {
+		nc, err := nats.Connect(c.natsURL)
+		if err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+		defer nc.Close()
+		sub, err := nc.Subscribe(c.subject, func(m *nats.Msg) {
+			now := time.Now()
+			if m.Header.Get("ce_type") != "payment.succeeded" {
+				return
+			}
+			var d struct {
+				OrderID string `json:"order_id"`
+			}
+			if json.Unmarshal(m.Data, &d) != nil {
+				return
+			}
+			if at, ok := os_.createdAt(d.OrderID); ok {
+				if _, dup := paidSeen.LoadOrStore("nats/"+d.OrderID, struct{}{}); !dup {
+					rec.sagaDone("nats", now.Sub(at))
+				}
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", c.subject, err)
+		}
+		sub.SetPendingLimits(-1, -1)
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+
+	var inflight atomic.Int64
+	launch := func(op string, intended time.Time, fn func(context.Context) (int, error)) {
+		rec.sentOne()
+		if inflight.Load() >= c.maxInflight {
+			rec.result(op, time.Since(intended), "dropped (client in flight limit)")
+			return
+		}
+		inflight.Add(1)
+		go func() {
+			defer inflight.Add(-1)
+			status, err := fn(ctx)
+			rec.result(op, time.Since(intended), classify(status, err))
+		}()
+	}
+	pick := func() *user { return us[rand.IntN(len(us))] }
+	tok := func(u *user) string { return u.token.Load().(string) }
+
+	ops := []struct {
+		name string
+		rate float64
+		fn   func(ctx context.Context) (int, error)
+	}{
+		{"browse", c.rate, func(ctx context.Context) (int, error) {
+			r, err := cli.Products(ctx, tok(pick()))
+			return r.Status, err
+		}},
+		{"order", c.rate, func(ctx context.Context) (int, error) {
+			u := pick()
+			items := []api.Item{{SKU: skus[rand.IntN(len(skus))], Quantity: 1 + rand.IntN(3)}}
+			r, err := cli.CreateOrder(ctx, tok(u), "lg-"+strconv.FormatUint(rand.Uint64(), 36), items, nil)
+			if err == nil && r.Status == http.StatusCreated {
+				var o api.Order
+				if r.JSON(&o) == nil {
+					os_.add(o.ID, u, time.Now())
+				}
+			}
+			return r.Status, err
+		}},
+		{"poll", c.rate, func(ctx context.Context) (int, error) {
+			id, u, ok := os_.next()
+			if !ok {
+				r, err := cli.Do(ctx, http.MethodGet, "/api/v1/orders?limit=5", tok(pick()), nil, nil)
+				return r.Status, err
+			}
+			r, err := cli.GetOrder(ctx, tok(u), id)
+			if err == nil && r.Status == http.StatusOK {
+				var o api.Order
+				if r.JSON(&o) == nil && (o.Status == "PAID" || o.Status == "FAILED") {
+					if at, ok := os_.final(id); ok && o.Status == "PAID" {
+						rec.sagaDone("poll", time.Since(at))
+					}
+				}
+			}
+			return r.Status, err
+		}},
+		{"login", c.rate * c.loginRatio, func(ctx context.Context) (int, error) {
+			u := pick()
+			r, err := cli.Login(ctx, u.email, u.password)
+			if err == nil && (r.Status == http.StatusOK || r.Status == http.StatusCreated) {
+				var s api.Session
+				if r.JSON(&s) == nil && s.AccessToken != "" {
+					u.token.Store(s.AccessToken)
+				}
+			}
+			return r.Status, err
+		}},
+	}
+
+	rec.start = time.Now()
+	end := rec.start.Add(c.duration)
+	var wg sync.WaitGroup
+	for _, op := range ops {
+		if op.rate <= 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			interval := time.Duration(float64(time.Second) / op.rate)
+			// Offsets spread the four schedules instead of firing them together.
+			next := rec.start.Add(time.Duration(rand.Int64N(int64(interval))))
+			for next.Before(end) {
+				if d := time.Until(next); d > 0 {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(d):
+					}
+				}
+				launch(op.name, next, op.fn)
+				next = next.Add(interval)
+			}
+		}()
+	}
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	sendDone := make(chan struct{})
+	go func() { wg.Wait(); close(sendDone) }()
+	var prev int64
+	line := ""
+	progress := func() {
+		line, prev = rec.progress(prev, inflight.Load())
+		fmt.Fprintf(os.Stderr, "\r%s", line)
+	}
+wait:
+	for {
+		select {
+		case <-tick.C:
+			progress()
+		case <-sendDone:
+			break wait
+		}
+	}
+	// Drain: answers in flight, then sagas still running.
+	drainEnd := time.Now().Add(c.drain)
+	for time.Now().Before(drainEnd) && ctx.Err() == nil {
+		if inflight.Load() == 0 && (c.natsURL == "" || sagasDone(rec, os_)) {
+			break
+		}
+		<-tick.C
+		progress()
+	}
+	fmt.Fprintln(os.Stderr)
+
+	secs := c.duration.Seconds()
+	sum := rec.summary(c.target, c.rate, secs, os_.pending())
+	if c.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sum)
+	}
+	sum.table(os.Stdout)
+	return nil
+}
+
+// sagasDone reports whether every created order's payment event was seen.
+func sagasDone(rec *recorder, o *orders) bool {
+	rec.mu.Lock()
+	n := len(rec.saga["nats"])
+	rec.mu.Unlock()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return n >= len(o.created)
+}
+
+// setup registers and logs in the users and reads the catalogue's SKUs
+// (only those that will not be declined, so the saga measures the paid path).
+func setup(ctx context.Context, cli *api.Client, n int) ([]*user, []string, error) {
+	tag := strconv.FormatUint(rand.Uint64(), 36)
+	us := make([]*user, n)
+	for i := range us {
+		u := &user{email: fmt.Sprintf("load-%s-%d@example.com", tag, i), password: "load password " + tag}
+		if r, err := cli.Register(ctx, u.email, u.password, "load "+strconv.Itoa(i)); err != nil || r.Status != http.StatusCreated {
+			return nil, nil, fmt.Errorf("register %s: %v %v", u.email, r, err)
+		}
+		r, err := cli.Login(ctx, u.email, u.password)
+		var s api.Session
+		if err != nil || r.JSON(&s) != nil || s.AccessToken == "" {
+			return nil, nil, fmt.Errorf("log in %s: %v %v", u.email, r, err)
+		}
+		u.token.Store(s.AccessToken)
+		us[i] = u
+	}
+	r, err := cli.Products(ctx, us[0].token.Load().(string))
+	var body struct{ Products []api.Product }
+	if err != nil || r.JSON(&body) != nil {
+		return nil, nil, fmt.Errorf("products: %v %v", r, err)
+	}
+	var skus []string
+	for _, p := range body.Products {
+		if p.PriceCents*3 < 100000 {
+			skus = append(skus, p.SKU)
+		}
+	}
+	if len(skus) == 0 {
+		return nil, nil, fmt.Errorf("no product cheap enough to be paid: %v", r)
+	}
+	return us, skus, nil
+}

@@ -1,0 +1,205 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// recorder keeps every latency of a run. At the rates this tool is meant for
+// (thousands per second for minutes) that is a few MB, and exact percentiles
+// beat a histogram's bucket error; a run of hours would want HDR buckets.
+type recorder struct {
+	mu     sync.Mutex
+	lat    map[string][]time.Duration
+	errs   map[string]map[string]int
+	saga   map[string][]time.Duration // by source: nats, poll
+	start  time.Time
+	sent   int64
+	done   int64
+	failed int64
+}
+
+func newRecorder() *recorder {
+	return &recorder{lat: map[string][]time.Duration{}, errs: map[string]map[string]int{}, saga: map[string][]time.Duration{}}
+}
+
+func (r *recorder) sentOne() {
+	r.mu.Lock()
+	r.sent++
+	r.mu.Unlock()
+}
+
+// result records one request: its latency from the intended start and the
+// error class ("" when it succeeded).
+func (r *recorder) result(op string, d time.Duration, class string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.done++
+	r.lat[op] = append(r.lat[op], d)
+	if class != "" {
+		r.failed++
+		if r.errs[op] == nil {
+			r.errs[op] = map[string]int{}
+		}
+		r.errs[op][class]++
+	}
+}
+
+func (r *recorder) sagaDone(source string, d time.Duration) {
+	r.mu.Lock()
+	r.saga[source] = append(r.saga[source], d)
+	r.mu.Unlock()
+}
+
+// classify names an error the way an operator triages it.
+func classify(status int, err error) string {
+	switch {
+	case err == nil && status >= 200 && status < 300:
+		return ""
+	case err == nil:
+		return fmt.Sprintf("http %d", status)
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return "timeout"
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return "connect/io: " + oe.Op
+	}
+	return "other"
+}
+
+// Stat is one row of the summary.
+type Stat struct {
+	Count    int            `json:"count"`
+	PerSec   float64        `json:"per_sec"`
+	P50Ms    float64        `json:"p50_ms"`
+	P90Ms    float64        `json:"p90_ms"`
+	P99Ms    float64        `json:"p99_ms"`
+	P999Ms   float64        `json:"p99_9_ms"`
+	MaxMs    float64        `json:"max_ms"`
+	Errors   map[string]int `json:"errors,omitempty"`
+	ErrCount int            `json:"error_count"`
+}
+
+// Summary is the -json output.
+type Summary struct {
+	Target        string          `json:"target"`
+	RateOrders    float64         `json:"rate_orders_per_sec"`
+	DurationSec   float64         `json:"duration_sec"`
+	Sent          int64           `json:"sent"`
+	Done          int64           `json:"done"`
+	Ops           map[string]Stat `json:"ops"`
+	Total         Stat            `json:"total"`
+	Saga          map[string]Stat `json:"saga"`
+	OrdersPending int             `json:"orders_not_seen_final_by_poll"`
+}
+
+func stat(ds []time.Duration, errs map[string]int, secs float64) Stat {
+	s := Stat{Count: len(ds), Errors: errs}
+	for _, n := range errs {
+		s.ErrCount += n
+	}
+	if secs > 0 {
+		s.PerSec = float64(len(ds)) / secs
+	}
+	if len(ds) == 0 {
+		return s
+	}
+	ds = slices.Clone(ds)
+	slices.Sort(ds)
+	q := func(p float64) float64 {
+		i := int(p*float64(len(ds)) + 0.5)
+		i = min(max(i-1, 0), len(ds)-1)
+		return ms(ds[i])
+	}
+	s.P50Ms, s.P90Ms, s.P99Ms, s.P999Ms, s.MaxMs = q(0.50), q(0.90), q(0.99), q(0.999), ms(ds[len(ds)-1])
+	return s
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (r *recorder) summary(target string, rate float64, secs float64, pending int) Summary {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := Summary{Target: target, RateOrders: rate, DurationSec: secs, Sent: r.sent, Done: r.done,
+		Ops: map[string]Stat{}, Saga: map[string]Stat{}, OrdersPending: pending}
+	var all []time.Duration
+	allErrs := map[string]int{}
+	for op, ds := range r.lat {
+		s.Ops[op] = stat(ds, r.errs[op], secs)
+		all = append(all, ds...)
+		for c, n := range r.errs[op] {
+			allErrs[c] += n
+		}
+	}
+	s.Total = stat(all, allErrs, secs)
+	for src, ds := range r.saga {
+		s.Saga[src] = stat(ds, nil, secs)
+	}
+	return s
+}
+
+func (s Summary) table(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "op\tcount\treq/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\t\n")
+	row := func(name string, st Stat) {
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t\n", name, st.Count, st.PerSec, st.P50Ms, st.P90Ms, st.P99Ms, st.P999Ms, st.MaxMs, st.ErrCount)
+	}
+	for _, op := range sortedKeys(s.Ops) {
+		row(op, s.Ops[op])
+	}
+	row("all", s.Total)
+	for _, src := range sortedKeys(s.Saga) {
+		row("saga ("+src+")", s.Saga[src])
+	}
+	tw.Flush()
+	if len(s.Total.Errors) > 0 {
+		fmt.Fprintln(w, "\nerrors by class:")
+		for _, op := range sortedKeys(s.Ops) {
+			for _, c := range sortedKeys(s.Ops[op].Errors) {
+				fmt.Fprintf(w, "  %-8s %-28s %d\n", op, c, s.Ops[op].Errors[c])
+			}
+		}
+	}
+	fmt.Fprintf(w, "\nsent %d, completed %d, orders the polls had not yet seen PAID/FAILED when the run ended: %d\n", s.Sent, s.Done, s.OrdersPending)
+	fmt.Fprintln(w, "latency is measured from each request's scheduled start (open loop), so queueing in the client counts.")
+	fmt.Fprintln(w, "saga (nats): order created (201 received) -> payment.succeeded seen on the payments subject; saga (poll): -> GET shows PAID (poll-bound upper figure).")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// progress is the live line: totals and the last second's throughput.
+func (r *recorder) progress(prevDone int64, inflight int64) (string, int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	el := time.Since(r.start).Truncate(time.Second)
+	nSaga := 0
+	for _, ds := range r.saga {
+		nSaga = max(nSaga, len(ds))
+	}
+	line := fmt.Sprintf("%6s sent %8d  done %8d  %6d/s  in flight %5d  errors %6d  sagas %7d",
+		el, r.sent, r.done, r.done-prevDone, inflight, r.failed, nSaga)
+	return strings.TrimRight(line, " "), r.done
+}
