@@ -121,4 +121,3 @@ func anyExit(p *Platform) <-chan error {
 	}
 	return c
 }
-

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildBinaries compiles the five production binaries the way `make run`
+// does, so the test runs exactly what users run.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+		"./services/user/cmd/user", "./services/order/cmd/order", "./services/payment/cmd/payment",
+		"./bridge/cmd/bridge", "./gateway/cmd/gateway")
+	cmd.Dir = filepath.Join("..", "..")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// TestEmbeddedHappyPath starts the embedded platform and drives the happy
+// path through the gateway: register, log in, list products, order with an
+// Idempotency-Key (and retry it), and see the order PAID within 10 s.
+func TestEmbeddedHappyPath(t *testing.T) {
+	bin := buildBinaries(t)
+	data := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t.Setenv("PULSAR_URL", "") // the embedded run: leg A only
+	p, err := Start(ctx, Options{BinDir: bin, DataDir: data})
+	if err != nil {
+		dumpLogs(t, filepath.Join(data, "logs"))
+		t.Fatalf("start: %v", err)
+	}
+	defer func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+		if t.Failed() {
+			dumpLogs(t, p.LogDir)
+		}
+	}()
+	if p.Pulsar {
+		t.Fatal("Pulsar leg on without PULSAR_URL")
+	}
+	if got := p.Binaries["bridge"].Env["BRIDGE_LEGS"]; got != "kafka-nats" {
+		t.Fatalf("bridge legs = %q, want kafka-nats without Pulsar", got)
+	}
+	t.Logf("ready in %v", p.Ready)
+	if mem, err := p.Measure(); err == nil {
+		t.Logf("resident memory: %s", mem)
+	}
+
+	c := client{t: t, base: p.Gateway()}
+	email := fmt.Sprintf("ada-%d@example.com", time.Now().UnixNano())
+	c.do("POST", "/api/v1/users", "", nil, map[string]any{"email": email, "password": "correct horse battery", "name": "Ada"}, http.StatusCreated, nil)
+	var session struct {
+		AccessToken string `json:"access_token"`
+	}
+	c.do("POST", "/api/v1/sessions", "", nil, map[string]any{"email": email, "password": "correct horse battery"}, http.StatusCreated, &session)
+	if session.AccessToken == "" {
+		t.Fatal("log in gave no access_token")
+	}
+	var catalog struct {
+		Products []struct {
+			SKU        string `json:"sku"`
+			PriceCents int64  `json:"price_cents"`
+		} `json:"products"`
+	}
+	c.do("GET", "/api/v1/products", session.AccessToken, nil, nil, http.StatusOK, &catalog)
+	if len(catalog.Products) == 0 {
+		t.Fatal("empty catalogue")
+	}
+	// The cheapest product stays under the payment service's decline rule.
+	sku := catalog.Products[0]
+	for _, pr := range catalog.Products {
+		if pr.PriceCents < sku.PriceCents {
+			sku = pr
+		}
+	}
+	key := fmt.Sprintf("embedded-%d", time.Now().UnixNano())
+	body := map[string]any{"items": []map[string]any{{"sku": sku.SKU, "quantity": 1}}}
+	var order, replay struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	}
+	c.do("POST", "/api/v1/orders", session.AccessToken, map[string]string{"Idempotency-Key": key}, body, http.StatusCreated, &order)
+	if order.ID == "" || order.Status != "PENDING" {
+		t.Fatalf("created order = %+v, want an id and PENDING", order)
+	}
+	c.do("POST", "/api/v1/orders", session.AccessToken, map[string]string{"Idempotency-Key": key}, body, http.StatusCreated, &replay)
+	if replay.ID != order.ID {
+		t.Fatalf("retry with the same Idempotency-Key made order %s, want %s", replay.ID, order.ID)
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got struct {
+			Status string `json:"status"`
+		}
+		c.do("GET", "/api/v1/orders/"+order.ID, session.AccessToken, nil, nil, http.StatusOK, &got)
+		if got.Status == "PAID" {
+			break
+		}
+		if got.Status != "PENDING" {
+			t.Fatalf("order %s became %s, want PAID", order.ID, got.Status)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("order %s still %s after 10 s", order.ID, got.Status)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+type client struct {
+	t    *testing.T
+	base string
+}
+
+func (c client) do(method, path, token string, headers map[string]string, in any, want int, out any) {
+	c.t.Helper()
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, body)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		c.t.Fatalf("%s %s = %d %s, want %d", method, path, resp.StatusCode, b, want)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			c.t.Fatalf("%s %s: decode %s: %v", method, path, b, err)
+		}
+	}
+}
+
+func dumpLogs(t *testing.T, dir string) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 15 {
+			lines = lines[len(lines)-15:]
+		}
+		t.Logf("--- %s (last lines)\n%s", filepath.Base(f), strings.Join(lines, "\n"))
+	}
+}
