@@ -1,0 +1,39 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
+	paymentconfig "github.com/shanhai-dev/shanhai/services/payment/internal/config"
+)
+
+func TestInitialSettingsFromEnv(t *testing.T) {
+	t.Setenv("DATABASE_URL", "sqlite://:memory:")
+	t.Setenv("PROVIDER_FAILURE_RATE", "0.25")
+	var c paymentconfig.Config
+	if err := config.Load(&c); err != nil {
+		t.Fatal(err)
+	}
+	d := c.Initial()
+	if d.LatencyMedianMs != 20 || d.LatencyP99Ms != 120 || d.FailureRate != 0.25 || d.DeclineAboveCents != 100000 {
+		t.Errorf("initial settings = %+v", d)
+	}
+}
+
+func TestBadProviderSettingsAreNamed(t *testing.T) {
+	t.Setenv("DATABASE_URL", "sqlite://:memory:")
+	t.Setenv("PROVIDER_FAILURE_RATE", "1.5")
+	t.Setenv("PROVIDER_LATENCY_P99", "1ms")
+	t.Setenv("CONSUMER_MAX_DELIVER", "1")
+	var c paymentconfig.Config
+	err := config.Load(&c)
+	if err == nil {
+		t.Fatal("bad config accepted")
+	}
+	for _, v := range []string{"PROVIDER_FAILURE_RATE", "PROVIDER_LATENCY_P99", "CONSUMER_MAX_DELIVER"} {
+		if !strings.Contains(err.Error(), v) {
+			t.Errorf("error does not name %s: %v", v, err)
+		}
+	}
+}
