@@ -21,8 +21,16 @@ deps-down: ## stop the servers this checkout started
 deps-status:
 	./scripts/deps.sh status
 
-run:
-	@echo "make run is built by the embedded-run issue (#8)"; exit 1
+BINARIES := ./services/user/cmd/user ./services/order/cmd/order ./services/payment/cmd/payment ./bridge/cmd/bridge ./gateway/cmd/gateway ./cmd/shanhai
+
+run: ## build the binaries into var/bin and run the whole platform on embedded servers (ARGS="-native", "-measure", "-port 8080")
+	go build -o var/bin/ $(BINARIES)
+	var/bin/shanhai -bin var/bin $(ARGS)
+
+fork: ## copy the repo to DEST with the module path renamed to MODULE: make fork MODULE=github.com/you/shop DEST=../shop
+	@test -n "$(MODULE)" -a -n "$(DEST)" || { echo 'usage: make fork MODULE=github.com/you/shop DEST=../shop'; exit 2; }
+	./scripts/fork.sh "$(MODULE)" "$(DEST)"
+
 
 up: ## the whole stack in docker compose (needs a container engine; see deploy/README.md)
 	cd deploy/compose && docker compose up --build
