@@ -107,11 +107,27 @@ type Stack struct {
 	procs      []*Proc
 	etcd       *clientv3.Client
 	gatewayKey string
+	lock       *os.File
 }
 
+// LockPath is the file whose exclusive lock a running stack holds. The
+// services write fixed Kafka topic names, so two platforms on the same Kafka
+// would each charge the other's orders: stacks started by this package wait
+// for each other. Platforms started some other way are not covered.
+var LockPath = filepath.Join(os.TempDir(), "shanhai-e2e-platform.lock")
+
 // Start launches user, order, payment and bridge, waits until each answers
-// /readyz, then the gateway. On error everything started is stopped.
+// /readyz, then the gateway. It first waits for any other stack of this
+// package to stop (LockPath). On error everything started is stopped.
 func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	lock, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, fmt.Errorf("platform lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("platform lock %s: %w", LockPath, err)
+	}
 	id := newID()
 	s := &Stack{
 		ID:         id,
@@ -120,6 +136,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		PaymentKey: "/shanhai/config/payment-e2e-" + id,
 		gatewayKey: "gateway-e2e-" + id,
 		Addrs:      map[string]string{},
+		lock:       lock,
 	}
 	s.etcd, err = clientv3.New(clientv3.Config{Endpoints: o.Servers.Etcd, DialTimeout: 5 * time.Second})
 	if err != nil {
@@ -268,6 +285,8 @@ func (s *Stack) Stop() {
 		cancel()
 		_ = s.etcd.Close()
 	}
+	_ = syscall.Flock(int(s.lock.Fd()), syscall.LOCK_UN)
+	_ = s.lock.Close()
 }
 
 // Exited reports processes that ended while the stack should be running.
