@@ -169,8 +169,18 @@ func checkTrace(t *testing.T, e *env, traceID, clientSpan string) {
 		}
 		t.Fatalf("trace %s (%d spans of %d received): %s\n%s", traceID, len(spans), e.sink.Len(), problem, b.String())
 	}
-	t.Logf("trace %s: %d spans", traceID, len(spans))
+	// The timeline shows where the saga's time goes (the load report's
+	// "what limits it" starts here).
+	slices.SortFunc(spans, func(a, b otlpsink.Span) int { return a.Start.Compare(b.Start) })
+	var b strings.Builder
+	for _, s := range spans {
+		fmt.Fprintf(&b, "  +%7.1f ms %7.1f ms  %-8s %-9s %s\n", ms(s.Start.Sub(spans[0].Start)), ms(s.End.Sub(s.Start)),
+			s.Service, strings.TrimPrefix(s.Kind, "SPAN_KIND_"), s.Name)
+	}
+	t.Logf("trace %s, %d spans:\n%s", traceID, len(spans), b.String())
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func traceProblem(spans []otlpsink.Span, clientSpan string) string {
 	ids := map[string]bool{clientSpan: true}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/protobuf/proto"
@@ -22,6 +23,7 @@ type Span struct {
 	Service, Name             string
 	Kind                      string
 	Attrs                     map[string]string
+	Start, End                time.Time
 }
 
 // Sink stores every span it receives.
@@ -78,6 +80,8 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 					Name:     sp.GetName(),
 					Kind:     sp.GetKind().String(),
 					Attrs:    attrs,
+					Start:    time.Unix(0, int64(sp.GetStartTimeUnixNano())),
+					End:      time.Unix(0, int64(sp.GetEndTimeUnixNano())),
 				})
 			}
 		}
