@@ -84,24 +84,26 @@ func newHarness(t testing.TB) *harness {
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		JWKSURL: jwks.URL, CatalogCacheTTL: time.Minute,
 	}
-	ctx := context.Background()
-	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	nc, err := nats.Connect(cfg.NATSURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
+	// Registered before the service starts, so a failed start still
+	// removes the private stream.
 	t.Cleanup(func() {
-		_ = svc.Stop()
 		_ = js.DeleteStream(context.Background(), names.Stream)
 		nc.Close()
 	})
+	ctx := context.Background()
+	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(svc.Server.Handler())
 	t.Cleanup(srv.Close)
 	return &harness{t: t, svc: svc, srv: srv, signer: signer, js: js, names: names}

@@ -96,26 +96,28 @@ func newHarness(t *testing.T, tune func(*config.Config)) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	nc, err := nats.Connect(cfg.NATSURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	js, _ := jetstream.New(nc)
+	// Registered before the service starts, so a failed start still
+	// removes the private stream.
 	t.Cleanup(func() {
-		_ = svc.Stop()
 		_ = js.DeleteStream(context.Background(), names.Stream)
 		nc.Close()
 		_, _ = etcd.Delete(context.Background(), cfg.SettingsKey)
 		etcd.Close()
 	})
+	ctx := context.Background()
+	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	if err := svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(svc.Server.Handler())
 	t.Cleanup(srv.Close)
 	return &harness{t: t, svc: svc, srv: srv, signer: signer, js: js, etcd: etcd, key: cfg.SettingsKey, names: names}
