@@ -20,6 +20,7 @@ import http.client
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -140,6 +141,8 @@ finally:
     subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"])
     delete_stream(prefix.upper())
     jwks_srv.shutdown()
+
+shutil.rmtree(tmp, ignore_errors=True)  # kept only when a run failed (sys.exit above)
 
 warm = ready_ms[1:] or ready_ms
 print(f"{svc}: first start {ready_ms[0]:.1f} ms; restarts median {statistics.median(warm):.1f} ms "
