@@ -180,7 +180,7 @@ func run(ctx context.Context, c config) error {
 	}
 
 	var inflight atomic.Int64
-	launch := func(op string, intended time.Time, fn func(context.Context) (int, error)) {
+	launch := func(op string, intended time.Time, fn func(context.Context) (api.Response, error)) {
 		rec.sentOne()
 		if inflight.Load() >= c.maxInflight {
 			rec.result(op, time.Since(intended), "dropped (client in flight limit)")
@@ -189,8 +189,17 @@ func run(ctx context.Context, c config) error {
 		inflight.Add(1)
 		go func() {
 			defer inflight.Add(-1)
-			status, err := fn(ctx)
-			rec.result(op, time.Since(intended), classify(status, err))
+			r, err := fn(ctx)
+			d := time.Since(intended)
+			class := classify(r.Status, err)
+			rec.result(op, d, class)
+			if class != "" {
+				sample := string(r.Body)
+				if err != nil {
+					sample = err.Error()
+				}
+				rec.sample(op, class, sample)
+			}
 		}()
 	}
 	pick := func() *user { return us[rand.IntN(len(us))] }
@@ -199,13 +208,13 @@ func run(ctx context.Context, c config) error {
 	ops := []struct {
 		name string
 		rate float64
-		fn   func(ctx context.Context) (int, error)
+		fn   func(ctx context.Context) (api.Response, error)
 	}{
-		{"browse", c.rate, func(ctx context.Context) (int, error) {
+		{"browse", c.rate, func(ctx context.Context) (api.Response, error) {
 			r, err := cli.Products(ctx, tok(pick()))
-			return r.Status, err
+			return r, err
 		}},
-		{"order", c.rate, func(ctx context.Context) (int, error) {
+		{"order", c.rate, func(ctx context.Context) (api.Response, error) {
 			u := pick()
 			items := []api.Item{{SKU: skus[rand.IntN(len(skus))], Quantity: 1 + rand.IntN(3)}}
 			r, err := cli.CreateOrder(ctx, tok(u), "lg-"+strconv.FormatUint(rand.Uint64(), 36), items, nil)
@@ -215,13 +224,13 @@ func run(ctx context.Context, c config) error {
 					os_.add(o.ID, u, time.Now())
 				}
 			}
-			return r.Status, err
+			return r, err
 		}},
-		{"poll", c.rate, func(ctx context.Context) (int, error) {
+		{"poll", c.rate, func(ctx context.Context) (api.Response, error) {
 			id, u, ok := os_.next()
 			if !ok {
 				r, err := cli.Do(ctx, http.MethodGet, "/api/v1/orders?limit=5", tok(pick()), nil, nil)
-				return r.Status, err
+				return r, err
 			}
 			r, err := cli.GetOrder(ctx, tok(u), id)
 			if err == nil && r.Status == http.StatusOK {
@@ -232,9 +241,9 @@ func run(ctx context.Context, c config) error {
 					}
 				}
 			}
-			return r.Status, err
+			return r, err
 		}},
-		{"login", c.rate * c.loginRatio, func(ctx context.Context) (int, error) {
+		{"login", c.rate * c.loginRatio, func(ctx context.Context) (api.Response, error) {
 			u := pick()
 			r, err := cli.Login(ctx, u.email, u.password)
 			if err == nil && (r.Status == http.StatusOK || r.Status == http.StatusCreated) {
@@ -243,7 +252,7 @@ func run(ctx context.Context, c config) error {
 					u.token.Store(s.AccessToken)
 				}
 			}
-			return r.Status, err
+			return r, err
 		}},
 	}
 

@@ -18,18 +18,22 @@ import (
 // (thousands per second for minutes) that is a few MB, and exact percentiles
 // beat a histogram's bucket error; a run of hours would want HDR buckets.
 type recorder struct {
-	mu     sync.Mutex
-	lat    map[string][]time.Duration
-	errs   map[string]map[string]int
-	saga   map[string][]time.Duration // by source: nats, poll
-	start  time.Time
-	sent   int64
-	done   int64
-	failed int64
+	mu   sync.Mutex
+	lat  map[string][]time.Duration
+	errs map[string]map[string]int
+	saga map[string][]time.Duration // by source: nats, poll
+	// samples keeps the first answer of each op and error class, which
+	// usually says who refused (a problem+json title, a dial error).
+	samples map[string]string
+	start   time.Time
+	sent    int64
+	done    int64
+	failed  int64
 }
 
 func newRecorder() *recorder {
-	return &recorder{lat: map[string][]time.Duration{}, errs: map[string]map[string]int{}, saga: map[string][]time.Duration{}}
+	return &recorder{lat: map[string][]time.Duration{}, errs: map[string]map[string]int{}, saga: map[string][]time.Duration{},
+		samples: map[string]string{}}
 }
 
 func (r *recorder) sentOne() {
@@ -52,6 +56,17 @@ func (r *recorder) result(op string, d time.Duration, class string) {
 		}
 		r.errs[op][class]++
 	}
+}
+
+func (r *recorder) sample(op, class, text string) {
+	if len(text) > 200 {
+		text = text[:200]
+	}
+	r.mu.Lock()
+	if _, ok := r.samples[op+" "+class]; !ok {
+		r.samples[op+" "+class] = text
+	}
+	r.mu.Unlock()
 }
 
 func (r *recorder) sagaDone(source string, d time.Duration) {
@@ -98,15 +113,16 @@ type Stat struct {
 
 // Summary is the -json output.
 type Summary struct {
-	Target        string          `json:"target"`
-	RateOrders    float64         `json:"rate_orders_per_sec"`
-	DurationSec   float64         `json:"duration_sec"`
-	Sent          int64           `json:"sent"`
-	Done          int64           `json:"done"`
-	Ops           map[string]Stat `json:"ops"`
-	Total         Stat            `json:"total"`
-	Saga          map[string]Stat `json:"saga"`
-	OrdersPending int             `json:"orders_not_seen_final_by_poll"`
+	Target        string            `json:"target"`
+	RateOrders    float64           `json:"rate_orders_per_sec"`
+	DurationSec   float64           `json:"duration_sec"`
+	Sent          int64             `json:"sent"`
+	Done          int64             `json:"done"`
+	Ops           map[string]Stat   `json:"ops"`
+	Total         Stat              `json:"total"`
+	Saga          map[string]Stat   `json:"saga"`
+	OrdersPending int               `json:"orders_not_seen_final_by_poll"`
+	ErrorSamples  map[string]string `json:"error_samples,omitempty"`
 }
 
 func stat(ds []time.Duration, errs map[string]int, secs float64) Stat {
@@ -137,7 +153,7 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := Summary{Target: target, RateOrders: rate, DurationSec: secs, Sent: r.sent, Done: r.done,
-		Ops: map[string]Stat{}, Saga: map[string]Stat{}, OrdersPending: pending}
+		Ops: map[string]Stat{}, Saga: map[string]Stat{}, OrdersPending: pending, ErrorSamples: r.samples}
 	var all []time.Duration
 	allErrs := map[string]int{}
 	for op, ds := range r.lat {
@@ -172,7 +188,7 @@ func (s Summary) table(w io.Writer) {
 		fmt.Fprintln(w, "\nerrors by class:")
 		for _, op := range sortedKeys(s.Ops) {
 			for _, c := range sortedKeys(s.Ops[op].Errors) {
-				fmt.Fprintf(w, "  %-8s %-28s %d\n", op, c, s.Ops[op].Errors[c])
+				fmt.Fprintf(w, "  %-8s %-28s %7d  e.g. %s\n", op, c, s.Ops[op].Errors[c], s.ErrorSamples[op+" "+c])
 			}
 		}
 	}
