@@ -52,6 +52,9 @@ die() { say "ERROR: $*"; exit 1; }
 fail() { # server, message
 	say "ERROR: $1: $2"
 	say "       log: $LOG/$1.log"
+	# A server that died must not look like ours to `status`; one that is merely slow stays for `down` to stop.
+	local pidf=$VAR/$1.pid
+	if [[ -f $pidf ]] && ! kill -0 "$(cat "$pidf")" 2>/dev/null; then rm -f "$pidf"; fi
 	exit 1
 }
 
