@@ -1,0 +1,55 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestFork runs scripts/fork.sh on a clone of this repository and checks that
+// the copy names only the new module path and that every go.work module of
+// it builds and vets (CHECK=1 makes the script run both).
+func TestFork(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles every module of a copy")
+	}
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "shop")
+	const newPath = "example.org/acme/shop"
+	cmd := exec.Command(filepath.Join(root, "scripts", "fork.sh"), newPath, dest, root)
+	cmd.Env = append(os.Environ(), "CHECK=1", "GOWORK=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("fork.sh: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+
+	grep := exec.Command("git", "grep", "-l", "github.com/shanhai-dev/shanhai")
+	grep.Dir = dest
+	if left, err := grep.Output(); err == nil || len(left) > 0 {
+		t.Errorf("the copy still names the old module path in:\n%s", left)
+	}
+	mod, err := os.ReadFile(filepath.Join(dest, "services", "order", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(mod), "module "+newPath+"/services/order\n") {
+		t.Errorf("services/order/go.mod starts %q, want module %s/services/order", strings.SplitN(string(mod), "\n", 2)[0], newPath)
+	}
+	list := exec.Command("go", "list", "-m")
+	list.Dir, list.Env = dest, append(os.Environ(), "GOWORK=")
+	mods, err := list.Output()
+	if err != nil {
+		t.Fatalf("go list -m in the copy: %v", err)
+	}
+	for _, m := range strings.Fields(string(mods)) {
+		if !strings.HasPrefix(m, newPath+"/") {
+			t.Errorf("copy's workspace module %s is not under %s", m, newPath)
+		}
+	}
+}
