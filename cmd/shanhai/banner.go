@@ -25,7 +25,7 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 		fmt.Fprintln(w, "Pulsar leg off: Pulsar has no embeddable server and PULSAR_URL is not set, so the bridge runs Kafka → NATS only.")
 	}
 	fmt.Fprintln(w, "\nTry it (bash; needs curl and jq):")
-	fmt.Fprint(w, strings.ReplaceAll(demo, "$GW", gw))
+	fmt.Fprint(w, strings.Replace(demo, "$GW", gw, 1))
 	fmt.Fprintln(w, "\nMetrics: Prometheus text at /metrics of every binary:")
 	for _, name := range Names {
 		fmt.Fprintf(w, "  %-8s %s/metrics\n", name, p.Binaries[name].URL())
@@ -36,6 +36,12 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 		fmt.Fprintln(w, "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 of a collector or Jaeger) and restart to export them.")
 	}
 	fmt.Fprintf(w, "Logs: %s/<binary>.log (JSON, with trace_id).\n", p.LogDir)
+	fmt.Fprintln(w, "Servers (for the workshop's labs):")
+	for _, k := range []string{"ETCD_ENDPOINTS", "KAFKA_BROKERS", "NATS_URL", "REDIS_URL", "PULSAR_URL"} {
+		if v := p.Env[k]; v != "" {
+			fmt.Fprintf(w, "  export %s=%s\n", k, v)
+		}
+	}
 	fmt.Fprintln(w, "Ctrl-C stops everything.")
 }
 
