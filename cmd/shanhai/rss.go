@@ -10,7 +10,14 @@ import (
 
 // RSS reads a process's resident set size in bytes from /proc (Linux only;
 // elsewhere it reports an error and the numbers are left out).
-func RSS(pid int) (int64, error) {
+func RSS(pid int) (int64, error) { return statusKB(pid, "VmRSS:") }
+
+// AnonRSS is the anonymous part of RSS (heap, stacks): what the process
+// itself allocated. The rest of RSS is mostly the executable's mapped code
+// and tables, page cache the kernel can drop and share.
+func AnonRSS(pid int) (int64, error) { return statusKB(pid, "RssAnon:") }
+
+func statusKB(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0, fmt.Errorf("rss of %d: %w", pid, err)
@@ -18,7 +25,7 @@ func RSS(pid int) (int64, error) {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), field); ok {
 			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("rss of %d: %w", pid, err)
@@ -26,7 +33,7 @@ func RSS(pid int) (int64, error) {
 			return kb * 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("rss of %d: no VmRSS line", pid)
+	return 0, fmt.Errorf("rss of %d: no %s line", pid, field)
 }
 
 // Memory is the resident memory of this process (embedded servers) and of
@@ -35,6 +42,7 @@ type Memory struct {
 	Self     int64
 	Children map[string]int64
 	Total    int64
+	Anon     int64 // anonymous memory of all of them
 }
 
 // Measure sums the RSS of this process and the platform's children.
@@ -44,13 +52,21 @@ func (p *Platform) Measure() (Memory, error) {
 		return Memory{}, err
 	}
 	m := Memory{Self: self, Children: map[string]int64{}, Total: self}
-	for name, pid := range p.Pids() {
+	pids := p.Pids()
+	for name, pid := range pids {
 		r, err := RSS(pid)
 		if err != nil {
 			return Memory{}, err
 		}
 		m.Children[name] = r
 		m.Total += r
+	}
+	for _, pid := range append([]int{os.Getpid()}, values(pids)...) {
+		a, err := AnonRSS(pid)
+		if err != nil {
+			return Memory{}, err
+		}
+		m.Anon += a
 	}
 	return m, nil
 }
@@ -63,8 +79,16 @@ func (m Memory) String() string {
 			fmt.Fprintf(&b, ", %s %.0f", name, mb(r))
 		}
 	}
-	b.WriteString(")")
+	fmt.Fprintf(&b, "); %.0f MB of it anonymous (heaps, stacks), the rest mapped executable pages", mb(m.Anon))
 	return b.String()
+}
+
+func values(m map[string]int) []int {
+	out := make([]int, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
 }
 
 func mb(n int64) float64 { return float64(n) / (1 << 20) }
