@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -27,7 +29,8 @@ var Topics = []string{"shanhai.users", "shanhai.orders", "shanhai.payments", "sh
 // servers the binaries talk to, each on a random loopback port. Only the
 // servers differ from production; clients and code paths are the same.
 type Infra struct {
-	Dir   string // data directory (SQLite files, JetStream, etcd)
+	Dir   string     // data directory (SQLite files, JetStream, etcd)
+	mu    sync.Mutex // guards env while the servers start concurrently
 	env   map[string]string
 	kafka *kfake.Cluster
 	nats  *natsserver.Server
@@ -57,7 +60,17 @@ func StartInfra(ctx context.Context, dir string) (*Infra, error) {
 }
 
 // Env is the connection environment for the binaries.
-func (in *Infra) Env() map[string]string { return in.env }
+func (in *Infra) Env() map[string]string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return maps.Clone(in.env)
+}
+
+func (in *Infra) set(name, value string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.env[name] = value
+}
 
 func (in *Infra) startKafka() error {
 	c, err := kfake.NewCluster(
@@ -70,7 +83,7 @@ func (in *Infra) startKafka() error {
 		return fmt.Errorf("embedded kafka: %w", err)
 	}
 	in.kafka = c
-	in.env["KAFKA_BROKERS"] = c.ListenAddrs()[0]
+	in.set("KAFKA_BROKERS", c.ListenAddrs()[0])
 	return nil
 }
 
@@ -93,7 +106,7 @@ func (in *Infra) startNATS() error {
 		return errors.New("embedded nats: not ready after 10s")
 	}
 	in.nats = s
-	in.env["NATS_URL"] = s.ClientURL()
+	in.set("NATS_URL", s.ClientURL())
 	return nil
 }
 
@@ -103,7 +116,7 @@ func (in *Infra) startRedis() error {
 		return fmt.Errorf("embedded redis: %w", err)
 	}
 	in.redis = r
-	in.env["REDIS_URL"] = "redis://" + r.Addr() + "/0"
+	in.set("REDIS_URL", "redis://"+r.Addr()+"/0")
 	return nil
 }
 
@@ -145,7 +158,7 @@ func (in *Infra) startEtcd(ctx context.Context) error {
 		return ctx.Err()
 	}
 	in.etcd = e
-	in.env["ETCD_ENDPOINTS"] = cu.Host
+	in.set("ETCD_ENDPOINTS", cu.Host)
 	return nil
 }
 

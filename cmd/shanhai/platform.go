@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -156,7 +157,41 @@ func (p *Platform) startBinaries(ctx context.Context, o Options) error {
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return p.waitRouted(ctx)
+}
+
+// waitRouted waits until the gateway has discovered the services the demo
+// calls first. A ready gateway has an empty instance list until its etcd
+// watch delivers the registrations, which the services make as they start;
+// without this wait the first request can get 503 "no live instance". Two
+// public routes prove it: the signing keys (user) and the catalogue (order,
+// which answers 401 to an anonymous call: anything but 503 means routed).
+// Payment has no public route; nothing in the demo calls it through the
+// gateway before an order was paid.
+func (p *Platform) waitRouted(ctx context.Context) error {
+	client := &http.Client{Timeout: time.Second}
+	routed := func(path string, ok func(int) bool) bool {
+		resp, err := client.Get(p.Gateway() + path)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return ok(resp.StatusCode)
+	}
+	for {
+		if routed("/.well-known/jwks.json", func(s int) bool { return s == http.StatusOK }) &&
+			routed("/api/v1/products", func(s int) bool { return s != http.StatusServiceUnavailable }) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gateway did not discover user and order: %w", ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // pick returns the port named in m or a free one.
