@@ -23,7 +23,7 @@ func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := cli.ProjectFromOptions(context.Background(), opts)
+	p, err := opts.LoadProject(context.Background())
 	if err != nil {
 		t.Fatalf("compose file does not load with compose-go: %v", err)
 	}
