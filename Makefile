@@ -1,7 +1,7 @@
 # Shanhai: the two commands people need are `make run` and `make test`.
 SHELL := /bin/bash
 
-.PHONY: test lint bench deps-up deps-down deps-status run up down kind-up kind-down
+.PHONY: test lint bench deps-up deps-down deps-status run fork up down kind-up kind-down
 
 test: ## start the real servers, then every module's gofmt, vet, staticcheck and tests with -race (scripts/test.sh)
 	./scripts/test.sh
@@ -30,7 +30,6 @@ run: ## build the binaries into var/bin and run the whole platform on embedded s
 fork: ## copy the repo to DEST with the module path renamed to MODULE: make fork MODULE=github.com/you/shop DEST=../shop
 	@test -n "$(MODULE)" -a -n "$(DEST)" || { echo 'usage: make fork MODULE=github.com/you/shop DEST=../shop'; exit 2; }
 	./scripts/fork.sh "$(MODULE)" "$(DEST)"
-
 
 up: ## the whole stack in docker compose (needs a container engine; see deploy/README.md)
 	cd deploy/compose && docker compose up --build
