@@ -16,6 +16,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/carrier"
 	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/services/order/internal/app"
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
 )
@@ -75,13 +76,13 @@ func NewPaymentEvents(js jetstream.JetStream, names Names, apply app.ApplyPaymen
 	}
 	handled, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.payment_events",
 		metric.WithDescription("payment result messages handled, by outcome"))
-	return &PaymentEvents{js: js, names: names.or(DefaultNames), apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled}
+	return &PaymentEvents{js: js, names: names.Or(DefaultNames), apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled}
 }
 
 // Start ensures the stream and consumer exist and begins consuming. The
 // returned stop function stops delivery and waits for the message in hand.
 func (c *PaymentEvents) Start(ctx context.Context) (stop func(), err error) {
-	if err := EnsureStream(ctx, c.js, c.names); err != nil {
+	if err := stream.Ensure(ctx, c.js, c.names); err != nil {
 		return nil, err
 	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.Stream, c.ConsumerConfig())
@@ -116,7 +117,7 @@ func (c *PaymentEvents) Handle(m jetstream.Msg) {
 }
 
 func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, error) {
-	env, err := event.FromHeaders(headerMap(m.Headers()), m.Data())
+	env, err := event.FromHeaders(stream.Headers(m.Headers()), m.Data())
 	if err != nil {
 		return c.term(ctx, m, fmt.Errorf("not a CloudEvent: %w", err))
 	}
@@ -171,7 +172,7 @@ func (c *PaymentEvents) retry(ctx context.Context, m jetstream.Msg, cause error)
 		delivered = md.NumDelivered
 	}
 	c.log.WarnContext(ctx, "payment result will be retried", "delivered", delivered, "err", cause)
-	if err := m.NakWithDelay(retryDelay(delivered)); err != nil {
+	if err := m.NakWithDelay(stream.RetryDelay(delivered)); err != nil {
 		return "retry", fmt.Errorf("nak: %w (cause: %w)", err, cause)
 	}
 	return "retry", cause

@@ -17,6 +17,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/carrier"
 	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
@@ -73,7 +74,7 @@ func NewOrderEvents(js jetstream.JetStream, names Names, a app.Application, maxD
 	m := otel.Meter("shanhai/payment")
 	handled, _ := m.Int64Counter("shanhai.payment.order_events", metric.WithDescription("order messages handled, by outcome"))
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
-	return &OrderEvents{js: js, names: names.or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
+	return &OrderEvents{js: js, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
 }
 
 // ConsumerConfig is the durable consumer this service owns. BackOff spaces
@@ -98,7 +99,7 @@ func (c *OrderEvents) ConsumerConfig() jetstream.ConsumerConfig {
 // Start ensures the stream and consumer exist and begins consuming. The
 // returned stop function stops delivery and waits for messages in hand.
 func (c *OrderEvents) Start(ctx context.Context) (stop func(), err error) {
-	if err := EnsureStream(ctx, c.js, c.names); err != nil {
+	if err := stream.Ensure(ctx, c.js, c.names); err != nil {
 		return nil, err
 	}
 	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.Stream, c.ConsumerConfig())
@@ -145,7 +146,7 @@ func (c *OrderEvents) Handle(m jetstream.Msg) {
 }
 
 func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, error) {
-	h := headerMap(m.Headers())
+	h := stream.Headers(m.Headers())
 	env, err := event.FromHeaders(h, m.Data())
 	if err != nil {
 		return c.deadLetter(ctx, m, h, event.Envelope{}, "invalid_event", fmt.Errorf("not a CloudEvent: %w", err))
@@ -184,7 +185,7 @@ func (c *OrderEvents) retry(ctx context.Context, m jetstream.Msg, h map[string]s
 			fmt.Errorf("still failing after %d deliveries: %w", delivered, cause))
 	}
 	c.log.WarnContext(ctx, "order charge will be retried", "event_id", env.ID, "delivered", delivered, "err", cause)
-	if err := m.NakWithDelay(retryDelay(delivered)); err != nil {
+	if err := m.NakWithDelay(stream.RetryDelay(delivered)); err != nil {
 		return "retry", fmt.Errorf("nak: %w (cause: %w)", err, cause)
 	}
 	return "retry", cause
@@ -200,7 +201,7 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	if err := c.app.RecordDeadLetter.Handle(ctx, d); err != nil {
 		// Without a record, terminating would lose the message: let it be
 		// redelivered and try again.
-		_ = m.NakWithDelay(retryDelay(1))
+		_ = m.NakWithDelay(stream.RetryDelay(1))
 		return "retry", fmt.Errorf("dead letter not recorded: %w (cause: %w)", err, reason)
 	}
 	c.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))

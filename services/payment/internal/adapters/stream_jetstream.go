@@ -1,90 +1,12 @@
 package adapters
 
-import (
-	"context"
-	"errors"
-	"fmt"
-	"time"
+import "github.com/shanhai-dev/shanhai/pkg/stream"
 
-	"github.com/nats-io/nats.go/jetstream"
-)
-
-// Stream is the JetStream stream that carries every platform event subject.
+// The platform's JetStream stream and the names a consumer uses (pkg/stream).
 const (
-	Stream         = "SHANHAI"
-	StreamSubjects = "shanhai.>"
+	Stream         = stream.Name
+	StreamSubjects = stream.Subjects
 )
 
-// Names are the JetStream names a consumer uses. The zero value means the
-// platform's (docs/conventions.md); tests pass private names so they never
-// share a stream or durable with a service that is running on the same
-// server.
-type Names struct {
-	Stream         string // default SHANHAI
-	StreamSubjects string // default shanhai.>
-	Subject        string // the consumer's filter subject
-	Durable        string // the durable consumer name
-}
-
-func (n Names) or(def Names) Names {
-	if n.Stream == "" {
-		n.Stream = def.Stream
-	}
-	if n.StreamSubjects == "" {
-		n.StreamSubjects = def.StreamSubjects
-	}
-	if n.Subject == "" {
-		n.Subject = def.Subject
-	}
-	if n.Durable == "" {
-		n.Durable = def.Durable
-	}
-	return n
-}
-
-// EnsureStream creates the stream when it is absent and leaves an existing
-// one alone: the bridge, order and payment all call this at start, and
-// whoever comes first defines it; nobody silently rewrites another's
-// settings.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, n Names) error {
-	_, err := js.Stream(ctx, n.Stream)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("look up stream %s: %w", n.Stream, err)
-	}
-	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:      n.Stream,
-		Subjects:  []string{n.StreamSubjects},
-		Storage:   jetstream.FileStorage,
-		Retention: jetstream.LimitsPolicy,
-		// The bridge sets Nats-Msg-Id = topic/partition/offset; this window
-		// drops a re-published Kafka record that arrives within it.
-		Duplicates: 2 * time.Minute,
-		MaxAge:     7 * 24 * time.Hour,
-	})
-	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create stream %s: %w", n.Stream, err)
-	}
-	return nil
-}
-
-// retryDelay grows with the delivery count so a persistent failure backs off
-// instead of spinning: 1s, 2s, 4s ... capped at 30s.
-func retryDelay(delivered uint64) time.Duration {
-	d := time.Second << min(delivered, 5)
-	return min(d/2, 30*time.Second)
-}
-
-// headerMap flattens NATS headers to the first value of each key, which is
-// the form event.FromHeaders reads.
-func headerMap(h map[string][]string) map[string]string {
-	m := make(map[string]string, len(h))
-	for k, v := range h {
-		if len(v) > 0 {
-			m[k] = v[0]
-		}
-	}
-	return m
-}
+// Names are the JetStream names a consumer uses; empty fields take DefaultNames.
+type Names = stream.Names

@@ -1,0 +1,93 @@
+// Package stream holds what every JetStream consumer in the platform shares:
+// the stream's names, creating it when absent, the redelivery back-off and the
+// header form that event.FromHeaders reads. Order and payment consume from the
+// same stream the bridge writes, so these rules live in one place.
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The JetStream stream that carries every platform event subject
+// (docs/conventions.md).
+const (
+	Name     = "SHANHAI"
+	Subjects = "shanhai.>"
+)
+
+// Names are the JetStream names a consumer uses. Empty fields take the
+// platform's defaults (Or); tests pass private names so they never share a
+// stream or durable with a service running on the same server.
+type Names struct {
+	Stream         string // default SHANHAI
+	StreamSubjects string // default shanhai.>
+	Subject        string // the consumer's filter subject
+	Durable        string // the durable consumer name
+}
+
+// Or fills the empty fields of n from def.
+func (n Names) Or(def Names) Names {
+	if n.Stream == "" {
+		n.Stream = def.Stream
+	}
+	if n.StreamSubjects == "" {
+		n.StreamSubjects = def.StreamSubjects
+	}
+	if n.Subject == "" {
+		n.Subject = def.Subject
+	}
+	if n.Durable == "" {
+		n.Durable = def.Durable
+	}
+	return n
+}
+
+// Ensure creates the stream when it is absent and leaves an existing one
+// alone: the bridge, order and payment all call this at start, and whoever
+// comes first defines it; nobody silently rewrites another's settings.
+func Ensure(ctx context.Context, js jetstream.JetStream, n Names) error {
+	_, err := js.Stream(ctx, n.Stream)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("look up stream %s: %w", n.Stream, err)
+	}
+	_, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:      n.Stream,
+		Subjects:  []string{n.StreamSubjects},
+		Storage:   jetstream.FileStorage,
+		Retention: jetstream.LimitsPolicy,
+		// The bridge sets Nats-Msg-Id = topic/partition/offset; this window
+		// drops a re-published Kafka record that arrives within it.
+		Duplicates: 2 * time.Minute,
+		MaxAge:     7 * 24 * time.Hour,
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("create stream %s: %w", n.Stream, err)
+	}
+	return nil
+}
+
+// RetryDelay grows with the delivery count so a persistent failure backs off
+// instead of spinning: 0.5s, 1s, 2s ... up to 16s from the sixth delivery.
+func RetryDelay(delivered uint64) time.Duration {
+	return (time.Second << min(delivered, 5)) / 2
+}
+
+// Headers flattens NATS headers to the first value of each key, which is the
+// form event.FromHeaders reads.
+func Headers(h map[string][]string) map[string]string {
+	m := make(map[string]string, len(h))
+	for k, v := range h {
+		if len(v) > 0 {
+			m[k] = v[0]
+		}
+	}
+	return m
+}

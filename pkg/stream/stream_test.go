@@ -1,0 +1,81 @@
+package stream
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+func TestNamesOrKeepsWhatIsSet(t *testing.T) {
+	def := Names{Stream: Name, StreamSubjects: Subjects, Subject: "shanhai.orders", Durable: "payment"}
+	got := Names{Durable: "private"}.Or(def)
+	want := Names{Stream: Name, StreamSubjects: Subjects, Subject: "shanhai.orders", Durable: "private"}
+	if got != want {
+		t.Fatalf("Or = %+v, want %+v", got, want)
+	}
+}
+
+func TestRetryDelayBacksOffToACap(t *testing.T) {
+	for _, tc := range []struct {
+		delivered uint64
+		want      time.Duration
+	}{{0, 500 * time.Millisecond}, {1, time.Second}, {2, 2 * time.Second}, {5, 16 * time.Second}, {50, 16 * time.Second}} {
+		if got := RetryDelay(tc.delivered); got != tc.want {
+			t.Errorf("RetryDelay(%d) = %v, want %v", tc.delivered, got, tc.want)
+		}
+	}
+}
+
+func TestHeadersTakesTheFirstValue(t *testing.T) {
+	got := Headers(map[string][]string{"ce_id": {"a", "b"}, "empty": {}})
+	if len(got) != 1 || got["ce_id"] != "a" {
+		t.Fatalf("Headers = %v", got)
+	}
+}
+
+// TestEnsureCreatesOnceAndLeavesExistingAlone runs against the real NATS server.
+func TestEnsureCreatesOnceAndLeavesExistingAlone(t *testing.T) {
+	nc, err := nats.Connect(testenv.NATS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	suffix := time.Now().Format("150405.000000")
+	n := Names{Stream: "TEST_STREAM_" + suffix[:6] + suffix[7:], StreamSubjects: "tstream" + suffix[7:] + ".>"}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), n.Stream) })
+
+	if err := Ensure(ctx, js, n); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	s, err := js.Stream(ctx, n.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.CachedInfo().Config; cfg.Duplicates != 2*time.Minute || cfg.Subjects[0] != n.StreamSubjects {
+		t.Fatalf("stream config %+v", cfg)
+	}
+	// Someone else changed it: Ensure must not rewrite their settings.
+	cfg := s.CachedInfo().Config
+	cfg.MaxAge = time.Hour
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := Ensure(ctx, js, n); err != nil {
+		t.Fatalf("second ensure: %v", err)
+	}
+	s, _ = js.Stream(ctx, n.Stream)
+	if s.CachedInfo().Config.MaxAge != time.Hour {
+		t.Fatal("Ensure rewrote an existing stream's settings")
+	}
+}
