@@ -1,0 +1,45 @@
+package openapi
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+)
+
+const doc = `{"openapi":"3.1.0","paths":{"/api/v1/orders/{id}":{"get":{},"parameters":[]},"/api/v1/orders":{"post":{}}}}`
+
+func routes(paths ...string) gin.RoutesInfo {
+	var rs gin.RoutesInfo
+	for _, p := range paths {
+		m, path, _ := strings.Cut(p, " ")
+		rs = append(rs, gin.RouteInfo{Method: m, Path: path})
+	}
+	return rs
+}
+
+func isAPI(p string) bool { return strings.HasPrefix(p, "/api/") }
+
+func TestCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc string
+		routes    gin.RoutesInfo
+		want      string // substring of the error; empty means no error
+	}{
+		{"match, health ignored", doc, routes("GET /api/v1/orders/:id", "POST /api/v1/orders", "GET /healthz"), ""},
+		{"undocumented route", doc, routes("GET /api/v1/orders/:id", "POST /api/v1/orders", "DELETE /api/v1/orders/:id"), "served but not documented: [DELETE /api/v1/orders/{id}]"},
+		{"documented, not served", doc, routes("GET /api/v1/orders/:id"), "documented but not served: [POST /api/v1/orders]"},
+		{"old version", `{"openapi":"3.0.3","paths":{}}`, nil, "want 3.1"},
+		{"not json", `{`, nil, "openapi document"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Check([]byte(tc.doc), tc.routes, isAPI)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
