@@ -283,6 +283,11 @@ pulsar_setup() {
 	code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d true \
 		"$a/namespaces/shanhai/events/deduplication") || true
 	[[ $code == 204 ]] || fail pulsar "enabling deduplication on shanhai/events answered HTTP $code"
+	# The namespace is the archive: keep acknowledged messages (a week or 1 GB here) instead of trimming what no
+	# subscription holds, which Pulsar otherwise does after a restart.
+	code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+		-d '{"retentionTimeInMinutes":10080,"retentionSizeInMB":1024}' "$a/namespaces/shanhai/events/retention") || true
+	[[ $code == 204 ]] || fail pulsar "setting retention on shanhai/events answered HTTP $code"
 }
 
 start_pulsar() {
