@@ -108,6 +108,17 @@ func Load(cfg any) error {
 	return load(cfg, nil)
 }
 
+// LoadFrom is Load from the given environment instead of the process's: a
+// program that hosts several binaries' wiring in one process (cmd/shanhai)
+// gives each its own variables without touching os.Environ, which all of
+// them share. A nil map is an empty environment.
+func LoadFrom(cfg any, environ map[string]string) error {
+	if environ == nil {
+		environ = map[string]string{}
+	}
+	return load(cfg, environ)
+}
+
 // load takes an explicit environment for tests; nil means the process's.
 func load(cfg any, environ map[string]string) error {
 	vars, err := fields(cfg)

@@ -332,3 +332,23 @@ func TestConflictingDefaultsAreReported(t *testing.T) {
 		t.Errorf("X=v: %v %+v", err, c)
 	}
 }
+
+// Two hosted binaries in one process each get their own variables: LoadFrom
+// reads only the map it is given, never the process environment.
+func TestLoadFromIgnoresTheProcessEnvironment(t *testing.T) {
+	t.Setenv("HTTP_ADDR", ":9999")
+	t.Setenv("DB_URL", "postgres://process")
+	var c testConfig
+	if err := LoadFrom(&c, map[string]string{"DB_URL": "sqlite://hosted"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":8082" || c.DB.URL != "sqlite://hosted" {
+		t.Errorf("LoadFrom took the process environment: addr %q, db %q", c.Addr, c.DB.URL)
+	}
+	var empty testConfig
+	err := LoadFrom(&empty, nil)
+	var bad *Error
+	if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != "DB_URL" {
+		t.Errorf("LoadFrom(nil) = %v, want only DB_URL missing", err)
+	}
+}

@@ -26,7 +26,10 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Serve is Run on a listener the caller opened (tests listen on port 0).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	stop := context.CancelFunc(func() {})
+	if !hostHandlesSignals(ctx) {
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	}
 	defer stop()
 
 	// net/http's own complaints (bad TLS handshakes, superfluous

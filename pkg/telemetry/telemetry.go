@@ -65,6 +65,19 @@ type Provider struct {
 	Tracer   *sdktrace.TracerProvider
 	Meter    *sdkmetric.MeterProvider
 	Registry *prometheus.Registry
+
+	shared bool // a view from Shared: Shutdown only flushes
+}
+
+// Shared is p for a user that does not own it: several services hosted in
+// one process (cmd/shanhai) run on the one Setup of their host, and each
+// server's shutdown flushes its last spans but must not stop the exporters
+// the services still running need. Shutdown on the view only flushes; the
+// owner's Shutdown stops everything once, at the end.
+func (p *Provider) Shared() *Provider {
+	v := *p
+	v.shared = true
+	return &v
 }
 
 // Setup builds the providers, installs them as the otel globals together with
@@ -149,9 +162,22 @@ func newResource(ctx context.Context, o Options) (*resource.Resource, error) {
 	return res, nil
 }
 
-// Shutdown flushes pending spans and metrics and stops the exporters.
+// Shutdown flushes pending spans and metrics and stops the exporters (on a
+// Shared view it only flushes).
 func (p *Provider) Shutdown(ctx context.Context) error {
 	var errs []error
+	if p.shared {
+		if err := p.Tracer.ForceFlush(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("tracer provider: %w", err))
+		}
+		if err := p.Meter.ForceFlush(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("meter provider: %w", err))
+		}
+		if err := errors.Join(errs...); err != nil {
+			return fmt.Errorf("telemetry flush: %w", err)
+		}
+		return nil
+	}
 	if err := p.Tracer.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("tracer provider: %w", err))
 	}
