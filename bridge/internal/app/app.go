@@ -38,14 +38,33 @@ var Version = "dev"
 // drains: in-flight messages settle, confirmed offsets are committed, nothing
 // else is.
 func Run(ctx context.Context, cfg config.Config) error {
-	level := slog.LevelInfo
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := telemetry.NewLogger(os.Stdout, level)
-	slog.SetDefault(log)
+	return RunWith(ctx, cfg, Options{})
+}
 
-	tp, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "bridge", ServiceVersion: Version, Logger: log})
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
+// Options let a host (cmd/shanhai, through the bridge package) give the
+// bridge its logger and a shared telemetry provider; zero fields mean a
+// JSON logger on stdout that becomes slog's default, and telemetry of its
+// own.
+type Options struct {
+	Logger    *slog.Logger
+	Telemetry *telemetry.Provider
+}
+
+// RunWith is Run with what the host provides.
+func RunWith(ctx context.Context, cfg config.Config, o Options) error {
+	log := o.Logger
+	if log == nil {
+		level := slog.LevelInfo
+		_ = level.UnmarshalText([]byte(cfg.LogLevel))
+		log = telemetry.NewLogger(os.Stdout, level)
+		slog.SetDefault(log)
+	}
+	tp := o.Telemetry
+	if tp == nil {
+		var err error
+		if tp, err = telemetry.Setup(ctx, telemetry.Options{ServiceName: "bridge", ServiceVersion: Version, Logger: log}); err != nil {
+			return fmt.Errorf("telemetry: %w", err)
+		}
 	}
 	m, err := metrics.New(otel.Meter("github.com/shanhai-dev/shanhai/bridge"))
 	if err != nil {

@@ -1,41 +1,25 @@
-// Command order runs the order service: config → wiring → server.Run.
+// Command order runs the order service: the process environment → order.Run, the
+// same wiring cmd/shanhai hosts in its one process.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
-	"github.com/shanhai-dev/shanhai/pkg/telemetry"
-	orderconfig "github.com/shanhai-dev/shanhai/services/order/internal/config"
-	"github.com/shanhai-dev/shanhai/services/order/internal/service"
+	"github.com/shanhai-dev/shanhai/services/order"
 )
 
 func main() {
-	var cfg orderconfig.Config
-	config.MustLoad(&cfg)
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := telemetry.NewLogger(os.Stderr, level)
-	slog.SetDefault(log)
-	if err := run(cfg, log); err != nil {
-		log.Error("order service stopped", "err", err)
-		os.Exit(1)
+	err := order.Run(context.Background(), order.Options{})
+	var bad *config.Error
+	switch {
+	case errors.As(err, &bad):
+		fmt.Fprintf(os.Stderr, "order: %v\n", err)
+		os.Exit(2) // usage error, as config.MustLoad exits
+	case err != nil:
+		os.Exit(1) // Run logged why
 	}
-}
-
-func run(cfg orderconfig.Config, log *slog.Logger) error {
-	ctx := context.Background()
-	tp, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: service.Name, ServiceVersion: cfg.Version, Logger: log})
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
-	}
-	svc, err := service.New(ctx, cfg, service.Options{Logger: log, Telemetry: tp})
-	if err != nil {
-		_ = tp.Shutdown(ctx)
-		return err
-	}
-	return svc.Run(ctx)
 }

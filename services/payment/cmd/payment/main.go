@@ -1,41 +1,25 @@
-// Command payment runs the payment service: config → wiring → server.Run.
+// Command payment runs the payment service: the process environment → payment.Run, the
+// same wiring cmd/shanhai hosts in its one process.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
-	"github.com/shanhai-dev/shanhai/pkg/telemetry"
-	paymentconfig "github.com/shanhai-dev/shanhai/services/payment/internal/config"
-	"github.com/shanhai-dev/shanhai/services/payment/internal/service"
+	"github.com/shanhai-dev/shanhai/services/payment"
 )
 
 func main() {
-	var cfg paymentconfig.Config
-	config.MustLoad(&cfg)
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	log := telemetry.NewLogger(os.Stderr, level)
-	slog.SetDefault(log)
-	if err := run(cfg, log); err != nil {
-		log.Error("payment service stopped", "err", err)
-		os.Exit(1)
+	err := payment.Run(context.Background(), payment.Options{})
+	var bad *config.Error
+	switch {
+	case errors.As(err, &bad):
+		fmt.Fprintf(os.Stderr, "payment: %v\n", err)
+		os.Exit(2) // usage error, as config.MustLoad exits
+	case err != nil:
+		os.Exit(1) // Run logged why
 	}
-}
-
-func run(cfg paymentconfig.Config, log *slog.Logger) error {
-	ctx := context.Background()
-	tp, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: service.Name, ServiceVersion: cfg.Version, Logger: log})
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
-	}
-	svc, err := service.New(ctx, cfg, service.Options{Logger: log, Telemetry: tp})
-	if err != nil {
-		_ = tp.Shutdown(ctx)
-		return err
-	}
-	return svc.Run(ctx)
 }

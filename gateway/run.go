@@ -1,0 +1,331 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shanhai-dev/shanhai/pkg/auth"
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
+	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/pkg/discovery"
+	"github.com/shanhai-dev/shanhai/pkg/dynconfig"
+	"github.com/shanhai-dev/shanhai/pkg/limit"
+	"github.com/shanhai-dev/shanhai/pkg/retry"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/authn"
+	"github.com/shanhai-dev/shanhai/gateway/internal/canary"
+	"github.com/shanhai-dev/shanhai/gateway/internal/config"
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+)
+
+// Options say where Run reads its configuration and where it reports. The
+// zero value is the production binary (cmd/gateway): the process
+// environment, a JSON logger on stdout that becomes slog's default, and
+// telemetry of its own. cmd/shanhai fills them to host the gateway beside
+// the services in one process.
+type Options struct {
+	// Env holds the configuration variables (docs/configuration.md); nil
+	// means the process environment.
+	Env map[string]string
+	// Logger receives the gateway's logs; nil means JSON on stdout at
+	// LOG_LEVEL, installed as slog's default. A given logger is left alone.
+	Logger *slog.Logger
+	// Telemetry is the host's provider, shared: the gateway's shutdown
+	// flushes it but leaves it running. Nil means Run sets up its own from
+	// OTEL_* (in full mode) and shuts it down at the end.
+	Telemetry *telemetry.Provider
+}
+
+// Run starts the gateway and serves until ctx ends, then drains. Unlike the
+// services it watches no signals itself: cmd/gateway turns SIGINT/SIGTERM
+// into the end of ctx. A bad configuration is returned as a *config.Error
+// (pkg/config) before anything starts; any later failure is also logged.
+func Run(ctx context.Context, o Options) error {
+	var cfg config.Config
+	var err error
+	if o.Env == nil {
+		err = pkgconfig.Load(&cfg)
+	} else {
+		err = pkgconfig.LoadFrom(&cfg, o.Env)
+	}
+	if err != nil {
+		return err
+	}
+	log := o.Logger
+	if log == nil {
+		var level slog.Level
+		_ = level.UnmarshalText([]byte(cfg.LogLevel)) // Validate accepted it
+		log = telemetry.NewLogger(os.Stdout, level)
+		slog.SetDefault(log)
+	}
+	if err := run(ctx, cfg, log, o.Telemetry); err != nil {
+		log.Error("gateway stopped", "error", err.Error())
+		return err
+	}
+	return nil
+}
+
+// resolver adapts pkg/discovery to the upstream pool.
+type resolver struct{ r discovery.Resolver }
+
+func (a resolver) Instances(svc string) []upstream.Instance {
+	ins := a.r.Instances(svc)
+	out := make([]upstream.Instance, len(ins))
+	for i, in := range ins {
+		out[i] = upstream.Instance{ID: in.ID, Addr: in.Addr, Version: in.Version}
+	}
+	return out
+}
+
+func run(ctx context.Context, cfg config.Config, log *slog.Logger, tel *telemetry.Provider) error {
+	full := cfg.Mode == "full"
+	if !full {
+		tel = nil // the routing-only baseline measures no telemetry
+	} else if tel == nil {
+		var err error
+		if tel, err = telemetry.Setup(ctx, telemetry.Options{ServiceName: "gateway", ServiceVersion: cfg.Version, Logger: log}); err != nil {
+			return fmt.Errorf("telemetry: %w", err)
+		}
+	} else {
+		tel = tel.Shared()
+	}
+
+	// Discovery: etcd watch, or a static list.
+	var (
+		res discovery.Resolver
+		cli *clientv3.Client
+	)
+	if len(cfg.EtcdEndpoints) > 0 {
+		var err error
+		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second})
+		if err != nil {
+			return fmt.Errorf("etcd %v: %w", cfg.EtcdEndpoints, err)
+		}
+		defer cli.Close()
+	}
+	if cli != nil && cfg.DiscoveryStatic == "" {
+		er, err := discovery.NewEtcdResolver(ctx, cli)
+		if err != nil {
+			return fmt.Errorf("discovery: %w", err)
+		}
+		res = er
+	} else {
+		st, err := discovery.NewStatic(cfg.DiscoveryStatic)
+		if err != nil {
+			return fmt.Errorf("DISCOVERY_STATIC: %w", err)
+		}
+		res = st
+	}
+
+	table, err := route.Parse(cfg.Routes, cfg.RouteTimeout, route.DefaultPublic)
+	if err != nil {
+		return err
+	}
+	var names []string
+	seen := map[string]bool{}
+	for _, r := range table.Routes() {
+		if !seen[r.Service] {
+			seen[r.Service] = true
+			names = append(names, r.Service)
+		}
+	}
+	pool := upstream.NewPool(resolver{res}, names, upstream.ClientOptions{MaxConns: cfg.MaxConns})
+	go pool.Run(ctx, 100*time.Millisecond)
+
+	trusted, _ := cfg.Trusted()
+	opts := proxy.Options{
+		Table: table, Upstreams: pool, Trusted: trusted, MaxAttempts: cfg.MaxAttempts,
+		MaxTimeout: cfg.MaxTimeout, TLS: cfg.TLSCertFile != "", Log: log,
+	}
+	if len(cfg.CORSOrigins) > 0 {
+		c := proxy.DefaultCORS(cfg.CORSOrigins)
+		opts.CORS = &c
+	}
+
+	var dyn atomic.Pointer[proxy.Dynamic]
+	dyn.Store(&proxy.Dynamic{})
+	opts.Dynamic = func() proxy.Dynamic { return *dyn.Load() }
+
+	var rdb *redis.Client
+	if full {
+		for _, svc := range pool.Services() {
+			svc.Breaker = breaker.New(svc.Name, breaker.Settings{
+				Window: cfg.BreakerWindow, MinRequests: cfg.BreakerMin, FailureRatio: cfg.BreakerRatio, OpenBase: cfg.BreakerOpen,
+			})
+			svc.Limit = limit.NewAdaptive(limit.AdaptiveOptions{Initial: min(100, cfg.ConcurrencyMax), Max: cfg.ConcurrencyMax})
+			svc.Budget = retry.NewBudget(cfg.RetryBudget, cfg.RetryFloor, 10*time.Second)
+		}
+		v := auth.NewVerifier(cfg.JWKSURL, auth.VerifierOptions{})
+		opts.Auth = authn.New(func(ctx context.Context, tok string) (string, time.Time, error) {
+			c, err := v.Verify(ctx, tok)
+			return c.Subject, c.ExpiresAt, err
+		}, authn.Options{})
+
+		ropts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			return fmt.Errorf("REDIS_URL: %w", err)
+		}
+		rdb = redis.NewClient(ropts)
+		defer rdb.Close()
+		lims := map[string]*quota.Lease{
+			"ip":    quota.New(rdb, cfg.LimitNamespace+":ip", cfg.IPLimit.Quota(), cfg.Replicas, log),
+			"login": quota.New(rdb, cfg.LimitNamespace+":login", cfg.LoginLimit.Quota(), cfg.Replicas, log),
+			"user":  quota.New(rdb, cfg.LimitNamespace+":user", cfg.UserLimit.Quota(), cfg.Replicas, log),
+		}
+		// Always installed: a limit switched off ("0") answers allow without
+		// touching Redis, and dynamic config may switch it on later.
+		opts.IPLimit, opts.LoginLimit, opts.UserLimit = lims["ip"], lims["login"], lims["user"]
+		opts.Tracing, opts.Metrics = true, true
+
+		if cli != nil {
+			val, err := dynconfig.Watch(ctx, cli, cfg.DynamicKey, config.Dynamic{})
+			if err != nil {
+				return err
+			}
+			apply := func(d config.Dynamic) {
+				next := proxy.Dynamic{Canary: map[string]canary.Weights{}, Timeouts: map[string]time.Duration{}}
+				for svc, w := range d.Canary {
+					next.Canary[svc] = canary.Weights(w)
+				}
+				for r, t := range d.Timeouts {
+					next.Timeouts[r] = time.Duration(t)
+				}
+				dyn.Store(&next)
+				envs := map[string]config.Rate{"ip": cfg.IPLimit, "login": cfg.LoginLimit, "user": cfg.UserLimit}
+				for name, l := range lims {
+					r, ok := d.Limits[name]
+					if !ok {
+						r = envs[name]
+					}
+					l.SetRate(r.Quota())
+				}
+				log.Info("dynamic config applied", "canary", d.Canary, "timeouts", len(d.Timeouts), "limits", len(d.Limits))
+			}
+			apply(val.Load())
+			val.OnChange(apply)
+		}
+	}
+
+	p := proxy.New(opts)
+	var shuttingDown atomic.Bool
+	var metricsH fasthttp.RequestHandler
+	if tel != nil {
+		metricsH = fasthttpadaptor.NewFastHTTPHandler(tel.MetricsHandler())
+	}
+	handler := func(ctx *fasthttp.RequestCtx) {
+		switch string(ctx.Path()) {
+		case "/healthz":
+			ctx.SetContentType("text/plain")
+			ctx.SetBodyString("ok")
+			return
+		case "/readyz":
+			if shuttingDown.Load() {
+				ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+				ctx.SetBodyString("shutting down")
+				return
+			}
+			ctx.SetBodyString("ready")
+			return
+		case "/metrics":
+			if metricsH != nil {
+				metricsH(ctx)
+				return
+			}
+		}
+		p.Handle(ctx)
+	}
+
+	srv := &fasthttp.Server{
+		Handler:               handler,
+		ErrorHandler:          proxy.ErrorHandler,
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		ReadTimeout:           cfg.ReadTimeout,
+		WriteTimeout:          cfg.WriteTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		MaxRequestBodySize:    cfg.MaxBodyBytes,
+		ReadBufferSize:        16 << 10, // caps request line + headers
+		CloseOnShutdown:       true,
+		Logger:                fasthttpLogger{log},
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
+	}
+	if cfg.AdminAddr != "" {
+		// Closed on return: a host process outlives the gateway it ran.
+		defer serveAdmin(cfg.AdminAddr, log).Close()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLSCertFile != "" {
+			// TLS 1.2 at least; Go negotiates 1.3 first whenever the client can.
+			srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			errc <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile)
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
+	log.Info("gateway listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "routes", cfg.Routes)
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shuttingDown.Store(true)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		log.Warn("shutdown", "error", err.Error())
+	}
+	if tel != nil {
+		if err := tel.Shutdown(sctx); err != nil {
+			log.Warn("telemetry flush", "error", err.Error())
+		}
+	}
+	log.Info("gateway stopped")
+	return nil
+}
+
+func serveAdmin(addr string, log *slog.Logger) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	s := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("admin listener", "addr", addr, "error", err.Error())
+		}
+	}()
+	return s
+}
+
+// fasthttpLogger routes fasthttp's own messages into slog.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	f.l.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "fasthttp")
+}
