@@ -26,7 +26,8 @@ const shardCount = 64 // power of two; enough that 2-16 cores rarely meet on one
 type Local struct {
 	limit   rate.Limit
 	burst   int
-	now     func() time.Time
+	gcra    gcra
+	clock   func() int64 // nanoseconds since an arbitrary, fixed origin
 	ttl     time.Duration
 	perShrd int
 	seed    maphash.Seed
@@ -36,12 +37,14 @@ type Local struct {
 type shard struct {
 	mu        sync.RWMutex
 	m         map[string]*bucket
-	nextSweep atomic.Int64 // unix nanos
+	nextSweep atomic.Int64 // clock nanos
 }
 
+// bucket is one key's state: the GCRA theoretical arrival time, plus the
+// clock reading of the last decision so idle keys can be forgotten.
 type bucket struct {
-	lim  *rate.Limiter
-	seen atomic.Int64 // unix nanos of the last decision
+	tat  atomic.Int64
+	seen atomic.Int64
 }
 
 // Option tunes PerKey.
@@ -57,15 +60,24 @@ func WithMaxKeys(n int) Option {
 }
 
 // WithClock replaces time.Now, for tests that drive time by hand.
-func WithClock(now func() time.Time) Option { return func(l *Local) { l.now = now } }
+func WithClock(now func() time.Time) Option {
+	return func(l *Local) {
+		origin := now()
+		l.clock = func() int64 { return int64(now().Sub(origin)) }
+	}
+}
 
 // PerKey returns token buckets that refill at r per second and hold at most
-// burst tokens, one bucket per key.
+// burst tokens, one bucket per key. A rate of rate.Inf allows everything; a
+// rate of zero or less allows burst requests per key and then none until the
+// key has been idle for the idle TTL (there is no refill time to raise it
+// to), and a burst of zero or less allows nothing.
 func PerKey(r rate.Limit, burst int, opts ...Option) *Local {
 	l := &Local{
 		limit:   r,
 		burst:   burst,
-		now:     monotonicNow(),
+		gcra:    newGCRA(r, burst),
+		clock:   monotonicClock(),
 		ttl:     time.Minute,
 		perShrd: 1_000_000 / shardCount,
 		seed:    maphash.MakeSeed(),
@@ -73,10 +85,8 @@ func PerKey(r rate.Limit, burst int, opts ...Option) *Local {
 	for _, o := range opts {
 		o(l)
 	}
-	if r > 0 && r != rate.Inf {
-		if refill := time.Duration(float64(burst) / float64(r) * float64(time.Second)); l.ttl < refill {
-			l.ttl = refill
-		}
+	if l.gcra.kind == refilling && l.ttl < time.Duration(l.gcra.window) {
+		l.ttl = time.Duration(l.gcra.window)
 	}
 	for i := range l.shards {
 		l.shards[i].m = make(map[string]*bucket)
@@ -84,48 +94,25 @@ func PerKey(r rate.Limit, burst int, opts ...Option) *Local {
 	return l
 }
 
-// monotonicNow returns a clock that reads only the monotonic time source:
-// half the cost of time.Now, which reads the wall clock as well. Buckets only
-// ever subtract times, so the wall reading is of no use to them.
-func monotonicNow() func() time.Time {
-	epoch := time.Now()
-	return func() time.Time { return epoch.Add(time.Since(epoch)) }
+// monotonicClock reads only the monotonic time source: half the cost of
+// time.Now, which reads the wall clock as well. Buckets only ever subtract
+// readings, so the wall time is of no use to them.
+func monotonicClock() func() int64 {
+	origin := time.Now()
+	return func() int64 { return int64(time.Since(origin)) }
 }
 
 // Allow takes one token from key's bucket if there is one. It never fails;
 // the error is there to satisfy Limiter.
 func (l *Local) Allow(_ context.Context, key string) (Decision, error) {
-	return l.decide(key, l.now()), nil
+	now := l.clock()
+	return l.gcra.take(l.bucket(key, now), now), nil
 }
 
-func (l *Local) decide(key string, now time.Time) Decision {
-	b := l.bucket(key, now)
-	ok := b.lim.AllowN(now, 1)
-	tokens := b.lim.TokensAt(now)
-	d := Decision{Allowed: ok, Limit: l.burst, Remaining: max(0, int(tokens))}
-	if l.limit == rate.Inf {
-		return d
-	}
-	if l.limit <= 0 {
-		if !ok {
-			d.RetryAfter = time.Hour // never refills: any honest answer is "much later"
-		}
-		return d
-	}
-	perToken := float64(time.Second) / float64(l.limit)
-	if !ok {
-		d.RetryAfter = time.Duration(math.Ceil((1 - tokens) * perToken))
-	}
-	d.ResetAfter = time.Duration(math.Ceil((float64(l.burst) - tokens) * perToken))
-	d.Window = time.Duration(float64(l.burst) * perToken)
-	return d
-}
-
-func (l *Local) bucket(key string, now time.Time) *bucket {
+func (l *Local) bucket(key string, now int64) *bucket {
 	s := &l.shards[maphash.String(l.seed, key)&(shardCount-1)]
-	n := now.UnixNano()
-	if n >= s.nextSweep.Load() {
-		l.sweep(s, n)
+	if now >= s.nextSweep.Load() {
+		l.sweep(s, now)
 	}
 	s.mu.RLock()
 	b := s.m[key]
@@ -134,7 +121,7 @@ func (l *Local) bucket(key string, now time.Time) *bucket {
 		s.mu.Lock()
 		if b = s.m[key]; b == nil {
 			if len(s.m) >= l.perShrd {
-				l.sweepLocked(s, n)
+				l.sweepLocked(s, now)
 				for k := range s.m { // still full: evict an arbitrary key
 					if len(s.m) < l.perShrd {
 						break
@@ -142,8 +129,9 @@ func (l *Local) bucket(key string, now time.Time) *bucket {
 					delete(s.m, k)
 				}
 			}
-			b = &bucket{lim: rate.NewLimiter(l.limit, l.burst)}
-			b.seen.Store(n) // before it is visible, so a sweep cannot take it at once
+			b = &bucket{}
+			b.tat.Store(l.gcra.full(now))
+			b.seen.Store(now) // before it is visible, so a sweep cannot take it at once
 			s.m[key] = b
 		}
 		s.mu.Unlock()
@@ -151,8 +139,8 @@ func (l *Local) bucket(key string, now time.Time) *bucket {
 	// Refresh the idle mark at most every ttl/16: eviction only needs that
 	// precision, and skipping the store spares a contended cache-line write
 	// on hot keys.
-	if n-b.seen.Load() > int64(l.ttl)/16 {
-		b.seen.Store(n)
+	if now-b.seen.Load() > int64(l.ttl)/16 {
+		b.seen.Store(now)
 	}
 	return b
 }
@@ -185,4 +173,116 @@ func (l *Local) Len() int {
 		s.mu.RUnlock()
 	}
 	return n
+}
+
+// The bucket arithmetic is hand-written rather than x/time/rate's Limiter,
+// which it replaced: rate.Limiter takes a mutex per call and a second one to
+// report the tokens left (the RateLimit header needs them), and does its
+// arithmetic on time.Time values; together that was most of a decision's
+// cost. The generic cell rate algorithm (GCRA) below is the same token bucket
+// expressed as one integer, the "theoretical arrival time" (TAT): the
+// instant at which the bucket would be full again. Taking a token moves it
+// one emission interval later; a request is refused when that would put it
+// more than burst intervals ahead of now. One integer means one
+// compare-and-swap per decision and no lock. It is also the algorithm
+// redis_rate runs in Redis for the distributed limit.
+
+type gcraKind uint8
+
+const (
+	refilling gcraKind = iota // the usual case: r tokens per second
+	unlimited                 // rate.Inf, or an interval under half a nanosecond
+	fixed                     // r <= 0, burst <= 0, or one token per decades: burst tokens, never refilled
+)
+
+type gcra struct {
+	kind     gcraKind
+	burst    int
+	interval int64 // nanoseconds per token
+	window   int64 // burst * interval: the TAT may run at most this far ahead of now
+}
+
+// maxWindow keeps TAT arithmetic far from int64 overflow (about 73 years).
+const maxWindow = 1 << 61
+
+func newGCRA(r rate.Limit, burst int) gcra {
+	g := gcra{burst: burst}
+	switch {
+	case r == rate.Inf:
+		g.kind = unlimited
+		return g
+	case r <= 0 || burst <= 0:
+		g.kind = fixed
+		return g
+	}
+	iv := float64(time.Second) / float64(r)
+	switch {
+	case iv < 0.5:
+		g.kind = unlimited
+	case iv*float64(burst) >= maxWindow:
+		g.kind = fixed // one token per decades: indistinguishable from none
+	default:
+		// Rounding the interval to whole nanoseconds changes the rate by
+		// less than 0.5ns per interval: under 0.05% up to a million
+		// requests per second per key.
+		g.interval = int64(math.Round(iv))
+		g.window = int64(burst) * g.interval
+	}
+	return g
+}
+
+// full is the TAT of a bucket created now. Refilling buckets start full (a
+// TAT of now); a fixed bucket counts its tokens in the same field instead.
+func (g *gcra) full(now int64) int64 {
+	if g.kind == fixed {
+		return 0 // tokens taken so far
+	}
+	return now
+}
+
+func (g *gcra) take(b *bucket, now int64) Decision {
+	d := Decision{Limit: g.burst}
+	switch g.kind {
+	case unlimited:
+		d.Allowed, d.Remaining = true, max(0, g.burst)
+		return d
+	case fixed:
+		return g.takeFixed(b, d)
+	}
+	for {
+		tat := b.tat.Load()
+		next := max(tat, now) + g.interval
+		if ahead := next - now; ahead > g.window {
+			// Refused: the token after the ones already promised is due
+			// this much later than the bucket can hold.
+			d.RetryAfter = time.Duration(ahead - g.window)
+			d.ResetAfter = time.Duration(max(0, tat-now))
+			d.Window = time.Duration(g.window)
+			return d
+		}
+		if b.tat.CompareAndSwap(tat, next) {
+			ahead := next - now
+			d.Allowed = true
+			d.Remaining = int((g.window - ahead) / g.interval)
+			d.ResetAfter = time.Duration(ahead)
+			d.Window = time.Duration(g.window)
+			return d
+		}
+	}
+}
+
+// takeFixed serves a bucket that never refills: burst tokens in all.
+func (g *gcra) takeFixed(b *bucket, d Decision) Decision {
+	for {
+		used := b.tat.Load()
+		if used >= int64(g.burst) {
+			d.RetryAfter = time.Hour // never refills: any honest answer is "much later"
+			return d
+		}
+		if b.tat.CompareAndSwap(used, used+1) {
+			d.Allowed = true
+			d.Remaining = g.burst - int(used) - 1
+			return d
+		}
+	}
 }

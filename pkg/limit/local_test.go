@@ -193,3 +193,53 @@ func TestPerKeyConcurrentFirstUseSharesOneBucket(t *testing.T) {
 		}
 	}
 }
+
+func TestPerKeyEdgeRates(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	ctx := context.Background()
+	t.Run("zero rate allows burst then none while remembered", func(t *testing.T) {
+		l := PerKey(0, 3, WithClock(clk.now))
+		for i := range 3 {
+			if d, _ := l.Allow(ctx, "k"); !d.Allowed || d.Remaining != 2-i {
+				t.Fatalf("request %d: %+v", i, d)
+			}
+		}
+		for range 50 { // an attempt a second stays under the one-minute idle TTL
+			clk.advance(time.Second)
+			if d, _ := l.Allow(ctx, "k"); d.Allowed || d.RetryAfter <= 0 {
+				t.Fatalf("zero-rate bucket refilled: %+v", d)
+			}
+		}
+	})
+	t.Run("zero burst allows nothing", func(t *testing.T) {
+		l := PerKey(100, 0, WithClock(clk.now))
+		clk.advance(time.Hour)
+		if d, _ := l.Allow(ctx, "k"); d.Allowed {
+			t.Fatalf("burst 0 allowed a request: %+v", d)
+		}
+	})
+	t.Run("infinite rate allows everything", func(t *testing.T) {
+		l := PerKey(rate.Inf, 5, WithClock(clk.now))
+		for range 1000 {
+			if d, _ := l.Allow(ctx, "k"); !d.Allowed || d.Remaining != 5 {
+				t.Fatalf("rate.Inf: %+v", d)
+			}
+		}
+	})
+	t.Run("fractional interval keeps its rate", func(t *testing.T) {
+		// 3/s is an interval of 333,333,333.3ns. Offered more than it
+		// admits, a draining bucket must hand out exactly burst + 3 per
+		// second over a day: the rounding must not drift by a request.
+		l := PerKey(3, 3, WithClock(clk.now))
+		allowed := 0
+		for range 24 * 3600 * 10 {
+			clk.advance(100 * time.Millisecond)
+			if d, _ := l.Allow(ctx, "k"); d.Allowed {
+				allowed++
+			}
+		}
+		if want := 3 + 24*3600*3; allowed < want-1 || allowed > want {
+			t.Fatalf("allowed %d in a day at 3/s burst 3, want %d", allowed, want)
+		}
+	})
+}
