@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -55,6 +56,7 @@ var (
 	rates    = flag.String("rates", "", "fixed producer rates for the latency phase, comma list (default: 25%,50%,75% of the drain rate)")
 	rateDur  = flag.Duration("rate-duration", 15*time.Second, "how long each fixed rate runs")
 	phases   = flag.String("phases", "drain,latency,ceilings,lega,watermill", "phases to run")
+	cpuprof  = flag.String("cpuprofile", "", "write a CPU profile of the drain phase (bridge in this process) to this file")
 	brokers  = strings.Split(env("KAFKA_BROKERS", "127.0.0.1:19092"), ",")
 	natsURL  = env("NATS_URL", "nats://127.0.0.1:14222")
 	pulsarU  = env("PULSAR_URL", "pulsar://127.0.0.1:16650")
@@ -91,10 +93,14 @@ func main() {
 	if run["drain"] || run["latency"] {
 		stop, legBDone := startBridge(ctx, id, topic, "kafka-nats,nats-pulsar", topic, "BENCH_"+id, "bench."+id+".>")
 		start := time.Now()
-		waitLegB(ctx, "BENCH_"+id, topic, *n)
+		stopProf := profile(*cpuprof)
+		first, full := waitLegB(ctx, "BENCH_"+id, topic, *n)
 		d := time.Since(start)
+		stopProf()
 		drainRate = float64(*n) / d.Seconds()
 		fmt.Printf("RESULT drain bridge Kafka->JetStream->Pulsar: %d msgs in %.1fs = %.0f msgs/s, %.1f MB/s (includes group join)\n", *n, d.Seconds(), drainRate, mb/d.Seconds())
+		fmt.Printf("drain timeline: first message in the stream at %.1fs (start, group join), all in the stream at %.1fs, all confirmed by Pulsar at %.1fs; after the join %.0f msgs/s\n",
+			first.Sub(start).Seconds(), full.Sub(start).Seconds(), d.Seconds(), float64(*n)/(d-first.Sub(start)).Seconds())
 		_ = legBDone
 		if run["latency"] {
 			latency(ctx, topic, drainRate)
@@ -136,6 +142,17 @@ func main() {
 			fmt.Printf("RESULT bridge leg A / watermill = %.2f (goal >= 1.5)\n", ours/w)
 		}
 	}
+}
+
+// profile starts a CPU profile into path (none when empty) and returns its stop.
+func profile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	must(err)
+	must(pprof.StartCPUProfile(f))
+	return func() { pprof.StopCPUProfile(); must(f.Close()) }
 }
 
 func must(err error) {
@@ -205,13 +222,20 @@ func js() jetstream.JetStream {
 	return j
 }
 
-func waitStream(ctx context.Context, stream string, want int) {
+// waitStream returns when the stream holds want messages, and when it first
+// held any (the bridge had joined the group and published).
+func waitStream(ctx context.Context, stream string, want int) (first time.Time) {
 	j := js()
 	for {
 		s, err := j.Stream(ctx, stream)
 		if err == nil {
-			if info, err := s.Info(ctx); err == nil && info.State.Msgs >= uint64(want) {
-				return
+			if info, err := s.Info(ctx); err == nil {
+				if info.State.Msgs > 0 && first.IsZero() {
+					first = time.Now()
+				}
+				if info.State.Msgs >= uint64(want) {
+					return first
+				}
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -219,9 +243,11 @@ func waitStream(ctx context.Context, stream string, want int) {
 }
 
 // waitLegB returns when the stream holds want messages and every partition's
-// leg B consumer has acked them all (acks follow Pulsar confirmations).
-func waitLegB(ctx context.Context, stream, topic string, want int) {
-	waitStream(ctx, stream, want)
+// leg B consumer has acked them all (acks follow Pulsar confirmations), with
+// the times the stream got its first message and its last.
+func waitLegB(ctx context.Context, stream, topic string, want int) (first, full time.Time) {
+	first = waitStream(ctx, stream, want)
+	full = time.Now()
 	j := js()
 	for {
 		ok := true
@@ -235,7 +261,7 @@ func waitLegB(ctx context.Context, stream, topic string, want int) {
 			ok = err == nil && info.NumPending == 0 && info.NumAckPending == 0
 		}
 		if ok {
-			return
+			return first, full
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
