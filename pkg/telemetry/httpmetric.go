@@ -113,18 +113,20 @@ func (d *durations) seriesFor(method, route string, status int) *series {
 type series struct {
 	hist     prometheus.Observer
 	ex       prometheus.ExemplarObserver
-	lastExem [16]atomic.Int64 // unix nanos of the last exemplar, per bucket (14 + +Inf)
+	lastExem [16]atomic.Int64 // monotonic() of the last exemplar per bucket (14 + +Inf); 0 for none yet
 }
 
-func (s *series) observe(seconds float64, sc trace.SpanContext, now time.Time) {
+// observe records one duration; now is a monotonic() reading, used only to
+// space the exemplars.
+func (s *series) observe(seconds float64, sc trace.SpanContext, now int64) {
 	if s.ex == nil || !sc.IsSampled() {
 		s.hist.Observe(seconds)
 		return
 	}
 	b := sort.SearchFloat64s(durationBuckets, seconds)
 	last := s.lastExem[b].Load()
-	n := now.UnixNano()
-	if n-last < int64(exemplarEvery) || !s.lastExem[b].CompareAndSwap(last, n) {
+	n := max(now, 1) // 0 means "none yet"
+	if (last != 0 && n-last < int64(exemplarEvery)) || !s.lastExem[b].CompareAndSwap(last, n) {
 		s.hist.Observe(seconds)
 		return
 	}

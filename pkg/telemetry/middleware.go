@@ -119,7 +119,7 @@ type routeInfo struct {
 }
 
 func (m *middleware) handle(c *gin.Context) {
-	start := time.Now()
+	start := monotonic()
 	req := c.Request
 	// gin has matched the route before the handlers run, so the template
 	// is known here and the span gets its final name at start.
@@ -129,11 +129,7 @@ func (m *middleware) handle(c *gin.Context) {
 			c.Request = req.WithContext(m.ctxFunc(c, req.Context()))
 		}
 		c.Next()
-		status := c.Writer.Status()
-		d := time.Since(start)
-		ri.series.get(status, func() *series {
-			return m.duration.seriesFor(ri.method, ri.route, status)
-		}).observe(d.Seconds(), trace.SpanContext{}, start.Add(d))
+		m.record(ri, c.Writer.Status(), start, trace.SpanContext{})
 		return
 	}
 
@@ -146,20 +142,16 @@ func (m *middleware) handle(c *gin.Context) {
 	if m.ctxFunc != nil {
 		ctx = m.ctxFunc(c, ctx)
 	}
+	// The one copy of the request: handlers read the span from
+	// c.Request.Context(), and net/http forbids changing the request it
+	// passed in, so the context can only travel in a copy.
 	c.Request = req.WithContext(ctx)
 
 	c.Next()
 
 	status := c.Writer.Status()
 	if span.IsRecording() {
-		// One SetAttributes call: the SDK grows its attribute slice per call.
-		var kv [6]attribute.KeyValue
-		n := copy(kv[:], ri.attrs)
-		kv[n] = semconv.HTTPResponseStatusCode(status)
-		kv[n+1] = semconv.URLPath(req.URL.Path)
-		kv[n+2] = semconv.URLScheme(scheme(req))
-		kv[n+3] = semconv.NetworkProtocolVersion(protoVersion(req))
-		span.SetAttributes(kv[:n+4]...)
+		setAttributes(span, ri, status, req)
 		if status >= 500 {
 			// 4xx is the client's problem; only server errors mark the span.
 			span.SetStatus(codes.Error, http.StatusText(status))
@@ -169,11 +161,44 @@ func (m *middleware) handle(c *gin.Context) {
 		}
 	}
 	span.End()
-	d := time.Since(start)
+	m.record(ri, status, start, span.SpanContext())
+}
+
+// record observes the request's duration in its series.
+func (m *middleware) record(ri *routeInfo, status int, start int64, sc trace.SpanContext) {
+	now := monotonic()
 	ri.series.get(status, func() *series {
 		return m.duration.seriesFor(ri.method, ri.route, status)
-	}).observe(d.Seconds(), span.SpanContext(), start.Add(d))
+	}).observe(float64(now-start)/1e9, sc, now)
 }
+
+// attrBufs holds the arrays a recording span's attributes are assembled in:
+// passed through the trace.Span interface, a local array escapes to the heap
+// (384 bytes per sampled request), and the SDK copies the values into its
+// own slice anyway, so the array is free again as soon as SetAttributes
+// returns.
+var attrBufs = sync.Pool{New: func() any { return new([6]attribute.KeyValue) }}
+
+// setAttributes sets the span's semantic-convention attributes in one call:
+// the SDK grows its attribute slice per call.
+func setAttributes(span trace.Span, ri *routeInfo, status int, req *http.Request) {
+	kv := attrBufs.Get().(*[6]attribute.KeyValue)
+	n := copy(kv[:], ri.attrs)
+	kv[n] = semconv.HTTPResponseStatusCode(status)
+	kv[n+1] = semconv.URLPath(req.URL.Path)
+	kv[n+2] = semconv.URLScheme(scheme(req))
+	kv[n+3] = semconv.NetworkProtocolVersion(protoVersion(req))
+	span.SetAttributes(kv[:n+4]...)
+	*kv = [6]attribute.KeyValue{} // keep no request's strings alive in the pool
+	attrBufs.Put(kv)
+}
+
+// origin anchors monotonic. Durations need only the monotonic clock, and
+// reading it alone costs half of time.Now, which reads the wall clock too.
+var origin = time.Now()
+
+// monotonic is the monotonic clock in nanoseconds since origin.
+func monotonic() int64 { return int64(time.Since(origin)) }
 
 func (m *middleware) route(method, route string) *routeInfo {
 	k := routeKey{method, route}
