@@ -2,12 +2,15 @@ package upstream
 
 import (
 	"context"
+	"net"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/sockio"
 )
 
 // Resolver lists a service's live instances (pkg/discovery's resolvers,
@@ -137,6 +140,16 @@ func (p *Pool) Refresh() {
 	}
 }
 
+// dial connects like fasthttp's default dialer and switches the connection
+// to sockio's raw read/write path.
+func dial(addr string, timeout time.Duration) (net.Conn, error) {
+	c, err := fasthttp.DialTimeout(addr, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return sockio.Wrap(c), nil
+}
+
 // client returns the pool for addr; p.mu is held.
 func (p *Pool) client(addr string) *fasthttp.HostClient {
 	if c := p.clients[addr]; c != nil {
@@ -144,6 +157,7 @@ func (p *Pool) client(addr string) *fasthttp.HostClient {
 	}
 	c := &fasthttp.HostClient{
 		Addr:                          addr,
+		DialTimeout:                   dial,
 		MaxConns:                      p.opts.MaxConns,
 		MaxIdleConnDuration:           p.opts.IdleTimeout,
 		ReadBufferSize:                p.opts.ReadBufferSize,
