@@ -34,6 +34,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/sockio"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 )
 
@@ -271,6 +272,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger, tel *telemetr
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
+	ln = sockio.Listener{Listener: ln} // raw socket calls: see internal/sockio
 	if cfg.AdminAddr != "" {
 		// Closed on return: a host process outlives the gateway it ran.
 		defer serveAdmin(cfg.AdminAddr, log).Close()
