@@ -26,16 +26,20 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 	}
 	fmt.Fprintln(w, "\nTry it (bash; needs curl and jq):")
 	fmt.Fprint(w, strings.Replace(demo, "$GW", gw, 1))
-	fmt.Fprintln(w, "\nMetrics: Prometheus text at /metrics of every binary:")
+	if p.Telemetry != nil {
+		fmt.Fprintln(w, "\nMetrics: Prometheus text at /metrics of every part (all five run in this process and serve its one registry):")
+	} else {
+		fmt.Fprintln(w, "\nMetrics: Prometheus text at /metrics of every binary:")
+	}
 	for _, name := range Names {
-		fmt.Fprintf(w, "  %-8s %s/metrics\n", name, p.Binaries[name].URL())
+		fmt.Fprintf(w, "  %-8s %s/metrics\n", name, p.Parts[name].URL())
 	}
 	if ep := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); ep != "" {
 		fmt.Fprintf(w, "Traces: exported over OTLP to %s.\n", ep)
 	} else {
 		fmt.Fprintln(w, "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 of a collector or Jaeger) and restart to export them.")
 	}
-	fmt.Fprintf(w, "Logs: %s/<binary>.log (JSON, with trace_id).\n", p.LogDir)
+	fmt.Fprintf(w, "Logs: %s/<part>.log (JSON, with trace_id).\n", p.LogDir)
 	fmt.Fprintln(w, "Servers (for the workshop's labs):")
 	for _, k := range []string{"ETCD_ENDPOINTS", "KAFKA_BROKERS", "NATS_URL", "REDIS_URL", "PULSAR_URL"} {
 		if v := p.Env[k]; v != "" {

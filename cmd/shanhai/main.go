@@ -1,13 +1,15 @@
 // Command shanhai runs the whole platform on one machine without Docker: the
-// user, order and payment services, the bridge and the gateway, each as its
-// own child process of the production binary, against servers embedded in
-// this process (Kafka via kfake, NATS with JetStream, etcd, miniredis) and a
-// SQLite file per service. With -native the same binaries use the real
-// servers that scripts/deps.sh started.
+// user, order and payment services, the bridge and the gateway, hosted in
+// this one process through the same <module>.Run their production binaries
+// call, against servers embedded here too (Kafka via kfake, NATS with
+// JetStream, etcd, miniredis) and a SQLite file per service. With -native
+// the parts use the real servers that scripts/deps.sh started; with
+// -processes each part runs as its production binary, a child process.
 //
-//	make run                 # builds the binaries into var/bin and runs this
-//	var/bin/shanhai -native  # against scripts/deps.sh servers
-//	var/bin/shanhai -measure # print start-up time and memory, then stop
+//	make run                    # builds into var/bin and runs this
+//	var/bin/shanhai -native     # against scripts/deps.sh servers
+//	var/bin/shanhai -measure    # print start-up time and memory, then stop
+//	var/bin/shanhai -processes  # five child processes of the binaries in -bin
 package main
 
 import (
@@ -15,10 +17,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 func main() {
@@ -31,12 +36,13 @@ func main() {
 func run() error {
 	self, _ := os.Executable()
 	var (
-		binDir  = flag.String("bin", filepath.Dir(self), "directory holding the user, order, payment, bridge and gateway binaries")
+		binDir  = flag.String("bin", filepath.Dir(self), "directory holding the user, order, payment, bridge and gateway binaries (for -processes)")
+		procs   = flag.Bool("processes", false, "run each part as its production binary from -bin, a child process, instead of in this process")
 		dataDir = flag.String("data", "", "data and log directory (default: a new temporary directory, removed at exit)")
 		native  = flag.Bool("native", false, "use the servers from scripts/deps.sh (its env command) instead of embedded ones")
 		root    = flag.String("root", ".", "repository root, where scripts/deps.sh is (for -native)")
 		port    = flag.Int("port", 8080, "gateway port; the services take the next four (user, order, payment, bridge)")
-		level   = flag.String("log-level", "info", "LOG_LEVEL of the binaries (their logs go to <data>/logs)")
+		level   = flag.String("log-level", "info", "LOG_LEVEL of the parts (their logs go to <data>/logs)")
 		measure = flag.Bool("measure", false, "start, print ready time and resident memory, stop")
 	)
 	flag.Parse()
@@ -50,8 +56,16 @@ func run() error {
 		*dataDir = d
 		defer os.RemoveAll(d)
 	}
+	// This program's own log (and whatever a library logs through slog's
+	// default) goes beside the parts' logs, not over the banner.
+	logs := filepath.Join(*dataDir, "logs")
+	hostLog, err := logFile(logs, "shanhai")
+	if err != nil {
+		return err
+	}
+	defer hostLog.Close()
+	slog.SetDefault(telemetry.NewLogger(hostLog, slog.LevelInfo))
 	opts := Options{
-		BinDir:   *binDir,
 		DataDir:  *dataDir,
 		LogLevel: *level,
 		Ports: map[string]int{
@@ -60,6 +74,9 @@ func run() error {
 		Admin: map[string]int{
 			"gateway": *port + 1000, "user": *port + 1001, "order": *port + 1002, "payment": *port + 1003, "bridge": *port + 1004,
 		},
+	}
+	if *procs {
+		opts.BinDir = *binDir
 	}
 	if *native {
 		servers, err := NativeServers(*root)
@@ -80,7 +97,7 @@ func run() error {
 
 	p, err := Start(ctx, opts)
 	if err != nil {
-		return fmt.Errorf("start: %w (logs in %s)", err, filepath.Join(*dataDir, "logs"))
+		return fmt.Errorf("start: %w (logs in %s)", err, logs)
 	}
 	mem, memErr := p.Measure()
 	if *measure {
@@ -97,6 +114,9 @@ func run() error {
 	case <-ctx.Done():
 	case exited = <-anyExit(p):
 	}
+	// Default signal handling again: a second Ctrl-C ends a shutdown that
+	// hangs.
+	stop()
 	fmt.Println("\nstopping...")
 	err = p.Stop()
 	if exited != nil {
@@ -108,15 +128,15 @@ func run() error {
 	return err
 }
 
-// anyExit reports the first child that ends on its own: the platform is
+// anyExit reports the first part that ends on its own: the platform is
 // broken then, and stopping the rest beats serving half of it.
 func anyExit(p *Platform) <-chan error {
-	c := make(chan error, len(p.Binaries))
-	for name, b := range p.Binaries {
+	c := make(chan error, len(p.Parts))
+	for name, b := range p.Parts {
 		go func() {
 			err := <-b.Exited()
 			b.done <- err
-			c <- fmt.Errorf("%s exited: %v (log: %s)", name, err, filepath.Join(p.LogDir, name+".log"))
+			c <- fmt.Errorf("%s stopped: %v (log: %s)", name, err, filepath.Join(p.LogDir, name+".log"))
 		}()
 	}
 	return c

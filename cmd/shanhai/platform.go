@@ -5,25 +5,31 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
-// Names of the binaries, in start order; they stop in reverse (the gateway,
+// Names of the parts, in start order; they stop in reverse (the gateway,
 // the only door, closes first; the user service, holder of the keys, last).
 var Names = []string{"user", "order", "payment", "bridge", "gateway"}
 
-// Options say where the binaries are and what they talk to.
+// Options say how the parts run and what they talk to.
 type Options struct {
-	BinDir  string // holds user, order, payment, gateway, bridge
+	// BinDir, when set, holds the production binaries user, order, payment,
+	// gateway and bridge, and each part runs as a child process of its
+	// binary (-processes). Empty means all five run in this process.
+	BinDir  string
 	DataDir string // SQLite files, JetStream and etcd data, logs
-	// Ports gives each binary its HTTP port; a missing name gets a free port.
+	// Ports gives each part its HTTP port; a missing name gets a free port.
 	Ports map[string]int
-	// Admin gives each binary its pprof port; a missing name gets a free one.
+	// Admin gives each part its pprof port; a missing name gets a free one.
 	Admin map[string]int
 	// Servers, when set, replaces the embedded infrastructure with these
 	// connection variables (the -native run: scripts/deps.sh env).
@@ -32,24 +38,28 @@ type Options struct {
 	// per service in DataDir.
 	DatabaseURL func(service string) string
 	LogLevel    string
-	Log         io.Writer // child output; nil means a file per binary in DataDir/logs
+	Log         io.Writer // the parts' logs; nil means a file per part in DataDir/logs
+	// Logger receives this program's own diagnostics (OpenTelemetry's
+	// errors); nil means slog's default.
+	Logger *slog.Logger
 }
 
-// Platform is a running Shanhai: infrastructure plus the five binaries.
+// Platform is a running Shanhai: infrastructure plus the five parts.
 type Platform struct {
-	Infra    *Infra // nil in a -native run
-	Binaries map[string]*Binary
-	Env      map[string]string // connection variables the binaries got
-	Pulsar   bool              // whether the bridge runs leg B (archive to Pulsar)
-	Ready    time.Duration     // from Start's call to every /readyz answering 200
-	LogDir   string
-	logs     []io.Closer
+	Infra     *Infra // nil in a -native run
+	Parts     map[string]*Part
+	Env       map[string]string   // connection variables the parts got
+	Pulsar    bool                // whether the bridge runs leg B (archive to Pulsar)
+	Ready     time.Duration       // from Start's call to every /readyz answering 200
+	Telemetry *telemetry.Provider // shared by the hosted parts; nil with -processes
+	LogDir    string
+	logs      []io.Closer
 }
 
-// Start brings the platform up and returns when every binary is ready.
+// Start brings the platform up and returns when every part is ready.
 func Start(ctx context.Context, o Options) (*Platform, error) {
 	began := time.Now()
-	p := &Platform{Binaries: map[string]*Binary{}, Env: map[string]string{}, LogDir: filepath.Join(o.DataDir, "logs")}
+	p := &Platform{Parts: map[string]*Part{}, Env: map[string]string{}, LogDir: filepath.Join(o.DataDir, "logs")}
 	if o.Servers != nil {
 		for k, v := range o.Servers {
 			p.Env[k] = v
@@ -71,7 +81,7 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 		p.Env["PULSAR_URL"] = url
 	}
 	p.Pulsar = p.Env["PULSAR_URL"] != ""
-	if err := p.startBinaries(ctx, o); err != nil {
+	if err := p.startParts(ctx, o); err != nil {
 		p.Stop()
 		return nil, err
 	}
@@ -79,7 +89,28 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 	return p, nil
 }
 
-func (p *Platform) startBinaries(ctx context.Context, o Options) error {
+func (p *Platform) startParts(ctx context.Context, o Options) error {
+	level := o.LogLevel
+	if level == "" {
+		level = "info"
+	}
+	var logLevel slog.Level
+	if err := logLevel.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("log level: %w", err)
+	}
+	if o.BinDir == "" {
+		// One Setup for all five: the OTel globals and the Prometheus
+		// registry are per process (see host).
+		log := o.Logger
+		if log == nil {
+			log = slog.Default()
+		}
+		tp, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "shanhai", Logger: log})
+		if err != nil {
+			return fmt.Errorf("telemetry: %w", err)
+		}
+		p.Telemetry = tp
+	}
 	ports := map[string]int{}
 	httpPort := func(name string) (int, error) { return pick(o.Ports, name) }
 	adminPort := func(name string) (int, error) { return pick(o.Admin, name) }
@@ -93,18 +124,20 @@ func (p *Platform) startBinaries(ctx context.Context, o Options) error {
 			return err
 		}
 		ports[name] = hp
-		p.Binaries[name] = &Binary{Name: name, Path: filepath.Join(o.BinDir, name), Port: hp, Env: map[string]string{
+		part := &Part{Name: name, Port: hp, Env: map[string]string{
 			"HTTP_ADDR":  "127.0.0.1:" + strconv.Itoa(hp),
 			"ADMIN_ADDR": "127.0.0.1:" + strconv.Itoa(ap),
 		}}
-	}
-	level := o.LogLevel
-	if level == "" {
-		level = "info"
+		if o.BinDir != "" {
+			part.Path = filepath.Join(o.BinDir, name)
+		} else if part.host, err = host(name, p.Telemetry, logLevel); err != nil {
+			return err
+		}
+		p.Parts[name] = part
 	}
 	jwks := fmt.Sprintf("http://127.0.0.1:%d/.well-known/jwks.json", ports["user"])
 	for _, name := range Names {
-		b := p.Binaries[name]
+		b := p.Parts[name]
 		for k, v := range p.Env {
 			b.Env[k] = v
 		}
@@ -131,7 +164,7 @@ func (p *Platform) startBinaries(ctx context.Context, o Options) error {
 		}
 	}
 	for _, name := range Names {
-		b := p.Binaries[name]
+		b := p.Parts[name]
 		var w io.Writer = o.Log
 		if w == nil {
 			f, err := logFile(p.LogDir, name)
@@ -153,7 +186,7 @@ func (p *Platform) startBinaries(ctx context.Context, o Options) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = p.Binaries[name].WaitReady(ctx)
+			errs[i] = p.Parts[name].WaitReady(ctx)
 		}()
 	}
 	wg.Wait()
@@ -203,24 +236,31 @@ func pick(m map[string]int, name string) (int, error) {
 }
 
 // Gateway is the gateway's base URL.
-func (p *Platform) Gateway() string { return p.Binaries["gateway"].URL() }
+func (p *Platform) Gateway() string { return p.Parts["gateway"].URL() }
 
-// Pids are the child process ids, for RSS accounting.
+// Pids are the processes the parts run in, for RSS accounting: this one for
+// a hosted part.
 func (p *Platform) Pids() map[string]int {
 	m := map[string]int{}
-	for name, b := range p.Binaries {
+	for name, b := range p.Parts {
 		m[name] = b.Pid()
 	}
 	return m
 }
 
-// Stop ends the binaries in reverse start order, then the infrastructure.
+// Stop ends the parts in reverse start order, each draining, then flushes
+// and stops the shared telemetry, then the infrastructure.
 func (p *Platform) Stop() error {
 	var errs []error
 	for i := len(Names) - 1; i >= 0; i-- {
-		if b := p.Binaries[Names[i]]; b != nil {
+		if b := p.Parts[Names[i]]; b != nil {
 			errs = append(errs, b.Stop(15*time.Second))
 		}
+	}
+	if p.Telemetry != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, p.Telemetry.Shutdown(ctx))
+		cancel()
 	}
 	if p.Infra != nil {
 		p.Infra.Close()

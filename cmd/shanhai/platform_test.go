@@ -30,11 +30,24 @@ func buildBinaries(t *testing.T) string {
 	return dir
 }
 
-// TestEmbeddedHappyPath starts the embedded platform and drives the happy
-// path through the gateway: register, log in, list products, order with an
+// TestEmbeddedHappyPath starts the embedded platform, all five parts hosted
+// in this process (what make run does), and drives the happy path through
+// the gateway: register, log in, list products, order with an
 // Idempotency-Key (and retry it), and see the order PAID within 10 s.
 func TestEmbeddedHappyPath(t *testing.T) {
-	bin := buildBinaries(t)
+	happyPath(t, "")
+}
+
+// TestProcessesHappyPath is the same with -processes: the five production
+// binaries as child processes.
+func TestProcessesHappyPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the five binaries")
+	}
+	happyPath(t, buildBinaries(t))
+}
+
+func happyPath(t *testing.T, bin string) {
 	data := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -55,7 +68,12 @@ func TestEmbeddedHappyPath(t *testing.T) {
 	if p.Pulsar {
 		t.Fatal("Pulsar leg on without PULSAR_URL")
 	}
-	if got := p.Binaries["bridge"].Env["BRIDGE_LEGS"]; got != "kafka-nats" {
+	for name, part := range p.Parts {
+		if part.Hosted() != (bin == "") {
+			t.Fatalf("%s hosted = %v with BinDir %q", name, part.Hosted(), bin)
+		}
+	}
+	if got := p.Parts["bridge"].Env["BRIDGE_LEGS"]; got != "kafka-nats" {
 		t.Fatalf("bridge legs = %q, want kafka-nats without Pulsar", got)
 	}
 	t.Logf("ready in %v", p.Ready)

@@ -36,42 +36,53 @@ func statusKB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("rss of %d: no %s line", pid, field)
 }
 
-// Memory is the resident memory of this process (embedded servers) and of
-// each child, and their sum.
+// Memory is the resident memory of this process (embedded servers, and the
+// parts it hosts) and of each child process (-processes), and their sum.
 type Memory struct {
 	Self     int64
-	Children map[string]int64
+	Children map[string]int64 // parts running as child processes
 	Total    int64
-	Anon     int64 // anonymous memory of all of them
+	Anon     int64 // anonymous memory (heaps, stacks) of all of them
+	SelfAnon int64
 }
 
-// Measure sums the RSS of this process and the platform's children.
+// Measure sums the RSS of this process and of the parts' child processes;
+// a hosted part is counted in this process's.
 func (p *Platform) Measure() (Memory, error) {
-	self, err := RSS(os.Getpid())
-	if err != nil {
+	self := os.Getpid()
+	var m Memory
+	var err error
+	if m.Self, err = RSS(self); err != nil {
 		return Memory{}, err
 	}
-	m := Memory{Self: self, Children: map[string]int64{}, Total: self}
-	pids := p.Pids()
-	for name, pid := range pids {
+	if m.SelfAnon, err = AnonRSS(self); err != nil {
+		return Memory{}, err
+	}
+	m.Total, m.Anon, m.Children = m.Self, m.SelfAnon, map[string]int64{}
+	for name, pid := range p.Pids() {
+		if pid == self || pid == 0 {
+			continue
+		}
 		r, err := RSS(pid)
+		if err != nil {
+			return Memory{}, err
+		}
+		a, err := AnonRSS(pid)
 		if err != nil {
 			return Memory{}, err
 		}
 		m.Children[name] = r
 		m.Total += r
-	}
-	for _, pid := range append([]int{os.Getpid()}, values(pids)...) {
-		a, err := AnonRSS(pid)
-		if err != nil {
-			return Memory{}, err
-		}
 		m.Anon += a
 	}
 	return m, nil
 }
 
 func (m Memory) String() string {
+	if len(m.Children) == 0 {
+		return fmt.Sprintf("%.0f MB RSS, one process (embedded servers and the five parts); %.0f MB of it anonymous (heaps, stacks), the rest mapped executable pages",
+			mb(m.Total), mb(m.Anon))
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%.0f MB total (shanhai + embedded servers %.0f MB", mb(m.Total), mb(m.Self))
 	for _, name := range Names {
@@ -81,14 +92,6 @@ func (m Memory) String() string {
 	}
 	fmt.Fprintf(&b, "); %.0f MB of it anonymous (heaps, stacks), the rest mapped executable pages", mb(m.Anon))
 	return b.String()
-}
-
-func values(m map[string]int) []int {
-	out := make([]int, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
 
 func mb(n int64) float64 { return float64(n) / (1 << 20) }

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Part is one of the five parts of the platform (user, order, payment,
+// bridge, gateway). By default it runs inside this process, through the same
+// <module>.Run its production binary calls; with -processes it runs as that
+// binary, a child process. Either way it gets the same environment.
+type Part struct {
+	Name string            // user, order, payment, gateway, bridge
+	Port int               // HTTP port: /readyz is polled here
+	Env  map[string]string // its configuration variables, beyond this process's own
+
+	// Path is the production binary; when set the part runs as a child
+	// process instead of in this one.
+	Path string
+	cmd  *exec.Cmd
+
+	// host runs the part in this process until ctx ends; stop ends it.
+	host func(ctx context.Context, env map[string]string, log io.Writer) error
+	stop context.CancelFunc
+
+	// done receives how the part ended; a reader that only peeks puts the
+	// value back, so every waiter sees it.
+	done chan error
+}
+
+// URL is the part's HTTP base URL.
+func (p *Part) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Port) }
+
+// Hosted says whether the part runs in this process.
+func (p *Part) Hosted() bool { return p.Path == "" }
+
+// Start runs the part with its logs going to log.
+func (p *Part) Start(log io.Writer) error {
+	p.done = make(chan error, 1)
+	if !p.Hosted() {
+		return p.startProcess(log)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	p.stop = stop
+	env := environ(p.Env)
+	go func() { p.done <- p.host(ctx, env, log) }()
+	return nil
+}
+
+// environ is this process's environment with the part's variables on top:
+// what the part would inherit as a child process.
+func environ(own map[string]string) map[string]string {
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	for k, v := range own {
+		env[k] = v
+	}
+	return env
+}
+
+// Pid is the process the part runs in: this one when hosted.
+func (p *Part) Pid() int {
+	if p.Hosted() {
+		return os.Getpid()
+	}
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// WaitReady polls /readyz until it answers 200, the part ends or ctx ends.
+func (p *Part) WaitReady(ctx context.Context) error {
+	client := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	last := "no answer"
+	for {
+		resp, err := client.Get(p.URL() + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+		}
+		select {
+		case err := <-p.done:
+			p.done <- err
+			return fmt.Errorf("%s ended before it was ready: %v", p.Name, err)
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready (last /readyz: %s): %w", p.Name, last, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop asks the part to drain and shut down (a hosted part's ctx ends, a
+// child gets SIGTERM) and waits up to grace. A child still running then is
+// killed; a hosted part cannot be, and is reported.
+func (p *Part) Stop(grace time.Duration) error {
+	if p.done == nil {
+		return nil // never started
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return nil // already gone
+	default:
+	}
+	if !p.Hosted() {
+		return p.stopProcess(grace)
+	}
+	p.stop()
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			return fmt.Errorf("stop %s: %w", p.Name, err)
+		}
+		return nil
+	case <-time.After(grace):
+		return fmt.Errorf("stop %s: still shutting down after %s", p.Name, grace)
+	}
+}
+
+// Exited reports a part that ended; after Stop that is expected, before it
+// the platform is broken.
+func (p *Part) Exited() <-chan error { return p.done }
+
+// logFile opens dir/<name>.log for appending.
+func logFile(dir, name string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("log dir: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	return f, nil
+}
