@@ -101,9 +101,15 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-cli.Ctx().Done():
+			// Closed client: nothing more to watch. Without this the
+			// re-read below would retry forever on a closed connection
+			// (its ctx may never end: payment watches until the client
+			// closes), which a process hosting several services outlives.
+			return
 		case <-time.After(time.Second):
 		}
-		if resp, err := cli.Get(ctx, v.key); err == nil {
+		if resp, err := v.reread(ctx, cli); err == nil {
 			switch {
 			case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != v.rev.Load():
 				v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
@@ -113,6 +119,16 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 			rev = resp.Header.Revision + 1
 		}
 	}
+}
+
+// reread gets the key once, giving up when the client closes: the etcd
+// client retries a read on a closing connection for as long as its ctx lasts.
+func (v *Value[T]) reread(ctx context.Context, cli *clientv3.Client) (*clientv3.GetResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(cli.Ctx(), cancel)
+	defer stop()
+	return cli.Get(ctx, v.key)
 }
 
 func (v *Value[T]) set(ctx context.Context, data []byte, rev int64) {
