@@ -152,6 +152,12 @@ type state struct {
 	origin    []byte
 	originAll bool // "*" rather than the echoed origin
 	cors      bool
+	// mctx is the context metric calls get: the request's while its trace
+	// is sampled, so that histograms keep exemplars pointing at it, and
+	// Background otherwise. The SDK's trace-based exemplar filter looks the
+	// span up in the context on every measurement; on Background that
+	// lookup ends at once (it was about 3% of the gateway's CPU).
+	mctx context.Context
 }
 
 var states = sync.Pool{New: func() any {
@@ -162,8 +168,11 @@ var states = sync.Pool{New: func() any {
 // Handle serves one request.
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	st := states.Get().(*state)
-	st.rlSet, st.cors = false, false
-	defer states.Put(st)
+	st.rlSet, st.cors, st.mctx = false, false, context.Background()
+	defer func() {
+		st.mctx = nil // do not keep the request's context alive in the pool
+		states.Put(st)
+	}()
 	start := time.Now()
 	h := &ctx.Request.Header
 	method := methodIndex(h.Method())
@@ -192,7 +201,7 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 			span.End()
 		}
 		if p.metrics != nil {
-			p.metrics.request(reqCtx, routeName, method, ctx.Response.StatusCode(), time.Since(start))
+			p.metrics.request(st.mctx, routeName, method, ctx.Response.StatusCode(), time.Since(start))
 		}
 	}()
 
@@ -231,6 +240,9 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	if p.tracer != nil {
 		parent := extractParent(context.Background(), h)
 		reqCtx, span = p.tracer.Start(parent, rt.Name, serverSpan...)
+		if span.SpanContext().IsSampled() {
+			st.mctx = reqCtx
+		}
 		if span.IsRecording() {
 			span.SetAttributes(attribute.String("http.request.method", methods[method]),
 				attribute.String("http.route", rt.Prefix), attribute.String("url.path", string(clean)))
@@ -300,7 +312,7 @@ func (p *Proxy) allow(ctx *fasthttp.RequestCtx, reqCtx context.Context, st *stat
 		return false
 	}
 	if p.metrics != nil {
-		p.metrics.decision(reqCtx, name, d.Allowed)
+		p.metrics.decision(st.mctx, name, d.Allowed)
 	}
 	if d.Limit > 0 {
 		st.rl, st.rlSet = d, true
@@ -413,12 +425,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, reqCtx context.Context, rt *ro
 		}
 		if svc.Budget != nil && !svc.Budget.Withdraw() {
 			if p.metrics != nil {
-				p.metrics.retry(reqCtx, svc.Name, "denied_by_budget")
+				p.metrics.retry(st.mctx, svc.Name, "denied_by_budget")
 			}
 			return
 		}
 		if p.metrics != nil {
-			p.metrics.retry(reqCtx, svc.Name, "sent")
+			p.metrics.retry(st.mctx, svc.Name, "sent")
 		}
 		last = ep
 	}
@@ -445,7 +457,7 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, reqCtx context.Context, svc *u
 		var ok bool
 		if release, ok = svc.Limit.Acquire(); !ok {
 			if p.metrics != nil {
-				p.metrics.decision(reqCtx, "concurrency:"+svc.Name, false)
+				p.metrics.decision(st.mctx, "concurrency:"+svc.Name, false)
 			}
 			ctx.Response.Header.Set("Retry-After", "1")
 			writeProblem(ctx, fasthttp.StatusServiceUnavailable, "upstream-overloaded", svc.Name+" is at its concurrency limit")
@@ -460,7 +472,7 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, reqCtx context.Context, svc *u
 				release(0, false)
 			}
 			if p.metrics != nil {
-				p.metrics.decision(reqCtx, "breaker:"+svc.Name, false)
+				p.metrics.decision(st.mctx, "breaker:"+svc.Name, false)
 			}
 			ctx.Response.Header.Set("Retry-After", "1")
 			writeProblem(ctx, fasthttp.StatusServiceUnavailable, "circuit-open", svc.Name+" is failing; circuit breaker open")
@@ -519,7 +531,11 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, reqCtx context.Context, svc *u
 		breakerDone(failed)
 	}
 	if p.metrics != nil {
-		p.metrics.upstream(callCtx, svc.Name, method, status, lat)
+		mctx := st.mctx
+		if span != nil && span.SpanContext().IsSampled() {
+			mctx = callCtx
+		}
+		p.metrics.upstream(mctx, svc.Name, method, status, lat)
 	}
 	if span != nil {
 		if span.IsRecording() {
