@@ -141,7 +141,9 @@ func TestRelayMessagesOnKafkaCarryCloudEventsAndTrace(t *testing.T) {
 		sent = append(sent, add(t, ctx, db, topic, fmt.Sprintf("order-%d", i%2), i))
 	}
 	span.End()
+	before := time.Now().Truncate(time.Millisecond) // Kafka record times are whole milliseconds
 	drain(t, outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{}))
+	after := time.Now()
 
 	got := readAll(t, bs, topic)
 	if len(got) != len(sent) {
@@ -176,6 +178,10 @@ func TestRelayMessagesOnKafkaCarryCloudEventsAndTrace(t *testing.T) {
 		}
 		if h["content-type"] != "application/json" {
 			t.Fatalf("content-type %q", h["content-type"])
+		}
+		// The record time is the publish time (not 1970, which time-based retention would delete at once).
+		if m.Time.Before(before) || m.Time.After(after) {
+			t.Fatalf("record time %v, want the publish time within [%v, %v]", m.Time, before, after)
 		}
 	}
 }

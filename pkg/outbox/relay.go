@@ -226,6 +226,9 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	spans := make([]trace.Span, len(rows))
 	errs := make([]error, len(rows))
 	prop := otel.GetTextMapPropagator()
+	// kafka-go sends a zero Time as timestamp 0 (1970), which time-based retention reads as long expired and which
+	// tells a consumer nothing; the record time is when the relay hands the row to Kafka, as a Java producer would set it.
+	at := time.Now()
 	for i, m := range rows {
 		stored := map[string]string{}
 		if err := json.Unmarshal([]byte(m.Headers), &stored); err != nil {
@@ -252,7 +255,7 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 			delete(stored, f)
 		}
 		prop.Inject(sctx, propagation.MapCarrier(stored))
-		msgs[i] = kafka.Message{Topic: m.Topic, Key: []byte(m.Key), Value: m.Payload, Headers: headers(stored)}
+		msgs[i] = kafka.Message{Topic: m.Topic, Key: []byte(m.Key), Value: m.Payload, Headers: headers(stored), Time: at}
 	}
 
 	// Rows with unreadable headers are not sent; the others go out in one call.

@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -48,10 +49,14 @@ func main() {
 		maxInflight = flag.Int64("max-inflight", 20000, "requests in flight above which new ones are counted as dropped (client overload)")
 		natsURL     = flag.String("nats", "", "NATS URL: measure the saga by subscribing to -subject (payment events)")
 		subject     = flag.String("subject", "shanhai.payments", "subject carrying payment.succeeded/failed (with any NATS_SUBJECT_PREFIX)")
+		ordersSubj  = flag.String("orders-subject", "", "subject carrying order.created, for the per-hop breakdown (default: -subject with payments replaced by orders)")
 		drain       = flag.Duration("drain", 15*time.Second, "after sending, how long to wait for sagas to finish")
 		jsonOut     = flag.Bool("json", false, "print the summary as JSON instead of a table")
 	)
 	flag.Parse()
+	if *ordersSubj == "" {
+		*ordersSubj = strings.Replace(*subject, "payments", "orders", 1)
+	}
 	if *rate <= 0 || *duration <= 0 || *users < 1 {
 		fmt.Fprintln(os.Stderr, "loadgen: -rate, -duration and -users must be positive")
 		os.Exit(2)
@@ -60,7 +65,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, config{
 		target: *target, rate: *rate, duration: *duration, users: *users, loginRatio: *loginRatio, timeout: *timeout,
-		maxInflight: *maxInflight, natsURL: *natsURL, subject: *subject, drain: *drain, json: *jsonOut,
+		maxInflight: *maxInflight, natsURL: *natsURL, subject: *subject, ordersSubject: *ordersSubj, drain: *drain, json: *jsonOut,
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
@@ -75,6 +80,7 @@ type config struct {
 	users             int
 	maxInflight       int64
 	natsURL, subject  string
+	ordersSubject     string
 	json              bool
 }
 
@@ -148,6 +154,7 @@ func run(ctx context.Context, c config) error {
 	os_ := &orders{created: map[string]time.Time{}, owner: map[string]*user{}}
 	rec := newRecorder()
 	paidSeen := sync.Map{} // order id → struct{}: the saga of an order is counted once per source
+	hopsSeen := newStages()
 
 	if c.natsURL != "" {
 		nc, err := nats.Connect(c.natsURL)
@@ -157,6 +164,7 @@ func run(ctx context.Context, c config) error {
 		defer nc.Close()
 		sub, err := nc.Subscribe(c.subject, func(m *nats.Msg) {
 			now := time.Now()
+			hopsSeen.observe(m.Header, m.Data, now)
 			if m.Header.Get("ce_type") != "payment.succeeded" {
 				return
 			}
@@ -177,6 +185,12 @@ func run(ctx context.Context, c config) error {
 		}
 		sub.SetPendingLimits(-1, -1)
 		defer func() { _ = sub.Unsubscribe() }()
+		osub, err := nc.Subscribe(c.ordersSubject, func(m *nats.Msg) { hopsSeen.observe(m.Header, m.Data, time.Now()) })
+		if err != nil {
+			return fmt.Errorf("subscribe %s: %w", c.ordersSubject, err)
+		}
+		osub.SetPendingLimits(-1, -1)
+		defer func() { _ = osub.Unsubscribe() }()
 	}
 
 	var inflight atomic.Int64
@@ -315,6 +329,10 @@ wait:
 
 	secs := c.duration.Seconds()
 	sum := rec.summary(c.target, c.rate, secs, os_.pending())
+	sum.Stages = map[string]Stat{}
+	for name, ds := range hopsSeen.durations(func(id string) bool { _, ok := os_.createdAt(id); return ok }) {
+		sum.Stages[name] = stat(ds, nil, secs)
+	}
 	if c.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")

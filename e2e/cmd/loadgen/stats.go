@@ -121,6 +121,7 @@ type Summary struct {
 	Ops           map[string]Stat   `json:"ops"`
 	Total         Stat              `json:"total"`
 	Saga          map[string]Stat   `json:"saga"`
+	Stages        map[string]Stat   `json:"saga_stages,omitempty"`
 	OrdersPending int               `json:"orders_not_seen_final_by_poll"`
 	ErrorSamples  map[string]string `json:"error_samples,omitempty"`
 }
@@ -183,6 +184,9 @@ func (s Summary) table(w io.Writer) {
 	for _, src := range sortedKeys(s.Saga) {
 		row("saga ("+src+")", s.Saga[src])
 	}
+	for _, st := range sortedKeys(s.Stages) {
+		row("  "+st, s.Stages[st])
+	}
 	tw.Flush()
 	if len(s.Total.Errors) > 0 {
 		fmt.Fprintln(w, "\nerrors by class:")
@@ -195,6 +199,9 @@ func (s Summary) table(w io.Writer) {
 	fmt.Fprintf(w, "\nsent %d, completed %d, orders the polls had not yet seen PAID/FAILED when the run ended: %d\n", s.Sent, s.Done, s.OrdersPending)
 	fmt.Fprintln(w, "latency is measured from each request's scheduled start (open loop), so queueing in the client counts.")
 	fmt.Fprintln(w, "saga (nats): order created (201 received) -> payment.succeeded seen on the payments subject; saga (poll): -> GET shows PAID (poll-bound upper figure).")
+	if len(s.Stages) > 0 {
+		fmt.Fprintln(w, "saga stages split (nats) at each event's ce_time, Kafka record time (ms) and arrival on JetStream; 3 includes the provider's latency.")
+	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -162,7 +162,7 @@ func (r *OrderGorm) List(ctx context.Context, userID string, q order.ListQuery) 
 func (r *OrderGorm) Update(ctx context.Context, userID, id string, fn func(*order.Order) error) (*order.Order, error) {
 	var out *order.Order
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		o, err := lockOrder(tx, "id = ? AND user_id = ?", id, userID)
+		o, err := lockOrder(tx, true, "id = ? AND user_id = ?", id, userID)
 		if err != nil {
 			return err
 		}
@@ -186,7 +186,9 @@ func (r *OrderGorm) ApplyOnce(ctx context.Context, consumer, eventID, orderID st
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		// Lock the order before marking the event: concurrent deliveries of
 		// results for one order then apply one after the other.
-		o, err := lockOrder(tx, "id = ?", orderID)
+		// A payment result touches only the status columns: skip the lines
+		// (one round trip fewer on every event).
+		o, err := lockOrder(tx, false, "id = ?", orderID)
 		if err != nil {
 			return err
 		}
@@ -218,11 +220,15 @@ func (r *OrderGorm) ForgetKeys(ctx context.Context, before time.Time) (int64, er
 }
 
 // lockOrder reads one order FOR UPDATE (PostgreSQL; SQLite serialises
-// writers anyway and its gorm dialect drops the clause).
-func lockOrder(tx *gorm.DB, where string, args ...any) (*order.Order, error) {
+// writers anyway and its gorm dialect drops the clause). Without lines the
+// aggregate has none loaded: only for changes that never read or render them.
+func lockOrder(tx *gorm.DB, lines bool, where string, args ...any) (*order.Order, error) {
 	var row orderRow
 	if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where(where, args...).Take(&row).Error; err != nil {
 		return nil, notFound(err, "lock order")
+	}
+	if !lines {
+		return fromRow(row, nil), nil
 	}
 	os, err := withItems(tx, []orderRow{row})
 	if err != nil {
@@ -262,13 +268,17 @@ func withItems(db *gorm.DB, rows []orderRow) ([]*order.Order, error) {
 	}
 	out := make([]*order.Order, len(rows))
 	for i, r := range rows {
-		out[i] = order.FromSnapshot(order.Snapshot{
-			ID: r.ID, UserID: r.UserID, Status: order.Status(r.Status), Lines: byOrder[r.ID],
-			TotalCents: r.TotalCents, Currency: r.Currency, PaymentID: r.PaymentID, FailureReason: r.FailureReason,
-			CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
-		})
+		out[i] = fromRow(r, byOrder[r.ID])
 	}
 	return out, nil
+}
+
+func fromRow(r orderRow, lines []order.Line) *order.Order {
+	return order.FromSnapshot(order.Snapshot{
+		ID: r.ID, UserID: r.UserID, Status: order.Status(r.Status), Lines: lines,
+		TotalCents: r.TotalCents, Currency: r.Currency, PaymentID: r.PaymentID, FailureReason: r.FailureReason,
+		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+	})
 }
 
 func toRow(s order.Snapshot) orderRow {

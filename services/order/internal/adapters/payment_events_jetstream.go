@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,7 +47,11 @@ type PaymentEvents struct {
 	log     *slog.Logger
 	tracer  trace.Tracer
 	handled metric.Int64Counter
+	workers int
 }
+
+// Workers is how many payment results are applied at once.
+const Workers = 16
 
 // DefaultNames are the platform's: stream SHANHAI, durable "order" on
 // shanhai.payments.
@@ -76,7 +81,7 @@ func NewPaymentEvents(js jetstream.JetStream, names Names, apply app.ApplyPaymen
 	}
 	handled, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.payment_events",
 		metric.WithDescription("payment result messages handled, by outcome"))
-	return &PaymentEvents{js: js, names: names.Or(DefaultNames), apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled}
+	return &PaymentEvents{js: js, names: names.Or(DefaultNames), apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers}
 }
 
 // Start ensures the stream and consumer exist and begins consuming. The
@@ -89,11 +94,24 @@ func (c *PaymentEvents) Start(ctx context.Context) (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", c.names.Durable, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { c.Handle(m) })
+	// Each result waits on a few database round trips, so one message at a
+	// time caps the consumer at a few hundred per second and queues the rest
+	// behind the slowest commit. A bounded pool handles several at once; it
+	// is safe because ApplyOnce locks the order row before its dedup record,
+	// so two results for one order still apply one after the other.
+	sem := make(chan struct{}, c.workers)
+	var wg sync.WaitGroup
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.Handle(m)
+		})
+	})
 	if err != nil {
 		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
-	return func() { cc.Drain(); <-cc.Closed() }, nil
+	return func() { cc.Drain(); <-cc.Closed(); wg.Wait() }, nil
 }
 
 // Handle processes one message and settles it: ack when done or irrelevant,
@@ -143,7 +161,9 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	case err != nil:
 		return c.retry(ctx, m, err)
 	}
-	c.log.InfoContext(ctx, "payment result handled", "event_id", env.ID, "type", env.Type, "order_id", d.OrderID,
+	// Debug, not info: one line per event is the busiest log of the service
+	// under load; the outcome counter and the consumer span carry the same facts.
+	c.log.DebugContext(ctx, "payment result handled", "event_id", env.ID, "type", env.Type, "order_id", d.OrderID,
 		"duplicate", res.Duplicate, "changed", res.Changed)
 	if res.Duplicate {
 		return "duplicate", c.ack(m)

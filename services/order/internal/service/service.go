@@ -168,7 +168,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	s.Catalog = adapters.NewCatalogRedis(adapters.NewCatalogGorm(s.DB), s.Redis, cfg.CatalogCacheTTL, o.Logger)
 	s.App = app.New(app.Deps{
 		Orders:  orders,
-		Catalog: s.Catalog,
+		Catalog: adapters.NewCatalogMemo(s.Catalog, adapters.CatalogMemoTTL),
 		NewID:   func() string { return uuid.Must(uuid.NewV7()).String() },
 		Render:  ports.Render,
 	})

@@ -68,9 +68,14 @@ func (r *PaymentGorm) Claim(ctx context.Context, p *payment.Payment) (*payment.P
 	row := toRow(p.Snapshot())
 	// ON CONFLICT (order_id) DO NOTHING: the loser of a race (or a
 	// redelivery) inserts nothing and reads the winner's row below.
-	err := db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "order_id"}}, DoNothing: true}).Create(&row).Error
-	if err != nil {
-		return nil, fmt.Errorf("claim payment for order %s: %w", row.OrderID, err)
+	res := db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "order_id"}}, DoNothing: true}).Create(&row)
+	if res.Error != nil {
+		return nil, fmt.Errorf("claim payment for order %s: %w", row.OrderID, res.Error)
+	}
+	if res.RowsAffected == 1 {
+		// Our row went in, so the stored payment is p: the common case
+		// (first delivery) needs no read back.
+		return p, nil
 	}
 	var stored paymentRow
 	if err := db.Where("order_id = ?", row.OrderID).Take(&stored).Error; err != nil {

@@ -16,7 +16,7 @@ func TestInitialSettingsFromEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := c.Initial()
-	if d.LatencyMedianMs != 20 || d.LatencyP99Ms != 120 || d.FailureRate != 0.25 || d.DeclineAboveCents != 100000 {
+	if d.LatencyMedianMs != 5 || d.LatencyP99Ms != 25 || d.FailureRate != 0.25 || d.DeclineAboveCents != 100000 {
 		t.Errorf("initial settings = %+v", d)
 	}
 }

@@ -43,5 +43,7 @@ type Repository interface {
 	// ApplyOnce runs fn on the order in a transaction that also records
 	// (consumer, eventID) as processed. If the event was already processed it
 	// returns applied=false without calling fn. A missing order is ErrNotFound.
+	// fn may change status fields only: the order it gets may have no lines
+	// loaded (an implementation may skip them to save a query).
 	ApplyOnce(ctx context.Context, consumer, eventID, orderID string, fn func(*Order) error) (applied bool, err error)
 }
