@@ -121,7 +121,7 @@ func waitBridge(t *testing.T, e *env, natsURL string) {
 		t.Fatalf("nats: %v", err)
 	}
 	defer nc.Close()
-	sub, err := nc.SubscribeSync(e.st.Prefix + "shanhai.users")
+	sub, err := nc.SubscribeSync(e.st.Prefix + "shanhai.users.>")
 	if err != nil {
 		t.Fatalf("subscribe: %v", err)
 	}
@@ -136,7 +136,7 @@ func waitBridge(t *testing.T, e *env, natsURL string) {
 			return
 		}
 	}
-	t.Fatalf("the bridge carried no user.registered event to %sshanhai.users within 90 s\n%s", e.st.Prefix, e.st.Tails(30))
+	t.Fatalf("the bridge carried no user.registered event to %sshanhai.users.> within 90 s\n%s", e.st.Prefix, e.st.Tails(30))
 }
 
 func dropStream(t *testing.T, natsURL, stream string) {

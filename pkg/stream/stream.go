@@ -1,6 +1,7 @@
 // Package stream holds what every JetStream consumer in the platform shares:
-// the stream's names, creating it when absent, the redelivery back-off and the
-// header form that event.FromHeaders reads. Order and payment consume from the
+// the stream's names, the subject of each Kafka partition and the filters
+// that read a whole topic, creating the stream when absent, the redelivery
+// back-off and the header form that event.FromHeaders reads. Order and payment consume from the
 // same stream the bridge writes, so these rules live in one place.
 package stream
 
@@ -26,7 +27,7 @@ const (
 type Names struct {
 	Stream         string // default SHANHAI
 	StreamSubjects string // default shanhai.>
-	Subject        string // the consumer's filter subject
+	Subject        string // the topic's subject; a consumer filters on Filters(Subject)
 	Durable        string // the durable consumer name
 }
 

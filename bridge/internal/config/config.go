@@ -24,7 +24,7 @@ type Config struct {
 	PulsarURL    string   `env:"PULSAR_URL" envDefault:"pulsar://127.0.0.1:16650" desc:"Pulsar service URL (namespace must have deduplication on)"`
 
 	Legs            string        `env:"BRIDGE_LEGS" envDefault:"kafka-nats,nats-pulsar" desc:"legs to run: kafka-nats (A), nats-pulsar (B); leg B follows leg A's partition ownership, so it needs leg A"`
-	Topics          string        `env:"BRIDGE_TOPICS" envDefault:"shanhai.users,shanhai.orders,shanhai.payments" desc:"Kafka topics to carry, comma list; topic=subject publishes to another subject"`
+	Topics          string        `env:"BRIDGE_TOPICS" envDefault:"shanhai.users,shanhai.orders,shanhai.payments" desc:"Kafka topics to carry, comma list; partition N goes to subject <topic>.pN, or <subject>.pN with topic=subject"`
 	Group           string        `env:"BRIDGE_GROUP" envDefault:"shanhai-bridge" desc:"Kafka consumer group; instances in one group split partitions"`
 	StartOffset     string        `env:"BRIDGE_START_OFFSET" envDefault:"first" desc:"where a partition with no committed offset starts: first or last"`
 	Stream          string        `env:"BRIDGE_STREAM" envDefault:"SHANHAI" desc:"JetStream stream, created if absent"`

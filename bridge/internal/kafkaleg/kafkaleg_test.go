@@ -206,6 +206,9 @@ func checkOrdered(t *testing.T, e *env, msgs []jetstream.Msg, sent map[int]kafka
 		if err1 != nil || err2 != nil || h.Get(kafkaleg.HeaderTopic) != e.topic {
 			t.Fatalf("bad metadata headers: %v", h)
 		}
+		if m.Subject() != e.route.PartitionSubject(p) {
+			t.Fatalf("partition %d published to %q, want its own subject %q", p, m.Subject(), e.route.PartitionSubject(p))
+		}
 		if prev, ok := last[p]; ok && o <= prev {
 			t.Fatalf("partition %d: offset %d after %d", p, o, prev)
 		}

@@ -1,5 +1,7 @@
 // Package kafkaleg is leg A: a Kafka consumer group whose partitions are
-// republished to JetStream, one in-order pipeline per partition.
+// republished to JetStream, one in-order pipeline per partition, each
+// partition to a subject of its own (shanhai.orders.p0, pkg/stream) so that
+// leg B's per-partition consumers read only their partition.
 //
 // It uses kafka-go's ConsumerGroup/Generation API rather than Reader with a
 // GroupID: Reader commits whatever offset it is told, so confirmations that
@@ -159,7 +161,7 @@ func (l *Leg) generation(stop context.Context, gen *kafka.Generation) {
 	for topic, as := range gen.Assignments {
 		route := l.routes[topic]
 		for _, a := range as {
-			p := &partition{leg: l, route: route, id: a.ID}
+			p := &partition{leg: l, route: route, id: a.ID, subject: route.PartitionSubject(a.ID)}
 			parts = append(parts, p)
 			drained.Add(1)
 			start := a.Offset

@@ -49,6 +49,7 @@ type partition struct {
 	leg       *Leg
 	route     mapping.Route
 	id        int
+	subject   string // route.PartitionSubject(id): one subject per partition, so leg B reads only its own
 	tracker   atomic.Pointer[commit.Tracker]
 	committed int64 // last committed position; only the committer touches it
 
@@ -389,7 +390,7 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.destination.name", p.route.Subject),
+			attribute.String("messaging.destination.name", p.subject),
 			attribute.String("messaging.kafka.source.topic", m.Topic),
 			attribute.Int("messaging.kafka.source.partition", m.Partition),
 			attribute.Int64("messaging.kafka.offset", m.Offset),
@@ -411,7 +412,7 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 	}
 	h[HeaderTimestamp] = []string{strconv.FormatInt(m.Time.UnixMilli(), 10)}
 	h[jetstream.MsgIDHeader] = []string{MsgID(m.Topic, m.Partition, m.Offset)}
-	return &nats.Msg{Subject: p.route.Subject, Header: h, Data: m.Value}, span, ctx
+	return &nats.Msg{Subject: p.subject, Header: h, Data: m.Value}, span, ctx
 }
 
 func isTraceHeader(k string) bool {

@@ -8,14 +8,20 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/shanhai-dev/shanhai/pkg/stream"
 )
 
 // Route is one Kafka topic's destinations.
 type Route struct {
 	Topic       string // Kafka topic, e.g. shanhai.orders
-	Subject     string // JetStream subject, e.g. shanhai.orders
+	Subject     string // the topic's JetStream subject, e.g. shanhai.orders; partition p goes to PartitionSubject(p)
 	PulsarTopic string // e.g. persistent://shanhai/events/shanhai.orders
 }
+
+// PartitionSubject is where leg A publishes partition p of the topic and what
+// leg B's consumer for p filters on: shanhai.orders.p0 (pkg/stream).
+func (r Route) PartitionSubject(p int) string { return stream.PartitionSubject(r.Subject, p) }
 
 // Kafka allows [a-zA-Z0-9._-] up to 249 characters.
 var kafkaTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
@@ -26,8 +32,9 @@ var pulsarName = regexp.MustCompile(`^[a-zA-Z0-9._=-]+$`)
 
 // Routes builds one route per topic. spec is a comma list of Kafka topics,
 // each optionally followed by "=subject" to publish somewhere other than the
-// topic's own name. streamSubjects are the stream's subject filters (the
-// subject must fall inside one, or JetStream would answer "no responders");
+// topic's own name (partition p then goes to subject.p<p>). streamSubjects
+// are the stream's subject filters (the partition subjects must fall inside
+// one, or JetStream would answer "no responders");
 // namespace is the Pulsar tenant/namespace, e.g. "shanhai/events".
 func Routes(spec string, streamSubjects []string, namespace string) ([]Route, error) {
 	var errs []error
@@ -63,8 +70,8 @@ func Routes(spec string, streamSubjects []string, namespace string) ([]Route, er
 		seen[topic] = true
 		if err := checkSubject(subject, false); err != nil {
 			errs = append(errs, fmt.Errorf("subject %q for topic %q: %w", subject, topic, err))
-		} else if !covered(subject, streamSubjects) {
-			errs = append(errs, fmt.Errorf("subject %q for topic %q is outside the stream's subjects %v", subject, topic, streamSubjects))
+		} else if ps := r.PartitionSubject(0); !covered(ps, streamSubjects) {
+			errs = append(errs, fmt.Errorf("subject %q for topic %q is outside the stream's subjects %v", ps, topic, streamSubjects))
 		}
 		routes = append(routes, r)
 	}

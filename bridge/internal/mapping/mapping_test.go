@@ -21,6 +21,7 @@ func TestRoutes(t *testing.T) {
 			{"orders", "shanhai.orders.v1", "persistent://shanhai/events/orders"},
 		}, ""},
 		{"subject outside stream", "orders", nil, "outside the stream"},
+		{"partition subjects outside stream", "shanhai.orders=other.orders", nil, `"other.orders.p0" for topic "shanhai.orders" is outside`},
 		{"wildcard subject", "shanhai.orders=shanhai.*", nil, "wildcard"},
 		{"empty token", "shanhai..orders", nil, "empty token"},
 		{"bad kafka topic", "shanhai/orders", nil, "kafka topic"},
@@ -48,6 +49,21 @@ func TestRoutes(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The partition subjects, not the topic's, must fall inside the stream: a
+// stream of exactly "shanhai.orders" would not take shanhai.orders.p0.
+func TestRoutesNeedTheStreamToTakePartitionSubjects(t *testing.T) {
+	if _, err := Routes("shanhai.orders", []string{"shanhai.orders"}, "shanhai/events"); err == nil || !strings.Contains(err.Error(), "shanhai.orders.p0") {
+		t.Fatalf("err = %v, want the partition subject outside the stream", err)
+	}
+	routes, err := Routes("shanhai.orders", []string{"shanhai.orders.*"}, "shanhai/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := routes[0].PartitionSubject(2); got != "shanhai.orders.p2" {
+		t.Fatalf("PartitionSubject(2) = %q", got)
 	}
 }
 

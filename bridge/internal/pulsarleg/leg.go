@@ -20,10 +20,12 @@
 //     message overtake an earlier one;
 //   - JetStream is acked (AckAll) only up to what Pulsar confirmed.
 //
-// The partition consumers filter on the topic's subject and so also see the
-// other partitions' messages; those are skipped. With three partitions that
-// triples reads from the stream, a cost accepted to keep per-partition order
-// without changing the subject contract (subject = Kafka topic).
+// Each partition's consumer filters on the partition's own subject
+// (shanhai.orders.p0, pkg/stream.PartitionSubject), so every message is read
+// once. Before subjects per partition the whole topic went to one subject and
+// each consumer also read, and skipped, the other partitions' messages; after
+// an upgrade a consumer also filters on that old subject for as long as it
+// holds messages the partition has not archived yet (see resetConsumer).
 package pulsarleg
 
 import (
@@ -155,23 +157,31 @@ func isRejection(err error) bool {
 // resetConsumer recreates the partition's durable consumer at its ack floor,
 // so delivery restarts in stream order from the first unacknowledged message
 // (a redelivery left to AckWait would arrive after newer messages).
-func (l *Leg) resetConsumer(ctx context.Context, subject, name string) (jetstream.Consumer, error) {
+//
+// The filter is the partition's subject. A stream written by a bridge from
+// before subjects per partition holds the whole topic on route.Subject; if any
+// of it lies at or after the floor, the consumer filters on that subject too
+// (feed skips the other partitions' messages), so the upgrade archives what
+// the old bridge stored and had not archived yet. Once the floor passes the
+// last such message the next session drops the extra filter.
+func (l *Leg) resetConsumer(ctx context.Context, route mapping.Route, part int, name string) (jetstream.Consumer, error) {
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
-		FilterSubject: subject,
+		FilterSubject: route.PartitionSubject(part),
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       l.o.AckWait,
 		MaxAckPending: 4 * l.o.InFlight,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
+	start := uint64(1)
 	old, err := l.o.JetStream.Consumer(ctx, l.o.Stream, name)
 	switch {
 	case err == nil:
 		info := old.CachedInfo()
-		start := info.AckFloor.Stream + 1
+		start = info.AckFloor.Stream + 1
 		if info.AckFloor.Stream == 0 {
-			start = info.Config.OptStartSeq
+			start = max(info.Config.OptStartSeq, 1)
 		}
 		if start > 1 {
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
@@ -183,9 +193,33 @@ func (l *Leg) resetConsumer(ctx context.Context, subject, name string) (jetstrea
 	default:
 		return nil, fmt.Errorf("consumer %s: %w", name, err)
 	}
+	legacy, err := l.storedSince(ctx, route.Subject, start)
+	if err != nil {
+		return nil, err
+	}
+	if legacy {
+		cfg.FilterSubject, cfg.FilterSubjects = "", []string{route.PartitionSubject(part), route.Subject}
+	}
 	c, err := l.o.JetStream.CreateConsumer(ctx, l.o.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", name, err)
 	}
 	return c, nil
+}
+
+// storedSince reports whether the stream holds a message on subject with a
+// sequence of at least seq.
+func (l *Leg) storedSince(ctx context.Context, subject string, seq uint64) (bool, error) {
+	s, err := l.o.JetStream.Stream(ctx, l.o.Stream)
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", l.o.Stream, err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, subject)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("last message on %s: %w", subject, err)
+	}
+	return m.Sequence >= seq, nil
 }

@@ -69,7 +69,7 @@ func (p *partition) session(ctx context.Context) (bool, error) {
 	defer prod.Close()
 	last := prod.LastSequenceID() // highest offset Pulsar persisted for this partition, -1 if none
 
-	cons, err := l.resetConsumer(ctx, p.route.Subject, p.name)
+	cons, err := l.resetConsumer(ctx, p.route, p.id, p.name)
 	if err != nil {
 		return false, err
 	}
@@ -165,7 +165,7 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 
 		h := msg.Headers()
 		if h.Get(kafkaleg.HeaderTopic) != p.route.Topic || h.Get(kafkaleg.HeaderPartition) != strconv.Itoa(p.id) {
-			s.tracker.Done(int64(lastC)) // another partition's message
+			s.tracker.Done(int64(lastC)) // another partition's, stored on the topic's subject before the upgrade
 			continue
 		}
 		offset, err := strconv.ParseInt(h.Get(kafkaleg.HeaderOffset), 10, 64)

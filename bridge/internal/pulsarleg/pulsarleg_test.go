@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -87,6 +88,13 @@ func setup(t *testing.T) *env {
 // msgID lets a test bypass JetStream dedup to simulate a replay older than the window.
 func (e *env) publish(t *testing.T, seq, p int, o int64, msgID string) {
 	t.Helper()
+	e.publishOn(t, e.route.PartitionSubject(p), seq, p, o, msgID)
+}
+
+// publishOn is publish to another subject: the topic's own, where a bridge
+// from before subjects per partition put every partition.
+func (e *env) publishOn(t *testing.T, subject string, seq, p int, o int64, msgID string) {
+	t.Helper()
 	k := harness.Event(seq, 10, 300)
 	h := nats.Header{}
 	for _, kh := range k.Headers {
@@ -101,7 +109,7 @@ func (e *env) publish(t *testing.T, seq, p int, o int64, msgID string) {
 	h[kafkaleg.HeaderKey] = []string{string(k.Key)}
 	h[kafkaleg.HeaderTimestamp] = []string{strconv.FormatInt(time.Now().UnixMilli(), 10)}
 	h[jetstream.MsgIDHeader] = []string{msgID}
-	if _, err := e.js.PublishMsg(context.Background(), &nats.Msg{Subject: e.route.Subject, Header: h, Data: k.Value}); err != nil {
+	if _, err := e.js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: h, Data: k.Value}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -190,6 +198,66 @@ func TestLegBArchivesEachPartitionInOffsetOrderExactlyOnce(t *testing.T) {
 	if v := harness.Judge(seq, append(recs, more...)); !v.OK() {
 		t.Fatalf("archive after restart with stale replays: %v", v)
 	}
+}
+
+// TestLegBUpgradeFromOneSubjectPerTopic: the stream holds what a bridge from
+// before subjects per partition wrote (every partition on the topic's
+// subject), then per-partition messages. All must be archived once, in offset
+// order; once the old subject holds nothing unarchived, a restarted session
+// filters on the partition's subject alone.
+func TestLegBUpgradeFromOneSubjectPerTopic(t *testing.T) {
+	e := setup(t)
+	seq := 0
+	for i := 0; i < 40; i++ {
+		for p := 0; p < 3; p++ {
+			o := int64(i)
+			if i < 20 {
+				e.publishOn(t, e.route.Subject, seq, p, o, kafkaleg.MsgID(e.route.Topic, p, o))
+			} else {
+				e.publish(t, seq, p, o, kafkaleg.MsgID(e.route.Topic, p, o))
+			}
+			seq++
+		}
+	}
+	stop := e.run(3)
+	recs := e.read(t, seq, 30*time.Second)
+	if v := harness.Judge(seq, recs); !v.OK() {
+		t.Fatalf("archive across the upgrade: %v", v)
+	}
+	waitAcked(t, e, 3)
+	before := e.consumer(t, 1)
+	if got, want := before.Config.FilterSubjects, []string{e.route.PartitionSubject(1), e.route.Subject}; !slices.Equal(got, want) {
+		t.Fatalf("first session filters %q (%q), want %q", got, before.Config.FilterSubject, want)
+	}
+	stop()
+
+	stop = e.run(3)
+	defer stop()
+	deadline := time.Now().Add(30 * time.Second)
+	after := e.consumer(t, 1)
+	for !after.Created.After(before.Created) && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		after = e.consumer(t, 1)
+	}
+	if after.Config.FilterSubject != e.route.PartitionSubject(1) || len(after.Config.FilterSubjects) != 0 {
+		t.Fatalf("after the old subject was archived: filter %q %q, want only %q",
+			after.Config.FilterSubject, after.Config.FilterSubjects, e.route.PartitionSubject(1))
+	}
+	e.publish(t, seq, 1, 40, kafkaleg.MsgID(e.route.Topic, 1, 40))
+	more := e.read(t, 2, 5*time.Second) // one more than expected: the read must go idle with exactly the new one
+	if v := harness.Judge(seq+1, append(recs, more...)); !v.OK() {
+		t.Fatalf("archive after the restart: %v", v)
+	}
+}
+
+// consumer is partition p's leg B consumer as the server has it now.
+func (e *env) consumer(t *testing.T, p int) *jetstream.ConsumerInfo {
+	t.Helper()
+	c, err := e.js.Consumer(context.Background(), e.stream, mapping.Name(e.route.Topic, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.CachedInfo()
 }
 
 func waitAcked(t *testing.T, e *env, partitions int) {

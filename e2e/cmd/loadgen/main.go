@@ -14,7 +14,7 @@
 // logged in before the clock starts.
 //
 //	go run ./e2e/cmd/loadgen -target http://127.0.0.1:8080 -rate 100 -duration 30s
-//	go run ./e2e/cmd/loadgen -target ... -rate 500 -nats nats://127.0.0.1:14222 -subject shanhai.payments -json
+//	go run ./e2e/cmd/loadgen -target ... -rate 500 -nats nats://127.0.0.1:14222 -subject 'shanhai.payments.>' -json
 package main
 
 import (
@@ -48,7 +48,7 @@ func main() {
 		timeout     = flag.Duration("timeout", 10*time.Second, "per-request timeout")
 		maxInflight = flag.Int64("max-inflight", 20000, "requests in flight above which new ones are counted as dropped (client overload)")
 		natsURL     = flag.String("nats", "", "NATS URL: measure the saga by subscribing to -subject (payment events)")
-		subject     = flag.String("subject", "shanhai.payments", "subject carrying payment.succeeded/failed (with any NATS_SUBJECT_PREFIX)")
+		subject     = flag.String("subject", "shanhai.payments.>", "subject carrying payment.succeeded/failed (with any NATS_SUBJECT_PREFIX)")
 		ordersSubj  = flag.String("orders-subject", "", "subject carrying order.created, for the per-hop breakdown (default: -subject with payments replaced by orders)")
 		drain       = flag.Duration("drain", 15*time.Second, "after sending, how long to wait for sagas to finish")
 		jsonOut     = flag.Bool("json", false, "print the summary as JSON instead of a table")

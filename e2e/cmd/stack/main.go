@@ -122,7 +122,7 @@ func run(ctx context.Context, load bool, logs string, extra map[string]map[strin
 		st.Stop()
 		dropStream(servers.NATS, st.Stream)
 	}()
-	fmt.Printf("gateway  %s\npayments subject %sshanhai.payments (NATS %s)\nlogs     %s\nCtrl-C stops it.\n",
+	fmt.Printf("gateway  %s\npayments subjects %sshanhai.payments.> (NATS %s)\nlogs     %s\nCtrl-C stops it.\n",
 		st.GatewayURL, st.Prefix, servers.NATS, logs)
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()

@@ -99,7 +99,7 @@ type Stack struct {
 	// GatewayURL is where clients go, e.g. http://127.0.0.1:40123.
 	GatewayURL string
 	// Stream and Prefix are this run's JetStream stream and subject prefix:
-	// payment results appear on Prefix+"shanhai.payments".
+	// payment results appear on Prefix+"shanhai.payments.>".
 	Stream, Prefix string
 	// PaymentKey is the etcd key of the payment provider's dynamic settings.
 	PaymentKey string

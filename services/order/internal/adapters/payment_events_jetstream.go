@@ -54,7 +54,7 @@ type PaymentEvents struct {
 const Workers = 16
 
 // DefaultNames are the platform's: stream SHANHAI, durable "order" on
-// shanhai.payments.
+// shanhai.payments.> and shanhai.payments (stream.Filters).
 var DefaultNames = Names{Stream: Stream, StreamSubjects: StreamSubjects, Subject: PaymentsSubject, Durable: app.ConsumerName}
 
 // ConsumerConfig is the durable consumer this service owns. MaxDeliver bounds
@@ -63,14 +63,14 @@ var DefaultNames = Names{Stream: Stream, StreamSubjects: StreamSubjects, Subject
 // after an ack timeout.
 func (c *PaymentEvents) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       c.names.Durable,
-		FilterSubject: c.names.Subject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    20,
-		BackOff:       []time.Duration{time.Second, 5 * time.Second, 30 * time.Second},
-		MaxAckPending: 256,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Durable:        c.names.Durable,
+		FilterSubjects: stream.Filters(c.names.Subject),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        30 * time.Second,
+		MaxDeliver:     20,
+		BackOff:        []time.Duration{time.Second, 5 * time.Second, 30 * time.Second},
+		MaxAckPending:  256,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 }
 

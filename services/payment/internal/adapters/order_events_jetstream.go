@@ -68,7 +68,7 @@ type OrderEvents struct {
 }
 
 // DefaultNames are the platform's: stream SHANHAI, durable "payment" on
-// shanhai.orders.
+// shanhai.orders.> and shanhai.orders (stream.Filters).
 var DefaultNames = Names{Stream: Stream, StreamSubjects: StreamSubjects, Subject: OrdersSubject, Durable: ConsumerName}
 
 // NewOrderEvents builds the consumer; zero fields of names take DefaultNames.
@@ -90,14 +90,14 @@ func (c *OrderEvents) ConsumerConfig() jetstream.ConsumerConfig {
 	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
 	backoff = backoff[:max(1, min(len(backoff), c.maxDeliver-1))]
 	return jetstream.ConsumerConfig{
-		Durable:       c.names.Durable,
-		FilterSubject: c.names.Subject,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    c.maxDeliver,
-		BackOff:       backoff,
-		MaxAckPending: 256,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Durable:        c.names.Durable,
+		FilterSubjects: stream.Filters(c.names.Subject),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        30 * time.Second,
+		MaxDeliver:     c.maxDeliver,
+		BackOff:        backoff,
+		MaxAckPending:  256,
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 }
 
