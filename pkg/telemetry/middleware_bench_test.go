@@ -129,7 +129,16 @@ func BenchmarkDurationRecord(b *testing.B) {
 // SDK span with the same six attributes through the same batch processor,
 // no HTTP at all.
 func BenchmarkSDKSpan(b *testing.B) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(nopExporter{}))
+	benchSDKSpan(b, sdktrace.WithBatcher(nopExporter{}))
+}
+
+// BenchmarkSDKSpanNoProcessor is BenchmarkSDKSpan without a span processor:
+// the difference is what the batch processor's OnEnd and its goroutine cost.
+// (Setup installs no processor when no exporter is configured.)
+func BenchmarkSDKSpanNoProcessor(b *testing.B) { benchSDKSpan(b) }
+
+func benchSDKSpan(b *testing.B, opts ...sdktrace.TracerProviderOption) {
+	tp := sdktrace.NewTracerProvider(opts...)
 	defer tp.Shutdown(context.Background())
 	tr := tp.Tracer("bench")
 	ctx := context.Background()

@@ -146,8 +146,15 @@ func defaultRegisterer() prometheus.Registerer {
 // Propagator is the one propagation format of the platform: W3C trace
 // context and W3C baggage.
 func Propagator() propagation.TextMapPropagator {
-	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	return w3c{propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
 }
+
+// w3c marks the propagator Propagator returns, so Middleware knows which
+// headers it reads (traceparent, and tracestate only beside it; baggage) and
+// can skip extraction for the many requests that carry neither. Of another
+// propagator it cannot know that: Fields lists what Inject writes, not
+// everything Extract may read.
+type w3c struct{ propagation.TextMapPropagator }
 
 func newResource(ctx context.Context, o Options) (*resource.Resource, error) {
 	attrs := resource.WithAttributes(semconv.ServiceName(o.ServiceName))

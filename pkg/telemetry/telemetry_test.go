@@ -12,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -269,5 +270,28 @@ func TestWithContextFunc(t *testing.T) {
 	}
 	if len(spanSeen) != 2 || !spanSeen[0] || spanSeen[1] {
 		t.Errorf("span in context %v, want a span on /loud only", spanSeen)
+	}
+}
+
+// TestMiddlewareExtractsBaggageWithoutTraceparent: the middleware skips
+// extraction when a request has neither W3C header, so a request with only
+// baggage must still deliver it (and continue no trace).
+func TestMiddlewareExtractsBaggageWithoutTraceparent(t *testing.T) {
+	_, rec, _ := setup(t)
+	if _, ok := otel.GetTextMapPropagator().(w3c); !ok {
+		t.Fatalf("Setup installed %T, not Propagator(): the skip under test is not exercised", otel.GetTextMapPropagator())
+	}
+	e := gin.New()
+	e.Use(Middleware())
+	var got string
+	e.GET("/b", func(c *gin.Context) { got = baggage.FromContext(c.Request.Context()).Member("tenant").Value() })
+	req := httptest.NewRequest(http.MethodGet, "/b", nil)
+	req.Header.Set("baggage", "tenant=acme")
+	e.ServeHTTP(httptest.NewRecorder(), req)
+	if got != "acme" {
+		t.Fatalf("handler saw baggage tenant=%q, want acme", got)
+	}
+	if s := rec.Ended(); len(s) != 1 || s[0].Parent().IsValid() {
+		t.Fatalf("want one root span, got %d spans", len(s))
 	}
 }
