@@ -80,7 +80,7 @@ func (p *Platform) Measure() (Memory, error) {
 
 func (m Memory) String() string {
 	if len(m.Children) == 0 {
-		return fmt.Sprintf("%.0f MB RSS, one process (embedded servers and the five parts); %.0f MB of it anonymous (heaps, stacks), the rest mapped executable pages",
+		return fmt.Sprintf("%.0f MB RSS, one process (the five parts and the embedded servers, if any); %.0f MB of it anonymous (heaps, stacks), the rest mapped executable pages",
 			mb(m.Total), mb(m.Anon))
 	}
 	var b strings.Builder
