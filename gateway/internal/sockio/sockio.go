@@ -24,6 +24,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -33,6 +34,19 @@ import (
 type Conn struct {
 	*net.TCPConn
 	raw syscall.RawConn
+	// The callbacks handed to RawConn are built once per connection and
+	// find their arguments here: a closure per call would escape to the
+	// heap (two allocations per request). The mutexes keep the net.Conn
+	// promise that Read and Write may be called from several goroutines.
+	rmu, wmu sync.Mutex
+	rbuf     []byte
+	rn       int
+	rerr     syscall.Errno
+	readFn   func(fd uintptr) bool
+	wbuf     []byte
+	wn       int
+	werr     syscall.Errno
+	writeFn  func(fd uintptr) bool
 }
 
 // Wrap returns c with the raw read/write path when it is a *net.TCPConn, and
@@ -47,7 +61,9 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &Conn{TCPConn: tc, raw: raw}
+	w := &Conn{TCPConn: tc, raw: raw}
+	w.readFn, w.writeFn = w.readOnce, w.writeAll
+	return w
 }
 
 // Read reads like net.Conn.Read: it returns what the socket holds, waiting
@@ -56,56 +72,76 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := c.raw.Read(func(fd uintptr) bool {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-		n, errno = int(r), e
-		return e != syscall.EAGAIN
-	})
-	if err != nil {
+	c.rmu.Lock()
+	c.rbuf, c.rn, c.rerr = p, 0, 0
+	err := c.raw.Read(c.readFn)
+	n, errno := c.rn, c.rerr
+	c.rbuf = nil // do not pin the caller's buffer
+	c.rmu.Unlock()
+	switch {
+	case err != nil:
 		return 0, wrapErr("read", c, err)
-	}
-	if errno != 0 {
-		if errno == syscall.EINTR {
-			return c.Read(p)
-		}
+	case errno != 0:
 		return 0, wrapErr("read", c, errno)
-	}
-	if n == 0 {
+	case n == 0:
 		return 0, io.EOF
 	}
 	return n, nil
 }
 
+// readOnce is one read(2); false asks RawConn to wait for readability.
+func (c *Conn) readOnce(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+		switch e {
+		case 0:
+			c.rn = int(r)
+			return true
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		c.rerr = e
+		return true
+	}
+}
+
 // Write writes all of p, waiting for buffer space in the netpoller when the
 // socket is full (honouring the write deadline).
 func (c *Conn) Write(p []byte) (int, error) {
-	written := 0
-	var errno syscall.Errno
-	err := c.raw.Write(func(fd uintptr) bool {
-		for written < len(p) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
-			switch e {
-			case 0:
-				written += int(r)
-			case syscall.EINTR:
-			case syscall.EAGAIN:
-				return false
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	c.wmu.Lock()
+	c.wbuf, c.wn, c.werr = p, 0, 0
+	err := c.raw.Write(c.writeFn)
+	n, errno := c.wn, c.werr
+	c.wbuf = nil
+	c.wmu.Unlock()
 	if err == nil && errno != 0 {
 		err = errno
 	}
 	if err != nil {
-		return written, wrapErr("write", c, err)
+		return n, wrapErr("write", c, err)
 	}
-	return written, nil
+	return n, nil
+}
+
+// writeAll writes what is left of wbuf; false asks RawConn to wait for
+// buffer space.
+func (c *Conn) writeAll(fd uintptr) bool {
+	for c.wn < len(c.wbuf) {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&c.wbuf[c.wn])), uintptr(len(c.wbuf)-c.wn))
+		switch e {
+		case 0:
+			c.wn += int(r)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			c.werr = e
+			return true
+		}
+	}
+	return true
 }
 
 // wrapErr shapes errors like the net package does, so callers that test for
