@@ -312,7 +312,7 @@ func (p *Proxy) allow(ctx *fasthttp.RequestCtx, reqCtx context.Context, st *stat
 		return false
 	}
 	if p.metrics != nil {
-		p.metrics.decision(st.mctx, name, d.Allowed)
+		p.metrics.decision(name, d.Allowed)
 	}
 	if d.Limit > 0 {
 		st.rl, st.rlSet = d, true
@@ -425,12 +425,12 @@ func (p *Proxy) forward(ctx *fasthttp.RequestCtx, reqCtx context.Context, rt *ro
 		}
 		if svc.Budget != nil && !svc.Budget.Withdraw() {
 			if p.metrics != nil {
-				p.metrics.retry(st.mctx, svc.Name, "denied_by_budget")
+				p.metrics.retry(svc.Name, "denied_by_budget")
 			}
 			return
 		}
 		if p.metrics != nil {
-			p.metrics.retry(st.mctx, svc.Name, "sent")
+			p.metrics.retry(svc.Name, "sent")
 		}
 		last = ep
 	}
@@ -457,7 +457,7 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, reqCtx context.Context, svc *u
 		var ok bool
 		if release, ok = svc.Limit.Acquire(); !ok {
 			if p.metrics != nil {
-				p.metrics.decision(st.mctx, "concurrency:"+svc.Name, false)
+				p.metrics.decision("concurrency:"+svc.Name, false)
 			}
 			ctx.Response.Header.Set("Retry-After", "1")
 			writeProblem(ctx, fasthttp.StatusServiceUnavailable, "upstream-overloaded", svc.Name+" is at its concurrency limit")
@@ -472,7 +472,7 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, reqCtx context.Context, svc *u
 				release(0, false)
 			}
 			if p.metrics != nil {
-				p.metrics.decision(st.mctx, "breaker:"+svc.Name, false)
+				p.metrics.decision("breaker:"+svc.Name, false)
 			}
 			ctx.Response.Header.Set("Retry-After", "1")
 			writeProblem(ctx, fasthttp.StatusServiceUnavailable, "circuit-open", svc.Name+" is failing; circuit breaker open")
