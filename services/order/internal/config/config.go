@@ -19,8 +19,12 @@ type Config struct {
 	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
 
 	DatabaseURL string `env:"DATABASE_URL,required" desc:"postgres://... or sqlite://path"`
-	RedisURL    string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:16379/0" desc:"catalogue cache"`
-	NATSURL     string `env:"NATS_URL" envDefault:"nats://127.0.0.1:14222" desc:"JetStream, for payment results"`
+	// Most database time is spent waiting for round trips, so the pool is sized for the concurrent handlers
+	// (HTTP requests, consumer workers, the outbox relay), not for the cores: with 10 the workers queued for a
+	// connection whenever PostgreSQL answered slowly.
+	DatabaseMaxConns int    `env:"DATABASE_MAX_CONNS" envDefault:"20" desc:"PostgreSQL connections kept at most (SQLite always uses one)"`
+	RedisURL         string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:16379/0" desc:"catalogue cache"`
+	NATSURL          string `env:"NATS_URL" envDefault:"nats://127.0.0.1:14222" desc:"JetStream, for payment results"`
 	// NATS_STREAM and NATS_SUBJECT_PREFIX let a second environment (a
 	// benchmark, a demo) share one NATS server without joining this one's
 	// stream and durable consumers.
@@ -39,6 +43,9 @@ type Config struct {
 // Validate checks what types alone cannot.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.DatabaseMaxConns < 1 {
+		errs = append(errs, config.Invalid("DATABASE_MAX_CONNS", "must be at least 1"))
+	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, config.Invalid("SHUTDOWN_TIMEOUT", "must be positive"))
 	}

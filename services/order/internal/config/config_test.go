@@ -16,7 +16,7 @@ func TestDefaultsAndEmptyMeansOff(t *testing.T) {
 	if err := config.Load(&c); err != nil {
 		t.Fatal(err)
 	}
-	if c.Addr != ":8082" || len(c.KafkaBrokers) != 1 || c.NATSStream != "SHANHAI" {
+	if c.Addr != ":8082" || len(c.KafkaBrokers) != 1 || c.NATSStream != "SHANHAI" || c.DatabaseMaxConns != 20 {
 		t.Errorf("defaults: %+v", c)
 	}
 	if len(c.EtcdEndpoints) != 0 || c.AdminAddr != "" {
@@ -28,12 +28,13 @@ func TestEveryBadVariableIsNamed(t *testing.T) {
 	t.Setenv("DATABASE_URL", "sqlite://:memory:")
 	t.Setenv("CATALOG_CACHE_TTL", "0s")
 	t.Setenv("LOG_LEVEL", "loud")
+	t.Setenv("DATABASE_MAX_CONNS", "0")
 	var c orderconfig.Config
 	err := config.Load(&c)
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, v := range []string{"CATALOG_CACHE_TTL", "LOG_LEVEL"} {
+	for _, v := range []string{"CATALOG_CACHE_TTL", "LOG_LEVEL", "DATABASE_MAX_CONNS"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s: %v", v, err)
 		}

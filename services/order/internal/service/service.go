@@ -121,7 +121,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		}
 	}()
 
-	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
+	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() error {

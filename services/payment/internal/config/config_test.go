@@ -26,12 +26,13 @@ func TestBadProviderSettingsAreNamed(t *testing.T) {
 	t.Setenv("PROVIDER_FAILURE_RATE", "1.5")
 	t.Setenv("PROVIDER_LATENCY_P99", "1ms")
 	t.Setenv("CONSUMER_MAX_DELIVER", "1")
+	t.Setenv("DATABASE_MAX_CONNS", "-1")
 	var c paymentconfig.Config
 	err := config.Load(&c)
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, v := range []string{"PROVIDER_FAILURE_RATE", "PROVIDER_LATENCY_P99", "CONSUMER_MAX_DELIVER"} {
+	for _, v := range []string{"PROVIDER_FAILURE_RATE", "PROVIDER_LATENCY_P99", "CONSUMER_MAX_DELIVER", "DATABASE_MAX_CONNS"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s: %v", v, err)
 		}

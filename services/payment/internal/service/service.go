@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			s.log.Debug("payment service wired", phases...)
 		}
 	}()
-	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
+	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}); err != nil {
 		return nil, err
 	}
 	s.closers = append(s.closers, func() error {
