@@ -57,9 +57,12 @@ func happyPath(t *testing.T, bin string) {
 		dumpLogs(t, filepath.Join(data, "logs"))
 		t.Fatalf("start: %v", err)
 	}
+	stopped := false
 	defer func() {
-		if err := p.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
+		if !stopped {
+			if err := p.Stop(); err != nil {
+				t.Errorf("stop: %v", err)
+			}
 		}
 		if t.Failed() {
 			dumpLogs(t, p.LogDir)
@@ -139,6 +142,50 @@ func happyPath(t *testing.T, bin string) {
 			t.Fatalf("order %s still %s after 10 s", order.ID, got.Status)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	stopped = true
+	if err := p.Stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	checkStopOrder(t, p.LogDir)
+}
+
+// checkStopOrder reads from the parts' logs when each began to stop and
+// wants the reverse of the start order: the gateway (only door) first, the
+// user service (holder of the keys) last. Each part stops only after the
+// one before it has finished, so the log times are strictly ordered.
+func checkStopOrder(t *testing.T, dir string) {
+	t.Helper()
+	var prev time.Time
+	for i := len(Names) - 1; i >= 0; i-- {
+		name := Names[i]
+		marker := `"msg":"shutdown requested"`
+		if name == "gateway" {
+			marker = `"msg":"gateway stopped"` // fasthttp, not pkg/server
+		}
+		b, err := os.ReadFile(filepath.Join(dir, name+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var at time.Time
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, marker) {
+				var rec struct{ Time time.Time }
+				if err := json.Unmarshal([]byte(line), &rec); err != nil {
+					t.Fatalf("%s.log: %v", name, err)
+				}
+				at = rec.Time
+				break
+			}
+		}
+		if at.IsZero() {
+			t.Fatalf("%s.log has no %s line", name, marker)
+		}
+		if !prev.IsZero() && !at.After(prev) {
+			t.Errorf("%s began stopping at %s, not after %s (the part stopped before it)", name, at.Format(time.RFC3339Nano), prev.Format(time.RFC3339Nano))
+		}
+		prev = at
 	}
 }
 
