@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sync"
 	"time"
@@ -50,7 +51,7 @@ type PaymentEvents struct {
 	workers int
 }
 
-// Workers is how many payment results are applied at once.
+// Workers is how many payment results are applied at once (lanes, see Start).
 const Workers = 16
 
 // DefaultNames are the platform's: stream SHANHAI, durable "order" on
@@ -96,22 +97,49 @@ func (c *PaymentEvents) Start(ctx context.Context) (stop func(), err error) {
 	}
 	// Each result waits on a few database round trips, so one message at a
 	// time caps the consumer at a few hundred per second and queues the rest
-	// behind the slowest commit. A bounded pool handles several at once; it
-	// is safe because ApplyOnce locks the order row before its dedup record,
-	// so two results for one order still apply one after the other.
-	sem := make(chan struct{}, c.workers)
+	// behind the slowest commit. Results are spread over lanes by order id
+	// (the Kafka key the bridge carries): orders are applied concurrently,
+	// while one order's results still apply one at a time in stream order, so
+	// the first result for an order wins as it did with a single consumer.
+	lanes := make([]chan jetstream.Msg, c.workers)
 	var wg sync.WaitGroup
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		sem <- struct{}{}
+	for i := range lanes {
+		lane := make(chan jetstream.Msg, 8)
+		lanes[i] = lane
 		wg.Go(func() {
-			defer func() { <-sem }()
-			c.Handle(m)
+			for m := range lane {
+				c.Handle(m)
+			}
 		})
+	}
+	stopLanes := func() {
+		for _, l := range lanes {
+			close(l)
+		}
+		wg.Wait()
+	}
+	seed := maphash.MakeSeed()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		lanes[maphash.String(seed, laneKey(m))%uint64(len(lanes))] <- m
 	})
 	if err != nil {
+		stopLanes()
 		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
-	return func() { cc.Drain(); <-cc.Closed(); wg.Wait() }, nil
+	// Closed is signalled once no handler call is running, so no send races
+	// the closing of the lanes.
+	return func() { cc.Drain(); <-cc.Closed(); stopLanes() }, nil
+}
+
+// laneKey is what orders the results of one aggregate: the Kafka key (the
+// order id) the bridge copies into kafka_key, else the event's subject (also
+// the order id). A message with neither goes to the first lane.
+func laneKey(m jetstream.Msg) string {
+	h := m.Headers()
+	if k := h.Get("kafka_key"); k != "" {
+		return k
+	}
+	return h.Get(event.HeaderSubject)
 }
 
 // Handle processes one message and settles it: ack when done or irrelevant,
