@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -56,8 +57,18 @@ func host(name string, tp *telemetry.Provider, level slog.Leveler) (func(context
 	if run == nil {
 		return nil, fmt.Errorf("no part named %q", name)
 	}
-	return func(ctx context.Context, env map[string]string, w io.Writer) error {
-		err := run(server.Hosted(ctx), env, telemetry.NewLogger(w, level))
+	return func(ctx context.Context, env map[string]string, w io.Writer) (err error) {
+		log := telemetry.NewLogger(w, level)
+		defer func() {
+			// A panic on the part's own goroutine (its wiring, its Run)
+			// becomes that part's failure, named, instead of taking the
+			// others down; other goroutines' panics still end the process.
+			if r := recover(); r != nil {
+				log.Error("panic", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				err = fmt.Errorf("%s panicked: %v", name, r)
+			}
+		}()
+		err = run(server.Hosted(ctx), env, log)
 		if err == nil && ctx.Err() == nil {
 			// Run only returns early on failure; a part that quietly
 			// stopped serving is a broken platform all the same.

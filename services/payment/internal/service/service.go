@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		return nil, err
 	}
 	s.closers = append(s.closers, func() error {
-		sqlDB, err := s.DB.DB()
+		sqlDB, err := built.DB.DB() // built: s is nil once New returns an error
 		if err != nil {
 			return err
 		}
@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	if s.NATS, err = nats.Connect(cfg.NATSURL, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", cfg.NATSURL, err)
 	}
-	s.closers = append(s.closers, func() error { s.NATS.Close(); return nil })
+	s.closers = append(s.closers, func() error { built.NATS.Close(); return nil })
 	js, err := jetstream.New(s.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
