@@ -32,7 +32,7 @@ func TestFiltersUpgradeLosesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close) // after the stream's deletion below (cleanups run last first)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

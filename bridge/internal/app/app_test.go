@@ -12,6 +12,8 @@ import (
 
 	"github.com/apache/pulsar-client-go/pulsar"
 	pulsarlog "github.com/apache/pulsar-client-go/pulsar/log"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 
 	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
@@ -65,6 +67,8 @@ func TestEndToEndKafkaToPulsar(t *testing.T) {
 	if err := pkgconfig.Load(&cfg); err != nil {
 		t.Fatal(err)
 	}
+	// Cleanups run after the deferred shutdown below: the stream goes once the bridge stopped.
+	t.Cleanup(func() { dropStream(t, natsURL, cfg.Stream) })
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- app.Run(runCtx, cfg) }()
@@ -115,6 +119,22 @@ func TestEndToEndKafkaToPulsar(t *testing.T) {
 	}
 	if !strings.Contains(metrics, "bridge_hop_duration_seconds_bucket") || !strings.Contains(metrics, "bridge_consumer_lag") {
 		t.Error("/metrics lacks the hop latency histogram or consumer lag")
+	}
+}
+
+func dropStream(t *testing.T, natsURL, stream string) {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Logf("drop stream %s: %v", stream, err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err == nil {
+		err = js.DeleteStream(context.Background(), stream)
+	}
+	if err != nil {
+		t.Logf("drop stream %s: %v", stream, err)
 	}
 }
 
