@@ -145,6 +145,8 @@ func (a *Agent) Scan() {
 		if b.http != nil {
 			prune(b.http.Requests, alive)
 			prune(b.http.Inflight, alive)
+			pruneREDSlots(b.http.RedSlots, alive)
+			pruneReqSlots(b.http.InflightSlots, alive)
 		}
 		for _, m := range b.calls {
 			prune(m, alive)

@@ -23,6 +23,10 @@ const (
 	fnNewproc1   = "runtime.newproc1"
 )
 
+// slotEntries, when set, shrinks the HTTP server probe's slot tables so that most requests and series miss them and
+// take the hash-map fallback: the tests run both paths. 0 keeps the compiled sizes.
+var slotEntries uint32
+
 // binProbes is the probes on one executable file. Uprobes are registered on the file (inode), not on a process, so every
 // process running it, including one restarted after the agent attached, is observed; maps key everything by pid.
 type binProbes struct {
@@ -135,6 +139,10 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 		if err := spec.Variables[name].Set(offs[fl]); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
+	}
+	if slotEntries > 0 {
+		spec.Maps["inflight_slots"].MaxEntries = slotEntries
+		spec.Maps["red_slots"].MaxEntries = slotEntries
 	}
 	objs := &httpserver.BpfObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {

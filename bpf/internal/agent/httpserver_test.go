@@ -37,6 +37,20 @@ func TestHTTPServerRED(t *testing.T) {
 	}
 }
 
+// TestHTTPServerREDFallback runs the same checks with one-entry slot tables, so that nearly every request and series
+// takes the probe's hash-map fallback and the rest share the one slot: both paths must count exactly.
+func TestHTTPServerREDFallback(t *testing.T) {
+	requireRoot(t)
+	slotEntries = 1
+	defer func() { slotEntries = 0 }()
+	bin := buildTarget(t, false)
+	a := newAgent(t, bin)
+	a.Scan()
+	tg := startTarget(t, bin)
+	a.Scan()
+	testRED(t, a, tg)
+}
+
 func testRED(t *testing.T, a *Agent, tg *target) {
 	const n = 400
 	statuses := []int{200, 201, 204, 302, 400, 404, 429, 500, 503}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"os"
+	"strconv"
 
 	"github.com/cilium/ebpf"
 
@@ -81,6 +83,9 @@ func (b *binProbes) read(s *Snapshot) error {
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read http server map: %w", err)
 		}
+		if err := readREDSlots(b.http.RedSlots, s); err != nil {
+			return fmt.Errorf("read http server slots: %w", err)
+		}
 	}
 	for _, m := range b.calls {
 		if err := readCalls(m, s); err != nil {
@@ -154,5 +159,103 @@ func prune(m *ebpf.Map, alive func(pid int) bool) {
 	}
 	for _, d := range dead {
 		_ = m.Delete(d)
+	}
+}
+
+// redSlot is struct red_slot (probe/httpserver) with the histogram in the hist package's layout.
+type redSlot struct {
+	Key  httpserver.BpfRedKey
+	Hist hist.Hist
+}
+
+// readREDSlots adds the per-CPU series slots of the HTTP server probe to s. Each CPU's copy of a slot carries its own
+// key (a CPU claims a free slot for the first series that hashes to it there), so the copies are summed by key, not
+// by index. Copies of processes that are gone are skipped: pruneREDSlots frees them only when no CPU could be
+// writing the slot.
+func readREDSlots(m *ebpf.Map, s *Snapshot) error {
+	var i uint32
+	var vals []redSlot
+	alive := pidAlive()
+	it := m.Iterate()
+	for it.Next(&i, &vals) {
+		for c := range vals {
+			k := vals[c].Key
+			if k.Tgid == 0 || vals[c].Hist.Count == 0 || !alive(int(k.Tgid)) {
+				continue
+			}
+			r := RED{PID: int(k.Tgid), Method: cstr(k.Method[:]), Status: int(k.Status)}
+			h := s.Server[r]
+			h.Add(&vals[c].Hist)
+			s.Server[r] = h
+		}
+	}
+	return it.Err()
+}
+
+// pidAlive reports whether a process exists, remembering the answers of one call's lifetime.
+func pidAlive() func(pid int) bool {
+	seen := map[int]bool{}
+	return func(pid int) bool {
+		ok, found := seen[pid]
+		if !found {
+			_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+			ok = err == nil
+			seen[pid] = ok
+		}
+		return ok
+	}
+}
+
+// pruneREDSlots frees the per-CPU series slots whose every CPU copy belongs to a process that is gone. A slot with a
+// free or live copy is left alone: a per-CPU value can only be written whole, and writing back a copy that a CPU is
+// claiming or counting into would lose its counts. Until then the kernel sends that slot's new series to the
+// fallback hash map, which stays exact.
+func pruneREDSlots(m *ebpf.Map, alive func(pid int) bool) {
+	if m == nil {
+		return
+	}
+	var i uint32
+	var vals []redSlot
+	var dead []uint32
+	it := m.Iterate()
+	for it.Next(&i, &vals) {
+		all := len(vals) > 0
+		for c := range vals {
+			if t := vals[c].Key.Tgid; t == 0 || alive(int(t)) {
+				all = false
+				break
+			}
+		}
+		if all {
+			dead = append(dead, i)
+		}
+	}
+	if len(dead) == 0 {
+		return
+	}
+	zero := make([]redSlot, len(vals))
+	for _, k := range dead {
+		_ = m.Put(k, zero)
+	}
+}
+
+// pruneReqSlots frees the in-flight request slots of processes that are gone (a request that never returned: the
+// handler panicked, or the process exited mid-request). The slot's owner word g is the value's last field, so the
+// whole-value write makes it claimable only after its other fields are cleared.
+func pruneReqSlots(m *ebpf.Map, alive func(pid int) bool) {
+	if m == nil {
+		return
+	}
+	var i uint32
+	var v httpserver.BpfReqSlot
+	var dead []uint32
+	it := m.Iterate()
+	for it.Next(&i, &v) {
+		if v.G != 0 && v.Tgid != 0 && !alive(int(v.Tgid)) {
+			dead = append(dead, i)
+		}
+	}
+	for _, k := range dead {
+		_ = m.Put(k, httpserver.BpfReqSlot{})
 	}
 }

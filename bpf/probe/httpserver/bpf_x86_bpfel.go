@@ -34,6 +34,23 @@ type BpfRedKey struct {
 	Method [8]int8
 }
 
+type BpfRedSlot struct {
+	_    structs.HostLayout
+	Key  BpfRedKey
+	Hist BpfLatHist
+}
+
+type BpfReqSlot struct {
+	_        structs.HostLayout
+	Tgid     uint32
+	Pad      uint32
+	StartNs  uint64
+	Response uint64
+	Method   [8]int8
+	Spare    [3]uint64
+	G        uint64
+}
+
 type BpfReqState struct {
 	_        structs.HostLayout
 	StartNs  uint64
@@ -46,6 +63,8 @@ type BpfReqState struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	BpfMapInflight          = "inflight"
+	BpfMapInflightSlots     = "inflight_slots"
+	BpfMapRedSlots          = "red_slots"
 	BpfMapRequests          = "requests"
 	BpfMapZeroHist          = "zero_hist"
 	BpfProgServeHttpEnter   = "serve_http_enter"
@@ -104,9 +123,11 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
-	Inflight *ebpf.MapSpec `ebpf:"inflight"`
-	Requests *ebpf.MapSpec `ebpf:"requests"`
-	ZeroHist *ebpf.MapSpec `ebpf:"zero_hist"`
+	Inflight      *ebpf.MapSpec `ebpf:"inflight"`
+	InflightSlots *ebpf.MapSpec `ebpf:"inflight_slots"`
+	RedSlots      *ebpf.MapSpec `ebpf:"red_slots"`
+	Requests      *ebpf.MapSpec `ebpf:"requests"`
+	ZeroHist      *ebpf.MapSpec `ebpf:"zero_hist"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -137,14 +158,18 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
-	Inflight *ebpf.Map `ebpf:"inflight"`
-	Requests *ebpf.Map `ebpf:"requests"`
-	ZeroHist *ebpf.Map `ebpf:"zero_hist"`
+	Inflight      *ebpf.Map `ebpf:"inflight"`
+	InflightSlots *ebpf.Map `ebpf:"inflight_slots"`
+	RedSlots      *ebpf.Map `ebpf:"red_slots"`
+	Requests      *ebpf.Map `ebpf:"requests"`
+	ZeroHist      *ebpf.Map `ebpf:"zero_hist"`
 }
 
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
 		m.Inflight,
+		m.InflightSlots,
+		m.RedSlots,
 		m.Requests,
 		m.ZeroHist,
 	)
