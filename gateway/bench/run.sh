@@ -98,6 +98,13 @@ PROC[routing]=$!
 for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&
 	curl -fs -o /dev/null 127.0.0.1:18094/healthz && break; sleep 0.2; done
 TOKEN=$(cat "$WORK/token")
+# The profile comes from the full chain's ADMIN_ADDR; if another process held
+# that port, the gateway could not bind it and the profile would be someone
+# else's (an idle one, silently).
+if [[ ${PROFILE:-0} == 1 ]] && ! curl -fs http://127.0.0.1:29093/debug/pprof/cmdline | grep -q "$WORK/gateway"; then
+	echo "bench: 127.0.0.1:29093 is not this run's gateway (port taken?); PROFILE=1 would profile the wrong process" >&2
+	exit 1
+fi
 declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095)
 # Every target gets the same request, Authorization included.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
