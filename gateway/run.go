@@ -21,11 +21,11 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
-	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/pkg/discovery"
 	"github.com/shanhai-dev/shanhai/pkg/dynconfig"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
 	"github.com/shanhai-dev/shanhai/pkg/retry"
+	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/authn"
@@ -38,23 +38,10 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 )
 
-// Options say where Run reads its configuration and where it reports. The
-// zero value is the production binary (cmd/gateway): the process
-// environment, a JSON logger on stdout that becomes slog's default, and
-// telemetry of its own. cmd/shanhai fills them to host the gateway beside
-// the services in one process.
-type Options struct {
-	// Env holds the configuration variables (docs/configuration.md); nil
-	// means the process environment.
-	Env map[string]string
-	// Logger receives the gateway's logs; nil means JSON on stdout at
-	// LOG_LEVEL, installed as slog's default. A given logger is left alone.
-	Logger *slog.Logger
-	// Telemetry is the host's provider, shared: the gateway's shutdown
-	// flushes it but leaves it running. Nil means Run sets up its own from
-	// OTEL_* (in full mode) and shuts it down at the end.
-	Telemetry *telemetry.Provider
-}
+// Options say where Run reads its configuration and where it reports: the
+// zero value is the production binary (cmd/gateway); cmd/shanhai fills them
+// to host the gateway beside the services in one process (see server.Part).
+type Options = server.Part
 
 // Run starts the gateway and serves until ctx ends, then drains. Unlike the
 // services it watches no signals itself: cmd/gateway turns SIGINT/SIGTERM
@@ -62,23 +49,11 @@ type Options struct {
 // (pkg/config) before anything starts; any later failure is also logged.
 func Run(ctx context.Context, o Options) error {
 	var cfg config.Config
-	var err error
-	if o.Env == nil {
-		err = pkgconfig.Load(&cfg)
-	} else {
-		err = pkgconfig.LoadFrom(&cfg, o.Env)
-	}
-	if err != nil {
+	if err := o.LoadConfig(&cfg); err != nil {
 		return err
 	}
-	log := o.Logger
-	if log == nil {
-		var level slog.Level
-		_ = level.UnmarshalText([]byte(cfg.LogLevel)) // Validate accepted it
-		log = telemetry.NewLogger(os.Stdout, level)
-		slog.SetDefault(log)
-	}
-	if err := run(ctx, cfg, log, o.Telemetry); err != nil {
+	log := o.Log(os.Stdout, cfg.LogLevel)
+	if err := run(ctx, o, cfg, log); err != nil {
 		log.Error("gateway stopped", "error", err.Error())
 		return err
 	}
@@ -97,17 +72,14 @@ func (a resolver) Instances(svc string) []upstream.Instance {
 	return out
 }
 
-func run(ctx context.Context, cfg config.Config, log *slog.Logger, tel *telemetry.Provider) error {
+func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) error {
 	full := cfg.Mode == "full"
-	if !full {
-		tel = nil // the routing-only baseline measures no telemetry
-	} else if tel == nil {
+	var tel *telemetry.Provider // nil in routing mode: that baseline measures no telemetry
+	if full {
 		var err error
-		if tel, err = telemetry.Setup(ctx, telemetry.Options{ServiceName: "gateway", ServiceVersion: cfg.Version, Logger: log}); err != nil {
+		if tel, err = o.SetupTelemetry(ctx, telemetry.Options{ServiceName: "gateway", ServiceVersion: cfg.Version, Logger: log}); err != nil {
 			return fmt.Errorf("telemetry: %w", err)
 		}
-	} else {
-		tel = tel.Shared()
 	}
 
 	// Discovery: etcd watch, or a static list.

@@ -6,30 +6,16 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	paymentconfig "github.com/shanhai-dev/shanhai/services/payment/internal/config"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/service"
 )
 
-// Options say where Run reads its configuration and where it reports. The
-// zero value is the production binary (cmd/payment): the process environment, a
-// JSON logger on stderr that becomes slog's default, and telemetry of its
-// own. cmd/shanhai fills them to host this service beside the others in one
-// process, which saves each binary's ~35 MB of mapped code.
-type Options struct {
-	// Env holds the configuration variables (docs/configuration.md); nil
-	// means the process environment.
-	Env map[string]string
-	// Logger receives the service's logs; nil means JSON on stderr at
-	// LOG_LEVEL, installed as slog's default. A given logger is left alone:
-	// the host's default stays the host's.
-	Logger *slog.Logger
-	// Telemetry is the host's provider, shared: the service's shutdown
-	// flushes it but leaves it running. Nil means Run sets up its own from
-	// OTEL_* and shuts it down at the end.
-	Telemetry *telemetry.Provider
-}
+// Options say where Run reads its configuration and where it reports: the
+// zero value is the production binary (cmd/payment); cmd/shanhai fills them to
+// host this service beside the others in one process (see server.Part).
+type Options = server.Part
 
 // Run wires the payment service from its configuration and serves until ctx
 // ends or (unless ctx is server.Hosted) SIGINT/SIGTERM arrives, then shuts
@@ -37,32 +23,21 @@ type Options struct {
 // *config.Error before anything starts; any later failure is also logged.
 func Run(ctx context.Context, o Options) error {
 	var cfg paymentconfig.Config
-	if err := load(&cfg, o.Env); err != nil {
+	if err := o.LoadConfig(&cfg); err != nil {
 		return err
 	}
-	log := o.Logger
-	if log == nil {
-		var level slog.Level
-		_ = level.UnmarshalText([]byte(cfg.LogLevel)) // Validate accepted it
-		log = telemetry.NewLogger(os.Stderr, level)
-		slog.SetDefault(log)
-	}
-	if err := run(ctx, cfg, log, o.Telemetry); err != nil {
+	log := o.Log(os.Stderr, cfg.LogLevel)
+	if err := run(ctx, o, cfg, log); err != nil {
 		log.Error("payment service stopped", "err", err)
 		return err
 	}
 	return nil
 }
 
-func run(ctx context.Context, cfg paymentconfig.Config, log *slog.Logger, tp *telemetry.Provider) error {
-	if tp == nil {
-		var err error
-		tp, err = telemetry.Setup(ctx, telemetry.Options{ServiceName: service.Name, ServiceVersion: cfg.Version, Logger: log})
-		if err != nil {
-			return fmt.Errorf("telemetry: %w", err)
-		}
-	} else {
-		tp = tp.Shared()
+func run(ctx context.Context, o Options, cfg paymentconfig.Config, log *slog.Logger) error {
+	tp, err := o.SetupTelemetry(ctx, telemetry.Options{ServiceName: service.Name, ServiceVersion: cfg.Version, Logger: log})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
 	}
 	svc, err := service.New(ctx, cfg, service.Options{Logger: log, Telemetry: tp})
 	if err != nil {
@@ -70,11 +45,4 @@ func run(ctx context.Context, cfg paymentconfig.Config, log *slog.Logger, tp *te
 		return err
 	}
 	return svc.Run(ctx)
-}
-
-func load(cfg *paymentconfig.Config, env map[string]string) error {
-	if env == nil {
-		return config.Load(cfg)
-	}
-	return config.LoadFrom(cfg, env)
 }

@@ -38,33 +38,18 @@ var Version = "dev"
 // drains: in-flight messages settle, confirmed offsets are committed, nothing
 // else is.
 func Run(ctx context.Context, cfg config.Config) error {
-	return RunWith(ctx, cfg, Options{})
+	return RunWith(ctx, cfg, server.Part{})
 }
 
-// Options let a host (cmd/shanhai, through the bridge package) give the
-// bridge its logger and a shared telemetry provider; zero fields mean a
-// JSON logger on stdout that becomes slog's default, and telemetry of its
-// own.
-type Options struct {
-	Logger    *slog.Logger
-	Telemetry *telemetry.Provider
-}
-
-// RunWith is Run with what the host provides.
-func RunWith(ctx context.Context, cfg config.Config, o Options) error {
-	log := o.Logger
-	if log == nil {
-		level := slog.LevelInfo
-		_ = level.UnmarshalText([]byte(cfg.LogLevel))
-		log = telemetry.NewLogger(os.Stdout, level)
-		slog.SetDefault(log)
-	}
-	tp := o.Telemetry
-	if tp == nil {
-		var err error
-		if tp, err = telemetry.Setup(ctx, telemetry.Options{ServiceName: "bridge", ServiceVersion: Version, Logger: log}); err != nil {
-			return fmt.Errorf("telemetry: %w", err)
-		}
+// RunWith is Run as a part of a host (server.Part: cmd/shanhai, through the
+// bridge package): its logger and a shared telemetry provider; zero fields
+// mean a JSON logger on stdout that becomes slog's default, and telemetry of
+// its own.
+func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
+	log := p.Log(os.Stdout, cfg.LogLevel)
+	tp, err := p.SetupTelemetry(ctx, telemetry.Options{ServiceName: "bridge", ServiceVersion: Version, Logger: log})
+	if err != nil {
+		return fmt.Errorf("telemetry: %w", err)
 	}
 	m, err := metrics.New(otel.Meter("github.com/shanhai-dev/shanhai/bridge"))
 	if err != nil {
