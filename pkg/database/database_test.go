@@ -1,6 +1,7 @@
 package database_test
 
 import (
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -141,5 +142,44 @@ func checkTranslatedErrors(t *testing.T, db *gorm.DB) {
 func closeDB(db *gorm.DB) {
 	if sqlDB, err := db.DB(); err == nil {
 		_ = sqlDB.Close()
+	}
+}
+
+// A single write outside a transaction is sent as one statement, not wrapped in BEGIN ... COMMIT (three round trips):
+// the statement reaches the connection pool itself, not a *sql.Tx. Explicit transactions still get one.
+func TestSingleWritesAreNotWrappedInATransaction(t *testing.T) {
+	for name, url := range map[string]string{"postgres": dbtest.PostgresURL(t), "sqlite": "sqlite://:memory:"} {
+		t.Run(name, func(t *testing.T) {
+			db, err := database.Open(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeDB(db)
+			if err := db.Exec("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)").Error; err != nil {
+				t.Fatal(err)
+			}
+			var inTx []bool
+			err = db.Callback().Create().Before("gorm:create").Register("test:observe", func(tx *gorm.DB) {
+				_, isTx := tx.Statement.ConnPool.(*sql.Tx)
+				inTx = append(inTx, isTx)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			type note struct {
+				ID   int
+				Body string
+			}
+			if err := db.Table("notes").Create(&note{ID: 1, Body: "alone"}).Error; err != nil {
+				t.Fatal(err)
+			}
+			err = db.Transaction(func(tx *gorm.DB) error { return tx.Table("notes").Create(&note{ID: 2, Body: "in tx"}).Error })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(inTx) != 2 || inTx[0] || !inTx[1] {
+				t.Fatalf("ran in a transaction: %v, want [false true]", inTx)
+			}
+		})
 	}
 }
