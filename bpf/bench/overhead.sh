@@ -69,6 +69,13 @@ run() {
 	echo "$rps $p99"
 }
 
+# prog_split prints "name run_time_ns run_cnt" per program of the HTTP server probe.
+prog_split() {
+	bpftool prog show --json | jq -r '.[] | select(.name == "serve_http_ente" or .name == "serve_http_ret" or .name == "serve_http_enter") |
+		"\(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"' | sort
+}
+
+prog_split >"$work/split0"
 read -r t0 c0 < <(prog_stats)
 req0=$(curl -fs http://127.0.0.1:18085/metrics | awk '/^shanhai_bpf_http_server_request_duration_seconds_count/ {s += $2} END {print s+0}')
 sum_p_rps=0; sum_u_rps=0; sum_p_p99=0; sum_u_p99=0
@@ -86,6 +93,7 @@ for r in $(seq "$ROUNDS"); do
 	done
 done
 read -r t1 c1 < <(prog_stats)
+prog_split >"$work/split1"
 req1=$(curl -fs http://127.0.0.1:18085/metrics | awk '/^shanhai_bpf_http_server_request_duration_seconds_count/ {s += $2} END {print s+0}')
 
 hits=$((c1 - c0)); ns=$((t1 - t0)); reqs=$(echo "$req1 - $req0" | bc)
@@ -94,3 +102,6 @@ printf 'requests/s ratio (probed/unprobed): %.3f\n' "$(echo "$sum_p_rps / $sum_u
 printf 'p99 ratio (probed/unprobed):        %.3f\n' "$(echo "$sum_p_p99 / $sum_u_p99" | bc -l)"
 printf 'probe hits: %d, in-kernel ns per hit: %.0f, per request: %.0f (requests counted by the agent: %s)\n' \
 	"$hits" "$(echo "$ns / ($hits + ($hits == 0))" | bc -l)" "$(echo "$ns / ($reqs + ($reqs == 0))" | bc -l)" "$reqs"
+join "$work/split0" "$work/split1" | while read -r name a0 b0 a1 b1; do
+	printf '  %-16s %d hits, %.0f ns per hit\n' "$name" $((b1 - b0)) "$(echo "($a1 - $a0) / ($b1 - $b0 + ($b1 == $b0))" | bc -l)"
+done
