@@ -33,7 +33,43 @@ struct call_key {
 	char method[CALL_METHOD_LEN];
 };
 
-// In-flight calls by (process, op, goroutine), reused in place like the HTTP server probe's (see httpserver.c).
+// The fast path uses no hash map, like the HTTP server probe (see httpserver.c for the measurements behind it): a call
+// in flight lives in an array slot picked by hashing (process, op, goroutine) and claimed with one compare-and-swap,
+// and its series in a per-CPU array slot picked by hashing the key, each CPU's copy carrying its own key. The hash
+// maps below stay as the exact fallback when a slot is held by another call or series.
+struct call_slot {
+	__u32 tgid; // written after the claim, cleared before the release
+	__u32 op;
+	__u64 start_ns;
+	char method[CALL_METHOD_LEN];
+	__u64 spare[4];
+	__u64 g; // owner goroutine, 0 = free; last, so the agent's whole-value write frees it last
+};
+
+struct call_agg_slot {
+	struct call_key key; // tgid 0 = free on this CPU
+	__u32 pad;
+	struct lat_hist hist;
+};
+
+#define CALL_SLOT_BITS 10
+#define CALL_AGG_BITS 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << CALL_SLOT_BITS);
+	__type(key, __u32);
+	__type(value, struct call_slot);
+} call_slots SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << CALL_AGG_BITS);
+	__type(key, __u32);
+	__type(value, struct call_agg_slot);
+} call_agg_slots SEC(".maps");
+
+// In-flight calls by (process, op, goroutine) when their slot is taken, reused in place like the HTTP server probe's.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -55,57 +91,126 @@ struct {
 	__type(value, struct lat_hist);
 } call_zero SEC(".maps");
 
-static __always_inline struct call_inflight_key call_ikey(struct pt_regs *ctx, __u64 cookie) {
-	struct call_inflight_key k = {};
-	k.tgid = bpf_get_current_pid_tgid() >> 32;
-	k.op = cookie & 0xff;
-	k.g = GO_G(ctx);
-	return k;
+// call_mix is a multiplicative (Fibonacci) hash onto a power-of-two table: three instructions, where jhash is a call.
+static __always_inline __u32 call_mix(__u64 v, __u32 bits) {
+	return (__u32)((v * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
+}
+
+static __always_inline void call_read_method(struct pt_regs *ctx, __u64 cookie, char *out) {
+	*(__u64 *)out = 0;
+	__u32 req_reg = (cookie >> 16) & 0xf;
+	if (!req_reg)
+		return;
+	void *req = (void *)go_reg(ctx, req_reg);
+	struct {
+		const char *ptr;
+		__u64 len;
+	} m = {};
+	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr) {
+		__u64 n = m.len < CALL_METHOD_LEN - 1 ? m.len : CALL_METHOD_LEN - 1;
+		bpf_probe_read_user(out, n & (CALL_METHOD_LEN - 1), m.ptr);
+	}
 }
 
 SEC("uprobe/call_enter")
 int call_enter(struct pt_regs *ctx) {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
-	struct call_inflight_key k = call_ikey(ctx, cookie);
-	struct call_state *s = bpf_map_lookup_elem(&call_inflight, &k);
-	if (!s) {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 op = cookie & 0xff;
+	__u64 g = GO_G(ctx);
+	__u32 i = call_mix(g ^ ((__u64)tgid << 48) ^ ((__u64)op << 40), CALL_SLOT_BITS);
+	struct call_slot *s = bpf_map_lookup_elem(&call_slots, &i); // NULL when the agent made the table smaller
+	if (s && ((s->g == g && s->tgid == tgid && s->op == op) || __sync_val_compare_and_swap(&s->g, 0, g) == 0)) {
+		s->tgid = tgid;
+		s->op = op;
+		call_read_method(ctx, cookie, s->method);
+		s->start_ns = bpf_ktime_get_ns();
+		return 0;
+	}
+
+	struct call_inflight_key k = {.tgid = tgid, .op = op, .g = g};
+	struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
+	if (!st) {
 		struct call_state fresh = {};
 		bpf_map_update_elem(&call_inflight, &k, &fresh, BPF_NOEXIST);
-		s = bpf_map_lookup_elem(&call_inflight, &k);
-		if (!s)
+		st = bpf_map_lookup_elem(&call_inflight, &k);
+		if (!st)
 			return 0;
 	}
-	__u32 req_reg = (cookie >> 16) & 0xf;
-	if (req_reg) {
-		__builtin_memset(s->method, 0, CALL_METHOD_LEN);
-		void *req = (void *)go_reg(ctx, req_reg);
-		struct {
-			const char *ptr;
-			__u64 len;
-		} m = {};
-		if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr) {
-			__u64 n = m.len < CALL_METHOD_LEN - 1 ? m.len : CALL_METHOD_LEN - 1;
-			bpf_probe_read_user(s->method, n & (CALL_METHOD_LEN - 1), m.ptr);
+	call_read_method(ctx, cookie, st->method);
+	st->start_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
+// call_record adds one call to its series: the per-CPU slot the key hashes to when it holds this key or nothing yet
+// on this CPU, else the hash map. The key is compared as three words (call_key is 20 bytes, 4-aligned).
+static __always_inline void call_record(struct call_key *ck, __u64 method, __u64 d) {
+	__u64 w0 = ck->tgid | (__u64)ck->op << 32 | (__u64)ck->status << 48;
+	__u64 w1 = ck->error | method << 32;
+	__u32 w2 = method >> 32;
+	__u32 i = call_mix(w0 ^ (w1 * 31) ^ ((__u64)w2 << 20), CALL_AGG_BITS);
+	struct call_agg_slot *rs = bpf_map_lookup_elem(&call_agg_slots, &i);
+	if (rs) {
+		__u64 *k = (__u64 *)&rs->key;
+		__u32 *k2 = (__u32 *)&rs->key + 4;
+		if (k[0] == 0) {
+			k[0] = w0;
+			k[1] = w1;
+			*k2 = w2;
+		}
+		if (k[0] == w0 && k[1] == w1 && *k2 == w2) {
+			lat_record(&rs->hist, d);
+			return;
 		}
 	}
-	s->start_ns = bpf_ktime_get_ns();
-	return 0;
+	struct lat_hist *h = bpf_map_lookup_elem(&calls, ck);
+	if (!h) {
+		__u32 z = 0;
+		struct lat_hist *zero = bpf_map_lookup_elem(&call_zero, &z);
+		if (!zero)
+			return;
+		bpf_map_update_elem(&calls, ck, zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&calls, ck);
+		if (!h)
+			return;
+	}
+	lat_record(h, d);
 }
 
 SEC("uprobe/call_ret")
 int call_ret(struct pt_regs *ctx) {
+	__u64 now = bpf_ktime_get_ns();
 	__u64 cookie = bpf_get_attach_cookie(ctx);
-	struct call_inflight_key k = call_ikey(ctx, cookie);
-	struct call_state *s = bpf_map_lookup_elem(&call_inflight, &k);
-	if (!s || !s->start_ns)
-		return 0;
-	__u64 d = bpf_ktime_get_ns() - s->start_ns;
-	s->start_ns = 0;
-	struct call_key ck = {};
-	ck.tgid = k.tgid;
-	ck.op = k.op;
-	__builtin_memcpy(ck.method, s->method, CALL_METHOD_LEN);
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 op = cookie & 0xff;
+	__u64 g = GO_G(ctx);
+	__u64 start, method;
 
+	__u32 i = call_mix(g ^ ((__u64)tgid << 48) ^ ((__u64)op << 40), CALL_SLOT_BITS);
+	struct call_slot *s = bpf_map_lookup_elem(&call_slots, &i);
+	if (s && s->g == g && s->tgid == tgid && s->op == op) {
+		start = s->start_ns;
+		method = *(__u64 *)s->method;
+		// Release: tgid first, then g, in program order (x86 keeps stores in order; the barrier keeps clang's).
+		s->tgid = 0;
+		asm volatile("" ::: "memory");
+		*(volatile __u64 *)&s->g = 0;
+	} else {
+		struct call_inflight_key k = {.tgid = tgid, .op = op, .g = g};
+		struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
+		if (!st || !st->start_ns)
+			return 0;
+		start = st->start_ns;
+		st->start_ns = 0;
+		method = *(__u64 *)st->method;
+	}
+	if (!start)
+		return 0;
+
+	struct call_key ck = {};
+	ck.tgid = tgid;
+	ck.op = op;
+	__builtin_memcpy(ck.method, &method, CALL_METHOD_LEN);
 	__u32 err_reg = (cookie >> 8) & 0xf;
 	if (err_reg && go_iface_nonnil(go_reg(ctx, err_reg)))
 		ck.error = 1;
@@ -116,18 +221,6 @@ int call_ret(struct pt_regs *ctx) {
 		if (resp && bpf_probe_read_user(&status, sizeof(status), resp + off_response_status) == 0)
 			ck.status = (__u16)status;
 	}
-
-	struct lat_hist *h = bpf_map_lookup_elem(&calls, &ck);
-	if (!h) {
-		__u32 z = 0;
-		struct lat_hist *zero = bpf_map_lookup_elem(&call_zero, &z);
-		if (!zero)
-			return 0;
-		bpf_map_update_elem(&calls, &ck, zero, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&calls, &ck);
-		if (!h)
-			return 0;
-	}
-	lat_record(h, d);
+	call_record(&ck, method, now - start);
 	return 0;
 }

@@ -145,14 +145,20 @@ func (a *Agent) Scan() {
 		if b.http != nil {
 			prune(b.http.Requests, alive)
 			prune(b.http.Inflight, alive)
-			pruneREDSlots(b.http.RedSlots, alive)
-			pruneReqSlots(b.http.InflightSlots, alive)
+			prunePerCPUSlots(b.http.RedSlots, alive, redTgid)
+			pruneOwnedSlots(b.http.InflightSlots, alive)
 		}
 		for _, m := range b.calls {
 			prune(m, alive)
 		}
 		for _, m := range b.callsInflight {
 			prune(m, alive)
+		}
+		for _, m := range b.callSlots {
+			pruneOwnedSlots(m, alive)
+		}
+		for _, m := range b.callAggSlots {
+			prunePerCPUSlots(m, alive, callAggTgid)
 		}
 		if b.rt != nil {
 			prune(b.rt.Stw, alive)

@@ -39,6 +39,8 @@ type binProbes struct {
 	rt            *goruntime.BpfObjects
 	calls         []*ebpf.Map // the call probes' aggregate maps (struct call_key -> lat_hist)
 	callsInflight []*ebpf.Map // and their in-flight maps (struct call_inflight_key -> call_state)
+	callSlots     []*ebpf.Map // and their fast-path slots: in flight (struct call_slot)
+	callAggSlots  []*ebpf.Map // and series (struct call_agg_slot, per CPU)
 }
 
 func (b *binProbes) Close() error {

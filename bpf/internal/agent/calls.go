@@ -58,6 +58,8 @@ type callObjects struct {
 	enter, ret *ebpf.Program
 	calls      *ebpf.Map
 	inflight   *ebpf.Map
+	slots      *ebpf.Map // struct call_slot array (in flight, fast path)
+	aggSlots   *ebpf.Map // struct call_agg_slot per-CPU array (series, fast path)
 	closer     interface{ Close() error }
 }
 
@@ -82,17 +84,24 @@ func loadCallProbe(probe string, offs map[offsets.Field]uint64) (*callObjects, e
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
+	if slotEntries > 0 {
+		spec.Maps["call_slots"].MaxEntries = slotEntries
+		spec.Maps["call_agg_slots"].MaxEntries = slotEntries
+	}
 	var objs struct {
 		Enter *ebpf.Program `ebpf:"call_enter"`
 		Ret   *ebpf.Program `ebpf:"call_ret"`
 		Calls *ebpf.Map     `ebpf:"calls"`
 		Infl  *ebpf.Map     `ebpf:"call_inflight"`
 		Zero  *ebpf.Map     `ebpf:"call_zero"`
+		Slots *ebpf.Map     `ebpf:"call_slots"`
+		Agg   *ebpf.Map     `ebpf:"call_agg_slots"`
 	}
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	return &callObjects{enter: objs.Enter, ret: objs.Ret, calls: objs.Calls, inflight: objs.Infl, closer: closers{objs.Enter, objs.Ret, objs.Calls, objs.Infl, objs.Zero}}, nil
+	return &callObjects{enter: objs.Enter, ret: objs.Ret, calls: objs.Calls, inflight: objs.Infl, slots: objs.Slots, aggSlots: objs.Agg,
+		closer: closers{objs.Enter, objs.Ret, objs.Calls, objs.Infl, objs.Zero, objs.Slots, objs.Agg}}, nil
 }
 
 type closers []interface{ Close() error }
@@ -142,6 +151,8 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 		b.closer = append(b.closer, objs.closer)
 		b.calls = append(b.calls, objs.calls)
 		b.callsInflight = append(b.callsInflight, objs.inflight)
+		b.callSlots = append(b.callSlots, objs.slots)
+		b.callAggSlots = append(b.callAggSlots, objs.aggSlots)
 		for _, f := range fs {
 			cookie := uint64(f.site.op) | uint64(f.errReg)<<8 | uint64(f.site.respReg)<<12 | uint64(f.site.reqReg)<<16
 			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.CallOff}, cookie); err != nil {
@@ -181,12 +192,44 @@ func readCalls(m *ebpf.Map, s *Snapshot) error {
 	var vals []hist.Hist
 	it := m.Iterate()
 	for it.Next(&k, &vals) {
-		site := opByID[k.Op]
-		c := Call{PID: int(k.Tgid), System: site.system, Operation: site.name, Method: cstr(k.Method[:]), Status: int(k.Status), Error: k.Error != 0}
-		h := s.Calls[c]
 		sum := sumHists(vals)
-		h.Add(&sum)
-		s.Calls[c] = h
+		addCall(s, k, &sum)
+	}
+	return it.Err()
+}
+
+func addCall(s *Snapshot, k httpclient.BpfCallKey, v *hist.Hist) {
+	site := opByID[k.Op]
+	c := Call{PID: int(k.Tgid), System: site.system, Operation: site.name, Method: cstr(k.Method[:]), Status: int(k.Status), Error: k.Error != 0}
+	h := s.Calls[c]
+	h.Add(v)
+	s.Calls[c] = h
+}
+
+// callAggSlot is struct call_agg_slot (include/calls.h) with the histogram in the hist package's layout.
+type callAggSlot struct {
+	Key  httpclient.BpfCallKey
+	Pad  uint32
+	Hist hist.Hist
+}
+
+func callAggTgid(v *callAggSlot) uint32 { return v.Key.Tgid }
+
+// readCallAggSlots adds a call probe's per-CPU series slots to s, summed by each CPU copy's own key (see
+// readREDSlots).
+func readCallAggSlots(m *ebpf.Map, s *Snapshot) error {
+	var i uint32
+	var vals []callAggSlot
+	alive := pidAlive()
+	it := m.Iterate()
+	for it.Next(&i, &vals) {
+		for c := range vals {
+			k := vals[c].Key
+			if k.Tgid == 0 || vals[c].Hist.Count == 0 || !alive(int(k.Tgid)) {
+				continue
+			}
+			addCall(s, k, &vals[c].Hist)
+		}
 	}
 	return it.Err()
 }

@@ -27,8 +27,15 @@ func TestCallProbes(t *testing.T) {
 	pulsarURL, _ := testenv.Pulsar(t)
 	env = append(env, "PULSAR_URL="+pulsarURL)
 	server := startTarget(t, buildTarget(t, false)) // not a target of the agent: only the clients are
-	for _, stripped := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
+	// The third run gives the probes one-entry slot tables (slotEntries), so that nearly every call and series takes
+	// the hash-map fallback: both paths must count exactly.
+	for _, c := range []struct{ stripped, fallback bool }{{false, false}, {true, false}, {false, true}} {
+		stripped := c.stripped
+		t.Run(fmt.Sprintf("stripped=%v,fallback=%v", stripped, c.fallback), func(t *testing.T) {
+			if c.fallback {
+				slotEntries = 1
+				defer func() { slotEntries = 0 }()
+			}
 			name := "clients"
 			if stripped {
 				name += "-stripped"

@@ -92,6 +92,11 @@ func (b *binProbes) read(s *Snapshot) error {
 			return fmt.Errorf("read call map: %w", err)
 		}
 	}
+	for _, m := range b.callAggSlots {
+		if err := readCallAggSlots(m, s); err != nil {
+			return fmt.Errorf("read call slots: %w", err)
+		}
+	}
 	if b.rt != nil {
 		var pid uint32
 		var vals []hist.Hist
@@ -206,22 +211,22 @@ func pidAlive() func(pid int) bool {
 	}
 }
 
-// pruneREDSlots frees the per-CPU series slots whose every CPU copy belongs to a process that is gone. A slot with a
-// free or live copy is left alone: a per-CPU value can only be written whole, and writing back a copy that a CPU is
-// claiming or counting into would lose its counts. Until then the kernel sends that slot's new series to the
-// fallback hash map, which stays exact.
-func pruneREDSlots(m *ebpf.Map, alive func(pid int) bool) {
+// prunePerCPUSlots frees the per-CPU series slots whose every CPU copy belongs to a process that is gone (tgid reads
+// a copy's owner). A slot with a free or live copy is left alone: a per-CPU value can only be written whole, and
+// writing back a copy that a CPU is claiming or counting into would lose its counts. Until then the kernel sends that
+// slot's new series to the fallback hash map, which stays exact.
+func prunePerCPUSlots[T any](m *ebpf.Map, alive func(pid int) bool, tgid func(*T) uint32) {
 	if m == nil {
 		return
 	}
 	var i uint32
-	var vals []redSlot
+	var vals []T
 	var dead []uint32
 	it := m.Iterate()
 	for it.Next(&i, &vals) {
 		all := len(vals) > 0
 		for c := range vals {
-			if t := vals[c].Key.Tgid; t == 0 || alive(int(t)) {
+			if t := tgid(&vals[c]); t == 0 || alive(int(t)) {
 				all = false
 				break
 			}
@@ -233,29 +238,36 @@ func pruneREDSlots(m *ebpf.Map, alive func(pid int) bool) {
 	if len(dead) == 0 {
 		return
 	}
-	zero := make([]redSlot, len(vals))
+	zero := make([]T, len(vals))
 	for _, k := range dead {
 		_ = m.Put(k, zero)
 	}
 }
 
-// pruneReqSlots frees the in-flight request slots of processes that are gone (a request that never returned: the
-// handler panicked, or the process exited mid-request). The slot's owner word g is the value's last field, so the
-// whole-value write makes it claimable only after its other fields are cleared.
-func pruneReqSlots(m *ebpf.Map, alive func(pid int) bool) {
+func redTgid(v *redSlot) uint32 { return v.Key.Tgid }
+
+// pruneOwnedSlots frees the in-flight slots (struct req_slot, struct call_slot: the owner's tgid is the first word,
+// its goroutine g the last) of processes that are gone: a call that never returned because the goroutine panicked or
+// the process exited mid-call. g is the value's last field, so the whole-value write makes the slot claimable only
+// after its other fields are cleared.
+func pruneOwnedSlots(m *ebpf.Map, alive func(pid int) bool) {
 	if m == nil {
 		return
 	}
 	var i uint32
-	var v httpserver.BpfReqSlot
+	var v []byte
 	var dead []uint32
 	it := m.Iterate()
 	for it.Next(&i, &v) {
-		if v.G != 0 && v.Tgid != 0 && !alive(int(v.Tgid)) {
+		if len(v) < 12 {
+			return
+		}
+		tgid, g := binary.LittleEndian.Uint32(v), binary.LittleEndian.Uint64(v[len(v)-8:])
+		if g != 0 && tgid != 0 && !alive(int(tgid)) {
 			dead = append(dead, i)
 		}
 	}
 	for _, k := range dead {
-		_ = m.Put(k, httpserver.BpfReqSlot{})
+		_ = m.Put(k, make([]byte, len(v)))
 	}
 }

@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type BpfCallAggSlot struct {
+	_    structs.HostLayout
+	Key  BpfCallKey
+	Pad  uint32
+	Hist BpfLatHist
+}
+
 type BpfCallInflightKey struct {
 	_    structs.HostLayout
 	Tgid uint32
@@ -27,6 +34,16 @@ type BpfCallKey struct {
 	Status uint16
 	Error  uint32
 	Method [8]int8
+}
+
+type BpfCallSlot struct {
+	_       structs.HostLayout
+	Tgid    uint32
+	Op      uint32
+	StartNs uint64
+	Method  [8]int8
+	Spare   [4]uint64
+	G       uint64
 }
 
 type BpfCallState struct {
@@ -46,7 +63,9 @@ type BpfLatHist struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	BpfMapCallAggSlots      = "call_agg_slots"
 	BpfMapCallInflight      = "call_inflight"
+	BpfMapCallSlots         = "call_slots"
 	BpfMapCallZero          = "call_zero"
 	BpfMapCalls             = "calls"
 	BpfProgCallEnter        = "call_enter"
@@ -105,7 +124,9 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
+	CallAggSlots *ebpf.MapSpec `ebpf:"call_agg_slots"`
 	CallInflight *ebpf.MapSpec `ebpf:"call_inflight"`
+	CallSlots    *ebpf.MapSpec `ebpf:"call_slots"`
 	CallZero     *ebpf.MapSpec `ebpf:"call_zero"`
 	Calls        *ebpf.MapSpec `ebpf:"calls"`
 }
@@ -138,14 +159,18 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
+	CallAggSlots *ebpf.Map `ebpf:"call_agg_slots"`
 	CallInflight *ebpf.Map `ebpf:"call_inflight"`
+	CallSlots    *ebpf.Map `ebpf:"call_slots"`
 	CallZero     *ebpf.Map `ebpf:"call_zero"`
 	Calls        *ebpf.Map `ebpf:"calls"`
 }
 
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
+		m.CallAggSlots,
 		m.CallInflight,
+		m.CallSlots,
 		m.CallZero,
 		m.Calls,
 	)

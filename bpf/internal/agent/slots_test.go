@@ -1,0 +1,99 @@
+package agent
+
+import (
+	"encoding/binary"
+	"os"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/shanhai-dev/shanhai/bpf/probe/httpserver"
+)
+
+// deadPID is above the kernel's pid_max limit (2^22), so no process has it.
+const deadPID = 1<<22 + 1
+
+func TestPruneOwnedSlots(t *testing.T) {
+	requireRoot(t)
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 64, MaxEntries: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	slot := func(tgid uint32, g uint64) []byte {
+		v := make([]byte, 64)
+		binary.LittleEndian.PutUint32(v, tgid)
+		binary.LittleEndian.PutUint64(v[8:], 12345) // start_ns
+		binary.LittleEndian.PutUint64(v[56:], g)
+		return v
+	}
+	me := uint32(os.Getpid())
+	for i, v := range [][]byte{slot(deadPID, 0xc000001000), slot(me, 0xc000002000), slot(0, 0xc000003000), slot(0, 0)} {
+		if err := m.Put(uint32(i), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pruneOwnedSlots(m, pidAlive())
+	// Freed: the dead process's slot. Kept: a live owner, a slot being claimed (g set, tgid not yet), a free one.
+	for i, want := range [][]byte{make([]byte, 64), slot(me, 0xc000002000), slot(0, 0xc000003000), slot(0, 0)} {
+		var got []byte
+		if err := m.Lookup(uint32(i), &got); err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(want) {
+			t.Errorf("slot %d = %x, want %x", i, got, want)
+		}
+	}
+}
+
+func TestPrunePerCPUSlots(t *testing.T) {
+	requireRoot(t)
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: uint32(binary.Size(redSlot{})), MaxEntries: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	copies := func(tgids ...uint32) []redSlot { // one per CPU; CPUs past the list are free
+		v := make([]redSlot, ncpu)
+		for c := range v {
+			if c < len(tgids) {
+				v[c].Key = httpserver.BpfRedKey{Tgid: tgids[c], Status: 200}
+				v[c].Hist.Count = 1
+			}
+		}
+		return v
+	}
+	all := func(tgid uint32) []uint32 {
+		ts := make([]uint32, ncpu)
+		for i := range ts {
+			ts[i] = tgid
+		}
+		return ts
+	}
+	me := uint32(os.Getpid())
+	in := [][]redSlot{copies(all(deadPID)...), copies(deadPID), copies(append([]uint32{me}, all(deadPID)[1:]...)...)}
+	if ncpu == 1 { // index 1 would be all dead too: make it live
+		in[1] = copies(me)
+	}
+	for i, v := range in {
+		if err := m.Put(uint32(i), v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	prunePerCPUSlots(m, pidAlive(), redTgid)
+	// Only index 0 (every copy dead) is freed; a free or live copy keeps the slot.
+	want := []uint64{0, in[1][0].Hist.Count, in[2][0].Hist.Count}
+	for i := range in {
+		var got []redSlot
+		if err := m.Lookup(uint32(i), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got[0].Hist.Count != want[i] || (want[i] == 0) != (got[0].Key.Tgid == 0) {
+			t.Errorf("index %d cpu 0 = %+v, want count %d", i, got[0].Key, want[i])
+		}
+	}
+}
