@@ -9,6 +9,9 @@
 // stalls it quietly sends less and never records the stall ("coordinated
 // omission"); here a stall shows up in the percentiles.
 //
+// With -nats the saga is also split into its five hops (outbox, bridge,
+// payment, outbox, bridge) at the timestamps the events carry; see stages.go.
+//
 // The mix per order: one catalogue browse, one order, one order poll, and a
 // log in for a share of orders (-login-ratio). Users are registered and
 // logged in before the clock starts.
