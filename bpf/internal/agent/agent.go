@@ -164,6 +164,7 @@ func (a *Agent) Scan() {
 			prune(b.rt.Stw, alive)
 			prune(b.rt.StwBegin, alive)
 			prune(b.rt.Goroutines, alive)
+			prunePerCPUSlots(b.rt.GoroutineSlots, alive, goroutineTgid)
 		}
 	}
 	a.scanned = true

@@ -163,8 +163,15 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	if err != nil {
 		return err
 	}
+	spec, err := goruntime.LoadBpf()
+	if err != nil {
+		return err
+	}
+	if slotEntries > 0 {
+		spec.Maps["goroutine_slots"].MaxEntries = slotEntries
+	}
 	objs := &goruntime.BpfObjects{}
-	if err := goruntime.LoadBpfObjects(objs, nil); err != nil {
+	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
 	b.closer = append(b.closer, objs)

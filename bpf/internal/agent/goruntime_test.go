@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -12,6 +13,20 @@ import (
 // runtime's own (/sched/pauses/total/{gc,other}) because the probes are on the file before the process starts.
 // Goroutine creations are counted at runtime.newproc1.
 func TestGoRuntime(t *testing.T) {
+	// The second run gives the goroutine counter a one-entry slot table (slotEntries): the target's pid then hashes
+	// past it (63 times in 64) and its counts take the hash-map fallback, which must be as exact.
+	for _, fallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
+			if fallback {
+				slotEntries = 1
+				defer func() { slotEntries = 0 }()
+			}
+			testGoRuntime(t)
+		})
+	}
+}
+
+func testGoRuntime(t *testing.T) {
 	requireRoot(t)
 	bin := buildTarget(t, false)
 	a := newAgent(t, bin)

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/shanhai-dev/shanhai/bpf/internal/hist"
+	"github.com/shanhai-dev/shanhai/bpf/probe/goruntime"
 	"github.com/shanhai-dev/shanhai/bpf/probe/httpserver"
 	"github.com/shanhai-dev/shanhai/bpf/probe/tcp"
 )
@@ -119,9 +120,26 @@ func (b *binProbes) read(s *Snapshot) error {
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read goroutine map: %w", err)
 		}
+		// The fast-path slots: each CPU's copy names its own pid (see goroutine_slot in goruntime.c).
+		var i uint32
+		var slots []goruntime.BpfGoroutineSlot
+		alive := pidAlive()
+		it = b.rt.GoroutineSlots.Iterate()
+		for it.Next(&i, &slots) {
+			for _, sl := range slots {
+				if sl.Tgid != 0 && sl.Count != 0 && alive(int(sl.Tgid)) {
+					s.Goroutines[int(sl.Tgid)] += sl.Count
+				}
+			}
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("read goroutine slots: %w", err)
+		}
 	}
 	return nil
 }
+
+func goroutineTgid(v *goruntime.BpfGoroutineSlot) uint32 { return v.Tgid }
 
 func (sy *system) read(s *Snapshot, want func(pid int) bool) error {
 	var pid uint32

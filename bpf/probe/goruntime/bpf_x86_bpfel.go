@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type BpfGoroutineSlot struct {
+	_     structs.HostLayout
+	Tgid  uint32
+	Pad   uint32
+	Count uint64
+}
+
 type BpfLatHist struct {
 	_       structs.HostLayout
 	Count   uint64
@@ -24,6 +31,7 @@ type BpfLatHist struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	BpfMapGoroutineSlots    = "goroutine_slots"
 	BpfMapGoroutines        = "goroutines"
 	BpfMapStw               = "stw"
 	BpfMapStwBegin          = "stw_begin"
@@ -84,10 +92,11 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
-	Goroutines *ebpf.MapSpec `ebpf:"goroutines"`
-	Stw        *ebpf.MapSpec `ebpf:"stw"`
-	StwBegin   *ebpf.MapSpec `ebpf:"stw_begin"`
-	ZeroHist   *ebpf.MapSpec `ebpf:"zero_hist"`
+	GoroutineSlots *ebpf.MapSpec `ebpf:"goroutine_slots"`
+	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
+	Stw            *ebpf.MapSpec `ebpf:"stw"`
+	StwBegin       *ebpf.MapSpec `ebpf:"stw_begin"`
+	ZeroHist       *ebpf.MapSpec `ebpf:"zero_hist"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -116,14 +125,16 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
-	Goroutines *ebpf.Map `ebpf:"goroutines"`
-	Stw        *ebpf.Map `ebpf:"stw"`
-	StwBegin   *ebpf.Map `ebpf:"stw_begin"`
-	ZeroHist   *ebpf.Map `ebpf:"zero_hist"`
+	GoroutineSlots *ebpf.Map `ebpf:"goroutine_slots"`
+	Goroutines     *ebpf.Map `ebpf:"goroutines"`
+	Stw            *ebpf.Map `ebpf:"stw"`
+	StwBegin       *ebpf.Map `ebpf:"stw_begin"`
+	ZeroHist       *ebpf.Map `ebpf:"zero_hist"`
 }
 
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
+		m.GoroutineSlots,
 		m.Goroutines,
 		m.Stw,
 		m.StwBegin,
