@@ -292,7 +292,7 @@ func (s *Service) Run(ctx context.Context) error {
 		s.close()
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
 	}
-	in := discovery.Instance{Service: Name, Addr: advertise(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
+	in := discovery.Instance{Service: Name, Addr: discovery.AdvertiseAddr(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
 	if err := s.registry.Register(ctx, in); err != nil {
 		ln.Close()
 		s.stop()
@@ -323,14 +323,4 @@ func (s *Service) close() error {
 	}
 	s.closers = nil
 	return errors.Join(errs...)
-}
-
-// advertise is the address other services dial: the configured one, or the
-// loopback address with the port we actually listen on.
-func advertise(configured string, addr net.Addr) string {
-	if configured != "" {
-		return configured
-	}
-	_, port, _ := net.SplitHostPort(addr.String())
-	return net.JoinHostPort("127.0.0.1", port)
 }
