@@ -26,7 +26,10 @@ import (
 const (
 	OrdersSubject = "shanhai.orders"
 	OrderCreated  = "order.created"
-	ConsumerName  = "payment"
+	// OrderCancelled is the compensation: refund the order's charge, or make
+	// sure none is ever made.
+	OrderCancelled = "order.cancelled"
+	ConsumerName   = "payment"
 )
 
 // Workers is how many order.created messages are handled at once. A charge
@@ -45,8 +48,15 @@ type OrderCreatedData struct {
 	Currency   string `json:"currency"`
 }
 
-// OrderEvents consumes order.created from JetStream (durable "payment",
-// explicit ack) and charges each order through the ChargeOrder use case.
+// OrderCancelledData is the order.cancelled payload.
+type OrderCancelledData = OrderCreatedData
+
+// OrderEvents consumes order.created and order.cancelled from JetStream
+// (durable "payment", explicit ack) and charges each order through the
+// ChargeOrder use case, or refunds or forestalls the charge through
+// CancelOrder. Both types share one durable consumer and one pool, so a
+// cancel may be handled before, after or while its order's create is: the
+// use cases, not delivery order, keep the two consistent.
 //
 // Settling a message:
 //   - done, duplicate or another event type: ack;
@@ -156,7 +166,11 @@ func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, err
 	if err != nil {
 		return c.deadLetter(ctx, m, h, event.Envelope{}, "invalid_event", fmt.Errorf("not a CloudEvent: %w", err))
 	}
-	if env.Type != OrderCreated {
+	switch env.Type {
+	case OrderCreated:
+	case OrderCancelled:
+		return c.cancel(ctx, m, h, env)
+	default:
 		return "ignored", ack(m)
 	}
 	var d OrderCreatedData
@@ -180,6 +194,26 @@ func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, err
 	return "charged", ack(m)
 }
 
+func (c *OrderEvents) cancel(ctx context.Context, m jetstream.Msg, h map[string]string, env event.Envelope) (string, error) {
+	var d OrderCancelledData
+	if err := env.Decode(&d); err != nil {
+		return c.deadLetter(ctx, m, h, env, "invalid_payload", fmt.Errorf("decode %s: %w", env.ID, err))
+	}
+	res, err := c.app.CancelOrder.Handle(ctx, app.CancelOrder{OrderID: d.OrderID, UserID: d.UserID, TotalCents: d.TotalCents, Currency: d.Currency})
+	switch {
+	case errors.Is(err, payment.ErrInvalid):
+		return c.deadLetter(ctx, m, h, env, "invalid_order", err)
+	case err != nil:
+		return c.retry(ctx, m, h, env, err)
+	}
+	c.log.DebugContext(ctx, "order cancellation handled", "event_id", env.ID, "order_id", d.OrderID, "payment_id", res.PaymentID,
+		"status", string(res.Status), "duplicate", res.Duplicate)
+	if res.Duplicate {
+		return "duplicate", ack(m)
+	}
+	return "cancelled", ack(m)
+}
+
 // retry naks with a delay, or gives up on the last allowed delivery: at that
 // point JetStream would drop the message silently, so we record it first.
 func (c *OrderEvents) retry(ctx context.Context, m jetstream.Msg, h map[string]string, env event.Envelope, cause error) (string, error) {
@@ -191,7 +225,7 @@ func (c *OrderEvents) retry(ctx context.Context, m jetstream.Msg, h map[string]s
 		return c.deadLetter(ctx, m, h, env, "retries_exhausted",
 			fmt.Errorf("still failing after %d deliveries: %w", delivered, cause))
 	}
-	c.log.WarnContext(ctx, "order charge will be retried", "event_id", env.ID, "delivered", delivered, "err", cause)
+	c.log.WarnContext(ctx, "order event will be retried", "event_id", env.ID, "type", env.Type, "delivered", delivered, "err", cause)
 	if err := m.NakWithDelay(stream.RetryDelay(delivered)); err != nil {
 		return "retry", fmt.Errorf("nak: %w (cause: %w)", err, cause)
 	}

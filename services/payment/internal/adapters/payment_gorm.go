@@ -25,8 +25,10 @@ type paymentRow struct {
 	Currency    string
 	Status      string
 	Reason      string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// CancelRequested: order.cancelled arrived while the charge was PENDING.
+	CancelRequested bool
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 func (paymentRow) TableName() string { return "payments" }
@@ -84,13 +86,40 @@ func (r *PaymentGorm) Claim(ctx context.Context, p *payment.Payment) (*payment.P
 	return fromRow(stored), nil
 }
 
-func (r *PaymentGorm) Complete(ctx context.Context, p *payment.Payment) (bool, error) {
+func (r *PaymentGorm) Complete(ctx context.Context, p *payment.Payment) (stored, cancelRequested bool, err error) {
+	return r.transition(ctx, p, payment.Pending)
+}
+
+func (r *PaymentGorm) SaveRefund(ctx context.Context, p *payment.Payment) (bool, error) {
+	stored, _, err := r.transition(ctx, p, payment.Succeeded)
+	return stored, err
+}
+
+func (r *PaymentGorm) RequestCancel(ctx context.Context, p *payment.Payment) (bool, error) {
+	res := r.db.WithContext(ctx).Model(&paymentRow{}).Where("id = ? AND status = ?", p.ID(), string(payment.Pending)).
+		Updates(map[string]any{"cancel_requested": true, "updated_at": time.Now().UTC()})
+	if res.Error != nil {
+		return false, fmt.Errorf("request cancel of payment %s: %w", p.ID(), res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
+// transition stores p's new state and its events in one transaction, only
+// if the stored row is still in state from: the first writer wins and a
+// concurrent worker's update matches no row and emits nothing.
+//
+// The update returns the row's cancel_requested flag as it stands after the
+// write. On PostgreSQL a concurrent RequestCancel either committed before
+// (our UPDATE waited on its row lock, re-read the row and carries the flag
+// forward) or runs after and finds the row no longer PENDING; SQLite
+// serialises writers. So a flag is never set on a row after its charge was
+// stored without the cancel seeing the new state.
+func (r *PaymentGorm) transition(ctx context.Context, p *payment.Payment, from payment.Status) (stored, cancelRequested bool, err error) {
 	s := p.Snapshot()
-	stored := false
-	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		// The status guard makes the first finisher win; a concurrent
-		// worker's update matches no row and emits nothing.
-		res := tx.Model(&paymentRow{}).Where("id = ? AND status = ?", s.ID, string(payment.Pending)).
+	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var after []paymentRow
+		res := tx.Model(&after).Clauses(clause.Returning{Columns: []clause.Column{{Name: "cancel_requested"}}}).
+			Where("id = ? AND status = ?", s.ID, string(from)).
 			Updates(map[string]any{"status": string(s.Status), "reason": s.Reason, "updated_at": s.UpdatedAt})
 		if res.Error != nil {
 			return fmt.Errorf("update payment: %w", res.Error)
@@ -99,6 +128,7 @@ func (r *PaymentGorm) Complete(ctx context.Context, p *payment.Payment) (bool, e
 			return nil
 		}
 		stored = true
+		cancelRequested = len(after) == 1 && after[0].CancelRequested
 		for _, e := range p.Events() {
 			env, err := Envelope(e)
 			if err != nil {
@@ -111,12 +141,12 @@ func (r *PaymentGorm) Complete(ctx context.Context, p *payment.Payment) (bool, e
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("complete payment %s: %w", s.ID, err)
+		return false, false, fmt.Errorf("store payment %s as %s: %w", s.ID, s.Status, err)
 	}
 	if stored {
 		r.notify()
 	}
-	return stored, nil
+	return stored, cancelRequested, nil
 }
 
 func (r *PaymentGorm) Get(ctx context.Context, userID, id string) (*payment.Payment, error) {
@@ -180,10 +210,10 @@ func (r *PaymentGorm) DeadLetters(ctx context.Context, limit int) ([]payment.Dea
 
 func toRow(s payment.Snapshot) paymentRow {
 	return paymentRow{ID: s.ID, OrderID: s.OrderID, UserID: s.UserID, AmountCents: s.AmountCents, Currency: s.Currency,
-		Status: string(s.Status), Reason: s.Reason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+		Status: string(s.Status), Reason: s.Reason, CancelRequested: s.CancelRequested, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
 }
 
 func fromRow(r paymentRow) *payment.Payment {
 	return payment.FromSnapshot(payment.Snapshot{ID: r.ID, OrderID: r.OrderID, UserID: r.UserID, AmountCents: r.AmountCents,
-		Currency: r.Currency, Status: payment.Status(r.Status), Reason: r.Reason, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()})
+		Currency: r.Currency, Status: payment.Status(r.Status), Reason: r.Reason, CancelRequested: r.CancelRequested, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()})
 }

@@ -75,8 +75,8 @@ func TestPaymentGorm(t *testing.T) {
 					t.Fatal(err)
 				}
 				p.Succeed(now)
-				if ok, err := repo.Complete(ctx, p); err != nil || !ok {
-					t.Fatalf("complete = %v, %v", ok, err)
+				if ok, flagged, err := repo.Complete(ctx, p); err != nil || !ok || flagged {
+					t.Fatalf("complete = %v, %v, %v", ok, flagged, err)
 				}
 				// A second worker that got a different answer loses.
 				late, _ := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
@@ -85,7 +85,7 @@ func TestPaymentGorm(t *testing.T) {
 				}
 				stale := payment.FromSnapshot(payment.Snapshot{ID: p.ID(), OrderID: orderID, UserID: "alice", AmountCents: 500, Currency: "EUR", Status: payment.Pending})
 				stale.Fail("x", now)
-				if ok, err := repo.Complete(ctx, stale); err != nil || ok {
+				if ok, _, err := repo.Complete(ctx, stale); err != nil || ok {
 					t.Fatalf("stale complete = %v, %v; want false", ok, err)
 				}
 				got, err := repo.Get(ctx, "alice", p.ID())
@@ -95,6 +95,82 @@ func TestPaymentGorm(t *testing.T) {
 				rows := outboxRows(t, db, orderID)
 				if len(rows) != 1 || rows[0].EventType != "payment.succeeded" || rows[0].Topic != adapters.Topic {
 					t.Fatalf("outbox = %+v", rows)
+				}
+			})
+
+			t.Run("CancelFlagReachesTheCompletingCharge", func(t *testing.T) {
+				orderID := uuid.NewString()
+				p, err := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ok, err := repo.RequestCancel(ctx, p); err != nil || !ok {
+					t.Fatalf("request cancel on PENDING = %v, %v", ok, err)
+				}
+				p.Succeed(now)
+				ok, flagged, err := repo.Complete(ctx, p)
+				if err != nil || !ok || !flagged {
+					t.Fatalf("complete after cancel = stored %v, flagged %v, %v; want both true", ok, flagged, err)
+				}
+				// The flag survives a read back, so a redelivered order.created sees it.
+				again, err := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
+				if err != nil || !again.NeedsRefund() {
+					t.Fatalf("reclaimed = %+v, %v; want SUCCEEDED needing a refund", again.Snapshot(), err)
+				}
+				if ok, err := repo.RequestCancel(ctx, again); err != nil || ok {
+					t.Fatalf("request cancel on SUCCEEDED = %v, %v; want false", ok, err)
+				}
+			})
+
+			t.Run("RefundOnceWithEvent", func(t *testing.T) {
+				orderID := uuid.NewString()
+				p, _ := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
+				p.Succeed(now)
+				if ok, _, err := repo.Complete(ctx, p); err != nil || !ok {
+					t.Fatalf("complete = %v, %v", ok, err)
+				}
+				// Two workers read the charge as SUCCEEDED and both refund it.
+				var readers []*payment.Payment
+				for range 2 {
+					r, _ := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
+					readers = append(readers, r)
+				}
+				var stored []bool
+				for _, r := range readers {
+					if !r.Refund(now) {
+						t.Fatalf("refund of %s refused", r.Status())
+					}
+					ok, err := repo.SaveRefund(ctx, r)
+					if err != nil {
+						t.Fatal(err)
+					}
+					stored = append(stored, ok)
+				}
+				if !stored[0] || stored[1] {
+					t.Fatalf("stored = %v, want [true false]", stored)
+				}
+				got, err := repo.Get(ctx, "alice", p.ID())
+				if err != nil || got.Status() != payment.Refunded || got.Reason() != payment.ReasonOrderCancelled {
+					t.Fatalf("stored = %+v, %v", got.Snapshot(), err)
+				}
+				rows := outboxRows(t, db, orderID)
+				if len(rows) != 2 || rows[0].EventType != "payment.succeeded" || rows[1].EventType != "payment.refunded" {
+					t.Fatalf("outbox = %+v", rows)
+				}
+			})
+
+			t.Run("CancelledClaimIsFinal", func(t *testing.T) {
+				orderID := uuid.NewString()
+				c, err := payment.NewCancelled(uuid.Must(uuid.NewV7()).String(), orderID, "alice", 500, "EUR", now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := repo.Claim(ctx, c); err != nil {
+					t.Fatal(err)
+				}
+				got, err := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))
+				if err != nil || got.ID() != c.ID() || got.Status() != payment.Cancelled || !got.Final() {
+					t.Fatalf("create after cancel claimed %+v, %v", got.Snapshot(), err)
 				}
 			})
 

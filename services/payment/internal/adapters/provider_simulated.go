@@ -2,6 +2,7 @@ package adapters
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -23,8 +24,9 @@ import (
 // changing the etcd value takes effect on the next charge.
 //
 // Like a real processor it honours idempotency keys: a key it has answered
-// is answered again from memory, never charged twice. Memory is bounded;
-// the oldest keys are forgotten first.
+// is answered again from memory, never charged twice, and a charge is
+// refunded at most once. Memory is bounded; the oldest keys are forgotten
+// first.
 type SimulatedProvider struct {
 	settings func() config.Dynamic
 	sleep    func(context.Context, time.Duration) error
@@ -35,6 +37,10 @@ type SimulatedProvider struct {
 	charges int
 	limit   int
 
+	refunded     map[string]bool
+	refundOrder  []string
+	refundsTotal int
+
 	calls metric.Int64Counter
 }
 
@@ -42,7 +48,7 @@ type SimulatedProvider struct {
 func NewSimulatedProvider(settings func() config.Dynamic) *SimulatedProvider {
 	calls, _ := otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.provider.calls",
 		metric.WithDescription("simulated provider calls by result (approved, replayed, fault)"))
-	return &SimulatedProvider{settings: settings, sleep: sleepCtx, answers: map[string]payment.Answer{}, limit: 100_000, calls: calls}
+	return &SimulatedProvider{settings: settings, sleep: sleepCtx, answers: map[string]payment.Answer{}, refunded: map[string]bool{}, limit: 100_000, calls: calls}
 }
 
 func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payment.Answer, error) {
@@ -73,6 +79,73 @@ func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payme
 	}
 	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "approved")))
 	return a, nil
+}
+
+// Refund gives a charge back once per key, with the same latency and fault
+// injection as a charge: failure_rate applies to refunds too, so the
+// compensation's retry path can be exercised the same way. A refund of a key
+// already refunded is answered from memory. A key this provider never
+// approved is refused as a business answer would be; it is not a fault, but
+// the payment service only refunds charges it stored as SUCCEEDED, so it
+// would only meet one whose memory was evicted.
+func (p *SimulatedProvider) Refund(ctx context.Context, r payment.Refund) error {
+	p.mu.Lock()
+	done := p.refunded[r.IdempotencyKey]
+	p.mu.Unlock()
+	if done {
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "refund_replayed")))
+		return nil
+	}
+	s := p.settings()
+	if err := p.sleep(ctx, latency(s.LatencyMedianMs, s.LatencyP99Ms, rand.NormFloat64())); err != nil {
+		return fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+	}
+	if s.FailureRate > 0 && rand.Float64() < s.FailureRate {
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "refund_fault")))
+		return fmt.Errorf("%w: simulated outage (failure_rate=%g)", payment.ErrProviderFault, s.FailureRate)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refunded[r.IdempotencyKey] { // a concurrent refund with the same key won
+		return nil
+	}
+	if a, ok := p.answers[r.IdempotencyKey]; !ok || !a.Approved {
+		return fmt.Errorf("refund %s: %w", r.IdempotencyKey, ErrUnknownCharge)
+	}
+	p.refundsTotal++
+	p.refunded[r.IdempotencyKey] = true
+	p.refundOrder = append(p.refundOrder, r.IdempotencyKey)
+	if len(p.refundOrder) > p.limit {
+		delete(p.refunded, p.refundOrder[0])
+		p.refundOrder = p.refundOrder[1:]
+	}
+	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "refunded")))
+	return nil
+}
+
+// ErrUnknownCharge is the simulated provider's answer to a refund of a key
+// it has no approved charge for.
+var ErrUnknownCharge = errors.New("no approved charge with this key")
+
+// Refunds is how many distinct refunds were made (tests compare it with
+// Charges).
+func (p *SimulatedProvider) Refunds() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refundsTotal
+}
+
+// Charged and Refunded report what the provider did for one key (tests).
+func (p *SimulatedProvider) Charged(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.answers[key].Approved
+}
+
+func (p *SimulatedProvider) Refunded(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refunded[key]
 }
 
 // Charges is how many distinct charges were made (tests assert at most one

@@ -49,3 +49,32 @@ func TestSimulatedProviderFaultsAndKeys(t *testing.T) {
 		t.Fatalf("charges = %d for one key, want 1", p.Charges())
 	}
 }
+
+func TestSimulatedProviderRefundsOncePerKeyUnderFaults(t *testing.T) {
+	s := config.Dynamic{}
+	p := NewSimulatedProvider(func() config.Dynamic { return s })
+	ctx := context.Background()
+	r := payment.Refund{IdempotencyKey: "k1", AmountCents: 100, Currency: "EUR"}
+	if err := p.Refund(ctx, r); !errors.Is(err, ErrUnknownCharge) || errors.Is(err, payment.ErrProviderFault) {
+		t.Fatalf("refund of a key never charged: err = %v, want ErrUnknownCharge", err)
+	}
+	if _, err := p.Charge(ctx, payment.Charge{IdempotencyKey: "k1", AmountCents: 100, Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	s.FailureRate = 1
+	if err := p.Refund(ctx, r); !errors.Is(err, payment.ErrProviderFault) {
+		t.Fatalf("failure_rate=1: err = %v", err)
+	}
+	if p.Refunds() != 0 || p.Refunded("k1") {
+		t.Fatal("a faulted refund was counted")
+	}
+	s.FailureRate = 0
+	for range 3 {
+		if err := p.Refund(ctx, r); err != nil {
+			t.Fatalf("after fault cleared: %v", err)
+		}
+	}
+	if p.Refunds() != 1 || !p.Refunded("k1") || !p.Charged("k1") {
+		t.Fatalf("refunds = %d for one key, want 1", p.Refunds())
+	}
+}

@@ -10,6 +10,7 @@ import (
 // Application bundles the use cases for the ports and consumers.
 type Application struct {
 	ChargeOrder      ChargeOrderHandler
+	CancelOrder      CancelOrderHandler
 	GetPayment       GetPaymentHandler
 	ListPayments     ListPaymentsHandler
 	RecordDeadLetter RecordDeadLetterHandler
@@ -34,6 +35,7 @@ func New(d Deps) Application {
 	}
 	return Application{
 		ChargeOrder:      ChargeOrderHandler{d: d},
+		CancelOrder:      CancelOrderHandler{d: d},
 		GetPayment:       GetPaymentHandler{payments: d.Payments},
 		ListPayments:     ListPaymentsHandler{payments: d.Payments},
 		RecordDeadLetter: RecordDeadLetterHandler{payments: d.Payments, newID: d.NewID, now: d.Now},

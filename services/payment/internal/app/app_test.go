@@ -31,15 +31,50 @@ func (m *memoryPayments) Claim(_ context.Context, p *payment.Payment) (*payment.
 	return payment.FromSnapshot(p.Snapshot()), nil
 }
 
-func (m *memoryPayments) Complete(_ context.Context, p *payment.Payment) (bool, error) {
+func (m *memoryPayments) Complete(_ context.Context, p *payment.Payment) (bool, bool, error) {
+	ok, flagged := m.transition(p, payment.Pending)
+	return ok, flagged, nil
+}
+
+func (m *memoryPayments) SaveRefund(_ context.Context, p *payment.Payment) (bool, error) {
+	ok, _ := m.transition(p, payment.Succeeded)
+	return ok, nil
+}
+
+func (m *memoryPayments) transition(p *payment.Payment, from payment.Status) (stored, flagged bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.byOrder[p.OrderID()].Status != payment.Pending {
+	cur := m.byOrder[p.OrderID()]
+	if cur.Status != from {
+		return false, false
+	}
+	next := p.Snapshot()
+	next.CancelRequested = cur.CancelRequested
+	m.byOrder[p.OrderID()] = next
+	m.events = append(m.events, p.Events()...)
+	return true, cur.CancelRequested
+}
+
+func (m *memoryPayments) RequestCancel(_ context.Context, p *payment.Payment) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.byOrder[p.OrderID()]
+	if cur.Status != payment.Pending {
 		return false, nil
 	}
-	m.byOrder[p.OrderID()] = p.Snapshot()
-	m.events = append(m.events, p.Events()...)
+	cur.CancelRequested = true
+	m.byOrder[p.OrderID()] = cur
 	return true, nil
+}
+
+func (m *memoryPayments) eventTypes() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, e := range m.events {
+		out = append(out, e.EventType())
+	}
+	return out
 }
 
 func (m *memoryPayments) Get(_ context.Context, userID, id string) (*payment.Payment, error) {
@@ -72,15 +107,50 @@ func (m *memoryPayments) SaveDeadLetter(_ context.Context, d payment.DeadLetter)
 	return nil
 }
 
-// countingProvider answers from a script and counts charges per key.
+// countingProvider answers from a script and counts charges and refunds.
+// When charging is set, Charge signals it and waits for release, so a test
+// can act while a charge is in flight.
 type countingProvider struct {
-	mu      sync.Mutex
-	calls   int
-	fault   error
-	decline string
+	mu          sync.Mutex
+	calls       int
+	refunds     map[string]int
+	fault       error
+	refundFault error
+	decline     string
+	charging    chan struct{}
+	release     chan struct{}
+}
+
+func (c *countingProvider) Refund(_ context.Context, r payment.Refund) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.refundFault != nil {
+		return c.refundFault
+	}
+	if c.refunds == nil {
+		c.refunds = map[string]int{}
+	}
+	if c.refunds[r.IdempotencyKey] == 0 { // idempotent by key, like the simulated one
+		c.refunds[r.IdempotencyKey]++
+	}
+	return nil
+}
+
+func (c *countingProvider) refunded() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, v := range c.refunds {
+		n += v
+	}
+	return n
 }
 
 func (c *countingProvider) Charge(_ context.Context, ch payment.Charge) (payment.Answer, error) {
+	if c.charging != nil {
+		c.charging <- struct{}{}
+		<-c.release
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++

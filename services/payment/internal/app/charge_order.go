@@ -34,7 +34,16 @@ type ChargeOrderHandler struct{ d Deps }
 //  3. decline rules, else the provider, keyed by the payment id so a retry
 //     after a crash is answered, not charged again;
 //  4. store the final state and its event in one transaction, only if the
-//     row is still PENDING.
+//     row is still PENDING;
+//  5. if order.cancelled flagged the row while the charge was in flight
+//     (see CancelOrderHandler), refund the charge just stored. A
+//     redelivery that finds the row SUCCEEDED and flagged (this worker
+//     died, or the refund faulted and the message was nakked) refunds too.
+//
+// A CANCELLED row (the cancel claimed the order first) is final: nothing is
+// charged. The row is not re-read before the provider call: a cancel that
+// lands after the claim is caught by step 5, so the common path keeps its
+// round trips.
 //
 // A provider fault returns an error wrapping payment.ErrProviderFault (retry
 // later); an event that can never be charged wraps payment.ErrInvalid.
@@ -48,6 +57,9 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 		return ChargeResult{}, fmt.Errorf("charge order %s: claim: %w", cmd.OrderID, err)
 	}
 	if p.Final() {
+		if p.NeedsRefund() {
+			return h.refund(ctx, p)
+		}
 		return result(p, true), nil
 	}
 	if reason := h.d.Rules().Decline(p); reason != "" {
@@ -66,11 +78,22 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 			p.Fail(ans.Reason, h.d.Now())
 		}
 	}
-	stored, err := h.d.Payments.Complete(ctx, p)
+	stored, cancelled, err := h.d.Payments.Complete(ctx, p)
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %s: complete: %w", cmd.OrderID, err)
 	}
+	if stored && cancelled && p.Status() == payment.Succeeded {
+		return h.refund(ctx, p)
+	}
 	return result(p, !stored), nil
+}
+
+func (h ChargeOrderHandler) refund(ctx context.Context, p *payment.Payment) (ChargeResult, error) {
+	r, stored, err := refund(ctx, h.d, p)
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %s: order was cancelled: %w", p.OrderID(), err)
+	}
+	return result(r, !stored), nil
 }
 
 func result(p *payment.Payment, dup bool) ChargeResult {

@@ -8,14 +8,23 @@ import (
 )
 
 // Status of a charge. PENDING means claimed but not yet answered by the
-// provider; the other two are final.
+// provider; SUCCEEDED and FAILED are its answers. REFUNDED follows SUCCEEDED
+// when the order was cancelled after the charge. CANCELLED is a claim made by
+// order.cancelled before any charge: it holds the order's one row so that a
+// later order.created finds it and charges nothing.
 type Status string
 
 const (
 	Pending   Status = "PENDING"
 	Succeeded Status = "SUCCEEDED"
 	Failed    Status = "FAILED"
+	Refunded  Status = "REFUNDED"
+	Cancelled Status = "CANCELLED"
 )
+
+// ReasonOrderCancelled is the reason of a payment.refunded event and of a
+// CANCELLED claim.
+const ReasonOrderCancelled = "order_cancelled"
 
 // Payment is the aggregate. There is at most one per order (the repository
 // enforces a unique order id), which is what makes redelivery safe.
@@ -27,27 +36,49 @@ type Payment struct {
 	currency    string
 	status      Status
 	reason      string
-	createdAt   time.Time
-	updatedAt   time.Time
+	// cancelRequested is set when order.cancelled arrived while the charge
+	// was in flight (PENDING): whoever sees the charge succeed refunds it.
+	cancelRequested bool
+	createdAt       time.Time
+	updatedAt       time.Time
 
 	events []Event
 }
 
 // New claims a charge for an order. It does not talk to the provider.
 func New(id, orderID, userID string, amountCents int64, currency string, now time.Time) (*Payment, error) {
-	switch {
-	case orderID == "":
-		return nil, fmt.Errorf("%w: order_id is empty", ErrInvalid)
-	case userID == "":
-		return nil, fmt.Errorf("%w: user_id is empty", ErrInvalid)
-	case amountCents <= 0:
-		return nil, fmt.Errorf("%w: total_cents must be positive, got %d", ErrInvalid, amountCents)
-	case len(currency) != 3:
-		return nil, fmt.Errorf("%w: currency must be an ISO 4217 code, got %q", ErrInvalid, currency)
+	if err := validate(orderID, userID, amountCents, currency); err != nil {
+		return nil, err
 	}
 	now = now.UTC()
 	return &Payment{id: id, orderID: orderID, userID: userID, amountCents: amountCents, currency: currency,
 		status: Pending, createdAt: now, updatedAt: now}, nil
+}
+
+// NewCancelled is the claim order.cancelled makes when it gets to an order
+// first. Stored under the order's unique id, it turns a later or concurrent
+// order.created into a no-op: nothing is charged, so nothing is emitted.
+func NewCancelled(id, orderID, userID string, amountCents int64, currency string, now time.Time) (*Payment, error) {
+	p, err := New(id, orderID, userID, amountCents, currency, now)
+	if err != nil {
+		return nil, err
+	}
+	p.status, p.reason = Cancelled, ReasonOrderCancelled
+	return p, nil
+}
+
+func validate(orderID, userID string, amountCents int64, currency string) error {
+	switch {
+	case orderID == "":
+		return fmt.Errorf("%w: order_id is empty", ErrInvalid)
+	case userID == "":
+		return fmt.Errorf("%w: user_id is empty", ErrInvalid)
+	case amountCents <= 0:
+		return fmt.Errorf("%w: total_cents must be positive, got %d", ErrInvalid, amountCents)
+	case len(currency) != 3:
+		return fmt.Errorf("%w: currency must be an ISO 4217 code, got %q", ErrInvalid, currency)
+	}
+	return nil
 }
 
 // Succeed records an approved charge. Only a pending payment can finish, so
@@ -70,8 +101,58 @@ func (p *Payment) finish(s Status, reason string, now time.Time) bool {
 	return true
 }
 
-// Final reports whether the provider has answered.
+// Final reports whether the charge is settled: answered by the provider,
+// refunded, or cancelled before it was made.
 func (p *Payment) Final() bool { return p.status != Pending }
+
+// CancelAction is what an order.cancelled asks of a payment in its current state.
+type CancelAction int
+
+const (
+	// CancelNothing: already failed, refunded or cancelled; nothing was or
+	// remains charged.
+	CancelNothing CancelAction = iota
+	// CancelRefund: the charge succeeded; refund it.
+	CancelRefund
+	// CancelFlag: the charge is in flight; flag it so the charging path
+	// refunds it as soon as it has succeeded.
+	CancelFlag
+)
+
+// OnCancel decides what the order's cancellation means for this payment and,
+// for an in-flight charge, records the request (persist it with the
+// repository's RequestCancel).
+func (p *Payment) OnCancel() CancelAction {
+	switch p.status {
+	case Succeeded:
+		return CancelRefund
+	case Pending:
+		p.cancelRequested = true
+		return CancelFlag
+	default:
+		return CancelNothing
+	}
+}
+
+// CancelRequested reports whether the order was cancelled while the charge
+// was in flight.
+func (p *Payment) CancelRequested() bool { return p.cancelRequested }
+
+// NeedsRefund reports whether a succeeded charge belongs to an order that was
+// cancelled meanwhile and so must be refunded by whoever sees it.
+func (p *Payment) NeedsRefund() bool { return p.status == Succeeded && p.cancelRequested }
+
+// Refund records that a succeeded charge was given back because the order
+// was cancelled. Only a succeeded payment can be refunded, once; a second
+// call returns false and records nothing.
+func (p *Payment) Refund(now time.Time) bool {
+	if p.status != Succeeded {
+		return false
+	}
+	p.status, p.reason, p.updatedAt = Refunded, ReasonOrderCancelled, now.UTC()
+	p.record(RefundedEvent{Payment: p.Snapshot()})
+	return true
+}
 
 func (p *Payment) ID() string           { return p.id }
 func (p *Payment) OrderID() string      { return p.orderID }
@@ -91,17 +172,19 @@ type Snapshot struct {
 	Currency    string
 	Status      Status
 	Reason      string
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// CancelRequested: the order was cancelled while the charge was in flight.
+	CancelRequested bool
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 }
 
 func (p *Payment) Snapshot() Snapshot {
 	return Snapshot{ID: p.id, OrderID: p.orderID, UserID: p.userID, AmountCents: p.amountCents, Currency: p.currency,
-		Status: p.status, Reason: p.reason, CreatedAt: p.createdAt, UpdatedAt: p.updatedAt}
+		Status: p.status, Reason: p.reason, CancelRequested: p.cancelRequested, CreatedAt: p.createdAt, UpdatedAt: p.updatedAt}
 }
 
 // FromSnapshot rebuilds a stored payment without recording events.
 func FromSnapshot(s Snapshot) *Payment {
 	return &Payment{id: s.ID, orderID: s.OrderID, userID: s.UserID, amountCents: s.AmountCents, currency: s.Currency,
-		status: s.Status, reason: s.Reason, createdAt: s.CreatedAt, updatedAt: s.UpdatedAt}
+		status: s.Status, reason: s.Reason, cancelRequested: s.CancelRequested, createdAt: s.CreatedAt, updatedAt: s.UpdatedAt}
 }

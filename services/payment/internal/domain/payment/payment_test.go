@@ -77,3 +77,75 @@ func TestRules(t *testing.T) {
 		})
 	}
 }
+
+func TestCancelDecision(t *testing.T) {
+	mk := func(finish func(*payment.Payment)) *payment.Payment {
+		p, err := payment.New("p", "o", "u", 100, "EUR", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		finish(p)
+		return p
+	}
+	c, err := payment.NewCancelled("c", "o", "u", 100, "EUR", now)
+	if err != nil || c.Status() != payment.Cancelled || !c.Final() || len(c.Events()) != 0 {
+		t.Fatalf("cancelled claim = %+v, %v", c.Snapshot(), err)
+	}
+	tests := []struct {
+		name string
+		p    *payment.Payment
+		want payment.CancelAction
+	}{
+		{"in flight", mk(func(*payment.Payment) {}), payment.CancelFlag},
+		{"succeeded", mk(func(p *payment.Payment) { p.Succeed(now) }), payment.CancelRefund},
+		{"failed", mk(func(p *payment.Payment) { p.Fail("x", now) }), payment.CancelNothing},
+		{"refunded", mk(func(p *payment.Payment) { p.Succeed(now); p.Refund(now) }), payment.CancelNothing},
+		{"cancelled claim", c, payment.CancelNothing},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.p.OnCancel(); got != tt.want {
+				t.Fatalf("OnCancel = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFlaggedChargeNeedsRefundOnceSucceeded(t *testing.T) {
+	p, _ := payment.New("p", "o", "u", 100, "EUR", now)
+	p.OnCancel()
+	if !p.CancelRequested() || p.NeedsRefund() {
+		t.Fatal("a flagged PENDING charge has nothing to refund yet")
+	}
+	p.Succeed(now)
+	if !p.NeedsRefund() {
+		t.Fatal("a flagged charge that succeeded does not ask for a refund")
+	}
+	// A stored copy keeps the flag (the repository round-trips it).
+	if !payment.FromSnapshot(p.Snapshot()).NeedsRefund() {
+		t.Fatal("the flag was lost through a snapshot")
+	}
+}
+
+func TestRefundOnlyOnceAndOnlyFromSucceeded(t *testing.T) {
+	p, _ := payment.New("p", "o", "u", 100, "EUR", now)
+	if p.Refund(now) {
+		t.Fatal("refunded a charge still in flight")
+	}
+	p.Fail("x", now)
+	if p.Refund(now) {
+		t.Fatal("refunded a failed charge")
+	}
+	q, _ := payment.New("q", "o2", "u", 100, "EUR", now)
+	q.Succeed(now)
+	if !q.Refund(now) || q.Status() != payment.Refunded || q.Reason() != payment.ReasonOrderCancelled {
+		t.Fatalf("refund = %+v", q.Snapshot())
+	}
+	if q.Refund(now) {
+		t.Fatal("refunded twice")
+	}
+	ev := q.Events()
+	if len(ev) != 2 || ev[1].EventType() != "payment.refunded" || ev[1].PaymentSnapshot().Status != payment.Refunded {
+		t.Fatalf("events = %#v", ev)
+	}
+}

@@ -22,9 +22,21 @@ type Answer struct {
 	Reason   string
 }
 
-// Provider charges money.
+// Refund gives a succeeded charge back. IdempotencyKey is the payment id,
+// the charge's own key: a provider refunds one key at most once, so a
+// repeated or concurrent refund of the same payment is answered, not paid
+// out again.
+type Refund struct {
+	IdempotencyKey string
+	AmountCents    int64
+	Currency       string
+}
+
+// Provider charges money and gives it back. Refund returns an error wrapping
+// ErrProviderFault for a transient failure worth retrying.
 type Provider interface {
 	Charge(ctx context.Context, c Charge) (Answer, error)
+	Refund(ctx context.Context, r Refund) error
 }
 
 // ErrProviderFault marks a transient provider failure.

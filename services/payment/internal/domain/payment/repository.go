@@ -14,7 +14,18 @@ type Repository interface {
 	Claim(ctx context.Context, p *Payment) (*Payment, error)
 	// Complete stores a final payment and its events, only if the stored row
 	// is still PENDING. It reports false when another worker finished first.
-	Complete(ctx context.Context, p *Payment) (bool, error)
+	// When it stores, cancelRequested reports a cancel request that a
+	// concurrent order.cancelled left on the row (see RequestCancel): the
+	// caller then knows a charge it just stored must be refunded.
+	Complete(ctx context.Context, p *Payment) (stored, cancelRequested bool, err error)
+	// RequestCancel flags the order's payment as cancelled, only if the
+	// stored row is still PENDING. It reports false when the charge was
+	// answered first; the caller then reads the row again and decides anew.
+	RequestCancel(ctx context.Context, p *Payment) (bool, error)
+	// SaveRefund stores a refunded payment and its payment.refunded event,
+	// only if the stored row is still SUCCEEDED. It reports false when
+	// another worker refunded first.
+	SaveRefund(ctx context.Context, p *Payment) (bool, error)
 	// Get returns the user's payment; another user's is ErrNotFound.
 	Get(ctx context.Context, userID, id string) (*Payment, error)
 	// List returns the user's payments, newest first, optionally for one order.
