@@ -28,6 +28,11 @@ const (
 	PaymentsSubject  = "shanhai.payments"
 	PaymentSucceeded = "payment.succeeded"
 	PaymentFailed    = "payment.failed"
+	// PaymentRefunded follows payment.succeeded when an order was cancelled
+	// after (or while) it was charged. It is informational here: the order is
+	// already CANCELLED (a cancel is what causes a refund) and no order state
+	// follows from it, so it is acked without being applied.
+	PaymentRefunded = "payment.refunded"
 )
 
 // PaymentResultData is the payment.succeeded / payment.failed payload.
@@ -167,7 +172,11 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	if err != nil {
 		return c.term(ctx, m, fmt.Errorf("not a CloudEvent: %w", err))
 	}
-	if env.Type != PaymentSucceeded && env.Type != PaymentFailed {
+	switch env.Type {
+	case PaymentSucceeded, PaymentFailed:
+	case PaymentRefunded:
+		return "informational", c.ack(m)
+	default:
 		return "ignored", c.ack(m)
 	}
 	var d PaymentResultData

@@ -205,6 +205,8 @@ func TestPaymentResultsApplyOnceWhateverTheOrder(t *testing.T) {
 	// An unknown order and another event type are settled, not retried forever.
 	h.publishResult(t, "payment.succeeded", "e6", uuid.NewString(), "", nil)
 	h.publishResult(t, "payment.refunded", "e7", paid.ID, "", nil)
+	// The refund of a cancelled order's charge is informational: it stays CANCELLED.
+	h.publishResult(t, "payment.refunded", "e8", cancelled.ID, "order_cancelled", nil)
 	h.drained(t)
 
 	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" || o.PaymentID != "pay-"+paid.ID {
