@@ -40,6 +40,7 @@ func TestPlatform(t *testing.T) {
 	t.Run("HappyPath", func(t *testing.T) { happyPath(t, e) })
 	t.Run("Declined", func(t *testing.T) { declined(t, e) })
 	t.Run("ProviderFault", func(t *testing.T) { providerFault(t, e) })
+	t.Run("Cancelled", func(t *testing.T) { cancelled(t, e) })
 }
 
 func start(t *testing.T) *env {
