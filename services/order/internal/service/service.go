@@ -81,7 +81,7 @@ type Service struct {
 	orders   *adapters.OrderGorm
 
 	stopWorkers func()
-	closers     []func() error
+	cleanup     server.Cleanup
 }
 
 // Migrate applies the pkg sets this service uses and its own set.
@@ -107,7 +107,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	built := s
 	defer func() {
 		if err != nil {
-			_ = built.close()
+			_ = built.cleanup.Close()
 		}
 	}()
 	t0 := time.Now()
@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}); err != nil {
 		return nil, err
 	}
-	s.closers = append(s.closers, func() error {
+	s.cleanup.Add(func() error {
 		sqlDB, err := built.DB.DB() // built: s is nil once New returns an error
 		if err != nil {
 			return err
@@ -142,12 +142,12 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	s.Redis = redis.NewClient(ropt)
-	s.closers = append(s.closers, s.Redis.Close)
+	s.cleanup.Add(s.Redis.Close)
 
 	if s.NATS, err = nats.Connect(cfg.NATSURL, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", cfg.NATSURL, err)
 	}
-	s.closers = append(s.closers, func() error { built.NATS.Close(); return nil })
+	s.cleanup.Add(func() error { built.NATS.Close(); return nil })
 	js, err := jetstream.New(s.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -160,7 +160,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 
 	phase("discovery")
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
-	s.closers = append(s.closers, writer.Close)
+	s.cleanup.Add(writer.Close)
 	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
 
 	s.orders = adapters.NewOrderGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
@@ -201,7 +201,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		},
 	})
 	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
-	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.close() })
+	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.cleanup.Close() })
 	phase("server")
 	return s, nil
 }
@@ -221,7 +221,7 @@ func (s *Service) discovery() error {
 		return fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
 	s.etcd = cli
-	s.closers = append(s.closers, cli.Close)
+	s.cleanup.Add(cli.Close)
 	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
 	return nil
 }
@@ -283,20 +283,20 @@ func (s *Service) housekeeping(ctx context.Context) {
 func (s *Service) Run(ctx context.Context) error {
 	if err := s.Start(ctx); err != nil {
 		s.stop()
-		s.close()
+		s.cleanup.Close()
 		return err
 	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		s.stop()
-		s.close()
+		s.cleanup.Close()
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
 	}
 	in := discovery.Instance{Service: Name, Addr: discovery.AdvertiseAddr(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
 	if err := s.registry.Register(ctx, in); err != nil {
 		ln.Close()
 		s.stop()
-		s.close()
+		s.cleanup.Close()
 		return fmt.Errorf("register in discovery: %w", err)
 	}
 	return s.Server.Serve(ctx, ln)
@@ -313,14 +313,5 @@ func (s *Service) stop() {
 // through the server's shutdown hooks).
 func (s *Service) Stop() error {
 	s.stop()
-	return s.close()
-}
-
-func (s *Service) close() error {
-	var errs []error
-	for i := len(s.closers) - 1; i >= 0; i-- {
-		errs = append(errs, s.closers[i]())
-	}
-	s.closers = nil
-	return errors.Join(errs...)
+	return s.cleanup.Close()
 }

@@ -80,7 +80,7 @@ type Service struct {
 	events   *adapters.OrderEvents
 
 	stopWorkers func()
-	closers     []func() error
+	cleanup     server.Cleanup
 }
 
 // Migrate applies the outbox set and this service's own set.
@@ -103,7 +103,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	built := s
 	defer func() {
 		if err != nil {
-			_ = built.close()
+			_ = built.cleanup.Close()
 		}
 	}()
 	t0 := time.Now()
@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}); err != nil {
 		return nil, err
 	}
-	s.closers = append(s.closers, func() error {
+	s.cleanup.Add(func() error {
 		sqlDB, err := built.DB.DB() // built: s is nil once New returns an error
 		if err != nil {
 			return err
@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	if s.NATS, err = nats.Connect(cfg.NATSURL, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
 		return nil, fmt.Errorf("connect nats %s: %w", cfg.NATSURL, err)
 	}
-	s.closers = append(s.closers, func() error { built.NATS.Close(); return nil })
+	s.cleanup.Add(func() error { built.NATS.Close(); return nil })
 	js, err := jetstream.New(s.NATS)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	phase("etcd")
 
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
-	s.closers = append(s.closers, writer.Close)
+	s.cleanup.Add(writer.Close)
 	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
 	s.Payments = adapters.NewPaymentGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
 	s.Provider = adapters.NewSimulatedProvider(s.Settings)
@@ -185,7 +185,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		},
 	})
 	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
-	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.close() })
+	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.cleanup.Close() })
 	phase("server")
 	return s, nil
 }
@@ -207,7 +207,7 @@ func (s *Service) etcdParts(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
-	s.closers = append(s.closers, cli.Close)
+	s.cleanup.Add(cli.Close)
 	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
 	// The watch lives as long as the etcd client: closing the client on
 	// shutdown ends it.
@@ -270,14 +270,5 @@ func (s *Service) stop() {
 // Stop ends the workers and closes every connection.
 func (s *Service) Stop() error {
 	s.stop()
-	return s.close()
-}
-
-func (s *Service) close() error {
-	var errs []error
-	for i := len(s.closers) - 1; i >= 0; i-- {
-		errs = append(errs, s.closers[i]())
-	}
-	s.closers = nil
-	return errors.Join(errs...)
+	return s.cleanup.Close()
 }

@@ -5,7 +5,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -55,7 +54,7 @@ type Service struct {
 	registry discovery.Registry
 
 	stopWorkers func()
-	closers     []func() error
+	cleanup     server.Cleanup
 }
 
 // Migrate applies the outbox set and the service's own set.
@@ -77,7 +76,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	s := &Service{cfg: cfg, log: o.Logger}
 	defer func() {
 		if err != nil {
-			_ = s.close()
+			_ = s.cleanup.Close()
 		}
 	}()
 
@@ -99,7 +98,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
 		return nil, err
 	}
-	s.closers = append(s.closers, func() error {
+	s.cleanup.Add(func() error {
 		sqlDB, err := s.DB.DB()
 		if err != nil {
 			return err
@@ -115,14 +114,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	s.Redis = redis.NewClient(ropt)
-	s.closers = append(s.closers, s.Redis.Close)
+	s.cleanup.Add(s.Redis.Close)
 
 	if err = s.discovery(); err != nil {
 		return nil, err
 	}
 
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
-	s.closers = append(s.closers, writer.Close)
+	s.cleanup.Add(writer.Close)
 	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
 
 	window := limit.Rate{Period: cfg.LoginWindow}
@@ -165,7 +164,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
 	}
 	ports.HTTP{App: s.App, JWKS: s.Signer.JWKS(), Verifier: verifier, Logger: o.Logger}.Mount(router)
-	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.close() })
+	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.cleanup.Close() })
 	return s, nil
 }
 
@@ -193,7 +192,7 @@ func (s *Service) discovery() error {
 	if err != nil {
 		return fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
-	s.closers = append(s.closers, cli.Close)
+	s.cleanup.Add(cli.Close)
 	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
 	return nil
 }
@@ -238,14 +237,5 @@ func (s *Service) stop() {
 // through the server's shutdown hooks).
 func (s *Service) Stop() error {
 	s.stop()
-	return s.close()
-}
-
-func (s *Service) close() error {
-	var errs []error
-	for i := len(s.closers) - 1; i >= 0; i-- {
-		errs = append(errs, s.closers[i]())
-	}
-	s.closers = nil
-	return errors.Join(errs...)
+	return s.cleanup.Close()
 }
