@@ -215,21 +215,11 @@ type callAggSlot struct {
 
 func callAggTgid(v *callAggSlot) uint32 { return v.Key.Tgid }
 
-// readCallAggSlots adds a call probe's per-CPU series slots to s, summed by each CPU copy's own key (see
-// readREDSlots).
+// readCallAggSlots adds a call probe's per-CPU series slots to s (see eachLiveSlotCopy).
 func readCallAggSlots(m *ebpf.Map, s *Snapshot) error {
-	var i uint32
-	var vals []callAggSlot
-	alive := pidAlive()
-	it := m.Iterate()
-	for it.Next(&i, &vals) {
-		for c := range vals {
-			k := vals[c].Key
-			if k.Tgid == 0 || vals[c].Hist.Count == 0 || !alive(int(k.Tgid)) {
-				continue
-			}
-			addCall(s, k, &vals[c].Hist)
+	return eachLiveSlotCopy(m, callAggTgid, func(v *callAggSlot) {
+		if v.Hist.Count != 0 {
+			addCall(s, v.Key, &v.Hist)
 		}
-	}
-	return it.Err()
+	})
 }

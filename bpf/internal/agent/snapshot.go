@@ -121,18 +121,12 @@ func (b *binProbes) read(s *Snapshot) error {
 			return fmt.Errorf("read goroutine map: %w", err)
 		}
 		// The fast-path slots: each CPU's copy names its own pid (see goroutine_slot in goruntime.c).
-		var i uint32
-		var slots []goruntime.BpfGoroutineSlot
-		alive := pidAlive()
-		it = b.rt.GoroutineSlots.Iterate()
-		for it.Next(&i, &slots) {
-			for _, sl := range slots {
-				if sl.Tgid != 0 && sl.Count != 0 && alive(int(sl.Tgid)) {
-					s.Goroutines[int(sl.Tgid)] += sl.Count
-				}
+		err := eachLiveSlotCopy(b.rt.GoroutineSlots, goroutineTgid, func(v *goruntime.BpfGoroutineSlot) {
+			if v.Count != 0 {
+				s.Goroutines[int(v.Tgid)] += v.Count
 			}
-		}
-		if err := it.Err(); err != nil {
+		})
+		if err != nil {
 			return fmt.Errorf("read goroutine slots: %w", err)
 		}
 	}
@@ -191,25 +185,33 @@ type redSlot struct {
 	Hist hist.Hist
 }
 
-// readREDSlots adds the per-CPU series slots of the HTTP server probe to s. Each CPU's copy of a slot carries its own
-// key (a CPU claims a free slot for the first series that hashes to it there), so the copies are summed by key, not
-// by index. Copies of processes that are gone are skipped: pruneREDSlots frees them only when no CPU could be
-// writing the slot.
+// readREDSlots adds the per-CPU series slots of the HTTP server probe to s.
 func readREDSlots(m *ebpf.Map, s *Snapshot) error {
+	return eachLiveSlotCopy(m, redTgid, func(v *redSlot) {
+		if v.Hist.Count == 0 {
+			return
+		}
+		r := RED{PID: int(v.Key.Tgid), Method: cstr(v.Key.Method[:]), Status: int(v.Key.Status)}
+		h := s.Server[r]
+		h.Add(&v.Hist)
+		s.Server[r] = h
+	})
+}
+
+// eachLiveSlotCopy calls fn with every CPU copy of a per-CPU slot map's values that a live process owns (tgid reads a
+// copy's owner). Each CPU's copy of a slot carries its own key (a CPU claims a free slot for the first series that
+// hashes to it there), so callers sum copies by key, not by index. Copies of processes that are gone are skipped:
+// prunePerCPUSlots frees them only when no CPU could be writing the slot.
+func eachLiveSlotCopy[T any](m *ebpf.Map, tgid func(*T) uint32, fn func(*T)) error {
 	var i uint32
-	var vals []redSlot
+	var vals []T
 	alive := pidAlive()
 	it := m.Iterate()
 	for it.Next(&i, &vals) {
 		for c := range vals {
-			k := vals[c].Key
-			if k.Tgid == 0 || vals[c].Hist.Count == 0 || !alive(int(k.Tgid)) {
-				continue
+			if t := tgid(&vals[c]); t != 0 && alive(int(t)) {
+				fn(&vals[c])
 			}
-			r := RED{PID: int(k.Tgid), Method: cstr(k.Method[:]), Status: int(k.Status)}
-			h := s.Server[r]
-			h.Add(&vals[c].Hist)
-			s.Server[r] = h
 		}
 	}
 	return it.Err()
