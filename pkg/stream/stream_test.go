@@ -2,6 +2,8 @@ package stream
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,20 +42,9 @@ func TestHeadersTakesTheFirstValue(t *testing.T) {
 
 // TestEnsureCreatesOnceAndLeavesExistingAlone runs against the real NATS server.
 func TestEnsureCreatesOnceAndLeavesExistingAlone(t *testing.T) {
-	nc, err := nats.Connect(testenv.NATS(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close) // after the stream's deletion below (cleanups run last first)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, n := testStream(t, "STREAM")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	suffix := time.Now().Format("150405.000000")
-	n := Names{Stream: "TEST_STREAM_" + suffix[:6] + suffix[7:], StreamSubjects: "tstream" + suffix[7:] + ".>"}
-	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), n.Stream) })
 
 	if err := Ensure(ctx, js, n); err != nil {
 		t.Fatalf("create: %v", err)
@@ -78,4 +69,23 @@ func TestEnsureCreatesOnceAndLeavesExistingAlone(t *testing.T) {
 	if s.CachedInfo().Config.MaxAge != time.Hour {
 		t.Fatal("Ensure rewrote an existing stream's settings")
 	}
+}
+
+// testStream connects to the real NATS server and names a stream of the test's
+// own (unique name and subjects), deleted when the test ends.
+func testStream(t *testing.T, prefix string) (jetstream.JetStream, Names) {
+	t.Helper()
+	nc, err := nats.Connect(testenv.NATS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close) // after the stream's deletion below (cleanups run last first)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := strconv.FormatInt(time.Now().UnixNano(), 10)
+	n := Names{Stream: "TEST_" + prefix + "_" + suffix, StreamSubjects: "t" + strings.ToLower(prefix) + suffix + ".>"}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), n.Stream) })
+	return js, n
 }

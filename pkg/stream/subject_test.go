@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 func TestPartitionSubjectAndFilters(t *testing.T) {
@@ -28,24 +26,15 @@ func TestPartitionSubjectAndFilters(t *testing.T) {
 // messages and then the per-partition ones, in stream order, and not the
 // acked ones again.
 func TestFiltersUpgradeLosesNothing(t *testing.T) {
-	nc, err := nats.Connect(testenv.NATS(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close) // after the stream's deletion below (cleanups run last first)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, n := testStream(t, "UPGRADE")
+	n.Durable = "svc"
+	root := strings.TrimSuffix(n.StreamSubjects, ">") // "tupgrade<n>."
+	subject := root + "orders"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
-	n := Names{Stream: "TEST_UPGRADE_" + suffix, StreamSubjects: "tup" + suffix + ".>", Durable: "svc"}
-	subject := "tup" + suffix + ".orders"
 	if err := Ensure(ctx, js, n); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), n.Stream) })
 	publish := func(subj, data string) {
 		t.Helper()
 		if _, err := js.Publish(ctx, subj, []byte(data)); err != nil {
@@ -80,7 +69,7 @@ func TestFiltersUpgradeLosesNothing(t *testing.T) {
 	}
 	publish(PartitionSubject(subject, 1), "new-1")
 	publish(PartitionSubject(subject, 0), "new-2")
-	publish("tup"+suffix+".payments.p0", "other topic")
+	publish(root+"payments.p0", "other topic")
 
 	var got []string
 	batch, err = c.Fetch(10, jetstream.FetchMaxWait(2*time.Second))
