@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"net/http"
 	"testing"
 	"time"
@@ -17,18 +16,7 @@ import (
 // placed, with a healthy provider: however the create and the cancel race,
 // each ends REFUNDED (charged first) or CANCELLED (never charged).
 func cancelled(t *testing.T, e *env) {
-	settings := map[string]any{"latency_median_ms": 20, "latency_p99_ms": 120, "failure_rate": 1.0, "decline_above_cents": 100000}
-	if err := e.st.SetPayment(ctx(t), settings); err != nil {
-		t.Fatal(err)
-	}
-	cleared := false
-	t.Cleanup(func() {
-		if !cleared {
-			settings["failure_rate"] = 0.0
-			_ = e.st.SetPayment(context.Background(), settings)
-		}
-	})
-	time.Sleep(time.Second) // as in providerFault: let the watch apply the fault first
+	heal := faultProvider(t, e)
 
 	items := cheapItems(t, e)
 	o, _, _ := createOrder(t, e, items, nil)
@@ -40,11 +28,7 @@ func cancelled(t *testing.T, e *env) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	cancelOrder(t, e, o.ID)
-	settings["failure_rate"] = 0.0
-	if err := e.st.SetPayment(ctx(t), settings); err != nil {
-		t.Fatal(err)
-	}
-	cleared = true
+	heal()
 	// Redeliveries back off up to 16 s each; a minute covers several.
 	if ps := waitPayment(t, e, o.ID, 60*time.Second, "REFUNDED"); ps.Status != "REFUNDED" || ps.Reason != "order_cancelled" {
 		t.Fatalf("order %s cancelled during a fault: payment %+v, want REFUNDED (order_cancelled)", o.ID, ps)

@@ -225,20 +225,7 @@ func declined(t *testing.T, e *env) {
 }
 
 func providerFault(t *testing.T, e *env) {
-	settings := map[string]any{"latency_median_ms": 20, "latency_p99_ms": 120, "failure_rate": 1.0, "decline_above_cents": 100000}
-	if err := e.st.SetPayment(ctx(t), settings); err != nil {
-		t.Fatal(err)
-	}
-	cleared := false
-	t.Cleanup(func() {
-		if !cleared {
-			settings["failure_rate"] = 0.0
-			_ = e.st.SetPayment(context.Background(), settings)
-		}
-	})
-	// The watch applies the document within milliseconds; the pause keeps
-	// the first order from racing it.
-	time.Sleep(time.Second)
+	heal := faultProvider(t, e)
 
 	items := cheapItems(t, e)
 	var ids []string
@@ -267,15 +254,39 @@ func providerFault(t *testing.T, e *env) {
 		}
 	}
 
-	settings["failure_rate"] = 0.0
-	if err := e.st.SetPayment(ctx(t), settings); err != nil {
-		t.Fatal(err)
-	}
-	cleared = true
+	heal()
 	// Redeliveries back off up to 16 s each; a minute covers several.
 	for _, id := range ids {
 		if o, ok := waitStatus(t, e, id, "PAID", 60*time.Second); !ok {
 			t.Errorf("order %s is %s a minute after the fault cleared, want PAID", id, o.Status)
 		}
 	}
+}
+
+// faultProvider makes every charge and refund fail through the dynamic config
+// in etcd and returns heal, which clears the fault; the test's cleanup heals
+// too, so a failing test does not leave the next one faulted.
+func faultProvider(t *testing.T, e *env) (heal func()) {
+	t.Helper()
+	settings := map[string]any{"latency_median_ms": 20, "latency_p99_ms": 120, "failure_rate": 1.0, "decline_above_cents": 100000}
+	if err := e.st.SetPayment(ctx(t), settings); err != nil {
+		t.Fatal(err)
+	}
+	healed := false
+	heal = func() {
+		if healed {
+			return
+		}
+		settings["failure_rate"] = 0.0
+		if err := e.st.SetPayment(context.Background(), settings); err != nil {
+			t.Errorf("clear the provider fault: %v", err)
+			return
+		}
+		healed = true
+	}
+	t.Cleanup(heal)
+	// The watch applies the document within milliseconds; the pause keeps
+	// the first order from racing it.
+	time.Sleep(time.Second)
+	return heal
 }
