@@ -145,7 +145,14 @@ type orderEvent struct {
 // (CloudEvents, trace context) copied as NATS headers, plus kafka_*.
 func (h *harness) publishOrder(o orderEvent, eventID string, parent *trace.SpanContext) {
 	h.t.Helper()
-	env, err := event.New("order.created", "/shanhai/order", o.OrderID, o)
+	h.publishEvent("order.created", o, eventID, parent)
+}
+
+// publishEvent publishes one order event of type typ as the bridge would; an
+// empty eventID keeps the envelope's fresh one.
+func (h *harness) publishEvent(typ string, o orderEvent, eventID string, parent *trace.SpanContext) {
+	h.t.Helper()
+	env, err := event.New(typ, "/shanhai/order", o.OrderID, o)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
 
-	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 )
@@ -21,18 +19,7 @@ import (
 // publishCancel publishes order.cancelled as the bridge would.
 func (h *harness) publishCancel(o orderEvent, eventID string) {
 	h.t.Helper()
-	env, err := event.New("order.cancelled", "/shanhai/order", o.OrderID, o)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if eventID != "" {
-		env.ID = eventID
-	}
-	hdr := nats.Header{}
-	for k, v := range env.Headers() {
-		hdr[k] = []string{v}
-	}
-	h.publishRaw(hdr, env.Data)
+	h.publishEvent("order.cancelled", o, eventID, nil)
 }
 
 // eventTypes lists the outbox rows written for an order, oldest first.
