@@ -121,18 +121,11 @@ func (r *OrderGorm) FindReplay(ctx context.Context, userID, key string) (order.R
 	return order.Replay{UserID: row.UserID, Key: row.IdemKey, RequestHash: row.RequestHash, StatusCode: row.StatusCode, Body: []byte(row.Body)}, nil
 }
 
-// orderLineRow is one row of the order-with-lines join Get reads. The line
-// columns are pointers because a LEFT JOIN may find none.
+// orderLineRow is one row of the order-with-lines join Get reads: the
+// order's columns, then one line's. The line columns are pointers because a
+// LEFT JOIN may find none.
 type orderLineRow struct {
-	ID             string
-	UserID         string
-	Status         string
-	TotalCents     int64
-	Currency       string
-	PaymentID      string
-	FailureReason  string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	Order          orderRow `gorm:"embedded"` // a named field: gorm skips unexported embedded types
 	Line           *int
 	SKU            *string `gorm:"column:sku"`
 	ItemName       *string
@@ -162,9 +155,7 @@ ORDER BY i.line`, id, userID).Scan(&rows).Error
 			lines = append(lines, order.Line{SKU: *x.SKU, Name: *x.ItemName, Quantity: *x.Quantity, UnitPriceCents: *x.UnitPriceCents})
 		}
 	}
-	o := rows[0]
-	return fromRow(orderRow{ID: o.ID, UserID: o.UserID, Status: o.Status, TotalCents: o.TotalCents, Currency: o.Currency,
-		PaymentID: o.PaymentID, FailureReason: o.FailureReason, CreatedAt: o.CreatedAt, UpdatedAt: o.UpdatedAt}, lines), nil
+	return fromRow(rows[0].Order, lines), nil
 }
 
 func (r *OrderGorm) List(ctx context.Context, userID string, q order.ListQuery) ([]*order.Order, string, error) {
