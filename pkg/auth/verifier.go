@@ -40,6 +40,10 @@ type VerifierOptions struct {
 	MaxAge time.Duration
 	// HTTPClient fetches the JWKS. Default: a client with a 5s timeout.
 	HTTPClient *http.Client
+	// CacheEntries bounds how many verified tokens are remembered (see
+	// tokenCache). Default 16384, a few MiB at most; negative turns the cache
+	// off.
+	CacheEntries int
 	// Now replaces the clock in tests.
 	Now func() time.Time
 }
@@ -49,12 +53,13 @@ type VerifierOptions struct {
 var ErrUnknownKey = errors.New("unknown signing key")
 
 // Verifier checks access tokens against a JWKS document it fetches and caches.
-// It is safe for concurrent use; the hot path is one atomic load, one map
-// lookup and the Ed25519 signature check.
+// It is safe for concurrent use; the hot path for a token seen before is one
+// atomic load and two map lookups, else a parse and the Ed25519 check.
 type Verifier struct {
 	fetch  func(ctx context.Context) ([]byte, error)
 	opts   VerifierOptions
 	parser *jwt.Parser
+	cache  *tokenCache // nil when turned off
 
 	keys atomic.Pointer[keySet]
 
@@ -111,6 +116,9 @@ func NewStaticVerifier(doc []byte, o VerifierOptions) (*Verifier, error) {
 
 func newVerifier(o VerifierOptions, fetch func(context.Context) ([]byte, error)) *Verifier {
 	v := &Verifier{fetch: fetch, opts: o}
+	if o.CacheEntries > 0 {
+		v.cache = newTokenCache(o.CacheEntries)
+	}
 	v.parser = jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithExpirationRequired(),
@@ -142,19 +150,36 @@ func (o VerifierOptions) withDefaults() VerifierOptions {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.CacheEntries == 0 {
+		o.CacheEntries = 1 << 14
+	}
 	return o
 }
 
 // Verify checks the token's algorithm, signature, expiry and issuer and
-// returns its claims. Any error means the caller must answer 401.
+// returns its claims. Any error means the caller must answer 401. A token
+// that verified before is answered from the cache while it still would.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
-	var rc jwt.RegisteredClaims
+	if v.cache != nil {
+		set := v.keys.Load()
+		if c, ok := v.cache.get(token, v.opts.Now(), v.opts.Leeway, set); ok {
+			v.refreshIfOld(set)
+			return c, nil
+		}
+	}
+	var (
+		rc  jwt.RegisteredClaims
+		kid string
+		key ed25519.PublicKey
+	)
 	_, err := v.parser.ParseWithClaims(token, &rc, func(t *jwt.Token) (any, error) {
-		kid, _ := t.Header["kid"].(string)
+		kid, _ = t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errors.New("token has no kid")
 		}
-		return v.key(ctx, kid)
+		k, err := v.key(ctx, kid)
+		key = k
+		return k, err
 	})
 	if err != nil {
 		return Claims{}, fmt.Errorf("verify token: %w", err)
@@ -165,6 +190,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	c := Claims{Subject: rc.Subject, Issuer: rc.Issuer, ID: rc.ID, ExpiresAt: rc.ExpiresAt.Time}
 	if rc.IssuedAt != nil {
 		c.IssuedAt = rc.IssuedAt.Time
+	}
+	if v.cache != nil {
+		v.cache.put(token, cachedToken{claims: c, kid: kid, key: key})
 	}
 	return c, nil
 }
@@ -182,9 +210,7 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, erro
 	set := v.keys.Load()
 	if set != nil {
 		if k, ok := set.byKid[kid]; ok {
-			if v.opts.Now().Sub(set.fetched) > v.opts.MaxAge {
-				v.refreshInBackground()
-			}
+			v.refreshIfOld(set)
 			return k, nil
 		}
 	}
@@ -223,6 +249,14 @@ func (v *Verifier) refresh(ctx context.Context, force bool) error {
 	set.fetched = now
 	v.keys.Store(set)
 	return nil
+}
+
+// refreshIfOld starts a background refresh of a key set older than MaxAge,
+// so a withdrawn key stops verifying (cached tokens included) soon after.
+func (v *Verifier) refreshIfOld(set *keySet) {
+	if v.opts.Now().Sub(set.fetched) > v.opts.MaxAge {
+		v.refreshInBackground()
+	}
 }
 
 func (v *Verifier) refreshInBackground() {
