@@ -24,7 +24,7 @@ type MiddlewareOption func(*middleware)
 
 // WithTracerProvider uses tp instead of the global tracer provider.
 func WithTracerProvider(tp trace.TracerProvider) MiddlewareOption {
-	return func(m *middleware) { m.tracer = tp.Tracer(scope) }
+	return func(m *middleware) { m.tp = tp }
 }
 
 // WithRegisterer registers the request-duration histogram with reg instead
@@ -82,20 +82,24 @@ func WithPropagator(p propagation.TextMapPropagator) MiddlewareOption {
 // Create it after Setup: it binds to the providers that are global then.
 func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
 	m := &middleware{
-		tracer: otel.Tracer(scope),
-		prop:   otel.GetTextMapPropagator(),
-		reg:    defaultRegisterer(),
+		tp:   otel.GetTracerProvider(),
+		prop: otel.GetTextMapPropagator(),
+		reg:  defaultRegisterer(),
 	}
 	for _, o := range opts {
 		o(m)
 	}
+	m.tracer = m.tp.Tracer(scope)
+	m.sampling = samplingOf(m.tp)
 	m.duration = durationsFor(m.reg)
 	_, m.w3c = m.prop.(w3c)
 	return m.handle
 }
 
 type middleware struct {
+	tp       trace.TracerProvider
 	tracer   trace.Tracer
+	sampling *sampling // the sampler Setup configured for tp; nil: the SDK decides every span
 	prop     propagation.TextMapPropagator
 	reg      prometheus.Registerer
 	duration *durations
@@ -140,11 +144,7 @@ func (m *middleware) handle(c *gin.Context) {
 	if !m.w3c || len(req.Header["Traceparent"]) > 0 || len(req.Header["Baggage"]) > 0 {
 		ctx = m.prop.Extract(ctx, headerCarrier(req.Header))
 	}
-	// Only the span kind is passed at start: attributes given to Start are
-	// copied into a fresh config slice on every request, sampled or not,
-	// which was a fifth of the unsampled cost. Recording spans get them
-	// below; samplers here decide on the trace id and the parent alone.
-	ctx, span := m.tracer.Start(ctx, ri.name, serverKind...)
+	ctx, span := m.start(ctx, ri)
 	if m.ctxFunc != nil {
 		ctx = m.ctxFunc(c, ctx)
 	}
@@ -168,6 +168,26 @@ func (m *middleware) handle(c *gin.Context) {
 	}
 	span.End()
 	m.record(ri, status, start, span.SpanContext())
+}
+
+// start starts the server span. With a sampler Setup configured, a span it
+// would drop never reaches the SDK (sampling.go says why).
+func (m *middleware) start(ctx context.Context, ri *routeInfo) (context.Context, trace.Span) {
+	if m.sampling != nil {
+		switch d, psc := m.sampling.decide(ctx); d {
+		case drop:
+			span := &unsampledSpan{sc: unsampledChild(psc), tp: m.tp}
+			return trace.ContextWithSpan(ctx, span), span
+		case sampleRoot:
+			ctx = context.WithValue(ctx, rootIDsKey{}, &rootIDs{tid: psc.TraceID()})
+		}
+	}
+	// Only the span kind is passed at start: attributes given to Start are
+	// copied into a fresh config slice on every request, sampled or not,
+	// which was a fifth of the unsampled cost. Recording spans get them
+	// after the handlers; samplers here decide on the trace id and the
+	// parent alone.
+	return m.tracer.Start(ctx, ri.name, serverKind...)
 }
 
 // record observes the request's duration in its series.

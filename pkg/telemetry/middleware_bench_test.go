@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"syscall"
@@ -31,17 +32,41 @@ func (nopExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error {
 func (nopExporter) Shutdown(context.Context) error                             { return nil }
 
 // benchEngine builds the engine a benchmark drives: one parameterised route,
-// with or without the middleware. Sampled spans go through a batch processor
-// into an exporter that drops them, which is what production pays per span
-// minus the network.
-func benchEngine(b *testing.B, mw bool, sampler sdktrace.Sampler) *gin.Engine {
+// with the middleware on a provider Setup configured from
+// OTEL_TRACES_SAMPLER=sampler (what every binary runs), or without any
+// middleware when sampler is empty. Sampled spans go through a batch
+// processor into an exporter that drops them, which is what production pays
+// per span minus the network.
+func benchEngine(b *testing.B, sampler string) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
-	if mw {
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(nopExporter{}))
-		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-		e.Use(Middleware(WithTracerProvider(tp), WithRegisterer(prometheus.NewRegistry()), WithPropagator(Propagator())))
+	if sampler != "" {
+		b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+		b.Setenv("OTEL_TRACES_SAMPLER", sampler)
+		p, err := Setup(context.Background(), Options{
+			ServiceName:    "bench",
+			Logger:         slog.New(slog.DiscardHandler),
+			SpanProcessors: []sdktrace.SpanProcessor{sdktrace.NewBatchSpanProcessor(nopExporter{})},
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+		e.Use(Middleware(WithTracerProvider(p.Tracer), WithRegisterer(prometheus.NewRegistry()), WithPropagator(Propagator())))
 	}
+	e.GET("/orders/:id", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+	return e
+}
+
+// ownProviderEngine is benchEngine with a tracer provider Setup did not
+// build: the middleware cannot know its sampler and asks the SDK for every
+// span (tests and callers with providers of their own).
+func ownProviderEngine(b *testing.B, sampler sdktrace.Sampler) *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	e := gin.New()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(nopExporter{}))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	e.Use(Middleware(WithTracerProvider(tp), WithRegisterer(prometheus.NewRegistry()), WithPropagator(Propagator())))
 	e.GET("/orders/:id", func(c *gin.Context) { c.Status(http.StatusNoContent) })
 	return e
 }
@@ -79,18 +104,25 @@ func processCPU() time.Duration {
 func BenchmarkMiddleware(b *testing.B) {
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	const unsampledParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
-	b.Run("Bare", func(b *testing.B) { runBench(b, benchEngine(b, false, nil), "") })
-	b.Run("Sampled", func(b *testing.B) {
-		runBench(b, benchEngine(b, true, sdktrace.AlwaysSample()), "")
-	})
+	b.Run("Bare", func(b *testing.B) { runBench(b, benchEngine(b, ""), "") })
+	b.Run("Sampled", func(b *testing.B) { runBench(b, benchEngine(b, "always_on"), "") })
 	b.Run("SampledRemoteParent", func(b *testing.B) {
-		runBench(b, benchEngine(b, true, sdktrace.ParentBased(sdktrace.AlwaysSample())), parent)
+		runBench(b, benchEngine(b, "parentbased_always_on"), parent)
 	})
-	b.Run("Unsampled", func(b *testing.B) {
-		runBench(b, benchEngine(b, true, sdktrace.NeverSample()), "")
-	})
+	b.Run("Unsampled", func(b *testing.B) { runBench(b, benchEngine(b, "always_off"), "") })
 	b.Run("UnsampledRemoteParent", func(b *testing.B) {
-		runBench(b, benchEngine(b, true, sdktrace.ParentBased(sdktrace.AlwaysSample())), unsampledParent)
+		runBench(b, benchEngine(b, "parentbased_always_on"), unsampledParent)
+	})
+	// One root in ten sampled: the mix a busy service runs with.
+	b.Run("Ratio0.1", func(b *testing.B) {
+		b.Setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+		runBench(b, benchEngine(b, "parentbased_traceidratio"), "")
+	})
+	b.Run("SampledOwnProvider", func(b *testing.B) {
+		runBench(b, ownProviderEngine(b, sdktrace.AlwaysSample()), "")
+	})
+	b.Run("UnsampledOwnProvider", func(b *testing.B) {
+		runBench(b, ownProviderEngine(b, sdktrace.NeverSample()), "")
 	})
 }
 

@@ -43,7 +43,9 @@ import (
 //   - OTEL_EXPORTER_OTLP_PROTOCOL chooses grpc or http/protobuf (default, as
 //     the specification says);
 //   - OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG choose the sampler
-//     (default parentbased_always_on), read by the SDK itself;
+//     (default parentbased_always_on) with the SDK's names and rules; Setup
+//     reads them itself so Middleware can decide before the SDK
+//     (sampling.go);
 //   - OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER=none switch OTLP off even
 //     when an endpoint is set.
 type Options struct {
@@ -96,7 +98,13 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		return nil, err
 	}
 
-	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	sampler, samp, err := samplerFromEnv()
+	if err != nil {
+		log.Warn("opentelemetry sampler", slog.String("error", err.Error()))
+	}
+	topts := []sdktrace.TracerProviderOption{
+		sdktrace.WithResource(res), sdktrace.WithSampler(sampler), sdktrace.WithIDGenerator(idGenerator{}),
+	}
 	if exp, err := traceExporter(ctx); err != nil {
 		return nil, err
 	} else if exp != nil {
@@ -106,6 +114,9 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		topts = append(topts, sdktrace.WithSpanProcessor(sp))
 	}
 	tp := sdktrace.NewTracerProvider(topts...)
+	if !strings.EqualFold(os.Getenv(envObservability), "true") {
+		configured.Store(tp, &samp)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
@@ -185,6 +196,7 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 		}
 		return nil
 	}
+	configured.Delete(p.Tracer)
 	if err := p.Tracer.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("tracer provider: %w", err))
 	}

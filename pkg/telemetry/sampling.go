@@ -1,0 +1,239 @@
+package telemetry
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// Why this file exists: the SDK's Start of a span it will not sample costs
+// more than the whole budget for an unsampled request (issue 2: 0.25 µs), and
+// it is spent only to learn a decision that, for the samplers Setup installs,
+// depends on nothing but the parent's sampled flag and the trace id. So Setup
+// builds the sampler itself from OTEL_TRACES_SAMPLER / _ARG, keeps a
+// description of it (sampling), and Middleware decides first: a request that
+// will not be sampled gets a non-recording span of its own (fresh ids, flags
+// 00, the SDK's tracer provider) without the SDK; one that will be goes
+// through the SDK, which reaches the same decision, because a sampled root's
+// trace id, drawn by the middleware, is handed to the SDK by the ID generator
+// Setup installs (rootIDs). Middleware with any other provider (tests pass
+// their own) takes the SDK path for every request.
+
+// sampling is the sampler Setup configured, reduced to what decides a server
+// span: whether a remote parent's flag decides (parentbased_*), and the root
+// ratio, applied to the trace id exactly as sdktrace.TraceIDRatioBased does.
+type sampling struct {
+	parentBased bool
+	all         bool   // every root is sampled (ratio 1)
+	bound       uint64 // otherwise sampled iff big-endian trace id bytes 8..16, shifted right once, < bound
+}
+
+// sampled is sdktrace.TraceIDRatioBased's decision for a trace id.
+func (s *sampling) sampled(tid trace.TraceID) bool {
+	return s.all || binary.BigEndian.Uint64(tid[8:16])>>1 < s.bound
+}
+
+// Environment variable names and values the SDK reads (the specification's
+// general SDK configuration).
+const (
+	envSampler    = "OTEL_TRACES_SAMPLER"
+	envSamplerArg = "OTEL_TRACES_SAMPLER_ARG"
+	// envObservability turns on the SDK's experimental self-metrics, which
+	// count every span the SDK starts, sampled or not: spans started outside
+	// the SDK would be missing from them, so it disables the fast path.
+	envObservability = "OTEL_GO_X_OBSERVABILITY"
+)
+
+// samplerFromEnv builds the sampler OTEL_TRACES_SAMPLER / _ARG name, and its
+// description. The SDK reads these variables itself when given no sampler,
+// but does not say what it chose, so Setup reads them instead, following the
+// SDK's rules: the same six names (anything else is reported and the default
+// parentbased_always_on used), a missing, unparsable or out-of-range ratio
+// reported and replaced by 1. TestSamplerMatchesSDK checks decisions against
+// the SDK's own reading. The returned error is a warning: the sampler is
+// usable either way, as with the SDK.
+func samplerFromEnv() (sdktrace.Sampler, sampling, error) {
+	name := strings.ToLower(strings.TrimSpace(os.Getenv(envSampler)))
+	arg := strings.TrimSpace(os.Getenv(envSamplerArg))
+	var err error
+	ratio := func() float64 {
+		if arg == "" {
+			return 1
+		}
+		v, perr := strconv.ParseFloat(arg, 64)
+		switch {
+		case perr != nil:
+			err = fmt.Errorf("telemetry: %s=%q: %w; using 1", envSamplerArg, arg, perr)
+			return 1
+		case v < 0 || v > 1:
+			err = fmt.Errorf("telemetry: %s=%q is outside [0, 1]; using 1", envSamplerArg, arg)
+			return 1
+		}
+		return v
+	}
+	switch name {
+	case "always_on":
+		return sdktrace.AlwaysSample(), sampling{all: true}, nil
+	case "always_off":
+		return sdktrace.NeverSample(), sampling{}, nil
+	case "traceidratio":
+		r := ratio()
+		return sdktrace.TraceIDRatioBased(r), ratioSampling(r, false), err
+	case "parentbased_always_off":
+		return sdktrace.ParentBased(sdktrace.NeverSample()), sampling{parentBased: true}, nil
+	case "parentbased_traceidratio":
+		r := ratio()
+		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(r)), ratioSampling(r, true), err
+	case "", "parentbased_always_on":
+	default:
+		err = fmt.Errorf("telemetry: %s=%q is not supported; using parentbased_always_on", envSampler, name)
+	}
+	return sdktrace.ParentBased(sdktrace.AlwaysSample()), sampling{parentBased: true, all: true}, err
+}
+
+// ratioSampling mirrors sdktrace.TraceIDRatioBased: 1 or more samples every
+// trace, 0 or less none, anything between compares against fraction·2⁶³.
+func ratioSampling(fraction float64, parentBased bool) sampling {
+	s := sampling{parentBased: parentBased}
+	switch {
+	case fraction >= 1:
+		s.all = true
+	case fraction > 0:
+		s.bound = uint64(fraction * (1 << 63))
+	}
+	return s
+}
+
+// configured maps each tracer provider Setup built to its sampling, so a
+// Middleware bound to that provider (the global one, or Provider.Tracer
+// passed with WithTracerProvider) can decide without the SDK. The owner's
+// Shutdown removes its entry.
+var configured sync.Map // *sdktrace.TracerProvider -> *sampling
+
+func samplingOf(tp trace.TracerProvider) *sampling {
+	sdk, ok := tp.(*sdktrace.TracerProvider)
+	if !ok {
+		return nil
+	}
+	if s, ok := configured.Load(sdk); ok {
+		return s.(*sampling)
+	}
+	return nil
+}
+
+// random is the source of the ids the middleware draws: math/rand/v2's
+// global generator has per-thread state and takes no lock. Tests replace it
+// with a seeded one.
+var random = rand.Uint64
+
+// decision is what the middleware does with a server span.
+type decision uint8
+
+const (
+	useSDK     decision = iota // a local parent, or a remote one the SDK will sample: the SDK decides
+	sampleRoot                 // a root the ratio samples: the SDK starts it with the drawn trace id
+	drop                       // not sampled: a non-recording span without the SDK
+)
+
+// decide applies the configured sampler to a server span whose parent, if
+// any, is in ctx. For roots it draws the trace id, as the SDK would, and
+// returns it; for a dropped child it returns the parent.
+func (s *sampling) decide(ctx context.Context) (decision, trace.SpanContext) {
+	psc := trace.SpanContextFromContext(ctx)
+	if psc.IsValid() {
+		switch {
+		case !psc.IsRemote():
+			// A span of this process: the SDK tracks its children.
+			return useSDK, psc
+		case s.parentBased && psc.IsSampled(), !s.parentBased && s.sampled(psc.TraceID()):
+			return useSDK, psc
+		}
+		return drop, psc
+	}
+	if s.all {
+		return useSDK, psc
+	}
+	tid := newTraceID()
+	root := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid})
+	if s.sampled(tid) {
+		return sampleRoot, root
+	}
+	return drop, root
+}
+
+func newTraceID() trace.TraceID {
+	var tid trace.TraceID
+	for !tid.IsValid() {
+		binary.BigEndian.PutUint64(tid[:8], random())
+		binary.BigEndian.PutUint64(tid[8:], random())
+	}
+	return tid
+}
+
+func newSpanID() trace.SpanID {
+	var sid trace.SpanID
+	for !sid.IsValid() {
+		binary.BigEndian.PutUint64(sid[:], random())
+	}
+	return sid
+}
+
+// unsampledChild is the span context the SDK gives a span it drops under
+// parent (invalid for a root): the parent's trace id and trace state (the
+// root's drawn trace id), a fresh span id, the parent's flags without
+// "sampled", and not remote.
+func unsampledChild(parent trace.SpanContext) trace.SpanContext {
+	return trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    parent.TraceID(),
+		SpanID:     newSpanID(),
+		TraceFlags: parent.TraceFlags() &^ trace.FlagsSampled,
+		TraceState: parent.TraceState(),
+	})
+}
+
+// unsampledSpan is the non-recording span the middleware puts in the request
+// context for a request it does not sample. Like the SDK's, it carries the
+// ids (logs and outgoing traceparent headers use them, flags 00 tell the
+// next service not to sample) and its tracer provider, which some
+// instrumentation uses to start children.
+type unsampledSpan struct {
+	noop.Span
+	sc trace.SpanContext
+	tp trace.TracerProvider
+}
+
+func (s *unsampledSpan) SpanContext() trace.SpanContext       { return s.sc }
+func (s *unsampledSpan) TracerProvider() trace.TracerProvider { return s.tp }
+
+// rootIDs carries a sampled root's trace id, drawn by the middleware, to the
+// ID generator. It is taken once: a span started later with the same context
+// as a new root (trace.WithNewRoot) gets ids of its own.
+type rootIDs struct {
+	tid   trace.TraceID
+	taken atomic.Bool
+}
+
+type rootIDsKey struct{}
+
+// idGenerator is the SDK's random generator (math/rand/v2) that also honours
+// rootIDs. Installed by Setup.
+type idGenerator struct{}
+
+func (idGenerator) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {
+	if r, ok := ctx.Value(rootIDsKey{}).(*rootIDs); ok && r.taken.CompareAndSwap(false, true) {
+		return r.tid, newSpanID()
+	}
+	return newTraceID(), newSpanID()
+}
+
+func (idGenerator) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return newSpanID() }

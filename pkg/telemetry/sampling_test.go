@@ -1,0 +1,348 @@
+package telemetry
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// seedRandom makes the middleware's ids (and so its root decisions)
+// reproducible for the rest of the test.
+func seedRandom(t *testing.T, seed uint64) {
+	t.Helper()
+	prev := random
+	random = rand.New(rand.NewPCG(seed, seed)).Uint64
+	t.Cleanup(func() { random = prev })
+}
+
+// fixedIDs gives every root the same ids, so two providers can be asked
+// about the same trace id.
+type fixedIDs struct {
+	tid trace.TraceID
+	sid trace.SpanID
+}
+
+func (f fixedIDs) NewIDs(context.Context) (trace.TraceID, trace.SpanID)  { return f.tid, f.sid }
+func (f fixedIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return f.sid }
+
+// TestSamplerMatchesSDK: for every value of OTEL_TRACES_SAMPLER(_ARG), the
+// sampler Setup builds and the middleware's own decision agree with the
+// sampler the SDK builds from the same variables, for roots and for remote
+// and local parents, sampled or not, over trace ids on both sides of the
+// ratio's bound.
+func TestSamplerMatchesSDK(t *testing.T) {
+	envs := []struct{ sampler, arg string }{
+		{"", ""}, {"always_on", ""}, {"always_off", ""}, {"traceidratio", "0.25"}, {"traceidratio", ""},
+		{"traceidratio", "0"}, {"traceidratio", "1"}, {"traceidratio", "1.5"}, {"traceidratio", "-1"},
+		{"traceidratio", "abc"}, {"TraceIDRatio", " 0.5 "}, {"parentbased_always_on", ""},
+		{"parentbased_always_off", ""}, {"parentbased_traceidratio", "0.25"}, {"parentbased_traceidratio", "x"},
+		{"jaeger_remote", ""},
+	}
+	// Trace ids whose deciding half is just below and just above the bound
+	// of ratio 0.25 and 0.5, and spread over the whole range.
+	var lows []uint64
+	for _, r := range []float64{0.25, 0.5} {
+		b := uint64(r*(1<<63)) << 1
+		lows = append(lows, b-2, b-1, b, b+1, b+2)
+	}
+	rng := rand.New(rand.NewPCG(7, 7))
+	for range 40 {
+		lows = append(lows, rng.Uint64())
+	}
+	for _, env := range envs {
+		t.Run(env.sampler+"="+env.arg, func(t *testing.T) {
+			t.Setenv(envSampler, env.sampler)
+			t.Setenv(envSamplerArg, env.arg)
+			ours, samp, _ := samplerFromEnv()
+			for _, low := range lows {
+				var tid trace.TraceID
+				binary.BigEndian.PutUint64(tid[:8], 0x0123456789abcdef)
+				binary.BigEndian.PutUint64(tid[8:], low)
+				ids := fixedIDs{tid: tid, sid: trace.SpanID{1}}
+				sdk := sdktrace.NewTracerProvider(sdktrace.WithIDGenerator(ids)).Tracer("t")
+				mine := sdktrace.NewTracerProvider(sdktrace.WithIDGenerator(ids), sdktrace.WithSampler(ours)).Tracer("t")
+				for _, p := range parents(tid) {
+					_, want := sdk.Start(p.ctx, "s")
+					_, got := mine.Start(p.ctx, "s")
+					if got.SpanContext().TraceFlags() != want.SpanContext().TraceFlags() {
+						t.Fatalf("%s, trace %s: Setup's sampler gives flags %s, the SDK's %s",
+							p.name, tid, got.SpanContext().TraceFlags(), want.SpanContext().TraceFlags())
+					}
+					checkDecision(t, &samp, p.name, p.ctx, tid, want.SpanContext())
+				}
+			}
+		})
+	}
+}
+
+type parent struct {
+	name string
+	ctx  context.Context
+}
+
+// parents are the contexts a server span may start under, for trace id tid.
+func parents(tid trace.TraceID) []parent {
+	sc := func(flags trace.TraceFlags, remote bool) trace.SpanContext {
+		return trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: tid, SpanID: trace.SpanID{9}, TraceFlags: flags, Remote: remote,
+		})
+	}
+	bg := context.Background()
+	return []parent{
+		{"root", bg},
+		{"remote sampled", trace.ContextWithSpanContext(bg, sc(trace.FlagsSampled, true))},
+		{"remote unsampled", trace.ContextWithSpanContext(bg, sc(0, true))},
+		{"local sampled", trace.ContextWithSpanContext(bg, sc(trace.FlagsSampled, false))},
+		{"local unsampled", trace.ContextWithSpanContext(bg, sc(0, false))},
+	}
+}
+
+// checkDecision compares the middleware's decision under ctx (a root drawn
+// with trace id tid) with the span the SDK started there.
+func checkDecision(t *testing.T, s *sampling, name string, ctx context.Context, tid trace.TraceID, sdk trace.SpanContext) {
+	t.Helper()
+	draws := []uint64{binary.BigEndian.Uint64(tid[:8]), binary.BigEndian.Uint64(tid[8:])}
+	prev := random
+	random = func() uint64 {
+		if len(draws) == 0 {
+			return 0x5eed
+		}
+		v := draws[0]
+		draws = draws[1:]
+		return v
+	}
+	defer func() { random = prev }()
+	d, psc := s.decide(ctx)
+	local := trace.SpanContextFromContext(ctx).IsValid() && !trace.SpanContextFromContext(ctx).IsRemote()
+	switch {
+	case local && d != useSDK:
+		t.Fatalf("%s: decision %d, want the SDK for a local parent", name, d)
+	case d == drop && sdk.IsSampled():
+		t.Fatalf("%s, trace %s: the middleware drops what the SDK samples", name, tid)
+	case d != drop && !sdk.IsSampled() && !local:
+		t.Fatalf("%s, trace %s: the middleware samples (%d) what the SDK drops", name, tid, d)
+	case d == drop:
+		got := unsampledChild(psc)
+		if got.TraceID() != sdk.TraceID() || got.TraceFlags() != sdk.TraceFlags() ||
+			got.TraceState().String() != sdk.TraceState().String() || got.IsRemote() || !got.IsValid() {
+			t.Fatalf("%s: dropped span context %+v, the SDK's %+v", name, got, sdk)
+		}
+	case d == sampleRoot && psc.TraceID() != tid:
+		t.Fatalf("%s: sampled root with trace id %s, drawn %s", name, psc.TraceID(), tid)
+	}
+}
+
+// setupWith is setup with the given sampler variables.
+func setupWith(t *testing.T, sampler, arg string) (*tracetest.SpanRecorder, *gin.Engine, *[]trace.SpanContext) {
+	t.Helper()
+	t.Setenv(envSampler, sampler)
+	t.Setenv(envSamplerArg, arg)
+	_, rec, _ := setup(t)
+	e := gin.New()
+	e.Use(Middleware())
+	var seen []trace.SpanContext
+	e.GET("/s", func(c *gin.Context) {
+		seen = append(seen, trace.SpanContextFromContext(c.Request.Context()))
+		c.Status(http.StatusOK)
+	})
+	return rec, e, &seen
+}
+
+func get(e *gin.Engine, traceparent string) {
+	req := httptest.NewRequest(http.MethodGet, "/s", nil)
+	if traceparent != "" {
+		req.Header.Set("traceparent", traceparent)
+	}
+	e.ServeHTTP(httptest.NewRecorder(), req)
+}
+
+// TestRootRatio: with parentbased_traceidratio 0.1 the middleware decides
+// roots itself, and one in ten is sampled; every sampled trace id is one the
+// SDK's ratio sampler (here or in the next service) samples too, and every
+// unsampled request still has valid ids with flags 00.
+func TestRootRatio(t *testing.T) {
+	seedRandom(t, 42)
+	rec, e, seen := setupWith(t, "parentbased_traceidratio", "0.1")
+	const n = 10000
+	for range n {
+		get(e, "")
+	}
+	spans := rec.Ended()
+	// Binomial(10000, 0.1): standard deviation 30; the seed makes the count
+	// fixed, the bound says what any seed should give.
+	if len(spans) < 900 || len(spans) > 1100 {
+		t.Fatalf("%d of %d roots sampled, want about 1000", len(spans), n)
+	}
+	ratio := sdktrace.TraceIDRatioBased(0.1)
+	recorded := map[trace.SpanID]bool{}
+	for _, s := range spans {
+		recorded[s.SpanContext().SpanID()] = true
+		r := ratio.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: s.SpanContext().TraceID()})
+		if r.Decision != sdktrace.RecordAndSample {
+			t.Fatalf("sampled trace %s is one TraceIDRatioBased(0.1) drops", s.SpanContext().TraceID())
+		}
+	}
+	if len(*seen) != n {
+		t.Fatalf("handler ran %d times", len(*seen))
+	}
+	unsampled := 0
+	for _, sc := range *seen {
+		if recorded[sc.SpanID()] {
+			if !sc.IsSampled() {
+				t.Fatal("a recorded span is not flagged sampled")
+			}
+			continue
+		}
+		unsampled++
+		if !sc.IsValid() || sc.IsSampled() || sc.IsRemote() {
+			t.Fatalf("unsampled request's span context %+v: want valid ids, flags 00, local", sc)
+		}
+		r := ratio.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: sc.TraceID()})
+		if r.Decision != sdktrace.Drop {
+			t.Fatalf("unsampled trace %s is one TraceIDRatioBased(0.1) samples", sc.TraceID())
+		}
+	}
+	if unsampled+len(spans) != n {
+		t.Fatalf("%d unsampled + %d sampled != %d requests", unsampled, len(spans), n)
+	}
+}
+
+// TestUnsampledParentNeverRecords: under the default parentbased_always_on, a
+// caller's "not sampled" is kept: nothing is recorded, and the handler's
+// context carries the caller's trace with a span id of its own, which logs
+// show and outgoing calls pass on with flags 00 and the caller's tracestate.
+func TestUnsampledParentNeverRecords(t *testing.T) {
+	t.Setenv(envSampler, "")
+	_, rec, _ := setup(t)
+	var logs bytes.Buffer
+	log := NewLogger(&logs, slog.LevelInfo)
+	e := gin.New()
+	e.Use(Middleware())
+	var sc trace.SpanContext
+	out := http.Header{}
+	e.GET("/s", func(c *gin.Context) {
+		ctx := c.Request.Context()
+		sc = trace.SpanContextFromContext(ctx)
+		log.InfoContext(ctx, "handled")
+		otel.GetTextMapPropagator().Inject(ctx, headerCarrier(out))
+	})
+	for i := range 200 {
+		tid := fmt.Sprintf("%032x", i+1)
+		req := httptest.NewRequest(http.MethodGet, "/s", nil)
+		req.Header.Set("traceparent", "00-"+tid+"-00f067aa0ba902b7-00")
+		req.Header.Set("tracestate", "vendor=x")
+		e.ServeHTTP(httptest.NewRecorder(), req)
+
+		if sc.TraceID().String() != tid || sc.SpanID().String() == "00f067aa0ba902b7" || !sc.SpanID().IsValid() ||
+			sc.IsSampled() || sc.IsRemote() {
+			t.Fatalf("handler's span context %+v: want trace %s, a new span id, flags 00", sc, tid)
+		}
+		if want := "00-" + tid + "-" + sc.SpanID().String() + "-00"; out.Get("traceparent") != want {
+			t.Fatalf("outgoing traceparent %q, want %q", out.Get("traceparent"), want)
+		}
+		if out.Get("tracestate") != "vendor=x" {
+			t.Fatalf("outgoing tracestate %q, want the caller's", out.Get("tracestate"))
+		}
+		var line map[string]any
+		if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
+			t.Fatalf("log line %q: %v", logs.String(), err)
+		}
+		logs.Reset()
+		if line["trace_id"] != tid || line["span_id"] != sc.SpanID().String() {
+			t.Fatalf("log line %v does not carry trace %s span %s", line, tid, sc.SpanID())
+		}
+	}
+	if n := len(rec.Ended()); n != 0 {
+		t.Fatalf("%d spans recorded under unsampled parents", n)
+	}
+}
+
+// TestSampledParentAlwaysRecords: with roots never sampled, a caller's
+// "sampled" still is, every time, continuing the caller's trace.
+func TestSampledParentAlwaysRecords(t *testing.T) {
+	rec, e, _ := setupWith(t, "parentbased_traceidratio", "0")
+	for range 100 {
+		get(e, "")
+	}
+	if n := len(rec.Ended()); n != 0 {
+		t.Fatalf("%d roots sampled at ratio 0", n)
+	}
+	for i := range 200 {
+		get(e, fmt.Sprintf("00-%032x-00f067aa0ba902b7-01", i+1))
+	}
+	spans := rec.Ended()
+	if len(spans) != 200 {
+		t.Fatalf("%d of 200 requests with a sampled parent recorded", len(spans))
+	}
+	for i, s := range spans {
+		if s.SpanContext().TraceID().String() != fmt.Sprintf("%032x", i+1) || s.Parent().SpanID().String() != "00f067aa0ba902b7" {
+			t.Fatalf("span %d: trace %s parent %s, want the caller's", i, s.SpanContext().TraceID(), s.Parent().SpanID())
+		}
+	}
+}
+
+// TestNewRootInHandler: the trace id a sampled root was started with is
+// handed to the SDK once; a span the handler starts as a new root from the
+// request context gets a trace of its own.
+func TestNewRootInHandler(t *testing.T) {
+	seedRandom(t, 1)
+	t.Setenv(envSampler, "traceidratio")
+	t.Setenv(envSamplerArg, "0.9999")
+	_, rec, _ := setup(t)
+	e := gin.New()
+	e.Use(Middleware())
+	var server, root trace.SpanContext
+	e.GET("/s", func(c *gin.Context) {
+		server = trace.SpanContextFromContext(c.Request.Context())
+		_, s := otel.Tracer("t").Start(c.Request.Context(), "job", trace.WithNewRoot())
+		root = s.SpanContext()
+		s.End()
+	})
+	get(e, "")
+	if !server.IsSampled() || !server.IsValid() {
+		t.Fatalf("server span %+v not sampled at ratio 0.9999 (seeded)", server)
+	}
+	if root.TraceID() == server.TraceID() {
+		t.Fatalf("new root reused the request's trace id %s", root.TraceID())
+	}
+	if n := len(rec.Ended()); n != 2 {
+		t.Fatalf("%d spans, want the server span and the new root", n)
+	}
+}
+
+// TestFastPathOnlyForSetupProviders: the middleware decides without the SDK
+// only for a provider Setup built and has not shut down, and not when the
+// SDK's self-observability (which counts every span it starts) is on.
+func TestFastPathOnlyForSetupProviders(t *testing.T) {
+	p, _, _ := setup(t)
+	if samplingOf(p.Tracer) == nil {
+		t.Fatal("Setup's provider has no sampling")
+	}
+	if samplingOf(sdktrace.NewTracerProvider()) != nil {
+		t.Fatal("a provider Setup did not build has a sampling")
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if samplingOf(p.Tracer) != nil {
+		t.Fatal("a shut down provider still has a sampling")
+	}
+	t.Setenv(envObservability, "true")
+	p, _, _ = setup(t)
+	if samplingOf(p.Tracer) != nil {
+		t.Fatal("fast path on with OTEL_GO_X_OBSERVABILITY=true")
+	}
+}
