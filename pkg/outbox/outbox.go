@@ -20,11 +20,13 @@ package outbox
 
 import (
 	"context"
+	"database/sql/driver"
 	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -67,23 +69,73 @@ func (Message) TableName() string { return "outbox" }
 // the transaction that commits the state change e describes. The current trace context of ctx (and baggage) is stored
 // with the row through the global propagator, so the relay's producer span continues the request's trace.
 func Add(ctx context.Context, tx *gorm.DB, topic, key string, e event.Envelope) error {
+	m, err := newMessage(ctx, topic, key, e)
+	if err != nil {
+		return err
+	}
+	if err := tx.WithContext(ctx).Create(&m).Error; err != nil {
+		return fmt.Errorf("outbox add %s %s: %w", e.Type, e.ID, err)
+	}
+	return nil
+}
+
+// Insert is Add for PostgreSQL statements that change state and store their events at once: it returns an INSERT of
+// the rows of es (gorm's ? placeholders, with its arguments) that inserts them only where cond holds, for the caller
+// to use as a data-modifying WITH clause, e.g.
+//
+//	WITH u AS (UPDATE payments SET ... WHERE id = ? AND status = ? RETURNING id), e AS (<Insert with cond "EXISTS (SELECT 1 FROM u)">) SELECT ...
+//
+// One statement is atomic without BEGIN and COMMIT, so the state change and its events still commit together, in one
+// round trip instead of the four of a transaction (BEGIN, change, Add, COMMIT). SQLite has no INSERT inside WITH:
+// there callers use Add in a transaction.
+func Insert(ctx context.Context, cond, topic, key string, es ...event.Envelope) (string, []any, error) {
+	if len(es) == 0 {
+		return "", nil, errors.New("outbox insert: no events")
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO outbox (topic, key, event_id, event_type, headers, payload, created_at) SELECT v.* FROM (VALUES ")
+	args := make([]any, 0, 7*len(es))
+	for i, e := range es {
+		m, err := newMessage(ctx, topic, key, e)
+		if err != nil {
+			return "", nil, err
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		// Types are spelled out: inside a sub-select PostgreSQL would read an untyped parameter as text.
+		b.WriteString("(CAST(? AS text), CAST(? AS text), CAST(? AS text), CAST(? AS text), CAST(? AS text), CAST(? AS bytea), CAST(? AS timestamptz))")
+		args = append(args, m.Topic, m.Key, m.EventID, m.EventType, m.Headers, bytea(m.Payload), m.CreatedAt)
+	}
+	b.WriteString(") AS v WHERE ")
+	b.WriteString(cond)
+	return b.String(), args, nil
+}
+
+// bytea passes a payload to gorm's Raw and Exec as one value: they expand a plain []byte argument into a list.
+type bytea []byte
+
+func (b bytea) Value() (driver.Value, error) { return []byte(b), nil }
+
+// newMessage validates e and turns it into its row, with ctx's trace context among the headers.
+func newMessage(ctx context.Context, topic, key string, e event.Envelope) (Message, error) {
 	if topic == "" {
-		return errors.New("outbox add: empty topic")
+		return Message{}, errors.New("outbox add: empty topic")
 	}
 	if err := e.Validate(); err != nil {
-		return fmt.Errorf("outbox add: %w", err)
+		return Message{}, fmt.Errorf("outbox add: %w", err)
 	}
 	h := e.Headers()
 	otel.GetTextMapPropagator().Inject(ctx, propagation.MapCarrier(h))
 	hj, err := json.Marshal(h)
 	if err != nil {
-		return fmt.Errorf("outbox add: headers: %w", err)
+		return Message{}, fmt.Errorf("outbox add: headers: %w", err)
 	}
 	payload := []byte(e.Data)
 	if payload == nil {
 		payload = []byte{}
 	}
-	m := Message{
+	return Message{
 		Topic:     topic,
 		Key:       key,
 		EventID:   e.ID,
@@ -91,11 +143,7 @@ func Add(ctx context.Context, tx *gorm.DB, topic, key string, e event.Envelope) 
 		Headers:   string(hj),
 		Payload:   payload,
 		CreatedAt: time.Now().UTC(),
-	}
-	if err := tx.WithContext(ctx).Create(&m).Error; err != nil {
-		return fmt.Errorf("outbox add %s %s: %w", e.Type, e.ID, err)
-	}
-	return nil
+	}, nil
 }
 
 func mustSub(fsys fs.FS, dir string) fs.FS {
