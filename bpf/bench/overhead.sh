@@ -6,6 +6,7 @@
 # Must run as root.
 #
 #   ROUNDS=3 DURATION=5s CONNS=16 bpf/bench/overhead.sh
+#   AGENT=/tmp/agent-before bpf/bench/overhead.sh   # probe with another build of the agent (same target binary)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -33,6 +34,7 @@ trap cleanup EXIT
 
 echo "building target and agent in $work"
 (cd "$HERE" && CGO_ENABLED=0 go build -o "$work/probed" ./testdata/target && CGO_ENABLED=0 go build -o "$work/agent" ./cmd/agent)
+if [[ -n ${AGENT:-} ]]; then cp "$AGENT" "$work/agent"; fi # another build of the agent, for before/after runs
 cp "$work/probed" "$work/plain" # same bytes, another file: uprobes live on the probed file only
 
 start_target() { # name: runs in this shell (not a $(...) subshell) so cleanup knows its pid

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/shanhai-dev/shanhai/bpf/internal/offsets"
 	"github.com/shanhai-dev/shanhai/bpf/internal/symtab"
@@ -33,6 +34,7 @@ type binProbes struct {
 	id     binID
 	exe    string
 	probes []string // attached probe names, for /metrics and logs
+	log    *slog.Logger
 	closer []io.Closer
 
 	http          *httpserver.BpfObjects
@@ -51,20 +53,23 @@ func (b *binProbes) Close() error {
 	return errors.Join(errs...)
 }
 
-// uprobeAt attaches prog at the entry (ret=false) or at every RET instruction (ret=true) of fn.
-func (b *binProbes) uprobeAt(ex *link.Executable, fn symtab.Func, prog *ebpf.Program, ret bool) error {
-	addrs := []uint64{fn.CallOff}
-	if ret {
-		addrs = fn.RetOffs
+// uprobeAt attaches prog at each file offset in addrs of fn.
+func (b *binProbes) uprobeAt(ex *link.Executable, fn symtab.Func, prog *ebpf.Program, addrs []uint64) error {
+	return b.uprobeCookie(ex, fn, prog, addrs, 0)
+}
+
+// exits is where fn's returns are probed: right after its direct call sites when symtab can prove they see every
+// return (the kernel emulates the instruction there, where a RET is single-stepped at tens of microseconds a hit),
+// else its RET instructions. keep names the registers the exit program reads results from. The mode goes to the log.
+func (b *binProbes) exits(sym *symtab.Binary, fn symtab.Func, keep ...x86asm.Reg) []uint64 {
+	e := sym.Exits(fn, keep...)
+	if e.Mode == symtab.ModeRet {
+		b.log.Info("exit probes on RET instructions (single-stepped)", "exe", b.exe, "func", fn.Name, "mode", e.Mode, "probes", len(e.Offs), "why", e.Reason)
+	} else {
+		b.log.Info("exit probes after the call sites", "exe", b.exe, "func", fn.Name, "mode", e.Mode,
+			"emulated", len(e.Offs)-e.Stepped, "stepped", e.Stepped)
 	}
-	for _, a := range addrs {
-		l, err := ex.Uprobe(fn.Name, prog, &link.UprobeOptions{Address: a})
-		if err != nil {
-			return fmt.Errorf("uprobe %s at %#x: %w", fn.Name, a, err)
-		}
-		b.closer = append(b.closer, l)
-	}
-	return nil
+	return e.Offs
 }
 
 // attachBinary loads and attaches every probe whose functions the executable at path has. path should be
@@ -79,7 +84,7 @@ func attachBinary(path, exe string, id binID, log *slog.Logger) (*binProbes, err
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
-	b := &binProbes{id: id, exe: exe}
+	b := &binProbes{id: id, exe: exe, log: log}
 	ok := false
 	defer func() {
 		if !ok {
@@ -152,10 +157,10 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	}
 	b.closer = append(b.closer, objs)
 	b.http = objs
-	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpEnter, false); err != nil {
+	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpEnter, []uint64{fs[0].CallOff}); err != nil {
 		return err
 	}
-	return b.uprobeAt(ex, fs[0], objs.ServeHttpRet, true)
+	return b.uprobeAt(ex, fs[0], objs.ServeHttpRet, b.exits(sym, fs[0])) // reads no result register
 }
 
 func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) error {
@@ -176,11 +181,11 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	}
 	b.closer = append(b.closer, objs)
 	b.rt = objs
-	if err := b.uprobeAt(ex, fs[0], objs.StopTheWorld, false); err != nil {
+	if err := b.uprobeAt(ex, fs[0], objs.StopTheWorld, []uint64{fs[0].CallOff}); err != nil {
 		return err
 	}
-	if err := b.uprobeAt(ex, fs[1], objs.StartTheWorldRet, true); err != nil {
+	if err := b.uprobeAt(ex, fs[1], objs.StartTheWorldRet, b.exits(sym, fs[1])); err != nil { // reads no register
 		return err
 	}
-	return b.uprobeAt(ex, fs[2], objs.Newproc1, false)
+	return b.uprobeAt(ex, fs[2], objs.Newproc1, []uint64{fs[2].CallOff})
 }

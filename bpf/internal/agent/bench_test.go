@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/shanhai-dev/shanhai/bpf/internal/symtab"
 	"github.com/shanhai-dev/shanhai/bpf/probe/goruntime"
@@ -14,9 +15,10 @@ import (
 
 // BenchmarkUprobeHit prices one uprobe hit as the target sees it (trap into the kernel, run the smallest probe
 // program, a counter increment, return) by timing testdata/loop's calls of a framed function with a probe on it,
-// minus the bare call. It reports two costs: push-ns/hit for a probe on the PUSH RBP after the stack check (the
-// kernel emulates it: what every entry probe here uses) and step-ns/hit for a probe on a RET, which the kernel must
-// single-step out of line. No BPF code can make either cheaper.
+// minus the bare call. It reports three costs: push-ns/hit for a probe on the PUSH RBP after the stack check (the
+// kernel emulates it: what every entry probe here uses), call-ns/hit for one on a CALL rel32 (also emulated: the kind
+// of instruction the exit probes sit on after a call site, see symtab.Exits) and step-ns/hit for a probe on a RET,
+// which the kernel must single-step out of line (the exit probes' fallback). No BPF code can make any cheaper.
 //
 //	go test -run x -bench UprobeHit ./internal/agent
 func BenchmarkUprobeHit(b *testing.B) {
@@ -29,10 +31,11 @@ func BenchmarkUprobeHit(b *testing.B) {
 		b.Fatal(err)
 	}
 	fn, err := sym.Func("main.framed")
-	sym.Close()
 	if err != nil {
 		b.Fatal(err)
 	}
+	callOff := firstCall(b, sym, fn)
+	sym.Close()
 	var objs goruntime.BpfObjects
 	if err := goruntime.LoadBpfObjects(&objs, nil); err != nil {
 		b.Fatal(err)
@@ -63,13 +66,36 @@ func BenchmarkUprobeHit(b *testing.B) {
 		return perCall()
 	}
 	b.ResetTimer()
-	var bare, push, step float64
+	var bare, push, call, step float64
 	for range b.N {
 		bare += perCall()
 		push += probed(fn.CallOff)
+		call += probed(callOff)
 		step += probed(fn.RetOffs[0])
 	}
 	n := float64(b.N)
 	b.ReportMetric((push-bare)/n, "push-ns/hit")
+	b.ReportMetric((call-bare)/n, "call-ns/hit")
 	b.ReportMetric((step-bare)/n, "step-ns/hit")
+}
+
+// firstCall is the file offset of fn's first CALL rel32 (framed's call of tiny).
+func firstCall(b *testing.B, sym *symtab.Binary, fn symtab.Func) uint64 {
+	text := sym.ELF().Section(".text")
+	code := make([]byte, fn.End-fn.Entry)
+	if _, err := text.ReadAt(code, int64(fn.Entry-text.Addr)); err != nil {
+		b.Fatal(err)
+	}
+	for off := 0; off < len(code); {
+		inst, err := x86asm.Decode(code[off:], 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code[off] == 0xe8 {
+			return fn.EntryOff + uint64(off)
+		}
+		off += inst.Len
+	}
+	b.Fatal("main.framed calls nothing")
+	return 0
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/shanhai-dev/shanhai/bpf/internal/hist"
 	"github.com/shanhai-dev/shanhai/bpf/internal/offsets"
@@ -158,7 +159,13 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.CallOff}, cookie); err != nil {
 				return err
 			}
-			if err := b.uprobeCookie(ex, f.fn, objs.ret, f.fn.RetOffs, cookie); err != nil {
+			var keep []x86asm.Reg // the result registers call_ret reads
+			for _, r := range []int{f.errReg, f.site.respReg} {
+				if r > 0 {
+					keep = append(keep, resultRegs[r-1])
+				}
+			}
+			if err := b.uprobeCookie(ex, f.fn, objs.ret, b.exits(sym, f.fn, keep...), cookie); err != nil {
 				return err
 			}
 		}
@@ -176,6 +183,9 @@ func (b *binProbes) uprobeCookie(ex *link.Executable, fn symtab.Func, prog *ebpf
 	}
 	return nil
 }
+
+// resultRegs are Go's integer result registers (ABIInternal, amd64) in order, as the cookie numbers them from 1.
+var resultRegs = []x86asm.Reg{x86asm.RAX, x86asm.RBX, x86asm.RCX, x86asm.RDI, x86asm.RSI, x86asm.R8, x86asm.R9, x86asm.R10, x86asm.R11}
 
 // Call identifies one call series: process, system and operation, HTTP method and status (client calls only), error.
 type Call struct {

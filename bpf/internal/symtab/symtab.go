@@ -30,6 +30,9 @@ type Binary struct {
 	f     *elf.File
 	table *gosym.Table
 	text  *elf.Section
+
+	textStart uint64 // runtime.text: what the pclntab's and method tables' code offsets count from
+	code      []byte // .text, read on the first Exits
 }
 
 // Open reads the ELF and its pclntab.
@@ -77,6 +80,7 @@ func (b *Binary) load() error {
 			}
 		}
 	}
+	b.textStart = textStart
 	table, err := gosym.NewTable(nil, gosym.NewLineTable(data, textStart))
 	if err != nil {
 		return fmt.Errorf("parse .gopclntab: %w", err)
@@ -135,22 +139,37 @@ func pushOffset(code []byte) int {
 	return 0
 }
 
-// Returns gives the offsets of the RET instructions in code, decoding it linearly from the start. Go functions hold
-// no data in .text, so a linear sweep is exact; bytes that do not decode (padding) are skipped one at a time.
+// Returns gives the offsets of the RET instructions in code, decoding it linearly from the start (see decode).
 func Returns(code []byte) []int {
 	var rets []int
+	for _, d := range decode(code) {
+		if d.Op == x86asm.RET {
+			rets = append(rets, d.off)
+		}
+	}
+	return rets
+}
+
+// inst is one decoded instruction and where it starts.
+type inst struct {
+	x86asm.Inst
+	off int
+}
+
+// decode disassembles code linearly from the start. Go functions hold no data in .text, so a linear sweep is exact;
+// bytes that do not decode (padding) are skipped one at a time.
+func decode(code []byte) []inst {
+	var out []inst
 	for off := 0; off < len(code); {
-		inst, err := x86asm.Decode(code[off:], 64)
-		if err != nil || inst.Len == 0 {
+		in, err := x86asm.Decode(code[off:], 64)
+		if err != nil || in.Len == 0 {
 			off++
 			continue
 		}
-		if inst.Op == x86asm.RET {
-			rets = append(rets, off)
-		}
-		off += inst.Len
+		out = append(out, inst{in, off})
+		off += in.Len
 	}
-	return rets
+	return out
 }
 
 func (b *Binary) fileOffset(vaddr uint64) (uint64, error) {
