@@ -13,6 +13,8 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
@@ -116,6 +118,53 @@ func (r *PaymentGorm) RequestCancel(ctx context.Context, p *payment.Payment) (bo
 // stored without the cancel seeing the new state.
 func (r *PaymentGorm) transition(ctx context.Context, p *payment.Payment, from payment.Status) (stored, cancelRequested bool, err error) {
 	s := p.Snapshot()
+	envs := make([]event.Envelope, 0, len(p.Events()))
+	for _, e := range p.Events() {
+		env, err := Envelope(e)
+		if err != nil {
+			return false, false, fmt.Errorf("store payment %s as %s: %w", s.ID, s.Status, err)
+		}
+		envs = append(envs, env)
+	}
+	if database.Dialect(r.db) == database.Postgres {
+		stored, cancelRequested, err = r.transitionOneStatement(ctx, s, from, envs)
+	} else {
+		stored, cancelRequested, err = r.transitionTx(ctx, s, from, envs)
+	}
+	if err != nil {
+		return false, false, fmt.Errorf("store payment %s as %s: %w", s.ID, s.Status, err)
+	}
+	if stored {
+		r.notify()
+	}
+	return stored, cancelRequested, nil
+}
+
+// transitionOneStatement is transition on PostgreSQL: the conditional update
+// and the outbox rows are one statement (outbox.Insert), one round trip
+// where a transaction took four; a single statement commits or fails as a
+// whole, so the events still appear exactly when the state change does.
+func (r *PaymentGorm) transitionOneStatement(ctx context.Context, s payment.Snapshot, from payment.Status, envs []event.Envelope) (stored, cancelRequested bool, err error) {
+	q := "UPDATE payments SET status = ?, reason = ?, updated_at = ? WHERE id = ? AND status = ? RETURNING cancel_requested"
+	args := []any{string(s.Status), s.Reason, s.UpdatedAt, s.ID, string(from)}
+	if len(envs) > 0 {
+		ins, insArgs, err := outbox.Insert(ctx, "EXISTS (SELECT 1 FROM u)", Topic, s.OrderID, envs...)
+		if err != nil {
+			return false, false, err
+		}
+		q = "WITH u AS (" + q + "), e AS (" + ins + ") SELECT cancel_requested FROM u"
+		args = append(args, insArgs...)
+	}
+	var after []bool
+	if err := r.db.WithContext(ctx).Raw(q, args...).Scan(&after).Error; err != nil {
+		return false, false, fmt.Errorf("update payment: %w", err)
+	}
+	return len(after) == 1, len(after) == 1 && after[0], nil
+}
+
+// transitionTx is transition on SQLite, which has no UPDATE or INSERT inside
+// WITH: the update and Add in one transaction.
+func (r *PaymentGorm) transitionTx(ctx context.Context, s payment.Snapshot, from payment.Status, envs []event.Envelope) (stored, cancelRequested bool, err error) {
 	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var after []paymentRow
 		res := tx.Model(&after).Clauses(clause.Returning{Columns: []clause.Column{{Name: "cancel_requested"}}}).
@@ -129,24 +178,14 @@ func (r *PaymentGorm) transition(ctx context.Context, p *payment.Payment, from p
 		}
 		stored = true
 		cancelRequested = len(after) == 1 && after[0].CancelRequested
-		for _, e := range p.Events() {
-			env, err := Envelope(e)
-			if err != nil {
-				return err
-			}
+		for _, env := range envs {
 			if err := outbox.Add(ctx, tx, Topic, s.OrderID, env); err != nil {
-				return fmt.Errorf("outbox %s: %w", e.EventType(), err)
+				return fmt.Errorf("outbox %s: %w", env.Type, err)
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return false, false, fmt.Errorf("store payment %s as %s: %w", s.ID, s.Status, err)
-	}
-	if stored {
-		r.notify()
-	}
-	return stored, cancelRequested, nil
+	return stored, cancelRequested, err
 }
 
 func (r *PaymentGorm) Get(ctx context.Context, userID, id string) (*payment.Payment, error) {
