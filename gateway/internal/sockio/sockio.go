@@ -17,6 +17,20 @@
 //
 // No library offers this for plain net.Conn (event-loop libraries replace
 // the whole server model instead), hence the few lines here.
+//
+// Upstream connections (WrapExchange) save one more call per request. Go's
+// netpoller forgets a socket's readiness at the start of every Read, so each
+// Read must try read(2) before it may wait; right after a request is sent
+// that try almost always fails with EAGAIN, because the upstream has not
+// answered yet (about one wasted system call per proxied request, which
+// nginx does not make: it reads an upstream socket only once epoll says it is
+// readable). An exchange connection holds a small request back until the
+// next Read and sends it inside that Read's RawConn callback, after the
+// readiness was reset: whatever arrives from then on is an answer to it and
+// is remembered by the netpoller, so the callback can wait without the
+// speculative read. Only a client whose peer never speaks first (an HTTP/1.1
+// upstream) may use it; the server side must not, because a pipelining
+// client's next request can arrive before the response is written.
 package sockio
 
 import (
@@ -47,7 +61,23 @@ type Conn struct {
 	wn       int
 	werr     syscall.Errno
 	writeFn  func(fd uintptr) bool
+
+	// Exchange mode (WrapExchange): pend holds request bytes that the next
+	// Read sends before waiting for the answer; wmu guards it. sendFirst is
+	// set by Read (under rmu) when it found pend non-empty, unsent when the
+	// socket could not take all of it inside the callback.
+	exchange  bool
+	pend      []byte
+	sendFirst bool
+	unsent    bool
+	sendErr   bool // rerr came from sending the held-back request
 }
+
+// maxDeferred bounds what an exchange connection holds back: a request line
+// and headers (fasthttp flushes requests in 4 KiB buffers), which an idle
+// keep-alive socket's send buffer always takes at once. Larger writes go out
+// immediately.
+const maxDeferred = 4 << 10
 
 // Wrap returns c with the raw read/write path when it is a *net.TCPConn, and
 // c unchanged otherwise (TLS, unix sockets and test pipes keep their own
@@ -66,6 +96,20 @@ func Wrap(c net.Conn) net.Conn {
 	return w
 }
 
+// WrapExchange is Wrap for a client connection to a peer that only ever
+// answers (HTTP/1.1 to an upstream): small writes are held back and sent by
+// the next Read, which then waits for the answer without a speculative
+// read(2) (see the package comment). A write error of a held-back request is
+// returned by that Read.
+func WrapExchange(c net.Conn) net.Conn {
+	w := Wrap(c)
+	if sc, ok := w.(*Conn); ok {
+		sc.exchange = true
+		sc.pend = make([]byte, 0, maxDeferred)
+	}
+	return w
+}
+
 // Read reads like net.Conn.Read: it returns what the socket holds, waiting
 // (in the netpoller, honouring the read deadline) only when it holds nothing.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -73,24 +117,60 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.rmu.Lock()
-	c.rbuf, c.rn, c.rerr = p, 0, 0
+	if c.exchange {
+		c.wmu.Lock()
+		c.sendFirst = len(c.pend) > 0
+		c.wmu.Unlock()
+	}
+	c.rbuf, c.rn, c.rerr, c.unsent, c.sendErr = p, 0, 0, false, false
 	err := c.raw.Read(c.readFn)
-	n, errno := c.rn, c.rerr
+	if err == nil && c.unsent {
+		// The socket took only part of the held-back request: send the rest
+		// the ordinary way (waiting for space), then read as usual.
+		c.wmu.Lock()
+		_, err = c.writeLocked(nil)
+		c.wmu.Unlock()
+		if err == nil {
+			err = c.raw.Read(c.readFn)
+		}
+	}
+	n, errno, op := c.rn, c.rerr, "read"
+	if c.sendErr {
+		op = "write"
+	}
 	c.rbuf = nil // do not pin the caller's buffer
 	c.rmu.Unlock()
 	switch {
 	case err != nil:
-		return 0, wrapErr("read", c, err)
+		return 0, wrapErr(op, c, err)
 	case errno != 0:
-		return 0, wrapErr("read", c, errno)
+		return 0, wrapErr(op, c, errno)
 	case n == 0:
 		return 0, io.EOF
 	}
 	return n, nil
 }
 
-// readOnce is one read(2); false asks RawConn to wait for readability.
+// readOnce is one read(2); false asks RawConn to wait for readability. On
+// an exchange connection with a held-back request, the first call sends it
+// instead and waits: the readiness RawConn.Read reset just before cannot
+// have been missed, since nothing is answered before it is asked.
 func (c *Conn) readOnce(fd uintptr) bool {
+	if c.sendFirst {
+		c.sendFirst = false
+		c.wmu.Lock()
+		errno := c.sendPending(fd)
+		c.wmu.Unlock()
+		switch {
+		case errno == syscall.EAGAIN:
+			c.unsent = true
+			return true
+		case errno != 0:
+			c.rerr, c.sendErr = errno, true
+			return true
+		}
+		return false
+	}
 	for {
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
 		switch e {
@@ -108,14 +188,38 @@ func (c *Conn) readOnce(fd uintptr) bool {
 }
 
 // Write writes all of p, waiting for buffer space in the netpoller when the
-// socket is full (honouring the write deadline).
+// socket is full (honouring the write deadline). An exchange connection
+// holds a small p back for the next Read instead.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.exchange && len(c.pend)+len(p) <= maxDeferred {
+		c.pend = append(c.pend, p...)
+		return len(p), nil
+	}
+	return c.writeLocked(p)
+}
+
+// writeLocked sends what is held back, then p; wmu is held.
+func (c *Conn) writeLocked(p []byte) (int, error) {
+	if len(c.pend) > 0 {
+		c.wbuf, c.wn, c.werr = c.pend, 0, 0
+		err := c.raw.Write(c.writeFn)
+		c.pend, c.wbuf = c.pend[:0], nil
+		if err == nil && c.werr != 0 {
+			err = c.werr
+		}
+		if err != nil {
+			return 0, wrapErr("write", c, err)
+		}
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
 	c.wbuf, c.wn, c.werr = p, 0, 0
 	err := c.raw.Write(c.writeFn)
 	n, errno := c.wn, c.werr
 	c.wbuf = nil
-	c.wmu.Unlock()
 	if err == nil && errno != 0 {
 		err = errno
 	}
@@ -123,6 +227,21 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return n, wrapErr("write", c, err)
 	}
 	return n, nil
+}
+
+// sendPending writes the held-back bytes with raw write(2)s; wmu is held.
+// EAGAIN leaves the unsent rest at the front of pend.
+func (c *Conn) sendPending(fd uintptr) syscall.Errno {
+	c.wbuf, c.wn, c.werr = c.pend, 0, 0
+	done := c.writeAll(fd)
+	sent, errno := c.wn, c.werr
+	c.wbuf = nil
+	if !done {
+		c.pend = c.pend[:copy(c.pend, c.pend[sent:])]
+		return syscall.EAGAIN
+	}
+	c.pend = c.pend[:0]
+	return errno
 }
 
 // writeAll writes what is left of wbuf; false asks RawConn to wait for

@@ -11,38 +11,44 @@ import (
 	"time"
 )
 
-// pair returns a wrapped server-side connection and the plain client side of
-// a loopback TCP connection.
-func pair(t *testing.T) (*Conn, net.Conn) {
+// loopback returns both ends of a loopback TCP connection, the accepted one
+// through ln's wrapper when wrap is set.
+func loopback(t *testing.T, wrap func(net.Listener) net.Listener) (dialed, accepted net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	wl := Listener{Listener: ln}
-	accepted := make(chan net.Conn, 1)
+	al := ln
+	if wrap != nil {
+		al = wrap(ln)
+	}
+	ch := make(chan net.Conn, 1)
 	go func() {
-		c, err := wl.Accept()
-		if err != nil {
-			accepted <- nil
-			return
-		}
-		accepted <- c
+		c, _ := al.Accept()
+		ch <- c
 	}()
-	client, err := net.Dial("tcp", ln.Addr().String())
+	dialed, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := <-accepted
-	if srv == nil {
+	if accepted = <-ch; accepted == nil {
 		t.Fatal("accept failed")
 	}
+	t.Cleanup(func() { dialed.Close(); accepted.Close() })
+	return dialed, accepted
+}
+
+// pair returns a wrapped server-side connection and the plain client side of
+// a loopback TCP connection.
+func pair(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
+	client, srv := loopback(t, func(ln net.Listener) net.Listener { return Listener{Listener: ln} })
 	c, ok := srv.(*Conn)
 	if !ok {
 		t.Fatalf("Listener accepted a %T, want *sockio.Conn", srv)
 	}
-	t.Cleanup(func() { c.Close(); client.Close() })
 	return c, client
 }
 
@@ -157,9 +163,12 @@ func TestWrapLeavesOtherConnsAlone(t *testing.T) {
 }
 
 // Reads and writes on a connection allocate nothing (the RawConn callbacks
-// are built once), which matters at two of each per proxied request.
+// are built once), which matters at two of each per proxied request; nor
+// does an exchange connection's held-back request.
 func TestNoAllocations(t *testing.T) {
 	c, peer := pair(t)
+	x, echo := exchangePair(t)
+	go func() { io.Copy(echo, echo) }()
 	buf := make([]byte, 64)
 	msg := []byte("ping")
 	allocs := testing.AllocsPerRun(100, func() {
@@ -175,8 +184,131 @@ func TestNoAllocations(t *testing.T) {
 		if _, err := io.ReadFull(peer, buf[:len(msg)]); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := x.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(x, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
 	})
 	if allocs != 0 {
-		t.Fatalf("%v allocations per read+write round", allocs)
+		t.Fatalf("%v allocations per read+write round and exchange", allocs)
+	}
+}
+
+// exchangePair returns a WrapExchange client connection and the plain
+// server side of a loopback TCP connection.
+func exchangePair(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
+	raw, srv := loopback(t, nil)
+	c, ok := WrapExchange(raw).(*Conn)
+	if !ok {
+		t.Fatalf("WrapExchange returned a %T, want *sockio.Conn", raw)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c, srv
+}
+
+// A small request waits for the Read that expects its answer, and that Read
+// sends it and returns the answer.
+func TestExchangeSendsRequestOnRead(t *testing.T) {
+	c, peer := exchangePair(t)
+	if n, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil || n != 18 {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	buf := make([]byte, 64)
+	peer.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if n, err := peer.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("peer read %q, %v before the client's Read; want nothing yet", buf[:n], err)
+	}
+	peer.SetReadDeadline(time.Time{})
+	go func() {
+		b := make([]byte, 64)
+		if n, err := peer.Read(b); err == nil && string(b[:n]) == "GET / HTTP/1.1\r\n\r\n" {
+			peer.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"))
+		}
+	}()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "HTTP/1.1 200 OK\r\n\r\n" {
+		t.Fatalf("Read = %q, %v", buf[:n], err)
+	}
+}
+
+// Answers that come back at once, before the client has parked, are never
+// missed: the readiness is reset before the request leaves. A missed answer
+// would show as a deadline error.
+func TestExchangeNeverMissesAnAnswer(t *testing.T) {
+	c, peer := exchangePair(t)
+	go func() { io.Copy(peer, peer) }() // echo
+	msg := []byte("ping-ping-ping")
+	buf := make([]byte, 64)
+	for i := range 5000 {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf[:len(msg)]); err != nil {
+			t.Fatalf("exchange %d: %v", i, err)
+		}
+	}
+}
+
+// Writes above maxDeferred go out at once, after anything held back, in
+// order.
+func TestExchangeLargeWriteKeepsOrder(t *testing.T) {
+	c, peer := exchangePair(t)
+	small := []byte("head\r\n")
+	large := bytes.Repeat([]byte("b"), 4*maxDeferred)
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(peer)
+		got <- b
+	}()
+	if _, err := c.Write(small); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(large); err != nil {
+		t.Fatal(err)
+	}
+	c.CloseWrite()
+	if b := <-got; !bytes.Equal(b, append(small, large...)) {
+		t.Fatalf("peer received %d bytes, want %d in order", len(b), len(small)+len(large))
+	}
+}
+
+// A request held back on a connection the peer has reset fails the Read
+// with a write error, as an immediate write would have failed.
+func TestExchangeSendErrorOnRead(t *testing.T) {
+	c, peer := exchangePair(t)
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close()
+	time.Sleep(20 * time.Millisecond) // let the RST arrive
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatalf("held-back Write = %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := c.Read(make([]byte, 8))
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "write" || !(errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		t.Fatalf("Read after sending to a reset peer = %v, want a write OpError (ECONNRESET or EPIPE)", err)
+	}
+}
+
+// A pooled connection the upstream closed while idle (its FIN long
+// consumed by the netpoller) must fail the next exchange promptly, not wait
+// for the deadline: the request draws a reset, which wakes the Read.
+func TestExchangeToClosedPeerFailsFast(t *testing.T) {
+	c, peer := exchangePair(t)
+	peer.Close()
+	time.Sleep(20 * time.Millisecond) // the FIN arrives while nobody reads
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
+		t.Fatalf("held-back Write = %v", err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	_, err := c.Read(make([]byte, 8))
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || time.Since(start) > time.Second {
+		t.Fatalf("exchange on a closed connection = %v after %v, want a prompt EOF or reset", err, time.Since(start))
 	}
 }

@@ -141,13 +141,15 @@ func (p *Pool) Refresh() {
 }
 
 // dial connects like fasthttp's default dialer and switches the connection
-// to sockio's raw read/write path.
+// to sockio's raw read/write path in exchange mode: an HTTP/1.1 upstream
+// only answers, so the request is sent by the Read that waits for the
+// response, without a speculative read(2) first (see sockio).
 func dial(addr string, timeout time.Duration) (net.Conn, error) {
 	c, err := fasthttp.DialTimeout(addr, timeout)
 	if err != nil {
 		return nil, err
 	}
-	return sockio.Wrap(c), nil
+	return sockio.WrapExchange(c), nil
 }
 
 // client returns the pool for addr; p.mu is held.
