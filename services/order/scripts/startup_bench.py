@@ -1,21 +1,33 @@
 #!/usr/bin/env python3
-"""Time from exec to /readyz 200, and idle RSS, for the order or payment binary.
+"""Time from exec to /readyz 200, CPU used by then, and idle RSS, for the user, order and payment binaries.
 
 Usage (from the repository root, with scripts/deps.sh up):
     python3 services/order/scripts/startup_bench.py order [runs]
-    python3 services/order/scripts/startup_bench.py payment [runs]
+    python3 services/order/scripts/startup_bench.py all [runs]            # user, order and payment
+    python3 services/order/scripts/startup_bench.py all 7 --against HEAD~3   # A/B: that revision vs the working tree
 
 Why Python: the probe loop has to be cheaper than the thing it measures;
 spawning curl per poll costs milliseconds, an in-process HTTP poll does not.
 
-Each run starts the built binary against the local test servers with its own
-fresh PostgreSQL database for the first run (migrations from empty) and the
-same database afterwards (the usual restart). It uses a private NATS stream
-and subject prefix and a stub JWKS server, so it never joins a running
-environment's consumers; it does register in etcd (as a real start does),
-under version "bench-...", for the few seconds it runs. After /readyz answers
-200 it waits 3 s idle, reads VmRSS from /proc, and sends SIGTERM.
+Each binary (the working tree's, and with --against also the one built from
+that revision, exported with git archive so the shared checkout is not
+touched) gets its own fresh PostgreSQL database: its first run migrates from
+empty, the others are the usual restart. With --against the two binaries'
+runs alternate, so both see the same neighbours on a loaded machine; compare
+the medians and above all CPU ms per start, which load disturbs least.
+
+Each run starts the binary against the local test servers with a private
+NATS stream and subject prefix and a stub JWKS server, so it never joins a
+running environment's consumers; it does register in etcd (as a real start
+does), under version "bench-...", for the few seconds it runs. After /readyz
+answers 200 it reads the CPU the process used (schedstat of its threads),
+waits 3 s idle, reads VmRSS (anonymous and file-backed) from /proc, and
+sends SIGTERM. The "timeline" line gives, for the median run, when each
+start-up log line was written, in ms after exec (the service logs its wiring
+phases at debug level).
 """
+import argparse
+import glob
 import http.client
 import http.server
 import json
@@ -30,10 +42,20 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import datetime
 from urllib.parse import urlparse
 
-svc = sys.argv[1] if len(sys.argv) > 1 else "order"
-runs = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+SERVICES = ("user", "order", "payment")
+
+ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+ap.add_argument("service", choices=SERVICES + ("all",))
+ap.add_argument("runs", type=int, nargs="?", default=5)
+ap.add_argument("--against", metavar="REV", help="also build REV (git archive) and alternate runs with it")
+ap.add_argument("--src", metavar="DIR", help="build the new binaries from DIR instead of this checkout (a copy that "
+                "holds only your change, when others' unfinished edits in a shared checkout do not build)")
+ap.add_argument("--ldflags", default="", help="go build -ldflags for both binaries, e.g. '-s -w'")
+args = ap.parse_args()
+services = SERVICES if args.service == "all" else (args.service,)
 root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 env = dict(os.environ)
@@ -43,8 +65,23 @@ for line in subprocess.run([os.path.join(root, "scripts", "deps.sh"), "env"], ca
         env[k] = v.strip("'\"")
 
 tmp = tempfile.mkdtemp(prefix="startup-bench-")
-binary = os.path.join(tmp, svc)
-subprocess.run(["go", "build", "-o", binary, f"./services/{svc}/cmd/{svc}"], cwd=root, check=True)
+
+
+def build(src, svc, out):
+    cmd = ["go", "build", "-trimpath", "-o", out]
+    if args.ldflags:
+        cmd += ["-ldflags", args.ldflags]
+    subprocess.run(cmd + [f"./services/{svc}/cmd/{svc}"], cwd=src, check=True)
+
+
+# variants: label -> source tree
+variants = {"new": os.path.abspath(args.src) if args.src else root}
+if args.against:
+    old_src = os.path.join(tmp, "src-old")
+    os.makedirs(old_src)
+    archive = subprocess.run(["git", "archive", args.against], cwd=root, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", old_src], input=archive, check=True)
+    variants = {"old": old_src, "new": variants["new"]}
 
 # A stub JWKS: the verifier only needs a parseable key set to be ready.
 jwks = json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "bench", "alg": "EdDSA", "use": "sig",
@@ -64,12 +101,6 @@ class JWKS(http.server.BaseHTTPRequestHandler):
 
 jwks_srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JWKS)
 threading.Thread(target=jwks_srv.serve_forever, daemon=True).start()
-
-# A fresh database on the test server.
-db_url = urlparse(env["DATABASE_URL"])
-db_name = "bench_" + uuid.uuid4().hex[:10]
-subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"CREATE DATABASE {db_name}"], check=True)
-fresh_url = db_url._replace(path="/" + db_name).geturl()
 
 
 def delete_stream(name):
@@ -91,60 +122,117 @@ def free_port():
         return s.getsockname()[1]
 
 
-prefix = "bench" + uuid.uuid4().hex[:6]
-ready_ms, rss_kb, anon_kb = [], [], []
-try:
-    for i in range(runs):
-        port = free_port()
-        e = dict(env, HTTP_ADDR=f"127.0.0.1:{port}", ADMIN_ADDR=f"127.0.0.1:{free_port()}", DATABASE_URL=fresh_url,
-                 JWKS_URL=f"http://127.0.0.1:{jwks_srv.server_port}/", SERVICE_VERSION="bench-" + prefix,
-                 NATS_STREAM=prefix.upper(), NATS_SUBJECT_PREFIX=prefix + ".", LOG_LEVEL="debug",
-                 PAYMENT_SETTINGS_KEY=f"/shanhai/bench/{prefix}")
-        t0 = time.perf_counter()
-        p = subprocess.Popen([binary], env=e, stdout=subprocess.DEVNULL, stderr=open(os.path.join(tmp, f"{svc}-{i}.log"), "w"))
-        status = None
-        while time.perf_counter() - t0 < 10:
+def schedstat(pid):
+    """CPU ms the process's threads have run, and ms they waited for a CPU."""
+    on = wait = 0
+    for p in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(p) as f:
+                a, b, _ = f.read().split()
+            on, wait = on + int(a), wait + int(b)
+        except (OSError, ValueError):
+            pass
+    return on / 1e6, wait / 1e6
+
+
+def timeline(log_path, t_exec):
+    """Start-up log lines as (ms after exec, message and phases)."""
+    out = []
+    with open(log_path) as f:
+        for line in f:
             try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                c.request("GET", "/readyz")
-                status = c.getresponse().status
-                c.close()
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if p.poll() is not None:
-                sys.exit(f"{svc} exited with {p.returncode}; see {tmp}/{svc}-{i}.log")
-            time.sleep(0.0005)
-        took = (time.perf_counter() - t0) * 1000
-        if status != 200:
-            p.kill()
-            sys.exit(f"{svc} not ready after 10 s (last status {status}); see {tmp}/{svc}-{i}.log")
-        time.sleep(3)
-        with open(f"/proc/{p.pid}/status") as f:
-            st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
-        rss = st["VmRSS"]
-        anon_kb.append(st["RssAnon"])
-        phases = ""
-        with open(os.path.join(tmp, f"{svc}-{i}.log")) as f:
-            for line in f:
-                if "service wired" in line:
-                    d = json.loads(line)
-                    phases = ", wiring " + " ".join(f"{k}={v}" for k, v in d.items() if k not in ("time", "level", "msg"))
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=15)
-        ready_ms.append(took)
-        rss_kb.append(rss)
-        print(f"run {i + 1}: ready in {took:.1f} ms{' (migrations from empty)' if i == 0 else ''}, "
-              f"idle RSS {rss / 1024:.1f} MiB (anonymous {st['RssAnon'] / 1024:.1f}, file {st['RssFile'] / 1024:.1f}){phases}")
+                d = json.loads(line)
+                t = datetime.fromisoformat(d["time"]).timestamp()
+            except (ValueError, KeyError):
+                continue
+            rest = " ".join(f"{k}={v}" for k, v in d.items() if k not in ("time", "level", "msg", "addr", "name", "version"))
+            out.append(((t - t_exec) * 1000, d["msg"] + (f" ({rest})" if rest else "")))
+    return out
+
+
+def start(svc, binary, db_url, prefix, log_path):
+    port = free_port()
+    e = dict(env, HTTP_ADDR=f"127.0.0.1:{port}", ADMIN_ADDR=f"127.0.0.1:{free_port()}", DATABASE_URL=db_url,
+             JWKS_URL=f"http://127.0.0.1:{jwks_srv.server_port}/", SERVICE_VERSION="bench-" + prefix,
+             NATS_STREAM=prefix.upper(), NATS_SUBJECT_PREFIX=prefix + ".", LOG_LEVEL="debug",
+             PAYMENT_SETTINGS_KEY=f"/shanhai/bench/{prefix}", AUTH_DEV_KEYS="true")
+    t_exec = time.time()
+    t0 = time.perf_counter()
+    p = subprocess.Popen([binary], env=e, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    status = None
+    while time.perf_counter() - t0 < 10:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/readyz")
+            status = c.getresponse().status
+            c.close()
+            if status == 200:
+                break
+        except OSError:
+            pass
+        if p.poll() is not None:
+            sys.exit(f"{svc} exited with {p.returncode}; see {log_path}")
+        time.sleep(0.0005)
+    took = (time.perf_counter() - t0) * 1000
+    if status != 200:
+        p.kill()
+        sys.exit(f"{svc} not ready after 10 s (last status {status}); see {log_path}")
+    cpu, wait = schedstat(p.pid)
+    time.sleep(3)
+    with open(f"/proc/{p.pid}/status") as f:
+        st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
+    p.send_signal(signal.SIGTERM)
+    p.wait(timeout=15)
+    return {"ready": took, "cpu": cpu, "wait": wait, "rss": st["VmRSS"] / 1024, "anon": st["RssAnon"] / 1024,
+            "file": st["RssFile"] / 1024, "timeline": timeline(log_path, t_exec)}
+
+
+def median_run(rs):
+    return sorted(rs, key=lambda r: r["ready"])[len(rs) // 2]
+
+
+dbs = []
+streams = []
+try:
+    print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    for svc in services:
+        binaries, dburls = {}, {}
+        for label, src in variants.items():
+            binaries[label] = os.path.join(tmp, f"{svc}-{label}")
+            build(src, svc, binaries[label])
+            db_name = "bench_" + uuid.uuid4().hex[:10]
+            subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"CREATE DATABASE {db_name}"], check=True)
+            dbs.append(db_name)
+            dburls[label] = urlparse(env["DATABASE_URL"])._replace(path="/" + db_name).geturl()
+        prefix = "bench" + uuid.uuid4().hex[:6]
+        streams.append(prefix.upper())
+        results = {label: [] for label in variants}
+        for i in range(args.runs):
+            for label in variants:
+                r = start(svc, binaries[label], dburls[label], prefix, os.path.join(tmp, f"{svc}-{label}-{i}.log"))
+                results[label].append(r)
+                print(f"{svc} {label} run {i + 1}: ready {r['ready']:.1f} ms, cpu {r['cpu']:.1f} ms, runq wait "
+                      f"{r['wait']:.1f} ms{' (migrations from empty)' if i == 0 else ''}, idle RSS {r['rss']:.1f} MiB "
+                      f"(anonymous {r['anon']:.1f}, file {r['file']:.1f})")
+        for label, rs in results.items():
+            warm = rs[1:] or rs
+            med = lambda k: statistics.median(r[k] for r in warm)
+            print(f"== {svc} {label}: first start {rs[0]['ready']:.1f} ms; restarts median ready {med('ready'):.1f} ms "
+                  f"(min {min(r['ready'] for r in warm):.1f}, max {max(r['ready'] for r in warm):.1f}), cpu {med('cpu'):.1f} ms, "
+                  f"runq wait {med('wait'):.1f} ms; idle RSS median {statistics.median(r['rss'] for r in rs):.1f} MiB "
+                  f"(anonymous {statistics.median(r['anon'] for r in rs):.1f}, file {statistics.median(r['file'] for r in rs):.1f})")
+            print(f"   timeline of the median restart (ms after exec): "
+                  + "; ".join(f"{t:.1f} {m}" for t, m in median_run(warm)["timeline"]))
+        if len(variants) == 2:
+            o, n = (results[k][1:] or results[k] for k in ("old", "new"))
+            ratio = lambda k: statistics.median(r[k] for r in n) / statistics.median(r[k] for r in o)
+            print(f"== {svc} new/old: ready {ratio('ready'):.2f}x, cpu {ratio('cpu'):.2f}x, idle RSS {ratio('rss'):.2f}x")
+    print(f"load average at end: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
 finally:
-    subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"])
-    delete_stream(prefix.upper())
+    for db_name in dbs:
+        subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"])
+    for s in streams:
+        delete_stream(s)
     jwks_srv.shutdown()
 
 shutil.rmtree(tmp, ignore_errors=True)  # kept only when a run failed (sys.exit above)
-
-warm = ready_ms[1:] or ready_ms
-print(f"{svc}: first start {ready_ms[0]:.1f} ms; restarts median {statistics.median(warm):.1f} ms "
-      f"(min {min(warm):.1f}, max {max(warm):.1f}); idle RSS median {statistics.median(rss_kb) / 1024:.1f} MiB "
-      f"(anonymous {statistics.median(anon_kb) / 1024:.1f} MiB)")
