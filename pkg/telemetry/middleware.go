@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -90,7 +91,7 @@ func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
 		o(m)
 	}
 	m.tracer = m.tp.Tracer(scope)
-	m.sampling = samplingOf(m.tp)
+	m.sampling, m.sdk = samplingOf(m.tp)
 	m.duration = durationsFor(m.reg)
 	_, m.w3c = m.prop.(w3c)
 	return m.handle
@@ -99,7 +100,8 @@ func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
 type middleware struct {
 	tp       trace.TracerProvider
 	tracer   trace.Tracer
-	sampling *sampling // the sampler Setup configured for tp; nil: the SDK decides every span
+	sampling *sampling                // the sampler Setup configured for tp; nil: the SDK decides every span
+	sdk      *sdktrace.TracerProvider // tp, when sampling is set
 	prop     propagation.TextMapPropagator
 	reg      prometheus.Registerer
 	duration *durations
@@ -140,11 +142,7 @@ func (m *middleware) handle(c *gin.Context) {
 		return
 	}
 
-	ctx := req.Context()
-	if !m.w3c || len(req.Header["Traceparent"]) > 0 || len(req.Header["Baggage"]) > 0 {
-		ctx = m.prop.Extract(ctx, headerCarrier(req.Header))
-	}
-	ctx, span := m.start(ctx, ri)
+	ctx, span := m.start(req, ri)
 	if m.ctxFunc != nil {
 		ctx = m.ctxFunc(c, ctx)
 	}
@@ -170,17 +168,37 @@ func (m *middleware) handle(c *gin.Context) {
 	m.record(ri, status, start, span.SpanContext())
 }
 
-// start starts the server span. With a sampler Setup configured, a span it
-// would drop never reaches the SDK (sampling.go says why).
-func (m *middleware) start(ctx context.Context, ri *routeInfo) (context.Context, trace.Span) {
+// start starts the server span, continuing the caller's trace. With a
+// sampler Setup configured, a span it would drop never reaches the SDK
+// (sampling.go says why).
+func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, trace.Span) {
+	ctx := req.Context()
+	h := req.Header
+	var remote trace.SpanContext // read here, not yet in ctx
+	switch {
+	case m.sampling != nil && m.w3c && len(h["Baggage"]) == 0:
+		// The propagator can only hand back what it reads inside a new
+		// context (two allocations), which a dropped span does not need.
+		if v := h["Traceparent"]; len(v) > 0 {
+			remote = parseTraceparent(v[0], h["Tracestate"])
+		}
+	case !m.w3c || len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0:
+		ctx = m.prop.Extract(ctx, headerCarrier(h))
+	}
 	if m.sampling != nil {
-		switch d, psc := m.sampling.decide(ctx); d {
+		parent := remote
+		if !parent.IsValid() {
+			parent = trace.SpanContextFromContext(ctx)
+		}
+		switch d, psc := m.sampling.decide(parent); d {
 		case drop:
-			span := &unsampledSpan{sc: unsampledChild(psc), tp: m.tp}
-			return trace.ContextWithSpan(ctx, span), span
+			return withUnsampled(ctx, unsampledChild(psc), m.sdk)
 		case sampleRoot:
 			ctx = context.WithValue(ctx, rootIDsKey{}, &rootIDs{tid: psc.TraceID()})
 		}
+	}
+	if remote.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, remote)
 	}
 	// Only the span kind is passed at start: attributes given to Start are
 	// copied into a fresh config slice on every request, sampled or not,

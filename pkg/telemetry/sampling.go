@@ -11,9 +11,11 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	"go.opentelemetry.io/otel/trace/noop"
+	"go.opentelemetry.io/otel/trace/embedded"
 )
 
 // Why this file exists: the SDK's Start of a span it will not sample costs
@@ -120,15 +122,15 @@ func ratioSampling(fraction float64, parentBased bool) sampling {
 // Shutdown removes its entry.
 var configured sync.Map // *sdktrace.TracerProvider -> *sampling
 
-func samplingOf(tp trace.TracerProvider) *sampling {
+func samplingOf(tp trace.TracerProvider) (*sampling, *sdktrace.TracerProvider) {
 	sdk, ok := tp.(*sdktrace.TracerProvider)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	if s, ok := configured.Load(sdk); ok {
-		return s.(*sampling)
+		return s.(*sampling), sdk
 	}
-	return nil
+	return nil, nil
 }
 
 // random is the source of the ids the middleware draws: math/rand/v2's
@@ -145,23 +147,23 @@ const (
 	drop                       // not sampled: a non-recording span without the SDK
 )
 
-// decide applies the configured sampler to a server span whose parent, if
-// any, is in ctx. For roots it draws the trace id, as the SDK would, and
-// returns it; for a dropped child it returns the parent.
-func (s *sampling) decide(ctx context.Context) (decision, trace.SpanContext) {
-	psc := trace.SpanContextFromContext(ctx)
-	if psc.IsValid() {
+// decide applies the configured sampler to a server span under parent (the
+// remote or local span context the request continues, or none). For roots
+// it draws the trace id, as the SDK would, and returns it; for a dropped
+// child it returns the parent.
+func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext) {
+	if parent.IsValid() {
 		switch {
-		case !psc.IsRemote():
+		case !parent.IsRemote():
 			// A span of this process: the SDK tracks its children.
-			return useSDK, psc
-		case s.parentBased && psc.IsSampled(), !s.parentBased && s.sampled(psc.TraceID()):
-			return useSDK, psc
+			return useSDK, parent
+		case s.parentBased && parent.IsSampled(), !s.parentBased && s.sampled(parent.TraceID()):
+			return useSDK, parent
 		}
-		return drop, psc
+		return drop, parent
 	}
 	if s.all {
-		return useSDK, psc
+		return useSDK, parent
 	}
 	tid := newTraceID()
 	root := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid})
@@ -201,19 +203,78 @@ func unsampledChild(parent trace.SpanContext) trace.SpanContext {
 	})
 }
 
-// unsampledSpan is the non-recording span the middleware puts in the request
-// context for a request it does not sample. Like the SDK's, it carries the
-// ids (logs and outgoing traceparent headers use them, flags 00 tell the
-// next service not to sample) and its tracer provider, which some
-// instrumentation uses to start children.
-type unsampledSpan struct {
-	noop.Span
-	sc trace.SpanContext
-	tp trace.TracerProvider
+// unsampledCtx is the request context of a request that is not sampled and
+// the non-recording span in it, in one allocation where trace.ContextWithSpan
+// takes two (the context node and the span it boxes). Like the SDK's
+// non-recording span, the span carries the ids (logs and outgoing
+// traceparent headers use them, and flags 00 tell the next service not to
+// sample) and its tracer provider, which some instrumentation starts
+// children with.
+type unsampledCtx struct {
+	context.Context // the parent
+	embedded.Span   // (noop.Span would add a span context of its own, 64 bytes)
+	sc              trace.SpanContext
+	tp              *sdktrace.TracerProvider
 }
 
-func (s *unsampledSpan) SpanContext() trace.SpanContext       { return s.sc }
-func (s *unsampledSpan) TracerProvider() trace.TracerProvider { return s.tp }
+func (c *unsampledCtx) SpanContext() trace.SpanContext        { return c.sc }
+func (c *unsampledCtx) TracerProvider() trace.TracerProvider  { return c.tp }
+func (*unsampledCtx) IsRecording() bool                       { return false }
+func (*unsampledCtx) End(...trace.SpanEndOption)              {}
+func (*unsampledCtx) AddEvent(string, ...trace.EventOption)   {}
+func (*unsampledCtx) AddLink(trace.Link)                      {}
+func (*unsampledCtx) RecordError(error, ...trace.EventOption) {}
+func (*unsampledCtx) SetStatus(codes.Code, string)            {}
+func (*unsampledCtx) SetName(string)                          {}
+func (*unsampledCtx) SetAttributes(...attribute.KeyValue)     {}
+
+// Value answers trace.SpanFromContext with the span; every other key goes to
+// the parent.
+func (c *unsampledCtx) Value(key any) any {
+	if key == spanKey {
+		return trace.Span(c)
+	}
+	return c.Context.Value(key)
+}
+
+// withUnsampled returns parent with a non-recording span of span context sc
+// in it, and the span.
+func withUnsampled(parent context.Context, sc trace.SpanContext, tp *sdktrace.TracerProvider) (context.Context, trace.Span) {
+	c := &unsampledCtx{Context: parent, sc: sc, tp: tp}
+	if spanKey == nil {
+		return trace.ContextWithSpan(parent, c), c
+	}
+	return c, c
+}
+
+// spanKey is the context key under which go.opentelemetry.io/otel/trace
+// keeps the current span. The package does not export it, so it is learnt
+// once from a context that records what SpanFromContext looks up, and kept
+// only if a span stored by trace.ContextWithSpan is found under it (nil
+// otherwise: withUnsampled then uses trace.ContextWithSpan, one allocation
+// more). TestSpanKey fails if a new otel version breaks this.
+var spanKey = func() any {
+	p := &keyProbe{Context: context.Background()}
+	trace.SpanFromContext(p)
+	if len(p.keys) != 1 {
+		return nil
+	}
+	want := &unsampledCtx{Context: context.Background()}
+	if got, ok := trace.ContextWithSpan(context.Background(), want).Value(p.keys[0]).(*unsampledCtx); !ok || got != want {
+		return nil
+	}
+	return p.keys[0]
+}()
+
+type keyProbe struct {
+	context.Context
+	keys []any
+}
+
+func (p *keyProbe) Value(key any) any {
+	p.keys = append(p.keys, key)
+	return p.Context.Value(key)
+}
 
 // rootIDs carries a sampled root's trace id, drawn by the middleware, to the
 // ID generator. It is taken once: a span started later with the same context

@@ -28,15 +28,14 @@ func seedRandom(t *testing.T, seed uint64) {
 	t.Cleanup(func() { random = prev })
 }
 
-// fixedIDs gives every root the same ids, so two providers can be asked
-// about the same trace id.
-type fixedIDs struct {
-	tid trace.TraceID
-	sid trace.SpanID
-}
+// fixedIDs gives every root the trace id set last, so two providers can be
+// asked about the same trace id.
+type fixedIDs struct{ tid trace.TraceID }
 
-func (f fixedIDs) NewIDs(context.Context) (trace.TraceID, trace.SpanID)  { return f.tid, f.sid }
-func (f fixedIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return f.sid }
+func (f *fixedIDs) NewIDs(context.Context) (trace.TraceID, trace.SpanID) {
+	return f.tid, trace.SpanID{1}
+}
+func (f *fixedIDs) NewSpanID(context.Context, trace.TraceID) trace.SpanID { return trace.SpanID{1} }
 
 // TestSamplerMatchesSDK: for every value of OTEL_TRACES_SAMPLER(_ARG), the
 // sampler Setup builds and the middleware's own decision agree with the
@@ -67,13 +66,14 @@ func TestSamplerMatchesSDK(t *testing.T) {
 			t.Setenv(envSampler, env.sampler)
 			t.Setenv(envSamplerArg, env.arg)
 			ours, samp, _ := samplerFromEnv()
+			ids := &fixedIDs{}
+			sdk := sdktrace.NewTracerProvider(sdktrace.WithIDGenerator(ids)).Tracer("t")
+			mine := sdktrace.NewTracerProvider(sdktrace.WithIDGenerator(ids), sdktrace.WithSampler(ours)).Tracer("t")
 			for _, low := range lows {
 				var tid trace.TraceID
 				binary.BigEndian.PutUint64(tid[:8], 0x0123456789abcdef)
 				binary.BigEndian.PutUint64(tid[8:], low)
-				ids := fixedIDs{tid: tid, sid: trace.SpanID{1}}
-				sdk := sdktrace.NewTracerProvider(sdktrace.WithIDGenerator(ids)).Tracer("t")
-				mine := sdktrace.NewTracerProvider(sdktrace.WithIDGenerator(ids), sdktrace.WithSampler(ours)).Tracer("t")
+				ids.tid = tid
 				for _, p := range parents(tid) {
 					_, want := sdk.Start(p.ctx, "s")
 					_, got := mine.Start(p.ctx, "s")
@@ -125,7 +125,7 @@ func checkDecision(t *testing.T, s *sampling, name string, ctx context.Context, 
 		return v
 	}
 	defer func() { random = prev }()
-	d, psc := s.decide(ctx)
+	d, psc := s.decide(trace.SpanContextFromContext(ctx))
 	local := trace.SpanContextFromContext(ctx).IsValid() && !trace.SpanContextFromContext(ctx).IsRemote()
 	switch {
 	case local && d != useSDK:
@@ -328,21 +328,52 @@ func TestNewRootInHandler(t *testing.T) {
 // SDK's self-observability (which counts every span it starts) is on.
 func TestFastPathOnlyForSetupProviders(t *testing.T) {
 	p, _, _ := setup(t)
-	if samplingOf(p.Tracer) == nil {
+	if s, _ := samplingOf(p.Tracer); s == nil {
 		t.Fatal("Setup's provider has no sampling")
 	}
-	if samplingOf(sdktrace.NewTracerProvider()) != nil {
+	if s, _ := samplingOf(sdktrace.NewTracerProvider()); s != nil {
 		t.Fatal("a provider Setup did not build has a sampling")
 	}
 	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if samplingOf(p.Tracer) != nil {
+	if s, _ := samplingOf(p.Tracer); s != nil {
 		t.Fatal("a shut down provider still has a sampling")
 	}
 	t.Setenv(envObservability, "true")
 	p, _, _ = setup(t)
-	if samplingOf(p.Tracer) != nil {
+	if s, _ := samplingOf(p.Tracer); s != nil {
 		t.Fatal("fast path on with OTEL_GO_X_OBSERVABILITY=true")
+	}
+}
+
+// TestSpanKey: the unsampled request context answers trace.SpanFromContext
+// itself (one allocation instead of two); if an otel version stores spans
+// differently, spanKey is nil and this fails instead of the middleware
+// silently allocating more.
+func TestSpanKey(t *testing.T) {
+	if spanKey == nil {
+		t.Fatal("spanKey not found: trace.SpanFromContext no longer asks the context for one key")
+	}
+	type k struct{}
+	parent := context.WithValue(context.Background(), k{}, "v")
+	sc := unsampledChild(trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}}))
+	tp := sdktrace.NewTracerProvider()
+	ctx, span := withUnsampled(parent, sc, tp)
+	if got := trace.SpanFromContext(ctx); got != span || !got.SpanContext().Equal(sc) || got.IsRecording() {
+		t.Fatalf("SpanFromContext = %v, want the unsampled span with %v", got, sc)
+	}
+	if got := span.TracerProvider(); got != trace.TracerProvider(tp) {
+		t.Fatalf("span's tracer provider %v, want the SDK's", got)
+	}
+	if ctx.Value(k{}) != "v" {
+		t.Fatal("the parent's values are lost")
+	}
+	// A child context still finds the span, and cancellation still works
+	// through the custom context.
+	child, cancel := context.WithCancel(ctx)
+	cancel()
+	if trace.SpanFromContext(child) != span || child.Err() == nil {
+		t.Fatal("a child of the unsampled context lost the span or its cancellation")
 	}
 }
