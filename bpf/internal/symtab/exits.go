@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"go/token"
+	"maps"
 	"slices"
 	"strings"
 
@@ -40,29 +41,46 @@ type Exits struct {
 // reads) unchanged since the return, or falls back to fn's RET instructions saying why. It never fails: RET
 // probes are always right, only slower.
 func (b *Binary) Exits(fn Func, keep ...x86asm.Reg) Exits {
-	offs, stepped, err := b.callSiteExits(fn, keep)
-	if err != nil {
+	sites := map[uint64]bool{}
+	if err := b.callSiteExits(fn, keep, 0, sites); err != nil {
 		return Exits{Mode: ModeRet, Offs: fn.RetOffs, Reason: err.Error()}
 	}
-	return Exits{Mode: ModeCallSite, Offs: offs, Stepped: stepped}
+	e := Exits{Mode: ModeCallSite}
+	for off, emul := range sites { // a set: two tail calls in one caller chase to the same exits, probed once
+		e.Offs = append(e.Offs, off)
+		if !emul {
+			e.Stepped++
+		}
+	}
+	slices.Sort(e.Offs)
+	return e
 }
 
-func (b *Binary) callSiteExits(fn Func, keep []x86asm.Reg) (offs []uint64, stepped int, err error) {
+// maxChase bounds how many callers up a tail call is followed.
+const maxChase = 3
+
+// callSiteExits adds the exits of fn's calls to sites (file offset -> emulated). A call in tail position (only the
+// epilogue follows: results untouched) returns exactly when its caller does, so when the caller's own exits can be
+// found, they see fn's returns too, on emulated instructions: database/sql's query and exec, for one, return their
+// queryDC and execDC calls. The caller's other returns also hit them, but find no call in flight and do nothing
+// (one emulated trap). When the caller's exits cannot be found its return address is probed (single-stepped).
+func (b *Binary) callSiteExits(fn Func, keep []x86asm.Reg, depth int, sites map[uint64]bool) error {
 	if b.f.Type != elf.ET_EXEC {
 		// A position-independent binary keeps its absolute code addresses in relocations, which findRefs does not read.
-		return nil, 0, fmt.Errorf("%v binary: only fixed-address executables are searched for callers", b.f.Type)
+		return fmt.Errorf("%v binary: only fixed-address executables are searched for callers", b.f.Type)
 	}
 	code, err := b.textData()
 	if err != nil {
-		return nil, 0, err
+		return err
 	}
 	if err := b.dataRefs(fn); err != nil {
-		return nil, 0, err
+		return err
 	}
+	found := false
 	for _, r := range codeRefs(code, b.text.Addr, fn.Entry) {
 		caller := b.table.PCToFunc(r.addr)
 		if caller == nil {
-			return nil, 0, fmt.Errorf("referenced at %#x, outside any Go function", r.addr)
+			return fmt.Errorf("referenced at %#x, outside any Go function", r.addr)
 		}
 		body := code[caller.Entry-b.text.Addr : caller.End-b.text.Addr]
 		at := int(r.addr - caller.Entry)
@@ -73,7 +91,7 @@ func (b *Binary) callSiteExits(fn Func, keep []x86asm.Reg) (offs []uint64, stepp
 		case r.kind == refJMP && caller.Entry == fn.Entry:
 			continue // the stack-growth path jumping back to the function's own entry
 		case r.kind != refCall:
-			return nil, 0, fmt.Errorf("referenced other than by a direct call at %#x in %s", r.addr, caller.Name)
+			return fmt.Errorf("referenced other than by a direct call at %#x in %s", r.addr, caller.Name)
 		}
 		skip := func(target int) bool {
 			t := b.table.PCToFunc(caller.Entry + uint64(target))
@@ -81,21 +99,46 @@ func (b *Binary) callSiteExits(fn Func, keep []x86asm.Reg) (offs []uint64, stepp
 		}
 		site, emul, err := exitAfter(body, at+5, keep, skip)
 		if err != nil {
-			return nil, 0, fmt.Errorf("call at %#x in %s: %w", r.addr, caller.Name, err)
+			return fmt.Errorf("call at %#x in %s: %w", r.addr, caller.Name, err)
 		}
-		if !emul {
-			stepped++
+		if !emul && depth < maxChase && caller.Entry != fn.Entry && tailReturn(body[site:]) {
+			up := map[uint64]bool{}
+			if b.callSiteExits(Func{Name: caller.Name, Entry: caller.Entry, End: caller.End}, keep, depth+1, up) == nil {
+				maps.Copy(sites, up)
+				found = true
+				continue
+			}
 		}
 		fo, err := b.fileOffset(caller.Entry + uint64(site))
 		if err != nil {
-			return nil, 0, err
+			return err
 		}
-		offs = append(offs, fo)
+		sites[fo] = emul
+		found = true
 	}
-	if len(offs) == 0 {
-		return nil, 0, errors.New("no direct call site")
+	if !found {
+		return errors.New("no direct call site")
 	}
-	return offs, stepped, nil
+	return nil
+}
+
+// tailReturn reports whether code starts with a Go epilogue and RET: the stack frame popped, no register but RSP and
+// RBP written.
+func tailReturn(code []byte) bool {
+	for off, n := 0, 0; off < len(code) && n < 3; n++ {
+		inst, err := x86asm.Decode(code[off:], 64)
+		switch {
+		case err != nil:
+			return false
+		case inst.Op == x86asm.RET:
+			return true
+		case inst.Op == x86asm.ADD && inst.Args[0] == x86asm.RSP, inst.Op == x86asm.POP && inst.Args[0] == x86asm.RBP:
+		default:
+			return false
+		}
+		off += inst.Len
+	}
+	return false
 }
 
 func (b *Binary) textData() ([]byte, error) {
@@ -227,6 +270,10 @@ var straight = map[x86asm.Op]bool{
 	x86asm.CMP: true, x86asm.TEST: true, x86asm.BT: true,
 	x86asm.MOVUPS: true, x86asm.MOVAPS: true, x86asm.MOVDQU: true, x86asm.MOVQ: true, x86asm.MOVD: true,
 	x86asm.MOVSD_XMM: true, x86asm.MOVSS: true, x86asm.XORPS: true, x86asm.PXOR: true,
+	x86asm.CMOVA: true, x86asm.CMOVAE: true, x86asm.CMOVB: true, x86asm.CMOVBE: true, x86asm.CMOVE: true,
+	x86asm.CMOVG: true, x86asm.CMOVGE: true, x86asm.CMOVL: true, x86asm.CMOVLE: true, x86asm.CMOVNE: true,
+	x86asm.SETA: true, x86asm.SETAE: true, x86asm.SETB: true, x86asm.SETBE: true, x86asm.SETE: true,
+	x86asm.SETG: true, x86asm.SETGE: true, x86asm.SETL: true, x86asm.SETLE: true, x86asm.SETNE: true,
 }
 
 var readOnly = map[x86asm.Op]bool{x86asm.CMP: true, x86asm.TEST: true, x86asm.BT: true}

@@ -171,3 +171,20 @@ func TestExitsRealBinary(t *testing.T) {
 		}
 	}
 }
+
+func TestTailReturn(t *testing.T) {
+	for _, c := range []struct {
+		code []byte
+		want bool
+	}{
+		{asm(epilogue, ret), true},
+		{asm([]byte{0x5d}, ret), true},
+		{ret, true},
+		{asm(movRAX, epilogue, ret), false},
+		{asm(epilogue, call0), false},
+	} {
+		if got := tailReturn(c.code); got != c.want {
+			t.Errorf("tailReturn(% x) = %v, want %v", c.code, got, c.want)
+		}
+	}
+}
