@@ -357,11 +357,21 @@ func TestSpanKey(t *testing.T) {
 	}
 	type k struct{}
 	parent := context.WithValue(context.Background(), k{}, "v")
-	sc := unsampledChild(trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}}))
+	ts, err := trace.ParseTraceState("vendor=x")
+	if err != nil {
+		t.Fatal(err)
+	}
 	tp := sdktrace.NewTracerProvider()
-	ctx, span := withUnsampled(parent, sc, tp)
-	if got := trace.SpanFromContext(ctx); got != span || !got.SpanContext().Equal(sc) || got.IsRecording() {
-		t.Fatalf("SpanFromContext = %v, want the unsampled span with %v", got, sc)
+	var ctx context.Context
+	var span trace.Span
+	for _, state := range []trace.TraceState{{}, ts} {
+		sc := unsampledChild(trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsRandom, TraceState: state,
+		}))
+		ctx, span = withUnsampled(parent, sc, tp)
+		if got := trace.SpanFromContext(ctx); got != span || !got.SpanContext().Equal(sc) || got.IsRecording() {
+			t.Fatalf("SpanFromContext = %v, want the unsampled span with %v", got, sc)
+		}
 	}
 	if got := span.TracerProvider(); got != trace.TracerProvider(tp) {
 		t.Fatalf("span's tracer provider %v, want the SDK's", got)
