@@ -194,7 +194,7 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 		case drop:
 			return withUnsampled(ctx, unsampledChild(psc), m.sdk)
 		case sampleRoot:
-			ctx = context.WithValue(ctx, rootIDsKey{}, &rootIDs{tid: psc.TraceID()})
+			ctx = &rootIDs{Context: ctx, tid: psc.TraceID()}
 		}
 	}
 	if remote.IsValid() {

@@ -291,18 +291,33 @@ func (p *keyProbe) Value(key any) any {
 	return p.Context.Value(key)
 }
 
-// rootIDs carries a sampled root's trace id, drawn by the middleware, to the
-// ID generator. It is taken once: a span started later with the same context
-// as a new root (trace.WithNewRoot) gets ids of its own.
+// rootIDs is the context a sampled root is started in: its parent plus the
+// trace id the middleware drew, which the ID generator hands to the SDK (one
+// allocation, where context.WithValue would box the id in a second). The id
+// is taken once: a span started later with the same context as a new root
+// (trace.WithNewRoot) gets ids of its own.
 type rootIDs struct {
+	context.Context
 	tid   trace.TraceID
 	taken atomic.Bool
 }
 
 type rootIDsKey struct{}
 
+func (r *rootIDs) Value(key any) any {
+	if key == (rootIDsKey{}) {
+		return r
+	}
+	return r.Context.Value(key)
+}
+
+// needsIDs says whether the middleware may draw root trace ids for the SDK:
+// only a ratio strictly between 0 and 1 samples some roots by trace id.
+func (s *sampling) needsIDs() bool { return !s.all && s.bound > 0 }
+
 // idGenerator is the SDK's random generator (math/rand/v2) that also honours
-// rootIDs. Installed by Setup.
+// rootIDs. Setup installs it only where needsIDs: looking for rootIDs costs
+// every root a walk up its context.
 type idGenerator struct{}
 
 func (idGenerator) NewIDs(ctx context.Context) (trace.TraceID, trace.SpanID) {

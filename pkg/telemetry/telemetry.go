@@ -102,8 +102,9 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	if err != nil {
 		log.Warn("opentelemetry sampler", slog.String("error", err.Error()))
 	}
-	topts := []sdktrace.TracerProviderOption{
-		sdktrace.WithResource(res), sdktrace.WithSampler(sampler), sdktrace.WithIDGenerator(idGenerator{}),
+	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sampler)}
+	if samp.needsIDs() {
+		topts = append(topts, sdktrace.WithIDGenerator(idGenerator{}))
 	}
 	if exp, err := traceExporter(ctx); err != nil {
 		return nil, err
