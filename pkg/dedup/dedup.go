@@ -43,6 +43,23 @@ func Once(ctx context.Context, tx *gorm.DB, consumer, eventID string) (first boo
 	return res.RowsAffected == 1, nil
 }
 
+// Insert is Once as a clause of the caller's own PostgreSQL statement: an INSERT (gorm's ? placeholders, with its
+// arguments) that records the pair once for a row of from (a WITH query of the statement, e.g. one that locks the
+// aggregate) and returns 1 only if this is the first time, so a statement can lock, record and report in one round
+// trip:
+//
+//	WITH l AS (SELECT ... FOR UPDATE), d AS (<Insert from "l">) SELECT l.*, EXISTS (SELECT 1 FROM d) FROM l
+//
+// from must yield at most one row. The concurrency is Once's: a second delivery of the same event waits for the
+// first's transaction and then finds the pair recorded.
+func Insert(consumer, eventID, from string) (string, []any, error) {
+	if consumer == "" || eventID == "" {
+		return "", nil, errors.New("dedup: consumer and event id must not be empty")
+	}
+	return "INSERT INTO processed_events (consumer, event_id, processed_at) SELECT CAST(? AS text), CAST(? AS text), CAST(? AS timestamp) FROM " +
+		from + " ON CONFLICT DO NOTHING RETURNING 1", []any{consumer, eventID, time.Now().UTC()}, nil
+}
+
 // Cleanup deletes records older than before and returns how many. Keep records longer than any redelivery window
 // (broker retention, outbox retry horizon): a duplicate arriving after its record is gone is handled again.
 func Cleanup(ctx context.Context, db *gorm.DB, before time.Time) (int64, error) {

@@ -143,3 +143,50 @@ func TestCleanup(t *testing.T) {
 		}
 	})
 }
+
+// Insert records a pair once inside the caller's statement, for each row of its source, and only when there is one.
+func TestInsertInsideAStatement(t *testing.T) {
+	db := dbtest.Postgres(t)
+	setup(t, db)
+	if err := db.Exec("CREATE TABLE aggregates (id TEXT PRIMARY KEY)").Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec("INSERT INTO aggregates VALUES ('a')").Error; err != nil {
+		t.Fatal(err)
+	}
+	lockAndRecord := func(id, event string) (found, first bool) {
+		t.Helper()
+		ins, args, err := dedup.Insert("order", event, "l")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows []struct {
+			ID    string
+			First bool
+		}
+		q := "WITH l AS (SELECT id FROM aggregates WHERE id = ? FOR UPDATE), d AS (" + ins + ") SELECT l.id, EXISTS (SELECT 1 FROM d) AS first FROM l"
+		if err := db.Raw(q, append([]any{id}, args...)...).Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) == 0 {
+			return false, false
+		}
+		return true, rows[0].First
+	}
+	if found, first := lockAndRecord("a", "e1"); !found || !first {
+		t.Fatalf("first delivery: found %v first %v", found, first)
+	}
+	if found, first := lockAndRecord("a", "e1"); !found || first {
+		t.Fatalf("second delivery: found %v first %v", found, first)
+	}
+	// No row to lock, nothing recorded: the event is still new once the aggregate exists.
+	if found, _ := lockAndRecord("b", "e2"); found {
+		t.Fatal("found a missing aggregate")
+	}
+	if !once(t, db, "order", "e2") {
+		t.Fatal("an event was recorded for a missing aggregate")
+	}
+	if _, _, err := dedup.Insert("", "e", "l"); err == nil {
+		t.Fatal("Insert took an empty consumer")
+	}
+}
