@@ -8,6 +8,10 @@
 #            10% sampling exported over OTLP to a sink, metrics
 #   routing  the gateway with routing only (GATEWAY_MODE=routing)
 #   full1    (optional, add to TARGETS) the full chain with GOMAXPROCS=1
+#   loop     (optional, add to TARGETS) loopproxy: a bare event-loop proxy (gnet, fasthttp parser),
+#            the lower bound of an event-loop transport for the gateway
+#   full0, routing0  with BASE=<git revision>: the same two variants built from that
+#            revision (added to TARGETS), for a before/after measured in one run
 # then a second pass at about half of the full chain's saturation (wrk's delay()
 # throttles each connection) to compare added latency.
 #
@@ -18,6 +22,8 @@
 # The last column is the CPU time the serving process(es) spent per request (for direct: the upstream itself),
 # which a busy neighbour disturbs far less than req/s.
 # PROFILE=1 also saves CPU and allocation profiles of the full chain's first run in $WORK.
+# SYSCALLS=1 counts each target's system calls per request in the first saturation round
+# (perf stat on the syscall tracepoints of the serving processes; needs perf).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -26,7 +32,8 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 PIN=${PIN:-0}
-TARGETS=${TARGETS:-"direct nginx stdlib full routing"}
+BASE=${BASE:-}
+TARGETS=${TARGETS:-"direct nginx stdlib full routing${BASE:+ full0 routing0}"}
 WORK=${WORK:-$(mktemp -d /tmp/gwbench.XXXXXX)}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:16379/0}
 PATHQ=/api/v1/orders
@@ -51,7 +58,13 @@ if [[ $PIN == 1 ]]; then PX="taskset -c 0"; LOAD="taskset -c 1"; else PX=""; LOA
 
 echo "bench: building into $WORK" >&2
 (cd "$ROOT/gateway" && go build -o "$WORK/gateway" ./cmd/gateway && go build -o "$WORK/benchaux" ./bench/benchaux &&
-	go build -o "$WORK/stdproxy" ./bench/stdproxy)
+	go build -o "$WORK/stdproxy" ./bench/stdproxy && go build -o "$WORK/loopproxy" ./bench/loopproxy)
+if [[ -n $BASE ]]; then
+	# The whole tree at BASE (the gateway builds against the workspace's pkg).
+	mkdir -p "$WORK/base"
+	git -C "$ROOT" archive "$BASE" | tar -x -C "$WORK/base"
+	(cd "$WORK/base/gateway" && go build -o "$WORK/gateway.base" ./cmd/gateway)
+fi
 
 mkdir -p "$WORK/up" "$WORK/px"
 cat >"$WORK/up.conf" <<NGX
@@ -76,24 +89,29 @@ $PX nginx -c "$WORK/px.conf"
 $LOAD "$WORK/benchaux" -addr 127.0.0.1:18099 -token "$WORK/token" >"$WORK/aux.log" 2>&1 & PIDS+=($!)
 $PX "$WORK/stdproxy" -addr 127.0.0.1:18092 -upstream http://127.0.0.1:18090 >"$WORK/std.log" 2>&1 & PIDS+=($!)
 declare -A PROC=([stdlib]=$!)
+if [[ " $TARGETS " == *" loop "* ]]; then
+	$PX "$WORK/loopproxy" -addr 127.0.0.1:18098 -upstream 127.0.0.1:18090 >"$WORK/loop.log" 2>&1 & PIDS+=($!)
+	PROC[loop]=$!
+fi
 common=(ETCD_ENDPOINTS= DISCOVERY_STATIC=order=127.0.0.1:18090 REDIS_URL="$REDIS_URL" LOG_LEVEL=warn)
-env "${common[@]}" HTTP_ADDR=127.0.0.1:18093 ADMIN_ADDR=127.0.0.1:29093 GATEWAY_MODE=full \
-	JWKS_URL=http://127.0.0.1:18099/.well-known/jwks.json \
-	GATEWAY_IP_LIMIT=10000000/1s GATEWAY_USER_LIMIT=10000000/1s \
-	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
-	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 \
-	$PX "$WORK/gateway" >"$WORK/full.log" 2>&1 & PIDS+=($!)
-PROC[full]=$!
-env "${common[@]}" HTTP_ADDR=127.0.0.1:18095 ADMIN_ADDR= GATEWAY_MODE=full GOMAXPROCS=1 \
-	JWKS_URL=http://127.0.0.1:18099/.well-known/jwks.json GATEWAY_LIMIT_NAMESPACE=bench1 \
-	GATEWAY_IP_LIMIT=10000000/1s GATEWAY_USER_LIMIT=10000000/1s \
-	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
-	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 \
-	$PX "$WORK/gateway" >"$WORK/full1.log" 2>&1 & PIDS+=($!)
-PROC[full1]=$!
-env "${common[@]}" HTTP_ADDR=127.0.0.1:18094 ADMIN_ADDR=127.0.0.1:29094 GATEWAY_MODE=routing \
-	$PX "$WORK/gateway" >"$WORK/routing.log" 2>&1 & PIDS+=($!)
-PROC[routing]=$!
+fullenv=(GATEWAY_MODE=full JWKS_URL=http://127.0.0.1:18099/.well-known/jwks.json
+	GATEWAY_IP_LIMIT=10000000/1s GATEWAY_USER_LIMIT=10000000/1s
+	OTEL_SERVICE_NAME=gateway OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:18099 OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+	OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
+gw() { # target binary port admin-addr env... : start one gateway variant
+	local t=$1 bin=$2 port=$3 admin=$4
+	shift 4
+	env "${common[@]}" HTTP_ADDR=127.0.0.1:$port ADMIN_ADDR="$admin" "$@" $PX "$bin" >"$WORK/$t.log" 2>&1 &
+	PIDS+=($!)
+	PROC[$t]=$!
+}
+gw full "$WORK/gateway" 18093 127.0.0.1:29093 "${fullenv[@]}"
+gw full1 "$WORK/gateway" 18095 "" "${fullenv[@]}" GOMAXPROCS=1 GATEWAY_LIMIT_NAMESPACE=bench1
+gw routing "$WORK/gateway" 18094 127.0.0.1:29094 GATEWAY_MODE=routing
+if [[ -n $BASE ]]; then
+	gw full0 "$WORK/gateway.base" 18096 "" "${fullenv[@]}" GATEWAY_LIMIT_NAMESPACE=bench0
+	gw routing0 "$WORK/gateway.base" 18097 "" GATEWAY_MODE=routing
+fi
 
 for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&
 	curl -fs -o /dev/null 127.0.0.1:18094/healthz && break; sleep 0.2; done
@@ -105,7 +123,7 @@ if [[ ${PROFILE:-0} == 1 ]] && ! curl -fs http://127.0.0.1:29093/debug/pprof/cmd
 	echo "bench: 127.0.0.1:29093 is not this run's gateway (port taken?); PROFILE=1 would profile the wrong process" >&2
 	exit 1
 fi
-declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095)
+declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095 [full0]=18096 [routing0]=18097 [loop]=18098)
 # Every target gets the same request, Authorization included.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
 [[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
@@ -125,15 +143,23 @@ HZ=$(getconf CLK_TCK)
 
 # ms converts wrk's latency strings (us, ms, s) to milliseconds.
 ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) {sub(/us/,"",v); print v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v); print v+0} else {sub(/s/,"",v); print v*1000} }'; }
-run() { # target conns script -> "rps p50 p99 cpu_us_per_req"
-	local out t0 t1 n
+# System calls counted with SYSCALLS=1 (the rest of raw_syscalls:sys_enter is "other").
+SCALLS="read write readv writev recvfrom sendto epoll_wait epoll_pwait epoll_ctl futex nanosleep getsockopt"
+EVENTS=raw_syscalls:sys_enter,context-switches
+for s in $SCALLS; do EVENTS+=",syscalls:sys_enter_$s"; done
+run() { # target conns script [count syscalls] -> "rps p50 p99 cpu_us_per_req"
+	local out t0 t1 n pre=()
+	[[ -n ${4:-} ]] && pre=(perf stat -x, -e "$EVENTS" -p "$(pids_of "$1" | xargs | tr ' ' ',')" -o "$WORK/perf.$1" --)
 	t0=$(ticks "$1")
-	out=$($LOAD wrk -t"$THREADS" -c"$2" -d"$DURATION" --latency ${3:+-s "$3"} -H "Authorization: Bearer $TOKEN" \
+	out=$("${pre[@]}" $LOAD wrk -t"$THREADS" -c"$2" -d"$DURATION" --latency ${3:+-s "$3"} -H "Authorization: Bearer $TOKEN" \
 		"http://127.0.0.1:${PORT[$1]}$PATHQ" 2>&1)
 	echo "$out" >>"$WORK/wrk.log"
 	t1=$(ticks "$1")
 	grep -q "Non-2xx" <<<"$out" && { echo "bench: $1 answered non-2xx:" >&2; echo "$out" >&2; exit 1; }
 	n=$(awk '/requests in/{print $1}' <<<"$out")
+	[[ -n ${4:-} ]] && awk -F, -v n="$n" '$1 ~ /^[0-9]+$/ {v[$3]=$1/n} END{printf "%.2f %.2f", v["raw_syscalls:sys_enter"], v["context-switches"];
+		split("'"$SCALLS"'", s, " "); for (i in s) o+=v["syscalls:sys_enter_" s[i]]; for (i=1; i in s; i++) printf " %.2f", v["syscalls:sys_enter_" s[i]];
+		printf " %.2f\n", v["raw_syscalls:sys_enter"]-o}' "$WORK/perf.$1" >"$WORK/sc.$1"
 	echo "$(awk '/Requests\/sec/{print $2}' <<<"$out") $(ms "$(awk '$1=="50%"{print $2}' <<<"$out")") $(ms "$(awk '$1=="99%"{print $2}' <<<"$out")") $(awk -v d=$((t1 - t0)) -v n="$n" -v hz="$HZ" 'BEGIN{printf "%.1f", d/hz*1e6/n}')"
 }
 median() { sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
@@ -147,7 +173,9 @@ for round in $(seq "$ROUNDS"); do
 			(sleep 1; curl -s -o "$WORK/full.cpu.pprof" "http://127.0.0.1:29093/debug/pprof/profile?seconds=$secs";
 				curl -s -o "$WORK/full.allocs.pprof" "http://127.0.0.1:29093/debug/pprof/allocs") &
 		fi
-		R[$t,$round]=$(run "$t" "$CONNS" "")
+		count=""
+		[[ ${SYSCALLS:-0} == 1 && $round == 1 ]] && count=1
+		R[$t,$round]=$(run "$t" "$CONNS" "" $count)
 		echo "round $round $t: ${R[$t,$round]}" >&2
 	done
 done
@@ -165,6 +193,12 @@ report() { # title, array prefix
 	done
 }
 report "Saturation (median of $ROUNDS rounds, $CONNS connections)"
+if [[ ${SYSCALLS:-0} == 1 ]]; then
+	printf '\nSystem calls per request (first saturation round)\n%-8s %6s %6s' target all cswitch
+	for s in $SCALLS other; do s=${s/epoll_/e}; s=${s/nanosleep/nsleep}; s=${s/getsockopt/getopt}; printf ' %6.6s' "$s"; done
+	echo
+	for t in $TARGETS; do printf '%-8s ' "$t"; awk '{for (i=1; i<=NF; i++) printf " %6s", $i; print ""}' "$WORK/sc.$t"; done
+fi
 
 # Half saturation: each connection sends one request, waits DELAY ms, repeats.
 full_rps=$(cut -d' ' -f2 "$WORK/sat.full" 2>/dev/null || echo 20000)
