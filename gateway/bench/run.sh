@@ -22,8 +22,8 @@
 # The last column is the CPU time the serving process(es) spent per request (for direct: the upstream itself),
 # which a busy neighbour disturbs far less than req/s.
 # PROFILE=1 also saves CPU and allocation profiles of the full chain's first run in $WORK.
-# SYSCALLS=1 counts each target's system calls per request in the first saturation round
-# (perf stat on the syscall tracepoints of the serving processes; needs perf).
+# SYSCALLS=1 counts each target's system calls per request in an extra saturation round kept out
+# of the medians (perf stat on the syscall tracepoints of the serving processes; needs perf).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -166,6 +166,11 @@ median() { sort -g | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 
 echo "bench: $ROUNDS interleaved rounds of $DURATION, $CONNS connections, $THREADS wrk threads, PIN=$PIN, $(nproc) CPUs" >&2
 declare -A R
+if [[ ${SYSCALLS:-0} == 1 ]]; then
+	# A round of its own: counting slows the traced processes a little, so it
+	# stays out of the medians.
+	for t in $TARGETS; do echo "syscalls $t: $(run "$t" "$CONNS" "" 1)" >&2; done
+fi
 for round in $(seq "$ROUNDS"); do
 	for t in $TARGETS; do
 		if [[ ${PROFILE:-0} == 1 && $t == full && $round == 1 ]]; then
@@ -173,9 +178,7 @@ for round in $(seq "$ROUNDS"); do
 			(sleep 1; curl -s -o "$WORK/full.cpu.pprof" "http://127.0.0.1:29093/debug/pprof/profile?seconds=$secs";
 				curl -s -o "$WORK/full.allocs.pprof" "http://127.0.0.1:29093/debug/pprof/allocs") &
 		fi
-		count=""
-		[[ ${SYSCALLS:-0} == 1 && $round == 1 ]] && count=1
-		R[$t,$round]=$(run "$t" "$CONNS" "" $count)
+		R[$t,$round]=$(run "$t" "$CONNS" "")
 		echo "round $round $t: ${R[$t,$round]}" >&2
 	done
 done
@@ -194,7 +197,7 @@ report() { # title, array prefix
 }
 report "Saturation (median of $ROUNDS rounds, $CONNS connections)"
 if [[ ${SYSCALLS:-0} == 1 ]]; then
-	printf '\nSystem calls per request (first saturation round)\n%-8s %6s %6s' target all cswitch
+	printf '\nSystem calls per request (extra saturation round under perf stat)\n%-8s %6s %6s' target all cswitch
 	for s in $SCALLS other; do s=${s/epoll_/e}; s=${s/nanosleep/nsleep}; s=${s/getsockopt/getopt}; printf ' %6.6s' "$s"; done
 	echo
 	for t in $TARGETS; do printf '%-8s ' "$t"; awk '{for (i=1; i<=NF; i++) printf " %6s", $i; print ""}' "$WORK/sc.$t"; done
