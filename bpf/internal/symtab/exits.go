@@ -15,7 +15,7 @@ import (
 )
 
 // Why exits exist: a uprobe on an instruction the x86 kernel does not emulate (a RET among them) is single-stepped
-// out of line, a second trap per hit that costs 17-50 us in the VMs measured here (BenchmarkUprobeHit), against about
+// out of line, a second trap per hit that costs 17-65 us in the VMs measured here (BenchmarkUprobeHit), against about
 // 1 us for an instruction the kernel emulates. arch/x86/kernel/uprobes.c (branch_setup_xol_ops, push_setup_xol_ops)
 // emulates exactly: CALL rel32, JMP rel8/rel32, Jcc rel8/rel32 (no 0x66 prefix), the kernel's canonical NOPs and
 // PUSH of a 64-bit register. No kernel up to 6.18 emulates RET. So a function's return is better seen in its
@@ -33,7 +33,7 @@ const (
 type Exits struct {
 	Mode    string
 	Offs    []uint64 // file offsets to attach to
-	Stepped int      // how many of Offs (ModeCallSite) are return addresses, single-stepped: calls in tail position
+	Stepped int      // how many of Offs (ModeCallSite) are return addresses, single-stepped (see exitAfter)
 	Reason  string   // why ModeRet, when it is
 }
 
@@ -66,7 +66,7 @@ const maxChase = 3
 // (one emulated trap). When the caller's exits cannot be found its return address is probed (single-stepped).
 func (b *Binary) callSiteExits(fn Func, keep []x86asm.Reg, depth int, sites map[uint64]bool) error {
 	if b.f.Type != elf.ET_EXEC {
-		// A position-independent binary keeps its absolute code addresses in relocations, which findRefs does not read.
+		// A position-independent binary keeps its absolute code addresses in relocations, which this search does not read.
 		return fmt.Errorf("%v binary: only fixed-address executables are searched for callers", b.f.Type)
 	}
 	code, err := b.textData()
