@@ -2,8 +2,10 @@ package telemetry
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -109,14 +111,13 @@ type middleware struct {
 	ctxFunc  func(*gin.Context, context.Context) context.Context
 	w3c      bool // prop is Propagator(): extraction needs a traceparent or baggage header
 
-	routes sync.Map // routeKey -> *routeInfo
+	routes   [len(methods)]atomic.Pointer[map[string]*routeInfo] // by methodIndex, then route template
+	routesMu sync.Mutex                                          // held to add a route
 }
 
 // serverKind is a ready slice: a variadic argument built per call escapes
 // to the heap (one allocation per request).
 var serverKind = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
-
-type routeKey struct{ method, route string }
 
 // routeInfo is what every request to one route and method shares.
 type routeInfo struct {
@@ -132,7 +133,7 @@ func (m *middleware) handle(c *gin.Context) {
 	req := c.Request
 	// gin has matched the route before the handlers run, so the template
 	// is known here and the span gets its final name at start.
-	ri := m.route(methodName(req.Method), c.FullPath())
+	ri := m.route(methodIndex(req.Method), c.FullPath())
 	if ri.noSpan {
 		if m.ctxFunc != nil {
 			c.Request = req.WithContext(m.ctxFunc(c, req.Context()))
@@ -165,7 +166,11 @@ func (m *middleware) handle(c *gin.Context) {
 		}
 	}
 	span.End()
-	m.record(ri, status, start, span.SpanContext())
+	var sc trace.SpanContext // for an exemplar, which only sampled spans give
+	if _, dropped := span.(*unsampledCtx); !dropped {
+		sc = span.SpanContext()
+	}
+	m.record(ri, status, start, sc)
 }
 
 // start starts the server span, continuing the caller's trace. With a
@@ -192,7 +197,7 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 		}
 		switch d, psc := m.sampling.decide(parent); d {
 		case drop:
-			return withUnsampled(ctx, unsampledChild(psc), m.sdk)
+			return withUnsampled(ctx, psc, m.sdk)
 		case sampleRoot:
 			ctx = &rootIDs{Context: ctx, tid: psc.TraceID()}
 		}
@@ -244,32 +249,61 @@ var origin = time.Now()
 // monotonic is the monotonic clock in nanoseconds since origin.
 func monotonic() int64 { return int64(time.Since(origin)) }
 
-func (m *middleware) route(method, route string) *routeInfo {
-	k := routeKey{method, route}
-	if v, ok := m.routes.Load(k); ok {
-		return v.(*routeInfo)
+// route returns what requests of one method to one route template share.
+// The routes are per method in maps that are copied on write: a lookup is
+// one string hash and no lock (a sync.Map keyed by method and route hashed
+// both strings, about 25 ns a request), and there are only as many entries
+// as registered routes (unmatched requests share the route "").
+func (m *middleware) route(method int, route string) *routeInfo {
+	if rs := m.routes[method].Load(); rs != nil {
+		if ri, ok := (*rs)[route]; ok {
+			return ri
+		}
 	}
-	name := method
-	attrs := []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(method)}
+	m.routesMu.Lock()
+	defer m.routesMu.Unlock()
+	var old map[string]*routeInfo
+	if p := m.routes[method].Load(); p != nil {
+		old = *p
+	}
+	if ri, ok := old[route]; ok {
+		return ri
+	}
+	name := methods[method]
+	attrs := []attribute.KeyValue{semconv.HTTPRequestMethodKey.String(name)}
+	ri := &routeInfo{method: name, route: route, name: name, noSpan: route != "" && m.noSpan[route]}
 	if route != "" {
-		name += " " + route
+		ri.name += " " + route
 		attrs = append(attrs, semconv.HTTPRoute(route))
 	}
-	ri := &routeInfo{method: method, route: route, name: name, attrs: attrs, noSpan: route != "" && m.noSpan[route]}
-	v, _ := m.routes.LoadOrStore(k, ri)
-	return v.(*routeInfo)
+	ri.attrs = attrs
+	rs := make(map[string]*routeInfo, len(old)+1)
+	maps.Copy(rs, old)
+	rs[route] = ri
+	m.routes[method].Store(&rs)
+	return ri
 }
 
-// methodName folds unknown methods into _OTHER, as the conventions ask, so a
-// client cannot blow up metric cardinality with made-up methods.
-func methodName(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch,
-		http.MethodHead, http.MethodOptions, http.MethodConnect, http.MethodTrace:
-		return m
-	}
-	return "_OTHER"
+// methods are the request methods the conventions name, and _OTHER (last)
+// for any other, so a client cannot blow up metric cardinality with made-up
+// methods.
+var methods = [...]string{
+	http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodPatch,
+	http.MethodHead, http.MethodOptions, http.MethodConnect, http.MethodTrace, "_OTHER",
 }
+
+// methodIndex is the index of m in methods.
+func methodIndex(m string) int {
+	for i, name := range methods[:len(methods)-1] {
+		if m == name {
+			return i
+		}
+	}
+	return len(methods) - 1
+}
+
+// methodName is m, or _OTHER for a method the conventions do not name.
+func methodName(m string) string { return methods[methodIndex(m)] }
 
 func scheme(r *http.Request) string {
 	if r.TLS != nil {

@@ -190,19 +190,6 @@ func newSpanID() trace.SpanID {
 	return sid
 }
 
-// unsampledChild is the span context the SDK gives a span it drops under
-// parent (invalid for a root): the parent's trace id and trace state (the
-// root's drawn trace id), a fresh span id, the parent's flags without
-// "sampled", and not remote.
-func unsampledChild(parent trace.SpanContext) trace.SpanContext {
-	return trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID:    parent.TraceID(),
-		SpanID:     newSpanID(),
-		TraceFlags: parent.TraceFlags() &^ trace.FlagsSampled,
-		TraceState: parent.TraceState(),
-	})
-}
-
 // unsampledCtx is the request context of a request that is not sampled and
 // the non-recording span in it, in one allocation where trace.ContextWithSpan
 // takes two (the context node and the span it boxes). Like the SDK's
@@ -249,15 +236,19 @@ func (c *unsampledCtx) Value(key any) any {
 	return c.Context.Value(key)
 }
 
-// withUnsampled returns parent with a non-recording span of span context sc
-// in it, and the span.
-func withUnsampled(parent context.Context, sc trace.SpanContext, tp *sdktrace.TracerProvider) (context.Context, trace.Span) {
-	c := &unsampledCtx{Context: parent, tid: sc.TraceID(), sid: sc.SpanID(), flags: sc.TraceFlags(), tp: tp}
-	if sc.TraceState().Len() > 0 {
-		c.state = new(sc.TraceState())
+// withUnsampled returns ctx with the span the SDK would give a span it drops
+// under parent, and the span: the parent's trace id and trace state (or the
+// drawn trace id of a root), a fresh span id, the parent's flags without
+// "sampled", not remote.
+func withUnsampled(ctx context.Context, parent trace.SpanContext, tp *sdktrace.TracerProvider) (context.Context, trace.Span) {
+	c := &unsampledCtx{
+		Context: ctx, tid: parent.TraceID(), sid: newSpanID(), flags: parent.TraceFlags() &^ trace.FlagsSampled, tp: tp,
+	}
+	if parent.TraceState().Len() > 0 {
+		c.state = new(parent.TraceState())
 	}
 	if spanKey == nil {
-		return trace.ContextWithSpan(parent, c), c
+		return trace.ContextWithSpan(ctx, c), c
 	}
 	return c, c
 }

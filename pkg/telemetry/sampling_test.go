@@ -135,7 +135,8 @@ func checkDecision(t *testing.T, s *sampling, name string, ctx context.Context, 
 	case d != drop && !sdk.IsSampled() && !local:
 		t.Fatalf("%s, trace %s: the middleware samples (%d) what the SDK drops", name, tid, d)
 	case d == drop:
-		got := unsampledChild(psc)
+		_, span := withUnsampled(context.Background(), psc, nil)
+		got := span.SpanContext()
 		if got.TraceID() != sdk.TraceID() || got.TraceFlags() != sdk.TraceFlags() ||
 			got.TraceState().String() != sdk.TraceState().String() || got.IsRemote() || !got.IsValid() {
 			t.Fatalf("%s: dropped span context %+v, the SDK's %+v", name, got, sdk)
@@ -365,12 +366,19 @@ func TestSpanKey(t *testing.T) {
 	var ctx context.Context
 	var span trace.Span
 	for _, state := range []trace.TraceState{{}, ts} {
-		sc := unsampledChild(trace.NewSpanContext(trace.SpanContextConfig{
-			TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsRandom, TraceState: state,
-		}))
-		ctx, span = withUnsampled(parent, sc, tp)
-		if got := trace.SpanFromContext(ctx); got != span || !got.SpanContext().Equal(sc) || got.IsRecording() {
-			t.Fatalf("SpanFromContext = %v, want the unsampled span with %v", got, sc)
+		psc := trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsRandom | trace.FlagsSampled,
+			TraceState: state, Remote: true,
+		})
+		ctx, span = withUnsampled(parent, psc, tp)
+		got := trace.SpanFromContext(ctx)
+		if got != span || got.IsRecording() {
+			t.Fatalf("SpanFromContext = %v, want the unsampled span", got)
+		}
+		sc := got.SpanContext()
+		if sc.TraceID() != psc.TraceID() || !sc.SpanID().IsValid() || sc.SpanID() == psc.SpanID() ||
+			sc.TraceFlags() != trace.FlagsRandom || sc.IsRemote() || sc.TraceState().String() != state.String() {
+			t.Fatalf("unsampled child %+v of %+v: want the trace, state and flags without sampled, a new span id", sc, psc)
 		}
 	}
 	if got := span.TracerProvider(); got != trace.TracerProvider(tp) {
