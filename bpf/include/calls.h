@@ -1,9 +1,9 @@
-// calls.h: one pair of programs that time any Go call from its entry to its RETs and count errors, for the probes
+// calls.h: one pair of programs that time any Go call from its entry to its exits and count errors, for the probes
 // whose only differences are which function, which result register holds the error, and whether there is an HTTP
 // request/response to read (HTTP client, database/sql, go-redis, kafka-go). The attach cookie says which:
 //   bits 0-7   op: the agent's number for the function, reported back in the key
 //   bits 8-11  register (1-based, result order) holding the error's itab word; 0 = no error result
-//   bits 12-15 register holding a *net/http.Response at the RET; 0 = none
+//   bits 12-15 register holding a *net/http.Response at the exit; 0 = none
 //   bits 16-19 argument register holding a *net/http.Request at entry; 0 = none
 #pragma once
 

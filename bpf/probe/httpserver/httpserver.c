@@ -1,9 +1,9 @@
 //go:build ignore
 
 // HTTP server RED: net/http.serverHandler.ServeHTTP is entered once per request on the goroutine that serves it and
-// returns when the handler is done, so entry -> every RET instruction of it is the server-side latency. The status is
-// read at the RET from the *response the handler wrote to (its status field holds the first WriteHeader code), so a
-// request costs two uprobe hits: a third on (*response).WriteHeader would add a whole trap per request for nothing.
+// returns when the handler is done, so entry -> exit (after its call sites, else its RETs: symtab.Exits) is the latency.
+// The status is read at the exit from the *response the handler wrote to (its status field holds the first WriteHeader
+// code), so a request costs two uprobe hits: a third on (*response).WriteHeader would add a whole trap for nothing.
 //
 // Cost per hit is what this file is shaped by (kernel.bpf_stats_enabled, bench/overhead.sh). On the machines this
 // was measured on (AMD, kernel built with Safe-RET and retpolines) every helper call and every non-inlined map
