@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 
 	"github.com/gin-gonic/gin"
@@ -394,4 +395,33 @@ func TestSpanKey(t *testing.T) {
 	if trace.SpanFromContext(child) != span || child.Err() == nil {
 		t.Fatal("a child of the unsampled context lost the span or its cancellation")
 	}
+}
+
+// TestRoutesConcurrently: requests to new routes and methods arriving at
+// once all find their own route info (the per-method maps are copied on
+// write; go test -race checks the copying).
+func TestRoutesConcurrently(t *testing.T) {
+	mw := &middleware{noSpan: map[string]bool{"/r3": true}}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := range 8 {
+		wg.Go(func() {
+			<-start
+			for i := range 600 {
+				route := fmt.Sprintf("/r%d", (g*37+i)%200)
+				method := methodIndex([]string{"GET", "POST", "BREW"}[i%3])
+				ri := mw.route(method, route)
+				if want := methods[method] + " " + route; ri.name != want || ri.noSpan != (route == "/r3") {
+					t.Errorf("route info %q noSpan=%v, want %q", ri.name, ri.noSpan, want)
+					return
+				}
+				if mw.route(method, route) != ri {
+					t.Errorf("%s %s: a second lookup gave another route info", methods[method], route)
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
 }
