@@ -227,6 +227,10 @@ func (*unsampledCtx) SetStatus(codes.Code, string)            {}
 func (*unsampledCtx) SetName(string)                          {}
 func (*unsampledCtx) SetAttributes(...attribute.KeyValue)     {}
 
+// String names the context as context.WithValue's do (they print their
+// parents), instead of fmt printing every field of the chain.
+func (c *unsampledCtx) String() string { return fmt.Sprint(c.Context) + ".WithUnsampledSpan" }
+
 // Value answers trace.SpanFromContext with the span; every other key goes to
 // the parent.
 func (c *unsampledCtx) Value(key any) any {
@@ -294,6 +298,8 @@ type rootIDs struct {
 }
 
 type rootIDsKey struct{}
+
+func (r *rootIDs) String() string { return fmt.Sprint(r.Context) + ".WithRootIDs" }
 
 func (r *rootIDs) Value(key any) any {
 	if key == (rootIDsKey{}) {

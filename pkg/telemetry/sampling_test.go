@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 
@@ -387,6 +388,9 @@ func TestSpanKey(t *testing.T) {
 	}
 	if ctx.Value(k{}) != "v" {
 		t.Fatal("the parent's values are lost")
+	}
+	if got := fmt.Sprint(ctx); !strings.HasPrefix(got, "context.Background.WithValue(") || !strings.HasSuffix(got, ".WithUnsampledSpan") {
+		t.Fatalf("context prints as %q", got)
 	}
 	// A child context still finds the span, and cancellation still works
 	// through the custom context.
