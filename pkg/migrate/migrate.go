@@ -12,12 +12,14 @@
 //
 // Each set records its applied versions in its own table (schema_migrations by default, schema_migrations_<name> for a
 // set wrapped with Named), so pkg's sets (outbox.Migrations, dedup.Migrations) and a service's own set never mistake each
-// other's versions. Applying an applied set is a no-op. On PostgreSQL an advisory lock serialises replicas that start
+// other's versions. Applying an applied set is a no-op; UpAll applies a service's sets together and settles the usual
+// restart, where nothing is pending, with one query. On PostgreSQL an advisory lock serialises replicas that start
 // together; SQLite's single connection does the same within a process.
 package migrate
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -51,16 +53,51 @@ func table(fsys fs.FS) string {
 
 // Up applies every pending migration of fsys to db. If fsys holds no .sql file at its root but has a "migrations"
 // directory (the usual //go:embed migrations/*.sql), that directory is used.
-func Up(ctx context.Context, db *gorm.DB, fsys fs.FS) error {
+func Up(ctx context.Context, db *gorm.DB, fsys fs.FS) error { return UpAll(ctx, db, fsys) }
+
+// UpAll applies the pending migrations of each set in the order given (pkg's sets before the service's own, whose
+// tables may refer to theirs). It first asks the database, in one query over every set's version table, whether each
+// table already records exactly the versions its set holds; when so (the usual restart) it returns without taking
+// the lock or asking goose, which would cost a connection and two queries per set. Any other answer, including a
+// missing table, takes the full path: goose decides under the advisory lock. Reading without the lock is safe because
+// goose commits each migration together with its version row, so a complete set of rows means a complete schema.
+func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	ps := make([]provider, len(sets))
+	for i, set := range sets {
+		if ps[i], err = newProvider(db.Dialector.Name(), sqlDB, set); err != nil {
+			return err
+		}
+	}
+	if current(ctx, sqlDB, ps) {
+		return nil
+	}
+	for _, p := range ps {
+		if err := p.up(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// provider is one set's goose provider and the name of its version table.
+type provider struct {
+	table string
+	*goose.Provider
+}
+
+func newProvider(dialectName string, sqlDB *sql.DB, fsys fs.FS) (provider, error) {
 	tbl := table(fsys)
 	if n, ok := fsys.(named); ok {
 		fsys = n.FS
 	}
 	fsys, err := root(fsys)
 	if err != nil {
-		return fmt.Errorf("migrate %s: %w", tbl, err)
+		return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
 	}
-	dialectName := db.Dialector.Name()
 	var d goose.Dialect
 	opts := []goose.ProviderOption{goose.WithDisableGlobalRegistry(true)}
 	switch dialectName {
@@ -70,32 +107,80 @@ func Up(ctx context.Context, db *gorm.DB, fsys fs.FS) error {
 		// avoids two sets' DDL interleaving on a fresh database.
 		locker, err := lock.NewPostgresSessionLocker()
 		if err != nil {
-			return fmt.Errorf("migrate %s: %w", tbl, err)
+			return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
 		}
 		opts = append(opts, goose.WithSessionLocker(locker))
 	case "sqlite":
 		d = goose.DialectSQLite3
 	default:
-		return fmt.Errorf("migrate %s: unsupported dialect %q", tbl, dialectName)
+		return provider{}, fmt.Errorf("migrate %s: unsupported dialect %q", tbl, dialectName)
 	}
 	opts = append(opts, goose.WithTableName(tbl))
-	sqlDB, err := db.DB()
-	if err != nil {
-		return fmt.Errorf("migrate %s: %w", tbl, err)
-	}
 	p, err := goose.NewProvider(d, sqlDB, forDialect{FS: fsys, dialect: dialectName}, opts...)
 	if err != nil {
-		return fmt.Errorf("migrate %s: %w", tbl, err)
+		return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
 	}
+	return provider{table: tbl, Provider: p}, nil
+}
+
+func (p provider) up(ctx context.Context) error {
 	if _, err := p.Up(ctx); err != nil {
 		var pe *goose.PartialError
 		if errors.As(err, &pe) && pe.Failed != nil && pe.Failed.Source != nil {
 			// Name the file: goose's own message only gives the version.
-			return fmt.Errorf("migrate %s: %s: %w", tbl, pe.Failed.Source.Path, pe.Err)
+			return fmt.Errorf("migrate %s: %s: %w", p.table, pe.Failed.Source.Path, pe.Err)
 		}
-		return fmt.Errorf("migrate %s: %w", tbl, err)
+		return fmt.Errorf("migrate %s: %w", p.table, err)
 	}
 	return nil
+}
+
+// current reports whether every set's version table holds exactly the versions of the set's files. Any error (a
+// table not created yet) means "not known to be current", never a failure: the full path then decides.
+func current(ctx context.Context, sqlDB *sql.DB, ps []provider) bool {
+	var q strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			q.WriteString(" UNION ALL ")
+		}
+		// Table names come from this package (table), not from input; goose creates them unquoted, so they are
+		// referred to unquoted here too. Version 0 is the row goose writes when it creates the table.
+		fmt.Fprintf(&q, "SELECT %d, version_id FROM %s WHERE version_id > 0 AND is_applied", i, p.table)
+	}
+	rows, err := sqlDB.QueryContext(ctx, q.String())
+	if err != nil {
+		return false
+	}
+	defer rows.Close()
+	applied := make([]map[int64]bool, len(ps))
+	for i := range applied {
+		applied[i] = map[int64]bool{}
+	}
+	for rows.Next() {
+		var (
+			set     int
+			version int64
+		)
+		if err := rows.Scan(&set, &version); err != nil || set < 0 || set >= len(ps) {
+			return false
+		}
+		applied[set][version] = true
+	}
+	if rows.Err() != nil {
+		return false
+	}
+	for i, p := range ps {
+		sources := p.ListSources()
+		if len(sources) != len(applied[i]) {
+			return false
+		}
+		for _, src := range sources {
+			if !applied[i][src.Version] {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // root descends into "migrations" when fsys has no .sql files of its own.

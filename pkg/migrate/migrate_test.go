@@ -2,6 +2,7 @@ package migrate_test
 
 import (
 	"context"
+	"io/fs"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -180,4 +181,33 @@ func TestUpConcurrentReplicas(t *testing.T) {
 	if got := versions(t, db, "schema_migrations"); got != "0,1,2" {
 		t.Fatalf("versions %s, want each applied once", got)
 	}
+}
+
+// BenchmarkRestart is the usual restart, with every set already applied: one
+// Up per set (goose asks per set) against UpAll (one query for all).
+//
+//	eval "$(scripts/deps.sh env)"; cd pkg && go test -run '^$' -bench Restart ./migrate
+func BenchmarkRestart(b *testing.B) {
+	db := dbtest.Postgres(b)
+	ctx := context.Background()
+	sets := []fs.FS{outbox.Migrations, dedup.Migrations, serviceSet}
+	if err := migrate.UpAll(ctx, db, sets...); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("Up-per-set", func(b *testing.B) {
+		for b.Loop() {
+			for _, set := range sets {
+				if err := migrate.Up(ctx, db, set); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("UpAll", func(b *testing.B) {
+		for b.Loop() {
+			if err := migrate.UpAll(ctx, db, sets...); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
