@@ -3,6 +3,8 @@
 package database
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -114,6 +116,36 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 	default:
 		return nil, fmt.Errorf("open database: unsupported scheme %q (want postgres or sqlite)", scheme)
 	}
+}
+
+// OpenMigrated is OpenWith followed by migrate (usually migrate.UpAll over the binary's sets), the way each service
+// starts. If migrate fails the pool is closed again, so the caller has either a ready database or nothing to close.
+func OpenMigrated(ctx context.Context, rawURL string, o Options, migrate func(context.Context, *gorm.DB) error) (*gorm.DB, error) {
+	db, err := OpenWith(rawURL, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate(ctx, db); err != nil {
+		return nil, errors.Join(err, Close(db))
+	}
+	return db, nil
+}
+
+// Close closes the connection pool behind db (gorm has no Close of its own).
+func Close(db *gorm.DB) error {
+	sqlDB, err := db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// Closer is Close bound to db, for a binary's list of things to close; nil when db is nil (it failed to open).
+func Closer(db *gorm.DB) func() error {
+	if db == nil {
+		return nil
+	}
+	return func() error { return Close(db) }
 }
 
 // Dialect returns Postgres or SQLite for a *gorm.DB from Open, so callers can pick dialect-specific SQL.

@@ -1,6 +1,9 @@
 package server
 
-import "errors"
+import (
+	"errors"
+	"sync"
+)
 
 // Cleanup closes what a binary opened while wiring itself (database pools,
 // broker clients, etcd), last opened first, because later parts use earlier
@@ -20,5 +23,40 @@ func (c *Cleanup) Close() error {
 		errs = append(errs, c.fns[i]())
 	}
 	c.fns = nil
+	return errors.Join(errs...)
+}
+
+// Opening is one dependency a binary connects to while wiring itself: Open
+// connects and returns what closes it again (nil if nothing to close).
+type Opening struct {
+	Name string
+	Open func() (close func() error, err error)
+}
+
+// OpenAll runs the openings concurrently, since a binary's dependencies do
+// not need each other: start-up then waits for the slowest, not the sum. It
+// records each as a phase in p (if not nil) when it ends, and adds the
+// closers to c in the order the openings are given, whatever finished first
+// and whether or not another failed, so Close still runs last opened first
+// as if they had been opened one after another. It returns the openings'
+// errors joined.
+func (c *Cleanup) OpenAll(p *Phases, openings ...Opening) error {
+	closers := make([]func() error, len(openings))
+	errs := make([]error, len(openings))
+	var wg sync.WaitGroup
+	for i, o := range openings {
+		wg.Go(func() {
+			closers[i], errs[i] = o.Open()
+			if p != nil {
+				p.Done(o.Name)
+			}
+		})
+	}
+	wg.Wait()
+	for _, close := range closers {
+		if close != nil {
+			c.Add(close)
+		}
+	}
 	return errors.Join(errs...)
 }

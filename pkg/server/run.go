@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -25,7 +26,17 @@ func (s *Server) Run(ctx context.Context) error {
 }
 
 // Serve is Run on a listener the caller opened (tests listen on port 0).
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.ServeStarting(ctx, ln) }
+
+// ServeStarting is Serve that runs the given start-up steps (start consumers,
+// register in discovery) concurrently with serving, for work that /readyz does
+// not depend on: the instance answers, and is ready, without waiting for it.
+// Each step gets a context that ends when shutdown begins. A step's error
+// shuts the server down in the usual order and is returned. Shutdown waits for
+// every step to return before it deregisters and runs the OnShutdown hooks,
+// so a registration still in flight is never left behind and a hook never
+// races the step that set up what it stops.
+func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...func(context.Context) error) error {
 	stop := context.CancelFunc(func() {})
 	if !hostHandlesSignals(ctx) {
 		ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -56,6 +67,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { errc <- serve(srv, ln) }()
 	s.log.Info("server started", "name", s.o.Name, "version", s.o.Version, "addr", ln.Addr().String())
 
+	stepCtx, cancelSteps := context.WithCancel(ctx)
+	defer cancelSteps()
+	stepErr := make(chan error, len(steps))
+	var running sync.WaitGroup
+	for _, step := range steps {
+		running.Go(func() {
+			if err := step(stepCtx); err != nil {
+				stepErr <- err
+			}
+		})
+	}
+
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -65,7 +88,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			serveErr = errors.New("listener closed unexpectedly")
 		}
 		s.log.Error("listener failed; shutting down", "error", serveErr.Error())
+	case serveErr = <-stepErr:
+		s.log.Error("start-up step failed; shutting down", "error", serveErr.Error())
 	}
+	cancelSteps()
+	running.Wait()
 	// Restore default signal handling: a second Ctrl-C kills a shutdown
 	// that hangs, as an operator expects.
 	stop()
