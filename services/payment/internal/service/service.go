@@ -85,14 +85,16 @@ type Service struct {
 
 // Migrate applies the outbox set and this service's own set.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	if err := migrate.Up(ctx, db, outbox.Migrations); err != nil {
-		return err
-	}
-	return migrate.Up(ctx, db, migrations.FS)
+	return migrate.UpAll(ctx, db, outbox.Migrations, migrations.FS)
 }
 
 // New connects to every dependency, migrates the database and builds the
 // HTTP server. Nothing is consumed or served until Start/Run.
+//
+// The dependencies do not need each other, so they are set up concurrently:
+// start-up takes as long as the slowest (usually PostgreSQL's connect and
+// migration check), not the sum. The JWKS is fetched in the background:
+// /readyz asks for it, but the user service may itself be starting.
 func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -106,42 +108,34 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			_ = built.cleanup.Close()
 		}
 	}()
-	t0 := time.Now()
-	var phases []any
-	phase := func(name string) { phases = append(phases, name, time.Since(t0).String()) }
+	phases := server.NewPhases()
 	defer func() {
 		if err == nil {
-			s.log.Debug("payment service wired", phases...)
+			phases.Done("server")
+			s.log.Debug("payment service wired", phases.Args()...)
 		}
 	}()
-	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}); err != nil {
+	verifier := o.Verifier
+	if verifier == nil {
+		verifier = auth.NewVerifier(cfg.JWKSURL, auth.VerifierOptions{})
+		go func() { _ = verifier.Ready(context.WithoutCancel(ctx)) }()
+	}
+
+	var js jetstream.JetStream
+	if err = s.cleanup.OpenAll(phases,
+		server.Opening{Name: "database", Open: func() (func() error, error) {
+			db, err := database.OpenMigrated(ctx, cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}, Migrate)
+			s.DB = db
+			return database.Closer(db), err
+		}},
+		server.Opening{Name: "nats", Open: func() (close func() error, err error) {
+			s.NATS, js, close, err = connectNATS(cfg.NATSURL)
+			return close, err
+		}},
+		server.Opening{Name: "etcd", Open: func() (func() error, error) { return s.etcdParts(ctx) }},
+	); err != nil {
 		return nil, err
 	}
-	s.cleanup.Add(func() error {
-		sqlDB, err := built.DB.DB() // built: s is nil once New returns an error
-		if err != nil {
-			return err
-		}
-		return sqlDB.Close()
-	})
-	phase("database")
-	if err = Migrate(ctx, s.DB); err != nil {
-		return nil, err
-	}
-	phase("migrate")
-	if s.NATS, err = nats.Connect(cfg.NATSURL, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
-		return nil, fmt.Errorf("connect nats %s: %w", cfg.NATSURL, err)
-	}
-	s.cleanup.Add(func() error { built.NATS.Close(); return nil })
-	js, err := jetstream.New(s.NATS)
-	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
-	}
-	phase("nats")
-	if err = s.etcdParts(ctx); err != nil {
-		return nil, err
-	}
-	phase("etcd")
 
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
 	s.cleanup.Add(writer.Close)
@@ -159,10 +153,6 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	})
 	s.events = adapters.NewOrderEvents(js, jetStreamNames(cfg, o.JetStream), s.App, cfg.MaxDeliver, o.Logger)
 
-	verifier := o.Verifier
-	if verifier == nil {
-		verifier = auth.NewVerifier(cfg.JWKSURL, auth.VerifierOptions{})
-	}
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
 		ShutdownTimeout: cfg.ShutdownTimeout, Logger: o.Logger, Telemetry: o.Telemetry,
@@ -186,38 +176,50 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	})
 	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
 	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.cleanup.Close() })
-	phase("server")
 	return s, nil
+}
+
+// connectNATS connects to NATS for JetStream; close is nil when it fails.
+func connectNATS(url string) (nc *nats.Conn, js jetstream.JetStream, close func() error, err error) {
+	if nc, err = nats.Connect(url, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
+		return nil, nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
+	}
+	close = func() error { nc.Close(); return nil }
+	if js, err = jetstream.New(nc); err != nil {
+		return nc, nil, close, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, close, nil
 }
 
 // etcdParts sets up discovery and the dynamic settings: both from etcd when
 // endpoints are configured, else a static registry and the initial settings.
-func (s *Service) etcdParts(ctx context.Context) error {
+// It returns what closes the etcd client (nil without etcd), also when the
+// settings watch fails.
+func (s *Service) etcdParts(ctx context.Context) (close func() error, err error) {
 	initial := s.cfg.Initial()
 	if len(s.cfg.EtcdEndpoints) == 0 {
 		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
 		if err != nil {
-			return fmt.Errorf("DISCOVERY_STATIC: %w", err)
+			return nil, fmt.Errorf("DISCOVERY_STATIC: %w", err)
 		}
 		s.registry = st
 		s.Settings = func() config.Dynamic { return initial }
-		return nil
+		return nil, nil
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 2 * time.Second})
 	if err != nil {
-		return fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
+		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
-	s.cleanup.Add(cli.Close)
 	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
 	// The watch lives as long as the etcd client: closing the client on
 	// shutdown ends it.
 	v, err := dynconfig.Watch(context.WithoutCancel(ctx), cli, s.cfg.SettingsKey, initial)
 	if err != nil {
-		return err
+		return cli.Close, err
 	}
 	v.OnChange(func(d config.Dynamic) { s.log.Info("payment settings changed", "settings", d) })
 	s.Settings = v.Load
-	return nil
+	return cli.Close, nil
 }
 
 // Start runs the outbox relay and the order.created consumer.
@@ -239,25 +241,24 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// Run starts the workers, listens, registers in discovery and serves until
-// ctx ends or a signal arrives.
+// Run listens and serves until ctx ends or a signal arrives, then shuts down
+// in pkg/server's order. The workers start and the instance registers in
+// discovery while it already serves: /readyz needs neither (it checks the
+// connections New made), and callers find the instance only once it answers.
+// If either fails, the server shuts down and Run returns why.
 func (s *Service) Run(ctx context.Context) error {
-	if err := s.Start(ctx); err != nil {
-		s.Stop()
-		return err
-	}
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		s.Stop()
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
 	}
 	in := discovery.Instance{Service: Name, Addr: discovery.AdvertiseAddr(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
-	if err := s.registry.Register(ctx, in); err != nil {
-		ln.Close()
-		s.Stop()
-		return fmt.Errorf("register in discovery: %w", err)
-	}
-	return s.Server.Serve(ctx, ln)
+	return s.Server.ServeStarting(ctx, ln, s.Start, func(ctx context.Context) error {
+		if err := s.registry.Register(ctx, in); err != nil {
+			return fmt.Errorf("register in discovery: %w", err)
+		}
+		return nil
+	})
 }
 
 func (s *Service) stop() {

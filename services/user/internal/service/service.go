@@ -59,14 +59,16 @@ type Service struct {
 
 // Migrate applies the outbox set and the service's own set.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	if err := migrate.Up(ctx, db, outbox.Migrations); err != nil {
-		return err
-	}
-	return migrate.Up(ctx, db, migrations.FS)
+	return migrate.UpAll(ctx, db, outbox.Migrations, migrations.FS)
 }
 
 // New connects to every dependency, migrates the database and builds the
 // HTTP server. Nothing is served until Run.
+//
+// PostgreSQL (connect and migration check) and etcd do not need each other,
+// so they are set up concurrently: start-up takes as long as the slower. Redis
+// is warmed in the background: /readyz asks for it, but its client connects
+// lazily and must not stop the service from starting.
 func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -95,28 +97,29 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		return nil, err
 	}
 
-	if s.DB, err = database.OpenWith(cfg.DatabaseURL, database.Options{Logger: o.Logger}); err != nil {
-		return nil, err
-	}
-	s.cleanup.Add(func() error {
-		sqlDB, err := s.DB.DB()
-		if err != nil {
-			return err
-		}
-		return sqlDB.Close()
-	})
-	if err = Migrate(ctx, s.DB); err != nil {
-		return nil, err
-	}
-
 	ropt, err := redis.ParseURL(cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	s.Redis = redis.NewClient(ropt)
 	s.cleanup.Add(s.Redis.Close)
+	go func() { _ = s.Redis.Ping(context.WithoutCancel(ctx)).Err() }()
 
-	if err = s.discovery(); err != nil {
+	phases := server.NewPhases()
+	defer func() {
+		if err == nil {
+			phases.Done("server")
+			s.log.Debug("user service wired", phases.Args()...)
+		}
+	}()
+	if err = s.cleanup.OpenAll(phases,
+		server.Opening{Name: "database", Open: func() (func() error, error) {
+			db, err := database.OpenMigrated(ctx, cfg.DatabaseURL, database.Options{Logger: o.Logger}, Migrate)
+			s.DB = db
+			return database.Closer(db), err
+		}},
+		server.Opening{Name: "discovery", Open: s.discovery},
+	); err != nil {
 		return nil, err
 	}
 
@@ -179,22 +182,22 @@ func trimmed(list []string) []string {
 }
 
 // discovery picks etcd when endpoints are configured, else the static list.
-func (s *Service) discovery() error {
+// It returns what closes the etcd client (nil without etcd).
+func (s *Service) discovery() (close func() error, err error) {
 	if len(trimmed(s.cfg.EtcdEndpoints)) == 0 {
 		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
 		if err != nil {
-			return fmt.Errorf("DISCOVERY_STATIC: %w", err)
+			return nil, fmt.Errorf("DISCOVERY_STATIC: %w", err)
 		}
 		s.registry = st
-		return nil
+		return nil, nil
 	}
 	cli, err := clientv3.New(clientv3.Config{Endpoints: trimmed(s.cfg.EtcdEndpoints), DialTimeout: 2 * time.Second})
 	if err != nil {
-		return fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
+		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
-	s.cleanup.Add(cli.Close)
 	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
-	return nil
+	return cli.Close, nil
 }
 
 // Start runs the outbox relay in the background until Stop or shutdown.
@@ -208,22 +211,25 @@ func (s *Service) Start(ctx context.Context) {
 	}
 }
 
-// Run starts the relay, listens, registers in discovery and serves until ctx
-// ends or a signal arrives, then shuts down in pkg/server's order.
+// Run listens and serves until ctx ends or a signal arrives, then shuts down
+// in pkg/server's order. The relay starts and the instance registers in
+// discovery while it already serves: /readyz does not need the registration,
+// and callers find the instance only once it answers. If registering fails,
+// the server shuts down and Run returns why.
 func (s *Service) Run(ctx context.Context) error {
-	s.Start(ctx)
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
 		_ = s.Stop()
 		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
 	}
 	in := discovery.Instance{Service: Name, Addr: discovery.AdvertiseAddr(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
-	if err := s.registry.Register(ctx, in); err != nil {
-		ln.Close()
-		_ = s.Stop()
-		return fmt.Errorf("register in discovery: %w", err)
-	}
-	return s.Server.Serve(ctx, ln)
+	start := func(ctx context.Context) error { s.Start(ctx); return nil }
+	return s.Server.ServeStarting(ctx, ln, start, func(ctx context.Context) error {
+		if err := s.registry.Register(ctx, in); err != nil {
+			return fmt.Errorf("register in discovery: %w", err)
+		}
+		return nil
+	})
 }
 
 func (s *Service) stop() {
