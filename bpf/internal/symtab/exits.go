@@ -166,23 +166,29 @@ func (b *Binary) dataRefs(fn Func) error {
 	var rel [4]byte
 	binary.LittleEndian.PutUint64(abs[:], fn.Entry)
 	binary.LittleEndian.PutUint32(rel[:], uint32(fn.Entry-b.textStart))
-	for _, s := range b.f.Sections {
-		if s.Flags&elf.SHF_ALLOC == 0 || s.Flags&elf.SHF_EXECINSTR != 0 || s.Type == elf.SHT_NOBITS || s.Name == ".gopclntab" {
-			continue // .gopclntab holds every function's offset by design and no absolute address
+	if b.data == nil {
+		b.data = map[string][]byte{}
+		for _, s := range b.f.Sections {
+			if s.Flags&elf.SHF_ALLOC == 0 || s.Flags&elf.SHF_EXECINSTR != 0 || s.Type == elf.SHT_NOBITS || s.Name == ".gopclntab" {
+				continue // .gopclntab holds every function's offset by design and no absolute address
+			}
+			data, err := s.Data()
+			if err != nil {
+				return fmt.Errorf("read %s: %w", s.Name, err)
+			}
+			b.data[s.Name] = data
 		}
-		data, err := s.Data()
-		if err != nil {
-			return fmt.Errorf("read %s: %w", s.Name, err)
-		}
+	}
+	for name, data := range b.data {
 		if bytes.Contains(data, abs[:]) {
-			return fmt.Errorf("address stored in %s (func value or itab)", s.Name)
+			return fmt.Errorf("address stored in %s (func value or itab)", name)
 		}
 		if ownPackageOnly(fn.Name) {
 			continue
 		}
 		for i := 0; i+4 <= len(data); i += 4 {
 			if [4]byte(data[i:i+4]) == rel {
-				return fmt.Errorf("exported method in a method table (%s): callable through interfaces built at run time or reflect", s.Name)
+				return fmt.Errorf("exported method in a method table (%s): callable through interfaces built at run time or reflect", name)
 			}
 		}
 	}

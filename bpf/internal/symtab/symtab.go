@@ -31,8 +31,9 @@ type Binary struct {
 	table *gosym.Table
 	text  *elf.Section
 
-	textStart uint64 // runtime.text: what the pclntab's and method tables' code offsets count from
-	code      []byte // .text, read on the first Exits
+	textStart uint64            // runtime.text: what the pclntab's and method tables' code offsets count from
+	code      []byte            // .text, read on the first Exits
+	data      map[string][]byte // the other loaded sections but .gopclntab, by name, read on the first Exits
 }
 
 // Open reads the ELF and its pclntab.
