@@ -42,6 +42,7 @@ need() { command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=n
 need wrk wrk
 need nginx nginx-light
 need redis-cli redis-tools
+[[ ${SYSCALLS:-0} == 1 ]] && need perf linux-perf
 rhost=${REDIS_URL#redis://}; rhost=${rhost%%/*}
 [[ $(redis-cli -h "${rhost%:*}" -p "${rhost#*:}" ping 2>/dev/null) == PONG ]] ||
 	{ echo "bench: Redis at $REDIS_URL does not answer; run scripts/deps.sh up redis" >&2; exit 1; }
