@@ -58,6 +58,14 @@ type proxy struct {
 	gnet.BuiltinEventEngine
 	addr  net.Addr
 	loops sync.Map // gnet.EventLoop -> *loop
+	boot  func(gnet.Engine)
+}
+
+func (p *proxy) OnBoot(eng gnet.Engine) gnet.Action {
+	if p.boot != nil {
+		p.boot(eng)
+	}
+	return gnet.None
 }
 
 func (p *proxy) loopOf(el gnet.EventLoop) *loop {
@@ -191,8 +199,13 @@ func main() {
 		slog.Error("upstream address", "error", err.Error())
 		os.Exit(2)
 	}
-	err = gnet.Run(&proxy{addr: ua}, "tcp://"+*addr, gnet.WithMulticore(true),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLoadBalancing(gnet.LeastConnections))
-	slog.Error("loopproxy stopped", "error", err)
+	slog.Error("loopproxy stopped", "error", run(&proxy{addr: ua}, *addr))
 	os.Exit(1)
+}
+
+// run serves on addr until the engine stops: one event loop per core, new
+// clients to the least loaded loop.
+func run(p *proxy, addr string) error {
+	return gnet.Run(p, "tcp://"+addr, gnet.WithMulticore(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLoadBalancing(gnet.LeastConnections))
 }
