@@ -5,6 +5,7 @@ Usage (from the repository root, with scripts/deps.sh up):
     python3 services/order/scripts/startup_bench.py order [runs]
     python3 services/order/scripts/startup_bench.py all [runs]            # user, order and payment
     python3 services/order/scripts/startup_bench.py all 7 --against HEAD~3   # A/B: that revision vs the working tree
+    python3 services/order/scripts/startup_bench.py order 7 --binary plain=/tmp/a --binary static=/tmp/b  # prebuilt
 
 Why Python: the probe loop has to be cheaper than the thing it measures;
 spawning curl per poll costs milliseconds, an in-process HTTP poll does not.
@@ -50,10 +51,14 @@ SERVICES = ("user", "order", "payment")
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("service", choices=SERVICES + ("all",))
 ap.add_argument("runs", type=int, nargs="?", default=5)
-ap.add_argument("--against", metavar="REV", help="also build REV (git archive) and alternate runs with it")
+ap.add_argument("--against", metavar="REV", help="also build REV (git archive; or a directory holding a source tree) "
+                "and alternate runs with it")
 ap.add_argument("--src", metavar="DIR", help="build the new binaries from DIR instead of this checkout (a copy that "
                 "holds only your change, when others' unfinished edits in a shared checkout do not build)")
 ap.add_argument("--ldflags", default="", help="go build -ldflags for both binaries, e.g. '-s -w'")
+ap.add_argument("--binary", metavar="LABEL=PATH", action="append", default=[],
+                help="measure these prebuilt binaries of one service instead of building (repeat to alternate "
+                     "several, e.g. builds with different flags)")
 args = ap.parse_args()
 services = SERVICES if args.service == "all" else (args.service,)
 root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -76,7 +81,9 @@ def build(src, svc, out):
 
 # variants: label -> source tree
 variants = {"new": os.path.abspath(args.src) if args.src else root}
-if args.against:
+if args.against and os.path.isdir(args.against):
+    variants = {"old": os.path.abspath(args.against), "new": variants["new"]}
+elif args.against:
     old_src = os.path.join(tmp, "src-old")
     os.makedirs(old_src)
     archive = subprocess.run(["git", "archive", args.against], cwd=root, capture_output=True, check=True).stdout
@@ -195,11 +202,19 @@ dbs = []
 streams = []
 try:
     print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
+    prebuilt = dict(b.split("=", 1) for b in args.binary)
+    if prebuilt:
+        if len(services) != 1:
+            sys.exit("--binary measures one service")
+        variants = {label: None for label in prebuilt}
     for svc in services:
         binaries, dburls = {}, {}
         for label, src in variants.items():
-            binaries[label] = os.path.join(tmp, f"{svc}-{label}")
-            build(src, svc, binaries[label])
+            if prebuilt:
+                binaries[label] = os.path.abspath(prebuilt[label])
+            else:
+                binaries[label] = os.path.join(tmp, f"{svc}-{label}")
+                build(src, svc, binaries[label])
             db_name = "bench_" + uuid.uuid4().hex[:10]
             subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"CREATE DATABASE {db_name}"], check=True)
             dbs.append(db_name)
@@ -223,7 +238,7 @@ try:
                   f"(anonymous {statistics.median(r['anon'] for r in rs):.1f}, file {statistics.median(r['file'] for r in rs):.1f})")
             print(f"   timeline of the median restart (ms after exec): "
                   + "; ".join(f"{t:.1f} {m}" for t, m in median_run(warm)["timeline"]))
-        if len(variants) == 2:
+        if set(variants) == {"old", "new"}:
             o, n = (results[k][1:] or results[k] for k in ("old", "new"))
             ratio = lambda k: statistics.median(r[k] for r in n) / statistics.median(r[k] for r in o)
             print(f"== {svc} new/old: ready {ratio('ready'):.2f}x, cpu {ratio('cpu'):.2f}x, idle RSS {ratio('rss'):.2f}x")
