@@ -237,8 +237,22 @@ LIMIT ?`
 	if tx.Dialector.Name() == "postgres" {
 		q += " FOR UPDATE SKIP LOCKED"
 	}
+	rs, err := tx.Raw(q, time.Now().UnixMilli(), r.o.BatchSize).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("claim: %w", err)
+	}
+	defer rs.Close()
+	// Scanned by hand: the columns are fixed, and gorm's Scan would look the struct's fields up by reflection every round.
 	var rows []claimedRow
-	if err := tx.Raw(q, time.Now().UnixMilli(), r.o.BatchSize).Scan(&rows).Error; err != nil {
+	for rs.Next() {
+		var c claimedRow
+		if err := rs.Scan(&c.ID, &c.Topic, &c.Key, &c.EventID, &c.EventType, &c.Headers, &c.Payload, &c.CreatedAt,
+			&c.Attempts, &c.Followed); err != nil {
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+		rows = append(rows, c)
+	}
+	if err := rs.Err(); err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
 	return rows, nil
