@@ -72,7 +72,11 @@ func (r *PaymentGorm) Claim(ctx context.Context, p *payment.Payment) (*payment.P
 	row := toRow(p.Snapshot())
 	// ON CONFLICT (order_id) DO NOTHING: the loser of a race (or a
 	// redelivery) inserts nothing and reads the winner's row below.
-	res := db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "order_id"}}, DoNothing: true}).Create(&row)
+	// Plain SQL rather than Create with an OnConflict clause: gorm builds that
+	// statement by reflection on every call, on the path of every order.
+	res := db.Exec(`INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status, reason, cancel_requested, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
+		row.ID, row.OrderID, row.UserID, row.AmountCents, row.Currency, row.Status, row.Reason, row.CancelRequested, row.CreatedAt, row.UpdatedAt)
 	if res.Error != nil {
 		return nil, fmt.Errorf("claim payment for order %s: %w", row.OrderID, res.Error)
 	}
