@@ -25,6 +25,10 @@ func (s *Server) readyz(c *gin.Context) {
 		problem.Abort(c, http.StatusServiceUnavailable, "shutting down")
 		return
 	}
+	if s.starting.Load() > 0 {
+		problem.Abort(c, http.StatusServiceUnavailable, "starting")
+		return
+	}
 	failed := s.probe(c.Request.Context())
 	if len(failed) > 0 {
 		names := ""

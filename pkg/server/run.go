@@ -29,8 +29,10 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.ServeStarting(ctx, ln) }
 
 // ServeStarting is Serve that runs the given start-up steps (start consumers,
-// register in discovery) concurrently with serving, for work that /readyz does
-// not depend on: the instance answers, and is ready, without waiting for it.
+// register in discovery) concurrently with each other and with the server
+// coming up, instead of one after another before it. /readyz answers 503
+// ("starting") until every step has returned, so ready still means
+// discoverable and consuming, as callers that wait for readiness expect.
 // Each step gets a context that ends when shutdown begins. A step's error
 // shuts the server down in the usual order and is returned. Shutdown waits for
 // every step to return before it deregisters and runs the OnShutdown hooks,
@@ -71,11 +73,15 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 	defer cancelSteps()
 	stepErr := make(chan error, len(steps))
 	var running sync.WaitGroup
+	s.starting.Add(int32(len(steps)))
 	for _, step := range steps {
 		running.Go(func() {
-			if err := step(stepCtx); err != nil {
+			err := step(stepCtx)
+			if err != nil {
 				stepErr <- err
+				return // stays "starting": the server is about to shut down
 			}
+			s.starting.Add(-1)
 		})
 	}
 

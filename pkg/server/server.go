@@ -66,6 +66,7 @@ type Server struct {
 	mu       sync.Mutex
 	hooks    []func(context.Context) error
 	stopping atomic.Bool
+	starting atomic.Int32 // ServeStarting steps still running
 }
 
 // New builds the engine with the shared middleware and endpoints. Mount the

@@ -25,46 +25,69 @@ func serveStarting(t *testing.T, s *Server, ctx context.Context, steps ...func(c
 	return ln.Addr().String(), done
 }
 
-// The instance is ready while a start-up step still runs, and shutdown waits
-// for the step to end before it deregisters and runs the hooks.
-func TestServeStartingReadyBeforeStepsAndWaitsForThem(t *testing.T) {
-	var got steps
-	s, _ := newTestServer(t, Options{
-		ShutdownTimeout: 5 * time.Second,
-		Deregister:      func(context.Context) error { got.add("deregister"); return nil },
-	})
-	s.OnShutdown(func(context.Context) error { got.add("hook"); return nil })
-	stepRunning := make(chan struct{})
-	step := func(ctx context.Context) error {
-		close(stepRunning)
-		<-ctx.Done()
-		time.Sleep(50 * time.Millisecond) // a registration that takes a while to give up
-		got.add("step ended")
-		return ctx.Err()
+// The server answers while a start-up step still runs, but is not ready
+// until the step returns; shutdown waits for a step still running before it
+// deregisters and runs the hooks.
+func TestServeStartingReadyAfterStepsAndShutdownWaits(t *testing.T) {
+	s, _ := newTestServer(t, Options{ShutdownTimeout: 5 * time.Second})
+	release := make(chan struct{})
+	quick := func(ctx context.Context) error {
+		<-release
+		return nil
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	addr, done := serveStarting(t, s, ctx, step)
-	<-stepRunning
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
+	addr, done := serveStarting(t, s, ctx, quick)
+	readyz := func() int {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			resp, err := http.Get("http://" + addr + "/readyz")
+			if err == nil {
+				resp.Body.Close()
+				return resp.StatusCode
 			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz: %v", err)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
+	}
+	if code := readyz(); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz %d while a step runs, want 503", code)
+	}
+	close(release)
+	deadline := time.Now().Add(5 * time.Second)
+	for readyz() != http.StatusOK {
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz never answered 200 while the step ran (last error %v)", err)
+			t.Fatal("/readyz never 200 after the step returned")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
 	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	var order steps
+	s2, _ := newTestServer(t, Options{
+		ShutdownTimeout: 5 * time.Second,
+		Deregister:      func(context.Context) error { order.add("deregister"); return nil },
+	})
+	s2.OnShutdown(func(context.Context) error { order.add("hook"); return nil })
+	lingering := func(ctx context.Context) error {
+		<-ctx.Done()
+		time.Sleep(50 * time.Millisecond) // a registration that takes a while to give up
+		order.add("step ended")
+		return ctx.Err()
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	_, done = serveStarting(t, s2, ctx, lingering)
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
 		t.Fatalf("ServeStarting: %v (a step's error after shutdown began is not a failure)", err)
 	}
-	if want := []string{"step ended", "deregister", "hook"}; !reflect.DeepEqual(got.get(), want) {
-		t.Fatalf("order %v, want %v", got.get(), want)
+	if want := []string{"step ended", "deregister", "hook"}; !reflect.DeepEqual(order.get(), want) {
+		t.Fatalf("order %v, want %v", order.get(), want)
 	}
 }
 
