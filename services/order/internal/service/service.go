@@ -275,9 +275,8 @@ func (s *Service) housekeeping(ctx context.Context) {
 
 // Run listens and serves until ctx ends or a signal arrives, then shuts down
 // in pkg/server's order. The workers start and the instance registers in
-// discovery while it already serves: /readyz needs neither (it checks the
-// connections New made), and callers find the instance only once it answers.
-// If either fails, the server shuts down and Run returns why.
+// discovery concurrently, while the server comes up; /readyz answers 200 once
+// both are done. If either fails, the server shuts down and Run returns why.
 func (s *Service) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {

@@ -213,9 +213,8 @@ func (s *Service) Start(ctx context.Context) {
 
 // Run listens and serves until ctx ends or a signal arrives, then shuts down
 // in pkg/server's order. The relay starts and the instance registers in
-// discovery while it already serves: /readyz does not need the registration,
-// and callers find the instance only once it answers. If registering fails,
-// the server shuts down and Run returns why.
+// discovery while the server comes up; /readyz answers 200 once registered.
+// If registering fails, the server shuts down and Run returns why.
 func (s *Service) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.cfg.Addr)
 	if err != nil {
