@@ -66,6 +66,8 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 		go func() { errc <- serve(admin, aln) }()
 		s.log.Info("admin listener started", "addr", aln.Addr().String())
 	}
+	// Not ready until the steps are done, from the first request on.
+	s.starting.Add(int32(len(steps)))
 	go func() { errc <- serve(srv, ln) }()
 	s.log.Info("server started", "name", s.o.Name, "version", s.o.Version, "addr", ln.Addr().String())
 
@@ -73,7 +75,6 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 	defer cancelSteps()
 	stepErr := make(chan error, len(steps))
 	var running sync.WaitGroup
-	s.starting.Add(int32(len(steps)))
 	for _, step := range steps {
 		running.Go(func() {
 			err := step(stepCtx)
