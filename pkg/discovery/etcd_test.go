@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
@@ -174,5 +176,33 @@ func TestResolverCacheSurvivesEtcdStop(t *testing.T) {
 		return false
 	}); !ok {
 		t.Fatalf("resolver did not resume watching after etcd came back: %+v", res.Instances("order"))
+	}
+}
+
+// Grant takes the lease ahead of Register, which then writes under it.
+func TestEtcdGrantAheadOfRegister(t *testing.T) {
+	ctx := t.Context()
+	cli := etcdClient(t, testenv.Etcd(t))
+	reg := NewEtcdRegistry(cli, 5*time.Second)
+	if err := reg.Grant(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lease := reg.lease
+	if err := reg.Grant(ctx); err != nil || reg.lease != lease || lease == 0 {
+		t.Fatalf("second Grant: err %v, lease %x then %x; want the same lease", err, lease, reg.lease)
+	}
+	in := Instance{Service: uniqueService(t), ID: "granted", Addr: "10.1.2.3:8082"}
+	if err := reg.Register(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctx, in.key())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("get %s: %v, %d keys", in.key(), err, len(resp.Kvs))
+	}
+	if got := clientv3.LeaseID(resp.Kvs[0].Lease); got != lease {
+		t.Fatalf("registered under lease %x, want the granted %x", got, lease)
+	}
+	if err := reg.Deregister(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

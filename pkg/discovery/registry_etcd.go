@@ -40,28 +40,48 @@ func NewEtcdRegistry(cli *clientv3.Client, ttl time.Duration) *EtcdRegistry {
 func (r *EtcdRegistry) WithLogger(l *slog.Logger) *EtcdRegistry { r.log = l; return r }
 
 // Register writes in under the registry's lease, granting the lease and
-// starting keep-alives on first use. An empty ID is filled with
-// hostname-random; Service and Addr are required.
+// starting keep-alives on first use (or using the one Grant obtained). An
+// empty ID is filled with hostname-random; Service and Addr are required.
 func (r *EtcdRegistry) Register(ctx context.Context, in Instance) error {
 	if err := in.check(); err != nil {
 		return fmt.Errorf("register instance: %w", err)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.lease == 0 {
-		lease, err := r.grant(ctx)
-		if err != nil {
-			return err
-		}
-		r.lease = lease
-		loopCtx, cancel := context.WithCancel(context.Background())
-		r.cancel, r.done = cancel, make(chan struct{})
-		go r.keepAlive(loopCtx, lease)
+	if err := r.ensureLease(ctx); err != nil {
+		return err
 	}
 	if err := r.put(ctx, r.lease, in); err != nil {
 		return err
 	}
 	r.ins[in.key()] = in
+	return nil
+}
+
+// Grant obtains the lease and starts its keep-alives ahead of the first
+// Register, which then only writes its key. A service calls it while it opens
+// its other connections: each is an etcd write (a WAL fsync), and the listen
+// address Register needs is known only later. Deregister revokes the lease as
+// usual; a lease nobody registered under just expires with the process.
+func (r *EtcdRegistry) Grant(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ensureLease(ctx)
+}
+
+// ensureLease grants the lease and starts keep-alives unless done; r.mu held.
+func (r *EtcdRegistry) ensureLease(ctx context.Context) error {
+	if r.lease != 0 {
+		return nil
+	}
+	lease, err := r.grant(ctx)
+	if err != nil {
+		return err
+	}
+	r.lease = lease
+	loopCtx, cancel := context.WithCancel(context.Background())
+	r.cancel, r.done = cancel, make(chan struct{})
+	go r.keepAlive(loopCtx, lease)
 	return nil
 }
 
