@@ -26,6 +26,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/order/internal/app"
@@ -139,10 +140,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			return database.Closer(db), err
 		}},
 		server.Opening{Name: "nats", Open: func() (close func() error, err error) {
-			s.NATS, js, close, err = connectNATS(cfg.NATSURL)
+			s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name)
 			return close, err
 		}},
-		server.Opening{Name: "discovery", Open: s.discovery},
+		server.Opening{Name: "discovery", Open: func() (func() error, error) { return s.discovery(ctx) }},
 	); err != nil {
 		return nil, err
 	}
@@ -189,21 +190,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	return s, nil
 }
 
-// connectNATS connects to NATS for JetStream; close is nil when it fails.
-func connectNATS(url string) (nc *nats.Conn, js jetstream.JetStream, close func() error, err error) {
-	if nc, err = nats.Connect(url, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
-		return nil, nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
-	}
-	close = func() error { nc.Close(); return nil }
-	if js, err = jetstream.New(nc); err != nil {
-		return nc, nil, close, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, close, nil
-}
-
 // discovery picks etcd when endpoints are configured, else the static list.
 // It returns what closes the etcd client (nil without etcd).
-func (s *Service) discovery() (close func() error, err error) {
+func (s *Service) discovery(ctx context.Context) (close func() error, err error) {
 	if len(s.cfg.EtcdEndpoints) == 0 {
 		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
 		if err != nil {
@@ -217,7 +206,13 @@ func (s *Service) discovery() (close func() error, err error) {
 		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
 	s.etcd = cli
-	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
+	reg := discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
+	s.registry = reg
+	// The lease now, beside the other connections: Register, once the
+	// listen address is known, then only writes its key.
+	if err := reg.Grant(ctx); err != nil {
+		return cli.Close, err
+	}
 	return cli.Close, nil
 }
 

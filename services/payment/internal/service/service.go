@@ -24,6 +24,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
@@ -129,7 +130,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			return database.Closer(db), err
 		}},
 		server.Opening{Name: "nats", Open: func() (close func() error, err error) {
-			s.NATS, js, close, err = connectNATS(cfg.NATSURL)
+			s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name)
 			return close, err
 		}},
 		server.Opening{Name: "etcd", Open: func() (func() error, error) { return s.etcdParts(ctx) }},
@@ -179,18 +180,6 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	return s, nil
 }
 
-// connectNATS connects to NATS for JetStream; close is nil when it fails.
-func connectNATS(url string) (nc *nats.Conn, js jetstream.JetStream, close func() error, err error) {
-	if nc, err = nats.Connect(url, nats.Name(Name), nats.MaxReconnects(-1)); err != nil {
-		return nil, nil, nil, fmt.Errorf("connect nats %s: %w", url, err)
-	}
-	close = func() error { nc.Close(); return nil }
-	if js, err = jetstream.New(nc); err != nil {
-		return nc, nil, close, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, close, nil
-}
-
 // etcdParts sets up discovery and the dynamic settings: both from etcd when
 // endpoints are configured, else a static registry and the initial settings.
 // It returns what closes the etcd client (nil without etcd), also when the
@@ -210,7 +199,13 @@ func (s *Service) etcdParts(ctx context.Context) (close func() error, err error)
 	if err != nil {
 		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
-	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
+	reg := discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
+	s.registry = reg
+	// The lease now, beside the other connections: Register, once the
+	// listen address is known, then only writes its key.
+	if err := reg.Grant(ctx); err != nil {
+		return cli.Close, err
+	}
 	// The watch lives as long as the etcd client: closing the client on
 	// shutdown ends it.
 	v, err := dynconfig.Watch(context.WithoutCancel(ctx), cli, s.cfg.SettingsKey, initial)

@@ -118,7 +118,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 			s.DB = db
 			return database.Closer(db), err
 		}},
-		server.Opening{Name: "discovery", Open: s.discovery},
+		server.Opening{Name: "discovery", Open: func() (func() error, error) { return s.discovery(ctx) }},
 	); err != nil {
 		return nil, err
 	}
@@ -183,7 +183,7 @@ func trimmed(list []string) []string {
 
 // discovery picks etcd when endpoints are configured, else the static list.
 // It returns what closes the etcd client (nil without etcd).
-func (s *Service) discovery() (close func() error, err error) {
+func (s *Service) discovery(ctx context.Context) (close func() error, err error) {
 	if len(trimmed(s.cfg.EtcdEndpoints)) == 0 {
 		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
 		if err != nil {
@@ -196,7 +196,13 @@ func (s *Service) discovery() (close func() error, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
-	s.registry = discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
+	reg := discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
+	s.registry = reg
+	// The lease now, beside the other connections: Register, once the
+	// listen address is known, then only writes its key.
+	if err := reg.Grant(ctx); err != nil {
+		return cli.Close, err
+	}
 	return cli.Close, nil
 }
 
