@@ -189,7 +189,11 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 		// The propagator can only hand back what it reads inside a new
 		// context (two allocations), which a dropped span does not need.
 		if v := h["Traceparent"]; len(v) > 0 {
-			remote = parseTraceparent(v[0], h["Tracestate"])
+			var state string
+			if s := h["Tracestate"]; len(s) > 0 {
+				state = s[0]
+			}
+			remote = ParseTraceparent(v[0], state)
 		}
 	case !m.w3c || len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0:
 		ctx = m.prop.Extract(ctx, headerCarrier(h))

@@ -2,21 +2,25 @@ package telemetry
 
 import "go.opentelemetry.io/otel/trace"
 
-// parseTraceparent reads a W3C traceparent header, and the first tracestate
-// header, into a remote span context, accepting and rejecting exactly what
-// propagation.TraceContext does (FuzzParseTraceparent compares the two).
+// ParseTraceparent reads a W3C traceparent header, and the first tracestate
+// header ("" when there is none), into a remote span context, accepting and
+// rejecting exactly what propagation.TraceContext does (FuzzParseTraceparent
+// compares the two). An invalid header gives the zero SpanContext, as it
+// gives the propagator no span.
+//
 // Written here because that propagator returns what it reads only inside a
-// new context, the span boxed in one allocation and the context node in
-// another, and the middleware needs neither for a request it does not
-// sample. An invalid header gives the zero SpanContext, as it gives the
-// propagator no span.
+// new context (the span boxed in one allocation, the context node in
+// another), which neither the middleware, for a request it does not sample,
+// nor the gateway, reading fasthttp's header bytes, needs. It takes strings
+// or bytes so that neither caller copies the header to call it.
 //
 // The header is version "-" trace-id "-" parent-id "-" flags, in 2, 32, 16
 // and 2 lower-case hex digits; version ff is invalid, version 00 allows
 // nothing after the flags and only the sampled and random flag bits, and a
 // later version may append "-" and fields of its own.
-func parseTraceparent(tp string, tracestate []string) trace.SpanContext {
+func ParseTraceparent[T ~string | ~[]byte](traceparent, tracestate T) trace.SpanContext {
 	const size = 55
+	tp := traceparent
 	if len(tp) < size || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
 		return trace.SpanContext{}
 	}
@@ -28,7 +32,7 @@ func parseTraceparent(tp string, tracestate []string) trace.SpanContext {
 	}
 	// Version 00 tolerates one trailing "-" with nothing after it, as the
 	// propagator does.
-	if ver[0] == 0 && (len(tp) > size && tp[size:] != "-" || flags[0] > 3) || len(tp) > size && tp[size] != '-' {
+	if ver[0] == 0 && (len(tp) > size && string(tp[size:]) != "-" || flags[0] > 3) || len(tp) > size && tp[size] != '-' {
 		return trace.SpanContext{}
 	}
 	cfg.TraceFlags = trace.TraceFlags(flags[0]) & (trace.FlagsSampled | trace.FlagsRandom)
@@ -36,7 +40,7 @@ func parseTraceparent(tp string, tracestate []string) trace.SpanContext {
 	if len(tracestate) > 0 {
 		// As with the propagator, a bad tracestate is dropped and does not
 		// invalidate the traceparent.
-		cfg.TraceState, _ = trace.ParseTraceState(tracestate[0])
+		cfg.TraceState, _ = trace.ParseTraceState(string(tracestate))
 	}
 	sc := trace.NewSpanContext(cfg)
 	if !sc.IsValid() {
@@ -47,7 +51,7 @@ func parseTraceparent(tp string, tracestate []string) trace.SpanContext {
 
 // unhex decodes lower-case hex digits, which encoding/hex does too but also
 // accepts upper case, which the specification forbids.
-func unhex(dst []byte, s string) bool {
+func unhex[T ~string | ~[]byte](dst []byte, s T) bool {
 	for i := range dst {
 		hi, ok1 := hexDigit(s[2*i])
 		lo, ok2 := hexDigit(s[2*i+1])

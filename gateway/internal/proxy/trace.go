@@ -6,6 +6,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 // W3C trace context is read and written by hand rather than through the
@@ -15,46 +17,14 @@ import (
 // gateway forwards client headers as they are.
 
 // extractParent returns ctx carrying the client's remote span context, if it
-// sent a valid traceparent.
+// sent a valid traceparent (parsed as the W3C propagator would, without
+// copying fasthttp's header bytes).
 func extractParent(ctx context.Context, h *fasthttp.RequestHeader) context.Context {
-	tp := h.Peek("Traceparent")
-	sc, ok := parseTraceparent(tp)
-	if !ok {
+	sc := telemetry.ParseTraceparent(h.Peek("Traceparent"), h.Peek("Tracestate"))
+	if !sc.IsValid() {
 		return ctx
 	}
-	if ts := h.Peek("Tracestate"); len(ts) > 0 {
-		if state, err := trace.ParseTraceState(string(ts)); err == nil {
-			sc = sc.WithTraceState(state)
-		}
-	}
 	return trace.ContextWithRemoteSpanContext(ctx, sc)
-}
-
-// parseTraceparent parses version 00 "00-<32 hex>-<16 hex>-<2 hex>" (and
-// accepts longer future versions' prefix, as the spec asks).
-func parseTraceparent(b []byte) (trace.SpanContext, bool) {
-	if len(b) < 55 || b[2] != '-' || b[35] != '-' || b[52] != '-' {
-		return trace.SpanContext{}, false
-	}
-	if string(b[:2]) == "ff" || (string(b[:2]) == "00" && len(b) != 55) {
-		return trace.SpanContext{}, false
-	}
-	var tid trace.TraceID
-	var sid trace.SpanID
-	var flags [1]byte
-	if _, err := hex.Decode(tid[:], b[3:35]); err != nil {
-		return trace.SpanContext{}, false
-	}
-	if _, err := hex.Decode(sid[:], b[36:52]); err != nil {
-		return trace.SpanContext{}, false
-	}
-	if _, err := hex.Decode(flags[:], b[53:55]); err != nil {
-		return trace.SpanContext{}, false
-	}
-	sc := trace.NewSpanContext(trace.SpanContextConfig{
-		TraceID: tid, SpanID: sid, TraceFlags: trace.TraceFlags(flags[0]) & trace.FlagsSampled, Remote: true,
-	})
-	return sc, sc.IsValid()
 }
 
 // injectTraceparent writes sc as the upstream request's traceparent (and
