@@ -37,7 +37,7 @@ func (nopExporter) Shutdown(context.Context) error                             {
 // middleware when sampler is empty. Sampled spans go through a batch
 // processor into an exporter that drops them, which is what production pays
 // per span minus the network.
-func benchEngine(b *testing.B, sampler string) *gin.Engine {
+func benchEngine(b *testing.B, sampler string, opts ...MiddlewareOption) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	if sampler != "" {
@@ -52,11 +52,23 @@ func benchEngine(b *testing.B, sampler string) *gin.Engine {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { _ = p.Shutdown(context.Background()) })
-		e.Use(Middleware(WithTracerProvider(p.Tracer), WithRegisterer(prometheus.NewRegistry()), WithPropagator(Propagator())))
+		opts = append([]MiddlewareOption{
+			WithTracerProvider(p.Tracer), WithRegisterer(prometheus.NewRegistry()), WithPropagator(Propagator()),
+		}, opts...)
+		e.Use(Middleware(opts...))
 	}
 	e.GET("/orders/:id", func(c *gin.Context) { c.Status(http.StatusNoContent) })
 	return e
 }
+
+// tracingOnly leaves the duration histogram out, so a benchmark measures
+// the span part of the middleware alone; metricsOnly (the route gets no
+// span) measures the histogram part alone. Issue 2's goals are about
+// tracing; the plain benchmarks are what a request pays for both.
+var (
+	tracingOnly MiddlewareOption = func(m *middleware) { m.noDuration = true }
+	metricsOnly                  = WithoutSpans("/orders/:id")
+)
 
 // ownProviderEngine is benchEngine with a tracer provider Setup did not
 // build: the middleware cannot know its sampler and asks the SDK for every
@@ -118,6 +130,10 @@ func BenchmarkMiddleware(b *testing.B) {
 		b.Setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
 		runBench(b, benchEngine(b, "parentbased_traceidratio"), "")
 	})
+	// The two parts of the cost, each without the other.
+	b.Run("SampledTracingOnly", func(b *testing.B) { runBench(b, benchEngine(b, "always_on", tracingOnly), "") })
+	b.Run("UnsampledTracingOnly", func(b *testing.B) { runBench(b, benchEngine(b, "always_off", tracingOnly), "") })
+	b.Run("MetricsOnly", func(b *testing.B) { runBench(b, benchEngine(b, "always_on", metricsOnly), "") })
 	b.Run("SampledOwnProvider", func(b *testing.B) {
 		runBench(b, ownProviderEngine(b, sdktrace.AlwaysSample()), "")
 	})
