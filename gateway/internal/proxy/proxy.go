@@ -30,6 +30,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -108,6 +109,7 @@ type Options struct {
 type Proxy struct {
 	o       Options
 	tracer  trace.Tracer
+	server  *telemetry.ServerTracer // server spans: unsampled requests skip the SDK
 	metrics *metrics
 }
 
@@ -128,6 +130,7 @@ func New(o Options) *Proxy {
 	p := &Proxy{o: o}
 	if o.Tracing {
 		p.tracer = otel.Tracer(instrumentation)
+		p.server = telemetry.NewServerTracer(otel.GetTracerProvider(), instrumentation)
 	}
 	if o.Metrics {
 		p.metrics = newMetrics()
@@ -238,8 +241,7 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	routeName = rt.Name
 
 	if p.tracer != nil {
-		parent := extractParent(context.Background(), h)
-		reqCtx, span = p.tracer.Start(parent, rt.Name, serverSpan...)
+		reqCtx, span = p.server.Start(context.Background(), remoteParent(h), rt.Name, serverSpan...)
 		if span.SpanContext().IsSampled() {
 			st.mctx = reqCtx
 		}
