@@ -190,11 +190,7 @@ func benchSDKSpan(b *testing.B, opts ...sdktrace.TracerProviderOption) {
 	defer tp.Shutdown(context.Background())
 	tr := tp.Tracer("bench")
 	ctx := context.Background()
-	attrs := []attribute.KeyValue{
-		attribute.String("http.request.method", "GET"), attribute.String("http.route", "/orders/:id"),
-		attribute.Int("http.response.status_code", 200), attribute.String("url.path", "/orders/42"),
-		attribute.String("url.scheme", "http"), attribute.String("network.protocol.version", "1.1"),
-	}
+	attrs := sdkSpanAttrs()
 	b.ReportAllocs()
 	cpu0 := processCPU()
 	for b.Loop() {
@@ -203,6 +199,82 @@ func benchSDKSpan(b *testing.B, opts ...sdktrace.TracerProviderOption) {
 		s.End()
 	}
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+}
+
+func sdkSpanAttrs() []attribute.KeyValue {
+	return []attribute.KeyValue{
+		attribute.String("http.request.method", "GET"), attribute.String("http.route", "/orders/:id"),
+		attribute.Int("http.response.status_code", 200), attribute.String("url.path", "/orders/42"),
+		attribute.String("url.scheme", "http"), attribute.String("network.protocol.version", "1.1"),
+	}
+}
+
+// BenchmarkSDKSpanWays tries the other ways the SDK offers to start and end
+// the same span (BenchmarkSDKSpan sets the attributes after Start, as the
+// middleware does): the five attributes known before the handler at Start
+// and the status code after; all six at Start (the middleware cannot, the
+// status is known only after the handler; this is the floor of that
+// route); one clock reading passed to Start and End with WithTimestamp;
+// an attribute count limit equal to the six attributes.
+func BenchmarkSDKSpanWays(b *testing.B) {
+	attrs := sdkSpanAttrs()
+	run := func(b *testing.B, tp *sdktrace.TracerProvider, span func(trace.Tracer)) {
+		defer tp.Shutdown(context.Background())
+		tr := tp.Tracer("bench")
+		b.ReportAllocs()
+		cpu0 := processCPU()
+		for b.Loop() {
+			span(tr)
+		}
+		b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+	}
+	batcher := func() *sdktrace.TracerProvider {
+		return sdktrace.NewTracerProvider(sdktrace.WithBatcher(nopExporter{}))
+	}
+	ctx := context.Background()
+	b.Run("FiveAtStartOneAfter", func(b *testing.B) {
+		start := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs[:5]...)}
+		run(b, batcher(), func(tr trace.Tracer) {
+			_, s := tr.Start(ctx, "GET /orders/:id", start...)
+			s.SetAttributes(attrs[5])
+			s.End()
+		})
+	})
+	b.Run("AllAtStart", func(b *testing.B) {
+		start := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...)}
+		run(b, batcher(), func(tr trace.Tracer) {
+			_, s := tr.Start(ctx, "GET /orders/:id", start...)
+			s.End()
+		})
+	})
+	b.Run("OneClockReading", func(b *testing.B) {
+		run(b, batcher(), func(tr trace.Tracer) {
+			now := time.Now()
+			_, s := tr.Start(ctx, "GET /orders/:id", trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(now))
+			s.SetAttributes(attrs...)
+			s.End(trace.WithTimestamp(now.Add(time.Since(now))))
+		})
+	})
+	b.Run("AttributeLimit6", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(nopExporter{}),
+			sdktrace.WithRawSpanLimits(sdktrace.SpanLimits{
+				AttributeCountLimit: 6, AttributeValueLengthLimit: -1, AttributeValueDepthLimit: -1,
+				EventCountLimit: 128, LinkCountLimit: 128, AttributePerEventCountLimit: 128, AttributePerLinkCountLimit: 128,
+			}))
+		run(b, tp, func(tr trace.Tracer) {
+			_, s := tr.Start(ctx, "GET /orders/:id", serverKind...)
+			s.SetAttributes(attrs...)
+			s.End()
+		})
+	})
+	b.Run("SimpleProcessor", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(sdktrace.NewSimpleSpanProcessor(nopExporter{})))
+		run(b, tp, func(tr trace.Tracer) {
+			_, s := tr.Start(ctx, "GET /orders/:id", serverKind...)
+			s.SetAttributes(attrs...)
+			s.End()
+		})
+	})
 }
 
 // BenchmarkUnsampledFloor is what an unsampled request cost with the
