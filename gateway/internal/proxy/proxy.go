@@ -47,7 +47,7 @@ type Limiter interface {
 	Allow(ctx context.Context, key []byte) (quota.Decision, error)
 }
 
-// Authenticator maps a bearer token to a user id (authn.Cache satisfies it).
+// Authenticator maps a bearer token to a user id (authn.Verifier satisfies it).
 type Authenticator interface {
 	Subject(ctx context.Context, token []byte) (string, error)
 }
