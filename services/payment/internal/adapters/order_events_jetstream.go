@@ -117,7 +117,7 @@ func (c *OrderEvents) Start(ctx context.Context) (stop func(), err error) {
 	if err := stream.Ensure(ctx, c.js, c.names); err != nil {
 		return nil, err
 	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.Stream, c.ConsumerConfig())
+	cons, err := stream.EnsureConsumer(ctx, c.js, c.names.Stream, c.ConsumerConfig())
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", c.names.Durable, err)
 	}
