@@ -68,6 +68,13 @@ func benchEngine(b *testing.B, sampler string, opts ...MiddlewareOption) *gin.En
 var (
 	tracingOnly MiddlewareOption = func(m *middleware) { m.noDuration = true }
 	metricsOnly                  = WithoutSpans("/orders/:id")
+	// withRequestID adds a request id to the context as pkg/server does:
+	// the request is then copied whatever the span, so the difference
+	// between the two RequestID benchmarks is what the span itself adds in
+	// a server that copies the request anyway.
+	withRequestID = WithContextFunc(func(_ *gin.Context, ctx context.Context) context.Context {
+		return WithAttrs(ctx, slog.String("request_id", "0af7651916cd43dd8448eb211c80319c"))
+	})
 )
 
 // ownProviderEngine is benchEngine with a tracer provider Setup did not
@@ -134,6 +141,12 @@ func BenchmarkMiddleware(b *testing.B) {
 	b.Run("SampledTracingOnly", func(b *testing.B) { runBench(b, benchEngine(b, "always_on", tracingOnly), "") })
 	b.Run("UnsampledTracingOnly", func(b *testing.B) { runBench(b, benchEngine(b, "always_off", tracingOnly), "") })
 	b.Run("MetricsOnly", func(b *testing.B) { runBench(b, benchEngine(b, "always_on", metricsOnly), "") })
+	b.Run("MetricsAndRequestID", func(b *testing.B) {
+		runBench(b, benchEngine(b, "always_off", metricsOnly, withRequestID), "")
+	})
+	b.Run("UnsampledAndRequestID", func(b *testing.B) {
+		runBench(b, benchEngine(b, "always_off", withRequestID), "")
+	})
 	b.Run("SampledOwnProvider", func(b *testing.B) {
 		runBench(b, ownProviderEngine(b, sdktrace.AlwaysSample()), "")
 	})
