@@ -16,8 +16,9 @@ import (
 // records a digest of the configuration the consumer was created from.
 const ConfigDigestKey = "shanhai.config-digest"
 
-// EnsureConsumer returns the durable consumer cfg describes, creating or
-// updating it only when the server's copy was not made from this very cfg.
+// EnsureConsumer returns the durable consumer cfg describes on stream n,
+// creating or updating it only when the server's copy was not made from this
+// very cfg, and creating the stream (Ensure) only when the lookup finds none.
 //
 // Why not CreateOrUpdateConsumer every time: on an existing consumer it
 // rewrites the consumer's metadata file, and with JetStream's
@@ -27,28 +28,41 @@ const ConfigDigestKey = "shanhai.config-digest"
 // so its copy of the config never equals cfg; instead a digest of cfg goes
 // into the consumer's metadata and the lookup compares digests. The price: a
 // consumer changed by hand while keeping that metadata key is left as it is
-// until the service's own cfg changes.
-func EnsureConsumer(ctx context.Context, js jetstream.StreamConsumerManager, streamName string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+// until the service's own cfg changes. The usual restart is then one
+// request, where Ensure's stream lookup first was another round trip and the
+// decoding of a StreamInfo nobody reads.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	digest, err := configDigest(cfg)
 	if err != nil {
 		return nil, err
 	}
+	streamFound := false
 	if cfg.Durable != "" {
-		c, err := js.Consumer(ctx, streamName, cfg.Durable)
+		c, err := js.Consumer(ctx, n.Stream, cfg.Durable)
 		switch {
-		case err == nil && c.CachedInfo().Config.Metadata[ConfigDigestKey] == digest:
-			return c, nil
-		case err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound):
-			return nil, fmt.Errorf("look up consumer %s on %s: %w", cfg.Durable, streamName, err)
+		case err == nil:
+			if c.CachedInfo().Config.Metadata[ConfigDigestKey] == digest {
+				return c, nil
+			}
+			streamFound = true
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			streamFound = true
+		case !errors.Is(err, jetstream.ErrStreamNotFound):
+			return nil, fmt.Errorf("look up consumer %s on %s: %w", cfg.Durable, n.Stream, err)
+		}
+	}
+	if !streamFound {
+		if err := Ensure(ctx, js, n); err != nil {
+			return nil, err
 		}
 	}
 	md := make(map[string]string, len(cfg.Metadata)+1)
 	maps.Copy(md, cfg.Metadata)
 	md[ConfigDigestKey] = digest
 	cfg.Metadata = md
-	c, err := js.CreateOrUpdateConsumer(ctx, streamName, cfg)
+	c, err := js.CreateOrUpdateConsumer(ctx, n.Stream, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", streamName, err)
+		return nil, fmt.Errorf("stream %s: %w", n.Stream, err)
 	}
 	return c, nil
 }

@@ -9,24 +9,24 @@ import (
 )
 
 // TestEnsureConsumerWritesOnlyWhenItsConfigChanges runs against the real NATS
-// server: the first call creates, a restart with the same config only looks
+// server: the first call creates the stream and the consumer, a restart with the same config only looks
 // the consumer up (it leaves a hand-made change alone, which shows no update
 // was sent), and a changed config is applied.
 func TestEnsureConsumerWritesOnlyWhenItsConfigChanges(t *testing.T) {
 	js, n := testStream(t, "CONSUMER")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := Ensure(ctx, js, n); err != nil {
-		t.Fatal(err)
-	}
 	cfg := jetstream.ConsumerConfig{
 		Durable: "svc", FilterSubject: n.StreamSubjects[:len(n.StreamSubjects)-1] + "x",
 		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 5, MaxAckPending: 64,
 		Metadata: map[string]string{"owner": "test"},
 	}
-	c, err := EnsureConsumer(ctx, js, n.Stream, cfg)
+	c, err := EnsureConsumer(ctx, js, n, cfg)
 	if err != nil {
 		t.Fatalf("create: %v", err)
+	}
+	if _, err := js.Stream(ctx, n.Stream); err != nil {
+		t.Fatalf("stream not created: %v", err)
 	}
 	got := c.CachedInfo().Config
 	if got.MaxDeliver != 5 || got.Metadata["owner"] != "test" || got.Metadata[ConfigDigestKey] == "" {
@@ -42,7 +42,7 @@ func TestEnsureConsumerWritesOnlyWhenItsConfigChanges(t *testing.T) {
 	if _, err := js.UpdateConsumer(ctx, n.Stream, hand); err != nil {
 		t.Fatal(err)
 	}
-	c, err = EnsureConsumer(ctx, js, n.Stream, cfg)
+	c, err = EnsureConsumer(ctx, js, n, cfg)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
@@ -52,7 +52,7 @@ func TestEnsureConsumerWritesOnlyWhenItsConfigChanges(t *testing.T) {
 
 	// The service's own config changed: applied.
 	cfg.MaxDeliver = 9
-	if c, err = EnsureConsumer(ctx, js, n.Stream, cfg); err != nil {
+	if c, err = EnsureConsumer(ctx, js, n, cfg); err != nil {
 		t.Fatalf("update: %v", err)
 	}
 	if got := c.CachedInfo().Config; got.MaxDeliver != 9 || got.MaxAckPending != 64 {
