@@ -19,6 +19,11 @@
 #   ROUNDS=3 DURATION=5s CONNS=16 bpf/bench/overhead.sh
 #   TARGET=order ROUNDS=5 DURATION=5s bpf/bench/overhead.sh
 #   AGENT=/tmp/agent-before bpf/bench/overhead.sh   # probe with another build of the agent (same target binary)
+#   STATS=on bpf/bench/overhead.sh                  # BPF statistics on during the A/B rounds (the method before 12-04)
+#
+# kernel.bpf_stats_enabled makes the kernel read the clock twice around every program run, a cost production does
+# not pay, so by default (STATS=apart) the A/B rounds run with it off and one more round on the probed copy alone,
+# with it on, gives the per-program hits and ns.
 set -euo pipefail
 
 TARGET=${TARGET:-target}
@@ -26,6 +31,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-16}
 THREADS=${THREADS:-1}
+STATS=${STATS:-apart}
 STATE_DIR=${STATE_DIR:-/var/tmp/shanhai-bpf-bench}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -35,6 +41,7 @@ target) PATH_Q=${PATH_Q:-/work} ;;
 order) ;;
 *) echo "TARGET must be target or order, not $TARGET" >&2; exit 2 ;;
 esac
+[[ $STATS == apart || $STATS == on ]] || { echo "STATS must be apart or on, not $STATS" >&2; exit 2; }
 
 [[ $(id -u) == 0 ]] || { echo "overhead.sh loads eBPF programs: run it as root" >&2; exit 1; }
 for tool in wrk bpftool jq curl bc; do
@@ -133,7 +140,6 @@ fi
 sleep 1
 curl -fs "${curl_args[@]}" "http://$probed$PATH_Q" >/dev/null && curl -fs "${curl_args[@]}" "http://$plain$PATH_Q" >/dev/null
 echo "GET $PATH_Q: probed $probed (pid $probed_pid), plain $plain (pid $plain_pid)"
-sysctl -qw kernel.bpf_stats_enabled=1
 
 # progs prints "id name run_time_ns run_cnt" for every program the agent loaded.
 progs() {
@@ -160,8 +166,11 @@ served() { # requests the agent counted, and the Go client calls, from /metrics
 	awk '/^shanhai_bpf_http_server_request_duration_seconds_count/ {s += $2} END {print s+0}' "$work/metrics.$1"
 }
 
-progs >"$work/progs0"
-req0=$(served 0)
+if [[ $STATS == on ]]; then
+	sysctl -qw kernel.bpf_stats_enabled=1
+	progs >"$work/progs0"
+	req0=$(served 0)
+fi
 sum_p_rps=0; sum_u_rps=0; sum_p_p99=0; sum_u_p99=0; n_p=0; n_u=0; cpu_p=0; cpu_u=0
 for r in $(seq "$ROUNDS"); do
 	if ((r % 2)); then order_="probed plain"; else order_="plain probed"; fi
@@ -181,11 +190,20 @@ for r in $(seq "$ROUNDS"); do
 		fi
 	done
 done
+load=$(uptime | sed 's/.*load/load/')
+if [[ $STATS == apart ]]; then
+	sysctl -qw kernel.bpf_stats_enabled=1
+	progs >"$work/progs0"
+	req0=$(served 0)
+	read -r rps p99 n < <(run "$probed")
+	printf 'stats  probed %10.0f req/s  p99 %8.0f us  (BPF statistics on, for the per-program figures below)\n' "$rps" "$p99"
+fi
 progs >"$work/progs1"
 req1=$(served 1)
+sysctl -qw kernel.bpf_stats_enabled=0
 reqs=$(echo "$req1 - $req0" | bc)
 
-echo "---- TARGET=$TARGET, GET $PATH_Q, $ROUNDS x $DURATION, $CONNS connections; $(uptime | sed 's/.*load/load/')"
+echo "---- TARGET=$TARGET, GET $PATH_Q, $ROUNDS x $DURATION, $CONNS connections, BPF statistics $STATS; $load"
 printf 'requests/s ratio (probed/unprobed): %.3f\n' "$(echo "$sum_p_rps / $sum_u_rps" | bc -l)"
 printf 'p99 ratio (probed/unprobed):        %.3f\n' "$(echo "$sum_p_p99 / $sum_u_p99" | bc -l)"
 printf 'CPU per request: probed %.1f us, unprobed %.1f us (ratio %.3f)\n' \
