@@ -9,7 +9,8 @@ the 10 s window from second 10 to 20 reads from /proc the CPU time of every
 part: the five binaries, the PostgreSQL backends serving the run's three
 databases (pg_stat_activity), the shared NATS, Kafka and Pulsar servers, and
 the load generator (CPUORDER_LOGIN_RATIO sets its -login-ratio, log ins per
-order). Orders are those created in the window (orders.created_at
+order; CPUORDER_STACK_ENV, space-separated binary:NAME=value, extra environment for the
+stack's binaries). Orders are those created in the window (orders.created_at
 in the run's order database), so each part's CPU is divided by the orders it
 served. Also records pg_stat_database commits and tuples per order, and with
 "profile" a 10 s pprof CPU profile of each binary. Also counts, per client part
@@ -44,6 +45,8 @@ subprocess.run(["go", "build", "-o", bindir + "/", "./e2e/cmd/stack", "./e2e/cmd
 args = [bindir + "/stack", "-load", "-logs", out + "/logs"]
 for b, p in ADM.items():
     args += ["-env", f"{b}:ADMIN_ADDR=127.0.0.1:{p}"]
+for e in os.environ.get("CPUORDER_STACK_ENV", "").split():  # e.g. "bridge:LOG_LEVEL=debug", passed to the stack's -env
+    args += ["-env", e]
 os.makedirs(out + "/logs", exist_ok=True)
 st = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE, stderr=open(out + "/stack.err", "w"), text=True,
                       start_new_session=True)
