@@ -88,11 +88,8 @@ func (c *Cache) Subject(ctx context.Context, token []byte) (string, error) {
 	if len(token) == 0 {
 		return "", ErrNoToken
 	}
-	s := &c.shards[maphash.Bytes(c.seed, token)%uint64(len(c.shards))]
 	now := c.now()
-	s.mu.RLock()
-	e, ok := s.m[string(token)] // no allocation: the compiler special-cases this lookup
-	s.mu.RUnlock()
+	s, e, ok := c.lookup(token)
 	if ok && now.Before(e.until) {
 		return e.subject, nil
 	}
