@@ -31,6 +31,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/authn"
 	"github.com/shanhai-dev/shanhai/gateway/internal/canary"
 	"github.com/shanhai-dev/shanhai/gateway/internal/config"
+	"github.com/shanhai-dev/shanhai/gateway/internal/evloop"
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
@@ -228,6 +229,13 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		p.Handle(ctx)
 	}
 
+	if cfg.AdminAddr != "" {
+		// Closed on return: a host process outlives the gateway it ran.
+		defer serveAdmin(cfg.AdminAddr, log).Close()
+	}
+	if cfg.Transport == "loop" {
+		return serveLoop(ctx, cfg, log, p, handler, &shuttingDown, tel)
+	}
 	srv := &fasthttp.Server{
 		Handler:               handler,
 		ErrorHandler:          proxy.ErrorHandler,
@@ -246,10 +254,6 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
 	ln = sockio.Listener{Listener: ln} // raw socket calls: see internal/sockio
-	if cfg.AdminAddr != "" {
-		// Closed on return: a host process outlives the gateway it ran.
-		defer serveAdmin(cfg.AdminAddr, log).Close()
-	}
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCertFile != "" {
@@ -260,7 +264,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		}
 		errc <- srv.Serve(ln)
 	}()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "routes", cfg.Routes)
+	log.Info("gateway listening", "addr", ln.Addr().String(), "transport", cfg.Transport, "mode", cfg.Mode, "routes", cfg.Routes)
 
 	select {
 	case err := <-errc:
@@ -273,13 +277,45 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		log.Warn("shutdown", "error", err.Error())
 	}
+	flushTelemetry(sctx, tel, log)
+	return nil
+}
+
+// serveLoop is run's tail for GATEWAY_TRANSPORT=loop: the same chain and
+// admin paths on gnet event loops (internal/evloop).
+func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *proxy.Proxy, admin fasthttp.RequestHandler,
+	shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
+	srv := evloop.New(evloop.Options{
+		Addr: cfg.Addr, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz", "/metrics"},
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: 16 << 10, ReadTimeout: cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Log: log,
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	log.Info("gateway listening", "addr", cfg.Addr, "transport", cfg.Transport, "mode", cfg.Mode, "routes", cfg.Routes)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shuttingDown.Store(true)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Stop(sctx); err != nil {
+		log.Warn("shutdown", "error", err.Error())
+	}
+	<-errc
+	flushTelemetry(sctx, tel, log)
+	return nil
+}
+
+func flushTelemetry(ctx context.Context, tel *telemetry.Provider, log *slog.Logger) {
 	if tel != nil {
-		if err := tel.Shutdown(sctx); err != nil {
+		if err := tel.Shutdown(ctx); err != nil {
 			log.Warn("telemetry flush", "error", err.Error())
 		}
 	}
 	log.Info("gateway stopped")
-	return nil
 }
 
 func serveAdmin(addr string, log *slog.Logger) *http.Server {
