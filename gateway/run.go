@@ -265,20 +265,12 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		errc <- srv.Serve(ln)
 	}()
 	log.Info("gateway listening", "addr", ln.Addr().String(), "transport", cfg.Transport, "mode", cfg.Mode, "routes", cfg.Routes)
-
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	shuttingDown.Store(true)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		log.Warn("shutdown", "error", err.Error())
-	}
-	flushTelemetry(sctx, tel, log)
-	return nil
+	return serveUntil(ctx, cfg, log, errc, &shuttingDown, tel, func(sctx context.Context) error {
+		if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return nil
+	})
 }
 
 // serveLoop is run's tail for GATEWAY_TRANSPORT=loop: the same chain and
@@ -293,6 +285,21 @@ func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *prox
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	log.Info("gateway listening", "addr", cfg.Addr, "transport", cfg.Transport, "mode", cfg.Mode, "routes", cfg.Routes)
+	return serveUntil(ctx, cfg, log, errc, shuttingDown, tel, func(sctx context.Context) error {
+		err := srv.Stop(sctx)
+		select {
+		case <-errc: // Serve has returned: every connection is closed
+		case <-sctx.Done():
+		}
+		return err
+	})
+}
+
+// serveUntil waits for the server to fail (errc) or ctx to end; then it
+// fails readiness, stops the server within SHUTDOWN_TIMEOUT and flushes
+// telemetry.
+func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <-chan error, shuttingDown *atomic.Bool,
+	tel *telemetry.Provider, stop func(context.Context) error) error {
 	select {
 	case err := <-errc:
 		return err
@@ -301,21 +308,16 @@ func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *prox
 	shuttingDown.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Stop(sctx); err != nil {
+	if err := stop(sctx); err != nil {
 		log.Warn("shutdown", "error", err.Error())
 	}
-	<-errc
-	flushTelemetry(sctx, tel, log)
-	return nil
-}
-
-func flushTelemetry(ctx context.Context, tel *telemetry.Provider, log *slog.Logger) {
 	if tel != nil {
-		if err := tel.Shutdown(ctx); err != nil {
+		if err := tel.Shutdown(sctx); err != nil {
 			log.Warn("telemetry flush", "error", err.Error())
 		}
 	}
 	log.Info("gateway stopped")
+	return nil
 }
 
 func serveAdmin(addr string, log *slog.Logger) *http.Server {
