@@ -35,6 +35,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -84,6 +85,8 @@ type Server struct {
 	o     Options
 	admin map[string]bool
 
+	draining atomic.Bool
+
 	mu    sync.Mutex
 	eng   gnet.Engine
 	up    bool
@@ -127,8 +130,20 @@ func (s *Server) Serve() error {
 	return nil
 }
 
-// Stop closes the listener and every connection.
+// Stop drains, then closes the listener and every connection. While it
+// drains, answers carry Connection: close and requests in flight finish
+// (until ctx ends); clients keep being served, as readiness already says
+// the gateway is going.
 func (s *Server) Stop(ctx context.Context) error {
+	s.draining.Store(true)
+	t := time.NewTicker(Tick)
+	defer t.Stop()
+	for s.inflight() > 0 && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
 	s.mu.Lock()
 	eng, up := s.eng, s.up
 	s.mu.Unlock()
@@ -136,6 +151,17 @@ func (s *Server) Stop(ctx context.Context) error {
 		return nil
 	}
 	return eng.Stop(ctx)
+}
+
+// inflight counts requests being served on every loop.
+func (s *Server) inflight() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, l := range s.loops {
+		n += l.busy.Load()
+	}
+	return n
 }
 
 // OnBoot records the engine for Stop.
@@ -248,6 +274,7 @@ type loop struct {
 	br      *bufio.Reader
 	out     bytes.Buffer
 	bw      *bufio.Writer
+	busy    atomic.Int64 // clients being served; written on the loop, read by Stop
 }
 
 type client struct {
@@ -261,6 +288,7 @@ type client struct {
 	// close after this answer (Connection: close, HTTP/1.0, bad input)
 	close, closing, gone bool
 	continued            bool  // 100 Continue sent for the request being read
+	http10               bool  // the request being served is HTTP/1.0
 	started              int64 // first byte of the request being read arrived (unix ns), 0: none
 	active               int64 // last answer written or connection opened
 	stalled              int64 // since when an answer sits unwritten, 0: none
@@ -323,8 +351,10 @@ func (l *loop) serve(cl *client) {
 		}
 		_, _ = cl.c.Discard(len(buf) - l.rd.Len() - l.br.Buffered())
 		cl.started, cl.continued, cl.busy = 0, false, true
+		l.busy.Add(1)
 		h := &cl.req.Header
-		cl.close = h.ConnectionClose() || (!h.IsHTTP11() && !bytes.EqualFold(h.Peek("Connection"), []byte("keep-alive")))
+		cl.http10 = !h.IsHTTP11()
+		cl.close = h.ConnectionClose() || (cl.http10 && !bytes.EqualFold(h.Peek("Connection"), []byte("keep-alive")))
 		cl.resp.Reset()
 		cl.resp.Header.SetNoDefaultContentType(true)
 		// The path without parsing the URI: a parsed URI would be
@@ -404,14 +434,23 @@ func (l *loop) adminCall(cl *client) {
 
 // reply writes cl.resp and makes cl ready for its next request.
 func (l *loop) reply(cl *client) {
-	cl.busy = false
+	if cl.busy {
+		cl.busy = false
+		l.busy.Add(-1)
+	}
 	cl.active = time.Now().UnixNano()
 	if cl.gone {
 		delete(l.clients, cl)
 		return
 	}
-	if cl.close {
+	if l.s.draining.Load() {
+		cl.close = true
+	}
+	switch {
+	case cl.close:
 		cl.resp.SetConnectionClose()
+	case cl.http10: // an HTTP/1.0 client keeps the connection only when told
+		cl.resp.Header.Set("Connection", "keep-alive")
 	}
 	cl.resp.SkipBody = cl.req.Header.IsHead()
 	l.out.Reset()

@@ -55,6 +55,11 @@ func startUpstream(t *testing.T) (string, *atomic.Int64) {
 }
 
 func startServer(t *testing.T, o proxy.Options, so Options) string {
+	addr, _ := startServerS(t, o, so)
+	return addr
+}
+
+func startServerS(t *testing.T, o proxy.Options, so Options) (string, *Server) {
 	t.Helper()
 	up, _ := startUpstream(t)
 	pool := upstream.NewPool(staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, []string{"order"}, upstream.ClientOptions{})
@@ -84,12 +89,12 @@ func startServer(t *testing.T, o proxy.Options, so Options) string {
 	for range 100 {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return addr
+			return addr, s
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("server did not start")
-	return ""
+	return "", nil
 }
 
 // roundTrips writes raw on one connection and reads n responses.
@@ -189,4 +194,35 @@ func TestLimitsAndTimeouts(t *testing.T) {
 			t.Fatalf("connection still open after 408: %v", err)
 		}
 	})
+}
+
+// Stop lets a request in flight finish and tells its client to go.
+func TestStopDrainsRequestsInFlight(t *testing.T) {
+	addr, s := startServerS(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10})
+	got := make(chan *fasthttp.Response, 1)
+	go func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, "GET /api/v1/orders/slow HTTP/1.1\r\nHost: gw\r\n\r\n")
+		r := &fasthttp.Response{}
+		if r.Read(bufio.NewReader(c)) != nil {
+			r = nil
+		}
+		got <- r
+	}()
+	time.Sleep(100 * time.Millisecond) // the request is at the upstream
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r == nil || r.StatusCode() != 504 || !r.ConnectionClose() {
+		t.Fatalf("request in flight during Stop: %v", r)
+	}
 }
