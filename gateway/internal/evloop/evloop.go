@@ -252,6 +252,10 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	switch x := c.Context().(type) {
 	case *client:
+		if x.lingerSince != 0 {
+			_, _ = c.Discard(c.InboundBuffered())
+			return gnet.None
+		}
 		if x.busy && c.InboundBuffered() > x.l.s.o.MaxHeaderBytes+x.l.s.o.MaxBodyBytes {
 			return gnet.Close // a pipelining client far ahead of its answers
 		}
@@ -289,6 +293,9 @@ type client struct {
 	close, closing, gone bool
 	continued            bool  // 100 Continue sent for the request being read
 	http10               bool  // the request being served is HTTP/1.0
+	linger               bool  // close by lingering (reject)
+	lingerSince          int64 // lingering since (unix ns), 0: not
+	need                 int   // bytes the request being read needs before a parse can succeed
 	started              int64 // first byte of the request being read arrived (unix ns), 0: none
 	active               int64 // last answer written or connection opened
 	stalled              int64 // since when an answer sits unwritten, 0: none
@@ -312,6 +319,7 @@ type upconn struct {
 	p    *pool
 	cl   *client // whose request is in flight, if any
 	used int64   // last returned to idle
+	need int     // at least this many bytes before the answer can be complete
 }
 
 // needMore says a parse error only means the message is not complete yet.
@@ -322,6 +330,9 @@ func needMore(err error) bool {
 // serve reads and starts requests from cl's buffer while it is not busy.
 func (l *loop) serve(cl *client) {
 	for !cl.busy && !cl.closing && !cl.gone {
+		if cl.c.InboundBuffered() < cl.need {
+			return // a body still arriving: no need to parse again yet
+		}
 		buf, _ := cl.c.Peek(-1)
 		if len(buf) == 0 {
 			cl.started = 0
@@ -335,6 +346,9 @@ func (l *loop) serve(cl *client) {
 		l.br.Reset(&l.rd)
 		err := cl.req.Header.Read(l.br)
 		if err == nil {
+			if n := cl.req.Header.ContentLength(); n > 0 && n <= l.s.o.MaxBodyBytes {
+				cl.need = len(buf) - l.rd.Len() - l.br.Buffered() + n
+			}
 			if !cl.continued && cl.req.MayContinue() {
 				// The client waits for this before sending the body.
 				cl.continued = true
@@ -350,7 +364,7 @@ func (l *loop) serve(cl *client) {
 			return
 		}
 		_, _ = cl.c.Discard(len(buf) - l.rd.Len() - l.br.Buffered())
-		cl.started, cl.continued, cl.busy = 0, false, true
+		cl.started, cl.continued, cl.busy, cl.need = 0, false, true, 0
 		l.busy.Add(1)
 		h := &cl.req.Header
 		cl.http10 = !h.IsHTTP11()
@@ -376,9 +390,16 @@ func (l *loop) serve(cl *client) {
 func (l *loop) reject(cl *client, err error) {
 	cl.resp.Reset()
 	proxy.Reject(&cl.req, &cl.resp, err)
-	cl.close = true
+	cl.close, cl.linger = true, true
 	l.reply(cl)
 }
+
+// Linger is how long a client that was cut off mid-request (413, 431, 408,
+// 400) may keep sending before the connection is closed. Closing at once,
+// with its unread bytes still arriving, makes the kernel reset the
+// connection, and the client may lose the answer before reading it (nginx
+// calls this lingering close).
+const Linger = time.Second
 
 // step carries out what the chain asked for.
 func (l *loop) step(cl *client, s proxy.Step) {
@@ -463,6 +484,10 @@ func (l *loop) reply(cl *client) {
 	}
 	if cl.close {
 		cl.closing = true
+		if cl.linger {
+			cl.lingerSince = cl.active // the sweep closes it, or the client does
+			return
+		}
 		_ = cl.c.Close()
 	}
 }
@@ -574,6 +599,9 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	if cl == nil { // nobody asked: a late answer after a timeout, or garbage
 		return gnet.Close
 	}
+	if uc.c.InboundBuffered() < uc.need {
+		return gnet.None
+	}
 	buf, _ := uc.c.Peek(-1)
 	cl.resp.Reset()
 	cl.resp.Header.SetNoDefaultContentType(true)
@@ -582,9 +610,14 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	l.br.Reset(&l.rd)
 	err := cl.resp.ReadLimitBody(l.br, l.s.o.MaxResponseBytes)
 	if err != nil && needMore(err) {
+		// Headers in and a length known: wait for all of it before
+		// parsing again (a large body arrives in many reads).
+		if n := cl.resp.Header.ContentLength(); n > 0 && n <= l.s.o.MaxResponseBytes && cl.resp.Header.StatusCode() > 0 {
+			uc.need = n
+		}
 		return gnet.None
 	}
-	uc.cl = nil
+	uc.cl, uc.need = nil, 0
 	if err != nil {
 		cl.resp.Reset()
 		l.attempted(cl, fmt.Errorf("upstream answer: %w", err))
@@ -643,6 +676,9 @@ func (l *loop) sweep(t time.Time) {
 				cl.waitOn = nil
 			}
 			l.attempted(cl, fasthttp.ErrTimeout)
+		case cl.lingerSince != 0 && !cl.gone && now-cl.lingerSince >= int64(Linger):
+			cl.lingerSince = 0
+			_ = cl.c.Close()
 		case cl.busy || cl.gone || cl.closing:
 		case cl.started != 0 && o.ReadTimeout > 0 && now-cl.started >= int64(o.ReadTimeout):
 			l.reject(cl, os.ErrDeadlineExceeded)

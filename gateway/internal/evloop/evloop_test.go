@@ -47,6 +47,10 @@ func startUpstream(t *testing.T) (string, *atomic.Int64) {
 		if strings.Contains(string(ctx.RequestURI()), "/slow") {
 			time.Sleep(2 * time.Second)
 		}
+		if strings.Contains(string(ctx.RequestURI()), "/echo") {
+			ctx.SetBody(ctx.Request.Body()) // a large answer for a large request
+			return
+		}
 		ctx.SetBodyString("upstream:" + string(ctx.RequestURI()) + ":" + string(ctx.Request.Header.Peek(proxy.TimeoutHeader)))
 	}}
 	go func() { _ = srv.Serve(ln) }()
@@ -224,5 +228,21 @@ func TestStopDrainsRequestsInFlight(t *testing.T) {
 	r := <-got
 	if r == nil || r.StatusCode() != 504 || !r.ConnectionClose() {
 		t.Fatalf("request in flight during Stop: %v", r)
+	}
+}
+
+// Bodies larger than a socket read travel whole both ways, in order with
+// the request after them.
+func TestLargeBodiesBothWays(t *testing.T) {
+	addr := startServer(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 20})
+	body := strings.Repeat("0123456789abcdef", 40<<10) // 640 KiB
+	raw := fmt.Sprintf("POST /api/v1/orders/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n%s", len(body), body) +
+		"GET /api/v1/orders/after HTTP/1.1\r\nHost: gw\r\n\r\n"
+	rs := roundTrips(t, addr, raw, 2)
+	if rs[0].StatusCode() != 200 || string(rs[0].Body()) != body {
+		t.Fatalf("echo: %d, %d bytes back of %d", rs[0].StatusCode(), len(rs[0].Body()), len(body))
+	}
+	if !strings.HasPrefix(string(rs[1].Body()), "upstream:/api/v1/orders/after:") {
+		t.Fatalf("request after the large one: %q", rs[1].Body())
 	}
 }
