@@ -47,7 +47,7 @@ func TestDockerfileRules(t *testing.T) {
 }
 
 // buildLikeDockerfile is the Dockerfile's build command, so the test builds what the image would contain.
-var buildLikeDockerfile = []string{"build", "-trimpath", "-ldflags=-s -w"}
+var buildLikeDockerfile = []string{"build", "-trimpath", "-tags", "nosqlite,nomsgpack", "-ldflags=-s -w"}
 
 // TestBinariesBuildStaticAsInTheImage builds every binary the way the Dockerfile does and reports its size. One go
 // build for all of them: shared dependencies compile once.

@@ -1,24 +1,51 @@
 #!/usr/bin/env bash
-# overhead.sh measures what the probes cost a Go HTTP server: two copies of the same binary (testdata/target), one
-# probed by the agent and one not, driven by interleaved wrk runs with the same threads, connections and duration,
-# alternating which copy goes first. It prints the requests/s ratio, the p99 ratio (probed / unprobed) and the
-# in-kernel cost per probe hit from BPF program statistics (kernel.bpf_stats_enabled: run_time_ns / run_cnt).
-# Must run as root.
+# overhead.sh measures what the probes cost a Go HTTP server: two copies of the same binary, one probed by the agent
+# and one not, driven by interleaved wrk runs with the same threads, connections and duration, alternating which copy
+# goes first. It prints the requests/s ratio, the p99 ratio (probed / unprobed), each copy's CPU per request, and the
+# in-kernel cost per probe hit from BPF program statistics (kernel.bpf_stats_enabled: run_time_ns / run_cnt), for the
+# HTTP server probe and for every program of the agent apart (hits per request, ns per hit). Must run as root.
+#
+# TARGET picks the server:
+#   target (default)  testdata/target, a no-op net/http handler (~13 us of CPU per request): the worst case, where two
+#                     uprobe traps per request are the largest share
+#   order             the order service (services/order) against the shared PostgreSQL, Redis, etcd and NATS
+#                     (scripts/deps.sh env), driven with an authenticated GET /api/v1/orders/{id}: JWT check, one SQL
+#                     query, JSON. A user service (SQLite, throwaway dev keys) mints the token and serves the JWKS.
+#                     The order lives in the PostgreSQL database shanhai_bpf_bench and the user in
+#                     $STATE_DIR/user.db, both kept and reused, so repeated runs create one order in total (and
+#                     publish one order.created to the shared Kafka) and no more. Both copies register in etcd as
+#                     version "bpf-bench" and consume the JetStream stream BPFBENCH (subjects "bpfbench.*").
 #
 #   ROUNDS=3 DURATION=5s CONNS=16 bpf/bench/overhead.sh
+#   TARGET=order ROUNDS=5 DURATION=5s bpf/bench/overhead.sh
 #   AGENT=/tmp/agent-before bpf/bench/overhead.sh   # probe with another build of the agent (same target binary)
+#   STATS=on bpf/bench/overhead.sh                  # BPF statistics on during the A/B rounds (the method before 12-04)
+#
+# kernel.bpf_stats_enabled makes the kernel read the clock twice around every program run, a cost production does
+# not pay, so by default (STATS=apart) the A/B rounds run with it off and one more round on the probed copy alone,
+# with it on, gives the per-program hits and ns.
 set -euo pipefail
 
+TARGET=${TARGET:-target}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 CONNS=${CONNS:-16}
 THREADS=${THREADS:-1}
-PATH_Q=${PATH_Q:-/work}
+STATS=${STATS:-apart}
+STATE_DIR=${STATE_DIR:-/var/tmp/shanhai-bpf-bench}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+
+case $TARGET in
+target) PATH_Q=${PATH_Q:-/work} ;;
+order) ;;
+*) echo "TARGET must be target or order, not $TARGET" >&2; exit 2 ;;
+esac
+[[ $STATS == apart || $STATS == on ]] || { echo "STATS must be apart or on, not $STATS" >&2; exit 2; }
 
 [[ $(id -u) == 0 ]] || { echo "overhead.sh loads eBPF programs: run it as root" >&2; exit 1; }
-for tool in wrk bpftool jq; do
-	command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk bpftool jq)" >&2; exit 1; }
+for tool in wrk bpftool jq curl bc; do
+	command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk bpftool jq curl bc)" >&2; exit 1; }
 done
 
 work=$(mktemp -d)
@@ -32,78 +59,173 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "building target and agent in $work"
-(cd "$HERE" && CGO_ENABLED=0 go build -o "$work/probed" ./testdata/target && CGO_ENABLED=0 go build -o "$work/agent" ./cmd/agent)
+echo "target: $TARGET; building in $work"
+(cd "$HERE" && CGO_ENABLED=0 go build -o "$work/agent" ./cmd/agent)
 if [[ -n ${AGENT:-} ]]; then cp "$AGENT" "$work/agent"; fi # another build of the agent, for before/after runs
+if [[ $TARGET == target ]]; then
+	(cd "$HERE" && CGO_ENABLED=0 go build -o "$work/probed" ./testdata/target)
+else
+	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$work/probed" ./services/order/cmd/order &&
+		CGO_ENABLED=0 go build -o "$work/user" ./services/user/cmd/user)
+fi
 cp "$work/probed" "$work/plain" # same bytes, another file: uprobes live on the probed file only
 
-start_target() { # name: runs in this shell (not a $(...) subshell) so cleanup knows its pid
-	"$work/$1" >"$work/$1.addr" 2>"$work/$1.err" &
-	pids+=($!)
-	for _ in $(seq 100); do [[ -s $work/$1.addr ]] && break; sleep 0.05; done
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+wait_ready() { # url log
+	for _ in $(seq 300); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
+	tail -20 "$2" >&2
+	echo "not ready: $1" >&2
+	exit 1
+}
+
+# The agent's programs are those loaded after this id (this bpftool lists no owner pids).
+base_id=$(bpftool prog show --json | jq '[.[].id] | max // 0')
 HTTP_ADDR=127.0.0.1:18085 BPF_TARGETS="$work/probed" "$work/agent" 2>"$work/agent.log" &
-pids+=($!)
-for _ in $(seq 200); do curl -fs http://127.0.0.1:18085/readyz >/dev/null 2>&1 && break; sleep 0.05; done
-curl -fs http://127.0.0.1:18085/readyz >/dev/null || { cat "$work/agent.log"; echo "agent not ready" >&2; exit 1; }
+agent_pid=$!
+pids+=("$agent_pid")
+wait_ready http://127.0.0.1:18085/readyz "$work/agent.log"
 
-start_target probed
-start_target plain
-probed=$(head -1 "$work/probed.addr")
-plain=$(head -1 "$work/plain.addr")
+curl_args=()
+if [[ $TARGET == target ]]; then
+	start_target() { # name: runs in this shell (not a $(...) subshell) so cleanup knows its pid
+		"$work/$1" >"$work/$1.addr" 2>"$work/$1.err" &
+		pids+=($!)
+		eval "${1}_pid=$!"
+		for _ in $(seq 100); do [[ -s $work/$1.addr ]] && break; sleep 0.05; done
+	}
+	start_target probed
+	start_target plain
+	probed=$(head -1 "$work/probed.addr")
+	plain=$(head -1 "$work/plain.addr")
+else
+	eval "$("$ROOT/scripts/deps.sh" env)"
+	mkdir -p "$STATE_DIR"
+	db=shanhai_bpf_bench
+	if [[ -z $(psql "$DATABASE_URL" -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'") ]]; then
+		psql -q "$DATABASE_URL" -c "CREATE DATABASE $db"
+	fi
+	order_db=${DATABASE_URL/\/shanhai\?/\/$db?}
+	common=(ADMIN_ADDR= LOG_LEVEL=info SERVICE_VERSION=bpf-bench "REDIS_URL=$REDIS_URL" "ETCD_ENDPOINTS=$ETCD_ENDPOINTS"
+		"KAFKA_BROKERS=$KAFKA_BROKERS" "NATS_URL=$NATS_URL")
+	user=127.0.0.1:$(free_port)
+	env "${common[@]}" HTTP_ADDR="$user" DATABASE_URL="sqlite://$STATE_DIR/user.db" AUTH_DEV_KEYS=true \
+		ACCESS_TOKEN_TTL=1h "$work/user" >"$work/user.log" 2>&1 &
+	pids+=($!)
+	wait_ready "http://$user/readyz" "$work/user.log"
+	start_order() { # name: runs in this shell so cleanup knows its pid
+		local addr=127.0.0.1:$(free_port)
+		env "${common[@]}" HTTP_ADDR="$addr" DATABASE_URL="$order_db" NATS_STREAM=BPFBENCH NATS_SUBJECT_PREFIX=bpfbench. \
+			JWKS_URL="http://$user/.well-known/jwks.json" "$work/$1" >"$work/$1.log" 2>&1 &
+		pids+=($!)
+		eval "${1}_pid=$! $1=$addr"
+		wait_ready "http://$addr/readyz" "$work/$1.log"
+	}
+	start_order probed # first alone: it migrates the database
+	start_order plain
+	creds='{"email":"bpf-bench@shanhai.test","password":"tidal-lantern-quiet-2026"'
+	code=$(curl -s -o "$work/reg.json" -w '%{http_code}' -H 'Content-Type: application/json' -d "$creds,\"name\":\"bpf bench\"}" \
+		"http://$user/api/v1/users")
+	[[ $code == 201 || $code == 409 ]] || { cat "$work/reg.json" >&2; echo "register: HTTP $code" >&2; exit 1; }
+	token=$(curl -fs -H 'Content-Type: application/json' -d "$creds}" "http://$user/api/v1/sessions" | jq -r .access_token)
+	curl_args=(-H "Authorization: Bearer $token")
+	sku=$(curl -fs "${curl_args[@]}" "http://$probed/api/v1/products" | jq -r '(.items // .products // .)[0].sku')
+	# The same idempotency key every run: after the first, the order is replayed, not created again.
+	order=$(curl -fs "${curl_args[@]}" -H 'Content-Type: application/json' -H 'Idempotency-Key: bpf-bench-order-1' \
+		-d "{\"items\":[{\"sku\":\"$sku\",\"quantity\":1}]}" "http://$probed/api/v1/orders" | jq -r .id)
+	PATH_Q=${PATH_Q:-/api/v1/orders/$order}
+fi
 sleep 1
-curl -fs "http://$probed$PATH_Q" >/dev/null && curl -fs "http://$plain$PATH_Q" >/dev/null
-sysctl -qw kernel.bpf_stats_enabled=1
+curl -fs "${curl_args[@]}" "http://$probed$PATH_Q" >/dev/null && curl -fs "${curl_args[@]}" "http://$plain$PATH_Q" >/dev/null
+echo "GET $PATH_Q: probed $probed (pid $probed_pid), plain $plain (pid $plain_pid)"
 
-# prog_stats prints "run_time_ns run_cnt" summed over the agent's uprobe programs of the HTTP server probe.
-prog_stats() {
-	bpftool prog show --json | jq -r '[.[] | select(.name == "serve_http_ente" or .name == "serve_http_ret" or .name == "serve_http_enter")] |
-		"\(map(.run_time_ns // 0) | add // 0) \(map(.run_cnt // 0) | add // 0)"'
+# progs prints "id name run_time_ns run_cnt" for every program the agent loaded.
+progs() {
+	bpftool prog show --json | jq -r --argjson base "$base_id" '.[] | select(.id > $base and (.type == "kprobe" or .type == "tracepoint")) |
+		"\(.id) \(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"' | sort
 }
 
-# run addr -> "rps p99_us"
+# cpu_ticks pid: user + system clock ticks of the whole process (uprobe traps are charged to it as system time).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# run addr -> "rps p99_us requests"
 run() {
-	wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://$1$PATH_Q" >"$work/wrk.out"
-	local rps p99
+	wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${curl_args[@]}" "http://$1$PATH_Q" >"$work/wrk.out"
+	local rps p99 n
 	rps=$(awk '/^Requests\/sec:/ {print $2}' "$work/wrk.out")
 	p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); print v} else if (v ~ /ms$/) {sub(/ms/,"",v); print v*1000} else if (v ~ /s$/) {sub(/s/,"",v); print v*1000000}}' "$work/wrk.out")
-	echo "$rps $p99"
+	n=$(awk '/requests in/ {print $1}' "$work/wrk.out")
+	if grep -q 'Non-2xx' "$work/wrk.out"; then grep 'Non-2xx' "$work/wrk.out" >&2; fi
+	echo "$rps $p99 $n"
 }
 
-# prog_split prints "name run_time_ns run_cnt" per program of the HTTP server probe.
-prog_split() {
-	bpftool prog show --json | jq -r '.[] | select(.name == "serve_http_ente" or .name == "serve_http_ret" or .name == "serve_http_enter") |
-		"\(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"' | sort
+served() { # requests the agent counted, and the Go client calls, from /metrics
+	curl -fs http://127.0.0.1:18085/metrics >"$work/metrics.$1"
+	awk '/^shanhai_bpf_http_server_request_duration_seconds_count/ {s += $2} END {print s+0}' "$work/metrics.$1"
 }
 
-prog_split >"$work/split0"
-read -r t0 c0 < <(prog_stats)
-req0=$(curl -fs http://127.0.0.1:18085/metrics | awk '/^shanhai_bpf_http_server_request_duration_seconds_count/ {s += $2} END {print s+0}')
-sum_p_rps=0; sum_u_rps=0; sum_p_p99=0; sum_u_p99=0
+if [[ $STATS == on ]]; then
+	sysctl -qw kernel.bpf_stats_enabled=1
+	progs >"$work/progs0"
+	req0=$(served 0)
+fi
+sum_p_rps=0; sum_u_rps=0; sum_p_p99=0; sum_u_p99=0; n_p=0; n_u=0; cpu_p=0; cpu_u=0
 for r in $(seq "$ROUNDS"); do
-	if ((r % 2)); then order="probed plain"; else order="plain probed"; fi
-	for which in $order; do
-		if [[ $which == probed ]]; then addr=$probed; else addr=$plain; fi
-		read -r rps p99 < <(run "$addr")
-		printf 'round %d %-6s %10.0f req/s  p99 %8.0f us\n' "$r" "$which" "$rps" "$p99"
+	if ((r % 2)); then order_="probed plain"; else order_="plain probed"; fi
+	for which in $order_; do
+		if [[ $which == probed ]]; then addr=$probed pid=$probed_pid; else addr=$plain pid=$plain_pid; fi
+		c0=$(cpu_ticks "$pid")
+		read -r rps p99 n < <(run "$addr")
+		c1=$(cpu_ticks "$pid")
+		printf 'round %d %-6s %10.0f req/s  p99 %8.0f us  CPU %5.1f us/request\n' "$r" "$which" "$rps" "$p99" \
+			"$(echo "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)"
 		if [[ $which == probed ]]; then
 			sum_p_rps=$(echo "$sum_p_rps + $rps" | bc -l); sum_p_p99=$(echo "$sum_p_p99 + $p99" | bc -l)
+			n_p=$((n_p + n)); cpu_p=$((cpu_p + c1 - c0))
 		else
 			sum_u_rps=$(echo "$sum_u_rps + $rps" | bc -l); sum_u_p99=$(echo "$sum_u_p99 + $p99" | bc -l)
+			n_u=$((n_u + n)); cpu_u=$((cpu_u + c1 - c0))
 		fi
 	done
 done
-read -r t1 c1 < <(prog_stats)
-prog_split >"$work/split1"
-req1=$(curl -fs http://127.0.0.1:18085/metrics | awk '/^shanhai_bpf_http_server_request_duration_seconds_count/ {s += $2} END {print s+0}')
+load=$(uptime | sed 's/.*load/load/')
+if [[ $STATS == apart ]]; then
+	sysctl -qw kernel.bpf_stats_enabled=1
+	progs >"$work/progs0"
+	req0=$(served 0)
+	read -r rps p99 n < <(run "$probed")
+	printf 'stats  probed %10.0f req/s  p99 %8.0f us  (BPF statistics on, for the per-program figures below)\n' "$rps" "$p99"
+fi
+progs >"$work/progs1"
+req1=$(served 1)
+sysctl -qw kernel.bpf_stats_enabled=0
+reqs=$(echo "$req1 - $req0" | bc)
 
-hits=$((c1 - c0)); ns=$((t1 - t0)); reqs=$(echo "$req1 - $req0" | bc)
-echo "----"
+echo "---- TARGET=$TARGET, GET $PATH_Q, $ROUNDS x $DURATION, $CONNS connections, BPF statistics $STATS; $load"
 printf 'requests/s ratio (probed/unprobed): %.3f\n' "$(echo "$sum_p_rps / $sum_u_rps" | bc -l)"
 printf 'p99 ratio (probed/unprobed):        %.3f\n' "$(echo "$sum_p_p99 / $sum_u_p99" | bc -l)"
-printf 'probe hits: %d, in-kernel ns per hit: %.0f, per request: %.0f (requests counted by the agent: %s)\n' \
-	"$hits" "$(echo "$ns / ($hits + ($hits == 0))" | bc -l)" "$(echo "$ns / ($reqs + ($reqs == 0))" | bc -l)" "$reqs"
-join "$work/split0" "$work/split1" | while read -r name a0 b0 a1 b1; do
-	printf '  %-16s %d hits, %.0f ns per hit\n' "$name" $((b1 - b0)) "$(echo "($a1 - $a0) / ($b1 - $b0 + ($b1 == $b0))" | bc -l)"
-done
+printf 'CPU per request: probed %.1f us, unprobed %.1f us (ratio %.3f)\n' \
+	"$(echo "$cpu_p * 1000000 / $(getconf CLK_TCK) / $n_p" | bc -l)" "$(echo "$cpu_u * 1000000 / $(getconf CLK_TCK) / $n_u" | bc -l)" \
+	"$(echo "($cpu_p / $n_p) / ($cpu_u / $n_u)" | bc -l)"
+# Per program: the delta of each program id between the two snapshots ("id name ns hits" joined on the id, which is
+# stable while the agent runs). The tracepoints fire for every process on the machine, so their hits include others' TCP.
+join "$work/progs0" "$work/progs1" | awk -v reqs="$reqs" '
+	{ hits = $7 - $4; ns = $6 - $3; if (hits == 0) next
+	  name[$2] = 1; h[$2] += hits; t[$2] += ns
+	  if ($2 ~ /^serve_http/) { sh += hits; st += ns }
+	  th += hits; tt += ns }
+	END {
+	  printf "HTTP server probe: %d hits, in-kernel ns per hit: %.0f, per request: %.0f (requests counted by the agent: %d)\n", sh, st / (sh + (sh == 0)), st / (reqs + (reqs == 0)), reqs
+	  printf "every program of the agent: %.2f hits and %.0f ns per request, %.0f ns per hit\n", th / (reqs + (reqs == 0)), tt / (reqs + (reqs == 0)), tt / (th + (th == 0))
+	  for (n in name) printf "  %-16s %9d hits  %5.2f per request  %4.0f ns per hit\n", n, h[n], h[n] / (reqs + (reqs == 0)), t[n] / h[n]
+	}'
+# Which Go calls fired per request (a call is one call_enter and one call_ret hit).
+awk -v reqs="$reqs" '
+	/^shanhai_bpf_client_call_duration_seconds_count/ {
+		k = $1; sub(/.*\{/, "", k); sub(/\}.*/, "", k); gsub(/(pid|exe)="[^"]*",?/, "", k)
+		if (FILENAME ~ /metrics\.0$/) c0[k] += $2; else c1[k] += $2
+	}
+	END { for (k in c1) if (c1[k] > c0[k]) printf "  calls {%s}: %.2f per request\n", k, (c1[k] - c0[k]) / (reqs + (reqs == 0)) }' \
+	"$work/metrics.0" "$work/metrics.1"

@@ -83,15 +83,21 @@ func TestCacheEndsAtExpiryPlusLeeway(t *testing.T) {
 	}
 }
 
+// changingJWKS serves doc until set replaces it.
+func changingJWKS(t *testing.T, doc []byte) (url string, set func([]byte)) {
+	var cur atomic.Pointer[[]byte]
+	set = func(b []byte) { cur.Store(&b) }
+	set(doc)
+	srv, _ := jwksServer(t, func() []byte { return *cur.Load() })
+	return srv.URL, set
+}
+
 // A key dropped from the JWKS (or replaced under the same kid) stops its
 // cached tokens as soon as the verifier holds the new set.
 func TestCacheFollowsTheKeySet(t *testing.T) {
 	old, next := mustKey(t), mustKey(t)
-	var doc atomic.Pointer[[]byte]
-	set := func(b []byte) { doc.Store(&b) }
-	set(NewSigner(old).JWKS())
-	srv, _ := jwksServer(t, func() []byte { return *doc.Load() })
-	v := NewVerifier(srv.URL, VerifierOptions{})
+	url, set := changingJWKS(t, NewSigner(old).JWKS())
+	v := NewVerifier(url, VerifierOptions{})
 	ctx := context.Background()
 	tok, _ := NewSigner(old).Sign("alice", time.Hour)
 	mustVerify(t, v, tok)
@@ -150,4 +156,113 @@ func TestCacheCanBeTurnedOff(t *testing.T) {
 	if _, err := v.Verify(context.Background(), tok); err == nil {
 		t.Fatal("verified without parsing although the cache is off")
 	}
+}
+
+// VerifyBytes and Verify share the cache; the byte form finds a cached
+// token without copying it, and the cache never keeps the caller's buffer:
+// reusing it for another token (as fasthttp reuses its header buffers) must
+// neither change what the first token answers nor let the second borrow the
+// first one's entry.
+func TestCacheBytesKeyIsTheCallersOnlyDuringTheCall(t *testing.T) {
+	s := NewSigner(mustKey(t))
+	v, _ := NewStaticVerifier(s.JWKS(), VerifierOptions{})
+	alice, _ := s.Sign("alice", time.Minute)
+	bob, _ := s.Sign("carol", time.Minute)
+	if len(alice) != len(bob) {
+		t.Fatalf("test needs tokens of one length (%d, %d)", len(alice), len(bob))
+	}
+	buf := []byte(alice)
+	c, err := v.VerifyBytes(context.Background(), buf)
+	if err != nil || c.Subject != "alice" {
+		t.Fatalf("VerifyBytes = %+v, %v", c, err)
+	}
+	copy(buf, bob) // the caller reuses its buffer
+	if c, err := v.VerifyBytes(context.Background(), buf); err != nil || c.Subject != "carol" {
+		t.Fatalf("reused buffer answered %+v, %v; want carol", c, err)
+	}
+	breakParser(v)
+	if c := mustVerify(t, v, alice); c.Subject != "alice" {
+		t.Fatalf("alice's entry now says %q", c.Subject)
+	}
+	copy(buf, alice)
+	if c, err := v.VerifyBytes(context.Background(), buf); err != nil || c.Subject != "alice" {
+		t.Fatalf("byte lookup of a cached token: %+v, %v", c, err)
+	}
+	if n := entries(v.cache); n != 2 {
+		t.Fatalf("cache holds %d entries, want 2", n)
+	}
+	buf[len(buf)-1] ^= 1 // one bit of the signature
+	if _, err := v.VerifyBytes(context.Background(), buf); err == nil {
+		t.Fatal("a changed token was answered from the cache")
+	}
+}
+
+// A cache hit through VerifyBytes allocates nothing (the gateway calls it
+// for every request with a token).
+func TestCacheBytesHitAllocatesNothing(t *testing.T) {
+	s := NewSigner(mustKey(t))
+	v, _ := NewStaticVerifier(s.JWKS(), VerifierOptions{})
+	tok, _ := s.Sign("alice", time.Minute)
+	buf := []byte(tok)
+	if _, err := v.VerifyBytes(context.Background(), buf); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := v.VerifyBytes(context.Background(), buf); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("a cache hit allocates %v times", n)
+	}
+}
+
+// Only successes are cached: a token rejected because its key was not
+// published yet verifies once the key set has it.
+func TestCacheKeepsNoFailures(t *testing.T) {
+	old, next := mustKey(t), mustKey(t)
+	url, set := changingJWKS(t, NewSigner(old).JWKS())
+	clk := newClock()
+	o := clk.opts()
+	o.MinRefreshInterval = time.Second
+	v := NewVerifier(url, o)
+	tok, _ := NewSigner(next).Sign("alice", time.Hour)
+	for range 2 {
+		if _, err := v.VerifyBytes(context.Background(), []byte(tok)); !errors.Is(err, ErrUnknownKey) {
+			t.Fatalf("err = %v, want ErrUnknownKey", err)
+		}
+	}
+	if n := entries(v.cache); n != 0 {
+		t.Fatalf("cache holds %d entries after failures", n)
+	}
+	set(NewSigner(next, old).JWKS())
+	clk.add(2 * time.Second) // past the refresh bound
+	if c, err := v.VerifyBytes(context.Background(), []byte(tok)); err != nil || c.Subject != "alice" {
+		t.Fatalf("after the key was published: %+v, %v", c, err)
+	}
+}
+
+// BenchmarkVerifyCached is a repeated token, the gateway's common case: the
+// byte form (fasthttp header bytes) and the string form (net/http).
+func BenchmarkVerifyCached(b *testing.B) {
+	s := NewSigner(mustKey(b))
+	v, _ := NewStaticVerifier(s.JWKS(), VerifierOptions{})
+	tok, _ := s.Sign("alice", time.Hour)
+	buf := []byte(tok)
+	ctx := context.Background()
+	b.Run("bytes", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := v.VerifyBytes(ctx, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("string", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := v.Verify(ctx, tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

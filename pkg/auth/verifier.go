@@ -160,13 +160,47 @@ func (o VerifierOptions) withDefaults() VerifierOptions {
 // returns its claims. Any error means the caller must answer 401. A token
 // that verified before is answered from the cache while it still would.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
-	if v.cache != nil {
-		set := v.keys.Load()
-		if c, ok := v.cache.get(token, v.opts.Now(), v.opts.Leeway, set); ok {
-			v.refreshIfOld(set)
-			return c, nil
-		}
+	return verify(v, ctx, token)
+}
+
+// VerifyBytes is Verify for a token in a buffer the caller reuses (the
+// gateway reads it from fasthttp's header bytes): a cached token is found
+// without copying it, so a hit allocates nothing; a miss copies it once, to
+// parse it and to keep it as the cache key.
+func (v *Verifier) VerifyBytes(ctx context.Context, token []byte) (Claims, error) {
+	return verify(v, ctx, token)
+}
+
+func verify[T string | []byte](v *Verifier, ctx context.Context, token T) (Claims, error) {
+	if c, ok := cached(v, token); ok {
+		return c, nil
 	}
+	return v.parse(ctx, string(token))
+}
+
+// CachedBytes answers from the verified-token cache alone, never parsing
+// or fetching: ok false means VerifyBytes must verify the token, which may
+// wait for the key set. The gateway's event loop asks this on the loop and
+// hands a miss to a goroutine.
+func (v *Verifier) CachedBytes(token []byte) (c Claims, ok bool) {
+	return cached(v, token)
+}
+
+func cached[T string | []byte](v *Verifier, token T) (Claims, bool) {
+	if v.cache == nil {
+		return Claims{}, false
+	}
+	set := v.keys.Load()
+	now := v.opts.Now()
+	c, ok := cacheGet(v.cache, token, now, set)
+	if ok {
+		v.refreshIfOld(set, now)
+	}
+	return c, ok
+}
+
+// parse verifies a token the cache did not answer, and caches it on success.
+func (v *Verifier) parse(ctx context.Context, token string) (Claims, error) {
 	var (
 		rc  jwt.RegisteredClaims
 		kid string
@@ -192,7 +226,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 		c.IssuedAt = rc.IssuedAt.Time
 	}
 	if v.cache != nil {
-		v.cache.put(token, cachedToken{claims: c, kid: kid, key: key})
+		v.cache.put(token, &cachedToken{claims: c, until: c.ExpiresAt.Add(v.opts.Leeway), kid: kid, key: key})
 	}
 	return c, nil
 }
@@ -210,7 +244,7 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, erro
 	set := v.keys.Load()
 	if set != nil {
 		if k, ok := set.byKid[kid]; ok {
-			v.refreshIfOld(set)
+			v.refreshIfOld(set, v.opts.Now())
 			return k, nil
 		}
 	}
@@ -253,8 +287,8 @@ func (v *Verifier) refresh(ctx context.Context, force bool) error {
 
 // refreshIfOld starts a background refresh of a key set older than MaxAge,
 // so a withdrawn key stops verifying (cached tokens included) soon after.
-func (v *Verifier) refreshIfOld(set *keySet) {
-	if v.opts.Now().Sub(set.fetched) > v.opts.MaxAge {
+func (v *Verifier) refreshIfOld(set *keySet, now time.Time) {
+	if now.Sub(set.fetched) > v.opts.MaxAge {
 		v.refreshInBackground()
 	}
 }

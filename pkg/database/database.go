@@ -1,5 +1,9 @@
 // Package database opens the platform's relational store from one URL: PostgreSQL in production and native runs, SQLite
 // (pure Go, no cgo) for the embedded mode and quick tests. Services get a *gorm.DB either way and write SQL that runs on both.
+//
+// Building with -tags nosqlite leaves the SQLite driver out (sqlite.go, nosqlite.go): production images talk to
+// PostgreSQL only, and the pure-Go SQLite (a C library translated to Go, with its libc) costs every start of every
+// service its package initialisation and a few MB of executable. Such a binary refuses sqlite:// URLs with a clear error.
 package database
 
 import (
@@ -11,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/glebarez/sqlite"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -99,7 +102,11 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 		if err != nil {
 			return nil, err
 		}
-		db, err := gorm.Open(sqlite.Open(dsn), cfg)
+		dialector, err := sqliteDialector(dsn)
+		if err != nil {
+			return nil, err
+		}
+		db, err := gorm.Open(dialector, cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", rest, err)
 		}

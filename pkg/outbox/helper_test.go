@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/segmentio/kafka-go"
 
@@ -18,6 +19,10 @@ const (
 	crashEnvBrokers = "OUTBOX_CRASH_KAFKA_BROKERS"
 	crashExitCode   = 42
 )
+
+// crashRelayOptions give the crashing relay a short lease, so the test sees its PostgreSQL rows wait it out and then
+// go out again without waiting the default's 25 s.
+var crashRelayOptions = outbox.RelayOptions{PublishTimeout: 5 * time.Second, Lease: 6 * time.Second}
 
 // helperMain turns the test binary into a relay process that dies right after Kafka acknowledged its publish and before
 // the transaction that marks the rows sent commits: the real crash the outbox must survive (no deferred rollback, no
@@ -41,7 +46,7 @@ func helperMain() bool {
 		os.Exit(crashExitCode)
 		return nil
 	})
-	_, err = outbox.NewRelay(db, w, outbox.RelayOptions{}).RunOnce(context.Background())
+	_, err = outbox.NewRelay(db, w, crashRelayOptions).RunOnce(context.Background())
 	fmt.Fprintln(os.Stderr, "crash helper: relay returned without publishing:", err)
 	os.Exit(1)
 	return true

@@ -495,3 +495,50 @@ func TestRunReportsBacklog(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// On PostgreSQL a claim leases its rows without holding a transaction open: while one relay is still publishing, a
+// second claims none of them, and none of the first relay's database connections is busy meanwhile.
+func TestLeasedRowsStayWithTheirRelay(t *testing.T) {
+	db := migrated(t, dbtest.Postgres(t))
+	ctx := context.Background()
+	add(t, ctx, db, "t", "a", 1)
+	add(t, ctx, db, "t", "b", 2)
+	inWrite, release := make(chan struct{}), make(chan struct{})
+	first := outbox.NewRelay(db, writerFunc(func(context.Context, ...kafka.Message) error {
+		close(inWrite)
+		<-release
+		return nil
+	}), outbox.RelayOptions{})
+	done := make(chan error, 1)
+	go func() {
+		n, err := first.RunOnce(ctx)
+		if err == nil && n != 2 {
+			err = fmt.Errorf("first relay claimed %d, want 2", n)
+		}
+		done <- err
+	}()
+	<-inWrite
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inUse := sqlDB.Stats().InUse; inUse != 0 {
+		t.Fatalf("%d connections in use while publishing, want 0", inUse)
+	}
+	second := &fakeWriter{}
+	if n, err := outbox.NewRelay(db, second, outbox.RelayOptions{}).RunOnce(ctx); err != nil || n != 0 {
+		t.Fatalf("second relay claimed %d leased rows (%v)", n, err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range rows(t, db) {
+		if m.SentAt == nil || m.Attempts != 1 {
+			t.Fatalf("row %d after the leased round: %+v", m.ID, m)
+		}
+	}
+	if n, err := outbox.NewRelay(db, second, outbox.RelayOptions{}).RunOnce(ctx); err != nil || n != 0 || len(second.sent()) != 0 {
+		t.Fatalf("second relay claimed %d sent rows (%v)", n, err)
+	}
+}

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,8 +36,13 @@ type RelayOptions struct {
 	BatchSize int
 	// MinBackoff and MaxBackoff bound the exponential wait before a failed row is retried (defaults 500ms and 1m).
 	MinBackoff, MaxBackoff time.Duration
-	// PublishTimeout bounds one round's publish; row locks are held meanwhile (default 15s).
+	// PublishTimeout bounds one round's publish, counted from the start of its claim (default 15s). On SQLite the
+	// database write lock is held meanwhile.
 	PublishTimeout time.Duration
+	// Lease is how long a PostgreSQL claim reserves its rows for this relay (default PublishTimeout + 10s; a value not
+	// above PublishTimeout takes the default). It must outlast the publish, so two relays never publish a row at once;
+	// it is also how long the rows of a relay that died mid-round wait before another relay sends them again.
+	Lease time.Duration
 	// Retention keeps sent rows this long before Run deletes them (default 72h; negative keeps them forever).
 	Retention time.Duration
 	// Logger for relay errors (default slog.Default()).
@@ -58,6 +64,9 @@ func (o RelayOptions) withDefaults() RelayOptions {
 	}
 	if o.PublishTimeout <= 0 {
 		o.PublishTimeout = 15 * time.Second
+	}
+	if o.Lease <= o.PublishTimeout {
+		o.Lease = o.PublishTimeout + 10*time.Second
 	}
 	if o.Retention == 0 {
 		o.Retention = 72 * time.Hour
@@ -178,7 +187,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// RunOnce claims up to BatchSize due rows, publishes them and records the outcome, in one transaction. It returns
+// RunOnce claims up to BatchSize due rows, publishes them and records the outcome. It returns
 // how many rows it claimed (published or failed); zero means nothing was due.
 func (r *Relay) RunOnce(ctx context.Context) (claimed int, err error) {
 	claimed, _, err = r.round(ctx)
@@ -187,32 +196,92 @@ func (r *Relay) RunOnce(ctx context.Context) (claimed int, err error) {
 
 // round is RunOnce that also says whether another round now would find rows: the batch was full, or a claimed row
 // has a newer unsent row of its key, which the claim holds back until this one is marked sent. Run stops after a
-// round without more instead of polling until a round comes back empty: that empty round cost three round trips
-// (BEGIN, the claim, COMMIT) after every batch, most of the relay's database work when rows arrive one by one. A
-// row committed meanwhile is not missed: its writer's Nudge waits in the channel.
+// round without more instead of polling until a round comes back empty: an empty round after every batch was most
+// of the relay's database work when rows arrive one by one. A row committed meanwhile is not missed: its writer's
+// Nudge waits in the channel.
 func (r *Relay) round(ctx context.Context) (claimed int, more bool, err error) {
+	if r.db.Dialector.Name() == "postgres" {
+		claimed, more, err = r.leasedRound(ctx)
+	} else {
+		claimed, more, err = r.lockedRound(ctx)
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("outbox relay: %w", err)
+	}
+	return claimed, more, nil
+}
+
+// leasedRound is a PostgreSQL round in two autocommit statements: a claim that leases due rows to this relay for
+// Lease (by pushing their next_attempt_at past it) and returns them, and after the publish one UPDATE that marks them
+// sent. A transaction that held the rows' locks through the publish took four round trips (BEGIN, claim, mark,
+// COMMIT) and a pooled connection for as long as Kafka took to answer. The lease keeps what the locks gave: a leased
+// row is not due for any other relay until the publish has ended (its deadline is PublishTimeout after the claim
+// started, Lease is longer), and a key's next row is not claimable while this one is unsent. The price is after a
+// crash: rows a dead relay leased wait out the lease before another relay sends them again (at least once, as before).
+func (r *Relay) leasedRound(ctx context.Context) (claimed int, more bool, err error) {
+	start := time.Now()
+	db := r.db.WithContext(ctx)
+	rs, err := db.Raw(`UPDATE outbox o SET next_attempt_at = ?
+WHERE o.id IN (SELECT c.id FROM outbox c
+               WHERE c.sent_at IS NULL AND c.next_attempt_at <= ?
+                 AND NOT EXISTS (SELECT 1 FROM outbox p
+                                 WHERE p.sent_at IS NULL AND p.topic = c.topic AND p.key = c.key AND p.id < c.id)
+               ORDER BY c.id
+               LIMIT ?
+               FOR UPDATE SKIP LOCKED)
+RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r.o.BatchSize).Rows()
+	if err != nil {
+		return 0, false, fmt.Errorf("claim: %w", err)
+	}
+	rows, err := scanClaimed(rs)
+	if err != nil {
+		return 0, false, err
+	}
+	// RETURNING follows no ORDER BY; publish in id order as the locked round does.
+	sort.Slice(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
+	msgs, more := r.batch(rows)
+	if len(msgs) == 0 {
+		return 0, false, nil
+	}
+	pctx, cancel := context.WithDeadline(ctx, start.Add(r.o.PublishTimeout))
+	errs := r.publish(pctx, msgs)
+	cancel()
+	// The outcome is recorded even when ctx ended meanwhile (a stopping service): rows Kafka took would otherwise
+	// be sent again when the lease runs out.
+	return len(msgs), more, r.record(r.db.WithContext(context.WithoutCancel(ctx)), msgs, errs)
+}
+
+// lockedRound is a round in one transaction: claim, publish, record. On SQLite the transaction holds the database
+// write lock throughout (BEGIN IMMEDIATE), which is what keeps two relays apart there.
+func (r *Relay) lockedRound(ctx context.Context) (claimed int, more bool, err error) {
 	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		rows, err := r.claim(tx)
 		if err != nil {
 			return err
 		}
-		claimed = len(rows)
+		var msgs []Message
+		msgs, more = r.batch(rows)
+		claimed = len(msgs)
 		if claimed == 0 {
 			return nil
 		}
-		more = claimed == r.o.BatchSize
-		msgs := make([]Message, claimed)
-		for i, c := range rows {
-			msgs[i] = c.Message
-			more = more || c.Followed
-		}
-		errs := r.publish(ctx, msgs)
+		pctx, cancel := context.WithTimeout(ctx, r.o.PublishTimeout)
+		errs := r.publish(pctx, msgs)
+		cancel()
 		return r.record(tx, msgs, errs)
 	})
-	if err != nil {
-		return 0, false, fmt.Errorf("outbox relay: %w", err)
+	return claimed, more, err
+}
+
+// batch returns the claimed messages and whether a round right after this one would find more.
+func (r *Relay) batch(rows []claimedRow) ([]Message, bool) {
+	more := len(rows) == r.o.BatchSize
+	msgs := make([]Message, len(rows))
+	for i, c := range rows {
+		msgs[i] = c.Message
+		more = more || c.Followed
 	}
-	return claimed, more, nil
+	return msgs, more
 }
 
 // claimedRow is a claimed row and whether a newer unsent row of its topic and key waits behind it.
@@ -221,13 +290,16 @@ type claimedRow struct {
 	Followed bool
 }
 
-// claim selects due rows that are the oldest unsent row of their topic and key. On PostgreSQL the rows stay locked
-// until the transaction ends and rows locked by another relay are skipped. SQLite has no row locks: the transaction
-// already holds the database write lock (BEGIN IMMEDIATE).
-func (r *Relay) claim(tx *gorm.DB) ([]claimedRow, error) {
-	q := `SELECT id, topic, key, event_id, event_type, headers, payload, created_at, attempts,
+// claimColumns are what a claim reads of each row o, in the order scanClaimed expects.
+const claimColumns = `o.id, o.topic, o.key, o.event_id, o.event_type, o.headers, o.payload, o.created_at, o.attempts,
   EXISTS (SELECT 1 FROM outbox n
-          WHERE n.sent_at IS NULL AND n.topic = o.topic AND n.key = o.key AND n.id > o.id) AS followed
+          WHERE n.sent_at IS NULL AND n.topic = o.topic AND n.key = o.key AND n.id > o.id) AS followed`
+
+// claim selects due rows that are the oldest unsent row of their topic and key, inside the round's transaction. The
+// transaction already holds SQLite's write lock (BEGIN IMMEDIATE); should a locked round ever run on a server with
+// row locks, FOR UPDATE SKIP LOCKED keeps the claimed rows to this relay until it ends.
+func (r *Relay) claim(tx *gorm.DB) ([]claimedRow, error) {
+	q := `SELECT ` + claimColumns + `
 FROM outbox o
 WHERE o.sent_at IS NULL AND o.next_attempt_at <= ?
   AND NOT EXISTS (SELECT 1 FROM outbox p
@@ -241,8 +313,13 @@ LIMIT ?`
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
+	return scanClaimed(rs)
+}
+
+// scanClaimed reads and closes the rows of a claim. Scanned by hand: the columns are fixed, and gorm's Scan would
+// look the struct's fields up by reflection every round.
+func scanClaimed(rs *sql.Rows) ([]claimedRow, error) {
 	defer rs.Close()
-	// Scanned by hand: the columns are fixed, and gorm's Scan would look the struct's fields up by reflection every round.
 	var rows []claimedRow
 	for rs.Next() {
 		var c claimedRow
@@ -258,7 +335,7 @@ LIMIT ?`
 	return rows, nil
 }
 
-// publish sends rows in one write and returns one error (or nil) per row.
+// publish sends rows in one write, within ctx's deadline, and returns one error (or nil) per row.
 func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	msgs := make([]kafka.Message, len(rows))
 	spans := make([]trace.Span, len(rows))
@@ -306,9 +383,7 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 		}
 	}
 	if len(send) > 0 {
-		pctx, cancel := context.WithTimeout(ctx, r.o.PublishTimeout)
-		err := r.w.WriteMessages(pctx, send...)
-		cancel()
+		err := r.w.WriteMessages(ctx, send...)
 		var werrs kafka.WriteErrors
 		switch {
 		case err == nil:
@@ -343,7 +418,8 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	return errs
 }
 
-// record marks published rows sent and pushes failed rows back with a capped, jittered exponential backoff.
+// record marks published rows sent and pushes failed rows back with a capped, jittered exponential backoff (which
+// also ends a lease). tx is the round's transaction, or the database itself for a leased round.
 func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
 	now := time.Now().UTC()
 	var sent []int64

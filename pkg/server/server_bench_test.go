@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -55,14 +54,23 @@ func BenchmarkServer(b *testing.B) {
 		e.GET("/orders/:id", handler)
 		run(b, e)
 	})
-	for _, tc := range []struct {
-		name    string
-		sampler sdktrace.Sampler
-	}{{"Sampled", sdktrace.AlwaysSample()}, {"Unsampled", sdktrace.NeverSample()}} {
+	// The provider comes from telemetry.Setup, as in every binary, so the
+	// middleware decides unsampled requests without the SDK (a provider
+	// built by hand sends every span through it). Sampled spans go through
+	// a batch processor into an exporter that drops them.
+	for _, tc := range []struct{ name, sampler string }{{"Sampled", "always_on"}, {"Unsampled", "always_off"}} {
 		b.Run(tc.name, func(b *testing.B) {
-			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(tc.sampler), sdktrace.WithBatcher(nopExporter{}))
-			defer tp.Shutdown(context.Background())
-			p := &telemetry.Provider{Tracer: tp, Registry: prometheus.NewRegistry()}
+			b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+			b.Setenv("OTEL_TRACES_SAMPLER", tc.sampler)
+			p, err := telemetry.Setup(context.Background(), telemetry.Options{
+				ServiceName:    "bench",
+				Logger:         slog.New(slog.DiscardHandler),
+				SpanProcessors: []sdktrace.SpanProcessor{sdktrace.NewBatchSpanProcessor(nopExporter{})},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer p.Shutdown(context.Background())
 			s := New(Options{Telemetry: p, Logger: telemetry.NewLogger(io.Discard, slog.LevelInfo)})
 			s.Router().GET("/orders/:id", handler)
 			run(b, s.Handler())

@@ -29,13 +29,13 @@ var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5,
 // per bucket and scrapes every 15 s or so, so more would be thrown away.
 const exemplarEvery = time.Second
 
-// durations is the histogram family: one client_golang Histogram per label
+// durations is the histogram family (see Histograms): one series per label
 // combination, each with only the labels that apply (http.route is absent
 // for unmatched requests and error.type for non-5xx, as the conventions
 // say), which a HistogramVec cannot do: it prints empty labels instead.
 type durations struct {
+	family *Histograms
 	mu     sync.Mutex
-	series []prometheus.Histogram
 	byKey  map[seriesKey]*series
 }
 
@@ -44,35 +44,12 @@ type seriesKey struct {
 	status        int
 }
 
-// perRegistry makes every Middleware of a process that uses one registry
-// share one family; two collectors would report the same series twice.
-var perRegistry sync.Map // prometheus.Registerer -> *durations
-
 func durationsFor(reg prometheus.Registerer) *durations {
-	if d, ok := perRegistry.Load(reg); ok {
-		return d.(*durations)
+	f, err := HistogramsFor(reg, "http_server_request_duration_seconds")
+	if err != nil {
+		panic(err.Error())
 	}
-	d := &durations{}
-	if actual, loaded := perRegistry.LoadOrStore(reg, d); loaded {
-		return actual.(*durations)
-	}
-	if err := reg.Register(d); err != nil {
-		panic("telemetry: register http_server_request_duration_seconds: " + err.Error())
-	}
-	return d
-}
-
-// Describe sends nothing, which makes this an "unchecked" collector: its
-// series differ in label names, which checked collectors must not.
-func (d *durations) Describe(chan<- *prometheus.Desc) {}
-
-func (d *durations) Collect(ch chan<- prometheus.Metric) {
-	d.mu.Lock()
-	hs := d.series
-	d.mu.Unlock()
-	for _, h := range hs {
-		h.Collect(ch)
-	}
+	return &durations{family: f, byKey: map[seriesKey]*series{}}
 }
 
 // seriesFor returns the one series of a label combination, creating it on
@@ -84,27 +61,24 @@ func (d *durations) seriesFor(method, route string, status int) *series {
 	if s, ok := d.byKey[k]; ok {
 		return s
 	}
-	code := strconv.Itoa(status)
-	labels := prometheus.Labels{"http_request_method": method, "http_response_status_code": code}
-	if route != "" {
-		labels["http_route"] = route
-	}
-	if status >= 500 {
-		labels["error_type"] = code
-	}
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:        "http_server_request_duration_seconds",
-		Help:        "Duration of HTTP server requests.",
-		Buckets:     durationBuckets,
-		ConstLabels: labels,
+	h := d.family.Series(k, func() prometheus.HistogramOpts {
+		code := strconv.Itoa(status)
+		labels := prometheus.Labels{"http_request_method": method, "http_response_status_code": code}
+		if route != "" {
+			labels["http_route"] = route
+		}
+		if status >= 500 {
+			labels["error_type"] = code
+		}
+		return prometheus.HistogramOpts{
+			Name:        "http_server_request_duration_seconds",
+			Help:        "Duration of HTTP server requests.",
+			Buckets:     durationBuckets,
+			ConstLabels: labels,
+		}
 	})
-	// Collect reads the slice without the lock held: never append in place.
-	d.series = append(d.series[:len(d.series):len(d.series)], h)
 	s := &series{hist: h}
 	s.ex, _ = h.(prometheus.ExemplarObserver)
-	if d.byKey == nil {
-		d.byKey = map[seriesKey]*series{}
-	}
 	d.byKey[k] = s
 	return s
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
@@ -62,5 +63,31 @@ func TestWithAttrsDoesNotLeakBetweenContexts(t *testing.T) {
 	m := decodeLine(t, &buf)
 	if m["a"] != "1" || m["b"] != "2" || m["c"] != nil {
 		t.Errorf("attrs = %v, want a=1 b=2 and no c", m)
+	}
+}
+
+type attrTestKey struct{}
+
+// TestWithAttrsContext: the context WithAttrs returns is its parent plus
+// the attributes: the parent's values, deadline and cancellation.
+func TestWithAttrsContext(t *testing.T) {
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), attrTestKey{}, "v"))
+	ctx := WithAttrs(parent, slog.String("request_id", "r1"))
+	if ctx.Value(attrTestKey{}) != "v" {
+		t.Fatal("the parent's values are lost")
+	}
+	if a := Attrs(ctx); len(a) != 1 || a[0].Key != "request_id" || a[0].Value.String() != "r1" {
+		t.Fatalf("Attrs = %v", a)
+	}
+	if Attrs(parent) != nil {
+		t.Fatal("the parent has attributes")
+	}
+	if s := ctx.(interface{ String() string }).String(); !strings.HasSuffix(s, ".WithAttrs") {
+		t.Fatalf("String() = %q", s)
+	}
+	cancel()
+	<-ctx.Done()
+	if ctx.Err() != context.Canceled {
+		t.Fatalf("Err() = %v after the parent was cancelled", ctx.Err())
 	}
 }

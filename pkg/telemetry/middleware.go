@@ -98,7 +98,9 @@ func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
 	}
 	m.tracer = m.tp.Tracer(scope)
 	m.sampling, m.sdk = samplingOf(m.tp)
-	m.duration = durationsFor(m.reg)
+	if !m.noDuration {
+		m.duration = durationsFor(m.reg)
+	}
 	_, m.w3c = m.prop.(w3c)
 	return m.handle
 }
@@ -114,6 +116,10 @@ type middleware struct {
 	noSpan   map[string]bool // read-only after Middleware returns
 	ctxFunc  func(*gin.Context, context.Context) context.Context
 	w3c      bool // prop is Propagator(): extraction needs a traceparent or baggage header
+	// noDuration leaves the histogram (and its two clock readings) out; only
+	// the benchmarks set it, to tell the tracing part of the cost from the
+	// metric part.
+	noDuration bool
 
 	routes   [len(methods)]atomic.Pointer[map[string]*routeInfo] // by methodIndex, then route template
 	routesMu sync.Mutex                                          // held to add a route
@@ -133,7 +139,10 @@ type routeInfo struct {
 }
 
 func (m *middleware) handle(c *gin.Context) {
-	start := monotonic()
+	var start int64
+	if m.duration != nil {
+		start = monotonic()
+	}
 	req := c.Request
 	// gin has matched the route before the handlers run, so the template
 	// is known here and the span gets its final name at start.
@@ -147,14 +156,20 @@ func (m *middleware) handle(c *gin.Context) {
 		return
 	}
 
-	ctx, span := m.start(req, ri)
+	ctx, span, ur := m.start(req, ri)
 	if m.ctxFunc != nil {
 		ctx = m.ctxFunc(c, ctx)
 	}
 	// The one copy of the request: handlers read the span from
 	// c.Request.Context(), and net/http forbids changing the request it
-	// passed in, so the context can only travel in a copy.
-	c.Request = req.WithContext(ctx)
+	// passed in, so the context can only travel in a copy. A request that
+	// is not sampled has its copy in the same allocation as its span.
+	if ur != nil {
+		ur.req = *req.WithContext(ctx) // inlined: the temporary stays on the stack
+		c.Request = &ur.req
+	} else {
+		c.Request = req.WithContext(ctx)
+	}
 
 	c.Next()
 
@@ -177,10 +192,20 @@ func (m *middleware) handle(c *gin.Context) {
 	m.record(ri, status, start, sc)
 }
 
+// unsampledRequest is the request copy of a request that is not sampled and
+// its span, in one allocation (384 bytes) instead of two (320 and 80): the
+// copy has to be made anyway to carry the span to the handlers, and it keeps
+// the span alive as long as the span's context is reachable.
+type unsampledRequest struct {
+	req  http.Request
+	span unsampledCtx
+}
+
 // start starts the server span, continuing the caller's trace. With a
 // sampler Setup configured, a span it would drop never reaches the SDK
-// (sampling.go says why).
-func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, trace.Span) {
+// (sampling.go says why); it is then returned inside an unsampledRequest
+// whose req the caller fills in.
+func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, trace.Span, *unsampledRequest) {
 	ctx := req.Context()
 	h := req.Header
 	var remote trace.SpanContext // read here, not yet in ctx
@@ -205,7 +230,8 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 		}
 		switch d, psc := m.sampling.decide(parent); d {
 		case drop:
-			return withUnsampled(ctx, psc, m.sdk)
+			ur := new(unsampledRequest)
+			return ur.span.init(ctx, psc, m.sdk), &ur.span, ur
 		case sampleRoot:
 			ctx = &rootIDs{Context: ctx, tid: psc.TraceID()}
 		}
@@ -218,11 +244,15 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	// which was a fifth of the unsampled cost. Recording spans get them
 	// after the handlers; samplers here decide on the trace id and the
 	// parent alone.
-	return m.tracer.Start(ctx, ri.name, serverKind...)
+	ctx, span := m.tracer.Start(ctx, ri.name, serverKind...)
+	return ctx, span, nil
 }
 
 // record observes the request's duration in its series.
 func (m *middleware) record(ri *routeInfo, status int, start int64, sc trace.SpanContext) {
+	if m.duration == nil {
+		return
+	}
 	now := monotonic()
 	ri.series.get(status, func() *series {
 		return m.duration.seriesFor(ri.method, ri.route, status)

@@ -245,16 +245,24 @@ func (c *unsampledCtx) Value(key any) any {
 // drawn trace id of a root), a fresh span id, the parent's flags without
 // "sampled", not remote.
 func withUnsampled(ctx context.Context, parent trace.SpanContext, tp *sdktrace.TracerProvider) (context.Context, trace.Span) {
-	c := &unsampledCtx{
+	c := new(unsampledCtx)
+	return c.init(ctx, parent, tp), c
+}
+
+// init makes c the span withUnsampled describes and returns the context
+// holding it (c itself, unless spanKey could not be learnt). It lets a
+// caller place the span inside a larger allocation (unsampledRequest).
+func (c *unsampledCtx) init(ctx context.Context, parent trace.SpanContext, tp *sdktrace.TracerProvider) context.Context {
+	*c = unsampledCtx{
 		Context: ctx, tid: parent.TraceID(), sid: newSpanID(), flags: parent.TraceFlags() &^ trace.FlagsSampled, tp: tp,
 	}
 	if parent.TraceState().Len() > 0 {
 		c.state = new(parent.TraceState())
 	}
 	if spanKey == nil {
-		return trace.ContextWithSpan(ctx, c), c
+		return trace.ContextWithSpan(ctx, c)
 	}
-	return c, c
+	return c
 }
 
 // spanKey is the context key under which go.opentelemetry.io/otel/trace

@@ -35,10 +35,14 @@ func Run(ctx context.Context, o Options) error {
 }
 
 func run(ctx context.Context, o Options, cfg orderconfig.Config, log *slog.Logger) error {
+	// These two debug lines split startup_bench's timeline: exec to the first
+	// is the runtime and package initialisation, then telemetry's set-up.
+	log.Debug("configuration loaded")
 	tp, err := o.SetupTelemetry(ctx, telemetry.Options{ServiceName: service.Name, ServiceVersion: cfg.Version, Logger: log})
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}
+	log.Debug("telemetry set up")
 	svc, err := service.New(ctx, cfg, service.Options{Logger: log, Telemetry: tp})
 	if err != nil {
 		_ = tp.Shutdown(ctx)

@@ -215,6 +215,20 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 			return s, err
 		}
 	}
+	// Goroutine counts that the runtime keeps itself (binProbes.goroutines) are read from each process's memory.
+	for pid, p := range a.procs {
+		b, ok := a.bins[p.bin]
+		if !ok || b.goroutines == nil {
+			continue
+		}
+		n, err := b.goroutines.Read(pid)
+		if err != nil {
+			// Most likely the process exited since the last scan; its series goes with it.
+			a.log.Debug("goroutine counters unread", "pid", pid, "exe", p.exe, "err", err)
+			continue
+		}
+		s.Goroutines[pid] = n
+	}
 	err := a.sys.read(&s, func(pid int) bool { _, ok := a.procs[pid]; return ok })
 	return s, err
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/x86/x86asm"
 
+	"github.com/shanhai-dev/shanhai/bpf/internal/gocount"
 	"github.com/shanhai-dev/shanhai/bpf/internal/offsets"
 	"github.com/shanhai-dev/shanhai/bpf/internal/symtab"
 	"github.com/shanhai-dev/shanhai/bpf/probe/goruntime"
@@ -23,6 +24,10 @@ const (
 	fnStartWorld = "runtime.startTheWorldWithSema"
 	fnNewproc1   = "runtime.newproc1"
 )
+
+// goroutinesByUprobe, when set, counts goroutine creations with the runtime.newproc1 uprobe even where the runtime's
+// own counters can be read (gocount): the tests run both.
+var goroutinesByUprobe bool
 
 // slotEntries, when set, shrinks the HTTP server probe's slot tables so that most requests and series miss them and
 // take the hash-map fallback: the tests run both paths. 0 keeps the compiled sizes.
@@ -43,6 +48,9 @@ type binProbes struct {
 	callsInflight []*ebpf.Map // and their in-flight maps (struct call_inflight_key -> call_state)
 	callSlots     []*ebpf.Map // and their fast-path slots: in flight (struct call_slot)
 	callAggSlots  []*ebpf.Map // and series (struct call_agg_slot, per CPU)
+
+	// Where the runtime counts goroutine creations (read at scrape time); nil: the newproc1 uprobe counts them.
+	goroutines *gocount.Counter
 }
 
 func (b *binProbes) Close() error {
@@ -186,6 +194,20 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	}
 	if err := b.uprobeAt(ex, fs[1], objs.StartTheWorldRet, b.exits(sym, fs[1])); err != nil { // reads no register
 		return err
+	}
+	// Goroutine creations: the runtime counts them itself, and reading its counters at scrape time costs the target
+	// nothing, where the newproc1 uprobe is a trap per goroutine (net/http starts one per request).
+	c, err := gocount.Locate(sym)
+	switch {
+	case goroutinesByUprobe:
+	case err != nil:
+		b.log.Info("goroutine creations counted by a newproc1 uprobe", "exe", b.exe, "why", err.Error())
+	case !canReadMemory():
+		b.log.Info("goroutine creations counted by a newproc1 uprobe", "exe", b.exe, "why", "no CAP_SYS_PTRACE to read the runtime's counters")
+	default:
+		b.log.Info("goroutine creations read from the runtime's counters", "exe", b.exe, "addresses", c.Addrs, "offsets", c.Offsets)
+		b.goroutines = &c
+		return nil
 	}
 	return b.uprobeAt(ex, fs[2], objs.Newproc1, []uint64{fs[2].CallOff})
 }

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,22 +10,29 @@ import (
 
 // TestGoRuntime: forced runtime.GC() calls appear as stop-the-world pauses, and the agent's pause count equals the
 // runtime's own (/sched/pauses/total/{gc,other}) because the probes are on the file before the process starts.
-// Goroutine creations are counted at runtime.newproc1.
+// Goroutine creations are read from the runtime's own counters (internal/gocount), or counted by the
+// runtime.newproc1 uprobe where those cannot be read.
 func TestGoRuntime(t *testing.T) {
-	// The second run gives the goroutine counter a one-entry slot table (slotEntries): the target's pid then hashes
-	// past it (63 times in 64) and its counts take the hash-map fallback, which must be as exact.
-	for _, fallback := range []bool{false, true} {
-		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
-			if fallback {
+	// The uprobe runs give the goroutine counter the compiled slot table, then a one-entry one (slotEntries): the
+	// target's pid then hashes past it (63 times in 64) and its counts take the hash-map fallback, which must be as
+	// exact.
+	for _, run := range []struct {
+		name             string
+		uprobe, fallback bool
+	}{{"memory", false, false}, {"uprobe", true, false}, {"uprobe-fallback", true, true}} {
+		t.Run(run.name, func(t *testing.T) {
+			goroutinesByUprobe = run.uprobe
+			defer func() { goroutinesByUprobe = false }()
+			if run.fallback {
 				slotEntries = 1
 				defer func() { slotEntries = 0 }()
 			}
-			testGoRuntime(t)
+			testGoRuntime(t, run.uprobe)
 		})
 	}
 }
 
-func testGoRuntime(t *testing.T) {
+func testGoRuntime(t *testing.T, uprobe bool) {
 	requireRoot(t)
 	bin := buildTarget(t, false)
 	a := newAgent(t, bin)
@@ -34,6 +40,13 @@ func testGoRuntime(t *testing.T) {
 	tg := startTarget(t, bin)
 	a.Scan()
 	c := &http.Client{}
+	a.mu.Lock()
+	for _, b := range a.bins {
+		if (b.goroutines == nil) != uprobe {
+			t.Errorf("%s: goroutines counted by the runtime's counters: %v, want %v", b.exe, b.goroutines != nil, !uprobe)
+		}
+	}
+	a.mu.Unlock()
 
 	pauses := func() uint64 {
 		n, err := strconv.ParseUint(strings.TrimSpace(tg.get(t, c, "GET", "/pauses")), 10, 64)
@@ -82,4 +95,22 @@ func testGoRuntime(t *testing.T) {
 		t.Errorf("goroutines created during /spawn?n=%d: %d", spawn, got)
 	}
 	t.Logf("goroutines created: %d for %d spawned (%d total)", got, spawn, s.Goroutines[tg.pid])
+	if uprobe {
+		return
+	}
+	// Read from the runtime's counters, the count is the runtime's own: between what it reports just before and just
+	// after (each request to it starts a goroutine, net/http's background read).
+	created := func() uint64 {
+		n, err := strconv.ParseUint(strings.TrimSpace(tg.get(t, c, "GET", "/created")), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	r0 := created()
+	s, _ = a.Snapshot()
+	r1 := created()
+	if n := s.Goroutines[tg.pid]; n < r0 || n > r1 {
+		t.Errorf("agent counted %d goroutines created; the runtime said %d before and %d after", n, r0, r1)
+	}
 }

@@ -22,7 +22,9 @@ var (
 		"Go stop-the-world pauses (runtime.stopTheWorldWithSema entry to runtime.startTheWorldWithSema return).",
 		[]string{"pid", "exe"}, nil)
 	descGoroutines = prometheus.NewDesc("shanhai_bpf_go_goroutines_created_total",
-		"Goroutines created (runtime.newproc1 calls).", []string{"pid", "exe"}, nil)
+		"Goroutines created: the runtime's own count since the process started (/sched/goroutines-created, read from "+
+			"its memory), or where that cannot be read, runtime.newproc1 calls seen by a uprobe since it was attached.",
+		[]string{"pid", "exe"}, nil)
 	descTCPOpened = prometheus.NewDesc("shanhai_bpf_tcp_connections_opened_total",
 		"TCP connections opened by the process: active = connect() established, passive = accept() returned.",
 		[]string{"pid", "exe", "direction"}, nil)

@@ -15,10 +15,21 @@ import (
 
 // Capability bits from linux/capability.h.
 const (
-	capSysAdmin = 21
-	capPerfmon  = 38
-	capBPF      = 39
+	capSysPtrace = 19
+	capSysAdmin  = 21
+	capPerfmon   = 38
+	capBPF       = 39
 )
+
+// canReadMemory reports whether the agent may read its targets' memory (/proc/<pid>/mem, for the goroutine
+// counters: internal/gocount): root or CAP_SYS_PTRACE. Without it the goroutine count falls back to a uprobe.
+func canReadMemory() bool {
+	if os.Geteuid() == 0 {
+		return true
+	}
+	caps, err := effectiveCaps()
+	return err == nil && caps&(1<<capSysPtrace) != 0
+}
 
 // Preflight says, in one error naming every missing piece, why the agent cannot run here: privileges (root, or
 // CAP_BPF + CAP_PERFMON), kernel BTF (CO-RE and fexit need it) and the program types the probes use.

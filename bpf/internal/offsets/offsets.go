@@ -18,15 +18,26 @@ const (
 	RequestMethod      Field = "net/http.Request.Method"
 	ResponseStatusCode Field = "net/http.Response.StatusCode"
 	ServerStatus       Field = "net/http.response.status" // the server side's unexported response writer
+
+	// The runtime's goroutine creation counters (runtime/metrics' /sched/goroutines-created), read from a
+	// process's memory by internal/gocount: a total in the scheduler for Ps that were destroyed, plus one per P.
+	SchedLock              Field = "runtime.schedt.lock"
+	SchedGoroutinesCreated Field = "runtime.schedt.goroutinesCreated"
+	PGoroutinesCreated     Field = "runtime.p.goroutinesCreated"
 )
 
 // Fallback holds the offsets for Go 1.26 on amd64. Request and Response have kept theirs since Go 1.0 (Method and
 // Status/StatusCode are their first fields); the unexported response.status moves with net/http's internals and is
-// the one this table exists for.
+// the one this table exists for. The runtime's scheduler fields move with nearly every Go release: a new toolchain
+// needs this table checked (TestFallbackMatchesDWARF fails until it is).
 var Fallback = map[Field]uint64{
 	RequestMethod:      0,
 	ResponseStatusCode: 16,
 	ServerStatus:       120,
+
+	SchedLock:              32,
+	SchedGoroutinesCreated: 6864,
+	PGoroutinesCreated:     13792,
 }
 
 // Source says where an offset came from.

@@ -78,6 +78,12 @@ func main() {
 		fmt.Fprintln(w, pauses())
 	})
 	mux.HandleFunc("/pauses", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, pauses()) })
+	// /created reports the runtime's own count of goroutines created, this request's included.
+	mux.HandleFunc("/created", func(w http.ResponseWriter, r *http.Request) {
+		s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+		metrics.Read(s)
+		fmt.Fprintln(w, s[0].Value.Uint64())
+	})
 	// /spawn?n=M starts M goroutines and waits for them.
 	mux.HandleFunc("/spawn", func(w http.ResponseWriter, r *http.Request) {
 		var wg sync.WaitGroup

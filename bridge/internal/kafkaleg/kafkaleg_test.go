@@ -377,3 +377,25 @@ func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An idle partition's reader holds one connection and fetches a few times a second: the broker holds each fetch. With the former 100 ms it fetched ten times a second, and on a busy machine redialled every few seconds.
+func TestIdlePartitionReaderFetchesRarely(t *testing.T) {
+	e := setup(t, 1)
+	r := kafkaleg.NewPartitionReader(e.brokers, e.topic, 0)
+	defer r.Close()
+	if err := r.SetOffset(kafka.LastOffset); err != nil {
+		t.Fatal(err)
+	}
+	const wait = 3 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	if m, err := r.FetchMessage(ctx); err == nil {
+		t.Fatalf("fetched %v from an idle partition", m)
+	}
+	s := r.Stats()
+	// kafka-go asks the broker to hold a fetch for three quarters of MaxWait: 375 ms, so about 8 fetches in 3 s.
+	if max := int64(12); s.Fetches > max || s.Dials > 1 {
+		t.Fatalf("%d fetches and %d dials in %v, want at most %d fetches on one connection", s.Fetches, s.Dials, wait, max)
+	}
+	t.Logf("%d fetches, %d dials, %d errors in %v", s.Fetches, s.Dials, s.Errors, wait)
+}

@@ -103,6 +103,30 @@ func (p *partition) run(gctx, stop context.Context, start int64, drained func())
 	<-gctx.Done()
 }
 
+// FetchMaxWait is how long the broker holds a fetch of a partition with nothing new. It costs no latency (MinBytes
+// is 1, so the broker answers as soon as a record arrives), only idle fetches and how long closing a reader may take.
+//
+// It was 100 ms, which broke connections on a busy machine: kafka-go asks the broker to wait MaxWait minus a quarter
+// of it and gives up on the answer at MaxWait, so a reader goroutine that got a core more than 25 ms late read an
+// i/o timeout, closed the connection and dialled again (dial, ApiVersions, Metadata, fetch). At load average 15 an
+// idle partition's reader reconnected every one to five seconds, and the bridge's nine readers made ten fetches a
+// second each. At 500 ms the margin is 125 ms and an idle reader fetches about three times a second. Not 1 s: kafka-go
+// then subtracts a whole second and the broker answers every fetch at once.
+const FetchMaxWait = 500 * time.Millisecond
+
+// NewPartitionReader returns the reader of one partition that leg A uses, positioned by the caller with SetOffset.
+func NewPartitionReader(brokers []string, topic string, partition int) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:       brokers,
+		Topic:         topic,
+		Partition:     partition,
+		MinBytes:      1,
+		MaxBytes:      8 << 20,
+		MaxWait:       FetchMaxWait,
+		QueueCapacity: 128, // bounded: a stalled sink stops fetching
+	})
+}
+
 // pending is one published message awaiting its ack, or a barrier marker.
 type pending struct {
 	offset  int64
@@ -128,15 +152,7 @@ type session struct {
 // with the error that stopped it (nil when fetchCtx ended).
 func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, error) {
 	l := p.leg
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:       l.o.Brokers,
-		Topic:         p.route.Topic,
-		Partition:     p.id,
-		MinBytes:      1,
-		MaxBytes:      8 << 20,
-		MaxWait:       100 * time.Millisecond,
-		QueueCapacity: 128, // bounded: a stalled sink stops fetching
-	})
+	r := NewPartitionReader(l.o.Brokers, p.route.Topic, p.id)
 	defer r.Close()
 	if err := r.SetOffset(pos); err != nil {
 		return pos, fmt.Errorf("seek %d: %w", pos, err)

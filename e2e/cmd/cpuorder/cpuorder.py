@@ -8,10 +8,14 @@ it with loadgen at RATE orders/s for DURATION seconds (default 30), and over
 the 10 s window from second 10 to 20 reads from /proc the CPU time of every
 part: the five binaries, the PostgreSQL backends serving the run's three
 databases (pg_stat_activity), the shared NATS, Kafka and Pulsar servers, and
-the load generator. Orders are those created in the window (orders.created_at
+the load generator (CPUORDER_LOGIN_RATIO sets its -login-ratio, log ins per
+order). Orders are those created in the window (orders.created_at
 in the run's order database), so each part's CPU is divided by the orders it
 served. Also records pg_stat_database commits and tuples per order, and with
-"profile" a 10 s pprof CPU profile of each binary. Prints one JSON line and
+"profile" a 10 s pprof CPU profile of each binary. Also counts, per client part
+and broker, the data segments its sockets sent and received (ss -ti; on loopback
+about one per request and one per answer; connections that closed within the
+window are missed), and each broker's read and write system calls. Prints one JSON line and
 keeps everything in $CPUORDER_DIR (default /tmp/cpuorder)/<label>-<rate>-<time>/.
 
 A Python script rather than a Go command: it only starts processes and reads
@@ -22,6 +26,7 @@ import json, os, re, signal, subprocess, sys, time, urllib.request, threading, g
 root, label, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
 duration = int(sys.argv[4]) if len(sys.argv) > 4 else 30
 profile = len(sys.argv) > 5 and sys.argv[5] == "profile"
+login_ratio = os.environ.get("CPUORDER_LOGIN_RATIO", "")  # log ins per order; empty keeps loadgen's default (0.02)
 out = os.environ.get("CPUORDER_DIR", "/tmp/cpuorder") + f"/{label}-{int(rate)}-{time.strftime('%H%M%S')}"
 os.makedirs(out, exist_ok=True)
 CLK = os.sysconf("SC_CLK_TCK")
@@ -119,8 +124,46 @@ def pgstat():
     return {l.split("|")[0].rsplit("_", 1)[1]: [int(x) for x in l.split("|")[1:]] for l in r.splitlines()}
 
 
+BROKERS = {19092: "kafka", 14222: "nats", 16650: "pulsar"}
+
+
+def sockets():
+    """Client sockets to the brokers, by (local port, broker): owning pid and data segments out/in.
+
+    On loopback a request or a response fits one segment (MSS ~64 KiB), so data segments count the
+    client's requests and the broker's answers without touching the brokers' configuration."""
+    r = subprocess.run(["ss", "-tinpH", "state", "established"], capture_output=True, text=True).stdout
+    res, cur = {}, None
+    for line in r.splitlines():
+        if not line.startswith((" ", "\t")):
+            f = line.split()
+            cur = None
+            if len(f) >= 4:
+                peer = f[3].rsplit(":", 1)
+                m = re.search(r"pid=(\d+)", line)
+                if len(peer) == 2 and peer[1].isdigit() and int(peer[1]) in BROKERS and m:
+                    cur = (f[2].rsplit(":", 1)[1], BROKERS[int(peer[1])])
+                    res[cur] = [int(m.group(1)), 0, 0]
+            continue
+        if cur:
+            o = re.search(r"data_segs_out:(\d+)", line)
+            i = re.search(r"data_segs_in:(\d+)", line)
+            res[cur][1] = int(o.group(1)) if o else 0
+            res[cur][2] = int(i.group(1)) if i else 0
+    return res
+
+
+def brokerio(pid):
+    """read and write system calls of a broker (/proc/PID/io): per order, what its storage and sockets cost it."""
+    try:
+        f = dict(l.split(": ") for l in open(f"/proc/{pid}/io").read().splitlines())
+        return [int(f["syscr"]), int(f["syscw"])]
+    except OSError:
+        return [0, 0]
+
+
 def snapshot(lg):
-    parts = {"_pg": pgstat()}
+    parts = {"_pg": pgstat(), "_socks": sockets()}
     for n, p in svc.items():
         parts[n] = cpu(p) or 0
     for pid, s in pg_backends().items():
@@ -129,6 +172,7 @@ def snapshot(lg):
     for n, p in shared().items():
         parts[n] = cpu(p) or 0
     parts["loadgen"] = cpu(lg) or 0
+    parts["_io"] = {n: brokerio(p) for n, p in shared().items()}
     with open("/proc/stat") as f:
         t = [int(x) for x in f.readline().split()[1:]]
     parts["_machine_busy"] = (sum(t) - t[3] - t[4]) / CLK
@@ -152,7 +196,8 @@ def count_orders(t1, t2):
 
 time.sleep(3)
 lg = subprocess.Popen([bindir + "/loadgen", "-target", gw, "-rate", str(rate), "-duration", f"{duration}s", "-users", "40",
-                       "-nats", env.get("NATS_URL", "nats://127.0.0.1:14222"), "-subject", subj, "-drain", "20s", "-json"],
+                       "-nats", env.get("NATS_URL", "nats://127.0.0.1:14222"), "-subject", subj, "-drain", "20s", "-json"]
+                      + (["-login-ratio", login_ratio] if login_ratio else []),
                       env=env, stdout=open(out + "/loadgen.json", "w"), stderr=open(out + "/loadgen.err", "w"))
 time.sleep(10)  # the window starts at second 10: users registered, connections warm
 up0 = open("/proc/loadavg").read().split()[:3]
@@ -176,7 +221,7 @@ for t in threads:
     t.join()
 lg.wait()
 n, paid = count_orders(s1["_t"], s2["_t"])
-res = {"label": label, "rate": rate, "orders_window": n, "paid_window": paid, "loadavg_start": up0, "loadavg_end": up1, "dir": out}
+res = {"label": label, "rate": rate, "login_ratio": login_ratio or "default", "orders_window": n, "paid_window": paid, "loadavg_start": up0, "loadavg_end": up1, "dir": out}
 us = {}
 res["pg_per_order"] = {d: [round((b - a) / max(n, 1), 2) for a, b in zip(s1["_pg"][d], v)] for d, v in s2["_pg"].items() if d in s1["_pg"]}
 for k, v in s2.items():
@@ -191,6 +236,28 @@ dt = s2["_t"] - s1["_t"]
 us["_machine_busy_pct"] = round((s2["_machine_busy"] - s1["_machine_busy"]) / dt * 100)
 us["_ours_pct"] = round(sum(v for k, v in us.items() if not k.startswith("_")) * n / 1e6 / dt * 100)
 res["cpu_us_per_order"] = us
+# Requests (client data segments out) and answers (in) per order, by client part and broker.
+names = {p: n for n, p in svc.items()}
+names[lg.pid] = "loadgen"
+segs = {}
+for k, (pid, o2, i2) in s2["_socks"].items():
+    _, o1, i1 = s1["_socks"].get(k, (pid, 0, 0))
+    key = names.get(pid, comm(pid)) + ">" + k[1]
+    a = segs.setdefault(key, [0, 0])
+    a[0] += o2 - o1
+    a[1] += i2 - i1
+json.dump({"s1": {"/".join(k): v for k, v in s1["_socks"].items()}, "s2": {"/".join(k): v for k, v in s2["_socks"].items()}},
+          open(out + "/sockets.json", "w"))
+res["broker_syscalls_per_order"] = {b: [round((v[0] - s1["_io"].get(b, [0, 0])[0]) / max(n, 1), 1),
+                                         round((v[1] - s1["_io"].get(b, [0, 0])[1]) / max(n, 1), 1)] for b, v in s2["_io"].items()}
+res["segs_per_order"] = {k: [round(o / max(n, 1), 2), round(i / max(n, 1), 2)] for k, (o, i) in sorted(segs.items())}
+# Connections opened during the window (a client that redials pays a handshake the segments above do not show).
+opened = {}
+for k, (pid, _, _) in s2["_socks"].items():
+    if k not in s1["_socks"]:
+        key = names.get(pid, comm(pid)) + ">" + k[1]
+        opened[key] = opened.get(key, 0) + 1
+res["connections_opened"] = opened
 try:
     res["loadgen"] = json.load(open(out + "/loadgen.json"))
 except Exception as e:

@@ -2,12 +2,17 @@ package proxy
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // The decision and retry counters are atomics behind observable counters;
@@ -67,5 +72,80 @@ func TestCountersExportTotals(t *testing.T) {
 		if len(got[name]) != len(series) {
 			t.Errorf("%s has series %v, want exactly %v", name, got[name], series)
 		}
+	}
+}
+
+// BenchmarkRecord is one request's two histogram observations (server and
+// upstream) for an unsampled request, the common case.
+func BenchmarkRecord(b *testing.B) {
+	m := newMetrics()
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		m.request(ctx, "orders", 1, 200, 1234*time.Microsecond)
+		m.upstream(ctx, "order", 1, 200, 1100*time.Microsecond)
+	}
+}
+
+// The duration histograms export under the names, labels and buckets the
+// OTel Prometheus exporter gave them, with the trace of a sampled request as
+// an exemplar (at most once a second per series); gateways sharing one
+// registry share the series.
+func TestHistogramsExport(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, again := newMetricsIn(reg), newMetricsIn(reg)
+	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled})
+	sampled := trace.ContextWithSpanContext(context.Background(), sc)
+	m.request(sampled, "orders", 1, 200, 2*time.Millisecond)
+	m.request(sampled, "orders", 1, 200, 2*time.Millisecond) // within the second: no exemplar
+	again.request(context.Background(), "orders", 1, 200, 20*time.Millisecond)
+	m.request(context.Background(), "orders", 3, 429, time.Millisecond)
+	m.upstream(context.Background(), "order", 1, 0, time.Second)
+
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.Histogram{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			var labels []string
+			for _, l := range mt.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = mt.GetHistogram()
+		}
+	}
+	want := map[string]uint64{
+		"http_server_request_duration_seconds{http_request_method=GET,http_response_status_code=200,http_route=orders}":    3,
+		"http_server_request_duration_seconds{http_request_method=POST,http_response_status_code=429,http_route=orders}":   1,
+		"http_client_request_duration_seconds{http_request_method=GET,http_response_status_code=0,shanhai_upstream=order}": 1,
+	}
+	for k, n := range want {
+		h := got[k]
+		if h == nil || h.GetSampleCount() != n {
+			t.Fatalf("%s: %v, want %d observations (all: %v)", k, h, n, got)
+		}
+		if len(h.GetBucket()) != len(durationBuckets) {
+			t.Fatalf("%s: %d buckets, want %d", k, len(h.GetBucket()), len(durationBuckets))
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("series %v, want exactly %v", got, want)
+	}
+	var exemplars []string
+	for k, h := range got {
+		for _, b := range h.GetBucket() {
+			if e := b.GetExemplar(); e != nil {
+				for _, l := range e.GetLabel() {
+					if l.GetName() == "trace_id" {
+						exemplars = append(exemplars, k+" "+l.GetValue())
+					}
+				}
+			}
+		}
+	}
+	if len(exemplars) != 1 || !strings.HasSuffix(exemplars[0], sc.TraceID().String()) || !strings.Contains(exemplars[0], "status_code=200") {
+		t.Fatalf("exemplars %v, want one, of trace %s on the 200 series", exemplars, sc.TraceID())
 	}
 }

@@ -134,7 +134,7 @@ type localLimiter interface {
 }
 
 // localAuthenticator is an Authenticator that can answer from its cache
-// without waiting (authn.Cache).
+// without waiting (authn.Verifier, from pkg/auth's token cache).
 type localAuthenticator interface {
 	CachedSubject(token []byte) (subject string, ok bool, err error)
 }
@@ -255,8 +255,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	x.rt, x.routeName = rt, rt.Name
 
 	if p.tracer != nil {
-		parent := extractParent(context.Background(), h)
-		x.reqCtx, x.span = p.tracer.Start(parent, rt.Name, serverSpan...)
+		x.reqCtx, x.span = p.server.Start(context.Background(), remoteParent(h), rt.Name, serverSpan...)
 		if x.span.SpanContext().IsSampled() {
 			st.mctx = x.reqCtx
 		}

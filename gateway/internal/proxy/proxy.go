@@ -27,6 +27,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
@@ -41,7 +42,7 @@ type Limiter interface {
 	Allow(ctx context.Context, key []byte) (quota.Decision, error)
 }
 
-// Authenticator maps a bearer token to a user id (authn.Cache satisfies it).
+// Authenticator maps a bearer token to a user id (authn.Verifier satisfies it).
 type Authenticator interface {
 	Subject(ctx context.Context, token []byte) (string, error)
 }
@@ -108,6 +109,7 @@ type Options struct {
 type Proxy struct {
 	o       Options
 	tracer  trace.Tracer
+	server  *telemetry.ServerTracer // server spans: unsampled requests skip the SDK
 	metrics *metrics
 }
 
@@ -128,6 +130,7 @@ func New(o Options) *Proxy {
 	p := &Proxy{o: o}
 	if o.Tracing {
 		p.tracer = otel.Tracer(instrumentation)
+		p.server = telemetry.NewServerTracer(otel.GetTracerProvider(), instrumentation)
 	}
 	if o.Metrics {
 		p.metrics = newMetrics()

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"encoding/hex"
 
 	"github.com/valyala/fasthttp"
@@ -16,15 +15,13 @@ import (
 // needs traceparent/tracestate. Baggage passes through untouched because the
 // gateway forwards client headers as they are.
 
-// extractParent returns ctx carrying the client's remote span context, if it
-// sent a valid traceparent (parsed as the W3C propagator would, without
-// copying fasthttp's header bytes).
-func extractParent(ctx context.Context, h *fasthttp.RequestHeader) context.Context {
-	sc := telemetry.ParseTraceparent(h.Peek("Traceparent"), h.Peek("Tracestate"))
-	if !sc.IsValid() {
-		return ctx
-	}
-	return trace.ContextWithRemoteSpanContext(ctx, sc)
+// remoteParent is the client's span context, if it sent a valid traceparent
+// (parsed as the W3C propagator would, without copying fasthttp's header
+// bytes), else the zero SpanContext. It is handed to
+// telemetry.ServerTracer as it is: a request that is not sampled then never
+// needs it in a context.
+func remoteParent(h *fasthttp.RequestHeader) trace.SpanContext {
+	return telemetry.ParseTraceparent(h.Peek("Traceparent"), h.Peek("Tracestate"))
 }
 
 // injectTraceparent writes sc as the upstream request's traceparent (and

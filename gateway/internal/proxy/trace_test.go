@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -8,6 +9,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 // The upstream always continues the client's trace. A recorded trace gets a
@@ -57,5 +60,72 @@ func TestTraceparentToUpstream(t *testing.T) {
 			client.SpanContext().SpanID().String() != parts[2] {
 			t.Fatalf("sampled request: want upstream parent = client span, child of server span; upstream saw %q", got)
 		}
+	}
+}
+
+// With the provider telemetry.Setup builds at a 10% root ratio, a tenth of
+// the requests is recorded (server and client span) and tells the upstream
+// "sampled" with the client span as parent; every other request tells it
+// "not sampled" in a trace of its own, and records nothing: the sampling
+// the gateway applies is exactly the configured one, whether or not a
+// request passes through the SDK.
+func TestSampledShareWithSetup(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+	t.Setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
+	rec := tracetest.NewSpanRecorder()
+	prevTP, prevMP := otel.GetTracerProvider(), otel.GetMeterProvider()
+	tel, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "gateway", SpanProcessors: []sdktrace.SpanProcessor{rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = tel.Shutdown(context.Background())
+		otel.SetTracerProvider(prevTP)
+		otel.SetMeterProvider(prevMP)
+	})
+
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}, Tracing: true}, up)
+	ratio := sdktrace.TraceIDRatioBased(0.1)
+	const n = 3000
+	sampled := map[string]bool{} // client span ids the upstream was told were sampled
+	traces := map[string]bool{}
+	for range n {
+		ctx := serve(p, "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n\r\n")
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatalf("status %d", ctx.Response.StatusCode())
+		}
+		sc := telemetry.ParseTraceparent(up.last.Load().Peek("Traceparent"), nil)
+		if !sc.IsValid() || traces[sc.TraceID().String()] {
+			t.Fatalf("upstream traceparent %q: want a valid one in a new trace", up.last.Load().Peek("Traceparent"))
+		}
+		traces[sc.TraceID().String()] = true
+		want := ratio.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: sc.TraceID()})
+		if sc.IsSampled() != (want.Decision == sdktrace.RecordAndSample) {
+			t.Fatalf("trace %s: upstream told sampled=%v, the ratio sampler says %v", sc.TraceID(), sc.IsSampled(), want.Decision)
+		}
+		if sc.IsSampled() {
+			sampled[sc.SpanID().String()] = true
+		}
+	}
+	// Binomial(3000, 0.1): standard deviation 16.
+	if len(sampled) < 230 || len(sampled) > 370 {
+		t.Fatalf("%d of %d requests sampled, want about 300", len(sampled), n)
+	}
+	var clients, servers int
+	for _, s := range rec.Ended() {
+		switch s.SpanKind() {
+		case trace.SpanKindClient:
+			clients++
+			if !sampled[s.SpanContext().SpanID().String()] {
+				t.Fatalf("client span %s was recorded but the upstream was not told it", s.SpanContext().SpanID())
+			}
+		case trace.SpanKindServer:
+			servers++
+		}
+	}
+	if clients != len(sampled) || servers != len(sampled) {
+		t.Fatalf("recorded %d server and %d client spans for %d sampled requests", servers, clients, len(sampled))
 	}
 }

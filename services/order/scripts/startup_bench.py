@@ -10,6 +10,11 @@ Usage (from the repository root, with scripts/deps.sh up):
 Why Python: the probe loop has to be cheaper than the thing it measures;
 spawning curl per poll costs milliseconds, an in-process HTTP poll does not.
 
+Each binary is built with the -tags its own source tree's deploy/Dockerfile
+builds production images with (none before 2026-12-04's nosqlite,nomsgpack;
+--tags overrides both sides, --tags '' builds plain), so an A/B against an
+older revision compares what production ran then with what it runs now.
+
 Each binary (the working tree's, and with --against also the one built from
 that revision, exported with git archive so the shared checkout is not
 touched) gets its own fresh PostgreSQL database: its first run migrates from
@@ -33,6 +38,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -56,6 +62,8 @@ ap.add_argument("--against", metavar="REV", help="also build REV (git archive; o
 ap.add_argument("--src", metavar="DIR", help="build the new binaries from DIR instead of this checkout (a copy that "
                 "holds only your change, when others' unfinished edits in a shared checkout do not build)")
 ap.add_argument("--ldflags", default="", help="go build -ldflags for both binaries, e.g. '-s -w'")
+ap.add_argument("--tags", default=None, help="go build -tags for both binaries (default: what each tree's "
+                "deploy/Dockerfile uses; '' for none)")
 ap.add_argument("--binary", metavar="LABEL=PATH", action="append", default=[],
                 help="measure these prebuilt binaries of one service instead of building (repeat to alternate "
                      "several, e.g. builds with different flags)")
@@ -72,8 +80,20 @@ for line in subprocess.run([os.path.join(root, "scripts", "deps.sh"), "env"], ca
 tmp = tempfile.mkdtemp(prefix="startup-bench-")
 
 
+def image_tags(src):
+    """The -tags deploy/Dockerfile in src builds the service images with ('' if none)."""
+    try:
+        with open(os.path.join(src, "deploy", "Dockerfile")) as f:
+            m = re.search(r"go build [^\n]*?-tags[ =](\S+)[^\n]*/out/app", f.read())
+    except OSError:
+        return ""
+    return m.group(1) if m else ""
+
+
 def build(src, svc, out):
-    cmd = ["go", "build", "-trimpath", "-o", out]
+    tags = args.tags if args.tags is not None else image_tags(src)
+    print(f"building {svc} from {src} with -tags '{tags}'")
+    cmd = ["go", "build", "-trimpath", "-tags", tags, "-o", out]
     if args.ldflags:
         cmd += ["-ldflags", args.ldflags]
     subprocess.run(cmd + [f"./services/{svc}/cmd/{svc}"], cwd=src, check=True)

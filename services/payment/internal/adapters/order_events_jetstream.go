@@ -114,10 +114,7 @@ func (c *OrderEvents) ConsumerConfig() jetstream.ConsumerConfig {
 // Start ensures the stream and consumer exist and begins consuming. The
 // returned stop function stops delivery and waits for messages in hand.
 func (c *OrderEvents) Start(ctx context.Context) (stop func(), err error) {
-	if err := stream.Ensure(ctx, c.js, c.names); err != nil {
-		return nil, err
-	}
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.Stream, c.ConsumerConfig())
+	cons, err := stream.EnsureConsumer(ctx, c.js, c.names, c.ConsumerConfig())
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", c.names.Durable, err)
 	}
