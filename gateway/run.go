@@ -229,7 +229,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		// Closed on return: a host process outlives the gateway it ran.
 		defer serveAdmin(cfg.AdminAddr, log).Close()
 	}
-	if cfg.Transport == "loop" {
+	if cfg.TransportName() == "loop" {
 		return serveLoop(ctx, cfg, log, p, handler, &shuttingDown, tel)
 	}
 	srv := &fasthttp.Server{
@@ -260,7 +260,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		}
 		errc <- srv.Serve(ln)
 	}()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "transport", cfg.Transport, "mode", cfg.Mode, "routes", cfg.Routes)
+	log.Info("gateway listening", "addr", ln.Addr().String(), "transport", cfg.TransportName(), "mode", cfg.Mode, "routes", cfg.Routes)
 	return serveUntil(ctx, cfg, log, errc, &shuttingDown, tel, func(sctx context.Context) error {
 		if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return err
@@ -280,7 +280,7 @@ func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *prox
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
-	log.Info("gateway listening", "addr", cfg.Addr, "transport", cfg.Transport, "mode", cfg.Mode, "routes", cfg.Routes)
+	log.Info("gateway listening", "addr", cfg.Addr, "transport", cfg.TransportName(), "mode", cfg.Mode, "routes", cfg.Routes)
 	return serveUntil(ctx, cfg, log, errc, shuttingDown, tel, func(sctx context.Context) error {
 		err := srv.Stop(sctx)
 		select {

@@ -6,7 +6,8 @@
 #   full     the gateway, full chain: JWT verification, per-IP and per-user limits
 #            (Redis, set high), breaker, adaptive limit, retry budget, tracing at
 #            10% sampling exported over OTLP to a sink, metrics
-#   routing  the gateway with routing only (GATEWAY_MODE=routing)
+#   routing  the gateway with routing only (GATEWAY_MODE=routing); full and routing use
+#            GATEWAY_TRANSPORT=fasthttp (a goroutine per connection)
 #   full1    (optional, add to TARGETS) the full chain with GOMAXPROCS=1
 #   loop     (optional, add to TARGETS) loopproxy: a bare event-loop proxy (gnet, fasthttp parser),
 #            the lower bound of an event-loop transport for the gateway
@@ -108,9 +109,11 @@ gw() { # target binary port admin-addr env... : start one gateway variant
 	PIDS+=($!)
 	PROC[$t]=$!
 }
-gw full "$WORK/gateway" 18093 127.0.0.1:29093 "${fullenv[@]}"
-gw full1 "$WORK/gateway" 18095 "" "${fullenv[@]}" GOMAXPROCS=1 GATEWAY_LIMIT_NAMESPACE=bench1
-gw routing "$WORK/gateway" 18094 127.0.0.1:29094 GATEWAY_MODE=routing
+# full, full1 and routing keep the goroutine-per-connection transport; the
+# event loop (the default since the fourth pass) is fullloop and routingloop.
+gw full "$WORK/gateway" 18093 127.0.0.1:29093 "${fullenv[@]}" GATEWAY_TRANSPORT=fasthttp
+gw full1 "$WORK/gateway" 18095 "" "${fullenv[@]}" GOMAXPROCS=1 GATEWAY_LIMIT_NAMESPACE=bench1 GATEWAY_TRANSPORT=fasthttp
+gw routing "$WORK/gateway" 18094 127.0.0.1:29094 GATEWAY_MODE=routing GATEWAY_TRANSPORT=fasthttp
 for v in full routing; do
 	[[ " $TARGETS " == *" ${v}loop "* ]] || continue
 	if [[ $v == full ]]; then
@@ -120,8 +123,8 @@ for v in full routing; do
 	fi
 done
 if [[ -n $BASE ]]; then
-	gw full0 "$WORK/gateway.base" 18096 "" "${fullenv[@]}" GATEWAY_LIMIT_NAMESPACE=bench0
-	gw routing0 "$WORK/gateway.base" 18097 "" GATEWAY_MODE=routing
+	gw full0 "$WORK/gateway.base" 18096 "" "${fullenv[@]}" GATEWAY_LIMIT_NAMESPACE=bench0 GATEWAY_TRANSPORT=fasthttp
+	gw routing0 "$WORK/gateway.base" 18097 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=fasthttp
 fi
 
 for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&

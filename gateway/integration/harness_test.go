@@ -50,22 +50,24 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	_ = os.RemoveAll(dir)
 	if code == 0 && os.Getenv("GATEWAY_TRANSPORT") == "" {
-		code = runAgain("loop")
+		code = runAgain("fasthttp")
 	}
 	os.Exit(code)
 }
 
 // transport is the gateway transport under test: GATEWAY_TRANSPORT, which
-// the gateway processes inherit (empty: the default, fasthttp).
+// the gateway processes inherit (empty: the default, auto: the event loop
+// without TLS, fasthttp with it).
 func transport() string {
 	if t := os.Getenv("GATEWAY_TRANSPORT"); t != "" {
 		return t
 	}
-	return "fasthttp"
+	return "auto"
 }
 
 // runAgain runs this test binary once more with GATEWAY_TRANSPORT=t, so
-// that one "go test" proves every behaviour on both transports. Setting
+// that one "go test" proves every behaviour on both transports (the first
+// run used the default, the event loop). Setting
 // GATEWAY_TRANSPORT yourself runs just that one.
 func runAgain(t string) int {
 	var args []string
