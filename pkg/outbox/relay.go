@@ -247,9 +247,14 @@ RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r
 	errs := r.publish(pctx, msgs)
 	cancel()
 	// The outcome is recorded even when ctx ended meanwhile (a stopping service): rows Kafka took would otherwise
-	// be sent again when the lease runs out.
-	return len(msgs), more, r.record(r.db.WithContext(context.WithoutCancel(ctx)), msgs, errs)
+	// be sent again when the lease runs out. Bounded, so a stop never hangs on an unreachable database.
+	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer rcancel()
+	return len(msgs), more, r.record(r.db.WithContext(rctx), msgs, errs)
 }
+
+// recordTimeout bounds a leased round's marking statement once the relay's context has ended.
+const recordTimeout = 5 * time.Second
 
 // lockedRound is a round in one transaction: claim, publish, record. On SQLite the transaction holds the database
 // write lock throughout (BEGIN IMMEDIATE), which is what keeps two relays apart there.

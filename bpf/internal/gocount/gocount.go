@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
+	"syscall"
 
 	"golang.org/x/arch/x86/x86asm"
 
@@ -34,8 +36,12 @@ const maxPs = 1 << 16
 
 // Counter knows where one executable keeps its goroutine counters.
 type Counter struct {
-	Sched uint64 // address of runtime.sched
-	Allp  uint64 // address of runtime.allp (a []*p)
+	Sched uint64 // link-time address of runtime.sched
+	Allp  uint64 // link-time address of runtime.allp (a []*p)
+	// PIE: a position-independent executable, loaded at another address per process; FirstLoad is the link-time
+	// address of its segment at file offset 0, which /proc/<pid>/maps locates.
+	PIE       bool
+	FirstLoad uint64
 	// Field offsets: runtime.schedt.goroutinesCreated, runtime.p.goroutinesCreated.
 	SchedOff, POff uint64
 	// How the addresses were found: "symbols" or "code" (see the package comment); offsets.Source for the offsets.
@@ -44,17 +50,27 @@ type Counter struct {
 }
 
 // Locate finds the counters of the executable behind sym. It fails (wrapping symtab.ErrNotFound where something is
-// missing) for position-independent executables, whose addresses move per process, and for runtimes without the
-// counters (before Go 1.26); the caller then counts goroutines some other way.
+// missing) for runtimes without the counters (before Go 1.26); the caller then counts goroutines some other way.
 func Locate(sym *symtab.Binary) (Counter, error) {
-	if t := sym.ELF().Type; t != elf.ET_EXEC {
-		return Counter{}, fmt.Errorf("executable type %v: only non-PIE Go binaries (the default) have fixed addresses", t)
-	}
-	offs, src, err := offsets.Resolve(sym.ELF(), offsets.SchedLock, offsets.SchedGoroutinesCreated, offsets.PGoroutinesCreated)
+	f := sym.ELF()
+	offs, src, err := offsets.Resolve(f, offsets.SchedLock, offsets.SchedGoroutinesCreated, offsets.PGoroutinesCreated)
 	if err != nil {
 		return Counter{}, err
 	}
 	c := Counter{SchedOff: offs[offsets.SchedGoroutinesCreated], POff: offs[offsets.PGoroutinesCreated], Offsets: src}
+	switch f.Type {
+	case elf.ET_EXEC:
+	case elf.ET_DYN:
+		c.PIE = true
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_LOAD && p.Off == 0 {
+				c.FirstLoad = p.Vaddr
+				break
+			}
+		}
+	default:
+		return Counter{}, fmt.Errorf("ELF type %v is not an executable", f.Type)
+	}
 	if addrs, err := sym.Symbols("runtime.sched", "runtime.allp"); err == nil {
 		c.Sched, c.Allp, c.Addrs = addrs["runtime.sched"], addrs["runtime.allp"], "symbols"
 		return c, nil
@@ -107,6 +123,14 @@ func fromCode(refs []symtab.GlobalRef, lockOff, createdOff uint64) (sched, allp 
 // The per-P counters are written by their Ps without atomics while this reads them, which is safe to read on amd64
 // (aligned 8-byte stores are not torn); a P being destroyed at that moment can be missed or counted twice once.
 func (c Counter) Read(pid int) (uint64, error) {
+	var bias uint64
+	if c.PIE {
+		start, err := loadStart(pid)
+		if err != nil {
+			return 0, err
+		}
+		bias = start - c.FirstLoad&^0xfff
+	}
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/mem")
 	if err != nil {
 		return 0, fmt.Errorf("goroutine counters: %w", err)
@@ -119,11 +143,11 @@ func (c Counter) Read(pid int) (uint64, error) {
 		}
 		return binary.LittleEndian.Uint64(buf[:8]), nil
 	}
-	n, err := word(c.Sched + c.SchedOff)
+	n, err := word(bias + c.Sched + c.SchedOff)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := f.ReadAt(buf[:16], int64(c.Allp)); err != nil {
+	if _, err := f.ReadAt(buf[:16], int64(bias+c.Allp)); err != nil {
 		return 0, fmt.Errorf("pid %d: read allp: %w", pid, err)
 	}
 	ptr, length := binary.LittleEndian.Uint64(buf[:8]), binary.LittleEndian.Uint64(buf[8:16])
@@ -149,3 +173,27 @@ func (c Counter) Read(pid int) (uint64, error) {
 }
 
 var errNotRuntime = errors.New("not the Go runtime's layout")
+
+// loadStart returns where process pid mapped the start (file offset 0) of its executable, found in /proc/<pid>/maps
+// by the executable's inode.
+func loadStart(pid int) (uint64, error) {
+	dir := "/proc/" + strconv.Itoa(pid)
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir+"/exe", &st); err != nil {
+		return 0, fmt.Errorf("pid %d: executable: %w", pid, err)
+	}
+	maps, err := os.ReadFile(dir + "/maps")
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	// Lines are "start-end perms offset dev inode path".
+	for line := range strings.Lines(string(maps)) {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[2] != "00000000" || f[4] != strconv.FormatUint(st.Ino, 10) {
+			continue
+		}
+		start, _, _ := strings.Cut(f[0], "-")
+		return strconv.ParseUint(start, 16, 64)
+	}
+	return 0, fmt.Errorf("pid %d: executable (inode %d) not in its maps", pid, st.Ino)
+}

@@ -16,13 +16,10 @@ import (
 	"github.com/shanhai-dev/shanhai/bpf/internal/symtab"
 )
 
-func build(t *testing.T, stripped bool) string {
+func build(t *testing.T, flags ...string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "target")
-	args := []string{"build", "-o", out}
-	if stripped {
-		args = append(args, "-ldflags=-s -w")
-	}
+	args := append([]string{"build", "-o", out}, flags...)
 	if b, err := exec.Command("go", append(args, "../../testdata/target")...).CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, b)
 	}
@@ -46,7 +43,7 @@ func locate(t *testing.T, bin string) Counter {
 // TestFromCodeMatchesSymbols: in the unstripped target, the addresses read out of the summer's instructions (what a
 // stripped binary gets) equal the symbol table's.
 func TestFromCodeMatchesSymbols(t *testing.T) {
-	bin := build(t, false)
+	bin := build(t)
 	c := locate(t, bin)
 	if c.Addrs != "symbols" || c.Offsets != offsets.FromDWARF {
 		t.Fatalf("unstripped: addresses from %s, offsets from %s", c.Addrs, c.Offsets)
@@ -94,16 +91,22 @@ func TestFromCodeRefuses(t *testing.T) {
 	}
 }
 
-// TestReadMatchesRuntime: the count read from a running target (unstripped and stripped) lies between the counts
+// TestReadMatchesRuntime: the count read from a running target (unstripped, stripped, PIE) lies between the counts
 // the runtime reports itself just before and just after (each request to it starts a goroutine: net/http's
 // background read), and follows goroutines the target starts exactly.
 func TestReadMatchesRuntime(t *testing.T) {
-	for _, stripped := range []bool{false, true} {
-		t.Run("stripped="+strconv.FormatBool(stripped), func(t *testing.T) {
-			bin := build(t, stripped)
+	for _, v := range []struct {
+		name  string
+		flags []string
+	}{{"plain", nil}, {"stripped", []string{"-ldflags=-s -w"}}, {"pie", []string{"-buildmode=pie"}}} {
+		t.Run(v.name, func(t *testing.T) {
+			bin := build(t, v.flags...)
 			c := locate(t, bin)
-			if stripped && (c.Addrs != "code" || c.Offsets != offsets.FromFallback) {
+			if v.name == "stripped" && (c.Addrs != "code" || c.Offsets != offsets.FromFallback) {
 				t.Fatalf("stripped: addresses from %s, offsets from %s", c.Addrs, c.Offsets)
+			}
+			if c.PIE != (v.name == "pie") {
+				t.Fatalf("PIE = %v", c.PIE)
 			}
 			cmd := exec.Command(bin)
 			stdout, err := cmd.StdoutPipe()
@@ -119,6 +122,11 @@ func TestReadMatchesRuntime(t *testing.T) {
 				t.Fatal(err)
 			}
 			base := "http://" + strings.TrimSpace(line)
+			if c.PIE { // the bias must be exercised: loaded elsewhere than linked (address space randomisation)
+				if start, err := loadStart(cmd.Process.Pid); err != nil || start == c.FirstLoad {
+					t.Fatalf("PIE loaded at %#x (%v), linked at %#x", start, err, c.FirstLoad)
+				}
+			}
 			get := func(path string) uint64 {
 				resp, err := http.Get(base + path)
 				if err != nil {
