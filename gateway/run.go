@@ -31,6 +31,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/authn"
 	"github.com/shanhai-dev/shanhai/gateway/internal/canary"
 	"github.com/shanhai-dev/shanhai/gateway/internal/config"
+	"github.com/shanhai-dev/shanhai/gateway/internal/evloop"
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
@@ -224,6 +225,13 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		p.Handle(ctx)
 	}
 
+	if cfg.AdminAddr != "" {
+		// Closed on return: a host process outlives the gateway it ran.
+		defer serveAdmin(cfg.AdminAddr, log).Close()
+	}
+	if cfg.TransportName() == "loop" {
+		return serveLoop(ctx, cfg, log, p, handler, &shuttingDown, tel)
+	}
 	srv := &fasthttp.Server{
 		Handler:               handler,
 		ErrorHandler:          proxy.ErrorHandler,
@@ -242,10 +250,6 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
 	ln = sockio.Listener{Listener: ln} // raw socket calls: see internal/sockio
-	if cfg.AdminAddr != "" {
-		// Closed on return: a host process outlives the gateway it ran.
-		defer serveAdmin(cfg.AdminAddr, log).Close()
-	}
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCertFile != "" {
@@ -256,8 +260,42 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		}
 		errc <- srv.Serve(ln)
 	}()
-	log.Info("gateway listening", "addr", ln.Addr().String(), "mode", cfg.Mode, "routes", cfg.Routes)
+	log.Info("gateway listening", "addr", ln.Addr().String(), "transport", cfg.TransportName(), "mode", cfg.Mode, "routes", cfg.Routes)
+	return serveUntil(ctx, cfg, log, errc, &shuttingDown, tel, func(sctx context.Context) error {
+		if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return nil
+	})
+}
 
+// serveLoop is run's tail for GATEWAY_TRANSPORT=loop: the same chain and
+// admin paths on gnet event loops (internal/evloop).
+func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *proxy.Proxy, admin fasthttp.RequestHandler,
+	shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
+	srv := evloop.New(evloop.Options{
+		Addr: cfg.Addr, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz", "/metrics"},
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: 16 << 10, ReadTimeout: cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Log: log,
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	log.Info("gateway listening", "addr", cfg.Addr, "transport", cfg.TransportName(), "mode", cfg.Mode, "routes", cfg.Routes)
+	return serveUntil(ctx, cfg, log, errc, shuttingDown, tel, func(sctx context.Context) error {
+		err := srv.Stop(sctx)
+		select {
+		case <-errc: // Serve has returned: every connection is closed
+		case <-sctx.Done():
+		}
+		return err
+	})
+}
+
+// serveUntil waits for the server to fail (errc) or ctx to end; then it
+// fails readiness, stops the server within SHUTDOWN_TIMEOUT and flushes
+// telemetry.
+func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <-chan error, shuttingDown *atomic.Bool,
+	tel *telemetry.Provider, stop func(context.Context) error) error {
 	select {
 	case err := <-errc:
 		return err
@@ -266,7 +304,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	shuttingDown.Store(true)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if err := srv.ShutdownWithContext(sctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := stop(sctx); err != nil {
 		log.Warn("shutdown", "error", err.Error())
 	}
 	if tel != nil {

@@ -6,10 +6,13 @@
 #   full     the gateway, full chain: JWT verification, per-IP and per-user limits
 #            (Redis, set high), breaker, adaptive limit, retry budget, tracing at
 #            10% sampling exported over OTLP to a sink, metrics
-#   routing  the gateway with routing only (GATEWAY_MODE=routing)
+#   routing  the gateway with routing only (GATEWAY_MODE=routing); full and routing use
+#            GATEWAY_TRANSPORT=fasthttp (a goroutine per connection)
 #   full1    (optional, add to TARGETS) the full chain with GOMAXPROCS=1
 #   loop     (optional, add to TARGETS) loopproxy: a bare event-loop proxy (gnet, fasthttp parser),
 #            the lower bound of an event-loop transport for the gateway
+#   fullloop, routingloop  (optional, add to TARGETS) full and routing on the event-loop transport
+#            (GATEWAY_TRANSPORT=loop)
 #   full0, routing0  with BASE=<git revision>: the same two variants built from that
 #            revision (added to TARGETS), for a before/after measured in one run
 # then a second pass at about half of the full chain's saturation (wrk's delay()
@@ -106,12 +109,22 @@ gw() { # target binary port admin-addr env... : start one gateway variant
 	PIDS+=($!)
 	PROC[$t]=$!
 }
-gw full "$WORK/gateway" 18093 127.0.0.1:29093 "${fullenv[@]}"
-gw full1 "$WORK/gateway" 18095 "" "${fullenv[@]}" GOMAXPROCS=1 GATEWAY_LIMIT_NAMESPACE=bench1
-gw routing "$WORK/gateway" 18094 127.0.0.1:29094 GATEWAY_MODE=routing
+# full, full1 and routing keep the goroutine-per-connection transport; the
+# event loop (the default since the fourth pass) is fullloop and routingloop.
+gw full "$WORK/gateway" 18093 127.0.0.1:29093 "${fullenv[@]}" GATEWAY_TRANSPORT=fasthttp
+gw full1 "$WORK/gateway" 18095 "" "${fullenv[@]}" GOMAXPROCS=1 GATEWAY_LIMIT_NAMESPACE=bench1 GATEWAY_TRANSPORT=fasthttp
+gw routing "$WORK/gateway" 18094 127.0.0.1:29094 GATEWAY_MODE=routing GATEWAY_TRANSPORT=fasthttp
+for v in full routing; do
+	[[ " $TARGETS " == *" ${v}loop "* ]] || continue
+	if [[ $v == full ]]; then
+		gw fullloop "$WORK/gateway" 18100 "" "${fullenv[@]}" GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloop
+	else
+		gw routingloop "$WORK/gateway" 18101 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=loop
+	fi
+done
 if [[ -n $BASE ]]; then
-	gw full0 "$WORK/gateway.base" 18096 "" "${fullenv[@]}" GATEWAY_LIMIT_NAMESPACE=bench0
-	gw routing0 "$WORK/gateway.base" 18097 "" GATEWAY_MODE=routing
+	gw full0 "$WORK/gateway.base" 18096 "" "${fullenv[@]}" GATEWAY_LIMIT_NAMESPACE=bench0 GATEWAY_TRANSPORT=fasthttp
+	gw routing0 "$WORK/gateway.base" 18097 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=fasthttp
 fi
 
 for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&
@@ -124,10 +137,19 @@ if [[ ${PROFILE:-0} == 1 ]] && ! curl -fs http://127.0.0.1:29093/debug/pprof/cmd
 	echo "bench: 127.0.0.1:29093 is not this run's gateway (port taken?); PROFILE=1 would profile the wrong process" >&2
 	exit 1
 fi
-declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095 [full0]=18096 [routing0]=18097 [loop]=18098)
+declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095 [full0]=18096 [routing0]=18097 [loop]=18098
+	[fullloop]=18100 [routingloop]=18101)
+for t in fullloop routingloop; do
+	[[ " $TARGETS " == *" $t "* ]] || continue
+	for _ in $(seq 50); do curl -fs -o /dev/null "127.0.0.1:${PORT[$t]}/healthz" && break; sleep 0.2; done
+done
 # Every target gets the same request, Authorization included.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
 [[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
+if [[ " $TARGETS " == *" fullloop "* ]]; then
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18100$PATHQ")
+	[[ $code == 200 ]] || { echo "bench: fullloop answers $code, see $WORK/fullloop.log" >&2; cat "$WORK/fullloop.log" >&2; exit 1; }
+fi
 
 # CPU time (user+system, clock ticks) of the process(es) serving a target: for
 # nginx the master and its workers. This is the load-independent number: on a
@@ -184,7 +206,7 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 report() { # title, array prefix
-	printf '\n%s\n%-8s %12s %9s %9s %9s %12s\n' "$1" target "req/s" "p50 ms" "p99 ms" "x nginx" "CPU us/req"
+	printf '\n%s\n%-11s %12s %9s %9s %9s %12s\n' "$1" target "req/s" "p50 ms" "p99 ms" "x nginx" "CPU us/req"
 	local n; n=$(for r in $(seq "$ROUNDS"); do echo "${R[nginx,$r]}" | cut -d' ' -f1; done | median)
 	for t in $TARGETS; do
 		local rps p50 p99
@@ -192,7 +214,7 @@ report() { # title, array prefix
 		p50=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f2; done | median)
 		p99=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f3; done | median)
 		cpu=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f4; done | median)
-		printf '%-8s %12.0f %9.3f %9.3f %9.2f %12.1f\n' "$t" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$n" 'BEGIN{print a/b}')" "$cpu"
+		printf '%-11s %12.0f %9.3f %9.3f %9.2f %12.1f\n' "$t" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$n" 'BEGIN{print a/b}')" "$cpu"
 		echo "$t $rps" >"$WORK/sat.$t"
 	done
 }
@@ -222,6 +244,6 @@ d50=$(for r in $(seq "$ROUNDS"); do echo "${R[direct,$r]}" | cut -d' ' -f2; done
 for t in $TARGETS; do
 	[[ $t == direct ]] && continue
 	p=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f2; done | median)
-	printf 'added p50 %-8s %.3f ms\n' "$t" "$(awk -v a="$p" -v b="$d50" 'BEGIN{print a-b}')"
+	printf 'added p50 %-11s %.3f ms\n' "$t" "$(awk -v a="$p" -v b="$d50" 'BEGIN{print a-b}')"
 done
 echo "bench: raw wrk output in $WORK/wrk.log" >&2

@@ -49,7 +49,42 @@ func TestMain(m *testing.M) {
 	bin = dir
 	code := m.Run()
 	_ = os.RemoveAll(dir)
+	if code == 0 && os.Getenv("GATEWAY_TRANSPORT") == "" {
+		code = runAgain("fasthttp")
+	}
 	os.Exit(code)
+}
+
+// transport is the gateway transport under test: GATEWAY_TRANSPORT, which
+// the gateway processes inherit (empty: the default, auto: the event loop
+// without TLS, fasthttp with it).
+func transport() string {
+	if t := os.Getenv("GATEWAY_TRANSPORT"); t != "" {
+		return t
+	}
+	return "auto"
+}
+
+// runAgain runs this test binary once more with GATEWAY_TRANSPORT=t, so
+// that one "go test" proves every behaviour on both transports (the first
+// run used the default, the event loop). Setting
+// GATEWAY_TRANSPORT yourself runs just that one.
+func runAgain(t string) int {
+	var args []string
+	for _, a := range os.Args[1:] {
+		if !strings.HasPrefix(a, "-test.testlogfile") { // the parent's cache log
+			args = append(args, a)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "integration: again with GATEWAY_TRANSPORT=%s\n", t)
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "GATEWAY_TRANSPORT="+t)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "integration: GATEWAY_TRANSPORT=%s: %v\n", t, err)
+		return 1
+	}
+	return 0
 }
 
 // world is one test's servers: its own service names, dynamic config key and

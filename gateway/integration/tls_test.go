@@ -11,7 +11,9 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,6 +24,17 @@ func TestTLSIsAtLeast12AndPrefers13(t *testing.T) {
 	w := newWorld(t)
 	w.startUpstream("a", "v1")
 	certFile, keyFile, pool := selfSigned(t)
+	if transport() == "loop" {
+		// The event loop serves no TLS: the gateway must refuse to start
+		// and name the transport that does, not serve plain text.
+		cmd := exec.Command(filepath.Join(bin, "gateway"))
+		cmd.Env = append(os.Environ(), "HTTP_ADDR="+freeAddr(t), "ADMIN_ADDR=", "TLS_CERT_FILE="+certFile, "TLS_KEY_FILE="+keyFile)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "GATEWAY_TRANSPORT=fasthttp") {
+			t.Fatalf("loop transport with TLS: err %v, output %s", err, out)
+		}
+		return
+	}
 	g := w.startGateway("TLS_CERT_FILE="+certFile, "TLS_KEY_FILE="+keyFile)
 
 	dial := func(minV, maxV uint16) (uint16, error) {

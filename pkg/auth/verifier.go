@@ -172,15 +172,31 @@ func (v *Verifier) VerifyBytes(ctx context.Context, token []byte) (Claims, error
 }
 
 func verify[T string | []byte](v *Verifier, ctx context.Context, token T) (Claims, error) {
-	if v.cache != nil {
-		set := v.keys.Load()
-		now := v.opts.Now()
-		if c, ok := cacheGet(v.cache, token, now, set); ok {
-			v.refreshIfOld(set, now)
-			return c, nil
-		}
+	if c, ok := cached(v, token); ok {
+		return c, nil
 	}
 	return v.parse(ctx, string(token))
+}
+
+// CachedBytes answers from the verified-token cache alone, never parsing
+// or fetching: ok false means VerifyBytes must verify the token, which may
+// wait for the key set. The gateway's event loop asks this on the loop and
+// hands a miss to a goroutine.
+func (v *Verifier) CachedBytes(token []byte) (c Claims, ok bool) {
+	return cached(v, token)
+}
+
+func cached[T string | []byte](v *Verifier, token T) (Claims, bool) {
+	if v.cache == nil {
+		return Claims{}, false
+	}
+	set := v.keys.Load()
+	now := v.opts.Now()
+	c, ok := cacheGet(v.cache, token, now, set)
+	if ok {
+		v.refreshIfOld(set, now)
+	}
+	return c, ok
 }
 
 // parse verifies a token the cache did not answer, and caches it on success.

@@ -29,6 +29,7 @@ type Config struct {
 	RedisURL        string   `env:"REDIS_URL" envDefault:"redis://127.0.0.1:16379/0" desc:"Redis for limits shared by gateway replicas"`
 	JWKSURL         string   `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"user service key set for JWT verification"`
 
+	Transport    string        `env:"GATEWAY_TRANSPORT" envDefault:"auto" desc:"auto (loop, or fasthttp when TLS_CERT_FILE is set), fasthttp (a goroutine per connection), or loop (gnet event loops; no TLS)"`
 	Mode         string        `env:"GATEWAY_MODE" envDefault:"full" desc:"full, or routing (no auth, limits, breaker, tracing or metrics: a benchmark baseline only)"`
 	Routes       string        `env:"GATEWAY_ROUTES" envDefault:"/api/v1/users=user,/api/v1/sessions=user,/.well-known/jwks.json=user,/api/v1/orders=order,/api/v1/products=order,/api/v1/payments=payment" desc:"route table: path prefix=service,..."`
 	RouteTimeout time.Duration `env:"GATEWAY_ROUTE_TIMEOUT" envDefault:"5s" desc:"default per-route timeout (504 when reached); dynamic config may override per route"`
@@ -63,6 +64,19 @@ type Config struct {
 	DynamicKey string `env:"GATEWAY_DYNAMIC_KEY" envDefault:"gateway" desc:"etcd key /shanhai/config/<name> with the dynamic config JSON"`
 }
 
+// TransportName resolves GATEWAY_TRANSPORT=auto: the event loop, which
+// spends less CPU per request (gateway/bench/README.md, fourth pass),
+// unless TLS is configured, which only the fasthttp transport serves.
+func (c *Config) TransportName() string {
+	if c.Transport != "auto" {
+		return c.Transport
+	}
+	if c.TLSCertFile != "" {
+		return "fasthttp"
+	}
+	return "loop"
+}
+
 // Load reads and validates the environment.
 func Load() (Config, error) {
 	var c Config
@@ -75,6 +89,14 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Mode != "full" && c.Mode != "routing" {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_MODE", "must be full or routing"))
+	}
+	switch {
+	case c.Transport != "auto" && c.Transport != "fasthttp" && c.Transport != "loop":
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_TRANSPORT", "must be auto, fasthttp or loop"))
+	case c.Transport == "loop" && (c.TLSCertFile != "" || c.TLSKeyFile != ""):
+		// The event loop reads and writes raw sockets; TLS there would need a
+		// record layer driven by the loop, which is not built.
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_TRANSPORT", "loop does not serve TLS; use GATEWAY_TRANSPORT=fasthttp with TLS_CERT_FILE, or terminate TLS in front"))
 	}
 	if _, err := route.Parse(c.Routes, c.RouteTimeout, nil); err != nil {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTES", err.Error()))

@@ -46,18 +46,19 @@ func (c *CORS) allowed(origin []byte) (value []byte, exact bool) {
 
 // handle applies CORS. It answers preflights itself (returning true) and
 // for other requests records in st what decorate must add to the answer.
-func (c *CORS) handle(ctx *fasthttp.RequestCtx, st *state) bool {
-	origin := ctx.Request.Header.Peek("Origin")
+func (c *CORS) handle(x *Exchange) bool {
+	st := &x.st
+	origin := x.Req.Header.Peek("Origin")
 	if len(origin) == 0 {
 		return false
 	}
 	st.cors = true
 	value, exact := c.allowed(origin)
-	preflight := ctx.IsOptions() && len(ctx.Request.Header.Peek("Access-Control-Request-Method")) > 0
+	preflight := x.Req.Header.IsOptions() && len(x.Req.Header.Peek("Access-Control-Request-Method")) > 0
 	if value == nil {
 		st.origin = st.origin[:0]
 		if preflight {
-			writeProblem(ctx, fasthttp.StatusForbidden, "cors-origin", "origin "+strconv.Quote(string(origin))+" is not allowed")
+			x.problem(fasthttp.StatusForbidden, "cors-origin", "origin "+strconv.Quote(string(origin))+" is not allowed")
 			return true
 		}
 		return false // the browser blocks the response; other clients are unaffected
@@ -66,18 +67,18 @@ func (c *CORS) handle(ctx *fasthttp.RequestCtx, st *state) bool {
 	if !preflight {
 		return false
 	}
-	method := ctx.Request.Header.Peek("Access-Control-Request-Method")
+	method := x.Req.Header.Peek("Access-Control-Request-Method")
 	if !listHas(c.Methods, method) {
-		writeProblem(ctx, fasthttp.StatusForbidden, "cors-method", "method "+strconv.Quote(string(method))+" is not allowed cross-origin")
+		x.problem(fasthttp.StatusForbidden, "cors-method", "method "+strconv.Quote(string(method))+" is not allowed cross-origin")
 		return true
 	}
-	h := &ctx.Response.Header
+	h := &x.Resp.Header
 	h.Add("Vary", "Access-Control-Request-Method")
 	h.Add("Vary", "Access-Control-Request-Headers")
 	h.Set("Access-Control-Allow-Methods", c.Methods)
 	h.Set("Access-Control-Allow-Headers", c.Headers)
 	h.Set("Access-Control-Max-Age", strconv.Itoa(c.MaxAge))
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
+	x.Resp.SetStatusCode(fasthttp.StatusNoContent)
 	return true
 }
 

@@ -95,7 +95,7 @@ func FuzzProblem(f *testing.F) {
 	f.Fuzz(func(t *testing.T, uri string) {
 		var ctx fasthttp.RequestCtx
 		ctx.Request.Header.SetRequestURI(uri)
-		writeProblem(&ctx, 400, "bad-path", "detail \"quoted\"")
+		writeProblem(&ctx.Response, ctx.Request.Header.RequestURI(), 400, "bad-path", "detail \"quoted\"")
 		if !jsonValid(ctx.Response.Body()) {
 			t.Fatalf("invalid JSON for %q: %s", uri, ctx.Response.Body())
 		}

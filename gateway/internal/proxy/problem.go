@@ -13,11 +13,13 @@ const ProblemBase = "https://shanhai.dev/problems/"
 // writeProblem answers with an RFC 9457 problem document. pkg/problem does the
 // same for gin; the gateway serves fasthttp, so it writes the few fields it
 // needs by hand (no reflection on the error path either).
-func writeProblem(ctx *fasthttp.RequestCtx, status int, slug, detail string) {
-	ctx.Response.ResetBody()
-	ctx.SetStatusCode(status)
-	ctx.SetContentType("application/problem+json")
-	b := ctx.Response.Body()[:0]
+//
+// uri is the request target, quoted as the "instance".
+func writeProblem(resp *fasthttp.Response, uri []byte, status int, slug, detail string) {
+	resp.ResetBody()
+	resp.SetStatusCode(status)
+	resp.Header.SetContentType("application/problem+json")
+	b := resp.Body()[:0]
 	b = append(b, `{"type":`...)
 	b = appendJSONString(b, ProblemBase+slug)
 	b = append(b, `,"title":`...)
@@ -29,9 +31,9 @@ func writeProblem(ctx *fasthttp.RequestCtx, status int, slug, detail string) {
 		b = appendJSONString(b, detail)
 	}
 	b = append(b, `,"instance":`...)
-	b = appendJSONBytes(b, ctx.Request.Header.RequestURI())
+	b = appendJSONBytes(b, uri)
 	b = append(b, '}')
-	ctx.Response.SetBodyRaw(b)
+	resp.SetBodyRaw(b)
 }
 
 func appendJSONString(b []byte, s string) []byte { return appendJSONBytes(b, []byte(s)) }

@@ -18,14 +18,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
-	"github.com/shanhai-dev/shanhai/gateway/internal/authn"
 	"github.com/shanhai-dev/shanhai/gateway/internal/canary"
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
@@ -33,8 +30,6 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/valyala/fasthttp"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -63,23 +58,28 @@ type Dynamic struct {
 // ErrorHandler answers what the server rejects before the handler runs:
 // oversized bodies (413), slow or malformed requests.
 func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
-	var tooLarge bool
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		tooLarge = true
-	}
+	Reject(&ctx.Request, &ctx.Response, err)
+	ctx.SetConnectionClose()
+}
+
+// Reject writes the answer to a request the transport could not read: 413
+// for fasthttp.ErrBodyTooLarge, 431 for *fasthttp.ErrSmallBuffer (headers
+// over the read buffer), 408 for a timeout, 400 otherwise. Both transports
+// use it, so their answers to bad input are the same bytes.
+func Reject(req *fasthttp.Request, resp *fasthttp.Response, err error) {
 	var netErr net.Error
 	var small *fasthttp.ErrSmallBuffer
+	uri := req.Header.RequestURI()
 	switch {
-	case tooLarge:
-		writeProblem(ctx, fasthttp.StatusRequestEntityTooLarge, "body-too-large", "the request body exceeds the gateway's limit")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeProblem(resp, uri, fasthttp.StatusRequestEntityTooLarge, "body-too-large", "the request body exceeds the gateway's limit")
 	case errors.As(err, &small):
-		writeProblem(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "headers-too-large", "the request line and headers exceed the gateway's limit")
+		writeProblem(resp, uri, fasthttp.StatusRequestHeaderFieldsTooLarge, "headers-too-large", "the request line and headers exceed the gateway's limit")
 	case errors.As(err, &netErr) && netErr.Timeout():
-		writeProblem(ctx, fasthttp.StatusRequestTimeout, "request-timeout", "the request was not received in time")
+		writeProblem(resp, uri, fasthttp.StatusRequestTimeout, "request-timeout", "the request was not received in time")
 	default:
-		writeProblem(ctx, fasthttp.StatusBadRequest, "malformed-request", "the request could not be parsed")
+		writeProblem(resp, uri, fasthttp.StatusBadRequest, "malformed-request", "the request could not be parsed")
 	}
-	ctx.SetConnectionClose()
 }
 
 // Options assemble a Proxy. Nil parts are switched off, which is how the
@@ -145,7 +145,7 @@ var (
 	clientSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 )
 
-// state is per-request scratch space, pooled.
+// state is per-request scratch space, reused with its Exchange.
 type state struct {
 	path, uri, key, rid, tp, xff, num, hdr []byte
 	// Response decorations, written last because an upstream call resets
@@ -163,135 +163,16 @@ type state struct {
 	mctx context.Context
 }
 
-var states = sync.Pool{New: func() any {
-	return &state{path: make([]byte, 0, 128), uri: make([]byte, 0, 256), key: make([]byte, 0, 64),
-		rid: make([]byte, 0, 64), origin: make([]byte, 0, 64), hdr: make([]byte, 0, 64), tp: make([]byte, 0, 64), xff: make([]byte, 0, 64), num: make([]byte, 0, 16)}
-}}
-
-// Handle serves one request.
+// Handle serves one request on the fasthttp transport: the phases in
+// sequence, the upstream call blocking this goroutine in between.
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
-	st := states.Get().(*state)
-	st.rlSet, st.cors, st.mctx = false, false, context.Background()
-	defer func() {
-		st.mctx = nil // do not keep the request's context alive in the pool
-		states.Put(st)
-	}()
-	start := time.Now()
-	h := &ctx.Request.Header
-	method := methodIndex(h.Method())
-	routeName := "unmatched"
-
-	// Request id first, so even a 400 can be correlated.
-	if id := h.Peek(RequestIDHeader); validRequestID(id) {
-		st.rid = append(st.rid[:0], id...)
-	} else {
-		st.rid = appendRequestID(st.rid[:0])
-		h.SetBytesV(RequestIDHeader, st.rid)
+	x := NewExchange(&ctx.Request, &ctx.Response, remoteAddr(ctx), ctx)
+	defer x.Release()
+	step := p.Begin(x, true)
+	for step == Send {
+		step = p.Received(x, x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline))
 	}
-
-	var span trace.Span
-	reqCtx := context.Context(ctx)
-	defer func() {
-		p.decorate(ctx, st)
-		if span != nil {
-			status := ctx.Response.StatusCode()
-			if span.IsRecording() {
-				span.SetAttributes(attribute.Int("http.response.status_code", status))
-				if status >= 500 {
-					span.SetStatus(codes.Error, "")
-				}
-			}
-			span.End()
-		}
-		if p.metrics != nil {
-			p.metrics.request(st.mctx, routeName, method, ctx.Response.StatusCode(), time.Since(start))
-		}
-	}()
-
-	// Canonical path: routing, the public check and the upstream all see
-	// the same form.
-	raw := h.RequestURI()
-	pathPart, query := raw, []byte(nil)
-	for i, c := range raw {
-		if c == '?' {
-			pathPart, query = raw[:i], raw[i:]
-			break
-		}
-	}
-	clean, err := route.Clean(st.path[:0], pathPart)
-	st.path = clean
-	if err != nil {
-		writeProblem(ctx, fasthttp.StatusBadRequest, "bad-path", "the request path is malformed")
-		return
-	}
-	if string(clean) != string(pathPart) {
-		st.uri = append(append(st.uri[:0], clean...), query...)
-		h.SetRequestURIBytes(st.uri)
-	}
-
-	if p.o.CORS != nil && p.o.CORS.handle(ctx, st) {
-		return
-	}
-
-	rt, ok := p.o.Table.Match(clean)
-	if !ok {
-		writeProblem(ctx, fasthttp.StatusNotFound, "no-route", "no route for this path")
-		return
-	}
-	routeName = rt.Name
-
-	if p.tracer != nil {
-		reqCtx, span = p.server.Start(context.Background(), remoteParent(h), rt.Name, serverSpan...)
-		if span.SpanContext().IsSampled() {
-			st.mctx = reqCtx
-		}
-		if span.IsRecording() {
-			span.SetAttributes(attribute.String("http.request.method", methods[method]),
-				attribute.String("http.route", rt.Prefix), attribute.String("url.path", string(clean)))
-		}
-	}
-
-	peer := remoteAddr(ctx)
-	client := p.o.Trusted.ClientIP(peer, h.Peek("X-Forwarded-For"))
-	st.key = client.AppendTo(st.key[:0])
-	lim, limName := p.o.IPLimit, "ip"
-	if p.o.LoginLimit != nil && isLogin(ctx.Method(), clean) {
-		lim, limName = p.o.LoginLimit, "login"
-	}
-	if lim != nil && !p.allow(ctx, reqCtx, st, lim, limName, st.key) {
-		return
-	}
-
-	// Strip what clients must never control before deciding anything else.
-	Sanitize(h)
-	public := p.o.Table.IsPublic(ctx.Method(), clean)
-	if p.o.Auth != nil {
-		token := authn.Bearer(h.Peek("Authorization"))
-		user, err := p.o.Auth.Subject(reqCtx, token)
-		switch {
-		case err == nil:
-			h.Set(UserHeader, user)
-			if p.o.UserLimit != nil {
-				st.key = append(st.key[:0], user...)
-				if !p.allow(ctx, reqCtx, st, p.o.UserLimit, "user", st.key) {
-					return
-				}
-			}
-		case public:
-			// A public call with a bad token goes on anonymously.
-		case errors.Is(err, authn.ErrNoToken):
-			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="shanhai"`)
-			writeProblem(ctx, fasthttp.StatusUnauthorized, "unauthenticated", "this route needs a bearer token")
-			return
-		default:
-			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="shanhai", error="invalid_token"`)
-			writeProblem(ctx, fasthttp.StatusUnauthorized, "invalid-token", "the bearer token is invalid or expired")
-			return
-		}
-	}
-	st.xff = p.o.Trusted.SetForwarded(h, peer, p.o.TLS, st.xff)
-
-	p.forward(ctx, reqCtx, rt, method, start, st)
+	p.Finish(x)
 }
 
 func isLogin(method, path []byte) bool {
@@ -305,32 +186,10 @@ func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	return netip.Addr{}
 }
 
-// allow applies one limiter; on refusal it has answered 429.
-func (p *Proxy) allow(ctx *fasthttp.RequestCtx, reqCtx context.Context, st *state, l Limiter, name string, key []byte) bool {
-	d, err := l.Allow(reqCtx, key)
-	if err != nil {
-		// Only a cancelled request errors; there is nobody to answer.
-		writeProblem(ctx, fasthttp.StatusServiceUnavailable, "limit-unavailable", "rate limit could not be evaluated")
-		return false
-	}
-	if p.metrics != nil {
-		p.metrics.decision(name, d.Allowed)
-	}
-	if d.Limit > 0 {
-		st.rl, st.rlSet = d, true
-	}
-	if d.Allowed {
-		return true
-	}
-	ctx.Response.Header.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
-	writeProblem(ctx, fasthttp.StatusTooManyRequests, "rate-limited", "too many requests ("+name+" limit)")
-	return false
-}
-
 // decorate adds the headers every answer carries: request id, CORS and the
 // RateLimit state of the last limit applied.
-func (p *Proxy) decorate(ctx *fasthttp.RequestCtx, st *state) {
-	rh := &ctx.Response.Header
+func (p *Proxy) decorate(resp *fasthttp.Response, st *state) {
+	rh := &resp.Header
 	rh.SetBytesV(RequestIDHeader, st.rid)
 	if st.cors {
 		rh.Add("Vary", "Origin")
@@ -368,76 +227,6 @@ func (p *Proxy) decorate(ctx *fasthttp.RequestCtx, st *state) {
 
 func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
 
-// forward sends the request to the route's service, retrying idempotent
-// requests on another instance while the retry budget allows.
-func (p *Proxy) forward(ctx *fasthttp.RequestCtx, reqCtx context.Context, rt *route.Route, method uint8, start time.Time, st *state) {
-	h := &ctx.Request.Header
-	svc := p.o.Upstreams.Service(rt.Service)
-	if svc == nil {
-		writeProblem(ctx, fasthttp.StatusBadGateway, "no-upstream", "route has no upstream service")
-		return
-	}
-	dyn := p.o.Dynamic()
-
-	// Deadline: the route's timeout, or less if the client has less time.
-	timeout := rt.Timeout
-	if t, ok := dyn.Timeouts[rt.Name]; ok && t > 0 {
-		timeout = t
-	}
-	if v := h.Peek(TimeoutHeader); len(v) > 0 {
-		if ms, err := strconv.ParseUint(string(v), 10, 32); err == nil && ms > 0 {
-			if d := min(time.Duration(ms)*time.Millisecond, p.o.MaxTimeout); d < timeout {
-				timeout = d
-			}
-		}
-	}
-	deadline := start.Add(timeout)
-
-	// Canary: an explicit tag is exact; otherwise the weighted split.
-	version := ""
-	tagged := false
-	if tag := canary.Requested(h); len(tag) > 0 {
-		version, tagged = string(tag), true
-	} else if w := dyn.Canary[rt.Service]; len(w) > 0 {
-		vs := svc.Versions()
-		version = w.Pick(func(v string) bool { return len(vs[v]) > 0 }, rand.Uint64()>>1)
-	}
-
-	idempotent := isIdempotent(ctx.Method(), h)
-	if svc.Budget != nil {
-		svc.Budget.Request()
-	}
-	var last *upstream.Endpoint
-	for attempt := 1; ; attempt++ {
-		ep, err := svc.Pick(version, last)
-		if err != nil {
-			detail := "no live instance of " + rt.Service
-			if tagged {
-				detail += " at release " + strconv.Quote(version)
-			}
-			writeProblem(ctx, fasthttp.StatusServiceUnavailable, "no-instance", detail)
-			return
-		}
-		retry, done := p.attempt(ctx, reqCtx, svc, ep, method, deadline, st)
-		if done || !retry {
-			return
-		}
-		if !idempotent || attempt >= p.o.MaxAttempts || time.Until(deadline) <= 0 {
-			return
-		}
-		if svc.Budget != nil && !svc.Budget.Withdraw() {
-			if p.metrics != nil {
-				p.metrics.retry(svc.Name, "denied_by_budget")
-			}
-			return
-		}
-		if p.metrics != nil {
-			p.metrics.retry(svc.Name, "sent")
-		}
-		last = ep
-	}
-}
-
 // isIdempotent is pkg/retry's rule on fasthttp types: safe methods, or any
 // request the client marked with an Idempotency-Key.
 func isIdempotent(method []byte, h *fasthttp.RequestHeader) bool {
@@ -446,122 +235,4 @@ func isIdempotent(method []byte, h *fasthttp.RequestHeader) bool {
 		return true
 	}
 	return len(h.Peek("Idempotency-Key")) > 0
-}
-
-// attempt makes one upstream call. It returns retry when the failure may be
-// retried elsewhere (the response then holds an error answer already, so a
-// denied retry still leaves the client a proper reply) and done when the
-// outcome is final.
-func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, reqCtx context.Context, svc *upstream.Service, ep *upstream.Endpoint, method uint8, deadline time.Time, st *state) (retry, done bool) {
-	h := &ctx.Request.Header
-	var release func(time.Duration, bool)
-	if svc.Limit != nil {
-		var ok bool
-		if release, ok = svc.Limit.Acquire(); !ok {
-			if p.metrics != nil {
-				p.metrics.decision("concurrency:"+svc.Name, false)
-			}
-			ctx.Response.Header.Set("Retry-After", "1")
-			writeProblem(ctx, fasthttp.StatusServiceUnavailable, "upstream-overloaded", svc.Name+" is at its concurrency limit")
-			return false, true
-		}
-	}
-	var breakerDone func(bool)
-	if svc.Breaker != nil {
-		var err error
-		if breakerDone, err = svc.Breaker.Allow(); err != nil {
-			if release != nil {
-				release(0, false)
-			}
-			if p.metrics != nil {
-				p.metrics.decision("breaker:"+svc.Name, false)
-			}
-			ctx.Response.Header.Set("Retry-After", "1")
-			writeProblem(ctx, fasthttp.StatusServiceUnavailable, "circuit-open", svc.Name+" is failing; circuit breaker open")
-			return false, true
-		}
-	}
-	remaining := time.Until(deadline)
-	if remaining <= 0 {
-		if release != nil {
-			release(0, false)
-		}
-		if breakerDone != nil {
-			breakerDone(false)
-		}
-		writeProblem(ctx, fasthttp.StatusGatewayTimeout, "timeout", "route timeout reached before the upstream answered")
-		return false, true
-	}
-	st.num = strconv.AppendInt(st.num[:0], max(1, remaining.Milliseconds()), 10)
-	h.SetBytesV(TimeoutHeader, st.num)
-
-	var span trace.Span
-	callCtx := reqCtx
-	if p.tracer != nil {
-		// A client span only for a recorded trace: every standard sampler
-		// decides a child as it decided the server span, so for the 90% of
-		// requests a 10% ratio drops, a client span would be built (span id
-		// drawn under the SDK's lock, context value) only to be dropped. The
-		// upstream then gets the server span as its parent, which nobody
-		// sees because the trace is not recorded.
-		if server := trace.SpanFromContext(reqCtx); server.IsRecording() {
-			callCtx, span = p.tracer.Start(reqCtx, svc.Name, clientSpan...)
-			if span.IsRecording() {
-				span.SetAttributes(attribute.String("server.address", ep.Addr), attribute.String("shanhai.upstream.version", ep.Version))
-			}
-			st.tp = injectTraceparent(h, span.SpanContext(), st.tp)
-		} else {
-			st.tp = injectTraceparent(h, server.SpanContext(), st.tp)
-		}
-	}
-
-	t0 := time.Now()
-	ep.Begin()
-	err := ep.Client.DoDeadline(&ctx.Request, &ctx.Response, deadline)
-	ep.End()
-	lat := time.Since(t0)
-
-	status := 0
-	if err == nil {
-		status = ctx.Response.StatusCode()
-	}
-	failed := err != nil || status == 502 || status == 503 || status == 504
-	if release != nil {
-		release(lat, failed)
-	}
-	if breakerDone != nil {
-		breakerDone(failed)
-	}
-	if p.metrics != nil {
-		mctx := st.mctx
-		if span != nil && span.SpanContext().IsSampled() {
-			mctx = callCtx
-		}
-		p.metrics.upstream(mctx, svc.Name, method, status, lat)
-	}
-	if span != nil {
-		if span.IsRecording() {
-			span.SetAttributes(attribute.Int("http.response.status_code", status))
-			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, err.Error())
-			}
-		}
-		span.End()
-	}
-
-	if err != nil {
-		ctx.Response.Reset()
-		if errors.Is(err, fasthttp.ErrTimeout) || time.Until(deadline) <= 0 {
-			writeProblem(ctx, fasthttp.StatusGatewayTimeout, "timeout", "upstream "+svc.Name+" did not answer within the route timeout")
-			return false, true
-		}
-		// Debug only: during an outage this fires per request; the breaker,
-		// metrics and spans already tell the story at normal levels.
-		p.o.Log.DebugContext(callCtx, "upstream call failed", "upstream", svc.Name, "addr", ep.Addr, "error", err.Error())
-		writeProblem(ctx, fasthttp.StatusBadGateway, "upstream-unreachable", "upstream "+svc.Name+" did not answer")
-		return true, false
-	}
-	SanitizeResponse(&ctx.Response.Header)
-	return failed, !failed
 }

@@ -121,15 +121,8 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 	window := r.Period * time.Duration(r.burst()) / time.Duration(r.Count)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.tokens > 0 && now < b.until {
-		b.tokens--
-		return Decision{Allowed: true, Limit: r.burst(), Remaining: b.remaining + b.tokens, ResetAfter: b.resetAfter, Window: window}, nil
-	}
-	if now < b.denyUntil {
-		return Decision{Limit: r.burst(), RetryAfter: time.Duration(b.denyUntil - now), ResetAfter: b.resetAfter, Window: window}, nil
-	}
-	if now < l.downUntil.Load() {
-		return b.fallback(now, *r, l.replicas, window), nil
+	if d, ok := l.local(b, r, now, window); ok {
+		return d, nil
 	}
 	lim := redis_rate.Limit{Rate: r.Count, Burst: r.burst(), Period: r.Period}
 	res, err := l.rl.AllowAtMost(ctx, "shanhai:"+l.name+":"+string(key), lim, l.leaseSize(*r))

@@ -1,0 +1,14 @@
+package authn
+
+// CachedSubject answers from pkg/auth's verified-token cache alone: ok
+// false means Subject must verify the token, which may fetch the key set.
+// The event-loop transport calls it on the loop and hands the request to a
+// goroutine only when it says false. A missing token is decided here too
+// (ErrNoToken).
+func (v Verifier) CachedSubject(token []byte) (subject string, ok bool, err error) {
+	if len(token) == 0 {
+		return "", true, ErrNoToken
+	}
+	c, ok := v.V.CachedBytes(token)
+	return c.Subject, ok, nil
+}

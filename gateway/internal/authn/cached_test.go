@@ -1,0 +1,41 @@
+package authn
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/auth"
+)
+
+// CachedSubject never verifies: it answers for tokens Subject verified, and
+// says "ask Subject" for anything else.
+func TestCachedSubjectNeverVerifies(t *testing.T) {
+	key, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := auth.NewSigner(key)
+	v, err := auth.NewStaticVerifier(signer.JWKS(), auth.VerifierOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := signer.Sign("user-1", time.Minute)
+	a := Verifier{V: v}
+	if _, ok, err := a.CachedSubject(nil); !ok || !errors.Is(err, ErrNoToken) {
+		t.Fatalf("no token: ok=%v err=%v, want decided ErrNoToken", ok, err)
+	}
+	if _, ok, _ := a.CachedSubject([]byte(tok)); ok {
+		t.Fatal("a token never verified was answered from the cache")
+	}
+	if _, err := a.Subject(context.Background(), []byte(tok)); err != nil {
+		t.Fatal(err)
+	}
+	if sub, ok, err := a.CachedSubject([]byte(tok)); !ok || err != nil || sub != "user-1" {
+		t.Fatalf("verified token: %q ok=%v err=%v", sub, ok, err)
+	}
+	if _, ok, _ := a.CachedSubject([]byte(tok + "x")); ok {
+		t.Fatal("a forged token was answered from the cache")
+	}
+}

@@ -1,0 +1,248 @@
+package evloop
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+)
+
+type staticRes map[string][]upstream.Instance
+
+func (s staticRes) Instances(svc string) []upstream.Instance { return s[svc] }
+
+// slowLimiter cannot decide locally, so every request takes the Blocked
+// path: a goroutine, then back onto its loop.
+type slowLimiter struct{ calls atomic.Int64 }
+
+func (l *slowLimiter) Allow(context.Context, []byte) (quota.Decision, error) {
+	l.calls.Add(1)
+	time.Sleep(time.Millisecond)
+	return quota.Decision{Allowed: true}, nil
+}
+
+// startUpstream is a fasthttp server echoing the request target; /slow
+// paths answer after 2s.
+func startUpstream(t *testing.T) (string, *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hits atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		hits.Add(1)
+		if strings.Contains(string(ctx.RequestURI()), "/slow") {
+			time.Sleep(2 * time.Second)
+		}
+		if strings.Contains(string(ctx.RequestURI()), "/echo") {
+			ctx.SetBody(ctx.Request.Body()) // a large answer for a large request
+			return
+		}
+		ctx.SetBodyString("upstream:" + string(ctx.RequestURI()) + ":" + string(ctx.Request.Header.Peek(proxy.TimeoutHeader)))
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return ln.Addr().String(), &hits
+}
+
+func startServer(t *testing.T, o proxy.Options, so Options) string {
+	addr, _ := startServerS(t, o, so)
+	return addr
+}
+
+func startServerS(t *testing.T, o proxy.Options, so Options) (string, *Server) {
+	t.Helper()
+	up, _ := startUpstream(t)
+	pool := upstream.NewPool(staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, []string{"order"}, upstream.ClientOptions{})
+	tb, err := route.Parse("/api/v1/orders=order", 300*time.Millisecond, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Table, o.Upstreams = tb, pool
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	so.Addr, so.Proxy = addr, proxy.New(o)
+	so.Admin = func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") }
+	so.AdminPaths = []string{"/healthz"}
+	s := New(so)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Stop(ctx)
+		<-errc
+	})
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr, s
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("server did not start")
+	return "", nil
+}
+
+// roundTrips writes raw on one connection and reads n responses.
+func roundTrips(t *testing.T, addr, raw string, n int) []*fasthttp.Response {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var out []*fasthttp.Response
+	for range n {
+		r := &fasthttp.Response{}
+		if err := r.Read(br); err != nil {
+			t.Fatalf("response %d: %v", len(out)+1, err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func TestPipelinedRequestsAnsweredInOrder(t *testing.T) {
+	lim := &slowLimiter{}
+	addr := startServer(t, proxy.Options{IPLimit: lim}, Options{MaxBodyBytes: 1 << 10})
+	raw := ""
+	for i := range 4 {
+		raw += fmt.Sprintf("GET /api/v1/orders/%d HTTP/1.1\r\nHost: gw\r\n\r\n", i)
+	}
+	raw += "GET /nope HTTP/1.1\r\nHost: gw\r\n\r\nGET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+	rs := roundTrips(t, addr, raw, 6)
+	for i := range 4 {
+		if want := fmt.Sprintf("upstream:/api/v1/orders/%d:", i); rs[i].StatusCode() != 200 || !strings.HasPrefix(string(rs[i].Body()), want) {
+			t.Fatalf("answer %d: %d %q, want 200 %q", i, rs[i].StatusCode(), rs[i].Body(), want)
+		}
+		if len(rs[i].Header.Peek(proxy.RequestIDHeader)) == 0 {
+			t.Fatalf("answer %d has no request id", i)
+		}
+	}
+	if rs[4].StatusCode() != 404 || string(rs[5].Body()) != "ok" {
+		t.Fatalf("404 then health: %d, %q", rs[4].StatusCode(), rs[5].Body())
+	}
+	if lim.calls.Load() != 4 { // the limiter ran off the loop for each routed request
+		t.Fatalf("limiter calls %d, want 4", lim.calls.Load())
+	}
+}
+
+func TestLimitsAndTimeouts(t *testing.T) {
+	addr := startServer(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, ReadTimeout: 300 * time.Millisecond})
+
+	t.Run("route deadline is 504 and the upstream saw it", func(t *testing.T) {
+		start := time.Now()
+		r := roundTrips(t, addr, "GET /api/v1/orders/slow HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]
+		if r.StatusCode() != 504 || time.Since(start) > 1500*time.Millisecond {
+			t.Fatalf("status %d after %v, want 504 near 300ms", r.StatusCode(), time.Since(start))
+		}
+		r = roundTrips(t, addr, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]
+		if !strings.HasPrefix(string(r.Body()), "upstream:/api/v1/orders/1:") || strings.HasSuffix(string(r.Body()), ":") {
+			t.Fatalf("upstream did not get %s: %q", proxy.TimeoutHeader, r.Body())
+		}
+	})
+	t.Run("body over the limit is 413, chunked too", func(t *testing.T) {
+		body := strings.Repeat("x", 2<<10)
+		r := roundTrips(t, addr, fmt.Sprintf("POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n%s", len(body), body), 1)[0]
+		if r.StatusCode() != 413 {
+			t.Fatalf("plain: %d", r.StatusCode())
+		}
+		r = roundTrips(t, addr, fmt.Sprintf("POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(body), body), 1)[0]
+		if r.StatusCode() != 413 {
+			t.Fatalf("chunked: %d", r.StatusCode())
+		}
+	})
+	t.Run("headers over 16 KiB are 431", func(t *testing.T) {
+		r := roundTrips(t, addr, "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nX-Big: "+strings.Repeat("a", 17<<10)+"\r\n\r\n", 1)[0]
+		if r.StatusCode() != 431 {
+			t.Fatalf("status %d", r.StatusCode())
+		}
+	})
+	t.Run("a slow request is 408 and closed", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		_, _ = io.WriteString(c, "GET /api/v1/orders HTTP/1.1\r\nHo")
+		var r fasthttp.Response
+		br := bufio.NewReader(c)
+		if err := r.Read(br); err != nil || r.StatusCode() != 408 {
+			t.Fatalf("status %d err %v, want 408", r.StatusCode(), err)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("connection still open after 408: %v", err)
+		}
+	})
+}
+
+// Stop lets a request in flight finish and tells its client to go.
+func TestStopDrainsRequestsInFlight(t *testing.T) {
+	addr, s := startServerS(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10})
+	got := make(chan *fasthttp.Response, 1)
+	go func() {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, "GET /api/v1/orders/slow HTTP/1.1\r\nHost: gw\r\n\r\n")
+		r := &fasthttp.Response{}
+		if r.Read(bufio.NewReader(c)) != nil {
+			r = nil
+		}
+		got <- r
+	}()
+	time.Sleep(100 * time.Millisecond) // the request is at the upstream
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := <-got
+	if r == nil || r.StatusCode() != 504 || !r.ConnectionClose() {
+		t.Fatalf("request in flight during Stop: %v", r)
+	}
+}
+
+// Bodies larger than a socket read travel whole both ways, in order with
+// the request after them.
+func TestLargeBodiesBothWays(t *testing.T) {
+	addr := startServer(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 20})
+	body := strings.Repeat("0123456789abcdef", 40<<10) // 640 KiB
+	raw := fmt.Sprintf("POST /api/v1/orders/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n%s", len(body), body) +
+		"GET /api/v1/orders/after HTTP/1.1\r\nHost: gw\r\n\r\n"
+	rs := roundTrips(t, addr, raw, 2)
+	if rs[0].StatusCode() != 200 || string(rs[0].Body()) != body {
+		t.Fatalf("echo: %d, %d bytes back of %d", rs[0].StatusCode(), len(rs[0].Body()), len(body))
+	}
+	if !strings.HasPrefix(string(rs[1].Body()), "upstream:/api/v1/orders/after:") {
+		t.Fatalf("request after the large one: %q", rs[1].Body())
+	}
+}

@@ -1,0 +1,538 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/authn"
+	"github.com/shanhai-dev/shanhai/gateway/internal/canary"
+	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+)
+
+// The chain runs in phases so that two transports can drive it: the
+// fasthttp server calls them in sequence around a blocking upstream call
+// (Handle), the event loop (internal/evloop) sends the request itself and
+// calls Received when the answer, an error or the deadline comes, without a
+// goroutine of its own per request. Both run exactly this code.
+//
+//	Begin    clean, CORS, route, limits, auth, deadline, canary, pick,
+//	         adaptive limit, breaker: Done (answer in Resp), Send, or Blocked
+//	Received accounting for one attempt, then Done or Send (a retry)
+//	Finish   decoration, span end, metrics
+
+// Step says what the transport must do next with an Exchange.
+type Step uint8
+
+const (
+	// Done: Resp holds the answer; call Finish, write it, Release.
+	Done Step = iota
+	// Send: send Req to Endpoint, then call Received with the outcome,
+	// fasthttp.ErrTimeout when Deadline passes first.
+	Send
+	// Blocked: the next step may wait on the network (a limit lease from
+	// Redis, a token verification that may fetch the JWKS); call Begin
+	// again with mayBlock true, off any event loop. It resumes where it
+	// stopped.
+	Blocked
+)
+
+// stage is where Begin resumes.
+type stage uint8
+
+const (
+	stageStart stage = iota
+	stageIPLimit
+	stageAuth
+	stageUserLimit
+)
+
+// Exchange is one request on its way through the chain. The transport owns
+// Req, Resp and the connection; the phases fill the rest.
+type Exchange struct {
+	Req  *fasthttp.Request
+	Resp *fasthttp.Response
+	Peer netip.Addr
+	// Endpoint and Deadline say where to send Req, and by when an answer
+	// must be back, when a phase returns Send.
+	Endpoint *upstream.Endpoint
+	Deadline time.Time
+
+	st        state
+	base      context.Context // cancels blocking steps (the fasthttp RequestCtx)
+	reqCtx    context.Context // base, or the server span's context
+	stage     stage
+	start     time.Time
+	method    uint8
+	routeName string
+	rt        *route.Route
+	svc       *upstream.Service
+	span      trace.Span
+	lim       Limiter
+	limName   string
+	public    bool
+	user      string
+	version   string
+	tagged    bool
+	idem      bool
+	attempt   int
+	// The attempt in flight.
+	release     func(time.Duration, bool)
+	breakerDone func(bool)
+	call        trace.Span
+	callCtx     context.Context
+	t0          time.Time
+}
+
+var exchanges = sync.Pool{New: func() any {
+	return &Exchange{st: state{path: make([]byte, 0, 128), uri: make([]byte, 0, 256), key: make([]byte, 0, 64),
+		rid: make([]byte, 0, 64), origin: make([]byte, 0, 64), hdr: make([]byte, 0, 64), tp: make([]byte, 0, 64),
+		xff: make([]byte, 0, 64), num: make([]byte, 0, 16)}}
+}}
+
+// NewExchange takes a pooled Exchange for req/resp from a client at peer;
+// base, when it ends, cancels steps that wait (nil: never).
+func NewExchange(req *fasthttp.Request, resp *fasthttp.Response, peer netip.Addr, base context.Context) *Exchange {
+	x := exchanges.Get().(*Exchange)
+	if base == nil {
+		base = context.Background()
+	}
+	x.Req, x.Resp, x.Peer, x.base, x.reqCtx = req, resp, peer, base, base
+	x.st.rlSet, x.st.cors, x.st.mctx = false, false, context.Background()
+	x.stage, x.start, x.routeName, x.attempt = stageStart, time.Now(), "unmatched", 0
+	return x
+}
+
+// Release returns x to the pool; x must not be used afterwards.
+func (x *Exchange) Release() {
+	st := x.st
+	*x = Exchange{st: st}
+	x.st.mctx = nil // do not keep the request's context alive in the pool
+	exchanges.Put(x)
+}
+
+// problem answers with a problem document about this request.
+func (x *Exchange) problem(status int, slug, detail string) {
+	writeProblem(x.Resp, x.Req.Header.RequestURI(), status, slug, detail)
+}
+
+// localLimiter is a Limiter that can tell, without waiting, whether it
+// decides from local state (quota.Lease: a lease hit, a remembered denial).
+type localLimiter interface {
+	AllowLocal(key []byte) (d quota.Decision, ok bool)
+}
+
+// localAuthenticator is an Authenticator that can answer from its cache
+// without waiting (authn.Verifier, from pkg/auth's token cache).
+type localAuthenticator interface {
+	CachedSubject(token []byte) (subject string, ok bool, err error)
+}
+
+// Begin runs the chain up to the upstream call. With mayBlock false it
+// stops with Blocked before a step that may wait; calling it again resumes
+// at that step.
+func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
+	h := &x.Req.Header
+	st := &x.st
+	switch x.stage {
+	case stageStart:
+		if !p.start(x) {
+			return Done
+		}
+		x.stage = stageIPLimit
+		fallthrough
+	case stageIPLimit:
+		if x.lim != nil {
+			d, ok, err := p.decide(x, x.lim, st.key, mayBlock)
+			if !ok {
+				return Blocked
+			}
+			if !p.verdict(x, d, err, x.limName) {
+				return Done
+			}
+		}
+		// Strip what clients must never control before deciding anything else.
+		Sanitize(h)
+		x.public = p.o.Table.IsPublic(h.Method(), st.path)
+		x.stage = stageAuth
+		fallthrough
+	case stageAuth:
+		if p.o.Auth != nil {
+			user, ok, err := p.subject(x, mayBlock)
+			if !ok {
+				return Blocked
+			}
+			switch {
+			case err == nil:
+				h.Set(UserHeader, user)
+				x.user = user
+			case x.public:
+				// A public call with a bad token goes on anonymously.
+			case errors.Is(err, authn.ErrNoToken):
+				x.Resp.Header.Set("WWW-Authenticate", `Bearer realm="shanhai"`)
+				x.problem(fasthttp.StatusUnauthorized, "unauthenticated", "this route needs a bearer token")
+				return Done
+			default:
+				x.Resp.Header.Set("WWW-Authenticate", `Bearer realm="shanhai", error="invalid_token"`)
+				x.problem(fasthttp.StatusUnauthorized, "invalid-token", "the bearer token is invalid or expired")
+				return Done
+			}
+		}
+		x.stage = stageUserLimit
+		fallthrough
+	case stageUserLimit:
+		if x.user != "" && p.o.UserLimit != nil {
+			st.key = append(st.key[:0], x.user...)
+			d, ok, err := p.decide(x, p.o.UserLimit, st.key, mayBlock)
+			if !ok {
+				return Blocked
+			}
+			if !p.verdict(x, d, err, "user") {
+				return Done
+			}
+		}
+	}
+	st.xff = p.o.Trusted.SetForwarded(h, x.Peer, p.o.TLS, st.xff)
+	return p.forward(x)
+}
+
+// start is the part of Begin that never waits: request id, canonical path,
+// CORS, route, server span, the client's limit key. False: answered.
+func (p *Proxy) start(x *Exchange) bool {
+	h := &x.Req.Header
+	st := &x.st
+	x.method = methodIndex(h.Method())
+
+	// Request id first, so even a 400 can be correlated.
+	if id := h.Peek(RequestIDHeader); validRequestID(id) {
+		st.rid = append(st.rid[:0], id...)
+	} else {
+		st.rid = appendRequestID(st.rid[:0])
+		h.SetBytesV(RequestIDHeader, st.rid)
+	}
+
+	// Canonical path: routing, the public check and the upstream all see
+	// the same form.
+	raw := h.RequestURI()
+	pathPart, query := raw, []byte(nil)
+	for i, c := range raw {
+		if c == '?' {
+			pathPart, query = raw[:i], raw[i:]
+			break
+		}
+	}
+	clean, err := route.Clean(st.path[:0], pathPart)
+	st.path = clean
+	if err != nil {
+		x.problem(fasthttp.StatusBadRequest, "bad-path", "the request path is malformed")
+		return false
+	}
+	if string(clean) != string(pathPart) {
+		st.uri = append(append(st.uri[:0], clean...), query...)
+		h.SetRequestURIBytes(st.uri)
+	}
+
+	if p.o.CORS != nil && p.o.CORS.handle(x) {
+		return false
+	}
+
+	rt, ok := p.o.Table.Match(clean)
+	if !ok {
+		x.problem(fasthttp.StatusNotFound, "no-route", "no route for this path")
+		return false
+	}
+	x.rt, x.routeName = rt, rt.Name
+
+	if p.tracer != nil {
+		x.reqCtx, x.span = p.server.Start(context.Background(), remoteParent(h), rt.Name, serverSpan...)
+		if x.span.SpanContext().IsSampled() {
+			st.mctx = x.reqCtx
+		}
+		if x.span.IsRecording() {
+			x.span.SetAttributes(attribute.String("http.request.method", methods[x.method]),
+				attribute.String("http.route", rt.Prefix), attribute.String("url.path", string(clean)))
+		}
+	}
+
+	client := p.o.Trusted.ClientIP(x.Peer, h.Peek("X-Forwarded-For"))
+	st.key = client.AppendTo(st.key[:0])
+	x.lim, x.limName = p.o.IPLimit, "ip"
+	if p.o.LoginLimit != nil && isLogin(h.Method(), clean) {
+		x.lim, x.limName = p.o.LoginLimit, "login"
+	}
+	return true
+}
+
+// decide asks l about key; ok false means it would have to wait and
+// mayBlock forbids that.
+func (p *Proxy) decide(x *Exchange, l Limiter, key []byte, mayBlock bool) (d quota.Decision, ok bool, err error) {
+	if !mayBlock {
+		ll, can := l.(localLimiter)
+		if !can {
+			return d, false, nil
+		}
+		d, ok = ll.AllowLocal(key)
+		return d, ok, nil
+	}
+	d, err = l.Allow(x.reqCtx, key)
+	return d, true, err
+}
+
+// subject resolves the bearer token; ok false as in decide.
+func (p *Proxy) subject(x *Exchange, mayBlock bool) (user string, ok bool, err error) {
+	token := authn.Bearer(x.Req.Header.Peek("Authorization"))
+	if !mayBlock {
+		la, can := p.o.Auth.(localAuthenticator)
+		if !can {
+			return "", false, nil
+		}
+		return la.CachedSubject(token)
+	}
+	user, err = p.o.Auth.Subject(x.reqCtx, token)
+	return user, true, err
+}
+
+// verdict applies one limiter's decision; on refusal it has answered 429.
+func (p *Proxy) verdict(x *Exchange, d quota.Decision, err error, name string) bool {
+	if err != nil {
+		// Only a cancelled request errors; there is nobody to answer.
+		x.problem(fasthttp.StatusServiceUnavailable, "limit-unavailable", "rate limit could not be evaluated")
+		return false
+	}
+	if p.metrics != nil {
+		p.metrics.decision(name, d.Allowed)
+	}
+	if d.Limit > 0 {
+		x.st.rl, x.st.rlSet = d, true
+	}
+	if d.Allowed {
+		return true
+	}
+	x.Resp.Header.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
+	x.problem(fasthttp.StatusTooManyRequests, "rate-limited", "too many requests ("+name+" limit)")
+	return false
+}
+
+// forward settles the deadline, the canary version and the idempotency of
+// the request, then prepares the first attempt.
+func (p *Proxy) forward(x *Exchange) Step {
+	h := &x.Req.Header
+	rt := x.rt
+	x.svc = p.o.Upstreams.Service(rt.Service)
+	if x.svc == nil {
+		x.problem(fasthttp.StatusBadGateway, "no-upstream", "route has no upstream service")
+		return Done
+	}
+	dyn := p.o.Dynamic()
+
+	// Deadline: the route's timeout, or less if the client has less time.
+	timeout := rt.Timeout
+	if t, ok := dyn.Timeouts[rt.Name]; ok && t > 0 {
+		timeout = t
+	}
+	if v := h.Peek(TimeoutHeader); len(v) > 0 {
+		if ms, err := strconv.ParseUint(string(v), 10, 32); err == nil && ms > 0 {
+			if d := min(time.Duration(ms)*time.Millisecond, p.o.MaxTimeout); d < timeout {
+				timeout = d
+			}
+		}
+	}
+	x.Deadline = x.start.Add(timeout)
+
+	// Canary: an explicit tag is exact; otherwise the weighted split.
+	if tag := canary.Requested(h); len(tag) > 0 {
+		x.version, x.tagged = string(tag), true
+	} else if w := dyn.Canary[rt.Service]; len(w) > 0 {
+		vs := x.svc.Versions()
+		x.version = w.Pick(func(v string) bool { return len(vs[v]) > 0 }, rand.Uint64()>>1)
+	}
+
+	x.idem = isIdempotent(h.Method(), h)
+	if x.svc.Budget != nil {
+		x.svc.Budget.Request()
+	}
+	x.attempt = 1
+	return p.pick(x, nil)
+}
+
+// pick chooses an endpoint (another than avoid, if there is one) and
+// prepares an attempt on it.
+func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
+	svc := x.svc
+	ep, err := svc.Pick(x.version, avoid)
+	if err != nil {
+		detail := "no live instance of " + svc.Name
+		if x.tagged {
+			detail += " at release " + strconv.Quote(x.version)
+		}
+		x.problem(fasthttp.StatusServiceUnavailable, "no-instance", detail)
+		return Done
+	}
+	h := &x.Req.Header
+	x.release, x.breakerDone, x.call = nil, nil, nil
+	if svc.Limit != nil {
+		var ok bool
+		if x.release, ok = svc.Limit.Acquire(); !ok {
+			if p.metrics != nil {
+				p.metrics.decision("concurrency:"+svc.Name, false)
+			}
+			x.Resp.Header.Set("Retry-After", "1")
+			x.problem(fasthttp.StatusServiceUnavailable, "upstream-overloaded", svc.Name+" is at its concurrency limit")
+			return Done
+		}
+	}
+	if svc.Breaker != nil {
+		var err error
+		if x.breakerDone, err = svc.Breaker.Allow(); err != nil {
+			if x.release != nil {
+				x.release(0, false)
+			}
+			if p.metrics != nil {
+				p.metrics.decision("breaker:"+svc.Name, false)
+			}
+			x.Resp.Header.Set("Retry-After", "1")
+			x.problem(fasthttp.StatusServiceUnavailable, "circuit-open", svc.Name+" is failing; circuit breaker open")
+			return Done
+		}
+	}
+	// One clock read for the deadline check and the attempt's start (clock
+	// reads were visible in the event loop's profile).
+	now := time.Now()
+	remaining := x.Deadline.Sub(now)
+	if remaining <= 0 {
+		if x.release != nil {
+			x.release(0, false)
+		}
+		if x.breakerDone != nil {
+			x.breakerDone(false)
+		}
+		x.problem(fasthttp.StatusGatewayTimeout, "timeout", "route timeout reached before the upstream answered")
+		return Done
+	}
+	x.st.num = strconv.AppendInt(x.st.num[:0], max(1, remaining.Milliseconds()), 10)
+	h.SetBytesV(TimeoutHeader, x.st.num)
+
+	x.callCtx = x.reqCtx
+	if p.tracer != nil {
+		// A client span only for a recorded trace: every standard sampler
+		// decides a child as it decided the server span, so for the 90% of
+		// requests a 10% ratio drops, a client span would be built (span id
+		// drawn under the SDK's lock, context value) only to be dropped. The
+		// upstream then gets the server span as its parent, which nobody
+		// sees because the trace is not recorded.
+		if server := trace.SpanFromContext(x.reqCtx); server.IsRecording() {
+			x.callCtx, x.call = p.tracer.Start(x.reqCtx, svc.Name, clientSpan...)
+			if x.call.IsRecording() {
+				x.call.SetAttributes(attribute.String("server.address", ep.Addr), attribute.String("shanhai.upstream.version", ep.Version))
+			}
+			x.st.tp = injectTraceparent(h, x.call.SpanContext(), x.st.tp)
+		} else {
+			x.st.tp = injectTraceparent(h, server.SpanContext(), x.st.tp)
+		}
+	}
+	x.Endpoint = ep
+	x.t0 = now
+	ep.Begin()
+	return Send
+}
+
+// Received accounts for the attempt Send started: err is the transport's
+// (fasthttp.ErrTimeout when the deadline passed), nil when Resp holds the
+// upstream's answer. It returns Done, or Send for a retry elsewhere.
+func (p *Proxy) Received(x *Exchange, err error) Step {
+	ep, svc := x.Endpoint, x.svc
+	ep.End()
+	now := time.Now()
+	lat := now.Sub(x.t0)
+
+	status := 0
+	if err == nil {
+		status = x.Resp.StatusCode()
+	}
+	failed := err != nil || status == 502 || status == 503 || status == 504
+	if x.release != nil {
+		x.release(lat, failed)
+	}
+	if x.breakerDone != nil {
+		x.breakerDone(failed)
+	}
+	if p.metrics != nil {
+		mctx := x.st.mctx
+		if x.call != nil && x.call.SpanContext().IsSampled() {
+			mctx = x.callCtx
+		}
+		p.metrics.upstream(mctx, svc.Name, x.method, status, lat)
+	}
+	if span := x.call; span != nil {
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+		}
+		span.End()
+	}
+
+	if err != nil {
+		x.Resp.Reset()
+		if errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline) {
+			x.problem(fasthttp.StatusGatewayTimeout, "timeout", "upstream "+svc.Name+" did not answer within the route timeout")
+			return Done
+		}
+		// Debug only: during an outage this fires per request; the breaker,
+		// metrics and spans already tell the story at normal levels.
+		p.o.Log.DebugContext(x.callCtx, "upstream call failed", "upstream", svc.Name, "addr", ep.Addr, "error", err.Error())
+		x.problem(fasthttp.StatusBadGateway, "upstream-unreachable", "upstream "+svc.Name+" did not answer")
+	} else {
+		SanitizeResponse(&x.Resp.Header)
+		if !failed {
+			return Done
+		}
+	}
+	// A failure the client may see retried elsewhere; Resp holds an error
+	// answer already, so a denied retry still leaves a proper reply.
+	if !x.idem || x.attempt >= p.o.MaxAttempts || !now.Before(x.Deadline) {
+		return Done
+	}
+	if svc.Budget != nil && !svc.Budget.Withdraw() {
+		if p.metrics != nil {
+			p.metrics.retry(svc.Name, "denied_by_budget")
+		}
+		return Done
+	}
+	if p.metrics != nil {
+		p.metrics.retry(svc.Name, "sent")
+	}
+	x.attempt++
+	return p.pick(x, ep)
+}
+
+// Finish decorates the answer and closes the request's span and metrics.
+func (p *Proxy) Finish(x *Exchange) {
+	p.decorate(x.Resp, &x.st)
+	status := x.Resp.StatusCode()
+	if span := x.span; span != nil {
+		if span.IsRecording() {
+			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			if status >= 500 {
+				span.SetStatus(codes.Error, "")
+			}
+		}
+		span.End()
+	}
+	if p.metrics != nil {
+		p.metrics.request(x.st.mctx, x.routeName, x.method, status, time.Since(x.start))
+	}
+}

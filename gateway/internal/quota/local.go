@@ -1,0 +1,35 @@
+package quota
+
+import "time"
+
+// AllowLocal decides one request of key only if that needs no Redis call:
+// a lease with tokens left, a denial Redis gave that still holds, or the
+// local fallback while Redis is down. ok false means Allow must ask Redis;
+// nothing was spent then. The event-loop transport calls it on the loop
+// and hands the request to a goroutine only when it says false.
+func (l *Lease) AllowLocal(key []byte) (d Decision, ok bool) {
+	r := l.rate.Load()
+	if r.Off() {
+		return Decision{Allowed: true}, true
+	}
+	b := l.bucket(key)
+	now := time.Now().UnixNano()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return l.local(b, r, now, r.Period*time.Duration(r.burst())/time.Duration(r.Count))
+}
+
+// local is the part of a decision made from b alone; b.mu is held.
+func (l *Lease) local(b *bucket, r *Rate, now int64, window time.Duration) (Decision, bool) {
+	if b.tokens > 0 && now < b.until {
+		b.tokens--
+		return Decision{Allowed: true, Limit: r.burst(), Remaining: b.remaining + b.tokens, ResetAfter: b.resetAfter, Window: window}, true
+	}
+	if now < b.denyUntil {
+		return Decision{Limit: r.burst(), RetryAfter: time.Duration(b.denyUntil - now), ResetAfter: b.resetAfter, Window: window}, true
+	}
+	if now < l.downUntil.Load() {
+		return b.fallback(now, *r, l.replicas, window), true
+	}
+	return Decision{}, false
+}
