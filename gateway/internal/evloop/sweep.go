@@ -1,0 +1,67 @@
+package evloop
+
+import (
+	"os"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// sweep enforces every timeout of the loop's connections.
+func (l *loop) sweep(t time.Time) {
+	now := t.UnixNano()
+	l.now = now
+	o := &l.s.o
+	for cl := range l.clients {
+		switch {
+		case cl.deadline != 0 && now >= cl.deadline:
+			if uc := cl.up; uc != nil {
+				uc.cl = nil // its answer can no longer be matched: drop the connection
+				_ = uc.c.Close()
+			}
+			if pl := cl.waitOn; pl != nil {
+				for i, w := range pl.waiting {
+					if w == cl {
+						pl.waiting = append(pl.waiting[:i], pl.waiting[i+1:]...)
+						break
+					}
+				}
+				cl.waitOn = nil
+			}
+			l.attempted(cl, fasthttp.ErrTimeout)
+		case cl.lingerSince != 0 && !cl.gone && now-cl.lingerSince >= int64(Linger):
+			cl.lingerSince = 0
+			_ = cl.c.Close()
+		case cl.busy || cl.gone || cl.closing:
+		case cl.started != 0 && o.ReadTimeout > 0 && now-cl.started >= int64(o.ReadTimeout):
+			l.reject(cl, os.ErrDeadlineExceeded)
+		case cl.started == 0 && o.IdleTimeout > 0 && now-cl.active >= int64(o.IdleTimeout):
+			cl.closing = true
+			_ = cl.c.Close()
+		}
+		if cl.gone || cl.closing || o.WriteTimeout <= 0 {
+			continue
+		}
+		switch {
+		case cl.c.OutboundBuffered() == 0:
+			cl.stalled = 0
+		case cl.stalled == 0:
+			cl.stalled = now
+		case now-cl.stalled >= int64(o.WriteTimeout):
+			cl.closing = true
+			_ = cl.c.Close()
+		}
+	}
+	for _, pl := range l.pools {
+		keep := pl.idle[:0]
+		for _, uc := range pl.idle {
+			if now-uc.used >= int64(o.UpstreamIdle) {
+				_ = uc.c.Close() // out of idle at once: the close happens later
+			} else {
+				keep = append(keep, uc)
+			}
+		}
+		clear(pl.idle[len(keep):])
+		pl.idle = keep
+	}
+}

@@ -1,0 +1,190 @@
+package evloop
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// pool is one loop's keep-alive connections to one endpoint.
+type pool struct {
+	addr    *net.TCPAddr
+	idle    []*upconn
+	waiting []*client
+	open    int // connections open or being dialled
+}
+
+type upconn struct {
+	c    gnet.Conn
+	l    *loop
+	p    *pool
+	cl   *client // whose request is in flight, if any
+	used int64   // last returned to idle
+	need int     // at least this many bytes before the answer can be complete
+}
+
+// send writes the request to cl.x.Endpoint over an idle connection, or
+// queues it for one.
+func (l *loop) send(cl *client) {
+	x := cl.x
+	pl, err := l.pool(x.Endpoint.Addr)
+	if err == nil {
+		if len(x.Req.Header.Host()) == 0 { // HTTP/1.0 clients may send none
+			x.Req.Header.SetHost(x.Endpoint.Addr)
+		}
+		l.out.Reset()
+		if err = x.Req.Write(l.bw); err == nil {
+			err = l.bw.Flush()
+		} else {
+			l.bw.Reset(&l.out)
+		}
+	}
+	if err != nil {
+		l.advance(cl, l.p.Received(x, fmt.Errorf("upstream request: %w", err)))
+		return
+	}
+	cl.deadline = x.Deadline.UnixNano()
+	if n := len(pl.idle); n > 0 {
+		uc := pl.idle[n-1]
+		pl.idle = pl.idle[:n-1]
+		uc.cl, cl.up = cl, uc
+		_, _ = uc.c.Write(l.out.Bytes())
+		return
+	}
+	cl.pend = append(cl.pend[:0], l.out.Bytes()...)
+	cl.waitOn = pl
+	pl.waiting = append(pl.waiting, cl)
+	if pl.open < l.s.o.MaxConns {
+		l.dial(pl)
+	}
+}
+
+func (l *loop) pool(addr string) (*pool, error) {
+	if pl := l.pools[addr]; pl != nil {
+		return pl, nil
+	}
+	ta, err := l.s.tcpAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	pl := &pool{addr: ta}
+	l.pools[addr] = pl
+	return pl, nil
+}
+
+// dial opens a connection for pl on this loop; OnOpen (ready) or a dial
+// error (dialFailed) follows.
+func (l *loop) dial(pl *pool) {
+	pl.open++
+	uc := &upconn{l: l, p: pl}
+	ch, err := l.el.Register(gnet.NewContext(context.Background(), uc), pl.addr)
+	if err != nil {
+		l.dialFailed(pl, err)
+		return
+	}
+	go func() {
+		if r := <-ch; r.Err != nil {
+			l.onLoop(func() { l.dialFailed(pl, r.Err) })
+		}
+	}()
+}
+
+// dialFailed fails a queued request (all of them when no dial is left).
+func (l *loop) dialFailed(pl *pool, err error) {
+	pl.open--
+	for len(pl.waiting) > 0 {
+		cl := pl.waiting[0]
+		pl.waiting = pl.waiting[1:]
+		cl.waitOn = nil
+		l.attempted(cl, fmt.Errorf("dial %s: %w", pl.addr, err))
+		if pl.open > 0 {
+			return
+		}
+	}
+}
+
+// ready puts a connection to work: the first queued request, else idle.
+func (l *loop) ready(uc *upconn) {
+	pl := uc.p
+	if len(pl.waiting) == 0 {
+		uc.used = l.now
+		pl.idle = append(pl.idle, uc)
+		return
+	}
+	cl := pl.waiting[0]
+	pl.waiting = pl.waiting[1:]
+	cl.waitOn, cl.up, uc.cl = nil, uc, cl
+	_, _ = uc.c.Write(cl.pend)
+}
+
+// attempted ends cl's upstream attempt: err nil means cl.resp holds the
+// answer.
+func (l *loop) attempted(cl *client, err error) {
+	cl.deadline, cl.up = 0, nil
+	l.advance(cl, l.p.Received(cl.x, err))
+}
+
+// answer reads an upstream response.
+func (l *loop) answer(uc *upconn) gnet.Action {
+	cl := uc.cl
+	if cl == nil { // nobody asked: a late answer after a timeout, or garbage
+		return gnet.Close
+	}
+	if uc.c.InboundBuffered() < uc.need {
+		return gnet.None
+	}
+	buf, _ := uc.c.Peek(-1)
+	cl.resp.Reset()
+	cl.resp.Header.SetNoDefaultContentType(true)
+	cl.resp.SkipBody = cl.req.Header.IsHead()
+	l.rd.Reset(buf)
+	l.br.Reset(&l.rd)
+	err := cl.resp.ReadLimitBody(l.br, l.s.o.MaxResponseBytes)
+	if err != nil && needMore(err) {
+		// Headers in and a length known: wait for all of it before
+		// parsing again (a large body arrives in many reads).
+		if n := cl.resp.Header.ContentLength(); n > 0 && n <= l.s.o.MaxResponseBytes && cl.resp.Header.StatusCode() > 0 {
+			uc.need = n
+		}
+		return gnet.None
+	}
+	uc.cl, uc.need = nil, 0
+	if err != nil {
+		cl.resp.Reset()
+		l.attempted(cl, fmt.Errorf("upstream answer: %w", err))
+		return gnet.Close
+	}
+	n := len(buf) - l.rd.Len() - l.br.Buffered()
+	_, _ = uc.c.Discard(n)
+	keep := !cl.resp.ConnectionClose() && n == len(buf)
+	if keep {
+		l.ready(uc)
+	}
+	l.attempted(cl, nil)
+	if !keep {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// upClosed does the pool's bookkeeping and fails a request in flight.
+func (l *loop) upClosed(uc *upconn, err error) {
+	pl := uc.p
+	pl.open--
+	for i, x := range pl.idle {
+		if x == uc {
+			pl.idle = append(pl.idle[:i], pl.idle[i+1:]...)
+			break
+		}
+	}
+	if cl := uc.cl; cl != nil {
+		uc.cl = nil
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		l.attempted(cl, fmt.Errorf("upstream closed the connection: %w", err))
+	}
+}
