@@ -14,7 +14,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -96,8 +95,7 @@ func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
 	for _, o := range opts {
 		o(m)
 	}
-	m.tracer = m.tp.Tracer(scope)
-	m.sampling, m.sdk = samplingOf(m.tp)
+	m.server = NewServerTracer(m.tp, scope)
 	if !m.noDuration {
 		m.duration = durationsFor(m.reg)
 	}
@@ -107,9 +105,7 @@ func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
 
 type middleware struct {
 	tp       trace.TracerProvider
-	tracer   trace.Tracer
-	sampling *sampling                // the sampler Setup configured for tp; nil: the SDK decides every span
-	sdk      *sdktrace.TracerProvider // tp, when sampling is set
+	server   *ServerTracer // its decision is the gateway's too
 	prop     propagation.TextMapPropagator
 	reg      prometheus.Registerer
 	duration *durations
@@ -210,7 +206,7 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	h := req.Header
 	var remote trace.SpanContext // read here, not yet in ctx
 	switch {
-	case m.sampling != nil && m.w3c && len(h["Baggage"]) == 0:
+	case m.server.sampling != nil && m.w3c && len(h["Baggage"]) == 0:
 		// The propagator can only hand back what it reads inside a new
 		// context (two allocations), which a dropped span does not need.
 		if v := h["Traceparent"]; len(v) > 0 {
@@ -223,28 +219,17 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	case !m.w3c || len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0:
 		ctx = m.prop.Extract(ctx, headerCarrier(h))
 	}
-	if m.sampling != nil {
-		parent := remote
-		if !parent.IsValid() {
-			parent = trace.SpanContextFromContext(ctx)
-		}
-		switch d, psc := m.sampling.decide(parent); d {
-		case drop:
-			ur := new(unsampledRequest)
-			return ur.span.init(ctx, psc, m.sdk), &ur.span, ur
-		case sampleRoot:
-			ctx = &rootIDs{Context: ctx, tid: psc.TraceID()}
-		}
-	}
-	if remote.IsValid() {
-		ctx = trace.ContextWithRemoteSpanContext(ctx, remote)
+	ctx, psc, dropped := m.server.decide(ctx, remote)
+	if dropped {
+		ur := new(unsampledRequest)
+		return ur.span.init(ctx, psc, m.server.sdk), &ur.span, ur
 	}
 	// Only the span kind is passed at start: attributes given to Start are
 	// copied into a fresh config slice on every request, sampled or not,
 	// which was a fifth of the unsampled cost. Recording spans get them
 	// after the handlers; samplers here decide on the trace id and the
 	// parent alone.
-	ctx, span := m.tracer.Start(ctx, ri.name, serverKind...)
+	ctx, span := m.server.tracer.Start(ctx, ri.name, serverKind...)
 	return ctx, span, nil
 }
 

@@ -47,6 +47,17 @@ func NewServerTracer(tp trace.TracerProvider, scope string) *ServerTracer {
 // Start instead (the samplers Setup builds decide on the trace id and the
 // parent alone).
 func (t *ServerTracer) Start(ctx context.Context, remote trace.SpanContext, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	ctx, psc, dropped := t.decide(ctx, remote)
+	if dropped {
+		return withUnsampled(ctx, psc, t.sdk)
+	}
+	return t.tracer.Start(ctx, name, opts...)
+}
+
+// decide is the fast path's decision, shared with Middleware (which builds
+// a dropped span inside its request copy): dropped with the unsampled span's
+// parent context psc, or the context in which to start the SDK's span.
+func (t *ServerTracer) decide(ctx context.Context, remote trace.SpanContext) (_ context.Context, psc trace.SpanContext, dropped bool) {
 	if t.sampling != nil {
 		parent := remote
 		if !parent.IsValid() {
@@ -54,7 +65,7 @@ func (t *ServerTracer) Start(ctx context.Context, remote trace.SpanContext, name
 		}
 		switch d, psc := t.sampling.decide(parent); d {
 		case drop:
-			return withUnsampled(ctx, psc, t.sdk)
+			return ctx, psc, true
 		case sampleRoot:
 			ctx = &rootIDs{Context: ctx, tid: psc.TraceID()}
 		}
@@ -62,5 +73,5 @@ func (t *ServerTracer) Start(ctx context.Context, remote trace.SpanContext, name
 	if remote.IsValid() {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, remote)
 	}
-	return t.tracer.Start(ctx, name, opts...)
+	return ctx, trace.SpanContext{}, false
 }
