@@ -13,17 +13,7 @@ import (
 // bounded size, byte keys) are tested with it in pkg/auth; this is the
 // adapter: no token, a good one, a forged one.
 func TestVerifierSubject(t *testing.T) {
-	key, err := auth.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := auth.NewSigner(key)
-	v, err := auth.NewStaticVerifier(signer.JWKS(), auth.VerifierOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	good, _ := signer.Sign("user-1", time.Minute)
-	a := Verifier{V: v}
+	a, good := testVerifier(t, "user-1", time.Minute)
 	for range 2 { // the second time from the cache
 		if sub, err := a.Subject(context.Background(), []byte(good)); err != nil || sub != "user-1" {
 			t.Fatalf("Subject = %q, %v", sub, err)
@@ -69,4 +59,24 @@ func BenchmarkSubjectCached(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// testVerifier returns a Verifier over a fresh key set and a token of sub
+// signed with it.
+func testVerifier(tb testing.TB, sub string, ttl time.Duration) (Verifier, string) {
+	tb.Helper()
+	key, err := auth.GenerateKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	signer := auth.NewSigner(key)
+	v, err := auth.NewStaticVerifier(signer.JWKS(), auth.VerifierOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tok, err := signer.Sign(sub, ttl)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Verifier{V: v}, tok
 }

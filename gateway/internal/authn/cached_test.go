@@ -5,24 +5,12 @@ import (
 	"errors"
 	"testing"
 	"time"
-
-	"github.com/shanhai-dev/shanhai/pkg/auth"
 )
 
 // CachedSubject never verifies: it answers for tokens Subject verified, and
 // says "ask Subject" for anything else.
 func TestCachedSubjectNeverVerifies(t *testing.T) {
-	key, err := auth.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := auth.NewSigner(key)
-	v, err := auth.NewStaticVerifier(signer.JWKS(), auth.VerifierOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _ := signer.Sign("user-1", time.Minute)
-	a := Verifier{V: v}
+	a, tok := testVerifier(t, "user-1", time.Minute)
 	if _, ok, err := a.CachedSubject(nil); !ok || !errors.Is(err, ErrNoToken) {
 		t.Fatalf("no token: ok=%v err=%v, want decided ErrNoToken", ok, err)
 	}

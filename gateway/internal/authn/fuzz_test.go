@@ -4,8 +4,6 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	"github.com/shanhai-dev/shanhai/pkg/auth"
 )
 
 // FuzzToken runs arbitrary Authorization values through bearer extraction,
@@ -14,20 +12,7 @@ import (
 // no mutation of it (re-encoding, padding, case, truncation) is accepted,
 // and the cache never turns a rejected token into an accepted one.
 func FuzzToken(f *testing.F) {
-	key, err := auth.GenerateKey()
-	if err != nil {
-		f.Fatal(err)
-	}
-	signer := auth.NewSigner(key)
-	good, err := signer.Sign("fuzz-user", time.Hour)
-	if err != nil {
-		f.Fatal(err)
-	}
-	v, err := auth.NewStaticVerifier(signer.JWKS(), auth.VerifierOptions{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	c := Verifier{V: v}
+	c, good := testVerifier(f, "fuzz-user", time.Hour)
 	f.Add("Bearer " + good)
 	f.Add("bearer " + good + "=")
 	f.Add("Bearer " + good[:len(good)-2])
