@@ -16,7 +16,7 @@ func (l *Lease) AllowLocal(key []byte) (d Decision, ok bool) {
 	now := time.Now().UnixNano()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return l.local(b, r, now, r.Period*time.Duration(r.burst())/time.Duration(r.Count))
+	return l.local(b, r, now, r.window())
 }
 
 // local is the part of a decision made from b alone; b.mu is held.

@@ -37,6 +37,11 @@ func (r Rate) burst() int {
 	return r.Count
 }
 
+// window is how long the burst takes to refill: the RateLimit policy's window.
+func (r Rate) window() time.Duration {
+	return r.Period * time.Duration(r.burst()) / time.Duration(r.Count)
+}
+
 // Off reports a disabled limit.
 func (r Rate) Off() bool { return r.Count <= 0 || r.Period <= 0 }
 
@@ -118,7 +123,7 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 	}
 	b := l.bucket(key)
 	now := time.Now().UnixNano()
-	window := r.Period * time.Duration(r.burst()) / time.Duration(r.Count)
+	window := r.window()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if d, ok := l.local(b, r, now, window); ok {
