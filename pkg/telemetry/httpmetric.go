@@ -36,7 +36,7 @@ const exemplarEvery = time.Second
 type durations struct {
 	family *Histograms
 	mu     sync.Mutex
-	byKey  map[seriesKey]*series
+	byKey  map[seriesKey]*DurationSeries
 }
 
 type seriesKey struct {
@@ -49,12 +49,12 @@ func durationsFor(reg prometheus.Registerer) *durations {
 	if err != nil {
 		panic(err.Error())
 	}
-	return &durations{family: f, byKey: map[seriesKey]*series{}}
+	return &durations{family: f, byKey: map[seriesKey]*DurationSeries{}}
 }
 
 // seriesFor returns the one series of a label combination, creating it on
 // first use; callers cache the result, so the lock is taken once per series.
-func (d *durations) seriesFor(method, route string, status int) *series {
+func (d *durations) seriesFor(method, route string, status int) *DurationSeries {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	k := seriesKey{method, route, status}
@@ -77,30 +77,42 @@ func (d *durations) seriesFor(method, route string, status int) *series {
 			ConstLabels: labels,
 		}
 	})
-	s := &series{hist: h}
-	s.ex, _ = h.(prometheus.ExemplarObserver)
+	s := NewDurationSeries(h, durationBuckets)
 	d.byKey[k] = s
 	return s
 }
 
-// series is one label combination, resolved once.
-type series struct {
+// DurationSeries is one resolved histogram series (of a Histograms family)
+// that attaches a sampled request's trace as an exemplar, at most one per
+// bucket every exemplarEvery: building an exemplar allocates a dozen
+// objects, and Prometheus keeps only the latest per bucket anyway.
+// Middleware and the gateway's duration histograms observe through it.
+type DurationSeries struct {
 	hist     prometheus.Observer
 	ex       prometheus.ExemplarObserver
-	lastExem [16]atomic.Int64 // monotonic() of the last exemplar per bucket (14 + +Inf); 0 for none yet
+	buckets  []float64
+	lastExem [16]atomic.Int64 // monotonic() of the last exemplar per bucket (the last slot shared by any beyond); 0 for none yet
 }
 
-// observe records one duration; now is a monotonic() reading, used only to
-// space the exemplars.
-func (s *series) observe(seconds float64, sc trace.SpanContext, now int64) {
+// NewDurationSeries wraps h, a histogram with the given bucket boundaries.
+func NewDurationSeries(h prometheus.Histogram, buckets []float64) *DurationSeries {
+	s := &DurationSeries{hist: h, buckets: buckets}
+	s.ex, _ = h.(prometheus.ExemplarObserver)
+	return s
+}
+
+// Observe records one duration; sc's trace becomes an exemplar when it is
+// sampled and its bucket had none for exemplarEvery. The clock is read only
+// then.
+func (s *DurationSeries) Observe(seconds float64, sc trace.SpanContext) {
 	if s.ex == nil || !sc.IsSampled() {
 		s.hist.Observe(seconds)
 		return
 	}
-	b := sort.SearchFloat64s(durationBuckets, seconds)
-	last := s.lastExem[b].Load()
-	n := max(now, 1) // 0 means "none yet"
-	if (last != 0 && n-last < int64(exemplarEvery)) || !s.lastExem[b].CompareAndSwap(last, n) {
+	slot := &s.lastExem[min(sort.SearchFloat64s(s.buckets, seconds), len(s.lastExem)-1)]
+	last := slot.Load()
+	n := max(monotonic(), 1) // 0 means "none yet"
+	if (last != 0 && n-last < int64(exemplarEvery)) || !slot.CompareAndSwap(last, n) {
 		s.hist.Observe(seconds)
 		return
 	}
@@ -114,12 +126,12 @@ func (s *series) observe(seconds float64, sc trace.SpanContext, now int64) {
 // without hashing: codes 100-599 index an array, anything else (a handler
 // may set any integer) goes to a map.
 type statusSeries struct {
-	codes [500]atomic.Pointer[series]
+	codes [500]atomic.Pointer[DurationSeries]
 	mu    sync.Mutex
-	other map[int]*series
+	other map[int]*DurationSeries
 }
 
-func (ss *statusSeries) get(status int, mk func() *series) *series {
+func (ss *statusSeries) get(status int, mk func() *DurationSeries) *DurationSeries {
 	if status >= 100 && status < 600 {
 		p := &ss.codes[status-100]
 		if s := p.Load(); s != nil {
@@ -134,7 +146,7 @@ func (ss *statusSeries) get(status int, mk func() *series) *series {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.other == nil {
-		ss.other = map[int]*series{}
+		ss.other = map[int]*DurationSeries{}
 	}
 	s, ok := ss.other[status]
 	if !ok {

@@ -238,10 +238,9 @@ func (m *middleware) record(ri *routeInfo, status int, start int64, sc trace.Spa
 	if m.duration == nil {
 		return
 	}
-	now := monotonic()
-	ri.series.get(status, func() *series {
+	ri.series.get(status, func() *DurationSeries {
 		return m.duration.seriesFor(ri.method, ri.route, status)
-	}).observe(float64(now-start)/1e9, sc, now)
+	}).Observe(float64(monotonic()-start)/1e9, sc)
 }
 
 // attrBufs holds the arrays a recording span's attributes are assembled in:

@@ -33,9 +33,9 @@ const instrumentation = "github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 // keeps the names, labels and buckets the OTel Prometheus exporter printed
 // (without its otel_scope_* labels), so dashboards cannot tell; the cost,
 // as for pkg/telemetry's gin middleware, is that these two are scraped, not
-// pushed over OTLP. A sampled request's trace is attached as an exemplar,
-// at most once a second per series (building one allocates a dozen objects;
-// Prometheus keeps only the latest per bucket).
+// pushed over OTLP. Observations go through telemetry.DurationSeries, the
+// middleware's too: a sampled request's trace becomes an exemplar at most
+// once a second per bucket.
 //
 // The two counters (limit decisions, retries) are plain atomics read by an
 // observable counter at collection time: two synchronous Adds per request
@@ -118,27 +118,20 @@ func newMetricsIn(reg prometheus.Registerer) *metrics {
 	return out
 }
 
-// series is one histogram series, resolved once.
-type series struct {
-	hist prometheus.Histogram
-	ex   prometheus.ExemplarObserver
-	last atomic.Int64 // unix nanos of the last exemplar
-}
-
 // seriesOf finds k's series: by name in a copy-on-write map with string
 // keys (no lock; the runtime's fast string path, where a struct key took
 // the generic one, which hashed every field: half of an observation), then
 // by method and status in arrays filled on first use.
-func (m *metrics) seriesOf(k setKey) *series {
+func (m *metrics) seriesOf(k setKey) *telemetry.DurationSeries {
 	n := (*m.names[k.kind].Load())[k.name]
 	if n == nil {
 		n = m.addName(k.kind, k.name)
 	}
-	var slot *atomic.Pointer[series]
+	var slot *atomic.Pointer[telemetry.DurationSeries]
 	if k.status >= 100 && k.status < 600 {
 		codes := n.byMethod[k.method].Load()
 		if codes == nil {
-			n.byMethod[k.method].CompareAndSwap(nil, new([500]atomic.Pointer[series]))
+			n.byMethod[k.method].CompareAndSwap(nil, new([500]atomic.Pointer[telemetry.DurationSeries]))
 			codes = n.byMethod[k.method].Load()
 		}
 		slot = &codes[k.status-100]
@@ -162,11 +155,10 @@ func (m *metrics) seriesOf(k setKey) *series {
 			},
 		}
 	})
-	s := &series{hist: h}
-	s.ex, _ = h.(prometheus.ExemplarObserver)
+	s := telemetry.NewDurationSeries(h, durationBuckets)
 	if slot == nil {
 		if n.other == nil {
-			n.other = map[setKey]*series{}
+			n.other = map[setKey]*telemetry.DurationSeries{}
 		}
 		n.other[k] = s
 	} else if !slot.CompareAndSwap(nil, s) {
@@ -196,33 +188,16 @@ func (m *metrics) addName(kind uint8, name string) *nameSeries {
 // status 100-599; other statuses (0: no response) are in a map under the
 // metrics' lock, which only failed upstream calls take.
 type nameSeries struct {
-	byMethod [len(methods)]atomic.Pointer[[500]atomic.Pointer[series]]
-	other    map[setKey]*series
-}
-
-// observe records one duration, with ctx's trace as an exemplar if it is
-// sampled and the series had none for a second.
-func (s *series) observe(ctx context.Context, d time.Duration) {
-	sc := trace.SpanContextFromContext(ctx)
-	if s.ex == nil || !sc.IsSampled() {
-		s.hist.Observe(d.Seconds())
-		return
-	}
-	now := time.Now().UnixNano()
-	last := s.last.Load()
-	if now-last < int64(time.Second) || !s.last.CompareAndSwap(last, now) {
-		s.hist.Observe(d.Seconds())
-		return
-	}
-	s.ex.ObserveWithExemplar(d.Seconds(), prometheus.Labels{"trace_id": sc.TraceID().String(), "span_id": sc.SpanID().String()})
+	byMethod [len(methods)]atomic.Pointer[[500]atomic.Pointer[telemetry.DurationSeries]]
+	other    map[setKey]*telemetry.DurationSeries
 }
 
 func (m *metrics) request(ctx context.Context, route string, method uint8, status int, d time.Duration) {
-	m.seriesOf(setKey{kind: 0, name: route, method: method, status: status}).observe(ctx, d)
+	m.seriesOf(setKey{kind: 0, name: route, method: method, status: status}).Observe(d.Seconds(), trace.SpanContextFromContext(ctx))
 }
 
 func (m *metrics) upstream(ctx context.Context, svc string, method uint8, status int, d time.Duration) {
-	m.seriesOf(setKey{kind: 1, name: svc, method: method, status: status}).observe(ctx, d)
+	m.seriesOf(setKey{kind: 1, name: svc, method: method, status: status}).Observe(d.Seconds(), trace.SpanContextFromContext(ctx))
 }
 
 // counter returns the series for k, creating it on first use.
