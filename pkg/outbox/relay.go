@@ -222,13 +222,7 @@ func (r *Relay) leasedRound(ctx context.Context) (claimed int, more bool, err er
 	start := time.Now()
 	db := r.db.WithContext(ctx)
 	rs, err := db.Raw(`UPDATE outbox o SET next_attempt_at = ?
-WHERE o.id IN (SELECT c.id FROM outbox c
-               WHERE c.sent_at IS NULL AND c.next_attempt_at <= ?
-                 AND NOT EXISTS (SELECT 1 FROM outbox p
-                                 WHERE p.sent_at IS NULL AND p.topic = c.topic AND p.key = c.key AND p.id < c.id)
-               ORDER BY c.id
-               LIMIT ?
-               FOR UPDATE SKIP LOCKED)
+WHERE o.id IN (`+dueIDs+` FOR UPDATE SKIP LOCKED)
 RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r.o.BatchSize).Rows()
 	if err != nil {
 		return 0, false, fmt.Errorf("claim: %w", err)
@@ -300,21 +294,20 @@ const claimColumns = `o.id, o.topic, o.key, o.event_id, o.event_type, o.headers,
   EXISTS (SELECT 1 FROM outbox n
           WHERE n.sent_at IS NULL AND n.topic = o.topic AND n.key = o.key AND n.id > o.id) AS followed`
 
-// claim selects due rows that are the oldest unsent row of their topic and key, inside the round's transaction. The
-// transaction already holds SQLite's write lock (BEGIN IMMEDIATE); should a locked round ever run on a server with
-// row locks, FOR UPDATE SKIP LOCKED keeps the claimed rows to this relay until it ends.
-func (r *Relay) claim(tx *gorm.DB) ([]claimedRow, error) {
-	q := `SELECT ` + claimColumns + `
-FROM outbox o
-WHERE o.sent_at IS NULL AND o.next_attempt_at <= ?
+// dueIDs selects (arguments: now in Unix ms, the batch size) the ids of due rows that are the oldest unsent row of
+// their topic and key: what both kinds of round claim.
+const dueIDs = `SELECT c.id FROM outbox c
+WHERE c.sent_at IS NULL AND c.next_attempt_at <= ?
   AND NOT EXISTS (SELECT 1 FROM outbox p
-                  WHERE p.sent_at IS NULL AND p.topic = o.topic AND p.key = o.key AND p.id < o.id)
-ORDER BY o.id
+                  WHERE p.sent_at IS NULL AND p.topic = c.topic AND p.key = c.key AND p.id < c.id)
+ORDER BY c.id
 LIMIT ?`
-	if tx.Dialector.Name() == "postgres" {
-		q += " FOR UPDATE SKIP LOCKED"
-	}
-	rs, err := tx.Raw(q, time.Now().UnixMilli(), r.o.BatchSize).Rows()
+
+// claim reads the due rows inside a locked round's transaction, which already holds SQLite's write lock (BEGIN
+// IMMEDIATE).
+func (r *Relay) claim(tx *gorm.DB) ([]claimedRow, error) {
+	rs, err := tx.Raw(`SELECT `+claimColumns+` FROM outbox o WHERE o.id IN (`+dueIDs+`) ORDER BY o.id`,
+		time.Now().UnixMilli(), r.o.BatchSize).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
