@@ -72,31 +72,60 @@ func NewAdaptive(o AdaptiveOptions) *Adaptive {
 // Close stops reporting a's gauges.
 func (a *Adaptive) Close() { a.unreg() }
 
-// Acquire admits one call if fewer than Limit() are in flight. The caller
-// must call release exactly once with how long the call took and whether it
-// failed because of the protected resource (not the client's fault).
-func (a *Adaptive) Acquire() (release func(latency time.Duration, failed bool), ok bool) {
+// Ticket is one call Admit let in, to be handed back to Done. It is a
+// value, so admitting a call allocates nothing (Acquire's closure was one
+// allocation per request on the gateway's hot path).
+type Ticket struct {
+	round uint64 // the decrease round the call was admitted in
+}
+
+// Admit admits one call if fewer than Limit() are in flight. The caller must
+// call Done exactly once with the ticket, how long the call took and
+// whether it failed because of the protected resource (not the client's
+// fault). Unlike Acquire's release, Done cannot tell a second call with the
+// same ticket from a new one: callers that cannot guarantee "exactly once"
+// should use Acquire.
+func (a *Adaptive) Admit() (Ticket, bool) {
 	for {
 		n := a.inflight.Load()
 		if n >= a.cur.Load() {
-			return nil, false
+			return Ticket{}, false
 		}
 		if a.inflight.CompareAndSwap(n, n+1) {
-			break
+			return Ticket{round: a.round.Load()}, true
 		}
 	}
-	round := a.round.Load()
+}
+
+// Done ends a call admitted with t.
+func (a *Adaptive) Done(t Ticket, latency time.Duration, failed bool) {
+	inUse := a.inflight.Add(-1) + 1
+	a.observe(t.round, inUse, failed || (a.o.Latency > 0 && latency > a.o.Latency))
+}
+
+// Acquire is Admit with a release function that ignores calls after the
+// first, for callers that might release twice (middleware with panics and
+// early returns). The closure costs an allocation per call.
+func (a *Adaptive) Acquire() (release func(latency time.Duration, failed bool), ok bool) {
+	t, ok := a.Admit()
+	if !ok {
+		return nil, false
+	}
 	var once atomic.Bool
 	return func(latency time.Duration, failed bool) {
-		if !once.CompareAndSwap(false, true) {
-			return
+		if once.CompareAndSwap(false, true) {
+			a.Done(t, latency, failed)
 		}
-		inUse := a.inflight.Add(-1) + 1
-		a.observe(round, inUse, failed || (a.o.Latency > 0 && latency > a.o.Latency))
 	}, true
 }
 
 func (a *Adaptive) observe(round uint64, inUse int64, congested bool) {
+	// The common completion (healthy, limit far from used) changes nothing:
+	// decide that without the lock, which every completion took before.
+	// cur is int(limit) <= limit, so this never skips a growth step.
+	if !congested && inUse*2 < a.cur.Load() {
+		return
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {

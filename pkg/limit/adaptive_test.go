@@ -127,3 +127,52 @@ func TestAdaptiveNeverExceedsLimitUnderConcurrency(t *testing.T) {
 		t.Fatalf("%d still in flight after every release", a.InFlight())
 	}
 }
+
+// Admit and Done are the allocation-free pair the gateway uses: they count
+// calls in flight as Acquire does, and cost no allocation.
+func TestAdaptiveTicketsAllocateNothing(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 2, Max: 10})
+	t1, ok1 := a.Admit()
+	t2, ok2 := a.Admit()
+	if _, ok := a.Admit(); !ok1 || !ok2 || ok {
+		t.Fatalf("admitted %v %v, then a third: want two of limit 2", ok1, ok2)
+	}
+	a.Done(t1, time.Millisecond, false)
+	if a.InFlight() != 1 {
+		t.Fatalf("in flight %d after one Done, want 1", a.InFlight())
+	}
+	a.Done(t2, time.Millisecond, false)
+	if n := testing.AllocsPerRun(100, func() {
+		tk, ok := a.Admit()
+		if !ok {
+			t.Fatal("refused")
+		}
+		a.Done(tk, time.Millisecond, false)
+	}); n != 0 {
+		t.Fatalf("Admit+Done allocate %.1f times per call, want 0", n)
+	}
+}
+
+// BenchmarkAdaptiveAdmit is one admission and its completion, the gateway's
+// cost per request (Acquire: the same with a release closure).
+func BenchmarkAdaptiveAdmit(b *testing.B) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 100, Max: 1000})
+	b.Run("ticket", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				t, _ := a.Admit()
+				a.Done(t, time.Millisecond, false)
+			}
+		})
+	})
+	b.Run("closure", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				r, _ := a.Acquire()
+				r(time.Millisecond, false)
+			}
+		})
+	})
+}

@@ -2,6 +2,7 @@ package retry
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,18 +12,43 @@ const budgetBuckets = 10
 // floor of minPerSec per second so that a quiet service can still retry at
 // all. It is shared by every call to one upstream and safe for concurrent
 // use. The window slides in window/10 steps.
+//
+// Request, called for every request, takes no lock: each bucket is one
+// atomic word holding its step and both counters, so counting a request is
+// one CAS (and a bucket that rolled over is reset in the same CAS). The
+// gateway counted every request under a mutex that both event loops
+// contended for. Withdraw, called only after a failure, takes the lock so
+// that concurrent retries cannot all pass one check of the cap.
 type Budget struct {
-	ratio  float64
-	floor  float64 // minPerSec × window seconds
-	step   int64   // nanos per bucket
-	now    func() time.Time
-	mu     sync.Mutex
-	bucket [budgetBuckets]slot
+	ratio float64
+	floor float64 // minPerSec × window seconds
+	step  int64   // nanos per bucket
+	now   func() time.Time
+	mu    sync.Mutex // serialises Withdraw
+	// Word layout: step (low stepBits of the step number) | requests
+	// (reqBits) | retries (retryBits). Counters saturate (67M requests and
+	// 262k retries per bucket; saturated requests only make the budget
+	// stricter). The step is compared modulo 2^stepBits, which could only
+	// confuse a bucket untouched for exactly a multiple of 2^20 steps (12
+	// days at the default 1s step).
+	bucket [budgetBuckets]atomic.Uint64
 }
 
-type slot struct {
-	epoch             int64 // which window/10 step of time this slot counts
-	requests, retries int
+const (
+	stepBits  = 20
+	reqBits   = 26
+	retryBits = 18
+	stepMask  = 1<<stepBits - 1
+	reqMax    = 1<<reqBits - 1
+	retryMax  = 1<<retryBits - 1
+)
+
+func packSlot(step, requests, retries uint64) uint64 {
+	return step<<(reqBits+retryBits) | requests<<retryBits | retries
+}
+
+func unpackSlot(w uint64) (step, requests, retries uint64) {
+	return w >> (reqBits + retryBits), w >> retryBits & reqMax, w & retryMax
 }
 
 // NewBudget returns a retry budget, typically NewBudget(0.2, 3, 10*time.Second).
@@ -39,10 +65,14 @@ func NewBudget(ratio float64, minPerSec int, window time.Duration) *Budget {
 }
 
 // Request records one original (non-retry) request.
-func (b *Budget) Request() {
-	b.mu.Lock()
-	b.current().requests++
-	b.mu.Unlock()
+func (b *Budget) Request() { b.RequestAt(b.now()) }
+
+// RequestAt is Request for a caller that has read the clock already (the
+// gateway reads it once per request for every step that needs it). The
+// budget moves in window/10 steps, so a reading taken a few microseconds
+// earlier counts the same.
+func (b *Budget) RequestAt(now time.Time) {
+	b.add(now.UnixNano()/b.step, 1, 0)
 }
 
 // Withdraw takes one retry from the budget, reporting false (and taking
@@ -50,32 +80,41 @@ func (b *Budget) Request() {
 func (b *Budget) Withdraw() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	cur := b.current()
-	requests, retries := b.totals()
+	epoch := b.now().UnixNano() / b.step
+	requests, retries := b.totals(epoch)
 	if float64(retries+1) > b.ratio*float64(requests)+b.floor {
 		return false
 	}
-	cur.retries++
+	b.add(epoch, 0, 1)
 	return true
 }
 
-// current returns the bucket for now, clearing it if it last held an older
-// step. Call with mu held.
-func (b *Budget) current() *slot {
-	epoch := b.now().UnixNano() / b.step
-	c := &b.bucket[epoch%budgetBuckets]
-	if c.epoch != epoch {
-		c.epoch, c.requests, c.retries = epoch, 0, 0
+// add counts requests and retries in epoch's bucket, clearing it first if
+// it last held an older step.
+func (b *Budget) add(epoch int64, requests, retries uint64) {
+	cur := uint64(epoch) & stepMask
+	slot := &b.bucket[epoch%budgetBuckets]
+	for {
+		old := slot.Load()
+		step, req, ret := unpackSlot(old)
+		if step != cur {
+			req, ret = 0, 0
+		}
+		req, ret = min(req+requests, reqMax), min(ret+retries, retryMax)
+		if slot.CompareAndSwap(old, packSlot(cur, req, ret)) {
+			return
+		}
 	}
-	return c
 }
 
-func (b *Budget) totals() (requests, retries int) {
-	epoch := b.now().UnixNano() / b.step
+// totals sums the buckets whose step lies within the window ending at epoch.
+func (b *Budget) totals(epoch int64) (requests, retries int) {
+	cur := uint64(epoch) & stepMask
 	for i := range b.bucket {
-		if c := &b.bucket[i]; epoch-c.epoch < budgetBuckets {
-			requests += c.requests
-			retries += c.retries
+		step, req, ret := unpackSlot(b.bucket[i].Load())
+		if (cur-step)&stepMask < budgetBuckets {
+			requests += int(req)
+			retries += int(ret)
 		}
 	}
 	return requests, retries

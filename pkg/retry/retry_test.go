@@ -156,3 +156,47 @@ func TestIdempotent(t *testing.T) {
 		t.Error("a body that cannot be replayed must not be retried")
 	}
 }
+
+// Requests counted from many goroutines at once are all counted (the
+// lock-free bucket's CAS loses none), and only within the window.
+func TestBudgetCountsConcurrentRequests(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	b := NewBudget(0.5, 0, 10*time.Second)
+	b.now = clk.now
+	done := make(chan struct{})
+	for range 8 {
+		go func() {
+			for range 1000 {
+				b.RequestAt(clk.t)
+			}
+			done <- struct{}{}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	// 8000 requests at 50%: 4000 retries, then no more.
+	n := 0
+	for b.Withdraw() {
+		n++
+	}
+	if n != 4000 {
+		t.Fatalf("%d retries withdrawn, want 4000 (half of 8000 requests)", n)
+	}
+	clk.t = clk.t.Add(10 * time.Second) // every bucket left the window
+	if b.Withdraw() {
+		t.Fatal("a retry was allowed on requests older than the window")
+	}
+}
+
+// BenchmarkBudgetRequest is the per-request cost of the budget, from both
+// cores at once as the gateway's two event loops call it.
+func BenchmarkBudgetRequest(b *testing.B) {
+	bud := NewBudget(0.2, 3, 10*time.Second)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			bud.Request()
+		}
+	})
+}
