@@ -13,59 +13,137 @@ const UserHeader = "X-User-ID"
 
 // hopByHop are the RFC 9110 §7.6.1 connection-specific fields plus the
 // de-facto ones (Keep-Alive, Proxy-Connection). A proxy must not forward them.
+// hopConnection is the index of Connection: Sanitize reads it before
+// deleting it.
 var hopByHop = [...]string{
 	"Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
 	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+const hopConnection = 0
+
+// fields is a set of header names found in one pass: bit i for
+// hopByHop[i], userBit for an X-User-ID lookalike.
+type fields uint16
+
+const userBit fields = 1 << len(hopByHop)
+
+// classify says which bit, if any, a header name belongs to. Names are
+// compared ignoring ASCII case only: fasthttp's Del normalises a name
+// (Keep-Alive) and removes exactly the entries stored under that form, all
+// of which compare equal here, so a name this misses Del would miss too.
+func classify(k []byte) fields {
+	if isUserHeader(k) {
+		return userBit
+	}
+	for i, name := range hopByHop {
+		if asciiEqualFold(k, name) {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// asciiEqualFold is bytes.EqualFold without Unicode folding (which matches
+// the Kelvin sign to k, something no header parser does) and without
+// converting name to bytes.
+func asciiEqualFold(b []byte, name string) bool {
+	if len(b) != len(name) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c, d := b[i], name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// hopHeader is what dropHop needs of a request or response header.
+type hopHeader interface {
+	Peek(key string) []byte
+	Del(key string)
+	DelBytes(key []byte)
+	ResetConnectionClose()
+}
+
+// dropHop deletes the hop-by-hop fields found (present) and, when
+// Connection is among them, every field it names. Only present names are
+// deleted: each Del is a scan of the whole header with its key normalised,
+// and nine of them per request and per answer were most of the header
+// hygiene's cost (bench/README.md, fifth pass). The client's or upstream's
+// wish to close is hop-by-hop too: each side's connection is managed on its
+// own.
+func dropHop(h hopHeader, present fields) {
+	if present&(1<<hopConnection) != 0 {
+		if conn := h.Peek("Connection"); namesOthers(conn) {
+			// Peek's slice is only valid until the header changes: copy.
+			names := append([]byte(nil), conn...)
+			for len(names) > 0 {
+				var tok []byte
+				tok, names = nextToken(names)
+				if len(tok) > 0 && classify(tok)&^userBit == 0 {
+					h.DelBytes(tok)
+				}
+			}
+		}
+	}
+	for i, name := range hopByHop {
+		if present&(1<<i) != 0 {
+			h.Del(name)
+		}
+	}
+	h.ResetConnectionClose()
+}
+
+// namesOthers reports whether a Connection value names a field that is not
+// hop-by-hop anyway: a hop-by-hop name (keep-alive above all, which nginx
+// sends on every answer) is deleted by dropHop if present, so only the
+// others need a copy of the list and a Del each.
+func namesOthers(conn []byte) bool {
+	for len(conn) > 0 {
+		var tok []byte
+		tok, conn = nextToken(conn)
+		if len(tok) > 0 && classify(tok)&^userBit == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Sanitize prepares a client request header for forwarding: it drops the
 // hop-by-hop fields (and any field the Connection header names), and every
 // field that would read as X-User-ID to some upstream framework: besides
 // case, some stacks (CGI, nginx's underscores_in_headers) fold '_' into '-'.
+//
+// One pass over the fields finds what is there; a request with none of
+// them (the usual one) changes nothing and costs that pass only.
 func Sanitize(h *fasthttp.RequestHeader) {
-	if conn := h.Peek("Connection"); len(conn) > 0 {
-		// Delete what Connection names before deleting Connection itself;
-		// Peek's slice is only valid until the header changes, so copy.
-		var buf [128]byte
-		names := append(buf[:0], conn...)
-		for len(names) > 0 {
-			var tok []byte
-			tok, names = nextToken(names)
-			if len(tok) > 0 {
-				h.DelBytes(tok)
-			}
-		}
+	var present fields
+	for k := range h.All() {
+		present |= classify(k)
 	}
-	for _, k := range hopByHop {
-		h.Del(k)
+	dropHop(h, present)
+	if present&userBit == 0 {
+		return
 	}
-	// The client's wish to close is a hop-by-hop matter too: the upstream
-	// connection is pooled regardless.
-	h.ResetConnectionClose()
-
-	h.Del(UserHeader)
-	if hasUserLookalike(h) {
-		var doomed [][]byte
-		for k := range h.All() {
-			if isUserHeader(k) {
-				doomed = append(doomed, append([]byte(nil), k...))
-			}
-		}
-		for _, k := range doomed {
-			h.DelBytes(k)
-		}
-	}
-}
-
-// hasUserLookalike is a cheap pre-check: any header name of the right length
-// that could fold to X-User-ID. It keeps the common path free of copies.
-func hasUserLookalike(h *fasthttp.RequestHeader) bool {
+	var doomed [][]byte
 	for k := range h.All() {
 		if isUserHeader(k) {
-			return true
+			doomed = append(doomed, append([]byte(nil), k...))
 		}
 	}
-	return false
+	h.Del(UserHeader)
+	for _, k := range doomed {
+		h.DelBytes(k)
+	}
 }
 
 // isUserHeader matches "x-user-id" ignoring case and treating '_' as '-'.
@@ -89,21 +167,11 @@ func isUserHeader(k []byte) bool {
 // SanitizeResponse drops hop-by-hop fields from an upstream response. The
 // server writes its own Connection and framing headers.
 func SanitizeResponse(h *fasthttp.ResponseHeader) {
-	if conn := h.Peek("Connection"); len(conn) > 0 {
-		var buf [128]byte
-		names := append(buf[:0], conn...)
-		for len(names) > 0 {
-			var tok []byte
-			tok, names = nextToken(names)
-			if len(tok) > 0 {
-				h.DelBytes(tok)
-			}
-		}
+	var present fields
+	for k := range h.All() {
+		present |= classify(k) &^ userBit
 	}
-	for _, k := range hopByHop {
-		h.Del(k)
-	}
-	h.ResetConnectionClose()
+	dropHop(h, present)
 }
 
 // nextToken splits the next comma-separated token off a list, trimmed.

@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The header hygiene before its one-pass form: every hop-by-hop name
+// deleted unconditionally. Kept as the reference the fuzz target below
+// compares Sanitize and SanitizeResponse against.
+
+func refDropHop(h hopHeader) {
+	if conn := h.Peek("Connection"); len(conn) > 0 {
+		names := append([]byte(nil), conn...)
+		for len(names) > 0 {
+			var tok []byte
+			tok, names = nextToken(names)
+			if len(tok) > 0 {
+				h.DelBytes(tok)
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		h.Del(k)
+	}
+	h.ResetConnectionClose()
+}
+
+func refSanitize(h *fasthttp.RequestHeader) {
+	refDropHop(h)
+	h.Del(UserHeader)
+	var doomed [][]byte
+	for k := range h.All() {
+		if isUserHeader(k) {
+			doomed = append(doomed, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range doomed {
+		h.DelBytes(k)
+	}
+}
+
+// FuzzSanitizeSameAsReference: for any header block, request or response,
+// the one-pass hygiene leaves exactly the header the unconditional one
+// leaves.
+func FuzzSanitizeSameAsReference(f *testing.F) {
+	f.Add("X-User-ID: a\r\nConnection: X-A, close\r\nX-A: 1\r\n")
+	f.Add("x_user_id: a\r\nX-USER-ID: b\r\nKeep-Alive: 1\r\nTE: trailers\r\n")
+	f.Add("Connection: ,,,\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\n")
+	f.Add("Connection: keep-alive\r\nContent-Length: 3\r\n")
+	f.Add("Transfer-Encoding: chunked\r\nTrailer: X-T\r\n")
+	f.Add("Connection: Keep-Alive, upgrade, X-Secret, x-user-id\r\nX-Secret: 1\r\nkeep-alive: 1\r\n")
+	f.Add("Connection: \u212aeep-alive\r\nKeep-Alive: 1\r\n")
+	f.Fuzz(func(t *testing.T, block string) {
+		var a, b fasthttp.RequestHeader
+		raw := "GET /x HTTP/1.1\r\nHost: h\r\n" + block + "\r\n"
+		if a.Read(bufio.NewReader(strings.NewReader(raw))) == nil {
+			_ = b.Read(bufio.NewReader(strings.NewReader(raw)))
+			Sanitize(&a)
+			refSanitize(&b)
+			if got, want := a.Header(), b.Header(); !bytes.Equal(got, want) {
+				t.Fatalf("request %q:\ngot  %q\nwant %q", block, got, want)
+			}
+		}
+		var ra, rb fasthttp.ResponseHeader
+		raw = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n" + block + "\r\n"
+		if ra.Read(bufio.NewReader(strings.NewReader(raw))) == nil {
+			_ = rb.Read(bufio.NewReader(strings.NewReader(raw)))
+			SanitizeResponse(&ra)
+			refDropHop(&rb)
+			if got, want := ra.Header(), rb.Header(); !bytes.Equal(got, want) {
+				t.Fatalf("response %q:\ngot  %q\nwant %q", block, got, want)
+			}
+		}
+	})
+}
+
+// BenchmarkSanitize: the hygiene of a typical request (no hop-by-hop
+// field) and of nginx's answer (Connection: keep-alive), one pass against
+// the unconditional reference.
+func BenchmarkSanitize(b *testing.B) {
+	const reqRaw = "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer t\r\nAccept: */*\r\nUser-Agent: wrk\r\n\r\n"
+	const respRaw = "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Fri, 04 Dec 2026 21:00:00 GMT\r\nContent-Type: application/json\r\n" +
+		"Content-Length: 11\r\nConnection: keep-alive\r\n\r\n"
+	var req fasthttp.RequestHeader
+	var resp fasthttp.ResponseHeader
+	if req.Read(bufio.NewReader(strings.NewReader(reqRaw))) != nil || resp.Read(bufio.NewReader(strings.NewReader(respRaw))) != nil {
+		b.Fatal("parse")
+	}
+	for _, c := range []struct {
+		name string
+		req  func(*fasthttp.RequestHeader)
+		resp func(*fasthttp.ResponseHeader)
+	}{
+		{"onepass", Sanitize, SanitizeResponse},
+		{"reference", refSanitize, func(h *fasthttp.ResponseHeader) { refDropHop(h) }},
+	} {
+		b.Run("request/"+c.name, func(b *testing.B) {
+			var h fasthttp.RequestHeader
+			b.ReportAllocs()
+			for b.Loop() {
+				req.CopyTo(&h)
+				c.req(&h)
+			}
+		})
+		b.Run("response/"+c.name, func(b *testing.B) {
+			var h fasthttp.ResponseHeader
+			b.ReportAllocs()
+			for b.Loop() {
+				resp.CopyTo(&h)
+				c.resp(&h)
+			}
+		})
+	}
+}
