@@ -50,6 +50,10 @@ type cachedToken struct {
 	until  time.Time // claims.ExpiresAt plus the verifier's leeway, as the parser allows
 	kid    string
 	key    ed25519.PublicKey
+	// set is the key set key was found in. While it is still the
+	// verifier's, a hit needs no kid lookup (a map lookup per request);
+	// after a refresh the keys are compared.
+	set *keySet
 }
 
 func newTokenCache(entries int) *tokenCache {
@@ -91,6 +95,9 @@ func cacheGet[T string | []byte](c *tokenCache, token T, now time.Time, set *key
 		return Claims{}, false
 	}
 	if set != nil && !now.After(e.until) {
+		if e.set == set {
+			return e.claims, true
+		}
 		// The same key set as at verification holds the very same slice;
 		// after a refresh the bytes are compared.
 		if k, found := set.byKid[e.kid]; found && len(k) > 0 && len(e.key) > 0 && (&k[0] == &e.key[0] || k.Equal(e.key)) {

@@ -172,7 +172,7 @@ func (v *Verifier) VerifyBytes(ctx context.Context, token []byte) (Claims, error
 }
 
 func verify[T string | []byte](v *Verifier, ctx context.Context, token T) (Claims, error) {
-	if c, ok := cached(v, token); ok {
+	if c, ok := cached(v, token, v.opts.Now()); ok {
 		return c, nil
 	}
 	return v.parse(ctx, string(token))
@@ -183,15 +183,22 @@ func verify[T string | []byte](v *Verifier, ctx context.Context, token T) (Claim
 // wait for the key set. The gateway's event loop asks this on the loop and
 // hands a miss to a goroutine.
 func (v *Verifier) CachedBytes(token []byte) (c Claims, ok bool) {
-	return cached(v, token)
+	return cached(v, token, v.opts.Now())
 }
 
-func cached[T string | []byte](v *Verifier, token T) (Claims, bool) {
+// CachedBytesAt is CachedBytes at a time the caller read already (the
+// gateway reads the clock once per request for every step that needs it).
+// An entry answers until exp plus the leeway, seconds at the least, so a
+// reading taken microseconds earlier decides the same.
+func (v *Verifier) CachedBytesAt(token []byte, now time.Time) (c Claims, ok bool) {
+	return cached(v, token, now)
+}
+
+func cached[T string | []byte](v *Verifier, token T, now time.Time) (Claims, bool) {
 	if v.cache == nil {
 		return Claims{}, false
 	}
 	set := v.keys.Load()
-	now := v.opts.Now()
 	c, ok := cacheGet(v.cache, token, now, set)
 	if ok {
 		v.refreshIfOld(set, now)
@@ -205,14 +212,15 @@ func (v *Verifier) parse(ctx context.Context, token string) (Claims, error) {
 		rc  jwt.RegisteredClaims
 		kid string
 		key ed25519.PublicKey
+		set *keySet
 	)
 	_, err := v.parser.ParseWithClaims(token, &rc, func(t *jwt.Token) (any, error) {
 		kid, _ = t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errors.New("token has no kid")
 		}
-		k, err := v.key(ctx, kid)
-		key = k
+		k, in, err := v.key(ctx, kid)
+		key, set = k, in
 		return k, err
 	})
 	if err != nil {
@@ -226,7 +234,7 @@ func (v *Verifier) parse(ctx context.Context, token string) (Claims, error) {
 		c.IssuedAt = rc.IssuedAt.Time
 	}
 	if v.cache != nil {
-		v.cache.put(token, &cachedToken{claims: c, until: c.ExpiresAt.Add(v.opts.Leeway), kid: kid, key: key})
+		v.cache.put(token, &cachedToken{claims: c, until: c.ExpiresAt.Add(v.opts.Leeway), kid: kid, key: key, set: set})
 	}
 	return c, nil
 }
@@ -240,23 +248,25 @@ func (v *Verifier) Ready(ctx context.Context) error {
 	return v.refresh(ctx, true)
 }
 
-func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
+// key finds kid's key, refreshing the key set if it is unknown, and
+// returns the set it was found in.
+func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, *keySet, error) {
 	set := v.keys.Load()
 	if set != nil {
 		if k, ok := set.byKid[kid]; ok {
 			v.refreshIfOld(set, v.opts.Now())
-			return k, nil
+			return k, set, nil
 		}
 	}
 	if err := v.refresh(ctx, false); err != nil && !errors.Is(err, errThrottled) {
-		return nil, fmt.Errorf("%w %q: %v", ErrUnknownKey, kid, err)
+		return nil, nil, fmt.Errorf("%w %q: %v", ErrUnknownKey, kid, err)
 	}
 	if set = v.keys.Load(); set != nil {
 		if k, ok := set.byKid[kid]; ok {
-			return k, nil
+			return k, set, nil
 		}
 	}
-	return nil, fmt.Errorf("%w %q", ErrUnknownKey, kid)
+	return nil, nil, fmt.Errorf("%w %q", ErrUnknownKey, kid)
 }
 
 var errThrottled = errors.New("jwks refresh throttled")
