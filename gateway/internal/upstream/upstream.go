@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/pkg/limit"
 )
 
 // Instance is one registered copy of a service, as discovery reports it.
@@ -23,15 +25,17 @@ type Breaker interface {
 }
 
 // Concurrency is an adaptive concurrency limit (pkg/limit.Adaptive
-// satisfies it).
+// satisfies it): Done once per admitted call, with its ticket.
 type Concurrency interface {
-	Acquire() (release func(latency time.Duration, failed bool), ok bool)
+	Admit() (limit.Ticket, bool)
+	Done(t limit.Ticket, latency time.Duration, failed bool)
 }
 
 // Budget is a retry budget (pkg/retry.Budget satisfies it): every request
-// is counted, every retry must be withdrawn from it.
+// is counted (at the caller's clock reading), every retry must be
+// withdrawn from it.
 type Budget interface {
-	Request()
+	RequestAt(now time.Time)
 	Withdraw() bool
 }
 
