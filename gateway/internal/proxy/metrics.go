@@ -47,7 +47,26 @@ type metrics struct {
 	mu     sync.RWMutex
 	names  [2]atomic.Pointer[map[string]*nameSeries] // by setKey.kind, then name; copied on write under mu
 	counts map[countKey]*count
+	// limits are the ip, login and user decision counters, by limitKind
+	// and then deny/allow, resolved on first use: every request counts two
+	// decisions, and a lookup by name (a read lock and a map keyed by two
+	// strings) cost more than the count.
+	limits [len(limitNames)][2]atomic.Pointer[count]
 }
+
+// limitKind is one of the limits every request meets (limitNames).
+type limitKind uint8
+
+const (
+	limitIP limitKind = iota
+	limitLogin
+	limitUser
+)
+
+var (
+	limitNames    = [...]string{"ip", "login", "user"}
+	decisionNames = [2]string{"deny", "allow"}
+)
 
 // countKey names one counter series: decisions (limit, decision) or
 // retries (upstream, outcome).
@@ -237,11 +256,25 @@ func (m *metrics) observe(o metric.Int64Observer, retries bool) {
 // decision counts a limiter outcome (limit "ip", "login", "user",
 // "concurrency:<svc>", "breaker:<svc>"; decision "allow" or "deny").
 func (m *metrics) decision(limit string, allowed bool) {
-	d := "deny"
-	if allowed {
-		d = "allow"
+	m.counter(countKey{a: limit, b: decisionNames[b2i(allowed)]}).n.Add(1)
+}
+
+// limitDecision is decision for the per-request limits, without a lookup.
+func (m *metrics) limitDecision(k limitKind, allowed bool) {
+	slot := &m.limits[k][b2i(allowed)]
+	c := slot.Load()
+	if c == nil {
+		c = m.counter(countKey{a: limitNames[k], b: decisionNames[b2i(allowed)]})
+		slot.Store(c)
 	}
-	m.counter(countKey{a: limit, b: d}).n.Add(1)
+	c.n.Add(1)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (m *metrics) retry(svc, outcome string) {

@@ -19,6 +19,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/pkg/limit"
 )
 
 // The chain runs in phases so that two transports can drive it: the
@@ -69,26 +70,33 @@ type Exchange struct {
 	Endpoint *upstream.Endpoint
 	Deadline time.Time
 
-	st        state
-	base      context.Context // cancels blocking steps (the fasthttp RequestCtx)
-	reqCtx    context.Context // base, or the server span's context
-	stage     stage
+	st     state
+	base   context.Context // cancels blocking steps (the fasthttp RequestCtx)
+	reqCtx context.Context // base, or the server span's context
+	stage  stage
+	// start is the request's one clock reading for every step that
+	// tolerates one a few microseconds old (limit leases, the token cache,
+	// the retry budget, the deadline); attempts read the clock again to
+	// time the upstream, and end is the last reading, which Finish uses.
 	start     time.Time
+	end       time.Time
 	method    uint8
 	routeName string
 	rt        *route.Route
 	svc       *upstream.Service
 	span      trace.Span
 	lim       Limiter
-	limName   string
+	limKind   limitKind
 	public    bool
 	user      string
 	version   string
 	tagged    bool
 	idem      bool
 	attempt   int
-	// The attempt in flight.
-	release     func(time.Duration, bool)
+	// The attempt in flight. The concurrency ticket is a value: the
+	// closure pkg/limit's Acquire returns was an allocation per request.
+	ticket      limit.Ticket
+	admitted    bool
 	breakerDone func(bool)
 	call        trace.Span
 	callCtx     context.Context
@@ -130,13 +138,13 @@ func (x *Exchange) problem(status int, slug, detail string) {
 // localLimiter is a Limiter that can tell, without waiting, whether it
 // decides from local state (quota.Lease: a lease hit, a remembered denial).
 type localLimiter interface {
-	AllowLocal(key []byte) (d quota.Decision, ok bool)
+	AllowLocal(key []byte, now time.Time) (d quota.Decision, ok bool)
 }
 
 // localAuthenticator is an Authenticator that can answer from its cache
 // without waiting (authn.Verifier, from pkg/auth's token cache).
 type localAuthenticator interface {
-	CachedSubject(token []byte) (subject string, ok bool, err error)
+	CachedSubject(token []byte, now time.Time) (subject string, ok bool, err error)
 }
 
 // Begin runs the chain up to the upstream call. With mayBlock false it
@@ -158,7 +166,7 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 			if !ok {
 				return Blocked
 			}
-			if !p.verdict(x, d, err, x.limName) {
+			if !p.verdict(x, d, err, x.limKind) {
 				return Done
 			}
 		}
@@ -198,7 +206,7 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 			if !ok {
 				return Blocked
 			}
-			if !p.verdict(x, d, err, "user") {
+			if !p.verdict(x, d, err, limitUser) {
 				return Done
 			}
 		}
@@ -267,9 +275,9 @@ func (p *Proxy) start(x *Exchange) bool {
 
 	client := p.o.Trusted.ClientIP(x.Peer, h.Peek("X-Forwarded-For"))
 	st.key = client.AppendTo(st.key[:0])
-	x.lim, x.limName = p.o.IPLimit, "ip"
+	x.lim, x.limKind = p.o.IPLimit, limitIP
 	if p.o.LoginLimit != nil && isLogin(h.Method(), clean) {
-		x.lim, x.limName = p.o.LoginLimit, "login"
+		x.lim, x.limKind = p.o.LoginLimit, limitLogin
 	}
 	return true
 }
@@ -282,7 +290,7 @@ func (p *Proxy) decide(x *Exchange, l Limiter, key []byte, mayBlock bool) (d quo
 		if !can {
 			return d, false, nil
 		}
-		d, ok = ll.AllowLocal(key)
+		d, ok = ll.AllowLocal(key, x.start)
 		return d, ok, nil
 	}
 	d, err = l.Allow(x.reqCtx, key)
@@ -297,21 +305,21 @@ func (p *Proxy) subject(x *Exchange, mayBlock bool) (user string, ok bool, err e
 		if !can {
 			return "", false, nil
 		}
-		return la.CachedSubject(token)
+		return la.CachedSubject(token, x.start)
 	}
 	user, err = p.o.Auth.Subject(x.reqCtx, token)
 	return user, true, err
 }
 
 // verdict applies one limiter's decision; on refusal it has answered 429.
-func (p *Proxy) verdict(x *Exchange, d quota.Decision, err error, name string) bool {
+func (p *Proxy) verdict(x *Exchange, d quota.Decision, err error, kind limitKind) bool {
 	if err != nil {
 		// Only a cancelled request errors; there is nobody to answer.
 		x.problem(fasthttp.StatusServiceUnavailable, "limit-unavailable", "rate limit could not be evaluated")
 		return false
 	}
 	if p.metrics != nil {
-		p.metrics.decision(name, d.Allowed)
+		p.metrics.limitDecision(kind, d.Allowed)
 	}
 	if d.Limit > 0 {
 		x.st.rl, x.st.rlSet = d, true
@@ -320,7 +328,7 @@ func (p *Proxy) verdict(x *Exchange, d quota.Decision, err error, name string) b
 		return true
 	}
 	x.Resp.Header.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(d.RetryAfter))))
-	x.problem(fasthttp.StatusTooManyRequests, "rate-limited", "too many requests ("+name+" limit)")
+	x.problem(fasthttp.StatusTooManyRequests, "rate-limited", "too many requests ("+limitNames[kind]+" limit)")
 	return false
 }
 
@@ -360,7 +368,7 @@ func (p *Proxy) forward(x *Exchange) Step {
 
 	x.idem = isIdempotent(h.Method(), h)
 	if x.svc.Budget != nil {
-		x.svc.Budget.Request()
+		x.svc.Budget.RequestAt(x.start)
 	}
 	x.attempt = 1
 	return p.pick(x, nil)
@@ -380,10 +388,9 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 		return Done
 	}
 	h := &x.Req.Header
-	x.release, x.breakerDone, x.call = nil, nil, nil
+	x.admitted, x.breakerDone, x.call = false, nil, nil
 	if svc.Limit != nil {
-		var ok bool
-		if x.release, ok = svc.Limit.Acquire(); !ok {
+		if x.ticket, x.admitted = svc.Limit.Admit(); !x.admitted {
 			if p.metrics != nil {
 				p.metrics.decision("concurrency:"+svc.Name, false)
 			}
@@ -395,9 +402,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	if svc.Breaker != nil {
 		var err error
 		if x.breakerDone, err = svc.Breaker.Allow(); err != nil {
-			if x.release != nil {
-				x.release(0, false)
-			}
+			x.endConcurrency(0, false)
 			if p.metrics != nil {
 				p.metrics.decision("breaker:"+svc.Name, false)
 			}
@@ -411,9 +416,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	now := time.Now()
 	remaining := x.Deadline.Sub(now)
 	if remaining <= 0 {
-		if x.release != nil {
-			x.release(0, false)
-		}
+		x.endConcurrency(0, false)
 		if x.breakerDone != nil {
 			x.breakerDone(false)
 		}
@@ -455,15 +458,14 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	ep.End()
 	now := time.Now()
 	lat := now.Sub(x.t0)
+	x.end = now
 
 	status := 0
 	if err == nil {
 		status = x.Resp.StatusCode()
 	}
 	failed := err != nil || status == 502 || status == 503 || status == 504
-	if x.release != nil {
-		x.release(lat, failed)
-	}
+	x.endConcurrency(lat, failed)
 	if x.breakerDone != nil {
 		x.breakerDone(failed)
 	}
@@ -533,6 +535,20 @@ func (p *Proxy) Finish(x *Exchange) {
 		span.End()
 	}
 	if p.metrics != nil {
-		p.metrics.request(x.st.mctx, x.routeName, x.method, status, time.Since(x.start))
+		// The upstream's answer is the request's last clock reading: what
+		// is left (decoration) takes well under a histogram bucket's width.
+		end := x.end
+		if end.IsZero() {
+			end = time.Now()
+		}
+		p.metrics.request(x.st.mctx, x.routeName, x.method, status, end.Sub(x.start))
+	}
+}
+
+// endConcurrency hands the attempt's concurrency ticket back, if it holds one.
+func (x *Exchange) endConcurrency(lat time.Duration, failed bool) {
+	if x.admitted {
+		x.admitted = false
+		x.svc.Limit.Done(x.ticket, lat, failed)
 	}
 }

@@ -76,7 +76,7 @@ type openBreaker struct{}
 
 func (openBreaker) Allow() (func(bool), error) { return nil, errors.New("open") }
 
-func newTestProxy(t *testing.T, o Options, ups ...*fakeUpstream) (*Proxy, *upstream.Pool) {
+func newTestProxy(t testing.TB, o Options, ups ...*fakeUpstream) (*Proxy, *upstream.Pool) {
 	t.Helper()
 	var ins []upstream.Instance
 	for i, u := range ups {
@@ -197,8 +197,8 @@ func TestHandleBreakerOpenIs503(t *testing.T) {
 
 type countingBudget struct{ requests, withdrawn atomic.Int64 }
 
-func (b *countingBudget) Request()       { b.requests.Add(1) }
-func (b *countingBudget) Withdraw() bool { b.withdrawn.Add(1); return true }
+func (b *countingBudget) RequestAt(time.Time) { b.requests.Add(1) }
+func (b *countingBudget) Withdraw() bool      { b.withdrawn.Add(1); return true }
 
 func TestHandleRetriesOnlyIdempotent(t *testing.T) {
 	bad, good := startUpstream(t), startUpstream(t)

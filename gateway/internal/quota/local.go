@@ -2,21 +2,25 @@ package quota
 
 import "time"
 
-// AllowLocal decides one request of key only if that needs no Redis call:
-// a lease with tokens left, a denial Redis gave that still holds, or the
-// local fallback while Redis is down. ok false means Allow must ask Redis;
-// nothing was spent then. The event-loop transport calls it on the loop
-// and hands the request to a goroutine only when it says false.
-func (l *Lease) AllowLocal(key []byte) (d Decision, ok bool) {
+// AllowLocal decides one request of key at now only if that needs no Redis
+// call: a lease with tokens left, a denial Redis gave that still holds, or
+// the local fallback while Redis is down. ok false means Allow must ask
+// Redis; nothing was spent then. The event-loop transport calls it on the
+// loop and hands the request to a goroutine only when it says false.
+//
+// now is the caller's clock reading (the gateway reads the clock once per
+// request for every step that needs it): leases live a second and denials
+// and the fallback's refill are in milliseconds at the finest, so a reading
+// microseconds old decides the same.
+func (l *Lease) AllowLocal(key []byte, now time.Time) (d Decision, ok bool) {
 	r := l.rate.Load()
 	if r.Off() {
 		return Decision{Allowed: true}, true
 	}
 	b := l.bucket(key)
-	now := time.Now().UnixNano()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return l.local(b, r, now, r.window())
+	return l.local(b, r, now.UnixNano(), r.window())
 }
 
 // local is the part of a decision made from b alone; b.mu is held.

@@ -75,7 +75,7 @@ type Lease struct {
 const Cooldown = time.Second
 
 type shard struct {
-	mu sync.Mutex
+	mu sync.RWMutex // read-locked for the lookup of a known key, every request's case
 	m  map[string]*bucket
 }
 
@@ -153,12 +153,16 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 func (b *bucket) fallback(now int64, r Rate, replicas int, window time.Duration) Decision {
 	perNano := float64(r.Count) / float64(r.Period) / float64(replicas)
 	burst := float64(max(1, r.burst()/replicas))
-	if b.fbLast == 0 {
+	switch {
+	case b.fbLast == 0:
 		b.fb = burst
-	} else {
+		b.fbLast = now
+	case now > b.fbLast:
+		// Readings may arrive slightly out of order (callers pass the
+		// time their request started): an older one refills nothing.
 		b.fb = min(burst, b.fb+float64(now-b.fbLast)*perNano)
+		b.fbLast = now
 	}
-	b.fbLast = now
 	if b.fb >= 1 {
 		b.fb--
 		return Decision{Allowed: true, Limit: r.burst(), Remaining: int(b.fb), Window: window}
@@ -173,6 +177,12 @@ func (l *Lease) bucket(key []byte) *bucket {
 		h *= 16777619
 	}
 	s := &l.shards[h%uint32(len(l.shards))]
+	s.mu.RLock()
+	b := s.m[string(key)]
+	s.mu.RUnlock()
+	if b != nil {
+		return b
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if b := s.m[string(key)]; b != nil {
@@ -181,7 +191,7 @@ func (l *Lease) bucket(key []byte) *bucket {
 	if len(s.m) >= 4096 {
 		s.sweep(time.Now().UnixNano())
 	}
-	b := &bucket{}
+	b = &bucket{}
 	s.m[string(key)] = b
 	return b
 }
