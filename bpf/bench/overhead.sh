@@ -20,6 +20,11 @@
 #   TARGET=order ROUNDS=5 DURATION=5s bpf/bench/overhead.sh
 #   AGENT=/tmp/agent-before bpf/bench/overhead.sh   # probe with another build of the agent (same target binary)
 #   STATS=on bpf/bench/overhead.sh                  # BPF statistics on during the A/B rounds (the method before 12-04)
+#   PROBE=socket bpf/bench/overhead.sh              # the agent's HTTP server probe at the socket layer (BPF_HTTP_PROBE)
+#
+# PROBE=socket: the socket probe's tracepoints run for every process's socket reads and writes (wrk's, the unprobed
+# copy's), each stopping at the target filter. One more round with BPF statistics on drives the unprobed copy alone,
+# so every hit of the socket programs there is a filtered one: what an unrelated process pays per call.
 #
 # kernel.bpf_stats_enabled makes the kernel read the clock twice around every program run, a cost production does
 # not pay, so by default (STATS=apart) the A/B rounds run with it off and one more round on the probed copy alone,
@@ -32,6 +37,7 @@ DURATION=${DURATION:-5s}
 CONNS=${CONNS:-16}
 THREADS=${THREADS:-1}
 STATS=${STATS:-apart}
+PROBE=${PROBE:-uprobe}
 STATE_DIR=${STATE_DIR:-/var/tmp/shanhai-bpf-bench}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -42,6 +48,7 @@ order) ;;
 *) echo "TARGET must be target or order, not $TARGET" >&2; exit 2 ;;
 esac
 [[ $STATS == apart || $STATS == on ]] || { echo "STATS must be apart or on, not $STATS" >&2; exit 2; }
+[[ $PROBE == uprobe || $PROBE == socket ]] || { echo "PROBE must be uprobe or socket, not $PROBE" >&2; exit 2; }
 
 [[ $(id -u) == 0 ]] || { echo "overhead.sh loads eBPF programs: run it as root" >&2; exit 1; }
 for tool in wrk bpftool jq curl bc; do
@@ -83,7 +90,7 @@ wait_ready() { # url log
 
 # The agent's programs are those loaded after this id (this bpftool lists no owner pids).
 base_id=$(bpftool prog show --json | jq '[.[].id] | max // 0')
-HTTP_ADDR=127.0.0.1:18085 BPF_TARGETS="$work/probed" "$work/agent" 2>"$work/agent.log" &
+HTTP_ADDR=127.0.0.1:18085 BPF_TARGETS="$work/probed" BPF_HTTP_PROBE=$PROBE "$work/agent" 2>"$work/agent.log" &
 agent_pid=$!
 pids+=("$agent_pid")
 wait_ready http://127.0.0.1:18085/readyz "$work/agent.log"
@@ -143,7 +150,7 @@ echo "GET $PATH_Q: probed $probed (pid $probed_pid), plain $plain (pid $plain_pi
 
 # progs prints "id name run_time_ns run_cnt" for every program the agent loaded.
 progs() {
-	bpftool prog show --json | jq -r --argjson base "$base_id" '.[] | select(.id > $base and (.type == "kprobe" or .type == "tracepoint")) |
+	bpftool prog show --json | jq -r --argjson base "$base_id" '.[] | select(.id > $base and (.type == "kprobe" or .type == "tracepoint" or .type == "tracing")) |
 		"\(.id) \(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"' | sort
 }
 
@@ -196,14 +203,20 @@ if [[ $STATS == apart ]]; then
 	progs >"$work/progs0"
 	req0=$(served 0)
 	read -r rps p99 n < <(run "$probed")
-	printf 'stats  probed %10.0f req/s  p99 %8.0f us  (BPF statistics on, for the per-program figures below)\n' "$rps" "$p99"
+	printf 'stats  probed %10.0f req/s  p99 %8.0f us  %d requests (BPF statistics on, for the per-program figures below)\n' "$rps" "$p99" "$n"
 fi
 progs >"$work/progs1"
 req1=$(served 1)
+if [[ $PROBE == socket ]]; then # the unprobed copy alone: the socket programs only filter there
+	progs >"$work/progs2"
+	read -r rps p99 n_plain < <(run "$plain")
+	printf 'stats  plain  %10.0f req/s  p99 %8.0f us  (BPF statistics on: the socket programs filtering others out)\n' "$rps" "$p99"
+	progs >"$work/progs3"
+fi
 sysctl -qw kernel.bpf_stats_enabled=0
 reqs=$(echo "$req1 - $req0" | bc)
 
-echo "---- TARGET=$TARGET, GET $PATH_Q, $ROUNDS x $DURATION, $CONNS connections, BPF statistics $STATS; $load"
+echo "---- TARGET=$TARGET, PROBE=$PROBE, GET $PATH_Q, $ROUNDS x $DURATION, $CONNS connections, BPF statistics $STATS; $load"
 printf 'requests/s ratio (probed/unprobed): %.3f\n' "$(echo "$sum_p_rps / $sum_u_rps" | bc -l)"
 printf 'p99 ratio (probed/unprobed):        %.3f\n' "$(echo "$sum_p_p99 / $sum_u_p99" | bc -l)"
 printf 'CPU per request: probed %.1f us, unprobed %.1f us (ratio %.3f)\n' \
@@ -214,13 +227,18 @@ printf 'CPU per request: probed %.1f us, unprobed %.1f us (ratio %.3f)\n' \
 join "$work/progs0" "$work/progs1" | awk -v reqs="$reqs" '
 	{ hits = $7 - $4; ns = $6 - $3; if (hits == 0) next
 	  name[$2] = 1; h[$2] += hits; t[$2] += ns
-	  if ($2 ~ /^serve_http/) { sh += hits; st += ns }
+	  if ($2 ~ /^(serve_http|recv_length|send_length)/) { sh += hits; st += ns }
 	  th += hits; tt += ns }
 	END {
 	  printf "HTTP server probe: %d hits, in-kernel ns per hit: %.0f, per request: %.0f (requests counted by the agent: %d)\n", sh, st / (sh + (sh == 0)), st / (reqs + (reqs == 0)), reqs
 	  printf "every program of the agent: %.2f hits and %.0f ns per request, %.0f ns per hit\n", th / (reqs + (reqs == 0)), tt / (reqs + (reqs == 0)), tt / (th + (th == 0))
 	  for (n in name) printf "  %-16s %9d hits  %5.2f per request  %4.0f ns per hit\n", n, h[n], h[n] / (reqs + (reqs == 0)), t[n] / h[n]
 	}'
+if [[ $PROBE == socket ]]; then
+	join "$work/progs2" "$work/progs3" | awk -v reqs="$n_plain" '
+		$2 ~ /^(recv_length|send_length)/ { hits = $7 - $4; ns = $6 - $3; if (hits == 0) next
+		  printf "  unprobed copy alone, %-12s %9d hits  %5.2f per request  %4.0f ns per hit (filtered out)\n", $2, hits, hits / reqs, ns / hits }'
+fi
 # Which Go calls fired per request (a call is one call_enter and one call_ret hit).
 awk -v reqs="$reqs" '
 	/^shanhai_bpf_client_call_duration_seconds_count/ {

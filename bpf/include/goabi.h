@@ -94,6 +94,20 @@ static __always_inline void lat_record(struct lat_hist *h, __u64 ns) {
 		h->buckets[b]++;
 }
 
+// lat_hist_of returns the histogram of key in map (a hash of lat_hist values), inserting a zeroed one copied from
+// zero_map's only entry when there is none: struct lat_hist is too big for the 512-byte BPF stack.
+static __always_inline struct lat_hist *lat_hist_of(void *map, const void *key, void *zero_map) {
+	struct lat_hist *h = bpf_map_lookup_elem(map, key);
+	if (h)
+		return h;
+	__u32 z = 0;
+	struct lat_hist *zero = bpf_map_lookup_elem(zero_map, &z);
+	if (!zero)
+		return 0;
+	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
 // go_iface_nonnil reports whether a Go interface value (itab, data) passed in registers is non-nil: an error result.
 #define go_iface_nonnil(itab) ((itab) != 0)
 

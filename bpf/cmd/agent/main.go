@@ -29,6 +29,7 @@ type Config struct {
 	Targets      string        `env:"BPF_TARGETS" envDefault:"gateway,user,order,payment,bridge" desc:"comma list of executables to observe: absolute paths, or base names / comm"`
 	ScanInterval time.Duration `env:"BPF_SCAN_INTERVAL" envDefault:"500ms" desc:"how often /proc is polled for targets starting and exiting"`
 	Grace        time.Duration `env:"BPF_DETACH_GRACE" envDefault:"1m" desc:"how long probes stay on an executable no process runs"`
+	HTTPProbe    string        `env:"BPF_HTTP_PROBE" envDefault:"uprobe" desc:"HTTP server RED from uprobes on net/http (uprobe: any transport, two traps per request) or from the socket layer (socket: plaintext HTTP/1.x, no trap)"`
 	LogLevel     string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 }
 
@@ -37,6 +38,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if len(targets(c.Targets)) == 0 {
 		errs = append(errs, config.Invalid("BPF_TARGETS", "name at least one executable"))
+	}
+	if c.HTTPProbe != agent.HTTPProbeUprobe && c.HTTPProbe != agent.HTTPProbeSocket {
+		errs = append(errs, config.Invalid("BPF_HTTP_PROBE", "uprobe or socket"))
 	}
 	if c.ScanInterval < 10*time.Millisecond {
 		errs = append(errs, config.Invalid("BPF_SCAN_INTERVAL", "at least 10ms"))
@@ -69,7 +73,7 @@ func main() {
 }
 
 func run(cfg Config, log *slog.Logger) error {
-	a, err := agent.New(agent.Config{Targets: targets(cfg.Targets), ScanInterval: cfg.ScanInterval, Grace: cfg.Grace, Logger: log})
+	a, err := agent.New(agent.Config{Targets: targets(cfg.Targets), ScanInterval: cfg.ScanInterval, Grace: cfg.Grace, HTTPProbe: cfg.HTTPProbe, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ type Config struct {
 	Targets      []string      // executable paths (absolute) or names (base name or comm)
 	ScanInterval time.Duration // how often /proc is polled for targets starting and exiting
 	Grace        time.Duration // how long probes stay on an executable that no process runs any more
+	HTTPProbe    string        // HTTPProbeUprobe (default) or HTTPProbeSocket
 	Logger       *slog.Logger
 }
 
@@ -39,6 +41,7 @@ type Agent struct {
 
 	mu       sync.Mutex
 	sys      *system
+	sock     *sockProbe // the socket-layer HTTP server probe, in HTTPProbeSocket mode
 	bins     map[binID]*binProbes
 	lastSeen map[binID]time.Time
 	procs    map[int]proc
@@ -68,6 +71,13 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	switch cfg.HTTPProbe {
+	case "":
+		cfg.HTTPProbe = HTTPProbeUprobe
+	case HTTPProbeUprobe, HTTPProbeSocket:
+	default:
+		return nil, fmt.Errorf("HTTP probe %q: want %s or %s", cfg.HTTPProbe, HTTPProbeUprobe, HTTPProbeSocket)
+	}
 	if err := Preflight(); err != nil {
 		return nil, err
 	}
@@ -75,8 +85,15 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, bins: map[binID]*binProbes{},
-		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{}}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, bins: map[binID]*binProbes{},
+		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{}}
+	if cfg.HTTPProbe == HTTPProbeSocket {
+		if a.sock, err = attachSockProbe(); err != nil {
+			sys.Close()
+			return nil, err
+		}
+	}
+	return a, nil
 }
 
 // Run scans until ctx is done, then detaches everything.
@@ -132,6 +149,11 @@ func (a *Agent) Scan() {
 		}
 	}
 	a.procs = live
+	if a.sock != nil {
+		if err := a.sock.setTargets(live); err != nil {
+			a.log.Error("target filter", "err", err)
+		}
+	}
 	// Entries are deleted only for pids that no longer exist at all: a process started from a probed file after the
 	// /proc read above already has entries, and must keep them.
 	alive := func(pid int) bool { _, err := os.Stat("/proc/" + strconv.Itoa(pid)); return err == nil }
@@ -169,6 +191,9 @@ func (a *Agent) Scan() {
 	}
 	a.scanned = true
 	prune(a.sys.tcp.Tcp, alive)
+	if a.sock != nil {
+		prune(a.sock.objs.Requests, alive)
+	}
 }
 
 // attach puts the probes on executable id (opened through path) unless they are there or failed before.
@@ -179,7 +204,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 	if _, failed := a.failed[id]; failed {
 		return
 	}
-	b, err := attachBinary(path, exe, id, a.log)
+	b, err := attachBinary(path, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, a.log)
 	if err != nil {
 		a.failed[id] = err.Error()
 		a.log.Error("attach failed", "exe", exe, "err", err)
@@ -197,7 +222,10 @@ func (a *Agent) Targets() []Target {
 	for _, p := range a.procs {
 		t := Target{PID: p.pid, Exe: p.exe}
 		if b, ok := a.bins[p.bin]; ok {
-			t.Probes = b.probes
+			t.Probes = slices.Clone(b.probes)
+		}
+		if a.sock != nil {
+			t.Probes = append(t.Probes, "httpsock")
 		}
 		out = append(out, t)
 	}
@@ -229,6 +257,11 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 		}
 		s.Goroutines[pid] = n
 	}
+	if a.sock != nil {
+		if err := a.sock.read(&s); err != nil {
+			return s, err
+		}
+	}
 	err := a.sys.read(&s, func(pid int) bool { _, ok := a.procs[pid]; return ok })
 	return s, err
 }
@@ -244,6 +277,10 @@ func (a *Agent) Close() error {
 	if a.sys != nil {
 		a.sys.Close()
 		a.sys = nil
+	}
+	if a.sock != nil {
+		a.sock.Close()
+		a.sock = nil
 	}
 	return nil
 }

@@ -82,7 +82,8 @@ func (b *binProbes) exits(sym *symtab.Binary, fn symtab.Func, keep ...x86asm.Reg
 
 // attachBinary loads and attaches every probe whose functions the executable at path has. path should be
 // /proc/<pid>/exe, which names the file even after it was replaced or deleted on disk.
-func attachBinary(path, exe string, id binID, log *slog.Logger) (*binProbes, error) {
+// httpUprobe is false when the socket probe (HTTPProbeSocket) observes the HTTP server instead.
+func attachBinary(path, exe string, id binID, httpUprobe bool, log *slog.Logger) (*binProbes, error) {
 	sym, err := symtab.Open(path)
 	if err != nil {
 		return nil, err
@@ -109,6 +110,9 @@ func attachBinary(path, exe string, id binID, log *slog.Logger) (*binProbes, err
 		{"db", b.attachCalls("db")},
 		{"messaging", b.attachCalls("messaging")},
 	} {
+		if p.name == "httpserver" && !httpUprobe {
+			continue
+		}
 		// One probe failing (a library version with another layout, a verifier complaint) leaves the others running.
 		err := p.attach(sym, ex)
 		switch {

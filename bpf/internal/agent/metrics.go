@@ -10,7 +10,8 @@ import (
 
 var (
 	descServer = prometheus.NewDesc("shanhai_bpf_http_server_request_duration_seconds",
-		"Server-side HTTP request latency seen by uprobes on net/http.serverHandler.ServeHTTP (entry to every RET).",
+		"Server-side HTTP request latency: ServeHTTP's entry to its return (uprobes, BPF_HTTP_PROBE=uprobe), or the read "+
+			"of a request's first bytes to the write of its response's status line on the socket (BPF_HTTP_PROBE=socket).",
 		[]string{"pid", "exe", "method", "status", "status_class"}, nil)
 	descClient = prometheus.NewDesc("shanhai_bpf_http_client_request_duration_seconds",
 		"HTTP client call latency seen by uprobes on net/http.(*Transport).roundTrip; status 0 when the call failed.",

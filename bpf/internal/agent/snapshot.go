@@ -71,17 +71,7 @@ func sumHists(vals []hist.Hist) hist.Hist {
 
 func (b *binProbes) read(s *Snapshot) error {
 	if b.http != nil {
-		var k httpserver.BpfRedKey
-		var vals []hist.Hist
-		it := b.http.Requests.Iterate()
-		for it.Next(&k, &vals) {
-			r := RED{PID: int(k.Tgid), Method: cstr(k.Method[:]), Status: int(k.Status)}
-			h := s.Server[r]
-			sum := sumHists(vals)
-			h.Add(&sum)
-			s.Server[r] = h
-		}
-		if err := it.Err(); err != nil {
+		if err := readREDMap(b.http.Requests, s); err != nil {
 			return fmt.Errorf("read http server map: %w", err)
 		}
 		if err := readREDSlots(b.http.RedSlots, s); err != nil {
@@ -131,6 +121,21 @@ func (b *binProbes) read(s *Snapshot) error {
 		}
 	}
 	return nil
+}
+
+// readREDMap adds a per-CPU hash of struct red_key -> struct lat_hist (both HTTP server probes keep one) to s.
+func readREDMap(m *ebpf.Map, s *Snapshot) error {
+	var k httpserver.BpfRedKey
+	var vals []hist.Hist
+	it := m.Iterate()
+	for it.Next(&k, &vals) {
+		r := RED{PID: int(k.Tgid), Method: cstr(k.Method[:]), Status: int(k.Status)}
+		h := s.Server[r]
+		sum := sumHists(vals)
+		h.Add(&sum)
+		s.Server[r] = h
+	}
+	return it.Err()
 }
 
 func goroutineTgid(v *goruntime.BpfGoroutineSlot) uint32 { return v.Tgid }

@@ -58,8 +58,12 @@ func intParam(r *http.Request, name string, def int) int {
 func main() {
 	st := &stats{Counts: map[string]int64{}}
 	mux := http.NewServeMux()
-	// /work?us=N&status=S sleeps N microseconds and answers S.
+	// /work?us=N&status=S sleeps N microseconds and answers S; with read=1 it reads the request body first (so a
+	// request that expects 100-continue gets its interim answer).
 	mux.HandleFunc("/work", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("read") == "1" {
+			io.Copy(io.Discard, r.Body)
+		}
 		time.Sleep(time.Duration(intParam(r, "us", 0)) * time.Microsecond)
 		w.WriteHeader(intParam(r, "status", 200))
 		io.WriteString(w, "ok\n")

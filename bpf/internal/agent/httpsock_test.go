@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func newSocketAgent(t *testing.T, targets ...string) *Agent {
+	t.Helper()
+	requireRoot(t)
+	a, err := New(Config{Targets: targets, HTTPProbe: HTTPProbeSocket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	return a
+}
+
+// TestHTTPSocketRED runs the uprobe probe's checks (testRED: exact counts per method and status, status classes,
+// PUT latency quantiles within 15% + 300us of the server's own) against the socket-layer probe. Its span is wider on
+// both ends than the handler's (from the read of the request to the write of the response), still within them.
+func TestHTTPSocketRED(t *testing.T) {
+	requireRoot(t)
+	bin := buildTarget(t, false)
+	a := newSocketAgent(t, bin)
+	tg := startTarget(t, bin)
+	a.Scan() // the socket probe counts a process once a scan has put it in the filter
+	ts := a.Targets()
+	if len(ts) != 1 || ts[0].PID != tg.pid || !slices.Contains(ts[0].Probes, "httpsock") || slices.Contains(ts[0].Probes, "httpserver") {
+		t.Fatalf("targets = %+v, want pid %d with the httpsock probe and not the httpserver uprobe", ts, tg.pid)
+	}
+	testRED(t, a, tg)
+}
+
+// TestHTTPSocketCases: a fresh connection per request and keep-alive, HEAD (a response with no body), a request that
+// expects 100-continue (an interim answer that must not end it), and traffic of a process that is not a target (an
+// identical binary at another path), which must not be counted.
+func TestHTTPSocketCases(t *testing.T) {
+	requireRoot(t)
+	bin := buildTarget(t, false)
+	other := filepath.Join(t.TempDir(), "other")
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := newSocketAgent(t, bin)
+	tg := startTarget(t, bin)
+	og := startTarget(t, other)
+	a.Scan()
+
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	kept := &http.Client{Transport: &http.Transport{ExpectContinueTimeout: 10 * time.Second}}
+	const n = 30
+	for i := range n {
+		for _, g := range []*target{tg, og} {
+			g.get(t, fresh, "GET", "/work?status=404")
+			g.get(t, kept, "HEAD", "/work")
+			g.get(t, kept, "DELETE", "/work?status=503")
+			req, err := http.NewRequest("POST", g.base+"/work?read=1&status=201", strings.NewReader(strings.Repeat("x", 100+i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Expect", "100-continue")
+			resp, err := kept.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 201 {
+				t.Fatalf("POST with 100-continue: %d", resp.StatusCode)
+			}
+		}
+	}
+	var st serverStats
+	if err := json.Unmarshal([]byte(tg.get(t, kept, "GET", "/stats")), &st); err != nil {
+		t.Fatal(err)
+	}
+	st.Counts["GET 200"]++ // the /stats request itself
+	want := fmt.Sprint(map[string]uint64{"GET 404": n, "HEAD 200": n, "DELETE 503": n, "POST 201": n, "GET 200": 1})
+	if got := fmt.Sprint(st.Counts); got != want {
+		t.Fatalf("server counted %s, test sent %s", got, want)
+	}
+	eventually(t, func() (bool, string) {
+		snap, err := a.Snapshot()
+		if err != nil {
+			return false, err.Error()
+		}
+		got := map[string]uint64{}
+		for k, h := range snap.Server {
+			if k.PID != tg.pid {
+				return false, fmt.Sprintf("series of pid %d (the target is %d, the other process %d): %+v", k.PID, tg.pid, og.pid, k)
+			}
+			got[k.Method+" "+strconv.Itoa(k.Status)] = h.Count
+		}
+		return fmt.Sprint(got) == want, fmt.Sprintf("agent counts %v\nserver counts %v", got, want)
+	})
+}

@@ -1,0 +1,243 @@
+//go:build ignore
+
+// HTTP/1.x server RED at the socket layer, with no uprobe. A uprobe costs a trap (int3, uprobe lookup, emulation:
+// ~1-2 us of CPU per hit in this VM, a tenth of a no-op Go request); a BTF tracepoint (tp_btf) is a direct call from
+// a static-key branch in the kernel. fentry/fexit on tcp_recvmsg/tcp_sendmsg would be the same price and see the
+// msghdr, but this kernel refuses every fentry/fexit program at load (EPERM before the verifier, even an empty one on
+// do_nanosleep), so the sock:sock_recv_length and sock:sock_send_length tracepoints are used: they give the socket and
+// the byte count at the end of sock_recvmsg/sock_sendmsg, and the buffer is the syscall's argument in the user
+// registers the kernel saved (bpf_task_pt_regs). What is seen:
+//   - a request begins when a target process reads, on a socket, bytes that start with a method token and a space
+//     ("GET ", "POST ", ...): timestamp and method are kept per socket (struct sock *);
+//   - it ends when the same process has written, on that socket, bytes that start with "HTTP/1.x NNN": NNN is the
+//     status. 1xx answers other than 101 are interim (100 Continue) and end nothing;
+//   - net/http's background read (connReader.startBackgroundRead) can take the first byte of the next request alone
+//     while the previous one finishes; a one-byte read is carried and joined with the next read's bytes.
+// Limits: TLS is invisible here (the socket carries ciphertext); HTTP/2 is not parsed; of several requests read in one
+// recv (pipelining) only the first is seen, and a request read while another is unanswered on the socket replaces it;
+// methods other than the nine standard ones are not counted; a body read that happens to start with a method token
+// would restart the request; io_uring and splice have no syscall buffer to read. Responses written in several writes
+// are fine (only the first starts with "HTTP/"), and so are bodies larger than one read (later reads start no request
+// unless they begin with a method token, as above).
+//
+// These programs run for every process's socket traffic, so the first thing each does is the target filter: the pid
+// (tgid) indexes an array the agent fills (an inlined lookup, no helper call), and only pids beyond its size take a
+// hash lookup.
+#include "goabi.h"
+
+#define MSG_PEEK 2
+#define PID_ARRAY_BITS 16
+
+struct red_key {
+	__u32 tgid;
+	__u32 status;
+	char method[8];
+};
+
+// The request in flight on one socket.
+struct sock_req {
+	__u64 start_ns;  // 0: none
+	__u64 method;    // method token, zero padded (the bytes of red_key.method)
+	__u64 carry_ns;  // when the carried byte was read
+	__u32 tgid;      // the process that read it
+	__u8 carry;      // first byte of a one-byte read, 0: none
+	__u8 pad[3];
+};
+
+// Target processes, by tgid: pids below 1 << PID_ARRAY_BITS here (value 1), larger ones in target_pids_big.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << PID_ARRAY_BITS);
+	__type(key, __u32);
+	__type(value, __u32);
+} target_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u32);
+} target_pids_big SEC(".maps");
+
+// Requests in flight by socket. LRU: a socket closed mid-request leaves its entry to be evicted.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_req);
+} socks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct red_key);
+	__type(value, struct lat_hist);
+} requests SEC(".maps");
+
+// One zeroed value to insert from: struct lat_hist is too big for the 512-byte BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lat_hist);
+} zero_hist SEC(".maps");
+
+static __always_inline int wanted(__u32 tgid) {
+	if (tgid < (1U << PID_ARRAY_BITS)) {
+		__u32 *v = bpf_map_lookup_elem(&target_pids, &tgid);
+		return v && *v;
+	}
+	return bpf_map_lookup_elem(&target_pids_big, &tgid) != 0;
+}
+
+#define LE4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
+#define LE8(a, b, c, d, e, f, g, h) (LE4(a, b, c, d) | LE4(e, f, g, h) << 32)
+#define MASK(n) ((n) >= 8 ? ~0ULL : (1ULL << ((n) * 8)) - 1)
+
+// method_len returns the length of the method token v starts with (followed by a space), or 0.
+static __always_inline __u32 method_len(__u64 v) {
+	__u64 v4 = v & MASK(4), v5 = v & MASK(5), v6 = v & MASK(6);
+	if (v4 == LE4('G', 'E', 'T', ' ') || v4 == LE4('P', 'U', 'T', ' '))
+		return 3;
+	if (v5 == (LE4('P', 'O', 'S', 'T') | (__u64)' ' << 32) || v5 == (LE4('H', 'E', 'A', 'D') | (__u64)' ' << 32))
+		return 4;
+	if (v6 == (LE4('P', 'A', 'T', 'C') | LE4('H', ' ', 0, 0) << 32) || v6 == (LE4('T', 'R', 'A', 'C') | LE4('E', ' ', 0, 0) << 32))
+		return 5;
+	if ((v & MASK(7)) == (LE4('D', 'E', 'L', 'E') | LE4('T', 'E', ' ', 0) << 32))
+		return 6;
+	if (v == LE8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' ') || v == LE8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' '))
+		return 7;
+	return 0;
+}
+
+// first_letter reports whether c can start a method token.
+static __always_inline int first_letter(__u8 c) {
+	return c == 'G' || c == 'P' || c == 'H' || c == 'D' || c == 'O' || c == 'C' || c == 'T';
+}
+
+// Syscalls whose user buffer the programs find (x86-64 numbers).
+#define NR_READ 0
+#define NR_WRITE 1
+#define NR_READV 19
+#define NR_WRITEV 20
+#define NR_SENDTO 44
+#define NR_RECVFROM 45
+#define NR_SENDMSG 46
+#define NR_RECVMSG 47
+
+// user_buf returns where the data of the socket syscall the current thread is in begins in its memory: the
+// tracepoints give the socket and the byte count but not the buffer, which is an argument of the syscall, in the
+// user registers the kernel saved at entry. For readv/writev and recvmsg/sendmsg it is the first iovec's base, if that
+// iovec holds at least need bytes. Anything else (io_uring, splice, a kernel socket) has no user buffer here: 0.
+static __always_inline const void *user_buf(__u64 need) {
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u64 nr = regs->orig_ax, arg = regs->si;
+	switch (nr) {
+	case NR_READ:
+	case NR_WRITE:
+	case NR_RECVFROM:
+	case NR_SENDTO:
+		return (const void *)arg;
+	case NR_RECVMSG:
+	case NR_SENDMSG: // struct user_msghdr: msg_name, msg_namelen, msg_iov at 16
+		if (bpf_probe_read_user(&arg, sizeof(arg), (void *)(arg + 16)))
+			return 0;
+		break;
+	case NR_READV:
+	case NR_WRITEV:
+		break;
+	default:
+		return 0;
+	}
+	struct iovec seg;
+	if (bpf_probe_read_user(&seg, sizeof(seg), (void *)arg) || seg.iov_len < need)
+		return 0;
+	return seg.iov_base;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(recv_length, struct sock *sk, int n, int flags) {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!wanted(tgid))
+		return 0;
+	if (n <= 0 || (flags & MSG_PEEK))
+		return 0;
+	const void *p = user_buf(n < 8 ? 1 : 8);
+	if (!p)
+		return 0;
+	__u64 v = 0;
+	if (bpf_probe_read_user(&v, n < 8 ? 1 : 8, p)) // a short read: its first byte is all that matters
+		return 0;
+	__u64 key = (__u64)sk;
+	struct sock_req *st = bpf_map_lookup_elem(&socks, &key);
+	if (st && st->tgid == tgid && st->carry) {
+		// The previous read took one byte (net/http's background read): the request may start there.
+		__u64 joined = st->carry | v << 8;
+		__u32 m = method_len(joined);
+		st->carry = 0;
+		if (m && (__u64)n >= m) {
+			st->method = joined & MASK(m);
+			st->start_ns = st->carry_ns;
+			return 0;
+		}
+	}
+	if (n == 1) {
+		if (!first_letter(v & 0xff))
+			return 0;
+		struct sock_req fresh = {.tgid = tgid};
+		if (!st || st->tgid != tgid) {
+			bpf_map_update_elem(&socks, &key, &fresh, BPF_ANY);
+			st = bpf_map_lookup_elem(&socks, &key);
+			if (!st)
+				return 0;
+		}
+		st->carry = v & 0xff;
+		st->carry_ns = bpf_ktime_get_ns();
+		return 0;
+	}
+	__u32 m = method_len(v);
+	if (!m || (__u64)n <= m)
+		return 0;
+	struct sock_req r = {.start_ns = bpf_ktime_get_ns(), .method = v & MASK(m), .tgid = tgid};
+	if (st && st->tgid == tgid) {
+		st->method = r.method;
+		st->start_ns = r.start_ns;
+		return 0;
+	}
+	bpf_map_update_elem(&socks, &key, &r, BPF_ANY);
+	return 0;
+}
+
+static __always_inline int digit(char c) { return c >= '0' && c <= '9'; }
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(send_length, struct sock *sk, int n, int flags) {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!wanted(tgid) || n < 12)
+		return 0;
+	const void *p = user_buf(12);
+	if (!p)
+		return 0;
+	char b[16] = {};
+	if (bpf_probe_read_user(b, 12, p))
+		return 0;
+	// "HTTP/1.x NNN"
+	if ((*(__u64 *)b & MASK(7)) != (LE4('H', 'T', 'T', 'P') | LE4('/', '1', '.', 0) << 32) || b[8] != ' ' ||
+	    !digit(b[9]) || !digit(b[10]) || !digit(b[11]))
+		return 0;
+	__u32 status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
+	if (status >= 100 && status < 200 && status != 101)
+		return 0; // interim: the final answer follows
+	__u64 key = (__u64)sk;
+	struct sock_req *st = bpf_map_lookup_elem(&socks, &key);
+	if (!st || st->tgid != tgid || !st->start_ns)
+		return 0;
+	__u64 d = bpf_ktime_get_ns() - st->start_ns;
+	struct red_key rk = {.tgid = tgid, .status = status};
+	*(__u64 *)rk.method = st->method;
+	st->start_ns = 0;
+	struct lat_hist *h = lat_hist_of(&requests, &rk, &zero_hist);
+	if (h)
+		lat_record(h, d);
+	return 0;
+}
