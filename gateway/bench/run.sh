@@ -15,6 +15,8 @@
 #            (GATEWAY_TRANSPORT=loop)
 #   full0, routing0  with BASE=<git revision>: the same two variants built from that
 #            revision (added to TARGETS), for a before/after measured in one run
+#   fullloop0, routingloop0  (optional, add to TARGETS, need BASE) fullloop and routingloop
+#            built from BASE (which must have the loop transport, 0512301 or later)
 # then a second pass at about half of the full chain's saturation (wrk's delay()
 # throttles each connection) to compare added latency.
 #
@@ -125,6 +127,12 @@ done
 if [[ -n $BASE ]]; then
 	gw full0 "$WORK/gateway.base" 18096 "" "${fullenv[@]}" GATEWAY_LIMIT_NAMESPACE=bench0 GATEWAY_TRANSPORT=fasthttp
 	gw routing0 "$WORK/gateway.base" 18097 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=fasthttp
+	if [[ " $TARGETS " == *" fullloop0 "* ]]; then
+		gw fullloop0 "$WORK/gateway.base" 18102 "" "${fullenv[@]}" GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloop0
+	fi
+	if [[ " $TARGETS " == *" routingloop0 "* ]]; then
+		gw routingloop0 "$WORK/gateway.base" 18103 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=loop
+	fi
 fi
 
 for _ in $(seq 50); do [[ -s $WORK/token ]] && curl -fs -o /dev/null 127.0.0.1:18093/healthz &&
@@ -138,18 +146,19 @@ if [[ ${PROFILE:-0} == 1 ]] && ! curl -fs http://127.0.0.1:29093/debug/pprof/cmd
 	exit 1
 fi
 declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095 [full0]=18096 [routing0]=18097 [loop]=18098
-	[fullloop]=18100 [routingloop]=18101)
-for t in fullloop routingloop; do
+	[fullloop]=18100 [routingloop]=18101 [fullloop0]=18102 [routingloop0]=18103)
+for t in fullloop routingloop fullloop0 routingloop0; do
 	[[ " $TARGETS " == *" $t "* ]] || continue
 	for _ in $(seq 50); do curl -fs -o /dev/null "127.0.0.1:${PORT[$t]}/healthz" && break; sleep 0.2; done
 done
 # Every target gets the same request, Authorization included.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
 [[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
-if [[ " $TARGETS " == *" fullloop "* ]]; then
-	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18100$PATHQ")
-	[[ $code == 200 ]] || { echo "bench: fullloop answers $code, see $WORK/fullloop.log" >&2; cat "$WORK/fullloop.log" >&2; exit 1; }
-fi
+for t in fullloop fullloop0; do
+	[[ " $TARGETS " == *" $t "* ]] || continue
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$PATHQ")
+	[[ $code == 200 ]] || { echo "bench: $t answers $code, see $WORK/$t.log" >&2; cat "$WORK/$t.log" >&2; exit 1; }
+done
 
 # CPU time (user+system, clock ticks) of the process(es) serving a target: for
 # nginx the master and its workers. This is the load-independent number: on a
@@ -206,7 +215,7 @@ for round in $(seq "$ROUNDS"); do
 	done
 done
 report() { # title, array prefix
-	printf '\n%s\n%-11s %12s %9s %9s %9s %12s\n' "$1" target "req/s" "p50 ms" "p99 ms" "x nginx" "CPU us/req"
+	printf '\n%s\n%-12s %12s %9s %9s %9s %12s\n' "$1" target "req/s" "p50 ms" "p99 ms" "x nginx" "CPU us/req"
 	local n; n=$(for r in $(seq "$ROUNDS"); do echo "${R[nginx,$r]}" | cut -d' ' -f1; done | median)
 	for t in $TARGETS; do
 		local rps p50 p99
@@ -214,20 +223,20 @@ report() { # title, array prefix
 		p50=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f2; done | median)
 		p99=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f3; done | median)
 		cpu=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f4; done | median)
-		printf '%-11s %12.0f %9.3f %9.3f %9.2f %12.1f\n' "$t" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$n" 'BEGIN{print a/b}')" "$cpu"
+		printf '%-12s %12.0f %9.3f %9.3f %9.2f %12.1f\n' "$t" "$rps" "$p50" "$p99" "$(awk -v a="$rps" -v b="$n" 'BEGIN{print a/b}')" "$cpu"
 		echo "$t $rps" >"$WORK/sat.$t"
 	done
 }
 report "Saturation (median of $ROUNDS rounds, $CONNS connections)"
 if [[ ${SYSCALLS:-0} == 1 ]]; then
-	printf '\nSystem calls per request (extra saturation round under perf stat)\n%-8s %6s %6s' target all cswitch
+	printf '\nSystem calls per request (extra saturation round under perf stat)\n%-12s %6s %6s' target all cswitch
 	for s in $SCALLS other; do s=${s/epoll_/e}; s=${s/nanosleep/nsleep}; s=${s/getsockopt/getopt}; printf ' %6.6s' "$s"; done
 	echo
-	for t in $TARGETS; do printf '%-8s ' "$t"; awk '{for (i=1; i<=NF; i++) printf " %6s", $i; print ""}' "$WORK/sc.$t"; done
+	for t in $TARGETS; do printf '%-12s ' "$t"; awk '{for (i=1; i<=NF; i++) printf " %6s", $i; print ""}' "$WORK/sc.$t"; done
 fi
 
 # Half saturation: each connection sends one request, waits DELAY ms, repeats.
-full_rps=$(cut -d' ' -f2 "$WORK/sat.full" 2>/dev/null || echo 20000)
+full_rps=$(cut -d' ' -f2 "$WORK/sat.full" 2>/dev/null || cut -d' ' -f2 "$WORK/sat.fullloop" 2>/dev/null || echo 20000)
 DELAY=2
 HCONNS=$(awk -v r="$full_rps" -v d=$DELAY 'BEGIN{c=int(r/2*d/1000+0.5); if(c<1)c=1; print c}')
 printf 'function delay() return %d end\n' "$DELAY" >"$WORK/delay.lua"
@@ -244,6 +253,6 @@ d50=$(for r in $(seq "$ROUNDS"); do echo "${R[direct,$r]}" | cut -d' ' -f2; done
 for t in $TARGETS; do
 	[[ $t == direct ]] && continue
 	p=$(for r in $(seq "$ROUNDS"); do echo "${R[$t,$r]}" | cut -d' ' -f2; done | median)
-	printf 'added p50 %-11s %.3f ms\n' "$t" "$(awk -v a="$p" -v b="$d50" 'BEGIN{print a-b}')"
+	printf 'added p50 %-12s %.3f ms\n' "$t" "$(awk -v a="$p" -v b="$d50" 'BEGIN{print a-b}')"
 done
 echo "bench: raw wrk output in $WORK/wrk.log" >&2
