@@ -83,7 +83,9 @@ func WithPropagator(p propagation.TextMapPropagator) MiddlewareOption {
 //
 // On a tracer provider Setup built, a request the sampler will not sample
 // never reaches the SDK: it gets a non-recording span of the middleware's own
-// with the same ids and flags (sampling.go says how and why).
+// with the same ids and flags (sampling.go says how and why). A sampled one
+// gets a recording span of the middleware's own, which the provider's span
+// processors export as they would the SDK's (serverspan.go).
 //
 // Create it after Setup: it binds to the providers that are global then.
 func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
@@ -200,7 +202,8 @@ type unsampledRequest struct {
 // start starts the server span, continuing the caller's trace. With a
 // sampler Setup configured, a span it would drop never reaches the SDK
 // (sampling.go says why); it is then returned inside an unsampledRequest
-// whose req the caller fills in.
+// whose req the caller fills in. A span it samples under a remote parent or
+// as a root is recorded without the SDK too (serverspan.go).
 func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, trace.Span, *unsampledRequest) {
 	ctx := req.Context()
 	h := req.Header
@@ -219,10 +222,14 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	case !m.w3c || len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0:
 		ctx = m.prop.Extract(ctx, headerCarrier(h))
 	}
-	ctx, psc, dropped := m.server.decide(ctx, remote)
-	if dropped {
+	ctx, parent, d := m.server.decide(ctx, remote)
+	switch d {
+	case drop:
 		ur := new(unsampledRequest)
-		return ur.span.init(ctx, psc, m.server.sdk), &ur.span, ur
+		return ur.span.init(ctx, parent, m.server.sdk), &ur.span, ur
+	case sampleRemote, sampleRoot:
+		s := m.server.startRecording(ctx, parent, ri.name, trace.SpanKindServer, nil)
+		return s.context(), s, nil
 	}
 	// Only the span kind is passed at start: attributes given to Start are
 	// copied into a fresh config slice on every request, sampled or not,

@@ -3,16 +3,18 @@ package telemetry
 import (
 	"context"
 
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
 
 // ServerTracer starts server spans for servers that are not gin (the
-// gateway, on fasthttp) with Middleware's fast path: on a tracer provider
+// gateway, on fasthttp) with Middleware's fast paths: on a tracer provider
 // Setup built, a request its sampler will not sample gets a non-recording
-// span of its own without entering the SDK, and a sampled root reaches the
-// SDK with the trace id already drawn, so the SDK decides as it was
-// predicted to (sampling.go says how). The gateway starts a span for every
+// span of its own without entering the SDK (sampling.go says how), and one
+// it samples, continuing a remote parent or starting a trace, gets a
+// recording span of its own that the provider's processors export as they
+// would the SDK's (serverspan.go). The gateway starts a span for every
 // request at a 10% ratio; the SDK's Start of the 90% it drops was about
 // 2 µs of its CPU per request.
 //
@@ -24,12 +26,16 @@ type ServerTracer struct {
 	tracer   trace.Tracer
 	sampling *sampling                // nil: the SDK decides every span
 	sdk      *sdktrace.TracerProvider // tp, when sampling is set
+	scope    instrumentation.Scope    // the tracer's, for spans recorded without the SDK
 }
 
 // NewServerTracer returns a ServerTracer of tp (usually
 // otel.GetTracerProvider() after Setup) for the instrumentation scope.
 func NewServerTracer(tp trace.TracerProvider, scope string) *ServerTracer {
-	t := &ServerTracer{tracer: tp.Tracer(scope)}
+	t := &ServerTracer{tracer: tp.Tracer(scope), scope: instrumentation.Scope{Name: scope}}
+	if scope == "" {
+		t.scope.Name = "go.opentelemetry.io/otel/sdk/tracer" // the SDK's name for an unnamed tracer
+	}
 	t.sampling, t.sdk = samplingOf(tp)
 	return t
 }
@@ -47,31 +53,68 @@ func NewServerTracer(tp trace.TracerProvider, scope string) *ServerTracer {
 // Start instead (the samplers Setup builds decide on the trace id and the
 // parent alone).
 func (t *ServerTracer) Start(ctx context.Context, remote trace.SpanContext, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	ctx, psc, dropped := t.decide(ctx, remote)
-	if dropped {
-		return withUnsampled(ctx, psc, t.sdk)
+	ctx, parent, d := t.decide(ctx, remote)
+	switch d {
+	case drop:
+		return withUnsampled(ctx, parent, t.sdk)
+	case useSDK:
+		return t.tracer.Start(ctx, name, opts...)
 	}
-	return t.tracer.Start(ctx, name, opts...)
+	cfg := trace.NewSpanStartConfig(opts...)
+	if cfg.NewRoot() {
+		// A new root under a remote parent: rare enough for the SDK.
+		return t.tracer.Start(t.sdkContext(ctx, parent, d), name, opts...)
+	}
+	s := t.startRecording(ctx, parent, name, cfg.SpanKind(), &cfg)
+	return s.context(), s
+}
+
+// startRecording starts the span decide chose to record without the SDK.
+func (t *ServerTracer) startRecording(ctx context.Context, parent trace.SpanContext, name string, kind trace.SpanKind, cfg *trace.SpanConfig) *serverSpan {
+	var tid trace.TraceID
+	if !parent.IsRemote() {
+		// A root: parent is invalid, and holds the trace id the ratio
+		// decided on, if it drew one.
+		tid, parent = parent.TraceID(), trace.SpanContext{}
+	}
+	return startServerSpan(ctx, t, parent, tid, name, kind, cfg)
 }
 
 // decide is the fast path's decision, shared with Middleware (which builds
-// a dropped span inside its request copy): dropped with the unsampled span's
-// parent context psc, or the context in which to start the SDK's span.
-func (t *ServerTracer) decide(ctx context.Context, remote trace.SpanContext) (_ context.Context, psc trace.SpanContext, dropped bool) {
-	if t.sampling != nil {
-		parent := remote
-		if !parent.IsValid() {
-			parent = trace.SpanContextFromContext(ctx)
-		}
-		switch d, psc := t.sampling.decide(parent); d {
-		case drop:
-			return ctx, psc, true
-		case sampleRoot:
-			ctx = &rootIDs{Context: ctx, tid: psc.TraceID()}
-		}
+// a dropped span inside its request copy):
+//
+//   - drop: parent is the unsampled span's parent context;
+//   - sampleRemote, sampleRoot: the span is recorded without the SDK under
+//     parent (for a root, an invalid span context carrying the trace id the
+//     ratio decided on, or none);
+//   - useSDK: ctx is the context in which to start the SDK's span.
+func (t *ServerTracer) decide(ctx context.Context, remote trace.SpanContext) (_ context.Context, parent trace.SpanContext, d decision) {
+	if t.sampling == nil {
+		return t.sdkContext(ctx, remote, useSDK), trace.SpanContext{}, useSDK
 	}
-	if remote.IsValid() {
-		ctx = trace.ContextWithRemoteSpanContext(ctx, remote)
+	parent = remote
+	if !parent.IsValid() {
+		parent = trace.SpanContextFromContext(ctx)
 	}
-	return ctx, trace.SpanContext{}, false
+	d, parent = t.sampling.decide(parent)
+	switch {
+	case d == drop:
+		return ctx, parent, drop
+	case d != useSDK && t.sampling.rec != nil:
+		return ctx, parent, d
+	}
+	return t.sdkContext(ctx, parent, d), trace.SpanContext{}, useSDK
+}
+
+// sdkContext is the context in which the SDK starts a span decide did not
+// drop: with the remote parent, or a root's drawn trace id for the ID
+// generator (rootIDs).
+func (t *ServerTracer) sdkContext(ctx context.Context, parent trace.SpanContext, d decision) context.Context {
+	switch {
+	case d == sampleRoot && parent.TraceID().IsValid():
+		return &rootIDs{Context: ctx, tid: parent.TraceID()}
+	case parent.IsValid() && parent.IsRemote():
+		return trace.ContextWithRemoteSpanContext(ctx, parent)
+	}
+	return ctx
 }

@@ -38,6 +38,9 @@ type sampling struct {
 	parentBased bool
 	all         bool   // every root is sampled (ratio 1)
 	bound       uint64 // otherwise sampled iff big-endian trace id bytes 8..16, shifted right once, < bound
+	// rec records sampled server spans without the SDK (serverspan.go);
+	// nil keeps them on the SDK.
+	rec *recorder
 }
 
 // sampled is sdktrace.TraceIDRatioBased's decision for a trace id.
@@ -142,9 +145,10 @@ var random = rand.Uint64
 type decision uint8
 
 const (
-	useSDK     decision = iota // a local parent, or a remote one the SDK will sample: the SDK decides
-	sampleRoot                 // a root the ratio samples: the SDK starts it with the drawn trace id
-	drop                       // not sampled: a non-recording span without the SDK
+	useSDK       decision = iota // a local parent: the SDK decides
+	sampleRemote                 // a remote parent whose trace is sampled
+	sampleRoot                   // a sampled root: with a drawn trace id when the ratio decided it
+	drop                         // not sampled: a non-recording span without the SDK
 )
 
 // decide applies the configured sampler to a server span under parent (the
@@ -158,12 +162,12 @@ func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext
 			// A span of this process: the SDK tracks its children.
 			return useSDK, parent
 		case s.parentBased && parent.IsSampled(), !s.parentBased && s.sampled(parent.TraceID()):
-			return useSDK, parent
+			return sampleRemote, parent
 		}
 		return drop, parent
 	}
 	if s.all {
-		return useSDK, parent
+		return sampleRoot, parent
 	}
 	tid := newTraceID()
 	root := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid})

@@ -57,7 +57,9 @@ type Options struct {
 	Logger *slog.Logger
 
 	// SpanProcessors are added to the tracer provider, mainly for tests
-	// (tracetest.NewSpanRecorder) or an extra exporter.
+	// (tracetest.NewSpanRecorder) or an extra exporter. Add processors here,
+	// not to Provider.Tracer later: the server spans Middleware and
+	// ServerTracer record without the SDK go to the processors Setup knew.
 	SpanProcessors []sdktrace.SpanProcessor
 }
 
@@ -106,16 +108,22 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	if samp.needsIDs() {
 		topts = append(topts, sdktrace.WithIDGenerator(idGenerator{}))
 	}
+	// The processors are kept, in the provider's order, for the server
+	// spans Middleware and ServerTracer record without the SDK
+	// (serverspan.go); WithBatcher(exp) is this batch processor.
+	var procs []sdktrace.SpanProcessor
 	if exp, err := traceExporter(ctx); err != nil {
 		return nil, err
 	} else if exp != nil {
-		topts = append(topts, sdktrace.WithBatcher(exp))
+		procs = append(procs, sdktrace.NewBatchSpanProcessor(exp))
 	}
-	for _, sp := range o.SpanProcessors {
+	procs = append(procs, o.SpanProcessors...)
+	for _, sp := range procs {
 		topts = append(topts, sdktrace.WithSpanProcessor(sp))
 	}
 	tp := sdktrace.NewTracerProvider(topts...)
 	if !strings.EqualFold(os.Getenv(envObservability), "true") {
+		samp.rec = newRecorder(res, procs)
 		configured.Store(tp, &samp)
 	}
 
@@ -196,6 +204,9 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 			return fmt.Errorf("telemetry flush: %w", err)
 		}
 		return nil
+	}
+	if s, _ := samplingOf(p.Tracer); s != nil && s.rec != nil {
+		s.rec.stopped.Store(true)
 	}
 	configured.Delete(p.Tracer)
 	if err := p.Tracer.Shutdown(ctx); err != nil {
