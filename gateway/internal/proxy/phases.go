@@ -267,10 +267,8 @@ func (p *Proxy) start(x *Exchange) bool {
 		if x.span.SpanContext().IsSampled() {
 			st.mctx = x.reqCtx
 		}
-		if x.span.IsRecording() {
-			x.span.SetAttributes(attribute.String("http.request.method", methods[x.method]),
-				attribute.String("http.route", rt.Prefix), attribute.String("url.path", string(clean)))
-		}
+		// Attributes go on in Finish, in one call: each SetAttributes
+		// grows the SDK's attribute slice, twice per span when set in two.
 	}
 
 	client := p.o.Trusted.ClientIP(x.Peer, h.Peek("X-Forwarded-For"))
@@ -435,10 +433,8 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 		// upstream then gets the server span as its parent, which nobody
 		// sees because the trace is not recorded.
 		if server := trace.SpanFromContext(x.reqCtx); server.IsRecording() {
+			// Its attributes go on in Received, in one call.
 			x.callCtx, x.call = p.tracer.Start(x.reqCtx, svc.Name, clientSpan...)
-			if x.call.IsRecording() {
-				x.call.SetAttributes(attribute.String("server.address", ep.Addr), attribute.String("shanhai.upstream.version", ep.Version))
-			}
 			x.st.tp = injectTraceparent(h, x.call.SpanContext(), x.st.tp)
 		} else {
 			x.st.tp = injectTraceparent(h, server.SpanContext(), x.st.tp)
@@ -478,7 +474,8 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	}
 	if span := x.call; span != nil {
 		if span.IsRecording() {
-			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			span.SetAttributes(attribute.String("server.address", ep.Addr), attribute.String("shanhai.upstream.version", ep.Version),
+				attribute.Int("http.response.status_code", status))
 			if err != nil {
 				span.RecordError(err)
 				span.SetStatus(codes.Error, err.Error())
@@ -527,7 +524,9 @@ func (p *Proxy) Finish(x *Exchange) {
 	status := x.Resp.StatusCode()
 	if span := x.span; span != nil {
 		if span.IsRecording() {
-			span.SetAttributes(attribute.Int("http.response.status_code", status))
+			// x.rt is set: a span starts only once the route is known.
+			span.SetAttributes(attribute.String("http.request.method", methods[x.method]), attribute.String("http.route", x.rt.Prefix),
+				attribute.String("url.path", string(x.st.path)), attribute.Int("http.response.status_code", status))
 			if status >= 500 {
 				span.SetStatus(codes.Error, "")
 			}
