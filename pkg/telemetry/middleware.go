@@ -98,6 +98,11 @@ func Middleware(opts ...MiddlewareOption) gin.HandlerFunc {
 		o(m)
 	}
 	m.server = NewServerTracer(m.tp, scope)
+	if m.viaSDK && m.server.sampling != nil {
+		s := *m.server.sampling
+		s.rec = nil
+		m.server.sampling = &s
+	}
 	if !m.noDuration {
 		m.duration = durationsFor(m.reg)
 	}
@@ -118,6 +123,9 @@ type middleware struct {
 	// the benchmarks set it, to tell the tracing part of the cost from the
 	// metric part.
 	noDuration bool
+	// viaSDK records sampled spans through the SDK even on Setup's
+	// provider; only tests set it, to compare the two.
+	viaSDK bool
 
 	routes   [len(methods)]atomic.Pointer[map[string]*routeInfo] // by methodIndex, then route template
 	routesMu sync.Mutex                                          // held to add a route
@@ -260,15 +268,25 @@ var attrBufs = sync.Pool{New: func() any { return new([6]attribute.KeyValue) }}
 // setAttributes sets the span's semantic-convention attributes in one call:
 // the SDK grows its attribute slice per call.
 func setAttributes(span trace.Span, ri *routeInfo, status int, req *http.Request) {
+	if s, ok := span.(*serverSpan); ok && s.appendAttributes(len(ri.attrs)+4, func(kv []attribute.KeyValue) []attribute.KeyValue {
+		return appendHTTPAttrs(kv, ri, status, req)
+	}) {
+		return
+	}
 	kv := attrBufs.Get().(*[6]attribute.KeyValue)
-	n := copy(kv[:], ri.attrs)
-	kv[n] = semconv.HTTPResponseStatusCode(status)
-	kv[n+1] = semconv.URLPath(req.URL.Path)
-	kv[n+2] = semconv.URLScheme(scheme(req))
-	kv[n+3] = semconv.NetworkProtocolVersion(protoVersion(req))
-	span.SetAttributes(kv[:n+4]...)
+	span.SetAttributes(appendHTTPAttrs(kv[:0], ri, status, req)...)
 	*kv = [6]attribute.KeyValue{} // keep no request's strings alive in the pool
 	attrBufs.Put(kv)
+}
+
+// appendHTTPAttrs appends a server span's semantic-convention attributes,
+// all valid and with distinct keys, to kv.
+func appendHTTPAttrs(kv []attribute.KeyValue, ri *routeInfo, status int, req *http.Request) []attribute.KeyValue {
+	return append(append(kv, ri.attrs...),
+		semconv.HTTPResponseStatusCode(status),
+		semconv.URLPath(req.URL.Path),
+		semconv.URLScheme(scheme(req)),
+		semconv.NetworkProtocolVersion(protoVersion(req)))
 }
 
 // origin anchors monotonic. Durations need only the monotonic clock, and

@@ -291,6 +291,24 @@ func (s *serverSpan) SetAttributes(kv ...attribute.KeyValue) {
 	}
 }
 
+// appendAttributes is SetAttributes of n valid attributes with distinct
+// keys that add appends, written straight into the span's slice (no copy
+// through a caller's buffer). It reports false, doing nothing, when the
+// attribute count limit needs SetAttributes' rules.
+func (s *serverSpan) appendAttributes(n int, add func([]attribute.KeyValue) []attribute.KeyValue) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if limit := s.rec().limits.AttributeCountLimit; limit >= 0 && len(s.attrs)+n > limit {
+		return s.ended
+	}
+	if s.ended {
+		return true
+	}
+	s.dirty = s.dirty || len(s.attrs) > 0
+	s.attrs = add(slices.Grow(s.attrs, n))
+	return true
+}
+
 // dedupe keeps the first position and the last value of every key, as the
 // SDK's snapshot does. A span has a handful of attributes, so a linear
 // search beats building a map. s.mu is held.

@@ -221,6 +221,45 @@ func TestServerSpanMiddleware(t *testing.T) {
 	}
 }
 
+// TestServerSpanMiddlewareMatchesSDK: through Middleware the span has the
+// attributes, status, events and dropped count the SDK's span of the same
+// request has, also when the count limit cuts the middleware's attributes.
+func TestServerSpanMiddlewareMatchesSDK(t *testing.T) {
+	for _, limit := range []string{"128", "3"} {
+		t.Run(limit, func(t *testing.T) {
+			t.Setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", limit)
+			_, rec, _ := setup(t)
+			var spans []sdktrace.ReadOnlySpan
+			for _, viaSDK := range []bool{false, true} {
+				e := gin.New()
+				e.Use(Middleware(func(m *middleware) { m.viaSDK = viaSDK }))
+				e.GET("/orders/:id", func(c *gin.Context) {
+					span := trace.SpanFromContext(c.Request.Context())
+					span.SetAttributes(attribute.String("order.id", c.Param("id")), attribute.String("url.path", "shadowed"))
+					_ = c.Error(errors.New("upstream down"))
+					c.Status(http.StatusBadGateway)
+				})
+				req := httptest.NewRequest(http.MethodGet, "/orders/42", nil)
+				req.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+				e.ServeHTTP(httptest.NewRecorder(), req)
+				ended := rec.Ended()
+				spans = append(spans, ended[len(ended)-1])
+			}
+			got, want := spans[0], spans[1]
+			if _, ok := got.(*serverSpan); !ok {
+				t.Fatalf("got a %T", got)
+			}
+			if !reflect.DeepEqual(got.Attributes(), want.Attributes()) || got.DroppedAttributes() != want.DroppedAttributes() ||
+				got.Status() != want.Status() || got.Name() != want.Name() || got.SpanKind() != want.SpanKind() ||
+				!got.Parent().Equal(want.Parent()) || len(got.Events()) != 1 || !reflect.DeepEqual(got.Events()[0].Attributes, want.Events()[0].Attributes) {
+				t.Fatalf("got %s %v (%d dropped) %v %v\nwant %s %v (%d dropped) %v %v",
+					got.Name(), got.Attributes(), got.DroppedAttributes(), got.Status(), got.Events(),
+					want.Name(), want.Attributes(), want.DroppedAttributes(), want.Status(), want.Events())
+			}
+		})
+	}
+}
+
 // TestServerSpanFlushedAtShutdown: every sampled request's span reaches the
 // exporter through the batch processor when the provider shuts down, and
 // none is handed over after.
