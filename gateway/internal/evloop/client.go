@@ -32,6 +32,9 @@ type loop struct {
 	// idle, upstream idle), set by each sweep: they need no more precision
 	// than a Tick, and three clock reads per request showed in the profile.
 	now int64
+	// endpoints is the Endpoints version this loop's pools were last
+	// checked against.
+	endpoints uint64
 }
 
 type client struct {

@@ -71,7 +71,25 @@ type Options struct {
 	MaxConns int
 	// MaxResponseBytes caps an upstream answer (502 above). Default 16 MiB.
 	MaxResponseBytes int
-	Log              *slog.Logger
+	// DialTimeout bounds a connection attempt to an upstream; the
+	// requests waiting for it fail at their own deadline regardless, but
+	// a dial left to the kernel's SYN retries would count against MaxConns
+	// for minutes. Default 3s, as fasthttp's.
+	DialTimeout time.Duration
+	// Endpoints, when set, says which upstream addresses discovery still
+	// lists: a loop's connections to an address that left are closed
+	// within a Tick of noticing (an idle one at once, a busy one when its
+	// answer is in), rather than after UpstreamIdle. upstream.Pool
+	// satisfies it.
+	Endpoints Endpoints
+	Log       *slog.Logger
+}
+
+// Endpoints is the set of upstream addresses in use. Version changes
+// whenever the set does, so a loop asks Has only after a change.
+type Endpoints interface {
+	Version() uint64
+	Has(addr string) bool
 }
 
 // Server is the event-loop HTTP/1.1 front end.
@@ -102,6 +120,9 @@ func New(o Options) *Server {
 	}
 	if o.MaxResponseBytes == 0 {
 		o.MaxResponseBytes = 16 << 20
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 3 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

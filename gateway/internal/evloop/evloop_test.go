@@ -34,16 +34,19 @@ func (l *slowLimiter) Allow(context.Context, []byte) (quota.Decision, error) {
 }
 
 // startUpstream is a fasthttp server echoing the request target; /slow
-// paths answer after 2s.
+// paths answer after 2s. It counts the connections it has seen closed.
 func startUpstream(t *testing.T) (string, *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var hits atomic.Int64
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		hits.Add(1)
+	var closed atomic.Int64
+	srv := &fasthttp.Server{ConnState: func(_ net.Conn, st fasthttp.ConnState) {
+		if st == fasthttp.StateClosed {
+			closed.Add(1)
+		}
+	}, Handler: func(ctx *fasthttp.RequestCtx) {
 		if strings.Contains(string(ctx.RequestURI()), "/slow") {
 			time.Sleep(2 * time.Second)
 		}
@@ -55,7 +58,7 @@ func startUpstream(t *testing.T) (string, *atomic.Int64) {
 	}}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	return ln.Addr().String(), &hits
+	return ln.Addr().String(), &closed
 }
 
 func startServer(t *testing.T, o proxy.Options, so Options) string {
@@ -66,7 +69,16 @@ func startServer(t *testing.T, o proxy.Options, so Options) string {
 func startServerS(t *testing.T, o proxy.Options, so Options) (string, *Server) {
 	t.Helper()
 	up, _ := startUpstream(t)
-	pool := upstream.NewPool(staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, []string{"order"}, upstream.ClientOptions{})
+	addr, s, _ := startServerWith(t, o, so, staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
+	return addr, s
+}
+
+// startServerWith serves the order route from the instances res lists;
+// the pool is the server's Endpoints, as in the gateway.
+func startServerWith(t *testing.T, o proxy.Options, so Options, res upstream.Resolver) (string, *Server, *upstream.Pool) {
+	t.Helper()
+	pool := upstream.NewPool(res, []string{"order"}, upstream.ClientOptions{})
+	so.Endpoints = pool
 	tb, err := route.Parse("/api/v1/orders=order", 300*time.Millisecond, route.DefaultPublic)
 	if err != nil {
 		t.Fatal(err)
@@ -93,12 +105,12 @@ func startServerS(t *testing.T, o proxy.Options, so Options) (string, *Server) {
 	for range 100 {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return addr, s
+			return addr, s, pool
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("server did not start")
-	return "", nil
+	return "", nil, nil
 }
 
 // roundTrips writes raw on one connection and reads n responses.

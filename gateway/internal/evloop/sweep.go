@@ -52,6 +52,7 @@ func (l *loop) sweep(t time.Time) {
 			_ = cl.c.Close()
 		}
 	}
+	l.dropLeft()
 	for _, pl := range l.pools {
 		keep := pl.idle[:0]
 		for _, uc := range pl.idle {
@@ -63,5 +64,32 @@ func (l *loop) sweep(t time.Time) {
 		}
 		clear(pl.idle[len(keep):])
 		pl.idle = keep
+	}
+}
+
+// dropLeft retires the pools of endpoints that left discovery: their idle
+// connections close now, busy ones when their answer is in (ready), and
+// the next request to that address, should it come back, gets a new pool.
+func (l *loop) dropLeft() {
+	e := l.s.o.Endpoints
+	if e == nil {
+		return
+	}
+	v := e.Version()
+	if v == l.endpoints {
+		return
+	}
+	l.endpoints = v
+	for addr, pl := range l.pools {
+		if e.Has(addr) {
+			continue
+		}
+		pl.left = true
+		delete(l.pools, addr)
+		for _, uc := range pl.idle {
+			_ = uc.c.Close()
+		}
+		clear(pl.idle)
+		pl.idle = pl.idle[:0]
 	}
 }

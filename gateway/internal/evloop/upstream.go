@@ -14,7 +14,8 @@ type pool struct {
 	addr    *net.TCPAddr
 	idle    []*upconn
 	waiting []*client
-	open    int // connections open or being dialled
+	open    int  // connections open or being dialled
+	left    bool // the endpoint left discovery: no connection goes back to idle
 }
 
 type upconn struct {
@@ -76,18 +77,26 @@ func (l *loop) pool(addr string) (*pool, error) {
 }
 
 // dial opens a connection for pl on this loop; OnOpen (ready) or a dial
-// error (dialFailed) follows.
+// error (dialFailed) follows. The connection is dialled here, with
+// DialTimeout, and then handed to the loop (Enroll): gnet's own Register
+// dials without a timeout.
 func (l *loop) dial(pl *pool) {
 	pl.open++
 	uc := &upconn{l: l, p: pl}
-	ch, err := l.el.Register(gnet.NewContext(context.Background(), uc), pl.addr)
-	if err != nil {
-		l.dialFailed(pl, err)
-		return
-	}
 	go func() {
-		if r := <-ch; r.Err != nil {
-			l.onLoop(func() { l.dialFailed(pl, r.Err) })
+		d := net.Dialer{Timeout: l.s.o.DialTimeout}
+		nc, err := d.Dial("tcp", pl.addr.String())
+		if err == nil {
+			var ch <-chan gnet.RegisteredResult
+			// Enroll duplicates the socket and closes nc once registered.
+			if ch, err = l.el.Enroll(gnet.NewContext(context.Background(), uc), nc); err != nil {
+				_ = nc.Close()
+			} else if r := <-ch; r.Err != nil {
+				err = r.Err
+			}
+		}
+		if err != nil {
+			l.onLoop(func() { l.dialFailed(pl, err) })
 		}
 	}()
 }
@@ -110,6 +119,10 @@ func (l *loop) dialFailed(pl *pool, err error) {
 func (l *loop) ready(uc *upconn) {
 	pl := uc.p
 	if len(pl.waiting) == 0 {
+		if pl.left {
+			_ = uc.c.Close()
+			return
+		}
 		uc.used = l.now
 		pl.idle = append(pl.idle, uc)
 		return

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -43,6 +44,19 @@ type Pool struct {
 
 	mu      sync.Mutex
 	clients map[string]*fasthttp.HostClient // by address, shared by services
+	version atomic.Uint64                   // bumped after any service's endpoints change
+}
+
+// Version changes whenever some service's set of endpoints has changed, so
+// a holder of per-address state (the event loop's connections) need call
+// Has only then.
+func (p *Pool) Version() uint64 { return p.version.Load() }
+
+// Has reports whether addr is an endpoint of some service.
+func (p *Pool) Has(addr string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.clients[addr] != nil
 }
 
 // NewPool creates services for names; their breakers and limits are set by
@@ -103,6 +117,7 @@ func (p *Pool) Refresh() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	used := map[string]bool{}
+	changed := false
 	for name, svc := range p.services {
 		ins := p.res.Instances(name)
 		sort.Slice(ins, func(i, j int) bool { return ins[i].ID+ins[i].Addr < ins[j].ID+ins[j].Addr })
@@ -131,12 +146,16 @@ func (p *Pool) Refresh() {
 			sn.byVersion[in.Version] = append(sn.byVersion[in.Version], e)
 		}
 		svc.snap.Store(sn)
+		changed = true
 	}
 	for addr, c := range p.clients {
 		if !used[addr] {
 			c.CloseIdleConnections()
 			delete(p.clients, addr)
 		}
+	}
+	if changed {
+		p.version.Add(1)
 	}
 }
 
