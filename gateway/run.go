@@ -230,7 +230,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		defer serveAdmin(cfg.AdminAddr, log).Close()
 	}
 	if cfg.TransportName() == "loop" {
-		return serveLoop(ctx, cfg, log, p, handler, &shuttingDown, tel)
+		return serveLoop(ctx, cfg, log, p, pool, handler, &shuttingDown, tel)
 	}
 	srv := &fasthttp.Server{
 		Handler:               handler,
@@ -271,12 +271,12 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 
 // serveLoop is run's tail for GATEWAY_TRANSPORT=loop: the same chain and
 // admin paths on gnet event loops (internal/evloop).
-func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *proxy.Proxy, admin fasthttp.RequestHandler,
+func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *proxy.Proxy, pool *upstream.Pool, admin fasthttp.RequestHandler,
 	shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
 	srv := evloop.New(evloop.Options{
 		Addr: cfg.Addr, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz", "/metrics"},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: 16 << 10, ReadTimeout: cfg.ReadTimeout,
-		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Log: log,
+		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Endpoints: pool, Log: log,
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
