@@ -271,7 +271,12 @@ func (p *Proxy) start(x *Exchange) bool {
 		// grows the SDK's attribute slice, twice per span when set in two.
 	}
 
-	client := p.o.Trusted.ClientIP(x.Peer, h.Peek("X-Forwarded-For"))
+	// X-Forwarded-For counts only from a trusted peer: look it up only then.
+	var xff []byte
+	if p.o.Trusted.Contains(x.Peer) {
+		xff = h.Peek("X-Forwarded-For")
+	}
+	client := p.o.Trusted.ClientIP(x.Peer, xff)
 	st.key = client.AppendTo(st.key[:0])
 	x.lim, x.limKind = p.o.IPLimit, limitIP
 	if p.o.LoginLimit != nil && isLogin(h.Method(), clean) {
