@@ -110,6 +110,12 @@ static __always_inline __u32 method_len(__u64 v) {
 	return 0;
 }
 
+// method_tail reports whether v can be the rest of a method token whose first letter came in a read of its own.
+static __always_inline int method_tail(__u64 v) {
+	return method_len('G' | v << 8) || method_len('P' | v << 8) || method_len('H' | v << 8) ||
+	       method_len('D' | v << 8) || method_len('O' | v << 8) || method_len('C' | v << 8) || method_len('T' | v << 8);
+}
+
 // first_letter reports whether c can start a method token.
 static __always_inline int first_letter(__u8 c) {
 	return c == 'G' || c == 'P' || c == 'H' || c == 'D' || c == 'O' || c == 'C' || c == 'T';
@@ -157,10 +163,11 @@ static __always_inline const void *user_buf(__u64 need) {
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(recv_length, struct sock *sk, int n, int flags) {
+	// Failed reads first: a Go server's reads end in EAGAIN about as often as they return data.
+	if (n <= 0 || (flags & MSG_PEEK))
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!wanted(tgid))
-		return 0;
-	if (n <= 0 || (flags & MSG_PEEK))
 		return 0;
 	const void *p = user_buf(n < 8 ? 1 : 8);
 	if (!p)
@@ -169,23 +176,13 @@ int BPF_PROG(recv_length, struct sock *sk, int n, int flags) {
 	if (bpf_probe_read_user(&v, n < 8 ? 1 : 8, p)) // a short read: its first byte is all that matters
 		return 0;
 	__u64 key = (__u64)sk;
-	struct sock_req *st = bpf_map_lookup_elem(&socks, &key);
-	if (st && st->tgid == tgid && st->carry) {
-		// The previous read took one byte (net/http's background read): the request may start there.
-		__u64 joined = st->carry | v << 8;
-		__u32 m = method_len(joined);
-		st->carry = 0;
-		if (m && (__u64)n >= m) {
-			st->method = joined & MASK(m);
-			st->start_ns = st->carry_ns;
-			return 0;
-		}
-	}
+	struct sock_req *st;
 	if (n == 1) {
 		if (!first_letter(v & 0xff))
 			return 0;
-		struct sock_req fresh = {.tgid = tgid};
+		st = bpf_map_lookup_elem(&socks, &key);
 		if (!st || st->tgid != tgid) {
+			struct sock_req fresh = {.tgid = tgid};
 			bpf_map_update_elem(&socks, &key, &fresh, BPF_ANY);
 			st = bpf_map_lookup_elem(&socks, &key);
 			if (!st)
@@ -195,7 +192,23 @@ int BPF_PROG(recv_length, struct sock *sk, int n, int flags) {
 		st->carry_ns = bpf_ktime_get_ns();
 		return 0;
 	}
+	// Most reads of a target (a request body, a database's answers) are neither a request nor the rest of one whose
+	// first byte was carried: they stop here, before the hash lookup.
 	__u32 m = method_len(v);
+	if (!m && !method_tail(v))
+		return 0;
+	st = bpf_map_lookup_elem(&socks, &key);
+	if (st && st->tgid == tgid && st->carry) {
+		// The previous read took one byte (net/http's background read): the request may start there.
+		__u64 joined = st->carry | v << 8;
+		__u32 jm = method_len(joined);
+		st->carry = 0;
+		if (jm && (__u64)n >= jm) {
+			st->method = joined & MASK(jm);
+			st->start_ns = st->carry_ns;
+			return 0;
+		}
+	}
 	if (!m || (__u64)n <= m)
 		return 0;
 	struct sock_req r = {.start_ns = bpf_ktime_get_ns(), .method = v & MASK(m), .tgid = tgid};
@@ -212,8 +225,10 @@ static __always_inline int digit(char c) { return c >= '0' && c <= '9'; }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(send_length, struct sock *sk, int n, int flags) {
+	if (n < 12)
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!wanted(tgid) || n < 12)
+	if (!wanted(tgid))
 		return 0;
 	const void *p = user_buf(12);
 	if (!p)
