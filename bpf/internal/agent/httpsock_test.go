@@ -106,3 +106,43 @@ func TestHTTPSocketCases(t *testing.T) {
 		return fmt.Sprint(got) == want, fmt.Sprintf("agent counts %v\nserver counts %v", got, want)
 	})
 }
+
+// TestHTTPSocketFilter: the agent's scans keep the socket probe's pid filter equal to the live targets, pids beyond
+// the array (possible where pid_max is above 65536) in the hash beside it.
+func TestHTTPSocketFilter(t *testing.T) {
+	requireRoot(t)
+	p, err := attachSockProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	in := func(pid int) bool {
+		var v uint32
+		if pid < pidArraySize {
+			if err := p.objs.TargetPids.Lookup(uint32(pid), &v); err != nil {
+				t.Fatal(err)
+			}
+			return v == 1
+		}
+		return p.objs.TargetPidsBig.Lookup(uint32(pid), &v) == nil && v == 1
+	}
+	const small, big = 4321, pidArraySize + 4321
+	if err := p.setTargets(map[int]proc{small: {}, big: {}}); err != nil {
+		t.Fatal(err)
+	}
+	if !in(small) || !in(big) || in(small+1) || in(big+1) {
+		t.Fatalf("filter after adding %d and %d: %v %v, neighbours %v %v", small, big, in(small), in(big), in(small+1), in(big+1))
+	}
+	if err := p.setTargets(map[int]proc{big: {}}); err != nil {
+		t.Fatal(err)
+	}
+	if in(small) || !in(big) {
+		t.Fatalf("filter after %d exited: %v %v", small, in(small), in(big))
+	}
+	if err := p.setTargets(nil); err != nil {
+		t.Fatal(err)
+	}
+	if in(big) {
+		t.Fatalf("filter after %d exited: still in", big)
+	}
+}
