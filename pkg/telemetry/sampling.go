@@ -25,11 +25,12 @@ import (
 // builds the sampler itself from OTEL_TRACES_SAMPLER / _ARG, keeps a
 // description of it (sampling), and Middleware decides first: a request that
 // will not be sampled gets a non-recording span of its own (fresh ids, flags
-// 00, the SDK's tracer provider) without the SDK; one that will be goes
-// through the SDK, which reaches the same decision, because a sampled root's
-// trace id, drawn by the middleware, is handed to the SDK by the ID generator
-// Setup installs (rootIDs). Middleware with any other provider (tests pass
-// their own) takes the SDK path for every request.
+// 00, the SDK's tracer provider) without the SDK; one that will be is
+// recorded by a span of its own too (serverspan.go), or, where that span
+// does not apply, goes through the SDK, which reaches the same decision,
+// because a sampled root's trace id, drawn by the middleware, is handed to
+// the SDK by the ID generator Setup installs (rootIDs). Middleware with any
+// other provider (tests pass their own) takes the SDK path for every request.
 
 // sampling is the sampler Setup configured, reduced to what decides a server
 // span: whether a remote parent's flag decides (parentbased_*), and the root
