@@ -99,9 +99,9 @@ type serverSpan struct {
 	t                     *ServerTracer
 	sc, parent            trace.SpanContext
 	start                 time.Time
+	kind                  trace.SpanKind // this and the fields above are not changed after start
 
 	mu      sync.Mutex
-	kind    trace.SpanKind
 	ended   bool
 	dirty   bool // attrs may hold a key twice
 	name    string
