@@ -70,3 +70,24 @@ func TestParseRejectsBadSpecs(t *testing.T) {
 		}
 	}
 }
+
+// The per-request route work (Clean into a reused buffer, Match, IsPublic)
+// allocates nothing: it runs on the event loop for every request.
+func TestLookupDoesNotAllocate(t *testing.T) {
+	tb, err := Parse(DefaultSpec, time.Second, DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, method := []byte("/api/v1//orders/./7"), []byte("GET")
+	buf := make([]byte, 0, 128)
+	allocs := testing.AllocsPerRun(100, func() {
+		buf, _ = Clean(buf[:0], raw)
+		if rt, ok := tb.Match(buf); !ok || rt.Service != "order" {
+			t.Fatalf("Match(%s) = %v, %v", buf, rt, ok)
+		}
+		_ = tb.IsPublic(method, buf)
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per lookup", allocs)
+	}
+}
