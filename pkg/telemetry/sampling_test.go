@@ -192,6 +192,9 @@ func TestRootRatio(t *testing.T) {
 	ratio := sdktrace.TraceIDRatioBased(0.1)
 	recorded := map[trace.SpanID]bool{}
 	for _, s := range spans {
+		if _, ours := s.(*serverSpan); !ours {
+			t.Fatalf("sampled root recorded by a %T, want the middleware's own span (serverspan.go)", s)
+		}
 		recorded[s.SpanContext().SpanID()] = true
 		r := ratio.ShouldSample(sdktrace.SamplingParameters{ParentContext: context.Background(), TraceID: s.SpanContext().TraceID()})
 		if r.Decision != sdktrace.RecordAndSample {
