@@ -24,6 +24,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/user/internal/app"
@@ -229,12 +230,15 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	in := discovery.Instance{Service: Name, Addr: discovery.AdvertiseAddr(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
 	start := func(ctx context.Context) error { s.Start(ctx); return nil }
-	return s.Server.ServeStarting(ctx, ln, start, func(ctx context.Context) error {
+	// startgc holds the collector back from package init until both steps
+	// are done (ready), so start-up does not pay for collecting what it
+	// keeps.
+	return s.Server.ServeStarting(ctx, ln, startgc.Steps(start, func(ctx context.Context) error {
 		if err := s.registry.Register(ctx, in); err != nil {
 			return fmt.Errorf("register in discovery: %w", err)
 		}
 		return nil
-	})
+	})...)
 }
 
 func (s *Service) stop() {
