@@ -27,7 +27,7 @@ NATS stream and subject prefix and a stub JWKS server, so it never joins a
 running environment's consumers; it does register in etcd (as a real start
 does), under version "bench-...", for the few seconds it runs. After /readyz
 answers 200 it reads the CPU the process used (schedstat of its threads),
-waits 3 s idle, reads VmRSS (anonymous and file-backed) from /proc, and
+waits 3 s idle, reads VmRSS (anonymous, file-backed, shared) and PSS from /proc, and
 sends SIGTERM. The "timeline" line gives, for the median run, when each
 start-up log line was written, in ms after exec (the service logs its wiring
 phases at debug level).
@@ -97,6 +97,22 @@ def build(src, svc, out):
     if args.ldflags:
         cmd += ["-ldflags", args.ldflags]
     subprocess.run(cmd + [f"./services/{svc}/cmd/{svc}"], cwd=src, check=True)
+
+
+def drop_page_cache(path):
+    """Evict path's pages from the page cache (this file's only), so its first exec reads it in as a deployed binary is.
+
+    A binary go build has just written sits in the page cache in whatever folios the write made: on this kernel
+    (6.18, ext4) partly 256 KiB and 1 MiB ones, and a fault maps a whole folio, so two builds of the same code
+    differed by 3 MiB of file RSS (order, 2026-12-04). Read back by exec's readahead it is 4 KiB pages and 64 KiB
+    fault-around windows on both sides, as in a container starting from its image.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # dirty pages are not evicted
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 # variants: label -> source tree
@@ -208,10 +224,15 @@ def start(svc, binary, db_url, prefix, log_path):
     time.sleep(3)
     with open(f"/proc/{p.pid}/status") as f:
         st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
+    # PSS charges each shared page to its mappers in shares: the executable's pages are shared only by replicas
+    # of the same binary on one machine, so here PSS is close to RSS; "shared" is what other processes also map.
+    with open(f"/proc/{p.pid}/smaps_rollup") as f:
+        st.update({l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("Pss:", "Shared_Clean:", "Shared_Dirty:"))})
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=15)
     return {"ready": took, "cpu": cpu, "wait": wait, "rss": st["VmRSS"] / 1024, "anon": st["RssAnon"] / 1024,
-            "file": st["RssFile"] / 1024, "timeline": timeline(log_path, t_exec)}
+            "file": st["RssFile"] / 1024, "pss": st["Pss"] / 1024, "shared": (st["Shared_Clean"] + st["Shared_Dirty"]) / 1024,
+            "timeline": timeline(log_path, t_exec)}
 
 
 def median_run(rs):
@@ -235,6 +256,7 @@ try:
             else:
                 binaries[label] = os.path.join(tmp, f"{svc}-{label}")
                 build(src, svc, binaries[label])
+            drop_page_cache(binaries[label])
             db_name = "bench_" + uuid.uuid4().hex[:10]
             subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"CREATE DATABASE {db_name}"], check=True)
             dbs.append(db_name)
@@ -248,14 +270,15 @@ try:
                 results[label].append(r)
                 print(f"{svc} {label} run {i + 1}: ready {r['ready']:.1f} ms, cpu {r['cpu']:.1f} ms, runq wait "
                       f"{r['wait']:.1f} ms{' (migrations from empty)' if i == 0 else ''}, idle RSS {r['rss']:.1f} MiB "
-                      f"(anonymous {r['anon']:.1f}, file {r['file']:.1f})")
+                      f"(anonymous {r['anon']:.1f}, file {r['file']:.1f}, shared {r['shared']:.1f}; PSS {r['pss']:.1f})")
         for label, rs in results.items():
             warm = rs[1:] or rs
             med = lambda k: statistics.median(r[k] for r in warm)
             print(f"== {svc} {label}: first start {rs[0]['ready']:.1f} ms; restarts median ready {med('ready'):.1f} ms "
                   f"(min {min(r['ready'] for r in warm):.1f}, max {max(r['ready'] for r in warm):.1f}), cpu {med('cpu'):.1f} ms, "
                   f"runq wait {med('wait'):.1f} ms; idle RSS median {statistics.median(r['rss'] for r in rs):.1f} MiB "
-                  f"(anonymous {statistics.median(r['anon'] for r in rs):.1f}, file {statistics.median(r['file'] for r in rs):.1f})")
+                  f"(anonymous {statistics.median(r['anon'] for r in rs):.1f}, file {statistics.median(r['file'] for r in rs):.1f}, "
+                  f"shared {statistics.median(r['shared'] for r in rs):.1f}; PSS {statistics.median(r['pss'] for r in rs):.1f})")
             print(f"   timeline of the median restart (ms after exec): "
                   + "; ".join(f"{t:.1f} {m}" for t, m in median_run(warm)["timeline"]))
         if set(variants) == {"old", "new"}:
