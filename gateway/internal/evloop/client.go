@@ -35,6 +35,8 @@ type loop struct {
 	// endpoints is the Endpoints version this loop's pools were last
 	// checked against.
 	endpoints uint64
+	// due: a sweep is due (set by OnTick, cleared by sweep).
+	due atomic.Bool
 }
 
 type client struct {

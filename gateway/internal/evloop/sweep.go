@@ -9,6 +9,7 @@ import (
 
 // sweep enforces every timeout of the loop's connections.
 func (l *loop) sweep(t time.Time) {
+	l.due.Store(false)
 	now := t.UnixNano()
 	l.now = now
 	o := &l.s.o
