@@ -33,3 +33,29 @@ func TestAllowLocalOnlySpendsLeases(t *testing.T) {
 		t.Fatal("a switched-off limit must allow locally")
 	}
 }
+
+// While Redis is down the local fallback decides; the caller's clock
+// readings may arrive slightly out of order (each is its request's start),
+// and an older one must neither refill the bucket nor drain it below empty
+// (which would tell the client to wait longer than it has to).
+func TestFallbackIgnoresOlderReadings(t *testing.T) {
+	l := New(nil, uniq(), Rate{Count: 1, Period: time.Second, Burst: 2}, 1, slog.Default())
+	t0 := time.Now()
+	l.downUntil.Store(t0.Add(time.Hour).UnixNano())
+	key := []byte("10.0.0.2")
+	for i := range 2 { // the burst
+		if d, ok := l.AllowLocal(key, t0.Add(time.Duration(i)*time.Millisecond)); !ok || !d.Allowed {
+			t.Fatalf("burst request %d: ok=%v allowed=%v", i, ok, d.Allowed)
+		}
+	}
+	d, _ := l.AllowLocal(key, t0.Add(-900*time.Millisecond))
+	if d.Allowed || d.RetryAfter > time.Second {
+		t.Fatalf("older reading on an empty bucket: allowed=%v retry after %v, want refused within 1s", d.Allowed, d.RetryAfter)
+	}
+	if d, _ := l.AllowLocal(key, t0.Add(500*time.Millisecond)); d.Allowed {
+		t.Fatal("half a token's refill allowed a request")
+	}
+	if d, _ := l.AllowLocal(key, t0.Add(1100*time.Millisecond)); !d.Allowed {
+		t.Fatal("a full token's refill was refused")
+	}
+}
