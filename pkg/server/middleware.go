@@ -42,13 +42,12 @@ func RequestID(ctx context.Context) string {
 // header maps with it skips a canonicalisation (and an allocation) per call.
 const canonicalRequestID = "X-Request-Id"
 
-// requestID keeps a sane incoming X-Request-ID or makes one, echoes it, and
-// returns it as the attribute the telemetry middleware puts in the request
-// context, for RequestID and for every log record (request_id). The
-// middleware adds it while it copies the request anyway
-// (telemetry.WithContextAttr), inside that copy's allocation: no second copy
-// of the request and no context node of its own.
-func requestID(c *gin.Context) slog.Attr {
+// withRequestID keeps a sane incoming X-Request-ID or makes one, echoes
+// it, and puts it in the context for RequestID and for every log record
+// (request_id). The telemetry middleware calls it while it derives the
+// request context anyway (telemetry.WithContextFunc), which saves a second
+// copy of the request.
+func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 	var id string
 	if v := c.Request.Header[canonicalRequestID]; len(v) > 0 && validID(v[0]) {
 		id = v[0]
@@ -56,7 +55,7 @@ func requestID(c *gin.Context) slog.Attr {
 		id = newID()
 	}
 	c.Writer.Header()[canonicalRequestID] = []string{id}
-	return slog.String(requestIDAttr, id)
+	return telemetry.WithAttrs(ctx, slog.String(requestIDAttr, id))
 }
 
 // accessLog writes one record per request: at Error for 5xx, else at Debug,

@@ -116,7 +116,7 @@ func New(o Options) *Server {
 func (s *Server) telemetryOptions() []telemetry.MiddlewareOption {
 	opts := []telemetry.MiddlewareOption{
 		telemetry.WithoutSpans("/healthz", "/readyz", "/metrics"),
-		telemetry.WithContextAttr(requestID),
+		telemetry.WithContextFunc(withRequestID),
 	}
 	if p := s.o.Telemetry; p != nil {
 		opts = append(opts, telemetry.WithTracerProvider(p.Tracer), telemetry.WithRegisterer(p.Registry))

@@ -87,15 +87,8 @@ func Attrs(ctx context.Context) []slog.Attr {
 // WithAttrs returns a context whose log records (through a NewLogger logger)
 // carry attrs in addition to those already in ctx.
 func WithAttrs(ctx context.Context, attrs ...slog.Attr) context.Context {
-	return new(attrsCtx).init(ctx, attrs...)
-}
-
-// init makes c the context WithAttrs returns and returns it. It lets a
-// caller place the node inside a larger allocation (Middleware's request
-// copy, WithContextAttr).
-func (c *attrsCtx) init(ctx context.Context, attrs ...slog.Attr) context.Context {
 	prev := Attrs(ctx)
-	*c = attrsCtx{Context: ctx}
+	c := &attrsCtx{Context: ctx}
 	if n := len(prev) + len(attrs); n <= len(c.inline) {
 		c.all = c.inline[:0:n]
 	} else {

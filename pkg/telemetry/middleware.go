@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"log/slog"
 	"maps"
 	"net/http"
 	"sync"
@@ -57,15 +56,6 @@ func WithoutSpans(routes ...string) MiddlewareOption {
 // copies the whole request). fn runs for every request, before the handlers.
 func WithContextFunc(fn func(*gin.Context, context.Context) context.Context) MiddlewareOption {
 	return func(m *middleware) { m.ctxFunc = fn }
-}
-
-// WithContextAttr adds the log attribute fn returns to the request context,
-// as WithAttrs would, inside the allocation of the request copy the
-// middleware makes anyway: the server's request id (on every request) then
-// costs no allocation of its own. fn runs for every request, before the
-// handlers and before a WithContextFunc.
-func WithContextAttr(fn func(*gin.Context) slog.Attr) MiddlewareOption {
-	return func(m *middleware) { m.ctxAttr = fn }
 }
 
 // WithPropagator uses p instead of the global propagator.
@@ -128,7 +118,6 @@ type middleware struct {
 	duration *durations
 	noSpan   map[string]bool // read-only after Middleware returns
 	ctxFunc  func(*gin.Context, context.Context) context.Context
-	ctxAttr  func(*gin.Context) slog.Attr
 	w3c      bool // prop is Propagator(): extraction needs a traceparent or baggage header
 	// noDuration leaves the histogram (and its two clock readings) out; only
 	// the benchmarks set it, to tell the tracing part of the cost from the
@@ -165,16 +154,28 @@ func (m *middleware) handle(c *gin.Context) {
 	// is known here and the span gets its final name at start.
 	ri := m.route(methodIndex(req.Method), c.FullPath())
 	if ri.noSpan {
-		if m.ctxFunc != nil || m.ctxAttr != nil {
-			m.copyRequest(c, req, req.Context(), nil, nil)
+		if m.ctxFunc != nil {
+			c.Request = req.WithContext(m.ctxFunc(c, req.Context()))
 		}
 		c.Next()
 		m.record(ri, c.Writer.Status(), start, trace.SpanContext{})
 		return
 	}
 
-	ctx, span, ur, at := m.start(req, ri)
-	m.copyRequest(c, req, ctx, ur, at)
+	ctx, span, ur := m.start(req, ri)
+	if m.ctxFunc != nil {
+		ctx = m.ctxFunc(c, ctx)
+	}
+	// The one copy of the request: handlers read the span from
+	// c.Request.Context(), and net/http forbids changing the request it
+	// passed in, so the context can only travel in a copy. A request that
+	// is not sampled has its copy in the same allocation as its span.
+	if ur != nil {
+		ur.req = *req.WithContext(ctx) // inlined: the temporary stays on the stack
+		c.Request = &ur.req
+	} else {
+		c.Request = req.WithContext(ctx)
+	}
 
 	c.Next()
 
@@ -197,37 +198,6 @@ func (m *middleware) handle(c *gin.Context) {
 	m.record(ri, status, start, sc)
 }
 
-// copyRequest makes the one copy of the request, carrying ctx (plus the
-// WithContextAttr attribute and whatever WithContextFunc adds) to the
-// handlers: they read the span from c.Request.Context(), and net/http
-// forbids changing the request it passed in, so the context can only travel
-// in a copy. A request that is not sampled has its copy in the same
-// allocation as its span (ur), and the attribute's context node shares the
-// copy's allocation (at, for an unsampled request).
-func (m *middleware) copyRequest(c *gin.Context, req *http.Request, ctx context.Context, ur *unsampledRequest, at *attrsCtx) {
-	var copied *http.Request
-	switch {
-	case ur != nil:
-		copied = &ur.req
-		if m.ctxAttr != nil {
-			ctx = at.init(ctx, m.ctxAttr(c))
-		}
-	case m.ctxAttr != nil:
-		rc := new(requestWithAttrs)
-		copied = &rc.req
-		ctx = rc.attrs.init(ctx, m.ctxAttr(c))
-	}
-	if m.ctxFunc != nil {
-		ctx = m.ctxFunc(c, ctx)
-	}
-	if copied == nil {
-		c.Request = req.WithContext(ctx)
-		return
-	}
-	*copied = *req.WithContext(ctx) // inlined: the temporary stays on the stack
-	c.Request = copied
-}
-
 // unsampledRequest is the request copy of a request that is not sampled and
 // its span, in one allocation (384 bytes) instead of two (320 and 80): the
 // copy has to be made anyway to carry the span to the handlers, and it keeps
@@ -237,28 +207,12 @@ type unsampledRequest struct {
 	span unsampledCtx
 }
 
-// unsampledRequestAttrs is an unsampledRequest with the WithContextAttr
-// node: 464 bytes instead of 384 and 80.
-type unsampledRequestAttrs struct {
-	unsampledRequest
-	attrs attrsCtx
-}
-
-// requestWithAttrs is the request copy and the WithContextAttr node of a
-// request whose span is recording (or that has none): one allocation of
-// 400 bytes instead of two.
-type requestWithAttrs struct {
-	req   http.Request
-	attrs attrsCtx
-}
-
 // start starts the server span, continuing the caller's trace. With a
 // sampler Setup configured, a span it would drop never reaches the SDK
 // (sampling.go says why); it is then returned inside an unsampledRequest
-// whose req the caller fills in, with the WithContextAttr node beside it
-// when that option is set. A span it samples under a remote parent or as a
-// root is recorded without the SDK too (serverspan.go).
-func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, trace.Span, *unsampledRequest, *attrsCtx) {
+// whose req the caller fills in. A span it samples under a remote parent or
+// as a root is recorded without the SDK too (serverspan.go).
+func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, trace.Span, *unsampledRequest) {
 	ctx := req.Context()
 	h := req.Header
 	var remote trace.SpanContext // read here, not yet in ctx
@@ -279,20 +233,11 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	ctx, parent, d := m.server.decide(ctx, remote)
 	switch d {
 	case drop:
-		var (
-			ur *unsampledRequest
-			at *attrsCtx
-		)
-		if m.ctxAttr != nil {
-			ua := new(unsampledRequestAttrs)
-			ur, at = &ua.unsampledRequest, &ua.attrs
-		} else {
-			ur = new(unsampledRequest)
-		}
-		return ur.span.init(ctx, parent, m.server.sdk), &ur.span, ur, at
+		ur := new(unsampledRequest)
+		return ur.span.init(ctx, parent, m.server.sdk), &ur.span, ur
 	case sampleRemote, sampleRoot:
 		s := m.server.startRecording(ctx, parent, ri.name, trace.SpanKindServer, nil)
-		return s.context(), s, nil, nil
+		return s.context(), s, nil
 	}
 	// Only the span kind is passed at start: attributes given to Start are
 	// copied into a fresh config slice on every request, sampled or not,
@@ -300,7 +245,7 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	// after the handlers; samplers here decide on the trace id and the
 	// parent alone.
 	ctx, span := m.server.tracer.Start(ctx, ri.name, serverKind...)
-	return ctx, span, nil, nil
+	return ctx, span, nil
 }
 
 // record observes the request's duration in its series.
