@@ -100,51 +100,77 @@ func BenchmarkChain(b *testing.B) {
 		LoginLimit: quota.New(rdb, ns+":login", quota.Rate{Count: 10, Period: time.Minute, Burst: 5}, 1, slog.Default()),
 		Tracing:    true, Metrics: true,
 	}
+	raw := "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + tok + "\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
 	for _, c := range []struct {
 		name string
 		o    Options
 		full bool
 	}{{"routing", Options{}, false}, {"full", full, true}} {
 		b.Run(c.name, func(b *testing.B) {
-			up := &fakeUpstream{addr: "127.0.0.1:1"} // never dialled: the answer is made up below
-			p, pool := newTestProxy(b, c.o, up)
-			if c.full {
-				svc := pool.Service("order")
-				svc.Breaker = breaker.New("bench-order", breaker.Settings{})
-				svc.Limit = limit.NewAdaptive(limit.AdaptiveOptions{Initial: 100, Max: 1000})
-				svc.Budget = retry.NewBudget(0.2, 3, 10*time.Second)
-			}
-			var src fasthttp.Request
-			_ = src.Read(bufioReader("GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + tok +
-				"\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"))
-			var req fasthttp.Request
-			var resp fasthttp.Response
-			peer := netip.MustParseAddr("203.0.113.5")
-			once := func() {
-				src.CopyTo(&req)
-				resp.Reset()
-				x := NewExchange(&req, &resp, peer, nil)
-				s := p.Begin(x, false)
-				if s == Blocked { // a lease to take from Redis, or a token to verify
-					s = p.Begin(x, true)
-				}
-				for s == Send {
-					resp.SetStatusCode(200)
-					resp.SetBodyString(`{"ok":true}`)
-					s = p.Received(x, nil)
-				}
-				p.Finish(x)
-				x.Release()
-				if resp.StatusCode() != 200 {
-					b.Fatalf("status %d: %s", resp.StatusCode(), resp.Body())
-				}
-			}
+			once := chainClient(b, chainProxy(b, c.name, c.o, c.full), raw)
 			once() // leases, token cache, series
 			b.ReportAllocs()
 			for b.Loop() {
 				once()
 			}
 		})
+		// Both cores at once, as the gateway's two event loops run: what
+		// the shared atomics and locks (leases, budget, limits, breaker
+		// window, counters, histograms) add when their cache lines move
+		// between cores.
+		b.Run(c.name+"-parallel", func(b *testing.B) {
+			p := chainProxy(b, c.name+"-parallel", c.o, c.full)
+			chainClient(b, p, raw)()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				once := chainClient(b, p, raw)
+				for pb.Next() {
+					once()
+				}
+			})
+		})
+	}
+}
+
+// chainProxy is a Proxy of o over an upstream that is never dialled; full
+// adds run.go's breaker, adaptive limit and retry budget.
+func chainProxy(b *testing.B, name string, o Options, full bool) *Proxy {
+	p, pool := newTestProxy(b, o, &fakeUpstream{addr: "127.0.0.1:1"})
+	if full {
+		svc := pool.Service("order")
+		svc.Breaker = breaker.New("bench-"+name, breaker.Settings{})
+		svc.Limit = limit.NewAdaptive(limit.AdaptiveOptions{Initial: 100, Max: 1000})
+		svc.Budget = retry.NewBudget(0.2, 3, 10*time.Second)
+	}
+	return p
+}
+
+// chainClient returns one request of raw through p's phases, with a made-up
+// upstream answer; each client has its own request and response, as each
+// connection on an event loop has.
+func chainClient(b *testing.B, p *Proxy, raw string) func() {
+	var src, req fasthttp.Request
+	var resp fasthttp.Response
+	_ = src.Read(bufioReader(raw))
+	peer := netip.MustParseAddr("203.0.113.5")
+	return func() {
+		src.CopyTo(&req)
+		resp.Reset()
+		x := NewExchange(&req, &resp, peer, nil)
+		s := p.Begin(x, false)
+		if s == Blocked { // a lease to take from Redis, or a token to verify
+			s = p.Begin(x, true)
+		}
+		for s == Send {
+			resp.SetStatusCode(200)
+			resp.SetBodyString(`{"ok":true}`)
+			s = p.Received(x, nil)
+		}
+		p.Finish(x)
+		x.Release()
+		if resp.StatusCode() != 200 {
+			b.Errorf("status %d: %s", resp.StatusCode(), resp.Body())
+		}
 	}
 }
 
