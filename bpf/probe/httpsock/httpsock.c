@@ -230,6 +230,12 @@ int BPF_PROG(send_length, struct sock *sk, int n, int flags) {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!wanted(tgid))
 		return 0;
+	// The socket first: a target's writes on sockets with no request in flight (its own SQL, Redis, HTTP client
+	// calls) stop at this lookup instead of reading user memory.
+	__u64 key = (__u64)sk;
+	struct sock_req *st = bpf_map_lookup_elem(&socks, &key);
+	if (!st || st->tgid != tgid || !st->start_ns)
+		return 0;
 	const void *p = user_buf(12);
 	if (!p)
 		return 0;
@@ -243,10 +249,6 @@ int BPF_PROG(send_length, struct sock *sk, int n, int flags) {
 	__u32 status = (b[9] - '0') * 100 + (b[10] - '0') * 10 + (b[11] - '0');
 	if (status >= 100 && status < 200 && status != 101)
 		return 0; // interim: the final answer follows
-	__u64 key = (__u64)sk;
-	struct sock_req *st = bpf_map_lookup_elem(&socks, &key);
-	if (!st || st->tgid != tgid || !st->start_ns)
-		return 0;
 	__u64 d = bpf_ktime_get_ns() - st->start_ns;
 	struct red_key rk = {.tgid = tgid, .status = status};
 	*(__u64 *)rk.method = st->method;
