@@ -234,7 +234,7 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	switch d {
 	case drop:
 		ur := new(unsampledRequest)
-		return ur.span.init(ctx, parent, m.server.sdk), &ur.span, ur
+		return ur.span.init(ctx, parent, m.server.sdk, nil), &ur.span, ur
 	case sampleRemote, sampleRoot:
 		s := m.server.startRecording(ctx, parent, ri.name, trace.SpanKindServer, nil)
 		return s.context(), s, nil

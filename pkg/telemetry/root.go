@@ -53,10 +53,34 @@ func NewServerTracer(tp trace.TracerProvider, scope string) *ServerTracer {
 // Start instead (the samplers Setup builds decide on the trace id and the
 // parent alone).
 func (t *ServerTracer) Start(ctx context.Context, remote trace.SpanContext, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	return t.StartIn(nil, ctx, remote, name, opts...)
+}
+
+// UnsampledSpan is storage for the span ServerTracer.StartIn gives a
+// request it does not sample, for a caller that keeps per-request state of
+// its own (the gateway's pooled exchange): the span, and the context holding
+// it, then live in that state instead of an allocation per request, which
+// was the last one an unsampled gateway request made. The zero value is
+// ready; it must not be copied once used.
+type UnsampledSpan struct {
+	span  unsampledCtx
+	state trace.TraceState // the parent's trace state, when it has one
+}
+
+// StartIn is Start, except that a span the sampler drops is started in u
+// (when u is not nil) instead of a new allocation: the returned context and
+// span then point into u and are valid only until u is reused, so neither
+// may be kept past the request (as with a pooled fasthttp.RequestCtx). The
+// decision, the ids, the flags and the trace state are Start's; a sampled
+// span is the recording span Start returns, independent of u.
+func (t *ServerTracer) StartIn(u *UnsampledSpan, ctx context.Context, remote trace.SpanContext, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
 	ctx, parent, d := t.decide(ctx, remote)
 	switch d {
 	case drop:
-		return withUnsampled(ctx, parent, t.sdk)
+		if u == nil {
+			return withUnsampled(ctx, parent, t.sdk)
+		}
+		return u.span.init(ctx, parent, t.sdk, &u.state), &u.span
 	case useSDK:
 		return t.tracer.Start(ctx, name, opts...)
 	}

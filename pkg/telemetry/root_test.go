@@ -225,3 +225,55 @@ func BenchmarkServerTracer(b *testing.B) {
 		_ = p.Shutdown(context.Background())
 	}
 }
+
+// TestServerTracerStartIn: StartIn decides as Start does and, for a span it
+// drops, gives the same span context Start gives (same trace id, span id
+// drawn the same way, flags 00, the caller's trace state) from the caller's
+// storage, with no allocation; a sampled span is Start's recording span.
+func TestServerTracerStartIn(t *testing.T) {
+	st, _ := serverTracerWith(t, "parentbased_traceidratio", "0.1")
+	parents := map[string]trace.SpanContext{
+		"root":             {},
+		"unsampled parent": ParseTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", "vendor=x,other=y"),
+		"sampled parent":   ParseTraceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "vendor=x"),
+	}
+	var u UnsampledSpan
+	for name, remote := range parents {
+		for seed := range uint64(50) {
+			seedRandom(t, seed)
+			_, want := st.Start(context.Background(), remote, "s", serverSpanKind...)
+			want.End()
+			seedRandom(t, seed)
+			ctx, got := st.StartIn(&u, context.Background(), remote, "s", serverSpanKind...)
+			got.End()
+			if !got.SpanContext().Equal(want.SpanContext()) || got.IsRecording() != want.IsRecording() {
+				t.Fatalf("%s, seed %d: StartIn gave %+v (recording %v), Start %+v (recording %v)", name, seed,
+					got.SpanContext(), got.IsRecording(), want.SpanContext(), want.IsRecording())
+			}
+			if trace.SpanFromContext(ctx) != got {
+				t.Fatalf("%s: the span is not in the returned context", name)
+			}
+			if dropped := got == trace.Span(&u.span); dropped == got.SpanContext().IsSampled() {
+				t.Fatalf("%s: sampled %v, in the caller's storage %v", name, got.SpanContext().IsSampled(), dropped)
+			}
+		}
+	}
+	if raceEnabled {
+		return
+	}
+	// At ratio 0 every root is dropped too.
+	st, _ = serverTracerWith(t, "parentbased_traceidratio", "0")
+	for _, name := range []string{"root", "unsampled parent"} {
+		remote := parents[name]
+		n := testing.AllocsPerRun(200, func() {
+			ctx, span := st.StartIn(&u, context.Background(), remote, "s", serverSpanKind...)
+			if !trace.SpanContextFromContext(ctx).IsValid() || span.IsRecording() {
+				t.Fatalf("%s: not a dropped span with ids", name)
+			}
+			span.End()
+		})
+		if n != 0 {
+			t.Fatalf("%s: %.2f allocations per dropped span, want 0", name, n)
+		}
+	}
+}

@@ -251,18 +251,24 @@ func (c *unsampledCtx) Value(key any) any {
 // "sampled", not remote.
 func withUnsampled(ctx context.Context, parent trace.SpanContext, tp *sdktrace.TracerProvider) (context.Context, trace.Span) {
 	c := new(unsampledCtx)
-	return c.init(ctx, parent, tp), c
+	return c.init(ctx, parent, tp, nil), c
 }
 
 // init makes c the span withUnsampled describes and returns the context
 // holding it (c itself, unless spanKey could not be learnt). It lets a
-// caller place the span inside a larger allocation (unsampledRequest).
-func (c *unsampledCtx) init(ctx context.Context, parent trace.SpanContext, tp *sdktrace.TracerProvider) context.Context {
+// caller place the span inside a larger allocation (unsampledRequest) or
+// storage of its own (UnsampledSpan). A non-empty trace state is kept in
+// *state, or in an allocation of its own when state is nil.
+func (c *unsampledCtx) init(ctx context.Context, parent trace.SpanContext, tp *sdktrace.TracerProvider, state *trace.TraceState) context.Context {
 	*c = unsampledCtx{
 		Context: ctx, tid: parent.TraceID(), sid: newSpanID(), flags: parent.TraceFlags() &^ trace.FlagsSampled, tp: tp,
 	}
-	if parent.TraceState().Len() > 0 {
-		c.state = new(parent.TraceState())
+	if ts := parent.TraceState(); ts.Len() > 0 {
+		if state == nil {
+			state = new(trace.TraceState)
+		}
+		*state = ts
+		c.state = state
 	}
 	if spanKey == nil {
 		return trace.ContextWithSpan(ctx, c)

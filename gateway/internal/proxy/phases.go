@@ -20,6 +20,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 // The chain runs in phases so that two transports can drive it: the
@@ -85,6 +86,12 @@ type Exchange struct {
 	rt        *route.Route
 	svc       *upstream.Service
 	span      trace.Span
+	// unsampled holds the server span of a request the tracer does not
+	// sample (nine in ten), and reqCtx then points into it: a span and
+	// context of its own were the last allocation an unsampled request
+	// made. Like base (the pooled RequestCtx), reqCtx must not be kept by
+	// a Limiter or Authenticator past the call it is given to.
+	unsampled telemetry.UnsampledSpan
 	lim       Limiter
 	limKind   limitKind
 	public    bool
@@ -263,7 +270,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	x.rt, x.routeName = rt, rt.Name
 
 	if p.tracer != nil {
-		x.reqCtx, x.span = p.server.Start(context.Background(), remoteParent(h), rt.Name, serverSpan...)
+		x.reqCtx, x.span = p.server.StartIn(&x.unsampled, context.Background(), remoteParent(h), rt.Name, serverSpan...)
 		if x.span.SpanContext().IsSampled() {
 			st.mctx = x.reqCtx
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -68,39 +69,7 @@ func (c *countingDeny) Allow(ctx context.Context, key []byte) (quota.Decision, e
 // exporting sampled spans is pkg/telemetry's part), metrics. The difference
 // between the two is the chain's cost over routing.
 func BenchmarkChain(b *testing.B) {
-	b.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-	b.Setenv("OTEL_TRACES_SAMPLER_ARG", "0.1")
-	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	prevTP, prevMP := otel.GetTracerProvider(), otel.GetMeterProvider()
-	tp, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "gateway-bench"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		_ = tp.Shutdown(context.Background())
-		otel.SetTracerProvider(prevTP)
-		otel.SetMeterProvider(prevMP)
-	})
-
-	key, _ := auth.GenerateKey()
-	signer := auth.NewSigner(key)
-	ver, err := auth.NewStaticVerifier(signer.JWKS(), auth.VerifierOptions{CacheEntries: 1 << 16})
-	if err != nil {
-		b.Fatal(err)
-	}
-	tok, _ := signer.Sign("user-1", time.Hour)
-
-	rdb := redisClient(b)
-	defer rdb.Close()
-	high := quota.Rate{Count: 10_000_000, Period: time.Second}
-	ns := fmt.Sprintf("bench-%d", time.Now().UnixNano())
-	full := Options{
-		Auth:    authn.Verifier{V: ver},
-		IPLimit: quota.New(rdb, ns+":ip", high, 1, slog.Default()), UserLimit: quota.New(rdb, ns+":user", high, 1, slog.Default()),
-		LoginLimit: quota.New(rdb, ns+":login", quota.Rate{Count: 10, Period: time.Minute, Burst: 5}, 1, slog.Default()),
-		Tracing:    true, Metrics: true,
-	}
-	raw := "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + tok + "\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+	full, raw := chainSetup(b, "0.1")
 	for _, c := range []struct {
 		name string
 		o    Options
@@ -132,9 +101,49 @@ func BenchmarkChain(b *testing.B) {
 	}
 }
 
+// chainSetup is BenchmarkChain's full chain: tracing through telemetry.Setup
+// at parentbased_traceidratio ratio (no exporter), a verified token from
+// pkg/auth's cache, leases on real Redis (set high), metrics; raw is a
+// request for it.
+func chainSetup(tb testing.TB, ratio string) (full Options, raw string) {
+	tb.Setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+	tb.Setenv("OTEL_TRACES_SAMPLER_ARG", ratio)
+	tb.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	prevTP, prevMP := otel.GetTracerProvider(), otel.GetMeterProvider()
+	tp, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "gateway-bench"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		otel.SetTracerProvider(prevTP)
+		otel.SetMeterProvider(prevMP)
+	})
+
+	key, _ := auth.GenerateKey()
+	signer := auth.NewSigner(key)
+	ver, err := auth.NewStaticVerifier(signer.JWKS(), auth.VerifierOptions{CacheEntries: 1 << 16})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tok, _ := signer.Sign("user-1", time.Hour)
+
+	rdb := redisClient(tb)
+	tb.Cleanup(func() { _ = rdb.Close() })
+	high := quota.Rate{Count: 10_000_000, Period: time.Second}
+	ns := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	full = Options{
+		Auth:    authn.Verifier{V: ver},
+		IPLimit: quota.New(rdb, ns+":ip", high, 1, slog.Default()), UserLimit: quota.New(rdb, ns+":user", high, 1, slog.Default()),
+		LoginLimit: quota.New(rdb, ns+":login", quota.Rate{Count: 10, Period: time.Minute, Burst: 5}, 1, slog.Default()),
+		Tracing:    true, Metrics: true,
+	}
+	return full, "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + tok + "\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+}
+
 // chainProxy is a Proxy of o over an upstream that is never dialled; full
 // adds run.go's breaker, adaptive limit and retry budget.
-func chainProxy(b *testing.B, name string, o Options, full bool) *Proxy {
+func chainProxy(b testing.TB, name string, o Options, full bool) *Proxy {
 	p, pool := newTestProxy(b, o, &fakeUpstream{addr: "127.0.0.1:1"})
 	if full {
 		svc := pool.Service("order")
@@ -148,7 +157,7 @@ func chainProxy(b *testing.B, name string, o Options, full bool) *Proxy {
 // chainClient returns one request of raw through p's phases, with a made-up
 // upstream answer; each client has its own request and response, as each
 // connection on an event loop has.
-func chainClient(b *testing.B, p *Proxy, raw string) func() {
+func chainClient(b testing.TB, p *Proxy, raw string) func() {
 	var src, req fasthttp.Request
 	var resp fasthttp.Response
 	_ = src.Read(bufioReader(raw))
@@ -183,4 +192,39 @@ func redisClient(tb testing.TB) *redis.Client {
 		tb.Fatal(err)
 	}
 	return redis.NewClient(o)
+}
+
+// TestChainUnsampledAllocs: a request the tracer does not sample goes
+// through the full chain without allocating (its server span lives in the
+// pooled Exchange), and the upstream still gets the traceparent Start's
+// span would have given it: the caller's trace id, a span id of the
+// gateway's own, flags 00, the caller's tracestate.
+func TestChainUnsampledAllocs(t *testing.T) {
+	full, raw := chainSetup(t, "0") // every root dropped too
+	p := chainProxy(t, "unsampled", full, true)
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+	req, resp := &fasthttp.Request{}, &fasthttp.Response{}
+	_ = req.Read(bufioReader(strings.Replace(raw, "\r\n\r\n", "\r\nTraceparent: "+parent+"\r\nTracestate: vendor=x\r\n\r\n", 1)))
+	x := NewExchange(req, resp, netip.MustParseAddr("203.0.113.5"), nil)
+	s := p.Begin(x, true)
+	if s != Send {
+		t.Fatalf("Begin: %v, status %d", s, resp.StatusCode())
+	}
+	tp, ts := string(req.Header.Peek("Traceparent")), string(req.Header.Peek("Tracestate"))
+	if len(tp) != len(parent) || tp[:36] != parent[:36] || tp[36:52] == parent[36:52] || tp[52:] != "-00" || ts != "vendor=x" {
+		t.Fatalf("upstream traceparent %q tracestate %q, want the trace of %q with a new span id, flags 00", tp, ts, parent)
+	}
+	resp.SetStatusCode(200)
+	p.Received(x, nil)
+	p.Finish(x)
+	x.Release()
+
+	if raceEnabled {
+		return
+	}
+	once := chainClient(t, p, raw)
+	once() // leases, token cache, series
+	if n := testing.AllocsPerRun(200, once); n != 0 {
+		t.Fatalf("%.2f allocations per unsampled request, want 0", n)
+	}
 }
