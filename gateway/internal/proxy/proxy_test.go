@@ -182,6 +182,39 @@ func TestHandleLimitAnswers429WithHeaders(t *testing.T) {
 	}
 }
 
+// TestDecorateRateLimitPolicyFollowsLimit: the RateLimit headers replace
+// an upstream's, and the RateLimit-Policy value a reused exchange keeps
+// formatted is redone when the limit or its window changes (a dynamic
+// config change, or another limiter's decision).
+func TestDecorateRateLimitPolicyFollowsLimit(t *testing.T) {
+	p, _ := newTestProxy(t, Options{}, startUpstream(t))
+	var st state
+	for _, c := range []struct {
+		d          quota.Decision
+		rl, policy string
+	}{
+		{quota.Decision{Limit: 5, Remaining: 2, ResetAfter: time.Second, Window: 10 * time.Second}, "limit=5, remaining=2, reset=1", "5;w=10"},
+		{quota.Decision{Limit: 5, Remaining: 1, ResetAfter: time.Second, Window: 10 * time.Second}, "limit=5, remaining=1, reset=1", "5;w=10"},
+		{quota.Decision{Limit: 50, Remaining: 9, ResetAfter: 2 * time.Second, Window: 10 * time.Second}, "limit=50, remaining=9, reset=2", "50;w=10"},
+		{quota.Decision{Limit: 50, Remaining: 9, ResetAfter: 2 * time.Second, Window: time.Minute}, "limit=50, remaining=9, reset=2", "50;w=60"},
+		{quota.Decision{Limit: 7, Remaining: 0, ResetAfter: 3 * time.Second}, "limit=7, remaining=0, reset=3", ""},
+	} {
+		var resp fasthttp.Response
+		resp.Header.Set("RateLimit", "limit=1, remaining=1, reset=1") // the upstream's, replaced
+		st.rl, st.rlSet = c.d, true
+		p.decorate(&resp, &st)
+		if n := len(resp.Header.PeekAll("RateLimit")); n != 1 {
+			t.Errorf("%+v: %d RateLimit fields, want 1", c.d, n)
+		}
+		if got := string(resp.Header.Peek("RateLimit")); got != c.rl {
+			t.Errorf("%+v: RateLimit %q, want %q", c.d, got, c.rl)
+		}
+		if got := string(resp.Header.Peek("RateLimit-Policy")); got != c.policy {
+			t.Errorf("%+v: RateLimit-Policy %q, want %q", c.d, got, c.policy)
+		}
+	}
+}
+
 func TestHandleBreakerOpenIs503(t *testing.T) {
 	up := startUpstream(t)
 	p, pool := newTestProxy(t, Options{}, up)
