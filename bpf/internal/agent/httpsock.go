@@ -24,7 +24,8 @@ const (
 const pidArraySize = 1 << 16
 
 // sockProbe is the socket-layer HTTP server probe. Unlike uprobes, which live on an executable file, its programs
-// run for every process's TCP traffic, so the agent tells them which processes are targets.
+// run for every process's TCP traffic, so the agent tells them which processes are targets; which sockets are served
+// ones (accepted by a listener) the programs tell themselves (see httpsock.c).
 type sockProbe struct {
 	objs  httpsock.BpfObjects
 	links []link.Link
@@ -41,6 +42,7 @@ func attachSockProbe() (*sockProbe, error) {
 		kind ebpf.AttachType
 		fn   string
 	}{
+		{p.objs.Served, ebpf.AttachTraceRawTp, "sock:inet_sock_set_state"}, // first: it marks what the others watch
 		{p.objs.RecvLength, ebpf.AttachTraceRawTp, "sock:sock_recv_length"},
 		{p.objs.SendLength, ebpf.AttachTraceRawTp, "sock:sock_send_length"},
 	} {

@@ -1,9 +1,13 @@
 package agent
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -91,20 +95,96 @@ func TestHTTPSocketCases(t *testing.T) {
 	if got := fmt.Sprint(st.Counts); got != want {
 		t.Fatalf("server counted %s, test sent %s", got, want)
 	}
-	eventually(t, func() (bool, string) {
-		snap, err := a.Snapshot()
+	eventually(t, func() (bool, string) { return serverCountsAre(a, tg.pid, want) })
+}
+
+// serverCountsAre reports whether the agent's HTTP server series are pid's only and count want ("METHOD STATUS" ->
+// requests, formatted by fmt.Sprint), and what they are if not.
+func serverCountsAre(a *Agent, pid int, want string) (bool, string) {
+	snap, err := a.Snapshot()
+	if err != nil {
+		return false, err.Error()
+	}
+	got := map[string]uint64{}
+	for k, h := range snap.Server {
+		if k.PID != pid {
+			return false, fmt.Sprintf("series of pid %d (the target is %d): %+v", k.PID, pid, k)
+		}
+		got[k.Method+" "+strconv.Itoa(k.Status)] = h.Count
+	}
+	return fmt.Sprint(got) == want, fmt.Sprintf("agent counts %v\nserver counts %v", got, want)
+}
+
+// TestHTTPSocketServedOnly: a target's own client connections are not served traffic, even where they carry HTTP.
+// The target makes outbound HTTP calls (/call: it writes requests and reads responses) and answers HTTP requests on
+// a connection it dialed (/reverse: it reads requests and writes "HTTP/1.1 200", which the byte patterns alone
+// would count); only the requests its listener's connections brought may be counted, exactly.
+func TestHTTPSocketServedOnly(t *testing.T) {
+	requireRoot(t)
+	bin := buildTarget(t, false)
+	a := newSocketAgent(t, bin)
+	tg := startTarget(t, bin)
+	a.Scan()
+
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "up\n") }))
+	defer upstream.Close()
+	const n = 20
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	reverse := make(chan error, 1)
+	go func() { reverse <- askOverAccepted(ln, n) }()
+
+	c := &http.Client{}
+	if got := tg.get(t, c, "GET", "/call?n="+strconv.Itoa(n)+"&url="+upstream.URL); got != fmt.Sprintf("{\"200\":%d}\n", n) {
+		t.Fatalf("/call: %q", got)
+	}
+	if got := tg.get(t, c, "GET", "/reverse?n="+strconv.Itoa(n)+"&addr="+ln.Addr().String()); got != "" {
+		t.Fatalf("/reverse: %q", got)
+	}
+	if err := <-reverse; err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		tg.get(t, c, "GET", "/work?status=202")
+	}
+	var st serverStats
+	if err := json.Unmarshal([]byte(tg.get(t, c, "GET", "/stats")), &st); err != nil {
+		t.Fatal(err)
+	}
+	st.Counts["GET 200"]++ // the /stats request itself
+	want := fmt.Sprint(map[string]uint64{"GET 200": 3, "GET 202": n})
+	if got := fmt.Sprint(st.Counts); got != want {
+		t.Fatalf("server counted %s, test sent %s", got, want)
+	}
+	eventually(t, func() (bool, string) { return serverCountsAre(a, tg.pid, want) })
+}
+
+// askOverAccepted accepts one connection on ln and sends n HTTP requests over it, one at a time, each answered 200.
+func askOverAccepted(ln net.Listener, n int) error {
+	conn, err := ln.Accept()
+	if err != nil {
+		return fmt.Errorf("accept the target's connection: %w", err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	for i := range n {
+		if _, err := io.WriteString(conn, "GET /asked HTTP/1.1\r\nHost: test\r\n\r\n"); err != nil {
+			return fmt.Errorf("request %d to the target: %w", i, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
 		if err != nil {
-			return false, err.Error()
+			return fmt.Errorf("answer %d from the target: %w", i, err)
 		}
-		got := map[string]uint64{}
-		for k, h := range snap.Server {
-			if k.PID != tg.pid {
-				return false, fmt.Sprintf("series of pid %d (the target is %d, the other process %d): %+v", k.PID, tg.pid, og.pid, k)
-			}
-			got[k.Method+" "+strconv.Itoa(k.Status)] = h.Count
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("answer %d from the target: status %d", i, resp.StatusCode)
 		}
-		return fmt.Sprint(got) == want, fmt.Sprintf("agent counts %v\nserver counts %v", got, want)
-	})
+	}
+	return nil
 }
 
 // TestHTTPSocketFilter: the agent's scans keep the socket probe's pid filter equal to the live targets, pids beyond

@@ -48,6 +48,7 @@ const (
 	BpfMapZeroHist      = "zero_hist"
 	BpfProgRecvLength   = "recv_length"
 	BpfProgSendLength   = "send_length"
+	BpfProgServed       = "served"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -94,6 +95,7 @@ type BpfSpecs struct {
 type BpfProgramSpecs struct {
 	RecvLength *ebpf.ProgramSpec `ebpf:"recv_length"`
 	SendLength *ebpf.ProgramSpec `ebpf:"send_length"`
+	Served     *ebpf.ProgramSpec `ebpf:"served"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
@@ -162,12 +164,14 @@ type BpfVariables struct {
 type BpfPrograms struct {
 	RecvLength *ebpf.Program `ebpf:"recv_length"`
 	SendLength *ebpf.Program `ebpf:"send_length"`
+	Served     *ebpf.Program `ebpf:"served"`
 }
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.RecvLength,
 		p.SendLength,
+		p.Served,
 	)
 }
 

@@ -22,10 +22,20 @@
 //
 // These programs run for every process's socket traffic, so the first thing each does is the target filter: the pid
 // (tgid) indexes an array the agent fills (an inlined lookup, no helper call), and only pids beyond its size take a
-// hash lookup.
+// hash lookup. The second is the server filter: a target also reads and writes its own client sockets (PostgreSQL,
+// Redis, NATS, etcd, outbound HTTP), often more than the sockets it serves, and reading their first bytes from user
+// memory cost more than the whole request's bookkeeping. So only sockets a TCP listener accepted are watched: a third
+// program, on sock:inet_sock_set_state, gives every socket that enters SYN_RECV from LISTEN (the child a listener
+// creates for a passive open; that transition runs in softirq, for any process's listener) a per-socket storage
+// (BPF_MAP_TYPE_SK_STORAGE), and the other two stop at its lookup for any socket without one, before any user-memory
+// read. The storage holds the request in flight and the kernel frees it with the socket, so a closed socket leaves
+// nothing behind and a new socket at the same address starts clean (the LRU hash by socket address this replaces
+// could hand a new socket an old one's unanswered request). A connection accepted before the agent attached has no
+// storage and is not seen; keep-alive clients reconnect eventually, wrk and the tests connect after.
 #include "goabi.h"
 
 #define MSG_PEEK 2
+#define IPPROTO_TCP 6
 #define PID_ARRAY_BITS 16
 
 struct red_key {
@@ -59,11 +69,12 @@ struct {
 	__type(value, __u32);
 } target_pids_big SEC(".maps");
 
-// Requests in flight by socket. LRU: a socket closed mid-request leaves its entry to be evicted.
+// The sockets a listener accepted, each with its request in flight: storage attached to the socket itself, created at
+// the passive open and freed by the kernel with the socket.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct sock_req);
 } socks SEC(".maps");
 
@@ -161,6 +172,29 @@ static __always_inline const void *user_buf(__u64 need) {
 	return seg.iov_base;
 }
 
+// served marks a socket a listener accepted: the child socket of a passive open enters SYN_RECV from LISTEN (its state
+// is copied from the listener before it is set). Sockets that connect (SYN_SENT) never do.
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(served, const struct sock *sk, int oldstate, int newstate) {
+	if (newstate != TCP_SYN_RECV || oldstate != TCP_LISTEN || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	bpf_sk_storage_get(&socks, (struct sock *)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	return 0;
+}
+
+// server_sock returns the request state of a socket a listener accepted, for process tgid, or 0 for any other socket
+// (the target's own client connections, a Unix socket). A socket seen first, or passed to another process, starts
+// clean.
+static __always_inline struct sock_req *server_sock(struct sock *sk, __u32 tgid) {
+	struct sock_req *st = bpf_sk_storage_get(&socks, sk, 0, 0);
+	if (st && st->tgid != tgid) {
+		st->tgid = tgid;
+		st->start_ns = 0;
+		st->carry = 0;
+	}
+	return st;
+}
+
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(recv_length, struct sock *sk, int n, int flags) {
 	// Failed reads first: a Go server's reads end in EAGAIN about as often as they return data.
@@ -169,36 +203,28 @@ int BPF_PROG(recv_length, struct sock *sk, int n, int flags) {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!wanted(tgid))
 		return 0;
+	struct sock_req *st = server_sock(sk, tgid);
+	if (!st)
+		return 0;
 	const void *p = user_buf(n < 8 ? 1 : 8);
 	if (!p)
 		return 0;
 	__u64 v = 0;
 	if (bpf_probe_read_user(&v, n < 8 ? 1 : 8, p)) // a short read: its first byte is all that matters
 		return 0;
-	__u64 key = (__u64)sk;
-	struct sock_req *st;
 	if (n == 1) {
-		if (!first_letter(v & 0xff))
-			return 0;
-		st = bpf_map_lookup_elem(&socks, &key);
-		if (!st || st->tgid != tgid) {
-			struct sock_req fresh = {.tgid = tgid};
-			bpf_map_update_elem(&socks, &key, &fresh, BPF_ANY);
-			st = bpf_map_lookup_elem(&socks, &key);
-			if (!st)
-				return 0;
+		if (first_letter(v & 0xff)) {
+			st->carry = v & 0xff;
+			st->carry_ns = bpf_ktime_get_ns();
 		}
-		st->carry = v & 0xff;
-		st->carry_ns = bpf_ktime_get_ns();
 		return 0;
 	}
-	// Most reads of a target (a request body, a database's answers) are neither a request nor the rest of one whose
-	// first byte was carried: they stop here, before the hash lookup.
+	// Most reads on a served socket (a request body) are neither a request nor the rest of one whose first byte was
+	// carried: they stop here.
 	__u32 m = method_len(v);
 	if (!m && !method_tail(v))
 		return 0;
-	st = bpf_map_lookup_elem(&socks, &key);
-	if (st && st->tgid == tgid && st->carry) {
+	if (st->carry) {
 		// The previous read took one byte (net/http's background read): the request may start there.
 		__u64 joined = st->carry | v << 8;
 		__u32 jm = method_len(joined);
@@ -211,13 +237,8 @@ int BPF_PROG(recv_length, struct sock *sk, int n, int flags) {
 	}
 	if (!m || (__u64)n <= m)
 		return 0;
-	struct sock_req r = {.start_ns = bpf_ktime_get_ns(), .method = v & MASK(m), .tgid = tgid};
-	if (st && st->tgid == tgid) {
-		st->method = r.method;
-		st->start_ns = r.start_ns;
-		return 0;
-	}
-	bpf_map_update_elem(&socks, &key, &r, BPF_ANY);
+	st->method = v & MASK(m);
+	st->start_ns = bpf_ktime_get_ns();
 	return 0;
 }
 
@@ -230,11 +251,10 @@ int BPF_PROG(send_length, struct sock *sk, int n, int flags) {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!wanted(tgid))
 		return 0;
-	// The socket first: a target's writes on sockets with no request in flight (its own SQL, Redis, HTTP client
-	// calls) stop at this lookup instead of reading user memory.
-	__u64 key = (__u64)sk;
-	struct sock_req *st = bpf_map_lookup_elem(&socks, &key);
-	if (!st || st->tgid != tgid || !st->start_ns)
+	// The socket first: writes on the target's client sockets (no storage) and on served sockets with no request in
+	// flight stop here, before reading user memory.
+	struct sock_req *st = server_sock(sk, tgid);
+	if (!st || !st->start_ns)
 		return 0;
 	const void *p = user_buf(12);
 	if (!p)

@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -122,6 +123,30 @@ func main() {
 			got[resp.StatusCode]++
 		}
 		json.NewEncoder(w).Encode(got)
+	})
+	// /reverse?addr=A&n=N dials A and answers N HTTP/1.1 requests that A sends on that connection (the target speaks
+	// HTTP as a server on a socket it connected, not one it accepted: a probe of served traffic must not count them).
+	// The requests answered there are not in the counters.
+	mux.HandleFunc("/reverse", func(w http.ResponseWriter, r *http.Request) {
+		c, err := net.Dial("tcp", r.URL.Query().Get("addr"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for i := range intParam(r, "n", 1) {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				http.Error(w, fmt.Sprintf("reverse request %d: %v", i, err), http.StatusBadGateway)
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n"); err != nil {
+				http.Error(w, fmt.Sprintf("reverse answer %d: %v", i, err), http.StatusBadGateway)
+				return
+			}
+		}
 	})
 	extra(mux)
 
