@@ -21,10 +21,20 @@
 #   AGENT=/tmp/agent-before bpf/bench/overhead.sh   # probe with another build of the agent (same target binary)
 #   STATS=on bpf/bench/overhead.sh                  # BPF statistics on during the A/B rounds (the method before 12-04)
 #   PROBE=socket bpf/bench/overhead.sh              # the agent's HTTP server probe at the socket layer (BPF_HTTP_PROBE)
+#   BASELINE=agent-off bpf/bench/overhead.sh        # also rounds with no agent at all (the default with PROBE=socket)
 #
 # PROBE=socket: the socket probe's tracepoints run for every process's socket reads and writes (wrk's, the unprobed
 # copy's), each stopping at the target filter. One more round with BPF statistics on drives the unprobed copy alone,
 # so every hit of the socket programs there is a filtered one: what an unrelated process pays per call.
+#
+# BASELINE picks what the probed copy is compared with:
+#   plain      (default with PROBE=uprobe) the unprobed copy while the agent runs. Uprobes live on the probed file, so
+#              that copy pays only for the agent's tracepoints (TCP, and with PROBE=socket every socket call's filter)
+#              and for sharing the machine with the agent itself.
+#   agent-off  (default with PROBE=socket) every round also drives both copies with the agent stopped (its programs
+#              unloaded), the two halves of a round in alternating order, so the headline ratio is the probed copy
+#              with the agent on against the unprobed copy with it off; what the unprobed copy loses to the running
+#              agent (its filter) and how alike the two copies are with no agent are printed beside it.
 #
 # kernel.bpf_stats_enabled makes the kernel read the clock twice around every program run, a cost production does
 # not pay, so by default (STATS=apart) the A/B rounds run with it off and one more round on the probed copy alone,
@@ -38,6 +48,7 @@ CONNS=${CONNS:-16}
 THREADS=${THREADS:-1}
 STATS=${STATS:-apart}
 PROBE=${PROBE:-uprobe}
+if [[ $PROBE == socket ]]; then BASELINE=${BASELINE:-agent-off}; else BASELINE=${BASELINE:-plain}; fi
 STATE_DIR=${STATE_DIR:-/var/tmp/shanhai-bpf-bench}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -49,6 +60,8 @@ order) ;;
 esac
 [[ $STATS == apart || $STATS == on ]] || { echo "STATS must be apart or on, not $STATS" >&2; exit 2; }
 [[ $PROBE == uprobe || $PROBE == socket ]] || { echo "PROBE must be uprobe or socket, not $PROBE" >&2; exit 2; }
+[[ $BASELINE == plain || $BASELINE == agent-off ]] || { echo "BASELINE must be plain or agent-off, not $BASELINE" >&2; exit 2; }
+[[ $STATS == apart || $BASELINE == plain ]] || { echo "STATS=on needs BASELINE=plain (the agent restarts between rounds)" >&2; exit 2; }
 
 [[ $(id -u) == 0 ]] || { echo "overhead.sh loads eBPF programs: run it as root" >&2; exit 1; }
 for tool in wrk bpftool jq curl bc; do
@@ -57,9 +70,10 @@ done
 
 work=$(mktemp -d)
 pids=()
+agent_pid=
 old_stats=$(sysctl -n kernel.bpf_stats_enabled)
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}" $agent_pid; do kill "$p" 2>/dev/null || true; done
 	wait 2>/dev/null || true
 	sysctl -qw kernel.bpf_stats_enabled="$old_stats"
 	rm -rf "$work"
@@ -90,10 +104,17 @@ wait_ready() { # url log
 
 # The agent's programs are those loaded after this id (this bpftool lists no owner pids).
 base_id=$(bpftool prog show --json | jq '[.[].id] | max // 0')
-HTTP_ADDR=127.0.0.1:18085 BPF_TARGETS="$work/probed" BPF_HTTP_PROBE=$PROBE "$work/agent" 2>"$work/agent.log" &
-agent_pid=$!
-pids+=("$agent_pid")
-wait_ready http://127.0.0.1:18085/readyz "$work/agent.log"
+start_agent() { # ready means the first scan is done: the probed copy is in the socket probe's filter
+	HTTP_ADDR=127.0.0.1:18085 BPF_TARGETS="$work/probed" BPF_HTTP_PROBE=$PROBE "$work/agent" 2>>"$work/agent.log" &
+	agent_pid=$!
+	wait_ready http://127.0.0.1:18085/readyz "$work/agent.log"
+}
+stop_agent() {
+	kill "$agent_pid"
+	wait "$agent_pid" 2>/dev/null || true
+	agent_pid=
+}
+start_agent
 
 curl_args=()
 if [[ $TARGET == target ]]; then
@@ -178,25 +199,28 @@ if [[ $STATS == on ]]; then
 	progs >"$work/progs0"
 	req0=$(served 0)
 fi
-sum_p_rps=0; sum_u_rps=0; sum_p_p99=0; sum_u_p99=0; n_p=0; n_u=0; cpu_p=0; cpu_u=0
+# Each run appends "round agent copy rps p99_us requests cpu_ticks" to $work/runs.
+: >"$work/runs"
 for r in $(seq "$ROUNDS"); do
 	if ((r % 2)); then order_="probed plain"; else order_="plain probed"; fi
-	for which in $order_; do
-		if [[ $which == probed ]]; then addr=$probed pid=$probed_pid; else addr=$plain pid=$plain_pid; fi
-		c0=$(cpu_ticks "$pid")
-		read -r rps p99 n < <(run "$addr")
-		c1=$(cpu_ticks "$pid")
-		printf 'round %d %-6s %10.0f req/s  p99 %8.0f us  CPU %5.1f us/request\n' "$r" "$which" "$rps" "$p99" \
-			"$(echo "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)"
-		if [[ $which == probed ]]; then
-			sum_p_rps=$(echo "$sum_p_rps + $rps" | bc -l); sum_p_p99=$(echo "$sum_p_p99 + $p99" | bc -l)
-			n_p=$((n_p + n)); cpu_p=$((cpu_p + c1 - c0))
-		else
-			sum_u_rps=$(echo "$sum_u_rps + $rps" | bc -l); sum_u_p99=$(echo "$sum_u_p99 + $p99" | bc -l)
-			n_u=$((n_u + n)); cpu_u=$((cpu_u + c1 - c0))
-		fi
+	halves=on
+	if [[ $BASELINE == agent-off ]]; then
+		if ((r % 2)); then halves="on off"; else halves="off on"; fi
+	fi
+	for agent in $halves; do
+		if [[ $agent == off && -n $agent_pid ]]; then stop_agent; elif [[ $agent == on && -z $agent_pid ]]; then start_agent; fi
+		for which in $order_; do
+			if [[ $which == probed ]]; then addr=$probed pid=$probed_pid; else addr=$plain pid=$plain_pid; fi
+			c0=$(cpu_ticks "$pid")
+			read -r rps p99 n < <(run "$addr")
+			c1=$(cpu_ticks "$pid")
+			printf 'round %d %-6s agent %-3s %10.0f req/s  p99 %8.0f us  CPU %5.1f us/request\n' "$r" "$which" "$agent" "$rps" "$p99" \
+				"$(echo "($c1 - $c0) * 1000000 / $(getconf CLK_TCK) / $n" | bc -l)"
+			echo "$r $agent $which $rps $p99 $n $((c1 - c0))" >>"$work/runs"
+		done
 	done
 done
+[[ -n $agent_pid ]] || start_agent
 load=$(uptime | sed 's/.*load/load/')
 if [[ $STATS == apart ]]; then
 	sysctl -qw kernel.bpf_stats_enabled=1
@@ -216,18 +240,34 @@ fi
 sysctl -qw kernel.bpf_stats_enabled=0
 reqs=$(echo "$req1 - $req0" | bc)
 
-echo "---- TARGET=$TARGET, PROBE=$PROBE, GET $PATH_Q, $ROUNDS x $DURATION, $CONNS connections, BPF statistics $STATS; $load"
-printf 'requests/s ratio (probed/unprobed): %.3f\n' "$(echo "$sum_p_rps / $sum_u_rps" | bc -l)"
-printf 'p99 ratio (probed/unprobed):        %.3f\n' "$(echo "$sum_p_p99 / $sum_u_p99" | bc -l)"
-printf 'CPU per request: probed %.1f us, unprobed %.1f us (ratio %.3f)\n' \
-	"$(echo "$cpu_p * 1000000 / $(getconf CLK_TCK) / $n_p" | bc -l)" "$(echo "$cpu_u * 1000000 / $(getconf CLK_TCK) / $n_u" | bc -l)" \
-	"$(echo "($cpu_p / $n_p) / ($cpu_u / $n_u)" | bc -l)"
+echo "---- TARGET=$TARGET, PROBE=$PROBE, BASELINE=$BASELINE, GET $PATH_Q, $ROUNDS x $DURATION, $CONNS connections, BPF statistics $STATS; $load"
+# Ratios of sums over the rounds (each copy ran the same DURATION per round), and the median of the per-round ratios.
+awk -v clk="$(getconf CLK_TCK)" -v baseline="$BASELINE" '
+	{ k = $3 " " $2; rps[k] += $4; p99[k] += $5; n[k] += $6; cpu[k] += $7; r_rps[$1, k] = $4 }
+	function med(a, m,   i, j, t) { for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+		return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
+	function ratio(what, a, b,   i, m, x) { m = 0; for (i = 1; (i, a) in r_rps; i++) x[++m] = r_rps[i, a] / r_rps[i, b]
+		printf "%-62s %.3f (median of rounds %.3f)\n", what, rps[a] / rps[b], med(x, m) }
+	function us(k) { return cpu[k] * 1000000 / clk / n[k] }
+	END {
+		base = baseline == "agent-off" ? "plain off" : "plain on"
+		ratio("requests/s ratio (probed, agent on / " (baseline == "agent-off" ? "unprobed, agent off):" : "unprobed, agent on):"), "probed on", base)
+		printf "%-62s %.3f\n", "p99 ratio (same):", p99["probed on"] / p99[base]
+		printf "CPU per request: probed %.1f us, unprobed %.1f us (ratio %.3f)\n", us("probed on"), us(base), us("probed on") / us(base)
+		if (baseline == "agent-off") {
+			ratio("  unprobed copy, agent on / agent off (what its filter costs):", "plain on", "plain off")
+			ratio("  probed copy / unprobed copy, agent on (the plain baseline):", "probed on", "plain on")
+			ratio("  probed copy / unprobed copy, agent off (copies alike):", "probed off", "plain off")
+			printf "  CPU per request, us: probed on %.1f, unprobed on %.1f, probed off %.1f, unprobed off %.1f\n",
+				us("probed on"), us("plain on"), us("probed off"), us("plain off")
+		}
+	}' "$work/runs"
 # Per program: the delta of each program id between the two snapshots ("id name ns hits" joined on the id, which is
 # stable while the agent runs). The tracepoints fire for every process on the machine, so their hits include others' TCP.
 join "$work/progs0" "$work/progs1" | awk -v reqs="$reqs" '
 	{ hits = $7 - $4; ns = $6 - $3; if (hits == 0) next
 	  name[$2] = 1; h[$2] += hits; t[$2] += ns
-	  if ($2 ~ /^(serve_http|recv_length|send_length)/) { sh += hits; st += ns }
+	  if ($2 ~ /^(serve_http|served|recv_length|send_length)/) { sh += hits; st += ns }
 	  th += hits; tt += ns }
 	END {
 	  printf "HTTP server probe: %d hits, in-kernel ns per hit: %.0f, per request: %.0f (requests counted by the agent: %d)\n", sh, st / (sh + (sh == 0)), st / (reqs + (reqs == 0)), reqs
