@@ -182,10 +182,10 @@ func TestServerTracerOtherProvider(t *testing.T) {
 
 // BenchmarkServerTracer is the cost of a dropped and of a sampled root at
 // the gateway's 10% ratio, against the SDK's Start of the same spans.
-// BenchmarkServerTracer: a server span through ServerTracer and through
-// the SDK's tracer of the same provider, at the gateway's 10% ratio (no
-// processor) and with every span sampled into a batch processor and an
-// exporter that drops them (what a sampled gateway request pays, minus the
+// BenchmarkServerTracer: a server span through ServerTracer (Start, and
+// StartIn with storage for a dropped span) and through the SDK's tracer of
+// the same provider, at the gateway's 10% ratio (no processor) and with
+// every span sampled into a batch processor and an exporter that drops them (what a sampled gateway request pays, minus the
 // network). cpu-ns/op counts every thread, the batch processor's too.
 func BenchmarkServerTracer(b *testing.B) {
 	for _, tc := range []struct {
@@ -209,6 +209,16 @@ func BenchmarkServerTracer(b *testing.B) {
 			cpu0 := processCPU()
 			for b.Loop() {
 				_, span := st.Start(context.Background(), trace.SpanContext{}, "GET /x", serverSpanKind...)
+				span.End()
+			}
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+		b.Run(tc.name+"ServerTracerIn", func(b *testing.B) {
+			var u UnsampledSpan // as the gateway keeps it in its pooled exchange
+			b.ReportAllocs()
+			cpu0 := processCPU()
+			for b.Loop() {
+				_, span := st.StartIn(&u, context.Background(), trace.SpanContext{}, "GET /x", serverSpanKind...)
 				span.End()
 			}
 			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
