@@ -4,10 +4,14 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // TestOTLPExportWhenEndpointSet runs a stand-in OTLP/HTTP receiver and
@@ -55,5 +59,61 @@ func TestUnsupportedProtocolFails(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
 	if _, err := Setup(context.Background(), Options{ServiceName: "x"}); err == nil {
 		t.Fatal("Setup accepted an unknown OTLP protocol")
+	}
+}
+
+// TestBatchFront checks that the front keeps ended spans from the batch
+// processor until a burst, its tick, ForceFlush or Shutdown, and hands them
+// over in the order they ended.
+func TestBatchFront(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	f := newBatchFront(rec)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(f))
+	tr := tp.Tracer("front")
+	end := func(name string) {
+		_, s := tr.Start(context.Background(), name)
+		s.End()
+	}
+	names := func() []string {
+		var n []string
+		for _, s := range rec.Ended() {
+			n = append(n, s.Name())
+		}
+		return n
+	}
+
+	end("a")
+	end("b")
+	if got := len(rec.Started()); got != 2 {
+		t.Fatalf("OnStart reached the next processor %d times, want 2 (passed straight on)", got)
+	}
+	if err := f.ForceFlush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("after ForceFlush the next processor has %v, want [a b]", got)
+	}
+
+	// A burst goes over without a flush (the tick would too; either will do).
+	for range frontBurst {
+		end("burst")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(rec.Ended()) < 2+frontBurst && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := len(rec.Ended()); got != 2+frontBurst {
+		t.Fatalf("a burst of %d spans: the next processor has %d spans, want %d", frontBurst, got, 2+frontBurst)
+	}
+
+	end("last")
+	if err := tp.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); got[len(got)-1] != "last" {
+		t.Fatalf("Shutdown did not hand over the held span: last is %q", got[len(got)-1])
+	}
+	if err := f.Shutdown(context.Background()); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
 	}
 }
