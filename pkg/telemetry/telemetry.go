@@ -110,12 +110,13 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	}
 	// The processors are kept, in the provider's order, for the server
 	// spans Middleware and ServerTracer record without the SDK
-	// (serverspan.go); WithBatcher(exp) is this batch processor.
+	// (serverspan.go); WithBatcher(exp) is this batch processor (behind
+	// batchFront, export.go).
 	var procs []sdktrace.SpanProcessor
 	if exp, err := traceExporter(ctx); err != nil {
 		return nil, err
 	} else if exp != nil {
-		procs = append(procs, sdktrace.NewBatchSpanProcessor(exp))
+		procs = append(procs, newBatchFront(sdktrace.NewBatchSpanProcessor(exp))) // export.go: batchFront
 	}
 	procs = append(procs, o.SpanProcessors...)
 	for _, sp := range procs {
