@@ -142,3 +142,28 @@ func (t *ServerTracer) sdkContext(ctx context.Context, parent trace.SpanContext,
 	}
 	return ctx
 }
+
+// StartChild starts a span named name under the span in ctx, for a call
+// the request makes (the gateway's client span per upstream attempt). When
+// that span is a recording one started without the SDK (Start, StartIn or
+// Middleware), the child is recorded the same way, serverspan.go's span:
+// one allocation and no copy at End, against about eight allocations and a
+// snapshot through the SDK, which the gateway paid on every sampled
+// request. The samplers Setup builds would sample such a child anyway:
+// parentbased_* samples every child of a sampled local parent, and
+// traceidratio and always_on decide on the trace id that already sampled
+// the parent (checked here all the same). Any other parent, and a new root,
+// go through the SDK as with trace.Tracer.Start.
+func (t *ServerTracer) StartChild(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	p, ok := trace.SpanFromContext(ctx).(*serverSpan)
+	if !ok || t.sampling == nil || t.sampling.rec == nil ||
+		!t.sampling.parentBased && !t.sampling.sampled(p.sc.TraceID()) {
+		return t.tracer.Start(ctx, name, opts...)
+	}
+	cfg := trace.NewSpanStartConfig(opts...)
+	if cfg.NewRoot() {
+		return t.tracer.Start(ctx, name, opts...)
+	}
+	s := startServerSpan(ctx, t, p.sc, trace.TraceID{}, name, cfg.SpanKind(), &cfg)
+	return s.context(), s
+}

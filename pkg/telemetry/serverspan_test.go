@@ -400,3 +400,57 @@ func TestServerSpanNotWithValueLengthLimit(t *testing.T) {
 		t.Fatalf("%T %v", got[0], got[0].Attributes())
 	}
 }
+
+// TestStartChildMatchesSDK: a child of a recording server span is recorded
+// without the SDK and exports as the SDK's child of the same span would
+// (parent, trace id and state, flags, kind, attributes, events, status);
+// a child of anything else is the SDK's.
+func TestStartChildMatchesSDK(t *testing.T) {
+	t0 := time.Date(2026, 12, 4, 22, 0, 0, 0, time.UTC)
+	state, _ := trace.ParseTraceState("k=v")
+	remote := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x4b, 0xf9, 2}, SpanID: trace.SpanID{0xf0, 8}, TraceFlags: trace.FlagsSampled,
+		TraceState: state, Remote: true,
+	})
+	client := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(t0)}
+	for _, sampler := range []string{"parentbased_always_on", "traceidratio", "always_on"} {
+		t.Run(sampler, func(t *testing.T) {
+			st, ended := serverTracerWith(t, sampler, "1")
+			twin := sdkTwin(st)
+			ctx, server := st.Start(context.Background(), remote, "GET /orders")
+			if _, ok := server.(*serverSpan); !ok {
+				t.Fatalf("server span is a %T", server)
+			}
+			for _, tr := range []*ServerTracer{st, twin} {
+				cctx, call := tr.StartChild(ctx, "order", client...)
+				if trace.SpanFromContext(cctx) != call {
+					t.Fatal("the child's context does not hold the child")
+				}
+				call.SetAttributes(attribute.String("server.address", "127.0.0.1:1"), attribute.Int("http.response.status_code", 502))
+				call.RecordError(errors.New("boom"), trace.WithTimestamp(t0.Add(time.Millisecond)))
+				call.SetStatus(codes.Error, "boom")
+				call.End(trace.WithTimestamp(t0.Add(time.Second)))
+			}
+			spans := ended()
+			got, want := spans[len(spans)-2], spans[len(spans)-1]
+			checkSpans(t, got, want, false)
+			if !got.Parent().Equal(server.SpanContext()) || !want.Parent().Equal(server.SpanContext()) {
+				t.Errorf("parents %v and %v, want the server span %v", got.Parent(), want.Parent(), server.SpanContext())
+			}
+			if got.SpanContext().TraceID() != remote.TraceID() {
+				t.Errorf("trace id %s, want the remote parent's", got.SpanContext().TraceID())
+			}
+			server.End()
+
+			// No recording parent of ours: the SDK's span.
+			_, sdkParent := st.tracer.Start(context.Background(), "local")
+			_, call := st.StartChild(trace.ContextWithSpan(context.Background(), sdkParent), "order", client...)
+			if _, ok := call.(*serverSpan); ok {
+				t.Error("a child of the SDK's span was recorded without the SDK")
+			}
+			if call.SpanContext().TraceID() != sdkParent.SpanContext().TraceID() {
+				t.Error("the SDK child left its parent's trace")
+			}
+		})
+	}
+}
