@@ -446,7 +446,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 		// sees because the trace is not recorded.
 		if server := trace.SpanFromContext(x.reqCtx); server.IsRecording() {
 			// Its attributes go on in Received, in one call.
-			x.callCtx, x.call = p.tracer.Start(x.reqCtx, svc.Name, clientSpan...)
+			x.callCtx, x.call = p.server.StartChild(x.reqCtx, svc.Name, clientSpan...)
 			x.st.tp = injectTraceparent(h, x.call.SpanContext(), x.st.tp)
 		} else {
 			x.st.tp = injectTraceparent(h, server.SpanContext(), x.st.tp)
