@@ -1,0 +1,67 @@
+package svctest
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shanhai-dev/shanhai/pkg/discovery"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+// RegistersServesAndDeregisters checks a service run the way main runs it: run(ctx) must register an instance of
+// service with version in etcd within 10 s, answer /readyz 200 at the registered address, return nil within 15 s of
+// ctx being cancelled, and be gone from etcd by then. version should be unique to the test, since instances of other
+// tests share the etcd server.
+func RegistersServesAndDeregisters(t testing.TB, service, version string, run func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatalf("svctest: etcd client: %v", err)
+	}
+	defer cli.Close()
+	mine := func() (discovery.Instance, bool) {
+		resp, err := cli.Get(context.Background(), discovery.Prefix+service+"/", clientv3.WithPrefix())
+		if err != nil {
+			return discovery.Instance{}, false
+		}
+		for _, kv := range resp.Kvs {
+			var in discovery.Instance
+			if json.Unmarshal(kv.Value, &in) == nil && in.Version == version {
+				return in, true
+			}
+		}
+		return discovery.Instance{}, false
+	}
+	var in discovery.Instance
+	Eventually(t, 10*time.Second, "registration in etcd", func() (ok bool) { in, ok = mine(); return ok })
+	Eventually(t, 10*time.Second, "/readyz 200 at the registered address", func() bool {
+		resp, err := http.Get("http://" + in.Addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if _, ok := mine(); ok {
+		t.Fatal("still registered after shutdown")
+	}
+}

@@ -1,0 +1,230 @@
+package svctest_test
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/auth"
+	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/discovery"
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+)
+
+// fatalTB records a Fatalf instead of ending the test, so a helper's failure can be asserted.
+type fatalTB struct {
+	testing.TB
+	failed string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.failed = fmt.Sprintf(format, args...)
+	panic(f)
+}
+func (f *fatalTB) Fatal(args ...any) {
+	f.failed = fmt.Sprint(args...)
+	panic(f)
+}
+
+func TestEventuallyFailsWithWhatItWaitedFor(t *testing.T) {
+	f := &fatalTB{TB: t}
+	func() {
+		defer func() {
+			if r := recover(); r != nil && r != any(f) {
+				panic(r)
+			}
+		}()
+		svctest.Eventually(f, 100*time.Millisecond, "the impossible", func() bool { return false })
+	}()
+	if !strings.Contains(f.failed, "the impossible") {
+		t.Fatalf("failure = %q, want it to name what it waited for", f.failed)
+	}
+	calls := 0
+	svctest.Eventually(t, time.Second, "the third try", func() bool { calls++; return calls == 3 })
+	if calls != 3 {
+		t.Fatalf("cond called %d times after it held", calls)
+	}
+}
+
+func TestIssuerTokensVerifyAgainstItsJWKS(t *testing.T) {
+	is := svctest.NewIssuer(t)
+	v := auth.NewVerifier(is.URL, auth.VerifierOptions{})
+	c, err := v.Verify(context.Background(), is.Token(t, "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Subject != "alice" {
+		t.Fatalf("subject = %q", c.Subject)
+	}
+	if _, err := v.Verify(context.Background(), svctest.NewIssuer(t).Token(t, "alice")); err == nil {
+		t.Fatal("a token of another issuer verified")
+	}
+}
+
+func TestDatabasesAreFreshAndMigratedOnEachDialect(t *testing.T) {
+	migrate := func(ctx context.Context, db *gorm.DB) error {
+		return db.WithContext(ctx).Exec("CREATE TABLE marks (id INTEGER PRIMARY KEY)").Error
+	}
+	first := svctest.Databases(t, migrate)
+	if got := slices.Sorted(maps.Keys(first)); !slices.Equal(got, []string{database.Postgres, database.SQLite}) {
+		t.Fatalf("dialects = %v", got)
+	}
+	for name, db := range first {
+		if database.Dialect(db) != name {
+			t.Errorf("%s: opened a %s database", name, database.Dialect(db))
+		}
+		if err := db.Exec("INSERT INTO marks (id) VALUES (1)").Error; err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	for name, db := range svctest.Databases(t, migrate) {
+		var n int64
+		if err := db.Table("marks").Count(&n).Error; err != nil || n != 0 {
+			t.Errorf("%s: second database has %d marks (%v), want a fresh one", name, n, err)
+		}
+	}
+}
+
+func TestStreamPublishesLikeTheBridgeAndIsDeletedAfterTheTest(t *testing.T) {
+	// telemetry.Setup installs this in the services' tests; Headers uses the global propagator as the bridge does.
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	var name string
+	var js jetstream.JetStream
+	t.Run("publish", func(t *testing.T) {
+		s := svctest.NewStream(t, "SVCTEST")
+		name, js = s.Name, s.JS
+		ctx := context.Background()
+		if _, err := s.JS.CreateStream(ctx, jetstream.StreamConfig{Name: s.Name, Subjects: []string{s.Subjects()}}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := s.JS.CreateOrUpdateConsumer(ctx, s.Name, jetstream.ConsumerConfig{Durable: "svctest", AckPolicy: jetstream.AckExplicitPolicy})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env, err := event.New("order.created", "/shanhai/order", "o-1", map[string]string{"order_id": "o-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parent := trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, SpanID: trace.SpanID{1, 1, 1, 1, 1, 1, 1, 1},
+			TraceFlags: trace.FlagsSampled, Remote: true,
+		})
+		// The same event twice is two messages, as a Kafka redelivery through the bridge would be.
+		for range 2 {
+			s.Publish(t, s.Prefix+"shanhai.orders", "shanhai.orders", "o-1", svctest.Headers(env, &parent), env.Data)
+		}
+		for i := range 2 {
+			m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+			if err != nil {
+				t.Fatalf("message %d: %v", i, err)
+			}
+			h := m.Headers()
+			if h.Get("ce_type") != "order.created" || h.Get("ce_id") != env.ID || h.Get("kafka_topic") != "shanhai.orders" ||
+				h.Get("kafka_key") != "o-1" || !strings.HasPrefix(h.Get("Nats-Msg-Id"), "shanhai.orders/0/") ||
+				!strings.Contains(h.Get("traceparent"), parent.TraceID().String()) || string(m.Data()) != string(env.Data) {
+				t.Fatalf("message %d: headers %v data %s", i, h, m.Data())
+			}
+			if i == 1 {
+				// Drained must not hold while a message is unacknowledged.
+				f := &fatalTB{TB: t}
+				func() {
+					defer func() { _ = recover() }()
+					s.Drained(f, "svctest", 300*time.Millisecond)
+				}()
+				if f.failed == "" {
+					t.Fatal("Drained held with a message not acknowledged")
+				}
+			}
+			if err := m.Ack(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s.Drained(t, "svctest", 5*time.Second)
+	})
+	if js == nil {
+		t.FailNow()
+	}
+	if _, err := js.Stream(context.Background(), name); err == nil {
+		t.Fatalf("stream %s still there after its test ended", name)
+	}
+}
+
+func TestKafkaTailSeesOnlyWhatCameAfterIt(t *testing.T) {
+	const topic = "shanhai.orders"
+	key := "svctest-" + svctest.Random(4)
+	w := &kafka.Writer{Addr: kafka.TCP(testenv.Kafka(t)...), Topic: topic, Balancer: &kafka.Murmur2Balancer{}, RequiredAcks: kafka.RequireAll}
+	defer w.Close()
+	write := func(v string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(key), Value: []byte(v), Headers: []kafka.Header{{Key: "n", Value: []byte(v)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("before")
+	tail := svctest.TailKafka(t, topic)
+	write("after")
+	m := tail.Find(t, key, 20*time.Second)
+	if string(m.Value) != "after" || svctest.HeaderMap(m.Headers)["n"] != "after" {
+		t.Fatalf("found %s (headers %v), want the message written after the tail", m.Value, m.Headers)
+	}
+}
+
+// fakeService registers an instance of service in etcd whose /readyz answers 200, serves until ctx ends and then
+// deregisters unless forget is set.
+func fakeService(t *testing.T, service, version string, forget bool) func(context.Context) error {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	t.Cleanup(srv.Close)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	reg := discovery.NewEtcdRegistry(cli, 10*time.Second)
+	t.Cleanup(func() { _ = reg.Deregister(context.Background()) })
+	return func(ctx context.Context) error {
+		in := discovery.Instance{ID: svctest.Random(4), Service: service, Addr: strings.TrimPrefix(srv.URL, "http://"), Version: version}
+		// The keep-alives live as long as the context Register gets, so, as in
+		// the services, that is not the serving context.
+		if err := reg.Register(context.WithoutCancel(ctx), in); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		if forget {
+			return nil
+		}
+		return reg.Deregister(context.Background())
+	}
+}
+
+func TestRegistersServesAndDeregisters(t *testing.T) {
+	service, version := "svctest-"+svctest.Random(4), "v-"+svctest.Random(4)
+	svctest.RegistersServesAndDeregisters(t, service, version, fakeService(t, service, version, false))
+
+	f := &fatalTB{TB: t}
+	func() {
+		defer func() { _ = recover() }()
+		svctest.RegistersServesAndDeregisters(f, service, version, fakeService(t, service, version, true))
+	}()
+	if !strings.Contains(f.failed, "still registered after shutdown") {
+		t.Fatalf("a service that stays registered: failure = %q", f.failed)
+	}
+}
