@@ -17,6 +17,9 @@
 #            revision (added to TARGETS), for a before/after measured in one run
 #   fullloop0, routingloop0  (optional, add to TARGETS, need BASE) fullloop and routingloop
 #            built from BASE (which must have the loop transport, 0512301 or later)
+#   fullloopns (optional) fullloop with the trace sampling ratio at 0: prices the sampled 10 %
+#   fullloop1, routingloop1  (optional) fullloop and routingloop on one CPU (taskset -c 0, so
+#            one event loop): with fullloop/routingloop, prices the two loops' contention
 # then a second pass at about half of the full chain's saturation (wrk's delay()
 # throttles each connection) to compare added latency.
 #
@@ -26,7 +29,8 @@
 # PIN=1 puts the proxy under test on CPU 0 and wrk + upstream on CPU 1.
 # The last column is the CPU time the serving process(es) spent per request (for direct: the upstream itself),
 # which a busy neighbour disturbs far less than req/s.
-# PROFILE=1 also saves CPU and allocation profiles of the full chain's first run in $WORK.
+# PROFILE=1 also saves CPU and allocation profiles of the full chain's first run in $WORK
+# (full, and fullloop / routingloop when in TARGETS: $WORK/<target>.cpu.pprof).
 # SYSCALLS=1 counts each target's system calls per request in an extra saturation round kept out
 # of the medians (perf stat on the syscall tracepoints of the serving processes; needs perf).
 set -euo pipefail
@@ -119,11 +123,21 @@ gw routing "$WORK/gateway" 18094 127.0.0.1:29094 GATEWAY_MODE=routing GATEWAY_TR
 for v in full routing; do
 	[[ " $TARGETS " == *" ${v}loop "* ]] || continue
 	if [[ $v == full ]]; then
-		gw fullloop "$WORK/gateway" 18100 "" "${fullenv[@]}" GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloop
+		gw fullloop "$WORK/gateway" 18100 127.0.0.1:29100 "${fullenv[@]}" GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloop
 	else
-		gw routingloop "$WORK/gateway" 18101 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=loop
+		gw routingloop "$WORK/gateway" 18101 127.0.0.1:29101 GATEWAY_MODE=routing GATEWAY_TRANSPORT=loop
 	fi
 done
+if [[ " $TARGETS " == *" fullloopns "* ]]; then
+	gw fullloopns "$WORK/gateway" 18104 "" "${fullenv[@]}" OTEL_TRACES_SAMPLER_ARG=0 GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloopns
+fi
+# One CPU: Go's NumCPU follows the affinity mask, so gnet starts one loop.
+if [[ " $TARGETS " == *" fullloop1 "* ]]; then
+	PX="taskset -c 0" gw fullloop1 "$WORK/gateway" 18105 "" "${fullenv[@]}" GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloop1
+fi
+if [[ " $TARGETS " == *" routingloop1 "* ]]; then
+	PX="taskset -c 0" gw routingloop1 "$WORK/gateway" 18106 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=loop
+fi
 if [[ -n $BASE ]]; then
 	gw full0 "$WORK/gateway.base" 18096 "" "${fullenv[@]}" GATEWAY_LIMIT_NAMESPACE=bench0 GATEWAY_TRANSPORT=fasthttp
 	gw routing0 "$WORK/gateway.base" 18097 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=fasthttp
@@ -146,15 +160,15 @@ if [[ ${PROFILE:-0} == 1 ]] && ! curl -fs http://127.0.0.1:29093/debug/pprof/cmd
 	exit 1
 fi
 declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095 [full0]=18096 [routing0]=18097 [loop]=18098
-	[fullloop]=18100 [routingloop]=18101 [fullloop0]=18102 [routingloop0]=18103)
-for t in fullloop routingloop fullloop0 routingloop0; do
+	[fullloop]=18100 [routingloop]=18101 [fullloop0]=18102 [routingloop0]=18103 [fullloopns]=18104 [fullloop1]=18105 [routingloop1]=18106)
+for t in fullloop routingloop fullloop0 routingloop0 fullloopns fullloop1 routingloop1; do
 	[[ " $TARGETS " == *" $t "* ]] || continue
 	for _ in $(seq 50); do curl -fs -o /dev/null "127.0.0.1:${PORT[$t]}/healthz" && break; sleep 0.2; done
 done
 # Every target gets the same request, Authorization included.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
 [[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
-for t in fullloop fullloop0; do
+for t in fullloop fullloop0 fullloopns fullloop1; do
 	[[ " $TARGETS " == *" $t "* ]] || continue
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$PATHQ")
 	[[ $code == 200 ]] || { echo "bench: $t answers $code, see $WORK/$t.log" >&2; cat "$WORK/$t.log" >&2; exit 1; }
@@ -205,10 +219,11 @@ if [[ ${SYSCALLS:-0} == 1 ]]; then
 fi
 for round in $(seq "$ROUNDS"); do
 	for t in $TARGETS; do
-		if [[ ${PROFILE:-0} == 1 && $t == full && $round == 1 ]]; then
+		declare -A ADMIN=([full]=29093 [fullloop]=29100 [routingloop]=29101)
+		if [[ ${PROFILE:-0} == 1 && -n ${ADMIN[$t]:-} && $round == 1 ]]; then
 			secs=$(( ${DURATION%s} - 2 ))
-			(sleep 1; curl -s -o "$WORK/full.cpu.pprof" "http://127.0.0.1:29093/debug/pprof/profile?seconds=$secs";
-				curl -s -o "$WORK/full.allocs.pprof" "http://127.0.0.1:29093/debug/pprof/allocs") &
+			(sleep 1; curl -s -o "$WORK/$t.cpu.pprof" "http://127.0.0.1:${ADMIN[$t]}/debug/pprof/profile?seconds=$secs";
+				curl -s -o "$WORK/$t.allocs.pprof" "http://127.0.0.1:${ADMIN[$t]}/debug/pprof/allocs") &
 		fi
 		R[$t,$round]=$(run "$t" "$CONNS" "")
 		echo "round $round $t: ${R[$t,$round]}" >&2
