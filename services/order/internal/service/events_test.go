@@ -1,97 +1,22 @@
 package service_test
 
 import (
-	"context"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/nats-io/nats.go"
-	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/shanhai-dev/shanhai/pkg/carrier"
 	"github.com/shanhai-dev/shanhai/pkg/event"
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
 )
 
-// kafkaTail reads one topic from the offsets it had when the tail was made,
-// so a test sees only what was written after it started.
-type kafkaTail struct {
-	brokers    []string
-	topic      string
-	partitions []int
-	start      map[int]int64
-}
-
-func tailKafka(t *testing.T, brokers []string, topic string) *kafkaTail {
-	t.Helper()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	parts, err := conn.ReadPartitions(topic)
-	if err != nil || len(parts) == 0 {
-		t.Fatalf("partitions of %s: %v (%d)", topic, err, len(parts))
-	}
-	k := &kafkaTail{brokers: brokers, topic: topic, start: map[int]int64{}}
-	for _, p := range parts {
-		lc, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := lc.ReadLastOffset()
-		lc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		k.partitions = append(k.partitions, p.ID)
-		k.start[p.ID] = last
-	}
-	// The writer balances over the sorted partition list; so must we.
-	slices.Sort(k.partitions)
-	return k
-}
-
-// find returns the first message with key written since the tail started.
-// The relay partitions by murmur2 of the key, so only that partition is read.
-func (k *kafkaTail) find(t *testing.T, key string, within time.Duration) kafka.Message {
-	t.Helper()
-	p := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(key)}, k.partitions...)
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.brokers, Topic: k.topic, Partition: p, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
-	if err := r.SetOffset(k.start[p]); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	for {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			t.Fatalf("no message with key %s on %s[%d] within %v: %v", key, k.topic, p, within, err)
-		}
-		if string(m.Key) == key {
-			return m
-		}
-	}
-}
-
-func headerMap(hs []kafka.Header) map[string]string {
-	m := map[string]string{}
-	for _, h := range hs {
-		m[h.Key] = string(h.Value)
-	}
-	return m
-}
-
 func TestOrderCreatedLandsOnKafkaWithCloudEventsAndTrace(t *testing.T) {
 	h := newHarness(t)
-	tail := tailKafka(t, testenv.Kafka(t), adapters.Topic)
+	tail := svctest.TailKafka(t, adapters.Topic)
 	traceID := strings.ReplaceAll(uuid.NewString(), "-", "")
 	r := h.do("POST", "/api/v1/orders", "alice", `{"items":[{"sku":"MAP-SCROLL","quantity":2}]}`,
 		"Idempotency-Key", "k1", "traceparent", "00-"+traceID+"-1111111111111111-01")
@@ -101,8 +26,8 @@ func TestOrderCreatedLandsOnKafkaWithCloudEventsAndTrace(t *testing.T) {
 	var o orderView
 	r.json(t, &o)
 
-	m := tail.find(t, o.ID, 20*time.Second)
-	hd := headerMap(m.Headers)
+	m := tail.Find(t, o.ID, 20*time.Second)
+	hd := svctest.HeaderMap(m.Headers)
 	for k, want := range map[string]string{
 		"ce_specversion": "1.0", "ce_type": "order.created", "ce_source": adapters.Source, "ce_subject": o.ID,
 		"content-type": "application/json",
@@ -146,42 +71,11 @@ func (h *harness) publishResult(t *testing.T, typ, eventID, orderID, reason stri
 		t.Fatal(err)
 	}
 	env.ID = eventID
-	hdr := nats.Header{}
-	for k, v := range env.Headers() {
-		hdr.Set(k, v)
-	}
-	if parent != nil {
-		carrier.Inject(trace.ContextWithSpanContext(context.Background(), *parent), carrier.NATS(hdr))
-	}
-	hdr.Set("kafka_topic", "shanhai.payments")
-	hdr.Set("kafka_key", orderID)
-	hdr.Set("Nats-Msg-Id", "shanhai.payments/0/"+uuid.NewString())
-	if _, err := h.js.PublishMsg(context.Background(), &nats.Msg{Subject: h.names.Subject, Header: hdr, Data: env.Data}); err != nil {
-		t.Fatal(err)
-	}
+	h.stream.Publish(t, h.names.Subject, "shanhai.payments", orderID, svctest.Headers(env, parent), env.Data)
 }
 
 // drained waits until the consumer has settled every message in the stream.
-func (h *harness) drained(t *testing.T) {
-	t.Helper()
-	ctx := context.Background()
-	eventually(t, 20*time.Second, "consumer to settle every message", func() bool {
-		s, err := h.js.Stream(ctx, h.names.Stream)
-		if err != nil {
-			return false
-		}
-		si, err := s.Info(ctx)
-		if err != nil {
-			return false
-		}
-		c, err := h.js.Consumer(ctx, h.names.Stream, h.names.Durable)
-		if err != nil {
-			return false
-		}
-		ci, err := c.Info(ctx)
-		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0 && ci.AckFloor.Stream >= si.State.LastSeq
-	})
-}
+func (h *harness) drained(t *testing.T) { h.stream.Drained(t, h.names.Durable, 20*time.Second) }
 
 func TestPaymentResultsApplyOnceWhateverTheOrder(t *testing.T) {
 	h := newHarness(t)

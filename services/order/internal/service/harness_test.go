@@ -3,8 +3,6 @@ package service_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,14 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"github.com/shanhai-dev/shanhai/pkg/auth"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/order/internal/config"
 	"github.com/shanhai-dev/shanhai/services/order/internal/service"
@@ -48,15 +44,9 @@ type harness struct {
 	t      testing.TB
 	svc    *service.Service
 	srv    *httptest.Server
-	signer *auth.Signer
-	js     jetstream.JetStream
+	issuer *svctest.Issuer
+	stream *svctest.Stream
 	names  adapters.Names
-}
-
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // newHarness runs the real service wiring against the test servers: a fresh
@@ -65,36 +55,14 @@ func randomHex(n int) string {
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	setupTelemetry(t)
-	key, err := auth.GenerateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer := auth.NewSigner(key)
-	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(signer.JWKS())
-	}))
-	t.Cleanup(jwks.Close)
-
-	suffix := randomHex(4)
-	prefix := "t" + suffix + "."
-	names := adapters.Names{Stream: "TEST_ORDER_" + suffix, StreamSubjects: prefix + "shanhai.>", Subject: prefix + adapters.PaymentsSubject, Durable: "order"}
+	issuer := svctest.NewIssuer(t)
+	stream := svctest.NewStream(t, "ORDER")
+	names := adapters.Names{Stream: stream.Name, StreamSubjects: stream.Subjects(), Subject: stream.Prefix + adapters.PaymentsSubject, Durable: "order"}
 	cfg := config.Config{
 		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, LogLevel: "info", Version: "test",
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
-		JWKSURL: jwks.URL, CatalogCacheTTL: time.Minute,
+		JWKSURL: issuer.URL, CatalogCacheTTL: time.Minute,
 	}
-	nc, err := nats.Connect(cfg.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, _ := jetstream.New(nc)
-	// Registered before the service starts, so a failed start still
-	// removes the private stream.
-	t.Cleanup(func() {
-		_ = js.DeleteStream(context.Background(), names.Stream)
-		nc.Close()
-	})
 	ctx := context.Background()
 	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
 	if err != nil {
@@ -106,31 +74,10 @@ func newHarness(t testing.TB) *harness {
 	}
 	srv := httptest.NewServer(svc.Server.Handler())
 	t.Cleanup(srv.Close)
-	return &harness{t: t, svc: svc, srv: srv, signer: signer, js: js, names: names}
+	return &harness{t: t, svc: svc, srv: srv, issuer: issuer, stream: stream, names: names}
 }
 
-func connectJS(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
-
-func (h *harness) token(user string) string {
-	h.t.Helper()
-	tok, err := h.signer.Sign(user, time.Minute)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return tok
-}
+func (h *harness) token(user string) string { return h.issuer.Token(h.t, user) }
 
 type reply struct {
 	Status int
@@ -207,7 +154,7 @@ type orderView struct {
 // createOrder places an order for user and returns it.
 func (h *harness) createOrder(user, body string) orderView {
 	h.t.Helper()
-	r := h.do("POST", "/api/v1/orders", user, body, "Idempotency-Key", randomHex(8))
+	r := h.do("POST", "/api/v1/orders", user, body, "Idempotency-Key", svctest.Random(8))
 	if r.Status != http.StatusCreated {
 		h.t.Fatalf("create order: %d %s", r.Status, r.Body)
 	}
@@ -225,16 +172,4 @@ func (h *harness) getOrder(user, id string) orderView {
 	var o orderView
 	r.json(h.t, &o)
 	return o
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
