@@ -8,9 +8,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"gorm.io/gorm"
 
-	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
@@ -24,15 +23,6 @@ func newPayment(t *testing.T, orderID, user string, amount int64) *payment.Payme
 		t.Fatal(err)
 	}
 	return p
-}
-
-func outboxRows(t *testing.T, db *gorm.DB, key string) []outbox.Message {
-	t.Helper()
-	var rows []outbox.Message
-	if err := db.Where("key = ?", key).Order("id").Find(&rows).Error; err != nil {
-		t.Fatal(err)
-	}
-	return rows
 }
 
 func TestPaymentGorm(t *testing.T) {
@@ -92,7 +82,7 @@ func TestPaymentGorm(t *testing.T) {
 				if err != nil || got.Status() != payment.Succeeded {
 					t.Fatalf("stored = %v, %v", got, err)
 				}
-				rows := outboxRows(t, db, orderID)
+				rows := svctest.OutboxRows(t, db, orderID)
 				if len(rows) != 1 || rows[0].EventType != "payment.succeeded" || rows[0].Topic != adapters.Topic {
 					t.Fatalf("outbox = %+v", rows)
 				}
@@ -153,7 +143,7 @@ func TestPaymentGorm(t *testing.T) {
 				if err != nil || got.Status() != payment.Refunded || got.Reason() != payment.ReasonOrderCancelled {
 					t.Fatalf("stored = %+v, %v", got.Snapshot(), err)
 				}
-				rows := outboxRows(t, db, orderID)
+				rows := svctest.OutboxRows(t, db, orderID)
 				if len(rows) != 2 || rows[0].EventType != "payment.succeeded" || rows[1].EventType != "payment.refunded" {
 					t.Fatalf("outbox = %+v", rows)
 				}

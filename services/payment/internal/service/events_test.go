@@ -4,90 +4,20 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
-	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 )
-
-type kafkaTail struct {
-	brokers    []string
-	topic      string
-	partitions []int
-	start      map[int]int64
-}
-
-func tailKafka(t *testing.T, brokers []string, topic string) *kafkaTail {
-	t.Helper()
-	conn, err := kafka.Dial("tcp", brokers[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	parts, err := conn.ReadPartitions(topic)
-	if err != nil || len(parts) == 0 {
-		t.Fatalf("partitions of %s: %v (%d)", topic, err, len(parts))
-	}
-	k := &kafkaTail{brokers: brokers, topic: topic, start: map[int]int64{}}
-	for _, p := range parts {
-		lc, err := kafka.DialLeader(context.Background(), "tcp", brokers[0], topic, p.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		last, err := lc.ReadLastOffset()
-		lc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		k.partitions = append(k.partitions, p.ID)
-		k.start[p.ID] = last
-	}
-	// The writer balances over the sorted partition list; so must we.
-	slices.Sort(k.partitions)
-	return k
-}
-
-// find returns the first message with key since the tail started; the
-// relay partitions by murmur2 of the key, so one partition is read.
-func (k *kafkaTail) find(t *testing.T, key string, within time.Duration) kafka.Message {
-	t.Helper()
-	p := (&kafka.Murmur2Balancer{}).Balance(kafka.Message{Key: []byte(key)}, k.partitions...)
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.brokers, Topic: k.topic, Partition: p, MaxWait: 100 * time.Millisecond})
-	defer r.Close()
-	if err := r.SetOffset(k.start[p]); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	for {
-		m, err := r.ReadMessage(ctx)
-		if err != nil {
-			t.Fatalf("no message with key %s on %s[%d] within %v: %v", key, k.topic, p, within, err)
-		}
-		if string(m.Key) == key {
-			return m
-		}
-	}
-}
-
-func headerMap(hs []kafka.Header) map[string]string {
-	m := map[string]string{}
-	for _, h := range hs {
-		m[h.Key] = string(h.Value)
-	}
-	return m
-}
 
 func (h *harness) outboxCount(orderID string) int64 {
 	var n int64
@@ -97,7 +27,7 @@ func (h *harness) outboxCount(orderID string) int64 {
 
 func TestChargesOrderFromJetStreamAndEmitsResultToKafka(t *testing.T) {
 	h := newHarness(t, nil)
-	tail := tailKafka(t, testenv.Kafka(t), adapters.Topic)
+	tail := svctest.TailKafka(t, adapters.Topic)
 	parent := trace.NewSpanContext(trace.SpanContextConfig{
 		TraceID: trace.TraceID{0xa, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, SpanID: trace.SpanID{9, 9, 9, 9, 9, 9, 9, 9},
 		TraceFlags: trace.FlagsSampled, Remote: true,
@@ -105,8 +35,8 @@ func TestChargesOrderFromJetStreamAndEmitsResultToKafka(t *testing.T) {
 	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
 	h.publishOrder(o, "", &parent)
 
-	m := tail.find(t, o.OrderID, 20*time.Second)
-	hd := headerMap(m.Headers)
+	m := tail.Find(t, o.OrderID, 20*time.Second)
+	hd := svctest.HeaderMap(m.Headers)
 	if hd["ce_type"] != "payment.succeeded" || hd["ce_specversion"] != "1.0" || hd["ce_source"] != adapters.Source || hd["ce_id"] == "" {
 		t.Fatalf("headers = %v", hd)
 	}
@@ -163,11 +93,11 @@ func TestChargesOrderFromJetStreamAndEmitsResultToKafka(t *testing.T) {
 
 func TestDeclineRuleEmitsPaymentFailed(t *testing.T) {
 	h := newHarness(t, nil)
-	tail := tailKafka(t, testenv.Kafka(t), adapters.Topic)
+	tail := svctest.TailKafka(t, adapters.Topic)
 	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 179800, Currency: "EUR"}
 	h.publishOrder(o, "", nil)
-	m := tail.find(t, o.OrderID, 20*time.Second)
-	hd := headerMap(m.Headers)
+	m := tail.Find(t, o.OrderID, 20*time.Second)
+	hd := svctest.HeaderMap(m.Headers)
 	if hd["ce_type"] != "payment.failed" || !strings.Contains(string(m.Value), `"reason":"amount_over_limit"`) {
 		t.Fatalf("got %s %s", hd["ce_type"], m.Value)
 	}
@@ -204,8 +134,8 @@ func TestProviderFaultIsRetriedUntilCleared(t *testing.T) {
 	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 1, DeclineAboveCents: 100000})
 	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 999, Currency: "EUR"}
 	h.publishOrder(o, "", nil)
-	eventually(t, 15*time.Second, "a redelivery after the fault", func() bool {
-		c, err := h.js.Consumer(ctx, h.names.Stream, h.names.Durable)
+	svctest.Eventually(t, 15*time.Second, "a redelivery after the fault", func() bool {
+		c, err := h.stream.JS.Consumer(ctx, h.names.Stream, h.names.Durable)
 		if err != nil {
 			return false
 		}
@@ -216,7 +146,7 @@ func TestProviderFaultIsRetriedUntilCleared(t *testing.T) {
 		t.Fatalf("during the fault: %+v, %d events", rows, h.outboxCount(o.OrderID))
 	}
 	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 0, DeclineAboveCents: 100000})
-	eventually(t, 20*time.Second, "the charge to succeed after the fault cleared", func() bool {
+	svctest.Eventually(t, 20*time.Second, "the charge to succeed after the fault cleared", func() bool {
 		rows := h.payments(o.OrderID)
 		return len(rows) == 1 && rows[0].Status == "SUCCEEDED"
 	})

@@ -2,19 +2,15 @@ package service_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/service"
 )
 
 func TestMigrationsFromEmptyAndTwice(t *testing.T) {
-	for name, url := range map[string]string{
-		"postgres": testenv.Postgres(t),
-		"sqlite":   "sqlite://" + filepath.Join(t.TempDir(), "payment.db"),
-	} {
+	for name, url := range svctest.DatabaseURLs(t) {
 		t.Run(name, func(t *testing.T) {
 			db, err := database.Open(url)
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 )
 
@@ -40,7 +41,7 @@ func TestCancelAfterChargeRefundsExactlyOnce(t *testing.T) {
 	h := newHarness(t, nil)
 	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 4200, Currency: "EUR"}
 	h.publishOrder(o, "", nil)
-	eventually(t, 20*time.Second, "the charge", func() bool {
+	svctest.Eventually(t, 20*time.Second, "the charge", func() bool {
 		rows := h.payments(o.OrderID)
 		return len(rows) == 1 && rows[0].Status == "SUCCEEDED"
 	})
@@ -182,14 +183,14 @@ func TestRefundUnderProviderFaultsRetriesAndCompletes(t *testing.T) {
 	ctx := context.Background()
 	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 999, Currency: "EUR"}
 	h.publishOrder(o, "", nil)
-	eventually(t, 20*time.Second, "the charge", func() bool {
+	svctest.Eventually(t, 20*time.Second, "the charge", func() bool {
 		rows := h.payments(o.OrderID)
 		return len(rows) == 1 && rows[0].Status == "SUCCEEDED"
 	})
 	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 1, DeclineAboveCents: 100000})
 	h.publishCancel(o, "")
-	eventually(t, 15*time.Second, "a redelivery after the refund fault", func() bool {
-		c, err := h.js.Consumer(ctx, h.names.Stream, h.names.Durable)
+	svctest.Eventually(t, 15*time.Second, "a redelivery after the refund fault", func() bool {
+		c, err := h.stream.JS.Consumer(ctx, h.names.Stream, h.names.Durable)
 		if err != nil {
 			return false
 		}
@@ -200,7 +201,7 @@ func TestRefundUnderProviderFaultsRetriesAndCompletes(t *testing.T) {
 		t.Fatalf("during the fault: %+v, %d refunds", rows, h.svc.Provider.Refunds())
 	}
 	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 0, DeclineAboveCents: 100000})
-	eventually(t, 20*time.Second, "the refund after the fault cleared", func() bool {
+	svctest.Eventually(t, 20*time.Second, "the refund after the fault cleared", func() bool {
 		rows := h.payments(o.OrderID)
 		return rows[0].Status == "REFUNDED"
 	})
