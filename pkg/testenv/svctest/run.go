@@ -14,7 +14,8 @@ import (
 )
 
 // RegistersServesAndDeregisters checks a service run the way main runs it: run(ctx) must register an instance of
-// service with version in etcd within 10 s, answer /readyz 200 at the registered address, return nil within 15 s of
+// service with version in etcd under a lease (so it vanishes if the process dies) within 10 s, answer /readyz 200 at
+// the registered address within 10 s more (order and payment register before they are ready), return nil within 15 s of
 // ctx being cancelled, and be gone from etcd by then. version should be unique to the test, since instances of other
 // tests share the etcd server.
 func RegistersServesAndDeregisters(t testing.TB, service, version string, run func(context.Context) error) {
@@ -37,6 +38,9 @@ func RegistersServesAndDeregisters(t testing.TB, service, version string, run fu
 		for _, kv := range resp.Kvs {
 			var in discovery.Instance
 			if json.Unmarshal(kv.Value, &in) == nil && in.Version == version {
+				if kv.Lease == 0 {
+					t.Fatalf("instance %s registered without a lease", kv.Key)
+				}
 				return in, true
 			}
 		}

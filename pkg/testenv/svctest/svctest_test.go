@@ -227,4 +227,25 @@ func TestRegistersServesAndDeregisters(t *testing.T) {
 	if !strings.Contains(f.failed, "still registered after shutdown") {
 		t.Fatalf("a service that stays registered: failure = %q", f.failed)
 	}
+
+	// An instance written without a lease would outlive a crashed process.
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	key := discovery.Prefix + service + "/no-lease"
+	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
+	f = &fatalTB{TB: t}
+	func() {
+		defer func() { _ = recover() }()
+		svctest.RegistersServesAndDeregisters(f, service, "no-lease", func(ctx context.Context) error {
+			_, err := cli.Put(ctx, key, `{"id":"no-lease","service":"`+service+`","addr":"127.0.0.1:1","version":"no-lease"}`)
+			<-ctx.Done()
+			return err
+		})
+	}()
+	if !strings.Contains(f.failed, "without a lease") {
+		t.Fatalf("an instance without a lease: failure = %q", f.failed)
+	}
 }
