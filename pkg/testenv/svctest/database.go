@@ -2,6 +2,9 @@ package svctest
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"gorm.io/gorm"
@@ -40,4 +43,49 @@ func OutboxRows(t testing.TB, db *gorm.DB, key string) []outbox.Message {
 		t.Fatalf("svctest: outbox rows of %s: %v", key, err)
 	}
 	return rows
+}
+
+// MigrateTwice runs migrate on a fresh database of each dialect, hands the row counts of tables after that first run
+// to check (for what the service seeds or records), runs migrate again and fails unless the second run succeeds and
+// leaves every count as it was: a service runs its migrations on every start, so they must be idempotent.
+func MigrateTwice(t testing.TB, migrate func(context.Context, *gorm.DB) error, tables []string, check func(dialect string, first map[string]int64)) {
+	t.Helper()
+	ctx := context.Background()
+	for name, url := range DatabaseURLs(t) {
+		db, err := database.Open(url)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		t.Cleanup(func() { _ = database.Close(db) })
+		counts := func() map[string]int64 {
+			t.Helper()
+			m := map[string]int64{}
+			for _, tbl := range tables {
+				var n int64
+				if err := db.Table(tbl).Count(&n).Error; err != nil {
+					t.Fatalf("%s: table %s: %v", name, tbl, err)
+				}
+				m[tbl] = n
+			}
+			return m
+		}
+		if err := migrate(ctx, db); err != nil {
+			t.Fatalf("%s: first: %v", name, err)
+		}
+		first := counts()
+		check(name, first)
+		if err := migrate(ctx, db); err != nil {
+			t.Fatalf("%s: second: %v", name, err)
+		}
+		var changed []string
+		for tbl, n := range counts() {
+			if n != first[tbl] {
+				changed = append(changed, fmt.Sprintf("%s: %d rows after the second run, %d after the first", tbl, n, first[tbl]))
+			}
+		}
+		if len(changed) > 0 {
+			slices.Sort(changed)
+			t.Fatalf("%s: %s", name, strings.Join(changed, "; "))
+		}
+	}
 }

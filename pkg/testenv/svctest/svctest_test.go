@@ -249,3 +249,35 @@ func TestRegistersServesAndDeregisters(t *testing.T) {
 		t.Fatalf("an instance without a lease: failure = %q", f.failed)
 	}
 }
+
+func TestMigrateTwice(t *testing.T) {
+	create := func(ctx context.Context, db *gorm.DB) error {
+		return db.WithContext(ctx).Exec("CREATE TABLE IF NOT EXISTS marks (id INTEGER PRIMARY KEY)").Error
+	}
+	var seen []string
+	svctest.MigrateTwice(t, create, []string{"marks"}, func(dialect string, first map[string]int64) {
+		seen = append(seen, dialect)
+		if first["marks"] != 0 {
+			t.Errorf("%s: %d marks", dialect, first["marks"])
+		}
+	})
+	if slices.Sort(seen); !slices.Equal(seen, []string{database.Postgres, database.SQLite}) {
+		t.Fatalf("check ran for %v", seen)
+	}
+
+	// A migration that seeds again on every run is caught.
+	seeds := func(ctx context.Context, db *gorm.DB) error {
+		if err := create(ctx, db); err != nil {
+			return err
+		}
+		return db.WithContext(ctx).Exec("INSERT INTO marks (id) VALUES ((SELECT COUNT(*) + 1 FROM marks))").Error
+	}
+	f := &fatalTB{TB: t}
+	func() {
+		defer func() { _ = recover() }()
+		svctest.MigrateTwice(f, seeds, []string{"marks"}, func(string, map[string]int64) {})
+	}()
+	if !strings.Contains(f.failed, "marks: 2 rows after the second run, 1 after the first") {
+		t.Fatalf("failure = %q", f.failed)
+	}
+}
