@@ -1,51 +1,18 @@
 package service_test
 
 import (
-	"context"
 	"testing"
 
-	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/service"
 )
 
 func TestMigrationsFromEmptyAndTwice(t *testing.T) {
-	for name, url := range svctest.DatabaseURLs(t) {
-		t.Run(name, func(t *testing.T) {
-			db, err := database.Open(url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { s, _ := db.DB(); s.Close() }()
-			ctx := context.Background()
-			counts := func() map[string]int64 {
-				m := map[string]int64{}
-				for _, tbl := range []string{"products", "orders", "order_items", "idempotency_keys", "outbox", "processed_events",
-					"schema_migrations", "schema_migrations_outbox", "schema_migrations_dedup"} {
-					var n int64
-					if err := db.Table(tbl).Count(&n).Error; err != nil {
-						t.Fatalf("table %s: %v", tbl, err)
-					}
-					m[tbl] = n
-				}
-				return m
-			}
-			if err := service.Migrate(ctx, db); err != nil {
-				t.Fatalf("first: %v", err)
-			}
-			first := counts()
-			if first["products"] != 8 {
-				t.Fatalf("seeded products = %d", first["products"])
-			}
-			if err := service.Migrate(ctx, db); err != nil {
-				t.Fatalf("second: %v", err)
-			}
-			second := counts()
-			for k, v := range first {
-				if second[k] != v {
-					t.Errorf("%s: %d rows after the second run, %d after the first", k, second[k], v)
-				}
-			}
-		})
-	}
+	tables := []string{"products", "orders", "order_items", "idempotency_keys", "outbox", "processed_events",
+		"schema_migrations", "schema_migrations_outbox", "schema_migrations_dedup"}
+	svctest.MigrateTwice(t, service.Migrate, tables, func(dialect string, first map[string]int64) {
+		if first["products"] != 8 {
+			t.Fatalf("%s: seeded products = %d", dialect, first["products"])
+		}
+	})
 }
