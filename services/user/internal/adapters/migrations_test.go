@@ -1,14 +1,13 @@
 package adapters_test
 
 import (
-	"path/filepath"
 	"sort"
 	"testing"
 
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 )
 
 // schema lists the tables, columns and indexes a database has, so two runs
@@ -35,12 +34,9 @@ func schema(t *testing.T, db *gorm.DB) []string {
 // Migrations apply on an empty database of either dialect, and applying
 // them again changes nothing.
 func TestMigrationsFromEmptyAndTwice(t *testing.T) {
-	for name, url := range map[string]func(t *testing.T) string{
-		"postgres": func(t *testing.T) string { return testenv.Postgres(t) },
-		"sqlite":   func(t *testing.T) string { return "sqlite://" + filepath.Join(t.TempDir(), "m.db") },
-	} {
+	for name, url := range svctest.DatabaseURLs(t) {
 		t.Run(name, func(t *testing.T) {
-			db, err := database.Open(url(t))
+			db, err := database.Open(url)
 			if err != nil {
 				t.Fatal(err)
 			}
