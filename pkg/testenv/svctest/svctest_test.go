@@ -2,6 +2,7 @@ package svctest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -16,6 +17,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
@@ -279,5 +282,71 @@ func TestMigrateTwice(t *testing.T) {
 	}()
 	if !strings.Contains(f.failed, "marks: 2 rows after the second run, 1 after the first") {
 		t.Fatalf("failure = %q", f.failed)
+	}
+}
+
+// stubService records what Serve did with it.
+type stubService struct {
+	startErr         error
+	started, stopped bool
+}
+
+func (f *stubService) Start(context.Context) error { f.started = true; return f.startErr }
+func (f *stubService) Stop() error                 { f.stopped = true; return nil }
+
+func TestServeStartsServesAndStops(t *testing.T) {
+	svc := &stubService{}
+	t.Run("serve", func(t *testing.T) {
+		srv := svctest.Serve(t, svc, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusTeapot) }))
+		if !svc.started || svc.stopped {
+			t.Fatalf("started %v, stopped %v while the test runs", svc.started, svc.stopped)
+		}
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusTeapot {
+			t.Fatalf("status %d: not the given handler", resp.StatusCode)
+		}
+	})
+	if !svc.stopped {
+		t.Fatal("not stopped when the test ended")
+	}
+
+	failing := &stubService{startErr: errors.New("no broker")}
+	f := &fatalTB{TB: t}
+	t.Run("start fails", func(t *testing.T) {
+		f.TB = t
+		func() {
+			defer func() { _ = recover() }()
+			svctest.Serve(f, failing, http.NotFoundHandler())
+		}()
+	})
+	if !strings.Contains(f.failed, "no broker") || !failing.stopped {
+		t.Fatalf("failure %q, stopped %v: a failed start must fail the test and still stop", f.failed, failing.stopped)
+	}
+}
+
+func TestContinues(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	parent := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{9, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, SpanID: trace.SpanID{2, 2, 2, 2, 2, 2, 2, 2},
+		TraceFlags: trace.FlagsSampled, Remote: true,
+	})
+	_, s := tp.Tracer("t").Start(trace.ContextWithRemoteSpanContext(context.Background(), parent), "x process")
+	s.End()
+	_, other := tp.Tracer("t").Start(context.Background(), "y process")
+	other.End()
+	if !svctest.Continues(rec.Ended(), "x process", parent) {
+		t.Error("the child span not found")
+	}
+	if svctest.Continues(rec.Ended(), "y process", parent) {
+		t.Error("a span of another trace counted")
+	}
+	if svctest.Continues(rec.Ended(), "z process", parent) {
+		t.Error("a span of another name counted")
 	}
 }
