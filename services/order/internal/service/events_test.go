@@ -119,13 +119,7 @@ func TestPaymentResultsApplyOnceWhateverTheOrder(t *testing.T) {
 	}
 
 	// The consumer's span continues the trace carried in the NATS headers.
-	found := false
-	for _, s := range spans.Ended() {
-		if s.Name() == h.names.Subject+" process" && s.SpanContext().TraceID() == parent.TraceID() && s.Parent().SpanID() == parent.SpanID() {
-			found = true
-		}
-	}
-	if !found {
+	if !svctest.Continues(spans.Ended(), h.names.Subject+" process", parent) {
 		t.Error("no consumer span continues the published trace")
 	}
 }

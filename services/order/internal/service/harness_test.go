@@ -63,17 +63,11 @@ func newHarness(t testing.TB) *harness {
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		JWKSURL: issuer.URL, CatalogCacheTTL: time.Minute,
 	}
-	ctx := context.Background()
-	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
+	svc, err := service.New(context.Background(), cfg, service.Options{JetStream: names, Telemetry: provider})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = svc.Stop() })
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc.Server.Handler())
-	t.Cleanup(srv.Close)
+	srv := svctest.Serve(t, svc, svc.Server.Handler())
 	return &harness{t: t, svc: svc, srv: srv, issuer: issuer, stream: stream, names: names}
 }
 

@@ -80,13 +80,7 @@ func TestChargesOrderFromJetStreamAndEmitsResultToKafka(t *testing.T) {
 	}
 
 	// The consumer span continued the published trace.
-	found := false
-	for _, s := range spans.Ended() {
-		if s.Name() == h.names.Subject+" process" && s.SpanContext().TraceID() == parent.TraceID() && s.Parent().SpanID() == parent.SpanID() {
-			found = true
-		}
-	}
-	if !found {
+	if !svctest.Continues(spans.Ended(), h.names.Subject+" process", parent) {
 		t.Error("no consumer span continues the published trace")
 	}
 }

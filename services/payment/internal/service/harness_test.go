@@ -80,17 +80,11 @@ func newHarness(t *testing.T, tune func(*config.Config)) *harness {
 		_, _ = etcd.Delete(context.Background(), cfg.SettingsKey)
 		etcd.Close()
 	})
-	ctx := context.Background()
-	svc, err := service.New(ctx, cfg, service.Options{JetStream: names, Telemetry: provider})
+	svc, err := service.New(context.Background(), cfg, service.Options{JetStream: names, Telemetry: provider})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = svc.Stop() })
-	if err := svc.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(svc.Server.Handler())
-	t.Cleanup(srv.Close)
+	srv := svctest.Serve(t, svc, svc.Server.Handler())
 	return &harness{t: t, svc: svc, srv: srv, issuer: issuer, stream: stream, etcd: etcd, key: cfg.SettingsKey, names: names}
 }
 
