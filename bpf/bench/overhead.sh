@@ -258,6 +258,7 @@ awk -v clk="$(getconf CLK_TCK)" -v baseline="$BASELINE" '
 			ratio("  unprobed copy, agent on / agent off (what its filter costs):", "plain on", "plain off")
 			ratio("  probed copy / unprobed copy, agent on (the plain baseline):", "probed on", "plain on")
 			ratio("  probed copy / unprobed copy, agent off (copies alike):", "probed off", "plain off")
+			ratio("  probed copy, agent on / agent off (one process, on and off):", "probed on", "probed off")
 			printf "  CPU per request, us: probed on %.1f, unprobed on %.1f, probed off %.1f, unprobed off %.1f\n",
 				us("probed on"), us("plain on"), us("probed off"), us("plain off")
 		}

@@ -29,7 +29,7 @@ type Config struct {
 	Targets      string        `env:"BPF_TARGETS" envDefault:"gateway,user,order,payment,bridge" desc:"comma list of executables to observe: absolute paths, or base names / comm"`
 	ScanInterval time.Duration `env:"BPF_SCAN_INTERVAL" envDefault:"500ms" desc:"how often /proc is polled for targets starting and exiting"`
 	Grace        time.Duration `env:"BPF_DETACH_GRACE" envDefault:"1m" desc:"how long probes stay on an executable no process runs"`
-	HTTPProbe    string        `env:"BPF_HTTP_PROBE" envDefault:"uprobe" desc:"HTTP server RED from uprobes on net/http (uprobe: any transport, two traps per request) or from the socket layer (socket: plaintext HTTP/1.x, no trap)"`
+	HTTPProbe    string        `env:"BPF_HTTP_PROBE" envDefault:"uprobe" desc:"HTTP server RED from uprobes on net/http (uprobe: any transport, two traps per request) or from the socket layer (socket: plaintext HTTP/1.x on connections accepted after the agent started, no trap, but every process's socket calls pay its filter); uprobe stays the default because neither met 0.99x requests/s against a run with no agent (bpf/README.md)"`
 	LogLevel     string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 }
 
