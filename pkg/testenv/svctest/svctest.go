@@ -1,10 +1,10 @@
-// Package svctest holds the set-up every service's integration tests start from: a fresh database per dialect, a
+// Package svctest holds the set-up every service's integration tests start from (the databases are in storetest): a
 // private JetStream stream, events published the way the bridge publishes them, a tail of a Kafka topic, a token
 // issuer whose JWKS the service fetches, and the register/serve/deregister check of a running service. The services
 // are separate modules, so what their tests share can only live in pkg; each service keeps its own assertions.
 //
-// It is a package of its own, not part of testenv, because it needs gorm, SQLite, JetStream, kafka-go and etcd
-// clients, and testenv is linked into almost every test binary, which only need its reachability checks.
+// It is a package of its own, not part of testenv, because it needs JetStream, kafka-go and etcd clients, and testenv
+// is linked into almost every test binary, which only need its reachability checks.
 package svctest
 
 import (

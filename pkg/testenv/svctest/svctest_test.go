@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,10 +18,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
-	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
-	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/discovery"
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
@@ -78,30 +74,6 @@ func TestIssuerTokensVerifyAgainstItsJWKS(t *testing.T) {
 	}
 	if _, err := v.Verify(context.Background(), svctest.NewIssuer(t).Token(t, "alice")); err == nil {
 		t.Fatal("a token of another issuer verified")
-	}
-}
-
-func TestDatabasesAreFreshAndMigratedOnEachDialect(t *testing.T) {
-	migrate := func(ctx context.Context, db *gorm.DB) error {
-		return db.WithContext(ctx).Exec("CREATE TABLE marks (id INTEGER PRIMARY KEY)").Error
-	}
-	first := svctest.Databases(t, migrate)
-	if got := slices.Sorted(maps.Keys(first)); !slices.Equal(got, []string{database.Postgres, database.SQLite}) {
-		t.Fatalf("dialects = %v", got)
-	}
-	for name, db := range first {
-		if database.Dialect(db) != name {
-			t.Errorf("%s: opened a %s database", name, database.Dialect(db))
-		}
-		if err := db.Exec("INSERT INTO marks (id) VALUES (1)").Error; err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
-	for name, db := range svctest.Databases(t, migrate) {
-		var n int64
-		if err := db.Table("marks").Count(&n).Error; err != nil || n != 0 {
-			t.Errorf("%s: second database has %d marks (%v), want a fresh one", name, n, err)
-		}
 	}
 }
 
@@ -250,38 +222,6 @@ func TestRegistersServesAndDeregisters(t *testing.T) {
 	}()
 	if !strings.Contains(f.failed, "without a lease") {
 		t.Fatalf("an instance without a lease: failure = %q", f.failed)
-	}
-}
-
-func TestMigrateTwice(t *testing.T) {
-	create := func(ctx context.Context, db *gorm.DB) error {
-		return db.WithContext(ctx).Exec("CREATE TABLE IF NOT EXISTS marks (id INTEGER PRIMARY KEY)").Error
-	}
-	var seen []string
-	svctest.MigrateTwice(t, create, []string{"marks"}, func(dialect string, first map[string]int64) {
-		seen = append(seen, dialect)
-		if first["marks"] != 0 {
-			t.Errorf("%s: %d marks", dialect, first["marks"])
-		}
-	})
-	if slices.Sort(seen); !slices.Equal(seen, []string{database.Postgres, database.SQLite}) {
-		t.Fatalf("check ran for %v", seen)
-	}
-
-	// A migration that seeds again on every run is caught.
-	seeds := func(ctx context.Context, db *gorm.DB) error {
-		if err := create(ctx, db); err != nil {
-			return err
-		}
-		return db.WithContext(ctx).Exec("INSERT INTO marks (id) VALUES ((SELECT COUNT(*) + 1 FROM marks))").Error
-	}
-	f := &fatalTB{TB: t}
-	func() {
-		defer func() { _ = recover() }()
-		svctest.MigrateTwice(f, seeds, []string{"marks"}, func(string, map[string]int64) {})
-	}()
-	if !strings.Contains(f.failed, "marks: 2 rows after the second run, 1 after the first") {
-		t.Fatalf("failure = %q", f.failed)
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/google/uuid"
 	"gorm.io/gorm"
 
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
@@ -55,7 +55,7 @@ func TestOrderGorm(t *testing.T) {
 				if err != nil || r.RequestHash != "h1" || string(r.Body) != `{"id":"x"}` || r.StatusCode != 201 {
 					t.Fatalf("replay = %+v, %v", r, err)
 				}
-				rows := svctest.OutboxRows(t, db, o.ID())
+				rows := storetest.OutboxRows(t, db, o.ID())
 				if len(rows) != 1 || rows[0].EventType != "order.created" || rows[0].Topic != adapters.Topic {
 					t.Fatalf("outbox rows = %+v", rows)
 				}
@@ -68,7 +68,7 @@ func TestOrderGorm(t *testing.T) {
 				if _, err := repo.Get(ctx, "alice", o2.ID()); !errors.Is(err, order.ErrNotFound) {
 					t.Fatalf("second order was stored: %v", err)
 				}
-				if len(svctest.OutboxRows(t, db, o2.ID())) != 0 {
+				if len(storetest.OutboxRows(t, db, o2.ID())) != 0 {
 					t.Fatal("second order's event was stored")
 				}
 				// Keys are per user.
@@ -129,7 +129,7 @@ func TestOrderGorm(t *testing.T) {
 				if _, err := repo.Update(ctx, "carol", o.ID(), func(o *order.Order) error { return o.Cancel(now) }); err != nil {
 					t.Fatalf("second cancel: %v", err)
 				}
-				rows := svctest.OutboxRows(t, db, o.ID())
+				rows := storetest.OutboxRows(t, db, o.ID())
 				if len(rows) != 2 || rows[1].EventType != "order.cancelled" {
 					t.Fatalf("outbox = %+v, want created then one cancelled", rows)
 				}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
@@ -82,7 +82,7 @@ func TestPaymentGorm(t *testing.T) {
 				if err != nil || got.Status() != payment.Succeeded {
 					t.Fatalf("stored = %v, %v", got, err)
 				}
-				rows := svctest.OutboxRows(t, db, orderID)
+				rows := storetest.OutboxRows(t, db, orderID)
 				if len(rows) != 1 || rows[0].EventType != "payment.succeeded" || rows[0].Topic != adapters.Topic {
 					t.Fatalf("outbox = %+v", rows)
 				}
@@ -143,7 +143,7 @@ func TestPaymentGorm(t *testing.T) {
 				if err != nil || got.Status() != payment.Refunded || got.Reason() != payment.ReasonOrderCancelled {
 					t.Fatalf("stored = %+v, %v", got.Snapshot(), err)
 				}
-				rows := svctest.OutboxRows(t, db, orderID)
+				rows := storetest.OutboxRows(t, db, orderID)
 				if len(rows) != 2 || rows[0].EventType != "payment.succeeded" || rows[1].EventType != "payment.refunded" {
 					t.Fatalf("outbox = %+v", rows)
 				}

@@ -5,10 +5,10 @@ import (
 
 	"gorm.io/gorm"
 
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/service"
 )
 
 // stores opens a fresh database migrated by the service on each dialect it
 // supports: a new PostgreSQL database on the test server and an SQLite file.
-func stores(t *testing.T) map[string]*gorm.DB { return svctest.Databases(t, service.Migrate) }
+func stores(t *testing.T) map[string]*gorm.DB { return storetest.Databases(t, service.Migrate) }

@@ -7,7 +7,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 )
 
 // schema lists the tables, columns and indexes a database has, so two runs
@@ -34,7 +34,7 @@ func schema(t *testing.T, db *gorm.DB) []string {
 // Migrations apply on an empty database of either dialect, and applying
 // them again changes nothing.
 func TestMigrationsFromEmptyAndTwice(t *testing.T) {
-	for name, url := range svctest.DatabaseURLs(t) {
+	for name, url := range storetest.URLs(t) {
 		t.Run(name, func(t *testing.T) {
 			db, err := database.Open(url)
 			if err != nil {

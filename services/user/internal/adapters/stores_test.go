@@ -8,7 +8,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 	"github.com/shanhai-dev/shanhai/services/user/migrations"
 )
 
@@ -16,7 +16,7 @@ import (
 // server from scripts/deps.sh, through pkg/testenv) and once on a fresh
 // SQLite file: every repository test proves both dialects.
 func stores(t *testing.T, fn func(t *testing.T, db *gorm.DB)) {
-	for name, db := range svctest.Databases(t, migrateAll) {
+	for name, db := range storetest.Databases(t, migrateAll) {
 		t.Run(name, func(t *testing.T) { fn(t, db) })
 	}
 }

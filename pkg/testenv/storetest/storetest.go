@@ -1,4 +1,7 @@
-package svctest
+// Package storetest gives a service's store tests a fresh database on each dialect the services support (PostgreSQL
+// on the test server, an SQLite file), migrated by the service's own migrations. It is pkg/internal/dbtest made
+// reachable from the services' modules, apart from svctest so a store test links no NATS, Kafka or etcd client.
+package storetest
 
 import (
 	"context"
@@ -14,10 +17,10 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 )
 
-// DatabaseURLs returns, by dialect (database.Postgres, database.SQLite), the URL of a fresh empty database on each
+// URLs returns, by dialect (database.Postgres, database.SQLite), the URL of a fresh empty database on each
 // dialect the services support: a new database on the PostgreSQL test server and an SQLite file in the test's
-// temporary directory. It is pkg/internal/dbtest made reachable from the services' modules.
-func DatabaseURLs(t testing.TB) map[string]string {
+// temporary directory.
+func URLs(t testing.TB) map[string]string {
 	t.Helper()
 	return map[string]string{database.Postgres: dbtest.PostgresURL(t), database.SQLite: dbtest.SQLiteURL(t)}
 }
@@ -40,7 +43,7 @@ func OutboxRows(t testing.TB, db *gorm.DB, key string) []outbox.Message {
 	t.Helper()
 	var rows []outbox.Message
 	if err := db.Where("key = ?", key).Order("id").Find(&rows).Error; err != nil {
-		t.Fatalf("svctest: outbox rows of %s: %v", key, err)
+		t.Fatalf("storetest: outbox rows of %s: %v", key, err)
 	}
 	return rows
 }
@@ -51,7 +54,7 @@ func OutboxRows(t testing.TB, db *gorm.DB, key string) []outbox.Message {
 func MigrateTwice(t testing.TB, migrate func(context.Context, *gorm.DB) error, tables []string, check func(dialect string, first map[string]int64)) {
 	t.Helper()
 	ctx := context.Background()
-	for name, url := range DatabaseURLs(t) {
+	for name, url := range URLs(t) {
 		db, err := database.Open(url)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
