@@ -1,38 +1,11 @@
 package testenv_test
 
 import (
-	"fmt"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
-
-// fatalRecorder stands in for *testing.T so a test can watch testenv fail another "test" without failing itself.
-type fatalRecorder struct {
-	testing.TB
-	msg string
-}
-
-func (r *fatalRecorder) Helper() {}
-
-func (r *fatalRecorder) Fatalf(format string, args ...any) {
-	r.msg = fmt.Sprintf(format, args...)
-	runtime.Goexit()
-}
-
-// run calls fn as the body of a test and returns its Fatalf message, or "" when it returned normally.
-func run(t *testing.T, fn func(tb testing.TB)) string {
-	r := &fatalRecorder{TB: t}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		fn(r)
-	}()
-	<-done
-	return r.msg
-}
 
 // A server that is not there must fail the test naming the server, the address and the command that starts it; a
 // skip would turn a missing server into a green run.
@@ -52,7 +25,7 @@ func TestMissingServerFailsWithHint(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.server, func(t *testing.T) {
 			t.Setenv(c.variable, c.value)
-			msg := run(t, c.call)
+			msg := testenv.Failure(t, c.call)
 			want := c.server + " not reachable at " + closed + ": " + testenv.Hint
 			if !strings.HasPrefix(msg, want) {
 				t.Fatalf("failure message = %q, want it to start with %q", msg, want)

@@ -2,7 +2,6 @@ package storetest_test
 
 import (
 	"context"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -11,20 +10,9 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 )
-
-// fatalTB records a Fatalf instead of ending the test, so a helper's failure can be asserted.
-type fatalTB struct {
-	testing.TB
-	failed string
-}
-
-func (f *fatalTB) Helper() {}
-func (f *fatalTB) Fatalf(format string, args ...any) {
-	f.failed = fmt.Sprintf(format, args...)
-	panic(f)
-}
 
 func TestDatabasesAreFreshAndMigratedOnEachDialect(t *testing.T) {
 	migrate := func(ctx context.Context, db *gorm.DB) error {
@@ -72,12 +60,10 @@ func TestMigrateTwice(t *testing.T) {
 		}
 		return db.WithContext(ctx).Exec("INSERT INTO marks (id) VALUES ((SELECT COUNT(*) + 1 FROM marks))").Error
 	}
-	f := &fatalTB{TB: t}
-	func() {
-		defer func() { _ = recover() }()
-		storetest.MigrateTwice(f, seeds, []string{"marks"}, func(string, map[string]int64) {})
-	}()
-	if !strings.Contains(f.failed, "marks: 2 rows after the second run, 1 after the first") {
-		t.Fatalf("failure = %q", f.failed)
+	failed := testenv.Failure(t, func(tb testing.TB) {
+		storetest.MigrateTwice(tb, seeds, []string{"marks"}, func(string, map[string]int64) {})
+	})
+	if !strings.Contains(failed, "marks: 2 rows after the second run, 1 after the first") {
+		t.Fatalf("failure = %q", failed)
 	}
 }

@@ -3,7 +3,6 @@ package svctest_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,34 +25,12 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 )
 
-// fatalTB records a Fatalf instead of ending the test, so a helper's failure can be asserted.
-type fatalTB struct {
-	testing.TB
-	failed string
-}
-
-func (f *fatalTB) Helper() {}
-func (f *fatalTB) Fatalf(format string, args ...any) {
-	f.failed = fmt.Sprintf(format, args...)
-	panic(f)
-}
-func (f *fatalTB) Fatal(args ...any) {
-	f.failed = fmt.Sprint(args...)
-	panic(f)
-}
-
 func TestEventuallyFailsWithWhatItWaitedFor(t *testing.T) {
-	f := &fatalTB{TB: t}
-	func() {
-		defer func() {
-			if r := recover(); r != nil && r != any(f) {
-				panic(r)
-			}
-		}()
-		svctest.Eventually(f, 100*time.Millisecond, "the impossible", func() bool { return false })
-	}()
-	if !strings.Contains(f.failed, "the impossible") {
-		t.Fatalf("failure = %q, want it to name what it waited for", f.failed)
+	failed := testenv.Failure(t, func(tb testing.TB) {
+		svctest.Eventually(tb, 100*time.Millisecond, "the impossible", func() bool { return false })
+	})
+	if !strings.Contains(failed, "the impossible") {
+		t.Fatalf("failure = %q, want it to name what it waited for", failed)
 	}
 	calls := 0
 	svctest.Eventually(t, time.Second, "the third try", func() bool { calls++; return calls == 3 })
@@ -118,12 +95,7 @@ func TestStreamPublishesLikeTheBridgeAndIsDeletedAfterTheTest(t *testing.T) {
 			}
 			if i == 1 {
 				// Drained must not hold while a message is unacknowledged.
-				f := &fatalTB{TB: t}
-				func() {
-					defer func() { _ = recover() }()
-					s.Drained(f, "svctest", 300*time.Millisecond)
-				}()
-				if f.failed == "" {
+				if testenv.Failure(t, func(tb testing.TB) { s.Drained(tb, "svctest", 300*time.Millisecond) }) == "" {
 					t.Fatal("Drained held with a message not acknowledged")
 				}
 			}
@@ -194,13 +166,11 @@ func TestRegistersServesAndDeregisters(t *testing.T) {
 	service, version := "svctest-"+svctest.Random(4), "v-"+svctest.Random(4)
 	svctest.RegistersServesAndDeregisters(t, service, version, fakeService(t, service, version, false))
 
-	f := &fatalTB{TB: t}
-	func() {
-		defer func() { _ = recover() }()
-		svctest.RegistersServesAndDeregisters(f, service, version, fakeService(t, service, version, true))
-	}()
-	if !strings.Contains(f.failed, "still registered after shutdown") {
-		t.Fatalf("a service that stays registered: failure = %q", f.failed)
+	failed := testenv.Failure(t, func(tb testing.TB) {
+		svctest.RegistersServesAndDeregisters(tb, service, version, fakeService(t, service, version, true))
+	})
+	if !strings.Contains(failed, "still registered after shutdown") {
+		t.Fatalf("a service that stays registered: failure = %q", failed)
 	}
 
 	// An instance written without a lease would outlive a crashed process.
@@ -211,17 +181,15 @@ func TestRegistersServesAndDeregisters(t *testing.T) {
 	defer cli.Close()
 	key := discovery.Prefix + service + "/no-lease"
 	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
-	f = &fatalTB{TB: t}
-	func() {
-		defer func() { _ = recover() }()
-		svctest.RegistersServesAndDeregisters(f, service, "no-lease", func(ctx context.Context) error {
+	failed = testenv.Failure(t, func(tb testing.TB) {
+		svctest.RegistersServesAndDeregisters(tb, service, "no-lease", func(ctx context.Context) error {
 			_, err := cli.Put(ctx, key, `{"id":"no-lease","service":"`+service+`","addr":"127.0.0.1:1","version":"no-lease"}`)
 			<-ctx.Done()
 			return err
 		})
-	}()
-	if !strings.Contains(f.failed, "without a lease") {
-		t.Fatalf("an instance without a lease: failure = %q", f.failed)
+	})
+	if !strings.Contains(failed, "without a lease") {
+		t.Fatalf("an instance without a lease: failure = %q", failed)
 	}
 }
 
@@ -255,16 +223,12 @@ func TestServeStartsServesAndStops(t *testing.T) {
 	}
 
 	failing := &stubService{startErr: errors.New("no broker")}
-	f := &fatalTB{TB: t}
+	var failed string
 	t.Run("start fails", func(t *testing.T) {
-		f.TB = t
-		func() {
-			defer func() { _ = recover() }()
-			svctest.Serve(f, failing, http.NotFoundHandler())
-		}()
+		failed = testenv.Failure(t, func(tb testing.TB) { svctest.Serve(tb, failing, http.NotFoundHandler()) })
 	})
-	if !strings.Contains(f.failed, "no broker") || !failing.stopped {
-		t.Fatalf("failure %q, stopped %v: a failed start must fail the test and still stop", f.failed, failing.stopped)
+	if !strings.Contains(failed, "no broker") || !failing.stopped {
+		t.Fatalf("failure %q, stopped %v: a failed start must fail the test and still stop", failed, failing.stopped)
 	}
 }
 
