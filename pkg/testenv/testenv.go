@@ -6,7 +6,9 @@
 // server was exercised, and a skipped integration test looks green.
 //
 // The package is imported by most test binaries, so it checks reachability with plain TCP and needs a client library
-// only for PostgreSQL, where it creates a database per test.
+// only for PostgreSQL, where it creates a database per test. What the services' tests build on these servers lives in
+// subpackages that bring their own clients: storetest (a migrated database per dialect) and svctest (a private
+// JetStream stream, bridge-style publishing, a Kafka tail, a JWKS issuer, the in-process start and the run check).
 package testenv
 
 import (
