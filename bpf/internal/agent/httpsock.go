@@ -15,7 +15,8 @@ const (
 	// server handles, TLS and HTTP/2 included, but costs two uprobe traps per request.
 	HTTPProbeUprobe = "uprobe"
 	// HTTPProbeSocket watches the bytes target processes read and write on sockets (the sock:sock_recv_length and
-	// sock:sock_send_length tracepoints): no trap, but plaintext HTTP/1.x only (see probe/httpsock).
+	// sock:sock_send_length tracepoints): no trap, but plaintext HTTP/1.x only, on connections a listener accepted
+	// after the probe was attached, and every process's socket calls pay its filter (see probe/httpsock).
 	HTTPProbeSocket = "socket"
 )
 
