@@ -1,4 +1,5 @@
-// Package dbtest opens real databases for the tests of pkg's persistence packages (database, migrate, outbox, dedup).
+// Package dbtest opens real databases for the tests of pkg's persistence packages (database, migrate, outbox, dedup)
+// and, through testenv/storetest, of the services' stores.
 // PostgreSQL comes from pkg/testenv (a fresh database per call, so tests never see each other's tables); SQLite is a
 // file in the test's temporary directory. A missing server fails the test with the deps script's hint; it never skips.
 package dbtest
