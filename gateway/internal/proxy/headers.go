@@ -282,3 +282,48 @@ var (
 	protoHTTP       = []byte("http")
 	protoHTTPS      = []byte("https")
 )
+
+// optional is the set of request fields the chain reads only when the client
+// sent them, found in one pass. Each Peek copies and normalises its name and
+// scans every field; the usual request carries none of these, so six Peeks
+// per request (request id, traceparent, tracestate, timeout, release tag,
+// cookie) found nothing (bench/README.md, sixth pass).
+type optional uint8
+
+const (
+	optRequestID optional = 1 << iota
+	optTraceparent
+	optTracestate
+	optTimeout
+	optReleaseTag
+	optCookie
+	optIdempotencyKey
+)
+
+// sentOptional finds which optional fields h holds. Names are compared in
+// fasthttp's canonical form, the form Peek normalises its key to and the
+// parser stores names in, so a field found here is one Peek finds, and a
+// field missed here Peek misses too. The gateway adds some of these fields
+// itself later; the set is about what the client sent and is read before
+// that.
+func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
+	for k := range h.All() {
+		switch string(k) {
+		case "X-Request-Id":
+			sent |= optRequestID
+		case "Traceparent":
+			sent |= optTraceparent
+		case "Tracestate":
+			sent |= optTracestate
+		case "X-Request-Timeout-Ms":
+			sent |= optTimeout
+		case "X-Release-Tag":
+			sent |= optReleaseTag
+		case "Cookie":
+			sent |= optCookie
+		case "Idempotency-Key":
+			sent |= optIdempotencyKey
+		}
+	}
+	return sent
+}

@@ -101,3 +101,37 @@ func TestSanitizeResponse(t *testing.T) {
 		t.Fatal("end-to-end header removed")
 	}
 }
+
+// sentOptional may only skip a Peek that would have found nothing: for every
+// spelling a client may send, a field Peek finds is in the set.
+func TestSentOptionalAgreesWithPeek(t *testing.T) {
+	names := map[string]optional{RequestIDHeader: optRequestID, "Traceparent": optTraceparent, "Tracestate": optTracestate,
+		TimeoutHeader: optTimeout, "X-Release-Tag": optReleaseTag, "Idempotency-Key": optIdempotencyKey}
+	for _, raw := range []string{
+		"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nx-request-id: abc\r\nTRACEPARENT: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n" +
+			"tracestate: a=b\r\nx-request-timeout-ms: 50\r\nX-RELEASE-TAG: v2\r\nidempotency-key: k\r\n\r\n",
+		"POST /a HTTP/1.1\r\nHost: x\r\nX-Request-ID: abc\r\nIdempotency-Key: k\r\nCookie: release-tag=v2\r\nContent-Length: 0\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\ncookie: a=b; release-tag=v2\r\nX-Request-Timeout-Ms:\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nX-Request-Id : spaced\r\nTrace-Parent: x\r\n\r\n",
+	} {
+		h := parseHeader(t, raw)
+		sent := sentOptional(h)
+		for name, bit := range names {
+			if v := h.Peek(name); len(v) > 0 && sent&bit == 0 {
+				t.Errorf("%q: Peek(%s) = %q, but the set lacks it", raw, name, v)
+			}
+		}
+		if c := h.Cookie("release-tag"); len(c) > 0 && sent&optCookie == 0 {
+			t.Errorf("%q: release-tag cookie %q, but the set lacks Cookie", raw, c)
+		}
+	}
+	h := parseHeader(t, "GET /a HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\r\nTraceparent: t\r\nTracestate: s\r\n"+
+		"X-Request-Timeout-Ms: 5\r\nX-Release-Tag: v\r\nCookie: c=d\r\nIdempotency-Key: k\r\n\r\n")
+	if got, want := sentOptional(h), optRequestID|optTraceparent|optTracestate|optTimeout|optReleaseTag|optCookie|optIdempotencyKey; got != want {
+		t.Errorf("all sent: set %b, want %b", got, want)
+	}
+	if got := sentOptional(parseHeader(t, "GET /a HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n")); got != 0 {
+		t.Errorf("none sent: set %b", got)
+	}
+}

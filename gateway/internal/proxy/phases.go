@@ -228,13 +228,18 @@ func (p *Proxy) start(x *Exchange) bool {
 	h := &x.Req.Header
 	st := &x.st
 	x.method = methodIndex(h.Method())
+	st.sent = sentOptional(h)
 
 	// Request id first, so even a 400 can be correlated.
-	if id := h.Peek(RequestIDHeader); validRequestID(id) {
+	var id []byte
+	if st.sent&optRequestID != 0 {
+		id = h.Peek(RequestIDHeader)
+	}
+	if validRequestID(id) {
 		st.rid = append(st.rid[:0], id...)
 	} else {
 		st.rid = appendRequestID(st.rid[:0])
-		h.SetBytesV(RequestIDHeader, st.rid)
+		h.SetCanonical(requestIDKey, st.rid)
 	}
 
 	// Canonical path: routing, the public check and the upstream all see
@@ -270,7 +275,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	x.rt, x.routeName = rt, rt.Name
 
 	if p.tracer != nil {
-		x.reqCtx, x.span = p.server.StartIn(&x.unsampled, context.Background(), remoteParent(h), rt.Name, serverSpan...)
+		x.reqCtx, x.span = p.server.StartIn(&x.unsampled, context.Background(), remoteParent(h, st.sent), rt.Name, serverSpan...)
 		if x.span.SpanContext().IsSampled() {
 			st.mctx = x.reqCtx
 		}
@@ -359,7 +364,11 @@ func (p *Proxy) forward(x *Exchange) Step {
 	if t, ok := dyn.Timeouts[rt.Name]; ok && t > 0 {
 		timeout = t
 	}
-	if v := h.Peek(TimeoutHeader); len(v) > 0 {
+	var v []byte
+	if x.st.sent&optTimeout != 0 {
+		v = h.Peek(TimeoutHeader)
+	}
+	if len(v) > 0 {
 		if ms, err := strconv.ParseUint(string(v), 10, 32); err == nil && ms > 0 {
 			if d := min(time.Duration(ms)*time.Millisecond, p.o.MaxTimeout); d < timeout {
 				timeout = d
@@ -369,14 +378,18 @@ func (p *Proxy) forward(x *Exchange) Step {
 	x.Deadline = x.start.Add(timeout)
 
 	// Canary: an explicit tag is exact; otherwise the weighted split.
-	if tag := canary.Requested(h); len(tag) > 0 {
+	var tag []byte
+	if x.st.sent&(optReleaseTag|optCookie) != 0 {
+		tag = canary.Requested(h)
+	}
+	if len(tag) > 0 {
 		x.version, x.tagged = string(tag), true
 	} else if w := dyn.Canary[rt.Service]; len(w) > 0 {
 		vs := x.svc.Versions()
 		x.version = w.Pick(func(v string) bool { return len(vs[v]) > 0 }, rand.Uint64()>>1)
 	}
 
-	x.idem = isIdempotent(h.Method(), h)
+	x.idem = isIdempotent(h.Method(), h, x.st.sent)
 	if x.svc.Budget != nil {
 		x.svc.Budget.RequestAt(x.start)
 	}
@@ -434,7 +447,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 		return Done
 	}
 	x.st.num = strconv.AppendInt(x.st.num[:0], max(1, remaining.Milliseconds()), 10)
-	h.SetBytesV(TimeoutHeader, x.st.num)
+	h.SetCanonical(timeoutKey, x.st.num)
 
 	x.callCtx = x.reqCtx
 	if p.tracer != nil {

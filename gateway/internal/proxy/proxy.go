@@ -148,6 +148,7 @@ var (
 // state is per-request scratch space, reused with its Exchange.
 type state struct {
 	path, uri, key, rid, tp, xff, num, hdr []byte
+	sent                                   optional // what the client sent of the optional fields
 	// Response decorations, written last because an upstream call resets
 	// the response.
 	rl    quota.Decision
@@ -196,6 +197,9 @@ func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 // RateLimit state of the last limit applied.
 func (p *Proxy) decorate(resp *fasthttp.Response, st *state) {
 	rh := &resp.Header
+	// By name, not SetCanonical: on the fasthttp transport the upstream's
+	// response header does not normalise names, and the field keeps the
+	// spelling it always had there.
 	rh.SetBytesV(RequestIDHeader, st.rid)
 	if st.cors {
 		rh.Add("Vary", "Origin")
@@ -242,16 +246,19 @@ func (p *Proxy) decorate(resp *fasthttp.Response, st *state) {
 var (
 	rateLimitKey       = []byte("Ratelimit")
 	rateLimitPolicyKey = []byte("Ratelimit-Policy")
+	requestIDKey       = []byte("X-Request-Id")         // RequestIDHeader
+	timeoutKey         = []byte("X-Request-Timeout-Ms") // TimeoutHeader
 )
 
 func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
 
 // isIdempotent is pkg/retry's rule on fasthttp types: safe methods, or any
 // request the client marked with an Idempotency-Key.
-func isIdempotent(method []byte, h *fasthttp.RequestHeader) bool {
+// sent is what sentOptional found.
+func isIdempotent(method []byte, h *fasthttp.RequestHeader, sent optional) bool {
 	switch string(method) {
 	case "GET", "HEAD", "OPTIONS":
 		return true
 	}
-	return len(h.Peek("Idempotency-Key")) > 0
+	return sent&optIdempotencyKey != 0 && len(h.Peek("Idempotency-Key")) > 0
 }

@@ -20,8 +20,17 @@ import (
 // bytes), else the zero SpanContext. It is handed to
 // telemetry.ServerTracer as it is: a request that is not sampled then never
 // needs it in a context.
-func remoteParent(h *fasthttp.RequestHeader) trace.SpanContext {
-	return telemetry.ParseTraceparent(h.Peek("Traceparent"), h.Peek("Tracestate"))
+// sent says which of the optional fields the client sent: Tracestate
+// counts only beside a traceparent, so a request without one costs no Peek.
+func remoteParent(h *fasthttp.RequestHeader, sent optional) trace.SpanContext {
+	if sent&optTraceparent == 0 {
+		return trace.SpanContext{}
+	}
+	var ts []byte
+	if sent&optTracestate != 0 {
+		ts = h.Peek("Tracestate")
+	}
+	return telemetry.ParseTraceparent(h.Peek("Traceparent"), ts)
 }
 
 // injectTraceparent writes sc as the upstream request's traceparent (and
@@ -40,9 +49,13 @@ func injectTraceparent(h *fasthttp.RequestHeader, sc trace.SpanContext, scratch 
 	} else {
 		b = append(b, "-00"...)
 	}
-	h.SetBytesV("Traceparent", b)
+	h.SetCanonical(traceparentKey, b)
 	if ts := sc.TraceState(); ts.Len() > 0 {
 		h.Set("Tracestate", ts.String())
 	}
 	return b
 }
+
+// traceparentKey is the name in fasthttp's canonical form, for SetCanonical
+// (see rateLimitKey).
+var traceparentKey = []byte("Traceparent")
