@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,9 +75,19 @@ type Lease struct {
 // Cooldown is how long decisions stay local after Redis fails.
 const Cooldown = time.Second
 
+// shard holds some of a limit's keys. A known key, every request's case, is
+// found in ro without a lock: a read lock writes its reader count, one cache
+// line that both event loops wrote twice per request (ip and user limit),
+// and under two-core load that RLock was the chain's most visible shared
+// write (gateway/README.md, sixth pass). ro is a copy of m taken after
+// misses; between copies m only grows, and sweep, the one place that
+// deletes, takes a new copy at once, so a bucket found in ro is always the
+// one m holds.
 type shard struct {
-	mu sync.RWMutex // read-locked for the lookup of a known key, every request's case
-	m  map[string]*bucket
+	ro     atomic.Pointer[map[string]*bucket]
+	mu     sync.Mutex // m, misses
+	m      map[string]*bucket
+	misses int // lookups that missed ro since it was copied
 }
 
 type bucket struct {
@@ -99,6 +110,7 @@ func New(rdb redis.UniversalClient, name string, r Rate, replicas int, log *slog
 	l.SetRate(r)
 	for i := range l.shards {
 		l.shards[i].m = map[string]*bucket{}
+		l.shards[i].publish()
 	}
 	return l
 }
@@ -170,30 +182,46 @@ func (b *bucket) fallback(now int64, r Rate, replicas int, window time.Duration)
 	return Decision{Limit: r.burst(), RetryAfter: time.Duration((1 - b.fb) / perNano), Window: window}
 }
 
-func (l *Lease) bucket(key []byte) *bucket {
+// shardOf is key's shard (FNV-1a).
+func (l *Lease) shardOf(key []byte) *shard {
 	h := uint32(2166136261)
 	for _, c := range key {
 		h ^= uint32(c)
 		h *= 16777619
 	}
-	s := &l.shards[h%uint32(len(l.shards))]
-	s.mu.RLock()
-	b := s.m[string(key)]
-	s.mu.RUnlock()
-	if b != nil {
+	return &l.shards[h%uint32(len(l.shards))]
+}
+
+func (l *Lease) bucket(key []byte) *bucket {
+	s := l.shardOf(key)
+	if b := (*s.ro.Load())[string(key)]; b != nil {
 		return b
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if b := s.m[string(key)]; b != nil {
-		return b
+	b := s.m[string(key)]
+	if b == nil {
+		if len(s.m) >= 4096 {
+			s.sweep(time.Now().UnixNano())
+		}
+		b = &bucket{}
+		s.m[string(key)] = b
 	}
-	if len(s.m) >= 4096 {
-		s.sweep(time.Now().UnixNano())
+	// As sync.Map does: copy once the misses match ro's size, so copying
+	// costs O(1) per new key amortised, and a new key is in ro after a few
+	// requests.
+	if s.misses++; s.misses >= len(*s.ro.Load()) {
+		s.publish()
 	}
-	b = &bucket{}
-	s.m[string(key)] = b
 	return b
+}
+
+// publish makes a copy of m the one lookups read; s.mu is held (or s is
+// not shared yet).
+func (s *shard) publish() {
+	ro := maps.Clone(s.m)
+	s.ro.Store(&ro)
+	s.misses = 0
 }
 
 // sweep forgets keys with nothing leased and no denial pending; a forgotten
@@ -207,4 +235,5 @@ func (s *shard) sweep(now int64) {
 			b.mu.Unlock()
 		}
 	}
+	s.publish()
 }
