@@ -3,7 +3,9 @@ package auth
 import (
 	"crypto/ed25519"
 	"hash/maphash"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +30,7 @@ import (
 //
 // Sharded maps with one arbitrary eviction when full; a general LRU library
 // would add a list node and a lock on every hit for an ordering this cache
-// does not need.
+// does not need. A hit takes no lock at all (cacheShard.ro).
 type tokenCache struct {
 	seed maphash.Seed
 	// perShard bounds each shard, so the whole cache holds at most
@@ -38,7 +40,19 @@ type tokenCache struct {
 }
 
 type cacheShard struct {
-	mu sync.RWMutex
+	// ro is a copy of m that lookups read without a lock: a read lock
+	// writes its reader count, a cache line that every request on every
+	// core wrote (the gateway's two event loops: gateway/README.md, sixth
+	// pass). It is taken again, as sync.Map promotes its dirty map, once
+	// lookups have missed it as often as it has entries, so a new token is
+	// read lock-free after a while and copying costs O(1) per miss
+	// amortised. Deletions (eviction, expiry) are not copied at once: an
+	// entry ro still holds is checked like any other before it answers,
+	// and an evicted one that still verifies may answer. So ro and m
+	// together hold at most twice the cache's bound.
+	ro     atomic.Pointer[map[string]*cachedToken]
+	mu     sync.Mutex // m, misses
+	misses int
 	// m holds pointers: an entry (160 bytes) above the runtime's 128-byte
 	// limit for map values stored in place sends every lookup down the
 	// map's slow path, which hashes the whole token even in a small map.
@@ -60,6 +74,7 @@ func newTokenCache(entries int) *tokenCache {
 	c := &tokenCache{seed: maphash.MakeSeed(), perShard: max(1, entries/16)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]*cachedToken)
+		c.shards[i].publish()
 	}
 	return c
 }
@@ -69,7 +84,7 @@ func newTokenCache(entries int) *tokenCache {
 // verified ones are) and so are as random as the whole token: hashing all
 // of a 350-byte JWT was a fifth of a cache hit (BenchmarkVerifyCached). A
 // client choosing its own token's tail gains nothing: an unverifiable token
-// is never stored, and a lookup only takes its shard's read lock.
+// is never stored, and a lookup only reads its shard.
 func shardOf[T string | []byte](c *tokenCache, token T) *cacheShard {
 	tail := token[max(0, len(token)-16):]
 	var h uint64
@@ -88,27 +103,55 @@ func shardOf[T string | []byte](c *tokenCache, token T) *cacheShard {
 // parameters.)
 func cacheGet[T string | []byte](c *tokenCache, token T, now time.Time, set *keySet) (Claims, bool) {
 	s := shardOf(c, token)
-	s.mu.RLock()
-	e, ok := s.m[string(token)] // no copy of a []byte: the compiler special-cases a map index
-	s.mu.RUnlock()
+	// No copy of a []byte: the compiler special-cases a map index.
+	if e, ok := (*s.ro.Load())[string(token)]; ok && e.answers(now, set) {
+		return e.claims, true
+	}
+	// Not in the copy, or its entry there no longer answers: m decides.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.missed()
+	e, ok := s.m[string(token)]
 	if !ok {
 		return Claims{}, false
 	}
-	if set != nil && !now.After(e.until) {
-		if e.set == set {
-			return e.claims, true
-		}
-		// The same key set as at verification holds the very same slice;
-		// after a refresh the bytes are compared.
-		if k, found := set.byKid[e.kid]; found && len(k) > 0 && len(e.key) > 0 && (&k[0] == &e.key[0] || k.Equal(e.key)) {
-			return e.claims, true
-		}
+	if e.answers(now, set) {
+		return e.claims, true
 	}
 	// Expired or its key is gone: drop it now rather than wait for eviction.
-	s.mu.Lock()
 	delete(s.m, string(token))
-	s.mu.Unlock()
 	return Claims{}, false
+}
+
+// answers says whether e may answer at now for key set set: before exp plus
+// the leeway, and set still maps its kid to the key it was verified with.
+func (e *cachedToken) answers(now time.Time, set *keySet) bool {
+	if set == nil || now.After(e.until) {
+		return false
+	}
+	if e.set == set {
+		return true
+	}
+	// The same key set as at verification holds the very same slice;
+	// after a refresh the bytes are compared.
+	k, found := set.byKid[e.kid]
+	return found && len(k) > 0 && len(e.key) > 0 && (&k[0] == &e.key[0] || k.Equal(e.key))
+}
+
+// missed counts a lookup ro could not answer and copies m when they add up
+// to ro's size; s.mu is held.
+func (s *cacheShard) missed() {
+	if s.misses++; s.misses >= len(*s.ro.Load()) {
+		s.publish()
+	}
+}
+
+// publish makes a copy of m the one lookups read; s.mu is held (or s is
+// not shared yet).
+func (s *cacheShard) publish() {
+	ro := maps.Clone(s.m)
+	s.ro.Store(&ro)
+	s.misses = 0
 }
 
 // put remembers a verified token. token is a string of the caller's own
@@ -126,4 +169,5 @@ func (c *tokenCache) put(token string, e *cachedToken) {
 		}
 	}
 	s.m[token] = e
+	s.missed()
 }

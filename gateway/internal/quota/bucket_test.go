@@ -56,3 +56,17 @@ func TestBucketLookupIsConsistent(t *testing.T) {
 		t.Fatal("swept key k found its old bucket")
 	}
 }
+
+// Every core looking up one busy key, as the gateway's event loops do for a
+// client's ip and user limits on every request.
+func BenchmarkBucketParallel(b *testing.B) {
+	l := New(nil, uniq(), Rate{Count: 10, Period: time.Second}, 1, slog.Default())
+	key := []byte("203.0.113.5")
+	l.bucket(key)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.bucket(key)
+		}
+	})
+}
