@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -435,6 +436,48 @@ func TestRunNudge(t *testing.T) {
 	<-polled
 	add(t, context.Background(), db, "t", "k", 1)
 	r.Nudge()
+	waitSent(t, w)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+}
+
+// A relay told to delay its first poll claims nothing when it is stopped before its first tick (here an hour away),
+// though a row is due, and publishes that row as soon as it is nudged.
+func TestRunDelayFirstPoll(t *testing.T) {
+	db := migrated(t, dbtest.SQLite(t))
+	add(t, context.Background(), db, "t", "k", 1)
+	var running sync.WaitGroup
+	var polled atomic.Int32
+	err := db.Callback().Row().After("gorm:row").Register("test:polled", func(*gorm.DB) { polled.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &fakeWriter{}
+	opts := outbox.RelayOptions{Interval: time.Hour, Retention: -1, DelayFirstPoll: true}
+
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := outbox.NewRelay(db, w, opts).Run(stopped); err != nil {
+		t.Fatalf("Run returned %v", err)
+	}
+	if n := polled.Load(); n != 0 || len(w.sent()) != 0 {
+		t.Fatalf("a relay stopped before its delayed first poll polled %d times and sent %d rows", n, len(w.sent()))
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	r := outbox.NewRelay(db, w, opts)
+	running.Go(func() { _ = r.Run(ctx) })
+	r.Nudge()
+	waitSent(t, w)
+	cancel()
+	running.Wait()
+}
+
+// waitSent waits until a nudged relay has published through w.
+func waitSent(t *testing.T, w *fakeWriter) {
+	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for len(w.sent()) == 0 {
 		select {
@@ -442,10 +485,6 @@ func TestRunNudge(t *testing.T) {
 			t.Fatal("nudged relay did not publish")
 		case <-time.After(5 * time.Millisecond):
 		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run returned %v", err)
 	}
 }
 

@@ -47,6 +47,12 @@ type RelayOptions struct {
 	Retention time.Duration
 	// Logger for relay errors (default slog.Default()).
 	Logger *slog.Logger
+	// DelayFirstPoll makes Run wait one Interval (or a Nudge) before its first round, instead of claiming and
+	// cleaning up at once. A starting service sets it: that first claim and the retention DELETE after it held
+	// the pool's one connection while the service was becoming ready, so the first readiness check's database
+	// ping had to open a second connection (4-7 ms). Rows a previous instance left wait one Interval longer;
+	// rows written after the start are nudged out as usual.
+	DelayFirstPoll bool
 }
 
 func (o RelayOptions) withDefaults() RelayOptions {
@@ -157,6 +163,14 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(r.o.Interval)
 	defer t.Stop()
+	if r.o.DelayFirstPoll {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-r.nudge:
+		}
+	}
 	var lastCleanup time.Time
 	for {
 		for {

@@ -67,6 +67,7 @@ type Server struct {
 	hooks    []func(context.Context) error
 	stopping atomic.Bool
 	starting atomic.Int32 // ServeStarting steps still running
+	wasReady atomic.Bool  // /readyz has answered 200 once
 }
 
 // New builds the engine with the shared middleware and endpoints. Mount the

@@ -47,7 +47,7 @@ type PaymentResultData struct {
 // PaymentEvents consumes payment results from JetStream (durable "order",
 // explicit acks) and applies them through the ApplyPayment use case.
 type PaymentEvents struct {
-	js      jetstream.JetStream
+	cons    jetstream.Consumer
 	names   Names
 	apply   app.ApplyPaymentHandler
 	log     *slog.Logger
@@ -63,14 +63,15 @@ const Workers = 16
 // shanhai.payments.> and shanhai.payments (stream.Filters).
 var DefaultNames = Names{Stream: Stream, StreamSubjects: StreamSubjects, Subject: PaymentsSubject, Durable: app.ConsumerName}
 
-// ConsumerConfig is the durable consumer this service owns. MaxDeliver bounds
-// redelivery of a message whose processing keeps failing (e.g. the database
-// is down for longer than the backoff covers); BackOff spaces redeliveries
-// after an ack timeout.
-func (c *PaymentEvents) ConsumerConfig() jetstream.ConsumerConfig {
+// ConsumerConfig is the durable consumer this service owns; zero fields of
+// names take DefaultNames. MaxDeliver bounds redelivery of a message whose
+// processing keeps failing (e.g. the database is down for longer than the
+// backoff covers); BackOff spaces redeliveries after an ack timeout.
+func ConsumerConfig(names Names) jetstream.ConsumerConfig {
+	names = names.Or(DefaultNames)
 	return jetstream.ConsumerConfig{
-		Durable:        c.names.Durable,
-		FilterSubjects: stream.Filters(c.names.Subject),
+		Durable:        names.Durable,
+		FilterSubjects: stream.Filters(names.Subject),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        30 * time.Second,
 		MaxDeliver:     20,
@@ -80,23 +81,33 @@ func (c *PaymentEvents) ConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// NewPaymentEvents builds the consumer; zero fields of names take DefaultNames.
-func NewPaymentEvents(js jetstream.JetStream, names Names, apply app.ApplyPaymentHandler, log *slog.Logger) *PaymentEvents {
+// EnsureConsumer returns the durable consumer ConsumerConfig describes,
+// creating the stream or the consumer only when missing or changed
+// (stream.EnsureConsumer). The service calls it while wiring, beside its
+// database connection, so that starting to consume later is no round trip.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, names Names) (jetstream.Consumer, error) {
+	cfg := ConsumerConfig(names)
+	cons, err := stream.EnsureConsumer(ctx, js, names.Or(DefaultNames), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", cfg.Durable, err)
+	}
+	return cons, nil
+}
+
+// NewPaymentEvents builds the handler of cons (from EnsureConsumer with the
+// same names); zero fields of names take DefaultNames.
+func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPaymentHandler, log *slog.Logger) *PaymentEvents {
 	if log == nil {
 		log = slog.Default()
 	}
 	handled, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.payment_events",
 		metric.WithDescription("payment result messages handled, by outcome"))
-	return &PaymentEvents{js: js, names: names.Or(DefaultNames), apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers}
+	return &PaymentEvents{cons: cons, names: names.Or(DefaultNames), apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers}
 }
 
-// Start ensures the stream and consumer exist and begins consuming. The
-// returned stop function stops delivery and waits for the message in hand.
-func (c *PaymentEvents) Start(ctx context.Context) (stop func(), err error) {
-	cons, err := stream.EnsureConsumer(ctx, c.js, c.names, c.ConsumerConfig())
-	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", c.names.Durable, err)
-	}
+// Start begins consuming. The returned stop function stops delivery and
+// waits for the message in hand.
+func (c *PaymentEvents) Start() (stop func(), err error) {
 	// Each result waits on a few database round trips, so one message at a
 	// time caps the consumer at a few hundred per second and queues the rest
 	// behind the slowest commit. Results are spread over lanes by order id
@@ -121,7 +132,7 @@ func (c *PaymentEvents) Start(ctx context.Context) (stop func(), err error) {
 		wg.Wait()
 	}
 	seed := maphash.MakeSeed()
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	cc, err := c.cons.Consume(func(m jetstream.Msg) {
 		lanes[maphash.String(seed, laneKey(m))%uint64(len(lanes))] <- m
 	})
 	if err != nil {

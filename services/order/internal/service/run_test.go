@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,5 +40,20 @@ func TestNewFailsCleanly(t *testing.T) {
 	cfg := config.Config{DatabaseURL: "postgres://shanhai@127.0.0.1:15432/no_such_db_" + svctest.Random(4) + "?sslmode=disable&connect_timeout=2"}
 	if _, err := service.New(context.Background(), cfg, service.Options{}); err == nil {
 		t.Fatal("New succeeded without a database")
+	}
+}
+
+// TestNewFailsOnConsumer: the JetStream consumer is looked up while wiring,
+// beside the database; when that fails, New fails naming the consumer, after
+// the other connections it waited for, and closes them.
+func TestNewFailsOnConsumer(t *testing.T) {
+	cfg := config.Config{
+		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
+	}
+	// A stream name with dots is refused by the lookup itself.
+	names := adapters.Names{Stream: "no.such.stream", Subject: adapters.PaymentsSubject}
+	_, err := service.New(context.Background(), cfg, service.Options{JetStream: names})
+	if err == nil || !strings.Contains(err.Error(), "create consumer order") {
+		t.Fatalf("New = %v, want the consumer lookup's error", err)
 	}
 }

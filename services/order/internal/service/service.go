@@ -133,7 +133,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	s.cleanup.Add(s.Redis.Close)
 	go func() { _ = s.Redis.Ping(context.WithoutCancel(ctx)).Err() }()
 
-	var js jetstream.JetStream
+	names := jetStreamNames(cfg, o.JetStream)
+	var consumer jetstream.Consumer
 	if err = s.cleanup.OpenAll(phases,
 		server.Opening{Name: "database", Open: func() (func() error, error) {
 			db, err := database.OpenMigrated(ctx, cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}, Migrate)
@@ -141,7 +142,13 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			return database.Closer(db), err
 		}},
 		server.Opening{Name: "nats", Open: func() (close func() error, err error) {
-			s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name)
+			var js jetstream.JetStream
+			if s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name); err != nil {
+				return close, err
+			}
+			// The consumer lookup now, beside the database, rather than
+			// after listening: Start then only begins delivery.
+			consumer, err = adapters.EnsureConsumer(ctx, js, names)
 			return close, err
 		}},
 		server.Opening{Name: "discovery", Open: func() (func() error, error) { return s.discovery(ctx) }},
@@ -151,7 +158,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
 	s.cleanup.Add(writer.Close)
-	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
+	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger, DelayFirstPoll: true})
 
 	s.orders = adapters.NewOrderGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
 	orders := s.orders
@@ -162,7 +169,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		NewID:   func() string { return uuid.Must(uuid.NewV7()).String() },
 		Render:  ports.Render,
 	})
-	s.events = adapters.NewPaymentEvents(js, jetStreamNames(cfg, o.JetStream), s.App.ApplyPayment, o.Logger)
+	s.events = adapters.NewPaymentEvents(consumer, names, s.App.ApplyPayment, o.Logger)
 
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
@@ -224,7 +231,7 @@ func (s *Service) Start(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
 	wg.Go(func() { s.housekeeping(wctx) })
-	stopConsumer, err := s.events.Start(ctx)
+	stopConsumer, err := s.events.Start()
 	if err != nil {
 		cancel()
 		wg.Wait()

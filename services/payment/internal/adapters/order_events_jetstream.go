@@ -66,7 +66,7 @@ type OrderCancelledData = OrderCreatedData
 //     still failing on the last allowed delivery: record a dead letter with
 //     the reason, count it, and TermWithReason.
 type OrderEvents struct {
-	js         jetstream.JetStream
+	cons       jetstream.Consumer
 	names      Names
 	app        app.Application
 	maxDeliver int
@@ -81,50 +81,61 @@ type OrderEvents struct {
 // shanhai.orders.> and shanhai.orders (stream.Filters).
 var DefaultNames = Names{Stream: Stream, StreamSubjects: StreamSubjects, Subject: OrdersSubject, Durable: ConsumerName}
 
-// NewOrderEvents builds the consumer; zero fields of names take DefaultNames.
-func NewOrderEvents(js jetstream.JetStream, names Names, a app.Application, maxDeliver int, log *slog.Logger) *OrderEvents {
+// EnsureConsumer returns the durable consumer ConsumerConfig describes,
+// creating the stream or the consumer only when missing or changed
+// (stream.EnsureConsumer). The service calls it while wiring, beside its
+// database connection, so that starting to consume later is no round trip.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, names Names, maxDeliver int) (jetstream.Consumer, error) {
+	cfg := ConsumerConfig(names, maxDeliver)
+	cons, err := stream.EnsureConsumer(ctx, js, names.Or(DefaultNames), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", cfg.Durable, err)
+	}
+	return cons, nil
+}
+
+// NewOrderEvents builds the handler of cons (from EnsureConsumer with the same
+// names and maxDeliver); zero fields of names take DefaultNames.
+func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, maxDeliver int, log *slog.Logger) *OrderEvents {
 	if log == nil {
 		log = slog.Default()
 	}
 	m := otel.Meter("shanhai/payment")
 	handled, _ := m.Int64Counter("shanhai.payment.order_events", metric.WithDescription("order messages handled, by outcome"))
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
-	return &OrderEvents{js: js, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
+	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
 }
 
-// ConsumerConfig is the durable consumer this service owns. BackOff spaces
-// redeliveries after an ack timeout (a crashed or stuck worker); naks carry
-// their own delay.
-func (c *OrderEvents) ConsumerConfig() jetstream.ConsumerConfig {
+// ConsumerConfig is the durable consumer this service owns; zero fields of
+// names take DefaultNames. BackOff spaces redeliveries after an ack timeout
+// (a crashed or stuck worker); naks carry their own delay.
+func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
+	names = names.Or(DefaultNames)
 	// JetStream requires fewer backoff steps than deliveries.
 	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
-	backoff = backoff[:max(1, min(len(backoff), c.maxDeliver-1))]
+	backoff = backoff[:max(1, min(len(backoff), maxDeliver-1))]
 	return jetstream.ConsumerConfig{
-		Durable:        c.names.Durable,
-		FilterSubjects: stream.Filters(c.names.Subject),
+		Durable:        names.Durable,
+		FilterSubjects: stream.Filters(names.Subject),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        30 * time.Second,
-		MaxDeliver:     c.maxDeliver,
+		MaxDeliver:     maxDeliver,
 		BackOff:        backoff,
 		MaxAckPending:  256,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
 }
 
-// Start ensures the stream and consumer exist and begins consuming. The
-// returned stop function stops delivery and waits for messages in hand.
-func (c *OrderEvents) Start(ctx context.Context) (stop func(), err error) {
-	cons, err := stream.EnsureConsumer(ctx, c.js, c.names, c.ConsumerConfig())
-	if err != nil {
-		return nil, fmt.Errorf("create consumer %s: %w", c.names.Durable, err)
-	}
+// Start begins consuming. The returned stop function stops delivery and
+// waits for messages in hand.
+func (c *OrderEvents) Start() (stop func(), err error) {
 	// Charges wait on the provider (tens of milliseconds), so messages are
 	// handled by a bounded pool rather than one at a time. Concurrency is
 	// safe per order: the claim and the PENDING guard on completion make
 	// two deliveries of one order converge on a single charge.
 	sem := make(chan struct{}, c.workers)
 	var wg sync.WaitGroup
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+	cc, err := c.cons.Consume(func(m jetstream.Msg) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()

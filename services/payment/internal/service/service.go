@@ -123,7 +123,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		go func() { _ = verifier.Ready(context.WithoutCancel(ctx)) }()
 	}
 
-	var js jetstream.JetStream
+	names := jetStreamNames(cfg, o.JetStream)
+	var consumer jetstream.Consumer
 	if err = s.cleanup.OpenAll(phases,
 		server.Opening{Name: "database", Open: func() (func() error, error) {
 			db, err := database.OpenMigrated(ctx, cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}, Migrate)
@@ -131,7 +132,13 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			return database.Closer(db), err
 		}},
 		server.Opening{Name: "nats", Open: func() (close func() error, err error) {
-			s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name)
+			var js jetstream.JetStream
+			if s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name); err != nil {
+				return close, err
+			}
+			// The consumer lookup now, beside the database, rather than
+			// after listening: Start then only begins delivery.
+			consumer, err = adapters.EnsureConsumer(ctx, js, names, cfg.MaxDeliver)
 			return close, err
 		}},
 		server.Opening{Name: "etcd", Open: func() (func() error, error) { return s.etcdParts(ctx) }},
@@ -141,7 +148,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
 	s.cleanup.Add(writer.Close)
-	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
+	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger, DelayFirstPoll: true})
 	s.Payments = adapters.NewPaymentGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
 	s.Provider = adapters.NewSimulatedProvider(s.Settings)
 	s.App = app.New(app.Deps{
@@ -153,7 +160,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		},
 		NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
 	})
-	s.events = adapters.NewOrderEvents(js, jetStreamNames(cfg, o.JetStream), s.App, cfg.MaxDeliver, o.Logger)
+	s.events = adapters.NewOrderEvents(consumer, names, s.App, cfg.MaxDeliver, o.Logger)
 
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
@@ -223,7 +230,7 @@ func (s *Service) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
-	stopConsumer, err := s.events.Start(ctx)
+	stopConsumer, err := s.events.Start()
 	if err != nil {
 		cancel()
 		wg.Wait()

@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
 	s.cleanup.Add(writer.Close)
-	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger})
+	s.Relay = outbox.NewRelay(s.DB, writer, outbox.RelayOptions{Logger: o.Logger, DelayFirstPoll: true})
 
 	window := limit.Rate{Period: cfg.LoginWindow}
 	perIP, perAccount := window, window
