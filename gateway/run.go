@@ -274,7 +274,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *proxy.Proxy, pool *upstream.Pool, admin fasthttp.RequestHandler,
 	shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
 	srv := evloop.New(evloop.Options{
-		Addr: cfg.Addr, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz", "/metrics"},
+		Addr: cfg.Addr, Loops: cfg.EventLoops, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz", "/metrics"},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: 16 << 10, ReadTimeout: cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Endpoints: pool, Log: log,
 	})

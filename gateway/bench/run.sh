@@ -20,6 +20,9 @@
 #   fullloopns (optional) fullloop with the trace sampling ratio at 0: prices the sampled 10 %
 #   fullloop1, routingloop1  (optional) fullloop and routingloop on one CPU (taskset -c 0, so
 #            one event loop): with fullloop/routingloop, prices the two loops' contention
+#   fullloopl1 (optional) fullloop with GATEWAY_EVENT_LOOPS=1: one loop, not pinned (the runtime's
+#            other threads, GC and the span exporter, may still use the other core)
+#   nginx1   (optional) nginx with worker_processes 1, to set beside fullloopl1: both tuned alike
 # then a second pass at about half of the full chain's saturation (wrk's delay()
 # throttles each connection) to compare added latency.
 #
@@ -61,6 +64,7 @@ cleanup() {
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	[[ -f $WORK/up.pid ]] && kill "$(cat "$WORK/up.pid")" 2>/dev/null || true
 	[[ -f $WORK/px.pid ]] && kill "$(cat "$WORK/px.pid")" 2>/dev/null || true
+	[[ -f $WORK/px1.pid ]] && kill "$(cat "$WORK/px1.pid")" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -95,6 +99,11 @@ http { access_log off; client_body_temp_path $WORK/px; proxy_temp_path $WORK/px;
 NGX
 $LOAD nginx -c "$WORK/up.conf"
 $PX nginx -c "$WORK/px.conf"
+if [[ " $TARGETS " == *" nginx1 "* ]]; then
+	mkdir -p "$WORK/px1"
+	sed -e 's/worker_processes auto/worker_processes 1/' -e "s|$WORK/px|$WORK/px1|g" -e 's/18091/18107/' "$WORK/px.conf" >"$WORK/px1.conf"
+	$PX nginx -c "$WORK/px1.conf"
+fi
 
 $LOAD "$WORK/benchaux" -addr 127.0.0.1:18099 -token "$WORK/token" >"$WORK/aux.log" 2>&1 & PIDS+=($!)
 $PX "$WORK/stdproxy" -addr 127.0.0.1:18092 -upstream http://127.0.0.1:18090 >"$WORK/std.log" 2>&1 & PIDS+=($!)
@@ -135,6 +144,9 @@ fi
 if [[ " $TARGETS " == *" fullloop1 "* ]]; then
 	PX="taskset -c 0" gw fullloop1 "$WORK/gateway" 18105 "" "${fullenv[@]}" GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloop1
 fi
+if [[ " $TARGETS " == *" fullloopl1 "* ]]; then
+	gw fullloopl1 "$WORK/gateway" 18108 "" "${fullenv[@]}" GATEWAY_TRANSPORT=loop GATEWAY_EVENT_LOOPS=1 GATEWAY_LIMIT_NAMESPACE=benchloopl1
+fi
 if [[ " $TARGETS " == *" routingloop1 "* ]]; then
 	PX="taskset -c 0" gw routingloop1 "$WORK/gateway" 18106 "" GATEWAY_MODE=routing GATEWAY_TRANSPORT=loop
 fi
@@ -160,15 +172,16 @@ if [[ ${PROFILE:-0} == 1 ]] && ! curl -fs http://127.0.0.1:29093/debug/pprof/cmd
 	exit 1
 fi
 declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095 [full0]=18096 [routing0]=18097 [loop]=18098
-	[fullloop]=18100 [routingloop]=18101 [fullloop0]=18102 [routingloop0]=18103 [fullloopns]=18104 [fullloop1]=18105 [routingloop1]=18106)
-for t in fullloop routingloop fullloop0 routingloop0 fullloopns fullloop1 routingloop1; do
+	[fullloop]=18100 [routingloop]=18101 [fullloop0]=18102 [routingloop0]=18103 [fullloopns]=18104 [fullloop1]=18105 [routingloop1]=18106
+	[nginx1]=18107 [fullloopl1]=18108)
+for t in fullloop routingloop fullloop0 routingloop0 fullloopns fullloop1 routingloop1 fullloopl1; do
 	[[ " $TARGETS " == *" $t "* ]] || continue
 	for _ in $(seq 50); do curl -fs -o /dev/null "127.0.0.1:${PORT[$t]}/healthz" && break; sleep 0.2; done
 done
 # Every target gets the same request, Authorization included.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
 [[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
-for t in fullloop fullloop0 fullloopns fullloop1; do
+for t in fullloop fullloop0 fullloopns fullloop1 fullloopl1; do
 	[[ " $TARGETS " == *" $t "* ]] || continue
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$PATHQ")
 	[[ $code == 200 ]] || { echo "bench: $t answers $code, see $WORK/$t.log" >&2; cat "$WORK/$t.log" >&2; exit 1; }
@@ -181,6 +194,7 @@ pids_of() {
 	case $1 in
 	direct) echo "$(cat "$WORK/up.pid") $(pgrep -P "$(cat "$WORK/up.pid")" | tr '\n' ' ')" ;;
 	nginx) echo "$(cat "$WORK/px.pid") $(pgrep -P "$(cat "$WORK/px.pid")" | tr '\n' ' ')" ;;
+	nginx1) echo "$(cat "$WORK/px1.pid") $(pgrep -P "$(cat "$WORK/px1.pid")" | tr '\n' ' ')" ;;
 	*) echo "${PROC[$1]}" ;;
 	esac
 }

@@ -30,6 +30,7 @@ type Config struct {
 	JWKSURL         string   `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"user service key set for JWT verification"`
 
 	Transport    string        `env:"GATEWAY_TRANSPORT" envDefault:"auto" desc:"auto (loop, or fasthttp when TLS_CERT_FILE is set), fasthttp (a goroutine per connection), or loop (gnet event loops; no TLS)"`
+	EventLoops   int           `env:"GATEWAY_EVENT_LOOPS" envDefault:"0" desc:"event loops of the loop transport; 0 is one per CPU the process may run on"`
 	Mode         string        `env:"GATEWAY_MODE" envDefault:"full" desc:"full, or routing (no auth, limits, breaker, tracing or metrics: a benchmark baseline only)"`
 	Routes       string        `env:"GATEWAY_ROUTES" envDefault:"/api/v1/users=user,/api/v1/sessions=user,/.well-known/jwks.json=user,/api/v1/orders=order,/api/v1/products=order,/api/v1/payments=payment" desc:"route table: path prefix=service,..."`
 	RouteTimeout time.Duration `env:"GATEWAY_ROUTE_TIMEOUT" envDefault:"5s" desc:"default per-route timeout (504 when reached); dynamic config may override per route"`
@@ -97,6 +98,9 @@ func (c *Config) Validate() error {
 		// The event loop reads and writes raw sockets; TLS there would need a
 		// record layer driven by the loop, which is not built.
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_TRANSPORT", "loop does not serve TLS; use GATEWAY_TRANSPORT=fasthttp with TLS_CERT_FILE, or terminate TLS in front"))
+	}
+	if c.EventLoops < 0 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_EVENT_LOOPS", "must be 0 (one per CPU) or a positive count"))
 	}
 	if _, err := route.Parse(c.Routes, c.RouteTimeout, nil); err != nil {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTES", err.Error()))

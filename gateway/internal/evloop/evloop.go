@@ -47,7 +47,11 @@ const Tick = 10 * time.Millisecond
 
 // Options configure a Server.
 type Options struct {
-	Addr  string // host:port
+	Addr string // host:port
+	// Loops is how many event loops serve; 0 is one per CPU the process
+	// may run on. Fewer loops than CPUs leave cores to whatever shares the
+	// machine (on a 2-core box: the upstreams, the load generator).
+	Loops int
 	Proxy *proxy.Proxy
 	// Admin serves AdminPaths (health, readiness, metrics) on a goroutine:
 	// they are rare and may block.
@@ -136,10 +140,10 @@ func New(o Options) *Server {
 	return s
 }
 
-// Serve listens and serves until Stop; one event loop per core, new
-// clients to the loop with the fewest connections.
+// Serve listens and serves until Stop; Options.Loops event loops (one per
+// core by default), new clients to the loop with the fewest connections.
 func (s *Server) Serve() error {
-	err := gnet.Run(s, "tcp://"+s.o.Addr, gnet.WithMulticore(true), gnet.WithTicker(true),
+	err := gnet.Run(s, "tcp://"+s.o.Addr, gnet.WithMulticore(true), gnet.WithNumEventLoop(s.o.Loops), gnet.WithTicker(true),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLoadBalancing(gnet.LeastConnections),
 		gnet.WithLogger(gnetLogger{s.o.Log}))
 	if err != nil {
