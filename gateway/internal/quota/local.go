@@ -12,13 +12,23 @@ import "time"
 // request for every step that needs it): leases live a second and denials
 // and the fallback's refill are in milliseconds at the finest, so a reading
 // microseconds old decides the same.
+//
+// It never waits for a Redis round trip: while Allow refills key's lease it
+// says false, and the request waits for that refill on a goroutine.
 func (l *Lease) AllowLocal(key []byte, now time.Time) (d Decision, ok bool) {
 	r := l.rate.Load()
 	if r.Off() {
 		return Decision{Allowed: true}, true
 	}
 	b := l.bucket(key)
-	b.mu.Lock()
+	if !b.mu.TryLock() {
+		if b.refilling.Load() {
+			return Decision{}, false
+		}
+		// Held for a local decision (nanoseconds), or by Allow in the
+		// instant before or after its call: waiting is cheap either way.
+		b.mu.Lock()
+	}
 	defer b.mu.Unlock()
 	return l.local(b, r, now.UnixNano(), r.window())
 }

@@ -59,3 +59,28 @@ func TestFallbackIgnoresOlderReadings(t *testing.T) {
 		t.Fatal("a full token's refill was refused")
 	}
 }
+
+// While Allow holds a key's bucket for its Redis call, AllowLocal (on an
+// event loop) gives the request back instead of waiting out the round trip.
+func TestAllowLocalDoesNotWaitForRefill(t *testing.T) {
+	l := New(redisClient(t), uniq(), Rate{Count: 1000, Period: time.Hour, Burst: 1000}, 1, slog.Default())
+	key := []byte("10.0.0.2")
+	b := l.bucket(key)
+	b.mu.Lock() // as Allow holds it around AllowAtMost
+	b.refilling.Store(true)
+	done := make(chan bool)
+	go func() {
+		_, ok := l.AllowLocal(key, time.Now())
+		done <- ok
+	}()
+	select {
+	case ok := <-done:
+		if ok {
+			t.Fatal("AllowLocal decided during a refill")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("AllowLocal waited for the refill's lock")
+	}
+	b.refilling.Store(false)
+	b.mu.Unlock()
+}

@@ -91,7 +91,13 @@ type shard struct {
 }
 
 type bucket struct {
+	// mu is held across Allow's Redis call, so one call at a time refills a
+	// key's lease and the requests behind it find its tokens. refilling
+	// says such a call is in flight: AllowLocal, which runs on an event
+	// loop, must not wait out that round trip (it would stall every
+	// connection of the loop) and hands the request to Allow instead.
 	mu         sync.Mutex
+	refilling  atomic.Bool
 	tokens     int   // leased and unspent
 	until      int64 // lease expiry, unix nanos
 	denyUntil  int64 // Redis said no until then
@@ -142,7 +148,9 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 		return d, nil
 	}
 	lim := redis_rate.Limit{Rate: r.Count, Burst: r.burst(), Period: r.Period}
+	b.refilling.Store(true)
 	res, err := l.rl.AllowAtMost(ctx, "shanhai:"+l.name+":"+string(key), lim, l.leaseSize(*r))
+	b.refilling.Store(false)
 	if err != nil {
 		if ctx.Err() != nil {
 			return Decision{}, fmt.Errorf("quota %s: %w", l.name, ctx.Err())
