@@ -64,9 +64,14 @@ esac
 [[ $STATS == apart || $BASELINE == plain ]] || { echo "STATS=on needs BASELINE=plain (the agent restarts between rounds)" >&2; exit 2; }
 
 [[ $(id -u) == 0 ]] || { echo "overhead.sh loads eBPF programs: run it as root" >&2; exit 1; }
-for tool in wrk bpftool jq curl bc; do
-	command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install wrk bpftool jq curl bc)" >&2; exit 1; }
-done
+# The tools come from Debian; a fresh machine gets them here, as gateway/bench/run.sh does.
+missing=()
+for tool in wrk bpftool jq curl bc; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if ((${#missing[@]})); then
+	echo "overhead.sh: installing ${missing[*]} from Debian" >&2
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+		{ echo "needs ${missing[*]} (apt-get install ${missing[*]}) and could not install them" >&2; exit 1; }
+fi
 
 work=$(mktemp -d)
 pids=()
