@@ -5,6 +5,7 @@
 #
 #   scripts/fuzz-gateway.sh                    all targets, 10 minutes each
 #   FUZZTIME=30s PARALLEL=2 scripts/fuzz-gateway.sh
+#   scripts/fuzz-gateway.sh FuzzSanitize FuzzToken   only the targets named
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZTIME=${FUZZTIME:-10m}
@@ -14,6 +15,7 @@ mkdir -p "$LOG"
 TARGETS=(
 	"./internal/route FuzzClean"     # routing / path normalisation
 	"./internal/proxy FuzzSanitize"  # header hygiene: hop-by-hop, X-User-ID lookalikes
+	"./internal/proxy FuzzSanitizeSameAsReference" # the one-pass hygiene against the plain reference version
 	"./internal/proxy FuzzClientIP"  # X-Forwarded-For from trusted proxies only
 	"./internal/proxy FuzzProblem"   # problem+json stays JSON for any request target
 	"./internal/authn FuzzToken"     # bearer extraction + JWT verification + cache
@@ -22,6 +24,7 @@ cd "$ROOT/gateway"
 status=0
 for t in "${TARGETS[@]}"; do
 	read -r pkg name <<<"$t"
+	[[ $# -eq 0 || " $* " == *" $name "* ]] || continue
 	start=$SECONDS
 	if go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -parallel "$PARALLEL" >"$LOG/$name.log" 2>&1; then
 		result=ok
