@@ -3,10 +3,10 @@ package auth
 import (
 	"crypto/ed25519"
 	"hash/maphash"
-	"maps"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/readmap"
 )
 
 // tokenCache remembers tokens that verified, so a client's repeated requests
@@ -40,19 +40,13 @@ type tokenCache struct {
 }
 
 type cacheShard struct {
-	// ro is a copy of m that lookups read without a lock: a read lock
-	// writes its reader count, a cache line that every request on every
-	// core wrote (the gateway's two event loops: gateway/README.md, sixth
-	// pass). It is taken again, as sync.Map promotes its dirty map, once
-	// lookups have missed it as often as it has entries, so a new token is
-	// read lock-free after a while and copying costs O(1) per miss
-	// amortised. Deletions (eviction, expiry) are not copied at once: an
+	// ro is the copy of m that hits read without a lock (package
+	// readmap). Deletions (eviction, expiry) are not copied at once: an
 	// entry ro still holds is checked like any other before it answers,
 	// and an evicted one that still verifies may answer. So ro and m
 	// together hold at most twice the cache's bound.
-	ro     atomic.Pointer[map[string]*cachedToken]
-	mu     sync.Mutex // m, misses
-	misses int
+	ro readmap.Copy[*cachedToken]
+	mu sync.Mutex // m, ro's misses
 	// m holds pointers: an entry (160 bytes) above the runtime's 128-byte
 	// limit for map values stored in place sends every lookup down the
 	// map's slow path, which hashes the whole token even in a small map.
@@ -74,7 +68,6 @@ func newTokenCache(entries int) *tokenCache {
 	c := &tokenCache{seed: maphash.MakeSeed(), perShard: max(1, entries/16)}
 	for i := range c.shards {
 		c.shards[i].m = make(map[string]*cachedToken)
-		c.shards[i].publish()
 	}
 	return c
 }
@@ -104,13 +97,13 @@ func shardOf[T string | []byte](c *tokenCache, token T) *cacheShard {
 func cacheGet[T string | []byte](c *tokenCache, token T, now time.Time, set *keySet) (Claims, bool) {
 	s := shardOf(c, token)
 	// No copy of a []byte: the compiler special-cases a map index.
-	if e, ok := (*s.ro.Load())[string(token)]; ok && e.answers(now, set) {
+	if e, ok := s.ro.Load()[string(token)]; ok && e.answers(now, set) {
 		return e.claims, true
 	}
 	// Not in the copy, or its entry there no longer answers: m decides.
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.missed()
+	s.ro.Missed(s.m)
 	e, ok := s.m[string(token)]
 	if !ok {
 		return Claims{}, false
@@ -138,22 +131,6 @@ func (e *cachedToken) answers(now time.Time, set *keySet) bool {
 	return found && len(k) > 0 && len(e.key) > 0 && (&k[0] == &e.key[0] || k.Equal(e.key))
 }
 
-// missed counts a lookup ro could not answer and copies m when they add up
-// to ro's size; s.mu is held.
-func (s *cacheShard) missed() {
-	if s.misses++; s.misses >= len(*s.ro.Load()) {
-		s.publish()
-	}
-}
-
-// publish makes a copy of m the one lookups read; s.mu is held (or s is
-// not shared yet).
-func (s *cacheShard) publish() {
-	ro := maps.Clone(s.m)
-	s.ro.Store(&ro)
-	s.misses = 0
-}
-
 // put remembers a verified token. token is a string of the caller's own
 // (Verify's argument, or VerifyBytes's copy), never a view of a buffer.
 func (c *tokenCache) put(token string, e *cachedToken) {
@@ -169,5 +146,5 @@ func (c *tokenCache) put(token string, e *cachedToken) {
 		}
 	}
 	s.m[token] = e
-	s.missed()
+	s.ro.Missed(s.m)
 }

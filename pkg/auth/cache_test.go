@@ -294,15 +294,15 @@ func TestCacheCopyAnswersLikeTheMap(t *testing.T) {
 	tok, _ := s.Sign("alice", time.Minute)
 	mustVerify(t, v, tok)
 	sh := shardOf(v.cache, tok)
-	if _, ok := (*sh.ro.Load())[tok]; !ok {
+	if _, ok := sh.ro.Load()[tok]; !ok {
 		t.Fatal("the first token of a shard is not in its copy")
 	}
 	breakParser(v)
 	for range 100 {
 		mustVerify(t, v, tok)
 	}
-	if sh.misses != 0 {
-		t.Fatalf("hits from the copy counted %d misses", sh.misses)
+	if n := sh.ro.Misses(); n != 0 {
+		t.Fatalf("hits from the copy counted %d misses", n)
 	}
 	clk.add(time.Hour)
 	if _, err := v.Verify(context.Background(), tok); err == nil {

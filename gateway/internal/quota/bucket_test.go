@@ -49,7 +49,7 @@ func TestBucketLookupIsConsistent(t *testing.T) {
 	h.mu.Lock()
 	h.sweep(time.Now().UnixNano())
 	h.mu.Unlock()
-	if _, ok := (*h.ro.Load())["k"]; ok {
+	if _, ok := h.ro.Load()["k"]; ok {
 		t.Fatal("swept key k still in the lock-free copy")
 	}
 	if l.bucket([]byte("k")) == first {

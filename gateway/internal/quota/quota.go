@@ -15,13 +15,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
+	"github.com/shanhai-dev/shanhai/pkg/readmap"
 )
 
 // Rate is Count requests per Period with bursts of Burst (0: Count).
@@ -76,18 +76,14 @@ type Lease struct {
 const Cooldown = time.Second
 
 // shard holds some of a limit's keys. A known key, every request's case, is
-// found in ro without a lock: a read lock writes its reader count, one cache
-// line that both event loops wrote twice per request (ip and user limit),
-// and under two-core load that RLock was the chain's most visible shared
-// write (gateway/README.md, sixth pass). ro is a copy of m taken after
-// misses; between copies m only grows, and sweep, the one place that
-// deletes, takes a new copy at once, so a bucket found in ro is always the
-// one m holds.
+// found in ro without a lock (package readmap): both event loops look up the
+// ip and user limits on every request. Between copies m only grows, and
+// sweep, the one place that deletes, publishes a new copy at once, so a
+// bucket found in ro is always the one m holds.
 type shard struct {
-	ro     atomic.Pointer[map[string]*bucket]
-	mu     sync.Mutex // m, misses
-	m      map[string]*bucket
-	misses int // lookups that missed ro since it was copied
+	ro readmap.Copy[*bucket]
+	mu sync.Mutex // m, ro's misses
+	m  map[string]*bucket
 }
 
 type bucket struct {
@@ -116,7 +112,6 @@ func New(rdb redis.UniversalClient, name string, r Rate, replicas int, log *slog
 	l.SetRate(r)
 	for i := range l.shards {
 		l.shards[i].m = map[string]*bucket{}
-		l.shards[i].publish()
 	}
 	return l
 }
@@ -202,7 +197,7 @@ func (l *Lease) shardOf(key []byte) *shard {
 
 func (l *Lease) bucket(key []byte) *bucket {
 	s := l.shardOf(key)
-	if b := (*s.ro.Load())[string(key)]; b != nil {
+	if b := s.ro.Load()[string(key)]; b != nil {
 		return b
 	}
 	s.mu.Lock()
@@ -215,21 +210,8 @@ func (l *Lease) bucket(key []byte) *bucket {
 		b = &bucket{}
 		s.m[string(key)] = b
 	}
-	// As sync.Map does: copy once the misses match ro's size, so copying
-	// costs O(1) per new key amortised, and a new key is in ro after a few
-	// requests.
-	if s.misses++; s.misses >= len(*s.ro.Load()) {
-		s.publish()
-	}
+	s.ro.Missed(s.m)
 	return b
-}
-
-// publish makes a copy of m the one lookups read; s.mu is held (or s is
-// not shared yet).
-func (s *shard) publish() {
-	ro := maps.Clone(s.m)
-	s.ro.Store(&ro)
-	s.misses = 0
 }
 
 // sweep forgets keys with nothing leased and no denial pending; a forgotten
@@ -243,5 +225,5 @@ func (s *shard) sweep(now int64) {
 			b.mu.Unlock()
 		}
 	}
-	s.publish()
+	s.ro.Publish(s.m)
 }
