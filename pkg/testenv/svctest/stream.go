@@ -13,6 +13,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/carrier"
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 )
 
 // Stream is a JetStream stream of one test: its name and subject prefix are random, so a service started on it sees
@@ -80,7 +81,7 @@ func (s *Stream) Publish(t testing.TB, subject, topic, key string, hdr nats.Head
 func (s *Stream) Drained(t testing.TB, durable string, within time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	Eventually(t, within, "consumer "+durable+" to settle every message", func() bool {
+	runtest.Eventually(t, within, "consumer "+durable+" to settle every message", func() bool {
 		st, err := s.JS.Stream(ctx, s.Name)
 		if err != nil {
 			return false

@@ -1,6 +1,6 @@
 // Package svctest holds the set-up every service's integration tests start from (the databases are in storetest): a
 // private JetStream stream, events published the way the bridge publishes them, a tail of a Kafka topic, a token
-// issuer whose JWKS the service fetches, and the register/serve/deregister check of a running service. The services
+// issuer whose JWKS the service fetches (the register/serve/deregister check of a running service is in runtest). The services
 // are separate modules, so what their tests share can only live in pkg; each service keeps its own assertions.
 //
 // It is a package of its own, not part of testenv, because it needs JetStream, kafka-go and etcd clients, and testenv
@@ -24,19 +24,6 @@ func Random(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b) // never fails (crypto/rand panics rather than return an error since Go 1.24)
 	return hex.EncodeToString(b)
-}
-
-// Eventually polls cond every 50 ms until it holds, failing t with what it waited for once within has passed. Work a
-// service does in the background (consumers, relays, registration) is only observable this way.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // Issuer signs tokens with a key made for one test and publishes its JWKS at URL, standing in for the user service.

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -19,25 +17,10 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
-	"github.com/shanhai-dev/shanhai/pkg/discovery"
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 )
-
-func TestEventuallyFailsWithWhatItWaitedFor(t *testing.T) {
-	failed := testenv.Failure(t, func(tb testing.TB) {
-		svctest.Eventually(tb, 100*time.Millisecond, "the impossible", func() bool { return false })
-	})
-	if !strings.Contains(failed, "the impossible") {
-		t.Fatalf("failure = %q, want it to name what it waited for", failed)
-	}
-	calls := 0
-	svctest.Eventually(t, time.Second, "the third try", func() bool { calls++; return calls == 3 })
-	if calls != 3 {
-		t.Fatalf("cond called %d times after it held", calls)
-	}
-}
 
 func TestIssuerTokensVerifyAgainstItsJWKS(t *testing.T) {
 	is := svctest.NewIssuer(t)
@@ -132,64 +115,6 @@ func TestKafkaTailSeesOnlyWhatCameAfterIt(t *testing.T) {
 	m := tail.Find(t, key, 20*time.Second)
 	if string(m.Value) != "after" || svctest.HeaderMap(m.Headers)["n"] != "after" {
 		t.Fatalf("found %s (headers %v), want the message written after the tail", m.Value, m.Headers)
-	}
-}
-
-// fakeService registers an instance of service in etcd whose /readyz answers 200, serves until ctx ends and then
-// deregisters unless forget is set.
-func fakeService(t *testing.T, service, version string, forget bool) func(context.Context) error {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
-	t.Cleanup(srv.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	reg := discovery.NewEtcdRegistry(cli, 10*time.Second)
-	t.Cleanup(func() { _ = reg.Deregister(context.Background()) })
-	return func(ctx context.Context) error {
-		in := discovery.Instance{ID: svctest.Random(4), Service: service, Addr: strings.TrimPrefix(srv.URL, "http://"), Version: version}
-		// The keep-alives live as long as the context Register gets, so, as in
-		// the services, that is not the serving context.
-		if err := reg.Register(context.WithoutCancel(ctx), in); err != nil {
-			return err
-		}
-		<-ctx.Done()
-		if forget {
-			return nil
-		}
-		return reg.Deregister(context.Background())
-	}
-}
-
-func TestRegistersServesAndDeregisters(t *testing.T) {
-	service, version := "svctest-"+svctest.Random(4), "v-"+svctest.Random(4)
-	svctest.RegistersServesAndDeregisters(t, service, version, fakeService(t, service, version, false))
-
-	failed := testenv.Failure(t, func(tb testing.TB) {
-		svctest.RegistersServesAndDeregisters(tb, service, version, fakeService(t, service, version, true))
-	})
-	if !strings.Contains(failed, "still registered after shutdown") {
-		t.Fatalf("a service that stays registered: failure = %q", failed)
-	}
-
-	// An instance written without a lease would outlive a crashed process.
-	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	key := discovery.Prefix + service + "/no-lease"
-	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
-	failed = testenv.Failure(t, func(tb testing.TB) {
-		svctest.RegistersServesAndDeregisters(tb, service, "no-lease", func(ctx context.Context) error {
-			_, err := cli.Put(ctx, key, `{"id":"no-lease","service":"`+service+`","addr":"127.0.0.1:1","version":"no-lease"}`)
-			<-ctx.Done()
-			return err
-		})
-	})
-	if !strings.Contains(failed, "without a lease") {
-		t.Fatalf("an instance without a lease: failure = %q", failed)
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 )
 
 func TestCreateOrderIgnoresClientPriceAndReplays(t *testing.T) {
@@ -88,7 +88,7 @@ func TestCancelOnlyWhilePending(t *testing.T) {
 	}
 	paid := h.createOrder("alice", `{"items":[{"sku":"TEA-GREEN-100G","quantity":1}]}`)
 	h.publishResult(t, "payment.succeeded", "evt-"+paid.ID, paid.ID, "", nil)
-	svctest.Eventually(t, 10*time.Second, "order paid", func() bool { return h.getOrder("alice", paid.ID).Status == "PAID" })
+	runtest.Eventually(t, 10*time.Second, "order paid", func() bool { return h.getOrder("alice", paid.ID).Status == "PAID" })
 	if r := h.do("POST", "/api/v1/orders/"+paid.ID+"/cancel", "alice", ""); r.Status != http.StatusConflict {
 		t.Fatalf("cancel paid: %d %s", r.Status, r.Body)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/order/internal/config"
@@ -30,7 +31,7 @@ func TestRunRegistersServesAndDeregisters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svctest.RegistersServesAndDeregisters(t, service.Name, version, svc.Run)
+	runtest.RegistersServesAndDeregisters(t, service.Name, version, svc.Run)
 }
 
 // TestNewFailsCleanly: a dependency that is down is an error from New, not

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
@@ -128,7 +129,7 @@ func TestProviderFaultIsRetriedUntilCleared(t *testing.T) {
 	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 1, DeclineAboveCents: 100000})
 	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 999, Currency: "EUR"}
 	h.publishOrder(o, "", nil)
-	svctest.Eventually(t, 15*time.Second, "a redelivery after the fault", func() bool {
+	runtest.Eventually(t, 15*time.Second, "a redelivery after the fault", func() bool {
 		c, err := h.stream.JS.Consumer(ctx, h.names.Stream, h.names.Durable)
 		if err != nil {
 			return false
@@ -140,7 +141,7 @@ func TestProviderFaultIsRetriedUntilCleared(t *testing.T) {
 		t.Fatalf("during the fault: %+v, %d events", rows, h.outboxCount(o.OrderID))
 	}
 	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 0, DeclineAboveCents: 100000})
-	svctest.Eventually(t, 20*time.Second, "the charge to succeed after the fault cleared", func() bool {
+	runtest.Eventually(t, 20*time.Second, "the charge to succeed after the fault cleared", func() bool {
 		rows := h.payments(o.OrderID)
 		return len(rows) == 1 && rows[0].Status == "SUCCEEDED"
 	})

@@ -20,6 +20,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
@@ -96,7 +97,7 @@ func (h *harness) setSettings(d config.Dynamic) {
 	if _, err := h.etcd.Put(context.Background(), h.key, string(b)); err != nil {
 		h.t.Fatal(err)
 	}
-	svctest.Eventually(h.t, 5*time.Second, "settings to apply", func() bool { return h.svc.Settings().FailureRate == d.FailureRate })
+	runtest.Eventually(h.t, 5*time.Second, "settings to apply", func() bool { return h.svc.Settings().FailureRate == d.FailureRate })
 }
 
 type orderEvent struct {

@@ -13,7 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 )
 
@@ -41,7 +41,7 @@ func TestCancelAfterChargeRefundsExactlyOnce(t *testing.T) {
 	h := newHarness(t, nil)
 	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 4200, Currency: "EUR"}
 	h.publishOrder(o, "", nil)
-	svctest.Eventually(t, 20*time.Second, "the charge", func() bool {
+	runtest.Eventually(t, 20*time.Second, "the charge", func() bool {
 		rows := h.payments(o.OrderID)
 		return len(rows) == 1 && rows[0].Status == "SUCCEEDED"
 	})
@@ -183,13 +183,13 @@ func TestRefundUnderProviderFaultsRetriesAndCompletes(t *testing.T) {
 	ctx := context.Background()
 	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 999, Currency: "EUR"}
 	h.publishOrder(o, "", nil)
-	svctest.Eventually(t, 20*time.Second, "the charge", func() bool {
+	runtest.Eventually(t, 20*time.Second, "the charge", func() bool {
 		rows := h.payments(o.OrderID)
 		return len(rows) == 1 && rows[0].Status == "SUCCEEDED"
 	})
 	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 1, DeclineAboveCents: 100000})
 	h.publishCancel(o, "")
-	svctest.Eventually(t, 15*time.Second, "a redelivery after the refund fault", func() bool {
+	runtest.Eventually(t, 15*time.Second, "a redelivery after the refund fault", func() bool {
 		c, err := h.stream.JS.Consumer(ctx, h.names.Stream, h.names.Durable)
 		if err != nil {
 			return false
@@ -201,7 +201,7 @@ func TestRefundUnderProviderFaultsRetriesAndCompletes(t *testing.T) {
 		t.Fatalf("during the fault: %+v, %d refunds", rows, h.svc.Provider.Refunds())
 	}
 	h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 0, DeclineAboveCents: 100000})
-	svctest.Eventually(t, 20*time.Second, "the refund after the fault cleared", func() bool {
+	runtest.Eventually(t, 20*time.Second, "the refund after the fault cleared", func() bool {
 		rows := h.payments(o.OrderID)
 		return rows[0].Status == "REFUNDED"
 	})

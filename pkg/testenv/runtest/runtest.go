@@ -1,4 +1,7 @@
-package svctest
+// Package runtest checks a service run the way its main runs it: registered in discovery, serving, and gone from
+// discovery after shutdown. Every service's tests use it, so it needs only what every service links already (the etcd
+// client); svctest, which needs JetStream and kafka-go, builds on it.
+package runtest
 
 import (
 	"context"
@@ -12,6 +15,19 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/discovery"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
+
+// Eventually polls cond every 50 ms until it holds, failing t with what it waited for once within has passed. Work a
+// service does in the background (consumers, relays, registration) is only observable this way.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
 
 // RegistersServesAndDeregisters checks a service run the way main runs it: run(ctx) must register an instance of
 // service with version in etcd under a lease (so it vanishes if the process dies) within 10 s, answer /readyz 200 at
