@@ -152,11 +152,21 @@ func load(cfg any, environ map[string]string) error {
 			bad = append(bad, ve)
 		}
 	}
-	// Rules only make sense on values that parsed; a struct with type errors
-	// would report confusing follow-on complaints.
-	if len(bad) == 0 {
-		for _, err := range validate(reflect.ValueOf(cfg)) {
-			bad = append(bad, validationErrors(err, vars)...)
+	// Rules run even when some values did not parse, so one message lists
+	// a typo in one variable and a negative duration in another. What they
+	// say about a variable that failed to parse (its field is left at zero)
+	// is a follow-on and dropped, and so are complaints naming no variable,
+	// which may be about that zero too.
+	parsed := len(bad) == 0
+	failed := map[string]bool{}
+	for _, b := range bad {
+		failed[b.Var] = true
+	}
+	for _, err := range validate(reflect.ValueOf(cfg)) {
+		for _, ve := range validationErrors(err, vars) {
+			if !failed[ve.Var] && (parsed || ve.Var != unnamed) {
+				bad = append(bad, ve)
+			}
 		}
 	}
 	if len(bad) == 0 {
@@ -197,6 +207,14 @@ func applyDefaults(environ map[string]string, vars []Var) (map[string]string, er
 		}
 		applied[v.Name] = v.Default
 		out[v.Name] = v.Default
+	}
+	// A notEmpty variable holding only spaces or tabs is as empty as "" (a
+	// stray space in a manifest), so env reports it as such instead of the
+	// binary failing later on a blank DATABASE_URL.
+	for _, v := range vars {
+		if val, set := out[v.Name]; v.notEmpty && set && strings.TrimSpace(val) == "" {
+			out[v.Name] = ""
+		}
 	}
 	return out, nil
 }
@@ -296,6 +314,10 @@ func translate(err error, vars []Var, lookup func(string) (string, bool)) (*VarE
 // VarIsNotSet aliases env's error so callers of this package need not import env.
 type VarIsNotSet = env.VarIsNotSetError
 
+// unnamed stands for the variable of a Validate complaint that is not an
+// [Invalid] error.
+const unnamed = "(config)"
+
 func validationErrors(err error, vars []Var) []*VarError {
 	var out []*VarError
 	var walk func(error)
@@ -315,7 +337,7 @@ func validationErrors(err error, vars []Var) []*VarError {
 			out = append(out, &c)
 			return
 		}
-		out = append(out, &VarError{Var: "(config)", Problem: e.Error()})
+		out = append(out, &VarError{Var: unnamed, Problem: e.Error()})
 	}
 	walk(err)
 	return out

@@ -352,3 +352,61 @@ func TestLoadFromIgnoresTheProcessEnvironment(t *testing.T) {
 		t.Errorf("LoadFrom(nil) = %v, want only DB_URL missing", err)
 	}
 }
+
+type hostileConfig struct {
+	URL     string        `env:"URL,notEmpty" desc:"where the data is"`
+	Name    string        `env:"NAME,notEmpty" envDefault:"svc"`
+	Count   int           `env:"COUNT" envDefault:"5"`
+	Small   uint32        `env:"SMALL" envDefault:"5"`
+	Wait    time.Duration `env:"WAIT" envDefault:"10s" desc:"how long to wait"`
+	Timeout time.Duration `env:"TIMEOUT" envDefault:"1s"`
+}
+
+func (c *hostileConfig) Validate() error {
+	if c.Timeout <= 0 {
+		return Invalid("TIMEOUT", "must be positive")
+	}
+	return nil
+}
+
+// Blank, padded, overflowing and negative values: one error naming every
+// variable with what is wrong, and no panic.
+func TestHostileValuesAreAllListed(t *testing.T) {
+	var c hostileConfig
+	err := load(&c, map[string]string{
+		"URL":   " \t ",
+		"NAME":  "  ",
+		"COUNT": "99999999999999999999",
+		"SMALL": "4294967296",
+		"WAIT":  " 5s",
+	})
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("want *config.Error, got %T %v", err, err)
+	}
+	want := map[string]string{
+		"URL":   "must not be empty",
+		"NAME":  "must not be empty",
+		"COUNT": `"99999999999999999999" is invalid`,
+		"SMALL": `"4294967296" is invalid`,
+		"WAIT":  `" 5s" is invalid`,
+	}
+	if len(ce.Vars) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%v", len(ce.Vars), len(want), err)
+	}
+	for _, v := range ce.Vars {
+		if w, ok := want[v.Var]; !ok || v.Problem != w {
+			t.Errorf("%s: problem %q, want %q", v.Var, v.Problem, w)
+		}
+	}
+	if msg := err.Error(); !strings.Contains(msg, "WAIT: \" 5s\" is invalid (expected duration (e.g. 500ms, 10s): how long to wait)") {
+		t.Errorf("message does not say what WAIT expects:\n%s", msg)
+	}
+
+	// A value that does not parse and one that breaks a rule: both in one
+	// message (Validate runs despite the parse error).
+	err = load(&hostileConfig{}, map[string]string{"URL": "x", "TIMEOUT": "-1s", "WAIT": "9223372037s"})
+	if err == nil || !strings.Contains(err.Error(), "TIMEOUT: must be positive") || !strings.Contains(err.Error(), `WAIT: "9223372037s" is invalid`) {
+		t.Errorf("overflowing WAIT and negative TIMEOUT: %v", err)
+	}
+}

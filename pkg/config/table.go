@@ -19,6 +19,7 @@ type Var struct {
 
 	field      string // Go field name, to map env's parse errors back to the variable
 	hasDefault bool   // an `envDefault` tag is present, even if it is ""
+	notEmpty   bool   // the `notEmpty` option: "" (or only spaces) is refused
 }
 
 // Table lists the variables of each configuration struct (pointer or value),
@@ -84,6 +85,9 @@ func walk(t reflect.Type, prefix string, out *[]Var) {
 		for _, o := range parts[1:] {
 			if o == "required" || o == "notEmpty" {
 				v.Required = true
+			}
+			if o == "notEmpty" {
+				v.notEmpty = true
 			}
 		}
 		*out = append(*out, v)
