@@ -1,12 +1,15 @@
 package service_test
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 )
@@ -134,6 +137,11 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 		lines[i] = `{"sku":"CUP-PORCELAIN","quantity":1}`
 	}
 	key := []string{"Idempotency-Key", "k"}
+	// alice's token with its payload swapped for bob's: the signature no longer matches.
+	tampered := h.token("alice")
+	if parts, bobs := strings.Split(tampered, "."), strings.Split(h.token("bob"), "."); len(parts) == 3 && len(bobs) == 3 {
+		tampered = parts[0] + "." + bobs[1] + "." + parts[2]
+	}
 	tests := []struct {
 		name, method, path, body string
 		hdr                      []string
@@ -157,12 +165,61 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 		{"bad status", "GET", "/api/v1/orders?status=SHIPPED", "", nil, 400, "status"},
 		{"bad limit", "GET", "/api/v1/orders?limit=1000", "", nil, 400, "limit"},
 		{"bad cursor", "GET", "/api/v1/orders?cursor=not-a-cursor", "", nil, 400, "cursor"},
+		// Hostile bodies: each is a 4xx problem, never a 5xx or a panic.
+		{"not json", "POST", "/api/v1/orders", `items`, key, 400, ""},
+		{"array body", "POST", "/api/v1/orders", `[{"sku":"CUP-PORCELAIN","quantity":1}]`, key, 400, ""},
+		{"null body", "POST", "/api/v1/orders", `null`, key, 422, "items"},
+		{"null items", "POST", "/api/v1/orders", `{"items":null}`, key, 422, "items"},
+		{"null line", "POST", "/api/v1/orders", `{"items":[null]}`, key, 422, "items[0].sku"},
+		{"null fields", "POST", "/api/v1/orders", `{"items":[{"sku":null,"quantity":null}]}`, key, 422, "items[0].quantity"},
+		{"items object", "POST", "/api/v1/orders", `{"items":{"sku":"CUP-PORCELAIN"}}`, key, 400, "items"},
+		{"sku number", "POST", "/api/v1/orders", `{"items":[{"sku":7,"quantity":1}]}`, key, 400, "sku"},
+		{"unknown line field", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1,"price":1}]}`, key, 400, "price"},
+		{"trailing garbage", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]} x`, key, 400, ""},
+		{"second value", "POST", "/api/v1/orders", `{"items":[]}{"items":[]}`, key, 400, ""},
+		{"empty body", "POST", "/api/v1/orders", "", append([]string{"Content-Type", "application/json"}, key...), 400, ""},
+		{"text/plain", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`, append([]string{"Content-Type", "text/plain"}, key...), 415, ""},
+		{"bad content type", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`, append([]string{"Content-Type", "application/json; ="}, key...), 415, ""},
+		{"negative quantity", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":-5}]}`, key, 422, "items[0].quantity"},
+		{"huge quantity", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":9223372036854775807}]}`, key, 422, "items[0].quantity"},
+		{"overflowing quantity", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":99999999999999999999}]}`, key, 400, "quantity"},
+		{"exponent quantity", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1e400}]}`, key, 400, ""},
+		{"fractional quantity", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1.5}]}`, key, 400, "quantity"},
+		{"huge client price", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1,"unit_price_cents":99999999999999999999}]}`, key, 400, "unit_price_cents"},
+		{"duplicate sku", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1},{"sku":"CUP-PORCELAIN","quantity":2}]}`, key, 422, "items[1].sku"},
+		{"nul in sku", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN\u0000","quantity":1}]}`, key, 422, "items[0].sku"},
+		{"empty key", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`, []string{"Idempotency-Key", ""}, 400, "Idempotency-Key"},
+		{"1 KB key", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`, []string{"Idempotency-Key", strings.Repeat("k", 1024)}, 400, "Idempotency-Key"},
+		{"utf-8 key", "POST", "/api/v1/orders", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`, []string{"Idempotency-Key", "ключ"}, 400, "Idempotency-Key"},
+		{"overlong id", "GET", "/api/v1/orders/" + strings.Repeat("a", 4096), "", nil, 400, "id"},
+		{"braced uuid", "GET", "/api/v1/orders/{" + uuid.NewString() + "}", "", nil, 400, "id"},
+		{"urn uuid", "POST", "/api/v1/orders/urn:uuid:" + uuid.NewString() + "/cancel", "", nil, 400, "id"},
+		{"nul in id", "GET", "/api/v1/orders/%00" + uuid.NewString()[1:], "", nil, 400, "id"},
+		{"unknown id", "GET", "/api/v1/orders/" + uuid.NewString(), "", nil, 404, ""},
+		{"cancel unknown id", "POST", "/api/v1/orders/" + uuid.NewString() + "/cancel", "", nil, 404, ""},
+		{"lower-case status", "GET", "/api/v1/orders?status=pending", "", nil, 400, "status"},
+		{"bogus status", "GET", "/api/v1/orders?status=bogus", "", nil, 400, "status"},
+		{"negative limit", "GET", "/api/v1/orders?limit=-1", "", nil, 400, "limit"},
+		{"zero limit", "GET", "/api/v1/orders?limit=0", "", nil, 400, "limit"},
+		{"huge limit", "GET", "/api/v1/orders?limit=99999999999999999999", "", nil, 400, "limit"},
+		{"word limit", "GET", "/api/v1/orders?limit=ten", "", nil, 400, "limit"},
+		{"cursor of a non-id", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("' OR 1=1 --")), "", nil, 400, "cursor"},
+		{"padded cursor", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte(uuid.NewString())) + "=", "", nil, 400, "cursor"},
+		{"truncated cursor", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte(uuid.NewString()))[:20], "", nil, 400, "cursor"},
+		{"garbage token", "GET", "/api/v1/orders", "", []string{"Authorization", "Bearer not.a.token"}, 401, ""},
+		{"basic auth", "GET", "/api/v1/orders", "", []string{"Authorization", "Basic YWxpY2U6cHc="}, 401, ""},
+		{"tampered token", "GET", "/api/v1/orders", "", []string{"Authorization", "Bearer " + tampered}, 401, ""},
+		{"other X-User-ID", "GET", "/api/v1/orders", "", []string{"X-User-ID", "ALICE"}, 401, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := h.do(tt.method, tt.path, "alice", tt.body, tt.hdr...)
 			if r.Status != tt.status {
 				t.Fatalf("status %d, want %d: %s", r.Status, tt.status, r.Body)
+			}
+			var p struct{ Type string }
+			if r.json(t, &p); p.Type == "" {
+				t.Fatalf("problem without a type: %s", r.Body)
 			}
 			fields := r.problemFields(t)
 			if tt.field != "" && !slices.ContainsFunc(fields, func(f string) bool { return f == tt.field || strings.HasSuffix(f, "."+tt.field) }) {
