@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
@@ -191,8 +195,8 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	if err := env.Decode(&d); err != nil {
 		return c.term(ctx, m, fmt.Errorf("decode %s %s: %w", env.Type, env.ID, err))
 	}
-	if d.OrderID == "" {
-		return c.term(ctx, m, fmt.Errorf("%s %s has no order_id", env.Type, env.ID))
+	if err := checkResult(env, d); err != nil {
+		return c.term(ctx, m, err)
 	}
 	res, err := c.apply.Handle(ctx, app.ApplyPayment{
 		EventID: env.ID, OrderID: d.OrderID,
@@ -215,6 +219,30 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	}
 	return "applied", c.ack(m)
 }
+
+// checkResult rejects a result that would fail the same way on every
+// delivery, so it is terminated now rather than retried until JetStream drops
+// it unrecorded. Order ids are this service's UUIDs, a result always names
+// its payment, and the event id and the stored fields must be text
+// PostgreSQL can hold (no NUL, valid UTF-8).
+func checkResult(env event.Envelope, d PaymentResultData) error {
+	if !storable(env.ID) {
+		return fmt.Errorf("%s has an event id that cannot be stored: %q", env.Type, env.ID)
+	}
+	switch {
+	case d.OrderID == "":
+		return fmt.Errorf("%s %s has no order_id", env.Type, env.ID)
+	case uuid.Validate(d.OrderID) != nil:
+		return fmt.Errorf("%s %s: order_id %q is not an order id", env.Type, env.ID, d.OrderID)
+	case d.PaymentID == "":
+		return fmt.Errorf("%s %s has no payment_id", env.Type, env.ID)
+	case !storable(d.PaymentID) || !storable(d.Reason):
+		return fmt.Errorf("%s %s: payment_id %q or reason %q cannot be stored", env.Type, env.ID, d.PaymentID, d.Reason)
+	}
+	return nil
+}
+
+func storable(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 func (c *PaymentEvents) ack(m jetstream.Msg) error {
 	if err := m.Ack(); err != nil {

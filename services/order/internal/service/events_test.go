@@ -1,12 +1,15 @@
 package service_test
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
@@ -121,5 +124,76 @@ func TestPaymentResultsApplyOnceWhateverTheOrder(t *testing.T) {
 	// The consumer's span continues the trace carried in the NATS headers.
 	if !svctest.Continues(spans.Ended(), h.names.Subject+" process", parent) {
 		t.Error("no consumer span continues the published trace")
+	}
+}
+
+// TestHostilePaymentResultsAreTerminatedOnce sends results that can never
+// apply: each must be settled on its first delivery (terminated, counted),
+// never retried until JetStream drops it unrecorded, and no order may move.
+func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
+	h := newHarness(t)
+	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
+	publish := func(typ, eventID, key string, data string, edit func(nats.Header)) {
+		t.Helper()
+		env, err := event.New(typ, "/shanhai/payment", key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if eventID != "" {
+			env.ID = eventID
+		}
+		hdr := svctest.Headers(env, nil)
+		if edit != nil {
+			edit(hdr)
+		}
+		h.stream.Publish(t, h.names.Subject, "shanhai.payments", key, hdr, []byte(data))
+	}
+	result := func(orderID, paymentID, reason string) string {
+		b, err := json.Marshal(adapters.PaymentResultData{PaymentID: paymentID, OrderID: orderID, UserID: "alice", AmountCents: 100, Reason: reason})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	var untouched []string
+	order := func() string {
+		id := h.createOrder("alice", item).ID
+		untouched = append(untouched, id)
+		return id
+	}
+
+	publish("payment.succeeded", "", "", "", func(hd nats.Header) { hd.Del("ce_specversion") })
+	publish("payment.succeeded", "", "", result(order(), "pay-1", ""), func(hd nats.Header) { hd.Set("ce_specversion", "2.0") })
+	publish("payment.succeeded", "", "", `{"order_id":`, nil)
+	publish("payment.succeeded", "", "", `{"order_id":7}`, nil)
+	publish("payment.succeeded", "", "", `null`, nil)
+	publish("payment.failed", "", "", `{}`, nil)
+	publish("payment.succeeded", "", "", result("not-an-order", "pay-2", ""), nil)
+	publish("payment.succeeded", "", "", result("\x00", "pay-3", ""), nil)
+	publish("payment.succeeded", "", "", result(order(), "", ""), nil)
+	publish("payment.succeeded", "", "", result(order(), "pay\x00", ""), nil)
+	publish("payment.failed", "", "", result(order(), "pay-4", "card\x00declined"), nil)
+	id := order()
+	publish("payment.succeeded", "evt-\xff\xfe", id, result(id, "pay-5", ""), nil)
+	h.drained(t)
+
+	ci, err := h.stream.JS.Consumer(context.Background(), h.names.Stream, h.names.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ci.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != info.Delivered.Stream {
+		t.Errorf("%d deliveries of %d messages: a result that can never apply was retried", info.Delivered.Consumer, info.Delivered.Stream)
+	}
+	for _, id := range untouched {
+		if o := h.getOrder("alice", id); o.Status != "PENDING" || o.PaymentID != "" {
+			t.Errorf("order %s moved on a hostile result: %+v", id, o)
+		}
+	}
+	if m := h.do("GET", "/metrics", "", ""); !strings.Contains(string(m.Body), `outcome="terminated"`) {
+		t.Errorf("/metrics counts no terminated result:\n%s", m.Body)
 	}
 }
