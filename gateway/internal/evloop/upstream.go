@@ -33,9 +33,6 @@ func (l *loop) send(cl *client) {
 	x := cl.x
 	pl, err := l.pool(x.Endpoint.Addr)
 	if err == nil {
-		if len(x.Req.Header.Host()) == 0 { // HTTP/1.0 clients may send none
-			x.Req.Header.SetHost(x.Endpoint.Addr)
-		}
 		l.out.Reset()
 		if err = x.Req.Write(l.bw); err == nil {
 			err = l.bw.Flush()

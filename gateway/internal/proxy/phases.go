@@ -242,6 +242,13 @@ func (p *Proxy) start(x *Exchange) bool {
 		h.SetCanonical(requestIDKey, st.rid)
 	}
 
+	// RFC 9112 §3.2: an HTTP/1.1 request must name its Host. HTTP/1.0 may
+	// not; pick gives such a request the endpoint's address.
+	if len(h.Host()) == 0 && h.IsHTTP11() {
+		x.problem(fasthttp.StatusBadRequest, "malformed-request", "an HTTP/1.1 request needs a Host header")
+		return false
+	}
+
 	// Canonical path: routing, the public check and the upstream all see
 	// the same form.
 	raw := h.RequestURI()
@@ -464,6 +471,11 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 		} else {
 			x.st.tp = injectTraceparent(h, server.SpanContext(), x.st.tp)
 		}
+	}
+	if len(h.Host()) == 0 {
+		// Only HTTP/1.0 gets here without one (start), and neither
+		// transport can write a request upstream without it.
+		h.SetHost(ep.Addr)
 	}
 	x.Endpoint = ep
 	x.t0 = now
