@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -225,13 +226,22 @@ func (r *PaymentGorm) SaveDeadLetter(ctx context.Context, d payment.DeadLetter) 
 	if err != nil {
 		return fmt.Errorf("encode dead letter headers: %w", err)
 	}
-	row := deadLetterRow{ID: d.ID, Consumer: d.Consumer, Subject: d.Subject, MsgID: d.MsgID, EventID: d.EventID,
-		EventType: d.EventType, Reason: d.Reason, PayloadBase64: base64.StdEncoding.EncodeToString(d.Payload),
+	// The text columns hold what a hostile message carried (its id, type,
+	// a reason quoting it); PostgreSQL text refuses NUL and invalid UTF-8,
+	// and a dead letter that cannot be stored is redelivered forever. The
+	// exact bytes stay in the payload and the JSON-escaped headers.
+	row := deadLetterRow{ID: d.ID, Consumer: d.Consumer, Subject: text(d.Subject), MsgID: text(d.MsgID), EventID: text(d.EventID),
+		EventType: text(d.EventType), Reason: text(d.Reason), PayloadBase64: base64.StdEncoding.EncodeToString(d.Payload),
 		Headers: string(h), CreatedAt: d.CreatedAt}
 	if err := r.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return fmt.Errorf("store dead letter: %w", err)
 	}
 	return nil
+}
+
+// text makes s storable in a text column: invalid UTF-8 and NUL become U+FFFD.
+func text(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // DeadLetters lists recorded dead letters, newest first (operators, tests).

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -190,5 +191,93 @@ func TestRetriesExhaustedAreDeadLettered(t *testing.T) {
 	}
 	if h.outboxCount(o.OrderID) != 0 {
 		t.Fatal("a result was emitted for a charge that never happened")
+	}
+}
+
+// TestHostileOrderEventsAreDeadLetteredOnce sends order events that can never
+// be charged or cancelled: each must be recorded as a dead letter with its
+// reason and terminated on its first delivery, with nothing claimed.
+func TestHostileOrderEventsAreDeadLetteredOnce(t *testing.T) {
+	h := newHarness(t, nil)
+	ctx := context.Background()
+	publish := func(typ, eventID, data string, edit func(nats.Header)) {
+		t.Helper()
+		env, err := event.New(typ, "/shanhai/order", "o", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if eventID != "" {
+			env.ID = eventID
+		}
+		hdr := svctest.Headers(env, nil)
+		if edit != nil {
+			edit(hdr)
+		}
+		h.publishRaw(hdr, []byte(data))
+	}
+	var orders []string
+	order := func(userID string, total int64, currency string) string {
+		id := uuid.NewString()
+		orders = append(orders, id)
+		b, err := json.Marshal(orderEvent{OrderID: id, UserID: userID, TotalCents: total, Currency: currency})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+
+	hostile := []struct {
+		typ, eventID, data string
+		edit               func(nats.Header)
+	}{
+		{"order.created", "", order("alice", 100, "EUR"), func(hd nats.Header) { hd.Set("ce_specversion", "2.0") }},
+		{"order.created", "", order("alice", 100, "EUR"), func(hd nats.Header) { hd.Set("content-type", "text/plain") }},
+		{"order.created", "", `{"order_id":`, nil},
+		{"order.created", "", `{"order_id":"o","total_cents":"100"}`, nil},
+		{"order.created", "", `null`, nil},
+		{"order.created", "", `{}`, nil},
+		{"order.created", "", order("alice", -500, "EUR"), nil},
+		{"order.created", "", order("", 100, "EUR"), nil},
+		{"order.created", "", order("alice", 100, "eur"), nil},
+		{"order.created", "", order("alice", 100, "\x00\x00\x00"), nil},
+		{"order.created", "", order("al\x00ice", 100, "EUR"), nil},
+		{"order.created", "", `{"order_id":"\u0000","user_id":"alice","total_cents":100,"currency":"EUR"}`, nil},
+		{"order.created", "evt-\xff\xfe", `{"order_id":7}`, nil},
+		{"order.cancelled", "", `[]`, nil},
+		{"order.cancelled", "", order("alice", 0, "EUR"), nil},
+		{"order.cancelled", "", order("alice\x00", 100, "EUR"), nil},
+	}
+	for _, m := range hostile {
+		publish(m.typ, m.eventID, m.data, m.edit)
+	}
+	h.drained()
+
+	c, err := h.stream.JS.Consumer(ctx, h.names.Stream, h.names.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != info.Delivered.Stream {
+		t.Errorf("%d deliveries of %d messages: an event that can never be handled was retried", info.Delivered.Consumer, info.Delivered.Stream)
+	}
+	dl, err := h.svc.Payments.DeadLetters(ctx, 100)
+	if err != nil || len(dl) != len(hostile) {
+		t.Fatalf("%d dead letters for %d hostile events (%v): %+v", len(dl), len(hostile), err, dl)
+	}
+	for _, d := range dl {
+		if d.Reason == "" || strings.Contains(d.Reason, "retries_exhausted") || strings.Contains(d.Reason, "after ") {
+			t.Errorf("dead letter %s has no first-delivery reason: %q", d.EventID, d.Reason)
+		}
+	}
+	for _, id := range orders {
+		if rows := h.payments(id); len(rows) != 0 {
+			t.Errorf("order %s was claimed: %+v", id, rows)
+		}
+	}
+	if h.svc.Provider.Charges() != 0 {
+		t.Error("a hostile event reached the provider")
 	}
 }

@@ -4,7 +4,10 @@ package payment
 
 import (
 	"fmt"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Status of a charge. PENDING means claimed but not yet answered by the
@@ -73,12 +76,37 @@ func validate(orderID, userID string, amountCents int64, currency string) error 
 		return fmt.Errorf("%w: order_id is empty", ErrInvalid)
 	case userID == "":
 		return fmt.Errorf("%w: user_id is empty", ErrInvalid)
+	case !printable(orderID) || !printable(userID):
+		// A NUL or invalid UTF-8 would fail the insert on every delivery
+		// (PostgreSQL text holds neither): invalid now, not a retry later.
+		return fmt.Errorf("%w: order_id %q and user_id %q must be printable text", ErrInvalid, orderID, userID)
 	case amountCents <= 0:
 		return fmt.Errorf("%w: total_cents must be positive, got %d", ErrInvalid, amountCents)
-	case len(currency) != 3:
+	case !isoCurrency(currency):
 		return fmt.Errorf("%w: currency must be an ISO 4217 code, got %q", ErrInvalid, currency)
 	}
 	return nil
+}
+
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	return !strings.ContainsFunc(s, unicode.IsControl)
+}
+
+// isoCurrency accepts three upper-case ASCII letters, the form of every ISO
+// 4217 code.
+func isoCurrency(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return true
 }
 
 // Succeed records an approved charge. Only a pending payment can finish, so

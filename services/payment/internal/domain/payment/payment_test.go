@@ -22,6 +22,11 @@ func TestNewRejectsUnchargeable(t *testing.T) {
 		{"zero amount", "o", "u", 0, "EUR"},
 		{"negative amount", "o", "u", -1, "EUR"},
 		{"bad currency", "o", "u", 100, "EURO"},
+		{"lower-case currency", "o", "u", 100, "eur"},
+		{"NUL currency", "o", "u", 100, "\x00\x00\x00"},
+		{"three-byte currency", "o", "u", 100, "€"},
+		{"NUL in order", "o\x00", "u", 100, "EUR"},
+		{"invalid UTF-8 user", "o", "\xff", 100, "EUR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
