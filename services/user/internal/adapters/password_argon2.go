@@ -23,6 +23,14 @@ type Argon2Params struct {
 	KeyLen  uint32
 }
 
+// The highest costs Verify accepts from a stored hash (1 GiB, 16 passes).
+// Configuration must stay within them: a hash made with more could never be
+// verified, and every login of that account would fail.
+const (
+	MaxArgon2MemoryKiB = 1 << 20
+	MaxArgon2Time      = 16
+)
+
 // DefaultArgon2 is OWASP's first argon2id recommendation (19 MiB, 2 passes,
 // 1 lane): strong enough, and small enough that a burst of logins on a
 // 2-core box with a 15 MB idle footprint does not balloon memory.
@@ -122,7 +130,7 @@ func parsePHC(s string) (Argon2Params, []byte, []byte, error) {
 	}
 	// Refuse costs no hash of ours would have: a corrupted row must not make
 	// one login allocate gigabytes.
-	if p.Memory < 8*uint32(p.Threads) || p.Memory > 1<<20 || p.Time < 1 || p.Time > 16 || p.Threads < 1 {
+	if p.Memory < 8*uint32(p.Threads) || p.Memory > MaxArgon2MemoryKiB || p.Time < 1 || p.Time > MaxArgon2Time || p.Threads < 1 {
 		return Argon2Params{}, nil, nil, errBadHash
 	}
 	salt, err := base64.RawStdEncoding.DecodeString(parts[4])

@@ -2,6 +2,7 @@ package adapters_test
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -63,6 +64,35 @@ func TestArgon2PHC(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), parts[5]) {
 			t.Errorf("%s: error leaks the hash", name)
 		}
+	}
+}
+
+// The bounds Verify puts on a stored hash are exactly the costs the
+// configuration may ask for: hashes at the bound verify, one pass more does
+// not (which is why config refuses ARGON2_TIME above MaxArgon2Time).
+func TestArgon2CostBounds(t *testing.T) {
+	ctx := context.Background()
+	at := testArgon2
+	at.Time = adapters.MaxArgon2Time
+	atBound, err := adapters.NewArgon2(at, 1).Hash(ctx, "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := adapters.NewArgon2(testArgon2, 1).Verify(ctx, "correct horse battery", atBound); !ok || err != nil {
+		t.Fatalf("hash at the time bound: ok=%v err=%v", ok, err)
+	}
+	over := at
+	over.Time++
+	enc, err := adapters.NewArgon2(over, 1).Hash(ctx, "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := adapters.NewArgon2(testArgon2, 1).Verify(ctx, "correct horse battery", enc); ok || err == nil {
+		t.Fatalf("hash above the time bound: ok=%v err=%v, want refused", ok, err)
+	}
+	huge := strings.Replace(atBound, "m=8192", fmt.Sprintf("m=%d", adapters.MaxArgon2MemoryKiB+1), 1)
+	if _, err := adapters.NewArgon2(testArgon2, 1).Verify(ctx, "x", huge); err == nil {
+		t.Fatal("hash above the memory bound accepted")
 	}
 }
 

@@ -3,12 +3,14 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
 	"github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
 )
 
 // Config is read once at start by config.Load; docs/conventions.md lists the
@@ -21,7 +23,7 @@ type Config struct {
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery (canary routing)"`
 	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
 
-	DatabaseURL string `env:"DATABASE_URL,required" desc:"postgres://... or sqlite://path"`
+	DatabaseURL string `env:"DATABASE_URL,required,notEmpty" desc:"postgres://... or sqlite://path"`
 	RedisURL    string `env:"REDIS_URL" envDefault:"redis://127.0.0.1:16379/0" desc:"profile cache and login limits"`
 
 	KafkaBrokers    []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:19092" envSeparator:"," desc:"outbox relay target (topic shanhai.users)"`
@@ -70,11 +72,17 @@ func (c *Config) Validate() error {
 	if c.LoginIPAttempts < 1 {
 		errs = append(errs, config.Invalid("LOGIN_IP_ATTEMPTS", "must be at least 1"))
 	}
-	if c.Argon2MemoryKiB < 8*1024 {
-		errs = append(errs, config.Invalid("ARGON2_MEMORY_KIB", "must be at least 8192"))
+	if c.Argon2MemoryKiB < 8*1024 || c.Argon2MemoryKiB > adapters.MaxArgon2MemoryKiB {
+		errs = append(errs, config.Invalid("ARGON2_MEMORY_KIB", fmt.Sprintf("must be between 8192 and %d", adapters.MaxArgon2MemoryKiB)))
 	}
-	if c.Argon2Time < 1 {
-		errs = append(errs, config.Invalid("ARGON2_TIME", "must be at least 1"))
+	if c.Argon2Time < 1 || c.Argon2Time > adapters.MaxArgon2Time {
+		errs = append(errs, config.Invalid("ARGON2_TIME", fmt.Sprintf("must be between 1 and %d", adapters.MaxArgon2Time)))
+	}
+	if c.Argon2Concurrency < 1 {
+		errs = append(errs, config.Invalid("ARGON2_CONCURRENCY", "must be at least 1"))
+	}
+	if c.Replicas < 1 {
+		errs = append(errs, config.Invalid("REPLICAS", "must be at least 1"))
 	}
 	for _, p := range c.TrustedProxies {
 		if _, err := netip.ParsePrefix(strings.TrimSpace(p)); err != nil {

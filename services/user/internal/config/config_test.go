@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -36,5 +37,41 @@ func TestBadValuesNamed(t *testing.T) {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
+	}
+}
+
+// Values that parse but the service cannot run with: a blank database URL,
+// argon2 costs above what Verify accepts from a stored hash (every login of
+// an account hashed with them would fail), no replicas. One error names
+// them all.
+func TestUnusableValuesNamed(t *testing.T) {
+	var c config.Config
+	err := pkgconfig.LoadFrom(&c, map[string]string{
+		"DATABASE_URL": "  ", "AUTH_DEV_KEYS": "true", "ARGON2_MEMORY_KIB": "2097152", "ARGON2_TIME": "17",
+		"ARGON2_CONCURRENCY": "0", "REPLICAS": "-1", "LOGIN_WINDOW": "-5m",
+	})
+	var ce *pkgconfig.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("got %v, want *config.Error", err)
+	}
+	got := map[string]string{}
+	for _, v := range ce.Vars {
+		got[v.Var] = v.Problem
+	}
+	want := map[string]string{
+		"DATABASE_URL":       "must not be empty",
+		"ARGON2_MEMORY_KIB":  "must be between 8192 and 1048576",
+		"ARGON2_TIME":        "must be between 1 and 16",
+		"ARGON2_CONCURRENCY": "must be at least 1",
+		"REPLICAS":           "must be at least 1",
+		"LOGIN_WINDOW":       "must be positive",
+	}
+	for name, problem := range want {
+		if got[name] != problem {
+			t.Errorf("%s: %q, want %q", name, got[name], problem)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d problems, want %d:\n%v", len(got), len(want), err)
 	}
 }
