@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -233,5 +234,56 @@ func TestLoginUpgradesOutdatedHash(t *testing.T) {
 	}
 	if got := f.users.byID[p.ID].PasswordHash; got != "plain$"+goodPassword {
 		t.Fatalf("hash after login = %q, want the current format", got)
+	}
+}
+
+// countingHasher records how much password text reached the hasher.
+type countingHasher struct {
+	plainHasher
+	mu       sync.Mutex
+	verified int
+}
+
+func (c *countingHasher) Verify(ctx context.Context, pw, enc string) (bool, error) {
+	c.mu.Lock()
+	c.verified += len(pw)
+	c.mu.Unlock()
+	return c.plainHasher.Verify(ctx, pw, enc)
+}
+
+// A password or address longer than any account can have is refused before
+// the guard and the hasher: argon2 over a megabyte of input is a cheap way
+// to burn a server's CPU, and a megabyte guard key a way to fill Redis.
+func TestLoginRefusesOverlongInputBeforeHashing(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	hasher := &countingHasher{}
+	guard := &countGuard{n: 100, m: map[string]int{}}
+	login := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
+		Guard: guard, NewID: func() string { return "id" }}).Login
+
+	for name, tc := range map[string]struct {
+		l     Login
+		field string
+	}{
+		"1 MB password":  {Login{Email: "alice@example.com", Password: strings.Repeat("p", 1<<20), IP: "10.0.0.1"}, "password"},
+		"129 characters": {Login{Email: "alice@example.com", Password: strings.Repeat("é", user.MaxPasswordLen+1), IP: "10.0.0.1"}, "password"},
+		"1 MB email":     {Login{Email: strings.Repeat("e", 1<<20) + "@example.com", Password: goodPassword, IP: "10.0.0.1"}, "email"},
+	} {
+		_, err := login.Handle(ctx, tc.l)
+		var verr *user.ValidationError
+		if !errors.As(err, &verr) || len(verr.Fields) != 1 || verr.Fields[0].Field != tc.field {
+			t.Errorf("%s: err = %v, want a validation error on %s", name, err, tc.field)
+		}
+	}
+	if hasher.verified != 0 || len(guard.m) != 0 {
+		t.Fatalf("overlong input reached the hasher (%d bytes) or the guard (%d keys)", hasher.verified, len(guard.m))
+	}
+	// The longest allowed password still gets a real check.
+	if _, err := login.Handle(ctx, Login{Email: "alice@example.com", Password: strings.Repeat("é", user.MaxPasswordLen), IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("128-character password: %v", err)
+	}
+	if hasher.verified == 0 {
+		t.Fatal("a 128-character password was not verified")
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
@@ -38,6 +40,23 @@ type LoginHandler struct {
 // constant work whether or not the account exists, and starts a new refresh
 // token family.
 func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
+	// Input no account can have is refused before the guard and the hasher:
+	// it cannot succeed, so there is nothing to throttle, and neither a
+	// megabyte password (hashing reads all of it) nor a megabyte address (a
+	// guard key in Redis) should cost more than reading the request.
+	var verr user.ValidationError
+	// The bound allows for what normalising may still shorten (combining
+	// accents composed, full-width forms narrowed); NormalizeEmail then
+	// applies the exact one.
+	if len(strings.TrimSpace(l.Email)) > user.MaxEmailLen*utf8.UTFMax {
+		verr.Fields = append(verr.Fields, user.FieldError{Field: "email", Detail: "must be at most 254 bytes"})
+	}
+	if fe := user.CheckPasswordLength(l.Password); fe != nil {
+		verr.Fields = append(verr.Fields, *fe)
+	}
+	if len(verr.Fields) > 0 {
+		return Tokens{}, &verr
+	}
 	// An address that cannot be valid still counts as an attempt, under its
 	// raw form, so malformed input is no way around the account limit.
 	email, fe := user.NormalizeEmail(l.Email)

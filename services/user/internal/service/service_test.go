@@ -187,6 +187,9 @@ func isProblem(t *testing.T, r response, status int, field string) {
 	if p["status"] != float64(status) {
 		t.Fatalf("problem status = %v", p["status"])
 	}
+	if typ, _ := p["type"].(string); typ == "" {
+		t.Fatalf("problem without a type: %s", r.Body)
+	}
 	if field == "" {
 		return
 	}
@@ -275,6 +278,26 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		{"refresh wrong type", "/api/v1/sessions/refresh", `{"refresh_token":7}`, "", 400, "refresh_token"},
 		{"refresh token too long", "/api/v1/sessions/refresh", `{"refresh_token":"` + strings.Repeat("x", 600) + `"}`, "", 422, "refresh_token"},
 		{"trailing data", "/api/v1/sessions/refresh", `{"refresh_token":"x"} {}`, "", 400, ""},
+		{"null body", "/api/v1/users", `null`, "", 422, "email"},
+		{"array body", "/api/v1/users", `[]`, "", 400, "body"},
+		{"null fields", "/api/v1/users", `{"email":null,"password":null,"name":null}`, "", 422, "name"},
+		{"empty object", "/api/v1/users", `{}`, "", 422, "password"},
+		{"nested too deep", "/api/v1/users", strings.Repeat("[", 20000), "", 400, ""},
+		{"NUL in email", "/api/v1/users", `{"email":"a\u0000b@b.co","password":"correct horse battery","name":"A"}`, "", 422, "email"},
+		{"NUL in name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"A\u0000"}`, "", 422, "name"},
+		{"C1 control in name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"A\u0085B"}`, "", 422, "name"},
+		{"line separator in name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"A\u2028B"}`, "", 422, "name"},
+		{"bidi override in name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"Alice\u202egpj.exe"}`, "", 422, "name"},
+		{"1 MB password at sign-up", "/api/v1/users", `{"email":"a@b.co","password":"` + strings.Repeat("p", 1<<20-64) + `","name":"A"}`, "", 422, "password"},
+		// Refused by length, not by a hash mismatch (401): argon2 never
+		// sees it.
+		{"1 MB password at login", "/api/v1/sessions", `{"email":"a@b.co","password":"` + strings.Repeat("p", 1<<20-64) + `"}`, "", 422, "password"},
+		{"1 MB email at login", "/api/v1/sessions", `{"email":"` + strings.Repeat("e", 1<<20-64) + `","password":"x"}`, "", 422, "email"},
+		// A fresh address each run: the attempt counts against it in the
+		// shared Redis.
+		{"NUL in login email", "/api/v1/sessions", `{"email":"\u0000` + uniqEmail() + `","password":"correct horse battery"}`, "", 401, ""},
+		{"refresh garbage", "/api/v1/sessions/refresh", `{"refresh_token":"\u0000\ud83d\ude00 not a token"}`, "", 401, ""},
+		{"refresh empty", "/api/v1/sessions/refresh", `{"refresh_token":""}`, "", 422, "refresh_token"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -285,10 +308,79 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 			isProblem(t, h.do("POST", tc.path, tc.body, hdr...), tc.status, tc.field)
 		})
 	}
+	isProblem(t, h.do("POST", "/api/v1/users", "", "Content-Type", "application/json"), 400, "")
 	isProblem(t, h.do("DELETE", "/api/v1/sessions", "", "Content-Type", "application/json"), 400, "")
+	isProblem(t, h.do("DELETE", "/api/v1/sessions", `{"refresh_token":null}`), 422, "refresh_token")
 	isProblem(t, h.do("DELETE", "/api/v1/sessions", ""), 415, "")
 	isProblem(t, h.do("GET", "/api/v1/nope", ""), 404, "")
 	isProblem(t, h.do("PUT", "/api/v1/users", `{}`), 405, "")
+
+	// One account per address however it is cased or its characters are
+	// encoded: the second sign-up is a 409, and login finds the account.
+	for name, variant := range map[string][2]string{
+		"upper-case umlaut":  {"ÄLICE", "älice"},
+		"combining accent":   {"e\u0301lise", "\u00e9lise"},
+		"full-width letters": {"\uff41\uff4c\uff49", "ali"},
+		"Kelvin sign":        {"\u212aim", "kim"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			domain := strings.TrimPrefix(uniqEmail(), "u")
+			first := h.do("POST", "/api/v1/users", `{"email":"`+variant[0]+domain+`","password":"correct horse battery","name":"A"}`)
+			if first.Code != http.StatusCreated {
+				t.Fatalf("first sign-up: %d %s", first.Code, first.Body)
+			}
+			isProblem(t, h.do("POST", "/api/v1/users", `{"email":"`+variant[1]+domain+`","password":"correct horse battery","name":"B"}`), 409, "email")
+			var second string
+			if err := json.Unmarshal([]byte(`"`+variant[1]+domain+`"`), &second); err != nil {
+				t.Fatal(err)
+			}
+			if r := h.login(second, password); r.Code != http.StatusCreated {
+				t.Fatalf("login with the other form: %d %s", r.Code, r.Body)
+			}
+		})
+	}
+
+	// /users/me: no, malformed or foreign credentials are 401; a PATCH
+	// may change the name and nothing else.
+	email := uniqEmail()
+	h.register(email)
+	access, _ := h.tokens(email)
+	for name, authz := range map[string]string{"none": "", "empty bearer": "Bearer", "basic": "Basic YTpi",
+		"garbage": "Bearer a.b.c", "huge": "Bearer " + strings.Repeat("a", 64<<10), "NUL": "Bearer \x00"} {
+		var hdr []string
+		if authz != "" {
+			hdr = []string{"Authorization", authz}
+		}
+		t.Run("me "+name, func(t *testing.T) {
+			isProblem(t, h.do("GET", "/api/v1/users/me", "", hdr...), 401, "")
+			isProblem(t, h.do("PATCH", "/api/v1/users/me", `{"name":"Mallory"}`, hdr...), 401, "")
+		})
+	}
+	bearer := []string{"Authorization", "Bearer " + access}
+	for _, tc := range []struct {
+		body   string
+		status int
+		field  string
+	}{
+		{`{"email":"x@y.z"}`, 400, "email"},
+		{`{"password_hash":"$argon2id$x"}`, 400, "password_hash"},
+		{`{"id":"someone-else"}`, 400, "id"},
+		{`{"name":7}`, 400, "name"},
+		{`{"name":"A\u0085B"}`, 422, "name"},
+		{`{"name":"` + strings.Repeat("n", 101) + `"}`, 422, "name"},
+		{`{"name":"A"} x`, 400, ""},
+		{`{"name":`, 400, ""},
+	} {
+		isProblem(t, h.do("PATCH", "/api/v1/users/me", tc.body, bearer...), tc.status, tc.field)
+	}
+	isProblem(t, h.do("PATCH", "/api/v1/users/me", "", bearer...), 415, "")
+	// Nothing to change is not an error, and changes nothing.
+	for _, body := range []string{`{}`, `{"name":null}`} {
+		r := h.do("PATCH", "/api/v1/users/me", body, bearer...)
+		if r.Code != http.StatusOK || r.json(t)["name"] != "Alice" || r.json(t)["email"] != email {
+			t.Fatalf("PATCH %s: %d %s", body, r.Code, r.Body)
+		}
+	}
 }
 
 // JWTs that are forged, altered or stale get 401 on a protected route.
@@ -428,6 +520,7 @@ func TestPasswordHashNeverLeaves(t *testing.T) {
 	h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"dup"}`, email, password))
 	access, refresh := h.tokens(email)
 	h.login(email, "wrong password!")
+	h.login(email, strings.Repeat(password, 40000)) // refused for its length: not echoed either
 	h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access)
 	h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access)
 	h.do("PATCH", "/api/v1/users/me", `{"name":"New"}`, "Authorization", "Bearer "+access)

@@ -23,17 +23,29 @@ var common = map[string]bool{
 	"administrator": true, "passw0rd123": true, "qwerty1234": true, "abcdefghij": true, "changeme123": true,
 }
 
+// CheckPasswordLength refuses a password longer than any account can have.
+// Login calls it before hashing, so a megabyte "password" is turned away
+// without the hasher reading it.
+func CheckPasswordLength(pw string) *FieldError {
+	// utf8.UTFMax bytes per character bound the count without reading a
+	// huge input to the end.
+	if len(pw) > MaxPasswordLen*utf8.UTFMax || utf8.RuneCountInString(pw) > MaxPasswordLen {
+		return &FieldError{Field: "password", Detail: "must be at most 128 characters"}
+	}
+	return nil
+}
+
 // CheckPassword applies the password policy. email is the account's
 // (normalised) address: a password that contains its local part is refused.
 func CheckPassword(pw, email string) *FieldError {
-	n := utf8.RuneCountInString(pw)
+	if fe := CheckPasswordLength(pw); fe != nil {
+		return fe
+	}
 	switch {
 	case !utf8.ValidString(pw):
 		return &FieldError{Field: "password", Detail: "must be valid UTF-8"}
-	case n < MinPasswordLen:
+	case utf8.RuneCountInString(pw) < MinPasswordLen:
 		return &FieldError{Field: "password", Detail: "must be at least 10 characters"}
-	case n > MaxPasswordLen:
-		return &FieldError{Field: "password", Detail: "must be at most 128 characters"}
 	}
 	lower := strings.ToLower(pw)
 	if common[lower] {

@@ -6,6 +6,7 @@ package user
 import (
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -48,7 +49,11 @@ func NormalizeName(name string) (string, *FieldError) {
 		return "", &FieldError{Field: "name", Detail: "must be at most 100 characters"}
 	}
 	for _, r := range name {
-		if r < 0x20 || r == 0x7f {
+		// C0 and C1 controls (NUL, newline, NEL, ...), line and paragraph
+		// separators, and the bidi controls that make "Alice\u202Eevil"
+		// display reversed: a name is shown to other people, who must see
+		// what was stored.
+		if unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Bidi_Control) {
 			return "", &FieldError{Field: "name", Detail: "must not contain control characters"}
 		}
 	}

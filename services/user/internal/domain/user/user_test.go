@@ -10,15 +10,24 @@ func TestNormalizeEmail(t *testing.T) {
 		"alice@example.com":       "alice@example.com",
 		"  Alice@Example.COM\t":   "alice@example.com",
 		"a.b+tag@sub.example.org": "a.b+tag@sub.example.org",
+		// One address however its characters are encoded or cased.
+		"e\u0301lise@example.com":     "\u00e9lise@example.com",
+		"\u00c9lise@example.com":      "\u00e9lise@example.com",
+		"\uff41lice@\uff25xample.com": "alice@example.com",
+		"\u210cana@example.com":       "hana@example.com",
+		"\u212aim@example.com":        "kim@example.com",
 	}
 	for in, want := range ok {
+		if again, _ := NormalizeEmail(want); again != want {
+			t.Errorf("NormalizeEmail(%q) = %q: the normal form is not a fixed point", want, again)
+		}
 		got, fe := NormalizeEmail(in)
 		if fe != nil || got != want {
 			t.Errorf("NormalizeEmail(%q) = %q, %v; want %q", in, got, fe, want)
 		}
 	}
 	for _, in := range []string{"", "alice", "alice@", "@example.com", "Alice <alice@example.com>", "alice@localhost",
-		"alice@example.com.", "a b@example.com", strings.Repeat("a", 250) + "@example.com"} {
+		"alice@example.com.", "a b@example.com", "a\x00b@example.com", strings.Repeat("a", 250) + "@example.com"} {
 		if got, fe := NormalizeEmail(in); fe == nil || fe.Field != "email" {
 			t.Errorf("NormalizeEmail(%q) = %q accepted", in, got)
 		}
@@ -31,7 +40,7 @@ func TestCheckPassword(t *testing.T) {
 			t.Errorf("CheckPassword(%q) = %v", pw, fe)
 		}
 	}
-	for _, pw := range []string{"", "short", "123456789", strings.Repeat("a", 129), "aaaaaaaaaaaa", "Password123", "xxalice2024xx", "\xff\xfe invalid utf8"} {
+	for _, pw := range []string{"", "short", "123456789", strings.Repeat("a", 129), strings.Repeat("ab", 1<<19), strings.Repeat("é", 129), "aaaaaaaaaaaa", "Password123", "xxalice2024xx", "\xff\xfe invalid utf8"} {
 		if fe := CheckPassword(pw, "alice@example.com"); fe == nil || fe.Field != "password" {
 			t.Errorf("CheckPassword(%q) accepted", pw)
 		}
@@ -42,7 +51,14 @@ func TestNormalizeName(t *testing.T) {
 	if n, fe := NormalizeName("  Alice  "); fe != nil || n != "Alice" {
 		t.Fatalf("%q %v", n, fe)
 	}
-	for _, in := range []string{"", "   ", strings.Repeat("é", 101), "a\x00b", "line\nbreak"} {
+	// Scripts and emoji that need joiners stay allowed.
+	for _, in := range []string{"Zoë", "李小龙", "می\u200cخواهم", "👩\u200d💻"} {
+		if n, fe := NormalizeName(in); fe != nil || n != in {
+			t.Errorf("NormalizeName(%q) = %q, %v", in, n, fe)
+		}
+	}
+	for _, in := range []string{"", "   ", strings.Repeat("é", 101), "a\x00b", "line\nbreak", "tab\there", "del\x7f",
+		"next\u0085line", "line\u2028sep", "para\u2029sep", "Alice\u202eevil", "iso\u2066late", "mark\u200fRTL"} {
 		if _, fe := NormalizeName(in); fe == nil {
 			t.Errorf("NormalizeName(%q) accepted", in)
 		}
@@ -53,5 +69,16 @@ func TestProfileHasNoHash(t *testing.T) {
 	u := User{ID: "1", Email: "a@b.co", Name: "A", PasswordHash: "$argon2id$secret"}
 	if strings.Contains(strings.ToLower(strings.Join([]string{u.Profile().ID, u.Profile().Email, u.Profile().Name}, "|")), "argon2") {
 		t.Fatal("hash in profile")
+	}
+}
+
+func TestCheckPasswordLength(t *testing.T) {
+	if fe := CheckPasswordLength(strings.Repeat("é", MaxPasswordLen)); fe != nil {
+		t.Errorf("128 two-byte characters refused: %v", fe)
+	}
+	for _, pw := range []string{strings.Repeat("é", MaxPasswordLen+1), strings.Repeat("x", 1<<20)} {
+		if fe := CheckPasswordLength(pw); fe == nil || fe.Field != "password" {
+			t.Errorf("%d bytes accepted", len(pw))
+		}
 	}
 }
