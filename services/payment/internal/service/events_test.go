@@ -71,15 +71,6 @@ func TestChargesOrderFromJetStreamAndEmitsResultToKafka(t *testing.T) {
 	if r := h.get("/api/v1/payments?order_id="+o.OrderID, "alice"); !strings.Contains(string(r.Body), d.PaymentID) {
 		t.Fatalf("alice lists her order: %d %s", r.Status, r.Body)
 	}
-	for path, field := range map[string]string{"/api/v1/payments/nope": "id", "/api/v1/payments?order_id=42": "order_id"} {
-		r := h.get(path, "alice")
-		if r.Status != http.StatusBadRequest || !strings.Contains(string(r.Body), `"field":"`+field+`"`) {
-			t.Errorf("%s: %d %s", path, r.Status, r.Body)
-		}
-	}
-	if r := h.get("/api/v1/payments", ""); r.Status != http.StatusUnauthorized {
-		t.Errorf("no token: %d", r.Status)
-	}
 
 	// The consumer span continued the published trace.
 	if !svctest.Continues(spans.Ended(), h.names.Subject+" process", parent) {

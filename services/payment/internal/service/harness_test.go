@@ -169,9 +169,21 @@ type reply struct {
 
 func (h *harness) get(path, user string) reply {
 	h.t.Helper()
-	req, _ := http.NewRequest("GET", h.srv.URL+path, nil)
+	return h.do("GET", path, user)
+}
+
+// do sends a bodiless request as user ("" sends no token); hdr adds headers.
+func (h *harness) do(method, path, user string, hdr ...string) reply {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.srv.URL+path, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	if user != "" {
 		req.Header.Set("Authorization", "Bearer "+h.token(user))
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
