@@ -264,23 +264,8 @@ func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
 	checkOrdered(t, e, got, sent)
 
 	// The partitions moved on past the poison, which is in the DLQ with its reason.
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.dlqTopic, Partition: 0, MaxWait: 200 * time.Millisecond})
-	defer r.Close()
 	reasons := map[string]bool{}
-	for len(reasons) < 2 {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		m, err := r.ReadMessage(ctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("dead letters: %v (have %v)", err, reasons)
-		}
-		h := map[string]string{}
-		for _, kh := range m.Headers {
-			h[kh.Key] = string(kh.Value)
-		}
-		if h[dlq.HeaderTopic] != e.topic || h[dlq.HeaderOffset] == "" || h[dlq.HeaderLeg] != metrics.LegA {
-			t.Fatalf("dead letter without source coordinates: %v", h)
-		}
+	for _, h := range deadLetters(t, e, 2) {
 		reasons[h[dlq.HeaderReason]] = true
 	}
 	if !reasons["envelope"] || !reasons["too_large"] {
@@ -315,6 +300,111 @@ func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
 	if info.State.Msgs != n {
 		t.Fatalf("stream holds %d messages after a full replay, want %d", info.State.Msgs, n)
 	}
+}
+
+// deadLetters reads the first n letters of the test's DLQ topic, as header
+// maps, and checks that each names its source.
+func deadLetters(t *testing.T, e *env, n int) []map[string]string {
+	t.Helper()
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.dlqTopic, Partition: 0, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	var out []map[string]string
+	for len(out) < n {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		m, err := r.ReadMessage(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("dead letters: %v (have %v)", err, out)
+		}
+		h := map[string]string{}
+		for _, kh := range m.Headers {
+			h[kh.Key] = string(kh.Value)
+		}
+		if h[dlq.HeaderTopic] != e.topic || h[dlq.HeaderOffset] == "" || h[dlq.HeaderLeg] != metrics.LegA {
+			t.Fatalf("dead letter without source coordinates: %v", h)
+		}
+		out = append(out, h)
+	}
+	return out
+}
+
+// TestLegAFullStreamKeepsPartitionOrder: a stream at its max bytes with
+// DiscardNew refuses a large message (503) and may store the small ones
+// published behind it. Once the stream has room again, the refused one must
+// not be stored after them (leg B would drop it: Pulsar sequence ids only
+// rise); it goes to the DLQ instead. Whichever way the race goes, every
+// offset ends up once in the stream, in order, or in the DLQ as overtaken.
+func TestLegAFullStreamKeepsPartitionOrder(t *testing.T) {
+	e := setup(t, 1)
+	ctx := context.Background()
+	group := "bridgetest-" + harness.ID()
+	stop := start(e.leg(t, group, 1<<20))
+	var msgs []kafka.Message
+	for i := 0; i < 5; i++ {
+		msgs = append(msgs, harness.Event(i, 1, 200))
+	}
+	produce(t, e, msgs)
+	waitStream(t, e, 5)
+	info, err := e.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Room for three more small messages, not for the large one.
+	cfg := info.Config
+	cfg.Discard, cfg.MaxBytes = jetstream.DiscardNew, int64(info.State.Bytes+3*info.State.Bytes/5)
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	msgs = []kafka.Message{harness.Event(5, 1, 8000)} // one fetch: published back to back
+	for i := 6; i < 12; i++ {
+		msgs = append(msgs, harness.Event(i, 1, 200))
+	}
+	produce(t, e, msgs)
+	// Usually small ones land behind the refused one; the race may also
+	// abort the pipeline first, which must work too, so wait but go on.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if info, err := e.stream.Info(ctx); err == nil && info.State.Msgs > 5 {
+			break
+		}
+	}
+	cfg.MaxBytes = -1
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for fmt.Sprint(committed(t, e, group, 1)) != fmt.Sprint(ends(t, e, 1)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("committed %v, want %v", committed(t, e, group, 1), ends(t, e, 1))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	info, err = e.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int64]string{}
+	last := int64(-1)
+	for _, m := range waitStream(t, e, int(info.State.Msgs)) {
+		o, _ := strconv.ParseInt(m.Headers().Get(kafkaleg.HeaderOffset), 10, 64)
+		if o <= last {
+			t.Fatalf("offset %d stored after %d: leg B would drop it", o, last)
+		}
+		last, seen[o] = o, "stream"
+	}
+	for _, h := range deadLetters(t, e, 12-len(seen)) {
+		o, _ := strconv.ParseInt(h[dlq.HeaderOffset], 10, 64)
+		if h[dlq.HeaderReason] != "overtaken" || seen[o] != "" {
+			t.Fatalf("dead letter for offset %d (%s): %v", o, seen[o], h)
+		}
+		seen[o] = "dlq"
+	}
+	if len(seen) != 12 {
+		t.Fatalf("offsets carried: %v, want 0-11", seen)
+	}
+	t.Logf("where each offset went: %v", seen)
 }
 
 func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {

@@ -3,6 +3,7 @@ package kafkaleg
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -59,8 +60,10 @@ type partition struct {
 }
 
 type rejection struct {
-	n   int
-	err error
+	n           int
+	err         error
+	overtakenBy int64 // a later offset JetStream stored after refusing this one, 0 if none
+	refusal     error // that refusal
 }
 
 func (p *partition) position() int64 {
@@ -280,6 +283,7 @@ func (s *session) settle(gctx context.Context) {
 	defer close(s.settled)
 	p, l := s.p, s.p.leg
 	failed := false
+	var refused []refusedMsg // not stored by JetStream's own answer; a later offset stored after them overtakes them
 	fail := func(err error) {
 		s.err = err
 		failed = true
@@ -294,6 +298,9 @@ func (s *session) settle(gctx context.Context) {
 			continue
 		}
 		if failed {
+			if len(refused) > 0 {
+				refused = p.watchOvertaking(gctx, pd, refused)
+			}
 			pd.span.End()
 			l.o.Metrics.InFlight(metrics.LegA, -1)
 			continue
@@ -308,6 +315,8 @@ func (s *session) settle(gctx context.Context) {
 			l.o.Metrics.InFlight(metrics.LegA, -1)
 			if isRejection(err) {
 				p.reject(pd.offset, err)
+			} else if refusal(err) {
+				refused = append(refused, refusedMsg{pd.offset, err})
 			}
 			fail(fmt.Errorf("jetstream ack for offset %d: %w", pd.offset, err))
 		case <-gctx.Done():
@@ -339,6 +348,54 @@ func (p *partition) confirmed(tr *commit.Tracker, pd *pending, ack *jetstream.Pu
 	}
 }
 
+// refusedMsg is an offset JetStream answered it did not store, and why.
+type refusedMsg struct {
+	offset int64
+	err    error
+}
+
+// watchOvertaking waits for the outcome of pd, published after the refused
+// offsets in the same pipeline, and returns the offsets still refused.
+// JetStream takes one connection's publishes in order, so a refusal that
+// depends on the message (the stream's max bytes with DiscardNew: a large one
+// does not fit, the small one after it does) can store later offsets of the
+// partition while refusing an earlier one. That one can then never enter the
+// stream in order: published now, it would follow them and leg B, whose
+// Pulsar sequence ids must rise, would drop it; poison sends it to the DLQ.
+func (p *partition) watchOvertaking(gctx context.Context, pd *pending, refused []refusedMsg) []refusedMsg {
+	select {
+	case ack := <-pd.fut.Ok():
+		if ack.Duplicate {
+			return refused
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.rejects == nil {
+			p.rejects = map[int64]rejection{}
+		}
+		for _, rf := range refused {
+			r := p.rejects[rf.offset]
+			r.overtakenBy, r.refusal = pd.offset, rf.err
+			p.rejects[rf.offset] = r
+		}
+		return nil
+	case err := <-pd.fut.Err():
+		if refusal(err) && !isRejection(err) {
+			return append(refused, refusedMsg{pd.offset, err})
+		}
+	case <-gctx.Done():
+	}
+	return refused
+}
+
+// refusal tells a transient answer from JetStream that it did not store the
+// message (stream full, no stream for the subject) from a failure that leaves
+// that unknown (timeout, disconnect).
+func refusal(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
 func (p *partition) reject(offset int64, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -346,7 +403,8 @@ func (p *partition) reject(offset int64, err error) {
 		p.rejects = map[int64]rejection{}
 	}
 	r := p.rejects[offset]
-	p.rejects[offset] = rejection{n: r.n + 1, err: err}
+	r.n, r.err = r.n+1, err
+	p.rejects[offset] = r
 }
 
 // poison decides whether m must go to the DLQ instead of JetStream.
@@ -369,6 +427,8 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	case reason != "":
 	case size > l.o.MaxBytes:
 		reason, detail = "too_large", fmt.Sprintf("%d bytes with headers, limit %d", size, l.o.MaxBytes)
+	case rej.overtakenBy > 0:
+		reason, detail = "overtaken", fmt.Sprintf("jetstream refused it (%v) and stored offset %d after it; published now it would follow that offset and leg B would drop it", rej.refusal, rej.overtakenBy)
 	case rej.n > l.o.SinkRetries:
 		reason, detail = "rejected", fmt.Sprintf("jetstream rejected it %d times: %v", rej.n, rej.err)
 	case l.o.Validate != nil:
