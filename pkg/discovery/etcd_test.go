@@ -60,6 +60,14 @@ func TestEtcdRegisterResolveDeregister(t *testing.T) {
 	if _, err := cli.Delete(ctx, Prefix+svc+"/junk"); err != nil {
 		t.Fatal(err)
 	}
+	// An instance whose key is overwritten with junk is gone, as it would
+	// be for a resolver that lists now: its old address is not kept.
+	if _, err := cli.Put(ctx, Prefix+svc+"/third", "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := eventually(5*time.Second, func() bool { return len(res.Instances(svc)) == 2 }); !ok {
+		t.Fatalf("instance overwritten with junk still listed: %+v", res.Instances(svc))
+	}
 
 	if err := reg.Deregister(ctx); err != nil {
 		t.Fatal(err)

@@ -122,6 +122,13 @@ func (r *EtcdResolver) apply(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) st
 	var in Instance
 	if err := json.Unmarshal(kv.Value, &in); err != nil || in.Addr == "" {
 		r.log.Warn("discovery: ignoring malformed instance", "key", string(kv.Key))
+		// The key no longer describes the instance it held: keeping the old
+		// address would route to whatever now listens there, and a resolver
+		// listing afresh would not have it either.
+		if _, had := r.all[svc][id]; had {
+			delete(r.all[svc], id)
+			return svc
+		}
 		return ""
 	}
 	in.Service, in.ID = svc, id // the key is the truth
