@@ -31,6 +31,12 @@
 // speculative read. Only a client whose peer never speaks first (an HTTP/1.1
 // upstream) may use it; the server side must not, because a pipelining
 // client's next request can arrive before the response is written.
+//
+// The saving is given back: an upstream that answers twice leaves bytes
+// on the idle connection, and only a read before the request leaves can
+// see them (readOnce), so an exchange makes as many system calls as the
+// standard order. What remains is that such bytes fail the exchange
+// (ErrUnasked) instead of becoming its answer.
 package sockio
 
 import (
@@ -71,7 +77,20 @@ type Conn struct {
 	sendFirst bool
 	unsent    bool
 	sendErr   bool // rerr came from sending the held-back request
+	// partSent: part of the request went out at once (a large body), so
+	// an answer may be in before the rest is sent (see readOnce).
+	partSent bool
+	whole    bool // Read's copy of !partSent, under rmu
+	unasked  bool // the peer had sent bytes before it was asked
 }
+
+// ErrUnasked is the error of an exchange Read that found bytes from the
+// peer before it sent the request: the rest of an earlier answer (an
+// upstream that answered twice, or sent more than it announced). Taken as
+// this request's answer, they would shift every later answer on the
+// connection onto the request after its own, one client's answer to
+// another; the request is not sent and the connection must be dropped.
+var ErrUnasked = errors.New("the peer sent bytes before it was asked")
 
 // maxDeferred bounds what an exchange connection holds back: a request line
 // and headers (fasthttp flushes requests in 4 KiB buffers), which an idle
@@ -120,9 +139,10 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.exchange {
 		c.wmu.Lock()
 		c.sendFirst = len(c.pend) > 0
+		c.whole, c.partSent = !c.partSent, false
 		c.wmu.Unlock()
 	}
-	c.rbuf, c.rn, c.rerr, c.unsent, c.sendErr = p, 0, 0, false, false
+	c.rbuf, c.rn, c.rerr, c.unsent, c.sendErr, c.unasked = p, 0, 0, false, false, false
 	err := c.raw.Read(c.readFn)
 	if err == nil && c.unsent {
 		// The socket took only part of the held-back request: send the rest
@@ -138,9 +158,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.sendErr {
 		op = "write"
 	}
+	unasked := c.unasked
 	c.rbuf = nil // do not pin the caller's buffer
 	c.rmu.Unlock()
 	switch {
+	case unasked:
+		return 0, wrapErr("read", c, ErrUnasked)
 	case err != nil:
 		return 0, wrapErr(op, c, err)
 	case errno != 0:
@@ -155,9 +178,27 @@ func (c *Conn) Read(p []byte) (int, error) {
 // an exchange connection with a held-back request, the first call sends it
 // instead and waits: the readiness RawConn.Read reset just before cannot
 // have been missed, since nothing is answered before it is asked.
+//
+// Two exceptions cost the read(2) back. Nothing may be waiting before a
+// whole request leaves (ErrUnasked); bytes that arrived while the
+// connection sat idle left no readiness behind (RawConn.Read reset it), so
+// only a read can tell, and it is almost always EAGAIN. And when part of
+// the request went out earlier, the peer may have answered already (an
+// early 401 or 413 before the body is read): that readiness was reset too,
+// so the call reads after sending instead of waiting, or the answer would
+// be found only at the deadline.
 func (c *Conn) readOnce(fd uintptr) bool {
 	if c.sendFirst {
 		c.sendFirst = false
+		// Errors of this read are left to the send and the read after
+		// it, as they would be without it.
+		if c.whole {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
+			if e == 0 && r > 0 {
+				c.unasked = true
+				return true
+			}
+		}
 		c.wmu.Lock()
 		errno := c.sendPending(fd)
 		c.wmu.Unlock()
@@ -168,8 +209,9 @@ func (c *Conn) readOnce(fd uintptr) bool {
 		case errno != 0:
 			c.rerr, c.sendErr = errno, true
 			return true
+		case c.whole:
+			return false
 		}
-		return false
 	}
 	for {
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
@@ -197,6 +239,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		c.pend = append(c.pend, p...)
 		return len(p), nil
 	}
+	c.partSent = c.exchange
 	return c.writeLocked(p)
 }
 

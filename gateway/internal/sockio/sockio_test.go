@@ -312,3 +312,66 @@ func TestExchangeToClosedPeerFailsFast(t *testing.T) {
 		t.Fatalf("exchange on a closed connection = %v after %v, want a prompt EOF or reset", err, time.Since(start))
 	}
 }
+
+// Bytes the peer sent while the connection sat idle (an upstream that
+// answered twice) fail the next exchange instead of becoming its answer,
+// and its request is not sent: taken as the answer, they would shift every
+// later answer on the connection to the request after its own.
+func TestExchangeRefusesUnaskedBytes(t *testing.T) {
+	c, peer := exchangePair(t)
+	buf := make([]byte, 64)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ask 1")); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		b := make([]byte, 64)
+		if n, _ := peer.Read(b); string(b[:n]) == "ask 1" {
+			peer.Write([]byte("answer 1"))
+		}
+	}()
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "answer 1" {
+		t.Fatalf("first exchange = %q, %v", buf[:n], err)
+	}
+	if _, err := peer.Write([]byte("answer 1 again")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // it arrives while nobody reads
+	if _, err := c.Write([]byte("ask 2")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(buf); !errors.Is(err, ErrUnasked) {
+		t.Fatalf("exchange after unasked bytes = %q, %v; want ErrUnasked", buf[:n], err)
+	}
+	peer.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	if n, err := peer.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("peer received %q, %v; want the request held back", buf[:n], err)
+	}
+}
+
+// When part of a request went out at once (a large body), the peer may
+// answer before the held-back rest is sent; that answer is not unasked.
+func TestExchangeEarlyAnswerToLargeRequest(t *testing.T) {
+	c, peer := exchangePair(t)
+	large := bytes.Repeat([]byte("b"), 2*maxDeferred)
+	answered := make(chan struct{})
+	go func() {
+		if _, err := io.ReadFull(peer, make([]byte, len(large))); err == nil {
+			peer.Write([]byte("early answer"))
+		}
+		close(answered)
+	}()
+	if _, err := c.Write(large); err != nil {
+		t.Fatal(err)
+	}
+	<-answered
+	time.Sleep(20 * time.Millisecond) // the answer is in before the rest leaves
+	if _, err := c.Write([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 64)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "early answer" {
+		t.Fatalf("Read = %q, %v; want the early answer", buf[:n], err)
+	}
+}
