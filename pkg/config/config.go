@@ -17,9 +17,10 @@
 //
 // Load reports every bad variable at once (not just the first), so an operator
 // fixes a deployment in one round instead of one restart per typo. If the
-// struct has a `Validate() error` method it runs after parsing, and its
-// complaints join the same list; return [Invalid] errors from it to name the
-// variable.
+// struct has a `Validate() error` method it runs after parsing (even when
+// some variables did not parse; its complaints about those are dropped), and
+// its complaints join the same list; return [Invalid] errors from it to name
+// the variable. A `notEmpty` variable holding only whitespace counts as empty.
 //
 // # The documentation table
 //
