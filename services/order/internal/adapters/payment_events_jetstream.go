@@ -220,10 +220,11 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	return "applied", c.ack(m)
 }
 
-// checkResult rejects a result that would fail the same way on every
-// delivery, so it is terminated now rather than retried until JetStream drops
-// it unrecorded. Order ids are this service's UUIDs, a result always names
-// its payment, and the event id and the stored fields must be text
+// checkResult rejects a result that can never apply correctly, so it is
+// terminated at once: retried, it would fail the same way on every delivery
+// until JetStream dropped it unrecorded; applied, it would mark an order paid
+// by nothing. Order ids are this service's UUIDs, a result names its payment
+// and a positive amount, and the event id and the stored fields must be text
 // PostgreSQL can hold (no NUL, valid UTF-8).
 func checkResult(env event.Envelope, d PaymentResultData) error {
 	if !storable(env.ID) {
@@ -236,6 +237,9 @@ func checkResult(env event.Envelope, d PaymentResultData) error {
 		return fmt.Errorf("%s %s: order_id %q is not an order id", env.Type, env.ID, d.OrderID)
 	case d.PaymentID == "":
 		return fmt.Errorf("%s %s has no payment_id", env.Type, env.ID)
+	case d.AmountCents <= 0:
+		// Payment never claims a charge of nothing (total_cents must be positive).
+		return fmt.Errorf("%s %s: amount_cents must be positive, got %d", env.Type, env.ID, d.AmountCents)
 	case !storable(d.PaymentID) || !storable(d.Reason):
 		return fmt.Errorf("%s %s: payment_id %q or reason %q cannot be stored", env.Type, env.ID, d.PaymentID, d.Reason)
 	}

@@ -148,8 +148,9 @@ func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 		}
 		h.stream.Publish(t, h.names.Subject, "shanhai.payments", key, hdr, []byte(data))
 	}
+	amount := int64(100)
 	result := func(orderID, paymentID, reason string) string {
-		b, err := json.Marshal(adapters.PaymentResultData{PaymentID: paymentID, OrderID: orderID, UserID: "alice", AmountCents: 100, Reason: reason})
+		b, err := json.Marshal(adapters.PaymentResultData{PaymentID: paymentID, OrderID: orderID, UserID: "alice", AmountCents: amount, Reason: reason})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,6 +176,10 @@ func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 	publish("payment.failed", "", "", result(order(), "pay-4", "card\x00declined"), nil)
 	id := order()
 	publish("payment.succeeded", "evt-\xff\xfe", id, result(id, "pay-5", ""), nil)
+	amount = -100
+	publish("payment.succeeded", "", "", result(order(), "pay-6", ""), nil)
+	amount = 0
+	publish("payment.failed", "", "", result(order(), "pay-7", "card_declined"), nil)
 	h.drained(t)
 
 	ci, err := h.stream.JS.Consumer(context.Background(), h.names.Stream, h.names.Durable)
