@@ -502,6 +502,8 @@ func TestRefreshRotationAndReuse(t *testing.T) {
 	}
 	isProblem(t, refresh(other), 401, "")
 	isProblem(t, refresh("never-issued"), 401, "")
+	isProblem(t, refresh(other[:len(other)/2]), 401, "") // truncated
+	isProblem(t, refresh(other+"A"), 401, "")            // extended
 
 	// Stored as SHA-256, never in clear.
 	var clear int64
