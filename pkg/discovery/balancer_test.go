@@ -101,3 +101,22 @@ func TestP2CRespectsWeight(t *testing.T) {
 		t.Fatalf("held picks %v, want about 3:1", count)
 	}
 }
+
+// Weights come from etcd values anyone with write access sets; an absurd one
+// must not overflow the load comparison and send calls the wrong way.
+func TestP2CHugeWeightDoesNotOverflow(t *testing.T) {
+	in := instances(2, 1<<62, 1)
+	b := P2C()
+	for _, x := range in { // three calls in flight on each
+		for range 3 {
+			_, _, _ = b.Pick([]Instance{x})
+		}
+	}
+	for range 100 {
+		got, done, _ := b.Pick(in)
+		done()
+		if got.ID != "i0" {
+			t.Fatalf("picked %s: the instance with a vastly larger weight and the same load must win", got.ID)
+		}
+	}
+}

@@ -32,17 +32,22 @@ type Instance struct {
 	Addr    string            `json:"addr"` // host:port
 	Version string            `json:"version,omitempty"`
 	Zone    string            `json:"zone,omitempty"`
-	Weight  int               `json:"weight,omitempty"` // relative share of traffic; ≤0 means 1
+	Weight  int               `json:"weight,omitempty"` // relative share of traffic; ≤0 means 1, at most 1<<20 counts
 	Meta    map[string]string `json:"meta,omitempty"`
 }
 
 func (in Instance) key() string { return Prefix + in.Service + "/" + in.ID }
 
+// maxWeight caps an instance's weight: a million-to-one share is more than
+// any deployment means, and it keeps P2C's (load+1)*weight products far from
+// int64 overflow, which would reverse its choice.
+const maxWeight = 1 << 20
+
 func (in Instance) weight() int {
 	if in.Weight <= 0 {
 		return 1
 	}
-	return in.Weight
+	return min(in.Weight, maxWeight)
 }
 
 func (in *Instance) check() error {
