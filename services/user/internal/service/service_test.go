@@ -374,12 +374,23 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		isProblem(t, h.do("PATCH", "/api/v1/users/me", tc.body, bearer...), tc.status, tc.field)
 	}
 	isProblem(t, h.do("PATCH", "/api/v1/users/me", "", bearer...), 415, "")
+	// A genuine token for an account that does not exist (any more): 404.
+	ghost, err := auth.NewSigner(h.key).Sign("01a24400-0000-7000-8000-000000000000", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isProblem(t, h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+ghost), 404, "")
+	isProblem(t, h.do("PATCH", "/api/v1/users/me", `{"name":"Ghost"}`, "Authorization", "Bearer "+ghost), 404, "")
 	// Nothing to change is not an error, and changes nothing.
 	for _, body := range []string{`{}`, `{"name":null}`} {
 		r := h.do("PATCH", "/api/v1/users/me", body, bearer...)
 		if r.Code != http.StatusOK || r.json(t)["name"] != "Alice" || r.json(t)["email"] != email {
 			t.Fatalf("PATCH %s: %d %s", body, r.Code, r.Body)
 		}
+	}
+	// None of it was an internal error (the logs do hold the sign-ups).
+	if logs := h.logs.String(); !strings.Contains(logs, `"level":"INFO"`) || strings.Contains(logs, `"level":"ERROR"`) {
+		t.Fatalf("hostile input logged an error:\n%s", h.logs.String())
 	}
 }
 
