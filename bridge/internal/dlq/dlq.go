@@ -20,7 +20,7 @@ import (
 // Letter is one dead message.
 type Letter struct {
 	Leg       string
-	Reason    string // short, low-cardinality: envelope, header, too_large, rejected, overtaken
+	Reason    string // short, low-cardinality: envelope, header, too_large, rejected, overtaken, metadata
 	Detail    string // the error text
 	Topic     string
 	Partition int

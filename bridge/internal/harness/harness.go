@@ -136,6 +136,31 @@ func Writer(brokers []string, topic string) *kafka.Writer {
 	}
 }
 
+// ReadDeadLetters reads the first n letters of a one-partition dead-letter
+// topic.
+func ReadDeadLetters(ctx context.Context, brokers []string, topic string, n int) ([]kafka.Message, error) {
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: 0, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	var out []kafka.Message
+	for len(out) < n {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return out, fmt.Errorf("dead letter %d of %d in %s: %w", len(out)+1, n, topic, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// Headers returns a Kafka message's headers by name.
+func Headers(m kafka.Message) map[string]string {
+	h := make(map[string]string, len(m.Headers))
+	for _, kh := range m.Headers {
+		h[kh.Key] = string(kh.Value)
+	}
+	return h
+}
+
 // Record is one archived message as read back from Pulsar.
 type Record struct {
 	Seq         int

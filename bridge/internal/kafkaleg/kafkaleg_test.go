@@ -176,6 +176,18 @@ func committed(t *testing.T, e *env, group string, partitions int) map[int]int64
 	return out
 }
 
+// waitCommittedEnds waits until group committed the end of every partition.
+func waitCommittedEnds(t *testing.T, e *env, group string, partitions int) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for fmt.Sprint(committed(t, e, group, partitions)) != fmt.Sprint(ends(t, e, partitions)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s committed %v, want the ends %v", group, committed(t, e, group, partitions), ends(t, e, partitions))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func ends(t *testing.T, e *env, partitions int) map[int]int64 {
 	t.Helper()
 	out := map[int]int64{}
@@ -283,13 +295,7 @@ func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
 	// A second group replays the whole topic: JetStream drops every replay.
 	group2 := "bridgetest-" + harness.ID()
 	stop2 := start(e.leg(t, group2, 4096))
-	deadline := time.Now().Add(60 * time.Second)
-	for fmt.Sprint(committed(t, e, group2, 3)) != fmt.Sprint(ends(t, e, 3)) {
-		if time.Now().After(deadline) {
-			t.Fatal("replaying group did not reach the end")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitCommittedEnds(t, e, group2, 3)
 	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}
@@ -306,20 +312,15 @@ func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
 // maps, and checks that each names its source.
 func deadLetters(t *testing.T, e *env, n int) []map[string]string {
 	t.Helper()
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.brokers, Topic: e.dlqTopic, Partition: 0, MaxWait: 200 * time.Millisecond})
-	defer r.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	letters, err := harness.ReadDeadLetters(ctx, e.brokers, e.dlqTopic, n)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var out []map[string]string
-	for len(out) < n {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		m, err := r.ReadMessage(ctx)
-		cancel()
-		if err != nil {
-			t.Fatalf("dead letters: %v (have %v)", err, out)
-		}
-		h := map[string]string{}
-		for _, kh := range m.Headers {
-			h[kh.Key] = string(kh.Value)
-		}
+	for _, m := range letters {
+		h := harness.Headers(m)
 		if h[dlq.HeaderTopic] != e.topic || h[dlq.HeaderOffset] == "" || h[dlq.HeaderLeg] != metrics.LegA {
 			t.Fatalf("dead letter without source coordinates: %v", h)
 		}
@@ -371,13 +372,7 @@ func TestLegAFullStreamKeepsPartitionOrder(t *testing.T) {
 	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for fmt.Sprint(committed(t, e, group, 1)) != fmt.Sprint(ends(t, e, 1)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("committed %v, want %v", committed(t, e, group, 1), ends(t, e, 1))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitCommittedEnds(t, e, group, 1)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -456,13 +451,7 @@ func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {
 	if len(bySeq) != n {
 		t.Fatalf("%d distinct messages in the stream, want %d", len(bySeq), n)
 	}
-	deadline = time.Now().Add(60 * time.Second)
-	for fmt.Sprint(committed(t, e, group, 3)) != fmt.Sprint(ends(t, e, 3)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("committed %v, want %v", committed(t, e, group, 3), ends(t, e, 3))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	waitCommittedEnds(t, e, group, 3)
 	if err := stop2(); err != nil {
 		t.Fatal(err)
 	}

@@ -164,13 +164,23 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 		s.mu.Unlock()
 
 		h := msg.Headers()
-		if h.Get(kafkaleg.HeaderTopic) != p.route.Topic || h.Get(kafkaleg.HeaderPartition) != strconv.Itoa(p.id) {
+		mine := h.Get(kafkaleg.HeaderTopic) == p.route.Topic && h.Get(kafkaleg.HeaderPartition) == strconv.Itoa(p.id)
+		if !mine && msg.Subject() == p.route.Subject {
 			s.tracker.Done(int64(lastC)) // another partition's, stored on the topic's subject before the upgrade
 			continue
 		}
 		offset, err := strconv.ParseInt(h.Get(kafkaleg.HeaderOffset), 10, 64)
-		if err != nil {
-			return fmt.Errorf("stream seq %d: bad %s: %w", meta.Sequence.Stream, kafkaleg.HeaderOffset, err)
+		if !mine || err != nil {
+			// Not leg A's message for this partition: without an offset it
+			// has no sequence id, and retrying it would stop the partition.
+			detail := fmt.Sprintf("stream seq %d on %s: %s=%q %s=%q %s=%q", meta.Sequence.Stream, msg.Subject(),
+				kafkaleg.HeaderTopic, h.Get(kafkaleg.HeaderTopic), kafkaleg.HeaderPartition, h.Get(kafkaleg.HeaderPartition),
+				kafkaleg.HeaderOffset, h.Get(kafkaleg.HeaderOffset))
+			if err := p.deadLetter(ctx, msg, -1, "metadata", detail); err != nil {
+				return err
+			}
+			s.tracker.Done(int64(lastC))
+			continue
 		}
 		if offset <= last {
 			s.tracker.Done(int64(lastC)) // Pulsar has it already
@@ -181,7 +191,7 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 		rej := p.rejects[offset]
 		p.mu.Unlock()
 		if rej.n > l.o.SinkRetries {
-			if err := p.deadLetter(ctx, msg, offset, rej); err != nil {
+			if err := p.deadLetter(ctx, msg, offset, "rejected", fmt.Sprintf("pulsar rejected it %d times: %v", rej.n, rej.err)); err != nil {
 				return err
 			}
 			s.tracker.Done(int64(lastC))
@@ -289,7 +299,8 @@ func (s *bsession) ack() {
 	}
 }
 
-func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset int64, rej rejection) error {
+// deadLetter sends msg to the DLQ; offset is -1 when the message has none.
+func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset int64, reason, detail string) error {
 	l := p.leg
 	hdrs := map[string]string{}
 	for k, v := range msg.Headers() {
@@ -297,13 +308,13 @@ func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset in
 			hdrs[k] = v[0]
 		}
 	}
-	letter := dlq.Letter{Leg: metrics.LegB, Reason: "rejected", Detail: fmt.Sprintf("pulsar rejected it %d times: %v", rej.n, rej.err),
+	letter := dlq.Letter{Leg: metrics.LegB, Reason: reason, Detail: detail,
 		Topic: p.route.Topic, Partition: p.id, Offset: offset, Key: []byte(hdrs[kafkaleg.HeaderKey]), Value: msg.Data(), Headers: hdrs}
 	if err := l.o.DLQ.Send(ctx, letter); err != nil {
 		return err
 	}
 	l.o.Metrics.DLQ(metrics.LegB, letter.Reason)
-	l.o.Logger.Warn("leg B dead letter", "topic", p.route.Topic, "partition", p.id, "offset", offset, "detail", letter.Detail)
+	l.o.Logger.Warn("leg B dead letter", "topic", p.route.Topic, "partition", p.id, "offset", offset, "reason", reason, "detail", detail)
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 
+	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
@@ -34,13 +35,15 @@ func init() {
 }
 
 type env struct {
-	js     jetstream.JetStream
-	stream string
-	route  mapping.Route
-	pulsar pulsar.Client
-	leg    *pulsarleg.Leg
-	tps    map[int]string // traceparent sent per seq
-	mu     sync.Mutex
+	brokers  []string
+	dlqTopic string
+	js       jetstream.JetStream
+	stream   string
+	route    mapping.Route
+	pulsar   pulsar.Client
+	leg      *pulsarleg.Leg
+	tps      map[int]string // traceparent sent per seq
+	mu       sync.Mutex
 }
 
 func setup(t *testing.T) *env {
@@ -49,7 +52,12 @@ func setup(t *testing.T) *env {
 	pulsarURL, _ := testenv.Pulsar(t)
 	harness.LockPulsar(t, false)
 	id := harness.ID()
-	e := &env{stream: "BRIDGETEST_" + id, tps: map[int]string{}}
+	e := &env{brokers: testenv.Kafka(t), dlqTopic: "bridgetest." + id + ".dlq", stream: "BRIDGETEST_" + id, tps: map[int]string{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := harness.CreateTopic(ctx, e.brokers, e.dlqTopic, 1); err != nil {
+		t.Fatal(err)
+	}
 	nc, err := nats.Connect(natsURL, nats.ReconnectBufSize(-1), nats.MaxReconnects(-1))
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +66,6 @@ func setup(t *testing.T) *env {
 	if e.js, err = jetstream.New(nc); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
 	if _, err = e.js.CreateStream(ctx, jetstream.StreamConfig{Name: e.stream, Subjects: []string{"bridgetest." + id + ".>"}, Duplicates: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +84,8 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.leg = pulsarleg.New(pulsarleg.Options{
-		JetStream: e.js, Stream: e.stream, Pulsar: e.pulsar, Routes: routes, InFlight: 32, SinkRetries: 2,
+		JetStream: e.js, Stream: e.stream, Pulsar: e.pulsar, Routes: routes, DLQ: dlq.NewKafka(e.brokers, e.dlqTopic, time.Second),
+		InFlight: 32, SinkRetries: 2,
 		AckInterval: 50 * time.Millisecond, DrainTimeout: 5 * time.Second, MaxBackoff: time.Second,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Metrics: m,
 	})
@@ -92,8 +100,9 @@ func (e *env) publish(t *testing.T, seq, p int, o int64, msgID string) {
 }
 
 // publishOn is publish to another subject: the topic's own, where a bridge
-// from before subjects per partition put every partition.
-func (e *env) publishOn(t *testing.T, subject string, seq, p int, o int64, msgID string) {
+// from before subjects per partition put every partition. alter, if given,
+// changes the headers last, as a publisher other than leg A might.
+func (e *env) publishOn(t *testing.T, subject string, seq, p int, o int64, msgID string, alter ...func(nats.Header)) {
 	t.Helper()
 	k := harness.Event(seq, 10, 300)
 	h := nats.Header{}
@@ -109,6 +118,9 @@ func (e *env) publishOn(t *testing.T, subject string, seq, p int, o int64, msgID
 	h[kafkaleg.HeaderKey] = []string{string(k.Key)}
 	h[kafkaleg.HeaderTimestamp] = []string{strconv.FormatInt(time.Now().UnixMilli(), 10)}
 	h[jetstream.MsgIDHeader] = []string{msgID}
+	for _, f := range alter {
+		f(h)
+	}
 	if _, err := e.js.PublishMsg(context.Background(), &nats.Msg{Subject: subject, Header: h, Data: k.Value}); err != nil {
 		t.Fatal(err)
 	}
@@ -248,6 +260,46 @@ func TestLegBUpgradeFromOneSubjectPerTopic(t *testing.T) {
 	if v := harness.Judge(seq+1, append(recs, more...)); !v.OK() {
 		t.Fatalf("archive after the restart: %v", v)
 	}
+}
+
+// TestLegBDeadLettersMessagesWithoutItsMetadata: a message on a partition's
+// subject that leg A did not write for that partition (no offset, a bad one,
+// another partition's coordinates) has no sequence id to archive it under. It
+// goes to the DLQ and the partition moves on; retrying it stopped the
+// partition's archive for good.
+func TestLegBDeadLettersMessagesWithoutItsMetadata(t *testing.T) {
+	e := setup(t)
+	subject := e.route.PartitionSubject(0)
+	bad := []func(nats.Header){
+		func(h nats.Header) { delete(h, kafkaleg.HeaderOffset) },
+		func(h nats.Header) { h[kafkaleg.HeaderOffset] = []string{"x"} },
+		func(h nats.Header) { h[kafkaleg.HeaderPartition] = []string{"2"} },
+	}
+	for i := 0; i <= len(bad); i++ {
+		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))
+		if i < len(bad) {
+			e.publishOn(t, subject, 100+i, 0, int64(100+i), "bad-"+strconv.Itoa(i), bad[i])
+		}
+	}
+	stop := e.run(1)
+	defer stop()
+	recs := e.read(t, len(bad)+2, 10*time.Second) // one more than expected: the read must go idle with exactly the good ones
+	if v := harness.Judge(len(bad)+1, recs); !v.OK() {
+		t.Fatalf("archive: %v", v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	letters, err := harness.ReadDeadLetters(ctx, e.brokers, e.dlqTopic, len(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range letters {
+		h := harness.Headers(m)
+		if seq, _ := harness.Seq(m.Value); seq != 100+i || h[dlq.HeaderReason] != "metadata" || h[dlq.HeaderLeg] != metrics.LegB {
+			t.Fatalf("dead letter %d: seq %d, headers %v", i, seq, h)
+		}
+	}
+	waitAcked(t, e, 1)
 }
 
 // consumer is partition p's leg B consumer as the server has it now.
