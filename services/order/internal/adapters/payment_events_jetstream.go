@@ -51,13 +51,14 @@ type PaymentResultData struct {
 // PaymentEvents consumes payment results from JetStream (durable "order",
 // explicit acks) and applies them through the ApplyPayment use case.
 type PaymentEvents struct {
-	cons    jetstream.Consumer
-	names   Names
-	apply   app.ApplyPaymentHandler
-	log     *slog.Logger
-	tracer  trace.Tracer
-	handled metric.Int64Counter
-	workers int
+	cons       jetstream.Consumer
+	names      Names
+	apply      app.ApplyPaymentHandler
+	maxDeliver int
+	log        *slog.Logger
+	tracer     trace.Tracer
+	handled    metric.Int64Counter
+	workers    int
 }
 
 // Workers is how many payment results are applied at once (lanes, see Start).
@@ -67,19 +68,29 @@ const Workers = 16
 // shanhai.payments.> and shanhai.payments (stream.Filters).
 var DefaultNames = Names{Stream: Stream, StreamSubjects: StreamSubjects, Subject: PaymentsSubject, Durable: app.ConsumerName}
 
+// MaxDeliver is how many times a result is delivered by default.
+const MaxDeliver = 20
+
 // ConsumerConfig is the durable consumer this service owns; zero fields of
-// names take DefaultNames. MaxDeliver bounds redelivery of a message whose
-// processing keeps failing (e.g. the database is down for longer than the
-// backoff covers); BackOff spaces redeliveries after an ack timeout.
-func ConsumerConfig(names Names) jetstream.ConsumerConfig {
+// names take DefaultNames, and maxDeliver ≤ 0 takes MaxDeliver. maxDeliver
+// bounds redelivery of a message whose processing keeps failing (e.g. the
+// database is down for longer than the backoff covers); BackOff spaces
+// redeliveries after an ack timeout.
+func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 	names = names.Or(DefaultNames)
+	if maxDeliver <= 0 {
+		maxDeliver = MaxDeliver
+	}
+	// JetStream requires fewer backoff steps than deliveries.
+	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
+	backoff = backoff[:max(1, min(len(backoff), maxDeliver-1))]
 	return jetstream.ConsumerConfig{
 		Durable:        names.Durable,
 		FilterSubjects: stream.Filters(names.Subject),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        30 * time.Second,
-		MaxDeliver:     20,
-		BackOff:        []time.Duration{time.Second, 5 * time.Second, 30 * time.Second},
+		MaxDeliver:     maxDeliver,
+		BackOff:        backoff,
 		MaxAckPending:  256,
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 	}
@@ -89,8 +100,8 @@ func ConsumerConfig(names Names) jetstream.ConsumerConfig {
 // creating the stream or the consumer only when missing or changed
 // (stream.EnsureConsumer). The service calls it while wiring, beside its
 // database connection, so that starting to consume later is no round trip.
-func EnsureConsumer(ctx context.Context, js jetstream.JetStream, names Names) (jetstream.Consumer, error) {
-	cfg := ConsumerConfig(names)
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, names Names, maxDeliver int) (jetstream.Consumer, error) {
+	cfg := ConsumerConfig(names, maxDeliver)
 	cons, err := stream.EnsureConsumer(ctx, js, names.Or(DefaultNames), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", cfg.Durable, err)
@@ -99,14 +110,18 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, names Names) (j
 }
 
 // NewPaymentEvents builds the handler of cons (from EnsureConsumer with the
-// same names); zero fields of names take DefaultNames.
-func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPaymentHandler, log *slog.Logger) *PaymentEvents {
+// same names and maxDeliver); zero fields of names take DefaultNames.
+func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPaymentHandler, maxDeliver int, log *slog.Logger) *PaymentEvents {
 	if log == nil {
 		log = slog.Default()
 	}
 	handled, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.payment_events",
 		metric.WithDescription("payment result messages handled, by outcome"))
-	return &PaymentEvents{cons: cons, names: names.Or(DefaultNames), apply: apply, log: log, tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers}
+	if maxDeliver <= 0 {
+		maxDeliver = MaxDeliver
+	}
+	return &PaymentEvents{cons: cons, names: names.Or(DefaultNames), apply: apply, maxDeliver: maxDeliver, log: log,
+		tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers}
 }
 
 // Start begins consuming. The returned stop function stops delivery and
@@ -263,10 +278,16 @@ func (c *PaymentEvents) term(ctx context.Context, m jetstream.Msg, cause error) 
 	return "terminated", cause
 }
 
+// retry naks with a delay, or terminates on the last allowed delivery: at
+// that point JetStream would drop the result silently, and the order would
+// stay PENDING with no word of why.
 func (c *PaymentEvents) retry(ctx context.Context, m jetstream.Msg, cause error) (string, error) {
 	var delivered uint64 = 1
 	if md, err := m.Metadata(); err == nil {
 		delivered = md.NumDelivered
+	}
+	if int(delivered) >= c.maxDeliver {
+		return c.term(ctx, m, fmt.Errorf("still failing after %d deliveries: %w", delivered, cause))
 	}
 	c.log.WarnContext(ctx, "payment result will be retried", "delivered", delivered, "err", cause)
 	if err := m.NakWithDelay(stream.RetryDelay(delivered)); err != nil {

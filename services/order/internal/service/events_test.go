@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/order/internal/service"
 )
 
 func TestOrderCreatedLandsOnKafkaWithCloudEventsAndTrace(t *testing.T) {
@@ -77,6 +79,35 @@ func (h *harness) publishResult(t *testing.T, typ, eventID, orderID, reason stri
 	h.stream.Publish(t, h.names.Subject, "shanhai.payments", orderID, svctest.Headers(env, parent), env.Data)
 }
 
+// terminations subscribes to the consumer's termination advisories; the
+// returned function waits for n of them and returns their reasons.
+func (h *harness) terminations(t *testing.T) func(n int) []string {
+	t.Helper()
+	sub, err := h.stream.JS.Conn().SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + h.names.Stream + "." + h.names.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return func(n int) []string {
+		t.Helper()
+		var reasons []string
+		for range n {
+			m, err := sub.NextMsg(20 * time.Second)
+			if err != nil {
+				t.Fatalf("%d of %d termination advisories: %v", len(reasons), n, err)
+			}
+			var adv struct {
+				Reason string `json:"reason"`
+			}
+			if err := json.Unmarshal(m.Data, &adv); err != nil {
+				t.Fatalf("advisory %s: %v", m.Data, err)
+			}
+			reasons = append(reasons, adv.Reason)
+		}
+		return reasons
+	}
+}
+
 // drained waits until the consumer has settled every message in the stream.
 func (h *harness) drained(t *testing.T) { h.stream.Drained(t, h.names.Durable, 20*time.Second) }
 
@@ -133,7 +164,7 @@ func TestPaymentResultsApplyOnceWhateverTheOrder(t *testing.T) {
 func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 	h := newHarness(t)
 	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
-	publish := func(typ, eventID, key string, data string, edit func(nats.Header)) {
+	send := func(typ, eventID, key string, data string, edit func(nats.Header)) {
 		t.Helper()
 		env, err := event.New(typ, "/shanhai/payment", key, nil)
 		if err != nil {
@@ -156,6 +187,7 @@ func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 		}
 		return string(b)
 	}
+	terminated := h.terminations(t)
 	var untouched []string
 	order := func() string {
 		id := h.createOrder("alice", item).ID
@@ -163,6 +195,12 @@ func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 		return id
 	}
 
+	sent := 0
+	publish := func(typ, eventID, key string, data string, edit func(nats.Header)) {
+		t.Helper()
+		sent++
+		send(typ, eventID, key, data, edit)
+	}
 	publish("payment.succeeded", "", "", "", func(hd nats.Header) { hd.Del("ce_specversion") })
 	publish("payment.succeeded", "", "", result(order(), "pay-1", ""), func(hd nats.Header) { hd.Set("ce_specversion", "2.0") })
 	publish("payment.succeeded", "", "", `{"order_id":`, nil)
@@ -198,7 +236,33 @@ func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 			t.Errorf("order %s moved on a hostile result: %+v", id, o)
 		}
 	}
-	if m := h.do("GET", "/metrics", "", ""); !strings.Contains(string(m.Body), `outcome="terminated"`) {
+	for _, r := range terminated(sent) {
+		if r == "" {
+			t.Error("a result was terminated without a reason")
+		}
+	}
+	m := h.do("GET", "/metrics", "", "")
+	if !slices.ContainsFunc(strings.Split(string(m.Body), "\n"), func(l string) bool {
+		return strings.HasPrefix(l, "shanhai_order_payment_events_total{") && strings.Contains(l, `outcome="terminated"`)
+	}) {
 		t.Errorf("/metrics counts no terminated result:\n%s", m.Body)
 	}
+}
+
+// TestResultStillFailingOnLastDeliveryIsTerminated: a result whose apply keeps
+// failing is terminated with the reason on its last allowed delivery, rather
+// than dropped by JetStream with no word of why.
+func TestResultStillFailingOnLastDeliveryIsTerminated(t *testing.T) {
+	h := newHarness(t, func(o *service.Options) { o.MaxDeliver = 2 })
+	o := h.createOrder("alice", `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`)
+	terminated := h.terminations(t)
+	// Every apply now fails on the database, as during a long outage.
+	if err := h.svc.DB.Exec("DROP TABLE processed_events").Error; err != nil {
+		t.Fatal(err)
+	}
+	h.publishResult(t, "payment.succeeded", "e1", o.ID, "", nil)
+	if reasons := terminated(1); !strings.Contains(reasons[0], "after 2 deliveries") {
+		t.Fatalf("terminated because %q", reasons[0])
+	}
+	h.drained(t)
 }

@@ -51,8 +51,9 @@ type harness struct {
 
 // newHarness runs the real service wiring against the test servers: a fresh
 // PostgreSQL database, Redis, NATS with a private stream and Kafka, with
-// tokens signed by a test key whose JWKS an httptest server publishes.
-func newHarness(t testing.TB) *harness {
+// tokens signed by a test key whose JWKS an httptest server publishes. tune
+// adjusts the options before the service starts.
+func newHarness(t testing.TB, tune ...func(*service.Options)) *harness {
 	t.Helper()
 	setupTelemetry(t)
 	issuer := svctest.NewIssuer(t)
@@ -63,7 +64,11 @@ func newHarness(t testing.TB) *harness {
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		JWKSURL: issuer.URL, CatalogCacheTTL: time.Minute,
 	}
-	svc, err := service.New(context.Background(), cfg, service.Options{JetStream: names, Telemetry: provider})
+	opts := service.Options{JetStream: names, Telemetry: provider}
+	for _, f := range tune {
+		f(&opts)
+	}
+	svc, err := service.New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

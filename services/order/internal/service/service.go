@@ -48,6 +48,9 @@ type Options struct {
 	// JetStream overrides the stream and consumer names (tests use private
 	// ones); zero fields keep the platform's names.
 	JetStream adapters.Names
+	// MaxDeliver overrides how often a payment result is delivered before
+	// it is terminated (tests lower it); zero keeps adapters.MaxDeliver.
+	MaxDeliver int
 }
 
 // jetStreamNames fills what the caller left empty from the config.
@@ -148,7 +151,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			}
 			// The consumer lookup now, beside the database, rather than
 			// after listening: Start then only begins delivery.
-			consumer, err = adapters.EnsureConsumer(ctx, js, names)
+			consumer, err = adapters.EnsureConsumer(ctx, js, names, o.MaxDeliver)
 			return close, err
 		}},
 		server.Opening{Name: "discovery", Open: func() (func() error, error) { return s.discovery(ctx) }},
@@ -169,7 +172,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		NewID:   func() string { return uuid.Must(uuid.NewV7()).String() },
 		Render:  ports.Render,
 	})
-	s.events = adapters.NewPaymentEvents(consumer, names, s.App.ApplyPayment, o.Logger)
+	s.events = adapters.NewPaymentEvents(consumer, names, s.App.ApplyPayment, o.MaxDeliver, o.Logger)
 
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
