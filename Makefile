@@ -1,5 +1,8 @@
 # Shanhai: the two commands people need are `make run` and `make test`.
 SHELL := /bin/bash
+# Build with the toolchain go.work names (fetched from the Go module proxy when the installed go is older);
+# GOTOOLCHAIN=local in the environment keeps the installed one.
+export GOTOOLCHAIN ?= auto
 
 .PHONY: test lint bench deps-up deps-down deps-status run fork up down kind-up kind-down
 

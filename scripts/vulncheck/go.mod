@@ -1,0 +1,3 @@
+module github.com/shanhai-dev/shanhai/scripts/vulncheck
+
+go 1.26.0
