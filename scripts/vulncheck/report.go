@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"slices"
 	"strings"
 )
@@ -76,7 +77,8 @@ func parse(r io.Reader) (map[string]*finding, error) {
 		vuln, caller := f.Trace[0], f.Trace[len(f.Trace)-1]
 		trace := caller.name() + " reaches " + vuln.name()
 		if caller.Position != nil {
-			trace = fmt.Sprintf("%s:%d: %s", caller.Position.Filename, caller.Position.Line, trace)
+			// Filenames are relative to the caller's module; with its path they say which module too.
+			trace = fmt.Sprintf("%s:%d: %s", path.Join(caller.Module, caller.Position.Filename), caller.Position.Line, trace)
 		}
 		found[f.OSV] = &finding{ID: f.OSV, Module: vuln.Module, Version: vuln.Version, Fixed: f.Fixed, Trace: trace}
 	}

@@ -29,11 +29,11 @@ func TestParseKeepsReachedFindings(t *testing.T) {
 	q := found["GO-2026-0001"]
 	want := finding{ID: "GO-2026-0001", Summary: "Memory exhaustion in example.com/quic", Module: "example.com/quic",
 		Version: "v0.59.0", Fixed: "v0.59.1",
-		Trace: "telemetry/serverspan.go:382: telemetry.serverSpan.RecordError reaches http3.qpackError.Error"}
+		Trace: "github.com/shanhai-dev/shanhai/pkg/telemetry/serverspan.go:382: telemetry.serverSpan.RecordError reaches http3.qpackError.Error"}
 	if *q != want {
 		t.Fatalf("GO-2026-0001 = %+v, want the first trace %+v", *q, want)
 	}
-	if a := found["GO-2026-0002"]; a.Fixed != "" || a.Trace != "bridge/leg.go:38: bridge.init reaches avro.init" {
+	if a := found["GO-2026-0002"]; a.Fixed != "" || a.Trace != "m/bridge/leg.go:38: bridge.init reaches avro.init" {
 		t.Fatalf("GO-2026-0002 = %+v", *a)
 	}
 }
