@@ -8,6 +8,7 @@ package dlq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -44,6 +45,7 @@ const (
 	HeaderTopic     = "dlq_source_topic"
 	HeaderPartition = "dlq_source_partition"
 	HeaderOffset    = "dlq_source_offset"
+	HeaderOmitted   = "dlq_omitted" // set when the letter was too large for the DLQ topic: what was left out
 )
 
 // Kafka writes letters to one topic with acks=all, retrying transient errors
@@ -88,15 +90,49 @@ func Message(l Letter) kafka.Message {
 // Send implements Sink.
 func (k *Kafka) Send(ctx context.Context, l Letter) error {
 	b := backoff.Backoff{Base: 50 * time.Millisecond, Max: k.maxBackoff}
+	m, whole := Message(l), true
 	for {
-		err := k.w.WriteMessages(ctx, Message(l))
+		err := k.w.WriteMessages(ctx, m)
 		if err == nil {
 			return nil
+		}
+		if tooLarge(err) && whole {
+			// A letter adds headers to a record that its topic may have
+			// taken at the size limit, so it can never be written whole, and
+			// retrying it would stop its partition for good. Without key,
+			// value and carried headers it still names the source record,
+			// which stays in its topic for the topic's retention.
+			m = Message(Letter{Leg: l.Leg, Reason: l.Reason, Detail: l.Detail, Topic: l.Topic, Partition: l.Partition, Offset: l.Offset,
+				Headers: map[string]string{HeaderOmitted: fmt.Sprintf("key, value and headers (%d bytes): too large for the DLQ topic", size(l))}})
+			whole = false
+			continue
 		}
 		if ctx.Err() != nil || !b.Wait(ctx) {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)
 		}
 	}
+}
+
+// tooLarge reports whether Kafka refused a message for its size: the
+// broker's max.message.bytes, or the writer's BatchBytes before sending.
+func tooLarge(err error) bool {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if errors.Is(e, kafka.MessageSizeTooLarge) {
+				return true
+			}
+		}
+	}
+	return errors.Is(err, kafka.MessageSizeTooLarge)
+}
+
+func size(l Letter) int {
+	n := len(l.Key) + len(l.Value)
+	for k, v := range l.Headers {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // Close flushes the writer.
