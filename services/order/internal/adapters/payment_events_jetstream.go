@@ -214,13 +214,14 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 		return c.term(ctx, m, err)
 	}
 	res, err := c.apply.Handle(ctx, app.ApplyPayment{
-		EventID: env.ID, OrderID: d.OrderID,
+		EventID: env.ID, OrderID: d.OrderID, UserID: d.UserID, AmountCents: d.AmountCents,
 		Outcome: order.PaymentOutcome{PaymentID: d.PaymentID, Succeeded: env.Type == PaymentSucceeded, Reason: d.Reason},
 	})
 	switch {
-	case errors.Is(err, order.ErrNotFound):
-		// Payment only answers orders this service created, so an unknown
-		// order id is corrupt input, not a race worth retrying.
+	case errors.Is(err, order.ErrNotFound), errors.Is(err, order.ErrResultMismatch):
+		// Payment only answers orders this service created, with their user
+		// and total, so an unknown order id or another user or amount is
+		// corrupt input, not a race worth retrying.
 		return c.term(ctx, m, err)
 	case err != nil:
 		return c.retry(ctx, m, err)
@@ -237,10 +238,10 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 
 // checkResult rejects a result that can never apply correctly, so it is
 // terminated at once: retried, it would fail the same way on every delivery
-// until JetStream dropped it unrecorded; applied, it would mark an order paid
-// by nothing. Order ids are this service's UUIDs, a result names its payment
-// and a positive amount, and the event id and the stored fields must be text
-// PostgreSQL can hold (no NUL, valid UTF-8).
+// until JetStream dropped it unrecorded; applied, it would mark an order
+// paid by nobody. Order ids are this service's UUIDs, a result names its
+// payment, and the event id and the stored fields must be text PostgreSQL
+// can hold (no NUL, valid UTF-8). ApplyPayment checks the user and amount.
 func checkResult(env event.Envelope, d PaymentResultData) error {
 	if !storable(env.ID) {
 		return fmt.Errorf("%s has an event id that cannot be stored: %q", env.Type, env.ID)
@@ -252,9 +253,6 @@ func checkResult(env event.Envelope, d PaymentResultData) error {
 		return fmt.Errorf("%s %s: order_id %q is not an order id", env.Type, env.ID, d.OrderID)
 	case d.PaymentID == "":
 		return fmt.Errorf("%s %s has no payment_id", env.Type, env.ID)
-	case d.AmountCents <= 0:
-		// Payment never claims a charge of nothing (total_cents must be positive).
-		return fmt.Errorf("%s %s: amount_cents must be positive, got %d", env.Type, env.ID, d.AmountCents)
 	case !storable(d.PaymentID) || !storable(d.Reason):
 		return fmt.Errorf("%s %s: payment_id %q or reason %q cannot be stored", env.Type, env.ID, d.PaymentID, d.Reason)
 	}

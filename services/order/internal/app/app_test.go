@@ -101,7 +101,19 @@ func TestApplyPaymentOnce(t *testing.T) {
 	a, repo := newApp(t)
 	ctx := context.Background()
 	create(t, a, "alice", "k", 1)
-	ok := app.ApplyPayment{EventID: "e1", OrderID: "o001", Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}}
+	// Another user's result, or another amount, is refused and changes nothing.
+	for _, bad := range []app.ApplyPayment{
+		{EventID: "e0", OrderID: "o001", UserID: "bob", AmountCents: 1250, Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}},
+		{EventID: "e0", OrderID: "o001", UserID: "alice", AmountCents: 1, Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}},
+	} {
+		if _, err := a.ApplyPayment.Handle(ctx, bad); !errors.Is(err, order.ErrResultMismatch) {
+			t.Fatalf("%+v: err = %v, want ErrResultMismatch", bad, err)
+		}
+	}
+	if got := repo.orders["o001"].Status; got != order.Pending {
+		t.Fatalf("status after mismatched results = %s", got)
+	}
+	ok := app.ApplyPayment{EventID: "e1", OrderID: "o001", UserID: "alice", AmountCents: 1250, Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}}
 	res, err := a.ApplyPayment.Handle(ctx, ok)
 	if err != nil || !res.Changed || res.Duplicate {
 		t.Fatalf("first apply = %+v %v", res, err)
@@ -110,7 +122,7 @@ func TestApplyPaymentOnce(t *testing.T) {
 	if err != nil || !res.Duplicate || res.Changed {
 		t.Fatalf("duplicate apply = %+v %v", res, err)
 	}
-	late := app.ApplyPayment{EventID: "e2", OrderID: "o001", Outcome: order.PaymentOutcome{PaymentID: "p", Reason: "x"}}
+	late := app.ApplyPayment{EventID: "e2", OrderID: "o001", UserID: "alice", AmountCents: 1250, Outcome: order.PaymentOutcome{PaymentID: "p", Reason: "x"}}
 	if res, err = a.ApplyPayment.Handle(ctx, late); err != nil || res.Changed {
 		t.Fatalf("late failure = %+v %v", res, err)
 	}

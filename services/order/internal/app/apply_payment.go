@@ -12,11 +12,15 @@ import (
 // service; it matches the JetStream durable name.
 const ConsumerName = "order"
 
-// ApplyPayment is a payment.succeeded or payment.failed event.
+// ApplyPayment is a payment.succeeded or payment.failed event. UserID and
+// AmountCents are whom the payment says it charged and how much: payment
+// charges the user and total of order.created, so anything else is corrupt.
 type ApplyPayment struct {
-	EventID string
-	OrderID string
-	Outcome order.PaymentOutcome
+	EventID     string
+	OrderID     string
+	UserID      string
+	AmountCents int64
+	Outcome     order.PaymentOutcome
 }
 
 // ApplyResult says what happened: Duplicate when the event was seen before,
@@ -33,10 +37,16 @@ type ApplyPaymentHandler struct {
 
 // Handle applies a payment result at most once per event id. The state
 // machine in the aggregate makes a second, different result for the same
-// order (a redelivered or reordered event) a no-op.
+// order (a redelivered or reordered event) a no-op. A result for another
+// user or amount is order.ErrResultMismatch and changes nothing: it must not
+// show another user's payment on this order, nor mark it paid by another sum.
 func (h ApplyPaymentHandler) Handle(ctx context.Context, cmd ApplyPayment) (ApplyResult, error) {
 	var changed bool
 	applied, err := h.orders.ApplyOnce(ctx, ConsumerName, cmd.EventID, cmd.OrderID, func(o *order.Order) error {
+		if o.UserID() != cmd.UserID || o.TotalCents() != cmd.AmountCents {
+			return fmt.Errorf("%w: the result is for user %q and %d cents, the order is user %q's for %d cents",
+				order.ErrResultMismatch, cmd.UserID, cmd.AmountCents, o.UserID(), o.TotalCents())
+		}
 		changed = o.ApplyPayment(cmd.Outcome, h.now())
 		return nil
 	})

@@ -66,11 +66,16 @@ func TestOrderCreatedLandsOnKafkaWithCloudEventsAndTrace(t *testing.T) {
 
 // publishResult publishes a payment result to JetStream the way the bridge
 // does: the Kafka headers (CloudEvents, trace context) as NATS headers plus
-// the kafka_* ones, with a fresh Nats-Msg-Id per publish.
+// the kafka_* ones, with a fresh Nats-Msg-Id per publish. It charges alice
+// the order's total, as payment does.
 func (h *harness) publishResult(t *testing.T, typ, eventID, orderID, reason string, parent *trace.SpanContext) {
 	t.Helper()
+	var total int64
+	if err := h.svc.DB.Raw("SELECT total_cents FROM orders WHERE id = ?", orderID).Scan(&total).Error; err != nil {
+		t.Fatal(err)
+	}
 	env, err := event.New(typ, "/shanhai/payment", orderID, adapters.PaymentResultData{
-		PaymentID: "pay-" + orderID, OrderID: orderID, UserID: "alice", AmountCents: 100, Reason: reason,
+		PaymentID: "pay-" + orderID, OrderID: orderID, UserID: "alice", AmountCents: total, Reason: reason,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -159,12 +164,15 @@ func TestPaymentResultsApplyOnceWhateverTheOrder(t *testing.T) {
 }
 
 // TestHostilePaymentResultsAreTerminatedOnce sends results that can never
-// apply: each must be settled on its first delivery (terminated, counted),
-// never retried until JetStream drops it unrecorded, and no order may move.
+// apply: each must be settled on its first delivery (terminated with a
+// reason, counted), never retried until JetStream drops it unrecorded, and
+// no order may move, least of all on another user's or another sum's result.
 func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 	h := newHarness(t)
 	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
-	send := func(typ, eventID, key string, data string, edit func(nats.Header)) {
+	terminated := h.terminations(t)
+	sent := 0
+	publish := func(typ, eventID, key string, data string, edit func(nats.Header)) {
 		t.Helper()
 		env, err := event.New(typ, "/shanhai/payment", key, nil)
 		if err != nil {
@@ -178,46 +186,49 @@ func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 			edit(hdr)
 		}
 		h.stream.Publish(t, h.names.Subject, "shanhai.payments", key, hdr, []byte(data))
+		sent++
 	}
-	amount := int64(100)
-	result := func(orderID, paymentID, reason string) string {
-		b, err := json.Marshal(adapters.PaymentResultData{PaymentID: paymentID, OrderID: orderID, UserID: "alice", AmountCents: amount, Reason: reason})
+	result := func(orderID, userID string, amount int64, paymentID, reason string) string {
+		b, err := json.Marshal(adapters.PaymentResultData{PaymentID: paymentID, OrderID: orderID, UserID: userID, AmountCents: amount, Reason: reason})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return string(b)
 	}
-	terminated := h.terminations(t)
+	// order places one of alice's orders that no result below may move.
 	var untouched []string
-	order := func() string {
-		id := h.createOrder("alice", item).ID
-		untouched = append(untouched, id)
-		return id
+	order := func() (string, int64) {
+		o := h.createOrder("alice", item)
+		untouched = append(untouched, o.ID)
+		return o.ID, o.TotalCents
 	}
 
-	sent := 0
-	publish := func(typ, eventID, key string, data string, edit func(nats.Header)) {
-		t.Helper()
-		sent++
-		send(typ, eventID, key, data, edit)
-	}
 	publish("payment.succeeded", "", "", "", func(hd nats.Header) { hd.Del("ce_specversion") })
-	publish("payment.succeeded", "", "", result(order(), "pay-1", ""), func(hd nats.Header) { hd.Set("ce_specversion", "2.0") })
+	id, total := order()
+	publish("payment.succeeded", "", "", result(id, "alice", total, "pay-1", ""), func(hd nats.Header) { hd.Set("ce_specversion", "2.0") })
 	publish("payment.succeeded", "", "", `{"order_id":`, nil)
 	publish("payment.succeeded", "", "", `{"order_id":7}`, nil)
 	publish("payment.succeeded", "", "", `null`, nil)
 	publish("payment.failed", "", "", `{}`, nil)
-	publish("payment.succeeded", "", "", result("not-an-order", "pay-2", ""), nil)
-	publish("payment.succeeded", "", "", result("\x00", "pay-3", ""), nil)
-	publish("payment.succeeded", "", "", result(order(), "", ""), nil)
-	publish("payment.succeeded", "", "", result(order(), "pay\x00", ""), nil)
-	publish("payment.failed", "", "", result(order(), "pay-4", "card\x00declined"), nil)
-	id := order()
-	publish("payment.succeeded", "evt-\xff\xfe", id, result(id, "pay-5", ""), nil)
-	amount = -100
-	publish("payment.succeeded", "", "", result(order(), "pay-6", ""), nil)
-	amount = 0
-	publish("payment.failed", "", "", result(order(), "pay-7", "card_declined"), nil)
+	publish("payment.succeeded", "", "", result("not-an-order", "alice", total, "pay-2", ""), nil)
+	publish("payment.succeeded", "", "", result("\x00", "alice", total, "pay-3", ""), nil)
+	id, total = order()
+	publish("payment.succeeded", "", "", result(id, "alice", total, "", ""), nil)
+	id, total = order()
+	publish("payment.succeeded", "", "", result(id, "alice", total, "pay\x00", ""), nil)
+	id, total = order()
+	publish("payment.failed", "", "", result(id, "alice", total, "pay-4", "card\x00declined"), nil)
+	id, total = order()
+	publish("payment.succeeded", "evt-\xff\xfe", id, result(id, "alice", total, "pay-5", ""), nil)
+	id, total = order()
+	publish("payment.succeeded", "", "", result(id, "alice", -total, "pay-6", ""), nil)
+	id, _ = order()
+	publish("payment.failed", "", "", result(id, "alice", 0, "pay-7", "card_declined"), nil)
+	id, total = order()
+	publish("payment.succeeded", "", "", result(id, "alice", total-1, "pay-8", ""), nil)
+	id, total = order()
+	publish("payment.succeeded", "", "", result(id, "bob", total, "pay-9", ""), nil)
+	publish("payment.failed", "", "", result(id, "", total, "pay-10", "card_declined"), nil)
 	h.drained(t)
 
 	ci, err := h.stream.JS.Consumer(context.Background(), h.names.Stream, h.names.Durable)

@@ -17,6 +17,9 @@ var (
 	// ErrDuplicateKey is what a repository returns when another request
 	// stored the same idempotency key first; the caller then replays it.
 	ErrDuplicateKey = errors.New("idempotency key already stored")
+	// ErrResultMismatch means a payment result names another user or another
+	// amount than the order it is for: corrupt input, never applied.
+	ErrResultMismatch = errors.New("payment result does not match the order")
 )
 
 // FieldError names the request field a rule rejected, e.g. "items[2].quantity".
