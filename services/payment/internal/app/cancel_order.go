@@ -61,6 +61,9 @@ func (h CancelOrderHandler) Handle(ctx context.Context, cmd CancelOrder) (Cancel
 		if err != nil {
 			return CancelResult{}, fmt.Errorf("cancel order %s: claim: %w", cmd.OrderID, err)
 		}
+		if err := p.Matches(cmd.UserID, cmd.TotalCents, cmd.Currency); err != nil {
+			return CancelResult{}, fmt.Errorf("cancel order %s: %w", cmd.OrderID, err)
+		}
 		if p.ID() == fresh.ID() {
 			return CancelResult{PaymentID: p.ID(), Status: payment.Cancelled}, nil
 		}

@@ -134,3 +134,28 @@ func TestInvalidCancelIsPermanent(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// TestEventsNotMatchingThePaymentAreInvalid: an order event for a charged
+// order with another user, total or currency neither refunds nor charges.
+func TestEventsNotMatchingThePaymentAreInvalid(t *testing.T) {
+	a, repo, prov := setup(payment.Rules{})
+	ctx := context.Background()
+	if res, err := a.ChargeOrder.Handle(ctx, order1); err != nil || res.Status != payment.Succeeded {
+		t.Fatalf("charge = %+v, %v", res, err)
+	}
+	for _, c := range []app.CancelOrder{
+		{OrderID: cancel1.OrderID, UserID: "mallory", TotalCents: cancel1.TotalCents, Currency: cancel1.Currency},
+		{OrderID: cancel1.OrderID, UserID: cancel1.UserID, TotalCents: cancel1.TotalCents + 1, Currency: cancel1.Currency},
+		{OrderID: cancel1.OrderID, UserID: cancel1.UserID, TotalCents: cancel1.TotalCents, Currency: "USD"},
+	} {
+		if _, err := a.CancelOrder.Handle(ctx, c); !errors.Is(err, payment.ErrInvalid) {
+			t.Fatalf("cancel %+v: err = %v, want ErrInvalid", c, err)
+		}
+		if _, err := a.ChargeOrder.Handle(ctx, app.ChargeOrder(c)); !errors.Is(err, payment.ErrInvalid) {
+			t.Fatalf("create %+v: err = %v, want ErrInvalid", c, err)
+		}
+	}
+	if prov.calls != 1 || prov.refunded() != 0 || !slices.Equal(repo.eventTypes(), []string{"payment.succeeded"}) {
+		t.Fatalf("charges %d, refunds %d, events %v; want 1, 0, one success", prov.calls, prov.refunded(), repo.eventTypes())
+	}
+}

@@ -56,6 +56,9 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %s: claim: %w", cmd.OrderID, err)
 	}
+	if err := p.Matches(cmd.UserID, cmd.TotalCents, cmd.Currency); err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %s: %w", cmd.OrderID, err)
+	}
 	if p.Final() {
 		if p.NeedsRefund() {
 			return h.refund(ctx, p)

@@ -272,3 +272,26 @@ func TestHostileOrderEventsAreDeadLetteredOnce(t *testing.T) {
 		t.Error("a hostile event reached the provider")
 	}
 }
+
+// TestOrderEventsNotMatchingThePaymentAreDeadLettered: an order.cancelled or
+// a second order.created for a charged order, naming another user or total,
+// is dead-lettered; the charge stands and nothing is refunded.
+func TestOrderEventsNotMatchingThePaymentAreDeadLettered(t *testing.T) {
+	h := newHarness(t, nil)
+	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 700, Currency: "EUR"}
+	h.publishOrder(o, "", nil)
+	h.drained()
+	h.publishCancel(orderEvent{OrderID: o.OrderID, UserID: "mallory", TotalCents: o.TotalCents, Currency: o.Currency}, "")
+	h.publishEvent("order.created", orderEvent{OrderID: o.OrderID, UserID: o.UserID, TotalCents: 1, Currency: o.Currency}, "", nil)
+	h.drained()
+	dl, err := h.svc.Payments.DeadLetters(context.Background(), 10)
+	if err != nil || len(dl) != 2 || !strings.Contains(dl[0].Reason+dl[1].Reason, `"mallory"`) {
+		t.Fatalf("dead letters = %+v, %v", dl, err)
+	}
+	if rows := h.payments(o.OrderID); len(rows) != 1 || rows[0].Status != "SUCCEEDED" || rows[0].UserID != "alice" {
+		t.Fatalf("payments = %+v", rows)
+	}
+	if n := h.outboxCount(o.OrderID); n != 1 {
+		t.Fatalf("%d result events, want the one payment.succeeded", n)
+	}
+}

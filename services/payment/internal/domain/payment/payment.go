@@ -129,6 +129,18 @@ func (p *Payment) finish(s Status, reason string, now time.Time) bool {
 	return true
 }
 
+// Matches reports whether an order event describes this payment's order:
+// order.created and order.cancelled both carry the one order's user, total
+// and currency, so an event for the same order id with others is corrupt or
+// forged, and must neither charge nor refund.
+func (p *Payment) Matches(userID string, amountCents int64, currency string) error {
+	if p.userID != userID || p.amountCents != amountCents || p.currency != currency {
+		return fmt.Errorf("%w: the event is for user %q, %d %s; order %s's payment is user %q's, %d %s",
+			ErrInvalid, userID, amountCents, currency, p.orderID, p.userID, p.amountCents, p.currency)
+	}
+	return nil
+}
+
 // Final reports whether the charge is settled: answered by the provider,
 // refunded, or cancelled before it was made.
 func (p *Payment) Final() bool { return p.status != Pending }
