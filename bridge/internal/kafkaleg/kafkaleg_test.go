@@ -264,10 +264,14 @@ func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
 		sent[i] = m
 		msgs = append(msgs, m)
 	}
-	// Poison: no CloudEvents headers, and one over the 4 KiB limit.
+	// Poison: no CloudEvents headers, one over the 4 KiB limit, and a header
+	// name that NATS cannot carry.
+	badName := harness.Event(-3, 50, 200)
+	badName.Headers = append(badName.Headers, kafka.Header{Key: "content/type", Value: []byte("x")})
 	msgs = append(msgs,
 		kafka.Message{Key: []byte("k1"), Value: []byte(`{"seq":-1}`)},
-		func() kafka.Message { m := harness.Event(-2, 50, 8000); return m }())
+		func() kafka.Message { m := harness.Event(-2, 50, 8000); return m }(),
+		badName)
 	produce(t, e, msgs)
 
 	group := "bridgetest-" + harness.ID()
@@ -277,11 +281,11 @@ func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
 
 	// The partitions moved on past the poison, which is in the DLQ with its reason.
 	reasons := map[string]bool{}
-	for _, h := range deadLetters(t, e, 2) {
+	for _, h := range deadLetters(t, e, 3) {
 		reasons[h[dlq.HeaderReason]] = true
 	}
-	if !reasons["envelope"] || !reasons["too_large"] {
-		t.Fatalf("dead letter reasons %v, want envelope and too_large", reasons)
+	if !reasons["envelope"] || !reasons["too_large"] || !reasons["header"] {
+		t.Fatalf("dead letter reasons %v, want envelope, too_large and header", reasons)
 	}
 
 	if err := stop(); err != nil {

@@ -252,5 +252,5 @@ func isRejection(err error) bool {
 	if errors.As(err, &api) {
 		return api.Code >= 400 && api.Code < 500
 	}
-	return errors.Is(err, nats.ErrMaxPayload)
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadHeaderMsg)
 }

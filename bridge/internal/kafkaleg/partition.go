@@ -448,8 +448,15 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 // (expected sequence, msg id, rollup), which a producer must not be able to do
 // through the bridge.
 func headerSafe(k, v string) bool {
-	if k == "" || strings.HasPrefix(strings.ToLower(k), "nats-") || strings.ContainsAny(k, " :\r\n\t") {
+	if k == "" || strings.HasPrefix(strings.ToLower(k), "nats-") {
 		return false
+	}
+	// nats.go refuses to publish any other name (ErrBadHeaderMsg): ADR-4's
+	// printable ASCII without a colon, and without HTTP's separators.
+	for i := 0; i < len(k); i++ {
+		if k[i] < 33 || k[i] > 126 || strings.IndexByte(`"()/,:;<=>?@[\]{}`, k[i]) >= 0 {
+			return false
+		}
 	}
 	return !strings.ContainsAny(v, "\r\n") && utf8.ValidString(v)
 }

@@ -21,6 +21,11 @@ func TestHeaderSafe(t *testing.T) {
 		{"k", "line\r\nInjected: 1", false},
 		{"k", string([]byte{0xff}), false},
 		{"", "x", false},
+		{"content/type", "x", false}, // nats.go refuses these names: the partition stopped on them
+		{"(x)", "x", false},
+		{"a\x00b", "x", false},
+		{"é", "x", false},
+		{"x-b3_sampled.v2", "1", true},
 	}
 	for _, tc := range tests {
 		if got := headerSafe(tc.k, tc.v); got != tc.want {
@@ -36,8 +41,8 @@ func TestIsRejection(t *testing.T) {
 	if isRejection(&jetstream.APIError{Code: 503}) || isRejection(nats.ErrTimeout) || isRejection(errors.New("x")) {
 		t.Error("transient errors must be retried, not dead-lettered")
 	}
-	if !isRejection(nats.ErrMaxPayload) {
-		t.Error("max payload is a verdict")
+	if !isRejection(nats.ErrMaxPayload) || !isRejection(nats.ErrBadHeaderMsg) {
+		t.Error("max payload and a header nats.go cannot write are verdicts")
 	}
 }
 
