@@ -483,6 +483,9 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	return Send
 }
 
+// errBadStatus: the upstream's answer has no final status (see Received).
+var errBadStatus = errors.New("upstream answer without a final status (1xx or outside 100-599)")
+
 // Received accounts for the attempt Send started: err is the transport's
 // (fasthttp.ErrTimeout when the deadline passed), nil when Resp holds the
 // upstream's answer. It returns Done, or Send for a retry elsewhere.
@@ -495,7 +498,13 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 
 	status := 0
 	if err == nil {
-		status = x.Resp.StatusCode()
+		if status = x.Resp.StatusCode(); status < 200 || status > 599 {
+			// An interim answer taken for the final one (fasthttp skips
+			// only 100 Continue; a 103 Early Hints came back as the
+			// answer, and the client then waited for a final one that
+			// never came), or no valid status at all.
+			err, status = errBadStatus, 0
+		}
 	}
 	failed := err != nil || status == 502 || status == 503 || status == 504
 	x.endConcurrency(lat, failed)

@@ -234,6 +234,21 @@ func TestHandleBreakerOpenIs503(t *testing.T) {
 	}
 }
 
+// An upstream answer without a final status (fasthttp's client hands back
+// a 103 Early Hints as the answer; a status outside 100-599) is a 502, not
+// an interim answer after which the client waits for nothing.
+func TestHandleUpstreamWithoutFinalStatusIs502(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{}, up)
+	for _, status := range []int{103, 199, 600, 999} {
+		up.status.Store(int64(status))
+		ctx := serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n")
+		if ctx.Response.StatusCode() != 502 || !strings.Contains(string(ctx.Response.Body()), "upstream-unreachable") {
+			t.Errorf("upstream status %d: %d %s", status, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+}
+
 type countingBudget struct{ requests, withdrawn atomic.Int64 }
 
 func (b *countingBudget) RequestAt(time.Time) { b.requests.Add(1) }
