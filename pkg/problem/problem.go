@@ -77,6 +77,9 @@ func Write(c *gin.Context, d Details) {
 	c.Header("Content-Type", ContentType)
 	c.Status(d.Status)
 	if c.Request != nil && c.Request.Method == http.MethodHead {
+		// No body, but the header is sent now: gin answers an unwritten
+		// NoRoute/NoMethod response with its own text/plain one.
+		c.Writer.WriteHeaderNow()
 		return
 	}
 	// gin's JSON render would overwrite Content-Type with application/json;

@@ -151,6 +151,14 @@ func TestNotFoundAndMethodNotAllowedAreProblems(t *testing.T) {
 	if allow := w.Header().Get("Allow"); !strings.Contains(allow, "GET") {
 		t.Errorf("Allow %q", allow)
 	}
+
+	// HEAD gets the same problem, without the body (gin used to answer these two with text/plain).
+	for path, want := range map[string]int{"/orders": http.StatusMethodNotAllowed, "/nope": http.StatusNotFound} {
+		w = do(s.Handler(), http.MethodHead, path, nil)
+		if ct := w.Header().Get("Content-Type"); w.Code != want || ct != problem.ContentType || w.Body.Len() != 0 {
+			t.Errorf("HEAD %s: %d %q %q, want %d, %s and no body", path, w.Code, ct, w.Body.String(), want, problem.ContentType)
+		}
+	}
 }
 
 func TestHealthAndMetrics(t *testing.T) {
