@@ -491,6 +491,7 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 	h[HeaderOffset] = []string{strconv.FormatInt(m.Offset, 10)}
 	if printable(m.Key) {
 		h[HeaderKey] = []string{string(m.Key)}
+		delete(h, HeaderKeyEncoding) // a producer's own would make readers decode a plain key
 	} else {
 		h[HeaderKey] = []string{base64.StdEncoding.EncodeToString(m.Key)}
 		h[HeaderKeyEncoding] = []string{"base64"}

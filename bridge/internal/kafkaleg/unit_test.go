@@ -6,6 +6,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
 )
 
 func TestHeaderSafe(t *testing.T) {
@@ -43,6 +46,18 @@ func TestIsRejection(t *testing.T) {
 	}
 	if !isRejection(nats.ErrMaxPayload) || !isRejection(nats.ErrBadHeaderMsg) {
 		t.Error("max payload and a header nats.go cannot write are verdicts")
+	}
+}
+
+// A producer's headers named like leg A's own must not stand in for them.
+func TestBuildSetsItsOwnMetadata(t *testing.T) {
+	p := &partition{leg: New(Options{}), route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
+	msg, span, _ := p.build(kafka.Message{Topic: "t", Offset: 7, Key: []byte("k1"), Headers: []kafka.Header{
+		{Key: HeaderKeyEncoding, Value: []byte("base64")}, {Key: HeaderOffset, Value: []byte("99")}, {Key: "ce_id", Value: []byte("e1")}}})
+	span.End()
+	h := msg.Header
+	if h.Get(HeaderKeyEncoding) != "" || h.Get(HeaderKey) != "k1" || h.Get(HeaderOffset) != "7" || h.Get("ce_id") != "e1" {
+		t.Fatalf("headers %v", h)
 	}
 }
 
