@@ -410,3 +410,54 @@ func open(t testing.TB, url string) *gorm.DB {
 	})
 	return db
 }
+
+// TestRelaySetsAsideARowTooLargeForKafka: a row over the writer's 1 MiB batch limit made kafka-go refuse the whole
+// batch, so it failed every row claimed with it, and as its key's oldest unsent row it held that key back forever.
+// Now the other rows go out, the oversized row is set aside (sent_at with its last_error, kept past retention) and
+// the rows behind it on its key follow.
+func TestRelaySetsAsideARowTooLargeForKafka(t *testing.T) {
+	bs := brokers(t)
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		topic := newTopic(t, bs)
+		migrated(t, db)
+		ctx := context.Background()
+		before := add(t, ctx, db, topic, "other", 0)
+		big, err := event.New("order.created", "/services/order", "big", map[string]string{"note": strings.Repeat("x", 2<<20)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Transaction(func(tx *gorm.DB) error { return outbox.Add(ctx, tx, topic, "big", big) }); err != nil {
+			t.Fatal(err)
+		}
+		behind := add(t, ctx, db, topic, "big", 1)
+		after := add(t, ctx, db, topic, "other", 2)
+
+		r := outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{})
+		drain(t, r)
+		var ids []string
+		for _, m := range readAll(t, bs, topic) {
+			ids = append(ids, headerMap(m)["ce_id"])
+		}
+		slices.Sort(ids)
+		want := []string{before.ID, behind.ID, after.ID}
+		slices.Sort(want)
+		if !slices.Equal(ids, want) {
+			t.Fatalf("on Kafka %v, want every row but the oversized one %v", ids, want)
+		}
+		for _, m := range rows(t, db) {
+			switch {
+			case m.EventID == big.ID && (m.SentAt == nil || !strings.Contains(m.LastError, "Message Size Too Large")):
+				t.Fatalf("oversized row not set aside: sent_at %v, last_error %q", m.SentAt, m.LastError)
+			case m.EventID != big.ID && (m.SentAt == nil || m.LastError != ""):
+				t.Fatalf("row %s: sent_at %v, last_error %q", m.EventID, m.SentAt, m.LastError)
+			}
+		}
+		// The set-aside row is what is left of the event: retention does not delete it.
+		if n, err := r.Cleanup(ctx, time.Now().Add(time.Hour)); err != nil || n != 3 {
+			t.Fatalf("cleanup deleted %d (%v), want the 3 published rows", n, err)
+		}
+		if ms := rows(t, db); len(ms) != 1 || ms[0].EventID != big.ID {
+			t.Fatalf("after cleanup %d rows left, want the set-aside one", len(ms))
+		}
+	})
+}

@@ -61,7 +61,9 @@ type Message struct {
 	LastError string    `gorm:"not null;default:''"`
 	// NextAttemptAt is unix milliseconds: an integer compares the same on every dialect.
 	NextAttemptAt int64 `gorm:"not null;default:0"`
-	SentAt        *time.Time
+	// SentAt is when the row left the queue: published (LastError empty), or set aside because Kafka can never take
+	// it (too large; LastError says so, and Cleanup keeps the row).
+	SentAt *time.Time
 }
 
 // TableName fixes the table name used by the migrations.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"time"
 
@@ -94,6 +95,7 @@ type Relay struct {
 	meter     metric.Meter
 	published metric.Int64Counter
 	failed    metric.Int64Counter
+	setAside  metric.Int64Counter
 	lag       metric.Float64Histogram
 	pending   metric.Int64ObservableGauge
 	oldest    metric.Float64ObservableGauge
@@ -120,6 +122,9 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 		metric.WithDescription("Outbox rows published to Kafka and marked sent."), metric.WithUnit("{message}"))
 	r.failed, _ = m.Int64Counter("outbox.messages.failed",
 		metric.WithDescription("Outbox publish attempts that failed and will be retried."), metric.WithUnit("{message}"))
+	r.setAside, _ = m.Int64Counter("outbox.messages.set_aside",
+		metric.WithDescription("Outbox rows Kafka can never take (too large), marked sent with their error and kept."),
+		metric.WithUnit("{message}"))
 	r.lag, _ = m.Float64Histogram("outbox.lag",
 		metric.WithDescription("Time from Add to a successful publish."), metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
@@ -399,6 +404,12 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 		var werrs kafka.WriteErrors
 		switch {
 		case err == nil:
+		case tooLarge(err) && len(send) > 1:
+			// kafka-go refuses the whole call when one message is over the writer's BatchBytes, and the broker a
+			// whole partition batch when one record is over its limit: one at a time, only the oversized row fails.
+			for j, m := range send {
+				errs[idx[j]] = r.w.WriteMessages(ctx, m)
+			}
 		case errors.As(err, &werrs) && len(werrs) == len(send):
 			for j, e := range werrs {
 				errs[idx[j]] = e
@@ -413,7 +424,9 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	now := time.Now()
 	for i, m := range rows {
 		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
-		if errs[i] != nil {
+		if tooLarge(errs[i]) {
+			r.setAside.Add(ctx, 1, attrs)
+		} else if errs[i] != nil {
 			r.failed.Add(ctx, 1, attrs)
 			if spans[i] != nil {
 				spans[i].RecordError(errs[i])
@@ -438,6 +451,18 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
 	for i, m := range rows {
 		if errs[i] == nil {
 			sent = append(sent, m.ID)
+			continue
+		}
+		if tooLarge(errs[i]) {
+			// Retrying cannot help, and as its key's oldest unsent row it would hold the key's later rows back
+			// forever. Set aside: sent_at ends its turn, last_error says it was never published, Cleanup keeps it.
+			res := tx.Exec("UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+				now, truncate("set aside, not published: "+errs[i].Error(), 1000), m.ID)
+			if res.Error != nil {
+				return fmt.Errorf("set aside row %d: %w", m.ID, res.Error)
+			}
+			r.o.Logger.ErrorContext(tx.Statement.Context, "outbox row too large for Kafka, set aside unpublished",
+				"topic", m.Topic, "event_id", m.EventID, "id", m.ID, "payload_bytes", len(m.Payload), "error", errs[i])
 			continue
 		}
 		next := now.Add(r.backoff(m.Attempts + 1)).UnixMilli()
@@ -494,13 +519,25 @@ func (r *Relay) observe(ctx context.Context, o metric.Observer) error {
 	return nil
 }
 
-// Cleanup deletes rows sent before the given time and returns how many.
+// Cleanup deletes rows sent before the given time and returns how many. Rows set aside unpublished (sent_at with a
+// last_error) are kept: they are the only copy of their event.
 func (r *Relay) Cleanup(ctx context.Context, before time.Time) (int64, error) {
-	res := r.db.WithContext(ctx).Exec("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?", before.UTC())
+	res := r.db.WithContext(ctx).Exec("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ? AND last_error = ''",
+		before.UTC())
 	if res.Error != nil {
 		return 0, fmt.Errorf("outbox cleanup: %w", res.Error)
 	}
 	return res.RowsAffected, nil
+}
+
+// tooLarge reports whether err, or one of the per-message errors in it, is Kafka's "message too large": from kafka-go's
+// own size check (MessageTooLargeError unwraps to it) or from the broker.
+func tooLarge(err error) bool {
+	var werrs kafka.WriteErrors
+	if errors.As(err, &werrs) {
+		return slices.ContainsFunc(werrs, tooLarge)
+	}
+	return errors.Is(err, kafka.MessageSizeTooLarge)
 }
 
 // headers turns a header map into Kafka headers in a stable (sorted) order.
