@@ -1,7 +1,9 @@
 package pulsarleg_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"log/slog"
 	"os"
 	"slices"
@@ -274,6 +276,10 @@ func TestLegBDeadLettersMessagesWithoutItsMetadata(t *testing.T) {
 		func(h nats.Header) { delete(h, kafkaleg.HeaderOffset) },
 		func(h nats.Header) { h[kafkaleg.HeaderOffset] = []string{"x"} },
 		func(h nats.Header) { h[kafkaleg.HeaderPartition] = []string{"2"} },
+		func(h nats.Header) { // and a binary key, which the letter must carry as the record's bytes
+			delete(h, kafkaleg.HeaderOffset)
+			h[kafkaleg.HeaderKey], h[kafkaleg.HeaderKeyEncoding] = []string{base64.StdEncoding.EncodeToString([]byte{0xff, 0})}, []string{"base64"}
+		},
 	}
 	for i := 0; i <= len(bad); i++ {
 		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))
@@ -297,6 +303,11 @@ func TestLegBDeadLettersMessagesWithoutItsMetadata(t *testing.T) {
 		h := harness.Headers(m)
 		if seq, _ := harness.Seq(m.Value); seq != 100+i || h[dlq.HeaderReason] != "metadata" || h[dlq.HeaderLeg] != metrics.LegB {
 			t.Fatalf("dead letter %d: seq %d, headers %v", i, seq, h)
+		}
+		if h[kafkaleg.HeaderKeyEncoding] == "base64" {
+			if want, _ := base64.StdEncoding.DecodeString(h[kafkaleg.HeaderKey]); !bytes.Equal(m.Key, want) {
+				t.Fatalf("dead letter %d: key %q, want the record's %q", i, m.Key, want)
+			}
 		}
 	}
 	waitAcked(t, e, 1)
