@@ -2,14 +2,17 @@
 // runs — rate limits, canary weights, fault injection — as one JSON document
 // under an etcd key, watched and swapped in atomically.
 //
-// A bad document (invalid JSON, or rejected by the type's Validate method) is
-// logged and ignored: the last good value stays in force. A typo in a live
-// config must never take the platform down or reset it to zero values.
+// A bad document (invalid JSON, a JSON null, or rejected by the type's Validate
+// method) is logged, counted in dynconfig.rejected and ignored: the last good
+// value stays in force. A typo in a live config must never take the platform
+// down or reset it to zero values.
 package dynconfig
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -18,7 +21,16 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
+
+// rejected counts documents ignored as bad, per key: a log line alone is easy to miss while the old value quietly stays.
+// Instrument creation only fails on an invalid name; the no-op instrument it returns then keeps Watch working.
+var rejected, _ = otel.Meter("github.com/shanhai-dev/shanhai/pkg/dynconfig").Int64Counter("dynconfig.rejected",
+	metric.WithDescription("Config documents ignored as bad JSON or invalid; the last good value stayed."),
+	metric.WithUnit("{document}"))
 
 // Prefix is where named configs live in etcd.
 const Prefix = "/shanhai/config/"
@@ -136,6 +148,7 @@ func (v *Value[T]) set(ctx context.Context, data []byte, rev int64) {
 	if err != nil {
 		v.log.ErrorContext(ctx, "dynconfig: ignoring bad value, keeping the last good one",
 			"key", v.key, "revision", rev, "error", err.Error())
+		rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("key", v.key)))
 		return
 	}
 	v.store(&next, rev)
@@ -155,6 +168,10 @@ func (v *Value[T]) store(next *T, rev int64) {
 
 func decode[T any](data []byte) (T, error) {
 	var next T
+	// Unmarshal takes null as "no change", which for a fresh T is every field zero: the reset a typo must not cause.
+	if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
+		return next, errors.New("decode JSON: null document")
+	}
 	if err := json.Unmarshal(data, &next); err != nil {
 		return next, fmt.Errorf("decode JSON: %w", err)
 	}

@@ -4,13 +4,47 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
+
+var metrics = sdkmetric.NewManualReader()
+
+// TestMain installs a recording meter provider, as telemetry.Setup installs one in a binary.
+func TestMain(m *testing.M) {
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(metrics)))
+	os.Exit(m.Run())
+}
+
+// rejectedCount is the dynconfig.rejected count recorded for key.
+func rejectedCount(t *testing.T, key string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := metrics.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok && m.Name == "dynconfig.rejected" {
+				for _, p := range sum.DataPoints {
+					if v, _ := p.Attributes.Value(attribute.Key("key")); v.AsString() == key {
+						return p.Value
+					}
+				}
+			}
+		}
+	}
+	return 0
+}
 
 // etcdClient connects to the shared test etcd; testenv fails the test
 // (never skips) when it is not running.
@@ -82,11 +116,13 @@ func TestWatchAppliesGoodValuesAndKeepsLastGood(t *testing.T) {
 		t.Fatalf("applied %+v", got)
 	}
 
-	// Bad JSON, then a value its Validate rejects, then a good one: only the
-	// last is applied, and in between the last good value stays.
+	// Bad JSON, a null (which json.Unmarshal takes as all zero values), then
+	// a value its Validate rejects, then a good one: only the last is applied,
+	// in between the last good value stays, and each bad one is counted.
 	put(`{"per_ip": 5`)
+	put(`null`)
 	put(`{"per_ip": -1}`)
-	time.Sleep(200 * time.Millisecond) // give a wrong implementation time to apply them
+	waitFor(t, "three rejections counted", func() bool { return rejectedCount(t, Key(name)) == 3 })
 	if got := v.Load(); got.PerIP != 50 || v.Revision() != good {
 		t.Fatalf("bad values replaced the last good one: %+v at rev %d", got, v.Revision())
 	}
@@ -136,6 +172,13 @@ func TestDecodeIsStrictAboutValidity(t *testing.T) {
 		_, err := decode[limits]([]byte(tc.in))
 		if (err == nil) != tc.ok {
 			t.Errorf("decode(%q) err = %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+	// Without a Validate to catch them, a null would have been every field zero.
+	type plain struct{ Weight int }
+	for _, in := range []string{`null`, " null\n"} {
+		if got, err := decode[plain]([]byte(in)); err == nil {
+			t.Errorf("decode(%q) = %+v, want an error", in, got)
 		}
 	}
 }
