@@ -445,6 +445,21 @@ func TestHostileClients(t *testing.T) {
 		}
 	})
 
+	t.Run("header name ending in whitespace", func(t *testing.T) {
+		// RFC 9112 §5.1: refused, never forwarded for a lenient upstream to
+		// read as X-User-ID or as the framing.
+		before := up.hits.Load()
+		for _, field := range []string{"X-User-ID : admin\r\nContent-Length: 0", "Transfer-Encoding : chunked\r\nContent-Length: 5"} {
+			a := exchange(t, g.Addr, post+field+"\r\n\r\nhello", 1)[0]
+			if a.Status != 400 || a.problem() != "malformed-request" {
+				t.Fatalf("%q: %d %q", field, a.Status, a.Body)
+			}
+		}
+		if n := up.hits.Load() - before; n != 0 {
+			t.Fatalf("upstream saw %d of them", n)
+		}
+	})
+
 	t.Run("request targets", func(t *testing.T) {
 		// Not origin-form: refused as paths, with a problem document.
 		for _, target := range []string{"http://gw/api/v1/products/abs", "*"} {

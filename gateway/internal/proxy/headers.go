@@ -298,6 +298,12 @@ const (
 	optReleaseTag
 	optCookie
 	optIdempotencyKey
+	// optSpacedName is no field but a name ending in whitespace ("X-User-ID :"),
+	// which fasthttp's parser keeps as a name of its own. RFC 9112 §5.1
+	// has servers refuse it: a lenient upstream would read such a name
+	// as the field without the space, past Sanitize (X-User-ID) or the
+	// gateway's framing (Transfer-Encoding, Content-Length).
+	optSpacedName
 )
 
 // sentOptional finds which optional fields h holds. Names are compared in
@@ -323,6 +329,9 @@ func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
 			sent |= optCookie
 		case "Idempotency-Key":
 			sent |= optIdempotencyKey
+		}
+		if len(k) > 0 && k[len(k)-1] == ' ' {
+			sent |= optSpacedName
 		}
 	}
 	return sent

@@ -242,6 +242,10 @@ func (p *Proxy) start(x *Exchange) bool {
 		h.SetCanonical(requestIDKey, st.rid)
 	}
 
+	if st.sent&optSpacedName != 0 {
+		x.problem(fasthttp.StatusBadRequest, "malformed-request", "a header field name ends in whitespace")
+		return false
+	}
 	// RFC 9112 §3.2: an HTTP/1.1 request must name its Host. HTTP/1.0 may
 	// not; pick gives such a request the endpoint's address.
 	if len(h.Host()) == 0 && h.IsHTTP11() {
