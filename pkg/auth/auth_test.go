@@ -220,9 +220,15 @@ func TestVerifyRejects(t *testing.T) {
 			c["exp"] = time.Now().Add(2 * time.Hour).Unix()
 			return sign(jwt.SigningMethodEdDSA, k.Private, c, k.Kid)
 		}(),
-		"garbage":   "not.a.jwt",
-		"empty":     "",
-		"two parts": parts[0] + "." + parts[1],
+		"not valid before an hour from now": func() string {
+			c := valid()
+			c["nbf"] = time.Now().Add(time.Hour).Unix()
+			return sign(jwt.SigningMethodEdDSA, k.Private, c, k.Kid)
+		}(),
+		"kid of 1 MiB": sign(jwt.SigningMethodEdDSA, stranger, valid(), strings.Repeat("k", 1<<20)),
+		"garbage":      "not.a.jwt",
+		"empty":        "",
+		"two parts":    parts[0] + "." + parts[1],
 	}
 	for name, tok := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -297,6 +303,38 @@ func TestUnknownKidRefreshIsBounded(t *testing.T) {
 	}
 	if got := fetches.Load(); got != 2 {
 		t.Fatalf("fetches = %d, want 2", got)
+	}
+}
+
+// A caller that gives up while the key set is being fetched (its client went away) does not make that fetch a failed
+// attempt: the fetch serves the callers after it too, and a failure would have answered them ErrUnknownKey for a
+// whole MinRefreshInterval.
+func TestCallerGivingUpDoesNotThrottleTheKeySet(t *testing.T) {
+	k := mustKey(t)
+	arrived, release := make(chan struct{}), make(chan struct{})
+	var slow atomic.Bool
+	slow.Store(true)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			close(arrived)
+			<-release
+		}
+		_, _ = w.Write(NewSigner(k).JWKS())
+	}))
+	defer srv.Close()
+	v := NewVerifier(srv.URL, VerifierOptions{MinRefreshInterval: time.Hour})
+	tok, _ := NewSigner(k).Sign("u", time.Minute)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { _, err := v.Verify(ctx, tok); done <- err }()
+	<-arrived
+	cancel()
+	slow.Store(false)
+	close(release)
+	<-done // verified or not, what matters is the next caller
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("verify after a caller gave up mid-fetch: %v", err)
 	}
 }
 

@@ -271,6 +271,9 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, *key
 
 var errThrottled = errors.New("jwks refresh throttled")
 
+// fetchTimeout bounds one key set fetch, whoever started it.
+const fetchTimeout = 10 * time.Second
+
 // refresh fetches the key set unless one was attempted within
 // MinRefreshInterval (force skips that bound, for Ready). Callers that lose
 // the race wait for the winner and then reuse its result.
@@ -282,6 +285,11 @@ func (v *Verifier) refresh(ctx context.Context, force bool) error {
 		return errThrottled
 	}
 	v.lastAttempt = now
+	// The fetch serves every caller waiting on the key set, not only this one: a caller giving up (its client went
+	// away) must not make it a failed attempt that answers the others ErrUnknownKey for MinRefreshInterval. Bounded,
+	// since an HTTPClient without a timeout would otherwise hold mu forever.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
+	defer cancel()
 	doc, err := v.fetch(ctx)
 	if err != nil {
 		return fmt.Errorf("fetch jwks: %w", err)
@@ -309,11 +317,9 @@ func (v *Verifier) refreshInBackground() {
 	}
 	go func() {
 		defer v.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
 		// On failure the old set stays: a short user-service outage must not
 		// log everybody out.
-		_ = v.refresh(ctx, false)
+		_ = v.refresh(context.Background(), false)
 	}()
 }
 
