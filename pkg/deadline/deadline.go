@@ -37,9 +37,9 @@ func Parse(h http.Header) (remaining time.Duration, ok bool, err error) {
 	if err != nil {
 		return 0, true, errors.New("must be an integer number of milliseconds")
 	}
-	if ms > int64(time.Duration(1<<62)/time.Millisecond) {
-		ms = int64(time.Duration(1<<62) / time.Millisecond) // absurd but harmless: the route max caps it
-	}
+	// Clamped before the conversion to nanoseconds, which would overflow: a large negative value wrapped around to a
+	// positive duration and an expired request ran. Absurdly large is harmless: the route max caps it.
+	ms = min(max(ms, 0), int64(time.Duration(1<<62)/time.Millisecond))
 	return time.Duration(ms) * time.Millisecond, true, nil
 }
 

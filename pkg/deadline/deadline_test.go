@@ -118,6 +118,7 @@ func TestMiddlewareRejectsExpiredAndMalformed(t *testing.T) {
 	}{
 		{"0", http.StatusGatewayTimeout},
 		{"-5", http.StatusGatewayTimeout},
+		{"-9223372036854775", http.StatusGatewayTimeout}, // times 10^6 ns it wrapped to +0.8 ms
 		{"soon", http.StatusBadRequest},
 		{"1.5", http.StatusBadRequest},
 		{"100", http.StatusOK},
