@@ -69,7 +69,8 @@ func (p Policy) Backoff(n int) time.Duration {
 	p.defaults()
 	ceil := p.Base
 	for i := 1; i < n && ceil < p.Max; i++ {
-		ceil *= 2
+		// Doubling past Max/2 could overflow (Max near 290 years), wrapping to a bound rand.Int64N panics on.
+		ceil = min(ceil, p.Max/2) * 2
 	}
 	ceil = min(ceil, p.Max)
 	return time.Duration(rand.Int64N(int64(ceil)))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 	"testing"
@@ -115,6 +116,13 @@ func TestBackoffIsFullJitterUnderCap(t *testing.T) {
 		}
 		if maxSeen < ceil*8/10 {
 			t.Fatalf("retry %d: largest of 2000 draws %v, expected near %v (not full jitter)", n, maxSeen, ceil)
+		}
+	}
+	// A cap near the largest Duration: doubling the bound used to overflow, and rand.Int64N panicked on it.
+	huge := Policy{Max: math.MaxInt64}
+	for n := 1; n <= 100; n++ {
+		if d := huge.Backoff(n); d < 0 {
+			t.Fatalf("retry %d under a %v cap: backoff %v", n, huge.Max, d)
 		}
 	}
 }
