@@ -83,7 +83,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
-	dead := dlq.NewKafka(cfg.KafkaBrokers, cfg.DLQTopic, cfg.MaxBackoff)
+	dead := dlq.NewKafka(cfg.KafkaBrokers, cfg.DLQTopic, cfg.MaxBackoff, log)
 	defer dead.Close()
 
 	checks := []server.Check{

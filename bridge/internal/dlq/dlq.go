@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -53,10 +54,11 @@ const (
 type Kafka struct {
 	w          *kafka.Writer
 	maxBackoff time.Duration
+	log        *slog.Logger
 }
 
-// NewKafka returns a Sink writing to topic.
-func NewKafka(brokers []string, topic string, maxBackoff time.Duration) *Kafka {
+// NewKafka returns a Sink writing to topic; log hears of each failed write.
+func NewKafka(brokers []string, topic string, maxBackoff time.Duration, log *slog.Logger) *Kafka {
 	return &Kafka{
 		w: &kafka.Writer{
 			Addr:                   kafka.TCP(brokers...),
@@ -67,6 +69,7 @@ func NewKafka(brokers []string, topic string, maxBackoff time.Duration) *Kafka {
 			MaxAttempts:            3,
 		},
 		maxBackoff: maxBackoff,
+		log:        log,
 	}
 }
 
@@ -106,6 +109,11 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 				Headers: map[string]string{HeaderOmitted: fmt.Sprintf("key, value and headers (%d bytes): too large for the DLQ topic", size(l))}})
 			whole = false
 			continue
+		}
+		if ctx.Err() == nil {
+			// The letter's partition waits for it (nothing is committed
+			// past it): say why, or the stop shows only as lag.
+			k.log.Warn("dead letter not written; retrying", "topic", l.Topic, "partition", l.Partition, "offset", l.Offset, "err", err)
 		}
 		if ctx.Err() != nil || !b.Wait(ctx) {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)

@@ -3,6 +3,7 @@ package dlq_test
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -37,7 +38,7 @@ func TestSendLetterOfARecordAtTheSizeLimit(t *testing.T) {
 		t.Fatalf("the source topic must take the record: %v", err)
 	}
 
-	sink := dlq.NewKafka(brokers, dead, time.Second)
+	sink := dlq.NewKafka(brokers, dead, time.Second, slog.Default())
 	defer sink.Close()
 	letter := dlq.Letter{Leg: "kafka-nats", Reason: "too_large", Detail: "1048300 bytes with headers, limit 900000",
 		Topic: source, Offset: 0, Key: rec.Key, Value: rec.Value, Headers: map[string]string{"ce_id": "e1"}}

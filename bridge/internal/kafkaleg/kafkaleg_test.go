@@ -82,13 +82,18 @@ func setup(t *testing.T, partitions int) *env {
 }
 
 func (e *env) leg(t *testing.T, group string, maxBytes int) *kafkaleg.Leg {
+	return e.legWith(t, group, maxBytes, dlq.NewKafka(e.brokers, e.dlqTopic, time.Second, slog.Default()))
+}
+
+// legWith is leg with its dead letters going to dead.
+func (e *env) legWith(t *testing.T, group string, maxBytes int, dead dlq.Sink) *kafkaleg.Leg {
 	m, err := metrics.New(sdkmetric.NewMeterProvider().Meter("test"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return kafkaleg.New(kafkaleg.Options{
 		Brokers: e.brokers, Group: group, Routes: []mapping.Route{e.route}, StartOffset: kafka.FirstOffset,
-		NATS: e.nc, JetStream: e.js, DLQ: dlq.NewKafka(e.brokers, e.dlqTopic, time.Second),
+		NATS: e.nc, JetStream: e.js, DLQ: dead,
 		Validate: func(h map[string]string, v []byte) error { _, err := event.FromHeaders(h, v); return err },
 		MaxBytes: maxBytes, InFlight: 64, SinkRetries: 2, CommitInterval: 200 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, MaxBackoff: time.Second,
@@ -404,6 +409,50 @@ func TestLegAFullStreamKeepsPartitionOrder(t *testing.T) {
 		t.Fatalf("offsets carried: %v, want 0-11", seen)
 	}
 	t.Logf("where each offset went: %v", seen)
+}
+
+// TestLegAHoldsAtPoisonWhileTheDLQIsDown: a dead letter that cannot be
+// written holds its partition at the poison (nothing after it published,
+// nothing committed past it), a stop does not hang on it, and once the DLQ is
+// back a restart carries the rest.
+func TestLegAHoldsAtPoisonWhileTheDLQIsDown(t *testing.T) {
+	e := setup(t, 1)
+	sent := map[int]kafka.Message{}
+	var msgs []kafka.Message
+	for i := 0; i < 4; i++ {
+		sent[i] = harness.Event(i, 1, 200)
+		msgs = append(msgs, sent[i])
+		if i == 1 {
+			msgs = append(msgs, kafka.Message{Key: []byte("k0"), Value: []byte(`{"seq":-1}`)}) // offset 2: no envelope
+		}
+	}
+	produce(t, e, msgs)
+	group := "bridgetest-" + harness.ID()
+	down := dlq.NewKafka([]string{"127.0.0.1:1"}, e.dlqTopic, time.Second, slog.Default()) // nothing listens there
+	stop := start(e.legWith(t, group, 1<<20, down))
+	waitStream(t, e, 2)
+	for deadline := time.Now().Add(30 * time.Second); fmt.Sprint(committed(t, e, group, 1)) != "map[0:2]"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("committed %v, want the poison's offset 2", committed(t, e, group, 1))
+		}
+	}
+	time.Sleep(time.Second) // it must stay there
+	if info, err := e.stream.Info(context.Background()); err != nil || info.State.Msgs != 2 || fmt.Sprint(committed(t, e, group, 1)) != "map[0:2]" {
+		t.Fatalf("moved past the poison while the DLQ is down: stream %v (%v), committed %v", info, err, committed(t, e, group, 1))
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	stop = start(e.leg(t, group, 1<<20))
+	waitCommittedEnds(t, e, group, 1)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	checkOrdered(t, e, waitStream(t, e, 4), sent)
+	if h := deadLetters(t, e, 1)[0]; h[dlq.HeaderReason] != "envelope" || h[dlq.HeaderOffset] != "2" {
+		t.Fatalf("dead letter %v", h)
+	}
 }
 
 func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {

@@ -86,7 +86,7 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.leg = pulsarleg.New(pulsarleg.Options{
-		JetStream: e.js, Stream: e.stream, Pulsar: e.pulsar, Routes: routes, DLQ: dlq.NewKafka(e.brokers, e.dlqTopic, time.Second),
+		JetStream: e.js, Stream: e.stream, Pulsar: e.pulsar, Routes: routes, DLQ: dlq.NewKafka(e.brokers, e.dlqTopic, time.Second, slog.Default()),
 		InFlight: 32, SinkRetries: 2,
 		AckInterval: 50 * time.Millisecond, DrainTimeout: 5 * time.Second, MaxBackoff: time.Second,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Metrics: m,
