@@ -287,7 +287,8 @@ func (b *Breaker) trip() {
 func (b *Breaker) openFor(trip int) time.Duration {
 	d := b.s.OpenBase
 	for i := 1; i < trip && d < b.s.OpenMax; i++ {
-		d *= 2
+		// Doubling past OpenMax/2 could overflow to a negative period (an OpenMax near 290 years).
+		d = min(d, b.s.OpenMax/2) * 2
 	}
 	d = min(d, b.s.OpenMax)
 	return d - time.Duration(rand.Float64()*b.s.Jitter*float64(d))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -152,6 +153,15 @@ func TestBreakerJitterShortensWithinBounds(t *testing.T) {
 			t.Fatalf("open period %v outside [800ms, 1s]", d)
 		}
 		b.Close()
+	}
+	// A cap near the largest Duration: doubling used to overflow to a negative period, an open breaker that did not
+	// stay open at all.
+	b := New("huge", Settings{OpenBase: time.Second, OpenMax: math.MaxInt64, Jitter: 0.2})
+	defer b.Close()
+	for trip := 1; trip <= 100; trip++ {
+		if d := b.openFor(trip); d < 800*time.Millisecond {
+			t.Fatalf("trip %d: open period %v, want at least OpenBase less the jitter", trip, d)
+		}
 	}
 }
 
