@@ -11,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -100,7 +103,14 @@ func (e Envelope) Decode(v any) error {
 	return nil
 }
 
-// Validate reports the first missing or malformed attribute as an *AttributeError.
+// MaxAttributeBytes bounds ce_id, ce_type, ce_source and ce_subject. Consumers key database indexes on them (dedup on
+// the id, the outbox on the subject), and a B-tree entry has a size limit (about 2.7 kB on PostgreSQL).
+const MaxAttributeBytes = 1024
+
+// Validate reports the first missing or malformed attribute as an *AttributeError: a missing id, type or source, an
+// attribute over MaxAttributeBytes, not UTF-8 or holding a control character (CloudEvents allows neither, and
+// PostgreSQL refuses to store them: a consumer would fail on its dedup insert and retry the message forever), or data
+// that is not JSON.
 func (e Envelope) Validate() error {
 	switch {
 	case e.ID == "":
@@ -109,10 +119,31 @@ func (e Envelope) Validate() error {
 		return &AttributeError{Name: HeaderType, Reason: "missing"}
 	case e.Source == "":
 		return &AttributeError{Name: HeaderSource, Reason: "missing"}
-	case len(e.Data) > 0 && !json.Valid(e.Data):
+	}
+	for _, a := range [...]struct{ name, value string }{
+		{HeaderID, e.ID}, {HeaderType, e.Type}, {HeaderSource, e.Source}, {HeaderSubject, e.Subject},
+	} {
+		if reason := badText(a.value); reason != "" {
+			return &AttributeError{Name: a.name, Reason: reason}
+		}
+	}
+	if len(e.Data) > 0 && !json.Valid(e.Data) {
 		return &AttributeError{Name: "data", Reason: "not valid JSON"}
 	}
 	return nil
+}
+
+// badText says what makes s unfit as a string attribute, or "" when nothing does.
+func badText(s string) string {
+	switch {
+	case len(s) > MaxAttributeBytes:
+		return fmt.Sprintf("%d bytes, more than %d", len(s), MaxAttributeBytes)
+	case !utf8.ValidString(s):
+		return "not valid UTF-8"
+	case strings.IndexFunc(s, unicode.IsControl) >= 0:
+		return "contains a control character"
+	}
+	return ""
 }
 
 // ErrInvalid matches (with errors.Is) every error FromHeaders returns for a malformed message. A consumer that sees it

@@ -115,6 +115,13 @@ func TestFromHeadersRejectsPoison(t *testing.T) {
 		{"bad time", with("ce_time", "yesterday"), `{}`, "ce_time"},
 		{"xml", with("content-type", "application/xml"), `{}`, "content-type"},
 		{"bad json", good, `{"order_id":`, "data"},
+		// What PostgreSQL cannot store in the consumer's dedup row: a retry loop, not a dead letter, before.
+		{"id not UTF-8", with("ce_id", "id-\xff"), `{}`, "ce_id"},
+		{"NUL in id", with("ce_id", "id\x00-1"), `{}`, "ce_id"},
+		{"id over the limit", with("ce_id", strings.Repeat("i", event.MaxAttributeBytes+1)), `{}`, "ce_id"},
+		{"newline in type", with("ce_type", "order.created\n"), `{}`, "ce_type"},
+		{"source not UTF-8", with("ce_source", "/services/\xc3"), `{}`, "ce_source"},
+		{"subject over the limit", with("ce_subject", strings.Repeat("s", 1<<20)), `{}`, "ce_subject"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -135,6 +142,9 @@ func TestFromHeadersRejectsPoison(t *testing.T) {
 	}
 	if _, err := event.FromHeaders(with("ce_time", "<delete>"), nil); err != nil {
 		t.Fatalf("absent time and data rejected: %v", err)
+	}
+	if _, err := event.FromHeaders(with("ce_subject", "订单-"+strings.Repeat("s", event.MaxAttributeBytes-7)), nil); err != nil {
+		t.Fatalf("non-ASCII subject of exactly the limit rejected: %v", err)
 	}
 }
 
