@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -361,6 +362,18 @@ func TestVerifierSurvivesJWKSOutage(t *testing.T) {
 	v2 := NewVerifier(srv.URL, VerifierOptions{})
 	if err := v2.Ready(context.Background()); err == nil {
 		t.Fatal("Ready with the JWKS endpoint down should fail")
+	}
+}
+
+// A key set over the cap is refused as too large, not parsed as the truncated JSON its first MiB is.
+func TestOversizedJWKSIsNamed(t *testing.T) {
+	k := mustKey(t)
+	doc := NewSigner(k).JWKS()
+	padded := append(append(doc[:len(doc)-1:len(doc)-1], bytes.Repeat([]byte(" "), 2<<20)...), '}')
+	srv, _ := jwksServer(t, func() []byte { return padded })
+	err := NewVerifier(srv.URL, VerifierOptions{}).Ready(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("Ready with a 2 MiB key set: %v, want an error saying it is too large", err)
 	}
 }
 

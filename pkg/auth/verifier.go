@@ -94,10 +94,19 @@ func NewVerifier(jwksURL string, o VerifierOptions) *Verifier {
 			return nil, fmt.Errorf("GET %s: status %d", jwksURL, resp.StatusCode)
 		}
 		// A key set is a few hundred bytes; a cap keeps a broken or hostile
-		// endpoint from filling memory.
-		return io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		// endpoint from filling memory. One byte over tells a document that
+		// is too large from one that ends at the cap, which would otherwise
+		// fail as truncated JSON.
+		doc, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
+		if err == nil && len(doc) > maxJWKSBytes {
+			return nil, fmt.Errorf("GET %s: key set larger than %d bytes", jwksURL, maxJWKSBytes)
+		}
+		return doc, err
 	})
 }
+
+// maxJWKSBytes bounds a fetched key set.
+const maxJWKSBytes = 1 << 20
 
 // NewStaticVerifier verifies against a fixed JWKS document, for the signer's
 // own process (which need not fetch its own keys over HTTP) and for tests.
