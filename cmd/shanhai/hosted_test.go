@@ -9,14 +9,16 @@ import (
 	"time"
 )
 
-// A part that cannot start stops the run: Start names it and why, and the
-// parts that did start are stopped again (their ports are free).
-func TestStartNamesThePartThatFailed(t *testing.T) {
+// A taken port stops the run before anything starts, and the message names
+// the port, its part and how to move the block (-port); the ports chosen for
+// the other parts stay free.
+func TestStartRefusesATakenPort(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer taken.Close()
+	takenPort := taken.Addr().(*net.TCPAddr).Port
 	userPort, err := freePort()
 	if err != nil {
 		t.Fatal(err)
@@ -24,19 +26,71 @@ func TestStartNamesThePartThatFailed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	t.Setenv("PULSAR_URL", "")
-	p, err := Start(ctx, Options{DataDir: t.TempDir(), Ports: map[string]int{
-		"order": taken.Addr().(*net.TCPAddr).Port, "user": userPort,
-	}})
+	p, err := Start(ctx, Options{DataDir: t.TempDir(), Ports: map[string]int{"order": takenPort, "user": userPort}})
 	if err == nil {
 		p.Stop()
 		t.Fatal("Start succeeded with the order service's port taken")
 	}
-	if msg := err.Error(); !strings.Contains(msg, "order ended before it was ready") || !strings.Contains(msg, "address already in use") {
-		t.Fatalf("Start error = %q, want it to name order and the taken port", msg)
+	want := "port already in use: port " + strconv.Itoa(takenPort) + " (order)"
+	if msg := err.Error(); !strings.Contains(msg, want) || !strings.Contains(msg, "-port") {
+		t.Fatalf("Start error = %q, want %q and how to choose another block (-port)", msg, want)
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(userPort)))
 	if err != nil {
-		t.Fatalf("the user service still holds its port after the failed start: %v", err)
+		t.Fatalf("the user service holds its port after the refused start: %v", err)
 	}
 	ln.Close()
+}
+
+// -port takes a block of ten ports; one that does not fit is refused with
+// the range that does, before anything starts.
+func TestPortBlock(t *testing.T) {
+	httpPorts, admin, err := portBlock(8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if httpPorts["gateway"] != 8080 || httpPorts["bridge"] != 8084 || admin["gateway"] != 9080 || admin["bridge"] != 9084 {
+		t.Fatalf("portBlock(8080) = %v, %v", httpPorts, admin)
+	}
+	if _, _, err := portBlock(64531); err != nil {
+		t.Fatalf("portBlock(64531): %v (its last pprof port is 65535)", err)
+	}
+	for _, port := range []int{0, -1, 64532, 70000} {
+		if _, _, err := portBlock(port); err == nil || !strings.Contains(err.Error(), "choose 1-64531") {
+			t.Errorf("portBlock(%d) error = %v, want it refused with the valid range", port, err)
+		}
+	}
+}
+
+// -native with the servers down says which do not answer and to run
+// make deps-up, instead of waiting for parts that never get ready.
+func TestCheckServersNamesTheDownOnes(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	downPort, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "127.0.0.1:" + strconv.Itoa(downPort)
+	err = checkServers(map[string]string{
+		"DATABASE_URL":   "postgres://shanhai@" + up.Addr().String() + "/shanhai?sslmode=disable",
+		"ETCD_ENDPOINTS": up.Addr().String(),
+		"KAFKA_BROKERS":  down + "," + up.Addr().String(),
+		"NATS_URL":       "nats://" + down,
+	})
+	if err == nil {
+		t.Fatal("checkServers found every server up with Kafka and NATS down")
+	}
+	msg := err.Error()
+	for _, want := range []string{"KAFKA_BROKERS (" + down + ")", "NATS_URL (" + down + ")", "make deps-up"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("checkServers error = %q, want it to contain %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "DATABASE_URL") || strings.Contains(msg, "ETCD_ENDPOINTS") {
+		t.Errorf("checkServers error = %q names a server that answers", msg)
+	}
 }

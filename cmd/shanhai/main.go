@@ -29,8 +29,31 @@ import (
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "shanhai:", err)
+		if errors.Is(err, errInterrupted) {
+			os.Exit(130) // the shell's status for a run ended by Ctrl-C
+		}
 		os.Exit(1)
 	}
+}
+
+// errInterrupted ends a run stopped by Ctrl-C (or SIGTERM) before it was
+// ready; what had started was stopped again.
+var errInterrupted = errors.New("interrupted during start-up; everything it started was stopped")
+
+// portBlock gives each part its HTTP port (the gateway on port, the
+// services on the next four) and its pprof port (1000 above), or says why
+// port cannot hold the block.
+func portBlock(port int) (httpPorts, admin map[string]int, err error) {
+	const last = 65535 - 1004
+	if port < 1 || port > last {
+		return nil, nil, fmt.Errorf("-port %d: the run needs it and the next four for HTTP, and the same five 1000 "+
+			"higher for pprof; choose 1-%d", port, last)
+	}
+	httpPorts, admin = map[string]int{}, map[string]int{}
+	for i, name := range []string{"gateway", "user", "order", "payment", "bridge"} {
+		httpPorts[name], admin[name] = port+i, port+1000+i
+	}
+	return httpPorts, admin, nil
 }
 
 func run() error {
@@ -46,6 +69,19 @@ func run() error {
 		measure = flag.Bool("measure", false, "start, print ready time and resident memory, stop")
 	)
 	flag.Parse()
+	// Flags after a word are not parsed: "shanhai native -port 1" would
+	// silently run the defaults.
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: every option is a flag (-native, -port 28080, ...; -h lists them)", flag.Arg(0))
+	}
+	httpPorts, adminPorts, err := portBlock(*port)
+	if err != nil {
+		return err
+	}
+	var logLevel slog.Level
+	if err := logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("-log-level %q: want debug, info, warn or error", *level)
+	}
 
 	keep := *dataDir != ""
 	if !keep {
@@ -54,7 +90,12 @@ func run() error {
 			return fmt.Errorf("data dir: %w", err)
 		}
 		*dataDir = d
-		defer os.RemoveAll(d)
+		// A failed start keeps the directory: the error points at its logs.
+		defer func() {
+			if !keep {
+				os.RemoveAll(d)
+			}
+		}()
 	}
 	// This program's own log (and whatever a library logs through slog's
 	// default) goes beside the parts' logs, not over the banner.
@@ -68,12 +109,8 @@ func run() error {
 	opts := Options{
 		DataDir:  *dataDir,
 		LogLevel: *level,
-		Ports: map[string]int{
-			"gateway": *port, "user": *port + 1, "order": *port + 2, "payment": *port + 3, "bridge": *port + 4,
-		},
-		Admin: map[string]int{
-			"gateway": *port + 1000, "user": *port + 1001, "order": *port + 1002, "payment": *port + 1003, "bridge": *port + 1004,
-		},
+		Ports:    httpPorts,
+		Admin:    adminPorts,
 	}
 	if *procs {
 		opts.BinDir = *binDir
@@ -97,6 +134,13 @@ func run() error {
 
 	p, err := Start(ctx, opts)
 	if err != nil {
+		if ctx.Err() != nil {
+			return errInterrupted
+		}
+		if errors.Is(err, errPortTaken) {
+			return err // nothing started, nothing logged
+		}
+		keep = true
 		return fmt.Errorf("start: %w (logs in %s)", err, logs)
 	}
 	mem, memErr := p.Measure()

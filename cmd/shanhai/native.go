@@ -6,10 +6,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net"
 	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 )
@@ -38,7 +40,39 @@ func NativeServers(root string) (map[string]string, error) {
 	if env["KAFKA_BROKERS"] == "" || env["DATABASE_URL"] == "" {
 		return nil, fmt.Errorf("scripts/deps.sh env printed no KAFKA_BROKERS or DATABASE_URL: are the servers up (make deps-up)?")
 	}
+	if err := checkServers(env); err != nil {
+		return nil, err
+	}
 	return env, nil
+}
+
+// checkServers dials each server deps.sh names. deps.sh env prints the
+// addresses whether or not anything listens there, and a part whose server
+// is down retries and never gets ready, so without this -native would wait
+// forever instead of saying what to do.
+func checkServers(env map[string]string) error {
+	var down []string
+	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "ETCD_ENDPOINTS", "NATS_URL", "KAFKA_BROKERS", "PULSAR_URL"} {
+		v := env[name]
+		if v == "" {
+			continue
+		}
+		addr, _, _ := strings.Cut(v, ",") // ETCD_ENDPOINTS and KAFKA_BROKERS are lists
+		if u, err := url.Parse(addr); err == nil && u.Host != "" {
+			addr = u.Host
+		}
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			down = append(down, fmt.Sprintf("%s (%s)", name, addr))
+			continue
+		}
+		_ = c.Close()
+	}
+	if len(down) > 0 {
+		return fmt.Errorf("-native: nothing answers at %s: start the servers with make deps-up (make deps-status shows them)",
+			strings.Join(down, ", "))
+	}
+	return nil
 }
 
 // ServiceDatabases creates one PostgreSQL database per service next to the

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -59,6 +60,9 @@ type Platform struct {
 // Start brings the platform up and returns when every part is ready.
 func Start(ctx context.Context, o Options) (*Platform, error) {
 	began := time.Now()
+	if err := checkPorts(o.Ports, o.Admin); err != nil {
+		return nil, err
+	}
 	p := &Platform{Parts: map[string]*Part{}, Env: map[string]string{}, LogDir: filepath.Join(o.DataDir, "logs")}
 	if o.Servers != nil {
 		for k, v := range o.Servers {
@@ -225,6 +229,39 @@ func (p *Platform) waitRouted(ctx context.Context) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// errPortTaken marks a chosen port something else listens on.
+var errPortTaken = errors.New("port already in use")
+
+// checkPorts fails on the first chosen port something already listens on,
+// before anything starts: otherwise the part that cannot bind ends the run
+// only after the servers and the other parts came up, and its one line
+// drowns in their shutdown noise.
+func checkPorts(httpPorts, admin map[string]int) error {
+	for _, m := range []map[string]int{httpPorts, admin} {
+		for _, name := range Names {
+			if m[name] == 0 {
+				continue
+			}
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(m[name])))
+			if err != nil {
+				return fmt.Errorf("%w: port %d (%s): %v; stop what holds it, or move the whole block with -port%s",
+					errPortTaken, m[name], name, err, portExample(httpPorts["gateway"]))
+			}
+			_ = l.Close()
+		}
+	}
+	return nil
+}
+
+// portExample suggests the block 100 above gw (gw+100 for the gateway, the
+// next four for the services, 1000 higher for pprof), if it fits.
+func portExample(gw int) string {
+	if gw == 0 || gw+100 > 65535-1004 {
+		return ""
+	}
+	return fmt.Sprintf(`, e.g. make run ARGS="-port %d"`, gw+100)
 }
 
 // pick returns the port named in m or a free one.
