@@ -23,6 +23,7 @@ type rawUpstream struct {
 	ln   net.Listener
 	open atomic.Int64
 	hits atomic.Int64
+	conn atomic.Int64 // accepted in all
 	mu   sync.Mutex
 	all  []net.Conn
 	// dropped: paths whose connection the gateway closed afterwards (the
@@ -44,6 +45,7 @@ func startRawUpstream(t *testing.T) *rawUpstream {
 				return
 			}
 			u.open.Add(1)
+			u.conn.Add(1)
 			u.mu.Lock()
 			u.all = append(u.all, c)
 			u.mu.Unlock()
@@ -88,8 +90,8 @@ func (u *rawUpstream) serve(c net.Conn) {
 		}
 		b, _ := io.ReadAll(req.Body)
 		req.Header.Set("X-Read-Body", string(b))
-		if !u.behave(c, req) {
-			return
+		if !u.behave(c, req) || req.Close {
+			return // req.Close: HTTP/1.0 without keep-alive, as net/http does
 		}
 	}
 }
@@ -107,10 +109,15 @@ func (u *rawUpstream) wasDropped(path string) bool {
 }
 
 // answer is a well-formed answer naming the request, so a test can tell
-// whose answer a client got.
+// whose answer a client got. Like net/http, it closes after answering an
+// HTTP/1.0 request without keep-alive (serve).
 func answer(req *http.Request) string {
 	body := "ok:" + req.URL.Path
-	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	closing := ""
+	if req.Close {
+		closing = "Connection: close\r\n"
+	}
+	return fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n%sContent-Length: %d\r\n\r\n%s", closing, len(body), body)
 }
 
 // foreign is an answer nobody asked for.
@@ -404,6 +411,16 @@ func TestHostileClients(t *testing.T) {
 		as := exchange(t, g.Addr, "GET /api/v1/products/k1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /api/v1/products/k2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 2)
 		ok(t, as[0], "k1")
 		ok(t, as[1], "k2")
+		// The gateway speaks HTTP/1.1 upstream whatever the client speaks:
+		// an HTTP/1.0 request would make the upstream close each pooled
+		// connection after one answer.
+		before := up.conn.Load()
+		for i := range 5 {
+			ok(t, exchange(t, g.Addr, fmt.Sprintf("GET /api/v1/products/n%d HTTP/1.0\r\n\r\n", i), 1)[0], fmt.Sprintf("n%d", i))
+		}
+		if n := up.conn.Load() - before; n > 1 {
+			t.Fatalf("5 HTTP/1.0 requests opened %d upstream connections", n)
+		}
 		if !strings.EqualFold(as[0].Header.Get("Connection"), "keep-alive") {
 			t.Fatalf("HTTP/1.0 keep-alive answer says Connection %q", as[0].Header.Get("Connection"))
 		}

@@ -281,6 +281,8 @@ var (
 	xForwardedProto = []byte("X-Forwarded-Proto")
 	protoHTTP       = []byte("http")
 	protoHTTPS      = []byte("https")
+	http10          = []byte("HTTP/1.0")
+	http11          = []byte("HTTP/1.1")
 )
 
 // optional is the set of request fields the chain reads only when the client

@@ -99,7 +99,10 @@ type Exchange struct {
 	version   string
 	tagged    bool
 	idem      bool
-	attempt   int
+	// http10: the client spoke another version than HTTP/1.1, which
+	// start changed to HTTP/1.1 for the upstream and Finish puts back.
+	http10  bool
+	attempt int
 	// The attempt in flight. The concurrency ticket is a value: the
 	// closure pkg/limit's Acquire returns was an allocation per request.
 	ticket      limit.Ticket
@@ -251,6 +254,14 @@ func (p *Proxy) start(x *Exchange) bool {
 	if len(h.Host()) == 0 && h.IsHTTP11() {
 		x.problem(fasthttp.StatusBadRequest, "malformed-request", "an HTTP/1.1 request needs a Host header")
 		return false
+	}
+	if !h.IsHTTP11() {
+		// Upstreams get HTTP/1.1 whatever the client spoke: as HTTP/1.0
+		// (its Connection: keep-alive is hop-by-hop, dropped) the request
+		// made the upstream close the pooled connection after answering,
+		// a new connection per request.
+		h.SetProtocolBytes(http11)
+		x.http10 = true
 	}
 
 	// Canonical path: routing, the public check and the upstream all see
@@ -570,6 +581,10 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 
 // Finish decorates the answer and closes the request's span and metrics.
 func (p *Proxy) Finish(x *Exchange) {
+	if x.http10 {
+		// The fasthttp server answers an HTTP/1.0 client by this (keep-alive).
+		x.Req.Header.SetProtocolBytes(http10)
+	}
 	p.decorate(x.Resp, &x.st)
 	status := x.Resp.StatusCode()
 	if span := x.span; span != nil {

@@ -166,9 +166,13 @@ func TestHandleRejects(t *testing.T) {
 		t.Fatalf("public route: %d", ctx.Response.StatusCode())
 	}
 	// HTTP/1.0 may omit Host; the upstream request gets the endpoint's
-	// (fasthttp's client refused to write it: 502).
+	// (fasthttp's client refused to write it: 502). It goes upstream as
+	// HTTP/1.1, so that the upstream keeps the connection, and the server
+	// still sees an HTTP/1.0 request when it answers.
 	if ctx := serve(p, "GET /api/v1/products HTTP/1.0\r\n\r\n"); ctx.Response.StatusCode() != 200 || string(up.last.Load().Host()) != up.addr {
 		t.Fatalf("HTTP/1.0 without Host: %d %s, upstream saw Host %q", ctx.Response.StatusCode(), ctx.Response.Body(), up.last.Load().Host())
+	} else if !up.last.Load().IsHTTP11() || ctx.Request.Header.IsHTTP11() {
+		t.Fatalf("HTTP/1.0: upstream saw %s, server sees %s", up.last.Load().Protocol(), ctx.Request.Header.Protocol())
 	}
 }
 
