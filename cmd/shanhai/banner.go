@@ -61,5 +61,8 @@ const demo = `  GW=$GW
   ORDER=$(curl -s -XPOST $GW/api/v1/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -H "Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)" \
     -d "{\"items\":[{\"sku\":\"$SKU\",\"quantity\":1}]}" | jq -r .id)
-  for i in 1 2 3 4 5; do curl -s $GW/api/v1/orders/$ORDER -H "authorization: Bearer $TOKEN" | jq -r .status; sleep 0.3; done
+  for i in $(seq 40); do
+    STATUS=$(curl -s $GW/api/v1/orders/$ORDER -H "authorization: Bearer $TOKEN" | jq -r .status); echo $STATUS
+    [ "$STATUS" != PENDING ] && break; sleep 0.25
+  done
 `

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -144,11 +145,38 @@ func happyPath(t *testing.T, bin string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	runBannerDemo(t, p)
+
 	stopped = true
 	if err := p.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	checkStopOrder(t, p.LogDir)
+}
+
+// runBannerDemo pastes the demo the banner prints into bash, as a newcomer
+// does, and wants its last line, the order's status, to be PAID.
+func runBannerDemo(t *testing.T, p *Platform) {
+	t.Helper()
+	for _, tool := range []string{"bash", "curl", "jq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("the banner's demo needs %s: %v", tool, err)
+		}
+	}
+	var banner bytes.Buffer
+	Banner(&banner, p, false, Memory{}, errors.New("not measured"))
+	_, script, ok := strings.Cut(banner.String(), "Try it (bash; needs curl and jq):\n")
+	if !ok {
+		t.Fatalf("banner has no demo:\n%s", banner.String())
+	}
+	script, _, _ = strings.Cut(script, "\n\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "bash", "-eo", "pipefail", "-c", script).CombinedOutput()
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err != nil || lines[len(lines)-1] != "PAID" {
+		t.Fatalf("banner demo: %v, want its last line PAID; script:\n%s\noutput:\n%s", err, script, out)
+	}
 }
 
 // checkStopOrder reads from the parts' logs when each began to stop and
