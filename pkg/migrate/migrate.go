@@ -14,7 +14,8 @@
 // set wrapped with Named), so pkg's sets (outbox.Migrations, dedup.Migrations) and a service's own set never mistake each
 // other's versions. Applying an applied set is a no-op; UpAll applies a service's sets together and settles the usual
 // restart, where nothing is pending, with one query. On PostgreSQL an advisory lock serialises replicas that start
-// together; SQLite's single connection does the same within a process.
+// together; SQLite's write lock serialises each migration, and a process that finds its next migration applied by
+// another meanwhile carries on from there.
 package migrate
 
 import (
@@ -85,7 +86,8 @@ func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
 
 // provider is one set's goose provider and the name of its version table.
 type provider struct {
-	table string
+	table  string
+	sqlite bool
 	*goose.Provider
 }
 
@@ -120,19 +122,42 @@ func newProvider(dialectName string, sqlDB *sql.DB, fsys fs.FS) (provider, error
 	if err != nil {
 		return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
 	}
-	return provider{table: tbl, Provider: p}, nil
+	return provider{table: tbl, sqlite: dialectName == "sqlite", Provider: p}, nil
 }
 
 func (p provider) up(ctx context.Context) error {
-	if _, err := p.Up(ctx); err != nil {
-		var pe *goose.PartialError
-		if errors.As(err, &pe) && pe.Failed != nil && pe.Failed.Source != nil {
-			// Name the file: goose's own message only gives the version.
-			return fmt.Errorf("migrate %s: %s: %w", p.table, pe.Failed.Source.Path, pe.Err)
+	for {
+		_, err := p.Up(ctx)
+		if err == nil {
+			return nil
 		}
-		return fmt.Errorf("migrate %s: %w", p.table, err)
+		var pe *goose.PartialError
+		if !errors.As(err, &pe) || pe.Failed == nil || pe.Failed.Source == nil {
+			return fmt.Errorf("migrate %s: %w", p.table, err)
+		}
+		// SQLite has no advisory lock: another process migrating the same file may apply the migration this one
+		// planned to, which then fails (its table exists). When the version table now records it, go on from
+		// there; each pass skips at least that version, so this ends.
+		if p.sqlite && p.applied(ctx, pe.Failed.Source.Version) {
+			continue
+		}
+		// Name the file: goose's own message only gives the version.
+		return fmt.Errorf("migrate %s: %s: %w", p.table, pe.Failed.Source.Path, pe.Err)
 	}
-	return nil
+}
+
+// applied reports whether the version table records version as applied.
+func (p provider) applied(ctx context.Context, version int64) bool {
+	statuses, err := p.Status(ctx)
+	if err != nil {
+		return false
+	}
+	for _, st := range statuses {
+		if st.Source != nil && st.Source.Version == version {
+			return st.State == goose.StateApplied
+		}
+	}
+	return false
 }
 
 // current reports whether every set's version table holds exactly the versions of the set's files. Any error (a

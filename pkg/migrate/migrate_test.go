@@ -183,6 +183,36 @@ func TestUpConcurrentReplicas(t *testing.T) {
 	}
 }
 
+// Processes migrating one fresh SQLite file at once (each its own connection, as separate processes have): SQLite has
+// no advisory lock, so each may plan a migration another then applies first; it failed with "table widgets already
+// exists". Ten rounds, since the race needs the plans to overlap.
+func TestUpConcurrentSQLiteProcesses(t *testing.T) {
+	for round := range 10 {
+		url := dbtest.SQLiteURL(t)
+		dbs := make([]*gorm.DB, 3)
+		for i := range dbs { // opened one after the other: this test is about migrating at once
+			db, err := database.Open(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { sqlDB, _ := db.DB(); sqlDB.Close() })
+			dbs[i] = db
+		}
+		errs := make(chan error, len(dbs))
+		for _, db := range dbs {
+			go func() { errs <- migrate.Up(context.Background(), db, serviceSet) }()
+		}
+		for range dbs {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if got := versions(t, dbs[0], "schema_migrations"); got != "0,1,2" {
+			t.Fatalf("round %d: versions %s, want each applied once", round, got)
+		}
+	}
+}
+
 // BenchmarkRestart is the usual restart, with every set already applied: one
 // Up per set (goose asks per set) against UpAll (one query for all).
 //
