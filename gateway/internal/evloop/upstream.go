@@ -169,7 +169,10 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	}
 	n := len(buf) - l.rd.Len() - l.br.Buffered()
 	_, _ = uc.c.Discard(n)
-	keep := !cl.resp.ConnectionClose() && n == len(buf)
+	// After an interim answer (1xx, a 502 for the chain) the final one
+	// is still to come: handed to the next request, it would be that
+	// client's answer.
+	keep := !cl.resp.ConnectionClose() && n == len(buf) && cl.resp.StatusCode() >= 200
 	if keep {
 		l.ready(uc)
 	}
@@ -196,5 +199,10 @@ func (l *loop) upClosed(uc *upconn, err error) {
 			err = io.ErrUnexpectedEOF
 		}
 		l.attempted(cl, fmt.Errorf("upstream closed the connection: %w", err))
+	}
+	if len(pl.waiting) > 0 && pl.open < l.s.o.MaxConns {
+		// Requests wait only when every connection was busy; one fewer
+		// now, and none may free up, so they need one dialled.
+		l.dial(pl)
 	}
 }

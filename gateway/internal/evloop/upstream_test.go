@@ -1,11 +1,17 @@
 package evloop
 
 import (
+	"bufio"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
@@ -86,5 +92,56 @@ func TestDialTimeout(t *testing.T) {
 	r := roundTrips(t, addr, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]
 	if r.StatusCode() != 502 || time.Since(start) > 250*time.Millisecond {
 		t.Fatalf("status %d after %v, want 502 well before the 300ms route deadline", r.StatusCode(), time.Since(start))
+	}
+}
+
+// An interim answer (103 Early Hints, which the chain turns into a 502)
+// means the final one is still coming on that connection: it must not be
+// handed to the next request, or that client gets another's answer.
+func TestInterimAnswerDropsTheConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					body := "upstream:" + req.URL.Path
+					if strings.HasSuffix(req.URL.Path, "/hints") {
+						time.Sleep(60 * time.Millisecond) // the second request is waiting by now
+						_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\n\r\n")
+						time.Sleep(60 * time.Millisecond)
+					}
+					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				}
+			}()
+		}
+	}()
+	res := &movingRes{}
+	res.set(upstream.Instance{ID: "a", Addr: ln.Addr().String(), Version: "v1"})
+	// One connection, so that the second request waits for it; no retry,
+	// so that the first makes one attempt.
+	addr, _, _ := startServerWith(t, proxy.Options{MaxAttempts: 1}, Options{MaxBodyBytes: 1 << 10, Loops: 1, MaxConns: 1}, res)
+	first := make(chan *fasthttp.Response, 1)
+	go func() { first <- roundTrips(t, addr, "GET /api/v1/orders/hints HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0] }()
+	time.Sleep(20 * time.Millisecond)
+	second := roundTrips(t, addr, "GET /api/v1/orders/second HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]
+	if r := <-first; r.StatusCode() != 502 {
+		t.Fatalf("interim answer: %d %q, want 502", r.StatusCode(), r.Body())
+	}
+	if second.StatusCode() != 200 || string(second.Body()) != "upstream:/api/v1/orders/second" {
+		t.Fatalf("the request after it: %d %q, want its own answer", second.StatusCode(), second.Body())
 	}
 }
