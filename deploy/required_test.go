@@ -16,24 +16,65 @@ import (
 const repoRoot = ".."
 
 // configVars reads a binary's config package and returns every env variable its struct tags declare, and which of
-// them are marked required. Reading the source (not a hand-kept list) is what lets these tests catch drift.
+// them are marked required. Reading the source (not a hand-kept list) is what lets these tests catch drift. A field
+// whose type comes from another package of this repository (the user service's auth.KeyConfig) is read there too.
 func configVars(t *testing.T, b Binary) (all map[string]string, required []string) {
 	t.Helper()
-	fset := token.NewFileSet()
-	dir := filepath.Join(repoRoot, b.ConfigDir)
-	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
 	all = map[string]string{}
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
+	readConfigDir(t, b.Name, filepath.Join(repoRoot, b.ConfigDir), all, &required, map[string]bool{})
+	if len(all) == 0 {
+		t.Fatalf("%s: no env-tagged fields found in %s", b.Name, b.ConfigDir)
+	}
+	sort.Strings(required)
+	return all, required
+}
+
+// modulePrefix is the import path prefix of this repository's packages.
+const modulePrefix = "github.com/shanhai-dev/shanhai/"
+
+func readConfigDir(t *testing.T, name, dir string, all map[string]string, required *[]string, seen map[string]bool) {
+	t.Helper()
+	if seen[dir] {
+		return
+	}
+	seen[dir] = true
+	fset := token.NewFileSet()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+	for _, path := range files {
+		if strings.HasSuffix(path, "_test.go") {
 			continue
 		}
-		file, err := parser.ParseFile(fset, name, nil, 0)
+		file, err := parser.ParseFile(fset, path, nil, 0)
 		if err != nil {
-			t.Fatalf("%s: parse %s: %v", b.Name, name, err)
+			t.Fatalf("%s: parse %s: %v", name, path, err)
+		}
+		imports := map[string]string{}
+		for _, imp := range file.Imports {
+			p, _ := strconv.Unquote(imp.Path.Value)
+			local := p[strings.LastIndex(p, "/")+1:]
+			if imp.Name != nil {
+				local = imp.Name.Name
+			}
+			imports[local] = p
 		}
 		ast.Inspect(file, func(n ast.Node) bool {
 			f, ok := n.(*ast.Field)
-			if !ok || f.Tag == nil {
+			if !ok {
+				return true
+			}
+			if f.Tag == nil {
+				// A struct from another package of the repository: its variables are this binary's too.
+				typ := f.Type
+				if star, ok := typ.(*ast.StarExpr); ok {
+					typ = star.X
+				}
+				if sel, ok := typ.(*ast.SelectorExpr); ok {
+					if pkg, ok := sel.X.(*ast.Ident); ok {
+						if rest, ok := strings.CutPrefix(imports[pkg.Name], modulePrefix); ok {
+							readConfigDir(t, name, filepath.Join(repoRoot, rest), all, required, seen)
+						}
+					}
+				}
 				return true
 			}
 			raw, err := strconv.Unquote(f.Tag.Value)
@@ -52,17 +93,12 @@ func configVars(t *testing.T, b Binary) (all map[string]string, required []strin
 			all[parts[0]] = tag.Get("envDefault")
 			for _, opt := range parts[1:] {
 				if opt == "required" {
-					required = append(required, parts[0])
+					*required = append(*required, parts[0])
 				}
 			}
 			return true
 		})
 	}
-	if len(all) == 0 {
-		t.Fatalf("%s: no env-tagged fields found in %s", b.Name, dir)
-	}
-	sort.Strings(required)
-	return all, required
 }
 
 // defaultPort is the port of a binary's HTTP_ADDR default, which every manifest must agree with.

@@ -1,0 +1,135 @@
+package deploy
+
+import (
+	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// TestKubernetesProbesAndHardening: each platform container's readiness probe asks /readyz and its liveness probe
+// /healthz, both on the binary's HTTP port (a probe on another port or path fails every pod, or passes a broken
+// one); every container but the eBPF agent drops all capabilities.
+func TestKubernetesProbesAndHardening(t *testing.T) {
+	eachPlatformPod(t, func(t *testing.T, b Binary, w workload, _ map[string]map[string]string) {
+		c := w.spec.Containers[0]
+		checkProbe(t, b, c, "readiness", c.ReadinessProbe, "/readyz")
+		checkProbe(t, b, c, "liveness", c.LivenessProbe, "/healthz")
+		if c.StartupProbe != nil {
+			checkProbe(t, b, c, "startup", c.StartupProbe, "/healthz")
+		}
+		if b.Name == privileged {
+			return
+		}
+		if sc := c.SecurityContext; sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			t.Errorf("%s: container must drop ALL capabilities", b.Name)
+		}
+	})
+}
+
+func checkProbe(t *testing.T, b Binary, c corev1.Container, kind string, p *corev1.Probe, path string) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Errorf("%s: %s probe must be an HTTP GET of %s", b.Name, kind, path)
+		return
+	}
+	if p.HTTPGet.Path != path {
+		t.Errorf("%s: %s probe asks %s, want %s", b.Name, kind, p.HTTPGet.Path, path)
+	}
+	port := p.HTTPGet.Port
+	if port.Type == intstr.String {
+		port = intstr.FromInt32(0)
+		for _, cp := range c.Ports {
+			if cp.Name == p.HTTPGet.Port.StrVal {
+				port = intstr.FromInt32(cp.ContainerPort)
+			}
+		}
+	}
+	if port.IntValue() != b.Port {
+		t.Errorf("%s: %s probe on port %s, want the HTTP port %d", b.Name, kind, p.HTTPGet.Port.String(), b.Port)
+	}
+}
+
+// TestComposeHardening: the platform binaries run as a non-root user on a read-only root filesystem with every
+// capability dropped and no privilege escalation, and their healthcheck asks /readyz; only the eBPF agent may not.
+func TestComposeHardening(t *testing.T) {
+	p := loadCompose(t)
+	for _, b := range Binaries {
+		s, ok := p.Services[b.Name]
+		if !ok || b.Name == privileged {
+			continue
+		}
+		uid, _, _ := strings.Cut(s.User, ":")
+		if uid == "" || uid == "0" || uid == "root" {
+			t.Errorf("%s: runs as user %q, want a non-root uid", b.Name, s.User)
+		}
+		if !s.ReadOnly {
+			t.Errorf("%s: root filesystem must be read-only", b.Name)
+		}
+		if !slices.Contains(s.CapDrop, "ALL") || len(s.CapAdd) > 0 || s.Privileged {
+			t.Errorf("%s: must drop ALL capabilities and add none", b.Name)
+		}
+		if !slices.Contains(s.SecurityOpt, "no-new-privileges:true") {
+			t.Errorf("%s: must set no-new-privileges", b.Name)
+		}
+		if hc := s.HealthCheck; hc == nil || !strings.Contains(strings.Join(hc.Test, " "), "127.0.0.1:"+strconv.Itoa(b.Port)+"/readyz") {
+			t.Errorf("%s: healthcheck must ask /readyz on port %d", b.Name, b.Port)
+		}
+	}
+}
+
+// secretName matches variables that hold credentials.
+var secretName = regexp.MustCompile(`PASSWORD|SECRET|TOKEN|SIGNING_KEY|CREDENTIALS`)
+
+// TestCommittedSecretsAreLocalDevOnly: a credential written in the compose file says it is for local development
+// (compose is the laptop stack); in Kubernetes, credentials come only from Secrets, which deploy time creates.
+func TestCommittedSecretsAreLocalDevOnly(t *testing.T) {
+	p := loadCompose(t, "load")
+	for name, s := range p.Services {
+		for k, v := range s.Environment {
+			if v == nil || *v == "" {
+				continue
+			}
+			if secretName.MatchString(k) && !strings.Contains(*v, "local-dev") {
+				t.Errorf("compose %s: %s is a committed credential not marked local-dev", name, k)
+			}
+			if u, err := url.Parse(*v); err == nil && u.User != nil {
+				if pw, ok := u.User.Password(); ok && !strings.Contains(pw, "local-dev") {
+					t.Errorf("compose %s: %s has a password not marked local-dev", name, k)
+				}
+			}
+		}
+	}
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) {
+			for _, o := range build(t, dir) {
+				if cm, ok := o.Value.(*corev1.ConfigMap); ok {
+					for k, v := range cm.Data {
+						if u, err := url.Parse(v); err == nil && u.User != nil {
+							if _, ok := u.User.Password(); ok {
+								t.Errorf("ConfigMap %s/%s: %s holds a password; use a Secret", o.Namespace, o.Name, k)
+							}
+						}
+					}
+				}
+				spec := podSpec(o)
+				if spec == nil {
+					continue
+				}
+				for _, c := range append(spec.InitContainers, spec.Containers...) {
+					for _, e := range c.Env {
+						credential := secretName.MatchString(e.Name) || e.Name == "DATABASE_URL"
+						if credential && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil) {
+							t.Errorf("%s %s/%s container %s: %s must come from a Secret", o.Kind, o.Namespace, o.Name, c.Name, e.Name)
+						}
+					}
+				}
+			}
+		})
+	}
+}
