@@ -177,7 +177,15 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	defer x.Release()
 	step := p.Begin(x, true)
 	for step == Send {
-		step = p.Received(x, x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline))
+		err := x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline)
+		if err == nil && x.Resp.StatusCode() < 200 {
+			// An interim answer (the client reads past 100 Continue only;
+			// Received makes it a 502): the final one is still coming on
+			// the connection just pooled. Dropped, with the endpoint's other
+			// idle ones, before a request takes it and that answer.
+			x.Endpoint.Client.CloseIdleConnections()
+		}
+		step = p.Received(x, err)
 	}
 	p.Finish(x)
 }
