@@ -107,6 +107,12 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 			return nil, err
 		}
 		db, err := gorm.Open(dialector, cfg)
+		// A connection opening a file while another process changes its journal mode or writes to it can get
+		// SQLITE_BUSY at once, outside the busy timeout's reach; wait for it as long as a writer would.
+		for deadline := time.Now().Add(o.BusyTimeout); busy(err) && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+			db, err = gorm.Open(dialector, cfg)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", rest, err)
 		}
@@ -157,6 +163,12 @@ func Closer(db *gorm.DB) func() error {
 
 // Dialect returns Postgres or SQLite for a *gorm.DB from Open, so callers can pick dialect-specific SQL.
 func Dialect(db *gorm.DB) string { return db.Dialector.Name() }
+
+// busy reports whether err is SQLite's SQLITE_BUSY (extended codes included), from the driver's error type.
+func busy(err error) bool {
+	var coded interface{ Code() int }
+	return errors.As(err, &coded) && coded.Code()&0xff == 5
+}
 
 // sqliteDSN turns the part after "sqlite://" into a driver DSN with the pragmas every connection needs.
 // Query parameters given in the URL (e.g. _pragma=synchronous(normal)) are kept and come after the defaults.
