@@ -86,7 +86,8 @@ func (s *Settings) defaults() {
 	if s.MinRequests == 0 {
 		s.MinRequests = 20
 	}
-	if s.FailureRatio <= 0 || s.FailureRatio > 1 {
+	// Written as "not within range" so that NaN, for which every comparison is false, takes the default too.
+	if !(s.FailureRatio > 0 && s.FailureRatio <= 1) {
 		s.FailureRatio = 0.5
 	}
 	if s.OpenBase <= 0 {
@@ -95,7 +96,7 @@ func (s *Settings) defaults() {
 	if s.OpenMax < s.OpenBase {
 		s.OpenMax = max(30*time.Second, s.OpenBase)
 	}
-	if s.Jitter < 0 || s.Jitter >= 1 {
+	if !(s.Jitter >= 0 && s.Jitter < 1) {
 		s.Jitter = 0.2
 	}
 	if s.HalfOpenTrials == 0 {

@@ -165,6 +165,29 @@ func TestBreakerJitterShortensWithinBounds(t *testing.T) {
 	}
 }
 
+// A NaN setting (GATEWAY_BREAKER_FAILURE_RATIO=NaN parses as a float) takes the default like any value out of range:
+// every comparison with NaN is false, so it slipped past the range checks. A NaN ratio tripped on the first failure
+// once MinRequests calls were in; a NaN jitter made the open period negative, an open breaker that let calls through.
+func TestBreakerNaNSettingsTakeTheDefaults(t *testing.T) {
+	b, clk := newTest(t, Settings{MinRequests: 10, FailureRatio: math.NaN(), Jitter: math.NaN()})
+	for i := range 10 {
+		call(t, b, i == 9)
+	}
+	if b.State() != Closed {
+		t.Fatalf("state %v after 1 failure in 10, want closed", b.State())
+	}
+	for range 8 {
+		call(t, b, true)
+	}
+	if b.State() != Open {
+		t.Fatalf("state %v after 9 failures in 18, want open", b.State())
+	}
+	clk.advance(100 * time.Millisecond)
+	if b.State() != Open {
+		t.Fatalf("state %v 100ms after the trip, want still open", b.State())
+	}
+}
+
 func TestBreakerIgnoresCancellationAndClientErrors(t *testing.T) {
 	b, _ := newTest(t, Settings{MinRequests: 10, FailureRatio: 0.5})
 	for range 100 {
