@@ -1,6 +1,7 @@
 package retry
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,10 +52,14 @@ func unpackSlot(w uint64) (step, requests, retries uint64) {
 	return w >> (reqBits + retryBits), w >> retryBits & reqMax, w & retryMax
 }
 
-// NewBudget returns a retry budget, typically NewBudget(0.2, 3, 10*time.Second).
+// NewBudget returns a retry budget, typically NewBudget(0.2, 3, 10*time.Second). A ratio that is not a number counts
+// as 0 (the floor only): compared with NaN the cap never held, so every retry passed.
 func NewBudget(ratio float64, minPerSec int, window time.Duration) *Budget {
 	if window <= 0 {
 		window = 10 * time.Second
+	}
+	if math.IsNaN(ratio) {
+		ratio = 0
 	}
 	return &Budget{
 		ratio: ratio,

@@ -55,6 +55,14 @@ func TestRetryBudgetExhaustedStopsRetries(t *testing.T) {
 	if calls != 1 {
 		t.Fatalf("exhausted budget still allowed %d attempts", calls)
 	}
+	// A NaN ratio (GATEWAY_RETRY_BUDGET=NaN parses as a float) is no ratio: the floor alone, not every retry.
+	nan := NewBudget(math.NaN(), 0, 10*time.Second)
+	for range 100 {
+		nan.Request()
+	}
+	if nan.Withdraw() {
+		t.Fatal("a budget with a NaN ratio and no floor allowed a retry")
+	}
 	// The window slides: after it passes, retries are possible again.
 	clk.t = clk.t.Add(11 * time.Second)
 	calls = 0
