@@ -214,7 +214,8 @@ func (r *Relay) RunOnce(ctx context.Context) (claimed int, err error) {
 }
 
 // round is RunOnce that also says whether another round now would find rows: the batch was full, or a claimed row
-// has a newer unsent row of its key, which the claim holds back until this one is marked sent. Run stops after a
+// has a newer unsent row of its key, which the claim holds back until this one is marked sent (and not when every
+// publish of the round failed; see allFailed). Run stops after a
 // round without more instead of polling until a round comes back empty: an empty round after every batch was most
 // of the relay's database work when rows arrive one by one. A row committed meanwhile is not missed: its writer's
 // Nudge waits in the channel.
@@ -259,6 +260,7 @@ RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r
 	pctx, cancel := context.WithDeadline(ctx, start.Add(r.o.PublishTimeout))
 	errs := r.publish(pctx, msgs)
 	cancel()
+	more = more && !allFailed(errs)
 	// The outcome is recorded even when ctx ended meanwhile (a stopping service): rows Kafka took would otherwise
 	// be sent again when the lease runs out. Bounded, so a stop never hangs on an unreachable database.
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
@@ -286,6 +288,7 @@ func (r *Relay) lockedRound(ctx context.Context) (claimed int, more bool, err er
 		pctx, cancel := context.WithTimeout(ctx, r.o.PublishTimeout)
 		errs := r.publish(pctx, msgs)
 		cancel()
+		more = more && !allFailed(errs)
 		return r.record(tx, msgs, errs)
 	})
 	return claimed, more, err
@@ -301,6 +304,11 @@ func (r *Relay) batch(rows []claimedRow) ([]Message, bool) {
 	}
 	return msgs, more
 }
+
+// allFailed reports whether a round published none of its rows: the broker is down or refusing everything. Then the
+// next batch waits for the next poll: claimed at once it would wait out PublishTimeout again, and on SQLite hold the
+// write lock the service's own writes need for as long, round after round.
+func allFailed(errs []error) bool { return !slices.Contains(errs, nil) }
 
 // claimedRow is a claimed row and whether a newer unsent row of its topic and key waits behind it.
 type claimedRow struct {

@@ -54,5 +54,16 @@ func TestRoundReportsMore(t *testing.T) {
 		add("c", "d", "e", "f") // a full batch may have left rows
 		step(3, true)
 		step(1, false)
+		// Kafka down: a full batch that all failed is no reason to claim the next one at once. Back to back, each
+		// round waited out PublishTimeout, and on SQLite held the write lock the service's own writes need.
+		r.w = down{}
+		add("g", "h", "i", "j")
+		step(3, false)
+		step(1, false)
 	})
 }
+
+// down is a broker that refuses every write.
+type down struct{}
+
+func (down) WriteMessages(context.Context, ...kafka.Message) error { return kafka.LeaderNotAvailable }
