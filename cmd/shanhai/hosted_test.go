@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
 	"strings"
@@ -92,5 +93,24 @@ func TestCheckServersNamesTheDownOnes(t *testing.T) {
 	}
 	if strings.Contains(msg, "DATABASE_URL") || strings.Contains(msg, "ETCD_ENDPOINTS") {
 		t.Errorf("checkServers error = %q names a server that answers", msg)
+	}
+}
+
+// A part that ends by itself is named with how it ended; a clean exit (a
+// child stopped with kill) reads as such, not as "stopped: <nil>".
+func TestAnyExitNamesThePartAndHowItEnded(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "payment exited on its own (log: logs/payment.log)"},
+		{errors.New("exit status 2"), "payment stopped: exit status 2 (log: logs/payment.log)"},
+	} {
+		part := &Part{Name: "payment", done: make(chan error, 1)}
+		part.done <- tc.err
+		got := <-anyExit(&Platform{Parts: map[string]*Part{"payment": part}, LogDir: "logs"})
+		if got.Error() != tc.want {
+			t.Errorf("anyExit = %q, want %q", got, tc.want)
+		}
 	}
 }

@@ -180,7 +180,11 @@ func anyExit(p *Platform) <-chan error {
 		go func() {
 			err := <-b.Exited()
 			b.done <- err
-			c <- fmt.Errorf("%s stopped: %v (log: %s)", name, err, filepath.Join(p.LogDir, name+".log"))
+			why := "exited on its own" // a clean exit, e.g. a child killed with SIGTERM
+			if err != nil {
+				why = "stopped: " + err.Error()
+			}
+			c <- fmt.Errorf("%s %s (log: %s)", name, why, filepath.Join(p.LogDir, name+".log"))
 		}()
 	}
 	return c
