@@ -48,9 +48,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/caarlos0/env/v11"
@@ -133,7 +135,7 @@ func load(cfg any, environ map[string]string) error {
 	if err != nil {
 		return err
 	}
-	opts := env.Options{Environment: withDefaults, DefaultValueTagName: noDefaultTag}
+	opts := env.Options{Environment: withDefaults, DefaultValueTagName: noDefaultTag, FuncMap: finiteFloats}
 	lookup := func(key string) (string, bool) {
 		v, ok := environ[key]
 		return v, ok
@@ -175,6 +177,26 @@ func load(cfg any, environ map[string]string) error {
 	}
 	sort.SliceStable(bad, func(i, j int) bool { return bad[i].Var < bad[j].Var })
 	return &Error{Vars: bad}
+}
+
+// finiteFloats parses float fields as strconv does but refuses NaN and the
+// infinities, which it accepts: a NaN ratio passes every range check written
+// as comparisons (NaN < 0 and NaN > 1 are both false) and then breaks the
+// arithmetic it feeds.
+var finiteFloats = map[reflect.Type]env.ParserFunc{
+	reflect.TypeFor[float64](): func(v string) (any, error) { return parseFinite(v, 64) },
+	reflect.TypeFor[float32](): func(v string) (any, error) {
+		f, err := parseFinite(v, 32)
+		return float32(f), err
+	},
+}
+
+func parseFinite(v string, bits int) (float64, error) {
+	f, err := strconv.ParseFloat(v, bits)
+	if err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
+		err = fmt.Errorf("%q is not a finite number", v)
+	}
+	return f, err
 }
 
 // noDefaultTag is a struct tag no field carries, so caarlos0/env applies no

@@ -360,6 +360,8 @@ type hostileConfig struct {
 	Small   uint32        `env:"SMALL" envDefault:"5"`
 	Wait    time.Duration `env:"WAIT" envDefault:"10s" desc:"how long to wait"`
 	Timeout time.Duration `env:"TIMEOUT" envDefault:"1s"`
+	Ratio   float64       `env:"RATIO" envDefault:"0.5"`
+	Scale   float32       `env:"SCALE" envDefault:"1"`
 }
 
 func (c *hostileConfig) Validate() error {
@@ -379,6 +381,8 @@ func TestHostileValuesAreAllListed(t *testing.T) {
 		"COUNT": "99999999999999999999",
 		"SMALL": "4294967296",
 		"WAIT":  " 5s",
+		"RATIO": "NaN", // strconv accepts NaN and the infinities, and NaN passes every range check written as comparisons
+		"SCALE": "-Inf",
 	})
 	var ce *Error
 	if !errors.As(err, &ce) {
@@ -390,6 +394,8 @@ func TestHostileValuesAreAllListed(t *testing.T) {
 		"COUNT": `"99999999999999999999" is invalid`,
 		"SMALL": `"4294967296" is invalid`,
 		"WAIT":  `" 5s" is invalid`,
+		"RATIO": `"NaN" is invalid`,
+		"SCALE": `"-Inf" is invalid`,
 	}
 	if len(ce.Vars) != len(want) {
 		t.Errorf("got %d problems, want %d:\n%v", len(ce.Vars), len(want), err)
@@ -408,5 +414,11 @@ func TestHostileValuesAreAllListed(t *testing.T) {
 	err = load(&hostileConfig{}, map[string]string{"URL": "x", "TIMEOUT": "-1s", "WAIT": "9223372037s"})
 	if err == nil || !strings.Contains(err.Error(), "TIMEOUT: must be positive") || !strings.Contains(err.Error(), `WAIT: "9223372037s" is invalid`) {
 		t.Errorf("overflowing WAIT and negative TIMEOUT: %v", err)
+	}
+
+	// Finite floats still parse, into both widths.
+	var ok hostileConfig
+	if err := load(&ok, map[string]string{"URL": "x", "RATIO": "0.25", "SCALE": "1e3"}); err != nil || ok.Ratio != 0.25 || ok.Scale != 1000 {
+		t.Errorf("RATIO=0.25 SCALE=1e3: %v, %v %v", err, ok.Ratio, ok.Scale)
 	}
 }
