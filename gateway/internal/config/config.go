@@ -129,6 +129,9 @@ func (c *Config) Validate() error {
 	if c.BreakerRatio <= 0 || c.BreakerRatio > 1 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_BREAKER_FAILURE_RATIO", "must be in (0, 1]"))
 	}
+	if c.RetryBudget < 0 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_RETRY_BUDGET", "must not be negative (0: only the budget's floor of retries)"))
+	}
 	return joinErrs(errs)
 }
 

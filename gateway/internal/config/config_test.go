@@ -61,12 +61,12 @@ func TestDynamicJSON(t *testing.T) {
 func TestValidateNamesEveryBadVariable(t *testing.T) {
 	c := Config{Mode: "fast", Routes: "nope", RouteTimeout: time.Second, MaxBodyBytes: 0, ReadTimeout: time.Second,
 		TrustedProxies: []string{"10.0.0.0/33"}, TLSCertFile: "c.pem", MaxAttempts: 1, BreakerRatio: 0.5,
-		EtcdEndpoints: []string{"x"}}
+		EtcdEndpoints: []string{"x"}, RetryBudget: -0.5}
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, v := range []string{"GATEWAY_MODE", "GATEWAY_ROUTES", "GATEWAY_MAX_BODY_BYTES", "GATEWAY_TRUSTED_PROXIES", "TLS_CERT_FILE"} {
+	for _, v := range []string{"GATEWAY_MODE", "GATEWAY_ROUTES", "GATEWAY_MAX_BODY_BYTES", "GATEWAY_TRUSTED_PROXIES", "TLS_CERT_FILE", "GATEWAY_RETRY_BUDGET"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s: %v", v, err)
 		}
