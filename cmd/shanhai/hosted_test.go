@@ -33,8 +33,8 @@ func TestStartRefusesATakenPort(t *testing.T) {
 		t.Fatal("Start succeeded with the order service's port taken")
 	}
 	want := "port already in use: port " + strconv.Itoa(takenPort) + " (order)"
-	if msg := err.Error(); !strings.Contains(msg, want) || !strings.Contains(msg, "-port") {
-		t.Fatalf("Start error = %q, want %q and how to choose another block (-port)", msg, want)
+	if msg := err.Error(); !strings.Contains(msg, want) || !strings.Contains(msg, "stop what holds it") || !strings.Contains(msg, "-port") {
+		t.Fatalf("Start error = %q, want %q, that something holds it and how to choose another block (-port)", msg, want)
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(userPort)))
 	if err != nil {
@@ -112,5 +112,32 @@ func TestAnyExitNamesThePartAndHowItEnded(t *testing.T) {
 		if got.Error() != tc.want {
 			t.Errorf("anyExit = %q, want %q", got, tc.want)
 		}
+	}
+}
+
+// A run can start again right after the last one failed: the gateway binds
+// without SO_REUSEADDR, so a connection it closed itself (this program's
+// readiness poll, kept alive) would leave its port in TIME_WAIT and refuse
+// the next start for a minute.
+func TestPortsFreeRightAfterAFailedStart(t *testing.T) {
+	ports := map[string]int{}
+	for _, name := range Names {
+		p, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[name] = p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t.Setenv("PULSAR_URL", "")
+	t.Setenv("DATABASE_MAX_CONNS", "many") // order and payment refuse to start; the gateway comes up
+	p, err := Start(ctx, Options{DataDir: t.TempDir(), Ports: ports})
+	if err == nil {
+		p.Stop()
+		t.Fatal("Start succeeded with DATABASE_MAX_CONNS=many")
+	}
+	if err := checkPorts(ports, nil); err != nil {
+		t.Fatalf("after the failed start: %v", err)
 	}
 }

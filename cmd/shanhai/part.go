@@ -83,6 +83,10 @@ func (p *Part) Pid() int {
 // WaitReady polls /readyz until it answers 200, the part ends or ctx ends.
 func (p *Part) WaitReady(ctx context.Context) error {
 	client := &http.Client{Timeout: time.Second}
+	// This side closes its kept-alive connections: a connection the gateway
+	// closes at its shutdown stays in TIME_WAIT on its port, which it binds
+	// without SO_REUSEADDR, so the next run could not start for a minute.
+	defer client.CloseIdleConnections()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	last := "no answer"

@@ -210,6 +210,7 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 // gateway before an order was paid.
 func (p *Platform) waitRouted(ctx context.Context) error {
 	client := &http.Client{Timeout: time.Second}
+	defer client.CloseIdleConnections() // why: see WaitReady
 	routed := func(path string, ok func(int) bool) bool {
 		resp, err := client.Get(p.Gateway() + path)
 		if err != nil {
@@ -244,10 +245,17 @@ func checkPorts(httpPorts, admin map[string]int) error {
 			if m[name] == 0 {
 				continue
 			}
-			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(m[name])))
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(m[name]))
+			l, err := net.Listen("tcp", addr)
 			if err != nil {
-				return fmt.Errorf("%w: port %d (%s): %v; stop what holds it, or move the whole block with -port%s",
-					errPortTaken, m[name], name, err, portExample(httpPorts["gateway"]))
+				holder := "stop what holds it"
+				if c, dialErr := net.DialTimeout("tcp", addr, time.Second); dialErr == nil {
+					_ = c.Close()
+				} else {
+					holder = "nothing listens there, so a connection to it is still closing (TIME_WAIT): wait a minute"
+				}
+				return fmt.Errorf("%w: port %d (%s): %v; %s, or move the whole block with -port%s",
+					errPortTaken, m[name], name, err, holder, portExample(httpPorts["gateway"]))
 			}
 			_ = l.Close()
 		}
