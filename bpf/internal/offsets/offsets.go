@@ -6,7 +6,10 @@ package offsets
 import (
 	"debug/dwarf"
 	"debug/elf"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"go/version"
 	"strings"
 )
 
@@ -26,18 +29,29 @@ const (
 	PGoroutinesCreated     Field = "runtime.p.goroutinesCreated"
 )
 
-// Fallback holds the offsets for Go 1.26 on amd64. Request and Response have kept theirs since Go 1.0 (Method and
-// Status/StatusCode are their first fields); the unexported response.status moves with net/http's internals and is
-// the one this table exists for. The runtime's scheduler fields move with nearly every Go release: a new toolchain
-// needs this table checked (TestFallbackMatchesDWARF fails until it is).
+// Fallback holds the offsets for Go 1.26 on amd64, as of the release go.work's toolchain line pins. Request and
+// Response have kept theirs since Go 1.0 (Method and Status/StatusCode are their first fields); the unexported
+// response.status moves with net/http's internals and is the one this table exists for. The runtime's scheduler
+// fields move with nearly every Go release: a new toolchain needs this table checked (TestFallbackMatchesDWARF fails
+// until it is). Earlier 1.26 releases that had a field elsewhere are in Moved.
 var Fallback = map[Field]uint64{
 	RequestMethod:      0,
 	ResponseStatusCode: 16,
-	ServerStatus:       120,
+	ServerStatus:       128,
 
 	SchedLock:              32,
 	SchedGoroutinesCreated: 6864,
 	PGoroutinesCreated:     13792,
+}
+
+// Moved lists fields that an earlier 1.26 release kept at another offset: a stripped binary built before Release
+// has Field at Offset. The agent probes whatever the machine runs, not only binaries of this repository's toolchain.
+var Moved = []struct {
+	Release string // the first release with Fallback's offset
+	Field   Field
+	Offset  uint64
+}{
+	{"go1.26.11", ServerStatus, 120}, // net/http's response grew a field in the 1.26.11 security release
 }
 
 // Source says where an offset came from.
@@ -49,22 +63,60 @@ const (
 	FromFallback Source = "fallback"
 )
 
-// Resolve returns the offsets of fields in the executable f: from DWARF when present, else from Fallback.
+// Resolve returns the offsets of fields in the executable f: from DWARF when present, else from Fallback as it was
+// in the Go release that built f (Moved). Binaries of other Go minor releases get the 1.26 values, unchecked.
 func Resolve(f *elf.File, fields ...Field) (map[Field]uint64, Source, error) {
 	d, err := f.DWARF()
-	if err != nil {
-		out := map[Field]uint64{}
-		for _, fl := range fields {
-			off, ok := Fallback[fl]
-			if !ok {
-				return nil, FromFallback, fmt.Errorf("no DWARF and no fallback offset for %s", fl)
-			}
-			out[fl] = off
-		}
-		return out, FromFallback, nil
+	if err == nil {
+		out, err := FromDWARFData(d, fields...)
+		return out, FromDWARF, err
 	}
-	out, err := FromDWARFData(d, fields...)
-	return out, FromDWARF, err
+	// Without a version (not a Go 1.18+ binary) the table is taken as it is, as it was before Moved existed.
+	goVersion, _ := GoVersion(f)
+	out := map[Field]uint64{}
+	for _, fl := range fields {
+		off, ok := fallback(goVersion, fl)
+		if !ok {
+			return nil, FromFallback, fmt.Errorf("no DWARF and no fallback offset for %s", fl)
+		}
+		out[fl] = off
+	}
+	return out, FromFallback, nil
+}
+
+// fallback is fl's offset in a binary of goVersion ("" for unknown: Fallback's).
+func fallback(goVersion string, fl Field) (uint64, bool) {
+	off, ok := Fallback[fl]
+	for _, m := range Moved {
+		if m.Field == fl && goVersion != "" && version.Compare(goVersion, m.Release) < 0 {
+			off = m.Offset
+		}
+	}
+	return off, ok
+}
+
+// GoVersion returns the Go release that built f ("go1.26.11"), which the linker writes into .go.buildinfo, stripped
+// binaries included. debug/buildinfo reads the same, but from the file again, where Resolve has only the *elf.File.
+func GoVersion(f *elf.File) (string, error) {
+	s := f.Section(".go.buildinfo")
+	if s == nil {
+		return "", errors.New("no .go.buildinfo section: not a Go binary")
+	}
+	data, err := s.Data()
+	if err != nil {
+		return "", fmt.Errorf("read .go.buildinfo: %w", err)
+	}
+	// A 32-byte header (magic, pointer size, flags), then, since Go 1.18 (flag 2), the version as a
+	// varint-length-prefixed string.
+	const magic, header, inline = "\xff Go buildinf:", 32, 2
+	if len(data) < header || string(data[:len(magic)]) != magic || data[len(magic)+1]&inline == 0 {
+		return "", errors.New(".go.buildinfo is not in the Go 1.18+ format")
+	}
+	n, w := binary.Uvarint(data[header:])
+	if w <= 0 || uint64(len(data)-header-w) < n {
+		return "", errors.New(".go.buildinfo: bad version length")
+	}
+	return string(data[header+w : header+w+int(n)]), nil
 }
 
 // FromDWARFData reads the offsets from DWARF type information, in one pass over the entries.
