@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -126,6 +127,57 @@ func TestCommittedSecretsAreLocalDevOnly(t *testing.T) {
 						credential := secretName.MatchString(e.Name) || e.Name == "DATABASE_URL"
 						if credential && (e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil) {
 							t.Errorf("%s %s/%s container %s: %s must come from a Secret", o.Kind, o.Namespace, o.Name, c.Name, e.Name)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// kindUpScript creates the Secrets the manifests refer to; they are never committed.
+const kindUpScript = "../scripts/kind-up.sh"
+
+var (
+	createSecret = regexp.MustCompile(`create secret generic ([a-z0-9-]+)((?:\s+--from-literal=[A-Za-z0-9_.-]+=\S+)+)`)
+	fromLiteral  = regexp.MustCompile(`--from-literal=([A-Za-z0-9_.-]+)=`)
+)
+
+// TestEverySecretKeyRefIsCreatedAtDeploy: a secretKeyRef whose Secret or key scripts/kind-up.sh does not create
+// leaves its pod in CreateContainerConfigError, which no build-time check would show.
+func TestEverySecretKeyRefIsCreatedAtDeploy(t *testing.T) {
+	script, err := os.ReadFile(kindUpScript)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := map[string]map[string]bool{}
+	for _, m := range createSecret.FindAllStringSubmatch(strings.ReplaceAll(string(script), "\\\n", " "), -1) {
+		if created[m[1]] == nil {
+			created[m[1]] = map[string]bool{}
+		}
+		for _, k := range fromLiteral.FindAllStringSubmatch(m[2], -1) {
+			created[m[1]][k[1]] = true
+		}
+	}
+	if len(created) == 0 {
+		t.Fatalf("%s creates no secret: the parsing here no longer matches it", kindUpScript)
+	}
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) {
+			for _, o := range build(t, dir) {
+				spec := podSpec(o)
+				if spec == nil {
+					continue
+				}
+				for _, c := range append(spec.InitContainers, spec.Containers...) {
+					for _, e := range c.Env {
+						if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+							continue
+						}
+						ref := e.ValueFrom.SecretKeyRef
+						if !created[ref.Name][ref.Key] {
+							t.Errorf("%s %s/%s container %s: %s reads secret %s key %s, which %s does not create",
+								o.Kind, o.Namespace, o.Name, c.Name, e.Name, ref.Name, ref.Key, kindUpScript)
 						}
 					}
 				}
