@@ -298,9 +298,9 @@ func (s *session) settle(gctx context.Context) {
 			continue
 		}
 		if failed {
-			if len(refused) > 0 {
-				refused = p.watchOvertaking(gctx, pd, refused)
-			}
+			// Every outcome after the failure still counts: a later refusal
+			// can be overtaken too, after an earlier one already was.
+			refused = p.watchOvertaking(gctx, pd, refused)
 			pd.span.End()
 			l.o.Metrics.InFlight(metrics.LegA, -1)
 			continue
@@ -365,7 +365,7 @@ type refusedMsg struct {
 func (p *partition) watchOvertaking(gctx context.Context, pd *pending, refused []refusedMsg) []refusedMsg {
 	select {
 	case ack := <-pd.fut.Ok():
-		if ack.Duplicate {
+		if ack.Duplicate || len(refused) == 0 {
 			return refused
 		}
 		p.mu.Lock()
