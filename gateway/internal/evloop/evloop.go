@@ -143,8 +143,10 @@ func New(o Options) *Server {
 // Serve listens and serves until Stop; Options.Loops event loops (one per
 // core by default), new clients to the loop with the fewest connections.
 func (s *Server) Serve() error {
+	// SO_REUSEADDR, as net.Listen sets it: Stop closes clients' connections first, and their TIME_WAIT would keep
+	// a restarted gateway off its port for a minute.
 	err := gnet.Run(s, "tcp://"+s.o.Addr, gnet.WithMulticore(true), gnet.WithNumEventLoop(s.o.Loops), gnet.WithTicker(true),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLoadBalancing(gnet.LeastConnections),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLoadBalancing(gnet.LeastConnections), gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetLogger{s.o.Log}))
 	if err != nil {
 		return fmt.Errorf("event loop on %s: %w", s.o.Addr, err)

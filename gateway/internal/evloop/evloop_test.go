@@ -258,3 +258,41 @@ func TestLargeBodiesBothWays(t *testing.T) {
 		t.Fatalf("request after the large one: %q", rs[1].Body())
 	}
 }
+
+// TestRestartRightAfterStop: Stop closes the clients' connections first, which leaves them in TIME_WAIT on the
+// gateway's port; a gateway started again at once must still bind it.
+func TestRestartRightAfterStop(t *testing.T) {
+	addr, s := startServerS(t, proxy.Options{}, Options{})
+	if rs := roundTrips(t, addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 1); rs[0].StatusCode() != 200 {
+		t.Fatalf("healthz %d", rs[0].StatusCode())
+	}
+	keep, err := net.Dial("tcp", addr) // open while the server stops: closed from the server's side
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keep.Close()
+	time.Sleep(50 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	again := New(Options{Addr: addr, Proxy: s.o.Proxy, Endpoints: s.o.Endpoints, Admin: s.o.Admin, AdminPaths: s.o.AdminPaths})
+	errc := make(chan error, 1)
+	go func() { errc <- again.Serve() }()
+	for range 100 {
+		select {
+		case err := <-errc:
+			t.Fatalf("restart on %s: %v", addr, err)
+		default:
+		}
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			_ = again.Stop(ctx)
+			<-errc
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("restarted server did not answer")
+}
