@@ -501,6 +501,18 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 	return &nats.Msg{Subject: p.subject, Header: h, Data: m.Value}, span, ctx
 }
 
+// RecordKey returns the Kafka record key carried in h (HeaderKey, decoded when HeaderKeyEncoding says base64): the
+// bytes a replay into Kafka must use to land on the record's partition.
+func RecordKey(h nats.Header) []byte {
+	k := h.Get(HeaderKey)
+	if h.Get(HeaderKeyEncoding) == "base64" {
+		if b, err := base64.StdEncoding.DecodeString(k); err == nil {
+			return b
+		}
+	}
+	return []byte(k)
+}
+
 func isTraceHeader(k string) bool {
 	return strings.EqualFold(k, "traceparent") || strings.EqualFold(k, "tracestate") || strings.EqualFold(k, "baggage")
 }

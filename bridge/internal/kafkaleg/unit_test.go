@@ -61,6 +61,18 @@ func TestBuildSetsItsOwnMetadata(t *testing.T) {
 	}
 }
 
+// RecordKey gives back the key build carried, printable or not.
+func TestRecordKeyRoundTrip(t *testing.T) {
+	p := &partition{leg: New(Options{}), route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
+	for _, key := range [][]byte{[]byte("order-42"), {0, 0xff, 'k'}, nil} {
+		msg, span, _ := p.build(kafka.Message{Topic: "t", Key: key})
+		span.End()
+		if got := RecordKey(msg.Header); string(got) != string(key) {
+			t.Errorf("key %q came back as %q (headers %v)", key, got, msg.Header)
+		}
+	}
+}
+
 func TestPrintable(t *testing.T) {
 	if !printable([]byte("order-42")) || printable([]byte{0, 1}) || printable([]byte{0xff}) {
 		t.Fatal("printable wrong")

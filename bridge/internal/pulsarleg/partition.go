@@ -2,7 +2,6 @@ package pulsarleg
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"strconv"
 	"strings"
@@ -309,16 +308,9 @@ func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset in
 			hdrs[k] = v[0]
 		}
 	}
-	key := []byte(hdrs[kafkaleg.HeaderKey])
-	if hdrs[kafkaleg.HeaderKeyEncoding] == "base64" {
-		// The letter is for replay into Kafka: the record's own key bytes,
-		// so that it lands on the partition the original did.
-		if b, err := base64.StdEncoding.DecodeString(hdrs[kafkaleg.HeaderKey]); err == nil {
-			key = b
-		}
-	}
+	// The letter is for replay into Kafka: the record's own key bytes, so that it lands on the partition the original did.
 	letter := dlq.Letter{Leg: metrics.LegB, Reason: reason, Detail: detail,
-		Topic: p.route.Topic, Partition: p.id, Offset: offset, Key: key, Value: msg.Data(), Headers: hdrs}
+		Topic: p.route.Topic, Partition: p.id, Offset: offset, Key: kafkaleg.RecordKey(msg.Headers()), Value: msg.Data(), Headers: hdrs}
 	if err := l.o.DLQ.Send(ctx, letter); err != nil {
 		return err
 	}
