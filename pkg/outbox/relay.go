@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/outbox/kafkasize"
 )
 
 const instrumentation = "github.com/shanhai-dev/shanhai/pkg/outbox"
@@ -412,7 +414,7 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 		var werrs kafka.WriteErrors
 		switch {
 		case err == nil:
-		case tooLarge(err) && len(send) > 1:
+		case kafkasize.TooLarge(err) && len(send) > 1:
 			// kafka-go refuses the whole call when one message is over the writer's BatchBytes, and the broker a
 			// whole partition batch when one record is over its limit: one at a time, only the oversized row fails.
 			for j, m := range send {
@@ -432,7 +434,7 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	now := time.Now()
 	for i, m := range rows {
 		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
-		if tooLarge(errs[i]) {
+		if kafkasize.TooLarge(errs[i]) {
 			r.setAside.Add(ctx, 1, attrs)
 		} else if errs[i] != nil {
 			r.failed.Add(ctx, 1, attrs)
@@ -461,7 +463,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
 			sent = append(sent, m.ID)
 			continue
 		}
-		if tooLarge(errs[i]) {
+		if kafkasize.TooLarge(errs[i]) {
 			// Retrying cannot help, and as its key's oldest unsent row it would hold the key's later rows back
 			// forever. Set aside: sent_at ends its turn, last_error says it was never published, Cleanup keeps it.
 			res := tx.Exec("UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
@@ -536,16 +538,6 @@ func (r *Relay) Cleanup(ctx context.Context, before time.Time) (int64, error) {
 		return 0, fmt.Errorf("outbox cleanup: %w", res.Error)
 	}
 	return res.RowsAffected, nil
-}
-
-// tooLarge reports whether err, or one of the per-message errors in it, is Kafka's "message too large": from kafka-go's
-// own size check (MessageTooLargeError unwraps to it) or from the broker.
-func tooLarge(err error) bool {
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) {
-		return slices.ContainsFunc(werrs, tooLarge)
-	}
-	return errors.Is(err, kafka.MessageSizeTooLarge)
 }
 
 // headers turns a header map into Kafka headers in a stable (sorted) order.

@@ -8,13 +8,14 @@ package dlq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/shanhai-dev/shanhai/pkg/outbox/kafkasize"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/backoff"
 )
@@ -99,7 +100,7 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 		if err == nil {
 			return nil
 		}
-		if tooLarge(err) && whole {
+		if kafkasize.TooLarge(err) && whole {
 			// A letter adds headers to a record that its topic may have
 			// taken at the size limit, so it can never be written whole, and
 			// retrying it would stop its partition for good. Without key,
@@ -119,20 +120,6 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)
 		}
 	}
-}
-
-// tooLarge reports whether Kafka refused a message for its size: the
-// broker's max.message.bytes, or the writer's BatchBytes before sending.
-func tooLarge(err error) bool {
-	var we kafka.WriteErrors
-	if errors.As(err, &we) {
-		for _, e := range we {
-			if errors.Is(e, kafka.MessageSizeTooLarge) {
-				return true
-			}
-		}
-	}
-	return errors.Is(err, kafka.MessageSizeTooLarge)
 }
 
 func size(l Letter) int {
