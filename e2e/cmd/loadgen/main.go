@@ -9,6 +9,22 @@
 // stalls it quietly sends less and never records the stall ("coordinated
 // omission"); here a stall shows up in the percentiles.
 //
+// The summary (table, or -json with the same figures) per op and in total:
+// requests answered and their rate, nearest-rank p50/p90/p99/p99.9 and max
+// (exact, to 1 µs: every latency is kept) over the answered requests, failures
+// included, and errors by class: "http <code>", "timeout" (-timeout), "connect"
+// (refused, unreachable), "connection closed" (no answer), "io: <op>" (a reset
+// on a connection that was up), "canceled (run interrupted)" and "other".
+// A request due while -max-inflight are in flight is not sent: it is counted
+// as dropped (a column of its own, and "dropped" in the JSON) and has no
+// latency. In the JSON "sent" counts requests due, "done" those answered.
+// After sending, every request in flight is awaited (at most -timeout), so the
+// slowest are not left out; -drain only bounds the wait for sagas.
+//
+// Bad flags (an unknown one, a rate that is not a positive number, a zero
+// duration, a negative log in ratio, ...) stop it before it sends, with the
+// reason and exit status 2; a run that fails exits 1.
+//
 // With -nats the saga is also split into its five hops (outbox, bridge,
 // payment, outbox, bridge) at the timestamps the events carry; see stages.go.
 //
@@ -23,8 +39,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -42,38 +61,83 @@ import (
 )
 
 func main() {
-	var (
-		target      = flag.String("target", "http://127.0.0.1:8080", "gateway base URL")
-		rate        = flag.Float64("rate", 50, "orders per second; browse and poll run at the same rate, log in at rate × -login-ratio")
-		duration    = flag.Duration("duration", 30*time.Second, "how long to send")
-		users       = flag.Int("users", 20, "users registered before the run; requests spread over them")
-		loginRatio  = flag.Float64("login-ratio", 0.02, "log ins per order")
-		timeout     = flag.Duration("timeout", 10*time.Second, "per-request timeout")
-		maxInflight = flag.Int64("max-inflight", 20000, "requests in flight above which new ones are counted as dropped (client overload)")
-		natsURL     = flag.String("nats", "", "NATS URL: measure the saga by subscribing to -subject (payment events)")
-		subject     = flag.String("subject", "shanhai.payments.>", "subject carrying payment.succeeded/failed (with any NATS_SUBJECT_PREFIX)")
-		ordersSubj  = flag.String("orders-subject", "", "subject carrying order.created, for the per-hop breakdown (default: -subject with payments replaced by orders)")
-		drain       = flag.Duration("drain", 15*time.Second, "after sending, how long to wait for sagas to finish")
-		jsonOut     = flag.Bool("json", false, "print the summary as JSON instead of a table")
-	)
-	flag.Parse()
-	if *ordersSubj == "" {
-		*ordersSubj = strings.Replace(*subject, "payments", "orders", 1)
+	c, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
 	}
-	if *rate <= 0 || *duration <= 0 || *users < 1 {
-		fmt.Fprintln(os.Stderr, "loadgen: -rate, -duration and -users must be positive")
-		os.Exit(2)
+	if err != nil {
+		os.Exit(2) // parseFlags has said why
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, config{
-		target: *target, rate: *rate, duration: *duration, users: *users, loginRatio: *loginRatio, timeout: *timeout,
-		maxInflight: *maxInflight, natsURL: *natsURL, subject: *subject, ordersSubject: *ordersSubj, drain: *drain, json: *jsonOut,
-	}); err != nil {
+	if err := run(ctx, c); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
 	}
 }
+
+// parseFlags reads the command line; a flag it does not know or a value that
+// would make the run meaningless (or panic mid-run, as a NaN rate did) is
+// refused before anything is sent, with the reason written to errOut.
+func parseFlags(args []string, errOut io.Writer) (config, error) {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	var (
+		target      = fs.String("target", "http://127.0.0.1:8080", "gateway base URL")
+		rate        = fs.Float64("rate", 50, "orders per second; browse and poll run at the same rate, log in at rate × -login-ratio")
+		duration    = fs.Duration("duration", 30*time.Second, "how long to send")
+		users       = fs.Int("users", 20, "users registered before the run; requests spread over them")
+		loginRatio  = fs.Float64("login-ratio", 0.02, "log ins per order (0 for none)")
+		timeout     = fs.Duration("timeout", 10*time.Second, "per-request timeout; after sending, requests in flight are always awaited (at most this long)")
+		maxInflight = fs.Int64("max-inflight", 20000, "requests in flight at which a due request is not sent but counted as dropped (client overload; reported per op, not in the percentiles)")
+		natsURL     = fs.String("nats", "", "NATS URL: measure the saga by subscribing to -subject (payment events)")
+		subject     = fs.String("subject", "shanhai.payments.>", "subject carrying payment.succeeded/failed (with any NATS_SUBJECT_PREFIX)")
+		ordersSubj  = fs.String("orders-subject", "", "subject carrying order.created, for the per-hop breakdown (default: -subject with payments replaced by orders)")
+		drain       = fs.Duration("drain", 15*time.Second, "after sending, how long to wait for sagas to finish")
+		jsonOut     = fs.Bool("json", false, "print the summary as JSON instead of a table")
+	)
+	if err := fs.Parse(args); err != nil {
+		return config{}, err // the flag set has printed it with the usage
+	}
+	if *ordersSubj == "" {
+		*ordersSubj = strings.Replace(*subject, "payments", "orders", 1)
+	}
+	finite := func(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
+	var bad string
+	switch {
+	case fs.NArg() > 0:
+		bad = fmt.Sprintf("unexpected argument %q (every setting is a -flag)", fs.Arg(0))
+	case !finite(*rate) || *rate <= 0 || *rate > maxRate:
+		bad = fmt.Sprintf("-rate must be a number of orders per second in (0, %g], got %v", float64(maxRate), *rate)
+	case !finite(*loginRatio) || *loginRatio < 0 || *loginRatio > maxLoginRatio:
+		bad = fmt.Sprintf("-login-ratio must be a number of log ins per order in [0, %g], got %v", float64(maxLoginRatio), *loginRatio)
+	case *duration <= 0:
+		bad = fmt.Sprintf("-duration must be positive, got %v", *duration)
+	case *users < 1:
+		bad = fmt.Sprintf("-users must be at least 1, got %d", *users)
+	case *timeout <= 0:
+		bad = fmt.Sprintf("-timeout must be positive, got %v", *timeout)
+	case *maxInflight < 1:
+		bad = fmt.Sprintf("-max-inflight must be at least 1, got %d", *maxInflight)
+	case *drain < 0:
+		bad = fmt.Sprintf("-drain must not be negative, got %v", *drain)
+	}
+	if bad != "" {
+		fmt.Fprintln(errOut, "loadgen:", bad)
+		return config{}, errors.New(bad)
+	}
+	return config{
+		target: *target, rate: *rate, duration: *duration, users: *users, loginRatio: *loginRatio, timeout: *timeout,
+		maxInflight: *maxInflight, natsURL: *natsURL, subject: *subject, ordersSubject: *ordersSubj, drain: *drain, json: *jsonOut,
+	}, nil
+}
+
+// maxRate and maxLoginRatio bound the flags far above what one client host
+// can send, so every op's gap between sends stays a positive time.Duration.
+const (
+	maxRate       = 1e6
+	maxLoginRatio = 1e3
+)
 
 type config struct {
 	target            string
@@ -196,37 +260,11 @@ func run(ctx context.Context, c config) error {
 		defer func() { _ = osub.Unsubscribe() }()
 	}
 
-	var inflight atomic.Int64
-	launch := func(op string, intended time.Time, fn func(context.Context) (api.Response, error)) {
-		rec.sentOne()
-		if inflight.Load() >= c.maxInflight {
-			rec.result(op, time.Since(intended), "dropped (client in flight limit)")
-			return
-		}
-		inflight.Add(1)
-		go func() {
-			defer inflight.Add(-1)
-			r, err := fn(ctx)
-			d := time.Since(intended)
-			class := classify(r.Status, err)
-			rec.result(op, d, class)
-			if class != "" {
-				sample := string(r.Body)
-				if err != nil {
-					sample = err.Error()
-				}
-				rec.sample(op, class, sample)
-			}
-		}()
-	}
+	snd := &sender{rec: rec, maxInflight: c.maxInflight}
 	pick := func() *user { return us[rand.IntN(len(us))] }
 	tok := func(u *user) string { return u.token.Load().(string) }
 
-	ops := []struct {
-		name string
-		rate float64
-		fn   func(ctx context.Context) (api.Response, error)
-	}{
+	ops := []op{
 		{"browse", c.rate, func(ctx context.Context) (api.Response, error) {
 			r, err := cli.Products(ctx, tok(pick()))
 			return r, err
@@ -274,40 +312,15 @@ func run(ctx context.Context, c config) error {
 	}
 
 	rec.start = time.Now()
-	end := rec.start.Add(c.duration)
-	var wg sync.WaitGroup
-	for _, op := range ops {
-		if op.rate <= 0 {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			interval := time.Duration(float64(time.Second) / op.rate)
-			// Offsets spread the four schedules instead of firing them together.
-			next := rec.start.Add(time.Duration(rand.Int64N(int64(interval))))
-			for next.Before(end) {
-				if d := time.Until(next); d > 0 {
-					select {
-					case <-ctx.Done():
-						return
-					case <-time.After(d):
-					}
-				}
-				launch(op.name, next, op.fn)
-				next = next.Add(interval)
-			}
-		}()
-	}
+	sendDone := make(chan struct{})
+	go func() { snd.send(ctx, ops, rec.start.Add(c.duration)); close(sendDone) }()
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	sendDone := make(chan struct{})
-	go func() { wg.Wait(); close(sendDone) }()
 	var prev int64
 	line := ""
 	progress := func() {
-		line, prev = rec.progress(prev, inflight.Load())
+		line, prev = rec.progress(prev, snd.inflight.Load())
 		fmt.Fprintf(os.Stderr, "\r%s", line)
 	}
 wait:
@@ -319,30 +332,26 @@ wait:
 			break wait
 		}
 	}
-	// Drain: answers in flight, then sagas still running.
+	secs := c.duration.Seconds()
+	if ctx.Err() != nil { // interrupted: rates over the time it actually sent
+		secs = min(time.Since(rec.start), c.duration).Seconds()
+	}
+	// Drain: every answer still in flight, so the slowest requests are in the
+	// percentiles rather than left out (each ends within -timeout, or at once
+	// when interrupted); then sagas still running, for at most -drain.
 	drainEnd := time.Now().Add(c.drain)
-	for time.Now().Before(drainEnd) && ctx.Err() == nil {
-		if inflight.Load() == 0 && (c.natsURL == "" || sagasDone(rec, os_)) {
-			break
-		}
+	for snd.inflight.Load() > 0 || (c.natsURL != "" && !sagasDone(rec, os_) && time.Now().Before(drainEnd) && ctx.Err() == nil) {
 		<-tick.C
 		progress()
 	}
 	fmt.Fprintln(os.Stderr)
 
-	secs := c.duration.Seconds()
 	sum := rec.summary(c.target, c.rate, secs, os_.pending())
 	sum.Stages = map[string]Stat{}
 	for name, ds := range hopsSeen.durations(func(id string) bool { _, ok := os_.createdAt(id); return ok }) {
 		sum.Stages[name] = stat(ds, nil, secs)
 	}
-	if c.json {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(sum)
-	}
-	sum.table(os.Stdout)
-	return nil
+	return sum.write(os.Stdout, c.json)
 }
 
 // sagasDone reports whether every created order's payment event was seen.

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets a test run the command itself: with LOADGEN_TEST_MAIN set,
+// the test binary is loadgen, its arguments main's flags.
+func TestMain(m *testing.M) {
+	if os.Getenv("LOADGEN_TEST_MAIN") != "" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// Bad flags stop the command before anything is sent: exit status 2 and a
+// message that names the flag. NaN and Inf used to pass the "rate > 0" check
+// and panic when the schedule started.
+func TestBadFlagsExit2WithAClearError(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-rate", "-5"}, "-rate must be"},
+		{[]string{"-rate", "0"}, "-rate must be"},
+		{[]string{"-rate", "NaN"}, "-rate must be"},
+		{[]string{"-rate", "+Inf"}, "-rate must be"},
+		{[]string{"-duration", "0s"}, "-duration must be positive"},
+		{[]string{"-duration", "-3s"}, "-duration must be positive"},
+		{[]string{"-users", "0"}, "-users must be"},
+		{[]string{"-login-ratio", "-0.5"}, "-login-ratio must be"},
+		{[]string{"-login-ratio", "NaN"}, "-login-ratio must be"},
+		{[]string{"-max-inflight", "0"}, "-max-inflight must be"},
+		{[]string{"-timeout", "0s"}, "-timeout must be positive"},
+		{[]string{"-drain", "-1s"}, "-drain must not be negative"},
+		{[]string{"-mix", "heavy"}, "flag provided but not defined: -mix"},
+		{[]string{"-rate", "fast"}, `invalid value "fast" for flag -rate`},
+		{[]string{"-rate", "10", "browse"}, `unexpected argument "browse"`},
+	}
+	for _, c := range cases {
+		cmd := exec.Command(os.Args[0], c.args...)
+		cmd.Env = append(os.Environ(), "LOADGEN_TEST_MAIN=1")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("loadgen %v: %v, stderr %q; want exit status 2 and %q", c.args, err, stderr.String(), c.want)
+		}
+	}
+}
+
+func TestGoodFlagsParse(t *testing.T) {
+	var out bytes.Buffer
+	c, err := parseFlags([]string{"-rate", "250", "-duration", "30s", "-login-ratio", "0", "-subject", "e2e1.shanhai.payments.>"}, &out)
+	if err != nil || out.Len() > 0 {
+		t.Fatalf("parseFlags: %v, output %q", err, out.String())
+	}
+	if c.rate != 250 || c.duration != 30*time.Second || c.loginRatio != 0 || c.ordersSubject != "e2e1.shanhai.orders.>" {
+		t.Fatalf("config = %+v", c)
+	}
+}
+
+// The -json output parses and carries the same figures as the table: every
+// row (ops, all, sagas, stages) to the table's 0.1 ms, each error class's
+// count, and the due/answered/dropped line.
+func TestJSONHasTheTablesNumbers(t *testing.T) {
+	rec := newRecorder()
+	for i := range 1000 {
+		rec.result("browse", time.Duration(i*i)*time.Microsecond, "")
+	}
+	for i := range 300 {
+		class := ""
+		switch i % 10 {
+		case 1:
+			class = "http 503"
+		case 2:
+			class = "connection closed"
+		}
+		rec.result("order", time.Duration(i)*time.Millisecond+123*time.Microsecond, class)
+		rec.sample("order", class, "e.g. text")
+	}
+	rec.drop("order")
+	rec.drop("poll") // an op whose only request was dropped still has a row
+	for i := range 50 {
+		rec.sagaDone("nats", time.Duration(i)*7*time.Millisecond)
+	}
+	rec.sent = 1302
+	sum := rec.summary("http://gw", 100, 10, 4)
+	sum.Stages = map[string]Stat{stagePayment: stat([]time.Duration{3 * time.Millisecond, 40 * time.Millisecond}, nil, 10)}
+
+	var table, js bytes.Buffer
+	if err := sum.write(&table, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := sum.write(&js, true); err != nil {
+		t.Fatal(err)
+	}
+	var got Summary
+	dec := json.NewDecoder(&js)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&got); err != nil {
+		t.Fatalf("-json output does not parse: %v", err)
+	}
+
+	rows := map[string][]string{}
+	classes := map[string]string{} // "op class" → count
+	due := ""
+	row := regexp.MustCompile(`^(.*?)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$`)
+	class := regexp.MustCompile(`^\s+(\S+)\s+(.+?)\s+(\d+)  e\.g\. `)
+	sc := bufio.NewScanner(&table)
+	for sc.Scan() {
+		l := sc.Text()
+		if m := row.FindStringSubmatch(l); m != nil {
+			rows[strings.TrimSpace(m[1])] = m[2:]
+		} else if m := class.FindStringSubmatch(l); m != nil {
+			classes[m[1]+" "+m[2]] = m[3]
+		} else if strings.HasPrefix(l, "due ") {
+			due = l
+		}
+	}
+	want := map[string]Stat{"all": got.Total}
+	for op, st := range got.Ops {
+		want[op] = st
+	}
+	for src, st := range got.Saga {
+		want["saga ("+src+")"] = st
+	}
+	for name, st := range got.Stages {
+		want[name] = st
+	}
+	if len(rows) != len(want) || len(want) != 6 {
+		t.Fatalf("table rows %v, JSON rows %v", rows, want)
+	}
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
+	for name, st := range want {
+		w := []string{strconv.Itoa(st.Count), f(st.PerSec), f(st.P50Ms), f(st.P90Ms), f(st.P99Ms), f(st.P999Ms), f(st.MaxMs),
+			strconv.Itoa(st.ErrCount), strconv.Itoa(st.Dropped)}
+		if strings.Join(rows[name], " ") != strings.Join(w, " ") {
+			t.Errorf("%s: table %v, JSON %v", name, rows[name], w)
+		}
+	}
+	n := 0
+	for op, st := range got.Ops {
+		for c, k := range st.Errors {
+			n++
+			if classes[op+" "+c] != strconv.Itoa(k) {
+				t.Errorf("%s %s: table %q, JSON %d", op, c, classes[op+" "+c], k)
+			}
+		}
+	}
+	if n != len(classes) || n != 2 {
+		t.Errorf("table error classes %v, JSON has %d", classes, n)
+	}
+	if wantDue := fmt.Sprintf("due %d: answered %d, dropped %d,", got.Sent, got.Done, got.Dropped); !strings.HasPrefix(due, wantDue) || got.Dropped != 2 {
+		t.Errorf("table says %q, JSON %q", due, wantDue)
+	}
+}
