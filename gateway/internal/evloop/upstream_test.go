@@ -1,8 +1,6 @@
 package evloop
 
 import (
-	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 )
 
 // movingRes is discovery whose instances a test changes.
@@ -99,38 +98,16 @@ func TestDialTimeout(t *testing.T) {
 // means the final one is still coming on that connection: it must not be
 // handed to the next request, or that client gets another's answer.
 func TestInterimAnswerDropsTheConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body := "upstream:" + req.URL.Path
-					if strings.HasSuffix(req.URL.Path, "/hints") {
-						time.Sleep(60 * time.Millisecond) // the second request is waiting by now
-						_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\n\r\n")
-						time.Sleep(60 * time.Millisecond)
-					}
-					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-				}
-			}()
+	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
+		if strings.HasSuffix(req.URL.Path, "/hints") {
+			time.Sleep(60 * time.Millisecond) // the second request is waiting by now
+			_, _ = io.WriteString(w, "HTTP/1.1 103 Early Hints\r\n\r\n")
+			time.Sleep(60 * time.Millisecond)
 		}
-	}()
+		upstreamtest.OK(w, "upstream:"+req.URL.Path)
+	})
 	res := &movingRes{}
-	res.set(upstream.Instance{ID: "a", Addr: ln.Addr().String(), Version: "v1"})
+	res.set(upstream.Instance{ID: "a", Addr: up, Version: "v1"})
 	// One connection, so that the second request waits for it; no retry,
 	// so that the first makes one attempt.
 	addr, _, _ := startServerWith(t, proxy.Options{MaxAttempts: 1}, Options{MaxBodyBytes: 1 << 10, Loops: 1, MaxConns: 1}, res)

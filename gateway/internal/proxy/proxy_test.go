@@ -1,11 +1,9 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +18,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 )
 
 func jsonValid(b []byte) bool { return json.Valid(b) }
@@ -337,36 +336,14 @@ func (timeoutErr) Temporary() bool { return true }
 // After an interim answer the final one is still on its way: the
 // connection must not carry the next request, whose client would get it.
 func TestHandleInterimAnswerDropsTheConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					req, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					body := "upstream:" + req.URL.Path
-					if strings.HasSuffix(req.URL.Path, "/hints") {
-						_, _ = io.WriteString(c, "HTTP/1.1 103 Early Hints\r\n\r\n")
-						time.Sleep(100 * time.Millisecond) // the next request is sent meanwhile
-					}
-					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
-				}
-			}()
+	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
+		if strings.HasSuffix(req.URL.Path, "/hints") {
+			_, _ = io.WriteString(w, "HTTP/1.1 103 Early Hints\r\n\r\n")
+			time.Sleep(100 * time.Millisecond) // the next request is sent meanwhile
 		}
-	}()
-	p, _ := newTestProxy(t, Options{MaxAttempts: 1}, &fakeUpstream{addr: ln.Addr().String()})
+		upstreamtest.OK(w, "upstream:"+req.URL.Path)
+	})
+	p, _ := newTestProxy(t, Options{MaxAttempts: 1}, &fakeUpstream{addr: up})
 	if ctx := serve(p, "GET /api/v1/products/hints HTTP/1.1\r\nHost: gw\r\n\r\n"); ctx.Response.StatusCode() != 502 {
 		t.Fatalf("interim answer: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
 	}
