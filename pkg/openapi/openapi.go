@@ -22,6 +22,11 @@ var ginParam = regexp.MustCompile(`:([A-Za-z_][A-Za-z0-9_]*)`)
 // Check reports how doc (an OpenAPI 3.1 JSON document) and routes differ, as
 // "METHOD /path" operations. Only routes whose path keep accepts take part
 // (nil keeps all), so health and metrics endpoints may stay undocumented.
+//
+// HEAD on a path whose GET is served may be documented or not: pkg/server
+// answers it with the GET route (RFC 9110 says a server should), so it is
+// served without a route of its own, and a document is not made to repeat
+// every GET as a HEAD that generated clients would then offer as a call.
 func Check(doc []byte, routes gin.RoutesInfo, keep func(path string) bool) error {
 	var d struct {
 		OpenAPI string                                `json:"openapi"`
@@ -47,10 +52,25 @@ func Check(doc []byte, routes gin.RoutesInfo, keep func(path string) bool) error
 			served = append(served, r.Method+" "+ginParam.ReplaceAllString(r.Path, "{$1}"))
 		}
 	}
+	served, documented = withoutImpliedHead(served, served), withoutImpliedHead(documented, served)
 	if missing, extra := difference(served, documented), difference(documented, served); len(missing)+len(extra) > 0 {
 		return fmt.Errorf("routes and OpenAPI differ\nserved but not documented: %v\ndocumented but not served: %v", missing, extra)
 	}
 	return nil
+}
+
+// withoutImpliedHead leaves out of ops each "HEAD p" whose "GET p" is
+// served: that HEAD is answered either way, so it needs neither a route nor
+// a document.
+func withoutImpliedHead(ops, served []string) []string {
+	var out []string
+	for _, op := range ops {
+		if path, ok := strings.CutPrefix(op, "HEAD "); ok && slices.Contains(served, "GET "+path) {
+			continue
+		}
+		out = append(out, op)
+	}
+	return out
 }
 
 // difference lists the elements of a that are not in b, sorted.

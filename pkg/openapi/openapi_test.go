@@ -9,6 +9,8 @@ import (
 
 const doc = `{"openapi":"3.1.0","paths":{"/api/v1/orders/{id}":{"get":{},"parameters":[]},"/api/v1/orders":{"post":{}}}}`
 
+const headDoc = `{"openapi":"3.1.0","paths":{"/api/v1/orders/{id}":{"get":{},"head":{}},"/api/v1/orders":{"post":{}}}}`
+
 func routes(paths ...string) gin.RoutesInfo {
 	var rs gin.RoutesInfo
 	for _, p := range paths {
@@ -29,6 +31,11 @@ func TestCheck(t *testing.T) {
 		{"match, health ignored", doc, routes("GET /api/v1/orders/:id", "POST /api/v1/orders", "GET /healthz"), ""},
 		{"undocumented route", doc, routes("GET /api/v1/orders/:id", "POST /api/v1/orders", "DELETE /api/v1/orders/:id"), "served but not documented: [DELETE /api/v1/orders/{id}]"},
 		{"documented, not served", doc, routes("GET /api/v1/orders/:id"), "documented but not served: [POST /api/v1/orders]"},
+		// pkg/server answers HEAD with the GET route: documenting it, or routing it, is optional.
+		{"HEAD of a GET documented", headDoc, routes("GET /api/v1/orders/:id", "POST /api/v1/orders"), ""},
+		{"HEAD of a GET routed", doc, routes("GET /api/v1/orders/:id", "HEAD /api/v1/orders/:id", "POST /api/v1/orders"), ""},
+		{"HEAD without a GET, routed", doc, routes("GET /api/v1/orders/:id", "POST /api/v1/orders", "HEAD /api/v1/orders"), "served but not documented: [HEAD /api/v1/orders]"},
+		{"HEAD without a GET, documented", headDoc, routes("POST /api/v1/orders"), "documented but not served: [GET /api/v1/orders/{id} HEAD /api/v1/orders/{id}]"},
 		{"old version", `{"openapi":"3.0.3","paths":{}}`, nil, "want 3.1"},
 		{"not json", `{`, nil, "openapi document"},
 	} {

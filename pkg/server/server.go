@@ -1,7 +1,8 @@
 // Package server is the one way a Shanhai binary serves HTTP: a gin engine
-// with recovery, request ids, tracing and metrics, problem+json errors,
-// /healthz, /readyz and /metrics, pprof on a separate admin listener, and a
-// graceful shutdown whose order is fixed:
+// with recovery, request ids, tracing and metrics, problem+json errors, HEAD
+// answered by the GET route of its path, /healthz, /readyz and /metrics,
+// pprof on a separate admin listener, and a graceful shutdown whose order is
+// fixed:
 //
 //  1. deregister from discovery, so callers stop choosing this instance;
 //  2. stop accepting connections and drain in-flight requests, within
@@ -94,14 +95,17 @@ func New(o Options) *Server {
 	// still get the request's deadline, cancellation and span.
 	e.ContextWithFallback = true
 	e.HandleMethodNotAllowed = true
-	// Order matters: telemetry outermost so the span and the duration
-	// include everything (it also sets the request id), then the access
-	// log, then recovery, which turns panics into a 500 the outer layers see.
-	e.Use(telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery)
+	// Order matters: headAsGet first, so a HEAD answered by a GET route is
+	// seen by the rest once, as HEAD on that route; then telemetry, so the
+	// span and the duration include everything (it also sets the request
+	// id), then the access log, then recovery, which turns panics into a
+	// 500 the outer layers see.
+	e.Use(s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery)
 	e.NoRoute(func(c *gin.Context) {
 		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
 	})
 	e.NoMethod(func(c *gin.Context) {
+		allowHead(c.Writer.Header())
 		problem.Abort(c, http.StatusMethodNotAllowed, c.Request.Method+" is not allowed here; see the Allow header")
 	})
 	e.GET("/healthz", s.healthz)
