@@ -70,6 +70,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	c.out, c.status = os.Stdout, os.Stderr
 	if err := run(ctx, c); err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(1)
@@ -149,6 +150,7 @@ type config struct {
 	natsURL, subject  string
 	ordersSubject     string
 	json              bool
+	out, status       io.Writer // the summary; the live line
 }
 
 type user struct {
@@ -321,7 +323,7 @@ func run(ctx context.Context, c config) error {
 	line := ""
 	progress := func() {
 		line, prev = rec.progress(prev, snd.inflight.Load())
-		fmt.Fprintf(os.Stderr, "\r%s", line)
+		fmt.Fprintf(c.status, "\r%s", line)
 	}
 wait:
 	for {
@@ -344,14 +346,14 @@ wait:
 		<-tick.C
 		progress()
 	}
-	fmt.Fprintln(os.Stderr)
+	fmt.Fprintln(c.status)
 
 	sum := rec.summary(c.target, c.rate, secs, os_.pending())
 	sum.Stages = map[string]Stat{}
 	for name, ds := range hopsSeen.durations(func(id string) bool { _, ok := os_.createdAt(id); return ok }) {
 		sum.Stages[name] = stat(ds, nil, secs)
 	}
-	return sum.write(os.Stdout, c.json)
+	return sum.write(c.out, c.json)
 }
 
 // sagasDone reports whether every created order's payment event was seen.
