@@ -33,7 +33,7 @@ import (
 var allowText string
 
 func main() {
-	govulncheck := flag.String("govulncheck", "v1.9.0", "version of golang.org/x/vuln/cmd/govulncheck")
+	govulncheck := flag.String("govulncheck", "v1.10.0", "version of golang.org/x/vuln/cmd/govulncheck")
 	vulndb := flag.String("vulndb", "v0.0.0-20261105234957-e22db6528018",
 		"version of the golang.org/x/vulndb module to build the database from when vuln.go.dev does not answer")
 	cache := flag.String("cache", defaultCache(), "where the locally built database is kept")
