@@ -582,6 +582,13 @@ func TestMisbehavingUpstreams(t *testing.T) {
 			}
 		})
 	}
+	t.Run("answer without Content-Type", func(t *testing.T) {
+		// echo's answer has none; the gateway must not make one up.
+		a := exchange(t, g.Addr, get("echo"), 1)[0]
+		if ct, ok := a.Header["Content-Type"]; a.Status != 200 || ok {
+			t.Fatalf("%d, Content-Type %q, want none", a.Status, ct)
+		}
+	})
 	t.Run("early answer to a large body", func(t *testing.T) {
 		body := strings.Repeat("e", 64<<10)
 		a := exchange(t, g.Addr, "POST /api/v1/orders/early HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "+w.token("early-user")+

@@ -178,6 +178,9 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	step := p.Begin(x, true)
 	for step == Send {
 		err := x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline)
+		// DoDeadline resets Resp, and with it the server's NoDefaultContentType:
+		// an answer without Content-Type would go out as text/plain.
+		x.Resp.Header.SetNoDefaultContentType(true)
 		if err == nil && x.Resp.StatusCode() < 200 {
 			// An interim answer (the client reads past 100 Continue only;
 			// Received makes it a 502): the final one is still coming on
