@@ -73,14 +73,15 @@ func TestStallShowsInThePercentiles(t *testing.T) {
 	if st.P99Ms < 900 {
 		t.Errorf("p99 = %.1f ms, want the 1 s stall to show (>= 900 ms); stat %+v", st.P99Ms, st)
 	}
-	// The requests due in the stall's first half waited at least 500 ms: about rate/2 of them.
+	// The requests due in the stall's first half waited at least 500 ms: about
+	// rate/2 of them, a few more while the queue behind the stall drains.
 	waited := 0
 	for _, d := range s.rec.lat["x"] {
 		if d >= 500*time.Millisecond {
 			waited++
 		}
 	}
-	if waited < rate/2*7/10 || waited > rate/2*13/10 {
+	if waited < rate/2*7/10 || waited > rate/2*3/2 {
 		t.Errorf("%d requests waited >= 500 ms, want about %d (every request due in the stall's first half)", waited, rate/2)
 	}
 }

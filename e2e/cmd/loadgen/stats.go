@@ -17,7 +17,8 @@ import (
 
 // recorder keeps every latency of a run. At the rates this tool is meant for
 // (thousands per second for minutes) that is a few MB, and exact percentiles
-// beat a histogram's bucket error; a run of hours would want HDR buckets.
+// (to the 1 µs the summary keeps) beat a histogram's bucket error; a run of
+// hours would want HDR buckets.
 type recorder struct {
 	mu   sync.Mutex
 	lat  map[string][]time.Duration
