@@ -30,7 +30,11 @@ func currentFor(t *testing.T, db *gorm.DB, sets ...fstest.MapFS) bool {
 		}
 		ps = append(ps, p)
 	}
-	return current(context.Background(), sqlDB, ps)
+	ok, err := current(context.Background(), sqlDB, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
 }
 
 // The one-query check says "current" only when every set's table records

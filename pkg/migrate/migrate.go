@@ -16,6 +16,9 @@
 // restart, where nothing is pending, with one query. On PostgreSQL an advisory lock serialises replicas that start
 // together; SQLite's write lock serialises each migration, and a process that finds its next migration applied by
 // another meanwhile carries on from there.
+//
+// Applied migrations are immutable: each set records its files' SHA-256 beside its version table
+// (<table>_checksums), and a start whose file differs from the one applied fails, naming the file (checksum.go).
 package migrate
 
 import (
@@ -73,21 +76,29 @@ func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
 			return err
 		}
 	}
-	if current(ctx, sqlDB, ps) {
-		return nil
+	if ok, err := current(ctx, sqlDB, ps); ok || err != nil {
+		return err
 	}
 	for _, p := range ps {
+		// Refuse an edited migration before applying anything after it.
+		if err := p.verify(ctx, sqlDB); err != nil {
+			return err
+		}
 		if err := p.up(ctx); err != nil {
+			return err
+		}
+		if err := p.record(ctx, sqlDB); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// provider is one set's goose provider and the name of its version table.
+// provider is one set's goose provider, the name of its version table and its files' checksums.
 type provider struct {
 	table  string
 	sqlite bool
+	sums   map[int64]string // by version
 	*goose.Provider
 }
 
@@ -118,11 +129,16 @@ func newProvider(dialectName string, sqlDB *sql.DB, fsys fs.FS) (provider, error
 		return provider{}, fmt.Errorf("migrate %s: unsupported dialect %q", tbl, dialectName)
 	}
 	opts = append(opts, goose.WithTableName(tbl))
-	p, err := goose.NewProvider(d, sqlDB, forDialect{FS: fsys, dialect: dialectName}, opts...)
+	view := forDialect{FS: fsys, dialect: dialectName}
+	gp, err := goose.NewProvider(d, sqlDB, view, opts...)
 	if err != nil {
 		return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
 	}
-	return provider{table: tbl, sqlite: dialectName == "sqlite", Provider: p}, nil
+	p := provider{table: tbl, sqlite: dialectName == "sqlite", Provider: gp}
+	if p.sums, err = fileSums(p, view); err != nil {
+		return provider{}, err
+	}
+	return p, nil
 }
 
 func (p provider) up(ctx context.Context) error {
@@ -160,9 +176,10 @@ func (p provider) applied(ctx context.Context, version int64) bool {
 	return false
 }
 
-// current reports whether every set's version table holds exactly the versions of the set's files. Any error (a
-// table not created yet) means "not known to be current", never a failure: the full path then decides.
-func current(ctx context.Context, sqlDB *sql.DB, ps []provider) bool {
+// current reports whether every set's version table holds exactly the versions of the set's files, each with its
+// file's checksum recorded. Any error (a table not created yet) means "not known to be current", never a failure:
+// the full path then decides. The one error it returns is an applied file that was changed since.
+func current(ctx context.Context, sqlDB *sql.DB, ps []provider) (bool, error) {
 	var q strings.Builder
 	for i, p := range ps {
 		if i > 0 {
@@ -170,42 +187,48 @@ func current(ctx context.Context, sqlDB *sql.DB, ps []provider) bool {
 		}
 		// Table names come from this package (table), not from input; goose creates them unquoted, so they are
 		// referred to unquoted here too. Version 0 is the row goose writes when it creates the table.
-		fmt.Fprintf(&q, "SELECT %d, version_id FROM %s WHERE version_id > 0 AND is_applied", i, p.table)
+		fmt.Fprintf(&q, "SELECT %d, m.version_id, COALESCE(c.sha256, '') FROM %s m LEFT JOIN %s c"+
+			" ON c.version_id = m.version_id WHERE m.version_id > 0 AND m.is_applied", i, p.table, checksumTable(p.table))
 	}
 	rows, err := sqlDB.QueryContext(ctx, q.String())
 	if err != nil {
-		return false
+		return false, nil
 	}
 	defer rows.Close()
-	applied := make([]map[int64]bool, len(ps))
+	applied := make([]map[int64]string, len(ps))
 	for i := range applied {
-		applied[i] = map[int64]bool{}
+		applied[i] = map[int64]string{}
 	}
 	for rows.Next() {
 		var (
 			set     int
 			version int64
+			sum     string
 		)
-		if err := rows.Scan(&set, &version); err != nil || set < 0 || set >= len(ps) {
-			return false
+		if err := rows.Scan(&set, &version, &sum); err != nil || set < 0 || set >= len(ps) {
+			return false, nil
 		}
-		applied[set][version] = true
+		applied[set][version] = sum
 	}
 	if rows.Err() != nil {
-		return false
+		return false, nil
 	}
+	ok := true
 	for i, p := range ps {
-		sources := p.ListSources()
-		if len(sources) != len(applied[i]) {
-			return false
+		if len(p.ListSources()) != len(applied[i]) {
+			ok = false
 		}
-		for _, src := range sources {
-			if !applied[i][src.Version] {
-				return false
+		for version, sum := range applied[i] {
+			want, known := p.sums[version]
+			switch {
+			case !known || sum == "":
+				ok = false // a version the files lack, or one recorded before checksums: the full path decides
+			case sum != want:
+				return false, p.changed(version, sum)
 			}
 		}
 	}
-	return true
+	return ok, nil
 }
 
 // root descends into "migrations" when fsys has no .sql files of its own.
