@@ -255,6 +255,12 @@ func (p *Proxy) start(x *Exchange) bool {
 		x.problem(fasthttp.StatusBadRequest, "malformed-request", "an HTTP/1.1 request needs a Host header")
 		return false
 	}
+	// And only once (§3.2 again): the parser keeps the last, and another
+	// hop may take the first.
+	if hostRepeated(h.RawHeaders()) {
+		x.problem(fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Host header")
+		return false
+	}
 	if !h.IsHTTP11() {
 		// Upstreams get HTTP/1.1 whatever the client spoke: as HTTP/1.0
 		// (its Connection: keep-alive is hop-by-hop, dropped) the request
@@ -267,6 +273,29 @@ func (p *Proxy) start(x *Exchange) bool {
 	// Canonical path: routing, the public check and the upstream all see
 	// the same form.
 	raw := h.RequestURI()
+	absolute := len(raw) > 0 && raw[0] != '/'
+	if absolute {
+		// RFC 9112 §3.2.2: a server must accept the absolute form; the
+		// target's authority replaces Host, and its path is routed. The
+		// authority form (CONNECT) fails here, and so does "*" but for
+		// OPTIONS.
+		authority, rest, ok := absoluteForm(raw)
+		options := string(h.Method()) == "OPTIONS"
+		if options && (string(raw) == "*" || (ok && len(rest) == 0)) {
+			// OPTIONS * (also as an absolute URI without a path, §3.2.4)
+			// asks about the gateway itself: answered here, as no upstream
+			// speaks for all of it.
+			x.Resp.SetStatusCode(fasthttp.StatusNoContent)
+			x.Resp.Header.Set("Allow", allowMethods)
+			return false
+		}
+		if !ok {
+			x.problem(fasthttp.StatusBadRequest, "bad-path", "the request target is neither a path nor an absolute http URI")
+			return false
+		}
+		h.SetHostBytes(authority)
+		raw = rest
+	}
 	pathPart, query := raw, []byte(nil)
 	for i, c := range raw {
 		if c == '?' {
@@ -274,15 +303,22 @@ func (p *Proxy) start(x *Exchange) bool {
 			break
 		}
 	}
+	if len(pathPart) == 0 { // "http://host" or "http://host?q" (RFC 9112 §3.2.2)
+		pathPart = slash
+	}
 	clean, err := route.Clean(st.path[:0], pathPart)
 	st.path = clean
 	if err != nil {
 		x.problem(fasthttp.StatusBadRequest, "bad-path", "the request path is malformed")
 		return false
 	}
-	if string(clean) != string(pathPart) {
+	if absolute || string(clean) != string(pathPart) {
 		st.uri = append(append(st.uri[:0], clean...), query...)
-		h.SetRequestURIBytes(st.uri)
+		// The Request's setter, not the header's: the fasthttp server has
+		// parsed the URI already, and the client writes a parsed URI
+		// upstream (Request.Write), which was the client's target, not
+		// this one.
+		x.Req.SetRequestURIBytes(st.uri)
 	}
 
 	if p.o.CORS != nil && p.o.CORS.handle(x) {

@@ -143,6 +143,9 @@ func TestHandleRejects(t *testing.T) {
 		{"GET /api/v1/products/%2e%2e/orders HTTP/1.1\r\nHost: gw\r\n\r\n", 401, "unauthenticated"},
 		{"GET /api/v1/products HTTP/1.1\r\n\r\n", 400, "malformed-request"},
 		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nX-User-ID : admin\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: a\r\nhost: gw\r\n\r\n", 400, "malformed-request"},
+		{"GET * HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
+		{"GET http://u@gw/api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
 		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding : chunked\r\nContent-Length: 2\r\n\r\n{}", 400, "malformed-request"},
 	}
 	for _, c := range cases {
