@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -109,10 +110,17 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 			return fmt.Errorf("pulsar %s: %w", cfg.PulsarURL, err)
 		}
 		defer pc.Close()
+		var sizes pulsarleg.MaxMessageSize
+		if cfg.PulsarAdminURL != "" {
+			sizes = pulsarleg.AdminMaxMessageSize(cfg.PulsarAdminURL, &http.Client{Timeout: 10 * time.Second})
+		} else {
+			log.Warn("PULSAR_ADMIN_URL is empty: leg B does not check the Pulsar topics' max message size, and a message over a topic-level limit is lost")
+		}
 		legB := pulsarleg.New(pulsarleg.Options{
 			JetStream: js, Stream: cfg.Stream, Pulsar: pc, Routes: routes, DLQ: dead,
 			InFlight: cfg.InFlight, SinkRetries: cfg.SinkRetries, AckWait: cfg.AckWait,
 			DrainTimeout: cfg.ShutdownTimeout / 2, MaxBackoff: cfg.MaxBackoff, Logger: log, Metrics: m,
+			MaxMessageSize: sizes, PolicyInterval: cfg.PolicyInterval,
 		})
 		owner = legB.Partition
 		checks = append(checks, server.Check{Name: "pulsar", Probe: func(context.Context) error {

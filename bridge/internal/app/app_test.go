@@ -31,7 +31,7 @@ import (
 func TestEndToEndKafkaToPulsar(t *testing.T) {
 	brokers := testenv.Kafka(t)
 	natsURL := testenv.NATS(t)
-	pulsarURL, _ := testenv.Pulsar(t)
+	pulsarURL, adminURL := testenv.Pulsar(t)
 	harness.LockPulsar(t, false)
 	id := harness.ID()
 	topic := "bridgee2e." + id + ".orders"
@@ -56,7 +56,7 @@ func TestEndToEndKafkaToPulsar(t *testing.T) {
 	l.Close()
 	for k, v := range map[string]string{
 		"HTTP_ADDR": addr, "ADMIN_ADDR": admin, "LOG_LEVEL": "warn",
-		"KAFKA_BROKERS": strings.Join(brokers, ","), "NATS_URL": natsURL, "PULSAR_URL": pulsarURL,
+		"KAFKA_BROKERS": strings.Join(brokers, ","), "NATS_URL": natsURL, "PULSAR_URL": pulsarURL, "PULSAR_ADMIN_URL": adminURL,
 		"BRIDGE_TOPICS": topic, "BRIDGE_STREAM": "BRIDGEE2E_" + id, "BRIDGE_STREAM_SUBJECTS": "bridgee2e." + id + ".>",
 		"BRIDGE_GROUP": "bridgee2e-" + id, "BRIDGE_DLQ_TOPIC": "bridgee2e." + id + ".dlq",
 		"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",

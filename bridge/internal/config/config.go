@@ -4,6 +4,7 @@ package config
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"time"
 
@@ -30,6 +31,8 @@ type Config struct {
 	Stream          string        `env:"BRIDGE_STREAM" envDefault:"SHANHAI" desc:"JetStream stream, created if absent"`
 	StreamSubjects  []string      `env:"BRIDGE_STREAM_SUBJECTS" envDefault:"shanhai.>" envSeparator:"," desc:"subjects of a stream the bridge creates"`
 	DuplicateWindow time.Duration `env:"BRIDGE_DUPLICATE_WINDOW" envDefault:"2m" desc:"JetStream Nats-Msg-Id dedup window of a stream the bridge creates"`
+	PulsarAdminURL  string        `env:"PULSAR_ADMIN_URL" desc:"Pulsar admin REST URL (http://host:8080); leg B reads each archive topic's max message size policy there and sends larger messages to the DLQ. Empty: unchecked, and a message over a topic-level limit is lost (README)"`
+	PolicyInterval  time.Duration `env:"BRIDGE_PULSAR_POLICY_INTERVAL" envDefault:"10s" desc:"how often leg B re-reads a Pulsar topic's max message size; a lower limit restarts the partition so that a message refused meanwhile goes to the DLQ"`
 	PulsarNamespace string        `env:"BRIDGE_PULSAR_NAMESPACE" envDefault:"shanhai/events" desc:"Pulsar tenant/namespace of the archive topics"`
 	DLQTopic        string        `env:"BRIDGE_DLQ_TOPIC" envDefault:"shanhai.dlq" desc:"Kafka topic receiving poison messages with reason and source coordinates"`
 
@@ -107,6 +110,12 @@ func (c *Config) Validate() error {
 	}
 	if len(c.KafkaBrokers) == 0 {
 		bad("KAFKA_BROKERS", "must not be empty")
+	}
+	if u, err := url.Parse(c.PulsarAdminURL); c.PulsarAdminURL != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+		bad("PULSAR_ADMIN_URL", "must be an http(s) URL such as http://127.0.0.1:8080")
+	}
+	if c.PolicyInterval < time.Second {
+		bad("BRIDGE_PULSAR_POLICY_INTERVAL", "must be at least 1s")
 	}
 	if c.LegB() && c.PulsarURL == "" {
 		bad("PULSAR_URL", "required by the nats-pulsar leg")

@@ -29,12 +29,14 @@ func TestEveryBadVariableNamed(t *testing.T) {
 	t.Setenv("BRIDGE_LEGS", "nats-pulsar")
 	t.Setenv("BRIDGE_START_OFFSET", "middle")
 	t.Setenv("BRIDGE_INFLIGHT", "0")
+	t.Setenv("PULSAR_ADMIN_URL", "127.0.0.1:18080") // no scheme: would be read as a path
+	t.Setenv("BRIDGE_PULSAR_POLICY_INTERVAL", "10ms")
 	var c Config
 	err := pkgconfig.Load(&c)
 	if err == nil {
 		t.Fatal("Load accepted bad configuration")
 	}
-	for _, name := range []string{"BRIDGE_TOPICS", "BRIDGE_DLQ_TOPIC", "BRIDGE_LEGS", "BRIDGE_START_OFFSET", "BRIDGE_INFLIGHT"} {
+	for _, name := range []string{"BRIDGE_TOPICS", "BRIDGE_DLQ_TOPIC", "BRIDGE_LEGS", "BRIDGE_START_OFFSET", "BRIDGE_INFLIGHT", "PULSAR_ADMIN_URL", "BRIDGE_PULSAR_POLICY_INTERVAL"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}

@@ -66,8 +66,13 @@ type Options struct {
 	AckInterval  time.Duration
 	DrainTimeout time.Duration
 	MaxBackoff   time.Duration
-	Logger       *slog.Logger
-	Metrics      *metrics.Bridge
+	// MaxMessageSize reads a Pulsar topic's max message size policy; a message over it goes to the DLQ, as the client
+	// loses one the broker refuses for it (sizelimit.go). Nil leaves the policy unchecked.
+	MaxMessageSize MaxMessageSize
+	// PolicyInterval is how often a session re-reads the policy (default 10s); a lower limit restarts the session.
+	PolicyInterval time.Duration
+	Logger         *slog.Logger
+	Metrics        *metrics.Bridge
 }
 
 // Leg is leg B.
@@ -93,6 +98,9 @@ func New(o Options) *Leg {
 	}
 	if o.MaxBackoff <= 0 {
 		o.MaxBackoff = 5 * time.Second
+	}
+	if o.PolicyInterval <= 0 {
+		o.PolicyInterval = 10 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

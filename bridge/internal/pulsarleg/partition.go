@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -67,7 +68,16 @@ func (p *partition) session(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("pulsar producer %s: %w", p.name, err)
 	}
 	defer prod.Close()
-	last := prod.LastSequenceID() // highest offset Pulsar persisted for this partition, -1 if none
+	// Highest offset Pulsar persisted for this partition, -1 if none. Client v0.19.0 sets it from send receipts only, so
+	// it is -1 for a new producer and broker dedup is what drops the replays of a new session.
+	last := prod.LastSequenceID()
+	limit := 0
+	if l.o.MaxMessageSize != nil {
+		// After CreateProducer: the admin API answers 404 for a topic that does not exist yet.
+		if limit, err = l.o.MaxMessageSize(ctx, p.route.PulsarTopic); err != nil {
+			return false, err
+		}
+	}
 
 	cons, err := l.resetConsumer(ctx, p.route, p.id, p.name)
 	if err != nil {
@@ -86,12 +96,17 @@ func (p *partition) session(ctx context.Context) (bool, error) {
 		sem:     make(chan struct{}, l.o.InFlight),
 		failed:  make(chan struct{}),
 		stop:    make(chan struct{}),
+		lowered: make(chan error, 1),
 	}
+	s.limit.Store(int64(limit))
 	pullCtx, abort := context.WithCancel(ctx)
 	defer abort()
 	go func() { <-pullCtx.Done(); it.Stop() }()
 	ackerDone := make(chan struct{})
 	go s.acker(abort, ackerDone)
+	if l.o.MaxMessageSize != nil {
+		go s.watchLimit(pullCtx)
+	}
 
 	feedErr := s.feed(pullCtx, it, prod, last)
 
@@ -128,6 +143,8 @@ type bsession struct {
 	sem     chan struct{} // one token per send awaiting Pulsar
 	failed  chan struct{} // closed by the acker on the first send failure
 	stop    chan struct{}
+	limit   atomic.Int64 // the Pulsar topic's max message size, 0 for none
+	lowered chan error   // watchLimit's reason to end the session
 
 	mu         sync.Mutex
 	held       []held
@@ -182,6 +199,19 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 			s.tracker.Done(int64(lastC))
 			continue
 		}
+		if lim := int(s.limit.Load()); lim > 0 {
+			// Also at or below last: a message the broker refused under a limit lowered during an earlier session
+			// comes back from the ack floor, and sent again it would stall this session too (sizelimit.go).
+			if n := wireSize(p.name, h, msg.Data(), p.route.Topic, p.id, offset); n > lim {
+				detail := fmt.Sprintf("at most %d bytes as sent, over the max message size %d of Pulsar topic %s, which the broker refuses and the client does not report (if the limit was lowered after Pulsar stored it, the archive has it too)",
+					n, lim, p.route.PulsarTopic)
+				if err := p.deadLetter(ctx, msg, offset, "too_large", detail); err != nil {
+					return err
+				}
+				s.tracker.Done(int64(lastC))
+				continue
+			}
+		}
 		if offset <= last {
 			s.tracker.Done(int64(lastC)) // Pulsar has it already
 			l.o.Metrics.Count(metrics.LegB, "skipped", 1)
@@ -225,6 +255,14 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 	t := time.NewTicker(l.o.AckInterval)
 	defer t.Stop()
 	failed := false
+	fail := func(err error) {
+		s.mu.Lock()
+		s.err = err
+		s.mu.Unlock()
+		failed = true
+		close(s.failed)
+		abort()
+	}
 	handle := func(r result) {
 		<-s.sem
 		l.o.Metrics.InFlight(metrics.LegB, -1)
@@ -241,12 +279,7 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 				s.p.rejects[r.offset] = rejection{n: rj.n + 1, err: r.err}
 				s.p.mu.Unlock()
 			}
-			s.mu.Lock()
-			s.err = fmt.Errorf("pulsar send offset %d: %w", r.offset, r.err)
-			s.mu.Unlock()
-			failed = true
-			close(s.failed)
-			abort()
+			fail(fmt.Errorf("pulsar send offset %d: %w", r.offset, r.err))
 			return
 		}
 		r.span.End()
@@ -262,6 +295,10 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 		select {
 		case r := <-s.results:
 			handle(r)
+		case err := <-s.lowered:
+			if !failed {
+				fail(err)
+			}
 		case <-t.C:
 			s.ack()
 		case <-s.stop:
@@ -273,6 +310,34 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 					return
 				}
 			}
+		}
+	}
+}
+
+// watchLimit re-reads the topic's max message size every PolicyInterval. Under a lower limit the broker may already
+// have refused a message in flight, which the client never reports and which stalls this session's producer
+// (sizelimit.go): the session ends, and the next one, resuming from the ack floor, sends that message to the DLQ
+// instead of to Pulsar again.
+func (s *bsession) watchLimit(ctx context.Context) {
+	l := s.p.leg
+	t := time.NewTicker(l.o.PolicyInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := l.o.MaxMessageSize(ctx, s.p.route.PulsarTopic)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.o.Logger.Warn("leg B could not re-read the Pulsar topic's max message size; keeping the last", "topic", s.p.route.PulsarTopic, "limit", s.limit.Load(), "err", err)
+			}
+			continue
+		}
+		if old := int(s.limit.Swap(int64(n))); n > 0 && (old == 0 || n < old) {
+			s.lowered <- fmt.Errorf("max message size of pulsar topic %s is now %d (was %d, 0 for none): restarting from the ack floor so that a message the broker refused for it goes to the DLQ", s.p.route.PulsarTopic, n, old)
+			return
 		}
 	}
 }

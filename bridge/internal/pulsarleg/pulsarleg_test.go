@@ -44,17 +44,20 @@ type env struct {
 	route    mapping.Route
 	pulsar   pulsar.Client
 	leg      *pulsarleg.Leg
+	opts     pulsarleg.Options // what leg was made with; a test may change them and make another
+	admin    string
 	tps      map[int]string // traceparent sent per seq
+	sizes    map[int]int    // payload size per seq when not 300
 	mu       sync.Mutex
 }
 
 func setup(t *testing.T) *env {
 	t.Helper()
 	natsURL := testenv.NATS(t)
-	pulsarURL, _ := testenv.Pulsar(t)
+	pulsarURL, adminURL := testenv.Pulsar(t)
 	harness.LockPulsar(t, false)
 	id := harness.ID()
-	e := &env{brokers: testenv.Kafka(t), dlqTopic: "bridgetest." + id + ".dlq", stream: "BRIDGETEST_" + id, tps: map[int]string{}}
+	e := &env{admin: adminURL, brokers: testenv.Kafka(t), dlqTopic: "bridgetest." + id + ".dlq", stream: "BRIDGETEST_" + id, tps: map[int]string{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := harness.CreateTopic(ctx, e.brokers, e.dlqTopic, 1); err != nil {
@@ -85,12 +88,13 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.leg = pulsarleg.New(pulsarleg.Options{
+	e.opts = pulsarleg.Options{
 		JetStream: e.js, Stream: e.stream, Pulsar: e.pulsar, Routes: routes, DLQ: dlq.NewKafka(e.brokers, e.dlqTopic, time.Second, slog.Default()),
 		InFlight: 32, SinkRetries: 2,
 		AckInterval: 50 * time.Millisecond, DrainTimeout: 5 * time.Second, MaxBackoff: time.Second,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Metrics: m,
-	})
+	}
+	e.leg = pulsarleg.New(e.opts)
 	return e
 }
 
@@ -106,7 +110,11 @@ func (e *env) publish(t *testing.T, seq, p int, o int64, msgID string) {
 // changes the headers last, as a publisher other than leg A might.
 func (e *env) publishOn(t *testing.T, subject string, seq, p int, o int64, msgID string, alter ...func(nats.Header)) {
 	t.Helper()
-	k := harness.Event(seq, 10, 300)
+	size := 300
+	if n, ok := e.sizes[seq]; ok {
+		size = n
+	}
+	k := harness.Event(seq, 10, size)
 	h := nats.Header{}
 	for _, kh := range k.Headers {
 		h[kh.Key] = []string{string(kh.Value)}
