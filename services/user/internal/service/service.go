@@ -58,9 +58,14 @@ type Service struct {
 	cleanup     server.Cleanup
 }
 
-// Migrate applies the outbox set and the service's own set.
-func Migrate(ctx context.Context, db *gorm.DB) error {
-	return migrate.UpAll(ctx, db, outbox.Migrations, migrations.FS)
+// Migrate applies the outbox set and the service's own set, then the data
+// migrations the latter queued (rewrites SQL cannot do; log says what they
+// could not).
+func Migrate(ctx context.Context, db *gorm.DB, log *slog.Logger) error {
+	if err := migrate.UpAll(ctx, db, outbox.Migrations, migrations.FS); err != nil {
+		return err
+	}
+	return adapters.RunDataMigrations(ctx, db, log)
 }
 
 // New connects to every dependency, migrates the database and builds the
@@ -115,7 +120,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	}()
 	if err = s.cleanup.OpenAll(phases,
 		server.Opening{Name: "database", Open: func() (func() error, error) {
-			db, err := database.OpenMigrated(ctx, cfg.DatabaseURL, database.Options{Logger: o.Logger}, Migrate)
+			db, err := database.OpenMigrated(ctx, cfg.DatabaseURL, database.Options{Logger: o.Logger}, func(ctx context.Context, db *gorm.DB) error {
+				return Migrate(ctx, db, o.Logger)
+			})
 			s.DB = db
 			return database.Closer(db), err
 		}},
