@@ -44,6 +44,8 @@ type env struct {
 	dlqTopic string
 	route    mapping.Route
 	stream   jetstream.Stream
+	streamCf jetstream.StreamConfig
+	reader   sdkmetric.Reader // the legs' metrics when set
 }
 
 func setup(t *testing.T, partitions int) *env {
@@ -68,8 +70,8 @@ func setup(t *testing.T, partitions int) *env {
 		t.Fatal(err)
 	}
 	name := "BRIDGETEST_" + id
-	if e.stream, err = e.js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{"bridgetest." + id + ".>"},
-		Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute}); err != nil {
+	e.streamCf = jetstream.StreamConfig{Name: name, Subjects: []string{"bridgetest." + id + ".>"}, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute}
+	if e.stream, err = e.js.CreateStream(ctx, e.streamCf); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.js.DeleteStream(context.Background(), name) })
@@ -87,7 +89,11 @@ func (e *env) leg(t *testing.T, group string, maxBytes int) *kafkaleg.Leg {
 
 // legWith is leg with its dead letters going to dead.
 func (e *env) legWith(t *testing.T, group string, maxBytes int, dead dlq.Sink) *kafkaleg.Leg {
-	m, err := metrics.New(sdkmetric.NewMeterProvider().Meter("test"))
+	var opts []sdkmetric.Option
+	if e.reader != nil {
+		opts = append(opts, sdkmetric.WithReader(e.reader))
+	}
+	m, err := metrics.New(sdkmetric.NewMeterProvider(opts...).Meter("test"))
 	if err != nil {
 		t.Fatal(err)
 	}

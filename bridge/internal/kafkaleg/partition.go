@@ -57,6 +57,7 @@ type partition struct {
 	mu      sync.Mutex
 	rejects map[int64]rejection // sink verdicts per offset, across restarts
 	lastSeq uint64              // stream sequence of the last confirmed message, to verify order
+	created time.Time           // creation time of the stream lastSeq is in (zero: not known), to tell a recreated one
 }
 
 type rejection struct {
@@ -151,6 +152,7 @@ type session struct {
 	failed   chan struct{} // closed by the settler on the first failure, after err is set
 	err      error         // settler's failure; read after failed or settled
 	abort    context.CancelFunc
+	acked    bool // the settler confirmed one message of this session
 }
 
 // pump reads from pos, publishes, and returns the position to resume from
@@ -307,7 +309,8 @@ func (s *session) settle(gctx context.Context) {
 		}
 		select {
 		case ack := <-pd.fut.Ok():
-			p.confirmed(s.tracker, pd, ack)
+			p.confirmed(gctx, s.tracker, pd, ack, !s.acked)
+			s.acked = true
 		case err := <-pd.fut.Err():
 			pd.span.RecordError(err)
 			pd.span.SetStatus(codes.Error, "jetstream publish failed")
@@ -327,14 +330,33 @@ func (s *session) settle(gctx context.Context) {
 	}
 }
 
-func (p *partition) confirmed(tr *commit.Tracker, pd *pending, ack *jetstream.PubAck) {
+// confirmed records pd as stored at ack.Sequence, checking that the partition's sequences rise. A stream deleted and
+// created again restarts its sequence at 1, which is not a violation (leg B reads the new stream from its start): the
+// stream's creation time tells the two apart. It is read at the first confirmation of each session, which follows
+// the failures a deletion causes, and when a sequence does not rise, which an idle partition meets first.
+func (p *partition) confirmed(gctx context.Context, tr *commit.Tracker, pd *pending, ack *jetstream.PubAck, first bool) {
 	l := p.leg
 	p.mu.Lock()
-	if ack.Sequence <= p.lastSeq && p.lastSeq != 0 {
-		// Should not happen given the barriers; if it does, leg B would see
-		// this partition out of order, so say so loudly.
-		l.o.Logger.Error("leg A stream order violated", "topic", p.route.Topic, "partition", p.id, "offset", pd.offset, "seq", ack.Sequence, "previous_seq", p.lastSeq)
-		l.o.Metrics.Count(metrics.LegA, "order_violation", 1)
+	suspect := ack.Sequence <= p.lastSeq && p.lastSeq != 0
+	p.mu.Unlock()
+	var created time.Time
+	if first || suspect {
+		created = p.leg.streamCreated(gctx, ack.Stream)
+	}
+	p.mu.Lock()
+	if suspect {
+		if !created.IsZero() && !p.created.IsZero() && !created.Equal(p.created) {
+			l.o.Logger.Info("leg A stream recreated: its sequence started again", "stream", ack.Stream, "topic", p.route.Topic, "partition", p.id, "offset", pd.offset, "seq", ack.Sequence, "previous_seq", p.lastSeq)
+			p.lastSeq = 0
+		} else {
+			// Should not happen given the barriers; if it does, leg B would see
+			// this partition out of order, so say so loudly.
+			l.o.Logger.Error("leg A stream order violated", "topic", p.route.Topic, "partition", p.id, "offset", pd.offset, "seq", ack.Sequence, "previous_seq", p.lastSeq)
+			l.o.Metrics.Count(metrics.LegA, "order_violation", 1)
+		}
+	}
+	if !created.IsZero() {
+		p.created = created
 	}
 	p.lastSeq = max(p.lastSeq, ack.Sequence)
 	delete(p.rejects, pd.offset)
@@ -346,6 +368,19 @@ func (p *partition) confirmed(tr *commit.Tracker, pd *pending, ack *jetstream.Pu
 	if !pd.born.IsZero() {
 		l.o.Metrics.Hop(pd.ctx, metrics.LegA, time.Since(pd.born))
 	}
+}
+
+// streamCreated returns when the stream was created, or the zero time when that cannot be read now: a check of order
+// that cannot tell a recreated stream then reports what it sees.
+func (l *Leg) streamCreated(ctx context.Context, name string) time.Time {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	st, err := l.o.JetStream.Stream(ctx, name)
+	if err != nil {
+		l.o.Logger.Debug("leg A stream info", "stream", name, "err", err)
+		return time.Time{}
+	}
+	return st.CachedInfo().Created
 }
 
 // refusedMsg is an offset JetStream answered it did not store, and why.
