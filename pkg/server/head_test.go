@@ -116,6 +116,14 @@ func TestHeadIsAnsweredByGetRoutes(t *testing.T) {
 		t.Errorf("GET /api/missing %d", getMissing.StatusCode)
 	}
 
+	// gin's redirect of a stray trailing slash is GET's, so HEAD's too.
+	getSlash, _ := rawResponse(t, addr, http.MethodGet, "/api/orders/42/")
+	headSlash, rest := rawResponse(t, addr, http.MethodHead, "/api/orders/42/")
+	if getSlash.StatusCode != http.StatusMovedPermanently || headSlash.StatusCode != getSlash.StatusCode || headSlash.Header.Get("Location") != getSlash.Header.Get("Location") || rest != "" {
+		t.Errorf("HEAD with a trailing slash: %d %q body %q, GET's %d %q", headSlash.StatusCode, headSlash.Header.Get("Location"), rest,
+			getSlash.StatusCode, getSlash.Header.Get("Location"))
+	}
+
 	// Measured and logged once, as HEAD on the GET route's template.
 	_, metrics := rawResponse(t, addr, http.MethodGet, "/metrics")
 	want := `http_server_request_duration_seconds_count{http_request_method="HEAD",http_response_status_code="200",http_route="/api/orders/:id"} 1`
