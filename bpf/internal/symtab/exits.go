@@ -42,7 +42,8 @@ type Exits struct {
 // probes are always right, only slower.
 func (b *Binary) Exits(fn Func, keep ...x86asm.Reg) Exits {
 	sites := map[uint64]bool{}
-	if err := b.callSiteExits(fn, keep, 0, sites); err != nil {
+	s := &exitSearch{keep: keep, bodies: map[uint64]*funcBody{}, budget: maxRefs}
+	if err := b.callSiteExits(fn, s, 0, sites); err != nil {
 		return Exits{Mode: ModeRet, Offs: fn.RetOffs, Reason: err.Error()}
 	}
 	e := Exits{Mode: ModeCallSite}
@@ -59,12 +60,38 @@ func (b *Binary) Exits(fn Func, keep ...x86asm.Reg) Exits {
 // maxChase bounds how many callers up a tail call is followed.
 const maxChase = 3
 
+// maxRefs bounds the references to the function and to the callers chased up from it that one Exits examines. The
+// functions probed have a handful each; every chase up a tail call scans .text and the data again, and a hostile file
+// can hold any number of references. With the bound one Exits scans them at most maxRefs+1 times.
+const maxRefs = 256
+
+// exitSearch is what one Exits carries through its chase up the callers.
+type exitSearch struct {
+	keep   []x86asm.Reg
+	bodies map[uint64]*funcBody // callers decoded so far, by entry: each is decoded once however often it calls
+	budget int                  // references left to examine (maxRefs)
+}
+
+// body returns the decoded code of the function at [entry, end).
+func (b *Binary) body(s *exitSearch, code []byte, name string, entry, end uint64) (*funcBody, error) {
+	if fb, ok := s.bodies[entry]; ok {
+		return fb, nil
+	}
+	off, n, err := b.codeAt(name, entry, end)
+	if err != nil {
+		return nil, err
+	}
+	fb := newFuncBody(code[off : off+n])
+	s.bodies[entry] = fb
+	return fb, nil
+}
+
 // callSiteExits adds the exits of fn's calls to sites (file offset -> emulated). A call in tail position (only the
 // epilogue follows: results untouched) returns exactly when its caller does, so when the caller's own exits can be
 // found, they see fn's returns too, on emulated instructions: database/sql's query and exec, for one, return their
 // queryDC and execDC calls. The caller's other returns also hit them, but find no call in flight and do nothing
 // (one emulated trap). When the caller's exits cannot be found its return address is probed (single-stepped).
-func (b *Binary) callSiteExits(fn Func, keep []x86asm.Reg, depth int, sites map[uint64]bool) error {
+func (b *Binary) callSiteExits(fn Func, s *exitSearch, depth int, sites map[uint64]bool) error {
 	if b.f.Type != elf.ET_EXEC {
 		// A position-independent binary keeps its absolute code addresses in relocations, which this search does not read.
 		return fmt.Errorf("%v binary: only fixed-address executables are searched for callers", b.f.Type)
@@ -78,13 +105,19 @@ func (b *Binary) callSiteExits(fn Func, keep []x86asm.Reg, depth int, sites map[
 	}
 	found := false
 	for _, r := range codeRefs(code, b.text.Addr, fn.Entry) {
+		if s.budget--; s.budget < 0 {
+			return fmt.Errorf("more than %d references to examine", maxRefs)
+		}
 		caller := b.table.PCToFunc(r.addr)
 		if caller == nil {
 			return fmt.Errorf("referenced at %#x, outside any Go function", r.addr)
 		}
-		body := code[caller.Entry-b.text.Addr : caller.End-b.text.Addr]
+		body, err := b.body(s, code, caller.Name, caller.Entry, caller.End)
+		if err != nil {
+			return err
+		}
 		at := int(r.addr - caller.Entry)
-		if r.kind != refLEA && !slices.Contains(instStarts(body), at) {
+		if _, ok := slices.BinarySearch(body.starts, at); r.kind != refLEA && !ok {
 			continue // the bytes matched inside another instruction: no reference
 		}
 		switch {
@@ -97,13 +130,13 @@ func (b *Binary) callSiteExits(fn Func, keep []x86asm.Reg, depth int, sites map[
 			t := b.table.PCToFunc(caller.Entry + uint64(target))
 			return t != nil && t.Name == "runtime.deferreturn"
 		}
-		site, emul, err := exitAfter(body, at+5, keep, skip)
+		site, emul, err := body.exitAfter(at+5, s.keep, skip)
 		if err != nil {
 			return fmt.Errorf("call at %#x in %s: %w", r.addr, caller.Name, err)
 		}
-		if !emul && depth < maxChase && caller.Entry != fn.Entry && tailReturn(body[site:]) {
+		if !emul && depth < maxChase && caller.Entry != fn.Entry && tailReturn(body.code[site:]) {
 			up := map[uint64]bool{}
-			if b.callSiteExits(Func{Name: caller.Name, Entry: caller.Entry, End: caller.End}, keep, depth+1, up) == nil {
+			if b.callSiteExits(Func{Name: caller.Name, Entry: caller.Entry, End: caller.End}, s, depth+1, up) == nil {
 				maps.Copy(sites, up)
 				found = true
 				continue
@@ -143,9 +176,9 @@ func tailReturn(code []byte) bool {
 
 func (b *Binary) textData() ([]byte, error) {
 	if b.code == nil {
-		code, err := b.text.Data()
+		code, err := b.sectionData(b.text)
 		if err != nil {
-			return nil, fmt.Errorf("read .text: %w", err)
+			return nil, err
 		}
 		b.code = code
 	}
@@ -167,17 +200,18 @@ func (b *Binary) dataRefs(fn Func) error {
 	binary.LittleEndian.PutUint64(abs[:], fn.Entry)
 	binary.LittleEndian.PutUint32(rel[:], uint32(fn.Entry-b.textStart))
 	if b.data == nil {
-		b.data = map[string][]byte{}
+		all := map[string][]byte{} // kept only once every section is read: a partial set would miss references
 		for _, s := range b.f.Sections {
 			if s.Flags&elf.SHF_ALLOC == 0 || s.Flags&elf.SHF_EXECINSTR != 0 || s.Type == elf.SHT_NOBITS || s.Name == ".gopclntab" {
 				continue // .gopclntab holds every function's offset by design and no absolute address
 			}
-			data, err := s.Data()
+			data, err := b.sectionData(s)
 			if err != nil {
-				return fmt.Errorf("read %s: %w", s.Name, err)
+				return err
 			}
-			b.data[s.Name] = data
+			all[s.Name] = data
 		}
+		b.data = all
 	}
 	for name, data := range b.data {
 		if bytes.Contains(data, abs[:]) {
@@ -230,15 +264,6 @@ func codeRefs(code []byte, addr, entry uint64) []ref {
 	return out
 }
 
-// instStarts returns where each instruction of code starts (see decode).
-func instStarts(code []byte) []int {
-	var out []int
-	for _, d := range decode(code) {
-		out = append(out, d.off)
-	}
-	return out
-}
-
 // nops are the kernel's x86_nops (arch/x86/kernel/alternative.c), which uprobes emulate like a jump by 0.
 var nops = [][]byte{
 	{0x90},
@@ -287,6 +312,33 @@ var readOnly = map[x86asm.Op]bool{x86asm.CMP: true, x86asm.TEST: true, x86asm.BT
 // maxStraight bounds the walk: an exit site far from the return would time more than the call.
 const maxStraight = 16
 
+// funcBody is one function's code decoded once, with what exitAfter needs from all of it.
+type funcBody struct {
+	code     []byte
+	starts   []int // where each instruction starts (see decode), ascending
+	targets  []int // where its branches other than calls land, ascending
+	indirect error // set when it has an indirect jump (a jump table): its targets are unknown
+}
+
+func newFuncBody(code []byte) *funcBody {
+	fb := &funcBody{code: code}
+	for _, d := range decode(code) {
+		fb.starts = append(fb.starts, d.off)
+		switch a := d.Args[0].(type) {
+		case x86asm.Rel:
+			if d.Op != x86asm.CALL {
+				fb.targets = append(fb.targets, d.off+d.Len+int(a))
+			}
+		case x86asm.Reg, x86asm.Mem:
+			if d.Op == x86asm.JMP && fb.indirect == nil {
+				fb.indirect = fmt.Errorf("+%#x: indirect %v: its targets are unknown", d.off, d.Inst)
+			}
+		}
+	}
+	slices.Sort(fb.targets)
+	return fb
+}
+
 // exitAfter finds where to see a call return to offset ret of code (one whole function) and whether the kernel
 // emulates the instruction there. First choice: the first emulated instruction after ret, with only these before
 // it: straight instructions that write none of keep nor R14 (g, which the probes key on) and, when keep is empty,
@@ -297,23 +349,21 @@ const maxStraight = 16
 // lands between ret and the site (the site could run without the call); a function with an indirect jump (a jump
 // table, targets unknown) fails outright.
 func exitAfter(code []byte, ret int, keep []x86asm.Reg, skip func(target int) bool) (site int, emul bool, err error) {
-	landing := len(code) // lowest branch target at or after ret
-	for _, d := range decode(code) {
-		switch a := d.Args[0].(type) {
-		case x86asm.Rel:
-			if t := d.off + d.Len + int(a); t >= ret && t < landing && d.Op != x86asm.CALL {
-				landing = t
-			}
-		case x86asm.Reg, x86asm.Mem:
-			if d.Op == x86asm.JMP {
-				return 0, false, fmt.Errorf("+%#x: indirect %v: its targets are unknown", d.off, d.Inst)
-			}
-		}
+	return newFuncBody(code).exitAfter(ret, keep, skip)
+}
+
+func (fb *funcBody) exitAfter(ret int, keep []x86asm.Reg, skip func(target int) bool) (site int, emul bool, err error) {
+	if fb.indirect != nil {
+		return 0, false, fb.indirect
+	}
+	landing := len(fb.code) // lowest branch target at or after ret
+	if i, _ := slices.BinarySearch(fb.targets, ret); i < len(fb.targets) {
+		landing = min(landing, fb.targets[i])
 	}
 	if landing == ret {
 		return 0, false, fmt.Errorf("a branch lands on the return address +%#x", ret)
 	}
-	if off, err := emulatedAfter(code, ret, keep, skip); err == nil && off < landing {
+	if off, err := emulatedAfter(fb.code, ret, keep, skip); err == nil && off < landing {
 		return off, true, nil
 	}
 	return ret, false, nil

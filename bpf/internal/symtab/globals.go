@@ -17,9 +17,9 @@ type GlobalRef struct {
 
 // GlobalRefs lists fn's RIP-relative memory operands in code order.
 func (b *Binary) GlobalRefs(fn Func) ([]GlobalRef, error) {
-	code := make([]byte, fn.End-fn.Entry)
-	if _, err := b.text.ReadAt(code, int64(fn.Entry-b.text.Addr)); err != nil {
-		return nil, fmt.Errorf("read code of %s: %w", fn.Name, err)
+	code, err := b.funcCode(fn.Name, fn.Entry, fn.End)
+	if err != nil {
+		return nil, err
 	}
 	var out []GlobalRef
 	for _, d := range decode(code) {
@@ -42,7 +42,7 @@ func (b *Binary) GlobalRefs(fn Func) ([]GlobalRef, error) {
 // Symbols returns the addresses of names from the ELF symbol table, in one pass over it. Binaries linked with
 // -ldflags=-s have none: the error then wraps ErrNotFound, as it does when a name is missing.
 func (b *Binary) Symbols(names ...string) (map[string]uint64, error) {
-	syms, err := b.f.Symbols()
+	syms, err := b.symbols()
 	if err != nil {
 		return nil, fmt.Errorf("symbol table: %w (%v)", ErrNotFound, err)
 	}

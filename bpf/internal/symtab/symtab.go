@@ -6,8 +6,11 @@ package symtab
 import (
 	"debug/elf"
 	"debug/gosym"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 
 	"golang.org/x/arch/x86/x86asm"
 )
@@ -26,32 +29,59 @@ type Func struct {
 
 // Binary is an opened Go executable.
 type Binary struct {
-	path  string
-	f     *elf.File
-	table *gosym.Table
-	text  *elf.Section
+	path   string
+	f      *elf.File
+	size   int64     // of the file: what no section can claim to exceed
+	closer io.Closer // the file, when Open opened it
+	table  *gosym.Table
+	text   *elf.Section
 
 	textStart uint64            // runtime.text: what the pclntab's and method tables' code offsets count from
 	code      []byte            // .text, read on the first Exits
 	data      map[string][]byte // the other loaded sections but .gopclntab, by name, read on the first Exits
 }
 
-// Open reads the ELF and its pclntab.
+// Open reads the ELF and its pclntab. Any file can match the agent's targets, so a truncated or hostile one must
+// give an error here, never a panic or an allocation its size does not justify (see checkSection, checkPclntab).
 func Open(path string) (*Binary, error) {
-	f, err := elf.Open(path)
+	file, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open elf %s: %w", path, err)
+		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	b := &Binary{path: path, f: f}
-	if err := b.load(); err != nil {
-		f.Close()
+	st, err := file.Stat()
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("stat %s: %w", path, err)
+	}
+	b, err := newBinary(file, st.Size())
+	if err != nil {
+		file.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	b.path, b.closer = path, file
+	return b, nil
+}
+
+// newBinary reads the ELF and pclntab of a file of size bytes.
+func newBinary(r io.ReaderAt, size int64) (*Binary, error) {
+	f, err := elf.NewFile(r)
+	if err != nil {
+		return nil, fmt.Errorf("open elf: %w", err)
+	}
+	b := &Binary{f: f, size: size}
+	if err := b.load(); err != nil {
+		return nil, err
 	}
 	return b, nil
 }
 
 // Close releases the file.
-func (b *Binary) Close() error { return b.f.Close() }
+func (b *Binary) Close() error {
+	if b.closer == nil {
+		return nil
+	}
+	return b.closer.Close()
+}
 
 // ELF gives access to the underlying file (DWARF, sections).
 func (b *Binary) ELF() *elf.File { return b.f }
@@ -65,15 +95,21 @@ func (b *Binary) load() error {
 	if b.text == nil || pcln == nil {
 		return errors.New("no .text or .gopclntab section: not a Go binary")
 	}
-	data, err := pcln.Data()
+	if err := b.checkSection(b.text); err != nil {
+		return err
+	}
+	data, err := b.sectionData(pcln)
 	if err != nil {
-		return fmt.Errorf("read .gopclntab: %w", err)
+		return err
+	}
+	if err := checkPclntab(data); err != nil {
+		return fmt.Errorf(".gopclntab: %w", err)
 	}
 	// Since Go 1.18 function entries in the pclntab are offsets from runtime.text, and Go 1.26 dropped runtime.text's
 	// address from the pclntab header, so the caller must supply it. With internal linking (CGO_ENABLED=0 and the
 	// usual pure-Go binary) runtime.text is the first symbol of .text; the symbol table, when present, says so exactly.
 	textStart := b.text.Addr
-	if syms, err := b.f.Symbols(); err == nil {
+	if syms, err := b.symbols(); err == nil {
 		for _, s := range syms {
 			if s.Name == "runtime.text" {
 				textStart = s.Value
@@ -86,8 +122,113 @@ func (b *Binary) load() error {
 	if err != nil {
 		return fmt.Errorf("parse .gopclntab: %w", err)
 	}
+	if len(table.Funcs) == 0 {
+		// debug/gosym recovers from a malformed table by listing nothing; say so rather than "function not found".
+		return errors.New("parse .gopclntab: no function could be read")
+	}
 	b.table = table
 	return nil
+}
+
+// checkSection refuses a section whose bytes the file cannot hold: debug/elf believes the section header, and an
+// SHT_NOBITS or compressed section would be read as however many bytes the header claims.
+func (b *Binary) checkSection(s *elf.Section) error {
+	switch {
+	case s.Type == elf.SHT_NOBITS:
+		return fmt.Errorf("section %s has no bytes in the file (SHT_NOBITS)", s.Name)
+	case s.Flags&elf.SHF_COMPRESSED != 0:
+		return fmt.Errorf("section %s is compressed: the Go linker compresses DWARF only", s.Name)
+	case s.Offset > uint64(b.size) || s.Size > uint64(b.size)-s.Offset:
+		return fmt.Errorf("section %s claims %d bytes at offset %d of a %d-byte file", s.Name, s.Size, s.Offset, b.size)
+	}
+	return nil
+}
+
+// symbols reads the ELF symbol table after checkSection of it and its strings: debug/elf would inflate a compressed
+// one to whatever size its header claims.
+func (b *Binary) symbols() ([]elf.Symbol, error) {
+	for _, s := range b.f.Sections {
+		if s.Type != elf.SHT_SYMTAB {
+			continue
+		}
+		if err := b.checkSection(s); err != nil {
+			return nil, err
+		}
+		if int(s.Link) < len(b.f.Sections) {
+			if err := b.checkSection(b.f.Sections[s.Link]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return b.f.Symbols()
+}
+
+// sectionData reads a loaded section after checkSection.
+func (b *Binary) sectionData(s *elf.Section) ([]byte, error) {
+	if err := b.checkSection(s); err != nil {
+		return nil, err
+	}
+	data, err := s.Data()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.Name, err)
+	}
+	return data, nil
+}
+
+// pclntab magic numbers (internal/abi), little-endian, as debug/gosym tells the formats apart.
+const (
+	pclnGo12  = 0xfffffffb
+	pclnGo116 = 0xfffffffa
+	pclnGo118 = 0xfffffff0
+	pclnGo120 = 0xfffffff1
+)
+
+// checkPclntab checks that the function count in the pclntab header fits the section, before debug/gosym allocates
+// a Func per function it claims (about 100 bytes each, up to 2^32 of them) and walks them.
+func checkPclntab(data []byte) error {
+	if len(data) < 16 || data[7] != 8 {
+		return errors.New("not a 64-bit Go 1.2+ pclntab header")
+	}
+	word := func(i int) (uint64, error) { // the header's i-th pointer-sized word after the first 8 bytes
+		at := 8 + 8*i
+		if at+8 > len(data) {
+			return 0, fmt.Errorf("header truncated at %d bytes", len(data))
+		}
+		return binary.LittleEndian.Uint64(data[at:]), nil
+	}
+	nfunc, err := word(0)
+	if err != nil {
+		return err
+	}
+	// Where the function table starts (the header word naming it, or right after the count) and its entry size.
+	tab, field := uint64(16), uint64(8)
+	switch binary.LittleEndian.Uint32(data) {
+	case pclnGo12:
+	case pclnGo116:
+		if tab, err = word(6); err != nil {
+			return err
+		}
+	case pclnGo118, pclnGo120:
+		if tab, err = word(7); err != nil {
+			return err
+		}
+		field = 4
+	default:
+		return fmt.Errorf("unknown magic %#x", binary.LittleEndian.Uint32(data))
+	}
+	// The table holds 2*nfunc+1 entries (pc, func offset, ..., end pc).
+	if tab > uint64(len(data)) || nfunc > (uint64(len(data))-tab)/field/2 {
+		return fmt.Errorf("header claims %d functions at offset %d, the %d-byte section holds fewer", nfunc, tab, len(data))
+	}
+	return nil
+}
+
+// codeAt returns where fn's code [entry, end) lies in .text, refusing a range a corrupt pclntab put elsewhere.
+func (b *Binary) codeAt(name string, entry, end uint64) (off, n int64, err error) {
+	if entry < b.text.Addr || end < entry || end-b.text.Addr > b.text.Size {
+		return 0, 0, fmt.Errorf("%s: code %#x..%#x is not inside .text", name, entry, end)
+	}
+	return int64(entry - b.text.Addr), int64(end - entry), nil
 }
 
 // Func finds name (e.g. "net/http.serverHandler.ServeHTTP") and disassembles it to find its RET instructions.
@@ -101,9 +242,9 @@ func (b *Binary) Func(name string) (Func, error) {
 	if out.EntryOff, err = b.fileOffset(fn.Entry); err != nil {
 		return Func{}, err
 	}
-	code := make([]byte, fn.End-fn.Entry)
-	if _, err := b.text.ReadAt(code, int64(fn.Entry-b.text.Addr)); err != nil {
-		return Func{}, fmt.Errorf("read code of %s: %w", name, err)
+	code, err := b.funcCode(name, fn.Entry, fn.End)
+	if err != nil {
+		return Func{}, err
 	}
 	out.CallOff = out.EntryOff + uint64(pushOffset(code))
 	for _, off := range Returns(code) {
@@ -171,6 +312,19 @@ func decode(code []byte) []inst {
 		off += in.Len
 	}
 	return out
+}
+
+// funcCode reads the code of one function.
+func (b *Binary) funcCode(name string, entry, end uint64) ([]byte, error) {
+	off, n, err := b.codeAt(name, entry, end)
+	if err != nil {
+		return nil, err
+	}
+	code := make([]byte, n) // at most .text's size, which checkSection held to the file's
+	if _, err := b.text.ReadAt(code, off); err != nil {
+		return nil, fmt.Errorf("read code of %s: %w", name, err)
+	}
+	return code, nil
 }
 
 func (b *Binary) fileOffset(vaddr uint64) (uint64, error) {

@@ -9,7 +9,7 @@ import (
 )
 
 // buildTarget compiles testdata/target, stripped or not, into a temporary directory.
-func buildTarget(t *testing.T, stripped bool) string {
+func buildTarget(t testing.TB, stripped bool) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "target")
 	args := []string{"build", "-o", out}
