@@ -66,6 +66,9 @@ const (
 // Resolve returns the offsets of fields in the executable f: from DWARF when present, else from Fallback as it was
 // in the Go release that built f (Moved). Binaries of other Go minor releases get the 1.26 values, unchecked.
 func Resolve(f *elf.File, fields ...Field) (map[Field]uint64, Source, error) {
+	if err := CheckSections(f); err != nil {
+		return nil, FromDWARF, err
+	}
 	d, err := f.DWARF()
 	if err == nil {
 		out, err := FromDWARFData(d, fields...)
@@ -102,10 +105,18 @@ func GoVersion(f *elf.File) (string, error) {
 	if s == nil {
 		return "", errors.New("no .go.buildinfo section: not a Go binary")
 	}
-	data, err := s.Data()
+	if s.Flags&elf.SHF_COMPRESSED != 0 {
+		return "", errors.New(".go.buildinfo is compressed: the linker never compresses it")
+	}
+	data, err := s.Data() // no more than the file holds: debug/elf reads it in chunks
 	if err != nil {
 		return "", fmt.Errorf("read .go.buildinfo: %w", err)
 	}
+	return goVersion(data)
+}
+
+// goVersion reads the Go release from the bytes of .go.buildinfo.
+func goVersion(data []byte) (string, error) {
 	// A 32-byte header (magic, pointer size, flags), then, since Go 1.18 (flag 2), the version as a
 	// varint-length-prefixed string.
 	const magic, header, inline = "\xff Go buildinf:", 32, 2
@@ -117,6 +128,36 @@ func GoVersion(f *elf.File) (string, error) {
 		return "", errors.New(".go.buildinfo: bad version length")
 	}
 	return string(data[header+w : header+w+int(n)]), nil
+}
+
+// maxInflate bounds how much larger than its bytes in the file a compressed debug section may say it is. The Go
+// linker's zlib sections inflate 1.7-3.9 times; zlib itself allows about 1000, so without a bound a file of a few
+// megabytes could make the agent allocate gigabytes.
+const maxInflate = 16
+
+// CheckSections refuses compressed DWARF sections that claim more than maxInflate times their size (debug/elf
+// allocates what the header claims, up to what decompression yields). Uncompressed ones cost what the file holds.
+// Resolve and ErrorRegister check this themselves; the agent checks it once per file to skip a hostile one whole.
+func CheckSections(f *elf.File) error {
+	for _, s := range f.Sections {
+		size := s.Size
+		switch {
+		case s.Flags&elf.SHF_COMPRESSED != 0:
+		case strings.HasPrefix(s.Name, ".zdebug"):
+			// The old GNU format: "ZLIB" and the inflated size (big-endian) start the section (debug/elf reads it so).
+			var hdr [12]byte
+			if n, _ := s.ReadAt(hdr[:], 0); n != len(hdr) || string(hdr[:4]) != "ZLIB" {
+				continue
+			}
+			size = binary.BigEndian.Uint64(hdr[4:])
+		default:
+			continue
+		}
+		if size/maxInflate > s.FileSize {
+			return fmt.Errorf("compressed section %s claims %d bytes from %d in the file", s.Name, size, s.FileSize)
+		}
+	}
+	return nil
 }
 
 // FromDWARFData reads the offsets from DWARF type information, in one pass over the entries.

@@ -24,6 +24,9 @@ var ErrorResult = map[string]int{
 // ErrorRegister says which register holds fn's error result at its RETs: from DWARF when f has it, else from
 // ErrorResult.
 func ErrorRegister(f *elf.File, fn string) (int, Source, error) {
+	if err := CheckSections(f); err != nil {
+		return 0, FromDWARF, err
+	}
 	d, err := f.DWARF()
 	if err != nil {
 		r, ok := ErrorResult[fn]
@@ -82,11 +85,12 @@ func lastResultRegister(d *dwarf.Data, fn string) (int, error) {
 					if !ok {
 						return 0, fmt.Errorf("%s: result without a type", fn)
 					}
-					t, err := d.Type(off)
+					budget := maxTypeEntries
+					n, err := registers(d.Reader(), off, 0, &budget)
 					if err != nil {
 						return 0, fmt.Errorf("%s: result type: %w", fn, err)
 					}
-					regs = append(regs, registers(t))
+					regs = append(regs, n)
 				}
 			}
 			if c.Children {
@@ -104,19 +108,65 @@ func lastResultRegister(d *dwarf.Data, fn string) (int, error) {
 	}
 }
 
-func registers(t dwarf.Type) int {
-	switch t := t.(type) {
-	case *dwarf.TypedefType:
-		return registers(t.Type)
-	case *dwarf.StructType:
-		n := 0
-		for _, f := range t.Field {
-			n += registers(f.Type)
+// Bounds on the walk of one result's type: Go's results are pointers, scalars, strings, slices, interfaces and small
+// structs of them, a few entries deep; a hostile file could nest or fan out types without end.
+const (
+	maxTypeDepth   = 16
+	maxTypeEntries = 1024
+)
+
+// registers counts the integer registers a value of the type at off takes: a struct the sum of its fields', a
+// typedef its type's, anything else one per 8 bytes. It reads the entries itself, where debug/dwarf's Type would
+// resolve everything the type reaches by recursion without a depth limit (a long enough chain of types exhausts the
+// stack, which no recover catches).
+func registers(r *dwarf.Reader, off dwarf.Offset, depth int, budget *int) (int, error) {
+	if *budget--; *budget < 0 || depth > maxTypeDepth {
+		return 0, fmt.Errorf("type at %#x: nested deeper than %d or wider than %d entries", off, maxTypeDepth, maxTypeEntries)
+	}
+	r.Seek(off)
+	e, err := r.Next()
+	if err != nil {
+		return 0, fmt.Errorf("type at %#x: %w", off, err)
+	}
+	if e == nil || e.Offset != off {
+		return 0, fmt.Errorf("no type entry at %#x", off)
+	}
+	switch e.Tag {
+	case dwarf.TagTypedef:
+		t, ok := e.Val(dwarf.AttrType).(dwarf.Offset)
+		if !ok {
+			return 0, fmt.Errorf("typedef at %#x without a type", off)
 		}
-		return n
+		return registers(r, t, depth+1, budget)
+	case dwarf.TagStructType:
+		var fields []dwarf.Offset
+		for e.Children {
+			c, err := r.Next()
+			if err != nil {
+				return 0, fmt.Errorf("struct at %#x: %w", off, err)
+			}
+			if c == nil || c.Tag == 0 {
+				break
+			}
+			if t, ok := c.Val(dwarf.AttrType).(dwarf.Offset); ok && c.Tag == dwarf.TagMember {
+				fields = append(fields, t)
+			}
+			if c.Children {
+				r.SkipChildren()
+			}
+		}
+		n := 0
+		for _, t := range fields {
+			k, err := registers(r, t, depth+1, budget)
+			if err != nil {
+				return 0, err
+			}
+			n += k
+		}
+		return n, nil
 	}
-	if s := t.Size(); s > 8 {
-		return int((s + 7) / 8)
+	if s, _ := e.Val(dwarf.AttrByteSize).(int64); s > 8 {
+		return int((s + 7) / 8), nil
 	}
-	return 1
+	return 1, nil
 }
