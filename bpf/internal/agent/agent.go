@@ -204,7 +204,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 	if _, failed := a.failed[id]; failed {
 		return
 	}
-	b, err := attachBinary(path, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, a.log)
+	b, err := safeAttach(path, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, a.log)
 	if err != nil {
 		a.failed[id] = err.Error()
 		a.log.Error("attach failed", "exe", exe, "err", err)
@@ -212,6 +212,18 @@ func (a *Agent) attach(path, exe string, id binID) {
 	}
 	a.bins[id] = b
 	a.log.Info("attached", "exe", exe, "probes", b.probes)
+}
+
+// safeAttach is attachBinary turning a panic into an error. Any file on the machine can match a target, and the
+// parsers under it (debug/elf, debug/gosym, debug/dwarf, x86asm) were fuzzed but not proven: one hostile file must
+// cost its own probes, not every other target's.
+func safeAttach(path, exe string, id binID, httpUprobe bool, log *slog.Logger) (b *binProbes, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			b, err = nil, fmt.Errorf("panic reading %s: %v", path, p)
+		}
+	}()
+	return attachBinary(path, exe, id, httpUprobe, log)
 }
 
 // Targets lists the processes observed now.

@@ -89,6 +89,10 @@ func attachBinary(path, exe string, id binID, httpUprobe bool, log *slog.Logger)
 		return nil, err
 	}
 	defer sym.Close()
+	// Refused here, a file whose DWARF lies is skipped with one error instead of one per probe that reads offsets.
+	if err := offsets.CheckSections(sym.ELF()); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	ex, err := link.OpenExecutable(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
