@@ -56,8 +56,10 @@ type partition struct {
 
 	mu      sync.Mutex
 	rejects map[int64]rejection // sink verdicts per offset, across restarts
-	lastSeq uint64              // stream sequence of the last confirmed message, to verify order
-	created time.Time           // creation time of the stream lastSeq is in (zero: not known), to tell a recreated one
+
+	// Only the settler touches these, and a partition has one session (so one settler) at a time.
+	lastSeq uint64    // stream sequence of the last confirmed message, to verify order
+	created time.Time // creation time of the stream lastSeq is in (zero: not known), to tell a recreated one
 }
 
 type rejection struct {
@@ -336,14 +338,11 @@ func (s *session) settle(gctx context.Context) {
 // the failures a deletion causes, and when a sequence does not rise, which an idle partition meets first.
 func (p *partition) confirmed(gctx context.Context, tr *commit.Tracker, pd *pending, ack *jetstream.PubAck, first bool) {
 	l := p.leg
-	p.mu.Lock()
 	suspect := ack.Sequence <= p.lastSeq && p.lastSeq != 0
-	p.mu.Unlock()
 	var created time.Time
 	if first || suspect {
-		created = p.leg.streamCreated(gctx, ack.Stream)
+		created = l.streamCreated(gctx, ack.Stream)
 	}
-	p.mu.Lock()
 	if suspect {
 		if !created.IsZero() && !p.created.IsZero() && !created.Equal(p.created) {
 			l.o.Logger.Info("leg A stream recreated: its sequence started again", "stream", ack.Stream, "topic", p.route.Topic, "partition", p.id, "offset", pd.offset, "seq", ack.Sequence, "previous_seq", p.lastSeq)
@@ -359,6 +358,7 @@ func (p *partition) confirmed(gctx context.Context, tr *commit.Tracker, pd *pend
 		p.created = created
 	}
 	p.lastSeq = max(p.lastSeq, ack.Sequence)
+	p.mu.Lock()
 	delete(p.rejects, pd.offset)
 	p.mu.Unlock()
 	tr.Done(pd.offset)

@@ -1,14 +1,23 @@
 package kafkaleg
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
 )
 
 func TestHeaderSafe(t *testing.T) {
@@ -82,5 +91,58 @@ func TestPrintable(t *testing.T) {
 func TestMsgID(t *testing.T) {
 	if got := MsgID("shanhai.orders", 2, 17); got != "shanhai.orders/2/17" {
 		t.Fatalf("MsgID = %q", got)
+	}
+}
+
+// jsAt is a JetStream whose stream was created at the time it points to; confirmed reads only that.
+type jsAt struct {
+	jetstream.JetStream
+	created *time.Time
+}
+
+type streamAt struct {
+	jetstream.Stream
+	created time.Time
+}
+
+func (j jsAt) Stream(context.Context, string) (jetstream.Stream, error) {
+	return streamAt{created: *j.created}, nil
+}
+func (s streamAt) CachedInfo() *jetstream.StreamInfo {
+	return &jetstream.StreamInfo{Created: s.created}
+}
+
+// A sequence that falls within one stream is still a violation; one that falls because the stream was created
+// again is not, and the check goes on from the new stream's sequence.
+func TestConfirmedTellsARecreatedStreamFromAViolation(t *testing.T) {
+	m, err := metrics.New(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	created := time.Date(2026, 12, 5, 4, 0, 0, 0, time.UTC)
+	l := New(Options{JetStream: jsAt{created: &created}, Metrics: m, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	p := &partition{leg: l, route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
+	tr := commit.New(0)
+	ack := func(offset int64, seq uint64, first bool) {
+		_ = tr.Add(offset)
+		p.confirmed(context.Background(), tr, &pending{offset: offset, span: trace.SpanFromContext(context.Background()), ctx: context.Background()},
+			&jetstream.PubAck{Stream: "S", Sequence: seq}, first)
+	}
+	ack(0, 10, true)
+	ack(1, 11, false)
+	ack(2, 9, false) // same stream, lower sequence
+	if n := strings.Count(log.String(), "order violated"); n != 1 {
+		t.Fatalf("%d violations logged for a falling sequence in one stream, want 1:\n%s", n, &log)
+	}
+	created = created.Add(time.Minute)
+	ack(3, 1, false) // the stream was created again
+	ack(4, 2, false)
+	if n := strings.Count(log.String(), "order violated"); n != 1 || !strings.Contains(log.String(), "stream recreated") {
+		t.Fatalf("a recreated stream taken for a violation, or not logged:\n%s", &log)
+	}
+	ack(5, 2, false) // and in the new stream the check still holds
+	if n := strings.Count(log.String(), "order violated"); n != 2 {
+		t.Fatalf("%d violations logged, want 2:\n%s", n, &log)
 	}
 }
