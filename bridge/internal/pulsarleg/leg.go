@@ -4,8 +4,9 @@
 //
 // Exactly-once into Pulsar rests on broker deduplication: each partition has a
 // producer with a stable name and sends with sequence id = Kafka offset, so a
-// replay of an offset the broker already persisted is dropped, and
-// LastSequenceID tells a new owner where Pulsar stands. That only works if
+// replay of an offset at or below the highest one the broker persisted is
+// dropped, also for a new owner (client v0.19.0 reports LastSequenceID -1 for
+// a new producer, so the broker, not leg B, skips them). That only works if
 // offsets reach the producer in increasing order: once 8 is persisted, 7 would
 // be dropped for good. Hence:
 //   - batching is off (the Go client's batches carry only their first
