@@ -462,6 +462,39 @@ func TestHostileClients(t *testing.T) {
 		}
 	})
 
+	t.Run("bare LF line endings", func(t *testing.T) {
+		// RFC 9112 §2.2: a recipient may take a bare LF for CRLF, which
+		// fasthttp's parser does everywhere but at the blank line ending
+		// the head: it finds that only at a CRLFCRLF.
+		lf := "POST /api/v1/orders/echo HTTP/1.1\nHost: gw\nAuthorization: Bearer " + tok + "\nContent-Length: 5\n\nhello"
+		// Followed by a CRLF request, both transports parse it.
+		as := exchange(t, g.Addr, lf+get("crlf"), 2)
+		if as[0].Status != 200 || as[0].Body != "host=gw cl=5 te=[] body=hello" {
+			t.Fatalf("bare LF, then CRLF: %d %q", as[0].Status, as[0].Body)
+		}
+		ok(t, as[1], "crlf")
+		alone := []string{"GET /api/v1/products/lf1 HTTP/1.1\nHost: gw\n\n", "GET /api/v1/products/lf2 HTTP/1.1\r\nHost: gw\n\r\n"}
+		if transport() == "fasthttp" {
+			// Alone, the fasthttp server waits for a CRLFCRLF until the
+			// read timeout, and gives no hook before that (README).
+			if a := exchange(t, g.Addr, alone[0], 1)[0]; a.Status != 408 {
+				t.Fatalf("fasthttp, bare LF alone: %d %q (accepted now? update the README)", a.Status, a.Body)
+			}
+			return
+		}
+		// The event loop accepts it alone too, also when the head arrives
+		// in pieces and the body after it.
+		for _, raw := range alone {
+			ok(t, exchange(t, g.Addr, raw, 1)[0], raw[len("GET /api/v1/products/"):len("GET /api/v1/products/lf1")])
+		}
+		as = exchange(t, g.Addr, lf+lf, 2, 3, len(lf)-7, len(lf)-2, len(lf)+40)
+		for _, a := range as {
+			if a.Status != 200 || a.Body != "host=gw cl=5 te=[] body=hello" {
+				t.Fatalf("bare LF in pieces: %d %q", a.Status, a.Body)
+			}
+		}
+	})
+
 	t.Run("header name ending in whitespace", func(t *testing.T) {
 		// RFC 9112 §5.1: refused, never forwarded for a lenient upstream to
 		// read as X-User-ID or as the framing.

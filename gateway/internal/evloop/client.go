@@ -25,6 +25,7 @@ type loop struct {
 	pools   map[string]*pool // by endpoint address
 	rd      bytes.Reader
 	br      *bufio.Reader
+	crlf    []byte // a request whose head ends in bare LFs, with CRLFs (crlfHead)
 	out     bytes.Buffer
 	bw      *bufio.Writer
 	busy    atomic.Int64 // clients being served; written on the loop, read by Stop
@@ -82,20 +83,19 @@ func (l *loop) serve(cl *client) {
 		if cl.started == 0 {
 			cl.started = l.now
 		}
-		cl.req.Reset()
-		l.rd.Reset(buf)
-		l.br.Reset(&l.rd)
-		err := cl.req.Header.Read(l.br)
-		if err == nil {
-			if n := cl.req.Header.ContentLength(); n > 0 && n <= l.s.o.MaxBodyBytes {
-				cl.need = len(buf) - l.rd.Len() - l.br.Buffered() + n
+		used, err := l.read(cl, buf, 0)
+		if err != nil && needMore(err) {
+			// RFC 9112 §2.2 lets a recipient take a bare LF for CRLF, and
+			// fasthttp's parser does, except that it finds the end of the
+			// head only at a CRLFCRLF: a head ending in a bare-LF blank
+			// line waited for the read timeout (408), unless a CRLF
+			// request came after it. Accepted, by parsing a copy with
+			// CRLFs: a 400 would need the same search for the head's end,
+			// and would refuse what the parser takes in the other case.
+			var extra int
+			if l.crlf, extra = crlfHead(l.crlf[:0], buf); extra > 0 {
+				used, err = l.read(cl, l.crlf, extra)
 			}
-			if !cl.continued && cl.req.MayContinue() {
-				// The client waits for this before sending the body.
-				cl.continued = true
-				_, _ = cl.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
-			}
-			err = cl.req.ContinueReadBody(l.br, l.s.o.MaxBodyBytes)
 		}
 		if err != nil {
 			if needMore(err) {
@@ -104,7 +104,7 @@ func (l *loop) serve(cl *client) {
 			l.reject(cl, err)
 			return
 		}
-		_, _ = cl.c.Discard(len(buf) - l.rd.Len() - l.br.Buffered())
+		_, _ = cl.c.Discard(used)
 		cl.started, cl.continued, cl.busy, cl.need = 0, false, true, 0
 		l.busy.Add(1)
 		h := &cl.req.Header
@@ -125,6 +125,62 @@ func (l *loop) serve(cl *client) {
 		cl.x = proxy.NewExchange(&cl.req, &cl.resp, cl.peer, nil)
 		l.step(cl, l.p.Begin(cl.x, false))
 	}
+}
+
+// read parses a request from buf into cl.req and says how many bytes of
+// the connection's input it took: buf's, less extra, the bytes crlfHead
+// added to the head.
+func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
+	cl.req.Reset()
+	l.rd.Reset(buf)
+	l.br.Reset(&l.rd)
+	err := cl.req.Header.Read(l.br)
+	if err == nil {
+		if n := cl.req.Header.ContentLength(); n > 0 && n <= l.s.o.MaxBodyBytes {
+			cl.need = len(buf) - extra - l.rd.Len() - l.br.Buffered() + n
+		}
+		if !cl.continued && cl.req.MayContinue() {
+			// The client waits for this before sending the body.
+			cl.continued = true
+			_, _ = cl.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
+		}
+		err = cl.req.ContinueReadBody(l.br, l.s.o.MaxBodyBytes)
+	}
+	return len(buf) - extra - l.rd.Len() - l.br.Buffered(), err
+}
+
+// crlfHead appends buf to dst with every bare LF of its request head (up to
+// and including the blank line that ends it) made CRLF, and says how many
+// bytes that added: 0, and dst unchanged, when the head is not complete or
+// has no bare LF.
+func crlfHead(dst, buf []byte) ([]byte, int) {
+	end, lines := 0, 0
+	for {
+		i := bytes.IndexByte(buf[end:], '\n')
+		if i < 0 {
+			return dst, 0
+		}
+		line := bytes.TrimSuffix(buf[end:end+i], []byte("\r"))
+		end += i + 1
+		// Empty lines before the request line are skipped, as the parser
+		// skips them; the first one after it ends the head.
+		if len(line) > 0 {
+			lines++
+		} else if lines > 0 {
+			break
+		}
+	}
+	bare := bytes.Count(buf[:end], []byte("\n")) - bytes.Count(buf[:end], []byte("\r\n"))
+	if bare == 0 {
+		return dst, 0 // a CRLF head: what waits is the body
+	}
+	for i, c := range buf[:end] {
+		if c == '\n' && (i == 0 || buf[i-1] != '\r') {
+			dst = append(dst, '\r')
+		}
+		dst = append(dst, c)
+	}
+	return append(dst, buf[end:]...), bare
 }
 
 // reject answers a request that could not be read and closes.

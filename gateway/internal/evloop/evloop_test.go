@@ -296,3 +296,28 @@ func TestRestartRightAfterStop(t *testing.T) {
 	}
 	t.Fatal("restarted server did not answer")
 }
+
+// crlfHead rewrites a complete head with bare LFs, and only that: a CRLF
+// head (whose body is what the parser waits for) and a head not yet
+// complete are left to the parser.
+func TestCRLFHead(t *testing.T) {
+	for _, c := range []struct{ in, out string }{
+		{"GET / HTTP/1.1\nHost: a\n\nbody\n", "GET / HTTP/1.1\r\nHost: a\r\n\r\nbody\n"},
+		{"GET / HTTP/1.1\r\nHost: a\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r\n"},
+		{"\n\r\nGET / HTTP/1.1\n\n", "\r\n\r\nGET / HTTP/1.1\r\n\r\n"},
+		{"GET / HTTP/1.1\r\nHost: a\r\n\r\nbo\ndy", ""},
+		{"GET / HTTP/1.1\nHost: a\n", ""},
+		{"\n\n", ""},
+	} {
+		out, added := crlfHead(nil, []byte(c.in))
+		if c.out == "" {
+			if added != 0 {
+				t.Errorf("%q: rewritten to %q", c.in, out)
+			}
+			continue
+		}
+		if string(out) != c.out || added != len(c.out)-len(c.in) {
+			t.Errorf("%q: %q (+%d), want %q", c.in, out, added, c.out)
+		}
+	}
+}
