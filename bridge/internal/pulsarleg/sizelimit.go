@@ -27,7 +27,8 @@ import (
 type MaxMessageSize func(ctx context.Context, topic string) (int, error)
 
 // AdminMaxMessageSize reads the policy from the Pulsar admin REST API at adminURL (http://host:8080):
-// GET /admin/v2/persistent/<tenant>/<namespace>/<topic>/maxMessageSize answers 204 when unset, else the number.
+// GET /admin/v2/persistent/<tenant>/<namespace>/<topic>/maxMessageSize answers 204 when unset, else the number. The
+// topic's own (local) policy wins over its global one (?isGlobal=true), which the broker enforces as well.
 func AdminMaxMessageSize(adminURL string, hc *http.Client) MaxMessageSize {
 	base := strings.TrimSuffix(adminURL, "/")
 	return func(ctx context.Context, topic string) (int, error) {
@@ -40,32 +41,45 @@ func AdminMaxMessageSize(adminURL string, hc *http.Client) MaxMessageSize {
 			parts[i] = url.PathEscape(s)
 		}
 		u := base + "/admin/v2/" + domain + "/" + strings.Join(parts, "/") + "/maxMessageSize"
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return 0, fmt.Errorf("max message size of %s: %w", topic, err)
+		for _, q := range []string{"", "?isGlobal=true"} {
+			n, set, err := adminInt(ctx, hc, u+q)
+			if err != nil {
+				return 0, fmt.Errorf("max message size of %s: %w", topic, err)
+			}
+			if set {
+				return max(n, 0), nil // the broker ignores a limit <= 0
+			}
 		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return 0, fmt.Errorf("max message size of %s: %w", topic, err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		if err != nil {
-			return 0, fmt.Errorf("max message size of %s: %w", topic, err)
-		}
-		text := strings.TrimSpace(string(body))
-		switch {
-		case resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusOK && (text == "" || text == "null"):
-			return 0, nil
-		case resp.StatusCode != http.StatusOK:
-			return 0, fmt.Errorf("max message size of %s: GET %s: %s %s", topic, u, resp.Status, text)
-		}
-		n, err := strconv.Atoi(text)
-		if err != nil {
-			return 0, fmt.Errorf("max message size of %s: answer %q: %w", topic, text, err)
-		}
-		return max(n, 0), nil // the broker ignores a limit <= 0
+		return 0, nil
 	}
+}
+
+// adminInt GETs a number from the admin API; set is false when it answers that there is none.
+func adminInt(ctx context.Context, hc *http.Client, u string) (n int, set bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, false, err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, false, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil {
+		return 0, false, fmt.Errorf("GET %s: %w", u, err)
+	}
+	text := strings.TrimSpace(string(body))
+	switch {
+	case resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusOK && (text == "" || text == "null"):
+		return 0, false, nil
+	case resp.StatusCode != http.StatusOK:
+		return 0, false, fmt.Errorf("GET %s: %s %s", u, resp.Status, text)
+	}
+	if n, err = strconv.Atoi(text); err != nil {
+		return 0, false, fmt.Errorf("GET %s: answer %q: %w", u, text, err)
+	}
+	return n, true, nil
 }
 
 // traceparentLen is the length of the traceparent that build injects in place of the carried one.

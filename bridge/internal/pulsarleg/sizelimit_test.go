@@ -21,25 +21,32 @@ import (
 
 func TestAdminMaxMessageSize(t *testing.T) {
 	var paths []string
+	// Namespace "l<local>g<global>": each policy a number, or "-" for unset.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		paths = append(paths, r.URL.EscapedPath())
-		switch {
-		case strings.Contains(r.URL.Path, "/unset/"):
-			w.WriteHeader(http.StatusNoContent)
-		case strings.Contains(r.URL.Path, "/set/"):
-			fmt.Fprint(w, "1500")
-		default:
+		paths = append(paths, r.URL.RequestURI())
+		ns := strings.Split(r.URL.Path, "/")[5]
+		if ns == "gone" {
 			http.Error(w, `{"reason":"Topic not found"}`, http.StatusNotFound)
+			return
 		}
+		local, global, _ := strings.Cut(strings.TrimPrefix(ns, "l"), "g")
+		v := local
+		if r.URL.Query().Get("isGlobal") == "true" {
+			v = global
+		}
+		if v == "-" {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		fmt.Fprint(w, v)
 	}))
 	defer srv.Close()
 	get := pulsarleg.AdminMaxMessageSize(srv.URL+"/", srv.Client())
 	ctx := context.Background()
-	if n, err := get(ctx, "persistent://shanhai/unset/shanhai.orders"); n != 0 || err != nil {
-		t.Fatalf("unset policy: %d, %v", n, err)
-	}
-	if n, err := get(ctx, "persistent://shanhai/set/shanhai.orders"); n != 1500 || err != nil {
-		t.Fatalf("policy of 1500: %d, %v", n, err)
+	for ns, want := range map[string]int{"l-g-": 0, "l1500g-": 1500, "l-g2500": 2500, "l5000g1500": 5000, "l0g1500": 0} {
+		if n, err := get(ctx, "persistent://shanhai/"+ns+"/shanhai.orders"); n != want || err != nil {
+			t.Errorf("policies %s: %d, %v; want %d", ns, n, err, want)
+		}
 	}
 	if _, err := get(ctx, "persistent://shanhai/gone/shanhai.orders"); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Fatalf("missing topic: %v, want the 404", err)
@@ -47,20 +54,21 @@ func TestAdminMaxMessageSize(t *testing.T) {
 	if _, err := get(ctx, "shanhai.orders"); err == nil {
 		t.Fatal("a short topic name must be an error, not a request")
 	}
-	if want := "/admin/v2/persistent/shanhai/unset/shanhai.orders/maxMessageSize"; paths[0] != want {
-		t.Fatalf("path %q, want %q", paths[0], want)
+	if want := "/admin/v2/persistent/shanhai/gone/shanhai.orders/maxMessageSize"; paths[len(paths)-1] != want {
+		t.Fatalf("path %q, want %q", paths[len(paths)-1], want)
 	}
 }
 
-// setMaxMessageSize sets the topic-level max message size policy of e's archive topic (creating the topic).
-func (e *env) setMaxMessageSize(t *testing.T, n int) {
+// setMaxMessageSize sets the topic-level max message size policy of e's archive topic (creating the topic); query
+// "?isGlobal=true" sets the global one.
+func (e *env) setMaxMessageSize(t *testing.T, n int, query string) {
 	t.Helper()
 	p, err := e.pulsar.CreateProducer(pulsar.ProducerOptions{Topic: e.route.PulsarTopic})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Close()
-	u := e.admin + "/admin/v2/" + strings.Replace(e.route.PulsarTopic, "://", "/", 1) + "/maxMessageSize"
+	u := e.admin + "/admin/v2/" + strings.Replace(e.route.PulsarTopic, "://", "/", 1) + "/maxMessageSize" + query
 	resp, err := http.Post(u, "application/json", strings.NewReader(fmt.Sprint(n)))
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +133,7 @@ func (e *env) accounted(t *testing.T, n int, before []harness.Record) []int {
 func TestLegBDeadLettersWhatExceedsTheTopicsMaxMessageSize(t *testing.T) {
 	e := setup(t)
 	const limit = 1500
-	e.setMaxMessageSize(t, limit)
+	e.setMaxMessageSize(t, limit, "")
 	e.opts.MaxMessageSize = pulsarleg.AdminMaxMessageSize(e.admin, http.DefaultClient)
 	e.leg = pulsarleg.New(e.opts)
 	e.sizes = map[int]int{}
@@ -161,7 +169,7 @@ func (e *env) limitWhileRunning(t *testing.T) (func(), []harness.Record) {
 		stop()
 		t.Fatalf("archived %d of the first 3", len(recs))
 	}
-	e.setMaxMessageSize(t, 1500)
+	e.setMaxMessageSize(t, 1500, "")
 	time.Sleep(time.Second) // the broker applies a topic policy after it is stored
 	for s := 3; s < 6; s++ {
 		e.publish(t, s, 0, int64(s), kafkaleg.MsgID(e.route.Topic, 0, int64(s)))
@@ -215,5 +223,23 @@ func TestLegBRereadsTheLimitWhileRunning(t *testing.T) {
 	defer stop()
 	if dead := e.accounted(t, 6, recs); !slices.Equal(dead, []int{3}) {
 		t.Fatalf("dead letters %v, want seq 3", dead)
+	}
+}
+
+// TestLegBHonoursAGlobalTopicPolicy: the broker enforces a topic's global max message size as well when it has no
+// local one, and the admin API shows it only when asked for the global policy.
+func TestLegBHonoursAGlobalTopicPolicy(t *testing.T) {
+	e := setup(t)
+	e.setMaxMessageSize(t, 1500, "?isGlobal=true")
+	e.opts.MaxMessageSize = pulsarleg.AdminMaxMessageSize(e.admin, http.DefaultClient)
+	e.leg = pulsarleg.New(e.opts)
+	e.sizes = map[int]int{1: 3000}
+	for s := 0; s < 3; s++ {
+		e.publish(t, s, 0, int64(s), kafkaleg.MsgID(e.route.Topic, 0, int64(s)))
+	}
+	stop := e.run(1)
+	defer stop()
+	if dead := e.accounted(t, 3, nil); !slices.Equal(dead, []int{1}) {
+		t.Fatalf("dead letters %v, want seq 1", dead)
 	}
 }
