@@ -519,6 +519,9 @@ func TestHostileClients(t *testing.T) {
 		// authority is the Host the upstream gets, whatever Host said.
 		ok(t, exchange(t, g.Addr, "GET http://gw/api/v1/products/abs HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0], "abs")
 		ok(t, exchange(t, g.Addr, "GET HTTPS://gw/api/v1/products/./abs2?q=1 HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0], "abs2")
+		if a := exchange(t, g.Addr, "GET http://gw/healthz HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]; a.Status != 200 || a.Body != "ok" {
+			t.Fatalf("health check in absolute form: %d %q", a.Status, a.Body)
+		}
 		for _, tc := range []struct{ raw, host string }{
 			{"POST http://other.example:81/api/v1/orders/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + tok + "\r\nContent-Length: 2\r\n\r\nab", "other.example:81"},
 			{"GET http://h10.example/api/v1/products/echo HTTP/1.0\r\n\r\n", "h10.example"},

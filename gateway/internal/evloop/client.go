@@ -115,6 +115,11 @@ func (l *loop) serve(cl *client) {
 		// The path without parsing the URI: a parsed URI would be
 		// re-serialised (normalised) when the request is written upstream.
 		path := h.RequestURI()
+		if len(path) > 0 && path[0] != '/' {
+			// The absolute form (RFC 9112 §3.2.2) names the same paths,
+			// as the fasthttp transport's handler sees them.
+			_, path, _ = proxy.AbsoluteForm(path)
+		}
 		if i := bytes.IndexByte(path, '?'); i >= 0 {
 			path = path[:i]
 		}

@@ -279,7 +279,7 @@ func (p *Proxy) start(x *Exchange) bool {
 		// target's authority replaces Host, and its path is routed. The
 		// authority form (CONNECT) fails here, and so does "*" but for
 		// OPTIONS.
-		authority, rest, ok := absoluteForm(raw)
+		authority, rest, ok := AbsoluteForm(raw)
 		options := string(h.Method()) == "OPTIONS"
 		if options && (string(raw) == "*" || (ok && len(rest) == 0)) {
 			// OPTIONS * (also as an absolute URI without a path, §3.2.4)

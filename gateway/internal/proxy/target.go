@@ -11,12 +11,12 @@ var allowMethods = strings.Join(methods[1:], ", ")
 
 var slash = []byte("/")
 
-// absoluteForm splits an absolute-form request target (RFC 9112 §3.2.2)
+// AbsoluteForm splits an absolute-form request target (RFC 9112 §3.2.2)
 // into its authority and the rest (path and query, either may be empty).
 // Only http and https URIs with a non-empty authority qualify, and no
 // userinfo: RFC 9110 §4.2.4 has recipients treat it as an error, and
 // §4.2.1 refuses an empty host.
-func absoluteForm(target []byte) (authority, rest []byte, ok bool) {
+func AbsoluteForm(target []byte) (authority, rest []byte, ok bool) {
 	i := bytes.Index(target, []byte("://"))
 	if i < 0 || !(asciiEqualFold(target[:i], "http") || asciiEqualFold(target[:i], "https")) {
 		return nil, nil, false
