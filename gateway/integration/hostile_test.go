@@ -424,6 +424,11 @@ func TestHostileClients(t *testing.T) {
 		if !strings.EqualFold(as[0].Header.Get("Connection"), "keep-alive") {
 			t.Fatalf("HTTP/1.0 keep-alive answer says Connection %q", as[0].Header.Get("Connection"))
 		}
+		// As HTTP/1.1 it needs a Host (a net/http upstream answers 400
+		// without): the endpoint's address.
+		if a := exchange(t, g.Addr, "GET /api/v1/products/echo HTTP/1.0\r\n\r\n", 1)[0]; a.Status != 200 || !strings.HasPrefix(a.Body, "host="+up.addr()+" ") {
+			t.Fatalf("HTTP/1.0 without Host: %d %q, want host=%s", a.Status, a.Body, up.addr())
+		}
 	})
 
 	t.Run("Expect: 100-continue", func(t *testing.T) {

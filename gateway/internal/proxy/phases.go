@@ -527,6 +527,9 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 		// Only HTTP/1.0 gets here without one (start), and neither
 		// transport can write a request upstream without it.
 		h.SetHost(ep.Addr)
+		// HostClient would write the host of the URI the fasthttp server
+		// parsed before the chain, which is empty: no Host at all.
+		x.Req.UseHostHeader = true
 	}
 	x.Endpoint = ep
 	x.t0 = now
