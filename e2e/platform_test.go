@@ -48,8 +48,7 @@ func start(t *testing.T) *env {
 	servers := stack.Servers{
 		Redis: testenv.Redis(t), Etcd: testenv.Etcd(t), NATS: testenv.NATS(t), Kafka: testenv.Kafka(t),
 	}
-	pulsarURL, _ := testenv.Pulsar(t)
-	servers.Pulsar = pulsarURL
+	servers.Pulsar, servers.PulsarAdmin = testenv.Pulsar(t)
 	dbs := map[string]string{"user": testenv.Postgres(t), "order": testenv.Postgres(t), "payment": testenv.Postgres(t)}
 	lockPulsar(t)
 
@@ -74,7 +73,7 @@ func start(t *testing.T) *env {
 	}
 	// The archive subscription exists before any order, so no event of this
 	// run can be trimmed before it is read.
-	arch := openArchive(t, pulsarURL)
+	arch := openArchive(t, servers.Pulsar)
 
 	st, err := stack.Start(ctx, stack.Options{
 		Bin: bin, LogDir: logs, Servers: servers, DatabaseURLs: dbs, TracesURL: srv.URL + "/v1/traces",

@@ -52,7 +52,7 @@ func NativeServers(root string) (map[string]string, error) {
 // forever instead of saying what to do.
 func checkServers(env map[string]string) error {
 	var down []string
-	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "ETCD_ENDPOINTS", "NATS_URL", "KAFKA_BROKERS", "PULSAR_URL"} {
+	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "ETCD_ENDPOINTS", "NATS_URL", "KAFKA_BROKERS", "PULSAR_URL", "PULSAR_ADMIN_URL"} {
 		v := env[name]
 		if v == "" {
 			continue

@@ -83,6 +83,10 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 	// server that is not there, so the embedded run says which legs it wants.
 	if url := os.Getenv("PULSAR_URL"); url != "" && p.Env["PULSAR_URL"] == "" {
 		p.Env["PULSAR_URL"] = url
+		// Its admin API, if given, lets the bridge dead-letter what a topic's max message size would refuse.
+		if admin := os.Getenv("PULSAR_ADMIN_URL"); admin != "" && p.Env["PULSAR_ADMIN_URL"] == "" {
+			p.Env["PULSAR_ADMIN_URL"] = admin
+		}
 	}
 	p.Pulsar = p.Env["PULSAR_URL"] != ""
 	if err := p.startParts(ctx, o); err != nil {

@@ -63,11 +63,12 @@ func env(k, def string) string {
 
 func run(ctx context.Context, load bool, logs string, extra map[string]map[string]string) error {
 	servers := stack.Servers{
-		Redis:  env("REDIS_URL", "redis://127.0.0.1:16379/0"),
-		Etcd:   strings.Split(env("ETCD_ENDPOINTS", "127.0.0.1:12379"), ","),
-		NATS:   env("NATS_URL", "nats://127.0.0.1:14222"),
-		Kafka:  strings.Split(env("KAFKA_BROKERS", "127.0.0.1:19092"), ","),
-		Pulsar: env("PULSAR_URL", "pulsar://127.0.0.1:16650"),
+		Redis:       env("REDIS_URL", "redis://127.0.0.1:16379/0"),
+		Etcd:        strings.Split(env("ETCD_ENDPOINTS", "127.0.0.1:12379"), ","),
+		NATS:        env("NATS_URL", "nats://127.0.0.1:14222"),
+		Kafka:       strings.Split(env("KAFKA_BROKERS", "127.0.0.1:19092"), ","),
+		Pulsar:      env("PULSAR_URL", "pulsar://127.0.0.1:16650"),
+		PulsarAdmin: env("PULSAR_ADMIN_URL", "http://127.0.0.1:18080"),
 	}
 	root, err := stack.Root()
 	if err != nil {

@@ -79,6 +79,9 @@ type Servers struct {
 	NATS   string
 	Kafka  []string
 	Pulsar string
+	// PulsarAdmin is Pulsar's admin REST URL: the bridge reads each archive topic's max message size there, so a
+	// message above it is dead-lettered instead of lost.
+	PulsarAdmin string
 }
 
 // Options describe one run.
@@ -180,6 +183,7 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 			"NATS_URL":          o.Servers.NATS,
 			"KAFKA_BROKERS":     strings.Join(o.Servers.Kafka, ","),
 			"PULSAR_URL":        o.Servers.Pulsar,
+			"PULSAR_ADMIN_URL":  o.Servers.PulsarAdmin,
 			"JWKS_URL":          jwks,
 			"OTEL_SERVICE_NAME": name,
 			// Spans leave every 100 ms instead of the SDK's 5 s so a test
