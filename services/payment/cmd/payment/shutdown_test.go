@@ -1,0 +1,191 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+)
+
+// The tests in this file run the payment binary as a process and stop it with SIGTERM, as every rolling update and
+// scale-in does. The binary is this test binary: with childEnv set, TestMain runs main instead of the tests, so the
+// process is main's own wiring, environment and signal handling, without a separate build.
+const childEnv = "PAYMENT_TEST_RUN_MAIN"
+
+// service is the binary's name in discovery.
+const service = "payment"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// newPaymentEnv adds payment's own variables: a settings key nobody writes (the initial settings apply) and a
+// provider fast enough for a long stream.
+func newPaymentEnv(t *testing.T) *env {
+	return newEnv(t, "PAYMENT_SETTINGS_KEY=/shanhai/test/payment/"+svctest.Random(4),
+		"PROVIDER_LATENCY_MEDIAN=2ms", "PROVIDER_LATENCY_P99=10ms", "PROVIDER_FAILURE_RATE=0", "CONSUMER_MAX_DELIVER=10")
+}
+
+// TestSIGTERMDrainsRequests stops the binary while clients that follow discovery read payments, with the payments
+// table locked across SIGTERM (see stopUnderLoad): every request is answered 200, none is reset or left hanging.
+func TestSIGTERMDrainsRequests(t *testing.T) {
+	newPaymentEnv(t).stopUnderLoad(t, "payments", http.StatusOK, listPayments)
+}
+
+// TestSIGTERMMidStreamChargesEveryOrderOnce stops the binary while its consumer holds order.created messages it
+// cannot finish yet (the payments table is locked across SIGTERM, so its workers wait in their claims), then starts
+// it again. The stopped instance finishes what it holds (no payment is left PENDING, which a new process's provider
+// would charge again); in the end every order has one payment and one payment.succeeded event, although each
+// order.created came twice, and every outbox row, the stopped relay's leftovers included, is on Kafka.
+func TestSIGTERMMidStreamChargesEveryOrderOnce(t *testing.T) {
+	const n, before = 200, 40
+	e := newPaymentEnv(t)
+	tail := tailKafka(t, "shanhai.payments")
+	first := e.start(t)
+
+	orders := make([]string, n)
+	for i := range orders {
+		orders[i] = uuid.NewString()
+	}
+	// Each order.created is published twice, as a Kafka redelivery through the bridge would be. The first few are
+	// charged before the stop; the rest are published with the payments table locked, so the consumer takes up to
+	// its MaxAckPending of them in hand and waits.
+	publish := func(ids []string) {
+		for _, id := range ids {
+			env, err := event.New("order.created", "/shanhai/order", id, map[string]any{
+				"order_id": id, "user_id": "buyer", "total_cents": 1500, "currency": "EUR",
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 2 {
+				e.stream.Publish(t, e.stream.Prefix+"shanhai.orders", "shanhai.orders", id, svctest.Headers(env, nil), env.Data)
+			}
+		}
+	}
+	publish(orders[:before])
+	runtest.Eventually(t, 20*time.Second, "the first orders charged", func() bool { return e.payments(t, "SUCCEEDED") == before })
+	release := e.lockTable(t, "payments", func() { publish(orders[before:]) })
+	first.terminate(t)
+	first.waitLog(t, `"step":"drain"`)
+	release() // the consumer is stopping now, with orders in hand
+	first.waitExit(t)
+	if pending := e.payments(t, "PENDING"); pending > 0 {
+		t.Fatalf("the stopped instance left %d payments PENDING", pending)
+	}
+	charged := e.payments(t, "SUCCEEDED")
+	if charged >= n {
+		t.Fatalf("all %d orders were charged before the consumer stopped; the test needs a longer stream", n)
+	}
+	unsent, leased := e.endLeases(t)
+	t.Logf("the stopped instance charged %d of %d orders and left %d outbox rows unsent, %d of them leased", charged, n, unsent, leased)
+
+	second := e.start(t)
+	e.stream.Drained(t, "payment", 15*time.Second)
+	e.allSent(t)
+	second.stop(t)
+
+	var byOrder []struct {
+		OrderID string
+		N       int
+	}
+	if err := e.db.Raw("SELECT order_id, count(*) AS n FROM payments WHERE status = 'SUCCEEDED' GROUP BY order_id").
+		Scan(&byOrder).Error; err != nil {
+		t.Fatal(err)
+	}
+	if all := e.payments(t, ""); len(byOrder) != n || all != n {
+		t.Fatalf("%d orders have a SUCCEEDED payment, %d payments in all; want %d each", len(byOrder), all, n)
+	}
+	var events []struct {
+		Key string
+		N   int
+	}
+	if err := e.db.Raw("SELECT key, count(*) AS n FROM outbox WHERE event_type = 'payment.succeeded' GROUP BY key").
+		Scan(&events).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != n {
+		t.Fatalf("%d orders have a payment.succeeded event, want %d", len(events), n)
+	}
+	for _, ev := range events {
+		if ev.N != 1 {
+			t.Fatalf("order %s has %d payment.succeeded events", ev.Key, ev.N)
+		}
+	}
+	var dead int64
+	if err := e.db.Table("dead_letters").Count(&dead).Error; err != nil {
+		t.Fatal(err)
+	}
+	if dead != 0 {
+		t.Fatalf("%d messages dead-lettered", dead)
+	}
+	e.everyRowInKafka(t, tail)
+}
+
+// TestSIGTERMLeavesClaimedRowsForTheNextRelay stops the binary while its relay has claimed payment.succeeded rows and
+// waits for a Kafka broker that accepts connections but never answers. The stop must still end, the claimed rows must
+// stay unsent (never marked without being published) and claimable, and the next instance, with Kafka answering,
+// publishes every one of them.
+func TestSIGTERMLeavesClaimedRowsForTheNextRelay(t *testing.T) {
+	const n = 20
+	e := newPaymentEnv(t)
+	tail := tailKafka(t, "shanhai.payments")
+	first := e.start(t, "KAFKA_BROKERS="+silentBroker(t))
+	for range n {
+		id := uuid.NewString()
+		env, err := event.New("order.created", "/shanhai/order", id, map[string]any{
+			"order_id": id, "user_id": "buyer", "total_cents": 1500, "currency": "EUR",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.stream.Publish(t, e.stream.Prefix+"shanhai.orders", "shanhai.orders", id, svctest.Headers(env, nil), env.Data)
+	}
+	e.stream.Drained(t, "payment", 10*time.Second)
+	e.stopWhileRelayClaims(t, first, n)
+	e.nextInstanceSendsAll(t, tail)
+}
+
+// payments counts payments in status ("" for all).
+func (e *env) payments(t *testing.T, status string) int {
+	t.Helper()
+	q := e.db.Table("payments")
+	if status != "" {
+		q = q.Where("status = ?", status)
+	}
+	var n int64
+	if err := q.Count(&n).Error; err != nil {
+		t.Fatal(err)
+	}
+	return int(n)
+}
+
+// listPayments asks for the payments of a random order; it returns the status, or the error of a request that got
+// no answer.
+func listPayments(c *http.Client, addr, tok string) (int, error) {
+	req, err := http.NewRequest("GET", "http://"+addr+"/api/v1/payments?order_id="+uuid.NewString(), nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return 0, err
+	}
+	return resp.StatusCode, nil
+}
