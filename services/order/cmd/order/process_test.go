@@ -58,6 +58,22 @@ func newEnv(t *testing.T, vars ...string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = etcd.Close() })
+	// Registered after the stream's own cleanup, so it runs before the stream is deleted: what the consumer had
+	// left, for a failed test's reader.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		c, err := stream.JS.Consumer(context.Background(), stream.Name, service)
+		if err != nil {
+			t.Logf("consumer %s: %v", service, err)
+			return
+		}
+		if ci, err := c.Info(context.Background()); err == nil {
+			t.Logf("consumer %s: %d pending, %d waiting for an ack, %d redelivered, ack floor %d",
+				service, ci.NumPending, ci.NumAckPending, ci.NumRedelivered, ci.AckFloor.Stream)
+		}
+	})
 	version := "stop-" + svctest.Random(4)
 	vars = append([]string{
 		"DATABASE_URL=" + dbURL, "NATS_URL=" + testenv.NATS(t),

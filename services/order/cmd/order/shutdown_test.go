@@ -100,7 +100,7 @@ func TestSIGTERMMidStreamAppliesEveryResultOnce(t *testing.T) {
 	}
 	const before = 40
 	publish(orders[:before])
-	runtest.Eventually(t, 10*time.Second, "the first results applied", func() bool { return e.settled(t) == before })
+	runtest.Eventually(t, 20*time.Second, "the first results applied", func() bool { return e.settled(t) == before })
 	release := e.lockTable(t, "orders", func() { publish(orders[before:]) })
 	first.terminate(t)
 	first.waitLog(t, `"step":"drain"`)
