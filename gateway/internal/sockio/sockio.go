@@ -45,6 +45,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 )
@@ -82,6 +83,9 @@ type Conn struct {
 	partSent bool
 	whole    bool // Read's copy of !partSent, under rmu
 	unasked  bool // the peer had sent bytes before it was asked
+
+	server bool        // accepted by a Listener: Close lingers (linger.go)
+	closed atomic.Bool // Close was called (server connections): Read and Write fail
 }
 
 // ErrUnasked is the error of an exchange Read that found bytes from the
@@ -134,6 +138,9 @@ func WrapExchange(c net.Conn) net.Conn {
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.closed.Load() { // a server connection lingering (linger.go)
+		return 0, c.closedErr("read")
 	}
 	c.rmu.Lock()
 	if c.exchange {
@@ -233,6 +240,9 @@ func (c *Conn) readOnce(fd uintptr) bool {
 // socket is full (honouring the write deadline). An exchange connection
 // holds a small p back for the next Read instead.
 func (c *Conn) Write(p []byte) (int, error) {
+	if c.closed.Load() {
+		return 0, c.closedErr("write")
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.exchange && len(c.pend)+len(p) <= maxDeferred {
@@ -320,7 +330,8 @@ func wrapErr(op string, c *Conn, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }
 
-// Listener wraps every accepted connection with Wrap.
+// Listener wraps every accepted connection with Wrap, and closes it by
+// lingering (linger.go).
 type Listener struct{ net.Listener }
 
 // Accept accepts the next connection.
@@ -329,5 +340,9 @@ func (l Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return Wrap(c), nil
+	w := Wrap(c)
+	if sc, ok := w.(*Conn); ok {
+		sc.server = true
+	}
+	return w, nil
 }
