@@ -90,7 +90,7 @@ func attachBinary(path, exe string, id binID, httpUprobe bool, log *slog.Logger)
 	}
 	defer sym.Close()
 	// Refused here, a file whose DWARF lies is skipped with one error instead of one per probe that reads offsets.
-	if err := offsets.CheckSections(sym.ELF()); err != nil {
+	if err := offsets.CheckSections(sym.ELF(), sym.Size()); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	ex, err := link.OpenExecutable(path)

@@ -41,21 +41,27 @@ func FuzzGoVersion(f *testing.F) {
 	})
 }
 
-// FuzzDWARF reads struct member offsets and result registers from DWARF (.debug_abbrev and .debug_info). The names
-// asked for are taken from the input itself, its first struct with a member and its first function, so that any
-// input can reach the code past the name match. Seeds: one compile unit holding entries copied from the test target
-// (a struct, a function and its results), and one whose result type is a cycle of typedefs.
+// FuzzDWARF reads struct member offsets and result registers from DWARF (.debug_abbrev, .debug_info, .debug_addr).
+// The names asked for are taken from the input itself, its first struct with a member and its first function, so
+// that any input can reach the code past the name match. Seeds: one compile unit holding entries copied from the
+// test target (a struct, a function and its results' types; see realUnit), whole and cut short, and one whose result
+// type is a cycle of typedefs.
 func FuzzDWARF(f *testing.F) {
 	if *writeSeeds {
-		abbrev, info := realUnit(f, buildTarget(f), "net/http.Request", "net/http.(*Transport).roundTrip")
-		writeSeed(f, "FuzzDWARF", "target", abbrev, info)
-		writeSeed(f, "FuzzDWARF", "target-cut", abbrev, info[:len(info)/2])
+		abbrev, info, addr := realUnit(f, buildTarget(f), "net/http.Request", "net/http.(*Transport).roundTrip")
+		writeSeed(f, "FuzzDWARF", "target", abbrev, info, addr)
+		cut := bytes.Clone(info[:len(info)/2])
+		binary.LittleEndian.PutUint32(cut, uint32(len(cut)-4)) // the unit's length: it ends inside an entry
+		writeSeed(f, "FuzzDWARF", "target-cut", abbrev, cut, addr)
 		abbrev, info = typedefCycle()
-		writeSeed(f, "FuzzDWARF", "typedef-cycle", abbrev, info)
+		writeSeed(f, "FuzzDWARF", "typedef-cycle", abbrev, info, nil)
 	}
-	f.Fuzz(func(t *testing.T, abbrev, info []byte) {
+	f.Fuzz(func(t *testing.T, abbrev, info, addr []byte) {
 		d, err := dwarf.New(abbrev, nil, nil, info, nil, nil, nil, nil)
 		if err != nil {
+			return
+		}
+		if err := d.AddSection(".debug_addr", addr); err != nil {
 			return
 		}
 		var strct, member, fn string
@@ -80,6 +86,59 @@ func FuzzDWARF(f *testing.F) {
 	})
 }
 
+// FuzzResolve runs the entry points the agent calls on an ELF image: Resolve, ErrorRegister and GoVersion. Seeds:
+// FuzzDWARF's units and FuzzGoVersion's .go.buildinfo as the sections of an executable, DWARF plain and compressed.
+func FuzzResolve(f *testing.F) {
+	if *writeSeeds {
+		target := buildTarget(f)
+		buildinfo, err := target.Section(".go.buildinfo").Data()
+		if err != nil {
+			f.Fatal(err)
+		}
+		abbrev, info, addr := realUnit(f, target, "net/http.Request", "net/http.(*Transport).roundTrip")
+		writeSeed(f, "FuzzResolve", "target", dwarfImage(abbrev, info, addr, buildinfo, false))
+		writeSeed(f, "FuzzResolve", "target-zlib", dwarfImage(abbrev, info, addr, buildinfo, true))
+		abbrev, info = typedefCycle()
+		writeSeed(f, "FuzzResolve", "typedef-cycle", dwarfImage(abbrev, info, nil, buildinfo, false))
+	}
+	f.Fuzz(func(t *testing.T, image []byte) {
+		ef, err := elf.NewFile(bytes.NewReader(image))
+		if err != nil {
+			return
+		}
+		Resolve(ef, RequestMethod, ServerStatus)
+		ErrorRegister(ef, "net/http.(*Transport).roundTrip")
+		GoVersion(ef)
+	})
+}
+
+// dwarfImage is an executable holding .debug_abbrev, .debug_info (compressed with zlib when asked), .debug_addr and
+// .go.buildinfo.
+func dwarfImage(abbrev, info, addr, buildinfo []byte, compress bool) []byte {
+	infoSec := exetest.Section{Name: ".debug_info", Type: elf.SHT_PROGBITS, Data: info}
+	if compress {
+		infoSec.Flags, infoSec.Data = elf.SHF_COMPRESSED, zlibSection(info)
+	}
+	return exetest.Build(
+		exetest.Section{Name: ".go.buildinfo", Type: elf.SHT_PROGBITS, Flags: elf.SHF_ALLOC | elf.SHF_WRITE, Addr: 0x600000, Data: buildinfo},
+		exetest.Section{Name: ".debug_abbrev", Type: elf.SHT_PROGBITS, Data: abbrev},
+		exetest.Section{Name: ".debug_addr", Type: elf.SHT_PROGBITS, Data: addr},
+		infoSec)
+}
+
+// zlibSection is data as an SHF_COMPRESSED section's bytes: the ELF64 compression header, then zlib.
+func zlibSection(data []byte) []byte {
+	var z bytes.Buffer
+	z.Write(binary.LittleEndian.AppendUint32(nil, uint32(elf.COMPRESS_ZLIB)))
+	z.Write(make([]byte, 4))
+	z.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(data))))
+	z.Write(make([]byte, 8)) // alignment
+	w := zlib.NewWriter(&z)
+	w.Write(data)
+	w.Close()
+	return z.Bytes()
+}
+
 // TestResultTypeCycle: a result whose type is a typedef of itself is an error. Through debug/dwarf's Type the
 // register count recursed until the stack was exhausted (fatal, no recover).
 func TestResultTypeCycle(t *testing.T) {
@@ -94,37 +153,33 @@ func TestResultTypeCycle(t *testing.T) {
 }
 
 // TestCompressedBomb: a compressed debug section claiming far more than its bytes inflate to is refused before it
-// is read; one that inflates as the Go linker's do is read.
+// is read, as is one whose header claims more bytes in the file than the file has (which would hide the ratio); one
+// that inflates as the Go linker's do is read.
 func TestCompressedBomb(t *testing.T) {
+	abbrev, info := typedefCycle()
 	for _, c := range []struct {
-		name string
-		size int
-		ok   bool
-	}{{"inflates 1000 times", 64 << 20, false}, {"inflates 3 times", 0, true}} {
-		data := bytes.Repeat([]byte{0}, c.size)
-		if c.ok {
-			abbrev, info := typedefCycle()
-			data = append(abbrev, info...) // any bytes: only the header check matters here
-		}
-		var z bytes.Buffer
-		z.Write(binary.LittleEndian.AppendUint32(nil, uint32(elf.COMPRESS_ZLIB)))
-		z.Write(make([]byte, 4))
-		z.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(data))))
-		z.Write(make([]byte, 8)) // alignment
-		w := zlib.NewWriter(&z)
-		w.Write(data)
-		w.Close()
-		img := exetest.Build(exetest.Section{Name: ".debug_info", Type: elf.SHT_PROGBITS, Flags: elf.SHF_COMPRESSED, Data: z.Bytes()})
+		name     string
+		data     []byte
+		fileSize uint64 // the header's, when it lies
+		ok       bool
+	}{
+		{"inflates 1000 times", make([]byte, 64<<20), 0, false},
+		{"claims 2^40 bytes in the file", make([]byte, 64<<20), 1 << 40, false},
+		{"inflates 3 times", append(abbrev, info...), 0, true}, // any bytes: only the header check matters here
+	} {
+		z := zlibSection(c.data)
+		img := exetest.Build(exetest.Section{Name: ".debug_info", Type: elf.SHT_PROGBITS, Flags: elf.SHF_COMPRESSED, Data: z, Size: c.fileSize})
 		ef, err := elf.NewFile(bytes.NewReader(img))
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = CheckSections(ef)
+		err = CheckSections(ef, int64(len(img)))
 		if (err == nil) != c.ok {
-			t.Errorf("%s (%d bytes in the file): %v", c.name, z.Len(), err)
+			t.Errorf("%s (%d bytes in the file): %v", c.name, len(z), err)
 		}
-		if _, _, err := Resolve(ef, RequestMethod); !c.ok && (err == nil || !strings.Contains(err.Error(), "claims")) {
-			t.Errorf("%s: Resolve: %v, want the refusal", c.name, err)
+		_, _, err = Resolve(ef, RequestMethod)
+		if refused := err != nil && strings.Contains(err.Error(), "claims"); refused != (!c.ok && c.fileSize == 0) {
+			t.Errorf("%s: Resolve: %v", c.name, err) // it knows no file size: it refuses by the ratio alone
 		}
 	}
 }
@@ -164,52 +219,167 @@ func typedefCycle() (abbrev, info []byte) {
 }
 
 // realUnit copies the entries of the named structs and functions (with their children) out of f's DWARF into one
-// compile unit of their own. References still hold the offsets of the whole .debug_info (most point nowhere now).
-func realUnit(tb testing.TB, f *elf.File, names ...string) (abbrev, info []byte) {
-	abbrevSec, err := f.Section(".debug_abbrev").Data()
-	if err != nil {
-		tb.Fatal(err)
+// compile unit of their own, behind the header and compile unit entry of f's first unit, with the start of
+// .debug_addr. The types of the functions' results come along as far as registers reads them (typedefs, structs and
+// their members' types, not what a pointer points to), their references moved to the copies; a function's address
+// index (DW_FORM_addrx, right after its name) is set to 0, the unit's first address. Other references still hold
+// offsets of the whole .debug_info (most point nowhere now).
+func realUnit(tb testing.TB, f *elf.File, names ...string) (abbrev, info, addr []byte) {
+	var secs [3][]byte
+	for i, name := range []string{".debug_abbrev", ".debug_info", ".debug_addr"} {
+		data, err := f.Section(name).Data()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		secs[i] = data
 	}
-	infoSec, err := f.Section(".debug_info").Data()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	infoSec := secs[1]
 	d, err := f.DWARF()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var unitHeader []byte
-	var dies []byte
 	r := d.Reader()
+	cu, err := r.Next()
+	if err != nil || cu == nil || cu.Tag != dwarf.TagCompileUnit || !cu.Children {
+		tb.Fatalf("first entry %v, %v: want a compile unit with children", cu, err)
+	}
+	base, ok := cu.Val(dwarf.AttrAddrBase).(int64)
+	if !ok {
+		tb.Fatal("first compile unit without an address base")
+	}
+	first, err := r.Next()
+	if err != nil || first == nil {
+		tb.Fatalf("compile unit without children: %v", err)
+	}
+	info = bytes.Clone(infoSec[:first.Offset]) // the unit's header and its compile unit entry
+
+	// span returns the entry at off and the offset after its children.
+	span := func(off dwarf.Offset) (*dwarf.Entry, dwarf.Offset) {
+		r.Seek(off)
+		e, err := r.Next()
+		if err != nil || e == nil {
+			tb.Fatalf("entry at %#x: %v", off, err)
+		}
+		r.SkipChildren()
+		next, err := r.Next()
+		if err != nil || next == nil {
+			tb.Fatalf("no entry after %#x", off)
+		}
+		return e, next.Offset
+	}
+	// children returns the entries directly under e (at off).
+	children := func(off dwarf.Offset) []*dwarf.Entry {
+		r.Seek(off)
+		var out []*dwarf.Entry
+		if e, _ := r.Next(); e == nil || !e.Children {
+			return nil
+		}
+		for {
+			c, err := r.Next()
+			if err != nil || c == nil || c.Tag == 0 {
+				return out
+			}
+			out = append(out, c)
+			if c.Children {
+				r.SkipChildren()
+			}
+		}
+	}
+	moved := map[dwarf.Offset]int{} // old offset -> offset in info
+	var copied []dwarf.Offset
+	var follow []dwarf.Offset // result types still to copy
+	add := func(off dwarf.Offset) *dwarf.Entry {
+		e, end := span(off)
+		moved[off] = len(info)
+		copied = append(copied, off)
+		info = append(info, infoSec[off:end]...)
+		return e
+	}
+
+	r.Seek(0)
 	for want := map[string]bool{}; len(want) < len(names); {
 		e, err := r.Next()
 		if err != nil || e == nil {
 			tb.Fatalf("DWARF: %v, found %v of %v", err, want, names)
-		}
-		if e.Tag == dwarf.TagCompileUnit && unitHeader == nil {
-			unitHeader = infoSec[:e.Offset] // the first unit's header, abbreviations from offset 0
 		}
 		name, _ := e.Val(dwarf.AttrName).(string)
 		if !slices.Contains(names, name) || want[name] || e.Tag == dwarf.TagTypedef {
 			continue
 		}
 		want[name] = true
-		r.SkipChildren()
-		next, err := r.Next()
-		if err != nil || next == nil {
-			tb.Fatalf("no entry after %s", name)
+		at := len(info)
+		add(e.Offset)
+		if e.Tag != dwarf.TagSubprogram {
+			r.Seek(e.Offset)
+			r.Next()
+			r.SkipChildren()
+			continue
 		}
-		dies = append(dies, infoSec[e.Offset:next.Offset]...)
+		_, n := binary.Uvarint(info[at:]) // the abbreviation code
+		if !bytes.HasPrefix(info[at+n:], append([]byte(name), 0)) {
+			tb.Fatalf("%s: the name does not follow the abbreviation code", name)
+		}
+		idx := at + n + len(name) + 1
+		_, w := binary.Uvarint(info[idx:])
+		for i := idx; i < idx+w-1; i++ {
+			info[i] = 0x80 // 0, padded to the index's length so that nothing after it moves
+		}
+		info[idx+w-1] = 0
+		for _, c := range children(e.Offset) {
+			if out, _ := c.Val(dwarf.AttrVarParam).(bool); out && c.Tag == dwarf.TagFormalParameter {
+				if t, ok := c.Val(dwarf.AttrType).(dwarf.Offset); ok {
+					follow = append(follow, t)
+				}
+			}
+		}
+		r.Seek(e.Offset)
+		r.Next()
+		r.SkipChildren()
 	}
-	info = bytes.Clone(unitHeader)
-	info = append(info, 1) // the first abbreviation: the compile unit, its children follow
-	info = append(info, dies...)
-	info = append(info, 0)
+	for len(follow) > 0 {
+		off := follow[0]
+		follow = follow[1:]
+		if _, ok := moved[off]; ok {
+			continue
+		}
+		e := add(off)
+		switch e.Tag {
+		case dwarf.TagTypedef:
+			if t, ok := e.Val(dwarf.AttrType).(dwarf.Offset); ok {
+				follow = append(follow, t)
+			}
+		case dwarf.TagStructType:
+			for _, c := range children(off) {
+				if t, ok := c.Val(dwarf.AttrType).(dwarf.Offset); ok && c.Tag == dwarf.TagMember {
+					follow = append(follow, t)
+				}
+			}
+		}
+	}
+	// Move the references to copied entries: a DW_FORM_ref_addr is the 4-byte offset in .debug_info.
+	for _, off := range copied {
+		start := moved[off]
+		_, end := span(off)
+		entry := info[start : start+int(end-off)]
+		writes := map[int]int{} // found first, then written: a moved offset may equal an old one
+		for old, now := range moved {
+			from := binary.LittleEndian.AppendUint32(nil, uint32(old))
+			for i := 0; i+4 <= len(entry); i++ {
+				if bytes.Equal(entry[i:i+4], from) {
+					writes[i] = now
+				}
+			}
+		}
+		for i, now := range writes {
+			binary.LittleEndian.PutUint32(entry[i:], uint32(now))
+		}
+	}
+	info = append(info, 0) // the end of the compile unit's children
 	binary.LittleEndian.PutUint32(info, uint32(len(info)-4))
 	if len(info) > 4096 {
 		tb.Fatalf("unit of %d bytes", len(info))
 	}
-	return abbrevSec, info
+	return secs[0], info, secs[2][:base+8]
 }
 
 // buildTarget builds testdata/target with DWARF.

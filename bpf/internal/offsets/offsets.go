@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"go/version"
+	"math"
 	"strings"
 )
 
@@ -66,7 +67,7 @@ const (
 // Resolve returns the offsets of fields in the executable f: from DWARF when present, else from Fallback as it was
 // in the Go release that built f (Moved). Binaries of other Go minor releases get the 1.26 values, unchecked.
 func Resolve(f *elf.File, fields ...Field) (map[Field]uint64, Source, error) {
-	if err := CheckSections(f); err != nil {
+	if err := CheckSections(f, math.MaxInt64); err != nil { // the ratio only: see CheckSections
 		return nil, FromDWARF, err
 	}
 	d, err := f.DWARF()
@@ -135,10 +136,12 @@ func goVersion(data []byte) (string, error) {
 // megabytes could make the agent allocate gigabytes.
 const maxInflate = 16
 
-// CheckSections refuses compressed DWARF sections that claim more than maxInflate times their size (debug/elf
-// allocates what the header claims, up to what decompression yields). Uncompressed ones cost what the file holds.
-// Resolve and ErrorRegister check this themselves; the agent checks it once per file to skip a hostile one whole.
-func CheckSections(f *elf.File) error {
+// CheckSections refuses compressed DWARF sections of f, a file of fileSize bytes, that claim more than maxInflate
+// times their bytes in the file, or more bytes than the file has (debug/elf allocates what the header claims, up to
+// what decompression yields). Uncompressed ones cost what the file holds. Resolve and ErrorRegister, which are not
+// given the file's size, check the ratio themselves; the agent calls this once per file first, so a hostile file
+// is skipped whole with one error.
+func CheckSections(f *elf.File, fileSize int64) error {
 	for _, s := range f.Sections {
 		size := s.Size
 		switch {
@@ -153,11 +156,40 @@ func CheckSections(f *elf.File) error {
 		default:
 			continue
 		}
+		// The ratio alone would pass any inflated size behind a size in the file that the file does not have, and
+		// zlib inflates up to ~1000 times what is really there.
+		if s.Offset > uint64(fileSize) || s.FileSize > uint64(fileSize)-s.Offset {
+			return fmt.Errorf("compressed section %s claims %d bytes at offset %d of a %d-byte file", s.Name, s.FileSize, s.Offset, fileSize)
+		}
 		if size/maxInflate > s.FileSize {
 			return fmt.Errorf("compressed section %s claims %d bytes from %d in the file", s.Name, size, s.FileSize)
 		}
 	}
 	return nil
+}
+
+// maxNulls bounds the null entries read in a row: each ends one list of children, so a run longer than any nesting
+// means the reader is not advancing.
+const maxNulls = 1024
+
+// reader is a dwarf.Reader whose next fails when it stops advancing. For a LEB128 number left unterminated at the
+// end of the data, debug/dwarf returns a null entry without consuming anything, and so on forever (found by
+// FuzzDWARF: FromDWARFData never returned).
+type reader struct {
+	*dwarf.Reader
+	nulls int
+}
+
+func (r *reader) next() (*dwarf.Entry, error) {
+	e, err := r.Next()
+	if e == nil || e.Tag != 0 {
+		r.nulls = 0
+		return e, err
+	}
+	if r.nulls++; r.nulls > maxNulls {
+		return nil, fmt.Errorf("more than %d null entries in a row: the entries do not advance", maxNulls)
+	}
+	return e, err
 }
 
 // FromDWARFData reads the offsets from DWARF type information, in one pass over the entries.
@@ -175,9 +207,9 @@ func FromDWARFData(d *dwarf.Data, fields ...Field) (map[Field]uint64, error) {
 		want[typ][member] = fl
 	}
 	out := map[Field]uint64{}
-	r := d.Reader()
+	r := &reader{Reader: d.Reader()}
 	for len(out) < len(fields) {
-		e, err := r.Next()
+		e, err := r.next()
 		if err != nil {
 			return nil, fmt.Errorf("read dwarf: %w", err)
 		}
@@ -196,7 +228,7 @@ func FromDWARFData(d *dwarf.Data, fields ...Field) (map[Field]uint64, error) {
 			continue
 		}
 		for {
-			c, err := r.Next()
+			c, err := r.next()
 			if err != nil {
 				return nil, fmt.Errorf("read dwarf: %w", err)
 			}

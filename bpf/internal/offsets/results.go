@@ -4,6 +4,7 @@ import (
 	"debug/dwarf"
 	"debug/elf"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -24,7 +25,7 @@ var ErrorResult = map[string]int{
 // ErrorRegister says which register holds fn's error result at its RETs: from DWARF when f has it, else from
 // ErrorResult.
 func ErrorRegister(f *elf.File, fn string) (int, Source, error) {
-	if err := CheckSections(f); err != nil {
+	if err := CheckSections(f, math.MaxInt64); err != nil { // the ratio only: see CheckSections
 		return 0, FromDWARF, err
 	}
 	d, err := f.DWARF()
@@ -43,9 +44,9 @@ func ErrorRegister(f *elf.File, fn string) (int, Source, error) {
 // (pointer, int, bool) one register and a string, slice or interface one per word, in order; the probes only read
 // functions whose results are all of the integer class, so floats are not handled.
 func lastResultRegister(d *dwarf.Data, fn string) (int, error) {
-	r := d.Reader()
+	r := &reader{Reader: d.Reader()}
 	for {
-		e, err := r.Next()
+		e, err := r.next()
 		if err != nil {
 			return 0, fmt.Errorf("read dwarf: %w", err)
 		}
@@ -68,7 +69,7 @@ func lastResultRegister(d *dwarf.Data, fn string) (int, error) {
 		var regs []int // registers taken by each result, in order
 		seen := map[string]bool{}
 		for {
-			c, err := r.Next()
+			c, err := r.next()
 			if err != nil {
 				return 0, fmt.Errorf("read dwarf: %w", err)
 			}

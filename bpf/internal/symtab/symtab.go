@@ -83,6 +83,9 @@ func (b *Binary) Close() error {
 	return b.closer.Close()
 }
 
+// Size is the file's size in bytes.
+func (b *Binary) Size() int64 { return b.size }
+
 // ELF gives access to the underlying file (DWARF, sections).
 func (b *Binary) ELF() *elf.File { return b.f }
 
