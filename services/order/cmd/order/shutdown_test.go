@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -14,47 +13,39 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/proctest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 )
 
 // The tests in this file run the order binary as a process and stop it with SIGTERM, as every rolling update and
-// scale-in does. The binary is this test binary: with childEnv set, TestMain runs main instead of the tests, so the
-// process is main's own wiring, environment and signal handling, without a separate build.
-const childEnv = "ORDER_TEST_RUN_MAIN"
+// scale-in does. The binary is this test binary: with ChildEnv set, TestMain runs main instead of the tests (see
+// proctest), so the process is main's own wiring, environment and signal handling, without a separate build.
+var binary = proctest.Binary{Name: "order", ChildEnv: "ORDER_TEST_RUN_MAIN"}
 
-// service is the binary's name in discovery.
-const service = "order"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { binary.Main(m, main) }
 
 // TestSIGTERMDrainsRequestsAndRelaysEveryOrder stops the binary while clients that follow discovery create orders,
 // with the orders table locked across SIGTERM (see stopUnderLoad): every request is answered 201, none is reset or left
 // hanging. Every answered order is stored, and every order.created row the stopped relay left behind is published by
 // the next instance.
 func TestSIGTERMDrainsRequestsAndRelaysEveryOrder(t *testing.T) {
-	e := newEnv(t, "REDIS_URL="+testenv.Redis(t))
-	tail := tailKafka(t, "shanhai.orders")
-	created := e.stopUnderLoad(t, "orders", http.StatusCreated, createOrder)
+	e := proctest.NewEnv(t, binary, "REDIS_URL="+testenv.Redis(t))
+	tail := proctest.TailKafka(t, "shanhai.orders")
+	created := e.StopUnderLoad(t, "orders", http.StatusCreated, createOrder)
 
 	var stored int64
-	if err := e.db.Table("orders").Count(&stored).Error; err != nil {
+	if err := e.DB.Table("orders").Count(&stored).Error; err != nil {
 		t.Fatal(err)
 	}
 	if stored != int64(created) {
 		t.Fatalf("%d orders stored, %d answered 201", stored, created)
 	}
-	unsent, leased := e.endLeases(t)
+	unsent, leased := e.EndLeases(t)
 	t.Logf("%d orders created under load; the stopped relay left %d outbox rows unsent, %d of them leased", created, unsent, leased)
 
 	// The next instance publishes what the stopped one left; every row's event reaches Kafka.
-	e.nextInstanceSendsAll(t, tail)
+	e.NextInstanceSendsAll(t, tail)
 }
 
 // TestSIGTERMMidStreamAppliesEveryResultOnce stops the binary while its consumer holds payment results it cannot
@@ -64,11 +55,11 @@ func TestSIGTERMDrainsRequestsAndRelaysEveryOrder(t *testing.T) {
 // the duplicate of each result changed nothing.
 func TestSIGTERMMidStreamAppliesEveryResultOnce(t *testing.T) {
 	const n = 120
-	e := newEnv(t, "REDIS_URL="+testenv.Redis(t))
-	first := e.start(t)
-	e.createOrders(t, first.addr, n)
+	e := proctest.NewEnv(t, binary, "REDIS_URL="+testenv.Redis(t))
+	first := e.Start(t)
+	createOrders(t, e, first.Addr, n)
 	var orders []storedOrder
-	if err := e.db.Table("orders").Select("id, user_id, total_cents").Order("id").Find(&orders).Error; err != nil {
+	if err := e.DB.Table("orders").Select("id, user_id, total_cents").Order("id").Find(&orders).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(orders) != n {
@@ -95,24 +86,24 @@ func TestSIGTERMMidStreamAppliesEveryResultOnce(t *testing.T) {
 			r.eventID = env.ID
 			results[o.ID] = r
 			for range 2 {
-				e.stream.Publish(t, e.stream.Prefix+"shanhai.payments", "shanhai.payments", o.ID, svctest.Headers(env, nil), env.Data)
+				e.Stream.Publish(t, e.Stream.Prefix+"shanhai.payments", "shanhai.payments", o.ID, svctest.Headers(env, nil), env.Data)
 			}
 		}
 	}
 	const before, inHand = 40, 20
 	publish(orders[:before])
-	runtest.Eventually(t, 20*time.Second, "the first results applied", func() bool { return e.settled(t) == before })
-	release := e.lockTable(t, "orders", func() { publish(orders[before : before+inHand]) })
-	first.holdAcrossStop(t, release)
+	runtest.Eventually(t, 20*time.Second, "the first results applied", func() bool { return settled(t, e) == before })
+	release := e.LockTable(t, "orders", func() { publish(orders[before : before+inHand]) })
+	holdAcrossStop(t, first, release)
 	publish(orders[before+inHand:]) // the rest of the stream, for the next instance
-	t.Logf("the stopped instance applied %d of %d results", e.settled(t), n)
+	t.Logf("the stopped instance applied %d of %d results", settled(t, e), n)
 
-	second := e.start(t)
-	e.stream.Drained(t, "order", 15*time.Second)
-	second.stop(t)
+	second := e.Start(t)
+	e.Stream.Drained(t, "order", 15*time.Second)
+	second.Stop(t)
 
 	var final []struct{ ID, Status, PaymentID, FailureReason string }
-	if err := e.db.Table("orders").Select("id, status, payment_id, failure_reason").Find(&final).Error; err != nil {
+	if err := e.DB.Table("orders").Select("id, status, payment_id, failure_reason").Find(&final).Error; err != nil {
 		t.Fatal(err)
 	}
 	for _, o := range final {
@@ -124,7 +115,7 @@ func TestSIGTERMMidStreamAppliesEveryResultOnce(t *testing.T) {
 		}
 	}
 	var recorded []string
-	if err := e.db.Table("processed_events").Where("consumer = ?", "order").Pluck("event_id", &recorded).Error; err != nil {
+	if err := e.DB.Table("processed_events").Where("consumer = ?", "order").Pluck("event_id", &recorded).Error; err != nil {
 		t.Fatal(err)
 	}
 	if len(recorded) != n {
@@ -147,28 +138,28 @@ func TestSIGTERMMidStreamAppliesEveryResultOnce(t *testing.T) {
 // publishes every one of them.
 func TestSIGTERMLeavesClaimedRowsForTheNextRelay(t *testing.T) {
 	const n = 20
-	e := newEnv(t, "REDIS_URL="+testenv.Redis(t))
-	tail := tailKafka(t, "shanhai.orders")
-	first := e.start(t, "KAFKA_BROKERS="+silentBroker(t))
-	e.createOrders(t, first.addr, n)
-	e.stopWhileRelayClaims(t, first, n)
-	e.nextInstanceSendsAll(t, tail)
+	e := proctest.NewEnv(t, binary, "REDIS_URL="+testenv.Redis(t))
+	tail := proctest.TailKafka(t, "shanhai.orders")
+	first := e.Start(t, "KAFKA_BROKERS="+proctest.SilentBroker(t))
+	createOrders(t, e, first.Addr, n)
+	e.StopWhileRelayClaims(t, first, n)
+	e.NextInstanceSendsAll(t, tail)
 }
 
 // holdAcrossStop stops in while release holds back the work it has in hand: release comes once in has begun to stop its
 // workers (its drain step is done) and either exited or gone on for two seconds. A stop that did not wait for the work
 // in hand exits meanwhile and abandons it in the middle; one that waits is released and finishes it. The process
 // must then exit cleanly.
-func (in *instance) holdAcrossStop(t *testing.T, release func()) {
+func holdAcrossStop(t *testing.T, in *proctest.Instance, release func()) {
 	t.Helper()
-	in.terminate(t)
-	in.waitLog(t, `"step":"drain"`)
+	in.Terminate(t)
+	in.WaitLog(t, `"step":"drain"`)
 	select {
-	case <-in.exited:
+	case <-in.Exited():
 	case <-time.After(2 * time.Second):
 	}
 	release()
-	in.waitExit(t)
+	in.WaitExit(t)
 }
 
 type storedOrder struct {
@@ -180,22 +171,22 @@ type storedOrder struct {
 type result struct{ typ, eventID, paymentID, reason string }
 
 // settled counts orders no longer PENDING.
-func (e *env) settled(t *testing.T) int {
+func settled(t *testing.T, e *proctest.Env) int {
 	t.Helper()
 	var n int64
-	if err := e.db.Table("orders").Where("status <> ?", "PENDING").Count(&n).Error; err != nil {
+	if err := e.DB.Table("orders").Where("status <> ?", "PENDING").Count(&n).Error; err != nil {
 		t.Fatal(err)
 	}
 	return int(n)
 }
 
 // createOrders creates n orders through the API, eight at a time.
-func (e *env) createOrders(t *testing.T, addr string, n int) {
+func createOrders(t *testing.T, e *proctest.Env, addr string, n int) {
 	t.Helper()
 	const clients = 8
 	tokens := make([]string, clients)
 	for i := range tokens {
-		tokens[i] = e.token(t, fmt.Sprintf("buyer-%d", i))
+		tokens[i] = e.Token(t, fmt.Sprintf("buyer-%d", i))
 	}
 	errs := make(chan error, n)
 	var wg sync.WaitGroup

@@ -5,53 +5,44 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/proctest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 )
 
 // The tests in this file run the payment binary as a process and stop it with SIGTERM, as every rolling update and
-// scale-in does. The binary is this test binary: with childEnv set, TestMain runs main instead of the tests, so the
-// process is main's own wiring, environment and signal handling, without a separate build.
-const childEnv = "PAYMENT_TEST_RUN_MAIN"
+// scale-in does. The binary is this test binary: with ChildEnv set, TestMain runs main instead of the tests (see
+// proctest), so the process is main's own wiring, environment and signal handling, without a separate build.
+var binary = proctest.Binary{Name: "payment", ChildEnv: "PAYMENT_TEST_RUN_MAIN"}
 
-// service is the binary's name in discovery.
-const service = "payment"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		main()
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { binary.Main(m, main) }
 
 // newPaymentEnv adds payment's own variables: a settings key of the test's own (until written, the initial settings
 // apply: a provider fast enough for a long stream), which it returns.
-func newPaymentEnv(t *testing.T) (*env, string) {
+func newPaymentEnv(t *testing.T) (*proctest.Env, string) {
 	key := "/shanhai/test/payment/" + svctest.Random(4)
-	e := newEnv(t, "PAYMENT_SETTINGS_KEY="+key,
+	e := proctest.NewEnv(t, binary, "PAYMENT_SETTINGS_KEY="+key,
 		"PROVIDER_LATENCY_MEDIAN=2ms", "PROVIDER_LATENCY_P99=10ms", "PROVIDER_FAILURE_RATE=0", "CONSUMER_MAX_DELIVER=10")
-	t.Cleanup(func() { _, _ = e.etcd.Delete(context.Background(), key) })
+	t.Cleanup(func() { _, _ = e.Etcd.Delete(context.Background(), key) })
 	return e, key
 }
 
 // setLatency makes the provider take latency for every charge, through the dynamic settings.
-func (e *env) setLatency(t *testing.T, key string, latency time.Duration) {
+func setLatency(t *testing.T, e *proctest.Env, key string, latency time.Duration) {
 	t.Helper()
 	ms := float64(latency.Milliseconds())
 	b, err := json.Marshal(config.Dynamic{LatencyMedianMs: ms, LatencyP99Ms: ms, DeclineAboveCents: 100000})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.etcd.Put(context.Background(), key, string(b)); err != nil {
+	if _, err := e.Etcd.Put(context.Background(), key, string(b)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -60,7 +51,7 @@ func (e *env) setLatency(t *testing.T, key string, latency time.Duration) {
 // table locked across SIGTERM (see stopUnderLoad): every request is answered 200, none is reset or left hanging.
 func TestSIGTERMDrainsRequests(t *testing.T) {
 	e, _ := newPaymentEnv(t)
-	e.stopUnderLoad(t, "payments", http.StatusOK, listPayments)
+	e.StopUnderLoad(t, "payments", http.StatusOK, listPayments)
 }
 
 // TestSIGTERMMidStreamChargesEveryOrderOnce stops the binary while its consumer is charging orders: the provider is
@@ -71,8 +62,8 @@ func TestSIGTERMDrainsRequests(t *testing.T) {
 func TestSIGTERMMidStreamChargesEveryOrderOnce(t *testing.T) {
 	const n, before, inHand = 120, 40, 20
 	e, key := newPaymentEnv(t)
-	tail := tailKafka(t, "shanhai.payments")
-	first := e.start(t)
+	tail := proctest.TailKafka(t, "shanhai.payments")
+	first := e.Start(t)
 
 	orders := make([]string, n)
 	for i := range orders {
@@ -92,47 +83,47 @@ func TestSIGTERMMidStreamChargesEveryOrderOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			for range 2 {
-				e.stream.Publish(t, e.stream.Prefix+"shanhai.orders", "shanhai.orders", id, svctest.Headers(env, nil), env.Data)
+				e.Stream.Publish(t, e.Stream.Prefix+"shanhai.orders", "shanhai.orders", id, svctest.Headers(env, nil), env.Data)
 			}
 		}
 	}
 	publish(orders[:before])
-	runtest.Eventually(t, 20*time.Second, "the first orders charged", func() bool { return e.payments(t, "SUCCEEDED") == before })
-	e.setLatency(t, key, 3*time.Second)
-	first.waitLog(t, "payment settings changed")
+	runtest.Eventually(t, 20*time.Second, "the first orders charged", func() bool { return payments(t, e, "SUCCEEDED") == before })
+	setLatency(t, e, key, 3*time.Second)
+	first.WaitLog(t, "payment settings changed")
 	publish(orders[before : before+inHand])
-	runtest.Eventually(t, 10*time.Second, "the next orders claimed", func() bool { return e.payments(t, "PENDING") == inHand })
-	first.stop(t)
-	e.setLatency(t, key, 2*time.Millisecond) // for the next instance
+	runtest.Eventually(t, 10*time.Second, "the next orders claimed", func() bool { return payments(t, e, "PENDING") == inHand })
+	first.Stop(t)
+	setLatency(t, e, key, 2*time.Millisecond) // for the next instance
 	publish(orders[before+inHand:])
-	if pending := e.payments(t, "PENDING"); pending > 0 {
+	if pending := payments(t, e, "PENDING"); pending > 0 {
 		t.Fatalf("the stopped instance left %d payments PENDING", pending)
 	}
-	unsent, leased := e.endLeases(t)
+	unsent, leased := e.EndLeases(t)
 	t.Logf("the stopped instance charged %d of %d orders and left %d outbox rows unsent, %d of them leased",
-		e.payments(t, "SUCCEEDED"), n, unsent, leased)
+		payments(t, e, "SUCCEEDED"), n, unsent, leased)
 
-	second := e.start(t)
-	e.stream.Drained(t, "payment", 15*time.Second)
-	e.allSent(t)
-	second.stop(t)
+	second := e.Start(t)
+	e.Stream.Drained(t, "payment", 15*time.Second)
+	e.AllSent(t)
+	second.Stop(t)
 
 	var byOrder []struct {
 		OrderID string
 		N       int
 	}
-	if err := e.db.Raw("SELECT order_id, count(*) AS n FROM payments WHERE status = 'SUCCEEDED' GROUP BY order_id").
+	if err := e.DB.Raw("SELECT order_id, count(*) AS n FROM payments WHERE status = 'SUCCEEDED' GROUP BY order_id").
 		Scan(&byOrder).Error; err != nil {
 		t.Fatal(err)
 	}
-	if all := e.payments(t, ""); len(byOrder) != n || all != n {
+	if all := payments(t, e, ""); len(byOrder) != n || all != n {
 		t.Fatalf("%d orders have a SUCCEEDED payment, %d payments in all; want %d each", len(byOrder), all, n)
 	}
 	var events []struct {
 		Key string
 		N   int
 	}
-	if err := e.db.Raw("SELECT key, count(*) AS n FROM outbox WHERE event_type = 'payment.succeeded' GROUP BY key").
+	if err := e.DB.Raw("SELECT key, count(*) AS n FROM outbox WHERE event_type = 'payment.succeeded' GROUP BY key").
 		Scan(&events).Error; err != nil {
 		t.Fatal(err)
 	}
@@ -145,13 +136,13 @@ func TestSIGTERMMidStreamChargesEveryOrderOnce(t *testing.T) {
 		}
 	}
 	var dead int64
-	if err := e.db.Table("dead_letters").Count(&dead).Error; err != nil {
+	if err := e.DB.Table("dead_letters").Count(&dead).Error; err != nil {
 		t.Fatal(err)
 	}
 	if dead != 0 {
 		t.Fatalf("%d messages dead-lettered", dead)
 	}
-	e.everyRowInKafka(t, tail)
+	e.EveryRowInKafka(t, tail)
 }
 
 // TestSIGTERMLeavesClaimedRowsForTheNextRelay stops the binary while its relay has claimed payment.succeeded rows and
@@ -161,8 +152,8 @@ func TestSIGTERMMidStreamChargesEveryOrderOnce(t *testing.T) {
 func TestSIGTERMLeavesClaimedRowsForTheNextRelay(t *testing.T) {
 	const n = 20
 	e, _ := newPaymentEnv(t)
-	tail := tailKafka(t, "shanhai.payments")
-	first := e.start(t, "KAFKA_BROKERS="+silentBroker(t))
+	tail := proctest.TailKafka(t, "shanhai.payments")
+	first := e.Start(t, "KAFKA_BROKERS="+proctest.SilentBroker(t))
 	for range n {
 		id := uuid.NewString()
 		env, err := event.New("order.created", "/shanhai/order", id, map[string]any{
@@ -171,17 +162,17 @@ func TestSIGTERMLeavesClaimedRowsForTheNextRelay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.stream.Publish(t, e.stream.Prefix+"shanhai.orders", "shanhai.orders", id, svctest.Headers(env, nil), env.Data)
+		e.Stream.Publish(t, e.Stream.Prefix+"shanhai.orders", "shanhai.orders", id, svctest.Headers(env, nil), env.Data)
 	}
-	e.stream.Drained(t, "payment", 10*time.Second)
-	e.stopWhileRelayClaims(t, first, n)
-	e.nextInstanceSendsAll(t, tail)
+	e.Stream.Drained(t, "payment", 10*time.Second)
+	e.StopWhileRelayClaims(t, first, n)
+	e.NextInstanceSendsAll(t, tail)
 }
 
 // payments counts payments in status ("" for all).
-func (e *env) payments(t *testing.T, status string) int {
+func payments(t *testing.T, e *proctest.Env, status string) int {
 	t.Helper()
-	q := e.db.Table("payments")
+	q := e.DB.Table("payments")
 	if status != "" {
 		q = q.Where("status = ?", status)
 	}
