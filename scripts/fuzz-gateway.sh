@@ -18,6 +18,7 @@ TARGETS=(
 	"./internal/proxy FuzzSanitizeSameAsReference" # the one-pass hygiene against the plain reference version
 	"./internal/proxy FuzzClientIP"  # X-Forwarded-For from trusted proxies only
 	"./internal/proxy FuzzProblem"   # problem+json stays JSON for any request target
+	"./internal/proxy FuzzAbsoluteForm" # absolute-form targets: only a clean authority becomes the upstream Host
 	"./internal/authn FuzzToken"     # bearer extraction + JWT verification + cache
 )
 cd "$ROOT/gateway"

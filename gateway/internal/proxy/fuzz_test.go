@@ -101,3 +101,34 @@ func FuzzProblem(f *testing.F) {
 		}
 	})
 }
+
+// FuzzAbsoluteForm: whatever the request target, an accepted absolute form
+// is an http(s) scheme, "://", a non-empty authority made only of host and
+// port characters (no userinfo, no path or query separators, no space or
+// control byte: it becomes the Host sent upstream) and a rest that starts a
+// path or a query; the three pieces are the target again.
+func FuzzAbsoluteForm(f *testing.F) {
+	for _, s := range []string{"http://gw/api/v1/orders?x=1", "HTTPS://[::1]:8443", "http://u@evil/x", "http://",
+		"/api?next=http://evil/", "ftp://gw/", "http://gw\r\nX: y/", "http://gw:80?q", "http:///x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		authority, rest, ok := AbsoluteForm([]byte(target))
+		if !ok {
+			return
+		}
+		scheme, after, found := strings.Cut(target, "://")
+		if !found || !(strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https")) {
+			t.Fatalf("%q accepted with scheme %q", target, scheme)
+		}
+		if after != string(authority)+string(rest) {
+			t.Fatalf("%q split into %q and %q", target, authority, rest)
+		}
+		if len(authority) == 0 || bytes.ContainsAny(authority, "@/?# \t\r\n\x00\x7f") {
+			t.Fatalf("%q gave authority %q", target, authority)
+		}
+		if len(rest) > 0 && rest[0] != '/' && rest[0] != '?' {
+			t.Fatalf("%q gave rest %q", target, rest)
+		}
+	})
+}
