@@ -87,11 +87,16 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 		Durable:        names.Durable,
 		FilterSubjects: stream.Filters(names.Subject),
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        30 * time.Second,
-		MaxDeliver:     maxDeliver,
-		BackOff:        backoff,
-		MaxAckPending:  256,
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		// With BackOff set, nats-server takes BackOff[0] as the first ack
+		// wait, not this: a message still in a handler after 1 s is
+		// delivered again meanwhile (and after 5 s, 30 s). The handler is
+		// idempotent, so the copy changes nothing; it costs a second look
+		// only while the work is slow.
+		AckWait:       30 * time.Second,
+		MaxDeliver:    maxDeliver,
+		BackOff:       backoff,
+		MaxAckPending: 256,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 }
 
