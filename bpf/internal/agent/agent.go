@@ -31,6 +31,9 @@ type Target struct {
 	PID    int
 	Exe    string
 	Probes []string
+	// Unprobed says why no probe could be put on the executable (it failed to parse or attach; the log has the
+	// same line), empty when it is probed.
+	Unprobed string
 }
 
 // Agent owns the loaded probes.
@@ -236,6 +239,7 @@ func (a *Agent) Targets() []Target {
 		if b, ok := a.bins[p.bin]; ok {
 			t.Probes = slices.Clone(b.probes)
 		}
+		t.Unprobed = a.failed[p.bin]
 		if a.sock != nil {
 			t.Probes = append(t.Probes, "httpsock")
 		}

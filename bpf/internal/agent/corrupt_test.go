@@ -10,8 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestAgentSkipsCorruptTarget runs two corrupt copies of the test target beside the target itself, each still
@@ -71,8 +74,41 @@ func TestAgentSkipsCorruptTarget(t *testing.T) {
 		t.Fatalf("attach failures logged: %v, want one for each of %v with its reason", failed, bads)
 	}
 	probes := map[int][]string{}
+	unprobed := map[int]string{}
 	for _, tg := range a.Targets() {
 		probes[tg.PID] = tg.Probes
+		unprobed[tg.PID] = tg.Unprobed
+	}
+	if unprobed[tgGood.pid] != "" {
+		t.Fatalf("target pid %d reported unprobed: %s", tgGood.pid, unprobed[tgGood.pid])
+	}
+	// The metric names exactly the corrupt copies.
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricPIDs := map[string]bool{}
+	for _, mf := range mfs {
+		if mf.GetName() != "shanhai_bpf_target_unprobed" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "pid" {
+					metricPIDs[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if len(metricPIDs) != len(tgBad) {
+		t.Fatalf("shanhai_bpf_target_unprobed for pids %v, want the %d corrupt copies", metricPIDs, len(tgBad))
+	}
+	for _, tg := range tgBad {
+		if unprobed[tg.pid] == "" || !metricPIDs[strconv.Itoa(tg.pid)] {
+			t.Fatalf("corrupt copy pid %d: unprobed %q, in the metric %v", tg.pid, unprobed[tg.pid], metricPIDs[strconv.Itoa(tg.pid)])
+		}
 	}
 	if !slices.Contains(probes[tgGood.pid], "httpserver") {
 		t.Fatalf("target pid %d probes %v, want httpserver", tgGood.pid, probes[tgGood.pid])

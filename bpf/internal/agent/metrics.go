@@ -37,6 +37,9 @@ var (
 		"TCP segments retransmitted on the process's connections.", []string{"pid", "exe"}, nil)
 	descTarget = prometheus.NewDesc("shanhai_bpf_target_info",
 		"A process being observed and the probes attached to its executable.", []string{"pid", "exe", "probes"}, nil)
+	descUnprobed = prometheus.NewDesc("shanhai_bpf_target_unprobed",
+		"A target process whose executable got no probes: it failed to parse or attach (the agent's log says why).",
+		[]string{"pid", "exe"}, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
 		"Scrapes that could not read every BPF map.", nil, nil)
 )
@@ -48,7 +51,7 @@ type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServer, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
-		descTCPFailed, descTCPRetrans, descTarget, descErrors} {
+		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descErrors} {
 		ch <- d
 	}
 }
@@ -70,6 +73,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			probes += p
 		}
 		ch <- prometheus.MustNewConstMetric(descTarget, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe, probes)
+		if t.Unprobed != "" {
+			ch <- prometheus.MustNewConstMetric(descUnprobed, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe)
+		}
 	}
 	s, err := c.a.Snapshot()
 	errs := 0.0
