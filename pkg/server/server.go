@@ -42,14 +42,23 @@ type Options struct {
 
 	// DeregisterDelay waits after deregistering before the listener closes,
 	// for callers whose resolvers learn of the change a little later. Zero
-	// means no wait: etcd watchers see the deletion within milliseconds and
-	// callers retry idempotent requests on a refused connection anyway.
+	// means no wait. Services registered in discovery pass
+	// DefaultDeregisterDelay.
 	DeregisterDelay time.Duration
 
 	// ReadyTimeout bounds all readiness probes together (default 2 s): a
 	// probe that hangs is a failed probe, not a hung /readyz.
 	ReadyTimeout time.Duration
 }
+
+// DefaultDeregisterDelay is how long a service registered in discovery keeps
+// accepting connections after it left discovery on shutdown. A caller (the
+// gateway) learns of the deletion through its etcd watch a little later and
+// may pick the instance meanwhile: with no wait its connection met a closed
+// listener (refused) or, worse, was reset in the accept queue with the
+// request already sent (the order and payment SIGTERM tests caught both).
+// A second covers a loaded caller's watch; it is added to every stop.
+const DefaultDeregisterDelay = time.Second
 
 // Check is one readiness dependency (database, broker, ...). Probe must
 // respect ctx's deadline.

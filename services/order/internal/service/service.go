@@ -69,12 +69,6 @@ func jetStreamNames(cfg config.Config, n adapters.Names) adapters.Names {
 	return n
 }
 
-// DeregisterDelay is how long the instance keeps accepting connections after it left discovery on shutdown. A caller
-// (the gateway) learns of the deletion through its etcd watch a little later and may pick this instance meanwhile:
-// with no wait its connection met a closed listener (refused) or, worse, was reset in the accept queue with the
-// request already sent. A second covers a loaded caller's watch; it is added to every stop.
-const DeregisterDelay = time.Second
-
 // Service is a wired, not yet running, order service.
 type Service struct {
 	cfg      config.Config
@@ -183,7 +177,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
 		ShutdownTimeout: cfg.ShutdownTimeout, Logger: o.Logger, Telemetry: o.Telemetry,
-		Deregister: s.registry.Deregister, DeregisterDelay: DeregisterDelay,
+		Deregister: s.registry.Deregister, DeregisterDelay: server.DefaultDeregisterDelay,
 		Checks: []server.Check{
 			{Name: "database", Probe: func(ctx context.Context) error {
 				sqlDB, err := s.DB.DB()
