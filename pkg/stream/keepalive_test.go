@@ -1,0 +1,229 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// fakeMsg counts InProgress calls; every call is reported on calls, and err
+// is what InProgress answers.
+type fakeMsg struct {
+	jetstream.Msg // only InProgress and Subject are called
+	n             atomic.Int32
+	calls         chan int32
+	err           error
+	afterStop     atomic.Bool
+	t             *testing.T
+}
+
+func newFakeMsg(t *testing.T, err error) *fakeMsg {
+	return &fakeMsg{calls: make(chan int32, 100), err: err, t: t}
+}
+
+func (f *fakeMsg) InProgress() error {
+	if f.afterStop.Load() {
+		f.t.Error("InProgress after stop returned")
+	}
+	n := f.n.Add(1)
+	select {
+	case f.calls <- n:
+	default:
+	}
+	return f.err
+}
+
+func (f *fakeMsg) Subject() string { return "s" }
+
+func (f *fakeMsg) waitCalls(t *testing.T, n int32) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case got := <-f.calls:
+			if got >= n {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("%d InProgress calls, want %d", f.n.Load(), n)
+		}
+	}
+}
+
+func TestFirstAckWaitIsTheFirstBackOffStep(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  jetstream.ConsumerConfig
+		want time.Duration
+	}{
+		{jetstream.ConsumerConfig{AckWait: 30 * time.Second, BackOff: []time.Duration{time.Second, 5 * time.Second}}, time.Second},
+		{jetstream.ConsumerConfig{AckWait: 10 * time.Second}, 10 * time.Second},
+		{jetstream.ConsumerConfig{}, 30 * time.Second},
+	} {
+		if got := FirstAckWait(tc.cfg); got != tc.want {
+			t.Errorf("FirstAckWait(%+v) = %v, want %v", tc.cfg, got, tc.want)
+		}
+	}
+}
+
+func TestKeepAliveSendsNothingForAFastHandler(t *testing.T) {
+	m := newFakeMsg(t, nil)
+	stop := KeepAlive(m, time.Hour, nil)
+	stop()
+	m.afterStop.Store(true)
+	if n := m.n.Load(); n != 0 {
+		t.Fatalf("%d InProgress calls for a handler done before the first tick", n)
+	}
+}
+
+func TestKeepAliveTicksUntilStopped(t *testing.T) {
+	m := newFakeMsg(t, nil)
+	stop := KeepAlive(m, 2*time.Millisecond, nil)
+	m.waitCalls(t, 3)
+	stop()
+	m.afterStop.Store(true)
+	// Stop holds the tick's lock, so a tick running when it was called is
+	// done before it returns and none starts later: a late call fails the
+	// test in InProgress. Waiting many intervals gives a stray one time to come.
+	time.Sleep(50 * time.Millisecond)
+}
+
+func TestKeepAliveKeepsTickingThroughErrors(t *testing.T) {
+	m := newFakeMsg(t, errors.New("nats: connection closed"))
+	stop := KeepAlive(m, 2*time.Millisecond, nil)
+	m.waitCalls(t, 3)
+	stop()
+}
+
+func TestKeepAliveStopsOnceTheMessageIsSettled(t *testing.T) {
+	m := newFakeMsg(t, jetstream.ErrMsgAlreadyAckd)
+	stop := KeepAlive(m, 2*time.Millisecond, nil)
+	m.waitCalls(t, 1)
+	// No stop call: the chain ended on its own, so no later call may come.
+	m.afterStop.Store(true)
+	time.Sleep(50 * time.Millisecond)
+	stop()
+}
+
+// The tests below run against the real NATS server with the order and payment
+// services' consumer settings: AckWait 30 s but BackOff 1 s, 5 s, 30 s, so the
+// first ack wait is 1 s. The handler takes 2.5 s, longer than the first
+// step and shorter than the first two together.
+var serviceBackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
+
+const slowHandler = 2500 * time.Millisecond
+
+// TestSlowHandlerWithoutKeepAliveIsRedelivered is the defect KeepAlive
+// fixes, and shows the server behaves as the other tests assume.
+func TestSlowHandlerWithoutKeepAliveIsRedelivered(t *testing.T) {
+	cons, msgs := slowConsumer(t, "NOKEEP")
+	m := next(t, msgs)
+	time.Sleep(slowHandler)
+	if n := delivered(t, cons); n < 2 {
+		t.Fatalf("%d deliveries while a handler worked %v with a first ack wait of 1 s; the server no longer redelivers, revisit KeepAlive's premise", n, slowHandler)
+	}
+	settle(t, m)
+}
+
+func TestSlowHandlerWithKeepAliveIsDeliveredOnce(t *testing.T) {
+	cons, msgs := slowConsumer(t, "KEEP")
+	m := next(t, msgs)
+	stop := KeepAlive(m, FirstAckWait(jetstream.ConsumerConfig{BackOff: serviceBackOff}), nil)
+	time.Sleep(slowHandler)
+	settle(t, m)
+	stop()
+	if n := delivered(t, cons); n != 1 {
+		t.Fatalf("%d deliveries of a message kept alive while its handler worked %v, want 1", n, slowHandler)
+	}
+}
+
+// TestKeepAliveStoppedWithoutSettlingIsRedelivered is a worker that crashed
+// mid-handling: its keep-alive stops with it and the message is not settled,
+// so the server must deliver it again after the first back-off step.
+func TestKeepAliveStoppedWithoutSettlingIsRedelivered(t *testing.T) {
+	cons, msgs := slowConsumer(t, "CRASH")
+	m := next(t, msgs)
+	stop := KeepAlive(m, FirstAckWait(jetstream.ConsumerConfig{BackOff: serviceBackOff}), nil)
+	time.Sleep(slowHandler)
+	stop()
+	if n := delivered(t, cons); n != 1 {
+		t.Fatalf("%d deliveries while kept alive, want 1", n)
+	}
+	again := next(t, msgs)
+	md, err := again.Metadata()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.NumDelivered != 2 {
+		t.Fatalf("redelivered with NumDelivered %d, want 2", md.NumDelivered)
+	}
+	settle(t, again)
+}
+
+// slowConsumer publishes one message to a private stream and consumes it
+// with the services' settings, handing every delivery to the test on the
+// returned channel, as the services' pools take messages off Consume.
+func slowConsumer(t *testing.T, prefix string) (jetstream.Consumer, <-chan jetstream.Msg) {
+	t.Helper()
+	js, n := testStream(t, prefix)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	subject := n.StreamSubjects[:len(n.StreamSubjects)-1] + "x"
+	cons, err := EnsureConsumer(ctx, js, n, jetstream.ConsumerConfig{
+		Durable: "slow", FilterSubject: subject, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: 30 * time.Second, MaxDeliver: 20, BackOff: serviceBackOff, MaxAckPending: 256,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, subject, []byte("work")); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make(chan jetstream.Msg, 16)
+	cc, err := cons.Consume(func(m jetstream.Msg) { msgs <- m })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cc.Stop)
+	return cons, msgs
+}
+
+// next is the consumer's next delivery; the wait is far longer than the
+// back-off step that brings a redelivery.
+func next(t *testing.T, msgs <-chan jetstream.Msg) jetstream.Msg {
+	t.Helper()
+	select {
+	case m := <-msgs:
+		return m
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery")
+		return nil
+	}
+}
+
+// delivered is how many deliveries the consumer has made, redeliveries
+// included (its consumer sequence), as the server counts them.
+func delivered(t *testing.T, cons jetstream.Consumer) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Delivered.Consumer
+}
+
+// settle acks m and waits for the server's answer, so what the test reads
+// next from the server comes after the ack.
+func settle(t *testing.T, m jetstream.Msg) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := m.DoubleAck(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
