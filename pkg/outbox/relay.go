@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -183,10 +184,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		for {
 			_, more, err := r.round(ctx)
 			if err != nil {
+				// A round that ended because the relay stopped is no failure; one that could not record or
+				// release its rows on the way out is, as they now wait out their lease.
+				if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+					r.o.Logger.ErrorContext(ctx, "outbox relay round failed", "error", err)
+				}
 				if ctx.Err() != nil {
 					return nil
 				}
-				r.o.Logger.ErrorContext(ctx, "outbox relay round failed", "error", err)
 				break
 			}
 			if !more {
@@ -240,9 +245,27 @@ func (r *Relay) round(ctx context.Context) (claimed int, more bool, err error) {
 // row is not due for any other relay until the publish has ended (its deadline is PublishTimeout after the claim
 // started, Lease is longer), and a key's next row is not claimable while this one is unsent. The price is after a
 // crash: rows a dead relay leased wait out the lease before another relay sends them again (at least once, as before).
+//
+// A stop (ctx ending) must not leave rows leased as a crash does, so only the publish is cut by it:
+//   - The claim runs on. Cut, it lost its answer, not its effect: pgx drops the connection without cancelling the
+//     statement, so PostgreSQL still committed the lease, and the rows waited it out (25 s) with no relay to send them.
+//   - The publish is cut, since Kafka may take up to PublishTimeout (15 s), longer than a service's shutdown waits
+//     (10 s). What it did not publish, or what was claimed when the stop came, is released: due again at once, with no
+//     attempt counted. A row Kafka took before the cut is then sent twice, which at-least-once delivery allows.
+//   - The outcome is recorded: rows Kafka took would otherwise be sent again once the lease ran out.
+//
+// Those statements get stopGrace after the stop, so a stop never hangs on an unreachable database; while the relay
+// runs they have no timeout of their own, as a timeout that fires after PostgreSQL committed the claim strands its
+// rows just as a cut does.
 func (r *Relay) leasedRound(ctx context.Context) (claimed int, more bool, err error) {
+	// The claim does not see ctx end, so a stopped relay must not start one.
+	if err := ctx.Err(); err != nil {
+		return 0, false, err
+	}
 	start := time.Now()
-	db := r.db.WithContext(ctx)
+	sctx, done := afterStop(ctx, stopGrace)
+	defer done()
+	db := r.db.WithContext(sctx)
 	rs, err := db.Raw(`UPDATE outbox o SET next_attempt_at = ?
 WHERE o.id IN (`+dueIDs+` FOR UPDATE SKIP LOCKED)
 RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r.o.BatchSize).Rows()
@@ -256,22 +279,90 @@ RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r
 	// RETURNING follows no ORDER BY; publish in id order as the locked round does.
 	sort.Slice(rows, func(i, j int) bool { return rows[i].ID < rows[j].ID })
 	msgs, more := r.batch(rows)
-	if len(msgs) == 0 {
+	claimed = len(msgs)
+	if claimed == 0 {
 		return 0, false, nil
+	}
+	if ctx.Err() != nil {
+		// Stopped while claiming: a publish now would be cut at once.
+		return claimed, false, r.release(db, msgs)
 	}
 	pctx, cancel := context.WithDeadline(ctx, start.Add(r.o.PublishTimeout))
 	errs := r.publish(pctx, msgs)
 	cancel()
 	more = more && !allFailed(errs)
-	// The outcome is recorded even when ctx ended meanwhile (a stopping service): rows Kafka took would otherwise
-	// be sent again when the lease runs out. Bounded, so a stop never hangs on an unreachable database.
-	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
-	defer rcancel()
-	return len(msgs), more, r.record(r.db.WithContext(rctx), msgs, errs)
+	var cut []Message
+	if ctx.Err() != nil {
+		// Only the stop cancels pctx before the publish returns; its deadline ends it with DeadlineExceeded.
+		msgs, errs, cut = splitCut(msgs, errs)
+	}
+	if err := r.record(db, msgs, errs); err != nil {
+		return claimed, false, err
+	}
+	return claimed, more, r.release(db, cut)
 }
 
-// recordTimeout bounds a leased round's marking statement once the relay's context has ended.
-const recordTimeout = 5 * time.Second
+// stopGrace is how long a leased round's statements may go on once the relay's context has ended.
+const stopGrace = 5 * time.Second
+
+// afterStop returns a context with ctx's values that ends grace after ctx does, and a func to call when done with it.
+func afterStop(ctx context.Context, grace time.Duration) (context.Context, func()) {
+	c := graceContext{Context: context.WithoutCancel(ctx), done: make(chan struct{})}
+	var once sync.Once
+	end := func() { once.Do(func() { close(c.done) }) }
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, end) })
+	return c, func() {
+		stop()
+		end()
+	}
+}
+
+// graceContext is afterStop's context. Once done it reports DeadlineExceeded, not Canceled: a statement that ran out
+// of grace failed, and Run logs it, while a round the stop itself cut is no failure.
+type graceContext struct {
+	context.Context // the relay's context without its cancellation
+	done            chan struct{}
+}
+
+func (c graceContext) Done() <-chan struct{} { return c.done }
+
+func (c graceContext) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+// splitCut takes the rows whose publish a stop cut (context.Canceled) out of msgs and errs.
+func splitCut(msgs []Message, errs []error) (rest []Message, restErrs []error, cut []Message) {
+	for i, m := range msgs {
+		if errors.Is(errs[i], context.Canceled) {
+			cut = append(cut, m)
+			continue
+		}
+		rest = append(rest, m)
+		restErrs = append(restErrs, errs[i])
+	}
+	return rest, restErrs, cut
+}
+
+// release ends the lease of rows a stopping relay claimed and did not publish: the next relay claims them at once,
+// not after Lease. No attempt is counted and no error kept: Kafka refused nothing.
+func (r *Relay) release(db *gorm.DB, rows []Message) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	ids := make([]int64, len(rows))
+	for i, m := range rows {
+		ids[i] = m.ID
+	}
+	if err := db.Exec("UPDATE outbox SET next_attempt_at = ? WHERE id IN ?", time.Now().UnixMilli(), ids).Error; err != nil {
+		return fmt.Errorf("release %d claimed rows: %w", len(ids), err)
+	}
+	return nil
+}
 
 // lockedRound is a round in one transaction: claim, publish, record. On SQLite the transaction holds the database
 // write lock throughout (BEGIN IMMEDIATE), which is what keeps two relays apart there.

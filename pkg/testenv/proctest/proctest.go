@@ -230,9 +230,10 @@ func (e *Env) NextInstanceSendsAll(t testing.TB, tail *KafkaTail) {
 }
 
 // EndLeases reports the outbox rows a stopped instance left unsent, and how many of them are still leased to its
-// relay: rows it claimed and did not publish when the stop cancelled it in the middle of a claim. pkg/outbox then
-// keeps them from every relay for RelayOptions.Lease (25 s), as after a crash, so they are left for the next relay
-// but late. The lease is ended here, as its running out would end it, so the next instance sends them now.
+// relay. A stopping pkg/outbox relay hands back what it claimed and did not publish, so that is none unless its
+// statements outlasted the stop's grace (a database that stopped answering): such rows wait out RelayOptions.Lease
+// (25 s), as after a crash. The lease is ended here, as its running out would end it, so the next instance sends
+// them now.
 func (e *Env) EndLeases(t testing.TB) (unsent, leased int64) {
 	t.Helper()
 	unsent = e.unsent(t)
