@@ -186,6 +186,9 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w(foreign)
 	case "echo": // what framing and body arrived
 		return w(echo(req))
+	case "max-forwards": // what Max-Forwards arrived
+		body := "max-forwards=" + req.Header.Get("Max-Forwards")
+		return w(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
 	}
 	return w(answer(req))
 }
@@ -530,6 +533,8 @@ func TestHostileClients(t *testing.T) {
 		for _, tc := range []struct{ raw, host string }{
 			{"POST http://other.example:81/api/v1/orders/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + tok + "\r\nContent-Length: 2\r\n\r\nab", "other.example:81"},
 			{"GET http://h10.example/api/v1/products/echo HTTP/1.0\r\n\r\n", "h10.example"},
+			// The Host as sent, not lower-cased (virtual hosts, signatures).
+			{"GET /api/v1/products/echo HTTP/1.1\r\nHost: Gw.Example:8080\r\n\r\n", "Gw.Example:8080"},
 		} {
 			a := exchange(t, g.Addr, tc.raw, 1)[0]
 			if a.Status != 200 || !strings.HasPrefix(a.Body, "host="+tc.host+" ") {
@@ -543,19 +548,53 @@ func TestHostileClients(t *testing.T) {
 				t.Fatalf("OPTIONS %s: %d Allow %q", target, a.Status, a.Header.Get("Allow"))
 			}
 		}
-		if n := up.hits.Load() - before; n != 5 {
-			t.Fatalf("upstream saw %d requests, want the 5 routed ones", n)
+		if n := up.hits.Load() - before; n != 6 {
+			t.Fatalf("upstream saw %d requests, want the 6 routed ones", n)
 		}
 		// Other forms, and absolute URIs that cannot name a Host.
-		for _, line := range []string{"GET *", "CONNECT gw:443", "GET gw:443", "GET ftp://gw/api/v1/products/a",
-			"GET http://user@gw/api/v1/products/a", "GET http:///api/v1/products/a"} {
+		// A fragment is no part of a target (RFC 9112 §3.2), after a query too.
+		for _, line := range []string{"GET *", "GET gw:443", "GET ftp://gw/api/v1/products/a",
+			"GET http://user@gw/api/v1/products/a", "GET http:///api/v1/products/a", "GET /api/v1/products/a#f",
+			"GET /api/v1/products/a?q=1#f", "GET http://gw/api/v1/products/a?q#f"} {
 			a := exchange(t, g.Addr, line+" HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]
 			if a.Status != 400 || a.problem() != "bad-path" {
 				t.Fatalf("%s: %d %q", line, a.Status, a.Body)
 			}
 		}
-		if n := up.hits.Load() - before; n != 5 {
-			t.Fatalf("upstream saw %d requests, want 5", n)
+		if n := up.hits.Load() - before; n != 6 {
+			t.Fatalf("upstream saw %d requests, want 6", n)
+		}
+	})
+
+	t.Run("CONNECT, TRACE and Max-Forwards", func(t *testing.T) {
+		before := up.hits.Load()
+		// The gateway does not tunnel: 501 (RFC 9110 §9.1), in any target
+		// form, never forwarded.
+		for _, target := range []string{"gw:443", "/api/v1/products/tunnel"} {
+			a := exchange(t, g.Addr, "CONNECT "+target+" HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]
+			if a.Status != 501 || a.problem() != "not-implemented" {
+				t.Fatalf("CONNECT %s: %d %q", target, a.Status, a.Body)
+			}
+		}
+		// RFC 9110 §7.6.2: Max-Forwards 0 stops OPTIONS and TRACE here;
+		// above 0 the upstream gets one less.
+		auth := "Host: gw\r\nAuthorization: Bearer " + tok + "\r\n"
+		a := exchange(t, g.Addr, "OPTIONS /api/v1/orders/max-forwards HTTP/1.1\r\n"+auth+"Max-Forwards: 0\r\n\r\n", 1)[0]
+		if a.Status != 204 || !strings.Contains(a.Header.Get("Allow"), "GET") {
+			t.Fatalf("OPTIONS, Max-Forwards 0: %d Allow %q", a.Status, a.Header.Get("Allow"))
+		}
+		a = exchange(t, g.Addr, "TRACE /api/v1/orders/max-forwards HTTP/1.1\r\n"+auth+"Max-Forwards: 0\r\n\r\n", 1)[0]
+		if a.Status != 501 || a.problem() != "not-implemented" {
+			t.Fatalf("TRACE, Max-Forwards 0: %d %q", a.Status, a.Body)
+		}
+		if n := up.hits.Load() - before; n != 0 {
+			t.Fatalf("upstream saw %d of them", n)
+		}
+		for _, m := range []string{"OPTIONS", "TRACE"} {
+			a := exchange(t, g.Addr, m+" /api/v1/orders/max-forwards HTTP/1.1\r\n"+auth+"Max-Forwards: 2\r\n\r\n", 1)[0]
+			if a.Status != 200 || a.Body != "max-forwards=1" {
+				t.Fatalf("%s, Max-Forwards 2: %d %q", m, a.Status, a.Body)
+			}
 		}
 	})
 

@@ -109,7 +109,8 @@ func FuzzProblem(f *testing.F) {
 // path or a query; the three pieces are the target again.
 func FuzzAbsoluteForm(f *testing.F) {
 	for _, s := range []string{"http://gw/api/v1/orders?x=1", "HTTPS://[::1]:8443", "http://u@evil/x", "http://",
-		"/api?next=http://evil/", "ftp://gw/", "http://gw\r\nX: y/", "http://gw:80?q", "http:///x"} {
+		"/api?next=http://evil/", "ftp://gw/", "http://gw\r\nX: y/", "http://gw:80?q", "http:///x",
+		"http://gw/api?q=1#frag", "http://gw#frag", "http://Gw.Example:8080/x", "gw:443"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {

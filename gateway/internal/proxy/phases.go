@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"math/rand/v2"
@@ -261,6 +262,13 @@ func (p *Proxy) start(x *Exchange) bool {
 		x.problem(fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Host header")
 		return false
 	}
+	// RFC 9110 §9.1: a method the gateway does not implement is 501. It
+	// does not tunnel, so CONNECT, in any target form, is never forwarded
+	// (an origin-form one went upstream as a request to that path).
+	if x.method == 0 && string(h.Method()) == "CONNECT" {
+		x.problem(fasthttp.StatusNotImplemented, "not-implemented", "the gateway does not tunnel (CONNECT)")
+		return false
+	}
 	if !h.IsHTTP11() {
 		// Upstreams get HTTP/1.1 whatever the client spoke: as HTTP/1.0
 		// (its Connection: keep-alive is hop-by-hop, dropped) the request
@@ -303,6 +311,13 @@ func (p *Proxy) start(x *Exchange) bool {
 			break
 		}
 	}
+	// A fragment is no part of a request target (RFC 9112 §3.2; Clean
+	// refuses '#' in the path). After the query it went upstream on the
+	// event loop and was cut off on fasthttp, which forwards its parsed URI.
+	if len(query) > 0 && bytes.IndexByte(query, '#') >= 0 {
+		x.problem(fasthttp.StatusBadRequest, "bad-path", "the request target has a fragment")
+		return false
+	}
 	if len(pathPart) == 0 { // "http://host" or "http://host?q" (RFC 9112 §3.2.2)
 		pathPart = slash
 	}
@@ -331,6 +346,9 @@ func (p *Proxy) start(x *Exchange) bool {
 		return false
 	}
 	x.rt, x.routeName = rt, rt.Name
+	if (x.method == optionsMethod || (x.method == 0 && string(h.Method()) == "TRACE")) && !maxForwards(x) {
+		return false
+	}
 
 	if p.tracer != nil {
 		x.reqCtx, x.span = p.server.StartIn(&x.unsampled, context.Background(), remoteParent(h, st.sent), rt.Name, serverSpan...)
@@ -353,6 +371,34 @@ func (p *Proxy) start(x *Exchange) bool {
 		x.lim, x.limKind = p.o.LoginLimit, limitLogin
 	}
 	return true
+}
+
+// maxForwards applies Max-Forwards to an OPTIONS or TRACE request (RFC 9110
+// §7.6.2): at 0 the gateway is the final recipient and answers, OPTIONS
+// with what it allows (as for OPTIONS *), TRACE with 501, as it reflects
+// no requests; above 0 the upstream gets one less. A value that is not a
+// number limits nothing and goes on unchanged. False: answered.
+func maxForwards(x *Exchange) bool {
+	h := &x.Req.Header
+	v := h.Peek("Max-Forwards")
+	if len(v) == 0 {
+		return true
+	}
+	n, err := strconv.ParseUint(string(v), 10, 64)
+	switch {
+	case err != nil:
+		return true
+	case n > 0:
+		x.st.num = strconv.AppendUint(x.st.num[:0], n-1, 10)
+		h.SetCanonical(maxForwardsKey, x.st.num)
+		return true
+	case x.method == optionsMethod:
+		x.Resp.SetStatusCode(fasthttp.StatusNoContent)
+		x.Resp.Header.Set("Allow", allowMethods)
+	default:
+		x.problem(fasthttp.StatusNotImplemented, "not-implemented", "the gateway does not answer TRACE itself (Max-Forwards: 0)")
+	}
+	return false
 }
 
 // decide asks l about key; ok false means it would have to wait and
@@ -527,9 +573,6 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 		// Only HTTP/1.0 gets here without one (start), and neither
 		// transport can write a request upstream without it.
 		h.SetHost(ep.Addr)
-		// HostClient would write the host of the URI the fasthttp server
-		// parsed before the chain, which is empty: no Host at all.
-		x.Req.UseHostHeader = true
 	}
 	x.Endpoint = ep
 	x.t0 = now

@@ -175,6 +175,11 @@ type state struct {
 func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	x := NewExchange(&ctx.Request, &ctx.Response, remoteAddr(ctx), ctx)
 	defer x.Release()
+	// HostClient writes the Host of the URI the server parsed, which is
+	// lower-cased (and empty for an HTTP/1.0 request without one), unless
+	// told to write the header: the upstream gets the Host as sent, or as
+	// the chain set it, as on the event loop.
+	ctx.Request.UseHostHeader = true
 	step := p.Begin(x, true)
 	for step == Send {
 		err := x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline)
@@ -259,6 +264,7 @@ var (
 	rateLimitPolicyKey = []byte("Ratelimit-Policy")
 	requestIDKey       = []byte("X-Request-Id")         // RequestIDHeader
 	timeoutKey         = []byte("X-Request-Timeout-Ms") // TimeoutHeader
+	maxForwardsKey     = []byte("Max-Forwards")
 )
 
 func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }

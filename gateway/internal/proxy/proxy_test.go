@@ -147,6 +147,16 @@ func TestHandleRejects(t *testing.T) {
 		{"GET * HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
 		{"GET http://u@gw/api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
 		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding : chunked\r\nContent-Length: 2\r\n\r\n{}", 400, "malformed-request"},
+		// The gateway does not tunnel: CONNECT is 501 in any target form.
+		{"CONNECT gw:443 HTTP/1.1\r\nHost: gw:443\r\n\r\n", 501, "not-implemented"},
+		{"CONNECT /api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n", 501, "not-implemented"},
+		// A fragment is no part of a request target (RFC 9112 §3.2), in the
+		// path or after the query.
+		{"GET /api/v1/products#top HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
+		{"GET /api/v1/products?x=1#top HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
+		// Max-Forwards 0 makes the gateway the final recipient of a TRACE
+		// (RFC 9110 §7.6.2), which it does not reflect.
+		{"TRACE /api/v1/products HTTP/1.1\r\nHost: gw\r\nMax-Forwards: 0\r\n\r\n", 501, "not-implemented"},
 	}
 	for _, c := range cases {
 		ctx := serve(p, c.raw)
@@ -353,5 +363,44 @@ func TestHandleInterimAnswerDropsTheConnection(t *testing.T) {
 	ctx := serve(p, "GET /api/v1/products/next HTTP/1.1\r\nHost: gw\r\n\r\n")
 	if ctx.Response.StatusCode() != 200 || string(ctx.Response.Body()) != "upstream:/api/v1/products/next" {
 		t.Fatalf("the request after it: %d %q, want its own answer", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+}
+
+// The fasthttp transport forwards the Host the client sent, in its case:
+// upstream virtual hosts and request signatures see what the client signed.
+// (fasthttp's client wrote the host of the parsed URI, lower-cased.)
+func TestHandleKeepsHostAsSent(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{}, up)
+	for _, host := range []string{"Api.Example.COM:8080", "GW"} {
+		ctx := serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
+		if ctx.Response.StatusCode() != 200 || string(up.last.Load().Host()) != host {
+			t.Fatalf("Host %q: %d, upstream saw %q", host, ctx.Response.StatusCode(), up.last.Load().Host())
+		}
+	}
+}
+
+// RFC 9110 §7.6.2: an OPTIONS or TRACE request with Max-Forwards 0 stops at
+// the gateway; with more, the upstream gets one less. Other methods ignore
+// the field.
+func TestMaxForwards(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{}, up)
+	ctx := serve(p, "OPTIONS /api/v1/products HTTP/1.1\r\nHost: gw\r\nMax-Forwards: 0\r\n\r\n")
+	if ctx.Response.StatusCode() != 204 || string(ctx.Response.Header.Peek("Allow")) != allowMethods || up.hits.Load() != 0 {
+		t.Fatalf("OPTIONS, Max-Forwards 0: %d Allow %q, %d upstream hits", ctx.Response.StatusCode(), ctx.Response.Header.Peek("Allow"), up.hits.Load())
+	}
+	for _, c := range []struct{ method, sent, want string }{
+		{"OPTIONS", "3", "2"}, {"TRACE", "1", "0"}, {"TRACE", "007", "6"},
+		{"GET", "0", "0"}, {"OPTIONS", "x", "x"}, {"OPTIONS", "", ""},
+	} {
+		field := ""
+		if c.sent != "" {
+			field = "Max-Forwards: " + c.sent + "\r\n"
+		}
+		ctx := serve(p, c.method+" /api/v1/products HTTP/1.1\r\nHost: gw\r\n"+field+"\r\n")
+		if got := string(up.last.Load().Peek("Max-Forwards")); ctx.Response.StatusCode() != 200 || got != c.want {
+			t.Errorf("%s, Max-Forwards %q: %d, upstream saw %q, want %q", c.method, c.sent, ctx.Response.StatusCode(), got, c.want)
+		}
 	}
 }
