@@ -1,7 +1,8 @@
 // Package stream holds what every JetStream consumer in the platform shares:
 // the stream's names, the subject of each Kafka partition and the filters
 // that read a whole topic, creating the stream when absent, the redelivery
-// back-off and the header form that event.FromHeaders reads. Order and payment consume from the
+// back-off, keeping a message that is still being handled from being
+// redelivered (KeepAlive) and the header form that event.FromHeaders reads. Order and payment consume from the
 // same stream the bridge writes, so these rules live in one place.
 package stream
 

@@ -58,6 +58,7 @@ type PaymentEvents struct {
 	tracer     trace.Tracer
 	handled    metric.Int64Counter
 	workers    int
+	ackWait    time.Duration // the consumer's first ack wait, which Handle's stream.KeepAlive ticks within
 }
 
 // Workers is how many payment results are applied at once (lanes, see Start).
@@ -88,10 +89,10 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 		FilterSubjects: stream.Filters(names.Subject),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		// With BackOff set, nats-server takes BackOff[0] as the first ack
-		// wait, not this: a message still in a handler after 1 s is
-		// delivered again meanwhile (and after 5 s, 30 s). The handler is
-		// idempotent, so the copy changes nothing; it costs a second look
-		// only while the work is slow.
+		// wait, not this: a message unsettled after 1 s is delivered again
+		// (and after 5 s, 30 s more). The short step brings a crashed
+		// worker's message back fast; Handle keeps a message it is still
+		// working on from coming back meanwhile (stream.KeepAlive).
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
 		BackOff:       backoff,
@@ -125,7 +126,8 @@ func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPayme
 		maxDeliver = MaxDeliver
 	}
 	return &PaymentEvents{cons: cons, names: names.Or(DefaultNames), apply: apply, maxDeliver: maxDeliver, log: log,
-		tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers}
+		tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers,
+		ackWait: stream.FirstAckWait(ConsumerConfig(names, maxDeliver))}
 }
 
 // Start begins consuming. The returned stop function stops delivery and
@@ -180,7 +182,9 @@ func laneKey(m jetstream.Msg) string {
 
 // Handle processes one message and settles it: ack when done or irrelevant,
 // nak with delay on a transient failure, term when it can never succeed.
+// While it works, the message is kept from being redelivered.
 func (c *PaymentEvents) Handle(m jetstream.Msg) {
+	defer stream.KeepAlive(m, c.ackWait, c.log)()
 	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
 	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(

@@ -75,6 +75,7 @@ type OrderEvents struct {
 	tracer     trace.Tracer
 	handled    metric.Int64Counter
 	dead       metric.Int64Counter
+	ackWait    time.Duration // the consumer's first ack wait, which Handle's stream.KeepAlive ticks within
 }
 
 // DefaultNames are the platform's: stream SHANHAI, durable "payment" on
@@ -103,7 +104,8 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 	m := otel.Meter("shanhai/payment")
 	handled, _ := m.Int64Counter("shanhai.payment.order_events", metric.WithDescription("order messages handled, by outcome"))
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
-	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead}
+	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead,
+		ackWait: stream.FirstAckWait(ConsumerConfig(names, maxDeliver))}
 }
 
 // ConsumerConfig is the durable consumer this service owns; zero fields of
@@ -119,10 +121,11 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 		FilterSubjects: stream.Filters(names.Subject),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		// With BackOff set, nats-server takes BackOff[0] as the first ack
-		// wait, not this: a message still in a handler after 1 s is
-		// delivered again meanwhile (and after 5 s, 30 s). The handler is
-		// idempotent, so the copy changes nothing; it costs a second look
-		// only while the work is slow (a faulted provider).
+		// wait, not this: a message unsettled after 1 s is delivered again
+		// (and after 5 s, 30 s more). The short step brings a crashed
+		// worker's message back fast; Handle keeps a message it is still
+		// working on (a slow or faulted provider) from coming back
+		// meanwhile (stream.KeepAlive).
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
 		BackOff:       backoff,
@@ -154,8 +157,10 @@ func (c *OrderEvents) Start() (stop func(), err error) {
 }
 
 // Handle processes and settles one message inside a consumer span that
-// continues the producer's trace from the NATS headers.
+// continues the producer's trace from the NATS headers. While it works, the
+// message is kept from being redelivered.
 func (c *OrderEvents) Handle(m jetstream.Msg) {
+	defer stream.KeepAlive(m, c.ackWait, c.log)()
 	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
 	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
