@@ -25,39 +25,45 @@ func FirstAckWait(cfg jetstream.ConsumerConfig) time.Duration {
 }
 
 // KeepAlive keeps m from being redelivered while its handler is still
-// working on it: every half of ackWait (FirstAckWait of the consumer) it
-// sends InProgress, which restarts the server's ack timer. Call it before
-// handling and the returned stop once m is settled (or the handler gave up
-// on it); after stop returns nothing more is sent.
+// working on it, for at most atMost: every half of ackWait (FirstAckWait of
+// the consumer) it sends InProgress, which restarts the server's ack timer.
+// Call it before handling and the returned stop once m is settled (or the
+// handler gave up on it); after stop returns nothing more is sent.
 //
 // A short first ack wait is wanted (a crashed worker's message comes back
 // fast), but without this a handler slower than it, e.g. one waiting on a
 // slow payment provider, sees its message delivered again while it works:
 // harmless with idempotent handlers, but double the work exactly when the
 // system is slow. A crashed process stops ticking with its timers, so its
-// messages are still redelivered one ack wait after its last tick.
+// messages are still redelivered one ack wait after its last tick. A
+// handler stuck past atMost (a hung connection) is treated the same way:
+// the ticks stop with a warning, so another worker or replica gets the
+// message instead of it waiting on this one for good.
 //
 // A handler that settles m before the first tick costs one timer and sends
 // nothing; the ticks run on a time.AfterFunc chain, not a goroutine per
 // message. An InProgress that fails is logged at debug and retried on the
 // next tick: at worst the message is redelivered, as it would be without
 // KeepAlive, so it is no reason to fail handling.
-func KeepAlive(m jetstream.Msg, ackWait time.Duration, log *slog.Logger) (stop func()) {
+func KeepAlive(m jetstream.Msg, ackWait, atMost time.Duration, log *slog.Logger) (stop func()) {
 	if log == nil {
 		log = slog.Default()
 	}
-	k := &keepAlive{m: m, every: max(ackWait/2, time.Millisecond), log: log}
+	every := max(ackWait/2, time.Millisecond)
+	k := &keepAlive{m: m, every: every, until: time.Now().Add(atMost), atMost: atMost, log: log}
 	// Held while the timer is created, so a tick that fires at once finds k.t set.
 	k.mu.Lock()
-	k.t = time.AfterFunc(k.every, k.tick)
+	k.t = time.AfterFunc(every, k.tick)
 	k.mu.Unlock()
 	return k.stop
 }
 
 type keepAlive struct {
-	m     jetstream.Msg
-	every time.Duration
-	log   *slog.Logger
+	m      jetstream.Msg
+	every  time.Duration
+	until  time.Time
+	atMost time.Duration
+	log    *slog.Logger
 
 	mu      sync.Mutex // a tick runs whole or not at all against stop
 	t       *time.Timer
@@ -68,6 +74,11 @@ func (k *keepAlive) tick() {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.stopped {
+		return
+	}
+	if !time.Now().Before(k.until) {
+		k.log.Warn("message handler still working; no longer keeping its message from redelivery",
+			"subject", k.m.Subject(), "after", k.atMost)
 		return
 	}
 	err := k.m.InProgress()

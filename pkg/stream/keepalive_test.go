@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -71,7 +72,7 @@ func TestFirstAckWaitIsTheFirstBackOffStep(t *testing.T) {
 
 func TestKeepAliveSendsNothingForAFastHandler(t *testing.T) {
 	m := newFakeMsg(t, nil)
-	stop := KeepAlive(m, time.Hour, nil)
+	stop := KeepAlive(m, time.Hour, time.Hour, nil)
 	stop()
 	m.afterStop.Store(true)
 	if n := m.n.Load(); n != 0 {
@@ -81,7 +82,7 @@ func TestKeepAliveSendsNothingForAFastHandler(t *testing.T) {
 
 func TestKeepAliveTicksUntilStopped(t *testing.T) {
 	m := newFakeMsg(t, nil)
-	stop := KeepAlive(m, 2*time.Millisecond, nil)
+	stop := KeepAlive(m, 2*time.Millisecond, time.Hour, nil)
 	m.waitCalls(t, 3)
 	stop()
 	m.afterStop.Store(true)
@@ -93,20 +94,51 @@ func TestKeepAliveTicksUntilStopped(t *testing.T) {
 
 func TestKeepAliveKeepsTickingThroughErrors(t *testing.T) {
 	m := newFakeMsg(t, errors.New("nats: connection closed"))
-	stop := KeepAlive(m, 2*time.Millisecond, nil)
+	stop := KeepAlive(m, 2*time.Millisecond, time.Hour, nil)
 	m.waitCalls(t, 3)
 	stop()
 }
 
 func TestKeepAliveStopsOnceTheMessageIsSettled(t *testing.T) {
 	m := newFakeMsg(t, jetstream.ErrMsgAlreadyAckd)
-	stop := KeepAlive(m, 2*time.Millisecond, nil)
+	stop := KeepAlive(m, 2*time.Millisecond, time.Hour, nil)
 	m.waitCalls(t, 1)
 	// No stop call: the chain ended on its own, so no later call may come.
 	m.afterStop.Store(true)
 	time.Sleep(50 * time.Millisecond)
 	stop()
 }
+
+// TestKeepAliveGivesUpOnAStuckHandler: past atMost the ticks stop with a
+// warning, so the server's back-off hands the message to another worker.
+func TestKeepAliveGivesUpOnAStuckHandler(t *testing.T) {
+	m := newFakeMsg(t, nil)
+	logs := make(chan slog.Record, 1)
+	stop := KeepAlive(m, 2*time.Millisecond, 10*time.Millisecond, slog.New(recordHandler(logs)))
+	defer stop()
+	select {
+	case r := <-logs:
+		if r.Level != slog.LevelWarn {
+			t.Fatalf("gave up with a %v record %q, want a warning", r.Level, r.Message)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("still keeping the message alive past atMost, %d InProgress calls", m.n.Load())
+	}
+	// The chain ended with the warning: a later call fails the test in InProgress.
+	m.afterStop.Store(true)
+	time.Sleep(50 * time.Millisecond)
+}
+
+// recordHandler sends every record logged at Info or above to its channel.
+type recordHandler chan<- slog.Record
+
+func (h recordHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelInfo }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h <- r
+	return nil
+}
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
 
 // The tests below run against the real NATS server with the order and payment
 // services' consumer settings: AckWait 30 s but BackOff 1 s, 5 s, 30 s, so the
@@ -131,7 +163,7 @@ func TestSlowHandlerWithoutKeepAliveIsRedelivered(t *testing.T) {
 func TestSlowHandlerWithKeepAliveIsDeliveredOnce(t *testing.T) {
 	cons, msgs := slowConsumer(t, "KEEP")
 	m := next(t, msgs)
-	stop := KeepAlive(m, FirstAckWait(jetstream.ConsumerConfig{BackOff: serviceBackOff}), nil)
+	stop := KeepAlive(m, FirstAckWait(jetstream.ConsumerConfig{BackOff: serviceBackOff}), time.Minute, nil)
 	time.Sleep(slowHandler)
 	settle(t, m)
 	stop()
@@ -146,7 +178,7 @@ func TestSlowHandlerWithKeepAliveIsDeliveredOnce(t *testing.T) {
 func TestKeepAliveStoppedWithoutSettlingIsRedelivered(t *testing.T) {
 	cons, msgs := slowConsumer(t, "CRASH")
 	m := next(t, msgs)
-	stop := KeepAlive(m, FirstAckWait(jetstream.ConsumerConfig{BackOff: serviceBackOff}), nil)
+	stop := KeepAlive(m, FirstAckWait(jetstream.ConsumerConfig{BackOff: serviceBackOff}), time.Minute, nil)
 	time.Sleep(slowHandler)
 	stop()
 	if n := delivered(t, cons); n != 1 {

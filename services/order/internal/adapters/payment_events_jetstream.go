@@ -59,6 +59,7 @@ type PaymentEvents struct {
 	handled    metric.Int64Counter
 	workers    int
 	ackWait    time.Duration // the consumer's first ack wait, which Handle's stream.KeepAlive ticks within
+	workAtMost time.Duration // how long Handle keeps a message from redelivery at most: the consumer's AckWait
 }
 
 // Workers is how many payment results are applied at once (lanes, see Start).
@@ -92,7 +93,9 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 		// wait, not this: a message unsettled after 1 s is delivered again
 		// (and after 5 s, 30 s more). The short step brings a crashed
 		// worker's message back fast; Handle keeps a message it is still
-		// working on from coming back meanwhile (stream.KeepAlive).
+		// working on from coming back meanwhile (stream.KeepAlive), for at
+		// most this AckWait: a handler stuck longer loses its message to
+		// the back-off, as a crashed one does.
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
 		BackOff:       backoff,
@@ -125,9 +128,10 @@ func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPayme
 	if maxDeliver <= 0 {
 		maxDeliver = MaxDeliver
 	}
+	cfg := ConsumerConfig(names, maxDeliver)
 	return &PaymentEvents{cons: cons, names: names.Or(DefaultNames), apply: apply, maxDeliver: maxDeliver, log: log,
 		tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers,
-		ackWait: stream.FirstAckWait(ConsumerConfig(names, maxDeliver))}
+		ackWait: stream.FirstAckWait(cfg), workAtMost: cfg.AckWait}
 }
 
 // Start begins consuming. The returned stop function stops delivery and
@@ -184,7 +188,7 @@ func laneKey(m jetstream.Msg) string {
 // nak with delay on a transient failure, term when it can never succeed.
 // While it works, the message is kept from being redelivered.
 func (c *PaymentEvents) Handle(m jetstream.Msg) {
-	defer stream.KeepAlive(m, c.ackWait, c.log)()
+	defer stream.KeepAlive(m, c.ackWait, c.workAtMost, c.log)()
 	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
 	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(

@@ -76,6 +76,7 @@ type OrderEvents struct {
 	handled    metric.Int64Counter
 	dead       metric.Int64Counter
 	ackWait    time.Duration // the consumer's first ack wait, which Handle's stream.KeepAlive ticks within
+	workAtMost time.Duration // how long Handle keeps a message from redelivery at most: the consumer's AckWait
 }
 
 // DefaultNames are the platform's: stream SHANHAI, durable "payment" on
@@ -104,8 +105,9 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 	m := otel.Meter("shanhai/payment")
 	handled, _ := m.Int64Counter("shanhai.payment.order_events", metric.WithDescription("order messages handled, by outcome"))
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
+	cfg := ConsumerConfig(names, maxDeliver)
 	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead,
-		ackWait: stream.FirstAckWait(ConsumerConfig(names, maxDeliver))}
+		ackWait: stream.FirstAckWait(cfg), workAtMost: cfg.AckWait}
 }
 
 // ConsumerConfig is the durable consumer this service owns; zero fields of
@@ -125,7 +127,9 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 		// (and after 5 s, 30 s more). The short step brings a crashed
 		// worker's message back fast; Handle keeps a message it is still
 		// working on (a slow or faulted provider) from coming back
-		// meanwhile (stream.KeepAlive).
+		// meanwhile (stream.KeepAlive), for at most this AckWait: a
+		// handler stuck longer loses its message to the back-off, as a
+		// crashed one does.
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
 		BackOff:       backoff,
@@ -160,7 +164,7 @@ func (c *OrderEvents) Start() (stop func(), err error) {
 // continues the producer's trace from the NATS headers. While it works, the
 // message is kept from being redelivered.
 func (c *OrderEvents) Handle(m jetstream.Msg) {
-	defer stream.KeepAlive(m, c.ackWait, c.log)()
+	defer stream.KeepAlive(m, c.ackWait, c.workAtMost, c.log)()
 	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
 	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
