@@ -23,31 +23,32 @@ import (
 // checksumTable names the table holding the sums of the set whose version table is versions.
 func checksumTable(versions string) string { return versions + "_checksums" }
 
-// fileSums returns the SHA-256 of each of p's migration files by version, read through fsys (the dialect's view).
-// Carriage returns before line feeds are dropped first: a checkout with CRLF line endings is the same migration.
-func fileSums(p provider, fsys fs.FS) (map[int64]string, error) {
-	sums := make(map[int64]string)
+// identify sets p's sums and names: a file's SHA-256 and path, read through fsys (the dialect's view), or a Go step's
+// stepSum and label. Carriage returns before line feeds are dropped first: a checkout with CRLF line endings is the
+// same migration.
+func (p *provider) identify(fsys fs.FS, steps []GoStep) error {
+	p.sums, p.names = map[int64]string{}, map[int64]string{}
+	for _, s := range steps {
+		p.sums[s.Version], p.names[s.Version] = stepSum(s), s.label()
+	}
 	for _, src := range p.ListSources() {
+		if src.Type != goose.TypeSQL {
+			continue
+		}
 		b, err := fs.ReadFile(fsys, src.Path)
 		if err != nil {
-			return nil, fmt.Errorf("migrate %s: %w", p.table, err)
+			return fmt.Errorf("migrate %s: %w", p.table, err)
 		}
 		h := sha256.Sum256(bytes.ReplaceAll(b, []byte("\r\n"), []byte("\n")))
-		sums[src.Version] = hex.EncodeToString(h[:])
+		p.sums[src.Version], p.names[src.Version] = hex.EncodeToString(h[:]), src.Path
 	}
-	return sums, nil
+	return nil
 }
 
-// changed is the error for an applied migration whose file no longer matches.
+// changed is the error for an applied migration whose file (or Go step's name) no longer matches.
 func (p provider) changed(version int64, recorded string) error {
-	path := fmt.Sprint(version)
-	for _, src := range p.ListSources() {
-		if src.Version == version {
-			path = src.Path
-		}
-	}
 	return fmt.Errorf("migrate %s: %s was changed after it was applied (sha256 %s applied, %s now): "+
-		"add a new migration instead of editing an applied one", p.table, path, short(recorded), short(p.sums[version]))
+		"add a new migration instead of editing an applied one", p.table, p.names[version], short(recorded), short(p.sums[version]))
 }
 
 func short(sum string) string { return sum[:min(12, len(sum))] }

@@ -2,6 +2,8 @@ package migrate
 
 import (
 	"context"
+	"database/sql"
+	"io/fs"
 	"testing"
 	"testing/fstest"
 
@@ -16,7 +18,7 @@ var (
 )
 
 // currentFor builds the providers UpAll would and asks current.
-func currentFor(t *testing.T, db *gorm.DB, sets ...fstest.MapFS) bool {
+func currentFor(t *testing.T, db *gorm.DB, sets ...fs.FS) bool {
 	t.Helper()
 	sqlDB, err := db.DB()
 	if err != nil {
@@ -72,6 +74,31 @@ func TestCurrent(t *testing.T) {
 		// "current" either: goose decides what that means.
 		if currentFor(t, db, one) {
 			t.Fatal("current although the database records a version the set lacks")
+		}
+	})
+}
+
+// Go steps are versions of their set to the one-query check too: a set whose step is pending is not current, and
+// once it is applied the usual restart is settled there, without running anything.
+func TestCurrentCountsGoSteps(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		ctx := context.Background()
+		files := fstest.MapFS{"0001_a.sql": fileA}
+		withStep := WithGo(files, GoStep{Version: 2, Name: "noop", Up: func(context.Context, *sql.Tx) error { return nil }})
+		if err := UpAll(ctx, db, Named("a", files)); err != nil {
+			t.Fatal(err)
+		}
+		if currentFor(t, db, withStep) {
+			t.Fatal("current although the Go step is not applied")
+		}
+		if err := UpAll(ctx, db, Named("a", withStep)); err != nil {
+			t.Fatal(err)
+		}
+		if !currentFor(t, db, withStep) {
+			t.Fatal("not current after applying the Go step")
+		}
+		if currentFor(t, db, files) {
+			t.Fatal("current although the database records the step the set lacks")
 		}
 	})
 }

@@ -1,4 +1,4 @@
-// Package migrate applies versioned SQL migrations to PostgreSQL or SQLite at start-up.
+// Package migrate applies versioned migrations, SQL files and Go steps, to PostgreSQL or SQLite at start-up.
 //
 // A migration set is an fs.FS (usually an embed.FS) of goose-annotated files named NNNN_description.sql:
 //
@@ -17,11 +17,22 @@
 // together; SQLite's write lock serialises each migration, and a process that finds its next migration applied by
 // another meanwhile carries on from there.
 //
+// A change SQL cannot express (one that needs Go's Unicode tables, say) is a Go step, a version of the set like a file:
+//
+//	migrate.WithGo(migrations.FS, migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: rewrite})
+//
+// where rewrite is a func(ctx, *sql.Tx) error. It is recorded in the set's version table, runs under the same lock and
+// in a transaction of its own that also records its version, exactly once across replicas, and never again once
+// applied. To run the same step again (rows written meanwhile by replicas of an older version), add a later version
+// that calls the same function; keep the step idempotent. No version may belong to both a file and a step.
+//
 // Applied migrations are immutable: each set records its files' SHA-256 beside its version table
-// (<table>_checksums), and a start whose file differs from the one applied fails, naming the file (checksum.go).
+// (<table>_checksums), and a start whose file differs from the one applied fails, naming the file (checksum.go). A Go
+// step is recorded by its Name (gostep.go), so renaming an applied step fails likewise.
 package migrate
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -31,6 +42,7 @@ import (
 	"strings"
 
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
 	"gorm.io/gorm"
 )
@@ -45,14 +57,6 @@ func Named(name string, fsys fs.FS) fs.FS { return named{FS: fsys, name: name} }
 type named struct {
 	fs.FS
 	name string
-}
-
-// table names the version table of fsys.
-func table(fsys fs.FS) string {
-	if n, ok := fsys.(named); ok {
-		return DefaultTable + "_" + n.name
-	}
-	return DefaultTable
 }
 
 // Up applies every pending migration of fsys to db. If fsys holds no .sql file at its root but has a "migrations"
@@ -94,19 +98,17 @@ func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
 	return nil
 }
 
-// provider is one set's goose provider, the name of its version table and its files' checksums.
+// provider is one set's goose provider, the name of its version table and its versions' checksums.
 type provider struct {
 	table  string
 	sqlite bool
 	sums   map[int64]string // by version
+	names  map[int64]string // by version: the file's, or the Go step's label, for messages
 	*goose.Provider
 }
 
-func newProvider(dialectName string, sqlDB *sql.DB, fsys fs.FS) (provider, error) {
-	tbl := table(fsys)
-	if n, ok := fsys.(named); ok {
-		fsys = n.FS
-	}
+func newProvider(dialectName string, sqlDB *sql.DB, set fs.FS) (provider, error) {
+	tbl, fsys, steps := unwrap(set)
 	fsys, err := root(fsys)
 	if err != nil {
 		return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
@@ -122,20 +124,33 @@ func newProvider(dialectName string, sqlDB *sql.DB, fsys fs.FS) (provider, error
 		if err != nil {
 			return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
 		}
-		opts = append(opts, goose.WithSessionLocker(locker))
+		opts = append(opts, goose.WithSessionLocker(locker), goose.WithTableName(tbl))
 	case "sqlite":
-		d = goose.DialectSQLite3
+		store, err := database.NewStore(goose.DialectSQLite3, tbl)
+		if err != nil {
+			return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
+		}
+		ext, ok := store.(database.StoreExtender) // goose's own store is: its table check is kept
+		if !ok {
+			return provider{}, fmt.Errorf("migrate %s: goose's SQLite store %T has no TableExists", tbl, store)
+		}
+		d = goose.DialectCustom // what goose asks of a provider given its own store
+		opts = append(opts, goose.WithStore(onceStore{ext}))
 	default:
 		return provider{}, fmt.Errorf("migrate %s: unsupported dialect %q", tbl, dialectName)
 	}
-	opts = append(opts, goose.WithTableName(tbl))
 	view := forDialect{FS: fsys, dialect: dialectName}
+	gos, err := goMigrations(tbl, view, steps, dialectName == "sqlite")
+	if err != nil {
+		return provider{}, err
+	}
+	opts = append(opts, goose.WithGoMigrations(gos...))
 	gp, err := goose.NewProvider(d, sqlDB, view, opts...)
 	if err != nil {
 		return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
 	}
 	p := provider{table: tbl, sqlite: dialectName == "sqlite", Provider: gp}
-	if p.sums, err = fileSums(p, view); err != nil {
+	if err := p.identify(view, steps); err != nil {
 		return provider{}, err
 	}
 	return p, nil
@@ -151,14 +166,14 @@ func (p provider) up(ctx context.Context) error {
 		if !errors.As(err, &pe) || pe.Failed == nil || pe.Failed.Source == nil {
 			return fmt.Errorf("migrate %s: %w", p.table, err)
 		}
-		// SQLite has no advisory lock: another process migrating the same file may apply the migration this one
-		// planned to, which then fails (its table exists). When the version table now records it, go on from
-		// there; each pass skips at least that version, so this ends.
-		if p.sqlite && p.applied(ctx, pe.Failed.Source.Version) {
+		// SQLite has no advisory lock: another process migrating the same set may apply the migration this one
+		// planned to, which then fails (its table exists) or gives way (onceStore, guarded). When the version
+		// table now records it, go on from there; each pass skips at least that version, so this ends.
+		if p.sqlite && (errors.Is(pe.Err, errAppliedMeanwhile) || p.applied(ctx, pe.Failed.Source.Version)) {
 			continue
 		}
-		// Name the file: goose's own message only gives the version.
-		return fmt.Errorf("migrate %s: %s: %w", p.table, pe.Failed.Source.Path, pe.Err)
+		// Name the file or step: goose's own message only gives the version.
+		return fmt.Errorf("migrate %s: %s: %w", p.table, p.names[pe.Failed.Source.Version], pe.Err)
 	}
 }
 
@@ -176,8 +191,35 @@ func (p provider) applied(ctx context.Context, version int64) bool {
 	return false
 }
 
-// current reports whether every set's version table holds exactly the versions of the set's files, each with its
-// file's checksum recorded. Any error (a table not created yet) means "not known to be current", never a failure:
+// onceStore is goose's SQLite store, except that it refuses to record a version the table records already, which
+// rolls back the migration's transaction. SQLite has no advisory lock: processes migrating one file at once may each
+// plan a version, and the one whose transaction (BEGIN IMMEDIATE) waited for another's that applied it would apply it
+// again. A migration that creates something then fails, but one that only changes rows (UPDATE, INSERT) ran twice and
+// was recorded twice. Within the transaction, after the write lock, the check is exact. (A file marked
+// "-- +goose NO TRANSACTION" has run before this check: keep such files to statements that fail when repeated.)
+type onceStore struct{ database.StoreExtender }
+
+func (s onceStore) Insert(ctx context.Context, db database.DBTxConn, req database.InsertRequest) error {
+	if done, err := recorded(ctx, db, s.Tablename(), req.Version); err != nil || done {
+		return cmp.Or(err, errAppliedMeanwhile)
+	}
+	return s.StoreExtender.Insert(ctx, db, req)
+}
+
+// recorded reports whether the version table tbl records version as applied, read through db: a migration's
+// transaction, so that it sees what the transaction's lock made final.
+func recorded(ctx context.Context, db database.DBTxConn, tbl string, version int64) (bool, error) {
+	var n int
+	// The version is the program's, not input; the table is this package's (see current).
+	q := fmt.Sprintf("SELECT COUNT(*) FROM %s WHERE version_id = %d AND is_applied", tbl, version)
+	if err := db.QueryRowContext(ctx, q).Scan(&n); err != nil {
+		return false, fmt.Errorf("look up version %d: %w", version, err)
+	}
+	return n > 0, nil
+}
+
+// current reports whether every set's version table holds exactly the set's versions (its files and Go steps), each
+// with its checksum recorded. Any error (a table not created yet) means "not known to be current", never a failure:
 // the full path then decides. The one error it returns is an applied file that was changed since.
 func current(ctx context.Context, sqlDB *sql.DB, ps []provider) (bool, error) {
 	var q strings.Builder

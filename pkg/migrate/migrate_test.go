@@ -155,29 +155,7 @@ func versions(t *testing.T, db *gorm.DB, tbl string) string {
 // Replicas starting together on a fresh PostgreSQL database: the advisory lock lets one apply, the other then finds
 // nothing to do, and neither fails.
 func TestUpConcurrentReplicas(t *testing.T) {
-	url := dbtest.PostgresURL(t)
-	errs := make(chan error, 3)
-	for range 3 {
-		go func() {
-			db, err := database.Open(url)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer func() { sqlDB, _ := db.DB(); sqlDB.Close() }()
-			errs <- migrate.Up(context.Background(), db, serviceSet)
-		}()
-	}
-	for range 3 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	db, err := database.Open(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { sqlDB, _ := db.DB(); sqlDB.Close() }()
+	db := upAtOnce(t, dbtest.PostgresURL(t), serviceSet)
 	if got := versions(t, db, "schema_migrations"); got != "0,1,2" {
 		t.Fatalf("versions %s, want each applied once", got)
 	}
@@ -188,29 +166,36 @@ func TestUpConcurrentReplicas(t *testing.T) {
 // exists". Ten rounds, since the race needs the plans to overlap.
 func TestUpConcurrentSQLiteProcesses(t *testing.T) {
 	for round := range 10 {
-		url := dbtest.SQLiteURL(t)
-		dbs := make([]*gorm.DB, 3)
-		for i := range dbs { // opened one after the other: this test is about migrating at once
-			db, err := database.Open(url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { sqlDB, _ := db.DB(); sqlDB.Close() })
-			dbs[i] = db
-		}
-		errs := make(chan error, len(dbs))
-		for _, db := range dbs {
-			go func() { errs <- migrate.Up(context.Background(), db, serviceSet) }()
-		}
-		for range dbs {
-			if err := <-errs; err != nil {
-				t.Fatalf("round %d: %v", round, err)
-			}
-		}
-		if got := versions(t, dbs[0], "schema_migrations"); got != "0,1,2" {
+		db := upAtOnce(t, dbtest.SQLiteURL(t), serviceSet)
+		if got := versions(t, db, "schema_migrations"); got != "0,1,2" {
 			t.Fatalf("round %d: versions %s, want each applied once", round, got)
 		}
 	}
+}
+
+// upAtOnce opens three pools on url, as three replicas or processes would, migrates set through all of them at once
+// and fails on any error. It returns one of the pools, open until the test ends.
+func upAtOnce(t *testing.T, url string, set fs.FS) *gorm.DB {
+	t.Helper()
+	dbs := make([]*gorm.DB, 3)
+	for i := range dbs { // opened one after the other: this is about migrating at once
+		db, err := database.Open(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = database.Close(db) })
+		dbs[i] = db
+	}
+	errs := make(chan error, len(dbs))
+	for _, db := range dbs {
+		go func() { errs <- migrate.Up(context.Background(), db, set) }()
+	}
+	for range dbs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dbs[0]
 }
 
 // BenchmarkRestart is the usual restart, with every set already applied: one
