@@ -1,9 +1,27 @@
-// Package migrations embeds the user service's versioned SQL, applied with
-// pkg/migrate on PostgreSQL and SQLite alike. Where the dialects disagree
-// (timestamp types) a version has a .postgres.sql and a .sqlite.sql twin.
+// Package migrations holds the user service's versioned migrations, applied
+// with pkg/migrate on PostgreSQL and SQLite alike: SQL files (where the
+// dialects disagree, on timestamp types, a version has a .postgres.sql and a
+// .sqlite.sql twin) and Go steps for what SQL cannot express, numbered
+// alike (0003_email_nfkc_rewrite.go is version 3).
 package migrations
 
-import "embed"
+import (
+	"embed"
+	"io/fs"
+	"log/slog"
 
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+)
+
+// FS holds the SQL files alone; Set is the service's whole set.
+//
 //go:embed *.sql
 var FS embed.FS
+
+// Set is the service's migration set: FS and the Go steps. log gets what a
+// step could not do (see renormaliseEmails).
+func Set(log *slog.Logger) fs.FS {
+	return migrate.WithGo(FS,
+		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
+	)
+}

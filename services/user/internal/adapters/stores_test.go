@@ -2,6 +2,7 @@ package adapters_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 
 	"gorm.io/gorm"
@@ -22,8 +23,5 @@ func stores(t *testing.T, fn func(t *testing.T, db *gorm.DB)) {
 }
 
 func migrateAll(ctx context.Context, db *gorm.DB) error {
-	if err := migrate.Up(ctx, db, outbox.Migrations); err != nil {
-		return err
-	}
-	return migrate.Up(ctx, db, migrations.FS)
+	return migrate.UpAll(ctx, db, outbox.Migrations, migrations.Set(slog.New(slog.DiscardHandler)))
 }

@@ -58,14 +58,10 @@ type Service struct {
 	cleanup     server.Cleanup
 }
 
-// Migrate applies the outbox set and the service's own set, then the data
-// migrations the latter queued (rewrites SQL cannot do; log says what they
-// could not).
+// Migrate applies the outbox set and the service's own set, SQL files and
+// Go steps (log says what a step could not do).
 func Migrate(ctx context.Context, db *gorm.DB, log *slog.Logger) error {
-	if err := migrate.UpAll(ctx, db, outbox.Migrations, migrations.FS); err != nil {
-		return err
-	}
-	return adapters.RunDataMigrations(ctx, db, log)
+	return migrate.UpAll(ctx, db, outbox.Migrations, migrations.Set(log))
 }
 
 // New connects to every dependency, migrates the database and builds the
