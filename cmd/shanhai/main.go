@@ -164,6 +164,7 @@ func run() error {
 	fmt.Println("\nstopping...")
 	err = p.Stop()
 	if exited != nil {
+		keep = true // the message points at the part's log
 		return errors.Join(exited, err)
 	}
 	if err == nil {
