@@ -58,8 +58,9 @@ const demo = `  GW=$GW
     -d '{"email":"ada@example.com","password":"correct horse battery"}' | jq -r .access_token)
   curl -s $GW/api/v1/products -H "authorization: Bearer $TOKEN" | jq
   SKU=$(curl -s $GW/api/v1/products -H "authorization: Bearer $TOKEN" | jq -r '.products[0].sku')
+  KEY=$(cat /proc/sys/kernel/random/uuid)   # the same key again replays the order (Idempotent-Replayed: true)
   ORDER=$(curl -s -XPOST $GW/api/v1/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-    -H "Idempotency-Key: $(cat /proc/sys/kernel/random/uuid)" \
+    -H "Idempotency-Key: $KEY" \
     -d "{\"items\":[{\"sku\":\"$SKU\",\"quantity\":1}]}" | jq -r .id)
   for i in $(seq 40); do
     STATUS=$(curl -s $GW/api/v1/orders/$ORDER -H "authorization: Bearer $TOKEN" | jq -r .status); echo $STATUS
