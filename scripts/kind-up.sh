@@ -52,8 +52,9 @@ for ns in shanhai-infra shanhai shanhai-system; do
 done
 kubectl -n shanhai-system rollout status daemonset/bpf-agent --timeout=300s
 
-# Smoke test through the gateway (kind maps node port 30080 to localhost:8080).
-curl -fsS http://localhost:8080/api/v1/products >/dev/null
+# Smoke test through the gateway (kind maps node port 30080 to localhost:8080): the user service's key set is a route
+# that needs no token (/api/v1/products answers 401 without one, which failed this script after a good deploy).
+curl -fsS http://localhost:8080/.well-known/jwks.json >/dev/null
 echo "kind-up: ready. Gateway http://localhost:8080"
 echo "  Grafana: kubectl -n shanhai-infra port-forward svc/grafana 3000  → http://localhost:3000"
 echo "  Jaeger:  kubectl -n shanhai-infra port-forward svc/jaeger 16686 → http://localhost:16686"
