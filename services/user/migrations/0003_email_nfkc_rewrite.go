@@ -12,14 +12,16 @@ import (
 
 // emailNFKCRewrite is version 0003: the rewrite 0002 queued, then the end of that queue. A database whose service
 // ran the queued rewrite already (adapters.RunDataMigrations, gone since) runs it again here; that moves only what
-// was stored since and keeps, and logs again, what it kept then. pending_data_migrations goes: nothing reads it now.
+// was stored since and keeps, and logs again, what it kept then. The queue is emptied, not dropped: binaries from
+// before 0003 read it at start, and one rolled back to must still start (it then finds nothing queued). A later
+// version can drop it once no such binary can return.
 func emailNFKCRewrite(log *slog.Logger) func(context.Context, *sql.Tx) error {
 	return func(ctx context.Context, tx *sql.Tx) error {
 		if err := renormaliseEmails(ctx, tx, log); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, "DROP TABLE pending_data_migrations"); err != nil {
-			return fmt.Errorf("drop pending_data_migrations: %w", err)
+		if _, err := tx.ExecContext(ctx, "DELETE FROM pending_data_migrations"); err != nil {
+			return fmt.Errorf("empty pending_data_migrations: %w", err)
 		}
 		return nil
 	}

@@ -19,8 +19,11 @@ import (
 var FS embed.FS
 
 // Set is the service's migration set: FS and the Go steps. log gets what a
-// step could not do (see renormaliseEmails).
+// step could not do (see renormaliseEmails); nil means slog.Default().
 func Set(log *slog.Logger) fs.FS {
+	if log == nil {
+		log = slog.Default()
+	}
 	return migrate.WithGo(FS,
 		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
 	)
