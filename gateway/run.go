@@ -203,7 +203,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		metricsH = fasthttpadaptor.NewFastHTTPHandler(tel.MetricsHandler())
 	}
 	handler := func(ctx *fasthttp.RequestCtx) {
-		switch string(ctx.Path()) {
+		switch string(proxy.AdminPath(&ctx.Request.Header)) { // as the event loop matches them
 		case "/healthz":
 			ctx.SetContentType("text/plain")
 			ctx.SetBodyString("ok")

@@ -464,9 +464,24 @@ func TestHostileClients(t *testing.T) {
 	t.Run("Content-Length and Transfer-Encoding", func(t *testing.T) {
 		// RFC 9112 §6.3: the coding wins, and an intermediary forwards the
 		// decoded body with its own length, never the client's.
-		a := exchange(t, g.Addr, post+"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n", 1)[0]
-		if a.Status != 200 || a.Body != `host=gw cl=5 te=[] body=abcde` {
-			t.Fatalf("%d %q", a.Status, a.Body)
+		// And it must close the connection after answering (§6.3; §6.1 for
+		// HTTP/1.0 with a coding): another hop may have framed it by the
+		// length, and what follows is not a request to answer.
+		for _, raw := range []string{
+			post + "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n",
+			strings.Replace(post, "HTTP/1.1", "HTTP/1.0", 1) + "Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n",
+		} {
+			c := dialRaw(t, g.Addr)
+			defer c.Close()
+			writeSplit(t, c, raw+get("smuggled"))
+			br := bufio.NewReader(c)
+			a, err := readAnswer(br)
+			if err != nil || a.Status != 200 || a.Body != `host=gw cl=5 te=[] body=abcde` {
+				t.Fatalf("%q: %+v %v", trim(raw), a, err)
+			}
+			if !closedAfter(c, br) {
+				t.Fatalf("%q: connection left open", trim(raw))
+			}
 		}
 	})
 
@@ -529,6 +544,13 @@ func TestHostileClients(t *testing.T) {
 		ok(t, exchange(t, g.Addr, "GET HTTPS://gw/api/v1/products/./abs2?q=1 HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0], "abs2")
 		if a := exchange(t, g.Addr, "GET http://gw/healthz HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]; a.Status != 200 || a.Body != "ok" {
 			t.Fatalf("health check in absolute form: %d %q", a.Status, a.Body)
+		}
+		// Admin paths match as sent, on both transports: other spellings
+		// are the chain's (fasthttp answered them from its normalised path).
+		for _, target := range []string{"//healthz", "/%68ealthz", "/api/../healthz", "/healthz/."} {
+			if a := exchange(t, g.Addr, "GET "+target+" HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]; a.Status != 404 || a.problem() != "no-route" {
+				t.Fatalf("GET %s: %d %q, want 404 no-route", target, a.Status, a.Body)
+			}
 		}
 		for _, tc := range []struct{ raw, host string }{
 			{"POST http://other.example:81/api/v1/orders/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + tok + "\r\nContent-Length: 2\r\n\r\nab", "other.example:81"},
@@ -598,7 +620,7 @@ func TestHostileClients(t *testing.T) {
 		}
 	})
 
-	t.Run("Host missing or doubled", func(t *testing.T) {
+	t.Run("Host missing, doubled or invalid", func(t *testing.T) {
 		before := up.hits.Load()
 		a := exchange(t, g.Addr, "GET /api/v1/products/nohost HTTP/1.1\r\n\r\n", 1)[0]
 		if a.Status != 400 || a.problem() != "malformed-request" {
@@ -611,6 +633,14 @@ func TestHostileClients(t *testing.T) {
 			"GET /api/v1/products/h2 HTTP/1.1\r\nhost: a\r\nX-A: b\r\nHOST: gw\r\n\r\n",
 			"GET http://gw/api/v1/products/h3 HTTP/1.1\r\nHost: gw\r\nHost: gw\r\n\r\n",
 			"GET /api/v1/products/h4 HTTP/1.0\r\nHost: a\r\nHost: gw\r\n\r\n",
+			// And a Host that is no host[:port] (the fasthttp server refused
+			// some of these, the event loop forwarded them all).
+			"GET /api/v1/products/h5 HTTP/1.1\r\nHost: a b\r\n\r\n",
+			"GET /api/v1/products/h6 HTTP/1.1\r\nHost: user@gw\r\n\r\n",
+			"GET /api/v1/products/h7 HTTP/1.1\r\nHost: gw/x\r\n\r\n",
+			"GET /api/v1/products/h8 HTTP/1.1\r\nHost: gw:8o\r\n\r\n",
+			"GET /api/v1/products/h9 HTTP/1.1\r\nHost: [::1\r\n\r\n",
+			"GET http://gw:x/api/v1/products/h10 HTTP/1.1\r\nHost: gw\r\n\r\n",
 		} {
 			a := exchange(t, g.Addr, raw, 1)[0]
 			if a.Status != 400 || a.problem() != "malformed-request" {

@@ -114,16 +114,7 @@ func (l *loop) serve(cl *client) {
 		cl.resp.Header.SetNoDefaultContentType(true)
 		// The path without parsing the URI: a parsed URI would be
 		// re-serialised (normalised) when the request is written upstream.
-		path := h.RequestURI()
-		if len(path) > 0 && path[0] != '/' {
-			// The absolute form (RFC 9112 §3.2.2) names the same paths,
-			// as the fasthttp transport's handler sees them.
-			_, path, _ = proxy.AbsoluteForm(path)
-		}
-		if i := bytes.IndexByte(path, '?'); i >= 0 {
-			path = path[:i]
-		}
-		if l.s.admin[string(path)] && l.s.o.Admin != nil {
+		if l.s.admin[string(proxy.AdminPath(h))] && l.s.o.Admin != nil {
 			l.adminCall(cl)
 			return
 		}
@@ -208,6 +199,11 @@ func (l *loop) step(cl *client, s proxy.Step) {
 	switch s {
 	case proxy.Done:
 		l.p.Finish(cl.x)
+		if cl.x.Close {
+			// Closed by lingering, as after a reject: the client may still
+			// be sending what it framed as this request's body.
+			cl.close, cl.linger = true, true
+		}
 		cl.x.Release()
 		cl.x = nil
 		l.reply(cl)

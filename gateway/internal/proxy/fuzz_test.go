@@ -133,3 +133,25 @@ func FuzzAbsoluteForm(f *testing.F) {
 		}
 	})
 }
+
+// FuzzValidHost: a Host the chain accepts is one the fasthttp server's URI
+// parser accepts too, so that no Host passes on the event loop that the
+// fasthttp transport refuses; and it carries no userinfo, path or space.
+func FuzzValidHost(f *testing.F) {
+	for _, s := range []string{"gw", "Api.Example.COM:8080", "[::1]:8080", "[fe80::1%25en0]", "10.0.0.1", "gw:", ":80", "a b",
+		"user@gw", "gw/x", "gw:8o", "a:1:2", "[::1", "[gw]", "g%41w", "g%C3%A9", "gw\x00", "[::ffff:1.2.3.4]:1"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, host string) {
+		if !validHost([]byte(host)) {
+			return
+		}
+		var u fasthttp.URI
+		if err := u.Parse([]byte(host), []byte("/")); err != nil {
+			t.Fatalf("%q accepted, but fasthttp's URI parser refuses it: %v", host, err)
+		}
+		if host == "" || strings.ContainsAny(host, "@/?# \t\r\n\x00\x7f") {
+			t.Fatalf("%q accepted", host)
+		}
+	})
+}

@@ -71,6 +71,9 @@ type Exchange struct {
 	// must be back, when a phase returns Send.
 	Endpoint *upstream.Endpoint
 	Deadline time.Time
+	// Close: the transport must close the client connection after this
+	// answer (a request whose framing another hop may have read otherwise).
+	Close bool
 
 	st     state
 	base   context.Context // cancels blocking steps (the fasthttp RequestCtx)
@@ -246,6 +249,14 @@ func (p *Proxy) start(x *Exchange) bool {
 		h.SetCanonical(requestIDKey, st.rid)
 	}
 
+	// A chunked request that also has a Content-Length (RFC 9112 §6.3), or
+	// is HTTP/1.0 (§6.1), is read by its coding, but a hop before the
+	// gateway may have framed it otherwise: whatever follows it on the
+	// connection may be another request's body. Answered, whatever the
+	// answer, then closed.
+	if h.ContentLength() == -1 && (!h.IsHTTP11() || hasField(h.RawHeaders(), "content-length:")) {
+		x.Close = true
+	}
 	if st.sent&optSpacedName != 0 {
 		x.problem(fasthttp.StatusBadRequest, "malformed-request", "a header field name ends in whitespace")
 		return false
@@ -303,6 +314,13 @@ func (p *Proxy) start(x *Exchange) bool {
 		}
 		h.SetHostBytes(authority)
 		raw = rest
+	}
+	// The Host the upstream gets (the target's authority, or the field):
+	// one that is no host[:port] is 400 (RFC 9112 §3.2). HTTP/1.0 may have
+	// none.
+	if host := h.Host(); len(host) > 0 && !validHost(host) {
+		x.problem(fasthttp.StatusBadRequest, "malformed-request", "the Host is not a valid host[:port]")
+		return false
 	}
 	pathPart, query := raw, []byte(nil)
 	for i, c := range raw {

@@ -196,6 +196,9 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		step = p.Received(x, err)
 	}
 	p.Finish(x)
+	if x.Close {
+		ctx.SetConnectionClose()
+	}
 }
 
 func isLogin(method, path []byte) bool {

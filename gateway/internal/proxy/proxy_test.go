@@ -157,6 +157,18 @@ func TestHandleRejects(t *testing.T) {
 		// Max-Forwards 0 makes the gateway the final recipient of a TRACE
 		// (RFC 9110 §7.6.2), which it does not reflect.
 		{"TRACE /api/v1/products HTTP/1.1\r\nHost: gw\r\nMax-Forwards: 0\r\n\r\n", 501, "not-implemented"},
+		// RFC 9112 §3.2: a Host that is no uri-host[:port] is 400, as the
+		// fasthttp server's URI parser answers some of them before the chain.
+		{"GET /api/v1/products HTTP/1.1\r\nHost: a b\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: user@gw\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: gw/x\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: gw:8o\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: :80\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: [::1\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: [gw]\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: g%41w\r\n\r\n", 400, "malformed-request"},
+		{"GET http://gw:x/api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "malformed-request"},
 	}
 	for _, c := range cases {
 		ctx := serve(p, c.raw)
@@ -372,7 +384,7 @@ func TestHandleInterimAnswerDropsTheConnection(t *testing.T) {
 func TestHandleKeepsHostAsSent(t *testing.T) {
 	up := startUpstream(t)
 	p, _ := newTestProxy(t, Options{}, up)
-	for _, host := range []string{"Api.Example.COM:8080", "GW"} {
+	for _, host := range []string{"Api.Example.COM:8080", "GW", "[::1]:8080", "[2001:DB8::1]", "10.0.0.1", "gw:", "a-b_c~d!$&'()*+,;=e"} {
 		ctx := serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: "+host+"\r\n\r\n")
 		if ctx.Response.StatusCode() != 200 || string(up.last.Load().Host()) != host {
 			t.Fatalf("Host %q: %d, upstream saw %q", host, ctx.Response.StatusCode(), up.last.Load().Host())
@@ -401,6 +413,48 @@ func TestMaxForwards(t *testing.T) {
 		ctx := serve(p, c.method+" /api/v1/products HTTP/1.1\r\nHost: gw\r\n"+field+"\r\n")
 		if got := string(up.last.Load().Peek("Max-Forwards")); ctx.Response.StatusCode() != 200 || got != c.want {
 			t.Errorf("%s, Max-Forwards %q: %d, upstream saw %q, want %q", c.method, c.sent, ctx.Response.StatusCode(), got, c.want)
+		}
+	}
+}
+
+// AdminPath is the target as sent, less the query: what both transports
+// match /healthz, /readyz and /metrics against.
+func TestAdminPath(t *testing.T) {
+	for _, c := range []struct{ target, want string }{
+		{"/healthz", "/healthz"}, {"/metrics?name=x", "/metrics"}, {"http://gw/readyz?x", "/readyz"},
+		{"//healthz", "//healthz"}, {"/%68ealthz", "/%68ealthz"}, {"/healthz#x", "/healthz#x"}, {"http://gw", ""}, {"*", ""},
+	} {
+		var h fasthttp.RequestHeader
+		h.SetRequestURI(c.target)
+		if got := string(AdminPath(&h)); got != c.want {
+			t.Errorf("%q: %q, want %q", c.target, got, c.want)
+		}
+	}
+}
+
+// RFC 9112 §6.3: after a request framed by both Transfer-Encoding and
+// Content-Length the connection closes, and §6.1 has the same for an
+// HTTP/1.0 request with a transfer coding; a chunked request alone keeps it.
+func TestHandleClosesAfterAmbiguousFraming(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{}, up)
+	const chunked = "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+	for _, c := range []struct {
+		raw    string
+		status int
+		close  bool
+	}{
+		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n" + chunked, 200, true},
+		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\ncontent-length: 9\r\n" + chunked, 200, true},
+		{"POST /api/v1/products HTTP/1.0\r\nHost: gw\r\nConnection: keep-alive\r\n" + chunked, 200, true},
+		{"POST /nowhere HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n" + chunked, 404, true},
+		{"POST /api/v1/products HTTP/1.1\r\nContent-Length: 2\r\n" + chunked, 400, true},
+		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\n" + chunked, 200, false},
+		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}", 200, false},
+	} {
+		ctx := serve(p, c.raw)
+		if ctx.Response.StatusCode() != c.status || ctx.Response.ConnectionClose() != c.close {
+			t.Errorf("%q: %d, closes %v, want %v", c.raw, ctx.Response.StatusCode(), ctx.Response.ConnectionClose(), c.close)
 		}
 	}
 }

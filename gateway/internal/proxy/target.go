@@ -2,7 +2,10 @@ package proxy
 
 import (
 	"bytes"
+	"net/netip"
 	"strings"
+
+	"github.com/valyala/fasthttp"
 )
 
 // allowMethods answers OPTIONS *: the methods the gateway knows (it routes
@@ -36,6 +39,67 @@ func AbsoluteForm(target []byte) (authority, rest []byte, ok bool) {
 	return authority, rest, true
 }
 
+// AdminPath is the path both transports match their admin paths (/healthz,
+// /readyz, /metrics) against: the request target as sent (the path of its
+// absolute form), without the query. Not the server's parsed and
+// normalised path: on fasthttp "//healthz" or "/%68ealthz" answered as
+// /healthz, while the event loop left them to the chain (404).
+func AdminPath(h *fasthttp.RequestHeader) []byte {
+	path := h.RequestURI()
+	if len(path) > 0 && path[0] != '/' {
+		_, path, _ = AbsoluteForm(path)
+	}
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	return path
+}
+
+// regName marks the bytes of an RFC 3986 reg-name or IPv4 address:
+// unreserved and sub-delims. Escapes are left out: no DNS name needs one.
+var regName = func() (t [256]bool) {
+	for _, c := range []byte("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=") {
+		t[c] = true
+	}
+	return t
+}()
+
+// validHost reports whether v is a Host value RFC 9110 §7.2 allows:
+// uri-host [":" port], the host a non-empty reg-name, IPv4 address or
+// bracketed IPv6 address, and no userinfo. RFC 9112 §3.2 makes any other
+// value a 400. It is at least as strict as the fasthttp server's URI
+// parser, which refuses some of them before the chain runs, so both
+// transports refuse the same ones.
+func validHost(v []byte) bool {
+	if len(v) > 0 && v[0] == '[' {
+		end := bytes.IndexByte(v, ']')
+		if end < 0 {
+			return false
+		}
+		a, err := netip.ParseAddr(string(v[1:end]))
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return false
+		}
+		return len(v) == end+1 || (v[end+1] == ':' && digits(v[end+2:]))
+	}
+	for i, c := range v {
+		if !regName[c] {
+			return c == ':' && i > 0 && digits(v[i+1:])
+		}
+	}
+	return len(v) > 0
+}
+
+// digits reports whether b is all decimal digits (a port; empty is one).
+func digits(b []byte) bool {
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // authorityByte: RFC 3986 host and port (reg-name, IP literal, IPv4),
 // without '@': the authority becomes the Host field sent upstream.
 func authorityByte(c byte) bool {
@@ -44,6 +108,22 @@ func authorityByte(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("-._~!$&'()*+,;=%:[]", c) >= 0
+}
+
+// hasField reports whether a raw header block holds a field named name
+// (lower case, colon included), for fields the parser does not keep.
+func hasField(raw []byte, name string) bool {
+	for len(raw) > len(name) {
+		if asciiEqualFold(raw[:len(name)], name) {
+			return true
+		}
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			break
+		}
+		raw = raw[i+1:]
+	}
+	return false
 }
 
 // hostRepeated reports whether a raw header block (the lines after the
