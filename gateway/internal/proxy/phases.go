@@ -275,9 +275,12 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 	// RFC 9110 §9.1: a method the gateway does not implement is 501. It
 	// does not tunnel, so CONNECT, in any target form, is never forwarded
-	// (an origin-form one went upstream as a request to that path).
+	// (an origin-form one went upstream as a request to that path). The
+	// connection closes after it: what a client sends next is likely the
+	// tunnel's first bytes (a TLS hello), not a request.
 	if x.method == 0 && string(h.Method()) == "CONNECT" {
 		x.problem(fasthttp.StatusNotImplemented, "not-implemented", "the gateway does not tunnel (CONNECT)")
+		x.Close = true
 		return false
 	}
 	if !h.IsHTTP11() {

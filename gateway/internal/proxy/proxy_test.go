@@ -451,6 +451,9 @@ func TestHandleClosesAfterAmbiguousFraming(t *testing.T) {
 		{"POST /api/v1/products HTTP/1.1\r\nContent-Length: 2\r\n" + chunked, 400, true},
 		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\n" + chunked, 200, false},
 		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}", 200, false},
+		// Not framing, but closed too: after a refused CONNECT come the
+		// tunnel's bytes.
+		{"CONNECT gw:443 HTTP/1.1\r\nHost: gw\r\n\r\n", 501, true},
 	} {
 		ctx := serve(p, c.raw)
 		if ctx.Response.StatusCode() != c.status || ctx.Response.ConnectionClose() != c.close {
