@@ -48,7 +48,9 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 	// net/http's own complaints (bad TLS handshakes, superfluous
 	// WriteHeader calls) go to the JSON log too, not to bare stderr.
 	errorLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	ln = &onceCloser{Listener: ln}
 	srv := &http.Server{
+		ConnState:         s.fresh.track,
 		Handler:           s.engine,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
@@ -107,11 +109,13 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 	// Restore default signal handling: a second Ctrl-C kills a shutdown
 	// that hangs, as an operator expects.
 	stop()
-	return errors.Join(serveErr, s.shutdown(srv, admin))
+	return errors.Join(serveErr, s.shutdown(srv, admin, ln))
 }
 
 func serve(srv *http.Server, ln net.Listener) error {
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	// net.ErrClosed: shutdown closed the listener itself (drain.go). A
+	// listener closed by anyone else still ends in "closed unexpectedly".
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
 	return nil
@@ -120,7 +124,7 @@ func serve(srv *http.Server, ln net.Listener) error {
 // shutdown runs the fixed order. Each step gets its own deadline so one slow
 // step cannot eat the next one's time: telemetry must be flushed even when
 // the drain used up ShutdownTimeout.
-func (s *Server) shutdown(srv, admin *http.Server) error {
+func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener) error {
 	s.stopping.Store(true)
 	var errs []error
 	step := func(name string, fn func(context.Context) error) {
@@ -142,6 +146,10 @@ func (s *Server) shutdown(srv, admin *http.Server) error {
 		}
 	}
 	step("drain", func(ctx context.Context) error {
+		// Stop accepting, then give the connections accepted just before a
+		// moment to send their requests, which Shutdown would drop.
+		ln.Close()
+		s.fresh.settle(ctx, newConnGrace)
 		err := srv.Shutdown(ctx)
 		if admin != nil {
 			// pprof profiles can run for 30 s; do not wait for them.

@@ -77,6 +77,7 @@ type Server struct {
 	hooks    []func(context.Context) error
 	stopping atomic.Bool
 	starting atomic.Int32 // ServeStarting steps still running
+	fresh    freshConns   // connections that have not sent a request yet (drain.go)
 	wasReady atomic.Bool  // /readyz has answered 200 once
 }
 

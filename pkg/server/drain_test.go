@@ -1,0 +1,72 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// A caller that connected just before the stop and sends its request a
+// moment after it began is served: net/http's Shutdown alone closed such a
+// connection unanswered (the client saw EOF and lost its POST).
+func TestStopServesAConnectionAcceptedJustBefore(t *testing.T) {
+	s, logs := newTestServer(t, Options{ShutdownTimeout: 10 * time.Second})
+	s.Router().POST("/orders", func(c *gin.Context) { c.Status(http.StatusCreated) })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	waitFor(t, "the connection to be accepted", func() bool { return s.fresh.n.Load() == 1 })
+	stop()
+	waitFor(t, "the listener to close", func() bool {
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+
+	if _, err := conn.Write([]byte("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("request sent after the stop began: %v (want 201)\n%s", err, logs)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Errorf("status %d, want 201", res.StatusCode)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+	if strings.Contains(logs.String(), "shutdown step failed") {
+		t.Errorf("a step failed:\n%s", logs)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
