@@ -70,3 +70,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// A connection that stayed silent for newConnGrace before the stop does not
+// delay it: net/http counts it idle by then and closes it at once.
+func TestStopDoesNotWaitForAnOldSilentConnection(t *testing.T) {
+	var f freshConns
+	old, young := &net.TCPConn{}, &net.TCPConn{}
+	f.track(old, http.StateNew)
+	f.track(young, http.StateNew)
+	f.m[old] = time.Now().Add(-newConnGrace)
+	if !f.waiting(newConnGrace) {
+		t.Fatal("a connection accepted just now is not waited for")
+	}
+	f.track(young, http.StateActive)
+	if f.waiting(newConnGrace) {
+		t.Error("waiting for a connection silent since newConnGrace")
+	}
+	f.track(old, http.StateClosed)
+	if n := f.n.Load(); n != 0 {
+		t.Errorf("%d fresh connections left, want 0", n)
+	}
+}
