@@ -310,9 +310,15 @@ func afterStop(ctx context.Context, grace time.Duration) (context.Context, func(
 	c := graceContext{Context: context.WithoutCancel(ctx), done: make(chan struct{})}
 	var once sync.Once
 	end := func() { once.Do(func() { close(c.done) }) }
-	stop := context.AfterFunc(ctx, func() { time.AfterFunc(grace, end) })
+	// Armed when ctx ends, stopped when the round is done: a round that ends
+	// after a stop leaves no timer behind (only one that ends while ctx's
+	// callback is still running may, and then it fires into the once).
+	timer := time.AfterFunc(grace, end)
+	timer.Stop()
+	stop := context.AfterFunc(ctx, func() { timer.Reset(grace) })
 	return c, func() {
 		stop()
+		timer.Stop()
 		end()
 	}
 }
