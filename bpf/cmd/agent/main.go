@@ -7,10 +7,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -36,8 +38,14 @@ type Config struct {
 // Validate rejects an empty target list and a scan interval that would spin.
 func (c *Config) Validate() error {
 	var errs []error
-	if len(targets(c.Targets)) == 0 {
+	ts := targets(c.Targets)
+	if len(ts) == 0 {
 		errs = append(errs, config.Invalid("BPF_TARGETS", "name at least one executable"))
+	}
+	for _, t := range ts {
+		if strings.Contains(t, "/") && !filepath.IsAbs(t) {
+			errs = append(errs, config.Invalid("BPF_TARGETS", fmt.Sprintf("%q: an absolute path or a bare name (a relative path matches no process)", t)))
+		}
 	}
 	if c.HTTPProbe != agent.HTTPProbeUprobe && c.HTTPProbe != agent.HTTPProbeSocket {
 		errs = append(errs, config.Invalid("BPF_HTTP_PROBE", "uprobe or socket"))
@@ -48,12 +56,23 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// targets splits the list, cleaning absolute paths: the agent compares them
+// with /proc/<pid>/exe, which is always clean and free of symlinks, so
+// "$PWD/../var/bin/order" or a path through a symlink would match nothing.
 func targets(s string) []string {
 	var out []string
 	for _, t := range strings.Split(s, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
+		t = strings.TrimSpace(t)
+		switch {
+		case t == "":
+			continue
+		case filepath.IsAbs(t):
+			t = filepath.Clean(t)
+			if real, err := filepath.EvalSymlinks(t); err == nil {
+				t = real
+			}
 		}
+		out = append(out, t)
 	}
 	return out
 }
