@@ -61,7 +61,7 @@ func run() error {
 	var (
 		binDir  = flag.String("bin", filepath.Dir(self), "directory holding the user, order, payment, bridge and gateway binaries (for -processes)")
 		procs   = flag.Bool("processes", false, "run each part as its production binary from -bin, a child process, instead of in this process")
-		dataDir = flag.String("data", "", "data and log directory (default: a new temporary directory, removed at exit)")
+		dataDir = flag.String("data", "", "data and log directory (default: a new temporary directory, removed at exit unless a part failed)")
 		native  = flag.Bool("native", false, "use the servers from scripts/deps.sh (its env command) instead of embedded ones")
 		root    = flag.String("root", ".", "repository root, where scripts/deps.sh is (for -native)")
 		port    = flag.Int("port", 8080, "gateway port; the services take the next four (user, order, payment, bridge)")
