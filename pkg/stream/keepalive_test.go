@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 )
 
 // fakeMsg counts InProgress calls; every call is reported on calls, and err
@@ -28,7 +30,7 @@ func newFakeMsg(t *testing.T, err error) *fakeMsg {
 
 func (f *fakeMsg) InProgress() error {
 	if f.afterStop.Load() {
-		f.t.Error("InProgress after stop returned")
+		f.t.Error("InProgress after release returned")
 	}
 	n := f.n.Add(1)
 	select {
@@ -70,10 +72,16 @@ func TestFirstAckWaitIsTheFirstBackOffStep(t *testing.T) {
 	}
 }
 
+// testKeeper is the Keeper of a consumer whose first ack wait is ackWait
+// and whose AckWait is atMost.
+func testKeeper(ackWait, atMost time.Duration, log *slog.Logger) *Keeper {
+	return NewKeeper(jetstream.ConsumerConfig{AckWait: atMost, BackOff: []time.Duration{ackWait}}, log)
+}
+
 func TestKeepAliveSendsNothingForAFastHandler(t *testing.T) {
 	m := newFakeMsg(t, nil)
-	stop := KeepAlive(m, time.Hour, time.Hour, nil)
-	stop()
+	release := testKeeper(time.Hour, time.Hour, nil).Hold(m)
+	release()
 	m.afterStop.Store(true)
 	if n := m.n.Load(); n != 0 {
 		t.Fatalf("%d InProgress calls for a handler done before the first tick", n)
@@ -82,11 +90,11 @@ func TestKeepAliveSendsNothingForAFastHandler(t *testing.T) {
 
 func TestKeepAliveTicksUntilStopped(t *testing.T) {
 	m := newFakeMsg(t, nil)
-	stop := KeepAlive(m, 2*time.Millisecond, time.Hour, nil)
+	release := testKeeper(2*time.Millisecond, time.Hour, nil).Hold(m)
 	m.waitCalls(t, 3)
-	stop()
+	release()
 	m.afterStop.Store(true)
-	// Stop holds the tick's lock, so a tick running when it was called is
+	// Release holds the tick's lock, so a tick running when it was called is
 	// done before it returns and none starts later: a late call fails the
 	// test in InProgress. Waiting many intervals gives a stray one time to come.
 	time.Sleep(50 * time.Millisecond)
@@ -94,19 +102,19 @@ func TestKeepAliveTicksUntilStopped(t *testing.T) {
 
 func TestKeepAliveKeepsTickingThroughErrors(t *testing.T) {
 	m := newFakeMsg(t, errors.New("nats: connection closed"))
-	stop := KeepAlive(m, 2*time.Millisecond, time.Hour, nil)
+	release := testKeeper(2*time.Millisecond, time.Hour, nil).Hold(m)
 	m.waitCalls(t, 3)
-	stop()
+	release()
 }
 
 func TestKeepAliveStopsOnceTheMessageIsSettled(t *testing.T) {
 	m := newFakeMsg(t, jetstream.ErrMsgAlreadyAckd)
-	stop := KeepAlive(m, 2*time.Millisecond, time.Hour, nil)
+	release := testKeeper(2*time.Millisecond, time.Hour, nil).Hold(m)
 	m.waitCalls(t, 1)
-	// No stop call: the chain ended on its own, so no later call may come.
+	// No release call: the chain ended on its own, so no later call may come.
 	m.afterStop.Store(true)
 	time.Sleep(50 * time.Millisecond)
-	stop()
+	release()
 }
 
 // TestKeepAliveGivesUpOnAStuckHandler: past atMost the ticks stop with a
@@ -114,8 +122,8 @@ func TestKeepAliveStopsOnceTheMessageIsSettled(t *testing.T) {
 func TestKeepAliveGivesUpOnAStuckHandler(t *testing.T) {
 	m := newFakeMsg(t, nil)
 	logs := make(chan slog.Record, 1)
-	stop := KeepAlive(m, 2*time.Millisecond, 10*time.Millisecond, slog.New(recordHandler(logs)))
-	defer stop()
+	release := testKeeper(2*time.Millisecond, 10*time.Millisecond, slog.New(recordHandler(logs))).Hold(m)
+	defer release()
 	select {
 	case r := <-logs:
 		if r.Level != slog.LevelWarn {
@@ -148,14 +156,14 @@ var serviceBackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Sec
 
 const slowHandler = 2500 * time.Millisecond
 
-// TestSlowHandlerWithoutKeepAliveIsRedelivered is the defect KeepAlive
+// TestSlowHandlerWithoutKeepAliveIsRedelivered is the defect Keeper
 // fixes, and shows the server behaves as the other tests assume.
 func TestSlowHandlerWithoutKeepAliveIsRedelivered(t *testing.T) {
 	cons, msgs := slowConsumer(t, "NOKEEP")
 	m := next(t, msgs)
 	time.Sleep(slowHandler)
-	if n := delivered(t, cons); n < 2 {
-		t.Fatalf("%d deliveries while a handler worked %v with a first ack wait of 1 s; the server no longer redelivers, revisit KeepAlive's premise", n, slowHandler)
+	if n := svctest.Delivered(t, cons); n < 2 {
+		t.Fatalf("%d deliveries while a handler worked %v with a first ack wait of 1 s; the server no longer redelivers, revisit Keeper's premise", n, slowHandler)
 	}
 	settle(t, m)
 }
@@ -163,11 +171,11 @@ func TestSlowHandlerWithoutKeepAliveIsRedelivered(t *testing.T) {
 func TestSlowHandlerWithKeepAliveIsDeliveredOnce(t *testing.T) {
 	cons, msgs := slowConsumer(t, "KEEP")
 	m := next(t, msgs)
-	stop := KeepAlive(m, FirstAckWait(jetstream.ConsumerConfig{BackOff: serviceBackOff}), time.Minute, nil)
+	release := NewKeeper(jetstream.ConsumerConfig{AckWait: time.Minute, BackOff: serviceBackOff}, nil).Hold(m)
 	time.Sleep(slowHandler)
 	settle(t, m)
-	stop()
-	if n := delivered(t, cons); n != 1 {
+	release()
+	if n := svctest.Delivered(t, cons); n != 1 {
 		t.Fatalf("%d deliveries of a message kept alive while its handler worked %v, want 1", n, slowHandler)
 	}
 }
@@ -178,10 +186,10 @@ func TestSlowHandlerWithKeepAliveIsDeliveredOnce(t *testing.T) {
 func TestKeepAliveStoppedWithoutSettlingIsRedelivered(t *testing.T) {
 	cons, msgs := slowConsumer(t, "CRASH")
 	m := next(t, msgs)
-	stop := KeepAlive(m, FirstAckWait(jetstream.ConsumerConfig{BackOff: serviceBackOff}), time.Minute, nil)
+	release := NewKeeper(jetstream.ConsumerConfig{AckWait: time.Minute, BackOff: serviceBackOff}, nil).Hold(m)
 	time.Sleep(slowHandler)
-	stop()
-	if n := delivered(t, cons); n != 1 {
+	release()
+	if n := svctest.Delivered(t, cons); n != 1 {
 		t.Fatalf("%d deliveries while kept alive, want 1", n)
 	}
 	again := next(t, msgs)
@@ -234,19 +242,6 @@ func next(t *testing.T, msgs <-chan jetstream.Msg) jetstream.Msg {
 		t.Fatal("no delivery")
 		return nil
 	}
-}
-
-// delivered is how many deliveries the consumer has made, redeliveries
-// included (its consumer sequence), as the server counts them.
-func delivered(t *testing.T, cons jetstream.Consumer) uint64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.Delivered.Consumer
 }
 
 // settle acks m and waits for the server's answer, so what the test reads

@@ -1,9 +1,10 @@
 // Package stream holds what every JetStream consumer in the platform shares:
 // the stream's names, the subject of each Kafka partition and the filters
 // that read a whole topic, creating the stream when absent, the redelivery
-// back-off, keeping a message that is still being handled from being
-// redelivered (KeepAlive) and the header form that event.FromHeaders reads. Order and payment consume from the
-// same stream the bridge writes, so these rules live in one place.
+// back-off, keeping a message the consumer holds (queued or being handled)
+// from being redelivered (Keeper) and the header form that event.FromHeaders
+// reads. Order and payment consume from the same stream the bridge writes,
+// so these rules live in one place.
 package stream
 
 import (

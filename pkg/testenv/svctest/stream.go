@@ -98,3 +98,16 @@ func (s *Stream) Drained(t testing.TB, durable string, within time.Duration) {
 		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0 && ci.AckFloor.Stream >= si.State.LastSeq
 	})
 }
+
+// Delivered is how many deliveries cons has made, redeliveries included (its consumer sequence), as the server counts
+// them: what a test of redelivery compares with the number of messages it published.
+func Delivered(t testing.TB, cons jetstream.Consumer) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatalf("svctest: consumer info: %v", err)
+	}
+	return info.Delivered.Consumer
+}

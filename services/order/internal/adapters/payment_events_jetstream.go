@@ -58,8 +58,8 @@ type PaymentEvents struct {
 	tracer     trace.Tracer
 	handled    metric.Int64Counter
 	workers    int
-	ackWait    time.Duration // the consumer's first ack wait, which Handle's stream.KeepAlive ticks within
-	workAtMost time.Duration // how long Handle keeps a message from redelivery at most: the consumer's AckWait
+	queue      int // what a lane holds: the consumer's MaxAckPending, so the callback never waits (see Start)
+	keep       *stream.Keeper
 }
 
 // Workers is how many payment results are applied at once (lanes, see Start).
@@ -92,10 +92,10 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 		// With BackOff set, nats-server takes BackOff[0] as the first ack
 		// wait, not this: a message unsettled after 1 s is delivered again
 		// (and after 5 s, 30 s more). The short step brings a crashed
-		// worker's message back fast; Handle keeps a message it is still
-		// working on from coming back meanwhile (stream.KeepAlive), for at
-		// most this AckWait: a handler stuck longer loses its message to
-		// the back-off, as a crashed one does.
+		// worker's message back fast; Start keeps a message it holds,
+		// queued or being handled, from coming back meanwhile
+		// (stream.Keeper), for at most this AckWait: a message held longer
+		// (a stuck handler) is lost to the back-off, as a crashed one's is.
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
 		BackOff:       backoff,
@@ -131,11 +131,11 @@ func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPayme
 	cfg := ConsumerConfig(names, maxDeliver)
 	return &PaymentEvents{cons: cons, names: names.Or(DefaultNames), apply: apply, maxDeliver: maxDeliver, log: log,
 		tracer: otel.Tracer("shanhai/order"), handled: handled, workers: Workers,
-		ackWait: stream.FirstAckWait(cfg), workAtMost: cfg.AckWait}
+		queue: cfg.MaxAckPending, keep: stream.NewKeeper(cfg, log)}
 }
 
 // Start begins consuming. The returned stop function stops delivery and
-// waits for the message in hand.
+// waits until every message received is handled.
 func (c *PaymentEvents) Start() (stop func(), err error) {
 	// Each result waits on a few database round trips, so one message at a
 	// time caps the consumer at a few hundred per second and queues the rest
@@ -143,14 +143,24 @@ func (c *PaymentEvents) Start() (stop func(), err error) {
 	// (the Kafka key the bridge carries): orders are applied concurrently,
 	// while one order's results still apply one at a time in stream order, so
 	// the first result for an order wins as it did with a single consumer.
-	lanes := make([]chan jetstream.Msg, c.workers)
+	//
+	// A message is kept alive from the moment it is received: the server's
+	// ack timer runs while it waits in its lane as much as while it is
+	// handled. The callback never waits either, so messages do not wait
+	// unkept in the client's buffer behind it: the server hands out at most
+	// MaxAckPending messages at once, and a lane holds that many, so all of
+	// them fit even when they share one order's lane. (Only a redelivery of
+	// a message held past AckWait, whose first copy is still queued, can
+	// fill a lane; the callback then waits for that lane, as it did before.)
+	lanes := make([]chan held, c.workers)
 	var wg sync.WaitGroup
 	for i := range lanes {
-		lane := make(chan jetstream.Msg, 8)
+		lane := make(chan held, c.queue)
 		lanes[i] = lane
 		wg.Go(func() {
-			for m := range lane {
-				c.Handle(m)
+			for h := range lane {
+				c.Handle(h.m)
+				h.release()
 			}
 		})
 	}
@@ -162,7 +172,7 @@ func (c *PaymentEvents) Start() (stop func(), err error) {
 	}
 	seed := maphash.MakeSeed()
 	cc, err := c.cons.Consume(func(m jetstream.Msg) {
-		lanes[maphash.String(seed, laneKey(m))%uint64(len(lanes))] <- m
+		lanes[maphash.String(seed, laneKey(m))%uint64(len(lanes))] <- held{m, c.keep.Hold(m)}
 	})
 	if err != nil {
 		stopLanes()
@@ -171,6 +181,12 @@ func (c *PaymentEvents) Start() (stop func(), err error) {
 	// Closed is signalled once no handler call is running, so no send races
 	// the closing of the lanes.
 	return func() { cc.Drain(); <-cc.Closed(); stopLanes() }, nil
+}
+
+// held is a message received and kept alive until release is called.
+type held struct {
+	m       jetstream.Msg
+	release func()
 }
 
 // laneKey is what orders the results of one aggregate: the Kafka key (the
@@ -186,9 +202,9 @@ func laneKey(m jetstream.Msg) string {
 
 // Handle processes one message and settles it: ack when done or irrelevant,
 // nak with delay on a transient failure, term when it can never succeed.
-// While it works, the message is kept from being redelivered.
+// It does not keep m from being redelivered meanwhile: Start does, from the
+// moment m is received until Handle returns.
 func (c *PaymentEvents) Handle(m jetstream.Msg) {
-	defer stream.KeepAlive(m, c.ackWait, c.workAtMost, c.log)()
 	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
 	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(

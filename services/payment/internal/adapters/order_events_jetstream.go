@@ -37,7 +37,8 @@ const (
 // trips), so the pool is sized for the waits, not the cores: at 500 orders/s
 // and ~40 ms per charge about 20 are busy on average, and the provider's
 // tail needs headroom above that. It stays below the consumer's
-// MaxAckPending (256), which bounds what JetStream hands out at once.
+// MaxAckPending (256), which bounds what JetStream hands out at once: the
+// rest wait, kept alive, in Start's queue.
 const Workers = 64
 
 // OrderCreatedData is the part of the order.created payload payment needs.
@@ -75,8 +76,8 @@ type OrderEvents struct {
 	tracer     trace.Tracer
 	handled    metric.Int64Counter
 	dead       metric.Int64Counter
-	ackWait    time.Duration // the consumer's first ack wait, which Handle's stream.KeepAlive ticks within
-	workAtMost time.Duration // how long Handle keeps a message from redelivery at most: the consumer's AckWait
+	queue      int // what waits for a worker: the consumer's MaxAckPending, so the callback never waits (see Start)
+	keep       *stream.Keeper
 }
 
 // DefaultNames are the platform's: stream SHANHAI, durable "payment" on
@@ -107,7 +108,7 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
 	cfg := ConsumerConfig(names, maxDeliver)
 	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead,
-		ackWait: stream.FirstAckWait(cfg), workAtMost: cfg.AckWait}
+		queue: cfg.MaxAckPending, keep: stream.NewKeeper(cfg, log)}
 }
 
 // ConsumerConfig is the durable consumer this service owns; zero fields of
@@ -125,11 +126,11 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 		// With BackOff set, nats-server takes BackOff[0] as the first ack
 		// wait, not this: a message unsettled after 1 s is delivered again
 		// (and after 5 s, 30 s more). The short step brings a crashed
-		// worker's message back fast; Handle keeps a message it is still
-		// working on (a slow or faulted provider) from coming back
-		// meanwhile (stream.KeepAlive), for at most this AckWait: a
-		// handler stuck longer loses its message to the back-off, as a
-		// crashed one does.
+		// worker's message back fast; Start keeps a message it holds,
+		// waiting for a worker or being charged (a slow or faulted
+		// provider), from coming back meanwhile (stream.Keeper), for at
+		// most this AckWait: a message held longer (a stuck handler) is
+		// lost to the back-off, as a crashed one's is.
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
 		BackOff:       backoff,
@@ -139,32 +140,53 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 }
 
 // Start begins consuming. The returned stop function stops delivery and
-// waits for messages in hand.
+// waits until every message received is handled.
 func (c *OrderEvents) Start() (stop func(), err error) {
 	// Charges wait on the provider (tens of milliseconds), so messages are
-	// handled by a bounded pool rather than one at a time. Concurrency is
-	// safe per order: the claim and the PENDING guard on completion make
-	// two deliveries of one order converge on a single charge.
-	sem := make(chan struct{}, c.workers)
+	// handled by a bounded pool of workers rather than one at a time.
+	// Concurrency is safe per order: the claim and the PENDING guard on
+	// completion make two deliveries of one order converge on a single
+	// charge.
+	//
+	// A message is kept alive from the moment it is received: the server's
+	// ack timer runs while it waits for a worker as much as while it is
+	// charged. The callback never waits either, so messages do not wait
+	// unkept in the client's buffer behind it: the server hands out at most
+	// MaxAckPending messages at once, and the queue holds that many. (Only
+	// redeliveries of messages held past AckWait, whose first copies are
+	// still queued, can fill it; the callback then waits, as it did before.)
+	jobs := make(chan held, c.queue)
 	var wg sync.WaitGroup
-	cc, err := c.cons.Consume(func(m jetstream.Msg) {
-		sem <- struct{}{}
+	for range c.workers {
 		wg.Go(func() {
-			defer func() { <-sem }()
-			c.Handle(m)
+			for h := range jobs {
+				c.Handle(h.m)
+				h.release()
+			}
 		})
-	})
+	}
+	cc, err := c.cons.Consume(func(m jetstream.Msg) { jobs <- held{m, c.keep.Hold(m)} })
 	if err != nil {
+		close(jobs)
+		wg.Wait()
 		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
-	return func() { cc.Drain(); <-cc.Closed(); wg.Wait() }, nil
+	// Closed is signalled once no callback is running, so no send races the
+	// closing of the queue; the workers then handle what is left in it.
+	return func() { cc.Drain(); <-cc.Closed(); close(jobs); wg.Wait() }, nil
+}
+
+// held is a message received and kept alive until release is called.
+type held struct {
+	m       jetstream.Msg
+	release func()
 }
 
 // Handle processes and settles one message inside a consumer span that
-// continues the producer's trace from the NATS headers. While it works, the
-// message is kept from being redelivered.
+// continues the producer's trace from the NATS headers. It does not keep m
+// from being redelivered meanwhile: Start does, from the moment m is
+// received until Handle returns.
 func (c *OrderEvents) Handle(m jetstream.Msg) {
-	defer stream.KeepAlive(m, c.ackWait, c.workAtMost, c.log)()
 	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
 	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(

@@ -15,18 +15,44 @@ import (
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 )
 
+// providerLatency is how long the tests' provider takes to answer, in ms:
+// longer than the first back-off step (1 s), after which the server would
+// deliver an order.created that is not settled again, and shorter than the
+// first two together. Median = p99, so every charge takes this long.
+const providerLatency = 2500
+
 // TestSlowChargeIsDeliveredOnce runs the consumer as the service does (its
-// ConsumerConfig, on the real NATS server and PostgreSQL) with a provider
-// that takes 2.5 s to answer: longer than the first back-off step (1 s),
-// after which the server would deliver the order.created again to another
-// worker, unless Handle tells it the charge is still in progress.
+// ConsumerConfig, on the real NATS server and PostgreSQL): the charge takes
+// longer than the first ack wait, so the consumer must tell the server the
+// order.created is still in progress.
 func TestSlowChargeIsDeliveredOnce(t *testing.T) {
-	const providerLatency = 2500 // ms; median = p99, so every charge takes this long
+	if n, charges := chargeSlowly(t, "PAYSLOW", 1); n != 1 || charges != 1 {
+		t.Fatalf("order.created delivered %d times and charged %d times while its charge took %d ms, want once", n, charges, providerLatency)
+	}
+}
+
+// TestQueuedChargeIsDeliveredOnce: with more orders than workers, the last
+// ones wait for a worker a whole slow charge long. The wait counts against
+// the server's ack timer as much as charging does, so a waiting order.created
+// must be kept alive from its reception, not only once a worker takes it.
+func TestQueuedChargeIsDeliveredOnce(t *testing.T) {
+	const orders = adapters.Workers + 8
+	if n, charges := chargeSlowly(t, "PAYQUEUE", orders); n != orders || charges != orders {
+		t.Fatalf("%d order.created (%d workers) delivered %d times and charged %d times while each charge took %d ms, want %d",
+			orders, adapters.Workers, n, charges, providerLatency, orders)
+	}
+}
+
+// chargeSlowly publishes orders order.created with a provider that takes
+// providerLatency to answer and returns how many deliveries the consumer
+// made once all were settled, and how many charges the provider saw.
+func chargeSlowly(t *testing.T, prefix string, orders int) (delivered uint64, charges int) {
+	t.Helper()
 	provider := adapters.NewSimulatedProvider(func() config.Dynamic {
 		return config.Dynamic{LatencyMedianMs: providerLatency, LatencyP99Ms: providerLatency, DeclineAboveCents: 100000}
 	})
 	a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(stores(t)[database.Postgres]), Provider: provider, NewID: uuid.NewString})
-	s := svctest.NewStream(t, "PAYSLOW")
+	s := svctest.NewStream(t, prefix)
 	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
 	ctx := context.Background()
 	const maxDeliver = 10
@@ -40,22 +66,14 @@ func TestSlowChargeIsDeliveredOnce(t *testing.T) {
 	}
 	defer stop()
 
-	o := adapters.OrderCreatedData{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
-	env, err := event.New(adapters.OrderCreated, "/shanhai/order", o.OrderID, o)
-	if err != nil {
-		t.Fatal(err)
+	for range orders {
+		o := adapters.OrderCreatedData{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+		env, err := event.New(adapters.OrderCreated, "/shanhai/order", o.OrderID, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Publish(t, names.Subject, "shanhai.orders", o.OrderID, svctest.Headers(env, nil), env.Data)
 	}
-	s.Publish(t, names.Subject, "shanhai.orders", o.OrderID, svctest.Headers(env, nil), env.Data)
-	s.Drained(t, names.Durable, 20*time.Second)
-
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := info.Delivered.Consumer; n != 1 {
-		t.Fatalf("order.created delivered %d times while its charge took %d ms, want once", n, providerLatency)
-	}
-	if n := provider.Charges(); n != 1 {
-		t.Fatalf("%d charges, want 1", n)
-	}
+	s.Drained(t, names.Durable, 30*time.Second)
+	return svctest.Delivered(t, cons), provider.Charges()
 }
