@@ -19,6 +19,8 @@ func (s *Server) healthz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 
+const readyzPath = "/readyz"
+
 // readyz runs every check concurrently under ReadyTimeout and answers 503
 // naming each failing check (as problem+json errors), or 200.
 func (s *Server) readyz(c *gin.Context) {
@@ -39,6 +41,7 @@ func (s *Server) readyz(c *gin.Context) {
 			}
 			names += f.Field
 		}
+		s.log.WarnContext(c.Request.Context(), "not ready", "failed", names)
 		problem.Abort(c, http.StatusServiceUnavailable, "not ready: "+names, failed...)
 		return
 	}

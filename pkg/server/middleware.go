@@ -59,7 +59,10 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 }
 
 // accessLog writes one record per request: at Error for 5xx, else at Debug,
-// so busy services do not pay for a line per request unless asked.
+// so busy services do not pay for a line per request unless asked. A 503
+// from /readyz is no server error but an answer to the probe (starting,
+// stopping, or a dependency down, which readyz logs itself as a warning):
+// at Error it put a line in every part's log at every start.
 func (s *Server) accessLog(c *gin.Context) {
 	debug := s.log.Enabled(c.Request.Context(), slog.LevelDebug)
 	var start time.Time
@@ -74,7 +77,7 @@ func (s *Server) accessLog(c *gin.Context) {
 		return
 	}
 	level := slog.LevelDebug
-	if status >= 500 {
+	if status >= 500 && c.FullPath() != readyzPath {
 		level = slog.LevelError
 	}
 	ctx := c.Request.Context()

@@ -119,7 +119,7 @@ func New(o Options) *Server {
 		problem.Abort(c, http.StatusMethodNotAllowed, c.Request.Method+" is not allowed here; see the Allow header")
 	})
 	e.GET("/healthz", s.healthz)
-	e.GET("/readyz", s.readyz)
+	e.GET(readyzPath, s.readyz)
 	e.GET("/metrics", gin.WrapH(s.metricsHandler()))
 	s.engine = e
 	return s

@@ -94,6 +94,9 @@ func TestPanicBecomesProblem500(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"panic in handler"`) || !strings.Contains(logs.String(), "nil map write") {
 		t.Errorf("panic not logged:\n%s", logs)
 	}
+	if !regexp.MustCompile(`"level":"ERROR","msg":"request".*"route":"/boom".*"status":500`).MatchString(logs.String()) {
+		t.Errorf("the 500 is not in the access log at ERROR:\n%s", logs)
+	}
 	// The server keeps serving.
 	if w := do(s.Handler(), http.MethodGet, "/ok", nil); w.Code != http.StatusOK {
 		t.Errorf("after a panic: status %d", w.Code)
@@ -183,7 +186,7 @@ func TestHealthAndMetrics(t *testing.T) {
 
 func TestReadiness(t *testing.T) {
 	var dbDown bool
-	s, _ := newTestServer(t, Options{
+	s, logs := newTestServer(t, Options{
 		ReadyTimeout: 10 * time.Second, // generous: these probes answer at once
 		Checks: []Check{
 			{Name: "postgres", Probe: func(context.Context) error {
@@ -206,6 +209,18 @@ func TestReadiness(t *testing.T) {
 	d := decodeProblem(t, w)
 	if len(d.Errors) != 1 || d.Errors[0].Field != "postgres" || !strings.Contains(d.Errors[0].Detail, "refused") {
 		t.Errorf("errors %+v, want the postgres check only", d.Errors)
+	}
+	s.starting.Add(1)
+	if w := do(s.Handler(), http.MethodGet, "/readyz", nil); w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("starting: /readyz %d", w.Code)
+	}
+	// A 503 from /readyz answers the probe; it is no server error. The
+	// failing dependency is a warning that names it.
+	if strings.Contains(logs.String(), `"level":"ERROR"`) {
+		t.Errorf("/readyz 503 logged as an error:\n%s", logs)
+	}
+	if !regexp.MustCompile(`"level":"WARN","msg":"not ready","failed":"postgres"`).MatchString(logs.String()) {
+		t.Errorf("no warning naming the failed check:\n%s", logs)
 	}
 }
 
