@@ -235,6 +235,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	srv := &fasthttp.Server{
 		Handler:               handler,
 		ErrorHandler:          proxy.ErrorHandler,
+		HeaderReceived:        proxy.HeaderReceived, // Expect: 100-continue as on the event loop
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
 		ReadTimeout:           cfg.ReadTimeout,

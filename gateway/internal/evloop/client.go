@@ -132,11 +132,16 @@ func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
 	l.br.Reset(&l.rd)
 	err := cl.req.Header.Read(l.br)
 	if err == nil {
-		if n := cl.req.Header.ContentLength(); n > 0 && n <= l.s.o.MaxBodyBytes {
+		n := cl.req.Header.ContentLength()
+		if n > 0 && n <= l.s.o.MaxBodyBytes {
 			cl.need = len(buf) - extra - l.rd.Len() - l.br.Buffered() + n
 		}
-		if !cl.continued && cl.req.MayContinue() {
-			// The client waits for this before sending the body.
+		if (n > 0 && n <= l.s.o.MaxBodyBytes || n == -1) && l.br.Buffered() == 0 && l.rd.Len() == 0 && !cl.continued && proxy.ExpectsContinue(&cl.req.Header) {
+			// The client waits for this before it sends the body. Asked
+			// only while none of the body is in: one that came (in part)
+			// with the head needs no 100 (RFC 9110 §10.1.1), and a request
+			// whose body came with it pays for no look-up. A body over the
+			// limit is refused (413) without one.
 			cl.continued = true
 			_, _ = cl.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
 		}

@@ -7,6 +7,8 @@ import (
 	"net"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 )
 
 // pool is one loop's keep-alive connections to one endpoint.
@@ -147,6 +149,11 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := uc.c.Peek(-1)
+	if _, err := upstream.CheckHead(buf); err != nil {
+		uc.cl, uc.need = nil, 0
+		l.attempted(cl, fmt.Errorf("upstream answer: %w", err))
+		return gnet.Close
+	}
 	cl.resp.Reset()
 	cl.resp.Header.SetNoDefaultContentType(true)
 	cl.resp.SkipBody = cl.req.Header.IsHead()

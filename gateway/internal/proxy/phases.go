@@ -660,6 +660,9 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		x.problem(fasthttp.StatusBadGateway, "upstream-unreachable", "upstream "+svc.Name+" did not answer")
 	} else {
 		SanitizeResponse(&x.Resp.Header)
+		if status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
+			noContent(x.Resp)
+		}
 		if !failed {
 			return Done
 		}
@@ -680,6 +683,18 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	}
 	x.attempt++
 	return p.pick(x, ep)
+}
+
+// noContent makes a 204 or 304 from upstream one the gateway may send: no
+// body (RFC 9110 §15.3.5, §15.4.5; the transports' parsers read none, but
+// a body set on the way must not go out), and no Content-Length in a 204
+// (§8.6: a server MUST NOT send one). A 304 keeps its Content-Length, the
+// length a 200 would have had.
+func noContent(resp *fasthttp.Response) {
+	resp.ResetBody()
+	if resp.StatusCode() == fasthttp.StatusNoContent {
+		resp.Header.Del(fasthttp.HeaderContentLength)
+	}
 }
 
 // Finish decorates the answer and closes the request's span and metrics.

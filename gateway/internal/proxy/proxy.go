@@ -15,6 +15,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -80,6 +81,37 @@ func Reject(req *fasthttp.Request, resp *fasthttp.Response, err error) {
 	default:
 		writeProblem(resp, uri, fasthttp.StatusBadRequest, "malformed-request", "the request could not be parsed")
 	}
+}
+
+// ExpectsContinue says whether the client waits for a 100 (Continue) before
+// it sends the body h announces: Expect: 100-continue, in any letter case
+// (RFC 9110 §10.1.1), from an HTTP/1.1 client (one of HTTP/1.0 cannot read
+// a 100, and the expectation is ignored). The transports ask only while a
+// body is still to come, so a request without one never looks.
+func ExpectsContinue(h *fasthttp.RequestHeader) bool {
+	return h.IsHTTP11() && bytes.EqualFold(h.Peek(fasthttp.HeaderExpect), continueValue)
+}
+
+var continueValue = []byte("100-continue")
+
+// HeaderReceived is the fasthttp server's hook between a request's head and
+// its body. That server answers 100 to exactly "Expect: 100-continue",
+// whatever the protocol: the field is rewritten so that it answers as
+// ExpectsContinue says. A request with no body to read skips the look-up;
+// HTTP/1.0 ones do not, as the server would answer even those.
+func HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if n := h.ContentLength(); h.IsHTTP11() && n != -1 && n <= 0 {
+		return fasthttp.RequestConfig{}
+	}
+	v := h.Peek(fasthttp.HeaderExpect)
+	switch {
+	case len(v) == 0 || !bytes.EqualFold(v, continueValue):
+	case !h.IsHTTP11():
+		h.Del(fasthttp.HeaderExpect)
+	case !bytes.Equal(v, continueValue):
+		h.SetBytesV(fasthttp.HeaderExpect, continueValue)
+	}
+	return fasthttp.RequestConfig{}
 }
 
 // Options assemble a Proxy. Nil parts are switched off, which is how the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -458,6 +459,58 @@ func TestHandleClosesAfterAmbiguousFraming(t *testing.T) {
 		ctx := serve(p, c.raw)
 		if ctx.Response.StatusCode() != c.status || ctx.Response.ConnectionClose() != c.close {
 			t.Errorf("%q: %d, closes %v, want %v", c.raw, ctx.Response.StatusCode(), ctx.Response.ConnectionClose(), c.close)
+		}
+	}
+}
+
+// HeaderReceived leaves the fasthttp server's "Expect: 100-continue" check
+// with the answer ExpectsContinue gives: the field as the server knows it
+// when the client waits for a 100, none from an HTTP/1.0 client.
+func TestHeaderReceivedExpect(t *testing.T) {
+	for _, tc := range []struct {
+		head, want string
+		continues  bool
+	}{
+		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "100-continue", true},
+		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", "100-continue", true},
+		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: 100-CONTINUE\r\nTransfer-Encoding: chunked\r\n\r\n", "100-continue", true},
+		{"POST /a HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "", false},
+		{"GET /a HTTP/1.0\r\nExpect: 100-Continue\r\n\r\n", "", false},
+		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n", "something-else", false},
+		{"POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\n", "", false},
+	} {
+		var req fasthttp.Request
+		if err := req.Header.Read(bufioReader(tc.head)); err != nil {
+			t.Fatal(err)
+		}
+		if got := ExpectsContinue(&req.Header); got != tc.continues {
+			t.Fatalf("%q: ExpectsContinue = %v", tc.head, got)
+		}
+		HeaderReceived(&req.Header)
+		if got := string(req.Header.Peek("Expect")); got != tc.want || req.MayContinue() != tc.continues {
+			t.Fatalf("%q: Expect %q after HeaderReceived (MayContinue %v), want %q", tc.head, got, req.MayContinue(), tc.want)
+		}
+	}
+}
+
+// An upstream 204 or 304 goes out without a body, and a 204 without
+// Content-Length (RFC 9110 §8.6), whatever the upstream sent.
+func TestNoContent(t *testing.T) {
+	for _, tc := range []struct {
+		status int
+		length string
+	}{{204, ""}, {304, "5"}} {
+		var resp fasthttp.Response
+		if err := resp.Header.Read(bufioReader(fmt.Sprintf("HTTP/1.1 %d X\r\nContent-Length: 5\r\n\r\n", tc.status))); err != nil {
+			t.Fatal(err)
+		}
+		resp.SetBodyString("hello") // as if the transport had read one
+		noContent(&resp)
+		if len(resp.Body()) != 0 || string(resp.Header.Peek("Content-Length")) != tc.length {
+			t.Fatalf("%d: body %q, Content-Length %q; want %q", tc.status, resp.Body(), resp.Header.Peek("Content-Length"), tc.length)
+		}
+		if out := resp.String(); strings.Contains(out, "hello") || (tc.length == "") == strings.Contains(out, "Content-Length") {
+			t.Fatalf("%d: written as %q", tc.status, out)
 		}
 	}
 }

@@ -190,6 +190,7 @@ func (p *Pool) client(addr string) *fasthttp.HostClient {
 		// the pool must never resend on its own.
 		MaxIdemponentCallAttempts: 1,
 		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		Transport:                 transport{}, // fails a malformed answer at once
 	}
 	p.clients[addr] = c
 	return c
