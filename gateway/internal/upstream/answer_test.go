@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -93,5 +97,78 @@ func BenchmarkCheckHead(b *testing.B) {
 		if _, err := CheckHead(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The fasthttp pools' transport fails an answer CheckHead refuses with
+// ErrFraming (not the deadline's ErrTimeout: it does not wait for more),
+// closes its connection, and keeps one whose answer was whole and alone.
+func TestTransportChecksTheHead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted, closed := make(chan struct{}, 10), make(chan string, 10)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				last := ""
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						closed <- last // the client closed the connection
+						return
+					}
+					last = req.URL.Path
+					answers := map[string]string{
+						"/ok":       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+						"/bare-lf":  "HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+						"/cl-twice": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok",
+						"/left":     "HTTP/1.1 204 No Content\r\n\r\nleft over",
+					}
+					if _, err := io.WriteString(c, answers[req.URL.Path]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	r := &res{m: map[string][]Instance{"s": {{ID: "a", Addr: ln.Addr().String()}}}}
+	e, _ := NewPool(r, []string{"s"}, ClientOptions{}).Service("s").Pick("", nil)
+	do := func(path string) (*fasthttp.Response, error) {
+		var req fasthttp.Request
+		resp := &fasthttp.Response{}
+		req.SetRequestURI("http://" + e.Addr + path)
+		return resp, e.Client.DoDeadline(&req, resp, time.Now().Add(10*time.Second))
+	}
+	for range 2 {
+		if resp, err := do("/ok"); err != nil || string(resp.Body()) != "ok" {
+			t.Fatalf("/ok: %v %q", err, resp.Body())
+		}
+	}
+	if n := len(accepted); n != 1 {
+		t.Fatalf("two whole answers took %d connections, want 1", n)
+	}
+	for _, path := range []string{"/bare-lf", "/cl-twice"} {
+		if _, err := do(path); !errors.Is(err, ErrFraming) {
+			t.Fatalf("%s: %v, want ErrFraming", path, err)
+		}
+		if got := <-closed; got != path {
+			t.Fatalf("%s: the connection closed after %q", path, got)
+		}
+	}
+	if resp, err := do("/left"); err != nil || resp.StatusCode() != 204 {
+		t.Fatalf("/left: %v %d", err, resp.StatusCode())
+	}
+	if got := <-closed; got != "/left" {
+		t.Fatalf("bytes left after an answer: the connection closed after %q", got)
 	}
 }
