@@ -75,7 +75,7 @@ func TestGoodFlagsParse(t *testing.T) {
 
 // The -json output parses and carries the same figures as the table: every
 // row (ops, all, sagas, stages) to the table's 0.1 ms, each error class's
-// count, and the due/answered/dropped line.
+// count, each op's limited count, and the due/answered/dropped line.
 func TestJSONHasTheTablesNumbers(t *testing.T) {
 	rec := newRecorder()
 	for i := range 1000 {
@@ -88,6 +88,8 @@ func TestJSONHasTheTablesNumbers(t *testing.T) {
 			class = "http 503"
 		case 2:
 			class = "connection closed"
+		case 3, 4:
+			class = limitedClass
 		}
 		rec.result("order", time.Duration(i)*time.Millisecond+123*time.Microsecond, class)
 		rec.sample("order", class, "e.g. text")
@@ -118,13 +120,17 @@ func TestJSONHasTheTablesNumbers(t *testing.T) {
 	rows := map[string][]string{}
 	classes := map[string]string{} // "op class" → count
 	due := ""
-	row := regexp.MustCompile(`^(.*?)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)$`)
+	row := regexp.MustCompile(`^(.*?)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)$`)
 	class := regexp.MustCompile(`^\s+(\S+)\s+(.+?)\s+(\d+)  e\.g\. `)
+	limitedLine := regexp.MustCompile(`^\s+(\S+)\s+(\d+)  e\.g\. `)
+	limited := map[string]string{} // op → count
 	sc := bufio.NewScanner(&table)
 	for sc.Scan() {
 		l := sc.Text()
 		if m := row.FindStringSubmatch(l); m != nil {
 			rows[strings.TrimSpace(m[1])] = m[2:]
+		} else if m := limitedLine.FindStringSubmatch(l); m != nil {
+			limited[m[1]] = m[2]
 		} else if m := class.FindStringSubmatch(l); m != nil {
 			classes[m[1]+" "+m[2]] = m[3]
 		} else if strings.HasPrefix(l, "due ") {
@@ -147,7 +153,7 @@ func TestJSONHasTheTablesNumbers(t *testing.T) {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 	for name, st := range want {
 		w := []string{strconv.Itoa(st.Count), f(st.PerSec), f(st.P50Ms), f(st.P90Ms), f(st.P99Ms), f(st.P999Ms), f(st.MaxMs),
-			strconv.Itoa(st.ErrCount), strconv.Itoa(st.Dropped)}
+			strconv.Itoa(st.ErrCount), strconv.Itoa(st.Limited), strconv.Itoa(st.Dropped)}
 		if strings.Join(rows[name], " ") != strings.Join(w, " ") {
 			t.Errorf("%s: table %v, JSON %v", name, rows[name], w)
 		}
@@ -163,6 +169,9 @@ func TestJSONHasTheTablesNumbers(t *testing.T) {
 	}
 	if n != len(classes) || n != 2 {
 		t.Errorf("table error classes %v, JSON has %d", classes, n)
+	}
+	if len(limited) != 1 || limited["order"] != "60" || got.Ops["order"].Limited != 60 || got.Total.Limited != 60 || got.Ops["order"].ErrCount != 60 {
+		t.Errorf("table limited %v, JSON order %+v, total limited %d: want 60 limited, apart from the 60 errors", limited, got.Ops["order"], got.Total.Limited)
 	}
 	if wantDue := fmt.Sprintf("due %d: answered %d, dropped %d,", got.Sent, got.Done, got.Dropped); !strings.HasPrefix(due, wantDue) || got.Dropped != 2 {
 		t.Errorf("table says %q, JSON %q", due, wantDue)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,10 @@ import (
 
 // fakeGateway answers the routes the mix uses, the catalogue after browseTook.
 func fakeGateway(browseTook time.Duration) *httptest.Server {
+	return httptest.NewServer(fakeRoutes(browseTook))
+}
+
+func fakeRoutes(browseTook time.Duration) *http.ServeMux {
 	var orders atomic.Int64
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /api/v1/users", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusCreated) })
@@ -33,19 +38,16 @@ func fakeGateway(browseTook time.Duration) *httptest.Server {
 	mux.HandleFunc("GET /api/v1/orders/{id}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"id":%q,"status":"PAID"}`, r.PathValue("id"))
 	})
-	return httptest.NewServer(mux)
+	return mux
 }
 
-// A whole run with -drain 0 against a catalogue that takes 600 ms: the
-// browses still in flight when sending ends (the last 600 ms of them) are
-// awaited and in the summary; they used to be left out, the slowest first.
-// The mix is sent at its rates: per second 20 of browse, order and poll, and
-// 20 × 0.5 log ins.
-func TestRunAwaitsRequestsInFlightAndSendsTheMix(t *testing.T) {
-	gw := fakeGateway(600 * time.Millisecond)
-	defer gw.Close()
+// runMix runs the mix of 2 users for 1 s at 20 orders/s with 0.5 log ins per
+// order and -drain 0 against target, and returns the -json summary and what
+// the run said on its status output.
+func runMix(t *testing.T, target string) (Summary, string) {
+	t.Helper()
 	var out, status bytes.Buffer
-	c, err := parseFlags([]string{"-target", gw.URL, "-rate", "20", "-duration", "1s", "-drain", "0s", "-login-ratio", "0.5",
+	c, err := parseFlags([]string{"-target", target, "-rate", "20", "-duration", "1s", "-drain", "0s", "-login-ratio", "0.5",
 		"-users", "2", "-json"}, &status)
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +60,18 @@ func TestRunAwaitsRequestsInFlightAndSendsTheMix(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &sum); err != nil {
 		t.Fatalf("summary %q: %v", out.String(), err)
 	}
+	return sum, status.String()
+}
+
+// A whole run with -drain 0 against a catalogue that takes 600 ms: the
+// browses still in flight when sending ends (the last 600 ms of them) are
+// awaited and in the summary; they used to be left out, the slowest first.
+// The mix is sent at its rates: per second 20 of browse, order and poll, and
+// 20 × 0.5 log ins.
+func TestRunAwaitsRequestsInFlightAndSendsTheMix(t *testing.T) {
+	gw := fakeGateway(600 * time.Millisecond)
+	defer gw.Close()
+	sum, status := runMix(t, gw.URL)
 	if sum.Sent == 0 || sum.Done != sum.Sent || sum.Dropped != 0 || sum.Total.ErrCount != 0 {
 		t.Errorf("sent %d, done %d, dropped %d, errors %v: want every request answered and in the summary", sum.Sent, sum.Done, sum.Dropped, sum.Total.Errors)
 	}
@@ -69,7 +83,94 @@ func TestRunAwaitsRequestsInFlightAndSendsTheMix(t *testing.T) {
 	if p := sum.Ops["browse"].P50Ms; p < 600 {
 		t.Errorf("browse p50 %.1f ms, below the catalogue's 600 ms", p)
 	}
-	if !strings.Contains(status.String(), "in flight") {
-		t.Errorf("no live line on the status output: %q", status.String())
+	if !strings.Contains(status, "in flight") {
+		t.Errorf("no live line on the status output: %q", status)
+	}
+}
+
+// A gateway whose log in limit refuses the second log in of setup with
+// Retry-After: 1, and then refuses every other log in and catalogue browse
+// of the run (the first products call is setup's): setup waits the second
+// out and sends again, and the run completes with each 429 of the mix counted
+// once as limited, not as an error and not retried (the server saw exactly
+// the requests the schedule sent).
+func TestRunWaitsOutSetupLimitsAndCountsLimitedAnswers(t *testing.T) {
+	var (
+		mu                   sync.Mutex
+		sessions, products   int
+		refusedAt, retriedAt time.Time
+		limitedLogins        int
+		limitedBrowses       int
+	)
+	refuse := func(w http.ResponseWriter) {
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		fmt.Fprint(w, `{"title":"too many requests from this address"}`)
+	}
+	routes := fakeRoutes(0)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		limit := false
+		switch r.Method + " " + r.URL.Path {
+		case "POST /api/v1/sessions":
+			sessions++
+			switch {
+			case sessions == 2:
+				refusedAt, limit = time.Now(), true
+			case sessions == 3:
+				retriedAt = time.Now()
+			case sessions%2 == 0:
+				limitedLogins++
+				limit = true
+			}
+		case "GET /api/v1/products":
+			if products++; products%2 == 0 {
+				limitedBrowses++
+				limit = true
+			}
+		}
+		mu.Unlock()
+		if limit {
+			refuse(w)
+			return
+		}
+		routes.ServeHTTP(w, r)
+	}))
+	defer gw.Close()
+
+	sum, status := runMix(t, gw.URL)
+	mu.Lock()
+	defer mu.Unlock()
+	if waited := retriedAt.Sub(refusedAt); waited < time.Second {
+		t.Errorf("setup sent the refused log in again after %v, before its Retry-After of 1 s", waited)
+	}
+	if !strings.Contains(status, "limited (429), sending again in 1s") {
+		t.Errorf("setup did not say it waited out a limit: %q", status)
+	}
+	const setupSessions, setupProducts = 3, 1 // two log ins, one sent twice; one catalogue read
+	login, browse := sum.Ops["login"], sum.Ops["browse"]
+	if login.Count != sessions-setupSessions || browse.Count != products-setupProducts {
+		t.Errorf("answered: login %d, browse %d; the server saw %d and %d in the run: a limited request was sent again or lost",
+			login.Count, browse.Count, sessions-setupSessions, products-setupProducts)
+	}
+	if login.Limited != limitedLogins || browse.Limited != limitedBrowses || sum.Total.Limited != limitedLogins+limitedBrowses {
+		t.Errorf("limited: login %d, browse %d, total %d; the server refused %d and %d",
+			login.Limited, browse.Limited, sum.Total.Limited, limitedLogins, limitedBrowses)
+	}
+	if limitedBrowses == 0 || limitedLogins == 0 {
+		t.Errorf("the server refused %d browses and %d log ins: the test did not exercise the mix's 429s", limitedBrowses, limitedLogins)
+	}
+	if sum.Total.ErrCount != 0 || sum.Done != sum.Sent {
+		t.Errorf("errors %v, done %d of %d: a 429 is an answer, not an error", sum.Total.Errors, sum.Done, sum.Sent)
+	}
+	var table bytes.Buffer
+	if err := sum.write(&table, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"limited\t", "too many requests from this address", "lift the limits"} {
+		if !strings.Contains(strings.ReplaceAll(table.String(), "  ", "\t"), want) {
+			t.Errorf("table does not say %q:\n%s", want, table.String())
+		}
 	}
 }

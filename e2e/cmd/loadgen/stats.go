@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"slices"
 	"sort"
 	"strings"
@@ -32,11 +33,12 @@ type recorder struct {
 	done    int64
 	failed  int64
 	dropped map[string]int // by op: due but not sent, at the -max-inflight bound
+	limited map[string]int // by op: answered 429 by a rate limit, not counted as errors
 }
 
 func newRecorder() *recorder {
 	return &recorder{lat: map[string][]time.Duration{}, errs: map[string]map[string]int{}, saga: map[string][]time.Duration{},
-		samples: map[string]string{}, dropped: map[string]int{}}
+		samples: map[string]string{}, dropped: map[string]int{}, limited: map[string]int{}}
 }
 
 func (r *recorder) sentOne() {
@@ -45,14 +47,18 @@ func (r *recorder) sentOne() {
 	r.mu.Unlock()
 }
 
-// result records one request: its latency from the intended start and the
-// error class ("" when it succeeded).
+// result records one request: its latency from the intended start and its
+// class ("" when it succeeded, limitedClass when a limit refused it).
 func (r *recorder) result(op string, d time.Duration, class string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.done++
 	r.lat[op] = append(r.lat[op], d)
-	if class != "" {
+	switch class {
+	case "":
+	case limitedClass:
+		r.limited[op]++
+	default:
 		r.failed++
 		if r.errs[op] == nil {
 			r.errs[op] = map[string]int{}
@@ -85,11 +91,21 @@ func (r *recorder) sagaDone(source string, d time.Duration) {
 	r.mu.Unlock()
 }
 
+// limitedClass is a 429: a documented limit (the gateway's per-IP, log in or
+// per-user rate, the user service's login guard) answered as configured. It
+// is counted apart from errors, which are the platform failing, so a run
+// against the default limits reports how much they refused instead of
+// looking broken; the request is not retried (its slot in the schedule has
+// passed, and a retry would be a request nobody scheduled).
+const limitedClass = "limited (http 429)"
+
 // classify names an error the way an operator triages it.
 func classify(status int, err error) string {
 	switch {
 	case err == nil && status >= 200 && status < 300:
 		return ""
+	case err == nil && status == http.StatusTooManyRequests:
+		return limitedClass
 	case err == nil:
 		return fmt.Sprintf("http %d", status)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -127,6 +143,9 @@ type Stat struct {
 	// Dropped requests were due but not sent (-max-inflight): not in Count,
 	// PerSec or the percentiles, which are over requests sent and answered.
 	Dropped int `json:"dropped"`
+	// Limited requests were answered 429: in Count, PerSec and the
+	// percentiles like any answer, but not in Errors or ErrCount.
+	Limited int `json:"limited"`
 }
 
 // Summary is the -json output.
@@ -178,7 +197,7 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 	s := Summary{Target: target, RateOrders: rate, DurationSec: secs, Sent: r.sent, Done: r.done,
 		Ops: map[string]Stat{}, Saga: map[string]Stat{}, OrdersPending: pending, ErrorSamples: r.samples}
 	var all []time.Duration
-	allErrs := map[string]int{}
+	allErrs, limited := map[string]int{}, 0
 	for op := range r.lat {
 		s.Ops[op] = Stat{}
 	}
@@ -188,16 +207,17 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 	for op := range s.Ops {
 		ds := r.lat[op]
 		st := stat(ds, r.errs[op], secs)
-		st.Dropped = r.dropped[op]
+		st.Dropped, st.Limited = r.dropped[op], r.limited[op]
 		s.Ops[op] = st
 		s.Dropped += int64(st.Dropped)
+		limited += st.Limited
 		all = append(all, ds...)
 		for c, n := range r.errs[op] {
 			allErrs[c] += n
 		}
 	}
 	s.Total = stat(all, allErrs, secs)
-	s.Total.Dropped = int(s.Dropped)
+	s.Total.Dropped, s.Total.Limited = int(s.Dropped), limited
 	for src, ds := range r.saga {
 		s.Saga[src] = stat(ds, nil, secs)
 	}
@@ -221,9 +241,9 @@ func (s Summary) write(w io.Writer, asJSON bool) error {
 
 func (s Summary) table(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "op\tcount\treq/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tdropped\t\n")
+	fmt.Fprintf(tw, "op\tcount\treq/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tlimited\tdropped\t\n")
 	row := func(name string, st Stat) {
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t\n", name, st.Count, st.PerSec, st.P50Ms, st.P90Ms, st.P99Ms, st.P999Ms, st.MaxMs, st.ErrCount, st.Dropped)
+		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t\n", name, st.Count, st.PerSec, st.P50Ms, st.P90Ms, st.P99Ms, st.P999Ms, st.MaxMs, st.ErrCount, st.Limited, st.Dropped)
 	}
 	for _, op := range sortedKeys(s.Ops) {
 		row(op, s.Ops[op])
@@ -243,6 +263,15 @@ func (s Summary) table(w io.Writer) {
 				fmt.Fprintf(w, "  %-8s %-28s %7d  e.g. %s\n", op, c, s.Ops[op].Errors[c], s.ErrorSamples[op+" "+c])
 			}
 		}
+	}
+	if s.Total.Limited > 0 {
+		fmt.Fprintln(w, "\nlimited (answered 429 by a rate limit; in count and the percentiles, not in errors):")
+		for _, op := range sortedKeys(s.Ops) {
+			if n := s.Ops[op].Limited; n > 0 {
+				fmt.Fprintf(w, "  %-8s %7d  e.g. %s\n", op, n, s.ErrorSamples[op+" "+limitedClass])
+			}
+		}
+		fmt.Fprintln(w, "the platform's limits are per client address and this run comes from one: lower -rate, or lift the limits for a load run (deploy/README.md).")
 	}
 	fmt.Fprintf(w, "\ndue %d: answered %d, dropped %d, unanswered (run interrupted) %d; orders the polls had not yet seen PAID/FAILED when the run ended: %d\n",
 		s.Sent, s.Done, s.Dropped, s.Sent-s.Done-s.Dropped, s.OrdersPending)
@@ -274,11 +303,14 @@ func (r *recorder) progress(prevDone int64, inflight int64) (string, int64) {
 	for _, ds := range r.saga {
 		nSaga = max(nSaga, len(ds))
 	}
-	dropped := 0
+	dropped, limited := 0, 0
 	for _, n := range r.dropped {
 		dropped += n
 	}
-	line := fmt.Sprintf("%6s sent %8d  done %8d  %6d/s  in flight %5d  errors %6d  dropped %6d  sagas %7d",
-		el, r.sent, r.done, r.done-prevDone, inflight, r.failed, dropped, nSaga)
+	for _, n := range r.limited {
+		limited += n
+	}
+	line := fmt.Sprintf("%6s sent %8d  done %8d  %6d/s  in flight %5d  errors %6d  limited %6d  dropped %6d  sagas %7d",
+		el, r.sent, r.done, r.done-prevDone, inflight, r.failed, limited, dropped, nSaga)
 	return strings.TrimRight(line, " "), r.done
 }

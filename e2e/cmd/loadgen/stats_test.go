@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -105,7 +106,7 @@ func TestClassify(t *testing.T) {
 		want   string
 	}{
 		{201, nil, ""},
-		{429, nil, "http 429"},
+		{429, nil, limitedClass},
 		{503, nil, "http 503"},
 		{0, fmt.Errorf("get: %w", context.DeadlineExceeded), "timeout"},
 		{0, &net.OpError{Op: "dial", Err: errors.New("connection refused")}, "connect"},
@@ -116,6 +117,28 @@ func TestClassify(t *testing.T) {
 	for _, c := range cases {
 		if got := classify(c.status, c.err); got != c.want {
 			t.Errorf("classify(%d, %v) = %q, want %q", c.status, c.err, got, c.want)
+		}
+	}
+}
+
+func TestRetryAfter(t *testing.T) {
+	now := time.Date(2026, 12, 5, 8, 0, 0, 0, time.UTC)
+	cases := []struct {
+		header string
+		want   time.Duration
+	}{
+		{"6", 6 * time.Second},
+		{" 42 ", 42 * time.Second},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{"", time.Second},     // none: do not hammer
+		{"0", time.Second},    // now: still a pause
+		{"-3", time.Second},   // nonsense
+		{"soon", time.Second}, // unreadable
+		{now.Add(-time.Minute).Format(http.TimeFormat), time.Second}, // past
+	}
+	for _, c := range cases {
+		if got := retryAfter(c.header, now); got != c.want {
+			t.Errorf("retryAfter(%q) = %v, want %v", c.header, got, c.want)
 		}
 	}
 }
