@@ -18,8 +18,14 @@ const memoryBudget = 4 << 30
 
 func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	t.Helper()
+	return loadComposeWithEnv(t, nil, profiles...)
+}
+
+// loadComposeWithEnv loads the compose file as `docker compose` does with env (NAME=value) set in its environment.
+func loadComposeWithEnv(t *testing.T, env []string, profiles ...string) *types.Project {
+	t.Helper()
 	opts, err := cli.NewProjectOptions([]string{composeFile},
-		cli.WithName("shanhai"), cli.WithProfiles(profiles), cli.WithEnv([]string{}))
+		cli.WithName("shanhai"), cli.WithProfiles(profiles), cli.WithEnv(append([]string{}, env...)))
 	if err != nil {
 		t.Fatal(err)
 	}
