@@ -193,6 +193,8 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok")
 	case "cl-twice-short":
 		return w("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 2\r\n\r\nhello")
+	case "cl-spaced": // a length the parser takes for another field (RFC 9112 §5.1)
+		return w("HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 2\r\n\r\nok")
 	case "cl-same": // the same value twice: one valid length (RFC 9110 §8.6)
 		return w("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
 	case "bare-lf":
@@ -754,6 +756,7 @@ func TestMisbehavingUpstreams(t *testing.T) {
 		// for more), and its connection is not used again.
 		{"cl-twice", 502, "upstream-unreachable", "", true},
 		{"cl-twice-short", 502, "upstream-unreachable", "", true},
+		{"cl-spaced", 502, "upstream-unreachable", "", true},
 		{"cl-same", 200, "", "ok", false},
 		{"bare-lf", 502, "upstream-unreachable", "", true},
 		{"bare-lf-field", 502, "upstream-unreachable", "", true},

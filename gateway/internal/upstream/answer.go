@@ -18,10 +18,13 @@ var ErrFraming = errors.New("ambiguous framing")
 // CheckHead looks at the start of an upstream answer, as far as it has
 // arrived. It returns the length of the answer's head once the blank line
 // ending it is in (0 before that), or an error as soon as a line of it ends
-// in a bare LF or two Content-Length fields disagree. fasthttp's parser
-// misses both: it finds a head's end only at a CRLFCRLF, so a head in bare
-// LFs waited for the deadline (504), and it keeps the last of several
-// lengths, waiting for bytes that never come or leaving some unread.
+// in a bare LF, two Content-Length fields disagree, or a framing field's
+// name ends in whitespace. fasthttp's parser misses all three: it finds a
+// head's end only at a CRLFCRLF, so a head in bare LFs waited for the
+// deadline (504); it keeps the last of several lengths, waiting for bytes
+// that never come or leaving some unread; and it takes "Content-Length :"
+// for another field, which went on to the client beside the gateway's own
+// length for a lenient client to frame by (RFC 9112 §5.1).
 func CheckHead(buf []byte) (int, error) {
 	var length []byte
 	at, lines := 0, 0
@@ -43,17 +46,45 @@ func CheckHead(buf []byte) (int, error) {
 			continue // empty lines before the status line, which the parser skips
 		}
 		lines++
-		const name = "content-length:"
-		// The first and last bytes first: most lines fail there.
-		if len(line) < len(name) || line[len(name)-1] != ':' || line[0]|0x20 != 'c' || !bytes.EqualFold(line[:len(name)], []byte(name)) {
+		var v []byte
+		switch line[0] | 0x20 {
+		case 'c':
+			var ok bool
+			if v, ok = framingField(line, "content-length"); !ok {
+				return at, fmt.Errorf("%w: whitespace after a field name: %q", ErrFraming, line)
+			}
+		case 't':
+			if _, ok := framingField(line, "transfer-encoding"); !ok {
+				return at, fmt.Errorf("%w: whitespace after a field name: %q", ErrFraming, line)
+			}
+		}
+		if v == nil {
 			continue
 		}
-		v := bytes.Trim(line[len(name):], " \t")
 		if length != nil && !bytes.Equal(v, length) {
 			return at, fmt.Errorf("%w: Content-Length %q and %q", ErrFraming, length, v)
 		}
 		length = v
 	}
+}
+
+// framingField returns the value of line when it is the field name (in
+// lower case), nil when it is another field, and false when it is the
+// field with whitespace between name and colon.
+func framingField(line []byte, name string) ([]byte, bool) {
+	// The byte after the name first: most lines fail there.
+	if len(line) <= len(name) || (line[len(name)] != ':' && line[len(name)] != ' ' && line[len(name)] != '\t') ||
+		!bytes.EqualFold(line[:len(name)], []byte(name)) {
+		return nil, true
+	}
+	rest := line[len(name):]
+	if rest[0] != ':' {
+		if rest = bytes.TrimLeft(rest, " \t"); len(rest) > 0 && rest[0] == ':' {
+			return nil, false
+		}
+		return nil, true
+	}
+	return bytes.Trim(rest[1:], " \t"), true
 }
 
 // transport is fasthttp's default HostClient transport (DefaultTransport,

@@ -31,6 +31,9 @@ func TestCheckHead(t *testing.T) {
 		{"bare LF throughout", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 0, true},
 		{"bare LF status line, head not complete", "HTTP/1.1 200 OK\nX", 0, true},
 		{"bare LF in one field line", "HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 2\r\n\r\nok", 0, true},
+		{"a length with whitespace before the colon", "HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 2\r\n\r\nok", 0, true},
+		{"a coding with whitespace before the colon", "HTTP/1.1 200 OK\r\nTransfer-Encoding\t: chunked\r\n\r\n", 0, true},
+		{"other fields with whitespace are no framing", "HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Lengthy : 1\r\n\r\n", 49, false},
 		{"bare LF blank line", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok\r\n\r\n", 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -61,6 +64,7 @@ func FuzzCheckHead(f *testing.F) {
 		"HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\nContent-Length: 0\r\n\r\n",
 		"\r\nHTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello",
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 2\r\n\r\nok",
 	} {
 		f.Add([]byte(s))
 	}
