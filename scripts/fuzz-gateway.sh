@@ -19,6 +19,8 @@ TARGETS=(
 	"./internal/proxy FuzzClientIP"  # X-Forwarded-For from trusted proxies only
 	"./internal/proxy FuzzProblem"   # problem+json stays JSON for any request target
 	"./internal/proxy FuzzAbsoluteForm" # absolute-form targets: only a clean authority becomes the upstream Host
+	"./internal/proxy FuzzValidHost" # Host values: the chain is never looser than fasthttp's URI parser
+	"./internal/upstream FuzzCheckHead" # upstream answer heads: conflicting lengths, bare LF, spaced names are refused
 	"./internal/authn FuzzToken"     # bearer extraction + JWT verification + cache
 )
 cd "$ROOT/gateway"
