@@ -71,9 +71,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// A connection that stayed silent for newConnGrace before the stop does not
-// delay it: net/http counts it idle by then and closes it at once.
-func TestStopDoesNotWaitForAnOldSilentConnection(t *testing.T) {
+// A connection silent since newConnGrace is not waited for: net/http counts
+// it idle by then and its Shutdown closes it at once.
+func TestWaitingIgnoresAnOldSilentConnection(t *testing.T) {
 	var f freshConns
 	old, young := &net.TCPConn{}, &net.TCPConn{}
 	f.track(old, http.StateNew)

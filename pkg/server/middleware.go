@@ -59,8 +59,8 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 }
 
 // accessLog writes one record per request: at Error for 5xx, else at Debug,
-// so busy services do not pay for a line per request unless asked. A 503
-// from /readyz is no server error but an answer to the probe (starting,
+// so busy services do not pay for a line per request unless asked. /readyz's
+// 503 is no server error but an answer to the probe (starting,
 // stopping, or a dependency down, which readyz logs itself as a warning):
 // at Error it put a line in every part's log at every start.
 func (s *Server) accessLog(c *gin.Context) {
@@ -77,7 +77,7 @@ func (s *Server) accessLog(c *gin.Context) {
 		return
 	}
 	level := slog.LevelDebug
-	if status >= 500 && c.FullPath() != readyzPath {
+	if status >= 500 && (status != http.StatusServiceUnavailable || c.FullPath() != readyzPath) {
 		level = slog.LevelError
 	}
 	ctx := c.Request.Context()
