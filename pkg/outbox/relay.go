@@ -310,15 +310,25 @@ func afterStop(ctx context.Context, grace time.Duration) (context.Context, func(
 	c := graceContext{Context: context.WithoutCancel(ctx), done: make(chan struct{})}
 	var once sync.Once
 	end := func() { once.Do(func() { close(c.done) }) }
-	// Armed when ctx ends, stopped when the round is done: a round that ends
-	// after a stop leaves no timer behind (only one that ends while ctx's
-	// callback is still running may, and then it fires into the once).
+	// Armed when ctx ends, unless the round is done by then; stopped when
+	// it is done, so no round leaves a timer behind.
+	var mu sync.Mutex
+	finished := false
 	timer := time.AfterFunc(grace, end)
 	timer.Stop()
-	stop := context.AfterFunc(ctx, func() { timer.Reset(grace) })
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !finished {
+			timer.Reset(grace)
+		}
+	})
 	return c, func() {
 		stop()
+		mu.Lock()
+		finished = true
 		timer.Stop()
+		mu.Unlock()
 		end()
 	}
 }
