@@ -17,8 +17,9 @@
 // on a connection that was up), "canceled (run interrupted)" and "other".
 // A 429 is not an error but "limited", a column of its own: a rate limit
 // answered as configured (the platform's limits are per client address, and
-// a run comes from one). It is in the count and percentiles like any answer
-// and is not retried, so the schedule stays the one fixed in advance.
+// a run comes from one). Like a dropped request it is kept out of the count,
+// req/s and the percentiles (refused at once, it would make a limited run look
+// fast), and it is not retried, so the schedule stays the one fixed in advance.
 // A request due while -max-inflight are in flight is not sent: it is counted
 // as dropped (a column of its own, and "dropped" in the JSON) and has no
 // latency. In the JSON "sent" counts requests due, "done" those answered.

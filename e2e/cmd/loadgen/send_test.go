@@ -244,8 +244,8 @@ func TestErrorsAreClassedAndCountedExactly(t *testing.T) {
 			want["http "+strconv.Itoa(code)] = k
 		}
 	}
-	if mixed.Count != n || mixed.ErrCount != n-served[200]-served[429] || !maps.Equal(mixed.Errors, want) || mixed.Limited != served[429] {
-		t.Errorf("mixed: %+v, want %d answered with errors %v and %d limited", mixed, n, want, served[429])
+	if mixed.Count != n-served[429] || mixed.ErrCount != n-served[200]-served[429] || !maps.Equal(mixed.Errors, want) || mixed.Limited != served[429] {
+		t.Errorf("mixed: %+v, want %d answered with errors %v and %d limited apart", mixed, n-served[429], want, served[429])
 	}
 	for op, class := range map[string]string{"slow": "timeout", "hangup": "connection closed", "refused": "connect"} {
 		st := sum.Ops[op]

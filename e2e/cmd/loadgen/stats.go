@@ -48,17 +48,20 @@ func (r *recorder) sentOne() {
 }
 
 // result records one request: its latency from the intended start and its
-// class ("" when it succeeded, limitedClass when a limit refused it).
+// class ("" when it succeeded, limitedClass when a limit refused it). A
+// limited answer is counted apart, out of count, req/s and the percentiles,
+// as a dropped request is: refused in well under a millisecond, it would
+// make a heavily limited run look fast.
 func (r *recorder) result(op string, d time.Duration, class string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.done++
-	r.lat[op] = append(r.lat[op], d)
-	switch class {
-	case "":
-	case limitedClass:
+	if class == limitedClass {
 		r.limited[op]++
-	default:
+		return
+	}
+	r.lat[op] = append(r.lat[op], d)
+	if class != "" {
 		r.failed++
 		if r.errs[op] == nil {
 			r.errs[op] = map[string]int{}
@@ -202,7 +205,10 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 		s.Ops[op] = Stat{}
 	}
 	for op := range r.dropped {
-		s.Ops[op] = Stat{} // an op whose every request was dropped still has a row
+		s.Ops[op] = Stat{} // an op whose every request was dropped or limited still has a row
+	}
+	for op := range r.limited {
+		s.Ops[op] = Stat{}
 	}
 	for op := range s.Ops {
 		ds := r.lat[op]
@@ -265,7 +271,7 @@ func (s Summary) table(w io.Writer) {
 		}
 	}
 	if s.Total.Limited > 0 {
-		fmt.Fprintln(w, "\nlimited (answered 429 by a rate limit; in count and the percentiles, not in errors):")
+		fmt.Fprintln(w, "\nlimited (answered 429 by a rate limit; not in count, req/s, the percentiles or errors):")
 		for _, op := range sortedKeys(s.Ops) {
 			if n := s.Ops[op].Limited; n > 0 {
 				fmt.Fprintf(w, "  %-8s %7d  e.g. %s\n", op, n, s.ErrorSamples[op+" "+limitedClass])
