@@ -118,4 +118,14 @@ func TestComposeLoadProfileFitsTheDefaultLimits(t *testing.T) {
 		t.Errorf("the load profile logs in %.3f/s (after %d at setup), over the gateway's %.3f/s or the user service's %.3f/s (burst %d) per address",
 			logins, *users, loginRate, guard, ipAttempts)
 	}
+	// Log ins pick their user at random, so an account's share of a window varies: its mean stays at half the user
+	// service's per-account quota, which a window rarely doubles.
+	accountAttempts, err := strconv.Atoi(*p.Services["user"].Environment["LOGIN_ACCOUNT_ATTEMPTS"])
+	if err != nil {
+		t.Fatalf("LOGIN_ACCOUNT_ATTEMPTS: %v", err)
+	}
+	if perAccount := logins / float64(*users) * window.Seconds(); perAccount > float64(accountAttempts)/2 {
+		t.Errorf("the load profile logs each account in %.2f times per %v on average, over half the user service's %d per account",
+			perAccount, window, accountAttempts)
+	}
 }
