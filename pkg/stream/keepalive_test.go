@@ -20,7 +20,7 @@ type fakeMsg struct {
 	n             atomic.Int32
 	calls         chan int32
 	err           error
-	afterStop     atomic.Bool
+	afterRelease  atomic.Bool
 	t             *testing.T
 }
 
@@ -29,7 +29,7 @@ func newFakeMsg(t *testing.T, err error) *fakeMsg {
 }
 
 func (f *fakeMsg) InProgress() error {
-	if f.afterStop.Load() {
+	if f.afterRelease.Load() {
 		f.t.Error("InProgress after release returned")
 	}
 	n := f.n.Add(1)
@@ -78,48 +78,48 @@ func testKeeper(ackWait, atMost time.Duration, log *slog.Logger) *Keeper {
 	return NewKeeper(jetstream.ConsumerConfig{AckWait: atMost, BackOff: []time.Duration{ackWait}}, log)
 }
 
-func TestKeepAliveSendsNothingForAFastHandler(t *testing.T) {
+func TestKeeperSendsNothingForAFastHandler(t *testing.T) {
 	m := newFakeMsg(t, nil)
 	release := testKeeper(time.Hour, time.Hour, nil).Hold(m)
 	release()
-	m.afterStop.Store(true)
+	m.afterRelease.Store(true)
 	if n := m.n.Load(); n != 0 {
 		t.Fatalf("%d InProgress calls for a handler done before the first tick", n)
 	}
 }
 
-func TestKeepAliveTicksUntilStopped(t *testing.T) {
+func TestKeeperTicksUntilReleased(t *testing.T) {
 	m := newFakeMsg(t, nil)
 	release := testKeeper(2*time.Millisecond, time.Hour, nil).Hold(m)
 	m.waitCalls(t, 3)
 	release()
-	m.afterStop.Store(true)
+	m.afterRelease.Store(true)
 	// Release holds the tick's lock, so a tick running when it was called is
 	// done before it returns and none starts later: a late call fails the
 	// test in InProgress. Waiting many intervals gives a stray one time to come.
 	time.Sleep(50 * time.Millisecond)
 }
 
-func TestKeepAliveKeepsTickingThroughErrors(t *testing.T) {
+func TestKeeperKeepsTickingThroughErrors(t *testing.T) {
 	m := newFakeMsg(t, errors.New("nats: connection closed"))
 	release := testKeeper(2*time.Millisecond, time.Hour, nil).Hold(m)
 	m.waitCalls(t, 3)
 	release()
 }
 
-func TestKeepAliveStopsOnceTheMessageIsSettled(t *testing.T) {
+func TestKeeperStopsOnceTheMessageIsSettled(t *testing.T) {
 	m := newFakeMsg(t, jetstream.ErrMsgAlreadyAckd)
 	release := testKeeper(2*time.Millisecond, time.Hour, nil).Hold(m)
 	m.waitCalls(t, 1)
 	// No release call: the chain ended on its own, so no later call may come.
-	m.afterStop.Store(true)
+	m.afterRelease.Store(true)
 	time.Sleep(50 * time.Millisecond)
 	release()
 }
 
-// TestKeepAliveGivesUpOnAStuckHandler: past atMost the ticks stop with a
+// TestKeeperGivesUpOnAStuckHandler: past atMost the ticks stop with a
 // warning, so the server's back-off hands the message to another worker.
-func TestKeepAliveGivesUpOnAStuckHandler(t *testing.T) {
+func TestKeeperGivesUpOnAStuckHandler(t *testing.T) {
 	m := newFakeMsg(t, nil)
 	logs := make(chan slog.Record, 1)
 	release := testKeeper(2*time.Millisecond, 10*time.Millisecond, slog.New(recordHandler(logs))).Hold(m)
@@ -133,7 +133,7 @@ func TestKeepAliveGivesUpOnAStuckHandler(t *testing.T) {
 		t.Fatalf("still keeping the message alive past atMost, %d InProgress calls", m.n.Load())
 	}
 	// The chain ended with the warning: a later call fails the test in InProgress.
-	m.afterStop.Store(true)
+	m.afterRelease.Store(true)
 	time.Sleep(50 * time.Millisecond)
 }
 
@@ -156,9 +156,9 @@ var serviceBackOff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Sec
 
 const slowHandler = 2500 * time.Millisecond
 
-// TestSlowHandlerWithoutKeepAliveIsRedelivered is the defect Keeper
+// TestSlowHandlerNotHeldIsRedelivered is the defect Keeper
 // fixes, and shows the server behaves as the other tests assume.
-func TestSlowHandlerWithoutKeepAliveIsRedelivered(t *testing.T) {
+func TestSlowHandlerNotHeldIsRedelivered(t *testing.T) {
 	cons, msgs := slowConsumer(t, "NOKEEP")
 	m := next(t, msgs)
 	time.Sleep(slowHandler)
@@ -168,7 +168,7 @@ func TestSlowHandlerWithoutKeepAliveIsRedelivered(t *testing.T) {
 	settle(t, m)
 }
 
-func TestSlowHandlerWithKeepAliveIsDeliveredOnce(t *testing.T) {
+func TestSlowHandlerHeldIsDeliveredOnce(t *testing.T) {
 	cons, msgs := slowConsumer(t, "KEEP")
 	m := next(t, msgs)
 	release := NewKeeper(jetstream.ConsumerConfig{AckWait: time.Minute, BackOff: serviceBackOff}, nil).Hold(m)
@@ -180,10 +180,10 @@ func TestSlowHandlerWithKeepAliveIsDeliveredOnce(t *testing.T) {
 	}
 }
 
-// TestKeepAliveStoppedWithoutSettlingIsRedelivered is a worker that crashed
+// TestHeldMessageReleasedUnsettledIsRedelivered is a worker that crashed
 // mid-handling: its keep-alive stops with it and the message is not settled,
 // so the server must deliver it again after the first back-off step.
-func TestKeepAliveStoppedWithoutSettlingIsRedelivered(t *testing.T) {
+func TestHeldMessageReleasedUnsettledIsRedelivered(t *testing.T) {
 	cons, msgs := slowConsumer(t, "CRASH")
 	m := next(t, msgs)
 	release := NewKeeper(jetstream.ConsumerConfig{AckWait: time.Minute, BackOff: serviceBackOff}, nil).Hold(m)
