@@ -195,6 +195,12 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 2\r\n\r\nhello")
 	case "cl-spaced": // a length the parser takes for another field (RFC 9112 §5.1)
 		return w("HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 2\r\n\r\nok")
+	case "field-spaced": // any field: a proxy removes the whitespace or refuses (RFC 9112 §5.1)
+		return w("HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok")
+	case "continue-cl-twice": // the answer's head after a 100 Continue
+		return w("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok")
+	case "te-cl": // both framings: the coding wins, and the connection is not reused (RFC 9112 §6.3)
+		return w("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nok\r\n0\r\n\r\n")
 	case "cl-same": // the same value twice: one valid length (RFC 9110 §8.6)
 		return w("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok")
 	case "bare-lf":
@@ -757,7 +763,12 @@ func TestMisbehavingUpstreams(t *testing.T) {
 		{"cl-twice", 502, "upstream-unreachable", "", true},
 		{"cl-twice-short", 502, "upstream-unreachable", "", true},
 		{"cl-spaced", 502, "upstream-unreachable", "", true},
+		{"field-spaced", 502, "upstream-unreachable", "", true},
+		{"continue-cl-twice", 502, "upstream-unreachable", "", true},
 		{"cl-same", 200, "", "ok", false},
+		// Both framings: the coding's body with the gateway's length, as
+		// for a client's request, and the connection not used again.
+		{"te-cl", 200, "", "ok", true},
 		{"bare-lf", 502, "upstream-unreachable", "", true},
 		{"bare-lf-field", 502, "upstream-unreachable", "", true},
 	} {

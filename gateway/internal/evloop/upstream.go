@@ -149,7 +149,8 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := uc.c.Peek(-1)
-	if _, err := upstream.CheckHead(buf); err != nil {
+	_, closeAfter, err := upstream.CheckHead(buf)
+	if err != nil {
 		uc.cl, uc.need = nil, 0
 		l.attempted(cl, fmt.Errorf("upstream answer: %w", err))
 		return gnet.Close
@@ -159,7 +160,7 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	cl.resp.SkipBody = cl.req.Header.IsHead()
 	l.rd.Reset(buf)
 	l.br.Reset(&l.rd)
-	err := cl.resp.ReadLimitBody(l.br, l.s.o.MaxResponseBytes)
+	err = cl.resp.ReadLimitBody(l.br, l.s.o.MaxResponseBytes)
 	if err != nil && needMore(err) {
 		// Headers in and a length known: wait for all of it before
 		// parsing again (a large body arrives in many reads).
@@ -178,8 +179,9 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	_, _ = uc.c.Discard(n)
 	// After an interim answer (1xx, a 502 for the chain) the final one
 	// is still to come: handed to the next request, it would be that
-	// client's answer.
-	keep := !cl.resp.ConnectionClose() && n == len(buf) && cl.resp.StatusCode() >= 200
+	// client's answer. One framed by both a coding and a length may have
+	// been framed otherwise by another hop (upstream.CheckHead).
+	keep := !cl.resp.ConnectionClose() && n == len(buf) && cl.resp.StatusCode() >= 200 && !closeAfter
 	if keep {
 		l.ready(uc)
 	}

@@ -18,73 +18,98 @@ var ErrFraming = errors.New("ambiguous framing")
 // CheckHead looks at the start of an upstream answer, as far as it has
 // arrived. It returns the length of the answer's head once the blank line
 // ending it is in (0 before that), or an error as soon as a line of it ends
-// in a bare LF, two Content-Length fields disagree, or a framing field's
-// name ends in whitespace. fasthttp's parser misses all three: it finds a
-// head's end only at a CRLFCRLF, so a head in bare LFs waited for the
-// deadline (504); it keeps the last of several lengths, waiting for bytes
-// that never come or leaving some unread; and it takes "Content-Length :"
-// for another field, which went on to the client beside the gateway's own
-// length for a lenient client to frame by (RFC 9112 §5.1).
-func CheckHead(buf []byte) (int, error) {
+// in a bare LF, two Content-Length fields disagree, or a field's name ends
+// in whitespace. fasthttp's parser misses all three: it finds a head's end
+// only at a CRLFCRLF, so a head in bare LFs waited for the deadline (504);
+// it keeps the last of several lengths, waiting for bytes that never come
+// or leaving some unread; and it keeps "Name :" as it came, which went on
+// to the client (RFC 9112 §5.1: a proxy removes the whitespace or, as here,
+// refuses the answer; "Content-Length :" was another field beside the
+// gateway's own length for a lenient client to frame by). After a 100
+// Continue the parse reads the next head as the answer (Response.
+// ReadLimitBody), so that head is checked too, and its end is returned.
+//
+// closeAfter is true for a head with both Transfer-Encoding and
+// Content-Length: the coding frames it, but another hop may have framed it
+// by the length, so the connection is not used again (RFC 9112 §6.3).
+func CheckHead(buf []byte) (end int, closeAfter bool, err error) {
 	var length []byte
-	at, lines := 0, 0
+	at, lines, coded := 0, 0, false
 	for {
 		i := bytes.IndexByte(buf[at:], '\n')
 		if i < 0 {
-			return 0, nil
+			return 0, false, nil
 		}
 		line := buf[at : at+i]
 		at += i + 1
 		if len(line) == 0 || line[len(line)-1] != '\r' {
-			return at, fmt.Errorf("%w: a line ends in a bare LF", ErrFraming)
+			return at, false, fmt.Errorf("%w: a line ends in a bare LF", ErrFraming)
 		}
 		line = line[:len(line)-1]
 		if len(line) == 0 {
-			if lines > 0 {
-				return at, nil
+			if lines == 0 {
+				continue // empty lines before the status line, which the parser skips
 			}
-			continue // empty lines before the status line, which the parser skips
+			if lines < 0 { // the end of a 100 Continue: the answer's head is next
+				lines, length, coded = 0, nil, false
+				continue
+			}
+			return at, coded && length != nil, nil
 		}
-		lines++
-		var v []byte
-		switch line[0] | 0x20 {
-		case 'c':
-			var ok bool
-			if v, ok = framingField(line, "content-length"); !ok {
-				return at, fmt.Errorf("%w: whitespace after a field name: %q", ErrFraming, line)
+		if lines == 0 {
+			lines = 1
+			if continues(line) {
+				lines = -1
 			}
-		case 't':
-			if _, ok := framingField(line, "transfer-encoding"); !ok {
-				return at, fmt.Errorf("%w: whitespace after a field name: %q", ErrFraming, line)
-			}
-		}
-		if v == nil {
 			continue
 		}
-		if length != nil && !bytes.Equal(v, length) {
-			return at, fmt.Errorf("%w: Content-Length %q and %q", ErrFraming, length, v)
+		if c := bytes.IndexByte(line, ':'); c > 0 && (line[c-1] == ' ' || line[c-1] == '\t') && line[0] != ' ' && line[0] != '\t' {
+			// Not for an obs-fold line (leading whitespace), which
+			// continues the field before it.
+			return at, false, fmt.Errorf("%w: whitespace after a field name: %q", ErrFraming, line)
 		}
-		length = v
+		switch line[0] | 0x20 {
+		case 'c':
+			if v := fieldValue(line, "content-length:"); v != nil {
+				if length != nil && !bytes.Equal(v, length) {
+					return at, false, fmt.Errorf("%w: Content-Length %q and %q", ErrFraming, length, v)
+				}
+				length = v
+			}
+		case 't':
+			coded = coded || fieldValue(line, "transfer-encoding:") != nil
+		}
 	}
 }
 
-// framingField returns the value of line when it is the field name (in
-// lower case), nil when it is another field, and false when it is the
-// field with whitespace between name and colon.
-func framingField(line []byte, name string) ([]byte, bool) {
-	// The byte after the name first: most lines fail there.
-	if len(line) <= len(name) || (line[len(name)] != ':' && line[len(name)] != ' ' && line[len(name)] != '\t') ||
-		!bytes.EqualFold(line[:len(name)], []byte(name)) {
-		return nil, true
+// fieldValue returns the value of line when it is the field name (in
+// lower case, with the colon), nil when it is another field.
+func fieldValue(line []byte, name string) []byte {
+	if len(line) < len(name) || line[len(name)-1] != ':' || !bytes.EqualFold(line[:len(name)], []byte(name)) {
+		return nil
 	}
-	rest := line[len(name):]
-	if rest[0] != ':' {
-		if rest = bytes.TrimLeft(rest, " \t"); len(rest) > 0 && rest[0] == ':' {
-			return nil, false
+	return bytes.Trim(line[len(name):], " \t")
+}
+
+// continues reports whether a status line is 100 Continue's, as
+// fasthttp's parser reads its code: the digits after the first space, then
+// a space or the line's end.
+func continues(line []byte) bool {
+	sp := bytes.IndexByte(line, ' ')
+	if sp < 0 {
+		return false
+	}
+	code, n := 0, 0
+	for _, b := range line[sp+1:] {
+		if b < '0' || b > '9' {
+			break
 		}
-		return nil, true
+		if code = code*10 + int(b-'0'); code > 100 {
+			return false
+		}
+		n++
 	}
-	return bytes.Trim(rest[1:], " \t"), true
+	return code == 100 && (sp+1+n == len(line) || line[sp+1+n] == ' ')
 }
 
 // transport is fasthttp's default HostClient transport (DefaultTransport,
@@ -128,7 +153,8 @@ func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp 
 		resp.Header.DisableNormalizing()
 	}
 	br := hc.AcquireReader(conn)
-	if err = checkHead(br); err == nil {
+	closeAfter, err := checkHead(br)
+	if err == nil {
 		err = resp.ReadLimitBody(br, hc.MaxResponseBodySize)
 	}
 	left := br.Buffered()
@@ -139,8 +165,9 @@ func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp 
 	}
 	// Bytes after the answer (a body the status says an answer cannot
 	// have, a second answer) are no answer to anything: the connection is
-	// not used again, as on the event loop.
-	if req.ConnectionClose() || resp.ConnectionClose() || left > 0 {
+	// not used again, as on the event loop; nor is one whose answer had
+	// both framings (CheckHead).
+	if req.ConnectionClose() || resp.ConnectionClose() || left > 0 || closeAfter {
 		hc.CloseConn(cc)
 	} else {
 		hc.ReleaseConn(cc)
@@ -149,22 +176,22 @@ func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp 
 }
 
 // checkHead reads into br until it holds the answer's head, and checks it
-// (CheckHead). A head larger than br's buffer is left to the parse, which
-// reports it (ErrSmallBuffer) as before.
-func checkHead(br *bufio.Reader) error {
+// (CheckHead), returning CheckHead's closeAfter. A head larger than br's
+// buffer is left to the parse, which reports it (ErrSmallBuffer) as before.
+func checkHead(br *bufio.Reader) (bool, error) {
 	for n := 1; ; {
 		if _, err := br.Peek(n); err != nil {
 			// Not read again by the parse: after sockio.ErrUnasked
 			// another read would send the request it held back.
 			if n == 1 && errors.Is(err, io.EOF) {
-				return err
+				return false, err
 			}
-			return fmt.Errorf("upstream answer: %w", timeout(err))
+			return false, fmt.Errorf("upstream answer: %w", timeout(err))
 		}
 		buf, _ := br.Peek(br.Buffered())
-		end, err := CheckHead(buf)
+		end, closeAfter, err := CheckHead(buf)
 		if err != nil || end > 0 || len(buf) == br.Size() {
-			return err
+			return closeAfter, err
 		}
 		n = len(buf) + 1
 	}

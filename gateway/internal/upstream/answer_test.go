@@ -19,33 +19,48 @@ func TestCheckHead(t *testing.T) {
 		name, buf string
 		end       int // 0: head not complete yet
 		bad       bool
+		close     bool // closeAfter
 	}{
-		{"whole", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 38, false},
-		{"head only so far", "HTTP/1.1 200 OK\r\nContent-Len", 0, false},
-		{"no fields", "HTTP/1.1 204 No Content\r\n\r\n", 27, false},
-		{"empty lines first, as the parser skips", "\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", 23, false},
-		{"same length twice", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length:2 \r\n\r\nok", 57, false},
-		{"a body's bytes are not the head's", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\na\nb\r\n", 38, false},
-		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\nCONTENT-LENGTH: 5\r\n\r\nok", 0, true},
-		{"two lengths, head not complete", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 2\r\n", 0, true},
-		{"bare LF throughout", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 0, true},
-		{"bare LF status line, head not complete", "HTTP/1.1 200 OK\nX", 0, true},
-		{"bare LF in one field line", "HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 2\r\n\r\nok", 0, true},
-		{"a length with whitespace before the colon", "HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 2\r\n\r\nok", 0, true},
-		{"a coding with whitespace before the colon", "HTTP/1.1 200 OK\r\nTransfer-Encoding\t: chunked\r\n\r\n", 0, true},
-		{"other fields with whitespace are no framing", "HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Lengthy : 1\r\n\r\n", 49, false},
-		{"bare LF blank line", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok\r\n\r\n", 0, true},
+		{"whole", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 38, false, false},
+		{"head only so far", "HTTP/1.1 200 OK\r\nContent-Len", 0, false, false},
+		{"no fields", "HTTP/1.1 204 No Content\r\n\r\n", 27, false, false},
+		{"empty lines first, as the parser skips", "\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", 23, false, false},
+		{"same length twice", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length:2 \r\n\r\nok", 57, false, false},
+		{"a body's bytes are not the head's", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\na\nb\r\n", 38, false, false},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX: y\r\nCONTENT-LENGTH: 5\r\n\r\nok", 0, true, false},
+		{"two lengths, head not complete", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 2\r\n", 0, true, false},
+		{"bare LF throughout", "HTTP/1.1 200 OK\nContent-Length: 2\n\nok", 0, true, false},
+		{"bare LF status line, head not complete", "HTTP/1.1 200 OK\nX", 0, true, false},
+		{"bare LF in one field line", "HTTP/1.1 200 OK\r\nX-A: 1\nContent-Length: 2\r\n\r\nok", 0, true, false},
+		{"a length with whitespace before the colon", "HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 2\r\n\r\nok", 0, true, false},
+		{"a coding with whitespace before the colon", "HTTP/1.1 200 OK\r\nTransfer-Encoding\t: chunked\r\n\r\n", 0, true, false},
+		{"any field with whitespace before the colon", "HTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n", 0, true, false},
+		{"a field with a tab before the colon", "HTTP/1.1 200 OK\r\nContent-Lengthy\t: 1\r\n\r\n", 0, true, false},
+		{"whitespace before a colon in a value or a folded line", "HTTP/1.1 200 OK\r\nX-A: a : b\r\n c : d\r\n\r\n", 39, false, false},
+		{"both framings: the coding frames it, the connection closes after", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n", 66, false, true},
+		{"a coding alone keeps the connection", "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n", 47, false, false},
+		{"100 Continue, then the answer's head", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 63, false, false},
+		{"100 Continue, the answer's head not in yet", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", 0, false, false},
+		{"100 Continue without a reason", "HTTP/1.1 100\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", 43, false, false},
+		{"after 100 Continue, two lengths", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok", 0, true, false},
+		{"after 100 Continue, a bare LF", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\nContent-Length: 2\n\nok", 0, true, false},
+		{"after 100 Continue, whitespace before a colon", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n", 0, true, false},
+		{"after 100 Continue, both framings", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 91, false, true},
+		{"the 100's length is not the answer's", "HTTP/1.1 100 Continue\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 82, false, false},
+		{"another 1xx is the answer, as the parser reads it", "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n", 28, false, false},
+		{"a code of 1000 is no 100", "HTTP/1.1 1000 X\r\n\r\nHTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n", 19, false, false},
+		{"bare LF blank line", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\nok\r\n\r\n", 0, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			end, err := CheckHead([]byte(tc.buf))
+			end, closeAfter, err := CheckHead([]byte(tc.buf))
 			if tc.bad {
 				if !errors.Is(err, ErrFraming) {
 					t.Fatalf("CheckHead = %d, %v; want ErrFraming", end, err)
 				}
 				return
 			}
-			if err != nil || end != tc.end {
-				t.Fatalf("CheckHead = %d, %v; want %d", end, err, tc.end)
+			if err != nil || end != tc.end || closeAfter != tc.close {
+				t.Fatalf("CheckHead = %d, %t, %v; want %d, %t", end, closeAfter, err, tc.end, tc.close)
 			}
 		})
 	}
@@ -65,11 +80,14 @@ func FuzzCheckHead(f *testing.F) {
 		"\r\nHTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello",
 		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
 		"HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok",
+		"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok",
+		"HTTP/1.1 100\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, buf []byte) {
-		end, err := CheckHead(buf)
+		end, _, err := CheckHead(buf)
 		if err != nil || end == 0 {
 			return
 		}
@@ -78,12 +96,26 @@ func FuzzCheckHead(f *testing.F) {
 		if h.Read(br) != nil {
 			return // not HTTP the parser takes: refused anyway
 		}
+		start := len(buf) - br.Buffered()
+		if h.StatusCode() == fasthttp.StatusContinue {
+			// The answer's head is next, as Response.ReadLimitBody reads.
+			if h.Read(br) != nil {
+				return
+			}
+		} else {
+			start = 0
+		}
 		if used := len(buf) - br.Buffered(); used != end {
 			t.Fatalf("CheckHead ends the head at %d, the parser at %d", end, used)
 		}
-		if n := h.ContentLength(); n >= 0 && bytes.Count(bytes.ToLower(buf[:end]), []byte("\ncontent-length:")) > 1 {
+		for k, v := range h.All() {
+			if bytes.HasSuffix(k, []byte(" ")) || bytes.HasSuffix(k, []byte("\t")) {
+				t.Fatalf("a field name %q with whitespace passed: %q", k, v)
+			}
+		}
+		if n := h.ContentLength(); n >= 0 && bytes.Count(bytes.ToLower(buf[start:end]), []byte("\ncontent-length:")) > 1 {
 			// Several fields passed: they must all say n.
-			for _, line := range bytes.Split(buf[:end], []byte("\r\n")) {
+			for _, line := range bytes.Split(buf[start:end], []byte("\r\n")) {
 				if v, ok := bytes.CutPrefix(bytes.ToLower(line), []byte("content-length:")); ok && string(bytes.Trim(v, " \t")) != strconv.Itoa(n) {
 					t.Fatalf("parser took %d, a field says %q", n, v)
 				}
@@ -98,7 +130,7 @@ func BenchmarkCheckHead(b *testing.B) {
 	buf := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-Id: 0af7651916cd43dd8448eb211c80319c\r\n" +
 		"Date: Sat, 05 Dec 2026 07:50:00 GMT\r\nContent-Length: 27\r\n\r\n{\"id\":7,\"status\":\"PENDING\"}")
 	for b.Loop() {
-		if _, err := CheckHead(buf); err != nil {
+		if _, _, err := CheckHead(buf); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -137,6 +169,10 @@ func TestTransportChecksTheHead(t *testing.T) {
 						"/bare-lf":  "HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
 						"/cl-twice": "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok",
 						"/left":     "HTTP/1.1 204 No Content\r\n\r\nleft over",
+						"/spaced":   "HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok",
+						"/continue-cl-twice": "HTTP/1.1 100 Continue\r\n\r\n" +
+							"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok",
+						"/te-cl": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n2\r\nok\r\n0\r\n\r\n",
 					}
 					if _, err := io.WriteString(c, answers[req.URL.Path]); err != nil {
 						return
@@ -161,7 +197,7 @@ func TestTransportChecksTheHead(t *testing.T) {
 	if n := len(accepted); n != 1 {
 		t.Fatalf("two whole answers took %d connections, want 1", n)
 	}
-	for _, path := range []string{"/bare-lf", "/cl-twice"} {
+	for _, path := range []string{"/bare-lf", "/cl-twice", "/spaced", "/continue-cl-twice"} {
 		if _, err := do(path); !errors.Is(err, ErrFraming) {
 			t.Fatalf("%s: %v, want ErrFraming", path, err)
 		}
@@ -174,5 +210,12 @@ func TestTransportChecksTheHead(t *testing.T) {
 	}
 	if got := <-closed; got != "/left" {
 		t.Fatalf("bytes left after an answer: the connection closed after %q", got)
+	}
+	// Both framings: the coding's body, and the connection not used again.
+	if resp, err := do("/te-cl"); err != nil || string(resp.Body()) != "ok" {
+		t.Fatalf("/te-cl: %v %q", err, resp.Body())
+	}
+	if got := <-closed; got != "/te-cl" {
+		t.Fatalf("both framings: the connection closed after %q", got)
 	}
 }
