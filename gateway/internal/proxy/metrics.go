@@ -89,9 +89,6 @@ type setKey struct {
 
 var methods = [...]string{"_OTHER", "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
-// optionsMethod is OPTIONS's index in methods.
-var optionsMethod = methodIndex([]byte("OPTIONS"))
-
 func methodIndex(m []byte) uint8 {
 	for i := 1; i < len(methods); i++ {
 		if string(m) == methods[i] {

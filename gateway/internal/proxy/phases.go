@@ -254,7 +254,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	// gateway may have framed it otherwise: whatever follows it on the
 	// connection may be another request's body. Answered, whatever the
 	// answer, then closed.
-	if h.ContentLength() == -1 && (!h.IsHTTP11() || hasField(h.RawHeaders(), "content-length:")) {
+	if h.ContentLength() == -1 && (!h.IsHTTP11() || fieldLines(h.RawHeaders(), "content-length:", 1) > 0) {
 		x.Close = true
 	}
 	if st.sent&optSpacedName != 0 {
@@ -269,7 +269,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 	// And only once (§3.2 again): the parser keeps the last, and another
 	// hop may take the first.
-	if hostRepeated(h.RawHeaders()) {
+	if fieldLines(h.RawHeaders(), "host:", 2) > 1 {
 		x.problem(fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Host header")
 		return false
 	}
@@ -393,6 +393,9 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 	return true
 }
+
+// optionsMethod is OPTIONS's index in methods (x.method).
+var optionsMethod = methodIndex([]byte("OPTIONS"))
 
 // maxForwards applies Max-Forwards to an OPTIONS or TRACE request (RFC 9110
 // §7.6.2): at 0 the gateway is the final recipient and answers, OPTIONS

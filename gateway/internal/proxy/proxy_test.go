@@ -463,6 +463,27 @@ func TestHandleClosesAfterAmbiguousFraming(t *testing.T) {
 	}
 }
 
+// fieldLines counts a field's raw lines in any letter case, the first line
+// too, and stops at most.
+func TestFieldLines(t *testing.T) {
+	for _, c := range []struct {
+		raw, name  string
+		most, want int
+	}{
+		{"Host: a\r\nX: 1\r\nHOST: b\r\n", "host:", 2, 2},
+		{"Host: a\r\nhost: b\r\nhost: c\r\n", "host:", 2, 2},
+		{"X-Host: a\r\nHosts: b\r\nHost : c\r\n", "host:", 2, 0},
+		{"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", "content-length:", 1, 1},
+		{"Transfer-Encoding: chunked\r\ncontent-length:2", "content-length:", 1, 1},
+		{"Transfer-Encoding: chunked\r\n", "content-length:", 1, 0},
+		{"", "host:", 2, 0},
+	} {
+		if got := fieldLines([]byte(c.raw), c.name, c.most); got != c.want {
+			t.Errorf("fieldLines(%q, %q, %d) = %d, want %d", c.raw, c.name, c.most, got, c.want)
+		}
+	}
+}
+
 // HeaderReceived leaves the fasthttp server's "Expect: 100-continue" check
 // with the answer ExpectsContinue gives: the field as the server knows it
 // when the client waits for a 100, none from an HTTP/1.0 client.

@@ -110,34 +110,19 @@ func authorityByte(c byte) bool {
 	return strings.IndexByte("-._~!$&'()*+,;=%:[]", c) >= 0
 }
 
-// hasField reports whether a raw header block holds a field named name
-// (lower case, colon included), for fields the parser does not keep.
-func hasField(raw []byte, name string) bool {
+// fieldLines counts the lines of a raw header block (the lines after the
+// request line, as the parser received them) that start with name (lower
+// case, colon included), stopping at most. The parser keeps the last of a
+// repeated field and drops a length it frames by the coding instead, so
+// this is the one place left to see them.
+func fieldLines(raw []byte, name string, most int) int {
+	n := 0
 	for len(raw) > len(name) {
-		if asciiEqualFold(raw[:len(name)], name) {
-			return true
-		}
-		i := bytes.IndexByte(raw, '\n')
-		if i < 0 {
-			break
-		}
-		raw = raw[i+1:]
-	}
-	return false
-}
-
-// hostRepeated reports whether a raw header block (the lines after the
-// request line, as the parser received them) holds more than one Host
-// field. The parser keeps only the last, so this is the one place left to
-// see the others.
-func hostRepeated(raw []byte) bool {
-	seen := false
-	for len(raw) > 5 {
-		if raw[0]|0x20 == 'h' && asciiEqualFold(raw[:5], "host:") {
-			if seen {
-				return true
+		// The first byte first: most lines fail there.
+		if raw[0]|0x20 == name[0] && asciiEqualFold(raw[:len(name)], name) {
+			if n++; n == most {
+				return n
 			}
-			seen = true
 		}
 		i := bytes.IndexByte(raw, '\n')
 		if i < 0 {
@@ -145,5 +130,5 @@ func hostRepeated(raw []byte) bool {
 		}
 		raw = raw[i+1:]
 	}
-	return false
+	return n
 }
