@@ -1,0 +1,46 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// Targets are compared with /proc/<pid>/exe, which is clean and resolved:
+// a path spelled otherwise must be cleaned and resolved here or it matches
+// no process (workshop lab 7 once passed "$PWD/../var/bin/order").
+func TestTargetsAreCleanAndResolved(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "bin", "order")
+	if err := os.MkdirAll(filepath.Dir(exe), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "current")
+	if err := os.Symlink(filepath.Join(dir, "bin"), link); err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := targets(" gateway, " + dir + "/x/../bin/order ," + link + "/order,/nonexistent/a/../b")
+	want := []string{"gateway", real, real, "/nonexistent/b"}
+	if !slices.Equal(got, want) {
+		t.Errorf("targets = %q, want %q", got, want)
+	}
+}
+
+func TestRelativeTargetPathIsRefused(t *testing.T) {
+	err := (&Config{Targets: "order,../var/bin/order", HTTPProbe: "uprobe", ScanInterval: 1e9}).Validate()
+	if err == nil || !strings.Contains(err.Error(), "../var/bin/order") {
+		t.Errorf("Validate = %v, want BPF_TARGETS refused naming the relative path", err)
+	}
+	if err := (&Config{Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9}).Validate(); err != nil {
+		t.Errorf("Validate of good targets: %v", err)
+	}
+}
