@@ -190,7 +190,12 @@ func (p *Pool) client(addr string) *fasthttp.HostClient {
 		// the pool must never resend on its own.
 		MaxIdemponentCallAttempts: 1,
 		RetryIfErr:                func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
-		Transport:                 transport{}, // fails a malformed answer at once
+		// transport fails a malformed answer at once. It is fasthttp's own
+		// less what this literal does not set (answer.go): setting
+		// StreamResponseBody, ReadTimeout, WriteTimeout or MaxConnDuration
+		// here needs it extended first, or a streamed body would be read
+		// from a reader already released.
+		Transport: transport{},
 	}
 	p.clients[addr] = c
 	return c
