@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,29 +20,12 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newTestServer(t *testing.T, o Options) (*Server, *syncBuffer) {
+func newTestServer(t *testing.T, o Options) (*Server, *testenv.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	if o.Logger == nil {
 		o.Logger = telemetry.NewLogger(logs, slog.LevelDebug)
 	}

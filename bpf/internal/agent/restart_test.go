@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -12,34 +11,17 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // agentProc is the agent binary (cmd/agent) running as a child process.
 type agentProc struct {
 	cmd    *exec.Cmd
 	addr   string
-	stderr *lockedBuffer
-}
-
-// lockedBuffer collects a child's stderr, written by exec's copying goroutine while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stderr *testenv.LogBuffer
 }
 
 func startAgentBinary(t *testing.T, bin, targets string) *agentProc {
@@ -50,7 +32,7 @@ func startAgentBinary(t *testing.T, bin, targets string) *agentProc {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	p := &agentProc{cmd: exec.Command(bin), addr: addr, stderr: &lockedBuffer{}}
+	p := &agentProc{cmd: exec.Command(bin), addr: addr, stderr: &testenv.LogBuffer{}}
 	p.cmd.Env = append(os.Environ(), "HTTP_ADDR="+addr, "BPF_TARGETS="+targets, "BPF_SCAN_INTERVAL=100ms")
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

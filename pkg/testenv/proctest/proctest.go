@@ -11,7 +11,6 @@
 package proctest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -291,7 +290,7 @@ func (e *Env) EveryRowInKafka(t testing.TB, tail *KafkaTail) {
 type Instance struct {
 	Addr   string
 	cmd    *exec.Cmd
-	logs   *lockedBuffer
+	logs   *testenv.LogBuffer
 	exited chan struct{}
 	err    error // the process's exit, once exited is closed
 }
@@ -306,7 +305,7 @@ func (e *Env) Start(t testing.TB, vars ...string) *Instance {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close()
-	in := &Instance{Addr: addr, logs: &lockedBuffer{}, exited: make(chan struct{})}
+	in := &Instance{Addr: addr, logs: &testenv.LogBuffer{}, exited: make(chan struct{})}
 	in.cmd = exec.Command(os.Args[0])
 	in.cmd.Env = append(append(append(os.Environ(), e.vars...), vars...), e.binary.ChildEnv+"=1", "HTTP_ADDR="+addr)
 	in.cmd.Stderr = in.logs
@@ -563,22 +562,4 @@ func SilentBroker(t testing.TB) string {
 		}
 	}()
 	return ln.Addr().String()
-}
-
-// lockedBuffer collects a process's log while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

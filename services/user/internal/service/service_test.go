@@ -26,24 +26,6 @@ import (
 	"github.com/shanhai-dev/shanhai/services/user/internal/service"
 )
 
-// syncBuffer collects the service's logs for inspection.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness is one user service wired exactly as main wires it, on a fresh
 // PostgreSQL database and the shared test Redis, driven through its HTTP
 // handler. Every response body is kept so tests can scan what left the
@@ -52,7 +34,7 @@ type harness struct {
 	t       *testing.T
 	svc     *service.Service
 	key     auth.Key
-	logs    *syncBuffer
+	logs    *testenv.LogBuffer
 	ip      string
 	mu      sync.Mutex
 	bodies  []string
@@ -96,7 +78,7 @@ func newHarness(t *testing.T, env map[string]string) *harness {
 	if err := pkgconfig.Load(&cfg); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	log := telemetry.NewLogger(logs, slog.LevelDebug)
 	svc, err := service.New(t.Context(), cfg, service.Options{Logger: log})
 	if err != nil {
