@@ -40,6 +40,7 @@ import (
 	"io/fs"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
@@ -118,13 +119,7 @@ func newProvider(dialectName string, sqlDB *sql.DB, set fs.FS) (provider, error)
 	switch dialectName {
 	case "postgres":
 		d = goose.DialectPostgres
-		// The lock id is goose's default: all sets share one lock, which is harmless (migrations are short) and
-		// avoids two sets' DDL interleaving on a fresh database.
-		locker, err := lock.NewPostgresSessionLocker()
-		if err != nil {
-			return provider{}, fmt.Errorf("migrate %s: %w", tbl, err)
-		}
-		opts = append(opts, goose.WithSessionLocker(locker), goose.WithTableName(tbl))
+		opts = append(opts, goose.WithSessionLocker(pgLock{}), goose.WithTableName(tbl))
 	case "sqlite":
 		store, err := database.NewStore(goose.DialectSQLite3, tbl)
 		if err != nil {
@@ -189,6 +184,37 @@ func (p provider) applied(ctx context.Context, version int64) bool {
 		}
 	}
 	return false
+}
+
+// pgLock is goose's session lock on PostgreSQL, waited for in the server (pg_advisory_lock) instead of polled as
+// goose's own locker does (pg_try_advisory_lock every 5 s by default, and lock.WithLockTimeout takes whole seconds):
+// replicas starting together each slept up to 5 s, mostly after the one migrating had finished. Waiting in the
+// server wakes the next one as soon as the lock is released. The id is goose's default: all sets share one lock,
+// which is harmless (migrations are short) and keeps two sets' DDL from interleaving on a fresh database.
+type pgLock struct{}
+
+// lockWait bounds the wait for a replica that holds the lock, as goose's default did (60 tries 5 s apart), so a
+// replica stuck while migrating fails the others' start instead of hanging it.
+const lockWait = 5 * time.Minute
+
+func (pgLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
+	ctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+		return fmt.Errorf("take the migration lock: %w", err)
+	}
+	return nil
+}
+
+func (pgLock) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
+	var held bool
+	if err := conn.QueryRowContext(ctx, "SELECT pg_advisory_unlock($1)", lock.DefaultLockID).Scan(&held); err != nil {
+		return fmt.Errorf("release the migration lock: %w", err)
+	}
+	if !held {
+		return errors.New("release the migration lock: this session did not hold it")
+	}
+	return nil
 }
 
 // onceStore is goose's SQLite store, except that it refuses to record a version the table records already, which

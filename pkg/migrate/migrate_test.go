@@ -6,7 +6,9 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 
+	"github.com/pressly/goose/v3/lock"
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
@@ -14,6 +16,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/internal/dbtest"
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 )
 
 // A service-style set: portable files plus one version given per dialect.
@@ -152,11 +155,55 @@ func versions(t *testing.T, db *gorm.DB, tbl string) string {
 	return strings.Join(vs, ",")
 }
 
-// Replicas starting together on a fresh PostgreSQL database: the advisory lock lets one apply, the other then finds
-// nothing to do, and neither fails.
+// Replicas starting together on a fresh PostgreSQL database: the advisory lock lets one apply, the others then find
+// nothing to do, and none fails.
 func TestUpConcurrentReplicas(t *testing.T) {
 	db := upAtOnce(t, dbtest.PostgresURL(t), serviceSet)
 	if got := versions(t, db, "schema_migrations"); got != "0,1,2" {
+		t.Fatalf("versions %s, want each applied once", got)
+	}
+}
+
+// Replicas that find the migration lock taken go on as soon as it is released. Here the test holds it until all
+// three have asked for it: goose's own locker tried again every 5 s, so the last of them finished about 5 s after
+// the release. The bound guards that wait, not speed: migrating this set takes a small part of it.
+func TestUpReplicasTakeTheLockWhenReleased(t *testing.T) {
+	ctx := context.Background()
+	url := dbtest.PostgresURL(t)
+	holder, err := pools(t, url, 1)[0].DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := holder.Conn(ctx) // the lock is a session's: one connection takes and releases it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+		t.Fatal(err)
+	}
+	dbs := pools(t, url, 3)
+	errs := upEach(dbs, serviceSet)
+	// pg_stat_activity keeps each session's last query, so a replica that tried the lock and sleeps shows too.
+	runtest.Eventually(t, 10*time.Second, "every replica asking for the lock", func() bool {
+		var n int
+		err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND pid <> pg_backend_pid() AND query LIKE '%advisory_lock(%'`).Scan(&n)
+		return err == nil && n == len(dbs)
+	})
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_unlock($1)", lock.DefaultLockID); err != nil {
+		t.Fatal(err)
+	}
+	released := time.Now()
+	for range dbs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if waited := time.Since(released); waited > 2*time.Second {
+		t.Fatalf("the replicas finished %v after the lock was released: they poll for it", waited)
+	}
+	if got := versions(t, dbs[0], "schema_migrations"); got != "0,1,2" {
 		t.Fatalf("versions %s, want each applied once", got)
 	}
 }
@@ -177,8 +224,21 @@ func TestUpConcurrentSQLiteProcesses(t *testing.T) {
 // and fails on any error. It returns one of the pools, open until the test ends.
 func upAtOnce(t *testing.T, url string, set fs.FS) *gorm.DB {
 	t.Helper()
-	dbs := make([]*gorm.DB, 3)
-	for i := range dbs { // opened one after the other: this is about migrating at once
+	dbs := pools(t, url, 3)
+	errs := upEach(dbs, set)
+	for range dbs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dbs[0]
+}
+
+// pools opens n pools on url, one after the other, each closed when the test ends.
+func pools(t *testing.T, url string, n int) []*gorm.DB {
+	t.Helper()
+	dbs := make([]*gorm.DB, n)
+	for i := range dbs {
 		db, err := database.Open(url)
 		if err != nil {
 			t.Fatal(err)
@@ -186,16 +246,16 @@ func upAtOnce(t *testing.T, url string, set fs.FS) *gorm.DB {
 		t.Cleanup(func() { _ = database.Close(db) })
 		dbs[i] = db
 	}
+	return dbs
+}
+
+// upEach migrates set through each of dbs at once; the channel gets each one's result.
+func upEach(dbs []*gorm.DB, set fs.FS) <-chan error {
 	errs := make(chan error, len(dbs))
 	for _, db := range dbs {
 		go func() { errs <- migrate.Up(context.Background(), db, set) }()
 	}
-	for range dbs {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dbs[0]
+	return errs
 }
 
 // BenchmarkRestart is the usual restart, with every set already applied: one
