@@ -50,7 +50,11 @@ type Agent struct {
 	procs    map[int]proc
 	failed   map[binID]string // executables whose attach failed, with why (retried when the file changes)
 	scanned  bool
+	swept    time.Time // when Scan last swept the slot tables
 }
+
+// slotSweepInterval bounds how long the slots of a process that no scan saw stay taken after it exits (see Scan).
+const slotSweepInterval = 30 * time.Second
 
 // Ready reports whether the first scan is done: targets running or named by path when the agent started are
 // probed from then on.
@@ -141,9 +145,11 @@ func (a *Agent) Scan() {
 		a.lastSeen[p.bin] = now
 		a.attach("/proc/"+strconv.Itoa(p.pid)+"/exe", p.exe, p.bin)
 	}
+	vanished := false
 	for pid, p := range a.procs {
 		if _, ok := live[pid]; !ok {
 			a.log.Info("target exited", "pid", pid, "exe", p.exe)
+			vanished = true
 		}
 	}
 	for pid, p := range live {
@@ -159,7 +165,15 @@ func (a *Agent) Scan() {
 	}
 	// Entries are deleted only for pids that no longer exist at all: a process started from a probed file after the
 	// /proc read above already has entries, and must keep them.
-	alive := func(pid int) bool { _, err := os.Stat("/proc/" + strconv.Itoa(pid)); return err == nil }
+	alive := pidAlive()
+	// The hash maps cost their entries to sweep, the slot tables their whole size (2^N indexes, most of them free),
+	// and a dead process's slot costs little until freed: the new series and calls that hash to it take the exact
+	// fallback maps, and Snapshot skips it. So the slot tables are swept when a target that a scan saw has exited,
+	// and every slotSweepInterval for the processes started from a probed file that exited between two scans.
+	sweepSlots := vanished || now.Sub(a.swept) >= slotSweepInterval
+	if sweepSlots {
+		a.swept = now
+	}
 	for id, b := range a.bins {
 		if now.Sub(a.lastSeen[id]) > a.cfg.Grace {
 			a.log.Info("detached", "exe", b.exe)
@@ -170,8 +184,6 @@ func (a *Agent) Scan() {
 		if b.http != nil {
 			prune(b.http.Requests, alive)
 			prune(b.http.Inflight, alive)
-			prunePerCPUSlots(b.http.RedSlots, alive, redTgid)
-			pruneOwnedSlots(b.http.InflightSlots, alive)
 		}
 		for _, m := range b.calls {
 			prune(m, alive)
@@ -179,17 +191,15 @@ func (a *Agent) Scan() {
 		for _, m := range b.callsInflight {
 			prune(m, alive)
 		}
-		for _, m := range b.callSlots {
-			pruneOwnedSlots(m, alive)
-		}
-		for _, m := range b.callAggSlots {
-			prunePerCPUSlots(m, alive, callAggTgid)
-		}
 		if b.rt != nil {
 			prune(b.rt.Stw, alive)
 			prune(b.rt.StwBegin, alive)
 			prune(b.rt.Goroutines, alive)
-			prunePerCPUSlots(b.rt.GoroutineSlots, alive, goroutineTgid)
+		}
+		if sweepSlots {
+			if err := b.sweepSlots(alive); err != nil {
+				a.log.Error("free the slots of exited processes", "exe", b.exe, "err", err)
+			}
 		}
 	}
 	a.scanned = true
@@ -278,7 +288,7 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 			return s, err
 		}
 	}
-	err := a.sys.read(&s, func(pid int) bool { _, ok := a.procs[pid]; return ok })
+	err := a.sys.read(&s, a.procs)
 	return s, err
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"log/slog"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -98,4 +99,48 @@ func firstCall(b *testing.B, sym *symtab.Binary, fn symtab.Func) uint64 {
 	}
 	b.Fatal("main.framed calls nothing")
 	return 0
+}
+
+// BenchmarkScan and BenchmarkSnapshot price what the agent does while nothing happens, in each HTTP server probe
+// mode: one Scan (the /proc poll and the sweep of the maps for entries of exited processes, every
+// BPF_SCAN_INTERVAL) and one Snapshot (a /metrics scrape). The targets are testdata/clients, a file no process runs
+// (it links every library a call probe times, as the services do), and testdata/target, running and idle.
+//
+//	go test -run '^$' -bench 'Scan|Snapshot' ./internal/agent
+func BenchmarkScan(b *testing.B) {
+	benchIdle(b, func(b *testing.B, a *Agent) {
+		for b.Loop() {
+			a.Scan()
+		}
+	})
+}
+
+func BenchmarkSnapshot(b *testing.B) {
+	benchIdle(b, func(b *testing.B, a *Agent) {
+		for b.Loop() {
+			if _, err := a.Snapshot(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func benchIdle(b *testing.B, run func(*testing.B, *Agent)) {
+	if !isRoot() {
+		b.Skip("needs root")
+	}
+	clients := build(b, "testdata/clients", "clients", false)
+	server := build(b, "testdata/target", "target", false)
+	startTarget(b, server)
+	for _, mode := range []string{HTTPProbeSocket, HTTPProbeUprobe} {
+		b.Run(mode, func(b *testing.B) {
+			a, err := New(Config{Targets: []string{clients, server}, HTTPProbe: mode, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer a.Close()
+			a.Scan()
+			run(b, a)
+		})
+	}
 }

@@ -76,7 +76,7 @@ type target struct {
 	pid  int
 }
 
-func startTarget(t *testing.T, bin string, env ...string) *target {
+func startTarget(t testing.TB, bin string, env ...string) *target {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), env...)

@@ -3,6 +3,7 @@ package agent
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,6 +43,9 @@ func scanProcs(targets []string, self int) []proc {
 	if err != nil {
 		return nil
 	}
+	// comm is read only when a target is a name: it is a file to open, stat, read and close for every process on the
+	// machine, where the rest of this loop reads one link for a process that is no target.
+	byName := slices.ContainsFunc(targets, func(t string) bool { return !strings.HasPrefix(t, "/") })
 	var out []proc
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -53,7 +57,10 @@ func scanProcs(targets []string, self int) []proc {
 			continue // kernel thread, or gone
 		}
 		exe = strings.TrimSuffix(exe, " (deleted)")
-		comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+		var comm []byte
+		if byName {
+			comm, _ = os.ReadFile("/proc/" + e.Name() + "/comm")
+		}
 		if !matches(targets, exe, strings.TrimSpace(string(comm))) {
 			continue
 		}

@@ -2,8 +2,11 @@ package agent
 
 import (
 	"encoding/binary"
+	"maps"
 	"os"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -33,7 +36,9 @@ func TestPruneOwnedSlots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pruneOwnedSlots(m, pidAlive())
+	if err := pruneOwnedSlots(m, pidAlive(), callSlotOwner); err != nil {
+		t.Fatal(err)
+	}
 	// Freed: the dead process's slot. Kept: a live owner, a slot being claimed (g set, tgid not yet), a free one.
 	for i, want := range [][]byte{make([]byte, 64), slot(me, 0xc000002000), slot(0, 0xc000003000), slot(0, 0)} {
 		var got []byte
@@ -84,7 +89,9 @@ func TestPrunePerCPUSlots(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	prunePerCPUSlots(m, pidAlive(), redTgid)
+	if err := prunePerCPUSlots(m, pidAlive(), redTgid); err != nil {
+		t.Fatal(err)
+	}
 	// Only index 0 (every copy dead) is freed; a free or live copy keeps the slot.
 	want := []uint64{0, in[1][0].Hist.Count, in[2][0].Hist.Count}
 	for i := range in {
@@ -96,4 +103,75 @@ func TestPrunePerCPUSlots(t *testing.T) {
 			t.Errorf("index %d cpu 0 = %+v, want count %d", i, got[0].Key, want[i])
 		}
 	}
+}
+
+// TestScanFreesSlotsOfExitedProcesses: Scan sweeps the slot tables only when a target it saw has exited, and every
+// slotSweepInterval for a process started from a probed file that exited before any scan saw it; either way the
+// slots the dead process held, in flight and series, are freed.
+func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
+	bin := buildTarget(t, false)
+	a := newAgent(t, bin)
+	a.Scan() // a path target is probed as soon as the file exists
+	bins := slices.Collect(maps.Values(a.bins))
+	if len(bins) != 1 || bins[0].http == nil {
+		t.Fatalf("want the HTTP server probe on %s, have %v", bin, bins)
+	}
+	b := bins[0]
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const slot = uint32(5) // no request is made, so no probe writes there
+	take := func(pid int) {
+		t.Helper()
+		if err := b.http.InflightSlots.Put(slot, httpserver.BpfReqSlot{Tgid: uint32(pid), StartNs: 1, G: 0xc000001000}); err != nil {
+			t.Fatal(err)
+		}
+		series := make([]redSlot, ncpu)
+		for c := range series {
+			series[c].Key = httpserver.BpfRedKey{Tgid: uint32(pid), Status: 200}
+			series[c].Hist.Count = 1
+		}
+		if err := b.http.RedSlots.Put(slot, series); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect := func(taken bool, when string) {
+		t.Helper()
+		var v httpserver.BpfReqSlot
+		var s []redSlot
+		if err := b.http.InflightSlots.Lookup(slot, &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.http.RedSlots.Lookup(slot, &s); err != nil {
+			t.Fatal(err)
+		}
+		if in, se := v.G != 0, s[0].Key.Tgid != 0; in != taken || se != taken {
+			t.Fatalf("%s: in-flight slot taken %v, series slot taken %v, want %v", when, in, se, taken)
+		}
+	}
+
+	t.Run("target seen by a scan", func(t *testing.T) {
+		tg := startTarget(t, bin)
+		a.Scan()
+		take(tg.pid)
+		a.Scan()
+		expect(true, "target alive")
+		tg.stop()
+		a.Scan()
+		expect(false, "the scan after the target exited")
+	})
+
+	t.Run("process no scan saw", func(t *testing.T) {
+		tg := startTarget(t, bin)
+		tg.stop()
+		take(tg.pid)
+		a.Scan()
+		expect(true, "a scan before slotSweepInterval with no target exited")
+		a.mu.Lock()
+		a.swept = time.Now().Add(-slotSweepInterval)
+		a.mu.Unlock()
+		a.Scan()
+		expect(false, "the scan after slotSweepInterval")
+	})
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/bpf/internal/hist"
 	"github.com/shanhai-dev/shanhai/bpf/probe/goruntime"
+	"github.com/shanhai-dev/shanhai/bpf/probe/httpclient"
 	"github.com/shanhai-dev/shanhai/bpf/probe/httpserver"
 	"github.com/shanhai-dev/shanhai/bpf/probe/tcp"
 )
@@ -140,13 +142,17 @@ func readREDMap(m *ebpf.Map, s *Snapshot) error {
 
 func goroutineTgid(v *goruntime.BpfGoroutineSlot) uint32 { return v.Tgid }
 
-func (sy *system) read(s *Snapshot, want func(pid int) bool) error {
-	var pid uint32
+// read adds the TCP counters of the targets (procs) to s, looking each up: the map holds every process's that
+// used TCP on the machine, most of them no target.
+func (sy *system) read(s *Snapshot, procs map[int]proc) error {
 	var vals []tcp.BpfTcpStats
-	it := sy.tcp.Tcp.Iterate()
-	for it.Next(&pid, &vals) {
-		if !want(int(pid)) {
+	for pid := range procs {
+		err := sy.tcp.Tcp.Lookup(uint32(pid), &vals)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read the tcp counters of pid %d: %w", pid, err)
 		}
 		var t TCPStats
 		for _, v := range vals {
@@ -156,9 +162,9 @@ func (sy *system) read(s *Snapshot, want func(pid int) bool) error {
 			t.Failed += v.Failed
 			t.Retransmits += v.Retrans
 		}
-		s.TCP[int(pid)] = t
+		s.TCP[pid] = t
 	}
-	return it.Err()
+	return nil
 }
 
 // prune deletes the entries of processes that are gone from a map keyed by a struct whose first field is the pid
@@ -208,18 +214,44 @@ func readREDSlots(m *ebpf.Map, s *Snapshot) error {
 // hashes to it there), so callers sum copies by key, not by index. Copies of processes that are gone are skipped:
 // prunePerCPUSlots frees them only when no CPU could be writing the slot.
 func eachLiveSlotCopy[T any](m *ebpf.Map, tgid func(*T) uint32, fn func(*T)) error {
-	var i uint32
-	var vals []T
+	_, vals, _, err := readSlots[T](m)
+	if err != nil {
+		return err
+	}
 	alive := pidAlive()
-	it := m.Iterate()
-	for it.Next(&i, &vals) {
-		for c := range vals {
-			if t := tgid(&vals[c]); t != 0 && alive(int(t)) {
-				fn(&vals[c])
-			}
+	for i := range vals {
+		if t := tgid(&vals[i]); t != 0 && alive(int(t)) {
+			fn(&vals[i])
 		}
 	}
-	return it.Err()
+	return nil
+}
+
+// readSlots reads a whole slot table, an array map, with BPF_MAP_LOOKUP_BATCH: one syscall or a few for all of its
+// 2^N indexes, most of them free, where a MapIterator makes two per index (next key, lookup). A per-CPU array has
+// ncpu copies of each index: those of keys[i] are vals[i*ncpu:(i+1)*ncpu]; a plain array has one (ncpu is 1).
+func readSlots[T any](m *ebpf.Map) (keys []uint32, vals []T, ncpu int, err error) {
+	ncpu = 1
+	if m.Type() == ebpf.PerCPUArray {
+		if ncpu, err = ebpf.PossibleCPU(); err != nil {
+			return nil, nil, 0, fmt.Errorf("possible CPUs: %w", err)
+		}
+	}
+	n := int(m.MaxEntries())
+	keys, vals = make([]uint32, n), make([]T, n*ncpu)
+	var cursor ebpf.MapBatchCursor
+	got := 0
+	for got < n {
+		k, err := m.BatchLookup(&cursor, keys[got:], vals[got*ncpu:], nil)
+		got += k
+		if errors.Is(err, ebpf.ErrKeyNotExist) { // past the last index
+			break
+		}
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("read %v: %w", m, err)
+		}
+	}
+	return keys[:got], vals[:got*ncpu], ncpu, nil
 }
 
 // pidAlive reports whether a process exists, remembering the answers of one call's lifetime.
@@ -240,59 +272,79 @@ func pidAlive() func(pid int) bool {
 // a copy's owner). A slot with a free or live copy is left alone: a per-CPU value can only be written whole, and
 // writing back a copy that a CPU is claiming or counting into would lose its counts. Until then the kernel sends that
 // slot's new series to the fallback hash map, which stays exact.
-func prunePerCPUSlots[T any](m *ebpf.Map, alive func(pid int) bool, tgid func(*T) uint32) {
+func prunePerCPUSlots[T any](m *ebpf.Map, alive func(pid int) bool, tgid func(*T) uint32) error {
 	if m == nil {
-		return
+		return nil
 	}
-	var i uint32
-	var vals []T
-	var dead []uint32
-	it := m.Iterate()
-	for it.Next(&i, &vals) {
-		all := len(vals) > 0
-		for c := range vals {
-			if t := tgid(&vals[c]); t == 0 || alive(int(t)) {
-				all = false
+	keys, vals, ncpu, err := readSlots[T](m)
+	if err != nil {
+		return err
+	}
+	var zero []T
+	for i, k := range keys {
+		copies, dead := vals[i*ncpu:(i+1)*ncpu], true
+		for c := range copies {
+			if t := tgid(&copies[c]); t == 0 || alive(int(t)) {
+				dead = false
 				break
 			}
 		}
-		if all {
-			dead = append(dead, i)
+		if dead {
+			if zero == nil {
+				zero = make([]T, ncpu)
+			}
+			if err := m.Put(k, zero); err != nil {
+				return fmt.Errorf("free slot %d of %v: %w", k, m, err)
+			}
 		}
 	}
-	if len(dead) == 0 {
-		return
-	}
-	zero := make([]T, len(vals))
-	for _, k := range dead {
-		_ = m.Put(k, zero)
-	}
+	return nil
 }
 
 func redTgid(v *redSlot) uint32 { return v.Key.Tgid }
 
-// pruneOwnedSlots frees the in-flight slots (struct req_slot, struct call_slot: the owner's tgid is the first word,
-// its goroutine g the last) of processes that are gone: a call that never returned because the goroutine panicked or
-// the process exited mid-call. g is the value's last field, so the whole-value write makes the slot claimable only
-// after its other fields are cleared.
-func pruneOwnedSlots(m *ebpf.Map, alive func(pid int) bool) {
+// pruneOwnedSlots frees the in-flight slots (struct req_slot, struct call_slot; owner reads a slot's tgid and
+// goroutine g) of processes that are gone: a call that never returned because the goroutine panicked or the process
+// exited mid-call. g is the value's last field, so the whole-value write makes the slot claimable only after its
+// other fields are cleared.
+func pruneOwnedSlots[T any](m *ebpf.Map, alive func(pid int) bool, owner func(*T) (tgid uint32, g uint64)) error {
 	if m == nil {
-		return
+		return nil
 	}
-	var i uint32
-	var v []byte
-	var dead []uint32
-	it := m.Iterate()
-	for it.Next(&i, &v) {
-		if len(v) < 12 {
-			return
+	keys, vals, _, err := readSlots[T](m)
+	if err != nil {
+		return err
+	}
+	var zero T
+	for i, k := range keys {
+		if tgid, g := owner(&vals[i]); g != 0 && tgid != 0 && !alive(int(tgid)) {
+			if err := m.Put(k, &zero); err != nil {
+				return fmt.Errorf("free slot %d of %v: %w", k, m, err)
+			}
 		}
-		tgid, g := binary.LittleEndian.Uint32(v), binary.LittleEndian.Uint64(v[len(v)-8:])
-		if g != 0 && tgid != 0 && !alive(int(tgid)) {
-			dead = append(dead, i)
-		}
 	}
-	for _, k := range dead {
-		_ = m.Put(k, make([]byte, len(v)))
-	}
+	return nil
 }
+
+// sweepSlots frees the slots of processes that are gone in every slot table of the executable's probes.
+func (b *binProbes) sweepSlots(alive func(pid int) bool) error {
+	var errs []error
+	if b.http != nil {
+		errs = append(errs, prunePerCPUSlots(b.http.RedSlots, alive, redTgid), pruneOwnedSlots(b.http.InflightSlots, alive, reqSlotOwner))
+	}
+	for _, m := range b.callSlots {
+		errs = append(errs, pruneOwnedSlots(m, alive, callSlotOwner))
+	}
+	for _, m := range b.callAggSlots {
+		errs = append(errs, prunePerCPUSlots(m, alive, callAggTgid))
+	}
+	if b.rt != nil {
+		errs = append(errs, prunePerCPUSlots(b.rt.GoroutineSlots, alive, goroutineTgid))
+	}
+	return errors.Join(errs...)
+}
+
+func reqSlotOwner(v *httpserver.BpfReqSlot) (uint32, uint64) { return v.Tgid, v.G }
+
+// callSlotOwner reads any call probe's struct call_slot: the layout is the same in each (include/calls.h).
+func callSlotOwner(v *httpclient.BpfCallSlot) (uint32, uint64) { return v.Tgid, v.G }
