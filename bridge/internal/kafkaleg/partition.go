@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,22 +110,29 @@ func (p *partition) run(gctx, stop context.Context, start int64, drained func())
 	<-gctx.Done()
 }
 
-// FetchMaxWait is how long the broker holds a fetch of a partition with nothing new. It costs no latency (MinBytes
-// is 1, so the broker answers as soon as a record arrives), only idle fetches and how long closing a reader may take:
-// Close waits for the fetch in flight, so a rebalance or a stop now waits up to about 375 ms for an idle partition's
-// reader (75 ms before; measured 369 ms).
+// FetchMaxWait is how long the broker holds a fetch of a partition with nothing new, plus the second kafka-go keeps
+// as a margin. It costs no latency (MinBytes is 1, so the broker answers as soon as a record arrives), only idle
+// fetches: kafka-go asks the broker to hold a fetch for MaxWait minus one second (for a MaxWait of a second or more)
+// and gives up on the answer at MaxWait.
 //
-// It was 100 ms, which broke connections on a busy machine: kafka-go asks the broker to wait MaxWait minus a quarter
-// of it and gives up on the answer at MaxWait, so a reader goroutine that got a core more than 25 ms late read an
-// i/o timeout, closed the connection and dialled again (dial, ApiVersions, Metadata, fetch). At load average 15 an
-// idle partition's reader reconnected every one to five seconds, and the bridge's nine readers made ten fetches a
-// second each. At 500 ms the margin is 125 ms and an idle reader fetches about three times a second. Not 1 s: kafka-go
-// then subtracts a whole second and the broker answers every fetch at once.
-const FetchMaxWait = 500 * time.Millisecond
+// 10 s: an idle partition's reader fetches once every 9 s, and the bridge's nine readers about once a second in all. At
+// 500 ms they made 24 fetches a second, more than half of the idle bridge's CPU (18-25 ticks in 30 s, 10 with 5 s;
+// bridge README, "Idle cost"), and the margin was 125 ms. Not 1 s: the broker would then be asked to hold nothing. It
+// was 100 ms before that, and on a busy machine a reader goroutine that got a core more than 25 ms late read an i/o
+// timeout, closed the connection and dialled again (at load average 15 every one to five seconds). The held fetch no
+// longer delays a stop or a rebalance: PartitionReader.Close closes the connection under it instead of waiting it out.
+const FetchMaxWait = 10 * time.Second
+
+// PartitionReader is a kafka-go reader of one partition whose Close does not wait for a held fetch.
+type PartitionReader struct {
+	*kafka.Reader
+	conns *connSet
+}
 
 // NewPartitionReader returns the reader of one partition that leg A uses, positioned by the caller with SetOffset.
-func NewPartitionReader(brokers []string, topic string, partition int) *kafka.Reader {
-	return kafka.NewReader(kafka.ReaderConfig{
+func NewPartitionReader(brokers []string, topic string, partition int) *PartitionReader {
+	conns := &connSet{open: map[net.Conn]struct{}{}}
+	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:       brokers,
 		Topic:         topic,
 		Partition:     partition,
@@ -132,7 +140,69 @@ func NewPartitionReader(brokers []string, topic string, partition int) *kafka.Re
 		MaxBytes:      8 << 20,
 		MaxWait:       FetchMaxWait,
 		QueueCapacity: 128, // bounded: a stalled sink stops fetching
+		// kafka.DefaultDialer's timeout; the dial itself is the plain one, only remembered.
+		Dialer: &kafka.Dialer{Timeout: 10 * time.Second, DialFunc: conns.dial},
 	})
+	return &PartitionReader{Reader: r, conns: conns}
+}
+
+// Close stops the reader. kafka-go's Close waits for the fetch in flight, which the broker holds for up to
+// FetchMaxWait on an idle partition, so the connections go first: the held fetch fails at once, and a dial the
+// reader tries meanwhile is refused. A stopped reader's fetch has no one to deliver to, so nothing is lost.
+func (r *PartitionReader) Close() error {
+	r.conns.closeAll()
+	if err := r.Reader.Close(); err != nil {
+		return fmt.Errorf("close partition reader: %w", err)
+	}
+	return nil
+}
+
+// connSet is the connections one reader dialled.
+type connSet struct {
+	mu     sync.Mutex
+	open   map[net.Conn]struct{}
+	closed bool
+}
+
+var errReaderClosed = errors.New("partition reader closed")
+
+func (s *connSet) dial(ctx context.Context, network, address string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, fmt.Errorf("dial kafka %s: %w", address, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return nil, errReaderClosed
+	}
+	s.open[c] = struct{}{}
+	return &trackedConn{Conn: c, set: s}, nil
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.open {
+		c.Close()
+	}
+	clear(s.open)
+}
+
+// trackedConn leaves its set when kafka-go closes it.
+type trackedConn struct {
+	net.Conn
+	set *connSet
+}
+
+func (c *trackedConn) Close() error {
+	c.set.mu.Lock()
+	delete(c.set.open, c.Conn)
+	c.set.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // pending is one published message awaiting its ack, or a barrier marker.
@@ -192,7 +262,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 
 // feed fetches and publishes until ctx ends or something fails; it always
 // returns the reason it stopped.
-func (s *session) feed(ctx context.Context, r *kafka.Reader) error {
+func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 	p, l := s.p, s.p.leg
 	epoch := l.o.NATS.Stats().Reconnects
 	slow := true // one message at a time until the first confirmation
