@@ -290,7 +290,7 @@ var (
 // scans every field; the usual request carries none of these, so six Peeks
 // per request (request id, traceparent, tracestate, timeout, release tag,
 // cookie) found nothing (bench/README.md, sixth pass).
-type optional uint8
+type optional uint16
 
 const (
 	optRequestID optional = 1 << iota
@@ -306,6 +306,9 @@ const (
 	// as the field without the space, past Sanitize (X-User-ID) or the
 	// gateway's framing (Transfer-Encoding, Content-Length).
 	optSpacedName
+	// optContinue is an Expect field saying 100-continue (any case), the
+	// expectation the transports answer themselves (ExpectsContinue).
+	optContinue
 )
 
 // sentOptional finds which optional fields h holds. Names are compared in
@@ -315,7 +318,7 @@ const (
 // itself later; the set is about what the client sent and is read before
 // that.
 func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
-	for k := range h.All() {
+	for k, v := range h.All() {
 		switch string(k) {
 		case "X-Request-Id":
 			sent |= optRequestID
@@ -331,6 +334,10 @@ func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
 			sent |= optCookie
 		case "Idempotency-Key":
 			sent |= optIdempotencyKey
+		case "Expect":
+			if bytes.EqualFold(v, continueValue) {
+				sent |= optContinue
+			}
 		}
 		if len(k) > 0 && k[len(k)-1] == ' ' {
 			sent |= optSpacedName

@@ -186,6 +186,13 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 		}
 		// Strip what clients must never control before deciding anything else.
 		Sanitize(h)
+		if st.sent&optContinue != 0 {
+			// RFC 9110 §10.1.1: the transport gave the 100 at this hop
+			// (or owed none: HTTP/1.0, the body already in), and the
+			// upstream gets the whole body at once. Forwarded, the
+			// expectation made a Go upstream answer a 100 first.
+			h.Del(fasthttp.HeaderExpect)
+		}
 		x.public = p.o.Table.IsPublic(h.Method(), st.path)
 		x.stage = stageAuth
 		fallthrough

@@ -514,6 +514,37 @@ func TestHeaderReceivedExpect(t *testing.T) {
 	}
 }
 
+// A 100-continue expectation stops at the gateway: the transport answered
+// it (or owed no 100) and the upstream gets the whole body at once (RFC 9110
+// §10.1.1), so it must not answer a 100 first. Another expectation is the
+// upstream's to meet or refuse.
+func TestExpectContinueIsNotForwarded(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{}, up)
+	for _, tc := range []struct{ head, want string }{
+		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", ""},
+		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nexpect: 100-CONTINUE\r\nContent-Length: 5\r\n\r\n", ""},
+		{"POST /api/v1/orders HTTP/1.0\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", ""},
+		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", ""},
+		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n", "something-else"},
+	} {
+		var req fasthttp.Request
+		if err := req.Header.Read(bufioReader(tc.head)); err != nil {
+			t.Fatal(err)
+		}
+		req.SetBodyString("hello")
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 5), Port: 4000}, nil)
+		p.Handle(&ctx)
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatalf("%q: %d %s", tc.head, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		if got := string(up.last.Load().Peek("Expect")); got != tc.want {
+			t.Fatalf("%q: the upstream got Expect %q, want %q", tc.head, got, tc.want)
+		}
+	}
+}
+
 // An upstream 204 or 304 goes out without a body, and a 204 without
 // Content-Length (RFC 9110 §8.6), whatever the upstream sent.
 func TestNoContent(t *testing.T) {
