@@ -197,6 +197,10 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w("HTTP/1.1 200 OK\r\nContent-Length : 5\r\nContent-Length: 2\r\n\r\nok")
 	case "field-spaced": // any field: a proxy removes the whitespace or refuses (RFC 9112 §5.1)
 		return w("HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 2\r\n\r\nok")
+	case "name-spaced": // a name is a token (RFC 9112 §5), and the parser kept "X A" as it came
+		return w("HTTP/1.1 200 OK\r\nX A: 1\r\nContent-Length: 2\r\n\r\nok")
+	case "name-tabbed": // the same, refused by the parser itself
+		return w("HTTP/1.1 200 OK\r\nX\tA: 1\r\nContent-Length: 2\r\n\r\nok")
 	case "continue-cl-twice": // the answer's head after a 100 Continue
 		return w("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 5\r\n\r\nok")
 	case "te-cl": // both framings: the coding wins, and the connection is not reused (RFC 9112 §6.3)
@@ -773,6 +777,8 @@ func TestMisbehavingUpstreams(t *testing.T) {
 		{"cl-twice-short", 502, "upstream-unreachable", "", true},
 		{"cl-spaced", 502, "upstream-unreachable", "", true},
 		{"field-spaced", 502, "upstream-unreachable", "", true},
+		{"name-spaced", 502, "upstream-unreachable", "", true},
+		{"name-tabbed", 502, "upstream-unreachable", "", true},
 		{"continue-cl-twice", 502, "upstream-unreachable", "", true},
 		{"cl-same", 200, "", "ok", false},
 		// Both framings: the coding's body with the gateway's length, as
