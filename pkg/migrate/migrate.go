@@ -14,7 +14,8 @@
 // set wrapped with Named), so pkg's sets (outbox.Migrations, dedup.Migrations) and a service's own set never mistake each
 // other's versions. Applying an applied set is a no-op; UpAll applies a service's sets together and settles the usual
 // restart, where nothing is pending, with one query. On PostgreSQL an advisory lock serialises replicas that start
-// together; SQLite's write lock serialises each migration, and a process that finds its next migration applied by
+// together; on SQLite a lock file beside the database (<file>-migrate.lock) serialises processes, and where there is
+// no flock, SQLite's write lock serialises each migration and a process that finds its next migration applied by
 // another meanwhile carries on from there.
 //
 // A change SQL cannot express (one that needs Go's Unicode tables, say) is a Go step, a version of the set like a file:
@@ -83,6 +84,13 @@ func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
 	}
 	if ok, err := current(ctx, sqlDB, ps); ok || err != nil {
 		return err
+	}
+	if db.Dialector.Name() == "sqlite" {
+		unlock, err := lockSQLite(ctx, sqlDB)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	for _, p := range ps {
 		// Refuse an edited migration before applying anything after it.
@@ -161,8 +169,8 @@ func (p provider) up(ctx context.Context) error {
 		if !errors.As(err, &pe) || pe.Failed == nil || pe.Failed.Source == nil {
 			return fmt.Errorf("migrate %s: %w", p.table, err)
 		}
-		// SQLite has no advisory lock: another process migrating the same set may apply the migration this one
-		// planned to, which then fails (its table exists) or gives way (onceStore, guarded). When the version
+		// Without lockSQLite's lock (see onceStore), another process migrating the same set may apply the migration
+		// this one planned to, which then fails (its table exists) or gives way (onceStore, guarded). When the version
 		// table now records it, go on from there; each pass skips at least that version, so this ends.
 		if p.sqlite && (errors.Is(pe.Err, errAppliedMeanwhile) || p.applied(ctx, pe.Failed.Source.Version)) {
 			continue
@@ -217,12 +225,37 @@ func (pgLock) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
 	return nil
 }
 
+// lockSQLite serialises the migrations of one SQLite file across processes (and pools), as the advisory lock does
+// on PostgreSQL, for the whole run: it holds a lock on a file beside the database, <file>-migrate.lock, made at the
+// first run and left there (removing it could let a process lock a new file while another still holds the old).
+// SQLite has no lock to spare for this: a second connection holding the database's write lock would keep the pool's
+// one connection from writing. Without it, processes could each plan a migration; one in a transaction is applied
+// once all the same (onceStore), but a file marked "-- +goose NO TRANSACTION" ran in each. An in-memory database is
+// the pool's alone and is not locked.
+func lockSQLite(ctx context.Context, sqlDB *sql.DB) (unlock func(), err error) {
+	var file string // the path the pool opened, absolute; empty for an in-memory database
+	err = sqlDB.QueryRowContext(ctx, "SELECT file FROM pragma_database_list WHERE name = 'main'").Scan(&file)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: the SQLite database's file: %w", err)
+	}
+	if file == "" {
+		return func() {}, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, lockWait)
+	defer cancel()
+	if unlock, err = lockFile(ctx, file+"-migrate.lock"); err != nil {
+		return nil, fmt.Errorf("migrate: lock %s for migrating: %w", file, err)
+	}
+	return unlock, nil
+}
+
 // onceStore is goose's SQLite store, except that it refuses to record a version the table records already, which
-// rolls back the migration's transaction. SQLite has no advisory lock: processes migrating one file at once may each
-// plan a version, and the one whose transaction (BEGIN IMMEDIATE) waited for another's that applied it would apply it
-// again. A migration that creates something then fails, but one that only changes rows (UPDATE, INSERT) ran twice and
-// was recorded twice. Within the transaction, after the write lock, the check is exact. (A file marked
-// "-- +goose NO TRANSACTION" has run before this check: keep such files to statements that fail when repeated.)
+// rolls back the migration's transaction. Without lockSQLite's lock (where there is no flock, or beside a process of
+// an older version, which does not take it), processes migrating one file at once may each plan a version, and the
+// one whose transaction (BEGIN IMMEDIATE) waited for another's that applied it would apply it again. A migration
+// that creates something then fails, but one that only changes rows (UPDATE, INSERT) ran twice and was recorded
+// twice. Within the transaction, after the write lock, the check is exact. (A file marked "-- +goose NO TRANSACTION"
+// has run before this check: only the lock keeps it from running twice.)
 type onceStore struct{ database.StoreExtender }
 
 func (s onceStore) Insert(ctx context.Context, db database.DBTxConn, req database.InsertRequest) error {

@@ -220,6 +220,28 @@ func TestUpConcurrentSQLiteProcesses(t *testing.T) {
 	}
 }
 
+// A file marked NO TRANSACTION runs outside the transaction that records its version, so onceStore cannot undo it:
+// processes migrating one SQLite file at once each ran this non-idempotent one, and n ended at 2 or 3. The lock
+// file beside the database lets one process migrate at a time. Twenty rounds, since the race needs the plans to
+// overlap.
+func TestNoTransactionFileRunsOnceAcrossSQLiteProcesses(t *testing.T) {
+	set := fstest.MapFS{
+		"0001_counted.sql": {Data: []byte("-- +goose Up\nCREATE TABLE counted (n INTEGER NOT NULL);\n" +
+			"INSERT INTO counted VALUES (0);\n")},
+		"0002_count.sql": {Data: []byte("-- +goose NO TRANSACTION\n-- +goose Up\nUPDATE counted SET n = n + 1;\n")},
+	}
+	for round := range 20 {
+		db := upAtOnce(t, dbtest.SQLiteURL(t), set)
+		var n int
+		if err := db.Raw("SELECT n FROM counted").Scan(&n).Error; err != nil {
+			t.Fatal(err)
+		}
+		if got := versions(t, db, "schema_migrations"); got != "0,1,2" || n != 1 {
+			t.Fatalf("round %d: versions %s, 0002 applied %d times: want each once", round, got, n)
+		}
+	}
+}
+
 // upAtOnce opens three pools on url, as three replicas or processes would, migrates set through all of them at once
 // and fails on any error. It returns one of the pools, open until the test ends.
 func upAtOnce(t *testing.T, url string, set fs.FS) *gorm.DB {
