@@ -183,7 +183,7 @@ func TestUpReplicasTakeTheLockWhenReleased(t *testing.T) {
 		t.Fatal(err)
 	}
 	dbs := pools(t, url, 3)
-	errs := upEach(dbs, serviceSet)
+	errs := upEach(context.Background(), dbs, serviceSet)
 	// pg_stat_activity keeps each session's last query, so a replica that tried the lock and sleeps shows too.
 	runtest.Eventually(t, 10*time.Second, "every replica asking for the lock", func() bool {
 		var n int
@@ -220,6 +220,42 @@ func TestUpConcurrentSQLiteProcesses(t *testing.T) {
 	}
 }
 
+// A replica waiting for the lock in the server stops waiting when its start is cancelled (a Ctrl-C, a start
+// timeout), and says what it was waiting for.
+func TestUpWaitingForTheLockEndsWithItsContext(t *testing.T) {
+	url := dbtest.PostgresURL(t)
+	holder, err := pools(t, url, 1)[0].DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := holder.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(context.Background(), "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errs := upEach(ctx, pools(t, url, 1), serviceSet)
+	runtest.Eventually(t, 10*time.Second, "the replica waiting for the lock", func() bool {
+		var n int
+		err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+			WHERE d.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted`).Scan(&n)
+		return err == nil && n == 1
+	})
+	cancel()
+	select {
+	case err := <-errs:
+		if err == nil || !strings.Contains(err.Error(), "take the migration lock") {
+			t.Fatalf("err %v: want the wait for the lock ended", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Up still waits for the lock 30 s after its context was cancelled")
+	}
+}
+
 // A file marked NO TRANSACTION runs outside the transaction that records its version, so onceStore cannot undo it:
 // processes migrating one SQLite file at once each ran this non-idempotent one, and n ended at 2 or 3. The lock
 // file beside the database lets one process migrate at a time. Twenty rounds, since the race needs the plans to
@@ -247,7 +283,7 @@ func TestNoTransactionFileRunsOnceAcrossSQLiteProcesses(t *testing.T) {
 func upAtOnce(t *testing.T, url string, set fs.FS) *gorm.DB {
 	t.Helper()
 	dbs := pools(t, url, 3)
-	errs := upEach(dbs, set)
+	errs := upEach(context.Background(), dbs, set)
 	for range dbs {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
@@ -272,10 +308,10 @@ func pools(t *testing.T, url string, n int) []*gorm.DB {
 }
 
 // upEach migrates set through each of dbs at once; the channel gets each one's result.
-func upEach(dbs []*gorm.DB, set fs.FS) <-chan error {
+func upEach(ctx context.Context, dbs []*gorm.DB, set fs.FS) <-chan error {
 	errs := make(chan error, len(dbs))
 	for _, db := range dbs {
-		go func() { errs <- migrate.Up(context.Background(), db, set) }()
+		go func() { errs <- migrate.Up(ctx, db, set) }()
 	}
 	return errs
 }
