@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/x86/x86asm"
@@ -102,7 +103,7 @@ func firstCall(b *testing.B, sym *symtab.Binary, fn symtab.Func) uint64 {
 }
 
 // BenchmarkScan and BenchmarkSnapshot price what the agent does while nothing happens, in each HTTP server probe
-// mode: one Scan (the /proc poll and the sweep of the maps for entries of exited processes, every
+// mode: one Scan (the /proc poll and the sweep of the hash maps for entries of exited processes, every
 // BPF_SCAN_INTERVAL) and one Snapshot (a /metrics scrape). The targets are testdata/clients, a file no process runs
 // (it links every library a call probe times, as the services do), and testdata/target, running and idle.
 //
@@ -110,6 +111,17 @@ func firstCall(b *testing.B, sym *symtab.Binary, fn symtab.Func) uint64 {
 func BenchmarkScan(b *testing.B) {
 	benchIdle(b, func(b *testing.B, a *Agent) {
 		for b.Loop() {
+			a.Scan()
+		}
+	})
+}
+
+// BenchmarkScanSweep is a Scan that also sweeps the slot tables, as one does when a target exits and every
+// slotSweepInterval.
+func BenchmarkScanSweep(b *testing.B) {
+	benchIdle(b, func(b *testing.B, a *Agent) {
+		for b.Loop() {
+			a.swept = time.Time{}
 			a.Scan()
 		}
 	})
