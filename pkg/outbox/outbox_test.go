@@ -443,6 +443,52 @@ func TestRunNudge(t *testing.T) {
 	}
 }
 
+// An idle relay polls less and less often, and a row committed and nudged after a long idle still goes out at once.
+// Polling every Interval while idle cost each service two database transactions a second. Both bounds are generous:
+// timers never fire early, so seven polls take at least the six doubled waits (120 ms without the back-off), and the
+// nudged row has more than a second before the next poll would find it.
+func TestRunBacksOffWhileIdle(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		db = migrated(t, db)
+		polls := make(chan time.Time, 100)
+		err := db.Callback().Row().After("gorm:row").Register("test:polls", func(*gorm.DB) { polls <- time.Now() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		const interval = 20 * time.Millisecond
+		w := &fakeWriter{}
+		r := outbox.NewRelay(db, w, outbox.RelayOptions{Interval: interval, MaxIdleInterval: time.Hour, Retention: -1})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- r.Run(ctx) }()
+		var last time.Time
+		for range 7 {
+			select {
+			case last = <-polls:
+			case <-time.After(30 * time.Second):
+				t.Fatal("the idle relay stopped polling")
+			}
+		}
+		// 40+80+...+1280 ms: the wait after the first poll is already doubled.
+		if took, least := last.Sub(start), 63*interval*2; took < least {
+			t.Fatalf("7 idle polls took %v, want at least %v: the wait does not double while idle", took, least)
+		}
+		// The next poll is 2.56 s after the last.
+		add(t, context.Background(), db, "t", "k", 1)
+		nudged := time.Now()
+		r.Nudge()
+		waitSent(t, w)
+		if took := time.Since(nudged); took > time.Second {
+			t.Fatalf("a row nudged after an idle spell went out after %v: the nudge did not cut the back-off", took)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+	})
+}
+
 // A relay told to delay its first poll claims nothing when it is stopped before its first tick (here an hour away),
 // though a row is due, and publishes that row as soon as it is nudged.
 func TestRunDelayFirstPoll(t *testing.T) {

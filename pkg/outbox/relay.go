@@ -34,8 +34,15 @@ type Writer interface {
 
 // RelayOptions tune a Relay; the zero value gives the defaults documented on each field.
 type RelayOptions struct {
-	// Interval between polls when there is nothing to do (default 500ms). Nudge skips the wait.
+	// Interval is the wait before the next poll after one that claimed rows (default 500ms); while polls find
+	// nothing it grows up to MaxIdleInterval. Nudge skips the wait.
 	Interval time.Duration
+	// MaxIdleInterval caps the wait between polls while they find nothing (default 5s; not below Interval). Each empty
+	// poll doubles the wait from Interval, and a poll that claims rows brings it back. A nudged row goes out at once
+	// whatever the wait; what waits up to MaxIdleInterval is a row no Nudge announces: one due again after a failed
+	// publish (its own backoff is at least MinBackoff), or one another process wrote or a dead relay leased. Polling
+	// every 500 ms cost each idle service two PostgreSQL transactions a second (services/order/README.md, "Idle cost").
+	MaxIdleInterval time.Duration
 	// BatchSize is the most rows claimed and published per round (default 100).
 	BatchSize int
 	// MinBackoff and MaxBackoff bound the exponential wait before a failed row is retried (defaults 500ms and 1m).
@@ -63,6 +70,10 @@ func (o RelayOptions) withDefaults() RelayOptions {
 	if o.Interval <= 0 {
 		o.Interval = 500 * time.Millisecond
 	}
+	if o.MaxIdleInterval <= 0 {
+		o.MaxIdleInterval = 5 * time.Second
+	}
+	o.MaxIdleInterval = max(o.MaxIdleInterval, o.Interval)
 	if o.BatchSize <= 0 {
 		o.BatchSize = 100
 	}
@@ -169,7 +180,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	if reg, err := r.meter.RegisterCallback(r.observe, r.pending, r.oldest); err == nil {
 		defer func() { _ = reg.Unregister() }()
 	}
-	t := time.NewTicker(r.o.Interval)
+	wait := r.o.Interval
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	if r.o.DelayFirstPoll {
 		select {
@@ -181,8 +193,10 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	var lastCleanup time.Time
 	for {
+		claimedAny := false
 		for {
-			_, more, err := r.round(ctx)
+			claimed, more, err := r.round(ctx)
+			claimedAny = claimedAny || claimed > 0
 			if err != nil {
 				// A round that ended because the relay stopped is no failure; one that could not record or
 				// release its rows on the way out is, as they now wait out their lease.
@@ -204,6 +218,12 @@ func (r *Relay) Run(ctx context.Context) error {
 				r.o.Logger.ErrorContext(ctx, "outbox cleanup failed", "error", err)
 			}
 		}
+		if claimedAny {
+			wait = r.o.Interval
+		} else {
+			wait = min(2*wait, r.o.MaxIdleInterval)
+		}
+		t.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return nil
