@@ -17,7 +17,8 @@ func EtcdLogger(log *slog.Logger) *zap.Logger {
 	return zap.New(slogCore{log.Handler()}).Named("etcd-client")
 }
 
-// slogCore is a zap core writing each entry as an slog record to h.
+// slogCore is a zap core writing each entry as an slog record to h. Written here because zap ships only the other
+// direction (go.uber.org/zap/exp/zapslog, an slog handler over a zap core).
 type slogCore struct{ h slog.Handler }
 
 func (c slogCore) Enabled(l zapcore.Level) bool {
