@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -78,9 +79,46 @@ type Options struct {
 
 // Leg is leg B.
 type Leg struct {
-	o      Options
-	routes map[string]mapping.Route
-	tracer trace.Tracer
+	o        Options
+	routes   map[string]mapping.Route
+	tracer   trace.Tracer
+	readings limitReadings
+}
+
+// limitReadings shares the sessions' periodic readings of a Pulsar topic's max message size. Every partition of a
+// topic has a session re-reading the same policy each PolicyInterval, two admin GETs a reading: the bridge's nine
+// sessions made 1.8 requests a second to the broker for three topics, which cost the broker more CPU than the whole
+// idle bridge used (bridge README, "Idle cost"). A session's watch takes a reading younger than nine tenths of
+// PolicyInterval from another session of the topic, so a lowered limit is seen up to that much later (19 s instead
+// of 10 s by default); a session's first reading is always its own.
+type limitReadings struct {
+	mu   sync.Mutex
+	last map[string]limitReading // by Pulsar topic
+}
+
+type limitReading struct {
+	n  int
+	at time.Time
+}
+
+// recent returns the topic's last reading if it is younger than within.
+func (r *limitReadings) recent(topic string, within time.Duration) (int, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, ok := r.last[topic]
+	if !ok || time.Since(last.at) >= within {
+		return 0, false
+	}
+	return last.n, true
+}
+
+func (r *limitReadings) store(topic string, n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.last == nil {
+		r.last = map[string]limitReading{}
+	}
+	r.last[topic] = limitReading{n: n, at: time.Now()}
 }
 
 // New fills defaults.

@@ -77,6 +77,7 @@ func (p *partition) session(ctx context.Context) (bool, error) {
 		if limit, err = l.o.MaxMessageSize(ctx, p.route.PulsarTopic); err != nil {
 			return false, err
 		}
+		l.readings.store(p.route.PulsarTopic, limit)
 	}
 
 	cons, err := l.resetConsumer(ctx, p.route, p.id, p.name)
@@ -325,10 +326,10 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 	}
 }
 
-// watchLimit re-reads the topic's max message size every PolicyInterval. Under a lower limit the broker may already
-// have refused a message in flight, which the client never reports and which stalls this session's producer
-// (sizelimit.go): the session ends, and the next one, resuming from the ack floor, sends that message to the DLQ
-// instead of to Pulsar again.
+// watchLimit re-reads the topic's max message size every PolicyInterval, or takes another session's recent reading of
+// it (limitReadings). Under a lower limit the broker may already have refused a message in flight, which the client
+// never reports and which stalls this session's producer (sizelimit.go): the session ends, and the next one, resuming
+// from the ack floor, sends that message to the DLQ instead of to Pulsar again.
 func (s *bsession) watchLimit(ctx context.Context) {
 	l := s.p.leg
 	t := time.NewTicker(l.o.PolicyInterval)
@@ -339,12 +340,16 @@ func (s *bsession) watchLimit(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		n, err := l.o.MaxMessageSize(ctx, s.p.route.PulsarTopic)
-		if err != nil {
-			if ctx.Err() == nil {
-				l.o.Logger.Warn("leg B could not re-read the Pulsar topic's max message size; keeping the last", "topic", s.p.route.PulsarTopic, "limit", s.limit.Load(), "err", err)
+		n, shared := l.readings.recent(s.p.route.PulsarTopic, l.o.PolicyInterval*9/10)
+		if !shared {
+			var err error
+			if n, err = l.o.MaxMessageSize(ctx, s.p.route.PulsarTopic); err != nil {
+				if ctx.Err() == nil {
+					l.o.Logger.Warn("leg B could not re-read the Pulsar topic's max message size; keeping the last", "topic", s.p.route.PulsarTopic, "limit", s.limit.Load(), "err", err)
+				}
+				continue
 			}
-			continue
+			l.readings.store(s.p.route.PulsarTopic, n)
 		}
 		if old := int(s.limit.Swap(int64(n))); n > 0 && (old == 0 || n < old) {
 			s.lowered <- fmt.Errorf("max message size of pulsar topic %s is now %d (was %d, 0 for none): restarting from the ack floor so that a message the broker refused for it goes to the DLQ", s.p.route.PulsarTopic, n, old)

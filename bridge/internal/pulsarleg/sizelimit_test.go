@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,4 +243,30 @@ func TestLegBHonoursAGlobalTopicPolicy(t *testing.T) {
 	if dead := e.accounted(t, 3, nil); !slices.Equal(dead, []int{1}) {
 		t.Fatalf("dead letters %v, want seq 1", dead)
 	}
+}
+
+// TestLegBSessionsShareTheLimitReadings: the sessions of a topic's partitions share their periodic readings of its max
+// message size, so three sessions read it about once per PolicyInterval, not three times (the bridge's nine sessions
+// made 1.8 admin requests a second). The bound is generous: 1.5 readings per interval (a reading younger than nine
+// tenths of it is shared, and two sessions may tick together) plus each session's own first reading; without the
+// sharing the three make 3 per interval.
+func TestLegBSessionsShareTheLimitReadings(t *testing.T) {
+	e := setup(t)
+	var reads atomic.Int64
+	e.opts.MaxMessageSize = func(context.Context, string) (int, error) {
+		reads.Add(1)
+		return 0, nil
+	}
+	e.opts.PolicyInterval = 100 * time.Millisecond
+	e.leg = pulsarleg.New(e.opts)
+	start := time.Now()
+	stop := e.run(3)
+	time.Sleep(3 * time.Second)
+	stop()
+	took := time.Since(start)
+	if n, most := reads.Load(), 3+int64(1.5*float64(took)/float64(e.opts.PolicyInterval)); n > most {
+		t.Fatalf("%d readings of the limit by 3 sessions in %v with PolicyInterval %v, want at most %d",
+			n, took, e.opts.PolicyInterval, most)
+	}
+	t.Logf("%d readings in %v", reads.Load(), took)
 }
