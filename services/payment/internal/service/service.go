@@ -203,7 +203,7 @@ func (s *Service) etcdParts(ctx context.Context) (close func() error, err error)
 		s.Settings = func() config.Dynamic { return initial }
 		return nil, nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 2 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 2 * time.Second, Logger: discovery.EtcdLogger(s.log)})
 	if err != nil {
 		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}

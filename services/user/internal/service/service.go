@@ -196,7 +196,7 @@ func (s *Service) discovery(ctx context.Context) (close func() error, err error)
 		s.registry = st
 		return nil, nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: trimmed(s.cfg.EtcdEndpoints), DialTimeout: 2 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: trimmed(s.cfg.EtcdEndpoints), DialTimeout: 2 * time.Second, Logger: discovery.EtcdLogger(s.log)})
 	if err != nil {
 		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
