@@ -121,6 +121,8 @@ func (p *partition) run(gctx, stop context.Context, start int64, drained func())
 // was 100 ms before that, and on a busy machine a reader goroutine that got a core more than 25 ms late read an i/o
 // timeout, closed the connection and dialled again (at load average 15 every one to five seconds). The held fetch no
 // longer delays a stop or a rebalance: PartitionReader.Close closes the connection under it instead of waiting it out.
+// The price: a connection that goes silent without being closed (a network black hole, not a broker restart, which
+// resets it) is given up after up to 10 s instead of 0.5 s; Java consumers wait out request.timeout.ms, 30 s.
 const FetchMaxWait = 10 * time.Second
 
 // PartitionReader is a kafka-go reader of one partition whose Close does not wait for a held fetch.
