@@ -205,11 +205,27 @@ type pgLock struct{}
 // replica stuck while migrating fails the others' start instead of hanging it.
 const lockWait = 5 * time.Minute
 
+// SessionLock waits in a transaction of its own, since a lock_timeout or statement_timeout of the role or the URL
+// would cut the wait short (SQLSTATE 55P03 or 57014) and fail a replica's start whenever another's migration outlasts
+// it; lockWait bounds the wait instead. SET LOCAL lifts both for this transaction only, so the migrations goose then
+// runs on conn, and whoever gets conn from the pool later, keep them; the advisory lock is the session's and
+// outlives the commit.
 func (pgLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
-	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
 		return fmt.Errorf("take the migration lock: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }() // after a failure; a no-op once committed
+	if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0"); err != nil {
+		return fmt.Errorf("take the migration lock: lift the session's timeouts: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+		return fmt.Errorf("take the migration lock: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("take the migration lock: commit: %w", err)
 	}
 	return nil
 }

@@ -2,7 +2,9 @@ package migrate_test
 
 import (
 	"context"
+	"database/sql"
 	"io/fs"
+	neturl "net/url"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -170,18 +172,7 @@ func TestUpConcurrentReplicas(t *testing.T) {
 func TestUpReplicasTakeTheLockWhenReleased(t *testing.T) {
 	ctx := context.Background()
 	url := dbtest.PostgresURL(t)
-	holder, err := pools(t, url, 1)[0].DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := holder.Conn(ctx) // the lock is a session's: one connection takes and releases it
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
-		t.Fatal(err)
-	}
+	conn := holdMigrationLock(t, url)
 	dbs := pools(t, url, 3)
 	errs := upEach(context.Background(), dbs, serviceSet)
 	// pg_stat_activity keeps each session's last query, so a replica that tried the lock and sleeps shows too.
@@ -224,26 +215,12 @@ func TestUpConcurrentSQLiteProcesses(t *testing.T) {
 // timeout), and says what it was waiting for.
 func TestUpWaitingForTheLockEndsWithItsContext(t *testing.T) {
 	url := dbtest.PostgresURL(t)
-	holder, err := pools(t, url, 1)[0].DB()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := holder.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
-		t.Fatal(err)
-	}
+	conn := holdMigrationLock(t, url)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	errs := upEach(ctx, pools(t, url, 1), serviceSet)
 	runtest.Eventually(t, 10*time.Second, "the replica waiting for the lock", func() bool {
-		var n int
-		err := conn.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-			WHERE d.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted`).Scan(&n)
-		return err == nil && n == 1
+		return waitingForLock(t, conn) == 1
 	})
 	cancel()
 	select {
@@ -254,6 +231,101 @@ func TestUpWaitingForTheLockEndsWithItsContext(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Up still waits for the lock 30 s after its context was cancelled")
 	}
+	// The server stops waiting too: a session left in the lock's queue would take the lock when it is released, and
+	// each cancelled or timed-out start would leave one more such session behind, holding a connection slot.
+	runtest.Eventually(t, 10*time.Second, "no session left waiting for the lock", func() bool {
+		return waitingForLock(t, conn) == 0
+	})
+}
+
+// A lock_timeout or statement_timeout, on the role or in the URL as here, limits the service's statements, not a
+// replica's wait for the migration lock (bounded by Up itself): the wait was cut short after the limit ("canceling
+// statement due to lock timeout"), so a replica failed to start whenever another's migration ran longer. The limit
+// is lifted for the wait alone: the connection goose migrated on, back in the pool, still has it.
+func TestUpWaitsForTheLockBeyondTheSessionTimeouts(t *testing.T) {
+	for _, setting := range []string{"lock_timeout", "statement_timeout"} {
+		t.Run(setting, func(t *testing.T) {
+			base := dbtest.PostgresURL(t)
+			u, err := neturl.Parse(base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := u.Query()
+			q.Set(setting, "1000") // milliseconds; pgx sends unknown URL parameters as the session's settings
+			u.RawQuery = q.Encode()
+			conn := holdMigrationLock(t, base)
+			db := pools(t, u.String(), 1)[0]
+			sqlDB, err := db.DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			sqlDB.SetMaxOpenConns(1) // so the SHOW below runs on the connection goose took the lock on
+			errs := upEach(context.Background(), []*gorm.DB{db}, serviceSet)
+			runtest.Eventually(t, 10*time.Second, "the replica waiting for the lock", func() bool {
+				return waitingForLock(t, conn) == 1
+			})
+			// Held well past the limit, as by a replica whose migration takes longer.
+			select {
+			case err := <-errs:
+				t.Fatalf("Up ended while another held the lock: %v", err)
+			case <-time.After(2500 * time.Millisecond):
+			}
+			if _, err := conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock($1)", lock.DefaultLockID); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case err := <-errs:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("Up still waits 30 s after the lock was released")
+			}
+			if got := versions(t, db, "schema_migrations"); got != "0,1,2" {
+				t.Fatalf("versions %s, want each applied once", got)
+			}
+			var value string
+			if err := sqlDB.QueryRow("SHOW " + setting).Scan(&value); err != nil {
+				t.Fatal(err)
+			}
+			if value != "1s" {
+				t.Fatalf("%s %q after Up, want the URL's 1s: lifting it for the lock leaked into the pool", setting, value)
+			}
+		})
+	}
+}
+
+// holdMigrationLock takes goose's migration lock from a connection of its own to url, as a replica migrating does,
+// and returns that connection (closed at the end of the test, which releases the lock if the test has not).
+func holdMigrationLock(t *testing.T, url string) *sql.Conn {
+	t.Helper()
+	holder, err := pools(t, url, 1)[0].DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := holder.Conn(context.Background()) // the lock is a session's: one connection takes and releases it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	if _, err := conn.ExecContext(context.Background(), "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// waitingForLock counts the sessions of conn's database waiting for goose's migration lock. pg_locks shows a bigint
+// advisory key as its high half in classid and its low half in objid, with objsubid 1.
+func waitingForLock(t *testing.T, conn *sql.Conn) int {
+	t.Helper()
+	var n int
+	err := conn.QueryRowContext(context.Background(), `SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+		WHERE d.datname = current_database() AND l.locktype = 'advisory' AND NOT l.granted AND l.objsubid = 1
+		AND (l.classid::bigint << 32 | l.objid::bigint) = $1`, lock.DefaultLockID).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // A file marked NO TRANSACTION runs outside the transaction that records its version, so onceStore cannot undo it:
