@@ -38,6 +38,11 @@ type loop struct {
 	endpoints uint64
 	// due: a sweep is due (set by OnTick, cleared by sweep).
 	due atomic.Bool
+	// quiet: the last sweep found no client and no upstream connection
+	// (open or being dialled), so OnTick leaves the loop asleep. Set by
+	// sweep, cleared by OnOpen, both on the loop; upstream connections
+	// are only dialled for a client, so a client comes first.
+	quiet atomic.Bool
 }
 
 type client struct {

@@ -66,6 +66,22 @@ func (l *loop) sweep(t time.Time) {
 		clear(pl.idle[len(keep):])
 		pl.idle = keep
 	}
+	l.quiet.Store(l.empty())
+}
+
+// empty: no client and no upstream connection open or being dialled, so
+// nothing for a sweep to time out. A pool of a left endpoint is no longer
+// in pools, but its connections are busy, and their clients are listed.
+func (l *loop) empty() bool {
+	if len(l.clients) > 0 {
+		return false
+	}
+	for _, pl := range l.pools {
+		if pl.open > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // dropLeft retires the pools of endpoints that left discovery: their idle
