@@ -51,6 +51,9 @@ type Agent struct {
 	failed   map[binID]string // executables whose attach failed, with why (retried when the file changes)
 	scanned  bool
 	swept    time.Time // when Scan last swept the slot tables
+	// exited holds the targets that left scanProcs while their pid still existed: a zombie has no executable link
+	// but keeps its /proc entry, and its slots, until its parent reaps it. The scan that finds one gone sweeps.
+	exited map[int]struct{}
 }
 
 // slotSweepInterval bounds how long the slots of a process that no scan saw stay taken after it exits (see Scan).
@@ -93,7 +96,8 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, bins: map[binID]*binProbes{},
-		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{}}
+		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{},
+		exited: map[int]struct{}{}}
 	if cfg.HTTPProbe == HTTPProbeSocket {
 		if a.sock, err = attachSockProbe(); err != nil {
 			sys.Close()
@@ -145,11 +149,10 @@ func (a *Agent) Scan() {
 		a.lastSeen[p.bin] = now
 		a.attach("/proc/"+strconv.Itoa(p.pid)+"/exe", p.exe, p.bin)
 	}
-	vanished := false
 	for pid, p := range a.procs {
 		if _, ok := live[pid]; !ok {
 			a.log.Info("target exited", "pid", pid, "exe", p.exe)
-			vanished = true
+			a.exited[pid] = struct{}{}
 		}
 	}
 	for pid, p := range live {
@@ -168,9 +171,16 @@ func (a *Agent) Scan() {
 	alive := pidAlive()
 	// The hash maps cost their entries to sweep, the slot tables their whole size (2^N indexes, most of them free),
 	// and a dead process's slot costs little until freed: the new series and calls that hash to it take the exact
-	// fallback maps, and Snapshot skips it. So the slot tables are swept when a target that a scan saw has exited,
-	// and every slotSweepInterval for the processes started from a probed file that exited between two scans.
-	sweepSlots := vanished || now.Sub(a.swept) >= slotSweepInterval
+	// fallback maps, and Snapshot skips it. So the slot tables are swept when a target that a scan saw is gone (its
+	// pid no longer exists: reaped, not only exited), and every slotSweepInterval for the processes started from a
+	// probed file that exited between two scans.
+	sweepSlots := now.Sub(a.swept) >= slotSweepInterval
+	for pid := range a.exited {
+		if !alive(pid) {
+			sweepSlots = true
+			delete(a.exited, pid)
+		}
+	}
 	if sweepSlots {
 		a.swept = now
 	}

@@ -1,10 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"encoding/binary"
+	"fmt"
 	"maps"
 	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,9 +109,65 @@ func TestPrunePerCPUSlots(t *testing.T) {
 	}
 }
 
-// TestScanFreesSlotsOfExitedProcesses: Scan sweeps the slot tables only when a target it saw has exited, and every
-// slotSweepInterval for a process started from a probed file that exited before any scan saw it; either way the
-// slots the dead process held, in flight and series, are freed.
+// TestEachSlotChunk: a per-CPU table read in chunks hands fn every index once, in order, with each CPU's copy, whether
+// the last chunk ends at the last index or short of it, and no chunk holds more than slotChunkBytes of values.
+func TestEachSlotChunk(t *testing.T) {
+	requireRoot(t)
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type value [256]uint64 // 2 KiB: a chunk is 16 indexes on 2 CPUs
+	chunk := max(1, slotChunkBytes/(ncpu*binary.Size(value{})))
+	for _, entries := range []int{2 * chunk, 2*chunk + 3} {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: uint32(binary.Size(value{})),
+			MaxEntries: uint32(entries)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		for k := range entries {
+			copies := make([]value, ncpu)
+			for c := range copies {
+				copies[c][0], copies[c][255] = uint64(k+1), uint64(c+1)
+			}
+			if err := m.Put(uint32(k), copies); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []uint32
+		err = eachSlotChunk(m, func(keys []uint32, vals []value, n int) error {
+			if len(keys) > chunk || len(vals) != len(keys)*ncpu || n != ncpu {
+				t.Errorf("%d entries: a chunk of %d keys, %d values, ncpu %d; want at most %d keys, ncpu %d",
+					entries, len(keys), len(vals), n, chunk, ncpu)
+				return nil
+			}
+			for i, k := range keys {
+				for c, v := range vals[i*ncpu : (i+1)*ncpu] {
+					if v[0] != uint64(k+1) || v[255] != uint64(c+1) {
+						t.Errorf("%d entries: index %d cpu %d reads %d/%d", entries, k, c, v[0], v[255])
+					}
+				}
+			}
+			got = append(got, keys...)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := make([]uint32, entries)
+		for k := range want {
+			want[k] = uint32(k)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%d entries: read indexes %v, want %v", entries, got, want)
+		}
+	}
+}
+
+// TestScanFreesSlotsOfExitedProcesses: Scan sweeps the slot tables only when a target it saw is gone (reaped, its
+// pid no longer exists), and every slotSweepInterval for a process started from a probed file that exited before any
+// scan saw it; either way the slots the dead process held, in flight and series, are freed.
 func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 	bin := buildTarget(t, false)
 	a := newAgent(t, bin)
@@ -122,7 +182,7 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	const slot = uint32(5) // no request is made, so no probe writes there
-	take := func(pid int) {
+	take := func(t *testing.T, pid int) {
 		t.Helper()
 		if err := b.http.InflightSlots.Put(slot, httpserver.BpfReqSlot{Tgid: uint32(pid), StartNs: 1, G: 0xc000001000}); err != nil {
 			t.Fatal(err)
@@ -136,7 +196,7 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	expect := func(taken bool, when string) {
+	expect := func(t *testing.T, taken bool, when string) {
 		t.Helper()
 		var v httpserver.BpfReqSlot
 		var s []redSlot
@@ -154,24 +214,43 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 	t.Run("target seen by a scan", func(t *testing.T) {
 		tg := startTarget(t, bin)
 		a.Scan()
-		take(tg.pid)
+		take(t, tg.pid)
 		a.Scan()
-		expect(true, "target alive")
+		expect(t, true, "target alive")
 		tg.stop()
 		a.Scan()
-		expect(false, "the scan after the target exited")
+		expect(t, false, "the scan after the target exited")
+	})
+
+	t.Run("target reaped after a scan saw it a zombie", func(t *testing.T) {
+		tg := startTarget(t, bin)
+		a.Scan()
+		take(t, tg.pid)
+		if err := tg.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() (bool, string) { // not reaped: the test is its parent and has not waited
+			st, err := os.ReadFile("/proc/" + strconv.Itoa(tg.pid) + "/stat")
+			fields := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+			return err == nil && len(fields) > 0 && fields[0] == "Z", fmt.Sprintf("pid %d not a zombie: %q, %v", tg.pid, st, err)
+		})
+		a.Scan() // the target leaves scanProcs (a zombie has no executable link), but its pid still exists
+		expect(t, true, "the scan that saw the target a zombie")
+		tg.stop() // reaps it
+		a.Scan()
+		expect(t, false, "the scan after the zombie was reaped")
 	})
 
 	t.Run("process no scan saw", func(t *testing.T) {
 		tg := startTarget(t, bin)
 		tg.stop()
-		take(tg.pid)
+		take(t, tg.pid)
 		a.Scan()
-		expect(true, "a scan before slotSweepInterval with no target exited")
+		expect(t, true, "a scan before slotSweepInterval with no target exited")
 		a.mu.Lock()
 		a.swept = time.Now().Add(-slotSweepInterval)
 		a.mu.Unlock()
 		a.Scan()
-		expect(false, "the scan after slotSweepInterval")
+		expect(t, false, "the scan after slotSweepInterval")
 	})
 }

@@ -214,44 +214,55 @@ func readREDSlots(m *ebpf.Map, s *Snapshot) error {
 // hashes to it there), so callers sum copies by key, not by index. Copies of processes that are gone are skipped:
 // prunePerCPUSlots frees them only when no CPU could be writing the slot.
 func eachLiveSlotCopy[T any](m *ebpf.Map, tgid func(*T) uint32, fn func(*T)) error {
-	_, vals, _, err := readSlots[T](m)
-	if err != nil {
-		return err
-	}
 	alive := pidAlive()
-	for i := range vals {
-		if t := tgid(&vals[i]); t != 0 && alive(int(t)) {
-			fn(&vals[i])
+	return eachSlotChunk(m, func(_ []uint32, vals []T, _ int) error {
+		for i := range vals {
+			if t := tgid(&vals[i]); t != 0 && alive(int(t)) {
+				fn(&vals[i])
+			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
-// readSlots reads a whole slot table, an array map, with BPF_MAP_LOOKUP_BATCH: one syscall or a few for all of its
-// 2^N indexes, most of them free, where a MapIterator makes two per index (next key, lookup). A per-CPU array has
-// ncpu copies of each index: those of keys[i] are vals[i*ncpu:(i+1)*ncpu]; a plain array has one (ncpu is 1).
-func readSlots[T any](m *ebpf.Map) (keys []uint32, vals []T, ncpu int, err error) {
-	ncpu = 1
+// slotChunkBytes bounds the values one read of a slot table copies. A whole per-CPU series table is 2^8 indexes x
+// ~1.7 KB x the possible CPUs: 26 MiB at 64 of them, against the 128Mi limit of the agent's DaemonSet, and a VM often
+// has many more possible CPUs than online ones. 64 KiB is an in-flight table (2^10 x 64 B) in one syscall and a
+// series table in 14 on 2 CPUs; an index bigger than this is read alone.
+const slotChunkBytes = 64 << 10
+
+// eachSlotChunk reads a slot table, an array map, with BPF_MAP_LOOKUP_BATCH, a chunk of indexes a syscall (a
+// MapIterator makes two per index, next key and lookup, most of them free), into one buffer that it hands to fn chunk
+// by chunk. A per-CPU array has ncpu copies of each index: those of keys[i] are vals[i*ncpu:(i+1)*ncpu]; a plain array
+// has one (ncpu is 1). fn must not keep keys or vals: the next chunk is read into them.
+func eachSlotChunk[T any](m *ebpf.Map, fn func(keys []uint32, vals []T, ncpu int) error) error {
+	ncpu := 1
 	if m.Type() == ebpf.PerCPUArray {
+		var err error
 		if ncpu, err = ebpf.PossibleCPU(); err != nil {
-			return nil, nil, 0, fmt.Errorf("possible CPUs: %w", err)
+			return fmt.Errorf("possible CPUs: %w", err)
 		}
 	}
 	n := int(m.MaxEntries())
-	keys, vals = make([]uint32, n), make([]T, n*ncpu)
+	chunk := min(n, max(1, slotChunkBytes/(ncpu*int(m.ValueSize()))))
+	keys, vals := make([]uint32, chunk), make([]T, chunk*ncpu)
 	var cursor ebpf.MapBatchCursor
-	got := 0
-	for got < n {
-		k, err := m.BatchLookup(&cursor, keys[got:], vals[got*ncpu:], nil)
-		got += k
-		if errors.Is(err, ebpf.ErrKeyNotExist) { // past the last index
+	for read := 0; read < n; {
+		k, err := m.BatchLookup(&cursor, keys, vals, nil)
+		if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("read %v: %w", m, err)
+		}
+		if k > 0 {
+			if err := fn(keys[:k], vals[:k*ncpu], ncpu); err != nil {
+				return err
+			}
+		}
+		read += k
+		if err != nil || k == 0 { // ErrKeyNotExist: the chunk ended at the last index
 			break
 		}
-		if err != nil {
-			return nil, nil, 0, fmt.Errorf("read %v: %w", m, err)
-		}
 	}
-	return keys[:got], vals[:got*ncpu], ncpu, nil
+	return nil
 }
 
 // pidAlive reports whether a process exists, remembering the answers of one call's lifetime.
@@ -276,29 +287,27 @@ func prunePerCPUSlots[T any](m *ebpf.Map, alive func(pid int) bool, tgid func(*T
 	if m == nil {
 		return nil
 	}
-	keys, vals, ncpu, err := readSlots[T](m)
-	if err != nil {
-		return err
-	}
 	var zero []T
-	for i, k := range keys {
-		copies, dead := vals[i*ncpu:(i+1)*ncpu], true
-		for c := range copies {
-			if t := tgid(&copies[c]); t == 0 || alive(int(t)) {
-				dead = false
-				break
+	return eachSlotChunk(m, func(keys []uint32, vals []T, ncpu int) error {
+		for i, k := range keys {
+			copies, dead := vals[i*ncpu:(i+1)*ncpu], true
+			for c := range copies {
+				if t := tgid(&copies[c]); t == 0 || alive(int(t)) {
+					dead = false
+					break
+				}
+			}
+			if dead {
+				if zero == nil {
+					zero = make([]T, ncpu)
+				}
+				if err := m.Put(k, zero); err != nil {
+					return fmt.Errorf("free slot %d of %v: %w", k, m, err)
+				}
 			}
 		}
-		if dead {
-			if zero == nil {
-				zero = make([]T, ncpu)
-			}
-			if err := m.Put(k, zero); err != nil {
-				return fmt.Errorf("free slot %d of %v: %w", k, m, err)
-			}
-		}
-	}
-	return nil
+		return nil
+	})
 }
 
 func redTgid(v *redSlot) uint32 { return v.Key.Tgid }
@@ -311,26 +320,25 @@ func pruneOwnedSlots[T any](m *ebpf.Map, alive func(pid int) bool, owner func(*T
 	if m == nil {
 		return nil
 	}
-	keys, vals, _, err := readSlots[T](m)
-	if err != nil {
-		return err
-	}
 	var zero T
-	for i, k := range keys {
-		if tgid, g := owner(&vals[i]); g != 0 && tgid != 0 && !alive(int(tgid)) {
-			if err := m.Put(k, &zero); err != nil {
-				return fmt.Errorf("free slot %d of %v: %w", k, m, err)
+	return eachSlotChunk(m, func(keys []uint32, vals []T, _ int) error {
+		for i, k := range keys {
+			if tgid, g := owner(&vals[i]); g != 0 && tgid != 0 && !alive(int(tgid)) {
+				if err := m.Put(k, &zero); err != nil {
+					return fmt.Errorf("free slot %d of %v: %w", k, m, err)
+				}
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // sweepSlots frees the slots of processes that are gone in every slot table of the executable's probes.
 func (b *binProbes) sweepSlots(alive func(pid int) bool) error {
 	var errs []error
 	if b.http != nil {
-		errs = append(errs, prunePerCPUSlots(b.http.RedSlots, alive, redTgid), pruneOwnedSlots(b.http.InflightSlots, alive, reqSlotOwner))
+		errs = append(errs, prunePerCPUSlots(b.http.RedSlots, alive, redTgid),
+			pruneOwnedSlots(b.http.InflightSlots, alive, reqSlotOwner))
 	}
 	for _, m := range b.callSlots {
 		errs = append(errs, pruneOwnedSlots(m, alive, callSlotOwner))
