@@ -249,18 +249,17 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 }
 
 // acker takes Pulsar confirmations (in send order) and acks JetStream up to
-// the longest confirmed prefix at most AckInterval after a confirmation.
+// the longest confirmed prefix every AckInterval.
 //
-// The timer runs only while a confirmation waits to be acked: a ticker per
-// partition woke the idle bridge 45 times a second (nine partitions, 200 ms)
-// to find nothing to ack.
+// A ticker, though it wakes an idle bridge five times a second per partition:
+// feed also settles messages with no send (another partition's, dead letters,
+// offsets Pulsar has), and a timer armed only by confirmations left those
+// unacked until AckWait redelivered them (review of 51db9a4).
 func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 	defer close(done)
 	l := s.p.leg
-	t := time.NewTimer(l.o.AckInterval)
-	t.Stop()
+	t := time.NewTicker(l.o.AckInterval)
 	defer t.Stop()
-	var due <-chan time.Time // t.C while an ack is due, nil otherwise
 	failed := false
 	fail := func(err error) {
 		s.mu.Lock()
@@ -302,16 +301,11 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 		select {
 		case r := <-s.results:
 			handle(r)
-			if due == nil {
-				t.Reset(l.o.AckInterval)
-				due = t.C
-			}
 		case err := <-s.lowered:
 			if !failed {
 				fail(err)
 			}
-		case <-due:
-			due = nil
+		case <-t.C:
 			s.ack()
 		case <-s.stop:
 			for {
