@@ -45,6 +45,11 @@ import (
 // timeout fires one to two Ticks late.
 const Tick = 10 * time.Millisecond
 
+// quietTick is the ticker's period while every loop is quiet (no
+// connection): nothing is due, and the accept that ends it restarts the
+// ticker at once (kick), so it delays no timeout.
+const quietTick = time.Second
+
 // Options configure a Server.
 type Options struct {
 	Addr string // host:port
@@ -111,6 +116,10 @@ type Server struct {
 	up    bool
 	loops map[gnet.EventLoop]*loop
 	addrs sync.Map // endpoint address → *net.TCPAddr
+	// kick restarts the ticker when a quiet loop accepts a client.
+	kick      chan struct{}
+	stopTicks context.CancelFunc
+	ticksDone chan struct{} // closed when ticks has returned
 }
 
 // New builds a Server; Serve starts it.
@@ -133,7 +142,7 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}}
+	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1)}
 	for _, p := range o.AdminPaths {
 		s.admin[p] = true
 	}
@@ -145,9 +154,10 @@ func New(o Options) *Server {
 func (s *Server) Serve() error {
 	// SO_REUSEADDR, as net.Listen sets it: Stop closes clients' connections first, and their TIME_WAIT would keep
 	// a restarted gateway off its port for a minute.
-	err := gnet.Run(s, "tcp://"+s.o.Addr, gnet.WithMulticore(true), gnet.WithNumEventLoop(s.o.Loops), gnet.WithTicker(true),
+	err := gnet.Run(s, "tcp://"+s.o.Addr, gnet.WithMulticore(true), gnet.WithNumEventLoop(s.o.Loops),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLoadBalancing(gnet.LeastConnections), gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetLogger{s.o.Log}))
+	s.stopTicker() // if the engine failed to start after OnBoot, OnShutdown did not run
 	if err != nil {
 		return fmt.Errorf("event loop on %s: %w", s.o.Addr, err)
 	}
@@ -188,15 +198,58 @@ func (s *Server) inflight() int64 {
 	return n
 }
 
-// OnBoot records the engine for Stop.
+// OnBoot records the engine for Stop and starts the ticker.
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	s.mu.Lock()
 	s.eng, s.up = eng, true
+	s.stopTicks, s.ticksDone = cancel, done
 	s.mu.Unlock()
+	go func() {
+		defer close(done)
+		s.ticks(ctx)
+	}()
 	return gnet.None
 }
 
-// OnTick runs on gnet's ticker goroutine: it marks every loop's sweep as
+// OnShutdown stops the ticker before gnet closes the loops' pollers, as
+// gnet does with its own: an Execute after that would write to a closed
+// (or reused) eventfd.
+func (s *Server) OnShutdown(gnet.Engine) {
+	s.stopTicker()
+}
+
+// stopTicker stops ticks and waits for it; once is enough, more is harmless.
+func (s *Server) stopTicker() {
+	s.mu.Lock()
+	stop, done := s.stopTicks, s.ticksDone
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// ticks runs OnTick until ctx ends. It replaces gnet's ticker, which
+// cannot be cut short: a ticker that waits quietTick while every loop is
+// quiet must restart when one accepts a client (kick).
+func (s *Server) ticks(ctx context.Context) {
+	t := time.NewTimer(Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+		}
+		d, _ := s.OnTick()
+		t.Reset(d)
+	}
+}
+
+// OnTick runs on the ticker goroutine (ticks): it marks every loop's sweep as
 // due, which a loop with traffic runs at its next event (OnTraffic), and
 // wakes only a loop whose sweep has been due for a whole Tick. Waking each
 // loop every Tick (an eventfd write, a wake-up, a second epoll_wait) cost
@@ -208,11 +261,19 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // accepts later clears quiet in OnOpen, on the loop, before any of that
 // client's deadlines exist; its sweep stays due meanwhile, so the first
 // tick after the accept wakes the loop: within one Tick, inside the
-// documented one to two.
+// documented one to two. While every loop is quiet the next tick is
+// quietTick away; OnOpen's kick brings it forward (ticks), after clearing
+// quiet, so either this pass saw the loop busy or the kick comes after it.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.mu.Lock()
+	next := quietTick
 	for el, l := range s.loops {
-		if !l.due.Swap(true) || l.quiet.Load() {
+		if l.quiet.Load() {
+			l.due.Store(true)
+			continue
+		}
+		next = Tick
+		if !l.due.Swap(true) {
 			continue
 		}
 		_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
@@ -221,7 +282,7 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		}))
 	}
 	s.mu.Unlock()
-	return Tick, gnet.None
+	return next, gnet.None
 }
 
 func (s *Server) loopOf(el gnet.EventLoop) *loop {
@@ -233,6 +294,7 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 		l.br = bufio.NewReaderSize(&l.rd, s.o.MaxHeaderBytes)
 		l.now = time.Now().UnixNano()
 		l.bw = bufio.NewWriterSize(&l.out, 4<<10)
+		l.quiet.Store(true) // no connection yet: OnOpen's first client ends it and kicks the ticker
 		s.loops[el] = l
 	}
 	return l
@@ -270,6 +332,10 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		// client's idle and read timeouts must count from now.
 		l.now = time.Now().UnixNano()
 		l.quiet.Store(false)
+		select {
+		case s.kick <- struct{}{}:
+		default: // a kick is pending already
+		}
 	}
 	cl := &client{c: c, l: l, active: l.now}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {

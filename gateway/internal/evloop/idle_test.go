@@ -49,7 +49,9 @@ func TestOnTickLeavesQuietLoopsAsleep(t *testing.T) {
 	// The first tick marks the sweeps due; the second wakes both loops,
 	// as neither has swept since: the idle one learns it is empty.
 	s.OnTick()
-	s.OnTick()
+	if next, _ := s.OnTick(); next != Tick {
+		t.Fatalf("with a client on a loop the next tick is in %v; want %v", next, Tick)
+	}
 	if busy.woken != 1 || idle.woken != 1 {
 		t.Fatalf("after two ticks: busy loop woken %d times, idle loop %d; want 1 and 1", busy.woken, idle.woken)
 	}
@@ -60,6 +62,19 @@ func TestOnTickLeavesQuietLoopsAsleep(t *testing.T) {
 		t.Fatalf("after six ticks: busy loop woken %d times, idle loop %d; want 3 and 1", busy.woken, idle.woken)
 	}
 
+	// The busy loop's client leaves: once that loop has swept, every loop
+	// is quiet and the ticker slows down.
+	s.OnClose(s.loopOf(busy).anyClient().c, nil)
+	s.OnTick() // due
+	s.OnTick() // swept, found empty
+	if next, _ := s.OnTick(); next != quietTick {
+		t.Fatalf("with every loop quiet the next tick is in %v; want %v", next, quietTick)
+	}
+	select {
+	case <-s.kick: // the first clients' kick, unread as no ticker runs here
+	default:
+	}
+
 	l := s.loopOf(idle)
 	l.now = 1 // what a loop asleep for long has: its last sweep's clock
 	before := time.Now().UnixNano()
@@ -68,8 +83,20 @@ func TestOnTickLeavesQuietLoopsAsleep(t *testing.T) {
 	if cl := c.ctx.(*client); cl.active < before {
 		t.Fatalf("client accepted on a quiet loop is active since %d, before its accept (%d): its idle timeout would fire at the first sweep", cl.active, before)
 	}
-	s.OnTick()
-	if idle.woken != 2 {
-		t.Fatalf("loop woken %d times after a client arrived and a tick passed; want 2", idle.woken)
+	select {
+	case <-s.kick:
+	default:
+		t.Fatal("a client accepted on a quiet loop did not kick the ticker: its timeouts would wait for the slow tick")
 	}
+	if next, _ := s.OnTick(); next != Tick || idle.woken != 2 {
+		t.Fatalf("after a client arrived and a tick passed: loop woken %d times, next tick in %v; want 2 and %v", idle.woken, next, Tick)
+	}
+}
+
+// anyClient is one of the loop's clients, nil if none.
+func (l *loop) anyClient() *client {
+	for cl := range l.clients {
+		return cl
+	}
+	return nil
 }
