@@ -414,7 +414,9 @@ func TestCleanupDeletesOnlyOldSentRows(t *testing.T) {
 	})
 }
 
-// Run publishes without waiting for its (hour-long) poll interval when nudged, and returns when its context ends.
+// Run publishes without waiting for its poll when nudged, and returns when its context ends. Its first poll finds
+// nothing, so it has backed off to a doubled wait (two hours) when the nudge comes: nothing but the nudge can make it
+// poll again while the test waits.
 func TestRunNudge(t *testing.T) {
 	db := migrated(t, dbtest.SQLite(t))
 	// Learn when Run's first round has looked at the (empty) table, so the row below can only go out by a nudge.
@@ -429,7 +431,7 @@ func TestRunNudge(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := &fakeWriter{}
-	r := outbox.NewRelay(db, w, outbox.RelayOptions{Interval: time.Hour, Retention: -1})
+	r := outbox.NewRelay(db, w, outbox.RelayOptions{Interval: time.Hour, MaxIdleInterval: 2 * time.Hour, Retention: -1})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -443,10 +445,9 @@ func TestRunNudge(t *testing.T) {
 	}
 }
 
-// An idle relay polls less and less often, and a row committed and nudged after a long idle still goes out at once.
-// Polling every Interval while idle cost each service two database transactions a second. Both bounds are generous:
-// timers never fire early, so seven polls take at least the six doubled waits (120 ms without the back-off), and the
-// nudged row has more than a second before the next poll would find it.
+// An idle relay polls less and less often: polling every Interval while idle cost each service two database
+// transactions a second. Timers never fire early, so seven polls take at least the six doubled waits (120 ms without
+// the back-off); only a lower bound, which no slowness breaks. That a nudge cuts the backed-off wait is TestRunNudge.
 func TestRunBacksOffWhileIdle(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
 		db = migrated(t, db)
@@ -474,17 +475,60 @@ func TestRunBacksOffWhileIdle(t *testing.T) {
 		if took, least := last.Sub(start), 63*interval*2; took < least {
 			t.Fatalf("7 idle polls took %v, want at least %v: the wait does not double while idle", took, least)
 		}
-		// The next poll is 2.56 s after the last.
-		add(t, context.Background(), db, "t", "k", 1)
-		nudged := time.Now()
-		r.Nudge()
-		waitSent(t, w)
-		if took := time.Since(nudged); took > time.Second {
-			t.Fatalf("a row nudged after an idle spell went out after %v: the nudge did not cut the back-off", took)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+	})
+}
+
+// Rows whose publish failed are retried when their own backoffs end, though the relay's poll interval is an hour: it
+// polls when the earliest retry it set comes due, and then the next. Row a fails for the first time (retry in 25-50
+// ms), row b for the eleventh (0.5-1 s, MaxBackoff): b is not forgotten once a is retried. Decided by polls, not by
+// time: every poll after the failure sends a row (without the retries' own waits the next poll would come an hour
+// later; one before a retry came due would find nothing), whether a and b go out apart or, on a slow machine, together.
+func TestRunRetriesOnTheirBackoff(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		db = migrated(t, db)
+		var polls atomic.Int32
+		err := db.Callback().Row().After("gorm:row").Register("test:polls", func(*gorm.DB) { polls.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(t, context.Background(), db, "t", "a", 1)
+		add(t, context.Background(), db, "t", "b", 2)
+		db.Exec("UPDATE outbox SET attempts = 10 WHERE key = 'b'")
+		var writes atomic.Int32
+		w := writerFunc(func(context.Context, ...kafka.Message) error {
+			if writes.Add(1) == 1 {
+				return kafka.LeaderNotAvailable
+			}
+			return nil
+		})
+		r := outbox.NewRelay(db, w, outbox.RelayOptions{Interval: time.Hour, MaxIdleInterval: time.Hour,
+			MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, Retention: -1})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		// Waits for the rows to be marked sent, not only published, so the stop below cannot cut the round recording it.
+		deadline := time.After(10 * time.Second)
+		for m := rows(t, db); m[0].SentAt == nil || m[1].SentAt == nil; m = rows(t, db) {
+			select {
+			case <-deadline:
+				t.Fatalf("failed rows not retried: a %d attempts, sent %v; b %d attempts, sent %v",
+					m[0].Attempts, m[0].SentAt != nil, m[1].Attempts, m[1].SentAt != nil)
+			case <-time.After(5 * time.Millisecond):
+			}
 		}
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatalf("Run returned %v", err)
+		}
+		if p, w := polls.Load(), writes.Load(); p != w {
+			t.Fatalf("%d polls for %d writes: a poll found nothing due", p, w)
+		}
+		if m := rows(t, db); m[0].Attempts != 2 || m[1].Attempts != 12 {
+			t.Fatalf("attempts after the retries: a %d, b %d; want 2, 12", m[0].Attempts, m[1].Attempts)
 		}
 	})
 }

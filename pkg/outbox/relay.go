@@ -39,9 +39,10 @@ type RelayOptions struct {
 	Interval time.Duration
 	// MaxIdleInterval caps the wait between polls while they find nothing (default 5s; not below Interval). Each empty
 	// poll doubles the wait from Interval, and a poll that claims rows brings it back. A nudged row goes out at once
-	// whatever the wait; what waits up to MaxIdleInterval is a row no Nudge announces: one due again after a failed
-	// publish (its own backoff is at least MinBackoff), or one another process wrote or a dead relay leased. Polling
-	// every 500 ms cost each idle service two PostgreSQL transactions a second (services/order/README.md, "Idle cost").
+	// whatever the wait, and a row whose publish failed is polled for when its backoff ends (the relay remembers when
+	// that is). What waits up to MaxIdleInterval is a row no Nudge announces and this relay did not fail: one another
+	// process wrote, one a dead relay leased, or another replica's failed row. Polling every 500 ms cost each idle
+	// service two PostgreSQL transactions a second (services/order/README.md, "Idle cost").
 	MaxIdleInterval time.Duration
 	// BatchSize is the most rows claimed and published per round (default 100).
 	BatchSize int
@@ -105,6 +106,13 @@ type Relay struct {
 	o      RelayOptions
 	nudge  chan struct{}
 	tracer trace.Tracer
+
+	// retries are the next_attempt_at (Unix ms) that record set on failed rows and no round has claimed since: Run
+	// polls when the earliest comes due instead of on its idle schedule. A slice, not a single time, so the later rows
+	// of a failed batch are not forgotten once the first is retried; each round drops those due when it starts, so it
+	// holds no more than the unsent rows this relay failed. Guarded by retryMu: RunOnce may record while Run does.
+	retryMu sync.Mutex
+	retries []int64
 
 	meter     metric.Meter
 	published metric.Int64Counter
@@ -223,7 +231,8 @@ func (r *Relay) Run(ctx context.Context) error {
 		} else {
 			wait = min(2*wait, r.o.MaxIdleInterval)
 		}
-		t.Reset(wait)
+		// Only this wait is cut short: an idle relay keeps doubling from where it was, not from the retry's gap.
+		t.Reset(r.untilRetry(wait))
 		select {
 		case <-ctx.Done():
 			return nil
@@ -247,6 +256,7 @@ func (r *Relay) RunOnce(ctx context.Context) (claimed int, err error) {
 // of the relay's database work when rows arrive one by one. A row committed meanwhile is not missed: its writer's
 // Nudge waits in the channel.
 func (r *Relay) round(ctx context.Context) (claimed int, more bool, err error) {
+	r.forgetRetriesDue(time.Now())
 	if r.db.Dialector.Name() == "postgres" {
 		claimed, more, err = r.leasedRound(ctx)
 	} else {
@@ -320,6 +330,26 @@ RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r
 		return claimed, false, err
 	}
 	return claimed, more, r.release(db, cut)
+}
+
+// forgetRetriesDue drops the retries due by now: the claim of a round starting now takes their rows. A row that a full
+// batch left behind is claimed by a later round: one right after this if any publish of it succeeded, else one after
+// Interval, as the round claimed rows.
+func (r *Relay) forgetRetriesDue(now time.Time) {
+	ms := now.UnixMilli()
+	r.retryMu.Lock()
+	defer r.retryMu.Unlock()
+	r.retries = slices.DeleteFunc(r.retries, func(at int64) bool { return at <= ms })
+}
+
+// untilRetry returns wait, or the time until the earliest retry if that is sooner (negative if it is due already).
+func (r *Relay) untilRetry(wait time.Duration) time.Duration {
+	r.retryMu.Lock()
+	defer r.retryMu.Unlock()
+	if len(r.retries) == 0 {
+		return wait
+	}
+	return min(wait, time.Until(time.UnixMilli(slices.Min(r.retries))))
 }
 
 // stopGrace is how long a leased round's statements may go on once the relay's context has ended.
@@ -608,6 +638,10 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
 		if res.Error != nil {
 			return fmt.Errorf("record failure of row %d: %w", m.ID, res.Error)
 		}
+		// Remembered even if a locked round's transaction then rolls back: that costs one poll finding nothing.
+		r.retryMu.Lock()
+		r.retries = append(r.retries, next)
+		r.retryMu.Unlock()
 		r.o.Logger.WarnContext(tx.Statement.Context, "outbox publish failed", "topic", m.Topic, "event_id", m.EventID,
 			"attempt", m.Attempts+1, "error", errs[i])
 	}
