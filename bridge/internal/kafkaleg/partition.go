@@ -172,7 +172,7 @@ func (s *connSet) dial(ctx context.Context, network, address string) (net.Conn, 
 	var d net.Dialer
 	c, err := d.DialContext(ctx, network, address)
 	if err != nil {
-		return nil, fmt.Errorf("dial kafka %s: %w", address, err)
+		return nil, fmt.Errorf("dial kafka: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
