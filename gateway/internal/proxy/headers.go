@@ -307,9 +307,27 @@ const (
 	// gateway's framing (Transfer-Encoding, Content-Length).
 	optSpacedName
 	// optContinue is an Expect field saying 100-continue (any case), the
-	// expectation the transports answer themselves (ExpectsContinue).
+	// expectation the transports answer themselves (ExpectsContinue), if
+	// it is the request's only one (loneExpect).
 	optContinue
 )
+
+// loneExpect says whether h holds exactly one Expect field. The transports'
+// 100 follows the first one (ExpectsContinue, and the fasthttp server's
+// MayContinue, look with Peek), and a field deleted by name goes with every
+// other of that name: a 100-continue beside another expectation is not the
+// gateway's to drop, and the fields go on as sent, for the upstream to meet
+// or refuse (417). Asked only once a 100-continue field was seen, so the
+// usual request does not pay for this second pass.
+func loneExpect(h *fasthttp.RequestHeader) bool {
+	n := 0
+	for k := range h.All() {
+		if string(k) == fasthttp.HeaderExpect {
+			n++
+		}
+	}
+	return n == 1
+}
 
 // sentOptional finds which optional fields h holds. Names are compared in
 // fasthttp's canonical form, the form Peek normalises its key to and the

@@ -186,7 +186,7 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 		}
 		// Strip what clients must never control before deciding anything else.
 		Sanitize(h)
-		if st.sent&optContinue != 0 {
+		if st.sent&optContinue != 0 && loneExpect(h) {
 			// RFC 9110 §10.1.1: the transport gave the 100 at this hop
 			// (or owed none: HTTP/1.0, the body already in), and the
 			// upstream gets the whole body at once. Forwarded, the

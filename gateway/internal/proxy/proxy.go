@@ -92,12 +92,20 @@ func ExpectsContinue(h *fasthttp.RequestHeader) bool {
 	return h.IsHTTP11() && bytes.EqualFold(h.Peek(fasthttp.HeaderExpect), continueValue)
 }
 
-var continueValue = []byte("100-continue")
+var (
+	continueValue = []byte("100-continue")
+	// continueUnanswered is the same expectation (RFC 9110 §10.1.1: any
+	// letter case) in a case the fasthttp server does not answer.
+	continueUnanswered = []byte("100-Continue")
+)
 
 // HeaderReceived is the fasthttp server's hook between a request's head and
-// its body. That server answers 100 to exactly "Expect: 100-continue",
-// whatever the protocol: the field is rewritten so that it answers as
-// ExpectsContinue says. A request with no body to read skips the look-up;
+// its body. That server answers 100 to exactly "Expect: 100-continue" in the
+// first Expect field, whatever the protocol: the field is rewritten so that
+// it answers as ExpectsContinue says. An HTTP/1.0 client's changes only its
+// letter case, which the server's exact match misses, rather than being
+// deleted with any other Expect field: Begin drops it when it is the only
+// one (see loneExpect). A request with no body to read skips the look-up;
 // HTTP/1.0 ones do not, as the server would answer even those.
 func HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if n := h.ContentLength(); h.IsHTTP11() && n != -1 && n <= 0 {
@@ -107,7 +115,7 @@ func HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	switch {
 	case len(v) == 0 || !bytes.EqualFold(v, continueValue):
 	case !h.IsHTTP11():
-		h.Del(fasthttp.HeaderExpect)
+		h.SetBytesV(fasthttp.HeaderExpect, continueUnanswered)
 	case !bytes.Equal(v, continueValue):
 		h.SetBytesV(fasthttp.HeaderExpect, continueValue)
 	}

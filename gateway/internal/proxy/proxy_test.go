@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -486,7 +487,9 @@ func TestFieldLines(t *testing.T) {
 
 // HeaderReceived leaves the fasthttp server's "Expect: 100-continue" check
 // with the answer ExpectsContinue gives: the field as the server knows it
-// when the client waits for a 100, none from an HTTP/1.0 client.
+// when the client waits for a 100, in another letter case from an HTTP/1.0
+// client (Begin drops it when it is the only Expect field), and the fields
+// after the first as they came.
 func TestHeaderReceivedExpect(t *testing.T) {
 	for _, tc := range []struct {
 		head, want string
@@ -495,10 +498,15 @@ func TestHeaderReceivedExpect(t *testing.T) {
 		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "100-continue", true},
 		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", "100-continue", true},
 		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: 100-CONTINUE\r\nTransfer-Encoding: chunked\r\n\r\n", "100-continue", true},
-		{"POST /a HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "", false},
-		{"GET /a HTTP/1.0\r\nExpect: 100-Continue\r\n\r\n", "", false},
+		{"POST /a HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "100-Continue", false},
+		{"GET /a HTTP/1.0\r\nExpect: 100-Continue\r\n\r\n", "100-Continue", false},
 		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n", "something-else", false},
 		{"POST /a HTTP/1.1\r\nHost: gw\r\nContent-Length: 5\r\n\r\n", "", false},
+		// Only the first field counts, as with Peek; the rest stay.
+		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: 100-Continue\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n", "100-continue,something-else", true},
+		{"POST /a HTTP/1.1\r\nHost: gw\r\nExpect: something-else\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "something-else,100-continue", false},
+		// HTTP/1.0: no 100, and the other expectation is not lost with it.
+		{"POST /a HTTP/1.0\r\nExpect: 100-continue\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n", "100-Continue,something-else", false},
 	} {
 		var req fasthttp.Request
 		if err := req.Header.Read(bufioReader(tc.head)); err != nil {
@@ -508,16 +516,18 @@ func TestHeaderReceivedExpect(t *testing.T) {
 			t.Fatalf("%q: ExpectsContinue = %v", tc.head, got)
 		}
 		HeaderReceived(&req.Header)
-		if got := string(req.Header.Peek("Expect")); got != tc.want || req.MayContinue() != tc.continues {
+		if got := string(bytes.Join(req.Header.PeekAll("Expect"), []byte(","))); got != tc.want || req.MayContinue() != tc.continues {
 			t.Fatalf("%q: Expect %q after HeaderReceived (MayContinue %v), want %q", tc.head, got, req.MayContinue(), tc.want)
 		}
 	}
 }
 
-// A 100-continue expectation stops at the gateway: the transport answered
-// it (or owed no 100) and the upstream gets the whole body at once (RFC 9110
-// §10.1.1), so it must not answer a 100 first. Another expectation is the
-// upstream's to meet or refuse.
+// A lone 100-continue expectation stops at the gateway: the transport
+// answered it (or owed no 100) and the upstream gets the whole body at once
+// (RFC 9110 §10.1.1), so it must not answer a 100 first. Another expectation
+// is the upstream's to meet or refuse, and beside one a 100-continue goes on
+// too: deleting it by name dropped every Expect field, and the upstream
+// proxied a 200 where it would have answered 417.
 func TestExpectContinueIsNotForwarded(t *testing.T) {
 	up := startUpstream(t)
 	p, _ := newTestProxy(t, Options{}, up)
@@ -525,8 +535,11 @@ func TestExpectContinueIsNotForwarded(t *testing.T) {
 		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", ""},
 		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nexpect: 100-CONTINUE\r\nContent-Length: 5\r\n\r\n", ""},
 		{"POST /api/v1/orders HTTP/1.0\r\nExpect: 100-Continue\r\nContent-Length: 5\r\n\r\n", ""},
-		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", ""},
 		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n", "something-else"},
+		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n", "100-continue,something-else"},
+		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: something-else\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "something-else,100-continue"},
+		{"POST /api/v1/orders HTTP/1.0\r\nExpect: 100-continue\r\nExpect: something-else\r\nContent-Length: 5\r\n\r\n", "100-continue,something-else"},
+		{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "100-continue,100-continue"},
 	} {
 		var req fasthttp.Request
 		if err := req.Header.Read(bufioReader(tc.head)); err != nil {
@@ -539,7 +552,7 @@ func TestExpectContinueIsNotForwarded(t *testing.T) {
 		if ctx.Response.StatusCode() != 200 {
 			t.Fatalf("%q: %d %s", tc.head, ctx.Response.StatusCode(), ctx.Response.Body())
 		}
-		if got := string(up.last.Load().Peek("Expect")); got != tc.want {
+		if got := string(bytes.Join(up.last.Load().PeekAll("Expect"), []byte(","))); got != tc.want {
 			t.Fatalf("%q: the upstream got Expect %q, want %q", tc.head, got, tc.want)
 		}
 	}
