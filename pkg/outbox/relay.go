@@ -207,8 +207,10 @@ func (r *Relay) Run(ctx context.Context) error {
 			claimedAny = claimedAny || claimed > 0
 			if err != nil {
 				// A round that ended because the relay stopped is no failure; one that could not record or
-				// release its rows on the way out is, as they now wait out their lease.
-				if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+				// release its rows on the way out is, as they now wait out their lease. database/sql rolls a
+				// transaction back when its context ends, so a stop can also surface as sql.ErrTxDone from the
+				// commit (SQLite's transactional round): its rows stay due, as after any cut.
+				if ctx.Err() == nil || !errors.Is(err, ctx.Err()) && !errors.Is(err, sql.ErrTxDone) {
 					r.o.Logger.ErrorContext(ctx, "outbox relay round failed", "error", err)
 				}
 				if ctx.Err() != nil {
