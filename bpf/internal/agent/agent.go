@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // Config selects the targets and how closely they are followed.
@@ -227,7 +229,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 	if _, failed := a.failed[id]; failed {
 		return
 	}
-	b, err := safeAttach(path, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, a.log)
+	b, err := safeAttach(path, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, a.sys.tcp.AcceptRet, a.log)
 	if err != nil {
 		a.failed[id] = err.Error()
 		a.log.Error("attach failed", "exe", exe, "err", err)
@@ -240,13 +242,13 @@ func (a *Agent) attach(path, exe string, id binID) {
 // safeAttach is attachBinary turning a panic into an error. Any file on the machine can match a target, and the
 // parsers under it (debug/elf, debug/gosym, debug/dwarf, x86asm) were fuzzed but not proven: one hostile file must
 // cost its own probes, not every other target's.
-func safeAttach(path, exe string, id binID, httpUprobe bool, log *slog.Logger) (b *binProbes, err error) {
+func safeAttach(path, exe string, id binID, httpUprobe bool, accept *ebpf.Program, log *slog.Logger) (b *binProbes, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			b, err = nil, fmt.Errorf("panic reading %s: %v", path, p)
 		}
 	}()
-	return attachBinary(path, exe, id, httpUprobe, log)
+	return attachBinary(path, exe, id, httpUprobe, accept, log)
 }
 
 // Targets lists the processes observed now.

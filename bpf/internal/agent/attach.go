@@ -23,6 +23,7 @@ const (
 	fnStopWorld  = "runtime.stopTheWorldWithSema"
 	fnStartWorld = "runtime.startTheWorldWithSema"
 	fnNewproc1   = "runtime.newproc1"
+	fnAccept     = "internal/poll.(*FD).Accept"
 )
 
 // goroutinesByUprobe, when set, counts goroutine creations with the runtime.newproc1 uprobe even where the runtime's
@@ -82,8 +83,9 @@ func (b *binProbes) exits(sym *symtab.Binary, fn symtab.Func, keep ...x86asm.Reg
 
 // attachBinary loads and attaches every probe whose functions the executable at path has. path should be
 // /proc/<pid>/exe, which names the file even after it was replaced or deleted on disk.
-// httpUprobe is false when the socket probe (HTTPProbeSocket) observes the HTTP server instead.
-func attachBinary(path, exe string, id binID, httpUprobe bool, log *slog.Logger) (*binProbes, error) {
+// httpUprobe is false when the socket probe (HTTPProbeSocket) observes the HTTP server instead. accept is the system
+// TCP probe's passive-open program (tcp.AcceptRet), attached here so that it fires in targets only.
+func attachBinary(path, exe string, id binID, httpUprobe bool, accept *ebpf.Program, log *slog.Logger) (*binProbes, error) {
 	sym, err := symtab.Open(path)
 	if err != nil {
 		return nil, err
@@ -113,6 +115,7 @@ func attachBinary(path, exe string, id binID, httpUprobe bool, log *slog.Logger)
 		{"httpclient", b.attachCalls("httpclient")},
 		{"db", b.attachCalls("db")},
 		{"messaging", b.attachCalls("messaging")},
+		{"tcpaccept", b.attachAccept(accept)},
 	} {
 		if p.name == "httpserver" && !httpUprobe {
 			continue
@@ -218,4 +221,17 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 		return nil
 	}
 	return b.uprobeAt(ex, fs[2], objs.Newproc1, []uint64{fs[2].CallOff})
+}
+
+// attachAccept puts the TCP probe's passive-open program at the exits of internal/poll.(*FD).Accept, where every
+// accepted connection of a Go program returns its fd (in RAX, the program reads it). The program and its maps belong
+// to the system probe: only the links are this binary's.
+func (b *binProbes) attachAccept(prog *ebpf.Program) func(*symtab.Binary, *link.Executable) error {
+	return func(sym *symtab.Binary, ex *link.Executable) error {
+		fs, err := funcs(sym, fnAccept)
+		if err != nil {
+			return err
+		}
+		return b.uprobeAt(ex, fs[0], prog, b.exits(sym, fs[0], x86asm.RAX))
+	}
 }

@@ -143,7 +143,7 @@ func TestAgentSurvivesRestarts(t *testing.T) {
 	ag.waitRequests(t, tg.pid, 10)
 }
 
-// waitTarget waits until /metrics lists pid as a target with both Go probes attached.
+// waitTarget waits until /metrics lists pid as a target with every probe that applies to it attached.
 func (p *agentProc) waitTarget(t *testing.T, bin string, pid int) {
 	t.Helper()
 	eventually(t, func() (bool, string) {
@@ -153,7 +153,7 @@ func (p *agentProc) waitTarget(t *testing.T, bin string, pid int) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		return strings.Contains(string(b), `shanhai_bpf_target_info{exe="`+bin+`",pid="`+strconv.Itoa(pid)+`",probes="httpserver,goruntime,httpclient"} 1`),
+		return strings.Contains(string(b), `shanhai_bpf_target_info{exe="`+bin+`",pid="`+strconv.Itoa(pid)+`",probes="httpserver,goruntime,httpclient,tcpaccept"} 1`),
 			"agent does not report the running target:\n" + p.stderr.String()
 	})
 }

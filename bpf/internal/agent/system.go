@@ -9,6 +9,9 @@ import (
 )
 
 // system is the probes that watch the whole kernel once (TCP); their maps are keyed by pid and read for targets only.
+// Passive opens are the exception: tcp.AcceptRet is loaded here with the maps it shares with the tracepoints, but
+// attached to each target binary (binProbes.attachAccept), because the syscalls:sys_exit_accept{,4} tracepoints would
+// slow every syscall of every process on the machine.
 type system struct {
 	tcp   tcp.BpfObjects
 	links []link.Link
@@ -33,14 +36,6 @@ func attachSystem() (*system, error) {
 	if err := add(link.Tracepoint("tcp", "tcp_retransmit_skb", s.tcp.Retransmit, nil)); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("attach tcp:tcp_retransmit_skb: %w", err)
-	}
-	if err := add(link.Tracepoint("syscalls", "sys_exit_accept4", s.tcp.Accept4Exit, nil)); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("attach syscalls:sys_exit_accept4: %w", err)
-	}
-	if err := add(link.Tracepoint("syscalls", "sys_exit_accept", s.tcp.AcceptExit, nil)); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("attach syscalls:sys_exit_accept: %w", err)
 	}
 	return s, nil
 }

@@ -9,10 +9,17 @@ import (
 )
 
 // TestTCPLifecycle: connections the target opens (connect) and accepts are counted exactly for its pid, and every
-// one of them is counted again when it closes.
+// one of them is counted again when it closes. Accepts are seen by a uprobe on the target's binary, so a stripped
+// target is run too.
 func TestTCPLifecycle(t *testing.T) {
+	for _, stripped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) { testTCPLifecycle(t, stripped) })
+	}
+}
+
+func testTCPLifecycle(t *testing.T, stripped bool) {
 	requireRoot(t)
-	bin := buildTarget(t, false)
+	bin := buildTarget(t, stripped)
 	a := newAgent(t, bin)
 	tg := startTarget(t, bin)
 	a.Scan()

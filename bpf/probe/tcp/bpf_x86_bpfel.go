@@ -32,12 +32,11 @@ type BpfTcpStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapOwners       = "owners"
-	BpfMapTcp          = "tcp"
-	BpfProgAccept4Exit = "accept4_exit"
-	BpfProgAcceptExit  = "accept_exit"
-	BpfProgRetransmit  = "retransmit"
-	BpfProgSetState    = "set_state"
+	BpfMapOwners      = "owners"
+	BpfMapTcp         = "tcp"
+	BpfProgAcceptRet  = "accept_ret"
+	BpfProgRetransmit = "retransmit"
+	BpfProgSetState   = "set_state"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -82,10 +81,9 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
-	Accept4Exit *ebpf.ProgramSpec `ebpf:"accept4_exit"`
-	AcceptExit  *ebpf.ProgramSpec `ebpf:"accept_exit"`
-	Retransmit  *ebpf.ProgramSpec `ebpf:"retransmit"`
-	SetState    *ebpf.ProgramSpec `ebpf:"set_state"`
+	AcceptRet  *ebpf.ProgramSpec `ebpf:"accept_ret"`
+	Retransmit *ebpf.ProgramSpec `ebpf:"retransmit"`
+	SetState   *ebpf.ProgramSpec `ebpf:"set_state"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
@@ -143,16 +141,14 @@ type BpfVariables struct {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
-	Accept4Exit *ebpf.Program `ebpf:"accept4_exit"`
-	AcceptExit  *ebpf.Program `ebpf:"accept_exit"`
-	Retransmit  *ebpf.Program `ebpf:"retransmit"`
-	SetState    *ebpf.Program `ebpf:"set_state"`
+	AcceptRet  *ebpf.Program `ebpf:"accept_ret"`
+	Retransmit *ebpf.Program `ebpf:"retransmit"`
+	SetState   *ebpf.Program `ebpf:"set_state"`
 }
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
-		p.Accept4Exit,
-		p.AcceptExit,
+		p.AcceptRet,
 		p.Retransmit,
 		p.SetState,
 	)

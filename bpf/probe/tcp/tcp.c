@@ -1,10 +1,12 @@
 //go:build ignore
 
-// TCP connection lifecycle per process, from tracepoints only (no kprobes on this kernel):
+// TCP connection lifecycle per process, from tracepoints and one uprobe (no kprobes on this kernel):
 //   - active open: sock:inet_sock_set_state to SYN_SENT runs in the connecting process, so the socket's owner is
 //     remembered there and counted when it reaches ESTABLISHED;
 //   - passive open: the handshake completes in softirq (whatever process happens to run), so the owner is taken when
-//     accept(2) returns, in the accepting process;
+//     the target's internal/poll.(*FD).Accept returns, in the accepting process (accept_ret, a uprobe attached per
+//     target binary at that function's exits). Not a syscalls:sys_exit_accept{,4} tracepoint: registering any
+//     syscalls tracepoint puts every task on the machine on the slow syscall path (~40 ns per syscall, every process);
 //   - close: the transition to CLOSE (often in softirq) is charged to the remembered owner;
 //   - retransmits: tcp:tcp_retransmit_skb, charged to the owner likewise.
 #include "goabi.h"
@@ -101,12 +103,16 @@ static __always_inline __u64 accepted_sock(long fd) {
 	return (__u64)BPF_CORE_READ(so, sk);
 }
 
-// A passive open is charged at the return of accept(2)/accept4(2), which runs in the accepting process. (fexit on
-// inet_csk_accept would be simpler, but trampolines are not permitted on every kernel that allows tracepoints.)
-static __always_inline int on_accept(long ret) {
-	if (ret < 0)
+// A passive open is charged where internal/poll.(*FD).Accept returns (it returns (int, syscall.Sockaddr, error): the
+// new fd in RAX, -1 on error), in the accepting process, so only targets pay a trap and only per accepted connection.
+// (fexit on inet_csk_accept would be simpler, but trampolines are not permitted on every kernel that allows
+// tracepoints.) The system probe loads this program with the maps above; the agent attaches it to each target binary.
+SEC("uprobe")
+int accept_ret(struct pt_regs *ctx) {
+	long fd = (long)GO_REG1(ctx);
+	if (fd < 0)
 		return 0;
-	__u64 key = accepted_sock(ret);
+	__u64 key = accepted_sock(fd);
 	if (!key)
 		return 0;
 	struct owner o = {.tgid = bpf_get_current_pid_tgid() >> 32, .established = 1};
@@ -116,12 +122,6 @@ static __always_inline int on_accept(long ret) {
 		s->passive++;
 	return 0;
 }
-
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int accept4_exit(struct trace_event_raw_sys_exit *ctx) { return on_accept(ctx->ret); }
-
-SEC("tracepoint/syscalls/sys_exit_accept")
-int accept_exit(struct trace_event_raw_sys_exit *ctx) { return on_accept(ctx->ret); }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx) {
