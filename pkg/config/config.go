@@ -20,7 +20,8 @@
 // struct has a `Validate() error` method it runs after parsing (even when
 // some variables did not parse; its complaints about those are dropped), and
 // its complaints join the same list; return [Invalid] errors from it to name
-// the variable. A `notEmpty` variable holding only whitespace counts as empty.
+// the variable. A `notEmpty` variable holding only whitespace counts as empty,
+// and list items are trimmed, empty ones dropped ("a, b," is a and b).
 //
 // # The documentation table
 //
@@ -239,7 +240,28 @@ func applyDefaults(environ map[string]string, vars []Var) (map[string]string, er
 			out[v.Name] = ""
 		}
 	}
+	// A list is written by people: "a, b" or a trailing separator means
+	// the items a and b, not " b" (which an etcd or Kafka client fails to
+	// dial, far from the variable that caused it) or an empty last item.
+	for _, v := range vars {
+		if val, set := out[v.Name]; v.sep != "" && set {
+			out[v.Name] = cleanList(val, v.sep)
+		}
+	}
 	return out, nil
+}
+
+// cleanList trims the spaces around each item of the list and drops empty
+// items; a list of nothing but separators and spaces becomes "".
+func cleanList(list, sep string) string {
+	items := strings.Split(list, sep)
+	kept := items[:0]
+	for _, it := range items {
+		if it = strings.TrimSpace(it); it != "" {
+			kept = append(kept, it)
+		}
+	}
+	return strings.Join(kept, sep)
 }
 
 func processEnv() map[string]string {

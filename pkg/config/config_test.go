@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -420,5 +421,33 @@ func TestHostileValuesAreAllListed(t *testing.T) {
 	var ok hostileConfig
 	if err := load(&ok, map[string]string{"URL": "x", "RATIO": "0.25", "SCALE": "1e3"}); err != nil || ok.Ratio != 0.25 || ok.Scale != 1000 {
 		t.Errorf("RATIO=0.25 SCALE=1e3: %v, %v %v", err, ok.Ratio, ok.Scale)
+	}
+}
+
+// Lists are trimmed item by item: "a, b," is the two items a and b, which a
+// client given " b" or "" would fail to dial far from the variable.
+func TestListItemsAreTrimmed(t *testing.T) {
+	type listConfig struct {
+		Brokers []string        `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:19092"`
+		Waits   []time.Duration `env:"WAITS" envSeparator:";"`
+	}
+	for _, tc := range []struct {
+		brokers, waits string
+		want           []string
+		wantWaits      []time.Duration
+	}{
+		{"a:1, b:2", "1s; 2s", []string{"a:1", "b:2"}, []time.Duration{time.Second, 2 * time.Second}},
+		{" a:1 ,,b:2,", ";1s;", []string{"a:1", "b:2"}, []time.Duration{time.Second}},
+		{" , ", " ", nil, nil},
+		{"a b:1", "", []string{"a b:1"}, nil}, // only the ends of an item are trimmed
+	} {
+		var c listConfig
+		if err := load(&c, map[string]string{"KAFKA_BROKERS": tc.brokers, "WAITS": tc.waits}); err != nil {
+			t.Errorf("KAFKA_BROKERS=%q WAITS=%q: %v", tc.brokers, tc.waits, err)
+			continue
+		}
+		if !slices.Equal(c.Brokers, tc.want) || !slices.Equal(c.Waits, tc.wantWaits) {
+			t.Errorf("KAFKA_BROKERS=%q WAITS=%q: got %q %v, want %q %v", tc.brokers, tc.waits, c.Brokers, c.Waits, tc.want, tc.wantWaits)
+		}
 	}
 }

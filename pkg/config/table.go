@@ -20,6 +20,7 @@ type Var struct {
 	field      string // Go field name, to map env's parse errors back to the variable
 	hasDefault bool   // an `envDefault` tag is present, even if it is ""
 	notEmpty   bool   // the `notEmpty` option: "" (or only spaces) is refused
+	sep        string // the list separator of a slice field ("" for others)
 }
 
 // Table lists the variables of each configuration struct (pointer or value),
@@ -82,6 +83,12 @@ func walk(t reflect.Type, prefix string, out *[]Var) {
 			field:       f.Name,
 		}
 		v.Default, v.hasDefault = f.Tag.Lookup("envDefault")
+		if f.Type.Kind() == reflect.Slice {
+			v.sep = f.Tag.Get("envSeparator")
+			if v.sep == "" {
+				v.sep = "," // caarlos0/env's default
+			}
+		}
 		for _, o := range parts[1:] {
 			if o == "required" || o == "notEmpty" {
 				v.Required = true

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -167,7 +166,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		},
 	})
 	router := s.Server.Router()
-	if err = router.SetTrustedProxies(trimmed(cfg.TrustedProxies)); err != nil {
+	if err = router.SetTrustedProxies(cfg.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
 	}
 	ports.HTTP{App: s.App, JWKS: s.Signer.JWKS(), Verifier: verifier, Logger: o.Logger}.Mount(router)
@@ -175,20 +174,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	return s, nil
 }
 
-func trimmed(list []string) []string {
-	var out []string
-	for _, s := range list {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // discovery picks etcd when endpoints are configured, else the static list.
 // It returns what closes the etcd client (nil without etcd).
 func (s *Service) discovery(ctx context.Context) (close func() error, err error) {
-	if len(trimmed(s.cfg.EtcdEndpoints)) == 0 {
+	if len(s.cfg.EtcdEndpoints) == 0 {
 		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
 		if err != nil {
 			return nil, fmt.Errorf("DISCOVERY_STATIC: %w", err)
@@ -196,7 +185,7 @@ func (s *Service) discovery(ctx context.Context) (close func() error, err error)
 		s.registry = st
 		return nil, nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: trimmed(s.cfg.EtcdEndpoints), DialTimeout: 2 * time.Second, Logger: discovery.EtcdLogger(s.log)})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 2 * time.Second, Logger: discovery.EtcdLogger(s.log)})
 	if err != nil {
 		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
 	}
