@@ -208,14 +208,20 @@ func printableASCII(s string) bool {
 }
 
 // Cursors are opaque to clients (base64url of the last id) so the paging
-// scheme can change without breaking them.
+// scheme can change without breaking them. Only the id's canonical form is
+// one: the repository compares ids as text, so the upper-case, braced or
+// urn:uuid: spellings uuid.Parse also takes would page from the wrong place.
 func decodeCursor(s string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil {
 		return "", err
 	}
-	if _, err := uuid.Parse(string(b)); err != nil {
+	id, err := uuid.Parse(string(b))
+	if err != nil {
 		return "", err
+	}
+	if id.String() != string(b) {
+		return "", errors.New("not a canonical id")
 	}
 	return string(b), nil
 }

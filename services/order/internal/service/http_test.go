@@ -206,6 +206,10 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 		{"cursor of a non-id", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("' OR 1=1 --")), "", nil, 400, "cursor"},
 		{"padded cursor", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte(uuid.NewString())) + "=", "", nil, 400, "cursor"},
 		{"truncated cursor", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte(uuid.NewString()))[:20], "", nil, 400, "cursor"},
+		// uuid.Parse takes these spellings too, but ids compare as text: they would page from the wrong place.
+		{"upper-case cursor", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("0190A5C4-8F1E-7C3B-9A2D-4E5F6A7B8C9D")), "", nil, 400, "cursor"},
+		{"braced cursor", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("{"+uuid.NewString()+"}")), "", nil, 400, "cursor"},
+		{"urn cursor", "GET", "/api/v1/orders?cursor=" + base64.RawURLEncoding.EncodeToString([]byte("urn:uuid:"+uuid.NewString())), "", nil, 400, "cursor"},
 		{"garbage token", "GET", "/api/v1/orders", "", []string{"Authorization", "Bearer not.a.token"}, 401, ""},
 		{"basic auth", "GET", "/api/v1/orders", "", []string{"Authorization", "Basic YWxpY2U6cHc="}, 401, ""},
 		{"tampered token", "GET", "/api/v1/orders", "", []string{"Authorization", "Bearer " + tampered}, 401, ""},
