@@ -38,7 +38,8 @@ type Options struct {
 	ConnMaxIdleTime time.Duration
 	// BusyTimeout is how long an SQLite writer waits for another process's write lock (default 10s).
 	BusyTimeout time.Duration
-	// Logger receives gorm's warnings and slow-query reports (default slog.Default()).
+	// Logger receives gorm's warnings, failed statements (not those ended by their own context: see callerGaveUp) and
+	// slow-query reports (default slog.Default()).
 	Logger *slog.Logger
 	// SlowQuery is the threshold above which a query is logged as slow (default 200ms).
 	SlowQuery time.Duration
@@ -64,12 +65,12 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 	o = o.withDefaults()
 	cfg := &gorm.Config{
 		TranslateError: true,
-		Logger: logger.NewSlogLogger(o.Logger, logger.Config{
+		Logger: callerGaveUp{logger.NewSlogLogger(o.Logger, logger.Config{
 			SlowThreshold:             o.SlowQuery,
 			LogLevel:                  logger.Warn,
 			IgnoreRecordNotFoundError: true,
 			ParameterizedQueries:      true, // never log bound values: they may hold personal data
-		}),
+		})},
 		NowFunc: func() time.Time { return time.Now().UTC() },
 		// gorm wraps every single Create/Update/Delete outside a transaction in BEGIN ... COMMIT, so one INSERT
 		// costs three round trips. A single statement is atomic on both PostgreSQL and SQLite anyway, and no
