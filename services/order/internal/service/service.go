@@ -256,16 +256,20 @@ const (
 	dedupRetention = 8 * 24 * time.Hour
 )
 
-// housekeeping forgets old idempotency keys and dedup records hourly, so the
-// tables stay proportional to recent traffic.
+// housekeeping forgets old idempotency keys and dedup records a minute after
+// start and hourly after that, so the tables stay proportional to recent
+// traffic. The first round is not at start, where it would compete with
+// the start-up's own queries, nor an hour later: replicas that are
+// replaced more often than hourly (every deployment) would never run it.
 func (s *Service) housekeeping(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
+	t := time.NewTimer(time.Minute)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			t.Reset(time.Hour)
 		}
 		now := time.Now()
 		if n, err := s.orders.ForgetKeys(ctx, now.Add(-keyRetention)); err != nil {
