@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
 )
@@ -72,12 +73,15 @@ func (r *SessionGorm) ByHash(ctx context.Context, hash string) (session.RefreshT
 	return row.token(), nil
 }
 
-// Rotate spends old and stores next in one transaction. The conditional
-// UPDATE is the arbiter: of two concurrent rotations of one token exactly
-// one sees a row still unused and unrevoked; the other affects no row and
-// gets session.ErrSpent, with nothing stored.
+// Rotate spends old and stores next in one transaction, under the family's
+// lock (lockFamily). The conditional UPDATE is the arbiter: of two concurrent
+// rotations of one token exactly one sees a row still unused and unrevoked;
+// the other affects no row and gets session.ErrSpent, with nothing stored.
 func (r *SessionGorm) Rotate(ctx context.Context, old, next session.RefreshToken, now time.Time) error {
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := lockFamily(tx, old.FamilyID); err != nil {
+			return err
+		}
 		res := tx.Model(&refreshRow{}).
 			Where("id = ? AND used_at IS NULL AND revoked_at IS NULL", old.ID).
 			Update("used_at", now.UTC())
@@ -99,13 +103,43 @@ func (r *SessionGorm) Rotate(ctx context.Context, old, next session.RefreshToken
 	return nil
 }
 
-// RevokeFamily revokes the family's tokens that are not revoked yet.
+// RevokeFamily revokes the family's tokens that are not revoked yet, under
+// the family's lock (lockFamily), so a rotation either ends before it (and the
+// token it stored is revoked too) or starts after it (and finds its token
+// revoked).
 func (r *SessionGorm) RevokeFamily(ctx context.Context, familyID string, now time.Time) error {
-	err := r.db.WithContext(ctx).Model(&refreshRow{}).
-		Where("family_id = ? AND revoked_at IS NULL", familyID).
-		Update("revoked_at", now.UTC()).Error
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := lockFamily(tx, familyID); err != nil {
+			return err
+		}
+		return tx.Model(&refreshRow{}).
+			Where("family_id = ? AND revoked_at IS NULL", familyID).
+			Update("revoked_at", now.UTC()).Error
+	})
 	if err != nil {
 		return fmt.Errorf("revoke refresh family %s: %w", familyID, err)
+	}
+	return nil
+}
+
+// lockFamily locks the family's root token (the login's, whose id is the
+// family id) FOR UPDATE, so that Rotate and RevokeFamily of one family run
+// one after the other. A revocation's UPDATE alone does not: under
+// PostgreSQL's READ COMMITTED it waits for a concurrent rotation's lock on
+// the token being spent, then revokes the rows its snapshot held, never the
+// successor that rotation inserted, which outlived a logout or a detected
+// reuse. Taking the lock first puts the UPDATE's snapshot after the rotation.
+// SQLite's transactions begin IMMEDIATE and so run one at a time anyway (its
+// gorm dialect drops the clause).
+//
+// The root exists as long as any token of the family can be used: a
+// successor never outlives it (RefreshHandler caps its expiry) and only
+// expired rows are deleted. A family without one has nothing left to lock for.
+func lockFamily(tx *gorm.DB, familyID string) error {
+	var rows []refreshRow
+	err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Select("id").Where("id = ?", familyID).Find(&rows).Error
+	if err != nil {
+		return fmt.Errorf("lock refresh family %s: %w", familyID, err)
 	}
 	return nil
 }

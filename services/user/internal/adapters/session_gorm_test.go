@@ -10,6 +10,9 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
 )
@@ -132,5 +135,71 @@ func TestSessionGormRevokeFamily(t *testing.T) {
 		if err := repo.Rotate(ctx, a2, issue(t, "a3", "a1", now), now); !errors.Is(err, session.ErrSpent) {
 			t.Fatalf("rotate revoked: %v", err)
 		}
+	})
+}
+
+// A revocation (logout, or a detected reuse) that comes while a rotation of
+// the family is between its statements and its commit revokes the successor
+// the rotation stores, too. Under READ COMMITTED the revocation's UPDATE used
+// to wait for the rotation's lock on the spent token and then revoke only the
+// rows it had seen, leaving the successor alive. The rotation is held there by
+// a transaction that inserted the successor's id first, which Rotate's INSERT
+// waits for; it is let go once the revocation waits too. PostgreSQL only:
+// SQLite runs the two one after the other.
+func TestSessionGormRevokeFamilyWaitsForRotation(t *testing.T) {
+	db, err := database.Open(testenv.Postgres(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = database.Close(db) })
+	ctx := t.Context()
+	if err := migrateAll(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	if err := adapters.NewUserGorm(db).Add(ctx, newUser("u1", "alice@example.com")); err != nil {
+		t.Fatal(err)
+	}
+	repo := adapters.NewSessionGorm(db)
+	now := time.Now().UTC()
+	first, second := issue(t, "t1", "", now), issue(t, "t2", "t1", now)
+	if err := repo.Create(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	hold := db.Begin()
+	t.Cleanup(func() { hold.Rollback() }) // a no-op once rolled back below
+	if err := hold.Exec(`INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, created_at, expires_at)
+		VALUES (?, 'other', 'u1', 'hold', ?, ?)`, second.ID, now, now).Error; err != nil {
+		t.Fatal(err)
+	}
+	rotated, revoked := make(chan error, 1), make(chan error, 1)
+	go func() { rotated <- repo.Rotate(ctx, first, second, now) }()
+	waitForLockWaits(t, db, 1, "the rotation's INSERT waiting for the held id")
+	go func() { revoked <- repo.RevokeFamily(ctx, "t1", now) }()
+	waitForLockWaits(t, db, 2, "the revocation waiting for the rotation")
+	if err := hold.Rollback().Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-rotated; err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	if err := <-revoked; err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	got, err := repo.ByHash(ctx, second.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RevokedAt == nil {
+		t.Fatalf("the family was revoked, yet the token its rotation stored was not: %+v", got)
+	}
+}
+
+// waitForLockWaits waits until n statements of db's database wait for a lock.
+func waitForLockWaits(t *testing.T, db *gorm.DB, n int, what string) {
+	t.Helper()
+	runtest.Eventually(t, 10*time.Second, what, func() bool {
+		var waiting int
+		db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
+		return waiting == n
 	})
 }
