@@ -25,6 +25,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
@@ -109,8 +110,12 @@ func New(o Options) *Server {
 	// seen by the rest once, as HEAD on that route; then telemetry, so the
 	// span and the duration include everything (it also sets the request
 	// id), then the access log, then recovery, which turns panics into a
-	// 500 the outer layers see.
-	e.Use(s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery)
+	// 500 the outer layers see, then the caller's deadline
+	// (X-Request-Timeout-Ms, which the gateway sends): the handlers' work
+	// stops when the caller has given up, and a request that arrives with
+	// no time left is a 504 without running them. No header, no deadline
+	// (and no request copy).
+	e.Use(s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery, deadline.Middleware(0))
 	e.NoRoute(func(c *gin.Context) {
 		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
 	})

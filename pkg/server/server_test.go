@@ -454,3 +454,36 @@ func TestAdminListenerServesPprof(t *testing.T) {
 		t.Errorf("public pprof: %d, want 404", code)
 	}
 }
+
+// Every binary takes its caller's remaining time (X-Request-Timeout-Ms, sent by the gateway) as the request's deadline.
+func TestCallersDeadlineBecomesTheRequestDeadline(t *testing.T) {
+	s, _ := newTestServer(t, Options{})
+	s.Router().GET("/wait", func(c *gin.Context) {
+		if _, ok := c.Request.Context().Deadline(); !ok {
+			c.String(http.StatusOK, "no deadline")
+			return
+		}
+		<-c.Request.Context().Done() // the work a caller gave up on stops
+	})
+	h := s.Handler()
+
+	if w := do(h, "GET", "/wait", nil); w.Code != http.StatusOK || w.Body.String() != "no deadline" {
+		t.Fatalf("no header: %d %q, want 200 with no deadline", w.Code, w.Body)
+	}
+	start := time.Now()
+	w := do(h, "GET", "/wait", nil, "X-Request-Timeout-Ms", "50")
+	if w.Code != http.StatusGatewayTimeout {
+		t.Fatalf("50 ms left: %d %s, want 504", w.Code, w.Body)
+	}
+	decodeProblem(t, w)
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Fatalf("answered after %v, before the caller's deadline", waited)
+	}
+	if w := do(h, "GET", "/wait", nil, "X-Request-Timeout-Ms", "0"); w.Code != http.StatusGatewayTimeout {
+		t.Fatalf("no time left: %d, want 504", w.Code)
+	}
+	w = do(h, "GET", "/wait", nil, "X-Request-Timeout-Ms", "soon")
+	if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "X-Request-Timeout-Ms") {
+		t.Fatalf("malformed header: %d %s, want 400 naming it", w.Code, w.Body)
+	}
+}
