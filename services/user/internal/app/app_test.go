@@ -287,3 +287,53 @@ func TestLoginRefusesOverlongInputBeforeHashing(t *testing.T) {
 		t.Fatal("a 128-character password was not verified")
 	}
 }
+
+// slotHasher, like Argon2, does no work for a request that has ended (it
+// would wait for a hashing slot) and records the hashes it checked.
+type slotHasher struct {
+	plainHasher
+	mu      sync.Mutex
+	checked []string
+}
+
+func (s *slotHasher) Hash(ctx context.Context, pw string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	return s.plainHasher.Hash(ctx, pw)
+}
+
+func (s *slotHasher) Verify(ctx context.Context, pw, enc string) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	s.checked = append(s.checked, enc)
+	s.mu.Unlock()
+	return s.plainHasher.Verify(ctx, pw, enc)
+}
+
+// An unknown email costs a real verification even when the first such login
+// was cancelled: the dummy hash it would have made once and for all used to
+// stay "" then, and every later unknown email skipped hashing, answering far
+// faster than a wrong password for an account that exists.
+func TestLoginUnknownEmailVerifiesAfterACancelledFirstRequest(t *testing.T) {
+	f := newFixture()
+	hasher := &slotHasher{}
+	login := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
+		Guard: &countGuard{n: 100, m: map[string]int{}}, NewID: func() string { return "id" }}).Login
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := login.Handle(gone, Login{Email: "nobody@example.com", Password: goodPassword, IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("cancelled login: %v", err)
+	}
+	if _, err := login.Handle(ctx, Login{Email: "nobody@example.com", Password: goodPassword, IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("login: %v", err)
+	}
+	if len(hasher.checked) != 1 {
+		t.Fatalf("verified against %q, want one hash", hasher.checked)
+	}
+	if _, err := (plainHasher{}).Verify(ctx, goodPassword, hasher.checked[0]); err != nil {
+		t.Fatalf("the unknown email was verified against %q, not a real hash: %v", hasher.checked[0], err)
+	}
+}

@@ -119,16 +119,26 @@ func (h LoginHandler) rehash(ctx context.Context, userID, password string) {
 	h.d.Logger.InfoContext(ctx, "password hash upgraded", "user_id", userID)
 }
 
-// dummyHash is a real hash of a throwaway password, made once, for the
-// unknown-email path to verify against.
+// dummyHash is a real hash of a throwaway password, made on first use, for
+// the unknown-email path to verify against.
 type dummyHash struct {
 	hasher user.Hasher
-	once   sync.Once
+	mu     sync.Mutex
 	hash   string
 }
 
+// get makes the hash without the request's cancellation and keeps only a
+// success. Made with the first unknown-email request's context, once and
+// for all, a request cancelled while it waited for a hashing slot left it ""
+// for the life of the process: every unknown email then skipped the
+// verification and answered many times faster than a wrong password,
+// telling who has an account.
 func (d *dummyHash) get(ctx context.Context) string {
-	d.once.Do(func() { d.hash, _ = d.hasher.Hash(ctx, "not-a-password-anyone-has") })
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.hash == "" {
+		d.hash, _ = d.hasher.Hash(context.WithoutCancel(ctx), "not-a-password-anyone-has")
+	}
 	return d.hash
 }
 
