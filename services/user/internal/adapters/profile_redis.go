@@ -14,7 +14,9 @@ import (
 
 // ProfileRedis is the user.ProfileCache in Redis: one JSON value per user
 // under user:profile:<id>, with a TTL that bounds how long a missed
-// invalidation could serve a stale profile.
+// invalidation could serve a stale profile, and the profile's generation
+// under user:profile-gen:<id>, a counter Delete increments and Set checks
+// (one Redis server: the script that does so uses both keys).
 type ProfileRedis struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
@@ -38,39 +40,66 @@ type profileJSON struct {
 }
 
 func profileKey(id string) string { return "user:profile:" + id }
+func genKey(id string) string     { return "user:profile-gen:" + id }
 
-// Get returns ok=false on a miss.
-func (c *ProfileRedis) Get(ctx context.Context, id string) (user.Profile, bool, error) {
-	b, err := c.rdb.Get(ctx, profileKey(id)).Bytes()
+// Get returns ok=false on a miss. Both keys are read in one round trip; gen
+// is "" while the profile was never deleted (or its counter expired).
+func (c *ProfileRedis) Get(ctx context.Context, id string) (user.Profile, string, bool, error) {
+	var value, gen *redis.StringCmd
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		value, gen = p.Get(ctx, profileKey(id)), p.Get(ctx, genKey(id))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return user.Profile{}, "", false, fmt.Errorf("profile cache get: %w", err)
+	}
+	g := gen.Val()
+	b, err := value.Bytes()
 	if errors.Is(err, redis.Nil) {
-		return user.Profile{}, false, nil
+		return user.Profile{}, g, false, nil
 	}
 	if err != nil {
-		return user.Profile{}, false, fmt.Errorf("profile cache get: %w", err)
+		return user.Profile{}, "", false, fmt.Errorf("profile cache get: %w", err)
 	}
 	var p profileJSON
 	if err := json.Unmarshal(b, &p); err != nil {
 		// A value we cannot read is a miss; the next Set replaces it.
-		return user.Profile{}, false, fmt.Errorf("profile cache decode: %w", err)
+		return user.Profile{}, "", false, fmt.Errorf("profile cache decode: %w", err)
 	}
-	return user.Profile(p), true, nil
+	return user.Profile(p), g, true, nil
 }
 
-// Set caches p for the TTL.
-func (c *ProfileRedis) Set(ctx context.Context, p user.Profile) error {
+// setIfGen sets KEYS[1] to ARGV[1] for ARGV[2] ms if KEYS[2] (absent reads
+// "") still holds ARGV[3]; in one script, so no Delete comes in between.
+var setIfGen = redis.NewScript(`
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1`)
+
+// Set caches p for the TTL, unless Delete ran since the Get that returned gen.
+func (c *ProfileRedis) Set(ctx context.Context, p user.Profile, gen string) error {
 	b, err := json.Marshal(profileJSON(p))
 	if err != nil {
 		return fmt.Errorf("profile cache encode: %w", err)
 	}
-	if err := c.rdb.Set(ctx, profileKey(p.ID), b, c.ttl).Err(); err != nil {
+	err = setIfGen.Run(ctx, c.rdb, []string{profileKey(p.ID), genKey(p.ID)}, b, c.ttl.Milliseconds(), gen).Err()
+	if err != nil {
 		return fmt.Errorf("profile cache set: %w", err)
 	}
 	return nil
 }
 
-// Delete drops the cached profile.
+// Delete drops the cached profile and increments its generation, in one
+// transaction. The counter lives as long as a cached value would: a fill
+// still running after that is long past its request's deadline.
 func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
-	if err := c.rdb.Del(ctx, profileKey(id)).Err(); err != nil {
+	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, profileKey(id))
+		p.Incr(ctx, genKey(id))
+		p.PExpire(ctx, genKey(id), c.ttl)
+		return nil
+	})
+	if err != nil {
 		return fmt.Errorf("profile cache delete: %w", err)
 	}
 	return nil

@@ -36,15 +36,16 @@ func TestProfileRedis(t *testing.T) {
 	cache := adapters.NewProfileRedis(rdb, time.Minute)
 	ctx := t.Context()
 	id := uniq("u")
-	if _, ok, err := cache.Get(ctx, id); ok || err != nil {
+	_, gen, ok, err := cache.Get(ctx, id)
+	if ok || err != nil {
 		t.Fatalf("empty cache: ok=%v err=%v", ok, err)
 	}
 	p := user.Profile{ID: id, Email: "alice@example.com", Name: "Alice",
 		CreatedAt: time.Date(2026, 1, 1, 0, 0, 0, 123, time.UTC), UpdatedAt: time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)}
-	if err := cache.Set(ctx, p); err != nil {
+	if err := cache.Set(ctx, p, gen); err != nil {
 		t.Fatal(err)
 	}
-	got, ok, err := cache.Get(ctx, id)
+	got, _, ok, err := cache.Get(ctx, id)
 	if err != nil || !ok || got != p {
 		t.Fatalf("Get = %+v ok=%v err=%v", got, ok, err)
 	}
@@ -55,12 +56,12 @@ func TestProfileRedis(t *testing.T) {
 	if err := cache.Delete(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := cache.Get(ctx, id); ok {
+	if _, _, ok, _ := cache.Get(ctx, id); ok {
 		t.Fatal("deleted profile still cached")
 	}
 	// A corrupt entry is reported and treated as a miss.
 	rdb.Set(ctx, "user:profile:"+id, "{not json", time.Minute)
-	if _, ok, err := cache.Get(ctx, id); ok || err == nil {
+	if _, _, ok, err := cache.Get(ctx, id); ok || err == nil {
 		t.Fatalf("corrupt entry: ok=%v err=%v", ok, err)
 	}
 }
@@ -69,7 +70,44 @@ func TestProfileRedisDown(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer rdb.Close()
 	cache := adapters.NewProfileRedis(rdb, time.Minute)
-	if _, ok, err := cache.Get(t.Context(), "u"); ok || err == nil {
+	if _, _, ok, err := cache.Get(t.Context(), "u"); ok || err == nil {
 		t.Fatalf("down: ok=%v err=%v", ok, err)
+	}
+}
+
+// A fill that read the store before an update (its Get missed before the
+// update's Delete) stores nothing: it used to land after the Delete and serve
+// the old profile for the whole TTL. A fill in the new generation stores.
+func TestProfileRedisFillDoesNotOutliveAnUpdate(t *testing.T) {
+	rdb := redisClient(t)
+	cache := adapters.NewProfileRedis(rdb, time.Minute)
+	ctx := t.Context()
+	id := uniq("u")
+	old := user.Profile{ID: id, Email: "alice@example.com", Name: "Old"}
+	for round := range 2 { // the second round with a generation counter already there
+		_, before, ok, err := cache.Get(ctx, id)
+		if ok || err != nil {
+			t.Fatalf("round %d: miss expected: ok=%v err=%v", round, ok, err)
+		}
+		if err := cache.Delete(ctx, id); err != nil { // the update, committed after the fill's read
+			t.Fatal(err)
+		}
+		if err := cache.Set(ctx, old, before); err != nil {
+			t.Fatal(err)
+		}
+		if got, _, ok, _ := cache.Get(ctx, id); ok {
+			t.Fatalf("round %d: a fill from before the update was cached: %+v", round, got)
+		}
+	}
+	if ttl := rdb.PTTL(ctx, "user:profile-gen:"+id).Val(); ttl <= 0 || ttl > time.Minute {
+		t.Fatalf("generation ttl = %v, want (0, 1m]", ttl)
+	}
+	_, now, _, _ := cache.Get(ctx, id)
+	fresh := user.Profile{ID: id, Email: "alice@example.com", Name: "New"}
+	if err := cache.Set(ctx, fresh, now); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, ok, _ := cache.Get(ctx, id); !ok || got != fresh {
+		t.Fatalf("a fill after the update: %+v ok=%v", got, ok)
 	}
 }

@@ -337,3 +337,47 @@ func TestLoginUnknownEmailVerifiesAfterACancelledFirstRequest(t *testing.T) {
 		t.Fatalf("the unknown email was verified against %q, not a real hash: %v", hasher.checked[0], err)
 	}
 }
+
+// pausingUsers holds GetProfile between its read of the store and its fill
+// of the cache, once.
+type pausingUsers struct {
+	*memUsers
+	read, resume chan struct{}
+}
+
+func (p *pausingUsers) ByID(ctx context.Context, id string) (user.User, error) {
+	u, err := p.memUsers.ByID(ctx, id)
+	if p.read != nil {
+		close(p.read)
+		<-p.resume
+		p.read = nil
+	}
+	return u, err
+}
+
+// A read that missed the cache and read the old profile before an update
+// does not cache it after the update's invalidation: GET /users/me used to
+// answer the old name for the whole cache TTL after a PATCH.
+func TestGetProfileFillDoesNotOutliveAnUpdate(t *testing.T) {
+	f := newFixture()
+	p := register(t, f, "alice@example.com")
+	users := &pausingUsers{memUsers: f.users, read: make(chan struct{}), resume: make(chan struct{})}
+	a := New(Deps{Users: users, Profiles: f.cache, Sessions: f.sessions, Hasher: plainHasher{}, Tokens: fakeIssuer{},
+		Guard: &countGuard{n: 5, m: map[string]int{}}, NewID: func() string { return "x" }, Now: func() time.Time { return f.now }})
+	read := users.read
+	done := make(chan error, 1)
+	go func() { _, err := a.GetProfile.Handle(ctx, p.ID); done <- err }()
+	<-read // the old profile is read, not yet cached
+	name := "Alice Liddell"
+	if _, err := a.UpdateProfile.Handle(ctx, p.ID, UpdateProfile{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	close(users.resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got, err := a.GetProfile.Handle(ctx, p.ID)
+	if err != nil || got.Name != name {
+		t.Fatalf("GET after the update: %+v %v, want name %q", got, err, name)
+	}
+}

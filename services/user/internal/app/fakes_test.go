@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -81,22 +82,25 @@ func (m *memUsers) SetPasswordHash(_ context.Context, id, hash string) error {
 type memCache struct {
 	mu      sync.Mutex
 	m       map[string]user.Profile
+	gens    map[string]int
 	gets    int
 	deletes int
 }
 
-func (c *memCache) Get(_ context.Context, id string) (user.Profile, bool, error) {
+func (c *memCache) Get(_ context.Context, id string) (user.Profile, string, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gets++
 	p, ok := c.m[id]
-	return p, ok, nil
+	return p, strconv.Itoa(c.gens[id]), ok, nil
 }
 
-func (c *memCache) Set(_ context.Context, p user.Profile) error {
+func (c *memCache) Set(_ context.Context, p user.Profile, gen string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.m[p.ID] = p
+	if gen == strconv.Itoa(c.gens[p.ID]) {
+		c.m[p.ID] = p
+	}
 	return nil
 }
 
@@ -105,6 +109,7 @@ func (c *memCache) Delete(_ context.Context, id string) error {
 	defer c.mu.Unlock()
 	c.deletes++
 	delete(c.m, id)
+	c.gens[id]++
 	return nil
 }
 
@@ -205,7 +210,7 @@ type fixture struct {
 func newFixture() *fixture {
 	f := &fixture{
 		users:    &memUsers{byID: map[string]user.User{}},
-		cache:    &memCache{m: map[string]user.Profile{}},
+		cache:    &memCache{m: map[string]user.Profile{}, gens: map[string]int{}},
 		sessions: &memSessions{m: map[string]session.RefreshToken{}},
 		now:      time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}

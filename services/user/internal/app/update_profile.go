@@ -17,8 +17,9 @@ type UpdateProfileHandler struct{ d Deps }
 
 // Handle stores the change, then drops the cached profile so the next read
 // sees it. Deleting after the commit (rather than writing the new value)
-// means a concurrent reader can at worst re-cache the old profile for one
-// cache TTL, never a value that was not committed.
+// never caches a value that was not committed, and a concurrent reader that
+// read the old profile cannot cache it again: Delete starts a new generation
+// and its fill was for the old one.
 func (h UpdateProfileHandler) Handle(ctx context.Context, userID string, up UpdateProfile) (user.Profile, error) {
 	u, err := h.d.Users.Update(ctx, userID, func(u *user.User) error {
 		if up.Name != nil {

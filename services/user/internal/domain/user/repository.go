@@ -22,8 +22,13 @@ type Repository interface {
 // ProfileCache keeps profiles close to the handlers. It is a cache, not a
 // store: a miss or an error sends the caller to the Repository.
 type ProfileCache interface {
-	// Get returns ok=false on a miss.
-	Get(ctx context.Context, id string) (p Profile, ok bool, err error)
-	Set(ctx context.Context, p Profile) error
+	// Get returns ok=false on a miss, with gen, the profile's generation in
+	// the cache, for the Set of what the caller then reads from the
+	// Repository.
+	Get(ctx context.Context, id string) (p Profile, gen string, ok bool, err error)
+	// Set caches p unless Delete ran since the Get that returned gen: p was
+	// read before the change that Delete was for, and would hide it.
+	Set(ctx context.Context, p Profile, gen string) error
+	// Delete drops the cached profile and starts a new generation.
 	Delete(ctx context.Context, id string) error
 }
