@@ -35,8 +35,8 @@ func brokers(t testing.TB) []string {
 	return testenv.Kafka(t)
 }
 
-// newTopic creates a fresh 3-partition topic and waits until every partition has a leader.
-func newTopic(t testing.TB, bs []string) string {
+// newTopic creates a fresh 3-partition topic with the given configuration and waits until every partition has a leader.
+func newTopic(t testing.TB, bs []string, config ...kafka.ConfigEntry) string {
 	t.Helper()
 	b := make([]byte, 5)
 	_, _ = rand.Read(b)
@@ -55,7 +55,8 @@ func newTopic(t testing.TB, bs []string) string {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: 3, ReplicationFactor: 1}); err != nil {
+	tc := kafka.TopicConfig{Topic: topic, NumPartitions: 3, ReplicationFactor: 1, ConfigEntries: config}
+	if err := cc.CreateTopics(tc); err != nil {
 		t.Fatalf("create topic %s: %v", topic, err)
 	}
 	deadline := time.Now().Add(30 * time.Second)

@@ -569,24 +569,8 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 		}
 	}
 	if len(send) > 0 {
-		err := r.w.WriteMessages(ctx, send...)
-		var werrs kafka.WriteErrors
-		switch {
-		case err == nil:
-		case kafkasize.TooLarge(err) && len(send) > 1:
-			// kafka-go refuses the whole call when one message is over the writer's BatchBytes, and the broker a
-			// whole partition batch when one record is over its limit: one at a time, only the oversized row fails.
-			for j, m := range send {
-				errs[idx[j]] = r.w.WriteMessages(ctx, m)
-			}
-		case errors.As(err, &werrs) && len(werrs) == len(send):
-			for j, e := range werrs {
-				errs[idx[j]] = e
-			}
-		default:
-			for _, i := range idx {
-				errs[i] = err
-			}
+		for j, err := range r.write(ctx, send) {
+			errs[idx[j]] = err
 		}
 	}
 
@@ -607,6 +591,39 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 		}
 		if spans[i] != nil {
 			spans[i].End()
+		}
+	}
+	return errs
+}
+
+// write sends msgs in one call and returns one error (or nil) per message.
+//
+// kafka-go sends a call as one batch per partition, and the broker takes or refuses each batch whole. When it refuses
+// one for its size, the others were taken: kafka-go reports them as nil entries of a kafka.WriteErrors, and they are
+// published; sending them again put them on Kafka twice. A message refused for its size is sent again alone, as its
+// batch may have been too large only together; it is too large for Kafka when refused alone. kafka-go's own check
+// (kafka.MessageTooLargeError, a message over the writer's BatchBytes) refuses a call before anything is sent, so
+// its messages go again alone too. Sending rows of a round apart keeps each key's order: a round holds one row of each
+// key at most (only a key's oldest unsent row is claimed).
+func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
+	errs := make([]error, len(msgs))
+	err := r.w.WriteMessages(ctx, msgs...)
+	var werrs kafka.WriteErrors
+	switch {
+	case err == nil:
+		return errs
+	case errors.As(err, &werrs) && len(werrs) == len(msgs):
+		copy(errs, werrs)
+	default:
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	if len(msgs) > 1 {
+		for i, err := range errs {
+			if kafkasize.TooLarge(err) {
+				errs[i] = r.w.WriteMessages(ctx, msgs[i])
+			}
 		}
 	}
 	return errs
