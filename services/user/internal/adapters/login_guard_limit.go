@@ -3,6 +3,7 @@ package adapters
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/shanhai-dev/shanhai/pkg/limit"
@@ -10,7 +11,7 @@ import (
 )
 
 // LoginGuard is app.LoginGuard on two pkg/limit limiters: one keyed by client
-// IP, one by account (the normalised email). In production both are
+// IP (ipKey), one by account (the normalised email). In production both are
 // limit.Redis, so every replica shares the counts.
 type LoginGuard struct {
 	perIP, perAccount limit.Limiter
@@ -27,7 +28,7 @@ var _ app.LoginGuard = (*LoginGuard)(nil)
 
 // Admit spends one attempt from the IP and then from the account.
 func (g *LoginGuard) Admit(ctx context.Context, account, ip string) error {
-	d, err := g.perIP.Allow(ctx, "ip:"+ip)
+	d, err := g.perIP.Allow(ctx, ipKey(ip))
 	if err != nil {
 		return fmt.Errorf("login guard: %w", err)
 	}
@@ -42,4 +43,21 @@ func (g *LoginGuard) Admit(ctx context.Context, account, ip string) error {
 		return &app.TooManyAttemptsError{RetryAfter: d.RetryAfter}
 	}
 	return nil
+}
+
+// ipKey is the per-IP limiter's key for a client address: an IPv4 address
+// itself (an IPv4-mapped IPv6 one too), an IPv6 address its /64, the least a
+// site or a home line is given, from which one host can pick a fresh
+// address for every attempt. Keyed by the whole address, one /64 had as many
+// buckets as it liked. What does not parse as an address is kept as given.
+func ipKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return "ip:" + ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return "ip:" + a.String()
+	}
+	return "ip:" + netip.PrefixFrom(a, 64).Masked().String()
 }

@@ -2,6 +2,7 @@ package adapters_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -49,5 +50,43 @@ func TestLoginGuardOnRedis(t *testing.T) {
 	}
 	if err := g.Admit(ctx, uniq("victim"), "10.0.0.9"); !errors.As(err, &tooMany) {
 		t.Fatalf("21st attempt from one IP: %v", err)
+	}
+}
+
+// An IPv6 client is limited by its /64, from which it can pick an address
+// per attempt (it used to get a fresh bucket with each); another /64 keeps
+// its own quota, and an IPv4-mapped IPv6 address counts as its IPv4 one.
+func TestLoginGuardKeysIPv6ByItsSlash64(t *testing.T) {
+	rdb := redisClient(t)
+	run := uniq("guard6")
+	g := adapters.NewLoginGuard(
+		limit.NewRedis(rdb, limit.Rate{Count: 3, Period: 5 * time.Minute}, 1, limit.Name(run+"-ip")),
+		limit.NewRedis(rdb, limit.Rate{Count: 100, Period: 5 * time.Minute}, 1, limit.Name(run+"-account")),
+	)
+	ctx := t.Context()
+	var tooMany *app.TooManyAttemptsError
+	for i := range 3 {
+		if err := g.Admit(ctx, uniq("victim"), fmt.Sprintf("2001:db8:1:2::%x", i+1)); err != nil {
+			t.Fatalf("attempt %d from the /64: %v", i+1, err)
+		}
+	}
+	for _, ip := range []string{"2001:db8:1:2:ffff::9", "2001:db8:1:2::1%eth0"} {
+		if err := g.Admit(ctx, uniq("victim"), ip); !errors.As(err, &tooMany) {
+			t.Fatalf("4th attempt from the /64, as %s: %v", ip, err)
+		}
+	}
+	if err := g.Admit(ctx, uniq("victim"), "2001:db8:1:3::1"); err != nil {
+		t.Fatalf("the next /64: %v", err)
+	}
+	for i := range 3 {
+		if err := g.Admit(ctx, uniq("victim"), "10.0.0.9"); err != nil {
+			t.Fatalf("attempt %d from 10.0.0.9: %v", i+1, err)
+		}
+	}
+	if err := g.Admit(ctx, uniq("victim"), "::ffff:10.0.0.9"); !errors.As(err, &tooMany) {
+		t.Fatalf("10.0.0.9 as IPv4-mapped IPv6: %v", err)
+	}
+	if err := g.Admit(ctx, uniq("victim"), "10.0.0.10"); err != nil {
+		t.Fatalf("the next IPv4 address: %v", err)
 	}
 }
