@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -30,7 +31,7 @@ type Letter struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
-	Headers   map[string]string
+	Headers   []kafka.Header // as the source carried them: repeated names and their order kept
 }
 
 // Sink accepts dead letters; Send returns only when the letter is durable or
@@ -77,10 +78,7 @@ func NewKafka(brokers []string, topic string, maxBackoff time.Duration, log *slo
 // Message renders a letter as the Kafka message written to the DLQ topic.
 func Message(l Letter) kafka.Message {
 	m := kafka.Message{Key: l.Key, Value: l.Value}
-	for k, v := range l.Headers {
-		m.Headers = append(m.Headers, kafka.Header{Key: k, Value: []byte(v)})
-	}
-	m.Headers = append(m.Headers,
+	m.Headers = append(slices.Clip(l.Headers),
 		kafka.Header{Key: HeaderReason, Value: []byte(l.Reason)},
 		kafka.Header{Key: HeaderDetail, Value: []byte(l.Detail)},
 		kafka.Header{Key: HeaderLeg, Value: []byte(l.Leg)},
@@ -107,7 +105,7 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			// value and carried headers it still names the source record,
 			// which stays in its topic for the topic's retention.
 			m = Message(Letter{Leg: l.Leg, Reason: l.Reason, Detail: l.Detail, Topic: l.Topic, Partition: l.Partition, Offset: l.Offset,
-				Headers: map[string]string{HeaderOmitted: fmt.Sprintf("key, value and headers (%d bytes): too large for the DLQ topic", size(l))}})
+				Headers: []kafka.Header{{Key: HeaderOmitted, Value: fmt.Appendf(nil, "key, value and headers (%d bytes): too large for the DLQ topic", size(l))}}})
 			whole = false
 			continue
 		}
@@ -124,8 +122,8 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 
 func size(l Letter) int {
 	n := len(l.Key) + len(l.Value)
-	for k, v := range l.Headers {
-		n += len(k) + len(v)
+	for _, h := range l.Headers {
+		n += len(h.Key) + len(h.Value)
 	}
 	return n
 }

@@ -41,7 +41,7 @@ func TestSendLetterOfARecordAtTheSizeLimit(t *testing.T) {
 	sink := dlq.NewKafka(brokers, dead, time.Second, slog.Default())
 	defer sink.Close()
 	letter := dlq.Letter{Leg: "kafka-nats", Reason: "too_large", Detail: "1048300 bytes with headers, limit 900000",
-		Topic: source, Offset: 0, Key: rec.Key, Value: rec.Value, Headers: map[string]string{"ce_id": "e1"}}
+		Topic: source, Offset: 0, Key: rec.Key, Value: rec.Value, Headers: rec.Headers}
 	if err := sink.Send(ctx, letter); err != nil {
 		t.Fatal(err)
 	}

@@ -164,6 +164,7 @@ func Headers(m kafka.Message) map[string]string {
 // Record is one archived message as read back from Pulsar.
 type Record struct {
 	Seq         int
+	Key         string // the Pulsar message key
 	Partition   int
 	Offset      int64
 	Props       map[string]string
@@ -219,7 +220,7 @@ func ReadPulsar(ctx context.Context, client pulsar.Client, topic string, want in
 
 // ToRecord extracts what the verdict needs from an archived message.
 func ToRecord(m pulsar.Message) Record {
-	rec := Record{Props: m.Properties(), PublishTime: m.PublishTime(), EventTime: m.EventTime()}
+	rec := Record{Key: m.Key(), Props: m.Properties(), PublishTime: m.PublishTime(), EventTime: m.EventTime()}
 	rec.Seq, _ = Seq(m.Payload())
 	rec.Partition, _ = strconv.Atoi(rec.Props["__kafka_partition"])
 	rec.Offset, _ = strconv.ParseInt(rec.Props["__kafka_offset"], 10, 64)

@@ -323,6 +323,49 @@ func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
 	}
 }
 
+// TestLegACarriesHeadersVerbatim: every Kafka header reaches JetStream as produced (docs/conventions.md), or the record
+// goes to the DLQ as produced. nats.go trims a header value's spaces and tabs on write, so a padded value is dead-lettered
+// (reason header) and a padded key is carried base64 like a binary one; a repeated name keeps all its values.
+func TestLegACarriesHeadersVerbatim(t *testing.T) {
+	e := setup(t, 1)
+	pad := harness.Event(0, 1, 50) // offset 0
+	pad.Headers = append(pad.Headers, kafka.Header{Key: "x-pad", Value: []byte("  padded\t")})
+	m := harness.Event(1, 1, 50) // offset 1
+	m.Key = []byte(" order-1 ")
+	m.Headers = append(m.Headers,
+		kafka.Header{Key: "x-tag", Value: []byte("a")},
+		kafka.Header{Key: "x-tag", Value: []byte("b")},
+		kafka.Header{Key: "x-inner", Value: []byte("a \t b")})
+	produce(t, e, []kafka.Message{pad, m})
+	stop := start(e.leg(t, "bridgetest-"+harness.ID(), 1<<20))
+	defer stop()
+
+	h := waitStream(t, e, 1)[0].Headers()
+	if got := h.Values("x-tag"); fmt.Sprint(got) != "[a b]" {
+		t.Errorf("x-tag arrived as %q, produced [a b]", got)
+	}
+	if got := h.Get("x-inner"); got != "a \t b" {
+		t.Errorf("x-inner arrived as %q, produced %q", got, "a \t b")
+	}
+	if got := kafkaleg.RecordKey(h); string(got) != " order-1 " {
+		t.Errorf("record key arrived as %q (headers %v), produced %q", got, h, " order-1 ")
+	}
+	if len(h.Values("x-pad")) != 0 {
+		t.Errorf("x-pad reached the stream as %q", h.Values("x-pad"))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	letters, err := harness.ReadDeadLetters(ctx, e.brokers, e.dlqTopic, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lh := harness.Headers(letters[0])
+	if lh[dlq.HeaderReason] != "header" || lh[dlq.HeaderOffset] != "0" || !strings.Contains(lh[dlq.HeaderDetail], "x-pad") || lh["x-pad"] != "  padded\t" {
+		t.Fatalf("dead letter of the padded header: %v", lh)
+	}
+}
+
 // deadLetters reads the first n letters of the test's DLQ topic, as header
 // maps, and checks that each names its source.
 func deadLetters(t *testing.T, e *env, n int) []map[string]string {

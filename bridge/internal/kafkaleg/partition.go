@@ -37,7 +37,7 @@ const (
 	HeaderPartition   = "kafka_partition"
 	HeaderOffset      = "kafka_offset"
 	HeaderKey         = "kafka_key"
-	HeaderKeyEncoding = "kafka_key_encoding" // "base64" when the key is not printable UTF-8
+	HeaderKeyEncoding = "kafka_key_encoding" // "base64" when the key is not printable UTF-8 or NATS would trim it
 	HeaderTimestamp   = "kafka_timestamp_ms"
 )
 
@@ -521,10 +521,12 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	size := len(m.Value) + len(m.Key) + 128
 	reason, detail := "", ""
 	for _, h := range m.Headers {
-		hdrs[h.Key] = string(h.Value)
+		if _, ok := hdrs[h.Key]; !ok { // the envelope check reads the first value, as nats.Header.Get does
+			hdrs[h.Key] = string(h.Value)
+		}
 		size += len(h.Key) + len(h.Value) + 4
 		if reason == "" && !headerSafe(h.Key, string(h.Value)) {
-			reason, detail = "header", fmt.Sprintf("header %q cannot be carried as a NATS header", h.Key)
+			reason, detail = "header", fmt.Sprintf("header %q cannot be carried as a NATS header verbatim (a name of printable ASCII without separators, not Nats-*; a value of one line of UTF-8 without leading or trailing spaces or tabs, which NATS strips)", h.Key)
 		}
 	}
 	p.mu.Lock()
@@ -547,7 +549,7 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 		return dlq.Letter{}, false
 	}
 	return dlq.Letter{Leg: metrics.LegA, Reason: reason, Detail: detail, Topic: m.Topic, Partition: m.Partition,
-		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: hdrs}, true
+		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: m.Headers}, true
 }
 
 // headerSafe reports whether a Kafka header survives as a NATS header: NATS
@@ -565,17 +567,25 @@ func headerSafe(k, v string) bool {
 			return false
 		}
 	}
-	return !strings.ContainsAny(v, "\r\n") && utf8.ValidString(v)
+	// nats.go trims a value's spaces and tabs when it writes it (and its reader skips the leading ones), so a padded
+	// value would arrive changed: such a message goes to the DLQ, which keeps it as produced, like a value NATS cannot
+	// hold at all. Carrying it encoded would hand every consumer's envelope check (event.FromHeaders) the encoding.
+	return !strings.ContainsAny(v, "\r\n") && utf8.ValidString(v) && !padded(v)
+}
+
+// padded reports whether s starts or ends with what NATS trims from a header value (CR and LF are refused anyway).
+func padded(s string) bool {
+	return s != "" && (s[0] == ' ' || s[0] == '\t' || s[len(s)-1] == ' ' || s[len(s)-1] == '\t')
 }
 
 // build turns m into the JetStream message with its producer span.
 func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Context) {
 	prop := otel.GetTextMapPropagator()
 	parent := prop.Extract(context.Background(), carrier.Kafka(&m.Headers)) // any header case
-	hdrs := make(map[string]string, len(m.Headers)+4)
-	for _, h := range m.Headers {
-		if !isTraceHeader(h.Key) { // re-injected below, lowercase, for this hop's span
-			hdrs[h.Key] = string(h.Value)
+	h := make(nats.Header, len(m.Headers)+9)
+	for _, kh := range m.Headers {
+		if !isTraceHeader(kh.Key) { // re-injected below, lowercase, for this hop's span
+			h[kh.Key] = append(h[kh.Key], string(kh.Value)) // a repeated name keeps every value, in order
 		}
 	}
 	ctx, span := p.leg.tracer.Start(parent, p.route.Subject+" publish",
@@ -587,10 +597,9 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 			attribute.Int("messaging.kafka.source.partition", m.Partition),
 			attribute.Int64("messaging.kafka.offset", m.Offset),
 		))
-	prop.Inject(ctx, propagation.MapCarrier(hdrs))
-
-	h := make(nats.Header, len(hdrs)+7)
-	for k, v := range hdrs {
+	tc := propagation.MapCarrier{}
+	prop.Inject(ctx, tc)
+	for k, v := range tc {
 		h[k] = []string{v} // direct assignment keeps names lowercase
 	}
 	h[HeaderTopic] = []string{m.Topic}
@@ -624,8 +633,10 @@ func isTraceHeader(k string) bool {
 	return strings.EqualFold(k, "traceparent") || strings.EqualFold(k, "tracestate") || strings.EqualFold(k, "baggage")
 }
 
+// printable reports whether a key can be carried as a NATS header value as it is: UTF-8 without control characters,
+// and not padded (NATS would trim it, and a replay into Kafka or the Pulsar key would get another key).
 func printable(b []byte) bool {
-	if !utf8.Valid(b) {
+	if !utf8.Valid(b) || padded(string(b)) {
 		return false
 	}
 	for _, c := range string(b) {

@@ -38,6 +38,11 @@ func TestHeaderSafe(t *testing.T) {
 		{"a\x00b", "x", false},
 		{"é", "x", false},
 		{"x-b3_sampled.v2", "1", true},
+		{"k", "  padded\t", false}, // nats.go trims it on write
+		{"k", "x ", false},
+		{"k", "\tx", false},
+		{"k", "a \t b", true},
+		{"k", "", true},
 	}
 	for _, tc := range tests {
 		if got := headerSafe(tc.k, tc.v); got != tc.want {
@@ -73,7 +78,7 @@ func TestBuildSetsItsOwnMetadata(t *testing.T) {
 // RecordKey gives back the key build carried, printable or not.
 func TestRecordKeyRoundTrip(t *testing.T) {
 	p := &partition{leg: New(Options{}), route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
-	for _, key := range [][]byte{[]byte("order-42"), {0, 0xff, 'k'}, nil} {
+	for _, key := range [][]byte{[]byte("order-42"), {0, 0xff, 'k'}, nil, []byte(" order-1 "), []byte("k\t")} {
 		msg, span, _ := p.build(kafka.Message{Topic: "t", Key: key})
 		span.End()
 		if got := RecordKey(msg.Header); string(got) != string(key) {
@@ -83,7 +88,7 @@ func TestRecordKeyRoundTrip(t *testing.T) {
 }
 
 func TestPrintable(t *testing.T) {
-	if !printable([]byte("order-42")) || printable([]byte{0, 1}) || printable([]byte{0xff}) {
+	if !printable([]byte("order-42")) || printable([]byte{0, 1}) || printable([]byte{0xff}) || printable([]byte(" k")) {
 		t.Fatal("printable wrong")
 	}
 }

@@ -8,9 +8,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/pulsar-client-go/pulsar"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -377,10 +379,10 @@ func (s *bsession) ack() {
 // deadLetter sends msg to the DLQ; offset is -1 when the message has none.
 func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset int64, reason, detail string) error {
 	l := p.leg
-	hdrs := map[string]string{}
-	for k, v := range msg.Headers() {
-		if len(v) > 0 {
-			hdrs[k] = v[0]
+	var hdrs []kafka.Header
+	for k, vs := range msg.Headers() {
+		for _, v := range vs {
+			hdrs = append(hdrs, kafka.Header{Key: k, Value: []byte(v)})
 		}
 	}
 	// The letter is for replay into Kafka: the record's own key bytes, so that it lands on the partition the original did.
@@ -418,7 +420,11 @@ func (p *partition) build(msg jetstream.Msg, offset int64) (*pulsar.ProducerMess
 	props[PropTopic] = p.route.Topic
 	props[PropPartition] = strconv.Itoa(p.id)
 	props[PropOffset] = strconv.FormatInt(offset, 10)
-	pm := &pulsar.ProducerMessage{Payload: msg.Data(), Key: h.Get(kafkaleg.HeaderKey), Properties: props, SequenceID: &offset}
+	key := h.Get(kafkaleg.HeaderKey)
+	if k := kafkaleg.RecordKey(h); utf8.Valid(k) {
+		key = string(k) // the record's own key; one that is not UTF-8 stays base64, as a Pulsar key is a string
+	}
+	pm := &pulsar.ProducerMessage{Payload: msg.Data(), Key: key, Properties: props, SequenceID: &offset}
 	if ms, err := strconv.ParseInt(h.Get(kafkaleg.HeaderTimestamp), 10, 64); err == nil {
 		pm.EventTime = time.UnixMilli(ms)
 	}

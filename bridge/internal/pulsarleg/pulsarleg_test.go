@@ -170,6 +170,27 @@ func (e *env) read(t *testing.T, want int, idle time.Duration) []harness.Record 
 	return recs
 }
 
+// The Pulsar key is the Kafka record's key: one leg A carried base64 because NATS would trim it (" order-1 ") is
+// decoded; one that is not UTF-8 stays base64, as a Pulsar key is a string.
+func TestLegBArchivesTheRecordKey(t *testing.T) {
+	e := setup(t)
+	keys := [][]byte{[]byte(" order-1 "), {0xff, 0}}
+	for i, k := range keys {
+		e.publishOn(t, e.route.PartitionSubject(0), i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)), func(h nats.Header) {
+			h[kafkaleg.HeaderKey], h[kafkaleg.HeaderKeyEncoding] = []string{base64.StdEncoding.EncodeToString(k)}, []string{"base64"}
+		})
+	}
+	stop := e.run(1)
+	defer stop()
+	recs := e.read(t, len(keys), 30*time.Second)
+	if len(recs) != len(keys) {
+		t.Fatalf("archived %d of %d", len(recs), len(keys))
+	}
+	if want := []string{" order-1 ", base64.StdEncoding.EncodeToString(keys[1])}; recs[0].Key != want[0] || recs[1].Key != want[1] {
+		t.Fatalf("pulsar keys %q, %q; want %q", recs[0].Key, recs[1].Key, want)
+	}
+}
+
 func TestLegBArchivesEachPartitionInOffsetOrderExactlyOnce(t *testing.T) {
 	e := setup(t)
 	// Three partitions interleaved in the stream, offsets with gaps.
