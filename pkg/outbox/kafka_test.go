@@ -412,7 +412,7 @@ func open(t testing.TB, url string) *gorm.DB {
 	return db
 }
 
-// TestRelaySetsAsideARowTooLargeForKafka: a row over the writer's 1 MiB batch limit made kafka-go refuse the whole
+// TestRelaySetsAsideARowTooLargeForKafka: a row over the topic's limit (1 MB by default) was refused with the whole
 // batch, so it failed every row claimed with it, and as its key's oldest unsent row it held that key back forever.
 // Now the other rows go out, the oversized row is set aside (sent_at with its last_error, kept past retention) and
 // the rows behind it on its key follow.

@@ -163,6 +163,8 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 //
 // The writer gets its own transport rather than kafka-go's process-wide default: the default caches cluster metadata
 // for every client in the process and answers "unknown topic" for a topic created after its last refresh.
+//
+// What a topic takes is the broker's decision (the topic's max.message.bytes), not the writer's: see writerBatchBytes.
 func NewWriter(brokers ...string) *kafka.Writer {
 	return &kafka.Writer{
 		Addr:         kafka.TCP(brokers...),
@@ -171,9 +173,19 @@ func NewWriter(brokers ...string) *kafka.Writer {
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: 2 * time.Millisecond,
 		BatchSize:    500,
+		BatchBytes:   writerBatchBytes,
 		MaxAttempts:  3,
 	}
 }
+
+// writerBatchBytes is NewWriter's BatchBytes. kafka-go closes a partition's batch when it reaches BatchSize messages
+// or BatchBytes bytes (or BatchTimeout passes), and refuses outright, before sending anything, a message over
+// BatchBytes, with the error the broker gives for its own limit. At kafka-go's default (1 MiB) the relay therefore
+// set aside as too large for Kafka a row that its topic, configured to take more, would have taken. This is far above
+// any topic's limit in practice, so the broker decides, and below the broker's default socket.request.max.bytes
+// (100 MiB), past which it drops the connection instead of answering "too large" and the row would be retried forever.
+// A batch may now be over the topic's limit only together; the broker refuses it and the relay sends its rows alone.
+const writerBatchBytes = 64 << 20
 
 // Nudge asks a running relay to poll now, e.g. right after a transaction that called Add committed. It never blocks.
 func (r *Relay) Nudge() {

@@ -123,3 +123,23 @@ func TestRelaySendsAloneTheRowsOfABatchTooLargeTogether(t *testing.T) {
 		}
 	})
 }
+
+// TestRelayPublishesARowOverOneMiBTheTopicTakes: kafka-go's writer refuses a message over its BatchBytes (1 MiB by
+// default) with the error the broker gives for its own limit, so the relay set aside as too large for Kafka a row
+// that the topic (max.message.bytes 5 MiB) takes, and never published it. NewWriter's BatchBytes now leaves the
+// decision to the broker.
+func TestRelayPublishesARowOverOneMiBTheTopicTakes(t *testing.T) {
+	bs := brokers(t)
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		topic := newTopic(t, bs, maxMessageBytes(5<<20))
+		migrated(t, db)
+		big := addSized(t, db, topic, "big", 2<<20)
+		drain(t, outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{}))
+		if ms := rows(t, db); ms[0].SentAt == nil || ms[0].LastError != "" {
+			t.Fatalf("row the topic takes: sent_at %v, last_error %q", ms[0].SentAt, ms[0].LastError)
+		}
+		if count := onKafka(t, bs, topic); count[big.ID] != 1 || len(count) != 1 {
+			t.Fatalf("Kafka holds %v, want the 2 MiB event %s once", count, big.ID)
+		}
+	})
+}
