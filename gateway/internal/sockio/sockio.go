@@ -34,9 +34,10 @@
 //
 // The saving is given back: an upstream that answers twice leaves bytes
 // on the idle connection, and only a read before the request leaves can
-// see them (readOnce), so an exchange makes as many system calls as the
-// standard order. What remains is that such bytes fail the exchange
-// (ErrUnasked) instead of becoming its answer.
+// see them (readOnce, or Write for a request too large to hold back), so
+// an exchange makes as many system calls as the standard order. What
+// remains is that such bytes fail the exchange (ErrUnasked) instead of
+// becoming its answer.
 package sockio
 
 import (
@@ -83,13 +84,19 @@ type Conn struct {
 	partSent bool
 	whole    bool // Read's copy of !partSent, under rmu
 	unasked  bool // the peer had sent bytes before it was asked
+	// Write's look for unasked bytes before a request too large to hold
+	// back leaves (probe), under wmu: the byte read and the verdict.
+	probeBuf [1]byte
+	stray    bool
+	probeFn  func(fd uintptr)
 
 	server bool        // accepted by a Listener: Close lingers (linger.go)
 	closed atomic.Bool // Close was called (server connections): Read and Write fail
 }
 
-// ErrUnasked is the error of an exchange Read that found bytes from the
-// peer before it sent the request: the rest of an earlier answer (an
+// ErrUnasked is the error of an exchange Read (or, for a request too
+// large to hold back, Write) that found bytes from the peer before it sent
+// the request: the rest of an earlier answer (an
 // upstream that answered twice, or sent more than it announced). Taken as
 // this request's answer, they would shift every later answer on the
 // connection onto the request after its own, one client's answer to
@@ -129,6 +136,7 @@ func WrapExchange(c net.Conn) net.Conn {
 	if sc, ok := w.(*Conn); ok {
 		sc.exchange = true
 		sc.pend = make([]byte, 0, maxDeferred)
+		sc.probeFn = sc.probe
 	}
 	return w
 }
@@ -197,14 +205,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) readOnce(fd uintptr) bool {
 	if c.sendFirst {
 		c.sendFirst = false
-		// Errors of this read are left to the send and the read after
-		// it, as they would be without it.
-		if c.whole {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.rbuf[0])), uintptr(len(c.rbuf)))
-			if e == 0 && r > 0 {
-				c.unasked = true
-				return true
-			}
+		if c.whole && waiting(fd, c.rbuf) {
+			c.unasked = true
+			return true
 		}
 		c.wmu.Lock()
 		errno := c.sendPending(fd)
@@ -249,8 +252,36 @@ func (c *Conn) Write(p []byte) (int, error) {
 		c.pend = append(c.pend, p...)
 		return len(p), nil
 	}
+	if c.exchange && !c.partSent {
+		// The first bytes of this exchange leave now, not in Read, so
+		// Read's look for unasked bytes would come too late: whatever is
+		// waiting then would be taken for this request's answer. Looked
+		// for here instead; nothing is sent, held back or not.
+		if err := c.raw.Control(c.probeFn); err != nil {
+			return 0, wrapErr("write", c, err)
+		}
+		if c.stray {
+			c.pend = c.pend[:0]
+			return 0, wrapErr("write", c, ErrUnasked)
+		}
+	}
 	c.partSent = c.exchange
 	return c.writeLocked(p)
+}
+
+// probe sets stray when the peer has sent bytes nobody asked for; wmu is
+// held.
+func (c *Conn) probe(fd uintptr) {
+	c.stray = waiting(fd, c.probeBuf[:])
+}
+
+// waiting reports whether the socket holds bytes, reading (and so
+// dropping) up to len(buf) of them; only a connection that must be
+// dropped when it does may ask. Errors are left to the send and the read
+// after it, as they would be without the look.
+func waiting(fd uintptr, buf []byte) bool {
+	r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+	return e == 0 && r > 0
 }
 
 // writeLocked sends what is held back, then p; wmu is held.

@@ -13,7 +13,7 @@ import (
 
 // loopback returns both ends of a loopback TCP connection, the accepted one
 // through ln's wrapper when wrap is set.
-func loopback(t *testing.T, wrap func(net.Listener) net.Listener) (dialed, accepted net.Conn) {
+func loopback(t testing.TB, wrap func(net.Listener) net.Listener) (dialed, accepted net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -198,7 +198,7 @@ func TestNoAllocations(t *testing.T) {
 
 // exchangePair returns a WrapExchange client connection and the plain
 // server side of a loopback TCP connection.
-func exchangePair(t *testing.T) (*Conn, net.Conn) {
+func exchangePair(t testing.TB) (*Conn, net.Conn) {
 	t.Helper()
 	raw, srv := loopback(t, nil)
 	c, ok := WrapExchange(raw).(*Conn)
@@ -313,11 +313,10 @@ func TestExchangeToClosedPeerFailsFast(t *testing.T) {
 	}
 }
 
-// Bytes the peer sent while the connection sat idle (an upstream that
-// answered twice) fail the next exchange instead of becoming its answer,
-// and its request is not sent: taken as the answer, they would shift every
-// later answer on the connection to the request after its own.
-func TestExchangeRefusesUnaskedBytes(t *testing.T) {
+// answeredTwice returns an exchange pair after one exchange whose answer
+// the peer sent again, unasked, while the connection sat idle.
+func answeredTwice(t *testing.T) (*Conn, net.Conn) {
+	t.Helper()
 	c, peer := exchangePair(t)
 	buf := make([]byte, 64)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -337,6 +336,16 @@ func TestExchangeRefusesUnaskedBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(20 * time.Millisecond) // it arrives while nobody reads
+	return c, peer
+}
+
+// Bytes the peer sent while the connection sat idle (an upstream that
+// answered twice) fail the next exchange instead of becoming its answer,
+// and its request is not sent: taken as the answer, they would shift every
+// later answer on the connection to the request after its own.
+func TestExchangeRefusesUnaskedBytes(t *testing.T) {
+	c, peer := answeredTwice(t)
+	buf := make([]byte, 64)
 	if _, err := c.Write([]byte("ask 2")); err != nil {
 		t.Fatal(err)
 	}
@@ -346,6 +355,57 @@ func TestExchangeRefusesUnaskedBytes(t *testing.T) {
 	peer.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
 	if n, err := peer.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("peer received %q, %v; want the request held back", buf[:n], err)
+	}
+}
+
+// A request too large to hold back (a 5 KB body or cookie) leaves in Write,
+// before any Read could look for unasked bytes: Write looks, and refuses
+// to send, whether the head was held back first (fasthttp flushes 4 KiB
+// buffers) or the whole request comes in one Write. Sent, it would be
+// answered by what was waiting, another request's answer.
+func TestExchangeRefusesUnaskedBytesBeforeALargeRequest(t *testing.T) {
+	large := bytes.Repeat([]byte("b"), maxDeferred+1)
+	for _, writes := range [][][]byte{{large}, {[]byte("POST / HTTP/1.1\r\n"), large}} {
+		c, peer := answeredTwice(t)
+		buf := make([]byte, 64)
+		var err error
+		for _, w := range writes {
+			if _, err = c.Write(w); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, ErrUnasked) {
+			t.Fatalf("%d-byte request after unasked bytes: Write = %v; want ErrUnasked", len(large), err)
+		}
+		peer.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		if n, err := peer.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("peer received %q, %v; want nothing of the request", buf[:n], err)
+		}
+	}
+}
+
+// A large request on a clean connection goes out as before, and its answer
+// is read: the look before it found nothing to refuse.
+func TestExchangeLargeRequestOnACleanConnection(t *testing.T) {
+	c, peer := exchangePair(t)
+	large := bytes.Repeat([]byte("b"), 2*maxDeferred)
+	go func() {
+		for range 3 {
+			if _, err := io.ReadFull(peer, make([]byte, len(large))); err != nil {
+				return
+			}
+			peer.Write([]byte("answer"))
+		}
+	}()
+	buf := make([]byte, 64)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for i := range 3 {
+		if _, err := c.Write(large); err != nil {
+			t.Fatalf("exchange %d: Write = %v", i, err)
+		}
+		if n, err := io.ReadFull(c, buf[:6]); err != nil || string(buf[:n]) != "answer" {
+			t.Fatalf("exchange %d: Read = %q, %v", i, buf[:n], err)
+		}
 	}
 }
 
