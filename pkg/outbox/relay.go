@@ -219,10 +219,8 @@ func (r *Relay) Run(ctx context.Context) error {
 			claimedAny = claimedAny || claimed > 0
 			if err != nil {
 				// A round that ended because the relay stopped is no failure; one that could not record or
-				// release its rows on the way out is, as they now wait out their lease. database/sql rolls a
-				// transaction back when its context ends, so a stop can also surface as sql.ErrTxDone from the
-				// commit (SQLite's transactional round): its rows stay due, as after any cut.
-				if ctx.Err() == nil || !errors.Is(err, ctx.Err()) && !errors.Is(err, sql.ErrTxDone) {
+				// release its rows on the way out is, as they now wait out their lease or are sent again.
+				if ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
 					r.o.Logger.ErrorContext(ctx, "outbox relay round failed", "error", err)
 				}
 				if ctx.Err() != nil {
@@ -366,7 +364,7 @@ func (r *Relay) untilRetry(wait time.Duration) time.Duration {
 	return min(wait, time.Until(time.UnixMilli(slices.Min(r.retries))))
 }
 
-// stopGrace is how long a leased round's statements may go on once the relay's context has ended.
+// stopGrace is how long a round's statements may go on once the relay's context has ended.
 const stopGrace = 5 * time.Second
 
 // afterStop returns a context with ctx's values that ends grace after ctx does, and a func to call when done with it.
@@ -446,8 +444,17 @@ func (r *Relay) release(db *gorm.DB, rows []Message) error {
 
 // lockedRound is a round in one transaction: claim, publish, record. On SQLite the transaction holds the database
 // write lock throughout (BEGIN IMMEDIATE), which is what keeps two relays apart there.
+//
+// As in a leased round, a stop (ctx ending) cuts only the publish. The transaction runs on, for stopGrace at most: on
+// ctx it was rolled back when the stop came, so rows Kafka had already taken stayed unsent and went out again in the
+// next round. Rows whose publish the stop cut are left as they were, due with no attempt counted.
 func (r *Relay) lockedRound(ctx context.Context) (claimed int, more bool, err error) {
-	err = r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	if err := ctx.Err(); err != nil {
+		return 0, false, err
+	}
+	tctx, done := afterStop(ctx, stopGrace)
+	defer done()
+	err = r.db.WithContext(tctx).Transaction(func(tx *gorm.DB) error {
 		rows, err := r.claim(tx)
 		if err != nil {
 			return err
@@ -455,13 +462,18 @@ func (r *Relay) lockedRound(ctx context.Context) (claimed int, more bool, err er
 		var msgs []Message
 		msgs, more = r.batch(rows)
 		claimed = len(msgs)
-		if claimed == 0 {
+		if claimed == 0 || ctx.Err() != nil {
+			// Stopped while claiming: a publish now would be cut at once.
+			more = false
 			return nil
 		}
 		pctx, cancel := context.WithTimeout(ctx, r.o.PublishTimeout)
 		errs := r.publish(pctx, msgs)
 		cancel()
 		more = more && !allFailed(errs)
+		if ctx.Err() != nil {
+			msgs, errs, _ = splitCut(msgs, errs)
+		}
 		return r.record(tx, msgs, errs)
 	})
 	return claimed, more, err

@@ -9,6 +9,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"gorm.io/gorm"
 
+	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/internal/dbtest"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 )
@@ -18,7 +19,7 @@ import (
 // that the stop handed it back.
 var stoppingOptions = outbox.RelayOptions{Lease: 10 * time.Minute, MinBackoff: 10 * time.Minute, MaxBackoff: 10 * time.Minute}
 
-// stopFixture is a PostgreSQL outbox for a fresh Kafka topic, and what a test needs to stop a relay on it.
+// stopFixture is an outbox for a fresh Kafka topic, and what a test needs to stop a relay on it.
 type stopFixture struct {
 	bs    []string
 	topic string
@@ -27,12 +28,22 @@ type stopFixture struct {
 	ids   []string // the rows' event ids
 }
 
-func newStopFixture(t *testing.T) *stopFixture {
+func newStopFixture(t *testing.T, dialect string) *stopFixture {
 	t.Helper()
 	bs := brokers(t)
-	f := &stopFixture{bs: bs, topic: newTopic(t, bs), url: dbtest.PostgresURL(t)}
+	f := &stopFixture{bs: bs, topic: newTopic(t, bs), url: dbtest.SQLiteURL(t)}
+	if dialect == database.Postgres {
+		f.url = dbtest.PostgresURL(t)
+	}
 	f.db = migrated(t, open(t, f.url))
 	return f
+}
+
+// eachDialect runs test once per database, as subtests named after the dialect.
+func eachDialect(t *testing.T, test func(t *testing.T, dialect string)) {
+	for _, dialect := range []string{database.Postgres, database.SQLite} {
+		t.Run(dialect, func(t *testing.T) { test(t, dialect) })
+	}
 }
 
 // relay returns a relay with w on a connection pool of its own (a replica of its own), after a round on the empty
@@ -119,7 +130,7 @@ func (f *stopFixture) nextRelaySendsAll(t *testing.T, unsent int) {
 // them. Now the stopped relay learns its claim and hands the rows back, and the next relay sends them at once.
 func TestRelayStoppedMidClaimLeavesNoLease(t *testing.T) {
 	const n = 5
-	f := newStopFixture(t)
+	f := newStopFixture(t, database.Postgres)
 	r := f.relay(t, outbox.NewWriter(f.bs...))
 	f.fill(t, n)
 	lock := f.db.Begin()
@@ -148,54 +159,59 @@ func TestRelayStoppedMidClaimLeavesNoLease(t *testing.T) {
 // TestRelayStoppedMidPublishLeavesNoBackoff stops a relay while Kafka has its publish and has not answered: the rows
 // must be due again at once, not pushed back as if Kafka had refused them.
 func TestRelayStoppedMidPublishLeavesNoBackoff(t *testing.T) {
-	const n = 5
-	f := newStopFixture(t)
-	inWrite := make(chan struct{})
-	// A broker that takes the publish and never answers: the write ends with the relay's context.
-	r := f.relay(t, writerFunc(func(ctx context.Context, _ ...kafka.Message) error {
-		close(inWrite)
-		<-ctx.Done()
-		return ctx.Err()
-	}))
-	f.fill(t, n)
-	stop, done := run(t, r)
-	<-inWrite
-	stop()
-	if err := <-done; err != nil {
-		t.Fatalf("the stopped relay returned %v", err)
-	}
-	if unsent := f.leftBehind(t); unsent != n {
-		t.Fatalf("%d of %d rows unsent after a publish Kafka never answered", unsent, n)
-	}
-	f.nextRelaySendsAll(t, n)
+	eachDialect(t, func(t *testing.T, dialect string) {
+		const n = 5
+		f := newStopFixture(t, dialect)
+		inWrite := make(chan struct{})
+		// A broker that takes the publish and never answers: the write ends with the relay's context.
+		r := f.relay(t, writerFunc(func(ctx context.Context, _ ...kafka.Message) error {
+			close(inWrite)
+			<-ctx.Done()
+			return ctx.Err()
+		}))
+		f.fill(t, n)
+		stop, done := run(t, r)
+		<-inWrite
+		stop()
+		if err := <-done; err != nil {
+			t.Fatalf("the stopped relay returned %v", err)
+		}
+		if unsent := f.leftBehind(t); unsent != n {
+			t.Fatalf("%d of %d rows unsent after a publish Kafka never answered", unsent, n)
+		}
+		f.nextRelaySendsAll(t, n)
+	})
 }
 
 // TestRelayStoppedAfterKafkaAcceptedMarksSent stops a relay after Kafka acknowledged its publish and before it
-// marked the rows sent: it still marks them, so they are not sent again after the lease.
+// marked the rows sent: it still marks them, so they are not sent again (after the lease on PostgreSQL, by the next
+// round on SQLite, whose round transaction the stop rolled back).
 func TestRelayStoppedAfterKafkaAcceptedMarksSent(t *testing.T) {
-	const n = 5
-	f := newStopFixture(t)
-	kw := outbox.NewWriter(f.bs...)
-	var stop context.CancelFunc
-	started := make(chan struct{})
-	r := f.relay(t, writerFunc(func(ctx context.Context, msgs ...kafka.Message) error {
-		<-started // stop is set
-		if err := kw.WriteMessages(ctx, msgs...); err != nil {
-			return err
+	eachDialect(t, func(t *testing.T, dialect string) {
+		const n = 5
+		f := newStopFixture(t, dialect)
+		kw := outbox.NewWriter(f.bs...)
+		var stop context.CancelFunc
+		started := make(chan struct{})
+		r := f.relay(t, writerFunc(func(ctx context.Context, msgs ...kafka.Message) error {
+			<-started // stop is set
+			if err := kw.WriteMessages(ctx, msgs...); err != nil {
+				return err
+			}
+			stop()
+			return nil
+		}))
+		f.fill(t, n)
+		stop, done := run(t, r)
+		close(started)
+		if err := <-done; err != nil {
+			t.Fatalf("the stopped relay returned %v", err)
 		}
-		stop()
-		return nil
-	}))
-	f.fill(t, n)
-	stop, done := run(t, r)
-	close(started)
-	if err := <-done; err != nil {
-		t.Fatalf("the stopped relay returned %v", err)
-	}
-	if unsent := f.leftBehind(t); unsent != 0 {
-		t.Fatalf("%d of %d rows unsent after Kafka acknowledged them", unsent, n)
-	}
-	f.nextRelaySendsAll(t, 0)
+		if unsent := f.leftBehind(t); unsent != 0 {
+			t.Fatalf("%d of %d rows unsent after Kafka acknowledged them", unsent, n)
+		}
+		f.nextRelaySendsAll(t, 0)
+	})
 }
 
 // waitForLockWaiter waits until a statement waits for a lock on table in db's database.
