@@ -149,6 +149,17 @@ func (x *Exchange) problem(status int, slug, detail string) {
 	writeProblem(x.Resp, x.Req.Header.RequestURI(), status, slug, detail)
 }
 
+// badRequest answers 400 and has the transport close the connection after
+// it (lingering, as after a request it could not read). A request refused
+// for its form may have been framed otherwise by a hop in front
+// ("Content-Length : 51" is a body there, none here): kept open, the
+// connection would read that body as the next request and proxy it (CL.0
+// smuggling). nginx, too, closes after every 400.
+func (x *Exchange) badRequest(slug, detail string) {
+	x.problem(fasthttp.StatusBadRequest, slug, detail)
+	x.Close = true
+}
+
 // localLimiter is a Limiter that can tell, without waiting, whether it
 // decides from local state (quota.Lease: a lease hit, a remembered denial).
 type localLimiter interface {
@@ -265,19 +276,19 @@ func (p *Proxy) start(x *Exchange) bool {
 		x.Close = true
 	}
 	if st.sent&optSpacedName != 0 {
-		x.problem(fasthttp.StatusBadRequest, "malformed-request", "a header field name ends in whitespace")
+		x.badRequest("malformed-request", "a header field name ends in whitespace")
 		return false
 	}
 	// RFC 9112 §3.2: an HTTP/1.1 request must name its Host. HTTP/1.0 may
 	// not; pick gives such a request the endpoint's address.
 	if len(h.Host()) == 0 && h.IsHTTP11() {
-		x.problem(fasthttp.StatusBadRequest, "malformed-request", "an HTTP/1.1 request needs a Host header")
+		x.badRequest("malformed-request", "an HTTP/1.1 request needs a Host header")
 		return false
 	}
 	// And only once (§3.2 again): the parser keeps the last, and another
 	// hop may take the first.
 	if fieldLines(h.RawHeaders(), "host:", 2) > 1 {
-		x.problem(fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Host header")
+		x.badRequest("malformed-request", "the request has more than one Host header")
 		return false
 	}
 	// RFC 9110 §9.1: a method the gateway does not implement is 501. It
@@ -319,7 +330,7 @@ func (p *Proxy) start(x *Exchange) bool {
 			return false
 		}
 		if !ok {
-			x.problem(fasthttp.StatusBadRequest, "bad-path", "the request target is neither a path nor an absolute http URI")
+			x.badRequest("bad-path", "the request target is neither a path nor an absolute http URI")
 			return false
 		}
 		h.SetHostBytes(authority)
@@ -329,7 +340,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	// one that is no host[:port] is 400 (RFC 9112 §3.2). HTTP/1.0 may have
 	// none.
 	if host := h.Host(); len(host) > 0 && !validHost(host) {
-		x.problem(fasthttp.StatusBadRequest, "malformed-request", "the Host is not a valid host[:port]")
+		x.badRequest("malformed-request", "the Host is not a valid host[:port]")
 		return false
 	}
 	pathPart, query := raw, []byte(nil)
@@ -343,7 +354,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	// refuses '#' in the path). After the query it went upstream on the
 	// event loop and was cut off on fasthttp, which forwards its parsed URI.
 	if len(query) > 0 && bytes.IndexByte(query, '#') >= 0 {
-		x.problem(fasthttp.StatusBadRequest, "bad-path", "the request target has a fragment")
+		x.badRequest("bad-path", "the request target has a fragment")
 		return false
 	}
 	if len(pathPart) == 0 { // "http://host" or "http://host?q" (RFC 9112 §3.2.2)
@@ -352,7 +363,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	clean, err := route.Clean(st.path[:0], pathPart)
 	st.path = clean
 	if err != nil {
-		x.problem(fasthttp.StatusBadRequest, "bad-path", "the request path is malformed")
+		x.badRequest("bad-path", "the request path is malformed")
 		return false
 	}
 	if absolute || string(clean) != string(pathPart) {

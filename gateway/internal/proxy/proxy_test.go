@@ -187,6 +187,11 @@ func TestHandleRejects(t *testing.T) {
 		if string(ctx.Response.Header.ContentType()) != "application/problem+json" {
 			t.Errorf("%q: content type %q", c.raw, ctx.Response.Header.ContentType())
 		}
+		// After a 400 the connection closes: what follows on it may be
+		// this request's body as another hop framed it (CL.0 smuggling).
+		if c.status == 400 && !ctx.Response.ConnectionClose() {
+			t.Errorf("%q: 400 keeps the connection open", c.raw)
+		}
 	}
 	if up.hits.Load() != 0 {
 		t.Fatalf("rejected requests reached the upstream %d times", up.hits.Load())

@@ -1,0 +1,52 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"testing"
+)
+
+// A request the chain refuses with 400 closes its connection, on both
+// transports: a hop in front may have framed it otherwise ("Content-Length :
+// 51" is a 51-byte body to a lenient proxy, no body to the gateway), and
+// whatever follows it must never be read as another request and proxied
+// (CL.0 smuggling). Each case is followed by a request that would be
+// answered 200 from the upstream; nothing but the 400 may come back.
+func TestRefusedRequestClosesItsConnection(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up)
+	smuggled := get("smuggled")
+	post := "POST /api/v1/products/a HTTP/1.1\r\nHost: gw\r\n"
+	for _, tc := range []struct{ name, head, slug string }{
+		{"Content-Length with a space before the colon", post + fmt.Sprintf("Content-Length : %d\r\n\r\n", len(smuggled)), "malformed-request"},
+		{"Transfer-Encoding with a space before the colon", post + "Transfer-Encoding : chunked\r\n\r\n", "malformed-request"},
+		{"other field with a space before the colon", post + "X-User-ID : admin\r\n\r\n", "malformed-request"},
+		{"no Host", "GET /api/v1/products/a HTTP/1.1\r\n\r\n", "malformed-request"},
+		{"two Hosts", "GET /api/v1/products/a HTTP/1.1\r\nHost: a\r\nHost: gw\r\n\r\n", "malformed-request"},
+		{"invalid Host", "GET /api/v1/products/a HTTP/1.1\r\nHost: user@gw\r\n\r\n", "malformed-request"},
+		{"target of another scheme", "GET ftp://gw/api/v1/products/a HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},
+		{"target with a fragment", "GET /api/v1/products/a?q#f HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},
+		{"path above the root", "GET /api/../../etc HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each waits up to the event loop's linger
+			c := dialRaw(t, g.Addr)
+			defer c.Close()
+			writeSplit(t, c, tc.head+smuggled)
+			br := bufio.NewReader(c)
+			a, err := readAnswer(br)
+			if err != nil || a.Status != 400 || a.problem() != tc.slug {
+				t.Fatalf("first answer %+v %v, want 400 %s", a, err, tc.slug)
+			}
+			if !closedAfter(c, br) {
+				t.Fatal("the connection stayed open after the 400, and answered more")
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if n := up.hits.Load(); n != 0 {
+			t.Errorf("the upstream got %d requests that followed a 400", n)
+		}
+	})
+}
