@@ -69,6 +69,13 @@ func NewKafka(brokers []string, topic string, maxBackoff time.Duration, log *slo
 			AllowAutoTopicCreation: true,
 			BatchTimeout:           time.Millisecond,
 			MaxAttempts:            3,
+			// kafka-go refuses a message over BatchBytes (1 MiB by default) itself, with an error Send cannot tell
+			// from the broker's "too large", and Send then wrote a letter the topic takes whole without its value.
+			// So the broker decides: BatchBytes is Kafka's default socket.request.max.bytes, above any record size a
+			// broker is set to take, and a batch holds one letter, because the broker's max.message.bytes applies to
+			// a whole batch and letters of several partitions batched together could exceed it where each fits.
+			BatchBytes: 100 << 20,
+			BatchSize:  1,
 		},
 		maxBackoff: maxBackoff,
 		log:        log,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -52,5 +53,32 @@ func TestSendLetterOfARecordAtTheSizeLimit(t *testing.T) {
 	h := harness.Headers(got[0])
 	if h[dlq.HeaderOmitted] == "" || h[dlq.HeaderReason] != "too_large" || h[dlq.HeaderTopic] != source || h[dlq.HeaderOffset] != "0" || len(got[0].Value) != 0 {
 		t.Fatalf("letter: headers %v, %d value bytes", h, len(got[0].Value))
+	}
+}
+
+// TestSendLetterTheDLQTopicTakesKeepsItsValue: a DLQ topic configured for 5 MB records must get a 1.5 MB letter whole.
+// The writer's own batch limit (kafka-go's default 1 MiB) refused it before the broker saw it, and Send took that for
+// the topic's limit and wrote the letter without key, value and headers.
+func TestSendLetterTheDLQTopicTakesKeepsItsValue(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dead := "bridgetest." + harness.ID() + ".dlq"
+	if err := harness.CreateTopic(ctx, brokers, dead, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(5 << 20)}); err != nil {
+		t.Fatal(err)
+	}
+	sink := dlq.NewKafka(brokers, dead, time.Second, slog.Default())
+	defer sink.Close()
+	value := bytes.Repeat([]byte("a"), 1_500_000)
+	if err := sink.Send(ctx, dlq.Letter{Leg: "kafka-nats", Reason: "too_large", Topic: "src", Key: []byte("k1"), Value: value,
+		Headers: []kafka.Header{{Key: "ce_id", Value: []byte("e1")}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := harness.ReadDeadLetters(ctx, brokers, dead, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := harness.Headers(got[0]); !bytes.Equal(got[0].Value, value) || string(got[0].Key) != "k1" || h["ce_id"] != "e1" {
+		t.Fatalf("letter has %d of %d value bytes, key %q, headers %v", len(got[0].Value), len(value), got[0].Key, h)
 	}
 }

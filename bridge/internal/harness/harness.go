@@ -31,8 +31,8 @@ func ID() string {
 }
 
 // CreateTopic creates a Kafka topic with the given partitions (replication 1)
-// and waits until every partition has a leader.
-func CreateTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+// and topic configuration, and waits until every partition has a leader.
+func CreateTopic(ctx context.Context, brokers []string, topic string, partitions int, config ...kafka.ConfigEntry) error {
 	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		return fmt.Errorf("dial kafka: %w", err)
@@ -47,7 +47,7 @@ func CreateTopic(ctx context.Context, brokers []string, topic string, partitions
 		return fmt.Errorf("dial kafka controller: %w", err)
 	}
 	defer cc.Close()
-	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1})
+	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1, ConfigEntries: config})
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
