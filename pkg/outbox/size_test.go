@@ -2,6 +2,7 @@ package outbox_test
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -140,6 +141,45 @@ func TestRelayPublishesARowOverOneMiBTheTopicTakes(t *testing.T) {
 		}
 		if count := onKafka(t, bs, topic); count[big.ID] != 1 || len(count) != 1 {
 			t.Fatalf("Kafka holds %v, want the 2 MiB event %s once", count, big.ID)
+		}
+	})
+}
+
+// TestRelaySendsAloneTheRowsOfACallTheWriterRefuses: kafka-go's writer refuses a whole call, before sending any of
+// it, when one message is over its BatchBytes (kafka.MessageTooLargeError). Nothing of the call reached Kafka, so
+// every row goes again alone: the others are published once, and the row the writer refuses alone is set aside.
+func TestRelaySendsAloneTheRowsOfACallTheWriterRefuses(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		migrated(t, db)
+		var small []string
+		for i := range 3 {
+			small = append(small, add(t, context.Background(), db, "orders", "order-"+strconv.Itoa(i), i).ID)
+		}
+		big := addSized(t, db, "orders", "big", 10_000)
+		var sent []string
+		// The writer's check as kafka-go makes it: any message over its limit refuses the call.
+		w := writerFunc(func(_ context.Context, msgs ...kafka.Message) error {
+			for _, m := range msgs {
+				if len(m.Value) > 5_000 {
+					return kafka.MessageTooLargeError{Message: m}
+				}
+			}
+			for _, m := range msgs {
+				sent = append(sent, headerMap(m)["ce_id"])
+			}
+			return nil
+		})
+		drain(t, outbox.NewRelay(db, w, outbox.RelayOptions{}))
+		slices.Sort(sent)
+		slices.Sort(small)
+		if !slices.Equal(sent, small) {
+			t.Fatalf("sent %v, want each row but the oversized one once %v", sent, small)
+		}
+		for _, m := range rows(t, db) {
+			oversized := m.EventID == big.ID
+			if m.SentAt == nil || strings.Contains(m.LastError, "Message Size Too Large") != oversized {
+				t.Errorf("row %d (oversized %v): sent_at %v, last_error %q", m.ID, oversized, m.SentAt, m.LastError)
+			}
 		}
 	})
 }

@@ -185,7 +185,7 @@ func TestRelayStoppedMidPublishLeavesNoBackoff(t *testing.T) {
 
 // TestRelayStoppedAfterKafkaAcceptedMarksSent stops a relay after Kafka acknowledged its publish and before it
 // marked the rows sent: it still marks them, so they are not sent again (after the lease on PostgreSQL, by the next
-// round on SQLite, whose round transaction the stop rolled back).
+// round on SQLite, where the stop used to roll the round's transaction back).
 func TestRelayStoppedAfterKafkaAcceptedMarksSent(t *testing.T) {
 	eachDialect(t, func(t *testing.T, dialect string) {
 		const n = 5
