@@ -122,6 +122,7 @@ type Breaker struct {
 
 	closedDone   func(failed bool)
 	closedReport func(err error, status int)
+	closedAdmit  func(Outcome)
 	unreg        func()
 }
 
@@ -142,33 +143,40 @@ func New(name string, s Settings) *Breaker {
 	// closed breaker allocates nothing.
 	b.closedDone = func(failed bool) { b.closedOutcome(outcomeOf(failed)) }
 	b.closedReport = func(err error, status int) { b.closedOutcome(classify(err, status)) }
+	b.closedAdmit = b.closedOutcome
 	b.unreg = observe(b)
 	return b
 }
 
-type outcome int
+// Outcome is what one call tells about the upstream (Admit's done).
+type Outcome int
 
 const (
-	success outcome = iota
-	failure
-	ignored
+	// Success: the upstream answered, well enough.
+	Success Outcome = iota
+	// Failure: evidence the upstream is unhealthy (IsFailure).
+	Failure
+	// Ignored: the call ended for a reason that says nothing about the
+	// upstream (the caller gave up, or its own deadline ran out first). It
+	// is left out of the counts, and a half-open trial slot is given back.
+	Ignored
 )
 
-func outcomeOf(failed bool) outcome {
+func outcomeOf(failed bool) Outcome {
 	if failed {
-		return failure
+		return Failure
 	}
-	return success
+	return Success
 }
 
-func classify(err error, status int) outcome {
+func classify(err error, status int) Outcome {
 	switch {
 	case Cancelled(err):
-		return ignored
+		return Ignored
 	case IsFailure(err, status):
-		return failure
+		return Failure
 	default:
-		return success
+		return Success
 	}
 }
 
@@ -185,6 +193,20 @@ func (b *Breaker) Allow() (done func(failed bool), err error) {
 		return b.closedDone, err // trial == nil: closed again meanwhile
 	}
 	return func(failed bool) { trial(outcomeOf(failed)) }, nil
+}
+
+// Admit is Allow for a caller that classifies outcomes itself, Ignored
+// included: a proxy that knows when its client's own deadline, not the
+// upstream, ended a call. On success the caller must call done exactly once.
+func (b *Breaker) Admit() (done func(Outcome), err error) {
+	if State(b.state.Load()) == Closed {
+		return b.closedAdmit, nil
+	}
+	trial, err := b.admitSlow()
+	if err != nil || trial == nil {
+		return b.closedAdmit, err
+	}
+	return trial, nil
 }
 
 // Guard is Allow with the classification built in: report receives the
@@ -205,7 +227,7 @@ func (b *Breaker) Guard() (report func(err error, status int), err error) {
 
 // admitSlow handles open and half-open. It returns a nil trial (and no
 // error) if the breaker turned out to be closed.
-func (b *Breaker) admitSlow() (func(outcome), error) {
+func (b *Breaker) admitSlow() (func(Outcome), error) {
 	if State(b.state.Load()) == Open && b.clock() < b.openUntil.Load() {
 		return nil, ErrOpen // the common open case, without the lock
 	}
@@ -226,7 +248,7 @@ func (b *Breaker) admitSlow() (func(outcome), error) {
 	b.trials++
 	gen := b.gen
 	var once atomic.Bool
-	return func(o outcome) {
+	return func(o Outcome) {
 		if once.Swap(true) {
 			return
 		}
@@ -234,18 +256,18 @@ func (b *Breaker) admitSlow() (func(outcome), error) {
 	}, nil
 }
 
-func (b *Breaker) trialOutcome(gen uint64, o outcome) {
+func (b *Breaker) trialOutcome(gen uint64, o Outcome) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if gen != b.gen {
 		return // admitted in an earlier half-open period
 	}
 	switch o {
-	case ignored:
+	case Ignored:
 		b.trials-- // hand the slot to another caller
-	case failure:
+	case Failure:
 		b.trip()
-	case success:
+	case Success:
 		if b.passed++; b.passed >= b.s.HalfOpenTrials {
 			b.win.clear()
 			b.trips = 0
@@ -256,13 +278,13 @@ func (b *Breaker) trialOutcome(gen uint64, o outcome) {
 
 // closedOutcome records a call admitted while closed. Outcomes arriving after
 // the breaker left the closed state are dropped: they describe the past.
-func (b *Breaker) closedOutcome(o outcome) {
-	if o == ignored || State(b.state.Load()) != Closed {
+func (b *Breaker) closedOutcome(o Outcome) {
+	if o == Ignored || State(b.state.Load()) != Closed {
 		return
 	}
 	now := b.clock()
-	b.win.add(now, o == failure)
-	if o != failure {
+	b.win.add(now, o == Failure)
+	if o != Failure {
 		return
 	}
 	ok, failed := b.win.totals(now)

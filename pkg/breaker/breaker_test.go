@@ -215,6 +215,42 @@ func TestBreakerIgnoresCancellationAndClientErrors(t *testing.T) {
 	}
 }
 
+// Admit's Ignored leaves a call out of the counts while closed, and while
+// half-open gives its trial slot back without closing the breaker: calls
+// that never reached the upstream, or were cut by the caller's own
+// deadline, prove nothing about it.
+func TestBreakerAdmitIgnored(t *testing.T) {
+	b, clk := newTest(t, Settings{MinRequests: 2, FailureRatio: 0.5, OpenBase: time.Second, Jitter: 0.01, HalfOpenTrials: 2})
+	admit := func() func(Outcome) {
+		t.Helper()
+		done, err := b.Admit()
+		if err != nil {
+			t.Fatalf("Admit in state %v: %v", b.State(), err)
+		}
+		return done
+	}
+	for range 50 {
+		admit()(Ignored)
+	}
+	admit()(Success)
+	admit()(Failure)
+	if b.State() != Open {
+		t.Fatalf("state %v after 1 failure in 2 counted calls, want open: ignored calls were counted", b.State())
+	}
+	clk.advance(2 * time.Second)
+	for range 10 { // more than HalfOpenTrials: each gives its slot back
+		admit()(Ignored)
+	}
+	if b.State() != HalfOpen {
+		t.Fatalf("state %v after ignored trials, want half-open", b.State())
+	}
+	admit()(Success)
+	admit()(Success)
+	if b.State() != Closed {
+		t.Fatalf("state %v after 2 successful trials, want closed", b.State())
+	}
+}
+
 func TestIsFailure(t *testing.T) {
 	timeout := &url.Error{Op: "Get", URL: "http://x", Err: os.ErrDeadlineExceeded}
 	for _, tc := range []struct {

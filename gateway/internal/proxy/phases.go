@@ -20,6 +20,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
@@ -71,6 +72,9 @@ type Exchange struct {
 	// must be back, when a phase returns Send.
 	Endpoint *upstream.Endpoint
 	Deadline time.Time
+	// clientDeadline: the client's X-Request-Timeout-Ms, shorter than the
+	// route's timeout, set Deadline.
+	clientDeadline bool
 	// Close: the transport must close the client connection after this
 	// answer (a request whose framing another hop may have read otherwise).
 	Close bool
@@ -111,7 +115,7 @@ type Exchange struct {
 	// closure pkg/limit's Acquire returns was an allocation per request.
 	ticket      limit.Ticket
 	admitted    bool
-	breakerDone func(bool)
+	breakerDone func(breaker.Outcome)
 	call        trace.Span
 	callCtx     context.Context
 	t0          time.Time
@@ -517,7 +521,7 @@ func (p *Proxy) forward(x *Exchange) Step {
 	if len(v) > 0 {
 		if ms, err := strconv.ParseUint(string(v), 10, 32); err == nil && ms > 0 {
 			if d := min(time.Duration(ms)*time.Millisecond, p.o.MaxTimeout); d < timeout {
-				timeout = d
+				timeout, x.clientDeadline = d, true
 			}
 		}
 	}
@@ -570,7 +574,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	}
 	if svc.Breaker != nil {
 		var err error
-		if x.breakerDone, err = svc.Breaker.Allow(); err != nil {
+		if x.breakerDone, err = admitBreaker(svc.Breaker); err != nil {
 			x.endConcurrency(0, false)
 			if p.metrics != nil {
 				p.metrics.decision("breaker:"+svc.Name, false)
@@ -587,7 +591,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	if remaining <= 0 {
 		x.endConcurrency(0, false)
 		if x.breakerDone != nil {
-			x.breakerDone(false)
+			x.breakerDone(breaker.Success)
 		}
 		x.problem(fasthttp.StatusGatewayTimeout, "timeout", "route timeout reached before the upstream answered")
 		return Done
@@ -622,6 +626,26 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	return Send
 }
 
+// outcomeBreaker is a breaker that can leave an attempt out of its counts
+// (pkg/breaker's Admit).
+type outcomeBreaker interface {
+	Admit() (done func(breaker.Outcome), err error)
+}
+
+// admitBreaker asks b to let one attempt through.
+func admitBreaker(b upstream.Breaker) (func(breaker.Outcome), error) {
+	if ob, ok := b.(outcomeBreaker); ok {
+		return ob.Admit()
+	}
+	done, err := b.Allow()
+	if err != nil {
+		return nil, err
+	}
+	// It cannot leave an attempt out: an ignored one is a success, as
+	// Allow's callers always reported it.
+	return func(o breaker.Outcome) { done(o == breaker.Failure) }, nil
+}
+
 // errBadStatus: the upstream's answer has no final status (see Received).
 var errBadStatus = errors.New("upstream answer without a final status (1xx or outside 100-599)")
 
@@ -646,9 +670,21 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		}
 	}
 	failed := err != nil || status == 502 || status == 503 || status == 504
-	x.endConcurrency(lat, failed)
+	timedOut := err != nil && (errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline))
+	outcome := breaker.Success
+	switch {
+	case x.clientDeadline && (timedOut || status == fasthttp.StatusGatewayTimeout):
+		// The client's own deadline, shorter than the route's, ran out
+		// here or at the upstream (which gets it as X-Request-Timeout-Ms):
+		// no evidence about the upstream. Counted, any client could open
+		// the breaker and shrink the concurrency limit for everyone.
+		outcome = breaker.Ignored
+	case failed:
+		outcome = breaker.Failure
+	}
+	x.endConcurrency(lat, outcome == breaker.Failure)
 	if x.breakerDone != nil {
-		x.breakerDone(failed)
+		x.breakerDone(outcome)
 	}
 	if p.metrics != nil {
 		mctx := x.st.mctx
@@ -671,7 +707,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 
 	if err != nil {
 		x.Resp.Reset()
-		if errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline) {
+		if timedOut {
 			x.problem(fasthttp.StatusGatewayTimeout, "timeout", "upstream "+svc.Name+" did not answer within the route timeout")
 			return Done
 		}

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
+	"github.com/shanhai-dev/shanhai/pkg/limit"
+)
+
+// attemptOnLoop runs raw through the phases as the event loop drives them
+// (a Blocked request resumed off the loop), the one attempt, if any, ending
+// as the loop would report it: with err (fasthttp.ErrTimeout when the
+// deadline passed first), or with an answer of the given status from the
+// upstream. The upstream is never called.
+func attemptOnLoop(t *testing.T, p *Proxy, raw string, err error, status int) int {
+	t.Helper()
+	var req fasthttp.Request
+	var resp fasthttp.Response
+	if err := req.Read(bufioReader(raw)); err != nil {
+		t.Fatal(err)
+	}
+	x := NewExchange(&req, &resp, netip.MustParseAddr("203.0.113.5"), nil)
+	defer x.Release()
+	s := p.Begin(x, false)
+	if s == Blocked {
+		s = p.Begin(x, true)
+	}
+	if s == Send {
+		if err == nil {
+			resp.SetStatusCode(status)
+		}
+		s = p.Received(x, err)
+	}
+	if s != Done {
+		t.Fatalf("%q: step %v after one attempt, want Done", raw, s)
+	}
+	p.Finish(x)
+	return resp.StatusCode()
+}
+
+// guarded puts a fresh breaker and concurrency limit on the test proxy's
+// service.
+func guarded(t *testing.T, pool *upstream.Pool) (*breaker.Breaker, *limit.Adaptive) {
+	br := breaker.New(t.Name(), breaker.Settings{MinRequests: 5, FailureRatio: 0.5})
+	lim := limit.NewAdaptive(limit.AdaptiveOptions{Initial: 10, Max: 10})
+	t.Cleanup(func() { br.Close(); lim.Close() })
+	svc := pool.Service("order")
+	svc.Breaker, svc.Limit = br, lim
+	return br, lim
+}
+
+// An attempt ended by the client's own deadline (X-Request-Timeout-Ms below
+// the route's timeout), at the gateway or as the upstream's 504, says
+// nothing about the upstream: it counted as a failure, so any client could
+// open the breaker and shrink the concurrency limit for everyone. A route
+// timeout still counts.
+func TestClientDeadlineIsNoUpstreamFailure(t *testing.T) {
+	const (
+		shortened = "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\nX-Request-Timeout-Ms: 5\r\n\r\n"
+		plain     = "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n"
+	)
+	t.Run("fasthttp", func(t *testing.T) {
+		// An upstream that answers only when the test ends: the client's
+		// 5 ms run out first, whatever the machine's speed.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		release := make(chan struct{})
+		srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) { <-release }}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { close(release); _ = srv.Shutdown() })
+		p, pool := newTestProxy(t, Options{MaxAttempts: 1}, &fakeUpstream{addr: ln.Addr().String()})
+		br, lim := guarded(t, pool)
+		for range 20 {
+			if ctx := serve(p, shortened); ctx.Response.StatusCode() != 504 {
+				t.Fatalf("status %d, want 504", ctx.Response.StatusCode())
+			}
+		}
+		if br.State() != breaker.Closed || lim.Limit() != 10 {
+			t.Fatalf("after 20 client deadlines: breaker %v, limit %d; want closed, 10", br.State(), lim.Limit())
+		}
+	})
+	t.Run("event loop", func(t *testing.T) {
+		p, pool := newTestProxy(t, Options{MaxAttempts: 1}, startUpstream(t))
+		br, lim := guarded(t, pool)
+		for range 10 {
+			attemptOnLoop(t, p, shortened, fasthttp.ErrTimeout, 0)
+			attemptOnLoop(t, p, shortened, nil, 504) // the upstream's own deadline ran out
+		}
+		if br.State() != breaker.Closed || lim.Limit() != 10 {
+			t.Fatalf("after 20 client deadlines: breaker %v, limit %d; want closed, 10", br.State(), lim.Limit())
+		}
+		for range 5 {
+			if s := attemptOnLoop(t, p, plain, fasthttp.ErrTimeout, 0); s != 504 {
+				t.Fatalf("route timeout: %d, want 504", s)
+			}
+		}
+		if br.State() != breaker.Open || lim.Limit() >= 10 {
+			t.Fatalf("after 5 route timeouts: breaker %v, limit %d; want open, below 10", br.State(), lim.Limit())
+		}
+	})
+}
