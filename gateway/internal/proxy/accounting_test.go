@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
@@ -105,4 +108,51 @@ func TestClientDeadlineIsNoUpstreamFailure(t *testing.T) {
 			t.Fatalf("after 5 route timeouts: breaker %v, limit %d; want open, below 10", br.State(), lim.Limit())
 		}
 	})
+}
+
+// slowAllow is a limiter that takes longer than the client's deadline, as
+// a Redis lease refill or a JWKS fetch may.
+type slowAllow struct{}
+
+func (slowAllow) Allow(context.Context, []byte) (quota.Decision, error) {
+	time.Sleep(3 * time.Millisecond) // past the requests' 1 ms deadline
+	return quota.Decision{Allowed: true}, nil
+}
+
+// A request whose deadline is gone before its attempt is never sent, and
+// tells the breaker nothing: it was reported as a success, and three such
+// requests closed a half-open breaker while the upstream still failed.
+func TestUnsentRequestsLeaveHalfOpenBreaker(t *testing.T) {
+	const expired = "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\nX-Request-Timeout-Ms: 1\r\n\r\n"
+	for _, transport := range []string{"fasthttp", "event loop"} {
+		t.Run(transport, func(t *testing.T) {
+			up := startUpstream(t)
+			up.status.Store(503)
+			p, pool := newTestProxy(t, Options{IPLimit: slowAllow{}, MaxAttempts: 1}, up)
+			br := breaker.New(t.Name(), breaker.Settings{MinRequests: 1, OpenBase: time.Millisecond, Jitter: 0.01})
+			t.Cleanup(br.Close)
+			pool.Service("order").Breaker = br
+			if ctx := serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); ctx.Response.StatusCode() != 503 || br.State() == breaker.Closed {
+				t.Fatalf("a 503 left the breaker %v", br.State())
+			}
+			for br.State() != breaker.HalfOpen {
+				time.Sleep(time.Millisecond)
+			}
+			hits := up.hits.Load()
+			for range 5 {
+				status := 0
+				if transport == "fasthttp" {
+					status = serve(p, expired).Response.StatusCode()
+				} else {
+					status = attemptOnLoop(t, p, expired, nil, 200)
+				}
+				if status != 504 {
+					t.Fatalf("expired request: %d, want 504", status)
+				}
+			}
+			if br.State() != breaker.HalfOpen || up.hits.Load() != hits {
+				t.Fatalf("after 5 unsent requests: breaker %v, upstream hits %d more; want half-open, none", br.State(), up.hits.Load()-hits)
+			}
+		})
+	}
 }

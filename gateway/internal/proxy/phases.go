@@ -561,6 +561,16 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 		return Done
 	}
 	h := &x.Req.Header
+	// One clock read for the deadline check and the attempt's start (clock
+	// reads were visible in the event loop's profile). The deadline comes
+	// first: a request that will not be sent takes no concurrency ticket
+	// and no breaker trial, whose success it would have reported.
+	now := time.Now()
+	remaining := x.Deadline.Sub(now)
+	if remaining <= 0 {
+		x.problem(fasthttp.StatusGatewayTimeout, "timeout", "route timeout reached before the upstream answered")
+		return Done
+	}
 	x.admitted, x.breakerDone, x.call = false, nil, nil
 	if svc.Limit != nil {
 		if x.ticket, x.admitted = svc.Limit.Admit(); !x.admitted {
@@ -583,18 +593,6 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 			x.problem(fasthttp.StatusServiceUnavailable, "circuit-open", svc.Name+" is failing; circuit breaker open")
 			return Done
 		}
-	}
-	// One clock read for the deadline check and the attempt's start (clock
-	// reads were visible in the event loop's profile).
-	now := time.Now()
-	remaining := x.Deadline.Sub(now)
-	if remaining <= 0 {
-		x.endConcurrency(0, false)
-		if x.breakerDone != nil {
-			x.breakerDone(breaker.Success)
-		}
-		x.problem(fasthttp.StatusGatewayTimeout, "timeout", "route timeout reached before the upstream answered")
-		return Done
 	}
 	x.st.num = strconv.AppendInt(x.st.num[:0], max(1, remaining.Milliseconds()), 10)
 	h.SetCanonical(timeoutKey, x.st.num)
