@@ -122,6 +122,21 @@ func (r *SessionGorm) RevokeFamily(ctx context.Context, familyID string, now tim
 	return nil
 }
 
+// DeleteExpired deletes at most limit refresh tokens that expired before
+// now, and says how many it deleted: nothing else ever removes a token, and
+// an expired one can serve no purpose (a family's root expires last, so
+// lockFamily never misses a root whose family can still be used). Bounded, a
+// batch keeps its locks and its transaction short beside the logins it runs
+// among.
+func (r *SessionGorm) DeleteExpired(ctx context.Context, now time.Time, limit int) (int64, error) {
+	res := r.db.WithContext(ctx).Exec(
+		"DELETE FROM refresh_tokens WHERE id IN (SELECT id FROM refresh_tokens WHERE expires_at < ? LIMIT ?)", now.UTC(), limit)
+	if res.Error != nil {
+		return 0, fmt.Errorf("delete expired refresh tokens: %w", res.Error)
+	}
+	return res.RowsAffected, nil
+}
+
 // lockFamily locks the family's root token (the login's, whose id is the
 // family id) FOR UPDATE, so that Rotate and RevokeFamily of one family run
 // one after the other. A revocation's UPDATE alone does not: under

@@ -26,13 +26,19 @@ func issue(t *testing.T, id, family string, now time.Time) session.RefreshToken 
 	return tok
 }
 
+// sessionRepo is a SessionGorm on db, with the account u1 its tokens belong to.
+func sessionRepo(t *testing.T, db *gorm.DB) *adapters.SessionGorm {
+	t.Helper()
+	if err := adapters.NewUserGorm(db).Add(t.Context(), newUser("u1", "alice@example.com")); err != nil {
+		t.Fatal(err)
+	}
+	return adapters.NewSessionGorm(db)
+}
+
 func TestSessionGormRotateOnce(t *testing.T) {
 	stores(t, func(t *testing.T, db *gorm.DB) {
 		ctx := t.Context()
-		if err := adapters.NewUserGorm(db).Add(ctx, newUser("u1", "alice@example.com")); err != nil {
-			t.Fatal(err)
-		}
-		repo := adapters.NewSessionGorm(db)
+		repo := sessionRepo(t, db)
 		now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 		first := issue(t, "t1", "", now)
 		if err := repo.Create(ctx, first); err != nil {
@@ -74,10 +80,7 @@ func TestSessionGormRotateOnce(t *testing.T) {
 func TestSessionGormConcurrentRotationOneWinner(t *testing.T) {
 	stores(t, func(t *testing.T, db *gorm.DB) {
 		ctx := t.Context()
-		if err := adapters.NewUserGorm(db).Add(ctx, newUser("u1", "alice@example.com")); err != nil {
-			t.Fatal(err)
-		}
-		repo := adapters.NewSessionGorm(db)
+		repo := sessionRepo(t, db)
 		now := time.Now().UTC()
 		first := issue(t, "t1", "", now)
 		if err := repo.Create(ctx, first); err != nil {
@@ -108,10 +111,7 @@ func TestSessionGormConcurrentRotationOneWinner(t *testing.T) {
 func TestSessionGormRevokeFamily(t *testing.T) {
 	stores(t, func(t *testing.T, db *gorm.DB) {
 		ctx := t.Context()
-		if err := adapters.NewUserGorm(db).Add(ctx, newUser("u1", "alice@example.com")); err != nil {
-			t.Fatal(err)
-		}
-		repo := adapters.NewSessionGorm(db)
+		repo := sessionRepo(t, db)
 		now := time.Now().UTC()
 		a1, a2, b1 := issue(t, "a1", "", now), issue(t, "a2", "a1", now), issue(t, "b1", "", now)
 		for _, tok := range []session.RefreshToken{a1, a2, b1} {
@@ -156,10 +156,7 @@ func TestSessionGormRevokeFamilyWaitsForRotation(t *testing.T) {
 	if err := migrateAll(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	if err := adapters.NewUserGorm(db).Add(ctx, newUser("u1", "alice@example.com")); err != nil {
-		t.Fatal(err)
-	}
-	repo := adapters.NewSessionGorm(db)
+	repo := sessionRepo(t, db)
 	now := time.Now().UTC()
 	first, second := issue(t, "t1", "", now), issue(t, "t2", "t1", now)
 	if err := repo.Create(ctx, first); err != nil {
@@ -201,5 +198,46 @@ func waitForLockWaits(t *testing.T, db *gorm.DB, n int, what string) {
 		var waiting int
 		db.Raw(`SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting)
 		return waiting == n
+	})
+}
+
+// Expired tokens are deleted, at most limit per call; live ones stay.
+func TestSessionGormDeleteExpired(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		ctx := t.Context()
+		repo := sessionRepo(t, db)
+		now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+		for i, ago := range []time.Duration{time.Second, time.Minute, time.Hour} { // expired that long ago
+			if err := repo.Create(ctx, issue(t, fmt.Sprintf("old%d", i), "", now.Add(-time.Hour-ago))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		live := issue(t, "live", "", now.Add(-time.Minute)) // expires in 59 minutes
+		edge := issue(t, "edge", "", now.Add(-time.Hour))   // expires now: Check refuses it, not yet past
+		for _, tok := range []session.RefreshToken{live, edge} {
+			if err := repo.Create(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		count := func() (n int64) {
+			if err := db.Table("refresh_tokens").Count(&n).Error; err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if n, err := repo.DeleteExpired(ctx, now, 2); err != nil || n != 2 || count() != 3 {
+			t.Fatalf("first batch of 2: deleted %d (err %v), %d rows left; want 2 and 3", n, err, count())
+		}
+		if n, err := repo.DeleteExpired(ctx, now, 2); err != nil || n != 1 || count() != 2 {
+			t.Fatalf("second batch: deleted %d (err %v), %d rows left; want 1 and 2", n, err, count())
+		}
+		if n, err := repo.DeleteExpired(ctx, now, 2); err != nil || n != 0 {
+			t.Fatalf("nothing left to delete: deleted %d (err %v)", n, err)
+		}
+		for _, tok := range []session.RefreshToken{live, edge} {
+			if _, err := repo.ByHash(ctx, tok.Hash); err != nil {
+				t.Fatalf("%s: %v", tok.ID, err)
+			}
+		}
 	})
 }

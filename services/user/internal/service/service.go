@@ -51,6 +51,7 @@ type Service struct {
 	DB       *gorm.DB
 	Redis    *redis.Client
 	Relay    *outbox.Relay
+	sessions *adapters.SessionGorm
 	registry discovery.Registry
 
 	stopWorkers func()
@@ -137,10 +138,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		limit.NewRedis(s.Redis, perIP, cfg.Replicas, limit.Name("login-ip"), limit.Logger(o.Logger)),
 		limit.NewRedis(s.Redis, perAccount, cfg.Replicas, limit.Name("login-account"), limit.Logger(o.Logger)),
 	)
+	s.sessions = adapters.NewSessionGorm(s.DB)
 	s.App = app.New(app.Deps{
 		Users:      adapters.NewUserGorm(s.DB).NotifyOnEvents(s.Relay.Nudge),
 		Profiles:   adapters.NewProfileRedis(s.Redis, cfg.ProfileCacheTTL),
-		Sessions:   adapters.NewSessionGorm(s.DB),
+		Sessions:   s.sessions,
 		Hasher:     adapters.NewArgon2(adapters.Argon2Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: 1, SaltLen: 16, KeyLen: 32}, cfg.Argon2Concurrency),
 		Tokens:     s.Signer,
 		Guard:      guard,
@@ -199,15 +201,62 @@ func (s *Service) discovery(ctx context.Context) (close func() error, err error)
 	return cli.Close, nil
 }
 
-// Start runs the outbox relay in the background until Stop or shutdown.
+// Start runs the outbox relay and the housekeeping in the background until
+// Stop or shutdown.
 func (s *Service) Start(ctx context.Context) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
+	wg.Go(func() { s.housekeeping(wctx) })
 	s.stopWorkers = func() {
 		cancel()
 		wg.Wait()
 	}
+}
+
+// How expired refresh tokens are deleted: in batches, each its own short
+// statement, and at most expiredBatches of them a round, so a backlog (the
+// first round after an upgrade) is worked off over several rounds rather
+// than in one long burst of writes beside the logins.
+const (
+	expiredBatch   = 1000
+	expiredBatches = 100
+)
+
+// housekeeping deletes expired refresh tokens at start and then hourly, so
+// the table stays proportional to the live sessions (nothing else deletes
+// them). Replicas may run rounds together: a row is deleted once, and the
+// others find fewer.
+func (s *Service) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := s.deleteExpired(ctx)
+		if err != nil && ctx.Err() == nil { // a stop is not a failure
+			s.log.WarnContext(ctx, "housekeeping", "err", err)
+		}
+		if n > 0 {
+			s.log.InfoContext(ctx, "deleted expired refresh tokens", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// deleteExpired is one housekeeping round: batches until one is not full.
+func (s *Service) deleteExpired(ctx context.Context) (int64, error) {
+	var deleted int64
+	for range expiredBatches {
+		n, err := s.sessions.DeleteExpired(ctx, time.Now(), expiredBatch)
+		deleted += n
+		if err != nil || n < expiredBatch {
+			return deleted, err
+		}
+	}
+	return deleted, nil
 }
 
 // Run listens and serves until ctx ends or a signal arrives, then shuts down
