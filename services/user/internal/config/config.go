@@ -38,7 +38,7 @@ type Config struct {
 	ProfileCacheTTL time.Duration `env:"PROFILE_CACHE_TTL" envDefault:"5m" desc:"how long a profile stays in Redis"`
 
 	LoginAccountAttempts int           `env:"LOGIN_ACCOUNT_ATTEMPTS" envDefault:"5" desc:"login attempts per account allowed in a burst"`
-	LoginIPAttempts      int           `env:"LOGIN_IP_ATTEMPTS" envDefault:"20" desc:"login attempts per client IP allowed in a burst"`
+	LoginIPAttempts      int           `env:"LOGIN_IP_ATTEMPTS" envDefault:"20" desc:"login attempts per client IP (an IPv6 client counts by its /64) allowed in a burst"`
 	LoginWindow          time.Duration `env:"LOGIN_WINDOW" envDefault:"5m" desc:"time for a throttled account or IP to regain its full quota"`
 	Replicas             int           `env:"REPLICAS" envDefault:"1" desc:"replicas sharing the Redis limits (sizes the local fallback when Redis is down)"`
 	TrustedProxies       []string      `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/32,::1/128" envSeparator:"," desc:"CIDRs whose X-Forwarded-For is believed for the client IP (the gateway); empty trusts none"`

@@ -4,6 +4,7 @@
 package ports
 
 import (
+	"context"
 	_ "embed"
 	"errors"
 	"log/slog"
@@ -215,6 +216,9 @@ func (h HTTP) fail(c *gin.Context, err error) {
 		problem.Abort(c, http.StatusUnauthorized, "the refresh token is invalid, expired or revoked")
 	case errors.Is(err, user.ErrNotFound):
 		problem.Abort(c, http.StatusNotFound, "the account no longer exists")
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		// The caller gave up or its deadline (X-Request-Timeout-Ms) passed: no server fault, as in order and payment.
+		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
 	default:
 		h.Logger.ErrorContext(c.Request.Context(), "request failed", "route", c.FullPath(), "error", err.Error())
 		problem.Abort(c, http.StatusInternalServerError, "internal error")
