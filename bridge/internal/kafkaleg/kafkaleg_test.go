@@ -16,8 +16,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
@@ -458,6 +460,66 @@ func TestLegAFullStreamKeepsPartitionOrder(t *testing.T) {
 		t.Fatalf("offsets carried: %v, want 0-11", seen)
 	}
 	t.Logf("where each offset went: %v", seen)
+}
+
+// TestLegALagGrowsWhileHeldAtPoison: bridge_consumer_lag was set only from a fetched record, so a partition held at a
+// poison message while the DLQ is down showed the lag it had when it stopped (0) however many records arrived behind
+// it. It is now also refreshed from the broker's high watermark while the feed is not waiting for records.
+func TestLegALagGrowsWhileHeldAtPoison(t *testing.T) {
+	e := setup(t, 1)
+	reader := sdkmetric.NewManualReader()
+	e.reader = reader
+	produce(t, e, []kafka.Message{harness.Event(0, 1, 200), {Key: []byte("k0"), Value: []byte(`{"seq":-1}`)}}) // offset 1: no envelope
+	group := "bridgetest-" + harness.ID()
+	down := dlq.NewKafka([]string{"127.0.0.1:1"}, e.dlqTopic, time.Second, slog.Default()) // nothing listens there
+	stop := start(e.legWith(t, group, 1<<20, down))
+	defer stop()
+	for deadline := time.Now().Add(30 * time.Second); fmt.Sprint(committed(t, e, group, 1)) != "map[0:1]"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("committed %v, want the poison's offset 1", committed(t, e, group, 1))
+		}
+	}
+	var more []kafka.Message
+	for i := 1; i <= 100; i++ {
+		more = append(more, harness.Event(i, 1, 200))
+	}
+	produce(t, e, more)
+	// Offsets 1 (the poison) to 101 wait: the high watermark is 102, the first unconfirmed offset 1.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		lag, _ := int64Point(t, reader, "bridge.consumer.lag", "partition", "0")
+		if lag == 101 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge_consumer_lag = %d while 101 records wait at the held poison", lag)
+		}
+	}
+}
+
+// int64Point is the value of an int64 gauge or sum's data point whose attribute key has value v.
+func int64Point(t *testing.T, r sdkmetric.Reader, name, key, v string) (int64, bool) {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			var dps []metricdata.DataPoint[int64]
+			switch d := m.Data.(type) {
+			case metricdata.Gauge[int64]:
+				dps = d.DataPoints
+			case metricdata.Sum[int64]:
+				dps = d.DataPoints
+			}
+			for _, dp := range dps {
+				if a, ok := dp.Attributes.Value(attribute.Key(key)); m.Name == name && ok && a.String() == v {
+					return dp.Value, true
+				}
+			}
+		}
+	}
+	return 0, false
 }
 
 // TestLegAHoldsAtPoisonWhileTheDLQIsDown: a dead letter that cannot be

@@ -73,11 +73,12 @@ type Options struct {
 
 // Leg is leg A.
 type Leg struct {
-	o      Options
-	routes map[string]mapping.Route
-	tracer trace.Tracer
-	active atomic.Int32 // partitions owned now, for readiness and tests
-	gens   atomic.Int64 // generations joined
+	o       Options
+	offsets *kafka.Client // high watermarks for refreshLag
+	routes  map[string]mapping.Route
+	tracer  trace.Tracer
+	active  atomic.Int32 // partitions owned now, for readiness and tests
+	gens    atomic.Int64 // generations joined
 }
 
 // New validates nothing beyond what config did; it only fills defaults.
@@ -100,7 +101,8 @@ func New(o Options) *Leg {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: otel.Tracer("github.com/shanhai-dev/shanhai/bridge/kafkaleg")}
+	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: otel.Tracer("github.com/shanhai-dev/shanhai/bridge/kafkaleg"),
+		offsets: &kafka.Client{Addr: kafka.TCP(o.Brokers...), Timeout: o.CommitInterval}}
 }
 
 // Partitions is how many partitions this instance owns right now.
@@ -198,6 +200,7 @@ func (l *Leg) commitLoop(gctx, stop context.Context, gen *kafka.Generation, part
 			return
 		case <-t.C:
 			l.commit(gctx, gen, parts)
+			l.refreshLag(gctx, parts)
 		case <-stop.Done():
 			all := make(chan struct{})
 			go func() { drained.Wait(); close(all) }()
@@ -237,6 +240,35 @@ func (l *Leg) commit(gctx context.Context, gen *kafka.Generation, parts []*parti
 	}
 	for _, p := range moved {
 		p.committed = offsets[p.route.Topic][p.id]
+	}
+}
+
+// refreshLag sets the lag of each partition whose feed is not waiting for a record: held at a poison message while the
+// DLQ is down, stalled by its sink, or restarting. Its feed sets the lag only from a record it fetched, so without this
+// the gauge would stay where it was however far the partition falls behind. It is the high watermark, asked of the
+// broker, minus the first unconfirmed offset. A partition waiting for a record is caught up with what it fetched (or
+// cannot fetch, and then cannot be asked either), so an idle bridge asks nothing.
+func (l *Leg) refreshLag(gctx context.Context, parts []*partition) {
+	req := map[string][]kafka.OffsetRequest{}
+	for _, p := range parts {
+		if !p.fetching.Load() && p.position() >= 0 {
+			req[p.route.Topic] = append(req[p.route.Topic], kafka.LastOffsetOf(p.id))
+		}
+	}
+	if len(req) == 0 {
+		return
+	}
+	res, err := l.offsets.ListOffsets(gctx, &kafka.ListOffsetsRequest{Topics: req})
+	if err != nil {
+		l.o.Logger.Debug("leg A high watermarks", "err", err)
+		return
+	}
+	for _, p := range parts {
+		for _, po := range res.Topics[p.route.Topic] {
+			if pos := p.position(); po.Partition == p.id && po.Error == nil && pos >= 0 && gctx.Err() == nil {
+				l.o.Metrics.Lag(p.route.Topic, p.id, max(po.LastOffset-pos, 0))
+			}
+		}
 	}
 }
 

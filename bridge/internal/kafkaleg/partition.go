@@ -53,7 +53,8 @@ type partition struct {
 	id        int
 	subject   string // route.PartitionSubject(id): one subject per partition, so leg B reads only its own
 	tracker   atomic.Pointer[commit.Tracker]
-	committed int64 // last committed position; only the committer touches it
+	committed int64       // last committed position; only the committer touches it
+	fetching  atomic.Bool // the feed waits for a record, so the lag its last record gave still holds (refreshLag)
 
 	mu      sync.Mutex
 	rejects map[int64]rejection // sink verdicts per offset, across restarts
@@ -269,7 +270,9 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 	epoch := l.o.NATS.Stats().Reconnects
 	slow := true // one message at a time until the first confirmation
 	for {
+		p.fetching.Store(true)
 		m, err := r.FetchMessage(ctx)
+		p.fetching.Store(false)
 		if err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
