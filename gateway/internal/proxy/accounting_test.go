@@ -22,20 +22,10 @@ import (
 // upstream. The upstream is never called.
 func attemptOnLoop(t *testing.T, p *Proxy, raw string, err error, status int) int {
 	t.Helper()
-	var req fasthttp.Request
-	var resp fasthttp.Response
-	if err := req.Read(bufioReader(raw)); err != nil {
-		t.Fatal(err)
-	}
-	x := NewExchange(&req, &resp, netip.MustParseAddr("203.0.113.5"), nil)
-	defer x.Release()
-	s := p.Begin(x, false)
-	if s == Blocked {
-		s = p.Begin(x, true)
-	}
+	x, s := beginOnLoop(t, p, raw)
 	if s == Send {
 		if err == nil {
-			resp.SetStatusCode(status)
+			x.Resp.SetStatusCode(status)
 		}
 		s = p.Received(x, err)
 	}
@@ -43,7 +33,25 @@ func attemptOnLoop(t *testing.T, p *Proxy, raw string, err error, status int) in
 		t.Fatalf("%q: step %v after one attempt, want Done", raw, s)
 	}
 	p.Finish(x)
-	return resp.StatusCode()
+	return x.Resp.StatusCode()
+}
+
+// beginOnLoop starts raw, from peer 203.0.113.5, through the phases as the
+// event loop does: Begin on the loop, and again off it, allowed to wait, if
+// that stopped with Blocked. The exchange is released when the test ends.
+func beginOnLoop(t *testing.T, p *Proxy, raw string) (*Exchange, Step) {
+	t.Helper()
+	req, resp := new(fasthttp.Request), new(fasthttp.Response)
+	if err := req.Read(bufioReader(raw)); err != nil {
+		t.Fatal(err)
+	}
+	x := NewExchange(req, resp, netip.MustParseAddr("203.0.113.5"), nil)
+	t.Cleanup(x.Release)
+	s := p.Begin(x, false)
+	if s == Blocked {
+		s = p.Begin(x, true)
+	}
+	return x, s
 }
 
 // guarded puts a fresh breaker and concurrency limit on the test proxy's

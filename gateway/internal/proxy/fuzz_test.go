@@ -57,6 +57,7 @@ func FuzzClientIP(f *testing.F) {
 	f.Add([]byte{10, 0, 0, 1}, "1.2.3.4, 10.0.0.2")
 	f.Add([]byte{8, 8, 8, 8}, "1.2.3.4")
 	f.Add([]byte{10, 9, 9, 9}, " ,, 10.1.1.1,garbage")
+	f.Add([]byte{10, 0, 0, 1}, "6.6.6.6, 1.2.3.4:80, [10::1]:8080")
 	f.Fuzz(func(t *testing.T, peerBytes []byte, xff string) {
 		if len(peerBytes) != 4 {
 			return
@@ -74,9 +75,15 @@ func FuzzClientIP(f *testing.F) {
 		}
 		items := strings.Split(xff, ",")
 		for i := len(items) - 1; i >= 0; i-- {
-			a, err := netip.ParseAddr(strings.TrimSpace(items[i]))
+			item := strings.TrimSpace(items[i])
+			a, err := netip.ParseAddr(item)
 			if err != nil {
-				t.Fatalf("client %v lies left of malformed hop %q in %q", got, items[i], xff)
+				// An address with a port counts as the address.
+				ap, perr := netip.ParseAddrPort(item)
+				if perr != nil {
+					t.Fatalf("client %v lies left of malformed hop %q in %q", got, items[i], xff)
+				}
+				a = ap.Addr()
 			}
 			if a.Unmap() == got {
 				return

@@ -199,10 +199,12 @@ func (t Trusted) Contains(ip netip.Addr) bool {
 }
 
 // ClientIP finds the client's address. Only a trusted peer's
-// X-Forwarded-For counts, and within it only the hops appended by trusted
-// proxies: walking from the right, the first untrusted address is the client
-// (anything left of it is client-controlled). A malformed entry stops the
-// walk at the last address known good.
+// X-Forwarded-For counts (all its field lines, joined: appendForwardedFor), and
+// within it only the hops appended by trusted proxies: walking from the
+// right, the first untrusted address is the client (anything left of it is
+// client-controlled). An entry with a port (1.2.3.4:5678, [2001:db8::1]:443,
+// as some proxies write it) counts as its address; a malformed entry stops
+// the walk at the last address known good.
 func (t Trusted) ClientIP(peer netip.Addr, xff []byte) netip.Addr {
 	peer = peer.Unmap()
 	if len(xff) == 0 || !t.Contains(peer) {
@@ -219,7 +221,11 @@ func (t Trusted) ClientIP(peer netip.Addr, xff []byte) netip.Addr {
 		}
 		ip, err := netip.ParseAddr(string(item))
 		if err != nil {
-			return client
+			ap, perr := netip.ParseAddrPort(string(item))
+			if perr != nil {
+				return client
+			}
+			ip = ap.Addr()
 		}
 		client = ip.Unmap()
 		if !t.Contains(client) {
@@ -230,25 +236,53 @@ func (t Trusted) ClientIP(peer netip.Addr, xff []byte) netip.Addr {
 }
 
 // SetForwarded writes X-Forwarded-For/-Proto for the upstream. From a
-// trusted peer the chain is extended; otherwise the client's claims are
-// replaced by what the gateway saw.
+// trusted peer the chain (every X-Forwarded-For line, in order) is extended,
+// and its X-Forwarded-Proto kept (of several lines, the last: the one the
+// proxy nearest the gateway added); otherwise the client's claims are
+// replaced by what the gateway saw. sent is sentOptional's: a field sent in
+// more than one line is deleted before it is written, as SetCanonical
+// replaces only the first, and the upstream would read the others.
 //
 // The keys are written in canonical form (no normalising per call), and an
 // untrusted peer's claims are looked for in one pass and deleted only when
 // present: three unconditional Dels cost more than the rest together.
-func (t Trusted) SetForwarded(h *fasthttp.RequestHeader, peer netip.Addr, tls bool, scratch []byte) []byte {
+func (t Trusted) SetForwarded(h *fasthttp.RequestHeader, peer netip.Addr, tls bool, sent optional, scratch []byte) []byte {
 	peer = peer.Unmap()
 	trusted := t.Contains(peer)
 	scratch = scratch[:0]
 	if trusted {
-		if xff := h.Peek("X-Forwarded-For"); len(xff) > 0 {
-			scratch = append(scratch, xff...)
+		if scratch = appendForwardedFor(scratch, h, sent); len(scratch) > 0 {
 			scratch = append(scratch, ", "...)
 		}
 	}
 	scratch = peer.AppendTo(scratch)
-	h.SetCanonical(xForwardedFor, scratch)
-	if !trusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
+	chain := len(scratch)
+	protoLines := sent&optForwardedProtoLines != 0
+	keepProto := trusted && (protoLines || len(h.Peek("X-Forwarded-Proto")) > 0)
+	if keepProto && protoLines {
+		// Found before any Del: fasthttp's Del moves the fields left
+		// behind, and the order of the lines with them.
+		var last []byte
+		for k, v := range h.All() {
+			if string(k) == "X-Forwarded-Proto" {
+				last = v
+			}
+		}
+		scratch = append(scratch, last...)
+	}
+	if sent&optForwardedForLines != 0 {
+		h.Del(fasthttp.HeaderXForwardedFor)
+	}
+	h.SetCanonical(xForwardedFor, scratch[:chain])
+	switch {
+	case keepProto && protoLines:
+		h.Del("X-Forwarded-Proto")
+		h.SetCanonical(xForwardedProto, scratch[chain:])
+	case keepProto:
+	default:
+		if protoLines {
+			h.Del("X-Forwarded-Proto")
+		}
 		if tls {
 			h.SetCanonical(xForwardedProto, protoHTTPS)
 		} else {
@@ -271,6 +305,27 @@ func (t Trusted) SetForwarded(h *fasthttp.RequestHeader, peer netip.Addr, tls bo
 		}
 	}
 	return scratch
+}
+
+// appendForwardedFor appends a trusted peer's X-Forwarded-For chain to dst:
+// the field's one line, or, when sent says it came in several, all of them
+// joined with ", " (RFC 9110 §5.3: field lines combine in order). A proxy
+// that appends its own line (HAProxy's option forwardfor) leaves the
+// client's first: read alone, that line let the client choose its address.
+func appendForwardedFor(dst []byte, h *fasthttp.RequestHeader, sent optional) []byte {
+	if sent&optForwardedForLines == 0 {
+		return append(dst, h.Peek(fasthttp.HeaderXForwardedFor)...)
+	}
+	first := true
+	for k, v := range h.All() {
+		if string(k) == fasthttp.HeaderXForwardedFor {
+			if !first {
+				dst = append(dst, ", "...)
+			}
+			dst, first = append(dst, v...), false
+		}
+	}
+	return dst
 }
 
 // untrustedClaims are what only a trusted proxy may tell upstreams.
@@ -310,6 +365,14 @@ const (
 	// expectation the transports answer themselves (ExpectsContinue), if
 	// it is the request's only one (loneExpect).
 	optContinue
+	// optForwardedForLines, optForwardedProtoLines: X-Forwarded-For or
+	// X-Forwarded-Proto came in more than one field line (SetForwarded).
+	optForwardedForLines
+	optForwardedProtoLines
+	// optForwardedFor, optForwardedProto: the field came at all, so that
+	// a second line can be told from the first.
+	optForwardedFor
+	optForwardedProto
 )
 
 // loneExpect says whether h holds exactly one Expect field. The transports'
@@ -356,6 +419,16 @@ func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
 			if bytes.EqualFold(v, continueValue) {
 				sent |= optContinue
 			}
+		case "X-Forwarded-For":
+			if sent&optForwardedFor != 0 {
+				sent |= optForwardedForLines
+			}
+			sent |= optForwardedFor
+		case "X-Forwarded-Proto":
+			if sent&optForwardedProto != 0 {
+				sent |= optForwardedProtoLines
+			}
+			sent |= optForwardedProto
 		}
 		if len(k) > 0 && k[len(k)-1] == ' ' {
 			sent |= optSpacedName

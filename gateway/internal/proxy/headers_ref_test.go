@@ -48,14 +48,33 @@ func refSanitize(h *fasthttp.RequestHeader) {
 func refSetForwarded(t Trusted, h *fasthttp.RequestHeader, peer netip.Addr, tls bool) {
 	peer = peer.Unmap()
 	trusted := t.Contains(peer)
+	var xff, xfp [][]byte
+	for k, v := range h.All() {
+		switch string(k) {
+		case "X-Forwarded-For":
+			xff = append(xff, append([]byte(nil), v...))
+		case "X-Forwarded-Proto":
+			xfp = append(xfp, append([]byte(nil), v...))
+		}
+	}
 	var scratch []byte
-	if xff := h.Peek("X-Forwarded-For"); trusted && len(xff) > 0 {
-		scratch = append(scratch, xff...)
-		scratch = append(scratch, ", "...)
+	if chain := bytes.Join(xff, []byte(", ")); trusted && len(chain) > 0 {
+		scratch = append(chain, ", "...)
 	}
 	scratch = peer.AppendTo(scratch)
+	if len(xff) > 1 {
+		h.Del("X-Forwarded-For")
+	}
 	h.SetBytesV("X-Forwarded-For", scratch)
-	if !trusted || len(h.Peek("X-Forwarded-Proto")) == 0 {
+	switch {
+	case trusted && len(xfp) > 1:
+		h.Del("X-Forwarded-Proto")
+		h.SetBytesV("X-Forwarded-Proto", xfp[len(xfp)-1])
+	case trusted && len(h.Peek("X-Forwarded-Proto")) > 0:
+	default:
+		if len(xfp) > 1 {
+			h.Del("X-Forwarded-Proto")
+		}
 		if tls {
 			h.Set("X-Forwarded-Proto", "https")
 		} else {
@@ -81,6 +100,7 @@ func FuzzSanitizeSameAsReference(f *testing.F) {
 	f.Add("Connection: Keep-Alive, upgrade, X-Secret, x-user-id\r\nX-Secret: 1\r\nkeep-alive: 1\r\n")
 	f.Add("Connection: \u212aeep-alive\r\nKeep-Alive: 1\r\n")
 	f.Add("X-Forwarded-For: 1.2.3.4\r\nx-real-ip: 6.6.6.6\r\nForwarded: for=x\r\nX-Forwarded-Host: h\r\nX-Forwarded-Proto: https\r\n")
+	f.Add("X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nx-forwarded-for: 1.2.3.4\r\nX-Forwarded-Proto: http\r\n")
 	trusted := Trusted{netip.MustParsePrefix("10.0.0.0/8")}
 	f.Fuzz(func(t *testing.T, block string) {
 		var a, b fasthttp.RequestHeader
@@ -96,7 +116,7 @@ func FuzzSanitizeSameAsReference(f *testing.F) {
 				var c, d fasthttp.RequestHeader
 				a.CopyTo(&c)
 				a.CopyTo(&d)
-				trusted.SetForwarded(&c, netip.MustParseAddr(peer), len(block)%2 == 0, nil)
+				trusted.SetForwarded(&c, netip.MustParseAddr(peer), len(block)%2 == 0, sentOptional(&c), nil)
 				refSetForwarded(trusted, &d, netip.MustParseAddr(peer), len(block)%2 == 0)
 				if got, want := c.Header(), d.Header(); !bytes.Equal(got, want) {
 					t.Fatalf("forwarded from %s %q:\ngot  %q\nwant %q", peer, block, got, want)
@@ -163,13 +183,14 @@ func BenchmarkSetForwarded(b *testing.B) {
 	}
 	trusted := Trusted{netip.MustParsePrefix("10.0.0.0/8")}
 	peer := netip.MustParseAddr("127.0.0.1")
+	sent := sentOptional(&req)
 	b.Run("onepass", func(b *testing.B) {
 		var h fasthttp.RequestHeader
 		var scratch []byte
 		b.ReportAllocs()
 		for b.Loop() {
 			req.CopyTo(&h)
-			scratch = trusted.SetForwarded(&h, peer, false, scratch)
+			scratch = trusted.SetForwarded(&h, peer, false, sent, scratch)
 		}
 	})
 	b.Run("reference", func(b *testing.B) {

@@ -56,6 +56,11 @@ func TestClientIP(t *testing.T) {
 		{"10.1.1.1", "garbage, 1.2.3.4", "1.2.3.4"},
 		{"10.1.1.1", "1.2.3.4, garbage", "10.1.1.1"}, // malformed next to us: stop at the peer
 		{"::ffff:10.1.1.1", "2001:db8::1", "2001:db8::1"},
+		// An entry with a port is its address; a bad port is malformed.
+		{"10.1.1.1", "6.6.6.6, 1.2.3.4:5678", "1.2.3.4"},
+		{"10.1.1.1", "6.6.6.6, 1.2.3.4, 10.2.2.2:80", "1.2.3.4"},
+		{"10.1.1.1", "[2001:db8::1]:443", "2001:db8::1"},
+		{"10.1.1.1", "1.2.3.4:x", "10.1.1.1"},
 	}
 	for _, c := range cases {
 		got := trusted.ClientIP(netip.MustParseAddr(c.peer), []byte(c.xff))
@@ -68,7 +73,7 @@ func TestClientIP(t *testing.T) {
 func TestSetForwarded(t *testing.T) {
 	trusted := Trusted{netip.MustParsePrefix("10.0.0.0/8")}
 	h := parseHeader(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Forwarded-Proto: https\r\n\r\n")
-	trusted.SetForwarded(h, netip.MustParseAddr("203.0.113.9"), false, nil)
+	trusted.SetForwarded(h, netip.MustParseAddr("203.0.113.9"), false, sentOptional(h), nil)
 	if got := string(h.Peek("X-Forwarded-For")); got != "203.0.113.9" {
 		t.Errorf("untrusted peer: XFF %q", got)
 	}
@@ -79,7 +84,7 @@ func TestSetForwarded(t *testing.T) {
 		t.Error("untrusted Forwarded header kept")
 	}
 	h = parseHeader(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\nX-Forwarded-Proto: https\r\n\r\n")
-	trusted.SetForwarded(h, netip.MustParseAddr("10.0.0.7"), false, nil)
+	trusted.SetForwarded(h, netip.MustParseAddr("10.0.0.7"), false, sentOptional(h), nil)
 	if got := string(h.Peek("X-Forwarded-For")); got != "1.2.3.4, 10.0.0.7" {
 		t.Errorf("trusted peer: XFF %q", got)
 	}
@@ -106,7 +111,8 @@ func TestSanitizeResponse(t *testing.T) {
 // spelling a client may send, a field Peek finds is in the set.
 func TestSentOptionalAgreesWithPeek(t *testing.T) {
 	names := map[string]optional{RequestIDHeader: optRequestID, "Traceparent": optTraceparent, "Tracestate": optTracestate,
-		TimeoutHeader: optTimeout, "X-Release-Tag": optReleaseTag, "Idempotency-Key": optIdempotencyKey}
+		TimeoutHeader: optTimeout, "X-Release-Tag": optReleaseTag, "Idempotency-Key": optIdempotencyKey,
+		"X-Forwarded-For": optForwardedFor, "X-Forwarded-Proto": optForwardedProto}
 	for _, raw := range []string{
 		"GET /a HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: x\r\nx-request-id: abc\r\nTRACEPARENT: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n" +
@@ -114,6 +120,7 @@ func TestSentOptionalAgreesWithPeek(t *testing.T) {
 		"POST /a HTTP/1.1\r\nHost: x\r\nX-Request-ID: abc\r\nIdempotency-Key: k\r\nCookie: release-tag=v2\r\nContent-Length: 0\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: x\r\ncookie: a=b; release-tag=v2\r\nX-Request-Timeout-Ms:\r\n\r\n",
 		"GET /a HTTP/1.1\r\nHost: x\r\nX-Request-Id : spaced\r\nTrace-Parent: x\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: x\r\nx-forwarded-for: 1.2.3.4\r\nX-FORWARDED-PROTO: https\r\n\r\n",
 	} {
 		h := parseHeader(t, raw)
 		sent := sentOptional(h)

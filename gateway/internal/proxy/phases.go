@@ -247,7 +247,7 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 			}
 		}
 	}
-	st.xff = p.o.Trusted.SetForwarded(h, x.Peer, p.o.TLS, st.xff)
+	st.xff = p.o.Trusted.SetForwarded(h, x.Peer, p.o.TLS, st.sent, st.xff)
 	return p.forward(x)
 }
 
@@ -403,9 +403,11 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 
 	// X-Forwarded-For counts only from a trusted peer: look it up only then.
+	// st.xff is SetForwarded's scratch later.
 	var xff []byte
 	if p.o.Trusted.Contains(x.Peer) {
-		xff = h.Peek("X-Forwarded-For")
+		st.xff = appendForwardedFor(st.xff[:0], h, st.sent)
+		xff = st.xff
 	}
 	client := p.o.Trusted.ClientIP(x.Peer, xff)
 	st.key = client.AppendTo(st.key[:0])
