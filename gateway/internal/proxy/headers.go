@@ -166,12 +166,64 @@ func isUserHeader(k []byte) bool {
 
 // SanitizeResponse drops hop-by-hop fields from an upstream response. The
 // server writes its own Connection and framing headers.
-func SanitizeResponse(h *fasthttp.ResponseHeader) {
+func SanitizeResponse(h *fasthttp.ResponseHeader) { sanitizeResponse(h) }
+
+// sanitizeResponse is SanitizeResponse, and reports which of the fields
+// decorate sets the upstream sent in another spelling than decorate's.
+func sanitizeResponse(h *fasthttp.ResponseHeader) (respelled decorations) {
 	var present fields
 	for k := range h.All() {
 		present |= classify(k) &^ userBit
+		respelled |= respelling(k)
 	}
 	dropHop(h, present)
+	return respelled
+}
+
+// decorations is a set of decorated's fields.
+type decorations uint8
+
+// decorated are the response fields decorate sets, as it spells them
+// (fasthttp's canonical form, the form Go's net/http writes too). On the
+// fasthttp transport the upstream's answer keeps its names as sent
+// (upstream.Pool's clients do not normalise them), and a set replaces
+// only a field spelled the same: an upstream's X-Request-ID or RateLimit
+// went to the client beside the gateway's.
+var decorated = [...]string{"X-Request-Id", "Ratelimit", "Ratelimit-Policy", "Access-Control-Allow-Origin",
+	"Access-Control-Allow-Credentials", "Access-Control-Expose-Headers"}
+
+const (
+	decRequestID decorations = 1 << iota
+	decRateLimit
+	decRateLimitPolicy
+	decAllowOrigin
+	decAllowCredentials
+	decExposeHeaders
+)
+
+// respelling says which decorated field k is, if it is one in another
+// spelling.
+func respelling(k []byte) decorations {
+	for i, name := range decorated {
+		if len(k) == len(name) && asciiEqualFold(k, name) && string(k) != name {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+// dropRespelled deletes the fields of which that are spelled otherwise than
+// decorated has them, before decorate sets its own.
+func dropRespelled(h *fasthttp.ResponseHeader, which decorations) {
+	var doomed [][]byte
+	for k := range h.All() {
+		if respelling(k)&which != 0 {
+			doomed = append(doomed, append([]byte(nil), k...))
+		}
+	}
+	for _, k := range doomed {
+		h.DelBytes(k) // by the exact spelling: the header does not normalise
+	}
 }
 
 // nextToken splits the next comma-separated token off a list, trimmed.

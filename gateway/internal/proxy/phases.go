@@ -135,7 +135,7 @@ func NewExchange(req *fasthttp.Request, resp *fasthttp.Response, peer netip.Addr
 		base = context.Background()
 	}
 	x.Req, x.Resp, x.Peer, x.base, x.reqCtx = req, resp, peer, base, base
-	x.st.rlSet, x.st.cors, x.st.mctx = false, false, context.Background()
+	x.st.rlSet, x.st.cors, x.st.mctx, x.st.respelled = false, false, context.Background(), 0
 	x.stage, x.start, x.routeName, x.attempt = stageStart, time.Now(), "unmatched", 0
 	return x
 }
@@ -707,6 +707,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 
 	if err != nil {
 		x.Resp.Reset()
+		x.st.respelled = 0
 		if timedOut {
 			x.problem(fasthttp.StatusGatewayTimeout, "timeout", "upstream "+svc.Name+" did not answer within the route timeout")
 			return Done
@@ -716,7 +717,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		p.o.Log.DebugContext(x.callCtx, "upstream call failed", "upstream", svc.Name, "addr", ep.Addr, "error", err.Error())
 		x.problem(fasthttp.StatusBadGateway, "upstream-unreachable", "upstream "+svc.Name+" did not answer")
 	} else {
-		SanitizeResponse(&x.Resp.Header)
+		x.st.respelled = sanitizeResponse(&x.Resp.Header)
 		if status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
 			noContent(x.Resp)
 		}

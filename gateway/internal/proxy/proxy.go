@@ -202,6 +202,9 @@ type state struct {
 	origin    []byte
 	originAll bool // "*" rather than the echoed origin
 	cors      bool
+	// respelled: decorate's fields the upstream's answer has in another
+	// spelling (sanitizeResponse).
+	respelled decorations
 	// mctx is the context metric calls get: the request's while its trace
 	// is sampled, so that histograms keep exemplars pointing at it, and
 	// Background otherwise. The SDK's trace-based exemplar filter looks the
@@ -256,10 +259,10 @@ func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 // RateLimit state of the last limit applied.
 func (p *Proxy) decorate(resp *fasthttp.Response, st *state) {
 	rh := &resp.Header
-	// By name, not SetCanonical: on the fasthttp transport the upstream's
-	// response header does not normalise names, and the field keeps the
-	// spelling it always had there.
-	rh.SetBytesV(RequestIDHeader, st.rid)
+	if st.respelled != 0 {
+		dropRespelled(rh, st.respelled&st.decorating(p.o.CORS))
+	}
+	rh.SetCanonical(requestIDKey, st.rid)
 	if st.cors {
 		rh.Add("Vary", "Origin")
 		if len(st.origin) > 0 {
@@ -297,11 +300,35 @@ func (p *Proxy) decorate(resp *fasthttp.Response, st *state) {
 	}
 }
 
+// decorating is what decorate is about to set of decorated's fields: of
+// the upstream's, only those give way (as on the event loop, whose answers
+// have canonical names that decorate's replace).
+func (st *state) decorating(cors *CORS) decorations {
+	sets := decRequestID
+	if st.cors && len(st.origin) > 0 {
+		sets |= decAllowOrigin
+		if !st.originAll {
+			sets |= decAllowCredentials
+		}
+		if cors.Expose != "" {
+			sets |= decExposeHeaders
+		}
+	}
+	if st.rlSet {
+		sets |= decRateLimit
+		if st.rl.Window > 0 {
+			sets |= decRateLimitPolicy
+		}
+	}
+	return sets
+}
+
 // The RateLimit header names in fasthttp's canonical form (the form
 // SetBytesV would make of "RateLimit"; header names are case-insensitive):
 // SetCanonical skips the copy and normalisation of the name that SetBytesV
 // makes on every call (a third of these headers' cost in BenchmarkChain's
-// profile), and still replaces a field of that name the upstream sent.
+// profile), and still replaces a field of that name the upstream sent in
+// that spelling (in another, dropRespelled deletes it first).
 var (
 	rateLimitKey       = []byte("Ratelimit")
 	rateLimitPolicyKey = []byte("Ratelimit-Policy")
