@@ -496,6 +496,71 @@ func TestLegALagGrowsWhileHeldAtPoison(t *testing.T) {
 	}
 }
 
+// TestLegAInflightReturnsToZero: a session that failed while its feed waited to push a published message into the full
+// pipeline left that message counted in bridge_inflight{leg="kafka-nats"} for good (and its span open). The stream
+// takes five messages and then refuses (DiscardNew), and its refusals arrive late, so the pipeline is full when the
+// first one ends the session; the partition restarts until the leg stops.
+func TestLegAInflightReturnsToZero(t *testing.T) {
+	e := setup(t, 1)
+	reader := sdkmetric.NewManualReader()
+	e.reader = reader
+	cf := e.streamCf
+	cf.MaxMsgs, cf.Discard = 5, jetstream.DiscardNew
+	if _, err := e.js.UpdateStream(context.Background(), cf); err != nil {
+		t.Fatal(err)
+	}
+	var msgs []kafka.Message
+	for i := range 400 {
+		msgs = append(msgs, harness.Event(i, 1, 50))
+	}
+	produce(t, e, msgs)
+	e.js = lateRefusals{e.js}
+	stop := start(e.legWith(t, "bridgetest-"+harness.ID(), 1<<20, dlq.NewKafka(e.brokers, e.dlqTopic, time.Second, slog.Default())))
+	waitStream(t, e, 5)
+	for deadline := time.Now().Add(30 * time.Second); messages(t, reader, "retry") < 1; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the refusal did not end the session")
+		}
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := int64Point(t, reader, "bridge.inflight", "leg", metrics.LegA); n != 0 {
+		t.Fatalf("bridge_inflight{leg=kafka-nats} = %d after the leg stopped, want 0", n)
+	}
+}
+
+// lateRefusals is a JetStream whose refusals arrive 300 ms late (a busy server), so the feed has filled the pipeline and
+// waits to push when the settler meets the first one.
+type lateRefusals struct{ jetstream.JetStream }
+
+type lateRefusal struct {
+	jetstream.PubAckFuture
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (f *lateRefusal) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f *lateRefusal) Err() <-chan error            { return f.err }
+
+func (j lateRefusals) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	inner, err := j.JetStream.PublishMsgAsync(m, opts...)
+	if err != nil {
+		return nil, err
+	}
+	f := &lateRefusal{PubAckFuture: inner, ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+	go func() {
+		select {
+		case a := <-inner.Ok():
+			f.ok <- a
+		case err := <-inner.Err():
+			time.Sleep(300 * time.Millisecond)
+			f.err <- err
+		}
+	}()
+	return f, nil
+}
+
 // int64Point is the value of an int64 gauge or sum's data point whose attribute key has value v.
 func int64Point(t *testing.T, r sdkmetric.Reader, name, key, v string) (int64, bool) {
 	t.Helper()
@@ -591,7 +656,7 @@ func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 	}()
 	time.Sleep(300 * time.Millisecond)

@@ -318,8 +318,13 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 		if l.o.NATS.Stats().Reconnects != e0 {
 			slow = true // it raced a reconnect: settle it alone
 		}
+		// Counted before the push: the settler may take it and count it out before push returns.
 		l.o.Metrics.InFlight(metrics.LegA, 1)
 		if err := s.push(&pending{offset: m.Offset, fut: fut, span: span, ctx: sctx, born: m.Time}); err != nil {
+			// The session failed while the pipeline was full: the settler never sees this one, and the next
+			// session publishes it again (deduplicated).
+			span.End()
+			l.o.Metrics.InFlight(metrics.LegA, -1)
 			return err
 		}
 		if slow {
