@@ -26,13 +26,22 @@ const instrumentation = "github.com/shanhai-dev/shanhai/pkg/limit"
 // counts every fallback decision on shanhai.limit.fallback.decisions, and
 // tries Redis again after a short cool-down with one probing request at a
 // time, so an outage does not make every request wait for a dial timeout.
+//
+// Each Redis call is bounded by CallTimeout (default 100ms), whatever the
+// client's options: the limiter does not own the client, and a go-redis client
+// without ContextTimeoutEnabled (the default) ignores context deadlines on its
+// socket and waits for its ReadTimeout (seconds) on a Redis that accepts
+// connections but never answers. So the limiter stops waiting by itself and
+// leaves the abandoned call to end in the background; while Redis is marked
+// down only the one probe per cool-down can be abandoned that way.
 type Redis struct {
-	name     string
-	rl       *redis_rate.Limiter
-	lim      redis_rate.Limit
-	local    *Local
-	log      *slog.Logger
-	cooldown time.Duration
+	name        string
+	rl          *redis_rate.Limiter
+	lim         redis_rate.Limit
+	local       *Local
+	log         *slog.Logger
+	cooldown    time.Duration
+	callTimeout time.Duration
 
 	downUntil atomic.Int64 // unix nanos; 0 while Redis answers
 	probing   atomic.Bool
@@ -54,6 +63,17 @@ func Logger(l *slog.Logger) RedisOption { return func(r *Redis) { r.log = l } }
 // again (default one second).
 func Cooldown(d time.Duration) RedisOption { return func(r *Redis) { r.cooldown = d } }
 
+// CallTimeout sets how long one decision waits for Redis before it counts
+// Redis as down and decides locally (default 100ms; d <= 0 keeps the default).
+// It is far above a healthy round trip and far below a request's budget.
+func CallTimeout(d time.Duration) RedisOption {
+	return func(r *Redis) {
+		if d > 0 {
+			r.callTimeout = d
+		}
+	}
+}
+
 // NewRedis returns a limit of l shared through rdb by replicas processes.
 // replicas below 1 count as 1. l.Count and l.Period must be positive (validate
 // configuration before calling); NewRedis panics otherwise, as a limit of
@@ -64,11 +84,12 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 	}
 	replicas = max(1, replicas)
 	r := &Redis{
-		name:     "default",
-		rl:       redis_rate.NewLimiter(rdb),
-		lim:      redis_rate.Limit{Rate: l.Count, Burst: l.burst(), Period: l.Period},
-		log:      slog.Default(),
-		cooldown: time.Second,
+		name:        "default",
+		rl:          redis_rate.NewLimiter(rdb),
+		lim:         redis_rate.Limit{Rate: l.Count, Burst: l.burst(), Period: l.Period},
+		log:         slog.Default(),
+		cooldown:    time.Second,
+		callTimeout: 100 * time.Millisecond,
 	}
 	for _, o := range opts {
 		o(r)
@@ -84,7 +105,8 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 }
 
 // Allow decides one request of key. It returns an error only when ctx ends
-// first; a Redis failure yields the local fallback's decision instead.
+// first; a Redis failure or a Redis slower than CallTimeout yields the local
+// fallback's decision instead.
 func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		return Decision{}, fmt.Errorf("limit %s: %w", r.name, err)
@@ -95,7 +117,7 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 		}
 		defer r.probing.Store(false)
 	}
-	res, err := r.rl.Allow(ctx, "shanhai:"+r.name+":"+key, r.lim)
+	res, err := r.allowRedis(ctx, "shanhai:"+r.name+":"+key)
 	if err != nil {
 		if ctx.Err() != nil {
 			return Decision{}, fmt.Errorf("limit %s: %w", r.name, ctx.Err())
@@ -119,6 +141,31 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 		d.Window = res.Limit.Period * time.Duration(res.Limit.Burst) / time.Duration(res.Limit.Rate)
 	}
 	return d, nil
+}
+
+type redisAnswer struct {
+	res *redis_rate.Result
+	err error
+}
+
+// allowRedis asks Redis for a decision and waits at most callTimeout (less if
+// ctx ends sooner). The call runs in its own goroutine because the client may
+// not honour the context (see Redis); the channel is buffered so an abandoned
+// call can still deliver its answer and end.
+func (r *Redis) allowRedis(ctx context.Context, key string) (*redis_rate.Result, error) {
+	cctx, cancel := context.WithTimeout(ctx, r.callTimeout)
+	defer cancel()
+	answer := make(chan redisAnswer, 1)
+	go func() {
+		res, err := r.rl.Allow(cctx, key, r.lim)
+		answer <- redisAnswer{res, err}
+	}()
+	select {
+	case a := <-answer:
+		return a.res, a.err
+	case <-cctx.Done():
+		return nil, fmt.Errorf("redis gave no answer within %v: %w", r.callTimeout, cctx.Err())
+	}
 }
 
 func (r *Redis) markDown(ctx context.Context, err error) {
