@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"math/bits"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -172,11 +173,21 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) { sanitizeResponse(h) }
 // decorate sets the upstream sent in another spelling than decorate's.
 func sanitizeResponse(h *fasthttp.ResponseHeader) (respelled decorations) {
 	var present fields
+	odd := false
 	for k := range h.All() {
-		present |= classify(k) &^ userBit
+		if f := classify(k) &^ userBit; f != 0 {
+			present |= f
+			odd = odd || string(k) != hopByHop[bits.TrailingZeros16(uint16(f))]
+		}
 		respelled |= respelling(k)
 	}
 	dropHop(h, present)
+	if odd {
+		// On the fasthttp transport the answer's names are as sent, and
+		// dropHop's Del removed only the canonical spelling: a "keep-alive"
+		// or "upgrade" went on to the client.
+		dropSpellings(h, func(k []byte) bool { return classify(k)&^userBit != 0 })
+	}
 	return respelled
 }
 
@@ -215,14 +226,21 @@ func respelling(k []byte) decorations {
 // dropRespelled deletes the fields of which that are spelled otherwise than
 // decorated has them, before decorate sets its own.
 func dropRespelled(h *fasthttp.ResponseHeader, which decorations) {
+	dropSpellings(h, func(k []byte) bool { return respelling(k)&which != 0 })
+}
+
+// dropSpellings deletes the fields whose names match, each by its exact
+// spelling, as a header that does not normalise names (an upstream's
+// answer on the fasthttp transport) deletes only that.
+func dropSpellings(h *fasthttp.ResponseHeader, match func(k []byte) bool) {
 	var doomed [][]byte
 	for k := range h.All() {
-		if respelling(k)&which != 0 {
+		if match(k) {
 			doomed = append(doomed, append([]byte(nil), k...))
 		}
 	}
 	for _, k := range doomed {
-		h.DelBytes(k) // by the exact spelling: the header does not normalise
+		h.DelBytes(k)
 	}
 }
 

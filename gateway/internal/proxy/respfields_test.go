@@ -12,6 +12,25 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 )
 
+// asSentUpstream is an upstream that writes the fields set puts in its
+// answers with their names as given, as a fasthttp service with
+// DisableHeaderNamesNormalizing, or one writing lower case, does.
+func asSentUpstream(t *testing.T, set func(h *fasthttp.ResponseHeader)) *fakeUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.Response.Header.DisableNormalizing()
+		set(&ctx.Response.Header)
+		ctx.SetBodyString("ok")
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return &fakeUpstream{addr: ln.Addr().String()}
+}
+
 type allowAll struct{}
 
 func (allowAll) Allow(context.Context, []byte) (quota.Decision, error) {
@@ -25,15 +44,7 @@ func (allowAll) Allow(context.Context, []byte) (quota.Decision, error) {
 // gateway's. Each now comes once, the gateway's; a field the gateway does
 // not set (no limit applied) stays the upstream's.
 func TestUpstreamFieldsTheGatewaySetsComeOnce(t *testing.T) {
-	// An upstream that writes names as given, as a fasthttp service with
-	// DisableHeaderNamesNormalizing, or one in lower case, does.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		h := &ctx.Response.Header
-		h.DisableNormalizing()
+	up := asSentUpstream(t, func(h *fasthttp.ResponseHeader) {
 		h.Set("X-Request-ID", "upstream-id")
 		h.Set("x-request-id", "upstream-id-2")
 		h.Set("RateLimit", "limit=1, remaining=0, reset=9")
@@ -41,11 +52,7 @@ func TestUpstreamFieldsTheGatewaySetsComeOnce(t *testing.T) {
 		h.Set("access-control-allow-origin", "*")
 		h.Set("Access-Control-Allow-Credentials", "false")
 		h.Set("X-Other", "kept")
-		ctx.SetBodyString("ok")
-	}}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	up := &fakeUpstream{addr: ln.Addr().String()}
+	})
 	cors := DefaultCORS([]string{"https://shop.example"})
 	const req = "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\nX-Request-ID: client-id\r\nOrigin: https://shop.example\r\n\r\n"
 	fields := func(ctx *fasthttp.RequestCtx) map[string][]string {
@@ -83,5 +90,32 @@ func TestUpstreamFieldsTheGatewaySetsComeOnce(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// On the fasthttp transport the upstream's answer keeps its names as sent,
+// and hop-by-hop fields in another letter case than fasthttp's canonical
+// one (keep-alive, upgrade, proxy-authenticate from an upstream that writes
+// names in lower case) were found but not deleted: they reached the client.
+func TestUpstreamHopByHopFieldsInAnyCaseAreDropped(t *testing.T) {
+	up := asSentUpstream(t, func(h *fasthttp.ResponseHeader) {
+		h.Set("keep-alive", "timeout=5")
+		h.Set("UPGRADE", "h2c")
+		h.Set("Proxy-Authenticate", "Basic")
+		h.Set("proxy-authenticate", "Basic")
+		h.Set("x-other", "kept")
+	})
+	p, _ := newTestProxy(t, Options{}, up)
+	ctx := serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+	var left []string
+	other := false
+	for k := range ctx.Response.Header.All() {
+		if classify(k) != 0 {
+			left = append(left, string(k))
+		}
+		other = other || strings.EqualFold(string(k), "x-other")
+	}
+	if ctx.Response.StatusCode() != 200 || len(left) != 0 || !other {
+		t.Fatalf("%d: hop-by-hop fields %q reach the client (x-other kept: %v)", ctx.Response.StatusCode(), left, other)
 	}
 }
