@@ -1,7 +1,11 @@
 package discovery
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -213,4 +217,60 @@ func TestEtcdGrantAheadOfRegister(t *testing.T) {
 	if err := reg.Deregister(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Deregister is the first shutdown step, bounded by its context. With etcd
+// down after the lease lapsed, the keep-alive loop's re-registration sits in
+// a Grant that only etcd's return would end; Deregister used to wait for the
+// lock that Grant was made under, past its deadline, so the drain and the
+// telemetry flush after it never ran.
+func TestDeregisterReturnsByItsDeadlineWhileEtcdIsDown(t *testing.T) {
+	ctx := t.Context()
+	e := startOwnEtcd(t)
+	cli := etcdClient(t, []string{e.client})
+	var logs syncBuffer
+	reg := NewEtcdRegistry(cli, 2*time.Second).WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+	if err := reg.Register(ctx, Instance{Service: "dereg", ID: "a", Addr: "10.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	e.stop()
+	// The client gives the lease up once no keep-alive answer came for its
+	// TTL; the loop then starts re-registering.
+	if _, ok := eventually(4*reg.TTL()+5*time.Second, func() bool {
+		return strings.Contains(logs.String(), "lease lost")
+	}); !ok {
+		t.Fatalf("keep-alive loop never noticed the lost lease:\n%s", logs.String())
+	}
+	time.Sleep(time.Second) // past the first back-off: the re-registration's Grant is waiting on etcd
+
+	dctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- reg.Deregister(dctx) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Deregister with etcd down reported the lease revoked")
+		}
+	case <-time.After(30 * time.Second): // a hang guard, far beyond the 1s context
+		t.Fatal("Deregister ignored its context while etcd was down: shutdown hangs")
+	}
+}
+
+// syncBuffer is a bytes.Buffer a logger may write to while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -21,6 +21,14 @@ type EtcdRegistry struct {
 	ttl time.Duration
 	log *slog.Logger
 
+	// writing (a one-slot semaphore) lets one writer at a time (Register,
+	// Grant, a re-registration, Deregister) work across its etcd calls, so
+	// two first Registers share one lease and a re-registration writes every
+	// instance. Waiting for it honours the waiter's context, unlike a mutex,
+	// so a writer blocked on an unreachable etcd cannot hold up a shutdown.
+	writing chan struct{}
+
+	// mu guards the fields below and is never held across an etcd call.
 	mu     sync.Mutex
 	ins    map[string]Instance // by key
 	lease  clientv3.LeaseID
@@ -33,11 +41,27 @@ type EtcdRegistry struct {
 // keep-alive (rounded to whole seconds; etcd may raise a very short TTL to its
 // minimum, about 2s with default election settings).
 func NewEtcdRegistry(cli *clientv3.Client, ttl time.Duration) *EtcdRegistry {
-	return &EtcdRegistry{cli: cli, ttl: max(ttl, time.Second), log: slog.Default(), ins: map[string]Instance{}}
+	return &EtcdRegistry{
+		cli: cli, ttl: max(ttl, time.Second), log: slog.Default(),
+		writing: make(chan struct{}, 1), ins: map[string]Instance{},
+	}
 }
 
 // WithLogger sets where lease loss and re-registration are logged.
 func (r *EtcdRegistry) WithLogger(l *slog.Logger) *EtcdRegistry { r.log = l; return r }
+
+// startWriting waits for the writer's slot until ctx ends; release with
+// endWriting.
+func (r *EtcdRegistry) startWriting(ctx context.Context) error {
+	select {
+	case r.writing <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *EtcdRegistry) endWriting() { <-r.writing }
 
 // Register writes in under the registry's lease, granting the lease and
 // starting keep-alives on first use (or using the one Grant obtained). An
@@ -46,15 +70,20 @@ func (r *EtcdRegistry) Register(ctx context.Context, in Instance) error {
 	if err := in.check(); err != nil {
 		return fmt.Errorf("register instance: %w", err)
 	}
+	if err := r.startWriting(ctx); err != nil {
+		return fmt.Errorf("register %s: %w", in.key(), err)
+	}
+	defer r.endWriting()
+	lease, err := r.ensureLease(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.put(ctx, lease, in); err != nil {
+		return err
+	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := r.ensureLease(ctx); err != nil {
-		return err
-	}
-	if err := r.put(ctx, r.lease, in); err != nil {
-		return err
-	}
 	r.ins[in.key()] = in
+	r.mu.Unlock()
 	return nil
 }
 
@@ -64,34 +93,44 @@ func (r *EtcdRegistry) Register(ctx context.Context, in Instance) error {
 // address Register needs is known only later. Deregister revokes the lease as
 // usual; a lease nobody registered under just expires with the process.
 func (r *EtcdRegistry) Grant(ctx context.Context) error {
+	if err := r.startWriting(ctx); err != nil {
+		return fmt.Errorf("register: grant lease: %w", err)
+	}
+	defer r.endWriting()
+	_, err := r.ensureLease(ctx)
+	return err
+}
+
+// ensureLease returns the lease, granting it and starting keep-alives unless
+// done; the caller holds the writer's slot.
+func (r *EtcdRegistry) ensureLease(ctx context.Context) (clientv3.LeaseID, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.ensureLease(ctx)
-}
-
-// ensureLease grants the lease and starts keep-alives unless done; r.mu held.
-func (r *EtcdRegistry) ensureLease(ctx context.Context) error {
-	if r.lease != 0 {
-		return nil
+	lease := r.lease
+	r.mu.Unlock()
+	if lease != 0 {
+		return lease, nil
 	}
-	lease, err := r.grant(ctx)
+	lease, ttl, err := r.grant(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	r.lease = lease
 	loopCtx, cancel := context.WithCancel(context.Background())
+	r.mu.Lock()
+	r.lease, r.grantd = lease, ttl
 	r.cancel, r.done = cancel, make(chan struct{})
-	go r.keepAlive(loopCtx, lease)
-	return nil
+	done := r.done
+	r.mu.Unlock()
+	go r.keepAlive(loopCtx, lease, done)
+	return lease, nil
 }
 
-func (r *EtcdRegistry) grant(ctx context.Context) (clientv3.LeaseID, error) {
+// grant asks etcd for a lease of r.ttl; it returns the TTL etcd granted.
+func (r *EtcdRegistry) grant(ctx context.Context) (clientv3.LeaseID, time.Duration, error) {
 	resp, err := r.cli.Grant(ctx, int64((r.ttl+time.Second-1)/time.Second))
 	if err != nil {
-		return 0, fmt.Errorf("register: grant lease: %w", err)
+		return 0, 0, fmt.Errorf("register: grant lease: %w", err)
 	}
-	r.grantd = time.Duration(resp.TTL) * time.Second
-	return resp.ID, nil
+	return resp.ID, time.Duration(resp.TTL) * time.Second, nil
 }
 
 func (r *EtcdRegistry) put(ctx context.Context, lease clientv3.LeaseID, in Instance) error {
@@ -105,12 +144,12 @@ func (r *EtcdRegistry) put(ctx context.Context, lease clientv3.LeaseID, in Insta
 	return nil
 }
 
-// keepAlive refreshes the lease until ctx ends or the client is closed. The
-// etcd client closes the keep-alive channel when the lease is gone (expired
-// while etcd was unreachable); then everything is written again under a new
-// lease.
-func (r *EtcdRegistry) keepAlive(ctx context.Context, lease clientv3.LeaseID) {
-	defer close(r.done)
+// keepAlive refreshes the lease until ctx ends or the client is closed, then
+// closes done. The etcd client closes the keep-alive channel when the lease
+// is gone (expired while etcd was unreachable); then everything is written
+// again under a new lease.
+func (r *EtcdRegistry) keepAlive(ctx context.Context, lease clientv3.LeaseID, done chan struct{}) {
+	defer close(done)
 	backoff := 100 * time.Millisecond
 	for {
 		if ch, err := r.cli.KeepAlive(ctx, lease); err == nil {
@@ -132,7 +171,7 @@ func (r *EtcdRegistry) keepAlive(ctx context.Context, lease clientv3.LeaseID) {
 				lease, backoff = next, 100*time.Millisecond
 				break
 			}
-			if r.cli.Ctx().Err() != nil {
+			if ctx.Err() != nil || r.cli.Ctx().Err() != nil {
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -141,22 +180,37 @@ func (r *EtcdRegistry) keepAlive(ctx context.Context, lease clientv3.LeaseID) {
 	}
 }
 
+// reregister grants a new lease and writes every instance under it. ctx is
+// the keep-alive loop's: Deregister cancels it, which ends any etcd call here.
 func (r *EtcdRegistry) reregister(ctx context.Context) (clientv3.LeaseID, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if err := ctx.Err(); err != nil {
+	if err := r.startWriting(ctx); err != nil {
 		return 0, err
 	}
-	lease, err := r.grant(ctx)
+	defer r.endWriting()
+	lease, ttl, err := r.grant(ctx)
 	if err != nil {
 		return 0, err
 	}
+	r.mu.Lock()
+	// Checked under mu because Deregister cancels under mu: once it has, no
+	// new lease is recorded (an unused one expires by itself).
+	if err := ctx.Err(); err != nil {
+		r.mu.Unlock()
+		return 0, err
+	}
+	r.lease, r.grantd = lease, ttl
+	ins := make([]Instance, 0, len(r.ins))
 	for _, in := range r.ins {
+		ins = append(ins, in)
+	}
+	r.mu.Unlock()
+	// A put cut short leaves keys under the recorded lease, which Deregister
+	// revokes, or which the next attempt's puts move to its own lease.
+	for _, in := range ins {
 		if err := r.put(ctx, lease, in); err != nil {
 			return 0, err
 		}
 	}
-	r.lease = lease
 	return lease, nil
 }
 
@@ -176,20 +230,37 @@ func (r *EtcdRegistry) TTL() time.Duration {
 
 // Deregister stops the keep-alives and revokes the lease, which deletes every
 // registered key at once, so watchers drop this process before it stops
-// serving. Safe to call more than once.
+// serving. It returns by ctx's end even while etcd is unreachable (the lease
+// then expires after its TTL). Safe to call more than once.
 func (r *EtcdRegistry) Deregister(ctx context.Context) error {
+	// Stop the keep-alive loop first: a re-registration in it may be blocked
+	// on an unreachable etcd, and only its cancellation ends that call.
 	r.mu.Lock()
-	lease, cancel, done := r.lease, r.cancel, r.done
-	r.lease, r.cancel, r.done = 0, nil, nil
-	r.ins = map[string]Instance{}
+	cancel, done := r.cancel, r.done
+	r.cancel, r.done = nil, nil
 	if cancel != nil {
-		cancel() // under mu, so a re-register in flight sees it before writing
+		cancel()
 	}
+	r.mu.Unlock()
+	if err := r.startWriting(ctx); err != nil {
+		return fmt.Errorf("deregister: wait for a registration in flight: %w", err)
+	}
+	defer r.endWriting()
+	if done != nil {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("deregister: stop keep-alives: %w", ctx.Err())
+		}
+	}
+	r.mu.Lock()
+	lease := r.lease
+	r.lease = 0
+	r.ins = map[string]Instance{}
 	r.mu.Unlock()
 	if lease == 0 {
 		return nil
 	}
-	<-done
 	if _, err := r.cli.Revoke(ctx, lease); err != nil {
 		return fmt.Errorf("deregister: revoke lease %x: %w", int64(lease), err)
 	}
