@@ -274,3 +274,26 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// The resolver's goroutine stops when its etcd client is closed, not only
+// when its ctx ends: the gateway closes its client when Run returns, which
+// may be before ctx ends (a bad ROUTES value, a listen error) in a process
+// that lives on (cmd/shanhai).
+func TestResolverStopsWhenItsClientCloses(t *testing.T) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := NewEtcdResolver(t.Context(), cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cli.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-res.Done():
+	case <-time.After(30 * time.Second): // a hang guard
+		t.Fatal("etcd client closed, ctx alive: the resolver's watch goroutine still runs (Done not closed)")
+	}
+}

@@ -34,7 +34,7 @@ type EtcdResolver struct {
 }
 
 // NewEtcdResolver lists the current instances (failing if etcd cannot be
-// read now) and watches for changes until ctx ends.
+// read now) and watches for changes until ctx ends or cli is closed.
 func NewEtcdResolver(ctx context.Context, cli *clientv3.Client) (*EtcdResolver, error) {
 	r := &EtcdResolver{cli: cli, log: slog.Default(), done: make(chan struct{})}
 	empty := map[string][]Instance{}
@@ -53,7 +53,8 @@ func (r *EtcdResolver) Instances(service string) []Instance {
 	return (*r.snap.Load())[service]
 }
 
-// Done is closed when the watch has stopped (its ctx ended).
+// Done is closed when the watch has stopped (its ctx ended or its client was
+// closed).
 func (r *EtcdResolver) Done() <-chan struct{} { return r.done }
 
 func (r *EtcdResolver) list(ctx context.Context) (int64, error) {
@@ -75,6 +76,12 @@ func (r *EtcdResolver) list(ctx context.Context) (int64, error) {
 
 func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
 	defer close(r.done)
+	// A closed client ends the watch too: otherwise the re-list below would
+	// retry forever on it (the gateway closes its client when Run returns,
+	// which may be before ctx ends, in a process that lives on).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(r.cli.Ctx(), cancel)()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		for resp := range r.cli.Watch(ctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
