@@ -72,6 +72,8 @@ func Routes(spec string, streamSubjects []string, namespace string) ([]Route, er
 			errs = append(errs, fmt.Errorf("subject %q for topic %q: %w", subject, topic, err))
 		} else if ps := r.PartitionSubject(0); !covered(ps, streamSubjects) {
 			errs = append(errs, fmt.Errorf("subject %q for topic %q is outside the stream's subjects %v", ps, topic, streamSubjects))
+		} else {
+			errs = append(errs, nested(r, routes)...)
 		}
 		routes = append(routes, r)
 	}
@@ -79,6 +81,23 @@ func Routes(spec string, streamSubjects []string, namespace string) ([]Route, er
 		errs = append(errs, errors.New("no topics configured"))
 	}
 	return routes, errors.Join(errs...)
+}
+
+// nested reports r's subject equal to or under another route's, or another's under r's. A whole topic's consumers
+// filter on stream.Filters(subject) (subject.> and subject), so they would be delivered the other topic's events too,
+// and leg B's consumers of the old subject would take its messages for another partition's.
+func nested(r Route, others []Route) []error {
+	var errs []error
+	for _, o := range others {
+		switch {
+		case o.Subject == r.Subject:
+			errs = append(errs, fmt.Errorf("topics %q and %q have the same subject %q", o.Topic, r.Topic, r.Subject))
+		case strings.HasPrefix(r.Subject, o.Subject+"."), strings.HasPrefix(o.Subject, r.Subject+"."):
+			errs = append(errs, fmt.Errorf("subjects %q (topic %q) and %q (topic %q) nest: consumers of the shorter one's topic, filtering on its subject and everything under it, would receive the other topic's events; give one of them a subject of its own (topic=subject)",
+				o.Subject, o.Topic, r.Subject, r.Topic))
+		}
+	}
+	return errs
 }
 
 // checkSubject accepts dot-separated non-empty tokens without whitespace;

@@ -67,6 +67,26 @@ func TestRoutesNeedTheStreamToTakePartitionSubjects(t *testing.T) {
 	}
 }
 
+// Two topics whose subjects nest (a versioned topic under the first): a consumer of the first topic filters on
+// stream.Filters(subject), shanhai.orders.> among them, and was delivered the second topic's events. Routes accepted
+// them; now it names the pair, as it does for the same subject given twice.
+func TestRoutesRejectNestedSubjects(t *testing.T) {
+	for spec, want := range map[string]string{
+		"shanhai.orders,shanhai.orders.v2":     `subjects "shanhai.orders" (topic "shanhai.orders") and "shanhai.orders.v2" (topic "shanhai.orders.v2") nest`,
+		"shanhai.orders.v2,shanhai.orders":     `subjects "shanhai.orders.v2" (topic "shanhai.orders.v2") and "shanhai.orders" (topic "shanhai.orders") nest`,
+		"a=shanhai.orders.p0.x,shanhai.orders": `and "shanhai.orders" (topic "shanhai.orders") nest`,
+		"a=shanhai.orders,shanhai.orders":      `topics "a" and "shanhai.orders" have the same subject "shanhai.orders"`,
+	} {
+		if _, err := Routes(spec, []string{"shanhai.>"}, "shanhai/events"); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Routes(%q): err = %v, want containing %q", spec, err, want)
+		}
+	}
+	// Sharing a prefix that is not a whole token is no nesting.
+	if _, err := Routes("shanhai.orders,shanhai.ordersv2", []string{"shanhai.>"}, "shanhai/events"); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestRoutesBadNamespaceAndStream(t *testing.T) {
 	_, err := Routes("shanhai.a", []string{"shanhai.>.x"}, "shanhai")
 	if err == nil || !strings.Contains(err.Error(), "namespace") || !strings.Contains(err.Error(), "not last") {
