@@ -84,8 +84,9 @@ func Routes(spec string, streamSubjects []string, namespace string) ([]Route, er
 }
 
 // nested reports r's subject equal to or under another route's, or another's under r's. A whole topic's consumers
-// filter on stream.Filters(subject) (subject.> and subject), so they would be delivered the other topic's events too,
-// and leg B's consumers of the old subject would take its messages for another partition's.
+// filter on stream.Filters(subject) (subject.> and subject), so they would be delivered the other topic's events too;
+// with the same subject the topics would also share partition subjects, where leg B dead-letters the other topic's
+// messages (reason metadata).
 func nested(r Route, others []Route) []error {
 	var errs []error
 	for _, o := range others {
