@@ -37,6 +37,9 @@ type loop struct {
 	// endpoints is the Endpoints version this loop's pools were last
 	// checked against.
 	endpoints uint64
+	// parses counts messages parsed, both ways: a message arriving in
+	// many reads must not be parsed at each (TestChunkedParsedOnce).
+	parses int
 	// due: a sweep is due (set by OnTick, cleared by sweep).
 	due atomic.Bool
 	// quiet: the last sweep found no client and no upstream connection
@@ -68,6 +71,9 @@ type client struct {
 	up                   *upconn
 	waitOn               *pool  // queued for a connection of this pool
 	pend                 []byte // the serialised request while queued
+	// chunks: the framing of the chunked body being read, so far (need
+	// is what it found missing)
+	chunks chunked
 }
 
 // needMore says a parse error only means the message is not complete yet.
@@ -100,6 +106,11 @@ func (l *loop) serve(cl *client) {
 		if cl.started == 0 {
 			cl.started = l.now
 		}
+		if cl.chunks.start > 0 {
+			if cl.need = cl.chunks.need(buf, l.s.o.MaxBodyBytes); cl.need > 0 {
+				return // a chunked body still arriving
+			}
+		}
 		used, err := l.read(cl, buf, 0)
 		if err != nil && needMore(err) {
 			// RFC 9112 §2.2 lets a recipient take a bare LF for CRLF, and
@@ -116,13 +127,16 @@ func (l *loop) serve(cl *client) {
 		}
 		if err != nil {
 			if needMore(err) {
+				if cl.chunks.start > 0 {
+					cl.need = cl.chunks.need(buf, l.s.o.MaxBodyBytes)
+				}
 				return
 			}
 			l.reject(cl, err)
 			return
 		}
 		_, _ = cl.c.Discard(used)
-		cl.started, cl.continued, cl.busy, cl.need = 0, false, true, 0
+		cl.started, cl.continued, cl.busy, cl.need, cl.chunks = 0, false, true, 0, chunked{}
 		l.busy.Add(1)
 		h := &cl.req.Header
 		cl.http10 = !h.IsHTTP11()
@@ -144,14 +158,16 @@ func (l *loop) serve(cl *client) {
 // the connection's input it took: buf's, less extra, the bytes crlfHead
 // added to the head.
 func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
+	l.parses++
 	cl.req.Reset()
 	l.rd.Reset(buf)
 	l.br.Reset(&l.rd)
 	err := cl.req.Header.Read(l.br)
 	if err == nil {
+		head := len(buf) - extra - l.rd.Len() - l.br.Buffered()
 		n := cl.req.Header.ContentLength()
 		if n > 0 && n <= l.s.o.MaxBodyBytes {
-			cl.need = len(buf) - extra - l.rd.Len() - l.br.Buffered() + n
+			cl.need = head + n
 		}
 		if (n > 0 && n <= l.s.o.MaxBodyBytes || n == -1) && l.br.Buffered() == 0 && l.rd.Len() == 0 && !cl.continued && proxy.ExpectsContinue(&cl.req.Header) {
 			// The client waits for this before it sends the body. Asked
@@ -163,6 +179,9 @@ func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
 			_, _ = cl.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
 		}
 		err = cl.req.ContinueReadBody(l.br, l.s.o.MaxBodyBytes)
+		if n == -1 && err != nil && needMore(err) {
+			cl.chunks.start = head // serve follows the chunks from here on
+		}
 	}
 	return len(buf) - extra - l.rd.Len() - l.br.Buffered(), err
 }

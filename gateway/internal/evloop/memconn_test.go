@@ -21,15 +21,23 @@ import (
 type memConn struct {
 	gnet.Conn
 	in, out []byte
-	// peeks counts the parses: serve and answer look at the input only
-	// to parse it.
-	peeks  int
-	closed bool
+	keep    []byte // in's storage, used again once in is empty
+	closed  bool
+}
+
+// feed appends b to the input.
+func (c *memConn) feed(b string) {
+	if len(c.in) == 0 {
+		c.in = c.keep[:0]
+	}
+	c.in = append(c.in, b...)
+	if cap(c.in) > cap(c.keep) { // a new array, starting at in's start
+		c.keep = c.in[:0]
+	}
 }
 
 func (c *memConn) InboundBuffered() int { return len(c.in) }
 func (c *memConn) Peek(n int) ([]byte, error) {
-	c.peeks++
 	if n < 0 || n > len(c.in) {
 		n = len(c.in)
 	}
@@ -86,13 +94,13 @@ func newMemLoop(t testing.TB, so Options) *memLoop {
 
 // fromClient hands b to the loop as the client's next read.
 func (m *memLoop) fromClient(b string) {
-	m.client.in = append(m.client.in, b...)
+	m.client.feed(b)
 	m.l.serve(m.cl)
 }
 
 // fromUpstream hands b to the loop as the upstream connection's next read.
 func (m *memLoop) fromUpstream(b string) gnet.Action {
-	m.up.in = append(m.up.in, b...)
+	m.up.feed(b)
 	return m.l.answer(m.uc)
 }
 

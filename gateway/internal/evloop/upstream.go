@@ -27,6 +27,8 @@ type upconn struct {
 	cl   *client // whose request is in flight, if any
 	used int64   // last returned to idle
 	need int     // at least this many bytes before the answer can be complete
+	// chunks: the framing of a chunked answer, so far
+	chunks chunked
 }
 
 // send writes the request to cl.x.Endpoint over an idle connection, or
@@ -149,15 +151,21 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := uc.c.Peek(-1)
-	_, closeAfter, err := upstream.CheckHead(buf)
+	if uc.chunks.start > 0 {
+		if uc.need = uc.chunks.need(buf, l.s.o.MaxResponseBytes); uc.need > 0 {
+			return gnet.None // a chunked body still arriving
+		}
+	}
+	end, closeAfter, err := upstream.CheckHead(buf)
 	if err != nil {
-		uc.cl, uc.need = nil, 0
+		uc.cl, uc.need, uc.chunks = nil, 0, chunked{}
 		l.attempted(cl, fmt.Errorf("upstream answer: %w", err))
 		return gnet.Close
 	}
 	cl.resp.Reset()
 	cl.resp.Header.SetNoDefaultContentType(true)
 	cl.resp.SkipBody = cl.req.Header.IsHead()
+	l.parses++
 	l.rd.Reset(buf)
 	l.br.Reset(&l.rd)
 	err = cl.resp.ReadLimitBody(l.br, l.s.o.MaxResponseBytes)
@@ -166,10 +174,15 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 		// parsing again (a large body arrives in many reads).
 		if n := cl.resp.Header.ContentLength(); n > 0 && n <= l.s.o.MaxResponseBytes && cl.resp.Header.StatusCode() > 0 {
 			uc.need = n
+		} else if n == -1 && end > 0 {
+			// Chunked, and its head (after any 100 Continue) ends at end:
+			// parsed again only when its last chunk could be in.
+			uc.chunks.start = end
+			uc.need = uc.chunks.need(buf, l.s.o.MaxResponseBytes)
 		}
 		return gnet.None
 	}
-	uc.cl, uc.need = nil, 0
+	uc.cl, uc.need, uc.chunks = nil, 0, chunked{}
 	if err != nil {
 		cl.resp.Reset()
 		l.attempted(cl, fmt.Errorf("upstream answer: %w", err))
