@@ -16,10 +16,10 @@ const shardCount = 64 // power of two; enough that 2-16 cores rarely meet on one
 // Local is a set of token buckets, one per key, kept in this process. It is
 // safe for concurrent use.
 //
-// Memory is bounded two ways. A key untouched for the idle TTL is dropped:
-// the TTL is never shorter than the time a bucket needs to refill completely,
-// so a dropped key would have come back as a full bucket anyway and
-// forgetting it changes no decision. And each shard holds at most maxKeys/64
+// Memory is bounded two ways. A key untouched for at least the idle TTL is
+// dropped: the TTL is never shorter than the time a bucket needs to refill
+// completely, so a dropped key would have come back as a full bucket anyway
+// and forgetting it changes no decision. And each shard holds at most maxKeys/64
 // keys; when a shard is full of active keys an arbitrary one is evicted, which
 // hands that one client a fresh burst — a bounded leak preferred over
 // unbounded growth under a key-spraying attack.
@@ -154,7 +154,10 @@ func (l *Local) sweep(s *shard, now int64) {
 }
 
 func (l *Local) sweepLocked(s *shard, now int64) {
-	cutoff := now - int64(l.ttl)
+	// seen lags the key's last decision by up to ttl/16 (see bucket), so a
+	// key is dropped only once even that last decision is a full TTL ago:
+	// dropping it sooner could forget a bucket that has not refilled yet.
+	cutoff := now - int64(l.ttl) - int64(l.ttl)/16
 	for k, b := range s.m {
 		if b.seen.Load() < cutoff {
 			delete(s.m, k)

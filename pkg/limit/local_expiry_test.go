@@ -1,0 +1,37 @@
+package limit
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A key is forgotten only once its bucket has surely refilled. Its idle mark
+// is refreshed at most every ttl/16, so a sweep that trusted the mark could
+// drop a key up to ttl/16 before the bucket was full again, handing a drained
+// client a fresh burst.
+func TestPerKeyIdleKeyForgottenOnlyWhenFull(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	// 10/s, burst 100: a full refill takes 10s, to which the 1ns TTL is raised.
+	l := PerKey(10, 100, WithClock(clk.now), WithIdleTTL(time.Nanosecond))
+	ctx := context.Background()
+	drain := func() (allowed int) {
+		for {
+			if d, _ := l.Allow(ctx, "k"); !d.Allowed {
+				return allowed
+			}
+			allowed++
+		}
+	}
+	_, _ = l.Allow(ctx, "k")            // the key's idle mark: 0s
+	clk.advance(600 * time.Millisecond) // under ttl/16 = 625ms: the mark stays at 0s
+	if n := drain(); n != 100 {
+		t.Fatalf("drained %d at 0.6s, want the full 100 (99 left, refilled to the cap)", n)
+	}
+	// Empty at 0.6s: full again at 10.6s. At 10.3s the bucket holds
+	// (10.3 - 0.6) * 10 = 97 tokens, though the mark is 10.3s old.
+	clk.advance(9700 * time.Millisecond)
+	if n := drain(); n != 97 {
+		t.Fatalf("at 10.3s allowed %d, want the 97 refilled (a forgotten key gets a fresh burst of 100)", n)
+	}
+}
