@@ -19,10 +19,11 @@ const shardCount = 64 // power of two; enough that 2-16 cores rarely meet on one
 // Memory is bounded two ways. A key untouched for at least the idle TTL is
 // dropped: the TTL is never shorter than the time a bucket needs to refill
 // completely, so a dropped key would have come back as a full bucket anyway
-// and forgetting it changes no decision. And each shard holds at most maxKeys/64
-// keys; when a shard is full of active keys an arbitrary one is evicted, which
-// hands that one client a fresh burst — a bounded leak preferred over
-// unbounded growth under a key-spraying attack.
+// and forgetting it changes no decision. And each shard holds at most
+// maxKeys/64 keys (a cap under 64 keys is one shard); when a shard is full of
+// active keys an arbitrary one is evicted, which hands that one client a fresh
+// burst — a bounded leak preferred over unbounded growth under a key-spraying
+// attack.
 type Local struct {
 	limit   rate.Limit
 	burst   int
@@ -30,6 +31,7 @@ type Local struct {
 	clock   func() int64 // nanoseconds since an arbitrary, fixed origin
 	ttl     time.Duration
 	perShrd int
+	mask    uint64 // shard index mask: shardCount-1, or 0 for a cap under shardCount keys
 	seed    maphash.Seed
 	shards  [shardCount]shard
 }
@@ -54,9 +56,17 @@ type Option func(*Local)
 // minute; raised to the full-refill time if shorter).
 func WithIdleTTL(d time.Duration) Option { return func(l *Local) { l.ttl = d } }
 
-// WithMaxKeys caps how many keys are held at once (default 1,000,000).
+// WithMaxKeys caps how many keys are held at once (default 1,000,000; n
+// below 1 counts as 1). A cap under 64 keys puts every key in one shard, as
+// one key per shard would already hold 64.
 func WithMaxKeys(n int) Option {
-	return func(l *Local) { l.perShrd = max(1, n/shardCount) }
+	return func(l *Local) {
+		if n < shardCount {
+			l.mask, l.perShrd = 0, max(1, n)
+			return
+		}
+		l.mask, l.perShrd = shardCount-1, n/shardCount
+	}
 }
 
 // WithClock replaces time.Now, for tests that drive time by hand.
@@ -80,6 +90,7 @@ func PerKey(r rate.Limit, burst int, opts ...Option) *Local {
 		clock:   monotonicClock(),
 		ttl:     time.Minute,
 		perShrd: 1_000_000 / shardCount,
+		mask:    shardCount - 1,
 		seed:    maphash.MakeSeed(),
 	}
 	for _, o := range opts {
@@ -110,7 +121,7 @@ func (l *Local) Allow(_ context.Context, key string) (Decision, error) {
 }
 
 func (l *Local) bucket(key string, now int64) *bucket {
-	s := &l.shards[maphash.String(l.seed, key)&(shardCount-1)]
+	s := &l.shards[maphash.String(l.seed, key)&l.mask]
 	if now >= s.nextSweep.Load() {
 		l.sweep(s, now)
 	}

@@ -2,6 +2,7 @@ package limit
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -33,5 +34,19 @@ func TestPerKeyIdleKeyForgottenOnlyWhenFull(t *testing.T) {
 	clk.advance(9700 * time.Millisecond)
 	if n := drain(); n != 97 {
 		t.Fatalf("at 10.3s allowed %d, want the 97 refilled (a forgotten key gets a fresh burst of 100)", n)
+	}
+}
+
+// WithMaxKeys is a true cap below the shard count too: one key per shard
+// would already hold 64.
+func TestPerKeyMaxKeysUnderShardCount(t *testing.T) {
+	for _, n := range []int{1, 10, 63, 64, 100} {
+		l := PerKey(1, 1, WithMaxKeys(n))
+		for i := range 5000 {
+			_, _ = l.Allow(context.Background(), fmt.Sprint("spray-", i))
+		}
+		if got := l.Len(); got > n || got < n/2 {
+			t.Errorf("WithMaxKeys(%d) holds %d keys after 5000 distinct ones", n, got)
+		}
 	}
 }
