@@ -65,7 +65,9 @@ const (
 // but does not say what it chose, so Setup reads them instead, following the
 // SDK's rules: the same six names (anything else is reported and the default
 // parentbased_always_on used), a missing, unparsable or out-of-range ratio
-// reported and replaced by 1. TestSamplerMatchesSDK checks decisions against
+// reported and replaced by 1. NaN counts as out of range here, where the SDK
+// lets it through to TraceIDRatioBased, whose bound uint64(NaN·2⁶³) depends
+// on the platform and which the fast path could not mirror. TestSamplerMatchesSDK checks decisions against
 // the SDK's own reading. The returned error is a warning: the sampler is
 // usable either way, as with the SDK.
 func samplerFromEnv() (sdktrace.Sampler, sampling, error) {
@@ -81,7 +83,7 @@ func samplerFromEnv() (sdktrace.Sampler, sampling, error) {
 		case perr != nil:
 			err = fmt.Errorf("telemetry: %s=%q: %w; using 1", envSamplerArg, arg, perr)
 			return 1
-		case v < 0 || v > 1:
+		case !(v >= 0 && v <= 1): // NaN too: every comparison with it is false
 			err = fmt.Errorf("telemetry: %s=%q is outside [0, 1]; using 1", envSamplerArg, arg)
 			return 1
 		}

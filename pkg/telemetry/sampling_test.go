@@ -90,6 +90,26 @@ func TestSamplerMatchesSDK(t *testing.T) {
 	}
 }
 
+// A ratio that is not a number is reported and replaced by 1, as one
+// outside [0, 1] is. Taken as it was, the middleware's fast path sampled no
+// root (its bound came out 0) while the sampler it installed in the SDK,
+// TraceIDRatioBased(NaN), compared trace ids against uint64(NaN·2⁶³), which
+// is every one on amd64. (NaN stays out of TestSamplerMatchesSDK for that
+// reason: the SDK's own reading of it depends on the platform.)
+func TestSamplerRatioNaNIsInvalid(t *testing.T) {
+	for _, name := range []string{"traceidratio", "parentbased_traceidratio"} {
+		t.Setenv(envSampler, name)
+		t.Setenv(envSamplerArg, "NaN")
+		ours, samp, err := samplerFromEnv()
+		if err == nil || !strings.Contains(err.Error(), "outside [0, 1]") {
+			t.Errorf("%s=NaN: warning %v, want one that the ratio is outside [0, 1]", name, err)
+		}
+		if !samp.all || !strings.Contains(ours.Description(), "TraceIDRatioBased{1}") {
+			t.Errorf("%s=NaN: sampler %s, fast path %+v; want ratio 1 in both", name, ours.Description(), samp)
+		}
+	}
+}
+
 type parent struct {
 	name string
 	ctx  context.Context
