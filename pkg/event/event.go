@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -109,8 +110,8 @@ const MaxAttributeBytes = 1024
 
 // Validate reports the first missing or malformed attribute as an *AttributeError: a missing id, type or source, an
 // attribute over MaxAttributeBytes, not UTF-8 or holding a control character (CloudEvents allows neither, and
-// PostgreSQL refuses to store them: a consumer would fail on its dedup insert and retry the message forever), or data
-// that is not JSON.
+// PostgreSQL refuses to store them: a consumer would fail on its dedup insert and retry the message forever), a source
+// that is not a URI reference, or data that is not JSON.
 func (e Envelope) Validate() error {
 	switch {
 	case e.ID == "":
@@ -126,6 +127,17 @@ func (e Envelope) Validate() error {
 		if reason := badText(a.value); reason != "" {
 			return &AttributeError{Name: a.name, Reason: reason}
 		}
+	}
+	// CloudEvents requires a URI-reference; url.Parse is a lenient reading of
+	// RFC 3986 (it lets a space through, say) but refuses what other SDKs
+	// cannot parse at all: a bad percent-escape, an unclosed IPv6 host.
+	if _, err := url.Parse(e.Source); err != nil {
+		reason := "not a URI reference"
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			reason += ": " + ue.Err.Error() // without url.Error's repetition of the value
+		}
+		return &AttributeError{Name: HeaderSource, Reason: reason}
 	}
 	if len(e.Data) > 0 && !json.Valid(e.Data) {
 		return &AttributeError{Name: "data", Reason: "not valid JSON"}
@@ -164,8 +176,9 @@ func (e *AttributeError) Error() string {
 func (e *AttributeError) Is(target error) bool { return target == ErrInvalid }
 
 // FromHeaders rebuilds an envelope from binary-mode headers and the message value. It rejects a missing or unsupported
-// ce_specversion, a missing ce_id, ce_type or ce_source, a ce_time that is not RFC 3339, a content-type other than JSON,
-// and data that is not valid JSON; each with an *AttributeError naming the attribute.
+// ce_specversion, a missing ce_id, ce_type or ce_source, a ce_source that is not a URI reference, a ce_time that is not
+// RFC 3339, a content-type other than JSON, and data that is not valid JSON; each with an *AttributeError naming the
+// attribute.
 func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 	switch v, ok := h[HeaderSpecVersion]; {
 	case !ok || v == "":

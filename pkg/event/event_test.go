@@ -46,6 +46,15 @@ func TestNewRejectsMissingAttributes(t *testing.T) {
 	if _, err := event.New("t", "", "", 1); !errors.Is(err, event.ErrInvalid) {
 		t.Fatalf("missing source: %v", err)
 	}
+	if _, err := event.New("t", "/services/%zz", "", 1); !errors.Is(err, event.ErrInvalid) {
+		t.Fatalf("source that is no URI reference: %v", err)
+	}
+	// The sources the platform uses: absolute paths, relative ones, URNs, URLs.
+	for _, src := range []string{"/shanhai/user", "shanhai/bench", "urn:shanhai:order", "https://shanhai.dev/order"} {
+		if _, err := event.New("t", src, "", 1); err != nil {
+			t.Fatalf("source %q rejected: %v", src, err)
+		}
+	}
 	if _, err := event.New("t", "/s", "", func() {}); err == nil {
 		t.Fatal("unmarshallable data accepted")
 	}
@@ -121,6 +130,9 @@ func TestFromHeadersRejectsPoison(t *testing.T) {
 		{"id over the limit", with("ce_id", strings.Repeat("i", event.MaxAttributeBytes+1)), `{}`, "ce_id"},
 		{"newline in type", with("ce_type", "order.created\n"), `{}`, "ce_type"},
 		{"source not UTF-8", with("ce_source", "/services/\xc3"), `{}`, "ce_source"},
+		// CloudEvents: a source is a URI-reference; other SDKs refuse these.
+		{"source with a bad escape", with("ce_source", "/services/%zz"), `{}`, "ce_source"},
+		{"source with an unclosed IPv6 host", with("ce_source", "http://[::1/order"), `{}`, "ce_source"},
 		{"subject over the limit", with("ce_subject", strings.Repeat("s", 1<<20)), `{}`, "ce_subject"},
 	}
 	for _, c := range cases {
