@@ -16,10 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
@@ -486,7 +484,10 @@ func TestLegALagGrowsWhileHeldAtPoison(t *testing.T) {
 	produce(t, e, more)
 	// Offsets 1 (the poison) to 101 wait: the high watermark is 102, the first unconfirmed offset 1.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		lag, _ := int64Point(t, reader, "bridge.consumer.lag", "partition", "0")
+		lag, _, err := harness.Int64Metric(reader, "bridge.consumer.lag", "partition", "0")
+		if err != nil {
+			t.Fatal(err)
+		}
 		if lag == 101 {
 			break
 		}
@@ -525,8 +526,8 @@ func TestLegAInflightReturnsToZero(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := int64Point(t, reader, "bridge.inflight", "leg", metrics.LegA); n != 0 {
-		t.Fatalf("bridge_inflight{leg=kafka-nats} = %d after the leg stopped, want 0", n)
+	if n, _, err := harness.Int64Metric(reader, "bridge.inflight", "leg", metrics.LegA); err != nil || n != 0 {
+		t.Fatalf("bridge_inflight{leg=kafka-nats} = %d (%v) after the leg stopped, want 0", n, err)
 	}
 }
 
@@ -559,32 +560,6 @@ func (j lateRefusals) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt)
 		}
 	}()
 	return f, nil
-}
-
-// int64Point is the value of an int64 gauge or sum's data point whose attribute key has value v.
-func int64Point(t *testing.T, r sdkmetric.Reader, name, key, v string) (int64, bool) {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := r.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			var dps []metricdata.DataPoint[int64]
-			switch d := m.Data.(type) {
-			case metricdata.Gauge[int64]:
-				dps = d.DataPoints
-			case metricdata.Sum[int64]:
-				dps = d.DataPoints
-			}
-			for _, dp := range dps {
-				if a, ok := dp.Attributes.Value(attribute.Key(key)); m.Name == name && ok && a.String() == v {
-					return dp.Value, true
-				}
-			}
-		}
-	}
-	return 0, false
 }
 
 // TestLegAHoldsAtPoisonWhileTheDLQIsDown: a dead letter that cannot be

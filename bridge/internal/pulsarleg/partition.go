@@ -130,6 +130,10 @@ wait:
 	close(s.stop)
 	<-ackerDone
 	s.ack()
+	// What Pulsar has not answered by now is abandoned (the next session sends it again from the ack floor): Close
+	// fails it, and abandon counts it out of bridge_inflight, which nothing else would.
+	prod.Close()
+	s.abandon()
 	if s.err != nil {
 		return s.progressed, s.err
 	}
@@ -148,6 +152,8 @@ type bsession struct {
 	stop    chan struct{}
 	limit   atomic.Int64 // the Pulsar topic's max message size, 0 for none
 	lowered chan error   // watchLimit's reason to end the session
+
+	unanswered atomic.Int64 // sends Pulsar has not answered yet
 
 	mu         sync.Mutex
 	held       []held
@@ -243,6 +249,7 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 		}
 		cseq, born := lastC, meta.Timestamp
 		l.o.Metrics.InFlight(metrics.LegB, 1)
+		s.unanswered.Add(1)
 		prod.SendAsync(context.Background(), pm, func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
 			s.results <- result{cseq: cseq, offset: offset, err: err, span: span, ctx: sctx, born: born}
 		})
@@ -274,6 +281,7 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 	handle := func(r result) {
 		<-s.sem
 		l.o.Metrics.InFlight(metrics.LegB, -1)
+		s.unanswered.Add(-1)
 		if r.err != nil {
 			r.span.RecordError(r.err)
 			r.span.SetStatus(codes.Error, "pulsar send failed")
@@ -318,6 +326,29 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 					return
 				}
 			}
+		}
+	}
+}
+
+// abandon ends the spans of the answers that came after the acker stopped (from the producer's Close, or late
+// confirmations: the next session resends those and Pulsar drops them as duplicates) and counts out of
+// bridge_inflight every send of the session still unanswered. An answer that comes later still only fills results.
+func (s *bsession) abandon() {
+	for {
+		select {
+		case r := <-s.results:
+			if r.err != nil {
+				r.span.RecordError(r.err)
+				r.span.SetStatus(codes.Error, "pulsar send abandoned")
+			}
+			r.span.End()
+			s.unanswered.Add(-1)
+			s.p.leg.o.Metrics.InFlight(metrics.LegB, -1)
+		default:
+			if n := s.unanswered.Swap(0); n > 0 {
+				s.p.leg.o.Metrics.InFlight(metrics.LegB, -n)
+			}
+			return
 		}
 	}
 }

@@ -371,3 +371,86 @@ func waitAcked(t *testing.T, e *env, partitions int) {
 		}
 	}
 }
+
+// TestLegBInflightReturnsToZeroAfterAStalledStop: a session that ends with sends Pulsar has not answered (a stop or a
+// rebalance while the broker stalls) left them in bridge_inflight{leg="nats-pulsar"} for good: the producer's Close
+// fails them, and nothing handled those answers. The producer here passes three sends and holds the rest.
+func TestLegBInflightReturnsToZeroAfterAStalledStop(t *testing.T) {
+	e := setup(t)
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := e.opts
+	o.Metrics, o.Pulsar, o.DrainTimeout = m, stallingClient{Client: e.pulsar, pass: 3}, 500*time.Millisecond
+	e.leg = pulsarleg.New(o)
+	for i := range 10 {
+		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))
+	}
+	stop := e.run(1)
+	if recs := e.read(t, 3, 10*time.Second); len(recs) != 3 {
+		t.Fatalf("archived %d, want the 3 sends the producer passes", len(recs))
+	}
+	inflight := func() int64 {
+		n, _, err := harness.Int64Metric(reader, "bridge.inflight", "leg", metrics.LegB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for deadline := time.Now().Add(30 * time.Second); inflight() != 7; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge_inflight{leg=nats-pulsar} = %d while 7 sends are held, want 7", inflight())
+		}
+	}
+	stop()
+	if n := inflight(); n != 0 {
+		t.Fatalf("bridge_inflight{leg=nats-pulsar} = %d after the leg stopped, want 0", n)
+	}
+}
+
+// stallingClient's producers pass the first `pass` sends to Pulsar and hold the rest unanswered (a frozen broker)
+// until Close, which fails them as the real client's Close does.
+type stallingClient struct {
+	pulsar.Client
+	pass int
+}
+
+func (c stallingClient) CreateProducer(o pulsar.ProducerOptions) (pulsar.Producer, error) {
+	p, err := c.Client.CreateProducer(o)
+	if err != nil {
+		return nil, err
+	}
+	return &stallingProducer{Producer: p, pass: c.pass}, nil
+}
+
+type stallingProducer struct {
+	pulsar.Producer
+	pass int
+
+	mu   sync.Mutex
+	n    int
+	held []func()
+}
+
+func (p *stallingProducer) SendAsync(ctx context.Context, m *pulsar.ProducerMessage, cb func(pulsar.MessageID, *pulsar.ProducerMessage, error)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.n++; p.n <= p.pass {
+		p.Producer.SendAsync(ctx, m, cb)
+		return
+	}
+	p.held = append(p.held, func() { cb(nil, m, pulsar.ErrProducerClosed) })
+}
+
+func (p *stallingProducer) Close() {
+	p.mu.Lock()
+	held := p.held
+	p.held = nil
+	p.mu.Unlock()
+	for _, fail := range held {
+		fail()
+	}
+	p.Producer.Close()
+}
