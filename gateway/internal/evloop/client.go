@@ -106,9 +106,10 @@ func (l *loop) serve(cl *client) {
 		if cl.started == 0 {
 			cl.started = l.now
 		}
-		if cl.chunks.start > 0 {
-			if cl.need = cl.chunks.need(buf, l.s.o.MaxBodyBytes); cl.need > 0 {
-				return // a chunked body still arriving
+		following, held := cl.chunks.start > 0, 0
+		if following {
+			if buf, held, cl.need = cl.chunks.follow(cl.c, buf, l.s.o.MaxBodyBytes); cl.need > 0 {
+				return // a chunked body still arriving, all of it held
 			}
 		}
 		used, err := l.read(cl, buf, 0)
@@ -126,16 +127,21 @@ func (l *loop) serve(cl *client) {
 			}
 		}
 		if err != nil {
-			if needMore(err) {
-				if cl.chunks.start > 0 {
-					cl.need = cl.chunks.need(buf, l.s.o.MaxBodyBytes)
+			if needMore(err) && cl.chunks.start > 0 {
+				// A chunked body (read set start): from now on held and
+				// followed. Every byte in is this message's.
+				if !following {
+					buf, held = cl.chunks.hold(buf)
 				}
+				_, _ = cl.c.Discard(len(buf) - held)
+			}
+			if needMore(err) {
 				return
 			}
 			l.reject(cl, err)
 			return
 		}
-		_, _ = cl.c.Discard(used)
+		_, _ = cl.c.Discard(used - held)
 		cl.started, cl.continued, cl.busy, cl.need, cl.chunks = 0, false, true, 0, chunked{}
 		l.busy.Add(1)
 		h := &cl.req.Header
@@ -180,7 +186,7 @@ func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
 		}
 		err = cl.req.ContinueReadBody(l.br, l.s.o.MaxBodyBytes)
 		if n == -1 && err != nil && needMore(err) {
-			cl.chunks.start = head // serve follows the chunks from here on
+			cl.chunks.start = head // serve holds and follows the message from here on
 		}
 	}
 	return len(buf) - extra - l.rd.Len() - l.br.Buffered(), err

@@ -22,15 +22,24 @@ type memConn struct {
 	gnet.Conn
 	in, out []byte
 	keep    []byte // in's storage, used again once in is empty
-	closed  bool
+	// fresh: how many bytes at the end of in came with the read being
+	// handled; the rest were left unread by earlier ones.
+	fresh int
+	// copied counts the bytes gnet's Peek would copy: it returns its
+	// buffers as they are while the input is one read's, or what earlier
+	// reads left (when n does not reach past it), and otherwise copies
+	// all n bytes into one new slice.
+	copied int
+	closed bool
 }
 
-// feed appends b to the input.
+// feed appends b to the input: the next read.
 func (c *memConn) feed(b string) {
 	if len(c.in) == 0 {
 		c.in = c.keep[:0]
 	}
 	c.in = append(c.in, b...)
+	c.fresh = len(b)
 	if cap(c.in) > cap(c.keep) { // a new array, starting at in's start
 		c.keep = c.in[:0]
 	}
@@ -41,10 +50,14 @@ func (c *memConn) Peek(n int) ([]byte, error) {
 	if n < 0 || n > len(c.in) {
 		n = len(c.in)
 	}
+	if left := len(c.in) - c.fresh; left > 0 && n > left {
+		c.copied += n
+	}
 	return c.in[:n], nil
 }
 func (c *memConn) Discard(n int) (int, error) {
 	c.in = c.in[n:]
+	c.fresh = min(c.fresh, len(c.in))
 	return n, nil
 }
 func (c *memConn) Write(b []byte) (int, error) {

@@ -151,9 +151,10 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := uc.c.Peek(-1)
-	if uc.chunks.start > 0 {
-		if uc.need = uc.chunks.need(buf, l.s.o.MaxResponseBytes); uc.need > 0 {
-			return gnet.None // a chunked body still arriving
+	following, held := uc.chunks.start > 0, 0
+	if following {
+		if buf, held, uc.need = uc.chunks.follow(uc.c, buf, l.s.o.MaxResponseBytes); uc.need > 0 {
+			return gnet.None // a chunked body still arriving, all of it held
 		}
 	}
 	end, closeAfter, err := upstream.CheckHead(buf)
@@ -176,9 +177,15 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 			uc.need = n
 		} else if n == -1 && end > 0 {
 			// Chunked, and its head (after any 100 Continue) ends at end:
-			// parsed again only when its last chunk could be in.
+			// held and followed from now on, parsed again only when its
+			// last chunk could be in. Every byte in is this answer's.
 			uc.chunks.start = end
-			uc.need = uc.chunks.need(buf, l.s.o.MaxResponseBytes)
+			if !following {
+				buf, held = uc.chunks.hold(buf)
+			}
+		}
+		if uc.chunks.start > 0 {
+			_, _ = uc.c.Discard(len(buf) - held)
 		}
 		return gnet.None
 	}
@@ -189,7 +196,7 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 		return gnet.Close
 	}
 	n := len(buf) - l.rd.Len() - l.br.Buffered()
-	_, _ = uc.c.Discard(n)
+	_, _ = uc.c.Discard(n - held)
 	// After an interim answer (1xx, a 502 for the chain) the final one
 	// is still to come: handed to the next request, it would be that
 	// client's answer. One framed by both a coding and a length may have
