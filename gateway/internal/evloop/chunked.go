@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"fmt"
 	"strconv"
 
 	"github.com/panjf2000/gnet/v2"
@@ -47,29 +48,43 @@ func (c *chunked) hold(in []byte) (msg []byte, held int) {
 // follow is a look at a followed message: in, conn's unread input, is
 // held (and taken from conn) unless the message could be complete with
 // it. more is how much more input conn must hold before the next look, 0
-// when the message (msg, of which held was held before) is to be parsed.
-func (c *chunked) follow(conn gnet.Conn, in []byte, limit int) (msg []byte, held, more int) {
+// when the message (msg, of which held was held before) is to be parsed;
+// an error refuses it.
+func (c *chunked) follow(conn gnet.Conn, in []byte, limit int) (msg []byte, held, more int, err error) {
 	msg, held = c.hold(in)
-	if need := c.need(msg, limit); need > 0 {
+	need, err := c.need(msg, limit)
+	if err == nil && need > 0 {
 		_, _ = conn.Discard(len(msg) - held)
-		return msg, held, need - len(msg)
+		return msg, held, need - len(msg), nil
 	}
-	return msg, held, 0
+	return msg, held, 0, err
 }
+
+// maxChunkLine bounds a chunk-size line, extension and CRLF included, as
+// net/http bounds it. fasthttp's parser takes any length, and its own
+// server keeps none of the line; the loop keeps a message's bytes until it
+// parses, so a line that never ended grew the connection's buffer until
+// the read timeout (5 s at line rate). Only a message arriving in pieces
+// is walked, and so bounded: one whose first read holds it whole is the
+// parser's.
+const maxChunkLine = 4 << 10
+
+var errChunkLine = fmt.Errorf("a chunk-size line over %d bytes", maxChunkLine)
 
 // maxChunkDigits is fasthttp's maxHexIntChars: one digit more is refused.
 const maxChunkDigits = strconv.IntSize/4 - 1
 
 // need walks on through buf, the message from its start, and returns how
-// much of it must be in before a parse can succeed, or 0 to parse now.
-func (c *chunked) need(buf []byte, limit int) int {
+// much of it must be in before a parse can succeed, or 0 to parse now; an
+// error for a chunk-size line over maxChunkLine.
+func (c *chunked) need(buf []byte, limit int) (int, error) {
 	for {
 		at := c.start + c.at
 		if at > len(buf) {
-			return at
+			return at, nil
 		}
 		if c.at > 0 && (buf[at-2] != '\r' || buf[at-1] != '\n') {
-			return 0 // a chunk's data not followed by CRLF
+			return 0, nil // a chunk's data not followed by CRLF
 		}
 		i := at
 		for i < len(buf) && i-at <= maxChunkDigits && unhex(buf[i]) >= 0 {
@@ -78,39 +93,42 @@ func (c *chunked) need(buf []byte, limit int) int {
 		digits := i - at
 		switch {
 		case digits > maxChunkDigits:
-			return 0
+			return 0, nil
 		case i == len(buf):
-			return len(buf) + 1
+			return len(buf) + 1, nil
 		case digits == 0:
-			return 0
+			return 0, nil
 		}
 		i = max(i, c.start+c.seen)
-		for i < len(buf) && buf[i] != '\r' && buf[i] != '\n' {
+		for i < len(buf) && buf[i] != '\r' && buf[i] != '\n' && i-at <= maxChunkLine-2 {
 			i++
+		}
+		if i-at > maxChunkLine-2 {
+			return 0, errChunkLine
 		}
 		c.seen = i - c.start
 		switch {
 		case i == len(buf):
-			return len(buf) + 1
+			return len(buf) + 1, nil
 		case buf[i] == '\n':
-			return 0
+			return 0, nil
 		case i+1 == len(buf):
-			return len(buf) + 1
+			return len(buf) + 1, nil
 		case buf[i+1] != '\n':
-			return 0
+			return 0, nil
 		}
 		size := 0
 		for _, b := range buf[at : at+digits] {
 			size = size<<4 | unhex(b)
 		}
 		if size == 0 || limit > 0 && c.data+size > limit {
-			return 0 // the last chunk (its trailer is the parser's), or a body over the limit
+			return 0, nil // the last chunk (its trailer is the parser's), or a body over the limit
 		}
 		c.data += size
 		c.at = i + 2 + size + 2 - c.start
 		c.seen = c.at
 		if c.start+c.at > len(buf) {
-			return c.start + c.at
+			return c.start + c.at, nil
 		}
 	}
 }

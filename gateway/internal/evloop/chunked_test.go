@@ -257,3 +257,39 @@ func TestChunkWalkAgreesWithTheParser(t *testing.T) {
 		}
 	}
 }
+
+// A chunk-size line is bounded (4 KiB with its extension, as net/http
+// bounds it) once it arrives in pieces: the loop keeps a message's bytes
+// until it parses, and a line that never ended grew the connection's
+// buffer until the read timeout (fasthttp's parser takes any length, and
+// its own server keeps none of it). A long line just under the bound still
+// goes through.
+func TestLongChunkLineRefused(t *testing.T) {
+	for _, d := range memDirections[:2] {
+		m := newMemLoop(t, Options{MaxBodyBytes: 1 << 10})
+		d.start(m)
+		d.feed(m, d.head+"5;")
+		ext := strings.Repeat("x", maxChunkLine-len("5;\r\n"))
+		for at := 0; at < len(ext); at += 1000 {
+			if d.feed(m, ext[at:min(at+1000, len(ext))]); len(m.client.out) > 0 {
+				t.Fatalf("%s: refused with a %d-byte chunk-size line: %q", d.name, 2+min(at+1000, len(ext)), m.client.out)
+			}
+		}
+		d.feed(m, "x")
+		if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != d.refused {
+			t.Fatalf("%s: a chunk-size line over %d bytes: the client got %q, want %d", d.name, maxChunkLine, m.client.out, d.refused)
+		}
+
+		m = newMemLoop(t, Options{MaxBodyBytes: 1 << 10})
+		d.start(m)
+		d.feed(m, d.head+"5;")
+		d.feed(m, ext)
+		d.feed(m, "\r\nhello\r\n0\r\n\r\n")
+		if d.name == "request" {
+			m.fromUpstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != 200 {
+			t.Fatalf("%s: a %d-byte chunk-size line: the client got %.200q, want 200", d.name, maxChunkLine, m.client.out)
+		}
+	}
+}

@@ -108,7 +108,12 @@ func (l *loop) serve(cl *client) {
 		}
 		following, held := cl.chunks.start > 0, 0
 		if following {
-			if buf, held, cl.need = cl.chunks.follow(cl.c, buf, l.s.o.MaxBodyBytes); cl.need > 0 {
+			var err error
+			if buf, held, cl.need, err = cl.chunks.follow(cl.c, buf, l.s.o.MaxBodyBytes); err != nil {
+				l.reject(cl, err)
+				return
+			}
+			if cl.need > 0 {
 				return // a chunked body still arriving, all of it held
 			}
 		}

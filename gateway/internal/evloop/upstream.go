@@ -151,13 +151,20 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 		return gnet.None
 	}
 	buf, _ := uc.c.Peek(-1)
-	following, held := uc.chunks.start > 0, 0
+	var (
+		end, held  int
+		closeAfter bool
+		err        error
+	)
+	following := uc.chunks.start > 0
 	if following {
-		if buf, held, uc.need = uc.chunks.follow(uc.c, buf, l.s.o.MaxResponseBytes); uc.need > 0 {
+		if buf, held, uc.need, err = uc.chunks.follow(uc.c, buf, l.s.o.MaxResponseBytes); err == nil && uc.need > 0 {
 			return gnet.None // a chunked body still arriving, all of it held
 		}
 	}
-	end, closeAfter, err := upstream.CheckHead(buf)
+	if err == nil {
+		end, closeAfter, err = upstream.CheckHead(buf)
+	}
 	if err != nil {
 		uc.cl, uc.need, uc.chunks = nil, 0, chunked{}
 		l.attempted(cl, fmt.Errorf("upstream answer: %w", err))
