@@ -78,6 +78,25 @@ func Middleware(routeMax time.Duration) gin.HandlerFunc {
 	}
 }
 
+// Abort answers a request whose work err ended, when err is a context error,
+// and reports whether it was one. The answer is a 504 problem when the
+// request's own deadline has passed (the caller's, from the header, or the
+// route's): the caller gave up, and a gateway that shortened the deadline for
+// its client does not count a 504 against this upstream, as it would a 503.
+// Otherwise (the request was cancelled, or an inner timeout fired while the
+// request still had time, which is this server's own doing) it is a 503.
+func Abort(c *gin.Context, err error) bool {
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return false
+	}
+	if errors.Is(c.Request.Context().Err(), context.DeadlineExceeded) {
+		problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
+	} else {
+		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
+	}
+	return true
+}
+
 // Inject writes ctx's remaining time into h, or removes the header when ctx
 // has no deadline (a stale value from a copied request must not leak on).
 // An expired context is written as 0, which the receiver answers with 504.

@@ -3,6 +3,7 @@ package deadline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -208,5 +209,39 @@ func TestTransportDoesNotModifyCallersRequest(t *testing.T) {
 	}
 	if req.Header.Get(Header) != "" {
 		t.Fatal("Transport wrote into the caller's request")
+	}
+}
+
+// Abort tells the caller's deadline (504, which a gateway does not hold against the upstream when its client set it)
+// from a cancelled request or an inner timeout while the request still had time (503), and leaves other errors alone.
+func TestAbort(t *testing.T) {
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	gone, cancelGone := context.WithCancel(context.Background())
+	cancelGone()
+	live := context.Background()
+	for _, tc := range []struct {
+		name    string
+		ctx     context.Context
+		err     error
+		handled bool
+		status  int
+	}{
+		{"deadline passed", expired, fmt.Errorf("load order: %w", context.DeadlineExceeded), true, http.StatusGatewayTimeout},
+		{"request cancelled", gone, context.Canceled, true, http.StatusServiceUnavailable},
+		{"inner timeout, request alive", live, fmt.Errorf("argon2 slot: %w", context.DeadlineExceeded), true, http.StatusServiceUnavailable},
+		{"other error", expired, errors.New("duplicate key"), false, http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			c, _ := gin.CreateTestContext(w)
+			c.Request = httptest.NewRequest(http.MethodGet, "/", nil).WithContext(tc.ctx)
+			if got := Abort(c, tc.err); got != tc.handled {
+				t.Fatalf("Abort = %v, want %v", got, tc.handled)
+			}
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want %d", w.Code, tc.status)
+			}
+		})
 	}
 }

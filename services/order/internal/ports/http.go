@@ -3,7 +3,6 @@
 package ports
 
 import (
-	"context"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
@@ -16,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/services/order/internal/app"
@@ -241,6 +241,11 @@ func orderID(c *gin.Context) (string, bool) {
 // fail maps domain errors to problems. Anything unexpected is logged with
 // the trace id and answered 500 without internals.
 func (h *HTTP) fail(c *gin.Context, err error) {
+	// Work a context ended: 504 when the caller's deadline passed (not this
+	// upstream's failure), else 503; never a 500.
+	if deadline.Abort(c, err) {
+		return
+	}
 	var verr *order.ValidationError
 	switch {
 	case errors.As(err, &verr):
@@ -258,8 +263,6 @@ func (h *HTTP) fail(c *gin.Context, err error) {
 		problem.Abort(c, http.StatusConflict, "only a PENDING order can be cancelled")
 	case errors.Is(err, catalog.ErrEmpty):
 		problem.Abort(c, http.StatusServiceUnavailable, "the product catalogue is not loaded")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
 	default:
 		h.log.ErrorContext(c.Request.Context(), "request failed", "path", c.FullPath(), "err", err)
 		problem.Abort(c, http.StatusInternalServerError, "internal error")

@@ -3,7 +3,6 @@
 package ports
 
 import (
-	"context"
 	_ "embed"
 	"errors"
 	"log/slog"
@@ -13,6 +12,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
@@ -99,11 +99,14 @@ func uuidParam(c *gin.Context, field, raw string) (string, bool) {
 }
 
 func (h *HTTP) fail(c *gin.Context, err error) {
+	// Work a context ended: 504 when the caller's deadline passed (not this
+	// upstream's failure), else 503; never a 500.
+	if deadline.Abort(c, err) {
+		return
+	}
 	switch {
 	case errors.Is(err, payment.ErrNotFound):
 		problem.Abort(c, http.StatusNotFound, "no such payment")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
 	default:
 		h.log.ErrorContext(c.Request.Context(), "request failed", "path", c.FullPath(), "err", err)
 		problem.Abort(c, http.StatusInternalServerError, "internal error")

@@ -4,7 +4,6 @@
 package ports
 
 import (
-	"context"
 	_ "embed"
 	"errors"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/services/user/internal/app"
@@ -194,6 +194,11 @@ func (h HTTP) patchMe(c *gin.Context) {
 // detail says nothing; the error is logged (errors in this service never
 // carry a password or a hash, only ids).
 func (h HTTP) fail(c *gin.Context, err error) {
+	// Work a context ended: 504 when the caller's deadline passed (not this
+	// upstream's failure), else 503; never a 500.
+	if deadline.Abort(c, err) {
+		return
+	}
 	var verr *user.ValidationError
 	var tooMany *app.TooManyAttemptsError
 	switch {
@@ -216,9 +221,6 @@ func (h HTTP) fail(c *gin.Context, err error) {
 		problem.Abort(c, http.StatusUnauthorized, "the refresh token is invalid, expired or revoked")
 	case errors.Is(err, user.ErrNotFound):
 		problem.Abort(c, http.StatusNotFound, "the account no longer exists")
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		// The caller gave up or its deadline (X-Request-Timeout-Ms) passed: no server fault, as in order and payment.
-		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
 	default:
 		h.Logger.ErrorContext(c.Request.Context(), "request failed", "route", c.FullPath(), "error", err.Error())
 		problem.Abort(c, http.StatusInternalServerError, "internal error")

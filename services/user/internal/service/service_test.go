@@ -586,11 +586,12 @@ func TestNewFailsCleanlyWhenDatabaseIsDown(t *testing.T) {
 }
 
 // A login the caller's deadline cuts short (X-Request-Timeout-Ms, which the gateway sends; argon2id alone outlasts
-// 1 ms) is a 503 "ran out of time", as in order and payment, not a 500 logged as a server fault.
+// 1 ms) is a 504, not a 500 logged as a server fault, nor a 503 a gateway would count against this upstream though its
+// own client chose the deadline.
 func TestLoginPastTheCallersDeadlineIsNoServerError(t *testing.T) {
 	h := newHarness(t, nil)
 	email := uniqEmail()
 	h.register(email)
 	r := h.do("POST", "/api/v1/sessions", fmt.Sprintf(`{"email":%q,"password":%q}`, email, password), "X-Request-Timeout-Ms", "1")
-	isProblem(t, r, http.StatusServiceUnavailable, "")
+	isProblem(t, r, http.StatusGatewayTimeout, "")
 }
