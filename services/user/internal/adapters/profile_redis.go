@@ -43,7 +43,12 @@ func profileKey(id string) string { return "user:profile:" + id }
 func genKey(id string) string     { return "user:profile-gen:" + id }
 
 // Get returns ok=false on a miss. Both keys are read in one round trip; gen
-// is "" while the profile was never deleted (or its counter expired).
+// is "" while the profile was never deleted (or its counter expired). A
+// value it cannot decode is a miss too, returned with the generation read
+// and an error whose Miss method reports true, for the caller to log: the
+// caller's fill in that generation replaces the value, where treating it as
+// a failed read would keep it, and send every read to the store, until its
+// TTL ends.
 func (c *ProfileRedis) Get(ctx context.Context, id string) (user.Profile, string, bool, error) {
 	var value, gen *redis.StringCmd
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -63,11 +68,21 @@ func (c *ProfileRedis) Get(ctx context.Context, id string) (user.Profile, string
 	}
 	var p profileJSON
 	if err := json.Unmarshal(b, &p); err != nil {
-		// A value we cannot read is a miss; the next Set replaces it.
-		return user.Profile{}, "", false, fmt.Errorf("profile cache decode: %w", err)
+		return user.Profile{}, g, false, &unreadableError{err: err}
 	}
 	return user.Profile(p), g, true, nil
 }
+
+// unreadableError is a cached value Get read but could not decode.
+type unreadableError struct{ err error }
+
+func (e *unreadableError) Error() string { return "profile cache decode: " + e.err.Error() }
+func (e *unreadableError) Unwrap() error { return e.err }
+
+// Miss reports that the read itself succeeded: Get's result is a miss in the
+// generation it returned, for the caller to fill (the app matches this
+// method, as it cannot import the adapter).
+func (*unreadableError) Miss() bool { return true }
 
 // setIfGen sets KEYS[1] to ARGV[1] for ARGV[2] ms if KEYS[2] (absent reads
 // "") still holds ARGV[3]; in one script, so no Delete comes in between.

@@ -3,6 +3,7 @@ package adapters_test
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"testing"
 	"time"
 
@@ -59,10 +60,20 @@ func TestProfileRedis(t *testing.T) {
 	if _, _, ok, _ := cache.Get(ctx, id); ok {
 		t.Fatal("deleted profile still cached")
 	}
-	// A corrupt entry is reported and treated as a miss.
+	// A corrupt entry is reported as a miss in the current generation (this
+	// profile has one since the Delete), so the fill replaces it: it used to
+	// come back without its generation, and the fill never stored.
 	rdb.Set(ctx, "user:profile:"+id, "{not json", time.Minute)
-	if _, _, ok, err := cache.Get(ctx, id); ok || err == nil {
-		t.Fatalf("corrupt entry: ok=%v err=%v", ok, err)
+	_, gen, ok, err = cache.Get(ctx, id)
+	var miss interface{ Miss() bool }
+	if ok || !errors.As(err, &miss) || !miss.Miss() || gen != "1" {
+		t.Fatalf("corrupt entry: ok=%v gen=%q err=%v, want a miss in generation 1", ok, gen, err)
+	}
+	if err := cache.Set(ctx, p, gen); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, ok, err := cache.Get(ctx, id); err != nil || !ok || got != p {
+		t.Fatalf("after the fill: %+v ok=%v err=%v, want the corrupt entry replaced", got, ok, err)
 	}
 }
 
@@ -70,8 +81,9 @@ func TestProfileRedisDown(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer rdb.Close()
 	cache := adapters.NewProfileRedis(rdb, time.Minute)
-	if _, _, ok, err := cache.Get(t.Context(), "u"); ok || err == nil {
-		t.Fatalf("down: ok=%v err=%v", ok, err)
+	var miss interface{ Miss() bool }
+	if _, _, ok, err := cache.Get(t.Context(), "u"); ok || err == nil || errors.As(err, &miss) {
+		t.Fatalf("down: ok=%v err=%v, want a failed read, not a miss", ok, err)
 	}
 }
 

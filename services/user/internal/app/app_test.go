@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -379,5 +381,59 @@ func TestGetProfileFillDoesNotOutliveAnUpdate(t *testing.T) {
 	got, err := a.GetProfile.Handle(ctx, p.ID)
 	if err != nil || got.Name != name {
 		t.Fatalf("GET after the update: %+v %v, want name %q", got, err, name)
+	}
+}
+
+// failingCache answers Get with err, once, and the generation its memCache
+// holds: a read that failed, or one that found a value it could not decode.
+type failingCache struct {
+	*memCache
+	err error
+}
+
+func (c *failingCache) Get(ctx context.Context, id string) (user.Profile, string, bool, error) {
+	_, gen, _, _ := c.memCache.Get(ctx, id)
+	err := c.err
+	c.err = nil
+	return user.Profile{}, gen, false, err
+}
+
+// unreadable is the error a cache returns for a value it cannot decode.
+type unreadable struct{}
+
+func (unreadable) Error() string { return "profile cache decode: invalid character" }
+func (unreadable) Miss() bool    { return true }
+
+// An unreadable cached value is filled over, in the generation its Get
+// returned, and reported once; a failed read fills nothing (it has no
+// generation to fill in). The unreadable value used to be treated as a
+// failed read and kept until its TTL ran out.
+func TestGetProfileFillsOverAnUnreadableValue(t *testing.T) {
+	for name, tc := range map[string]struct {
+		err    error
+		filled bool
+		log    string
+	}{
+		"unreadable value": {fmt.Errorf("wrapped: %w", unreadable{}), true, "profile cache value unreadable"},
+		"failed read":      {errors.New("profile cache get: connection refused"), false, "profile cache read failed"},
+	} {
+		f := newFixture()
+		p := register(t, f, "alice@example.com")
+		renamed := "Alice Liddell"
+		if _, err := f.app.UpdateProfile.Handle(ctx, p.ID, UpdateProfile{Name: &renamed}); err != nil { // generation 1
+			t.Fatal(err)
+		}
+		var logs strings.Builder
+		a := New(Deps{Users: f.users, Profiles: &failingCache{memCache: f.cache, err: tc.err}, Sessions: f.sessions,
+			Hasher: plainHasher{}, Tokens: fakeIssuer{}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		if got, err := a.GetProfile.Handle(ctx, p.ID); err != nil || got.Name != renamed {
+			t.Fatalf("%s: %+v %v", name, got, err)
+		}
+		if _, filled := f.cache.m[p.ID]; filled != tc.filled {
+			t.Errorf("%s: filled = %v, want %v", name, filled, tc.filled)
+		}
+		if n := strings.Count(logs.String(), "level=WARN"); n != 1 || !strings.Contains(logs.String(), tc.log) {
+			t.Errorf("%s: logged %q, want one warning %q", name, logs.String(), tc.log)
+		}
 	}
 }
