@@ -184,7 +184,7 @@ func NewWriter(brokers ...string) *kafka.Writer {
 // set aside as too large for Kafka a row that its topic, configured to take more, would have taken. This is far above
 // any topic's limit in practice, so the broker decides, and below the broker's default socket.request.max.bytes
 // (100 MiB), past which it drops the connection instead of answering "too large" and the row would be retried forever.
-// A batch may now be over the topic's limit only together; the broker refuses it and the relay sends its rows alone.
+// kafka-go then no longer keeps a partition's batch under a default topic's limit; Relay.write does (see callBytes).
 const writerBatchBytes = 64 << 20
 
 // Nudge asks a running relay to poll now, e.g. right after a transaction that called Add committed. It never blocks.
@@ -545,7 +545,7 @@ func scanClaimed(rs *sql.Rows) ([]claimedRow, error) {
 	return rows, nil
 }
 
-// publish sends rows in one write, within ctx's deadline, and returns one error (or nil) per row.
+// publish sends rows (see write), within ctx's deadline, and returns one error (or nil) per row.
 func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	msgs := make([]kafka.Message, len(rows))
 	spans := make([]trace.Span, len(rows))
@@ -583,7 +583,7 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 		msgs[i] = kafka.Message{Topic: m.Topic, Key: []byte(m.Key), Value: m.Payload, Headers: headers(stored), Time: at}
 	}
 
-	// Rows with unreadable headers are not sent; the others go out in one call.
+	// Rows with unreadable headers are not sent; the others go out together.
 	var send []kafka.Message
 	var idx []int
 	for i := range rows {
@@ -620,7 +620,56 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	return errs
 }
 
-// write sends msgs in one call and returns one error (or nil) per message.
+// callBytes bounds what Relay.write puts in one WriteMessages call, counted by callSize. NewWriter's writer closes a
+// partition's batch only at 64 MiB (writerBatchBytes), so a round's call made batches over what a topic at the
+// broker's default limit takes (max.message.bytes 1,048,588 bytes, a batch's 61-byte header included); the broker
+// refused each whole and write sent every row of it again alone, round after round (60 rows of 60 KB on a
+// 3-partition topic: 61 calls instead of 1). A call within callBytes has every partition batch within that limit, so
+// mid-sized rows go out a few calls a round; a row over callBytes goes in a call of its own, and its topic's limit
+// decides whether Kafka takes it. (kafka-go joins two calls in a batch only when they overlap on one writer, which
+// write's calls never do; should another caller's overlap, a refused batch's rows still go again alone.)
+//
+// Splitting the calls here was preferred to going back to kafka-go's default BatchBytes and resending the rows its
+// check refuses through a second writer with a large one: that second writer has to be built from the caller's
+// (only when it is a *kafka.Writer, not a wrapped one) and closed by a relay that does not own writers. The price is
+// a few more calls a round for a topic configured to take more than the default.
+const callBytes = 1_000_000
+
+// callSize is at most what m adds to a partition batch in Kafka's record format (v2): its key, value and headers,
+// and their framing: the record's varint length, attributes, timestamp and offset deltas, key and value lengths and
+// header count (36 bytes at most), and each header's two varint lengths (10 at most).
+func callSize(m kafka.Message) int {
+	n := len(m.Key) + len(m.Value) + 36
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value) + 10
+	}
+	return n
+}
+
+// write sends msgs in calls of at most callBytes each, in order, and returns one error (or nil) per message. Calls
+// after ctx ended are not made: their messages fail with ctx's error, as a call cut by it would (a stop's rows are
+// released, a deadline's retried), without a publish whose outcome is unknown.
+func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
+	errs := make([]error, 0, len(msgs))
+	for start := 0; start < len(msgs); {
+		end, size := start+1, callSize(msgs[start])
+		for end < len(msgs) && size+callSize(msgs[end]) <= callBytes {
+			size += callSize(msgs[end])
+			end++
+		}
+		if err := ctx.Err(); err != nil {
+			for range msgs[start:end] {
+				errs = append(errs, err)
+			}
+		} else {
+			errs = append(errs, r.writeCall(ctx, msgs[start:end])...)
+		}
+		start = end
+	}
+	return errs
+}
+
+// writeCall sends msgs in one call and returns one error (or nil) per message.
 //
 // kafka-go sends a call as one batch per partition, and the broker takes or refuses each batch whole. When it refuses
 // one for its size, the others were taken: kafka-go reports them as nil entries of a kafka.WriteErrors, and they are
@@ -628,8 +677,8 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 // batch may have been too large only together; it is too large for Kafka when refused alone. kafka-go's own check
 // (kafka.MessageTooLargeError, a message over the writer's BatchBytes) refuses a call before anything is sent, so
 // its messages go again alone too. Sending rows of a round apart keeps each key's order: a round holds one row of each
-// key at most (only a key's oldest unsent row is claimed).
-func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
+// key at most (only a key's oldest unsent row is claimed), which is also why write may split a round into calls.
+func (r *Relay) writeCall(ctx context.Context, msgs []kafka.Message) []error {
 	errs := make([]error, len(msgs))
 	err := r.w.WriteMessages(ctx, msgs...)
 	var werrs kafka.WriteErrors

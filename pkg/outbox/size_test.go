@@ -45,16 +45,17 @@ func onKafka(t *testing.T, bs []string, topic string) map[string]int {
 	return count
 }
 
-// sizeRefusals wraps w and counts the writes refused (in part or whole) for a message's size.
-type sizeRefusals struct {
-	w outbox.Writer
-	n atomic.Int32
+// writeCounts wraps w and counts the WriteMessages calls and those refused (in part or whole) for a message's size.
+type writeCounts struct {
+	w              outbox.Writer
+	calls, refused atomic.Int32
 }
 
-func (s *sizeRefusals) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
-	err := s.w.WriteMessages(ctx, msgs...)
+func (c *writeCounts) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+	c.calls.Add(1)
+	err := c.w.WriteMessages(ctx, msgs...)
 	if kafkasize.TooLarge(err) {
-		s.n.Add(1)
+		c.refused.Add(1)
 	}
 	return err
 }
@@ -106,9 +107,9 @@ func TestRelaySendsAloneTheRowsOfABatchTooLargeTogether(t *testing.T) {
 		for i := range 12 {
 			ids = append(ids, addSized(t, db, topic, "order-"+strconv.Itoa(i), 45_000).ID)
 		}
-		w := &sizeRefusals{w: outbox.NewWriter(bs...)}
+		w := &writeCounts{w: outbox.NewWriter(bs...)}
 		drain(t, outbox.NewRelay(db, w, outbox.RelayOptions{}))
-		if w.n.Load() == 0 {
+		if w.refused.Load() == 0 {
 			t.Fatal("Kafka refused no partition batch: the test did not exercise a batch too large together")
 		}
 		count := onKafka(t, bs, topic)
@@ -178,6 +179,45 @@ func TestRelaySendsAloneTheRowsOfACallTheWriterRefuses(t *testing.T) {
 		for _, m := range rows(t, db) {
 			oversized := m.EventID == big.ID
 			if m.SentAt == nil || strings.Contains(m.LastError, "Message Size Too Large") != oversized {
+				t.Errorf("row %d (oversized %v): sent_at %v, last_error %q", m.ID, oversized, m.SentAt, m.LastError)
+			}
+		}
+	})
+}
+
+// TestRelaySendsMidSizedRowsInFewCalls: with NewWriter's BatchBytes at 64 MiB (61f08a6), kafka-go put a round of 60
+// rows of 60 KB for a default topic (max.message.bytes about 1 MB) in 3 partition batches of about 1.2 MB; the broker
+// refused each whole and the relay sent every row again alone, 61 calls a round (found by review). Now the relay's
+// calls hold at most 1 MB, which the topic takes: the rows go out in 4 calls none of which is refused. A 2 MiB row of
+// the same round goes in a call of its own, is refused alone and set aside.
+func TestRelaySendsMidSizedRowsInFewCalls(t *testing.T) {
+	bs := brokers(t)
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		topic := newTopic(t, bs)
+		migrated(t, db)
+		var ids []string
+		for i := range 60 {
+			ids = append(ids, addSized(t, db, topic, "order-"+strconv.Itoa(i), 60_000).ID)
+		}
+		big := addSized(t, db, topic, "big", 2<<20)
+		w := &writeCounts{w: outbox.NewWriter(bs...)}
+		drain(t, outbox.NewRelay(db, w, outbox.RelayOptions{}))
+		// About 3.7 MB of mid-sized rows in calls of at most 1 MB (4 calls), and the big row's own call.
+		if calls, refused := w.calls.Load(), w.refused.Load(); calls > 6 || refused != 1 {
+			t.Errorf("%d WriteMessages calls, %d refused for size; want at most 6, only the big row's refused", calls, refused)
+		}
+		count := onKafka(t, bs, topic)
+		for _, id := range ids {
+			if count[id] != 1 {
+				t.Errorf("event %s %d times on Kafka, want once", id, count[id])
+			}
+		}
+		if len(count) != len(ids) {
+			t.Errorf("Kafka holds %d distinct events, want the %d mid-sized ones", len(count), len(ids))
+		}
+		for _, m := range rows(t, db) {
+			oversized := m.EventID == big.ID
+			if m.SentAt == nil || (m.LastError != "") != oversized {
 				t.Errorf("row %d (oversized %v): sent_at %v, last_error %q", m.ID, oversized, m.SentAt, m.LastError)
 			}
 		}

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -233,4 +234,43 @@ func waitForLockWaiter(t *testing.T, db *gorm.DB, table string) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestRelayStoppedBetweenCallsMakesNoMore stops a relay after the first of the calls its round is split into (rows of
+// 400 KB, two to a call of at most 1 MB): the later calls are not made, as their outcome after the stop would be
+// unknown, and their rows are due again at once with no attempt counted.
+func TestRelayStoppedBetweenCallsMakesNoMore(t *testing.T) {
+	eachDialect(t, func(t *testing.T, dialect string) {
+		f := newStopFixture(t, dialect)
+		kw := outbox.NewWriter(f.bs...)
+		var stop context.CancelFunc
+		started := make(chan struct{})
+		var calls atomic.Int32
+		r := f.relay(t, writerFunc(func(ctx context.Context, msgs ...kafka.Message) error {
+			<-started // stop is set
+			if calls.Add(1) > 1 {
+				return fmt.Errorf("call %d made after the stop", calls.Load())
+			}
+			if err := kw.WriteMessages(ctx, msgs...); err != nil {
+				return err
+			}
+			stop()
+			return nil
+		}))
+		for i := range 5 {
+			f.ids = append(f.ids, addSized(t, f.db, f.topic, fmt.Sprintf("order-%d", i), 400_000).ID)
+		}
+		stop, done := run(t, r)
+		close(started)
+		if err := <-done; err != nil {
+			t.Fatalf("the stopped relay returned %v", err)
+		}
+		if n := calls.Load(); n != 1 {
+			t.Fatalf("%d WriteMessages calls, want the one before the stop", n)
+		}
+		if unsent := f.leftBehind(t); unsent != 3 {
+			t.Fatalf("%d of 5 rows unsent, want the 3 of the calls after the stop", unsent)
+		}
+		f.nextRelaySendsAll(t, 3)
+	})
 }
