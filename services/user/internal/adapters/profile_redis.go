@@ -104,10 +104,22 @@ func (c *ProfileRedis) Set(ctx context.Context, p user.Profile, gen string) erro
 	return nil
 }
 
+// deleteTimeout bounds a Delete in place of its caller's deadline.
+const deleteTimeout = time.Second
+
 // Delete drops the cached profile and increments its generation, in one
 // transaction. The counter lives as long as a cached value would: a fill
 // still running after that is long past its request's deadline.
+//
+// Delete follows a committed change, so it runs even when the caller's
+// context has ended (a deadline that passed after the commit, a client that
+// went away): skipped, it would leave the old profile cached for the whole
+// TTL. deleteTimeout stands in for the deadline it drops, so a Redis that
+// stalls cannot hold the caller for long (the client's own read and write
+// timeouts apply as before).
 func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
+	defer cancel()
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, profileKey(id))
 		p.Incr(ctx, genKey(id))

@@ -1,6 +1,7 @@
 package adapters_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -121,5 +122,30 @@ func TestProfileRedisFillDoesNotOutliveAnUpdate(t *testing.T) {
 	}
 	if got, _, ok, _ := cache.Get(ctx, id); !ok || got != fresh {
 		t.Fatalf("a fill after the update: %+v ok=%v", got, ok)
+	}
+}
+
+// Delete invalidates even when its caller's context has ended: it follows a
+// committed update, and a deadline passing (or the client going away) in
+// between used to skip it, serving the old profile for the whole TTL.
+func TestProfileRedisDeleteOutlivesItsCaller(t *testing.T) {
+	rdb := redisClient(t)
+	cache := adapters.NewProfileRedis(rdb, time.Minute)
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	expired, cancel := context.WithDeadline(t.Context(), time.Now().Add(-time.Second))
+	defer cancel()
+	for name, ended := range map[string]context.Context{"cancelled": cancelled, "deadline passed": expired} {
+		id := uniq("u")
+		_, gen, _, _ := cache.Get(t.Context(), id)
+		if err := cache.Set(t.Context(), user.Profile{ID: id, Name: "Old"}, gen); err != nil {
+			t.Fatal(err)
+		}
+		if err := cache.Delete(ended, id); err != nil {
+			t.Errorf("%s: Delete: %v", name, err)
+		}
+		if got, gen, ok, err := cache.Get(t.Context(), id); ok || err != nil || gen != "1" {
+			t.Errorf("%s: after Delete: %+v gen=%q ok=%v err=%v, want a miss in generation 1", name, got, gen, ok, err)
+		}
 	}
 }
