@@ -293,3 +293,19 @@ func TestLongChunkLineRefused(t *testing.T) {
 		}
 	}
 }
+
+// The bytes after a chunked message the loop held (chunked.hold) are the
+// next request's: only the message's own are taken from the connection.
+func TestRequestAfterAHeldChunkedBody(t *testing.T) {
+	m := newMemLoop(t, Options{MaxBodyBytes: 1 << 10})
+	m.fromClient(chunkedRequest + "5\r\nhel")
+	m.fromClient("lo\r\n3\r\nabc\r\n0\r\n\r\nGET /api/v1/orders/2 HTTP/1.1\r\nHost: gw\r\n\r\n")
+	m.fromUpstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nk1")
+	m.fromUpstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nk2")
+	if rs := m.answers(t); len(rs) != 2 || string(rs[0].Body()) != "k1" || string(rs[1].Body()) != "k2" {
+		t.Fatalf("the client got %q", m.client.out)
+	}
+	if up := string(m.up.out); !strings.Contains(up, "\r\n\r\nhelloabcGET /api/v1/orders/2 HTTP/1.1\r\n") {
+		t.Fatalf("the upstream was sent %q", up)
+	}
+}
