@@ -24,7 +24,10 @@ type Repository interface {
 type ProfileCache interface {
 	// Get returns ok=false on a miss, with gen, the profile's generation in
 	// the cache, for the Set of what the caller then reads from the
-	// Repository.
+	// Repository. A value the cache holds but cannot read is a miss too,
+	// reported with an error whose Miss() is true and a usable gen, so the
+	// fill replaces it; any other error means gen is unknown and nothing
+	// should be filled.
 	Get(ctx context.Context, id string) (p Profile, gen string, ok bool, err error)
 	// Set caches p unless Delete ran since the Get that returned gen: p was
 	// read before the change that Delete was for, and would hide it.
