@@ -199,13 +199,18 @@ func (o *orders) next() (string, *user, bool) {
 	return "", nil, false
 }
 
-// final forgets the order and returns when it was created (once).
+// final forgets the order and returns when it was created. Only the first
+// call for an order reports ok: two polls of one order can be in flight at
+// once (next requeues it before the answer), and both may see it final, but
+// the saga must be counted once.
 func (o *orders) final(id string) (time.Time, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	at, ok := o.created[id]
+	if _, pending := o.owner[id]; !pending {
+		return time.Time{}, false
+	}
 	delete(o.owner, id)
-	return at, ok
+	return o.created[id], true
 }
 
 func (o *orders) createdAt(id string) (time.Time, bool) {

@@ -177,3 +177,25 @@ func TestJSONHasTheTablesNumbers(t *testing.T) {
 		t.Errorf("table says %q, JSON %q", due, wantDue)
 	}
 }
+
+// Two polls of one order can be in flight at once (next requeues the order
+// before its answer arrives); when both see it final, the poll saga must be
+// counted once.
+func TestFinalReportsAnOrderOnce(t *testing.T) {
+	o := &orders{created: map[string]time.Time{}, owner: map[string]*user{}}
+	o.add("o1", &user{}, time.Now())
+	id1, _, _ := o.next()
+	id2, _, _ := o.next()
+	if id1 != "o1" || id2 != "o1" {
+		t.Fatalf("next gave %q and %q, want o1 twice", id1, id2)
+	}
+	if _, ok := o.final(id1); !ok {
+		t.Fatal("the first final of a pending order did not report it")
+	}
+	if _, ok := o.final(id2); ok {
+		t.Error("final reported the same order final twice: the poll saga would count it twice")
+	}
+	if _, ok := o.final("unknown"); ok {
+		t.Error("final reported an order it never saw")
+	}
+}
