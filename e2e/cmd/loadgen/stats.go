@@ -146,8 +146,9 @@ type Stat struct {
 	// Dropped requests were due but not sent (-max-inflight): not in Count,
 	// PerSec or the percentiles, which are over requests sent and answered.
 	Dropped int `json:"dropped"`
-	// Limited requests were answered 429: in Count, PerSec and the
-	// percentiles like any answer, but not in Errors or ErrCount.
+	// Limited requests were answered 429: not in Count, PerSec or the
+	// percentiles (a fast refusal would make a limited run look fast),
+	// nor in Errors or ErrCount.
 	Limited int `json:"limited"`
 }
 
