@@ -81,7 +81,7 @@ kafka_answers() {
 healthy() {
 	case $1 in
 	pg) pg_isready -q -h "$HOST" -p "$PG_PORT" -t 2 2>/dev/null ;;
-	redis) [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
+	redis) [[ $(timeout 2 redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]] ;;
 	etcd) curl -fsS -m 2 "http://$HOST:$ETCD_PORT/health" 2>/dev/null | grep -q '"health":"true"' ;;
 	nats) curl -fsS -m 2 "http://$HOST:$NATS_MONITOR_PORT/healthz?js-enabled-only=true" >/dev/null 2>&1 ;;
 	kafka) kafka_answers ;;
