@@ -119,17 +119,44 @@ type Stack struct {
 // for each other. Platforms started some other way are not covered.
 var LockPath = filepath.Join(os.TempDir(), "shanhai-e2e-platform.lock")
 
-// Start launches user, order, payment and bridge, waits until each answers
-// /readyz, then the gateway. It first waits for any other stack of this
-// package to stop (LockPath). On error everything started is stopped.
-func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+// lockPlatform takes LockPath's exclusive lock, waiting for another stack to
+// release it. It polls with LOCK_NB rather than blocking in flock, which no
+// context can interrupt: Ctrl-C in cmd/stack must end the wait.
+func lockPlatform(ctx context.Context) (*os.File, error) {
 	lock, err := os.OpenFile(LockPath, os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
 		return nil, fmt.Errorf("platform lock: %w", err)
 	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("platform lock %s: %w", LockPath, err)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for said := false; ; said = true {
+		err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return lock, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			lock.Close()
+			return nil, fmt.Errorf("platform lock %s: %w", LockPath, err)
+		}
+		if !said {
+			fmt.Fprintf(os.Stderr, "waiting for another stack (lock %s)\n", LockPath)
+		}
+		select {
+		case <-ctx.Done():
+			lock.Close()
+			return nil, fmt.Errorf("waiting for another stack (lock %s): %w", LockPath, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Start launches user, order, payment and bridge, waits until each answers
+// /readyz, then the gateway. It first waits for any other stack of this
+// package to stop (LockPath). On error everything started is stopped.
+func Start(ctx context.Context, o Options) (_ *Stack, err error) {
+	lock, err := lockPlatform(ctx)
+	if err != nil {
+		return nil, err
 	}
 	id := newID()
 	s := &Stack{
@@ -141,15 +168,16 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		Addrs:      map[string]string{},
 		lock:       lock,
 	}
-	s.etcd, err = clientv3.New(clientv3.Config{Endpoints: o.Servers.Etcd, DialTimeout: 5 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("etcd client: %w", err)
-	}
+	// Stop also releases the lock, so it is deferred before anything can fail.
 	defer func() {
 		if err != nil {
 			s.Stop()
 		}
 	}()
+	s.etcd, err = clientv3.New(clientv3.Config{Endpoints: o.Servers.Etcd, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
 	version := "e2e-" + id
 	// Canary weights naming only this run's version keep the gateway on this
 	// run's instances; written before the gateway starts so its first request
