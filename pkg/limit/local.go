@@ -20,10 +20,10 @@ const shardCount = 64 // power of two; enough that 2-16 cores rarely meet on one
 // dropped: the TTL is never shorter than the time a bucket needs to refill
 // completely, so a dropped key would have come back as a full bucket anyway
 // and forgetting it changes no decision. And each shard holds at most
-// maxKeys/64 keys (a cap under 64 keys is one shard); when a shard is full of
-// active keys an arbitrary one is evicted, which hands that one client a fresh
-// burst — a bounded leak preferred over unbounded growth under a key-spraying
-// attack.
+// maxKeys/shards keys (64 shards, fewer for a cap under 64×16 keys so that
+// each holds at least 16); when a shard is full of active keys an arbitrary
+// one is evicted, which hands that one client a fresh burst — a bounded leak
+// preferred over unbounded growth under a key-spraying attack.
 type Local struct {
 	limit   rate.Limit
 	burst   int
@@ -31,7 +31,7 @@ type Local struct {
 	clock   func() int64 // nanoseconds since an arbitrary, fixed origin
 	ttl     time.Duration
 	perShrd int
-	mask    uint64 // shard index mask: shardCount-1, or 0 for a cap under shardCount keys
+	mask    uint64 // shard index mask: shards in use - 1 (shardCount-1 unless WithMaxKeys is small)
 	seed    maphash.Seed
 	shards  [shardCount]shard
 }
@@ -56,16 +56,24 @@ type Option func(*Local)
 // minute; raised to the full-refill time if shorter).
 func WithIdleTTL(d time.Duration) Option { return func(l *Local) { l.ttl = d } }
 
+// minPerShard is the fewest keys a shard is sized for. A shard that holds
+// only a key or two evicts as soon as two active keys hash to it, handing
+// each a fresh burst at every request, however far under the cap the whole
+// set is; at 16 a shard fills only when far more than its share of the keys
+// land in it.
+const minPerShard = 16
+
 // WithMaxKeys caps how many keys are held at once (default 1,000,000; n
-// below 1 counts as 1). A cap under 64 keys puts every key in one shard, as
-// one key per shard would already hold 64.
+// below 1 counts as 1). A small cap uses fewer shards (a power of two, one
+// under 32 keys) so that each still holds at least minPerShard keys.
 func WithMaxKeys(n int) Option {
 	return func(l *Local) {
-		if n < shardCount {
-			l.mask, l.perShrd = 0, max(1, n)
-			return
+		n = max(1, n)
+		shards := shardCount
+		for shards > 1 && n/shards < minPerShard {
+			shards /= 2
 		}
-		l.mask, l.perShrd = shardCount-1, n/shardCount
+		l.mask, l.perShrd = uint64(shards-1), n/shards
 	}
 }
 

@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -133,6 +134,34 @@ func TestPerKeyMaxKeysBoundsMemory(t *testing.T) {
 	}
 	if n := l.Len(); n > 64*10 {
 		t.Fatalf("remembered %d keys, cap is %d", n, 64*10)
+	}
+}
+
+// Two keys far under a small cap keep their own buckets even when they hash
+// to one shard. With WithMaxKeys(64..127) sized as one key per shard, such
+// keys evicted each other at every call and each got a fresh burst: 200 of
+// 200 allowed.
+func TestPerKeySmallCapKeepsKeysSharingAShard(t *testing.T) {
+	start := time.Now()
+	for _, n := range []int{32, 64, 100, 127, 500, 1000} {
+		l := PerKey(1, 1, WithMaxKeys(n), WithClock(func() time.Time { return start })) // no refill
+		a, b := "client-a", ""
+		for i := 0; b == ""; i++ {
+			if k := fmt.Sprint("client-b-", i); maphash.String(l.seed, k)&l.mask == maphash.String(l.seed, a)&l.mask {
+				b = k
+			}
+		}
+		allowed := 0
+		for range 100 {
+			for _, k := range []string{a, b} {
+				if d, _ := l.Allow(context.Background(), k); d.Allowed {
+					allowed++
+				}
+			}
+		}
+		if allowed != 2 {
+			t.Errorf("WithMaxKeys(%d), burst 1, no refill: %d of 200 calls by two keys on one shard allowed, want 2", n, allowed)
+		}
 	}
 }
 
