@@ -82,15 +82,20 @@ func (h *Hist) Mean() time.Duration {
 
 // Cumulative folds the buckets onto the power-of-two bounds used for Prometheus exposition: le (seconds) -> count.
 // Exposing 208 fine buckets per series would make every scrape heavy; the octave bounds are exact sums of them.
+// The last bucket also holds everything beyond 2^(MinShift+Octaves) ns (lat_bucket clamps), so no finite bound may
+// include it: under its own bound (68.7 s) a 100 s request would be exposed as <= 68.7 s. The last octave's bound is
+// where that bucket begins (64.4 s), and its observations are only in +Inf, the count.
 func (h *Hist) Cumulative() map[float64]uint64 {
 	out := make(map[float64]uint64, Octaves)
 	var cum uint64
-	for i, c := range h.Buckets {
+	for i, c := range h.Buckets[:Buckets-1] {
 		cum += c
 		if i%Sub == Sub-1 {
 			_, hi := Bounds(i)
 			out[hi/1e9] = cum
 		}
 	}
+	lo, _ := Bounds(Buckets - 1)
+	out[lo/1e9] = cum
 	return out
 }
