@@ -3,7 +3,9 @@ package discovery
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -296,4 +298,98 @@ func TestResolverStopsWhenItsClientCloses(t *testing.T) {
 	case <-time.After(30 * time.Second): // a hang guard
 		t.Fatal("etcd client closed, ctx alive: the resolver's watch goroutine still runs (Done not closed)")
 	}
+}
+
+// A Deregister that starts while another writer is in flight is ordered after
+// it: once both return, no key is left, no lease is held and no keep-alive
+// loop runs. Deregister used to look for the loop only before waiting for the
+// writer's slot, so it missed the one a first Register (or Grant) in flight
+// started: it revoked the lease while that loop ran on, which then logged
+// "lease lost" and registered the instance again for good.
+func TestDeregisterDuringAWriteLeavesNothing(t *testing.T) {
+	ctx := t.Context()
+	cli := etcdClient(t, testenv.Etcd(t))
+	svc := uniqueService(t)
+	var logs syncBuffer
+	cases := []struct {
+		name string
+		// write starts the writer Deregister races with: inFlight reports
+		// whether it still works, wait returns its error.
+		write func(t *testing.T, reg *EtcdRegistry, in Instance) (inFlight func() bool, wait func() error)
+	}{
+		{"first Register", func(t *testing.T, reg *EtcdRegistry, in Instance) (func() bool, func() error) {
+			return goWrite(func() error { return reg.Register(ctx, in) })
+		}},
+		{"Grant", func(t *testing.T, reg *EtcdRegistry, in Instance) (func() bool, func() error) {
+			return goWrite(func() error { return reg.Grant(ctx) })
+		}},
+		{"Register after Grant", func(t *testing.T, reg *EtcdRegistry, in Instance) (func() bool, func() error) {
+			if err := reg.Grant(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return goWrite(func() error { return reg.Register(ctx, in) })
+		}},
+		{"re-registration after lease loss", func(t *testing.T, reg *EtcdRegistry, in Instance) (func() bool, func() error) {
+			if err := reg.Register(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+			old := reg.Lease()
+			if _, err := cli.Revoke(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+			// The re-registration follows the log line after a 100 ms
+			// back-off; waiting for the line keeps the caller's busy wait short.
+			if _, ok := eventually(10*time.Second, func() bool { return strings.Contains(logs.String(), "lease lost") }); !ok {
+				t.Fatalf("keep-alive loop never noticed the revoked lease:\n%s", logs.String())
+			}
+			// In flight until the loop has written under a new lease.
+			return func() bool { return reg.Lease() == old }, func() error { return nil }
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for i := range 8 {
+				logs.mu.Lock()
+				logs.buf.Reset()
+				logs.mu.Unlock()
+				reg := NewEtcdRegistry(cli, 2*time.Second).WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+				t.Cleanup(func() { _ = reg.Deregister(context.Background()) }) // a leaked loop
+				in := Instance{Service: svc, ID: fmt.Sprintf("%s-%d", strings.ReplaceAll(c.name, " ", "-"), i), Addr: "10.0.0.1:1"}
+				inFlight, wait := c.write(t, reg, in)
+				// Deregister once the writer holds the slot (its etcd calls
+				// are on the wire), or once it is done if that was missed.
+				for inFlight() && len(reg.writing) == 0 {
+					runtime.Gosched()
+				}
+				err := reg.Deregister(ctx)
+				if werr := wait(); werr != nil {
+					t.Fatalf("iteration %d: %s: %v", i, c.name, werr)
+				}
+				if err != nil {
+					t.Fatalf("iteration %d: Deregister: %v", i, err)
+				}
+				reg.mu.Lock()
+				lease, loop := reg.lease, reg.cancel != nil || reg.done != nil
+				reg.mu.Unlock()
+				if lease != 0 || loop {
+					t.Errorf("iteration %d: after Deregister returned: lease %x (want 0), keep-alive loop running %v (want false)", i, int64(lease), loop)
+				}
+				resp, err := cli.Get(ctx, in.key())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(resp.Kvs) != 0 {
+					t.Errorf("iteration %d: %s still registered after Deregister returned", i, in.key())
+				}
+			}
+		})
+	}
+}
+
+// goWrite runs write in a goroutine; inFlight reports whether it still runs,
+// wait returns its error.
+func goWrite(write func() error) (inFlight func() bool, wait func() error) {
+	done := make(chan error, 1)
+	go func() { done <- write() }()
+	return func() bool { return len(done) == 0 }, func() error { return <-done }
 }

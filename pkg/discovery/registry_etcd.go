@@ -3,11 +3,13 @@ package discovery
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -235,18 +237,18 @@ func (r *EtcdRegistry) TTL() time.Duration {
 func (r *EtcdRegistry) Deregister(ctx context.Context) error {
 	// Stop the keep-alive loop first: a re-registration in it may be blocked
 	// on an unreachable etcd, and only its cancellation ends that call.
-	r.mu.Lock()
-	cancel, done := r.cancel, r.done
-	r.cancel, r.done = nil, nil
-	if cancel != nil {
-		cancel()
-	}
-	r.mu.Unlock()
+	before := r.stopKeepAlive()
 	if err := r.startWriting(ctx); err != nil {
 		return fmt.Errorf("deregister: wait for a registration in flight: %w", err)
 	}
 	defer r.endWriting()
-	if done != nil {
+	// A first Register or Grant that held the slot meanwhile has started a
+	// loop under a new lease; no other starts while Deregister holds it.
+	since := r.stopKeepAlive()
+	for _, done := range [...]chan struct{}{before, since} {
+		if done == nil {
+			continue
+		}
 		select {
 		case <-done:
 		case <-ctx.Done():
@@ -261,8 +263,23 @@ func (r *EtcdRegistry) Deregister(ctx context.Context) error {
 	if lease == 0 {
 		return nil
 	}
-	if _, err := r.cli.Revoke(ctx, lease); err != nil {
+	// A lease that lapsed before the loop could replace it took its keys
+	// with it: there is nothing left to delete.
+	if _, err := r.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return fmt.Errorf("deregister: revoke lease %x: %w", int64(lease), err)
 	}
 	return nil
+}
+
+// stopKeepAlive cancels the keep-alive loop, if one runs, and returns the
+// channel it closes when it has returned (nil if none ran).
+func (r *EtcdRegistry) stopKeepAlive() chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cancel != nil {
+		r.cancel()
+	}
+	done := r.done
+	r.cancel, r.done = nil, nil
+	return done
 }
