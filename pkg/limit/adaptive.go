@@ -103,6 +103,13 @@ func (a *Adaptive) Done(t Ticket, latency time.Duration, failed bool) {
 	a.observe(t.round, inUse, failed || (a.o.Latency > 0 && latency > a.o.Latency))
 }
 
+// Forget ends a call admitted with t that says nothing about the protected
+// resource, such as one cut short by its own client's deadline: its slot is
+// freed and the limit neither grows nor shrinks. Done would count it as a
+// healthy completion, and calls that never got an answer would grow the
+// limit. Like Done, exactly once per ticket, and never after Done.
+func (a *Adaptive) Forget(Ticket) { a.inflight.Add(-1) }
+
 // Acquire is Admit with a release function that ignores calls after the
 // first, for callers that might release twice (middleware with panics and
 // early returns). The closure costs an allocation per call.

@@ -71,6 +71,28 @@ func TestAdaptiveGrowsUnderHealthyLoadAndBacksOffOncePerRound(t *testing.T) {
 	}
 }
 
+// A forgotten call frees its slot and is no growth signal: Done(false) for
+// each of these calls grows the limit from 2 to 10.
+func TestAdaptiveForgetFreesTheSlotAndLeavesTheLimit(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 2, Max: 10})
+	for range 200 {
+		var ts []Ticket
+		for {
+			tk, ok := a.Admit()
+			if !ok {
+				break
+			}
+			ts = append(ts, tk)
+		}
+		for _, tk := range ts {
+			a.Forget(tk)
+		}
+	}
+	if a.Limit() != 2 || a.InFlight() != 0 {
+		t.Fatalf("after 200 rounds of forgotten calls at the limit: limit %d, in flight %d; want 2, 0", a.Limit(), a.InFlight())
+	}
+}
+
 func TestAdaptiveDoesNotGrowWhenIdle(t *testing.T) {
 	a := NewAdaptive(AdaptiveOptions{Initial: 10, Max: 100})
 	for range 1000 {

@@ -55,10 +55,10 @@ func beginOnLoop(t *testing.T, p *Proxy, raw string) (*Exchange, Step) {
 }
 
 // guarded puts a fresh breaker and concurrency limit on the test proxy's
-// service.
+// service. The limit starts at 2 of at most 10, so that growth shows.
 func guarded(t *testing.T, pool *upstream.Pool) (*breaker.Breaker, *limit.Adaptive) {
 	br := breaker.New(t.Name(), breaker.Settings{MinRequests: 5, FailureRatio: 0.5})
-	lim := limit.NewAdaptive(limit.AdaptiveOptions{Initial: 10, Max: 10})
+	lim := limit.NewAdaptive(limit.AdaptiveOptions{Initial: 2, Max: 10})
 	t.Cleanup(func() { br.Close(); lim.Close() })
 	svc := pool.Service("order")
 	svc.Breaker, svc.Limit = br, lim
@@ -68,8 +68,9 @@ func guarded(t *testing.T, pool *upstream.Pool) (*breaker.Breaker, *limit.Adapti
 // An attempt ended by the client's own deadline (X-Request-Timeout-Ms below
 // the route's timeout), at the gateway or as the upstream's 504, says
 // nothing about the upstream: it counted as a failure, so any client could
-// open the breaker and shrink the concurrency limit for everyone. A route
-// timeout still counts.
+// open the breaker and shrink the concurrency limit for everyone; then as a
+// healthy completion, which grew the limit (2 to 4 here on the event loop).
+// It now only frees its slot. A route timeout still counts.
 func TestClientDeadlineIsNoUpstreamFailure(t *testing.T) {
 	const (
 		shortened = "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\nX-Request-Timeout-Ms: 5\r\n\r\n"
@@ -93,27 +94,41 @@ func TestClientDeadlineIsNoUpstreamFailure(t *testing.T) {
 				t.Fatalf("status %d, want 504", ctx.Response.StatusCode())
 			}
 		}
-		if br.State() != breaker.Closed || lim.Limit() != 10 {
-			t.Fatalf("after 20 client deadlines: breaker %v, limit %d; want closed, 10", br.State(), lim.Limit())
+		if br.State() != breaker.Closed || lim.Limit() != 2 || lim.InFlight() != 0 {
+			t.Fatalf("after 20 client deadlines: breaker %v, limit %d, in flight %d; want closed, 2, 0", br.State(), lim.Limit(), lim.InFlight())
 		}
 	})
 	t.Run("event loop", func(t *testing.T) {
 		p, pool := newTestProxy(t, Options{MaxAttempts: 1}, startUpstream(t))
 		br, lim := guarded(t, pool)
 		for range 10 {
-			attemptOnLoop(t, p, shortened, fasthttp.ErrTimeout, 0)
-			attemptOnLoop(t, p, shortened, nil, 504) // the upstream's own deadline ran out
+			// Both attempts in flight at once, the limit in full use: as
+			// healthy completions they would grow it.
+			var xs []*Exchange
+			for range 2 {
+				x, s := beginOnLoop(t, p, shortened)
+				if s != Send {
+					t.Fatalf("step %v, want Send", s)
+				}
+				xs = append(xs, x)
+			}
+			p.Received(xs[0], fasthttp.ErrTimeout)
+			xs[1].Resp.SetStatusCode(504) // the upstream's own deadline ran out
+			p.Received(xs[1], nil)
+			for _, x := range xs {
+				p.Finish(x)
+			}
 		}
-		if br.State() != breaker.Closed || lim.Limit() != 10 {
-			t.Fatalf("after 20 client deadlines: breaker %v, limit %d; want closed, 10", br.State(), lim.Limit())
+		if br.State() != breaker.Closed || lim.Limit() != 2 || lim.InFlight() != 0 {
+			t.Fatalf("after 20 client deadlines: breaker %v, limit %d, in flight %d; want closed, 2, 0", br.State(), lim.Limit(), lim.InFlight())
 		}
 		for range 5 {
 			if s := attemptOnLoop(t, p, plain, fasthttp.ErrTimeout, 0); s != 504 {
 				t.Fatalf("route timeout: %d, want 504", s)
 			}
 		}
-		if br.State() != breaker.Open || lim.Limit() >= 10 {
-			t.Fatalf("after 5 route timeouts: breaker %v, limit %d; want open, below 10", br.State(), lim.Limit())
+		if br.State() != breaker.Open || lim.Limit() >= 2 {
+			t.Fatalf("after 5 route timeouts: breaker %v, limit %d; want open, below 2", br.State(), lim.Limit())
 		}
 	})
 }

@@ -682,7 +682,11 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	case failed:
 		outcome = breaker.Failure
 	}
-	x.endConcurrency(lat, outcome == breaker.Failure)
+	if outcome == breaker.Ignored {
+		x.forgetConcurrency()
+	} else {
+		x.endConcurrency(lat, outcome == breaker.Failure)
+	}
 	if x.breakerDone != nil {
 		x.breakerDone(outcome)
 	}
@@ -790,5 +794,15 @@ func (x *Exchange) endConcurrency(lat time.Duration, failed bool) {
 	if x.admitted {
 		x.admitted = false
 		x.svc.Limit.Done(x.ticket, lat, failed)
+	}
+}
+
+// forgetConcurrency hands the attempt's concurrency ticket back, if it holds
+// one, as no signal at all: an Ignored attempt reported as a healthy
+// completion grew the limit.
+func (x *Exchange) forgetConcurrency() {
+	if x.admitted {
+		x.admitted = false
+		x.svc.Limit.Forget(x.ticket)
 	}
 }

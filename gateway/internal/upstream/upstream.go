@@ -25,10 +25,13 @@ type Breaker interface {
 }
 
 // Concurrency is an adaptive concurrency limit (pkg/limit.Adaptive
-// satisfies it): Done once per admitted call, with its ticket.
+// satisfies it): Done or Forget once per admitted call, with its ticket;
+// Forget for a call that tells nothing about the upstream (neither a
+// healthy completion nor congestion).
 type Concurrency interface {
 	Admit() (limit.Ticket, bool)
 	Done(t limit.Ticket, latency time.Duration, failed bool)
+	Forget(t limit.Ticket)
 }
 
 // Budget is a retry budget (pkg/retry.Budget satisfies it): every request
