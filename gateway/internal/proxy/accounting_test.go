@@ -113,7 +113,9 @@ func TestClientDeadlineIsNoUpstreamFailure(t *testing.T) {
 				xs = append(xs, x)
 			}
 			p.Received(xs[0], fasthttp.ErrTimeout)
-			xs[1].Resp.SetStatusCode(504) // the upstream's own deadline ran out
+			// The upstream's 504 when the deadline it was sent ran out.
+			time.Sleep(time.Until(xs[1].Deadline))
+			xs[1].Resp.SetStatusCode(504)
 			p.Received(xs[1], nil)
 			for _, x := range xs {
 				p.Finish(x)
@@ -131,6 +133,25 @@ func TestClientDeadlineIsNoUpstreamFailure(t *testing.T) {
 			t.Fatalf("after 5 route timeouts: breaker %v, limit %d; want open, below 2", br.State(), lim.Limit())
 		}
 	})
+}
+
+// An upstream's 504 that comes long before the client's deadline is the
+// upstream failing (a dependency of its own down), not that deadline: it
+// was ignored whenever the client sent any X-Request-Timeout-Ms shorter than
+// the route's (as every service-to-service call does), so the breaker never
+// opened for those clients.
+func TestEarlyUpstream504UnderClientDeadlineCounts(t *testing.T) {
+	for _, hdr := range []string{"", "X-Request-Timeout-Ms: 900\r\n"} {
+		p, pool := newTestProxy(t, Options{MaxAttempts: 1}, startUpstream(t))
+		br, _ := guarded(t, pool)
+		raw := "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n" + hdr + "\r\n"
+		for range 5 {
+			attemptOnLoop(t, p, raw, nil, 504) // at once, 900 ms before the deadline
+		}
+		if br.State() != breaker.Open {
+			t.Errorf("%q: breaker %v after 5 immediate upstream 504s, want open", hdr, br.State())
+		}
+	}
 }
 
 // slowAllow is a limiter that takes longer than the client's deadline, as

@@ -646,6 +646,13 @@ func admitBreaker(b upstream.Breaker) (func(breaker.Outcome), error) {
 	return func(o breaker.Outcome) { done(o == breaker.Failure) }, nil
 }
 
+// deadlineSlack is how long before the client's deadline an upstream's 504
+// may come and still be that deadline running out there: each hop sends the
+// remaining time in whole milliseconds, rounded down (the gateway here,
+// pkg/deadline's Transport at every service), so a chain of a few calls
+// ends up to a few milliseconds early.
+const deadlineSlack = 5 * time.Millisecond
+
 // errBadStatus: the upstream's answer has no final status (see Received).
 var errBadStatus = errors.New("upstream answer without a final status (1xx or outside 100-599)")
 
@@ -673,11 +680,13 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	timedOut := err != nil && (errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline))
 	outcome := breaker.Success
 	switch {
-	case x.clientDeadline && (timedOut || status == fasthttp.StatusGatewayTimeout):
+	case x.clientDeadline && (timedOut ||
+		status == fasthttp.StatusGatewayTimeout && !now.Before(x.Deadline.Add(-deadlineSlack))):
 		// The client's own deadline, shorter than the route's, ran out
 		// here or at the upstream (which gets it as X-Request-Timeout-Ms):
 		// no evidence about the upstream. Counted, any client could open
-		// the breaker and shrink the concurrency limit for everyone.
+		// the breaker and shrink the concurrency limit for everyone. A 504
+		// well before that deadline is the upstream's own failure.
 		outcome = breaker.Ignored
 	case failed:
 		outcome = breaker.Failure
