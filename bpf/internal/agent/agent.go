@@ -141,7 +141,7 @@ func (a *Agent) Scan() {
 		if err := syscall.Stat(t, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
 		}
-		id := binID{dev: st.Dev, ino: st.Ino}
+		id := statID(&st)
 		a.lastSeen[id] = now
 		a.attach(t, t, id)
 	}
@@ -221,10 +221,26 @@ func (a *Agent) Scan() {
 	}
 }
 
-// attach puts the probes on executable id (opened through path) unless they are there or failed before.
+// attach puts the probes on executable id (opened through path) unless they are there or failed before. Probes on
+// an earlier content of the same file come off first: uprobes sit on the inode at the old build's offsets.
 func (a *Agent) attach(path, exe string, id binID) {
 	if _, ok := a.bins[id]; ok {
 		return
+	}
+	for old, b := range a.bins {
+		if old.fileKey == id.fileKey {
+			a.log.Info("detached: executable rewritten in place", "exe", b.exe)
+			b.Close()
+			delete(a.bins, old)
+			delete(a.lastSeen, old)
+		}
+	}
+	for old := range a.failed {
+		if old.fileKey == id.fileKey && old != id {
+			// A file rewritten after a failure (a scan during the copy) is tried again, and its old reason goes.
+			delete(a.failed, old)
+			delete(a.lastSeen, old)
+		}
 	}
 	if _, failed := a.failed[id]; failed {
 		return

@@ -16,8 +16,23 @@ type proc struct {
 	bin binID
 }
 
-// binID identifies an executable file: a rebuilt binary at the same path is a new file, and needs new probes.
-type binID struct{ dev, ino uint64 }
+// fileKey is a file on disk, whatever it holds.
+type fileKey struct{ dev, ino uint64 }
+
+// binID identifies one content of an executable file. The inode alone is not enough: "stop; cp new over the path;
+// start" rewrites the file in place (same inode), and probes placed at the old build's offsets would sit on the new
+// one counting nothing; a scan during the copy would record a half-written file as failed for good. Size, mtime and
+// ctime change with every write (ctime cannot be set back), so a rewritten file is a new binID.
+type binID struct {
+	fileKey
+	size         int64
+	mtime, ctime syscall.Timespec
+}
+
+// statID is the binID of the file st describes.
+func statID(st *syscall.Stat_t) binID {
+	return binID{fileKey: fileKey{dev: st.Dev, ino: st.Ino}, size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
+}
 
 // matches reports whether a process with executable exe and command name comm is one of targets: an absolute path is
 // compared with the executable path, anything else with its base name or comm.
@@ -68,7 +83,7 @@ func scanProcs(targets []string, self int) []proc {
 		if err := syscall.Stat("/proc/"+e.Name()+"/exe", &st); err != nil {
 			continue
 		}
-		out = append(out, proc{pid: pid, exe: exe, bin: binID{dev: st.Dev, ino: st.Ino}})
+		out = append(out, proc{pid: pid, exe: exe, bin: statID(&st)})
 	}
 	return out
 }

@@ -1,0 +1,118 @@
+package agent
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// A deploy by "stop; cp new over the path; start" keeps the file's inode. The probes the agent put on the old build
+// (a path target is probed as soon as the file exists) must come off and go on again at the new build's offsets:
+// keyed by device and inode alone, they stayed, and none of the new build's requests was counted (found by review).
+func TestRewrittenInPlaceIsProbedAgain(t *testing.T) {
+	requireRoot(t)
+	p := filepath.Join(t.TempDir(), "svc")
+	copyInPlace(t, buildTarget(t, false), p)
+	a := newAgent(t, p)
+	a.Scan() // probes on the old build
+	// The same program without optimisation: its functions, and so the probes' offsets, are elsewhere.
+	copyInPlace(t, buildNoOpt(t), p)
+	a.Scan()
+	tg := startTarget(t, p)
+	a.Scan()
+	c := &http.Client{Timeout: 5 * time.Second}
+	for range 20 {
+		tg.get(t, c, "GET", "/work?status=201")
+	}
+	eventually(t, func() (bool, string) { return countIs(t, a, tg.pid, 20) })
+}
+
+// A scan while the file is half copied fails to read it. The finished copy has the same inode and must be probed;
+// the failure was kept by device and inode, so the file stayed unprobed for good (found by review).
+func TestScanDuringCopyIsRetried(t *testing.T) {
+	requireRoot(t)
+	bin, err := os.ReadFile(buildTarget(t, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "svc")
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(bin[:len(bin)/2]); err != nil {
+		t.Fatal(err)
+	}
+	a := newAgent(t, p)
+	a.Scan()
+	if len(a.failed) != 1 {
+		t.Fatalf("half a binary: failed = %v, want its attach failed", a.failed)
+	}
+	if _, err := f.Write(bin[len(bin)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a.Scan()
+	tg := startTarget(t, p)
+	a.Scan()
+	if ts := a.Targets(); len(ts) != 1 || ts[0].Unprobed != "" || len(ts[0].Probes) == 0 {
+		t.Fatalf("after the copy finished: targets = %+v, want pid %d probed", ts, tg.pid)
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	for range 5 {
+		tg.get(t, c, "GET", "/work?status=201")
+	}
+	eventually(t, func() (bool, string) { return countIs(t, a, tg.pid, 5) })
+}
+
+// copyInPlace writes src's bytes over dst the way cp does to an existing file: truncated and rewritten, same inode.
+func copyInPlace(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// buildNoOpt builds the test target with optimisation and inlining off, once.
+func buildNoOpt(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(binDir, "target-noopt")
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	cmd := exec.Command("go", "build", "-gcflags=all=-N -l", "-o", out, "../../testdata/target")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -N -l: %v\n%s", err, b)
+	}
+	return out
+}
+
+// countIs reports whether the agent counted want GET requests answered 201 by pid.
+func countIs(t *testing.T, a *Agent, pid int, want uint64) (bool, string) {
+	t.Helper()
+	snap, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := snap.Server[RED{PID: pid, Method: "GET", Status: 201}].Count
+	return got == want, fmt.Sprintf("agent counted %d GET 201 of pid %d, want %d (targets %+v)", got, pid, want, a.Targets())
+}
