@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/bits"
 	"net/netip"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 )
@@ -96,6 +97,12 @@ func dropHop(h hopHeader, present fields) {
 			}
 		}
 	}
+	dropHopFields(h, present)
+}
+
+// dropHopFields deletes the hop-by-hop fields found (present), but not the
+// fields Connection names.
+func dropHopFields(h hopHeader, present fields) {
 	for i, name := range hopByHop {
 		if present&(1<<i) != 0 {
 			h.Del(name)
@@ -106,13 +113,25 @@ func dropHop(h hopHeader, present fields) {
 
 // namesOthers reports whether a Connection value names a field that is not
 // hop-by-hop anyway: a hop-by-hop name (keep-alive above all, which nginx
-// sends on every answer) is deleted by dropHop if present, so only the
+// sends on every answer) is deleted by dropHop if present, and close is an
+// option, not a field (RFC 9110 §7.6.1 reserves the name), so only the
 // others need a copy of the list and a Del each.
 func namesOthers(conn []byte) bool {
 	for len(conn) > 0 {
 		var tok []byte
 		tok, conn = nextToken(conn)
-		if len(tok) > 0 && classify(tok)&^userBit == 0 {
+		if len(tok) > 0 && classify(tok)&^userBit == 0 && !asciiEqualFold(tok, "close") {
+			return true
+		}
+	}
+	return false
+}
+
+// listNames reports whether the comma-separated list names k, ignoring
+// ASCII case.
+func listNames(list string, k []byte) bool {
+	for tok := range strings.SplitSeq(list, ",") {
+		if asciiEqualFold(k, strings.TrimSpace(tok)) {
 			return true
 		}
 	}
@@ -174,19 +193,30 @@ func SanitizeResponse(h *fasthttp.ResponseHeader) { sanitizeResponse(h) }
 func sanitizeResponse(h *fasthttp.ResponseHeader) (respelled decorations) {
 	var present fields
 	odd := false
-	for k := range h.All() {
+	var named []byte // what Connection fields name besides hop-by-hop ones
+	for k, v := range h.All() {
 		if f := classify(k) &^ userBit; f != 0 {
 			present |= f
 			odd = odd || string(k) != hopByHop[bits.TrailingZeros16(uint16(f))]
+			if f == 1<<hopConnection && namesOthers(v) {
+				// Read here, not by Peek("Connection"), which misses a
+				// "connection" on an answer whose names are as sent. v is
+				// only valid until the header changes: copy.
+				named = append(append(named, ','), v...)
+			}
 		}
 		respelled |= respelling(k)
 	}
-	dropHop(h, present)
-	if odd {
+	dropHopFields(h, present)
+	if odd || named != nil {
 		// On the fasthttp transport the answer's names are as sent, and
-		// dropHop's Del removed only the canonical spelling: a "keep-alive"
-		// or "upgrade" went on to the client.
-		dropSpellings(h, func(k []byte) bool { return classify(k)&^userBit != 0 })
+		// Del removes only the canonical spelling, DelBytes only the exact
+		// one: a "keep-alive" or "upgrade", or an "x-secret" Connection
+		// names as X-Secret, went on to the client.
+		list := string(named)
+		dropSpellings(h, func(k []byte) bool {
+			return odd && classify(k)&^userBit != 0 || listNames(list, k)
+		})
 	}
 	return respelled
 }

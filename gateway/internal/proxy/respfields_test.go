@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -117,5 +118,38 @@ func TestUpstreamHopByHopFieldsInAnyCaseAreDropped(t *testing.T) {
 	}
 	if ctx.Response.StatusCode() != 200 || len(left) != 0 || !other {
 		t.Fatalf("%d: hop-by-hop fields %q reach the client (x-other kept: %v)", ctx.Response.StatusCode(), left, other)
+	}
+}
+
+// A field the upstream's Connection names is dropped whatever the spelling
+// of either name: on the fasthttp transport the answer keeps names as sent,
+// Peek("Connection") missed a "connection" field and DelBytes removed only
+// the token's exact spelling, so x-secret named as X-Secret, or any field a
+// lower-case connection named, reached the client.
+func TestUpstreamConnectionNamedFieldsInAnyCaseAreDropped(t *testing.T) {
+	for _, c := range []struct{ conn, value, field string }{
+		{"Connection", "X-Secret", "X-Secret"},
+		{"Connection", "X-Secret", "x-secret"},
+		{"connection", "x-secret", "x-secret"},
+		{"connection", "close, X-SECRET", "x-Secret"},
+	} {
+		up := asSentUpstream(t, func(h *fasthttp.ResponseHeader) {
+			h.Set(c.conn, c.value)
+			h.Set(c.field, "internal-token")
+			h.Set("x-other", "kept")
+		})
+		p, _ := newTestProxy(t, Options{}, up)
+		ctx := serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+		var left []string
+		other := false
+		for k, v := range ctx.Response.Header.All() {
+			if asciiEqualFold(k, "x-secret") || asciiEqualFold(k, "connection") && !bytes.Equal(v, []byte("keep-alive")) {
+				left = append(left, string(k)+": "+string(v))
+			}
+			other = other || strings.EqualFold(string(k), "x-other")
+		}
+		if ctx.Response.StatusCode() != 200 || len(left) != 0 || !other {
+			t.Errorf("%s: %s, %s: %d: %q reach the client (x-other kept: %v)", c.conn, c.value, c.field, ctx.Response.StatusCode(), left, other)
+		}
 	}
 }
