@@ -19,7 +19,7 @@ import (
 // -write-seeds regenerates testdata/fuzz from a freshly built test target (bpf/README.md, Tests).
 var writeSeeds = flag.Bool("write-seeds", false, "write the fuzz seed corpus from a freshly built test target")
 
-// FuzzGoVersion reads the Go release from .go.buildinfo bytes. Seeds: the test target's section, cut short, with a
+// FuzzGoVersion reads the Go release and the module information from .go.buildinfo bytes. Seeds: the test target's section, cut short, with a
 // version length it does not hold.
 func FuzzGoVersion(f *testing.F) {
 	if *writeSeeds {
@@ -34,9 +34,9 @@ func FuzzGoVersion(f *testing.F) {
 		writeSeed(f, "FuzzGoVersion", "buildinfo-long", long)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		v, err := goVersion(data)
-		if err == nil && len(v) > len(data) {
-			t.Fatalf("version of %d bytes from %d", len(v), len(data))
+		ss, err := buildInfoStrings(data, 2)
+		if err == nil && len(ss[0])+len(ss[1]) > len(data) {
+			t.Fatalf("strings of %d and %d bytes from %d", len(ss[0]), len(ss[1]), len(data))
 		}
 	})
 }

@@ -64,8 +64,13 @@ const (
 	FromFallback Source = "fallback"
 )
 
+// FallbackRelease is the Go minor release whose offsets Fallback and ErrorResult hold.
+const FallbackRelease = "go1.26"
+
 // Resolve returns the offsets of fields in the executable f: from DWARF when present, else from Fallback as it was
-// in the Go release that built f (Moved). Binaries of other Go minor releases get the 1.26 values, unchecked.
+// in the Go release that built f (Moved). A binary without DWARF of another Go minor release, or of none that
+// .go.buildinfo names, is refused: the runtime's fields move with nearly every release, and a wrong offset would be
+// read as a count, not noticed.
 func Resolve(f *elf.File, fields ...Field) (map[Field]uint64, Source, error) {
 	if err := CheckSections(f, math.MaxInt64); err != nil { // the ratio only: see CheckSections
 		return nil, FromDWARF, err
@@ -75,8 +80,10 @@ func Resolve(f *elf.File, fields ...Field) (map[Field]uint64, Source, error) {
 		out, err := FromDWARFData(d, fields...)
 		return out, FromDWARF, err
 	}
-	// Without a version (not a Go 1.18+ binary) the table is taken as it is, as it was before Moved existed.
-	goVersion, _ := GoVersion(f)
+	goVersion, err := fallbackGoVersion(f)
+	if err != nil {
+		return nil, FromFallback, err
+	}
 	out := map[Field]uint64{}
 	for _, fl := range fields {
 		off, ok := fallback(goVersion, fl)
@@ -88,11 +95,24 @@ func Resolve(f *elf.File, fields ...Field) (map[Field]uint64, Source, error) {
 	return out, FromFallback, nil
 }
 
-// fallback is fl's offset in a binary of goVersion ("" for unknown: Fallback's).
+// fallbackGoVersion is the Go release that built f, when the fallback tables hold its offsets.
+func fallbackGoVersion(f *elf.File) (string, error) {
+	v, err := GoVersion(f)
+	if err != nil {
+		return "", fmt.Errorf("no DWARF, and the Go release is unknown (%w): the fallback offsets are %s's only", err, FallbackRelease)
+	}
+	// A toolchain built with experiments says "go1.26.11 X:name"; go/version reads the release before the space.
+	if release, _, _ := strings.Cut(v, " "); version.Lang(release) != FallbackRelease {
+		return "", fmt.Errorf("no DWARF, and built by %s: the fallback offsets are %s's only (build it without -ldflags=-w)", v, FallbackRelease)
+	}
+	return v, nil
+}
+
+// fallback is fl's offset in a binary of goVersion.
 func fallback(goVersion string, fl Field) (uint64, bool) {
 	off, ok := Fallback[fl]
 	for _, m := range Moved {
-		if m.Field == fl && goVersion != "" && version.Compare(goVersion, m.Release) < 0 {
+		if m.Field == fl && version.Compare(goVersion, m.Release) < 0 {
 			off = m.Offset
 		}
 	}
@@ -102,33 +122,48 @@ func fallback(goVersion string, fl Field) (uint64, bool) {
 // GoVersion returns the Go release that built f ("go1.26.11"), which the linker writes into .go.buildinfo, stripped
 // binaries included. debug/buildinfo reads the same, but from the file again, where Resolve has only the *elf.File.
 func GoVersion(f *elf.File) (string, error) {
+	ss, err := buildInfo(f, 1)
+	if err != nil {
+		return "", err
+	}
+	return ss[0], nil
+}
+
+// buildInfo reads the first n strings of f's .go.buildinfo (see buildInfoStrings).
+func buildInfo(f *elf.File, n int) ([]string, error) {
 	s := f.Section(".go.buildinfo")
 	if s == nil {
-		return "", errors.New("no .go.buildinfo section: not a Go binary")
+		return nil, errors.New("no .go.buildinfo section: not a Go binary")
 	}
 	if s.Flags&elf.SHF_COMPRESSED != 0 {
-		return "", errors.New(".go.buildinfo is compressed: the linker never compresses it")
+		return nil, errors.New(".go.buildinfo is compressed: the linker never compresses it")
 	}
 	data, err := s.Data() // no more than the file holds: debug/elf reads it in chunks
 	if err != nil {
-		return "", fmt.Errorf("read .go.buildinfo: %w", err)
+		return nil, fmt.Errorf("read .go.buildinfo: %w", err)
 	}
-	return goVersion(data)
+	return buildInfoStrings(data, n)
 }
 
-// goVersion reads the Go release from the bytes of .go.buildinfo.
-func goVersion(data []byte) (string, error) {
-	// A 32-byte header (magic, pointer size, flags), then, since Go 1.18 (flag 2), the version as a
-	// varint-length-prefixed string.
+// buildInfoStrings reads the first n strings of .go.buildinfo's bytes: a 32-byte header (magic, pointer size,
+// flags), then, since Go 1.18 (flag 2), the Go release and the module information (go version -m's text) as
+// varint-length-prefixed strings.
+func buildInfoStrings(data []byte, n int) ([]string, error) {
 	const magic, header, inline = "\xff Go buildinf:", 32, 2
 	if len(data) < header || string(data[:len(magic)]) != magic || data[len(magic)+1]&inline == 0 {
-		return "", errors.New(".go.buildinfo is not in the Go 1.18+ format")
+		return nil, errors.New(".go.buildinfo is not in the Go 1.18+ format")
 	}
-	n, w := binary.Uvarint(data[header:])
-	if w <= 0 || uint64(len(data)-header-w) < n {
-		return "", errors.New(".go.buildinfo: bad version length")
+	rest := data[header:]
+	var out []string
+	for range n {
+		l, w := binary.Uvarint(rest)
+		if w <= 0 || uint64(len(rest)-w) < l {
+			return nil, fmt.Errorf(".go.buildinfo: bad length of string %d", len(out)+1)
+		}
+		out = append(out, string(rest[w:w+int(l)]))
+		rest = rest[w+int(l):]
 	}
-	return string(data[header+w : header+w+int(n)]), nil
+	return out, nil
 }
 
 // maxInflate bounds how much larger than its bytes in the file a compressed debug section may say it is. The Go

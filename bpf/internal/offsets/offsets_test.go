@@ -125,6 +125,11 @@ func TestErrorResultsMatchDWARF(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	for path, pinned := range ResultModules {
+		if v, err := ModuleVersion(f, path); err != nil || v != pinned {
+			t.Errorf("testdata/clients links %s %s (%v); ResultModules pins %s: check ErrorResult and update the pin", path, v, err, pinned)
+		}
+	}
 	for fn, want := range ErrorResult {
 		got, src, err := ErrorRegister(f, fn)
 		if err != nil || src != FromDWARF {

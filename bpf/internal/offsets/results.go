@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"fmt"
 	"math"
+	"runtime/debug"
 	"strings"
 )
 
@@ -22,8 +23,18 @@ var ErrorResult = map[string]int{
 	"github.com/apache/pulsar-client-go/pulsar.(*producer).Send": 3, // (MessageID, error)
 }
 
+// ResultModules pins the version of each library module that ErrorResult's functions come from: the one the
+// workspace selects, which testdata/clients links and TestErrorResultsMatchDWARF checks the table against. Another
+// version may return other results (go-redis's _process has changed its results before).
+var ResultModules = map[string]string{
+	"github.com/redis/go-redis/v9":       "v9.23.0",
+	"github.com/segmentio/kafka-go":      "v0.4.51",
+	"github.com/nats-io/nats.go":         "v1.55.0",
+	"github.com/apache/pulsar-client-go": "v0.19.0",
+}
+
 // ErrorRegister says which register holds fn's error result at its RETs: from DWARF when f has it, else from
-// ErrorResult.
+// ErrorResult, for a binary of FallbackRelease that links fn's module at its ResultModules version only.
 func ErrorRegister(f *elf.File, fn string) (int, Source, error) {
 	if err := CheckSections(f, math.MaxInt64); err != nil { // the ratio only: see CheckSections
 		return 0, FromDWARF, err
@@ -34,10 +45,61 @@ func ErrorRegister(f *elf.File, fn string) (int, Source, error) {
 		if !ok {
 			return 0, FromFallback, fmt.Errorf("no DWARF and no fallback result layout for %s", fn)
 		}
+		if _, err := fallbackGoVersion(f); err != nil {
+			return 0, FromFallback, fmt.Errorf("%s: %w", fn, err)
+		}
+		if err := checkModule(f, fn); err != nil {
+			return 0, FromFallback, err
+		}
 		return r, FromFallback, nil
 	}
 	r, err := lastResultRegister(d, fn)
 	return r, FromDWARF, err
+}
+
+// checkModule refuses fn when it belongs to a module of ResultModules that f links at another version (or replaced).
+func checkModule(f *elf.File, fn string) error {
+	name := strings.ReplaceAll(fn, "%2e", ".") // symbol names escape a dot in a package path's last element
+	for path, pinned := range ResultModules {
+		if !strings.HasPrefix(name, path+".") && !strings.HasPrefix(name, path+"/") {
+			continue
+		}
+		v, err := ModuleVersion(f, path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", fn, err)
+		}
+		if v != pinned {
+			return fmt.Errorf("no DWARF, and %s is linked at %s: the fallback result layout of %s is %s's only", path, v, fn, pinned)
+		}
+	}
+	return nil
+}
+
+// ModuleVersion is the version of module path that f was built with, from .go.buildinfo (stripped binaries keep
+// it); a replaced module gets its replacement's version ("" for a directory).
+func ModuleVersion(f *elf.File, path string) (string, error) {
+	ss, err := buildInfo(f, 2)
+	if err != nil {
+		return "", err
+	}
+	// The module text sits between two 16-byte sentinels, as debug/buildinfo strips them.
+	mod := ss[1]
+	if len(mod) >= 33 && mod[len(mod)-17] == '\n' {
+		mod = mod[16 : len(mod)-16]
+	}
+	bi, err := debug.ParseBuildInfo(mod)
+	if err != nil {
+		return "", fmt.Errorf("read the module list in .go.buildinfo: %w", err)
+	}
+	for _, m := range bi.Deps {
+		if m.Path == path {
+			if m.Replace != nil {
+				return m.Replace.Version, nil
+			}
+			return m.Version, nil
+		}
+	}
+	return "", fmt.Errorf("no module %s in .go.buildinfo", path)
 }
 
 // lastResultRegister adds up the integer registers the results before fn's last one take. Go assigns each scalar
