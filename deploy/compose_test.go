@@ -148,3 +148,25 @@ func TestComposeRunsEveryBinaryWithItsConfiguration(t *testing.T) {
 		}
 	}
 }
+
+// TestComposeKeepsObservabilityOnLoopback: Grafana (with its local-dev admin password), Prometheus, Jaeger and the
+// collector's OTLP receivers are for the developer at this machine; published on every interface they were open to
+// the whole network. Only the gateway, the platform's door, is published beyond loopback.
+func TestComposeKeepsObservabilityOnLoopback(t *testing.T) {
+	p := loadCompose(t, "load")
+	published := 0
+	for name, s := range p.Services {
+		for _, port := range s.Ports {
+			if port.Published == "" || name == "gateway" {
+				continue
+			}
+			published++
+			if port.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes port %s on %q, want 127.0.0.1", name, port.Published, port.HostIP)
+			}
+		}
+	}
+	if published == 0 {
+		t.Error("no service but the gateway publishes a port: the test checks nothing")
+	}
+}
