@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -183,5 +184,55 @@ func checkNetworkPolicies(t *testing.T, objs []object) {
 		if !denied[ns] {
 			t.Errorf("namespace %s has no default-deny NetworkPolicy", ns)
 		}
+	}
+}
+
+// tightMemory is the memory limit at or under which a Go binary needs GOMEMLIMIT: the runtime does not see the
+// container's limit, and with GOGC alone the heap may grow past it before the next GC and the pod is OOM-killed.
+const tightMemory = 64 << 20
+
+// TestTightGoLimitsSetGOMEMLIMIT: every platform binary with a memory limit that tight sets GOMEMLIMIT (written in
+// MiB) under it, leaving room for what is not heap.
+func TestTightGoLimitsSetGOMEMLIMIT(t *testing.T) {
+	platform := map[string]bool{}
+	for _, b := range Binaries {
+		platform[b.Name] = true
+	}
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) {
+			tight := 0
+			for _, o := range build(t, dir) {
+				spec := podSpec(o)
+				if spec == nil {
+					continue
+				}
+				for _, c := range spec.Containers {
+					limit := c.Resources.Limits.Memory().Value()
+					if !platform[c.Name] || limit == 0 || limit > tightMemory {
+						continue
+					}
+					tight++
+					soft := ""
+					for _, e := range c.Env {
+						if e.Name == "GOMEMLIMIT" {
+							soft = e.Value
+						}
+					}
+					mib, ok := strings.CutSuffix(soft, "MiB")
+					n, err := strconv.ParseInt(mib, 10, 64)
+					if !ok || err != nil || n <= 0 {
+						t.Errorf("%s %s: memory limit %d MiB but GOMEMLIMIT %q, want a value in MiB", o.Kind, c.Name, limit>>20, soft)
+						continue
+					}
+					if n<<20 > limit*9/10 {
+						t.Errorf("%s %s: GOMEMLIMIT %s leaves under 10 %% of the %d MiB limit for what is not heap",
+							o.Kind, c.Name, soft, limit>>20)
+					}
+				}
+			}
+			if tight == 0 {
+				t.Log("no platform container with a memory limit of 64 MiB or less")
+			}
+		})
 	}
 }
