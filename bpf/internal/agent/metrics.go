@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"fmt"
 	"strconv"
 
+	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shanhai-dev/shanhai/bpf/internal/hist"
@@ -40,6 +42,10 @@ var (
 	descUnprobed = prometheus.NewDesc("shanhai_bpf_target_unprobed",
 		"A target process whose executable got no probes: it failed to parse or attach (the agent's log says why).",
 		[]string{"pid", "exe"}, nil)
+	descDropped = prometheus.NewDesc("shanhai_bpf_series_dropped_total",
+		"HTTP server requests not counted because their series found no room in the probe's maps (4096 series per "+
+			"executable in uprobe mode, 4096 in all in socket mode). Counted from when each probe was loaded.",
+		nil, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
 		"Scrapes that could not read every BPF map.", nil, nil)
 )
@@ -51,7 +57,7 @@ type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServer, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
-		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descErrors} {
+		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descErrors} {
 		ch <- d
 	}
 }
@@ -83,6 +89,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		c.a.log.Error("read maps", "err", err)
 		errs = 1
 	}
+	dropped, err := c.a.SeriesDropped()
+	if err != nil {
+		c.a.log.Error("read dropped series counters", "err", err)
+		errs = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
 	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, errs)
 	for k, h := range s.Server {
 		e, ok := exe[k.PID]
@@ -124,4 +136,36 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descTCPFailed, prometheus.CounterValue, float64(t.Failed), p, e)
 		ch <- prometheus.MustNewConstMetric(descTCPRetrans, prometheus.CounterValue, float64(t.Retransmits), p, e)
 	}
+}
+
+// SeriesDropped sums the HTTP server probes' counts of requests whose series the maps had no room for: each probe
+// counts them per CPU (series_dropped in httpserver.c and httpsock.c) so that a full map is never silent.
+func (a *Agent) SeriesDropped() (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var n uint64
+	add := func(m *ebpf.Map) error {
+		var vals []uint64
+		if err := m.Lookup(uint32(0), &vals); err != nil {
+			return fmt.Errorf("read %s: %w", m, err)
+		}
+		for _, v := range vals {
+			n += v
+		}
+		return nil
+	}
+	for _, b := range a.bins {
+		if b.http == nil {
+			continue
+		}
+		if err := add(b.http.SeriesDropped); err != nil {
+			return n, fmt.Errorf("http server probe of %s: %w", b.exe, err)
+		}
+	}
+	if a.sock != nil {
+		if err := add(a.sock.objs.SeriesDropped); err != nil {
+			return n, fmt.Errorf("http socket probe: %w", err)
+		}
+	}
+	return n, nil
 }

@@ -66,6 +66,7 @@ const (
 	BpfMapInflightSlots     = "inflight_slots"
 	BpfMapRedSlots          = "red_slots"
 	BpfMapRequests          = "requests"
+	BpfMapSeriesDropped     = "series_dropped"
 	BpfMapZeroHist          = "zero_hist"
 	BpfProgServeHttpEnter   = "serve_http_enter"
 	BpfProgServeHttpRet     = "serve_http_ret"
@@ -127,6 +128,7 @@ type BpfMapSpecs struct {
 	InflightSlots *ebpf.MapSpec `ebpf:"inflight_slots"`
 	RedSlots      *ebpf.MapSpec `ebpf:"red_slots"`
 	Requests      *ebpf.MapSpec `ebpf:"requests"`
+	SeriesDropped *ebpf.MapSpec `ebpf:"series_dropped"`
 	ZeroHist      *ebpf.MapSpec `ebpf:"zero_hist"`
 }
 
@@ -162,6 +164,7 @@ type BpfMaps struct {
 	InflightSlots *ebpf.Map `ebpf:"inflight_slots"`
 	RedSlots      *ebpf.Map `ebpf:"red_slots"`
 	Requests      *ebpf.Map `ebpf:"requests"`
+	SeriesDropped *ebpf.Map `ebpf:"series_dropped"`
 	ZeroHist      *ebpf.Map `ebpf:"zero_hist"`
 }
 
@@ -171,6 +174,7 @@ func (m *BpfMaps) Close() error {
 		m.InflightSlots,
 		m.RedSlots,
 		m.Requests,
+		m.SeriesDropped,
 		m.ZeroHist,
 	)
 }

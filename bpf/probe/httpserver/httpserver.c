@@ -97,22 +97,46 @@ struct {
 	__type(value, struct lat_hist);
 } zero_hist SEC(".maps");
 
+// Series that found neither a slot nor room in requests (it holds 4096): counted so that a full map is never silent
+// (shanhai_bpf_series_dropped_total).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} series_dropped SEC(".maps");
+
 // mix64 is a multiplicative (Fibonacci) hash: good enough to spread heap addresses and small keys over a
 // power-of-two table, and three instructions, where jhash would be a call.
 static __always_inline __u32 mix64(__u64 v, __u32 bits) {
 	return (__u32)((v * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
 }
 
-// read_method copies the request's method (at most METHOD_LEN-1 bytes, zero padded) into out.
+#define LE4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
+#define LE8(a, b, c, d, e, f, g, h) (LE4(a, b, c, d) | LE4(e, f, g, h) << 32)
+
+// read_method puts the request's method into out (8 bytes, zero padded): one of the nine standard methods, or OTHER
+// for anything else. The method is the token the client sent, so passing it through would let any client make up
+// label values, fill the series maps and crowd real requests out (the socket probe counts only these nine too).
 static __always_inline void read_method(void *req, char *out) {
 	struct {
 		const char *ptr;
 		__u64 len;
 	} m = {};
-	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr) {
-		__u64 n = m.len < METHOD_LEN - 1 ? m.len : METHOD_LEN - 1;
-		bpf_probe_read_user(out, n & (METHOD_LEN - 1), m.ptr);
+	__u64 v = 0;
+	// Every standard method is 3 to 7 bytes long: a longer token is OTHER without reading it.
+	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr && m.len >= 3 &&
+	    m.len < METHOD_LEN && bpf_probe_read_user(&v, m.len & (METHOD_LEN - 1), m.ptr) == 0) {
+		// v holds exactly len bytes, zero padded, so whole-word equality also checks the length.
+		if (v == LE4('G', 'E', 'T', 0) || v == LE4('P', 'O', 'S', 'T') || v == LE4('P', 'U', 'T', 0) ||
+		    v == LE8('D', 'E', 'L', 'E', 'T', 'E', 0, 0) || v == LE4('H', 'E', 'A', 'D') ||
+		    v == LE8('P', 'A', 'T', 'C', 'H', 0, 0, 0) || v == LE8('O', 'P', 'T', 'I', 'O', 'N', 'S', 0) ||
+		    v == LE8('C', 'O', 'N', 'N', 'E', 'C', 'T', 0) || v == LE8('T', 'R', 'A', 'C', 'E', 0, 0, 0)) {
+			*(__u64 *)out = v;
+			return;
+		}
 	}
+	*(__u64 *)out = LE8('O', 'T', 'H', 'E', 'R', 0, 0, 0);
 }
 
 // serverHandler.ServeHTTP(sh serverHandler{srv}, rw ResponseWriter{itab,data}, req *Request): rw's data word (RCX) is
@@ -127,7 +151,6 @@ int serve_http_enter(struct pt_regs *ctx) {
 	if (s && ((s->g == g && s->tgid == tgid) || __sync_val_compare_and_swap(&s->g, 0, g) == 0)) {
 		s->tgid = tgid;
 		s->response = GO_REG3(ctx);
-		*(__u64 *)s->method = 0;
 		read_method((void *)GO_REG4(ctx), s->method);
 		s->start_ns = bpf_ktime_get_ns();
 		return 0;
@@ -143,7 +166,6 @@ int serve_http_enter(struct pt_regs *ctx) {
 			return 0;
 	}
 	st->response = GO_REG3(ctx);
-	*(__u64 *)st->method = 0;
 	read_method((void *)GO_REG4(ctx), st->method);
 	st->start_ns = bpf_ktime_get_ns();
 	return 0;
@@ -174,8 +196,12 @@ static __always_inline void record(struct red_key *rk, __u64 d) {
 			return;
 		bpf_map_update_elem(&requests, rk, zero, BPF_NOEXIST);
 		h = bpf_map_lookup_elem(&requests, rk);
-		if (!h)
+		if (!h) {
+			__u64 *dropped = bpf_map_lookup_elem(&series_dropped, &z);
+			if (dropped)
+				*dropped += 1;
 			return;
+		}
 	}
 	lat_record(h, d);
 }

@@ -42,6 +42,7 @@ type BpfSockReq struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	BpfMapRequests      = "requests"
+	BpfMapSeriesDropped = "series_dropped"
 	BpfMapSocks         = "socks"
 	BpfMapTargetPids    = "target_pids"
 	BpfMapTargetPidsBig = "target_pids_big"
@@ -103,6 +104,7 @@ type BpfProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
 	Requests      *ebpf.MapSpec `ebpf:"requests"`
+	SeriesDropped *ebpf.MapSpec `ebpf:"series_dropped"`
 	Socks         *ebpf.MapSpec `ebpf:"socks"`
 	TargetPids    *ebpf.MapSpec `ebpf:"target_pids"`
 	TargetPidsBig *ebpf.MapSpec `ebpf:"target_pids_big"`
@@ -136,6 +138,7 @@ func (o *BpfObjects) Close() error {
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
 	Requests      *ebpf.Map `ebpf:"requests"`
+	SeriesDropped *ebpf.Map `ebpf:"series_dropped"`
 	Socks         *ebpf.Map `ebpf:"socks"`
 	TargetPids    *ebpf.Map `ebpf:"target_pids"`
 	TargetPidsBig *ebpf.Map `ebpf:"target_pids_big"`
@@ -145,6 +148,7 @@ type BpfMaps struct {
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
 		m.Requests,
+		m.SeriesDropped,
 		m.Socks,
 		m.TargetPids,
 		m.TargetPidsBig,

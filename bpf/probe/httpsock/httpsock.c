@@ -85,6 +85,15 @@ struct {
 	__type(value, struct lat_hist);
 } requests SEC(".maps");
 
+// Requests whose series found no room in requests: counted so that a full map is never silent
+// (shanhai_bpf_series_dropped_total).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} series_dropped SEC(".maps");
+
 // One zeroed value to insert from: struct lat_hist is too big for the 512-byte BPF stack.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -274,7 +283,13 @@ int BPF_PROG(send_length, struct sock *sk, int n, int flags) {
 	*(__u64 *)rk.method = st->method;
 	st->start_ns = 0;
 	struct lat_hist *h = lat_hist_of(&requests, &rk, &zero_hist);
-	if (h)
+	if (h) {
 		lat_record(h, d);
+		return 0;
+	}
+	__u32 z = 0;
+	__u64 *dropped = bpf_map_lookup_elem(&series_dropped, &z);
+	if (dropped)
+		*dropped += 1;
 	return 0;
 }
