@@ -56,9 +56,9 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// targets splits the list, cleaning absolute paths: the agent compares them
-// with /proc/<pid>/exe, which is always clean and free of symlinks, so
-// "$PWD/../var/bin/order" or a path through a symlink would match nothing.
+// targets splits the list, cleaning absolute paths: the agent compares them with /proc/<pid>/exe, which is always
+// clean, so "$PWD/../var/bin/order" would match nothing. Symlinks are left to the agent, which resolves them on every
+// scan: resolved here, once, a link created or repointed after the start named the old file for good.
 func targets(s string) []string {
 	var out []string
 	for _, t := range strings.Split(s, ",") {
@@ -68,9 +68,6 @@ func targets(s string) []string {
 			continue
 		case filepath.IsAbs(t):
 			t = filepath.Clean(t)
-			if real, err := filepath.EvalSymlinks(t); err == nil {
-				t = real
-			}
 		}
 		out = append(out, t)
 	}

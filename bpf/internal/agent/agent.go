@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -127,12 +128,16 @@ func (a *Agent) Run(ctx context.Context) error {
 // Scan looks for targets once: attaches to executables newly seen, forgets processes that exited (and their map
 // entries) and detaches from executables unused for longer than Grace.
 func (a *Agent) Scan() {
-	found := scanProcs(a.cfg.Targets, a.self)
-	now := time.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	// A target named by path is probed as soon as the file exists, so a process started from it is seen from its
-	// first instruction (its early GC pauses, its first request), not from the next poll.
+	// Path targets are resolved on every scan: a symlink created after the agent started, or repointed to a new
+	// release (ln -sfn v2 current), names another file from then on. Processes are matched to that file by device
+	// and inode, since /proc/N/exe names the resolved path, not the link.
+	type pathTarget struct {
+		path, exe string
+		id        binID
+	}
+	var byPath []pathTarget
+	files := map[fileKey]bool{}
+	names := slices.Clone(a.cfg.Targets)
 	for _, t := range a.cfg.Targets {
 		if !strings.HasPrefix(t, "/") {
 			continue
@@ -141,9 +146,24 @@ func (a *Agent) Scan() {
 		if err := syscall.Stat(t, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			continue
 		}
+		exe := t
+		if real, err := filepath.EvalSymlinks(t); err == nil && real != t {
+			exe = real
+			names = append(names, real) // a process still running the file the link named, after it was deleted
+		}
 		id := statID(&st)
-		a.lastSeen[id] = now
-		a.attach(t, t, id)
+		files[id.fileKey] = true
+		byPath = append(byPath, pathTarget{t, exe, id})
+	}
+	found := scanProcs(names, files, a.self)
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// A target named by path is probed as soon as the file exists, so a process started from it is seen from its
+	// first instruction (its early GC pauses, its first request), not from the next poll.
+	for _, t := range byPath {
+		a.lastSeen[t.id] = now
+		a.attach(t.path, t.exe, t.id)
 	}
 	live := map[int]proc{}
 	for _, p := range found {

@@ -49,17 +49,18 @@ func matches(targets []string, exe, comm string) bool {
 	return false
 }
 
-// scanProcs lists the processes whose executable matches targets. /proc is polled rather than followed through
-// sched_process_exec/exit events because a poll needs no event stream to keep consistent across the agent's own
+// scanProcs lists the processes whose executable matches targets or is one of files (path targets, resolved).
+// /proc is polled rather than followed through sched_process_exec/exit events because a poll needs no event stream to keep consistent across the agent's own
 // restarts, and probes live on the binary file, so a target restarted from the same file is counted from its first
 // instruction even before the next poll sees it.
-func scanProcs(targets []string, self int) []proc {
+func scanProcs(targets []string, files map[fileKey]bool, self int) []proc {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
 	}
 	// comm is read only when a target is a name: it is a file to open, stat, read and close for every process on the
-	// machine, where the rest of this loop reads one link for a process that is no target.
+	// machine, where the rest of this loop reads one link (and, with path targets, stats it) for a process that is no
+	// target.
 	byName := slices.ContainsFunc(targets, func(t string) bool { return !strings.HasPrefix(t, "/") })
 	var out []proc
 	for _, e := range ents {
@@ -76,11 +77,15 @@ func scanProcs(targets []string, self int) []proc {
 		if byName {
 			comm, _ = os.ReadFile("/proc/" + e.Name() + "/comm")
 		}
-		if !matches(targets, exe, strings.TrimSpace(string(comm))) {
+		matched := matches(targets, exe, strings.TrimSpace(string(comm)))
+		if !matched && len(files) == 0 {
 			continue
 		}
 		var st syscall.Stat_t
 		if err := syscall.Stat("/proc/"+e.Name()+"/exe", &st); err != nil {
+			continue
+		}
+		if !matched && !files[fileKey{dev: st.Dev, ino: st.Ino}] {
 			continue
 		}
 		out = append(out, proc{pid: pid, exe: exe, bin: statID(&st)})
