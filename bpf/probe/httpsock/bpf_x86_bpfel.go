@@ -28,13 +28,14 @@ type BpfRedKey struct {
 }
 
 type BpfSockReq struct {
-	_       structs.HostLayout
-	StartNs uint64
-	Method  uint64
-	CarryNs uint64
-	Tgid    uint32
-	Carry   uint8
-	Pad     [3]uint8
+	_        structs.HostLayout
+	StartNs  uint64
+	Method   uint64
+	Carry    uint64
+	CarryNs  uint64
+	Tgid     uint32
+	CarryLen uint8
+	Pad      [3]uint8
 }
 
 // Names of all BPF objects in the ELF.

@@ -11,8 +11,10 @@
 //     ("GET ", "POST ", ...): timestamp and method are kept per socket (struct sock *);
 //   - it ends when the same process has written, on that socket, bytes that start with "HTTP/1.x NNN": NNN is the
 //     status. 1xx answers other than 101 are interim (100 Continue) and end nothing;
-//   - net/http's background read (connReader.startBackgroundRead) can take the first byte of the next request alone
-//     while the previous one finishes; a one-byte read is carried and joined with the next read's bytes.
+//   - a request's first bytes can come in a read of their own: net/http's background read
+//     (connReader.startBackgroundRead) takes the first byte of the next request alone while the previous one finishes,
+//     and a client's first segment can hold just "GE" or "GET /". A read of fewer than 8 bytes that can begin a
+//     request ("G" up to "OPTIONS") is carried, with its length and time, and joined with the next read's bytes.
 // Limits: TLS is invisible here (the socket carries ciphertext); HTTP/2 is not parsed; of several requests read in one
 // recv (pipelining) only the first is seen, and a request read while another is unanswered on the socket replaces it;
 // methods other than the nine standard ones are not counted; a body read that happens to start with a method token
@@ -48,9 +50,10 @@ struct red_key {
 struct sock_req {
 	__u64 start_ns;  // 0: none
 	__u64 method;    // method token, zero padded (the bytes of red_key.method)
-	__u64 carry_ns;  // when the carried byte was read
-	__u32 tgid;      // the process that read it
-	__u8 carry;      // first byte of a one-byte read, 0: none
+	__u64 carry;     // the bytes of a short read that can begin a request, zero padded
+	__u64 carry_ns;  // when they were read
+	__u32 tgid;      // the process that read them
+	__u8 carry_len;  // how many (1..7), 0: none
 	__u8 pad[3];
 };
 
@@ -130,15 +133,15 @@ static __always_inline __u32 method_len(__u64 v) {
 	return 0;
 }
 
-// method_tail reports whether v can be the rest of a method token whose first letter came in a read of its own.
-static __always_inline int method_tail(__u64 v) {
-	return method_len('G' | v << 8) || method_len('P' | v << 8) || method_len('H' | v << 8) ||
-	       method_len('D' | v << 8) || method_len('O' | v << 8) || method_len('C' | v << 8) || method_len('T' | v << 8);
-}
-
-// first_letter reports whether c can start a method token.
-static __always_inline int first_letter(__u8 c) {
-	return c == 'G' || c == 'P' || c == 'H' || c == 'D' || c == 'O' || c == 'C' || c == 'T';
+// method_prefix reports whether the n bytes of v (1..7, zero padded) can begin a method token and its space.
+static __always_inline int method_prefix(__u64 v, __u32 n) {
+	__u64 k = MASK(n & 7);
+	return v == (LE4('G', 'E', 'T', ' ') & k) || v == (LE4('P', 'U', 'T', ' ') & k) ||
+	       v == ((LE4('P', 'O', 'S', 'T') | (__u64)' ' << 32) & k) || v == ((LE4('H', 'E', 'A', 'D') | (__u64)' ' << 32) & k) ||
+	       v == ((LE4('P', 'A', 'T', 'C') | LE4('H', ' ', 0, 0) << 32) & k) ||
+	       v == ((LE4('T', 'R', 'A', 'C') | LE4('E', ' ', 0, 0) << 32) & k) ||
+	       v == ((LE4('D', 'E', 'L', 'E') | LE4('T', 'E', ' ', 0) << 32) & k) ||
+	       v == (LE8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' ') & k) || v == (LE8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' ') & k);
 }
 
 // Syscalls whose user buffer the programs find (x86-64 numbers).
@@ -199,7 +202,7 @@ static __always_inline struct sock_req *server_sock(struct sock *sk, __u32 tgid)
 	if (st && st->tgid != tgid) {
 		st->tgid = tgid;
 		st->start_ns = 0;
-		st->carry = 0;
+		st->carry_len = 0;
 	}
 	return st;
 }
@@ -215,39 +218,45 @@ int BPF_PROG(recv_length, struct sock *sk, int n, int flags) {
 	struct sock_req *st = server_sock(sk, tgid);
 	if (!st)
 		return 0;
-	const void *p = user_buf(n < 8 ? 1 : 8);
+	__u32 len = n < 8 ? n : 8;
+	const void *p = user_buf(len);
 	if (!p)
 		return 0;
-	__u64 v = 0;
-	if (bpf_probe_read_user(&v, n < 8 ? 1 : 8, p)) // a short read: its first byte is all that matters
+	// The verifier wants a size it can bound itself: len & 15, which clang would drop as a no-op (len <= 8) unless
+	// the empty asm hides what len is. Hence 16 bytes to read into.
+	__u64 b[2] = {};
+	asm volatile("" : "+r"(len));
+	if (bpf_probe_read_user(b, len & 15, p))
 		return 0;
-	if (n == 1) {
-		if (first_letter(v & 0xff)) {
-			st->carry = v & 0xff;
-			st->carry_ns = bpf_ktime_get_ns();
-		}
-		return 0;
-	}
-	// Most reads on a served socket (a request body) are neither a request nor the rest of one whose first byte was
-	// carried: they stop here.
-	__u32 m = method_len(v);
-	if (!m && !method_tail(v))
-		return 0;
-	if (st->carry) {
-		// The previous read took one byte (net/http's background read): the request may start there.
-		__u64 joined = st->carry | v << 8;
-		__u32 jm = method_len(joined);
-		st->carry = 0;
-		if (jm && (__u64)n >= jm) {
+	__u64 v = b[0];
+	if (st->carry_len) {
+		// The previous read was short and could begin a request: it may start there.
+		__u32 cl = st->carry_len & 7;
+		__u64 joined = st->carry | v << (cl * 8);
+		__u32 jm = method_len(joined), jn = cl + n;
+		st->carry_len = 0;
+		if (jm && jn > jm) {
 			st->method = joined & MASK(jm);
 			st->start_ns = st->carry_ns;
 			return 0;
 		}
+		if (jn < 8 && method_prefix(joined, jn)) { // still too short: "G", "E", "T /..."
+			st->carry = joined;
+			st->carry_len = jn;
+			return 0;
+		}
 	}
-	if (!m || (__u64)n <= m)
-		return 0;
-	st->method = v & MASK(m);
-	st->start_ns = bpf_ktime_get_ns();
+	// Most reads on a served socket (a request body) neither begin with a method token and its space nor are short:
+	// they stop here.
+	__u32 m = method_len(v);
+	if (m && (__u64)n > m) {
+		st->method = v & MASK(m);
+		st->start_ns = bpf_ktime_get_ns();
+	} else if (n < 8 && method_prefix(v, n)) {
+		st->carry = v;
+		st->carry_len = n;
+		st->carry_ns = bpf_ktime_get_ns();
+	}
 	return 0;
 }
 
