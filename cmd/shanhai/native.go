@@ -41,15 +41,15 @@ func NativeServers(root string) (map[string]string, error) {
 		return nil, fmt.Errorf("scripts/deps.sh env printed no KAFKA_BROKERS or DATABASE_URL: are the servers up (make deps-up)?")
 	}
 	if err := checkServers(env); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("-native: %w", err)
 	}
 	return env, nil
 }
 
-// checkServers dials each server deps.sh names. deps.sh env prints the
+// checkServers dials each server env names. deps.sh env prints the
 // addresses whether or not anything listens there, and a part whose server
-// is down retries and never gets ready, so without this -native would wait
-// forever instead of saying what to do.
+// is down retries and never gets ready, so without this the run would wait
+// for it instead of saying what to do.
 func checkServers(env map[string]string) error {
 	var down []string
 	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "ETCD_ENDPOINTS", "NATS_URL", "KAFKA_BROKERS", "PULSAR_URL", "PULSAR_ADMIN_URL"} {
@@ -69,7 +69,7 @@ func checkServers(env map[string]string) error {
 		_ = c.Close()
 	}
 	if len(down) > 0 {
-		return fmt.Errorf("-native: nothing answers at %s: start the servers with make deps-up (make deps-status shows them)",
+		return fmt.Errorf("nothing answers at %s: start the servers with make deps-up (make deps-status shows them)",
 			strings.Join(down, ", "))
 	}
 	return nil

@@ -43,7 +43,15 @@ type Options struct {
 	// Logger receives this program's own diagnostics (OpenTelemetry's
 	// errors); nil means slog's default.
 	Logger *slog.Logger
+	// ReadyTimeout bounds the wait for every part to be ready; zero means
+	// defaultReadyTimeout. A part whose server never answers would
+	// otherwise keep the run waiting, silent, until Ctrl-C.
+	ReadyTimeout time.Duration
 }
+
+// defaultReadyTimeout is far above a normal start-up (seconds), so only a
+// part that cannot become ready reaches it.
+const defaultReadyTimeout = 2 * time.Minute
 
 // Platform is a running Shanhai: infrastructure plus the five parts.
 type Platform struct {
@@ -63,6 +71,25 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 	if err := checkPorts(o.Ports, o.Admin); err != nil {
 		return nil, err
 	}
+	// Pulsar has no embeddable server: leg B (the archive) runs only when a
+	// Pulsar URL is configured, here or in this process's environment (an
+	// earlier eval "$(./scripts/deps.sh env)" exports one). A URL nothing
+	// answers at would keep the bridge from ever getting ready, so it is
+	// checked before anything starts, as -native checks its servers.
+	pulsar := map[string]string{}
+	if o.Servers["PULSAR_URL"] == "" {
+		if url := os.Getenv("PULSAR_URL"); url != "" {
+			pulsar["PULSAR_URL"] = url
+			// Its admin API, if given, lets the bridge dead-letter what a topic's max message size would refuse.
+			if admin := os.Getenv("PULSAR_ADMIN_URL"); admin != "" && o.Servers["PULSAR_ADMIN_URL"] == "" {
+				pulsar["PULSAR_ADMIN_URL"] = admin
+			}
+		}
+	}
+	if err := checkServers(pulsar); err != nil {
+		return nil, fmt.Errorf("PULSAR_URL is set, so the bridge would archive to Pulsar, but %w; "+
+			"or unset PULSAR_URL and PULSAR_ADMIN_URL to run without the archive", err)
+	}
 	p := &Platform{Parts: map[string]*Part{}, Env: map[string]string{}, LogDir: filepath.Join(o.DataDir, "logs")}
 	if o.Servers != nil {
 		for k, v := range o.Servers {
@@ -78,16 +105,11 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 			p.Env[k] = v
 		}
 	}
-	// Pulsar has no embeddable server: leg B (the archive) runs only when a
-	// Pulsar URL is configured. The bridge's default URL would point at a
-	// server that is not there, so the embedded run says which legs it wants.
-	if url := os.Getenv("PULSAR_URL"); url != "" && p.Env["PULSAR_URL"] == "" {
-		p.Env["PULSAR_URL"] = url
-		// Its admin API, if given, lets the bridge dead-letter what a topic's max message size would refuse.
-		if admin := os.Getenv("PULSAR_ADMIN_URL"); admin != "" && p.Env["PULSAR_ADMIN_URL"] == "" {
-			p.Env["PULSAR_ADMIN_URL"] = admin
-		}
+	for k, v := range pulsar {
+		p.Env[k] = v
 	}
+	// Without a Pulsar URL the bridge's default would point at a server
+	// that is not there, so the run says which legs it wants (startParts).
 	p.Pulsar = p.Env["PULSAR_URL"] != ""
 	if err := p.startParts(ctx, o); err != nil {
 		p.Stop()
@@ -186,22 +208,40 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 			return err
 		}
 	}
+	limit := o.ReadyTimeout
+	if limit == 0 {
+		limit = defaultReadyTimeout
+	}
+	readyCtx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
 	// All five start at once and find each other through discovery and JWKS
 	// retries; waiting for each in turn would add their start-ups up.
+	// A part that is not ready is named with its log, which says what it
+	// waits for; an interrupt (ctx) needs no pointer.
+	named := func(name string, err error) error {
+		if err == nil || ctx.Err() != nil || o.Log != nil {
+			return err
+		}
+		log := filepath.Join(p.LogDir, name+".log")
+		if errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("%w: not ready within the start-up limit of %s (log: %s)", err, limit, log)
+		}
+		return fmt.Errorf("%w (log: %s)", err, log)
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(Names))
 	for i, name := range Names {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = p.Parts[name].WaitReady(ctx)
+			errs[i] = named(name, p.Parts[name].WaitReady(readyCtx))
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	return p.waitRouted(ctx)
+	return named("gateway", p.waitRouted(readyCtx))
 }
 
 // waitRouted waits until the gateway has discovered the services the demo
