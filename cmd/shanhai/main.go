@@ -124,6 +124,9 @@ func run() error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Default signal handling again once the first signal arrived, also
+	// during start-up: a second Ctrl-C ends a shutdown that hangs.
+	context.AfterFunc(ctx, stop)
 	if *native {
 		dbs, err := ServiceDatabases(ctx, opts.Servers["DATABASE_URL"], "user", "order", "payment")
 		if err != nil {
@@ -158,8 +161,8 @@ func run() error {
 	case <-ctx.Done():
 	case exited = <-anyExit(p):
 	}
-	// Default signal handling again: a second Ctrl-C ends a shutdown that
-	// hangs.
+	// A part that exited did not cancel ctx: default signal handling here
+	// too, so a second Ctrl-C ends a shutdown that hangs.
 	stop()
 	fmt.Println("\nstopping...")
 	err = p.Stop()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -143,4 +144,72 @@ func childNamed(t *testing.T, parent int, name string) int {
 	}
 	t.Fatalf("no child process %q of pid %d", name, parent)
 	return 0
+}
+
+// A second Ctrl-C ends a run whose start-up was interrupted and whose
+// shutdown hangs (the bridge, waiting for a Pulsar that never answers),
+// as the README promises; it used to be caught like the first until the
+// run was ready, so the run ended only when its parts' stop gave up. The
+// test runs this test binary as the program (main, embedded) and wants it
+// ended by the second SIGINT, not exited on its own (status 130).
+func TestSecondCtrlCEndsAnInterruptedStartUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the embedded platform in a child process")
+	}
+	data := t.TempDir()
+	run := exec.Command(os.Args[0], "-test.run=^TestDeadPartKeepsItsLog$") // its first lines run main
+	run.Env = append(os.Environ(),
+		"SHANHAI_TEST_MAIN=-port "+strconv.Itoa(freePortBlock(t))+" -data "+data,
+		"PULSAR_URL=pulsar://"+silentListener(t), "PULSAR_ADMIN_URL=")
+	var stderr bytes.Buffer
+	run.Stderr = &stderr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer run.Process.Kill() // when the test fails
+	waited := make(chan error, 1)
+	go func() { waited <- run.Wait() }()
+
+	// The parts' logs are opened after the signal handler is set: from
+	// then on the start-up is under way.
+	bridgeLog := filepath.Join(data, "logs", "bridge.log")
+	guard := time.After(60 * time.Second) // hang guard only
+	for {
+		if _, err := os.Stat(bridgeLog); err == nil {
+			break
+		}
+		select {
+		case err := <-waited:
+			t.Fatalf("the run ended before its start-up was under way: %v", err)
+		case <-guard:
+			t.Fatalf("no %s within 60 s", bridgeLog)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := run.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	// Repeated, because the second only ends the run once the first was
+	// handled; before that it is caught like the first.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for {
+		select {
+		case err = <-waited:
+			break wait
+		case <-tick.C:
+			_ = run.Process.Signal(syscall.SIGINT)
+		case <-time.After(60 * time.Second): // hang guard only
+			t.Fatal("the run still runs 60 s after the first Ctrl-C")
+		}
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("run ended with %v; stderr:\n%s", err, stderr.String())
+	}
+	if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+		t.Fatalf("run ended with %v, want it ended by the second SIGINT; stderr:\n%s", err, stderr.String())
+	}
 }
