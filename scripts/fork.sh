@@ -3,10 +3,11 @@
 #
 #   scripts/fork.sh github.com/you/shop ../shop [source]
 #
-# It clones the repository (source, default: this checkout; committed work only) into the destination and rewrites
+# It clones the repository (source, default: this checkout; committed work only) into the destination, rewrites
 # github.com/shanhai-dev/shanhai to the new path in every tracked text file: go.mod and go.work of every module, imports,
-# Dockerfiles, manifests and docs. Go files whose import order changed are re-sorted with gofmt. With CHECK=1 it then
-# runs `go build ./... && go vet ./...` in every module of the copy's go.work.
+# Dockerfiles, manifests and docs, and commits the rewrite in the copy, so the copy can itself be forked (a fork clones
+# committed work only). Go files whose import order changed are re-sorted with gofmt. With CHECK=1 it then runs
+# `go build ./... && go vet ./...` in every module of the copy's go.work.
 set -euo pipefail
 
 OLD=github.com/shanhai-dev/shanhai
@@ -35,13 +36,29 @@ sed -i "s#${OLD//./\\.}#${NEW}#g" "${files[@]}"
 gofiles=()
 for f in "${files[@]}"; do [[ $f == *.go ]] && gofiles+=("$f"); done
 ((${#gofiles[@]} == 0)) || gofmt -w "${gofiles[@]}"
-echo "fork: $DEST is $NEW (${#files[@]} files rewritten)"
+# Every module must now be under NEW: a go.mod left on another path means the source was not what this script expects
+# (a fork whose fork.sh still names a path its modules no longer use, say), and the copy would build against the old one.
+mapfile -t stale < <(git ls-files -z -- go.mod '*/go.mod' |
+	xargs -0 awk -v new="$NEW" '$1 == "module" { if ($2 != new && index($2, new "/") != 1) print FILENAME ": " $2; nextfile }')
+if ((${#stale[@]} > 0)); then
+	printf 'fork: module not under %s after the rewrite: %s\n' "$NEW" "${stale[@]}" >&2
+	exit 1
+fi
+# Commit the rewrite: the copy's own fork.sh clones committed work only. A fixed identity when none is configured, so
+# the commit never stops at git asking who you are.
+ident=()
+if ! git config user.name >/dev/null || ! git config user.email >/dev/null; then
+	ident=(-c user.name=fork.sh -c user.email=fork.sh@localhost)
+fi
+git add -A
+git "${ident[@]}" commit -q -m "fork: module path $OLD is now $NEW (scripts/fork.sh)"
+echo "fork: $DEST is $NEW (${#files[@]} files rewritten and committed)"
 
 if [[ ${CHECK:-0} == 1 ]]; then
 	mapfile -t modules < <(go list -m -f '{{.Dir}}')
 	for m in "${modules[@]}"; do
 		echo "fork: build and vet ${m#"$PWD"/}"
-		(cd "$m" && go build ./... && go vet ./...)
+		(cd "$m" && go build -o /dev/null ./... && go vet ./...)
 	done
 	echo "fork: every module builds and vets"
 fi

@@ -52,4 +52,33 @@ func TestFork(t *testing.T) {
 			t.Errorf("copy's workspace module %s is not under %s", m, newPath)
 		}
 	}
+
+	// The copy is forked again with its own fork.sh, which clones committed
+	// work only: the rewrite must have been committed, or the second copy
+	// would get the upstream tree back (no build: the first fork proved it).
+	status := exec.Command("git", "status", "--porcelain")
+	status.Dir = dest
+	if dirty, err := status.Output(); err != nil || len(dirty) > 0 {
+		t.Errorf("the copy has uncommitted changes after fork.sh (%v):\n%.2000s", err, dirty)
+	}
+	dest2 := filepath.Join(t.TempDir(), "shop2")
+	const newPath2 = "example.net/other/shop"
+	cmd = exec.Command(filepath.Join(dest, "scripts", "fork.sh"), newPath2, dest2, dest)
+	cmd.Env = append(os.Environ(), "GOWORK=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the copy's fork.sh: %v\n%s", err, out)
+	}
+	grep = exec.Command("git", "grep", "-l", "-e", "github.com/shanhai-dev/shanhai", "-e", newPath)
+	grep.Dir = dest2
+	if left, err := grep.Output(); err == nil || len(left) > 0 {
+		t.Errorf("the fork of the copy still names an earlier module path in:\n%s", left)
+	}
+	mod, err = os.ReadFile(filepath.Join(dest2, "services", "order", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(mod), "module "+newPath2+"/services/order\n") {
+		t.Errorf("the fork of the copy: services/order/go.mod starts %q, want module %s/services/order",
+			strings.SplitN(string(mod), "\n", 2)[0], newPath2)
+	}
 }
