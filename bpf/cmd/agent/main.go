@@ -1,7 +1,8 @@
 // Command agent observes the platform's Go services from the kernel with eBPF: HTTP server RED, Go runtime pauses
 // and goroutine creations, and TCP connection lifecycle, per process, with zero changes to the services. It serves
 // Prometheus metrics on /metrics and liveness on /healthz (port 8085 by default). It must run as root (or with
-// CAP_BPF and CAP_PERFMON) on a kernel with BTF; otherwise it says what is missing and exits with status 1.
+// CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE: bpf/README.md) on a kernel with BTF; otherwise it says what
+// is missing and exits with status 1.
 package main
 
 import (

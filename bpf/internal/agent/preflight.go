@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -65,10 +66,20 @@ func Preflight() error {
 
 // mountTracefs makes tracepoints addressable: perf_event_open needs each tracepoint's id from tracefs, which minimal
 // systems (containers, microVMs) do not always mount.
-func mountTracefs() error {
-	const dir = "/sys/kernel/tracing"
-	if _, err := os.Stat(dir + "/events"); err == nil {
+func mountTracefs() error { return mountTracefsAt("/sys/kernel/tracing") }
+
+// mountTracefsAt mounts tracefs at dir unless its events are there. Only a missing events directory means "not
+// mounted": tracefs is mode 0700, so an agent that is not root and lacks CAP_DAC_READ_SEARCH gets EACCES, which was
+// reported as "not mounted" after a mount it had no right to try (found by review).
+func mountTracefsAt(dir string) error {
+	_, err := os.Stat(dir + "/events")
+	switch {
+	case err == nil:
 		return nil
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("tracefs at %s cannot be read (%w): run as root, or add CAP_DAC_READ_SEARCH (tracefs is mode 0700)", dir, err)
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("tracefs at %s: %w", dir, err)
 	}
 	if err := syscall.Mount("nodev", dir, "tracefs", 0, ""); err != nil {
 		return fmt.Errorf("tracefs is not mounted at %s and mounting it failed: %w", dir, err)
