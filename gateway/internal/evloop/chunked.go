@@ -1,7 +1,9 @@
 package evloop
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/panjf2000/gnet/v2"
@@ -18,10 +20,14 @@ import (
 // The walk takes lines as fasthttp's parser does (parseChunkSize: hex
 // digits, an extension up to a CR, then CRLF; the data, then CRLF; at most
 // maxChunkDigits digits; the body limit checked at each size line), and
-// wherever it meets what the parser refuses, or the last chunk, it asks
-// for the parse: a verdict is never later than the parser's own
-// (TestChunkWalkAgreesWithTheParser). The trailer after the last chunk is
-// left to the parser.
+// wherever it meets what the parser refuses, or the end of the trailer
+// section after the last chunk, it asks for the parse: a verdict is never
+// later than the parser's own (TestChunkWalkAgreesWithTheParser). The
+// trailer's fields are left to the parser, but not where it ends: fasthttp
+// takes the end of its input right after the last chunk's line for the end
+// of the message, with none or half of the trailer in, so a parse there
+// forwarded a request without its trailer and read the trailer as the
+// next request (a 400 and a close; TestTrailerSplitAnywhere).
 //
 // While it is followed the message is held here (msg), out of gnet's
 // buffer: gnet's Peek copies all the unread input into one new slice
@@ -33,6 +39,7 @@ type chunked struct {
 	start int    // where the body starts in the message; 0: not followed
 	at    int    // where the next chunk-size line starts, from start
 	seen  int    // how far that line is known sound, from start: a long one is not searched again
+	tail  int    // how far the trailer section was searched for its end, from start
 	data  int    // the chunks' data so far
 	msg   []byte // the message so far, once followed
 }
@@ -71,12 +78,35 @@ const maxChunkLine = 4 << 10
 
 var errChunkLine = fmt.Errorf("a chunk-size line over %d bytes", maxChunkLine)
 
+// maxTrailer bounds a trailer section arriving in pieces: it is the
+// default MaxHeaderBytes, the size of the parser's read buffer, past which
+// the parser refuses a trailer anyway; without a bound, one that never
+// ended was kept until the read timeout, as a chunk-size line was.
+const maxTrailer = 16 << 10
+
+var errTrailer = fmt.Errorf("a chunked trailer section over %d bytes", maxTrailer)
+
+// errTrailerPending is a parse that took a chunked message as whole
+// before its trailer section ended (see chunked): more must come.
+var errTrailerPending = fmt.Errorf("chunked message parsed before its trailer section ended: %w", io.ErrUnexpectedEOF)
+
+var crlfCRLF = []byte("\r\n\r\n")
+
+// trailerEnded says whether msg, a chunked message the parser took whole,
+// ends where its trailer section ends, at a CRLFCRLF. A last-chunk line
+// cannot end so (its extension stops at the first CR), so a message the
+// parser cut right after that line does not.
+func trailerEnded(msg []byte) bool {
+	return bytes.HasSuffix(msg, crlfCRLF)
+}
+
 // maxChunkDigits is fasthttp's maxHexIntChars: one digit more is refused.
 const maxChunkDigits = strconv.IntSize/4 - 1
 
 // need walks on through buf, the message from its start, and returns how
 // much of it must be in before a parse can succeed, or 0 to parse now; an
-// error for a chunk-size line over maxChunkLine.
+// error for a chunk-size line over maxChunkLine or a trailer section over
+// maxTrailer.
 func (c *chunked) need(buf []byte, limit int) (int, error) {
 	for {
 		at := c.start + c.at
@@ -121,8 +151,11 @@ func (c *chunked) need(buf []byte, limit int) (int, error) {
 		for _, b := range buf[at : at+digits] {
 			size = size<<4 | unhex(b)
 		}
-		if size == 0 || limit > 0 && c.data+size > limit {
-			return 0, nil // the last chunk (its trailer is the parser's), or a body over the limit
+		if size == 0 {
+			return c.trailer(buf, i)
+		}
+		if limit > 0 && c.data+size > limit {
+			return 0, nil // a body over the limit
 		}
 		c.data += size
 		c.at = i + 2 + size + 2 - c.start
@@ -131,6 +164,22 @@ func (c *chunked) need(buf []byte, limit int) (int, error) {
 			return c.start + c.at, nil
 		}
 	}
+}
+
+// trailer looks for the end of the trailer section after the last chunk,
+// whose line's CRLF starts at crlf: the first CRLFCRLF from there, which
+// is that CRLF and a blank line when there are no fields, as the parser
+// finds it (headerScanner). It returns 0 to parse once it is in.
+func (c *chunked) trailer(buf []byte, crlf int) (int, error) {
+	from := max(crlf, c.start+c.tail-len(crlfCRLF)+1)
+	if bytes.Contains(buf[from:], crlfCRLF) {
+		return 0, nil
+	}
+	if len(buf)-(crlf+2) > maxTrailer {
+		return 0, errTrailer
+	}
+	c.tail = len(buf) - c.start
+	return len(buf) + 1, nil
 }
 
 // unhex is the value of a hex digit, -1 for any other byte.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
 )
 
@@ -56,9 +57,7 @@ func TestChunkedSplitAnywhere(t *testing.T) {
 				break
 			}
 			d.feed(m, msg[i:i+1])
-			// fasthttp takes the message as whole after the last chunk's
-			// line, the blank line after it still to come.
-			if len(m.client.out) > 0 && i+1 < len(msg)-2 {
+			if len(m.client.out) > 0 && i+1 < len(msg) {
 				t.Fatalf("%s split after %q: the client got %q", d.name, msg[:i+1], m.client.out)
 			}
 		}
@@ -183,10 +182,14 @@ func parsedVerdict(msg string, limit int, answer bool) (int, bool) {
 		} else if err = req.Header.Read(br); err == nil {
 			err = req.ContinueReadBody(br, limit)
 		}
-		if err == nil {
+		// Right after the last chunk's line fasthttp takes its input's
+		// end for the message's, none or part of the trailer section in
+		// (that part left unread): a wait, not a verdict, until the
+		// section's CRLFCRLF is in.
+		if err == nil && rd.Len()+br.Buffered() == 0 && strings.HasSuffix(msg[:k], "\r\n\r\n") {
 			return k, true
 		}
-		if !needMore(err) {
+		if err != nil && !needMore(err) {
 			return k, false
 		}
 	}
@@ -307,5 +310,72 @@ func TestRequestAfterAHeldChunkedBody(t *testing.T) {
 	}
 	if up := string(m.up.out); !strings.Contains(up, "\r\n\r\nhelloabcGET /api/v1/orders/2 HTTP/1.1\r\n") {
 		t.Fatalf("the upstream was sent %q", up)
+	}
+}
+
+// A chunked message's trailer section is part of it however it is split:
+// at every byte, the message is sent as two reads, so its trailer comes
+// whole with the rest, or cut anywhere, or in a read of its own after the
+// last chunk's line. fasthttp takes the end of its input after that line
+// for the end of the message, so a request went upstream without its
+// trailer and the trailer was read as the next request (200, then 400 and
+// a close); an answer's trailer was a late answer that closed the upstream
+// connection. Found by review.
+func TestTrailerSplitAnywhere(t *testing.T) {
+	for _, trailer := range []string{"\r\n", "X-Checksum: abc\r\nX-Other: d\r\n\r\n"} {
+		body := "5\r\nhello\r\n0\r\n" + trailer
+		for _, d := range memDirections {
+			msg := d.head + body
+			for i := len(d.head); i < len(msg); i++ {
+				m := newMemLoop(t, Options{MaxBodyBytes: 1 << 10})
+				d.start(m)
+				var acts []gnet.Action
+				for _, part := range []string{msg[:i], msg[i:]} {
+					if d.name == "answer" {
+						acts = append(acts, m.fromUpstream(part))
+					} else {
+						d.feed(m, part)
+					}
+				}
+				where := fmt.Sprintf("%s split after %q", d.name, msg[:i])
+				if d.name == "answer" {
+					if acts[0] != gnet.None || acts[1] != gnet.None || len(m.up.in) > 0 {
+						t.Fatalf("%s: the upstream connection's reads: %v, %q left unread", where, acts, m.up.in)
+					}
+				} else {
+					// A trailer's fields go upstream with the body (chunked),
+					// an empty one is not sent.
+					if up := string(m.up.out); strings.Count(up, "POST ") != 1 || !strings.Contains(up, "hello") || !strings.Contains(up, strings.TrimSuffix(trailer, "\r\n")) {
+						t.Fatalf("%s: the upstream was sent %q", where, up)
+					}
+					m.fromUpstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				}
+				rs := m.answers(t)
+				if want := map[bool]string{false: "ok", true: "hello"}[d.name == "answer"]; len(rs) != 1 || rs[0].StatusCode() != 200 || string(rs[0].Body()) != want || m.cl.close {
+					t.Fatalf("%s: the client got %q, want one 200 %q, the connection kept", where, m.client.out, want)
+				}
+			}
+		}
+	}
+}
+
+// A trailer section arriving in pieces is bounded, as a chunk-size line is:
+// one that never ends is refused once over maxTrailer, not kept until the
+// read timeout.
+func TestLongTrailerRefused(t *testing.T) {
+	for _, d := range memDirections[:2] {
+		m := newMemLoop(t, Options{MaxBodyBytes: 1 << 10})
+		d.start(m)
+		d.feed(m, d.head+"5\r\nhello\r\n0\r\nX-Long: ")
+		long := strings.Repeat("x", 1000)
+		for range maxTrailer / len(long) {
+			if d.feed(m, long); len(m.client.out) > 0 {
+				t.Fatalf("%s: refused with a trailer under %d bytes: %q", d.name, maxTrailer, m.client.out)
+			}
+		}
+		d.feed(m, long)
+		if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != d.refused {
+			t.Fatalf("%s: a trailer over %d bytes: the client got %.200q, want %d", d.name, maxTrailer, m.client.out, d.refused)
+		}
 	}
 }

@@ -190,6 +190,14 @@ func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
 			_, _ = cl.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
 		}
 		err = cl.req.ContinueReadBody(l.br, l.s.o.MaxBodyBytes)
+		if n == -1 && err == nil && cl.chunks.start == 0 {
+			// Parsed from its first read: if the parser cut it before its
+			// trailer section's end (see chunked), it is followed like a
+			// chunked body arriving in pieces.
+			if end := len(buf) - l.rd.Len() - l.br.Buffered(); end-extra > head && !trailerEnded(buf[:end]) {
+				err = errTrailerPending
+			}
+		}
 		if n == -1 && err != nil && needMore(err) {
 			cl.chunks.start = head // serve holds and follows the message from here on
 		}

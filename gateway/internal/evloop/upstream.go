@@ -177,6 +177,14 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	l.rd.Reset(buf)
 	l.br.Reset(&l.rd)
 	err = cl.resp.ReadLimitBody(l.br, l.s.o.MaxResponseBytes)
+	if err == nil && !following && end > 0 && cl.resp.Header.ContentLength() == -1 {
+		// Parsed from its first read: if the parser cut it before its
+		// trailer section's end (see chunked), it is followed like a
+		// chunked answer arriving in pieces.
+		if used := len(buf) - l.rd.Len() - l.br.Buffered(); used > end && !trailerEnded(buf[:used]) {
+			err = errTrailerPending
+		}
+	}
 	if err != nil && needMore(err) {
 		// Headers in and a length known: wait for all of it before
 		// parsing again (a large body arrives in many reads).
