@@ -7,6 +7,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
+	"github.com/shanhai-dev/shanhai/services/user/internal/service"
 )
 
 // Started, the service deletes the refresh tokens that have expired (nothing
@@ -27,6 +28,7 @@ func TestStartDeletesExpiredRefreshTokens(t *testing.T) {
 		}
 		return n
 	}
+	service.SetFirstHousekeeping(h.svc, 0)
 	h.svc.Start(t.Context())
 	runtest.Eventually(t, 10*time.Second, "the deletion logged", func() bool {
 		return strings.Contains(h.logs.String(), `"msg":"deleted expired refresh tokens","count":1`)

@@ -56,6 +56,9 @@ type Service struct {
 
 	stopWorkers func()
 	cleanup     server.Cleanup
+	// firstHousekeeping is how long after Start the first housekeeping round
+	// runs (tests set it to 0).
+	firstHousekeeping time.Duration
 }
 
 // Migrate applies the outbox set and the service's own set, SQL files and
@@ -77,7 +80,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	}
 	// s is not the named result: "return nil, err" must not hide it from
 	// the cleanup below.
-	s := &Service{cfg: cfg, log: o.Logger}
+	s := &Service{cfg: cfg, log: o.Logger, firstHousekeeping: time.Minute}
 	defer func() {
 		if err != nil {
 			_ = s.cleanup.Close()
@@ -223,25 +226,29 @@ const (
 	expiredBatches = 100
 )
 
-// housekeeping deletes expired refresh tokens at start and then hourly, so
-// the table stays proportional to the live sessions (nothing else deletes
-// them). Replicas may run rounds together: a row is deleted once, and the
-// others find fewer.
+// housekeeping deletes expired refresh tokens a minute after start and then
+// hourly, so the table stays proportional to the live sessions (nothing else
+// deletes them). Not at start, where its statement would take a second pool
+// connection beside the start-up's own queries (the order service waits
+// the same minute); not an hour later either, or replicas replaced more
+// often than that would never run it. Replicas may run rounds together: a
+// row is deleted once, and the others find fewer.
 func (s *Service) housekeeping(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
+	t := time.NewTimer(s.firstHousekeeping)
 	defer t.Stop()
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			t.Reset(time.Hour)
+		}
 		n, err := s.deleteExpired(ctx)
 		if err != nil && ctx.Err() == nil { // a stop is not a failure
 			s.log.WarnContext(ctx, "housekeeping", "err", err)
 		}
 		if n > 0 {
 			s.log.InfoContext(ctx, "deleted expired refresh tokens", "count", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
 		}
 	}
 }
