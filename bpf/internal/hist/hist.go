@@ -52,13 +52,19 @@ func Bounds(i int) (lo, hi float64) {
 }
 
 // Quantile estimates the q-quantile (0 < q <= 1) by linear interpolation inside the bucket that holds it.
+//
+// A quantile in the last bucket returns that bucket's lower bound, Overflow (64.4 s), for any q: the bucket also takes
+// everything beyond 2^(MinShift+Octaves) ns (lat_bucket clamps), so a position inside it says nothing (100 s and
+// 1 h requests land there alike), and interpolating gave a value between 64.4 s and 68.7 s, below what was measured
+// (found by review). Overflow is the largest finite bound Cumulative exposes, and it is what Prometheus's
+// histogram_quantile returns when a quantile falls in +Inf, so both read the same: "at least 64.4 s".
 func (h *Hist) Quantile(q float64) time.Duration {
 	if h.Count == 0 {
 		return 0
 	}
 	rank := q * float64(h.Count)
 	var seen float64
-	for i, c := range h.Buckets {
+	for i, c := range h.Buckets[:Buckets-1] {
 		if c == 0 {
 			continue
 		}
@@ -68,9 +74,11 @@ func (h *Hist) Quantile(q float64) time.Duration {
 		}
 		seen += float64(c)
 	}
-	lo, _ := Bounds(Buckets - 1)
-	return time.Duration(lo)
+	return Overflow
 }
+
+// Overflow is where the last bucket begins: a quantile there is only known to be at least this (see Quantile).
+var Overflow = func() time.Duration { lo, _ := Bounds(Buckets - 1); return time.Duration(lo) }()
 
 // Mean is the exact mean duration (the sum is kept exactly in the kernel).
 func (h *Hist) Mean() time.Duration {
@@ -95,7 +103,6 @@ func (h *Hist) Cumulative() map[float64]uint64 {
 			out[hi/1e9] = cum
 		}
 	}
-	lo, _ := Bounds(Buckets - 1)
-	out[lo/1e9] = cum
+	out[Overflow.Seconds()] = cum
 	return out
 }

@@ -89,3 +89,26 @@ func TestOverflowOnlyInInf(t *testing.T) {
 		t.Errorf("last finite bound %v s, want between the two observations", top)
 	}
 }
+
+// The last bucket takes every request beyond 2^36 ns as well as its own range, so a quantile landing there was
+// interpolated inside [64.4 s, 68.7 s): 100 s and 200 s requests gave a median of 66.6 s, less than either (found by
+// review). Any quantile there is the largest finite bound, Overflow, as Prometheus's histogram_quantile reads +Inf.
+func TestQuantileInOverflowIsTheLargestFiniteBound(t *testing.T) {
+	var h Hist
+	for _, ns := range []uint64{1e6, 100e9, 200e9, 3600e9} {
+		h.Count++
+		h.SumNs += ns
+		h.Buckets[bucket(ns)]++
+	}
+	if lo, _ := Bounds(Buckets - 1); Overflow != time.Duration(lo) || Overflow.Seconds() != mustLast(h.Cumulative()) {
+		t.Fatalf("Overflow %v: want the last bucket's lower bound %v, the largest finite bound exposed", Overflow, time.Duration(lo))
+	}
+	for _, q := range []float64{0.3, 0.5, 0.75, 0.99, 1} {
+		if got := h.Quantile(q); got != Overflow {
+			t.Errorf("q%.2f of 1 ms, 100 s, 200 s, 1 h: %v, want %v (at least the largest finite bound)", q, got, Overflow)
+		}
+	}
+	if got := h.Quantile(0.25); got <= 0 || got > 2*time.Millisecond {
+		t.Errorf("q0.25 of 1 ms, 100 s, 200 s, 1 h: %v, want within the 1 ms bucket", got)
+	}
+}
