@@ -8,7 +8,8 @@
 // does not probe a recovering upstream in lockstep), then lets a bounded
 // number of trial calls through (half-open) and closes only if they all
 // succeed. IsFailure is the platform's one definition of a failure; client
-// cancellation is never one. The state is exported as a metric.
+// cancellation is never one, nor (through Guard) the caller's own deadline.
+// The state is exported as a metric.
 //
 // Why not sony/gobreaker (which this package first wrapped): its two-step API
 // takes a mutex and reads the clock twice per call and allocates a closure
@@ -22,6 +23,7 @@
 package breaker
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -120,10 +122,9 @@ type Breaker struct {
 	trials uint32     // half-open calls admitted and not given back
 	passed uint32     // half-open calls that succeeded
 
-	closedDone   func(failed bool)
-	closedReport func(err error, status int)
-	closedAdmit  func(Outcome)
-	unreg        func()
+	closedDone  func(failed bool)
+	closedAdmit func(Outcome)
+	unreg       func()
 }
 
 // New returns a closed breaker for the upstream called name.
@@ -142,7 +143,6 @@ func New(name string, s Settings) *Breaker {
 	// The closed-state callbacks are allocated once: admitting a call on a
 	// closed breaker allocates nothing.
 	b.closedDone = func(failed bool) { b.closedOutcome(outcomeOf(failed)) }
-	b.closedReport = func(err error, status int) { b.closedOutcome(classify(err, status)) }
 	b.closedAdmit = b.closedOutcome
 	b.unreg = observe(b)
 	return b
@@ -169,21 +169,11 @@ func outcomeOf(failed bool) Outcome {
 	return Success
 }
 
-func classify(err error, status int) Outcome {
-	switch {
-	case Cancelled(err):
-		return Ignored
-	case IsFailure(err, status):
-		return Failure
-	default:
-		return Success
-	}
-}
-
 // Allow asks to make one call. On success the caller must call done exactly
 // once with IsFailure's verdict on the outcome. A call that ends for a reason
-// that says nothing about the upstream (the client cancelled) should be
-// reported through Guard instead, which leaves it out of the counts.
+// that says nothing about the upstream (the caller cancelled, or its own
+// deadline passed) should be reported through Guard or Admit instead, which
+// leave it out of the counts.
 func (b *Breaker) Allow() (done func(failed bool), err error) {
 	if State(b.state.Load()) == Closed {
 		return b.closedDone, nil
@@ -209,20 +199,20 @@ func (b *Breaker) Admit() (done func(Outcome), err error) {
 	return trial, nil
 }
 
-// Guard is Allow with the classification built in: report receives the
-// call's error and HTTP status (0 if none), counts IsFailure outcomes as
-// failures, ignores client cancellation entirely (neither success nor
-// failure, and a half-open trial slot is given back), and counts the rest as
-// successes.
-func (b *Breaker) Guard() (report func(err error, status int), err error) {
-	if State(b.state.Load()) == Closed {
-		return b.closedReport, nil
-	}
-	trial, err := b.admitSlow()
-	if err != nil || trial == nil {
-		return b.closedReport, err
-	}
-	return func(err error, status int) { trial(classify(err, status)) }, nil
+// Guard is Allow with the classification built in, for a call made on
+// behalf of ctx: the caller's own context, whose cancellation and deadline
+// are the caller's choice (the incoming request's, say), not a timeout put
+// on this call alone. report receives the call's error and HTTP status (0 if
+// none) and counts IsFailure outcomes as failures, except those the caller
+// caused: a cancellation, or an error or 504 once ctx is done (or a 504
+// within a few milliseconds of its deadline) is ignored entirely (neither
+// success nor failure, and a half-open trial slot is given back), as the
+// gateway ignores a timeout at its client's deadline. Counted, any caller
+// with a short deadline could open the breaker for everyone. The rest count
+// as successes. Unlike Allow and Admit, Guard allocates (report keeps ctx).
+func (b *Breaker) Guard(ctx context.Context) (report func(err error, status int), err error) {
+	done, err := b.Admit()
+	return func(err error, status int) { done(classify(ctx, err, status)) }, err
 }
 
 // admitSlow handles open and half-open. It returns a nil trial (and no

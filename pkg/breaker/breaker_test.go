@@ -83,18 +83,18 @@ func TestBreakerFullCycle(t *testing.T) {
 	clk.advance(time.Millisecond)
 
 	// Half-open: exactly HalfOpenTrials calls get through.
-	r1, err := b.Guard()
+	r1, err := b.Guard(context.Background())
 	if err != nil {
 		t.Fatalf("first trial: %v", err)
 	}
 	if b.State() != HalfOpen {
 		t.Fatalf("state %v, want half-open", b.State())
 	}
-	r2, err := b.Guard()
+	r2, err := b.Guard(context.Background())
 	if err != nil {
 		t.Fatalf("second trial: %v", err)
 	}
-	if _, err := b.Guard(); !errors.Is(err, ErrTooManyTrials) {
+	if _, err := b.Guard(context.Background()); !errors.Is(err, ErrTooManyTrials) {
 		t.Fatalf("third concurrent trial: %v, want ErrTooManyTrials", err)
 	}
 	// A cancelled trial proves nothing: its slot is handed back uncounted.
@@ -102,7 +102,7 @@ func TestBreakerFullCycle(t *testing.T) {
 	if b.State() != HalfOpen {
 		t.Fatalf("cancellation changed state to %v", b.State())
 	}
-	r3, err := b.Guard()
+	r3, err := b.Guard(context.Background())
 	if err != nil {
 		t.Fatalf("trial after a cancelled one: %v", err)
 	}
@@ -191,27 +191,102 @@ func TestBreakerNaNSettingsTakeTheDefaults(t *testing.T) {
 func TestBreakerIgnoresCancellationAndClientErrors(t *testing.T) {
 	b, _ := newTest(t, Settings{MinRequests: 10, FailureRatio: 0.5})
 	for range 100 {
-		r, err := b.Guard()
+		r, err := b.Guard(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		r(context.Canceled, 0)
-		r, _ = b.Guard()
+		r, _ = b.Guard(context.Background())
 		r(nil, http.StatusBadRequest)
 	}
 	// 100 successes (the 4xx) and no failures counted: 100 more real
 	// failures are needed to reach 50%, cancellations weigh nothing.
 	for range 99 {
-		r, _ := b.Guard()
+		r, _ := b.Guard(context.Background())
 		r(syscall.ECONNREFUSED, 0)
 	}
 	if b.State() != Closed {
 		t.Fatalf("opened at 99 failures / 199 calls; cancellations or 4xx were counted as failures")
 	}
-	r, _ := b.Guard()
+	r, _ := b.Guard(context.Background())
 	r(nil, http.StatusServiceUnavailable)
 	if b.State() != Open {
 		t.Fatalf("state %v at 100/200 failures, want open", b.State())
+	}
+}
+
+// Guard leaves out what the caller's own context caused, as the gateway
+// does for a timeout at its client's deadline: an error once ctx is done,
+// and a 504 once ctx is done or within deadlineSlack of its deadline (the
+// upstream gave up at the deadline it was handed). A timeout the caller put
+// on the call alone, while ctx still has time, is the upstream's failure.
+func TestGuardIgnoresTheCallersOwnDeadline(t *testing.T) {
+	past, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	gone, leave := context.WithCancel(context.Background())
+	leave()
+	near, cancelNear := context.WithDeadline(context.Background(), time.Now().Add(deadlineSlack/2))
+	defer cancelNear()
+	later, cancelLater := context.WithTimeout(context.Background(), time.Hour)
+	defer cancelLater()
+	timeout := &url.Error{Op: "Get", URL: "http://x", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		name   string
+		ctx    context.Context
+		err    error
+		status int
+		want   Outcome
+	}{
+		{"caller's deadline passed", past, fmt.Errorf("get: %w", context.DeadlineExceeded), 0, Ignored},
+		{"i/o timeout after the caller's deadline", past, timeout, 0, Ignored},
+		{"504 after the caller's deadline", past, nil, http.StatusGatewayTimeout, Ignored},
+		{"504 at the caller's deadline", near, nil, http.StatusGatewayTimeout, Ignored},
+		{"reset after the caller left", gone, fmt.Errorf("read: %w", syscall.ECONNRESET), 0, Ignored},
+		{"cancelled", later, fmt.Errorf("client left: %w", context.Canceled), 0, Ignored},
+		{"the call's own timeout", later, fmt.Errorf("get: %w", context.DeadlineExceeded), 0, Failure},
+		{"i/o timeout with time left", later, timeout, 0, Failure},
+		{"504 with time left", later, nil, http.StatusGatewayTimeout, Failure},
+		{"504 without a deadline", context.Background(), nil, http.StatusGatewayTimeout, Failure},
+		{"503 after the caller's deadline", past, nil, http.StatusServiceUnavailable, Failure},
+		{"answer after the caller's deadline", past, nil, http.StatusOK, Success},
+	} {
+		if got := classify(tc.ctx, tc.err, tc.status); got != tc.want {
+			t.Errorf("%s: classify = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// Through Guard: the caller's deadline neither trips a closed breaker
+	// nor closes or re-opens a half-open one, and gives the trial slot back.
+	b, clk := newTest(t, Settings{MinRequests: 2, FailureRatio: 0.5, OpenBase: time.Second, Jitter: 0.01, HalfOpenTrials: 1})
+	guard := func(ctx context.Context) func(error, int) {
+		t.Helper()
+		report, err := b.Guard(ctx)
+		if err != nil {
+			t.Fatalf("Guard in state %v: %v", b.State(), err)
+		}
+		return report
+	}
+	for range 50 {
+		guard(past)(fmt.Errorf("get: %w", context.DeadlineExceeded), 0)
+	}
+	guard(later)(nil, http.StatusOK)
+	if b.State() != Closed {
+		t.Fatalf("state %v after 50 calls cut by the caller's deadline and 1 success, want closed", b.State())
+	}
+	guard(later)(fmt.Errorf("get: %w", context.DeadlineExceeded), 0)
+	if b.State() != Open {
+		t.Fatalf("state %v after the call's own timeout made 1 failure in 2, want open", b.State())
+	}
+	clk.advance(2 * time.Second)
+	for range 5 { // more than HalfOpenTrials: each gives its slot back
+		guard(past)(nil, http.StatusGatewayTimeout)
+	}
+	if b.State() != HalfOpen {
+		t.Fatalf("state %v after trials cut by the caller's deadline, want half-open", b.State())
+	}
+	guard(later)(nil, http.StatusOK)
+	if b.State() != Closed {
+		t.Fatalf("state %v after a successful trial, want closed", b.State())
 	}
 }
 

@@ -1,6 +1,7 @@
 package breaker_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,7 +16,7 @@ func Example() {
 
 	call := func() (status int, err error) { return http.StatusServiceUnavailable, nil } // a sick upstream
 	for range 10 {
-		report, err := b.Guard()
+		report, err := b.Guard(context.Background())
 		if errors.Is(err, breaker.ErrOpen) {
 			fmt.Println("rejected without calling: breaker", b.State())
 			break

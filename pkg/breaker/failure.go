@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"syscall"
+	"time"
 )
 
 // IsFailure says whether a call's outcome is evidence that the upstream is
@@ -51,4 +52,41 @@ func IsFailure(err error, status int) bool {
 // (context.Canceled), as opposed to a deadline or the upstream.
 func Cancelled(err error) bool {
 	return errors.Is(err, context.Canceled)
+}
+
+// deadlineSlack: an upstream that honours a propagated deadline
+// (pkg/deadline) answers its 504 slightly before the caller's own deadline,
+// which the header carries in whole milliseconds, truncated. The gateway
+// allows the same.
+const deadlineSlack = 5 * time.Millisecond
+
+// classify is Guard's verdict on one call made under the caller's ctx.
+func classify(ctx context.Context, err error, status int) Outcome {
+	switch {
+	case Cancelled(err):
+		return Ignored
+	case callerGaveUp(ctx, err, status):
+		return Ignored
+	case IsFailure(err, status):
+		return Failure
+	default:
+		return Success
+	}
+}
+
+// callerGaveUp reports whether the caller's own context, not the upstream,
+// ended the call: it was cancelled or its deadline passed before the call
+// ended in an error, or the upstream answered 504 at that deadline (it got
+// it propagated and gave up with the caller). A timeout the caller put on
+// the call alone (a context derived from ctx, or a client timeout) ends it
+// while ctx still has time, and stays a failure.
+func callerGaveUp(ctx context.Context, err error, status int) bool {
+	if err == nil && status != http.StatusGatewayTimeout {
+		return false
+	}
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && err == nil && time.Until(dl) < deadlineSlack
 }

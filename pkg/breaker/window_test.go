@@ -80,7 +80,7 @@ func TestHalfOpenAdmitsExactlyTheTrialsUnderConcurrency(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, err := b.Guard()
+			r, err := b.Guard(context.Background())
 			switch {
 			case err == nil:
 				admitted.Add(1)
@@ -110,7 +110,7 @@ func TestLateOutcomesFromAnEarlierStateAreIgnored(t *testing.T) {
 	early, _ := b.Allow() // admitted while closed, still running
 	call(t, b, true)      // trips
 	clk.advance(time.Second)
-	trial, err := b.Guard()
+	trial, err := b.Guard(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestLateOutcomesFromAnEarlierStateAreIgnored(t *testing.T) {
 	if b.State() != HalfOpen {
 		t.Fatalf("cancelled trial moved the breaker to %v", b.State())
 	}
-	if _, err := b.Guard(); err != nil {
+	if _, err := b.Guard(context.Background()); err != nil {
 		t.Fatalf("slot of the cancelled trial not given back: %v", err)
 	}
 }
