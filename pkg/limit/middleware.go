@@ -75,16 +75,27 @@ func seconds(d time.Duration) int {
 
 // ConcurrencyMiddleware sheds load with 503 problem+json when a is full, and
 // feeds each response's latency and 5xx status back into it.
+//
+// A handler that panics is a failure, and its slot is released all the same.
+// The recovery further out answers it 500, which is counted as a failure
+// when a handler writes it itself; a panic that nothing here sees written
+// would otherwise read as the 200 gin assumes until something is written,
+// and panics that come with an overload (a dependency timing out in a way
+// the code did not expect) would grow the limit instead of shrinking it.
 func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		release, ok := a.Acquire()
+		t, ok := a.Admit()
 		if !ok {
 			c.Header("Retry-After", "1")
 			problem.Abort(c, http.StatusServiceUnavailable, "server overloaded; concurrency limit reached")
 			return
 		}
 		start := time.Now()
-		defer func() { release(time.Since(start), c.Writer.Status() >= 500) }()
+		returned := false
+		// Deferred so that a panic (or runtime.Goexit) further in still
+		// releases the slot: returned is still false then.
+		defer func() { a.Done(t, time.Since(start), !returned || c.Writer.Status() >= 500) }()
 		c.Next()
+		returned = true
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -83,5 +84,34 @@ func TestMiddlewareFailsClosed(t *testing.T) {
 	r := router(Middleware(failing{}, func(*gin.Context) string { return "k" }))
 	if w := get(r, "k"); w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("limiter error gave %d, want 503 (never unlimited)", w.Code)
+	}
+}
+
+// A handler that panics, answered 500 by gin's recovery further out, is a
+// failure to the adaptive limiter (it backs off) and gives its slot back;
+// a healthy answer leaves an unused limit as it is.
+func TestConcurrencyMiddlewareCountsAPanicAsAFailure(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 4, Min: 1, Max: 10})
+	r := gin.New()
+	r.Use(gin.RecoveryWithWriter(io.Discard), ConcurrencyMiddleware(a))
+	r.GET("/x", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+	r.GET("/panic", func(*gin.Context) { panic("handler bug") })
+
+	if w := get(r, ""); w.Code != http.StatusOK {
+		t.Fatalf("healthy request: %d", w.Code)
+	}
+	if a.Limit() != 4 || a.InFlight() != 0 {
+		t.Fatalf("after a healthy request: limit %d, in flight %d; want 4, 0", a.Limit(), a.InFlight())
+	}
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/panic", nil))
+	if w.Code != http.StatusInternalServerError {
+		t.Fatalf("panicking handler answered %d, want recovery's 500", w.Code)
+	}
+	if a.InFlight() != 0 {
+		t.Fatalf("%d calls in flight after the panic: its slot was not released", a.InFlight())
+	}
+	if a.Limit() != 3 {
+		t.Fatalf("limit %d after a panic, want 3 (4 backed off by 0.9): the panic was counted as healthy", a.Limit())
 	}
 }
