@@ -44,11 +44,14 @@ func genKey(id string) string     { return "user:profile-gen:" + id }
 
 // Get returns ok=false on a miss. Both keys are read in one round trip; gen
 // is "" while the profile was never deleted (or its counter expired). A
-// value it cannot decode is a miss too, returned with the generation read
-// and an error whose Miss method reports true, for the caller to log: the
-// caller's fill in that generation replaces the value, where treating it as
-// a failed read would keep it, and send every read to the store, until its
-// TTL ends.
+// value it cannot decode, or JSON that is not this user's profile ({}, null,
+// no id, another id: served, it was an empty or someone else's profile), is
+// a miss too, returned with the generation read and an error whose Miss
+// method reports true, for the caller to log: the caller's fill in that
+// generation replaces the value, where treating it as a failed read would
+// keep it, and send every read to the store, until its TTL ends. Such a
+// value is also deleted, so it is gone even when the fill cannot read the
+// store.
 func (c *ProfileRedis) Get(ctx context.Context, id string) (user.Profile, string, bool, error) {
 	var value, gen *redis.StringCmd
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
@@ -67,11 +70,24 @@ func (c *ProfileRedis) Get(ctx context.Context, id string) (user.Profile, string
 		return user.Profile{}, "", false, fmt.Errorf("profile cache get: %w", err)
 	}
 	var p profileJSON
-	if err := json.Unmarshal(b, &p); err != nil {
+	err = json.Unmarshal(b, &p)
+	if err == nil && p.ID != id {
+		err = fmt.Errorf("cached value is not the profile of %q (id %q)", id, p.ID)
+	}
+	if err != nil {
+		// Best effort: the caller's fill replaces the value anyway, and a
+		// failed delete only leaves it to be reported again.
+		_ = delIfValue.Run(ctx, c.rdb, []string{profileKey(id)}, b).Err()
 		return user.Profile{}, g, false, &unreadableError{err: err}
 	}
 	return user.Profile(p), g, true, nil
 }
+
+// delIfValue deletes KEYS[1] if it still holds ARGV[1], so a good profile
+// that a fill stored since the read is not deleted with the bad one.
+var delIfValue = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('DEL', KEYS[1])`)
 
 // unreadableError is a cached value Get read but could not decode.
 type unreadableError struct{ err error }

@@ -149,3 +149,42 @@ func TestProfileRedisDeleteOutlivesItsCaller(t *testing.T) {
 		}
 	}
 }
+
+// A cached value that is JSON but not this user's profile ({}, null, one
+// without an id, another user's) is a miss in the current generation and is
+// deleted: it used to be served as the profile, an empty one for {}.
+func TestProfileRedisValueThatIsNotTheProfileIsAMiss(t *testing.T) {
+	rdb := redisClient(t)
+	cache := adapters.NewProfileRedis(rdb, time.Minute)
+	ctx := t.Context()
+	for name, value := range map[string]string{
+		"empty object":  `{}`,
+		"null":          `null`,
+		"no id":         `{"email":"alice@example.com","name":"Alice"}`,
+		"another id":    `{"id":"someone-else","email":"mallory@example.com","name":"Mallory"}`,
+		"not an object": `"alice"`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			id := uniq("u")
+			if err := cache.Delete(ctx, id); err != nil { // generation 1, to see it returned
+				t.Fatal(err)
+			}
+			rdb.Set(ctx, "user:profile:"+id, value, time.Minute)
+			got, gen, ok, err := cache.Get(ctx, id)
+			var miss interface{ Miss() bool }
+			if ok || !errors.As(err, &miss) || !miss.Miss() || gen != "1" {
+				t.Fatalf("Get = %+v ok=%v gen=%q err=%v, want a miss in generation 1", got, ok, gen, err)
+			}
+			if n := rdb.Exists(ctx, "user:profile:"+id).Val(); n != 0 {
+				t.Fatalf("the value %s is still cached", value)
+			}
+			p := user.Profile{ID: id, Email: "alice@example.com", Name: "Alice"}
+			if err := cache.Set(ctx, p, gen); err != nil {
+				t.Fatal(err)
+			}
+			if got, _, ok, err := cache.Get(ctx, id); err != nil || !ok || got != p {
+				t.Fatalf("after the fill: %+v ok=%v err=%v", got, ok, err)
+			}
+		})
+	}
+}
