@@ -34,13 +34,33 @@ func Parse(h http.Header) (remaining time.Duration, ok bool, err error) {
 		return 0, false, nil
 	}
 	ms, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
+	// A well-formed number past int64 is absurdly large (or small), not malformed: ParseInt gives the nearest int64
+	// with ErrRange, clamped below like any large value. ParseInt reports the overflow at the digit where it happens,
+	// before it sees the rest, so the syntax is checked here.
+	if err != nil && !(errors.Is(err, strconv.ErrRange) && integer(v)) {
 		return 0, true, errors.New("must be an integer number of milliseconds")
 	}
 	// Clamped before the conversion to nanoseconds, which would overflow: a large negative value wrapped around to a
 	// positive duration and an expired request ran. Absurdly large is harmless: the route max caps it.
 	ms = min(max(ms, 0), int64(time.Duration(1<<62)/time.Millisecond))
 	return time.Duration(ms) * time.Millisecond, true, nil
+}
+
+// integer reports whether s is what ParseInt accepts in base 10: an
+// optional sign and one or more decimal digits.
+func integer(s string) bool {
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		s = s[1:]
+	}
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Middleware gives each request a context deadline: the caller's remaining

@@ -123,7 +123,13 @@ func TestMiddlewareRejectsExpiredAndMalformed(t *testing.T) {
 		{"soon", http.StatusBadRequest},
 		{"1.5", http.StatusBadRequest},
 		{"100", http.StatusOK},
-		{"99999999999999999", http.StatusOK}, // absurd but capped by the route max
+		{"99999999999999999", http.StatusOK},    // absurd but capped by the route max
+		{"99999999999999999999", http.StatusOK}, // past int64: as absurd, not malformed
+		{"+9223372036854775808", http.StatusOK}, // one past int64
+		{"-99999999999999999999", http.StatusGatewayTimeout},
+		{"99999999999999999999x", http.StatusBadRequest}, // the overflow must not hide the x
+		{"1e30", http.StatusBadRequest},
+		{"+", http.StatusBadRequest},
 	} {
 		ran = false
 		w := httptest.NewRecorder()
@@ -150,11 +156,14 @@ func TestMiddlewareCapsByRouteMax(t *testing.T) {
 		dl, _ := c.Request.Context().Deadline()
 		left = time.Until(dl)
 	})
-	req := httptest.NewRequest(http.MethodGet, "/", nil)
-	req.Header.Set(Header, "60000")
-	r.ServeHTTP(httptest.NewRecorder(), req)
-	if left > 100*time.Millisecond || left <= 0 {
-		t.Fatalf("deadline %v away, want capped at the 100ms route max", left)
+	for _, v := range []string{"60000", "99999999999999999999"} {
+		left = 0
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set(Header, v)
+		r.ServeHTTP(httptest.NewRecorder(), req)
+		if left > 100*time.Millisecond || left <= 0 {
+			t.Fatalf("%s=%s: deadline %v away, want capped at the 100ms route max", Header, v, left)
+		}
 	}
 }
 
