@@ -361,8 +361,20 @@ func TestRelayMetrics(t *testing.T) {
 	if _, err := outbox.NewRelay(db, w, outbox.RelayOptions{}).RunOnce(ctx); err != nil {
 		t.Fatal(err)
 	}
+	got := counts(t, topic)
+	want := map[string]int64{"outbox.messages.published": 1, "outbox.messages.failed": 1, "outbox.lag": 1}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("metrics %v, want %v", got, want)
+		}
+	}
+}
+
+// counts returns the relay's counters and histogram counts for topic, by metric name.
+func counts(t *testing.T, topic string) map[string]int64 {
+	t.Helper()
 	var rm metricdata.ResourceMetrics
-	if err := metrics.Collect(ctx, &rm); err != nil {
+	if err := metrics.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
 	got := map[string]int64{}
@@ -384,12 +396,7 @@ func TestRelayMetrics(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int64{"outbox.messages.published": 1, "outbox.messages.failed": 1, "outbox.lag": 1}
-	for k, v := range want {
-		if got[k] != v {
-			t.Fatalf("metrics %v, want %v", got, want)
-		}
-	}
+	return got
 }
 
 func TestCleanupDeletesOnlyOldSentRows(t *testing.T) {

@@ -603,6 +603,9 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
 		if kafkasize.TooLarge(errs[i]) {
 			r.setAside.Add(ctx, 1, attrs)
+		} else if errors.Is(errs[i], context.Canceled) && ctx.Err() != nil {
+			// The stop cut this publish: the round releases the row with no attempt recorded, so it is no failed
+			// attempt either (counting it made a clean shutdown look like Kafka refusing rows).
 		} else if errs[i] != nil {
 			r.failed.Add(ctx, 1, attrs)
 			if spans[i] != nil {
