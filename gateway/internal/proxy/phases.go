@@ -586,7 +586,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	}
 	if svc.Breaker != nil {
 		var err error
-		if x.breakerDone, err = admitBreaker(svc.Breaker); err != nil {
+		if x.breakerDone, err = svc.Breaker.Admit(); err != nil {
 			x.endConcurrency(0, false)
 			if p.metrics != nil {
 				p.metrics.decision("breaker:"+svc.Name, false)
@@ -624,26 +624,6 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	x.t0 = now
 	ep.Begin()
 	return Send
-}
-
-// outcomeBreaker is a breaker that can leave an attempt out of its counts
-// (pkg/breaker's Admit).
-type outcomeBreaker interface {
-	Admit() (done func(breaker.Outcome), err error)
-}
-
-// admitBreaker asks b to let one attempt through.
-func admitBreaker(b upstream.Breaker) (func(breaker.Outcome), error) {
-	if ob, ok := b.(outcomeBreaker); ok {
-		return ob.Admit()
-	}
-	done, err := b.Allow()
-	if err != nil {
-		return nil, err
-	}
-	// It cannot leave an attempt out: an ignored one is a success, as
-	// Allow's callers always reported it.
-	return func(o breaker.Outcome) { done(o == breaker.Failure) }, nil
 }
 
 // deadlineSlack is how long before the client's deadline an upstream's 504

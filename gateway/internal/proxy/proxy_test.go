@@ -21,6 +21,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
 )
 
 func jsonValid(b []byte) bool { return json.Valid(b) }
@@ -79,7 +80,7 @@ func (denyAll) Allow(context.Context, []byte) (quota.Decision, error) {
 
 type openBreaker struct{}
 
-func (openBreaker) Allow() (func(bool), error) { return nil, errors.New("open") }
+func (openBreaker) Admit() (func(breaker.Outcome), error) { return nil, errors.New("open") }
 
 func newTestProxy(t testing.TB, o Options, ups ...*fakeUpstream) (*Proxy, *upstream.Pool) {
 	t.Helper()

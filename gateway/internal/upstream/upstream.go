@@ -11,6 +11,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
 )
 
@@ -19,9 +20,13 @@ type Instance struct {
 	ID, Addr, Version string
 }
 
-// Breaker is a circuit breaker (pkg/breaker satisfies it).
+// Breaker is a circuit breaker (pkg/breaker satisfies it). Admit, not
+// Allow: an attempt the client's own deadline ended says nothing about the
+// upstream and is reported as breaker.Ignored. Declared here, a breaker
+// that can only take success or failure does not compile; the proxy's
+// fallback to Allow made every ignored attempt a success, silently.
 type Breaker interface {
-	Allow() (done func(failed bool), err error)
+	Admit() (done func(breaker.Outcome), err error)
 }
 
 // Concurrency is an adaptive concurrency limit (pkg/limit.Adaptive

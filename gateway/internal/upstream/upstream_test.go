@@ -3,7 +3,14 @@ package upstream
 import (
 	"sync"
 	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
 )
+
+// pkg/breaker's breaker is what run.go gives every service: it must keep
+// satisfying Breaker (Admit, so that an attempt can be left out of the
+// counts), or the gateway does not build.
+var _ Breaker = (*breaker.Breaker)(nil)
 
 type res struct {
 	mu sync.Mutex
