@@ -307,6 +307,95 @@ func TestUnknownKidRefreshIsBounded(t *testing.T) {
 	}
 }
 
+// A fetch that failed does not hold the next one off for a whole MinRefreshInterval: a token signed with a key rotated
+// in just then used to be refused for up to 5 s. The retry comes after a short backoff; after a success the bound holds.
+func TestFailedFetchIsRetriedSoon(t *testing.T) {
+	old, next := mustKey(t), mustKey(t)
+	var doc atomic.Pointer[[]byte]
+	first := NewSigner(old).JWKS()
+	doc.Store(&first)
+	var fail atomic.Bool
+	srv, fetches := jwksServer(t, func() []byte {
+		if fail.CompareAndSwap(true, false) {
+			return []byte("not a key set") // fails this once
+		}
+		return *doc.Load()
+	})
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	v := NewVerifier(srv.URL, VerifierOptions{Now: func() time.Time { return time.Unix(0, clock.Load()) }})
+	ctx := context.Background()
+	tok, _ := NewSigner(old).Sign("u", time.Hour)
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
+
+	clock.Add(int64(v.opts.MinRefreshInterval)) // the next unknown kid may fetch
+	rotated := NewSigner(next, old).JWKS()
+	doc.Store(&rotated)
+	fail.Store(true)
+	tok2, _ := NewSigner(next).Sign("u", time.Hour)
+	if _, err := v.Verify(ctx, tok2); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("verify while the fetch fails: %v, want ErrUnknownKey", err)
+	}
+	clock.Add(int64(time.Second)) // well inside MinRefreshInterval (5 s)
+	if _, err := v.Verify(ctx, tok2); err != nil {
+		t.Fatalf("a second after the failed fetch: %v", err)
+	}
+	if got := fetches.Load(); got != 3 {
+		t.Fatalf("fetches = %d, want 3 (first, failed, retried)", got)
+	}
+
+	// The fetch succeeded: unknown kids within MinRefreshInterval fetch nothing.
+	forged, _ := NewSigner(mustKey(t)).Sign("u", time.Hour)
+	for range 10 {
+		clock.Add(int64(100 * time.Millisecond))
+		if _, err := v.Verify(ctx, forged); !errors.Is(err, ErrUnknownKey) {
+			t.Fatalf("forged: %v, want ErrUnknownKey", err)
+		}
+	}
+	if got := fetches.Load(); got != 3 {
+		t.Fatalf("fetches after a flood of unknown kids = %d, want still 3", got)
+	}
+}
+
+// While the key set cannot be fetched at all, the retries back off to MinRefreshInterval: an unknown-kid flood
+// during a user-service outage asks it no more often than during normal running.
+func TestFailingFetchBacksOffToTheBound(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	var clock atomic.Int64
+	start := time.Now()
+	clock.Store(start.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	var attempts []time.Duration
+	v := NewVerifier(srv.URL, VerifierOptions{Now: now})
+	inner := v.fetch
+	v.fetch = func(ctx context.Context) ([]byte, error) {
+		attempts = append(attempts, now().Sub(start))
+		return inner(ctx)
+	}
+	forged, _ := NewSigner(mustKey(t)).Sign("u", time.Hour)
+	for range 600 { // a minute, a token every 100 ms
+		if _, err := v.Verify(context.Background(), forged); !errors.Is(err, ErrUnknownKey) {
+			t.Fatalf("err = %v, want ErrUnknownKey", err)
+		}
+		clock.Add(int64(100 * time.Millisecond))
+	}
+	for i := 1; i < len(attempts); i++ {
+		if gap := attempts[i] - attempts[i-1]; gap < firstRetry || gap > v.opts.MinRefreshInterval+100*time.Millisecond {
+			t.Fatalf("attempt %d came %v after the one before, want between %v and the bound %v: %v",
+				i, gap, firstRetry, v.opts.MinRefreshInterval, attempts)
+		}
+	}
+	last := attempts[len(attempts)-3:]
+	if gap := last[2] - last[1]; gap < v.opts.MinRefreshInterval {
+		t.Fatalf("after a minute of failures attempts are %v apart, want the bound %v: %v", gap, v.opts.MinRefreshInterval, attempts)
+	}
+}
+
 // A caller that gives up while the key set is being fetched (its client went away) does not make that fetch a failed
 // attempt: the fetch serves the callers after it too, and a failure would have answered them ErrUnknownKey for a
 // whole MinRefreshInterval.

@@ -33,7 +33,8 @@ type VerifierOptions struct {
 	// enough for NTP-synced hosts, small next to a 15 minute token.
 	Leeway time.Duration
 	// MinRefreshInterval bounds how often an unknown kid may trigger a JWKS
-	// fetch. Default 5s.
+	// fetch after a successful one. Default 5s. A failed fetch is retried
+	// sooner (firstRetry, doubling with each failure in a row up to this).
 	MinRefreshInterval time.Duration
 	// MaxAge is how long a fetched key set is trusted before it is refreshed
 	// in the background (so a withdrawn key stops verifying). Default 10m.
@@ -65,6 +66,7 @@ type Verifier struct {
 
 	mu          sync.Mutex // serialises fetches
 	lastAttempt time.Time  // guarded by mu
+	failures    int        // fetches failed in a row; guarded by mu
 	refreshing  atomic.Bool
 }
 
@@ -280,22 +282,50 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, *key
 
 var errThrottled = errors.New("jwks refresh throttled")
 
+// firstRetry is how soon a failed fetch may be tried again; each further
+// failure in a row doubles it, up to MinRefreshInterval.
+const firstRetry = 250 * time.Millisecond
+
 // fetchTimeout bounds one key set fetch, whoever started it.
 const fetchTimeout = 10 * time.Second
 
-// refresh fetches the key set unless one was attempted within
-// MinRefreshInterval (force skips that bound, for Ready). Callers that lose
-// the race wait for the winner and then reuse its result.
+// refresh fetches the key set unless one was attempted within retryAfter
+// (force skips that bound, for Ready). Callers that lose the race wait for
+// the winner and then reuse its result.
 func (v *Verifier) refresh(ctx context.Context, force bool) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.opts.Now()
-	if !force && !v.lastAttempt.IsZero() && now.Sub(v.lastAttempt) < v.opts.MinRefreshInterval {
+	if !force && !v.lastAttempt.IsZero() && now.Sub(v.lastAttempt) < v.retryAfter() {
 		return errThrottled
 	}
 	v.lastAttempt = now
+	err := v.fetchKeys(ctx, now)
+	if err != nil {
+		v.failures++
+	} else {
+		v.failures = 0
+	}
+	return err
+}
+
+// retryAfter is how long after the last attempt the next may start. After a
+// success, MinRefreshInterval: a flood of unknown kids must not hammer the
+// user service. After a failure, from firstRetry doubling up to that bound:
+// a key rotated in just as one fetch failed (a restart, a dropped
+// connection) was refused for the whole interval, while an outage is still
+// asked only once per interval after a few tries. Called with mu held.
+func (v *Verifier) retryAfter() time.Duration {
+	if v.failures == 0 {
+		return v.opts.MinRefreshInterval
+	}
+	return min(firstRetry<<min(v.failures-1, 16), v.opts.MinRefreshInterval)
+}
+
+// fetchKeys fetches, parses and stores the key set. Called with mu held.
+func (v *Verifier) fetchKeys(ctx context.Context, now time.Time) error {
 	// The fetch serves every caller waiting on the key set, not only this one: a caller giving up (its client went
-	// away) must not make it a failed attempt that answers the others ErrUnknownKey for MinRefreshInterval. Bounded,
+	// away) must not make it a failed attempt that answers the others ErrUnknownKey until the retry. Bounded,
 	// since an HTTPClient without a timeout would otherwise hold mu forever.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fetchTimeout)
 	defer cancel()
