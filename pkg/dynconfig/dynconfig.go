@@ -5,7 +5,9 @@
 // A bad document (invalid JSON, a JSON null, or rejected by the type's Validate
 // method) is logged, counted in dynconfig.rejected and ignored: the last good
 // value stays in force. A typo in a live config must never take the platform
-// down or reset it to zero values.
+// down or reset it to zero values. Each bad version (etcd revision) is
+// reported once, however often a re-read after an interrupted watch (a
+// compaction, a lost connection) finds it still there.
 package dynconfig
 
 import (
@@ -49,6 +51,10 @@ type Value[T any] struct {
 	cur     atomic.Pointer[T]
 	log     *slog.Logger
 	rev     atomic.Int64
+	// bad is the revision of the last document rejected, touched only by
+	// Watch and then its watch goroutine. A re-read after a compaction finds
+	// a bad document that is still there again; it was reported already.
+	bad int64
 
 	mu       sync.Mutex
 	onChange []func(T)
@@ -129,6 +135,7 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 				v.store(&v.initial, 0) // deleted while we were not watching
 			}
 			rev = resp.Header.Revision + 1
+			v.log.InfoContext(ctx, "dynconfig watch resumed", "key", v.key, "from_revision", rev)
 		}
 	}
 }
@@ -144,8 +151,12 @@ func (v *Value[T]) reread(ctx context.Context, cli *clientv3.Client) (*clientv3.
 }
 
 func (v *Value[T]) set(ctx context.Context, data []byte, rev int64) {
+	if rev == v.bad {
+		return // logged and counted when first seen: one report per bad version
+	}
 	next, err := decode[T](data)
 	if err != nil {
+		v.bad = rev
 		v.log.ErrorContext(ctx, "dynconfig: ignoring bad value, keeping the last good one",
 			"key", v.key, "revision", rev, "error", err.Error())
 		rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("key", v.key)))
