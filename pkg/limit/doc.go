@@ -13,5 +13,8 @@
 //     protecting a service from overload rather than a client from itself.
 //
 // Middleware turns a Limiter into a gin handler answering 429 problem+json with
-// Retry-After and the IETF RateLimit / RateLimit-Policy headers.
+// Retry-After and the IETF RateLimit / RateLimit-Policy headers;
+// ConcurrencyMiddleware puts an Adaptive in front of handlers, answering 503
+// when it is full and feeding back each response's latency and whether it
+// failed (a 5xx, or a panic).
 package limit
