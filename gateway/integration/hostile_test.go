@@ -411,6 +411,23 @@ func TestHostileClients(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { bad(t, tc.raw, 400, "malformed-request") })
 	}
+	t.Run("HTTP versions other than 1.0 and 1.1", func(t *testing.T) {
+		// RFC 9110 §15.6.6: 505, never proxied (it went upstream as
+		// HTTP/1.1), and closed, as what follows may be another protocol.
+		before := up.hits.Load()
+		for _, raw := range []string{
+			"GET /api/v1/products/v HTTP/2.0\r\nHost: gw\r\n\r\n",
+			"GET /api/v1/products/v HTTP/3.0\r\nHost: gw\r\n\r\n",
+			"GET /api/v1/products/v HTTP/0.9\r\nHost: gw\r\n\r\n",
+			"GET /api/v1/products/v HTTP/1.2\r\nHost: gw\r\n\r\n",
+			"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+		} {
+			bad(t, raw, 505, "version-not-supported")
+		}
+		if n := up.hits.Load() - before; n != 0 {
+			t.Fatalf("%d requests of another HTTP version reached the upstream", n)
+		}
+	})
 	t.Run("headers over 16 KiB", func(t *testing.T) {
 		bad(t, "GET /api/v1/products/a HTTP/1.1\r\nHost: gw\r\nX-Big: "+strings.Repeat("a", 17<<10)+"\r\n\r\n", 431, "headers-too-large")
 	})

@@ -174,6 +174,12 @@ func TestHandleRejects(t *testing.T) {
 		{"GET /api/v1/products HTTP/1.1\r\nHost: [gw]\r\n\r\n", 400, "malformed-request"},
 		{"GET /api/v1/products HTTP/1.1\r\nHost: g%41w\r\n\r\n", 400, "malformed-request"},
 		{"GET http://gw:x/api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "malformed-request"},
+		// Versions other than HTTP/1.0 and 1.1 (RFC 9110 §15.6.6), which
+		// the parser takes and the chain sent upstream as HTTP/1.1.
+		{"GET /api/v1/products HTTP/2.0\r\nHost: gw\r\n\r\n", 505, "version-not-supported"},
+		{"GET /api/v1/products HTTP/0.9\r\nHost: gw\r\n\r\n", 505, "version-not-supported"},
+		{"GET /api/v1/products HTTP/1.2\r\nHost: gw\r\n\r\n", 505, "version-not-supported"},
+		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, "version-not-supported"},
 	}
 	for _, c := range cases {
 		ctx := serve(p, c.raw)
@@ -191,9 +197,10 @@ func TestHandleRejects(t *testing.T) {
 			t.Errorf("%q: content type %q", c.raw, ctx.Response.Header.ContentType())
 		}
 		// After a 400 the connection closes: what follows on it may be
-		// this request's body as another hop framed it (CL.0 smuggling).
-		if c.status == 400 && !ctx.Response.ConnectionClose() {
-			t.Errorf("%q: 400 keeps the connection open", c.raw)
+		// this request's body as another hop framed it (CL.0 smuggling);
+		// after a 505, bytes of another protocol.
+		if (c.status == 400 || c.status == 505) && !ctx.Response.ConnectionClose() {
+			t.Errorf("%q: %d keeps the connection open", c.raw, c.status)
 		}
 	}
 	if up.hits.Load() != 0 {
