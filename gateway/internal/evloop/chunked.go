@@ -56,10 +56,11 @@ func (c *chunked) hold(in []byte) (msg []byte, held int) {
 // held (and taken from conn) unless the message could be complete with
 // it. more is how much more input conn must hold before the next look, 0
 // when the message (msg, of which held was held before) is to be parsed;
-// an error refuses it.
-func (c *chunked) follow(conn gnet.Conn, in []byte, limit int) (msg []byte, held, more int, err error) {
+// an error refuses it. limit bounds the body, maxTrailer the trailer
+// section (Options.MaxHeaderBytes).
+func (c *chunked) follow(conn gnet.Conn, in []byte, limit, maxTrailer int) (msg []byte, held, more int, err error) {
 	msg, held = c.hold(in)
-	need, err := c.need(msg, limit)
+	need, err := c.need(msg, limit, maxTrailer)
 	if err == nil && need > 0 {
 		_, _ = conn.Discard(len(msg) - held)
 		return msg, held, need - len(msg), nil
@@ -77,14 +78,6 @@ func (c *chunked) follow(conn gnet.Conn, in []byte, limit int) (msg []byte, held
 const maxChunkLine = 4 << 10
 
 var errChunkLine = fmt.Errorf("a chunk-size line over %d bytes", maxChunkLine)
-
-// maxTrailer bounds a trailer section arriving in pieces: it is the
-// default MaxHeaderBytes, the size of the parser's read buffer, past which
-// the parser refuses a trailer anyway; without a bound, one that never
-// ended was kept until the read timeout, as a chunk-size line was.
-const maxTrailer = 16 << 10
-
-var errTrailer = fmt.Errorf("a chunked trailer section over %d bytes", maxTrailer)
 
 // errTrailerPending is a parse that took a chunked message as whole
 // before its trailer section ended (see chunked): more must come.
@@ -107,7 +100,7 @@ const maxChunkDigits = strconv.IntSize/4 - 1
 // much of it must be in before a parse can succeed, or 0 to parse now; an
 // error for a chunk-size line over maxChunkLine or a trailer section over
 // maxTrailer.
-func (c *chunked) need(buf []byte, limit int) (int, error) {
+func (c *chunked) need(buf []byte, limit, maxTrailer int) (int, error) {
 	for {
 		at := c.start + c.at
 		if at > len(buf) {
@@ -152,7 +145,7 @@ func (c *chunked) need(buf []byte, limit int) (int, error) {
 			size = size<<4 | unhex(b)
 		}
 		if size == 0 {
-			return c.trailer(buf, i)
+			return c.trailer(buf, i, maxTrailer)
 		}
 		if limit > 0 && c.data+size > limit {
 			return 0, nil // a body over the limit
@@ -170,13 +163,20 @@ func (c *chunked) need(buf []byte, limit int) (int, error) {
 // whose line's CRLF starts at crlf: the first CRLFCRLF from there, which
 // is that CRLF and a blank line when there are no fields, as the parser
 // finds it (headerScanner). It returns 0 to parse once it is in.
-func (c *chunked) trailer(buf []byte, crlf int) (int, error) {
+//
+// maxTrailer bounds a trailer section arriving in pieces: it is the
+// loop's MaxHeaderBytes, the size of the parser's read buffer, past which
+// the parser refuses a trailer anyway; without a bound, one that never
+// ended was kept until the read timeout, as a chunk-size line was. (It was
+// the default 16 KiB, whatever MaxHeaderBytes said: a raised limit still
+// refused a trailer the parser would have taken.)
+func (c *chunked) trailer(buf []byte, crlf, maxTrailer int) (int, error) {
 	from := max(crlf, c.start+c.tail-len(crlfCRLF)+1)
 	if bytes.Contains(buf[from:], crlfCRLF) {
 		return 0, nil
 	}
 	if len(buf)-(crlf+2) > maxTrailer {
-		return 0, errTrailer
+		return 0, fmt.Errorf("a chunked trailer section over %d bytes (MaxHeaderBytes)", maxTrailer)
 	}
 	c.tail = len(buf) - c.start
 	return len(buf) + 1, nil

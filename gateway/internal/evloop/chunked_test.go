@@ -360,22 +360,44 @@ func TestTrailerSplitAnywhere(t *testing.T) {
 }
 
 // A trailer section arriving in pieces is bounded, as a chunk-size line is:
-// one that never ends is refused once over maxTrailer, not kept until the
-// read timeout.
+// one that never ends is refused once over MaxHeaderBytes (the parser's
+// read buffer), not kept until the read timeout. The bound follows the
+// configured limit: it was the default 16 KiB whatever MaxHeaderBytes said.
 func TestLongTrailerRefused(t *testing.T) {
-	for _, d := range memDirections[:2] {
-		m := newMemLoop(t, Options{MaxBodyBytes: 1 << 10})
-		d.start(m)
-		d.feed(m, d.head+"5\r\nhello\r\n0\r\nX-Long: ")
-		long := strings.Repeat("x", 1000)
-		for range maxTrailer / len(long) {
-			if d.feed(m, long); len(m.client.out) > 0 {
-				t.Fatalf("%s: refused with a trailer under %d bytes: %q", d.name, maxTrailer, m.client.out)
+	for _, headerBytes := range []int{0, 32 << 10} { // the default (16 KiB), and raised
+		for _, d := range memDirections[:2] {
+			m := newMemLoop(t, Options{MaxBodyBytes: 1 << 10, MaxHeaderBytes: headerBytes})
+			bound := m.l.s.o.MaxHeaderBytes
+			d.start(m)
+			d.feed(m, d.head+"5\r\nhello\r\n0\r\nX-Long: ")
+			long := strings.Repeat("x", 1000)
+			for range bound / len(long) {
+				if d.feed(m, long); len(m.client.out) > 0 {
+					t.Fatalf("%s: refused with a trailer under %d bytes: %.200q", d.name, bound, m.client.out)
+				}
+			}
+			d.feed(m, long)
+			if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != d.refused {
+				t.Fatalf("%s: a trailer over %d bytes: the client got %.200q, want %d", d.name, bound, m.client.out, d.refused)
 			}
 		}
-		d.feed(m, long)
-		if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != d.refused {
-			t.Fatalf("%s: a trailer over %d bytes: the client got %.200q, want %d", d.name, maxTrailer, m.client.out, d.refused)
+	}
+	// Under the raised limit a 20 KiB trailer, in pieces, goes through.
+	for _, d := range memDirections[:2] {
+		m := newMemLoop(t, Options{MaxBodyBytes: 1 << 10, MaxHeaderBytes: 32 << 10})
+		d.start(m)
+		d.feed(m, d.head+"5\r\nhello\r\n0\r\n")
+		for i := range 20 {
+			d.feed(m, fmt.Sprintf("X-Long-%d: %s\r\n", i, strings.Repeat("x", 1000)))
+		}
+		d.feed(m, "\r\n")
+		if d.name != "answer" {
+			m.fromUpstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		// Read as bytes: the answer's head holds the trailer's fields, over
+		// what answers' reader takes.
+		if out := string(m.client.out); !strings.HasPrefix(out, "HTTP/1.1 200 ") || strings.Count(out, "HTTP/1.1 ") != 1 {
+			t.Fatalf("%s: a 20 KiB trailer under a 32 KiB limit: the client got %.200q, want one 200", d.name, out)
 		}
 	}
 }

@@ -109,7 +109,7 @@ func (l *loop) serve(cl *client) {
 		following, held := cl.chunks.start > 0, 0
 		if following {
 			var err error
-			if buf, held, cl.need, err = cl.chunks.follow(cl.c, buf, l.s.o.MaxBodyBytes); err != nil {
+			if buf, held, cl.need, err = cl.chunks.follow(cl.c, buf, l.s.o.MaxBodyBytes, l.s.o.MaxHeaderBytes); err != nil {
 				l.reject(cl, err)
 				return
 			}

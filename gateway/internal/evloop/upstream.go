@@ -158,7 +158,7 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	)
 	following := uc.chunks.start > 0
 	if following {
-		if buf, held, uc.need, err = uc.chunks.follow(uc.c, buf, l.s.o.MaxResponseBytes); err == nil && uc.need > 0 {
+		if buf, held, uc.need, err = uc.chunks.follow(uc.c, buf, l.s.o.MaxResponseBytes, l.s.o.MaxHeaderBytes); err == nil && uc.need > 0 {
 			return gnet.None // a chunked body still arriving, all of it held
 		}
 	}
