@@ -31,7 +31,7 @@ type Letter struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
-	Headers   []kafka.Header // as the source carried them: repeated names and their order kept
+	Headers   []kafka.Header // as the source carried them: repeated names and their order kept (leg B: see HeaderBridgePrefix)
 }
 
 // Sink accepts dead letters; Send returns only when the letter is durable or
@@ -49,6 +49,10 @@ const (
 	HeaderPartition = "dlq_source_partition"
 	HeaderOffset    = "dlq_source_offset"
 	HeaderOmitted   = "dlq_omitted" // set when the letter was too large for the DLQ topic: what was left out
+	// HeaderBridgePrefix prefixes, in a leg B letter, the fields the bridge itself set on the message in JetStream
+	// (leg A's kafka_* metadata, Nats-Msg-Id): kept as evidence, apart from the record's own headers, so that a replay
+	// into Kafka, which drops every dlq_* header, carries none of them.
+	HeaderBridgePrefix = "dlq_bridge_"
 )
 
 // Kafka writes letters to one topic with acks=all, retrying transient errors

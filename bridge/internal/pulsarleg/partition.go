@@ -3,6 +3,8 @@ package pulsarleg
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/apache/pulsar-client-go/pulsar"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
@@ -410,12 +413,7 @@ func (s *bsession) ack() {
 // deadLetter sends msg to the DLQ; offset is -1 when the message has none.
 func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset int64, reason, detail string) error {
 	l := p.leg
-	var hdrs []kafka.Header
-	for k, vs := range msg.Headers() {
-		for _, v := range vs {
-			hdrs = append(hdrs, kafka.Header{Key: k, Value: []byte(v)})
-		}
-	}
+	hdrs := letterHeaders(msg.Headers())
 	// The letter is for replay into Kafka: the record's own key bytes, so that it lands on the partition the original did.
 	letter := dlq.Letter{Leg: metrics.LegB, Reason: reason, Detail: detail,
 		Topic: p.route.Topic, Partition: p.id, Offset: offset, Key: kafkaleg.RecordKey(msg.Headers()), Value: msg.Data(), Headers: hdrs}
@@ -425,6 +423,36 @@ func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset in
 	l.o.Metrics.DLQ(metrics.LegB, letter.Reason)
 	l.o.Logger.Warn("leg B dead letter", "topic", p.route.Topic, "partition", p.id, "offset", offset, "reason", reason, "detail", detail)
 	return nil
+}
+
+// letterHeaders are a dead letter's headers from a JetStream message's: the record's own first, then the bridge's
+// own fields under dlq.HeaderBridgePrefix, each part sorted by name (NATS keeps no order between names, and ranging
+// over the map gave every letter another order) with a repeated name's values in order. The record's own are what
+// leg A carried (its traceparent is leg A's span, the record's trace continued).
+func letterHeaders(h nats.Header) []kafka.Header {
+	names := slices.Sorted(maps.Keys(h))
+	var own, bridge []kafka.Header
+	for _, k := range names {
+		for _, v := range h[k] {
+			if bridgeField(k) {
+				bridge = append(bridge, kafka.Header{Key: dlq.HeaderBridgePrefix + k, Value: []byte(v)})
+			} else {
+				own = append(own, kafka.Header{Key: k, Value: []byte(v)})
+			}
+		}
+	}
+	return append(own, bridge...)
+}
+
+// bridgeField reports whether a JetStream header name is the bridge's: leg A sets its kafka_* metadata over any
+// producer header of that name, and a Nats-* name is JetStream's (leg A dead-letters records that bring one).
+func bridgeField(k string) bool {
+	switch k {
+	case kafkaleg.HeaderTopic, kafkaleg.HeaderPartition, kafkaleg.HeaderOffset, kafkaleg.HeaderKey,
+		kafkaleg.HeaderKeyEncoding, kafkaleg.HeaderTimestamp:
+		return true
+	}
+	return strings.HasPrefix(strings.ToLower(k), "nats-")
 }
 
 // build turns a JetStream message into the Pulsar message with its span.

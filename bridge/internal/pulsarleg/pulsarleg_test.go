@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -333,10 +334,33 @@ func TestLegBDeadLettersMessagesWithoutItsMetadata(t *testing.T) {
 		if seq, _ := harness.Seq(m.Value); seq != 100+i || h[dlq.HeaderReason] != "metadata" || h[dlq.HeaderLeg] != metrics.LegB {
 			t.Fatalf("dead letter %d: seq %d, headers %v", i, seq, h)
 		}
-		if h[kafkaleg.HeaderKeyEncoding] == "base64" {
-			if want, _ := base64.StdEncoding.DecodeString(h[kafkaleg.HeaderKey]); !bytes.Equal(m.Key, want) {
+		if h[dlq.HeaderBridgePrefix+kafkaleg.HeaderKeyEncoding] == "base64" {
+			if want, _ := base64.StdEncoding.DecodeString(h[dlq.HeaderBridgePrefix+kafkaleg.HeaderKey]); !bytes.Equal(m.Key, want) {
 				t.Fatalf("dead letter %d: key %q, want the record's %q", i, m.Key, want)
 			}
+		}
+		// The record's own headers, sorted by name, and nothing of the bridge's outside dlq_*: a replay into Kafka
+		// that drops the dlq_* headers carries no kafka_* metadata or Nats-Msg-Id of this trip.
+		var own []string
+		for _, kh := range harness.Event(100+i, 10, 300).Headers {
+			if kh.Key != "traceparent" { // the event's own is random; the one published is checked below
+				own = append(own, kh.Key)
+			}
+		}
+		slices.Sort(own)
+		var carried []string
+		for _, kh := range m.Headers {
+			if !strings.HasPrefix(kh.Key, "dlq_") && kh.Key != "traceparent" {
+				carried = append(carried, kh.Key)
+			}
+		}
+		if !slices.Equal(carried, own) || h["traceparent"] != e.tps[100+i] {
+			t.Fatalf("dead letter %d carries %v (traceparent %q), want the record's own %v in order (%q)", i, carried,
+				h["traceparent"], own, e.tps[100+i])
+		}
+		if h[dlq.HeaderBridgePrefix+jetstream.MsgIDHeader] != "bad-"+strconv.Itoa(i) ||
+			h[dlq.HeaderBridgePrefix+kafkaleg.HeaderTopic] != e.route.Topic {
+			t.Fatalf("dead letter %d: the bridge's fields are not kept under %s: %v", i, dlq.HeaderBridgePrefix, h)
 		}
 	}
 	waitAcked(t, e, 1)
