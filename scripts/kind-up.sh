@@ -27,23 +27,37 @@ for entry in "${binaries[@]}"; do
   kind load docker-image --name "$cluster" "shanhai/$name:$tag"
 done
 
-# Secrets are generated here, at deploy time, and never committed.
+# Secrets are generated here, at deploy time, and never committed. Each is created or updated (create --dry-run |
+# apply), so a run cut short half way through can simply be run again; a value an earlier run generated is kept
+# (PostgreSQL was initialised with that password, tokens are signed with that key).
 kubectl create namespace shanhai --dry-run=client -o yaml | kubectl apply -f -
 kubectl create namespace shanhai-infra --dry-run=client -o yaml | kubectl apply -f -
-if ! kubectl -n shanhai get secret shanhai-auth >/dev/null 2>&1; then
-  key=$(openssl genpkey -algorithm ed25519 -outform DER | base64 -w0)
-  kubectl -n shanhai create secret generic shanhai-auth --from-literal=signing-key="$key"
-fi
-if ! kubectl -n shanhai-infra get secret shanhai-db >/dev/null 2>&1; then
-  pw=$(openssl rand -hex 24)
-  for ns in shanhai shanhai-infra; do
-    kubectl -n "$ns" create secret generic shanhai-db --from-literal=postgres-password="$pw" \
-      --from-literal=user="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_user?sslmode=disable" \
-      --from-literal=order="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_order?sslmode=disable" \
-      --from-literal=payment="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_payment?sslmode=disable"
-  done
-  kubectl -n shanhai-infra create secret generic shanhai-grafana --from-literal=admin-password="$(openssl rand -hex 12)"
-fi
+# existing <namespace> <secret> <key>: the value stored there, empty if there is none; fails if kubectl does (an
+# unreachable cluster must not read as "none" and get a new password).
+existing() {
+  local v
+  v=$(kubectl -n "$1" get secret "$2" --ignore-not-found -o jsonpath="{.data.$3}") || return
+  printf %s "$v" | base64 -d
+}
+key=$(existing shanhai shanhai-auth signing-key)
+[[ -n $key ]] || key=$(openssl genpkey -algorithm ed25519 -outform DER | base64 -w0)
+kubectl -n shanhai create secret generic shanhai-auth --from-literal=signing-key="$key" \
+  --dry-run=client -o yaml | kubectl apply -f -
+# PostgreSQL's own copy first: it is the password the database was initialised with.
+pw=$(existing shanhai-infra shanhai-db postgres-password)
+[[ -n $pw ]] || pw=$(existing shanhai shanhai-db postgres-password)
+[[ -n $pw ]] || pw=$(openssl rand -hex 24)
+for ns in shanhai shanhai-infra; do
+  kubectl -n "$ns" create secret generic shanhai-db --from-literal=postgres-password="$pw" \
+    --from-literal=user="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_user?sslmode=disable" \
+    --from-literal=order="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_order?sslmode=disable" \
+    --from-literal=payment="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_payment?sslmode=disable" \
+    --dry-run=client -o yaml | kubectl apply -f -
+done
+grafana=$(existing shanhai-infra shanhai-grafana admin-password)
+[[ -n $grafana ]] || grafana=$(openssl rand -hex 12)
+kubectl -n shanhai-infra create secret generic shanhai-grafana --from-literal=admin-password="$grafana" \
+  --dry-run=client -o yaml | kubectl apply -f -
 
 kubectl apply -k deploy/k8s/overlays/kind
 for ns in shanhai-infra shanhai shanhai-system; do

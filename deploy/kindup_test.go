@@ -1,0 +1,106 @@
+package deploy
+
+import (
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runKindUp runs scripts/kind-up.sh with testdata/kind-up/kubectl and docker, kind and curl that do nothing, keeping
+// the fake's secrets in state. failAt (namespace/name) makes the first write of that secret fail.
+func runKindUp(t *testing.T, state, failAt string) ([]byte, error) {
+	t.Helper()
+	bin := t.TempDir()
+	kubectl, err := filepath.Abs("testdata/kind-up/kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(kubectl, filepath.Join(bin, "kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"docker", "kind", "curl"} {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("bash", kindUpScript)
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"FAKE_KUBECTL_STATE="+state, "FAKE_KUBECTL_FAIL="+failAt)
+	return cmd.CombinedOutput()
+}
+
+// secrets reads the fake's secrets: "namespace/name/key" to value.
+func secrets(t *testing.T, state string) map[string]string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(state, "*", "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel, _ := filepath.Rel(state, f)
+		out[filepath.ToSlash(rel)] = string(b)
+	}
+	return out
+}
+
+// TestKindUpRunsAgainAfterAPartialFailure: a kind-up.sh run cut short while writing the secrets can be run again,
+// and then every secret a manifest reads exists; a further run keeps the values (the database was initialised with
+// that password, tokens are signed with that key). The secrets were created with plain creates behind a check of
+// one secret: a second run failed on the first that existed (AlreadyExists), or skipped those not yet created.
+func TestKindUpRunsAgainAfterAPartialFailure(t *testing.T) {
+	var want []string // namespace/name/key of every secretKeyRef in the kind build
+	for _, o := range build(t, "k8s/overlays/kind") {
+		spec := podSpec(o)
+		if spec == nil {
+			continue
+		}
+		for _, c := range append(spec.InitContainers, spec.Containers...) {
+			for _, e := range c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					want = append(want, o.Namespace+"/"+e.ValueFrom.SecretKeyRef.Name+"/"+e.ValueFrom.SecretKeyRef.Key)
+				}
+			}
+		}
+	}
+	if len(want) == 0 {
+		t.Fatal("the kind build reads no secret")
+	}
+	for _, failAt := range []string{"shanhai/shanhai-auth", "shanhai/shanhai-db", "shanhai-infra/shanhai-db", "shanhai-infra/shanhai-grafana"} {
+		t.Run(failAt, func(t *testing.T) {
+			state := t.TempDir()
+			calls := func() string { b, _ := os.ReadFile(filepath.Join(state, "calls")); return string(b) }
+			if out, err := runKindUp(t, state, failAt); err == nil {
+				t.Fatalf("the run with %s failing did not fail:\n%s", failAt, out)
+			}
+			if out, err := runKindUp(t, state, ""); err != nil {
+				t.Fatalf("run again after the failure: %v\n%s\nkubectl calls:\n%s", err, out, calls())
+			}
+			got := secrets(t, state)
+			for _, key := range want {
+				if got[key] == "" {
+					t.Errorf("after the second run secret key %s is missing (a manifest reads it)", key)
+				}
+			}
+			pw := got["shanhai-infra/shanhai-db/postgres-password"]
+			for _, svc := range []string{"user", "order", "payment"} {
+				if u := got["shanhai/shanhai-db/"+svc]; !strings.Contains(u, ":"+pw+"@") {
+					t.Errorf("shanhai-db %s URL %q does not hold PostgreSQL's password %q", svc, u, pw)
+				}
+			}
+			if out, err := runKindUp(t, state, ""); err != nil {
+				t.Fatalf("third run: %v\n%s", err, out)
+			}
+			if again := secrets(t, state); !maps.Equal(got, again) {
+				t.Errorf("a further run changed the secrets:\nbefore %v\nafter  %v", got, again)
+			}
+		})
+	}
+}
