@@ -526,13 +526,12 @@ func (p *partition) reject(offset int64, err error) {
 func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	l := p.leg
 	hdrs := make(map[string]string, len(m.Headers))
-	size := len(m.Value) + len(m.Key) + 128
+	size := carriedSize(m)
 	reason, detail := "", ""
 	for _, h := range m.Headers {
 		if _, ok := hdrs[h.Key]; !ok { // the envelope check reads the first value, as nats.Header.Get does
 			hdrs[h.Key] = string(h.Value)
 		}
-		size += len(h.Key) + len(h.Value) + 4
 		if reason == "" && !headerSafe(h.Key, string(h.Value)) {
 			reason, detail = "header", fmt.Sprintf("header %q cannot be carried as a NATS header verbatim (a name of printable ASCII without separators, not Nats-*; a value of one line of UTF-8 without leading or trailing spaces or tabs, which NATS strips)", h.Key)
 		}
@@ -559,6 +558,28 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	return dlq.Letter{Leg: metrics.LegA, Reason: reason, Detail: detail, Topic: m.Topic, Partition: m.Partition,
 		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: m.Headers}, true
 }
+
+// carriedSize is at least what NATS counts against max_payload (header section and data) for m as build publishes it.
+// It counted the key raw and leg A's own headers as 128 bytes: a key that is not printable goes base64'd (4 bytes for
+// every 3, with HeaderKeyEncoding beside it), and leg A's headers take up to 262 bytes and the topic twice, so a
+// message under MaxBytes by that count could be over it, and over max_payload, as published.
+func carriedSize(m kafka.Message) int {
+	n := len(m.Value) + base64.StdEncoding.EncodedLen(len(m.Key)) + len(HeaderKeyEncoding) + len("base64") + 4
+	if printable(m.Key) {
+		n = len(m.Value) + len(m.Key)
+	}
+	for _, h := range m.Headers {
+		n += len(h.Key) + len(h.Value) + 4 // ": " and CRLF
+	}
+	return n + ownHeaderBytes + 2*len(m.Topic)
+}
+
+// ownHeaderBytes bounds the header section build adds besides the carried headers, the key and the topic's two
+// copies: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its
+// headers), kafka_topic (15), kafka_partition (29 with 10 digits), kafka_offset (35 with 19), kafka_key (13),
+// kafka_timestamp_ms (42 with 20 characters) and Nats-Msg-Id (46 with its partition and offset), each as
+// "name: value" and CRLF.
+const ownHeaderBytes = 12 + 70 + 15 + 29 + 35 + 13 + 42 + 46
 
 // headerSafe reports whether a Kafka header survives as a NATS header: NATS
 // headers are text lines, and names starting with Nats- steer JetStream

@@ -151,3 +151,33 @@ func TestConfirmedTellsARecreatedStreamFromAViolation(t *testing.T) {
 		t.Fatalf("%d violations logged, want 2:\n%s", n, &log)
 	}
 }
+
+// The size check counts a message as leg A publishes it: a binary key goes base64'd, a third larger, beside leg A's
+// own headers. A message at the limit by that count is carried and one byte more is dead-lettered, and a message
+// carried is never over the limit in the size NATS checks against max_payload (header section and data, as built).
+func TestSizeCheckCountsTheMessageAsCarried(t *testing.T) {
+	m, err := metrics.New(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 64 << 10
+	p := &partition{leg: New(Options{MaxBytes: limit, Metrics: m}), route: mapping.Route{Topic: "shanhai.orders", Subject: "shanhai.orders"}, subject: "shanhai.orders.p2"}
+	binary := bytes.Repeat([]byte{0xff}, 30_000) // 40,000 bytes base64'd
+	for _, key := range [][]byte{[]byte("order-42"), binary, binary[:29_999], {0}, nil} {
+		msg := kafka.Message{Topic: "shanhai.orders", Partition: 2, Offset: 1<<63 - 1, Key: key,
+			Headers: []kafka.Header{{Key: "ce_id", Value: []byte("e1")}}, Time: time.Now()}
+		for _, extra := range []int{0, 1} {
+			// The largest value the check lets through with this key, then one byte more.
+			msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: key, Headers: msg.Headers})+extra)
+			letter, bad := p.poison(msg)
+			if bad != (extra == 1) {
+				t.Fatalf("key of %d bytes, %d bytes past the limit: dead-lettered %v (%s)", len(key), extra, bad, letter.Detail)
+			}
+			built, span, _ := p.build(msg)
+			span.End()
+			if wire := built.Size() - len(built.Subject); !bad && wire > limit {
+				t.Fatalf("key of %d bytes: carried although it is %d bytes as published, over the limit %d", len(key), wire, limit)
+			}
+		}
+	}
+}
