@@ -10,16 +10,21 @@ import (
 	"syscall"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/shanhai-dev/shanhai/bpf/internal/symtab"
 )
 
 // Capability bits from linux/capability.h.
 const (
-	capSysPtrace = 19
-	capSysAdmin  = 21
-	capPerfmon   = 38
-	capBPF       = 39
+	capDacReadSearch = 2
+	capSysPtrace     = 19
+	capSysAdmin      = 21
+	capPerfmon       = 38
+	capBPF           = 39
 )
 
 // canReadMemory reports whether the agent may read its targets' memory (/proc/<pid>/mem, for the goroutine
@@ -32,36 +37,93 @@ func canReadMemory() bool {
 	return err == nil && caps&(1<<capSysPtrace) != 0
 }
 
-// Preflight says, in one error naming every missing piece, why the agent cannot run here: privileges (root, or
-// CAP_BPF + CAP_PERFMON), kernel BTF (CO-RE and fexit need it) and the program types the probes use.
+// Preflight says, in one error naming every missing piece, why the agent cannot run here: kernel BTF (CO-RE needs
+// it), the right to load and attach uprobes, tracefs and tracepoint programs. Uprobes are tried, not guessed from
+// capability bits: CAP_BPF+CAP_PERFMON load the programs but this kernel opens a uprobe's perf event only with
+// CAP_SYS_ADMIN, and the preflight that checked the bits let such an agent start and fail every probe (found by review).
 func Preflight() error {
 	var errs []error
-	if os.Geteuid() != 0 {
-		caps, err := effectiveCaps()
-		if err != nil || !(caps&(1<<capSysAdmin) != 0 || caps&(1<<capBPF) != 0 && caps&(1<<capPerfmon) != 0) {
-			errs = append(errs, errors.New("needs root or CAP_BPF+CAP_PERFMON (run as root: sudo bpf-agent)"))
-		}
-	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		errs = append(errs, fmt.Errorf("kernel BTF missing (/sys/kernel/btf/vmlinux: %v): a kernel built with CONFIG_DEBUG_INFO_BTF=y is required", err))
+		return fmt.Errorf("bpf agent cannot run: %w", errors.Join(errs...))
 	}
-	if len(errs) == 0 {
-		if err := mountTracefs(); err != nil {
-			errs = append(errs, err)
-		}
-		if err := rlimit.RemoveMemlock(); err != nil {
-			errs = append(errs, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", err))
-		}
-		for _, pt := range []ebpf.ProgramType{ebpf.Kprobe, ebpf.TracePoint} {
-			if err := features.HaveProgramType(pt); err != nil {
-				errs = append(errs, fmt.Errorf("kernel cannot load %s programs (uprobes are %s programs): %w", pt, ebpf.Kprobe, err))
-			}
-		}
+	memlock := rlimit.RemoveMemlock()
+	uprobe := tryUprobe()
+	if uprobe != nil {
+		errs = append(errs, uprobe)
+	}
+	if err := mountTracefs(); err != nil {
+		errs = append(errs, err)
+	}
+	if errors.Is(uprobe, errNoCapSysAdmin) {
+		// Without it nothing loads: the memlock limit and every program type below would repeat the same refusal.
+		return fmt.Errorf("bpf agent cannot run: %w", errors.Join(errs...))
+	}
+	if memlock != nil {
+		errs = append(errs, fmt.Errorf("raise RLIMIT_MEMLOCK: %w", memlock))
+	}
+	if err := features.HaveProgramType(ebpf.TracePoint); err != nil {
+		errs = append(errs, fmt.Errorf("kernel cannot load %s programs (the TCP probe's): %w", ebpf.TracePoint, err))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("bpf agent cannot run: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// emptyProgram returns 0 and does nothing else: what the preflight loads to learn whether the kernel takes a type.
+var emptyProgram = asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()}
+
+// tryUprobe loads an empty uprobe program and attaches it to runtime.main in the agent's own executable (which this
+// process entered once, at start, so it never fires), then takes it off. A refusal for want of privilege names the
+// capability that grants it: CAP_SYS_ADMIN holds CAP_BPF and CAP_PERFMON's rights as well, so it is the one to add.
+func tryUprobe() error {
+	err := attachEmptyUprobe()
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("kernel cannot attach uprobes: %w", err)
+	}
+	if caps, cerr := effectiveCaps(); cerr == nil && caps&(1<<capSysAdmin) != 0 {
+		return fmt.Errorf("kernel refused a uprobe although CAP_SYS_ADMIN is held (lockdown, seccomp or an LSM policy?): %w", err)
+	}
+	// The kernel's own words add nothing here (and cilium/ebpf's suggest raising RLIMIT_MEMLOCK, which is not it).
+	return fmt.Errorf("%w: this kernel loads and attaches uprobes only with it (CAP_BPF+CAP_PERFMON are not enough); run as root or add CAP_SYS_ADMIN", errNoCapSysAdmin)
+}
+
+// errNoCapSysAdmin is tryUprobe's refusal for want of the capability.
+var errNoCapSysAdmin = errors.New("missing CAP_SYS_ADMIN")
+
+func attachEmptyUprobe() error {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "GPL", Instructions: emptyProgram})
+	if err != nil {
+		return fmt.Errorf("load an empty uprobe program: %w", err)
+	}
+	defer prog.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find the agent's executable: %w", err)
+	}
+	// Its offset comes from .gopclntab, which a stripped agent keeps, where link.Executable would need .symtab.
+	sym, err := symtab.Open(self)
+	if err != nil {
+		return fmt.Errorf("read the agent's executable: %w", err)
+	}
+	defer sym.Close()
+	fn, err := sym.Func("runtime.main")
+	if err != nil {
+		return fmt.Errorf("read the agent's executable: %w", err)
+	}
+	ex, err := link.OpenExecutable(self)
+	if err != nil {
+		return fmt.Errorf("open the agent's executable for uprobes: %w", err)
+	}
+	l, err := ex.Uprobe(fn.Name, prog, &link.UprobeOptions{Address: fn.EntryOff})
+	if err != nil {
+		return fmt.Errorf("uprobe on %s of %s: %w", fn.Name, self, err)
+	}
+	return l.Close()
 }
 
 // mountTracefs makes tracepoints addressable: perf_event_open needs each tracepoint's id from tracefs, which minimal

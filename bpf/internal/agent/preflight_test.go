@@ -25,27 +25,71 @@ func TestTracefsUnreadableIsNotReportedUnmounted(t *testing.T) {
 		return
 	}
 	requireRoot(t)
-	base := t.TempDir()
-	for _, d := range []string{filepath.Dir(base), base} { // nobody must reach the binary and the directory below
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	base := nobodyDir(t)
 	tracing := filepath.Join(base, "tracing")
 	if err := os.MkdirAll(filepath.Join(tracing, "events"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	runAsNobody(t, "TestTracefsUnreadableIsNotReportedUnmounted", base, tracefsDirEnv+"="+tracing)
+}
+
+// runAsNobody runs test in a copy of this test binary, in dir (which nobody must reach), as nobody with the ambient
+// capabilities caps, and fails t if it fails.
+func runAsNobody(t *testing.T, test, dir, env string, caps ...uintptr) {
+	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(base, "agent.test")
-	copyInPlace(t, self, bin)
-	cmd := exec.Command(bin, "-test.run=^TestTracefsUnreadableIsNotReportedUnmounted$", "-test.count=1")
-	cmd.Dir = base
-	cmd.Env = append(os.Environ(), tracefsDirEnv+"="+tracing)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("check as nobody: %v\n%s", err, out)
+	bin := filepath.Join(dir, "agent.test")
+	if _, err := os.Stat(bin); err != nil {
+		copyInPlace(t, self, bin)
 	}
+	cmd := exec.Command(bin, "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}, AmbientCaps: caps}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s as nobody with capabilities %v: %v\n%s", test, caps, err, out)
+	}
+}
+
+// nobodyDir is a temporary directory nobody can reach, for runAsNobody.
+func nobodyDir(t *testing.T) string {
+	base := t.TempDir()
+	for _, d := range []string{filepath.Dir(base), base} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return base
+}
+
+// preflightWantEnv, in a child run of the test binary, says what Preflight must answer there: "ok", or text the
+// refusal must contain.
+const preflightWantEnv = "SHANHAI_TEST_PREFLIGHT_WANT"
+
+// CAP_BPF+CAP_PERFMON passed the preflight, yet this kernel opens a uprobe's perf event only with CAP_SYS_ADMIN, so
+// such an agent started and every probe failed with "opening perf event: permission denied" (found by review).
+// Preflight now attaches a uprobe for real and names the one capability missing; with CAP_SYS_ADMIN it passes. The
+// checks run in copies of this test binary as nobody with ambient capabilities (CAP_DAC_READ_SEARCH for tracefs).
+func TestPreflightNamesTheCapabilityUprobesNeed(t *testing.T) {
+	if want := os.Getenv(preflightWantEnv); want != "" {
+		err := Preflight()
+		switch {
+		case want == "ok" && err != nil:
+			t.Fatalf("Preflight: %v; want it to pass", err)
+		case want == "ok":
+		case err == nil:
+			t.Fatalf("Preflight passed; want a refusal saying %q", want)
+		case !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n"):
+			t.Fatalf("Preflight: %v; want one problem only, saying %q", err, want)
+		}
+		return
+	}
+	requireRoot(t)
+	dir := nobodyDir(t)
+	runAsNobody(t, t.Name(), dir, preflightWantEnv+"=missing CAP_SYS_ADMIN", capBPF, capPerfmon, capDacReadSearch)
+	runAsNobody(t, t.Name(), dir, preflightWantEnv+"=missing CAP_SYS_ADMIN", capDacReadSearch)
+	runAsNobody(t, t.Name(), dir, preflightWantEnv+"=ok", capSysAdmin, capDacReadSearch)
 }
