@@ -25,6 +25,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/discovery"
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/periodic"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
@@ -233,7 +234,7 @@ func (s *Service) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
-	wg.Go(func() { s.housekeeping(wctx) })
+	wg.Go(func() { periodic.Run(wctx, time.Minute, time.Hour, s.housekeeping) })
 	stopConsumer, err := s.events.Start()
 	if err != nil {
 		cancel()
@@ -256,30 +257,18 @@ const (
 	dedupRetention = 8 * 24 * time.Hour
 )
 
-// housekeeping forgets old idempotency keys and dedup records a minute after
-// start and hourly after that, so the tables stay proportional to recent
-// traffic. The first round is not at start, where it would compete with
-// the start-up's own queries, nor an hour later: replicas that are
-// replaced more often than hourly (every deployment) would never run it.
+// housekeeping forgets old idempotency keys and dedup records, a minute
+// after start and hourly after that (pkg/periodic says why then), so the
+// tables stay proportional to recent traffic.
 func (s *Service) housekeeping(ctx context.Context) {
-	t := time.NewTimer(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			t.Reset(time.Hour)
-		}
-		now := time.Now()
-		if n, err := s.orders.ForgetKeys(ctx, now.Add(-keyRetention)); err != nil {
-			s.log.WarnContext(ctx, "housekeeping", "err", err)
-		} else if n > 0 {
-			s.log.InfoContext(ctx, "forgot idempotency keys", "count", n)
-		}
-		if _, err := dedup.Cleanup(ctx, s.DB, now.Add(-dedupRetention)); err != nil {
-			s.log.WarnContext(ctx, "housekeeping", "err", err)
-		}
+	now := time.Now()
+	if n, err := s.orders.ForgetKeys(ctx, now.Add(-keyRetention)); err != nil {
+		s.log.WarnContext(ctx, "housekeeping", "err", err)
+	} else if n > 0 {
+		s.log.InfoContext(ctx, "forgot idempotency keys", "count", n)
+	}
+	if _, err := dedup.Cleanup(ctx, s.DB, now.Add(-dedupRetention)); err != nil {
+		s.log.WarnContext(ctx, "housekeeping", "err", err)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/limit"
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/periodic"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -210,7 +211,7 @@ func (s *Service) Start(ctx context.Context) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
-	wg.Go(func() { s.housekeeping(wctx) })
+	wg.Go(func() { periodic.Run(wctx, s.firstHousekeeping, time.Hour, s.housekeeping) })
 	s.stopWorkers = func() {
 		cancel()
 		wg.Wait()
@@ -226,30 +227,17 @@ const (
 	expiredBatches = 100
 )
 
-// housekeeping deletes expired refresh tokens a minute after start and then
-// hourly, so the table stays proportional to the live sessions (nothing else
-// deletes them). Not at start, where its statement would take a second pool
-// connection beside the start-up's own queries (the order service waits
-// the same minute); not an hour later either, or replicas replaced more
-// often than that would never run it. Replicas may run rounds together: a
-// row is deleted once, and the others find fewer.
+// housekeeping deletes expired refresh tokens, a minute after start and then
+// hourly (pkg/periodic says why then), so the table stays proportional to
+// the live sessions (nothing else deletes them). Replicas may run rounds
+// together: a row is deleted once, and the others find fewer.
 func (s *Service) housekeeping(ctx context.Context) {
-	t := time.NewTimer(s.firstHousekeeping)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			t.Reset(time.Hour)
-		}
-		n, err := s.deleteExpired(ctx)
-		if err != nil && ctx.Err() == nil { // a stop is not a failure
-			s.log.WarnContext(ctx, "housekeeping", "err", err)
-		}
-		if n > 0 {
-			s.log.InfoContext(ctx, "deleted expired refresh tokens", "count", n)
-		}
+	n, err := s.deleteExpired(ctx)
+	if err != nil && ctx.Err() == nil { // a stop is not a failure
+		s.log.WarnContext(ctx, "housekeeping", "err", err)
+	}
+	if n > 0 {
+		s.log.InfoContext(ctx, "deleted expired refresh tokens", "count", n)
 	}
 }
 
