@@ -15,7 +15,7 @@ import (
 
 // TestKubernetesProbesAndHardening: each platform container's readiness probe asks /readyz and its liveness probe
 // /healthz, both on the binary's HTTP port (a probe on another port or path fails every pod, or passes a broken
-// one); every container but the eBPF agent drops all capabilities.
+// one); every container drops all capabilities (the eBPF agent adds back what it needs: checkContainer).
 func TestKubernetesProbesAndHardening(t *testing.T) {
 	eachPlatformPod(t, func(t *testing.T, b Binary, w workload, _ map[string]map[string]string) {
 		c := w.spec.Containers[0]
@@ -23,9 +23,6 @@ func TestKubernetesProbesAndHardening(t *testing.T) {
 		checkProbe(t, b, c, "liveness", c.LivenessProbe, "/healthz")
 		if c.StartupProbe != nil {
 			checkProbe(t, b, c, "startup", c.StartupProbe, "/healthz")
-		}
-		if b.Name == privileged {
-			return
 		}
 		if sc := c.SecurityContext; sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 			t.Errorf("%s: container must drop ALL capabilities", b.Name)
