@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -240,7 +241,17 @@ func (l *Leg) commit(gctx context.Context, gen *kafka.Generation, parts []*parti
 	}
 	for _, p := range moved {
 		p.committed = offsets[p.route.Topic][p.id]
+		p.forgetRejects(p.committed)
 	}
+}
+
+// forgetRejects drops the sink verdicts on offsets below a committed position. An offset the partition dead-lettered
+// kept its entry for the rest of the generation (a confirmed one's goes in confirmed), so a long-lived generation with
+// many bad messages grew the map without bound; below the commit no session of this generation reads them again.
+func (p *partition) forgetRejects(committed int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	maps.DeleteFunc(p.rejects, func(offset int64, _ rejection) bool { return offset < committed })
 }
 
 // refreshLag sets the lag of each partition whose feed is not waiting for a record: held at a poison message while the

@@ -181,3 +181,13 @@ func TestSizeCheckCountsTheMessageAsCarried(t *testing.T) {
 		}
 	}
 }
+
+// A commit drops the sink verdicts on the offsets below it: a dead-lettered offset's entry was kept for the whole
+// generation. Those at or past the commit stay, as the partition may read them again.
+func TestCommitForgetsTheRejectionsBelowIt(t *testing.T) {
+	p := &partition{rejects: map[int64]rejection{2: {n: 6}, 5: {overtakenBy: 7}, 9: {n: 1}, 12: {n: 1}}}
+	p.forgetRejects(9)
+	if _, kept := p.rejects[9]; len(p.rejects) != 2 || !kept {
+		t.Fatalf("rejections after a commit at 9: %v, want 9's and 12's", p.rejects)
+	}
+}

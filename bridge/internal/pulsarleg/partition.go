@@ -406,8 +406,28 @@ func (s *bsession) ack() {
 		if err := m.Ack(); err != nil {
 			// A lost ack only means a replay that Pulsar deduplicates.
 			s.p.leg.o.Logger.Debug("jetstream ack failed", "err", err)
+			return
 		}
+		s.p.forgetRejects(m)
 	}
+}
+
+// forgetRejects drops the Pulsar verdicts on offsets up to the one of m, the last message acked (AckAll): the
+// partition's sessions resume after it, so none reads those offsets again. They were never dropped, and a long-lived
+// generation with many messages Pulsar refuses kept an entry for each. m of another partition (the topic's old
+// subject) or without leg A's metadata says nothing about this partition's offsets.
+func (p *partition) forgetRejects(m jetstream.Msg) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.rejects) == 0 {
+		return // the common case: no header to parse
+	}
+	h := m.Headers()
+	acked, err := strconv.ParseInt(h.Get(kafkaleg.HeaderOffset), 10, 64)
+	if err != nil || h.Get(kafkaleg.HeaderTopic) != p.route.Topic || h.Get(kafkaleg.HeaderPartition) != strconv.Itoa(p.id) {
+		return
+	}
+	maps.DeleteFunc(p.rejects, func(offset int64, _ rejection) bool { return offset <= acked })
 }
 
 // deadLetter sends msg to the DLQ; offset is -1 when the message has none.
