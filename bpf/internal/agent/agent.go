@@ -91,7 +91,7 @@ func New(cfg Config) (*Agent, error) {
 	default:
 		return nil, fmt.Errorf("HTTP probe %q: want %s or %s", cfg.HTTPProbe, HTTPProbeUprobe, HTTPProbeSocket)
 	}
-	if err := Preflight(); err != nil {
+	if err := Preflight(cfg.HTTPProbe); err != nil {
 		return nil, err
 	}
 	sys, err := attachSystem()

@@ -33,6 +33,10 @@ type sockProbe struct {
 	pids  map[int]bool // the pids written to the filter maps
 }
 
+// sockTracepoints are the BTF tracepoints the socket probe's programs attach to (their SEC names in httpsock.c), as
+// the preflight tries them.
+var sockTracepoints = []string{"inet_sock_set_state", "sock_recv_length", "sock_send_length"}
+
 func attachSockProbe() (*sockProbe, error) {
 	p := &sockProbe{pids: map[int]bool{}}
 	if err := httpsock.LoadBpfObjects(&p.objs, nil); err != nil {

@@ -38,10 +38,11 @@ func canReadMemory() bool {
 }
 
 // Preflight says, in one error naming every missing piece, why the agent cannot run here: kernel BTF (CO-RE needs
-// it), the right to load and attach uprobes, tracefs and tracepoint programs. Uprobes are tried, not guessed from
+// it), the right to load and attach uprobes, tracefs, tracepoint programs and, for the socket HTTP probe (httpProbe
+// HTTPProbeSocket), BTF tracepoint (tp_btf) programs. Uprobes and tp_btf programs are tried, not guessed from
 // capability bits: CAP_BPF+CAP_PERFMON load the programs but this kernel opens a uprobe's perf event only with
 // CAP_SYS_ADMIN, and the preflight that checked the bits let such an agent start and fail every probe (found by review).
-func Preflight() error {
+func Preflight(httpProbe string) error {
 	var errs []error
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		errs = append(errs, fmt.Errorf("kernel BTF missing (/sys/kernel/btf/vmlinux: %v): a kernel built with CONFIG_DEBUG_INFO_BTF=y is required", err))
@@ -64,6 +65,11 @@ func Preflight() error {
 	}
 	if err := features.HaveProgramType(ebpf.TracePoint); err != nil {
 		errs = append(errs, fmt.Errorf("kernel cannot load %s programs (the TCP probe's): %w", ebpf.TracePoint, err))
+	}
+	if httpProbe == HTTPProbeSocket {
+		if err := tryTpBTF(sockTracepoints); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("bpf agent cannot run: %w", errors.Join(errs...))
@@ -124,6 +130,28 @@ func attachEmptyUprobe() error {
 		return fmt.Errorf("uprobe on %s of %s: %w", fn.Name, self, err)
 	}
 	return l.Close()
+}
+
+// tryTpBTF loads an empty BTF tracepoint (tp_btf) program on each of tracepoints and attaches it for a moment: the
+// socket HTTP probe's programs are of that type, and a kernel without it (or without BTF for those tracepoints)
+// used to pass the preflight and fail only when the probe was loaded.
+func tryTpBTF(tracepoints []string) error {
+	for _, tp := range tracepoints {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
+			AttachTo: tp, License: "GPL", Instructions: emptyProgram})
+		if err == nil {
+			var l link.Link
+			if l, err = link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ebpf.AttachTraceRawTp}); err == nil {
+				err = l.Close()
+			}
+			prog.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("kernel cannot run a BTF tracepoint (tp_btf) program on %s, which BPF_HTTP_PROBE=%s needs "+
+				"(BPF_HTTP_PROBE=%s does not): %w", tp, HTTPProbeSocket, HTTPProbeUprobe, err)
+		}
+	}
+	return nil
 }
 
 // mountTracefs makes tracepoints addressable: perf_event_open needs each tracepoint's id from tracefs, which minimal

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -75,7 +76,7 @@ const preflightWantEnv = "SHANHAI_TEST_PREFLIGHT_WANT"
 // checks run in copies of this test binary as nobody with ambient capabilities (CAP_DAC_READ_SEARCH for tracefs).
 func TestPreflightNamesTheCapabilityUprobesNeed(t *testing.T) {
 	if want := os.Getenv(preflightWantEnv); want != "" {
-		err := Preflight()
+		err := Preflight(HTTPProbeUprobe)
 		switch {
 		case want == "ok" && err != nil:
 			t.Fatalf("Preflight: %v; want it to pass", err)
@@ -92,4 +93,24 @@ func TestPreflightNamesTheCapabilityUprobesNeed(t *testing.T) {
 	runAsNobody(t, t.Name(), dir, preflightWantEnv+"=missing CAP_SYS_ADMIN", capBPF, capPerfmon, capDacReadSearch)
 	runAsNobody(t, t.Name(), dir, preflightWantEnv+"=missing CAP_SYS_ADMIN", capDacReadSearch)
 	runAsNobody(t, t.Name(), dir, preflightWantEnv+"=ok", capSysAdmin, capDacReadSearch)
+}
+
+// The socket probe's programs are BTF tracepoint (tp_btf) programs, which the preflight never tried: a kernel
+// without them, or without BTF for those tracepoints, passed it and failed at load (found by review). A tracepoint
+// this kernel has no BTF for stands in for a kernel lacking them; the uprobe mode does not need them.
+func TestPreflightTriesBTFTracepoints(t *testing.T) {
+	requireRoot(t)
+	if err := Preflight(HTTPProbeSocket); err != nil {
+		t.Fatalf("Preflight on this kernel: %v", err)
+	}
+	saved := sockTracepoints
+	t.Cleanup(func() { sockTracepoints = saved })
+	sockTracepoints = append(slices.Clone(saved), "shanhai_no_such_tracepoint")
+	err := Preflight(HTTPProbeSocket)
+	if err == nil || !strings.Contains(err.Error(), "tp_btf") || !strings.Contains(err.Error(), "shanhai_no_such_tracepoint") {
+		t.Fatalf("Preflight with a tracepoint missing: %v; want a refusal naming tp_btf and the tracepoint", err)
+	}
+	if err := Preflight(HTTPProbeUprobe); err != nil {
+		t.Fatalf("Preflight in uprobe mode, which uses no tp_btf program: %v", err)
+	}
 }
