@@ -170,3 +170,23 @@ func TestComposeKeepsObservabilityOnLoopback(t *testing.T) {
 		t.Error("no service but the gateway publishes a port: the test checks nothing")
 	}
 }
+
+// TestComposeGoMemoryLimitsSetGOMEMLIMIT: every platform binary sets GOMEMLIMIT under its compose memory limit, as in
+// Kubernetes (checkGOMEMLIMIT says why); none did.
+func TestComposeGoMemoryLimitsSetGOMEMLIMIT(t *testing.T) {
+	p := loadCompose(t)
+	for _, b := range Binaries {
+		s, ok := p.Services[b.Name]
+		if !ok || s.Deploy == nil || s.Deploy.Resources.Limits == nil || s.Deploy.Resources.Limits.MemoryBytes == 0 {
+			t.Errorf("%s: no compose service with a memory limit", b.Name)
+			continue
+		}
+		soft := ""
+		if v := s.Environment["GOMEMLIMIT"]; v != nil {
+			soft = *v
+		}
+		if err := checkGOMEMLIMIT(soft, int64(s.Deploy.Resources.Limits.MemoryBytes)); err != nil {
+			t.Errorf("compose %s: %v", b.Name, err)
+		}
+	}
+}
