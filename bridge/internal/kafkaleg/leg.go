@@ -254,15 +254,22 @@ func (p *partition) forgetRejects(committed int64) {
 	maps.DeleteFunc(p.rejects, func(offset int64, _ rejection) bool { return offset < committed })
 }
 
-// refreshLag sets the lag of each partition whose feed is not waiting for a record: held at a poison message while the
-// DLQ is down, stalled by its sink, or restarting. Its feed sets the lag only from a record it fetched, so without this
-// the gauge would stay where it was however far the partition falls behind. It is the high watermark, asked of the
-// broker, minus the first unconfirmed offset. A partition waiting for a record is caught up with what it fetched (or
-// cannot fetch, and then cannot be asked either), so an idle bridge asks nothing.
+// refreshLag sets each partition's bridge_consumer_lag: the high watermark minus the first unconfirmed offset, the
+// records JetStream has not confirmed yet (what a restart would read again, as the group's committed offset shows).
+// It mixed two definitions: the feed set it from each fetched record (its high watermark minus its offset minus one,
+// which leaves out the records fetched and unconfirmed, and stayed at its last value while they were confirmed), and
+// this from the first unconfirmed offset only for a partition held. A partition whose feed waits for a record has
+// fetched everything, so the high watermark its last record came with holds, and an idle bridge asks nothing; for the
+// others (held at a poison message while the DLQ is down, stalled by JetStream, restarting) the broker is asked, in
+// one ListOffsets request.
 func (l *Leg) refreshLag(gctx context.Context, parts []*partition) {
 	req := map[string][]kafka.OffsetRequest{}
 	for _, p := range parts {
-		if !p.fetching.Load() && p.position() >= 0 {
+		switch pos := p.position(); {
+		case pos < 0:
+		case p.fetching.Load():
+			l.o.Metrics.Lag(p.route.Topic, p.id, max(p.hwm.Load()-pos, 0))
+		default:
 			req[p.route.Topic] = append(req[p.route.Topic], kafka.LastOffsetOf(p.id))
 		}
 	}

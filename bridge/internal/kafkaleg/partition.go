@@ -53,8 +53,9 @@ type partition struct {
 	id        int
 	subject   string // route.PartitionSubject(id): one subject per partition, so leg B reads only its own
 	tracker   atomic.Pointer[commit.Tracker]
-	committed int64       // last committed position; only the committer touches it
-	fetching  atomic.Bool // the feed waits for a record, so the lag its last record gave still holds (refreshLag)
+	committed int64        // last committed position; only the committer touches it
+	fetching  atomic.Bool  // the feed waits for a record, so the high watermark its last record gave still holds
+	hwm       atomic.Int64 // the high watermark the last fetched record came with (refreshLag)
 
 	mu      sync.Mutex
 	rejects map[int64]rejection // sink verdicts per offset, across restarts
@@ -283,7 +284,7 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 		if err := s.tracker.Add(m.Offset); err != nil {
 			return err
 		}
-		l.o.Metrics.Lag(p.route.Topic, p.id, m.HighWaterMark-m.Offset-1)
+		p.hwm.Store(m.HighWaterMark)
 
 		if letter, bad := p.poison(m); bad {
 			if err := l.o.DLQ.Send(ctx, letter); err != nil {

@@ -13,9 +13,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
+	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
 	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
 )
@@ -189,5 +191,45 @@ func TestCommitForgetsTheRejectionsBelowIt(t *testing.T) {
 	p.forgetRejects(9)
 	if _, kept := p.rejects[9]; len(p.rejects) != 2 || !kept {
 		t.Fatalf("rejections after a commit at 9: %v, want 9's and 12's", p.rejects)
+	}
+}
+
+// bridge_consumer_lag is one quantity whether a partition fetches or is held: the high watermark minus the first
+// offset JetStream has not confirmed. A fetching partition's came from its last fetched record (high watermark minus
+// its offset minus one), which left out the records in flight (0 here, not 4) and stayed there once they were confirmed.
+func TestLagIsTheRecordsNotConfirmed(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(Options{Metrics: m})
+	p := &partition{leg: l, route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
+	tr := commit.New(6)
+	for o := int64(6); o < 10; o++ {
+		if err := tr.Add(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.tracker.Store(tr)
+	p.fetching.Store(true) // waiting for offset 10: the high watermark offset 9 came with holds
+	p.hwm.Store(10)
+	lag := func() int64 {
+		t.Helper()
+		l.refreshLag(context.Background(), []*partition{p})
+		n, ok, err := harness.Int64Metric(reader, "bridge.consumer.lag", "partition", "0")
+		if err != nil || !ok {
+			t.Fatalf("no bridge_consumer_lag (%v)", err)
+		}
+		return n
+	}
+	if n := lag(); n != 4 {
+		t.Fatalf("bridge_consumer_lag = %d with offsets 6-9 published and unconfirmed, want 4", n)
+	}
+	for o := int64(6); o < 10; o++ {
+		tr.Done(o)
+	}
+	if n := lag(); n != 0 {
+		t.Fatalf("bridge_consumer_lag = %d with everything confirmed, want 0", n)
 	}
 }

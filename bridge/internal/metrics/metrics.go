@@ -3,7 +3,7 @@
 //
 //	bridge_messages_total{leg,result}        result: ok, dlq, retry, skipped
 //	bridge_inflight{leg}                     unconfirmed messages
-//	bridge_consumer_lag{topic,partition}     Kafka high watermark minus position
+//	bridge_consumer_lag{topic,partition}     Kafka high watermark minus the first offset JetStream has not confirmed
 //	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack
 //	bridge_dlq_total{leg,reason}
 package metrics
@@ -58,7 +58,7 @@ func New(m metric.Meter) (*Bridge, error) {
 	if b.dlq, err = m.Int64Counter("bridge.dlq", metric.WithDescription("messages sent to the dead-letter topic")); err != nil {
 		return nil, err
 	}
-	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka messages behind the high watermark per partition"),
+	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka records of a partition JetStream has not confirmed yet: the high watermark minus the first unconfirmed offset, refreshed every commit interval"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			b.mu.Lock()
 			defer b.mu.Unlock()
