@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,10 +35,14 @@ type Target struct {
 	PID    int
 	Exe    string
 	Probes []string
-	// Unprobed says why no probe could be put on the executable (it failed to parse or attach; the log has the
-	// same line), empty when it is probed.
-	Unprobed string
+	// Unprobed says why probes that apply to the executable are not on it, by probe name (a Go release or library
+	// version the offsets tables do not hold, a verifier refusal), or under UnprobedAll why none is (it failed to
+	// parse or attach). Empty when every probe that applies is on; the log has the same lines.
+	Unprobed map[string]string
 }
+
+// UnprobedAll is the Target.Unprobed key for an executable that got no probe at all.
+const UnprobedAll = "all"
 
 // Agent owns the loaded probes.
 type Agent struct {
@@ -296,8 +301,13 @@ func (a *Agent) Targets() []Target {
 		t := Target{PID: p.pid, Exe: p.exe}
 		if b, ok := a.bins[p.bin]; ok {
 			t.Probes = slices.Clone(b.probes)
+			if len(b.refused) > 0 {
+				t.Unprobed = maps.Clone(b.refused)
+			}
 		}
-		t.Unprobed = a.failed[p.bin]
+		if why, ok := a.failed[p.bin]; ok {
+			t.Unprobed = map[string]string{UnprobedAll: why}
+		}
 		if a.sock != nil {
 			t.Probes = append(t.Probes, "httpsock")
 		}

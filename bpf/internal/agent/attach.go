@@ -40,8 +40,11 @@ type binProbes struct {
 	id     binID
 	exe    string
 	probes []string // attached probe names, for /metrics and logs
-	log    *slog.Logger
-	closer []io.Closer
+	// refused names the probes that apply to the executable but failed, with why (Target.Unprobed): an operator must
+	// see a target's HTTP RED missing for a Go release the agent has no offsets for without reading the log.
+	refused map[string]string
+	log     *slog.Logger
+	closer  []io.Closer
 
 	http          *httpserver.BpfObjects
 	rt            *goruntime.BpfObjects
@@ -99,7 +102,7 @@ func attachBinary(path, exe string, id binID, httpUprobe bool, accept *ebpf.Prog
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
-	b := &binProbes{id: id, exe: exe, log: log}
+	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -127,6 +130,7 @@ func attachBinary(path, exe string, id binID, httpUprobe bool, accept *ebpf.Prog
 			log.Info("probe not applicable", "exe", exe, "probe", p.name, "reason", err.Error())
 		case err != nil:
 			log.Error("probe failed", "exe", exe, "probe", p.name, "err", err)
+			b.refused[p.name] = err.Error()
 		default:
 			b.probes = append(b.probes, p.name)
 		}

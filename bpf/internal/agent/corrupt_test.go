@@ -77,7 +77,10 @@ func TestAgentSkipsCorruptTarget(t *testing.T) {
 	unprobed := map[int]string{}
 	for _, tg := range a.Targets() {
 		probes[tg.PID] = tg.Probes
-		unprobed[tg.PID] = tg.Unprobed
+		unprobed[tg.PID] = tg.Unprobed[UnprobedAll]
+		if len(tg.Unprobed) > 1 || len(tg.Unprobed) == 1 && tg.Unprobed[UnprobedAll] == "" {
+			t.Fatalf("target pid %d unprobed %v, want nothing or why all probes are missing", tg.PID, tg.Unprobed)
+		}
 	}
 	if unprobed[tgGood.pid] != "" {
 		t.Fatalf("target pid %d reported unprobed: %s", tgGood.pid, unprobed[tgGood.pid])

@@ -40,8 +40,10 @@ var (
 	descTarget = prometheus.NewDesc("shanhai_bpf_target_info",
 		"A process being observed and the probes attached to its executable.", []string{"pid", "exe", "probes"}, nil)
 	descUnprobed = prometheus.NewDesc("shanhai_bpf_target_unprobed",
-		"A target process whose executable got no probes: it failed to parse or attach (the agent's log says why).",
-		[]string{"pid", "exe"}, nil)
+		"A probe that applies to a target process's executable but is not on it, and why: probe=\"all\" when the "+
+			"executable failed to parse or attach, else the probe refused (e.g. a Go release or library version the "+
+			"offsets tables do not hold).",
+		[]string{"pid", "exe", "probe", "reason"}, nil)
 	descDropped = prometheus.NewDesc("shanhai_bpf_series_dropped_total",
 		"HTTP server requests not counted because their series found no room in the probe's maps (4096 series per "+
 			"executable in uprobe mode, 4096 in all in socket mode). Counted from when each probe was loaded.",
@@ -79,8 +81,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			probes += p
 		}
 		ch <- prometheus.MustNewConstMetric(descTarget, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe, probes)
-		if t.Unprobed != "" {
-			ch <- prometheus.MustNewConstMetric(descUnprobed, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe)
+		for probe, why := range t.Unprobed {
+			ch <- prometheus.MustNewConstMetric(descUnprobed, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe, probe, why)
 		}
 	}
 	s, err := c.a.Snapshot()

@@ -62,7 +62,7 @@ func TestScanDuringCopyIsRetried(t *testing.T) {
 	a.Scan()
 	tg := startTarget(t, p)
 	a.Scan()
-	if ts := a.Targets(); len(ts) != 1 || ts[0].Unprobed != "" || len(ts[0].Probes) == 0 {
+	if ts := a.Targets(); len(ts) != 1 || len(ts[0].Unprobed) != 0 || len(ts[0].Probes) == 0 {
 		t.Fatalf("after the copy finished: targets = %+v, want pid %d probed", ts, tg.pid)
 	}
 	c := &http.Client{Timeout: 5 * time.Second}
