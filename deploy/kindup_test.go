@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -102,5 +103,27 @@ func TestKindUpRunsAgainAfterAPartialFailure(t *testing.T) {
 				t.Errorf("a further run changed the secrets:\nbefore %v\nafter  %v", got, again)
 			}
 		})
+	}
+}
+
+// TestKindUpReadsTheVariablesItsFilesName: a SHANHAI_* variable that the kind files or the script's own comments
+// name is one kind-up.sh reads. kind-config.yaml promised Calico under SHANHAI_KIND_CNI=calico, which nothing read:
+// the NetworkPolicies were never enforced on kind.
+func TestKindUpReadsTheVariablesItsFilesName(t *testing.T) {
+	script, err := os.ReadFile(kindUpScript)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile(`SHANHAI_[A-Z0-9_]+`)
+	for _, f := range []string{kindUpScript, "k8s/kind-config.yaml", "k8s/overlays/kind/kustomization.yaml", "README.md"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range named.FindAllString(string(b), -1) {
+			if !strings.Contains(string(script), "${"+v) {
+				t.Errorf("%s names %s, which %s does not read", f, v, kindUpScript)
+			}
+		}
 	}
 }
