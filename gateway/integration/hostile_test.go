@@ -218,6 +218,8 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello")
 	case "notmodified-body":
 		return w("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nhello")
+	case "via-order": // a hop-by-hop field ahead of two lines of another
+		return w("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nVia: 1.0 a\r\nVia: 1.1 b\r\nContent-Length: 2\r\n\r\nok")
 	case "header": // the value of the field the query names, as it arrived
 		name := req.URL.Query().Get("name")
 		body := name + "=" + strings.Join(req.Header.Values(name), ",")
@@ -411,6 +413,20 @@ func TestHostileClients(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { bad(t, tc.raw, 400, "malformed-request") })
 	}
+	t.Run("repeated field lines keep their order", func(t *testing.T) {
+		// RFC 9110 §5.3: the order of a field's lines is significant.
+		// Deleting a field ahead of them (fasthttp's Del moves the last
+		// field into its place) swapped them, upstream and to the client.
+		a := exchange(t, g.Addr, "GET /api/v1/products/header?name=Via HTTP/1.1\r\nHost: gw\r\nX-Request-ID: client-1\r\n"+
+			"Keep-Alive: 300\r\nVia: 1.0 a\r\nVia: 1.1 b\r\n\r\n", 1)[0]
+		if a.Status != 200 || a.Body != "Via=1.0 a,1.1 b" {
+			t.Fatalf("the upstream got %d %q, want Via=1.0 a,1.1 b", a.Status, a.Body)
+		}
+		a = exchange(t, g.Addr, get("via-order"), 1)[0]
+		if got := strings.Join(a.Header.Values("Via"), ","); a.Status != 200 || got != "1.0 a,1.1 b" {
+			t.Fatalf("the client got %d, Via %q, want 1.0 a,1.1 b", a.Status, got)
+		}
+	})
 	t.Run("HTTP versions other than 1.0 and 1.1", func(t *testing.T) {
 		// RFC 9110 §15.6.6: 505, never proxied (it went upstream as
 		// HTTP/1.1), and closed, as what follows may be another protocol.

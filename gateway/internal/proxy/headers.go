@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"iter"
 	"math/bits"
 	"net/netip"
 	"strings"
@@ -49,7 +50,7 @@ func classify(k []byte) fields {
 // asciiEqualFold is bytes.EqualFold without Unicode folding (which matches
 // the Kelvin sign to k, something no header parser does) and without
 // converting name to bytes.
-func asciiEqualFold(b []byte, name string) bool {
+func asciiEqualFold[S string | []byte](b []byte, name S) bool {
 	if len(b) != len(name) {
 		return false
 	}
@@ -147,23 +148,195 @@ func listNames(list string, k []byte) bool {
 // them (the usual one) changes nothing and costs that pass only.
 func Sanitize(h *fasthttp.RequestHeader) {
 	var present fields
+	var names nameSet
 	for k := range h.All() {
 		present |= classify(k)
+		names.add(k)
+	}
+	var kept keptLines
+	if present != 0 && names.twice {
+		kept = keepOrder(h)
 	}
 	dropHop(h, present)
-	if present&userBit == 0 {
-		return
-	}
-	var doomed [][]byte
-	for k := range h.All() {
-		if isUserHeader(k) {
-			doomed = append(doomed, append([]byte(nil), k...))
+	if present&userBit != 0 {
+		var doomed [][]byte
+		for k := range h.All() {
+			if isUserHeader(k) {
+				doomed = append(doomed, append([]byte(nil), k...))
+			}
+		}
+		h.Del(UserHeader)
+		for _, k := range doomed {
+			h.DelBytes(k)
 		}
 	}
-	h.Del(UserHeader)
-	for _, k := range doomed {
-		h.DelBytes(k)
+	kept.restore(h)
+}
+
+// orderedHeader is what keepOrder needs of a request or response header.
+type orderedHeader interface {
+	All() iter.Seq2[[]byte, []byte]
+	DelBytes(key []byte)
+	AddBytesKV(key, value []byte)
+}
+
+// fieldLine is one copied field line.
+type fieldLine struct{ name, value []byte }
+
+// keptLines are the lines of every field a header held in more than one
+// line, copied in order before fields were deleted (keepOrder).
+type keptLines []fieldLine
+
+// keepOrder copies, before fields of h are deleted, the lines of every
+// field h holds in more than one line, so that restore can put their
+// order back. fasthttp's Del moves the header's last field into the place
+// of each one it deletes (delAllArgs), so deleting a field ahead of two
+// lines of one name, the last of them last in the header, swapped those
+// two: Keep-Alive, Via: a, Via: b went on as Via: b, Via: a. RFC 9110
+// §5.3: the order of a field's lines is significant (Via, Warning,
+// X-Forwarded-For).
+//
+// Callers that delete on every request ask only when a pass they make
+// anyway found a name that may come twice (nameSet); the names are then
+// compared, copied on the stack, and the lines copied only when one does
+// repeat. (Through the interface, h's iterators allocate: only this rare
+// path takes it.)
+//
+// Left out: fields the header does not keep among its others, which Del
+// never moves (an answer's Set-Cookie, a request's Cookie), and those
+// AddBytesKV would not put back as they were (an answer's Date;
+// Connection and Transfer-Encoding, hop-by-hop, deleted anyway).
+func keepOrder(h orderedHeader) keptLines {
+	_, answer := h.(*fasthttp.ResponseHeader)
+	var buf [512]byte
+	var ends [32]int
+	names, n := buf[:0], 0
+	for k := range h.All() {
+		if n == len(ends) || len(names)+len(k) > len(buf) {
+			n = -1 // too many to compare here: copy them all
+			break
+		}
+		names = append(names, k...)
+		ends[n] = len(names)
+		n++
 	}
+	if n >= 0 && !repeats(names, ends[:n], answer) {
+		return nil
+	}
+	var all keptLines
+	for k, v := range h.All() {
+		all = append(all, fieldLine{append([]byte(nil), k...), append([]byte(nil), v...)})
+	}
+	var kept keptLines
+	for i, l := range all {
+		if !reorderable(l.name, answer) {
+			continue
+		}
+		for j, o := range all {
+			if j != i && asciiEqualFold(o.name, l.name) {
+				kept = append(kept, l)
+				break
+			}
+		}
+	}
+	return kept
+}
+
+// nameSet is a 64-bit set of field name hashes: added every name of a
+// header, it tells, at a cost of a few operations a name, whether a name
+// may come twice (twice), and otherwise that none does.
+type nameSet struct {
+	seen  uint64
+	twice bool
+}
+
+func (s *nameSet) add(k []byte) {
+	bit := uint64(1) << (nameHash(k) & 63)
+	s.twice = s.twice || s.seen&bit != 0
+	s.seen |= bit
+}
+
+// repeats says whether one of names (ends[i] is where the i-th ends) that
+// keepOrder keeps comes twice.
+func repeats(names []byte, ends []int, answer bool) bool {
+	for i := range ends {
+		a := names[ends[i]-nameLen(ends, i) : ends[i]]
+		if !reorderable(a, answer) {
+			continue
+		}
+		for j := i + 1; j < len(ends); j++ {
+			if asciiEqualFold(a, names[ends[j]-nameLen(ends, j):ends[j]]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// nameLen is the length of the i-th of the names ends delimits.
+func nameLen(ends []int, i int) int {
+	if i == 0 {
+		return ends[0]
+	}
+	return ends[i] - ends[i-1]
+}
+
+// restore puts the kept lines whose names h still holds (in that exact
+// spelling: every deletion removes a spelling whole) back in their order,
+// after every other field. The order of fields of different names is not
+// significant (RFC 9110 §5.3).
+func (kept keptLines) restore(h orderedHeader) {
+	if len(kept) == 0 {
+		return
+	}
+	var live keptLines
+	for _, l := range kept {
+		for k := range h.All() {
+			if string(k) == string(l.name) {
+				live = append(live, l)
+				break
+			}
+		}
+	}
+	for i, l := range live {
+		if i == 0 || !seenName(live[:i], l.name) {
+			h.DelBytes(l.name)
+		}
+	}
+	for _, l := range live {
+		h.AddBytesKV(l.name, l.value)
+	}
+}
+
+// seenName says whether one of lines has exactly this name.
+func seenName(lines keptLines, name []byte) bool {
+	for _, l := range lines {
+		if string(l.name) == string(name) {
+			return true
+		}
+	}
+	return false
+}
+
+// nameHash is a cheap hash of a name, ASCII case ignored: its length and
+// its first, middle and last bytes.
+func nameHash(k []byte) uint {
+	if len(k) == 0 {
+		return 0
+	}
+	return uint(len(k))*7 + uint(k[0]|0x20)*3 + uint(k[len(k)/2]|0x20)*5 + uint(k[len(k)-1]|0x20)
+}
+
+// reorderable says whether keepOrder keeps a field's lines in a request's
+// or an answer's header (see there).
+func reorderable(name []byte, answer bool) bool {
+	if asciiEqualFold(name, "Connection") || asciiEqualFold(name, "Transfer-Encoding") {
+		return false
+	}
+	if answer {
+		return !asciiEqualFold(name, "Set-Cookie") && !asciiEqualFold(name, "Date")
+	}
+	return !asciiEqualFold(name, "Cookie")
 }
 
 // isUserHeader matches "x-user-id" ignoring case and treating '_' as '-'.
@@ -194,7 +367,9 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) (respelled decorations) {
 	var present fields
 	odd := false
 	var named []byte // what Connection fields name besides hop-by-hop ones
+	var names nameSet
 	for k, v := range h.All() {
+		names.add(k)
 		if f := classify(k) &^ userBit; f != 0 {
 			present |= f
 			odd = odd || string(k) != hopByHop[bits.TrailingZeros16(uint16(f))]
@@ -207,6 +382,10 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) (respelled decorations) {
 		}
 		respelled |= respelling(k)
 	}
+	var kept keptLines
+	if present != 0 && names.twice {
+		kept = keepOrder(h)
+	}
 	dropHopFields(h, present)
 	if odd || named != nil {
 		// On the fasthttp transport the answer's names are as sent, and
@@ -218,6 +397,7 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) (respelled decorations) {
 			return odd && classify(k)&^userBit != 0 || listNames(list, k)
 		})
 	}
+	kept.restore(h)
 	return respelled
 }
 
@@ -256,7 +436,9 @@ func respelling(k []byte) decorations {
 // dropRespelled deletes the fields of which that are spelled otherwise than
 // decorated has them, before decorate sets its own.
 func dropRespelled(h *fasthttp.ResponseHeader, which decorations) {
+	kept := keepOrder(h)
 	dropSpellings(h, func(k []byte) bool { return respelling(k)&which != 0 })
+	kept.restore(h)
 }
 
 // dropSpellings deletes the fields whose names match, each by its exact
@@ -370,39 +552,47 @@ func (t Trusted) SetForwarded(h *fasthttp.RequestHeader, peer netip.Addr, tls bo
 		}
 		scratch = append(scratch, last...)
 	}
-	if sent&optForwardedForLines != 0 {
-		h.Del(fasthttp.HeaderXForwardedFor)
-	}
-	h.SetCanonical(xForwardedFor, scratch[:chain])
-	switch {
-	case keepProto && protoLines:
-		h.Del("X-Forwarded-Proto")
-		h.SetCanonical(xForwardedProto, scratch[chain:])
-	case keepProto:
-	default:
-		if protoLines {
-			h.Del("X-Forwarded-Proto")
-		}
-		if tls {
-			h.SetCanonical(xForwardedProto, protoHTTPS)
-		} else {
-			h.SetCanonical(xForwardedProto, protoHTTP)
-		}
-	}
+	// An untrusted peer's claims, looked for in one pass.
+	var claims [len(untrustedClaims)]bool
+	claimed := false
+	names := nameSet{twice: trusted} // from a trusted peer, not looked at
 	if !trusted {
-		var claims [len(untrustedClaims)]bool
 		for k := range h.All() {
+			names.add(k)
 			for i, name := range untrustedClaims {
 				if asciiEqualFold(k, name) {
-					claims[i] = true
+					claims[i], claimed = true, true
 				}
 			}
 		}
-		for i, name := range untrustedClaims {
-			if claims[i] {
-				h.Del(name)
-			}
+	}
+	// Every deletion first, between keepOrder and restore, then the sets:
+	// a field set again after its lines were deleted is no line to put back.
+	var kept keptLines
+	if (sent&(optForwardedForLines|optForwardedProtoLines) != 0 || claimed) && names.twice {
+		kept = keepOrder(h)
+	}
+	if sent&optForwardedForLines != 0 {
+		h.Del(fasthttp.HeaderXForwardedFor)
+	}
+	if protoLines {
+		h.Del("X-Forwarded-Proto")
+	}
+	for i, name := range untrustedClaims {
+		if claims[i] {
+			h.Del(name)
 		}
+	}
+	kept.restore(h)
+	h.SetCanonical(xForwardedFor, scratch[:chain])
+	switch {
+	case keepProto && protoLines:
+		h.SetCanonical(xForwardedProto, scratch[chain:])
+	case keepProto:
+	case tls:
+		h.SetCanonical(xForwardedProto, protoHTTPS)
+	default:
+		h.SetCanonical(xForwardedProto, protoHTTP)
 	}
 	return scratch
 }
