@@ -47,10 +47,10 @@ func TestBucketLookupIsConsistent(t *testing.T) {
 	// not find the old one in the lock-free copy.
 	h := l.shardOf([]byte("k"))
 	h.mu.Lock()
-	h.sweep(time.Now().UnixNano())
+	h.sweep(time.Now().UnixNano(), len(h.keys))
 	h.mu.Unlock()
-	if _, ok := h.ro.Load()["k"]; ok {
-		t.Fatal("swept key k still in the lock-free copy")
+	if b, ok := h.ro.Load()["k"]; ok && !b.dead.Load() {
+		t.Fatal("swept key k still live in the lock-free copy")
 	}
 	if l.bucket([]byte("k")) == first {
 		t.Fatal("swept key k found its old bucket")
@@ -69,4 +69,78 @@ func BenchmarkBucketParallel(b *testing.B) {
 			l.bucket(key)
 		}
 	})
+}
+
+// sameShard returns n keys of l that fall in one shard, and that shard.
+func sameShard(l *Lease, n int) ([][]byte, *shard) {
+	target := l.shardOf([]byte("0"))
+	var keys [][]byte
+	for i := 0; len(keys) < n; i++ {
+		if k := fmt.Appendf(nil, "%d", i); l.shardOf(k) == target {
+			keys = append(keys, k)
+		}
+	}
+	return keys, target
+}
+
+// A full shard is swept a few keys per new key, not whole under its lock
+// at every new key: the shard's idle keys go over the next new keys, and a
+// key with a lease or a denial pending stays.
+func TestSweepIsIncremental(t *testing.T) {
+	l := New(nil, uniq(), Rate{Count: 10, Period: time.Second}, 1, slog.Default())
+	keys, s := sameShard(l, 3*sweepAbove)
+	old, fresh := keys[:sweepAbove], keys[sweepAbove:]
+	leased := l.bucket(old[0])
+	leased.until = time.Now().Add(time.Hour).UnixNano()
+	denied := l.bucket(old[1])
+	denied.denyUntil = time.Now().Add(time.Hour).UnixNano()
+	for _, k := range old[2:] {
+		l.bucket(k)
+	}
+	l.bucket(fresh[0])
+	if n := len(s.m); n < sweepAbove+1-sweepStep {
+		t.Fatalf("one new key in a full shard of idle keys left %d keys of %d: more than %d swept at once", n, sweepAbove+1, sweepStep)
+	}
+	// A sweep comes every few new keys once the shard is full, and goes
+	// round all its keys within twice as many new keys as it holds.
+	for _, k := range fresh[1 : 2*sweepAbove] {
+		l.bucket(k)
+	}
+	for i, k := range old {
+		if b := s.m[string(k)]; (b != nil) != (i < 2) {
+			t.Fatalf("key %d of the full shard: kept %v; want only the leased and the denied one kept", i, b != nil)
+		}
+	}
+	if l.bucket(old[0]) != leased || l.bucket(old[1]) != denied {
+		t.Fatal("a key with a lease or a denial pending got a new bucket")
+	}
+	if len(s.keys) != len(s.m) {
+		t.Fatalf("the sweep's %d keys and the map's %d disagree", len(s.keys), len(s.m))
+	}
+}
+
+// New keys into a shard full of leased keys (none can be forgotten): the
+// slowest single lookup ("worst-ns") is what every request on the shard
+// may wait behind. A whole sweep and a copy of the map per new key was
+// hundreds of microseconds.
+func BenchmarkBucketNewKeyFullShard(b *testing.B) {
+	l := New(nil, uniq(), Rate{Count: 10, Period: time.Second}, 1, slog.Default())
+	keys, _ := sameShard(l, sweepAbove+20000)
+	until := time.Now().Add(time.Hour).UnixNano()
+	for _, k := range keys[:sweepAbove] {
+		l.bucket(k).until = until
+	}
+	fresh := keys[sweepAbove:]
+	var worst time.Duration
+	i := 0
+	for b.Loop() {
+		if i == len(fresh) {
+			b.Fatal("out of keys: lower -benchtime")
+		}
+		t0 := time.Now()
+		l.bucket(fresh[i]).until = until
+		worst = max(worst, time.Since(t0))
+		i++
+	}
+	b.ReportMetric(float64(worst.Nanoseconds()), "worst-ns")
 }

@@ -77,16 +77,25 @@ const Cooldown = time.Second
 
 // shard holds some of a limit's keys. A known key, every request's case, is
 // found in ro without a lock (package readmap): both event loops look up the
-// ip and user limits on every request. Between copies m only grows, and
-// sweep, the one place that deletes, publishes a new copy at once, so a
-// bucket found in ro is always the one m holds.
+// ip and user limits on every request. sweep, the one place that deletes,
+// marks what it deletes dead, and a dead bucket found in ro counts as a
+// miss, so a bucket served from ro is always the one m holds; ro is
+// replaced as misses come (Missed), not by the sweep.
 type shard struct {
 	ro readmap.Copy[*bucket]
-	mu sync.Mutex // m, ro's misses
+	mu sync.Mutex // m, keys, next, ro's misses
 	m  map[string]*bucket
+	// keys are m's keys, in no order, and next the one the sweep looks at
+	// next: it goes on where it stopped, a few keys per new key.
+	keys []string
+	next int
 }
 
 type bucket struct {
+	// dead: sweep deleted it from its shard's map (under mu and the
+	// shard's lock); a lookup that finds it in the lock-free copy goes on
+	// to the map.
+	dead atomic.Bool
 	// mu is held across Allow's Redis call, so one call at a time refills a
 	// key's lease and the requests behind it find its tokens. refilling
 	// says such a call is in flight: AllowLocal, which runs on an event
@@ -197,33 +206,61 @@ func (l *Lease) shardOf(key []byte) *shard {
 
 func (l *Lease) bucket(key []byte) *bucket {
 	s := l.shardOf(key)
-	if b := s.ro.Load()[string(key)]; b != nil {
+	if b := s.ro.Load()[string(key)]; b != nil && !b.dead.Load() {
 		return b
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b := s.m[string(key)]
 	if b == nil {
-		if len(s.m) >= 4096 {
-			s.sweep(time.Now().UnixNano())
+		if len(s.m) >= sweepAbove {
+			s.sweep(time.Now().UnixNano(), sweepStep)
 		}
 		b = &bucket{}
-		s.m[string(key)] = b
+		k := string(key)
+		s.m[k] = b
+		s.keys = append(s.keys, k)
 	}
 	s.ro.Missed(s.m)
 	return b
 }
 
-// sweep forgets keys with nothing leased and no denial pending; a forgotten
-// key simply asks Redis again next time.
-func (s *shard) sweep(now int64) {
-	for k, b := range s.m {
+// sweepAbove is the keys a shard holds before each new key sweeps some;
+// sweepStep is how many it looks at. The sweep looked at every key and
+// copied the map for ro under the shard's lock, at every new key once the
+// shard was full (every request on the shard waited: with 4096 keys
+// leased, each new client IP cost a sweep that freed nothing). Now a new
+// key looks at sweepStep keys, so the map's idle keys are all looked at
+// within len/sweepStep new keys, and no copy is made: ro is taken again by
+// Missed, whose cost is amortised over its misses.
+const (
+	sweepAbove = 4096
+	sweepStep  = 8
+)
+
+// sweep looks at up to n keys from where it stopped, and forgets those
+// with nothing leased and no denial pending; a forgotten key simply asks
+// Redis again next time.
+func (s *shard) sweep(now int64, n int) {
+	for n = min(n, len(s.keys)); n > 0; n-- {
+		if s.next >= len(s.keys) {
+			s.next = 0
+		}
+		k := s.keys[s.next]
+		b := s.m[k]
 		if b.mu.TryLock() {
 			if now >= b.until && now >= b.denyUntil {
+				b.dead.Store(true)
 				delete(s.m, k)
+				last := len(s.keys) - 1
+				// The newest key takes its place, to be looked at when
+				// the sweep comes round again: looked at next, the newest
+				// keys were swept over and over and the old never reached.
+				s.keys[s.next], s.keys[last] = s.keys[last], ""
+				s.keys = s.keys[:last]
 			}
 			b.mu.Unlock()
 		}
+		s.next++
 	}
-	s.ro.Publish(s.m)
 }
