@@ -6,6 +6,7 @@
 //	bridge_consumer_lag{topic,partition}     Kafka high watermark minus the first offset JetStream has not confirmed
 //	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack
 //	bridge_dlq_total{leg,reason}
+//	bridge_stream_lost_total{topic,partition} messages the stream's limits removed before leg B archived them (at most)
 package metrics
 
 import (
@@ -30,6 +31,7 @@ type Bridge struct {
 	inflight metric.Int64UpDownCounter
 	hop      metric.Float64Histogram
 	dlq      metric.Int64Counter
+	lost     metric.Int64Counter
 
 	mu  sync.Mutex
 	lag map[lagKey]int64
@@ -56,6 +58,9 @@ func New(m metric.Meter) (*Bridge, error) {
 		return nil, err
 	}
 	if b.dlq, err = m.Int64Counter("bridge.dlq", metric.WithDescription("messages sent to the dead-letter topic")); err != nil {
+		return nil, err
+	}
+	if b.lost, err = m.Int64Counter("bridge.stream.lost", metric.WithDescription("messages of a partition the JetStream stream's limits (max age, or max messages or bytes with DiscardOld) removed before leg B archived them: lost; at most, as a record leg A dead-lettered among them is counted too")); err != nil {
 		return nil, err
 	}
 	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka records of a partition JetStream has not confirmed yet: the high watermark minus the first unconfirmed offset, refreshed every commit interval"),
@@ -89,6 +94,11 @@ func (b *Bridge) Hop(ctx context.Context, leg string, d time.Duration) {
 func (b *Bridge) DLQ(leg, reason string) {
 	b.dlq.Add(context.Background(), 1, metric.WithAttributes(attribute.String("leg", leg), attribute.String("reason", reason)))
 	b.Count(leg, "dlq", 1)
+}
+
+// StreamLost counts n messages of a partition that the stream removed before leg B archived them.
+func (b *Bridge) StreamLost(topic string, partition int, n int64) {
+	b.lost.Add(context.Background(), n, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition))))
 }
 
 // Lag sets a partition's consumer lag; Forget removes it when ownership moves.

@@ -35,7 +35,14 @@ type partition struct {
 	id      int
 	name    string
 	rejects map[int64]rejection // only the session goroutines of this partition, one session at a time
+	acked   streamPos           // the last message of this partition acked in this generation (zero: none yet)
 	mu      sync.Mutex
+}
+
+// streamPos is where a message of the partition is: its stream sequence and Kafka offset.
+type streamPos struct {
+	seq    uint64
+	offset int64
 }
 
 type rejection struct {
@@ -168,6 +175,9 @@ type bsession struct {
 func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod pulsar.Producer, last int64) error {
 	p, l := s.p, s.p.leg
 	var lastC uint64
+	p.mu.Lock()
+	prev := p.acked // the session resumes after the last message acked
+	p.mu.Unlock()
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -210,6 +220,10 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 			}
 			s.tracker.Done(int64(lastC))
 			continue
+		}
+		p.checkLost(ctx, prev, meta.Sequence.Stream, offset)
+		if meta.Sequence.Stream > prev.seq {
+			prev = streamPos{seq: meta.Sequence.Stream, offset: offset}
 		}
 		if lim := int(s.limit.Load()); lim > 0 {
 			// Also at or below last: a message the broker refused under a limit lowered during an earlier session
@@ -408,26 +422,56 @@ func (s *bsession) ack() {
 			s.p.leg.o.Logger.Debug("jetstream ack failed", "err", err)
 			return
 		}
-		s.p.forgetRejects(m)
+		s.p.acknowledged(m)
 	}
 }
 
-// forgetRejects drops the Pulsar verdicts on offsets up to the one of m, the last message acked (AckAll): the
-// partition's sessions resume after it, so none reads those offsets again. They were never dropped, and a long-lived
-// generation with many messages Pulsar refuses kept an entry for each. m of another partition (the topic's old
-// subject) or without leg A's metadata says nothing about this partition's offsets.
-func (p *partition) forgetRejects(m jetstream.Msg) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.rejects) == 0 {
-		return // the common case: no header to parse
-	}
+// acknowledged records m, the last message acked (AckAll), as where the partition's next session resumes (lost checks
+// from there) and drops the Pulsar verdicts on offsets up to m's: no session reads those again. The verdicts were
+// never dropped, and a long-lived generation with many messages Pulsar refuses kept an entry for each. m of another
+// partition (the topic's old subject) or without leg A's metadata says nothing about this partition's offsets.
+func (p *partition) acknowledged(m jetstream.Msg) {
 	h := m.Headers()
 	acked, err := strconv.ParseInt(h.Get(kafkaleg.HeaderOffset), 10, 64)
 	if err != nil || h.Get(kafkaleg.HeaderTopic) != p.route.Topic || h.Get(kafkaleg.HeaderPartition) != strconv.Itoa(p.id) {
 		return
 	}
+	meta, err := m.Metadata()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		p.acked = streamPos{seq: meta.Sequence.Stream, offset: acked}
+	}
 	maps.DeleteFunc(p.rejects, func(offset int64, _ rejection) bool { return offset <= acked })
+}
+
+// checkLost reports the partition's messages the stream removed before leg B read them. Its limits (MaxAge, or
+// MaxMsgs/MaxBytes with DiscardOld) remove the oldest messages whether a consumer read them or not, and the consumer
+// then silently starts at the stream's first sequence. prev is the partition's message read (or acked, at a session's
+// start) before the one at seq with offset: a gap in offsets alone is leg A's (a record it dead-lettered), but if the
+// stream no longer holds the message after prev, the offsets between were the partition's and are gone unarchived.
+// At most: a record leg A dead-lettered among them is counted too. Only a gap in offsets costs a request.
+func (p *partition) checkLost(ctx context.Context, prev streamPos, seq uint64, offset int64) {
+	if prev.seq == 0 || seq <= prev.seq+1 || offset <= prev.offset+1 {
+		return
+	}
+	l := p.leg
+	st, err := l.o.JetStream.Stream(ctx, l.o.Stream)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.o.Logger.Warn("leg B could not read the stream's first sequence to check for messages it removed", "stream", l.o.Stream, "err", err)
+		}
+		return
+	}
+	first := st.CachedInfo().State.FirstSeq
+	if first <= prev.seq+1 {
+		return
+	}
+	n := offset - prev.offset - 1
+	l.o.Logger.Error("leg B lost messages: the stream's limits removed them before they were archived",
+		"stream", l.o.Stream, "topic", p.route.Topic, "partition", p.id, "offsets", fmt.Sprintf("%d-%d", prev.offset+1, offset-1),
+		"at_most", n, "stream_first_seq", first, "read_up_to_seq", prev.seq)
+	l.o.Metrics.StreamLost(p.route.Topic, p.id, n)
 }
 
 // deadLetter sends msg to the DLQ; offset is -1 when the message has none.

@@ -20,6 +20,9 @@ type ackedMsg struct {
 
 func (m ackedMsg) Headers() nats.Header { return m.h }
 func (m ackedMsg) Ack() error           { return nil }
+func (m ackedMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{}, nil
+}
 
 // Pulsar's verdicts on offsets at or below the last acked one are dropped once acked (they were kept for the whole
 // generation, one for every message Pulsar refused); a later offset's stays, as a replay from the ack floor reads it.

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"log/slog"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -477,4 +479,101 @@ func (p *stallingProducer) Close() {
 		fail()
 	}
 	p.Producer.Close()
+}
+
+// TestLegBCountsWhatTheStreamsLimitsRemovedUnread: a stream's limits (MaxAge in production, here MaxMsgs with
+// DiscardOld) remove the oldest messages whether leg B archived them or not, and its consumer then starts at the
+// stream's first sequence without a word: offsets 1-3 were lost unseen and unmetered. While Pulsar is unavailable the
+// stream keeps two messages of five; once Pulsar is back leg B archives the two, logs an error and counts the three in
+// bridge_stream_lost_total.
+func TestLegBCountsWhatTheStreamsLimitsRemovedUnread(t *testing.T) {
+	e := setup(t)
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := &gatedClient{Client: e.pulsar}
+	gate.open.Store(true)
+	o := e.opts
+	o.Metrics, o.Pulsar = m, gate
+	e.leg = pulsarleg.New(o)
+	e.publish(t, 0, 0, 0, kafkaleg.MsgID(e.route.Topic, 0, 0))
+	stop := e.run(1)
+	defer stop()
+	if recs := e.read(t, 1, 10*time.Second); len(recs) != 1 {
+		t.Fatalf("archived %d, want offset 0", len(recs))
+	}
+	waitAcked(t, e, 1)
+
+	gate.open.Store(false) // the partition's sessions fail and start again from the ack floor
+	ctx := context.Background()
+	st, err := e.js.Stream(ctx, e.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.MaxMsgs, cfg.Discard = 2, jetstream.DiscardOld
+	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))
+	}
+	// Open again once offset 1, delivered to the session before the stream removed it, was refused: sent now it would
+	// be archived.
+	for deadline := time.Now().Add(10 * time.Second); gate.refused.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("leg B sent nothing while Pulsar was unavailable")
+		}
+	}
+	gate.open.Store(true)
+	recs := e.read(t, 3, 5*time.Second) // one more than expected: the read must go idle with exactly offsets 4 and 5
+	if len(recs) != 2 || recs[0].Offset != 4 || recs[1].Offset != 5 {
+		t.Fatalf("archived %v after the limit, want offsets 4 and 5", recs)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		lost, _, err := harness.Int64Metric(reader, "bridge.stream.lost", "partition", "0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lost == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge_stream_lost_total = %d, want the 3 offsets the stream removed unread", lost)
+		}
+	}
+}
+
+// gatedClient is Pulsar unavailable while open is false: no producer is made and every send fails at once.
+type gatedClient struct {
+	pulsar.Client
+	open    atomic.Bool
+	refused atomic.Int32 // sends failed
+}
+
+func (c *gatedClient) CreateProducer(o pulsar.ProducerOptions) (pulsar.Producer, error) {
+	if !c.open.Load() {
+		return nil, errors.New("pulsar unavailable (test)")
+	}
+	p, err := c.Client.CreateProducer(o)
+	if err != nil {
+		return nil, err
+	}
+	return &gatedProducer{Producer: p, gate: c}, nil
+}
+
+type gatedProducer struct {
+	pulsar.Producer
+	gate *gatedClient
+}
+
+func (p *gatedProducer) SendAsync(ctx context.Context, m *pulsar.ProducerMessage, cb func(pulsar.MessageID, *pulsar.ProducerMessage, error)) {
+	if !p.gate.open.Load() {
+		p.gate.refused.Add(1)
+		cb(nil, m, errors.New("pulsar unavailable (test)"))
+		return
+	}
+	p.Producer.SendAsync(ctx, m, cb)
 }
