@@ -13,11 +13,11 @@ import (
 	"time"
 )
 
-// Run calls fn a first time first after it is called, then every after
-// the previous round began, until ctx ends; it returns once ctx has ended
-// and any round in progress (which gets ctx, to stop with it) has
-// returned. A round that takes longer than every is followed by the next at
-// once, never by two.
+// Run calls fn once first has passed, then again each time every has
+// passed since the previous round began, until ctx ends. It returns once
+// ctx has ended and a round in progress (which gets ctx, to stop with it)
+// has returned; no round starts after ctx has ended. A round that takes
+// longer than every is followed by the next at once, never by two.
 func Run(ctx context.Context, first, every time.Duration, fn func(context.Context)) {
 	t := time.NewTimer(first)
 	defer t.Stop()
@@ -27,6 +27,11 @@ func Run(ctx context.Context, first, every time.Duration, fn func(context.Contex
 			return
 		case <-t.C:
 			t.Reset(every)
+		}
+		// Both may have been ready, and select picks either: a round
+		// started after the stop would only fail (and log) at once.
+		if ctx.Err() != nil {
+			return
 		}
 		fn(ctx)
 	}

@@ -121,3 +121,17 @@ func TestAnOverrunIsNotCaughtUp(t *testing.T) {
 		}
 	})
 }
+
+// A context that has ended by the time the timer fires starts no round,
+// though select may pick either of the two ready cases.
+func TestNoRoundAfterTheContextEnded(t *testing.T) {
+	for range 100 { // select's choice is random: each run would pick the timer half the time
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		ran := false
+		Run(ctx, 0, time.Hour, func(context.Context) { ran = true })
+		if ran {
+			t.Fatal("a round ran after the context ended")
+		}
+	}
+}
