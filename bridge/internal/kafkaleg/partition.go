@@ -284,7 +284,9 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 		if err := s.tracker.Add(m.Offset); err != nil {
 			return err
 		}
+		// Also here, not only each commit interval, so a partition's series is there with its first record.
 		p.hwm.Store(m.HighWaterMark)
+		l.o.Metrics.Lag(p.route.Topic, p.id, max(m.HighWaterMark-s.tracker.Position(), 0))
 
 		if letter, bad := p.poison(m); bad {
 			if err := l.o.DLQ.Send(ctx, letter); err != nil {
