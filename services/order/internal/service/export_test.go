@@ -1,0 +1,6 @@
+package service
+
+import "context"
+
+// Housekeep runs one housekeeping round now (Start runs the first a minute after start).
+func Housekeep(s *Service, ctx context.Context) { s.housekeeping(ctx) }
