@@ -39,8 +39,8 @@ func main() {
 	var bad *config.Error
 	switch {
 	case errors.As(err, &bad):
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+		os.Exit(2) // usage error, as config.MustLoad exits
 	case err != nil:
 		os.Exit(1) // Run logged why
 	}

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -132,18 +133,9 @@ func (c *Config) Validate() error {
 	if c.RetryBudget < 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_RETRY_BUDGET", "must not be negative (0: only the budget's floor of retries)"))
 	}
-	return joinErrs(errs)
-}
-
-func joinErrs(errs []error) error {
-	if len(errs) == 0 {
-		return nil
-	}
-	msgs := make([]string, len(errs))
-	for i, e := range errs {
-		msgs[i] = e.Error()
-	}
-	return fmt.Errorf("%s", strings.Join(msgs, "; "))
+	// errors.Join keeps each Invalid error whole, so pkg/config lists every
+	// variable as its own problem with what is expected of it.
+	return errors.Join(errs...)
 }
 
 // Trusted parses GATEWAY_TRUSTED_PROXIES; a bare address is a /32 or /128.

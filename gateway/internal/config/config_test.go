@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"strings"
 	"testing"
@@ -69,6 +70,27 @@ func TestValidateNamesEveryBadVariable(t *testing.T) {
 	for _, v := range []string{"GATEWAY_MODE", "GATEWAY_ROUTES", "GATEWAY_MAX_BODY_BYTES", "GATEWAY_TRUSTED_PROXIES", "TLS_CERT_FILE", "GATEWAY_RETRY_BUDGET"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s: %v", v, err)
+		}
+	}
+}
+
+// Through the loader, as the binary reads it: each bad variable is its own
+// problem with what is expected of it, and a Validate complaint is not lost
+// when another variable fails to parse.
+func TestLoadListsEveryBadVariable(t *testing.T) {
+	var c Config
+	err := pkgconfig.LoadFrom(&c, map[string]string{"GATEWAY_MODE": "x", "GATEWAY_MAX_ATTEMPTS": "", "GATEWAY_IP_LIMIT": "x"})
+	var bad *pkgconfig.Error
+	if !errors.As(err, &bad) {
+		t.Fatalf("want *config.Error, got %v", err)
+	}
+	want := []string{"GATEWAY_IP_LIMIT", "GATEWAY_MAX_ATTEMPTS", "GATEWAY_MODE"}
+	if len(bad.Vars) != len(want) {
+		t.Fatalf("want %d problems (%v), got: %v", len(want), want, err)
+	}
+	for i, v := range bad.Vars {
+		if v.Var != want[i] || v.Expected == "" {
+			t.Errorf("problem %d: want %s with what is expected, got %q", i, want[i], v.Error())
 		}
 	}
 }
