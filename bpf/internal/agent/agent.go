@@ -62,6 +62,10 @@ type Agent struct {
 	// exited holds the targets that left scanProcs while their pid still existed: a zombie has no executable link
 	// but keeps its /proc entry, and its slots, until its parent reaps it. The scan that finds one gone sweeps.
 	exited map[int]struct{}
+	// droppedRetired is what the HTTP server probes of detached executables had counted in series_dropped: the
+	// kernel's count goes with the probe's maps, and shanhai_bpf_series_dropped_total, one counter for the whole
+	// agent, must not go back when one executable's probe comes off (found by review).
+	droppedRetired uint64
 }
 
 // slotSweepInterval bounds how long the slots of a process that no scan saw stay taken after it exits (see Scan).
@@ -214,8 +218,7 @@ func (a *Agent) Scan() {
 	for id, b := range a.bins {
 		if now.Sub(a.lastSeen[id]) > a.cfg.Grace {
 			a.log.Info("detached", "exe", b.exe)
-			b.Close()
-			delete(a.bins, id)
+			a.detach(id)
 			continue
 		}
 		if b.http != nil {
@@ -255,8 +258,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 	for old, b := range a.bins {
 		if old.fileKey == id.fileKey {
 			a.log.Info("detached: executable rewritten in place", "exe", b.exe)
-			b.Close()
-			delete(a.bins, old)
+			a.detach(old)
 			delete(a.lastSeen, old)
 		}
 	}
@@ -278,6 +280,20 @@ func (a *Agent) attach(path, exe string, id binID) {
 	}
 	a.bins[id] = b
 	a.log.Info("attached", "exe", exe, "probes", b.probes)
+}
+
+// detach takes the probes off executable id, keeping what its HTTP server probe had counted as dropped.
+func (a *Agent) detach(id binID) {
+	b := a.bins[id]
+	if b.http != nil {
+		n, err := sumPerCPU(b.http.SeriesDropped)
+		if err != nil {
+			a.log.Error("dropped series of a detached executable unread: shanhai_bpf_series_dropped_total loses them", "exe", b.exe, "err", err)
+		}
+		a.droppedRetired += n
+	}
+	b.Close()
+	delete(a.bins, id)
 }
 
 // safeAttach is attachBinary turning a panic into an error. Any file on the machine can match a target, and the

@@ -3,9 +3,12 @@ package agent
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -100,4 +103,84 @@ func TestServerSeriesDroppedAreCounted(t *testing.T) {
 		ok := counted < uint64(len(reqs)) && counted+uint64(dropped) == uint64(len(reqs))
 		return ok, fmt.Sprintf("counted %d + dropped %v, want %d with some dropped", counted, dropped, len(reqs))
 	})
+}
+
+// shanhai_bpf_series_dropped_total summed the live probes' kernel counters, so when an executable's probe came off
+// (no process ran it for BPF_DETACH_GRACE) the counter went back by that executable's drops, and a re-attached probe
+// started again from zero (found by review): a counter must not go back. The count is carried in user space: after
+// the detach it keeps what was dropped, and after a re-attach it adds the new probe's drops to it.
+func TestSeriesDroppedSurvivesDetach(t *testing.T) {
+	requireRoot(t)
+	slotEntries = 1
+	defer func() { slotEntries = 0 }()
+	bin := filepath.Join(t.TempDir(), "target")
+	copyInPlace(t, buildTarget(t, false), bin)
+	a, err := New(Config{Targets: []string{bin}, Grace: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	var reqs [][2]string
+	for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"} {
+		for s := 200; s < 1000; s++ {
+			reqs = append(reqs, [2]string{m, "/work?status=" + strconv.Itoa(s)})
+		}
+	}
+	// overflow serves reqs from a fresh target process and returns what the agent dropped before and after.
+	overflow := func() (before, after uint64) {
+		before = seriesDropped(t, a)
+		tg := startTarget(t, bin)
+		a.Scan()
+		tg.send(t, reqs)
+		eventually(t, func() (bool, string) {
+			snap, err := a.Snapshot()
+			if err != nil {
+				return false, err.Error()
+			}
+			after = seriesDropped(t, a)
+			counted := snap.ServerTotal(tg.pid)
+			return counted < uint64(len(reqs)) && counted+after-before == uint64(len(reqs)),
+				fmt.Sprintf("counted %d + dropped %d, want %d with some dropped", counted, after-before, len(reqs))
+		})
+		tg.stop()
+		return before, after
+	}
+	a.Scan()
+	_, first := overflow()
+
+	away := bin + ".away" // no process runs the file and the path names nothing: the probe comes off
+	if err := os.Rename(bin, away); err != nil {
+		t.Fatal(err)
+	}
+	a.Scan()
+	if ts := a.Targets(); len(ts) != 0 || len(a.bins) != 0 {
+		t.Fatalf("after the target exited and its file went: targets %v, %d executables probed; want none", ts, len(a.bins))
+	}
+	if n := seriesDropped(t, a); n != first {
+		t.Fatalf("shanhai_bpf_series_dropped_total %d after the probe came off, want the %d dropped before", n, first)
+	}
+	if err := os.Rename(away, bin); err != nil {
+		t.Fatal(err)
+	}
+	if before, _ := overflow(); before != first {
+		t.Fatalf("shanhai_bpf_series_dropped_total %d after the probe was put back, want the %d dropped before", before, first)
+	}
+}
+
+// seriesDropped is shanhai_bpf_series_dropped_total as a scrape of a reads it.
+func seriesDropped(t *testing.T, a *Agent) uint64 {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "shanhai_bpf_series_dropped_total" {
+			return uint64(mf.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+	t.Fatal("no shanhai_bpf_series_dropped_total")
+	return 0
 }

@@ -46,7 +46,7 @@ var (
 		[]string{"pid", "exe", "probe", "reason"}, nil)
 	descDropped = prometheus.NewDesc("shanhai_bpf_series_dropped_total",
 		"HTTP server requests not counted because their series found no room in the probe's maps (4096 series per "+
-			"executable in uprobe mode, 4096 in all in socket mode). Counted from when each probe was loaded.",
+			"executable in uprobe mode, 4096 in all in socket mode), for every target, since the agent started.",
 		nil, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
 		"Scrapes that could not read every BPF map.", nil, nil)
@@ -141,33 +141,41 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // SeriesDropped sums the HTTP server probes' counts of requests whose series the maps had no room for: each probe
-// counts them per CPU (series_dropped in httpserver.c and httpsock.c) so that a full map is never silent.
+// counts them per CPU (series_dropped in httpserver.c and httpsock.c) so that a full map is never silent. Probes
+// detached since count on (Agent.detach), so the total never goes back.
 func (a *Agent) SeriesDropped() (uint64, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var n uint64
-	add := func(m *ebpf.Map) error {
-		var vals []uint64
-		if err := m.Lookup(uint32(0), &vals); err != nil {
-			return fmt.Errorf("read %s: %w", m, err)
-		}
-		for _, v := range vals {
-			n += v
-		}
-		return nil
-	}
+	n := a.droppedRetired
 	for _, b := range a.bins {
 		if b.http == nil {
 			continue
 		}
-		if err := add(b.http.SeriesDropped); err != nil {
+		d, err := sumPerCPU(b.http.SeriesDropped)
+		if err != nil {
 			return n, fmt.Errorf("http server probe of %s: %w", b.exe, err)
 		}
+		n += d
 	}
 	if a.sock != nil {
-		if err := add(a.sock.objs.SeriesDropped); err != nil {
+		d, err := sumPerCPU(a.sock.objs.SeriesDropped)
+		if err != nil {
 			return n, fmt.Errorf("http socket probe: %w", err)
 		}
+		n += d
+	}
+	return n, nil
+}
+
+// sumPerCPU sums the CPUs' values of the single-entry per-CPU counter m.
+func sumPerCPU(m *ebpf.Map) (uint64, error) {
+	var vals []uint64
+	if err := m.Lookup(uint32(0), &vals); err != nil {
+		return 0, fmt.Errorf("read %s: %w", m, err)
+	}
+	var n uint64
+	for _, v := range vals {
+		n += v
 	}
 	return n, nil
 }
