@@ -23,6 +23,10 @@
 // the variable. A `notEmpty` variable holding only whitespace counts as empty,
 // and list items are trimmed, empty ones dropped ("a, b," is a and b).
 //
+// A field's type is named for people ("duration (e.g. 500ms, 10s)",
+// "integer") in the table and in the messages; a type with a form of its own
+// names it with a TypeName method ([TypeNamer]), or it is shown by its Go name.
+//
 // # The documentation table
 //
 // docs/configuration.md holds one generated table per binary, between

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -449,5 +450,33 @@ func TestListItemsAreTrimmed(t *testing.T) {
 		if !slices.Equal(c.Brokers, tc.want) || !slices.Equal(c.Waits, tc.wantWaits) {
 			t.Errorf("KAFKA_BROKERS=%q WAITS=%q: got %q %v, want %q %v", tc.brokers, tc.waits, c.Brokers, c.Waits, tc.want, tc.wantWaits)
 		}
+	}
+}
+
+// rate stands for a type parsed from a form of its own (the gateway's limits).
+type rate struct{ n int }
+
+func (r *rate) UnmarshalText(b []byte) error {
+	_, err := fmt.Sscanf(string(b), "%d/s", &r.n)
+	return err
+}
+
+func (rate) TypeName() string { return "rate (N/s)" }
+
+// A type with a form of its own is named by its TypeName in the table and in
+// the error, not by its Go name ("config.rate").
+func TestTypeNameOfOwnType(t *testing.T) {
+	type withRate struct {
+		Limit rate  `env:"LIMIT" envDefault:"5/s" desc:"per client"`
+		Burst *rate `env:"BURST"`
+	}
+	vars := Table(withRate{})
+	if vars[0].Type != "rate (N/s)" || vars[1].Type != "rate (N/s)" {
+		t.Errorf("types %q and %q, want the TypeName", vars[0].Type, vars[1].Type)
+	}
+	var c withRate
+	err := load(&c, map[string]string{"LIMIT": "lots"})
+	if err == nil || !strings.Contains(err.Error(), "LIMIT: \"lots\" is invalid (expected rate (N/s): per client)") {
+		t.Errorf("error %v does not say what LIMIT expects", err)
 	}
 }

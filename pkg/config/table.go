@@ -106,8 +106,21 @@ var (
 	levelType    = reflect.TypeOf(slog.Level(0))
 )
 
+// TypeNamer is implemented by a field type with a form of its own (one its
+// UnmarshalText parses, say): TypeName is what the table's type column and
+// the error messages call it instead of the Go type's name, e.g.
+// "rate (count/period[:burst], e.g. 100/1s:200)". It is called on the
+// type's zero value, so it must not depend on the value.
+type TypeNamer interface {
+	TypeName() string
+}
+
 // typeName is the word an operator understands, not the Go spelling.
 func typeName(t reflect.Type) string {
+	// reflect.New covers a TypeName on the value and on the pointer.
+	if n, ok := reflect.New(t).Interface().(TypeNamer); ok {
+		return n.TypeName()
+	}
 	switch t {
 	case durationType:
 		return "duration (e.g. 500ms, 10s)"

@@ -48,7 +48,7 @@ type Config struct {
 	TLSCertFile    string   `env:"TLS_CERT_FILE" desc:"serve TLS 1.2+ (1.3 preferred) with this certificate"`
 	TLSKeyFile     string   `env:"TLS_KEY_FILE" desc:"key for TLS_CERT_FILE"`
 
-	IPLimit        Rate   `env:"GATEWAY_IP_LIMIT" envDefault:"100/1s:200" desc:"per client IP: count/period[:burst]; 0 disables"`
+	IPLimit        Rate   `env:"GATEWAY_IP_LIMIT" envDefault:"100/1s:200" desc:"per client IP"`
 	LoginLimit     Rate   `env:"GATEWAY_LOGIN_LIMIT" envDefault:"10/1m:5" desc:"per client IP on log in and refresh"`
 	UserLimit      Rate   `env:"GATEWAY_USER_LIMIT" envDefault:"50/1s:100" desc:"per authenticated user"`
 	LimitNamespace string `env:"GATEWAY_LIMIT_NAMESPACE" envDefault:"gateway" desc:"Redis key namespace of the limits; replicas sharing limits share it"`
@@ -165,6 +165,10 @@ func (c *Config) Trusted() ([]netip.Prefix, error) {
 
 // Rate is "count/period[:burst]", e.g. "100/1s:200"; "0" switches it off.
 type Rate quota.Rate
+
+// TypeName is the form's name in the configuration table and in the error
+// naming a bad value (pkg/config.TypeNamer), instead of "config.Rate".
+func (Rate) TypeName() string { return "rate (count/period[:burst], e.g. 100/1s:200; 0 off)" }
 
 // UnmarshalText parses the env form.
 func (r *Rate) UnmarshalText(b []byte) error {
