@@ -200,16 +200,19 @@ func (b *Breaker) Admit() (done func(Outcome), err error) {
 }
 
 // Guard is Allow with the classification built in, for a call made on
-// behalf of ctx: the caller's own context, whose cancellation and deadline
-// are the caller's choice (the incoming request's, say), not a timeout put
-// on this call alone. report receives the call's error and HTTP status (0 if
-// none) and counts IsFailure outcomes as failures, except those the caller
-// caused: a cancellation, or an error or 504 once ctx is done (or a 504
-// within a few milliseconds of its deadline) is ignored entirely (neither
-// success nor failure, and a half-open trial slot is given back), as the
-// gateway ignores a timeout at its client's deadline. Counted, any caller
-// with a short deadline could open the breaker for everyone. The rest count
-// as successes. Unlike Allow and Admit, Guard allocates (report keeps ctx).
+// behalf of ctx: the incoming request's context (or one derived from it).
+// report receives the call's error and HTTP status (0 if none) and counts
+// IsFailure outcomes as failures, except those the caller caused: a
+// cancellation, an error or 504 once ctx is cancelled, or once the deadline
+// the caller sent (deadline.Caller: X-Request-Timeout-Ms, when shorter than
+// the route's maximum) has passed or is a few milliseconds away, is ignored
+// entirely (neither success nor failure, and a half-open trial slot is
+// given back), as the gateway ignores a timeout at its client's deadline.
+// Counted, any caller with a short deadline could open the breaker for
+// everyone. A deadline of this process's own (the route's maximum, a
+// timeout put on the call) is not the caller's: its timeouts count, or a
+// hanging upstream would never open the breaker. The rest count as
+// successes. Unlike Allow and Admit, Guard allocates (report keeps ctx).
 func (b *Breaker) Guard(ctx context.Context) (report func(err error, status int), err error) {
 	done, err := b.Admit()
 	return func(err error, status int) { done(classify(ctx, err, status)) }, err

@@ -8,15 +8,19 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 )
 
 type clock struct{ t time.Time }
@@ -29,6 +33,7 @@ func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
 var testReader = sdkmetric.NewManualReader()
 
 func TestMain(m *testing.M) {
+	gin.SetMode(gin.TestMode)
 	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(testReader)))
 	os.Exit(m.Run())
 }
@@ -215,20 +220,27 @@ func TestBreakerIgnoresCancellationAndClientErrors(t *testing.T) {
 	}
 }
 
-// Guard leaves out what the caller's own context caused, as the gateway
-// does for a timeout at its client's deadline: an error once ctx is done,
-// and a 504 once ctx is done or within deadlineSlack of its deadline (the
-// upstream gave up at the deadline it was handed). A timeout the caller put
-// on the call alone, while ctx still has time, is the upstream's failure.
+// Guard leaves out what the caller caused, as the gateway does for a
+// timeout at its client's deadline: an error or a 504 once the caller went
+// away, or once the deadline it sent (X-Request-Timeout-Ms, shorter than the
+// route's maximum) passed or is within deadlineSlack (the upstream gave up at
+// the deadline it was handed). The route's maximum, a timeout this process
+// put on the call, or any deadline not from the header, is the process's own
+// and its end is the upstream's failure.
 func TestGuardIgnoresTheCallersOwnDeadline(t *testing.T) {
-	past, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
-	defer cancel()
+	past := requestContext(t, time.Hour, "1") // the caller's deadline, shorter than the route's
+	<-past.Done()
+	near := requestContext(t, time.Hour, "1") // at most 1 ms left, less than deadlineSlack
+	later := requestContext(t, 0, "3600000")
+	routeMax := requestContext(t, time.Millisecond, "") // no header: the route's own maximum
+	<-routeMax.Done()
+	own, cancelOwn := context.WithTimeout(later, time.Millisecond) // this process's own, under the caller's
+	defer cancelOwn()
+	<-own.Done()
+	plain, cancelPlain := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancelPlain()
 	gone, leave := context.WithCancel(context.Background())
 	leave()
-	near, cancelNear := context.WithDeadline(context.Background(), time.Now().Add(deadlineSlack/2))
-	defer cancelNear()
-	later, cancelLater := context.WithTimeout(context.Background(), time.Hour)
-	defer cancelLater()
 	timeout := &url.Error{Op: "Get", URL: "http://x", Err: os.ErrDeadlineExceeded}
 	for _, tc := range []struct {
 		name   string
@@ -241,12 +253,17 @@ func TestGuardIgnoresTheCallersOwnDeadline(t *testing.T) {
 		{"i/o timeout after the caller's deadline", past, timeout, 0, Ignored},
 		{"504 after the caller's deadline", past, nil, http.StatusGatewayTimeout, Ignored},
 		{"504 at the caller's deadline", near, nil, http.StatusGatewayTimeout, Ignored},
+		{"not sent at the caller's deadline", near, fmt.Errorf("get: %w", context.DeadlineExceeded), 0, Ignored},
 		{"reset after the caller left", gone, fmt.Errorf("read: %w", syscall.ECONNRESET), 0, Ignored},
 		{"cancelled", later, fmt.Errorf("client left: %w", context.Canceled), 0, Ignored},
 		{"the call's own timeout", later, fmt.Errorf("get: %w", context.DeadlineExceeded), 0, Failure},
 		{"i/o timeout with time left", later, timeout, 0, Failure},
 		{"504 with time left", later, nil, http.StatusGatewayTimeout, Failure},
 		{"504 without a deadline", context.Background(), nil, http.StatusGatewayTimeout, Failure},
+		{"the route's maximum passed", routeMax, fmt.Errorf("get: %w", context.DeadlineExceeded), 0, Failure},
+		{"504 at the route's maximum", routeMax, nil, http.StatusGatewayTimeout, Failure},
+		{"this process's timeout under the caller's", own, timeout, 0, Failure},
+		{"a plain deadline passed", plain, fmt.Errorf("get: %w", context.DeadlineExceeded), 0, Failure},
 		{"503 after the caller's deadline", past, nil, http.StatusServiceUnavailable, Failure},
 		{"answer after the caller's deadline", past, nil, http.StatusOK, Success},
 	} {
@@ -287,6 +304,99 @@ func TestGuardIgnoresTheCallersOwnDeadline(t *testing.T) {
 	guard(later)(nil, http.StatusOK)
 	if b.State() != Closed {
 		t.Fatalf("state %v after a successful trial, want closed", b.State())
+	}
+}
+
+// requestContext is the context a handler behind deadline.Middleware(routeMax)
+// gets for a request sending header as X-Request-Timeout-Ms ("" for none).
+// The handler stays in its call until the test ends: the middleware cancels
+// the context when the handler returns.
+func requestContext(t *testing.T, routeMax time.Duration, header string) context.Context {
+	t.Helper()
+	got, release, served := make(chan context.Context), make(chan struct{}), make(chan struct{})
+	r := gin.New()
+	r.Use(deadline.Middleware(routeMax))
+	r.GET("/", func(c *gin.Context) {
+		got <- c.Request.Context()
+		<-release
+	})
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	if header != "" {
+		req.Header.Set(deadline.Header, header)
+	}
+	go func() {
+		defer close(served)
+		r.ServeHTTP(httptest.NewRecorder(), req)
+	}()
+	t.Cleanup(func() {
+		close(release)
+		<-served
+	})
+	return <-got
+}
+
+// Guard with the incoming request's context, behind deadline.Middleware, as
+// its doc suggests (found by review): on an upstream that never answers, the
+// breaker opens when the route's maximum or this process's own timeout ends
+// the calls, and stays closed when the caller's shorter deadline does. Before,
+// it ignored every call ended once the request's context was done, so a
+// black-holed upstream never opened it.
+func TestGuardOpensOnAHangingUpstream(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hang.Close()
+	for _, tc := range []struct {
+		name     string
+		routeMax time.Duration
+		header   string
+		own      time.Duration // a timeout the handler puts on the call, 0 for none
+		want     State
+	}{
+		{"the route's maximum ends each call", 30 * time.Millisecond, "", 0, Open},
+		{"the handler's own timeout ends each call", time.Minute, "60000", 30 * time.Millisecond, Open},
+		{"the caller's deadline ends each call", time.Minute, "30", 0, Closed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := New(t.Name(), Settings{MinRequests: 5, FailureRatio: 0.5})
+			r := gin.New()
+			r.Use(deadline.Middleware(tc.routeMax))
+			r.GET("/", func(c *gin.Context) {
+				ctx := c.Request.Context()
+				report, err := b.Guard(ctx)
+				if err != nil {
+					c.Status(http.StatusServiceUnavailable)
+					return
+				}
+				callCtx := ctx
+				if tc.own > 0 {
+					var cancel context.CancelFunc
+					callCtx, cancel = context.WithTimeout(ctx, tc.own)
+					defer cancel()
+				}
+				req, err := http.NewRequestWithContext(callCtx, http.MethodGet, hang.URL, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp, err := hang.Client().Do(req)
+				status := 0
+				if resp != nil {
+					status = resp.StatusCode
+					_ = resp.Body.Close()
+				}
+				report(err, status)
+				c.Status(http.StatusGatewayTimeout)
+			})
+			for range 10 {
+				req := httptest.NewRequest(http.MethodGet, "/", nil)
+				if tc.header != "" {
+					req.Header.Set(deadline.Header, tc.header)
+				}
+				r.ServeHTTP(httptest.NewRecorder(), req)
+			}
+			if b.State() != tc.want {
+				t.Fatalf("after 10 calls to an upstream that never answers: breaker %v, want %v", b.State(), tc.want)
+			}
+		})
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"syscall"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 )
 
 // IsFailure says whether a call's outcome is evidence that the upstream is
@@ -74,19 +76,21 @@ func classify(ctx context.Context, err error, status int) Outcome {
 	}
 }
 
-// callerGaveUp reports whether the caller's own context, not the upstream,
-// ended the call: it was cancelled or its deadline passed before the call
-// ended in an error, or the upstream answered 504 at that deadline (it got
-// it propagated and gave up with the caller). A timeout the caller put on
-// the call alone (a context derived from ctx, or a client timeout) ends it
-// while ctx still has time, and stays a failure.
+// callerGaveUp reports whether the caller, not the upstream, ended a call
+// that failed (an error or a 504): it went away (ctx cancelled), or the
+// deadline it sent (deadline.Caller) had passed or was within deadlineSlack
+// of passing (an upstream handed it gives up with a 504 just before, and
+// deadline.Transport does not send with under a millisecond left). Any
+// other deadline is this process's own choice, as a route's maximum or a
+// timeout put on the call alone is, and a call it ends stays a failure:
+// those timeouts are how a hanging upstream opens the breaker.
 func callerGaveUp(ctx context.Context, err error, status int) bool {
 	if err == nil && status != http.StatusGatewayTimeout {
 		return false
 	}
-	if ctx.Err() != nil {
+	if errors.Is(ctx.Err(), context.Canceled) {
 		return true
 	}
-	dl, ok := ctx.Deadline()
-	return ok && err == nil && time.Until(dl) < deadlineSlack
+	dl, ok := deadline.Caller(ctx)
+	return ok && time.Until(dl) < deadlineSlack
 }

@@ -71,7 +71,7 @@ func integer(s string) bool {
 // nothing when its deadline passes, the response is a 504 too.
 func Middleware(routeMax time.Duration) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		timeout := routeMax
+		timeout, caller := routeMax, false
 		remaining, ok, err := Parse(c.Request.Header)
 		switch {
 		case err != nil:
@@ -82,20 +82,48 @@ func Middleware(routeMax time.Duration) gin.HandlerFunc {
 			problem.Abort(c, http.StatusGatewayTimeout, "the caller's deadline had passed when the request arrived")
 			return
 		case ok && (routeMax <= 0 || remaining < routeMax):
-			timeout = remaining
+			timeout, caller = remaining, true
 		}
 		if timeout <= 0 {
 			c.Next()
 			return
 		}
-		ctx, cancel := context.WithTimeout(c.Request.Context(), timeout)
+		dl := time.Now().Add(timeout)
+		ctx, cancel := context.WithDeadline(c.Request.Context(), dl)
 		defer cancel()
+		if caller {
+			// The header set it: a breaker must not count the end of this
+			// deadline against an upstream (Caller), while it must count the
+			// route's own maximum, which is this server's choice.
+			ctx = context.WithValue(ctx, callerKey{}, dl)
+		}
 		c.Request = c.Request.WithContext(ctx)
 		c.Next()
 		if !c.Writer.Written() && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
 		}
 	}
+}
+
+type callerKey struct{}
+
+// Caller returns ctx's deadline and true when that deadline is the one the
+// caller sent in the header (Middleware, where it was shorter than the
+// route's maximum). It is false for the route's maximum and for a deadline
+// this process set itself, such as a shorter timeout derived from the
+// request's context: those are the process's own choices, and a call they
+// end is evidence about the upstream, while one the caller's deadline ends
+// is not.
+func Caller(ctx context.Context) (time.Time, bool) {
+	caller, ok := ctx.Value(callerKey{}).(time.Time)
+	if !ok {
+		return time.Time{}, false
+	}
+	dl, ok := ctx.Deadline()
+	if !ok || !dl.Equal(caller) { // detached (WithoutCancel) or a shorter one derived since
+		return time.Time{}, false
+	}
+	return dl, true
 }
 
 // Abort answers a request whose work err ended, when err is a context error,

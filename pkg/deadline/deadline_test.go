@@ -254,3 +254,59 @@ func TestAbort(t *testing.T) {
 		})
 	}
 }
+
+// Caller names the deadline only when the header's value was binding: not
+// the route's maximum, nor one this process set since, nor on a context that
+// no longer carries it.
+func TestCallerIsTheHeadersBindingDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		routeMax time.Duration
+		header   string
+		derive   func(context.Context) (context.Context, context.CancelFunc)
+		want     bool
+	}{
+		{"shorter than the route's maximum", time.Minute, "30000", nil, true},
+		{"no route maximum", 0, "30000", nil, true},
+		{"no header: the route's maximum", time.Minute, "", nil, false},
+		{"longer than the route's maximum", time.Minute, "120000", nil, false},
+		{"as long as the route's maximum", time.Minute, "60000", nil, false},
+		{"a shorter timeout derived since", time.Minute, "30000", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return context.WithTimeout(ctx, time.Second)
+		}, false},
+		{"a longer timeout derived since", time.Minute, "30000", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return context.WithTimeout(ctx, time.Hour)
+		}, true},
+		{"detached", time.Minute, "30000", func(ctx context.Context) (context.Context, context.CancelFunc) {
+			return context.WithoutCancel(ctx), func() {}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got bool
+			var dl, want time.Time
+			r := gin.New()
+			r.Use(Middleware(tc.routeMax))
+			r.GET("/", func(c *gin.Context) {
+				ctx := c.Request.Context()
+				if tc.derive != nil {
+					var cancel context.CancelFunc
+					ctx, cancel = tc.derive(ctx)
+					defer cancel()
+				}
+				dl, got = Caller(ctx)
+				want, _ = ctx.Deadline()
+			})
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			if tc.header != "" {
+				req.Header.Set(Header, tc.header)
+			}
+			r.ServeHTTP(httptest.NewRecorder(), req)
+			if got != tc.want {
+				t.Fatalf("Caller ok = %v, want %v", got, tc.want)
+			}
+			if got && !dl.Equal(want) {
+				t.Fatalf("Caller = %v, want the context's deadline %v", dl, want)
+			}
+		})
+	}
+}
