@@ -91,10 +91,12 @@ func Middleware(routeMax time.Duration) gin.HandlerFunc {
 		dl := time.Now().Add(timeout)
 		ctx, cancel := context.WithDeadline(c.Request.Context(), dl)
 		defer cancel()
-		if caller {
+		if got, _ := ctx.Deadline(); caller && got.Equal(dl) {
 			// The header set it: a breaker must not count the end of this
 			// deadline against an upstream (Caller), while it must count the
-			// route's own maximum, which is this server's choice.
+			// route's own maximum, which is this server's choice. An earlier
+			// deadline already on the request binds instead; if an outer
+			// Middleware marked it as the caller's, that mark still tells.
 			ctx = context.WithValue(ctx, callerKey{}, dl)
 		}
 		c.Request = c.Request.WithContext(ctx)

@@ -265,26 +265,31 @@ func TestCallerIsTheHeadersBindingDeadline(t *testing.T) {
 		header   string
 		derive   func(context.Context) (context.Context, context.CancelFunc)
 		want     bool
+		outer    []gin.HandlerFunc // middleware before the route's, as pkg/server's Middleware(0)
 	}{
-		{"shorter than the route's maximum", time.Minute, "30000", nil, true},
-		{"no route maximum", 0, "30000", nil, true},
-		{"no header: the route's maximum", time.Minute, "", nil, false},
-		{"longer than the route's maximum", time.Minute, "120000", nil, false},
-		{"as long as the route's maximum", time.Minute, "60000", nil, false},
+		{"shorter than the route's maximum", time.Minute, "30000", nil, true, nil},
+		{"no route maximum", 0, "30000", nil, true, nil},
+		{"no header: the route's maximum", time.Minute, "", nil, false, nil},
+		{"longer than the route's maximum", time.Minute, "120000", nil, false, nil},
+		{"as long as the route's maximum", time.Minute, "60000", nil, false, nil},
 		{"a shorter timeout derived since", time.Minute, "30000", func(ctx context.Context) (context.Context, context.CancelFunc) {
 			return context.WithTimeout(ctx, time.Second)
-		}, false},
+		}, false, nil},
 		{"a longer timeout derived since", time.Minute, "30000", func(ctx context.Context) (context.Context, context.CancelFunc) {
 			return context.WithTimeout(ctx, time.Hour)
-		}, true},
+		}, true, nil},
 		{"detached", time.Minute, "30000", func(ctx context.Context) (context.Context, context.CancelFunc) {
 			return context.WithoutCancel(ctx), func() {}
-		}, false},
+		}, false, nil},
+		{"behind a server-wide Middleware(0)", time.Minute, "30000", nil, true, []gin.HandlerFunc{Middleware(0)}},
+		{"route maximum behind a server-wide Middleware(0)", time.Minute, "120000", nil, false, []gin.HandlerFunc{Middleware(0)}},
+		{"under a shorter maximum of the server's", time.Minute, "30000", nil, false, []gin.HandlerFunc{Middleware(time.Second)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got bool
 			var dl, want time.Time
 			r := gin.New()
+			r.Use(tc.outer...)
 			r.Use(Middleware(tc.routeMax))
 			r.GET("/", func(c *gin.Context) {
 				ctx := c.Request.Context()
