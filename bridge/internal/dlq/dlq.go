@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -31,7 +32,8 @@ type Letter struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
-	Headers   []kafka.Header // as the source carried them: repeated names and their order kept (leg B: see HeaderBridgePrefix)
+	Headers   []kafka.Header // as the source carried them: repeated names and their order kept (see HeaderRecordPrefix)
+	Bridge    []kafka.Header // leg B: the fields the bridge itself set on the message in JetStream (see HeaderBridgePrefix)
 }
 
 // Sink accepts dead letters; Send returns only when the letter is durable or
@@ -51,9 +53,18 @@ const (
 	HeaderOmitted   = "dlq_omitted" // set when the letter was too large for the DLQ topic: what was left out
 	// HeaderBridgePrefix prefixes, in a leg B letter, the fields the bridge itself set on the message in JetStream
 	// (leg A's kafka_* metadata, Nats-Msg-Id): kept as evidence, apart from the record's own headers, so that a replay
-	// into Kafka, which drops every dlq_* header, carries none of them.
+	// into Kafka that drops the bridge's dlq_* headers carries none of them.
 	HeaderBridgePrefix = "dlq_bridge_"
+	// HeaderRecordPrefix prefixes a record's own header whose name the bridge reserves (dlq_*, in any case): dlq_* in a
+	// letter is the bridge's alone, so a producer's dlq_reason can neither pass for the letter's reason nor be dropped
+	// with the bridge's fields by a replay. A replay restores <name> from dlq_record_<name>.
+	HeaderRecordPrefix = "dlq_record_"
 )
+
+// reserved reports whether a header name is in the bridge's dlq_* space, as a case-insensitive reader would see it.
+func reserved(name string) bool {
+	return len(name) >= len("dlq_") && strings.EqualFold(name[:len("dlq_")], "dlq_")
+}
 
 // Kafka writes letters to one topic with acks=all, retrying transient errors
 // forever with capped backoff.
@@ -89,7 +100,14 @@ func NewKafka(brokers []string, topic string, maxBackoff time.Duration, log *slo
 // Message renders a letter as the Kafka message written to the DLQ topic.
 func Message(l Letter) kafka.Message {
 	m := kafka.Message{Key: l.Key, Value: l.Value}
-	m.Headers = append(slices.Clip(l.Headers),
+	m.Headers = make([]kafka.Header, 0, len(l.Headers)+6+len(l.Bridge))
+	for _, h := range l.Headers {
+		if reserved(h.Key) {
+			h.Key = HeaderRecordPrefix + h.Key
+		}
+		m.Headers = append(m.Headers, h)
+	}
+	m.Headers = append(m.Headers,
 		kafka.Header{Key: HeaderReason, Value: []byte(l.Reason)},
 		kafka.Header{Key: HeaderDetail, Value: []byte(l.Detail)},
 		kafka.Header{Key: HeaderLeg, Value: []byte(l.Leg)},
@@ -97,6 +115,9 @@ func Message(l Letter) kafka.Message {
 		kafka.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(l.Partition))},
 		kafka.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(l.Offset, 10))},
 	)
+	for _, h := range l.Bridge {
+		m.Headers = append(m.Headers, kafka.Header{Key: HeaderBridgePrefix + h.Key, Value: h.Value})
+	}
 	return m
 }
 
@@ -115,8 +136,8 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			// retrying it would stop its partition for good. Without key,
 			// value and carried headers it still names the source record,
 			// which stays in its topic for the topic's retention.
-			m = Message(Letter{Leg: l.Leg, Reason: l.Reason, Detail: l.Detail, Topic: l.Topic, Partition: l.Partition, Offset: l.Offset,
-				Headers: []kafka.Header{{Key: HeaderOmitted, Value: fmt.Appendf(nil, "key, value and headers (%d bytes): too large for the DLQ topic", size(l))}}})
+			m = Message(Letter{Leg: l.Leg, Reason: l.Reason, Detail: l.Detail, Topic: l.Topic, Partition: l.Partition, Offset: l.Offset})
+			m.Headers = append(m.Headers, kafka.Header{Key: HeaderOmitted, Value: fmt.Appendf(nil, "key, value and headers (%d bytes): too large for the DLQ topic", size(l))})
 			whole = false
 			continue
 		}
@@ -133,7 +154,7 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 
 func size(l Letter) int {
 	n := len(l.Key) + len(l.Value)
-	for _, h := range l.Headers {
+	for _, h := range slices.Concat(l.Headers, l.Bridge) {
 		n += len(h.Key) + len(h.Value)
 	}
 	return n

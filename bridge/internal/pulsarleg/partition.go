@@ -477,10 +477,10 @@ func (p *partition) checkLost(ctx context.Context, prev streamPos, seq uint64, o
 // deadLetter sends msg to the DLQ; offset is -1 when the message has none.
 func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset int64, reason, detail string) error {
 	l := p.leg
-	hdrs := letterHeaders(msg.Headers())
+	own, bridge := letterHeaders(msg.Headers())
 	// The letter is for replay into Kafka: the record's own key bytes, so that it lands on the partition the original did.
-	letter := dlq.Letter{Leg: metrics.LegB, Reason: reason, Detail: detail,
-		Topic: p.route.Topic, Partition: p.id, Offset: offset, Key: kafkaleg.RecordKey(msg.Headers()), Value: msg.Data(), Headers: hdrs}
+	letter := dlq.Letter{Leg: metrics.LegB, Reason: reason, Detail: detail, Topic: p.route.Topic, Partition: p.id,
+		Offset: offset, Key: kafkaleg.RecordKey(msg.Headers()), Value: msg.Data(), Headers: own, Bridge: bridge}
 	if err := l.o.DLQ.Send(ctx, letter); err != nil {
 		return err
 	}
@@ -489,23 +489,21 @@ func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset in
 	return nil
 }
 
-// letterHeaders are a dead letter's headers from a JetStream message's: the record's own first, then the bridge's
-// own fields under dlq.HeaderBridgePrefix, each part sorted by name (NATS keeps no order between names, and ranging
-// over the map gave every letter another order) with a repeated name's values in order. The record's own are what
-// leg A carried (its traceparent is leg A's span, the record's trace continued).
-func letterHeaders(h nats.Header) []kafka.Header {
-	names := slices.Sorted(maps.Keys(h))
-	var own, bridge []kafka.Header
-	for _, k := range names {
+// letterHeaders are a dead letter's headers from a JetStream message's: the record's own, and the bridge's own fields
+// (dlq.Letter.Bridge, written under dlq.HeaderBridgePrefix), each sorted by name (NATS keeps no order between names,
+// and ranging over the map gave every letter another order) with a repeated name's values in order. The record's own
+// are what leg A carried (its traceparent is leg A's span, the record's trace continued).
+func letterHeaders(h nats.Header) (own, bridge []kafka.Header) {
+	for _, k := range slices.Sorted(maps.Keys(h)) {
 		for _, v := range h[k] {
 			if bridgeField(k) {
-				bridge = append(bridge, kafka.Header{Key: dlq.HeaderBridgePrefix + k, Value: []byte(v)})
+				bridge = append(bridge, kafka.Header{Key: k, Value: []byte(v)})
 			} else {
 				own = append(own, kafka.Header{Key: k, Value: []byte(v)})
 			}
 		}
 	}
-	return append(own, bridge...)
+	return own, bridge
 }
 
 // bridgeField reports whether a JetStream header name is the bridge's: leg A sets its kafka_* metadata over any

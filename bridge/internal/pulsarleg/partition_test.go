@@ -1,6 +1,7 @@
 package pulsarleg
 
 import (
+	"slices"
 	"strconv"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
+	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
 	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
 )
@@ -50,5 +52,23 @@ func TestAckForgetsTheRejectionsOfAckedOffsets(t *testing.T) {
 	s.ack()
 	if len(p.rejects) != 1 {
 		t.Fatalf("another partition's ack dropped this one's rejections: %v", p.rejects)
+	}
+}
+
+// TestLegBLetterKeepsTheRecordsDlqHeadersApart: a record header named dlq_* that leg A carried into JetStream came first
+// in leg B's letter, ahead of the bridge's dlq_reason and dlq_bridge_kafka_offset of the same names. It is carried as
+// dlq_record_<name> now, and the bridge's fields are the only dlq_* of their names.
+func TestLegBLetterKeepsTheRecordsDlqHeadersApart(t *testing.T) {
+	h := nats.Header{"ce_id": {"e1"}, "dlq_reason": {"forged"}, "dlq_bridge_kafka_offset": {"1"}, kafkaleg.HeaderOffset: {"5"}}
+	own, bridge := letterHeaders(h)
+	m := dlq.Message(dlq.Letter{Leg: "nats-pulsar", Reason: "rejected", Topic: "t", Offset: 5, Headers: own, Bridge: bridge})
+	got := map[string][]string{}
+	for _, kh := range m.Headers {
+		got[kh.Key] = append(got[kh.Key], string(kh.Value))
+	}
+	if !slices.Equal(got[dlq.HeaderReason], []string{"rejected"}) || !slices.Equal(got[dlq.HeaderBridgePrefix+kafkaleg.HeaderOffset], []string{"5"}) ||
+		!slices.Equal(got[dlq.HeaderRecordPrefix+"dlq_reason"], []string{"forged"}) ||
+		!slices.Equal(got[dlq.HeaderRecordPrefix+"dlq_bridge_kafka_offset"], []string{"1"}) || !slices.Equal(got["ce_id"], []string{"e1"}) {
+		t.Fatalf("letter headers %v: want the bridge's dlq_reason and dlq_bridge_kafka_offset alone, the record's under %s", got, dlq.HeaderRecordPrefix)
 	}
 }
