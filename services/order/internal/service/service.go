@@ -263,11 +263,14 @@ const (
 func (s *Service) housekeeping(ctx context.Context) {
 	now := time.Now()
 	if n, err := s.orders.ForgetKeys(ctx, now.Add(-keyRetention)); err != nil {
+		if ctx.Err() != nil {
+			return // a stop is not a failure, and the cleanup would only fail on the same ctx
+		}
 		s.log.WarnContext(ctx, "housekeeping", "err", err)
 	} else if n > 0 {
 		s.log.InfoContext(ctx, "forgot idempotency keys", "count", n)
 	}
-	if _, err := dedup.Cleanup(ctx, s.DB, now.Add(-dedupRetention)); err != nil {
+	if _, err := dedup.Cleanup(ctx, s.DB, now.Add(-dedupRetention)); err != nil && ctx.Err() == nil {
 		s.log.WarnContext(ctx, "housekeeping", "err", err)
 	}
 }
