@@ -10,6 +10,9 @@ import (
 	"testing"
 )
 
+// kindCluster is the cluster runKindUp names (SHANHAI_KIND_CLUSTER): not the default, so a test sees the script use it.
+const kindCluster = "kindup-test"
+
 // runKindUp runs scripts/kind-up.sh with testdata/kind-up/kubectl and docker, kind and curl that do nothing, keeping
 // the fake's secrets in state. failAt (namespace/name) makes the first write of that secret fail.
 func runKindUp(t *testing.T, state, failAt string) ([]byte, error) {
@@ -29,7 +32,7 @@ func runKindUp(t *testing.T, state, failAt string) ([]byte, error) {
 	}
 	cmd := exec.Command("bash", kindUpScript)
 	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"FAKE_KUBECTL_STATE="+state, "FAKE_KUBECTL_FAIL="+failAt)
+		"FAKE_KUBECTL_STATE="+state, "FAKE_KUBECTL_FAIL="+failAt, "SHANHAI_KIND_CLUSTER="+kindCluster)
 	return cmd.CombinedOutput()
 }
 
@@ -103,6 +106,49 @@ func TestKindUpRunsAgainAfterAPartialFailure(t *testing.T) {
 				t.Errorf("a further run changed the secrets:\nbefore %v\nafter  %v", got, again)
 			}
 		})
+	}
+}
+
+// TestKindUpTargetsItsClusterAndKeepsSecretsOffArgv: every kubectl call kind-up.sh makes names the cluster's context,
+// on the run that creates the secrets and on one that reads them back, and no secret value is ever a kubectl
+// argument; the files that carry them instead were readable by this user only (the fake checks) and are gone after
+// the run. The script used the current context, which only `kind create cluster` switches, so a run against an
+// existing cluster read and wrote the secrets of whatever cluster was current; and it passed the signing key and the
+// passwords with --from-literal, which every user of the machine can read in ps.
+func TestKindUpTargetsItsClusterAndKeepsSecretsOffArgv(t *testing.T) {
+	state := t.TempDir()
+	for run := range 2 {
+		if out, err := runKindUp(t, state, ""); err != nil {
+			t.Fatalf("run %d: %v\n%s", run+1, err, out)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(state, "calls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	values := secrets(t, state)
+	if len(values) == 0 {
+		t.Fatal("the runs wrote no secret")
+	}
+	for _, call := range calls {
+		if !strings.HasPrefix(call, "--context kind-"+kindCluster+" ") {
+			t.Errorf("kubectl %s: does not name the context kind-%s", call, kindCluster)
+		}
+		for key, v := range values {
+			if strings.Contains(call, v) {
+				t.Errorf("kubectl %s: holds the value of %s", call, key)
+			}
+		}
+	}
+	files, err := os.ReadFile(filepath.Join(state, "files"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range strings.FieldsSeq(string(files)) {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("secret file %s is still there after the run (stat: %v)", f, err)
+		}
 	}
 }
 

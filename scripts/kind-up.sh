@@ -17,6 +17,12 @@ need kind "go install sigs.k8s.io/kind@v0.27.0"
 need kubectl "https://kubernetes.io/docs/tasks/tools/"
 docker info >/dev/null 2>&1 || { echo "kind-up: docker answers but no engine is running" >&2; exit 1; }
 
+# Every kubectl call names the cluster's context: kubectl's current context is switched only by `kind create cluster`,
+# so on a run against a cluster that exists it is whatever the user last chose, and the secrets would be read from,
+# and they and the overlay applied to, that cluster.
+context=kind-$cluster
+kubectl() { command kubectl --context "$context" "$@"; }
+
 if ! kind get clusters | grep -qx "$cluster"; then
   kind create cluster --name "$cluster" --config deploy/k8s/kind-config.yaml
 fi
@@ -39,25 +45,38 @@ existing() {
   v=$(kubectl -n "$1" get secret "$2" --ignore-not-found -o jsonpath="{.data.$3}") || return
   printf %s "$v" | base64 -d
 }
+# The values reach kubectl as files in a directory only this user can read, removed on exit, never as arguments:
+# every user of the machine can read a process's argv (ps).
+secrets=$(mktemp -d)
+trap 'rm -rf "$secrets"' EXIT
+# secret <namespace> <name> <key>=<value>...: creates or updates that secret with exactly these keys. A subshell,
+# for its umask.
+secret() (
+  umask 077
+  local dir kv from=()
+  dir=$(mktemp -d "$secrets/$1.$2.XXXXXX")
+  for kv in "${@:3}"; do
+    printf %s "${kv#*=}" >"$dir/${kv%%=*}"
+    from+=(--from-file="${kv%%=*}=$dir/${kv%%=*}")
+  done
+  kubectl -n "$1" create secret generic "$2" "${from[@]}" --dry-run=client -o yaml | kubectl apply -f -
+)
 key=$(existing shanhai shanhai-auth signing-key)
 [[ -n $key ]] || key=$(openssl genpkey -algorithm ed25519 -outform DER | base64 -w0)
-kubectl -n shanhai create secret generic shanhai-auth --from-literal=signing-key="$key" \
-  --dry-run=client -o yaml | kubectl apply -f -
+secret shanhai shanhai-auth signing-key="$key"
 # PostgreSQL's own copy first: it is the password the database was initialised with.
 pw=$(existing shanhai-infra shanhai-db postgres-password)
 [[ -n $pw ]] || pw=$(existing shanhai shanhai-db postgres-password)
 [[ -n $pw ]] || pw=$(openssl rand -hex 24)
 for ns in shanhai shanhai-infra; do
-  kubectl -n "$ns" create secret generic shanhai-db --from-literal=postgres-password="$pw" \
-    --from-literal=user="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_user?sslmode=disable" \
-    --from-literal=order="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_order?sslmode=disable" \
-    --from-literal=payment="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_payment?sslmode=disable" \
-    --dry-run=client -o yaml | kubectl apply -f -
+  secret "$ns" shanhai-db postgres-password="$pw" \
+    user="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_user?sslmode=disable" \
+    order="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_order?sslmode=disable" \
+    payment="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_payment?sslmode=disable"
 done
 grafana=$(existing shanhai-infra shanhai-grafana admin-password)
 [[ -n $grafana ]] || grafana=$(openssl rand -hex 12)
-kubectl -n shanhai-infra create secret generic shanhai-grafana --from-literal=admin-password="$grafana" \
-  --dry-run=client -o yaml | kubectl apply -f -
+secret shanhai-infra shanhai-grafana admin-password="$grafana"
 
 kubectl apply -k deploy/k8s/overlays/kind
 for ns in shanhai-infra shanhai shanhai-system; do
@@ -70,5 +89,5 @@ kubectl -n shanhai-system rollout status daemonset/bpf-agent --timeout=300s
 # that needs no token (/api/v1/products answers 401 without one, which failed this script after a good deploy).
 curl -fsS http://localhost:8080/.well-known/jwks.json >/dev/null
 echo "kind-up: ready. Gateway http://localhost:8080"
-echo "  Grafana: kubectl -n shanhai-infra port-forward svc/grafana 3000  → http://localhost:3000"
-echo "  Jaeger:  kubectl -n shanhai-infra port-forward svc/jaeger 16686 → http://localhost:16686"
+echo "  Grafana: kubectl --context $context -n shanhai-infra port-forward svc/grafana 3000  → http://localhost:3000"
+echo "  Jaeger:  kubectl --context $context -n shanhai-infra port-forward svc/jaeger 16686 → http://localhost:16686"
