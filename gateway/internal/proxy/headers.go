@@ -154,8 +154,8 @@ func Sanitize(h *fasthttp.RequestHeader) {
 		names.add(k)
 	}
 	var kept keptLines
-	if present != 0 && names.twice {
-		kept = keepOrder(h)
+	if present != 0 {
+		kept = keepOrder(h, names)
 	}
 	dropHop(h, present)
 	if present&userBit != 0 {
@@ -170,12 +170,18 @@ func Sanitize(h *fasthttp.RequestHeader) {
 			h.DelBytes(k)
 		}
 	}
-	kept.restore(h)
+	restore(kept, h)
 }
 
-// orderedHeader is what keepOrder needs of a request or response header.
+// orderedHeader is a request or response header. keepOrder and restore
+// are generic over the two, not written against an interface of their
+// methods: through an interface h's iterators are calls the compiler cannot
+// see into, so the loop bodies' stack buffers moved to the heap (7
+// allocations a request).
 type orderedHeader interface {
+	*fasthttp.RequestHeader | *fasthttp.ResponseHeader
 	All() iter.Seq2[[]byte, []byte]
+	PeekKeys() [][]byte
 	DelBytes(key []byte)
 	AddBytesKV(key, value []byte)
 }
@@ -196,31 +202,24 @@ type keptLines []fieldLine
 // §5.3: the order of a field's lines is significant (Via, Warning,
 // X-Forwarded-For).
 //
-// Callers that delete on every request ask only when a pass they make
-// anyway found a name that may come twice (nameSet); the names are then
-// compared, copied on the stack, and the lines copied only when one does
-// repeat. (Through the interface, h's iterators allocate: only this rare
-// path takes it.)
+// Callers that delete on every request pass the nameSet of a pass they
+// make anyway (anyName when they made none): the names whose hashes met
+// are then compared exactly, without allocating (PeekKeys reuses the
+// header's own slice), and the lines copied only when a name does repeat.
+// Common names share a hash (Sec-Fetch-Site and Sec-Fetch-Mode; Date, Vary
+// and Strict-Transport-Security), so the comparison is the usual case of a
+// request with a hop-by-hop field and must stay cheap.
 //
 // Left out: fields the header does not keep among its others, which Del
 // never moves (an answer's Set-Cookie, a request's Cookie), and those
 // AddBytesKV would not put back as they were (an answer's Date;
 // Connection and Transfer-Encoding, hop-by-hop, deleted anyway).
-func keepOrder(h orderedHeader) keptLines {
-	_, answer := h.(*fasthttp.ResponseHeader)
-	var buf [512]byte
-	var ends [32]int
-	names, n := buf[:0], 0
-	for k := range h.All() {
-		if n == len(ends) || len(names)+len(k) > len(buf) {
-			n = -1 // too many to compare here: copy them all
-			break
-		}
-		names = append(names, k...)
-		ends[n] = len(names)
-		n++
+func keepOrder[H orderedHeader](h H, names nameSet) keptLines {
+	if names.dup == 0 {
+		return nil
 	}
-	if n >= 0 && !repeats(names, ends[:n], answer) {
+	_, answer := any(h).(*fasthttp.ResponseHeader)
+	if !repeats(h.PeekKeys(), names.dup, answer) {
 		return nil
 	}
 	var all keptLines
@@ -243,29 +242,35 @@ func keepOrder(h orderedHeader) keptLines {
 }
 
 // nameSet is a 64-bit set of field name hashes: added every name of a
-// header, it tells, at a cost of a few operations a name, whether a name
-// may come twice (twice), and otherwise that none does.
+// header, it tells, at a cost of a few operations a name, which hashes
+// came twice (dup), and when none did, that no name repeats.
 type nameSet struct {
-	seen  uint64
-	twice bool
+	seen, dup uint64
 }
 
+// anyName is the nameSet of a header no pass looked at: any name may
+// repeat.
+var anyName = nameSet{dup: ^uint64(0)}
+
 func (s *nameSet) add(k []byte) {
-	bit := uint64(1) << (nameHash(k) & 63)
-	s.twice = s.twice || s.seen&bit != 0
+	bit := nameBit(k)
+	s.dup |= s.seen & bit
 	s.seen |= bit
 }
 
-// repeats says whether one of names (ends[i] is where the i-th ends) that
-// keepOrder keeps comes twice.
-func repeats(names []byte, ends []int, answer bool) bool {
-	for i := range ends {
-		a := names[ends[i]-nameLen(ends, i) : ends[i]]
-		if !reorderable(a, answer) {
+// nameBit is k's bit in a nameSet.
+func nameBit(k []byte) uint64 { return uint64(1) << (nameHash(k) & 63) }
+
+// repeats says whether one of names whose bit is in dup, and that
+// keepOrder keeps, comes twice.
+func repeats(names [][]byte, dup uint64, answer bool) bool {
+	for i, a := range names {
+		bit := nameBit(a)
+		if dup&bit == 0 || !reorderable(a, answer) {
 			continue
 		}
-		for j := i + 1; j < len(ends); j++ {
-			if asciiEqualFold(a, names[ends[j]-nameLen(ends, j):ends[j]]) {
+		for _, b := range names[i+1:] {
+			if len(b) == len(a) && nameBit(b) == bit && asciiEqualFold(a, b) {
 				return true
 			}
 		}
@@ -273,25 +278,18 @@ func repeats(names []byte, ends []int, answer bool) bool {
 	return false
 }
 
-// nameLen is the length of the i-th of the names ends delimits.
-func nameLen(ends []int, i int) int {
-	if i == 0 {
-		return ends[0]
-	}
-	return ends[i] - ends[i-1]
-}
-
 // restore puts the kept lines whose names h still holds (in that exact
 // spelling: every deletion removes a spelling whole) back in their order,
 // after every other field. The order of fields of different names is not
 // significant (RFC 9110 §5.3).
-func (kept keptLines) restore(h orderedHeader) {
+func restore[H orderedHeader](kept keptLines, h H) {
 	if len(kept) == 0 {
 		return
 	}
 	var live keptLines
+	keys := h.PeekKeys()
 	for _, l := range kept {
-		for k := range h.All() {
+		for _, k := range keys {
 			if string(k) == string(l.name) {
 				live = append(live, l)
 				break
@@ -383,8 +381,8 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) (respelled decorations) {
 		respelled |= respelling(k)
 	}
 	var kept keptLines
-	if present != 0 && names.twice {
-		kept = keepOrder(h)
+	if present != 0 {
+		kept = keepOrder(h, names)
 	}
 	dropHopFields(h, present)
 	if odd || named != nil {
@@ -397,7 +395,7 @@ func sanitizeResponse(h *fasthttp.ResponseHeader) (respelled decorations) {
 			return odd && classify(k)&^userBit != 0 || listNames(list, k)
 		})
 	}
-	kept.restore(h)
+	restore(kept, h)
 	return respelled
 }
 
@@ -436,9 +434,9 @@ func respelling(k []byte) decorations {
 // dropRespelled deletes the fields of which that are spelled otherwise than
 // decorated has them, before decorate sets its own.
 func dropRespelled(h *fasthttp.ResponseHeader, which decorations) {
-	kept := keepOrder(h)
+	kept := keepOrder(h, anyName)
 	dropSpellings(h, func(k []byte) bool { return respelling(k)&which != 0 })
-	kept.restore(h)
+	restore(kept, h)
 }
 
 // dropSpellings deletes the fields whose names match, each by its exact
@@ -555,8 +553,9 @@ func (t Trusted) SetForwarded(h *fasthttp.RequestHeader, peer netip.Addr, tls bo
 	// An untrusted peer's claims, looked for in one pass.
 	var claims [len(untrustedClaims)]bool
 	claimed := false
-	names := nameSet{twice: trusted} // from a trusted peer, not looked at
+	names := anyName // a trusted peer's are not looked at
 	if !trusted {
+		names = nameSet{}
 		for k := range h.All() {
 			names.add(k)
 			for i, name := range untrustedClaims {
@@ -569,8 +568,8 @@ func (t Trusted) SetForwarded(h *fasthttp.RequestHeader, peer netip.Addr, tls bo
 	// Every deletion first, between keepOrder and restore, then the sets:
 	// a field set again after its lines were deleted is no line to put back.
 	var kept keptLines
-	if (sent&(optForwardedForLines|optForwardedProtoLines) != 0 || claimed) && names.twice {
-		kept = keepOrder(h)
+	if sent&(optForwardedForLines|optForwardedProtoLines) != 0 || claimed {
+		kept = keepOrder(h, names)
 	}
 	if sent&optForwardedForLines != 0 {
 		h.Del(fasthttp.HeaderXForwardedFor)
@@ -583,7 +582,7 @@ func (t Trusted) SetForwarded(h *fasthttp.RequestHeader, peer netip.Addr, tls bo
 			h.Del(name)
 		}
 	}
-	kept.restore(h)
+	restore(kept, h)
 	h.SetCanonical(xForwardedFor, scratch[:chain])
 	switch {
 	case keepProto && protoLines:

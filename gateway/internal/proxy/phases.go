@@ -206,9 +206,9 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 			// (or owed none: HTTP/1.0, the body already in), and the
 			// upstream gets the whole body at once. Forwarded, the
 			// expectation made a Go upstream answer a 100 first.
-			kept := keepOrder(h)
+			kept := keepOrder(h, anyName)
 			h.Del(fasthttp.HeaderExpect)
-			kept.restore(h)
+			restore(kept, h)
 		}
 		x.public = p.o.Table.IsPublic(h.Method(), st.path)
 		x.stage = stageAuth
