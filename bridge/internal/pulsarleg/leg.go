@@ -159,7 +159,7 @@ func (l *Leg) Partition(gen, stop context.Context, topic string, part int, drain
 		case <-ctx.Done():
 		}
 	}()
-	p := &partition{leg: l, route: l.routes[topic], id: part, name: mapping.Name(topic, part), rejects: map[int64]rejection{}}
+	p := &partition{leg: l, route: l.routes[topic], id: part, name: mapping.Name(topic, part), rejects: map[int64]rejection{}, counted: -1}
 	b := backoff.Backoff{Base: 100 * time.Millisecond, Max: l.o.MaxBackoff}
 	for ctx.Err() == nil {
 		progressed, err := p.session(ctx)

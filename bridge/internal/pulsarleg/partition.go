@@ -36,6 +36,11 @@ type partition struct {
 	name    string
 	rejects map[int64]rejection // only the session goroutines of this partition, one session at a time
 	acked   streamPos           // the last message of this partition acked in this generation (zero: none yet)
+	// counted is the highest offset up to which bridge_stream_lost_total has counted this generation's losses (-1:
+	// none). Each session reads again from the ack floor, and the gap behind a lost range was counted by every session
+	// that read the message after it; offsets at or below counted are not counted again. Only feed uses it, one
+	// session at a time.
+	counted int64
 	mu      sync.Mutex
 }
 
@@ -450,9 +455,11 @@ func (p *partition) acknowledged(m jetstream.Msg) {
 // then silently starts at the stream's first sequence. prev is the partition's message read (or acked, at a session's
 // start) before the one at seq with offset: a gap in offsets alone is leg A's (a record it dead-lettered), but if the
 // stream no longer holds the message after prev, the offsets between were the partition's and are gone unarchived.
-// At most: a record leg A dead-lettered among them is counted too. Only a gap in offsets costs a request.
+// At most: a record leg A dead-lettered among them is counted too. Only a gap in offsets not counted yet costs a
+// request.
 func (p *partition) checkLost(ctx context.Context, prev streamPos, seq uint64, offset int64) {
-	if prev.seq == 0 || seq <= prev.seq+1 || offset <= prev.offset+1 {
+	from := max(prev.offset, p.counted) + 1
+	if prev.seq == 0 || seq <= prev.seq+1 || offset <= from {
 		return
 	}
 	l := p.leg
@@ -467,11 +474,12 @@ func (p *partition) checkLost(ctx context.Context, prev streamPos, seq uint64, o
 	if first <= prev.seq+1 {
 		return
 	}
-	n := offset - prev.offset - 1
+	n := offset - from
 	l.o.Logger.Error("leg B lost messages: the stream's limits removed them before they were archived",
-		"stream", l.o.Stream, "topic", p.route.Topic, "partition", p.id, "offsets", fmt.Sprintf("%d-%d", prev.offset+1, offset-1),
+		"stream", l.o.Stream, "topic", p.route.Topic, "partition", p.id, "offsets", fmt.Sprintf("%d-%d", from, offset-1),
 		"at_most", n, "stream_first_seq", first, "read_up_to_seq", prev.seq)
 	l.o.Metrics.StreamLost(p.route.Topic, p.id, n)
+	p.counted = offset - 1
 }
 
 // deadLetter sends msg to the DLQ; offset is -1 when the message has none.

@@ -488,12 +488,46 @@ func (p *stallingProducer) Close() {
 // bridge_stream_lost_total.
 func TestLegBCountsWhatTheStreamsLimitsRemovedUnread(t *testing.T) {
 	e := setup(t)
+	gate := &gatedClient{}
+	lost := e.lossAfter(t, gate, func() {
+		e.limitStream(t, func(c *jetstream.StreamConfig) { c.MaxMsgs, c.Discard = 2, jetstream.DiscardOld })
+		e.publishOffsets(t, 1, 5)
+		// Open again once offset 1, delivered to the session before the stream removed it, was refused: sent now it
+		// would be archived.
+		gate.waitRefused(t, 1)
+	})
+	if lost != 3 {
+		t.Fatalf("bridge_stream_lost_total = %d, want the 3 offsets the stream removed unread", lost)
+	}
+}
+
+// TestLegBCountsALossOnce: every session that read offset 4 after the gap started from the last acked message (offset
+// 0) and counted offsets 1-3 again; with Pulsar refusing sends for three sessions, 6 or more were counted.
+func TestLegBCountsALossOnce(t *testing.T) {
+	e := setup(t)
+	gate := &gatedClient{producers: true}
+	lost := e.lossAfter(t, gate, func() {
+		e.limitStream(t, func(c *jetstream.StreamConfig) { c.MaxMsgs, c.Discard = 2, jetstream.DiscardOld })
+		e.publishOffsets(t, 1, 5)
+		gate.waitRefused(t, 3) // the sessions that read offset 4 fail and start again from the ack floor
+	})
+	if lost != 3 {
+		t.Fatalf("bridge_stream_lost_total = %d, want the 3 offsets the stream removed unread, counted once", lost)
+	}
+}
+
+// lossAfter runs leg B on partition 0 behind gate until offset 0 is archived and acked, closes the gate and calls lose,
+// which publishes offsets 1-5 and has the stream remove 1-3, opens the gate, and returns bridge_stream_lost_total of
+// the partition once offsets 4 and 5, and nothing else, are archived (leg B counts a loss before it sends the message
+// after it, so the count is final by then).
+func (e *env) lossAfter(t *testing.T, gate *gatedClient, lose func()) int64 {
+	t.Helper()
 	reader := sdkmetric.NewManualReader()
 	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gate := &gatedClient{Client: e.pulsar}
+	gate.Client = e.pulsar
 	gate.open.Store(true)
 	o := e.opts
 	o.Metrics, o.Pulsar = m, gate
@@ -505,56 +539,54 @@ func TestLegBCountsWhatTheStreamsLimitsRemovedUnread(t *testing.T) {
 		t.Fatalf("archived %d, want offset 0", len(recs))
 	}
 	waitAcked(t, e, 1)
-
 	gate.open.Store(false) // the partition's sessions fail and start again from the ack floor
+	lose()
+	gate.open.Store(true)
+	recs := e.read(t, 3, 5*time.Second) // one more than expected: the read must go idle with exactly offsets 4 and 5
+	if len(recs) != 2 || recs[0].Offset != 4 || recs[1].Offset != 5 {
+		t.Fatalf("archived %v after the loss, want offsets 4 and 5", recs)
+	}
+	lost, _, err := harness.Int64Metric(reader, "bridge.stream.lost", "partition", "0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lost
+}
+
+// limitStream changes the stream's configuration.
+func (e *env) limitStream(t *testing.T, change func(*jetstream.StreamConfig)) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := e.js.Stream(ctx, e.stream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := st.CachedInfo().Config
-	cfg.MaxMsgs, cfg.Discard = 2, jetstream.DiscardOld
+	change(&cfg)
 	if _, err := e.js.UpdateStream(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= 5; i++ {
+}
+
+// publishOffsets publishes partition 0's offsets from to to, each with the event of its own number.
+func (e *env) publishOffsets(t *testing.T, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
 		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))
-	}
-	// Open again once offset 1, delivered to the session before the stream removed it, was refused: sent now it would
-	// be archived.
-	for deadline := time.Now().Add(10 * time.Second); gate.refused.Load() == 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("leg B sent nothing while Pulsar was unavailable")
-		}
-	}
-	gate.open.Store(true)
-	recs := e.read(t, 3, 5*time.Second) // one more than expected: the read must go idle with exactly offsets 4 and 5
-	if len(recs) != 2 || recs[0].Offset != 4 || recs[1].Offset != 5 {
-		t.Fatalf("archived %v after the limit, want offsets 4 and 5", recs)
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		lost, _, err := harness.Int64Metric(reader, "bridge.stream.lost", "partition", "0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if lost == 3 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bridge_stream_lost_total = %d, want the 3 offsets the stream removed unread", lost)
-		}
 	}
 }
 
-// gatedClient is Pulsar unavailable while open is false: no producer is made and every send fails at once.
+// gatedClient is Pulsar unavailable while open is false: every send fails at once, and no producer is made unless
+// producers is set (then a session gets as far as sending, and fails on its first send).
 type gatedClient struct {
 	pulsar.Client
-	open    atomic.Bool
-	refused atomic.Int32 // sends failed
+	producers bool
+	open      atomic.Bool
+	refused   atomic.Int32 // sends failed
 }
 
 func (c *gatedClient) CreateProducer(o pulsar.ProducerOptions) (pulsar.Producer, error) {
-	if !c.open.Load() {
+	if !c.open.Load() && !c.producers {
 		return nil, errors.New("pulsar unavailable (test)")
 	}
 	p, err := c.Client.CreateProducer(o)
@@ -562,6 +594,16 @@ func (c *gatedClient) CreateProducer(o pulsar.ProducerOptions) (pulsar.Producer,
 		return nil, err
 	}
 	return &gatedProducer{Producer: p, gate: c}, nil
+}
+
+// waitRefused waits until at least n sends failed.
+func (c *gatedClient) waitRefused(t *testing.T, n int32) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); c.refused.Load() < n; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("leg B had %d sends refused while Pulsar was unavailable, want %d", c.refused.Load(), n)
+		}
+	}
 }
 
 type gatedProducer struct {
