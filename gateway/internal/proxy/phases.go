@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
@@ -535,10 +537,33 @@ func (p *Proxy) forward(x *Exchange) Step {
 		v = h.Peek(TimeoutHeader)
 	}
 	if len(v) > 0 {
-		if ms, err := strconv.ParseUint(string(v), 10, 32); err == nil && ms > 0 {
-			if d := min(time.Duration(ms)*time.Millisecond, p.o.MaxTimeout); d < timeout {
-				timeout, x.clientDeadline = d, true
-			}
+		// Read as the services read it (pkg/deadline): 0 or less has
+		// expired, and is not sent on with the whole route timeout; past
+		// int64 is clamped, not malformed.
+		ms, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			// Rare: let pkg/deadline tell a malformed value from one out of
+			// range (its allocations are no concern here).
+			var left time.Duration
+			left, _, err = deadline.Parse(http.Header{deadline.Header: {string(v)}})
+			ms = int64(left / time.Millisecond)
+		}
+		switch {
+		case err != nil:
+			x.problem(fasthttp.StatusBadRequest, "bad-timeout", "invalid "+TimeoutHeader+": "+err.Error())
+			return Done
+		case ms <= 0:
+			x.problem(fasthttp.StatusGatewayTimeout, "deadline-expired", "the caller's deadline had passed when the request arrived")
+			return Done
+		}
+		// Capped in milliseconds: the conversion of a huge value to a
+		// Duration would overflow.
+		d := p.o.MaxTimeout
+		if ms < int64(d/time.Millisecond) {
+			d = time.Duration(ms) * time.Millisecond
+		}
+		if d < timeout {
+			timeout, x.clientDeadline = d, true
 		}
 	}
 	x.Deadline = x.start.Add(timeout)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -592,5 +593,61 @@ func TestNoContent(t *testing.T) {
 		if out := resp.String(); strings.Contains(out, "hello") || (tc.length == "") == strings.Contains(out, "Content-Length") {
 			t.Fatalf("%d: written as %q", tc.status, out)
 		}
+	}
+}
+
+// X-Request-Timeout-Ms is read as the services read it (pkg/deadline): 0 or
+// less has expired and is answered 504 before any attempt, a malformed value
+// 400, and one past 2^32-1 or int64 is a long time, capped as 2^32-1 is
+// (MaxTimeout, here below the route's 1 s). The gateway's own parse (32-bit,
+// unsigned) took all of those for no header and sent an expired request
+// upstream with the whole route timeout.
+func TestClientTimeoutIsReadAsTheServicesReadIt(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}, MaxTimeout: 500 * time.Millisecond}, up)
+	const maxMs = 500
+	for _, c := range []struct {
+		value  string
+		status int // 200: sent upstream
+	}{
+		{"0", 504}, {"-1", 504}, {"-99999999999999999999", 504},
+		{"abc", 400}, {"1.5", 400}, {"+", 400}, {"99999999999999999999x", 400},
+		{"4294967295", 200}, {"4294967296", 200}, {"99999999999999999999", 200}, {"250", 200},
+	} {
+		raw := "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\nX-Request-Timeout-Ms: " + c.value + "\r\n\r\n"
+		check := func(transport string, status int, ctype, sent []byte, hit bool) {
+			t.Helper()
+			if status != c.status {
+				t.Errorf("%s: X-Request-Timeout-Ms: %s answered %d, want %d", transport, c.value, status, c.status)
+			}
+			if c.status != 200 {
+				if hit || string(ctype) != "application/problem+json" {
+					t.Errorf("%s: X-Request-Timeout-Ms: %s: sent upstream %v, answer %s; want a problem, not sent", transport, c.value, hit, ctype)
+				}
+				return
+			}
+			want := int64(maxMs)
+			if c.value == "250" {
+				want = 250
+			}
+			if ms, err := strconv.ParseInt(string(sent), 10, 64); err != nil || ms > want || ms < want-100 {
+				t.Errorf("%s: X-Request-Timeout-Ms: %s went upstream as %q, want about %d", transport, c.value, sent, want)
+			}
+		}
+		hits := up.hits.Load()
+		ctx := serve(p, raw)
+		hit := up.hits.Load() != hits
+		var sent []byte
+		if hit {
+			sent = up.last.Load().Peek(TimeoutHeader)
+		}
+		check("fasthttp", ctx.Response.StatusCode(), ctx.Response.Header.ContentType(), sent, hit)
+
+		x, s := beginOnLoop(t, p, raw)
+		status := x.Resp.StatusCode()
+		if s == Send {
+			status = 200
+		}
+		check("event loop", status, x.Resp.Header.ContentType(), x.Req.Header.Peek(TimeoutHeader), s == Send)
 	}
 }
