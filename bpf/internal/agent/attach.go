@@ -157,7 +157,7 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	if err != nil {
 		return err
 	}
-	offs, _, err := offsets.Resolve(sym.ELF(), offsets.RequestMethod, offsets.ServerStatus)
+	offs, _, err := offsets.Resolve(sym.ELF(), offsets.RequestMethod, offsets.ServerStatus, offsets.ServerConn, offsets.ConnHijacked)
 	if err != nil {
 		return err
 	}
@@ -165,7 +165,8 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	if err != nil {
 		return err
 	}
-	for name, fl := range map[string]offsets.Field{"off_request_method": offsets.RequestMethod, "off_response_status": offsets.ServerStatus} {
+	for name, fl := range map[string]offsets.Field{"off_request_method": offsets.RequestMethod, "off_response_status": offsets.ServerStatus,
+		"off_response_conn": offsets.ServerConn, "off_conn_hijacked": offsets.ConnHijacked} {
 		if err := spec.Variables[name].Set(offs[fl]); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
 		}
@@ -183,7 +184,37 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpEnter, []uint64{fs[0].CallOff}); err != nil {
 		return err
 	}
-	return b.uprobeAt(ex, fs[0], objs.ServeHttpRet, b.exits(sym, fs[0])) // reads no result register
+	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpRet, b.exits(sym, fs[0])); err != nil { // reads no result register
+		return err
+	}
+	b.attachPanicExit(sym, ex, objs.ServeHttpPanic)
+	return nil
+}
+
+// Where a request whose handler panicked (or called runtime.Goexit) ends: conn.serve's deferred function calls
+// inFlightResponse.disableWriteContinue() only for such a request (see serve_http_panic in httpserver.c).
+const (
+	fnServeDeferred   = "net/http.(*conn).serve.func1"
+	fnDisableContinue = "net/http.(*response).disableWriteContinue"
+)
+
+// attachPanicExit puts serve_http_panic on that call. It is a refinement: where net/http has no such call (another
+// release), requests whose handler panicked stay uncounted, as the log says, and the probe's other programs stay on.
+func (b *binProbes) attachPanicExit(sym *symtab.Binary, ex *link.Executable, prog *ebpf.Program) {
+	fs, err := funcs(sym, fnServeDeferred, fnDisableContinue)
+	var offs []uint64
+	if err == nil {
+		offs, err = sym.CallsIn(fs[0], fs[1])
+	}
+	if err == nil && len(offs) != 1 {
+		err = fmt.Errorf("%d calls of %s in %s, want 1", len(offs), fnDisableContinue, fnServeDeferred)
+	}
+	if err == nil {
+		err = b.uprobeAt(ex, fs[0], prog, offs)
+	}
+	if err != nil {
+		b.log.Info("requests whose handler panicked are not counted", "exe", b.exe, "why", err.Error())
+	}
 }
 
 func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) error {

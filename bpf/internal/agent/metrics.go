@@ -13,8 +13,15 @@ import (
 var (
 	descServer = prometheus.NewDesc("shanhai_bpf_http_server_request_duration_seconds",
 		"Server-side HTTP request latency: ServeHTTP's entry to its return (uprobes, BPF_HTTP_PROBE=uprobe), or the read "+
-			"of a request's first bytes to the write of its response's status line on the socket (BPF_HTTP_PROBE=socket).",
+			"of a request's first bytes to the write of its response's status line on the socket (BPF_HTTP_PROBE=socket). "+
+			"Status 0: the handler panicked and net/http closed the connection without an answer (uprobe mode).",
 		[]string{"pid", "exe", "method", "status", "status_class"}, nil)
+	descHijacked = prometheus.NewDesc("shanhai_bpf_http_server_hijacked_duration_seconds",
+		"HTTP server requests whose handler took the connection over (Hijack: WebSocket upgrades, CONNECT tunnels), "+
+			"from ServeHTTP's entry to the handler's return, which is when the session ended; kept out of "+
+			"shanhai_bpf_http_server_request_duration_seconds, where they were 200s lasting the whole session "+
+			"(BPF_HTTP_PROBE=uprobe; the socket probe counts the 101 the hijacker writes).",
+		[]string{"pid", "exe", "method"}, nil)
 	descClient = prometheus.NewDesc("shanhai_bpf_http_client_request_duration_seconds",
 		"HTTP client call latency seen by uprobes on net/http.(*Transport).roundTrip; status 0 when the call failed.",
 		[]string{"pid", "exe", "method", "status", "status_class", "error"}, nil)
@@ -58,7 +65,7 @@ func (a *Agent) Collector() prometheus.Collector { return collector{a} }
 type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descServer, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
+	for _, d := range []*prometheus.Desc{descServer, descHijacked, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
 		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descErrors} {
 		ch <- d
 	}
@@ -101,6 +108,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for k, h := range s.Server {
 		e, ok := exe[k.PID]
 		if !ok {
+			continue
+		}
+		if k.Status == StatusHijacked {
+			ch <- histMetric(descHijacked, h, strconv.Itoa(k.PID), e, k.Method)
 			continue
 		}
 		ch <- histMetric(descServer, h, strconv.Itoa(k.PID), e, k.Method, strconv.Itoa(k.Status), strconv.Itoa(k.Status/100)+"xx")

@@ -21,8 +21,14 @@ import (
 type RED struct {
 	PID    int
 	Method string
-	Status int
+	Status int // the HTTP status, or StatusHijacked
 }
+
+// StatusHijacked is the Status of requests whose handler took the connection over (Hijack: a WebSocket upgrade, a
+// CONNECT tunnel; STATUS_HIJACKED in httpserver.c): their ServeHTTP lasts the whole session, so they are kept out of
+// the request-duration histogram (shanhai_bpf_http_server_hijacked_duration_seconds). Uprobe mode only: the socket
+// probe sees the 101 the hijacker writes, and times the request to it.
+const StatusHijacked = 1
 
 // TCPStats are one process's connection counters.
 type TCPStats struct {

@@ -22,6 +22,8 @@ const (
 	RequestMethod      Field = "net/http.Request.Method"
 	ResponseStatusCode Field = "net/http.Response.StatusCode"
 	ServerStatus       Field = "net/http.response.status" // the server side's unexported response writer
+	ServerConn         Field = "net/http.response.conn"   // its connection,
+	ConnHijacked       Field = "net/http.conn.hijackedv"  // which a handler may have taken over (Hijack)
 
 	// The runtime's goroutine creation counters (runtime/metrics' /sched/goroutines-created), read from a
 	// process's memory by internal/gocount: a total in the scheduler for Ps that were destroyed, plus one per P.
@@ -39,6 +41,8 @@ var Fallback = map[Field]uint64{
 	RequestMethod:      0,
 	ResponseStatusCode: 16,
 	ServerStatus:       128,
+	ServerConn:         0,   // the first field since Go 1.0
+	ConnHijacked:       136, // the same in go1.26.9-go1.26.11 (net/http's conn did not change)
 
 	SchedLock:              32,
 	SchedGoroutinesCreated: 6864,

@@ -433,3 +433,30 @@ func ownPackageOnly(name string) bool {
 	}
 	return !token.IsExported(method) || !token.IsExported(recv)
 }
+
+// CallsIn gives the file offsets of caller's direct calls (CALL rel32) of callee, by decoded instruction: where a
+// probe sees one particular path through caller reach callee, which a probe on callee's entry would see on every
+// path (the HTTP server probe's panic exit: the call conn.serve's deferred function makes only when a handler did
+// not return).
+func (b *Binary) CallsIn(caller, callee Func) ([]uint64, error) {
+	code, err := b.funcCode(caller.Name, caller.Entry, caller.End)
+	if err != nil {
+		return nil, err
+	}
+	starts := map[int]bool{}
+	for _, in := range decode(code) {
+		starts[in.off] = true
+	}
+	var out []uint64
+	for _, r := range codeRefs(code, caller.Entry, callee.Entry) {
+		if r.kind != refCall || !starts[int(r.addr-caller.Entry)] {
+			continue
+		}
+		off, err := b.fileOffset(r.addr)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, off)
+	}
+	return out, nil
+}

@@ -69,8 +69,11 @@ const (
 	BpfMapSeriesDropped     = "series_dropped"
 	BpfMapZeroHist          = "zero_hist"
 	BpfProgServeHttpEnter   = "serve_http_enter"
+	BpfProgServeHttpPanic   = "serve_http_panic"
 	BpfProgServeHttpRet     = "serve_http_ret"
+	BpfVarOffConnHijacked   = "off_conn_hijacked"
 	BpfVarOffRequestMethod  = "off_request_method"
+	BpfVarOffResponseConn   = "off_response_conn"
 	BpfVarOffResponseStatus = "off_response_status"
 )
 
@@ -117,6 +120,7 @@ type BpfSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
 	ServeHttpEnter *ebpf.ProgramSpec `ebpf:"serve_http_enter"`
+	ServeHttpPanic *ebpf.ProgramSpec `ebpf:"serve_http_panic"`
 	ServeHttpRet   *ebpf.ProgramSpec `ebpf:"serve_http_ret"`
 }
 
@@ -136,7 +140,9 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	OffConnHijacked   *ebpf.VariableSpec `ebpf:"off_conn_hijacked"`
 	OffRequestMethod  *ebpf.VariableSpec `ebpf:"off_request_method"`
+	OffResponseConn   *ebpf.VariableSpec `ebpf:"off_response_conn"`
 	OffResponseStatus *ebpf.VariableSpec `ebpf:"off_response_status"`
 }
 
@@ -183,7 +189,9 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	OffConnHijacked   *ebpf.Variable `ebpf:"off_conn_hijacked"`
 	OffRequestMethod  *ebpf.Variable `ebpf:"off_request_method"`
+	OffResponseConn   *ebpf.Variable `ebpf:"off_response_conn"`
 	OffResponseStatus *ebpf.Variable `ebpf:"off_response_status"`
 }
 
@@ -192,12 +200,14 @@ type BpfVariables struct {
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
 	ServeHttpEnter *ebpf.Program `ebpf:"serve_http_enter"`
+	ServeHttpPanic *ebpf.Program `ebpf:"serve_http_panic"`
 	ServeHttpRet   *ebpf.Program `ebpf:"serve_http_ret"`
 }
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.ServeHttpEnter,
+		p.ServeHttpPanic,
 		p.ServeHttpRet,
 	)
 }

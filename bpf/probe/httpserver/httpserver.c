@@ -18,6 +18,15 @@
 // fallback table.
 volatile const __u64 off_request_method = 0;
 volatile const __u64 off_response_status = 0;
+volatile const __u64 off_response_conn = 0;
+volatile const __u64 off_conn_hijacked = 0;
+
+// The status recorded for a request whose handler took the connection over (Hijack: a WebSocket upgrade, a CONNECT
+// tunnel): not an HTTP status, so the agent keeps these out of the request-duration histogram (ServeHTTP returns
+// when the session ends, so their duration is the session's) and exports them on their own.
+#define STATUS_HIJACKED 1
+// The status recorded for a request whose handler panicked: no response was completed (see serve_http_panic).
+#define STATUS_NO_RESPONSE 0
 
 #define METHOD_LEN 8
 
@@ -206,39 +215,76 @@ static __always_inline void record(struct red_key *rk, __u64 d) {
 	lat_record(h, d);
 }
 
-SEC("uprobe/serve_http_ret")
-int serve_http_ret(struct pt_regs *ctx) {
-	__u64 now = bpf_ktime_get_ns();
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	__u64 g = GO_G(ctx);
-	struct red_key rk = {.tgid = tgid};
-	__u64 start, response;
+// hijacked reports whether the handler of response took its connection over (net/http's conn.hijackedv). Asked only
+// when the response holds no status or 101: a hijacker writes its answer on the raw connection (gorilla/websocket)
+// or calls WriteHeader(101) first (coder/websocket), and every other request keeps its two user-memory reads.
+static __always_inline bool hijacked(__u64 response) {
+	__u64 conn = 0;
+	__u8 h = 0;
+	if (bpf_probe_read_user(&conn, sizeof(conn), (void *)(response + off_response_conn)) || !conn)
+		return false;
+	return bpf_probe_read_user(&h, sizeof(h), (void *)(conn + off_conn_hijacked)) == 0 && h;
+}
 
+// take ends the request (tgid, g) has in flight: frees its slot or marks its fallback entry done, puts its method in
+// rk and its *response in response, and returns its start time (0: none in flight).
+static __always_inline __u64 take(__u32 tgid, __u64 g, struct red_key *rk, __u64 *response) {
+	__u64 start;
 	__u32 i = mix64(g ^ ((__u64)tgid << 48), REQ_SLOT_BITS);
 	struct req_slot *s = bpf_map_lookup_elem(&inflight_slots, &i);
 	if (s && s->g == g && s->tgid == tgid) {
 		start = s->start_ns;
-		response = s->response;
-		*(__u64 *)rk.method = *(__u64 *)s->method;
+		*response = s->response;
+		*(__u64 *)rk->method = *(__u64 *)s->method;
 		// Release: tgid first, then g, in program order (x86 keeps stores in order; the barrier keeps clang's).
 		s->tgid = 0;
 		asm volatile("" ::: "memory");
 		*(volatile __u64 *)&s->g = 0;
-	} else {
-		struct go_call_key k = {.tgid = tgid, .g = g};
-		struct req_state *st = bpf_map_lookup_elem(&inflight, &k);
-		if (!st || !st->start_ns)
-			return 0;
-		start = st->start_ns;
-		st->start_ns = 0;
-		response = st->response;
-		*(__u64 *)rk.method = *(__u64 *)st->method;
+		return start;
 	}
+	struct go_call_key k = {.tgid = tgid, .g = g};
+	struct req_state *st = bpf_map_lookup_elem(&inflight, &k);
+	if (!st || !st->start_ns)
+		return 0;
+	start = st->start_ns;
+	st->start_ns = 0;
+	*response = st->response;
+	*(__u64 *)rk->method = *(__u64 *)st->method;
+	return start;
+}
+
+SEC("uprobe/serve_http_ret")
+int serve_http_ret(struct pt_regs *ctx) {
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct red_key rk = {.tgid = tgid};
+	__u64 response = 0;
+	__u64 start = take(tgid, GO_G(ctx), &rk, &response);
 	if (!start)
 		return 0;
 	__s64 status = 0;
 	bpf_probe_read_user(&status, sizeof(status), (void *)(response + off_response_status));
-	rk.status = status ? (__u32)status : 200; // nothing written yet: net/http sends 200 in finishRequest
+	if ((status == 0 || status == 101) && hijacked(response))
+		rk.status = STATUS_HIJACKED;
+	else
+		rk.status = status ? (__u32)status : 200; // nothing written yet: net/http sends 200 in finishRequest
 	record(&rk, now - start);
+	return 0;
+}
+
+// A handler that panicked (or called runtime.Goexit) never returns from ServeHTTP, so serve_http_ret never ran for
+// it: the request went uncounted and its slot stayed taken. conn.serve's deferred function calls
+// inFlightResponse.disableWriteContinue() only then (inFlightResponse is nil once ServeHTTP returned), on the same
+// goroutine, so this program sits on that call (an emulated CALL, hit by such requests only) and records the request
+// with status 0: net/http closes the connection without completing a response, whatever the handler wrote.
+SEC("uprobe/serve_http_panic")
+int serve_http_panic(struct pt_regs *ctx) {
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct red_key rk = {.tgid = tgid, .status = STATUS_NO_RESPONSE};
+	__u64 response = 0;
+	__u64 start = take(tgid, GO_G(ctx), &rk, &response);
+	if (start)
+		record(&rk, now - start);
 	return 0;
 }

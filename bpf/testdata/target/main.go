@@ -49,6 +49,9 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the server's writer (Hijack).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func intParam(r *http.Request, name string, def int) int {
 	if v, err := strconv.Atoi(r.URL.Query().Get(name)); err == nil {
 		return v
@@ -68,6 +71,33 @@ func main() {
 		time.Sleep(time.Duration(intParam(r, "us", 0)) * time.Microsecond)
 		w.WriteHeader(intParam(r, "status", 200))
 		io.WriteString(w, "ok\n")
+	})
+	// /hijack?ms=N takes the connection over as a WebSocket upgrade does, answers 101 on it and holds the session N
+	// milliseconds before closing it; with header=1 it calls WriteHeader(101) first and lets Hijack flush it (as
+	// coder/websocket does), else it writes the answer on the raw connection (as gorilla/websocket does).
+	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("header") == "1" {
+			w.WriteHeader(http.StatusSwitchingProtocols)
+		}
+		c, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		defer c.Close()
+		if r.URL.Query().Get("header") != "1" {
+			buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
+		}
+		buf.Flush()
+		time.Sleep(time.Duration(intParam(r, "ms", 0)) * time.Millisecond)
+	})
+	// /panic panics in the handler (net/http recovers it and closes the connection without an answer); with abort=1
+	// it panics with http.ErrAbortHandler, which net/http does not log.
+	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("abort") == "1" {
+			panic(http.ErrAbortHandler)
+		}
+		panic("target: /panic panics on purpose")
 	})
 	// /stats reports the counters (the /stats request being served is not in them yet).
 	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
