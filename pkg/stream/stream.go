@@ -77,10 +77,26 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names) error {
 	return nil
 }
 
-// RetryDelay grows with the delivery count so a persistent failure backs off
-// instead of spinning: 0.5s, 1s, 2s ... up to 16s from the sixth delivery.
-func RetryDelay(delivered uint64) time.Duration {
-	return (time.Second << min(delivered, 5)) / 2
+// BackOff is a consumer's redelivery schedule: first, then double the step
+// before, up to 16 × first, which later redeliveries repeat. A message that
+// is not settled, whether its handler failed and left it so or its process
+// died, is delivered again after the step of its delivery count. It has
+// fewer steps than maxDeliver, as JetStream requires (at least one).
+//
+// Handlers that fail leave the message unsettled rather than nak it: a
+// plain nak is redelivered at once, and nats-server (2.14.9; 2.15.2's
+// consumer code is the same) sets AckWait to the first step and, on a nak
+// with delay d, restarts the message's ack timer as if it had started
+// AckWait − d ago, then waits the back-off step: a nak on delivery k comes
+// back after d + BackOff[k-1] − BackOff[0] (the last step past the end),
+// neither schedule. Steps of 1, 5, 30 s and delays of 1, 2, 4, 8, 16 s gave
+// gaps of 1, 6, 33, 37, 45 s.
+func BackOff(first time.Duration, maxDeliver int) []time.Duration {
+	steps := make([]time.Duration, max(1, min(5, maxDeliver-1)))
+	for i := range steps {
+		steps[i] = first << i
+	}
+	return steps
 }
 
 // Headers flattens NATS headers to the first value of each key, which is the

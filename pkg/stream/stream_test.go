@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,13 +23,20 @@ func TestNamesOrKeepsWhatIsSet(t *testing.T) {
 	}
 }
 
-func TestRetryDelayBacksOffToACap(t *testing.T) {
+func TestBackOffDoublesToACapWithFewerStepsThanDeliveries(t *testing.T) {
+	s := time.Second
 	for _, tc := range []struct {
-		delivered uint64
-		want      time.Duration
-	}{{0, 500 * time.Millisecond}, {1, time.Second}, {2, 2 * time.Second}, {5, 16 * time.Second}, {50, 16 * time.Second}} {
-		if got := RetryDelay(tc.delivered); got != tc.want {
-			t.Errorf("RetryDelay(%d) = %v, want %v", tc.delivered, got, tc.want)
+		maxDeliver int
+		want       []time.Duration
+	}{
+		{0, []time.Duration{s}},
+		{2, []time.Duration{s}},
+		{4, []time.Duration{s, 2 * s, 4 * s}},
+		{6, []time.Duration{s, 2 * s, 4 * s, 8 * s, 16 * s}},
+		{20, []time.Duration{s, 2 * s, 4 * s, 8 * s, 16 * s}},
+	} {
+		if got := BackOff(s, tc.maxDeliver); !slices.Equal(got, tc.want) {
+			t.Errorf("BackOff(1s, %d) = %v, want %v", tc.maxDeliver, got, tc.want)
 		}
 	}
 }

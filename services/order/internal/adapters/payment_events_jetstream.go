@@ -75,30 +75,29 @@ const MaxDeliver = 20
 // ConsumerConfig is the durable consumer this service owns; zero fields of
 // names take DefaultNames, and maxDeliver ≤ 0 takes MaxDeliver. maxDeliver
 // bounds redelivery of a message whose processing keeps failing (e.g. the
-// database is down for longer than the backoff covers); BackOff spaces
-// redeliveries after an ack timeout.
+// database is down for longer than the backoff covers). BackOff alone spaces
+// redeliveries, 1 s, 2 s, 4 s, 8 s, then 16 s (stream.BackOff): of a result
+// whose handling failed (retry leaves it unsettled) as of a crashed worker's.
 func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 	names = names.Or(DefaultNames)
 	if maxDeliver <= 0 {
 		maxDeliver = MaxDeliver
 	}
-	// JetStream requires fewer backoff steps than deliveries.
-	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
-	backoff = backoff[:max(1, min(len(backoff), maxDeliver-1))]
 	return jetstream.ConsumerConfig{
 		Durable:        names.Durable,
 		FilterSubjects: stream.Filters(names.Subject),
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		// With BackOff set, nats-server takes BackOff[0] as the first ack
-		// wait, not this: a message unsettled after 1 s is delivered again
-		// (and after 5 s, 30 s more). The short step brings a crashed
-		// worker's message back fast; Start keeps a message it holds,
-		// queued or being handled, from coming back meanwhile
-		// (stream.Keeper), for at most this AckWait: a message held longer
-		// (a stuck handler) is lost to the back-off, as a crashed one's is.
+		// With BackOff set, nats-server takes its steps as the ack waits,
+		// not this: a message unsettled 1 s after its first delivery is
+		// delivered again (then after 2 s, 4 s ...). The short first step
+		// brings a crashed worker's message back fast; Start keeps a
+		// message it holds, queued or being handled, from coming back
+		// meanwhile (stream.Keeper), for at most this AckWait: a message
+		// held longer (a stuck handler) is lost to the back-off, as a
+		// crashed one's is.
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
-		BackOff:       backoff,
+		BackOff:       stream.BackOff(time.Second, maxDeliver),
 		MaxAckPending: 256,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
@@ -304,9 +303,11 @@ func (c *PaymentEvents) term(ctx context.Context, m jetstream.Msg, cause error) 
 	return "terminated", cause
 }
 
-// retry naks with a delay, or terminates on the last allowed delivery: at
-// that point JetStream would drop the result silently, and the order would
-// stay PENDING with no word of why.
+// retry leaves m unsettled, for the consumer's BackOff to deliver it again,
+// or terminates on the last allowed delivery: at that point JetStream would
+// drop the result silently, and the order would stay PENDING with no word of
+// why. It does not nak: a nak is redelivered at once, and one with a delay
+// after its delay plus the back-off step less the first (stream.BackOff).
 func (c *PaymentEvents) retry(ctx context.Context, m jetstream.Msg, cause error) (string, error) {
 	var delivered uint64 = 1
 	if md, err := m.Metadata(); err == nil {
@@ -316,8 +317,5 @@ func (c *PaymentEvents) retry(ctx context.Context, m jetstream.Msg, cause error)
 		return c.term(ctx, m, fmt.Errorf("still failing after %d deliveries: %w", delivered, cause))
 	}
 	c.log.WarnContext(ctx, "payment result will be retried", "delivered", delivered, "err", cause)
-	if err := m.NakWithDelay(stream.RetryDelay(delivered)); err != nil {
-		return "retry", fmt.Errorf("nak: %w (cause: %w)", err, cause)
-	}
 	return "retry", cause
 }

@@ -3,11 +3,18 @@ package adapters_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/stream"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/order/internal/app"
@@ -97,4 +104,101 @@ func deliveriesWhileRowHeld(t *testing.T, prefix string, types ...string) uint64
 		t.Fatalf("order %s after its first result, payment.succeeded", got.Status())
 	}
 	return svctest.Delivered(t, cons)
+}
+
+// TestFailingResultIsRedeliveredOnTheBackOffThenDropped runs the consumer as
+// the service does, on the real NATS server, with its database closed (every
+// result fails) and a short back-off (the service's is 1 s ... 16 s): each
+// redelivery must wait at least its step of the schedule, in order, and the
+// result must be terminated on its MaxDeliver-th delivery and not delivered
+// again. A handler that naks as well is redelivered late: nats-server times a
+// nak's delay against the back-off step too.
+func TestFailingResultIsRedeliveredOnTheBackOffThenDropped(t *testing.T) {
+	db, err := database.Open(storetest.URLs(t)[database.Postgres])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := database.Close(db); err != nil {
+		t.Fatal(err)
+	}
+	s := svctest.NewStream(t, "ORDBACKOFF")
+	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.PaymentsSubject, Durable: "order"}
+	ctx := context.Background()
+	const maxDeliver = 5
+	cfg := adapters.ConsumerConfig(names, maxDeliver)
+	cfg.BackOff = stream.BackOff(200*time.Millisecond, maxDeliver)
+	cons, err := stream.EnsureConsumer(ctx, s.JS, names, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := &logTimes{}
+	apply := app.New(app.Deps{Orders: adapters.NewOrderGorm(db)}).ApplyPayment
+	stop, err := adapters.NewPaymentEvents(cons, names, apply, maxDeliver, slog.New(logged)).Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	orderID := uuid.NewString()
+	d := adapters.PaymentResultData{PaymentID: "pay-1", OrderID: orderID, UserID: "alice", AmountCents: 100}
+	env, err := event.New(adapters.PaymentSucceeded, "/shanhai/payment", orderID, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Publish(t, names.Subject, "shanhai.payments", orderID, svctest.Headers(env, nil), env.Data)
+	s.Drained(t, names.Durable, 30*time.Second)
+
+	want := []string{"payment result will be retried", "payment result will be retried", "payment result will be retried",
+		"payment result will be retried", "payment result dropped"}
+	logged.followed(t, want, cfg.BackOff)
+	if n := svctest.Delivered(t, cons); n != maxDeliver {
+		t.Errorf("payment result delivered %d times, want MaxDeliver (%d)", n, maxDeliver)
+	}
+}
+
+// logTimes is a slog.Handler that keeps when each record was logged, and its
+// message.
+type logTimes struct {
+	mu   sync.Mutex
+	msgs []string
+	at   []time.Time
+}
+
+func (l *logTimes) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logTimes) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logTimes) WithGroup(string) slog.Handler            { return l }
+
+func (l *logTimes) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Message)
+	l.at = append(l.at, r.Time)
+	return nil
+}
+
+// followed fails t unless the messages logged are want, in order, one per
+// delivery, and the gaps between them follow backOff: each at least (most
+// of) its step, for on a loaded machine deliveries come late, never early;
+// the whole within a loose upper bound, which a nak with a delay besides
+// the back-off exceeds several times over.
+func (l *logTimes) followed(t *testing.T, want []string, backOff []time.Duration) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !slices.Equal(l.msgs, want) {
+		t.Fatalf("logged %q, want %q", l.msgs, want)
+	}
+	var gaps []time.Duration
+	var schedule time.Duration
+	for i := 1; i < len(l.at); i++ {
+		gap, step := l.at[i].Sub(l.at[i-1]), backOff[min(i-1, len(backOff)-1)]
+		gaps, schedule = append(gaps, gap), schedule+step
+		if gap < step*3/4 {
+			t.Errorf("delivery %d came %v after delivery %d, want the back-off step %v", i+1, gap, i, step)
+		}
+	}
+	t.Logf("gaps between deliveries %v, back-off %v", gaps, backOff)
+	if total := l.at[len(l.at)-1].Sub(l.at[0]); total > 2*schedule+2*time.Second {
+		t.Errorf("last delivery %v after the first, want about the schedule's %v", total, schedule)
+	}
 }

@@ -112,28 +112,26 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 }
 
 // ConsumerConfig is the durable consumer this service owns; zero fields of
-// names take DefaultNames. BackOff spaces redeliveries after an ack timeout
-// (a crashed or stuck worker); naks carry their own delay.
+// names take DefaultNames. BackOff alone spaces redeliveries, 1 s, 2 s, 4 s,
+// 8 s, then 16 s (stream.BackOff): of a message whose charge failed (retry
+// leaves it unsettled) as of a crashed worker's.
 func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 	names = names.Or(DefaultNames)
-	// JetStream requires fewer backoff steps than deliveries.
-	backoff := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
-	backoff = backoff[:max(1, min(len(backoff), maxDeliver-1))]
 	return jetstream.ConsumerConfig{
 		Durable:        names.Durable,
 		FilterSubjects: stream.Filters(names.Subject),
 		AckPolicy:      jetstream.AckExplicitPolicy,
-		// With BackOff set, nats-server takes BackOff[0] as the first ack
-		// wait, not this: a message unsettled after 1 s is delivered again
-		// (and after 5 s, 30 s more). The short step brings a crashed
-		// worker's message back fast; Start keeps a message it holds,
-		// waiting for a worker or being charged (a slow or faulted
-		// provider), from coming back meanwhile (stream.Keeper), for at
-		// most this AckWait: a message held longer (a stuck handler) is
-		// lost to the back-off, as a crashed one's is.
+		// With BackOff set, nats-server takes its steps as the ack waits,
+		// not this: a message unsettled 1 s after its first delivery is
+		// delivered again (then after 2 s, 4 s ...). The short first step
+		// brings a crashed worker's message back fast; Start keeps a
+		// message it holds, waiting for a worker or being charged (a slow
+		// or faulted provider), from coming back meanwhile (stream.Keeper),
+		// for at most this AckWait: a message held longer (a stuck
+		// handler) is lost to the back-off, as a crashed one's is.
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
-		BackOff:       backoff,
+		BackOff:       stream.BackOff(time.Second, maxDeliver),
 		MaxAckPending: 256,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
@@ -258,8 +256,11 @@ func (c *OrderEvents) cancel(ctx context.Context, m jetstream.Msg, h map[string]
 	return "cancelled", ack(m)
 }
 
-// retry naks with a delay, or gives up on the last allowed delivery: at that
-// point JetStream would drop the message silently, so we record it first.
+// retry leaves m unsettled, for the consumer's BackOff to deliver it again,
+// or gives up on the last allowed delivery: at that point JetStream would
+// drop the message silently, so we record it first. It does not nak: a nak
+// is redelivered at once, and one with a delay is redelivered after its
+// delay plus the back-off step less the first (stream.BackOff).
 func (c *OrderEvents) retry(ctx context.Context, m jetstream.Msg, h map[string]string, env event.Envelope, cause error) (string, error) {
 	var delivered uint64 = 1
 	if md, err := m.Metadata(); err == nil {
@@ -270,9 +271,6 @@ func (c *OrderEvents) retry(ctx context.Context, m jetstream.Msg, h map[string]s
 			fmt.Errorf("still failing after %d deliveries: %w", delivered, cause))
 	}
 	c.log.WarnContext(ctx, "order event will be retried", "event_id", env.ID, "type", env.Type, "delivered", delivered, "err", cause)
-	if err := m.NakWithDelay(stream.RetryDelay(delivered)); err != nil {
-		return "retry", fmt.Errorf("nak: %w (cause: %w)", err, cause)
-	}
 	return "retry", cause
 }
 
@@ -284,9 +282,8 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	d := payment.DeadLetter{Consumer: c.names.Durable, Subject: m.Subject(), MsgID: msgID, EventID: env.ID, EventType: env.Type,
 		Reason: reason.Error(), Payload: m.Data(), Headers: h}
 	if err := c.app.RecordDeadLetter.Handle(ctx, d); err != nil {
-		// Without a record, terminating would lose the message: let it be
-		// redelivered and try again.
-		_ = m.NakWithDelay(stream.RetryDelay(1))
+		// Without a record, terminating would lose the message: leave it
+		// unsettled, to be redelivered on the back-off and tried again.
 		return "retry", fmt.Errorf("dead letter not recorded: %w (cause: %w)", err, reason)
 	}
 	c.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))

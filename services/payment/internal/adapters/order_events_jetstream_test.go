@@ -2,6 +2,10 @@ package adapters_test
 
 import (
 	"context"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -9,6 +13,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
@@ -67,13 +72,112 @@ func chargeSlowly(t *testing.T, prefix string, orders int) (delivered uint64, ch
 	defer stop()
 
 	for range orders {
-		o := adapters.OrderCreatedData{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
-		env, err := event.New(adapters.OrderCreated, "/shanhai/order", o.OrderID, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Publish(t, names.Subject, "shanhai.orders", o.OrderID, svctest.Headers(env, nil), env.Data)
+		publishOrder(t, s, names.Subject)
 	}
 	s.Drained(t, names.Durable, 30*time.Second)
 	return svctest.Delivered(t, cons), provider.Charges()
+}
+
+// publishOrder publishes the order.created of a new order of 50 EUR on
+// subject, as the bridge does, and returns it.
+func publishOrder(t *testing.T, s *svctest.Stream, subject string) event.Envelope {
+	t.Helper()
+	o := adapters.OrderCreatedData{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+	env, err := event.New(adapters.OrderCreated, "/shanhai/order", o.OrderID, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Publish(t, subject, "shanhai.orders", o.OrderID, svctest.Headers(env, nil), env.Data)
+	return env
+}
+
+// TestFailingChargeIsRedeliveredOnTheBackOffThenDeadLettered runs the
+// consumer as the service does, on the real NATS server and PostgreSQL, with
+// a provider that always faults and a short back-off (the service's is
+// 1 s ... 16 s): each redelivery must wait at least its step of the schedule,
+// in order, and the order.created must be dead-lettered on its MaxDeliver-th
+// delivery and not delivered again. A handler that naks as well is
+// redelivered at once: nats-server times a nak's delay against AckWait and
+// BackOff both.
+func TestFailingChargeIsRedeliveredOnTheBackOffThenDeadLettered(t *testing.T) {
+	provider := adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{FailureRate: 1} })
+	payments := adapters.NewPaymentGorm(stores(t)[database.Postgres])
+	a := app.New(app.Deps{Payments: payments, Provider: provider, NewID: uuid.NewString})
+	s := svctest.NewStream(t, "PAYBACKOFF")
+	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
+	ctx := context.Background()
+	const maxDeliver = 5
+	cfg := adapters.ConsumerConfig(names, maxDeliver)
+	cfg.BackOff = stream.BackOff(200*time.Millisecond, maxDeliver)
+	cons, err := stream.EnsureConsumer(ctx, s.JS, names, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := &logTimes{}
+	stop, err := adapters.NewOrderEvents(cons, names, a, maxDeliver, slog.New(logged)).Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	env := publishOrder(t, s, names.Subject)
+	s.Drained(t, names.Durable, 30*time.Second)
+
+	want := []string{"order event will be retried", "order event will be retried", "order event will be retried",
+		"order event will be retried", "message dead-lettered"}
+	logged.followed(t, want, cfg.BackOff)
+	if n := svctest.Delivered(t, cons); n != maxDeliver {
+		t.Errorf("order.created delivered %d times, want MaxDeliver (%d)", n, maxDeliver)
+	}
+	dl, err := payments.DeadLetters(ctx, 10)
+	if err != nil || len(dl) != 1 || dl[0].EventID != env.ID || !strings.Contains(dl[0].Reason, "after 5 deliveries") {
+		t.Fatalf("dead letters = %+v, %v; want %s's, after 5 deliveries", dl, err, env.ID)
+	}
+}
+
+// logTimes is a slog.Handler that keeps when each record was logged, and its
+// message.
+type logTimes struct {
+	mu   sync.Mutex
+	msgs []string
+	at   []time.Time
+}
+
+func (l *logTimes) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logTimes) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logTimes) WithGroup(string) slog.Handler            { return l }
+
+func (l *logTimes) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Message)
+	l.at = append(l.at, r.Time)
+	return nil
+}
+
+// followed fails t unless the messages logged are want, in order, one per
+// delivery, and the gaps between them follow backOff: each at least (most
+// of) its step, for on a loaded machine deliveries come late, never early;
+// the whole within a loose upper bound, which a nak with a delay besides
+// the back-off exceeds several times over.
+func (l *logTimes) followed(t *testing.T, want []string, backOff []time.Duration) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !slices.Equal(l.msgs, want) {
+		t.Fatalf("logged %q, want %q", l.msgs, want)
+	}
+	var gaps []time.Duration
+	var schedule time.Duration
+	for i := 1; i < len(l.at); i++ {
+		gap, step := l.at[i].Sub(l.at[i-1]), backOff[min(i-1, len(backOff)-1)]
+		gaps, schedule = append(gaps, gap), schedule+step
+		if gap < step*3/4 {
+			t.Errorf("delivery %d came %v after delivery %d, want the back-off step %v", i+1, gap, i, step)
+		}
+	}
+	t.Logf("gaps between deliveries %v, back-off %v", gaps, backOff)
+	if total := l.at[len(l.at)-1].Sub(l.at[0]); total > 2*schedule+2*time.Second {
+		t.Errorf("last delivery %v after the first, want about the schedule's %v", total, schedule)
+	}
 }
