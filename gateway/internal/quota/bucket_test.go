@@ -1,11 +1,14 @@
 package quota
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // A key has one bucket whether it is found in the lock-free copy or in the
@@ -143,4 +146,50 @@ func BenchmarkBucketNewKeyFullShard(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(worst.Nanoseconds()), "worst-ns")
+}
+
+// While Redis is down a key's fallback bucket is all it remembers of what
+// it spent (no lease, no denial): the sweep forgot a drained one as idle,
+// and the key started again with a full burst once other clients filled
+// its shard. It is kept until the bucket would be full again.
+func TestSweepKeepsADrainedFallbackBucket(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 50 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { _ = rdb.Close() })
+	l := New(rdb, uniq(), Rate{Count: 5, Period: time.Hour}, 1, slog.Default())
+	keys, s := sameShard(l, 3*sweepAbove)
+	k := keys[0]
+	allowed := func() (n int) {
+		for range 10 {
+			d, err := l.Allow(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Allowed {
+				n++
+			}
+		}
+		return n
+	}
+	if n := allowed(); n != 5 {
+		t.Fatalf("Redis down, 5/hour: %d of 10 allowed, want the burst of 5", n)
+	}
+	for _, o := range keys[1:] { // other clients of the shard: sweeps go round it
+		l.bucket(o)
+	}
+	if n := allowed(); n != 0 {
+		t.Fatalf("Redis down, 5/hour: %d more allowed after other keys filled the shard, want 0", n)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.m[string(k)]
+	s.sweep(b.fbFullAt-1, len(s.keys))
+	if s.m[string(k)] != b {
+		t.Fatal("swept before its fallback bucket was full again")
+	}
+	for range 3 { // a round moves the newest key into each deleted one's place, for the next round
+		s.sweep(b.fbFullAt, len(s.keys))
+	}
+	if s.m[string(k)] != nil {
+		t.Fatal("kept once its fallback bucket was full again: an idle key")
+	}
 }

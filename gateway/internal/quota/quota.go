@@ -110,6 +110,11 @@ type bucket struct {
 	resetAfter time.Duration
 	fb         float64 // local fallback bucket while Redis is down
 	fbLast     int64
+	// fbFullAt is when the fallback bucket is full again: till then it is
+	// the key's only memory of what it spent while Redis was down (until
+	// and denyUntil stay 0), and a sweep that forgot it gave the key a
+	// full burst again.
+	fbFullAt int64
 }
 
 // New returns a limit named name of r, shared through rdb by replicas
@@ -189,6 +194,7 @@ func (b *bucket) fallback(now int64, r Rate, replicas int, window time.Duration)
 	}
 	if b.fb >= 1 {
 		b.fb--
+		b.fbFullAt = now + int64(min((burst-b.fb)/perNano, 1<<62))
 		return Decision{Allowed: true, Limit: r.burst(), Remaining: int(b.fb), Window: window}
 	}
 	return Decision{Limit: r.burst(), RetryAfter: time.Duration((1 - b.fb) / perNano), Window: window}
@@ -239,8 +245,8 @@ const (
 )
 
 // sweep looks at up to n keys from where it stopped, and forgets those
-// with nothing leased and no denial pending; a forgotten key simply asks
-// Redis again next time.
+// with nothing leased, no denial pending and a full fallback bucket; a
+// forgotten key simply asks Redis again next time.
 func (s *shard) sweep(now int64, n int) {
 	for n = min(n, len(s.keys)); n > 0; n-- {
 		if s.next >= len(s.keys) {
@@ -249,7 +255,7 @@ func (s *shard) sweep(now int64, n int) {
 		k := s.keys[s.next]
 		b := s.m[k]
 		if b.mu.TryLock() {
-			if now >= b.until && now >= b.denyUntil {
+			if now >= b.until && now >= b.denyUntil && now >= b.fbFullAt {
 				b.dead.Store(true)
 				delete(s.m, k)
 				last := len(s.keys) - 1
