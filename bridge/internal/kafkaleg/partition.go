@@ -277,6 +277,13 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 		if err != nil {
 			return fmt.Errorf("fetch: %w", err)
 		}
+		// The settler's failure cancels ctx, but FetchMessage may still return a record it had buffered: publishing
+		// it would only be abandoned and republished, or overtake the refused offset that failed the session.
+		select {
+		case <-s.failed:
+			return s.err
+		default:
+		}
 		if s.tracker == nil {
 			s.tracker = commit.New(m.Offset)
 			p.tracker.Store(s.tracker)
@@ -323,13 +330,7 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 		}
 		// Counted before the push: the settler may take it and count it out before push returns.
 		l.o.Metrics.InFlight(metrics.LegA, 1)
-		if err := s.push(&pending{offset: m.Offset, fut: fut, span: span, ctx: sctx, born: m.Time}); err != nil {
-			// The session failed while the pipeline was full: the settler never sees this one, and the next
-			// session publishes it again (deduplicated).
-			span.End()
-			l.o.Metrics.InFlight(metrics.LegA, -1)
-			return err
-		}
+		s.push(&pending{offset: m.Offset, fut: fut, span: span, ctx: sctx, born: m.Time})
 		if slow {
 			if err := s.barrier(); err != nil {
 				return err
@@ -339,13 +340,12 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 	}
 }
 
-func (s *session) push(pd *pending) error {
-	select {
-	case s.inflight <- pd:
-		return nil
-	case <-s.failed:
-		return s.err
-	}
+// push hands pd to the settler even after the session failed: a message once published may be stored, and only
+// the settler, which watches every outcome after a failure, can tell that it overtook a refused offset. (Dropping it
+// when the session had failed let a refused offset be published again after a later one JetStream had stored.) The
+// settler takes from inflight until the feed closes it, so this waits at most for the outcomes ahead of pd.
+func (s *session) push(pd *pending) {
+	s.inflight <- pd
 }
 
 // barrier waits until everything pushed before it is confirmed, or the
@@ -353,9 +353,7 @@ func (s *session) push(pd *pending) error {
 // so the settler can finish).
 func (s *session) barrier() error {
 	b := make(chan struct{})
-	if err := s.push(&pending{barrier: b}); err != nil {
-		return err
-	}
+	s.push(&pending{barrier: b})
 	select {
 	case <-b:
 		return nil

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -232,4 +233,70 @@ func TestLagIsTheRecordsNotConfirmed(t *testing.T) {
 	if n := lag(); n != 0 {
 		t.Fatalf("bridge_consumer_lag = %d with everything confirmed, want 0", n)
 	}
+}
+
+// fakeFuture is a publish whose outcome the test gives.
+type fakeFuture struct {
+	ok  chan *jetstream.PubAck
+	err chan error
+}
+
+func (f fakeFuture) Ok() <-chan *jetstream.PubAck { return f.ok }
+func (f fakeFuture) Err() <-chan error            { return f.err }
+func (f fakeFuture) Msg() *nats.Msg               { return nil }
+
+// A message the feed published while the settler was failing the session is still handed to the settler, which
+// watches its outcome. Here JetStream refuses offset 5 (DiscardNew, the stream full), then 6 and 7, and stores 8,
+// which the feed pushes when the pipeline is full and the session has failed: push gave it up then, so 8's ack went
+// unseen, 5 was not known as overtaken, and the next session published 5 again after 8 once the stream had room
+// (TestLegAFullStreamKeepsPartitionOrder: "offset 5 stored after 6"). synctest.Wait lets each step happen only once
+// every goroutine is blocked, so the push meets the full pipeline every time.
+func TestAPublishAfterTheSessionFailedIsWatched(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, err := metrics.New(noop.NewMeterProvider().Meter("test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := New(Options{MaxBytes: 1 << 20, Metrics: m, Logger: slog.New(slog.DiscardHandler)})
+		p := &partition{leg: l, route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
+		_, abort := context.WithCancel(context.Background())
+		defer abort()
+		s := &session{p: p, tracker: commit.New(5), inflight: make(chan *pending, 1), settled: make(chan struct{}),
+			failed: make(chan struct{}), abort: abort}
+		go s.settle(context.Background())
+		futs := map[int64]fakeFuture{}
+		pd := map[int64]*pending{}
+		for o := int64(5); o <= 8; o++ {
+			if err := s.tracker.Add(o); err != nil {
+				t.Fatal(err)
+			}
+			futs[o] = fakeFuture{ok: make(chan *jetstream.PubAck, 1), err: make(chan error, 1)}
+			pd[o] = &pending{offset: o, fut: futs[o], span: trace.SpanFromContext(context.Background()), ctx: context.Background()}
+		}
+		full := &jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum bytes exceeded"}
+
+		s.push(pd[5])
+		s.push(pd[6]) // behind 5 in the pipeline
+		futs[5].err <- full
+		synctest.Wait()     // the session failed; the settler took 6 and waits for it
+		s.inflight <- pd[7] // the pipeline is full again (as the feed's push of 7 may fill it)
+		pushed := make(chan struct{})
+		go func() {
+			s.push(pd[8])
+			close(pushed)
+		}()
+		synctest.Wait() // 8 handed over or given up, or its push waits for room
+		futs[6].err <- full
+		futs[7].err <- full
+		futs[8].ok <- &jetstream.PubAck{Stream: "S", Sequence: 9}
+		<-pushed
+		close(s.inflight)
+		<-s.settled
+
+		letter, bad := p.poison(kafka.Message{Topic: "t", Offset: 5, Value: []byte("{}")})
+		if !bad || letter.Reason != "overtaken" || p.rejects[5].overtakenBy != 8 {
+			t.Fatalf("offset 5, refused before 8 was stored: dead letter %v %q (%s), want overtaken by 8; the next session would publish it after 8",
+				bad, letter.Reason, letter.Detail)
+		}
+	})
 }
