@@ -15,6 +15,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,9 +40,23 @@ func (r Rate) burst() int {
 }
 
 // window is how long the burst takes to refill: the RateLimit policy's window.
+// Period*burst is taken in 128 bits and the result capped at maxWindow:
+// rates the configuration accepts (1/1h:10000000, 9223372036854775807/1s)
+// overflowed int64 to a window of 0 or less, and RateLimit-Policy was
+// dropped without a word.
 func (r Rate) window() time.Duration {
-	return r.Period * time.Duration(r.burst()) / time.Duration(r.Count)
+	hi, lo := bits.Mul64(uint64(r.Period), uint64(r.burst()))
+	if hi >= uint64(r.Count) { // the quotient needs more than 64 bits
+		return maxWindow
+	}
+	w, _ := bits.Div64(hi, lo, uint64(r.Count))
+	return time.Duration(min(w, uint64(maxWindow)))
 }
+
+// maxWindow is a window that is, in practice, forever (146 years), and far
+// enough below the largest Duration for the policy's rounding up to whole
+// seconds.
+const maxWindow = time.Duration(1 << 62)
 
 // Off reports a disabled limit.
 func (r Rate) Off() bool { return r.Count <= 0 || r.Period <= 0 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"math"
 	"testing"
 	"time"
 
@@ -98,5 +99,25 @@ func TestFallsBackToLocalBucketWhenRedisIsDown(t *testing.T) {
 	}
 	if n != 5 {
 		t.Fatalf("fallback admitted %d, want 5 (10 / 2 replicas)", n)
+	}
+}
+
+// The RateLimit policy's window (Period*burst/Count) of rates the
+// configuration accepts: the product overflowed int64 to 0 or less and the
+// gateway dropped RateLimit-Policy.
+func TestWindowOfEveryAcceptedRate(t *testing.T) {
+	for _, c := range []struct {
+		r    Rate
+		want time.Duration
+	}{
+		{Rate{Count: 100, Period: time.Second, Burst: 200}, 2 * time.Second},
+		{Rate{Count: 3, Period: time.Second}, time.Second},
+		{Rate{Count: 1, Period: time.Hour, Burst: 10_000_000}, maxWindow}, // 1141 years
+		{Rate{Count: math.MaxInt64, Period: time.Second}, time.Second},
+		{Rate{Count: 1, Period: math.MaxInt64, Burst: math.MaxInt64}, maxWindow},
+	} {
+		if got := c.r.window(); got != c.want {
+			t.Errorf("%+v: window %v, want %v", c.r, got, c.want)
+		}
 	}
 }
