@@ -20,17 +20,23 @@ func (l *Lease) AllowLocal(key []byte, now time.Time) (d Decision, ok bool) {
 	if r.Off() {
 		return Decision{Allowed: true}, true
 	}
-	b := l.bucket(key)
-	if !b.mu.TryLock() {
-		if b.refilling.Load() {
-			return Decision{}, false
+	for {
+		b := l.bucket(key)
+		if !b.mu.TryLock() {
+			if b.refilling.Load() {
+				return Decision{}, false
+			}
+			// Held for a local decision (nanoseconds), or by Allow in the
+			// instant before or after its call: waiting is cheap either way.
+			b.mu.Lock()
 		}
-		// Held for a local decision (nanoseconds), or by Allow in the
-		// instant before or after its call: waiting is cheap either way.
-		b.mu.Lock()
+		if b.dead.Load() { // swept since the lookup: see lockedBucket
+			b.mu.Unlock()
+			continue
+		}
+		defer b.mu.Unlock()
+		return l.local(b, r, now.UnixNano(), r.window())
 	}
-	defer b.mu.Unlock()
-	return l.local(b, r, now.UnixNano(), r.window())
 }
 
 // local is the part of a decision made from b alone; b.mu is held.
