@@ -20,22 +20,32 @@ func (l *Lease) AllowLocal(key []byte, now time.Time) (d Decision, ok bool) {
 	if r.Off() {
 		return Decision{Allowed: true}, true
 	}
+	b := l.lockedLocal(key)
+	if b == nil {
+		return Decision{}, false
+	}
+	defer b.mu.Unlock()
+	return l.local(b, r, now.UnixNano(), r.window())
+}
+
+// lockedLocal is lockedBucket for AllowLocal: nil, and nothing locked, while
+// Allow refills key's lease. (Its own function: a defer in the loop would
+// be allocated on every call.)
+func (l *Lease) lockedLocal(key []byte) *bucket {
 	for {
 		b := l.bucket(key)
 		if !b.mu.TryLock() {
 			if b.refilling.Load() {
-				return Decision{}, false
+				return nil
 			}
 			// Held for a local decision (nanoseconds), or by Allow in the
 			// instant before or after its call: waiting is cheap either way.
 			b.mu.Lock()
 		}
-		if b.dead.Load() { // swept since the lookup: see lockedBucket
-			b.mu.Unlock()
-			continue
+		if !b.dead.Load() {
+			return b
 		}
-		defer b.mu.Unlock()
-		return l.local(b, r, now.UnixNano(), r.window())
+		b.mu.Unlock() // swept since the lookup: see lockedBucket
 	}
 }
 

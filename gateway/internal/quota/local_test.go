@@ -84,3 +84,21 @@ func TestAllowLocalDoesNotWaitForRefill(t *testing.T) {
 	b.refilling.Store(false)
 	b.mu.Unlock()
 }
+
+// AllowLocal runs on the event loop for every request (the ip and user
+// limits): a lease's token costs no allocation. A defer inside its lookup
+// loop (f8f5464) was allocated on every call, two a request.
+func TestAllowLocalAllocatesNothing(t *testing.T) {
+	l := New(nil, uniq(), Rate{Count: 10, Period: time.Second}, 1, slog.Default())
+	key := []byte("10.0.0.3")
+	b := l.bucket(key)
+	b.tokens, b.until = 1<<30, time.Now().Add(time.Hour).UnixNano()
+	now := time.Now()
+	if n := testing.AllocsPerRun(200, func() {
+		if _, ok := l.AllowLocal(key, now); !ok {
+			t.Fatal("a leased token was not spent locally")
+		}
+	}); n != 0 {
+		t.Fatalf("AllowLocal: %.1f allocations per leased token, want 0", n)
+	}
+}
