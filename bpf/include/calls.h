@@ -70,8 +70,10 @@ struct {
 } call_agg_slots SEC(".maps");
 
 // In-flight calls by (process, op, goroutine) when their slot is taken, reused in place like the HTTP server probe's.
+// Neither fallback is preallocated, for the same reason as the HTTP server probe's (README, "Map memory").
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, struct call_inflight_key);
 	__type(value, struct call_state);
@@ -79,6 +81,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct call_key);
 	__type(value, struct lat_hist);

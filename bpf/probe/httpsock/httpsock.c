@@ -65,8 +65,10 @@ struct {
 	__type(value, __u32);
 } target_pids SEC(".maps");
 
+// Usually empty (pid_max is often 1 << 22 but most pids stay below the array's bound): not preallocated.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -81,8 +83,10 @@ struct {
 	__type(value, struct sock_req);
 } socks SEC(".maps");
 
+// Not preallocated (README, "Map memory"): memory for the series in use, not 4096 histograms on every possible CPU.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct red_key);
 	__type(value, struct lat_hist);

@@ -35,8 +35,11 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
+// An entry per process that used TCP, deleted when the process is gone: not preallocated (README, "Map memory"), so
+// 8192 entries are not charged on every possible CPU before the first connection.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 8192);
 	__type(key, __u32);
 	__type(value, struct tcp_stats);
