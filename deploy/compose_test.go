@@ -181,11 +181,14 @@ func TestComposeGoMemoryLimitsSetGOMEMLIMIT(t *testing.T) {
 			t.Errorf("%s: no compose service with a memory limit", b.Name)
 			continue
 		}
-		soft := ""
+		soft, targets := "", ""
 		if v := s.Environment["GOMEMLIMIT"]; v != nil {
 			soft = *v
 		}
-		if err := checkGOMEMLIMIT(soft, int64(s.Deploy.Resources.Limits.MemoryBytes)); err != nil {
+		if v := s.Environment["BPF_TARGETS"]; v != nil {
+			targets = *v
+		}
+		if err := checkGOMEMLIMIT(soft, agentMapBytes(b.Name, targets, composeAgentCPUs), int64(s.Deploy.Resources.Limits.MemoryBytes)); err != nil {
 			t.Errorf("compose %s: %v", b.Name, err)
 		}
 	}
