@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -131,7 +129,7 @@ func TestFailingResultIsRedeliveredOnTheBackOffThenDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logged := &logTimes{}
+	logged := &svctest.Deliveries{}
 	apply := app.New(app.Deps{Orders: adapters.NewOrderGorm(db)}).ApplyPayment
 	stop, err := adapters.NewPaymentEvents(cons, names, apply, maxDeliver, slog.New(logged)).Start()
 	if err != nil {
@@ -150,55 +148,8 @@ func TestFailingResultIsRedeliveredOnTheBackOffThenDropped(t *testing.T) {
 
 	want := []string{"payment result will be retried", "payment result will be retried", "payment result will be retried",
 		"payment result will be retried", "payment result dropped"}
-	logged.followed(t, want, cfg.BackOff)
+	logged.FollowedBackOff(t, want, cfg.BackOff)
 	if n := svctest.Delivered(t, cons); n != maxDeliver {
 		t.Errorf("payment result delivered %d times, want MaxDeliver (%d)", n, maxDeliver)
-	}
-}
-
-// logTimes is a slog.Handler that keeps when each record was logged, and its
-// message.
-type logTimes struct {
-	mu   sync.Mutex
-	msgs []string
-	at   []time.Time
-}
-
-func (l *logTimes) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logTimes) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logTimes) WithGroup(string) slog.Handler            { return l }
-
-func (l *logTimes) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.msgs = append(l.msgs, r.Message)
-	l.at = append(l.at, r.Time)
-	return nil
-}
-
-// followed fails t unless the messages logged are want, in order, one per
-// delivery, and the gaps between them follow backOff: each at least (most
-// of) its step, for on a loaded machine deliveries come late, never early;
-// the whole within a loose upper bound, which a nak with a delay besides
-// the back-off exceeds several times over.
-func (l *logTimes) followed(t *testing.T, want []string, backOff []time.Duration) {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !slices.Equal(l.msgs, want) {
-		t.Fatalf("logged %q, want %q", l.msgs, want)
-	}
-	var gaps []time.Duration
-	var schedule time.Duration
-	for i := 1; i < len(l.at); i++ {
-		gap, step := l.at[i].Sub(l.at[i-1]), backOff[min(i-1, len(backOff)-1)]
-		gaps, schedule = append(gaps, gap), schedule+step
-		if gap < step*3/4 {
-			t.Errorf("delivery %d came %v after delivery %d, want the back-off step %v", i+1, gap, i, step)
-		}
-	}
-	t.Logf("gaps between deliveries %v, back-off %v", gaps, backOff)
-	if total := l.at[len(l.at)-1].Sub(l.at[0]); total > 2*schedule+2*time.Second {
-		t.Errorf("last delivery %v after the first, want about the schedule's %v", total, schedule)
 	}
 }

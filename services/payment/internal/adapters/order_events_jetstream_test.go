@@ -3,9 +3,7 @@ package adapters_test
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -113,7 +111,7 @@ func TestFailingChargeIsRedeliveredOnTheBackOffThenDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logged := &logTimes{}
+	logged := &svctest.Deliveries{}
 	stop, err := adapters.NewOrderEvents(cons, names, a, maxDeliver, slog.New(logged)).Start()
 	if err != nil {
 		t.Fatal(err)
@@ -125,59 +123,12 @@ func TestFailingChargeIsRedeliveredOnTheBackOffThenDeadLettered(t *testing.T) {
 
 	want := []string{"order event will be retried", "order event will be retried", "order event will be retried",
 		"order event will be retried", "message dead-lettered"}
-	logged.followed(t, want, cfg.BackOff)
+	logged.FollowedBackOff(t, want, cfg.BackOff)
 	if n := svctest.Delivered(t, cons); n != maxDeliver {
 		t.Errorf("order.created delivered %d times, want MaxDeliver (%d)", n, maxDeliver)
 	}
 	dl, err := payments.DeadLetters(ctx, 10)
 	if err != nil || len(dl) != 1 || dl[0].EventID != env.ID || !strings.Contains(dl[0].Reason, "after 5 deliveries") {
 		t.Fatalf("dead letters = %+v, %v; want %s's, after 5 deliveries", dl, err, env.ID)
-	}
-}
-
-// logTimes is a slog.Handler that keeps when each record was logged, and its
-// message.
-type logTimes struct {
-	mu   sync.Mutex
-	msgs []string
-	at   []time.Time
-}
-
-func (l *logTimes) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logTimes) WithAttrs([]slog.Attr) slog.Handler       { return l }
-func (l *logTimes) WithGroup(string) slog.Handler            { return l }
-
-func (l *logTimes) Handle(_ context.Context, r slog.Record) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.msgs = append(l.msgs, r.Message)
-	l.at = append(l.at, r.Time)
-	return nil
-}
-
-// followed fails t unless the messages logged are want, in order, one per
-// delivery, and the gaps between them follow backOff: each at least (most
-// of) its step, for on a loaded machine deliveries come late, never early;
-// the whole within a loose upper bound, which a nak with a delay besides
-// the back-off exceeds several times over.
-func (l *logTimes) followed(t *testing.T, want []string, backOff []time.Duration) {
-	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !slices.Equal(l.msgs, want) {
-		t.Fatalf("logged %q, want %q", l.msgs, want)
-	}
-	var gaps []time.Duration
-	var schedule time.Duration
-	for i := 1; i < len(l.at); i++ {
-		gap, step := l.at[i].Sub(l.at[i-1]), backOff[min(i-1, len(backOff)-1)]
-		gaps, schedule = append(gaps, gap), schedule+step
-		if gap < step*3/4 {
-			t.Errorf("delivery %d came %v after delivery %d, want the back-off step %v", i+1, gap, i, step)
-		}
-	}
-	t.Logf("gaps between deliveries %v, back-off %v", gaps, backOff)
-	if total := l.at[len(l.at)-1].Sub(l.at[0]); total > 2*schedule+2*time.Second {
-		t.Errorf("last delivery %v after the first, want about the schedule's %v", total, schedule)
 	}
 }
