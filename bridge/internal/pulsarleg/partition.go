@@ -2,6 +2,7 @@ package pulsarleg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -226,8 +227,10 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 			s.tracker.Done(int64(lastC))
 			continue
 		}
-		p.checkLost(ctx, prev, meta.Sequence.Stream, offset)
-		if meta.Sequence.Stream > prev.seq {
+		p.checkLost(ctx, prev, offset)
+		// By offset, not stream sequence: a message redelivered from the ack floor is not after prev, and in a stream
+		// deleted and created again the sequences start over while the offsets go on.
+		if offset > prev.offset {
 			prev = streamPos{seq: meta.Sequence.Stream, offset: offset}
 		}
 		if lim := int(s.limit.Load()); lim > 0 {
@@ -451,35 +454,57 @@ func (p *partition) acknowledged(m jetstream.Msg) {
 }
 
 // checkLost reports the partition's messages the stream removed before leg B read them. Its limits (MaxAge, or
-// MaxMsgs/MaxBytes with DiscardOld) remove the oldest messages whether a consumer read them or not, and the consumer
-// then silently starts at the stream's first sequence. prev is the partition's message read (or acked, at a session's
-// start) before the one at seq with offset: a gap in offsets alone is leg A's (a record it dead-lettered), but if the
-// stream no longer holds the message after prev, the offsets between were the partition's and are gone unarchived.
-// At most: a record leg A dead-lettered among them is counted too. Only a gap in offsets not counted yet costs a
-// request.
-func (p *partition) checkLost(ctx context.Context, prev streamPos, seq uint64, offset int64) {
+// MaxMsgs/MaxBytes with DiscardOld, or MaxMsgsPerSubject), a purge, or deleting and creating the stream again remove
+// messages whether a consumer read them or not, and the consumer then silently goes on with the next one it finds.
+// prev is the partition's message read (or acked, at a session's start) before the one with offset: a gap in offsets
+// alone is leg A's (a record it dead-lettered), but if the stream no longer holds prev, the offsets between may have
+// been removed with it, unarchived. Limits, subject purges and a recreation remove a subject's messages oldest first,
+// so none between is gone while prev is still there (one message deleted by its sequence is not seen). At most: a
+// record leg A dead-lettered among them is counted too, and so is one behind prev removed just as leg B read the
+// message after it. Only a gap in offsets not counted yet costs requests (two: the stream, and the message at prev's
+// sequence).
+func (p *partition) checkLost(ctx context.Context, prev streamPos, offset int64) {
 	from := max(prev.offset, p.counted) + 1
-	if prev.seq == 0 || seq <= prev.seq+1 || offset <= from {
+	if prev.seq == 0 || offset <= from {
 		return
 	}
 	l := p.leg
-	st, err := l.o.JetStream.Stream(ctx, l.o.Stream)
+	held, err := p.holds(ctx, prev)
 	if err != nil {
 		if ctx.Err() == nil {
-			l.o.Logger.Warn("leg B could not read the stream's first sequence to check for messages it removed", "stream", l.o.Stream, "err", err)
+			l.o.Logger.Warn("leg B could not read the stream to check for messages it removed", "stream", l.o.Stream, "err", err)
 		}
 		return
 	}
-	first := st.CachedInfo().State.FirstSeq
-	if first <= prev.seq+1 {
+	if held {
 		return
 	}
 	n := offset - from
-	l.o.Logger.Error("leg B lost messages: the stream's limits removed them before they were archived",
+	l.o.Logger.Error("leg B lost messages: the stream removed them before they were archived (its limits, a purge, or the stream deleted and created again)",
 		"stream", l.o.Stream, "topic", p.route.Topic, "partition", p.id, "offsets", fmt.Sprintf("%d-%d", from, offset-1),
-		"at_most", n, "stream_first_seq", first, "read_up_to_seq", prev.seq)
+		"at_most", n, "read_up_to_seq", prev.seq, "read_up_to_offset", prev.offset)
 	l.o.Metrics.StreamLost(p.route.Topic, p.id, n)
 	p.counted = offset - 1
+}
+
+// holds reports whether the stream still holds the partition's message at pos: the one at its sequence carries leg A's
+// metadata for this partition and offset (after a recreation another message may have that sequence).
+func (p *partition) holds(ctx context.Context, pos streamPos) (bool, error) {
+	l := p.leg
+	st, err := l.o.JetStream.Stream(ctx, l.o.Stream)
+	if err != nil {
+		return false, fmt.Errorf("stream %s: %w", l.o.Stream, err)
+	}
+	m, err := st.GetMsg(ctx, pos.seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stream %s message %d: %w", l.o.Stream, pos.seq, err)
+	}
+	h := m.Header
+	return h.Get(kafkaleg.HeaderTopic) == p.route.Topic && h.Get(kafkaleg.HeaderPartition) == strconv.Itoa(p.id) &&
+		h.Get(kafkaleg.HeaderOffset) == strconv.FormatInt(pos.offset, 10), nil
 }
 
 // deadLetter sends msg to the DLQ; offset is -1 when the message has none.

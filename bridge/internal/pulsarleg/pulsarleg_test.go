@@ -516,6 +516,48 @@ func TestLegBCountsALossOnce(t *testing.T) {
 	}
 }
 
+// TestLegBCountsWhatAPerSubjectLimitRemovedUnread: MaxMsgsPerSubject removes partition 0's offsets 1-3 unread while
+// another partition's older message stays, so the stream's first sequence does not move: leg B compared that and
+// counted nothing.
+func TestLegBCountsWhatAPerSubjectLimitRemovedUnread(t *testing.T) {
+	e := setup(t)
+	gate := &gatedClient{}
+	lost := e.lossAfter(t, gate, func() {
+		e.publish(t, 100, 1, 0, kafkaleg.MsgID(e.route.Topic, 1, 0)) // partition 1 (not run here)
+		e.limitStream(t, func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject, c.Discard = 2, jetstream.DiscardOld })
+		e.publishOffsets(t, 1, 5)
+		gate.waitRefused(t, 1)
+	})
+	if lost != 3 {
+		t.Fatalf("bridge_stream_lost_total = %d, want the 3 offsets (1-3) the per-subject limit removed unread", lost)
+	}
+}
+
+// TestLegBCountsWhatADeletedStreamTookUnread: offsets 1-3, stored in a stream deleted and created again before leg B
+// archived them, are gone with it. The new stream's sequences start over at 1, at or below the last one read, and leg
+// B looked for a loss only after a higher sequence.
+func TestLegBCountsWhatADeletedStreamTookUnread(t *testing.T) {
+	e := setup(t)
+	lost := e.lossAfter(t, &gatedClient{}, func() {
+		e.publishOffsets(t, 1, 3)
+		ctx := context.Background()
+		st, err := e.js.Stream(ctx, e.stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.js.DeleteStream(ctx, e.stream); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.js.CreateStream(ctx, st.CachedInfo().Config); err != nil {
+			t.Fatal(err)
+		}
+		e.publishOffsets(t, 4, 5)
+	})
+	if lost != 3 {
+		t.Fatalf("bridge_stream_lost_total = %d, want 3: offsets 1-3 went with the deleted stream unarchived", lost)
+	}
+}
+
 // lossAfter runs leg B on partition 0 behind gate until offset 0 is archived and acked, closes the gate and calls lose,
 // which publishes offsets 1-5 and has the stream remove 1-3, opens the gate, and returns bridge_stream_lost_total of
 // the partition once offsets 4 and 5, and nothing else, are archived (leg B counts a loss before it sends the message
