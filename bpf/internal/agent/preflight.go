@@ -107,10 +107,9 @@ func attachEmptyUprobe() error {
 		return fmt.Errorf("load an empty uprobe program: %w", err)
 	}
 	defer prog.Close()
-	self, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("find the agent's executable: %w", err)
-	}
+	// /proc/self/exe, not os.Executable: when the agent's file was deleted or replaced (an upgrade while it runs),
+	// os.Executable gives a path that is gone or another file, where the link still opens the running one.
+	const self = "/proc/self/exe"
 	// Its offset comes from .gopclntab, which a stripped agent keeps, where link.Executable would need .symtab.
 	sym, err := symtab.Open(self)
 	if err != nil {

@@ -114,3 +114,37 @@ func TestPreflightTriesBTFTracepoints(t *testing.T) {
 		t.Fatalf("Preflight in uprobe mode, which uses no tp_btf program: %v", err)
 	}
 }
+
+// deleteSelfEnv, in a child run of the test binary, makes that child delete its own executable before Preflight.
+const deleteSelfEnv = "SHANHAI_TEST_DELETE_SELF"
+
+// An agent whose binary was deleted or replaced while it ran (an upgrade in place) was refused by Preflight: it
+// opened os.Executable's path, which names the file gone (found by review). It opens /proc/self/exe now, which a
+// copy of this test binary that deleted itself checks.
+func TestPreflightAfterTheAgentsBinaryIsDeleted(t *testing.T) {
+	if os.Getenv(deleteSelfEnv) == "1" {
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(self); err != nil {
+			t.Fatal(err)
+		}
+		if err := Preflight(HTTPProbeUprobe); err != nil {
+			t.Fatalf("Preflight with the agent's binary deleted: %v", err)
+		}
+		return
+	}
+	requireRoot(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "agent.test")
+	copyInPlace(t, self, bin)
+	cmd := exec.Command(bin, "-test.run=^"+t.Name()+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), deleteSelfEnv+"=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("a copy that deleted itself: %v\n%s", err, out)
+	}
+}
