@@ -171,6 +171,9 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
+	if err := b.setResponseItab(sym, spec, fs[0]); err != nil {
+		return err
+	}
 	if slotEntries > 0 {
 		spec.Maps["inflight_slots"].MaxEntries = slotEntries
 		spec.Maps["red_slots"].MaxEntries = slotEntries
@@ -188,6 +191,51 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 		return err
 	}
 	b.attachPanicExit(sym, ex, objs.ServeHttpPanic)
+	b.attachHijack(sym, ex, objs.ServeHttpHijack)
+	return nil
+}
+
+// fnHijackLocked is where every Hijack of an HTTP/1 connection goes, on the handler's goroutine.
+const fnHijackLocked = "net/http.(*conn).hijackLocked"
+
+// attachHijack puts serve_http_hijack on hijackLocked's entry, so a request hijacked after WriteHeader (a CONNECT
+// proxy's 200) is counted as hijacked. A refinement like attachPanicExit: without it such a request is a 200 lasting
+// the session, as the log says, and the exit program still tells apart hijacks that leave the status 0 or 101.
+func (b *binProbes) attachHijack(sym *symtab.Binary, ex *link.Executable, prog *ebpf.Program) {
+	f, err := sym.Func(fnHijackLocked)
+	if err == nil {
+		err = b.uprobeAt(ex, f, prog, []uint64{f.CallOff})
+	}
+	if err != nil {
+		b.log.Info("requests hijacked after WriteHeader are counted as their status", "exe", b.exe, "why", err.Error())
+	}
+}
+
+// fnServeConn passes serverHandler.ServeHTTP its *response as a ResponseWriter, the itab in RBX.
+const fnServeConn = "net/http.(*conn).serve"
+
+// setResponseItab tells serve_http_ret which ResponseWriter is a *net/http.response (HTTP/1; HTTP/2 passes another
+// writer), by the itab conn.serve passes, which symtab.ArgAddr finds with or without a symbol table. The entry probe
+// sees the itab at run time and the address it is on, so the program is given their distance, the same in every
+// process whatever a PIE's load bias. Where it is not found (another net/http), status is read as before and
+// hijacked requests are not told apart: the log says so.
+func (b *binProbes) setResponseItab(sym *symtab.Binary, spec *ebpf.CollectionSpec, serve symtab.Func) error {
+	conn, err := sym.Func(fnServeConn)
+	var itab uint64
+	if err == nil {
+		itab, err = sym.ArgAddr(conn, serve, x86asm.RBX)
+	}
+	if err != nil {
+		b.log.Info("HTTP/2 statuses and hijacked requests are not told apart", "exe", b.exe, "why", err.Error())
+		return nil
+	}
+	probe := serve.Entry + (serve.CallOff - serve.EntryOff) // serve_http_enter's address (attached at CallOff)
+	if err := spec.Variables["response_itab_from_ip"].Set(int64(itab - probe)); err != nil {
+		return fmt.Errorf("set response_itab_from_ip: %w", err)
+	}
+	if err := spec.Variables["response_itab_known"].Set(uint8(1)); err != nil {
+		return fmt.Errorf("set response_itab_known: %w", err)
+	}
 	return nil
 }
 

@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +19,10 @@ import (
 // A handler that takes its connection over (a WebSocket upgrade, a CONNECT tunnel) returns from ServeHTTP when the
 // session ends and writes no status through the response, so it was counted as a 200 lasting the whole session
 // (found by review). It must be kept out of the request-duration histogram and exported as hijacked, whether the
-// hijacker writes its 101 on the raw connection or calls WriteHeader(101) first; plain requests are unchanged.
-// Stripped, the offsets of the response's conn and the conn's hijacked flag come from the fallback table.
+// hijacker writes its 101 on the raw connection or calls WriteHeader(101) first; plain requests are unchanged. A
+// CONNECT proxy's WriteHeader(200) before Hijack was still a 200 lasting the session (found by review: the flag was
+// read for status 0 and 101 only); serve_http_hijack marks it. Stripped, the offsets of the response's conn and the
+// conn's hijacked flag come from the fallback table.
 func TestServerHijackedIsNotA200(t *testing.T) {
 	for _, stripped := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
@@ -29,26 +34,21 @@ func TestServerHijackedIsNotA200(t *testing.T) {
 			a.Scan()
 			const session = 150 * time.Millisecond
 			for range 3 {
-				tg.upgrade(t, fmt.Sprintf("/hijack?ms=%d", session.Milliseconds()))
-				tg.upgrade(t, fmt.Sprintf("/hijack?ms=%d&header=1", session.Milliseconds()))
+				tg.upgrade(t, fmt.Sprintf("/hijack?ms=%d", session.Milliseconds()), 101)
+				tg.upgrade(t, fmt.Sprintf("/hijack?ms=%d&header=1", session.Milliseconds()), 101)
+				tg.upgrade(t, fmt.Sprintf("/hijack?ms=%d&header=200", session.Milliseconds()), 200)
 			}
 			c := &http.Client{}
 			for range 5 {
 				tg.get(t, c, "GET", "/work")
 			}
 			eventually(t, func() (bool, string) {
-				s, err := a.Snapshot()
+				got, err := serverByStatus(a, tg.pid)
 				if err != nil {
 					return false, err.Error()
 				}
-				got := map[int]uint64{}
-				for k, h := range s.Server {
-					if k.PID == tg.pid {
-						got[k.Status] += h.Count
-					}
-				}
-				return len(got) == 2 && got[200] == 5 && got[StatusHijacked] == 6,
-					fmt.Sprintf("requests by status %v, want 5 of 200 and 6 hijacked (status %d)", got, StatusHijacked)
+				return len(got) == 2 && got[200] == 5 && got[StatusHijacked] == 9,
+					fmt.Sprintf("requests by status %v, want 5 of 200 and 9 hijacked (status %d)", got, StatusHijacked)
 			})
 			s, err := a.Snapshot()
 			if err != nil {
@@ -81,7 +81,7 @@ func TestServerHijackedIsNotA200(t *testing.T) {
 			}
 			want := map[string]uint64{
 				"shanhai_bpf_http_server_request_duration_seconds method=GET status=200": 5,
-				"shanhai_bpf_http_server_hijacked_duration_seconds method=GET":           6,
+				"shanhai_bpf_http_server_hijacked_duration_seconds method=GET":           9,
 			}
 			for k, n := range counts {
 				if strings.HasPrefix(k, "shanhai_bpf_http_server_") && want[k] != n {
@@ -97,9 +97,9 @@ func TestServerHijackedIsNotA200(t *testing.T) {
 	}
 }
 
-// upgrade asks the target for path as a protocol upgrade on a connection of its own, wants the 101 answer, and
+// upgrade asks the target for path as a protocol upgrade on a connection of its own, wants the answer status, and
 // waits for the target to end the session (close the connection).
-func (tg *target) upgrade(t *testing.T, path string) {
+func (tg *target) upgrade(t *testing.T, path string, status int) {
 	t.Helper()
 	c, err := net.Dial("tcp", strings.TrimPrefix(tg.base, "http://"))
 	if err != nil {
@@ -112,8 +112,8 @@ func (tg *target) upgrade(t *testing.T, path string) {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(c)
 	line, err := br.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 101 ") {
-		t.Fatalf("GET %s: answer %q, %v; want 101", path, line, err)
+	if err != nil || !strings.HasPrefix(line, fmt.Sprintf("HTTP/1.1 %d ", status)) {
+		t.Fatalf("GET %s: answer %q, %v; want %d", path, line, err, status)
 	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		t.Fatalf("GET %s: session: %v", path, err)
@@ -140,15 +140,9 @@ func TestServerHandlerPanicIsCounted(t *testing.T) {
 				tg.get(t, c, "GET", "/work")
 			}
 			eventually(t, func() (bool, string) {
-				s, err := a.Snapshot()
+				got, err := serverByStatus(a, tg.pid)
 				if err != nil {
 					return false, err.Error()
-				}
-				got := map[int]uint64{}
-				for k, h := range s.Server {
-					if k.PID == tg.pid {
-						got[k.Status] += h.Count
-					}
 				}
 				return len(got) == 2 && got[200] == 5 && got[0] == 4,
 					fmt.Sprintf("requests by status %v, want 5 of 200 and 4 of 0 (the handler panicked)", got)
@@ -172,4 +166,83 @@ func (tg *target) unanswered(t *testing.T, path string) {
 	if b, err := io.ReadAll(c); err != nil || len(b) != 0 {
 		t.Fatalf("GET %s: got %q, %v; want the connection closed without an answer", path, b, err)
 	}
+}
+
+// Over HTTP/2 the ResponseWriter serverHandler.ServeHTTP gets is net/http's http2responseWriter, not a *response, and
+// reading its memory at the response's offsets found no status (200) and then, taking its first word for a *conn,
+// a "hijacked" flag in whatever lay there, so HTTP/2 requests were randomly counted as hijacked (found by review;
+// map[1:1 200:4] in 5 of 6 runs). The status and hijacked reads are made only for the *response's itab: HTTP/2
+// requests are counted as 200 (their status is not read, as the README says), never hijacked, and HTTP/1 requests
+// on the same server keep their real status. Stripped, the itab is found the same way (symtab.ArgAddr); in a PIE
+// target it sits elsewhere in every process, which the comparison relative to the probe's address absorbs.
+func TestServerHTTP2IsNeverHijacked(t *testing.T) {
+	for _, variant := range []string{"plain", "stripped", "pie"} {
+		t.Run(variant, func(t *testing.T) {
+			requireRoot(t)
+			bin := buildTarget(t, variant == "stripped")
+			if variant == "pie" {
+				bin = buildPIETarget(t)
+			}
+			a := newAgent(t, bin)
+			a.Scan()
+			tg := startTarget(t, bin, "H2C=1")
+			a.Scan()
+			tr := &http.Transport{Protocols: new(http.Protocols)}
+			tr.Protocols.SetUnencryptedHTTP2(true)
+			h2 := &http.Client{Transport: tr}
+			defer tr.CloseIdleConnections()
+			for range 20 {
+				resp, err := h2.Get(tg.base + "/work")
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+					t.Fatalf("answered %s %s, want HTTP/2 200", resp.Proto, resp.Status)
+				}
+			}
+			c := &http.Client{}
+			for range 3 {
+				tg.get(t, c, "GET", "/work?status=404")
+			}
+			eventually(t, func() (bool, string) {
+				got, err := serverByStatus(a, tg.pid)
+				if err != nil {
+					return false, err.Error()
+				}
+				return len(got) == 2 && got[200] == 20 && got[404] == 3,
+					fmt.Sprintf("requests by status %v, want 20 of 200 (HTTP/2) and 3 of 404 (HTTP/1), none hijacked", got)
+			})
+		})
+	}
+}
+
+// buildPIETarget compiles testdata/target as a position-independent executable (once).
+func buildPIETarget(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(binDir, "target-pie")
+	if _, err := os.Stat(out); err == nil {
+		return out
+	}
+	cmd := exec.Command("go", "build", "-buildmode=pie", "-o", out, "../../testdata/target")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build -buildmode=pie: %v\n%s", err, b)
+	}
+	return out
+}
+
+// serverByStatus counts the HTTP server requests of pid the agent has recorded, by status.
+func serverByStatus(a *Agent, pid int) (map[int]uint64, error) {
+	s, err := a.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	got := map[int]uint64{}
+	for k, h := range s.Server {
+		if k.PID == pid {
+			got[k.Status] += h.Count
+		}
+	}
+	return got, nil
 }

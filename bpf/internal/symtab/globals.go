@@ -63,3 +63,46 @@ func (b *Binary) Symbols(names ...string) (map[string]uint64, error) {
 	}
 	return out, nil
 }
+
+// ArgAddr gives the address that caller's only direct call of callee receives in reg from a RIP-relative LEA just
+// before it, in the same straight run of code: how Go passes a constant it links, such as the itab of an interface
+// argument (net/http's conn.serve passes the itab of (*response, ResponseWriter) to serverHandler.ServeHTTP in RBX).
+// It needs no symbol table, so it works on stripped binaries too.
+func (b *Binary) ArgAddr(caller, callee Func, reg x86asm.Reg) (uint64, error) {
+	code, err := b.funcCode(caller.Name, caller.Entry, caller.End)
+	if err != nil {
+		return 0, err
+	}
+	insts := decode(code)
+	call := -1
+	for i, in := range insts {
+		if in.Op != x86asm.CALL || in.Len != 5 || in.Args[0] == nil {
+			continue
+		}
+		if rel, ok := in.Args[0].(x86asm.Rel); ok && caller.Entry+uint64(in.off+in.Len)+uint64(int64(rel)) == callee.Entry {
+			if call >= 0 {
+				return 0, fmt.Errorf("%s calls %s more than once: %w", caller.Name, callee.Name, ErrNotFound)
+			}
+			call = i
+		}
+	}
+	if call < 0 {
+		return 0, fmt.Errorf("%s does not call %s: %w", caller.Name, callee.Name, ErrNotFound)
+	}
+	for i := call - 1; i >= 0; i-- {
+		in := insts[i]
+		switch in.Op {
+		case x86asm.CALL, x86asm.JMP, x86asm.RET:
+			return 0, fmt.Errorf("no LEA into %v before %s's call of %s: %w", reg, caller.Name, callee.Name, ErrNotFound)
+		}
+		if r, ok := in.Args[0].(x86asm.Reg); !ok || family(r) != family(reg) {
+			continue
+		}
+		// The last write to reg before the call: it must be the LEA of a RIP-relative address.
+		if m, ok := in.Args[1].(x86asm.Mem); in.Op == x86asm.LEA && ok && m.Base == x86asm.RIP {
+			return uint64(int64(caller.Entry+uint64(in.off+in.Len)) + m.Disp), nil
+		}
+		return 0, fmt.Errorf("%v is set by %v before %s's call of %s, not a LEA: %w", reg, in.Op, caller.Name, callee.Name, ErrNotFound)
+	}
+	return 0, fmt.Errorf("no LEA into %v before %s's call of %s: %w", reg, caller.Name, callee.Name, ErrNotFound)
+}

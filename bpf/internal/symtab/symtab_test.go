@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"golang.org/x/arch/x86/x86asm"
 )
 
 // buildTarget compiles testdata/target, stripped or not, into a temporary directory.
@@ -99,5 +101,57 @@ func TestReturnsSkipsImmediateBytes(t *testing.T) {
 	code := []byte{0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0xc3, 0xcc, 0xcc}
 	if got := Returns(code); !slices.Equal(got, []int{5}) {
 		t.Fatalf("Returns = %v, want [5]", got)
+	}
+}
+
+// TestArgAddrFindsItab checks ArgAddr against the linker's symbol: the itab conn.serve passes to ServeHTTP with the
+// *response must be go:itab.*net/http.response,net/http.ResponseWriter, found the same in a stripped copy.
+func TestArgAddrFindsItab(t *testing.T) {
+	const itab = "go:itab.*net/http.response,net/http.ResponseWriter"
+	for _, stripped := range []bool{false, true} {
+		bin := buildTarget(t, stripped)
+		b, err := Open(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		serve, err := b.Func("net/http.(*conn).serve")
+		if err != nil {
+			t.Fatal(err)
+		}
+		handler, err := b.Func("net/http.serverHandler.ServeHTTP")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.ArgAddr(serve, handler, x86asm.RBX)
+		if err != nil {
+			t.Fatalf("stripped %v: %v", stripped, err)
+		}
+		if !stripped {
+			syms, err := b.Symbols(itab)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != syms[itab] {
+				t.Errorf("ArgAddr %#x, symbol %s at %#x", got, itab, syms[itab])
+			}
+			continue
+		}
+		full, err := Open(buildTarget(t, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer full.Close()
+		syms, err := full.Symbols(itab)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != syms[itab] {
+			t.Errorf("stripped: ArgAddr %#x, the unstripped build's symbol at %#x", got, syms[itab])
+		}
+		// A register the call does not receive a LEA in is refused, not guessed.
+		if _, err := b.ArgAddr(serve, handler, x86asm.R12); err == nil {
+			t.Error("ArgAddr found an address in R12")
+		}
 	}
 }

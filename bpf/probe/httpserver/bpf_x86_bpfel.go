@@ -43,11 +43,12 @@ type BpfRedSlot struct {
 type BpfReqSlot struct {
 	_        structs.HostLayout
 	Tgid     uint32
-	Pad      uint32
+	Hijacked uint32
 	StartNs  uint64
 	Response uint64
 	Method   [8]int8
-	Spare    [3]uint64
+	Writer   int64
+	Spare    [2]uint64
 	G        uint64
 }
 
@@ -55,6 +56,8 @@ type BpfReqState struct {
 	_        structs.HostLayout
 	StartNs  uint64
 	Response uint64
+	Writer   int64
+	Hijacked uint64
 	Method   [8]int8
 }
 
@@ -62,19 +65,22 @@ type BpfReqState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapInflight          = "inflight"
-	BpfMapInflightSlots     = "inflight_slots"
-	BpfMapRedSlots          = "red_slots"
-	BpfMapRequests          = "requests"
-	BpfMapSeriesDropped     = "series_dropped"
-	BpfMapZeroHist          = "zero_hist"
-	BpfProgServeHttpEnter   = "serve_http_enter"
-	BpfProgServeHttpPanic   = "serve_http_panic"
-	BpfProgServeHttpRet     = "serve_http_ret"
-	BpfVarOffConnHijacked   = "off_conn_hijacked"
-	BpfVarOffRequestMethod  = "off_request_method"
-	BpfVarOffResponseConn   = "off_response_conn"
-	BpfVarOffResponseStatus = "off_response_status"
+	BpfMapInflight           = "inflight"
+	BpfMapInflightSlots      = "inflight_slots"
+	BpfMapRedSlots           = "red_slots"
+	BpfMapRequests           = "requests"
+	BpfMapSeriesDropped      = "series_dropped"
+	BpfMapZeroHist           = "zero_hist"
+	BpfProgServeHttpEnter    = "serve_http_enter"
+	BpfProgServeHttpHijack   = "serve_http_hijack"
+	BpfProgServeHttpPanic    = "serve_http_panic"
+	BpfProgServeHttpRet      = "serve_http_ret"
+	BpfVarOffConnHijacked    = "off_conn_hijacked"
+	BpfVarOffRequestMethod   = "off_request_method"
+	BpfVarOffResponseConn    = "off_response_conn"
+	BpfVarOffResponseStatus  = "off_response_status"
+	BpfVarResponseItabFromIp = "response_itab_from_ip"
+	BpfVarResponseItabKnown  = "response_itab_known"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -119,9 +125,10 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
-	ServeHttpEnter *ebpf.ProgramSpec `ebpf:"serve_http_enter"`
-	ServeHttpPanic *ebpf.ProgramSpec `ebpf:"serve_http_panic"`
-	ServeHttpRet   *ebpf.ProgramSpec `ebpf:"serve_http_ret"`
+	ServeHttpEnter  *ebpf.ProgramSpec `ebpf:"serve_http_enter"`
+	ServeHttpHijack *ebpf.ProgramSpec `ebpf:"serve_http_hijack"`
+	ServeHttpPanic  *ebpf.ProgramSpec `ebpf:"serve_http_panic"`
+	ServeHttpRet    *ebpf.ProgramSpec `ebpf:"serve_http_ret"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
@@ -140,10 +147,12 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
-	OffConnHijacked   *ebpf.VariableSpec `ebpf:"off_conn_hijacked"`
-	OffRequestMethod  *ebpf.VariableSpec `ebpf:"off_request_method"`
-	OffResponseConn   *ebpf.VariableSpec `ebpf:"off_response_conn"`
-	OffResponseStatus *ebpf.VariableSpec `ebpf:"off_response_status"`
+	OffConnHijacked    *ebpf.VariableSpec `ebpf:"off_conn_hijacked"`
+	OffRequestMethod   *ebpf.VariableSpec `ebpf:"off_request_method"`
+	OffResponseConn    *ebpf.VariableSpec `ebpf:"off_response_conn"`
+	OffResponseStatus  *ebpf.VariableSpec `ebpf:"off_response_status"`
+	ResponseItabFromIp *ebpf.VariableSpec `ebpf:"response_itab_from_ip"`
+	ResponseItabKnown  *ebpf.VariableSpec `ebpf:"response_itab_known"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -189,24 +198,28 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
-	OffConnHijacked   *ebpf.Variable `ebpf:"off_conn_hijacked"`
-	OffRequestMethod  *ebpf.Variable `ebpf:"off_request_method"`
-	OffResponseConn   *ebpf.Variable `ebpf:"off_response_conn"`
-	OffResponseStatus *ebpf.Variable `ebpf:"off_response_status"`
+	OffConnHijacked    *ebpf.Variable `ebpf:"off_conn_hijacked"`
+	OffRequestMethod   *ebpf.Variable `ebpf:"off_request_method"`
+	OffResponseConn    *ebpf.Variable `ebpf:"off_response_conn"`
+	OffResponseStatus  *ebpf.Variable `ebpf:"off_response_status"`
+	ResponseItabFromIp *ebpf.Variable `ebpf:"response_itab_from_ip"`
+	ResponseItabKnown  *ebpf.Variable `ebpf:"response_itab_known"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
-	ServeHttpEnter *ebpf.Program `ebpf:"serve_http_enter"`
-	ServeHttpPanic *ebpf.Program `ebpf:"serve_http_panic"`
-	ServeHttpRet   *ebpf.Program `ebpf:"serve_http_ret"`
+	ServeHttpEnter  *ebpf.Program `ebpf:"serve_http_enter"`
+	ServeHttpHijack *ebpf.Program `ebpf:"serve_http_hijack"`
+	ServeHttpPanic  *ebpf.Program `ebpf:"serve_http_panic"`
+	ServeHttpRet    *ebpf.Program `ebpf:"serve_http_ret"`
 }
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.ServeHttpEnter,
+		p.ServeHttpHijack,
 		p.ServeHttpPanic,
 		p.ServeHttpRet,
 	)

@@ -20,6 +20,12 @@ volatile const __u64 off_request_method = 0;
 volatile const __u64 off_response_status = 0;
 volatile const __u64 off_response_conn = 0;
 volatile const __u64 off_conn_hijacked = 0;
+// The ResponseWriter's itab for a *net/http.response, as its distance from the entry probe's address (position
+// independent: a PIE target's load bias cancels out), and whether the agent found it. HTTP/1 passes a *response;
+// HTTP/2 (net/http's bundled http2 server) passes its own, smaller writer, whose memory at the response's offsets is
+// something else entirely, so the status and hijacked reads are made only for a writer with this itab.
+volatile const __s64 response_itab_from_ip = 0;
+volatile const __u8 response_itab_known = 0;
 
 // The status recorded for a request whose handler took the connection over (Hijack: a WebSocket upgrade, a CONNECT
 // tunnel): not an HTTP status, so the agent keeps these out of the request-duration histogram (ServeHTTP returns
@@ -32,7 +38,9 @@ volatile const __u64 off_conn_hijacked = 0;
 
 struct req_state {
 	__u64 start_ns;
-	__u64 response; // *net/http.response
+	__u64 response; // the ResponseWriter's data word: a *net/http.response when writer matches
+	__s64 writer;   // the ResponseWriter's itab minus the entry probe's address
+	__u64 hijacked; // set by serve_http_hijack
 	char method[METHOD_LEN];
 };
 
@@ -48,11 +56,12 @@ struct red_key {
 // one cache line, so goroutines on two CPUs never share one.
 struct req_slot {
 	__u32 tgid;
-	__u32 pad;
+	__u32 hijacked; // set by serve_http_hijack
 	__u64 start_ns;
 	__u64 response;
 	char method[METHOD_LEN];
-	__u64 spare[3];
+	__s64 writer;
+	__u64 spare[2];
 	__u64 g;
 };
 
@@ -152,8 +161,8 @@ static __always_inline void read_method(void *req, char *out) {
 	*(__u64 *)out = LE8('O', 'T', 'H', 'E', 'R', 0, 0, 0);
 }
 
-// serverHandler.ServeHTTP(sh serverHandler{srv}, rw ResponseWriter{itab,data}, req *Request): rw's data word (RCX) is
-// the *response, req the 4th word (RDI).
+// serverHandler.ServeHTTP(sh serverHandler{srv}, rw ResponseWriter{itab,data}, req *Request): rw's itab is RBX, its
+// data word (RCX) the *response over HTTP/1, req the 4th word (RDI). The uprobe reports the probed address in ip.
 // A stack-growth restart of the prologue enters twice; the second entry simply overwrites the first.
 SEC("uprobe/serve_http")
 int serve_http_enter(struct pt_regs *ctx) {
@@ -164,6 +173,8 @@ int serve_http_enter(struct pt_regs *ctx) {
 	if (s && ((s->g == g && s->tgid == tgid) || __sync_val_compare_and_swap(&s->g, 0, g) == 0)) {
 		s->tgid = tgid;
 		s->response = GO_REG3(ctx);
+		s->writer = (__s64)(GO_REG2(ctx) - ctx->ip);
+		s->hijacked = 0;
 		read_method((void *)GO_REG4(ctx), s->method);
 		s->start_ns = bpf_ktime_get_ns();
 		return 0;
@@ -179,6 +190,8 @@ int serve_http_enter(struct pt_regs *ctx) {
 			return 0;
 	}
 	st->response = GO_REG3(ctx);
+	st->writer = (__s64)(GO_REG2(ctx) - ctx->ip);
+	st->hijacked = 0;
 	read_method((void *)GO_REG4(ctx), st->method);
 	st->start_ns = bpf_ktime_get_ns();
 	return 0;
@@ -221,7 +234,9 @@ static __always_inline void record(struct red_key *rk, __u64 d) {
 
 // hijacked reports whether the handler of response took its connection over (net/http's conn.hijackedv). Asked only
 // when the response holds no status or 101: a hijacker writes its answer on the raw connection (gorilla/websocket)
-// or calls WriteHeader(101) first (coder/websocket), and every other request keeps its two user-memory reads.
+// or calls WriteHeader(101) first (coder/websocket), and every other request keeps its two user-memory reads. A
+// hijack after another WriteHeader (a CONNECT proxy's 200) is what serve_http_hijack marks; this read still catches a
+// Hijack made from another goroutine than the handler's, which that program cannot tie to the request.
 static __always_inline bool hijacked(__u64 response) {
 	__u64 conn = 0;
 	__u8 h = 0;
@@ -231,14 +246,18 @@ static __always_inline bool hijacked(__u64 response) {
 }
 
 // take ends the request (tgid, g) has in flight: frees its slot or marks its fallback entry done, puts its method in
-// rk and its *response in response, and returns its start time (0: none in flight).
-static __always_inline __u64 take(__u32 tgid, __u64 g, struct red_key *rk, __u64 *response) {
+// rk, its ResponseWriter's data word in response and itab (from ip) in writer, and returns its start time (0: none
+// in flight).
+static __always_inline __u64 take(__u32 tgid, __u64 g, struct red_key *rk, __u64 *response, __s64 *writer,
+				  bool *hijack) {
 	__u64 start;
 	__u32 i = mix64(g ^ ((__u64)tgid << 48), REQ_SLOT_BITS);
 	struct req_slot *s = bpf_map_lookup_elem(&inflight_slots, &i);
 	if (s && s->g == g && s->tgid == tgid) {
 		start = s->start_ns;
 		*response = s->response;
+		*writer = s->writer;
+		*hijack = s->hijacked;
 		*(__u64 *)rk->method = *(__u64 *)s->method;
 		// Release: tgid first, then g, in program order (x86 keeps stores in order; the barrier keeps clang's).
 		s->tgid = 0;
@@ -253,6 +272,8 @@ static __always_inline __u64 take(__u32 tgid, __u64 g, struct red_key *rk, __u64
 	start = st->start_ns;
 	st->start_ns = 0;
 	*response = st->response;
+	*writer = st->writer;
+	*hijack = st->hijacked;
 	*(__u64 *)rk->method = *(__u64 *)st->method;
 	return start;
 }
@@ -263,12 +284,19 @@ int serve_http_ret(struct pt_regs *ctx) {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct red_key rk = {.tgid = tgid};
 	__u64 response = 0;
-	__u64 start = take(tgid, GO_G(ctx), &rk, &response);
+	__s64 writer = 0;
+	bool hijack = false;
+	__u64 start = take(tgid, GO_G(ctx), &rk, &response, &writer, &hijack);
 	if (!start)
 		return 0;
 	__s64 status = 0;
-	bpf_probe_read_user(&status, sizeof(status), (void *)(response + off_response_status));
-	if ((status == 0 || status == 101) && hijacked(response))
+	// Another writer (HTTP/2) is reported as 200: its status is not where a *response keeps it. Where the agent did
+	// not find the itab, the status is read as before the check existed, but not the hijacked flag: following a
+	// word of another object as a *conn could mark any request hijacked.
+	bool ours = response_itab_known && writer == response_itab_from_ip;
+	if (ours || !response_itab_known)
+		bpf_probe_read_user(&status, sizeof(status), (void *)(response + off_response_status));
+	if (hijack || ((status == 0 || status == 101) && ours && hijacked(response)))
 		rk.status = STATUS_HIJACKED;
 	else
 		rk.status = status ? (__u32)status : 200; // nothing written yet: net/http sends 200 in finishRequest
@@ -287,8 +315,31 @@ int serve_http_panic(struct pt_regs *ctx) {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct red_key rk = {.tgid = tgid, .status = STATUS_NO_RESPONSE};
 	__u64 response = 0;
-	__u64 start = take(tgid, GO_G(ctx), &rk, &response);
+	__s64 writer = 0;
+	bool hijack = false;
+	__u64 start = take(tgid, GO_G(ctx), &rk, &response, &writer, &hijack);
 	if (start)
 		record(&rk, now - start);
+	return 0;
+}
+
+// A handler that hijacks after WriteHeader (a CONNECT proxy answers 200, then takes the connection) leaves a status
+// that is neither 0 nor 101, and reading conn.hijackedv for every status would cost each request two more user reads
+// (~155 ns on the exit program). net/http's (*conn).hijackLocked is called by Hijack, on the handler's goroutine, so
+// this program (a trap per hijack, none per request) marks the request that goroutine has in flight.
+SEC("uprobe/serve_http_hijack")
+int serve_http_hijack(struct pt_regs *ctx) {
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u64 g = GO_G(ctx);
+	__u32 i = mix64(g ^ ((__u64)tgid << 48), REQ_SLOT_BITS);
+	struct req_slot *s = bpf_map_lookup_elem(&inflight_slots, &i);
+	if (s && s->g == g && s->tgid == tgid) {
+		s->hijacked = 1;
+		return 0;
+	}
+	struct go_call_key k = {.tgid = tgid, .g = g};
+	struct req_state *st = bpf_map_lookup_elem(&inflight, &k);
+	if (st && st->start_ns)
+		st->hijacked = 1;
 	return 0;
 }

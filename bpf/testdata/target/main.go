@@ -74,10 +74,15 @@ func main() {
 	})
 	// /hijack?ms=N takes the connection over as a WebSocket upgrade does, answers 101 on it and holds the session N
 	// milliseconds before closing it; with header=1 it calls WriteHeader(101) first and lets Hijack flush it (as
-	// coder/websocket does), else it writes the answer on the raw connection (as gorilla/websocket does).
+	// coder/websocket does), with header=200 WriteHeader(200) (as a CONNECT proxy does), else it writes the answer on
+	// the raw connection (as gorilla/websocket does).
 	mux.HandleFunc("/hijack", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("header") == "1" {
+		header := r.URL.Query().Get("header")
+		switch header {
+		case "1":
 			w.WriteHeader(http.StatusSwitchingProtocols)
+		case "200":
+			w.WriteHeader(http.StatusOK)
 		}
 		c, buf, err := http.NewResponseController(w).Hijack()
 		if err != nil {
@@ -85,7 +90,7 @@ func main() {
 			return
 		}
 		defer c.Close()
-		if r.URL.Query().Get("header") != "1" {
+		if header == "" {
 			buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n")
 		}
 		buf.Flush()
@@ -190,7 +195,13 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Println(ln.Addr().String())
-	if err := http.Serve(ln, st.wrap(mux)); err != nil {
+	srv := &http.Server{Handler: st.wrap(mux)}
+	if os.Getenv("H2C") == "1" { // unencrypted HTTP/2 (prior knowledge) besides HTTP/1: net/http's HTTP/2 server
+		srv.Protocols = new(http.Protocols)
+		srv.Protocols.SetHTTP1(true)
+		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	if err := srv.Serve(ln); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
