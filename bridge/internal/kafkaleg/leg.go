@@ -161,6 +161,7 @@ func (l *Leg) Run(ctx context.Context) error {
 func (l *Leg) generation(stop context.Context, gen *kafka.Generation) {
 	var parts []*partition
 	var drained sync.WaitGroup
+	var running sync.WaitGroup // the routines that set bridge_consumer_lag: each partition's (its feed) and the commit loop
 	for topic, as := range gen.Assignments {
 		route := l.routes[topic]
 		for _, a := range as {
@@ -169,7 +170,8 @@ func (l *Leg) generation(stop context.Context, gen *kafka.Generation) {
 			drained.Add(1)
 			start := a.Offset
 			done := onceFunc(drained.Done)
-			gen.Start(func(gctx context.Context) { p.run(gctx, stop, start, done) })
+			running.Add(1)
+			gen.Start(func(gctx context.Context) { defer running.Done(); p.run(gctx, stop, start, done) })
 			if l.o.Owner != nil {
 				drained.Add(1)
 				done := onceFunc(drained.Done)
@@ -180,10 +182,21 @@ func (l *Leg) generation(stop context.Context, gen *kafka.Generation) {
 	l.o.Logger.Info("kafka group generation", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "partitions", len(parts))
 	l.active.Store(int32(len(parts)))
 	ended := make(chan struct{})
-	gen.Start(func(gctx context.Context) { l.commitLoop(gctx, stop, gen, parts, &drained) })
+	running.Add(1)
+	gen.Start(func(gctx context.Context) { defer running.Done(); l.commitLoop(gctx, stop, gen, parts, &drained) })
 	gen.Start(func(gctx context.Context) { <-gctx.Done(); close(ended) })
 	<-ended
 	l.active.Store(0)
+	l.forget(parts, &running)
+}
+
+// forget removes the partitions' bridge_consumer_lag series once nothing of the generation can set them again. They
+// were forgotten as soon as the generation's context ended, while the commit loop could still be in refreshLag and a
+// feed past its fetch: a set after the forget brought a revoked partition's series back, at its last value, for good.
+// Checking the context before each set would still lose to a forget between the check and the set. The wait costs
+// nothing: kafka-go waits for the generation's routines anyway before it joins the next one.
+func (l *Leg) forget(parts []*partition, running *sync.WaitGroup) {
+	running.Wait()
 	for _, p := range parts {
 		l.o.Metrics.Forget(p.route.Topic, p.id)
 	}

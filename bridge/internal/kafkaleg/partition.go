@@ -570,10 +570,24 @@ func carriedSize(m kafka.Message) int {
 		n = len(m.Value) + len(m.Key)
 	}
 	for _, h := range m.Headers {
-		n += len(h.Key) + len(h.Value) + 4 // ": " and CRLF
+		v := len(h.Value)
+		if strings.EqualFold(h.Key, "baggage") {
+			v = publishedBaggageBytes(v)
+		}
+		n += len(h.Key) + v + 4 // ": " and CRLF
 	}
 	return n + ownHeaderBytes + 2*len(m.Topic)
 }
+
+// publishedBaggageBytes bounds the baggage header build publishes for a record's baggage of n bytes. build does not
+// carry it as it is: the propagator parses it and writes it again, and otel re-encodes each value, so an escape of an
+// invalid UTF-8 byte (%FF, 3 bytes) comes out as U+FFFD escaped (%EF%BF%BD, 9), and a plain character it escapes as 3.
+// Counted at its raw length, a message at the limit could be over it by ~5.4 KB as published. otel refuses a raw byte
+// that is not printable ASCII and keeps at most 8192 bytes (it drops a longer header, and members past that).
+func publishedBaggageBytes(n int) int { return min(3*n, maxBaggageBytes) }
+
+// maxBaggageBytes is otel's (and W3C Baggage's) limit on a baggage header.
+const maxBaggageBytes = 8192
 
 // ownHeaderBytes bounds the header section build adds besides the carried headers, the key and the topic's two
 // copies: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its

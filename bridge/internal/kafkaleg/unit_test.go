@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -13,9 +14,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
@@ -185,6 +189,39 @@ func TestSizeCheckCountsTheMessageAsCarried(t *testing.T) {
 	}
 }
 
+// A record's baggage is counted as build publishes it: the production propagator parses it and writes it again, and an
+// escape of an invalid UTF-8 byte (%FF, 3 bytes) comes out as U+FFFD escaped (%EF%BF%BD, 9). Counted raw, a message
+// the check let through at the limit was ~5.4 KB over it as published.
+func TestSizeCheckCountsBaggageAsPublished(t *testing.T) {
+	prev := otel.GetTextMapPropagator()
+	otel.SetTextMapPropagator(telemetry.Propagator())
+	defer otel.SetTextMapPropagator(prev)
+	m, err := metrics.New(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const limit = 64 << 10
+	p := &partition{leg: New(Options{MaxBytes: limit, Metrics: m}), route: mapping.Route{Topic: "shanhai.orders", Subject: "shanhai.orders"}, subject: "shanhai.orders.p2"}
+	for _, bag := range []string{"k=" + strings.Repeat("%FF", 900), "k=v,l=w"} {
+		msg := kafka.Message{Topic: "shanhai.orders", Partition: 2, Offset: 7, Key: []byte("order-42"), Time: time.Now(),
+			Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")}, {Key: "baggage", Value: []byte(bag)}}}
+		// The largest value the check lets through with these headers.
+		msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: msg.Key, Headers: msg.Headers}))
+		if letter, bad := p.poison(msg); bad {
+			t.Fatalf("baggage of %d bytes: dead-lettered at the limit (%s)", len(bag), letter.Detail)
+		}
+		built, span, _ := p.build(msg)
+		span.End()
+		if built.Header.Get("baggage") == "" {
+			t.Fatalf("baggage of %d bytes not published: the case proves nothing", len(bag))
+		}
+		if wire := built.Size() - len(built.Subject); wire > limit {
+			t.Fatalf("baggage of %d bytes (%d as published): carried although the message is %d bytes as published, over the limit %d",
+				len(bag), len(built.Header.Get("baggage")), wire, limit)
+		}
+	}
+}
+
 // A commit drops the sink verdicts on the offsets below it: a dead-lettered offset's entry was kept for the whole
 // generation. Those at or past the commit stay, as the partition may read them again.
 func TestCommitForgetsTheRejectionsBelowIt(t *testing.T) {
@@ -195,26 +232,40 @@ func TestCommitForgetsTheRejectionsBelowIt(t *testing.T) {
 	}
 }
 
+// A generation forgets its partitions' bridge_consumer_lag series only after the routines that set them returned. It
+// forgot them as soon as its context ended, while the commit loop could still be in refreshLag: its set came after the
+// forget, and a revoked partition's series came back at its last value (4 here) for good.
+func TestLagIsForgottenAfterItsLastSet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l, p, reader := lagPartition(t, commit.New(6))
+		gctx, end := context.WithCancel(context.Background())
+		end() // the generation ended (the partition was revoked) ...
+		var running sync.WaitGroup
+		running.Add(1)
+		go func() { // ... while the commit loop was still between its tick and refreshLag
+			defer running.Done()
+			time.Sleep(time.Millisecond)
+			l.refreshLag(gctx, []*partition{p})
+		}()
+		l.forget([]*partition{p}, &running)
+		running.Wait() // the series is looked at after every set
+		if n, ok, err := harness.Int64Metric(reader, "bridge.consumer.lag", "partition", "0"); err != nil || ok {
+			t.Fatalf("bridge_consumer_lag{partition=0} = %d (%v) after the generation forgot it, want no series", n, err)
+		}
+	})
+}
+
 // bridge_consumer_lag is one quantity whether a partition fetches or is held: the high watermark minus the first
 // offset JetStream has not confirmed. A fetching partition's came from its last fetched record (high watermark minus
 // its offset minus one), which left out the records in flight (0 here, not 4) and stayed there once they were confirmed.
 func TestLagIsTheRecordsNotConfirmed(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := New(Options{Metrics: m})
-	p := &partition{leg: l, route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
 	tr := commit.New(6)
 	for o := int64(6); o < 10; o++ {
 		if err := tr.Add(o); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p.tracker.Store(tr)
-	p.fetching.Store(true) // waiting for offset 10: the high watermark offset 9 came with holds
-	p.hwm.Store(10)
+	l, p, reader := lagPartition(t, tr)
 	lag := func() int64 {
 		t.Helper()
 		l.refreshLag(context.Background(), []*partition{p})
@@ -233,6 +284,23 @@ func TestLagIsTheRecordsNotConfirmed(t *testing.T) {
 	if n := lag(); n != 0 {
 		t.Fatalf("bridge_consumer_lag = %d with everything confirmed, want 0", n)
 	}
+}
+
+// lagPartition is partition 0 of topic t positioned by tr, its feed waiting for offset 10 (so the high watermark 10 its
+// last record came with holds), on a leg whose metrics reader is returned.
+func lagPartition(t *testing.T, tr *commit.Tracker) (*Leg, *partition, *sdkmetric.ManualReader) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(Options{Metrics: m})
+	p := &partition{leg: l, route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
+	p.tracker.Store(tr)
+	p.fetching.Store(true)
+	p.hwm.Store(10)
+	return l, p, reader
 }
 
 // fakeFuture is a publish whose outcome the test gives.
