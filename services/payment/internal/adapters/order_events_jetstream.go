@@ -76,6 +76,7 @@ type OrderEvents struct {
 	tracer     trace.Tracer
 	handled    metric.Int64Counter
 	dead       metric.Int64Counter
+	unrecorded metric.Int64Counter
 	queue      int // what waits for a worker: the consumer's MaxAckPending, so the callback never waits (see Start)
 	keep       *stream.Keeper
 }
@@ -106,8 +107,10 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 	m := otel.Meter("shanhai/payment")
 	handled, _ := m.Int64Counter("shanhai.payment.order_events", metric.WithDescription("order messages handled, by outcome"))
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
+	unrecorded, _ := m.Int64Counter("shanhai.payment.dead_letters.unrecorded",
+		metric.WithDescription("messages given up on at their last delivery whose dead letter could not be recorded (only the stream holds them), by cause"))
 	cfg := ConsumerConfig(names, maxDeliver)
-	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead,
+	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead, unrecorded: unrecorded,
 		queue: cfg.MaxAckPending, keep: stream.NewKeeper(cfg, log)}
 }
 
@@ -284,6 +287,23 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	if err := c.app.RecordDeadLetter.Handle(ctx, d); err != nil {
 		// Without a record, terminating would lose the message: leave it
 		// unsettled, to be redelivered on the back-off and tried again.
+		// Unless this was its last allowed delivery: then JetStream delivers
+		// it no more (left unsettled it would only hold an ack-pending slot),
+		// and the stream's copy is all that is left: the stream keeps
+		// messages by limits, not by acks, so terminating does not remove
+		// it. Say so loudly, with where to find it (its stream sequence),
+		// instead of losing it without a word.
+		if md, mdErr := m.Metadata(); mdErr == nil && int(md.NumDelivered) >= c.maxDeliver {
+			c.unrecorded.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))
+			c.log.ErrorContext(ctx, "message given up on and not recorded as dead: recover it from the stream",
+				"stream", md.Stream, "stream_seq", md.Sequence.Stream, "msg_id", msgID, "event_id", env.ID,
+				"cause", cause, "reason", reason, "err", err)
+			err = fmt.Errorf("dead letter not recorded on the last delivery: %w (cause: %w)", err, reason)
+			if termErr := m.TermWithReason(cause + ": " + reason.Error()); termErr != nil {
+				err = errors.Join(err, fmt.Errorf("term: %w", termErr))
+			}
+			return "unrecorded", err
+		}
 		return "retry", fmt.Errorf("dead letter not recorded: %w (cause: %w)", err, reason)
 	}
 	c.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))

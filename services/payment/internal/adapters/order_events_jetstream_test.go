@@ -2,6 +2,7 @@ package adapters_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
 
 // providerLatency is how long the tests' provider takes to answer, in ms:
@@ -130,5 +132,48 @@ func TestFailingChargeIsRedeliveredOnTheBackOffThenDeadLettered(t *testing.T) {
 	dl, err := payments.DeadLetters(ctx, 10)
 	if err != nil || len(dl) != 1 || dl[0].EventID != env.ID || !strings.Contains(dl[0].Reason, "after 5 deliveries") {
 		t.Fatalf("dead letters = %+v, %v; want %s's, after 5 deliveries", dl, err, env.ID)
+	}
+}
+
+// noDeadLetters is a payment store whose dead letters cannot be recorded
+// (their table gone, say), everything else working.
+type noDeadLetters struct{ payment.Repository }
+
+func (noDeadLetters) SaveDeadLetter(context.Context, payment.DeadLetter) error {
+	return errors.New("dead letter table unavailable")
+}
+
+// TestUnrecordedLastDeliveryIsLoud: when the dead letter of a message given
+// up on cannot be recorded on its last allowed delivery, JetStream will not
+// deliver it again, so the stream's copy is all that is left: the consumer
+// must say so with where to find it, not go quiet (before, that delivery
+// logged nothing at all).
+func TestUnrecordedLastDeliveryIsLoud(t *testing.T) {
+	provider := adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{FailureRate: 1} })
+	payments := noDeadLetters{adapters.NewPaymentGorm(stores(t)[database.Postgres])}
+	a := app.New(app.Deps{Payments: payments, Provider: provider, NewID: uuid.NewString})
+	s := svctest.NewStream(t, "PAYUNRECORDED")
+	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
+	const maxDeliver = 3
+	cfg := adapters.ConsumerConfig(names, maxDeliver)
+	cfg.BackOff = stream.BackOff(200*time.Millisecond, maxDeliver)
+	cons, err := stream.EnsureConsumer(context.Background(), s.JS, names, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logged := &svctest.Deliveries{}
+	stop, err := adapters.NewOrderEvents(cons, names, a, maxDeliver, slog.New(logged)).Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	publishOrder(t, s, names.Subject)
+	s.Drained(t, names.Durable, 30*time.Second)
+
+	logged.FollowedBackOff(t, []string{"order event will be retried", "order event will be retried",
+		"message given up on and not recorded as dead: recover it from the stream"}, cfg.BackOff)
+	if n := svctest.Delivered(t, cons); n != maxDeliver {
+		t.Errorf("order.created delivered %d times, want MaxDeliver (%d)", n, maxDeliver)
 	}
 }
