@@ -33,17 +33,25 @@ func Parse(h http.Header) (remaining time.Duration, ok bool, err error) {
 	if v == "" {
 		return 0, false, nil
 	}
+	remaining, err = ParseValue(v)
+	return remaining, true, err
+}
+
+// ParseValue reads a present header's value v as Parse does, for callers
+// that hold it outside an http.Header (the gateway's fasthttp requests), so
+// every binary reads the caller's deadline the same way.
+func ParseValue(v string) (time.Duration, error) {
 	ms, err := strconv.ParseInt(v, 10, 64)
 	// A well-formed number past int64 is absurdly large (or small), not malformed: ParseInt gives the nearest int64
 	// with ErrRange, clamped below like any large value. ParseInt reports the overflow at the digit where it happens,
 	// before it sees the rest, so the syntax is checked here.
 	if err != nil && !(errors.Is(err, strconv.ErrRange) && integer(v)) {
-		return 0, true, errors.New("must be an integer number of milliseconds")
+		return 0, errors.New("must be an integer number of milliseconds")
 	}
 	// Clamped before the conversion to nanoseconds, which would overflow: a large negative value wrapped around to a
 	// positive duration and an expired request ran. Absurdly large is harmless: the route max caps it.
 	ms = min(max(ms, 0), int64(time.Duration(1<<62)/time.Millisecond))
-	return time.Duration(ms) * time.Millisecond, true, nil
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // integer reports whether s is what ParseInt accepts in base 10: an

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -540,28 +539,16 @@ func (p *Proxy) forward(x *Exchange) Step {
 		// Read as the services read it (pkg/deadline): 0 or less has
 		// expired, and is not sent on with the whole route timeout; past
 		// int64 is clamped, not malformed.
-		ms, err := strconv.ParseInt(string(v), 10, 64)
-		if err != nil {
-			// Rare: let pkg/deadline tell a malformed value from one out of
-			// range (its allocations are no concern here).
-			var left time.Duration
-			left, _, err = deadline.Parse(http.Header{deadline.Header: {string(v)}})
-			ms = int64(left / time.Millisecond)
-		}
+		left, err := deadline.ParseValue(string(v))
 		switch {
 		case err != nil:
 			x.problem(fasthttp.StatusBadRequest, "bad-timeout", "invalid "+TimeoutHeader+": "+err.Error())
 			return Done
-		case ms <= 0:
+		case left <= 0:
 			x.problem(fasthttp.StatusGatewayTimeout, "deadline-expired", "the caller's deadline had passed when the request arrived")
 			return Done
 		}
-		// Capped in milliseconds: the conversion of a huge value to a
-		// Duration would overflow.
-		d := p.o.MaxTimeout
-		if ms < int64(d/time.Millisecond) {
-			d = time.Duration(ms) * time.Millisecond
-		}
+		d := min(left, p.o.MaxTimeout)
 		if d < timeout {
 			timeout, x.clientDeadline = d, true
 		}
