@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/event"
@@ -100,36 +101,19 @@ func publishOrder(t *testing.T, s *svctest.Stream, subject string) event.Envelop
 // redelivered at once: nats-server times a nak's delay against AckWait and
 // BackOff both.
 func TestFailingChargeIsRedeliveredOnTheBackOffThenDeadLettered(t *testing.T) {
-	provider := adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{FailureRate: 1} })
 	payments := adapters.NewPaymentGorm(stores(t)[database.Postgres])
-	a := app.New(app.Deps{Payments: payments, Provider: provider, NewID: uuid.NewString})
-	s := svctest.NewStream(t, "PAYBACKOFF")
-	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
-	ctx := context.Background()
 	const maxDeliver = 5
-	cfg := adapters.ConsumerConfig(names, maxDeliver)
-	cfg.BackOff = stream.BackOff(200*time.Millisecond, maxDeliver)
-	cons, err := stream.EnsureConsumer(ctx, s.JS, names, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logged := &svctest.Deliveries{}
-	stop, err := adapters.NewOrderEvents(cons, names, a, maxDeliver, slog.New(logged)).Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-
-	env := publishOrder(t, s, names.Subject)
-	s.Drained(t, names.Durable, 30*time.Second)
+	f := failAlways(t, "PAYBACKOFF", payments, maxDeliver)
+	env := publishOrder(t, f.s, f.names.Subject)
+	f.s.Drained(t, f.names.Durable, 30*time.Second)
 
 	want := []string{"order event will be retried", "order event will be retried", "order event will be retried",
 		"order event will be retried", "message dead-lettered"}
-	logged.FollowedBackOff(t, want, cfg.BackOff)
-	if n := svctest.Delivered(t, cons); n != maxDeliver {
+	f.logged.FollowedBackOff(t, want, f.backOff)
+	if n := svctest.Delivered(t, f.cons); n != maxDeliver {
 		t.Errorf("order.created delivered %d times, want MaxDeliver (%d)", n, maxDeliver)
 	}
-	dl, err := payments.DeadLetters(ctx, 10)
+	dl, err := payments.DeadLetters(context.Background(), 10)
 	if err != nil || len(dl) != 1 || dl[0].EventID != env.ID || !strings.Contains(dl[0].Reason, "after 5 deliveries") {
 		t.Fatalf("dead letters = %+v, %v; want %s's, after 5 deliveries", dl, err, env.ID)
 	}
@@ -149,12 +133,36 @@ func (noDeadLetters) SaveDeadLetter(context.Context, payment.DeadLetter) error {
 // must say so with where to find it, not go quiet (before, that delivery
 // logged nothing at all).
 func TestUnrecordedLastDeliveryIsLoud(t *testing.T) {
-	provider := adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{FailureRate: 1} })
-	payments := noDeadLetters{adapters.NewPaymentGorm(stores(t)[database.Postgres])}
-	a := app.New(app.Deps{Payments: payments, Provider: provider, NewID: uuid.NewString})
-	s := svctest.NewStream(t, "PAYUNRECORDED")
-	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
 	const maxDeliver = 3
+	f := failAlways(t, "PAYUNRECORDED", noDeadLetters{adapters.NewPaymentGorm(stores(t)[database.Postgres])}, maxDeliver)
+	publishOrder(t, f.s, f.names.Subject)
+	f.s.Drained(t, f.names.Durable, 30*time.Second)
+
+	f.logged.FollowedBackOff(t, []string{"order event will be retried", "order event will be retried",
+		"message given up on and not recorded as dead: recover it from the stream"}, f.backOff)
+	if n := svctest.Delivered(t, f.cons); n != maxDeliver {
+		t.Errorf("order.created delivered %d times, want MaxDeliver (%d)", n, maxDeliver)
+	}
+}
+
+// failing is an order consumer running as the service does, on the real NATS
+// server, whose provider always faults, with a 200 ms back-off.
+type failing struct {
+	s       *svctest.Stream
+	names   adapters.Names
+	cons    jetstream.Consumer
+	backOff []time.Duration
+	logged  *svctest.Deliveries
+}
+
+// failAlways starts a failing consumer on a stream of its own (prefix),
+// storing into payments; it stops with the test.
+func failAlways(t *testing.T, prefix string, payments payment.Repository, maxDeliver int) failing {
+	t.Helper()
+	provider := adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{FailureRate: 1} })
+	a := app.New(app.Deps{Payments: payments, Provider: provider, NewID: uuid.NewString})
+	s := svctest.NewStream(t, prefix)
+	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
 	cfg := adapters.ConsumerConfig(names, maxDeliver)
 	cfg.BackOff = stream.BackOff(200*time.Millisecond, maxDeliver)
 	cons, err := stream.EnsureConsumer(context.Background(), s.JS, names, cfg)
@@ -166,14 +174,6 @@ func TestUnrecordedLastDeliveryIsLoud(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
-
-	publishOrder(t, s, names.Subject)
-	s.Drained(t, names.Durable, 30*time.Second)
-
-	logged.FollowedBackOff(t, []string{"order event will be retried", "order event will be retried",
-		"message given up on and not recorded as dead: recover it from the stream"}, cfg.BackOff)
-	if n := svctest.Delivered(t, cons); n != maxDeliver {
-		t.Errorf("order.created delivered %d times, want MaxDeliver (%d)", n, maxDeliver)
-	}
+	t.Cleanup(stop)
+	return failing{s: s, names: names, cons: cons, backOff: cfg.BackOff, logged: logged}
 }
