@@ -147,17 +147,23 @@ func load(cfg any, environ map[string]string) error {
 	}
 
 	var bad []*VarError
+	failed := map[string]bool{}
 	if err := env.ParseWithOptions(cfg, opts); err != nil {
 		var agg env.AggregateError
 		if !errors.As(err, &agg) {
 			return fmt.Errorf("load configuration: %w", err)
 		}
 		for _, e := range agg.Errors {
-			ve, ok := translate(e, vars, lookup)
+			ve, ok := translate(e, vars, lookup, failed, opts)
 			if !ok {
 				return fmt.Errorf("load configuration: %w", e)
 			}
-			bad = append(bad, ve)
+			// Two fields reading one variable fail together: it is one
+			// thing for the operator to fix.
+			if !failed[ve.Var] {
+				failed[ve.Var] = true
+				bad = append(bad, ve)
+			}
 		}
 	}
 	// Rules run even when some values did not parse, so one message lists
@@ -166,10 +172,6 @@ func load(cfg any, environ map[string]string) error {
 	// is a follow-on and dropped, and so are complaints naming no variable,
 	// which may be about that zero too.
 	parsed := len(bad) == 0
-	failed := map[string]bool{}
-	for _, b := range bad {
-		failed[b.Var] = true
-	}
 	for _, err := range validate(reflect.ValueOf(cfg)) {
 		for _, ve := range validationErrors(err, vars) {
 			if !failed[ve.Var] && (parsed || ve.Var != unnamed) {
@@ -335,8 +337,9 @@ func progName() string {
 	return name
 }
 
-// translate turns one of env's errors into a VarError naming the variable.
-func translate(err error, vars []Var, lookup func(string) (string, bool)) (*VarError, bool) {
+// translate turns one of env's errors into a VarError naming the variable;
+// reported holds the variables already named for earlier errors.
+func translate(err error, vars []Var, lookup func(string) (string, bool), reported map[string]bool, opts env.Options) (*VarError, bool) {
 	var (
 		notSet VarIsNotSet
 		empty  env.EmptyVarError
@@ -348,7 +351,7 @@ func translate(err error, vars []Var, lookup func(string) (string, bool)) (*VarE
 	case errors.As(err, &empty):
 		return &VarError{Var: empty.Key, Problem: "must not be empty", Expected: expected(byName(vars, empty.Key))}, true
 	case errors.As(err, &parse):
-		v := byField(vars, parse.Name, lookup)
+		v := byField(vars, parse, reported, opts)
 		name := parse.Name
 		val := ""
 		if v != nil {
@@ -401,23 +404,36 @@ func byName(vars []Var, name string) *Var {
 	return nil
 }
 
-// byField finds the variable behind a Go field name (env's ParseError only
-// knows the field). Two nested structs may share a field name; the one whose
-// variable is actually set is the one that failed to parse.
-func byField(vars []Var, field string, lookup func(string) (string, bool)) *Var {
+// byField finds the variable behind a parse error, which names only the Go
+// field (and its type). Fields of nested structs may share both (a Port in two
+// sections): the variable is the one of them whose value does not parse on
+// its own and was not named for an earlier error, so a good A_PORT is not
+// blamed for a bad B_PORT.
+func byField(vars []Var, parse env.ParseError, reported map[string]bool, opts env.Options) *Var {
 	var first *Var
 	for i := range vars {
-		if vars[i].field != field {
+		v := &vars[i]
+		if v.field != parse.Name {
 			continue
 		}
 		if first == nil {
-			first = &vars[i]
+			first = v
 		}
-		if _, set := lookup(vars[i].Name); set {
-			return &vars[i]
+		if !reported[v.Name] && !parsesAlone(v, opts) {
+			return v
 		}
 	}
 	return first
+}
+
+// parsesAlone reports whether v's value (opts.Environment, defaults applied)
+// parses as v's field does, by having env parse a struct of that one field
+// with its own tag and prefix.
+func parsesAlone(v *Var, opts env.Options) bool {
+	one := reflect.New(reflect.StructOf([]reflect.StructField{{Name: "F", Type: v.typ, Tag: v.tag}}))
+	opts.Prefix = v.prefix
+	var parse env.ParseError
+	return !errors.As(env.ParseWithOptions(one.Interface(), opts), &parse)
 }
 
 func expected(v *Var) string {

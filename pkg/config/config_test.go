@@ -480,3 +480,48 @@ func TestTypeNameOfOwnType(t *testing.T) {
 		t.Errorf("error %v does not say what LIMIT expects", err)
 	}
 }
+
+// Two sections of one configuration may name a field alike (a Port in each),
+// and env's parse error names only the field: the variable reported must be
+// the one whose value is bad, and a variable two fields read is one problem.
+func TestParseErrorNamesTheBadVariableOnce(t *testing.T) {
+	type section struct {
+		Port int `env:"PORT"`
+	}
+	type cfg struct {
+		Primary section `envPrefix:"PRIMARY_"`
+		Replica section `envPrefix:"REPLICA_"`
+		Workers int     `env:"WORKERS"`
+		Threads int     `env:"WORKERS"`
+		Limit   int     `env:"LIMIT,required"`
+		Cap     int     `env:"LIMIT,required"`
+	}
+	var c cfg
+	err := load(&c, map[string]string{"PRIMARY_PORT": "5432", "REPLICA_PORT": "fifty", "WORKERS": "many"})
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("Load = %v, want *Error", err)
+	}
+	var got []string
+	for _, v := range ce.Vars {
+		got = append(got, v.Var+": "+v.Problem)
+	}
+	want := []string{`LIMIT: required but not set`, `REPLICA_PORT: "fifty" is invalid`, `WORKERS: "many" is invalid`}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n got %q\nwant %q", got, want)
+	}
+
+	// Both sections bad: each is named, neither twice.
+	err = load(&c, map[string]string{"PRIMARY_PORT": "x", "REPLICA_PORT": "y", "WORKERS": "1", "LIMIT": "2"})
+	if !errors.As(err, &ce) {
+		t.Fatalf("Load = %v, want *Error", err)
+	}
+	got = got[:0]
+	for _, v := range ce.Vars {
+		got = append(got, v.Var+": "+v.Problem)
+	}
+	want = []string{`PRIMARY_PORT: "x" is invalid`, `REPLICA_PORT: "y" is invalid`}
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n got %q\nwant %q", got, want)
+	}
+}

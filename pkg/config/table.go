@@ -17,10 +17,13 @@ type Var struct {
 	Required    bool
 	Description string
 
-	field      string // Go field name, to map env's parse errors back to the variable
-	hasDefault bool   // an `envDefault` tag is present, even if it is ""
-	notEmpty   bool   // the `notEmpty` option: "" (or only spaces) is refused
-	sep        string // the list separator of a slice field ("" for others)
+	field      string            // Go field name, to map env's parse errors back to the variable
+	typ        reflect.Type      // the field's type, for the same
+	tag        reflect.StructTag // the field's tag and the envPrefix before its name:
+	prefix     string            // enough to parse this one variable again (byField)
+	hasDefault bool              // an `envDefault` tag is present, even if it is ""
+	notEmpty   bool              // the `notEmpty` option: "" (or only spaces) is refused
+	sep        string            // the list separator of a slice field ("" for others)
 }
 
 // Table lists the variables of each configuration struct (pointer or value),
@@ -81,6 +84,9 @@ func walk(t reflect.Type, prefix string, out *[]Var) {
 			Type:        typeName(f.Type),
 			Description: f.Tag.Get("desc"),
 			field:       f.Name,
+			typ:         f.Type,
+			tag:         f.Tag,
+			prefix:      prefix,
 		}
 		v.Default, v.hasDefault = f.Tag.Lookup("envDefault")
 		if f.Type.Kind() == reflect.Slice {
