@@ -60,7 +60,8 @@ func Open(url string) (*gorm.DB, error) { return OpenWith(url, Options{}) }
 // mode and tests, not for load. A consequence callers must respect: never use the *gorm.DB outside a transaction while
 // holding that transaction open, or the second query waits forever for the only connection.
 //
-// Errors are translated (gorm.ErrDuplicatedKey, gorm.ErrForeignKeyViolated) on both dialects.
+// Errors are translated (gorm.ErrDuplicatedKey, gorm.ErrForeignKeyViolated) on both dialects, and a statement its
+// context ended fails with an error that is that context's (errors.Is(err, context.DeadlineExceeded)).
 func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 	o = o.withDefaults()
 	cfg := &gorm.Config{
@@ -117,6 +118,9 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite %s: %w", rest, err)
 		}
+		if err := failWithContext(db); err != nil {
+			return nil, errors.Join(fmt.Errorf("open sqlite %s: %w", rest, err), Close(db))
+		}
 		sqlDB, err := db.DB()
 		if err != nil {
 			return nil, fmt.Errorf("open sqlite: %w", err)
@@ -164,6 +168,36 @@ func Closer(db *gorm.DB) func() error {
 
 // Dialect returns Postgres or SQLite for a *gorm.DB from Open, so callers can pick dialect-specific SQL.
 func Dialect(db *gorm.DB) string { return db.Dialector.Name() }
+
+// failWithContext makes a statement that SQLite interrupted because its context ended fail with that context's error
+// as well: the driver interrupts the running statement and reports only "interrupted (9)", so a caller could not tell
+// its own deadline from a database failure (a service answered 500 where deadline.Abort answers 504 or 503). pgx
+// already returns errors that wrap the context's.
+func failWithContext(db *gorm.DB) error {
+	wrap := func(tx *gorm.DB) {
+		if tx.Error == nil || !interrupted(tx.Error) {
+			return
+		}
+		if err := tx.Statement.Context.Err(); err != nil && !errors.Is(tx.Error, err) {
+			tx.Error = fmt.Errorf("%w: %w", err, tx.Error)
+		}
+	}
+	cb := db.Callback()
+	for _, p := range []interface {
+		Register(name string, fn func(*gorm.DB)) error
+	}{cb.Create(), cb.Query(), cb.Update(), cb.Delete(), cb.Row(), cb.Raw()} {
+		if err := p.Register("shanhai:fail_with_context", wrap); err != nil {
+			return fmt.Errorf("register callback: %w", err)
+		}
+	}
+	return nil
+}
+
+// interrupted reports whether err is SQLite's SQLITE_INTERRUPT, which only the driver's context handling causes.
+func interrupted(err error) bool {
+	var coded interface{ Code() int }
+	return errors.As(err, &coded) && coded.Code()&0xff == 9
+}
 
 // busy reports whether err is SQLite's SQLITE_BUSY (extended codes included), from the driver's error type.
 func busy(err error) bool {

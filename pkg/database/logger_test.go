@@ -2,11 +2,14 @@ package database_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/internal/dbtest"
@@ -81,4 +84,37 @@ func (r *records) take() []string {
 	}
 	r.list = nil
 	return out
+}
+
+// A statement its context ends fails with that context's error on both dialects, so callers tell a deadline from a
+// database failure with errors.Is (deadline.Abort answers 504/503, not 500). SQLite's driver interrupts a running
+// statement when its context ends and reported only "interrupted (9)".
+func TestStatementEndedByItsDeadlineFailsWithIt(t *testing.T) {
+	for name, tc := range map[string]struct{ url, slow string }{
+		"postgres": {dbtest.PostgresURL(t), "SELECT pg_sleep(5)"},
+		// Runs until interrupted: a hundred million rows take SQLite a minute or more.
+		"sqlite": {"sqlite://:memory:", "CREATE TABLE counted AS WITH RECURSIVE c(x) AS " +
+			"(SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 100000000) SELECT x FROM c"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			db, err := database.Open(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeDB(db)
+			for how, run := range map[string]func(context.Context) error{
+				"alone": func(ctx context.Context) error { return db.WithContext(ctx).Exec(tc.slow).Error },
+				"in a transaction": func(ctx context.Context) error {
+					return db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { return tx.Exec(tc.slow).Error })
+				},
+			} {
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				err := run(ctx)
+				cancel()
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("%s: statement past its deadline: error %v, want one that is context.DeadlineExceeded", how, err)
+				}
+			}
+		})
+	}
 }
