@@ -139,15 +139,19 @@ func Caller(ctx context.Context) (time.Time, bool) {
 // Abort answers a request whose work err ended, when err is a context error,
 // and reports whether it was one. The answer is a 504 problem when the
 // request's own deadline has passed (the caller's, from the header, or the
-// route's): the caller gave up, and a gateway that shortened the deadline for
-// its client does not count a 504 against this upstream, as it would a 503.
-// Otherwise (the request was cancelled, or an inner timeout fired while the
-// request still had time, which is this server's own doing) it is a 503.
+// route's), or has under a millisecond left, the least Transport sends a call
+// with (its ErrExpired is that deadline): the caller gave up, and a gateway
+// that shortened the deadline for its client does not count a 504 against
+// this upstream, as it would a 503. Otherwise (the request was cancelled, or
+// an inner timeout fired while the request still had time, which is this
+// server's own doing) it is a 503.
 func Abort(c *gin.Context, err error) bool {
 	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return false
 	}
-	if errors.Is(c.Request.Context().Err(), context.DeadlineExceeded) {
+	ctx := c.Request.Context()
+	dl, ok := ctx.Deadline()
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) || ctx.Err() == nil && ok && expired(dl) {
 		problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
 	} else {
 		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
@@ -180,6 +184,10 @@ func Transport(rt http.RoundTripper) http.RoundTripper {
 
 type transport struct{ next http.RoundTripper }
 
+// expired reports whether dl leaves no time to send a call with: under a
+// millisecond, which the header (whole milliseconds) cannot carry.
+func expired(dl time.Time) bool { return time.Until(dl) < time.Millisecond }
+
 func (t transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	ctx := r.Context()
 	dl, ok := ctx.Deadline()
@@ -187,7 +195,7 @@ func (t transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		if r.Header.Get(Header) == "" {
 			return t.next.RoundTrip(r)
 		}
-	} else if time.Until(dl) < time.Millisecond {
+	} else if expired(dl) {
 		if r.Body != nil {
 			_ = r.Body.Close() // RoundTripper contract: the body is ours to close
 		}

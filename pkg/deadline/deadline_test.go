@@ -315,3 +315,39 @@ func TestCallerIsTheHeadersBindingDeadline(t *testing.T) {
 		})
 	}
 }
+
+// A call Transport refused because less than a millisecond of the request's deadline was left (ErrExpired) is that
+// deadline passing, as the caller sees it: 504, which a gateway does not hold against this upstream near its client's
+// deadline, not the 503 of this server's own doing that it counts as a failure.
+func TestAbortAnswersTransportsExpiredCallWith504(t *testing.T) {
+	e := gin.New()
+	e.Use(Middleware(0))
+	refused := errors.New("no call should be sent")
+	rt := Transport(roundTripFunc(func(*http.Request) (*http.Response, error) { return nil, refused }))
+	e.GET("/", func(c *gin.Context) {
+		ctx := c.Request.Context()
+		dl, _ := ctx.Deadline()
+		time.Sleep(time.Until(dl) - 2*time.Millisecond)
+		for time.Until(dl) >= 500*time.Microsecond { // into Transport's last millisecond, before the deadline
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://upstream.invalid/", nil)
+		_, err := rt.RoundTrip(req)
+		if !errors.Is(err, ErrExpired) {
+			t.Errorf("RoundTrip with under a millisecond left: %v, want ErrExpired", err)
+		}
+		if !Abort(c, fmt.Errorf("call upstream: %w", err)) {
+			c.Status(http.StatusInternalServerError)
+		}
+	})
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	req.Header.Set(Header, "20")
+	w := httptest.NewRecorder()
+	e.ServeHTTP(w, req)
+	if w.Code != http.StatusGatewayTimeout {
+		t.Fatalf("status %d, want 504: %s", w.Code, w.Body)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
