@@ -326,7 +326,7 @@ func TestLoginUnknownEmailVerifiesAfterACancelledFirstRequest(t *testing.T) {
 		Guard: &countGuard{n: 100, m: map[string]int{}}, NewID: func() string { return "id" }}).Login
 	gone, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := login.Handle(gone, Login{Email: "nobody@example.com", Password: goodPassword, IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
+	if _, err := login.Handle(gone, Login{Email: "nobody@example.com", Password: goodPassword, IP: "10.0.0.1"}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled login: %v", err)
 	}
 	if _, err := login.Handle(ctx, Login{Email: "nobody@example.com", Password: goodPassword, IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
@@ -337,6 +337,26 @@ func TestLoginUnknownEmailVerifiesAfterACancelledFirstRequest(t *testing.T) {
 	}
 	if _, err := (plainHasher{}).Verify(ctx, goodPassword, hasher.checked[0]); err != nil {
 		t.Fatalf("the unknown email was verified against %q, not a real hash: %v", hasher.checked[0], err)
+	}
+}
+
+// A login whose context ends while it waits for a hashing slot (every slot
+// busy, the caller's deadline short) fails alike for an unknown email and
+// for an existing account. The unknown email's verification error was
+// dropped, so it answered 401 while an existing account answered 504: with
+// the slots kept busy, the status told who has an account.
+func TestLoginEndedWhileHashingFailsAlikeForAnUnknownEmail(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	login := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: &slotHasher{}, Tokens: fakeIssuer{},
+		Guard: &countGuard{n: 100, m: map[string]int{}}, NewID: func() string { return "id" }}).Login
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, email := range []string{"alice@example.com", "nobody@example.com"} {
+		_, err := login.Handle(gone, Login{Email: email, Password: "wrong password!", IP: "10.0.0.1"})
+		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrBadCredentials) {
+			t.Errorf("%s: err = %v, want the context's error", email, err)
+		}
 	}
 }
 

@@ -73,8 +73,13 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 	u, err := h.d.Users.ByEmail(ctx, email)
 	if errors.Is(err, user.ErrNotFound) {
 		// Hash anyway: answering an unknown email faster than a wrong
-		// password would tell who has an account.
-		_, _ = h.d.Hasher.Verify(ctx, l.Password, h.dummy.get(ctx))
+		// password would tell who has an account. A verification that
+		// failed fails the login as it does for an account (the request
+		// ended while waiting for a hashing slot: 503 or 504); a 401 here
+		// instead told the two apart whenever the slots were busy.
+		if _, err := h.d.Hasher.Verify(ctx, l.Password, h.dummy.get(ctx)); err != nil {
+			return Tokens{}, fmt.Errorf("login: %w", err)
+		}
 		return Tokens{}, ErrBadCredentials
 	}
 	if err != nil {
