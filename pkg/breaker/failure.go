@@ -88,9 +88,5 @@ func callerGaveUp(ctx context.Context, err error, status int) bool {
 	if err == nil && status != http.StatusGatewayTimeout {
 		return false
 	}
-	if errors.Is(ctx.Err(), context.Canceled) {
-		return true
-	}
-	dl, ok := deadline.Caller(ctx)
-	return ok && time.Until(dl) < deadlineSlack
+	return deadline.GaveUp(ctx, deadlineSlack)
 }

@@ -136,6 +136,19 @@ func Caller(ctx context.Context) (time.Time, bool) {
 	return dl, true
 }
 
+// GaveUp reports whether ctx's caller, not this process, is ending the work
+// done for it: the caller went away (ctx cancelled), or the deadline it sent
+// (Caller) has passed or is less than slack away. Work ended that way is no
+// evidence about an upstream's health or this server's capacity; a deadline
+// of this process's own (a route's maximum, a timeout on one call) passing is.
+func GaveUp(ctx context.Context, slack time.Duration) bool {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return true
+	}
+	dl, ok := Caller(ctx)
+	return ok && time.Until(dl) < slack
+}
+
 // Abort answers a request whose work err ended, when err is a context error,
 // and reports whether it was one. The answer is a 504 problem when the
 // request's own deadline has passed (the caller's, from the header, or the

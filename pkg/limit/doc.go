@@ -16,5 +16,6 @@
 // Retry-After and the IETF RateLimit / RateLimit-Policy headers;
 // ConcurrencyMiddleware puts an Adaptive in front of handlers, answering 503
 // when it is full and feeding back each response's latency and whether it
-// failed (a 5xx, or a panic).
+// failed (a 5xx, or a panic; not a 5xx its caller caused by going away or by
+// its own deadline passing).
 package limit

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 )
 
@@ -74,7 +76,9 @@ func seconds(d time.Duration) int {
 }
 
 // ConcurrencyMiddleware sheds load with 503 problem+json when a is full, and
-// feeds each response's latency and 5xx status back into it.
+// feeds each response's latency and 5xx status back into it. A 5xx of a
+// request its caller ended (the client went away, or the deadline it sent
+// passed: deadline.GaveUp) only frees its slot (Adaptive.Forget).
 //
 // A handler that panics is a failure, and its slot is released all the same.
 // The recovery further out answers it 500, which is counted as a failure
@@ -94,7 +98,17 @@ func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
 		returned := false
 		// Deferred so that a panic (or runtime.Goexit) further in still
 		// releases the slot: returned is still false then.
-		defer func() { a.Done(t, time.Since(start), !returned || c.Writer.Status() >= 500) }()
+		defer func() {
+			failed := !returned || c.Writer.Status() >= 500
+			if failed && returned && deadline.GaveUp(c.Request.Context(), time.Millisecond) {
+				// The caller's own doing (deadline.Abort's 503 or 504):
+				// counted, clients that give up early would shrink the
+				// limit for everyone.
+				a.Forget(t)
+				return
+			}
+			a.Done(t, time.Since(start), failed)
+		}()
 		c.Next()
 		returned = true
 	}

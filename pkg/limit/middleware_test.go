@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 )
 
 func init() { gin.SetMode(gin.TestMode) }
@@ -113,5 +115,50 @@ func TestConcurrencyMiddlewareCountsAPanicAsAFailure(t *testing.T) {
 	}
 	if a.Limit() != 3 {
 		t.Fatalf("limit %d after a panic, want 3 (4 backed off by 0.9): the panic was counted as healthy", a.Limit())
+	}
+}
+
+// A request its caller ended — the client went away, or the deadline it sent (X-Request-Timeout-Ms) passed — says
+// nothing about this server's capacity: its 503 or 504 (deadline.Abort) frees the slot without shrinking the limit,
+// or clients that give up early would shrink it for everyone. A deadline of the server's own (the route's maximum)
+// passing is congestion and still counts.
+func TestConcurrencyMiddlewareForgetsRequestsTheirCallerEnded(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		routeMax  time.Duration
+		header    string
+		cancel    bool
+		wantLimit int
+	}{
+		{"client went away", 0, "", true, 4},
+		{"caller's deadline passed", time.Minute, "30", false, 4},
+		{"route's maximum passed", 30 * time.Millisecond, "", false, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := NewAdaptive(AdaptiveOptions{Initial: 4, Min: 1, Max: 10})
+			r := gin.New()
+			r.Use(deadline.Middleware(tc.routeMax), ConcurrencyMiddleware(a))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			r.GET("/x", func(c *gin.Context) {
+				if tc.cancel {
+					cancel()
+				}
+				<-c.Request.Context().Done()
+				deadline.Abort(c, c.Request.Context().Err())
+			})
+			req := httptest.NewRequest(http.MethodGet, "/x", nil).WithContext(ctx)
+			if tc.header != "" {
+				req.Header.Set(deadline.Header, tc.header)
+			}
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code < 500 {
+				t.Fatalf("status %d, want a 5xx from deadline.Abort", w.Code)
+			}
+			if a.InFlight() != 0 || a.Limit() != tc.wantLimit {
+				t.Fatalf("limit %d, in flight %d; want %d, 0", a.Limit(), a.InFlight(), tc.wantLimit)
+			}
+		})
 	}
 }
