@@ -8,6 +8,15 @@
 // down or reset it to zero values. Each bad version (etcd revision) is
 // reported once, however often a re-read after an interrupted watch (a
 // compaction, a lost connection) finds it still there.
+//
+// Deleting the key, by contrast, is an operator's deliberate act and takes
+// every watcher back to its initial value (the binary's default, or what its
+// environment configured): the value a process starting now would run with.
+// Keeping the last document instead would leave the running replicas on
+// settings that no longer exist anywhere while every replica started later
+// ran the defaults, a fleet split by start time that nobody could see in
+// etcd. To switch a setting off, write a document that says so; to return
+// to the defaults, delete the key.
 package dynconfig
 
 import (
