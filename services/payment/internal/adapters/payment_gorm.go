@@ -69,28 +69,72 @@ func (r *PaymentGorm) NotifyOnEvents(fn func()) *PaymentGorm {
 var _ payment.Repository = (*PaymentGorm)(nil)
 
 func (r *PaymentGorm) Claim(ctx context.Context, p *payment.Payment) (*payment.Payment, error) {
-	db := r.db.WithContext(ctx)
 	row := toRow(p.Snapshot())
-	// ON CONFLICT (order_id) DO NOTHING: the loser of a race (or a
-	// redelivery) inserts nothing and reads the winner's row below.
-	// Plain SQL rather than Create with an OnConflict clause: gorm builds that
-	// statement by reflection on every call, on the path of every order.
-	res := db.Exec(`INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status, reason, cancel_requested, created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
-		row.ID, row.OrderID, row.UserID, row.AmountCents, row.Currency, row.Status, row.Reason, row.CancelRequested, row.CreatedAt, row.UpdatedAt)
-	if res.Error != nil {
-		return nil, fmt.Errorf("claim payment for order %s: %w", row.OrderID, res.Error)
+	envs, err := envelopes(p)
+	if err != nil {
+		return nil, fmt.Errorf("claim payment for order %s: %w", row.OrderID, err)
 	}
-	if res.RowsAffected == 1 {
+	inserted, err := r.insert(ctx, row, envs)
+	if err != nil {
+		return nil, fmt.Errorf("claim payment for order %s: %w", row.OrderID, err)
+	}
+	if inserted {
+		if len(envs) > 0 {
+			r.notify()
+		}
 		// Our row went in, so the stored payment is p: the common case
 		// (first delivery) needs no read back.
 		return p, nil
 	}
 	var stored paymentRow
-	if err := db.Where("order_id = ?", row.OrderID).Take(&stored).Error; err != nil {
+	if err := r.db.WithContext(ctx).Where("order_id = ?", row.OrderID).Take(&stored).Error; err != nil {
 		return nil, fmt.Errorf("read payment for order %s: %w", row.OrderID, err)
 	}
 	return fromRow(stored), nil
+}
+
+// claimSQL inserts a payment unless its order has one: the loser of a race
+// (or a redelivery) inserts nothing and reads the winner's row. Plain SQL
+// rather than Create with an OnConflict clause: gorm builds that statement
+// by reflection on every call, on the path of every order.
+const claimSQL = `INSERT INTO payments (id, order_id, user_id, amount_cents, currency, status, reason, cancel_requested, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`
+
+// insert runs claimSQL and, only when the row went in, adds envs (a claim
+// made already final: declined by the rules) to the outbox, atomically: one
+// statement on PostgreSQL, a transaction on SQLite, as in transition.
+func (r *PaymentGorm) insert(ctx context.Context, row paymentRow, envs []event.Envelope) (bool, error) {
+	db := r.db.WithContext(ctx)
+	args := []any{row.ID, row.OrderID, row.UserID, row.AmountCents, row.Currency, row.Status, row.Reason, row.CancelRequested, row.CreatedAt, row.UpdatedAt}
+	switch {
+	case len(envs) == 0:
+		res := db.Exec(claimSQL, args...)
+		return res.RowsAffected == 1, res.Error
+	case database.Dialect(r.db) == database.Postgres:
+		ins, insArgs, err := outbox.Insert(ctx, "EXISTS (SELECT 1 FROM c)", Topic, row.OrderID, envs...)
+		if err != nil {
+			return false, err
+		}
+		var ids []string
+		err = db.Raw("WITH c AS ("+claimSQL+" RETURNING id), e AS ("+ins+") SELECT id FROM c", append(args, insArgs...)...).Scan(&ids).Error
+		return len(ids) == 1, err
+	default:
+		var inserted bool
+		err := db.Transaction(func(tx *gorm.DB) error {
+			res := tx.Exec(claimSQL, args...)
+			if res.Error != nil || res.RowsAffected == 0 {
+				return res.Error
+			}
+			inserted = true
+			for _, env := range envs {
+				if err := outbox.Add(ctx, tx, Topic, row.OrderID, env); err != nil {
+					return fmt.Errorf("outbox %s: %w", env.Type, err)
+				}
+			}
+			return nil
+		})
+		return inserted, err
+	}
 }
 
 func (r *PaymentGorm) Complete(ctx context.Context, p *payment.Payment) (stored, cancelRequested bool, err error) {
@@ -123,13 +167,9 @@ func (r *PaymentGorm) RequestCancel(ctx context.Context, p *payment.Payment) (bo
 // stored without the cancel seeing the new state.
 func (r *PaymentGorm) transition(ctx context.Context, p *payment.Payment, from payment.Status) (stored, cancelRequested bool, err error) {
 	s := p.Snapshot()
-	envs := make([]event.Envelope, 0, len(p.Events()))
-	for _, e := range p.Events() {
-		env, err := Envelope(e)
-		if err != nil {
-			return false, false, fmt.Errorf("store payment %s as %s: %w", s.ID, s.Status, err)
-		}
-		envs = append(envs, env)
+	envs, err := envelopes(p)
+	if err != nil {
+		return false, false, fmt.Errorf("store payment %s as %s: %w", s.ID, s.Status, err)
 	}
 	if database.Dialect(r.db) == database.Postgres {
 		stored, cancelRequested, err = r.transitionOneStatement(ctx, s, from, envs)
@@ -143,6 +183,20 @@ func (r *PaymentGorm) transition(ctx context.Context, p *payment.Payment, from p
 		r.notify()
 	}
 	return stored, cancelRequested, nil
+}
+
+// envelopes are p's recorded events as outbox envelopes.
+func envelopes(p *payment.Payment) ([]event.Envelope, error) {
+	events := p.Events()
+	envs := make([]event.Envelope, 0, len(events))
+	for _, e := range events {
+		env, err := Envelope(e)
+		if err != nil {
+			return nil, err
+		}
+		envs = append(envs, env)
+	}
+	return envs, nil
 }
 
 // transitionOneStatement is transition on PostgreSQL: the conditional update

@@ -88,6 +88,30 @@ func TestPaymentGorm(t *testing.T) {
 				}
 			})
 
+			t.Run("DeclinedClaimIsStoredWithItsEventOnce", func(t *testing.T) {
+				orderID := uuid.NewString()
+				declined := newPayment(t, orderID, "alice", 500)
+				declined.Fail(payment.ReasonOverLimit, now)
+				got, err := repo.Claim(ctx, declined)
+				if err != nil || got.ID() != declined.ID() || got.Status() != payment.Failed {
+					t.Fatalf("claim = %+v, %v", got.Snapshot(), err)
+				}
+				// A redelivery declined again (or a racing one) finds the row and adds nothing.
+				again := newPayment(t, orderID, "alice", 500)
+				again.Fail(payment.ReasonOverLimit, now)
+				if got, err := repo.Claim(ctx, again); err != nil || got.ID() != declined.ID() || !got.Final() {
+					t.Fatalf("second claim = %+v, %v", got.Snapshot(), err)
+				}
+				stored, err := repo.Get(ctx, "alice", declined.ID())
+				if err != nil || stored.Status() != payment.Failed || stored.Reason() != payment.ReasonOverLimit {
+					t.Fatalf("stored = %+v, %v", stored, err)
+				}
+				rows := storetest.OutboxRows(t, db, orderID)
+				if len(rows) != 1 || rows[0].EventType != "payment.failed" || rows[0].Topic != adapters.Topic {
+					t.Fatalf("outbox = %+v, want one payment.failed", rows)
+				}
+			})
+
 			t.Run("CancelFlagReachesTheCompletingCharge", func(t *testing.T) {
 				orderID := uuid.NewString()
 				p, err := repo.Claim(ctx, newPayment(t, orderID, "alice", 500))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,9 @@ func (m *memoryPayments) Claim(_ context.Context, p *payment.Payment) (*payment.
 		return payment.FromSnapshot(s), nil
 	}
 	m.byOrder[p.OrderID()] = p.Snapshot()
+	// A payment claimed already final (declined by the rules) is stored with
+	// its event, as the gorm repository does in one transaction.
+	m.events = append(m.events, p.Events()...)
 	return payment.FromSnapshot(p.Snapshot()), nil
 }
 
@@ -260,5 +264,82 @@ func TestOwnDataOnly(t *testing.T) {
 	}
 	if ps, err := a.ListPayments.Handle(ctx, "u1", "o1"); err != nil || len(ps) != 1 {
 		t.Fatalf("own list: %v %v", ps, err)
+	}
+}
+
+// completeFailsOnce is the memory repository whose first Complete fails, as
+// a database error right after the provider approved the charge would.
+type completeFailsOnce struct {
+	*memoryPayments
+	failed atomic.Bool
+}
+
+func (c *completeFailsOnce) Complete(ctx context.Context, p *payment.Payment) (bool, bool, error) {
+	if c.failed.CompareAndSwap(false, true) {
+		return false, false, errors.New("connection reset")
+	}
+	return c.memoryPayments.Complete(ctx, p)
+}
+
+// TestRedeliveryAfterChargeIsNotDeclinedByNewRules: the first delivery's
+// charge went through at the provider, but storing its answer failed, so
+// order.created is redelivered; meanwhile the decline rules changed (etcd).
+// The redelivery must ask the provider again under the same key (a real one
+// answers "approved" from memory), not decline: a FAILED row and
+// payment.failed for an order whose money was taken, which nothing refunds.
+func TestRedeliveryAfterChargeIsNotDeclinedByNewRules(t *testing.T) {
+	repo := &completeFailsOnce{memoryPayments: &memoryPayments{byOrder: map[string]payment.Snapshot{}}}
+	prov := &countingProvider{}
+	var limit atomic.Int64 // no limit at first
+	a := app.New(app.Deps{
+		Payments: repo, Provider: prov,
+		Rules: func() payment.Rules { return payment.Rules{MaxAmountCents: limit.Load()} },
+		NewID: func() string { return "p1" },
+	})
+	ctx := context.Background()
+	if _, err := a.ChargeOrder.Handle(ctx, order1); err == nil {
+		t.Fatal("first delivery: want the store error")
+	}
+	limit.Store(order1.TotalCents - 1) // the operator lowers decline_above_cents below the order's total
+	res, err := a.ChargeOrder.Handle(ctx, order1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != payment.Succeeded || prov.calls != 2 {
+		t.Fatalf("redelivery = %+v after %d provider calls (events %v); want SUCCEEDED, the provider asked again under the same key",
+			res, prov.calls, repo.eventTypes())
+	}
+	if got := repo.eventTypes(); len(got) != 1 || got[0] != "payment.succeeded" {
+		t.Fatalf("events = %v, want [payment.succeeded]", got)
+	}
+}
+
+// TestDeclinedAtClaimIsOneFinalRow: a declined order is stored FAILED with
+// its payment.failed when its row is claimed, never PENDING, so no later
+// delivery re-decides it; a redelivery (even after the rule was lifted) is a
+// duplicate that neither charges nor emits.
+func TestDeclinedAtClaimIsOneFinalRow(t *testing.T) {
+	limit := &atomic.Int64{}
+	limit.Store(100)
+	repo := &memoryPayments{byOrder: map[string]payment.Snapshot{}}
+	prov := &countingProvider{}
+	var n atomic.Int64
+	a := app.New(app.Deps{
+		Payments: repo, Provider: prov,
+		Rules: func() payment.Rules { return payment.Rules{MaxAmountCents: limit.Load()} },
+		NewID: func() string { return fmt.Sprintf("p%d", n.Add(1)) },
+	})
+	ctx := context.Background()
+	res, err := a.ChargeOrder.Handle(ctx, order1)
+	if err != nil || res.Status != payment.Failed || res.Reason != payment.ReasonOverLimit || res.Duplicate {
+		t.Fatalf("first = %+v, %v", res, err)
+	}
+	limit.Store(0)
+	again, err := a.ChargeOrder.Handle(ctx, order1)
+	if err != nil || !again.Duplicate || again.Status != payment.Failed {
+		t.Fatalf("redelivery = %+v, %v", again, err)
+	}
+	if got := repo.eventTypes(); prov.calls != 0 || len(got) != 1 || got[0] != "payment.failed" {
+		t.Fatalf("provider calls %d, events %v; want 0 and [payment.failed]", prov.calls, got)
 	}
 }

@@ -29,10 +29,16 @@ type ChargeOrderHandler struct{ d Deps }
 
 // Handle charges an order at most once:
 //
-//  1. claim: one PENDING payment row per order (unique order id);
-//  2. if that row is already final, this is a redelivery: do nothing;
-//  3. decline rules, else the provider, keyed by the payment id so a retry
-//     after a crash is answered, not charged again;
+//  1. decline rules, decided once: a declined order is claimed straight as
+//     FAILED, its payment.failed stored with the row;
+//  2. claim: one payment row per order (unique order id); if the stored row
+//     is already final, this is a redelivery: do nothing;
+//  3. a PENDING row passed the rules when it was claimed, by this delivery
+//     or an earlier one: call the provider, keyed by the payment id so a
+//     retry after a crash is answered, not charged again. The rules are not
+//     asked again: an earlier delivery may have been charged before it
+//     failed to store the answer, and a rule changed since (etcd) would
+//     store FAILED over money taken, which nothing refunds;
 //  4. store the final state and its event in one transaction, only if the
 //     row is still PENDING;
 //  5. if order.cancelled flagged the row while the charge was in flight
@@ -52,6 +58,9 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %q: %w", cmd.OrderID, err)
 	}
+	if reason := h.d.Rules().Decline(fresh); reason != "" {
+		fresh.Fail(reason, h.d.Now())
+	}
 	p, err := h.d.Payments.Claim(ctx, fresh)
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %s: claim: %w", cmd.OrderID, err)
@@ -59,27 +68,26 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 	if err := p.Matches(cmd.UserID, cmd.TotalCents, cmd.Currency); err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %s: %w", cmd.OrderID, err)
 	}
+	if p.ID() == fresh.ID() && p.Final() {
+		return result(p, false), nil // declined, stored by the claim
+	}
 	if p.Final() {
 		if p.NeedsRefund() {
 			return h.refund(ctx, p)
 		}
 		return result(p, true), nil
 	}
-	if reason := h.d.Rules().Decline(p); reason != "" {
-		p.Fail(reason, h.d.Now())
+	ans, err := h.d.Provider.Charge(ctx, payment.Charge{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()})
+	if err != nil {
+		if !errors.Is(err, payment.ErrProviderFault) {
+			err = fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+		}
+		return ChargeResult{}, fmt.Errorf("charge order %s: %w", cmd.OrderID, err)
+	}
+	if ans.Approved {
+		p.Succeed(h.d.Now())
 	} else {
-		ans, err := h.d.Provider.Charge(ctx, payment.Charge{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()})
-		if err != nil {
-			if !errors.Is(err, payment.ErrProviderFault) {
-				err = fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
-			}
-			return ChargeResult{}, fmt.Errorf("charge order %s: %w", cmd.OrderID, err)
-		}
-		if ans.Approved {
-			p.Succeed(h.d.Now())
-		} else {
-			p.Fail(ans.Reason, h.d.Now())
-		}
+		p.Fail(ans.Reason, h.d.Now())
 	}
 	stored, cancelled, err := h.d.Payments.Complete(ctx, p)
 	if err != nil {

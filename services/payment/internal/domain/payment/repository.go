@@ -10,7 +10,9 @@ import (
 type Repository interface {
 	// Claim stores p if no payment exists for its order yet and returns the
 	// stored payment for that order either way: the unique order id makes
-	// concurrent or repeated claims converge on one row.
+	// concurrent or repeated claims converge on one row. A p claimed already
+	// final (declined by the rules) is stored with its events in the same
+	// transaction; a claim that finds a row stores neither.
 	Claim(ctx context.Context, p *Payment) (*Payment, error)
 	// Complete stores a final payment and its events, only if the stored row
 	// is still PENDING. It reports false when another worker finished first.
