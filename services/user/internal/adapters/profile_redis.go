@@ -2,6 +2,8 @@ package adapters
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +17,7 @@ import (
 // ProfileRedis is the user.ProfileCache in Redis: one JSON value per user
 // under user:profile:<id>, with a TTL that bounds how long a missed
 // invalidation could serve a stale profile, and the profile's generation
-// under user:profile-gen:<id>, a counter Delete increments and Set checks
+// under user:profile-gen:<id>, a random value Delete replaces and Set checks
 // (one Redis server: the script that does so uses both keys).
 type ProfileRedis struct {
 	rdb redis.UniversalClient
@@ -43,7 +45,7 @@ func profileKey(id string) string { return "user:profile:" + id }
 func genKey(id string) string     { return "user:profile-gen:" + id }
 
 // Get returns ok=false on a miss. Both keys are read in one round trip; gen
-// is "" while the profile was never deleted (or its counter expired). A
+// is "" while the profile was never deleted (or its generation expired). A
 // value it cannot decode, or JSON that is not this user's profile ({}, null,
 // no id, another id: served, it was an empty or someone else's profile), is
 // a miss too, returned with the generation read and an error whose Miss
@@ -123,9 +125,13 @@ func (c *ProfileRedis) Set(ctx context.Context, p user.Profile, gen string) erro
 // deleteTimeout bounds a Delete in place of its caller's deadline.
 const deleteTimeout = time.Second
 
-// Delete drops the cached profile and increments its generation, in one
-// transaction. The counter lives as long as a cached value would: a fill
-// still running after that is long past its request's deadline.
+// Delete drops the cached profile and starts a new generation, in one
+// transaction. The generation lives as long as a cached value would: a fill
+// still running after that is long past its request's deadline. It is a
+// fresh random value, not a counter: a counter started over at 1 once it
+// expired, so the next Delete made a generation that a fill, which read it
+// before the expiry and the store before that Delete's change, still
+// matched, and the old profile was cached for the whole TTL.
 //
 // Delete follows a committed change, so it runs even when the caller's
 // context has ended (a deadline that passed after the commit, a client that
@@ -134,12 +140,15 @@ const deleteTimeout = time.Second
 // stalls cannot hold the caller for long (the client's own read and write
 // timeouts apply as before).
 func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
+	var gen [16]byte
+	if _, err := rand.Read(gen[:]); err != nil {
+		return fmt.Errorf("profile cache delete: generation: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
 	defer cancel()
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, profileKey(id))
-		p.Incr(ctx, genKey(id))
-		p.PExpire(ctx, genKey(id), c.ttl)
+		p.Set(ctx, genKey(id), hex.EncodeToString(gen[:]), c.ttl)
 		return nil
 	})
 	if err != nil {

@@ -33,6 +33,16 @@ func uniq(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(b[:])
 }
 
+// generation is the profile's generation as Delete stored it; never "".
+func generation(t *testing.T, rdb *redis.Client, id string) string {
+	t.Helper()
+	gen, err := rdb.Get(t.Context(), "user:profile-gen:"+id).Result()
+	if err != nil || gen == "" {
+		t.Fatalf("generation of %s: %q %v", id, gen, err)
+	}
+	return gen
+}
+
 func TestProfileRedis(t *testing.T) {
 	rdb := redisClient(t)
 	cache := adapters.NewProfileRedis(rdb, time.Minute)
@@ -67,8 +77,8 @@ func TestProfileRedis(t *testing.T) {
 	rdb.Set(ctx, "user:profile:"+id, "{not json", time.Minute)
 	_, gen, ok, err = cache.Get(ctx, id)
 	var miss interface{ Miss() bool }
-	if ok || !errors.As(err, &miss) || !miss.Miss() || gen != "1" {
-		t.Fatalf("corrupt entry: ok=%v gen=%q err=%v, want a miss in generation 1", ok, gen, err)
+	if want := generation(t, rdb, id); ok || !errors.As(err, &miss) || !miss.Miss() || gen != want {
+		t.Fatalf("corrupt entry: ok=%v gen=%q err=%v, want a miss in generation %q", ok, gen, err, want)
 	}
 	if err := cache.Set(ctx, p, gen); err != nil {
 		t.Fatal(err)
@@ -125,6 +135,37 @@ func TestProfileRedisFillDoesNotOutliveAnUpdate(t *testing.T) {
 	}
 }
 
+// A fill that read the store before an update stores nothing even when the
+// generation it saw expired in between: the counter started over at 1 after
+// its expiry, so the update's Delete made the same generation again and the
+// old profile was cached for the whole TTL.
+func TestProfileRedisFillDoesNotOutliveAnUpdateAfterItsGenerationExpired(t *testing.T) {
+	rdb := redisClient(t)
+	cache := adapters.NewProfileRedis(rdb, time.Minute)
+	ctx := t.Context()
+	id := uniq("u")
+	if err := cache.Delete(ctx, id); err != nil { // an earlier update
+		t.Fatal(err)
+	}
+	_, before, ok, err := cache.Get(ctx, id) // the fill's read, just before the generation's TTL ends
+	if ok || err != nil || before == "" {
+		t.Fatalf("miss in a generation expected: gen=%q ok=%v err=%v", before, ok, err)
+	}
+	// The generation's TTL ends (what its expiry does, without the wait).
+	if err := rdb.Del(ctx, "user:profile-gen:"+id).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Delete(ctx, id); err != nil { // the update, committed after the fill's read
+		t.Fatal(err)
+	}
+	if err := cache.Set(ctx, user.Profile{ID: id, Email: "alice@example.com", Name: "Old"}, before); err != nil {
+		t.Fatal(err)
+	}
+	if got, _, ok, _ := cache.Get(ctx, id); ok {
+		t.Fatalf("a fill from before the update was cached: %+v", got)
+	}
+}
+
 // Delete invalidates even when its caller's context has ended: it follows a
 // committed update, and a deadline passing (or the client going away) in
 // between used to skip it, serving the old profile for the whole TTL.
@@ -144,8 +185,8 @@ func TestProfileRedisDeleteOutlivesItsCaller(t *testing.T) {
 		if err := cache.Delete(ended, id); err != nil {
 			t.Errorf("%s: Delete: %v", name, err)
 		}
-		if got, gen, ok, err := cache.Get(t.Context(), id); ok || err != nil || gen != "1" {
-			t.Errorf("%s: after Delete: %+v gen=%q ok=%v err=%v, want a miss in generation 1", name, got, gen, ok, err)
+		if got, gen, ok, err := cache.Get(t.Context(), id); ok || err != nil || gen != generation(t, rdb, id) {
+			t.Errorf("%s: after Delete: %+v gen=%q ok=%v err=%v, want a miss in the new generation", name, got, gen, ok, err)
 		}
 	}
 }
@@ -166,14 +207,14 @@ func TestProfileRedisValueThatIsNotTheProfileIsAMiss(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			id := uniq("u")
-			if err := cache.Delete(ctx, id); err != nil { // generation 1, to see it returned
+			if err := cache.Delete(ctx, id); err != nil { // a generation, to see it returned
 				t.Fatal(err)
 			}
 			rdb.Set(ctx, "user:profile:"+id, value, time.Minute)
 			got, gen, ok, err := cache.Get(ctx, id)
 			var miss interface{ Miss() bool }
-			if ok || !errors.As(err, &miss) || !miss.Miss() || gen != "1" {
-				t.Fatalf("Get = %+v ok=%v gen=%q err=%v, want a miss in generation 1", got, ok, gen, err)
+			if want := generation(t, rdb, id); ok || !errors.As(err, &miss) || !miss.Miss() || gen != want {
+				t.Fatalf("Get = %+v ok=%v gen=%q err=%v, want a miss in generation %q", got, ok, gen, err, want)
 			}
 			if n := rdb.Exists(ctx, "user:profile:"+id).Val(); n != 0 {
 				t.Fatalf("the value %s is still cached", value)
