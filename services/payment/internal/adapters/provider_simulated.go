@@ -40,6 +40,8 @@ type SimulatedProvider struct {
 	refunded     map[string]bool
 	refundOrder  []string
 	refundsTotal int
+	// refundsUnrecorded counts the refunds of keys with no charge in memory.
+	refundsUnrecorded int
 
 	calls metric.Int64Counter
 }
@@ -47,7 +49,7 @@ type SimulatedProvider struct {
 // NewSimulatedProvider reads its behaviour from settings on each charge.
 func NewSimulatedProvider(settings func() config.Dynamic) *SimulatedProvider {
 	calls, _ := otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.provider.calls",
-		metric.WithDescription("simulated provider calls by result (approved, replayed, fault)"))
+		metric.WithDescription("simulated provider calls by result (approved, replayed, fault, refunded, refund_replayed, refund_fault, refund_unrecorded)"))
 	return &SimulatedProvider{settings: settings, sleep: sleepCtx, answers: map[string]payment.Answer{}, refunded: map[string]bool{}, limit: 100_000, calls: calls}
 }
 
@@ -84,10 +86,13 @@ func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payme
 // Refund gives a charge back once per key, with the same latency and fault
 // injection as a charge: failure_rate applies to refunds too, so the
 // compensation's retry path can be exercised the same way. A refund of a key
-// already refunded is answered from memory. A key this provider never
-// approved is refused as a business answer would be; it is not a fault, but
-// the payment service only refunds charges it stored as SUCCEEDED, so it
-// would only meet one whose memory was evicted.
+// already refunded is answered from memory. A key it remembers declining is
+// refused (no money was taken; not a fault). A key it has no record of is
+// refunded and counted apart (UnrecordedRefunds, result refund_unrecorded):
+// its memory is the process's and bounded, and the payment service only
+// refunds charges it stored SUCCEEDED, so such a key is a charge made before
+// a restart or evicted since; refused, the cancel was retried until
+// dead-lettered and the customer stayed charged.
 func (p *SimulatedProvider) Refund(ctx context.Context, r payment.Refund) error {
 	p.mu.Lock()
 	done := p.refunded[r.IdempotencyKey]
@@ -109,8 +114,14 @@ func (p *SimulatedProvider) Refund(ctx context.Context, r payment.Refund) error 
 	if p.refunded[r.IdempotencyKey] { // a concurrent refund with the same key won
 		return nil
 	}
-	if a, ok := p.answers[r.IdempotencyKey]; !ok || !a.Approved {
-		return fmt.Errorf("refund %s: %w", r.IdempotencyKey, ErrUnknownCharge)
+	a, recorded := p.answers[r.IdempotencyKey]
+	if recorded && !a.Approved {
+		return fmt.Errorf("refund %s: %w", r.IdempotencyKey, ErrChargeDeclined)
+	}
+	result := "refunded"
+	if !recorded {
+		result = "refund_unrecorded"
+		p.refundsUnrecorded++
 	}
 	p.refundsTotal++
 	p.refunded[r.IdempotencyKey] = true
@@ -119,13 +130,13 @@ func (p *SimulatedProvider) Refund(ctx context.Context, r payment.Refund) error 
 		delete(p.refunded, p.refundOrder[0])
 		p.refundOrder = p.refundOrder[1:]
 	}
-	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "refunded")))
+	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
 	return nil
 }
 
-// ErrUnknownCharge is the simulated provider's answer to a refund of a key
-// it has no approved charge for.
-var ErrUnknownCharge = errors.New("no approved charge with this key")
+// ErrChargeDeclined is the simulated provider's answer to a refund of a key
+// whose charge it declined.
+var ErrChargeDeclined = errors.New("the charge with this key was declined: nothing to refund")
 
 // Refunds is how many distinct refunds were made (tests compare it with
 // Charges).
@@ -133,6 +144,14 @@ func (p *SimulatedProvider) Refunds() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.refundsTotal
+}
+
+// UnrecordedRefunds is how many of Refunds were of charges this provider
+// had no record of (made before a restart, or evicted from memory).
+func (p *SimulatedProvider) UnrecordedRefunds() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.refundsUnrecorded
 }
 
 // Charged and Refunded report what the provider did for one key (tests).

@@ -55,9 +55,6 @@ func TestSimulatedProviderRefundsOncePerKeyUnderFaults(t *testing.T) {
 	p := NewSimulatedProvider(func() config.Dynamic { return s })
 	ctx := context.Background()
 	r := payment.Refund{IdempotencyKey: "k1", AmountCents: 100, Currency: "EUR"}
-	if err := p.Refund(ctx, r); !errors.Is(err, ErrUnknownCharge) || errors.Is(err, payment.ErrProviderFault) {
-		t.Fatalf("refund of a key never charged: err = %v, want ErrUnknownCharge", err)
-	}
 	if _, err := p.Charge(ctx, payment.Charge{IdempotencyKey: "k1", AmountCents: 100, Currency: "EUR"}); err != nil {
 		t.Fatal(err)
 	}
@@ -76,5 +73,40 @@ func TestSimulatedProviderRefundsOncePerKeyUnderFaults(t *testing.T) {
 	}
 	if p.Refunds() != 1 || !p.Refunded("k1") || !p.Charged("k1") {
 		t.Fatalf("refunds = %d for one key, want 1", p.Refunds())
+	}
+}
+
+// TestSimulatedProviderRefundsAChargeItHasNoRecordOf: the provider's memory
+// is the process's, so after payment restarts it has no record of charges
+// made before. The payment service refunds only what it stored SUCCEEDED, so
+// such a refund is paid (once per key, counted apart), not refused: refused,
+// the cancel was retried until dead-lettered and the customer stayed charged.
+func TestSimulatedProviderRefundsAChargeItHasNoRecordOf(t *testing.T) {
+	settings := func() config.Dynamic { return config.Dynamic{} }
+	ctx := context.Background()
+	before := NewSimulatedProvider(settings)
+	if a, err := before.Charge(ctx, payment.Charge{IdempotencyKey: "k1", AmountCents: 100, Currency: "EUR"}); err != nil || !a.Approved {
+		t.Fatal(a, err)
+	}
+	after := NewSimulatedProvider(settings) // the restarted process
+	r := payment.Refund{IdempotencyKey: "k1", AmountCents: 100, Currency: "EUR"}
+	for range 2 {
+		if err := after.Refund(ctx, r); err != nil {
+			t.Fatalf("refund after a restart: %v", err)
+		}
+	}
+	if after.Refunds() != 1 || after.UnrecordedRefunds() != 1 || !after.Refunded("k1") {
+		t.Fatalf("refunds %d, unrecorded %d; want 1 and 1", after.Refunds(), after.UnrecordedRefunds())
+	}
+}
+
+// TestSimulatedProviderRefusesToRefundADeclinedCharge: a key the provider
+// remembers declining took no money, so its refund is refused.
+func TestSimulatedProviderRefusesToRefundADeclinedCharge(t *testing.T) {
+	p := NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{} })
+	p.answers["k1"] = payment.Answer{Reason: payment.ReasonCardDecline}
+	err := p.Refund(context.Background(), payment.Refund{IdempotencyKey: "k1", AmountCents: 100, Currency: "EUR"})
+	if !errors.Is(err, ErrChargeDeclined) || errors.Is(err, payment.ErrProviderFault) || p.Refunds() != 0 {
+		t.Fatalf("refund of a declined charge: err = %v, refunds %d; want ErrChargeDeclined and none", err, p.Refunds())
 	}
 }

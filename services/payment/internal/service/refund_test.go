@@ -14,7 +14,9 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/service"
 )
 
 // publishCancel publishes order.cancelled as the bridge would.
@@ -214,5 +216,48 @@ func TestRefundUnderProviderFaultsRetriesAndCompletes(t *testing.T) {
 	}
 	if dl, _ := h.svc.Payments.DeadLetters(ctx, 10); len(dl) != 0 {
 		t.Fatalf("dead letters: %+v", dl)
+	}
+}
+
+// TestCancelAfterRestartIsRefunded: an order charged before payment restarts
+// and cancelled after it ends REFUNDED. The simulated provider's memory of
+// charges is the process's, and it used to refuse a refund of a charge it had
+// no record of, so the cancel was retried until dead-lettered and the
+// customer stayed charged.
+func TestCancelAfterRestartIsRefunded(t *testing.T) {
+	var cfg config.Config
+	h := newHarness(t, func(c *config.Config) { c.MaxDeliver = 3; cfg = *c })
+	o := orderEvent{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 500, Currency: "EUR"}
+	h.publishOrder(o, "", nil)
+	runtest.Eventually(t, 20*time.Second, "the charge", func() bool {
+		rows := h.payments(o.OrderID)
+		return len(rows) == 1 && rows[0].Status == "SUCCEEDED"
+	})
+	if err := h.svc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	// The same deployment restarted: same database, stream, durable and settings.
+	restarted, err := service.New(context.Background(), cfg, service.Options{JetStream: h.names, Telemetry: provider})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svctest.Serve(t, restarted, restarted.Server.Handler())
+	h.publishCancel(o, "")
+	h.drained()
+
+	var rows []paymentRow
+	if err := restarted.DB.Table("payments").Where("order_id = ?", o.OrderID).Find(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].Status != "REFUNDED" {
+		dead, _ := restarted.Payments.DeadLetters(context.Background(), 10)
+		var reasons []string
+		for _, d := range dead {
+			reasons = append(reasons, d.Reason)
+		}
+		t.Fatalf("payments after a cancel following a restart = %+v, dead letters %q; want one REFUNDED", rows, reasons)
+	}
+	if r, u := restarted.Provider.Refunds(), restarted.Provider.UnrecordedRefunds(); r != 1 || u != 1 {
+		t.Fatalf("provider refunds %d, of which %d without a record of the charge; want 1 and 1", r, u)
 	}
 }
