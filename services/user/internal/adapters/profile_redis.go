@@ -3,10 +3,11 @@ package adapters
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -140,15 +141,19 @@ const deleteTimeout = time.Second
 // stalls cannot hold the caller for long (the client's own read and write
 // timeouts apply as before).
 func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
-	var gen [16]byte
-	if _, err := rand.Read(gen[:]); err != nil {
+	// A decimal number below 2^62, so that a replica still running the
+	// counter's code during a rollout can INCR it (an INCR of a non-number
+	// fails that replica's Delete); 62 random bits make a repeat unlikely.
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
 		return fmt.Errorf("profile cache delete: generation: %w", err)
 	}
+	gen := strconv.FormatUint(binary.BigEndian.Uint64(b[:])>>2, 10)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
 	defer cancel()
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, profileKey(id))
-		p.Set(ctx, genKey(id), hex.EncodeToString(gen[:]), c.ttl)
+		p.Set(ctx, genKey(id), gen, c.ttl)
 		return nil
 	})
 	if err != nil {
