@@ -1,0 +1,157 @@
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/yaml"
+)
+
+// scrapeConfig is the part of a prometheus.yml these tests read.
+type scrapeConfig struct {
+	ScrapeConfigs []struct {
+		StaticConfigs []struct {
+			Targets []string `json:"targets"`
+		} `json:"static_configs"`
+		DNSSDConfigs []struct {
+			Names []string `json:"names"`
+			Port  int      `json:"port"`
+		} `json:"dns_sd_configs"`
+	} `json:"scrape_configs"`
+}
+
+// scrapeTargets reads a prometheus.yml into how often each target (host:port) is scraped.
+func scrapeTargets(t *testing.T, file string) map[string]int {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c scrapeConfig
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	targets := map[string]int{}
+	for _, sc := range c.ScrapeConfigs {
+		for _, st := range sc.StaticConfigs {
+			for _, tg := range st.Targets {
+				targets[tg]++
+			}
+		}
+		for _, d := range sc.DNSSDConfigs {
+			for _, n := range d.Names {
+				targets[n+":"+strconv.Itoa(d.Port)]++
+			}
+		}
+	}
+	return targets
+}
+
+// otlpMetrics says why env (a binary's effective environment) would push its metrics over OTLP, or "" when it
+// does not: pkg/telemetry adds an OTLP metric reader beside /metrics whenever an OTLP endpoint is set, unless
+// OTEL_METRICS_EXPORTER=none.
+func otlpMetrics(env map[string]string) string {
+	if env["OTEL_METRICS_EXPORTER"] == "none" {
+		return ""
+	}
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+		if env[v] != "" {
+			return fmt.Sprintf("%s=%s without OTEL_METRICS_EXPORTER=none", v, env[v])
+		}
+	}
+	return ""
+}
+
+// TestMetricsReachPrometheusOnce: Prometheus scrapes every platform binary's /metrics at its HTTP port, once, and
+// the binaries do not also push those metrics over OTLP. They did: the collector remote-wrote them to the same
+// Prometheus as series of their own (job and instance from the resource), so every panel summing an OTel metric
+// across series (bridge messages/s, consumer lag, in flight, saga outcomes, limiter decisions, outbox...) showed
+// twice the real value.
+func TestMetricsReachPrometheusOnce(t *testing.T) {
+	p := loadCompose(t)
+	scraped := scrapeTargets(t, "compose/prometheus/prometheus.yml")
+	for _, b := range Binaries {
+		target := b.Name + ":" + strconv.Itoa(b.Port)
+		if scraped[target] != 1 {
+			t.Errorf("compose: Prometheus scrapes %s %d times, want once", target, scraped[target])
+		}
+		s, ok := p.Services[b.Name]
+		if !ok {
+			continue
+		}
+		env := map[string]string{}
+		for k, v := range s.Environment {
+			env[k] = value(v)
+		}
+		if why := otlpMetrics(env); why != "" {
+			t.Errorf("compose %s: pushes its metrics over OTLP too (%s)", b.Name, why)
+		}
+	}
+
+	objs := build(t, "k8s/overlays/kind")
+	scraped = scrapeTargets(t, "k8s/components/infra/resources/prometheus.yml")
+	pods, cms := k8sWorkloads(t, objs)
+	for _, b := range Binaries {
+		w, ok := pods[b.Name]
+		if !ok {
+			continue
+		}
+		c := w.spec.Containers[0]
+		env := map[string]string{}
+		for _, from := range c.EnvFrom {
+			for _, k := range configMapKeys(t, cms, w.namespace, b.Name, from) {
+				env[k] = cms[w.namespace+"/"+from.ConfigMapRef.Name][k[len(from.Prefix):]]
+			}
+		}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		if why := otlpMetrics(env); why != "" {
+			t.Errorf("Kubernetes %s: pushes its metrics over OTLP too (%s)", b.Name, why)
+		}
+		// Each pod is scraped through a headless Service of its namespace that selects it and names its port.
+		n, podLabels := 0, labels.Set(podTemplateLabels(t, objs, b.Name))
+		for _, o := range objs {
+			svc, ok := o.Value.(*corev1.Service)
+			if !ok || o.Namespace != w.namespace || svc.Spec.ClusterIP != corev1.ClusterIPNone {
+				continue
+			}
+			if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
+				continue
+			}
+			target := fmt.Sprintf("%s.%s.svc.cluster.local:%d", o.Name, o.Namespace, b.Port)
+			for _, port := range svc.Spec.Ports {
+				if port.Port == int32(b.Port) {
+					n += scraped[target]
+				}
+			}
+		}
+		if n != 1 {
+			t.Errorf("Kubernetes: Prometheus scrapes %s's pods at port %d through %d headless Services, want one", b.Name, b.Port, n)
+		}
+	}
+}
+
+// podTemplateLabels are the pod labels of the Deployment or DaemonSet called name.
+func podTemplateLabels(t *testing.T, objs []object, name string) map[string]string {
+	t.Helper()
+	for _, o := range objs {
+		switch v := o.Value.(type) {
+		case *appsv1.Deployment:
+			if o.Name == name {
+				return v.Spec.Template.Labels
+			}
+		case *appsv1.DaemonSet:
+			if o.Name == name {
+				return v.Spec.Template.Labels
+			}
+		}
+	}
+	t.Fatalf("no workload %s", name)
+	return nil
+}
