@@ -110,3 +110,50 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestDashboardLegendsNameLabelsTheQueryKeeps: a panel's legend ({{label}}) names only labels its query's result
+// has; after "sum by (a, b)" those are a and b. The breaker transitions legend read {{to}}, a label no series has, so
+// every line was drawn as "<breaker> →" and the state it moved to was nowhere.
+func TestDashboardLegendsNameLabelsTheQueryKeeps(t *testing.T) {
+	files, _ := filepath.Glob("observability/grafana/dashboards/*.json")
+	aggregation := regexp.MustCompile(`\b(?:sum|max|min|avg|count)\s+by\s*\(([^)]*)\)`)
+	legendLabel := regexp.MustCompile(`\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}`)
+	checked := 0
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Panels []struct {
+				Title   string
+				Targets []struct{ Expr, LegendFormat string }
+			}
+		}
+		if err := json.Unmarshal(raw, &d); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				// The outermost aggregation comes first in these queries (histogram_quantile wraps its sum).
+				m := aggregation.FindStringSubmatch(tg.Expr)
+				if m == nil {
+					continue // no "by": the series keep their own labels (or have none, which a legend then shows)
+				}
+				kept := map[string]bool{}
+				for _, l := range strings.Split(m[1], ",") {
+					kept[strings.TrimSpace(l)] = true
+				}
+				for _, l := range legendLabel.FindAllStringSubmatch(tg.LegendFormat, -1) {
+					checked++
+					if !kept[l[1]] {
+						t.Errorf("%s: panel %q legend %q names %s, which %q does not keep", filepath.Base(file), p.Title, tg.LegendFormat, l[1], tg.Expr)
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no legend label checked: the dashboards' shape changed, follow it here")
+	}
+}
