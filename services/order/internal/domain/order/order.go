@@ -75,7 +75,11 @@ func New(id, userID string, req []Requested, products map[string]catalog.Product
 	case len(req) == 0:
 		verr.add("items", "must contain at least one line")
 	case len(req) > MaxLines:
+		// Refused for its length alone: checking each line as well made the
+		// work and the 422 body grow with whatever fits in the body limit
+		// (1 MiB of empty lines gave a 45.9 MB problem).
 		verr.add("items", "must contain at most %d lines, got %d", MaxLines, len(req))
+		return nil, verr
 	}
 	lines := make([]Line, 0, len(req))
 	seen := make(map[string]int, len(req))
@@ -148,7 +152,9 @@ type PaymentOutcome struct {
 // ApplyPayment moves PENDING to PAID or FAILED. It reports false and changes
 // nothing in any other state: a payment result is final once applied, and a
 // late result never revives a cancelled order. A payment that succeeds after
-// cancellation is left for reconciliation (refunds are out of scope).
+// cancellation is refunded by the payment service, which consumes
+// order.cancelled too and then emits payment.refunded (services/payment,
+// README "Cancelling"): the order stays CANCELLED.
 func (o *Order) ApplyPayment(p PaymentOutcome, now time.Time) bool {
 	if o.status != Pending {
 		return false

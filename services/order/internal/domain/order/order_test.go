@@ -150,3 +150,18 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("status = %s", paid.Status())
 	}
 }
+
+// TestTooManyLinesIsOneError: a request over MaxLines is refused for its
+// length alone. Validating every line as well made the work and the 422 body
+// grow with whatever fits in the body limit: 1 MiB of `{},` (349 518 empty
+// lines) was answered with two field errors per line, a 45.9 MB problem.
+func TestTooManyLinesIsOneError(t *testing.T) {
+	_, err := order.New("o1", "u1", make([]order.Requested, 10_000), products, now)
+	var verr *order.ValidationError
+	if !errors.As(err, &verr) {
+		t.Fatalf("err = %v, want a *ValidationError", err)
+	}
+	if len(verr.Fields) != 1 || verr.Fields[0].Field != "items" {
+		t.Fatalf("%d field errors (first %+v) for a request over %d lines, want the one for items", len(verr.Fields), verr.Fields[0], order.MaxLines)
+	}
+}
