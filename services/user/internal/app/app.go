@@ -58,6 +58,11 @@ func New(d Deps) Application {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
+	// Timestamps are kept to the microsecond, what PostgreSQL stores: with
+	// the clock's nanoseconds, a sign-up or a PATCH answered another
+	// created_at or updated_at than every later read of the same account.
+	now := d.Now
+	d.Now = func() time.Time { return now().Truncate(time.Microsecond) }
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}

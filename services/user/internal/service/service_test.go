@@ -595,3 +595,42 @@ func TestLoginPastTheCallersDeadlineIsNoServerError(t *testing.T) {
 	r := h.do("POST", "/api/v1/sessions", fmt.Sprintf(`{"email":%q,"password":%q}`, email, password), "X-Request-Timeout-Ms", "1")
 	isProblem(t, r, http.StatusGatewayTimeout, "")
 }
+
+// The timestamps a sign-up or a PATCH answers with are the ones every later
+// read returns. They were the clock's nanoseconds, and PostgreSQL keeps
+// microseconds, so GET /users/me reported another created_at for the same
+// account, and another updated_at than the PATCH that set it.
+func TestProfileTimestampsAgreeAcrossResponses(t *testing.T) {
+	for name, env := range map[string]map[string]string{
+		"PostgreSQL": nil, "SQLite": {"DATABASE_URL": "sqlite://" + t.TempDir() + "/user.db"},
+	} {
+		t.Run(name, func(t *testing.T) { profileTimestampsAgree(t, newHarness(t, env)) })
+	}
+}
+
+func profileTimestampsAgree(t *testing.T, h *harness) {
+	email := uniqEmail()
+	registered := h.register(email)
+	access, _ := h.tokens(email)
+	me := func() map[string]any {
+		r := h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access)
+		if r.Code != http.StatusOK {
+			t.Fatalf("me: %d %s", r.Code, r.Body)
+		}
+		return r.json(t)
+	}
+	for i := range 2 { // a cache miss (read from PostgreSQL), then a hit
+		if got := me(); got["created_at"] != registered["created_at"] || got["updated_at"] != registered["updated_at"] {
+			t.Fatalf("GET %d: created_at %v, updated_at %v; the sign-up answered %v, %v", i+1,
+				got["created_at"], got["updated_at"], registered["created_at"], registered["updated_at"])
+		}
+	}
+	r := h.do("PATCH", "/api/v1/users/me", `{"name":"Alice Liddell"}`, "Authorization", "Bearer "+access)
+	if r.Code != http.StatusOK {
+		t.Fatalf("patch: %d %s", r.Code, r.Body)
+	}
+	patched := r.json(t)
+	if got := me(); got["updated_at"] != patched["updated_at"] || got["created_at"] != registered["created_at"] {
+		t.Fatalf("GET after PATCH: updated_at %v, created_at %v; the PATCH answered %v", got["updated_at"], got["created_at"], patched["updated_at"])
+	}
+}
