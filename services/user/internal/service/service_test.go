@@ -634,3 +634,68 @@ func profileTimestampsAgree(t *testing.T, h *harness) {
 		t.Fatalf("GET after PATCH: updated_at %v, created_at %v; the PATCH answered %v", got["updated_at"], got["created_at"], patched["updated_at"])
 	}
 }
+
+// Key rotation: with AUTH_PREVIOUS_KEY set, the JWKS publishes the current
+// key first and the previous one after it, new tokens name the current key,
+// and tokens the previous key signed keep working; once the previous key is
+// removed from the configuration, its tokens are refused.
+func TestKeyRotation(t *testing.T) {
+	current, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	previous, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := func(keys ...auth.Key) map[string]string {
+		vars := map[string]string{"AUTH_PREVIOUS_KEY": ""} // t.Setenv keeps the last harness's until the test ends
+		for i, name := range []string{"AUTH_SIGNING_KEY", "AUTH_PREVIOUS_KEY"}[:len(keys)] {
+			b64, err := auth.MarshalKey(keys[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			vars[name] = b64
+		}
+		return vars
+	}
+	kid := func(token string) string {
+		header, _, _ := strings.Cut(token, ".")
+		b, _ := base64.RawURLEncoding.DecodeString(header)
+		var h struct{ Kid string }
+		_ = json.Unmarshal(b, &h)
+		return h.Kid
+	}
+
+	rotating := newHarness(t, env(current, previous))
+	var jwks struct {
+		Keys []struct{ Kid string } `json:"keys"`
+	}
+	if err := json.Unmarshal(rotating.do("GET", "/.well-known/jwks.json", "").Body, &jwks); err != nil ||
+		len(jwks.Keys) != 2 || jwks.Keys[0].Kid != current.Kid || jwks.Keys[1].Kid != previous.Kid {
+		t.Fatalf("jwks kids = %+v (%v), want %s then %s", jwks.Keys, err, current.Kid, previous.Kid)
+	}
+	email := uniqEmail()
+	id := rotating.register(email)["id"].(string)
+	if access, _ := rotating.tokens(email); kid(access) != current.Kid {
+		t.Fatalf("a new token names kid %q, want the current key's %q", kid(access), current.Kid)
+	}
+	old, err := auth.NewSigner(previous).Sign(id, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := rotating.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+old); r.Code != http.StatusOK {
+		t.Fatalf("a token of the previous key during the rotation: %d %s", r.Code, r.Body)
+	}
+
+	rotated := newHarness(t, env(current))
+	id = rotated.register(email)["id"].(string)
+	old, err = auth.NewSigner(previous).Sign(id, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isProblem(t, rotated.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+old), http.StatusUnauthorized, "")
+	if access, _ := rotated.tokens(email); kid(access) != current.Kid {
+		t.Fatalf("after the rotation a new token names kid %q", kid(access))
+	}
+}
