@@ -186,8 +186,9 @@ func (p *SimulatedProvider) remembered(key string) (payment.Answer, bool) {
 const z99 = 2.3263478740408408
 
 // latency maps a standard normal draw to a log-normal latency with the given
-// median and p99 (in ms). Draws are clamped at 4 sigma so a single unlucky
-// sample cannot stall a consumer for minutes.
+// median and p99 (in ms). Draws are clamped at 4 sigma and at
+// config.MaxLatency so a single unlucky sample cannot stall a consumer for
+// minutes: 4 sigma of a p99 ten times the median is 52 times the median.
 func latency(medianMs, p99Ms, z float64) time.Duration {
 	if medianMs <= 0 {
 		return 0
@@ -197,7 +198,7 @@ func latency(medianMs, p99Ms, z float64) time.Duration {
 		sigma = math.Log(p99Ms/medianMs) / z99
 	}
 	z = max(-4, min(4, z))
-	return time.Duration(medianMs * math.Exp(sigma*z) * float64(time.Millisecond))
+	return min(config.MaxLatency, time.Duration(medianMs*math.Exp(sigma*z)*float64(time.Millisecond)))
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

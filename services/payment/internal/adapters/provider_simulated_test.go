@@ -28,6 +28,9 @@ func TestLatencyQuantiles(t *testing.T) {
 	if a, b := latency(20, 120, 10), latency(20, 120, 4); a != b {
 		t.Errorf("draws are not clamped: %v vs %v", a, b)
 	}
+	if got := latency(1000, 10000, 4); got != config.MaxLatency {
+		t.Errorf("a 4-sigma draw of median 1 s, p99 10 s = %v, want it capped at %v", got, config.MaxLatency)
+	}
 }
 
 func TestSimulatedProviderFaultsAndKeys(t *testing.T) {

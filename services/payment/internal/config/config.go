@@ -4,6 +4,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
@@ -65,6 +66,32 @@ type Dynamic struct {
 	Currencies        []string `json:"currencies,omitempty"`
 }
 
+// MaxLatency bounds the simulated provider's latency: no p99 above it is
+// accepted (environment or etcd) and no single call sleeps longer. It is a
+// third of the consumer's AckWait (30 s), so a slow charge is answered long
+// before its order.created would be delivered again to another worker.
+const MaxLatency = 10 * time.Second
+
+// Validate refuses what the environment refuses (Config.Validate, same
+// rules), so pkg/dynconfig keeps the last good document instead of applying
+// a typo: a negative failure rate or limit, a p99 below the median.
+func (d Dynamic) Validate() error {
+	var errs []error
+	if d.LatencyMedianMs < 0 || d.LatencyP99Ms < d.LatencyMedianMs {
+		errs = append(errs, errors.New("latency_p99_ms must be at least latency_median_ms, both non-negative"))
+	}
+	if d.LatencyP99Ms > float64(MaxLatency.Milliseconds()) {
+		errs = append(errs, fmt.Errorf("latency_p99_ms must be at most %d", MaxLatency.Milliseconds()))
+	}
+	if !(d.FailureRate >= 0 && d.FailureRate <= 1) {
+		errs = append(errs, errors.New("failure_rate must be between 0 and 1"))
+	}
+	if d.DeclineAboveCents < 0 {
+		errs = append(errs, errors.New("decline_above_cents must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
 // Initial is the dynamic settings before etcd says otherwise.
 func (c *Config) Initial() Dynamic {
 	return Dynamic{
@@ -94,6 +121,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ProviderLatencyMedian < 0 || c.ProviderLatencyP99 < c.ProviderLatencyMedian {
 		errs = append(errs, config.Invalid("PROVIDER_LATENCY_P99", "must be at least PROVIDER_LATENCY_MEDIAN, both non-negative"))
+	}
+	if c.ProviderLatencyP99 > MaxLatency {
+		errs = append(errs, config.Invalid("PROVIDER_LATENCY_P99", "must be at most "+MaxLatency.String()))
 	}
 	if c.ProviderFailureRate < 0 || c.ProviderFailureRate > 1 {
 		errs = append(errs, config.Invalid("PROVIDER_FAILURE_RATE", "must be between 0 and 1"))

@@ -38,3 +38,37 @@ func TestBadProviderSettingsAreNamed(t *testing.T) {
 		}
 	}
 }
+
+func TestDynamicValidate(t *testing.T) {
+	var c paymentconfig.Config
+	t.Setenv("DATABASE_URL", "sqlite://:memory:")
+	if err := config.Load(&c); err != nil {
+		t.Fatal(err)
+	}
+	for _, good := range []paymentconfig.Dynamic{
+		c.Initial(), {}, {LatencyMedianMs: 10000, LatencyP99Ms: 10000, FailureRate: 1, Currencies: []string{"EUR"}},
+	} {
+		if err := good.Validate(); err != nil {
+			t.Errorf("%+v: %v", good, err)
+		}
+	}
+	bad := paymentconfig.Dynamic{LatencyMedianMs: 50, LatencyP99Ms: 1, FailureRate: -3, DeclineAboveCents: -1}
+	err := bad.Validate()
+	for _, field := range []string{"latency_p99_ms", "failure_rate", "decline_above_cents"} {
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%+v: error %v does not name %s", bad, err, field)
+		}
+	}
+	if err := (paymentconfig.Dynamic{LatencyMedianMs: 5, LatencyP99Ms: 10001}).Validate(); err == nil {
+		t.Error("a p99 above MaxLatency accepted")
+	}
+}
+
+func TestProviderLatencyIsBounded(t *testing.T) {
+	t.Setenv("DATABASE_URL", "sqlite://:memory:")
+	t.Setenv("PROVIDER_LATENCY_P99", "11s")
+	var c paymentconfig.Config
+	if err := config.Load(&c); err == nil || !strings.Contains(err.Error(), "PROVIDER_LATENCY_P99") {
+		t.Fatalf("PROVIDER_LATENCY_P99=11s: err = %v", err)
+	}
+}

@@ -1,0 +1,71 @@
+package config_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shanhai-dev/shanhai/pkg/dynconfig"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	paymentconfig "github.com/shanhai-dev/shanhai/services/payment/internal/config"
+)
+
+// TestBadDynamicSettingsAreRejected: the values the environment refuses
+// (PROVIDER_FAILURE_RATE outside 0..1, a p99 below the median, a negative
+// DECLINE_ABOVE_CENTS) are refused in etcd too, and the last good document
+// stays in force: pkg/dynconfig calls the type's Validate.
+func TestBadDynamicSettingsAreRejected(t *testing.T) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	key := "/shanhai/test/payment-config/" + svctest.Random(4)
+	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
+	v, err := dynconfig.Watch(t.Context(), cli, key, paymentconfig.Dynamic{LatencyMedianMs: 5, LatencyP99Ms: 25, DeclineAboveCents: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var applied []paymentconfig.Dynamic
+	v.OnChange(func(d paymentconfig.Dynamic) {
+		mu.Lock()
+		defer mu.Unlock()
+		applied = append(applied, d)
+	})
+	put := func(doc string) {
+		t.Helper()
+		if _, err := cli.Put(t.Context(), key, doc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, bad := range []string{
+		`{"latency_median_ms":50,"latency_p99_ms":1,"failure_rate":-3,"decline_above_cents":-1}`,
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":1.5,"decline_above_cents":100000}`,
+		`{"latency_median_ms":-1,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000}`,
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":-1}`,
+		`{"latency_median_ms":20000,"latency_p99_ms":60000,"failure_rate":0,"decline_above_cents":100000}`,
+	} {
+		put(bad)
+	}
+	// The watch applies changes in order, so once this one is in, every
+	// earlier document was either applied (and recorded) or rejected.
+	good := paymentconfig.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 0.5, DeclineAboveCents: 300}
+	b, err := json.Marshal(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(string(b))
+	runtest.Eventually(t, 10*time.Second, "the good document", func() bool { return v.Load().DeclineAboveCents == good.DeclineAboveCents })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(applied) != 1 {
+		t.Fatalf("applied %+v; want only the good document", applied)
+	}
+}
