@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -218,6 +219,8 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello")
 	case "notmodified-body":
 		return w("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nhello")
+	case "cookies": // two cookies of one name on different paths and a third, in three spellings, between a hop-by-hop field and two Via lines (keepOrder's path)
+		return w("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nset-cookie: sid=a; Path=/\r\nVia: a\r\nSET-COOKIE: sid=b; Path=/api\r\nVia: b\r\nSet-Cookie: theme=dark\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
 	case "via-order": // a hop-by-hop field ahead of two lines of another
 		return w("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nVia: 1.0 a\r\nVia: 1.1 b\r\nContent-Length: 2\r\n\r\nok")
 	case "header": // the value of the field the query names, as it arrived
@@ -437,6 +440,10 @@ func TestHostileClients(t *testing.T) {
 			"GET /api/v1/products/v HTTP/0.9\r\nHost: gw\r\n\r\n",
 			"GET /api/v1/products/v HTTP/1.2\r\nHost: gw\r\n\r\n",
 			"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+			// With a body that has not (all) come: answered at once, not
+			// with the 408 of waiting for it.
+			"POST /api/v1/orders/v HTTP/2.0\r\nHost: gw\r\nContent-Length: 100\r\n\r\nabc",
+			"POST /api/v1/orders/v HTTP/0.9\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
 		} {
 			bad(t, raw, 505, "version-not-supported")
 		}
@@ -912,6 +919,16 @@ func TestMisbehavingUpstreams(t *testing.T) {
 			if tc.drop {
 				eventually(t, 3*time.Second, "the gateway dropped the connection", func() bool { return up.wasDropped(tc.path) })
 			}
+		}
+	})
+	t.Run("every Set-Cookie line", func(t *testing.T) {
+		// A cookie is known by its name, path and domain (RFC 6265 §5.3):
+		// two lines for "sid" on two paths are two cookies, and the client
+		// gets both, in the order sent.
+		a := exchange(t, g.Addr, get("cookies"), 1)[0]
+		want := []string{"sid=a; Path=/", "sid=b; Path=/api", "theme=dark"}
+		if got := a.Header.Values("Set-Cookie"); a.Status != 200 || !slices.Equal(got, want) {
+			t.Fatalf("%d, Set-Cookie %q, want %q", a.Status, got, want)
 		}
 	})
 	t.Run("answer without Content-Type", func(t *testing.T) {

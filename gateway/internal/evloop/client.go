@@ -176,6 +176,12 @@ func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
 	err := cl.req.Header.Read(l.br)
 	if err == nil {
 		head := len(buf) - extra - l.rd.Len() - l.br.Buffered()
+		if !cl.req.Header.IsHTTP11() && !proxy.SupportedVersion(&cl.req.Header) {
+			// Begin answers 505 and the connection closes (lingering): a
+			// body still to come is not waited for (a short one waited out
+			// the read timeout, 408), nor is a 100 owed.
+			return head, nil
+		}
 		n := cl.req.Header.ContentLength()
 		if n > 0 && n <= l.s.o.MaxBodyBytes {
 			cl.need = head + n

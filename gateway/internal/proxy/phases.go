@@ -282,14 +282,13 @@ func (p *Proxy) start(x *Exchange) bool {
 	if h.ContentLength() == -1 && (!h.IsHTTP11() || fieldLines(h.RawHeaders(), "content-length:", 1) > 0) {
 		x.Close = true
 	}
-	// RFC 9110 §15.6.6: the gateway speaks HTTP/1.0 and HTTP/1.1 only. The
-	// parser takes any HTTP/d.d, and the request went upstream as HTTP/1.1
-	// (an HTTP/2.0 or 0.9 client's bytes read as HTTP/1.1). A minor version
-	// above 1 (RFC 9112 §2.3 would have it read as 1.1) is refused too: both
-	// transports take every version but 1.1 for 1.0 (keep-alive, answer).
-	// The connection closes: what follows may be no HTTP/1.x at all (h2c's
-	// preface, PRI * HTTP/2.0).
-	if proto := h.Protocol(); string(proto) != "HTTP/1.1" && string(proto) != "HTTP/1.0" {
+	// RFC 9110 §15.6.6: the gateway speaks HTTP/1.0 and HTTP/1.1 only; such
+	// a request went upstream as HTTP/1.1 (an HTTP/2.0 or 0.9 client's bytes
+	// read as HTTP/1.1). A minor version above 1 (RFC 9112 §2.3 would have
+	// it read as 1.1) is refused too. The connection closes: what follows
+	// may be no HTTP/1.x at all (h2c's preface, PRI * HTTP/2.0), and the
+	// transports did not wait for a body (HeaderReceived, evloop).
+	if !SupportedVersion(h) {
 		x.problem(fasthttp.StatusHTTPVersionNotSupported, "version-not-supported", "the gateway speaks HTTP/1.1 and HTTP/1.0 only")
 		x.Close = true
 		return false

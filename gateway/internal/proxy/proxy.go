@@ -99,6 +99,15 @@ var (
 	continueUnanswered = []byte("100-Continue")
 )
 
+// SupportedVersion says whether h's request line names HTTP/1.1 or
+// HTTP/1.0, the only versions the gateway speaks (RFC 9110 §15.6.6). The
+// parser takes any HTTP/d.d, and both transports read every version but
+// 1.1 as 1.0.
+func SupportedVersion(h *fasthttp.RequestHeader) bool {
+	proto := h.Protocol()
+	return string(proto) == "HTTP/1.1" || string(proto) == "HTTP/1.0"
+}
+
 // HeaderReceived is the fasthttp server's hook between a request's head and
 // its body. That server answers 100 to exactly "Expect: 100-continue" in the
 // first Expect field, whatever the protocol: the field is rewritten so that
@@ -107,8 +116,18 @@ var (
 // deleted with any other Expect field: Begin drops it when it is the only
 // one (see loneExpect). A request with no body to read skips the look-up;
 // HTTP/1.0 ones do not, as the server would answer even those.
+//
+// A request of a version the gateway does not speak is answered 505 by
+// Begin and its connection closed: its body is not waited for (a short one
+// waited out the read timeout and got 408), so the head is made to announce
+// none, and no 100 is owed.
 func HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if n := h.ContentLength(); h.IsHTTP11() && n != -1 && n <= 0 {
+		return fasthttp.RequestConfig{}
+	}
+	if !h.IsHTTP11() && !SupportedVersion(h) {
+		h.SetContentLength(0)
+		h.Del(fasthttp.HeaderExpect)
 		return fasthttp.RequestConfig{}
 	}
 	v := h.Peek(fasthttp.HeaderExpect)
