@@ -282,3 +282,39 @@ func TestGoMemoryLimitsSetGOMEMLIMIT(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicaCountsMatchTheDeployments: a variable telling a binary how many replicas share its limits (REPLICAS,
+// GATEWAY_REPLICAS) equals its Deployment's replicas in every build: while Redis is down each replica enforces
+// limit ÷ that number alone (pkg/limit). The kind overlay runs one replica of each but kept the base's 2, so there
+// the gateway's and the user service's limits fell to half whenever Redis was unreachable.
+func TestReplicaCountsMatchTheDeployments(t *testing.T) {
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) {
+			checked := 0
+			for _, o := range build(t, dir) {
+				d, ok := o.Value.(*appsv1.Deployment)
+				if !ok {
+					continue
+				}
+				want := int32(1) // the API's default
+				if d.Spec.Replicas != nil {
+					want = *d.Spec.Replicas
+				}
+				for _, c := range d.Spec.Template.Spec.Containers {
+					for _, e := range c.Env {
+						if !strings.HasSuffix(e.Name, "REPLICAS") {
+							continue
+						}
+						checked++
+						if n, err := strconv.Atoi(e.Value); err != nil || int32(n) != want {
+							t.Errorf("Deployment %s: %s=%q, but it runs %d replicas", o.Name, e.Name, e.Value, want)
+						}
+					}
+				}
+			}
+			if checked == 0 {
+				t.Fatal("no replica count checked: the variables moved, follow them here")
+			}
+		})
+	}
+}
