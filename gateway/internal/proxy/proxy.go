@@ -282,8 +282,14 @@ func (p *Proxy) decorate(resp *fasthttp.Response, st *state) {
 		dropRespelled(rh, st.respelled&st.decorating(p.o.CORS))
 	}
 	rh.SetCanonical(requestIDKey, st.rid)
-	if st.cors {
+	if p.o.CORS != nil {
+		// Every answer, also one to a request without Origin: it lacks the
+		// allow headers, and a shared cache must not give it to a browser
+		// asking from an allowed origin (Fetch standard, "CORS protocol and
+		// HTTP caches").
 		rh.Add("Vary", "Origin")
+	}
+	if st.cors {
 		if len(st.origin) > 0 {
 			if st.originAll {
 				rh.Set("Access-Control-Allow-Origin", "*")

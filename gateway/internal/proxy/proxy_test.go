@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -348,6 +349,38 @@ func TestCORSPreflight(t *testing.T) {
 	}
 	if up.hits.Load() != 1 {
 		t.Fatalf("preflights reached the upstream: %d hits", up.hits.Load())
+	}
+}
+
+// With CORS configured an answer depends on the request's Origin, so every
+// answer says so, also one to a request without Origin (Fetch standard,
+// "CORS protocol and HTTP caches"): without Vary: Origin a shared cache
+// kept that answer, which has no Access-Control-Allow-Origin, and gave it
+// to browsers asking from an allowed origin, which then refused it.
+func TestCORSAnswersVaryByOriginEvenWithoutOne(t *testing.T) {
+	up := startUpstream(t)
+	for _, origins := range [][]string{{"https://shop.example"}, {"*"}} {
+		c := DefaultCORS(origins)
+		p, _ := newTestProxy(t, Options{CORS: &c}, up)
+		for _, raw := range []string{
+			"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n",
+			"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nOrigin: https://shop.example\r\n\r\n",
+			"GET /api/v1/nothing HTTP/1.1\r\nHost: gw\r\n\r\n", // a local answer (404)
+		} {
+			ctx := serve(p, raw)
+			var vary []string
+			for _, v := range ctx.Response.Header.PeekAll("Vary") {
+				vary = append(vary, string(v))
+			}
+			if !slices.Contains(vary, "Origin") {
+				t.Errorf("origins %q, %q: %d with Vary %q, want Origin among them", origins, raw, ctx.Response.StatusCode(), vary)
+			}
+		}
+	}
+	// Without CORS the answer does not depend on Origin.
+	p, _ := newTestProxy(t, Options{}, up)
+	if v := serve(p, "GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nOrigin: https://shop.example\r\n\r\n").Response.Header.PeekAll("Vary"); len(v) != 0 {
+		t.Errorf("no CORS: Vary %q", v)
 	}
 }
 
