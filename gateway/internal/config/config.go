@@ -89,8 +89,40 @@ func Load() (Config, error) {
 // Validate is called by pkg/config after parsing.
 func (c *Config) Validate() error {
 	var errs []error
+	// A variable set to "" is its zero value (pkg/config), not its default:
+	// each zero or negative value that means nothing here is refused by
+	// name rather than replaced by a built-in default or left to break
+	// traffic (TestEmptyOrMeaninglessValuesAreRefusedByName).
+	required := func(name, val string) {
+		if strings.TrimSpace(val) == "" {
+			errs = append(errs, pkgconfig.Invalid(name, "must not be empty (unset it for the default)"))
+		}
+	}
+	positive := func(name string, ok bool) {
+		if !ok {
+			errs = append(errs, pkgconfig.Invalid(name, "must be positive (unset it for the default)"))
+		}
+	}
 	if c.Mode != "full" && c.Mode != "routing" {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_MODE", "must be full or routing"))
+	}
+	required("HTTP_ADDR", c.Addr)
+	if c.Mode == "full" { // routing mode verifies no token and limits nothing
+		required("JWKS_URL", c.JWKSURL)
+		required("REDIS_URL", c.RedisURL)
+		required("GATEWAY_LIMIT_NAMESPACE", c.LimitNamespace)
+	}
+	required("GATEWAY_DYNAMIC_KEY", c.DynamicKey)
+	positive("GATEWAY_MAX_TIMEOUT", c.MaxTimeout > 0)
+	positive("GATEWAY_WRITE_TIMEOUT", c.WriteTimeout > 0)
+	positive("GATEWAY_IDLE_TIMEOUT", c.IdleTimeout > 0)
+	positive("GATEWAY_UPSTREAM_MAX_CONNS", c.MaxConns > 0)
+	positive("GATEWAY_REPLICAS", c.Replicas > 0)
+	positive("GATEWAY_BREAKER_OPEN", c.BreakerOpen > 0)
+	positive("GATEWAY_BREAKER_WINDOW", c.BreakerWindow > 0)
+	positive("GATEWAY_CONCURRENCY_MAX", c.ConcurrencyMax > 0)
+	if c.RetryFloor < 0 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_RETRY_FLOOR", "must not be negative"))
 	}
 	switch {
 	case c.Transport != "auto" && c.Transport != "fasthttp" && c.Transport != "loop":
@@ -125,7 +157,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, pkgconfig.Invalid("DISCOVERY_STATIC", "required when ETCD_ENDPOINTS is empty"))
 	}
 	if c.MaxAttempts < 1 {
-		errs = append(errs, pkgconfig.Invalid("GATEWAY_MAX_ATTEMPTS", "must be at least 1"))
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_MAX_ATTEMPTS", "must be at least 1 (unset it for the default)"))
 	}
 	if c.BreakerRatio <= 0 || c.BreakerRatio > 1 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_BREAKER_FAILURE_RATIO", "must be in (0, 1]"))

@@ -94,3 +94,67 @@ func TestLoadListsEveryBadVariable(t *testing.T) {
 		}
 	}
 }
+
+// The platform reads a variable set to "" as empty, the field's zero value
+// (pkg/config), never as its default. Every variable whose zero or a
+// negative value means nothing the gateway can do is refused at start by
+// name, as GATEWAY_MAX_ATTEMPTS= was: some were taken silently and replaced
+// by a built-in default (GATEWAY_UPSTREAM_MAX_CONNS=, GATEWAY_REPLICAS=,
+// GATEWAY_CONCURRENCY_MAX=, the breaker's periods, GATEWAY_MAX_TIMEOUT=),
+// others broke traffic: GATEWAY_UPSTREAM_MAX_CONNS=-1 let the event loop
+// open no upstream connection (every request waited for its 504),
+// GATEWAY_IDLE_TIMEOUT= kept idle clients forever on the event loop and
+// closed them at the read timeout on fasthttp, JWKS_URL= answered every
+// token 401, HTTP_ADDR= listened on a random port. Zeros that mean
+// something (documented) still load.
+func TestEmptyOrMeaninglessValuesAreRefusedByName(t *testing.T) {
+	for _, c := range []struct{ name, value string }{
+		{"HTTP_ADDR", ""},
+		{"JWKS_URL", ""},
+		{"REDIS_URL", ""},
+		{"GATEWAY_LIMIT_NAMESPACE", ""},
+		{"GATEWAY_DYNAMIC_KEY", ""},
+		{"GATEWAY_ROUTES", ""},
+		{"GATEWAY_ROUTE_TIMEOUT", ""},
+		{"GATEWAY_MAX_TIMEOUT", ""},
+		{"GATEWAY_MAX_TIMEOUT", "-1s"},
+		{"GATEWAY_MAX_BODY_BYTES", ""},
+		{"GATEWAY_READ_TIMEOUT", ""},
+		{"GATEWAY_WRITE_TIMEOUT", ""},
+		{"GATEWAY_WRITE_TIMEOUT", "-1s"},
+		{"GATEWAY_IDLE_TIMEOUT", ""},
+		{"GATEWAY_UPSTREAM_MAX_CONNS", ""},
+		{"GATEWAY_UPSTREAM_MAX_CONNS", "-1"},
+		{"GATEWAY_REPLICAS", ""},
+		{"GATEWAY_REPLICAS", "-2"},
+		{"GATEWAY_RETRY_FLOOR", "-1"},
+		{"GATEWAY_MAX_ATTEMPTS", ""},
+		{"GATEWAY_BREAKER_OPEN", ""},
+		{"GATEWAY_BREAKER_WINDOW", ""},
+		{"GATEWAY_BREAKER_WINDOW", "-10s"},
+		{"GATEWAY_CONCURRENCY_MAX", ""},
+		{"GATEWAY_CONCURRENCY_MAX", "-5"},
+	} {
+		var cfg Config
+		err := pkgconfig.LoadFrom(&cfg, map[string]string{c.name: c.value})
+		var bad *pkgconfig.Error
+		if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != c.name {
+			t.Errorf("%s=%q: got %v, want one problem naming it", c.name, c.value, err)
+		}
+	}
+	// Meaningful zeros and empties: the defaults' own, or documented.
+	for _, env := range []map[string]string{
+		{},
+		{"ADMIN_ADDR": "", "GATEWAY_TRUSTED_PROXIES": "", "GATEWAY_CORS_ORIGINS": "", "TLS_CERT_FILE": "", "TLS_KEY_FILE": ""},
+		{"GATEWAY_EVENT_LOOPS": "0", "GATEWAY_IP_LIMIT": "0", "GATEWAY_LOGIN_LIMIT": "", "GATEWAY_USER_LIMIT": "0"},
+		{"GATEWAY_RETRY_BUDGET": "0", "GATEWAY_RETRY_FLOOR": "0", "GATEWAY_BREAKER_MIN_REQUESTS": "0"},
+		{"ETCD_ENDPOINTS": "", "DISCOVERY_STATIC": "order=127.0.0.1:1"},
+		// Routing mode verifies no token and limits nothing.
+		{"GATEWAY_MODE": "routing", "JWKS_URL": "", "REDIS_URL": ""},
+	} {
+		var cfg Config
+		if err := pkgconfig.LoadFrom(&cfg, env); err != nil {
+			t.Errorf("%v: %v", env, err)
+		}
+	}
+}
