@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"sync/atomic"
 	"time"
 
@@ -137,10 +138,23 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 	if res.RetryAfter > 0 {
 		d.RetryAfter = res.RetryAfter
 	}
-	if res.Limit.Rate > 0 {
-		d.Window = res.Limit.Period * time.Duration(res.Limit.Burst) / time.Duration(res.Limit.Rate)
+	if res.Limit.Rate > 0 && res.Limit.Burst > 0 && res.Limit.Period > 0 {
+		d.Window = refill(res.Limit.Period, res.Limit.Burst, res.Limit.Rate)
 	}
 	return d, nil
+}
+
+// refill is period × burst / rate, the time a drained bucket takes to fill
+// again, multiplied in 128 bits: the int64 product wrapped for a large burst
+// over a long period (a million per day), giving a negative or wrong window.
+// A window past maxWindow (decades) is reported as maxWindow.
+func refill(period time.Duration, burst, rate int) time.Duration {
+	hi, lo := bits.Mul64(uint64(period), uint64(burst))
+	if hi >= uint64(rate) { // the quotient would not fit 64 bits
+		return maxWindow
+	}
+	q, _ := bits.Div64(hi, lo, uint64(rate))
+	return time.Duration(min(q, uint64(maxWindow)))
 }
 
 type redisAnswer struct {

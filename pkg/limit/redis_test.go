@@ -94,3 +94,27 @@ func TestRedisDownFallsBackToLocalShare(t *testing.T) {
 		t.Fatalf("fallback counter %d, want 20", got)
 	}
 }
+
+// The window in the RateLimit-Policy is the time the quota takes to refill, for every rate NewRedis accepts: the
+// product Period × Burst overflowed int64 for a large burst over a long period (a negative window, so Middleware
+// dropped w, or a wrapped positive one).
+func TestRedisWindowOfLargeRates(t *testing.T) {
+	rdb := redisClient(t)
+	name := fmt.Sprintf("test-window-%d", time.Now().UnixNano())
+	for _, tc := range []struct {
+		lim  Rate
+		want time.Duration
+	}{
+		{Rate{Count: 10, Period: time.Minute}, time.Minute},
+		{Rate{Count: 10_000_000, Period: time.Hour}, time.Hour},
+		{Rate{Count: 100, Period: 24 * time.Hour, Burst: 1_000_000}, 10_000 * 24 * time.Hour},
+	} {
+		d, err := NewRedis(rdb, tc.lim, 1, Name(name)).Allow(context.Background(), fmt.Sprintf("%d/%v:%d", tc.lim.Count, tc.lim.Period, tc.lim.Burst))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.Window != tc.want {
+			t.Errorf("%+v: window %v, want %v", tc.lim, d.Window, tc.want)
+		}
+	}
+}
