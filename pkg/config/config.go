@@ -356,7 +356,10 @@ func translate(err error, vars []Var, lookup func(string) (string, bool), report
 		val := ""
 		if v != nil {
 			name = v.Name
-			val, _ = lookup(v.Name)
+			var set bool
+			if val, set = lookup(v.Name); !set {
+				val = opts.Environment[v.Name] // its envDefault is what failed
+			}
 		}
 		return &VarError{Var: name, Problem: fmt.Sprintf("%q is invalid", val), Expected: expected(v)}, true
 	}

@@ -525,3 +525,16 @@ func TestParseErrorNamesTheBadVariableOnce(t *testing.T) {
 		t.Errorf("problems:\n got %q\nwant %q", got, want)
 	}
 }
+
+// A variable left unset whose envDefault does not parse (a slip in the struct tag) is reported with that default, not
+// as the empty value the operator never gave.
+func TestBadDefaultIsShown(t *testing.T) {
+	var c struct {
+		Wait time.Duration `env:"WAIT" envDefault:"5 seconds"`
+	}
+	err := load(&c, map[string]string{})
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Vars) != 1 || ce.Vars[0].Problem != `"5 seconds" is invalid` {
+		t.Fatalf("Load = %v, want WAIT: \"5 seconds\" is invalid", err)
+	}
+}
