@@ -172,9 +172,11 @@ func load(cfg any, environ map[string]string) error {
 	// is a follow-on and dropped, and so are complaints naming no variable,
 	// which may be about that zero too.
 	parsed := len(bad) == 0
+	said := map[VarError]bool{} // a section validated in two places says the same thing twice
 	for _, err := range validate(reflect.ValueOf(cfg)) {
 		for _, ve := range validationErrors(err, vars) {
-			if !failed[ve.Var] && (parsed || ve.Var != unnamed) {
+			if !failed[ve.Var] && (parsed || ve.Var != unnamed) && !said[*ve] {
+				said[*ve] = true
 				bad = append(bad, ve)
 			}
 		}

@@ -538,3 +538,27 @@ func TestBadDefaultIsShown(t *testing.T) {
 		t.Fatalf("Load = %v, want WAIT: \"5 seconds\" is invalid", err)
 	}
 }
+
+// A section read in two places (the same variables) is validated in both: its complaint is one problem, listed once.
+func TestSameComplaintListedOnce(t *testing.T) {
+	var c struct {
+		Primary positivePort
+		Replica positivePort
+	}
+	err := load(&c, map[string]string{"PORT": "-1"})
+	var ce *Error
+	if !errors.As(err, &ce) || len(ce.Vars) != 1 {
+		t.Fatalf("Load = %v, want PORT listed once", err)
+	}
+}
+
+type positivePort struct {
+	Port int `env:"PORT"`
+}
+
+func (p positivePort) Validate() error {
+	if p.Port <= 0 {
+		return Invalid("PORT", "must be positive")
+	}
+	return nil
+}
