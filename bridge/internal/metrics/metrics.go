@@ -35,6 +35,11 @@ type Bridge struct {
 
 	mu  sync.Mutex
 	lag map[lagKey]int64
+
+	// sets are the attribute sets of each leg, and of each leg and result, that the message path records, built once
+	// in New: building one sorts and allocates, and a leg records four measurements for every message it carries
+	// (BenchmarkPerMessage: 16 allocations and 800 bytes a message before). Read only after New.
+	sets map[setKey]metric.MeasurementOption
 }
 
 type lagKey struct {
@@ -42,9 +47,34 @@ type lagKey struct {
 	partition int
 }
 
+type setKey struct{ leg, result string }
+
+// results are the results the legs count; another is counted too, its set built at each call.
+var results = []string{"", "ok", "dlq", "retry", "skipped", "order_violation"}
+
+// set returns the measurement option of leg and, unless empty, result.
+func (b *Bridge) set(leg, result string) metric.MeasurementOption {
+	if o, ok := b.sets[setKey{leg, result}]; ok {
+		return o
+	}
+	return newSet(leg, result)
+}
+
+func newSet(leg, result string) metric.MeasurementOption {
+	if result == "" {
+		return metric.WithAttributeSet(attribute.NewSet(attribute.String("leg", leg)))
+	}
+	return metric.WithAttributeSet(attribute.NewSet(attribute.String("leg", leg), attribute.String("result", result)))
+}
+
 // New registers the instruments on m.
 func New(m metric.Meter) (*Bridge, error) {
-	b := &Bridge{lag: map[lagKey]int64{}}
+	b := &Bridge{lag: map[lagKey]int64{}, sets: map[setKey]metric.MeasurementOption{}}
+	for _, leg := range []string{LegA, LegB} {
+		for _, r := range results {
+			b.sets[setKey{leg, r}] = newSet(leg, r)
+		}
+	}
 	var err error
 	if b.messages, err = m.Int64Counter("bridge.messages", metric.WithDescription("messages handled per leg and result")); err != nil {
 		return nil, err
@@ -77,17 +107,17 @@ func New(m metric.Meter) (*Bridge, error) {
 
 // Count adds n messages with a result on a leg.
 func (b *Bridge) Count(leg, result string, n int64) {
-	b.messages.Add(context.Background(), n, metric.WithAttributes(attribute.String("leg", leg), attribute.String("result", result)))
+	b.messages.Add(context.Background(), n, b.set(leg, result))
 }
 
 // InFlight moves the in-flight gauge by delta.
 func (b *Bridge) InFlight(leg string, delta int64) {
-	b.inflight.Add(context.Background(), delta, metric.WithAttributes(attribute.String("leg", leg)))
+	b.inflight.Add(context.Background(), delta, b.set(leg, ""))
 }
 
 // Hop records one message's latency over a leg; ctx carries the span for exemplars.
 func (b *Bridge) Hop(ctx context.Context, leg string, d time.Duration) {
-	b.hop.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("leg", leg)))
+	b.hop.Record(ctx, d.Seconds(), b.set(leg, ""))
 }
 
 // DLQ counts a dead letter.
