@@ -115,17 +115,25 @@ func TestLoginThrottledEvenWithRightPassword(t *testing.T) {
 	}
 }
 
-func TestRefreshRotatesAndReuseRevokesFamily(t *testing.T) {
-	f := newFixture()
+// loginAndRefresh registers alice, logs her in and refreshes once: the
+// login's token is then spent, the refresh's the family's newest.
+func loginAndRefresh(t *testing.T, f *fixture) (first, second Tokens) {
+	t.Helper()
 	register(t, f, "alice@example.com")
 	first, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: goodPassword, IP: "10.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := f.app.Refresh.Handle(ctx, first.RefreshToken)
+	second, err = f.app.Refresh.Handle(ctx, first.RefreshToken)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return first, second
+}
+
+func TestRefreshRotatesAndReuseRevokesFamily(t *testing.T) {
+	f := newFixture()
+	first, second := loginAndRefresh(t, f)
 	if second.RefreshToken == first.RefreshToken {
 		t.Fatal("refresh token not rotated")
 	}
@@ -158,6 +166,46 @@ func TestRefreshExpiryAndUnknown(t *testing.T) {
 	f.now = f.now.Add(31 * 24 * time.Hour)
 	if _, err := f.app.Refresh.Handle(ctx, tok.RefreshToken); !errors.Is(err, session.ErrInvalid) {
 		t.Fatalf("expired: %v", err)
+	}
+}
+
+// leavingSessions is memSessions that, like a database, refuses work whose
+// context has ended, and whose ByHash is the last thing the request's
+// client waits for: it goes away (leave) once the lookup has answered.
+type leavingSessions struct {
+	*memSessions
+	leave context.CancelFunc
+}
+
+func (s leavingSessions) ByHash(ctx context.Context, h string) (session.RefreshToken, error) {
+	if err := ctx.Err(); err != nil {
+		return session.RefreshToken{}, err
+	}
+	defer s.leave()
+	return s.memSessions.ByHash(ctx, h)
+}
+
+func (s leavingSessions) RevokeFamily(ctx context.Context, family string, now time.Time) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.memSessions.RevokeFamily(ctx, family, now)
+}
+
+// A detected reuse revokes the family even when the request that showed the
+// spent token ends right after its lookup: the revocation ran on the
+// request's context, so the stolen family outlived the detection.
+func TestRefreshReuseRevokesTheFamilyWhenTheCallerLeaves(t *testing.T) {
+	f := newFixture()
+	first, second := loginAndRefresh(t, f)
+	reqCtx, leave := context.WithCancel(ctx)
+	refresh := New(Deps{Users: f.users, Profiles: f.cache, Sessions: leavingSessions{f.sessions, leave}, Hasher: plainHasher{},
+		Tokens: fakeIssuer{}, Guard: &countGuard{n: 100, m: map[string]int{}}, NewID: func() string { return "id" }}).Refresh
+	if _, err := refresh.Handle(reqCtx, first.RefreshToken); !errors.Is(err, session.ErrInvalid) {
+		t.Errorf("reuse: err = %v, want ErrInvalid", err)
+	}
+	if _, err := f.app.Refresh.Handle(ctx, second.RefreshToken); !errors.Is(err, session.ErrInvalid) {
+		t.Fatalf("the family's newest token after the reuse: err = %v, want ErrInvalid", err)
 	}
 }
 

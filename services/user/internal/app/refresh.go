@@ -51,7 +51,11 @@ func (h RefreshHandler) Handle(ctx context.Context, secret string) (Tokens, erro
 	return h.issue.tokens(old.UserID, now, next, nextSecret)
 }
 
+// revokeOnReuse revokes the family of a spent token presented again, even
+// if the request that presented it has ended (see revoking).
 func (h RefreshHandler) revokeOnReuse(ctx context.Context, t session.RefreshToken) error {
+	ctx, cancel := revoking(ctx)
+	defer cancel()
 	h.d.Logger.WarnContext(ctx, "refresh token reused, revoking its family",
 		"user_id", t.UserID, "family_id", t.FamilyID, "token_id", t.ID)
 	if err := h.d.Sessions.RevokeFamily(ctx, t.FamilyID, h.d.Now().UTC()); err != nil {

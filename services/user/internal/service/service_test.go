@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -697,5 +698,26 @@ func TestKeyRotation(t *testing.T) {
 	isProblem(t, rotated.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+old), http.StatusUnauthorized, "")
 	if access, _ := rotated.tokens(email); kid(access) != current.Kid {
 		t.Fatalf("after the rotation a new token names kid %q", kid(access))
+	}
+}
+
+// A logout the service has received revokes the family even when its client
+// goes away at once (a client logging out as it closes rarely waits for the
+// answer) or its deadline passes: the revocation ran on the request's
+// context, so it was cancelled with it, and the session lived on.
+func TestLogoutOutlivesItsCaller(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	h.register(email)
+	gone, cancel := context.WithCancel(t.Context())
+	cancel()
+	expired, cancel := context.WithDeadline(t.Context(), time.Now().Add(-time.Second))
+	defer cancel()
+	for name, ended := range map[string]context.Context{"client gone": gone, "deadline passed": expired} {
+		_, refresh := h.tokens(email)
+		if err := h.svc.App.Logout.Handle(ended, refresh); err != nil {
+			t.Errorf("%s: logout: %v", name, err)
+		}
+		isProblem(t, h.do("POST", "/api/v1/sessions/refresh", fmt.Sprintf(`{"refresh_token":%q}`, refresh)), http.StatusUnauthorized, "")
 	}
 }
