@@ -81,6 +81,22 @@ func (f *freshConns) settle(ctx context.Context, grace time.Duration) {
 	}
 }
 
+// closeSilent closes the connections that have not sent a request yet.
+func (f *freshConns) closeSilent() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for c := range f.m {
+		_ = c.Close() // net/http's goroutine for it sees the read fail and forgets it
+	}
+}
+
+// settleReserve is the part of the drain budget kept for Shutdown after the
+// wait for silent connections: a tenth, at most 100 ms (their goroutines
+// end within a millisecond of the close).
+func settleReserve(budget time.Duration) time.Duration {
+	return min(budget/10, 100*time.Millisecond)
+}
+
 // onceCloser lets shutdown close the listener before http.Server.Shutdown,
 // which closes it again: the second Close must not fail the drain.
 type onceCloser struct {

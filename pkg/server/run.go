@@ -147,9 +147,18 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener) error {
 	}
 	step("drain", func(ctx context.Context) error {
 		// Stop accepting, then give the connections accepted just before a
-		// moment to send their requests, which Shutdown would drop.
+		// moment to send their requests, which Shutdown would drop. Those
+		// still silent at the end of that wait sent no request to drain:
+		// they are closed, or Shutdown, which counts a silent connection as
+		// busy until it is 5 s old, would wait for them to the deadline and
+		// report requests cut off when none were (a drain shorter than 5 s).
+		// The wait ends a little before the deadline, so that Shutdown sees
+		// their goroutines end.
 		ln.Close()
-		s.fresh.settle(ctx, newConnGrace)
+		settleCtx, cancel := context.WithTimeout(ctx, s.o.ShutdownTimeout-settleReserve(s.o.ShutdownTimeout))
+		s.fresh.settle(settleCtx, newConnGrace)
+		cancel()
+		s.fresh.closeSilent()
 		err := srv.Shutdown(ctx)
 		if admin != nil {
 			// pprof profiles can run for 30 s; do not wait for them.
