@@ -211,8 +211,10 @@ func (b *Breaker) Admit() (done func(Outcome), err error) {
 // Counted, any caller with a short deadline could open the breaker for
 // everyone. A deadline of this process's own (the route's maximum, a
 // timeout put on the call) is not the caller's: its timeouts count, or a
-// hanging upstream would never open the breaker. The rest count as
-// successes. Unlike Allow and Admit, Guard allocates (report keeps ctx).
+// hanging upstream would never open the breaker; but a call
+// deadline.Transport did not send (ErrExpired) is ignored whoever's deadline
+// it was: the upstream was not asked. The rest count as successes. Unlike
+// Allow and Admit, Guard allocates (report keeps ctx).
 func (b *Breaker) Guard(ctx context.Context) (report func(err error, status int), err error) {
 	done, err := b.Admit()
 	return func(err error, status int) { done(classify(ctx, err, status)) }, err

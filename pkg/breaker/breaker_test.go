@@ -262,6 +262,9 @@ func TestGuardIgnoresTheCallersOwnDeadline(t *testing.T) {
 		{"504 without a deadline", context.Background(), nil, http.StatusGatewayTimeout, Failure},
 		{"the route's maximum passed", routeMax, fmt.Errorf("get: %w", context.DeadlineExceeded), 0, Failure},
 		{"504 at the route's maximum", routeMax, nil, http.StatusGatewayTimeout, Failure},
+		// deadline.Transport sent nothing: the time went elsewhere, the upstream was not asked.
+		{"not sent at the route's maximum", routeMax, &url.Error{Op: "Get", URL: "http://x", Err: deadline.ErrExpired}, 0, Ignored},
+		{"not sent at this process's timeout", own, fmt.Errorf("get: %w", deadline.ErrExpired), 0, Ignored},
 		{"this process's timeout under the caller's", own, timeout, 0, Failure},
 		{"a plain deadline passed", plain, fmt.Errorf("get: %w", context.DeadlineExceeded), 0, Failure},
 		{"503 after the caller's deadline", past, nil, http.StatusServiceUnavailable, Failure},

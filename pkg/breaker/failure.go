@@ -67,6 +67,10 @@ func classify(ctx context.Context, err error, status int) Outcome {
 	switch {
 	case Cancelled(err):
 		return Ignored
+	case errors.Is(err, deadline.ErrExpired):
+		// deadline.Transport did not send the call: whoever's deadline it
+		// was, the time went elsewhere and the upstream was not asked.
+		return Ignored
 	case callerGaveUp(ctx, err, status):
 		return Ignored
 	case IsFailure(err, status):
