@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -63,6 +64,7 @@ type client struct {
 	http10               bool  // the request being served is HTTP/1.0
 	linger               bool  // close by lingering (reject)
 	lingerSince          int64 // lingering since (unix ns), 0: not
+	finned               bool  // lingering, and the answer is out with a FIN behind it
 	need                 int   // bytes the request being read needs before a parse can succeed
 	started              int64 // first byte of the request being read arrived (unix ns), 0: none
 	active               int64 // last answer written or connection opened
@@ -260,6 +262,20 @@ func (l *loop) reject(cl *client, err error) {
 // calls this lingering close).
 const Linger = time.Second
 
+// fin sends a lingering client a FIN once its answer has left (gnet writes
+// what the socket does not take later, from its buffer; the sweep looks
+// again), as the fasthttp transport's sockio.Conn does: the answer is
+// complete, and a client reading to the end of the connection learns it
+// then, not when Linger has passed (a second per refused request). Reading
+// goes on, dropping what the client still sends.
+func (l *loop) fin(cl *client) {
+	if cl.finned || cl.gone || cl.c.OutboundBuffered() > 0 {
+		return
+	}
+	cl.finned = true
+	_ = syscall.Shutdown(cl.c.Fd(), syscall.SHUT_WR)
+}
+
 // step carries out what the chain asked for.
 func (l *loop) step(cl *client, s proxy.Step) {
 	switch s {
@@ -350,6 +366,7 @@ func (l *loop) reply(cl *client) {
 		cl.closing = true
 		if cl.linger {
 			cl.lingerSince = cl.active // the sweep closes it, or the client does
+			l.fin(cl)
 			return
 		}
 		_ = cl.c.Close()

@@ -82,6 +82,9 @@ type Options struct {
 	MaxConns int
 	// MaxResponseBytes caps an upstream answer (502 above). Default 16 MiB.
 	MaxResponseBytes int
+	// Linger bounds how long a client cut off mid-request may keep sending
+	// after its answer and FIN (see client.go's Linger). Default Linger.
+	Linger time.Duration
 	// DialTimeout bounds a connection attempt to an upstream; the
 	// requests waiting for it fail at their own deadline regardless, but
 	// a dial left to the kernel's SYN retries would count against MaxConns
@@ -138,6 +141,9 @@ func New(o Options) *Server {
 	}
 	if o.DialTimeout == 0 {
 		o.DialTimeout = 3 * time.Second
+	}
+	if o.Linger == 0 {
+		o.Linger = Linger
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

@@ -321,3 +321,43 @@ func TestCRLFHead(t *testing.T) {
 		}
 	}
 }
+
+// A client cut off mid-request reads its answer and then the end of the
+// connection, while the gateway still drops what it sends for Linger (an
+// hour here, so only the FIN can end the read): the connection used to stay
+// open, FIN and all, until Linger passed, a second per refused request for
+// a client reading to the end, though the README promised a FIN after the
+// answer on both transports. A parse error (reject) and a refusal by the
+// chain (505, whose announced body never comes).
+func TestRefusedClientGetsItsFINAtOnce(t *testing.T) {
+	addr := startServer(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, ReadTimeout: time.Hour, Linger: time.Hour})
+	for _, c := range []struct {
+		raw    string
+		status int
+	}{
+		{"GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: -3\r\n\r\n", 400},
+		{"POST /api/v1/orders HTTP/2.0\r\nHost: gw\r\nContent-Length: 100\r\n\r\nabc", 505},
+	} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second)) // a guard only: without the FIN the read waits an hour
+		if _, err := io.WriteString(conn, c.raw); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		var r fasthttp.Response
+		if err := r.Read(br); err != nil || r.StatusCode() != c.status {
+			t.Fatalf("%q: status %d err %v, want %d", c.raw, r.StatusCode(), err, c.status)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("%q: after the answer %v, want the end of the connection", c.raw, err)
+		}
+		// Still lingering: what the client sends now is dropped, not refused.
+		if _, err := io.WriteString(conn, "more of the refused request"); err != nil {
+			t.Fatalf("%q: write while lingering: %v", c.raw, err)
+		}
+		conn.Close()
+	}
+}

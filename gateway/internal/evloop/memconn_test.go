@@ -66,6 +66,10 @@ func (c *memConn) Write(b []byte) (int, error) {
 }
 func (c *memConn) Close() error          { c.closed = true; return nil }
 func (c *memConn) OutboundBuffered() int { return 0 }
+
+// Fd is no descriptor: fin's shutdown(2) of a lingering client fails on it
+// and is ignored.
+func (c *memConn) Fd() int { return -1 }
 func (c *memConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 }

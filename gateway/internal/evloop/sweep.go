@@ -30,7 +30,7 @@ func (l *loop) sweep(t time.Time) {
 				cl.waitOn = nil
 			}
 			l.attempted(cl, fasthttp.ErrTimeout)
-		case cl.lingerSince != 0 && !cl.gone && now-cl.lingerSince >= int64(Linger):
+		case cl.lingerSince != 0 && !cl.gone && now-cl.lingerSince >= int64(o.Linger):
 			cl.lingerSince = 0
 			_ = cl.c.Close()
 		case cl.busy || cl.gone || cl.closing:
@@ -39,6 +39,9 @@ func (l *loop) sweep(t time.Time) {
 		case cl.started == 0 && o.IdleTimeout > 0 && now-cl.active >= int64(o.IdleTimeout):
 			cl.closing = true
 			_ = cl.c.Close()
+		}
+		if cl.lingerSince != 0 && !cl.finned {
+			l.fin(cl) // its answer left since the last sweep
 		}
 		if cl.gone || cl.closing || o.WriteTimeout <= 0 {
 			continue
