@@ -152,14 +152,21 @@ func funcs(sym *symtab.Binary, names ...string) ([]symtab.Func, error) {
 	return out, nil
 }
 
+// http1Fields are the offsets the HTTP server probe cannot run without.
+var http1Fields = []offsets.Field{offsets.RequestMethod, offsets.ServerStatus, offsets.ServerConn, offsets.ConnHijacked}
+
 func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) error {
 	fs, err := funcs(sym, fnServeHTTP)
 	if err != nil {
 		return err
 	}
-	offs, _, err := offsets.Resolve(sym.ELF(), offsets.RequestMethod, offsets.ServerStatus, offsets.ServerConn, offsets.ConnHijacked)
-	if err != nil {
-		return err
+	// HTTP/2's fields in the same pass over the DWARF (each pass parses it anew); without them the probe still runs.
+	offs, _, h2Err := offsets.Resolve(sym.ELF(), append(http1Fields, offsets.H2WriterState, offsets.H2Status)...)
+	if h2Err != nil {
+		offs, _, err = offsets.Resolve(sym.ELF(), http1Fields...)
+		if err != nil {
+			return err
+		}
 	}
 	spec, err := httpserver.LoadBpf()
 	if err != nil {
@@ -171,8 +178,12 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 			return fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	if err := b.setResponseItab(sym, spec, fs[0]); err != nil {
+	if known, err := b.setResponseItab(sym, spec, fs[0]); err != nil {
 		return err
+	} else if known {
+		if err := b.setH2Writer(sym, spec, fs[0], offs, h2Err); err != nil {
+			return err
+		}
 	}
 	if slotEntries > 0 {
 		spec.Maps["inflight_slots"].MaxEntries = slotEntries
@@ -215,11 +226,10 @@ func (b *binProbes) attachHijack(sym *symtab.Binary, ex *link.Executable, prog *
 const fnServeConn = "net/http.(*conn).serve"
 
 // setResponseItab tells serve_http_ret which ResponseWriter is a *net/http.response (HTTP/1; HTTP/2 passes another
-// writer), by the itab conn.serve passes, which symtab.ArgAddr finds with or without a symbol table. The entry probe
-// sees the itab at run time and the address it is on, so the program is given their distance, the same in every
-// process whatever a PIE's load bias. Where it is not found (another net/http), status is read as before and
-// hijacked requests are not told apart: the log says so.
-func (b *binProbes) setResponseItab(sym *symtab.Binary, spec *ebpf.CollectionSpec, serve symtab.Func) error {
+// writer), by the itab conn.serve passes, which symtab.ArgAddr finds with or without a symbol table, and says whether
+// it did. Where it is not found (another net/http), status is read as before and hijacked requests are not told
+// apart: the log says so.
+func (b *binProbes) setResponseItab(sym *symtab.Binary, spec *ebpf.CollectionSpec, serve symtab.Func) (bool, error) {
 	conn, err := sym.Func(fnServeConn)
 	var itab uint64
 	if err == nil {
@@ -227,14 +237,62 @@ func (b *binProbes) setResponseItab(sym *symtab.Binary, spec *ebpf.CollectionSpe
 	}
 	if err != nil {
 		b.log.Info("HTTP/2 statuses and hijacked requests are not told apart", "exe", b.exe, "why", err.Error())
+		return false, nil
+	}
+	return true, setItab(spec, "response_itab", itab, serve)
+}
+
+// HTTP/2 requests (net/http's bundled server, h2c and TLS alike) are served by runHandler, which converts the
+// *http2responseWriter to a ResponseWriter for its handler func: the itab it loads into RAX for that call.
+const (
+	fnH2RunHandler = "net/http.(*http2serverConn).runHandler"
+	symH2Itab      = "go:itab.*net/http.http2responseWriter,net/http.ResponseWriter"
+)
+
+// setH2Writer tells serve_http_ret which ResponseWriter is HTTP/2's and where its status is: the itab from the symbol
+// table, or where that is stripped, from the LEA before runHandler's indirect call; the offsets resolved with the
+// others (offsErr: why they were not). Where either is not found, HTTP/2 requests are counted as 200 whatever they
+// answered, as the log says.
+func (b *binProbes) setH2Writer(sym *symtab.Binary, spec *ebpf.CollectionSpec, serve symtab.Func, offs map[offsets.Field]uint64, offsErr error) error {
+	itab, from, err := h2Itab(sym)
+	if err == nil {
+		err = offsErr
+	}
+	if err != nil {
+		b.log.Info("HTTP/2 requests are counted as 200 whatever their status", "exe", b.exe, "why", err.Error())
 		return nil
 	}
-	probe := serve.Entry + (serve.CallOff - serve.EntryOff) // serve_http_enter's address (attached at CallOff)
-	if err := spec.Variables["response_itab_from_ip"].Set(int64(itab - probe)); err != nil {
-		return fmt.Errorf("set response_itab_from_ip: %w", err)
+	b.log.Info("HTTP/2 statuses read through the writer's state", "exe", b.exe, "itab", from)
+	for name, fl := range map[string]offsets.Field{"off_h2writer_rws": offsets.H2WriterState, "off_h2state_status": offsets.H2Status} {
+		if err := spec.Variables[name].Set(offs[fl]); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
 	}
-	if err := spec.Variables["response_itab_known"].Set(uint8(1)); err != nil {
-		return fmt.Errorf("set response_itab_known: %w", err)
+	return setItab(spec, "h2_itab", itab, serve)
+}
+
+// h2Itab finds the itab of (*http2responseWriter, ResponseWriter) and says where: "symbols" or "code".
+func h2Itab(sym *symtab.Binary) (uint64, string, error) {
+	if syms, err := sym.Symbols(symH2Itab); err == nil {
+		return syms[symH2Itab], "symbols", nil
+	}
+	run, err := sym.Func(fnH2RunHandler)
+	if err != nil {
+		return 0, "code", err
+	}
+	itab, err := sym.IndirectArgAddr(run, x86asm.RAX)
+	return itab, "code", err
+}
+
+// setItab sets <name>_from_ip and <name>_known. The entry probe sees the itab at run time and the address it is on,
+// so the program is given their distance, the same in every process whatever a PIE's load bias.
+func setItab(spec *ebpf.CollectionSpec, name string, itab uint64, serve symtab.Func) error {
+	probe := serve.Entry + (serve.CallOff - serve.EntryOff) // serve_http_enter's address (attached at CallOff)
+	if err := spec.Variables[name+"_from_ip"].Set(int64(itab - probe)); err != nil {
+		return fmt.Errorf("set %s_from_ip: %w", name, err)
+	}
+	if err := spec.Variables[name+"_known"].Set(uint8(1)); err != nil {
+		return fmt.Errorf("set %s_known: %w", name, err)
 	}
 	return nil
 }

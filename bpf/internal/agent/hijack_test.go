@@ -2,8 +2,11 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -171,63 +174,114 @@ func (tg *target) unanswered(t *testing.T, path string) {
 // Over HTTP/2 the ResponseWriter serverHandler.ServeHTTP gets is net/http's http2responseWriter, not a *response, and
 // reading its memory at the response's offsets found no status (200) and then, taking its first word for a *conn,
 // a "hijacked" flag in whatever lay there, so HTTP/2 requests were randomly counted as hijacked (found by review;
-// map[1:1 200:4] in 5 of 6 runs). The status and hijacked reads are made only for the *response's itab: HTTP/2
-// requests are counted as 200 (their status is not read, as the README says), never hijacked, and HTTP/1 requests
-// on the same server keep their real status. Stripped, the itab is found the same way (symtab.ArgAddr); in a PIE
-// target it sits elsewhere in every process, which the comparison relative to the probe's address absorbs.
+// map[1:1 200:4] in 5 of 6 runs). The status and hijacked reads are made only for the *response's itab, and HTTP/1
+// requests on the same server keep their real status. HTTP/2 requests were then all counted as 200, whatever they
+// answered (map[200:24 404:3] for 17 200s, 4 404s and 3 500s over HTTP/2): their status is read through the
+// http2responseWriter's state when its itab (found in the code that converts it, (*http2serverConn).runHandler) is
+// known, and a handler that wrote nothing is the 200 net/http sends. Stripped, both itabs are found in the code and
+// the offsets come from the fallback table; in a PIE target the itabs sit elsewhere in every process, which the
+// comparison relative to the probe's address absorbs.
 func TestServerHTTP2IsNeverHijacked(t *testing.T) {
-	for _, variant := range []string{"plain", "stripped", "pie"} {
+	for _, variant := range []string{"plain", "stripped", "pie", "tls"} {
 		t.Run(variant, func(t *testing.T) {
 			requireRoot(t)
 			bin := buildTarget(t, variant == "stripped")
 			if variant == "pie" {
-				bin = buildPIETarget(t)
+				bin = buildTargetWith(t, "target-pie", "-buildmode=pie")
 			}
 			a := newAgent(t, bin)
 			a.Scan()
-			tg := startTarget(t, bin, "H2C=1")
+			// h2c (HTTP/2 without TLS, by prior knowledge), or with tls HTTPS, where ALPN picks HTTP/2 or HTTP/1.1.
+			env, base := "H2C=1", ""
+			h2, h1 := &http.Transport{Protocols: new(http.Protocols)}, &http.Transport{}
+			h2.Protocols.SetUnencryptedHTTP2(true)
+			if variant == "tls" {
+				env, base = "TLS=1", "https://"
+				h2.Protocols.SetHTTP2(true)
+				h1.Protocols = new(http.Protocols)
+				h1.Protocols.SetHTTP1(true)
+				// The target's throw-away certificate; one config each: a Transport adds its protocols to its own.
+				h1.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+				h2.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+			}
+			defer h2.CloseIdleConnections()
+			defer h1.CloseIdleConnections()
+			tg := startTarget(t, bin, env)
+			if base != "" {
+				tg.base = base + strings.TrimPrefix(tg.base, "http://")
+			}
 			a.Scan()
-			tr := &http.Transport{Protocols: new(http.Protocols)}
-			tr.Protocols.SetUnencryptedHTTP2(true)
-			h2 := &http.Client{Transport: tr}
-			defer tr.CloseIdleConnections()
-			for range 20 {
-				resp, err := h2.Get(tg.base + "/work")
-				if err != nil {
-					t.Fatal(err)
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
-					t.Fatalf("answered %s %s, want HTTP/2 200", resp.Proto, resp.Status)
+			// /spawn writes nothing: net/http answers 200 when the handler returns.
+			for path, n := range map[string]int{"/work": 15, "/work?status=404": 4, "/work?status=500": 3, "/spawn": 2} {
+				want := max(map[string]int{"/work?status=404": 404, "/work?status=500": 500}[path], 200)
+				for range n {
+					resp, err := (&http.Client{Transport: h2}).Get(tg.base + path)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.ProtoMajor != 2 || resp.StatusCode != want {
+						t.Fatalf("%s answered %s %s, want HTTP/2 %d", path, resp.Proto, resp.Status, want)
+					}
 				}
 			}
-			c := &http.Client{}
 			for range 3 {
-				tg.get(t, c, "GET", "/work?status=404")
+				tg.get(t, &http.Client{Transport: h1}, "GET", "/work?status=404")
 			}
 			eventually(t, func() (bool, string) {
 				got, err := serverByStatus(a, tg.pid)
 				if err != nil {
 					return false, err.Error()
 				}
-				return len(got) == 2 && got[200] == 20 && got[404] == 3,
-					fmt.Sprintf("requests by status %v, want 20 of 200 (HTTP/2) and 3 of 404 (HTTP/1), none hijacked", got)
+				return len(got) == 3 && got[200] == 17 && got[404] == 7 && got[500] == 3,
+					fmt.Sprintf("requests by status %v, want 17 of 200, 4 of 404 and 3 of 500 (HTTP/2) and 3 of 404 (HTTP/1), none hijacked", got)
 			})
 		})
 	}
 }
 
-// buildPIETarget compiles testdata/target as a position-independent executable (once).
-func buildPIETarget(t *testing.T) string {
+// A net/http built without HTTP/2 (-tags nethttpomithttp2) and stripped has neither the HTTP/2 writer's itab symbol
+// nor runHandler to find it in: the agent must say so in its log and keep reading HTTP/1 statuses as before.
+func TestServerWithoutHTTP2WriterSaysSo(t *testing.T) {
+	requireRoot(t)
+	bin := buildTargetWith(t, "target-noh2", "-tags=nethttpomithttp2", "-ldflags=-s -w")
+	var logs bytes.Buffer
+	a, err := New(Config{Targets: []string{bin}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	a.Scan()
+	tg := startTarget(t, bin)
+	a.Scan()
+	if !strings.Contains(logs.String(), "HTTP/2 requests are counted as 200 whatever their status") {
+		t.Errorf("the log does not say HTTP/2 statuses are not read:\n%s", logs.String())
+	}
+	c := &http.Client{}
+	for _, path := range []string{"/work", "/work?status=404", "/work?status=500"} {
+		tg.get(t, c, "GET", path)
+	}
+	eventually(t, func() (bool, string) {
+		got, err := serverByStatus(a, tg.pid)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(got) == 3 && got[200] == 1 && got[404] == 1 && got[500] == 1,
+			fmt.Sprintf("requests by status %v, want one each of 200, 404 and 500", got)
+	})
+}
+
+// buildTargetWith compiles testdata/target with go build's flags as name (once).
+func buildTargetWith(t *testing.T, name string, flags ...string) string {
 	t.Helper()
-	out := filepath.Join(binDir, "target-pie")
+	out := filepath.Join(binDir, name)
 	if _, err := os.Stat(out); err == nil {
 		return out
 	}
-	cmd := exec.Command("go", "build", "-buildmode=pie", "-o", out, "../../testdata/target")
+	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", out, "../../testdata/target")...)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build -buildmode=pie: %v\n%s", err, b)
+		t.Fatalf("go build %v: %v\n%s", flags, err, b)
 	}
 	return out
 }

@@ -24,6 +24,9 @@ const (
 	ServerStatus       Field = "net/http.response.status" // the server side's unexported response writer
 	ServerConn         Field = "net/http.response.conn"   // its connection,
 	ConnHijacked       Field = "net/http.conn.hijackedv"  // which a handler may have taken over (Hijack)
+	// HTTP/2's response writer (net/http's bundled server) is one pointer to its state, which holds the status.
+	H2WriterState Field = "net/http.http2responseWriter.rws"
+	H2Status      Field = "net/http.http2responseWriterState.status"
 
 	// The runtime's goroutine creation counters (runtime/metrics' /sched/goroutines-created), read from a
 	// process's memory by internal/gocount: a total in the scheduler for Ps that were destroyed, plus one per P.
@@ -43,6 +46,8 @@ var Fallback = map[Field]uint64{
 	ServerStatus:       128,
 	ServerConn:         0,   // the first field since Go 1.0
 	ConnHijacked:       136, // the same in go1.26.9-go1.26.11 (net/http's conn did not change)
+	H2WriterState:      0,   // its only field
+	H2Status:           72,  // the same in go1.26.9-go1.26.11 (h2_bundle.go's responseWriterState did not change)
 
 	SchedLock:              32,
 	SchedGoroutinesCreated: 6864,

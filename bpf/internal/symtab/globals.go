@@ -89,20 +89,65 @@ func (b *Binary) ArgAddr(caller, callee Func, reg x86asm.Reg) (uint64, error) {
 	if call < 0 {
 		return 0, fmt.Errorf("%s does not call %s: %w", caller.Name, callee.Name, ErrNotFound)
 	}
+	addr, err := leaBefore(insts, call, reg, caller.Entry)
+	if err != nil {
+		return 0, fmt.Errorf("%s's call of %s: %w", caller.Name, callee.Name, err)
+	}
+	return addr, nil
+}
+
+// IndirectArgAddr is ArgAddr for a call through a func value or an interface: the address that caller's only
+// indirect call with a RIP-relative LEA into reg before it receives there (net/http's http2serverConn.runHandler
+// calls its handler func with the itab of (*http2responseWriter, ResponseWriter) in RAX). Indirect calls whose reg
+// is set otherwise, or not at all, are passed over; two with a LEA are refused, not guessed between.
+func (b *Binary) IndirectArgAddr(caller Func, reg x86asm.Reg) (uint64, error) {
+	code, err := b.funcCode(caller.Name, caller.Entry, caller.End)
+	if err != nil {
+		return 0, err
+	}
+	insts := decode(code)
+	var addr uint64
+	found := false
+	for i, in := range insts {
+		if in.Op != x86asm.CALL || in.Args[0] == nil {
+			continue
+		}
+		if _, direct := in.Args[0].(x86asm.Rel); direct {
+			continue
+		}
+		a, err := leaBefore(insts, i, reg, caller.Entry)
+		if err != nil {
+			continue
+		}
+		if found {
+			return 0, fmt.Errorf("%s has more than one indirect call with a LEA into %v: %w", caller.Name, reg, ErrNotFound)
+		}
+		addr, found = a, true
+	}
+	if !found {
+		return 0, fmt.Errorf("%s has no indirect call with a LEA into %v: %w", caller.Name, reg, ErrNotFound)
+	}
+	return addr, nil
+}
+
+// leaBefore gives the address the instruction call receives in reg when the last write to reg before it, in the same
+// straight run of code (no CALL, JMP or RET in between), is a LEA of a RIP-relative address. entry is the address of
+// insts' first byte.
+func leaBefore(insts []inst, call int, reg x86asm.Reg, entry uint64) (uint64, error) {
 	for i := call - 1; i >= 0; i-- {
 		in := insts[i]
 		switch in.Op {
 		case x86asm.CALL, x86asm.JMP, x86asm.RET:
-			return 0, fmt.Errorf("no LEA into %v before %s's call of %s: %w", reg, caller.Name, callee.Name, ErrNotFound)
+			return 0, fmt.Errorf("no LEA into %v before it: %w", reg, ErrNotFound)
 		}
 		if r, ok := in.Args[0].(x86asm.Reg); !ok || family(r) != family(reg) {
 			continue
 		}
 		// The last write to reg before the call: it must be the LEA of a RIP-relative address.
 		if m, ok := in.Args[1].(x86asm.Mem); in.Op == x86asm.LEA && ok && m.Base == x86asm.RIP {
-			return uint64(int64(caller.Entry+uint64(in.off+in.Len)) + m.Disp), nil
+			return uint64(int64(entry+uint64(in.off+in.Len)) + m.Disp), nil
 		}
-		return 0, fmt.Errorf("%v is set by %v before %s's call of %s, not a LEA: %w", reg, in.Op, caller.Name, callee.Name, ErrNotFound)
+		return 0, fmt.Errorf("%v is set by %v before it, not a LEA: %w", reg, in.Op, ErrNotFound)
 	}
-	return 0, fmt.Errorf("no LEA into %v before %s's call of %s: %w", reg, caller.Name, callee.Name, ErrNotFound)
+	return 0, fmt.Errorf("no LEA into %v before it: %w", reg, ErrNotFound)
 }

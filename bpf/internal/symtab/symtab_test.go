@@ -104,13 +104,26 @@ func TestReturnsSkipsImmediateBytes(t *testing.T) {
 	}
 }
 
-// TestArgAddrFindsItab checks ArgAddr against the linker's symbol: the itab conn.serve passes to ServeHTTP with the
-// *response must be go:itab.*net/http.response,net/http.ResponseWriter, found the same in a stripped copy.
+// TestArgAddrFindsItab checks ArgAddr and IndirectArgAddr against the linker's symbols: the itab conn.serve passes to
+// ServeHTTP with the *response must be go:itab.*net/http.response,net/http.ResponseWriter, the one runHandler passes
+// its handler func with the HTTP/2 writer go:itab.*net/http.http2responseWriter,net/http.ResponseWriter, each found
+// the same in a stripped copy.
 func TestArgAddrFindsItab(t *testing.T) {
-	const itab = "go:itab.*net/http.response,net/http.ResponseWriter"
+	const (
+		itab   = "go:itab.*net/http.response,net/http.ResponseWriter"
+		h2Itab = "go:itab.*net/http.http2responseWriter,net/http.ResponseWriter"
+	)
+	full, err := Open(buildTarget(t, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer full.Close()
+	syms, err := full.Symbols(itab, h2Itab)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, stripped := range []bool{false, true} {
-		bin := buildTarget(t, stripped)
-		b, err := Open(bin)
+		b, err := Open(buildTarget(t, stripped))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,35 +136,30 @@ func TestArgAddrFindsItab(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		runHandler, err := b.Func("net/http.(*http2serverConn).runHandler")
+		if err != nil {
+			t.Fatal(err)
+		}
 		got, err := b.ArgAddr(serve, handler, x86asm.RBX)
 		if err != nil {
 			t.Fatalf("stripped %v: %v", stripped, err)
 		}
-		if !stripped {
-			syms, err := b.Symbols(itab)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got != syms[itab] {
-				t.Errorf("ArgAddr %#x, symbol %s at %#x", got, itab, syms[itab])
-			}
-			continue
-		}
-		full, err := Open(buildTarget(t, false))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer full.Close()
-		syms, err := full.Symbols(itab)
-		if err != nil {
-			t.Fatal(err)
-		}
 		if got != syms[itab] {
-			t.Errorf("stripped: ArgAddr %#x, the unstripped build's symbol at %#x", got, syms[itab])
+			t.Errorf("stripped %v: ArgAddr %#x, the unstripped build's symbol %s at %#x", stripped, got, itab, syms[itab])
+		}
+		got, err = b.IndirectArgAddr(runHandler, x86asm.RAX)
+		if err != nil {
+			t.Fatalf("stripped %v: %v", stripped, err)
+		}
+		if got != syms[h2Itab] {
+			t.Errorf("stripped %v: IndirectArgAddr %#x, the unstripped build's symbol %s at %#x", stripped, got, h2Itab, syms[h2Itab])
 		}
 		// A register the call does not receive a LEA in is refused, not guessed.
 		if _, err := b.ArgAddr(serve, handler, x86asm.R12); err == nil {
 			t.Error("ArgAddr found an address in R12")
+		}
+		if _, err := b.IndirectArgAddr(runHandler, x86asm.R12); err == nil {
+			t.Error("IndirectArgAddr found an address in R12")
 		}
 	}
 }

@@ -75,7 +75,11 @@ const (
 	BpfProgServeHttpHijack   = "serve_http_hijack"
 	BpfProgServeHttpPanic    = "serve_http_panic"
 	BpfProgServeHttpRet      = "serve_http_ret"
+	BpfVarH2ItabFromIp       = "h2_itab_from_ip"
+	BpfVarH2ItabKnown        = "h2_itab_known"
 	BpfVarOffConnHijacked    = "off_conn_hijacked"
+	BpfVarOffH2stateStatus   = "off_h2state_status"
+	BpfVarOffH2writerRws     = "off_h2writer_rws"
 	BpfVarOffRequestMethod   = "off_request_method"
 	BpfVarOffResponseConn    = "off_response_conn"
 	BpfVarOffResponseStatus  = "off_response_status"
@@ -147,7 +151,11 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	H2ItabFromIp       *ebpf.VariableSpec `ebpf:"h2_itab_from_ip"`
+	H2ItabKnown        *ebpf.VariableSpec `ebpf:"h2_itab_known"`
 	OffConnHijacked    *ebpf.VariableSpec `ebpf:"off_conn_hijacked"`
+	OffH2stateStatus   *ebpf.VariableSpec `ebpf:"off_h2state_status"`
+	OffH2writerRws     *ebpf.VariableSpec `ebpf:"off_h2writer_rws"`
 	OffRequestMethod   *ebpf.VariableSpec `ebpf:"off_request_method"`
 	OffResponseConn    *ebpf.VariableSpec `ebpf:"off_response_conn"`
 	OffResponseStatus  *ebpf.VariableSpec `ebpf:"off_response_status"`
@@ -198,7 +206,11 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	H2ItabFromIp       *ebpf.Variable `ebpf:"h2_itab_from_ip"`
+	H2ItabKnown        *ebpf.Variable `ebpf:"h2_itab_known"`
 	OffConnHijacked    *ebpf.Variable `ebpf:"off_conn_hijacked"`
+	OffH2stateStatus   *ebpf.Variable `ebpf:"off_h2state_status"`
+	OffH2writerRws     *ebpf.Variable `ebpf:"off_h2writer_rws"`
 	OffRequestMethod   *ebpf.Variable `ebpf:"off_request_method"`
 	OffResponseConn    *ebpf.Variable `ebpf:"off_response_conn"`
 	OffResponseStatus  *ebpf.Variable `ebpf:"off_response_status"`

@@ -2,8 +2,9 @@
 
 // HTTP server RED: net/http.serverHandler.ServeHTTP is entered once per request on the goroutine that serves it and
 // returns when the handler is done, so entry -> exit (after its call sites, else its RETs: symtab.Exits) is the latency.
-// The status is read at the exit from the *response the handler wrote to (its status field holds the first WriteHeader
-// code), so a request costs two uprobe hits: a third on (*response).WriteHeader would add a whole trap for nothing.
+// The status is read at the exit from the writer the handler wrote to (HTTP/1's *response holds the first WriteHeader
+// code, HTTP/2's http2responseWriter points to a state that does), so a request costs two uprobe hits: a third on
+// WriteHeader would add a whole trap for nothing.
 //
 // Cost per hit is what this file is shaped by (kernel.bpf_stats_enabled, bench/overhead.sh). On the machines this
 // was measured on (AMD, kernel built with Safe-RET and retpolines) every helper call and every non-inlined map
@@ -11,21 +12,28 @@
 // fast path uses no hash map at all: the request in flight lives in an array slot picked by hashing the goroutine,
 // claimed with one compare-and-swap, and the histogram in a per-CPU array slot picked by hashing the series key.
 // The hash maps remain behind both as the exact fallback when a slot is taken by someone else. What is left per
-// request is what cannot go: two clock reads and three user-memory reads (method header, method bytes, status).
+// request is what cannot go: two clock reads and three user-memory reads (method header, method bytes, status; four
+// over HTTP/2, whose status is behind a pointer).
 #include "goabi.h"
 
-// Offsets into net/http.Request and net/http.response, patched by the loader from the target's DWARF or the
-// fallback table.
+// Offsets into net/http.Request, net/http.response and HTTP/2's writer and its state, patched by the loader from the
+// target's DWARF or the fallback table.
 volatile const __u64 off_request_method = 0;
 volatile const __u64 off_response_status = 0;
 volatile const __u64 off_response_conn = 0;
 volatile const __u64 off_conn_hijacked = 0;
+volatile const __u64 off_h2writer_rws = 0;
+volatile const __u64 off_h2state_status = 0;
 // The ResponseWriter's itab for a *net/http.response, as its distance from the entry probe's address (position
 // independent: a PIE target's load bias cancels out), and whether the agent found it. HTTP/1 passes a *response;
 // HTTP/2 (net/http's bundled http2 server) passes its own, smaller writer, whose memory at the response's offsets is
 // something else entirely, so the status and hijacked reads are made only for a writer with this itab.
 volatile const __s64 response_itab_from_ip = 0;
 volatile const __u8 response_itab_known = 0;
+// The same for a *net/http.http2responseWriter: its status is read through its state (rws) instead. Known only where
+// the *response's itab is known too (the agent sets both or neither), so a writer that is neither is neither read.
+volatile const __s64 h2_itab_from_ip = 0;
+volatile const __u8 h2_itab_known = 0;
 
 // The status recorded for a request whose handler took the connection over (Hijack: a WebSocket upgrade, a CONNECT
 // tunnel): not an HTTP status, so the agent keeps these out of the request-duration histogram (ServeHTTP returns
@@ -38,7 +46,7 @@ volatile const __u8 response_itab_known = 0;
 
 struct req_state {
 	__u64 start_ns;
-	__u64 response; // the ResponseWriter's data word: a *net/http.response when writer matches
+	__u64 response; // the ResponseWriter's data word: a *net/http.response or *http2responseWriter as writer says
 	__s64 writer;   // the ResponseWriter's itab minus the entry probe's address
 	__u64 hijacked; // set by serve_http_hijack
 	char method[METHOD_LEN];
@@ -290,16 +298,24 @@ int serve_http_ret(struct pt_regs *ctx) {
 	if (!start)
 		return 0;
 	__s64 status = 0;
-	// Another writer (HTTP/2) is reported as 200: its status is not where a *response keeps it. Where the agent did
-	// not find the itab, the status is read as before the check existed, but not the hijacked flag: following a
-	// word of another object as a *conn could mark any request hijacked.
+	// HTTP/1's *response is tested first, so its requests pay no more than before HTTP/2's were read. Where the agent
+	// did not find its itab, the status is read as before the check existed, but not the hijacked flag: following a
+	// word of another object as a *conn could mark any request hijacked. HTTP/2's writer is one pointer to its state,
+	// which holds the status (one more user read; the state is the request's until the handler runner's deferred
+	// handlerDone, after ServeHTTP returned); HTTP/2 has no Hijack. Any other writer (x/net's http2 server, a
+	// writer the agent did not find) is reported as 200: its status is not where either keeps it.
 	bool ours = response_itab_known && writer == response_itab_from_ip;
-	if (ours || !response_itab_known)
+	if (ours || !response_itab_known) {
 		bpf_probe_read_user(&status, sizeof(status), (void *)(response + off_response_status));
+	} else if (h2_itab_known && writer == h2_itab_from_ip) {
+		__u64 rws = 0;
+		if (bpf_probe_read_user(&rws, sizeof(rws), (void *)(response + off_h2writer_rws)) == 0 && rws)
+			bpf_probe_read_user(&status, sizeof(status), (void *)(rws + off_h2state_status));
+	}
 	if (hijack || ((status == 0 || status == 101) && ours && hijacked(response)))
 		rk.status = STATUS_HIJACKED;
 	else
-		rk.status = status ? (__u32)status : 200; // nothing written yet: net/http sends 200 in finishRequest
+		rk.status = status ? (__u32)status : 200; // nothing written yet: net/http sends 200 (finishRequest, handlerDone)
 	record(&rk, now - start);
 	return 0;
 }

@@ -5,6 +5,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -200,6 +201,17 @@ func main() {
 		srv.Protocols = new(http.Protocols)
 		srv.Protocols.SetHTTP1(true)
 		srv.Protocols.SetUnencryptedHTTP2(true)
+	}
+	if os.Getenv("TLS") == "1" { // HTTPS, HTTP/2 or HTTP/1.1 as the client's ALPN asks
+		cert, err := selfSigned()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+		err = srv.ServeTLS(ln, "", "")
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	}
 	if err := srv.Serve(ln); err != nil {
 		fmt.Fprintln(os.Stderr, err)
