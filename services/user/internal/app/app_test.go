@@ -287,11 +287,13 @@ func TestLoginUpgradesOutdatedHash(t *testing.T) {
 	}
 }
 
-// countingHasher records how much password text reached the hasher.
+// countingHasher records how much password text the hasher verified and
+// how many hashes it made.
 type countingHasher struct {
 	plainHasher
 	mu       sync.Mutex
 	verified int
+	hashed   int
 }
 
 func (c *countingHasher) Verify(ctx context.Context, pw, enc string) (bool, error) {
@@ -299,6 +301,34 @@ func (c *countingHasher) Verify(ctx context.Context, pw, enc string) (bool, erro
 	c.verified += len(pw)
 	c.mu.Unlock()
 	return c.plainHasher.Verify(ctx, pw, enc)
+}
+
+func (c *countingHasher) Hash(ctx context.Context, pw string) (string, error) {
+	c.mu.Lock()
+	c.hashed++
+	c.mu.Unlock()
+	return c.plainHasher.Hash(ctx, pw)
+}
+
+// A sign-up for a registered address (in any of its spellings) is a 409
+// without a hash: sign-up is not throttled like login, and each such request
+// cost a full argon2id hash (19 MiB, a hashing slot that logins wait for)
+// for an answer that could never be a new account.
+func TestRegisterTakenEmailIsRefusedBeforeHashing(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	hasher := &countingHasher{}
+	reg := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
+		NewID: func() string { return "id" }}).Register
+	if _, err := reg.Handle(ctx, Register{Email: " ALICE@example.com", Password: goodPassword, Name: "Mallory"}); !errors.Is(err, user.ErrEmailTaken) {
+		t.Fatalf("err = %v, want ErrEmailTaken", err)
+	}
+	if hasher.hashed != 0 {
+		t.Fatalf("%d hashes for a taken address", hasher.hashed)
+	}
+	if _, err := reg.Handle(ctx, Register{Email: "bob@example.com", Password: goodPassword, Name: "Bob"}); err != nil || hasher.hashed != 1 {
+		t.Fatalf("a free address: err = %v, %d hashes, want one", err, hasher.hashed)
+	}
 }
 
 // A password or address longer than any account can have is refused before

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
@@ -34,6 +35,16 @@ func (h RegisterHandler) Handle(ctx context.Context, r Register) (user.Profile, 
 	}
 	if len(verr.Fields) > 0 {
 		return user.Profile{}, &verr
+	}
+	// A registered address is refused before the hash: sign-up is not
+	// throttled like login, and argon2id for an answer that can only be 409
+	// spends the hashing slots logins wait for. The unique index still
+	// decides two sign-ups racing for a free address (Add).
+	switch _, err := h.d.Users.ByEmail(ctx, email); {
+	case err == nil:
+		return user.Profile{}, fmt.Errorf("register: %w", user.ErrEmailTaken)
+	case !errors.Is(err, user.ErrNotFound):
+		return user.Profile{}, fmt.Errorf("register: %w", err)
 	}
 	hash, err := h.d.Hasher.Hash(ctx, r.Password)
 	if err != nil {
