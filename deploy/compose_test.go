@@ -193,3 +193,37 @@ func TestComposeGoMemoryLimitsSetGOMEMLIMIT(t *testing.T) {
 		}
 	}
 }
+
+// TestComposeKafkaKeepsItsLogOnItsVolume: Kafka's log directories (KAFKA_LOG_DIRS) are on the volume mounted for them.
+// Compose mounted kafkadata at /var/lib/kafka/data but left KAFKA_LOG_DIRS unset, and the apache/kafka image, configured
+// from KAFKA_* variables, writes no log.dirs: the broker kept its topics and committed offsets in its default
+// /tmp/kafka-logs, in the container. A recreated container (docker compose down and up, a changed variable) came back
+// empty beside the databases, JetStream and Pulsar on their volumes, and the bridge's Pulsar producers, whose
+// sequence ids are Kafka offsets, then had the new records dropped as replays until the offsets passed the old ones.
+func TestComposeKafkaKeepsItsLogOnItsVolume(t *testing.T) {
+	onVolume := func(dirs string, mounts []string) []string {
+		var off []string
+		for _, d := range strings.Split(dirs, ",") {
+			on := false
+			for _, m := range mounts {
+				on = on || d == m || strings.HasPrefix(d, strings.TrimSuffix(m, "/")+"/")
+			}
+			if !on {
+				off = append(off, d)
+			}
+		}
+		return off
+	}
+	s := loadCompose(t).Services["kafka"]
+	var mounts []string
+	for _, v := range s.Volumes {
+		if v.Type == types.VolumeTypeVolume {
+			mounts = append(mounts, v.Target)
+		}
+	}
+	if dirs := value(s.Environment["KAFKA_LOG_DIRS"]); dirs == "" {
+		t.Errorf("compose kafka: KAFKA_LOG_DIRS unset, so the broker logs to /tmp/kafka-logs, off its volumes %v", mounts)
+	} else if off := onVolume(dirs, mounts); len(off) > 0 {
+		t.Errorf("compose kafka: log directories %v are on none of its volumes %v", off, mounts)
+	}
+}
