@@ -411,6 +411,16 @@ func TestHostileClients(t *testing.T) {
 		{"bad chunk size", post + "Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"},
 		{"chunk size overflow", post + "Transfer-Encoding: chunked\r\n\r\nfffffffffffffffffff\r\nabc\r\n0\r\n\r\n"},
 		{"unknown transfer coding", post + "Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		// The parser took the obsolete "identity" for no coding (the body
+		// framed by the length, or none: what follows was read as the next
+		// request) and a second line for nothing: chunked twice, or not
+		// last (RFC 9112 §6.1, §6.3), where another hop may frame the
+		// message otherwise (TE.TE desync).
+		{"identity coding", post + "Transfer-Encoding: identity\r\n\r\n" + get("after-identity")},
+		{"identity coding with a length", post + "Transfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabc"},
+		{"chunked in two lines", post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"chunked then identity", post + "Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"identity then chunked", post + "Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
 		{"duplicate content length", post + "Content-Length: 3\r\nContent-Length: 5\r\n\r\nabcde"},
 		{"negative content length", post + "Content-Length: -3\r\n\r\nabc"},
 	} {

@@ -305,8 +305,20 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 	// And only once (§3.2 again): the parser keeps the last, and another
 	// hop may take the first.
-	if fieldLines(h.RawHeaders(), "host:", 2) > 1 {
+	hosts, codings := framingLines(h.RawHeaders())
+	if hosts > 1 {
 		x.badRequest("malformed-request", "the request has more than one Host header")
+		return false
+	}
+	// RFC 9112 §6.1, §6.3: chunked, once and last, is the only transfer
+	// coding read here. The parser refuses the others but took the obsolete
+	// "identity" for none (the body framed by Content-Length, or none, and
+	// what followed read as the next request) and kept one chunked of
+	// several lines (chunked twice, or followed by identity): another hop
+	// may frame such a message otherwise (a TE.TE desync). One line left
+	// the length at -1 exactly when it said chunked.
+	if codings > 1 || codings == 1 && h.ContentLength() != -1 {
+		x.badRequest("malformed-request", "the only transfer coding accepted is chunked, once")
 		return false
 	}
 	// RFC 9110 §9.1: a method the gateway does not implement is 501. It

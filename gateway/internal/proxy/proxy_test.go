@@ -534,6 +534,28 @@ func TestFieldLines(t *testing.T) {
 	}
 }
 
+// framingLines counts Host and Transfer-Encoding lines as fieldLines would,
+// in one pass, each up to two.
+func TestFramingLines(t *testing.T) {
+	for _, raw := range []string{
+		"Host: a\r\nX: 1\r\nHOST: b\r\n",
+		"Host: a\r\nhost: b\r\nhost: c\r\nTransfer-Encoding: chunked\r\n",
+		"X-Host: a\r\nHosts: b\r\nHost : c\r\nTransfer-Encodings: x\r\n",
+		"transfer-encoding: chunked\r\nTransfer-Encoding: identity\r\nTRANSFER-ENCODING: x\r\nHost: h",
+		"Transfer-Encoding:\r\n chunked\r\nHost: a\r\n",
+		"Transfer-Encoding:",
+		"",
+	} {
+		hosts, codings := framingLines([]byte(raw))
+		if want := fieldLines([]byte(raw), "host:", 2); hosts != want {
+			t.Errorf("%q: %d Host lines, want %d", raw, hosts, want)
+		}
+		if want := fieldLines([]byte(raw), "transfer-encoding:", 2); codings != want {
+			t.Errorf("%q: %d Transfer-Encoding lines, want %d", raw, codings, want)
+		}
+	}
+}
+
 // HeaderReceived leaves the fasthttp server's "Expect: 100-continue" check
 // with the answer ExpectsContinue gives: the field as the server knows it
 // when the client waits for a 100, in another letter case from an HTTP/1.0

@@ -110,6 +110,30 @@ func authorityByte(c byte) bool {
 	return strings.IndexByte("-._~!$&'()*+,;=%:[]", c) >= 0
 }
 
+// framingLines counts, in one pass over a raw header block (as fieldLines),
+// its Host and its Transfer-Encoding lines, each up to two.
+func framingLines(raw []byte) (hosts, codings int) {
+	const host, coding = "host:", "transfer-encoding:"
+	for len(raw) > len(host) {
+		switch raw[0] | 0x20 {
+		case 'h':
+			if hosts < 2 && asciiEqualFold(raw[:len(host)], host) {
+				hosts++
+			}
+		case 't':
+			if codings < 2 && len(raw) > len(coding) && asciiEqualFold(raw[:len(coding)], coding) {
+				codings++
+			}
+		}
+		i := bytes.IndexByte(raw, '\n')
+		if i < 0 {
+			break
+		}
+		raw = raw[i+1:]
+	}
+	return hosts, codings
+}
+
 // fieldLines counts the lines of a raw header block (the lines after the
 // request line, as the parser received them) that start with name (lower
 // case, colon included), stopping at most. The parser keeps the last of a
