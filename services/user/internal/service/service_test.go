@@ -350,6 +350,7 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		{`{"id":"someone-else"}`, 400, "id"},
 		{`{"name":7}`, 400, "name"},
 		{`{"name":"A\u0085B"}`, 422, "name"},
+		{`{"name":"\u200b\u200d"}`, 422, "name"},
 		{`{"name":"` + strings.Repeat("n", 101) + `"}`, 422, "name"},
 		{`{"name":"A"} x`, 400, ""},
 		{`{"name":`, 400, ""},

@@ -48,6 +48,7 @@ func NormalizeName(name string) (string, *FieldError) {
 	case n > MaxNameLen:
 		return "", &FieldError{Field: "name", Detail: "must be at most 100 characters"}
 	}
+	visible := false
 	for _, r := range name {
 		// C0 and C1 controls (NUL, newline, NEL, ...), line and paragraph
 		// separators, and the bidi controls that make "Alice\u202Eevil"
@@ -56,6 +57,13 @@ func NormalizeName(name string) (string, *FieldError) {
 		if unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Bidi_Control) {
 			return "", &FieldError{Field: "name", Detail: "must not contain control characters"}
 		}
+		// Format characters (zero-width space and joiners, BOM, soft hyphen),
+		// combining marks and spaces show nothing by themselves: a name of
+		// only those is empty on screen, which the rule above forbids.
+		visible = visible || !(unicode.In(r, unicode.Cf, unicode.M) || unicode.IsSpace(r))
+	}
+	if !visible {
+		return "", &FieldError{Field: "name", Detail: "must not be empty"}
 	}
 	return name, nil
 }

@@ -58,7 +58,9 @@ func TestNormalizeName(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "   ", strings.Repeat("é", 101), "a\x00b", "line\nbreak", "tab\there", "del\x7f",
-		"next\u0085line", "line\u2028sep", "para\u2029sep", "Alice\u202eevil", "iso\u2066late", "mark\u200fRTL"} {
+		"next\u0085line", "line\u2028sep", "para\u2029sep", "Alice\u202eevil", "iso\u2066late", "mark\u200fRTL",
+		// Nothing visible: format characters and a lone combining mark.
+		"\u200b", "\ufeff", "\u2060\u00ad", "\u200d", "\u0301", " \u200b "} {
 		if _, fe := NormalizeName(in); fe == nil {
 			t.Errorf("NormalizeName(%q) accepted", in)
 		}
