@@ -23,10 +23,11 @@ import (
 // local parents always by the SDK. With any other provider every span goes
 // through the SDK, as with trace.Tracer.Start.
 type ServerTracer struct {
-	tracer   trace.Tracer
-	sampling *sampling                // nil: the SDK decides every span
-	sdk      *sdktrace.TracerProvider // tp, when sampling is set
-	scope    instrumentation.Scope    // the tracer's, for spans recorded without the SDK
+	tracer    trace.Tracer
+	sampling  *sampling                // nil: the SDK decides every span
+	sdk       *sdktrace.TracerProvider // tp, when sampling is set
+	scope     instrumentation.Scope    // the tracer's, for spans recorded without the SDK
+	unsampled unsampledExts            // shared by the spans it drops (with provider sdk)
 }
 
 // NewServerTracer returns a ServerTracer of tp (usually
@@ -37,6 +38,7 @@ func NewServerTracer(tp trace.TracerProvider, scope string) *ServerTracer {
 		t.scope.Name = "go.opentelemetry.io/otel/sdk/tracer" // the SDK's name for an unnamed tracer
 	}
 	t.sampling, t.sdk = samplingOf(tp)
+	t.unsampled = newUnsampledExts(t.sdk)
 	return t
 }
 
@@ -63,8 +65,8 @@ func (t *ServerTracer) Start(ctx context.Context, remote trace.SpanContext, name
 // was the last one an unsampled gateway request made. The zero value is
 // ready; it must not be copied once used.
 type UnsampledSpan struct {
-	span  unsampledCtx
-	state trace.TraceState // the parent's trace state, when it has one
+	span unsampledCtx
+	ext  unsampledExt // the span's own, when it cannot share its tracer's
 }
 
 // StartIn is Start, except that a span the sampler drops is started in u
@@ -78,9 +80,9 @@ func (t *ServerTracer) StartIn(u *UnsampledSpan, ctx context.Context, remote tra
 	switch d {
 	case drop:
 		if u == nil {
-			return withUnsampled(ctx, parent, t.sdk)
+			return withUnsampled(ctx, parent, &t.unsampled)
 		}
-		return u.span.init(ctx, parent, t.sdk, &u.state), &u.span
+		return u.span.init(ctx, parent, &t.unsampled, &u.ext), &u.span
 	case useSDK:
 		return t.tracer.Start(ctx, name, opts...)
 	}

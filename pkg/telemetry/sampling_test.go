@@ -157,7 +157,7 @@ func checkDecision(t *testing.T, s *sampling, name string, ctx context.Context, 
 	case d != drop && !sdk.IsSampled() && !local:
 		t.Fatalf("%s, trace %s: the middleware samples (%d) what the SDK drops", name, tid, d)
 	case d == drop:
-		_, span := withUnsampled(context.Background(), psc, nil)
+		_, span := withUnsampled(context.Background(), psc, &unsampledExts{})
 		got := span.SpanContext()
 		if got.TraceID() != sdk.TraceID() || got.TraceFlags() != sdk.TraceFlags() ||
 			got.TraceState().String() != sdk.TraceState().String() || got.IsRemote() || !got.IsValid() {
@@ -395,7 +395,8 @@ func TestSpanKey(t *testing.T) {
 			TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsRandom | trace.FlagsSampled,
 			TraceState: state, Remote: true,
 		})
-		ctx, span = withUnsampled(parent, psc, tp)
+		exts := newUnsampledExts(tp)
+		ctx, span = withUnsampled(parent, psc, &exts)
 		got := trace.SpanFromContext(ctx)
 		if got != span || got.IsRecording() {
 			t.Fatalf("SpanFromContext = %v, want the unsampled span", got)
@@ -451,4 +452,50 @@ func TestRoutesConcurrently(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
+}
+
+// TestUnsampledSpanSharesItsTracersEnd: unsampled spans under parents with
+// an empty trace state and flags the parsers let through share their
+// tracer's unsampledExt, and any other span has its own with the parent's
+// state and flags, without touching the shared ones the next span gets.
+func TestUnsampledSpanSharesItsTracersEnd(t *testing.T) {
+	st, _ := serverTracerWith(t, "always_off", "")
+	ts, err := trace.ParseTraceState("vendor=x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		flags  trace.TraceFlags
+		state  trace.TraceState
+		shared bool
+	}{
+		{0, trace.TraceState{}, true},
+		{trace.FlagsRandom, trace.TraceState{}, true},
+		{trace.FlagsSampled | trace.FlagsRandom, ts, false},
+		{0, ts, false},
+		{0x80 | trace.FlagsRandom, trace.TraceState{}, false}, // a flag a later version may define
+		{0, trace.TraceState{}, true},                         // after the others: the shared end is unchanged
+	} {
+		remote := trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: tc.flags, TraceState: tc.state, Remote: true,
+		})
+		var u UnsampledSpan
+		for _, in := range []*UnsampledSpan{nil, &u} {
+			ctx, span := st.StartIn(in, context.Background(), remote, "s")
+			c, ok := span.(*unsampledCtx)
+			if !ok || trace.SpanFromContext(ctx) != span {
+				t.Fatalf("flags %v, state %q: span %T, want the unsampled span in the context", tc.flags, tc.state, span)
+			}
+			sc := span.SpanContext()
+			if want := tc.flags &^ trace.FlagsSampled; sc.TraceFlags() != want || sc.TraceState().String() != tc.state.String() ||
+				sc.TraceID() != remote.TraceID() || span.TracerProvider() != trace.TracerProvider(st.sdk) {
+				t.Fatalf("flags %v, state %q: span context %+v, want flags %v and the parent's trace and state",
+					tc.flags, tc.state, sc, want)
+			}
+			isShared := c.unsampledExt == &st.unsampled[0] || c.unsampledExt == &st.unsampled[1]
+			if isShared != tc.shared || in != nil && !tc.shared && c.unsampledExt != &u.ext {
+				t.Fatalf("flags %v, state %q, storage %v: shared end %v, want %v", tc.flags, tc.state, in != nil, isShared, tc.shared)
+			}
+		}
+	}
 }
