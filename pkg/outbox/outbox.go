@@ -13,6 +13,12 @@
 // the service's own writes wait while a batch is being published (bounded by RelayOptions.PublishTimeout): acceptable
 // for the embedded mode SQLite serves, and the reason production runs PostgreSQL.
 //
+// Rounds: a Relay claims, publishes and marks rows in rounds, each started by a Nudge (a service nudges after every
+// commit that added rows) or by its poll timer. Under steady load a round that claims rows starts no sooner than
+// RelayOptions.Linger (10 ms) after the previous one did, so rows committed meanwhile share it: each round costs two
+// PostgreSQL statements and a produce request per partition, and at 250 rows/s a round per nudge carried 1.2-1.6 rows.
+// A row nudged after a quiet spell still goes out at once.
+//
 // Ordering: a key's rows are published one at a time in id order. A relay only claims a row when no older unsent row with
 // the same topic and key exists, so a failing row holds back later rows of its key (and only of its key) until it succeeds.
 // Ids follow insertion, not commit order: two transactions racing on the same key may commit out of id order, which is why

@@ -452,6 +452,51 @@ func TestRunNudge(t *testing.T) {
 	}
 }
 
+// Rows nudged one after another share rounds: a round that claims rows starts no sooner than Linger after the last one
+// that did, where each nudge started one at once before (a round per row under steady load: two statements and a
+// produce request per partition each). Timers never fire early, so however slow the machine, the rounds that published
+// between the first row's commit and the last row's publish are at most that span divided by Linger, plus one.
+func TestRunLingersBetweenRoundsUnderLoad(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *gorm.DB) {
+		db = migrated(t, db)
+		const linger = 200 * time.Millisecond
+		var calls, sent atomic.Int32
+		w := writerFunc(func(_ context.Context, msgs ...kafka.Message) error {
+			calls.Add(1)
+			sent.Add(int32(len(msgs)))
+			return nil
+		})
+		r := outbox.NewRelay(db, w, outbox.RelayOptions{Interval: time.Hour, MaxIdleInterval: time.Hour, Retention: -1,
+			Linger: linger})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		const rows = 20
+		start := time.Now()
+		for i := range rows {
+			add(t, context.Background(), db, "t", fmt.Sprint("k", i), i)
+			r.Nudge()
+			time.Sleep(linger / 10)
+		}
+		deadline := time.After(30 * time.Second)
+		for sent.Load() < rows {
+			select {
+			case <-deadline:
+				t.Fatalf("%d of %d rows published", sent.Load(), rows)
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		took := time.Since(start)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run returned %v", err)
+		}
+		if n, most := calls.Load(), int32(took/linger)+1; n > most {
+			t.Fatalf("%d rows in %d rounds within %v; with rounds %v apart at least, want at most %d", rows, n, took, linger, most)
+		}
+	})
+}
+
 // An idle relay polls less and less often: polling every Interval while idle cost each service two database
 // transactions a second. Timers never fire early, so seven polls take at least the six doubled waits (120 ms without
 // the back-off); only a lower bound, which no slowness breaks. That a nudge cuts the backed-off wait is TestRunNudge.
