@@ -4,7 +4,13 @@ SHELL := /bin/bash
 # GOTOOLCHAIN=local in the environment keeps the installed one.
 export GOTOOLCHAIN ?= auto
 
-.PHONY: test lint bench deps-up deps-down deps-status run fork up down kind-up kind-down
+# A bare `make` lists the targets: the first one used to be test, which starts six servers (installing packages and
+# downloading Pulsar on a fresh machine) before half an hour of tests.
+.DEFAULT_GOAL := help
+.PHONY: help test lint bench deps-up deps-down deps-status run fork up down kind-up kind-down
+
+help: ## list these targets (make run: the platform on this machine; make test: everything CI runs)
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / { printf "  %-12s %s\n", $$1, $$2 }' $(firstword $(MAKEFILE_LIST))
 
 test: ## start the real servers, then every module's gofmt, vet, staticcheck and tests with -race (scripts/test.sh)
 	./scripts/test.sh
@@ -21,7 +27,7 @@ deps-up: ## start PostgreSQL, Redis, etcd, NATS, Kafka and Pulsar (reuses runnin
 deps-down: ## stop the servers this checkout started
 	./scripts/deps.sh down $(SERVERS)
 
-deps-status:
+deps-status: ## show each server as up or down
 	./scripts/deps.sh status
 
 BINARIES := ./services/user/cmd/user ./services/order/cmd/order ./services/payment/cmd/payment ./bridge/cmd/bridge ./gateway/cmd/gateway ./cmd/shanhai
@@ -37,11 +43,11 @@ fork: ## copy the repo to DEST with the module path renamed to MODULE: make fork
 up: ## the whole stack in docker compose (needs a container engine; see deploy/README.md)
 	cd deploy/compose && docker compose up --build
 
-down:
+down: ## stop the docker compose stack
 	cd deploy/compose && docker compose down
 
 kind-up: ## kind cluster with the platform (needs docker, kind, kubectl)
 	./scripts/kind-up.sh
 
-kind-down:
+kind-down: ## delete the kind cluster (and the secrets made for it)
 	./scripts/kind-down.sh
