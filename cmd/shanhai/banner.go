@@ -34,9 +34,12 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 	for _, name := range Names {
 		fmt.Fprintf(w, "  %-8s %s/metrics\n", name, p.Parts[name].URL())
 	}
-	if ep := os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); ep != "" {
+	switch ep, off := tracesTo(); {
+	case off:
+		fmt.Fprintln(w, "Traces: off (OTEL_TRACES_EXPORTER=none).")
+	case ep != "":
 		fmt.Fprintf(w, "Traces: exported over OTLP to %s.\n", ep)
-	} else {
+	default:
 		fmt.Fprintln(w, "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 of a collector or Jaeger) and restart to export them.")
 	}
 	fmt.Fprintf(w, "Logs: %s/<part>.log (JSON, with trace_id).\n", p.LogDir)
@@ -47,6 +50,21 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 		}
 	}
 	fmt.Fprintln(w, "Ctrl-C stops everything.")
+}
+
+// tracesTo is where the parts send spans, read as pkg/telemetry reads it
+// (traceExporter): the traces endpoint before the general one, and nowhere
+// when OTEL_TRACES_EXPORTER=none (off), whatever the endpoints say.
+func tracesTo() (endpoint string, off bool) {
+	if strings.TrimSpace(os.Getenv("OTEL_TRACES_EXPORTER")) == "none" {
+		return "", true
+	}
+	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
+			return v, false
+		}
+	}
+	return "", false
 }
 
 // demo is the happy path through the gateway: register, log in, list

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +94,26 @@ func TestCheckServersNamesTheDownOnes(t *testing.T) {
 	}
 	if strings.Contains(msg, "DATABASE_URL") || strings.Contains(msg, "ETCD_ENDPOINTS") {
 		t.Errorf("checkServers error = %q names a server that answers", msg)
+	}
+}
+
+// -native started outside the repository (or with a wrong -root) finds no
+// scripts/deps.sh: the message says so and how to point at it, rather than
+// to start the servers, which may well be running.
+func TestNativeNamesAMissingDepsScript(t *testing.T) {
+	root := t.TempDir()
+	_, err := NativeServers(root)
+	if err == nil {
+		t.Fatal("NativeServers succeeded without scripts/deps.sh")
+	}
+	msg := err.Error()
+	for _, want := range []string{filepath.Join(root, "scripts", "deps.sh"), "-root"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("NativeServers error = %q, want it to contain %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, "make deps-up") {
+		t.Errorf("NativeServers error = %q sends the reader to start servers", msg)
 	}
 }
 

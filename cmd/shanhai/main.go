@@ -56,6 +56,16 @@ func portBlock(port int) (httpPorts, admin map[string]int, err error) {
 	return httpPorts, admin, nil
 }
 
+// logLevelDefault is this environment's LOG_LEVEL, or info: the run hands
+// every part its -log-level, so a LOG_LEVEL set for make run would otherwise
+// be replaced by the flag's default, unlike every other variable.
+func logLevelDefault() string {
+	if l := os.Getenv("LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "info"
+}
+
 func run() error {
 	self, _ := os.Executable()
 	var (
@@ -65,7 +75,7 @@ func run() error {
 		native  = flag.Bool("native", false, "use the servers from scripts/deps.sh (its env command) instead of embedded ones")
 		root    = flag.String("root", ".", "repository root, where scripts/deps.sh is (for -native)")
 		port    = flag.Int("port", 8080, "gateway port; the services take the next four (user, order, payment, bridge)")
-		level   = flag.String("log-level", "info", "LOG_LEVEL of the parts (their logs go to <data>/logs)")
+		level   = flag.String("log-level", logLevelDefault(), "LOG_LEVEL of the parts (their logs go to <data>/logs); default: $LOG_LEVEL, or info")
 		measure = flag.Bool("measure", false, "start, print ready time and resident memory, stop")
 	)
 	flag.Parse()
@@ -80,7 +90,7 @@ func run() error {
 	}
 	var logLevel slog.Level
 	if err := logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("-log-level %q: want debug, info, warn or error", *level)
+		return fmt.Errorf("-log-level %q (its default is LOG_LEVEL, when set): want debug, info, warn or error", *level)
 	}
 
 	keep := *dataDir != ""

@@ -31,9 +31,7 @@ func TestDeadPartKeepsItsLog(t *testing.T) {
 	}
 	bin := buildBinaries(t)
 	port := freePortBlock(t)
-	run := exec.Command(os.Args[0], "-test.run=^TestDeadPartKeepsItsLog$")
-	run.Env = append(os.Environ(),
-		"SHANHAI_TEST_MAIN=-processes -bin "+bin+" -port "+strconv.Itoa(port),
+	run := asProgram("-processes -bin "+bin+" -port "+strconv.Itoa(port),
 		"TMPDIR="+t.TempDir(), // where the run makes its data directory
 		"PULSAR_URL=")
 	var stderr bytes.Buffer
@@ -99,6 +97,14 @@ func TestDeadPartKeepsItsLog(t *testing.T) {
 	}
 }
 
+// asProgram runs this test binary as the program: TestDeadPartKeepsItsLog's
+// first lines call main with args, in this environment plus env.
+func asProgram(args string, env ...string) *exec.Cmd {
+	run := exec.Command(os.Args[0], "-test.run=^TestDeadPartKeepsItsLog$")
+	run.Env = append(append(os.Environ(), "SHANHAI_TEST_MAIN="+args), env...)
+	return run
+}
+
 // freePortBlock finds a -port whose ten ports (HTTP and pprof) are free now.
 func freePortBlock(t *testing.T) int {
 	t.Helper()
@@ -157,9 +163,7 @@ func TestSecondCtrlCEndsAnInterruptedStartUp(t *testing.T) {
 		t.Skip("starts the embedded platform in a child process")
 	}
 	data := t.TempDir()
-	run := exec.Command(os.Args[0], "-test.run=^TestDeadPartKeepsItsLog$") // its first lines run main
-	run.Env = append(os.Environ(),
-		"SHANHAI_TEST_MAIN=-port "+strconv.Itoa(freePortBlock(t))+" -data "+data,
+	run := asProgram("-port "+strconv.Itoa(freePortBlock(t))+" -data "+data,
 		"PULSAR_URL=pulsar://"+silentListener(t), "PULSAR_ADMIN_URL=")
 	var stderr bytes.Buffer
 	run.Stderr = &stderr
@@ -211,5 +215,29 @@ wait:
 	}
 	if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
 		t.Fatalf("run ended with %v, want it ended by the second SIGINT; stderr:\n%s", err, stderr.String())
+	}
+}
+
+// A variable set for make run reaches every part (README), LOG_LEVEL too:
+// `LOG_LEVEL=debug make run` logs at debug, as -log-level debug does. The
+// run used to hand every part its -log-level, whose default info replaced
+// the variable. The test runs this test binary as the program (main with
+// -measure: start, measure, stop) and reads a part's log.
+func TestLogLevelFromTheEnvironmentReachesTheParts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the embedded platform in a child process")
+	}
+	data := t.TempDir()
+	run := asProgram("-measure -port "+strconv.Itoa(freePortBlock(t))+" -data "+data,
+		"LOG_LEVEL=debug", "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	if out, err := run.CombinedOutput(); err != nil {
+		t.Fatalf("the run: %v\n%s", err, out)
+	}
+	log, err := os.ReadFile(filepath.Join(data, "logs", "order.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(log, []byte(`"level":"DEBUG"`)) {
+		t.Fatalf("LOG_LEVEL=debug, but order.log has no debug line:\n%s", log)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -20,9 +21,16 @@ import (
 // variables it prints (lines `export NAME='value'`). deps.sh is the one
 // source of the servers' addresses, so -native never hard-codes a port.
 func NativeServers(root string) (map[string]string, error) {
-	out, err := exec.Command(filepath.Join(root, "scripts", "deps.sh"), "env").Output()
+	script := filepath.Join(root, "scripts", "deps.sh")
+	// Started outside the repository, the run finds no script: that, not the
+	// servers, is what to fix (deps.sh env prints whether or not they run).
+	if _, err := os.Stat(script); err != nil {
+		return nil, fmt.Errorf("-native reads the servers' addresses from %s: %w; run from the repository root "+
+			"(as make run does) or give -root", script, err)
+	}
+	out, err := exec.Command(script, "env").Output()
 	if err != nil {
-		return nil, fmt.Errorf("scripts/deps.sh env (start the servers with make deps-up): %w", err)
+		return nil, fmt.Errorf("%s env: %w", script, err)
 	}
 	env := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(out))

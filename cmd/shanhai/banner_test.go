@@ -1,0 +1,54 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// The banner's traces line says what pkg/telemetry does with the same
+// variables: the per-signal endpoint is used before the general one, and
+// OTEL_TRACES_EXPORTER=none turns export off whatever the endpoints say.
+func TestBannerSaysWhereTracesGo(t *testing.T) {
+	const (
+		general = "http://collector:4318"
+		traces  = "http://jaeger:4318"
+	)
+	for _, c := range []struct {
+		name                    string
+		endpoint, tracesEP, exp string
+		want                    string
+	}{
+		{"nothing set", "", "", "", "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"general endpoint", general, "", "", "Traces: exported over OTLP to " + general + "."},
+		{"traces endpoint only", "", traces, "", "Traces: exported over OTLP to " + traces + "."},
+		{"traces endpoint first", general, traces, "", "Traces: exported over OTLP to " + traces + "."},
+		{"exporter none", general, "", "none", "Traces: off (OTEL_TRACES_EXPORTER=none)."},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", c.endpoint)
+			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", c.tracesEP)
+			t.Setenv("OTEL_TRACES_EXPORTER", c.exp)
+			var out strings.Builder
+			Banner(&out, bannerPlatform(), false, Memory{}, nil)
+			var got string
+			for line := range strings.Lines(out.String()) {
+				if strings.HasPrefix(line, "Traces:") {
+					got = line
+				}
+			}
+			if !strings.HasPrefix(got, c.want) {
+				t.Errorf("traces line = %q, want it to start %q", got, c.want)
+			}
+		})
+	}
+}
+
+// bannerPlatform is what Banner reads of a running platform: the parts'
+// ports, the log directory and the servers' variables.
+func bannerPlatform() *Platform {
+	p := &Platform{Parts: map[string]*Part{}, Env: map[string]string{}, LogDir: "/tmp/logs"}
+	for i, name := range Names {
+		p.Parts[name] = &Part{Name: name, Port: 8080 + i}
+	}
+	return p
+}
