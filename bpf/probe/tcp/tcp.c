@@ -103,7 +103,16 @@ static __always_inline __u64 accepted_sock(long fd) {
 	struct socket *so = BPF_CORE_READ(f, private_data);
 	if (!so)
 		return 0;
-	return (__u64)BPF_CORE_READ(so, sk);
+	struct sock *sk = BPF_CORE_READ(so, sk);
+	if (!sk)
+		return 0;
+	// FD.Accept serves Unix-socket listeners too: only a TCP socket is a passive open, and only its owner is ever
+	// deleted (by set_state). MPTCP is an inet stream socket too, but its own states never pass set_state.
+	// sk_protocol is a bitfield before Linux 5.6: the probed read works either way.
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if ((family != AF_INET && family != AF_INET6) || BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	return (__u64)sk;
 }
 
 // A passive open is charged where internal/poll.(*FD).Accept returns (it returns (int, syscall.Sockaddr, error): the
@@ -123,6 +132,12 @@ int accept_ret(struct pt_regs *ctx) {
 	struct tcp_stats *s = stats_for(o.tgid);
 	if (s)
 		s->passive++;
+	// A connection reset while it waited in the accept queue has already passed CLOSE, before it had an owner: no
+	// later transition would count its close or delete the entry. The kernel stores the new state after the
+	// tracepoint returns, so a CLOSE seen here means set_state has run: if it ran before the entry existed the delete
+	// succeeds and the close is counted here, else set_state counted it and deleted the entry itself.
+	if (BPF_CORE_READ((struct sock *)key, __sk_common.skc_state) == TCP_CLOSE && !bpf_map_delete_elem(&owners, &key) && s)
+		s->closed++;
 	return 0;
 }
 
