@@ -100,8 +100,12 @@ func (b *binProbes) read(s *Snapshot) error {
 		var pid uint32
 		var vals []hist.Hist
 		it := b.rt.Stw.Iterate()
+		// Add, not set: a process that execs another target keeps its pid, and its pauses before and after the
+		// exec sit in the two executables' maps.
 		for it.Next(&pid, &vals) {
-			s.STW[int(pid)] = sumHists(vals)
+			h, sum := s.STW[int(pid)], sumHists(vals)
+			h.Add(&sum)
+			s.STW[int(pid)] = h
 		}
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read stw map: %w", err)
@@ -113,7 +117,7 @@ func (b *binProbes) read(s *Snapshot) error {
 			for _, c := range counts {
 				n += c
 			}
-			s.Goroutines[int(pid)] = n
+			s.Goroutines[int(pid)] += n // as the pauses above
 		}
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read goroutine map: %w", err)
