@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,6 +67,9 @@ type Agent struct {
 	// kernel's count goes with the probe's maps, and shanhai_bpf_series_dropped_total, one counter for the whole
 	// agent, must not go back when one executable's probe comes off (found by review).
 	droppedRetired uint64
+	// readErrors counts the scrapes that could not read every map (shanhai_bpf_read_errors_total); scrapes may run
+	// at once, outside mu.
+	readErrors atomic.Uint64
 }
 
 // slotSweepInterval bounds how long the slots of a process that no scan saw stay taken after it exits (see Scan).

@@ -56,7 +56,7 @@ var (
 			"executable in uprobe mode, 4096 in all in socket mode), for every target, since the agent started.",
 		nil, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
-		"Scrapes that could not read every BPF map.", nil, nil)
+		"Scrapes that could not read every BPF map, since the agent started.", nil, nil)
 )
 
 // Collector exposes the agent's maps to Prometheus, reading them at scrape time.
@@ -93,18 +93,21 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	s, err := c.a.Snapshot()
-	errs := 0.0
+	failed := err != nil
 	if err != nil {
 		c.a.log.Error("read maps", "err", err)
-		errs = 1
 	}
 	dropped, err := c.a.SeriesDropped()
 	if err != nil {
 		c.a.log.Error("read dropped series counters", "err", err)
-		errs = 1
+		failed = true
+	}
+	errs := c.a.readErrors.Load()
+	if failed {
+		errs = c.a.readErrors.Add(1)
 	}
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
-	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, errs)
+	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(errs))
 	for k, h := range s.Server {
 		e, ok := exe[k.PID]
 		if !ok {
