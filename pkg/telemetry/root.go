@@ -120,7 +120,7 @@ func (t *ServerTracer) decide(ctx context.Context, remote trace.SpanContext) (_ 
 	}
 	parent = remote
 	if !parent.IsValid() {
-		parent = trace.SpanContextFromContext(ctx)
+		parent = spanContextOf(ctx)
 	}
 	d, parent = t.sampling.decide(parent)
 	switch {

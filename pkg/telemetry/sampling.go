@@ -180,21 +180,41 @@ func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext
 	return drop, root
 }
 
+// newTraceID and newSpanID draw until the id is not all zeros (invalid),
+// which for 128 or 64 random bits is as good as never a second time.
 func newTraceID() trace.TraceID {
 	var tid trace.TraceID
-	for !tid.IsValid() {
-		binary.BigEndian.PutUint64(tid[:8], random())
-		binary.BigEndian.PutUint64(tid[8:], random())
+	for {
+		hi, lo := random(), random()
+		if hi|lo != 0 {
+			binary.BigEndian.PutUint64(tid[:8], hi)
+			binary.BigEndian.PutUint64(tid[8:], lo)
+			return tid
+		}
 	}
-	return tid
 }
 
 func newSpanID() trace.SpanID {
-	var sid trace.SpanID
-	for !sid.IsValid() {
-		binary.BigEndian.PutUint64(sid[:], random())
+	for {
+		if v := random(); v != 0 {
+			var sid trace.SpanID
+			binary.BigEndian.PutUint64(sid[:], v)
+			return sid
+		}
 	}
-	return sid
+}
+
+// spanContextOf is trace.SpanContextFromContext(ctx) without its detour,
+// when ctx holds no span (most requests), through the no-op span's
+// SpanContext method.
+func spanContextOf(ctx context.Context) trace.SpanContext {
+	if spanKey == nil || ctx == nil {
+		return trace.SpanContextFromContext(ctx)
+	}
+	if s, ok := ctx.Value(spanKey).(trace.Span); ok {
+		return s.SpanContext()
+	}
+	return trace.SpanContext{}
 }
 
 // unsampledCtx is the request context of a request that is not sampled and
@@ -281,17 +301,19 @@ func withUnsampled(ctx context.Context, parent trace.SpanContext, shared *unsamp
 // (a non-empty trace state, unusual flags) keeps its own in *own, or in an
 // allocation of its own when own is nil.
 func (c *unsampledCtx) init(ctx context.Context, parent trace.SpanContext, shared *unsampledExts, own *unsampledExt) context.Context {
-	*c = unsampledCtx{Context: ctx, tid: parent.TraceID(), sid: newSpanID()}
+	ext := own
 	flags := parent.TraceFlags() &^ trace.FlagsSampled
 	if ts := parent.TraceState(); ts.Len() == 0 && flags&^trace.FlagsRandom == 0 {
-		c.unsampledExt = &shared[flags>>1]
+		ext = &shared[flags>>1&1]
 	} else {
-		if own == nil {
-			own = new(unsampledExt)
+		if ext == nil {
+			ext = new(unsampledExt)
 		}
-		*own = unsampledExt{tp: shared[0].tp, state: ts, flags: flags}
-		c.unsampledExt = own
+		*ext = unsampledExt{tp: shared[0].tp, state: ts, flags: flags}
 	}
+	// Every field, one by one: assigning a composite literal builds it on
+	// the stack and copies it in with a bulk write barrier.
+	c.Context, c.unsampledExt, c.tid, c.sid = ctx, ext, parent.TraceID(), newSpanID()
 	if spanKey == nil {
 		return trace.ContextWithSpan(ctx, c)
 	}
