@@ -297,29 +297,34 @@ func setItab(spec *ebpf.CollectionSpec, name string, itab uint64, serve symtab.F
 	return nil
 }
 
-// Where a request whose handler panicked (or called runtime.Goexit) ends: conn.serve's deferred function calls
-// inFlightResponse.disableWriteContinue() only for such a request (see serve_http_panic in httpserver.c).
-const (
-	fnServeDeferred   = "net/http.(*conn).serve.func1"
-	fnDisableContinue = "net/http.(*response).disableWriteContinue"
-)
+// Where a request whose handler panicked (or called runtime.Goexit) ends, on the handler's goroutine: over HTTP/1
+// conn.serve's deferred function calls inFlightResponse.disableWriteContinue() only for such a request, over HTTP/2
+// runHandler's deferred function calls writeFrameFromHandler (the stream's RST_STREAM) only for one (see
+// serve_http_panic in httpserver.c).
+var panicExits = []struct{ proto, caller, callee string }{
+	{"HTTP/1", "net/http.(*conn).serve.func1", "net/http.(*response).disableWriteContinue"},
+	{"HTTP/2", "net/http.(*http2serverConn).runHandler.func1", "net/http.(*http2serverConn).writeFrameFromHandler"},
+}
 
-// attachPanicExit puts serve_http_panic on that call. It is a refinement: where net/http has no such call (another
-// release), requests whose handler panicked stay uncounted, as the log says, and the probe's other programs stay on.
+// attachPanicExit puts serve_http_panic on those calls. It is a refinement: where net/http has no such call (another
+// release, HTTP/2 left out), requests whose handler panicked stay uncounted, as the log says, and the probe's other
+// programs stay on.
 func (b *binProbes) attachPanicExit(sym *symtab.Binary, ex *link.Executable, prog *ebpf.Program) {
-	fs, err := funcs(sym, fnServeDeferred, fnDisableContinue)
-	var offs []uint64
-	if err == nil {
-		offs, err = sym.CallsIn(fs[0], fs[1])
-	}
-	if err == nil && len(offs) != 1 {
-		err = fmt.Errorf("%d calls of %s in %s, want 1", len(offs), fnDisableContinue, fnServeDeferred)
-	}
-	if err == nil {
-		err = b.uprobeAt(ex, fs[0], prog, offs)
-	}
-	if err != nil {
-		b.log.Info("requests whose handler panicked are not counted", "exe", b.exe, "why", err.Error())
+	for _, p := range panicExits {
+		fs, err := funcs(sym, p.caller, p.callee)
+		var offs []uint64
+		if err == nil {
+			offs, err = sym.CallsIn(fs[0], fs[1])
+		}
+		if err == nil && len(offs) != 1 {
+			err = fmt.Errorf("%d calls of %s in %s, want 1", len(offs), p.callee, p.caller)
+		}
+		if err == nil {
+			err = b.uprobeAt(ex, fs[0], prog, offs)
+		}
+		if err != nil {
+			b.log.Info("requests whose handler panicked are not counted", "exe", b.exe, "proto", p.proto, "why", err.Error())
+		}
 	}
 }
 

@@ -324,7 +324,9 @@ int serve_http_ret(struct pt_regs *ctx) {
 // it: the request went uncounted and its slot stayed taken. conn.serve's deferred function calls
 // inFlightResponse.disableWriteContinue() only then (inFlightResponse is nil once ServeHTTP returned), on the same
 // goroutine, so this program sits on that call (an emulated CALL, hit by such requests only) and records the request
-// with status 0: net/http closes the connection without completing a response, whatever the handler wrote.
+// with status 0: net/http closes the connection without completing a response, whatever the handler wrote. Over
+// HTTP/2 the handler runner's deferred function recovers instead, and calls writeFrameFromHandler (to reset the
+// stream: no response either) only then: this program sits on that call too.
 SEC("uprobe/serve_http_panic")
 int serve_http_panic(struct pt_regs *ctx) {
 	__u64 now = bpf_ktime_get_ns();
