@@ -61,7 +61,8 @@ type OrderCancelledData = OrderCreatedData
 //
 // Settling a message:
 //   - done, duplicate or another event type: ack;
-//   - provider fault or database error: nak with a growing delay, so the
+//   - provider fault (a charge cut off by a stop is one) or database
+//     error: left unsettled, redelivered on the consumer's BackOff, so the
 //     order completes once the fault clears;
 //   - can never succeed (not a CloudEvent, bad payload, invalid order), or
 //     still failing on the last allowed delivery: record a dead letter with
@@ -141,8 +142,13 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 }
 
 // Start begins consuming. The returned stop function stops delivery and
-// waits until every message received is handled.
-func (c *OrderEvents) Start() (stop func(), err error) {
+// waits until every message received is handled, or until its ctx ends:
+// then the handlers' context is cancelled, so a charge waiting on a slow
+// provider is cut off (a provider fault: left unsettled, and charged on
+// redelivery under the same payment id, which the provider answers at most
+// once) and what is still queued fails fast the same way. It waits for the
+// workers either way.
+func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	// Charges wait on the provider (tens of milliseconds), so messages are
 	// handled by a bounded pool of workers rather than one at a time.
 	// Concurrency is safe per order: the claim and the PENDING guard on
@@ -157,24 +163,37 @@ func (c *OrderEvents) Start() (stop func(), err error) {
 	// redeliveries of messages held past AckWait, whose first copies are
 	// still queued, can fill it; the callback then waits, as it did before.)
 	jobs := make(chan held, c.queue)
+	handling, cutOff := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range c.workers {
 		wg.Go(func() {
 			for h := range jobs {
-				c.Handle(h.m)
+				c.Handle(handling, h.m)
 				h.release()
 			}
 		})
 	}
 	cc, err := c.cons.Consume(func(m jetstream.Msg) { jobs <- held{m, c.keep.Hold(m)} })
 	if err != nil {
+		cutOff()
 		close(jobs)
 		wg.Wait()
 		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
-	// Closed is signalled once no callback is running, so no send races the
-	// closing of the queue; the workers then handle what is left in it.
-	return func() { cc.Drain(); <-cc.Closed(); close(jobs); wg.Wait() }, nil
+	return func(ctx context.Context) {
+		defer cutOff()
+		// Closed is signalled once no callback is running, so no send races
+		// the closing of the queue; the workers then handle what is left in
+		// it.
+		handled := make(chan struct{})
+		go func() { cc.Drain(); <-cc.Closed(); close(jobs); wg.Wait(); close(handled) }()
+		select {
+		case <-handled:
+		case <-ctx.Done():
+			cutOff()
+			<-handled
+		}
+	}, nil
 }
 
 // held is a message received and kept alive until release is called.
@@ -184,11 +203,12 @@ type held struct {
 }
 
 // Handle processes and settles one message inside a consumer span that
-// continues the producer's trace from the NATS headers. It does not keep m
-// from being redelivered meanwhile: Start does, from the moment m is
-// received until Handle returns.
-func (c *OrderEvents) Handle(m jetstream.Msg) {
-	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
+// continues the producer's trace from the NATS headers; ctx ending cuts the
+// charge off (a provider fault, retried). It does not keep m from being
+// redelivered meanwhile: Start does, from the moment m is received until
+// Handle returns.
+func (c *OrderEvents) Handle(ctx context.Context, m jetstream.Msg) {
+	ctx = carrier.Extract(ctx, carrier.NATS(m.Headers()))
 	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),
@@ -284,7 +304,10 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	}
 	d := payment.DeadLetter{Consumer: c.names.Durable, Subject: m.Subject(), MsgID: msgID, EventID: env.ID, EventType: env.Type,
 		Reason: reason.Error(), Payload: m.Data(), Headers: h}
-	if err := c.app.RecordDeadLetter.Handle(ctx, d); err != nil {
+	// Recorded even when a stop cut the handler off (the database closes
+	// only after the workers end): a charge cut off on the message's last
+	// delivery is given up on here, and unrecorded it would be lost.
+	if err := c.app.RecordDeadLetter.Handle(context.WithoutCancel(ctx), d); err != nil {
 		// Without a record, terminating would lose the message: leave it
 		// unsettled, to be redelivered on the back-off and tried again.
 		// Unless this was its last allowed delivery: then JetStream delivers

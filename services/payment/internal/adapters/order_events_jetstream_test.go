@@ -70,7 +70,7 @@ func chargeSlowly(t *testing.T, prefix string, orders int) (delivered uint64, ch
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer stop(context.Background())
 
 	for range orders {
 		publishOrder(t, s, names.Subject)
@@ -159,7 +159,15 @@ type failing struct {
 // storing into payments; it stops with the test.
 func failAlways(t *testing.T, prefix string, payments payment.Repository, maxDeliver int) failing {
 	t.Helper()
-	provider := adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{FailureRate: 1} })
+	f, stop := consumeWith(t, prefix, payments, adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{FailureRate: 1} }), maxDeliver)
+	t.Cleanup(func() { stop(context.Background()) })
+	return f
+}
+
+// consumeWith starts an order consumer as failAlways does, charging through
+// provider; the caller stops it.
+func consumeWith(t *testing.T, prefix string, payments payment.Repository, provider payment.Provider, maxDeliver int) (failing, func(context.Context)) {
+	t.Helper()
 	a := app.New(app.Deps{Payments: payments, Provider: provider, NewID: uuid.NewString})
 	s := svctest.NewStream(t, prefix)
 	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
@@ -174,6 +182,5 @@ func failAlways(t *testing.T, prefix string, payments payment.Repository, maxDel
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(stop)
-	return failing{s: s, names: names, cons: cons, backOff: cfg.BackOff, logged: logged}
+	return failing{s: s, names: names, cons: cons, backOff: cfg.BackOff, logged: logged}, stop
 }

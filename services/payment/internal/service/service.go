@@ -81,7 +81,7 @@ type Service struct {
 	registry discovery.Registry
 	events   *adapters.OrderEvents
 
-	stopWorkers func()
+	stopWorkers func(context.Context)
 	cleanup     server.Cleanup
 }
 
@@ -184,7 +184,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		},
 	})
 	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
-	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.cleanup.Close() })
+	// The hook's deadline (SHUTDOWN_TIMEOUT) also bounds the charges in
+	// flight: a provider slowed through etcd must not hold the stop.
+	s.Server.OnShutdown(func(ctx context.Context) error { s.stop(ctx); return s.cleanup.Close() })
 	return s, nil
 }
 
@@ -236,8 +238,8 @@ func (s *Service) Start(ctx context.Context) error {
 		wg.Wait()
 		return err
 	}
-	s.stopWorkers = func() {
-		stopConsumer()
+	s.stopWorkers = func(ctx context.Context) {
+		stopConsumer(ctx)
 		cancel()
 		wg.Wait()
 	}
@@ -266,15 +268,19 @@ func (s *Service) Run(ctx context.Context) error {
 	})...)
 }
 
-func (s *Service) stop() {
+// stop ends the workers, cutting off the charges still running when ctx ends.
+func (s *Service) stop(ctx context.Context) {
 	if s.stopWorkers != nil {
-		s.stopWorkers()
+		s.stopWorkers(ctx)
 		s.stopWorkers = nil
 	}
 }
 
-// Stop ends the workers and closes every connection.
+// Stop ends the workers, within SHUTDOWN_TIMEOUT as the shutdown hook does,
+// and closes every connection.
 func (s *Service) Stop() error {
-	s.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	s.stop(ctx)
 	return s.cleanup.Close()
 }
