@@ -134,8 +134,12 @@ func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPayme
 }
 
 // Start begins consuming. The returned stop function stops delivery and
-// waits until every message received is handled.
-func (c *PaymentEvents) Start() (stop func(), err error) {
+// waits until every message received is handled, or until its ctx ends:
+// then the handlers' context is cancelled, so a result waiting on the
+// database (a locked order row, a slow disk) is cut off, left unsettled and
+// applied on redelivery, and what is still queued fails fast the same way.
+// It waits for the workers either way.
+func (c *PaymentEvents) Start() (stop func(context.Context), err error) {
 	// Each result waits on a few database round trips, so one message at a
 	// time caps the consumer at a few hundred per second and queues the rest
 	// behind the slowest commit. Results are spread over lanes by order id
@@ -152,13 +156,14 @@ func (c *PaymentEvents) Start() (stop func(), err error) {
 	// a message held past AckWait, whose first copy is still queued, can
 	// fill a lane; the callback then waits for that lane, as it did before.)
 	lanes := make([]chan held, c.workers)
+	handling, cutOff := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range lanes {
 		lane := make(chan held, c.queue)
 		lanes[i] = lane
 		wg.Go(func() {
 			for h := range lane {
-				c.Handle(h.m)
+				c.Handle(handling, h.m)
 				h.release()
 			}
 		})
@@ -174,12 +179,23 @@ func (c *PaymentEvents) Start() (stop func(), err error) {
 		lanes[maphash.String(seed, laneKey(m))%uint64(len(lanes))] <- held{m, c.keep.Hold(m)}
 	})
 	if err != nil {
+		cutOff()
 		stopLanes()
 		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
-	// Closed is signalled once no handler call is running, so no send races
-	// the closing of the lanes.
-	return func() { cc.Drain(); <-cc.Closed(); stopLanes() }, nil
+	return func(ctx context.Context) {
+		defer cutOff()
+		// Closed is signalled once no callback is running, so no send races
+		// the closing of the lanes.
+		handled := make(chan struct{})
+		go func() { cc.Drain(); <-cc.Closed(); stopLanes(); close(handled) }()
+		select {
+		case <-handled:
+		case <-ctx.Done():
+			cutOff()
+			<-handled
+		}
+	}, nil
 }
 
 // held is a message received and kept alive until release is called.
@@ -200,11 +216,12 @@ func laneKey(m jetstream.Msg) string {
 }
 
 // Handle processes one message and settles it: ack when done or irrelevant,
-// nak with delay on a transient failure, term when it can never succeed.
-// It does not keep m from being redelivered meanwhile: Start does, from the
-// moment m is received until Handle returns.
-func (c *PaymentEvents) Handle(m jetstream.Msg) {
-	ctx := carrier.Extract(context.Background(), carrier.NATS(m.Headers()))
+// left unsettled on a transient failure (redelivered on the consumer's
+// BackOff; ctx ending is one), term when it can never succeed. It does not
+// keep m from being redelivered meanwhile: Start does, from the moment m is
+// received until Handle returns.
+func (c *PaymentEvents) Handle(ctx context.Context, m jetstream.Msg) {
+	ctx = carrier.Extract(ctx, carrier.NATS(m.Headers()))
 	ctx, span := c.tracer.Start(ctx, c.names.Subject+" process", trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "nats"),

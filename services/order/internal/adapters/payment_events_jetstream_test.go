@@ -72,7 +72,7 @@ func deliveriesWhileRowHeld(t *testing.T, prefix string, types ...string) uint64
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer stop(context.Background())
 
 	lock := db.Begin()
 	if err := lock.Exec("SELECT 1 FROM orders WHERE id = ? FOR UPDATE", o.ID()).Error; err != nil {
@@ -135,7 +135,7 @@ func TestFailingResultIsRedeliveredOnTheBackOffThenDropped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
+	defer stop(context.Background())
 
 	orderID := uuid.NewString()
 	d := adapters.PaymentResultData{PaymentID: "pay-1", OrderID: orderID, UserID: "alice", AmountCents: 100}

@@ -86,7 +86,7 @@ type Service struct {
 	events   *adapters.PaymentEvents
 	orders   *adapters.OrderGorm
 
-	stopWorkers func()
+	stopWorkers func(context.Context)
 	cleanup     server.Cleanup
 }
 
@@ -198,7 +198,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		},
 	})
 	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
-	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.cleanup.Close() })
+	// The hook's deadline (SHUTDOWN_TIMEOUT) also bounds the payment results
+	// being applied: one waiting on a locked order row must not hold the stop.
+	s.Server.OnShutdown(func(ctx context.Context) error { s.stop(ctx); return s.cleanup.Close() })
 	return s, nil
 }
 
@@ -241,8 +243,8 @@ func (s *Service) Start(ctx context.Context) error {
 		wg.Wait()
 		return err
 	}
-	s.stopWorkers = func() {
-		stopConsumer()
+	s.stopWorkers = func(ctx context.Context) {
+		stopConsumer(ctx)
 		cancel()
 		wg.Wait()
 	}
@@ -297,9 +299,11 @@ func (s *Service) Run(ctx context.Context) error {
 	})...)
 }
 
-func (s *Service) stop() {
+// stop ends the workers, cutting off the results still being applied when
+// ctx ends.
+func (s *Service) stop(ctx context.Context) {
 	if s.stopWorkers != nil {
-		s.stopWorkers()
+		s.stopWorkers(ctx)
 		s.stopWorkers = nil
 	}
 }
@@ -307,6 +311,8 @@ func (s *Service) stop() {
 // Stop ends the workers and closes every connection (tests; Run does this
 // through the server's shutdown hooks).
 func (s *Service) Stop() error {
-	s.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	s.stop(ctx)
 	return s.cleanup.Close()
 }
