@@ -71,7 +71,7 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 			LogLevel:                  logger.Warn,
 			IgnoreRecordNotFoundError: true,
 			ParameterizedQueries:      true, // never log bound values: they may hold personal data
-		})},
+		}), logger.Warn, o.SlowQuery},
 		NowFunc: func() time.Time { return time.Now().UTC() },
 		// gorm wraps every single Create/Update/Delete outside a transaction in BEGIN ... COMMIT, so one INSERT
 		// costs three round trips. A single statement is atomic on both PostgreSQL and SQLite anyway, and no
