@@ -187,14 +187,7 @@ func (c *PaymentEvents) Start() (stop func(context.Context), err error) {
 		defer cutOff()
 		// Closed is signalled once no callback is running, so no send races
 		// the closing of the lanes.
-		handled := make(chan struct{})
-		go func() { cc.Drain(); <-cc.Closed(); stopLanes(); close(handled) }()
-		select {
-		case <-handled:
-		case <-ctx.Done():
-			cutOff()
-			<-handled
-		}
+		stream.DrainWithin(ctx, func() { cc.Drain(); <-cc.Closed(); stopLanes() }, cutOff)
 	}, nil
 }
 

@@ -185,14 +185,7 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 		// Closed is signalled once no callback is running, so no send races
 		// the closing of the queue; the workers then handle what is left in
 		// it.
-		handled := make(chan struct{})
-		go func() { cc.Drain(); <-cc.Closed(); close(jobs); wg.Wait(); close(handled) }()
-		select {
-		case <-handled:
-		case <-ctx.Done():
-			cutOff()
-			<-handled
-		}
+		stream.DrainWithin(ctx, func() { cc.Drain(); <-cc.Closed(); close(jobs); wg.Wait() }, cutOff)
 	}, nil
 }
 
