@@ -305,7 +305,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 	// And only once (§3.2 again): the parser keeps the last, and another
 	// hop may take the first.
-	hosts, codings := framingLines(h.RawHeaders())
+	hosts, codings, chunked := framingLines(h.RawHeaders())
 	if hosts > 1 {
 		x.badRequest("malformed-request", "the request has more than one Host header")
 		return false
@@ -315,9 +315,10 @@ func (p *Proxy) start(x *Exchange) bool {
 	// "identity" for none (the body framed by Content-Length, or none, and
 	// what followed read as the next request) and kept one chunked of
 	// several lines (chunked twice, or followed by identity): another hop
-	// may frame such a message otherwise (a TE.TE desync). One line left
-	// the length at -1 exactly when it said chunked.
-	if codings > 1 || codings == 1 && h.ContentLength() != -1 {
+	// may frame such a message otherwise (a TE.TE desync). The line itself
+	// is read, not the length the parser left: the event loop sets that to
+	// the body it collected (0 for "0\r\n\r\n").
+	if codings > 1 || codings == 1 && !chunked {
 		x.badRequest("malformed-request", "the only transfer coding accepted is chunked, once")
 		return false
 	}

@@ -537,16 +537,27 @@ func TestFieldLines(t *testing.T) {
 // framingLines counts Host and Transfer-Encoding lines as fieldLines would,
 // in one pass, each up to two.
 func TestFramingLines(t *testing.T) {
-	for _, raw := range []string{
-		"Host: a\r\nX: 1\r\nHOST: b\r\n",
-		"Host: a\r\nhost: b\r\nhost: c\r\nTransfer-Encoding: chunked\r\n",
-		"X-Host: a\r\nHosts: b\r\nHost : c\r\nTransfer-Encodings: x\r\n",
-		"transfer-encoding: chunked\r\nTransfer-Encoding: identity\r\nTRANSFER-ENCODING: x\r\nHost: h",
-		"Transfer-Encoding:\r\n chunked\r\nHost: a\r\n",
-		"Transfer-Encoding:",
-		"",
+	for _, tc := range []struct {
+		raw     string
+		chunked bool
+	}{
+		{"Host: a\r\nX: 1\r\nHOST: b\r\n", false},
+		{"Host: a\r\nhost: b\r\nhost: c\r\nTransfer-Encoding: chunked\r\n", true},
+		{"X-Host: a\r\nHosts: b\r\nHost : c\r\nTransfer-Encodings: x\r\n", false},
+		{"transfer-encoding: chunked\r\nTransfer-Encoding: identity\r\nTRANSFER-ENCODING: x\r\nHost: h", false},
+		{"Transfer-Encoding:\r\n chunked\r\nHost: a\r\n", false},
+		{"Transfer-Encoding:", false},
+		{"Transfer-Encoding: \tCHUNKED \r\nHost: a\r\n", true},
+		{"Host: a\nTransfer-Encoding: chunked", true},
+		{"Transfer-Encoding: identity\r\n", false},
+		{"Transfer-Encoding: gzip, chunked\r\n", false},
+		{"", false},
 	} {
-		hosts, codings := framingLines([]byte(raw))
+		raw := tc.raw
+		hosts, codings, chunked := framingLines([]byte(raw))
+		if codings == 1 && chunked != tc.chunked {
+			t.Errorf("%q: chunked %v, want %v", raw, chunked, tc.chunked)
+		}
 		if want := fieldLines([]byte(raw), "host:", 2); hosts != want {
 			t.Errorf("%q: %d Host lines, want %d", raw, hosts, want)
 		}

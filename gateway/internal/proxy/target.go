@@ -111,10 +111,17 @@ func authorityByte(c byte) bool {
 }
 
 // framingLines counts, in one pass over a raw header block (as fieldLines),
-// its Host and its Transfer-Encoding lines, each up to two.
-func framingLines(raw []byte) (hosts, codings int) {
+// its Host and its Transfer-Encoding lines, each up to two, and reports
+// whether the last Transfer-Encoding line's value is exactly "chunked" (in
+// any letter case, between optional white space; a folded value is not).
+func framingLines(raw []byte) (hosts, codings int, chunked bool) {
 	const host, coding = "host:", "transfer-encoding:"
 	for len(raw) > len(host) {
+		i := bytes.IndexByte(raw, '\n')
+		line := raw
+		if i >= 0 {
+			line = raw[:i]
+		}
 		switch raw[0] | 0x20 {
 		case 'h':
 			if hosts < 2 && asciiEqualFold(raw[:len(host)], host) {
@@ -123,15 +130,15 @@ func framingLines(raw []byte) (hosts, codings int) {
 		case 't':
 			if codings < 2 && len(raw) > len(coding) && asciiEqualFold(raw[:len(coding)], coding) {
 				codings++
+				chunked = asciiEqualFold(bytes.Trim(line[len(coding):], " \t\r"), "chunked")
 			}
 		}
-		i := bytes.IndexByte(raw, '\n')
 		if i < 0 {
 			break
 		}
 		raw = raw[i+1:]
 	}
-	return hosts, codings
+	return hosts, codings, chunked
 }
 
 // fieldLines counts the lines of a raw header block (the lines after the
