@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"testing"
 )
@@ -13,22 +14,31 @@ import (
 // target is run too.
 func TestTCPLifecycle(t *testing.T) {
 	for _, stripped := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) { testTCPLifecycle(t, stripped) })
+		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) { testTCPLifecycle(t, stripped, "127.0.0.1") })
 	}
 }
 
-func testTCPLifecycle(t *testing.T, stripped bool) {
+// TestTCPLifecycleIPv6: the connections of a target serving and dialling over IPv6 are counted as over IPv4:
+// accepted_sock takes AF_INET6 TCP sockets too.
+func TestTCPLifecycleIPv6(t *testing.T) { testTCPLifecycle(t, false, "::1") }
+
+// testTCPLifecycle runs the target serving on loopback, dialling a listener there.
+func testTCPLifecycle(t *testing.T, stripped bool, loopback string) {
 	requireRoot(t)
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp", net.JoinHostPort(loopback, "0"))
+		if err != nil {
+			t.Fatalf("listen on %s: %v", loopback, err)
+		}
+		return ln
+	}
 	bin := buildTarget(t, stripped)
 	a := newAgent(t, bin)
-	tg := startTarget(t, bin)
+	tg := startTarget(t, bin, "HTTP_ADDR="+net.JoinHostPort(loopback, "0"))
 	a.Scan()
 
 	// A listener in the test process for the target to dial; it accepts and closes.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := listen()
 	defer ln.Close()
 	go func() {
 		for {
@@ -45,7 +55,7 @@ func testTCPLifecycle(t *testing.T, stripped bool) {
 	base := tcpOf(t, a, tg.pid)
 
 	const dials, accepts = 20, 15
-	tg.get(t, c, "GET", "/dial?n="+strconv.Itoa(dials)+"&addr="+ln.Addr().String())
+	tg.get(t, c, "GET", "/dial?n="+strconv.Itoa(dials)+"&addr="+url.QueryEscape(ln.Addr().String()))
 	for range accepts {
 		conn, err := net.Dial("tcp", tg.base[len("http://"):])
 		if err != nil {
@@ -57,12 +67,12 @@ func testTCPLifecycle(t *testing.T, stripped bool) {
 	eventually(t, func() (bool, string) {
 		got := sub(tcpOf(t, a, tg.pid), base)
 		got.Retransmits = 0 // loopback does not retransmit, but it is not what this test is about
-		return got == want, fmt.Sprintf("tcp for pid %d: got %+v, want %+v", tg.pid, got, want)
+		return got == want, fmt.Sprintf("tcp over %s for pid %d: got %+v, want %+v", loopback, tg.pid, got, want)
 	})
 
 	// A refused connect is a failure, not an open.
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := dead.Addr().String()
+	dead := listen()
+	addr := url.QueryEscape(dead.Addr().String())
 	dead.Close()
 	base = tcpOf(t, a, tg.pid)
 	tg.get(t, c, "GET", "/dial?n=1&addr="+addr)
