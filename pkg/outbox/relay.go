@@ -201,7 +201,9 @@ func NewWriter(brokers ...string) *kafka.Writer {
 // kafka-go then no longer keeps a partition's batch under a default topic's limit; Relay.write does (see callBytes).
 const writerBatchBytes = 64 << 20
 
-// Nudge asks a running relay to poll now, e.g. right after a transaction that called Add committed. It never blocks.
+// Nudge asks a running relay to poll, e.g. right after a transaction that called Add committed: at once, or when
+// Linger has passed since the start of the last round that claimed rows, so rows committed close together share a
+// round. It never blocks.
 func (r *Relay) Nudge() {
 	select {
 	case r.nudge <- struct{}{}:
