@@ -123,7 +123,7 @@ func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPayme
 		log = slog.Default()
 	}
 	handled, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.payment_events",
-		metric.WithDescription("payment result messages handled, by outcome"))
+		metric.WithDescription("payment result messages handled, by outcome: applied, unchanged, duplicate, informational, ignored, retry, terminated (README)"))
 	if maxDeliver <= 0 {
 		maxDeliver = MaxDeliver
 	}
@@ -267,8 +267,14 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	// under load; the outcome counter and the consumer span carry the same facts.
 	c.log.DebugContext(ctx, "payment result handled", "event_id", env.ID, "type", env.Type, "order_id", d.OrderID,
 		"duplicate", res.Duplicate, "changed", res.Changed)
-	if res.Duplicate {
+	switch {
+	case res.Duplicate:
 		return "duplicate", c.ack(m)
+	case !res.Changed:
+		// Recorded, but the order had already left PENDING (paid, failed
+		// or cancelled): a replay under another event id or a late result.
+		// Counted apart so that "applied" is the orders this consumer moved.
+		return "unchanged", c.ack(m)
 	}
 	return "applied", c.ack(m)
 }

@@ -3,8 +3,10 @@ package service_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -276,4 +278,63 @@ func TestResultStillFailingOnLastDeliveryIsTerminated(t *testing.T) {
 		t.Fatalf("terminated because %q", reasons[0])
 	}
 	h.drained(t)
+}
+
+// TestPaymentEventOutcomesTellNoOpsFromChanges counts results on the real
+// consumer (PostgreSQL, NATS): the first result of an order moves it and is
+// "applied"; a second result for it under another event id (payment's
+// replay, or a late result after the order settled or was cancelled) is
+// recorded but changes nothing, and must not be counted as applied too.
+func TestPaymentEventOutcomesTellNoOpsFromChanges(t *testing.T) {
+	h := newHarness(t)
+	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
+	paid, cancelled := h.createOrder("alice", item), h.createOrder("alice", item)
+	if r := h.do("POST", "/api/v1/orders/"+cancelled.ID+"/cancel", "alice", ""); r.Status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", r.Status, r.Body)
+	}
+	before := h.outcomes(t)
+	h.publishResult(t, "payment.succeeded", "first-"+paid.ID, paid.ID, "", nil)
+	h.drained(t)
+	h.publishResult(t, "payment.succeeded", "replay-"+paid.ID, paid.ID, "", nil)
+	h.publishResult(t, "payment.failed", "late-"+paid.ID, paid.ID, "card_declined", nil)
+	h.publishResult(t, "payment.succeeded", "after-cancel-"+cancelled.ID, cancelled.ID, "", nil)
+	h.publishResult(t, "payment.succeeded", "first-"+paid.ID, paid.ID, "", nil) // the same event again
+	h.drained(t)
+
+	after := h.outcomes(t)
+	got := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			got[k] = d
+		}
+	}
+	want := map[string]float64{"applied": 1, "unchanged": 3, "duplicate": 1}
+	if !maps.Equal(got, want) {
+		t.Errorf("payment result outcomes counted %v, want %v", got, want)
+	}
+	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" {
+		t.Errorf("paid order = %+v", o)
+	}
+}
+
+// outcomes reads shanhai_order_payment_events_total by outcome from /metrics.
+func (h *harness) outcomes(t *testing.T) map[string]float64 {
+	t.Helper()
+	m := h.do("GET", "/metrics", "", "")
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(m.Body), "\n") {
+		if !strings.HasPrefix(l, "shanhai_order_payment_events_total{") {
+			continue
+		}
+		_, rest, _ := strings.Cut(l, `outcome="`)
+		outcome, rest, _ := strings.Cut(rest, `"`)
+		_, value, _ := strings.Cut(rest, "} ")
+		value, _, _ = strings.Cut(value, " ") // an exemplar may follow
+		v, err := strconv.ParseFloat(value, 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", l, err)
+		}
+		out[outcome] += v
+	}
+	return out
 }
