@@ -23,6 +23,10 @@ import (
 // Header is the name of the remaining-time header.
 const Header = "X-Request-Timeout-Ms"
 
+// StatusClientClosedRequest is the status Abort gives a request whose client went away (nginx's 499, "client closed
+// request"): no one reads it, but metrics and logs tell it from the server's own failures, which a 503 did not.
+const StatusClientClosedRequest = 499
+
 // ErrExpired is returned by Transport when no time is left to send a call.
 var ErrExpired = fmt.Errorf("deadline: no time left for the call: %w", context.DeadlineExceeded)
 
@@ -150,23 +154,30 @@ func GaveUp(ctx context.Context, slack time.Duration) bool {
 }
 
 // Abort answers a request whose work err ended, when err is a context error,
-// and reports whether it was one. The answer is a 504 problem when the
-// request's own deadline has passed (the caller's, from the header, or the
-// route's), or has under a millisecond left, the least Transport sends a call
-// with (its ErrExpired is that deadline): the caller gave up, and a gateway
-// that shortened the deadline for its client does not count a 504 against
-// this upstream, as it would a 503. Otherwise (the request was cancelled, or
-// an inner timeout fired while the request still had time, which is this
-// server's own doing) it is a 503.
+// and reports whether it was one. The answer is:
+//   - StatusClientClosedRequest (499) with no body when the request's context
+//     was cancelled: its client went away (net/http cancels it when the
+//     connection closes), so nothing will read an answer, and a 503 made the
+//     client's leaving a server error in metrics and logs;
+//   - a 504 problem when the request's own deadline has passed (the caller's,
+//     from the header, or the route's budget), or has under a millisecond
+//     left, the least Transport sends a call with (its ErrExpired is that
+//     deadline): a gateway that shortened the deadline for its client does not
+//     count a 504 against this upstream, as it would a 503;
+//   - otherwise (an inner timeout fired while the request still had time,
+//     which is this server's own doing) a 503 problem.
 func Abort(c *gin.Context, err error) bool {
 	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		return false
 	}
 	ctx := c.Request.Context()
 	dl, ok := ctx.Deadline()
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) || ctx.Err() == nil && ok && expired(dl) {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		c.AbortWithStatus(StatusClientClosedRequest)
+	case errors.Is(ctx.Err(), context.DeadlineExceeded) || ctx.Err() == nil && ok && expired(dl):
 		problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
-	} else {
+	default:
 		problem.Abort(c, http.StatusServiceUnavailable, "the request ran out of time")
 	}
 	return true

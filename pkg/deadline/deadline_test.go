@@ -237,7 +237,7 @@ func TestAbort(t *testing.T) {
 		status  int
 	}{
 		{"deadline passed", expired, fmt.Errorf("load order: %w", context.DeadlineExceeded), true, http.StatusGatewayTimeout},
-		{"request cancelled", gone, context.Canceled, true, http.StatusServiceUnavailable},
+		{"request cancelled", gone, context.Canceled, true, StatusClientClosedRequest},
 		{"inner timeout, request alive", live, fmt.Errorf("argon2 slot: %w", context.DeadlineExceeded), true, http.StatusServiceUnavailable},
 		{"other error", expired, errors.New("duplicate key"), false, http.StatusOK},
 	} {
@@ -250,6 +250,9 @@ func TestAbort(t *testing.T) {
 			}
 			if w.Code != tc.status {
 				t.Fatalf("status %d, want %d", w.Code, tc.status)
+			}
+			if tc.status == StatusClientClosedRequest && w.Body.Len() != 0 {
+				t.Fatalf("a body for a client that went away: %s", w.Body)
 			}
 		})
 	}

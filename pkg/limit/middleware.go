@@ -76,9 +76,11 @@ func seconds(d time.Duration) int {
 }
 
 // ConcurrencyMiddleware sheds load with 503 problem+json when a is full, and
-// feeds each response's latency and 5xx status back into it. A 5xx of a
-// request its caller ended (the client went away, or the deadline it sent
-// passed: deadline.GaveUp) only frees its slot (Adaptive.Forget).
+// feeds each response's latency and 5xx status back into it. A 5xx or a
+// deadline.Abort 499 of a request its caller ended (the client went away, or
+// the deadline it sent passed: deadline.GaveUp) only frees its slot
+// (Adaptive.Forget): a 499 counted as a healthy completion would grow the
+// limit by calls that never got an answer.
 //
 // A handler that panics is a failure, and its slot is released all the same.
 // The recovery further out answers it 500, which is counted as a failure
@@ -99,9 +101,11 @@ func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
 		// Deferred so that a panic (or runtime.Goexit) further in still
 		// releases the slot: returned is still false then.
 		defer func() {
-			failed := !returned || c.Writer.Status() >= 500
-			if failed && returned && deadline.GaveUp(c.Request.Context(), time.Millisecond) {
-				// The caller's own doing (deadline.Abort's 503 or 504):
+			status := c.Writer.Status()
+			failed := !returned || status >= 500
+			if (failed || status == deadline.StatusClientClosedRequest) && returned &&
+				deadline.GaveUp(c.Request.Context(), time.Millisecond) {
+				// The caller's own doing (deadline.Abort's 499 or 504):
 				// counted, clients that give up early would shrink the
 				// limit for everyone.
 				a.Forget(t)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
@@ -62,7 +64,11 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // so busy services do not pay for a line per request unless asked. /readyz's
 // 503 is no server error but an answer to the probe (starting,
 // stopping, or a dependency down, which readyz logs itself as a warning):
-// at Error it put a line in every part's log at every start.
+// at Error it put a line in every part's log at every start. A request its
+// caller ended (the client went away, or the deadline it sent passed:
+// deadline.GaveUp) is logged at Info with ended_by saying which, whether it
+// was answered 5xx or deadline.Abort's 499: the server did not fail, and at
+// Error every client that closed its connection looked like an outage.
 func (s *Server) accessLog(c *gin.Context) {
 	debug := s.log.Enabled(c.Request.Context(), slog.LevelDebug)
 	var start time.Time
@@ -73,14 +79,20 @@ func (s *Server) accessLog(c *gin.Context) {
 	c.Next()
 
 	status := c.Writer.Status()
-	if status < 500 && !debug {
+	if status < 500 && status != deadline.StatusClientClosedRequest && !debug {
 		return
 	}
-	level := slog.LevelDebug
-	if status >= 500 && (status != http.StatusServiceUnavailable || c.FullPath() != readyzPath) {
+	ctx := c.Request.Context()
+	level, endedBy := slog.LevelDebug, ""
+	if status >= 500 || status == deadline.StatusClientClosedRequest {
+		endedBy = callerEnded(ctx)
+	}
+	switch {
+	case endedBy != "":
+		level = slog.LevelInfo
+	case status >= 500 && (status != http.StatusServiceUnavailable || c.FullPath() != readyzPath):
 		level = slog.LevelError
 	}
-	ctx := c.Request.Context()
 	if !s.log.Enabled(ctx, level) {
 		return
 	}
@@ -90,12 +102,28 @@ func (s *Server) accessLog(c *gin.Context) {
 		slog.String("path", c.Request.URL.Path),
 		slog.Int("status", status),
 	}
+	if endedBy != "" {
+		attrs = append(attrs, slog.String("ended_by", endedBy))
+	}
 	if debug {
 		// The duration histogram and the span have it too; a clock read
 		// per request is only spent when debug lines are wanted.
 		attrs = append(attrs, slog.Duration("duration", time.Since(start)))
 	}
 	s.log.LogAttrs(ctx, level, "request", attrs...)
+}
+
+// callerEnded says how the caller ended the request whose context ctx is, or
+// "" when it did not: the client went away (net/http cancelled the context as
+// the connection closed), or the deadline it sent passed.
+func callerEnded(ctx context.Context) string {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		return "client went away"
+	case deadline.GaveUp(ctx, 0):
+		return "caller's deadline passed"
+	}
+	return ""
 }
 
 // validID accepts what a proxy would plausibly send (visible ASCII, at most

@@ -1,0 +1,94 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
+	"github.com/shanhai-dev/shanhai/pkg/problem"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+)
+
+// TestRequestsTheClientEndedAreNoServerErrors sends requests over a real connection and goes away while the handler
+// waits on its context, as a client that times out or is closed does. The handler ends as the services' do: through
+// deadline.Abort, or with a 500 for an error that wraps the context's (a handler that does not know Abort). Neither is
+// the server failing: they were logged at ERROR, and Abort's 503 counted as a server error in
+// http.server.request.duration, where Abort's answer is now 499 (no error_type: not a server error).
+func TestRequestsTheClientEndedAreNoServerErrors(t *testing.T) {
+	p, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "server-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	s, logs := newTestServer(t, Options{Telemetry: p})
+	started := make(chan struct{}, 1)
+	s.Router().GET("/abort", func(c *gin.Context) {
+		started <- struct{}{}
+		<-c.Request.Context().Done()
+		deadline.Abort(c, fmt.Errorf("load order: %w", c.Request.Context().Err()))
+	})
+	s.Router().GET("/fail", func(c *gin.Context) {
+		started <- struct{}{}
+		<-c.Request.Context().Done()
+		problem.Abort(c, http.StatusInternalServerError, "load order: "+c.Request.Context().Err().Error())
+	})
+	served := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Handler().ServeHTTP(w, r)
+		served <- struct{}{} // the access log and the metric are written by now
+	}))
+	defer srv.Close()
+
+	for _, path := range []string{"/abort", "/fail"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			<-started
+			cancel()
+		}()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+path, nil)
+		if resp, err := srv.Client().Do(req); !errors.Is(err, context.Canceled) {
+			if err == nil {
+				resp.Body.Close()
+			}
+			t.Fatalf("GET %s: %v, want the client's cancellation", path, err)
+		}
+		<-served
+	}
+
+	// The deadline the caller sent passing is the caller's doing too (it answers its own client 504 already);
+	// the route's own budget passing is this server's, and stays an error.
+	s.Router().GET("/late", func(c *gin.Context) {
+		<-c.Request.Context().Done()
+		deadline.Abort(c, c.Request.Context().Err())
+	})
+	if w := do(s.Handler(), http.MethodGet, "/late", nil, deadline.Header, "5"); w.Code != http.StatusGatewayTimeout {
+		t.Fatalf("GET /late past the caller's deadline: %d, want 504", w.Code)
+	}
+
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if strings.Contains(line, `"level":"ERROR"`) {
+			t.Errorf("a request the client ended logged as an error: %s", line)
+		}
+	}
+	for _, want := range []string{
+		`"msg":"request","method":"GET","route":"/abort","path":"/abort","status":499,"ended_by":"client went away"`,
+		`"msg":"request","method":"GET","route":"/fail","path":"/fail","status":500,"ended_by":"client went away"`,
+		`"level":"INFO","msg":"request","method":"GET","route":"/late","path":"/late","status":504,"ended_by":"caller's deadline passed"`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no access log line with %s in:\n%s", want, logs)
+		}
+	}
+	metrics := do(s.Handler(), http.MethodGet, "/metrics", nil).Body.String()
+	want := `http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="499",http_route="/abort"} 1`
+	if !strings.Contains(metrics, want) {
+		t.Errorf("/metrics lacks %s:\n%.3000s", want, metrics)
+	}
+}
