@@ -1,15 +1,24 @@
 package ports_test
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
 
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/openapi"
 	"github.com/shanhai-dev/shanhai/services/order/internal/app"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
+	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
 	"github.com/shanhai-dev/shanhai/services/order/internal/ports"
 )
 
@@ -30,4 +39,121 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if w.Code != http.StatusOK || w.Body.String() != string(ports.OpenAPI) {
 		t.Fatalf("/openapi.json: %d", w.Code)
 	}
+}
+
+// TestOpenAPIDocumentsEveryAnswer drives each API route, wired as pkg/server
+// wires it (deadline.Middleware), into the answers it gives when its time or
+// its stores run out or fail, and checks that the document lists each status for
+// that operation, as problem+json.
+func TestOpenAPIDocumentsEveryAnswer(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Responses map[string]json.RawMessage `json:"responses"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(ports.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	id := uuid.NewString()
+	routes := []struct{ method, path, docPath, body string }{
+		{"GET", "/api/v1/products", "/api/v1/products", ""},
+		{"POST", "/api/v1/orders", "/api/v1/orders", `{"items":[{"sku":"TEA","quantity":1}]}`},
+		{"GET", "/api/v1/orders", "/api/v1/orders", ""},
+		{"GET", "/api/v1/orders/" + id, "/api/v1/orders/{id}", ""},
+		{"POST", "/api/v1/orders/" + id + "/cancel", "/api/v1/orders/{id}/cancel", ""},
+	}
+	scenarios := []struct {
+		name    string
+		timeout string // X-Request-Timeout-Ms, "" for none
+		stores  stores
+	}{
+		{"the caller's deadline had passed on arrival", "0", stores{}},
+		{"the stores outlast the caller's deadline", "20", stores{err: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}},
+		{"the request was cancelled", "", stores{err: func(context.Context) error { return fmt.Errorf("query: %w", context.Canceled) }}},
+		{"the catalogue is empty", "", stores{catalog: catalog.ErrEmpty}},
+		{"the database fails", "", stores{err: func(context.Context) error { return errors.New("dial tcp: connection refused") }}},
+	}
+	for _, sc := range scenarios {
+		r := gin.New()
+		r.Use(deadline.Middleware(0))
+		a := app.New(app.Deps{Orders: sc.stores, Catalog: sc.stores, NewID: uuid.NewString, Render: ports.Render})
+		ports.Register(r, a, func(c *gin.Context) { c.Next() }, func(*gin.Context) string { return "u" }, nil)
+		for _, rt := range routes {
+			req := httptest.NewRequest(rt.method, rt.path, strings.NewReader(rt.body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Idempotency-Key", "k")
+			if sc.timeout != "" {
+				req.Header.Set(deadline.Header, sc.timeout)
+			}
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code < 400 {
+				continue // the route does not reach that store
+			}
+			status := strconv.Itoa(w.Code)
+			if _, ok := doc.Paths[rt.docPath][strings.ToLower(rt.method)].Responses[status]; !ok {
+				t.Errorf("%s: %s %s answers %s, which its document does not list", sc.name, rt.method, rt.docPath, status)
+			}
+			if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+				t.Errorf("%s: %s %s answers %s as %q", sc.name, rt.method, rt.docPath, status, ct)
+			}
+		}
+	}
+}
+
+// stores stands in for the order repository and the catalogue: err, when
+// set, is what every call returns (given the call's context); catalog is the
+// catalogue's error alone.
+type stores struct {
+	err     func(context.Context) error
+	catalog error
+}
+
+func (s stores) fail(ctx context.Context) error {
+	if s.err != nil {
+		return s.err(ctx)
+	}
+	return nil
+}
+
+func (s stores) All(ctx context.Context) ([]catalog.Product, error) {
+	if s.catalog != nil {
+		return nil, s.catalog
+	}
+	if err := s.fail(ctx); err != nil {
+		return nil, err
+	}
+	return []catalog.Product{{SKU: "TEA", Name: "Tea", PriceCents: 100, Currency: "EUR"}}, nil
+}
+
+func (s stores) Create(ctx context.Context, _ *order.Order, _ order.Replay) error { return s.fail(ctx) }
+
+func (s stores) FindReplay(ctx context.Context, _, _ string) (order.Replay, error) {
+	if err := s.fail(ctx); err != nil {
+		return order.Replay{}, err
+	}
+	return order.Replay{}, order.ErrNotFound
+}
+
+func (s stores) Get(ctx context.Context, _, _ string) (*order.Order, error) {
+	if err := s.fail(ctx); err != nil {
+		return nil, err
+	}
+	return nil, order.ErrNotFound
+}
+
+func (s stores) List(ctx context.Context, _ string, _ order.ListQuery) ([]*order.Order, string, error) {
+	return nil, "", s.fail(ctx)
+}
+
+func (s stores) Update(ctx context.Context, _, _ string, _ func(*order.Order) error) (*order.Order, error) {
+	if err := s.fail(ctx); err != nil {
+		return nil, err
+	}
+	return nil, order.ErrNotFound
+}
+
+func (s stores) ApplyOnce(ctx context.Context, _, _, _ string, _ func(*order.Order) error) (bool, error) {
+	return false, s.fail(ctx)
 }
