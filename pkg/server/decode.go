@@ -7,6 +7,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"sync"
@@ -28,6 +29,7 @@ const MaxBodyBytes = 1 << 20
 //
 //   - wrong or missing Content-Type (not application/json or +json) → 415
 //   - body over MaxBodyBytes → 413
+//   - body still coming when Options.ReadTimeout passed → 408
 //   - empty body, malformed JSON, unknown field, wrong type, data after the
 //     JSON value → 400
 //   - binding rule failed (required, min, oneof, ...) → 422
@@ -98,6 +100,10 @@ func writeDecodeError(c *gin.Context, err error, limit int64) {
 	switch {
 	case errors.As(err, &tooBig):
 		problem.Abort(c, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", limit))
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// Options.ReadTimeout passed with the body still coming; net/http
+		// closes the connection after this answer.
+		problem.Abort(c, http.StatusRequestTimeout, "the request body was not received in time")
 	case errors.Is(err, io.EOF):
 		problem.Abort(c, http.StatusBadRequest, "request body is empty")
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -53,8 +53,11 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 		ConnState:         s.fresh.track,
 		Handler:           s.engine,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          errorLog,
+		// A whole request, body included; net/http lifts it once the body is
+		// read, so a long handler keeps its context and its response.
+		ReadTimeout: s.o.ReadTimeout,
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    errorLog,
 	}
 	var admin *http.Server
 	errc := make(chan error, 2)

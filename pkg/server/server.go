@@ -31,7 +31,8 @@ import (
 )
 
 // Options configure a Server. Zero values work: Addr ":8080", a 10 s
-// shutdown, the default slog logger, no admin listener, no checks.
+// shutdown, a 30 s bound on reading a request, the default slog logger, no
+// admin listener, no checks.
 type Options struct {
 	Name, Version, Addr, AdminAddr string
 
@@ -50,7 +51,21 @@ type Options struct {
 	// ReadyTimeout bounds all readiness probes together (default 2 s): a
 	// probe that hangs is a failed probe, not a hung /readyz.
 	ReadyTimeout time.Duration
+
+	// ReadTimeout bounds reading a whole request, headers and body (default
+	// DefaultReadTimeout; negative: no bound). Without it a client sending
+	// its body a byte a second held a connection and a handler goroutine for
+	// as long as it liked (headers alone were bounded, 10 s). A body not in
+	// by then fails to read: DecodeJSON answers 408 and the connection is
+	// closed. Only reading is bounded: a handler that has read its body may
+	// take as long as its route allows, and its response is not cut.
+	ReadTimeout time.Duration
 }
+
+// DefaultReadTimeout is Options.ReadTimeout's default: far more than a
+// service's bodies (at most MaxBodyBytes, from the gateway on a local
+// network) need, and short enough that slow clients cannot pile up.
+const DefaultReadTimeout = 30 * time.Second
 
 // DefaultDeregisterDelay is how long a service registered in discovery keeps
 // accepting connections after it left discovery on shutdown. A caller (the
@@ -93,6 +108,12 @@ func New(o Options) *Server {
 	}
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = 2 * time.Second
+	}
+	switch {
+	case o.ReadTimeout == 0:
+		o.ReadTimeout = DefaultReadTimeout
+	case o.ReadTimeout < 0:
+		o.ReadTimeout = 0 // net/http's "no bound"
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
