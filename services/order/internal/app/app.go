@@ -35,9 +35,14 @@ type Deps struct {
 
 // New wires the use cases.
 func New(d Deps) Application {
-	if d.Now == nil {
-		d.Now = time.Now
+	now := d.Now
+	if now == nil {
+		now = time.Now
 	}
+	// PostgreSQL keeps microseconds: an answer stamped with the clock's
+	// nanoseconds (the created order, a cancel) showed a time no later read
+	// of the same order returns.
+	d.Now = func() time.Time { return now().Truncate(time.Microsecond) }
 	return Application{
 		CreateOrder:  CreateOrderHandler{d: d},
 		CancelOrder:  CancelOrderHandler{orders: d.Orders, now: d.Now},

@@ -252,3 +252,36 @@ func TestProductsFromCatalogue(t *testing.T) {
 		t.Fatalf("products: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestTimestampsAgreeAcrossResponses: the created order, its cancel answer
+// and later reads give the same created_at and updated_at (PostgreSQL keeps
+// microseconds; an answer must not show a time no read returns).
+func TestTimestampsAgreeAcrossResponses(t *testing.T) {
+	h := newHarness(t)
+	type stamps struct {
+		CreatedAt string `json:"created_at"`
+		UpdatedAt string `json:"updated_at"`
+	}
+	read := func(r reply) stamps {
+		t.Helper()
+		var s stamps
+		r.json(t, &s)
+		return s
+	}
+	created := h.do("POST", "/api/v1/orders", "alice", `{"items":[{"sku":"INK-SET","quantity":1}]}`, "Idempotency-Key", "ts")
+	if created.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", created.Status, created.Body)
+	}
+	var o orderView
+	created.json(t, &o)
+	if got, want := read(h.do("GET", "/api/v1/orders/"+o.ID, "alice", "")), read(created); got != want {
+		t.Errorf("GET answers %+v, the create answered %+v", got, want)
+	}
+	cancelled := h.do("POST", "/api/v1/orders/"+o.ID+"/cancel", "alice", "")
+	if cancelled.Status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", cancelled.Status, cancelled.Body)
+	}
+	if got, want := read(h.do("GET", "/api/v1/orders/"+o.ID, "alice", "")), read(cancelled); got != want {
+		t.Errorf("GET answers %+v, the cancel answered %+v", got, want)
+	}
+}
