@@ -106,11 +106,18 @@ func (r response) json(t *testing.T) map[string]any {
 
 func (h *harness) do(method, path, body string, headers ...string) response {
 	h.t.Helper()
+	return h.doContext(context.Background(), method, path, body, headers...)
+}
+
+// doContext is do with the request's context, to stand for a client that
+// has gone away (a cancelled ctx).
+func (h *harness) doContext(ctx context.Context, method, path, body string, headers ...string) response {
+	h.t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
-	req := httptest.NewRequest(method, path, rd)
+	req := httptest.NewRequestWithContext(ctx, method, path, rd)
 	req.RemoteAddr = h.ip + ":40000"
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
