@@ -70,14 +70,16 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 	if fe != nil {
 		return Tokens{}, ErrBadCredentials
 	}
+	password := user.NormalizePassword(l.Password)
 	u, err := h.d.Users.ByEmail(ctx, email)
 	if errors.Is(err, user.ErrNotFound) {
-		// Hash anyway: answering an unknown email faster than a wrong
-		// password would tell who has an account. A verification that
-		// failed fails the login as it does for an account (the request
-		// ended while waiting for a hashing slot: 503 or 504); a 401 here
-		// instead told the two apart whenever the slots were busy.
-		if _, err := h.d.Hasher.Verify(ctx, l.Password, h.dummy.get(ctx)); err != nil {
+		// Hash anyway, as often as for an account: answering an unknown
+		// email faster than a wrong password would tell who has an
+		// account. A verification that failed fails the login as it does
+		// for an account (the request ended while waiting for a hashing
+		// slot: 503 or 504); a 401 here instead told the two apart
+		// whenever the slots were busy.
+		if _, _, err := h.verify(ctx, l.Password, password, h.dummy.get(ctx)); err != nil {
 			return Tokens{}, fmt.Errorf("login: %w", err)
 		}
 		return Tokens{}, ErrBadCredentials
@@ -85,7 +87,7 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 	if err != nil {
 		return Tokens{}, fmt.Errorf("login: %w", err)
 	}
-	ok, err := h.d.Hasher.Verify(ctx, l.Password, u.PasswordHash)
+	ok, raw, err := h.verify(ctx, l.Password, password, u.PasswordHash)
 	if err != nil {
 		return Tokens{}, fmt.Errorf("login: user %s: %w", u.ID, err)
 	}
@@ -95,8 +97,8 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 		h.d.Logger.InfoContext(ctx, "login failed", "user_id", u.ID, "reason", "wrong password")
 		return Tokens{}, ErrBadCredentials
 	}
-	if h.d.Hasher.NeedsRehash(u.PasswordHash) {
-		h.rehash(ctx, u.ID, l.Password)
+	if raw || h.d.Hasher.NeedsRehash(u.PasswordHash) {
+		h.rehash(ctx, u.ID, password)
 	}
 	now := h.d.Now().UTC()
 	rt, secret, err := session.Issue(h.d.NewID(), "", u.ID, now, h.d.RefreshTTL)
@@ -110,7 +112,23 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 	return h.issue.tokens(u.ID, now, rt, secret)
 }
 
-// rehash upgrades a hash made with older cost settings. Failing here must
+// verify checks the password's normalised form against encoded and then,
+// if that fails and the typed form differs, the typed form: a hash made
+// before passwords were normalised is of the bytes as typed. raw reports a
+// match of the typed form only, a hash the caller replaces. The second
+// verification depends on the password alone, never on the account, so an
+// unknown email pays it too and takes as long.
+func (h LoginHandler) verify(ctx context.Context, typed, normalised, encoded string) (ok, raw bool, err error) {
+	ok, err = h.d.Hasher.Verify(ctx, normalised, encoded)
+	if ok || err != nil || typed == normalised {
+		return ok, false, err
+	}
+	ok, err = h.d.Hasher.Verify(ctx, typed, encoded)
+	return ok, ok, err
+}
+
+// rehash upgrades a hash made with older cost settings, or of a password
+// before normalisation. Failing here must
 // not fail the login: the old hash still works and the next login retries.
 func (h LoginHandler) rehash(ctx context.Context, userID, password string) {
 	hash, err := h.d.Hasher.Hash(ctx, password)

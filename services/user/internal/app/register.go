@@ -19,7 +19,8 @@ type Register struct {
 type RegisterHandler struct{ d Deps }
 
 // Handle validates every field (reporting all problems at once), hashes the
-// password and stores the account with its user.registered event.
+// password (its NFKC form, user.NormalizePassword) and stores the account
+// with its user.registered event.
 func (h RegisterHandler) Handle(ctx context.Context, r Register) (user.Profile, error) {
 	var verr user.ValidationError
 	email, fe := user.NormalizeEmail(r.Email)
@@ -30,7 +31,8 @@ func (h RegisterHandler) Handle(ctx context.Context, r Register) (user.Profile, 
 	if fe != nil {
 		verr.Fields = append(verr.Fields, *fe)
 	}
-	if fe := user.CheckPassword(r.Password, email); fe != nil {
+	password := user.NormalizePassword(r.Password)
+	if fe := user.CheckPassword(password, email); fe != nil {
 		verr.Fields = append(verr.Fields, *fe)
 	}
 	if len(verr.Fields) > 0 {
@@ -46,7 +48,7 @@ func (h RegisterHandler) Handle(ctx context.Context, r Register) (user.Profile, 
 	case !errors.Is(err, user.ErrNotFound):
 		return user.Profile{}, fmt.Errorf("register: %w", err)
 	}
-	hash, err := h.d.Hasher.Hash(ctx, r.Password)
+	hash, err := h.d.Hasher.Hash(ctx, password)
 	if err != nil {
 		return user.Profile{}, fmt.Errorf("register: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
+	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/user/internal/config"
 	"github.com/shanhai-dev/shanhai/services/user/internal/service"
 )
@@ -727,5 +728,45 @@ func TestLogoutOutlivesItsCaller(t *testing.T) {
 			t.Errorf("%s: logout: %v", name, err)
 		}
 		isProblem(t, h.do("POST", "/api/v1/sessions/refresh", fmt.Sprintf(`{"refresh_token":%q}`, refresh)), http.StatusUnauthorized, "")
+	}
+}
+
+// Passwords are compared in NFKC over HTTP, on PostgreSQL and argon2id: an
+// account registered with "é" as one code point logs in with "e" and a
+// combining accent, and one whose hash predates normalisation (of the NFD
+// bytes) logs in as before and is stored again as the hash of the NFC form.
+func TestPasswordsAreComparedNormalised(t *testing.T) {
+	h := newHarness(t, nil)
+	const nfc, nfd = "caf\u00e9 con le\u00f1a y m\u00e1s", "cafe\u0301 con len\u0303a y ma\u0301s"
+	email := uniqEmail()
+	r := h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"Alice"}`, email, nfc))
+	if r.Code != http.StatusCreated {
+		t.Fatalf("register: %d %s", r.Code, r.Body)
+	}
+	if r := h.login(email, nfd); r.Code != http.StatusCreated {
+		t.Fatalf("log in with the NFD form: %d %s", r.Code, r.Body)
+	}
+
+	hasher := adapters.NewArgon2(adapters.Argon2Params{Memory: 8192, Time: 1, Threads: 1, SaltLen: 16, KeyLen: 32}, 1)
+	old, err := hasher.Hash(t.Context(), nfd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.json(t)["id"].(string)
+	if err := h.svc.DB.Exec("UPDATE users SET password_hash = ? WHERE id = ?", old, id).Error; err != nil {
+		t.Fatal(err)
+	}
+	if r := h.login(email, nfd); r.Code != http.StatusCreated {
+		t.Fatalf("log in with a hash of the NFD bytes: %d %s", r.Code, r.Body)
+	}
+	var stored string
+	if err := h.svc.DB.Raw("SELECT password_hash FROM users WHERE id = ?", id).Scan(&stored).Error; err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := hasher.Verify(t.Context(), nfc, stored); err != nil || !ok || stored == old {
+		t.Fatalf("the hash was not replaced by one of the NFC form (%v %v)", ok, err)
+	}
+	if r := h.login(email, nfc); r.Code != http.StatusCreated {
+		t.Fatalf("log in with the NFC form after the upgrade: %d %s", r.Code, r.Body)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // Password length bounds in characters. The policy follows NIST SP 800-63B:
@@ -33,6 +35,20 @@ func CheckPasswordLength(pw string) *FieldError {
 		return &FieldError{Field: "password", Detail: "must be at most 128 characters"}
 	}
 	return nil
+}
+
+// NormalizePassword is the form a password is checked, hashed and verified
+// in: NFKC, as NIST SP 800-63B §5.1.1.2 asks of Unicode passwords. The same
+// password reaches the service in other byte sequences from other devices:
+// "é" as one code point or as "e" and a combining accent (NFC against NFD),
+// "Ｐ" from a full-width input method against "P"; hashed as they came, one
+// of them was a wrong password. A password too long for any account
+// (CheckPasswordLength) is returned as it is: it is refused unread.
+func NormalizePassword(pw string) string {
+	if CheckPasswordLength(pw) != nil {
+		return pw
+	}
+	return norm.NFKC.String(pw)
 }
 
 // CheckPassword applies the password policy. email is the account's

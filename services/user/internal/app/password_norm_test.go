@@ -1,0 +1,92 @@
+package app
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
+)
+
+// One password in the forms devices type it: "é" and "ö" as one code point
+// each (NFC, most keyboards) or as a letter and a combining accent (NFD,
+// macOS file names and some input methods); and its compatibility form, the
+// full-width "Ｐ" of an East Asian input method.
+const (
+	nfcPassword = "Gr\u00fc\u00dfe aus K\u00f6ln, caf\u00e9"
+	nfdPassword = "Gru\u0308\u00dfe aus Ko\u0308ln, cafe\u0301"
+)
+
+// A password registered as typed on one device logs in as typed on another
+// (NIST SP 800-63B §5.1.1.2: normalise with NFKC or NFKD before hashing).
+// The bytes were hashed as they came, so the NFD form of the NFC password
+// was a wrong password.
+func TestLoginAcceptsThePasswordInAnotherNormalForm(t *testing.T) {
+	for name, c := range map[string]struct{ registered, typed string }{
+		"NFC registered, NFD typed": {nfcPassword, nfdPassword},
+		"NFD registered, NFC typed": {nfdPassword, nfcPassword},
+		"full-width registered":     {"\uff30assword of mine", "Password of mine"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture()
+			p, err := f.app.Register.Handle(ctx, Register{Email: "alice@example.com", Password: c.registered, Name: "Alice"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: c.typed, IP: "10.0.0.1"}); err != nil {
+				t.Fatalf("log in with %+q after registering %+q: %v", c.typed, c.registered, err)
+			}
+			if got, want := f.users.byID[p.ID].PasswordHash, "plain$"+user.NormalizePassword(c.registered); got != want {
+				t.Fatalf("stored %+q, want the hash of the NFKC form %+q", got, want)
+			}
+		})
+	}
+}
+
+// An account whose hash was made before passwords were normalised (of the
+// bytes as typed, here NFD) still logs in with those bytes, and the login
+// replaces the hash with one of the normalised form, so the password then
+// works in any form.
+func TestLoginUpgradesAHashOfAnUnnormalisedPassword(t *testing.T) {
+	f := newFixture()
+	p := register(t, f, "alice@example.com")
+	u := f.users.byID[p.ID]
+	u.PasswordHash = "plain$" + nfdPassword
+	f.users.byID[p.ID] = u
+
+	if _, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: nfdPassword, IP: "10.0.0.1"}); err != nil {
+		t.Fatalf("log in with the password as it was hashed: %v", err)
+	}
+	if got, want := f.users.byID[p.ID].PasswordHash, "plain$"+nfcPassword; got != want {
+		t.Fatalf("hash after the login = %+q, want %+q", got, want)
+	}
+	if _, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: nfcPassword, IP: "10.0.0.2"}); err != nil {
+		t.Fatalf("log in with the NFC form after the upgrade: %v", err)
+	}
+	if _, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: nfdPassword + "x", IP: "10.0.0.3"}); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("a wrong password: %v", err)
+	}
+}
+
+// Trying the raw form too costs a second verification, for an unknown email
+// as for an account: a wrong unnormalised password must not take twice as
+// long for an account that exists, which would tell who has one.
+func TestLoginVerifiesAsOftenForAnUnknownEmail(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	hasher := &slotHasher{}
+	login := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
+		Guard: &countGuard{n: 100, m: map[string]int{}}, NewID: func() string { return "id" }}).Login
+	for _, pw := range []string{nfdPassword, nfcPassword} {
+		var counts []int
+		for _, email := range []string{"alice@example.com", "nobody@example.com"} {
+			hasher.checked = nil
+			if _, err := login.Handle(ctx, Login{Email: email, Password: pw, IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
+				t.Fatalf("%s: %v", email, err)
+			}
+			counts = append(counts, len(hasher.checked))
+		}
+		if counts[0] != counts[1] {
+			t.Errorf("password %+q: %d verifications for an account, %d for an unknown email", pw, counts[0], counts[1])
+		}
+	}
+}
