@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -13,16 +16,18 @@ import (
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
 )
 
-// CatalogKey is the Redis key of the cached catalogue. The version suffix
-// lets a change of the cached shape roll out without reading stale bytes.
+// CatalogKey is the base of the cached catalogue's Redis key (the service
+// adds the migration version, CatalogKeyFor). The v1 suffix lets a change of
+// the cached shape roll out without reading stale bytes.
 const CatalogKey = "shanhai:order:catalog:v1"
 
 // CatalogRedis is a read-through cache in front of the catalogue. Every order
 // prices its lines from it, so it sits on the hot path of POST /orders.
 //
-// The catalogue is only written by migrations, so a TTL is the whole
-// invalidation story. If Redis is down the cache is skipped, not fatal: the
-// database can answer alone, just more slowly.
+// The catalogue is only written by migrations, so the service's key names
+// the newest migration (CatalogKeyFor) and a TTL does the rest. If Redis is
+// down the cache is skipped, not fatal: the database can answer alone, just
+// more slowly.
 type CatalogRedis struct {
 	next catalog.Repository
 	rdb  redis.UniversalClient
@@ -91,4 +96,30 @@ func (c *CatalogRedis) Invalidate(ctx context.Context) error {
 		return fmt.Errorf("invalidate catalog cache: %w", err)
 	}
 	return nil
+}
+
+// CatalogKeyFor is the cache key of the catalogue that the migration set fsys
+// leaves: base and the set's newest version (CatalogKey:m2). Only migrations
+// change the catalogue, so an instance of a release that adds one reads and
+// fills a key of its own at once. With one key for every release, it sold
+// from the last release's cached catalogue for up to the TTL: old prices,
+// and products the migration added refused as unknown.
+func CatalogKeyFor(base string, fsys fs.FS) (string, error) {
+	names, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return "", fmt.Errorf("catalogue version: %w", err)
+	}
+	newest := int64(-1)
+	for _, n := range names {
+		digits := n[:len(n)-len(strings.TrimLeft(n, "0123456789"))]
+		v, err := strconv.ParseInt(digits, 10, 64)
+		if err != nil {
+			return "", fmt.Errorf("catalogue version: migration %q has no version number", n)
+		}
+		newest = max(newest, v)
+	}
+	if newest < 0 {
+		return "", errors.New("catalogue version: no migrations")
+	}
+	return fmt.Sprintf("%s:m%d", base, newest), nil
 }

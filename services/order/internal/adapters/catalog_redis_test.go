@@ -25,14 +25,21 @@ func (c *countingCatalog) All(ctx context.Context) ([]catalog.Product, error) {
 	return c.next.All(ctx)
 }
 
-func TestCatalogGormAndRedisCache(t *testing.T) {
-	ctx := context.Background()
+// testRedis is a client of the test Redis, closed when t ends.
+func testRedis(t *testing.T) *redis.Client {
+	t.Helper()
 	opt, err := redis.ParseURL(testenv.Redis(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
+	return rdb
+}
+
+func TestCatalogGormAndRedisCache(t *testing.T) {
+	ctx := context.Background()
+	rdb := testRedis(t)
 	for name, db := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			key := "test:order:catalog:" + uuid.NewString()

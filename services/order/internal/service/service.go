@@ -166,7 +166,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 
 	s.orders = adapters.NewOrderGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
 	orders := s.orders
-	s.Catalog = adapters.NewCatalogRedis(adapters.NewCatalogGorm(s.DB), s.Redis, cfg.CatalogCacheTTL, o.Logger)
+	catalogKey, err := adapters.CatalogKeyFor(adapters.CatalogKey, migrations.FS)
+	if err != nil {
+		return nil, err
+	}
+	s.Catalog = adapters.NewCatalogRedis(adapters.NewCatalogGorm(s.DB), s.Redis, cfg.CatalogCacheTTL, o.Logger).WithKey(catalogKey)
 	s.App = app.New(app.Deps{
 		Orders:  orders,
 		Catalog: adapters.NewCatalogMemo(s.Catalog, adapters.CatalogMemoTTL),
