@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // redisArg returns the value after flag in a redis-server command line, or "".
@@ -72,19 +74,20 @@ func TestRedisNeverEvictsTheLimitersState(t *testing.T) {
 	for _, e := range checkRedisMemory(s.Command, int64(s.Deploy.Resources.Limits.MemoryBytes)) {
 		t.Errorf("compose redis: %s", e)
 	}
-	found := false
+	where, c := kindContainer(t, "redis")
+	for _, e := range checkRedisMemory(append(slices.Clone(c.Command), c.Args...), c.Resources.Limits.Memory().Value()) {
+		t.Errorf("%s: %s", where, e)
+	}
+}
+
+// kindContainer is the first container of the kind build's workload named name, and where it is for messages.
+func kindContainer(t *testing.T, name string) (string, corev1.Container) {
+	t.Helper()
 	for _, o := range build(t, "k8s/overlays/kind") {
-		spec := podSpec(o)
-		if spec == nil || o.Name != "redis" {
-			continue
-		}
-		found = true
-		c := spec.Containers[0]
-		for _, e := range checkRedisMemory(append(slices.Clone(c.Command), c.Args...), c.Resources.Limits.Memory().Value()) {
-			t.Errorf("k8s %s %s/%s: %s", o.Kind, o.Namespace, o.Name, e)
+		if spec := podSpec(o); spec != nil && o.Name == name {
+			return "k8s " + o.Kind + " " + o.Namespace + "/" + o.Name, spec.Containers[0]
 		}
 	}
-	if !found {
-		t.Error("k8s: no redis workload in the kind build: follow it here")
-	}
+	t.Fatalf("k8s: no %s workload in the kind build: follow it here", name)
+	return "", corev1.Container{}
 }
