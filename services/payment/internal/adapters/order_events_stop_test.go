@@ -31,6 +31,8 @@ func (p *faultThenHang) Charge(ctx context.Context, _ payment.Charge) (payment.A
 
 func (p *faultThenHang) Refund(context.Context, payment.Refund) error { return nil }
 
+func (p *faultThenHang) Void(context.Context, payment.Void) (bool, error) { return false, nil }
+
 // TestStopCutsOffTheLastDeliveryAndRecordsIt: a stop whose deadline passed
 // cuts off the charge in hand; on the message's last allowed delivery that
 // gives it up, and its dead letter must still be recorded (the database is

@@ -49,7 +49,7 @@ type SimulatedProvider struct {
 // NewSimulatedProvider reads its behaviour from settings on each charge.
 func NewSimulatedProvider(settings func() config.Dynamic) *SimulatedProvider {
 	calls, _ := otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.provider.calls",
-		metric.WithDescription("simulated provider calls by result (approved, replayed, fault, refunded, refund_replayed, refund_fault, refund_unrecorded)"))
+		metric.WithDescription("simulated provider calls by result (approved, replayed, fault, refunded, refund_replayed, refund_fault, refund_unrecorded, voided, void_refunded, void_replayed, void_fault)"))
 	return &SimulatedProvider{settings: settings, sleep: sleepCtx, answers: map[string]payment.Answer{}, refunded: map[string]bool{}, limit: 100_000, calls: calls}
 }
 
@@ -69,16 +69,11 @@ func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payme
 	a := payment.Answer{Approved: true}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if prev, ok := p.answers[c.IdempotencyKey]; ok { // a concurrent call with the same key won
+	if prev, ok := p.answers[c.IdempotencyKey]; ok { // a concurrent call with the same key won, or a void
 		return prev, nil
 	}
 	p.charges++
-	p.answers[c.IdempotencyKey] = a
-	p.order = append(p.order, c.IdempotencyKey)
-	if len(p.order) > p.limit {
-		delete(p.answers, p.order[0])
-		p.order = p.order[1:]
-	}
+	p.remember(c.IdempotencyKey, a)
 	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "approved")))
 	return a, nil
 }
@@ -123,15 +118,64 @@ func (p *SimulatedProvider) Refund(ctx context.Context, r payment.Refund) error 
 		result = "refund_unrecorded"
 		p.refundsUnrecorded++
 	}
+	p.recordRefund(r.IdempotencyKey)
+	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
+	return nil
+}
+
+// recordRefund remembers a refund of key (bounded, oldest forgotten first).
+// p.mu must be held.
+func (p *SimulatedProvider) recordRefund(key string) {
 	p.refundsTotal++
-	p.refunded[r.IdempotencyKey] = true
-	p.refundOrder = append(p.refundOrder, r.IdempotencyKey)
+	p.refunded[key] = true
+	p.refundOrder = append(p.refundOrder, key)
 	if len(p.refundOrder) > p.limit {
 		delete(p.refunded, p.refundOrder[0])
 		p.refundOrder = p.refundOrder[1:]
 	}
+}
+
+// remember stores key's answer (bounded, oldest forgotten first). p.mu must
+// be held.
+func (p *SimulatedProvider) remember(key string, a payment.Answer) {
+	p.answers[key] = a
+	p.order = append(p.order, key)
+	if len(p.order) > p.limit {
+		delete(p.answers, p.order[0])
+		p.order = p.order[1:]
+	}
+}
+
+// Void closes a key, with the latency and fault injection of a refund: a key
+// it charged is refunded (once: result void_refunded, or void_replayed when
+// already refunded); a key it has not answered is remembered as declined
+// (ReasonVoided), so a charge still on its way is declined (result voided);
+// a key it declined needs nothing. Like Refund it cannot know of a charge
+// made before a restart: such a key is voided, not refunded.
+func (p *SimulatedProvider) Void(ctx context.Context, v payment.Void) (bool, error) {
+	s := p.settings()
+	if err := p.sleep(ctx, latency(s.LatencyMedianMs, s.LatencyP99Ms, rand.NormFloat64())); err != nil {
+		return false, fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+	}
+	if s.FailureRate > 0 && rand.Float64() < s.FailureRate {
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "void_fault")))
+		return false, fmt.Errorf("%w: simulated outage (failure_rate=%g)", payment.ErrProviderFault, s.FailureRate)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a, answered := p.answers[v.IdempotencyKey]
+	result, refunded := "voided", false
+	switch {
+	case p.refunded[v.IdempotencyKey]:
+		result, refunded = "void_replayed", true
+	case answered && a.Approved:
+		p.recordRefund(v.IdempotencyKey)
+		result, refunded = "void_refunded", true
+	case !answered:
+		p.remember(v.IdempotencyKey, payment.Answer{Reason: payment.ReasonVoided})
+	}
 	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
-	return nil
+	return refunded, nil
 }
 
 // ErrChargeDeclined is the simulated provider's answer to a refund of a key

@@ -113,3 +113,35 @@ func TestSimulatedProviderRefusesToRefundADeclinedCharge(t *testing.T) {
 		t.Fatalf("refund of a declined charge: err = %v, refunds %d; want ErrChargeDeclined and none", err, p.Refunds())
 	}
 }
+
+// TestSimulatedProviderVoid: a void declines a charge that comes after it
+// and refunds, once, a charge made before it; a faulted void changes nothing.
+func TestSimulatedProviderVoid(t *testing.T) {
+	s := config.Dynamic{FailureRate: 1}
+	p := NewSimulatedProvider(func() config.Dynamic { return s })
+	ctx := context.Background()
+	if _, err := p.Void(ctx, payment.Void{IdempotencyKey: "k1"}); !errors.Is(err, payment.ErrProviderFault) {
+		t.Fatalf("failure_rate=1: err = %v", err)
+	}
+	s.FailureRate = 0
+	if a, err := p.Charge(ctx, payment.Charge{IdempotencyKey: "k2"}); err != nil || !a.Approved {
+		t.Fatal(a, err)
+	}
+	for range 2 {
+		if refunded, err := p.Void(ctx, payment.Void{IdempotencyKey: "k1"}); err != nil || refunded {
+			t.Fatalf("void of an unanswered key: refunded %v, %v", refunded, err)
+		}
+		if refunded, err := p.Void(ctx, payment.Void{IdempotencyKey: "k2"}); err != nil || !refunded {
+			t.Fatalf("void of a charged key: refunded %v, %v", refunded, err)
+		}
+	}
+	if a, err := p.Charge(ctx, payment.Charge{IdempotencyKey: "k1"}); err != nil || a.Approved || a.Reason != payment.ReasonVoided {
+		t.Fatalf("charge after its void = %+v, %v; want declined %s", a, err, payment.ReasonVoided)
+	}
+	if err := p.Refund(ctx, payment.Refund{IdempotencyKey: "k2"}); err != nil {
+		t.Fatalf("refund after the void refunded: %v", err)
+	}
+	if p.Charges() != 1 || p.Refunds() != 1 || p.Charged("k1") || !p.Refunded("k2") {
+		t.Fatalf("charges %d, refunds %d; want 1 and 1 (k2 only)", p.Charges(), p.Refunds())
+	}
+}

@@ -120,6 +120,7 @@ type countingProvider struct {
 	refunds     map[string]int
 	fault       error
 	refundFault error
+	voids       int
 	decline     string
 	charging    chan struct{}
 	release     chan struct{}
@@ -138,6 +139,15 @@ func (c *countingProvider) Refund(_ context.Context, r payment.Refund) error {
 		c.refunds[r.IdempotencyKey]++
 	}
 	return nil
+}
+
+// Void counts the voids; the fake keeps no charges by key, so it reports
+// none taken (the simulated provider's voids are tested in adapters).
+func (c *countingProvider) Void(context.Context, payment.Void) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.voids++
+	return false, nil
 }
 
 func (c *countingProvider) refunded() int {

@@ -46,6 +46,10 @@ type ChargeOrderHandler struct{ d Deps }
 //     redelivery that finds the row SUCCEEDED and flagged (this worker
 //     died, or the refund faulted and the message was nakked) refunds too.
 //
+// A PENDING row the cancel flagged (an earlier delivery's charge faulted,
+// or is still in flight on another delivery) is not charged again: its key
+// is voided with the provider instead (see void).
+//
 // A CANCELLED row (the cancel claimed the order first) is final: nothing is
 // charged. The row is not re-read before the provider call: a cancel that
 // lands after the claim is caught by step 5, so the common path keeps its
@@ -77,12 +81,12 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 		}
 		return result(p, true), nil
 	}
+	if p.NeedsVoid() {
+		return h.void(ctx, fresh, p)
+	}
 	ans, err := h.d.Provider.Charge(ctx, payment.Charge{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()})
 	if err != nil {
-		if !errors.Is(err, payment.ErrProviderFault) {
-			err = fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
-		}
-		return ChargeResult{}, fmt.Errorf("charge order %s: %w", cmd.OrderID, err)
+		return ChargeResult{}, fmt.Errorf("charge order %s: %w", cmd.OrderID, fault(err))
 	}
 	if ans.Approved {
 		p.Succeed(h.d.Now())
@@ -99,12 +103,55 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 	return result(p, !stored), nil
 }
 
+// void settles a PENDING row the cancel flagged without charging it. The
+// key is voided rather than the row simply closed: the earlier charge may
+// have been taken with its answer lost (a timeout, a crash before Complete),
+// and only the provider knows; a charge still in flight elsewhere is
+// declined by the provider once the key is void. Concurrent deliveries void
+// alike (the provider answers a key once) and the row's PENDING guard
+// stores one of them. One that loses the guard reads the row again: a
+// charge in flight elsewhere stored its answer first, FAILED if it reached
+// the provider after the void, or SUCCEEDED and flagged if it was taken
+// before, which this delivery then refunds as any redelivery would.
+func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment) (ChargeResult, error) {
+	refunded, err := h.d.Provider.Void(ctx, payment.Void{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()})
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %s: order was cancelled: void: %w", p.OrderID(), fault(err))
+	}
+	p.Close(refunded, h.d.Now())
+	stored, _, err := h.d.Payments.Complete(ctx, p)
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %s: close voided charge: %w", p.OrderID(), err)
+	}
+	if stored {
+		return result(p, false), nil
+	}
+	cur, err := h.d.Payments.Claim(ctx, fresh)
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %s: read after void: %w", p.OrderID(), err)
+	}
+	if cur.NeedsRefund() {
+		return h.refund(ctx, cur)
+	}
+	return result(cur, true), nil
+}
+
 func (h ChargeOrderHandler) refund(ctx context.Context, p *payment.Payment) (ChargeResult, error) {
 	r, stored, err := refund(ctx, h.d, p)
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %s: order was cancelled: %w", p.OrderID(), err)
 	}
 	return result(r, !stored), nil
+}
+
+// fault marks any provider error as retryable: a charge or void the provider
+// refused without a business answer is retried like a timeout, on the
+// message's back-off, and dead-lettered on its last delivery.
+func fault(err error) error {
+	if errors.Is(err, payment.ErrProviderFault) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
 }
 
 func result(p *payment.Payment, dup bool) ChargeResult {

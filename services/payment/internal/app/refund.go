@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
@@ -26,10 +25,7 @@ func refund(ctx context.Context, d Deps, charged *payment.Payment) (*payment.Pay
 	if err != nil {
 		// Any refusal is retried like a fault: money stays with the customer's
 		// card until the refund goes through or an operator reads the dead letter.
-		if !errors.Is(err, payment.ErrProviderFault) {
-			err = fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
-		}
-		return p, false, fmt.Errorf("refund payment %s: %w", p.ID(), err)
+		return p, false, fmt.Errorf("refund payment %s: %w", p.ID(), fault(err))
 	}
 	p.Refund(d.Now())
 	stored, err := d.Payments.SaveRefund(ctx, p)

@@ -182,6 +182,28 @@ func (p *Payment) CancelRequested() bool { return p.cancelRequested }
 // cancelled meanwhile and so must be refunded by whoever sees it.
 func (p *Payment) NeedsRefund() bool { return p.status == Succeeded && p.cancelRequested }
 
+// NeedsVoid reports whether the order was cancelled while this charge was
+// still unanswered: an earlier delivery's charge faulted, or is in flight on
+// another. It must not be charged again; Void with the provider, then Close.
+func (p *Payment) NeedsVoid() bool { return p.status == Pending && p.cancelRequested }
+
+// Close settles a charge that NeedsVoid once the provider voided its key:
+// REFUNDED (with payment.succeeded and payment.refunded, as for any charged
+// and cancelled order) if a charge had been taken and the void gave it back,
+// otherwise CANCELLED with no event, as if the cancel had come first. It
+// returns false, recording nothing, for a payment that does not need it.
+func (p *Payment) Close(refunded bool, now time.Time) bool {
+	if !p.NeedsVoid() {
+		return false
+	}
+	if refunded {
+		p.Succeed(now)
+		return p.Refund(now)
+	}
+	p.status, p.reason, p.updatedAt = Cancelled, ReasonOrderCancelled, now.UTC()
+	return true
+}
+
 // Refund records that a succeeded charge was given back because the order
 // was cancelled. Only a succeeded payment can be refunded, once; a second
 // call returns false and records nothing.

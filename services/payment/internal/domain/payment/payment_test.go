@@ -154,3 +154,22 @@ func TestRefundOnlyOnceAndOnlyFromSucceeded(t *testing.T) {
 		t.Fatalf("events = %#v", ev)
 	}
 }
+
+func TestCloseOnlyAFlaggedPendingCharge(t *testing.T) {
+	p, _ := payment.New("p", "o", "u", 100, "EUR", now)
+	if p.NeedsVoid() || p.Close(false, now) {
+		t.Fatal("closed a charge nobody cancelled")
+	}
+	p.OnCancel()
+	if !p.NeedsVoid() || !p.Close(false, now) || p.Status() != payment.Cancelled || len(p.Events()) != 0 {
+		t.Fatalf("close without a charge taken = %+v, events %v", p.Snapshot(), p.Events())
+	}
+	q, _ := payment.New("q", "o", "u", 100, "EUR", now)
+	q.OnCancel()
+	if !q.Close(true, now) || q.Status() != payment.Refunded || q.NeedsVoid() || q.Close(true, now) {
+		t.Fatalf("close of a charge the void refunded = %+v", q.Snapshot())
+	}
+	if ev := q.Events(); len(ev) != 2 || ev[0].EventType() != "payment.succeeded" || ev[1].EventType() != "payment.refunded" {
+		t.Fatalf("events = %v", ev)
+	}
+}

@@ -32,11 +32,27 @@ type Refund struct {
 	Currency       string
 }
 
-// Provider charges money and gives it back. Refund returns an error wrapping
-// ErrProviderFault for a transient failure worth retrying.
+// Void closes a charge's key for good without charging: money a charge
+// under the key took is given back, and a charge under it that reaches the
+// provider later is declined (ReasonVoided). It settles an order cancelled
+// while its charge's outcome is unknown (the charge faulted, timed out or its
+// answer was never stored, or it is still in flight on another delivery)
+// without charging it again; a refund cannot, as it only undoes a charge
+// known to have been made. IdempotencyKey is the payment id.
+type Void struct {
+	IdempotencyKey string
+	AmountCents    int64
+	Currency       string
+}
+
+// Provider charges money and gives it back. Refund and Void return an error
+// wrapping ErrProviderFault for a transient failure worth retrying. Void
+// reports whether a charge had been taken under the key (and so was
+// refunded).
 type Provider interface {
 	Charge(ctx context.Context, c Charge) (Answer, error)
 	Refund(ctx context.Context, r Refund) error
+	Void(ctx context.Context, v Void) (refunded bool, err error)
 }
 
 // ErrProviderFault marks a transient provider failure.

@@ -17,6 +17,9 @@ const (
 	ReasonOverLimit   = "amount_over_limit"
 	ReasonCurrency    = "currency_not_supported"
 	ReasonCardDecline = "card_declined"
+	// ReasonVoided: the charge reached the provider after its key was
+	// voided (see Void).
+	ReasonVoided = "charge_voided"
 )
 
 // Decline returns a reason when the payment must be declined without
