@@ -33,14 +33,14 @@ func (g *LoginGuard) Admit(ctx context.Context, account, ip string) error {
 		return fmt.Errorf("login guard: %w", err)
 	}
 	if !d.Allowed {
-		return &app.TooManyAttemptsError{RetryAfter: d.RetryAfter}
+		return &app.TooManyAttemptsError{What: "login attempts", RetryAfter: d.RetryAfter}
 	}
 	d, err = g.perAccount.Allow(ctx, "account:"+strings.ToLower(account))
 	if err != nil {
 		return fmt.Errorf("login guard: %w", err)
 	}
 	if !d.Allowed {
-		return &app.TooManyAttemptsError{RetryAfter: d.RetryAfter}
+		return &app.TooManyAttemptsError{What: "login attempts", RetryAfter: d.RetryAfter}
 	}
 	return nil
 }

@@ -37,6 +37,16 @@ type LoginGuard interface {
 	Admit(ctx context.Context, account, ip string) error
 }
 
+// SignupGuard spends one sign-up for a client IP and refuses once the IP has
+// used its quota. Each sign-up costs an argon2id hash (a hashing slot logins
+// wait for) and an account; without a bound one client could create them as
+// fast as the gateway's general per-IP rate lets it. A 409 counts too: it
+// tells whether an address is registered, which login is careful never to.
+type SignupGuard interface {
+	// Admit returns a *TooManyAttemptsError when the sign-up must be refused.
+	Admit(ctx context.Context, ip string) error
+}
+
 // Deps are what the use cases need from the outside world.
 type Deps struct {
 	Users    user.Repository
@@ -45,6 +55,7 @@ type Deps struct {
 	Hasher   user.Hasher
 	Tokens   TokenIssuer
 	Guard    LoginGuard
+	Signups  SignupGuard
 	Logger   *slog.Logger
 	NewID    func() string
 	Now      func() time.Time

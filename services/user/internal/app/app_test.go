@@ -311,15 +311,14 @@ func (c *countingHasher) Hash(ctx context.Context, pw string) (string, error) {
 }
 
 // A sign-up for a registered address (in any of its spellings) is a 409
-// without a hash: sign-up is not throttled like login, and each such request
-// cost a full argon2id hash (19 MiB, a hashing slot that logins wait for)
+// without a hash: each such request cost a full argon2id hash (19 MiB, a hashing slot that logins wait for)
 // for an answer that could never be a new account.
 func TestRegisterTakenEmailIsRefusedBeforeHashing(t *testing.T) {
 	f := newFixture()
 	register(t, f, "alice@example.com")
 	hasher := &countingHasher{}
 	reg := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
-		NewID: func() string { return "id" }}).Register
+		Signups: &ipGuard{n: 100, m: map[string]int{}}, NewID: func() string { return "id" }}).Register
 	if _, err := reg.Handle(ctx, Register{Email: " ALICE@example.com", Password: goodPassword, Name: "Mallory"}); !errors.Is(err, user.ErrEmailTaken) {
 		t.Fatalf("err = %v, want ErrEmailTaken", err)
 	}
@@ -328,6 +327,29 @@ func TestRegisterTakenEmailIsRefusedBeforeHashing(t *testing.T) {
 	}
 	if _, err := reg.Handle(ctx, Register{Email: "bob@example.com", Password: goodPassword, Name: "Bob"}); err != nil || hasher.hashed != 1 {
 		t.Fatalf("a free address: err = %v, %d hashes, want one", err, hasher.hashed)
+	}
+}
+
+// A sign-up past its IP's quota is refused before the lookup and the hash,
+// and a request validation refuses does not spend the quota.
+func TestRegisterPastTheIPQuotaCostsNoHash(t *testing.T) {
+	f := newFixture()
+	hasher := &countingHasher{}
+	reg := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
+		Signups: &ipGuard{n: 1, m: map[string]int{}}, NewID: func() string { return "id" }}).Register
+	var verr *user.ValidationError
+	if _, err := reg.Handle(ctx, Register{Email: "bad", Password: goodPassword, Name: "A", IP: "10.0.0.1"}); !errors.As(err, &verr) {
+		t.Fatalf("invalid sign-up: %v", err)
+	}
+	if _, err := reg.Handle(ctx, Register{Email: "alice@example.com", Password: goodPassword, Name: "A", IP: "10.0.0.1"}); err != nil {
+		t.Fatalf("first sign-up: %v", err)
+	}
+	var tooMany *TooManyAttemptsError
+	if _, err := reg.Handle(ctx, Register{Email: "bob@example.com", Password: goodPassword, Name: "B", IP: "10.0.0.1"}); !errors.As(err, &tooMany) {
+		t.Fatalf("second sign-up: %v, want TooManyAttemptsError", err)
+	}
+	if hasher.hashed != 1 || len(f.users.byID) != 1 {
+		t.Fatalf("%d hashes, %d accounts; want the first sign-up's only", hasher.hashed, len(f.users.byID))
 	}
 }
 

@@ -192,10 +192,27 @@ func (g *countGuard) Admit(_ context.Context, account, ip string) error {
 	defer g.mu.Unlock()
 	for _, k := range []string{"ip:" + ip, "acct:" + account} {
 		if g.m[k] >= g.n {
-			return &TooManyAttemptsError{RetryAfter: time.Minute}
+			return &TooManyAttemptsError{What: "login attempts", RetryAfter: time.Minute}
 		}
 		g.m[k]++
 	}
+	return nil
+}
+
+// ipGuard admits n sign-ups per IP, like a bucket that never refills.
+type ipGuard struct {
+	mu sync.Mutex
+	n  int
+	m  map[string]int
+}
+
+func (g *ipGuard) Admit(_ context.Context, ip string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.m[ip] >= g.n {
+		return &TooManyAttemptsError{What: "sign-ups", RetryAfter: time.Minute}
+	}
+	g.m[ip]++
 	return nil
 }
 
@@ -219,9 +236,10 @@ func newFixture() *fixture {
 	f.app = New(Deps{
 		Users: f.users, Profiles: f.cache, Sessions: f.sessions,
 		Hasher: plainHasher{}, Tokens: fakeIssuer{},
-		Guard: &countGuard{n: 5, m: map[string]int{}},
-		NewID: func() string { mu.Lock(); defer mu.Unlock(); seq++; return fmt.Sprintf("id-%d", seq) },
-		Now:   func() time.Time { return f.now },
+		Guard:   &countGuard{n: 5, m: map[string]int{}},
+		Signups: &ipGuard{n: 100, m: map[string]int{}},
+		NewID:   func() string { mu.Lock(); defer mu.Unlock(); seq++; return fmt.Sprintf("id-%d", seq) },
+		Now:     func() time.Time { return f.now },
 	})
 	return f
 }

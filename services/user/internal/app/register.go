@@ -8,11 +8,13 @@ import (
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
 )
 
-// Register is a sign-up request as the client sent it.
+// Register is a sign-up request as the client sent it; IP is the client
+// address the port saw.
 type Register struct {
 	Email    string
 	Password string
 	Name     string
+	IP       string
 }
 
 // RegisterHandler creates an account.
@@ -38,10 +40,15 @@ func (h RegisterHandler) Handle(ctx context.Context, r Register) (user.Profile, 
 	if len(verr.Fields) > 0 {
 		return user.Profile{}, &verr
 	}
-	// A registered address is refused before the hash: sign-up is not
-	// throttled like login, and argon2id for an answer that can only be 409
-	// spends the hashing slots logins wait for. The unique index still
-	// decides two sign-ups racing for a free address (Add).
+	// Invalid requests cost nothing and are not counted; every other one
+	// is, before the lookup and the hash (see SignupGuard).
+	if err := h.d.Signups.Admit(ctx, r.IP); err != nil {
+		return user.Profile{}, fmt.Errorf("register: %w", err)
+	}
+	// A registered address is refused before the hash: argon2id for an
+	// answer that can only be 409 spends the hashing slots logins wait for.
+	// The unique index still decides two sign-ups racing for a free address
+	// (Add).
 	switch _, err := h.d.Users.ByEmail(ctx, email); {
 	case err == nil:
 		return user.Profile{}, fmt.Errorf("register: %w", user.ErrEmailTaken)

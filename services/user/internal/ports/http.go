@@ -75,7 +75,7 @@ func (h HTTP) register(c *gin.Context) {
 	if !server.DecodeJSON(c, &req) {
 		return
 	}
-	p, err := h.App.Register.Handle(c.Request.Context(), app.Register{Email: req.Email, Password: req.Password, Name: req.Name})
+	p, err := h.App.Register.Handle(c.Request.Context(), app.Register{Email: req.Email, Password: req.Password, Name: req.Name, IP: c.ClientIP()})
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -216,7 +216,7 @@ func (h HTTP) fail(c *gin.Context, err error) {
 	case errors.As(err, &tooMany):
 		secs := int(math.Ceil(tooMany.RetryAfter.Seconds()))
 		c.Header("Retry-After", strconv.Itoa(max(1, secs)))
-		problem.Abort(c, http.StatusTooManyRequests, "too many login attempts; try again later")
+		problem.Abort(c, http.StatusTooManyRequests, "too many "+tooMany.What+"; try again later")
 	case errors.Is(err, session.ErrInvalid):
 		problem.Abort(c, http.StatusUnauthorized, "the refresh token is invalid, expired or revoked")
 	case errors.Is(err, user.ErrNotFound):

@@ -142,6 +142,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		limit.NewRedis(s.Redis, perIP, cfg.Replicas, limit.Name("login-ip"), limit.Logger(o.Logger)),
 		limit.NewRedis(s.Redis, perAccount, cfg.Replicas, limit.Name("login-account"), limit.Logger(o.Logger)),
 	)
+	// Sign-ups per IP take the login's per-IP quota, in a bucket of their
+	// own: a load run that lifts LOGIN_IP_ATTEMPTS for its setup's log ins
+	// needs the same for its sign-ups.
+	signups := adapters.NewSignupGuard(limit.NewRedis(s.Redis, perIP, cfg.Replicas, limit.Name("signup-ip"), limit.Logger(o.Logger)))
 	s.sessions = adapters.NewSessionGorm(s.DB)
 	s.App = app.New(app.Deps{
 		Users:      adapters.NewUserGorm(s.DB).NotifyOnEvents(s.Relay.Nudge),
@@ -150,6 +154,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		Hasher:     adapters.NewArgon2(adapters.Argon2Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: 1, SaltLen: 16, KeyLen: 32}, cfg.Argon2Concurrency),
 		Tokens:     s.Signer,
 		Guard:      guard,
+		Signups:    signups,
 		Logger:     o.Logger,
 		NewID:      func() string { return uuid.Must(uuid.NewV7()).String() },
 		AccessTTL:  cfg.AccessTokenTTL,

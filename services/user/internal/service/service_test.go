@@ -465,6 +465,34 @@ func TestPerIPLimit(t *testing.T) {
 	isProblem(t, h.login(uniqEmail(), password), 401, "")
 }
 
+// Sign-ups are bounded per client IP: each costs an argon2id hash and an
+// account, and nothing but the gateway's general per-IP rate (100/s) bounded
+// them, so one client could fill the table and keep the hashing slots that
+// logins wait for busy. Past LOGIN_IP_ATTEMPTS (in a bucket apart from the
+// log ins') the answer is 429 with Retry-After and nothing is stored; a
+// request refused by validation costs nothing and is not counted, and another
+// address is not affected.
+func TestSignupsPerIPAreLimited(t *testing.T) {
+	h := newHarness(t, map[string]string{"LOGIN_IP_ATTEMPTS": "3"})
+	isProblem(t, h.do("POST", "/api/v1/users", `{"email":"not-an-email","password":"correct horse battery","name":"A"}`), 422, "email")
+	for range 3 {
+		h.register(uniqEmail())
+	}
+	email := uniqEmail()
+	r := h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"Alice"}`, email, password))
+	isProblem(t, r, http.StatusTooManyRequests, "")
+	if ra := r.Header.Get("Retry-After"); ra == "" || ra == "0" {
+		t.Fatalf("Retry-After = %q", ra)
+	}
+	checkDocumented(t, "POST /api/v1/users", "past the IP's quota", documentedAnswers(t)["POST /api/v1/users"], r)
+	var n int64
+	if err := h.svc.DB.Table("users").Where("email = ?", email).Count(&n).Error; err != nil || n != 0 {
+		t.Fatalf("a refused sign-up stored %d accounts (%v)", n, err)
+	}
+	h.ip = randomIP()
+	h.register(email)
+}
+
 func TestRefreshRotationAndReuse(t *testing.T) {
 	h := newHarness(t, nil)
 	email := uniqEmail()
