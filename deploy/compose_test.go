@@ -227,3 +227,22 @@ func TestComposeKafkaKeepsItsLogOnItsVolume(t *testing.T) {
 		t.Errorf("compose kafka: log directories %v are on none of its volumes %v", off, mounts)
 	}
 }
+
+// TestComposeLongRunningServicesRestart: every service of the default stack but the one-shots comes back by itself
+// after it exits or the Docker daemon restarts (a reboot), as a pod would in Kubernetes. Only the platform binaries
+// and the agent had a restart policy: after a reboot they came back without PostgreSQL, Redis, etcd, Kafka, NATS and
+// Pulsar and failed until someone ran docker compose up again, and an infrastructure container killed at its memory
+// limit (an OOM kill is an exit) stayed down.
+func TestComposeLongRunningServicesRestart(t *testing.T) {
+	p := loadCompose(t)
+	for name, s := range p.Services {
+		if oneShot(p, name) {
+			continue
+		}
+		switch s.Restart {
+		case types.RestartPolicyUnlessStopped, types.RestartPolicyAlways:
+		default:
+			t.Errorf("%s: restart %q, want unless-stopped: it stays down after it exits or Docker restarts", name, s.Restart)
+		}
+	}
+}
