@@ -2,6 +2,8 @@ package adapters_test
 
 import (
 	"context"
+	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -95,6 +97,57 @@ func TestCatalogCacheSurvivesRedisOutage(t *testing.T) {
 			ps, err := cache.All(context.Background())
 			if err != nil || len(ps) != 8 {
 				t.Fatalf("with Redis down: %v, %v", ps, err)
+			}
+		})
+	}
+}
+
+// TestCatalogCacheSurvivesAHungRedis: a Redis that accepts connections and
+// never answers (paused, or lost behind a network partition) must be
+// skipped like one that refuses them. The request's time is spent reading
+// the database, not waiting for the cache until the deadline takes both.
+func TestCatalogCacheSurvivesAHungRedis(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	// The service's client options.
+	opt, err := adapters.RedisOptions("redis://" + ln.Addr().String() + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hung := redis.NewClient(opt)
+	t.Cleanup(func() { hung.Close() })
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			cache := adapters.NewCatalogRedis(adapters.NewCatalogGorm(db), hung, time.Minute, nil)
+			// A caller's deadline (X-Request-Timeout-Ms) well above a database read.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			ps, err := cache.All(ctx)
+			if err != nil || len(ps) != 8 {
+				t.Fatalf("with Redis hung: %d products, %v", len(ps), err)
 			}
 		})
 	}

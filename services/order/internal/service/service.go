@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		}
 	}()
 
-	ropt, err := redis.ParseURL(cfg.RedisURL)
+	ropt, err := adapters.RedisOptions(cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}
