@@ -259,20 +259,31 @@ func (r *PaymentGorm) Get(ctx context.Context, userID, id string) (*payment.Paym
 	return fromRow(row), nil
 }
 
-func (r *PaymentGorm) List(ctx context.Context, userID, orderID string, limit int) ([]*payment.Payment, error) {
-	q := r.db.WithContext(ctx).Where("user_id = ?", userID)
-	if orderID != "" {
-		q = q.Where("order_id = ?", orderID)
+func (r *PaymentGorm) List(ctx context.Context, userID string, q payment.ListQuery) ([]*payment.Payment, string, error) {
+	sel := r.db.WithContext(ctx).Where("user_id = ?", userID)
+	if q.OrderID != "" {
+		sel = sel.Where("order_id = ?", q.OrderID)
+	}
+	if q.Cursor != "" {
+		// Ids are UUIDv7, so their text order is their creation order and the
+		// cursor is the last id seen: keyset pagination, stable while new
+		// payments arrive, a range scan of payments_user_id (user_id, id).
+		sel = sel.Where("id < ?", q.Cursor)
 	}
 	var rows []paymentRow
-	if err := q.Order("id DESC").Limit(limit).Find(&rows).Error; err != nil {
-		return nil, fmt.Errorf("list payments: %w", err)
+	if err := sel.Order("id DESC").Limit(q.Limit + 1).Find(&rows).Error; err != nil {
+		return nil, "", fmt.Errorf("list payments: %w", err)
+	}
+	next := ""
+	if len(rows) > q.Limit {
+		rows = rows[:q.Limit]
+		next = rows[len(rows)-1].ID
 	}
 	out := make([]*payment.Payment, len(rows))
 	for i, row := range rows {
 		out[i] = fromRow(row)
 	}
-	return out, nil
+	return out, next, nil
 }
 
 func (r *PaymentGorm) SaveDeadLetter(ctx context.Context, d payment.DeadLetter) error {

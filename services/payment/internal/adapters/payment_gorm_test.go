@@ -194,16 +194,16 @@ func TestPaymentGorm(t *testing.T) {
 				if _, err := repo.Get(ctx, "mallory", p.ID()); !errors.Is(err, payment.ErrNotFound) {
 					t.Fatalf("get other's: %v", err)
 				}
-				if ps, err := repo.List(ctx, "mallory", orderID, 10); err != nil || len(ps) != 0 {
+				if ps, _, err := repo.List(ctx, "mallory", payment.ListQuery{OrderID: orderID, Limit: 10}); err != nil || len(ps) != 0 {
 					t.Fatalf("list other's: %v, %v", ps, err)
 				}
-				ps, err := repo.List(ctx, "bob", orderID, 10)
+				ps, _, err := repo.List(ctx, "bob", payment.ListQuery{OrderID: orderID, Limit: 10})
 				if err != nil || len(ps) != 1 || ps[0].ID() != p.ID() {
 					t.Fatalf("list own: %v, %v", ps, err)
 				}
-				all, err := repo.List(ctx, "bob", "", 10)
-				if err != nil || len(all) != 1 {
-					t.Fatalf("list all own: %v, %v", all, err)
+				all, next, err := repo.List(ctx, "bob", payment.ListQuery{Limit: 10})
+				if err != nil || len(all) != 1 || next != "" {
+					t.Fatalf("list all own: %v, %q, %v", all, next, err)
 				}
 			})
 

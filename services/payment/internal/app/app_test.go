@@ -92,16 +92,17 @@ func (m *memoryPayments) Get(_ context.Context, userID, id string) (*payment.Pay
 	return nil, payment.ErrNotFound
 }
 
-func (m *memoryPayments) List(_ context.Context, userID, orderID string, _ int) ([]*payment.Payment, error) {
+// List ignores the cursor and limit (paging is tested on the databases).
+func (m *memoryPayments) List(_ context.Context, userID string, q payment.ListQuery) ([]*payment.Payment, string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []*payment.Payment
 	for _, s := range m.byOrder {
-		if s.UserID == userID && (orderID == "" || s.OrderID == orderID) {
+		if s.UserID == userID && (q.OrderID == "" || s.OrderID == q.OrderID) {
 			out = append(out, payment.FromSnapshot(s))
 		}
 	}
-	return out, nil
+	return out, "", nil
 }
 
 func (m *memoryPayments) SaveDeadLetter(_ context.Context, d payment.DeadLetter) error {
@@ -269,11 +270,11 @@ func TestOwnDataOnly(t *testing.T) {
 	if _, err := a.GetPayment.Handle(ctx, "u2", res.PaymentID); !errors.Is(err, payment.ErrNotFound) {
 		t.Fatalf("other user's payment: %v", err)
 	}
-	if ps, err := a.ListPayments.Handle(ctx, "u2", "o1"); err != nil || len(ps) != 0 {
-		t.Fatalf("other user's list: %v %v", ps, err)
+	if p, err := a.ListPayments.Handle(ctx, "u2", payment.ListQuery{OrderID: "o1"}); err != nil || len(p.Payments) != 0 {
+		t.Fatalf("other user's list: %v %v", p, err)
 	}
-	if ps, err := a.ListPayments.Handle(ctx, "u1", "o1"); err != nil || len(ps) != 1 {
-		t.Fatalf("own list: %v %v", ps, err)
+	if p, err := a.ListPayments.Handle(ctx, "u1", payment.ListQuery{OrderID: "o1"}); err != nil || len(p.Payments) != 1 {
+		t.Fatalf("own list: %v %v", p, err)
 	}
 }
 

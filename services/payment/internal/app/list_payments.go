@@ -7,22 +7,36 @@ import (
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
 
-// MaxList bounds a listing. An order has one payment, so the bound only
-// matters for the unfiltered list.
-const MaxList = 100
+// Page sizes for listing, as services/order's: small by default, bounded so
+// one request cannot read a user's whole history.
+const (
+	DefaultPageSize = 20
+	MaxPageSize     = 100
+)
 
 type ListPaymentsHandler struct{ payments payment.Repository }
 
-// Handle lists the user's own payments, optionally for one order. Another
-// user's order id simply yields an empty list.
-func (h ListPaymentsHandler) Handle(ctx context.Context, userID, orderID string) ([]payment.Snapshot, error) {
-	ps, err := h.payments.List(ctx, userID, orderID, MaxList)
+// Page is one page of a user's payments, newest first; Next is the cursor
+// of the next page, "" on the last.
+type Page struct {
+	Payments []payment.Snapshot
+	Next     string
+}
+
+// Handle lists a page of the user's own payments, optionally for one order.
+// Another user's order id simply yields an empty page.
+func (h ListPaymentsHandler) Handle(ctx context.Context, userID string, q payment.ListQuery) (Page, error) {
+	if q.Limit <= 0 {
+		q.Limit = DefaultPageSize
+	}
+	q.Limit = min(q.Limit, MaxPageSize)
+	ps, next, err := h.payments.List(ctx, userID, q)
 	if err != nil {
-		return nil, fmt.Errorf("list payments: %w", err)
+		return Page{}, fmt.Errorf("list payments: %w", err)
 	}
-	out := make([]payment.Snapshot, len(ps))
-	for i, p := range ps {
-		out[i] = p.Snapshot()
+	p := Page{Payments: make([]payment.Snapshot, len(ps)), Next: next}
+	for i, s := range ps {
+		p.Payments[i] = s.Snapshot()
 	}
-	return out, nil
+	return p, nil
 }

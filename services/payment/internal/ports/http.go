@@ -4,9 +4,12 @@ package ports
 
 import (
 	_ "embed"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -69,23 +72,70 @@ func (h *HTTP) getPayment(c *gin.Context) {
 	c.JSON(http.StatusOK, view(s))
 }
 
+// listPayments takes the query parameters of order's listing (limit, cursor)
+// and answers its shape (next_cursor), so a client pages both alike.
 func (h *HTTP) listPayments(c *gin.Context) {
-	orderID := ""
+	var q payment.ListQuery
 	if raw, ok := c.GetQuery("order_id"); ok {
-		if orderID, ok = uuidParam(c, "order_id", raw); !ok {
+		if q.OrderID, ok = uuidParam(c, "order_id", raw); !ok {
 			return
 		}
 	}
-	ps, err := h.app.ListPayments.Handle(c.Request.Context(), h.userID(c), orderID)
+	var bad []problem.FieldError
+	if s := c.Query("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > app.MaxPageSize {
+			bad = append(bad, problem.FieldError{Field: "limit", Detail: "must be an integer from 1 to " + strconv.Itoa(app.MaxPageSize)})
+		}
+		q.Limit = n
+	}
+	if s := c.Query("cursor"); s != "" {
+		id, err := decodeCursor(s)
+		if err != nil {
+			bad = append(bad, problem.FieldError{Field: "cursor", Detail: "is not a cursor returned by this API"})
+		}
+		q.Cursor = id
+	}
+	if len(bad) > 0 {
+		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
+		return
+	}
+	p, err := h.app.ListPayments.Handle(c.Request.Context(), h.userID(c), q)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	out := make([]paymentJSON, len(ps))
-	for i, s := range ps {
-		out[i] = view(s)
+	out := struct {
+		Payments   []paymentJSON `json:"payments"`
+		NextCursor string        `json:"next_cursor,omitempty"`
+	}{Payments: make([]paymentJSON, len(p.Payments))}
+	for i, s := range p.Payments {
+		out.Payments[i] = view(s)
 	}
-	c.JSON(http.StatusOK, gin.H{"payments": out})
+	if p.Next != "" {
+		out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(p.Next))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// Cursors are opaque to clients (base64url of the last id, as order's) so
+// the paging scheme can change without breaking them. Only the id's
+// canonical form is one: the repository compares ids as text, so the
+// upper-case, braced or urn:uuid: spellings uuid.Parse also takes would page
+// from the wrong place.
+func decodeCursor(s string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		return "", fmt.Errorf("decode cursor: %w", err)
+	}
+	id, err := uuid.Parse(string(b))
+	if err != nil {
+		return "", fmt.Errorf("decode cursor: %w", err)
+	}
+	if id.String() != string(b) {
+		return "", errors.New("decode cursor: not a canonical id")
+	}
+	return string(b), nil
 }
 
 // uuidParam rejects anything but a canonical UUID with a 400 naming field.

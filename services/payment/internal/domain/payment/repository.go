@@ -30,10 +30,19 @@ type Repository interface {
 	SaveRefund(ctx context.Context, p *Payment) (bool, error)
 	// Get returns the user's payment; another user's is ErrNotFound.
 	Get(ctx context.Context, userID, id string) (*Payment, error)
-	// List returns the user's payments, newest first, optionally for one order.
-	List(ctx context.Context, userID, orderID string, limit int) ([]*Payment, error)
+	// List returns a page of the user's payments and the cursor of the next
+	// page ("" when this is the last).
+	List(ctx context.Context, userID string, q ListQuery) ([]*Payment, string, error)
 	// SaveDeadLetter records a message that was given up on.
 	SaveDeadLetter(ctx context.Context, d DeadLetter) error
+}
+
+// ListQuery selects a page of one user's payments, newest first. Cursor is
+// the value a previous page returned; empty starts at the newest.
+type ListQuery struct {
+	OrderID string // empty means any
+	Cursor  string
+	Limit   int
 }
 
 // DeadLetter is a message that can never be processed, kept with its reason
