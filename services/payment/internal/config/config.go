@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
 
 // DynamicKey is the default etcd key of the settings that change without a
@@ -74,7 +75,8 @@ const MaxLatency = 10 * time.Second
 
 // Validate refuses what the environment refuses (Config.Validate, same
 // rules), so pkg/dynconfig keeps the last good document instead of applying
-// a typo: a negative failure rate or limit, a p99 below the median.
+// a typo: a negative failure rate or limit, a p99 below the median, a
+// currency that is not an ISO 4217 code.
 func (d Dynamic) Validate() error {
 	var errs []error
 	if d.LatencyMedianMs < 0 || d.LatencyP99Ms < d.LatencyMedianMs {
@@ -88,6 +90,15 @@ func (d Dynamic) Validate() error {
 	}
 	if d.DeclineAboveCents < 0 {
 		errs = append(errs, errors.New("decline_above_cents must not be negative"))
+	}
+	// The rule compares codes exactly and an order's currency is always in
+	// ISO form, so a list with "eur" or a stray space would decline every
+	// order as currency_not_supported.
+	for _, c := range d.Currencies {
+		if !payment.ISOCurrency(c) {
+			errs = append(errs, fmt.Errorf("currencies must be ISO 4217 codes (three upper-case letters), got %q", c))
+			break
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -18,8 +18,9 @@ import (
 
 // TestBadDynamicSettingsAreRejected: the values the environment refuses
 // (PROVIDER_FAILURE_RATE outside 0..1, a p99 below the median, a negative
-// DECLINE_ABOVE_CENTS) are refused in etcd too, and the last good document
-// stays in force: pkg/dynconfig calls the type's Validate.
+// DECLINE_ABOVE_CENTS) are refused in etcd too, and so are currencies that
+// are not ISO 4217 codes; the last good document stays in force:
+// pkg/dynconfig calls the type's Validate.
 func TestBadDynamicSettingsAreRejected(t *testing.T) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
 	if err != nil {
@@ -51,12 +52,18 @@ func TestBadDynamicSettingsAreRejected(t *testing.T) {
 		`{"latency_median_ms":-1,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000}`,
 		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":-1}`,
 		`{"latency_median_ms":20000,"latency_p99_ms":60000,"failure_rate":0,"decline_above_cents":100000}`,
+		// A currency no order can carry (orders' are three upper-case
+		// letters) would decline every order as currency_not_supported.
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"currencies":["eur"]}`,
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"currencies":["EUR","EURO"]}`,
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"currencies":[""]}`,
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"currencies":[" EUR"]}`,
 	} {
 		put(bad)
 	}
 	// The watch applies changes in order, so once this one is in, every
 	// earlier document was either applied (and recorded) or rejected.
-	good := paymentconfig.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 0.5, DeclineAboveCents: 300}
+	good := paymentconfig.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 0.5, DeclineAboveCents: 300, Currencies: []string{"EUR", "USD"}}
 	b, err := json.Marshal(good)
 	if err != nil {
 		t.Fatal(err)

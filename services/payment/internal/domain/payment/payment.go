@@ -82,7 +82,7 @@ func validate(orderID, userID string, amountCents int64, currency string) error 
 		return fmt.Errorf("%w: order_id %q and user_id %q must be printable text", ErrInvalid, orderID, userID)
 	case amountCents <= 0:
 		return fmt.Errorf("%w: total_cents must be positive, got %d", ErrInvalid, amountCents)
-	case !isoCurrency(currency):
+	case !ISOCurrency(currency):
 		return fmt.Errorf("%w: currency must be an ISO 4217 code, got %q", ErrInvalid, currency)
 	}
 	return nil
@@ -95,9 +95,9 @@ func printable(s string) bool {
 	return !strings.ContainsFunc(s, unicode.IsControl)
 }
 
-// isoCurrency accepts three upper-case ASCII letters, the form of every ISO
-// 4217 code.
-func isoCurrency(s string) bool {
+// ISOCurrency accepts three upper-case ASCII letters, the form of every ISO
+// 4217 code: the only currencies an order event can carry.
+func ISOCurrency(s string) bool {
 	if len(s) != 3 {
 		return false
 	}
