@@ -1,15 +1,23 @@
 package ports_test
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
+	"github.com/google/uuid"
 
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/openapi"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/ports"
 )
 
@@ -30,4 +38,101 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if w.Code != http.StatusOK || w.Body.String() != string(ports.OpenAPI) {
 		t.Fatalf("/openapi.json: %d", w.Code)
 	}
+}
+
+// TestOpenAPIDocumentsEveryAnswer drives each API route, wired as pkg/server
+// wires it (deadline.Middleware), into the answers it gives when its time
+// runs out or its database fails, and checks that the document lists each
+// status for that operation, as problem+json.
+func TestOpenAPIDocumentsEveryAnswer(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	var doc struct {
+		Paths map[string]map[string]struct {
+			Responses map[string]json.RawMessage `json:"responses"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(ports.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	routes := []struct{ path, docPath string }{
+		{"/api/v1/payments", "/api/v1/payments"},
+		{"/api/v1/payments?order_id=" + uuid.NewString(), "/api/v1/payments"},
+		{"/api/v1/payments/" + uuid.NewString(), "/api/v1/payments/{id}"},
+	}
+	scenarios := []struct {
+		name    string
+		timeout string // X-Request-Timeout-Ms, "" for none
+		err     func(context.Context) error
+	}{
+		{"the caller's deadline had passed on arrival", "0", nil},
+		{"the database outlasts the caller's deadline", "20", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }},
+		{"an inner timeout fired with time left", "", func(context.Context) error { return fmt.Errorf("query: %w", context.DeadlineExceeded) }},
+		{"the database fails", "", func(context.Context) error { return errors.New("dial tcp: connection refused") }},
+	}
+	for _, sc := range scenarios {
+		r := gin.New()
+		r.Use(deadline.Middleware(0))
+		ports.Register(r, app.New(app.Deps{Payments: failingPayments{sc.err}}), func(c *gin.Context) { c.Next() }, func(*gin.Context) string { return "u" }, nil)
+		for _, rt := range routes {
+			req := httptest.NewRequest(http.MethodGet, rt.path, nil)
+			if sc.timeout != "" {
+				req.Header.Set(deadline.Header, sc.timeout)
+			}
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code < 500 {
+				t.Errorf("%s: GET %s answers %d", sc.name, rt.path, w.Code)
+				continue
+			}
+			status := strconv.Itoa(w.Code)
+			if _, ok := doc.Paths[rt.docPath]["get"].Responses[status]; !ok {
+				t.Errorf("%s: GET %s answers %s, which its document does not list", sc.name, rt.docPath, status)
+			}
+			if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+				t.Errorf("%s: GET %s answers %s as %q", sc.name, rt.docPath, status, ct)
+			}
+		}
+	}
+}
+
+// failingPayments is a payment repository whose every call returns err
+// (given the call's context).
+type failingPayments struct{ err func(context.Context) error }
+
+func (f failingPayments) fail(ctx context.Context) error {
+	if f.err == nil {
+		return nil
+	}
+	return f.err(ctx)
+}
+
+func (f failingPayments) Claim(ctx context.Context, _ *payment.Payment) (*payment.Payment, error) {
+	return nil, f.fail(ctx)
+}
+
+func (f failingPayments) Complete(ctx context.Context, _ *payment.Payment) (bool, bool, error) {
+	return false, false, f.fail(ctx)
+}
+
+func (f failingPayments) RequestCancel(ctx context.Context, _ *payment.Payment) (bool, error) {
+	return false, f.fail(ctx)
+}
+
+func (f failingPayments) SaveRefund(ctx context.Context, _ *payment.Payment) (bool, error) {
+	return false, f.fail(ctx)
+}
+
+func (f failingPayments) Get(ctx context.Context, _, _ string) (*payment.Payment, error) {
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	return nil, payment.ErrNotFound
+}
+
+func (f failingPayments) List(ctx context.Context, _ string, _ payment.ListQuery) ([]*payment.Payment, string, error) {
+	return nil, "", f.fail(ctx)
+}
+
+func (f failingPayments) SaveDeadLetter(ctx context.Context, _ payment.DeadLetter) error {
+	return f.fail(ctx)
 }
