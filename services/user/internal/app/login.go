@@ -51,7 +51,10 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 	if len(strings.TrimSpace(l.Email)) > user.MaxEmailLen*utf8.UTFMax {
 		verr.Fields = append(verr.Fields, user.FieldError{Field: "email", Detail: "must be at most 254 bytes"})
 	}
-	if fe := user.CheckPasswordLength(l.Password); fe != nil {
+	// No account has a password too long in both forms: hashes are of the
+	// normalised form since it was introduced, of the typed one before.
+	password := user.NormalizePassword(l.Password)
+	if fe := user.CheckPasswordLength(password); fe != nil && user.CheckPasswordLength(l.Password) != nil {
 		verr.Fields = append(verr.Fields, *fe)
 	}
 	if len(verr.Fields) > 0 {
@@ -70,7 +73,6 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 	if fe != nil {
 		return Tokens{}, ErrBadCredentials
 	}
-	password := user.NormalizePassword(l.Password)
 	u, err := h.d.Users.ByEmail(ctx, email)
 	if errors.Is(err, user.ErrNotFound) {
 		// Hash anyway, as often as for an account: answering an unknown

@@ -2,7 +2,12 @@ package app
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
 )
@@ -87,6 +92,28 @@ func TestLoginVerifiesAsOftenForAnUnknownEmail(t *testing.T) {
 		}
 		if counts[0] != counts[1] {
 			t.Errorf("password %+q: %d verifications for an account, %d for an unknown email", pw, counts[0], counts[1])
+		}
+	}
+}
+
+// The 128-character bound is on the normalised form, the password itself: a
+// password of 100 characters with 40 accented letters is 140 code points
+// typed decomposed (NFD). Counted as typed, such a device could neither
+// register the password nor log in with it (422) where another device did.
+func TestPasswordLengthIsCountedNormalised(t *testing.T) {
+	nfc := strings.Repeat("\u00e9t", 40) + strings.Repeat("x", 20)
+	nfd := norm.NFD.String(nfc)
+	if utf8.RuneCountInString(nfc) != 100 || utf8.RuneCountInString(nfd) != 140 {
+		t.Fatalf("lengths %d and %d", utf8.RuneCountInString(nfc), utf8.RuneCountInString(nfd))
+	}
+	f := newFixture()
+	for i, c := range []struct{ registered, typed string }{{nfc, nfd}, {nfd, nfc}} {
+		email := fmt.Sprintf("user%d@example.com", i)
+		if _, err := f.app.Register.Handle(ctx, Register{Email: email, Password: c.registered, Name: "A", IP: "10.0.0.1"}); err != nil {
+			t.Fatalf("register with the %d-code-point form: %v", utf8.RuneCountInString(c.registered), err)
+		}
+		if _, err := f.app.Login.Handle(ctx, Login{Email: email, Password: c.typed, IP: "10.0.0.1"}); err != nil {
+			t.Fatalf("log in with the %d-code-point form: %v", utf8.RuneCountInString(c.typed), err)
 		}
 	}
 }

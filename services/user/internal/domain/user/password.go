@@ -42,14 +42,21 @@ func CheckPasswordLength(pw string) *FieldError {
 // password reaches the service in other byte sequences from other devices:
 // "é" as one code point or as "e" and a combining accent (NFC against NFD),
 // "Ｐ" from a full-width input method against "P"; hashed as they came, one
-// of them was a wrong password. A password too long for any account
-// (CheckPasswordLength) is returned as it is: it is refused unread.
+// of them was a wrong password. The length rules apply to the result; an
+// input longer than any password's typed form (maxTypedPasswordBytes) is
+// returned as it is, to be refused unread.
 func NormalizePassword(pw string) string {
-	if CheckPasswordLength(pw) != nil {
+	if len(pw) > maxTypedPasswordBytes {
 		return pw
 	}
 	return norm.NFKC.String(pw)
 }
+
+// maxTypedPasswordBytes bounds a password as typed, before normalisation,
+// which composes what a device may send decomposed: a character within
+// MaxPasswordLen can arrive as up to four code points ("ᾇ" is α and three
+// marks; a Hangul syllable three jamo).
+const maxTypedPasswordBytes = 4 * MaxPasswordLen * utf8.UTFMax
 
 // CheckPassword applies the password policy. email is the account's
 // (normalised) address: a password that contains its local part is refused.
