@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // TestPlatformAdmitsOnlyNamedPodsFromOtherNamespaces: an ingress rule of the platform's namespaces that admits
@@ -38,6 +39,39 @@ func TestPlatformAdmitsOnlyNamedPodsFromOtherNamespaces(t *testing.T) {
 			}
 			if checked == 0 {
 				t.Fatal("no ingress from another namespace found: the policies moved, follow them here")
+			}
+		})
+	}
+}
+
+// TestOnlyTheGatewayIsOpenToAll: the one ingress rule admitting any source is the gateway's, the platform's door.
+// ui-ingress opened Grafana and Jaeger (every trace, unauthenticated) to every pod of the cluster and anything routed
+// to it, for kubectl port-forward, which needs no rule: the kubelet's runtime dials the port from inside the pod's
+// network namespace, on its loopback, where no NetworkPolicy applies.
+func TestOnlyTheGatewayIsOpenToAll(t *testing.T) {
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) {
+			open := 0
+			for _, o := range build(t, dir) {
+				np, ok := o.Value.(*networkingv1.NetworkPolicy)
+				if !ok {
+					continue
+				}
+				for _, rule := range np.Spec.Ingress {
+					if len(rule.From) > 0 {
+						continue
+					}
+					open++
+					sel := np.Spec.PodSelector
+					if o.Namespace != "shanhai" || len(sel.MatchExpressions) > 0 || len(sel.MatchLabels) != 1 ||
+						sel.MatchLabels["app.kubernetes.io/name"] != "gateway" {
+						t.Errorf("NetworkPolicy %s/%s admits any source to pods %v: only the gateway takes clients",
+							o.Namespace, o.Name, metav1.FormatLabelSelector(&sel))
+					}
+				}
+			}
+			if open == 0 {
+				t.Fatal("no ingress open to all, not even the gateway's: the policies moved, follow them here")
 			}
 		})
 	}
