@@ -107,6 +107,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_MODE", "must be full or routing"))
 	}
 	required("HTTP_ADDR", c.Addr)
+	// 0 is a drain whose deadline has passed when it starts: none at all.
+	positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout > 0)
 	if c.Mode == "full" { // routing mode verifies no token and limits nothing
 		required("JWKS_URL", c.JWKSURL)
 		required("REDIS_URL", c.RedisURL)

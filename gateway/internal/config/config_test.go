@@ -105,11 +105,14 @@ func TestLoadListsEveryBadVariable(t *testing.T) {
 // open no upstream connection (every request waited for its 504),
 // GATEWAY_IDLE_TIMEOUT= kept idle clients forever on the event loop and
 // closed them at the read timeout on fasthttp, JWKS_URL= answered every
-// token 401, HTTP_ADDR= listened on a random port. Zeros that mean
-// something (documented) still load.
+// token 401, HTTP_ADDR= listened on a random port, SHUTDOWN_TIMEOUT=
+// gave the drain a deadline already passed (no drain at all). Zeros that mean something (documented) still load.
 func TestEmptyOrMeaninglessValuesAreRefusedByName(t *testing.T) {
 	for _, c := range []struct{ name, value string }{
 		{"HTTP_ADDR", ""},
+		{"SHUTDOWN_TIMEOUT", ""},
+		{"SHUTDOWN_TIMEOUT", "0"},
+		{"SHUTDOWN_TIMEOUT", "-1s"},
 		{"JWKS_URL", ""},
 		{"REDIS_URL", ""},
 		{"GATEWAY_LIMIT_NAMESPACE", ""},
