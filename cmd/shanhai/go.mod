@@ -6,6 +6,7 @@ require (
 	github.com/alicebob/miniredis/v2 v2.40.0
 	github.com/jackc/pgx/v5 v5.11.0
 	github.com/nats-io/nats-server/v2 v2.15.2
+	github.com/segmentio/kafka-go v0.4.51
 	github.com/shanhai-dev/shanhai/bridge v0.0.0-00010101000000-000000000000
 	github.com/shanhai-dev/shanhai/gateway v0.0.0-00010101000000-000000000000
 	github.com/shanhai-dev/shanhai/pkg v0.0.0-00010101000000-000000000000
@@ -102,7 +103,6 @@ require (
 	github.com/quic-go/quic-go v0.59.1 // indirect
 	github.com/redis/go-redis/v9 v9.23.0 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
-	github.com/segmentio/kafka-go v0.4.51 // indirect
 	github.com/sethvargo/go-retry v0.5.0 // indirect
 	github.com/sirupsen/logrus v1.9.4 // indirect
 	github.com/soheilhy/cmux v0.1.5 // indirect

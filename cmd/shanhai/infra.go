@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -73,7 +75,16 @@ func (in *Infra) set(name, value string) {
 }
 
 func (in *Infra) startKafka() error {
+	// A cluster id of its own: kfake's default is "kfake" in every run, and the bridge names its Pulsar producers by
+	// the cluster id because offsets count from 0 again in another cluster (bridge/README.md, "What Pulsar's dedup
+	// needs"). With one id for every run, a run archiving to a namespace an earlier run used had its records dropped
+	// by Pulsar's dedup as replays of the earlier run's.
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return fmt.Errorf("embedded kafka cluster id: %w", err)
+	}
 	c, err := kfake.NewCluster(
+		kfake.ClusterID(base64.RawURLEncoding.EncodeToString(id)),
 		kfake.NumBrokers(1),
 		kfake.SeedTopics(3, Topics...),
 		kfake.DefaultNumPartitions(3),

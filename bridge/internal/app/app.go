@@ -121,6 +121,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 			InFlight: cfg.InFlight, SinkRetries: cfg.SinkRetries, AckWait: cfg.AckWait,
 			DrainTimeout: cfg.ShutdownTimeout / 2, MaxBackoff: cfg.MaxBackoff, Logger: log, Metrics: m,
 			MaxMessageSize: sizes, PolicyInterval: cfg.PolicyInterval,
+			KafkaCluster: func(ctx context.Context) (string, error) { return kafkaleg.ClusterID(ctx, cfg.KafkaBrokers) },
 		})
 		owner = legB.Partition
 		checks = append(checks, server.Check{Name: "pulsar", Probe: func(context.Context) error {

@@ -303,6 +303,18 @@ func (l *Leg) refreshLag(gctx context.Context, parts []*partition) {
 	}
 }
 
+// ClusterID asks the brokers for their cluster's id (Metadata v2+), which leg B names its Pulsar producers by
+// (mapping.ProducerName). It asks for no topic's metadata: a request without topics would list every topic of the
+// cluster.
+func ClusterID(ctx context.Context, brokers []string) (string, error) {
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	res, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{}})
+	if err != nil {
+		return "", fmt.Errorf("kafka cluster id: %w", err)
+	}
+	return res.ClusterID, nil
+}
+
 func onceFunc(f func()) func() {
 	var once sync.Once
 	return func() { once.Do(f) }

@@ -162,9 +162,32 @@ func ByTopic(routes []Route) map[string]Route {
 }
 
 // Name is a partition's stable name for things that must be unique per
-// partition and free of dots: the Pulsar producer name (whose broker-side
-// dedup state is keyed by it) and the JetStream consumer name.
+// partition and free of dots: the JetStream consumer name.
 func Name(topic string, partition int) string {
 	r := strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
 	return fmt.Sprintf("bridge-%s-%d", r.Replace(topic), partition)
+}
+
+// ProducerName is a partition's Pulsar producer name, which Pulsar's broker
+// keys its dedup state by: the highest sequence id (Kafka offset) it stored
+// for that name. Offsets count from 0 again in another Kafka cluster (every
+// embedded run's kfake, a Kafka that came back empty), so the name carries
+// the cluster's id: under the bare partition name the broker dropped the new
+// cluster's records as replays until their offsets passed the old ones. The
+// same cluster keeps its id across restarts, so a restarted bridge keeps its
+// names and its replays are still dropped. The dot cannot occur in either
+// part, so two names are equal only for the same partition and cluster. An
+// empty id (a broker too old to report one) gives the partition name alone.
+func ProducerName(cluster, topic string, partition int) string {
+	name := Name(topic, partition)
+	if cluster == "" {
+		return name
+	}
+	safe := strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' {
+			return r
+		}
+		return '_'
+	}, cluster)
+	return name + "." + safe
 }

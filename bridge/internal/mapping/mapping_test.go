@@ -117,4 +117,13 @@ func TestName(t *testing.T) {
 	if got := Name("shanhai.orders", 2); got != "bridge-shanhai_orders-2" {
 		t.Fatalf("Name = %q", got)
 	}
+	for _, tc := range []struct{ cluster, want string }{
+		{"MkU3OEVBNTcwNTJENDM2Qk", "bridge-shanhai_orders-2.MkU3OEVBNTcwNTJENDM2Qk"},
+		{"a.b/c", "bridge-shanhai_orders-2.a_b_c"},
+		{"", "bridge-shanhai_orders-2"},
+	} {
+		if got := ProducerName(tc.cluster, "shanhai.orders", 2); got != tc.want {
+			t.Errorf("ProducerName(%q) = %q, want %q", tc.cluster, got, tc.want)
+		}
+	}
 }

@@ -73,8 +73,11 @@ type Options struct {
 	MaxMessageSize MaxMessageSize
 	// PolicyInterval is how often a session re-reads the policy (default 10s); a lower limit restarts the session.
 	PolicyInterval time.Duration
-	Logger         *slog.Logger
-	Metrics        *metrics.Bridge
+	// KafkaCluster reads the id of the Kafka cluster the offsets come from (kafkaleg.ClusterID), once per partition
+	// ownership; the producers are named by it (mapping.ProducerName). Nil names them by the partition alone.
+	KafkaCluster func(context.Context) (string, error)
+	Logger       *slog.Logger
+	Metrics      *metrics.Bridge
 }
 
 // Leg is leg B.

@@ -31,12 +31,15 @@ import (
 )
 
 type partition struct {
-	leg     *Leg
-	route   mapping.Route
-	id      int
-	name    string
-	rejects map[int64]rejection // only the session goroutines of this partition, one session at a time
-	acked   streamPos           // the last message of this partition acked in this generation (zero: none yet)
+	leg   *Leg
+	route mapping.Route
+	id    int
+	name  string // the JetStream consumer's
+	// producer is the Pulsar producer's name, set by the first session of this ownership: the Kafka cluster id is
+	// read once, as a generation cannot outlive its cluster.
+	producer string
+	rejects  map[int64]rejection // only the session goroutines of this partition, one session at a time
+	acked    streamPos           // the last message of this partition acked in this generation (zero: none yet)
 	// counted is the highest offset up to which bridge_stream_lost_total has counted this generation's losses (-1:
 	// none). Each session reads again from the ack floor, and the gap behind a lost range was counted by every session
 	// that read the message after it; offsets at or below counted are not counted again. Only feed uses it, one
@@ -75,15 +78,25 @@ type result struct {
 // confirmed anything, and the error that ended it (nil when ctx ended).
 func (p *partition) session(ctx context.Context) (bool, error) {
 	l := p.leg
+	if p.producer == "" {
+		cluster := ""
+		if l.o.KafkaCluster != nil {
+			var err error
+			if cluster, err = l.o.KafkaCluster(ctx); err != nil {
+				return false, err
+			}
+		}
+		p.producer = mapping.ProducerName(cluster, p.route.Topic, p.id)
+	}
 	prod, err := l.o.Pulsar.CreateProducer(pulsar.ProducerOptions{
 		Topic:              p.route.PulsarTopic,
-		Name:               p.name,
+		Name:               p.producer,
 		SendTimeout:        -1,
 		DisableBatching:    true,
 		MaxPendingMessages: l.o.InFlight,
 	})
 	if err != nil {
-		return false, fmt.Errorf("pulsar producer %s: %w", p.name, err)
+		return false, fmt.Errorf("pulsar producer %s: %w", p.producer, err)
 	}
 	defer prod.Close()
 	// Highest offset Pulsar persisted for this partition, -1 if none. Client v0.19.0 sets it from send receipts only, so
@@ -236,7 +249,7 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 		if lim := int(s.limit.Load()); lim > 0 {
 			// Also at or below last: a message the broker refused under a limit lowered during an earlier session
 			// comes back from the ack floor, and sent again it would stall this session too (sizelimit.go).
-			if n := wireSize(p.name, h, msg.Data(), p.route.Topic, p.id, offset); n > lim {
+			if n := wireSize(p.producer, h, msg.Data(), p.route.Topic, p.id, offset); n > lim {
 				detail := fmt.Sprintf("at most %d bytes as sent, over the max message size %d of Pulsar topic %s, which the broker refuses and the client does not report (if the limit was lowered after Pulsar stored it, the archive has it too)",
 					n, lim, p.route.PulsarTopic)
 				if err := p.deadLetter(ctx, msg, offset, "too_large", detail); err != nil {
