@@ -179,42 +179,56 @@ func runBannerDemo(t *testing.T, p *Platform) {
 	}
 }
 
-// checkStopOrder reads from the parts' logs when each began to stop and
-// wants the reverse of the start order: the gateway (only door) first, the
-// user service (holder of the keys) last. Each part stops only after the
-// one before it has finished, so the log times are strictly ordered.
+// checkStopOrder reads from the parts' logs when each began and finished stopping. The gateway, the only door, stops
+// first: it has stopped before any other part begins. The others then stop together, so the second each service
+// registered in discovery waits after deregistering is spent once: every part began to stop before any of those
+// services had drained. One by one, each service began only after the one before it had finished, and Ctrl-C took
+// the three waits one after another.
 func checkStopOrder(t *testing.T, dir string) {
 	t.Helper()
-	var prev time.Time
-	for i := len(Names) - 1; i >= 0; i-- {
-		name := Names[i]
-		marker := `"msg":"shutdown requested"`
+	gateway := logTime(t, dir, "gateway", `"msg":"gateway stopped"`) // fasthttp, not pkg/server
+	var drained time.Time                                            // the first registered service's drain
+	for _, name := range []string{"user", "order", "payment"} {
+		if at := logTime(t, dir, name, `"msg":"shutdown step done"`, `"step":"drain"`); drained.IsZero() || at.Before(drained) {
+			drained = at
+		}
+	}
+	for _, name := range Names {
 		if name == "gateway" {
-			marker = `"msg":"gateway stopped"` // fasthttp, not pkg/server
+			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, name+".log"))
-		if err != nil {
-			t.Fatal(err)
+		at := logTime(t, dir, name, `"msg":"shutdown requested"`)
+		if !at.After(gateway) {
+			t.Errorf("%s began stopping at %s, before the gateway had stopped (%s)", name, at.Format(time.RFC3339Nano), gateway.Format(time.RFC3339Nano))
 		}
-		var at time.Time
-		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, marker) {
-				var rec struct{ Time time.Time }
-				if err := json.Unmarshal([]byte(line), &rec); err != nil {
-					t.Fatalf("%s.log: %v", name, err)
-				}
-				at = rec.Time
-				break
+		if !at.Before(drained) {
+			t.Errorf("%s began stopping at %s, after a service had waited out its deregistration and drained (%s): the parts stopped one by one", name, at.Format(time.RFC3339Nano), drained.Format(time.RFC3339Nano))
+		}
+	}
+}
+
+// logTime is the time of the first line of the part's log that holds every marker.
+func logTime(t *testing.T, dir, name string, markers ...string) time.Time {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+lines:
+	for _, line := range strings.Split(string(b), "\n") {
+		for _, m := range markers {
+			if !strings.Contains(line, m) {
+				continue lines
 			}
 		}
-		if at.IsZero() {
-			t.Fatalf("%s.log has no %s line", name, marker)
+		var rec struct{ Time time.Time }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("%s.log: %v", name, err)
 		}
-		if !prev.IsZero() && !at.After(prev) {
-			t.Errorf("%s began stopping at %s, not after %s (the part stopped before it)", name, at.Format(time.RFC3339Nano), prev.Format(time.RFC3339Nano))
-		}
-		prev = at
+		return rec.Time
 	}
+	t.Fatalf("%s.log has no line with %q", name, markers)
+	return time.Time{}
 }
 
 type client struct {
