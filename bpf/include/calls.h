@@ -5,6 +5,8 @@
 //   bits 8-11  register (1-based, result order) holding the error's itab word; 0 = no error result
 //   bits 12-15 register holding a *net/http.Response at the exit; 0 = none
 //   bits 16-19 argument register holding a *net/http.Request at entry; 0 = none
+//   bits 24-31 nesting group: 0 = none; else the calls of every op in the group that run inside another one of the
+//              group on the same goroutine are not calls of their own (below)
 #pragma once
 
 #include "goabi.h"
@@ -20,9 +22,25 @@ struct call_inflight_key {
 	__u64 g;
 };
 
+// Nesting (go-redis): a new connection's handshake (HELLO, CLIENT MAINT_NOTIFICATIONS, the CLIENT SETINFO pipeline)
+// runs through _process and processPipeline on the goroutine of the application's call that dialled it, inside that
+// call. Only the outermost call of a group counts, timed from its entry to its own exit, with its own error; the calls
+// inside it are told apart by how deep they are on the goroutine's stack, measured from the stack's top (g.stack.hi)
+// because the runtime moves stacks and keeps only that distance. A call of the group that is in flight and deeper than
+// the outer one is nested when the outer frame is still there: the word the outer call's PUSH RBP saved must still be
+// the caller's frame pointer it was (the runtime adjusts saved frame pointers when it moves a stack). Otherwise the
+// outer call never returned (a panic) and the new one takes its place, as any call does.
+struct call_nest {
+	__u64 depth;    // g.stack.hi - SP at the outer call's entry (at its PUSH RBP); 0 = the group does not nest
+	__u64 fp_depth; // g.stack.hi - RBP there: the caller's frame pointer the outer call's frame saved
+	__u32 op;       // the outer call's own op (the slot and map keys carry the group)
+	__u32 nested;   // 1 once a nested call was seen: its exits are then told from the outer's by depth
+};
+
 struct call_state {
 	__u64 start_ns;
 	char method[CALL_METHOD_LEN];
+	struct call_nest nest;
 };
 
 struct call_key {
@@ -42,7 +60,8 @@ struct call_slot {
 	__u32 op;
 	__u64 start_ns;
 	char method[CALL_METHOD_LEN];
-	__u64 spare[4];
+	struct call_nest nest;
+	__u64 spare;
 	__u64 g; // owner goroutine, 0 = free; last, so the agent's whole-value write frees it last
 };
 
@@ -115,23 +134,66 @@ static __always_inline void call_read_method(struct pt_regs *ctx, __u64 cookie, 
 	}
 }
 
+// go_stack_hi reads g.stack.hi (struct g begins with stack{lo, hi}, unchanged since Go 1.0); 0 when unreadable.
+static __always_inline __u64 go_stack_hi(__u64 g) {
+	__u64 hi = 0;
+	if (bpf_probe_read_user(&hi, sizeof(hi), (void *)(g + 8)))
+		return 0;
+	return hi;
+}
+
+// call_nest_at says where this entry is on the stack; depth 0 when the op nests in no group or the stack is unread.
+static __always_inline struct call_nest call_nest_at(struct pt_regs *ctx, __u64 g, __u32 op, __u32 group) {
+	struct call_nest n = {.op = op};
+	if (!group)
+		return n;
+	__u64 hi = go_stack_hi(g);
+	if (!hi || hi <= ctx->sp)
+		return n;
+	n.depth = hi - ctx->sp;
+	n.fp_depth = hi - ctx->bp;
+	return n;
+}
+
+// call_is_nested: is the entry at here inside the call in flight that outer describes (see struct call_nest)?
+static __always_inline bool call_is_nested(struct call_nest *outer, struct call_nest *here, __u64 sp) {
+	if (!outer->depth || here->depth <= outer->depth)
+		return false;
+	__u64 hi = here->depth + sp; // the stack's top, read a moment ago
+	__u64 saved = 0;
+	if (bpf_probe_read_user(&saved, sizeof(saved), (void *)(hi - outer->depth - 8)))
+		return false;
+	return hi - saved == outer->fp_depth;
+}
+
 SEC("uprobe/call_enter")
 int call_enter(struct pt_regs *ctx) {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u32 op = cookie & 0xff;
+	__u32 group = (cookie >> 24) & 0xff;
+	__u32 kop = group ? group : op; // the key's op: a group's calls share one slot per goroutine
 	__u64 g = GO_G(ctx);
-	__u32 i = call_mix(g ^ ((__u64)tgid << 48) ^ ((__u64)op << 40), CALL_SLOT_BITS);
+	struct call_nest here = call_nest_at(ctx, g, op, group);
+	__u32 i = call_mix(g ^ ((__u64)tgid << 48) ^ ((__u64)kop << 40), CALL_SLOT_BITS);
 	struct call_slot *s = bpf_map_lookup_elem(&call_slots, &i); // NULL when the agent made the table smaller
-	if (s && ((s->g == g && s->tgid == tgid && s->op == op) || __sync_val_compare_and_swap(&s->g, 0, g) == 0)) {
-		s->tgid = tgid;
-		s->op = op;
-		call_read_method(ctx, cookie, s->method);
-		s->start_ns = bpf_ktime_get_ns();
-		return 0;
+	if (s) {
+		bool mine = s->g == g && s->tgid == tgid && s->op == kop;
+		if (mine && call_is_nested(&s->nest, &here, ctx->sp)) {
+			s->nest.nested = 1;
+			return 0;
+		}
+		if (mine || __sync_val_compare_and_swap(&s->g, 0, g) == 0) {
+			s->tgid = tgid;
+			s->op = kop;
+			s->nest = here;
+			call_read_method(ctx, cookie, s->method);
+			s->start_ns = bpf_ktime_get_ns();
+			return 0;
+		}
 	}
 
-	struct call_inflight_key k = {.tgid = tgid, .op = op, .g = g};
+	struct call_inflight_key k = {.tgid = tgid, .op = kop, .g = g};
 	struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
 	if (!st) {
 		struct call_state fresh = {};
@@ -140,9 +202,26 @@ int call_enter(struct pt_regs *ctx) {
 		if (!st)
 			return 0;
 	}
+	if (st->start_ns && call_is_nested(&st->nest, &here, ctx->sp)) {
+		st->nest.nested = 1;
+		return 0;
+	}
+	st->nest = here;
 	call_read_method(ctx, cookie, st->method);
 	st->start_ns = bpf_ktime_get_ns();
 	return 0;
+}
+
+// call_exit_is_nested: is this exit a nested call's? Read only once a nested call was seen, so a call that nests
+// nothing costs no stack read at its exit. The frame pointer tells: at the outer call's exits it is its caller's (an
+// exit after the call site or at a RET, depth fp_depth, above the entry) or, at an exit inside the function (after
+// its last call, see callSite.lastCall in calls.go), its own, 8 bytes below its entry's SP. A nested call's exits
+// run in frames below the outer function's.
+static __always_inline bool call_exit_is_nested(struct pt_regs *ctx, struct call_nest *outer, __u64 g) {
+	if (!outer->nested)
+		return false;
+	__u64 hi = go_stack_hi(g);
+	return hi > ctx->bp && hi - ctx->bp > outer->depth + 8;
 }
 
 // call_record adds one call to its series: the per-CPU slot the key hashes to when it holds this key or nothing yet
@@ -186,12 +265,18 @@ int call_ret(struct pt_regs *ctx) {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u32 op = cookie & 0xff;
+	__u32 group = (cookie >> 24) & 0xff;
+	__u32 kop = group ? group : op;
 	__u64 g = GO_G(ctx);
 	__u64 start, method;
 
-	__u32 i = call_mix(g ^ ((__u64)tgid << 48) ^ ((__u64)op << 40), CALL_SLOT_BITS);
+	__u32 i = call_mix(g ^ ((__u64)tgid << 48) ^ ((__u64)kop << 40), CALL_SLOT_BITS);
 	struct call_slot *s = bpf_map_lookup_elem(&call_slots, &i);
-	if (s && s->g == g && s->tgid == tgid && s->op == op) {
+	if (s && s->g == g && s->tgid == tgid && s->op == kop) {
+		// A nested call's exit, or the exit of a call of the group whose entry came before the probe: not the
+		// outer call's end, which stays in flight.
+		if (s->nest.op != op || call_exit_is_nested(ctx, &s->nest, g))
+			return 0;
 		start = s->start_ns;
 		method = *(__u64 *)s->method;
 		// Release: tgid first, then g, in program order (x86 keeps stores in order; the barrier keeps clang's).
@@ -199,9 +284,9 @@ int call_ret(struct pt_regs *ctx) {
 		asm volatile("" ::: "memory");
 		*(volatile __u64 *)&s->g = 0;
 	} else {
-		struct call_inflight_key k = {.tgid = tgid, .op = op, .g = g};
+		struct call_inflight_key k = {.tgid = tgid, .op = kop, .g = g};
 		struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
-		if (!st || !st->start_ns)
+		if (!st || !st->start_ns || st->nest.op != op || call_exit_is_nested(ctx, &st->nest, g))
 			return 0;
 		start = st->start_ns;
 		st->start_ns = 0;

@@ -25,6 +25,10 @@ type callSite struct {
 	respReg  int    // result register of a *net/http.Response, 0 = none
 	reqReg   int    // argument register of a *net/http.Request, 0 = none
 	optional bool   // absent from a binary that does not link the library: skip, not fail
+	nest     uint8  // nesting group (include/calls.h): a call of the group inside another on its goroutine is not counted
+	// lastCall, when set, is the function fn always calls last: the call's exit is where that call returns in fn,
+	// and its error is that callee's, not fn's (see the pipelines below).
+	lastCall string
 }
 
 // The ops; the numbers travel in attach cookies and come back in map keys.
@@ -35,7 +39,18 @@ var callSites = map[string][]callSite{
 	"db": {
 		{op: 2, fn: "database/sql.(*DB).queryDC", system: "sql", name: "query", optional: true},
 		{op: 3, fn: "database/sql.(*DB).execDC", system: "sql", name: "exec", optional: true},
-		{op: 4, fn: "github.com/redis/go-redis/v9.(*baseClient)._process", system: "redis", name: "process", optional: true},
+		// go-redis runs a new connection's handshake (HELLO, CLIENT MAINT_NOTIFICATIONS, a CLIENT SETINFO pipeline)
+		// through these same functions inside the application's call that dialled: one group, outermost counted.
+		// A pipeline (Pipelined, TxPipelined, Exec) is one call; its commands do not go through _process. Method
+		// wrappers in method tables JMP to processPipeline, so its own exits cannot be found and its RETs would be
+		// single-stepped (tens of microseconds here, on the user service's every profile read); it ends where its
+		// one call of generalProcessPipelineFrom returns, and that call's error says whether the pipeline failed as
+		// a whole (connection, write, read, MULTI/EXEC), not whether one of its commands got an error reply.
+		{op: 4, fn: "github.com/redis/go-redis/v9.(*baseClient)._process", system: "redis", name: "process", optional: true, nest: 4},
+		{op: 8, fn: "github.com/redis/go-redis/v9.(*baseClient).processPipeline", system: "redis", name: "pipeline", optional: true, nest: 4,
+			lastCall: redisPipelineCall},
+		{op: 9, fn: "github.com/redis/go-redis/v9.(*baseClient).processTxPipeline", system: "redis", name: "tx_pipeline", optional: true, nest: 4,
+			lastCall: redisPipelineCall},
 	},
 	"messaging": {
 		{op: 5, fn: "github.com/segmentio/kafka-go.(*Writer).WriteMessages", system: "kafka", name: "publish", optional: true},
@@ -43,6 +58,8 @@ var callSites = map[string][]callSite{
 		{op: 7, fn: "github.com/apache/pulsar-client-go/pulsar.(*producer).Send", system: "pulsar", name: "publish", optional: true},
 	},
 }
+
+const redisPipelineCall = "github.com/redis/go-redis/v9.(*baseClient).generalProcessPipelineFrom"
 
 var opByID = func() map[uint16]callSite {
 	m := map[uint16]callSite{}
@@ -122,6 +139,7 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 			site   callSite
 			fn     symtab.Func
 			errReg int
+			last   symtab.Func // site.lastCall's
 		}
 		var fs []found
 		for _, s := range callSites[probe] {
@@ -132,11 +150,22 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 			if err != nil {
 				return err
 			}
-			reg, _, err := offsets.ErrorRegister(sym.ELF(), s.fn)
+			errFn, last := s.fn, symtab.Func{}
+			if s.lastCall != "" {
+				last, err = sym.Func(s.lastCall)
+				if errors.Is(err, symtab.ErrNotFound) && s.optional {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				errFn = s.lastCall
+			}
+			reg, _, err := offsets.ErrorRegister(sym.ELF(), errFn)
 			if err != nil {
 				return err
 			}
-			fs = append(fs, found{s, f, reg})
+			fs = append(fs, found{s, f, reg, last})
 		}
 		if len(fs) == 0 {
 			return fmt.Errorf("none of the %s functions: %w", probe, symtab.ErrNotFound)
@@ -155,22 +184,40 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 		b.callSlots = append(b.callSlots, objs.slots)
 		b.callAggSlots = append(b.callAggSlots, objs.aggSlots)
 		for _, f := range fs {
-			cookie := uint64(f.site.op) | uint64(f.errReg)<<8 | uint64(f.site.respReg)<<12 | uint64(f.site.reqReg)<<16
-			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.CallOff}, cookie); err != nil {
-				return err
-			}
+			cookie := uint64(f.site.op) | uint64(f.errReg)<<8 | uint64(f.site.respReg)<<12 | uint64(f.site.reqReg)<<16 | uint64(f.site.nest)<<24
 			var keep []x86asm.Reg // the result registers call_ret reads
 			for _, r := range []int{f.errReg, f.site.respReg} {
 				if r > 0 {
 					keep = append(keep, resultRegs[r-1])
 				}
 			}
-			if err := b.uprobeCookie(ex, f.fn, objs.ret, b.exits(sym, f.fn, keep...), cookie); err != nil {
+			var offs []uint64
+			if f.site.lastCall == "" {
+				offs = b.exits(sym, f.fn, keep...)
+			} else if offs, err = b.lastCallExits(sym, f.fn, f.last, keep...); err != nil {
+				b.log.Info("call not probed: no exit found", "exe", b.exe, "func", f.fn.Name, "why", err.Error())
+				continue
+			}
+			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.CallOff}, cookie); err != nil {
+				return err
+			}
+			if err := b.uprobeCookie(ex, f.fn, objs.ret, offs, cookie); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
+}
+
+// lastCallExits is exits for a call that ends where its call of last returns (callSite.lastCall).
+func (b *binProbes) lastCallExits(sym *symtab.Binary, fn, last symtab.Func, keep ...x86asm.Reg) ([]uint64, error) {
+	offs, stepped, err := sym.CallExitsIn(fn, last, keep...)
+	if err != nil {
+		return nil, err
+	}
+	b.log.Info("exit probes after the call of its last callee", "exe", b.exe, "func", fn.Name, "callee", last.Name,
+		"emulated", len(offs)-stepped, "stepped", stepped)
+	return offs, nil
 }
 
 func (b *binProbes) uprobeCookie(ex *link.Executable, fn symtab.Func, prog *ebpf.Program, addrs []uint64, cookie uint64) error {

@@ -79,6 +79,9 @@ func TestCallProbes(t *testing.T) {
 						continue
 					}
 					op := map[string]string{"http": "http", "sql": "sql " + k.Operation, "redis": "redis", "kafka": "kafka", "nats": "nats", "pulsar": "pulsar"}[k.System]
+					if k.System == "redis" && k.Operation != "process" {
+						op += " " + k.Operation
+					}
 					got[op] += h.Count
 					if k.Error {
 						got[op+" error"] += h.Count

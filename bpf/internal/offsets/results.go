@@ -14,13 +14,14 @@ import (
 // without DWARF and is checked against DWARF by the tests for the versions go.mod pins (go-redis v9.23.0's _process,
 // for one, returns four values).
 var ErrorResult = map[string]int{
-	"net/http.(*Transport).roundTrip":                            2, // (*Response, error)
-	"database/sql.(*DB).queryDC":                                 2, // (*Rows, error)
-	"database/sql.(*DB).execDC":                                  3, // (Result, error)
-	"github.com/redis/go-redis/v9.(*baseClient)._process":        4, // (retry, forced bool, cn *pool.Conn, err error)
-	"github.com/segmentio/kafka-go.(*Writer).WriteMessages":      1, // error
-	"github.com/nats-io/nats%2ego.(*Conn).publish":               1, // error
-	"github.com/apache/pulsar-client-go/pulsar.(*producer).Send": 3, // (MessageID, error)
+	"net/http.(*Transport).roundTrip":                                       2, // (*Response, error)
+	"database/sql.(*DB).queryDC":                                            2, // (*Rows, error)
+	"database/sql.(*DB).execDC":                                             3, // (Result, error)
+	"github.com/redis/go-redis/v9.(*baseClient)._process":                   4, // (retry, forced bool, cn *pool.Conn, err error)
+	"github.com/redis/go-redis/v9.(*baseClient).generalProcessPipelineFrom": 1, // error (the pipeline probes' exit)
+	"github.com/segmentio/kafka-go.(*Writer).WriteMessages":                 1, // error
+	"github.com/nats-io/nats%2ego.(*Conn).publish":                          1, // error
+	"github.com/apache/pulsar-client-go/pulsar.(*producer).Send":            3, // (MessageID, error)
 }
 
 // ResultModules pins the version of each library module that ErrorResult's functions come from: the one the

@@ -460,3 +460,42 @@ func (b *Binary) CallsIn(caller, callee Func) ([]uint64, error) {
 	}
 	return out, nil
 }
+
+// CallExitsIn gives, for each of caller's direct calls of callee, where to see that call return (the first emulated
+// instruction after it with keep unchanged, else its return address; see exitAfter), as file offsets, and how many
+// of them are single-stepped. A probe there sees caller reach the end of its callee on this path only: go-redis's
+// processPipeline returns through a JMP from method wrappers the linker keeps in method tables, so its own exits
+// cannot be found, but the one call it always makes, its last work, can.
+func (b *Binary) CallExitsIn(caller, callee Func, keep ...x86asm.Reg) (offs []uint64, stepped int, err error) {
+	code, err := b.funcCode(caller.Name, caller.Entry, caller.End)
+	if err != nil {
+		return nil, 0, err
+	}
+	body := newFuncBody(code)
+	skip := func(target int) bool {
+		t := b.table.PCToFunc(caller.Entry + uint64(target))
+		return t != nil && t.Name == "runtime.deferreturn"
+	}
+	for _, r := range codeRefs(code, caller.Entry, callee.Entry) {
+		at := int(r.addr - caller.Entry)
+		if _, ok := slices.BinarySearch(body.starts, at); r.kind != refCall || !ok {
+			continue
+		}
+		site, emul, err := body.exitAfter(at+5, keep, skip)
+		if err != nil {
+			return nil, 0, fmt.Errorf("call of %s at %#x in %s: %w", callee.Name, r.addr, caller.Name, err)
+		}
+		off, err := b.fileOffset(caller.Entry + uint64(site))
+		if err != nil {
+			return nil, 0, err
+		}
+		offs = append(offs, off)
+		if !emul {
+			stepped++
+		}
+	}
+	if len(offs) == 0 {
+		return nil, 0, fmt.Errorf("%s makes no direct call of %s", caller.Name, callee.Name)
+	}
+	return offs, stepped, nil
+}

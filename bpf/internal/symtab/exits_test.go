@@ -169,6 +169,15 @@ func TestExitsRealBinary(t *testing.T) {
 		if !found {
 			t.Error("no exit in net/http.(*conn).serve")
 		}
+		// From the caller's side (CallExitsIn, the go-redis pipelines' exits) the same one call gives the same exit.
+		in, stepped, err := b.CallExitsIn(serve, f)
+		if err != nil || stepped != 0 || len(in) != 1 || !slices.Contains(e.Offs, in[0]) {
+			t.Errorf("CallExitsIn(conn.serve, ServeHTTP) = %#x, %d stepped, %v; want the one emulated exit Exits found there %#x",
+				in, stepped, err, e.Offs)
+		}
+		if _, _, err := b.CallExitsIn(f, serve); err == nil {
+			t.Error("CallExitsIn(ServeHTTP, conn.serve): no error for a callee it never calls")
+		}
 	}
 }
 

@@ -42,14 +42,28 @@ type BpfCallSlot struct {
 	Op      uint32
 	StartNs uint64
 	Method  [8]int8
-	Spare   [4]uint64
-	G       uint64
+	Nest    struct {
+		_       structs.HostLayout
+		Depth   uint64
+		FpDepth uint64
+		Op      uint32
+		Nested  uint32
+	}
+	Spare uint64
+	G     uint64
 }
 
 type BpfCallState struct {
 	_       structs.HostLayout
 	StartNs uint64
 	Method  [8]int8
+	Nest    struct {
+		_       structs.HostLayout
+		Depth   uint64
+		FpDepth uint64
+		Op      uint32
+		Nested  uint32
+	}
 }
 
 type BpfLatHist struct {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -82,26 +83,86 @@ func main() {
 		}
 		_, err = db.QueryContext(ctx, "SELECT * FROM no_such_table")
 		c.add("sql query", err)
+		// An error raised while the rows are read (PostgreSQL fails at the third) reaches the program from
+		// Rows.Next and Rows.Err, after queryDC returned: the probe counts that query as not failed
+		// (bpf/README.md, "Client calls").
+		rows, err := db.QueryContext(ctx, "SELECT 1 / (3 - i) FROM generate_series(1, 5) i")
+		if err != nil {
+			fail("sql query failing in its rows", err)
+		}
+		for rows.Next() {
+		}
+		if rows.Err() == nil {
+			fail("sql query failing in its rows", errors.New("no error reading the rows"))
+		}
+		rows.Close()
+		c.add("sql query", nil)
 		db.Close()
 	}
 
 	if u := os.Getenv("REDIS_URL"); u != "" {
+		// The services' options (RESP3, CLIENT SETINFO, maintenance notifications in auto mode): each new connection's
+		// handshake runs its own commands through _process and processPipeline inside the application's first call,
+		// and Redis 7.0 rejects some of them. Only the application's calls below may be counted.
 		opt, err := redis.ParseURL(u)
 		if err != nil {
 			fail("redis url", err)
 		}
 		opt.MaxRetries = -1 // one _process per command: a retry would be a second call
-		// RESP2 and no CLIENT SETINFO: the handshake then sends no command of its own through _process, so every
-		// call the probe sees is one this program made.
-		opt.Protocol = 2
-		opt.DisableIdentity = true
+		missing := "probe:missing:" + strconv.FormatInt(time.Now().UnixNano(), 10)
 		rdb := redis.NewClient(opt)
+		// The first command dials: a failed GET (redis.Nil: go-redis reports a missing key as an error) must keep its
+		// own error flag, not the handshake's.
+		_, err = rdb.Get(ctx, missing).Result()
+		c.add("redis", err)
 		for i := range *n {
 			c.add("redis", rdb.Set(ctx, "probe:"+strconv.Itoa(i), i, time.Minute).Err())
 		}
-		_, err = rdb.Get(ctx, "probe:missing:"+strconv.FormatInt(time.Now().UnixNano(), 10)).Result()
-		c.add("redis", err) // redis.Nil: go-redis reports a missing key as an error
 		rdb.Close()
+		// A fresh client whose first call is a pipeline, so the handshake runs inside processPipeline this time.
+		rdb = redis.NewClient(opt)
+		for i := range *n {
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, "probe:p:"+strconv.Itoa(i), i, time.Minute)
+				p.Get(ctx, "probe:p:"+strconv.Itoa(i))
+				return nil
+			})
+			c.add("redis pipeline", err)
+		}
+		_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Get(ctx, missing)
+			p.Get(ctx, "probe:p:0")
+			return nil
+		})
+		c.add("redis pipeline", err) // the first command's error reply: redis.Nil
+		_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Get(ctx, "probe:p:0")
+			p.Get(ctx, missing)
+			return nil
+		})
+		if !errors.Is(err, redis.Nil) {
+			fail("redis pipeline of a missing key", err)
+		}
+		// Exec returns a later command's error reply too, but go-redis finds it after the call the probe ends at
+		// (bpf/README.md, "Client calls"): not an error there.
+		c.add("redis pipeline", nil)
+		for range *n {
+			_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Incr(ctx, "probe:tx")
+				p.Expire(ctx, "probe:tx", time.Minute)
+				return nil
+			})
+			c.add("redis tx_pipeline", err)
+		}
+		rdb.Close()
+		_, err = rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			p.Get(ctx, missing)
+			return nil
+		})
+		if err == nil {
+			fail("redis pipeline on a closed client", errors.New("no error"))
+		}
+		c.add("redis pipeline", err) // failed as a whole
 	}
 
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
