@@ -50,7 +50,12 @@ func TestClientUserIDNeverReachesUpstream(t *testing.T) {
 		}
 		return id
 	}
-	spoof := "X-User-ID: admin\r\nx-user-id: admin2\r\nX_User_ID: admin3\r\nx-USER-id: admin4\r\n"
+	// The '_' spellings of the forwarded fields too: CGI, PHP and WSGI read
+	// X_Forwarded_For as the same variable as the gateway's X-Forwarded-For.
+	// And two Cookie lines fasthttp would rewrite into one ("b" for "=b").
+	spoof := "X-User-ID: admin\r\nx-user-id: admin2\r\nX_User_ID: admin3\r\nx-USER-id: admin4\r\n" +
+		"X_Forwarded_For: 6.6.6.6\r\nx_forwarded-proto: https\r\nX_Real_IP: 6.6.6.7\r\n" +
+		"Cookie: a=\"1\";c=3\r\nCookie: =b\r\n"
 	for _, tc := range []struct {
 		path      string
 		withToken bool
@@ -72,6 +77,12 @@ func TestClientUserIDNeverReachesUpstream(t *testing.T) {
 			if strings.EqualFold(k, "X-Hop") || strings.EqualFold(k, "Keep-Alive") {
 				t.Fatalf("%s: hop-by-hop header %s reached the upstream", tc.path, k)
 			}
+			if strings.Contains(k, "_") {
+				t.Errorf("%s: %s: %q reached the upstream", tc.path, k, v)
+			}
+		}
+		if c := s.Header["Cookie"]; strings.Join(c, "|") != `a="1";c=3|=b` {
+			t.Errorf("%s: upstream saw Cookie lines %q, want them as sent", tc.path, c)
 		}
 		if strings.Join(got, ",") != strings.Join(tc.want, ",") {
 			t.Fatalf("%s: upstream saw user ids %q, want %q", tc.path, got, tc.want)

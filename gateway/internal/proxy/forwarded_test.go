@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -105,5 +106,86 @@ func TestForwardedFieldLines(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// One IPv6 client commonly owns a whole /64 (SLAAC, privacy addresses; a
+// host's provider hands out at least that much), so the per-IP and login
+// limits key an IPv6 client by its /64: keyed by the /128, each new address
+// of that /64 came with a fresh bucket. An IPv4-mapped address is its IPv4
+// one. The upstream still gets the client's whole address.
+func TestIPv6ClientsAreLimitedPerSlash64(t *testing.T) {
+	proxyNet := Trusted{netip.MustParsePrefix("203.0.113.0/24")}
+	const get = "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n"
+	for _, c := range []struct{ client, key string }{
+		{"2001:db8:1:2::1", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"},
+		{"[2001:db8:1:3::7]:443", "2001:db8:1:3::/64"},
+		{"::ffff:198.51.100.7", "198.51.100.7"},
+		{"198.51.100.7", "198.51.100.7"},
+	} {
+		for transport, got := range forwardedOnBoth(t, proxyNet, get+"X-Forwarded-For: "+c.client+"\r\n\r\n") {
+			keys, xff := got[0], got[1]
+			if len(keys) != 1 || keys[0] != c.key {
+				t.Errorf("%s: client %s has per-IP limit key %q, want %s", transport, c.client, keys, c.key)
+			}
+			if want := c.client + ", 203.0.113.5"; len(xff) != 1 || xff[0] != want {
+				t.Errorf("%s: upstream gets X-Forwarded-For %q, want [%s]", transport, xff, want)
+			}
+		}
+	}
+}
+
+// A peer's own address is keyed the same way as one a trusted proxy names.
+func TestLimitKey(t *testing.T) {
+	for in, want := range map[string]string{
+		"2001:db8::1":             "2001:db8::/64",
+		"fe80::1%eth0":            "fe80::/64",
+		"::ffff:192.0.2.1":        "192.0.2.1",
+		"192.0.2.1":               "192.0.2.1",
+		"::1":                     "::/64",
+		"2001:db8:ffff:ffff:1::1": "2001:db8:ffff:ffff::/64",
+	} {
+		if got := string(appendLimitKey(nil, netip.MustParseAddr(in))); got != want {
+			t.Errorf("%s: key %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Spellings with '_' for '-' of the fields the gateway sets or only a
+// trusted proxy may send never reach an upstream. CGI, PHP and WSGI servers
+// fold both spellings into one variable (HTTP_X_FORWARDED_FOR), where the
+// client's X_Forwarded_For could stand for, or beside, the gateway's
+// X-Forwarded-For: a forged client address or protocol behind the
+// gateway's back. Other names with underscores go on.
+func TestUnderscoreSpellingsOfGatewayFieldsAreDropped(t *testing.T) {
+	spoof := []string{"X_Forwarded_For: 6.6.6.6", "x_forwarded_for: 6.6.6.7", "X-Forwarded_For: 6.6.6.8",
+		"X_Forwarded_Proto: https", "X_Forwarded-Host: evil.example", "X_Real_IP: 6.6.6.9",
+		"X_Request_Timeout_Ms: 999999", "X_Request_ID: forged"}
+	raw := "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n" + strings.Join(spoof, "\r\n") + "\r\nX_Custom_Thing: kept\r\n\r\n"
+	for _, trusted := range []Trusted{nil, {netip.MustParsePrefix("203.0.113.0/24")}} {
+		up := startUpstream(t)
+		p, _ := newTestProxy(t, Options{Trusted: trusted}, up)
+		ctx := serve(p, raw)
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatalf("fasthttp: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		x, s := beginOnLoop(t, p, raw)
+		if s != Send {
+			t.Fatalf("event loop: step %v, %d %s", s, x.Resp.StatusCode(), x.Resp.Body())
+		}
+		for transport, h := range map[string]*fasthttp.RequestHeader{"fasthttp": up.last.Load(), "event loop": &x.Req.Header} {
+			var left []string
+			kept := false
+			for k := range h.All() {
+				if strings.Contains(string(k), "_") && !strings.EqualFold(string(k), "X_Custom_Thing") {
+					left = append(left, string(k))
+				}
+				kept = kept || strings.EqualFold(string(k), "X_Custom_Thing")
+			}
+			if len(left) > 0 || !kept {
+				t.Errorf("%s (trusted %v): upstream gets %q (X_Custom_Thing kept: %v)", transport, trusted, left, kept)
+			}
+		}
 	}
 }

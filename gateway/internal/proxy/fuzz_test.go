@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -18,6 +19,7 @@ func FuzzSanitize(f *testing.F) {
 	f.Add("x_user_id: a\r\nX-USER-ID: b\r\nKeep-Alive: 1\r\nTE: trailers\r\n")
 	f.Add("Connection: ,,,\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\n")
 	f.Add("Transfer-Encoding: chunked\r\nContent-Length: 3\r\n")
+	f.Add("X_Forwarded_For: 6.6.6.6\r\nx-forwarded_proto: https\r\nX_Real_IP: 1\r\nX_Custom: kept\r\n")
 	f.Fuzz(func(t *testing.T, block string) {
 		raw := "GET /x HTTP/1.1\r\nHost: h\r\n" + block + "\r\n"
 		var h fasthttp.RequestHeader
@@ -34,6 +36,9 @@ func FuzzSanitize(f *testing.F) {
 		for k := range h.All() {
 			if isUserHeader(k) {
 				t.Fatalf("user id lookalike %q survived %q", k, block)
+			}
+			if bytes.IndexByte(k, '_') >= 0 && slices.Contains(folded[:], strings.ToLower(strings.ReplaceAll(string(k), "_", "-"))) {
+				t.Fatalf("'_' spelling %q of a gateway field survived %q", k, block)
 			}
 			for _, hop := range hopByHop {
 				if bytes.EqualFold(k, []byte(hop)) {

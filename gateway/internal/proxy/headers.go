@@ -26,10 +26,47 @@ var hopByHop = [...]string{
 const hopConnection = 0
 
 // fields is a set of header names found in one pass: bit i for
-// hopByHop[i], userBit for an X-User-ID lookalike.
+// hopByHop[i], userBit for an X-User-ID lookalike, foldBit for a name in
+// folded with '_' for some '-'.
 type fields uint16
 
-const userBit fields = 1 << len(hopByHop)
+const (
+	userBit fields = 1 << len(hopByHop)
+	foldBit fields = userBit << 1
+)
+
+// folded are the fields the gateway sets, or believes only from a trusted
+// proxy, besides X-User-ID. A spelling with '_' for '-' (X_Forwarded_For)
+// is dropped: CGI, PHP and WSGI servers read both spellings as one variable
+// (HTTP_X_FORWARDED_FOR), so the client's could stand for the gateway's or
+// beside it. nginx drops every name with '_' (underscores_in_headers off);
+// the gateway drops these only.
+var folded = [...]string{"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip",
+	"x-request-id", "x-request-timeout-ms"}
+
+// foldedLens has bit n set when a name in folded is n bytes long: most
+// names are passed over on their length alone.
+var foldedLens = func() (m uint32) {
+	for _, name := range folded {
+		m |= 1 << len(name)
+	}
+	return m
+}()
+
+// isFoldedSpelling says whether k is a name in folded with at least one
+// '_' for a '-' (ASCII case ignored): the exact spellings are the chain's
+// own business (SetForwarded, the request id, the deadline).
+func isFoldedSpelling(k []byte) bool {
+	if len(k) >= 32 || foldedLens&(1<<len(k)) == 0 || bytes.IndexByte(k, '_') < 0 {
+		return false
+	}
+	for _, name := range folded {
+		if foldsTo(k, name) {
+			return true
+		}
+	}
+	return false
+}
 
 // classify says which bit, if any, a header name belongs to. Names are
 // compared ignoring ASCII case only: fasthttp's Del normalises a name
@@ -143,6 +180,7 @@ func listNames(list string, k []byte) bool {
 // hop-by-hop fields (and any field the Connection header names), and every
 // field that would read as X-User-ID to some upstream framework: besides
 // case, some stacks (CGI, nginx's underscores_in_headers) fold '_' into '-'.
+// For the same reason it drops the '_' spellings of the fields in folded.
 //
 // One pass over the fields finds what is there; a request with none of
 // them (the usual one) changes nothing and costs that pass only.
@@ -151,6 +189,9 @@ func Sanitize(h *fasthttp.RequestHeader) {
 	var names nameSet
 	for k := range h.All() {
 		present |= classify(k)
+		if isFoldedSpelling(k) {
+			present |= foldBit
+		}
 		names.add(k)
 	}
 	var kept keptLines
@@ -158,10 +199,10 @@ func Sanitize(h *fasthttp.RequestHeader) {
 		kept = keepOrder(h, names)
 	}
 	dropHop(h, present)
-	if present&userBit != 0 {
+	if present&(userBit|foldBit) != 0 {
 		var doomed [][]byte
 		for k := range h.All() {
-			if isUserHeader(k) {
+			if isUserHeader(k) || isFoldedSpelling(k) {
 				doomed = append(doomed, append([]byte(nil), k...))
 			}
 		}
@@ -172,6 +213,47 @@ func Sanitize(h *fasthttp.RequestHeader) {
 	}
 	restore(kept, h)
 }
+
+// keepCookieLines puts the client's Cookie field lines back in h as they
+// came, in order, each byte for byte. fasthttp parses a request's cookies
+// the first time its header is walked (All, which every pass of the chain
+// makes) and from then on writes them as it read them, in one line: "=v"
+// went upstream as "v" (a cookie named v to most servers), quotes round a
+// value were dropped, "a=1;b=2" respaced, empty pairs lost, two lines
+// joined. The lines are read from the raw head the parser kept, through
+// scratch (returned for reuse: the iterator must not see h change), and
+// added as plain fields, which the header then writes as they are; its
+// parsed cookies, which Cookie reads, are gone afterwards, so this comes
+// after the last such read (the canary's). A header with no cookie left
+// (none sent, or Connection named Cookie) is not touched.
+func keepCookieLines(h *fasthttp.RequestHeader, scratch []byte) []byte {
+	has := false
+	for range h.Cookies() {
+		has = true
+		break
+	}
+	if !has {
+		return scratch
+	}
+	scratch = scratch[:0]
+	for k, v := range h.AllInOrder() {
+		if asciiEqualFold(k, fasthttp.HeaderCookie) {
+			// A field value holds no LF: it separates the lines here.
+			scratch = append(append(scratch, v...), '\n')
+		}
+	}
+	h.DelAllCookies()
+	h.DisableSpecialHeader() // Add would parse the value into cookies again
+	for rest := scratch; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		h.AddBytesKV(cookieKey, rest[:i])
+		rest = rest[i+1:]
+	}
+	h.EnableSpecialHeader()
+	return scratch
+}
+
+var cookieKey = []byte(fasthttp.HeaderCookie)
 
 // orderedHeader is a request or response header. keepOrder and restore
 // are generic over the two, not written against an interface of their
@@ -338,8 +420,11 @@ func reorderable(name []byte, answer bool) bool {
 }
 
 // isUserHeader matches "x-user-id" ignoring case and treating '_' as '-'.
-func isUserHeader(k []byte) bool {
-	const want = "x-user-id"
+func isUserHeader(k []byte) bool { return foldsTo(k, "x-user-id") }
+
+// foldsTo says whether k is want (lower case) ignoring ASCII case and
+// treating '_' as '-'.
+func foldsTo(k []byte, want string) bool {
 	if len(k) != len(want) {
 		return false
 	}

@@ -52,13 +52,18 @@ func refSanitize(h *fasthttp.RequestHeader) {
 	h.Del(UserHeader)
 	var doomed [][]byte
 	for k := range h.All() {
-		if isUserHeader(k) {
+		if isUserHeader(k) || refFolded(k) {
 			doomed = append(doomed, append([]byte(nil), k...))
 		}
 	}
 	for _, k := range doomed {
 		h.DelBytes(k)
 	}
+}
+
+// refFolded is isFoldedSpelling written plainly.
+func refFolded(k []byte) bool {
+	return bytes.IndexByte(k, '_') >= 0 && slices.Contains(folded[:], strings.ToLower(strings.ReplaceAll(string(k), "_", "-")))
 }
 
 func refSetForwarded(t Trusted, h *fasthttp.RequestHeader, peer netip.Addr, tls bool) {
@@ -123,6 +128,7 @@ func FuzzSanitizeSameAsReference(f *testing.F) {
 	f.Add("Keep-Alive: 1\r\nVia: 1.0 a\r\nVia: 1.1 b\r\n")
 	f.Add("X-User-ID: x\r\nWarning: 1\r\nConnection: X-A\r\nX-A: 1\r\nWarning: 2\r\nVia: a\r\nWarning: 3\r\nVia: b\r\n")
 	f.Add("X-Real-IP: 6.6.6.6\r\nVia: a\r\nVia: b\r\n")
+	f.Add("X_Forwarded_For: 6.6.6.6\r\nVia: a\r\nx-request_id: f\r\nVia: b\r\nX_Other: 1\r\n")
 	f.Add("X-Forwarded-For: 1.2.3.4\r\nVia: a\r\nX-Forwarded-For: 10.0.0.2\r\nVia: b\r\n")
 	f.Add("Date: a\r\nKeep-Alive: 1\r\nDate: b\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n")
 	// A malformed field name sets fasthttp's close flag on an answer, and

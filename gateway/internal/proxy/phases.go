@@ -437,12 +437,27 @@ func (p *Proxy) start(x *Exchange) bool {
 		xff = st.xff
 	}
 	client := p.o.Trusted.ClientIP(x.Peer, xff)
-	st.key = client.AppendTo(st.key[:0])
+	st.key = appendLimitKey(st.key[:0], client)
 	x.lim, x.limKind = p.o.IPLimit, limitIP
 	if p.o.LoginLimit != nil && isLogin(h.Method(), clean) {
 		x.lim, x.limKind = p.o.LoginLimit, limitLogin
 	}
 	return true
+}
+
+// appendLimitKey appends the per-IP and login limits' key for a client:
+// an IPv4 address (also one mapped into IPv6) as it is, an IPv6 address by
+// its /64. One IPv6 host commonly owns a whole /64 (SLAAC with privacy
+// addresses, RFC 8981; a provider hands a site at least that, RFC 6177),
+// and keyed by its /128 it got a fresh bucket with every address it took.
+func appendLimitKey(dst []byte, client netip.Addr) []byte {
+	client = client.Unmap()
+	if client.Is6() {
+		if p, err := client.Prefix(64); err == nil {
+			return p.AppendTo(dst)
+		}
+	}
+	return client.AppendTo(dst)
 }
 
 // optionsMethod is OPTIONS's index in methods (x.method).
@@ -577,6 +592,11 @@ func (p *Proxy) forward(x *Exchange) Step {
 	} else if w := dyn.Canary[rt.Service]; len(w) > 0 {
 		vs := x.svc.Versions()
 		x.version = w.Pick(func(v string) bool { return len(vs[v]) > 0 }, rand.Uint64()>>1)
+	}
+	if x.st.sent&optCookie != 0 {
+		// After the canary's read of the cookies, which this ends. st.hdr
+		// is free until decorate formats the RateLimit field in it.
+		x.st.hdr = keepCookieLines(h, x.st.hdr)
 	}
 
 	x.idem = isIdempotent(h.Method(), h, x.st.sent)
