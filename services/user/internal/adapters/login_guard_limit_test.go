@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/shanhai-dev/shanhai/pkg/limit"
 	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/user/internal/app"
@@ -88,5 +90,36 @@ func TestLoginGuardKeysIPv6ByItsSlash64(t *testing.T) {
 	}
 	if err := g.Admit(ctx, uniq("victim"), "10.0.0.10"); err != nil {
 		t.Fatalf("the next IPv4 address: %v", err)
+	}
+}
+
+// On a full Redis (noeviction, as deployed) the guards' limiters cannot
+// store an attempt; they decide locally at limit ÷ replicas (pkg/limit), so
+// log ins and sign-ups stay limited (deploy's noeviction choice relies on it,
+// see its TestRedisNeverEvictsTheLimitersState).
+func TestGuardsOnAFullRedisStillRefuse(t *testing.T) {
+	rdb := fullRedis(t, func(*redis.Client) {})
+	window := limit.Rate{Count: 4, Period: 5 * time.Minute}
+	const replicas = 2
+	login := adapters.NewLoginGuard(
+		limit.NewRedis(rdb, limit.Rate{Count: 20, Period: 5 * time.Minute}, replicas, limit.Name("login-ip")),
+		limit.NewRedis(rdb, window, replicas, limit.Name("login-account")),
+	)
+	signup := adapters.NewSignupGuard(limit.NewRedis(rdb, window, replicas, limit.Name("signup-ip")))
+	ctx := t.Context()
+	var tooMany *app.TooManyAttemptsError
+	for i := range window.Count / replicas {
+		if err := login.Admit(ctx, "alice@example.com", "10.0.0.1"); err != nil {
+			t.Fatalf("log in %d: %v", i+1, err)
+		}
+		if err := signup.Admit(ctx, "10.0.0.1"); err != nil {
+			t.Fatalf("sign-up %d: %v", i+1, err)
+		}
+	}
+	if err := login.Admit(ctx, "alice@example.com", "10.0.0.1"); !errors.As(err, &tooMany) {
+		t.Fatalf("log in past limit ÷ replicas on a full Redis: %v, want too many attempts", err)
+	}
+	if err := signup.Admit(ctx, "10.0.0.1"); !errors.As(err, &tooMany) {
+		t.Fatalf("sign-up past limit ÷ replicas on a full Redis: %v, want too many attempts", err)
 	}
 }

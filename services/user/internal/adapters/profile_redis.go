@@ -126,8 +126,25 @@ func (c *ProfileRedis) Set(ctx context.Context, p user.Profile, gen string) erro
 // deleteTimeout bounds a Delete in place of its caller's deadline.
 const deleteTimeout = time.Second
 
-// Delete drops the cached profile and starts a new generation, in one
-// transaction. The generation lives as long as a cached value would: a fill
+// Delete starts a new generation and then drops the cached profile, in one
+// pipeline but not in a transaction: a full Redis (noeviction, as the deploy
+// stacks run it) refuses the SET, which could grow memory, but never the
+// DEL, and a MULTI holding both was refused whole (EXECABORT), so the old
+// profile stayed cached for the whole TTL after a change. The SET goes
+// first so that a fill which read the old generation and the old row
+// cannot store after the DEL:
+//   - SET stored: the fill fails setIfGen's check whenever it lands, before
+//     or after the DEL (with the DEL first, one landing between the two
+//     stored the old profile). A read between the two still gets the old
+//     value, as a read just before the change did.
+//   - SET refused: the generation stays the one the fill read, so the check
+//     passes, but the fill's own SET is refused too while Redis is full.
+//     Only a Redis that stops being full between the DEL and that fill (the
+//     DEL's own freed bytes, an expiry) lets it store the old profile, which
+//     is then served until the TTL, as after any missed invalidation.
+//
+// So only a failed DEL is an error: a refused SET alone leaves nothing
+// stale cached. The generation lives as long as a cached value would: a fill
 // still running after that is long past its request's deadline. It is a
 // fresh random value, not a counter: a counter started over at 1 once it
 // expired, so the next Delete made a generation that a fill, which read it
@@ -151,12 +168,15 @@ func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
 	gen := strconv.FormatUint(binary.BigEndian.Uint64(b[:])>>2, 10)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
 	defer cancel()
-	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, profileKey(id))
+	var del *redis.IntCmd
+	// Each command's own result is read below: the pipeline's error is the
+	// first failed command's, a refused SET on a full Redis.
+	_, _ = c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		p.Set(ctx, genKey(id), gen, c.ttl)
+		del = p.Del(ctx, profileKey(id))
 		return nil
 	})
-	if err != nil {
+	if err := del.Err(); err != nil {
 		return fmt.Errorf("profile cache delete: %w", err)
 	}
 	return nil

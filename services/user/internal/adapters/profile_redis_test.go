@@ -233,3 +233,37 @@ func TestProfileRedisValueThatIsNotTheProfileIsAMiss(t *testing.T) {
 		})
 	}
 }
+
+// On a full Redis (the deploy stacks' noeviction refuses what could grow
+// memory) Delete still drops the cached profile: it ran the DEL and the
+// generation's SET in one MULTI, which Redis refused whole (EXECABORT), so
+// after a PATCH the old profile was served for the whole TTL. A fill that
+// read the old generation and the old row before the change stores nothing.
+func TestProfileRedisDeleteInvalidatesOnAFullRedis(t *testing.T) {
+	ctx := t.Context()
+	id := uniq("u")
+	old := user.Profile{ID: id, Email: "alice@example.com", Name: "Old"}
+	var before string // the generation a fill from before the change read
+	rdb := fullRedis(t, func(rdb *redis.Client) {
+		cache := adapters.NewProfileRedis(rdb, time.Minute)
+		_, gen, _, err := cache.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cache.Set(ctx, old, gen); err != nil {
+			t.Fatal(err)
+		}
+		before = gen
+	})
+	cache := adapters.NewProfileRedis(rdb, time.Minute)
+	if err := cache.Delete(ctx, id); err != nil {
+		t.Errorf("Delete on a full Redis: %v", err)
+	}
+	if got, _, ok, err := cache.Get(ctx, id); ok || err != nil {
+		t.Fatalf("after Delete on a full Redis: %+v ok=%v err=%v, want a miss", got, ok, err)
+	}
+	_ = cache.Set(ctx, old, before) // refused (full) or not, it must not store
+	if got, _, ok, err := cache.Get(ctx, id); ok || err != nil {
+		t.Fatalf("a fill from before the change: %+v ok=%v err=%v, want a miss", got, ok, err)
+	}
+}
