@@ -245,9 +245,14 @@ func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, err
 	// Debug, not info: one line per order is the busiest log of the service
 	// under load; the outcome counter and the consumer span carry the same facts.
 	c.log.DebugContext(ctx, "order charged", "event_id", env.ID, "order_id", d.OrderID, "payment_id", res.PaymentID,
-		"status", string(res.Status), "reason", res.Reason, "duplicate", res.Duplicate)
-	if res.Duplicate {
+		"status", string(res.Status), "reason", res.Reason, "duplicate", res.Duplicate, "voided", res.Voided)
+	switch {
+	case res.Duplicate:
 		return "duplicate", ack(m)
+	case res.Voided:
+		// This delivery charged nothing: counted as "charged", the void of a
+		// cancelled order would read as a charge.
+		return "voided", ack(m)
 	}
 	return "charged", ack(m)
 }

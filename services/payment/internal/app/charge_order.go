@@ -23,6 +23,9 @@ type ChargeResult struct {
 	Status    payment.Status
 	Reason    string
 	Duplicate bool
+	// Voided: the order was cancelled while its charge was unanswered, and
+	// this delivery settled it with a void instead of charging (see void).
+	Voided bool
 }
 
 type ChargeOrderHandler struct{ d Deps }
@@ -124,7 +127,9 @@ func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment)
 		return ChargeResult{}, fmt.Errorf("charge order %s: close voided charge: %w", p.OrderID(), err)
 	}
 	if stored {
-		return result(p, false), nil
+		res := result(p, false)
+		res.Voided = true
+		return res, nil
 	}
 	cur, err := h.d.Payments.Claim(ctx, fresh)
 	if err != nil {

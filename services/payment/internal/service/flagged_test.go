@@ -132,8 +132,8 @@ func TestCancelledWhileItsChargeFaultedIsNeverCharged(t *testing.T) {
 			f := newFlaggedApp(db)
 			o := f.faultThenCancel(t)
 			res, err := f.ChargeOrder.Handle(context.Background(), o)
-			if err != nil || res.Status != payment.Cancelled || res.Duplicate {
-				t.Fatalf("redelivery = %+v, %v; want the row closed CANCELLED", res, err)
+			if err != nil || res.Status != payment.Cancelled || res.Duplicate || !res.Voided {
+				t.Fatalf("redelivery = %+v, %v; want the row voided and closed CANCELLED", res, err)
 			}
 			for range 2 {
 				again, err := f.ChargeOrder.Handle(context.Background(), o)
@@ -169,8 +169,8 @@ func TestCancelledAfterAChargeWhoseAnswerWasLostIsRefunded(t *testing.T) {
 				t.Fatalf("the lost charge: %+v, %v", a, err)
 			}
 			res, err := f.ChargeOrder.Handle(context.Background(), o)
-			if err != nil || res.Status != payment.Refunded {
-				t.Fatalf("redelivery = %+v, %v; want REFUNDED", res, err)
+			if err != nil || res.Status != payment.Refunded || !res.Voided {
+				t.Fatalf("redelivery = %+v, %v; want REFUNDED by the void", res, err)
 			}
 			if !f.prov.Charged(id) || !f.prov.Refunded(id) || f.prov.Charges() != 1 || f.prov.Refunds() != 1 {
 				t.Fatalf("provider charges %d, refunds %d", f.prov.Charges(), f.prov.Refunds())
