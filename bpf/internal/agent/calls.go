@@ -154,6 +154,7 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 			if s.lastCall != "" {
 				last, err = sym.Func(s.lastCall)
 				if errors.Is(err, symtab.ErrNotFound) && s.optional {
+					b.log.Info("call not probed: its exit is not found", "exe", b.exe, "func", s.fn, "why", err.Error())
 					continue
 				}
 				if err != nil {
@@ -195,7 +196,7 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 			if f.site.lastCall == "" {
 				offs = b.exits(sym, f.fn, keep...)
 			} else if offs, err = b.lastCallExits(sym, f.fn, f.last, keep...); err != nil {
-				b.log.Info("call not probed: no exit found", "exe", b.exe, "func", f.fn.Name, "why", err.Error())
+				b.log.Info("call not probed: its exit is not found", "exe", b.exe, "func", f.fn.Name, "why", err.Error())
 				continue
 			}
 			if err := b.uprobeCookie(ex, f.fn, objs.enter, []uint64{f.fn.CallOff}, cookie); err != nil {
