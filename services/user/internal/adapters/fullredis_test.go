@@ -49,17 +49,21 @@ func fullRedis(t *testing.T, setup func(rdb *redis.Client)) *redis.Client {
 		}
 	}
 	setup(rdb)
-	value := strings.Repeat("x", 4096)
-	for i := 0; ; i++ {
-		err := rdb.Set(ctx, "fill:"+strconv.Itoa(i), value, 0).Err()
-		if err != nil && strings.HasPrefix(err.Error(), "OOM") {
-			break
-		}
-		if err != nil {
-			t.Fatalf("filling the private Redis: %v", err)
-		}
-		if i > 1000 { // 4 MB written into a 2 MB Redis
-			t.Fatal("the private Redis never refused a write: is maxmemory in force?")
+	// Large values first, then small ones: a refused large write only says
+	// that its own argument did not fit, and the next small one may still.
+	for _, size := range []int{4096, 16} {
+		value := strings.Repeat("x", size)
+		for i := 0; ; i++ {
+			err := rdb.Set(ctx, "fill:"+strconv.Itoa(size)+":"+strconv.Itoa(i), value, 0).Err()
+			if err != nil && strings.HasPrefix(err.Error(), "OOM") {
+				break
+			}
+			if err != nil {
+				t.Fatalf("filling the private Redis: %v", err)
+			}
+			if i*size > 4<<20 { // 4 MB written into a 2 MB Redis
+				t.Fatal("the private Redis never refused a write: is maxmemory in force?")
+			}
 		}
 	}
 	return rdb
