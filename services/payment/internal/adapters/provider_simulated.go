@@ -49,7 +49,7 @@ type SimulatedProvider struct {
 // NewSimulatedProvider reads its behaviour from settings on each charge.
 func NewSimulatedProvider(settings func() config.Dynamic) *SimulatedProvider {
 	calls, _ := otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.provider.calls",
-		metric.WithDescription("simulated provider calls by result (approved, replayed, fault, refunded, refund_replayed, refund_fault, refund_unrecorded, voided, void_refunded, void_replayed, void_fault)"))
+		metric.WithDescription("simulated provider calls by result (approved, replayed, fault, refunded, refund_replayed, refund_fault, refund_unrecorded, voided, void_refunded, void_replayed, void_fault, cut_off)"))
 	return &SimulatedProvider{settings: settings, sleep: sleepCtx, answers: map[string]payment.Answer{}, refunded: map[string]bool{}, limit: 100_000, calls: calls}
 }
 
@@ -59,8 +59,8 @@ func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payme
 		return a, nil
 	}
 	s := p.settings()
-	if err := p.sleep(ctx, latency(s.LatencyMedianMs, s.LatencyP99Ms, rand.NormFloat64())); err != nil {
-		return payment.Answer{}, fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+	if err := p.wait(ctx, s); err != nil {
+		return payment.Answer{}, err
 	}
 	if s.FailureRate > 0 && rand.Float64() < s.FailureRate {
 		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "fault")))
@@ -70,6 +70,7 @@ func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payme
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if prev, ok := p.answers[c.IdempotencyKey]; ok { // a concurrent call with the same key won, or a void
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "replayed")))
 		return prev, nil
 	}
 	p.charges++
@@ -97,8 +98,8 @@ func (p *SimulatedProvider) Refund(ctx context.Context, r payment.Refund) error 
 		return nil
 	}
 	s := p.settings()
-	if err := p.sleep(ctx, latency(s.LatencyMedianMs, s.LatencyP99Ms, rand.NormFloat64())); err != nil {
-		return fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+	if err := p.wait(ctx, s); err != nil {
+		return err
 	}
 	if s.FailureRate > 0 && rand.Float64() < s.FailureRate {
 		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "refund_fault")))
@@ -107,6 +108,7 @@ func (p *SimulatedProvider) Refund(ctx context.Context, r payment.Refund) error 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.refunded[r.IdempotencyKey] { // a concurrent refund with the same key won
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "refund_replayed")))
 		return nil
 	}
 	a, recorded := p.answers[r.IdempotencyKey]
@@ -154,8 +156,8 @@ func (p *SimulatedProvider) remember(key string, a payment.Answer) {
 // made before a restart: such a key is voided, not refunded.
 func (p *SimulatedProvider) Void(ctx context.Context, v payment.Void) (bool, error) {
 	s := p.settings()
-	if err := p.sleep(ctx, latency(s.LatencyMedianMs, s.LatencyP99Ms, rand.NormFloat64())); err != nil {
-		return false, fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+	if err := p.wait(ctx, s); err != nil {
+		return false, err
 	}
 	if s.FailureRate > 0 && rand.Float64() < s.FailureRate {
 		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "void_fault")))
@@ -176,6 +178,17 @@ func (p *SimulatedProvider) Void(ctx context.Context, v payment.Void) (bool, err
 	}
 	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
 	return refunded, nil
+}
+
+// wait is a call's simulated latency. A caller that gives up meanwhile (a
+// stop's cut-off, a deadline) gets a fault, counted as cut_off: uncounted,
+// such calls were missing from the calls counter.
+func (p *SimulatedProvider) wait(ctx context.Context, s config.Dynamic) error {
+	if err := p.sleep(ctx, latency(s.LatencyMedianMs, s.LatencyP99Ms, rand.NormFloat64())); err != nil {
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "cut_off")))
+		return fmt.Errorf("%w: %w", payment.ErrProviderFault, err)
+	}
+	return nil
 }
 
 // ErrChargeDeclined is the simulated provider's answer to a refund of a key

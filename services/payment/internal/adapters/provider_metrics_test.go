@@ -1,0 +1,71 @@
+package adapters
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+// TestSimulatedProviderCountsEveryCall: shanhai.payment.provider.calls
+// counts each call once, by what came of it, including the second of two
+// concurrent charges of one key (answered with the first's result) and a
+// charge whose caller gave up while it waited (a stop's cut-off).
+func TestSimulatedProviderCountsEveryCall(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	p := NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{} })
+	// Both charges of k1 pass the memory check before either is answered.
+	var arrived sync.WaitGroup
+	arrived.Add(2)
+	p.sleep = func(ctx context.Context, _ time.Duration) error {
+		arrived.Done()
+		arrived.Wait()
+		return nil
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if a, err := p.Charge(context.Background(), payment.Charge{IdempotencyKey: "k1"}); err != nil || !a.Approved {
+				t.Error(a, err)
+			}
+		})
+	}
+	wg.Wait()
+	p.sleep = sleepCtx
+	cut, cancel := context.WithCancel(context.Background())
+	cancel()
+	p.settings = func() config.Dynamic { return config.Dynamic{LatencyMedianMs: 1000, LatencyP99Ms: 1000} }
+	if _, err := p.Charge(cut, payment.Charge{IdempotencyKey: "k2"}); err == nil {
+		t.Fatal("a charge whose caller gave up was answered")
+	}
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "shanhai.payment.provider.calls" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				r, _ := dp.Attributes.Value(attribute.Key("result"))
+				got[r.AsString()] += dp.Value
+			}
+		}
+	}
+	want := map[string]int64{"approved": 1, "replayed": 1, "cut_off": 1}
+	if len(got) != len(want) || got["approved"] != 1 || got["replayed"] != 1 || got["cut_off"] != 1 {
+		t.Fatalf("calls by result = %v, want %v", got, want)
+	}
+}
