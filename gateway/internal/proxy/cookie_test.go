@@ -59,3 +59,28 @@ func TestCookieLinesReachUpstreamAsSent(t *testing.T) {
 		})
 	}
 }
+
+// A request without Content-Type reaches the upstream without one, on both
+// transports: fasthttp writes application/octet-stream for a request with
+// a body and no type, so the upstream was told a media type the client
+// never claimed (RFC 9110 §8.3 leaves a missing type to the recipient,
+// which may sniff the content) and a client's type-less POST was
+// indistinguishable from one declaring octet-stream.
+func TestMissingContentTypeStaysMissing(t *testing.T) {
+	raw := "POST /api/v1/orders/7 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\nContent-Length: 2\r\n\r\n{}"
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}}, up)
+	if ctx := serve(p, raw); ctx.Response.StatusCode() != 200 {
+		t.Fatalf("fasthttp: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	if ct := up.last.Load().ContentType(); len(ct) > 0 {
+		t.Errorf("fasthttp: upstream got Content-Type %q, the client sent none", ct)
+	}
+	x, s := beginOnLoop(t, p, raw)
+	if s != Send {
+		t.Fatalf("event loop: step %v, %d %s", s, x.Resp.StatusCode(), x.Resp.Body())
+	}
+	if head := x.Req.Header.AppendBytes(nil); bytes.Contains(bytes.ToLower(head), []byte("content-type")) {
+		t.Errorf("event loop: upstream gets a Content-Type the client did not send:\n%s", head)
+	}
+}

@@ -332,6 +332,10 @@ func (p *Proxy) start(x *Exchange) bool {
 		x.Close = true
 		return false
 	}
+	// fasthttp writes application/octet-stream for a request with a body
+	// and no Content-Type: the upstream was told a media type the client
+	// never claimed (RFC 9110 §8.3 leaves a missing one to the recipient).
+	h.SetNoDefaultContentType(true)
 	if !h.IsHTTP11() {
 		// Upstreams get HTTP/1.1 whatever the client spoke: as HTTP/1.0
 		// (its Connection: keep-alive is hop-by-hop, dropped) the request
