@@ -77,6 +77,49 @@ func run(t *testing.T, r *outbox.Relay) (stop context.CancelFunc, done <-chan er
 	return cancel, ch
 }
 
+// stopWriter is a relay's writer that sends its first call to Kafka and then stops the relay, whatever the call's
+// outcome; later calls are counted and refused. Stopped only after a call Kafka took, a relay outlived a failed one
+// (its rows backed off, its rounds on the idle schedule) and its test waited for its end until go test's timeout:
+// TestRelayStoppedBetweenCallsMakesNoMore hung so twice under -race at load 25.
+type stopWriter struct {
+	kw       *kafka.Writer
+	stop     context.CancelFunc // set by run before it closes start
+	start    chan struct{}
+	calls    atomic.Int32
+	firstErr chan error
+}
+
+func (f *stopFixture) firstCallThenStop(t *testing.T) *stopWriter {
+	kw := outbox.NewWriter(f.bs...)
+	t.Cleanup(func() { _ = kw.Close() })
+	return &stopWriter{kw: kw, start: make(chan struct{}), firstErr: make(chan error, 1)}
+}
+
+func (w *stopWriter) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+	<-w.start
+	if n := w.calls.Add(1); n > 1 {
+		return fmt.Errorf("call %d made after the stop", n)
+	}
+	defer w.stop()
+	err := w.kw.WriteMessages(ctx, msgs...)
+	w.firstErr <- err
+	return err
+}
+
+// run runs r, whose writer w is, until w stops it, and fails the test if Kafka did not take the first call.
+func (w *stopWriter) run(t *testing.T, r *outbox.Relay) {
+	t.Helper()
+	stop, done := run(t, r)
+	w.stop = stop
+	close(w.start)
+	if err := <-done; err != nil {
+		t.Fatalf("the stopped relay returned %v", err)
+	}
+	if err := <-w.firstErr; err != nil {
+		t.Fatalf("Kafka did not take the relay's first call, so the stop came after no publish: %v", err)
+	}
+}
+
 // leftBehind wants the stopped relay to have left every row either sent or due now, never leased or backed off, and
 // sent rows' attempts counted; it returns how many it left unsent.
 func (f *stopFixture) leftBehind(t *testing.T) int {
@@ -105,7 +148,9 @@ func (f *stopFixture) leftBehind(t *testing.T) int {
 // event on Kafka (duplicates allowed: delivery is at least once).
 func (f *stopFixture) nextRelaySendsAll(t *testing.T, unsent int) {
 	t.Helper()
-	next := outbox.NewRelay(open(t, f.url), outbox.NewWriter(f.bs...), stoppingOptions)
+	kw := outbox.NewWriter(f.bs...)
+	defer kw.Close()
+	next := outbox.NewRelay(open(t, f.url), kw, stoppingOptions)
 	if n, err := next.RunOnce(context.Background()); err != nil || n != unsent {
 		t.Fatalf("the next relay claimed %d rows (%v), want the %d the stopped one left", n, err, unsent)
 	}
@@ -195,23 +240,10 @@ func TestRelayStoppedAfterKafkaAcceptedMarksSent(t *testing.T) {
 	eachDialect(t, func(t *testing.T, dialect string) {
 		const n = 5
 		f := newStopFixture(t, dialect)
-		kw := outbox.NewWriter(f.bs...)
-		var stop context.CancelFunc
-		started := make(chan struct{})
-		r := f.relay(t, writerFunc(func(ctx context.Context, msgs ...kafka.Message) error {
-			<-started // stop is set
-			if err := kw.WriteMessages(ctx, msgs...); err != nil {
-				return err
-			}
-			stop()
-			return nil
-		}))
+		w := f.firstCallThenStop(t)
+		r := f.relay(t, w)
 		f.fill(t, n)
-		stop, done := run(t, r)
-		close(started)
-		if err := <-done; err != nil {
-			t.Fatalf("the stopped relay returned %v", err)
-		}
+		w.run(t, r)
 		if unsent := f.leftBehind(t); unsent != 0 {
 			t.Fatalf("%d of %d rows unsent after Kafka acknowledged them", unsent, n)
 		}
@@ -246,30 +278,13 @@ func waitForLockWaiter(t *testing.T, db *gorm.DB, table string) {
 func TestRelayStoppedBetweenCallsMakesNoMore(t *testing.T) {
 	eachDialect(t, func(t *testing.T, dialect string) {
 		f := newStopFixture(t, dialect)
-		kw := outbox.NewWriter(f.bs...)
-		var stop context.CancelFunc
-		started := make(chan struct{})
-		var calls atomic.Int32
-		r := f.relay(t, writerFunc(func(ctx context.Context, msgs ...kafka.Message) error {
-			<-started // stop is set
-			if calls.Add(1) > 1 {
-				return fmt.Errorf("call %d made after the stop", calls.Load())
-			}
-			if err := kw.WriteMessages(ctx, msgs...); err != nil {
-				return err
-			}
-			stop()
-			return nil
-		}))
+		w := f.firstCallThenStop(t)
+		r := f.relay(t, w)
 		for i := range 5 {
 			f.ids = append(f.ids, addSized(t, f.db, f.topic, fmt.Sprintf("order-%d", i), 400_000).ID)
 		}
-		stop, done := run(t, r)
-		close(started)
-		if err := <-done; err != nil {
-			t.Fatalf("the stopped relay returned %v", err)
-		}
-		if n := calls.Load(); n != 1 {
+		w.run(t, r)
+		if n := w.calls.Load(); n != 1 {
 			t.Fatalf("%d WriteMessages calls, want the one before the stop", n)
 		}
 		if unsent := f.leftBehind(t); unsent != 3 {
