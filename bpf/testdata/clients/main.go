@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -163,6 +164,24 @@ func main() {
 			fail("redis pipeline on a closed client", errors.New("no error"))
 		}
 		c.add("redis pipeline", err) // failed as a whole
+
+		// A call that never returns (OnConnect panics inside the first command's _process; recovered here) leaves
+		// its slot taken. A later call on this goroutine from deeper in the stack must take its place, not be taken
+		// for a call nested inside it (include/calls.h, struct call_nest).
+		var panicked atomic.Bool
+		opt.OnConnect = func(context.Context, *redis.Conn) error {
+			if panicked.CompareAndSwap(false, true) {
+				panic("clients: OnConnect panics once")
+			}
+			return nil
+		}
+		rdb = redis.NewClient(opt)
+		func() {
+			defer func() { recover() }()
+			rdb.Get(ctx, missing)
+		}()
+		c.add("redis", deeper(8, func() error { return rdb.Set(ctx, "probe:deep", 1, time.Minute).Err() }))
+		rdb.Close()
 	}
 
 	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
@@ -208,4 +227,14 @@ func main() {
 
 	json.NewEncoder(os.Stdout).Encode(c)
 	io.Copy(io.Discard, os.Stdin)
+}
+
+// deeper calls f n frames further down the stack.
+//
+//go:noinline
+func deeper(n int, f func() error) error {
+	if n == 0 {
+		return f()
+	}
+	return deeper(n-1, f)
 }
