@@ -4,7 +4,6 @@ package ports
 
 import (
 	_ "embed"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
+	"github.com/shanhai-dev/shanhai/pkg/page"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/services/order/internal/app"
@@ -153,28 +153,14 @@ func (h *HTTP) cancelOrder(c *gin.Context) {
 }
 
 func (h *HTTP) listOrders(c *gin.Context) {
-	var q order.ListQuery
-	var bad []problem.FieldError
+	pg, bad := page.Query(c, app.MaxPageSize)
+	q := order.ListQuery{Limit: pg.Limit, Cursor: pg.Cursor}
 	if s := c.Query("status"); s != "" {
 		st, ok := order.ParseStatus(s)
 		if !ok {
 			bad = append(bad, problem.FieldError{Field: "status", Detail: "must be one of PENDING, PAID, FAILED, CANCELLED"})
 		}
 		q.Status = st
-	}
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > app.MaxPageSize {
-			bad = append(bad, problem.FieldError{Field: "limit", Detail: "must be an integer from 1 to " + strconv.Itoa(app.MaxPageSize)})
-		}
-		q.Limit = n
-	}
-	if s := c.Query("cursor"); s != "" {
-		id, err := decodeCursor(s)
-		if err != nil {
-			bad = append(bad, problem.FieldError{Field: "cursor", Detail: "is not a cursor returned by this API"})
-		}
-		q.Cursor = id
 	}
 	if len(bad) > 0 {
 		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
@@ -192,9 +178,7 @@ func (h *HTTP) listOrders(c *gin.Context) {
 	for i, s := range p.Orders {
 		out.Orders[i] = view(s)
 	}
-	if p.Next != "" {
-		out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(p.Next))
-	}
+	out.NextCursor = page.Cursor(p.Next)
 	c.JSON(http.StatusOK, out)
 }
 
@@ -205,25 +189,6 @@ func printableASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-// Cursors are opaque to clients (base64url of the last id) so the paging
-// scheme can change without breaking them. Only the id's canonical form is
-// one: the repository compares ids as text, so the upper-case, braced or
-// urn:uuid: spellings uuid.Parse also takes would page from the wrong place.
-func decodeCursor(s string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return "", err
-	}
-	id, err := uuid.Parse(string(b))
-	if err != nil {
-		return "", err
-	}
-	if id.String() != string(b) {
-		return "", errors.New("not a canonical id")
-	}
-	return string(b), nil
 }
 
 // orderID validates the path id; anything but a UUID is a 400 naming "id"

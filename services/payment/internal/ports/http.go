@@ -4,18 +4,16 @@ package ports
 
 import (
 	_ "embed"
-	"encoding/base64"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
+	"github.com/shanhai-dev/shanhai/pkg/page"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
@@ -81,21 +79,8 @@ func (h *HTTP) listPayments(c *gin.Context) {
 			return
 		}
 	}
-	var bad []problem.FieldError
-	if s := c.Query("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > app.MaxPageSize {
-			bad = append(bad, problem.FieldError{Field: "limit", Detail: "must be an integer from 1 to " + strconv.Itoa(app.MaxPageSize)})
-		}
-		q.Limit = n
-	}
-	if s := c.Query("cursor"); s != "" {
-		id, err := decodeCursor(s)
-		if err != nil {
-			bad = append(bad, problem.FieldError{Field: "cursor", Detail: "is not a cursor returned by this API"})
-		}
-		q.Cursor = id
-	}
+	pg, bad := page.Query(c, app.MaxPageSize)
+	q.Limit, q.Cursor = pg.Limit, pg.Cursor
 	if len(bad) > 0 {
 		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
 		return
@@ -112,30 +97,8 @@ func (h *HTTP) listPayments(c *gin.Context) {
 	for i, s := range p.Payments {
 		out.Payments[i] = view(s)
 	}
-	if p.Next != "" {
-		out.NextCursor = base64.RawURLEncoding.EncodeToString([]byte(p.Next))
-	}
+	out.NextCursor = page.Cursor(p.Next)
 	c.JSON(http.StatusOK, out)
-}
-
-// Cursors are opaque to clients (base64url of the last id, as order's) so
-// the paging scheme can change without breaking them. Only the id's
-// canonical form is one: the repository compares ids as text, so the
-// upper-case, braced or urn:uuid: spellings uuid.Parse also takes would page
-// from the wrong place.
-func decodeCursor(s string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil {
-		return "", fmt.Errorf("decode cursor: %w", err)
-	}
-	id, err := uuid.Parse(string(b))
-	if err != nil {
-		return "", fmt.Errorf("decode cursor: %w", err)
-	}
-	if id.String() != string(b) {
-		return "", errors.New("decode cursor: not a canonical id")
-	}
-	return string(b), nil
 }
 
 // uuidParam rejects anything but a canonical UUID with a 400 naming field.
