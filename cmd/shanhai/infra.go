@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -99,11 +100,19 @@ func (in *Infra) startKafka() error {
 }
 
 func (in *Infra) startNATS() error {
+	// JetStream starts empty, as the Kafka it carries from does. An earlier run's store, in a -data directory used
+	// again, held its records under Nats-Msg-Id topic/partition/offset, and this run's Kafka counts offsets from 0
+	// again: within the stream's duplicate window (2 minutes) JetStream dropped this run's records at those offsets
+	// as duplicates, and their orders stayed PENDING.
+	store := filepath.Join(in.Dir, "jetstream")
+	if err := os.RemoveAll(store); err != nil {
+		return fmt.Errorf("embedded nats: an earlier run's store: %w", err)
+	}
 	opts := &natsserver.Options{
 		Host:      "127.0.0.1",
 		Port:      natsserver.RANDOM_PORT,
 		JetStream: true,
-		StoreDir:  filepath.Join(in.Dir, "jetstream"),
+		StoreDir:  store,
 		NoSigs:    true,
 		NoLog:     true,
 	}
