@@ -172,7 +172,8 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Trusted parses GATEWAY_TRUSTED_PROXIES; a bare address is a /32 or /128.
+// Trusted parses GATEWAY_TRUSTED_PROXIES; a bare address is a /32 or /128,
+// and an IPv4-mapped one (::ffff:10.0.0.0/104) is its IPv4 network (10.0.0.0/8).
 func (c *Config) Trusted() ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range c.TrustedProxies {
@@ -191,6 +192,14 @@ func (c *Config) Trusted() ([]netip.Prefix, error) {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return nil, fmt.Errorf("%q is not an address or CIDR", s)
+		}
+		// Peers are compared unmapped (proxy.Trusted), so an IPv4-mapped
+		// prefix kept as written would match no IPv4 peer at all.
+		if a := p.Addr(); a.Is4In6() {
+			if p.Bits() < 96 {
+				return nil, fmt.Errorf("%q: an IPv4-mapped CIDR shorter than /96 reaches beyond ::ffff:0:0/96; write the IPv4 network", s)
+			}
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96)
 		}
 		out = append(out, p.Masked())
 	}

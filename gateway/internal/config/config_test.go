@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
 )
 
@@ -159,5 +161,36 @@ func TestEmptyOrMeaninglessValuesAreRefusedByName(t *testing.T) {
 		if err := pkgconfig.LoadFrom(&cfg, env); err != nil {
 			t.Errorf("%v: %v", env, err)
 		}
+	}
+}
+
+// A trusted proxy written in IPv4-mapped form (::ffff:10.0.0.0/104) is the
+// IPv4 network it maps: the gateway sees every IPv4 peer as IPv4 (the proxy
+// unmaps it), so kept as an IPv6 prefix it matched no peer, while the
+// operator believed the proxy trusted.
+func TestTrustedMappedCIDRIsItsIPv4Network(t *testing.T) {
+	c := Config{TrustedProxies: []string{"::ffff:10.0.0.0/104", "::ffff:192.168.1.7", "::ffff:0.0.0.0/96"}}
+	got, err := c.Trusted()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"),
+		netip.MustParsePrefix("0.0.0.0/0")}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("%s: got %v, want %v", c.TrustedProxies[i], got[i], want[i])
+		}
+	}
+	if !proxy.Trusted(got[:1]).Contains(netip.MustParseAddr("10.1.2.3")) {
+		t.Errorf("%v does not trust the IPv4 peer 10.1.2.3", got[0])
+	}
+	// Shorter than /96 it would reach past the mapped range into IPv6
+	// addresses nobody meant: refused, naming the form to write instead.
+	c = Config{TrustedProxies: []string{"::ffff:10.0.0.0/80"}}
+	if _, err := c.Trusted(); err == nil || !strings.Contains(err.Error(), "IPv4-mapped") {
+		t.Errorf("::ffff:10.0.0.0/80: %v, want a refusal naming the IPv4-mapped form", err)
 	}
 }
