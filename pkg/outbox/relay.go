@@ -176,20 +176,29 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 // partition a Java producer would pick for the same key), and a short batch timeout because the relay already batches.
 //
 // The writer gets its own transport rather than kafka-go's process-wide default: the default caches cluster metadata
-// for every client in the process and answers "unknown topic" for a topic created after its last refresh.
+// for every client in the process and answers "unknown topic" for a topic created after its last refresh. Its Close
+// closes that transport's connections and stops its metadata refresh.
 //
 // What a topic takes is the broker's decision (the topic's max.message.bytes), not the writer's: see writerBatchBytes.
 func NewWriter(brokers ...string) *kafka.Writer {
-	return &kafka.Writer{
-		Addr:         kafka.TCP(brokers...),
-		Transport:    &kafka.Transport{MetadataTTL: 5 * time.Second},
-		Balancer:     &kafka.Murmur2Balancer{},
-		RequiredAcks: kafka.RequireAll,
-		BatchTimeout: 2 * time.Millisecond,
-		BatchSize:    500,
-		BatchBytes:   writerBatchBytes,
-		MaxAttempts:  3,
-	}
+	// kafka.NewWriter is the one way to a writer that owns its transport: Writer.Close closes the transport only
+	// when NewWriter made it, never a Transport set in the struct, so a writer built as a literal with its own
+	// Transport left that transport's connections open, and its metadata refresh running, after Close. kafka-go
+	// keeps this constructor for compatibility (its comment expects to drop it in 1.0). It panics on an empty
+	// broker list, so it is given a placeholder and Addr is set after: with no brokers every write fails, as before.
+	w := kafka.NewWriter(kafka.WriterConfig{
+		Brokers:           []string{"set below"},
+		RebalanceInterval: 5 * time.Second, // the transport's MetadataTTL
+		IdleConnTimeout:   30 * time.Second,
+	})
+	w.Addr = kafka.TCP(brokers...)
+	w.Balancer = &kafka.Murmur2Balancer{}
+	w.RequiredAcks = kafka.RequireAll
+	w.BatchTimeout = 2 * time.Millisecond
+	w.BatchSize = 500
+	w.BatchBytes = writerBatchBytes
+	w.MaxAttempts = 3
+	return w
 }
 
 // writerBatchBytes is NewWriter's BatchBytes. kafka-go closes a partition's batch when it reaches BatchSize messages
