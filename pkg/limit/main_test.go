@@ -24,6 +24,13 @@ func TestMain(m *testing.M) {
 // limitName; -1 if there are none.
 func metricValue(t *testing.T, name, limitName string) int64 {
 	t.Helper()
+	return metricValueWith(t, name, limitName, "")
+}
+
+// metricValueWith is metricValue for the points whose reason is reason as
+// well (any reason when it is empty).
+func metricValueWith(t *testing.T, name, limitName, reason string) int64 {
+	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := testReader.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
@@ -42,7 +49,9 @@ func metricValue(t *testing.T, name, limitName string) int64 {
 				points = d.DataPoints
 			}
 			for _, dp := range points {
-				if v, _ := dp.Attributes.Value("limit.name"); v.AsString() == limitName {
+				v, _ := dp.Attributes.Value("limit.name")
+				r, _ := dp.Attributes.Value("reason")
+				if v.AsString() == limitName && (reason == "" || r.AsString() == reason) {
 					n, found = n+dp.Value, true
 				}
 			}

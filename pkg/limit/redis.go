@@ -2,6 +2,7 @@ package limit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -24,7 +25,10 @@ const instrumentation = "github.com/shanhai-dev/shanhai/pkg/limit"
 // When Redis fails (not when the caller gives up), the limiter switches to a
 // local PerKey bucket of limit ÷ replicas: with the load spread evenly the
 // fleet still admits about the configured rate. It logs the switch once,
-// counts every fallback decision on shanhai.limit.fallback.decisions, and
+// counts every fallback decision on shanhai.limit.fallback.decisions with
+// the reason (reason="unreachable": no answer, a connection or timeout error;
+// reason="refused": Redis answered with an error, such as OOM when a full
+// Redis under noeviction refuses the write, or READONLY), and
 // tries Redis again after a short cool-down with one probing request at a
 // time, so an outage does not make every request wait for a dial timeout.
 //
@@ -45,9 +49,11 @@ type Redis struct {
 	callTimeout time.Duration
 
 	downUntil atomic.Int64 // unix nanos; 0 while Redis answers
+	refused   atomic.Bool  // what the last failure was: an error reply, not a missing answer
 	probing   atomic.Bool
 	fallbacks metric.Int64Counter
-	attrs     metric.MeasurementOption
+	// the fallback counter's attributes for each reason
+	unreachableAttrs, refusedAttrs metric.MeasurementOption
 }
 
 // RedisOption tunes NewRedis.
@@ -99,9 +105,10 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 	r.local = PerKey(rate.Limit(perSec), max(1, l.burst()/replicas))
 
 	r.fallbacks, _ = instruments().Int64Counter("shanhai.limit.fallback.decisions",
-		metric.WithDescription("Rate-limit decisions made locally because Redis was unreachable"),
+		metric.WithDescription("Rate-limit decisions made locally because Redis was unreachable or refused the call (reason)"),
 		metric.WithUnit("{decision}"))
-	r.attrs = metric.WithAttributes(attribute.String("limit.name", r.name))
+	r.unreachableAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "unreachable"))
+	r.refusedAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "refused"))
 	return r
 }
 
@@ -182,15 +189,29 @@ func (r *Redis) allowRedis(ctx context.Context, key string) (*redis_rate.Result,
 	}
 }
 
+// markDown switches to the local fallback and logs the switch, or a change of
+// reason while down (an outage that ends in a Redis that answers but is full).
 func (r *Redis) markDown(ctx context.Context, err error) {
-	if r.downUntil.Swap(time.Now().Add(r.cooldown).UnixNano()) == 0 {
-		r.log.WarnContext(ctx, "rate limit redis unreachable, enforcing limit/replicas locally",
-			"limit", r.name, "error", err.Error())
+	// An error reply means Redis answered: telling it from a missing answer
+	// sends an operator to its memory or role rather than to the network.
+	var reply redis.Error
+	refused := errors.As(err, &reply)
+	changed := r.refused.Swap(refused) != refused
+	if r.downUntil.Swap(time.Now().Add(r.cooldown).UnixNano()) == 0 || changed {
+		msg := "rate limit redis unreachable, enforcing limit/replicas locally"
+		if refused {
+			msg = "rate limit redis refused the call, enforcing limit/replicas locally"
+		}
+		r.log.WarnContext(ctx, msg, "limit", r.name, "error", err.Error())
 	}
 }
 
 func (r *Redis) fallback(ctx context.Context, key string) Decision {
-	r.fallbacks.Add(ctx, 1, r.attrs)
+	attrs := r.unreachableAttrs
+	if r.refused.Load() {
+		attrs = r.refusedAttrs
+	}
+	r.fallbacks.Add(ctx, 1, attrs)
 	d, _ := r.local.Allow(ctx, key)
 	return d
 }

@@ -67,10 +67,11 @@ func TestRedisDownFallsBackToLocalShare(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 
 	var logs bytes.Buffer
+	name := fmt.Sprintf("down-%d", time.Now().UnixNano()) // the counter is the process's: a fresh name per run
 	// 100/min with burst 20 across 4 replicas: each replica alone allows a
 	// burst of 5 and 25/min.
 	l := NewRedis(rdb, Rate{Count: 100, Period: time.Minute, Burst: 20}, 4,
-		Name("down"), Logger(slog.New(slog.NewJSONHandler(&logs, nil))))
+		Name(name), Logger(slog.New(slog.NewJSONHandler(&logs, nil))))
 	allowed := 0
 	for range 20 {
 		d, err := l.Allow(context.Background(), "k")
@@ -90,8 +91,8 @@ func TestRedisDownFallsBackToLocalShare(t *testing.T) {
 	if n := strings.Count(logs.String(), "redis unreachable"); n != 1 {
 		t.Fatalf("logged the switch %d times, want once:\n%s", n, logs.String())
 	}
-	if got := metricValue(t, "shanhai.limit.fallback.decisions", "down"); got != 20 {
-		t.Fatalf("fallback counter %d, want 20", got)
+	if got := metricValueWith(t, "shanhai.limit.fallback.decisions", name, "unreachable"); got != 20 {
+		t.Fatalf("fallback counter with reason=unreachable %d, want 20", got)
 	}
 }
 
