@@ -1,7 +1,7 @@
 // Package metrics declares the bridge's instruments once, through the OTel
 // meter that pkg/telemetry exports as Prometheus /metrics:
 //
-//	bridge_messages_total{leg,result}        result: ok, dlq, retry, skipped
+//	bridge_messages_total{leg,result}        result: ok, dlq, retry, skipped, duplicate (leg B: Pulsar's dedup dropped it)
 //	bridge_inflight{leg}                     unconfirmed messages
 //	bridge_consumer_lag{topic,partition}     Kafka high watermark minus the first offset JetStream has not confirmed
 //	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack
@@ -50,7 +50,7 @@ type lagKey struct {
 type setKey struct{ leg, result string }
 
 // results are the results the legs count; another is counted too, its set built at each call.
-var results = []string{"", "ok", "dlq", "retry", "skipped", "order_violation"}
+var results = []string{"", "ok", "dlq", "retry", "skipped", "order_violation", "duplicate"}
 
 // set returns the measurement option of leg and, unless empty, result.
 func (b *Bridge) set(leg, result string) metric.MeasurementOption {

@@ -69,9 +69,12 @@ type result struct {
 	cseq   uint64
 	offset int64
 	err    error
-	span   trace.Span
-	ctx    context.Context
-	born   time.Time
+	// dropped: the broker's dedup took the message for a replay and did not store it; its receipt carries no
+	// position (ledger and entry -1).
+	dropped bool
+	span    trace.Span
+	ctx     context.Context
+	born    time.Time
 }
 
 // session is one producer + one consumer incarnation. It returns whether it
@@ -288,8 +291,9 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 		cseq, born := lastC, meta.Timestamp
 		l.o.Metrics.InFlight(metrics.LegB, 1)
 		s.unanswered.Add(1)
-		prod.SendAsync(context.Background(), pm, func(_ pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
-			s.results <- result{cseq: cseq, offset: offset, err: err, span: span, ctx: sctx, born: born}
+		prod.SendAsync(context.Background(), pm, func(id pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+			dropped := err == nil && id != nil && id.LedgerID() < 0 && id.EntryID() < 0
+			s.results <- result{cseq: cseq, offset: offset, err: err, dropped: dropped, span: span, ctx: sctx, born: born}
 		})
 		last = offset
 	}
@@ -342,6 +346,12 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 		}
 		s.tracker.Done(int64(r.cseq))
 		s.progressed = true
+		if r.dropped {
+			// Counted apart: as "ok", an archive the broker dropped (offsets from 0 again under a producer name
+			// that had archived higher ones) looked archived.
+			l.o.Metrics.Count(metrics.LegB, "duplicate", 1)
+			return
+		}
 		l.o.Metrics.Count(metrics.LegB, "ok", 1)
 		l.o.Metrics.Hop(r.ctx, metrics.LegB, time.Since(r.born))
 	}

@@ -297,6 +297,42 @@ func TestLegBArchivesAnotherKafkaClustersOffsetsAgain(t *testing.T) {
 	}
 }
 
+// TestLegBCountsWhatPulsarsDedupDropped: a replay Pulsar's dedup drops is answered like a stored message, and leg B
+// counted it bridge_messages_total{leg="nats-pulsar",result="ok"}: an archive lost to the dedup (a second embedded run,
+// TestLegBArchivesAnotherKafkaClustersOffsetsAgain) looked archived. Its receipt has no position; it is now counted as
+// result="duplicate". Replays of offsets 0-4 with new message ids (outside JetStream's window) after they were archived.
+func TestLegBCountsWhatPulsarsDedupDropped(t *testing.T) {
+	e := setup(t)
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := e.opts
+	o.Metrics = m
+	e.leg = pulsarleg.New(o)
+	for i := range 5 {
+		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))
+	}
+	stop := e.run(1)
+	waitAcked(t, e, 1)
+	stop()
+	for i := range 5 {
+		e.publish(t, 5+i, 0, int64(i), "replay-"+strconv.Itoa(i))
+	}
+	stop = e.run(1)
+	waitAcked(t, e, 1)
+	stop()
+	if recs := e.read(t, 6, 5*time.Second); len(recs) != 5 {
+		t.Fatalf("archived %d, want the first 5", len(recs))
+	}
+	for result, want := range map[string]int64{"ok": 5, "duplicate": 5} {
+		if n, _, err := harness.Int64Metric(reader, "bridge.messages", "result", result); err != nil || n != want {
+			t.Errorf("bridge_messages_total{result=%q} = %d (%v), want %d", result, n, err, want)
+		}
+	}
+}
+
 // TestLegBUpgradeFromOneSubjectPerTopic: the stream holds what a bridge from
 // before subjects per partition wrote (every partition on the topic's
 // subject), then per-partition messages. All must be archived once, in offset
