@@ -304,8 +304,12 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 		Reason: reason.Error(), Payload: m.Data(), Headers: h}
 	// Recorded even when a stop cut the handler off (the database closes
 	// only after the workers end): a charge cut off on the message's last
-	// delivery is given up on here, and unrecorded it would be lost.
-	if err := c.app.RecordDeadLetter.Handle(context.WithoutCancel(ctx), d); err != nil {
+	// delivery is given up on here, and unrecorded it would be lost. But
+	// for at most deadLetterGrace after the cut-off: the stop waits for the
+	// workers, and a database that hangs held it for ever.
+	rctx, cancel := afterCutOff(ctx, deadLetterGrace)
+	defer cancel()
+	if err := c.app.RecordDeadLetter.Handle(rctx, d); err != nil {
 		// Without a record, terminating would lose the message: leave it
 		// unsettled, to be redelivered on the back-off and tried again.
 		// Unless this was its last allowed delivery: then JetStream delivers
@@ -333,6 +337,27 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 		return "dead", fmt.Errorf("term: %w (cause: %w)", err, reason)
 	}
 	return "dead", reason
+}
+
+// deadLetterGrace is how long recording a dead letter may go on once the
+// handler's context has ended (a stop's cut-off): a healthy database stores
+// the row in milliseconds.
+const deadLetterGrace = 5 * time.Second
+
+// afterCutOff returns a context with ctx's values that ends grace after ctx
+// does, and its cancel function (its Cause then says why).
+func afterCutOff(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	detached, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel(fmt.Errorf("%w: %s after the handler was cut off", context.DeadlineExceeded, grace))
+		case <-detached.Done():
+		}
+	})
+	return detached, func() { stop(); cancel(nil) }
 }
 
 func ack(m jetstream.Msg) error {
