@@ -92,3 +92,23 @@ func TestRequestsTheClientEndedAreNoServerErrors(t *testing.T) {
 		t.Errorf("/metrics lacks %s:\n%.3000s", want, metrics)
 	}
 }
+
+// TestServerErrorsOfRequestsWithADeadlineAreErrors: a request that carries X-Request-Timeout-Ms (every one the
+// gateway forwards) and fails with a 5xx while its client waits is the server's failure and is logged at ERROR.
+// deadline.Middleware cancels the context it derived as it returns, before the access log looks at it, so the log
+// took every such 5xx for a client that went away and wrote it at Info.
+func TestServerErrorsOfRequestsWithADeadlineAreErrors(t *testing.T) {
+	for _, hdr := range [][]string{nil, {deadline.Header, "5000"}} {
+		s, logs := newTestServer(t, Options{})
+		s.Router().GET("/boom", func(c *gin.Context) {
+			problem.Abort(c, http.StatusInternalServerError, "database refused the statement")
+		})
+		if w := do(s.Handler(), http.MethodGet, "/boom", nil, hdr...); w.Code != http.StatusInternalServerError {
+			t.Fatalf("GET /boom %v: %d, want 500", hdr, w.Code)
+		}
+		want := `"level":"ERROR","msg":"request","method":"GET","route":"/boom","path":"/boom","status":500`
+		if got := logs.String(); !strings.Contains(got, want) || strings.Contains(got, "ended_by") {
+			t.Errorf("GET /boom %v with its client waiting: want an ERROR line with no ended_by, got:\n%s", hdr, got)
+		}
+	}
+}

@@ -70,7 +70,11 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // was answered 5xx or deadline.Abort's 499: the server did not fail, and at
 // Error every client that closed its connection looked like an outage.
 func (s *Server) accessLog(c *gin.Context) {
-	debug := s.log.Enabled(c.Request.Context(), slog.LevelDebug)
+	// The context as the connection gave it, before deadline.Middleware
+	// derives one: that one is cancelled as the middleware returns, so only
+	// this one tells whether the client went away.
+	outer := c.Request.Context()
+	debug := s.log.Enabled(outer, slog.LevelDebug)
 	var start time.Time
 	if debug {
 		start = time.Now()
@@ -85,7 +89,7 @@ func (s *Server) accessLog(c *gin.Context) {
 	ctx := c.Request.Context()
 	level, endedBy := slog.LevelDebug, ""
 	if status >= 500 || status == deadline.StatusClientClosedRequest {
-		endedBy = callerEnded(ctx)
+		endedBy = callerEnded(outer, ctx)
 	}
 	switch {
 	case endedBy != "":
@@ -113,14 +117,18 @@ func (s *Server) accessLog(c *gin.Context) {
 	s.log.LogAttrs(ctx, level, "request", attrs...)
 }
 
-// callerEnded says how the caller ended the request whose context ctx is, or
-// "" when it did not: the client went away (net/http cancelled the context as
-// the connection closed), or the deadline it sent passed.
-func callerEnded(ctx context.Context) string {
-	switch {
-	case errors.Is(ctx.Err(), context.Canceled):
+// callerEnded says how the caller ended a request, or "" when it did not:
+// the client went away (net/http cancelled outer, the request's context
+// before the handlers' middleware, as the connection closed), or the
+// deadline it sent passed (read from final, the request's context as the
+// handlers left it, which carries that deadline). final's own Err says
+// nothing: deadline.Middleware cancels the context it made on its way out,
+// so it reads Canceled for every request that sent a deadline.
+func callerEnded(outer, final context.Context) string {
+	if errors.Is(outer.Err(), context.Canceled) {
 		return "client went away"
-	case deadline.GaveUp(ctx, 0):
+	}
+	if dl, ok := deadline.Caller(final); ok && !time.Now().Before(dl) {
 		return "caller's deadline passed"
 	}
 	return ""
