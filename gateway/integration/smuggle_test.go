@@ -24,6 +24,9 @@ func TestRefusedRequestClosesItsConnection(t *testing.T) {
 		{"other field with a space before the colon", post + "X-User-ID : admin\r\n\r\n", "malformed-request"},
 		{"no Host", "GET /api/v1/products/a HTTP/1.1\r\n\r\n", "malformed-request"},
 		{"two Hosts", "GET /api/v1/products/a HTTP/1.1\r\nHost: a\r\nHost: gw\r\n\r\n", "malformed-request"},
+		// The parser keeps the last Content-Type; a hop in front may act on
+		// the first (a body checked as one type, read upstream as another).
+		{"two Content-Types", "GET /api/v1/products/a HTTP/1.1\r\nHost: gw\r\nContent-Type: text/plain\r\ncontent-type: application/json\r\nContent-Length: 2\r\n\r\n{}", "malformed-request"},
 		{"invalid Host", "GET /api/v1/products/a HTTP/1.1\r\nHost: user@gw\r\n\r\n", "malformed-request"},
 		{"target of another scheme", "GET ftp://gw/api/v1/products/a HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},
 		{"target with a fragment", "GET /api/v1/products/a?q#f HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},

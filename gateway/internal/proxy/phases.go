@@ -305,9 +305,16 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 	// And only once (§3.2 again): the parser keeps the last, and another
 	// hop may take the first.
-	hosts, codings, chunked := framingLines(h.RawHeaders())
+	hosts, codings, types, chunked := framingLines(h.RawHeaders())
 	if hosts > 1 {
 		x.badRequest("malformed-request", "the request has more than one Host header")
+		return false
+	}
+	// Content-Type is a single value too (RFC 9110 §8.3, §5.3): the parser
+	// keeps the last line, and a hop in front may have checked the body as
+	// the first's type.
+	if types > 1 {
+		x.badRequest("malformed-request", "the request has more than one Content-Type header")
 		return false
 	}
 	// RFC 9112 §6.1, §6.3: chunked, once and last, is the only transfer

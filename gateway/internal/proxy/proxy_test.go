@@ -151,6 +151,8 @@ func TestHandleRejects(t *testing.T) {
 		{"GET /api/v1/products HTTP/1.1\r\n\r\n", 400, "malformed-request"},
 		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nX-User-ID : admin\r\n\r\n", 400, "malformed-request"},
 		{"GET /api/v1/products HTTP/1.1\r\nHost: a\r\nhost: gw\r\n\r\n", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Type: text/plain\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}", 400, "malformed-request"},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nCONTENT-TYPE: application/json\r\nContent-Length: 2\r\n\r\n{}", 400, "malformed-request"},
 		{"GET * HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
 		{"GET http://u@gw/api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n", 400, "bad-path"},
 		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding : chunked\r\nContent-Length: 2\r\n\r\n{}", 400, "malformed-request"},
@@ -534,7 +536,7 @@ func TestFieldLines(t *testing.T) {
 	}
 }
 
-// framingLines counts Host and Transfer-Encoding lines as fieldLines would,
+// framingLines counts Host, Transfer-Encoding and Content-Type lines as fieldLines would,
 // in one pass, each up to two.
 func TestFramingLines(t *testing.T) {
 	for _, tc := range []struct {
@@ -551,10 +553,12 @@ func TestFramingLines(t *testing.T) {
 		{"Host: a\nTransfer-Encoding: chunked", true},
 		{"Transfer-Encoding: identity\r\n", false},
 		{"Transfer-Encoding: gzip, chunked\r\n", false},
+		{"Content-Type: a\r\nContent-Length: 1\r\ncontent-TYPE: b\r\nContent-Types: c\r\nContent-Type: d\r\n", false},
+		{"X-Content-Type: a\r\nContent-Type : b\r\nContent-Type:", false},
 		{"", false},
 	} {
 		raw := tc.raw
-		hosts, codings, chunked := framingLines([]byte(raw))
+		hosts, codings, types, chunked := framingLines([]byte(raw))
 		if codings == 1 && chunked != tc.chunked {
 			t.Errorf("%q: chunked %v, want %v", raw, chunked, tc.chunked)
 		}
@@ -563,6 +567,9 @@ func TestFramingLines(t *testing.T) {
 		}
 		if want := fieldLines([]byte(raw), "transfer-encoding:", 2); codings != want {
 			t.Errorf("%q: %d Transfer-Encoding lines, want %d", raw, codings, want)
+		}
+		if want := fieldLines([]byte(raw), "content-type:", 2); types != want {
+			t.Errorf("%q: %d Content-Type lines, want %d", raw, types, want)
 		}
 	}
 }

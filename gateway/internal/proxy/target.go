@@ -111,11 +111,12 @@ func authorityByte(c byte) bool {
 }
 
 // framingLines counts, in one pass over a raw header block (as fieldLines),
-// its Host and its Transfer-Encoding lines, each up to two, and reports
-// whether the last Transfer-Encoding line's value is exactly "chunked" (in
-// any letter case, between optional white space; a folded value is not).
-func framingLines(raw []byte) (hosts, codings int, chunked bool) {
-	const host, coding = "host:", "transfer-encoding:"
+// its Host, Transfer-Encoding and Content-Type lines, each up to two, and
+// reports whether the last Transfer-Encoding line's value is exactly
+// "chunked" (in any letter case, between optional white space; a folded
+// value is not).
+func framingLines(raw []byte) (hosts, codings, types int, chunked bool) {
+	const host, coding, ctype = "host:", "transfer-encoding:", "content-type:"
 	for len(raw) > len(host) {
 		i := bytes.IndexByte(raw, '\n')
 		line := raw
@@ -126,6 +127,10 @@ func framingLines(raw []byte) (hosts, codings int, chunked bool) {
 		case 'h':
 			if hosts < 2 && asciiEqualFold(raw[:len(host)], host) {
 				hosts++
+			}
+		case 'c':
+			if types < 2 && len(raw) > len(ctype) && asciiEqualFold(raw[:len(ctype)], ctype) {
+				types++
 			}
 		case 't':
 			if codings < 2 && len(raw) > len(coding) && asciiEqualFold(raw[:len(coding)], coding) {
@@ -138,7 +143,7 @@ func framingLines(raw []byte) (hosts, codings int, chunked bool) {
 		}
 		raw = raw[i+1:]
 	}
-	return hosts, codings, chunked
+	return hosts, codings, types, chunked
 }
 
 // fieldLines counts the lines of a raw header block (the lines after the
