@@ -1,7 +1,9 @@
 package canary
 
 import (
+	"bufio"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -48,5 +50,30 @@ func TestPickIgnoresVersionsWithoutInstances(t *testing.T) {
 	}
 	if got := (Weights{"v1": 0}).Pick(func(string) bool { return true }, 5); got != "" {
 		t.Fatalf("zero weights must mean no preference, got %q", got)
+	}
+}
+
+// Of several release-tag cookies the first counts, over all Cookie lines in
+// order, as the services' net/http Request.Cookie reads them: a browser sends
+// the cookie of the longest path first (RFC 6265 §5.4), so the first is the
+// one set for the most specific path, and an empty one there clears the tag.
+func TestRequestedTakesTheFirstCookie(t *testing.T) {
+	for _, c := range []struct{ head, want string }{
+		{"Cookie: release-tag=v1\r\nCookie: release-tag=v2\r\n", "v1"},
+		{"Cookie: a=b; release-tag=v1; release-tag=v2\r\n", "v1"},
+		{"cookie: a=b\r\nCookie: release-tag=v2; release-tag=v1\r\n", "v2"},
+		{"Cookie: release-tag=; release-tag=v2\r\n", ""},
+		{"Cookie: Release-Tag=v2\r\n", ""}, // cookie names are case-sensitive
+		{"X-Release-Tag: v3\r\nCookie: release-tag=v2\r\n", "v3"},
+		{"X-Release-Tag: \r\nCookie: release-tag=v2\r\n", "v2"},
+	} {
+		var req fasthttp.Request
+		raw := "GET / HTTP/1.1\r\nHost: x\r\n" + c.head + "\r\n"
+		if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(Requested(&req.Header)); got != c.want {
+			t.Errorf("%q: got %q, want %q", c.head, got, c.want)
+		}
 	}
 }
