@@ -91,9 +91,15 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %s: %w", cmd.OrderID, fault(err))
 	}
-	if ans.Approved {
+	switch {
+	case ans.Approved:
 		p.Succeed(h.d.Now())
-	} else {
+	case ans.Reason == payment.ReasonVoided:
+		// Another delivery voided the key first (the order was cancelled):
+		// stored FAILED, the cancelled order would get a payment.failed and
+		// a status the void's own delivery never stores.
+		p.Voided(h.d.Now())
+	default:
 		p.Fail(ans.Reason, h.d.Now())
 	}
 	stored, cancelled, err := h.d.Payments.Complete(ctx, p)
@@ -103,7 +109,9 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 	if stored && cancelled && p.Status() == payment.Succeeded {
 		return h.refund(ctx, p)
 	}
-	return result(p, !stored), nil
+	res := result(p, !stored)
+	res.Voided = stored && p.Status() == payment.Cancelled
+	return res, nil
 }
 
 // void settles a PENDING row the cancel flagged without charging it. The
@@ -113,7 +121,7 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 // declined by the provider once the key is void. Concurrent deliveries void
 // alike (the provider answers a key once) and the row's PENDING guard
 // stores one of them. One that loses the guard reads the row again: a
-// charge in flight elsewhere stored its answer first, FAILED if it reached
+// charge in flight elsewhere stored its answer first, CANCELLED if it reached
 // the provider after the void, or SUCCEEDED and flagged if it was taken
 // before, which this delivery then refunds as any redelivery would.
 func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment) (ChargeResult, error) {

@@ -34,6 +34,8 @@ type flaggedApp struct {
 		held, release chan struct{}
 		afterProvider bool
 	}
+	// voidGate, when set, holds a void once the provider has answered it.
+	voidGate struct{ held, release chan struct{} }
 }
 
 func newFlaggedApp(db *gorm.DB) *flaggedApp {
@@ -70,7 +72,12 @@ func (g gatedProvider) Refund(ctx context.Context, r payment.Refund) error {
 }
 
 func (g gatedProvider) Void(ctx context.Context, v payment.Void) (bool, error) {
-	return g.f.prov.Void(ctx, v)
+	refunded, err := g.f.prov.Void(ctx, v)
+	if gate := g.f.voidGate; gate.held != nil {
+		gate.held <- struct{}{}
+		<-gate.release
+	}
+	return refunded, err
 }
 
 // row is the order's one stored payment.
@@ -252,5 +259,50 @@ func TestFlaggedOrderWithAChargeStillInFlight(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestChargeDeclinedByTheVoidStoresNoFailure: the void of a duplicate
+// delivery reached the provider before the charge still in flight, which the
+// provider then declined (charge_voided), and the in-flight delivery stores
+// its answer before the void's delivery closes the row. No charge was ever
+// made and the order was cancelled: the row must end CANCELLED with no event,
+// as when the void's delivery stores first, not FAILED with a
+// payment.failed for a cancelled order.
+func TestChargeDeclinedByTheVoidStoresNoFailure(t *testing.T) {
+	for name, db := range storetest.Databases(t, service.Migrate) {
+		t.Run(name, func(t *testing.T) {
+			f := newFlaggedApp(db)
+			o := f.fault(t)
+			id, _ := f.row(t, o.OrderID)
+			f.gate.held, f.gate.release = make(chan struct{}), make(chan struct{})
+			var inFlight, voiding app.ChargeResult
+			inFlightErr, voidingErr := make(chan error, 1), make(chan error, 1)
+			go func() { r, err := f.ChargeOrder.Handle(context.Background(), o); inFlight = r; inFlightErr <- err }()
+			<-f.gate.held // that delivery's charge has not reached the provider yet
+			f.gate.held = nil
+			f.cancel(t, o)
+			f.voidGate.held, f.voidGate.release = make(chan struct{}), make(chan struct{})
+			go func() { r, err := f.ChargeOrder.Handle(context.Background(), o); voiding = r; voidingErr <- err }()
+			<-f.voidGate.held // the key is void; that delivery has not stored it yet
+			close(f.gate.release)
+			if err := <-inFlightErr; err != nil || inFlight.Duplicate || !inFlight.Voided {
+				t.Fatalf("the in-flight delivery = %+v, %v; want it to store the void (counted voided)", inFlight, err)
+			}
+			close(f.voidGate.release)
+			if err := <-voidingErr; err != nil || !voiding.Duplicate {
+				t.Fatalf("the voiding delivery = %+v, %v; want a duplicate", voiding, err)
+			}
+			if f.prov.Charged(id) || f.prov.Refunds() != 0 {
+				t.Fatalf("provider charged %v, refunds %d; want nothing", f.prov.Charged(id), f.prov.Refunds())
+			}
+			var r struct{ Status, Reason string }
+			if err := db.Table("payments").Select("status, reason").Where("order_id = ?", o.OrderID).Take(&r).Error; err != nil {
+				t.Fatal(err)
+			}
+			if got := f.outbox(t, o.OrderID); r.Status != "CANCELLED" || r.Reason != payment.ReasonOrderCancelled || len(got) != 0 {
+				t.Fatalf("row %s (%s), outbox %v; want CANCELLED (order_cancelled) and nothing", r.Status, r.Reason, got)
+			}
+		})
 	}
 }

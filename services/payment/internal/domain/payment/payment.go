@@ -200,6 +200,18 @@ func (p *Payment) Close(refunded bool, now time.Time) bool {
 		p.Succeed(now)
 		return p.Refund(now)
 	}
+	return p.Voided(now)
+}
+
+// Voided records a charge the provider declined because its key was voided
+// (ReasonVoided), which only the void of a cancelled order does: nothing
+// was taken, so it is CANCELLED with no event, as Close stores it. The
+// delivery whose charge was declined may store it before the void's does.
+// It returns false, recording nothing, for a payment no longer pending.
+func (p *Payment) Voided(now time.Time) bool {
+	if p.status != Pending {
+		return false
+	}
 	p.status, p.reason, p.updatedAt = Cancelled, ReasonOrderCancelled, now.UTC()
 	return true
 }
