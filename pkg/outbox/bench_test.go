@@ -37,7 +37,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 			if err := migrate.Up(context.Background(), db, outbox.Migrations); err != nil {
 				b.Fatal(err)
 			}
-			r := outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{BatchSize: batch})
+			r := outbox.NewRelay(db, newWriter(b, bs), outbox.RelayOptions{BatchSize: batch})
 			const rowsPerOp = 2000
 			var elapsed time.Duration
 			for i := 0; i < b.N; i++ {

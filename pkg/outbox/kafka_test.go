@@ -143,7 +143,7 @@ func TestRelayMessagesOnKafkaCarryCloudEventsAndTrace(t *testing.T) {
 	}
 	span.End()
 	before := time.Now().Truncate(time.Millisecond) // Kafka record times are whole milliseconds
-	drain(t, outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{}))
+	drain(t, outbox.NewRelay(db, newWriter(t, bs), outbox.RelayOptions{}))
 	after := time.Now()
 
 	got := readAll(t, bs, topic)
@@ -220,7 +220,7 @@ func TestOutboxResendsAfterCrash(t *testing.T) {
 				t.Fatalf("row after crash %+v: want unsent, as the marking statement never ran", ms[0])
 			}
 
-			next := outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{})
+			next := outbox.NewRelay(db, newWriter(t, bs), outbox.RelayOptions{})
 			if dialect == database.Postgres {
 				// The dead relay's lease still holds the row: nobody sends it until the lease runs out.
 				if n, err := next.RunOnce(context.Background()); err != nil || n != 0 {
@@ -340,7 +340,7 @@ func TestTwoRelaysNeverPublishTheSameRow(t *testing.T) {
 	var wg sync.WaitGroup
 	writers := make([]*countingWriter, 2)
 	for i := range writers {
-		writers[i] = &countingWriter{w: outbox.NewWriter(bs...), mu: &mu, inFlight: inFlight, count: count, overlaps: &overlaps}
+		writers[i] = &countingWriter{w: newWriter(t, bs), mu: &mu, inFlight: inFlight, count: count, overlaps: &overlaps}
 		r := outbox.NewRelay(open(t, url), writers[i], outbox.RelayOptions{BatchSize: 25, Interval: 5 * time.Millisecond})
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = r.Run(ctx) }()
@@ -433,7 +433,7 @@ func TestRelaySetsAsideARowTooLargeForKafka(t *testing.T) {
 		behind := add(t, ctx, db, topic, "big", 1)
 		after := add(t, ctx, db, topic, "other", 2)
 
-		r := outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{})
+		r := outbox.NewRelay(db, newWriter(t, bs), outbox.RelayOptions{})
 		drain(t, r)
 		var ids []string
 		for _, m := range readAll(t, bs, topic) {

@@ -75,7 +75,7 @@ func TestRelayPublishesABatchOnceWhenOneRowIsTooLarge(t *testing.T) {
 		}
 		big := addSized(t, db, topic, "big", 200_000)
 
-		drain(t, outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{}))
+		drain(t, outbox.NewRelay(db, newWriter(t, bs), outbox.RelayOptions{}))
 		count := onKafka(t, bs, topic)
 		for _, id := range small {
 			if count[id] != 1 {
@@ -107,7 +107,7 @@ func TestRelaySendsAloneTheRowsOfABatchTooLargeTogether(t *testing.T) {
 		for i := range 12 {
 			ids = append(ids, addSized(t, db, topic, "order-"+strconv.Itoa(i), 45_000).ID)
 		}
-		w := &writeCounts{w: outbox.NewWriter(bs...)}
+		w := &writeCounts{w: newWriter(t, bs)}
 		drain(t, outbox.NewRelay(db, w, outbox.RelayOptions{}))
 		if w.refused.Load() == 0 {
 			t.Fatal("Kafka refused no partition batch: the test did not exercise a batch too large together")
@@ -136,7 +136,7 @@ func TestRelayPublishesARowOverOneMiBTheTopicTakes(t *testing.T) {
 		topic := newTopic(t, bs, maxMessageBytes(5<<20))
 		migrated(t, db)
 		big := addSized(t, db, topic, "big", 2<<20)
-		drain(t, outbox.NewRelay(db, outbox.NewWriter(bs...), outbox.RelayOptions{}))
+		drain(t, outbox.NewRelay(db, newWriter(t, bs), outbox.RelayOptions{}))
 		if ms := rows(t, db); ms[0].SentAt == nil || ms[0].LastError != "" {
 			t.Fatalf("row the topic takes: sent_at %v, last_error %q", ms[0].SentAt, ms[0].LastError)
 		}
@@ -200,7 +200,7 @@ func TestRelaySendsMidSizedRowsInFewCalls(t *testing.T) {
 			ids = append(ids, addSized(t, db, topic, "order-"+strconv.Itoa(i), 60_000).ID)
 		}
 		big := addSized(t, db, topic, "big", 2<<20)
-		w := &writeCounts{w: outbox.NewWriter(bs...)}
+		w := &writeCounts{w: newWriter(t, bs)}
 		drain(t, outbox.NewRelay(db, w, outbox.RelayOptions{}))
 		// About 3.7 MB of mid-sized rows in calls of at most 1 MB (4 calls), and the big row's own call.
 		if calls, refused := w.calls.Load(), w.refused.Load(); calls > 6 || refused != 1 {

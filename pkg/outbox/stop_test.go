@@ -177,7 +177,7 @@ func (f *stopFixture) nextRelaySendsAll(t *testing.T, unsent int) {
 func TestRelayStoppedMidClaimLeavesNoLease(t *testing.T) {
 	const n = 5
 	f := newStopFixture(t, database.Postgres)
-	r := f.relay(t, outbox.NewWriter(f.bs...))
+	r := f.relay(t, newWriter(t, f.bs))
 	f.fill(t, n)
 	lock := f.db.Begin()
 	if err := lock.Exec("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE").Error; err != nil {

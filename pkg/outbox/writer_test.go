@@ -126,3 +126,12 @@ func TestClosedWriterLeavesNoKafkaConnections(t *testing.T) {
 			opened, len(left), left)
 	}
 }
+
+// newWriter is NewWriter for a test: closed when the test ends, so its connections and metadata refresh (over every
+// topic of the shared Kafka) do not outlive the test that made it.
+func newWriter(t testing.TB, bs []string) *kafka.Writer {
+	t.Helper()
+	w := outbox.NewWriter(bs...)
+	t.Cleanup(func() { _ = w.Close() })
+	return w
+}
