@@ -7,8 +7,9 @@
 //     so memory stays bounded no matter how many distinct clients appear.
 //   - NewRedis: one GCRA limit shared by every replica, kept in Redis and timed
 //     by Redis's own clock so replicas with skewed clocks still agree. When
-//     Redis cannot be reached each replica enforces limit ÷ replicas locally:
-//     the platform degrades to an approximately right limit, never to none.
+//     Redis cannot be reached, or refuses the write (full under noeviction),
+//     each replica enforces limit ÷ replicas locally: the platform degrades to
+//     an approximately right limit, never to none.
 //   - NewAdaptive: a concurrency limit that finds its own size (AIMD), for
 //     protecting a service from overload rather than a client from itself.
 //
