@@ -152,7 +152,7 @@ func (p *SimulatedProvider) remember(key string, a payment.Answer) {
 // it charged is refunded (once: result void_refunded, or void_replayed when
 // already refunded); a key it has not answered is remembered as declined
 // (ReasonVoided), so a charge still on its way is declined (result voided);
-// a key it declined needs nothing. Like Refund it cannot know of a charge
+// a key it declined (voided before) needs nothing (void_replayed). Like Refund it cannot know of a charge
 // made before a restart: such a key is voided, not refunded.
 func (p *SimulatedProvider) Void(ctx context.Context, v payment.Void) (bool, error) {
 	s := p.settings()
@@ -173,7 +173,11 @@ func (p *SimulatedProvider) Void(ctx context.Context, v payment.Void) (bool, err
 	case answered && a.Approved:
 		p.recordRefund(v.IdempotencyKey)
 		result, refunded = "void_refunded", true
-	case !answered:
+	case answered:
+		// Declined: it declines only keys voided before, so this void is a
+		// repeat (concurrent deliveries, a lost answer), not one more void.
+		result = "void_replayed"
+	default:
 		p.remember(v.IdempotencyKey, payment.Answer{Reason: payment.ReasonVoided})
 	}
 	p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
