@@ -173,3 +173,18 @@ func TestCloseOnlyAFlaggedPendingCharge(t *testing.T) {
 		t.Fatalf("events = %v", ev)
 	}
 }
+
+// TestVoidedEndsAPendingChargeCancelled: a charge the provider declined as
+// voided was never taken, whether or not this copy of the row saw the flag
+// (claimed before the cancel): CANCELLED, no event, and only from PENDING.
+func TestVoidedEndsAPendingChargeCancelled(t *testing.T) {
+	p, _ := payment.New("p", "o", "u", 100, "EUR", now)
+	if !p.Voided(now) || p.Status() != payment.Cancelled || p.Reason() != payment.ReasonOrderCancelled || len(p.Events()) != 0 {
+		t.Fatalf("voided = %+v, events %v", p.Snapshot(), p.Events())
+	}
+	q, _ := payment.New("q", "o", "u", 100, "EUR", now)
+	q.Succeed(now)
+	if q.Voided(now) || q.Status() != payment.Succeeded {
+		t.Fatalf("a succeeded charge was voided: %+v", q.Snapshot())
+	}
+}
