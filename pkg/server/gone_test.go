@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -110,5 +112,52 @@ func TestServerErrorsOfRequestsWithADeadlineAreErrors(t *testing.T) {
 		if got := logs.String(); !strings.Contains(got, want) || strings.Contains(got, "ended_by") {
 			t.Errorf("GET /boom %v with its client waiting: want an ERROR line with no ended_by, got:\n%s", hdr, got)
 		}
+	}
+}
+
+// TestRequestsTheDrainCutOffAreNotTheClients: a request still running when the drain deadline passes is cut off by the
+// server closing its connection, which cancels its context as a client leaving does. The access log said "client went
+// away" at Info for it; it is the server's doing and is logged as such, at ERROR.
+func TestRequestsTheDrainCutOffAreNotTheClients(t *testing.T) {
+	s, logs := newTestServer(t, Options{ShutdownTimeout: 100 * time.Millisecond})
+	started, logged := make(chan struct{}), make(chan struct{})
+	s.Router().GET("/forever", func(c *gin.Context) {
+		defer close(logged) // the access log runs once this returns: wait for it below
+		close(started)
+		<-c.Request.Context().Done() // ends only when the connection is cut
+		deadline.Abort(c, c.Request.Context().Err())
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Serve(ctx, ln) }()
+	go func() {
+		resp, err := http.Get("http://" + ln.Addr().String() + "/forever")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-started
+	cancel()
+	if err := <-runErr; err == nil || !strings.Contains(err.Error(), "cut off") {
+		t.Fatalf("Run error %v, want the drain cut-off", err)
+	}
+	<-logged
+	var line string
+	for end := time.Now().Add(5 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, `"msg":"request"`) && strings.Contains(l, `"route":"/forever"`) {
+				line = l
+			}
+		}
+		if line != "" {
+			break
+		}
+	}
+	if !strings.Contains(line, `"level":"ERROR"`) || !strings.Contains(line, `"ended_by":"drain deadline"`) {
+		t.Fatalf("access log of a request the drain cut off: %q, want ERROR with ended_by drain deadline; logs:\n%s", line, logs)
 	}
 }

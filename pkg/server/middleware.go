@@ -68,7 +68,9 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // caller ended (the client went away, or the deadline it sent passed:
 // deadline.GaveUp) is logged at Info with ended_by saying which, whether it
 // was answered 5xx or deadline.Abort's 499: the server did not fail, and at
-// Error every client that closed its connection looked like an outage.
+// Error every client that closed its connection looked like an outage. A
+// request the shutdown cut off at the drain deadline is the server's doing:
+// ERROR, ended_by "drain deadline".
 func (s *Server) accessLog(c *gin.Context) {
 	// The context as the connection gave it, before deadline.Middleware
 	// derives one: that one is cancelled as the middleware returns, so only
@@ -92,6 +94,10 @@ func (s *Server) accessLog(c *gin.Context) {
 		endedBy = callerEnded(outer, ctx)
 	}
 	switch {
+	case endedBy == clientWentAway && s.cutOff.Load():
+		// Shutdown closed the connection as the drain deadline passed, which
+		// cancels the request's context as a client leaving does.
+		endedBy, level = "drain deadline", slog.LevelError
 	case endedBy != "":
 		level = slog.LevelInfo
 	case status >= 500 && (status != http.StatusServiceUnavailable || c.FullPath() != readyzPath):
@@ -117,6 +123,8 @@ func (s *Server) accessLog(c *gin.Context) {
 	s.log.LogAttrs(ctx, level, "request", attrs...)
 }
 
+const clientWentAway = "client went away"
+
 // callerEnded says how the caller ended a request, or "" when it did not:
 // the client went away (net/http cancelled outer, the request's context
 // before the handlers' middleware, as the connection closed), or the
@@ -126,7 +134,7 @@ func (s *Server) accessLog(c *gin.Context) {
 // so it reads Canceled for every request that sent a deadline.
 func callerEnded(outer, final context.Context) string {
 	if errors.Is(outer.Err(), context.Canceled) {
-		return "client went away"
+		return clientWentAway
 	}
 	if dl, ok := deadline.Caller(final); ok && !time.Now().Before(dl) {
 		return "caller's deadline passed"

@@ -170,6 +170,7 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener) error {
 		if err != nil {
 			// Deadline passed with requests still running: cut them off
 			// rather than hang the rollout.
+			s.cutOff.Store(true)
 			srv.Close()
 			return fmt.Errorf("in-flight requests cut off: %w", err)
 		}

@@ -92,6 +92,7 @@ type Server struct {
 	mu       sync.Mutex
 	hooks    []func(context.Context) error
 	stopping atomic.Bool
+	cutOff   atomic.Bool  // the drain deadline passed: shutdown closes the connections still serving
 	starting atomic.Int32 // ServeStarting steps still running
 	fresh    freshConns   // connections that have not sent a request yet (drain.go)
 	wasReady atomic.Bool  // /readyz has answered 200 once
