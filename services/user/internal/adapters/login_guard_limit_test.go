@@ -6,9 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/shanhai-dev/shanhai/pkg/limit"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/user/internal/app"
 )
@@ -98,7 +97,7 @@ func TestLoginGuardKeysIPv6ByItsSlash64(t *testing.T) {
 // log ins and sign-ups stay limited (deploy's noeviction choice relies on it,
 // see its TestRedisNeverEvictsTheLimitersState).
 func TestGuardsOnAFullRedisStillRefuse(t *testing.T) {
-	rdb := fullRedis(t, func(*redis.Client) {})
+	rdb := testenv.FullRedis(t, nil)
 	window := limit.Rate{Count: 4, Period: 5 * time.Minute}
 	const replicas = 2
 	login := adapters.NewLoginGuard(

@@ -244,7 +244,7 @@ func TestProfileRedisDeleteInvalidatesOnAFullRedis(t *testing.T) {
 	id := uniq("u")
 	old := user.Profile{ID: id, Email: "alice@example.com", Name: "Old"}
 	var before string // the generation a fill from before the change read
-	rdb := fullRedis(t, func(rdb *redis.Client) {
+	rdb := testenv.FullRedis(t, func(rdb *redis.Client) {
 		cache := adapters.NewProfileRedis(rdb, time.Minute)
 		_, gen, _, err := cache.Get(ctx, id)
 		if err != nil {
