@@ -14,6 +14,7 @@ type Config struct {
 	Addr            string        `env:"HTTP_ADDR" envDefault:":8082" desc:"HTTP listen address"`
 	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9082" desc:"pprof listener; empty disables"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+	ReadTimeout     time.Duration `env:"READ_TIMEOUT" envDefault:"30s" desc:"time from a request's first byte by which its body must be in; a body still coming then gets 408 (headers have a fixed 10s)"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery (canary routing)"`
 	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
@@ -48,6 +49,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, config.Invalid("SHUTDOWN_TIMEOUT", "must be positive"))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, config.Invalid("READ_TIMEOUT", "must be positive"))
 	}
 	if c.CatalogCacheTTL <= 0 {
 		errs = append(errs, config.Invalid("CATALOG_CACHE_TTL", "must be positive"))

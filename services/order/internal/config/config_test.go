@@ -29,12 +29,13 @@ func TestEveryBadVariableIsNamed(t *testing.T) {
 	t.Setenv("CATALOG_CACHE_TTL", "0s")
 	t.Setenv("LOG_LEVEL", "loud")
 	t.Setenv("DATABASE_MAX_CONNS", "0")
+	t.Setenv("READ_TIMEOUT", "-1s")
 	var c orderconfig.Config
 	err := config.Load(&c)
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, v := range []string{"CATALOG_CACHE_TTL", "LOG_LEVEL", "DATABASE_MAX_CONNS"} {
+	for _, v := range []string{"CATALOG_CACHE_TTL", "LOG_LEVEL", "DATABASE_MAX_CONNS", "READ_TIMEOUT"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s: %v", v, err)
 		}

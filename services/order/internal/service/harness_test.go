@@ -55,6 +55,13 @@ type harness struct {
 // adjusts the options before the service starts.
 func newHarness(t testing.TB, tune ...func(*service.Options)) *harness {
 	t.Helper()
+	return newHarnessConfig(t, func(*config.Config) {}, tune...)
+}
+
+// newHarnessConfig is newHarness with setConfig adjusting the configuration
+// first.
+func newHarnessConfig(t testing.TB, setConfig func(*config.Config), tune ...func(*service.Options)) *harness {
+	t.Helper()
 	setupTelemetry(t)
 	issuer := svctest.NewIssuer(t)
 	stream := svctest.NewStream(t, "ORDER")
@@ -64,6 +71,7 @@ func newHarness(t testing.TB, tune ...func(*service.Options)) *harness {
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		JWKSURL: issuer.URL, CatalogCacheTTL: time.Minute,
 	}
+	setConfig(&cfg)
 	opts := service.Options{JetStream: names, Telemetry: provider}
 	for _, f := range tune {
 		f(&opts)

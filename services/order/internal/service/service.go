@@ -181,7 +181,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
-		ShutdownTimeout: cfg.ShutdownTimeout, Logger: o.Logger, Telemetry: o.Telemetry,
+		ShutdownTimeout: cfg.ShutdownTimeout, ReadTimeout: cfg.ReadTimeout, Logger: o.Logger, Telemetry: o.Telemetry,
 		Deregister: s.registry.Deregister, DeregisterDelay: server.DefaultDeregisterDelay,
 		Checks: []server.Check{
 			{Name: "database", Probe: func(ctx context.Context) error {

@@ -22,6 +22,7 @@ type Config struct {
 	Addr            string        `env:"HTTP_ADDR" envDefault:":8083" desc:"HTTP listen address"`
 	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9083" desc:"pprof listener; empty disables"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+	ReadTimeout     time.Duration `env:"READ_TIMEOUT" envDefault:"30s" desc:"time from a request's first byte by which its body must be in; a body still coming then gets 408 (headers have a fixed 10s)"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery"`
 	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
@@ -121,6 +122,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, config.Invalid("SHUTDOWN_TIMEOUT", "must be positive"))
+	}
+	if c.ReadTimeout <= 0 {
+		errs = append(errs, config.Invalid("READ_TIMEOUT", "must be positive"))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -27,12 +27,13 @@ func TestBadProviderSettingsAreNamed(t *testing.T) {
 	t.Setenv("PROVIDER_LATENCY_P99", "1ms")
 	t.Setenv("CONSUMER_MAX_DELIVER", "1")
 	t.Setenv("DATABASE_MAX_CONNS", "-1")
+	t.Setenv("READ_TIMEOUT", "0s")
 	var c paymentconfig.Config
 	err := config.Load(&c)
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, v := range []string{"PROVIDER_FAILURE_RATE", "PROVIDER_LATENCY_P99", "CONSUMER_MAX_DELIVER", "DATABASE_MAX_CONNS"} {
+	for _, v := range []string{"PROVIDER_FAILURE_RATE", "PROVIDER_LATENCY_P99", "CONSUMER_MAX_DELIVER", "DATABASE_MAX_CONNS", "READ_TIMEOUT"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s: %v", v, err)
 		}

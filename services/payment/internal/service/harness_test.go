@@ -58,6 +58,13 @@ type harness struct {
 // config before the service starts.
 func newHarness(t *testing.T, tune func(*config.Config)) *harness {
 	t.Helper()
+	return newHarnessOptions(t, tune, func(*service.Options) {})
+}
+
+// newHarnessOptions is newHarness with setOptions adjusting the service's
+// options too.
+func newHarnessOptions(t *testing.T, tune func(*config.Config), setOptions func(*service.Options)) *harness {
+	t.Helper()
 	setupTelemetry(t)
 	issuer := svctest.NewIssuer(t)
 	stream := svctest.NewStream(t, "PAYMENT")
@@ -81,7 +88,9 @@ func newHarness(t *testing.T, tune func(*config.Config)) *harness {
 		_, _ = etcd.Delete(context.Background(), cfg.SettingsKey)
 		etcd.Close()
 	})
-	svc, err := service.New(context.Background(), cfg, service.Options{JetStream: names, Telemetry: provider})
+	opts := service.Options{JetStream: names, Telemetry: provider}
+	setOptions(&opts)
+	svc, err := service.New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

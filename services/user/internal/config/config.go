@@ -19,6 +19,7 @@ type Config struct {
 	Addr            string        `env:"HTTP_ADDR" envDefault:":8081" desc:"HTTP listen address"`
 	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9081" desc:"pprof listener; empty disables"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+	ReadTimeout     time.Duration `env:"READ_TIMEOUT" envDefault:"30s" desc:"time from a request's first byte by which its body must be in; a body still coming then gets 408 (headers have a fixed 10s)"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery (canary routing)"`
 	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
@@ -52,7 +53,7 @@ type Config struct {
 func (c *Config) Validate() error {
 	var errs []error
 	positive := map[string]time.Duration{
-		"SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "ACCESS_TOKEN_TTL": c.AccessTokenTTL,
+		"SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "READ_TIMEOUT": c.ReadTimeout, "ACCESS_TOKEN_TTL": c.AccessTokenTTL,
 		"REFRESH_TOKEN_TTL": c.RefreshTokenTTL, "PROFILE_CACHE_TTL": c.ProfileCacheTTL, "LOGIN_WINDOW": c.LoginWindow,
 	}
 	for name, d := range positive {

@@ -26,6 +26,7 @@ func TestBadValuesNamed(t *testing.T) {
 	t.Setenv("DATABASE_URL", "sqlite://:memory:")
 	t.Setenv("ACCESS_TOKEN_TTL", "2h")
 	t.Setenv("LOGIN_ACCOUNT_ATTEMPTS", "0")
+	t.Setenv("READ_TIMEOUT", "0s")
 	t.Setenv("TRUSTED_PROXIES", "not-a-cidr")
 	t.Setenv("AUTH_DEV_KEYS", "false")
 	var c config.Config
@@ -33,7 +34,7 @@ func TestBadValuesNamed(t *testing.T) {
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, name := range []string{"ACCESS_TOKEN_TTL", "LOGIN_ACCOUNT_ATTEMPTS", "TRUSTED_PROXIES", "AUTH_SIGNING_KEY"} {
+	for _, name := range []string{"ACCESS_TOKEN_TTL", "READ_TIMEOUT", "LOGIN_ACCOUNT_ATTEMPTS", "TRUSTED_PROXIES", "AUTH_SIGNING_KEY"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s: %v", name, err)
 		}
