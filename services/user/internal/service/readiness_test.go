@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,5 +56,45 @@ func TestReadyWithoutRedis(t *testing.T) {
 	r := h.do("GET", "/readyz", "")
 	if r.Code != http.StatusServiceUnavailable || !strings.Contains(string(r.Body), "database") || strings.Contains(string(r.Body), "redis") {
 		t.Fatalf("/readyz with the database closed: %d %s, want 503 naming the database alone", r.Code, r.Body)
+	}
+}
+
+// TestReadyWithAHungRedis: a Redis that accepts connections and never
+// answers does not fail readiness either. The check pings it in the
+// background: a ping in the probe itself waits for the client's 3 s read
+// timeout, past /readyz's 2 s bound on all checks, which then fails it.
+func TestReadyWithAHungRedis(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		held []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + ln.Addr().String() + "/0"})
+	for range 2 { // the second finds the first ping still waiting
+		if r := h.do("GET", "/readyz", ""); r.Code != http.StatusOK {
+			t.Fatalf("/readyz with a hung Redis: %d %s", r.Code, r.Body)
+		}
 	}
 }
