@@ -577,8 +577,9 @@ func TestHostileClients(t *testing.T) {
 		}
 	})
 
-	t.Run("chunked body with extensions and trailer", func(t *testing.T) {
-		as := exchange(t, g.Addr, post+"Transfer-Encoding: chunked\r\n\r\n3;name=val\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n"+get("c2"), 2)
+	// A trailer with fields is refused (TestRefusedRequestClosesItsConnection).
+	t.Run("chunked body with extensions", func(t *testing.T) {
+		as := exchange(t, g.Addr, post+"Transfer-Encoding: chunked\r\n\r\n3;name=val\r\nabc\r\n2\r\nde\r\n0;end=1\r\n\r\n"+get("c2"), 2)
 		if as[0].Status != 200 || as[0].Body != `host=gw cl=5 te=[] body=abcde` {
 			t.Fatalf("chunked: %d %q", as[0].Status, as[0].Body)
 		}

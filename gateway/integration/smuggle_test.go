@@ -27,6 +27,11 @@ func TestRefusedRequestClosesItsConnection(t *testing.T) {
 		// The parser keeps the last Content-Type; a hop in front may act on
 		// the first (a body checked as one type, read upstream as another).
 		{"two Content-Types", "GET /api/v1/products/a HTTP/1.1\r\nHost: gw\r\nContent-Type: text/plain\r\ncontent-type: application/json\r\nContent-Length: 2\r\n\r\n{}", "malformed-request"},
+		// RFC 9110 §6.5.2: trailer fields are no header fields, yet the
+		// parser appended them to the header, where this X-Release-Tag
+		// steered the canary (503, no instance at release "canary"). No
+		// platform client sends a trailer.
+		{"fields in a chunked trailer", "POST /api/v1/users HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Release-Tag: canary\r\nIdempotency-Key: k1\r\n\r\n", "malformed-request"},
 		{"invalid Host", "GET /api/v1/products/a HTTP/1.1\r\nHost: user@gw\r\n\r\n", "malformed-request"},
 		{"target of another scheme", "GET ftp://gw/api/v1/products/a HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},
 		{"target with a fragment", "GET /api/v1/products/a?q#f HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},

@@ -197,6 +197,7 @@ func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
 			cl.continued = true
 			_, _ = cl.c.Write([]byte("HTTP/1.1 100 Continue\r\n\r\n"))
 		}
+		proxy.MarkTrailer(&cl.req.Header) // before the trailer's fields join the header
 		err = cl.req.ContinueReadBody(l.br, l.s.o.MaxBodyBytes)
 		if n == -1 && err == nil && cl.chunks.start == 0 {
 			// Parsed from its first read: if the parser cut it before its

@@ -747,7 +747,45 @@ const (
 	// a second line can be told from the first.
 	optForwardedFor
 	optForwardedProto
+	// optTrailerMark is trailerMark: the request is chunked, and every
+	// field after it came in its trailer section (MarkTrailer).
+	optTrailerMark
 )
+
+// trailerMark names the field MarkTrailer adds. '(' is no token byte
+// (RFC 9110 §5.6.2): both parsers refuse such a name, so no client can
+// send it, in the head or in a trailer.
+const trailerMark = "(trailer)"
+
+// MarkTrailer is for the transports, between a request's head and its
+// body: a chunked request gets trailerMark as its last field. fasthttp's
+// parser appends the fields of a trailer section to the header after all
+// of the head's (parseTrailer), where Peek and every other reader take them
+// for header fields, which RFC 9110 §6.5.2 forbids: a trailer's
+// X-Release-Tag steered the canary, its Idempotency-Key made a POST
+// retryable. Nothing else tells them apart afterwards; Begin refuses a
+// request with any field after the mark, and removes the mark.
+func MarkTrailer(h *fasthttp.RequestHeader) {
+	if h.ContentLength() == -1 {
+		h.Add(trailerMark, "")
+	}
+}
+
+// trailed says whether a field follows trailerMark in h. The Connection
+// that All yields after the parsed fields is the parser's own close (a
+// trailer may not carry one: the parser refuses it).
+func trailed(h *fasthttp.RequestHeader) bool {
+	after := false
+	for k := range h.All() {
+		switch {
+		case after && string(k) != fasthttp.HeaderConnection:
+			return true
+		case string(k) == trailerMark:
+			after = true
+		}
+	}
+	return false
+}
 
 // loneExpect says whether h holds exactly one Expect field. The transports'
 // 100 follows the first one (ExpectsContinue, and the fasthttp server's
@@ -775,6 +813,10 @@ func loneExpect(h *fasthttp.RequestHeader) bool {
 func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
 	for k, v := range h.All() {
 		switch string(k) {
+		case trailerMark:
+			// What follows came in a chunked trailer section, no header
+			// field (see MarkTrailer).
+			return sent | optTrailerMark
 		case "X-Request-Id":
 			sent |= optRequestID
 		case "Traceparent":

@@ -261,6 +261,13 @@ func (p *Proxy) start(x *Exchange) bool {
 	st := &x.st
 	x.method = methodIndex(h.Method())
 	st.sent = sentOptional(h)
+	// Fields from a chunked trailer section are refused below, once the
+	// request has its id; sent holds none of them (see MarkTrailer).
+	trailer := false
+	if st.sent&optTrailerMark != 0 {
+		trailer = trailed(h)
+		h.Del(trailerMark)
+	}
 
 	// Request id first, so even a 400 can be correlated.
 	var id []byte
@@ -327,6 +334,12 @@ func (p *Proxy) start(x *Exchange) bool {
 	// the body it collected (0 for "0\r\n\r\n").
 	if codings > 1 || codings == 1 && !chunked {
 		x.badRequest("malformed-request", "the only transfer coding accepted is chunked, once")
+		return false
+	}
+	// RFC 9110 §6.5.2: trailer fields are not header fields, and the
+	// platform's clients send none; the parser made them header fields.
+	if trailer {
+		x.badRequest("malformed-request", "the request has fields in its chunked trailer section")
 		return false
 	}
 	// RFC 9110 §9.1: a method the gateway does not implement is 501. It

@@ -121,6 +121,8 @@ func SupportedVersion(h *fasthttp.RequestHeader) bool {
 // Begin and its connection closed: its body is not waited for (a short one
 // waited out the read timeout and got 408), so the head is made to announce
 // none, and no 100 is owed.
+//
+// A chunked request is marked before its body is read (MarkTrailer).
 func HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if n := h.ContentLength(); h.IsHTTP11() && n != -1 && n <= 0 {
 		return fasthttp.RequestConfig{}
@@ -130,6 +132,7 @@ func HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 		h.Del(fasthttp.HeaderExpect)
 		return fasthttp.RequestConfig{}
 	}
+	MarkTrailer(h)
 	v := h.Peek(fasthttp.HeaderExpect)
 	switch {
 	case len(v) == 0 || !bytes.EqualFold(v, continueValue):

@@ -724,3 +724,48 @@ func TestClientTimeoutIsReadAsTheServicesReadIt(t *testing.T) {
 		check("event loop", status, x.Resp.Header.ContentType(), x.Req.Header.Peek(TimeoutHeader), s == Send)
 	}
 }
+
+// A chunked request's trailer fields are no header fields (RFC 9110
+// §6.5.2): read as the fasthttp server reads it (head, HeaderReceived,
+// body and trailer), one with any is 400, and one without goes upstream
+// without the transports' mark (MarkTrailer).
+func TestChunkedTrailerFields(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}}, up)
+	read := func(raw string) *fasthttp.RequestCtx {
+		var req fasthttp.Request
+		br := bufioReader(raw)
+		if err := req.Header.Read(br); err != nil {
+			t.Fatal(err)
+		}
+		HeaderReceived(&req.Header)
+		if err := req.ContinueReadBody(br, 0); err != nil {
+			t.Fatal(err)
+		}
+		var ctx fasthttp.RequestCtx
+		ctx.Init(&req, &net.TCPAddr{IP: net.IPv4(203, 0, 113, 5), Port: 4000}, nil)
+		p.Handle(&ctx)
+		return &ctx
+	}
+	head := "POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n2\r\n{}\r\n0\r\n"
+	ctx := read(head + "X-Release-Tag: canary\r\nIdempotency-Key: k1\r\nX-Request-ID: from-the-trailer\r\n\r\n")
+	if ctx.Response.StatusCode() != 400 || !strings.Contains(string(ctx.Response.Body()), "/malformed-request") || up.hits.Load() != 0 {
+		t.Fatalf("trailer fields: got %d %s, upstream hits %d; want 400 malformed-request, none", ctx.Response.StatusCode(), ctx.Response.Body(), up.hits.Load())
+	}
+	if id := string(ctx.Response.Header.Peek(RequestIDHeader)); id == "" || id == "from-the-trailer" {
+		t.Fatalf("the 400's request id is %q, want one of the gateway's", id)
+	}
+	ctx = read(head + "\r\n")
+	if ctx.Response.StatusCode() != 200 || up.hits.Load() != 1 {
+		t.Fatalf("no trailer: got %d %s, upstream hits %d; want 200, 1", ctx.Response.StatusCode(), ctx.Response.Body(), up.hits.Load())
+	}
+	h := up.last.Load()
+	for k := range h.All() {
+		if string(k) == trailerMark {
+			t.Fatalf("the upstream got the mark:\n%s", h.Header())
+		}
+	}
+	if string(h.Peek("X-A")) != "1" {
+		t.Fatalf("the upstream lost X-A:\n%s", h.Header())
+	}
+}
