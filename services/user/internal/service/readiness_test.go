@@ -98,3 +98,46 @@ func TestReadyWithAHungRedis(t *testing.T) {
 		}
 	}
 }
+
+// TestProfileWithAHungRedis: a profile read with a Redis that accepts and
+// never answers still answers within its caller's deadline, from the
+// database, as the cache's design says (a cache failure is read through).
+func TestProfileWithAHungRedis(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu   sync.Mutex
+		held []net.Conn
+	)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + ln.Addr().String() + "/0"})
+	email := uniqEmail()
+	h.register(email)
+	access, _ := h.tokens(email)
+	// A caller's deadline (the gateway's X-Request-Timeout-Ms) well above a
+	// database read.
+	r := h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+access, "X-Request-Timeout-Ms", "2000")
+	if r.Code != http.StatusOK {
+		t.Fatalf("profile with a hung Redis: %d %s", r.Code, r.Body)
+	}
+}
