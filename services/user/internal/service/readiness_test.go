@@ -61,8 +61,9 @@ func TestReadyWithoutRedis(t *testing.T) {
 
 // TestReadyWithAHungRedis: a Redis that accepts connections and never
 // answers does not fail readiness either. The check pings it in the
-// background: a ping in the probe itself waits for the client's 3 s read
-// timeout, past /readyz's 2 s bound on all checks, which then fails it.
+// background: a ping in the probe itself waits for the client's read
+// timeout, which REDIS_URL may set (here 3 s, go-redis's default), past
+// /readyz's 2 s bound on all checks, which then fails it.
 func TestReadyWithAHungRedis(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +92,7 @@ func TestReadyWithAHungRedis(t *testing.T) {
 			c.Close()
 		}
 	})
-	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + ln.Addr().String() + "/0"})
+	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + ln.Addr().String() + "/0?read_timeout=3s"})
 	for range 2 { // the second finds the first ping still waiting
 		if r := h.do("GET", "/readyz", ""); r.Code != http.StatusOK {
 			t.Fatalf("/readyz with a hung Redis: %d %s", r.Code, r.Body)
