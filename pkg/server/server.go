@@ -52,10 +52,12 @@ type Options struct {
 	// probe that hangs is a failed probe, not a hung /readyz.
 	ReadyTimeout time.Duration
 
-	// ReadTimeout bounds reading a whole request, headers and body (default
-	// DefaultReadTimeout; negative: no bound). Without it a client sending
-	// its body a byte a second held a connection and a handler goroutine for
-	// as long as it liked (headers alone were bounded, 10 s). A body not in
+	// ReadTimeout bounds reading a request, counted from its first byte to
+	// the end of its body (default DefaultReadTimeout; negative: no bound).
+	// The headers keep their own bound, 10 s (net/http's ReadHeaderTimeout
+	// applies while they are read, even when ReadTimeout is shorter).
+	// Without it a client sending its body a byte a second held a connection
+	// and a handler goroutine for as long as it liked. A body not in
 	// by then fails to read: DecodeJSON answers 408 and the connection is
 	// closed. Only reading is bounded: a handler that has read its body may
 	// take as long as its route allows, and its response is not cut.

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -104,7 +103,7 @@ func Migrate(ctx context.Context, db *gorm.DB) error {
 // migration check), not the sum. Redis and the JWKS are warmed in the
 // background: neither may stop the service from starting (the user service
 // may itself be starting). /readyz waits for the JWKS; Redis it only watches
-// (redisCheck).
+// (server.Optional).
 func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -193,7 +192,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 				}
 				return sqlDB.PingContext(ctx)
 			}},
-			redisCheck(s.Redis, o.Logger),
+			// Redis holds only the catalogue cache, which the database stands in for.
+			server.Optional("redis", func(ctx context.Context) error { return s.Redis.Ping(ctx).Err() }, o.Logger),
 			{Name: "nats", Probe: func(context.Context) error {
 				if !s.NATS.IsConnected() {
 					return errors.New("not connected")
@@ -321,30 +321,4 @@ func (s *Service) Stop() error {
 	defer cancel()
 	s.stop(ctx)
 	return s.cleanup.Close()
-}
-
-// redisCheck is /readyz's Redis check, which never fails. Redis holds only the catalogue cache here, and the service answers without it: the catalogue is read from the database.
-// Failing readiness on a Redis outage took every pod out of the Service at
-// once: a total outage caused by a cache. The check still pings Redis, in
-// the background so a hung Redis cannot hold /readyz past its deadline, and
-// logs when Redis becomes unreachable and when it is back.
-func redisCheck(rdb *redis.Client, log *slog.Logger) server.Check {
-	var down, pinging atomic.Bool
-	return server.Check{Name: "redis", Probe: func(ctx context.Context) error {
-		if !pinging.CompareAndSwap(false, true) {
-			return nil // the last ping has not answered yet
-		}
-		go func() {
-			defer pinging.Store(false)
-			ctx := context.WithoutCancel(ctx)
-			err := rdb.Ping(ctx).Err()
-			switch {
-			case err != nil && down.CompareAndSwap(false, true):
-				log.WarnContext(ctx, "redis unreachable; serving without it, readiness unaffected", "error", err.Error())
-			case err == nil && down.CompareAndSwap(true, false):
-				log.InfoContext(ctx, "redis reachable again")
-			}
-		}()
-		return nil
-	}}
 }

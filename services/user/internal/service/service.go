@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -83,7 +82,7 @@ func Migrate(ctx context.Context, db *gorm.DB, log *slog.Logger) error {
 // PostgreSQL (connect and migration check) and etcd do not need each other,
 // so they are set up concurrently: start-up takes as long as the slower. Redis
 // is warmed in the background: its client connects lazily, and the service
-// starts and is ready without it (redisCheck).
+// starts and is ready without it (server.Optional).
 func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -193,7 +192,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 				}
 				return sqlDB.PingContext(ctx)
 			}},
-			redisCheck(s.Redis, o.Logger),
+			// Redis holds the profile cache (read through to the database) and the login and sign-up
+			// limits (a local limit ÷ REPLICAS when it is gone).
+			server.Optional("redis", func(ctx context.Context) error { return s.Redis.Ping(ctx).Err() }, o.Logger),
 		},
 	})
 	router := s.Server.Router()
@@ -314,30 +315,4 @@ func (s *Service) stop() {
 func (s *Service) Stop() error {
 	s.stop()
 	return s.cleanup.Close()
-}
-
-// redisCheck is /readyz's Redis check, which never fails. Redis holds the profile cache and the login and sign-up limits here, and the service answers without it: a profile read goes to the database, and the limits fall back to a local limit ÷ REPLICAS.
-// Failing readiness on a Redis outage took every pod out of the Service at
-// once: a total outage caused by a cache. The check still pings Redis, in
-// the background so a hung Redis cannot hold /readyz past its deadline, and
-// logs when Redis becomes unreachable and when it is back.
-func redisCheck(rdb *redis.Client, log *slog.Logger) server.Check {
-	var down, pinging atomic.Bool
-	return server.Check{Name: "redis", Probe: func(ctx context.Context) error {
-		if !pinging.CompareAndSwap(false, true) {
-			return nil // the last ping has not answered yet
-		}
-		go func() {
-			defer pinging.Store(false)
-			ctx := context.WithoutCancel(ctx)
-			err := rdb.Ping(ctx).Err()
-			switch {
-			case err != nil && down.CompareAndSwap(false, true):
-				log.WarnContext(ctx, "redis unreachable; serving without it, readiness unaffected", "error", err.Error())
-			case err == nil && down.CompareAndSwap(true, false):
-				log.InfoContext(ctx, "redis reachable again")
-			}
-		}()
-		return nil
-	}}
 }
