@@ -6,50 +6,23 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
-// unansweredRedis listens on a local port, accepts every connection and never
-// writes a byte: a hung Redis, or a load balancer in front of a dead one.
+// unansweredRedis is a client of a Redis that accepts every connection and
+// never writes a byte (testenv.Hung).
 func unansweredRedis(t *testing.T) *redis.Client {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu    sync.Mutex
-		conns []net.Conn
-	)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
 	// Default options, as services build them: ContextTimeoutEnabled is false,
 	// so the client itself ignores every context deadline on the socket.
-	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String()})
-	t.Cleanup(func() {
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		_ = rdb.Close()
-	})
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Hung(t)})
+	t.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }
 

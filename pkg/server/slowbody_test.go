@@ -1,18 +1,16 @@
 package server
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // TestSlowBodyIsCutOff has a client on a real connection send its body a byte every 10 ms, as an attacker holding
@@ -27,35 +25,11 @@ func TestSlowBodyIsCutOff(t *testing.T) {
 			c.Status(http.StatusCreated)
 		}
 	})
-	addr := serveOnLoopback(t, s)
+	addr := testenv.ServeLoopback(t, s.Serve)
 
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	head := fmt.Sprintf("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n[", bodyBytes)
-	if _, err := conn.Write([]byte(head)); err != nil {
-		t.Fatal(err)
-	}
-	var sent atomic.Int32
-	sent.Store(1)
-	go func() {
-		for sent.Load() < bodyBytes {
-			time.Sleep(10 * time.Millisecond)
-			if _, err := conn.Write([]byte(" ")); err != nil {
-				return // the server closed the connection
-			}
-			sent.Add(1)
-		}
-	}()
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("no response to the slow body: %v\n%s", err, logs)
-	}
-	res.Body.Close()
-	if n := sent.Load(); res.StatusCode != http.StatusRequestTimeout || n >= bodyBytes {
-		t.Fatalf("status %d after %d of %d body bytes, want 408 before the body was complete", res.StatusCode, n, bodyBytes)
+	status, n := testenv.SlowBody(t, addr, fmt.Sprintf("POST /orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n[", bodyBytes), 1, bodyBytes)
+	if status != http.StatusRequestTimeout || n >= bodyBytes {
+		t.Fatalf("status %d after %d of %d body bytes, want 408 before the body was complete", status, n, bodyBytes)
 	}
 	if strings.Contains(logs.String(), `"level":"ERROR"`) {
 		t.Errorf("a client's slow body logged as a server error:\n%s", logs)
@@ -78,7 +52,7 @@ func TestReadTimeoutLeavesAHandlerThatReadItsBody(t *testing.T) {
 		}
 		c.String(http.StatusCreated, "created")
 	})
-	addr := serveOnLoopback(t, s)
+	addr := testenv.ServeLoopback(t, s.Serve)
 	res, err := http.Post("http://"+addr+"/orders", "application/json", strings.NewReader(`{"a":1}`))
 	if err != nil {
 		t.Fatalf("POST: %v\n%s", err, logs)
@@ -88,23 +62,4 @@ func TestReadTimeoutLeavesAHandlerThatReadItsBody(t *testing.T) {
 	if err != nil || res.StatusCode != http.StatusCreated || string(body) != "created" {
 		t.Fatalf("status %d, body %q (%v), want 201 created", res.StatusCode, body, err)
 	}
-}
-
-// serveOnLoopback serves s on a fresh loopback listener until the test ends, and returns its address.
-func serveOnLoopback(t *testing.T, s *Server) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
 }

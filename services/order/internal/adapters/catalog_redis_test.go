@@ -2,8 +2,6 @@ package adapters_test
 
 import (
 	"context"
-	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -107,33 +105,9 @@ func TestCatalogCacheSurvivesRedisOutage(t *testing.T) {
 // skipped like one that refuses them. The request's time is spent reading
 // the database, not waiting for the cache until the deadline takes both.
 func TestCatalogCacheSurvivesAHungRedis(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var held []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
+	addr := testenv.Hung(t)
 	// The service's client options.
-	opt, err := adapters.RedisOptions("redis://" + ln.Addr().String() + "/0")
+	opt, err := adapters.RedisOptions("redis://" + addr + "/0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,12 @@
 package service_test
 
 import (
-	"bufio"
-	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/config"
 	"github.com/shanhai-dev/shanhai/services/order/internal/service"
@@ -23,48 +20,12 @@ func TestReadTimeoutIsConfigured(t *testing.T) {
 	// package's other tests share.
 	h := newHarnessConfig(t, func(c *config.Config) { c.ReadTimeout = 200 * time.Millisecond },
 		func(o *service.Options) { o.Telemetry = nil })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- h.svc.Server.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
+	addr := testenv.ServeLoopback(t, h.svc.Server.Serve)
 
 	const bodyBytes = 500
-	conn, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	head := fmt.Sprintf("POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nIdempotency-Key: %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n{", h.token("alice"), svctest.Random(8), bodyBytes)
-	if _, err := conn.Write([]byte(head)); err != nil {
-		t.Fatal(err)
-	}
-	var sent atomic.Int32
-	sent.Store(1)
-	go func() {
-		for sent.Load() < bodyBytes {
-			time.Sleep(10 * time.Millisecond)
-			if _, err := conn.Write([]byte(" ")); err != nil {
-				return // the server closed the connection
-			}
-			sent.Add(1)
-		}
-	}()
-	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("no response to the slow body: %v", err)
-	}
-	res.Body.Close()
-	if n := sent.Load(); res.StatusCode != http.StatusRequestTimeout || n >= bodyBytes {
-		t.Fatalf("status %d after %d of %d body bytes, want 408 before the body was complete", res.StatusCode, n, bodyBytes)
+	status, n := testenv.SlowBody(t, addr, fmt.Sprintf("POST /api/v1/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nIdempotency-Key: %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n{", h.token("alice"), svctest.Random(8), bodyBytes), 1, bodyBytes)
+	if status != http.StatusRequestTimeout || n >= bodyBytes {
+		t.Fatalf("status %d after %d of %d body bytes, want 408 before the body was complete", status, n, bodyBytes)
 	}
 }

@@ -4,10 +4,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 )
 
@@ -65,34 +65,8 @@ func TestReadyWithoutRedis(t *testing.T) {
 // timeout, which REDIS_URL may set (here 3 s, go-redis's default), past
 // /readyz's 2 s bound on all checks, which then fails it.
 func TestReadyWithAHungRedis(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu   sync.Mutex
-		held []net.Conn
-	)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + ln.Addr().String() + "/0?read_timeout=3s"})
+	hung := testenv.Hung(t)
+	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + hung + "/0?read_timeout=3s"})
 	for range 2 { // the second finds the first ping still waiting
 		if r := h.do("GET", "/readyz", ""); r.Code != http.StatusOK {
 			t.Fatalf("/readyz with a hung Redis: %d %s", r.Code, r.Body)
@@ -104,34 +78,8 @@ func TestReadyWithAHungRedis(t *testing.T) {
 // never answers still answers within its caller's deadline, from the
 // database, as the cache's design says (a cache failure is read through).
 func TestProfileWithAHungRedis(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu   sync.Mutex
-		held []net.Conn
-	)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range held {
-			c.Close()
-		}
-	})
-	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + ln.Addr().String() + "/0"})
+	hung := testenv.Hung(t)
+	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + hung + "/0"})
 	email := uniqEmail()
 	h.register(email)
 	access, _ := h.tokens(email)
