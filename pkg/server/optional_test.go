@@ -1,39 +1,21 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
-
-// syncBuffer is a log sink the probe's goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // An optional dependency that is down, hung or back never fails readiness,
 // and the log says when it went and when it came back, once each.
 func TestOptionalNeverFailsAndLogsChanges(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	results := make(chan error)
 	var running, most atomic.Int32
 	ch := Optional("redis", func(context.Context) error {
