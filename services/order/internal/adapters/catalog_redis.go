@@ -21,29 +21,6 @@ import (
 // the cached shape roll out without reading stale bytes.
 const CatalogKey = "shanhai:order:catalog:v1"
 
-// CacheTimeout bounds each call to Redis (connect, write, read) unless
-// REDIS_URL sets its own (dial_timeout, write_timeout, read_timeout). A
-// cache only saves a database read: with go-redis's defaults, a Redis that
-// accepted connections and never answered (paused, or cut off by a
-// partition) held every order and browse for 5 s, past a caller's 2 s
-// deadline, so that the database read after it failed as well.
-const CacheTimeout = 250 * time.Millisecond
-
-// RedisOptions parses REDIS_URL for the service's client: the URL's
-// settings, with CacheTimeout for the timeouts it leaves unset.
-func RedisOptions(url string) (*redis.Options, error) {
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.WriteTimeout, &opt.ReadTimeout} {
-		if *d == 0 {
-			*d = CacheTimeout
-		}
-	}
-	return opt, nil
-}
-
 // CatalogRedis is a read-through cache in front of the catalogue. Every order
 // prices its lines from it, so it sits on the hot path of POST /orders.
 //

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/shanhai-dev/shanhai/pkg/redisurl"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
@@ -107,7 +108,7 @@ func TestCatalogCacheSurvivesRedisOutage(t *testing.T) {
 func TestCatalogCacheSurvivesAHungRedis(t *testing.T) {
 	addr := testenv.Hung(t)
 	// The service's client options.
-	opt, err := adapters.RedisOptions("redis://" + addr + "/0")
+	opt, err := redisurl.Parse("redis://" + addr + "/0")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/periodic"
+	"github.com/shanhai-dev/shanhai/pkg/redisurl"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
@@ -125,7 +126,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		}
 	}()
 
-	ropt, err := adapters.RedisOptions(cfg.RedisURL)
+	ropt, err := redisurl.Parse(cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/periodic"
+	"github.com/shanhai-dev/shanhai/pkg/redisurl"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -35,14 +36,6 @@ import (
 
 // Name is the service name in discovery, telemetry and logs.
 const Name = "user"
-
-// redisTimeout bounds each Redis dial, read and write unless REDIS_URL sets
-// its own (dial_timeout, read_timeout, write_timeout). go-redis's defaults
-// (5 s dial, 3 s read) ignore a request's deadline, so a Redis that accepted
-// connections and never answered held every profile read 3 s, past the
-// caller's deadline (a 504), although a failed cache read goes on to the
-// database (TestProfileWithAHungRedis). The limiters bound their own calls.
-const redisTimeout = 250 * time.Millisecond
 
 // Options are what the caller provides beyond the environment config.
 type Options struct {
@@ -111,20 +104,12 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		return nil, err
 	}
 
-	ropt, err := redis.ParseURL(cfg.RedisURL)
+	// Short timeouts, no retries: a failed cache read goes on to the
+	// database, within the caller's deadline (TestProfileWithAHungRedis);
+	// the limiters bound their own calls.
+	ropt, err := redisurl.Parse(cfg.RedisURL)
 	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	for _, d := range []*time.Duration{&ropt.DialTimeout, &ropt.ReadTimeout, &ropt.WriteTimeout} {
-		if *d == 0 { // not set in REDIS_URL
-			*d = redisTimeout
-		}
-	}
-	if ropt.MaxRetries == 0 { // not set in REDIS_URL
-		// A failed cache call is skipped, not retried: go-redis retried a
-		// timed-out pipeline (the profile read) three times with backoff,
-		// 2.2 s on a hung Redis even at redisTimeout.
-		ropt.MaxRetries = -1
 	}
 	s.Redis = redis.NewClient(ropt)
 	s.cleanup.Add(s.Redis.Close)

@@ -1,0 +1,34 @@
+package redisurl
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseBoundsWhatTheURLLeavesUnset(t *testing.T) {
+	opt, err := Parse("redis://127.0.0.1:6379/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opt.DialTimeout != Timeout || opt.ReadTimeout != Timeout || opt.WriteTimeout != Timeout || opt.MaxRetries != -1 {
+		t.Fatalf("dial %v read %v write %v retries %d; want %v each and no retries",
+			opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries, Timeout)
+	}
+}
+
+func TestParseKeepsWhatTheURLSets(t *testing.T) {
+	opt, err := Parse("redis://127.0.0.1:6379/0?dial_timeout=1s&read_timeout=3s&write_timeout=2s&max_retries=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opt.DialTimeout != time.Second || opt.ReadTimeout != 3*time.Second || opt.WriteTimeout != 2*time.Second || opt.MaxRetries != 5 {
+		t.Fatalf("dial %v read %v write %v retries %d; want the URL's 1s, 3s, 2s, 5",
+			opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout, opt.MaxRetries)
+	}
+}
+
+func TestParseRefusesABadURL(t *testing.T) {
+	if _, err := Parse("http://127.0.0.1:6379"); err == nil {
+		t.Fatal("an http:// URL was accepted")
+	}
+}
