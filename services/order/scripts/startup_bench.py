@@ -6,6 +6,7 @@ Usage (from the repository root, with scripts/deps.sh up):
     python3 services/order/scripts/startup_bench.py all [runs]            # user, order and payment
     python3 services/order/scripts/startup_bench.py all 7 --against HEAD~3   # A/B: that revision vs the working tree
     python3 services/order/scripts/startup_bench.py order 7 --binary plain=/tmp/a --binary static=/tmp/b  # prebuilt
+    python3 services/order/scripts/startup_bench.py order 5 --binary a=/tmp/x --binary b=/tmp/x --env b:VAR=1 --cold
 
 Why Python: the probe loop has to be cheaper than the thing it measures;
 spawning curl per poll costs milliseconds, an in-process HTTP poll does not.
@@ -30,8 +31,16 @@ NATS stream and subject prefix and a stub JWKS server, so it never joins a
 running environment's consumers; it does register in etcd (as a real start
 does), under version "bench-...", for the few seconds it runs. After /readyz
 answers 200 it reads the CPU the process used (schedstat of its threads),
-waits 3 s idle, reads VmRSS (anonymous, file-backed, shared) and PSS from /proc, and
-sends SIGTERM. The "timeline" line gives, for the median run, when each
+waits 3 s idle, reads VmRSS (anonymous, file-backed, shared) and PSS from /proc, the process's
+minor and major page faults, and how much of the binary is in the page cache (fincore), and sends SIGTERM.
+
+RSS is not the memory a start costs: the file-backed part counts the executable's pages this process maps (the
+kernel maps a 64 KiB fault-around window of cached pages per fault), while what a node pays is the binary's page
+cache, which every replica shares and the first to read it is charged for. With --cold the binary is evicted before
+every run, so the page-cache figure is what one start from disk reads in (read-ahead included: the device's
+read_ahead_kb decides most of it; 8 MiB on this machine's disk reads the whole binary in ~20 major faults). Without
+--cold it is whatever earlier runs left there. --env gives one label of a prebuilt binary its own environment, so
+two variants of one build (one layout) alternate. The "timeline" line gives, for the median run, when each
 start-up log line was written, in ms after exec (the service logs its wiring
 phases at debug level). "listening to ready" is the ms from the "server
 started" line to the first 200: the start-up steps and the readiness checks
@@ -73,7 +82,12 @@ ap.add_argument("--tags", default=None, help="go build -tags for both binaries (
                 "deploy/Dockerfile uses; '' for none)")
 ap.add_argument("--binary", metavar="LABEL=PATH", action="append", default=[],
                 help="measure these prebuilt binaries of one service instead of building (repeat to alternate "
-                     "several, e.g. builds with different flags)")
+                     "several, e.g. builds with different flags; one PATH may appear under several labels)")
+ap.add_argument("--env", metavar="LABEL:NAME=VALUE", action="append", default=[],
+                help="set NAME=VALUE in the environment of the runs of that --binary label only (A/B of one binary)")
+ap.add_argument("--cold", action="store_true",
+                help="evict the binary from the page cache before every run, not only once after building: each "
+                     "start reads it from disk (a node that has just pulled the image still has it cached: the pull wrote it)")
 args = ap.parse_args()
 services = SERVICES if args.service == "all" else (args.service,)
 root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
@@ -199,12 +213,27 @@ def timeline(log_path, t_exec):
     return out
 
 
-def start(svc, binary, db_url, prefix, log_path):
+def cached(path):
+    """Bytes of path in the page cache (fincore: mincore over the whole file)."""
+    try:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path], capture_output=True,
+                             text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):  # no util-linux fincore: the other figures still stand
+        return float("nan")
+    return int(out.split()[0])
+
+
+def start(svc, binary, db_url, prefix, log_path, extra_env=None):
+    if args.cold:
+        drop_page_cache(binary)
     port = free_port()
-    e = dict(env, HTTP_ADDR=f"127.0.0.1:{port}", ADMIN_ADDR=f"127.0.0.1:{free_port()}", DATABASE_URL=db_url,
+    e = dict(env)
+    e.update(HTTP_ADDR=f"127.0.0.1:{port}", ADMIN_ADDR=f"127.0.0.1:{free_port()}", DATABASE_URL=db_url,
              JWKS_URL=f"http://127.0.0.1:{jwks_srv.server_port}/", SERVICE_VERSION="bench-" + prefix,
              NATS_STREAM=prefix.upper(), NATS_SUBJECT_PREFIX=prefix + ".", LOG_LEVEL="debug",
              PAYMENT_SETTINGS_KEY=f"/shanhai/bench/{prefix}", AUTH_DEV_KEYS="true")
+    if extra_env:
+        e.update(extra_env)
     t_exec = time.time()
     t0 = time.perf_counter()
     p = subprocess.Popen([binary], env=e, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
@@ -230,6 +259,10 @@ def start(svc, binary, db_url, prefix, log_path):
     time.sleep(3)
     with open(f"/proc/{p.pid}/status") as f:
         st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
+    with open(f"/proc/{p.pid}/stat") as f:
+        stat = f.read().rsplit(")", 1)[1].split()
+    minflt, majflt = int(stat[7]), int(stat[9])  # fields 10 and 12 of proc(5), after pid and comm
+    page_cache = cached(binary) / (1 << 20)
     # PSS charges each shared page to its mappers in shares: the executable's pages are shared only by replicas
     # of the same binary on one machine, so here PSS is close to RSS; "shared" is what other processes also map.
     with open(f"/proc/{p.pid}/smaps_rollup") as f:
@@ -242,7 +275,8 @@ def start(svc, binary, db_url, prefix, log_path):
     listening = next((t for t, m in tl if m.startswith("server started")), float("nan"))
     return {"ready": took, "cpu": cpu, "wait": wait, "rss": st["VmRSS"] / 1024, "anon": st["RssAnon"] / 1024,
             "file": st["RssFile"] / 1024, "pss": st["Pss"] / 1024, "shared": (st["Shared_Clean"] + st["Shared_Dirty"]) / 1024,
-            "listen_to_ready": took - listening, "timeline": tl}
+            "listen_to_ready": took - listening, "timeline": tl,
+            "minflt": minflt, "majflt": majflt, "cache": page_cache}
 
 
 def median_run(rs):
@@ -254,10 +288,16 @@ streams = []
 try:
     print(f"load average at start: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     prebuilt = dict(b.split("=", 1) for b in args.binary)
+    extra_env = {}
+    for spec in args.env:
+        label, kv = spec.split(":", 1)
+        extra_env.setdefault(label, {})[kv.split("=", 1)[0]] = kv.split("=", 1)[1]
     if prebuilt:
         if len(services) != 1:
             sys.exit("--binary measures one service")
         variants = {label: None for label in prebuilt}
+    if set(extra_env) - set(variants):
+        sys.exit(f"--env names {sorted(set(extra_env) - set(variants))}, not one of {sorted(variants)}")
     for svc in services:
         binaries, dburls = {}, {}
         for label, src in variants.items():
@@ -276,11 +316,13 @@ try:
         results = {label: [] for label in variants}
         for i in range(args.runs):
             for label in variants:
-                r = start(svc, binaries[label], dburls[label], prefix, os.path.join(tmp, f"{svc}-{label}-{i}.log"))
+                r = start(svc, binaries[label], dburls[label], prefix, os.path.join(tmp, f"{svc}-{label}-{i}.log"),
+                          extra_env.get(label))
                 results[label].append(r)
                 print(f"{svc} {label} run {i + 1}: ready {r['ready']:.1f} ms, cpu {r['cpu']:.1f} ms, runq wait "
                       f"{r['wait']:.1f} ms{' (migrations from empty)' if i == 0 else ''}, idle RSS {r['rss']:.1f} MiB "
-                      f"(anonymous {r['anon']:.1f}, file {r['file']:.1f}, shared {r['shared']:.1f}; PSS {r['pss']:.1f})")
+                      f"(anonymous {r['anon']:.1f}, file {r['file']:.1f}, shared {r['shared']:.1f}; PSS {r['pss']:.1f}); "
+                      f"faults {r['minflt']} minor, {r['majflt']} major; binary in page cache {r['cache']:.1f} MiB")
         for label, rs in results.items():
             warm = rs[1:] or rs
             med = lambda k: statistics.median(r[k] for r in warm)
@@ -288,7 +330,9 @@ try:
                   f"(min {min(r['ready'] for r in warm):.1f}, max {max(r['ready'] for r in warm):.1f}), cpu {med('cpu'):.1f} ms, "
                   f"runq wait {med('wait'):.1f} ms, listening to ready {med('listen_to_ready'):.1f} ms; idle RSS median {statistics.median(r['rss'] for r in rs):.1f} MiB "
                   f"(anonymous {statistics.median(r['anon'] for r in rs):.1f}, file {statistics.median(r['file'] for r in rs):.1f}, "
-                  f"shared {statistics.median(r['shared'] for r in rs):.1f}; PSS {statistics.median(r['pss'] for r in rs):.1f})")
+                  f"shared {statistics.median(r['shared'] for r in rs):.1f}; PSS {statistics.median(r['pss'] for r in rs):.1f}); "
+                  f"faults {statistics.median(r['minflt'] for r in rs):.0f} minor, {statistics.median(r['majflt'] for r in rs):.0f} major; "
+                  f"binary in page cache {statistics.median(r['cache'] for r in rs):.1f} MiB")
             print(f"   timeline of the median restart (ms after exec): "
                   + "; ".join(f"{t:.1f} {m}" for t, m in median_run(warm)["timeline"]))
         if set(variants) == {"old", "new"}:
