@@ -2,9 +2,15 @@
 // under the same load, so the per-hit figure of overhead.sh can be taken apart: what an empty program costs (the
 // kernel.bpf_stats_enabled clock reads and the dispatch, paid by any probe), one bpf_ktime_get_ns, one
 // bpf_probe_read_user of the *Request. Each program is attached alone to net/http.serverHandler.ServeHTTP of a fresh
-// testdata/target (entry; the probe's RET program also at every RET) while wrk drives it, rounds interleaved. Root.
+// testdata/target (entry; the probe's exit program also at its exits, where the agent puts it: symtab.Exits) while
+// wrk drives it, rounds interleaved. Root.
+//
+// -obj prices the serve_http_enter/serve_http_ret pair of other builds of httpserver.c too (an earlier commit's
+// bpf_x86_bpfel.o, a variant compiled by hand), in the same rounds: a before/after comparison alternated within one
+// run, so both sides see the same load, which on a shared machine moves these figures more than most changes do.
 //
 //	go build -o /tmp/progcost ./bench/progcost && sudo /tmp/progcost -rounds 3 -d 4s
+//	git show HEAD~1:bpf/probe/httpserver/bpf_x86_bpfel.o >/tmp/before.o && sudo /tmp/progcost -obj before=/tmp/before.o
 package main
 
 import (
@@ -15,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,7 +46,40 @@ func reference(body asm.Instructions) (*ebpf.Program, error) {
 	return ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "Dual MIT/GPL", Instructions: insns})
 }
 
-// candidate is what one run attaches: enter at the entry, ret (when set) at every RET. Both are priced.
+// objFlags collects -obj name=path.o (repeatable).
+type objFlags []string
+
+func (o *objFlags) String() string     { return strings.Join(*o, ",") }
+func (o *objFlags) Set(v string) error { *o = append(*o, v); return nil }
+
+// probePair is what -obj loads from another build of httpserver.c: only the two programs every build has, so an
+// object older than a map or a variable the current C declares still loads.
+type probePair struct {
+	Enter *ebpf.Program `ebpf:"serve_http_enter"`
+	Ret   *ebpf.Program `ebpf:"serve_http_ret"`
+}
+
+// loadProbe loads the HTTP server probe of spec with the target's offsets set, as the agent does for the fields
+// these two programs read on HTTP/1 (the writer's itab is left unknown: the exit reads the status as the agent's
+// does for a *response, without the hijacked check, which runs only for a status of 0 or 101).
+func loadProbe(spec *ebpf.CollectionSpec, offs map[offsets.Field]uint64) (*probePair, error) {
+	for name, fl := range map[string]offsets.Field{"off_request_method": offsets.RequestMethod, "off_response_status": offsets.ServerStatus} {
+		v, ok := spec.Variables[name]
+		if !ok {
+			return nil, fmt.Errorf("no variable %s", name)
+		}
+		if err := v.Set(offs[fl]); err != nil {
+			return nil, err
+		}
+	}
+	var p probePair
+	if err := spec.LoadAndAssign(&p, nil); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// candidate is what one run attaches: enter at the entry, ret (when set) at every exit. Both are priced.
 type candidate struct {
 	name       string
 	enter, ret *ebpf.Program
@@ -49,6 +89,8 @@ func main() {
 	rounds := flag.Int("rounds", 3, "interleaved rounds")
 	dur := flag.Duration("d", 4*time.Second, "wrk duration per program and round")
 	conns := flag.Int("c", 16, "wrk connections")
+	var objs objFlags
+	flag.Var(&objs, "obj", "`name=path.o`: also price the HTTP server probe built into path.o (repeatable)")
 	flag.Parse()
 	log.SetFlags(0)
 	if os.Geteuid() != 0 {
@@ -75,22 +117,35 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	exits := sym.Exits(f)
 	sym.Close()
+	fmt.Println(host())
+	fmt.Printf("exit program at %d exits (%s, %d single-stepped)\n", len(exits.Offs), exits.Mode, exits.Stepped)
 
 	spec, err := httpserver.LoadBpf()
 	if err != nil {
 		log.Fatal(err)
 	}
-	for name, fl := range map[string]offsets.Field{"off_request_method": offsets.RequestMethod, "off_response_status": offsets.ServerStatus} {
-		if err := spec.Variables[name].Set(offs[fl]); err != nil {
-			log.Fatal(err)
-		}
-	}
-	var probe httpserver.BpfObjects
-	if err := spec.LoadAndAssign(&probe, nil); err != nil {
+	probe, err := loadProbe(spec, offs)
+	if err != nil {
 		log.Fatal(err)
 	}
-	defer probe.Close()
+	others := []candidate{}
+	for _, o := range objs {
+		name, path, ok := strings.Cut(o, "=")
+		if !ok {
+			log.Fatalf("-obj %q: want name=path.o", o)
+		}
+		spec, err := ebpf.LoadCollectionSpec(path)
+		if err != nil {
+			log.Fatal(err)
+		}
+		p, err := loadProbe(spec, offs)
+		if err != nil {
+			log.Fatalf("%s: %v", path, err)
+		}
+		others = append(others, candidate{"httpserver " + name, p.Enter, p.Ret})
+	}
 	empty, err := reference(nil)
 	if err != nil {
 		log.Fatal(err)
@@ -108,12 +163,18 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	pid, err := reference(asm.Instructions{asm.FnGetCurrentPidTgid.Call()})
+	if err != nil {
+		log.Fatal(err)
+	}
 	cands := []candidate{
 		{"empty program", empty, nil},
 		{"bpf_ktime_get_ns", ktime, nil},
+		{"bpf_get_current_pid_tgid", pid, nil},
 		{"bpf_probe_read_user 16 B", read, nil},
-		{"httpserver probe", probe.ServeHttpEnter, probe.ServeHttpRet},
+		{"httpserver probe", probe.Enter, probe.Ret},
 	}
+	cands = append(cands, others...)
 
 	ex, err := link.OpenExecutable(bin)
 	if err != nil {
@@ -123,30 +184,86 @@ func main() {
 	os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0)
 	defer os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", old, 0)
 
-	type total struct{ ns, hits uint64 }
+	type total struct {
+		ns, hits uint64
+		rounds   []float64 // ns per hit of each round
+	}
 	sums := map[string]*total{}
-	var order []string
+	var names []string
 	for r := range *rounds {
-		for _, c := range cands {
-			got, err := run(ex, f, bin, c, *dur, *conns)
+		// Every other round runs the candidates in reverse, so none always follows the same one.
+		order := slices.Clone(cands)
+		if r%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, c := range order {
+			got, err := run(ex, f, exits.Offs, bin, c, *dur, *conns)
 			if err != nil {
 				log.Fatal(err)
 			}
 			for _, p := range got {
-				fmt.Printf("round %d %-34s %7.0f ns per hit (%d hits)\n", r+1, p.name, float64(p.ns)/float64(max(p.hits, 1)), p.hits)
+				perHit := float64(p.ns) / float64(max(p.hits, 1))
+				fmt.Printf("round %d %-34s %7.0f ns per hit (%d hits)\n", r+1, p.name, perHit, p.hits)
 				if sums[p.name] == nil {
 					sums[p.name] = &total{}
-					order = append(order, p.name)
+					names = append(names, p.name)
 				}
 				sums[p.name].ns += p.ns
 				sums[p.name].hits += p.hits
+				sums[p.name].rounds = append(sums[p.name].rounds, perHit)
 			}
 		}
 	}
+	fmt.Printf("load average at the end: %s\n", loadAvg())
+	// The median of the rounds is the figure to compare: a round slowed by someone else's work on the machine moves it
+	// least. The pooled figure (all rounds' ns over all their hits) leans towards the rounds that served most.
 	fmt.Println("----")
-	for _, n := range order {
-		fmt.Printf("%-34s %7.0f ns per hit\n", n, float64(sums[n].ns)/float64(max(sums[n].hits, 1)))
+	for _, n := range names {
+		t := sums[n]
+		fmt.Printf("%-34s %7.0f ns per hit, median of %d rounds (pooled %.0f)\n", n, median(t.rounds), len(t.rounds),
+			float64(t.ns)/float64(max(t.hits, 1)))
 	}
+}
+
+// host says what these figures depend on besides the programs: the CPU, and the kernel's mitigations for return
+// and indirect-branch speculation, which every helper call and the code under it pays on each RET and indirect call
+// (the same programs have measured 2-2.5 times apart in sessions on different hosts), and
+// how loaded the machine is (a round starved of CPU finds the programs' code and data cold and costs more per hit).
+func host() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	var mit []string
+	for _, v := range []string{"spectre_v2", "retbleed", "spec_rstack_overflow"} {
+		b, err := os.ReadFile("/sys/devices/system/cpu/vulnerabilities/" + v)
+		if err == nil {
+			mit = append(mit, v+": "+strings.TrimSpace(string(b)))
+		}
+	}
+	return fmt.Sprintf("host: %s; %s; load average at the start: %s", model, strings.Join(mit, "; "), loadAvg())
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 type priced struct {
@@ -155,7 +272,7 @@ type priced struct {
 }
 
 // run attaches c alone, starts a target, drives it with wrk and returns what each of c's programs cost.
-func run(ex *link.Executable, f symtab.Func, bin string, c candidate, dur time.Duration, conns int) ([]priced, error) {
+func run(ex *link.Executable, f symtab.Func, exits []uint64, bin string, c candidate, dur time.Duration, conns int) ([]priced, error) {
 	var links []link.Link
 	defer func() {
 		for _, l := range links {
@@ -169,7 +286,7 @@ func run(ex *link.Executable, f symtab.Func, bin string, c candidate, dur time.D
 	}
 	progs := []at{{c.name, c.enter, []uint64{f.CallOff}}}
 	if c.ret != nil {
-		progs = []at{{c.name + " (entry)", c.enter, []uint64{f.CallOff}}, {c.name + " (RET)", c.ret, f.RetOffs}}
+		progs = []at{{c.name + " (entry)", c.enter, []uint64{f.CallOff}}, {c.name + " (exit)", c.ret, exits}}
 	}
 	for _, p := range progs {
 		for _, a := range p.addrs {
