@@ -77,6 +77,9 @@ func (r *SessionGorm) ByHash(ctx context.Context, hash string) (session.RefreshT
 // lock (lockFamily). The conditional UPDATE is the arbiter: of two concurrent
 // rotations of one token exactly one sees a row still unused and unrevoked;
 // the other affects no row and gets session.ErrSpent, with nothing stored.
+// A row the UPDATE missed because a revocation (a logout) came first is
+// session.ErrInvalid instead: that token was presented once, and calling it
+// spent made the refresh report a stolen token and revoke the family again.
 func (r *SessionGorm) Rotate(ctx context.Context, old, next session.RefreshToken, now time.Time) error {
 	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := lockFamily(tx, old.FamilyID); err != nil {
@@ -89,7 +92,7 @@ func (r *SessionGorm) Rotate(ctx context.Context, old, next session.RefreshToken
 			return fmt.Errorf("spend refresh token: %w", res.Error)
 		}
 		if res.RowsAffected == 0 {
-			return session.ErrSpent
+			return notRotated(tx, old.ID)
 		}
 		row := toRefreshRow(next)
 		if err := tx.Create(&row).Error; err != nil {
@@ -101,6 +104,21 @@ func (r *SessionGorm) Rotate(ctx context.Context, old, next session.RefreshToken
 		return fmt.Errorf("rotate refresh token %s: %w", old.ID, err)
 	}
 	return nil
+}
+
+// notRotated says why the token id, read under its family's lock, could not
+// be spent: revoked (or gone) is session.ErrInvalid, used is session.ErrSpent.
+// Revoked comes first, as in session.RefreshToken.Check: a revoked family has
+// nothing left to revoke, whether or not this token was also used.
+func notRotated(tx *gorm.DB, id string) error {
+	var rows []refreshRow
+	if err := tx.Select("used_at", "revoked_at").Where("id = ?", id).Find(&rows).Error; err != nil {
+		return fmt.Errorf("read refresh token: %w", err)
+	}
+	if len(rows) == 0 || rows[0].RevokedAt != nil {
+		return session.ErrInvalid
+	}
+	return session.ErrSpent
 }
 
 // RevokeFamily revokes the family's tokens that are not revoked yet, under

@@ -139,7 +139,10 @@ func (s *memSessions) Rotate(_ context.Context, old, next session.RefreshToken, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.m[old.Hash]
-	if cur.UsedAt != nil || cur.RevokedAt != nil {
+	switch {
+	case cur.RevokedAt != nil:
+		return session.ErrInvalid
+	case cur.UsedAt != nil:
 		return session.ErrSpent
 	}
 	cur.UsedAt = &now

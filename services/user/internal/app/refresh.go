@@ -42,6 +42,9 @@ func (h RefreshHandler) Handle(ctx context.Context, secret string) (Tokens, erro
 	if next.ExpiresAt.After(old.ExpiresAt) {
 		next.ExpiresAt = old.ExpiresAt
 	}
+	// Between the lookup and here another refresh of this token may have
+	// spent it (a reuse: ErrSpent), or a logout revoked it (ErrInvalid, no
+	// reuse: it was presented once).
 	if err := h.d.Sessions.Rotate(ctx, old, next, now); err != nil {
 		if errors.Is(err, session.ErrSpent) {
 			return Tokens{}, h.revokeOnReuse(ctx, old)

@@ -22,7 +22,7 @@ var (
 	ErrInvalid = errors.New("refresh token is invalid")
 	// ErrSpent means the token was used before: either a client bug or a
 	// replay of a stolen token. The repository returns it when a rotation
-	// loses the race, and the use case then revokes the family.
+	// loses the race to another, and the use case then revokes the family.
 	ErrSpent = errors.New("refresh token already used")
 )
 
@@ -96,8 +96,9 @@ type Repository interface {
 	ByHash(ctx context.Context, hash string) (RefreshToken, error)
 	// Rotate marks old as used at now and stores next, atomically, only if
 	// old is still unused and unrevoked; otherwise it stores nothing and
-	// returns ErrSpent. This is what makes two concurrent refreshes with one
-	// token end with one winner.
+	// returns ErrInvalid if old is revoked by now (a logout that came first
+	// is no reuse) and ErrSpent if it is used. This is what makes two
+	// concurrent refreshes with one token end with one winner.
 	Rotate(ctx context.Context, old RefreshToken, next RefreshToken, now time.Time) error
 	// RevokeFamily revokes every token of the family that is not yet revoked.
 	RevokeFamily(ctx context.Context, familyID string, now time.Time) error
