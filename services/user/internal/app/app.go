@@ -86,7 +86,7 @@ func New(d Deps) Application {
 	issuer := tokenIssuer{d: d}
 	return Application{
 		Register:      RegisterHandler{d: d},
-		Login:         LoginHandler{d: d, issue: issuer, dummy: &dummyHash{hasher: d.Hasher}},
+		Login:         LoginHandler{d: d, issue: issuer, dummy: new(dummyHash)},
 		Refresh:       RefreshHandler{d: d, issue: issuer},
 		Logout:        LogoutHandler{d: d},
 		GetProfile:    GetProfileHandler{d: d},

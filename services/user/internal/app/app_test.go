@@ -287,18 +287,21 @@ func TestLoginUpgradesOutdatedHash(t *testing.T) {
 	}
 }
 
-// countingHasher records how much password text the hasher verified and
-// how many hashes it made.
+// countingHasher records how much password text the hasher verified, how
+// many hashes it made, and how many argon2id computations (hashes and
+// verifications, each one's worth of time and a hashing slot) it did.
 type countingHasher struct {
 	plainHasher
 	mu       sync.Mutex
 	verified int
 	hashed   int
+	ops      int
 }
 
 func (c *countingHasher) Verify(ctx context.Context, pw, enc string) (bool, error) {
 	c.mu.Lock()
 	c.verified += len(pw)
+	c.ops++
 	c.mu.Unlock()
 	return c.plainHasher.Verify(ctx, pw, enc)
 }
@@ -306,6 +309,7 @@ func (c *countingHasher) Verify(ctx context.Context, pw, enc string) (bool, erro
 func (c *countingHasher) Hash(ctx context.Context, pw string) (string, error) {
 	c.mu.Lock()
 	c.hashed++
+	c.ops++
 	c.mu.Unlock()
 	return c.plainHasher.Hash(ctx, pw)
 }
@@ -391,17 +395,22 @@ func TestLoginRefusesOverlongInputBeforeHashing(t *testing.T) {
 }
 
 // slotHasher, like Argon2, does no work for a request that has ended (it
-// would wait for a hashing slot) and records the hashes it checked.
+// would wait for a hashing slot) and records the hashes it checked and how
+// many it made.
 type slotHasher struct {
 	plainHasher
 	mu      sync.Mutex
 	checked []string
+	made    int
 }
 
 func (s *slotHasher) Hash(ctx context.Context, pw string) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
 	}
+	s.mu.Lock()
+	s.made++
+	s.mu.Unlock()
 	return s.plainHasher.Hash(ctx, pw)
 }
 
@@ -415,10 +424,12 @@ func (s *slotHasher) Verify(ctx context.Context, pw, enc string) (bool, error) {
 	return s.plainHasher.Verify(ctx, pw, enc)
 }
 
-// An unknown email costs a real verification even when the first such login
+// An unknown email costs real argon2id work even when the first such login
 // was cancelled: the dummy hash it would have made once and for all used to
 // stay "" then, and every later unknown email skipped hashing, answering far
-// faster than a wrong password for an account that exists.
+// faster than a wrong password for an account that exists. The login after
+// the cancelled one makes the hash (that is its work); the next verifies
+// against it.
 func TestLoginUnknownEmailVerifiesAfterACancelledFirstRequest(t *testing.T) {
 	f := newFixture()
 	hasher := &slotHasher{}
@@ -429,11 +440,13 @@ func TestLoginUnknownEmailVerifiesAfterACancelledFirstRequest(t *testing.T) {
 	if _, err := login.Handle(gone, Login{Email: "nobody@example.com", Password: goodPassword, IP: "10.0.0.1"}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled login: %v", err)
 	}
-	if _, err := login.Handle(ctx, Login{Email: "nobody@example.com", Password: goodPassword, IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
-		t.Fatalf("login: %v", err)
+	for range 2 {
+		if _, err := login.Handle(ctx, Login{Email: "nobody@example.com", Password: goodPassword, IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("login: %v", err)
+		}
 	}
-	if len(hasher.checked) != 1 {
-		t.Fatalf("verified against %q, want one hash", hasher.checked)
+	if hasher.made != 1 || len(hasher.checked) != 1 {
+		t.Fatalf("made %d hashes and verified against %q, want one of each", hasher.made, hasher.checked)
 	}
 	if _, err := (plainHasher{}).Verify(ctx, goodPassword, hasher.checked[0]); err != nil {
 		t.Fatalf("the unknown email was verified against %q, not a real hash: %v", hasher.checked[0], err)
@@ -457,6 +470,113 @@ func TestLoginEndedWhileHashingFailsAlikeForAnUnknownEmail(t *testing.T) {
 		if !errors.Is(err, context.Canceled) || errors.Is(err, ErrBadCredentials) {
 			t.Errorf("%s: err = %v, want the context's error", email, err)
 		}
+	}
+}
+
+// busyHasher is Argon2 with every hashing slot taken: a hash or a
+// verification waits until free is closed, or gives up when its context
+// ends. waiting hears of each one that starts to wait.
+type busyHasher struct {
+	plainHasher
+	free    chan struct{}
+	waiting chan struct{}
+}
+
+func (b *busyHasher) wait(ctx context.Context) error {
+	b.waiting <- struct{}{}
+	select {
+	case <-b.free:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *busyHasher) Hash(ctx context.Context, pw string) (string, error) {
+	if err := b.wait(ctx); err != nil {
+		return "", err
+	}
+	return b.plainHasher.Hash(ctx, pw)
+}
+
+func (b *busyHasher) Verify(ctx context.Context, pw, enc string) (bool, error) {
+	if err := b.wait(ctx); err != nil {
+		return false, err
+	}
+	return b.plainHasher.Verify(ctx, pw, enc)
+}
+
+// While the first unknown email of a process waits for a hashing slot,
+// another unknown email whose request has ended answers at once, as an
+// existing account does (503, or 504 past its deadline). The dummy hash was
+// made under a lock held across the wait, so every unknown email queued
+// behind it, past its own deadline, until a slot came free.
+func TestLoginUnknownEmailDoesNotQueueBehindTheFirstDummyHash(t *testing.T) {
+	f := newFixture()
+	register(t, f, "alice@example.com")
+	hasher := &busyHasher{free: make(chan struct{}), waiting: make(chan struct{}, 16)}
+	free := sync.OnceFunc(func() { close(hasher.free) })
+	t.Cleanup(free)
+	login := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
+		Guard: &countGuard{n: 100, m: map[string]int{}}, NewID: func() string { return "id" }}).Login
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := login.Handle(ctx, Login{Email: "nobody@example.com", Password: "wrong password!", IP: "10.0.0.1"})
+		first <- err
+	}()
+	<-hasher.waiting // the first unknown email waits for a slot
+
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, email := range []string{"alice@example.com", "someone@example.com"} {
+		ended := make(chan error, 1)
+		go func() {
+			_, err := login.Handle(gone, Login{Email: email, Password: "wrong password!", IP: "10.0.0.2"})
+			ended <- err
+		}()
+		select {
+		case err := <-ended:
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("%s, request ended: err = %v, want the context's error", email, err)
+			}
+		case <-time.After(time.Minute): // a hang detector, not a timing goal
+			t.Fatalf("%s: a login whose request ended still waits a minute later, behind the first unknown email's hash", email)
+		}
+	}
+	free()
+	if err := <-first; !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("the first unknown email: err = %v, want ErrBadCredentials", err)
+	}
+}
+
+// The first unknown email after a start costs what a wrong password for an
+// existing account costs: as many argon2id computations (one; two when the
+// typed password is not in NFKC form). It made the dummy hash and then
+// verified against it, twice an account's work, so the first unknown emails
+// answered measurably later than existing ones.
+func TestLoginUnknownEmailCostsWhatAnAccountCosts(t *testing.T) {
+	for name, password := range map[string]string{"NFKC": "wrong password!", "decomposed": "wrong passwo\u0308rd!"} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture()
+			register(t, f, "alice@example.com")
+			hasher := &countingHasher{}
+			login := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
+				Guard: &countGuard{n: 100, m: map[string]int{}}, NewID: func() string { return "id" }}).Login
+			ops := func(email string) int {
+				t.Helper()
+				before := hasher.ops
+				if _, err := login.Handle(ctx, Login{Email: email, Password: password, IP: "10.0.0.1"}); !errors.Is(err, ErrBadCredentials) {
+					t.Fatalf("%s: err = %v, want ErrBadCredentials", email, err)
+				}
+				return hasher.ops - before
+			}
+			firstUnknown, account, laterUnknown := ops("nobody@example.com"), ops("alice@example.com"), ops("someone@example.com")
+			if firstUnknown != account || laterUnknown != account {
+				t.Fatalf("argon2id computations: first unknown email %d, existing account %d, later unknown email %d; want all equal",
+					firstUnknown, account, laterUnknown)
+			}
+		})
 	}
 }
 

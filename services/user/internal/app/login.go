@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -81,7 +81,7 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 		// for an account (the request ended while waiting for a hashing
 		// slot: 503 or 504); a 401 here instead told the two apart
 		// whenever the slots were busy.
-		if _, _, err := h.verify(ctx, l.Password, password, h.dummy.get(ctx)); err != nil {
+		if err := h.verifyUnknown(ctx, l.Password, password); err != nil {
 			return Tokens{}, fmt.Errorf("login: %w", err)
 		}
 		return Tokens{}, ErrBadCredentials
@@ -129,6 +129,26 @@ func (h LoginHandler) verify(ctx context.Context, typed, normalised, encoded str
 	return ok, ok, err
 }
 
+// verifyUnknown does for an unknown email the work verify does for an
+// account, against the dummy hash. Until a login has made that hash, the
+// login making it counts the hashing as its first verification: one argon2id
+// at the configured cost in one hashing slot either way.
+func (h LoginHandler) verifyUnknown(ctx context.Context, typed, normalised string) error {
+	if encoded := h.dummy.Load(); encoded != nil {
+		_, _, err := h.verify(ctx, typed, normalised, *encoded)
+		return err
+	}
+	encoded, err := h.d.Hasher.Hash(ctx, dummyPassword)
+	if err != nil {
+		return err
+	}
+	h.dummy.CompareAndSwap(nil, &encoded)
+	if typed != normalised {
+		_, err = h.d.Hasher.Verify(ctx, typed, encoded)
+	}
+	return err
+}
+
 // rehash upgrades a hash made with older cost settings, or of a password
 // before normalisation. Failing here must
 // not fail the login: the old hash still works and the next login retries.
@@ -144,28 +164,19 @@ func (h LoginHandler) rehash(ctx context.Context, userID, password string) {
 	h.d.Logger.InfoContext(ctx, "password hash upgraded", "user_id", userID)
 }
 
-// dummyHash is a real hash of a throwaway password, made on first use, for
-// the unknown-email path to verify against.
-type dummyHash struct {
-	hasher user.Hasher
-	mu     sync.Mutex
-	hash   string
-}
+// dummyPassword is what the unknown-email path's hash is of. Whether a
+// password matches it is never looked at.
+const dummyPassword = "not-a-password-anyone-has"
 
-// get makes the hash without the request's cancellation and keeps only a
-// success. Made with the first unknown-email request's context, once and
-// for all, a request cancelled while it waited for a hashing slot left it ""
-// for the life of the process: every unknown email then skipped the
-// verification and answered many times faster than a wrong password,
-// telling who has an account.
-func (d *dummyHash) get(ctx context.Context) string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.hash == "" {
-		d.hash, _ = d.hasher.Hash(context.WithoutCancel(ctx), "not-a-password-anyone-has")
-	}
-	return d.hash
-}
+// dummyHash holds a real hash of dummyPassword for the unknown-email path to
+// verify against, once a login has made it (verifyUnknown). Every login that
+// finds none makes its own, on its own context, and the first kept wins: a
+// login cancelled while hashing leaves nothing behind (the next one makes
+// it), and none waits for another's hash. A lock held while the first hash
+// waited for a hashing slot queued every other unknown email behind it,
+// past its own deadline, and that first login paid a hash and a
+// verification, twice an account's work.
+type dummyHash = atomic.Pointer[string]
 
 // tokenIssuer pairs an access token with a refresh token.
 type tokenIssuer struct{ d Deps }
