@@ -9,6 +9,8 @@ package problem
 
 import (
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
@@ -93,4 +95,13 @@ func Write(c *gin.Context, d Details) {
 // human-readable detail and optionally the offending fields.
 func Abort(c *gin.Context, status int, detail string, fields ...FieldError) {
 	Write(c, Details{Status: status, Detail: detail, Errors: fields})
+}
+
+// Unavailable answers 503 with a Retry-After of retryAfter in whole seconds (rounded up, at least 1): the request
+// failed because a dependency is down, not because of a bug, and a client may try again after that delay (RFC 9110
+// §10.2.3). detail says which dependency, never why in internal terms.
+func Unavailable(c *gin.Context, retryAfter time.Duration, detail string) {
+	secs := (retryAfter + time.Second - 1) / time.Second
+	c.Header("Retry-After", strconv.FormatInt(max(1, int64(secs)), 10))
+	Abort(c, http.StatusServiceUnavailable, detail)
 }

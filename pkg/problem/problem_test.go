@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
@@ -68,5 +69,31 @@ func TestDetailsAsError(t *testing.T) {
 	var err error = New(http.StatusNotFound, "order 9 not found")
 	if err.Error() != "Not Found: order 9 not found" {
 		t.Errorf("Error() = %q", err.Error())
+	}
+}
+
+// TestUnavailableSaysWhenToRetry: a dependency's outage is a 503 problem with a Retry-After in whole seconds, rounded
+// up (a client told to come back early only fails again) and never 0 (which reads as "retry at once").
+func TestUnavailableSaysWhenToRetry(t *testing.T) {
+	gin.SetMode(gin.ReleaseMode)
+	for _, tc := range []struct {
+		after time.Duration
+		want  string
+	}{{time.Second, "1"}, {1500 * time.Millisecond, "2"}, {0, "1"}, {10 * time.Millisecond, "1"}, {30 * time.Second, "30"}} {
+		e := gin.New()
+		e.GET("/orders", func(c *gin.Context) { Unavailable(c, tc.after, "the database is unavailable") })
+		w := httptest.NewRecorder()
+		e.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/orders", nil))
+		var d Details
+		if err := json.Unmarshal(w.Body.Bytes(), &d); err != nil {
+			t.Fatal(err)
+		}
+		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Content-Type") != ContentType ||
+			d.Status != http.StatusServiceUnavailable || d.Detail != "the database is unavailable" {
+			t.Errorf("Unavailable(%v): %d %q %+v", tc.after, w.Code, w.Header().Get("Content-Type"), d)
+		}
+		if got := w.Header().Get("Retry-After"); got != tc.want {
+			t.Errorf("Unavailable(%v): Retry-After %q, want %q", tc.after, got, tc.want)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
+	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/page"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
@@ -228,6 +229,10 @@ func (h *HTTP) fail(c *gin.Context, err error) {
 		problem.Abort(c, http.StatusConflict, "only a PENDING order can be cancelled")
 	case errors.Is(err, catalog.ErrEmpty):
 		problem.Abort(c, http.StatusServiceUnavailable, "the product catalogue is not loaded")
+	case database.Unavailable(err):
+		// An outage of the database, not a bug: the client may retry.
+		h.log.WarnContext(c.Request.Context(), "database unavailable", "path", c.FullPath(), "err", err)
+		problem.Unavailable(c, database.RetryAfter, "the database is unavailable; try again shortly")
 	default:
 		h.log.ErrorContext(c.Request.Context(), "request failed", "path", c.FullPath(), "err", err)
 		problem.Abort(c, http.StatusInternalServerError, "internal error")

@@ -15,6 +15,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
+	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 	"github.com/shanhai-dev/shanhai/pkg/server"
@@ -221,6 +222,10 @@ func (h HTTP) fail(c *gin.Context, err error) {
 		problem.Abort(c, http.StatusUnauthorized, "the refresh token is invalid, expired or revoked")
 	case errors.Is(err, user.ErrNotFound):
 		problem.Abort(c, http.StatusNotFound, "the account no longer exists")
+	case database.Unavailable(err):
+		// An outage of the database, not a bug: the client may retry.
+		h.Logger.WarnContext(c.Request.Context(), "database unavailable", "route", c.FullPath(), "error", err.Error())
+		problem.Unavailable(c, database.RetryAfter, "the database is unavailable; try again shortly")
 	default:
 		h.Logger.ErrorContext(c.Request.Context(), "request failed", "route", c.FullPath(), "error", err.Error())
 		problem.Abort(c, http.StatusInternalServerError, "internal error")
