@@ -585,6 +585,19 @@ func TestPasswordHashNeverLeaves(t *testing.T) {
 			}
 		}
 	}
+	// The tokens are answers, but they must go nowhere else: a refresh
+	// token in a log is a session for whoever reads it (the reuse above
+	// was logged, by ids).
+	if !strings.Contains(places["logs"], "refresh token reused") {
+		t.Fatal("the reuse was not logged: the scan would prove nothing")
+	}
+	for where, text := range map[string]string{"logs": places["logs"], "profile cache": cached, "outbox": places["outbox"]} {
+		for what, secret := range map[string]string{"refresh token": refresh, "access token": access} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s found in %s", what, where)
+			}
+		}
+	}
 }
 
 // The embedded mode runs the same service on SQLite: migrations, sign-up,
