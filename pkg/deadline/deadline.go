@@ -158,7 +158,10 @@ func GaveUp(ctx context.Context, slack time.Duration) bool {
 //   - StatusClientClosedRequest (499) with no body when the request's context
 //     was cancelled: its client went away (net/http cancels it when the
 //     connection closes), so nothing will read an answer, and a 503 made the
-//     client's leaving a server error in metrics and logs;
+//     client's leaving a server error in metrics and logs. The status is set,
+//     not sent: it goes out as the chain ends, so an outer layer that knows
+//     better (pkg/server, when its own shutdown closed the connection) can
+//     still replace it;
 //   - a 504 problem when the request's own deadline has passed (the caller's,
 //     from the header, or the route's budget), or has under a millisecond
 //     left, the least Transport sends a call with (its ErrExpired is that
@@ -174,7 +177,8 @@ func Abort(c *gin.Context, err error) bool {
 	dl, ok := ctx.Deadline()
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
-		c.AbortWithStatus(StatusClientClosedRequest)
+		c.Status(StatusClientClosedRequest)
+		c.Abort()
 	case errors.Is(ctx.Err(), context.DeadlineExceeded) || ctx.Err() == nil && ok && expired(dl):
 		problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
 	default:

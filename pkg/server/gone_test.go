@@ -161,3 +161,119 @@ func TestRequestsTheDrainCutOffAreNotTheClients(t *testing.T) {
 		t.Fatalf("access log of a request the drain cut off: %q, want ERROR with ended_by drain deadline; logs:\n%s", line, logs)
 	}
 }
+
+// TestAHandlerThatLeavesItsGoneClientUnansweredIs499: a handler that returns without writing once its client went
+// away (it saw its context end and gave up) was recorded as gin's default, 200, in the access log and in
+// http.server.request.duration: a success no client received. It is 499, as deadline.Abort's answer to the same event.
+func TestAHandlerThatLeavesItsGoneClientUnansweredIs499(t *testing.T) {
+	p, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "server-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	s, logs := newTestServer(t, Options{Telemetry: p})
+	started := make(chan struct{}, 1)
+	s.Router().GET("/silent", func(c *gin.Context) {
+		started <- struct{}{}
+		<-c.Request.Context().Done() // and return: nothing to answer, no one to answer it to
+	})
+	served := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.Handler().ServeHTTP(w, r)
+		served <- struct{}{} // the access log and the metric are written by now
+	}))
+	defer srv.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-started
+		cancel()
+	}()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/silent", nil)
+	if resp, err := srv.Client().Do(req); !errors.Is(err, context.Canceled) {
+		if err == nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("GET /silent: %v, want the client's cancellation", err)
+	}
+	<-served
+
+	want := `"level":"INFO","msg":"request","method":"GET","route":"/silent","path":"/silent","status":499,"ended_by":"client went away"`
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("no access log line with %s in:\n%s", want, logs)
+	}
+	metrics := do(s.Handler(), http.MethodGet, "/metrics", nil).Body.String()
+	wantMetric := `http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="499",http_route="/silent"} 1`
+	if !strings.Contains(metrics, wantMetric) {
+		t.Errorf("/metrics lacks %s:\n%.3000s", wantMetric, metrics)
+	}
+}
+
+// TestRequestsTheDrainCutOffAreServerErrors: requests still running when the drain deadline passes are cut off by
+// this server, which closes their connections. Whether the handler answered as for a client gone (deadline.Abort's
+// 499) or returned without writing (gin's 200), the request was counted as no server error in
+// http.server.request.duration, so a rollout that cut requests off looked clean on the RED dashboards. Both are 503
+// now (error_type set), as the access log's ERROR line with ended_by "drain deadline" already said.
+func TestRequestsTheDrainCutOffAreServerErrors(t *testing.T) {
+	p, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "server-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Shutdown(context.Background())
+	s, logs := newTestServer(t, Options{Telemetry: p, ShutdownTimeout: 100 * time.Millisecond})
+	started := make(chan struct{}, 2)
+	s.Router().GET("/abort", func(c *gin.Context) {
+		started <- struct{}{}
+		<-c.Request.Context().Done() // ends only when the connection is cut
+		deadline.Abort(c, c.Request.Context().Err())
+	})
+	s.Router().GET("/silent", func(c *gin.Context) {
+		started <- struct{}{}
+		<-c.Request.Context().Done()
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runErr := make(chan error, 1)
+	go func() { runErr <- s.Serve(ctx, ln) }()
+	for _, path := range []string{"/abort", "/silent"} {
+		go func() {
+			resp, err := http.Get("http://" + ln.Addr().String() + path)
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	<-started
+	<-started
+	cancel()
+	if err := <-runErr; err == nil || !strings.Contains(err.Error(), "cut off") {
+		t.Fatalf("Run error %v, want the drain cut-off", err)
+	}
+
+	// The handlers' goroutines record the metric after the cut-off; nothing signals it but the metric itself.
+	wants := []string{
+		`http_server_request_duration_seconds_count{error_type="503",http_request_method="GET",http_response_status_code="503",http_route="/abort"} 1`,
+		`http_server_request_duration_seconds_count{error_type="503",http_request_method="GET",http_response_status_code="503",http_route="/silent"} 1`,
+	}
+	var metrics string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		metrics = do(s.Handler(), http.MethodGet, "/metrics", nil).Body.String()
+		if strings.Contains(metrics, wants[0]) && strings.Contains(metrics, wants[1]) {
+			break
+		}
+	}
+	for _, want := range wants {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s:\n%.4000s", want, metrics)
+		}
+	}
+	for _, route := range []string{"/abort", "/silent"} {
+		want := `"level":"ERROR","msg":"request","method":"GET","route":"` + route + `","path":"` + route + `","status":503,"ended_by":"drain deadline"`
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no access log line with %s in:\n%s", want, logs)
+		}
+	}
+}

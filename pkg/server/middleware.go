@@ -70,7 +70,10 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // was answered 5xx or deadline.Abort's 499: the server did not fail, and at
 // Error every client that closed its connection looked like an outage. A
 // request the shutdown cut off at the drain deadline is the server's doing:
-// ERROR, ended_by "drain deadline".
+// ERROR, ended_by "drain deadline", and a 503 in the log and the metrics
+// when its handlers sent nothing (or only set deadline.Abort's 499). A
+// request whose client went away and whose handlers sent nothing is a 499,
+// not gin's default 200.
 func (s *Server) accessLog(c *gin.Context) {
 	// The context as the connection gave it, before deadline.Middleware
 	// derives one: that one is cancelled as the middleware returns, so only
@@ -84,6 +87,20 @@ func (s *Server) accessLog(c *gin.Context) {
 
 	c.Next()
 
+	if !c.Writer.Written() && errors.Is(outer.Err(), context.Canceled) {
+		// The connection closed while the handlers ran and they sent nothing:
+		// gin would record its default 200, a success no client received.
+		// It is the client's leaving (499, as deadline.Abort sets), unless
+		// this server's shutdown closed it at the drain deadline: then the
+		// server failed the request, a 503 (the same as deadline.Abort's 499
+		// then, which it sets without sending). The status is still unsent,
+		// so the telemetry middleware outside records this one.
+		if s.cutOff.Load() {
+			c.Writer.WriteHeader(http.StatusServiceUnavailable)
+		} else {
+			c.Writer.WriteHeader(deadline.StatusClientClosedRequest)
+		}
+	}
 	status := c.Writer.Status()
 	if status < 500 && status != deadline.StatusClientClosedRequest && !debug {
 		return
