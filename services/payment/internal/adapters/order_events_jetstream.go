@@ -245,7 +245,7 @@ func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, err
 	// Debug, not info: one line per order is the busiest log of the service
 	// under load; the outcome counter and the consumer span carry the same facts.
 	c.log.DebugContext(ctx, "order charged", "event_id", env.ID, "order_id", d.OrderID, "payment_id", res.PaymentID,
-		"status", string(res.Status), "reason", res.Reason, "duplicate", res.Duplicate, "voided", res.Voided)
+		"status", string(res.Status), "reason", res.Reason, "duplicate", res.Duplicate, "voided", res.Voided, "refunded", res.Refunded)
 	switch {
 	case res.Duplicate:
 		return "duplicate", ack(m)
@@ -253,6 +253,11 @@ func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, err
 		// This delivery charged nothing: counted as "charged", the void of a
 		// cancelled order would read as a charge.
 		return "voided", ack(m)
+	case res.Refunded:
+		// It stored a cancelled order's refund; a redelivery that found the
+		// charge made and only refunded it, counted as "charged", read as
+		// one more charge.
+		return "refunded", ack(m)
 	}
 	return "charged", ack(m)
 }

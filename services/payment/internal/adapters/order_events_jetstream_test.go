@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/event"
@@ -183,4 +188,76 @@ func consumeWith(t *testing.T, prefix string, payments payment.Repository, provi
 		t.Fatal(err)
 	}
 	return failing{s: s, names: names, cons: cons, backOff: cfg.BackOff, logged: logged}, stop
+}
+
+// TestOnlyRefundingDeliveryIsCountedRefunded: a worker charged an order,
+// stored SUCCEEDED with the flag a concurrent order.cancelled had set, and
+// died before refunding. The redelivered order.created charges nothing and
+// only refunds; counted "charged", the metric read as one more charge.
+func TestOnlyRefundingDeliveryIsCountedRefunded(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	ctx := context.Background()
+	payments := adapters.NewPaymentGorm(stores(t)[database.Postgres])
+	provider := adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{DeclineAboveCents: 100000} })
+	f, stop := consumeWith(t, "PAYREFUNDONLY", payments, provider, 5)
+	defer stop(ctx)
+
+	o := adapters.OrderCreatedData{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+	p, err := payment.New(uuid.NewString(), o.OrderID, o.UserID, o.TotalCents, o.Currency, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := payments.Claim(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := provider.Charge(ctx, payment.Charge{IdempotencyKey: p.ID(), AmountCents: o.TotalCents, Currency: o.Currency}); err != nil || !a.Approved {
+		t.Fatalf("the first delivery's charge: %+v, %v", a, err)
+	}
+	if p.OnCancel() != payment.CancelFlag {
+		t.Fatal("a PENDING payment was not flagged by the cancel")
+	}
+	if flagged, err := payments.RequestCancel(ctx, p); err != nil || !flagged {
+		t.Fatalf("flag: %v, %v", flagged, err)
+	}
+	p.Succeed(time.Now())
+	if stored, cancelled, err := payments.Complete(ctx, p); err != nil || !stored || !cancelled {
+		t.Fatalf("the first delivery's store: stored %v, flag %v, %v", stored, cancelled, err)
+	}
+
+	env, err := event.New(adapters.OrderCreated, "/shanhai/order", o.OrderID, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.s.Publish(t, f.names.Subject, "shanhai.orders", o.OrderID, svctest.Headers(env, nil), env.Data)
+	f.s.Drained(t, f.names.Durable, 30*time.Second)
+
+	if provider.Charges() != 1 || !provider.Refunded(p.ID()) {
+		t.Fatalf("provider charges %d, refunded %v; want the one charge refunded", provider.Charges(), provider.Refunded(p.ID()))
+	}
+	if got, want := outcomes(t, reader), map[string]int64{"refunded": 1}; !maps.Equal(got, want) {
+		t.Fatalf("order events by outcome = %v, want %v", got, want)
+	}
+}
+
+// outcomes reads shanhai.payment.order_events by outcome from reader.
+func outcomes(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != "shanhai.payment.order_events" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				o, _ := dp.Attributes.Value(attribute.Key("outcome"))
+				got[o.AsString()] += dp.Value
+			}
+		}
+	}
+	return got
 }

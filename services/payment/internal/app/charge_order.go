@@ -26,6 +26,10 @@ type ChargeResult struct {
 	// Voided: the order was cancelled while its charge was unanswered, and
 	// this delivery settled it with a void instead of charging (see void).
 	Voided bool
+	// Refunded: the order was cancelled and this delivery stored the refund
+	// of its charge: one it made itself while the cancel landed, or one an
+	// earlier or concurrent delivery made and did not refund.
+	Refunded bool
 }
 
 type ChargeOrderHandler struct{ d Deps }
@@ -154,7 +158,9 @@ func (h ChargeOrderHandler) refund(ctx context.Context, p *payment.Payment) (Cha
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %s: order was cancelled: %w", p.OrderID(), err)
 	}
-	return result(r, !stored), nil
+	res := result(r, !stored)
+	res.Refunded = stored
+	return res, nil
 }
 
 // fault marks any provider error as retryable: a charge or void the provider
