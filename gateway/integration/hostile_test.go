@@ -221,6 +221,11 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\nhello")
 	case "cookies": // two cookies of one name on different paths and a third, in three spellings, between a hop-by-hop field and two Via lines (keepOrder's path)
 		return w("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nset-cookie: sid=a; Path=/\r\nVia: a\r\nSET-COOKIE: sid=b; Path=/api\r\nVia: b\r\nSet-Cookie: theme=dark\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+	case "trailers": // a chunked answer whose trailer section holds a declared field, undeclared ones and a header's name again
+		return w("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: X-Checksum\r\nX-Same: head\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"2\r\nok\r\n0\r\nX-Checksum: c0ffee\r\nAccess-Control-Allow-Origin: https://evil.example\r\nStrict-Transport-Security: max-age=0\r\nX-Same: trailer\r\n\r\n")
+	case "trailer-cookie": // a trailer field fasthttp's parser refuses (Set-Cookie)
+		return w("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nSet-Cookie: sid=spoofed\r\n\r\n")
 	case "via-order": // a hop-by-hop field ahead of two lines of another
 		return w("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nVia: 1.0 a\r\nVia: 1.1 b\r\nContent-Length: 2\r\n\r\nok")
 	case "header": // the value of the field the query names, as it arrived
@@ -289,9 +294,10 @@ func trim(s string) string {
 }
 
 type rawAnswer struct {
-	Status int
-	Header http.Header
-	Body   string
+	Status  int
+	Header  http.Header
+	Body    string
+	Trailer http.Header // fields of a chunked answer's trailer section
 }
 
 func readAnswer(br *bufio.Reader) (*rawAnswer, error) {
@@ -304,7 +310,7 @@ func readAnswer(br *bufio.Reader) (*rawAnswer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawAnswer{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}, nil
+	return &rawAnswer{Status: resp.StatusCode, Header: resp.Header, Body: string(b), Trailer: resp.Trailer}, nil
 }
 
 // problem is the slug of a problem+json answer, "" if it is not one.
@@ -940,6 +946,46 @@ func TestMisbehavingUpstreams(t *testing.T) {
 		want := []string{"sid=a; Path=/", "sid=b; Path=/api", "theme=dark"}
 		if got := a.Header.Values("Set-Cookie"); a.Status != 200 || !slices.Equal(got, want) {
 			t.Fatalf("%d, Set-Cookie %q, want %q", a.Status, got, want)
+		}
+	})
+	t.Run("trailer fields stay out of the head", func(t *testing.T) {
+		// RFC 9110 §6.5.2: a trailer field is no header field. fasthttp's
+		// parser appends an answer's trailer fields to its header, which
+		// goes out before the body: there a trailer could pose as a field
+		// the upstream never sent in its head (CORS, HSTS, a second value
+		// of a head's field). The gateway drops an answer's trailer
+		// section (it sends the body with its own length), and the
+		// Trailer field announcing one.
+		c := dialRaw(t, g.Addr)
+		defer c.Close()
+		writeSplit(t, c, get("trailers")+get("after-trailers"))
+		br := bufio.NewReader(c)
+		a, err := readAnswer(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Status != 200 || a.Body != "ok" {
+			t.Fatalf("%d %q, want 200 ok", a.Status, trim(a.Body))
+		}
+		for _, name := range []string{"X-Checksum", "Access-Control-Allow-Origin", "Strict-Transport-Security", "Trailer"} {
+			if v, ok := a.Header[name]; ok {
+				t.Errorf("header %s: %q, which the upstream sent in no head", name, v)
+			}
+		}
+		if got := a.Header.Values("X-Same"); !slices.Equal(got, []string{"head"}) {
+			t.Errorf("X-Same %q, want only the head's [head]", got)
+		}
+		if len(a.Trailer) > 0 {
+			t.Errorf("trailer %q, want none (dropped, as the README says)", a.Trailer)
+		}
+		// The connection, and the framing, are intact.
+		if a, err := readAnswer(br); err != nil || a.Status != 200 || a.Body != "ok:/api/v1/products/after-trailers" {
+			t.Fatalf("next answer %+v %v", a, err)
+		}
+		// A trailer field the parser refuses fails the answer as a
+		// whole, as before: it never reaches the client at all.
+		if a := exchange(t, g.Addr, get("trailer-cookie"), 1)[0]; a.Status != 502 || a.Header.Get("Set-Cookie") != "" {
+			t.Fatalf("Set-Cookie trailer: %d, Set-Cookie %q, want 502 and none", a.Status, a.Header.Get("Set-Cookie"))
 		}
 	})
 	t.Run("answer without Content-Type", func(t *testing.T) {

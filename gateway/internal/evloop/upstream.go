@@ -176,7 +176,7 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	l.parses++
 	l.rd.Reset(buf)
 	l.br.Reset(&l.rd)
-	err = cl.resp.ReadLimitBody(l.br, l.s.o.MaxResponseBytes)
+	err = upstream.ReadAnswer(&cl.resp, l.br, l.s.o.MaxResponseBytes) // trailer fields dropped
 	if err == nil && !following && end > 0 && cl.resp.Header.ContentLength() == -1 {
 		// Parsed from its first read: if the parser cut it before its
 		// trailer section's end (see chunked), it is followed like a

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -32,8 +33,8 @@ var ErrFraming = errors.New("ambiguous framing")
 // whitespace is all this looks for (a full token check added a quarter to
 // a third per answer, BenchmarkCheckHead; this, nothing measurable), and
 // FuzzCheckHead checks that every name the two pass is a token. After a
-// 100 Continue the parse reads the next head as the answer (Response.
-// ReadLimitBody), so that head is checked too, and its end is returned.
+// 100 Continue the parse reads the next head as the answer (ReadAnswer,
+// as Response.ReadLimitBody), so that head is checked too, and its end is returned.
 //
 // closeAfter is true for a head with both Transfer-Encoding and
 // Content-Length: the coding frames it, but another hop may have framed it
@@ -124,9 +125,59 @@ func continues(line []byte) bool {
 	return code == 100 && (sp+1+n == len(line) || line[sp+1+n] == ' ')
 }
 
+// ReadAnswer reads an upstream answer from br into resp as
+// Response.ReadLimitBody does, except for a chunked answer's trailer
+// section: its fields are read (so a malformed or forbidden one, such as
+// Set-Cookie, still fails the answer as the parser refuses it) and
+// dropped. ReadLimitBody appends them to resp's header, which the gateway
+// sends before the body: a trailer field would pose as a header field the
+// upstream never put in its head (RFC 9110 §6.5.2 forbids merging them),
+// a CORS or security field, or a second value of one it did send. The
+// gateway sends the buffered body with its own length, which leaves no
+// trailer section to forward them in, and drops the Trailer field that
+// announces them (hop-by-hop in proxy's list).
+//
+// An answer without a trailer section allocates nothing more: the
+// scratch header the trailer is read into is pooled. resp.StreamBody is
+// not supported (neither transport streams answers).
+func ReadAnswer(resp *fasthttp.Response, br *bufio.Reader, maxBodySize int) error {
+	resp.ResetBody()
+	if err := resp.Header.Read(br); err != nil {
+		return err
+	}
+	if resp.Header.StatusCode() == fasthttp.StatusContinue {
+		// The final answer follows (ReadLimitBody does the same).
+		if err := resp.Header.Read(br); err != nil {
+			return err
+		}
+	}
+	if code := resp.Header.StatusCode(); resp.SkipBody || code >= 100 && (code < 200 || code == 204 || code == 304) {
+		return nil // no body, so no trailer either
+	}
+	if err := resp.ReadBody(br, maxBodySize); err != nil {
+		return err
+	}
+	if resp.Header.ContentLength() != -1 {
+		return nil
+	}
+	trailer := trailers.Get().(*fasthttp.ResponseHeader)
+	defer trailers.Put(trailer)
+	trailer.Reset()
+	// io.EOF: the section was cut short; ReadLimitBody ignores it too
+	// (the event loop then waits for the rest, see evloop's chunked).
+	if err := trailer.ReadTrailer(br); err != nil && err != io.EOF {
+		return err
+	}
+	return nil
+}
+
+// trailers holds scratch headers for ReadAnswer's trailer sections.
+var trailers = sync.Pool{New: func() any { return new(fasthttp.ResponseHeader) }}
+
 // transport is fasthttp's default HostClient transport (DefaultTransport,
 // less what the pools do not use: stream bodies, ReadTimeout/WriteTimeout,
-// MaxConnDuration) with checkHead before the answer is parsed: fasthttp
+// MaxConnDuration) with checkHead before the answer is parsed, and the
+// answer read by ReadAnswer (its trailer fields dropped): fasthttp
 // has no hook inside its parse, and an answer it would wait on must fail
 // at once. The pools never retry, so the retry flag is always false.
 type transport struct{}
@@ -167,7 +218,7 @@ func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp 
 	br := hc.AcquireReader(conn)
 	closeAfter, err := checkHead(br)
 	if err == nil {
-		err = resp.ReadLimitBody(br, hc.MaxResponseBodySize)
+		err = ReadAnswer(resp, br, hc.MaxResponseBodySize)
 	}
 	left := br.Buffered()
 	hc.ReleaseReader(br)

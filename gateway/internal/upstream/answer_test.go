@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -248,5 +249,60 @@ func TestTransportChecksTheHead(t *testing.T) {
 	}
 	if got := <-closed; got != "/te-cl" {
 		t.Fatalf("both framings: the connection closed after %q", got)
+	}
+}
+
+// TestReadAnswerDropsTrailerFields: ReadAnswer reads what ReadLimitBody
+// reads, to the same byte, but leaves a chunked answer's trailer fields out
+// of the header (ReadLimitBody appends them to its fields, after the
+// head's, from where they went out to the client as header fields).
+func TestReadAnswerDropsTrailerFields(t *testing.T) {
+	const next = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
+	for _, tc := range []struct {
+		name, answer string
+		head         bool     // a HEAD request's answer
+		bad          bool     // both refuse it
+		trailer      []string // the trailer's fields, last in ReadLimitBody's header
+	}{
+		{"length", "HTTP/1.1 200 OK\r\nX-Same: head\r\nContent-Length: 2\r\n\r\nok", false, false, nil},
+		{"chunked, no trailer", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", false, false, nil},
+		{"chunked, trailer", "HTTP/1.1 200 OK\r\nTrailer: X-Sum\r\nX-Same: head\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 1\r\nX-Same: trailer\r\n\r\n", false, false, []string{"X-Sum: 1", "X-Same: trailer"}},
+		{"after 100 Continue", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n", false, false, []string{"X-Sum: 1"}},
+		{"HEAD", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true, false, nil},
+		{"no content", "HTTP/1.1 204 No Content\r\n\r\n", false, false, nil},
+		{"forbidden trailer field", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nSet-Cookie: a=b\r\n\r\n", false, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			read := func(f func(*fasthttp.Response, *bufio.Reader) error) (fields []string, body, rest string, err error) {
+				var resp fasthttp.Response
+				resp.SkipBody = tc.head
+				br := bufio.NewReader(strings.NewReader(tc.answer + next))
+				if err := f(&resp, br); err != nil {
+					return nil, "", "", err
+				}
+				for k, v := range resp.Header.All() {
+					fields = append(fields, string(k)+": "+string(v))
+				}
+				b, _ := io.ReadAll(br)
+				return fields, string(resp.Body()), string(b), nil
+			}
+			want, wbody, wrest, werr := read(func(r *fasthttp.Response, br *bufio.Reader) error { return r.ReadLimitBody(br, 1<<20) })
+			got, body, rest, err := read(func(r *fasthttp.Response, br *bufio.Reader) error { return ReadAnswer(r, br, 1<<20) })
+			if (werr != nil) != tc.bad || (err != nil) != tc.bad {
+				t.Fatalf("ReadLimitBody: %v, ReadAnswer: %v, want errors %v", werr, err, tc.bad)
+			}
+			if tc.bad {
+				return
+			}
+			if n := len(want) - len(tc.trailer); n < 0 || !slices.Equal(want[n:], tc.trailer) {
+				t.Fatalf("ReadLimitBody's fields %q do not end in the trailer's %q", want, tc.trailer)
+			}
+			if want = want[:len(want)-len(tc.trailer)]; !slices.Equal(got, want) {
+				t.Errorf("fields %q, want %q", got, want)
+			}
+			if body != wbody || rest != wrest || rest != next {
+				t.Errorf("body %q, left %q; want %q, left %q (the next answer)", body, rest, wbody, wrest)
+			}
+		})
 	}
 }
