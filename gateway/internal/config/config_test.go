@@ -61,6 +61,36 @@ func TestDynamicJSON(t *testing.T) {
 	}
 }
 
+// TestCanaryWeightsOutOfRangeAreRefused: canary.Weights.Pick adds a
+// service's weights in an int, and weights near the integer maximum made
+// the sum wrap: four of 2^62 summed to 0, which Pick reads as "no
+// weights", so untagged traffic went to any instance, versions the
+// document left out included; a sum wrapped to a negative number split
+// the traffic otherwise than the weights say (90:10 as 9e18:1e18 came out
+// near 97:3). A negative weight was read as 0. A weight outside
+// 0..MaxWeight now makes the document bad (pkg/dynconfig keeps the last
+// good one), with an error naming the service and version.
+func TestCanaryWeightsOutOfRangeAreRefused(t *testing.T) {
+	for _, tc := range []struct{ doc, names string }{
+		{`{"canary":{"order":{"v1":4611686018427387904,"v2":4611686018427387904,"v3":4611686018427387904,"v4":4611686018427387904}}}`, `order/v1`},
+		{`{"canary":{"order":{"v1":9000000000000000000,"v2":1000000000000000000}}}`, `order/v1`},
+		{`{"canary":{"order":{"v1":90,"v2":9223372036854775807}}}`, `order/v2`},
+		{`{"canary":{"user":{"v1":90,"v2":-10}}}`, `user/v2`},
+		{`{"canary":{"order":{"v1":90},"user":{"v2":1000001}}}`, `user/v2`},
+	} {
+		var d Dynamic
+		err := json.Unmarshal([]byte(tc.doc), &d)
+		if err == nil || !strings.Contains(err.Error(), tc.names) || !strings.Contains(err.Error(), "0 to 1000000") {
+			t.Errorf("%s: %v, want an error naming %s and the range 0 to 1000000", tc.doc, err, tc.names)
+		}
+	}
+	// The range's ends load.
+	var d Dynamic
+	if err := json.Unmarshal([]byte(`{"canary":{"order":{"v1":0,"v2":1000000}}}`), &d); err != nil || d.Canary["order"]["v2"] != 1000000 {
+		t.Fatalf("0 and 1000000: %v %+v", err, d)
+	}
+}
+
 func TestValidateNamesEveryBadVariable(t *testing.T) {
 	c := Config{Mode: "fast", Routes: "nope", RouteTimeout: time.Second, MaxBodyBytes: 0, ReadTimeout: time.Second,
 		TrustedProxies: []string{"10.0.0.0/33"}, TLSCertFile: "c.pem", MaxAttempts: 1, BreakerRatio: 0.5,

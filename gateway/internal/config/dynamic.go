@@ -3,6 +3,8 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -15,9 +17,40 @@ import (
 //
 // Absent parts keep the environment's values.
 type Dynamic struct {
-	Canary   map[string]map[string]int `json:"canary,omitempty"`
-	Timeouts map[string]Duration       `json:"timeouts,omitempty"`
-	Limits   map[string]Rate           `json:"limits,omitempty"`
+	Canary   Canary              `json:"canary,omitempty"`
+	Timeouts map[string]Duration `json:"timeouts,omitempty"`
+	Limits   map[string]Rate     `json:"limits,omitempty"`
+}
+
+// Canary is the canary weights per service: version → share of the
+// service's untagged traffic (canary.Weights).
+type Canary map[string]map[string]int
+
+// MaxWeight bounds one canary weight. canary.Weights.Pick adds a service's
+// weights in an int, and weights near the integer maximum wrapped the sum:
+// to 0, which reads as no weights at all (every instance eligible, versions
+// left out included), or to a negative number that split the traffic
+// otherwise than the weights say. A million gives shares finer than one
+// in a million, and any number of versions a service will have cannot
+// reach the integer maximum.
+const MaxWeight = 1_000_000
+
+// UnmarshalJSON refuses a weight outside 0..MaxWeight (a negative one was
+// read as 0), naming the first such service/version in sorted order.
+func (c *Canary) UnmarshalJSON(b []byte) error {
+	var m map[string]map[string]int
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	for _, svc := range slices.Sorted(maps.Keys(m)) {
+		for _, v := range slices.Sorted(maps.Keys(m[svc])) {
+			if n := m[svc][v]; n < 0 || n > MaxWeight {
+				return fmt.Errorf("canary weight %s/%s = %d: must be 0 to %d", svc, v, n, MaxWeight)
+			}
+		}
+	}
+	*c = m
+	return nil
 }
 
 // Duration is a time.Duration written as "2s" in JSON.
