@@ -1,0 +1,91 @@
+package deploy
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+)
+
+// collectorConfig is the Collector pipeline compose and Kubernetes both run (observability/kustomization.yaml).
+const collectorConfig = "observability/otel/collector.yaml"
+
+// checkCollector says what is wrong with the OpenTelemetry Collector's memory under a container limit of limit bytes,
+// given its environment and its configuration (YAML). The Collector is a Go program: with no GOMEMLIMIT the runtime
+// does not see the container's limit and lets the heap grow to twice what is live before a GC, so a burst of spans,
+// or Jaeger slow to take them while the batches queue, had it killed at the limit (checkGOMEMLIMIT says where to set
+// it). Its memory_limiter must come first in every pipeline, so data is refused before it is held (the processor's
+// own advice), and its hard limit (limit_mib) must not pass GOMEMLIMIT: there the runtime already collects without
+// pause, and the limiter would refuse nothing until the CPU was spent on GC.
+func checkCollector(env map[string]string, limit int64, config []byte) []string {
+	var errs []string
+	soft := env["GOMEMLIMIT"]
+	if err := checkGOMEMLIMIT(soft, 0, limit); err != nil {
+		errs = append(errs, err.Error())
+	}
+	var cfg struct {
+		Processors map[string]struct {
+			LimitMiB      int64 `json:"limit_mib"`
+			SpikeLimitMiB int64 `json:"spike_limit_mib"`
+		} `json:"processors"`
+		Service struct {
+			Pipelines map[string]struct {
+				Processors []string `json:"processors"`
+			} `json:"pipelines"`
+		} `json:"service"`
+	}
+	if err := yaml.Unmarshal(config, &cfg); err != nil {
+		return append(errs, fmt.Sprintf("%s: %v", collectorConfig, err))
+	}
+	if len(cfg.Service.Pipelines) == 0 {
+		errs = append(errs, collectorConfig+": no pipelines: follow them here")
+	}
+	for name, p := range cfg.Service.Pipelines {
+		if len(p.Processors) == 0 || strings.Split(p.Processors[0], "/")[0] != "memory_limiter" {
+			errs = append(errs, fmt.Sprintf("pipeline %s: processors %v, want memory_limiter first", name, p.Processors))
+			continue
+		}
+		ml := cfg.Processors[p.Processors[0]]
+		gomem, err := strconv.ParseInt(strings.TrimSuffix(soft, "MiB"), 10, 64)
+		switch {
+		case ml.LimitMiB <= 0 || ml.SpikeLimitMiB <= 0 || ml.SpikeLimitMiB >= ml.LimitMiB:
+			errs = append(errs, fmt.Sprintf("pipeline %s: %s limit_mib %d, spike_limit_mib %d: want both, the spike below the limit",
+				name, p.Processors[0], ml.LimitMiB, ml.SpikeLimitMiB))
+		case err == nil && ml.LimitMiB > gomem:
+			errs = append(errs, fmt.Sprintf("pipeline %s: %s limit_mib %d is over GOMEMLIMIT %s",
+				name, p.Processors[0], ml.LimitMiB, soft))
+		}
+	}
+	return errs
+}
+
+// TestCollectorHoldsItsMemory: the Collector keeps under its memory limit, in compose and in the in-cluster
+// observability (checkCollector says how).
+func TestCollectorHoldsItsMemory(t *testing.T) {
+	config, err := os.ReadFile(collectorConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := loadCompose(t).Services["otel-collector"]
+	if !ok || s.Deploy == nil || s.Deploy.Resources.Limits == nil {
+		t.Fatal("compose: no otel-collector service with a memory limit: follow it here")
+	}
+	env := map[string]string{}
+	for k, v := range s.Environment {
+		env[k] = value(v)
+	}
+	for _, e := range checkCollector(env, int64(s.Deploy.Resources.Limits.MemoryBytes), config) {
+		t.Errorf("compose otel-collector: %s", e)
+	}
+	where, c := kindContainer(t, "otel-collector")
+	env = map[string]string{}
+	for _, e := range c.Env {
+		env[e.Name] = e.Value
+	}
+	for _, e := range checkCollector(env, c.Resources.Limits.Memory().Value(), config) {
+		t.Errorf("%s: %s", where, e)
+	}
+}
