@@ -157,3 +157,65 @@ func TestDashboardLegendsNameLabelsTheQueryKeeps(t *testing.T) {
 		t.Fatal("no legend label checked: the dashboards' shape changed, follow it here")
 	}
 }
+
+// causeLabels are the labels that say why a series counted, which an operator acts on, by the metric that carries
+// them and the file that sets them. A panel aggregating the metric must keep the label, or every cause is drawn as
+// one line. The fallback panel summed shanhai_limit_fallback_decisions_total whole after d132edb gave it a reason:
+// "unreachable" (look at the network or the server) and "refused" (a full noeviction Redis: pkg/limit) looked alike.
+var causeLabels = map[string]struct{ label, source string }{
+	"shanhai_limit_fallback_decisions_total": {"reason", "pkg/limit/redis.go"},
+	"bridge_dlq_total":                       {"reason", "bridge/internal/metrics/metrics.go"},
+	"shanhai_bpf_target_unprobed":            {"reason", "bpf/internal/agent/metrics.go"},
+}
+
+// TestDashboardsSplitByCause: every panel querying a metric of causeLabels keeps its cause label (no aggregation, or
+// one "by" it).
+func TestDashboardsSplitByCause(t *testing.T) {
+	for metric, c := range causeLabels {
+		src, err := os.ReadFile(filepath.Join(repoRoot, c.source))
+		if err != nil || !strings.Contains(string(src), `"`+c.label+`"`) {
+			t.Errorf("%s no longer sets the label %s (%v): follow %s here", c.source, c.label, err, metric)
+		}
+	}
+	files, _ := filepath.Glob("observability/grafana/dashboards/*.json")
+	aggregation := regexp.MustCompile(`\b(?:sum|max|min|avg|count)\b`)
+	by := regexp.MustCompile(`\b(?:sum|max|min|avg|count)\s+by\s*\(([^)]*)\)`)
+	checked := 0
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d struct {
+			Panels []struct {
+				Title   string
+				Targets []struct{ Expr string }
+			}
+		}
+		if err := json.Unmarshal(raw, &d); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		for _, p := range d.Panels {
+			for _, tg := range p.Targets {
+				for metric, c := range causeLabels {
+					if !regexp.MustCompile(`\b` + metric + `\b`).MatchString(tg.Expr) {
+						continue
+					}
+					checked++
+					kept := !aggregation.MatchString(tg.Expr)
+					if m := by.FindStringSubmatch(tg.Expr); m != nil {
+						for _, l := range strings.Split(m[1], ",") {
+							kept = kept || strings.TrimSpace(l) == c.label
+						}
+					}
+					if !kept {
+						t.Errorf("%s: panel %q queries %q, which sums %s's %s away", filepath.Base(file), p.Title, tg.Expr, metric, c.label)
+					}
+				}
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no panel queries a metric of causeLabels: the dashboards' shape changed, follow it here")
+	}
+}
