@@ -26,6 +26,13 @@
 // After sending, every request in flight is awaited (at most -timeout), so the
 // slowest are not left out; -drain only bounds the wait for sagas.
 //
+// Each saga row (nats: the payment event on -subject; poll: a GET that sees
+// the order final) counts every order the run created: PAID ones timed from
+// creation to PAID, FAILED ones as the error "failed" timed to FAILED, and
+// the ones that source never saw end as the error "unfinished", timed to the
+// end of the run (a lower bound). The percentiles include the last two: a
+// saga that never ended is exactly the failure the figure must not hide.
+//
 // Bad flags (an unknown one, a rate that is not a positive number, a zero
 // duration, a negative log in ratio, ...) stop it before it sends, with the
 // reason and exit status 2; a run that fails exits 1.
@@ -171,10 +178,15 @@ type user struct {
 // orders tracks created orders until they are final: the poll operation takes
 // the oldest unpolled one, and the saga timers start at creation.
 type orders struct {
-	mu      sync.Mutex
-	created map[string]time.Time
-	owner   map[string]*user
-	queue   []string
+	mu       sync.Mutex
+	created  map[string]time.Time
+	owner    map[string]*user // not yet seen PAID or FAILED by a poll
+	natsSeen map[string]bool  // payment event seen on -subject
+	queue    []string
+}
+
+func newOrders() *orders {
+	return &orders{created: map[string]time.Time{}, owner: map[string]*user{}, natsSeen: map[string]bool{}}
 }
 
 func (o *orders) add(id string, u *user, at time.Time) {
@@ -213,6 +225,36 @@ func (o *orders) final(id string) (time.Time, bool) {
 	return o.created[id], true
 }
 
+// natsFinal marks the order's payment event seen on -subject and returns
+// when the order was created; it reports ok once per order of this run (a
+// redelivered event, or another platform's order, is not a saga of its own).
+func (o *orders) natsFinal(id string) (time.Time, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	at, ok := o.created[id]
+	if !ok || o.natsSeen[id] {
+		return time.Time{}, false
+	}
+	o.natsSeen[id] = true
+	return at, true
+}
+
+// unfinished returns the creation times of the orders whose saga each source
+// has not seen end: no poll saw them PAID or FAILED, no payment event came.
+func (o *orders) unfinished() (poll, nats []time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for id, at := range o.created {
+		if _, ok := o.owner[id]; ok {
+			poll = append(poll, at)
+		}
+		if !o.natsSeen[id] {
+			nats = append(nats, at)
+		}
+	}
+	return poll, nats
+}
+
 func (o *orders) createdAt(id string) (time.Time, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -235,9 +277,8 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	os_ := &orders{created: map[string]time.Time{}, owner: map[string]*user{}}
+	os_ := newOrders()
 	rec := newRecorder()
-	paidSeen := sync.Map{} // order id → struct{}: the saga of an order is counted once per source
 	hopsSeen := newStages()
 
 	if c.natsURL != "" {
@@ -249,7 +290,12 @@ func run(ctx context.Context, c config) error {
 		sub, err := nc.Subscribe(c.subject, func(m *nats.Msg) {
 			now := time.Now()
 			hopsSeen.observe(m.Header, m.Data, now)
-			if m.Header.Get("ce_type") != "payment.succeeded" {
+			class := ""
+			switch m.Header.Get("ce_type") {
+			case "payment.succeeded":
+			case "payment.failed":
+				class = sagaFailed
+			default:
 				return
 			}
 			var d struct {
@@ -258,10 +304,8 @@ func run(ctx context.Context, c config) error {
 			if json.Unmarshal(m.Data, &d) != nil {
 				return
 			}
-			if at, ok := os_.createdAt(d.OrderID); ok {
-				if _, dup := paidSeen.LoadOrStore("nats/"+d.OrderID, struct{}{}); !dup {
-					rec.sagaDone("nats", now.Sub(at))
-				}
+			if at, ok := os_.natsFinal(d.OrderID); ok {
+				rec.sagaDone("nats", now.Sub(at), class)
 			}
 		})
 		if err != nil {
@@ -308,8 +352,12 @@ func run(ctx context.Context, c config) error {
 			if err == nil && r.Status == http.StatusOK {
 				var o api.Order
 				if r.JSON(&o) == nil && (o.Status == "PAID" || o.Status == "FAILED") {
-					if at, ok := os_.final(id); ok && o.Status == "PAID" {
-						rec.sagaDone("poll", time.Since(at))
+					if at, ok := os_.final(id); ok {
+						class := ""
+						if o.Status == "FAILED" {
+							class = sagaFailed
+						}
+						rec.sagaDone("poll", time.Since(at), class)
 					}
 				}
 			}
@@ -357,11 +405,23 @@ wait:
 	// percentiles rather than left out (each ends within -timeout, or at once
 	// when interrupted); then sagas still running, for at most -drain.
 	drainEnd := time.Now().Add(c.drain)
-	for snd.inflight.Load() > 0 || (c.natsURL != "" && !sagasDone(rec, os_) && time.Now().Before(drainEnd) && ctx.Err() == nil) {
+	for snd.inflight.Load() > 0 || (c.natsURL != "" && !sagasDone(os_) && time.Now().Before(drainEnd) && ctx.Err() == nil) {
 		<-tick.C
 		progress()
 	}
 	fmt.Fprintln(c.status)
+	// Orders whose saga a source did not see end are counted with their age
+	// now, not left out (see sagaUnfinished).
+	end := time.Now()
+	poll, natsOpen := os_.unfinished()
+	for _, at := range poll {
+		rec.sagaDone("poll", end.Sub(at), sagaUnfinished)
+	}
+	if c.natsURL != "" {
+		for _, at := range natsOpen {
+			rec.sagaDone("nats", end.Sub(at), sagaUnfinished)
+		}
+	}
 
 	sum := rec.summary(c.target, c.rate, secs, os_.pending())
 	sum.Stages = map[string]Stat{}
@@ -372,13 +432,10 @@ wait:
 }
 
 // sagasDone reports whether every created order's payment event was seen.
-func sagasDone(rec *recorder, o *orders) bool {
-	rec.mu.Lock()
-	n := len(rec.saga["nats"])
-	rec.mu.Unlock()
+func sagasDone(o *orders) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return n >= len(o.created)
+	return len(o.natsSeen) >= len(o.created)
 }
 
 // setup registers and logs in the users and reads the catalogue's SKUs

@@ -97,7 +97,7 @@ func TestJSONHasTheTablesNumbers(t *testing.T) {
 	rec.drop("order")
 	rec.drop("poll") // an op whose only request was dropped still has a row
 	for i := range 50 {
-		rec.sagaDone("nats", time.Duration(i)*7*time.Millisecond)
+		rec.sagaDone("nats", time.Duration(i)*7*time.Millisecond, "")
 	}
 	rec.sent = 1302
 	sum := rec.summary("http://gw", 100, 10, 4)
@@ -182,7 +182,7 @@ func TestJSONHasTheTablesNumbers(t *testing.T) {
 // before its answer arrives); when both see it final, the poll saga must be
 // counted once.
 func TestFinalReportsAnOrderOnce(t *testing.T) {
-	o := &orders{created: map[string]time.Time{}, owner: map[string]*user{}}
+	o := newOrders()
 	o.add("o1", &user{}, time.Now())
 	id1, _, _ := o.next()
 	id2, _, _ := o.next()

@@ -42,13 +42,13 @@ func fakeRoutes(browseTook time.Duration) *http.ServeMux {
 }
 
 // runMix runs the mix of 2 users for 1 s at 20 orders/s with 0.5 log ins per
-// order and -drain 0 against target, and returns the -json summary and what
-// the run said on its status output.
-func runMix(t *testing.T, target string) (Summary, string) {
+// order and -drain 0 (unless extra flags say otherwise) against target, and
+// returns the -json summary and what the run said on its status output.
+func runMix(t *testing.T, target string, extra ...string) (Summary, string) {
 	t.Helper()
 	var out, status bytes.Buffer
-	c, err := parseFlags([]string{"-target", target, "-rate", "20", "-duration", "1s", "-drain", "0s", "-login-ratio", "0.5",
-		"-users", "2", "-json"}, &status)
+	args := []string{"-target", target, "-rate", "20", "-duration", "1s", "-drain", "0s", "-login-ratio", "0.5", "-users", "2", "-json"}
+	c, err := parseFlags(append(args, extra...), &status)
 	if err != nil {
 		t.Fatal(err)
 	}

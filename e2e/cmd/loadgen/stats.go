@@ -24,7 +24,11 @@ type recorder struct {
 	mu   sync.Mutex
 	lat  map[string][]time.Duration
 	errs map[string]map[string]int
-	saga map[string][]time.Duration // by source: nats, poll
+	// saga holds by source (nats, poll) one time per order this run created:
+	// to PAID, to FAILED (class sagaFailed in sagaErrs) or, for an order the
+	// source never saw end, its age when the run ended (sagaUnfinished).
+	saga     map[string][]time.Duration
+	sagaErrs map[string]map[string]int
 	// samples keeps the first answer of each op and error class, which
 	// usually says who refused (a problem+json title, a dial error).
 	samples map[string]string
@@ -38,7 +42,7 @@ type recorder struct {
 
 func newRecorder() *recorder {
 	return &recorder{lat: map[string][]time.Duration{}, errs: map[string]map[string]int{}, saga: map[string][]time.Duration{},
-		samples: map[string]string{}, dropped: map[string]int{}, limited: map[string]int{}}
+		sagaErrs: map[string]map[string]int{}, samples: map[string]string{}, dropped: map[string]int{}, limited: map[string]int{}}
 }
 
 func (r *recorder) sentOne() {
@@ -88,10 +92,29 @@ func (r *recorder) sample(op, class, text string) {
 	r.mu.Unlock()
 }
 
-func (r *recorder) sagaDone(source string, d time.Duration) {
+// Saga classes other than paid ("").
+const (
+	sagaFailed = "failed" // the order ended FAILED (payment.failed)
+	// sagaUnfinished is an order the source had not seen end when the run
+	// ended; its time is its age then, a lower bound of its saga. Left out,
+	// the percentiles would describe only the sagas that went well, and a
+	// saga stuck behind a stalled consumer would make the figures look better.
+	sagaUnfinished = "unfinished"
+)
+
+// sagaDone records one order's saga as a source saw it: d from its creation
+// to PAID (class ""), to FAILED (sagaFailed), or to the run's end
+// (sagaUnfinished).
+func (r *recorder) sagaDone(source string, d time.Duration, class string) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.saga[source] = append(r.saga[source], d)
-	r.mu.Unlock()
+	if class != "" {
+		if r.sagaErrs[source] == nil {
+			r.sagaErrs[source] = map[string]int{}
+		}
+		r.sagaErrs[source][class]++
+	}
 }
 
 // limitedClass is a 429: a documented limit (the gateway's per-IP, log in or
@@ -226,7 +249,7 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 	s.Total = stat(all, allErrs, secs)
 	s.Total.Dropped, s.Total.Limited = int(s.Dropped), limited
 	for src, ds := range r.saga {
-		s.Saga[src] = stat(ds, nil, secs)
+		s.Saga[src] = stat(ds, r.sagaErrs[src], secs)
 	}
 	return s
 }
@@ -271,6 +294,16 @@ func (s Summary) table(w io.Writer) {
 			}
 		}
 	}
+	sagaErrs := false
+	for _, src := range sortedKeys(s.Saga) {
+		for _, c := range sortedKeys(s.Saga[src].Errors) {
+			if !sagaErrs {
+				fmt.Fprintln(w, "\nsagas that did not end PAID:")
+				sagaErrs = true
+			}
+			fmt.Fprintf(w, "  %-8s %-28s %7d\n", src, c, s.Saga[src].Errors[c])
+		}
+	}
 	if s.Total.Limited > 0 {
 		fmt.Fprintln(w, "\nlimited (answered 429 by a rate limit; not in count, req/s, the percentiles or errors):")
 		for _, op := range sortedKeys(s.Ops) {
@@ -287,6 +320,7 @@ func (s Summary) table(w io.Writer) {
 		fmt.Fprintln(w, "dropped: due while -max-inflight requests were in flight, so not sent (the client's limit, not the server's answer); not in count, req/s or the percentiles.")
 	}
 	fmt.Fprintln(w, "saga (nats): order created (201 received) -> payment.succeeded seen on the payments subject; saga (poll): -> GET shows PAID (poll-bound upper figure).")
+	fmt.Fprintln(w, "every order created is in each saga row: one that ended FAILED is an error \"failed\" timed to then; one not seen to end is \"unfinished\", timed to the run's end (a lower bound).")
 	if len(s.Stages) > 0 {
 		fmt.Fprintln(w, "saga stages split (nats) at each event's ce_time, Kafka record time (ms) and arrival on JetStream; 3 includes the provider's latency.")
 	}
