@@ -170,6 +170,7 @@ type Record struct {
 	Props       map[string]string
 	PublishTime time.Time
 	EventTime   time.Time
+	Producer    string // the name of the Pulsar producer that sent it, which the broker's dedup state is kept by
 }
 
 // Subscription is the durable subscription through which tests read the
@@ -220,7 +221,7 @@ func ReadPulsar(ctx context.Context, client pulsar.Client, topic string, want in
 
 // ToRecord extracts what the verdict needs from an archived message.
 func ToRecord(m pulsar.Message) Record {
-	rec := Record{Key: m.Key(), Props: m.Properties(), PublishTime: m.PublishTime(), EventTime: m.EventTime()}
+	rec := Record{Key: m.Key(), Props: m.Properties(), PublishTime: m.PublishTime(), EventTime: m.EventTime(), Producer: m.ProducerName()}
 	rec.Seq, _ = Seq(m.Payload())
 	rec.Partition, _ = strconv.Atoi(rec.Props["__kafka_partition"])
 	rec.Offset, _ = strconv.ParseInt(rec.Props["__kafka_offset"], 10, 64)

@@ -303,8 +303,8 @@ func (l *Leg) refreshLag(gctx context.Context, parts []*partition) {
 	}
 }
 
-// ClusterID asks the brokers for their cluster's id (Metadata v2+), which leg B names its Pulsar producers by
-// (mapping.ProducerName). It asks for no topic's metadata: a request without topics would list every topic of the
+// ClusterID asks the brokers for their cluster's id (Metadata v2+), which leg A stamps on each message
+// (HeaderCluster) and leg B names its Pulsar producers by (mapping.ProducerName). It asks for no topic's metadata: a request without topics would list every topic of the
 // cluster.
 func ClusterID(ctx context.Context, brokers []string) (string, error) {
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}

@@ -39,6 +39,11 @@ const (
 	HeaderKey         = "kafka_key"
 	HeaderKeyEncoding = "kafka_key_encoding" // "base64" when the key is not printable UTF-8 or NATS would trim it
 	HeaderTimestamp   = "kafka_timestamp_ms"
+	// HeaderCluster is the id of the Kafka cluster the record was read from (mapping.ClusterToken of it), which leg B
+	// names the record's Pulsar producer by (mapping.ProducerName): carried with the record, it needs no Kafka to be
+	// known and stays the record's own when another cluster's records follow in the stream. Absent on records written
+	// by a bridge from before it, and when the brokers report no id.
+	HeaderCluster = "kafka_cluster_id"
 )
 
 // MsgID is the JetStream dedup id of a Kafka message.
@@ -59,6 +64,11 @@ type partition struct {
 
 	mu      sync.Mutex
 	rejects map[int64]rejection // sink verdicts per offset, across restarts
+
+	// cluster is the Kafka cluster's id as leg A stamps it (HeaderCluster), read by the first session of the
+	// generation (clusterRead): a generation cannot outlive its cluster. Only pump and its feed touch them.
+	cluster     string
+	clusterRead bool
 
 	// Only the settler touches these, and a partition has one session (so one settler) at a time.
 	lastSeq uint64    // stream sequence of the last confirmed message, to verify order
@@ -235,6 +245,13 @@ type session struct {
 // with the error that stopped it (nil when fetchCtx ended).
 func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, error) {
 	l := p.leg
+	if !p.clusterRead {
+		id, err := ClusterID(fetchCtx, l.o.Brokers)
+		if err != nil {
+			return pos, err
+		}
+		p.cluster, p.clusterRead = mapping.ClusterToken(id), true
+	}
 	r := NewPartitionReader(l.o.Brokers, p.route.Topic, p.id)
 	defer r.Close()
 	if err := r.SetOffset(pos); err != nil {
@@ -527,7 +544,7 @@ func (p *partition) reject(offset int64, err error) {
 func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	l := p.leg
 	hdrs := make(map[string]string, len(m.Headers))
-	size := carriedSize(m)
+	size := carriedSize(m, p.cluster)
 	reason, detail := "", ""
 	for _, h := range m.Headers {
 		if _, ok := hdrs[h.Key]; !ok { // the envelope check reads the first value, as nats.Header.Get does
@@ -560,11 +577,12 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: m.Headers}, true
 }
 
-// carriedSize is at least what NATS counts against max_payload (header section and data) for m as build publishes it.
+// carriedSize is at least what NATS counts against max_payload (header section and data) for m as build publishes it,
+// stamped with cluster.
 // It counted the key raw and leg A's own headers as 128 bytes: a key that is not printable goes base64'd (4 bytes for
 // every 3, with HeaderKeyEncoding beside it), and leg A's headers take up to 262 bytes and the topic twice, so a
 // message under MaxBytes by that count could be over it, and over max_payload, as published.
-func carriedSize(m kafka.Message) int {
+func carriedSize(m kafka.Message, cluster string) int {
 	n := len(m.Value) + base64.StdEncoding.EncodedLen(len(m.Key)) + len(HeaderKeyEncoding) + len("base64") + 4
 	if printable(m.Key) {
 		n = len(m.Value) + len(m.Key)
@@ -575,6 +593,9 @@ func carriedSize(m kafka.Message) int {
 			v = publishedBaggageBytes(v)
 		}
 		n += len(h.Key) + v + 4 // ": " and CRLF
+	}
+	if cluster != "" {
+		n += len(HeaderCluster) + len(cluster) + 4
 	}
 	return n + ownHeaderBytes + 2*len(m.Topic)
 }
@@ -589,8 +610,8 @@ func publishedBaggageBytes(n int) int { return min(3*n, maxBaggageBytes) }
 // maxBaggageBytes is otel's (and W3C Baggage's) limit on a baggage header.
 const maxBaggageBytes = 8192
 
-// ownHeaderBytes bounds the header section build adds besides the carried headers, the key and the topic's two
-// copies: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its
+// ownHeaderBytes bounds the header section build adds besides the carried headers, the key, the topic's two copies
+// and the cluster stamp: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its
 // headers), kafka_topic (15), kafka_partition (29 with 10 digits), kafka_offset (35 with 19), kafka_key (13),
 // kafka_timestamp_ms (42 with 20 characters) and Nats-Msg-Id (46 with its partition and offset), each as
 // "name: value" and CRLF.
@@ -657,6 +678,11 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 		h[HeaderKeyEncoding] = []string{"base64"}
 	}
 	h[HeaderTimestamp] = []string{strconv.FormatInt(m.Time.UnixMilli(), 10)}
+	if p.cluster != "" {
+		h[HeaderCluster] = []string{p.cluster}
+	} else {
+		delete(h, HeaderCluster) // a producer's own would name the record's Pulsar producer
+	}
 	h[jetstream.MsgIDHeader] = []string{MsgID(m.Topic, m.Partition, m.Offset)}
 	return &nats.Msg{Subject: p.subject, Header: h, Data: m.Value}, span, ctx
 }

@@ -168,14 +168,15 @@ func TestSizeCheckCountsTheMessageAsCarried(t *testing.T) {
 		t.Fatal(err)
 	}
 	const limit = 64 << 10
-	p := &partition{leg: New(Options{MaxBytes: limit, Metrics: m}), route: mapping.Route{Topic: "shanhai.orders", Subject: "shanhai.orders"}, subject: "shanhai.orders.p2"}
+	p := &partition{leg: New(Options{MaxBytes: limit, Metrics: m}), route: mapping.Route{Topic: "shanhai.orders", Subject: "shanhai.orders"}, subject: "shanhai.orders.p2",
+		cluster: "ta-8BSCbQcyW2HjnJaovmQ"} // stamped on each message too
 	binary := bytes.Repeat([]byte{0xff}, 30_000) // 40,000 bytes base64'd
 	for _, key := range [][]byte{[]byte("order-42"), binary, binary[:29_999], {0}, nil} {
 		msg := kafka.Message{Topic: "shanhai.orders", Partition: 2, Offset: 1<<63 - 1, Key: key,
 			Headers: []kafka.Header{{Key: "ce_id", Value: []byte("e1")}}, Time: time.Now()}
 		for _, extra := range []int{0, 1} {
 			// The largest value the check lets through with this key, then one byte more.
-			msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: key, Headers: msg.Headers})+extra)
+			msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: key, Headers: msg.Headers}, p.cluster)+extra)
 			letter, bad := p.poison(msg)
 			if bad != (extra == 1) {
 				t.Fatalf("key of %d bytes, %d bytes past the limit: dead-lettered %v (%s)", len(key), extra, bad, letter.Detail)
@@ -206,7 +207,7 @@ func TestSizeCheckCountsBaggageAsPublished(t *testing.T) {
 		msg := kafka.Message{Topic: "shanhai.orders", Partition: 2, Offset: 7, Key: []byte("order-42"), Time: time.Now(),
 			Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")}, {Key: "baggage", Value: []byte(bag)}}}
 		// The largest value the check lets through with these headers.
-		msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: msg.Key, Headers: msg.Headers}))
+		msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: msg.Key, Headers: msg.Headers}, p.cluster))
 		if letter, bad := p.poison(msg); bad {
 			t.Fatalf("baggage of %d bytes: dead-lettered at the limit (%s)", len(bag), letter.Detail)
 		}

@@ -183,11 +183,18 @@ func ProducerName(cluster, topic string, partition int) string {
 	if cluster == "" {
 		return name
 	}
-	safe := strings.Map(func(r rune) rune {
+	return name + "." + ClusterToken(cluster)
+}
+
+// ClusterToken is a Kafka cluster id as ProducerName carries it: every character outside [A-Za-z0-9_-] becomes '_'.
+// An id Kafka generates (a UUID in URL-safe base64) is its own token. Leg A stamps the token on each message
+// (kafkaleg.HeaderCluster), as an id may hold what a NATS header value cannot (a line break); ProducerName gives the
+// same name for the token as for the id, since the token is its own token.
+func ClusterToken(cluster string) string {
+	return strings.Map(func(r rune) rune {
 		if r == '-' || r == '_' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' {
 			return r
 		}
 		return '_'
 	}, cluster)
-	return name + "." + safe
 }

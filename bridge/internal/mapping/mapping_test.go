@@ -120,10 +120,15 @@ func TestName(t *testing.T) {
 	for _, tc := range []struct{ cluster, want string }{
 		{"MkU3OEVBNTcwNTJENDM2Qk", "bridge-shanhai_orders-2.MkU3OEVBNTcwNTJENDM2Qk"},
 		{"a.b/c", "bridge-shanhai_orders-2.a_b_c"},
+		{"[INFO] x\nta-8BSCbQcyW2HjnJaovmQ", "bridge-shanhai_orders-2._INFO__x_ta-8BSCbQcyW2HjnJaovmQ"}, // the test servers' id: a log line with it
 		{"", "bridge-shanhai_orders-2"},
 	} {
 		if got := ProducerName(tc.cluster, "shanhai.orders", 2); got != tc.want {
 			t.Errorf("ProducerName(%q) = %q, want %q", tc.cluster, got, tc.want)
+		}
+		// Leg A stamps the token; leg B names a stamped record by it, and an unstamped one by the id Kafka reports.
+		if got := ProducerName(ClusterToken(tc.cluster), "shanhai.orders", 2); got != tc.want {
+			t.Errorf("ProducerName(ClusterToken(%q)) = %q, want %q", tc.cluster, got, tc.want)
 		}
 	}
 }

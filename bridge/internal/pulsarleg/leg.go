@@ -73,8 +73,10 @@ type Options struct {
 	MaxMessageSize MaxMessageSize
 	// PolicyInterval is how often a session re-reads the policy (default 10s); a lower limit restarts the session.
 	PolicyInterval time.Duration
-	// KafkaCluster reads the id of the Kafka cluster the offsets come from (kafkaleg.ClusterID), once per partition
-	// ownership; the producers are named by it (mapping.ProducerName). Nil names them by the partition alone.
+	// KafkaCluster reads the id of the Kafka cluster the offsets come from (kafkaleg.ClusterID); the producers are
+	// named by it (mapping.ProducerName). Only for messages without the id leg A stamps on each
+	// (kafkaleg.HeaderCluster), written by a bridge from before the stamp: read once per partition ownership, at the
+	// first such message. Nil names those by the partition alone.
 	KafkaCluster func(context.Context) (string, error)
 	Logger       *slog.Logger
 	Metrics      *metrics.Bridge
@@ -171,6 +173,12 @@ func (l *Leg) Partition(gen, stop context.Context, topic string, part int, drain
 		}
 		if err == nil || ctx.Err() != nil {
 			break
+		}
+		if errors.Is(err, errNewProducer) {
+			// Not a failure: the stream goes on with another Kafka cluster's records (session).
+			l.o.Logger.Info("leg B partition continues with another Pulsar producer", "topic", topic, "partition", part, "detail", err)
+			b.Reset()
+			continue
 		}
 		l.o.Logger.Warn("leg B partition restarting", "topic", topic, "partition", part, "err", err)
 		l.o.Metrics.Count(metrics.LegB, "retry", 1)

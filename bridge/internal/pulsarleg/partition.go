@@ -35,11 +35,12 @@ type partition struct {
 	route mapping.Route
 	id    int
 	name  string // the JetStream consumer's
-	// producer is the Pulsar producer's name, set by the first session of this ownership: the Kafka cluster id is
-	// read once, as a generation cannot outlive its cluster.
-	producer string
-	rejects  map[int64]rejection // only the session goroutines of this partition, one session at a time
-	acked    streamPos           // the last message of this partition acked in this generation (zero: none yet)
+	// cluster is the Kafka cluster id read from Kafka (Options.KafkaCluster) for messages without leg A's stamp, once
+	// per ownership (looked up: read), as a generation cannot outlive its cluster. Only feed uses them.
+	cluster string
+	looked  bool
+	rejects map[int64]rejection // only the session goroutines of this partition, one session at a time
+	acked   streamPos           // the last message of this partition acked in this generation (zero: none yet)
 	// counted is the highest offset up to which bridge_stream_lost_total has counted this generation's losses (-1:
 	// none). Each session reads again from the ack floor, and the gap behind a lost range was counted by every session
 	// that read the message after it; offsets at or below counted are not counted again. Only feed uses it, one
@@ -77,43 +78,19 @@ type result struct {
 	born    time.Time
 }
 
+// errNewProducer ends a session at a message that needs another Pulsar producer than the session's: one of another Kafka
+// cluster than the messages before it (mapping.ProducerName). The next session opens that producer.
+var errNewProducer = errors.New("the next message is another Kafka cluster's: a session for its producer")
+
 // session is one producer + one consumer incarnation. It returns whether it
 // confirmed anything, and the error that ended it (nil when ctx ended).
+//
+// The producer is opened at the first message the session sends (open), named by that message's Kafka cluster, and a
+// message of another cluster ends the session (errNewProducer) once what went before it is confirmed: a stream can hold
+// an older Kafka cluster's records ahead of the current one's, and each cluster's offsets must reach a producer of their
+// own. One producer per session keeps the session's sends in one ordered queue, as the dedup needs.
 func (p *partition) session(ctx context.Context) (bool, error) {
 	l := p.leg
-	if p.producer == "" {
-		cluster := ""
-		if l.o.KafkaCluster != nil {
-			var err error
-			if cluster, err = l.o.KafkaCluster(ctx); err != nil {
-				return false, err
-			}
-		}
-		p.producer = mapping.ProducerName(cluster, p.route.Topic, p.id)
-	}
-	prod, err := l.o.Pulsar.CreateProducer(pulsar.ProducerOptions{
-		Topic:              p.route.PulsarTopic,
-		Name:               p.producer,
-		SendTimeout:        -1,
-		DisableBatching:    true,
-		MaxPendingMessages: l.o.InFlight,
-	})
-	if err != nil {
-		return false, fmt.Errorf("pulsar producer %s: %w", p.producer, err)
-	}
-	defer prod.Close()
-	// Highest offset Pulsar persisted for this partition, -1 if none. Client v0.19.0 sets it from send receipts only, so
-	// it is -1 for a new producer and broker dedup is what drops the replays of a new session.
-	last := prod.LastSequenceID()
-	limit := 0
-	if l.o.MaxMessageSize != nil {
-		// After CreateProducer: the admin API answers 404 for a topic that does not exist yet.
-		if limit, err = l.o.MaxMessageSize(ctx, p.route.PulsarTopic); err != nil {
-			return false, err
-		}
-		l.readings.store(p.route.PulsarTopic, limit)
-	}
-
 	cons, err := l.resetConsumer(ctx, p.route, p.id, p.name)
 	if err != nil {
 		return false, err
@@ -132,18 +109,20 @@ func (p *partition) session(ctx context.Context) (bool, error) {
 		failed:  make(chan struct{}),
 		stop:    make(chan struct{}),
 		lowered: make(chan error, 1),
+		last:    -1,
 	}
-	s.limit.Store(int64(limit))
+	defer func() {
+		if s.prod != nil {
+			s.prod.Close()
+		}
+	}()
 	pullCtx, abort := context.WithCancel(ctx)
 	defer abort()
 	go func() { <-pullCtx.Done(); it.Stop() }()
 	ackerDone := make(chan struct{})
 	go s.acker(abort, ackerDone)
-	if l.o.MaxMessageSize != nil {
-		go s.watchLimit(pullCtx)
-	}
 
-	feedErr := s.feed(pullCtx, it, prod, last)
+	feedErr := s.feed(pullCtx, it)
 
 	// Drain: wait (bounded) for Pulsar to confirm what was sent, ack that, go.
 	drain := time.NewTimer(l.o.DrainTimeout)
@@ -164,7 +143,9 @@ wait:
 	s.ack()
 	// What Pulsar has not answered by now is abandoned (the next session sends it again from the ack floor): Close
 	// fails it, and abandon counts it out of bridge_inflight, which nothing else would.
-	prod.Close()
+	if s.prod != nil {
+		s.prod.Close()
+	}
 	s.abandon()
 	if s.err != nil {
 		return s.progressed, s.err
@@ -173,6 +154,57 @@ wait:
 		return s.progressed, nil
 	}
 	return s.progressed, feedErr
+}
+
+// open creates the session's Pulsar producer, named name, and reads the topic's max message size policy.
+func (s *bsession) open(ctx context.Context, name string) error {
+	l := s.p.leg
+	prod, err := l.o.Pulsar.CreateProducer(pulsar.ProducerOptions{
+		Topic:              s.p.route.PulsarTopic,
+		Name:               name,
+		SendTimeout:        -1,
+		DisableBatching:    true,
+		MaxPendingMessages: l.o.InFlight,
+	})
+	if err != nil {
+		return fmt.Errorf("pulsar producer %s: %w", name, err)
+	}
+	s.prod, s.producer = prod, name
+	// Highest offset Pulsar persisted for this producer, -1 if none. Client v0.19.0 sets it from send receipts only, so
+	// it is -1 for a new producer and broker dedup is what drops the replays of a new session.
+	s.last = prod.LastSequenceID()
+	if l.o.MaxMessageSize != nil {
+		// After CreateProducer: the admin API answers 404 for a topic that does not exist yet.
+		limit, err := l.o.MaxMessageSize(ctx, s.p.route.PulsarTopic)
+		if err != nil {
+			return err
+		}
+		l.readings.store(s.p.route.PulsarTopic, limit)
+		s.limit.Store(int64(limit))
+		go s.watchLimit(ctx)
+	}
+	return nil
+}
+
+// producerName names the Pulsar producer of a message of this partition by the Kafka cluster leg A stamped on it
+// (kafkaleg.HeaderCluster), which JetStream keeps with the message: leg B needs no Kafka to archive, and a stream
+// still holding an older cluster's records names them by their own cluster. A message without the stamp was written
+// by a bridge from before it (or from brokers that report no id): it is named by the cluster Kafka reports now, as
+// that bridge named its producers, so an upgraded deployment keeps its producer names (and its dedup state); that
+// needs Kafka, and names an older cluster's unstamped records wrongly, as before.
+func (p *partition) producerName(ctx context.Context, h nats.Header) (string, error) {
+	cluster := h.Get(kafkaleg.HeaderCluster)
+	if cluster == "" && p.leg.o.KafkaCluster != nil {
+		if !p.looked {
+			var err error
+			if p.cluster, err = p.leg.o.KafkaCluster(ctx); err != nil {
+				return "", fmt.Errorf("a message without leg A's %s: %w", kafkaleg.HeaderCluster, err)
+			}
+			p.looked = true
+		}
+		cluster = p.cluster
+	}
+	return mapping.ProducerName(cluster, p.route.Topic, p.id), nil
 }
 
 type bsession struct {
@@ -185,6 +217,12 @@ type bsession struct {
 	limit   atomic.Int64 // the Pulsar topic's max message size, 0 for none
 	lowered chan error   // watchLimit's reason to end the session
 
+	// The session's producer (nil until open), its name, and the highest offset sent or persisted through it (-1:
+	// none). Only feed sets them, before the drain reads prod.
+	prod     pulsar.Producer
+	producer string
+	last     int64
+
 	unanswered atomic.Int64 // sends Pulsar has not answered yet
 
 	mu         sync.Mutex
@@ -194,7 +232,7 @@ type bsession struct {
 }
 
 // feed pulls in stream order and hands this partition's messages to Pulsar.
-func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod pulsar.Producer, last int64) error {
+func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext) error {
 	p, l := s.p, s.p.leg
 	var lastC uint64
 	p.mu.Lock()
@@ -249,10 +287,21 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 		if offset > prev.offset {
 			prev = streamPos{seq: meta.Sequence.Stream, offset: offset}
 		}
+		name, err := p.producerName(ctx, h)
+		if err != nil {
+			return err
+		}
+		if s.prod == nil {
+			if err := s.open(ctx, name); err != nil {
+				return err
+			}
+		} else if name != s.producer {
+			return fmt.Errorf("offset %d for producer %s after %s: %w", offset, name, s.producer, errNewProducer)
+		}
 		if lim := int(s.limit.Load()); lim > 0 {
 			// Also at or below last: a message the broker refused under a limit lowered during an earlier session
 			// comes back from the ack floor, and sent again it would stall this session too (sizelimit.go).
-			if n := wireSize(p.producer, h, msg.Data(), p.route.Topic, p.id, offset); n > lim {
+			if n := wireSize(s.producer, h, msg.Data(), p.route.Topic, p.id, offset); n > lim {
 				detail := fmt.Sprintf("at most %d bytes as sent, over the max message size %d of Pulsar topic %s, which the broker refuses and the client does not report (if the limit was lowered after Pulsar stored it, the archive has it too)",
 					n, lim, p.route.PulsarTopic)
 				if err := p.deadLetter(ctx, msg, offset, "too_large", detail); err != nil {
@@ -262,7 +311,7 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 				continue
 			}
 		}
-		if offset <= last {
+		if offset <= s.last {
 			s.tracker.Done(int64(lastC)) // Pulsar has it already
 			l.o.Metrics.Count(metrics.LegB, "skipped", 1)
 			continue
@@ -291,11 +340,11 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext, prod 
 		cseq, born := lastC, meta.Timestamp
 		l.o.Metrics.InFlight(metrics.LegB, 1)
 		s.unanswered.Add(1)
-		prod.SendAsync(context.Background(), pm, func(id pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+		s.prod.SendAsync(context.Background(), pm, func(id pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
 			dropped := err == nil && id != nil && id.LedgerID() < 0 && id.EntryID() < 0
 			s.results <- result{cseq: cseq, offset: offset, err: err, dropped: dropped, span: span, ctx: sctx, born: born}
 		})
-		last = offset
+		s.last = offset
 	}
 }
 
@@ -567,7 +616,7 @@ func letterHeaders(h nats.Header) (own, bridge []kafka.Header) {
 func bridgeField(k string) bool {
 	switch k {
 	case kafkaleg.HeaderTopic, kafkaleg.HeaderPartition, kafkaleg.HeaderOffset, kafkaleg.HeaderKey,
-		kafkaleg.HeaderKeyEncoding, kafkaleg.HeaderTimestamp:
+		kafkaleg.HeaderKeyEncoding, kafkaleg.HeaderTimestamp, kafkaleg.HeaderCluster:
 		return true
 	}
 	return strings.HasPrefix(strings.ToLower(k), "nats-")
