@@ -10,7 +10,9 @@
 // omission"); here a stall shows up in the percentiles.
 //
 // The summary (table, or -json with the same figures) per op and in total:
-// requests answered and their rate, nearest-rank p50/p90/p99/p99.9 and max
+// requests answered and their rate (per second of the sending, or until the
+// op's last answer when that came later, so a server falling behind shows in
+// the rate too), nearest-rank p50/p90/p99/p99.9 and max
 // (exact, to 1 µs: every latency is kept) over the answered requests, failures
 // included, and errors by class: "http <code>", "timeout" (-timeout), "connect"
 // (refused, unreachable), "connection closed" (no answer), "io: <op>" (a reset

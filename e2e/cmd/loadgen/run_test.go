@@ -175,3 +175,35 @@ func TestRunWaitsOutSetupLimitsAndCountsLimitedAnswers(t *testing.T) {
 		}
 	}
 }
+
+// A catalogue that serves one browse at a time in 100 ms can answer 10/s; the
+// run offers 20/s for 1 s, so the last browses are answered about 2 s after
+// the start. Their req/s must be what was answered per second, about 10, not
+// the 20 sent per second of -duration: a server falling behind shows in the
+// rate as well as in the latency.
+func TestRateIsWhatWasAnsweredPerSecond(t *testing.T) {
+	var mu sync.Mutex
+	routes := fakeRoutes(0)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/v1/products" {
+			mu.Lock()
+			defer mu.Unlock()
+			time.Sleep(100 * time.Millisecond)
+		}
+		routes.ServeHTTP(w, r)
+	}))
+	defer gw.Close()
+	sum, _ := runMix(t, gw.URL)
+	browse := sum.Ops["browse"]
+	if browse.Count < 19 || browse.ErrCount != 0 {
+		t.Fatalf("browse %+v, want about 20 answered without errors", browse)
+	}
+	// 20 answers took at least 2 s (one at a time, 100 ms each): at most 10/s.
+	if browse.PerSec > 10.5 {
+		t.Errorf("browse: %d answered at %.1f/s; the catalogue answered at most 10/s", browse.Count, browse.PerSec)
+	}
+	// The other ops were answered within the run's second: their rate is theirs.
+	if order := sum.Ops["order"]; order.PerSec < float64(order.Count)*0.7 {
+		t.Errorf("order: %d answered at %.1f/s, want about %d/s (all answered within the 1 s run)", order.Count, order.PerSec, order.Count)
+	}
+}

@@ -36,13 +36,16 @@ type recorder struct {
 	sent    int64
 	done    int64
 	failed  int64
-	dropped map[string]int // by op: due but not sent, at the -max-inflight bound
-	limited map[string]int // by op: answered 429 by a rate limit, not counted as errors
+	// lastAnswer is by op the time from start to its last answer: an op's
+	// rate is over at least that long (see summary).
+	lastAnswer map[string]time.Duration
+	dropped    map[string]int // by op: due but not sent, at the -max-inflight bound
+	limited    map[string]int // by op: answered 429 by a rate limit, not counted as errors
 }
 
 func newRecorder() *recorder {
 	return &recorder{lat: map[string][]time.Duration{}, errs: map[string]map[string]int{}, saga: map[string][]time.Duration{},
-		sagaErrs: map[string]map[string]int{}, samples: map[string]string{}, dropped: map[string]int{}, limited: map[string]int{}}
+		sagaErrs: map[string]map[string]int{}, samples: map[string]string{}, lastAnswer: map[string]time.Duration{}, dropped: map[string]int{}, limited: map[string]int{}}
 }
 
 func (r *recorder) sentOne() {
@@ -60,6 +63,9 @@ func (r *recorder) result(op string, d time.Duration, class string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.done++
+	if !r.start.IsZero() {
+		r.lastAnswer[op] = max(r.lastAnswer[op], time.Since(r.start))
+	}
 	if class == limitedClass {
 		r.limited[op]++
 		return
@@ -157,7 +163,9 @@ func classify(status int, err error) string {
 
 // Stat is one row of the summary.
 type Stat struct {
-	Count    int            `json:"count"`
+	Count int `json:"count"`
+	// PerSec is Count per second of the sending time (-duration), or of the
+	// time from the start to the op's last answer when that is longer.
 	PerSec   float64        `json:"per_sec"`
 	P50Ms    float64        `json:"p50_ms"`
 	P90Ms    float64        `json:"p90_ms"`
@@ -234,9 +242,16 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 	for op := range r.limited {
 		s.Ops[op] = Stat{}
 	}
+	// An op's rate is over the time from the start to its last answer, when
+	// that is longer than the sending: a server answering half as fast as
+	// it is sent to, with the answers still coming in after -duration, would
+	// otherwise be credited with the rate it was sent at.
+	window := func(op string) float64 { return max(secs, r.lastAnswer[op].Seconds()) }
+	allSecs := secs
 	for op := range s.Ops {
 		ds := r.lat[op]
-		st := stat(ds, r.errs[op], secs)
+		st := stat(ds, r.errs[op], window(op))
+		allSecs = max(allSecs, window(op))
 		st.Dropped, st.Limited = r.dropped[op], r.limited[op]
 		s.Ops[op] = st
 		s.Dropped += int64(st.Dropped)
@@ -246,7 +261,7 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 			allErrs[c] += n
 		}
 	}
-	s.Total = stat(all, allErrs, secs)
+	s.Total = stat(all, allErrs, allSecs)
 	s.Total.Dropped, s.Total.Limited = int(s.Dropped), limited
 	for src, ds := range r.saga {
 		s.Saga[src] = stat(ds, r.sagaErrs[src], secs)
@@ -316,6 +331,7 @@ func (s Summary) table(w io.Writer) {
 	fmt.Fprintf(w, "\ndue %d: answered %d, dropped %d, unanswered (run interrupted) %d; orders the polls had not yet seen PAID/FAILED when the run ended: %d\n",
 		s.Sent, s.Done, s.Dropped, s.Sent-s.Done-s.Dropped, s.OrdersPending)
 	fmt.Fprintln(w, "latency is measured from each request's scheduled start (open loop), so queueing in the client counts.")
+	fmt.Fprintln(w, "req/s is answered per second, from the start to the op's last answer when that came after the sending ended.")
 	if s.Dropped > 0 {
 		fmt.Fprintln(w, "dropped: due while -max-inflight requests were in flight, so not sent (the client's limit, not the server's answer); not in count, req/s or the percentiles.")
 	}
