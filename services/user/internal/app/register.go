@@ -26,6 +26,9 @@ type RegisterHandler struct{ d Deps }
 func (h RegisterHandler) Handle(ctx context.Context, r Register) (user.Profile, error) {
 	var verr user.ValidationError
 	email, fe := user.NormalizeEmail(r.Email)
+	if fe == nil {
+		fe = user.CheckNewEmail(email) // a login does not: accounts stored before it log in
+	}
 	if fe != nil {
 		verr.Fields = append(verr.Fields, *fe)
 	}

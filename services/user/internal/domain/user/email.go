@@ -3,6 +3,7 @@ package user
 import (
 	"net/mail"
 	"strings"
+	"unicode"
 
 	"golang.org/x/text/unicode/norm"
 )
@@ -36,4 +37,31 @@ func NormalizeEmail(email string) (string, *FieldError) {
 		return "", &FieldError{Field: "email", Detail: "must be a plain email address like name@example.com"}
 	}
 	return e, nil
+}
+
+// CheckNewEmail reports why email, in the form NormalizeEmail returns, may
+// not be the address of a new account: it holds a character that shows
+// nothing of its own where the address is displayed, so it would register
+// beside the address without it, an account that looks like someone else's.
+// NFKC keeps such characters, and mail.ParseAddress accepts any non-ASCII
+// one. Refused are controls (Cc), format characters (Cf: zero-width space,
+// joiners, BOM, soft hyphen, bidi embeddings, overrides and isolates, tags),
+// line and paragraph separators, white space, private-use and unassigned
+// code points (anything unicode.IsGraphic is not, or that is a space), and
+// the other default-ignorable code points (variation selectors, Hangul
+// fillers), much as PRECIS's IdentifierClass (RFC 8264) refuses them. The
+// price is that an internationalised domain name needing a joiner (IDNA2008
+// allows ZWJ and ZWNJ in some scripts) cannot sign up.
+//
+// Only sign-up applies it. An account an older release stored with such an
+// address keeps it, and logs in under it: NormalizeEmail, which a login and
+// the email migrations use, accepts it still.
+func CheckNewEmail(email string) *FieldError {
+	for _, r := range email {
+		if !unicode.IsGraphic(r) || unicode.IsSpace(r) ||
+			unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) {
+			return &FieldError{Field: "email", Detail: "must not contain invisible or control characters"}
+		}
+	}
+	return nil
 }

@@ -84,3 +84,20 @@ func TestCheckPasswordLength(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckNewEmail(t *testing.T) {
+	for _, in := range []string{"alice@example.com", "\u00e9lise@example.com", "\u674e@\u4f8b\u5b50.\u4e2d\u56fd",
+		"\u0645\u062b\u0627\u0644@example.com", "a.b+tag@sub.example.org", "e\u0301@example.com"} {
+		if fe := CheckNewEmail(in); fe != nil {
+			t.Errorf("CheckNewEmail(%+q) = %v", in, fe)
+		}
+	}
+	for _, ch := range []string{"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202a", "\u202e", "\u2066",
+		"\u2069", "\u200e", "\u061c", "\U000e0061", "\u0085", "\u009f", "\u2028", "\u2029", "\u1680", "\ue000",
+		"\U000f0000", "\ufe0f", "\U000e0100", "\u115f", "\u3164", "\uffa0", "\u034f", "\u180e", "\U0001bca0", "\u0378"} {
+		in := "ali" + ch + "ce@example.com"
+		if fe := CheckNewEmail(in); fe == nil || fe.Field != "email" {
+			t.Errorf("CheckNewEmail(%+q) accepted", in)
+		}
+	}
+}
