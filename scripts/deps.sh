@@ -261,8 +261,14 @@ start_kafka() {
 		-Dlog4j.configuration="file:$DEPS/kafka/log4j.properties" -cp "$lib/*")
 	# KRaft storage is formatted once, in its own JVM (the tool calls System.exit).
 	if [[ ! -f $data/data/meta.properties ]]; then
-		[[ -f $data/cluster.id ]] || "${jvm[@]}" kafka.tools.StorageTool random-uuid >"$data/cluster.id" 2>>"$LOG/kafka.log" ||
-			fail kafka "kafka-storage random-uuid failed"
+		# random-uuid prints the id on stdout, where log4j.properties above also sends the JVM's INFO lines: keep the
+		# id's line alone (a 22-character base64url Uuid), or the cluster id became a log line plus the id.
+		if [[ ! -f $data/cluster.id ]]; then
+			"${jvm[@]}" kafka.tools.StorageTool random-uuid 2>>"$LOG/kafka.log" | grep -E '^[A-Za-z0-9_-]{22}$' |
+				tail -n 1 >"$data/cluster.id.new" && [[ -s $data/cluster.id.new ]] ||
+				fail kafka "kafka-storage random-uuid printed no cluster id"
+			mv "$data/cluster.id.new" "$data/cluster.id"
+		fi
 		"${jvm[@]}" kafka.tools.StorageTool format -t "$(cat "$data/cluster.id")" -c "$data/server.properties" \
 			--ignore-formatted >>"$LOG/kafka.log" 2>&1 || fail kafka "kafka-storage format failed"
 	fi
