@@ -203,7 +203,14 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		metricsH = fasthttpadaptor.NewFastHTTPHandler(tel.MetricsHandler())
 	}
 	handler := func(ctx *fasthttp.RequestCtx) {
-		switch string(proxy.AdminPath(&ctx.Request.Header)) { // as the event loop matches them
+		path := string(proxy.AdminPath(&ctx.Request.Header)) // as the event loop matches them
+		switch path {
+		case "/healthz", "/readyz", "/metrics":
+			if proxy.AdminTrailer(ctx) {
+				return // fields in a chunked trailer: 400, as on every other path
+			}
+		}
+		switch path {
 		case "/healthz":
 			ctx.SetContentType("text/plain")
 			ctx.SetBodyString("ok")

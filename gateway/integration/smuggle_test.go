@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +33,11 @@ func TestRefusedRequestClosesItsConnection(t *testing.T) {
 		// steered the canary (503, no instance at release "canary"). No
 		// platform client sends a trailer.
 		{"fields in a chunked trailer", "POST /api/v1/users HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-Release-Tag: canary\r\nIdempotency-Key: k1\r\n\r\n", "malformed-request"},
+		// The admin paths too, answered outside the chain: a trailer's
+		// Accept-Encoding: gzip made /metrics answer in gzip.
+		{"fields in a chunked trailer to /metrics", "GET /metrics HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nAccept-Encoding: gzip\r\n\r\n", "malformed-request"},
+		{"fields in a chunked trailer to /healthz", "GET /healthz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-A: 1\r\n\r\n", "malformed-request"},
+		{"fields in a chunked trailer to /readyz", "GET /readyz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-A: 1\r\n\r\n", "malformed-request"},
 		{"invalid Host", "GET /api/v1/products/a HTTP/1.1\r\nHost: user@gw\r\n\r\n", "malformed-request"},
 		{"target of another scheme", "GET ftp://gw/api/v1/products/a HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},
 		{"target with a fragment", "GET /api/v1/products/a?q#f HTTP/1.1\r\nHost: gw\r\n\r\n", "bad-path"},
@@ -57,4 +63,19 @@ func TestRefusedRequestClosesItsConnection(t *testing.T) {
 			t.Errorf("the upstream got %d requests that followed a 400", n)
 		}
 	})
+}
+
+// A chunked request to an admin path with no trailer fields is answered as
+// any other, and its connection kept: only fields in the trailer section
+// are refused (TestRefusedRequestClosesItsConnection).
+func TestAdminPathTakesAnEmptyTrailer(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up)
+	chunked := "GET /healthz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+	as := exchange(t, g.Addr, chunked+"GET /metrics HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+get("after"), 3)
+	if as[0].Status != 200 || as[0].Body != "ok" || as[1].Status != 200 || as[1].Header.Get("Content-Encoding") != "" ||
+		!strings.Contains(as[1].Body, "process_open_fds") || as[2].Status != 200 || as[2].Body != "ok:/api/v1/products/after" {
+		t.Fatalf("answers %d %q, %d %q, %d %q", as[0].Status, as[0].Body, as[1].Status, trim(as[1].Body), as[2].Status, as[2].Body)
+	}
 }

@@ -328,6 +328,11 @@ func (l *loop) adminCall(cl *client) {
 		l.s.o.Admin(&rc)
 		l.onLoop(func() {
 			rc.Response.CopyTo(&cl.resp)
+			if cl.resp.ConnectionClose() {
+				// A refusal (proxy.AdminTrailer): closed by lingering,
+				// as after the chain's.
+				cl.close, cl.linger = true, true
+			}
 			l.reply(cl)
 			l.serve(cl)
 		})

@@ -787,6 +787,30 @@ func trailed(h *fasthttp.RequestHeader) bool {
 	return false
 }
 
+// AdminTrailer is for the admin paths (/healthz, /readyz, /metrics), which
+// the transports answer outside the chain: it removes the trailer mark
+// (MarkTrailer) and, when fields came in a chunked request's trailer
+// section, answers 400 malformed-request with the connection closed, as
+// Begin does for any other path, and reports true. Without it the mark
+// and those fields went on to the admin handlers: nothing read the mark,
+// but /metrics' net/http adapter copies every field into the request's
+// header, where a trailer's Accept-Encoding: gzip chose the answer's coding
+// (RFC 9110 §6.5.2: trailer fields are no header fields).
+func AdminTrailer(ctx *fasthttp.RequestCtx) bool {
+	// Asked of every admin request, chunked or not: once its body is read
+	// a chunked request has the length it came to (0 without a body), so
+	// the length cannot tell. Two walks of the fields, on admin paths only.
+	h := &ctx.Request.Header
+	trailer := trailed(h)
+	h.Del(trailerMark)
+	if !trailer {
+		return false
+	}
+	writeProblem(&ctx.Response, h.RequestURI(), fasthttp.StatusBadRequest, "malformed-request", "the request has fields in its chunked trailer section")
+	ctx.SetConnectionClose()
+	return true
+}
+
 // loneExpect says whether h holds exactly one Expect field. The transports'
 // 100 follows the first one (ExpectsContinue, and the fasthttp server's
 // MayContinue, look with Peek), and a field deleted by name goes with every
