@@ -60,8 +60,11 @@ struct red_key {
 
 // A request in flight on the fast path. g is the owner (0: free); it is set by compare-and-swap, tgid written after
 // it and cleared before it is released, so a slot never looks owned by a (tgid, g) that did not claim it. g is the
-// last field so the agent's whole-value write that frees a dead process's slot makes it claimable last. 64 bytes,
-// one cache line, so goroutines on two CPUs never share one.
+// last field so the agent's whole-value write that frees a dead process's slot makes it claimable last. 64 bytes, but
+// not one cache line: an array map's values start where the kernel's struct bpf_array header ends (312 bytes into a
+// page-aligned allocation on 6.18, seen in the JIT), so a slot straddles two lines and shares the first with the slot
+// before it. Page-aligned values (BPF_F_MMAPABLE puts them at a page boundary) measured no faster per hit in
+// bench/progcost runs alternated with this layout (README, "Where the entry program's time goes"), so it stays.
 struct req_slot {
 	__u32 tgid;
 	__u32 hijacked; // set by serve_http_hijack
