@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/openapi"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/services/order/internal/app"
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
@@ -44,16 +46,30 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // TestOpenAPIDocumentsEveryAnswer drives each API route, wired as pkg/server
 // wires it (deadline.Middleware), into the answers it gives when its time or
 // its stores run out or fail, and checks that the document lists each status for
-// that operation, as problem+json.
+// that operation, as problem+json, with the Retry-After header when the answer
+// sends one. The database being down is the error of a real dial to a closed
+// port, the one database.Unavailable recognises, not a look-alike string.
 func TestOpenAPIDocumentsEveryAnswer(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	var doc struct {
 		Paths map[string]map[string]struct {
-			Responses map[string]json.RawMessage `json:"responses"`
+			Responses map[string]struct {
+				Ref     string                     `json:"$ref"`
+				Headers map[string]json.RawMessage `json:"headers"`
+			} `json:"responses"`
 		} `json:"paths"`
+		Components struct {
+			Responses map[string]struct {
+				Headers map[string]json.RawMessage `json:"headers"`
+			} `json:"responses"`
+		} `json:"components"`
 	}
 	if err := json.Unmarshal(ports.OpenAPI, &doc); err != nil {
 		t.Fatal(err)
+	}
+	_, refused := net.Dial("tcp", testenv.ClosedPort(t))
+	if refused == nil {
+		t.Fatal("a dial to a closed port succeeded")
 	}
 	id := uuid.NewString()
 	routes := []struct{ method, path, docPath, body string }{
@@ -67,12 +83,14 @@ func TestOpenAPIDocumentsEveryAnswer(t *testing.T) {
 		name    string
 		timeout string // X-Request-Timeout-Ms, "" for none
 		stores  stores
+		some    bool // only some routes reach the failing store; the others may answer 2xx or 4xx
 	}{
-		{"the caller's deadline had passed on arrival", "0", stores{}},
-		{"the stores outlast the caller's deadline", "20", stores{err: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}},
-		{"the request was cancelled", "", stores{err: func(context.Context) error { return fmt.Errorf("query: %w", context.Canceled) }}},
-		{"the catalogue is empty", "", stores{catalog: catalog.ErrEmpty}},
-		{"the database fails", "", stores{err: func(context.Context) error { return errors.New("dial tcp: connection refused") }}},
+		{"the caller's deadline had passed on arrival", "0", stores{}, false},
+		{"the stores outlast the caller's deadline", "20", stores{err: func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }}, false},
+		{"a store's own context was cancelled with time left", "", stores{err: func(context.Context) error { return fmt.Errorf("query: %w", context.Canceled) }}, false},
+		{"the catalogue is empty", "", stores{catalog: catalog.ErrEmpty}, true},
+		{"the database is down", "", stores{err: func(context.Context) error { return fmt.Errorf("query: %w", refused) }}, false},
+		{"the database fails otherwise", "", stores{err: func(context.Context) error { return errors.New(`ERROR: relation "orders" does not exist`) }}, false},
 	}
 	for _, sc := range scenarios {
 		r := gin.New()
@@ -88,15 +106,30 @@ func TestOpenAPIDocumentsEveryAnswer(t *testing.T) {
 			}
 			w := httptest.NewRecorder()
 			r.ServeHTTP(w, req)
-			if w.Code < 400 {
-				continue // the route does not reach that store
+			op := rt.method + " " + rt.docPath
+			if w.Code < 500 {
+				// A route that no longer reaches the failing store would no
+				// longer test anything.
+				if !sc.some {
+					t.Errorf("%s: %s answers %d %s", sc.name, op, w.Code, w.Body)
+				}
+				continue
 			}
 			status := strconv.Itoa(w.Code)
-			if _, ok := doc.Paths[rt.docPath][strings.ToLower(rt.method)].Responses[status]; !ok {
-				t.Errorf("%s: %s %s answers %s, which its document does not list", sc.name, rt.method, rt.docPath, status)
+			answer, ok := doc.Paths[rt.docPath][strings.ToLower(rt.method)].Responses[status]
+			if !ok {
+				t.Errorf("%s: %s answers %s, which its document does not list", sc.name, op, status)
+				continue
 			}
 			if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
-				t.Errorf("%s: %s %s answers %s as %q", sc.name, rt.method, rt.docPath, status, ct)
+				t.Errorf("%s: %s answers %s as %q", sc.name, op, status, ct)
+			}
+			headers := answer.Headers
+			if name, ok := strings.CutPrefix(answer.Ref, "#/components/responses/"); ok {
+				headers = doc.Components.Responses[name].Headers
+			}
+			if _, listed := headers["Retry-After"]; w.Header().Get("Retry-After") != "" && !listed {
+				t.Errorf("%s: %s answers %s with Retry-After, which its document does not list", sc.name, op, status)
 			}
 		}
 	}
