@@ -22,3 +22,16 @@ func ClosedPort(t testing.TB) string {
 	}
 	return addr
 }
+
+// Refused returns the error of a dial to ClosedPort: what a client library
+// wraps when its server is down (a database pool's connect error, for one),
+// for tests of how callers answer an outage.
+func Refused(t testing.TB) error {
+	t.Helper()
+	conn, err := net.Dial("tcp", ClosedPort(t))
+	if err == nil {
+		conn.Close()
+		t.Fatal("a dial to a closed port succeeded")
+	}
+	return err
+}

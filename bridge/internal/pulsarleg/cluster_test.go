@@ -3,7 +3,6 @@ package pulsarleg_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"testing"
 	"time"
@@ -13,25 +12,12 @@ import (
 	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
 	"github.com/shanhai-dev/shanhai/bridge/internal/pulsarleg"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // stamp sets the Kafka cluster id leg A stamps on each message.
 func stamp(cluster string) func(nats.Header) {
 	return func(h nats.Header) { h[kafkaleg.HeaderCluster] = []string{cluster} }
-}
-
-// closedAddr is a loopback address nothing listens on: a dial is refused.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
 }
 
 // archived is what the archive holds, as "seq@producer" in the order read.
@@ -49,7 +35,7 @@ func archived(t *testing.T, e *env, want int) []string {
 // needed. Leg A stamps the id on each message now; leg B's Kafka here is a port nothing listens on.
 func TestLegBArchivesWhileKafkaIsUnreachable(t *testing.T) {
 	e := setup(t)
-	kafka := closedAddr(t)
+	kafka := testenv.ClosedPort(t)
 	o := e.opts
 	o.KafkaCluster = func(ctx context.Context) (string, error) { return kafkaleg.ClusterID(ctx, []string{kafka}) }
 	e.leg = pulsarleg.New(o)

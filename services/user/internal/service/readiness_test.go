@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,27 +10,12 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 )
 
-// closedAddr is a loopback address nothing listens on: connections to it are
-// refused, as to a Redis that is down.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 // TestReadyWithoutRedis: the service answers without Redis (profiles from
 // the database, login limits local), so a Redis outage must not fail
 // readiness: failing it took every pod out of the Service at once. The
 // outage is logged, and a database that is gone still fails readiness.
 func TestReadyWithoutRedis(t *testing.T) {
-	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + closedAddr(t) + "/0"})
+	h := newHarness(t, map[string]string{"REDIS_URL": "redis://" + testenv.ClosedPort(t) + "/0"})
 	if r := h.do("GET", "/readyz", ""); r.Code != http.StatusOK {
 		t.Fatalf("/readyz with Redis down: %d %s", r.Code, r.Body)
 	}
