@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/openapi"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/ports"
@@ -42,17 +44,32 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 
 // TestOpenAPIDocumentsEveryAnswer drives each API route, wired as pkg/server
 // wires it (deadline.Middleware), into the answers it gives when its time
-// runs out or its database fails, and checks that the document lists each
-// status for that operation, as problem+json.
+// runs out or its database is down or fails, and checks that the document
+// lists each status for that operation, as problem+json, with the Retry-After
+// header when the answer sends one. The database being down is the error of a
+// real dial to a closed port, the one database.Unavailable recognises, not a
+// look-alike string.
 func TestOpenAPIDocumentsEveryAnswer(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	var doc struct {
 		Paths map[string]map[string]struct {
-			Responses map[string]json.RawMessage `json:"responses"`
+			Responses map[string]struct {
+				Ref     string                     `json:"$ref"`
+				Headers map[string]json.RawMessage `json:"headers"`
+			} `json:"responses"`
 		} `json:"paths"`
+		Components struct {
+			Responses map[string]struct {
+				Headers map[string]json.RawMessage `json:"headers"`
+			} `json:"responses"`
+		} `json:"components"`
 	}
 	if err := json.Unmarshal(ports.OpenAPI, &doc); err != nil {
 		t.Fatal(err)
+	}
+	_, refused := net.Dial("tcp", testenv.ClosedPort(t))
+	if refused == nil {
+		t.Fatal("a dial to a closed port succeeded")
 	}
 	routes := []struct{ path, docPath string }{
 		{"/api/v1/payments", "/api/v1/payments"},
@@ -67,7 +84,8 @@ func TestOpenAPIDocumentsEveryAnswer(t *testing.T) {
 		{"the caller's deadline had passed on arrival", "0", nil},
 		{"the database outlasts the caller's deadline", "20", func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }},
 		{"an inner timeout fired with time left", "", func(context.Context) error { return fmt.Errorf("query: %w", context.DeadlineExceeded) }},
-		{"the database fails", "", func(context.Context) error { return errors.New("dial tcp: connection refused") }},
+		{"the database is down", "", func(context.Context) error { return fmt.Errorf("query: %w", refused) }},
+		{"the database fails otherwise", "", func(context.Context) error { return errors.New(`ERROR: relation "payments" does not exist`) }},
 	}
 	for _, sc := range scenarios {
 		r := gin.New()
@@ -85,11 +103,20 @@ func TestOpenAPIDocumentsEveryAnswer(t *testing.T) {
 				continue
 			}
 			status := strconv.Itoa(w.Code)
-			if _, ok := doc.Paths[rt.docPath]["get"].Responses[status]; !ok {
+			answer, ok := doc.Paths[rt.docPath]["get"].Responses[status]
+			if !ok {
 				t.Errorf("%s: GET %s answers %s, which its document does not list", sc.name, rt.docPath, status)
+				continue
 			}
 			if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
 				t.Errorf("%s: GET %s answers %s as %q", sc.name, rt.docPath, status, ct)
+			}
+			headers := answer.Headers
+			if name, ok := strings.CutPrefix(answer.Ref, "#/components/responses/"); ok {
+				headers = doc.Components.Responses[name].Headers
+			}
+			if _, listed := headers["Retry-After"]; w.Header().Get("Retry-After") != "" && !listed {
+				t.Errorf("%s: GET %s answers %s with Retry-After, which its document does not list", sc.name, rt.docPath, status)
 			}
 		}
 	}
