@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -25,10 +24,7 @@ import (
 // logged once at WARN with the cause; it was a 500 "internal error", a bug by its status.
 func TestADatabaseThatIsDownAnswers503(t *testing.T) {
 	gin.SetMode(gin.TestMode)
-	_, down := net.Dial("tcp", testenv.ClosedPort(t))
-	if down == nil {
-		t.Fatal("a dial to a closed port succeeded")
-	}
+	down := testenv.Refused(t)
 	logs := &testenv.LogBuffer{}
 	r := gin.New()
 	r.Use(deadline.Middleware(0))
