@@ -88,6 +88,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	if lo, hi, ok := ephemeralRange(); ok {
+		if err := outsideEphemeral(*port, lo, hi); err != nil {
+			return err
+		}
+	}
 	var logLevel slog.Level
 	if err := logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("-log-level %q (its default is LOG_LEVEL, when set): want debug, info, warn or error", *level)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,13 +106,20 @@ func asProgram(args string, env ...string) *exec.Cmd {
 	return run
 }
 
-// freePortBlock finds a -port whose ten ports (HTTP and pprof) are free now.
+// freePortBlock finds a -port whose ten ports (HTTP and pprof) are free now,
+// below the ephemeral range: the run refuses a block in it (outsideEphemeral),
+// where the kernel's free ports (freePort) are.
 func freePortBlock(t *testing.T) int {
 	t.Helper()
+	const bottom = 10000
+	top := 30000
+	if lo, _, ok := ephemeralRange(); ok {
+		top = min(top, lo-1005)
+	}
 	for range 50 {
-		port, err := freePort()
-		if err != nil {
-			t.Fatal(err)
+		port := bottom
+		if top > bottom {
+			port += rand.IntN(top - bottom)
 		}
 		httpPorts, admin, err := portBlock(port)
 		if err == nil && checkPorts(httpPorts, admin) == nil {

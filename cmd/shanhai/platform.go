@@ -296,7 +296,8 @@ func checkPorts(httpPorts, admin map[string]int) error {
 				if c, dialErr := net.DialTimeout("tcp", addr, time.Second); dialErr == nil {
 					_ = c.Close()
 				} else {
-					holder = "nothing listens there, so a connection to it is still closing (TIME_WAIT): wait a minute"
+					holder = "nothing listens there: a connection holds it as its local port (an open one, or one " +
+						"closed less than a minute ago: TIME_WAIT); wait until it is gone"
 				}
 				return fmt.Errorf("%w: port %d (%s): %v; %s, or move the whole block with -port%s",
 					errPortTaken, m[name], name, err, holder, portExample(httpPorts["gateway"]))
