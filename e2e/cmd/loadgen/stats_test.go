@@ -142,3 +142,31 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// Ties at the boundary rank: of 1,000 samples, 990 at 1 ms and 10 at 5 s give
+// p99 = 1 ms (the 990th) and p99.9 = 5 s (the 999th); one more slow sample
+// moves the p99 to 5 s. No samples (every request failed to be sent, say)
+// give zeros with the count 0 and the errors kept, not a panic.
+func TestStatPercentilesWithTiesAndNoSamples(t *testing.T) {
+	for _, c := range []struct {
+		slow      int
+		p99, p999 float64
+	}{{10, 1, 5000}, {11, 5000, 5000}} {
+		var ds []time.Duration
+		for i := range 1000 {
+			d := time.Millisecond
+			if i < c.slow {
+				d = 5 * time.Second
+			}
+			ds = append(ds, d)
+		}
+		s := stat(ds, nil, 1)
+		if s.P50Ms != 1 || s.P99Ms != c.p99 || s.P999Ms != c.p999 || s.MaxMs != 5000 {
+			t.Errorf("%d of 1000 at 5 s: p50 %v p99 %v p99.9 %v max %v, want 1 %v %v 5000", c.slow, s.P50Ms, s.P99Ms, s.P999Ms, s.MaxMs, c.p99, c.p999)
+		}
+	}
+	s := stat(nil, map[string]int{"timeout": 3}, 10)
+	if s.Count != 0 || s.PerSec != 0 || s.P50Ms != 0 || s.P999Ms != 0 || s.MaxMs != 0 || s.ErrCount != 3 {
+		t.Errorf("no samples: %+v, want zeros with error count 3", s)
+	}
+}
