@@ -1,0 +1,63 @@
+package openapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Answers is what a document says each operation may answer, for tests that
+// drive a service's routes into their failures (a deadline, a database that
+// is down) and check that every answer given is one a client was told of.
+type Answers struct{ doc answers }
+
+// answers is the part of a document Answers reads.
+type answers struct {
+	Paths map[string]map[string]struct {
+		Responses map[string]response `json:"responses"`
+	} `json:"paths"`
+	Components struct {
+		Responses map[string]response `json:"responses"`
+	} `json:"components"`
+}
+
+type response struct {
+	Ref     string                     `json:"$ref"`
+	Headers map[string]json.RawMessage `json:"headers"`
+}
+
+// ParseAnswers reads the answers of doc, an OpenAPI 3.1 JSON document.
+func ParseAnswers(doc []byte) (*Answers, error) {
+	var a Answers
+	if err := json.Unmarshal(doc, &a.doc); err != nil {
+		return nil, fmt.Errorf("openapi document: %w", err)
+	}
+	return &a, nil
+}
+
+// Check reports how an error answer of the operation method path (the
+// document's template, "/api/v1/orders/{id}") differs from its document: a
+// status it does not list, a body that is not problem+json, or a Retry-After
+// header that its response (or the shared response it refers to) does not
+// list, so a client would not know to wait.
+func (a *Answers) Check(method, path string, status int, h http.Header) error {
+	op := method + " " + path
+	code := strconv.Itoa(status)
+	r, ok := a.doc.Paths[path][strings.ToLower(method)].Responses[code]
+	if !ok {
+		return fmt.Errorf("%s answers %s, which its document does not list", op, code)
+	}
+	if ct := h.Get("Content-Type"); status >= 400 && !strings.HasPrefix(ct, "application/problem+json") {
+		return fmt.Errorf("%s answers %s as %q, not problem+json", op, code, ct)
+	}
+	headers := r.Headers
+	if name, ok := strings.CutPrefix(r.Ref, "#/components/responses/"); ok {
+		headers = a.doc.Components.Responses[name].Headers
+	}
+	if _, listed := headers["Retry-After"]; h.Get("Retry-After") != "" && !listed {
+		return fmt.Errorf("%s answers %s with Retry-After, which its document does not list", op, code)
+	}
+	return nil
+}

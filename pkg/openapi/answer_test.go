@@ -1,0 +1,56 @@
+package openapi
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+)
+
+const answersDoc = `{"openapi":"3.1.0",
+"paths":{"/api/v1/orders/{id}":{"get":{"responses":{
+  "200":{},
+  "503":{"$ref":"#/components/responses/Unavailable"},
+  "504":{"headers":{}},
+  "500":{"headers":{"Retry-After":{}}}}}}},
+"components":{"responses":{"Unavailable":{"headers":{"Retry-After":{"schema":{"type":"integer"}}}}}}}`
+
+func TestAnswersCheck(t *testing.T) {
+	a, err := ParseAnswers([]byte(answersDoc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	problem := func(retry string) http.Header {
+		h := http.Header{"Content-Type": {"application/problem+json"}}
+		if retry != "" {
+			h.Set("Retry-After", retry)
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name   string
+		method string
+		status int
+		h      http.Header
+		want   string // substring of the error; empty means none
+	}{
+		{"listed through a shared response, with its header", "GET", 503, problem("1"), ""},
+		{"listed inline, with its header", "GET", 500, problem("1"), ""},
+		{"listed, no header sent", "GET", 504, problem(""), ""},
+		{"header the response does not list", "GET", 504, problem("1"), "GET /api/v1/orders/{id} answers 504 with Retry-After, which its document does not list"},
+		{"status not listed", "GET", 502, problem(""), "answers 502, which its document does not list"},
+		{"method not documented", "DELETE", 503, problem(""), "DELETE /api/v1/orders/{id} answers 503, which"},
+		{"error not problem+json", "GET", 503, http.Header{"Content-Type": {"text/plain"}}, `as "text/plain", not problem+json`},
+		{"success needs no problem", "GET", 200, http.Header{"Content-Type": {"application/json"}}, ""},
+	} {
+		err := a.Check(tc.method, "/api/v1/orders/{id}", tc.status, tc.h)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want one with %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := ParseAnswers([]byte(`{`)); err == nil {
+		t.Error("ParseAnswers of a broken document: no error")
+	}
+}
