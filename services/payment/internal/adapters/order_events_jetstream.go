@@ -307,6 +307,16 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	}
 	d := payment.DeadLetter{Consumer: c.names.Durable, Subject: m.Subject(), MsgID: msgID, EventID: env.ID, EventType: env.Type,
 		Reason: reason.Error(), Payload: m.Data(), Headers: h}
+	// A charge given up on names its order, so that a cancel of the order
+	// voids the charge's key itself (no delivery is left to): see
+	// app.CancelOrderHandler. Only a charge: an order.created refused as
+	// invalid never charged anything under the order's payment.
+	if cause == "retries_exhausted" && env.Type == OrderCreated {
+		var od OrderCreatedData
+		if env.Decode(&od) == nil {
+			d.OrderID = od.OrderID
+		}
+	}
 	// Recorded even when a stop cut the handler off (the database closes
 	// only after the workers end): a charge cut off on the message's last
 	// delivery is given up on here, and unrecorded it would be lost. But
@@ -338,10 +348,29 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	}
 	c.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))
 	c.log.ErrorContext(ctx, "message dead-lettered", "msg_id", msgID, "event_id", env.ID, "cause", cause, "reason", reason)
+	if d.OrderID != "" {
+		c.giveUp(rctx, env, d.OrderID)
+	}
 	if err := m.TermWithReason(cause + ": " + reason.Error()); err != nil {
 		return "dead", fmt.Errorf("term: %w (cause: %w)", err, reason)
 	}
 	return "dead", reason
+}
+
+// giveUp voids the charge of an order.created just dead-lettered if a
+// cancel flagged it meanwhile (app.ChargeOrderHandler.GiveUp): the cancel,
+// which found no dead letter yet, left the void to a delivery that will not
+// come. The message is terminated either way; a void that fails is logged,
+// the row staying PENDING and flagged until the dead letter is replayed.
+func (c *OrderEvents) giveUp(ctx context.Context, env event.Envelope, orderID string) {
+	res, err := c.app.ChargeOrder.GiveUp(ctx, orderID)
+	switch {
+	case err != nil:
+		c.log.ErrorContext(ctx, "cancelled order's dead-lettered charge not voided: replay its dead letter", "event_id", env.ID, "order_id", orderID, "err", err)
+	case res.Voided:
+		c.log.InfoContext(ctx, "cancelled order's dead-lettered charge voided", "event_id", env.ID, "order_id", orderID,
+			"payment_id", res.PaymentID, "status", string(res.Status))
+	}
 }
 
 // deadLetterGrace is how long recording a dead letter may go on once the

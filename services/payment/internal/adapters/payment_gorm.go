@@ -44,6 +44,7 @@ type deadLetterRow struct {
 	EventID       string
 	EventType     string
 	Reason        string
+	OrderID       string // of an order.created; empty for any other message
 	PayloadBase64 string `gorm:"column:payload_base64"`
 	Headers       string
 	CreatedAt     time.Time
@@ -66,7 +67,10 @@ func (r *PaymentGorm) NotifyOnEvents(fn func()) *PaymentGorm {
 	return r
 }
 
-var _ payment.Repository = (*PaymentGorm)(nil)
+var (
+	_ payment.Repository     = (*PaymentGorm)(nil)
+	_ payment.GivenUpCharges = (*PaymentGorm)(nil)
+)
 
 func (r *PaymentGorm) Claim(ctx context.Context, p *payment.Payment) (*payment.Payment, error) {
 	row := toRow(p.Snapshot())
@@ -296,12 +300,32 @@ func (r *PaymentGorm) SaveDeadLetter(ctx context.Context, d payment.DeadLetter) 
 	// and a dead letter that cannot be stored is redelivered forever. The
 	// exact bytes stay in the payload and the JSON-escaped headers.
 	row := deadLetterRow{ID: d.ID, Consumer: d.Consumer, Subject: text(d.Subject), MsgID: text(d.MsgID), EventID: text(d.EventID),
-		EventType: text(d.EventType), Reason: text(d.Reason), PayloadBase64: base64.StdEncoding.EncodeToString(d.Payload),
+		EventType: text(d.EventType), Reason: text(d.Reason), OrderID: text(d.OrderID), PayloadBase64: base64.StdEncoding.EncodeToString(d.Payload),
 		Headers: string(h), CreatedAt: d.CreatedAt}
 	if err := r.db.WithContext(ctx).Create(&row).Error; err != nil {
 		return fmt.Errorf("store dead letter: %w", err)
 	}
 	return nil
+}
+
+func (r *PaymentGorm) ChargeDeadLettered(ctx context.Context, orderID string) (bool, error) {
+	var ids []string
+	if err := r.db.WithContext(ctx).Model(&deadLetterRow{}).Where("order_id = ?", orderID).Limit(1).Pluck("id", &ids).Error; err != nil {
+		return false, fmt.Errorf("look up dead letters of order %s: %w", orderID, err)
+	}
+	return len(ids) > 0, nil
+}
+
+func (r *PaymentGorm) ByOrder(ctx context.Context, orderID string) (*payment.Payment, error) {
+	var row paymentRow
+	err := r.db.WithContext(ctx).Where("order_id = ?", orderID).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return nil, payment.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read payment for order %s: %w", orderID, err)
+	}
+	return fromRow(row), nil
 }
 
 // text makes s storable in a text column: invalid UTF-8 and NUL become U+FFFD.
@@ -321,7 +345,7 @@ func (r *PaymentGorm) DeadLetters(ctx context.Context, limit int) ([]payment.Dea
 		var h map[string]string
 		_ = json.Unmarshal([]byte(row.Headers), &h)
 		out[i] = payment.DeadLetter{ID: row.ID, Consumer: row.Consumer, Subject: row.Subject, MsgID: row.MsgID, EventID: row.EventID,
-			EventType: row.EventType, Reason: row.Reason, Payload: payload, Headers: h, CreatedAt: row.CreatedAt.UTC()}
+			EventType: row.EventType, Reason: row.Reason, OrderID: row.OrderID, Payload: payload, Headers: h, CreatedAt: row.CreatedAt.UTC()}
 	}
 	return out, nil
 }

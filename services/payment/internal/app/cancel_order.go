@@ -42,6 +42,8 @@ type CancelOrderHandler struct{ d Deps }
 //     set; if that worker dies first, its order.created is redelivered (it
 //     was never acked), finds SUCCEEDED with the flag and refunds then. If
 //     the guard misses, the charge was answered meanwhile: read again.
+//     Unless the order's order.created was dead-lettered: then no delivery
+//     is left to void the flagged row, and the cancel voids it (voidGivenUp);
 //   - FAILED, REFUNDED, CANCELLED: nothing.
 //
 // Flagging rather than waiting for the charge keeps the cancel from
@@ -81,10 +83,58 @@ func (h CancelOrderHandler) Handle(ctx context.Context, cmd CancelOrder) (Cancel
 			if err != nil {
 				return CancelResult{}, fmt.Errorf("cancel order %s: %w", cmd.OrderID, err)
 			}
-			if flagged {
-				return CancelResult{PaymentID: p.ID(), Status: payment.Pending}, nil
+			if !flagged {
+				continue
+			}
+			r, settled, err := h.voidGivenUp(ctx, p)
+			if err != nil {
+				return CancelResult{}, fmt.Errorf("cancel order %s: %w", cmd.OrderID, err)
+			}
+			if settled {
+				return r, nil
 			}
 		}
 	}
 	return CancelResult{}, fmt.Errorf("cancel order %s: payment kept changing under the cancel", cmd.OrderID)
+}
+
+// voidGivenUp runs after the cancel flagged p, PENDING. The flag leaves the
+// void to the next delivery of the order's order.created, but one that was
+// dead-lettered (its charge still faulting on its last delivery) has none:
+// the row would stay PENDING for good, and the key unvoided although a
+// fault may have been a timeout after the processor took the money. So when
+// the order has such a dead letter, the cancel voids the key itself. Only
+// then: a cancel that voided every flagged row would void a charge in flight
+// on another replica, which the simulated provider (its memory is each
+// replica's own) would neither decline nor refund; the charging replica
+// sees the flag and refunds instead. A dead letter recorded after this look
+// is handled by the delivery that records it (ChargeOrderHandler.GiveUp).
+//
+// settled is false when the row was answered meanwhile (it is no longer
+// PENDING, or another void stored first): the caller reads it again.
+func (h CancelOrderHandler) voidGivenUp(ctx context.Context, p *payment.Payment) (r CancelResult, settled bool, err error) {
+	flaggedOnly := CancelResult{PaymentID: p.ID(), Status: payment.Pending}
+	if h.d.GivenUp == nil {
+		return flaggedOnly, true, nil
+	}
+	dead, err := h.d.GivenUp.ChargeDeadLettered(ctx, p.OrderID())
+	if err != nil {
+		return CancelResult{}, false, err
+	}
+	if !dead {
+		return flaggedOnly, true, nil
+	}
+	// Read back with the flag this cancel (or an earlier one) set.
+	flagged, err := h.d.GivenUp.ByOrder(ctx, p.OrderID())
+	if err != nil {
+		return CancelResult{}, false, err
+	}
+	if !flagged.NeedsVoid() {
+		return CancelResult{}, false, nil
+	}
+	stored, err := closeByVoid(ctx, h.d, flagged)
+	if err != nil || !stored {
+		return CancelResult{}, false, err
+	}
+	return CancelResult{PaymentID: flagged.ID(), Status: flagged.Status()}, true, nil
 }

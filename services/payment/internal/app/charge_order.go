@@ -129,14 +129,9 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 // the provider after the void, or SUCCEEDED and flagged if it was taken
 // before, which this delivery then refunds as any redelivery would.
 func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment) (ChargeResult, error) {
-	refunded, err := h.d.Provider.Void(ctx, payment.Void{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()})
+	stored, err := closeByVoid(ctx, h.d, p)
 	if err != nil {
-		return ChargeResult{}, fmt.Errorf("charge order %s: order was cancelled: void: %w", p.OrderID(), fault(err))
-	}
-	p.Close(refunded, h.d.Now())
-	stored, _, err := h.d.Payments.Complete(ctx, p)
-	if err != nil {
-		return ChargeResult{}, fmt.Errorf("charge order %s: close voided charge: %w", p.OrderID(), err)
+		return ChargeResult{}, fmt.Errorf("charge order %s: order was cancelled: %w", p.OrderID(), err)
 	}
 	if stored {
 		res := result(p, false)
@@ -151,6 +146,44 @@ func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment)
 		return h.refund(ctx, cur)
 	}
 	return result(cur, true), nil
+}
+
+// GiveUp settles what the order's order.created leaves behind once it has
+// been dead-lettered (its charge still faulting on the last delivery): a
+// row the cancel flagged is voided, as the next delivery would have done.
+// The cancel voids by itself only when it finds the dead letter
+// (CancelOrderHandler); one that landed after the last delivery failed but
+// before its dead letter was recorded found none and only flagged the row,
+// and no delivery is left to void it. The cancel flags, then looks for the
+// dead letter; the caller records the dead letter, then calls this: of the
+// two, the one that runs last sees the other's write. Both may void, which
+// the provider answers once and the row's PENDING guard stores once.
+//
+// A row that is not flagged, or no row at all, is left alone: nothing
+// cancelled the order. A void fault returns an error wrapping
+// payment.ErrProviderFault; the row then stays PENDING and flagged until the
+// dead letter is replayed.
+func (h ChargeOrderHandler) GiveUp(ctx context.Context, orderID string) (ChargeResult, error) {
+	if h.d.GivenUp == nil {
+		return ChargeResult{Duplicate: true}, nil
+	}
+	p, err := h.d.GivenUp.ByOrder(ctx, orderID)
+	if errors.Is(err, payment.ErrNotFound) {
+		return ChargeResult{Duplicate: true}, nil
+	}
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("give up on order %s: %w", orderID, err)
+	}
+	if !p.NeedsVoid() {
+		return result(p, true), nil
+	}
+	// The claim void reads the row back with, should its store lose the
+	// guard: the row exists, so it only reads.
+	fresh, err := payment.New(h.d.NewID(), p.OrderID(), p.UserID(), p.AmountCents(), p.Currency(), h.d.Now())
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("give up on order %s: %w", orderID, err)
+	}
+	return h.void(ctx, fresh, p)
 }
 
 func (h ChargeOrderHandler) refund(ctx context.Context, p *payment.Payment) (ChargeResult, error) {

@@ -37,6 +37,21 @@ type Repository interface {
 	SaveDeadLetter(ctx context.Context, d DeadLetter) error
 }
 
+// GivenUpCharges is what a Repository may offer besides (the gorm one does)
+// so that a cancelled order whose order.created was dead-lettered is still
+// voided: with no delivery of that message left, the cancel or the delivery
+// that dead-lettered it must void the key itself. A separate interface,
+// found on the Repository by type assertion, so that stores written for the
+// Repository alone (test fakes) keep working, without that void.
+type GivenUpCharges interface {
+	// ChargeDeadLettered reports whether a charge of the order (its
+	// order.created) was given up on: recorded as a dead letter with
+	// DeadLetter.OrderID set to orderID.
+	ChargeDeadLettered(ctx context.Context, orderID string) (bool, error)
+	// ByOrder returns the order's payment, ErrNotFound if it has none.
+	ByOrder(ctx context.Context, orderID string) (*Payment, error)
+}
+
 // ListQuery selects a page of one user's payments, newest first. Cursor is
 // the value a previous page returned; empty starts at the newest.
 type ListQuery struct {
@@ -55,6 +70,11 @@ type DeadLetter struct {
 	EventID   string
 	EventType string
 	Reason    string
+	// OrderID is the order a given-up charge (an order.created) was for,
+	// empty for any other message: once its order.created is dead, a
+	// cancel of the order must void the charge itself (see
+	// ChargeDeadLettered), as no delivery is left to do it.
+	OrderID   string
 	Payload   []byte
 	Headers   map[string]string
 	CreatedAt time.Time
