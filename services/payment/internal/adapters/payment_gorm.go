@@ -67,10 +67,7 @@ func (r *PaymentGorm) NotifyOnEvents(fn func()) *PaymentGorm {
 	return r
 }
 
-var (
-	_ payment.Repository     = (*PaymentGorm)(nil)
-	_ payment.GivenUpCharges = (*PaymentGorm)(nil)
-)
+var _ payment.Repository = (*PaymentGorm)(nil)
 
 func (r *PaymentGorm) Claim(ctx context.Context, p *payment.Payment) (*payment.Payment, error) {
 	row := toRow(p.Snapshot())

@@ -24,19 +24,11 @@ type Deps struct {
 	Rules    func() payment.Rules
 	NewID    func() string
 	Now      func() time.Time
-	// GivenUp finds the charges given up on, for the cancel to void them;
-	// New takes it from Payments when Payments offers it. Nil: a cancel
-	// of an order whose order.created was dead-lettered only flags its
-	// PENDING row, as before.
-	GivenUp payment.GivenUpCharges
 }
 
 func New(d Deps) Application {
 	if d.Now == nil {
 		d.Now = time.Now
-	}
-	if d.GivenUp == nil {
-		d.GivenUp, _ = d.Payments.(payment.GivenUpCharges)
 	}
 	if d.Rules == nil {
 		d.Rules = func() payment.Rules { return payment.Rules{} }

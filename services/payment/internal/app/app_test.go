@@ -112,6 +112,26 @@ func (m *memoryPayments) SaveDeadLetter(_ context.Context, d payment.DeadLetter)
 	return nil
 }
 
+func (m *memoryPayments) ChargeDeadLettered(_ context.Context, orderID string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, d := range m.dead {
+		if d.OrderID == orderID {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (m *memoryPayments) ByOrder(_ context.Context, orderID string) (*payment.Payment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s, ok := m.byOrder[orderID]; ok {
+		return payment.FromSnapshot(s), nil
+	}
+	return nil, payment.ErrNotFound
+}
+
 // countingProvider answers from a script and counts charges and refunds.
 // When charging is set, Charge signals it and waits for release, so a test
 // can act while a charge is in flight.

@@ -114,10 +114,7 @@ func (h CancelOrderHandler) Handle(ctx context.Context, cmd CancelOrder) (Cancel
 // PENDING, or another void stored first): the caller reads it again.
 func (h CancelOrderHandler) voidGivenUp(ctx context.Context, p *payment.Payment) (r CancelResult, settled bool, err error) {
 	flaggedOnly := CancelResult{PaymentID: p.ID(), Status: payment.Pending}
-	if h.d.GivenUp == nil {
-		return flaggedOnly, true, nil
-	}
-	dead, err := h.d.GivenUp.ChargeDeadLettered(ctx, p.OrderID())
+	dead, err := h.d.Payments.ChargeDeadLettered(ctx, p.OrderID())
 	if err != nil {
 		return CancelResult{}, false, err
 	}
@@ -125,7 +122,7 @@ func (h CancelOrderHandler) voidGivenUp(ctx context.Context, p *payment.Payment)
 		return flaggedOnly, true, nil
 	}
 	// Read back with the flag this cancel (or an earlier one) set.
-	flagged, err := h.d.GivenUp.ByOrder(ctx, p.OrderID())
+	flagged, err := h.d.Payments.ByOrder(ctx, p.OrderID())
 	if err != nil {
 		return CancelResult{}, false, err
 	}

@@ -164,10 +164,7 @@ func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment)
 // payment.ErrProviderFault; the row then stays PENDING and flagged until the
 // dead letter is replayed.
 func (h ChargeOrderHandler) GiveUp(ctx context.Context, orderID string) (ChargeResult, error) {
-	if h.d.GivenUp == nil {
-		return ChargeResult{Duplicate: true}, nil
-	}
-	p, err := h.d.GivenUp.ByOrder(ctx, orderID)
+	p, err := h.d.Payments.ByOrder(ctx, orderID)
 	if errors.Is(err, payment.ErrNotFound) {
 		return ChargeResult{Duplicate: true}, nil
 	}

@@ -132,3 +132,14 @@ func (f failingPayments) List(ctx context.Context, _ string, _ payment.ListQuery
 func (f failingPayments) SaveDeadLetter(ctx context.Context, _ payment.DeadLetter) error {
 	return f.fail(ctx)
 }
+
+func (f failingPayments) ChargeDeadLettered(ctx context.Context, _ string) (bool, error) {
+	return false, f.fail(ctx)
+}
+
+func (f failingPayments) ByOrder(ctx context.Context, _ string) (*payment.Payment, error) {
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	return nil, payment.ErrNotFound
+}

@@ -35,18 +35,10 @@ type Repository interface {
 	List(ctx context.Context, userID string, q ListQuery) ([]*Payment, string, error)
 	// SaveDeadLetter records a message that was given up on.
 	SaveDeadLetter(ctx context.Context, d DeadLetter) error
-}
-
-// GivenUpCharges is what a Repository may offer besides (the gorm one does)
-// so that a cancelled order whose order.created was dead-lettered is still
-// voided: with no delivery of that message left, the cancel or the delivery
-// that dead-lettered it must void the key itself. A separate interface,
-// found on the Repository by type assertion, so that stores written for the
-// Repository alone (test fakes) keep working, without that void.
-type GivenUpCharges interface {
 	// ChargeDeadLettered reports whether a charge of the order (its
 	// order.created) was given up on: recorded as a dead letter with
-	// DeadLetter.OrderID set to orderID.
+	// DeadLetter.OrderID set to orderID. With no delivery of that message
+	// left, the cancel or the delivery that dead-lettered it voids the key.
 	ChargeDeadLettered(ctx context.Context, orderID string) (bool, error)
 	// ByOrder returns the order's payment, ErrNotFound if it has none.
 	ByOrder(ctx context.Context, orderID string) (*Payment, error)
