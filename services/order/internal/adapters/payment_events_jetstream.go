@@ -123,7 +123,7 @@ func NewPaymentEvents(cons jetstream.Consumer, names Names, apply app.ApplyPayme
 		log = slog.Default()
 	}
 	handled, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.payment_events",
-		metric.WithDescription("payment result messages handled, by outcome: applied, unchanged, duplicate, informational, ignored, retry, terminated (README)"))
+		metric.WithDescription("payment result messages handled, by outcome: applied, unchanged, contradicts, duplicate, informational, ignored, retry, terminated (README)"))
 	if maxDeliver <= 0 {
 		maxDeliver = MaxDeliver
 	}
@@ -270,9 +270,26 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	switch {
 	case res.Duplicate:
 		return "duplicate", c.ack(m)
+	case res.Contradicts:
+		// Not a replay: payment never sends the opposite of a result it
+		// sent for an order (services/payment README, "Never a success
+		// after a failure"), so money may be taken for an order this
+		// service calls FAILED, or an order is PAID on a charge payment
+		// disowns. Nothing here can compensate it; an operator must look.
+		// Recorded and acked like any result: a redelivery would change
+		// nothing and is counted "duplicate" without a second alarm.
+		paymentStatus := "FAILED"
+		if env.Type == PaymentSucceeded {
+			paymentStatus = "SUCCEEDED"
+		}
+		c.log.ErrorContext(ctx, "payment result contradicts the order's final state",
+			"order_id", d.OrderID, "order_status", string(res.Status), "order_payment_id", res.PaymentID,
+			"payment_id", d.PaymentID, "payment_status", paymentStatus, "event_id", env.ID, "type", env.Type)
+		return "contradicts", c.ack(m)
 	case !res.Changed:
-		// Recorded, but the order had already left PENDING (paid, failed
-		// or cancelled): a replay under another event id or a late result.
+		// Recorded, but the order had already left PENDING: a replay of
+		// the settling result under another event id, or a result for a
+		// cancelled order (payment voids or refunds its charge).
 		// Counted apart so that "applied" is the orders this consumer moved.
 		return "unchanged", c.ack(m)
 	}

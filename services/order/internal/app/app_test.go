@@ -123,8 +123,12 @@ func TestApplyPaymentOnce(t *testing.T) {
 		t.Fatalf("duplicate apply = %+v %v", res, err)
 	}
 	late := app.ApplyPayment{EventID: "e2", OrderID: "o001", UserID: "alice", AmountCents: 1250, Outcome: order.PaymentOutcome{PaymentID: "p", Reason: "x"}}
-	if res, err = a.ApplyPayment.Handle(ctx, late); err != nil || res.Changed {
-		t.Fatalf("late failure = %+v %v", res, err)
+	if res, err = a.ApplyPayment.Handle(ctx, late); err != nil || res.Changed || !res.Contradicts || res.Status != order.Paid || res.PaymentID != "p" {
+		t.Fatalf("late failure = %+v %v, want unchanged, contradicting PAID by p", res, err)
+	}
+	again := app.ApplyPayment{EventID: "e4", OrderID: "o001", UserID: "alice", AmountCents: 1250, Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}}
+	if res, err = a.ApplyPayment.Handle(ctx, again); err != nil || res.Changed || res.Contradicts {
+		t.Fatalf("replayed success = %+v %v, want unchanged, no contradiction", res, err)
 	}
 	if got := repo.orders["o001"].Status; got != order.Paid {
 		t.Fatalf("status = %s, want PAID", got)

@@ -24,10 +24,15 @@ type ApplyPayment struct {
 }
 
 // ApplyResult says what happened: Duplicate when the event was seen before,
-// Changed when the order moved state.
+// Changed when the order moved state, Contradicts when it had settled the
+// other way (order.Order.Contradicts). Status and PaymentID are the order's
+// after the result, for whoever reports it (not set for a duplicate).
 type ApplyResult struct {
-	Duplicate bool
-	Changed   bool
+	Duplicate   bool
+	Changed     bool
+	Contradicts bool
+	Status      order.Status
+	PaymentID   string
 }
 
 type ApplyPaymentHandler struct {
@@ -41,17 +46,20 @@ type ApplyPaymentHandler struct {
 // user or amount is order.ErrResultMismatch and changes nothing: it must not
 // show another user's payment on this order, nor mark it paid by another sum.
 func (h ApplyPaymentHandler) Handle(ctx context.Context, cmd ApplyPayment) (ApplyResult, error) {
-	var changed bool
+	var res ApplyResult
 	applied, err := h.orders.ApplyOnce(ctx, ConsumerName, cmd.EventID, cmd.OrderID, func(o *order.Order) error {
 		if o.UserID() != cmd.UserID || o.TotalCents() != cmd.AmountCents {
 			return fmt.Errorf("%w: the result is for user %q and %d cents, the order is user %q's for %d cents",
 				order.ErrResultMismatch, cmd.UserID, cmd.AmountCents, o.UserID(), o.TotalCents())
 		}
-		changed = o.ApplyPayment(cmd.Outcome, h.now())
+		res.Contradicts = o.Contradicts(cmd.Outcome)
+		res.Changed = o.ApplyPayment(cmd.Outcome, h.now())
+		res.Status, res.PaymentID = o.Status(), o.PaymentID()
 		return nil
 	})
 	if err != nil {
 		return ApplyResult{}, fmt.Errorf("apply payment %s to order %s: %w", cmd.EventID, cmd.OrderID, err)
 	}
-	return ApplyResult{Duplicate: !applied, Changed: changed}, nil
+	res.Duplicate = !applied
+	return res, nil
 }

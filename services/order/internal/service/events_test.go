@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
@@ -16,6 +17,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/order/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/order/internal/service"
@@ -128,11 +131,13 @@ func TestPaymentResultsApplyOnceWhateverTheOrder(t *testing.T) {
 		TraceID: trace.TraceID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, SpanID: trace.SpanID{7, 7, 7, 7, 7, 7, 7, 7},
 		TraceFlags: trace.FlagsSampled, Remote: true,
 	})
-	// paid: success, the same event redelivered, then a late failure.
+	// paid: success, the same event redelivered, then a late failure (a
+	// contradiction, which never moves the order).
 	h.publishResult(t, "payment.succeeded", "e1", paid.ID, "", &parent)
 	h.publishResult(t, "payment.succeeded", "e1", paid.ID, "", nil)
 	h.publishResult(t, "payment.failed", "e2", paid.ID, "card_declined", nil)
-	// failed: failure, then a success that arrives later (reordered).
+	// failed: failure, then a success that arrives later (reordered; also a
+	// contradiction).
 	h.publishResult(t, "payment.failed", "e3", failed.ID, "amount_over_limit", nil)
 	h.publishResult(t, "payment.succeeded", "e4", failed.ID, "", nil)
 	// cancelled: a payment result never revives it.
@@ -283,8 +288,9 @@ func TestResultStillFailingOnLastDeliveryIsTerminated(t *testing.T) {
 // TestPaymentEventOutcomesTellNoOpsFromChanges counts results on the real
 // consumer (PostgreSQL, NATS): the first result of an order moves it and is
 // "applied"; a second result for it under another event id (payment's
-// replay, or a late result after the order settled or was cancelled) is
-// recorded but changes nothing, and must not be counted as applied too.
+// replay, or a result after the order was cancelled) is recorded but changes
+// nothing, and must not be counted as applied too; a late opposite result is
+// counted "contradicts" (TestContradictingPaymentResultIsAnAlarm).
 func TestPaymentEventOutcomesTellNoOpsFromChanges(t *testing.T) {
 	h := newHarness(t)
 	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
@@ -308,12 +314,84 @@ func TestPaymentEventOutcomesTellNoOpsFromChanges(t *testing.T) {
 			got[k] = d
 		}
 	}
-	want := map[string]float64{"applied": 1, "unchanged": 3, "duplicate": 1}
+	want := map[string]float64{"applied": 1, "unchanged": 2, "contradicts": 1, "duplicate": 1}
 	if !maps.Equal(got, want) {
 		t.Errorf("payment result outcomes counted %v, want %v", got, want)
 	}
 	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" {
 		t.Errorf("paid order = %+v", o)
+	}
+}
+
+// TestContradictingPaymentResultIsAnAlarm sends each settled order the
+// result opposite to the one that settled it. Payment never does that within
+// the saga (services/payment README, "Never a success after a failure"), so a
+// success for a FAILED order means money taken for an order the platform
+// calls failed, and a failure for a PAID one an order shipped on a charge
+// payment disowns: each is logged at ERROR with both sides and counted
+// "contradicts". The saga's own late results stay quiet and "unchanged": a
+// second copy of the settling result under another event id, and a success
+// for a CANCELLED order (payment voids or refunds it, payment.refunded).
+func TestContradictingPaymentResultIsAnAlarm(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	h := newHarness(t, func(o *service.Options) { o.Logger = telemetry.NewLogger(logs, slog.LevelInfo) })
+	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
+	paid, failed, cancelled := h.createOrder("alice", item), h.createOrder("alice", item), h.createOrder("alice", item)
+	if r := h.do("POST", "/api/v1/orders/"+cancelled.ID+"/cancel", "alice", ""); r.Status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", r.Status, r.Body)
+	}
+	h.publishResult(t, "payment.succeeded", "first-"+paid.ID, paid.ID, "", nil)
+	h.publishResult(t, "payment.failed", "first-"+failed.ID, failed.ID, "card_declined", nil)
+	h.drained(t)
+	before := h.outcomes(t)
+	h.publishResult(t, "payment.succeeded", "replay-"+paid.ID, paid.ID, "", nil)
+	h.publishResult(t, "payment.failed", "replay-"+failed.ID, failed.ID, "card_declined", nil)
+	h.publishResult(t, "payment.succeeded", "after-cancel-"+cancelled.ID, cancelled.ID, "", nil)
+	h.publishResult(t, "payment.failed", "contra-"+paid.ID, paid.ID, "card_declined", nil)
+	h.publishResult(t, "payment.succeeded", "contra-"+failed.ID, failed.ID, "", nil)
+	h.publishResult(t, "payment.succeeded", "contra-"+failed.ID, failed.ID, "", nil) // redelivered: alarmed once
+	h.drained(t)
+
+	got := map[string]float64{}
+	for k, v := range h.outcomes(t) {
+		if d := v - before[k]; d != 0 {
+			got[k] = d
+		}
+	}
+	if want := map[string]float64{"unchanged": 3, "contradicts": 2, "duplicate": 1}; !maps.Equal(got, want) {
+		t.Errorf("payment result outcomes counted %v, want %v", got, want)
+	}
+	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" {
+		t.Errorf("paid order = %+v", o)
+	}
+	if o := h.getOrder("alice", failed.ID); o.Status != "FAILED" || o.FailureReason != "card_declined" {
+		t.Errorf("failed order = %+v", o)
+	}
+
+	type line struct {
+		Level, Msg, OrderID, OrderStatus, PaymentID, PaymentStatus string
+	}
+	var alarms []line
+	for l := range strings.Lines(logs.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if rec["level"] != "ERROR" {
+			continue
+		}
+		str := func(k string) string { s, _ := rec[k].(string); return s }
+		alarms = append(alarms, line{str("level"), str("msg"), str("order_id"), str("order_status"), str("payment_id"), str("payment_status")})
+	}
+	// The two orders are applied in different lanes, in either order.
+	slices.SortFunc(alarms, func(a, b line) int { return strings.Compare(a.OrderStatus, b.OrderStatus) })
+	const msg = "payment result contradicts the order's final state"
+	want := []line{
+		{"ERROR", msg, failed.ID, "FAILED", "pay-" + failed.ID, "SUCCEEDED"},
+		{"ERROR", msg, paid.ID, "PAID", "pay-" + paid.ID, "FAILED"},
+	}
+	if !slices.Equal(alarms, want) {
+		t.Errorf("ERROR log lines:\n%+v\nwant\n%+v\nlog:\n%s", alarms, want, logs)
 	}
 }
 

@@ -170,6 +170,17 @@ func (o *Order) ApplyPayment(p PaymentOutcome, now time.Time) bool {
 	return true
 }
 
+// Contradicts reports whether p says the opposite of the order's final
+// payment state: a success for a FAILED order or a failure for a PAID one.
+// Within the saga payment never sends either (one payment row per order, and
+// only its move out of PENDING emits a result), so unlike a second copy of
+// the settling result, or a success for a CANCELLED order (which payment
+// voids or refunds), it is no replay: money may be taken for an order this
+// service calls failed. It changes nothing; the caller decides whom to tell.
+func (o *Order) Contradicts(p PaymentOutcome) bool {
+	return (o.status == Failed && p.Succeeded) || (o.status == Paid && !p.Succeeded)
+}
+
 func (o *Order) ID() string            { return o.id }
 func (o *Order) UserID() string        { return o.userID }
 func (o *Order) Status() Status        { return o.status }

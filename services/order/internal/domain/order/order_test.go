@@ -129,6 +129,32 @@ func TestTransitions(t *testing.T) {
 	}
 }
 
+// TestContradicts: only the opposite of the result that settled an order
+// contradicts it; PENDING is not settled, and a CANCELLED order may still
+// see a success (payment voids or refunds it).
+func TestContradicts(t *testing.T) {
+	ok := order.PaymentOutcome{PaymentID: "p1", Succeeded: true}
+	bad := order.PaymentOutcome{PaymentID: "p1", Reason: "declined"}
+	settle := map[order.Status]func(*order.Order){
+		order.Pending:   func(*order.Order) {},
+		order.Paid:      func(o *order.Order) { o.ApplyPayment(ok, now) },
+		order.Failed:    func(o *order.Order) { o.ApplyPayment(bad, now) },
+		order.Cancelled: func(o *order.Order) { _ = o.Cancel(now) },
+	}
+	for st, want := range map[order.Status][2]bool{ // success, failure
+		order.Pending: {false, false}, order.Paid: {false, true}, order.Failed: {true, false}, order.Cancelled: {false, false},
+	} {
+		o := pending(t)
+		settle[st](o)
+		if o.Status() != st {
+			t.Fatalf("status = %s, want %s", o.Status(), st)
+		}
+		if got := [2]bool{o.Contradicts(ok), o.Contradicts(bad)}; got != want {
+			t.Errorf("%s: Contradicts(success, failure) = %v, want %v", st, got, want)
+		}
+	}
+}
+
 func TestCancel(t *testing.T) {
 	o := pending(t)
 	if err := o.Cancel(now); err != nil {
