@@ -358,17 +358,22 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 }
 
 // giveUp voids the charge of an order.created just dead-lettered if a
-// cancel flagged it meanwhile (app.ChargeOrderHandler.GiveUp): the cancel,
-// which found no dead letter yet, left the void to a delivery that will not
-// come. The message is terminated either way; a void that fails is logged,
-// the row staying PENDING and flagged until the dead letter is replayed.
+// cancel flagged it meanwhile, or refunds it if it was taken and its refund
+// is what kept faulting (app.ChargeOrderHandler.GiveUp): the cancel, which
+// found the row PENDING and no dead letter yet, left the void or refund to a
+// delivery that will not come. The message is terminated either way and
+// counted dead; a void or refund that fails is logged, the row staying
+// flagged until the dead letter is replayed.
 func (c *OrderEvents) giveUp(ctx context.Context, env event.Envelope, orderID string) {
 	res, err := c.app.ChargeOrder.GiveUp(ctx, orderID)
 	switch {
 	case err != nil:
-		c.log.ErrorContext(ctx, "cancelled order's dead-lettered charge not voided: replay its dead letter", "event_id", env.ID, "order_id", orderID, "err", err)
+		c.log.ErrorContext(ctx, "cancelled order's dead-lettered charge not voided or refunded: replay its dead letter", "event_id", env.ID, "order_id", orderID, "err", err)
 	case res.Voided:
 		c.log.InfoContext(ctx, "cancelled order's dead-lettered charge voided", "event_id", env.ID, "order_id", orderID,
+			"payment_id", res.PaymentID, "status", string(res.Status))
+	case res.Refunded:
+		c.log.InfoContext(ctx, "cancelled order's dead-lettered charge refunded", "event_id", env.ID, "order_id", orderID,
 			"payment_id", res.PaymentID, "status", string(res.Status))
 	}
 }

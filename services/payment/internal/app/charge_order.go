@@ -149,8 +149,13 @@ func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment)
 }
 
 // GiveUp settles what the order's order.created leaves behind once it has
-// been dead-lettered (its charge still faulting on the last delivery): a
-// row the cancel flagged is voided, as the next delivery would have done.
+// been dead-lettered (its charge, or the refund of a cancelled order's
+// charge, still faulting on the last delivery), as the next delivery would
+// have done: a PENDING row the cancel flagged is voided, and a SUCCEEDED
+// one is refunded (the refund path, guarded by status SUCCEEDED: the
+// provider pays a key out once and one refund is stored). The cancel that
+// flagged that row found it PENDING and left the refund to the charge's
+// deliveries, and none is left.
 // The cancel voids by itself only when it finds the dead letter
 // (CancelOrderHandler); one that landed after the last delivery failed but
 // before its dead letter was recorded found none and only flagged the row,
@@ -160,9 +165,9 @@ func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment)
 // the provider answers once and the row's PENDING guard stores once.
 //
 // A row that is not flagged, or no row at all, is left alone: nothing
-// cancelled the order. A void fault returns an error wrapping
-// payment.ErrProviderFault; the row then stays PENDING and flagged until the
-// dead letter is replayed.
+// cancelled the order. A void or refund fault returns an error wrapping
+// payment.ErrProviderFault; the row then stays flagged (PENDING or
+// SUCCEEDED) until the dead letter is replayed.
 func (h ChargeOrderHandler) GiveUp(ctx context.Context, orderID string) (ChargeResult, error) {
 	p, err := h.d.Payments.ByOrder(ctx, orderID)
 	if errors.Is(err, payment.ErrNotFound) {
@@ -170,6 +175,9 @@ func (h ChargeOrderHandler) GiveUp(ctx context.Context, orderID string) (ChargeR
 	}
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("give up on order %s: %w", orderID, err)
+	}
+	if p.NeedsRefund() {
+		return h.refund(ctx, p)
 	}
 	if !p.NeedsVoid() {
 		return result(p, true), nil

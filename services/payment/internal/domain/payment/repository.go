@@ -38,7 +38,8 @@ type Repository interface {
 	// ChargeDeadLettered reports whether a charge of the order (its
 	// order.created) was given up on: recorded as a dead letter with
 	// DeadLetter.OrderID set to orderID. With no delivery of that message
-	// left, the cancel or the delivery that dead-lettered it voids the key.
+	// left, the cancel or the delivery that dead-lettered it voids the key
+	// (or refunds the charge, when it was taken: see app's GiveUp).
 	ChargeDeadLettered(ctx context.Context, orderID string) (bool, error)
 	// ByOrder returns the order's payment, ErrNotFound if it has none.
 	ByOrder(ctx context.Context, orderID string) (*Payment, error)
