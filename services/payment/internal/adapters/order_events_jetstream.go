@@ -309,9 +309,12 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 		Reason: reason.Error(), Payload: m.Data(), Headers: h}
 	// A charge given up on names its order, so that a cancel of the order
 	// voids the charge's key itself (no delivery is left to): see
-	// app.CancelOrderHandler. Only a charge: an order.created refused as
-	// invalid never charged anything under the order's payment.
-	if cause == "retries_exhausted" && env.Type == OrderCreated {
+	// app.CancelOrderHandler. A cancel given up on (its refund kept
+	// faulting) names it too, so that the settle round (app.SettleHandler)
+	// refunds it: the cancel does not flag a SUCCEEDED row, and nothing else
+	// records that the order is owed a refund. Only these: a message
+	// refused as invalid neither charged nor cancelled the order's payment.
+	if cause == "retries_exhausted" && (env.Type == OrderCreated || env.Type == OrderCancelled) {
 		var od OrderCreatedData
 		if env.Decode(&od) == nil {
 			d.OrderID = od.OrderID
@@ -348,7 +351,9 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	}
 	c.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))
 	c.log.ErrorContext(ctx, "message dead-lettered", "msg_id", msgID, "event_id", env.ID, "cause", cause, "reason", reason)
-	if d.OrderID != "" {
+	// Not for a dead cancel: its order.created may still be delivered, and
+	// GiveUp would void a flagged row whose charge is in flight.
+	if d.OrderID != "" && env.Type == OrderCreated {
 		c.giveUp(rctx, env, d.OrderID)
 	}
 	if err := m.TermWithReason(cause + ": " + reason.Error()); err != nil {
@@ -363,12 +368,12 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 // found the row PENDING and no dead letter yet, left the void or refund to a
 // delivery that will not come. The message is terminated either way and
 // counted dead; a void or refund that fails is logged, the row staying
-// flagged until the dead letter is replayed.
+// flagged until the next settle round (app.SettleHandler) settles it.
 func (c *OrderEvents) giveUp(ctx context.Context, env event.Envelope, orderID string) {
 	res, err := c.app.ChargeOrder.GiveUp(ctx, orderID)
 	switch {
 	case err != nil:
-		c.log.ErrorContext(ctx, "cancelled order's dead-lettered charge not voided or refunded: replay its dead letter", "event_id", env.ID, "order_id", orderID, "err", err)
+		c.log.ErrorContext(ctx, "cancelled order's dead-lettered charge not voided or refunded: left to the settle round", "event_id", env.ID, "order_id", orderID, "err", err)
 	case res.Voided:
 		c.log.InfoContext(ctx, "cancelled order's dead-lettered charge voided", "event_id", env.ID, "order_id", orderID,
 			"payment_id", res.PaymentID, "status", string(res.Status))

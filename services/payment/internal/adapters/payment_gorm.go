@@ -307,10 +307,38 @@ func (r *PaymentGorm) SaveDeadLetter(ctx context.Context, d payment.DeadLetter) 
 
 func (r *PaymentGorm) ChargeDeadLettered(ctx context.Context, orderID string) (bool, error) {
 	var ids []string
-	if err := r.db.WithContext(ctx).Model(&deadLetterRow{}).Where("order_id = ?", orderID).Limit(1).Pluck("id", &ids).Error; err != nil {
+	// Only the order.created's: a dead order.cancelled names its order too
+	// (for Unsettled), but the order's charge may still be delivered, and a
+	// cancel that took it for a dead charge would void a charge in flight.
+	if err := r.db.WithContext(ctx).Model(&deadLetterRow{}).Where("order_id = ? AND event_type = ?", orderID, OrderCreated).
+		Limit(1).Pluck("id", &ids).Error; err != nil {
 		return false, fmt.Errorf("look up dead letters of order %s: %w", orderID, err)
 	}
 	return len(ids) > 0, nil
+}
+
+// unsettledSQL selects the rows payment.Repository.Unsettled describes,
+// starting from the dead letters that name an order (few; a dead letter is
+// rare) and reaching each one's payment through its unique order id, rather
+// than from the payments, nearly all of them SUCCEEDED. DISTINCT: an order
+// may have a dead order.created and a dead order.cancelled.
+const unsettledSQL = `SELECT DISTINCT p.* FROM dead_letters d JOIN payments p ON p.order_id = d.order_id
+WHERE d.order_id <> '' AND p.status IN (?, ?)
+  AND ((p.cancel_requested AND d.event_type = ?) OR (p.status = ? AND d.event_type = ?))
+ORDER BY p.id LIMIT ?`
+
+func (r *PaymentGorm) Unsettled(ctx context.Context, limit int) ([]*payment.Payment, error) {
+	var rows []paymentRow
+	err := r.db.WithContext(ctx).Raw(unsettledSQL, string(payment.Pending), string(payment.Succeeded),
+		OrderCreated, string(payment.Succeeded), OrderCancelled, limit).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("list unsettled payments of cancelled orders: %w", err)
+	}
+	out := make([]*payment.Payment, len(rows))
+	for i, row := range rows {
+		out[i] = fromRow(row)
+	}
+	return out, nil
 }
 
 func (r *PaymentGorm) ByOrder(ctx context.Context, orderID string) (*payment.Payment, error) {

@@ -14,6 +14,7 @@ type Application struct {
 	GetPayment       GetPaymentHandler
 	ListPayments     ListPaymentsHandler
 	RecordDeadLetter RecordDeadLetterHandler
+	Settle           SettleHandler
 }
 
 // Deps are what the use cases need from outside. Rules is a function so the
@@ -39,5 +40,6 @@ func New(d Deps) Application {
 		GetPayment:       GetPaymentHandler{payments: d.Payments},
 		ListPayments:     ListPaymentsHandler{payments: d.Payments},
 		RecordDeadLetter: RecordDeadLetterHandler{payments: d.Payments, newID: d.NewID, now: d.Now},
+		Settle:           SettleHandler{d: d},
 	}
 }

@@ -123,6 +123,23 @@ func (m *memoryPayments) ChargeDeadLettered(_ context.Context, orderID string) (
 	return false, nil
 }
 
+func (m *memoryPayments) Unsettled(_ context.Context, limit int) ([]*payment.Payment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*payment.Payment
+	for _, d := range m.dead {
+		s, ok := m.byOrder[d.OrderID]
+		if !ok || len(out) == limit {
+			continue
+		}
+		if (s.CancelRequested && (s.Status == payment.Pending || s.Status == payment.Succeeded) && d.EventType == "order.created") ||
+			(s.Status == payment.Succeeded && d.EventType == "order.cancelled") {
+			out = append(out, payment.FromSnapshot(s))
+		}
+	}
+	return out, nil
+}
+
 func (m *memoryPayments) ByOrder(_ context.Context, orderID string) (*payment.Payment, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

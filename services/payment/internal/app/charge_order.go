@@ -167,7 +167,7 @@ func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment)
 // A row that is not flagged, or no row at all, is left alone: nothing
 // cancelled the order. A void or refund fault returns an error wrapping
 // payment.ErrProviderFault; the row then stays flagged (PENDING or
-// SUCCEEDED) until the dead letter is replayed.
+// SUCCEEDED) until a settle round (SettleHandler) voids or refunds it.
 func (h ChargeOrderHandler) GiveUp(ctx context.Context, orderID string) (ChargeResult, error) {
 	p, err := h.d.Payments.ByOrder(ctx, orderID)
 	if errors.Is(err, payment.ErrNotFound) {

@@ -23,8 +23,8 @@ func refund(ctx context.Context, d Deps, charged *payment.Payment) (*payment.Pay
 	}
 	err := d.Provider.Refund(ctx, payment.Refund{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()})
 	if err != nil {
-		// Any refusal is retried like a fault: money stays with the customer's
-		// card until the refund goes through or an operator reads the dead letter.
+		// Any refusal is retried like a fault: on redelivery, then, once the
+		// message is dead-lettered, by the settle round (SettleHandler).
 		return p, false, fmt.Errorf("refund payment %s: %w", p.ID(), fault(err))
 	}
 	p.Refund(d.Now())

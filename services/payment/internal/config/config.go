@@ -48,6 +48,10 @@ type Config struct {
 	SettingsKey string `env:"PAYMENT_SETTINGS_KEY" envDefault:"/shanhai/config/payment" desc:"etcd key of the dynamic provider and decline settings (JSON)"`
 
 	MaxDeliver int `env:"CONSUMER_MAX_DELIVER" envDefault:"10" desc:"deliveries of one order.created before it is dead-lettered"`
+	// A cancelled order whose void or refund was still faulting when its message was dead-lettered stays charged
+	// (or its key unvoided) until a round: a minute keeps that short, and a round with nothing to do is one
+	// indexed query.
+	SettleInterval time.Duration `env:"SETTLE_INTERVAL" envDefault:"1m" desc:"how often the settle round voids or refunds cancelled orders whose dead-lettered message left them charged"`
 
 	// The defaults stand for a card processor's sandbox on the local network of a demo (median 5 ms, p99 25 ms).
 	// They used to be 20/120 ms, an internet round trip: the saga's p99 then measured the simulation's own tail
@@ -133,6 +137,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxDeliver < 2 {
 		errs = append(errs, config.Invalid("CONSUMER_MAX_DELIVER", "must be at least 2 so a fault can be retried"))
+	}
+	if c.SettleInterval <= 0 {
+		errs = append(errs, config.Invalid("SETTLE_INTERVAL", "must be positive"))
 	}
 	if c.ProviderLatencyMedian < 0 || c.ProviderLatencyP99 < c.ProviderLatencyMedian {
 		errs = append(errs, config.Invalid("PROVIDER_LATENCY_P99", "must be at least PROVIDER_LATENCY_MEDIAN, both non-negative"))

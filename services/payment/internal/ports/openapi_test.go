@@ -143,3 +143,7 @@ func (f failingPayments) ByOrder(ctx context.Context, _ string) (*payment.Paymen
 	}
 	return nil, payment.ErrNotFound
 }
+
+func (f failingPayments) Unsettled(ctx context.Context, _ int) ([]*payment.Payment, error) {
+	return nil, f.fail(ctx)
+}

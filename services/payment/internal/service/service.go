@@ -15,6 +15,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
@@ -23,6 +26,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/dynconfig"
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/periodic"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
@@ -80,6 +84,7 @@ type Service struct {
 	Settings func() config.Dynamic
 	registry discovery.Registry
 	events   *adapters.OrderEvents
+	settled  metric.Int64Counter
 
 	stopWorkers func(context.Context)
 	cleanup     server.Cleanup
@@ -161,6 +166,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
 	})
 	s.events = adapters.NewOrderEvents(consumer, names, s.App, cfg.MaxDeliver, o.Logger)
+	s.settled, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settled",
+		metric.WithDescription("payments of cancelled orders the settle round voided or refunded, by outcome"))
 
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
@@ -232,6 +239,13 @@ func (s *Service) Start(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
+	// A Config built in code rather than loaded (tests) has no interval, and
+	// periodic.Run with none would run rounds back to back.
+	every := s.cfg.SettleInterval
+	if every <= 0 {
+		every = time.Minute
+	}
+	wg.Go(func() { periodic.Run(wctx, min(time.Minute, every), every, s.settle) })
 	stopConsumer, err := s.events.Start()
 	if err != nil {
 		cancel()
@@ -244,6 +258,27 @@ func (s *Service) Start(ctx context.Context) error {
 		wg.Wait()
 	}
 	return nil
+}
+
+// settle is one settle round (app.SettleHandler): it voids or refunds the
+// cancelled orders whose dead-lettered order.created or order.cancelled left
+// them charged, or their key unvoided, because the provider was still
+// faulting. Every replica runs it; the status guards store each once.
+func (s *Service) settle(ctx context.Context) {
+	res, err := s.App.Settle.Handle(ctx)
+	if res.Voided > 0 {
+		s.settled.Add(ctx, int64(res.Voided), metric.WithAttributes(attribute.String("outcome", "voided")))
+	}
+	if res.Refunded > 0 {
+		s.settled.Add(ctx, int64(res.Refunded), metric.WithAttributes(attribute.String("outcome", "refunded")))
+	}
+	if res.Voided+res.Refunded > 0 {
+		s.log.InfoContext(ctx, "settled cancelled orders left charged by a dead letter", "voided", res.Voided, "refunded", res.Refunded)
+	}
+	if err != nil && ctx.Err() == nil {
+		// A provider still faulting: the next round tries again.
+		s.log.WarnContext(ctx, "settle round", "err", err)
+	}
 }
 
 // Run listens and serves until ctx ends or a signal arrives, then shuts down

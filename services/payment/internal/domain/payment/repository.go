@@ -36,13 +36,24 @@ type Repository interface {
 	// SaveDeadLetter records a message that was given up on.
 	SaveDeadLetter(ctx context.Context, d DeadLetter) error
 	// ChargeDeadLettered reports whether a charge of the order (its
-	// order.created) was given up on: recorded as a dead letter with
-	// DeadLetter.OrderID set to orderID. With no delivery of that message
+	// order.created) was given up on: recorded as a dead letter of an
+	// order.created with DeadLetter.OrderID set to orderID (a dead
+	// order.cancelled does not count: the order's charge may still be
+	// delivered). With no delivery of that message
 	// left, the cancel or the delivery that dead-lettered it voids the key
 	// (or refunds the charge, when it was taken: see app's GiveUp).
 	ChargeDeadLettered(ctx context.Context, orderID string) (bool, error)
 	// ByOrder returns the order's payment, ErrNotFound if it has none.
 	ByOrder(ctx context.Context, orderID string) (*Payment, error)
+	// Unsettled returns at most limit payments of cancelled orders that no
+	// delivery is left to settle: a PENDING or SUCCEEDED row flagged by the
+	// cancel whose order.created was dead-lettered (its void or refund kept
+	// faulting), and a SUCCEEDED row whose order.cancelled was (its refund
+	// kept faulting). A dead letter is terminated, so nothing redelivers
+	// it: only these rows are safe to settle from outside a delivery (a
+	// flagged row whose order.created is still being delivered may have its
+	// charge in flight, on another replica).
+	Unsettled(ctx context.Context, limit int) ([]*Payment, error)
 }
 
 // ListQuery selects a page of one user's payments, newest first. Cursor is
@@ -63,10 +74,12 @@ type DeadLetter struct {
 	EventID   string
 	EventType string
 	Reason    string
-	// OrderID is the order a given-up charge (an order.created) was for,
-	// empty for any other message: once its order.created is dead, a
-	// cancel of the order must void the charge itself (see
-	// ChargeDeadLettered), as no delivery is left to do it.
+	// OrderID is the order a message given up on after its retries (an
+	// order.created or order.cancelled still faulting on its last
+	// delivery) was for, empty for any other message: once its
+	// order.created is dead, a cancel of the order must void the charge
+	// itself (see ChargeDeadLettered), as no delivery is left to do it;
+	// and a settle round finds what either left unsettled (Unsettled).
 	OrderID   string
 	Payload   []byte
 	Headers   map[string]string

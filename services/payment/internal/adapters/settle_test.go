@@ -1,0 +1,252 @@
+package adapters_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+)
+
+// outage is the simulated provider with the calls named in faults faulting
+// until healed, and onCharge (if set) run once, while the first charge is in
+// flight.
+type outage struct {
+	*adapters.SimulatedProvider
+	charges, voids, refunds atomic.Bool
+	onChargeOnce            sync.Once
+	onCharge                func(context.Context)
+}
+
+func (p *outage) heal() { p.charges.Store(false); p.voids.Store(false); p.refunds.Store(false) }
+
+func (p *outage) Charge(ctx context.Context, c payment.Charge) (payment.Answer, error) {
+	if p.onCharge != nil {
+		p.onChargeOnce.Do(func() { p.onCharge(ctx) })
+	}
+	if p.charges.Load() {
+		return payment.Answer{}, fmt.Errorf("%w: charge timed out", payment.ErrProviderFault)
+	}
+	return p.SimulatedProvider.Charge(ctx, c)
+}
+
+func (p *outage) Void(ctx context.Context, v payment.Void) (bool, error) {
+	if p.voids.Load() {
+		return false, fmt.Errorf("%w: void timed out", payment.ErrProviderFault)
+	}
+	return p.SimulatedProvider.Void(ctx, v)
+}
+
+func (p *outage) Refund(ctx context.Context, r payment.Refund) error {
+	if p.refunds.Load() {
+		return fmt.Errorf("%w: refund timed out", payment.ErrProviderFault)
+	}
+	return p.SimulatedProvider.Refund(ctx, r)
+}
+
+func newOutage() *outage {
+	return &outage{SimulatedProvider: adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{DeclineAboveCents: 100000} })}
+}
+
+// settleRounds runs two rounds at once (two replicas), then one more, and
+// checks that together they settled the order's payment exactly once, as
+// want says (voided or refunded), and that the last round found nothing.
+func settleRounds(t *testing.T, a app.Application, want string) {
+	t.Helper()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	results := make([]app.SettleResult, 2)
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Go(func() { results[i], errs[i] = a.Settle.Handle(ctx) })
+	}
+	wg.Wait()
+	var total app.SettleResult
+	for i := range 2 {
+		if errs[i] != nil {
+			t.Fatalf("settle round %d: %v", i, errs[i])
+		}
+		total.Voided += results[i].Voided
+		total.Refunded += results[i].Refunded
+	}
+	wantTotal := app.SettleResult{Voided: 1}
+	if want == "refunded" {
+		wantTotal = app.SettleResult{Refunded: 1}
+	}
+	if total != wantTotal {
+		t.Fatalf("two concurrent settle rounds = %+v, %+v; want %+v between them", results[0], results[1], wantTotal)
+	}
+	if again, err := a.Settle.Handle(ctx); err != nil || again != (app.SettleResult{}) {
+		t.Fatalf("a later settle round = %+v, %v; want nothing left to settle", again, err)
+	}
+}
+
+func paymentRow(t *testing.T, db *gorm.DB, orderID string) (id, status string) {
+	t.Helper()
+	var row struct{ ID, Status string }
+	if err := db.Table("payments").Select("id, status").Where("order_id = ?", orderID).Take(&row).Error; err != nil {
+		t.Fatal(err)
+	}
+	return row.ID, row.Status
+}
+
+func outboxTypes(t *testing.T, db *gorm.DB, orderID string) []string {
+	t.Helper()
+	var events []string
+	for _, m := range storetest.OutboxRows(t, db, orderID) {
+		events = append(events, m.EventType)
+	}
+	return events
+}
+
+// TestSettleRoundVoidsADeadLetteredChargeWhoseVoidFaulted: the charge
+// faulted on every delivery, the order was cancelled (the row flagged), and
+// the void the dead-lettering delivery tried (GiveUp) faulted too. Before,
+// nothing tried again: the row stayed PENDING and flagged, the key unvoided,
+// until an operator replayed the dead letter. Once the provider is back, a
+// settle round voids it, once, whatever the number of replicas running one.
+func TestSettleRoundVoidsADeadLetteredChargeWhoseVoidFaulted(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			provider := newOutage()
+			provider.charges.Store(true)
+			provider.voids.Store(true)
+			a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: provider, NewID: uuid.NewString})
+			o := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+
+			if _, err := a.ChargeOrder.Handle(ctx, o); err == nil {
+				t.Fatal("charge went through; want it faulting")
+			}
+			if c, err := a.CancelOrder.Handle(ctx, app.CancelOrder(o)); err != nil || c.Status != payment.Pending {
+				t.Fatalf("cancel = %+v, %v; want the PENDING row flagged", c, err)
+			}
+			if err := a.RecordDeadLetter.Handle(ctx, payment.DeadLetter{Consumer: "payment", EventType: adapters.OrderCreated,
+				Reason: "retries_exhausted", OrderID: o.OrderID}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.ChargeOrder.GiveUp(ctx, o.OrderID); err == nil {
+				t.Fatal("give up voided the key; want the void faulting")
+			}
+			provider.heal()
+
+			settleRounds(t, a, "voided")
+			id, status := paymentRow(t, db, o.OrderID)
+			late, err := provider.SimulatedProvider.Charge(ctx, payment.Charge{IdempotencyKey: id, AmountCents: o.TotalCents, Currency: o.Currency})
+			if status != string(payment.Cancelled) || err != nil || late.Reason != payment.ReasonVoided {
+				t.Fatalf("payment %s, a late charge of its key = %+v, %v; want CANCELLED and the key void", status, late, err)
+			}
+			if events := outboxTypes(t, db, o.OrderID); len(events) != 0 {
+				t.Fatalf("outbox = %v; want nothing: nothing was charged", events)
+			}
+		})
+	}
+}
+
+// TestSettleRoundRefundsADeadLetteredChargeWhoseRefundFaulted: the order was
+// cancelled while its charge was in flight, the charge was stored SUCCEEDED
+// and flagged, and its refund faulted on the last delivery and in GiveUp.
+// Before, the row stayed SUCCEEDED and flagged (the customer charged) until
+// an operator replayed the dead letter; a settle round refunds it, once.
+func TestSettleRoundRefundsADeadLetteredChargeWhoseRefundFaulted(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			provider := newOutage()
+			provider.refunds.Store(true)
+			a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: provider, NewID: uuid.NewString})
+			o := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+			provider.onCharge = func(ctx context.Context) {
+				if c, err := a.CancelOrder.Handle(ctx, app.CancelOrder(o)); err != nil || c.Status != payment.Pending {
+					t.Errorf("cancel while the charge was in flight = %+v, %v; want the PENDING row flagged", c, err)
+				}
+			}
+
+			if _, err := a.ChargeOrder.Handle(ctx, o); err == nil {
+				t.Fatal("the cancelled order's charge was refunded; want the refund faulting")
+			}
+			if err := a.RecordDeadLetter.Handle(ctx, payment.DeadLetter{Consumer: "payment", EventType: adapters.OrderCreated,
+				Reason: "retries_exhausted", OrderID: o.OrderID}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.ChargeOrder.GiveUp(ctx, o.OrderID); err == nil {
+				t.Fatal("give up refunded the charge; want the refund faulting")
+			}
+			provider.heal()
+
+			settleRounds(t, a, "refunded")
+			id, status := paymentRow(t, db, o.OrderID)
+			if status != string(payment.Refunded) || !provider.Refunded(id) || provider.Charges() != 1 || provider.Refunds() != 1 {
+				t.Fatalf("payment %s, key refunded %v, provider charges %d, refunds %d; want REFUNDED, one charge refunded once",
+					status, provider.Refunded(id), provider.Charges(), provider.Refunds())
+			}
+			if events, want := outboxTypes(t, db, o.OrderID), []string{"payment.succeeded", "payment.refunded"}; !slices.Equal(events, want) {
+				t.Fatalf("outbox = %v; want %v", events, want)
+			}
+		})
+	}
+}
+
+// TestSettleRoundRefundsACancelWhoseRefundWasDeadLettered: the order was
+// charged, then its order.cancelled found the row SUCCEEDED and the refund
+// faulted on every delivery, so the cancel was dead-lettered. The cancel
+// does not flag a SUCCEEDED row, and before, its dead letter did not name
+// the order either: nothing marked the order as owed a refund and nothing
+// retried it. The dead letter now names the order, without making it read
+// as a dead charge (the cancel's own void guard), and a settle round
+// refunds the charge, once.
+func TestSettleRoundRefundsACancelWhoseRefundWasDeadLettered(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			provider := newOutage()
+			store := adapters.NewPaymentGorm(db)
+			a := app.New(app.Deps{Payments: store, Provider: provider, NewID: uuid.NewString})
+			o := adapters.OrderCreatedData{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+			if c, err := a.ChargeOrder.Handle(ctx, app.ChargeOrder(o)); err != nil || c.Status != payment.Succeeded {
+				t.Fatalf("charge = %+v, %v; want SUCCEEDED", c, err)
+			}
+			provider.refunds.Store(true)
+			f, stop := consumeWith(t, "PAYSETTLECANCEL"+strings.ToUpper(name), store, provider, 2)
+			defer stop(ctx)
+			env, err := event.New(adapters.OrderCancelled, "/shanhai/order", o.OrderID, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.s.Publish(t, f.names.Subject, "shanhai.orders", o.OrderID, svctest.Headers(env, nil), env.Data)
+			f.s.Drained(t, f.names.Durable, 30*time.Second)
+			dl, err := store.DeadLetters(ctx, 10)
+			if err != nil || len(dl) != 1 || dl[0].EventType != adapters.OrderCancelled || !strings.Contains(dl[0].Reason, "after 2 deliveries") {
+				t.Fatalf("dead letters = %+v, %v; want the order.cancelled's, after 2 deliveries", dl, err)
+			}
+			if dead, err := store.ChargeDeadLettered(ctx, o.OrderID); err != nil || dead {
+				t.Fatalf("charge dead-lettered = %v, %v; want false: only the cancel was", dead, err)
+			}
+			provider.heal()
+
+			settleRounds(t, a, "refunded")
+			id, status := paymentRow(t, db, o.OrderID)
+			if status != string(payment.Refunded) || !provider.Refunded(id) || provider.Charges() != 1 || provider.Refunds() != 1 {
+				t.Fatalf("payment %s, key refunded %v, provider charges %d, refunds %d; want REFUNDED, one charge refunded once",
+					status, provider.Refunded(id), provider.Charges(), provider.Refunds())
+			}
+			if events, want := outboxTypes(t, db, o.OrderID), []string{"payment.succeeded", "payment.refunded"}; !slices.Equal(events, want) {
+				t.Fatalf("outbox = %v; want %v", events, want)
+			}
+		})
+	}
+}
