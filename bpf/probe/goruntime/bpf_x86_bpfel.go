@@ -27,6 +27,12 @@ type BpfLatHist struct {
 	Buckets [208]uint64
 }
 
+type BpfStwSlot struct {
+	_       structs.HostLayout
+	Tgid    uint64
+	BeginNs uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -35,6 +41,7 @@ const (
 	BpfMapGoroutines        = "goroutines"
 	BpfMapStw               = "stw"
 	BpfMapStwBegin          = "stw_begin"
+	BpfMapStwSlots          = "stw_slots"
 	BpfMapZeroHist          = "zero_hist"
 	BpfProgNewproc1         = "newproc1"
 	BpfProgStartTheWorldRet = "start_the_world_ret"
@@ -96,6 +103,7 @@ type BpfMapSpecs struct {
 	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
 	Stw            *ebpf.MapSpec `ebpf:"stw"`
 	StwBegin       *ebpf.MapSpec `ebpf:"stw_begin"`
+	StwSlots       *ebpf.MapSpec `ebpf:"stw_slots"`
 	ZeroHist       *ebpf.MapSpec `ebpf:"zero_hist"`
 }
 
@@ -129,6 +137,7 @@ type BpfMaps struct {
 	Goroutines     *ebpf.Map `ebpf:"goroutines"`
 	Stw            *ebpf.Map `ebpf:"stw"`
 	StwBegin       *ebpf.Map `ebpf:"stw_begin"`
+	StwSlots       *ebpf.Map `ebpf:"stw_slots"`
 	ZeroHist       *ebpf.Map `ebpf:"zero_hist"`
 }
 
@@ -138,6 +147,7 @@ func (m *BpfMaps) Close() error {
 		m.Goroutines,
 		m.Stw,
 		m.StwBegin,
+		m.StwSlots,
 		m.ZeroHist,
 	)
 }

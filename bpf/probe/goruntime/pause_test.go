@@ -1,0 +1,254 @@
+package goruntime
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/shanhai-dev/shanhai/bpf/internal/hist"
+	"github.com/shanhai-dev/shanhai/bpf/internal/symtab"
+)
+
+const (
+	fnStop  = "runtime.stopTheWorldWithSema"
+	fnStart = "runtime.startTheWorldWithSema"
+)
+
+// pauseTarget is a built testdata/gcloop with the places the agent probes for a pause.
+type pauseTarget struct {
+	bin         string
+	ex          *link.Executable
+	stop, start symtab.Func
+	exits       []uint64 // where startTheWorldWithSema's returns are probed, as the agent does (symtab.Exits)
+}
+
+func newPauseTarget(t *testing.T) *pauseTarget {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loads and attaches BPF programs: root only")
+	}
+	bin := filepath.Join(t.TempDir(), "gcloop")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/gcloop").CombinedOutput(); err != nil {
+		t.Fatalf("build gcloop: %v\n%s", err, out)
+	}
+	sym, err := symtab.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sym.Close()
+	p := &pauseTarget{bin: bin}
+	if p.stop, err = sym.Func(fnStop); err != nil {
+		t.Fatal(err)
+	}
+	if p.start, err = sym.Func(fnStart); err != nil {
+		t.Fatal(err)
+	}
+	p.exits = sym.Exits(p.start).Offs
+	if p.ex, err = link.OpenExecutable(bin); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// attach puts stop at stopTheWorldWithSema's entry and start after its returns; the links close with the test.
+func (p *pauseTarget) attach(t *testing.T, stop, start *ebpf.Program) []link.Link {
+	t.Helper()
+	var links []link.Link
+	l, err := p.ex.Uprobe(fnStop, stop, &link.UprobeOptions{Address: p.stop.CallOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	links = append(links, l)
+	for _, a := range p.exits {
+		l, err := p.ex.Uprobe(fnStart, start, &link.UprobeOptions{Address: a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l)
+	}
+	t.Cleanup(func() {
+		for _, l := range links {
+			l.Close()
+		}
+	})
+	return links
+}
+
+// run runs the target for gcs collections and returns its pid and the pauses its runtime recorded.
+func (p *pauseTarget) run(t *testing.T, gcs int) (pid int, pauses uint64) {
+	t.Helper()
+	cmd := exec.Command(p.bin, strconv.Itoa(gcs))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gcloop: %v", err)
+	}
+	if pauses, err = strconv.ParseUint(strings.TrimSpace(string(out)), 10, 64); err != nil {
+		t.Fatalf("gcloop printed %q: %v", out, err)
+	}
+	return cmd.Process.Pid, pauses
+}
+
+// TestPausesNeedNoHashElement: a pause is timed without inserting into (or deleting from) a hash map, so it is
+// counted even when stw_begin, the fallback for a process whose slot another holds, has no room. It used to be
+// inserted at every stopTheWorldWithSema and deleted at every return of startTheWorldWithSema: an allocation and a
+// free (BPF_F_NO_PREALLOC) inside each pause, ~1 us warm and ~3.5 us in a fresh process here, where a full map lost
+// the pause. The fallback run holds every slot for a pid no process has, so each pause takes stw_begin: as exact.
+func TestPausesNeedNoHashElement(t *testing.T) {
+	p := newPauseTarget(t)
+	for _, fallback := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
+			spec, err := LoadBpf()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fallback {
+				spec.Maps["stw_begin"].MaxEntries = 1
+			}
+			var objs BpfObjects
+			if err := spec.LoadAndAssign(&objs, nil); err != nil {
+				t.Fatal(err)
+			}
+			defer objs.Close()
+			// No process has this pid (pid_max is at most 2^22).
+			const nobody = math.MaxUint32
+			if fallback {
+				for i := range objs.StwSlots.MaxEntries() {
+					if err := objs.StwSlots.Put(i, [2]uint64{nobody, 1}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else if err := objs.StwBegin.Put(uint32(nobody), uint64(1)); err != nil { // the one element it has room for
+				t.Fatal(err)
+			}
+			p.attach(t, objs.StopTheWorld, objs.StartTheWorldRet)
+			const gcs = 5
+			pid, pauses := p.run(t, gcs)
+			if pauses < 2*gcs {
+				t.Fatalf("the runtime recorded %d pauses for %d collections, want at least %d", pauses, gcs, 2*gcs)
+			}
+			var vals []hist.Hist
+			if err := objs.Stw.Lookup(uint32(pid), &vals); err != nil {
+				t.Fatalf("stw histogram of pid %d: %v (the runtime recorded %d pauses)", pid, err, pauses)
+			}
+			var got hist.Hist
+			for i := range vals {
+				got.Add(&vals[i])
+			}
+			if got.Count != pauses {
+				t.Errorf("probe counted %d pauses, the runtime %d", got.Count, pauses)
+			}
+			var begin uint64
+			err = objs.StwBegin.Lookup(uint32(pid), &begin)
+			switch {
+			case fallback && (err != nil || begin != 0):
+				t.Errorf("stw_begin of pid %d after its pauses: %d, %v; want 0 (kept for the next pause, none in progress)", pid, begin, err)
+			case !fallback && err == nil:
+				t.Errorf("stw_begin has pid %d with a slot free for it", pid)
+			}
+		})
+	}
+}
+
+// TestPauseProgramCost prints what each pause program costs per hit (kernel.bpf_stats_enabled) for this build and
+// for the builds GORUNTIME_COST_OBJ names (name=file.o,...), alternated in the same rounds so both see the same load.
+// A figure, no goal; it runs only when GORUNTIME_COST is set to "rounds processes collections", e.g.:
+//
+//	git show HEAD~1:bpf/probe/goruntime/bpf_x86_bpfel.o >/tmp/before.o
+//	sudo GORUNTIME_COST="5 3 100" GORUNTIME_COST_OBJ=before=/tmp/before.o go test -count=1 -run PauseProgramCost -v .
+//
+// Many collections per process price the steady pauses of a long-lived service; "5 20 1" prices each process's
+// first pauses, which allocate its histogram.
+func TestPauseProgramCost(t *testing.T) {
+	cfg := os.Getenv("GORUNTIME_COST")
+	if cfg == "" {
+		t.Skip("GORUNTIME_COST unset")
+	}
+	rounds, procs, gcs := 5, 3, 100
+	fmt.Sscan(cfg, &rounds, &procs, &gcs)
+	p := newPauseTarget(t)
+	stats, err := ebpf.EnableStats(0) // BPF_STATS_RUN_TIME
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stats.Close()
+	type build struct {
+		name string
+		spec *ebpf.CollectionSpec
+	}
+	cur, err := LoadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	builds := []build{{"this", cur}}
+	if v := os.Getenv("GORUNTIME_COST_OBJ"); v != "" {
+		for _, o := range strings.Split(v, ",") {
+			name, path, _ := strings.Cut(o, "=")
+			s, err := ebpf.LoadCollectionSpec(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			builds = append(builds, build{name, s})
+		}
+	}
+	t.Logf("load average at the start: %s", loadAvg())
+	per := map[string][]float64{}
+	for r := range rounds {
+		for _, b := range builds {
+			// Only the two pause programs, so an older build whose other maps differ still loads.
+			var pp struct {
+				Stop  *ebpf.Program `ebpf:"stop_the_world"`
+				Start *ebpf.Program `ebpf:"start_the_world_ret"`
+			}
+			if err := b.spec.LoadAndAssign(&pp, nil); err != nil {
+				t.Fatal(err)
+			}
+			links := p.attach(t, pp.Stop, pp.Start)
+			for range procs {
+				p.run(t, gcs)
+			}
+			for _, pr := range []struct {
+				name string
+				prog *ebpf.Program
+			}{{"stop", pp.Stop}, {"start", pp.Start}} {
+				s, err := pr.prog.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				ns := float64(s.Runtime.Nanoseconds()) / float64(max(s.RunCount, 1))
+				k := b.name + " " + pr.name
+				per[k] = append(per[k], ns)
+				t.Logf("round %d %-20s %7.0f ns per hit (%d hits)", r+1, k, ns, s.RunCount)
+			}
+			for _, l := range links {
+				l.Close()
+			}
+			pp.Stop.Close()
+			pp.Start.Close()
+		}
+	}
+	t.Logf("load average at the end: %s", loadAvg())
+	for _, b := range builds {
+		for _, n := range []string{"stop", "start"} {
+			v := slices.Sorted(slices.Values(per[b.name+" "+n]))
+			t.Logf("%-20s median %7.0f ns per hit over %d rounds", b.name+" "+n, v[len(v)/2], len(v))
+		}
+	}
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	return strings.Join(f[:min(3, len(f))], " ")
+}
