@@ -31,10 +31,14 @@ type pauseTarget struct {
 	exits       []uint64 // where startTheWorldWithSema's returns are probed, as the agent does (symtab.Exits)
 }
 
-func newPauseTarget(t *testing.T) *pauseTarget {
+func newPauseTarget(t testing.TB) *pauseTarget {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("loads and attaches BPF programs: root only")
+		// As bpf/internal/agent's requireRoot: an explicit opt-out, never a silent skip.
+		if os.Getenv("SHANHAI_BPF_OPTOUT") == "1" {
+			t.Skip("not root and SHANHAI_BPF_OPTOUT=1: eBPF probe tests explicitly opted out")
+		}
+		t.Fatal("eBPF probe tests must run as root (they load and attach BPF programs); run `sudo make test`, or set SHANHAI_BPF_OPTOUT=1 to opt out explicitly")
 	}
 	bin := filepath.Join(t.TempDir(), "gcloop")
 	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/gcloop").CombinedOutput(); err != nil {
@@ -60,7 +64,7 @@ func newPauseTarget(t *testing.T) *pauseTarget {
 }
 
 // attach puts stop at stopTheWorldWithSema's entry and start after its returns; the links close with the test.
-func (p *pauseTarget) attach(t *testing.T, stop, start *ebpf.Program) []link.Link {
+func (p *pauseTarget) attach(t testing.TB, stop, start *ebpf.Program) []link.Link {
 	t.Helper()
 	var links []link.Link
 	l, err := p.ex.Uprobe(fnStop, stop, &link.UprobeOptions{Address: p.stop.CallOff})
@@ -84,7 +88,7 @@ func (p *pauseTarget) attach(t *testing.T, stop, start *ebpf.Program) []link.Lin
 }
 
 // run runs the target for gcs collections and returns its pid and the pauses its runtime recorded.
-func (p *pauseTarget) run(t *testing.T, gcs int) (pid int, pauses uint64) {
+func (p *pauseTarget) run(t testing.TB, gcs int) (pid int, pauses uint64) {
 	t.Helper()
 	cmd := exec.Command(p.bin, strconv.Itoa(gcs))
 	out, err := cmd.Output()
@@ -158,26 +162,23 @@ func TestPausesNeedNoHashElement(t *testing.T) {
 	}
 }
 
-// TestPauseProgramCost prints what each pause program costs per hit (kernel.bpf_stats_enabled) for this build and
-// for the builds GORUNTIME_COST_OBJ names (name=file.o,...), alternated in the same rounds so both see the same load.
-// A figure, no goal; it runs only when GORUNTIME_COST is set to "rounds processes collections", e.g.:
+// BenchmarkPauseProgramCost prints what each pause program costs per hit (kernel.bpf_stats_enabled) for this build
+// and for the builds GORUNTIME_COST_OBJ names (name=file.o,...), alternated in the same rounds so both see the same
+// load; each iteration is one round, and the medians are reported as metrics. A figure, no goal.
+// GORUNTIME_COST="processes collections" sets each round's work (default "3 100"), e.g.:
 //
 //	git show HEAD~1:bpf/probe/goruntime/bpf_x86_bpfel.o >/tmp/before.o
-//	sudo GORUNTIME_COST="5 3 100" GORUNTIME_COST_OBJ=before=/tmp/before.o go test -count=1 -run PauseProgramCost -v .
+//	sudo GORUNTIME_COST_OBJ=before=/tmp/before.o go test -run '^$' -bench PauseProgramCost -benchtime 5x .
 //
-// Many collections per process price the steady pauses of a long-lived service; "5 20 1" prices each process's
-// first pauses, which allocate its histogram.
-func TestPauseProgramCost(t *testing.T) {
-	cfg := os.Getenv("GORUNTIME_COST")
-	if cfg == "" {
-		t.Skip("GORUNTIME_COST unset")
-	}
-	rounds, procs, gcs := 5, 3, 100
-	fmt.Sscan(cfg, &rounds, &procs, &gcs)
-	p := newPauseTarget(t)
+// Many collections per process price the steady pauses of a long-lived service; GORUNTIME_COST="20 1" prices each
+// process's first pauses, which allocate its histogram.
+func BenchmarkPauseProgramCost(b *testing.B) {
+	procs, gcs := 3, 100
+	fmt.Sscan(os.Getenv("GORUNTIME_COST"), &procs, &gcs)
+	p := newPauseTarget(b)
 	stats, err := ebpf.EnableStats(0) // BPF_STATS_RUN_TIME
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	defer stats.Close()
 	type build struct {
@@ -186,7 +187,7 @@ func TestPauseProgramCost(t *testing.T) {
 	}
 	cur, err := LoadBpf()
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	builds := []build{{"this", cur}}
 	if v := os.Getenv("GORUNTIME_COST_OBJ"); v != "" {
@@ -194,26 +195,26 @@ func TestPauseProgramCost(t *testing.T) {
 			name, path, _ := strings.Cut(o, "=")
 			s, err := ebpf.LoadCollectionSpec(path)
 			if err != nil {
-				t.Fatal(err)
+				b.Fatal(err)
 			}
 			builds = append(builds, build{name, s})
 		}
 	}
-	t.Logf("load average at the start: %s", loadAvg())
+	b.Logf("load average at the start: %s", loadAvg())
 	per := map[string][]float64{}
-	for r := range rounds {
-		for _, b := range builds {
+	for r := range b.N {
+		for _, bl := range builds {
 			// Only the two pause programs, so an older build whose other maps differ still loads.
 			var pp struct {
 				Stop  *ebpf.Program `ebpf:"stop_the_world"`
 				Start *ebpf.Program `ebpf:"start_the_world_ret"`
 			}
-			if err := b.spec.LoadAndAssign(&pp, nil); err != nil {
-				t.Fatal(err)
+			if err := bl.spec.LoadAndAssign(&pp, nil); err != nil {
+				b.Fatal(err)
 			}
-			links := p.attach(t, pp.Stop, pp.Start)
+			links := p.attach(b, pp.Stop, pp.Start)
 			for range procs {
-				p.run(t, gcs)
+				p.run(b, gcs)
 			}
 			for _, pr := range []struct {
 				name string
@@ -221,12 +222,12 @@ func TestPauseProgramCost(t *testing.T) {
 			}{{"stop", pp.Stop}, {"start", pp.Start}} {
 				s, err := pr.prog.Stats()
 				if err != nil {
-					t.Fatal(err)
+					b.Fatal(err)
 				}
 				ns := float64(s.Runtime.Nanoseconds()) / float64(max(s.RunCount, 1))
-				k := b.name + " " + pr.name
+				k := bl.name + " " + pr.name
 				per[k] = append(per[k], ns)
-				t.Logf("round %d %-20s %7.0f ns per hit (%d hits)", r+1, k, ns, s.RunCount)
+				b.Logf("round %d %-20s %7.0f ns per hit (%d hits)", r+1, k, ns, s.RunCount)
 			}
 			for _, l := range links {
 				l.Close()
@@ -235,11 +236,12 @@ func TestPauseProgramCost(t *testing.T) {
 			pp.Start.Close()
 		}
 	}
-	t.Logf("load average at the end: %s", loadAvg())
-	for _, b := range builds {
+	b.Logf("load average at the end: %s", loadAvg())
+	for _, bl := range builds {
 		for _, n := range []string{"stop", "start"} {
-			v := slices.Sorted(slices.Values(per[b.name+" "+n]))
-			t.Logf("%-20s median %7.0f ns per hit over %d rounds", b.name+" "+n, v[len(v)/2], len(v))
+			v := slices.Sorted(slices.Values(per[bl.name+" "+n]))
+			b.Logf("%-20s median %7.0f ns per hit over %d rounds", bl.name+" "+n, v[len(v)/2], len(v))
+			b.ReportMetric(v[len(v)/2], bl.name+"-"+n+"-ns/hit")
 		}
 	}
 }
