@@ -212,8 +212,13 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	if !o.KeepDir {
 		defer os.RemoveAll(dir)
 	}
+	// event is called from the fault schedule and from the Pulsar restart's own goroutine, which can finish while
+	// the producer's last events are logged: the log is appended under a lock.
+	var eventMu sync.Mutex
 	event := func(format string, args ...any) {
 		s := fmt.Sprintf(format, args...)
+		eventMu.Lock()
+		defer eventMu.Unlock()
 		rep.Events = append(rep.Events, s)
 		o.logf("%s", s)
 	}
