@@ -95,8 +95,11 @@ func RunBackpressure(ctx context.Context, o BackpressureOptions) (BackpressureRe
 		}
 	}
 	defer func() { _ = deleteTopics(o.Brokers, topic, "backpressure."+id+".dlq") }()
-	port, _ := freePort()
-	aport, _ := freePort()
+	ports, err := freePorts(2)
+	if err != nil {
+		return rep, err
+	}
+	port, aport := ports[0], ports[1]
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	env := append(os.Environ(), roleEnv+"=bridge", "NATS_URL=nats://"+natsAddr, "KAFKA_BROKERS="+strings.Join(o.Brokers, ","),
 		"PULSAR_URL="+o.PulsarURL, "BRIDGE_TOPICS="+topic, "BRIDGE_STREAM=BP_"+id, "BRIDGE_STREAM_SUBJECTS=backpressure."+id+".>",

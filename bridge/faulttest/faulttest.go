@@ -110,13 +110,28 @@ func FindNATSServer() string {
 	return ""
 }
 
+// freePorts returns n distinct unused loopback ports: each listener stays
+// open until the last is chosen, since the kernel may hand a just-closed
+// port out again (a bridge's HTTP and admin listeners then collide).
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return p[0], nil
 }
 
 // proc is a child process we may kill and restart.
@@ -293,15 +308,12 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	var bmu sync.Mutex
 	bridges := map[string]*instance{}
 	startBridge := func(name string) error {
-		port, err := freePort()
+		ports, err := freePorts(2)
 		if err != nil {
 			return err
 		}
+		port, aport := ports[0], ports[1]
 		addr := "127.0.0.1:" + strconv.Itoa(port)
-		aport, err := freePort()
-		if err != nil {
-			return err
-		}
 		// An empty ADMIN_ADDR means the default to pkg/config, so give each its own.
 		p, err := startProc(name, filepath.Join(dir, name+".log"), append(baseEnv, "HTTP_ADDR="+addr, "ADMIN_ADDR=127.0.0.1:"+strconv.Itoa(aport)), self)
 		if err != nil {

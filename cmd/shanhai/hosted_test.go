@@ -141,13 +141,13 @@ func TestAnyExitNamesThePartAndHowItEnded(t *testing.T) {
 // readiness poll, kept alive) would leave its port in TIME_WAIT and refuse
 // the next start for a minute.
 func TestPortsFreeRightAfterAFailedStart(t *testing.T) {
+	free, err := freePorts(len(Names))
+	if err != nil {
+		t.Fatal(err)
+	}
 	ports := map[string]int{}
-	for _, name := range Names {
-		p, err := freePort()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports[name] = p
+	for i, name := range Names {
+		ports[name] = free[i]
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -141,14 +141,11 @@ func (in *Infra) startRedis() error {
 }
 
 func (in *Infra) startEtcd(ctx context.Context) error {
-	client, err := freePort()
+	ports, err := freePorts(2)
 	if err != nil {
 		return err
 	}
-	peer, err := freePort()
-	if err != nil {
-		return err
-	}
+	client, peer := ports[0], ports[1]
 	cfg := embed.NewConfig()
 	cfg.Name = "shanhai"
 	cfg.Dir = filepath.Join(in.Dir, "etcd")
@@ -200,14 +197,29 @@ func (in *Infra) Close() {
 	slog.Debug("embedded infrastructure stopped")
 }
 
-// freePort asks the kernel for an unused loopback port. Another process could
-// take it before it is bound again; at start-up on a developer machine that
-// race is rare, and the bind error names the port if it happens.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
+// freePorts asks the kernel for n unused loopback ports, all distinct: every
+// listener stays open until the last is chosen, since a port closed before the
+// next request may be handed out again (two parts then get one port). Another
+// process could take a port before it is bound again; at start-up on a
+// developer machine that race is rare, and the bind error names the port.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
+}
+
+// freePort is freePorts(1).
+func freePort() (int, error) {
+	p, err := freePorts(1)
+	if err != nil {
+		return 0, err
+	}
+	return p[0], nil
 }

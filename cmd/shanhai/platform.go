@@ -141,18 +141,21 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 		}
 		p.Telemetry = tp
 	}
+	free, err := freePorts(2 * len(Names))
+	if err != nil {
+		return err
+	}
+	pick := func(m map[string]int, name string) int {
+		if m[name] != 0 {
+			return m[name]
+		}
+		p := free[0]
+		free = free[1:]
+		return p
+	}
 	ports := map[string]int{}
-	httpPort := func(name string) (int, error) { return pick(o.Ports, name) }
-	adminPort := func(name string) (int, error) { return pick(o.Admin, name) }
 	for _, name := range Names {
-		hp, err := httpPort(name)
-		if err != nil {
-			return err
-		}
-		ap, err := adminPort(name)
-		if err != nil {
-			return err
-		}
+		hp, ap := pick(o.Ports, name), pick(o.Admin, name)
 		ports[name] = hp
 		part := &Part{Name: name, Port: hp, Env: map[string]string{
 			"HTTP_ADDR":  "127.0.0.1:" + strconv.Itoa(hp),
@@ -315,14 +318,6 @@ func portExample(gw int) string {
 		return ""
 	}
 	return fmt.Sprintf(`, e.g. make run ARGS="-port %d"`, gw+100)
-}
-
-// pick returns the port named in m or a free one.
-func pick(m map[string]int, name string) (int, error) {
-	if m[name] != 0 {
-		return m[name], nil
-	}
-	return freePort()
 }
 
 // Gateway is the gateway's base URL.
