@@ -17,6 +17,8 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
 )
 
 // BackpressureOptions configure the sink-down test.
@@ -64,10 +66,11 @@ func RunBackpressure(ctx context.Context, o BackpressureOptions) (BackpressureRe
 		return rep, err
 	}
 	defer os.RemoveAll(dir)
-	natsPort, err := freePort()
+	natsPorts, err := freeport.Ports(1)
 	if err != nil {
 		return rep, err
 	}
+	natsPort := natsPorts[0]
 	natsAddr := "127.0.0.1:" + strconv.Itoa(natsPort)
 	conf := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", natsAddr, filepath.Join(dir, "js"))), 0o644); err != nil {
@@ -95,7 +98,7 @@ func RunBackpressure(ctx context.Context, o BackpressureOptions) (BackpressureRe
 		}
 	}
 	defer func() { _ = deleteTopics(o.Brokers, topic, "backpressure."+id+".dlq") }()
-	ports, err := freePorts(2)
+	ports, err := freeport.Ports(2)
 	if err != nil {
 		return rep, err
 	}

@@ -40,6 +40,8 @@ import (
 	"github.com/shanhai-dev/shanhai/bridge/internal/app"
 	"github.com/shanhai-dev/shanhai/bridge/internal/config"
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
 )
 
 const roleEnv = "SHANHAI_FAULTTEST_ROLE"
@@ -108,30 +110,6 @@ func FindNATSServer() string {
 		return p
 	}
 	return ""
-}
-
-// freePorts returns n distinct unused loopback ports: each listener stays
-// open until the last is chosen, since the kernel may hand a just-closed
-// port out again (a bridge's HTTP and admin listeners then collide).
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-func freePort() (int, error) {
-	p, err := freePorts(1)
-	if err != nil {
-		return 0, err
-	}
-	return p[0], nil
 }
 
 // proc is a child process we may kill and restart.
@@ -239,10 +217,11 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 
 	// Private nats-server with fsync on every write.
-	natsPort, err := freePort()
+	natsPorts, err := freeport.Ports(1)
 	if err != nil {
 		return rep, err
 	}
+	natsPort := natsPorts[0]
 	natsAddr := "127.0.0.1:" + strconv.Itoa(natsPort)
 	conf := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", natsAddr, filepath.Join(dir, "js"))), 0o644); err != nil {
@@ -308,7 +287,7 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	var bmu sync.Mutex
 	bridges := map[string]*instance{}
 	startBridge := func(name string) error {
-		ports, err := freePorts(2)
+		ports, err := freeport.Ports(2)
 		if err != nil {
 			return err
 		}

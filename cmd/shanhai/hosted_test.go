@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
 )
 
 // A taken port stops the run before anything starts, and the message names
@@ -21,10 +23,11 @@ func TestStartRefusesATakenPort(t *testing.T) {
 	}
 	defer taken.Close()
 	takenPort := taken.Addr().(*net.TCPAddr).Port
-	userPort, err := freePort()
+	userPorts, err := freeport.Ports(1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	userPort := userPorts[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	t.Setenv("PULSAR_URL", "")
@@ -72,10 +75,11 @@ func TestCheckServersNamesTheDownOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	downPort, err := freePort()
+	downPorts, err := freeport.Ports(1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	downPort := downPorts[0]
 	down := "127.0.0.1:" + strconv.Itoa(downPort)
 	err = checkServers(map[string]string{
 		"DATABASE_URL":   "postgres://shanhai@" + up.Addr().String() + "/shanhai?sslmode=disable",
@@ -141,7 +145,7 @@ func TestAnyExitNamesThePartAndHowItEnded(t *testing.T) {
 // readiness poll, kept alive) would leave its port in TIME_WAIT and refuse
 // the next start for a minute.
 func TestPortsFreeRightAfterAFailedStart(t *testing.T) {
-	free, err := freePorts(len(Names))
+	free, err := freeport.Ports(len(Names))
 	if err != nil {
 		t.Fatal(err)
 	}

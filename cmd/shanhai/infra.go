@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
 )
 
 // Topics are the Kafka topics of the platform (conventions.md); the embedded
@@ -141,7 +142,7 @@ func (in *Infra) startRedis() error {
 }
 
 func (in *Infra) startEtcd(ctx context.Context) error {
-	ports, err := freePorts(2)
+	ports, err := freeport.Ports(2)
 	if err != nil {
 		return err
 	}
@@ -195,31 +196,4 @@ func (in *Infra) Close() {
 		in.kafka.Close()
 	}
 	slog.Debug("embedded infrastructure stopped")
-}
-
-// freePorts asks the kernel for n unused loopback ports, all distinct: every
-// listener stays open until the last is chosen, since a port closed before the
-// next request may be handed out again (two parts then get one port). Another
-// process could take a port before it is bound again; at start-up on a
-// developer machine that race is rare, and the bind error names the port.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
-// freePort is freePorts(1).
-func freePort() (int, error) {
-	p, err := freePorts(1)
-	if err != nil {
-		return 0, err
-	}
-	return p[0], nil
 }

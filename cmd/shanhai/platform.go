@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
 )
 
 // Names of the parts, in start order. The gateway, the only door, stops
@@ -141,7 +143,7 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 		}
 		p.Telemetry = tp
 	}
-	free, err := freePorts(2 * len(Names))
+	free, err := freeport.Ports(2 * len(Names))
 	if err != nil {
 		return err
 	}

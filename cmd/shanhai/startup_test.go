@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
 )
 
 // silentListener accepts TCP connections (the kernel does, from its
@@ -28,10 +30,11 @@ func silentListener(t *testing.T) string {
 // an earlier eval "$(./scripts/deps.sh env)", the servers since stopped)
 // says so before anything starts; it used to wait, silent, forever.
 func TestEmbeddedRunRefusesAPulsarNothingAnswersAt(t *testing.T) {
-	port, err := freePort()
+	ports, err := freeport.Ports(1)
 	if err != nil {
 		t.Fatal(err)
 	}
+	port := ports[0]
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	t.Setenv("PULSAR_URL", "pulsar://"+addr)
 	t.Setenv("PULSAR_ADMIN_URL", "")

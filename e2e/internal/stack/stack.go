@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -31,6 +30,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
 )
 
 // Binaries maps each binary's name to its main package, relative to the
@@ -191,18 +192,19 @@ func Start(ctx context.Context, o Options) (_ *Stack, err error) {
 		return nil, err
 	}
 
-	ports := map[string]string{}
+	free, err := freeport.Addrs(2 * len(Binaries))
+	if err != nil {
+		return nil, err
+	}
+	ports, admins := map[string]string{}, map[string]string{}
 	for name := range Binaries {
-		if ports[name], err = freeAddr(); err != nil {
-			return nil, err
-		}
+		ports[name], admins[name], free = free[0], free[1], free[2:]
 	}
 	jwks := "http://" + ports["user"] + "/.well-known/jwks.json"
 	common := func(name string) map[string]string {
-		admin, _ := freeAddr()
 		e := map[string]string{
 			"HTTP_ADDR":         ports[name],
-			"ADMIN_ADDR":        admin, // pkg/config reads an empty value as unset, so a free port rather than ""
+			"ADMIN_ADDR":        admins[name], // pkg/config reads an empty value as unset, so a free port rather than ""
 			"LOG_LEVEL":         "info",
 			"SERVICE_VERSION":   version,
 			"SHUTDOWN_TIMEOUT":  "5s",
@@ -422,15 +424,6 @@ func (p *Proc) stop(grace time.Duration) {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 func newID() string {

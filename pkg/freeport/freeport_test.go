@@ -1,15 +1,15 @@
-package main
+package freeport
 
 import "testing"
 
-// TestFreePortsAreDistinct: the parts' ports were asked of the kernel one at a
+// TestPortsAreDistinct: cmd/shanhai's parts' ports were asked of the kernel one at a
 // time, each listener closed before the next was opened, so the kernel could
 // hand out one port twice; in CI the gateway and the user service's admin
 // listener both got 127.0.0.1:34859 and the user service could not start.
 // Asked for many at once, no two may be equal.
-func TestFreePortsAreDistinct(t *testing.T) {
+func TestPortsAreDistinct(t *testing.T) {
 	const n = 2000 // enough that one-at-a-time picks collide (birthday bound over ~28,000 ports)
-	ports, err := freePorts(n)
+	ports, err := Ports(n)
 	if err != nil {
 		t.Fatal(err)
 	}
