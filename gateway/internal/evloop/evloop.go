@@ -123,6 +123,7 @@ type Server struct {
 	kick      chan struct{}
 	stopTicks context.CancelFunc
 	ticksDone chan struct{} // closed when ticks has returned
+	served    chan struct{} // closed when Serve returns: the engine is down
 }
 
 // New builds a Server; Serve starts it.
@@ -148,7 +149,7 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1)}
+	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{})}
 	for _, p := range o.AdminPaths {
 		s.admin[p] = true
 	}
@@ -157,7 +158,9 @@ func New(o Options) *Server {
 
 // Serve listens and serves until Stop; Options.Loops event loops (one per
 // core by default), new clients to the loop with the fewest connections.
+// It is called once per Server.
 func (s *Server) Serve() error {
+	defer close(s.served)
 	// SO_REUSEADDR, as net.Listen sets it: Stop closes clients' connections first, and their TIME_WAIT would keep
 	// a restarted gateway off its port for a minute.
 	err := gnet.Run(s, "tcp://"+s.o.Addr, gnet.WithMulticore(true), gnet.WithNumEventLoop(s.o.Loops),
@@ -190,7 +193,27 @@ func (s *Server) Stop(ctx context.Context) error {
 	if !up {
 		return nil
 	}
-	return eng.Stop(ctx)
+	// Engine.Stop starts the shutdown, then looks every 500 ms whether the
+	// engine is down (gnet's shutdownPollInterval), so a shutdown took at
+	// least that long. gnet.Run returns the moment the loops, listeners
+	// and connections are closed, and Serve with it: its return ends the
+	// wait instead (TestStopReturnsWhenServeDoes).
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.served:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	err := eng.Stop(sctx)
+	select {
+	case <-s.served:
+		return nil
+	default:
+		return err
+	}
 }
 
 // inflight counts requests being served on every loop.

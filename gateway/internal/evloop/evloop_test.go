@@ -13,6 +13,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
+
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
@@ -359,5 +361,67 @@ func TestRefusedClientGetsItsFINAtOnce(t *testing.T) {
 			t.Fatalf("%q: write while lingering: %v", c.raw, err)
 		}
 		conn.Close()
+	}
+}
+
+// TestStopReturnsWhenServeDoes: Stop returns once the engine is down, which
+// is when Serve returns, not at the next look of gnet's Engine.Stop, which
+// polls for it every 500 ms (shutdownPollInterval): that poll was most of
+// the half second a Ctrl-C of the embedded run spent on the gateway. The
+// gap between the two returns is the mechanism under test: a wake-up on
+// Serve's return is a goroutine switch, the poll's is ~0.5 s; 250 ms
+// separates them with room for a loaded machine.
+func TestStopReturnsWhenServeDoes(t *testing.T) {
+	pool := upstream.NewPool(staticRes{}, []string{"order"}, upstream.ClientOptions{})
+	tb, err := route.Parse("/api/v1/orders=order", 300*time.Millisecond, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := freeport.Addrs(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(Options{Addr: addrs[0], Proxy: proxy.New(proxy.Options{Table: tb, Upstreams: pool}), Endpoints: pool,
+		Admin: func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") }, AdminPaths: []string{"/healthz"}})
+	served := make(chan time.Time, 1)
+	go func() {
+		if err := s.Serve(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		served <- time.Now()
+	}()
+	var idle net.Conn // a keep-alive client, idle as Stop begins
+	for range 250 {
+		if idle, err = net.Dial("tcp", addrs[0]); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if idle == nil {
+		t.Fatalf("server did not start: %v", err)
+	}
+	defer idle.Close()
+	_, _ = io.WriteString(idle, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+	var r fasthttp.Response
+	br := bufio.NewReader(idle)
+	if err := r.Read(br); err != nil || r.StatusCode() != 200 {
+		t.Fatalf("healthz: %d %v", r.StatusCode(), err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	stopped := time.Now()
+	select {
+	case at := <-served:
+		if gap := stopped.Sub(at); gap > 250*time.Millisecond {
+			t.Fatalf("Stop returned %v after Serve: it waited for a poll, not for the engine", gap.Round(time.Millisecond))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop returned, Serve did not")
+	}
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("the idle client's connection is still open after Stop")
 	}
 }
