@@ -339,6 +339,7 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	}
 	if slotEntries > 0 {
 		spec.Maps["goroutine_slots"].MaxEntries = slotEntries
+		spec.Maps["stw_hist_slots"].MaxEntries = slotEntries
 	}
 	objs := &goruntime.BpfObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/shanhai-dev/shanhai/bpf/internal/hist"
 	"github.com/shanhai-dev/shanhai/bpf/probe/httpserver"
 )
 
@@ -173,8 +174,8 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 	a := newAgent(t, bin)
 	a.Scan() // a path target is probed as soon as the file exists
 	bins := slices.Collect(maps.Values(a.bins))
-	if len(bins) != 1 || bins[0].http == nil {
-		t.Fatalf("want the HTTP server probe on %s, have %v", bin, bins)
+	if len(bins) != 1 || bins[0].http == nil || bins[0].rt == nil {
+		t.Fatalf("want the HTTP server and runtime probes on %s, have %v", bin, bins)
 	}
 	b := bins[0]
 	ncpu, err := ebpf.PossibleCPU()
@@ -195,6 +196,13 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 		if err := b.http.RedSlots.Put(slot, series); err != nil {
 			t.Fatal(err)
 		}
+		pauses := make([]stwHistSlot, ncpu)
+		for c := range pauses {
+			pauses[c] = stwHistSlot{Tgid: uint32(pid), Hist: hist.Hist{Count: 1}}
+		}
+		if err := b.rt.StwHistSlots.Put(slot, pauses); err != nil {
+			t.Fatal(err)
+		}
 	}
 	expect := func(t *testing.T, taken bool, when string) {
 		t.Helper()
@@ -206,8 +214,12 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 		if err := b.http.RedSlots.Lookup(slot, &s); err != nil {
 			t.Fatal(err)
 		}
-		if in, se := v.G != 0, s[0].Key.Tgid != 0; in != taken || se != taken {
-			t.Fatalf("%s: in-flight slot taken %v, series slot taken %v, want %v", when, in, se, taken)
+		var p []stwHistSlot
+		if err := b.rt.StwHistSlots.Lookup(slot, &p); err != nil {
+			t.Fatal(err)
+		}
+		if in, se, pa := v.G != 0, s[0].Key.Tgid != 0, p[0].Tgid != 0; in != taken || se != taken || pa != taken {
+			t.Fatalf("%s: in-flight slot taken %v, series slot taken %v, pause slot taken %v, want %v", when, in, se, pa, taken)
 		}
 	}
 

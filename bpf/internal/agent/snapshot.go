@@ -110,6 +110,17 @@ func (b *binProbes) read(s *Snapshot) error {
 		if err := it.Err(); err != nil {
 			return fmt.Errorf("read stw map: %w", err)
 		}
+		// The fast-path histograms: each CPU's copy names its own pid (see stw_hist_slot in goruntime.c).
+		err := eachLiveSlotCopy(b.rt.StwHistSlots, stwHistTgid, func(v *stwHistSlot) {
+			if v.Hist.Count != 0 {
+				h := s.STW[int(v.Tgid)]
+				h.Add(&v.Hist)
+				s.STW[int(v.Tgid)] = h
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("read stw slots: %w", err)
+		}
 		var counts []uint64
 		it = b.rt.Goroutines.Iterate()
 		for it.Next(&pid, &counts) {
@@ -123,7 +134,7 @@ func (b *binProbes) read(s *Snapshot) error {
 			return fmt.Errorf("read goroutine map: %w", err)
 		}
 		// The fast-path slots: each CPU's copy names its own pid (see goroutine_slot in goruntime.c).
-		err := eachLiveSlotCopy(b.rt.GoroutineSlots, goroutineTgid, func(v *goruntime.BpfGoroutineSlot) {
+		err = eachLiveSlotCopy(b.rt.GoroutineSlots, goroutineTgid, func(v *goruntime.BpfGoroutineSlot) {
 			if v.Count != 0 {
 				s.Goroutines[int(v.Tgid)] += v.Count
 			}
@@ -151,6 +162,14 @@ func readREDMap(m *ebpf.Map, s *Snapshot) error {
 }
 
 func goroutineTgid(v *goruntime.BpfGoroutineSlot) uint32 { return v.Tgid }
+
+// stwHistSlot is struct stw_hist_slot (probe/goruntime) with the histogram in the hist package's layout.
+type stwHistSlot struct {
+	Tgid, Pad uint32
+	Hist      hist.Hist
+}
+
+func stwHistTgid(v *stwHistSlot) uint32 { return v.Tgid }
 
 // read adds the TCP counters of the targets (procs) to s, looking each up: the map holds every process's that
 // used TCP on the machine, most of them no target.
@@ -357,7 +376,8 @@ func (b *binProbes) sweepSlots(alive func(pid int) bool) error {
 		errs = append(errs, prunePerCPUSlots(m, alive, callAggTgid))
 	}
 	if b.rt != nil {
-		errs = append(errs, prunePerCPUSlots(b.rt.GoroutineSlots, alive, goroutineTgid))
+		errs = append(errs, prunePerCPUSlots(b.rt.GoroutineSlots, alive, goroutineTgid),
+			prunePerCPUSlots(b.rt.StwHistSlots, alive, stwHistTgid))
 	}
 	return errors.Join(errs...)
 }

@@ -27,6 +27,13 @@ type BpfLatHist struct {
 	Buckets [208]uint64
 }
 
+type BpfStwHistSlot struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Pad  uint32
+	Hist BpfLatHist
+}
+
 type BpfStwSlot struct {
 	_       structs.HostLayout
 	Tgid    uint64
@@ -41,6 +48,7 @@ const (
 	BpfMapGoroutines        = "goroutines"
 	BpfMapStw               = "stw"
 	BpfMapStwBegin          = "stw_begin"
+	BpfMapStwHistSlots      = "stw_hist_slots"
 	BpfMapStwSlots          = "stw_slots"
 	BpfMapZeroHist          = "zero_hist"
 	BpfProgNewproc1         = "newproc1"
@@ -103,6 +111,7 @@ type BpfMapSpecs struct {
 	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
 	Stw            *ebpf.MapSpec `ebpf:"stw"`
 	StwBegin       *ebpf.MapSpec `ebpf:"stw_begin"`
+	StwHistSlots   *ebpf.MapSpec `ebpf:"stw_hist_slots"`
 	StwSlots       *ebpf.MapSpec `ebpf:"stw_slots"`
 	ZeroHist       *ebpf.MapSpec `ebpf:"zero_hist"`
 }
@@ -137,6 +146,7 @@ type BpfMaps struct {
 	Goroutines     *ebpf.Map `ebpf:"goroutines"`
 	Stw            *ebpf.Map `ebpf:"stw"`
 	StwBegin       *ebpf.Map `ebpf:"stw_begin"`
+	StwHistSlots   *ebpf.Map `ebpf:"stw_hist_slots"`
 	StwSlots       *ebpf.Map `ebpf:"stw_slots"`
 	ZeroHist       *ebpf.Map `ebpf:"zero_hist"`
 }
@@ -147,6 +157,7 @@ func (m *BpfMaps) Close() error {
 		m.Goroutines,
 		m.Stw,
 		m.StwBegin,
+		m.StwHistSlots,
 		m.StwSlots,
 		m.ZeroHist,
 	)

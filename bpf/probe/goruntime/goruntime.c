@@ -26,10 +26,27 @@ struct {
 	__type(value, struct stw_slot);
 } stw_slots SEC(".maps");
 
-static __always_inline struct stw_slot *stw_slot_of(__u32 tgid) {
-	__u32 i = (__u32)(((__u64)tgid * 0x9E3779B97F4A7C15ULL) >> (64 - STW_SLOT_BITS));
-	return bpf_map_lookup_elem(&stw_slots, &i);
+static __always_inline __u32 stw_index(__u32 tgid) {
+	return (__u32)(((__u64)tgid * 0x9E3779B97F4A7C15ULL) >> (64 - STW_SLOT_BITS));
 }
+
+// The pause histograms on the fast path: a per-CPU array slot per pid (the same index as its stw_slots slot), claimed
+// on each CPU by writing the pid into that CPU's copy, as goroutine_slots below. The histogram used to be allocated in
+// stw by a process's first pause (BPF_F_NO_PREALLOC, a per-CPU value): ~15 us inside that pause on the measured
+// machine, every goroutine waiting. Another process holding the slot on this CPU sends the pause to stw, as exact;
+// the agent reads both and frees the slots of processes that are gone.
+struct stw_hist_slot {
+	__u32 tgid; // 0 = free on this CPU
+	__u32 pad;
+	struct lat_hist hist;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << STW_SLOT_BITS);
+	__type(key, __u32);
+	__type(value, struct stw_hist_slot);
+} stw_hist_slots SEC(".maps");
 
 // The maps keyed by process hold an entry per probed process, a handful, so none is preallocated (see "Map memory"
 // in the README): preallocated, stw alone was 4096 histograms on every possible CPU.
@@ -68,7 +85,8 @@ SEC("uprobe/stop_the_world")
 int stop_the_world(struct pt_regs *ctx) {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 now = bpf_ktime_get_ns();
-	struct stw_slot *s = stw_slot_of(tgid);
+	__u32 i = stw_index(tgid);
+	struct stw_slot *s = bpf_map_lookup_elem(&stw_slots, &i);
 	if (s && (s->tgid == tgid || __sync_val_compare_and_swap(&s->tgid, 0, tgid) == 0)) {
 		s->begin_ns = now;
 		return 0;
@@ -86,7 +104,8 @@ SEC("uprobe/start_the_world_ret")
 int start_the_world_ret(struct pt_regs *ctx) {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u64 end = bpf_ktime_get_ns(), begin;
-	struct stw_slot *s = stw_slot_of(tgid);
+	__u32 i = stw_index(tgid);
+	struct stw_slot *s = bpf_map_lookup_elem(&stw_slots, &i);
 	if (s && s->tgid == tgid && s->begin_ns) {
 		begin = s->begin_ns;
 		// Release: the start first, then the owner, in program order (x86 keeps stores in order; the barrier
@@ -102,8 +121,16 @@ int start_the_world_ret(struct pt_regs *ctx) {
 		*b = 0; // no pause in progress; the element stays for the next one
 	}
 	__u64 d = end - begin;
-	// A process's first pause allocates its histogram (BPF_F_NO_PREALLOC, a per-CPU value): ~15 us on the measured
-	// machine, once per process.
+	struct stw_hist_slot *hs = bpf_map_lookup_elem(&stw_hist_slots, &i); // NULL when the agent made the table smaller
+	if (hs) {
+		if (hs->tgid == 0)
+			hs->tgid = tgid;
+		if (hs->tgid == tgid) {
+			lat_record(&hs->hist, d);
+			return 0;
+		}
+	}
+	// The fallback allocates the process's histogram at its first pause here (see stw_hist_slots).
 	struct lat_hist *h = lat_hist_of(&stw, &tgid, &zero_hist);
 	if (!h)
 		return 0;
@@ -152,3 +179,4 @@ int newproc1(struct pt_regs *ctx) {
 	bpf_map_update_elem(&goroutines, &tgid, &one, BPF_NOEXIST);
 	return 0;
 }
+

@@ -1,6 +1,7 @@
 package goruntime
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -101,11 +102,13 @@ func (p *pauseTarget) run(t testing.TB, gcs int) (pid int, pauses uint64) {
 	return cmd.Process.Pid, pauses
 }
 
-// TestPausesNeedNoHashElement: a pause is timed without inserting into (or deleting from) a hash map, so it is
-// counted even when stw_begin, the fallback for a process whose slot another holds, has no room. It used to be
-// inserted at every stopTheWorldWithSema and deleted at every return of startTheWorldWithSema: an allocation and a
-// free (BPF_F_NO_PREALLOC) inside each pause, ~1 us warm and ~3.5 us in a fresh process here, where a full map lost
-// the pause. The fallback run holds every slot for a pid no process has, so each pause takes stw_begin: as exact.
+// TestPausesNeedNoHashElement: a pause is timed and recorded without inserting into (or deleting from) a hash map,
+// so it is counted even when stw_begin and stw, the fallbacks for a process whose slot another holds, have no room.
+// The start used to be inserted at every stopTheWorldWithSema and deleted at every return of startTheWorldWithSema:
+// an allocation and a free (BPF_F_NO_PREALLOC) inside each pause, ~1 us warm and ~3.5 us in a fresh process here,
+// where a full map lost the pause. The histogram was allocated in stw by a process's first pause (a per-CPU value,
+// ~15 us inside that pause here); it now sits in a per-CPU slot of stw_hist_slots. The fallback run holds every slot
+// for a pid no process has, so each pause takes stw_begin and stw: as exact.
 func TestPausesNeedNoHashElement(t *testing.T) {
 	p := newPauseTarget(t)
 	for _, fallback := range []bool{false, true} {
@@ -116,6 +119,7 @@ func TestPausesNeedNoHashElement(t *testing.T) {
 			}
 			if !fallback {
 				spec.Maps["stw_begin"].MaxEntries = 1
+				spec.Maps["stw"].MaxEntries = 1
 			}
 			var objs BpfObjects
 			if err := spec.LoadAndAssign(&objs, nil); err != nil {
@@ -130,8 +134,23 @@ func TestPausesNeedNoHashElement(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-			} else if err := objs.StwBegin.Put(uint32(nobody), uint64(1)); err != nil { // the one element it has room for
-				t.Fatal(err)
+				held := make([]BpfStwHistSlot, ncpu(t))
+				for c := range held {
+					held[c].Tgid = nobody
+				}
+				for i := range objs.StwHistSlots.MaxEntries() {
+					if err := objs.StwHistSlots.Put(i, held); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else {
+				// The one element each has room for.
+				if err := objs.StwBegin.Put(uint32(nobody), uint64(1)); err != nil {
+					t.Fatal(err)
+				}
+				if err := objs.Stw.Put(uint32(nobody), make([]hist.Hist, ncpu(t))); err != nil {
+					t.Fatal(err)
+				}
 			}
 			p.attach(t, objs.StopTheWorld, objs.StartTheWorldRet)
 			const gcs = 5
@@ -139,16 +158,17 @@ func TestPausesNeedNoHashElement(t *testing.T) {
 			if pauses < 2*gcs {
 				t.Fatalf("the runtime recorded %d pauses for %d collections, want at least %d", pauses, gcs, 2*gcs)
 			}
-			var vals []hist.Hist
-			if err := objs.Stw.Lookup(uint32(pid), &vals); err != nil {
-				t.Fatalf("stw histogram of pid %d: %v (the runtime recorded %d pauses)", pid, err, pauses)
-			}
-			var got hist.Hist
-			for i := range vals {
-				got.Add(&vals[i])
-			}
+			got := pauseHist(t, &objs, pid)
 			if got.Count != pauses {
-				t.Errorf("probe counted %d pauses, the runtime %d", got.Count, pauses)
+				t.Errorf("probe counted %d pauses of pid %d, the runtime %d", got.Count, pid, pauses)
+			}
+			var vals []hist.Hist
+			err = objs.Stw.Lookup(uint32(pid), &vals)
+			switch {
+			case fallback && err != nil:
+				t.Errorf("stw histogram of pid %d with every slot held: %v", pid, err)
+			case !fallback && err == nil:
+				t.Errorf("stw has a histogram for pid %d with a slot free for it", pid)
 			}
 			var begin uint64
 			err = objs.StwBegin.Lookup(uint32(pid), &begin)
@@ -160,6 +180,45 @@ func TestPausesNeedNoHashElement(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pauseHist sums pid's pauses as the agent does: its copies of the per-CPU slot its pid hashes to, and its fallback
+// histogram in stw.
+func pauseHist(t testing.TB, objs *BpfObjects, pid int) hist.Hist {
+	t.Helper()
+	var h hist.Hist
+	var copies []BpfStwHistSlot
+	var i uint32
+	it := objs.StwHistSlots.Iterate()
+	for it.Next(&i, &copies) {
+		for c := range copies {
+			if copies[c].Tgid == uint32(pid) {
+				l := &copies[c].Hist
+				h.Add(&hist.Hist{Count: l.Count, SumNs: l.SumNs, Buckets: l.Buckets})
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatalf("read stw_hist_slots: %v", err)
+	}
+	var vals []hist.Hist
+	err := objs.Stw.Lookup(uint32(pid), &vals)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		t.Fatalf("stw histogram of pid %d: %v", pid, err)
+	}
+	for c := range vals {
+		h.Add(&vals[c])
+	}
+	return h
+}
+
+func ncpu(t testing.TB) int {
+	t.Helper()
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // BenchmarkPauseProgramCost prints what each pause program costs per hit (kernel.bpf_stats_enabled) for this build
