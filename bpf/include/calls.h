@@ -9,7 +9,7 @@
 //              group on the same goroutine are not calls of their own (below)
 #pragma once
 
-#include "goabi.h"
+#include "procexit.h"
 
 volatile const __u64 off_request_method = 0;    // net/http.Request.Method
 volatile const __u64 off_response_status = 16;  // net/http.Response.StatusCode
@@ -310,5 +310,25 @@ int call_ret(struct pt_regs *ctx) {
 			ck.status = (__u16)status;
 	}
 	call_record(&ck, method, now - start);
+	return 0;
+}
+
+#define CLEAR_CALL_AGG(v)                                                                                              \
+	do {                                                                                                           \
+		(v)->key.op = 0;                                                                                       \
+		(v)->key.status = 0;                                                                                   \
+		(v)->key.error = 0;                                                                                    \
+		*(volatile __u64 *)(v)->key.method = 0;                                                                \
+		lat_hist_clear(&(v)->hist);                                                                            \
+	} while (0)
+DEFINE_EXIT_SWEEP(free_call_agg_copies, call_agg_slots, struct call_agg_slot, key.tgid, CLEAR_CALL_AGG)
+
+// A process of the probed executable exited (see procexit.h): its series slots' copies are freed, so a process that
+// gets its pid again counts from zero. Its fallback series (calls) and in-flight entries are the agent's to delete.
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(struct trace_event_raw_sched_process_exit *ctx) {
+	__u32 tgid = exiting_target(ctx);
+	if (tgid)
+		free_call_agg_copies(tgid, 1 << CALL_AGG_BITS);
 	return 0;
 }

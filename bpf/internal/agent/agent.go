@@ -172,6 +172,8 @@ func (a *Agent) Scan() {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// Before the processes found are taken as the targets: one may have the pid of a target that exited since.
+	a.forgetExited()
 	// A target named by path is probed as soon as the file exists, so a process started from it is seen from its
 	// first instruction (its early GC pauses, its first request), not from the next poll.
 	for _, t := range byPath {
@@ -223,8 +225,43 @@ func (a *Agent) Scan() {
 		if now.Sub(a.lastSeen[id]) > a.cfg.Grace {
 			a.log.Info("detached", "exe", b.exe)
 			a.detach(id)
-			continue
 		}
+	}
+	a.pruneMaps(alive, sweepSlots)
+	a.scanned = true
+}
+
+// forgetExited deletes the entries of the probed executables' processes that exited since it last ran (the kernel
+// reports them: tcp.c's process_exit), in every map, so a process that gets one of their pids starts from zero. What
+// a new process counted under such a pid before this ran goes with them: it runs at every scan and scrape, and a pid
+// is seldom taken again that soon. The scan's own pruning deletes only pids that no longer exist, and missed these.
+func (a *Agent) forgetExited() {
+	gone, err := a.sys.exited()
+	if err != nil {
+		a.log.Error("exited processes unread: a process that gets one of their pids before the next scan keeps their counts", "err", err)
+	}
+	if len(gone) == 0 {
+		return
+	}
+	for pid := range gone {
+		if p, ok := a.procs[pid]; ok {
+			a.log.Info("target exited", "pid", pid, "exe", p.exe)
+			delete(a.procs, pid)
+			a.exited[pid] = struct{}{} // the scan that finds it reaped sweeps, as for any target that left
+		}
+	}
+	if a.sock != nil {
+		if err := a.sock.setTargets(a.procs); err != nil {
+			a.log.Error("target filter", "err", err)
+		}
+	}
+	a.pruneMaps(func(pid int) bool { return !gone[pid] }, true)
+}
+
+// pruneMaps deletes the entries of the processes that are not alive from every map and, with sweepSlots, frees
+// their slots.
+func (a *Agent) pruneMaps(alive func(pid int) bool, sweepSlots bool) {
+	for _, b := range a.bins {
 		if b.http != nil {
 			prune(b.http.Requests, alive)
 			prune(b.http.Inflight, alive)
@@ -246,7 +283,6 @@ func (a *Agent) Scan() {
 			}
 		}
 	}
-	a.scanned = true
 	prune(a.sys.tcp.Tcp, alive)
 	if a.sock != nil {
 		prune(a.sock.objs.Requests, alive)
@@ -282,6 +318,9 @@ func (a *Agent) attach(path, exe string, id binID) {
 		a.log.Error("attach failed", "exe", exe, "err", err)
 		return
 	}
+	if err := a.sys.probeFile(id.ino, true); err != nil {
+		a.log.Error("exits unwatched: a process that gets the pid of one of its exited processes before the next scan keeps their counts", "exe", exe, "err", err)
+	}
 	a.bins[id] = b
 	a.log.Info("attached", "exe", exe, "probes", b.probes)
 }
@@ -298,6 +337,14 @@ func (a *Agent) detach(id binID) {
 	}
 	b.Close()
 	delete(a.bins, id)
+	for other := range a.bins {
+		if other.ino == id.ino {
+			return
+		}
+	}
+	if err := a.sys.probeFile(id.ino, false); err != nil {
+		a.log.Error("forget a detached executable's inode", "exe", b.exe, "err", err)
+	}
 }
 
 // safeAttach is attachBinary turning a panic into an error. Any file on the machine can match a target, and the
@@ -341,6 +388,7 @@ func (a *Agent) Targets() []Target {
 func (a *Agent) Snapshot() (Snapshot, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.forgetExited() // a target that exited since the last scan may have a successor on its pid already
 	s := newSnapshot()
 	for _, b := range a.bins {
 		if err := b.read(&s); err != nil {

@@ -65,6 +65,32 @@ func (b *binProbes) Close() error {
 	return errors.Join(errs...)
 }
 
+// setExitVars tells a probe's process_exit (include/procexit.h) which executable is probed, by inode, and how many
+// copies a per-CPU slot has, so that it frees the slot copies of the executable's processes as they exit.
+func setExitVars(spec *ebpf.CollectionSpec, ino uint64) error {
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("possible CPUs: %w", err)
+	}
+	if err := spec.Variables["exit_ino"].Set(ino); err != nil {
+		return fmt.Errorf("set exit_ino: %w", err)
+	}
+	if err := spec.Variables["exit_ncpu"].Set(uint32(ncpu)); err != nil {
+		return fmt.Errorf("set exit_ncpu: %w", err)
+	}
+	return nil
+}
+
+// attachExit attaches a probe's process_exit to sched:sched_process_exit.
+func (b *binProbes) attachExit(prog *ebpf.Program) error {
+	l, err := link.Tracepoint("sched", "sched_process_exit", prog, nil)
+	if err != nil {
+		return fmt.Errorf("attach sched:sched_process_exit: %w", err)
+	}
+	b.closer = append(b.closer, l)
+	return nil
+}
+
 // uprobeAt attaches prog at each file offset in addrs of fn.
 func (b *binProbes) uprobeAt(ex *link.Executable, fn symtab.Func, prog *ebpf.Program, addrs []uint64) error {
 	return b.uprobeCookie(ex, fn, prog, addrs, 0)
@@ -189,12 +215,18 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 		spec.Maps["inflight_slots"].MaxEntries = slotEntries
 		spec.Maps["red_slots"].MaxEntries = slotEntries
 	}
+	if err := setExitVars(spec, b.id.ino); err != nil {
+		return err
+	}
 	objs := &httpserver.BpfObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
 	b.closer = append(b.closer, objs)
 	b.http = objs
+	if err := b.attachExit(objs.ProcessExit); err != nil {
+		return err
+	}
 	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpEnter, []uint64{fs[0].CallOff}); err != nil {
 		return err
 	}
@@ -341,12 +373,18 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 		spec.Maps["goroutine_slots"].MaxEntries = slotEntries
 		spec.Maps["stw_hist_slots"].MaxEntries = slotEntries
 	}
+	if err := setExitVars(spec, b.id.ino); err != nil {
+		return err
+	}
 	objs := &goruntime.BpfObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		return fmt.Errorf("load: %w", err)
 	}
 	b.closer = append(b.closer, objs)
 	b.rt = objs
+	if err := b.attachExit(objs.ProcessExit); err != nil {
+		return err
+	}
 	if err := b.uprobeAt(ex, fs[0], objs.StopTheWorld, []uint64{fs[0].CallOff}); err != nil {
 		return err
 	}

@@ -168,7 +168,9 @@ func TestEachSlotChunk(t *testing.T) {
 
 // TestScanFreesSlotsOfExitedProcesses: Scan sweeps the slot tables only when a target it saw is gone (reaped, its
 // pid no longer exists), and every slotSweepInterval for a process started from a probed file that exited before any
-// scan saw it; either way the slots the dead process held, in flight and series, are freed.
+// scan saw it; either way the slots the dead process held, in flight and series, are freed. A process whose exit the
+// kernel reported (tcp.c's process_exit) has its slots freed by the next scan, before it is reaped. The other runs
+// take the report first (a.forgetExited, as a scrape does) and write the slots after it, so only the scan frees them.
 func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 	bin := buildTarget(t, false)
 	a := newAgent(t, bin)
@@ -234,10 +236,8 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 		expect(t, false, "the scan after the target exited")
 	})
 
-	t.Run("target reaped after a scan saw it a zombie", func(t *testing.T) {
-		tg := startTarget(t, bin)
-		a.Scan()
-		take(t, tg.pid)
+	zombie := func(t *testing.T, tg *target) {
+		t.Helper()
 		if err := tg.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
@@ -246,6 +246,28 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 			fields := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
 			return err == nil && len(fields) > 0 && fields[0] == "Z", fmt.Sprintf("pid %d not a zombie: %q, %v", tg.pid, st, err)
 		})
+	}
+	forgetExited := func() {
+		a.mu.Lock()
+		a.forgetExited()
+		a.mu.Unlock()
+	}
+
+	t.Run("exit reported by the kernel", func(t *testing.T) {
+		tg := startTarget(t, bin)
+		a.Scan()
+		take(t, tg.pid)
+		zombie(t, tg)
+		a.Scan()
+		expect(t, false, "the scan after the target exited, not reaped yet")
+	})
+
+	t.Run("target reaped after a scan saw it a zombie", func(t *testing.T) {
+		tg := startTarget(t, bin)
+		a.Scan()
+		zombie(t, tg)
+		forgetExited()
+		take(t, tg.pid)
 		a.Scan() // the target leaves scanProcs (a zombie has no executable link), but its pid still exists
 		expect(t, true, "the scan that saw the target a zombie")
 		tg.stop() // reaps it
@@ -256,6 +278,7 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 	t.Run("process no scan saw", func(t *testing.T) {
 		tg := startTarget(t, bin)
 		tg.stop()
+		forgetExited()
 		take(t, tg.pid)
 		a.Scan()
 		expect(t, true, "a scan before slotSweepInterval with no target exited")

@@ -1,9 +1,15 @@
 package agent
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
+	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/shanhai-dev/shanhai/bpf/probe/tcp"
 )
@@ -15,6 +21,9 @@ import (
 type system struct {
 	tcp   tcp.BpfObjects
 	links []link.Link
+	// exits reads the pids of probed executables' processes that exited (tcp.c's process_exit), so their entries
+	// go before a new process can be counted under the same pid.
+	exits *ringbuf.Reader
 }
 
 func attachSystem() (*system, error) {
@@ -37,10 +46,52 @@ func attachSystem() (*system, error) {
 		s.Close()
 		return nil, fmt.Errorf("attach tcp:tcp_retransmit_skb: %w", err)
 	}
+	if err := add(link.Tracepoint("sched", "sched_process_exit", s.tcp.ProcessExit, nil)); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("attach sched:sched_process_exit: %w", err)
+	}
+	var err error
+	if s.exits, err = ringbuf.NewReader(s.tcp.Exits); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("read the exits ring: %w", err)
+	}
 	return s, nil
 }
 
+// exited returns the pids of probed executables' processes that exited since the last call, without waiting.
+func (s *system) exited() (map[int]bool, error) {
+	pids := map[int]bool{}
+	s.exits.SetDeadline(time.Now()) // in the past by the time it is read: nothing is waited for
+	var rec ringbuf.Record
+	for {
+		err := s.exits.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return pids, nil
+		}
+		if err != nil {
+			return pids, fmt.Errorf("read the exits ring: %w", err)
+		}
+		if len(rec.RawSample) >= 4 {
+			pids[int(binary.NativeEndian.Uint32(rec.RawSample))] = true
+		}
+	}
+}
+
+// probeFile has process_exit report the exits of processes running the file with inode ino (probed) or not.
+func (s *system) probeFile(ino uint64, probed bool) error {
+	if probed {
+		return s.tcp.ProbedFiles.Put(ino, uint8(1))
+	}
+	if err := s.tcp.ProbedFiles.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
 func (s *system) Close() error {
+	if s.exits != nil {
+		s.exits.Close()
+	}
 	for _, l := range s.links {
 		l.Close()
 	}

@@ -84,6 +84,9 @@ const (
 	BpfMapCalls             = "calls"
 	BpfProgCallEnter        = "call_enter"
 	BpfProgCallRet          = "call_ret"
+	BpfProgProcessExit      = "process_exit"
+	BpfVarExitIno           = "exit_ino"
+	BpfVarExitNcpu          = "exit_ncpu"
 	BpfVarOffRequestMethod  = "off_request_method"
 	BpfVarOffResponseStatus = "off_response_status"
 )
@@ -130,8 +133,9 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
-	CallEnter *ebpf.ProgramSpec `ebpf:"call_enter"`
-	CallRet   *ebpf.ProgramSpec `ebpf:"call_ret"`
+	CallEnter   *ebpf.ProgramSpec `ebpf:"call_enter"`
+	CallRet     *ebpf.ProgramSpec `ebpf:"call_ret"`
+	ProcessExit *ebpf.ProgramSpec `ebpf:"process_exit"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
@@ -149,6 +153,8 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	ExitIno           *ebpf.VariableSpec `ebpf:"exit_ino"`
+	ExitNcpu          *ebpf.VariableSpec `ebpf:"exit_ncpu"`
 	OffRequestMethod  *ebpf.VariableSpec `ebpf:"off_request_method"`
 	OffResponseStatus *ebpf.VariableSpec `ebpf:"off_response_status"`
 }
@@ -194,6 +200,8 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	ExitIno           *ebpf.Variable `ebpf:"exit_ino"`
+	ExitNcpu          *ebpf.Variable `ebpf:"exit_ncpu"`
 	OffRequestMethod  *ebpf.Variable `ebpf:"off_request_method"`
 	OffResponseStatus *ebpf.Variable `ebpf:"off_response_status"`
 }
@@ -202,14 +210,16 @@ type BpfVariables struct {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
-	CallEnter *ebpf.Program `ebpf:"call_enter"`
-	CallRet   *ebpf.Program `ebpf:"call_ret"`
+	CallEnter   *ebpf.Program `ebpf:"call_enter"`
+	CallRet     *ebpf.Program `ebpf:"call_ret"`
+	ProcessExit *ebpf.Program `ebpf:"process_exit"`
 }
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.CallEnter,
 		p.CallRet,
+		p.ProcessExit,
 	)
 }
 

@@ -52,8 +52,11 @@ const (
 	BpfMapStwSlots          = "stw_slots"
 	BpfMapZeroHist          = "zero_hist"
 	BpfProgNewproc1         = "newproc1"
+	BpfProgProcessExit      = "process_exit"
 	BpfProgStartTheWorldRet = "start_the_world_ret"
 	BpfProgStopTheWorld     = "stop_the_world"
+	BpfVarExitIno           = "exit_ino"
+	BpfVarExitNcpu          = "exit_ncpu"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -99,6 +102,7 @@ type BpfSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
 	Newproc1         *ebpf.ProgramSpec `ebpf:"newproc1"`
+	ProcessExit      *ebpf.ProgramSpec `ebpf:"process_exit"`
 	StartTheWorldRet *ebpf.ProgramSpec `ebpf:"start_the_world_ret"`
 	StopTheWorld     *ebpf.ProgramSpec `ebpf:"stop_the_world"`
 }
@@ -120,6 +124,8 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	ExitIno  *ebpf.VariableSpec `ebpf:"exit_ino"`
+	ExitNcpu *ebpf.VariableSpec `ebpf:"exit_ncpu"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -167,6 +173,8 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	ExitIno  *ebpf.Variable `ebpf:"exit_ino"`
+	ExitNcpu *ebpf.Variable `ebpf:"exit_ncpu"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.
@@ -174,6 +182,7 @@ type BpfVariables struct {
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
 	Newproc1         *ebpf.Program `ebpf:"newproc1"`
+	ProcessExit      *ebpf.Program `ebpf:"process_exit"`
 	StartTheWorldRet *ebpf.Program `ebpf:"start_the_world_ret"`
 	StopTheWorld     *ebpf.Program `ebpf:"stop_the_world"`
 }
@@ -181,6 +190,7 @@ type BpfPrograms struct {
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.Newproc1,
+		p.ProcessExit,
 		p.StartTheWorldRet,
 		p.StopTheWorld,
 	)

@@ -3,7 +3,7 @@
 // Go runtime: stop-the-world pauses (runtime.stopTheWorldWithSema entry -> runtime.startTheWorldWithSema RET, the
 // same span the runtime's own /sched/pauses metrics measure) and goroutine creations (runtime.newproc1 entry).
 // A process has at most one stop-the-world in progress, so pauses are keyed by process alone.
-#include "goabi.h"
+#include "procexit.h"
 
 // The start of the pause in progress, on the fast path: an array slot picked by hashing the pid, claimed with one
 // compare-and-swap at stopTheWorldWithSema and released when startTheWorldWithSema returns (an array lookup is
@@ -180,3 +180,29 @@ int newproc1(struct pt_regs *ctx) {
 	return 0;
 }
 
+#define CLEAR_STW_HIST(v) lat_hist_clear(&(v)->hist)
+#define CLEAR_GOROUTINES(v) ((v)->count = 0)
+DEFINE_EXIT_SWEEP(free_stw_hist_copies, stw_hist_slots, struct stw_hist_slot, tgid, CLEAR_STW_HIST)
+DEFINE_EXIT_SWEEP(free_goroutine_copies, goroutine_slots, struct goroutine_slot, tgid, CLEAR_GOROUTINES)
+
+// A process of the probed executable exited (see procexit.h): everything it had here goes, so a process that gets
+// its pid again starts from zero, and a process killed during a pause no longer keeps its stw_slots slot.
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(struct trace_event_raw_sched_process_exit *ctx) {
+	__u32 tgid = exiting_target(ctx);
+	if (!tgid)
+		return 0;
+	__u32 i = stw_index(tgid);
+	struct stw_slot *s = bpf_map_lookup_elem(&stw_slots, &i);
+	if (s && s->tgid == tgid) {
+		s->begin_ns = 0;
+		asm volatile("" ::: "memory");
+		*(volatile __u64 *)&s->tgid = 0;
+	}
+	bpf_map_delete_elem(&stw_begin, &tgid);
+	bpf_map_delete_elem(&stw, &tgid);
+	bpf_map_delete_elem(&goroutines, &tgid);
+	free_stw_hist_copies(tgid, 1 << STW_SLOT_BITS);
+	free_goroutine_copies(tgid, 1 << GOROUTINE_SLOT_BITS);
+	return 0;
+}

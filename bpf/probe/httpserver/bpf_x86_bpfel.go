@@ -71,10 +71,13 @@ const (
 	BpfMapRequests           = "requests"
 	BpfMapSeriesDropped      = "series_dropped"
 	BpfMapZeroHist           = "zero_hist"
+	BpfProgProcessExit       = "process_exit"
 	BpfProgServeHttpEnter    = "serve_http_enter"
 	BpfProgServeHttpHijack   = "serve_http_hijack"
 	BpfProgServeHttpPanic    = "serve_http_panic"
 	BpfProgServeHttpRet      = "serve_http_ret"
+	BpfVarExitIno            = "exit_ino"
+	BpfVarExitNcpu           = "exit_ncpu"
 	BpfVarH2ItabFromIp       = "h2_itab_from_ip"
 	BpfVarH2ItabKnown        = "h2_itab_known"
 	BpfVarOffConnHijacked    = "off_conn_hijacked"
@@ -129,6 +132,7 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
+	ProcessExit     *ebpf.ProgramSpec `ebpf:"process_exit"`
 	ServeHttpEnter  *ebpf.ProgramSpec `ebpf:"serve_http_enter"`
 	ServeHttpHijack *ebpf.ProgramSpec `ebpf:"serve_http_hijack"`
 	ServeHttpPanic  *ebpf.ProgramSpec `ebpf:"serve_http_panic"`
@@ -151,6 +155,8 @@ type BpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfVariableSpecs struct {
+	ExitIno            *ebpf.VariableSpec `ebpf:"exit_ino"`
+	ExitNcpu           *ebpf.VariableSpec `ebpf:"exit_ncpu"`
 	H2ItabFromIp       *ebpf.VariableSpec `ebpf:"h2_itab_from_ip"`
 	H2ItabKnown        *ebpf.VariableSpec `ebpf:"h2_itab_known"`
 	OffConnHijacked    *ebpf.VariableSpec `ebpf:"off_conn_hijacked"`
@@ -206,6 +212,8 @@ func (m *BpfMaps) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfVariables struct {
+	ExitIno            *ebpf.Variable `ebpf:"exit_ino"`
+	ExitNcpu           *ebpf.Variable `ebpf:"exit_ncpu"`
 	H2ItabFromIp       *ebpf.Variable `ebpf:"h2_itab_from_ip"`
 	H2ItabKnown        *ebpf.Variable `ebpf:"h2_itab_known"`
 	OffConnHijacked    *ebpf.Variable `ebpf:"off_conn_hijacked"`
@@ -222,6 +230,7 @@ type BpfVariables struct {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
+	ProcessExit     *ebpf.Program `ebpf:"process_exit"`
 	ServeHttpEnter  *ebpf.Program `ebpf:"serve_http_enter"`
 	ServeHttpHijack *ebpf.Program `ebpf:"serve_http_hijack"`
 	ServeHttpPanic  *ebpf.Program `ebpf:"serve_http_panic"`
@@ -230,6 +239,7 @@ type BpfPrograms struct {
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
+		p.ProcessExit,
 		p.ServeHttpEnter,
 		p.ServeHttpHijack,
 		p.ServeHttpPanic,

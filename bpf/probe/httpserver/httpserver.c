@@ -14,7 +14,7 @@
 // The hash maps remain behind both as the exact fallback when a slot is taken by someone else. What is left per
 // request is what cannot go: two clock reads and three user-memory reads (method header, method bytes, status; four
 // over HTTP/2, whose status is behind a pointer).
-#include "goabi.h"
+#include "procexit.h"
 
 // Offsets into net/http.Request, net/http.response and HTTP/2's writer and its state, patched by the loader from the
 // target's DWARF or the fallback table.
@@ -362,5 +362,24 @@ int serve_http_hijack(struct pt_regs *ctx) {
 	struct req_state *st = bpf_map_lookup_elem(&inflight, &k);
 	if (st && st->start_ns)
 		st->hijacked = 1;
+	return 0;
+}
+
+#define CLEAR_RED(v)                                                                                                   \
+	do {                                                                                                           \
+		(v)->key.status = 0;                                                                                   \
+		*(volatile __u64 *)(v)->key.method = 0;                                                                \
+		lat_hist_clear(&(v)->hist);                                                                            \
+	} while (0)
+DEFINE_EXIT_SWEEP(free_red_copies, red_slots, struct red_slot, key.tgid, CLEAR_RED)
+
+// A process of the probed executable exited (see procexit.h): its series slots' copies are freed, so a process that
+// gets its pid again counts from zero. Its fallback series (requests) and in-flight entries are the agent's to delete:
+// a hash keyed by (pid, method, status) cannot be looked up by pid alone.
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(struct trace_event_raw_sched_process_exit *ctx) {
+	__u32 tgid = exiting_target(ctx);
+	if (tgid)
+		free_red_copies(tgid, 1 << RED_SLOT_BITS);
 	return 0;
 }

@@ -32,11 +32,14 @@ type BpfTcpStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapOwners      = "owners"
-	BpfMapTcp         = "tcp"
-	BpfProgAcceptRet  = "accept_ret"
-	BpfProgRetransmit = "retransmit"
-	BpfProgSetState   = "set_state"
+	BpfMapExits        = "exits"
+	BpfMapOwners       = "owners"
+	BpfMapProbedFiles  = "probed_files"
+	BpfMapTcp          = "tcp"
+	BpfProgAcceptRet   = "accept_ret"
+	BpfProgProcessExit = "process_exit"
+	BpfProgRetransmit  = "retransmit"
+	BpfProgSetState    = "set_state"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -81,17 +84,20 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
-	AcceptRet  *ebpf.ProgramSpec `ebpf:"accept_ret"`
-	Retransmit *ebpf.ProgramSpec `ebpf:"retransmit"`
-	SetState   *ebpf.ProgramSpec `ebpf:"set_state"`
+	AcceptRet   *ebpf.ProgramSpec `ebpf:"accept_ret"`
+	ProcessExit *ebpf.ProgramSpec `ebpf:"process_exit"`
+	Retransmit  *ebpf.ProgramSpec `ebpf:"retransmit"`
+	SetState    *ebpf.ProgramSpec `ebpf:"set_state"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
-	Owners *ebpf.MapSpec `ebpf:"owners"`
-	Tcp    *ebpf.MapSpec `ebpf:"tcp"`
+	Exits       *ebpf.MapSpec `ebpf:"exits"`
+	Owners      *ebpf.MapSpec `ebpf:"owners"`
+	ProbedFiles *ebpf.MapSpec `ebpf:"probed_files"`
+	Tcp         *ebpf.MapSpec `ebpf:"tcp"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -120,13 +126,17 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
-	Owners *ebpf.Map `ebpf:"owners"`
-	Tcp    *ebpf.Map `ebpf:"tcp"`
+	Exits       *ebpf.Map `ebpf:"exits"`
+	Owners      *ebpf.Map `ebpf:"owners"`
+	ProbedFiles *ebpf.Map `ebpf:"probed_files"`
+	Tcp         *ebpf.Map `ebpf:"tcp"`
 }
 
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
+		m.Exits,
 		m.Owners,
+		m.ProbedFiles,
 		m.Tcp,
 	)
 }
@@ -141,14 +151,16 @@ type BpfVariables struct {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
-	AcceptRet  *ebpf.Program `ebpf:"accept_ret"`
-	Retransmit *ebpf.Program `ebpf:"retransmit"`
-	SetState   *ebpf.Program `ebpf:"set_state"`
+	AcceptRet   *ebpf.Program `ebpf:"accept_ret"`
+	ProcessExit *ebpf.Program `ebpf:"process_exit"`
+	Retransmit  *ebpf.Program `ebpf:"retransmit"`
+	SetState    *ebpf.Program `ebpf:"set_state"`
 }
 
 func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.AcceptRet,
+		p.ProcessExit,
 		p.Retransmit,
 		p.SetState,
 	)

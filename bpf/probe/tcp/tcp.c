@@ -45,6 +45,25 @@ struct {
 	__type(value, struct tcp_stats);
 } tcp SEC(".maps");
 
+// The executables the agent probes, by inode number (the agent adds one when it attaches to a file): the exit of a
+// process running one is reported in exits. The inode alone may match a file on another filesystem; that process's
+// exit is then reported too, and the agent deletes entries it does not have.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} probed_files SEC(".maps");
+
+// The pids (__u32) of processes of probed executables that exited, for the agent to delete their entries in every
+// probe's maps before a new process can be counted under the same pid. Read at each scan and scrape, so written
+// without a wakeup; 64 KiB holds 4096 exits (16 B a record).
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 << 10);
+} exits SEC(".maps");
+
 static __always_inline struct tcp_stats *stats_for(__u32 tgid) {
 	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
 	if (s)
@@ -76,11 +95,16 @@ int set_state(struct trace_event_raw_inet_sock_set_state *ctx) {
 		return 0;
 	}
 	if (ns == TCP_CLOSE) {
-		struct tcp_stats *s = stats_for(o->tgid);
-		if (s) {
-			if (o->established)
+		// An opened connection's owner has an entry (its open made it) unless it has exited (process_exit deleted
+		// it; its sockets close after that): the close is not counted then, so the entry is not made again for a
+		// process that may get the pid next. A failed connect may be the owner's first count.
+		if (o->established) {
+			struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid);
+			if (s)
 				s->closed++;
-			else
+		} else {
+			struct tcp_stats *s = stats_for(o->tgid);
+			if (s)
 				s->failed++;
 		}
 		bpf_map_delete_elem(&owners, &sk);
@@ -147,8 +171,26 @@ int retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx) {
 	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
 	if (!o)
 		return 0;
-	struct tcp_stats *s = stats_for(o->tgid);
+	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid); // as a close: none after the owner exited
 	if (s)
 		s->retrans++;
+	return 0;
+}
+
+// A process's exit (its last thread's: group_dead). Its counters here go, so a process that gets the pid again
+// starts from zero (the maps are keyed by pid; the agent's scan deletes only the entries of pids that no longer
+// exist, and a pid taken again before it used to keep the old process's counts). For every process on the machine:
+// a hash delete. A process of a probed executable is also reported to the agent (exits), whose maps are per
+// executable. The tracepoint runs before the exiting task drops its mm (Linux 6.x), so its executable can be read.
+SEC("tracepoint/sched/sched_process_exit")
+int process_exit(struct trace_event_raw_sched_process_exit *ctx) {
+	if (!ctx->group_dead)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_map_delete_elem(&tcp, &tgid);
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 ino = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino);
+	if (ino && bpf_map_lookup_elem(&probed_files, &ino))
+		bpf_ringbuf_output(&exits, &tgid, sizeof(tgid), BPF_RB_NO_WAKEUP);
 	return 0;
 }
