@@ -283,15 +283,15 @@ const (
 
 // setH2Writer tells serve_http_ret which ResponseWriter is HTTP/2's and where its status is: the itab from the symbol
 // table, or where that is stripped, from the LEA before runHandler's indirect call; the offsets resolved with the
-// others (offsErr: why they were not). Where either is not found, HTTP/2 requests are counted as 200 whatever they
-// answered, as the log says.
+// others (offsErr: why they were not). Where either is not found, HTTP/2 requests are counted with status unknown
+// (StatusUnknown), as the log says.
 func (b *binProbes) setH2Writer(sym *symtab.Binary, spec *ebpf.CollectionSpec, serve symtab.Func, offs map[offsets.Field]uint64, offsErr error) error {
 	itab, from, err := h2Itab(sym)
 	if err == nil {
 		err = offsErr
 	}
 	if err != nil {
-		b.log.Info("HTTP/2 requests are counted as 200 whatever their status", "exe", b.exe, "why", err.Error())
+		b.log.Info("HTTP/2 requests are counted with status unknown", "exe", b.exe, "why", err.Error())
 		return nil
 	}
 	b.log.Info("HTTP/2 statuses read through the writer's state", "exe", b.exe, "itab", from)

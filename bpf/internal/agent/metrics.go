@@ -14,7 +14,8 @@ var (
 	descServer = prometheus.NewDesc("shanhai_bpf_http_server_request_duration_seconds",
 		"Server-side HTTP request latency: ServeHTTP's entry to its return (uprobes, BPF_HTTP_PROBE=uprobe), or the read "+
 			"of a request's first bytes to the write of its response's status line on the socket (BPF_HTTP_PROBE=socket). "+
-			"Status 0: the handler panicked and net/http closed the connection without an answer (uprobe mode).",
+			"Status 0: the handler panicked and net/http closed the connection without an answer (uprobe mode). "+
+			"Status unknown: answered through a ResponseWriter whose status is not read (golang.org/x/net/http2's own server).",
 		[]string{"pid", "exe", "method", "status", "status_class"}, nil)
 	descHijacked = prometheus.NewDesc("shanhai_bpf_http_server_hijacked_duration_seconds",
 		"HTTP server requests whose handler took the connection over (Hijack: WebSocket upgrades, CONNECT tunnels), "+
@@ -117,7 +118,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- histMetric(descHijacked, h, strconv.Itoa(k.PID), e, k.Method)
 			continue
 		}
-		ch <- histMetric(descServer, h, strconv.Itoa(k.PID), e, k.Method, strconv.Itoa(k.Status), strconv.Itoa(k.Status/100)+"xx")
+		status, class := statusLabels(k.Status)
+		ch <- histMetric(descServer, h, strconv.Itoa(k.PID), e, k.Method, status, class)
 	}
 	for k, h := range s.Calls {
 		e, ok := exe[k.PID]
@@ -192,4 +194,12 @@ func sumPerCPU(m *ebpf.Map) (uint64, error) {
 		n += v
 	}
 	return n, nil
+}
+
+// statusLabels are the status and status_class labels of a server request's Status.
+func statusLabels(status int) (string, string) {
+	if status == StatusUnknown {
+		return "unknown", "unknown"
+	}
+	return strconv.Itoa(status), strconv.Itoa(status/100) + "xx"
 }

@@ -21,7 +21,7 @@ import (
 type RED struct {
 	PID    int
 	Method string
-	Status int // the HTTP status, or StatusHijacked
+	Status int // the HTTP status, StatusHijacked or StatusUnknown
 }
 
 // StatusHijacked is the Status of requests whose handler took the connection over (Hijack: a WebSocket upgrade, a
@@ -29,6 +29,12 @@ type RED struct {
 // the request-duration histogram (shanhai_bpf_http_server_hijacked_duration_seconds). Uprobe mode only: the socket
 // probe sees the 101 the hijacker writes, and times the request to it.
 const StatusHijacked = 1
+
+// StatusUnknown is the Status of requests answered through a ResponseWriter whose status the probe does not read
+// (STATUS_UNKNOWN in httpserver.c): golang.org/x/net/http2's own server, or net/http's HTTP/2 writer where the agent did
+// not find it. Exported with status="unknown" and status_class="unknown"; they used to be counted 200 whatever they
+// answered.
+const StatusUnknown = 2
 
 // TCPStats are one process's connection counters.
 type TCPStats struct {

@@ -41,6 +41,9 @@ volatile const __u8 h2_itab_known = 0;
 #define STATUS_HIJACKED 1
 // The status recorded for a request whose handler panicked: no response was completed (see serve_http_panic).
 #define STATUS_NO_RESPONSE 0
+// The status recorded for a request answered through a ResponseWriter the probe cannot read (golang.org/x/net/http2's
+// own server, an HTTP/2 writer the agent did not find): the agent labels it "unknown".
+#define STATUS_UNKNOWN 2
 
 #define METHOD_LEN 8
 
@@ -306,7 +309,8 @@ int serve_http_ret(struct pt_regs *ctx) {
 	// word of another object as a *conn could mark any request hijacked. HTTP/2's writer is one pointer to its state,
 	// which holds the status (one more user read; the state is the request's until the handler runner's deferred
 	// handlerDone, after ServeHTTP returned); HTTP/2 has no Hijack. Any other writer (x/net's http2 server, a
-	// writer the agent did not find) is reported as 200: its status is not where either keeps it.
+	// writer the agent did not find) is reported as STATUS_UNKNOWN: its status is not where either keeps it, and a
+	// 200 would pass its 404s and 500s for successes.
 	bool ours = response_itab_known && writer == response_itab_from_ip;
 	if (ours || !response_itab_known) {
 		bpf_probe_read_user(&status, sizeof(status), (void *)(response + off_response_status));
@@ -314,6 +318,8 @@ int serve_http_ret(struct pt_regs *ctx) {
 		__u64 rws = 0;
 		if (bpf_probe_read_user(&rws, sizeof(rws), (void *)(response + off_h2writer_rws)) == 0 && rws)
 			bpf_probe_read_user(&status, sizeof(status), (void *)(rws + off_h2state_status));
+	} else {
+		status = STATUS_UNKNOWN;
 	}
 	if (hijack || ((status == 0 || status == 101) && ours && hijacked(response)))
 		rk.status = STATUS_HIJACKED;
