@@ -224,8 +224,11 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 	case "trailers": // a chunked answer whose trailer section holds a declared field, undeclared ones and a header's name again
 		return w("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: X-Checksum\r\nX-Same: head\r\nTransfer-Encoding: chunked\r\n\r\n" +
 			"2\r\nok\r\n0\r\nX-Checksum: c0ffee\r\nAccess-Control-Allow-Origin: https://evil.example\r\nStrict-Transport-Security: max-age=0\r\nX-Same: trailer\r\n\r\n")
-	case "trailer-cookie": // a trailer field fasthttp's parser refuses (Set-Cookie)
-		return w("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nSet-Cookie: sid=spoofed\r\n\r\n")
+	case "trailer-forbidden": // trailer fields fasthttp's parser refuses outright (RFC 9110 §6.5.1 forbids them there)
+		return w("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nSet-Cookie: sid=spoofed\r\nLocation: https://evil.example/\r\n" +
+			"Content-Length: 99\r\nTransfer-Encoding: chunked\r\n\r\n")
+	case "trailer-malformed": // a trailer line without a colon
+		return w("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nSet-Cookie\r\n\r\n")
 	case "via-order": // a hop-by-hop field ahead of two lines of another
 		return w("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nVia: 1.0 a\r\nVia: 1.1 b\r\nContent-Length: 2\r\n\r\nok")
 	case "header": // the value of the field the query names, as it arrived
@@ -982,10 +985,28 @@ func TestMisbehavingUpstreams(t *testing.T) {
 		if a, err := readAnswer(br); err != nil || a.Status != 200 || a.Body != "ok:/api/v1/products/after-trailers" {
 			t.Fatalf("next answer %+v %v", a, err)
 		}
-		// A trailer field the parser refuses fails the answer as a
-		// whole, as before: it never reaches the client at all.
-		if a := exchange(t, g.Addr, get("trailer-cookie"), 1)[0]; a.Status != 502 || a.Header.Get("Set-Cookie") != "" {
-			t.Fatalf("Set-Cookie trailer: %d, Set-Cookie %q, want 502 and none", a.Status, a.Header.Get("Set-Cookie"))
+		// Trailer fields the parser refuses outright (Set-Cookie,
+		// Location, framing fields) are dropped with the rest: the body
+		// came whole, and RFC 9110 §6.5.1 lets a recipient drop them. The
+		// answer failed as a whole (502).
+		c2 := dialRaw(t, g.Addr)
+		defer c2.Close()
+		writeSplit(t, c2, get("trailer-forbidden")+get("after-trailers"))
+		br2 := bufio.NewReader(c2)
+		a, err = readAnswer(br2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Status != 200 || a.Body != "ok" || a.Header.Get("Set-Cookie") != "" || a.Header.Get("Location") != "" || len(a.Trailer) > 0 {
+			t.Fatalf("forbidden trailer fields: %d %q, Set-Cookie %q, Location %q, trailer %q; want 200 ok and none of them",
+				a.Status, trim(a.Body), a.Header.Get("Set-Cookie"), a.Header.Get("Location"), a.Trailer)
+		}
+		if a, err := readAnswer(br2); err != nil || a.Status != 200 || a.Body != "ok:/api/v1/products/after-trailers" {
+			t.Fatalf("next answer after forbidden trailer fields %+v %v", a, err)
+		}
+		// A malformed trailer section still fails the answer.
+		if a := exchange(t, g.Addr, get("trailer-malformed"), 1)[0]; a.Status != 502 || a.problem() != "upstream-unreachable" {
+			t.Fatalf("malformed trailer: %d %q, want 502 upstream-unreachable", a.Status, a.problem())
 		}
 	})
 	t.Run("answer without Content-Type", func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -127,19 +126,17 @@ func continues(line []byte) bool {
 
 // ReadAnswer reads an upstream answer from br into resp as
 // Response.ReadLimitBody does, except for a chunked answer's trailer
-// section: its fields are read (so a malformed or forbidden one, such as
-// Set-Cookie, still fails the answer as the parser refuses it) and
-// dropped. ReadLimitBody appends them to resp's header, which the gateway
-// sends before the body: a trailer field would pose as a header field the
-// upstream never put in its head (RFC 9110 §6.5.2 forbids merging them),
-// a CORS or security field, or a second value of one it did send. The
-// gateway sends the buffered body with its own length, which leaves no
-// trailer section to forward them in, and drops the Trailer field that
-// announces them (hop-by-hop in proxy's list).
+// section, which is read and dropped (dropTrailer). ReadLimitBody appends
+// its fields to resp's header, which the gateway sends before the body: a
+// trailer field would pose as a header field the upstream never put in its
+// head (RFC 9110 §6.5.2 forbids merging them), a CORS or security field,
+// or a second value of one it did send. The gateway sends the buffered
+// body with its own length, which leaves no trailer section to forward
+// them in, and drops the Trailer field that announces them (hop-by-hop in
+// proxy's list).
 //
-// An answer without a trailer section allocates nothing more: the
-// scratch header the trailer is read into is pooled. resp.StreamBody is
-// not supported (neither transport streams answers).
+// It allocates nothing more than ReadLimitBody. resp.StreamBody is not
+// supported (neither transport streams answers).
 func ReadAnswer(resp *fasthttp.Response, br *bufio.Reader, maxBodySize int) error {
 	resp.ResetBody()
 	if err := resp.Header.Read(br); err != nil {
@@ -160,19 +157,94 @@ func ReadAnswer(resp *fasthttp.Response, br *bufio.Reader, maxBodySize int) erro
 	if resp.Header.ContentLength() != -1 {
 		return nil
 	}
-	trailer := trailers.Get().(*fasthttp.ResponseHeader)
-	defer trailers.Put(trailer)
-	trailer.Reset()
-	// io.EOF: the section was cut short; ReadLimitBody ignores it too
-	// (the event loop then waits for the rest, see evloop's chunked).
-	if err := trailer.ReadTrailer(br); err != nil && err != io.EOF {
-		return err
+	return dropTrailer(br)
+}
+
+// dropTrailer reads a chunked answer's trailer section from br, which
+// holds what follows its last chunk's line, and drops it: every field
+// line up to the blank line that ends the section.
+//
+// fasthttp's parser refuses a section holding a name that may not be a
+// trailer's (Set-Cookie, Location, Content-Length, Host, Authorization,
+// ...), which failed an answer whose body had come whole (502). RFC 9110
+// §6.5.1 forbids such fields in a trailer and lets a recipient drop them,
+// as every trailer field is dropped here, so the name is not looked at.
+// The lines are held to what the parser takes otherwise: a name is a
+// token (a space in it is taken, as the parser takes it), a line without
+// a colon or a section starting with whitespace is refused, an obs-fold
+// line continues the field before it. A line ending in a bare LF is
+// refused, as in a head (CheckHead): the parser ended the section at the
+// first blank line before the first CRLFCRLF, and the event loop waits
+// for that CRLFCRLF (evloop's chunked), so the two could disagree on
+// where the answer ends. A section cut short by the end of the input is
+// no error: the body came whole (ReadLimitBody ignored it too, and the
+// event loop waits for the rest, see evloop's chunked).
+func dropTrailer(br *bufio.Reader) error {
+	checked := 0 // the whole lines looked at so far
+	for n := 1; ; n = br.Buffered() + 1 {
+		_, err := br.Peek(n)
+		buf, _ := br.Peek(br.Buffered())
+		for {
+			i := bytes.IndexByte(buf[checked:], '\n')
+			if i < 0 {
+				break
+			}
+			line, first := buf[checked:checked+i], checked == 0
+			checked += i + 1
+			if len(line) == 0 || line[len(line)-1] != '\r' {
+				return fmt.Errorf("%w: a trailer line ends in a bare LF", ErrFraming)
+			}
+			if line = line[:len(line)-1]; len(line) == 0 {
+				_, _ = br.Discard(checked)
+				return nil
+			}
+			if err := trailerLine(line, first); err != nil {
+				return err
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, io.EOF):
+			return nil // cut short (see above)
+		case errors.Is(err, bufio.ErrBufferFull):
+			return fmt.Errorf("a trailer section over the %d-byte read buffer", br.Size())
+		default:
+			return fmt.Errorf("upstream trailer: %w", timeout(err))
+		}
+	}
+}
+
+// trailerLine checks one line of a trailer section (without its CRLF);
+// first is the section's first line, which cannot continue another.
+func trailerLine(line []byte, first bool) error {
+	if line[0] == ' ' || line[0] == '\t' {
+		if first {
+			return fmt.Errorf("a trailer section starting with whitespace: %q", line)
+		}
+		return nil // obs-fold: the field before goes on
+	}
+	c := bytes.IndexByte(line, ':')
+	if c <= 0 {
+		return fmt.Errorf("a malformed trailer line: %q", line)
+	}
+	for _, b := range line[:c] {
+		if b >= 0x80 || tchar[b] == 0 && b != ' ' {
+			return fmt.Errorf("a malformed trailer field name: %q", line[:c])
+		}
 	}
 	return nil
 }
 
-// trailers holds scratch headers for ReadAnswer's trailer sections.
-var trailers = sync.Pool{New: func() any { return new(fasthttp.ResponseHeader) }}
+// tchar marks the bytes a token may hold (RFC 9110 §5.6.2): the visible
+// ASCII characters other than the delimiters.
+var tchar = func() (t [0x80]byte) {
+	for b := byte('!'); b < 0x7f; b++ {
+		if !bytes.ContainsRune([]byte(`"(),/:;<=>?@[\]{}`), rune(b)) {
+			t[b] = 1
+		}
+	}
+	return t
+}()
 
 // transport is fasthttp's default HostClient transport (DefaultTransport,
 // less what the pools do not use: stream bodies, ReadTimeout/WriteTimeout,

@@ -270,7 +270,7 @@ func TestReadAnswerDropsTrailerFields(t *testing.T) {
 		{"after 100 Continue", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 1\r\n\r\n", false, false, []string{"X-Sum: 1"}},
 		{"HEAD", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", true, false, nil},
 		{"no content", "HTTP/1.1 204 No Content\r\n\r\n", false, false, nil},
-		{"forbidden trailer field", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nSet-Cookie: a=b\r\n\r\n", false, true, nil},
+		{"malformed trailer line", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nno colon\r\n\r\n", false, true, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			read := func(f func(*fasthttp.Response, *bufio.Reader) error) (fields []string, body, rest string, err error) {
@@ -302,6 +302,90 @@ func TestReadAnswerDropsTrailerFields(t *testing.T) {
 			}
 			if body != wbody || rest != wrest || rest != next {
 				t.Errorf("body %q, left %q; want %q, left %q (the next answer)", body, rest, wbody, wrest)
+			}
+		})
+	}
+}
+
+// TestReadAnswerDropsForbiddenTrailerFields: a trailer field whose name
+// may not be a trailer's (RFC 9110 §6.5.1: framing, routing, request
+// modifiers, authentication, response control, payload processing) is
+// dropped with the rest of the section, and the answer, whose body came
+// whole, is delivered. fasthttp's parser refuses such a section outright,
+// which failed the whole answer (502); the gateway drops every trailer
+// field anyway, and §6.5.1 lets a recipient drop these.
+func TestReadAnswerDropsForbiddenTrailerFields(t *testing.T) {
+	const (
+		head = "HTTP/1.1 200 OK\r\nX-Same: head\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+		next = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
+	)
+	for _, trailer := range []string{
+		"Set-Cookie: sid=spoofed",
+		"Location: https://evil.example/",
+		"Content-Length: 99",
+		"Transfer-Encoding: chunked",
+		"Content-Type: text/html",
+		"content-encoding: gzip",
+		"Content-Range: bytes 0-1/2",
+		"Authorization: Bearer x",
+		"Cookie: a=b",
+		"Host: evil.example",
+		"Trailer: X-Sum",
+		"Connection: close",
+		"Keep-Alive: timeout=1",
+		"Proxy-Connection: close",
+		"Max-Forwards: 1",
+		"Expect: 100-continue",
+		"TE: trailers",
+		"Upgrade: h2c",
+		"Www-Authenticate: Basic",
+		"X-Sum: 1\r\nSet-Cookie: a=b\r\nX-Same: trailer",
+		"Set-Cookie: a=b\r\n folded: on",
+	} {
+		t.Run(trailer, func(t *testing.T) {
+			var resp fasthttp.Response
+			resp.Header.SetNoDefaultContentType(true)
+			br := bufio.NewReader(strings.NewReader(head + trailer + "\r\n\r\n" + next))
+			if err := ReadAnswer(&resp, br, 1<<20); err != nil {
+				t.Fatalf("ReadAnswer: %v, want the answer", err)
+			}
+			var fields []string
+			for k, v := range resp.Header.All() {
+				fields = append(fields, string(k)+": "+string(v))
+			}
+			if want := []string{"X-Same: head", "Transfer-Encoding: chunked"}; !slices.Equal(fields, want) || string(resp.Body()) != "ok" {
+				t.Errorf("fields %q, body %q; want %q, ok", fields, resp.Body(), want)
+			}
+			if rest, _ := io.ReadAll(br); string(rest) != next {
+				t.Errorf("left %q, want the next answer", rest)
+			}
+		})
+	}
+}
+
+// TestReadAnswerRefusesMalformedChunking: dropping trailer fields reads the
+// section as strictly as the parser: a malformed chunk or trailer line
+// still fails the answer (a 502), and an answer cut short is not complete.
+func TestReadAnswerRefusesMalformedChunking(t *testing.T) {
+	const head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for _, tc := range []struct{ name, body string }{
+		{"chunk size not hex", "zz\r\nok\r\n0\r\n\r\n"},
+		{"chunk data longer than its size", "2\r\nokk\r\n0\r\n\r\n"},
+		{"chunk size line in a bare LF", "2\nok\r\n0\r\n\r\n"},
+		{"trailer line without a colon", "2\r\nok\r\n0\r\nSet-Cookie\r\n\r\n"},
+		{"trailer starting with whitespace", "2\r\nok\r\n0\r\n Set-Cookie: a\r\n\r\n"},
+		{"trailer name with a control", "2\r\nok\r\n0\r\nSet\x01Cookie: a\r\n\r\n"},
+		{"trailer name with a separator", "2\r\nok\r\n0\r\nSet(Cookie): a\r\n\r\n"},
+		{"trailer with an empty name", "2\r\nok\r\n0\r\n: a\r\n\r\n"},
+		{"trailer line in a bare LF", "2\r\nok\r\n0\r\nX-Sum: 1\nX-B: 2\r\n\r\n"},
+		{"trailer ended by a bare LF", "2\r\nok\r\n0\r\nX-Sum: 1\r\n\nX-B: 2\r\n\r\n"},
+		{"trailer section over the read buffer", "2\r\nok\r\n0\r\nX-Sum: " + strings.Repeat("1", 8<<10) + "\r\n\r\n"},
+		{"forbidden name, then a line without a colon", "2\r\nok\r\n0\r\nLocation: /x\r\nbad\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var resp fasthttp.Response
+			if err := ReadAnswer(&resp, bufio.NewReader(strings.NewReader(head+tc.body)), 1<<20); err == nil {
+				t.Fatalf("ReadAnswer took %q (body %q), want an error", tc.body, resp.Body())
 			}
 		})
 	}
