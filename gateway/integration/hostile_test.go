@@ -187,6 +187,9 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w(foreign)
 	case "echo": // what framing and body arrived
 		return w(echo(req))
+	case "target": // the request target and the User-Agent and Cookie lines, as they arrived
+		body := fmt.Sprintf("uri=%s ua=%q cookie=%q", req.RequestURI, req.Header["User-Agent"], req.Header["Cookie"])
+		return w(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
 	// Framing the gateway must not trust (RFC 9112 §6.3, §2.2): two
 	// lengths, the one parsed last longer or shorter than the body sent;
 	// lines ending in a bare LF, throughout or in one field line.
@@ -1007,6 +1010,22 @@ func TestMisbehavingUpstreams(t *testing.T) {
 		// A malformed trailer section still fails the answer.
 		if a := exchange(t, g.Addr, get("trailer-malformed"), 1)[0]; a.Status != 502 || a.problem() != "upstream-unreachable" {
 			t.Fatalf("malformed trailer: %d %q, want 502 upstream-unreachable", a.Status, a.problem())
+		}
+	})
+	t.Run("empty fields and an empty query reach the upstream", func(t *testing.T) {
+		// RFC 9110 §5.5: a field value may be empty, and an empty field is
+		// not an absent one; RFC 3986 §6.2.3: "/a?" is not "/a". fasthttp
+		// wrote neither an empty User-Agent nor an empty Cookie, and its
+		// client wrote the parsed target, without the '?'.
+		for _, tc := range []struct{ target, fields, want string }{
+			{"target?", "User-Agent:\r\nCookie:\r\n", `uri=/api/v1/products/target? ua=[""] cookie=[""]`},
+			{"%74arget?", "User-Agent: ua\r\nCookie: a=1\r\n", `uri=/api/v1/products/target? ua=["ua"] cookie=["a=1"]`},
+			{"target?x=1", "", `uri=/api/v1/products/target?x=1 ua=[] cookie=[]`},
+		} {
+			raw := "GET /api/v1/products/" + tc.target + " HTTP/1.1\r\nHost: gw\r\n" + tc.fields + "\r\n"
+			if a := exchange(t, g.Addr, raw, 1)[0]; a.Status != 200 || a.Body != tc.want {
+				t.Errorf("%q with %q: %d %q, want %q", tc.target, tc.fields, a.Status, trim(a.Body), tc.want)
+			}
 		}
 	})
 	t.Run("answer without Content-Type", func(t *testing.T) {

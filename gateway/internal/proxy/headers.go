@@ -255,6 +255,86 @@ func keepCookieLines(h *fasthttp.RequestHeader, scratch []byte) []byte {
 
 var cookieKey = []byte(fasthttp.HeaderCookie)
 
+// keepEmptyLines puts back the client's User-Agent and Cookie lines whose
+// value is empty, which fasthttp keeps apart from the other fields and
+// writes only when non-empty: "User-Agent:" and "Cookie:" went upstream as
+// no field at all. RFC 9110 §5.5 lets a field value be empty, and a proxy
+// forwards the fields it does not act on; an empty field is not an absent
+// one to what reads fields as sent (an HTTP message signature over it,
+// RFC 9421 §2.1, fails when the field is gone; a bot check on User-Agent).
+// Their grammars (a product, a cookie pair) want a value, but that is the
+// upstream's to judge, as for any other field. An empty Content-Type is
+// still dropped: the gateway writes no Content-Type it was not given a
+// media type for (step 6 in README.md), and an empty one names none.
+//
+// The lines are looked for in the raw head only when the parser has no
+// User-Agent, or no cookie (sent is sentOptional's), and added as plain
+// fields, as keepCookieLines adds cookies; a Cookie line among non-empty
+// ones is keepCookieLines' to put back. Added before the hygiene, so
+// that a Connection naming either still drops it.
+func keepEmptyLines(h *fasthttp.RequestHeader, sent optional) {
+	ua, cookie := len(h.UserAgent()) == 0, sent&optCookie == 0
+	if !ua && !cookie {
+		return
+	}
+	nua, ncookie := emptyLines(h.RawHeaders(), ua, cookie)
+	if nua+ncookie == 0 {
+		return
+	}
+	h.DisableSpecialHeader() // Add would take them for the parsed fields again
+	for range nua {
+		h.AddBytesKV(userAgentKey, nil)
+	}
+	for range ncookie {
+		h.AddBytesKV(cookieKey, nil)
+	}
+	h.EnableSpecialHeader()
+}
+
+var userAgentKey = []byte(fasthttp.HeaderUserAgent)
+
+// emptyLines counts the User-Agent (if ua) and Cookie (if cookie) lines of
+// raw, a head's field lines as the parser received them, whose value is
+// empty or whitespace. One look at each line's first byte rules out most.
+func emptyLines(raw []byte, ua, cookie bool) (nua, ncookie int) {
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(line) == 0 {
+			continue
+		}
+		switch line[0] | 0x20 {
+		case 'u':
+			if ua && emptyValue(line, "user-agent:") {
+				nua++
+			}
+		case 'c':
+			if cookie && emptyValue(line, "cookie:") {
+				ncookie++
+			}
+		}
+	}
+	return nua, ncookie
+}
+
+// emptyValue says whether line is the field name (lower case, with the
+// colon) followed by nothing but whitespace and the line's CR.
+func emptyValue(line []byte, name string) bool {
+	if len(line) < len(name) || !asciiEqualFold(line[:len(name)], name) {
+		return false
+	}
+	for _, b := range line[len(name):] {
+		if b != ' ' && b != '\t' && b != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
 // orderedHeader is a request or response header. keepOrder and restore
 // are generic over the two, not written against an interface of their
 // methods: through an interface h's iterators are calls the compiler cannot

@@ -268,6 +268,7 @@ func (p *Proxy) start(x *Exchange) bool {
 		trailer = trailed(h)
 		h.Del(trailerMark)
 	}
+	keepEmptyLines(h, st.sent) // after the mark is gone: they would follow it
 
 	// Request id first, so even a 400 can be correlated.
 	var id []byte

@@ -269,6 +269,15 @@ func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp 
 		hc.CloseConn(cc)
 		return false, err
 	}
+	// The target goes upstream as the chain left it in the header:
+	// HostClient parsed the URI before this (its scheme check), and
+	// Request.Write writes a parsed URI's target, which has no '?' for an
+	// empty query: "/a?" went upstream as "/a", another URI to a cache or
+	// a signature (RFC 3986 §6.2.3 keeps a delimiter whose component is
+	// empty). Setting it marks the URI unparsed, so Write takes the
+	// header's target and Host as they are (the chain asks for the
+	// client's Host, UseHostHeader); it copies nothing new.
+	req.SetRequestURIBytes(req.Header.RequestURI())
 	bw := hc.AcquireWriter(conn)
 	if err = req.Write(bw); err == nil {
 		err = bw.Flush()
