@@ -210,6 +210,9 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 		if err := b.setH2Writer(sym, spec, fs[0], offs, h2Err); err != nil {
 			return err
 		}
+		if err := b.setXNetH2Writer(sym, spec, fs[0]); err != nil {
+			return err
+		}
 	}
 	if slotEntries > 0 {
 		spec.Maps["inflight_slots"].MaxEntries = slotEntries
@@ -301,6 +304,39 @@ func (b *binProbes) setH2Writer(sym *symtab.Binary, spec *ebpf.CollectionSpec, s
 		}
 	}
 	return setItab(spec, "h2_itab", itab, serve)
+}
+
+// symXH2Itab is the itab of golang.org/x/net/http2's own server's writer: present where the executable serves with
+// it, as fnXH2RunHandler is (the only one of the two a stripped executable keeps).
+const (
+	symXH2Itab      = "go:itab.*golang.org/x/net/http2.responseWriter,net/http.ResponseWriter"
+	fnXH2RunHandler = "golang.org/x/net/http2.(*serverConn).runHandler"
+)
+
+// setXNetH2Writer tells serve_http_ret which ResponseWriter is golang.org/x/net/http2's own server's and where its
+// status is, when the executable serves with it (its itab is in the symbol table) and has DWARF: the offsets follow
+// x/net's version, for which there is no fallback table. Otherwise such requests are counted with status unknown, as
+// the log says; executables without that server pay neither the log line nor another pass over the DWARF.
+func (b *binProbes) setXNetH2Writer(sym *symtab.Binary, spec *ebpf.CollectionSpec, serve symtab.Func) error {
+	syms, err := sym.Symbols(symXH2Itab)
+	if err != nil {
+		if _, ferr := sym.Func(fnXH2RunHandler); ferr == nil { // serves with it, stripped: the log says so
+			b.log.Info("golang.org/x/net/http2 server requests are counted with status unknown", "exe", b.exe, "why", err.Error())
+		}
+		return nil
+	}
+	offs, _, err := offsets.Resolve(sym.ELF(), offsets.XH2WriterState, offsets.XH2Status)
+	if err != nil {
+		b.log.Info("golang.org/x/net/http2 server requests are counted with status unknown", "exe", b.exe, "why", err.Error())
+		return nil
+	}
+	b.log.Info("golang.org/x/net/http2 server statuses read through the writer's state", "exe", b.exe)
+	for name, fl := range map[string]offsets.Field{"off_xh2writer_rws": offsets.XH2WriterState, "off_xh2state_status": offsets.XH2Status} {
+		if err := spec.Variables[name].Set(offs[fl]); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	return setItab(spec, "xh2_itab", syms[symXH2Itab], serve)
 }
 
 // h2Itab finds the itab of (*http2responseWriter, ResponseWriter) and says where: "symbols" or "code".

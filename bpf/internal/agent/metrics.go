@@ -15,7 +15,8 @@ var (
 		"Server-side HTTP request latency: ServeHTTP's entry to its return (uprobes, BPF_HTTP_PROBE=uprobe), or the read "+
 			"of a request's first bytes to the write of its response's status line on the socket (BPF_HTTP_PROBE=socket). "+
 			"Status 0: the handler panicked and net/http closed the connection without an answer (uprobe mode). "+
-			"Status unknown: answered through a ResponseWriter whose status is not read (golang.org/x/net/http2's own server).",
+			"Status unknown: answered through a ResponseWriter whose status is not read (golang.org/x/net/http2's own server "+
+			"in a stripped executable).",
 		[]string{"pid", "exe", "method", "status", "status_class"}, nil)
 	descHijacked = prometheus.NewDesc("shanhai_bpf_http_server_hijacked_duration_seconds",
 		"HTTP server requests whose handler took the connection over (Hijack: WebSocket upgrades, CONNECT tunnels), "+

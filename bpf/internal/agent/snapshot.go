@@ -31,9 +31,9 @@ type RED struct {
 const StatusHijacked = 1
 
 // StatusUnknown is the Status of requests answered through a ResponseWriter whose status the probe does not read
-// (STATUS_UNKNOWN in httpserver.c): golang.org/x/net/http2's own server, or net/http's HTTP/2 writer where the agent did
-// not find it. Exported with status="unknown" and status_class="unknown"; they used to be counted 200 whatever they
-// answered.
+// (STATUS_UNKNOWN in httpserver.c): golang.org/x/net/http2's own server's where the executable has no DWARF or no
+// symbol table, net/http's HTTP/2 writer where the agent did not find it. Exported with status="unknown" and
+// status_class="unknown"; they used to be counted 200 whatever they answered.
 const StatusUnknown = 2
 
 // TCPStats are one process's connection counters.

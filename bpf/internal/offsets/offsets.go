@@ -27,6 +27,10 @@ const (
 	// HTTP/2's response writer (net/http's bundled server) is one pointer to its state, which holds the status.
 	H2WriterState Field = "net/http.http2responseWriter.rws"
 	H2Status      Field = "net/http.http2responseWriterState.status"
+	// golang.org/x/net/http2's own server's writer, the same shape. From DWARF only: no fallback offsets, since they
+	// would follow x/net's version, which no table here pins.
+	XH2WriterState Field = "golang.org/x/net/http2.responseWriter.rws"
+	XH2Status      Field = "golang.org/x/net/http2.responseWriterState.status"
 
 	// The runtime's goroutine creation counters (runtime/metrics' /sched/goroutines-created), read from a
 	// process's memory by internal/gocount: a total in the scheduler for Ps that were destroyed, plus one per P.

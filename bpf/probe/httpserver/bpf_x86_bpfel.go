@@ -86,8 +86,12 @@ const (
 	BpfVarOffRequestMethod   = "off_request_method"
 	BpfVarOffResponseConn    = "off_response_conn"
 	BpfVarOffResponseStatus  = "off_response_status"
+	BpfVarOffXh2stateStatus  = "off_xh2state_status"
+	BpfVarOffXh2writerRws    = "off_xh2writer_rws"
 	BpfVarResponseItabFromIp = "response_itab_from_ip"
 	BpfVarResponseItabKnown  = "response_itab_known"
+	BpfVarXh2ItabFromIp      = "xh2_itab_from_ip"
+	BpfVarXh2ItabKnown       = "xh2_itab_known"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -165,8 +169,12 @@ type BpfVariableSpecs struct {
 	OffRequestMethod   *ebpf.VariableSpec `ebpf:"off_request_method"`
 	OffResponseConn    *ebpf.VariableSpec `ebpf:"off_response_conn"`
 	OffResponseStatus  *ebpf.VariableSpec `ebpf:"off_response_status"`
+	OffXh2stateStatus  *ebpf.VariableSpec `ebpf:"off_xh2state_status"`
+	OffXh2writerRws    *ebpf.VariableSpec `ebpf:"off_xh2writer_rws"`
 	ResponseItabFromIp *ebpf.VariableSpec `ebpf:"response_itab_from_ip"`
 	ResponseItabKnown  *ebpf.VariableSpec `ebpf:"response_itab_known"`
+	Xh2ItabFromIp      *ebpf.VariableSpec `ebpf:"xh2_itab_from_ip"`
+	Xh2ItabKnown       *ebpf.VariableSpec `ebpf:"xh2_itab_known"`
 }
 
 // BpfObjects contains all objects after they have been loaded into the kernel.
@@ -222,8 +230,12 @@ type BpfVariables struct {
 	OffRequestMethod   *ebpf.Variable `ebpf:"off_request_method"`
 	OffResponseConn    *ebpf.Variable `ebpf:"off_response_conn"`
 	OffResponseStatus  *ebpf.Variable `ebpf:"off_response_status"`
+	OffXh2stateStatus  *ebpf.Variable `ebpf:"off_xh2state_status"`
+	OffXh2writerRws    *ebpf.Variable `ebpf:"off_xh2writer_rws"`
 	ResponseItabFromIp *ebpf.Variable `ebpf:"response_itab_from_ip"`
 	ResponseItabKnown  *ebpf.Variable `ebpf:"response_itab_known"`
+	Xh2ItabFromIp      *ebpf.Variable `ebpf:"xh2_itab_from_ip"`
+	Xh2ItabKnown       *ebpf.Variable `ebpf:"xh2_itab_known"`
 }
 
 // BpfPrograms contains all programs after they have been loaded into the kernel.

@@ -34,6 +34,12 @@ volatile const __u8 response_itab_known = 0;
 // the *response's itab is known too (the agent sets both or neither), so a writer that is neither is neither read.
 volatile const __s64 h2_itab_from_ip = 0;
 volatile const __u8 h2_itab_known = 0;
+// The same for golang.org/x/net/http2's own server's *responseWriter (http2.ConfigureServer hands its streams to
+// serverHandler.ServeHTTP too): the same shape as the bundled copy's, at the offsets of its own DWARF.
+volatile const __s64 xh2_itab_from_ip = 0;
+volatile const __u8 xh2_itab_known = 0;
+volatile const __u64 off_xh2writer_rws = 0;
+volatile const __u64 off_xh2state_status = 0;
 
 // The status recorded for a request whose handler took the connection over (Hijack: a WebSocket upgrade, a CONNECT
 // tunnel): not an HTTP status, so the agent keeps these out of the request-duration histogram (ServeHTTP returns
@@ -308,9 +314,9 @@ int serve_http_ret(struct pt_regs *ctx) {
 	// did not find its itab, the status is read as before the check existed, but not the hijacked flag: following a
 	// word of another object as a *conn could mark any request hijacked. HTTP/2's writer is one pointer to its state,
 	// which holds the status (one more user read; the state is the request's until the handler runner's deferred
-	// handlerDone, after ServeHTTP returned); HTTP/2 has no Hijack. Any other writer (x/net's http2 server, a
-	// writer the agent did not find) is reported as STATUS_UNKNOWN: its status is not where either keeps it, and a
-	// 200 would pass its 404s and 500s for successes.
+	// handlerDone, after ServeHTTP returned); HTTP/2 has no Hijack. x/net's http2 server's writer is read the same
+	// way where the agent found it (its DWARF). Any other writer (one the agent did not find) is reported as
+	// STATUS_UNKNOWN: its status is not where either keeps it, and a 200 would pass its 404s and 500s for successes.
 	bool ours = response_itab_known && writer == response_itab_from_ip;
 	if (ours || !response_itab_known) {
 		bpf_probe_read_user(&status, sizeof(status), (void *)(response + off_response_status));
@@ -318,6 +324,10 @@ int serve_http_ret(struct pt_regs *ctx) {
 		__u64 rws = 0;
 		if (bpf_probe_read_user(&rws, sizeof(rws), (void *)(response + off_h2writer_rws)) == 0 && rws)
 			bpf_probe_read_user(&status, sizeof(status), (void *)(rws + off_h2state_status));
+	} else if (xh2_itab_known && writer == xh2_itab_from_ip) {
+		__u64 rws = 0;
+		if (bpf_probe_read_user(&rws, sizeof(rws), (void *)(response + off_xh2writer_rws)) == 0 && rws)
+			bpf_probe_read_user(&status, sizeof(status), (void *)(rws + off_xh2state_status));
 	} else {
 		status = STATUS_UNKNOWN;
 	}

@@ -1,7 +1,7 @@
 // Command xnet2 serves HTTPS with golang.org/x/net/http2's own server (http2.ConfigureServer) instead of net/http's
 // bundled one: HTTP/2 streams reach net/http's serverHandler.ServeHTTP, which the HTTP server probe is on, with
-// x/net's *http2.responseWriter, whose status the probe does not read. GET /status?code=N answers N. It prints its
-// address, then serves until killed.
+// x/net's *http2.responseWriter, whose status the probe reads only where the agent finds its itab and offsets. GET
+// /status?code=N answers N. It prints its address, then serves until killed.
 package main
 
 import (
