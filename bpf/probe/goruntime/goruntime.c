@@ -8,10 +8,10 @@
 // The start of the pause in progress, on the fast path: an array slot picked by hashing the pid, claimed with one
 // compare-and-swap at stopTheWorldWithSema and released when startTheWorldWithSema returns (an array lookup is
 // inlined by the verifier, and no element is allocated or freed inside the pause). A pid whose slot another process
-// holds times its pause in stw_begin instead, whose element then stays until the agent prunes the exited process:
+// holds times its pause in stw_begin instead, whose element then stays until the process exits (process_exit):
 // inserted and deleted at every pause, it was an allocation and a free (BPF_F_NO_PREALLOC) in each, ~1 us a pause
 // warm and ~3.5 us in a fresh process on the measured machine, and a full map lost the pause. The slot of a process
-// killed during a pause stays held; the processes hashing to it take stw_begin, as exact.
+// killed during a pause is freed when it exits (process_exit; it used to stay held).
 struct stw_slot {
 	__u64 tgid; // 0 = free; 64 bits for the compare-and-swap (32-bit atomics need -mcpu=v3)
 	__u64 begin_ns;
