@@ -12,9 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/event"
@@ -235,29 +233,7 @@ func TestOnlyRefundingDeliveryIsCountedRefunded(t *testing.T) {
 	if provider.Charges() != 1 || !provider.Refunded(p.ID()) {
 		t.Fatalf("provider charges %d, refunded %v; want the one charge refunded", provider.Charges(), provider.Refunded(p.ID()))
 	}
-	if got, want := outcomes(t, reader), map[string]int64{"refunded": 1}; !maps.Equal(got, want) {
+	if got, want := adapters.CounterBy(t, reader, "shanhai.payment.order_events", "outcome"), map[string]int64{"refunded": 1}; !maps.Equal(got, want) {
 		t.Fatalf("order events by outcome = %v, want %v", got, want)
 	}
-}
-
-// outcomes reads shanhai.payment.order_events by outcome from reader.
-func outcomes(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "shanhai.payment.order_events" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				o, _ := dp.Attributes.Value(attribute.Key("outcome"))
-				got[o.AsString()] += dp.Value
-			}
-		}
-	}
-	return got
 }

@@ -8,9 +8,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
@@ -50,7 +48,7 @@ func TestSimulatedProviderCountsEveryCall(t *testing.T) {
 	}
 
 	want := map[string]int64{"approved": 1, "replayed": 1, "cut_off": 1}
-	if got := callsByResult(t, reader); !maps.Equal(got, want) {
+	if got := CounterBy(t, reader, "shanhai.payment.provider.calls", "result"); !maps.Equal(got, want) {
 		t.Fatalf("calls by result = %v, want %v", got, want)
 	}
 }
@@ -76,29 +74,7 @@ func TestSimulatedProviderCountsARepeatedVoidAsReplayed(t *testing.T) {
 		}
 	}
 	want := map[string]int64{"approved": 1, "voided": 1, "void_refunded": 1, "void_replayed": 2}
-	if got := callsByResult(t, reader); !maps.Equal(got, want) {
+	if got := CounterBy(t, reader, "shanhai.payment.provider.calls", "result"); !maps.Equal(got, want) {
 		t.Fatalf("calls by result = %v, want %v", got, want)
 	}
-}
-
-// callsByResult reads shanhai.payment.provider.calls from reader.
-func callsByResult(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != "shanhai.payment.provider.calls" {
-				continue
-			}
-			for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				r, _ := dp.Attributes.Value(attribute.Key("result"))
-				got[r.AsString()] += dp.Value
-			}
-		}
-	}
-	return got
 }
