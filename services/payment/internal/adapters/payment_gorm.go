@@ -147,6 +147,17 @@ func (r *PaymentGorm) SaveRefund(ctx context.Context, p *payment.Payment) (bool,
 	return stored, err
 }
 
+func (r *PaymentGorm) SaveRefundDeclined(ctx context.Context, p *payment.Payment) (bool, error) {
+	s := p.Snapshot()
+	res := r.db.WithContext(ctx).Model(&paymentRow{}).
+		Where("id = ? AND status = ? AND reason <> ?", s.ID, string(payment.Succeeded), payment.ReasonRefundDeclined).
+		Updates(map[string]any{"reason": s.Reason, "updated_at": s.UpdatedAt})
+	if res.Error != nil {
+		return false, fmt.Errorf("store the declined refund of payment %s: %w", s.ID, res.Error)
+	}
+	return res.RowsAffected == 1, nil
+}
+
 func (r *PaymentGorm) RequestCancel(ctx context.Context, p *payment.Payment) (bool, error) {
 	res := r.db.WithContext(ctx).Model(&paymentRow{}).Where("id = ? AND status = ?", p.ID(), string(payment.Pending)).
 		Updates(map[string]any{"cancel_requested": true, "updated_at": time.Now().UTC()})
@@ -321,16 +332,21 @@ func (r *PaymentGorm) ChargeDeadLettered(ctx context.Context, orderID string) (b
 // starting from the dead letters that name an order (few; a dead letter is
 // rare) and reaching each one's payment through its unique order id, rather
 // than from the payments, nearly all of them SUCCEEDED. DISTINCT: an order
-// may have a dead order.created and a dead order.cancelled.
+// may have a dead order.created and a dead order.cancelled. The third case,
+// a PENDING row the cancel never flagged, needs both: with its order.created
+// alive a delivery may still charge it, and the round must not void under it.
 const unsettledSQL = `SELECT DISTINCT p.* FROM dead_letters d JOIN payments p ON p.order_id = d.order_id
-WHERE d.order_id <> '' AND p.status IN (?, ?)
-  AND ((p.cancel_requested AND d.event_type = ?) OR (p.status = ? AND d.event_type = ?))
-ORDER BY p.id LIMIT ?`
+WHERE d.order_id <> '' AND p.status IN (@pending, @succeeded) AND p.reason <> @declined
+  AND ((p.cancel_requested AND d.event_type = @created)
+    OR (p.status = @succeeded AND d.event_type = @cancelled)
+    OR (p.status = @pending AND d.event_type = @cancelled AND EXISTS (
+      SELECT 1 FROM dead_letters c WHERE c.order_id = d.order_id AND c.event_type = @created)))
+ORDER BY p.id LIMIT @limit`
 
 func (r *PaymentGorm) Unsettled(ctx context.Context, limit int) ([]*payment.Payment, error) {
 	var rows []paymentRow
-	err := r.db.WithContext(ctx).Raw(unsettledSQL, string(payment.Pending), string(payment.Succeeded),
-		OrderCreated, string(payment.Succeeded), OrderCancelled, limit).Scan(&rows).Error
+	err := r.db.WithContext(ctx).Raw(unsettledSQL, map[string]any{"pending": string(payment.Pending), "succeeded": string(payment.Succeeded),
+		"declined": payment.ReasonRefundDeclined, "created": OrderCreated, "cancelled": OrderCancelled, "limit": limit}).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("list unsettled payments of cancelled orders: %w", err)
 	}

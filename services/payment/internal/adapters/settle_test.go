@@ -28,8 +28,12 @@ import (
 type outage struct {
 	*adapters.SimulatedProvider
 	charges, voids, refunds atomic.Bool
-	onChargeOnce            sync.Once
-	onCharge                func(context.Context)
+	// declineRefunds: a refund is refused (a business answer, not a fault),
+	// as the simulated provider refuses a key it remembers declining.
+	declineRefunds atomic.Bool
+	refundCalls    atomic.Int64
+	onChargeOnce   sync.Once
+	onCharge       func(context.Context)
 }
 
 func (p *outage) heal() { p.charges.Store(false); p.voids.Store(false); p.refunds.Store(false) }
@@ -52,6 +56,10 @@ func (p *outage) Void(ctx context.Context, v payment.Void) (bool, error) {
 }
 
 func (p *outage) Refund(ctx context.Context, r payment.Refund) error {
+	p.refundCalls.Add(1)
+	if p.declineRefunds.Load() {
+		return fmt.Errorf("refund %s: %w", r.IdempotencyKey, adapters.ErrChargeDeclined)
+	}
 	if p.refunds.Load() {
 		return fmt.Errorf("%w: refund timed out", payment.ErrProviderFault)
 	}
@@ -82,15 +90,16 @@ func settleRounds(t *testing.T, a app.Application, want string) {
 		}
 		total.Voided += results[i].Voided
 		total.Refunded += results[i].Refunded
+		total.RefundDeclined = append(total.RefundDeclined, results[i].RefundDeclined...)
 	}
 	wantTotal := app.SettleResult{Voided: 1}
 	if want == "refunded" {
 		wantTotal = app.SettleResult{Refunded: 1}
 	}
-	if total != wantTotal {
+	if total.Voided != wantTotal.Voided || total.Refunded != wantTotal.Refunded || len(total.RefundDeclined) != 0 {
 		t.Fatalf("two concurrent settle rounds = %+v, %+v; want %+v between them", results[0], results[1], wantTotal)
 	}
-	if again, err := a.Settle.Handle(ctx); err != nil || again != (app.SettleResult{}) {
+	if again, err := a.Settle.Handle(ctx); err != nil || again.Voided+again.Refunded+len(again.RefundDeclined) != 0 {
 		t.Fatalf("a later settle round = %+v, %v; want nothing left to settle", again, err)
 	}
 }
@@ -246,6 +255,140 @@ func TestSettleRoundRefundsACancelWhoseRefundWasDeadLettered(t *testing.T) {
 			}
 			if events, want := outboxTypes(t, db, o.OrderID), []string{"payment.succeeded", "payment.refunded"}; !slices.Equal(events, want) {
 				t.Fatalf("outbox = %v; want %v", events, want)
+			}
+		})
+	}
+}
+
+// TestSettleRoundStopsRetryingARefundTheProviderDeclined: a cancelled order's
+// charge whose refund the provider refuses (a business answer: it says
+// there is nothing under the key to give back, as a replica that voided
+// the key says of a charge another replica took) is no fault a later round
+// can outlast. Before, every round asked for the refund again, for ever.
+// The round that gets the refusal stores it on the row (still SUCCEEDED:
+// the money is taken, reason refund_declined, for a person to settle) and
+// reports it once, whatever the number of replicas; later rounds leave it.
+func TestSettleRoundStopsRetryingARefundTheProviderDeclined(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			provider := newOutage()
+			a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: provider, NewID: uuid.NewString})
+			o := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+			if c, err := a.ChargeOrder.Handle(ctx, o); err != nil || c.Status != payment.Succeeded {
+				t.Fatalf("charge = %+v, %v; want SUCCEEDED", c, err)
+			}
+			if err := a.RecordDeadLetter.Handle(ctx, payment.DeadLetter{Consumer: "payment", EventType: adapters.OrderCancelled,
+				Reason: "retries_exhausted", OrderID: o.OrderID}); err != nil {
+				t.Fatal(err)
+			}
+			provider.declineRefunds.Store(true)
+
+			var wg sync.WaitGroup
+			results := make([]app.SettleResult, 2)
+			for i := range 2 {
+				wg.Go(func() {
+					var err error
+					if results[i], err = a.Settle.Handle(ctx); err != nil {
+						t.Errorf("settle round %d: %v; want the refusal stored, not an error", i, err)
+					}
+				})
+			}
+			wg.Wait()
+			declined := slices.Concat(results[0].RefundDeclined, results[1].RefundDeclined)
+			id, status := paymentRow(t, db, o.OrderID)
+			if len(declined) != 1 || declined[0].PaymentID != id || declined[0].OrderID != o.OrderID {
+				t.Fatalf("two concurrent settle rounds reported declined refunds %+v; want payment %s of order %s once", declined, id, o.OrderID)
+			}
+			calls := provider.refundCalls.Load()
+			again, err := a.Settle.Handle(ctx)
+			if err != nil || len(again.RefundDeclined) != 0 || provider.refundCalls.Load() != calls {
+				t.Fatalf("a later settle round = %+v, %v, provider refunds asked %d more; want nothing asked again",
+					again, err, provider.refundCalls.Load()-calls)
+			}
+			var reason string
+			if err := db.Table("payments").Select("reason").Where("id = ?", id).Scan(&reason).Error; err != nil {
+				t.Fatal(err)
+			}
+			if status != string(payment.Succeeded) || reason != payment.ReasonRefundDeclined {
+				t.Fatalf("payment %s, reason %q; want SUCCEEDED (still charged), %q", status, reason, payment.ReasonRefundDeclined)
+			}
+			if events, want := outboxTypes(t, db, o.OrderID), []string{"payment.succeeded"}; !slices.Equal(events, want) {
+				t.Fatalf("outbox = %v; want %v: nothing was refunded", events, want)
+			}
+		})
+	}
+}
+
+// TestSettleRoundVoidsAnUnflaggedChargeWhoseMessagesWereBothDeadLettered:
+// the charge faulted on every delivery of order.created, and the order's
+// order.cancelled found the row PENDING but its own writes (the flag)
+// failed on every delivery, so both were dead-lettered and the row was
+// never flagged. Before, the round voided only flagged rows and this one
+// stayed PENDING, its key unvoided (the fault may have been a timeout after
+// the processor took the money). No delivery of either message is left, so
+// the round flags it as the cancel would have and voids it, once.
+func TestSettleRoundVoidsAnUnflaggedChargeWhoseMessagesWereBothDeadLettered(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			provider := newOutage()
+			provider.charges.Store(true)
+			a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: provider, NewID: uuid.NewString})
+			o := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+			if _, err := a.ChargeOrder.Handle(ctx, o); err == nil {
+				t.Fatal("charge went through; want it faulting")
+			}
+			for _, typ := range []string{adapters.OrderCreated, adapters.OrderCancelled} {
+				if err := a.RecordDeadLetter.Handle(ctx, payment.DeadLetter{Consumer: "payment", EventType: typ,
+					Reason: "retries_exhausted", OrderID: o.OrderID}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if r, err := a.ChargeOrder.GiveUp(ctx, o.OrderID); err != nil || r.Status != payment.Pending {
+				t.Fatalf("give up = %+v, %v; want the unflagged PENDING row left alone", r, err)
+			}
+			provider.heal()
+
+			settleRounds(t, a, "voided")
+			id, status := paymentRow(t, db, o.OrderID)
+			late, err := provider.SimulatedProvider.Charge(ctx, payment.Charge{IdempotencyKey: id, AmountCents: o.TotalCents, Currency: o.Currency})
+			if status != string(payment.Cancelled) || err != nil || late.Reason != payment.ReasonVoided {
+				t.Fatalf("payment %s, a late charge of its key = %+v, %v; want CANCELLED and the key void", status, late, err)
+			}
+			if events := outboxTypes(t, db, o.OrderID); len(events) != 0 {
+				t.Fatalf("outbox = %v; want nothing: nothing was charged", events)
+			}
+		})
+	}
+}
+
+// TestSettleRoundLeavesAnUnflaggedChargeWhoseCreateIsStillDelivered: only
+// the order.cancelled was dead-lettered; the order.created may still be
+// delivered (it is not dead), and a void from outside that delivery could
+// miss its charge in flight on another replica. The round leaves the
+// unflagged PENDING row to the delivery.
+func TestSettleRoundLeavesAnUnflaggedChargeWhoseCreateIsStillDelivered(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			provider := newOutage()
+			provider.charges.Store(true)
+			a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: provider, NewID: uuid.NewString})
+			o := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+			if _, err := a.ChargeOrder.Handle(ctx, o); err == nil {
+				t.Fatal("charge went through; want it faulting")
+			}
+			if err := a.RecordDeadLetter.Handle(ctx, payment.DeadLetter{Consumer: "payment", EventType: adapters.OrderCancelled,
+				Reason: "retries_exhausted", OrderID: o.OrderID}); err != nil {
+				t.Fatal(err)
+			}
+			provider.heal()
+			if res, err := a.Settle.Handle(ctx); err != nil || res.Voided+res.Refunded != 0 {
+				t.Fatalf("settle round = %+v, %v; want nothing settled", res, err)
+			}
+			if _, status := paymentRow(t, db, o.OrderID); status != string(payment.Pending) {
+				t.Fatalf("payment %s; want PENDING, left to its order.created", status)
 			}
 		})
 	}

@@ -45,6 +45,18 @@ func (m *memoryPayments) SaveRefund(_ context.Context, p *payment.Payment) (bool
 	return ok, nil
 }
 
+func (m *memoryPayments) SaveRefundDeclined(_ context.Context, p *payment.Payment) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.byOrder[p.OrderID()]
+	if cur.Status != payment.Succeeded || cur.Reason == payment.ReasonRefundDeclined {
+		return false, nil
+	}
+	cur.Reason, cur.UpdatedAt = p.Reason(), p.Snapshot().UpdatedAt
+	m.byOrder[p.OrderID()] = cur
+	return true, nil
+}
+
 func (m *memoryPayments) transition(p *payment.Payment, from payment.Status) (stored, flagged bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -127,13 +139,24 @@ func (m *memoryPayments) Unsettled(_ context.Context, limit int) ([]*payment.Pay
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []*payment.Payment
+	seen := map[string]bool{}
+	deadCreate := func(orderID string) bool {
+		for _, d := range m.dead {
+			if d.OrderID == orderID && d.EventType == "order.created" {
+				return true
+			}
+		}
+		return false
+	}
 	for _, d := range m.dead {
 		s, ok := m.byOrder[d.OrderID]
-		if !ok || len(out) == limit {
+		if !ok || len(out) == limit || seen[d.OrderID] || s.Reason == payment.ReasonRefundDeclined {
 			continue
 		}
 		if (s.CancelRequested && (s.Status == payment.Pending || s.Status == payment.Succeeded) && d.EventType == "order.created") ||
-			(s.Status == payment.Succeeded && d.EventType == "order.cancelled") {
+			(s.Status == payment.Succeeded && d.EventType == "order.cancelled") ||
+			(s.Status == payment.Pending && d.EventType == "order.cancelled" && deadCreate(d.OrderID)) {
+			seen[d.OrderID] = true
 			out = append(out, payment.FromSnapshot(s))
 		}
 	}

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -89,7 +90,9 @@ func TestCancelDuringChargeRefundsWhenTheChargeLands(t *testing.T) {
 func TestRefundFaultIsRetriedByTheRedeliveredCreate(t *testing.T) {
 	a, repo, prov := setup(payment.Rules{})
 	prov.charging, prov.release = make(chan struct{}), make(chan struct{})
-	prov.refundFault = errors.New("timeout")
+	// A fault, as Provider says: an error that does not wrap
+	// ErrProviderFault is a refusal, not retried by the settle round.
+	prov.refundFault = fmt.Errorf("%w: timeout", payment.ErrProviderFault)
 	ctx := context.Background()
 	errc := make(chan error)
 	go func() { _, err := a.ChargeOrder.Handle(ctx, order1); errc <- err }()

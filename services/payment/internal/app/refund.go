@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
@@ -22,10 +23,16 @@ func refund(ctx context.Context, d Deps, charged *payment.Payment) (*payment.Pay
 		return p, false, nil
 	}
 	err := d.Provider.Refund(ctx, payment.Refund{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()})
+	if errors.Is(err, payment.ErrProviderFault) {
+		return p, false, fmt.Errorf("refund payment %s: %w", p.ID(), err)
+	}
 	if err != nil {
-		// Any refusal is retried like a fault: on redelivery, then, once the
-		// message is dead-lettered, by the settle round (SettleHandler).
-		return p, false, fmt.Errorf("refund payment %s: %w", p.ID(), fault(err))
+		// A refusal is the provider's answer, not a fault. A delivery still
+		// retries it like one (its error is not ErrInvalid), on the back-off
+		// until the message is dead-lettered: the answer may come from a
+		// replica whose memory is not the charging one's. The settle round
+		// then stores it instead of asking again (SettleHandler).
+		return p, false, fmt.Errorf("refund payment %s: %w: %w", p.ID(), payment.ErrRefundDeclined, err)
 	}
 	p.Refund(d.Now())
 	stored, err := d.Payments.SaveRefund(ctx, p)

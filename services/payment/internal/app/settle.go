@@ -18,6 +18,18 @@ const SettleBatch = 100
 // letter, may store a payment this round also asked the provider about).
 type SettleResult struct {
 	Voided, Refunded int
+	// RefundDeclined are the payments whose refund the provider refused in
+	// this round and whose refusal this round stored: each is reported by
+	// one round only, and no later round asks again.
+	RefundDeclined []DeclinedRefund
+}
+
+// DeclinedRefund names a cancelled order's payment left charged because the
+// provider refused its refund, for the operator who must settle it.
+type DeclinedRefund struct {
+	PaymentID, OrderID string
+	// Err is the provider's refusal.
+	Err error
 }
 
 type SettleHandler struct{ d Deps }
@@ -26,12 +38,16 @@ type SettleHandler struct{ d Deps }
 // that no delivery is left to settle (payment.Repository.Unsettled: their
 // order.created or order.cancelled was dead-lettered with the void or
 // refund still faulting) and settles each through the path a delivery would
-// have taken: a flagged PENDING row is voided (closeByVoid), a SUCCEEDED one
-// refunded (refund). Both are keyed by the payment id and stored under a
+// have taken: a PENDING row is voided (closeByVoid; flagged first, as the
+// cancel would have, if the cancel's own write never landed), a SUCCEEDED
+// one refunded (refund). Both are keyed by the payment id and stored under a
 // status guard, so rounds running at once on several replicas, or beside a
 // replayed dead letter, pay out once and store once. A payment that faults
 // again is left for the next round; the errors are returned together, after
-// every payment of the batch was tried.
+// every payment of the batch was tried. A refund the provider refuses is
+// not a fault: it is stored on the row (ReasonRefundDeclined), which no
+// later round takes, and reported in RefundDeclined by the round that
+// stored it.
 func (h SettleHandler) Handle(ctx context.Context) (SettleResult, error) {
 	ps, err := h.d.Payments.Unsettled(ctx, SettleBatch)
 	if err != nil {
@@ -45,6 +61,26 @@ func (h SettleHandler) Handle(ctx context.Context) (SettleResult, error) {
 			break
 		}
 		switch {
+		case p.Status() == payment.Pending && !p.NeedsVoid():
+			// Both of the order's messages are dead (Unsettled), so no
+			// delivery will flag or charge it: flag it as the cancel would
+			// have, so that a void that faults now leaves the row as any
+			// flagged one, then void it.
+			flagged, err := h.d.Payments.RequestCancel(ctx, p)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+				continue
+			}
+			if !flagged {
+				continue // another round closed it first
+			}
+			p.OnCancel()
+			stored, err := closeByVoid(ctx, h.d, p)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+			} else if stored {
+				res.Voided++
+			}
 		case p.NeedsVoid():
 			// A void that loses the guard leaves the row to whoever stored
 			// it: SUCCEEDED and flagged, it is refunded by the next round.
@@ -56,12 +92,35 @@ func (h SettleHandler) Handle(ctx context.Context) (SettleResult, error) {
 			}
 		case p.Status() == payment.Succeeded:
 			_, stored, err := refund(ctx, h.d, p)
-			if err != nil {
+			switch {
+			case errors.Is(err, payment.ErrRefundDeclined):
+				d, err := h.refundDeclined(ctx, p, err)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+				} else if d != nil {
+					res.RefundDeclined = append(res.RefundDeclined, *d)
+				}
+			case err != nil:
 				errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
-			} else if stored {
+			case stored:
 				res.Refunded++
 			}
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// refundDeclined stores the provider's refusal to refund p on the row, so
+// that no later round asks again, and returns it for the caller to report,
+// or nil when another round (or a refund) got to the row first.
+func (h SettleHandler) refundDeclined(ctx context.Context, p *payment.Payment, refusal error) (*DeclinedRefund, error) {
+	p = payment.FromSnapshot(p.Snapshot())
+	if !p.RefundDeclined(h.d.Now()) {
+		return nil, nil
+	}
+	stored, err := h.d.Payments.SaveRefundDeclined(ctx, p)
+	if err != nil || !stored {
+		return nil, err
+	}
+	return &DeclinedRefund{PaymentID: p.ID(), OrderID: p.OrderID(), Err: refusal}, nil
 }

@@ -144,6 +144,10 @@ func (f failingPayments) ByOrder(ctx context.Context, _ string) (*payment.Paymen
 	return nil, payment.ErrNotFound
 }
 
+func (f failingPayments) SaveRefundDeclined(ctx context.Context, _ *payment.Payment) (bool, error) {
+	return false, f.fail(ctx)
+}
+
 func (f failingPayments) Unsettled(ctx context.Context, _ int) ([]*payment.Payment, error) {
 	return nil, f.fail(ctx)
 }

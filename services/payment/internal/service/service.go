@@ -167,7 +167,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	})
 	s.events = adapters.NewOrderEvents(consumer, names, s.App, cfg.MaxDeliver, o.Logger)
 	s.settled, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settled",
-		metric.WithDescription("payments of cancelled orders the settle round voided or refunded, by outcome"))
+		metric.WithDescription("payments of cancelled orders the settle round voided, refunded or found refused a refund (refund_declined), by outcome"))
 
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
@@ -274,6 +274,14 @@ func (s *Service) settle(ctx context.Context) {
 	}
 	if res.Voided+res.Refunded > 0 {
 		s.log.InfoContext(ctx, "settled cancelled orders left charged by a dead letter", "voided", res.Voided, "refunded", res.Refunded)
+	}
+	// Each refusal is in the result of the one round that stored it, so it
+	// is logged and counted once across replicas; no round retries it, and
+	// the money stays taken until a person settles it with the provider.
+	for _, d := range res.RefundDeclined {
+		s.settled.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", "refund_declined")))
+		s.log.ErrorContext(ctx, "the provider declined the refund of a cancelled order: the customer is still charged and the settle round will not retry; settle it with the provider",
+			"payment_id", d.PaymentID, "order_id", d.OrderID, "err", d.Err)
 	}
 	if err != nil && ctx.Err() == nil {
 		// A provider still faulting: the next round tries again.

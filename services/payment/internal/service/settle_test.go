@@ -2,17 +2,21 @@ package service_test
 
 import (
 	"context"
+	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/service"
 )
 
 // TestServiceRunsTheSettleRound: the service runs the settle round every
@@ -42,4 +46,79 @@ func TestServiceRunsTheSettleRound(t *testing.T) {
 	if !counted {
 		t.Errorf("/metrics does not count the refund settled:\n%s", metrics.Body)
 	}
+}
+
+// TestServiceReportsARefundTheProviderDeclinedOnce: a cancelled order whose
+// refund the provider refuses is marked by a settle round, counted
+// refund_declined and logged at ERROR with its payment and order ids, once,
+// and asked about no more. Before, every round asked for the refund again
+// and logged a warning, for ever.
+func TestServiceReportsARefundTheProviderDeclinedOnce(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	h := newHarnessOptions(t, func(c *config.Config) { c.SettleInterval = 200 * time.Millisecond },
+		func(o *service.Options) { o.Logger = slog.New(slog.NewJSONHandler(logs, nil)) })
+	ctx := context.Background()
+	// The meter is the test process's, shared by every harness: the count
+	// is compared with what it was before.
+	before := settledCount(t, h, "refund_declined")
+	// A SUCCEEDED charge whose key the provider remembers as declined (it
+	// voided it), as a replica that voided the key while another charged
+	// it would: it refuses the refund.
+	p, err := payment.New(uuid.NewString(), uuid.NewString(), "alice", 5000, "EUR", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Payments.Claim(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Succeed(time.Now())
+	if stored, _, err := h.svc.Payments.Complete(ctx, p); err != nil || !stored {
+		t.Fatalf("store SUCCEEDED = %v, %v", stored, err)
+	}
+	if _, err := h.svc.Provider.Void(ctx, payment.Void{IdempotencyKey: p.ID(), AmountCents: 5000, Currency: "EUR"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.App.RecordDeadLetter.Handle(ctx, payment.DeadLetter{Consumer: "payment", EventType: adapters.OrderCancelled,
+		Reason: "retries_exhausted", OrderID: p.OrderID()}); err != nil {
+		t.Fatal(err)
+	}
+	runtest.Eventually(t, 30*time.Second, "a settle round to mark the declined refund", func() bool {
+		rows := h.payments(p.OrderID())
+		return len(rows) == 1 && rows[0].Reason == payment.ReasonRefundDeclined
+	})
+	if rows := h.payments(p.OrderID()); rows[0].Status != string(payment.Succeeded) {
+		t.Fatalf("payment %s; want SUCCEEDED: the money is still taken", rows[0].Status)
+	}
+	if again, err := h.svc.App.Settle.Handle(ctx); err != nil || again.Voided+again.Refunded+len(again.RefundDeclined) != 0 {
+		t.Fatalf("a later settle round = %+v, %v; want nothing left to settle", again, err)
+	}
+	if n := settledCount(t, h, "refund_declined"); n != before+1 {
+		t.Errorf("shanhai_payment_settled_total{outcome=\"refund_declined\"} went from %d to %d; want one more", before, n)
+	}
+	var errorsLogged []string
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, `"level":"ERROR"`) && strings.Contains(line, p.ID()) {
+			errorsLogged = append(errorsLogged, line)
+		}
+	}
+	if len(errorsLogged) != 1 || !strings.Contains(errorsLogged[0], `"order_id":"`+p.OrderID()+`"`) || !strings.Contains(errorsLogged[0], `"payment_id":"`+p.ID()+`"`) {
+		t.Errorf("ERROR lines naming the payment = %q; want one, with its payment and order ids", errorsLogged)
+	}
+}
+
+// settledCount is shanhai_payment_settled_total{outcome} on /metrics, 0
+// while it has no line.
+func settledCount(t *testing.T, h *harness, outcome string) int {
+	t.Helper()
+	for line := range strings.Lines(string(h.get("/metrics", "").Body)) {
+		if !strings.HasPrefix(line, "shanhai_payment_settled_total{") || !strings.Contains(line, `outcome="`+outcome+`"}`) {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]))
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		return n
+	}
+	return 0
 }

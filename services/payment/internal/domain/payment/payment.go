@@ -29,6 +29,12 @@ const (
 // CANCELLED claim.
 const ReasonOrderCancelled = "order_cancelled"
 
+// ReasonRefundDeclined is the reason a cancelled order's payment stays
+// SUCCEEDED: the provider refused its refund (a business answer, not a
+// fault), so no retry will give the money back and a person must
+// (RefundDeclined).
+const ReasonRefundDeclined = "refund_declined"
+
 // Payment is the aggregate. There is at most one per order (the repository
 // enforces a unique order id), which is what makes redelivery safe.
 type Payment struct {
@@ -225,6 +231,19 @@ func (p *Payment) Refund(now time.Time) bool {
 	}
 	p.status, p.reason, p.updatedAt = Refunded, ReasonOrderCancelled, now.UTC()
 	p.record(RefundedEvent{Payment: p.Snapshot()})
+	return true
+}
+
+// RefundDeclined records that the provider refused to refund a succeeded
+// charge of a cancelled order. The payment stays SUCCEEDED, as the money is
+// still taken, with ReasonRefundDeclined: a retry would be refused alike,
+// so it is left for a person. It returns false, recording nothing, for a
+// payment not SUCCEEDED or already marked.
+func (p *Payment) RefundDeclined(now time.Time) bool {
+	if p.status != Succeeded || p.reason == ReasonRefundDeclined {
+		return false
+	}
+	p.reason, p.updatedAt = ReasonRefundDeclined, now.UTC()
 	return true
 }
 

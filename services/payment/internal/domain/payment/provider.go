@@ -46,7 +46,8 @@ type Void struct {
 }
 
 // Provider charges money and gives it back. Refund and Void return an error
-// wrapping ErrProviderFault for a transient failure worth retrying. Void
+// wrapping ErrProviderFault for a transient failure worth retrying; any
+// other error from Refund is a refusal, the provider's final answer. Void
 // reports whether a charge had been taken under the key (and so was
 // refunded).
 type Provider interface {

@@ -28,6 +28,11 @@ type Repository interface {
 	// only if the stored row is still SUCCEEDED. It reports false when
 	// another worker refunded first.
 	SaveRefund(ctx context.Context, p *Payment) (bool, error)
+	// SaveRefundDeclined stores p's reason (ReasonRefundDeclined: see
+	// Payment.RefundDeclined), only if the stored row is still SUCCEEDED
+	// and not yet marked. It reports false when another worker refunded or
+	// marked it first, so each refusal is stored, and reported, once.
+	SaveRefundDeclined(ctx context.Context, p *Payment) (bool, error)
 	// Get returns the user's payment; another user's is ErrNotFound.
 	Get(ctx context.Context, userID, id string) (*Payment, error)
 	// List returns a page of the user's payments and the cursor of the next
@@ -48,11 +53,14 @@ type Repository interface {
 	// Unsettled returns at most limit payments of cancelled orders that no
 	// delivery is left to settle: a PENDING or SUCCEEDED row flagged by the
 	// cancel whose order.created was dead-lettered (its void or refund kept
-	// faulting), and a SUCCEEDED row whose order.cancelled was (its refund
-	// kept faulting). A dead letter is terminated, so nothing redelivers
+	// faulting), a SUCCEEDED row whose order.cancelled was (its refund
+	// kept faulting), and a PENDING row, flagged or not, whose order.created
+	// and order.cancelled both were (the cancel's own writes failed on every
+	// delivery). A dead letter is terminated, so nothing redelivers
 	// it: only these rows are safe to settle from outside a delivery (a
 	// flagged row whose order.created is still being delivered may have its
-	// charge in flight, on another replica).
+	// charge in flight, on another replica). A SUCCEEDED row whose refund
+	// the provider refused (ReasonRefundDeclined) is not returned.
 	Unsettled(ctx context.Context, limit int) ([]*Payment, error)
 }
 
