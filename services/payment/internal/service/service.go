@@ -92,7 +92,7 @@ type Service struct {
 
 // Migrate applies the outbox set and this service's own set.
 func Migrate(ctx context.Context, db *gorm.DB) error {
-	return migrate.UpAll(ctx, db, outbox.Migrations, migrations.FS)
+	return migrate.UpAll(ctx, db, outbox.Migrations, migrations.Set())
 }
 
 // New connects to every dependency, migrates the database and builds the
