@@ -33,16 +33,31 @@ func (g *LoginGuard) Admit(ctx context.Context, account, ip string) error {
 		return fmt.Errorf("login guard: %w", err)
 	}
 	if !d.Allowed {
-		return &app.TooManyAttemptsError{What: "login attempts", RetryAfter: d.RetryAfter}
+		return tooMany("login attempts", LoginIPPolicy, d)
 	}
 	d, err = g.perAccount.Allow(ctx, "account:"+strings.ToLower(account))
 	if err != nil {
 		return fmt.Errorf("login guard: %w", err)
 	}
 	if !d.Allowed {
-		return &app.TooManyAttemptsError{What: "login attempts", RetryAfter: d.RetryAfter}
+		return tooMany("login attempts", LoginAccountPolicy, d)
 	}
 	return nil
+}
+
+// The quotas' names: their limit.Name (the Redis keys' namespace, the label
+// of their fallback metric) and the policy their 429s name in the RateLimit
+// headers.
+const (
+	LoginIPPolicy      = "login-ip"
+	LoginAccountPolicy = "login-account"
+	SignupIPPolicy     = "signup-ip"
+)
+
+// tooMany is the refusal of d by the quota policy.
+func tooMany(what, policy string, d limit.Decision) *app.TooManyAttemptsError {
+	return &app.TooManyAttemptsError{What: what, RetryAfter: d.RetryAfter,
+		Policy: policy, Limit: d.Limit, Window: d.Window, ResetAfter: d.ResetAfter}
 }
 
 // ipKey is the per-IP limiter's key for a client address: an IPv4 address

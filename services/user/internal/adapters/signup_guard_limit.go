@@ -36,7 +36,7 @@ func (g *SignupGuard) Admit(ctx context.Context, ip string) error {
 		return fmt.Errorf("sign-up guard: %w", err)
 	}
 	if !d.Allowed {
-		return &app.TooManyAttemptsError{What: "sign-ups", RetryAfter: d.RetryAfter}
+		return tooMany("sign-ups", SignupIPPolicy, d)
 	}
 	return nil
 }

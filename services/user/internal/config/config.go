@@ -41,6 +41,8 @@ type Config struct {
 	LoginAccountAttempts int           `env:"LOGIN_ACCOUNT_ATTEMPTS" envDefault:"5" desc:"login attempts per account allowed in a burst"`
 	LoginIPAttempts      int           `env:"LOGIN_IP_ATTEMPTS" envDefault:"20" desc:"login attempts per client IP (an IPv6 client counts by its /64) allowed in a burst"`
 	LoginWindow          time.Duration `env:"LOGIN_WINDOW" envDefault:"5m" desc:"time for a throttled account or IP to regain its full quota"`
+	SignupIPAttempts     int           `env:"SIGNUP_IP_ATTEMPTS" envDefault:"20" desc:"sign-ups per client IP (counted as log ins are, by IP or IPv6 /64) allowed in a burst; apart from the log ins' quota"`
+	SignupWindow         time.Duration `env:"SIGNUP_WINDOW" envDefault:"5m" desc:"time for an IP that used its sign-up quota to regain all of it"`
 	Replicas             int           `env:"REPLICAS" envDefault:"1" desc:"replicas sharing the Redis limits (sizes the local fallback when Redis is down)"`
 	TrustedProxies       []string      `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/32,::1/128" envSeparator:"," desc:"CIDRs whose X-Forwarded-For is believed for the client IP (the gateway); empty trusts none"`
 
@@ -55,6 +57,7 @@ func (c *Config) Validate() error {
 	positive := map[string]time.Duration{
 		"SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "READ_TIMEOUT": c.ReadTimeout, "ACCESS_TOKEN_TTL": c.AccessTokenTTL,
 		"REFRESH_TOKEN_TTL": c.RefreshTokenTTL, "PROFILE_CACHE_TTL": c.ProfileCacheTTL, "LOGIN_WINDOW": c.LoginWindow,
+		"SIGNUP_WINDOW": c.SignupWindow,
 	}
 	for name, d := range positive {
 		if d <= 0 {
@@ -72,6 +75,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LoginIPAttempts < 1 {
 		errs = append(errs, config.Invalid("LOGIN_IP_ATTEMPTS", "must be at least 1"))
+	}
+	if c.SignupIPAttempts < 1 {
+		errs = append(errs, config.Invalid("SIGNUP_IP_ATTEMPTS", "must be at least 1"))
 	}
 	if c.Argon2MemoryKiB < 8*1024 || c.Argon2MemoryKiB > adapters.MaxArgon2MemoryKiB {
 		errs = append(errs, config.Invalid("ARGON2_MEMORY_KIB", fmt.Sprintf("must be between 8192 and %d", adapters.MaxArgon2MemoryKiB)))

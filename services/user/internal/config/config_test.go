@@ -2,8 +2,10 @@ package config_test
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/services/user/internal/config"
@@ -18,6 +20,37 @@ func TestDefaultsAndRequired(t *testing.T) {
 	}
 	if c.Addr != ":8081" || c.AccessTokenTTL.Minutes() != 15 || c.LoginAccountAttempts != 5 || !c.Keys.DevKeys {
 		t.Fatalf("defaults: %+v", c)
+	}
+}
+
+// Sign-ups per IP have variables of their own: an office whose sign-ups used
+// up a quota shared with its log ins could not log in, and a load run that
+// lifts one does not lift the other. Each table row is what the variables
+// give.
+func TestSignupLimitVariables(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		env      map[string]string
+		attempts int
+		window   time.Duration
+		loginIP  int
+	}{
+		{"defaults", nil, 20, 5 * time.Minute, 20},
+		{"set", map[string]string{"SIGNUP_IP_ATTEMPTS": "3", "SIGNUP_WINDOW": "1h"}, 3, time.Hour, 20},
+		{"login's lifted alone", map[string]string{"LOGIN_IP_ATTEMPTS": "1000000"}, 20, 5 * time.Minute, 1000000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"DATABASE_URL": "sqlite://:memory:", "AUTH_DEV_KEYS": "true"}
+			maps.Copy(env, tc.env)
+			var c config.Config
+			if err := pkgconfig.LoadFrom(&c, env); err != nil {
+				t.Fatal(err)
+			}
+			if c.SignupIPAttempts != tc.attempts || c.SignupWindow != tc.window || c.LoginIPAttempts != tc.loginIP {
+				t.Errorf("SIGNUP_IP_ATTEMPTS %d, SIGNUP_WINDOW %s, LOGIN_IP_ATTEMPTS %d; want %d, %s, %d",
+					c.SignupIPAttempts, c.SignupWindow, c.LoginIPAttempts, tc.attempts, tc.window, tc.loginIP)
+			}
+		})
 	}
 }
 
@@ -50,6 +83,7 @@ func TestUnusableValuesNamed(t *testing.T) {
 	err := pkgconfig.LoadFrom(&c, map[string]string{
 		"DATABASE_URL": "  ", "AUTH_DEV_KEYS": "true", "ARGON2_MEMORY_KIB": "2097152", "ARGON2_TIME": "17",
 		"ARGON2_CONCURRENCY": "0", "REPLICAS": "-1", "LOGIN_WINDOW": "-5m",
+		"SIGNUP_IP_ATTEMPTS": "0", "SIGNUP_WINDOW": "0s",
 	})
 	var ce *pkgconfig.Error
 	if !errors.As(err, &ce) {
@@ -66,6 +100,8 @@ func TestUnusableValuesNamed(t *testing.T) {
 		"ARGON2_CONCURRENCY": "must be at least 1",
 		"REPLICAS":           "must be at least 1",
 		"LOGIN_WINDOW":       "must be positive",
+		"SIGNUP_IP_ATTEMPTS": "must be at least 1",
+		"SIGNUP_WINDOW":      "must be positive",
 	}
 	for name, problem := range want {
 		if got[name] != problem {

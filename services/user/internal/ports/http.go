@@ -215,8 +215,19 @@ func (h HTTP) fail(c *gin.Context, err error) {
 	case errors.Is(err, app.ErrBadCredentials):
 		problem.Abort(c, http.StatusUnauthorized, "email or password is wrong")
 	case errors.As(err, &tooMany):
-		secs := int(math.Ceil(tooMany.RetryAfter.Seconds()))
-		c.Header("Retry-After", strconv.Itoa(max(1, secs)))
+		c.Header("Retry-After", strconv.Itoa(max(1, seconds(tooMany.RetryAfter))))
+		if p := tooMany.Policy; p != "" {
+			// The IETF draft's structured-field form, as pkg/limit.Middleware
+			// writes it for the gateway's limits, so a client reads one way
+			// which quota it hit and when it is full again.
+			q := strconv.Quote(p)
+			policy := q + ";q=" + strconv.Itoa(tooMany.Limit)
+			if tooMany.Window > 0 {
+				policy += ";w=" + strconv.Itoa(seconds(tooMany.Window))
+			}
+			c.Header("RateLimit-Policy", policy)
+			c.Header("RateLimit", q+";r=0;t="+strconv.Itoa(seconds(tooMany.ResetAfter)))
+		}
 		problem.Abort(c, http.StatusTooManyRequests, "too many "+tooMany.What+"; try again later")
 	case errors.Is(err, session.ErrInvalid):
 		problem.Abort(c, http.StatusUnauthorized, "the refresh token is invalid, expired or revoked")
@@ -231,3 +242,7 @@ func (h HTTP) fail(c *gin.Context, err error) {
 		problem.Abort(c, http.StatusInternalServerError, "internal error")
 	}
 }
+
+// seconds rounds up, as pkg/limit does: a client told to come back too early
+// only earns another 429.
+func seconds(d time.Duration) int { return int(math.Ceil(d.Seconds())) }

@@ -42,7 +42,7 @@ var invisible = map[string]string{
 // the character, an account that looks like someone else's. An address with
 // visible non-ASCII letters still registers.
 func TestSignupRefusesInvisibleCharactersInEmail(t *testing.T) {
-	h := newHarness(t, map[string]string{"LOGIN_IP_ATTEMPTS": "1000"}) // the sign-up quota too
+	h := newHarness(t, map[string]string{"SIGNUP_IP_ATTEMPTS": "1000"})
 	for name, ch := range invisible {
 		local := strings.TrimSuffix(uniqEmail(), "@example.com")
 		emails := []string{local[:3] + ch + local[3:] + "@example.com", local + "@exa" + ch + "mple.com"}

@@ -143,13 +143,14 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	perIP, perAccount := window, window
 	perIP.Count, perAccount.Count = cfg.LoginIPAttempts, cfg.LoginAccountAttempts
 	guard := adapters.NewLoginGuard(
-		limit.NewRedis(s.Redis, perIP, cfg.Replicas, limit.Name("login-ip"), limit.Logger(o.Logger)),
-		limit.NewRedis(s.Redis, perAccount, cfg.Replicas, limit.Name("login-account"), limit.Logger(o.Logger)),
+		limit.NewRedis(s.Redis, perIP, cfg.Replicas, limit.Name(adapters.LoginIPPolicy), limit.Logger(o.Logger)),
+		limit.NewRedis(s.Redis, perAccount, cfg.Replicas, limit.Name(adapters.LoginAccountPolicy), limit.Logger(o.Logger)),
 	)
-	// Sign-ups per IP take the login's per-IP quota, in a bucket of their
-	// own: a load run that lifts LOGIN_IP_ATTEMPTS for its setup's log ins
-	// needs the same for its sign-ups.
-	signups := adapters.NewSignupGuard(limit.NewRedis(s.Redis, perIP, cfg.Replicas, limit.Name("signup-ip"), limit.Logger(o.Logger)))
+	// Sign-ups per IP have a quota and variables of their own: a burst of
+	// sign-ups from one office must not lock its log ins, and the two abuse
+	// shapes (guessing passwords, making accounts) want different rates.
+	signupIP := limit.Rate{Count: cfg.SignupIPAttempts, Period: cfg.SignupWindow}
+	signups := adapters.NewSignupGuard(limit.NewRedis(s.Redis, signupIP, cfg.Replicas, limit.Name(adapters.SignupIPPolicy), limit.Logger(o.Logger)))
 	s.sessions = adapters.NewSessionGorm(s.DB)
 	s.App = app.New(app.Deps{
 		Users:      adapters.NewUserGorm(s.DB).NotifyOnEvents(s.Relay.Nudge),

@@ -445,6 +445,7 @@ func TestSixthRapidFailedLoginIs429(t *testing.T) {
 	if ra := r.Header.Get("Retry-After"); ra == "" || ra == "0" {
 		t.Fatalf("Retry-After = %q", ra)
 	}
+	checkRateLimitHeaders(t, r, `"login-account";q=5;w=300`, `"login-account";r=0;t=`)
 	isProblem(t, h.login(email, password), 429, "")
 
 	// Unknown accounts count too (no enumeration by throttling behaviour).
@@ -468,12 +469,12 @@ func TestPerIPLimit(t *testing.T) {
 // Sign-ups are bounded per client IP: each costs an argon2id hash and an
 // account, and nothing but the gateway's general per-IP rate (100/s) bounded
 // them, so one client could fill the table and keep the hashing slots that
-// logins wait for busy. Past LOGIN_IP_ATTEMPTS (in a bucket apart from the
-// log ins') the answer is 429 with Retry-After and nothing is stored; a
-// request refused by validation costs nothing and is not counted, and another
+// logins wait for busy. Past SIGNUP_IP_ATTEMPTS the answer is 429 with
+// Retry-After and the RateLimit headers, and nothing is stored; a request
+// refused by validation costs nothing and is not counted, and another
 // address is not affected.
 func TestSignupsPerIPAreLimited(t *testing.T) {
-	h := newHarness(t, map[string]string{"LOGIN_IP_ATTEMPTS": "3"})
+	h := newHarness(t, map[string]string{"SIGNUP_IP_ATTEMPTS": "3"})
 	isProblem(t, h.do("POST", "/api/v1/users", `{"email":"not-an-email","password":"correct horse battery","name":"A"}`), 422, "email")
 	for range 3 {
 		h.register(uniqEmail())
@@ -484,6 +485,7 @@ func TestSignupsPerIPAreLimited(t *testing.T) {
 	if ra := r.Header.Get("Retry-After"); ra == "" || ra == "0" {
 		t.Fatalf("Retry-After = %q", ra)
 	}
+	checkRateLimitHeaders(t, r, `"signup-ip";q=3;w=300`, `"signup-ip";r=0;t=`)
 	checkDocumented(t, "POST /api/v1/users", "past the IP's quota", documentedAnswers(t)["POST /api/v1/users"], r)
 	var n int64
 	if err := h.svc.DB.Table("users").Where("email = ?", email).Count(&n).Error; err != nil || n != 0 {
@@ -491,6 +493,52 @@ func TestSignupsPerIPAreLimited(t *testing.T) {
 	}
 	h.ip = randomIP()
 	h.register(email)
+}
+
+// checkRateLimitHeaders fails unless r carries RateLimit-Policy policy and a
+// RateLimit starting with limit (pkg/limit's middleware's form), as a 429 of
+// the gateway's own limits does.
+func checkRateLimitHeaders(t *testing.T, r response, policy, limit string) {
+	t.Helper()
+	if got := r.Header.Get("RateLimit-Policy"); got != policy {
+		t.Errorf("RateLimit-Policy = %q, want %q", got, policy)
+	}
+	if got := r.Header.Get("RateLimit"); !strings.HasPrefix(got, limit) || got == limit {
+		t.Errorf("RateLimit = %q, want %q and the seconds to a full quota", got, limit)
+	}
+}
+
+// Sign-ups and log ins from one IP have quotas of their own, set by
+// variables of their own: an office whose burst of sign-ups used its quota
+// can still log in, and a guesser who used the login quota cannot thereby
+// keep that address from signing up (nor sign up any more than before).
+func TestSignupAndLoginQuotasAreApart(t *testing.T) {
+	t.Run("sign-ups used up", func(t *testing.T) {
+		h := newHarness(t, map[string]string{"SIGNUP_IP_ATTEMPTS": "2", "LOGIN_IP_ATTEMPTS": "3"})
+		first := uniqEmail()
+		h.register(first)
+		h.register(uniqEmail())
+		isProblem(t, h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"A"}`, uniqEmail(), password)), 429, "")
+		for range 3 {
+			if r := h.login(first, password); r.Code != http.StatusCreated {
+				t.Fatalf("log in after the sign-ups' quota was used: %d %s", r.Code, r.Body)
+			}
+		}
+		r := h.login(first, password)
+		isProblem(t, r, 429, "")
+		checkRateLimitHeaders(t, r, `"login-ip";q=3;w=300`, `"login-ip";r=0;t=`)
+	})
+	t.Run("log ins used up", func(t *testing.T) {
+		h := newHarness(t, map[string]string{"SIGNUP_IP_ATTEMPTS": "3", "LOGIN_IP_ATTEMPTS": "2"})
+		for range 2 {
+			isProblem(t, h.login(uniqEmail(), password), 401, "")
+		}
+		isProblem(t, h.login(uniqEmail(), password), 429, "")
+		for range 3 {
+			h.register(uniqEmail())
+		}
+		isProblem(t, h.do("POST", "/api/v1/users", fmt.Sprintf(`{"email":%q,"password":%q,"name":"A"}`, uniqEmail(), password)), 429, "")
+	})
 }
 
 func TestRefreshRotationAndReuse(t *testing.T) {
