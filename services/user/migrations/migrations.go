@@ -2,7 +2,7 @@
 // with pkg/migrate on PostgreSQL and SQLite alike: SQL files (where the
 // dialects disagree, on timestamp types, a version has a .postgres.sql and a
 // .sqlite.sql twin) and Go steps for what SQL cannot express, numbered
-// alike (0003_email_nfkc_rewrite.go is version 3).
+// alike (0003_email_nfkc_rewrite.go is version 3, 0006_email_visible_fill.go version 6).
 package migrations
 
 import (
@@ -26,5 +26,6 @@ func Set(log *slog.Logger) fs.FS {
 	}
 	return migrate.WithGo(FS,
 		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
+		migrate.GoStep{Version: 6, Name: "email_visible_fill", Up: emailVisibleFill(log)},
 	)
 }

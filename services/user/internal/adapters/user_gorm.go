@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"gorm.io/gorm"
@@ -24,8 +25,11 @@ const Source = "/shanhai/user"
 const UsersTopic = "shanhai.users"
 
 type userRow struct {
-	ID           string `gorm:"primaryKey"`
-	Email        string
+	ID    string `gorm:"primaryKey"`
+	Email string
+	// EmailVisible is user.VisibleEmail(Email) where that differs from
+	// Email, else NULL (migration 0005 says why it is sparse).
+	EmailVisible *string
 	Name         string
 	PasswordHash string
 	CreatedAt    time.Time
@@ -35,8 +39,16 @@ type userRow struct {
 func (userRow) TableName() string { return "users" }
 
 func toUserRow(u user.User) userRow {
-	return userRow{ID: u.ID, Email: u.Email, Name: u.Name, PasswordHash: u.PasswordHash,
+	return userRow{ID: u.ID, Email: u.Email, EmailVisible: visibleEmail(u.Email), Name: u.Name, PasswordHash: u.PasswordHash,
 		CreatedAt: u.CreatedAt.UTC(), UpdatedAt: u.UpdatedAt.UTC()}
+}
+
+// visibleEmail is the email_visible column of an account stored under email.
+func visibleEmail(email string) *string {
+	if v := user.VisibleEmail(email); v != email {
+		return &v
+	}
+	return nil
 }
 
 func (r userRow) user() user.User {
@@ -102,6 +114,33 @@ func (r *UserGorm) ByEmail(ctx context.Context, email string) (user.User, error)
 	return r.take(ctx, "email = ?", email)
 }
 
+// EmailTaken looks email up in both columns: two index lookups (the unique
+// index on email, the partial one on email_visible), whatever the number of
+// accounts.
+func (r *UserGorm) EmailTaken(ctx context.Context, email string) (bool, error) {
+	var ids []string
+	err := r.db.WithContext(ctx).Model(&userRow{}).Where("email = ? OR email_visible = ?", email, email).
+		Limit(1).Pluck("id", &ids).Error
+	if err != nil {
+		return false, fmt.Errorf("look up email: %w", err)
+	}
+	return len(ids) > 0, nil
+}
+
+// InvisibleEmails returns the ids, in order, of the accounts whose
+// email_visible is set (their address holds a character sign-up refuses).
+// They are sorted here, not by the query: ORDER BY id had SQLite walk the
+// primary key through every account instead of the partial index.
+func (r *UserGorm) InvisibleEmails(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := r.db.WithContext(ctx).Model(&userRow{}).Where("email_visible IS NOT NULL").Pluck("id", &ids).Error
+	if err != nil {
+		return nil, fmt.Errorf("list accounts with invisible characters in their email: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
 func (r *UserGorm) take(ctx context.Context, where string, arg string) (user.User, error) {
 	var row userRow
 	err := r.db.WithContext(ctx).Where(where, arg).Take(&row).Error
@@ -146,7 +185,7 @@ func (r *UserGorm) Update(ctx context.Context, id string, fn func(*user.User) er
 		next := toUserRow(u)
 		// The id and the password hash are not fn's to change here.
 		err = tx.Model(&userRow{}).Where("id = ?", id).Updates(map[string]any{
-			"email": next.Email, "name": next.Name, "updated_at": next.UpdatedAt,
+			"email": next.Email, "email_visible": next.EmailVisible, "name": next.Name, "updated_at": next.UpdatedAt,
 		}).Error
 		if errors.Is(err, gorm.ErrDuplicatedKey) {
 			return user.ErrEmailTaken

@@ -188,3 +188,69 @@ func TestUserGormSetPasswordHash(t *testing.T) {
 		}
 	})
 }
+
+// EmailTaken finds an address stored as it is and one stored with an
+// invisible character that reads as it (an older release's), which ByEmail,
+// a login's look-up, does not; InvisibleEmails lists the latter. Both use
+// an index: the partial one on email_visible, not a scan of users.
+func TestUserGormEmailTakenSeesLookAlikes(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		repo := adapters.NewUserGorm(db)
+		ctx := t.Context()
+		for _, u := range []user.User{newUser("u1", "alice@example.com"), newUser("u2", "b\u200bob@example.com"),
+			newUser("u3", "\u2060carol@example.com")} {
+			if err := repo.Add(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for email, want := range map[string]bool{"alice@example.com": true, "bob@example.com": true,
+			"carol@example.com": true, "dave@example.com": false, "b\u200bob@example.com": true} {
+			if taken, err := repo.EmailTaken(ctx, email); err != nil || taken != want {
+				t.Errorf("EmailTaken(%+q) = %v, %v; want %v", email, taken, err, want)
+			}
+		}
+		if _, err := repo.ByEmail(ctx, "bob@example.com"); !errors.Is(err, user.ErrNotFound) {
+			t.Errorf("ByEmail of the look-alike: %v, want ErrNotFound (a login is not for the other account)", err)
+		}
+		if ids, err := repo.InvisibleEmails(ctx); err != nil || strings.Join(ids, ",") != "u2,u3" {
+			t.Errorf("InvisibleEmails = %v, %v; want [u2 u3]", ids, err)
+		}
+		for _, q := range []string{"SELECT id FROM users WHERE email = 'x' OR email_visible = 'x' LIMIT 1",
+			"SELECT id FROM users WHERE email_visible IS NOT NULL"} {
+			if plan := explain(t, db, q); !strings.Contains(plan, "users_email_visible") {
+				t.Errorf("%s does not use the partial index users_email_visible:\n%s", q, plan)
+			}
+		}
+	})
+}
+
+// explain is the query plan of query, one line per step.
+func explain(t *testing.T, db *gorm.DB, query string) string {
+	t.Helper()
+	var lines []string
+	switch db.Dialector.Name() {
+	case "postgres":
+		// So few rows that a scan would win; the plan wanted is the one a
+		// large table gets.
+		if err := db.Transaction(func(tx *gorm.DB) error {
+			if err := tx.Exec("SET LOCAL enable_seqscan = off").Error; err != nil {
+				return err
+			}
+			return tx.Raw("EXPLAIN " + query).Scan(&lines).Error
+		}); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		var rows []struct {
+			ID, Parent, Notused int
+			Detail              string
+		}
+		if err := db.Raw("EXPLAIN QUERY PLAN " + query).Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			lines = append(lines, r.Detail)
+		}
+	}
+	return strings.Join(lines, "\n")
+}

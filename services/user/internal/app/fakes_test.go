@@ -53,6 +53,17 @@ func (m *memUsers) ByEmail(_ context.Context, email string) (user.User, error) {
 	return user.User{}, user.ErrNotFound
 }
 
+func (m *memUsers) EmailTaken(_ context.Context, email string) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, u := range m.byID {
+		if u.Email == email || user.VisibleEmail(u.Email) == email {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (m *memUsers) Update(_ context.Context, id string, fn func(*user.User) error) (user.User, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -138,6 +138,9 @@ func (s stores) ByID(ctx context.Context, _ string) (user.User, error) {
 func (s stores) ByEmail(ctx context.Context, _ string) (user.User, error) {
 	return user.User{}, s.fail(ctx, "user by email")
 }
+func (s stores) EmailTaken(ctx context.Context, _ string) (bool, error) {
+	return false, s.fail(ctx, "look up email")
+}
 func (s stores) Update(ctx context.Context, _ string, _ func(*user.User) error) (user.User, error) {
 	return user.User{}, s.fail(ctx, "update user")
 }

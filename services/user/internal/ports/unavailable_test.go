@@ -58,6 +58,9 @@ func (d downUsers) ByID(context.Context, string) (user.User, error) {
 func (d downUsers) ByEmail(context.Context, string) (user.User, error) {
 	return user.User{}, fmt.Errorf("user by email: %w", d.err)
 }
+func (d downUsers) EmailTaken(context.Context, string) (bool, error) {
+	return false, fmt.Errorf("look up email: %w", d.err)
+}
 func (d downUsers) Update(context.Context, string, func(*user.User) error) (user.User, error) {
 	return user.User{}, fmt.Errorf("update user: %w", d.err)
 }

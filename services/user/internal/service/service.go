@@ -9,11 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
@@ -55,6 +58,10 @@ type Service struct {
 	Relay    *outbox.Relay
 	sessions *adapters.SessionGorm
 	registry discovery.Registry
+	users    *adapters.UserGorm
+	// invisible is how many accounts have an invisible character in their
+	// email, as last counted (reportInvisibleEmails), for the gauge.
+	invisible atomic.Int64
 
 	stopWorkers func()
 	cleanup     server.Cleanup
@@ -152,8 +159,15 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	signupIP := limit.Rate{Count: cfg.SignupIPAttempts, Period: cfg.SignupWindow}
 	signups := adapters.NewSignupGuard(limit.NewRedis(s.Redis, signupIP, cfg.Replicas, limit.Name(adapters.SignupIPPolicy), limit.Logger(o.Logger)))
 	s.sessions = adapters.NewSessionGorm(s.DB)
+	s.users = adapters.NewUserGorm(s.DB).NotifyOnEvents(s.Relay.Nudge)
+	if err = s.meterInvisibleEmails(); err != nil {
+		return nil, err
+	}
+	if err = s.reportInvisibleEmails(ctx, true); err != nil {
+		return nil, err
+	}
 	s.App = app.New(app.Deps{
-		Users:      adapters.NewUserGorm(s.DB).NotifyOnEvents(s.Relay.Nudge),
+		Users:      s.users,
 		Profiles:   adapters.NewProfileRedis(s.Redis, cfg.ProfileCacheTTL),
 		Sessions:   s.sessions,
 		Hasher:     adapters.NewArgon2(adapters.Argon2Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: 1, SaltLen: 16, KeyLen: 32}, cfg.Argon2Concurrency),
@@ -251,6 +265,56 @@ func (s *Service) housekeeping(ctx context.Context) {
 	if n > 0 {
 		s.log.InfoContext(ctx, "deleted expired refresh tokens", "count", n)
 	}
+	// Recounted so that the gauge drops once an operator has settled them.
+	if err := s.reportInvisibleEmails(ctx, false); err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "housekeeping", "err", err)
+	}
+}
+
+// invisibleIDsLogged bounds the ids the start's warning lists: the count is
+// whole, and the query in reportInvisibleEmails gives the rest.
+const invisibleIDsLogged = 100
+
+// reportInvisibleEmails counts the accounts an older release stored with an
+// invisible character in their email (migration 0005's email_visible) for
+// the gauge, and at start (logAtStart) logs one WARN with their number and
+// ids, never the addresses. They are not rewritten: their owners log in
+// under them, and which of two look-alike accounts is whose, or whether an
+// address is to be changed at all, is an operator's decision. Sign-up keeps
+// the address without the character from registering beside one (EmailTaken).
+func (s *Service) reportInvisibleEmails(ctx context.Context, logAtStart bool) error {
+	ids, err := s.users.InvisibleEmails(ctx)
+	if err != nil {
+		return err
+	}
+	s.invisible.Store(int64(len(ids)))
+	if logAtStart && len(ids) > 0 {
+		s.log.WarnContext(ctx, "accounts with an invisible character in their email: sign-up refuses the address without it; an operator decides what becomes of them",
+			"count", len(ids), "user_ids", ids[:min(len(ids), invisibleIDsLogged)],
+			"query", "SELECT id, email, email_visible FROM users WHERE email_visible IS NOT NULL")
+	}
+	return nil
+}
+
+// meterInvisibleEmails exposes the last count of reportInvisibleEmails as
+// the gauge shanhai.user.accounts.invisible_email, until the service stops.
+func (s *Service) meterInvisibleEmails() error {
+	m := otel.Meter("shanhai/user")
+	g, err := m.Int64ObservableGauge("shanhai.user.accounts.invisible_email",
+		metric.WithDescription("Accounts an older release stored with an invisible character in their email, as last counted (at start, then hourly)"),
+		metric.WithUnit("{account}"))
+	if err != nil {
+		return fmt.Errorf("gauge of invisible emails: %w", err)
+	}
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(g, s.invisible.Load())
+		return nil
+	}, g)
+	if err != nil {
+		return fmt.Errorf("gauge of invisible emails: %w", err)
+	}
+	s.cleanup.Add(reg.Unregister)
+	return nil
 }
 
 // deleteExpired is one housekeeping round: batches until one is not full.

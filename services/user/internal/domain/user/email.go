@@ -57,11 +57,33 @@ func NormalizeEmail(email string) (string, *FieldError) {
 // address keeps it, and logs in under it: NormalizeEmail, which a login and
 // the email migrations use, accepts it still.
 func CheckNewEmail(email string) *FieldError {
-	for _, r := range email {
-		if !unicode.IsGraphic(r) || unicode.IsSpace(r) ||
-			unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector) {
-			return &FieldError{Field: "email", Detail: "must not contain invisible or control characters"}
-		}
+	if strings.ContainsFunc(email, invisible) {
+		return &FieldError{Field: "email", Detail: "must not contain invisible or control characters"}
 	}
 	return nil
+}
+
+// invisible reports whether r is a character CheckNewEmail refuses.
+func invisible(r rune) bool {
+	return !unicode.IsGraphic(r) || unicode.IsSpace(r) ||
+		unicode.In(r, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
+}
+
+// VisibleEmail is what email, in the form NormalizeEmail returns, reads as
+// where it is displayed: without the characters CheckNewEmail refuses, and
+// normalised again as NormalizeEmail does (a character between a letter and
+// its combining accent kept NFKC from composing them). An account stored
+// under an address whose visible form is another's shadows it: the two look
+// alike. An address CheckNewEmail accepts is its own visible form.
+func VisibleEmail(email string) string {
+	if !strings.ContainsFunc(email, invisible) {
+		return email
+	}
+	v := strings.Map(func(r rune) rune {
+		if invisible(r) {
+			return -1
+		}
+		return r
+	}, email)
+	return norm.NFKC.String(strings.ToLower(norm.NFKC.String(v)))
 }

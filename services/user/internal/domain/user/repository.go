@@ -11,6 +11,11 @@ type Repository interface {
 	// ByID and ByEmail return ErrNotFound when there is no such account.
 	ByID(ctx context.Context, id string) (User, error)
 	ByEmail(ctx context.Context, email string) (User, error)
+	// EmailTaken reports whether an account is stored under email (in a
+	// form CheckNewEmail accepts) or under an address that reads as email
+	// (VisibleEmail): one an older release stored with an invisible
+	// character in it, which a new account beside it would look like.
+	EmailTaken(ctx context.Context, email string) (bool, error)
 	// Update loads the account, applies fn and stores the result in one
 	// transaction.
 	Update(ctx context.Context, id string, fn func(*User) error) (User, error)

@@ -101,3 +101,33 @@ func TestCheckNewEmail(t *testing.T) {
 		}
 	}
 }
+
+// VisibleEmail is what an address stored by an older release reads as: the
+// characters CheckNewEmail refuses removed, then normalised as
+// NormalizeEmail does, so that a character hidden between a letter and its
+// accent still gives the address a sign-up would store. Every address
+// CheckNewEmail accepts is its own visible form.
+func TestVisibleEmail(t *testing.T) {
+	for in, want := range map[string]string{
+		"ali\u200bce@example.com":             "alice@example.com",
+		"\u2060alice@exa\u00admple.com\ufeff": "alice@example.com",
+		"ali\u202ece@example.com":             "alice@example.com",
+		"a\u2028li\u0085ce@example.com":       "alice@example.com",
+		"ali\ue000ce@example.com":             "alice@example.com",
+		"ali\U000e0061ce@example.com":         "alice@example.com",
+		"e\u200b\u0301@example.com":           "\u00e9@example.com", // the accent meets its letter
+		"\u3164\ufe0fbob@example.com":         "bob@example.com",
+	} {
+		if got := VisibleEmail(in); got != want {
+			t.Errorf("VisibleEmail(%+q) = %+q, want %+q", in, got, want)
+		}
+		if CheckNewEmail(VisibleEmail(in)) != nil {
+			t.Errorf("CheckNewEmail refuses VisibleEmail(%+q)", in)
+		}
+	}
+	for _, in := range []string{"alice@example.com", "\u00e9lise@example.com", "\u674e@\u4f8b\u5b50.\u4e2d\u56fd", "a.b+tag@sub.example.org"} {
+		if got := VisibleEmail(in); got != in {
+			t.Errorf("VisibleEmail(%+q) = %+q, want it unchanged", in, got)
+		}
+	}
+}
