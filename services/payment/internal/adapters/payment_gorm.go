@@ -357,6 +357,25 @@ func (r *PaymentGorm) Unsettled(ctx context.Context, limit int) ([]*payment.Paym
 	return out, nil
 }
 
+// deleteSettledSQL deletes a batch of the dead letters
+// payment.Repository.DeleteSettledDeadLetters describes. The batch is
+// chosen in a subquery because neither dialect takes DELETE ... LIMIT
+// (PostgreSQL has none, SQLite only when built with it); a bounded batch
+// keeps each statement's locks and WAL short beside the charges.
+const deleteSettledSQL = `DELETE FROM dead_letters WHERE id IN (
+  SELECT d.id FROM dead_letters d JOIN payments p ON p.order_id = d.order_id
+  WHERE d.order_id <> '' AND d.created_at < @before AND p.status IN (@failed, @refunded, @cancelled)
+  LIMIT @limit)`
+
+func (r *PaymentGorm) DeleteSettledDeadLetters(ctx context.Context, before time.Time, limit int) (int, error) {
+	res := r.db.WithContext(ctx).Exec(deleteSettledSQL, map[string]any{"before": before.UTC(), "failed": string(payment.Failed),
+		"refunded": string(payment.Refunded), "cancelled": string(payment.Cancelled), "limit": limit})
+	if res.Error != nil {
+		return 0, fmt.Errorf("delete settled dead letters: %w", res.Error)
+	}
+	return int(res.RowsAffected), nil
+}
+
 func (r *PaymentGorm) ByOrder(ctx context.Context, orderID string) (*payment.Payment, error) {
 	var row paymentRow
 	err := r.db.WithContext(ctx).Where("order_id = ?", orderID).Take(&row).Error

@@ -45,6 +45,22 @@ func (m *memoryPayments) SaveRefund(_ context.Context, p *payment.Payment) (bool
 	return ok, nil
 }
 
+func (m *memoryPayments) DeleteSettledDeadLetters(_ context.Context, before time.Time, limit int) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	kept, n := m.dead[:0], 0
+	for _, d := range m.dead {
+		s, ok := m.byOrder[d.OrderID]
+		if n < limit && d.OrderID != "" && ok && s.Status != payment.Pending && s.Status != payment.Succeeded && d.CreatedAt.Before(before) {
+			n++
+			continue
+		}
+		kept = append(kept, d)
+	}
+	m.dead = kept
+	return n, nil
+}
+
 func (m *memoryPayments) SaveRefundDeclined(_ context.Context, p *payment.Payment) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
@@ -123,4 +124,28 @@ func (h SettleHandler) refundDeclined(ctx context.Context, p *payment.Payment, r
 		return nil, err
 	}
 	return &DeclinedRefund{PaymentID: p.ID(), OrderID: p.OrderID(), Err: refusal}, nil
+}
+
+// PurgeBatch is how many dead letters one statement of PurgeDeadLetters
+// deletes at most.
+const PurgeBatch = 500
+
+// PurgeDeadLetters deletes the settled dead letters older than retention
+// (payment.Repository.DeleteSettledDeadLetters), a batch at a time until a
+// batch comes back short, and reports how many it deleted. Without it every
+// settle round read every dead letter that ever named an order. The ones
+// that still mark something to settle are kept whatever their age.
+func (h SettleHandler) PurgeDeadLetters(ctx context.Context, retention time.Duration) (int, error) {
+	before := h.d.Now().Add(-retention)
+	total := 0
+	for {
+		n, err := h.d.Payments.DeleteSettledDeadLetters(ctx, before, PurgeBatch)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("purge dead letters: %w", err)
+		}
+		if n < PurgeBatch {
+			return total, nil
+		}
+	}
 }

@@ -52,6 +52,9 @@ type Config struct {
 	// (or its key unvoided) until a round: a minute keeps that short, and a round with nothing to do is one
 	// indexed query.
 	SettleInterval time.Duration `env:"SETTLE_INTERVAL" envDefault:"1m" desc:"how often the settle round voids or refunds cancelled orders whose dead-lettered message left them charged"`
+	// A dead letter is the operator's record of a message given up on, so it outlives its settlement by weeks;
+	// but each settle round reads every one that names an order, so the settled ones cannot stay for ever.
+	DeadLetterRetention time.Duration `env:"DEAD_LETTER_RETENTION" envDefault:"720h" desc:"age after which the settle round deletes a dead letter whose order's payment is final (failed, refunded or cancelled); others are kept"`
 
 	// The defaults stand for a card processor's sandbox on the local network of a demo (median 5 ms, p99 25 ms).
 	// They used to be 20/120 ms, an internet round trip: the saga's p99 then measured the simulation's own tail
@@ -140,6 +143,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SettleInterval <= 0 {
 		errs = append(errs, config.Invalid("SETTLE_INTERVAL", "must be positive"))
+	}
+	if c.DeadLetterRetention <= 0 {
+		errs = append(errs, config.Invalid("DEAD_LETTER_RETENTION", "must be positive"))
 	}
 	if c.ProviderLatencyMedian < 0 || c.ProviderLatencyP99 < c.ProviderLatencyMedian {
 		errs = append(errs, config.Invalid("PROVIDER_LATENCY_P99", "must be at least PROVIDER_LATENCY_MEDIAN, both non-negative"))

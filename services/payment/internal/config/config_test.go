@@ -29,12 +29,13 @@ func TestBadProviderSettingsAreNamed(t *testing.T) {
 	t.Setenv("DATABASE_MAX_CONNS", "-1")
 	t.Setenv("READ_TIMEOUT", "0s")
 	t.Setenv("SETTLE_INTERVAL", "0s")
+	t.Setenv("DEAD_LETTER_RETENTION", "-1h")
 	var c paymentconfig.Config
 	err := config.Load(&c)
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, v := range []string{"PROVIDER_FAILURE_RATE", "PROVIDER_LATENCY_P99", "CONSUMER_MAX_DELIVER", "DATABASE_MAX_CONNS", "READ_TIMEOUT", "SETTLE_INTERVAL"} {
+	for _, v := range []string{"PROVIDER_FAILURE_RATE", "PROVIDER_LATENCY_P99", "CONSUMER_MAX_DELIVER", "DATABASE_MAX_CONNS", "READ_TIMEOUT", "SETTLE_INTERVAL", "DEAD_LETTER_RETENTION"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s: %v", v, err)
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -142,6 +143,10 @@ func (f failingPayments) ByOrder(ctx context.Context, _ string) (*payment.Paymen
 		return nil, err
 	}
 	return nil, payment.ErrNotFound
+}
+
+func (f failingPayments) DeleteSettledDeadLetters(ctx context.Context, _ time.Time, _ int) (int, error) {
+	return 0, f.fail(ctx)
 }
 
 func (f failingPayments) SaveRefundDeclined(ctx context.Context, _ *payment.Payment) (bool, error) {

@@ -287,6 +287,21 @@ func (s *Service) settle(ctx context.Context) {
 		// A provider still faulting: the next round tries again.
 		s.log.WarnContext(ctx, "settle round", "err", err)
 	}
+	// After the settling, so that what this round settled is already
+	// final; the settled dead letters are kept DEAD_LETTER_RETENTION for
+	// the operators, then no round reads them again. A Config built in
+	// code rather than loaded (tests) has no retention: it deletes nothing
+	// rather than every settled dead letter at once.
+	if s.cfg.DeadLetterRetention <= 0 {
+		return
+	}
+	purged, err := s.App.Settle.PurgeDeadLetters(ctx, s.cfg.DeadLetterRetention)
+	if purged > 0 {
+		s.log.InfoContext(ctx, "deleted settled dead letters past their retention", "deleted", purged, "retention", s.cfg.DeadLetterRetention)
+	}
+	if err != nil && ctx.Err() == nil {
+		s.log.WarnContext(ctx, "settle round: purge dead letters", "err", err)
+	}
 }
 
 // Run listens and serves until ctx ends or a signal arrives, then shuts down

@@ -48,6 +48,13 @@ type Repository interface {
 	// left, the cancel or the delivery that dead-lettered it voids the key
 	// (or refunds the charge, when it was taken: see app's GiveUp).
 	ChargeDeadLettered(ctx context.Context, orderID string) (bool, error)
+	// DeleteSettledDeadLetters deletes at most limit dead letters recorded
+	// before the given time whose order's payment is final (FAILED,
+	// REFUNDED or CANCELLED: nothing is left to settle for it) and reports
+	// how many it deleted. Any other is kept: one that names no order (an
+	// invalid message, or one recorded before its order was named), one
+	// whose order has no payment, or a PENDING or SUCCEEDED one's.
+	DeleteSettledDeadLetters(ctx context.Context, before time.Time, limit int) (int, error)
 	// ByOrder returns the order's payment, ErrNotFound if it has none.
 	ByOrder(ctx context.Context, orderID string) (*Payment, error)
 	// Unsettled returns at most limit payments of cancelled orders that no
