@@ -37,9 +37,14 @@ type BackpressureOptions struct {
 type BackpressureReport struct {
 	Verdict            harness.Verdict
 	RSSBefore, RSSPeak int64
-	LagDuringOutage    bool // Kafka kept the backlog: JetStream grew, Pulsar did not
-	RecoverAfterOutage time.Duration
-	Events             []string
+	// RSSHighWater is the bridge's VmHWM once everything is archived: the peak of its whole life, including the
+	// catch-up after Pulsar returns, which the samples (taken only during the outage) do not see. It counts the
+	// executable's mapped pages too, and this one (the test binary re-run) is larger than the image's; AnonPeak, the
+	// sampled peak of RssAnon (heap, stacks), and RSSFile, RssFile at the end, tell the two apart.
+	RSSHighWater, AnonPeak, RSSFile int64
+	LagDuringOutage                 bool // Kafka kept the backlog: JetStream grew, Pulsar did not
+	RecoverAfterOutage              time.Duration
+	Events                          []string
 }
 
 // RunBackpressure starts one bridge, takes Pulsar away for the outage while
@@ -178,6 +183,7 @@ wait:
 			break wait
 		case <-t.C:
 			rep.RSSPeak = max(rep.RSSPeak, rss(b.cmd.Process.Pid))
+			rep.AnonPeak = max(rep.AnonPeak, procStatus(b.cmd.Process.Pid, "RssAnon"))
 		}
 	}
 	back := time.Now()
@@ -187,19 +193,43 @@ wait:
 	}
 	rctx, cancel = context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
+	// The catch-up after the outage is sampled too: the bridge then holds full batches on both legs at once.
+	sampled := make(chan struct{})
+	stopSampling := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopSampling:
+				return
+			case <-tick.C:
+				rep.AnonPeak = max(rep.AnonPeak, procStatus(b.cmd.Process.Pid, "RssAnon"))
+			}
+		}
+	}()
 	recs, err := harness.ReadPulsar(rctx, client, pulsarTopic, o.N+1, 20*time.Second)
+	close(stopSampling)
+	<-sampled
 	if err != nil {
 		return rep, err
 	}
 	recs = append(warm, recs...)
 	rep.RecoverAfterOutage = time.Since(back)
+	rep.RSSHighWater = procStatus(b.cmd.Process.Pid, "VmHWM")
+	rep.RSSFile = procStatus(b.cmd.Process.Pid, "RssFile")
 	rep.Verdict = harness.Judge(o.Warmup+o.N, recs)
-	logf("verdict %v; drained %v after Pulsar returned (includes 20 s idle wait)", rep.Verdict, rep.RecoverAfterOutage.Round(time.Second))
+	logf("verdict %v; drained %v after Pulsar returned (includes 20 s idle wait); bridge VmHWM %d MiB, RssAnon peak %d MiB, RssFile %d MiB",
+		rep.Verdict, rep.RecoverAfterOutage.Round(time.Second), rep.RSSHighWater>>20, rep.AnonPeak>>20, rep.RSSFile>>20)
 	return rep, nil
 }
 
 // rss reads a process's resident set size in bytes from /proc.
-func rss(pid int) int64 {
+func rss(pid int) int64 { return procStatus(pid, "VmRSS") }
+
+// procStatus reads a size field (in kB there) of a process's /proc status in bytes, 0 when it cannot.
+func procStatus(pid int, field string) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
@@ -207,7 +237,7 @@ func rss(pid int) int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10
 		}
