@@ -148,10 +148,10 @@ static __always_inline struct call_nest call_nest_at(struct pt_regs *ctx, __u64 
 	if (!group)
 		return n;
 	__u64 hi = go_stack_hi(g);
-	if (!hi || hi <= ctx->sp)
+	if (!hi || hi <= GO_SP(ctx))
 		return n;
-	n.depth = hi - ctx->sp;
-	n.fp_depth = hi - ctx->bp;
+	n.depth = hi - GO_SP(ctx);
+	n.fp_depth = hi - GO_FP(ctx);
 	return n;
 }
 
@@ -179,7 +179,7 @@ int call_enter(struct pt_regs *ctx) {
 	struct call_slot *s = bpf_map_lookup_elem(&call_slots, &i); // NULL when the agent made the table smaller
 	if (s) {
 		bool mine = s->g == g && s->tgid == tgid && s->op == kop;
-		if (mine && call_is_nested(&s->nest, &here, ctx->sp)) {
+		if (mine && call_is_nested(&s->nest, &here, GO_SP(ctx))) {
 			s->nest.nested = 1;
 			return 0;
 		}
@@ -202,7 +202,7 @@ int call_enter(struct pt_regs *ctx) {
 		if (!st)
 			return 0;
 	}
-	if (st->start_ns && call_is_nested(&st->nest, &here, ctx->sp)) {
+	if (st->start_ns && call_is_nested(&st->nest, &here, GO_SP(ctx))) {
 		st->nest.nested = 1;
 		return 0;
 	}
@@ -221,7 +221,7 @@ static __always_inline bool call_exit_is_nested(struct pt_regs *ctx, struct call
 	if (!outer->nested)
 		return false;
 	__u64 hi = go_stack_hi(g);
-	return hi > ctx->bp && hi - ctx->bp > outer->depth + 8;
+	return hi > GO_FP(ctx) && hi - GO_FP(ctx) > outer->depth + 8;
 }
 
 // call_record adds one call to its series: the per-CPU slot the key hashes to when it holds this key or nothing yet

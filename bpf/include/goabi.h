@@ -1,7 +1,14 @@
-// goabi.h: what every Go uprobe program shares. Go's register ABI (ABIInternal, amd64) passes integer arguments and
-// results in RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11 and keeps the current goroutine (g) in R14, so a probe can read
-// arguments at entry and results at a RET without DWARF location lists. Uretprobes are never used: they patch the return
-// address on the goroutine stack, which the Go runtime copies when it grows the stack, so the process crashes.
+// goabi.h: what every Go uprobe program shares. Go's register ABI (ABIInternal) passes integer arguments and results
+// in registers and keeps the current goroutine (g) in one, so a probe can read arguments at entry and results at a
+// return without DWARF location lists: on amd64 RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11 with g in R14; on arm64
+// R0-R15 (x0..x15, the first nine used here) with g in R28. Uretprobes are never used: they patch the return address
+// on the goroutine stack, which the Go runtime copies when it grows the stack, so the process crashes.
+//
+// The architecture comes from bpf2go's -target (it defines __TARGET_ARCH_x86 or __TARGET_ARCH_arm64). A uprobe's
+// context is the user registers as the kernel saved them: struct pt_regs on x86 (vmlinux.h, generated on amd64), and
+// on arm64 struct user_pt_regs (bpf_user_pt_regs_t: regs[31], sp, pc, pstate), a UAPI layout that never changes, so it
+// is spelled out here rather than taken from an arm64 vmlinux.h; the verifier checks context reads by offset alone,
+// and no CO-RE relocation applies to them.
 #pragma once
 
 #include "vmlinux.h"
@@ -9,6 +16,7 @@
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
 
+#if defined(__TARGET_ARCH_x86)
 #define GO_REG1(x) ((x)->ax)
 #define GO_REG2(x) ((x)->bx)
 #define GO_REG3(x) ((x)->cx)
@@ -19,6 +27,34 @@
 #define GO_REG8(x) ((x)->r10)
 #define GO_REG9(x) ((x)->r11)
 #define GO_G(x) ((x)->r14)
+#define GO_SP(x) ((x)->sp)
+#define GO_FP(x) ((x)->bp) /* Go keeps frame pointers: RBP */
+#define GO_PC(x) ((x)->ip)
+#elif defined(__TARGET_ARCH_arm64)
+// arch/arm64/include/uapi/asm/ptrace.h
+struct go_arm64_regs {
+	__u64 regs[31];
+	__u64 sp;
+	__u64 pc;
+	__u64 pstate;
+};
+#define GO_ARM64(x) ((const struct go_arm64_regs *)(x))
+#define GO_REG1(x) (GO_ARM64(x)->regs[0])
+#define GO_REG2(x) (GO_ARM64(x)->regs[1])
+#define GO_REG3(x) (GO_ARM64(x)->regs[2])
+#define GO_REG4(x) (GO_ARM64(x)->regs[3])
+#define GO_REG5(x) (GO_ARM64(x)->regs[4])
+#define GO_REG6(x) (GO_ARM64(x)->regs[5])
+#define GO_REG7(x) (GO_ARM64(x)->regs[6])
+#define GO_REG8(x) (GO_ARM64(x)->regs[7])
+#define GO_REG9(x) (GO_ARM64(x)->regs[8])
+#define GO_G(x) (GO_ARM64(x)->regs[28])
+#define GO_SP(x) (GO_ARM64(x)->sp)
+#define GO_FP(x) (GO_ARM64(x)->regs[29]) /* Go keeps frame pointers: R29 */
+#define GO_PC(x) (GO_ARM64(x)->pc)
+#else
+#error "goabi.h: build with bpf2go -target amd64 or arm64 (defines __TARGET_ARCH_x86 or __TARGET_ARCH_arm64)"
+#endif
 
 // go_reg returns integer register n (1-based, ABI order). The registers are copied to the stack first: indexing
 // pt_regs by a computed offset is a "modified ctx pointer" the verifier rejects.

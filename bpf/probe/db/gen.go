@@ -2,4 +2,4 @@
 // processPipeline and processTxPipeline, timed from entry to exit, errors counted.
 package db
 
-//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64 -type call_key Bpf db.c -- -I../../include
+//go:generate go tool bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64,arm64 -type call_key Bpf db.c -- -I../../include

@@ -193,7 +193,7 @@ int serve_http_enter(struct pt_regs *ctx) {
 	if (s && ((s->g == g && s->tgid == tgid) || __sync_val_compare_and_swap(&s->g, 0, g) == 0)) {
 		s->tgid = tgid;
 		s->response = GO_REG3(ctx);
-		s->writer = (__s64)(GO_REG2(ctx) - ctx->ip);
+		s->writer = (__s64)(GO_REG2(ctx) - GO_PC(ctx));
 		s->hijacked = 0;
 		read_method((void *)GO_REG4(ctx), s->method);
 		s->start_ns = bpf_ktime_get_ns();
@@ -210,7 +210,7 @@ int serve_http_enter(struct pt_regs *ctx) {
 			return 0;
 	}
 	st->response = GO_REG3(ctx);
-	st->writer = (__s64)(GO_REG2(ctx) - ctx->ip);
+	st->writer = (__s64)(GO_REG2(ctx) - GO_PC(ctx));
 	st->hijacked = 0;
 	read_method((void *)GO_REG4(ctx), st->method);
 	st->start_ns = bpf_ktime_get_ns();
