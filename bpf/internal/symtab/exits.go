@@ -37,10 +37,18 @@ type Exits struct {
 	Reason  string   // why ModeRet, when it is
 }
 
+// errARM64 is why an arm64 executable gets no call-site exits, no call-site probes and no global references: the
+// searches below decode x86 only (CALL rel32, the kernel's emulated x86 instructions, RIP-relative operands). Its
+// functions' returns are probed at their RETs instead, which is always right.
+var errARM64 = errors.New("call sites and global references are decoded for amd64 only, not arm64")
+
 // Exits finds the emulated instructions right after every call of fn, with the registers in keep (results the probe
 // reads) unchanged since the return, or falls back to fn's RET instructions saying why. It never fails: RET
 // probes are always right, only slower.
 func (b *Binary) Exits(fn Func, keep ...x86asm.Reg) Exits {
+	if b.arm64 {
+		return Exits{Mode: ModeRet, Offs: fn.RetOffs, Reason: errARM64.Error()}
+	}
 	sites := map[uint64]bool{}
 	s := &exitSearch{keep: keep, bodies: map[uint64]*funcBody{}, budget: maxRefs}
 	if err := b.callSiteExits(fn, s, 0, sites); err != nil {
@@ -439,6 +447,9 @@ func ownPackageOnly(name string) bool {
 // path (the HTTP server probe's panic exit: the call conn.serve's deferred function makes only when a handler did
 // not return).
 func (b *Binary) CallsIn(caller, callee Func) ([]uint64, error) {
+	if b.arm64 {
+		return nil, errARM64
+	}
 	code, err := b.funcCode(caller.Name, caller.Entry, caller.End)
 	if err != nil {
 		return nil, err
@@ -467,6 +478,9 @@ func (b *Binary) CallsIn(caller, callee Func) ([]uint64, error) {
 // processPipeline returns through a JMP from method wrappers the linker keeps in method tables, so its own exits
 // cannot be found, but the one call it always makes, its last work, can.
 func (b *Binary) CallExitsIn(caller, callee Func, keep ...x86asm.Reg) (offs []uint64, stepped int, err error) {
+	if b.arm64 {
+		return nil, 0, errARM64
+	}
 	code, err := b.funcCode(caller.Name, caller.Entry, caller.End)
 	if err != nil {
 		return nil, 0, err

@@ -17,6 +17,9 @@ type GlobalRef struct {
 
 // GlobalRefs lists fn's RIP-relative memory operands in code order.
 func (b *Binary) GlobalRefs(fn Func) ([]GlobalRef, error) {
+	if b.arm64 {
+		return nil, errARM64
+	}
 	code, err := b.funcCode(fn.Name, fn.Entry, fn.End)
 	if err != nil {
 		return nil, err

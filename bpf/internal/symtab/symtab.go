@@ -36,6 +36,7 @@ type Binary struct {
 	table  *gosym.Table
 	text   *elf.Section
 
+	arm64     bool              // EM_AARCH64: fixed 4-byte instructions, decoded by arm64Returns and arm64CallOffset
 	textStart uint64            // runtime.text: what the pclntab's and method tables' code offsets count from
 	code      []byte            // .text, read on the first Exits
 	data      map[string][]byte // the other loaded sections but .gopclntab, by name, read on the first Exits
@@ -90,8 +91,12 @@ func (b *Binary) Size() int64 { return b.size }
 func (b *Binary) ELF() *elf.File { return b.f }
 
 func (b *Binary) load() error {
-	if b.f.Machine != elf.EM_X86_64 {
-		return fmt.Errorf("unsupported machine %v: only amd64 probes exist", b.f.Machine)
+	switch b.f.Machine {
+	case elf.EM_X86_64:
+	case elf.EM_AARCH64:
+		b.arm64 = true
+	default:
+		return fmt.Errorf("unsupported machine %v: only amd64 and arm64 probes exist", b.f.Machine)
 	}
 	b.text = b.f.Section(".text")
 	pcln := b.f.Section(".gopclntab")
@@ -249,8 +254,12 @@ func (b *Binary) Func(name string) (Func, error) {
 	if err != nil {
 		return Func{}, err
 	}
-	out.CallOff = out.EntryOff + uint64(pushOffset(code))
-	for _, off := range Returns(code) {
+	call, rets := pushOffset, Returns
+	if b.arm64 {
+		call, rets = arm64CallOffset, arm64Returns
+	}
+	out.CallOff = out.EntryOff + uint64(call(code))
+	for _, off := range rets(code) {
 		fo, err := b.fileOffset(fn.Entry + uint64(off))
 		if err != nil {
 			return Func{}, err
@@ -293,6 +302,43 @@ func Returns(code []byte) []int {
 		}
 	}
 	return rets
+}
+
+// arm64RET is RET (X30), the only return the Go arm64 compiler emits. arm64 instructions are fixed 32-bit
+// little-endian words, 4-byte aligned, so a word compare at each aligned offset is an exact decode.
+const arm64RET = 0xd65f03c0
+
+// arm64Returns gives the offsets of the RET instructions in arm64 code.
+func arm64Returns(code []byte) []int {
+	var rets []int
+	for off := 0; off+4 <= len(code); off += 4 {
+		if binary.LittleEndian.Uint32(code[off:]) == arm64RET {
+			rets = append(rets, off)
+		}
+	}
+	return rets
+}
+
+// arm64CallOffset is pushOffset for arm64: the prologue's store of the link register (X30), which follows the
+// stack-growth check (MOVD 16(g), R16; CMP R16, RSP; BLS morestack), so a probe there fires once per call even when
+// the check's slow path grows the stack and re-enters from the top. Go emits STR X30, [SP, #-n]! for small frames and
+// STP (X29, X30) below a new SP in R20 for large ones. 0 (the entry) when neither is among the first 8 instructions:
+// frameless leaf functions. Unlike amd64's PUSH, arm64 kernels single-step this instruction out of line (see README).
+func arm64CallOffset(code []byte) int {
+	for off := 0; off+4 <= len(code) && off < 8*4; off += 4 {
+		w := binary.LittleEndian.Uint32(code[off:])
+		rt, rn := w&0x1f, (w>>5)&0x1f
+		switch {
+		case w&0xffe00c00 == 0xf8000c00 && rt == 30 && rn == 31: // STR Xt, [Xn|SP, #imm]! (pre-index)
+			return off
+		case w&0xffc00000 == 0xa9000000, w&0xffc00000 == 0xa9800000, w&0xffc00000 == 0xa8800000:
+			// STP Xt, Xt2 (64-bit) with a signed offset, pre-index or post-index
+			if (w>>10)&0x1f == 30 {
+				return off
+			}
+		}
+	}
+	return 0
 }
 
 // inst is one decoded instruction and where it starts.
