@@ -60,6 +60,10 @@ func (h ApplyPaymentHandler) Handle(ctx context.Context, cmd ApplyPayment) (Appl
 	if err != nil {
 		return ApplyResult{}, fmt.Errorf("apply payment %s to order %s: %w", cmd.EventID, cmd.OrderID, err)
 	}
-	res.Duplicate = !applied
+	if !applied {
+		// fn may have run on a read that then lost to the first delivery
+		// (OrderGorm.ApplyOnce): what it set describes nothing stored.
+		return ApplyResult{Duplicate: true}, nil
+	}
 	return res, nil
 }

@@ -40,10 +40,15 @@ type Repository interface {
 	// Update loads the user's order under a row lock, applies fn and stores
 	// the result with its new events, all in one transaction.
 	Update(ctx context.Context, userID, id string, fn func(*Order) error) (*Order, error)
-	// ApplyOnce runs fn on the order in a transaction that also records
-	// (consumer, eventID) as processed. If the event was already processed it
-	// returns applied=false without calling fn. A missing order is ErrNotFound.
-	// fn may change status fields only: the order it gets may have no lines
-	// loaded (an implementation may skip them to save a query).
+	// ApplyOnce runs fn on the order and stores its change atomically with
+	// a record of (consumer, eventID) as processed. If the event was already
+	// processed it returns applied=false and stores nothing; fn is then
+	// usually not called, but may have been (a first delivery that committed
+	// while fn ran), so fn's effects outside the order count only when
+	// applied is true. fn may also run more than once, each time on a fresh
+	// copy: when the order changed after it was read, the change is applied
+	// again to the order as it now is. A missing order is ErrNotFound. fn may
+	// change status fields only: the order it gets may have no lines loaded
+	// (an implementation may skip them to save a query).
 	ApplyOnce(ctx context.Context, consumer, eventID, orderID string, fn func(*Order) error) (applied bool, err error)
 }
