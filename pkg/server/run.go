@@ -39,6 +39,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error { return s.Se
 // so a registration still in flight is never left behind and a hook never
 // races the step that set up what it stops.
 func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...func(context.Context) error) error {
+	callersGone := callersStopped(ctx)
 	stop := context.CancelFunc(func() {})
 	if !hostHandlesSignals(ctx) {
 		ctx, stop = signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
@@ -112,7 +113,7 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 	// Restore default signal handling: a second Ctrl-C kills a shutdown
 	// that hangs, as an operator expects.
 	stop()
-	return errors.Join(serveErr, s.shutdown(srv, admin, ln))
+	return errors.Join(serveErr, s.shutdown(srv, admin, ln, callersGone))
 }
 
 func serve(srv *http.Server, ln net.Listener) error {
@@ -126,8 +127,9 @@ func serve(srv *http.Server, ln net.Listener) error {
 
 // shutdown runs the fixed order. Each step gets its own deadline so one slow
 // step cannot eat the next one's time: telemetry must be flushed even when
-// the drain used up ShutdownTimeout.
-func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener) error {
+// the drain used up ShutdownTimeout. callersGone (CallersStopped; nil when
+// not given) ends the wait after deregistering early.
+func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone <-chan struct{}) error {
 	s.stopping.Store(true)
 	var errs []error
 	step := func(name string, fn func(context.Context) error) {
@@ -145,7 +147,7 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener) error {
 	if s.o.Deregister != nil {
 		step("deregister", s.o.Deregister)
 		if s.o.DeregisterDelay > 0 {
-			time.Sleep(s.o.DeregisterDelay)
+			s.awaitCallers(callersGone)
 		}
 	}
 	step("drain", func(ctx context.Context) error {
@@ -186,6 +188,22 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener) error {
 		step("telemetry flush", s.o.Telemetry.Shutdown)
 	}
 	return errors.Join(errs...)
+}
+
+// awaitCallers waits DeregisterDelay after deregistering, for callers that may
+// still choose this instance, or until callersGone says none can. The log
+// line says which ended it, so a stop's duration can be read from the log.
+func (s *Server) awaitCallers(callersGone <-chan struct{}) {
+	start := time.Now()
+	t := time.NewTimer(s.o.DeregisterDelay)
+	defer t.Stop()
+	endedBy := "delay"
+	select {
+	case <-t.C:
+	case <-callersGone: // nil: never
+		endedBy = "callers stopped"
+	}
+	s.log.Info("shutdown step done", "step", "deregister delay", "duration", time.Since(start).String(), "ended_by", endedBy)
 }
 
 // adminMux serves pprof. It is a fresh mux, not http.DefaultServeMux, so

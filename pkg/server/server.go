@@ -45,7 +45,8 @@ type Options struct {
 	// DeregisterDelay waits after deregistering before the listener closes,
 	// for callers whose resolvers learn of the change a little later. Zero
 	// means no wait. Services registered in discovery pass
-	// DefaultDeregisterDelay.
+	// DefaultDeregisterDelay. A server run under CallersStopped waits only
+	// until its host says those callers have stopped.
 	DeregisterDelay time.Duration
 
 	// ReadyTimeout bounds all readiness probes together (default 2 s): a
