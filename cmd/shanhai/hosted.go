@@ -31,12 +31,16 @@ import (
 //     serves the same registry and the resource's service.name is
 //     "shanhai" (README: "One process").
 //   - signals: the parts run under server.Hosted and ignore SIGINT/SIGTERM;
-//     Platform.Stop ends them one by one in order.
+//     Platform.Stop ends them in order, the gateway first.
+//   - discovery: given callersGone (the embedded run, whose etcd is this
+//     process's own), the parts also run under server.CallersStopped, so a
+//     service waits after deregistering only until Platform.Stop closes it,
+//     once the gateway, the one part that routes by discovery, has stopped.
 //   - slog's default: a part given a logger does not replace it.
 //   - pprof: each part's admin listener has its own mux (pkg/server and the
 //     gateway never use http.DefaultServeMux); all of them profile this one
 //     process.
-func host(name string, tp *telemetry.Provider, level slog.Leveler) (func(context.Context, map[string]string, io.Writer) error, error) {
+func host(name string, tp *telemetry.Provider, level slog.Leveler, callersGone <-chan struct{}) (func(context.Context, map[string]string, io.Writer) error, error) {
 	run := map[string]func(ctx context.Context, env map[string]string, log *slog.Logger) error{
 		"user": func(ctx context.Context, env map[string]string, log *slog.Logger) error {
 			return user.Run(ctx, user.Options{Env: env, Logger: log, Telemetry: tp})
@@ -68,7 +72,11 @@ func host(name string, tp *telemetry.Provider, level slog.Leveler) (func(context
 				err = fmt.Errorf("%s panicked: %v", name, r)
 			}
 		}()
-		err = run(server.Hosted(ctx), env, log)
+		ctx = server.Hosted(ctx)
+		if callersGone != nil {
+			ctx = server.CallersStopped(ctx, callersGone)
+		}
+		err = run(ctx, env, log)
 		if err == nil && ctx.Err() == nil {
 			// Run only returns early on failure; a part that quietly
 			// stopped serving is a broken platform all the same.

@@ -140,6 +140,21 @@ func (p *Part) Stop(grace time.Duration) error {
 	}
 }
 
+// Running reports whether the part was started and has not ended yet. A nil
+// part never ran.
+func (p *Part) Running() bool {
+	if p == nil || p.done == nil {
+		return false
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return false
+	default:
+		return true
+	}
+}
+
 // Exited reports a part that ended; after Stop that is expected, before it
 // the platform is broken.
 func (p *Part) Exited() <-chan error { return p.done }
