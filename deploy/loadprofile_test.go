@@ -13,7 +13,7 @@ import (
 // without the variable each must be the binary's own default, which is what keeps them on for the normal stack.
 var liftable = map[string][]string{
 	"gateway": {"GATEWAY_IP_LIMIT", "GATEWAY_LOGIN_LIMIT", "GATEWAY_USER_LIMIT"},
-	"user":    {"LOGIN_IP_ATTEMPTS", "LOGIN_ACCOUNT_ATTEMPTS"},
+	"user":    {"LOGIN_IP_ATTEMPTS", "LOGIN_ACCOUNT_ATTEMPTS", "SIGNUP_IP_ATTEMPTS"},
 }
 
 func binary(t *testing.T, name string) Binary {
@@ -117,6 +117,14 @@ func TestComposeLoadProfileFitsTheDefaultLimits(t *testing.T) {
 	if guard := float64(ipAttempts) / window.Seconds(); logins > loginRate || logins > guard || *users > ipAttempts {
 		t.Errorf("the load profile logs in %.3f/s (after %d at setup), over the gateway's %.3f/s or the user service's %.3f/s (burst %d) per address",
 			logins, *users, loginRate, guard, ipAttempts)
+	}
+	// Setup signs every user up from the loadgen's one address, within the user service's own sign-up guard.
+	signups, err := strconv.Atoi(*p.Services["user"].Environment["SIGNUP_IP_ATTEMPTS"])
+	if err != nil {
+		t.Fatalf("SIGNUP_IP_ATTEMPTS: %v", err)
+	}
+	if *users > signups {
+		t.Errorf("the load profile signs %d users up from one address, over the user service's %d sign-ups per address", *users, signups)
 	}
 	// Log ins pick their user at random, so an account's share of a window varies: its mean stays at half the user
 	// service's per-account quota, which a window rarely doubles.

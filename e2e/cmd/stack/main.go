@@ -98,7 +98,7 @@ func run(ctx context.Context, load bool, logs string, extra map[string]map[strin
 	if load {
 		o.Env = map[string]map[string]string{
 			"gateway": {"GATEWAY_IP_LIMIT": "0", "GATEWAY_LOGIN_LIMIT": "0", "GATEWAY_USER_LIMIT": "0", "LOG_LEVEL": "warn"},
-			"user":    {"LOGIN_IP_ATTEMPTS": "1000000", "LOGIN_ACCOUNT_ATTEMPTS": "1000000", "LOG_LEVEL": "warn"},
+			"user":    {"LOGIN_IP_ATTEMPTS": "1000000", "LOGIN_ACCOUNT_ATTEMPTS": "1000000", "SIGNUP_IP_ATTEMPTS": "1000000", "LOG_LEVEL": "warn"},
 			"order":   {"LOG_LEVEL": "warn"},
 			"payment": {"LOG_LEVEL": "warn"},
 			"bridge":  {"LOG_LEVEL": "warn"},
