@@ -233,14 +233,14 @@ const (
 
 // agentMapBytes is what the kernel charges the eBPF agent's container for its BPF maps (a memory cgroup charge since
 // Linux 5.11) with the BPF_TARGETS value targets (a comma-separated list) on cpus possible CPUs, as bpf/README.md
-// ("Map memory") measured with TestMapMemoryPerTarget: 5.8 MiB once, and per target 4.7 MiB plus 1.67 MiB per
+// ("Map memory") measured with TestMapMemoryPerTarget: 5.8 MiB once, and per target 4.7 MiB plus 1.77 MiB per
 // possible CPU. Other binaries have no maps.
 func agentMapBytes(name, targets string, cpus int) int64 {
 	if name != privileged {
 		return 0
 	}
 	n := float64(len(strings.Split(targets, ",")))
-	return int64((5.8 + n*(4.7+1.67*float64(cpus))) * (1 << 20))
+	return int64((5.8 + n*(4.7+1.77*float64(cpus))) * (1 << 20))
 }
 
 // TestGoMemoryLimitsSetGOMEMLIMIT: every platform binary with a memory limit sets GOMEMLIMIT under it. Only the
