@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -169,11 +170,17 @@ func GaveUp(ctx context.Context, slack time.Duration) bool {
 //     count a 504 against this upstream, as it would a 503;
 //   - otherwise (an inner timeout fired while the request still had time,
 //     which is this server's own doing) a 503 problem.
+//
+// An I/O timeout (os.ErrDeadlineExceeded) counts as a context error once the
+// request's context has ended: client libraries bound a call by setting the
+// connection's deadline when the context ends and report the I/O's error, not
+// the context's (pgx's "write failed: ... i/o timeout"), which was a 500.
 func Abort(c *gin.Context, err error) bool {
-	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+	ctx := c.Request.Context()
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
+		!(errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil) {
 		return false
 	}
-	ctx := c.Request.Context()
 	dl, ok := ctx.Deadline()
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):

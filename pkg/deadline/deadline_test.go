@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -240,6 +242,12 @@ func TestAbort(t *testing.T) {
 		{"request cancelled", gone, context.Canceled, true, StatusClientClosedRequest},
 		{"inner timeout, request alive", live, fmt.Errorf("argon2 slot: %w", context.DeadlineExceeded), true, http.StatusServiceUnavailable},
 		{"other error", expired, errors.New("duplicate key"), false, http.StatusOK},
+		// A client library that bounds its I/O by setting the connection's
+		// deadline when the context ends reports the I/O's timeout, not the
+		// context's error (pgx: "write failed: write tcp ...: i/o timeout").
+		{"connection deadline of an expired request", expired, fmt.Errorf("find user: %w", &net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded}), true, http.StatusGatewayTimeout},
+		{"connection deadline of a gone client", gone, fmt.Errorf("find user: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}), true, StatusClientClosedRequest},
+		{"I/O timeout, request alive", live, fmt.Errorf("find user: %w", &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}), false, http.StatusOK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := httptest.NewRecorder()
