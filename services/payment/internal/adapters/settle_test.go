@@ -73,6 +73,21 @@ func newOutage() *outage {
 // settleRounds runs two rounds at once (two replicas), then one more, and
 // checks that together they settled the order's payment exactly once, as
 // want says (voided or refunded), and that the last round found nothing.
+// wantVoided checks o's payment after a settle round voided it: CANCELLED,
+// its key void at the provider (a late charge of it is refused as voided),
+// and no event in the outbox, since nothing was charged.
+func wantVoided(t *testing.T, db *gorm.DB, provider *outage, o app.ChargeOrder) {
+	t.Helper()
+	id, status := paymentRow(t, db, o.OrderID)
+	late, err := provider.SimulatedProvider.Charge(context.Background(), payment.Charge{IdempotencyKey: id, AmountCents: o.TotalCents, Currency: o.Currency})
+	if status != string(payment.Cancelled) || err != nil || late.Reason != payment.ReasonVoided {
+		t.Fatalf("payment %s, a late charge of its key = %+v, %v; want CANCELLED and the key void", status, late, err)
+	}
+	if events := outboxTypes(t, db, o.OrderID); len(events) != 0 {
+		t.Fatalf("outbox = %v; want nothing: nothing was charged", events)
+	}
+}
+
 func settleRounds(t *testing.T, a app.Application, want string) {
 	t.Helper()
 	ctx := context.Background()
@@ -154,14 +169,7 @@ func TestSettleRoundVoidsADeadLetteredChargeWhoseVoidFaulted(t *testing.T) {
 			provider.heal()
 
 			settleRounds(t, a, "voided")
-			id, status := paymentRow(t, db, o.OrderID)
-			late, err := provider.SimulatedProvider.Charge(ctx, payment.Charge{IdempotencyKey: id, AmountCents: o.TotalCents, Currency: o.Currency})
-			if status != string(payment.Cancelled) || err != nil || late.Reason != payment.ReasonVoided {
-				t.Fatalf("payment %s, a late charge of its key = %+v, %v; want CANCELLED and the key void", status, late, err)
-			}
-			if events := outboxTypes(t, db, o.OrderID); len(events) != 0 {
-				t.Fatalf("outbox = %v; want nothing: nothing was charged", events)
-			}
+			wantVoided(t, db, provider, o)
 		})
 	}
 }
@@ -351,14 +359,7 @@ func TestSettleRoundVoidsAnUnflaggedChargeWhoseMessagesWereBothDeadLettered(t *t
 			provider.heal()
 
 			settleRounds(t, a, "voided")
-			id, status := paymentRow(t, db, o.OrderID)
-			late, err := provider.SimulatedProvider.Charge(ctx, payment.Charge{IdempotencyKey: id, AmountCents: o.TotalCents, Currency: o.Currency})
-			if status != string(payment.Cancelled) || err != nil || late.Reason != payment.ReasonVoided {
-				t.Fatalf("payment %s, a late charge of its key = %+v, %v; want CANCELLED and the key void", status, late, err)
-			}
-			if events := outboxTypes(t, db, o.OrderID); len(events) != 0 {
-				t.Fatalf("outbox = %v; want nothing: nothing was charged", events)
-			}
+			wantVoided(t, db, provider, o)
 		})
 	}
 }
