@@ -9,7 +9,8 @@ the 10 s window from second 10 to 20 reads from /proc the CPU time of every
 part: the five binaries, the PostgreSQL backends serving the run's three
 databases (pg_stat_activity), the shared NATS, Kafka and Pulsar servers, and
 the load generator (CPUORDER_LOGIN_RATIO sets its -login-ratio, log ins per
-order; CPUORDER_STACK_ENV, space-separated binary:NAME=value, extra environment for the
+order; CPUORDER_STACK_WAIT, seconds to wait for the stack's addresses, default 900; CPUORDER_STACK_ENV,
+space-separated binary:NAME=value, extra environment for the
 stack's binaries). Orders are those created in the window (orders.created_at
 in the run's order database), so each part's CPU is divided by the orders it
 served. Also records pg_stat_database commits and tuples per order, and with
@@ -50,8 +51,22 @@ for e in os.environ.get("CPUORDER_STACK_ENV", "").split():  # e.g. "bridge:LOG_L
 os.makedirs(out + "/logs", exist_ok=True)
 st = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE, stderr=open(out + "/stack.err", "w"), text=True,
                       start_new_session=True)
+
+
+def stop_stack():
+    """Stops the stack's whole process group: a stack left running holds the platform's lock and blocks later runs."""
+    try:
+        os.killpg(st.pid, signal.SIGINT)
+        st.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(st.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 gw = subj = None
-deadline = time.time() + 300
+# The stack builds its binaries before it prints anything: on a loaded machine that alone took over 300 s.
+deadline = time.time() + float(os.environ.get("CPUORDER_STACK_WAIT", "900"))
 while time.time() < deadline:
     line = st.stdout.readline()
     if not line:
@@ -62,8 +77,10 @@ while time.time() < deadline:
         subj = line.split()[2]
     if gw and subj:
         break
-if not gw:
-    print("stack failed", open(out + "/stack.err").read()[-2000:], file=sys.stderr)
+if not gw or not subj:
+    print("stack failed (gateway %s, payments subjects %s)" % (gw, subj), open(out + "/stack.err").read()[-2000:],
+          file=sys.stderr)
+    stop_stack()
     sys.exit(1)
 
 
@@ -265,10 +282,6 @@ try:
     res["loadgen"] = json.load(open(out + "/loadgen.json"))
 except Exception as e:
     res["loadgen_err"] = str(e)
-os.killpg(st.pid, signal.SIGINT)
-try:
-    st.wait(60)
-except subprocess.TimeoutExpired:
-    os.killpg(st.pid, signal.SIGKILL)
+stop_stack()
 json.dump(res, open(out + "/result.json", "w"), indent=1)
 print(json.dumps(res))
