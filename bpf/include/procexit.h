@@ -7,6 +7,7 @@
 #pragma once
 
 #include "goabi.h"
+#include "exitgroup.h"
 
 // Set by the agent when it loads the probe: the probed executable's inode and the possible CPUs (copies per slot).
 // Left 0, as the probe tests that load the programs alone leave them, process_exit does nothing.
@@ -14,9 +15,11 @@ volatile const __u64 exit_ino = 0;
 volatile const __u32 exit_ncpu = 0;
 
 // exiting_target returns the pid of the process whose last thread is exiting when it runs the probed executable,
-// else 0. The tracepoint runs before the task drops its mm (Linux 6.x), so its executable can be read.
+// else 0. On kernels whose tracepoint runs before the task drops its mm (those with group_dead), its executable can be
+// read; on older ones mm is gone by then, so nothing matches, nothing is freed here, and a pid taken again keeps the
+// old process's counts until the agent's next scan, as before this probe handled exits.
 static __always_inline __u32 exiting_target(struct trace_event_raw_sched_process_exit *ctx) {
-	if (!ctx->group_dead || !exit_ino || !exit_ncpu)
+	if (!exit_ino || !exit_ncpu || !exit_group_dead(ctx))
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	if (BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino) != exit_ino)

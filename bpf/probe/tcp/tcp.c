@@ -10,6 +10,7 @@
 //   - close: the transition to CLOSE (often in softirq) is charged to the remembered owner;
 //   - retransmits: tcp:tcp_retransmit_skb, charged to the owner likewise.
 #include "goabi.h"
+#include "exitgroup.h"
 
 #define AF_INET 2
 #define AF_INET6 10
@@ -181,10 +182,11 @@ int retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx) {
 // starts from zero (the maps are keyed by pid; the agent's scan deletes only the entries of pids that no longer
 // exist, and a pid taken again before it used to keep the old process's counts). For every process on the machine:
 // a hash delete. A process of a probed executable is also reported to the agent (exits), whose maps are per
-// executable. The tracepoint runs before the exiting task drops its mm (Linux 6.x), so its executable can be read.
+// executable. Where the tracepoint runs before the exiting task drops its mm (kernels whose record has group_dead),
+// its executable can be read; on older kernels the counters still go, but no exit is reported (exit_group_dead).
 SEC("tracepoint/sched/sched_process_exit")
 int process_exit(struct trace_event_raw_sched_process_exit *ctx) {
-	if (!ctx->group_dead)
+	if (!exit_group_dead(ctx))
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	bpf_map_delete_elem(&tcp, &tgid);
