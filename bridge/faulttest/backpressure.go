@@ -71,11 +71,10 @@ func RunBackpressure(ctx context.Context, o BackpressureOptions) (BackpressureRe
 		return rep, err
 	}
 	defer os.RemoveAll(dir)
-	natsPorts, err := freeport.Ports(1)
+	natsPort, err := freeport.Port()
 	if err != nil {
 		return rep, err
 	}
-	natsPort := natsPorts[0]
 	natsAddr := "127.0.0.1:" + strconv.Itoa(natsPort)
 	conf := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", natsAddr, filepath.Join(dir, "js"))), 0o644); err != nil {

@@ -217,11 +217,10 @@ func Run(ctx context.Context, o Options) (Report, error) {
 	}
 
 	// Private nats-server with fsync on every write.
-	natsPorts, err := freeport.Ports(1)
+	natsPort, err := freeport.Port()
 	if err != nil {
 		return rep, err
 	}
-	natsPort := natsPorts[0]
 	natsAddr := "127.0.0.1:" + strconv.Itoa(natsPort)
 	conf := filepath.Join(dir, "nats.conf")
 	if err := os.WriteFile(conf, []byte(fmt.Sprintf("listen: %q\njetstream {\n  store_dir: %q\n  sync_interval: always\n}\n", natsAddr, filepath.Join(dir, "js"))), 0o644); err != nil {

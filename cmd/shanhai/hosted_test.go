@@ -23,11 +23,10 @@ func TestStartRefusesATakenPort(t *testing.T) {
 	}
 	defer taken.Close()
 	takenPort := taken.Addr().(*net.TCPAddr).Port
-	userPorts, err := freeport.Ports(1)
+	userPort, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	userPort := userPorts[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	t.Setenv("PULSAR_URL", "")
@@ -75,11 +74,10 @@ func TestCheckServersNamesTheDownOnes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer up.Close()
-	downPorts, err := freeport.Ports(1)
+	downPort, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	downPort := downPorts[0]
 	down := "127.0.0.1:" + strconv.Itoa(downPort)
 	err = checkServers(map[string]string{
 		"DATABASE_URL":   "postgres://shanhai@" + up.Addr().String() + "/shanhai?sslmode=disable",

@@ -30,11 +30,10 @@ func silentListener(t *testing.T) string {
 // an earlier eval "$(./scripts/deps.sh env)", the servers since stopped)
 // says so before anything starts; it used to wait, silent, forever.
 func TestEmbeddedRunRefusesAPulsarNothingAnswersAt(t *testing.T) {
-	ports, err := freeport.Ports(1)
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ports[0]
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	t.Setenv("PULSAR_URL", "pulsar://"+addr)
 	t.Setenv("PULSAR_ADMIN_URL", "")

@@ -27,6 +27,16 @@ func Ports(n int) ([]int, error) {
 	return ports, nil
 }
 
+// Port returns one port nothing listens on now, for a run that needs a
+// single one; a run that needs several must ask Ports for all of them at once.
+func Port() (int, error) {
+	ports, err := Ports(1)
+	if err != nil {
+		return 0, err
+	}
+	return ports[0], nil
+}
+
 // Addrs is Ports as "127.0.0.1:port" addresses.
 func Addrs(n int) ([]string, error) {
 	ports, err := Ports(n)

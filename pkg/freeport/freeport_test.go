@@ -1,6 +1,10 @@
 package freeport
 
-import "testing"
+import (
+	"fmt"
+	"net"
+	"testing"
+)
 
 // TestPortsAreDistinct: cmd/shanhai's parts' ports were asked of the kernel one at a
 // time, each listener closed before the next was opened, so the kernel could
@@ -23,4 +27,17 @@ func TestPortsAreDistinct(t *testing.T) {
 		}
 		seen[p] = true
 	}
+}
+
+// TestPortIsFree: the one port returned can be bound at once.
+func TestPortIsFree(t *testing.T) {
+	p, err := Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+	if err != nil {
+		t.Fatalf("port %d from Port is not free: %v", p, err)
+	}
+	l.Close()
 }
