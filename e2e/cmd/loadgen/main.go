@@ -42,8 +42,11 @@
 // With -nats the saga is also split into its five hops (outbox, bridge,
 // payment, outbox, bridge) at the timestamps the events carry; see stages.go.
 //
-// The mix per order: one catalogue browse, one order, one order poll, and a
-// log in for a share of orders (-login-ratio). Users are registered and
+// The mix per order (-mix full, the default): one catalogue browse, one
+// order, one order poll, and a log in for a share of orders (-login-ratio).
+// -mix order sends the orders alone, for what an order and its saga cost
+// without the reads beside them (cpuorder.py); its saga is then seen only
+// with -nats, as nothing polls. Users are registered and
 // logged in before the clock starts; there a 429 is waited out (its
 // Retry-After) and the request sent again, so the gateway's login limit
 // (5 at once, then 10 a minute per address by default) slows the setup of
@@ -67,6 +70,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,12 +119,18 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 		ordersSubj  = fs.String("orders-subject", "", "subject carrying order.created, for the per-hop breakdown (default: -subject with payments replaced by orders)")
 		drain       = fs.Duration("drain", 15*time.Second, "after sending, how long to wait for sagas to finish")
 		jsonOut     = fs.Bool("json", false, "print the summary as JSON instead of a table")
+		mix         = fs.String("mix", mixFull, "what is sent per order: full (browse, order, poll, log ins at -login-ratio) or order (the order alone)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return config{}, err // the flag set has printed it with the usage
 	}
 	if *ordersSubj == "" {
 		*ordersSubj = strings.Replace(*subject, "payments", "orders", 1)
+	}
+	loginSet := false
+	fs.Visit(func(f *flag.Flag) { loginSet = loginSet || f.Name == "login-ratio" })
+	if *mix == mixOrder && !loginSet {
+		*loginRatio = 0
 	}
 	finite := func(f float64) bool { return !math.IsNaN(f) && !math.IsInf(f, 0) }
 	var bad string
@@ -141,6 +151,10 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 		bad = fmt.Sprintf("-max-inflight must be at least 1, got %d", *maxInflight)
 	case *drain < 0:
 		bad = fmt.Sprintf("-drain must not be negative, got %v", *drain)
+	case *mix != mixFull && *mix != mixOrder:
+		bad = fmt.Sprintf("-mix must be %s or %s, got %q", mixFull, mixOrder, *mix)
+	case *mix == mixOrder && *loginRatio != 0:
+		bad = fmt.Sprintf("-mix order sends no log ins, got -login-ratio %v", *loginRatio)
 	}
 	if bad != "" {
 		fmt.Fprintln(errOut, "loadgen:", bad)
@@ -149,8 +163,15 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 	return config{
 		target: *target, rate: *rate, duration: *duration, users: *users, loginRatio: *loginRatio, timeout: *timeout,
 		maxInflight: *maxInflight, natsURL: *natsURL, subject: *subject, ordersSubject: *ordersSubj, drain: *drain, json: *jsonOut,
+		mix: *mix,
 	}, nil
 }
+
+// The mixes -mix names.
+const (
+	mixFull  = "full"
+	mixOrder = "order"
+)
 
 // maxRate and maxLoginRatio bound the flags far above what one client host
 // can send, so every op's gap between sends stays a positive time.Duration.
@@ -169,6 +190,7 @@ type config struct {
 	natsURL, subject  string
 	ordersSubject     string
 	json              bool
+	mix               string    // mixFull or mixOrder
 	out, status       io.Writer // the summary; the live line
 }
 
@@ -376,6 +398,10 @@ func run(ctx context.Context, c config) error {
 			}
 			return r, err
 		}},
+	}
+
+	if c.mix == mixOrder {
+		ops = slices.DeleteFunc(ops, func(o op) bool { return o.name != "order" })
 	}
 
 	rec.start = time.Now()

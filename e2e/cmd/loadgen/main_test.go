@@ -45,7 +45,8 @@ func TestBadFlagsExit2WithAClearError(t *testing.T) {
 		{[]string{"-max-inflight", "0"}, "-max-inflight must be"},
 		{[]string{"-timeout", "0s"}, "-timeout must be positive"},
 		{[]string{"-drain", "-1s"}, "-drain must not be negative"},
-		{[]string{"-mix", "heavy"}, "flag provided but not defined: -mix"},
+		{[]string{"-mix", "heavy"}, `-mix must be full or order, got "heavy"`},
+		{[]string{"-mix", "order", "-login-ratio", "0.5"}, "-mix order sends no log ins"},
 		{[]string{"-rate", "fast"}, `invalid value "fast" for flag -rate`},
 		{[]string{"-rate", "10", "browse"}, `unexpected argument "browse"`},
 	}

@@ -88,6 +88,35 @@ func TestRunAwaitsRequestsInFlightAndSendsTheMix(t *testing.T) {
 	}
 }
 
+// -mix order sends orders alone, at -rate: no catalogue browse, order poll
+// or log in beside them (setup still reads the catalogue once for its SKUs),
+// so a run measures what an order and its saga cost without the reads. There
+// was no such mix: every run paid for three requests per order.
+func TestOrderMixSendsOnlyOrders(t *testing.T) {
+	var products atomic.Int64
+	mux := fakeRoutes(0)
+	routes := http.NewServeMux()
+	routes.Handle("/", mux)
+	routes.HandleFunc("GET /api/v1/products", func(w http.ResponseWriter, r *http.Request) {
+		products.Add(1)
+		mux.ServeHTTP(w, r)
+	})
+	gw := httptest.NewServer(routes)
+	defer gw.Close()
+	sum, _ := runMix(t, gw.URL, "-mix", "order", "-login-ratio", "0")
+	if n := sum.Ops["order"].Count; n < 19 || n > 21 {
+		t.Errorf("order: %d answered, want 20±1", n)
+	}
+	for _, op := range []string{"browse", "poll", "login"} {
+		if n := sum.Ops[op].Count; n != 0 {
+			t.Errorf("%s: %d answered, want none in the order mix", op, n)
+		}
+	}
+	if n := products.Load(); n != 1 {
+		t.Errorf("catalogue read %d times, want once (setup)", n)
+	}
+}
+
 // A gateway whose log in limit refuses the second log in of setup with
 // Retry-After: 1, and then refuses every other log in and catalogue browse
 // of the run (the first products call is setup's): setup waits the second
