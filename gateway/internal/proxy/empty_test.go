@@ -26,32 +26,38 @@ func namedLines(head []byte, name string) []string {
 // an empty value, on both transports: RFC 9110 §5.5 lets a field value be
 // empty, and an empty field is not an absent one to whatever reads it
 // (a signature over the field, RFC 9421 §2.1, a bot check on User-Agent).
-// fasthttp kept User-Agent and Cookie apart from the other fields and
-// wrote neither when empty.
+// fasthttp kept User-Agent, Cookie and Content-Type apart from the other
+// fields and wrote none of them when empty.
 func TestEmptyFieldsReachUpstream(t *testing.T) {
 	for _, tc := range []struct {
 		name, fields string
 		want         []string
+		body         string
 	}{
-		{"User-Agent", "User-Agent:\r\n", []string{""}},
-		{"User-Agent", "user-agent: \t\r\n", []string{""}},
-		{"Cookie", "Cookie:\r\n", []string{""}},
-		{"Cookie", "Cookie:\r\nAccept: */*\r\nCOOKIE:  \r\n", []string{"", ""}},
-		{"Cookie", "Cookie: a=1\r\nCookie:\r\n", []string{"a=1", ""}},
-		{"X-Empty", "X-Empty:\r\n", []string{""}},
-		{"User-Agent", "User-Agent: wrk\r\nCookie:\r\n", []string{"wrk"}},
+		{"User-Agent", "User-Agent:\r\n", []string{""}, ""},
+		{"User-Agent", "user-agent: \t\r\n", []string{""}, ""},
+		{"Cookie", "Cookie:\r\n", []string{""}, ""},
+		{"Cookie", "Cookie:\r\nAccept: */*\r\nCOOKIE:  \r\n", []string{"", ""}, ""},
+		{"Cookie", "Cookie: a=1\r\nCookie:\r\n", []string{"a=1", ""}, ""},
+		{"X-Empty", "X-Empty:\r\n", []string{""}, ""},
+		{"User-Agent", "User-Agent: wrk\r\nCookie:\r\n", []string{"wrk"}, ""},
 		// Named by Connection: hop-by-hop, dropped however empty.
-		{"User-Agent", "Connection: User-Agent\r\nUser-Agent:\r\n", nil},
-		{"Cookie", "Connection: cookie\r\nCookie:\r\n", nil},
-		// Kept as it was: an empty Content-Type names no media type, and
-		// the gateway writes none it was not given (README, step 6).
-		{"Content-Type", "Content-Type:\r\n", nil},
+		{"User-Agent", "Connection: User-Agent\r\nUser-Agent:\r\n", nil, ""},
+		{"Cookie", "Connection: cookie\r\nCookie:\r\n", nil, ""},
+		// An empty Content-Type goes on as one: the gateway adds no media
+		// type, and drops no field, that the client did not (README, step 6).
+		{"Content-Type", "Content-Type:\r\n", []string{""}, ""},
+		{"Content-Type", "content-type: \t\r\n", []string{""}, ""},
+		{"Content-Type", "Content-Length: 2\r\nContent-Type:\r\n", []string{""}, "{}"},
+		{"Content-Type", "Content-Type: application/json\r\n", []string{"application/json"}, ""},
+		{"Content-Type", "Connection: Content-Type\r\nContent-Type:\r\n", nil, ""},
+		{"Content-Type", "Accept: */*\r\n", nil, ""},
 	} {
 		t.Run(tc.fields, func(t *testing.T) {
 			name := tc.name
 			up := startUpstream(t)
 			p, _ := newTestProxy(t, Options{}, up)
-			raw := "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n" + tc.fields + "\r\n"
+			raw := "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n" + tc.fields + "\r\n" + tc.body
 			if ctx := serve(p, raw); ctx.Response.StatusCode() != 200 {
 				t.Fatalf("fasthttp: %d %s", ctx.Response.StatusCode(), ctx.Response.Body())
 			}

@@ -264,8 +264,7 @@ var cookieKey = []byte(fasthttp.HeaderCookie)
 // RFC 9421 §2.1, fails when the field is gone; a bot check on User-Agent).
 // Their grammars (a product, a cookie pair) want a value, but that is the
 // upstream's to judge, as for any other field. An empty Content-Type is
-// still dropped: the gateway writes no Content-Type it was not given a
-// media type for (step 6 in README.md), and an empty one names none.
+// keepEmptyContentType's: start finds it in a pass it makes anyway.
 //
 // The lines are looked for in the raw head only when the parser has no
 // User-Agent, or no cookie (sent is sentOptional's), and added as plain
@@ -292,6 +291,26 @@ func keepEmptyLines(h *fasthttp.RequestHeader, sent optional) {
 }
 
 var userAgentKey = []byte(fasthttp.HeaderUserAgent)
+
+// keepEmptyContentType puts back a request's Content-Type line whose value
+// is empty, for start, which has seen that the head holds exactly one
+// Content-Type line (framingLines) and the parser no value for it.
+// fasthttp keeps Content-Type apart from the other fields, as it does
+// User-Agent and Cookie (keepEmptyLines), and writes it only when
+// non-empty, so "Content-Type:" went upstream as no field at all. The
+// gateway still writes no media type the client did not send (step 6 in
+// README.md): the field goes on as it came, empty, for the upstream to
+// judge (RFC 9110 §8.3 gives an empty one no meaning; an upstream may refuse
+// it, or a signature over the field, RFC 9421 §2.1, needs it present).
+// Added as a plain field before the hygiene, so that a Connection naming it
+// still drops it.
+func keepEmptyContentType(h *fasthttp.RequestHeader) {
+	h.DisableSpecialHeader() // Add would set the parsed field again
+	h.AddBytesKV(contentTypeKey, nil)
+	h.EnableSpecialHeader()
+}
+
+var contentTypeKey = []byte(fasthttp.HeaderContentType)
 
 // emptyLines counts the User-Agent (if ua) and Cookie (if cookie) lines of
 // raw, a head's field lines as the parser received them, whose value is

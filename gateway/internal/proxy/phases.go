@@ -325,6 +325,9 @@ func (p *Proxy) start(x *Exchange) bool {
 		x.badRequest("malformed-request", "the request has more than one Content-Type header")
 		return false
 	}
+	if types == 1 && len(h.ContentType()) == 0 {
+		keepEmptyContentType(h) // its one line is empty (see there)
+	}
 	// RFC 9112 §6.1, §6.3: chunked, once and last, is the only transfer
 	// coding read here. The parser refuses the others but took the obsolete
 	// "identity" for none (the body framed by Content-Length, or none, and
