@@ -394,3 +394,52 @@ func TestSettleRoundLeavesAnUnflaggedChargeWhoseCreateIsStillDelivered(t *testin
 		})
 	}
 }
+
+// TestSettleRoundCountsWhatItFailedOn: a round reports what it left
+// unsettled by cause, for the service's shanhai_payment_settle_failures_total:
+// a refund the provider faulted on as Faulted, a round whose database is
+// gone as Failed (its listing, once), and neither for a clean round or for
+// what a stop cut off (ctx ended). Before, a failing round returned only an
+// error, which the service could only log.
+func TestSettleRoundCountsWhatItFailedOn(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			provider := newOutage()
+			a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: provider, NewID: uuid.NewString})
+			o := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+			if c, err := a.ChargeOrder.Handle(ctx, o); err != nil || c.Status != payment.Succeeded {
+				t.Fatalf("charge = %+v, %v; want SUCCEEDED", c, err)
+			}
+			if err := a.RecordDeadLetter.Handle(ctx, payment.DeadLetter{Consumer: "payment", EventType: adapters.OrderCancelled,
+				Reason: "retries_exhausted", OrderID: o.OrderID}); err != nil {
+				t.Fatal(err)
+			}
+
+			provider.refunds.Store(true)
+			if res, err := a.Settle.Handle(ctx); err == nil || res.Faulted != 1 || res.Failed != 0 || res.Refunded != 0 {
+				t.Fatalf("round with the refund faulting = %+v, %v; want an error and Faulted 1", res, err)
+			}
+			stopped, cancel := context.WithCancel(ctx)
+			cancel()
+			if res, err := a.Settle.Handle(stopped); err == nil || res.Faulted+res.Failed != 0 {
+				t.Fatalf("round cut off by its stop = %+v, %v; want an error and nothing counted", res, err)
+			}
+			provider.heal()
+			if res, err := a.Settle.Handle(ctx); err != nil || res.Faulted+res.Failed != 0 || res.Refunded != 1 {
+				t.Fatalf("clean round = %+v, %v; want the refund and no failure", res, err)
+			}
+
+			sqlDB, err := db.DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sqlDB.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if res, err := a.Settle.Handle(ctx); err == nil || res.Failed != 1 || res.Faulted != 0 {
+				t.Fatalf("round on a closed database = %+v, %v; want an error and Failed 1", res, err)
+			}
+		})
+	}
+}

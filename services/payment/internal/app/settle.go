@@ -23,6 +23,25 @@ type SettleResult struct {
 	// this round and whose refusal this round stored: each is reported by
 	// one round only, and no later round asks again.
 	RefundDeclined []DeclinedRefund
+	// Faulted counts the payments this round left because the provider
+	// faulted on their void or refund, and Failed those it left because a
+	// database statement failed (flagging or storing one), plus one when the
+	// round could not list what to settle and so tried nothing. Both wait
+	// for the next round; they are counted apart from the returned error so
+	// that the service can meter them by cause (an operator's alert needs a
+	// series, not a log line).
+	Faulted, Failed int
+}
+
+// failed counts one payment (or the listing) this round left unsettled
+// because of err, by whether the provider or the database failed: the only
+// two things a round calls, so the metric's reasons stay bounded.
+func (r *SettleResult) failed(err error) {
+	if errors.Is(err, payment.ErrProviderFault) {
+		r.Faulted++
+	} else {
+		r.Failed++
+	}
 }
 
 // DeclinedRefund names a cancelled order's payment left charged because the
@@ -48,14 +67,25 @@ type SettleHandler struct{ d Deps }
 // every payment of the batch was tried. A refund the provider refuses is
 // not a fault: it is stored on the row (ReasonRefundDeclined), which no
 // later round takes, and reported in RefundDeclined by the round that
-// stored it.
+// stored it. What failed is also counted by cause in Faulted and Failed.
 func (h SettleHandler) Handle(ctx context.Context) (SettleResult, error) {
+	var res SettleResult
 	ps, err := h.d.Payments.Unsettled(ctx, SettleBatch)
 	if err != nil {
-		return SettleResult{}, fmt.Errorf("settle: %w", err)
+		if ctx.Err() == nil {
+			res.failed(err)
+		}
+		return res, fmt.Errorf("settle: %w", err)
 	}
-	var res SettleResult
 	var errs []error
+	// fail records a payment left unsettled. What the stop cut off (ctx
+	// ended) is no failure of the round and is not counted.
+	fail := func(p *payment.Payment, err error) {
+		if ctx.Err() == nil {
+			res.failed(err)
+		}
+		errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+	}
 	for _, p := range ps {
 		if ctx.Err() != nil {
 			errs = append(errs, ctx.Err())
@@ -69,7 +99,7 @@ func (h SettleHandler) Handle(ctx context.Context) (SettleResult, error) {
 			// flagged one, then void it.
 			flagged, err := h.d.Payments.RequestCancel(ctx, p)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+				fail(p, err)
 				continue
 			}
 			if !flagged {
@@ -78,7 +108,7 @@ func (h SettleHandler) Handle(ctx context.Context) (SettleResult, error) {
 			p.OnCancel()
 			stored, err := closeByVoid(ctx, h.d, p)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+				fail(p, err)
 			} else if stored {
 				res.Voided++
 			}
@@ -87,7 +117,7 @@ func (h SettleHandler) Handle(ctx context.Context) (SettleResult, error) {
 			// it: SUCCEEDED and flagged, it is refunded by the next round.
 			stored, err := closeByVoid(ctx, h.d, p)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+				fail(p, err)
 			} else if stored {
 				res.Voided++
 			}
@@ -97,12 +127,12 @@ func (h SettleHandler) Handle(ctx context.Context) (SettleResult, error) {
 			case errors.Is(err, payment.ErrRefundDeclined):
 				d, err := h.refundDeclined(ctx, p, err)
 				if err != nil {
-					errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+					fail(p, err)
 				} else if d != nil {
 					res.RefundDeclined = append(res.RefundDeclined, *d)
 				}
 			case err != nil:
-				errs = append(errs, fmt.Errorf("settle order %s: %w", p.OrderID(), err))
+				fail(p, err)
 			case stored:
 				res.Refunded++
 			}

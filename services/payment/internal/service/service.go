@@ -85,6 +85,10 @@ type Service struct {
 	registry discovery.Registry
 	events   *adapters.OrderEvents
 	settled  metric.Int64Counter
+	// settleFailures counts what the settle round failed on, by reason
+	// (settleFailure*): a round that keeps failing leaves cancelled orders
+	// charged, and only a series can fire an alert.
+	settleFailures metric.Int64Counter
 
 	stopWorkers func(context.Context)
 	cleanup     server.Cleanup
@@ -168,6 +172,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	s.events = adapters.NewOrderEvents(consumer, names, s.App, cfg.MaxDeliver, o.Logger)
 	s.settled, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settled",
 		metric.WithDescription("payments of cancelled orders the settle round voided, refunded or found refused a refund (refund_declined), by outcome"))
+	s.settleFailures, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settle.failures",
+		metric.WithDescription("what the settle round failed on, by reason: provider (a payment's void or refund faulted), database (a payment's write, or the round's listing, failed), purge (deleting dead letters past their retention failed)"))
 
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
@@ -283,6 +289,8 @@ func (s *Service) settle(ctx context.Context) {
 		s.log.ErrorContext(ctx, "the provider declined the refund of a cancelled order: the customer is still charged and the settle round will not retry; settle it with the provider",
 			"payment_id", d.PaymentID, "order_id", d.OrderID, "err", d.Err)
 	}
+	s.countSettleFailures(ctx, settleFailureProvider, res.Faulted)
+	s.countSettleFailures(ctx, settleFailureDatabase, res.Failed)
 	if err != nil && ctx.Err() == nil {
 		// A provider still faulting: the next round tries again.
 		s.log.WarnContext(ctx, "settle round", "err", err)
@@ -300,7 +308,22 @@ func (s *Service) settle(ctx context.Context) {
 		s.log.InfoContext(ctx, "deleted settled dead letters past their retention", "deleted", purged, "retention", s.cfg.DeadLetterRetention)
 	}
 	if err != nil && ctx.Err() == nil {
+		s.countSettleFailures(ctx, settleFailurePurge, 1)
 		s.log.WarnContext(ctx, "settle round: purge dead letters", "err", err)
+	}
+}
+
+// The reasons of shanhai_payment_settle_failures_total: a fixed set, so the
+// series stay few whatever the errors say.
+const (
+	settleFailureProvider = "provider" // a payment's void or refund faulted at the provider
+	settleFailureDatabase = "database" // a payment's write, or the round's listing, failed
+	settleFailurePurge    = "purge"    // deleting settled dead letters past their retention failed
+)
+
+func (s *Service) countSettleFailures(ctx context.Context, reason string, n int) {
+	if n > 0 {
+		s.settleFailures.Add(ctx, int64(n), metric.WithAttributes(attribute.String("reason", reason)))
 	}
 }
 

@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -106,12 +107,96 @@ func TestServiceReportsARefundTheProviderDeclinedOnce(t *testing.T) {
 	}
 }
 
+// TestServiceCountsFailedSettleRounds: what a settle round fails on is
+// counted in shanhai_payment_settle_failures_total{reason}, which an alert
+// watches: a refund the provider faults on as "provider" (per payment), a
+// round whose database is gone as "database" and its dead-letter purge as
+// "purge"; a clean round counts nothing. Before, each was only a WARN log
+// line, and a round failing for hours fired no alert.
+func TestServiceCountsFailedSettleRounds(t *testing.T) {
+	h := newHarness(t, func(c *config.Config) {
+		c.SettleInterval = 200 * time.Millisecond
+		c.DeadLetterRetention = time.Hour
+	})
+	ctx := context.Background()
+	reasons := []string{"database", "provider", "purge"}
+	failures := func() map[string]int {
+		m := map[string]int{}
+		for _, r := range reasons {
+			m[r] = settleFailures(t, h, r)
+		}
+		return m
+	}
+	// The meter is the test process's, shared by every harness: counts are
+	// compared with what they were before.
+	before := failures()
+	// chargedAndCancelDead is a SUCCEEDED charge whose order.cancelled was
+	// dead-lettered: a settle round refunds it.
+	chargedAndCancelDead := func(setFault func()) string {
+		t.Helper()
+		o := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+		if c, err := h.svc.App.ChargeOrder.Handle(ctx, o); err != nil || c.Status != payment.Succeeded {
+			t.Fatalf("charge = %+v, %v; want SUCCEEDED", c, err)
+		}
+		setFault()
+		if err := h.svc.App.RecordDeadLetter.Handle(ctx, payment.DeadLetter{Consumer: "payment", EventType: adapters.OrderCancelled,
+			Reason: "retries_exhausted", OrderID: o.OrderID}); err != nil {
+			t.Fatal(err)
+		}
+		return o.OrderID
+	}
+
+	clean := chargedAndCancelDead(func() {})
+	runtest.Eventually(t, 30*time.Second, "a clean settle round to refund the cancelled order", func() bool {
+		rows := h.payments(clean)
+		return len(rows) == 1 && rows[0].Status == string(payment.Refunded)
+	})
+	if now := failures(); !maps.Equal(now, before) {
+		t.Fatalf("clean settle rounds changed shanhai_payment_settle_failures_total from %v to %v; want no failure counted", before, now)
+	}
+
+	faulted := chargedAndCancelDead(func() {
+		h.setSettings(config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 2, FailureRate: 1, DeclineAboveCents: 100000})
+	})
+	runtest.Eventually(t, 30*time.Second, `a settle round to count the refund's fault (reason="provider")`, func() bool {
+		return settleFailures(t, h, "provider") > before["provider"]
+	})
+	if rows := h.payments(faulted); len(rows) != 1 || rows[0].Status != string(payment.Succeeded) {
+		t.Fatalf("payment %+v; want SUCCEEDED, its refund faulting", rows)
+	}
+
+	sqlDB, err := h.svc.DB.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlDB.Close(); err != nil {
+		t.Fatal(err)
+	}
+	runtest.Eventually(t, 30*time.Second, `a settle round on a closed database to count reason="database" and "purge"`, func() bool {
+		return settleFailures(t, h, "database") > before["database"] && settleFailures(t, h, "purge") > before["purge"]
+	})
+}
+
+// settleFailures is shanhai_payment_settle_failures_total{reason} on
+// /metrics, 0 while it has no line.
+func settleFailures(t *testing.T, h *harness, reason string) int {
+	t.Helper()
+	return counterValue(t, h, "shanhai_payment_settle_failures_total", "reason", reason)
+}
+
 // settledCount is shanhai_payment_settled_total{outcome} on /metrics, 0
 // while it has no line.
 func settledCount(t *testing.T, h *harness, outcome string) int {
 	t.Helper()
+	return counterValue(t, h, "shanhai_payment_settled_total", "outcome", outcome)
+}
+
+// counterValue is the counter name{label="value"} on /metrics (the last
+// label of the line, as the exporter sorts them), 0 while it has no line.
+func counterValue(t *testing.T, h *harness, name, label, value string) int {
+	t.Helper()
 	for line := range strings.Lines(string(h.get("/metrics", "").Body)) {
-		if !strings.HasPrefix(line, "shanhai_payment_settled_total{") || !strings.Contains(line, `outcome="`+outcome+`"}`) {
+		if !strings.HasPrefix(line, name+"{") || !strings.Contains(line, label+`="`+value+`"}`) {
 			continue
 		}
 		n, err := strconv.Atoi(strings.TrimSpace(line[strings.LastIndexByte(line, ' ')+1:]))
