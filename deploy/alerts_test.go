@@ -50,10 +50,12 @@ func loadAlertRules(t *testing.T) ruleFile {
 // watchedAlarms are the signals an operator must hear of without watching a dashboard, by the selector a rule's
 // expression must hold: a payment result contradicting its order (money taken for a failed order, or an order paid
 // on a charge payment disowns), the payments the settle round had to void or refund because a dead letter left them
-// charged, and dead letters piling up, recorded or not, in payment and in the bridge. None had a rule.
+// charged, the settle round itself failing, and dead letters piling up, recorded or not, in payment and in the
+// bridge. None had a rule.
 var watchedAlarms = []string{
 	`shanhai_order_payment_events_total{outcome="contradicts"}`,
 	`shanhai_payment_settled_total`,
+	`shanhai_payment_settle_failures_total`,
 	`shanhai_payment_dead_letters_total`,
 	`shanhai_payment_dead_letters_unrecorded_total`,
 	`bridge_dlq_total`,
