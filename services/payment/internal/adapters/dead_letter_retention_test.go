@@ -104,3 +104,72 @@ func TestSettledDeadLettersAreDeletedAfterTheirRetention(t *testing.T) {
 		})
 	}
 }
+
+// TestPurgeWorksThroughABacklogOfSeveralBatches: the first purge after an
+// upgrade meets every settled dead letter ever recorded. It deletes them all
+// in statements of app.PurgeBatch, one after another until one comes back
+// short, and keeps those within the retention (and those of an order still
+// to settle) however many batches come before them.
+func TestPurgeWorksThroughABacklogOfSeveralBatches(t *testing.T) {
+	for name, db := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			provider := newOutage()
+			store := adapters.NewPaymentGorm(db)
+			now := time.Now().UTC()
+			a := app.New(app.Deps{Payments: store, Provider: provider, NewID: uuid.NewString, Now: func() time.Time { return now }})
+			const retention = 24 * time.Hour
+
+			refunded := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+			charged := app.ChargeOrder{OrderID: uuid.NewString(), UserID: "alice", TotalCents: 5000, Currency: "EUR"}
+			for _, o := range []app.ChargeOrder{refunded, charged} {
+				if c, err := a.ChargeOrder.Handle(ctx, o); err != nil || c.Status != payment.Succeeded {
+					t.Fatalf("charge = %+v, %v; want SUCCEEDED", c, err)
+				}
+			}
+			if c, err := a.CancelOrder.Handle(ctx, app.CancelOrder(refunded)); err != nil || c.Status != payment.Refunded {
+				t.Fatalf("cancel = %+v, %v; want REFUNDED", c, err)
+			}
+			// One settled order's redelivered messages stand for the many
+			// orders of a real backlog: the purge deletes by dead letter.
+			backlog := 2*app.PurgeBatch + 1
+			var want []string // the ids kept
+			dead := func(orderID string, at time.Time, kept bool) {
+				t.Helper()
+				id := uuid.NewString()
+				if err := store.SaveDeadLetter(ctx, payment.DeadLetter{ID: id, Consumer: "payment", EventType: adapters.OrderCancelled,
+					Reason: "retries_exhausted", OrderID: orderID, Payload: []byte("{}"), CreatedAt: at}); err != nil {
+					t.Fatal(err)
+				}
+				if kept {
+					want = append(want, id)
+				}
+			}
+			for i := range backlog {
+				dead(refunded.OrderID, now.Add(-retention-time.Duration(i+1)*time.Second), false)
+			}
+			for i := range 3 {
+				dead(refunded.OrderID, now.Add(-retention+time.Duration(i+1)*time.Minute), true) // settled, within the retention
+			}
+			dead(charged.OrderID, now.Add(-2*retention), true) // still owed a refund
+
+			n, err := a.Settle.PurgeDeadLetters(ctx, retention)
+			if err != nil || n != backlog {
+				t.Fatalf("purge deleted %d, %v; want the whole backlog of %d (%d statements)", n, err, backlog, backlog/app.PurgeBatch+1)
+			}
+			left, err := store.DeadLetters(ctx, backlog+10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, d := range left {
+				ids = append(ids, d.ID)
+			}
+			slices.Sort(ids)
+			slices.Sort(want)
+			if !slices.Equal(ids, want) {
+				t.Fatalf("%d dead letters kept %v; want %v", len(ids), ids, want)
+			}
+		})
+	}
+}
