@@ -9,12 +9,18 @@ the 10 s window from second 10 to 20 reads from /proc the CPU time of every
 part: the five binaries, the PostgreSQL backends serving the run's three
 databases (pg_stat_activity), the shared NATS, Kafka and Pulsar servers, and
 the load generator (CPUORDER_LOGIN_RATIO sets its -login-ratio, log ins per
-order; CPUORDER_STACK_WAIT, seconds to wait for the stack's addresses, default 900; CPUORDER_STACK_ENV,
+order; CPUORDER_LOADGEN_ARGS, further loadgen flags, split as a shell would, after the
+script's own so they win, e.g. "-mix order -users 80"; CPUORDER_STACK_WAIT, seconds to wait for the stack's addresses, default 900; CPUORDER_STACK_ENV,
 space-separated binary:NAME=value, extra environment for the
 stack's binaries). Orders are those created in the window (orders.created_at
 in the run's order database), so each part's CPU is divided by the orders it
 served. Also records pg_stat_database commits and tuples per order, and with
-"profile" a 10 s pprof CPU profile of each binary. Also counts, per client part
+"profile" a pprof CPU profile of each binary over the window (at most 60 s). Every part's CPU is also given
+per second of the window (cpu_ms_per_s), the figure to fit as idle + per order × rate.
+
+RATE 0 is the idle platform: no load generator; the window is DURATION seconds
+from second 10 after the stack is up, and cpu_ms_per_s is the idle cost (the
+per-order figures are then per whole window). Also counts, per client part
 and broker, the data segments its sockets sent and received (ss -ti; on loopback
 about one per request and one per answer; connections that closed within the
 window are missed), and each broker's read and write system calls. Prints one JSON line and
@@ -23,12 +29,15 @@ keeps everything in $CPUORDER_DIR (default /tmp/cpuorder)/<label>-<rate>-<time>/
 A Python script rather than a Go command: it only starts processes and reads
 /proc and psql, like services/order/scripts/startup_bench.py.
 """
-import json, os, re, signal, subprocess, sys, time, urllib.request, threading, glob
+import glob, json, os, re, shlex, signal, subprocess, sys, threading, time, urllib.request
 
 root, label, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
 duration = int(sys.argv[4]) if len(sys.argv) > 4 else 30
 profile = len(sys.argv) > 5 and sys.argv[5] == "profile"
 login_ratio = os.environ.get("CPUORDER_LOGIN_RATIO", "")  # log ins per order; empty keeps loadgen's default (0.02)
+loadgen_args = shlex.split(os.environ.get("CPUORDER_LOADGEN_ARGS", ""))
+idle = rate == 0
+window = duration if idle else 10  # seconds of measurement; a load run's is second 10 to 20 of its sending
 out = os.environ.get("CPUORDER_DIR", "/tmp/cpuorder") + f"/{label}-{int(rate)}-{time.strftime('%H%M%S')}"
 os.makedirs(out, exist_ok=True)
 CLK = os.sysconf("SC_CLK_TCK")
@@ -215,18 +224,22 @@ def count_orders(t1, t2):
 
 
 time.sleep(3)
-lg = subprocess.Popen([bindir + "/loadgen", "-target", gw, "-rate", str(rate), "-duration", f"{duration}s", "-users", "40",
-                       "-nats", env.get("NATS_URL", "nats://127.0.0.1:14222"), "-subject", subj, "-drain", "20s", "-json"]
-                      + (["-login-ratio", login_ratio] if login_ratio else []),
-                      env=env, stdout=open(out + "/loadgen.json", "w"), stderr=open(out + "/loadgen.err", "w"))
-time.sleep(10)  # the window starts at second 10: users registered, connections warm
+if idle:
+    lg = None
+else:
+    lg = subprocess.Popen([bindir + "/loadgen", "-target", gw, "-rate", str(rate), "-duration", f"{duration}s", "-users", "40",
+                           "-nats", env.get("NATS_URL", "nats://127.0.0.1:14222"), "-subject", subj, "-drain", "20s", "-json"]
+                          + (["-login-ratio", login_ratio] if login_ratio else []) + loadgen_args,
+                          env=env, stdout=open(out + "/loadgen.json", "w"), stderr=open(out + "/loadgen.err", "w"))
+time.sleep(10)  # the window starts at second 10: users registered, connections warm (idle: start-up's work done)
+lgpid = lg.pid if lg else -1
 up0 = open("/proc/loadavg").read().split()[:3]
-s1 = snapshot(lg.pid)
+s1 = snapshot(lgpid)
 threads = []
 if profile:
     def prof(name, port):
         try:
-            data = urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/pprof/profile?seconds=10", timeout=30).read()
+            data = urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/pprof/profile?seconds={min(window, 60)}", timeout=min(window, 60) + 30).read()
             open(f"{out}/{name}.prof", "wb").write(data)
         except Exception as e:
             print("profile", name, e, file=sys.stderr)
@@ -234,15 +247,17 @@ if profile:
         t = threading.Thread(target=prof, args=(n, p))
         t.start()
         threads.append(t)
-time.sleep(10)
-s2 = snapshot(lg.pid)
+time.sleep(window)
+s2 = snapshot(lgpid)
 up1 = open("/proc/loadavg").read().split()[:3]
 for t in threads:
     t.join()
-lg.wait()
+if lg:
+    lg.wait()
 n, paid = count_orders(s1["_t"], s2["_t"])
-res = {"label": label, "rate": rate, "login_ratio": login_ratio or "default", "orders_window": n, "paid_window": paid, "loadavg_start": up0, "loadavg_end": up1, "dir": out}
-us = {}
+res = {"label": label, "rate": rate, "window_s": window, "loadgen_args": loadgen_args, "login_ratio": login_ratio or "default", "orders_window": n, "paid_window": paid, "loadavg_start": up0, "loadavg_end": up1, "dir": out}
+us, per_s = {}, {}
+dt = s2["_t"] - s1["_t"]
 res["pg_per_order"] = {d: [round((b - a) / max(n, 1), 2) for a, b in zip(s1["_pg"][d], v)] for d, v in s2["_pg"].items() if d in s1["_pg"]}
 for k, v in s2.items():
     if k.startswith("_"):
@@ -252,13 +267,14 @@ for k, v in s2.items():
     else:
         d = v - s1.get(k, 0)
     us[k] = round(d * 1e6 / max(n, 1))
-dt = s2["_t"] - s1["_t"]
+    per_s[k] = round(d * 1e3 / dt, 1)
 us["_machine_busy_pct"] = round((s2["_machine_busy"] - s1["_machine_busy"]) / dt * 100)
 us["_ours_pct"] = round(sum(v for k, v in us.items() if not k.startswith("_")) * n / 1e6 / dt * 100)
 res["cpu_us_per_order"] = us
+res["cpu_ms_per_s"] = per_s
 # Requests (client data segments out) and answers (in) per order, by client part and broker.
 names = {p: n for n, p in svc.items()}
-names[lg.pid] = "loadgen"
+names[lgpid] = "loadgen"
 segs = {}
 for k, (pid, o2, i2) in s2["_socks"].items():
     _, o1, i1 = s1["_socks"].get(k, (pid, 0, 0))
@@ -278,10 +294,11 @@ for k, (pid, _, _) in s2["_socks"].items():
         key = names.get(pid, comm(pid)) + ">" + k[1]
         opened[key] = opened.get(key, 0) + 1
 res["connections_opened"] = opened
-try:
-    res["loadgen"] = json.load(open(out + "/loadgen.json"))
-except Exception as e:
-    res["loadgen_err"] = str(e)
+if lg:
+    try:
+        res["loadgen"] = json.load(open(out + "/loadgen.json"))
+    except Exception as e:
+        res["loadgen_err"] = str(e)
 stop_stack()
 json.dump(res, open(out + "/result.json", "w"), indent=1)
 print(json.dumps(res))
