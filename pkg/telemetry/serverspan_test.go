@@ -380,10 +380,12 @@ func TestServerSpanReadOnly(t *testing.T) {
 }
 
 // TestServerSpanSize: the span stays in the allocator's header-less size
-// classes (serverspan.go says why).
+// classes (serverspan.go says why), and in the 320-byte one: every byte of
+// a sampled request's three allocations is allocated, zeroed and swept again
+// per request, and 336 bytes took the 352-byte class.
 func TestServerSpanSize(t *testing.T) {
-	if n := unsafe.Sizeof(serverSpan{}); n > 512 {
-		t.Fatalf("serverSpan is %d bytes, want at most 512", n)
+	if n := unsafe.Sizeof(serverSpan{}); n > 320 {
+		t.Fatalf("serverSpan is %d bytes, want at most 320", n)
 	}
 }
 
