@@ -28,7 +28,13 @@ type Config struct {
 	ScanInterval time.Duration // how often /proc is polled for targets starting and exiting
 	Grace        time.Duration // how long probes stay on an executable that no process runs any more
 	HTTPProbe    string        // HTTPProbeUprobe (default) or HTTPProbeSocket
-	Logger       *slog.Logger
+	// NoExitPrograms loads the per-executable probes (HTTP server, runtime, calls) without their
+	// sched_process_exit programs (include/procexit.h), which free an exiting process's per-CPU slot copies in the
+	// kernel. New turns it on itself where the kernel lacks bpf_loop or bpf_map_lookup_percpu_elem (before Linux
+	// 5.19): there those programs fail the verifier, and each took its whole probe with it. Without them the scan
+	// frees the slots of processes that no longer exist, as before the kernel did (README, "Minimum kernels").
+	NoExitPrograms bool
+	Logger         *slog.Logger
 }
 
 // Target is one process being observed.
@@ -106,6 +112,14 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if err := Preflight(cfg.HTTPProbe); err != nil {
 		return nil, err
+	}
+	if !cfg.NoExitPrograms {
+		if err := exitHelpers(); err != nil {
+			cfg.NoExitPrograms = true
+			cfg.Logger.Info("probes load without their process-exit programs: exited processes' slots are freed by the scan", "why", err.Error())
+		}
+	} else {
+		cfg.Logger.Info("probes load without their process-exit programs: exited processes' slots are freed by the scan", "why", "configured")
 	}
 	sys, err := attachSystem()
 	if err != nil {
@@ -312,7 +326,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 	if _, failed := a.failed[id]; failed {
 		return
 	}
-	b, err := safeAttach(path, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, a.sys.tcp.AcceptRet, a.log)
+	b, err := safeAttach(path, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, !a.cfg.NoExitPrograms, a.sys.tcp.AcceptRet, a.log)
 	if err != nil {
 		a.failed[id] = err.Error()
 		a.log.Error("attach failed", "exe", exe, "err", err)
@@ -350,13 +364,13 @@ func (a *Agent) detach(id binID) {
 // safeAttach is attachBinary turning a panic into an error. Any file on the machine can match a target, and the
 // parsers under it (debug/elf, debug/gosym, debug/dwarf, x86asm) were fuzzed but not proven: one hostile file must
 // cost its own probes, not every other target's.
-func safeAttach(path, exe string, id binID, httpUprobe bool, accept *ebpf.Program, log *slog.Logger) (b *binProbes, err error) {
+func safeAttach(path, exe string, id binID, httpUprobe, exitProgs bool, accept *ebpf.Program, log *slog.Logger) (b *binProbes, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			b, err = nil, fmt.Errorf("panic reading %s: %v", path, p)
 		}
 	}()
-	return attachBinary(path, exe, id, httpUprobe, accept, log)
+	return attachBinary(path, exe, id, httpUprobe, exitProgs, accept, log)
 }
 
 // Targets lists the processes observed now.

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/arch/x86/x86asm"
 
@@ -45,9 +47,11 @@ type binProbes struct {
 	refused map[string]string
 	log     *slog.Logger
 	closer  []io.Closer
+	// exitProgs: each probe's process_exit is loaded and attached (Config.NoExitPrograms unset).
+	exitProgs bool
 
-	http          *httpserver.BpfObjects
-	rt            *goruntime.BpfObjects
+	http          *httpserver.BpfMaps
+	rt            *goruntime.BpfMaps
 	calls         []*ebpf.Map // the call probes' aggregate maps (struct call_key -> lat_hist)
 	callsInflight []*ebpf.Map // and their in-flight maps (struct call_inflight_key -> call_state)
 	callSlots     []*ebpf.Map // and their fast-path slots: in flight (struct call_slot)
@@ -81,8 +85,48 @@ func setExitVars(spec *ebpf.CollectionSpec, ino uint64) error {
 	return nil
 }
 
-// attachExit attaches a probe's process_exit to sched:sched_process_exit.
-func (b *binProbes) attachExit(prog *ebpf.Program) error {
+// exitProgram is the name of each per-executable probe's sched_process_exit program (include/procexit.h).
+const exitProgram = "process_exit"
+
+// exitHelpers says why the probes' exit programs cannot load on this kernel, or nil. They walk every slot copy with
+// bpf_loop and reach each CPU's copy with bpf_map_lookup_percpu_elem, both Linux 5.19; the verifier refuses a
+// program that calls a helper the kernel lacks, and with it the object it is loaded in.
+func exitHelpers() error {
+	for _, h := range []struct {
+		fn   asm.BuiltinFunc
+		name string
+	}{{asm.FnLoop, "bpf_loop"}, {asm.FnMapLookupPercpuElem, "bpf_map_lookup_percpu_elem"}} {
+		if err := features.HaveProgramHelper(ebpf.TracePoint, h.fn); err != nil {
+			return fmt.Errorf("helper %s: %w", h.name, err)
+		}
+	}
+	return nil
+}
+
+// load loads spec into objs (a struct of its maps and programs other than process_exit) and, unless the probes go
+// without exit programs, attaches its process_exit to sched:sched_process_exit. Without them the program is deleted
+// from the spec before loading, so the kernel's verifier never sees it and the object's other programs load where
+// it could not. The error wraps the verifier's.
+func (b *binProbes) load(spec *ebpf.CollectionSpec, objs any) error {
+	if !b.exitProgs {
+		delete(spec.Programs, exitProgram)
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	defer coll.Close() // what objs did not take
+	if err := coll.Assign(objs); err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	if !b.exitProgs {
+		return nil
+	}
+	prog := coll.DetachProgram(exitProgram)
+	if prog == nil {
+		return fmt.Errorf("load: no %s program", exitProgram)
+	}
+	b.closer = append(b.closer, prog)
 	l, err := link.Tracepoint("sched", "sched_process_exit", prog, nil)
 	if err != nil {
 		return fmt.Errorf("attach sched:sched_process_exit: %w", err)
@@ -114,7 +158,8 @@ func (b *binProbes) exits(sym *symtab.Binary, fn symtab.Func, keep ...x86asm.Reg
 // /proc/<pid>/exe, which names the file even after it was replaced or deleted on disk.
 // httpUprobe is false when the socket probe (HTTPProbeSocket) observes the HTTP server instead. accept is the system
 // TCP probe's passive-open program (tcp.AcceptRet), attached here so that it fires in targets only.
-func attachBinary(path, exe string, id binID, httpUprobe bool, accept *ebpf.Program, log *slog.Logger) (*binProbes, error) {
+// exitProgs is false when the probes load without their process_exit programs (Config.NoExitPrograms).
+func attachBinary(path, exe string, id binID, httpUprobe, exitProgs bool, accept *ebpf.Program, log *slog.Logger) (*binProbes, error) {
 	sym, err := symtab.Open(path)
 	if err != nil {
 		return nil, err
@@ -128,7 +173,7 @@ func attachBinary(path, exe string, id binID, httpUprobe bool, accept *ebpf.Prog
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
-	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}}
+	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, exitProgs: exitProgs}
 	ok := false
 	defer func() {
 		if !ok {
@@ -221,23 +266,26 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	if err := setExitVars(spec, b.id.ino); err != nil {
 		return err
 	}
-	objs := &httpserver.BpfObjects{}
-	if err := spec.LoadAndAssign(objs, nil); err != nil {
-		return fmt.Errorf("load: %w", err)
+	var objs struct {
+		httpserver.BpfMaps
+		Enter  *ebpf.Program `ebpf:"serve_http_enter"`
+		Ret    *ebpf.Program `ebpf:"serve_http_ret"`
+		Panic  *ebpf.Program `ebpf:"serve_http_panic"`
+		Hijack *ebpf.Program `ebpf:"serve_http_hijack"`
 	}
-	b.closer = append(b.closer, objs)
-	b.http = objs
-	if err := b.attachExit(objs.ProcessExit); err != nil {
+	if err := b.load(spec, &objs); err != nil {
 		return err
 	}
-	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpEnter, []uint64{fs[0].CallOff}); err != nil {
+	b.closer = append(b.closer, &objs.BpfMaps, closers{objs.Enter, objs.Ret, objs.Panic, objs.Hijack})
+	b.http = &objs.BpfMaps
+	if err := b.uprobeAt(ex, fs[0], objs.Enter, []uint64{fs[0].CallOff}); err != nil {
 		return err
 	}
-	if err := b.uprobeAt(ex, fs[0], objs.ServeHttpRet, b.exits(sym, fs[0])); err != nil { // reads no result register
+	if err := b.uprobeAt(ex, fs[0], objs.Ret, b.exits(sym, fs[0])); err != nil { // reads no result register
 		return err
 	}
-	b.attachPanicExit(sym, ex, objs.ServeHttpPanic)
-	b.attachHijack(sym, ex, objs.ServeHttpHijack)
+	b.attachPanicExit(sym, ex, objs.Panic)
+	b.attachHijack(sym, ex, objs.Hijack)
 	return nil
 }
 
@@ -412,15 +460,17 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	if err := setExitVars(spec, b.id.ino); err != nil {
 		return err
 	}
-	objs := &goruntime.BpfObjects{}
-	if err := spec.LoadAndAssign(objs, nil); err != nil {
-		return fmt.Errorf("load: %w", err)
+	var objs struct {
+		goruntime.BpfMaps
+		StopTheWorld     *ebpf.Program `ebpf:"stop_the_world"`
+		StartTheWorldRet *ebpf.Program `ebpf:"start_the_world_ret"`
+		Newproc1         *ebpf.Program `ebpf:"newproc1"`
 	}
-	b.closer = append(b.closer, objs)
-	b.rt = objs
-	if err := b.attachExit(objs.ProcessExit); err != nil {
+	if err := b.load(spec, &objs); err != nil {
 		return err
 	}
+	b.closer = append(b.closer, &objs.BpfMaps, closers{objs.StopTheWorld, objs.StartTheWorldRet, objs.Newproc1})
+	b.rt = &objs.BpfMaps
 	if err := b.uprobeAt(ex, fs[0], objs.StopTheWorld, []uint64{fs[0].CallOff}); err != nil {
 		return err
 	}

@@ -74,7 +74,6 @@ var opByID = func() map[uint16]callSite {
 // callObjects is what the three call probes' generated objects have in common.
 type callObjects struct {
 	enter, ret *ebpf.Program
-	exit       *ebpf.Program // process_exit (include/procexit.h)
 	calls      *ebpf.Map
 	inflight   *ebpf.Map
 	slots      *ebpf.Map // struct call_slot array (in flight, fast path)
@@ -82,7 +81,8 @@ type callObjects struct {
 	closer     interface{ Close() error }
 }
 
-func loadCallProbe(probe string, offs map[offsets.Field]uint64, ino uint64) (*callObjects, error) {
+// loadCallProbe loads probe's object (b.load: with or without its process_exit).
+func (b *binProbes) loadCallProbe(probe string, offs map[offsets.Field]uint64) (*callObjects, error) {
 	var spec *ebpf.CollectionSpec
 	var err error
 	switch probe {
@@ -107,24 +107,23 @@ func loadCallProbe(probe string, offs map[offsets.Field]uint64, ino uint64) (*ca
 		spec.Maps["call_slots"].MaxEntries = slotEntries
 		spec.Maps["call_agg_slots"].MaxEntries = slotEntries
 	}
-	if err := setExitVars(spec, ino); err != nil {
+	if err := setExitVars(spec, b.id.ino); err != nil {
 		return nil, err
 	}
 	var objs struct {
 		Enter *ebpf.Program `ebpf:"call_enter"`
 		Ret   *ebpf.Program `ebpf:"call_ret"`
-		Exit  *ebpf.Program `ebpf:"process_exit"`
 		Calls *ebpf.Map     `ebpf:"calls"`
 		Infl  *ebpf.Map     `ebpf:"call_inflight"`
 		Zero  *ebpf.Map     `ebpf:"call_zero"`
 		Slots *ebpf.Map     `ebpf:"call_slots"`
 		Agg   *ebpf.Map     `ebpf:"call_agg_slots"`
 	}
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		return nil, fmt.Errorf("load: %w", err)
+	if err := b.load(spec, &objs); err != nil {
+		return nil, err
 	}
-	return &callObjects{enter: objs.Enter, ret: objs.Ret, exit: objs.Exit, calls: objs.Calls, inflight: objs.Infl, slots: objs.Slots, aggSlots: objs.Agg,
-		closer: closers{objs.Enter, objs.Ret, objs.Exit, objs.Calls, objs.Infl, objs.Zero, objs.Slots, objs.Agg}}, nil
+	return &callObjects{enter: objs.Enter, ret: objs.Ret, calls: objs.Calls, inflight: objs.Infl, slots: objs.Slots, aggSlots: objs.Agg,
+		closer: closers{objs.Enter, objs.Ret, objs.Calls, objs.Infl, objs.Zero, objs.Slots, objs.Agg}}, nil
 }
 
 type closers []interface{ Close() error }
@@ -180,14 +179,11 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 		if err != nil {
 			return err
 		}
-		objs, err := loadCallProbe(probe, offs, b.id.ino)
+		objs, err := b.loadCallProbe(probe, offs)
 		if err != nil {
 			return err
 		}
 		b.closer = append(b.closer, objs.closer)
-		if err := b.attachExit(objs.exit); err != nil {
-			return err
-		}
 		b.calls = append(b.calls, objs.calls)
 		b.callsInflight = append(b.callsInflight, objs.inflight)
 		b.callSlots = append(b.callSlots, objs.slots)

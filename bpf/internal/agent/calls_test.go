@@ -16,7 +16,9 @@ import (
 // TestCallProbes runs testdata/clients against the real PostgreSQL, Redis, Kafka, NATS and Pulsar (and a test HTTP server)
 // and checks that the agent counted exactly the calls and failures the program itself counted, per operation, on
 // an unstripped binary (DWARF offsets and result layouts) and a stripped one (the fallback tables).
-func TestCallProbes(t *testing.T) {
+func TestCallProbes(t *testing.T) { testCallProbes(t) }
+
+func testCallProbes(t *testing.T) {
 	requireRoot(t)
 	env := []string{
 		"DATABASE_URL=" + testenv.Postgres(t),

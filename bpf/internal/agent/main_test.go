@@ -140,10 +140,14 @@ func eventually(t *testing.T, cond func() (bool, string)) {
 	}
 }
 
+// withoutExitPrograms, when set, starts the agents of newAgent with Config.NoExitPrograms: the exactness tests run
+// as on kernels before 5.19 (TestProbesWithoutExitPrograms).
+var withoutExitPrograms bool
+
 func newAgent(t *testing.T, targets ...string) *Agent {
 	t.Helper()
 	requireRoot(t)
-	a, err := New(Config{Targets: targets})
+	a, err := New(Config{Targets: targets, NoExitPrograms: withoutExitPrograms})
 	if err != nil {
 		t.Fatal(err)
 	}
