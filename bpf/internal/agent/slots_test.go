@@ -241,10 +241,15 @@ func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
 		if err := tg.cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, func() (bool, string) { // not reaped: the test is its parent and has not waited
+		// Not reaped: the test is its parent and has not waited. The leader can be a zombie while other threads still
+		// exit, and the last of them runs the probes' process_exit, which would free slots taken after this returned:
+		// so also wait for the leader to be the only thread left (the others leave the list after that tracepoint).
+		eventually(t, func() (bool, string) {
 			st, err := os.ReadFile("/proc/" + strconv.Itoa(tg.pid) + "/stat")
 			fields := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
-			return err == nil && len(fields) > 0 && fields[0] == "Z", fmt.Sprintf("pid %d not a zombie: %q, %v", tg.pid, st, err)
+			tasks, terr := os.ReadDir("/proc/" + strconv.Itoa(tg.pid) + "/task")
+			return err == nil && terr == nil && len(fields) > 0 && fields[0] == "Z" && len(tasks) == 1,
+				fmt.Sprintf("pid %d not a zombie alone: %q, %d threads, %v, %v", tg.pid, st, len(tasks), err, terr)
 		})
 	}
 	forgetExited := func() {
