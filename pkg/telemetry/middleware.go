@@ -230,8 +230,11 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	case !m.w3c || len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0:
 		ctx = m.prop.Extract(ctx, headerCarrier(h))
 	}
-	ctx, parent, d := m.server.decide(ctx, remote)
+	ctx, parent, d, root := m.server.decide(ctx, remote)
 	switch d {
+	case dropRoot:
+		ur := new(unsampledRequest)
+		return ur.span.initRoot(ctx, root, &m.server.unsampled), &ur.span, ur
 	case drop:
 		ur := new(unsampledRequest)
 		return ur.span.init(ctx, parent, &m.server.unsampled, nil), &ur.span, ur

@@ -76,8 +76,14 @@ type UnsampledSpan struct {
 // decision, the ids, the flags and the trace state are Start's; a sampled
 // span is the recording span Start returns, independent of u.
 func (t *ServerTracer) StartIn(u *UnsampledSpan, ctx context.Context, remote trace.SpanContext, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
-	ctx, parent, d := t.decide(ctx, remote)
+	ctx, parent, d, root := t.decide(ctx, remote)
 	switch d {
+	case dropRoot:
+		if u == nil {
+			c := new(unsampledCtx)
+			return c.initRoot(ctx, root, &t.unsampled), c
+		}
+		return u.span.initRoot(ctx, root, &t.unsampled), &u.span
 	case drop:
 		if u == nil {
 			return withUnsampled(ctx, parent, &t.unsampled)
@@ -110,26 +116,28 @@ func (t *ServerTracer) startRecording(ctx context.Context, parent trace.SpanCont
 // a dropped span inside its request copy):
 //
 //   - drop: parent is the unsampled span's parent context;
+//   - dropRoot: a root the sampler drops, with the trace id root (parent is
+//     invalid);
 //   - sampleRemote, sampleRoot: the span is recorded without the SDK under
 //     parent (for a root, an invalid span context carrying the trace id the
 //     ratio decided on, or none);
 //   - useSDK: ctx is the context in which to start the SDK's span.
-func (t *ServerTracer) decide(ctx context.Context, remote trace.SpanContext) (_ context.Context, parent trace.SpanContext, d decision) {
+func (t *ServerTracer) decide(ctx context.Context, remote trace.SpanContext) (_ context.Context, parent trace.SpanContext, d decision, root rootID) {
 	if t.sampling == nil {
-		return t.sdkContext(ctx, remote, useSDK), trace.SpanContext{}, useSDK
+		return t.sdkContext(ctx, remote, useSDK), trace.SpanContext{}, useSDK, root
 	}
 	parent = remote
 	if !parent.IsValid() {
 		parent = spanContextOf(ctx)
 	}
-	d, parent = t.sampling.decide(parent)
+	d, parent, root = t.sampling.decide(parent)
 	switch {
-	case d == drop:
-		return ctx, parent, drop
+	case d == drop, d == dropRoot:
+		return ctx, parent, d, root
 	case d != useSDK && t.sampling.rec != nil:
-		return ctx, parent, d
+		return ctx, parent, d, root
 	}
-	return t.sdkContext(ctx, parent, d), trace.SpanContext{}, useSDK
+	return t.sdkContext(ctx, parent, d), trace.SpanContext{}, useSDK, root
 }
 
 // sdkContext is the context in which the SDK starts a span decide did not

@@ -46,8 +46,11 @@ type sampling struct {
 
 // sampled is sdktrace.TraceIDRatioBased's decision for a trace id.
 func (s *sampling) sampled(tid trace.TraceID) bool {
-	return s.all || binary.BigEndian.Uint64(tid[8:16])>>1 < s.bound
+	return s.sampledLow(binary.BigEndian.Uint64(tid[8:16]))
 }
+
+// sampledLow is sampled for a trace id whose bytes 8..16 are lo, big-endian.
+func (s *sampling) sampledLow(lo uint64) bool { return s.all || lo>>1 < s.bound }
 
 // Environment variable names and values the SDK reads (the specification's
 // general SDK configuration).
@@ -152,47 +155,61 @@ const (
 	sampleRemote                 // a remote parent whose trace is sampled
 	sampleRoot                   // a sampled root: with a drawn trace id when the ratio decided it
 	drop                         // not sampled: a non-recording span without the SDK
+	dropRoot                     // drop for a root: its drawn trace id is in a rootID, not a span context
 )
 
 // decide applies the configured sampler to a server span under parent (the
 // remote or local span context the request continues, or none). For roots
-// it draws the trace id, as the SDK would, and returns it; for a dropped
-// child it returns the parent.
-func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext) {
+// it draws the trace id, as the SDK would: a sampled root gets it in the
+// returned span context, a dropped one (dropRoot) only in the rootID, the
+// span context staying invalid. Building span contexts to carry a dropped
+// root's id, and copying them through decide's callers, was half of an
+// unsampled root's decision (README.md, 2026-12-06); initRoot writes the
+// span from the two halves. For a dropped child decide returns the parent.
+func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext, rootID) {
 	if parent.IsValid() {
 		switch {
 		case !parent.IsRemote():
 			// A span of this process: the SDK tracks its children.
-			return useSDK, parent
+			return useSDK, parent, rootID{}
 		case s.parentBased && parent.IsSampled(), !s.parentBased && s.sampled(parent.TraceID()):
-			return sampleRemote, parent
+			return sampleRemote, parent, rootID{}
 		}
-		return drop, parent
+		return drop, parent, rootID{}
 	}
 	if s.all {
-		return sampleRoot, parent
+		return sampleRoot, parent, rootID{}
 	}
-	tid := newTraceID()
-	root := trace.NewSpanContext(trace.SpanContextConfig{TraceID: tid})
-	if s.sampled(tid) {
-		return sampleRoot, root
+	r := drawRootID()
+	if s.sampledLow(r.lo) {
+		return sampleRoot, trace.NewSpanContext(trace.SpanContextConfig{TraceID: r.traceID()}), r
 	}
-	return drop, root
+	return dropRoot, parent, r
 }
 
-// newTraceID and newSpanID draw until the id is not all zeros (invalid),
-// which for 128 or 64 random bits is as good as never a second time.
-func newTraceID() trace.TraceID {
-	var tid trace.TraceID
+// rootID is a drawn trace id as its two halves, high first: the ratio
+// reads the low one, and a dropped root's span is written from both.
+type rootID struct{ hi, lo uint64 }
+
+// drawRootID, newTraceID and newSpanID draw until the id is not all zeros
+// (invalid), which for 128 or 64 random bits is as good as never a second
+// time.
+func drawRootID() rootID {
 	for {
-		hi, lo := random(), random()
-		if hi|lo != 0 {
-			binary.BigEndian.PutUint64(tid[:8], hi)
-			binary.BigEndian.PutUint64(tid[8:], lo)
-			return tid
+		if hi, lo := random(), random(); hi|lo != 0 {
+			return rootID{hi, lo}
 		}
 	}
 }
+
+// traceID is the trace id, big-endian as the SDK's generator fills it.
+func (r rootID) traceID() (tid trace.TraceID) {
+	binary.BigEndian.PutUint64(tid[:8], r.hi)
+	binary.BigEndian.PutUint64(tid[8:], r.lo)
+	return tid
+}
+
+func newTraceID() trace.TraceID { return drawRootID().traceID() }
 
 func newSpanID() trace.SpanID {
 	for {
@@ -314,6 +331,20 @@ func (c *unsampledCtx) init(ctx context.Context, parent trace.SpanContext, share
 	// Every field, one by one: assigning a composite literal builds it on
 	// the stack and copies it in with a bulk write barrier.
 	c.Context, c.unsampledExt, c.tid, c.sid = ctx, ext, parent.TraceID(), newSpanID()
+	if spanKey == nil {
+		return trace.ContextWithSpan(ctx, c)
+	}
+	return c
+}
+
+// initRoot is init for a root the sampler dropped (dropRoot): no parent
+// span context, so no trace state and flags 00 (the tracer's shared
+// unsampledExt), and the trace id decide drew.
+func (c *unsampledCtx) initRoot(ctx context.Context, r rootID, shared *unsampledExts) context.Context {
+	c.Context, c.unsampledExt = ctx, &shared[0]
+	binary.BigEndian.PutUint64(c.tid[:8], r.hi)
+	binary.BigEndian.PutUint64(c.tid[8:], r.lo)
+	c.sid = newSpanID()
 	if spanKey == nil {
 		return trace.ContextWithSpan(ctx, c)
 	}

@@ -147,17 +147,25 @@ func checkDecision(t *testing.T, s *sampling, name string, ctx context.Context, 
 		return v
 	}
 	defer func() { random = prev }()
-	d, psc := s.decide(trace.SpanContextFromContext(ctx))
+	d, psc, root := s.decide(trace.SpanContextFromContext(ctx))
 	local := trace.SpanContextFromContext(ctx).IsValid() && !trace.SpanContextFromContext(ctx).IsRemote()
+	dropped := d == drop || d == dropRoot
 	switch {
 	case local && d != useSDK:
 		t.Fatalf("%s: decision %d, want the SDK for a local parent", name, d)
-	case d == drop && sdk.IsSampled():
+	case dropped && sdk.IsSampled():
 		t.Fatalf("%s, trace %s: the middleware drops what the SDK samples", name, tid)
-	case d != drop && !sdk.IsSampled() && !local:
+	case !dropped && !sdk.IsSampled() && !local:
 		t.Fatalf("%s, trace %s: the middleware samples (%d) what the SDK drops", name, tid, d)
-	case d == drop:
-		_, span := withUnsampled(context.Background(), psc, &unsampledExts{})
+	case dropped:
+		var span trace.Span
+		if d == dropRoot {
+			c := new(unsampledCtx)
+			c.initRoot(context.Background(), root, &unsampledExts{})
+			span = c
+		} else {
+			_, span = withUnsampled(context.Background(), psc, &unsampledExts{})
+		}
 		got := span.SpanContext()
 		if got.TraceID() != sdk.TraceID() || got.TraceFlags() != sdk.TraceFlags() ||
 			got.TraceState().String() != sdk.TraceState().String() || got.IsRemote() || !got.IsValid() {
@@ -497,5 +505,60 @@ func TestUnsampledSpanSharesItsTracersEnd(t *testing.T) {
 				t.Fatalf("flags %v, state %q, storage %v: shared end %v, want %v", tc.flags, tc.state, in != nil, isShared, tc.shared)
 			}
 		}
+	}
+}
+
+// TestDroppedRootIDsAreTheDraws: a root the sampler drops gets the ids the
+// SDK's generator would give it from the same draws: the trace id is the
+// first two, big-endian, high half first (a draw of all zeros drawn again),
+// and the span id is the next one; flags 00, not remote. Through the
+// middleware and through ServerTracer's Start and StartIn, under a sampler
+// that drops every root and under a ratio that drops this one.
+func TestDroppedRootIDsAreTheDraws(t *testing.T) {
+	const hi, lo, sid = 0x0af7651916cd43dd, 0x8448eb211c80319c, 0xb7ad6b7169203331 // lo>>1 is above 0.1·2⁶³
+	script := func(t *testing.T) {
+		draws := []uint64{0, 0, hi, lo, sid}
+		prev := random
+		random = func() uint64 {
+			if len(draws) == 0 {
+				t.Fatal("more than five draws")
+			}
+			v := draws[0]
+			draws = draws[1:]
+			return v
+		}
+		t.Cleanup(func() { random = prev })
+	}
+	want := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x0a, 0xf7, 0x65, 0x19, 0x16, 0xcd, 0x43, 0xdd, 0x84, 0x48, 0xeb, 0x21, 0x1c, 0x80, 0x31, 0x9c},
+		SpanID:  trace.SpanID{0xb7, 0xad, 0x6b, 0x71, 0x69, 0x20, 0x33, 0x31},
+	})
+	check := func(t *testing.T, how string, got trace.SpanContext) {
+		t.Helper()
+		if !got.Equal(want) {
+			t.Errorf("%s: dropped root %v/%v flags %v remote %v, want %v/%v flags 00, local",
+				how, got.TraceID(), got.SpanID(), got.TraceFlags(), got.IsRemote(), want.TraceID(), want.SpanID())
+		}
+	}
+	for _, tc := range []struct{ sampler, arg string }{{"always_off", ""}, {"parentbased_traceidratio", "0.1"}, {"traceidratio", "0.1"}} {
+		t.Run(tc.sampler, func(t *testing.T) {
+			rec, e, seen := setupWith(t, tc.sampler, tc.arg)
+			script(t)
+			get(e, "")
+			if len(rec.Ended()) != 0 || len(*seen) != 1 {
+				t.Fatalf("%d spans recorded, handler ran %d times", len(rec.Ended()), len(*seen))
+			}
+			check(t, "Middleware", (*seen)[0])
+
+			st := NewServerTracer(otel.GetTracerProvider(), "test")
+			script(t)
+			_, span := st.Start(context.Background(), trace.SpanContext{}, "GET /s")
+			check(t, "Start", span.SpanContext())
+			var u UnsampledSpan
+			script(t)
+			ctx, span := st.StartIn(&u, context.Background(), trace.SpanContext{}, "GET /s")
+			check(t, "StartIn", span.SpanContext())
+			check(t, "StartIn's context", trace.SpanContextFromContext(ctx))
+		})
 	}
 }
