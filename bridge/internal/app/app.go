@@ -127,6 +127,11 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		checks = append(checks, server.Check{Name: "pulsar", Probe: func(context.Context) error {
 			return pulsarleg.Ping(pc, routes[0].PulsarTopic)
 		}})
+		if sizes != nil {
+			// Not a probe of the admin API itself: a session that has read the policy archives on under its last
+			// reading while the admin API is away; only the sessions waiting for a first reading archive nothing.
+			checks = append(checks, server.Check{Name: "pulsar-admin", Probe: legB.PolicyWait})
+		}
 	}
 
 	start := kafka.FirstOffset

@@ -7,6 +7,7 @@
 //	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack
 //	bridge_dlq_total{leg,reason}
 //	bridge_stream_lost_total{topic,partition} messages the stream's limits removed before leg B archived them (at most)
+//	bridge_pulsar_policy_waiting{topic}      leg B partitions waiting to read their Pulsar topic's max message size policy
 package metrics
 
 import (
@@ -32,6 +33,7 @@ type Bridge struct {
 	hop      metric.Float64Histogram
 	dlq      metric.Int64Counter
 	lost     metric.Int64Counter
+	waiting  metric.Int64UpDownCounter
 
 	mu  sync.Mutex
 	lag map[lagKey]int64
@@ -93,6 +95,9 @@ func New(m metric.Meter) (*Bridge, error) {
 	if b.lost, err = m.Int64Counter("bridge.stream.lost", metric.WithDescription("messages of a partition the JetStream stream's limits (max age, or max messages or bytes with DiscardOld) removed before leg B archived them: lost; at most, as a record leg A dead-lettered among them is counted too")); err != nil {
 		return nil, err
 	}
+	if b.waiting, err = m.Int64UpDownCounter("bridge.pulsar.policy.waiting", metric.WithDescription("leg B partitions waiting to read their Pulsar topic's max message size policy because the admin API (PULSAR_ADMIN_URL) does not answer: they archive nothing meanwhile, and JetStream keeps their messages")); err != nil {
+		return nil, err
+	}
 	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka records of a partition JetStream has not confirmed yet: the high watermark minus the first unconfirmed offset, refreshed every commit interval"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			b.mu.Lock()
@@ -129,6 +134,11 @@ func (b *Bridge) DLQ(leg, reason string) {
 // StreamLost counts n messages of a partition that the stream removed before leg B archived them.
 func (b *Bridge) StreamLost(topic string, partition int, n int64) {
 	b.lost.Add(context.Background(), n, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition))))
+}
+
+// PolicyWaiting moves the count of a topic's partitions waiting for its Pulsar max message size policy by delta.
+func (b *Bridge) PolicyWaiting(topic string, delta int64) {
+	b.waiting.Add(context.Background(), delta, metric.WithAttributes(attribute.String("topic", topic)))
 }
 
 // Lag sets a partition's consumer lag; Forget removes it when ownership moves.

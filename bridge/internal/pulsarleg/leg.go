@@ -88,6 +88,55 @@ type Leg struct {
 	routes   map[string]mapping.Route
 	tracer   trace.Tracer
 	readings limitReadings
+	waits    policyWaits
+}
+
+// policyWaits are the partitions whose session waits to read its topic's max message size policy (partition.readLimit),
+// for /readyz.
+type policyWaits struct {
+	mu sync.Mutex
+	by map[string]policyWait // by the partition's name (mapping.Name)
+}
+
+type policyWait struct {
+	topic string // Pulsar's
+	since time.Time
+	err   error // the last reading's
+}
+
+func (w *policyWaits) set(partition, topic string, since time.Time, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.by == nil {
+		w.by = map[string]policyWait{}
+	}
+	w.by[partition] = policyWait{topic: topic, since: since, err: err}
+}
+
+func (w *policyWaits) done(partition string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.by, partition)
+}
+
+// PolicyWait is leg B's readiness on Pulsar's admin API: an error naming the partitions that wait to read their topic's
+// max message size policy, and so archive nothing, because the admin API does not answer; nil when none waits. A
+// session that read the policy once goes on under its last reading while the admin API is away (watchLimit), and is
+// not counted here.
+func (l *Leg) PolicyWait(context.Context) error {
+	l.waits.mu.Lock()
+	defer l.waits.mu.Unlock()
+	if len(l.waits.by) == 0 {
+		return nil
+	}
+	var oldest policyWait
+	for _, w := range l.waits.by {
+		if oldest.since.IsZero() || w.since.Before(oldest.since) {
+			oldest = w
+		}
+	}
+	return fmt.Errorf("leg B: %d partition(s) wait for the max message size policy of their Pulsar topic, %s since %s: %w",
+		len(l.waits.by), oldest.topic, oldest.since.UTC().Format(time.RFC3339), oldest.err)
 }
 
 // limitReadings shares the sessions' periodic readings of a Pulsar topic's max message size. Every partition of a

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/shanhai-dev/shanhai/bridge/internal/backoff"
 	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
 	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
 	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
@@ -175,7 +176,7 @@ func (s *bsession) open(ctx context.Context, name string) error {
 	s.last = prod.LastSequenceID()
 	if l.o.MaxMessageSize != nil {
 		// After CreateProducer: the admin API answers 404 for a topic that does not exist yet.
-		limit, err := l.o.MaxMessageSize(ctx, s.p.route.PulsarTopic)
+		limit, err := s.p.readLimit(ctx)
 		if err != nil {
 			return err
 		}
@@ -184,6 +185,47 @@ func (s *bsession) open(ctx context.Context, name string) error {
 		go s.watchLimit(ctx)
 	}
 	return nil
+}
+
+// readLimit reads the max message size policy of the partition's Pulsar topic for a session's start, and waits while
+// the admin API does not answer: it reads again with backoff (up to MaxBackoff) until a reading comes or ctx ends.
+//
+// It waits rather than archive under the broker's own limit (which the client enforces) until a reading comes: a
+// message over a topic limit nobody has read is refused by the broker and the client never says so (sizelimit.go),
+// and if the limit is lifted before the admin API answers, the message sent again is dropped by dedup as below the
+// later offsets the broker stored: lost, which is what reading the policy is for. The admin API is normally the
+// broker's own HTTP port, so it is away alone mostly when PULSAR_ADMIN_URL is wrong or blocked, which should be loud
+// rather than archived around. While it waits the session holds its producer and what it pulled (at most InFlight)
+// and pulls no more: JetStream keeps the rest and leg A goes on. It is shown by one warning per partition, /readyz
+// (pulsar-admin, Leg.PolicyWait) and bridge_pulsar_policy_waiting. A failed reading used to end the session instead:
+// every partition restarted each MaxBackoff, recreating its JetStream consumer and a Pulsar producer and logging a
+// warning each time, while /readyz said ready.
+func (p *partition) readLimit(ctx context.Context) (int, error) {
+	l, topic := p.leg, p.route.PulsarTopic
+	n, err := l.o.MaxMessageSize(ctx, topic)
+	if err == nil || ctx.Err() != nil {
+		return n, err
+	}
+	since := time.Now()
+	l.o.Logger.Warn("leg B waits for the Pulsar topic's max message size policy before archiving the partition: the admin API does not answer; JetStream keeps its messages meanwhile",
+		"topic", p.route.Topic, "partition", p.id, "pulsar_topic", topic, "err", err)
+	l.waits.set(p.name, topic, since, err)
+	l.o.Metrics.PolicyWaiting(p.route.Topic, 1)
+	defer func() {
+		l.waits.done(p.name)
+		l.o.Metrics.PolicyWaiting(p.route.Topic, -1)
+	}()
+	b := backoff.Backoff{Base: 100 * time.Millisecond, Max: l.o.MaxBackoff}
+	for b.Wait(ctx) {
+		if n, err = l.o.MaxMessageSize(ctx, topic); err == nil {
+			l.o.Logger.Info("leg B read the Pulsar topic's max message size policy and archives the partition",
+				"topic", p.route.Topic, "partition", p.id, "limit", n, "waited", time.Since(since).Round(time.Millisecond))
+			return n, nil
+		}
+		l.waits.set(p.name, topic, since, err)
+		l.o.Logger.Debug("leg B still cannot read the max message size policy", "topic", p.route.Topic, "partition", p.id, "err", err)
+	}
+	return 0, fmt.Errorf("waiting for the max message size policy of %s: %w", topic, ctx.Err())
 }
 
 // producerName names the Pulsar producer of a message of this partition by the Kafka cluster leg A stamped on it
