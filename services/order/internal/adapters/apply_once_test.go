@@ -133,6 +133,61 @@ func TestApplyOnceAppliesToTheOrderAsItIsWhenItChangedMeanwhile(t *testing.T) {
 	}
 }
 
+// A change that changes nothing leaves the order's row alone: a repeated
+// cancel, and a result for a CANCELLED order that took the locking path (as
+// the two-round-trip path already did). Rewriting the row with its own values
+// is a dead tuple and a new row version, and each payment result that read
+// the order before it then falls back to the locking transaction.
+func TestANoOpChangeWritesNoNewRowVersion(t *testing.T) {
+	db := stores(t)[database.Postgres]
+	ctx := context.Background()
+	repo := adapters.NewOrderGorm(db)
+	o := newOrder(t, db, "kim", 1)
+	if err := repo.Create(ctx, o, order.Replay{UserID: "kim", Key: o.ID(), StatusCode: 201}); err != nil {
+		t.Fatal(err)
+	}
+	version := func() string {
+		t.Helper()
+		var v string
+		if err := db.Raw("SELECT CAST(xmin AS text) FROM orders WHERE id = ?", o.ID()).Scan(&v).Error; err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	cancel := func(o *order.Order) error { return o.Cancel(now) }
+	var cancelled string
+	calls := 0
+	applied, err := repo.ApplyOnce(ctx, "order", "e-"+o.ID(), o.ID(), func(cur *order.Order) error {
+		if calls++; calls == 1 {
+			// The cancel lands between the read and the write: the result
+			// is applied again under the lock, to a CANCELLED order.
+			cctx, stop := context.WithTimeout(ctx, 5*time.Second)
+			defer stop()
+			if _, err := repo.Update(cctx, "kim", o.ID(), cancel); err != nil {
+				return err
+			}
+			cancelled = version()
+		}
+		cur.ApplyPayment(order.PaymentOutcome{PaymentID: "p-kim", Succeeded: true}, now.Add(time.Minute))
+		return nil
+	})
+	if err != nil || !applied || calls != 2 {
+		t.Fatalf("applied %v, fn called %d times, %v; want applied by the locking path", applied, calls, err)
+	}
+	if v := version(); v != cancelled {
+		t.Errorf("the result for the CANCELLED order rewrote its row (version %s after the cancel, %s after the result)", cancelled, v)
+	}
+	if _, err := repo.Update(ctx, "kim", o.ID(), cancel); err != nil {
+		t.Fatal(err)
+	}
+	if v := version(); v != cancelled {
+		t.Errorf("a repeated cancel rewrote the row (version %s after the cancel, %s after the repeat)", cancelled, v)
+	}
+	if rows := storetest.OutboxRows(t, db, o.ID()); len(rows) != 2 {
+		t.Errorf("outbox = %+v, want order.created and one order.cancelled", rows)
+	}
+}
+
 // Events fn records are stored with its change, in the same statement, and
 // only when it applies.
 func TestApplyOnceStoresTheEventsOfTheChange(t *testing.T) {

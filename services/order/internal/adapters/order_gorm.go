@@ -266,11 +266,12 @@ func (r *OrderGorm) Update(ctx context.Context, userID, id string, fn func(*orde
 		if err != nil {
 			return err
 		}
+		before := o.Snapshot()
 		if err := fn(o); err != nil {
 			return err
 		}
 		out = o
-		return saveOrder(ctx, tx, o)
+		return saveOrder(ctx, tx, before, o)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("update order %s: %w", id, err)
@@ -307,11 +308,12 @@ func (r *OrderGorm) ApplyOnce(ctx context.Context, consumer, eventID, orderID st
 		if err != nil || !first {
 			return err
 		}
+		before := o.Snapshot()
 		if err := fn(o); err != nil {
 			return err
 		}
 		applied = true
-		return saveOrder(ctx, tx, o)
+		return saveOrder(ctx, tx, before, o)
 	})
 	if err != nil {
 		return false, fmt.Errorf("apply event %s to order %s: %w", eventID, orderID, err)
@@ -449,16 +451,21 @@ func lockOrder(tx *gorm.DB, lines bool, where string, args ...any) (*order.Order
 	return os[0], nil
 }
 
-// saveOrder writes the mutable columns and the order's new events. Lines
-// never change after creation.
-func saveOrder(ctx context.Context, tx *gorm.DB, o *order.Order) error {
-	s := o.Snapshot()
-	// Plain SQL rather than Updates(map): gorm sorts and reflects over the map
-	// on every call, on the path of every payment result.
-	err := tx.Exec("UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?, updated_at = ? WHERE id = ?",
-		string(s.Status), s.PaymentID, s.FailureReason, s.UpdatedAt, s.ID).Error
-	if err != nil {
-		return fmt.Errorf("save order: %w", err)
+// saveOrder writes the mutable columns if they differ from before, and the
+// order's new events. Lines never change after creation. A change that
+// changes nothing (a repeated cancel, a result for an order that left
+// PENDING) writes no row: rewriting it with its own values would be a dead
+// tuple and a new row version, and every payment result that read the order
+// before it would fall back to ApplyOnce's locking transaction.
+func saveOrder(ctx context.Context, tx *gorm.DB, before order.Snapshot, o *order.Order) error {
+	if s := o.Snapshot(); changed(before, s) {
+		// Plain SQL rather than Updates(map): gorm sorts and reflects over the map
+		// on every call, on the path of every payment result.
+		err := tx.Exec("UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?, updated_at = ? WHERE id = ?",
+			string(s.Status), s.PaymentID, s.FailureReason, s.UpdatedAt, s.ID).Error
+		if err != nil {
+			return fmt.Errorf("save order: %w", err)
+		}
 	}
 	return addEvents(ctx, tx, o.Events())
 }
