@@ -18,6 +18,9 @@
 #   fullloop0, routingloop0  (optional, add to TARGETS, need BASE) fullloop and routingloop
 #            built from BASE (which must have the loop transport, 0512301 or later)
 #   fullloopns (optional) fullloop with the trace sampling ratio at 0: prices the sampled 10 %
+#   fullloopopt (optional) fullloop built with -tags poll_opt: gnet's other poller (non-blocking
+#            epoll_wait without the runtime's syscall bookkeeping, connections found from the event's
+#            data instead of a map)
 #   fullloop1, routingloop1  (optional) fullloop and routingloop on one CPU (taskset -c 0, so
 #            one event loop): with fullloop/routingloop, prices the two loops' contention
 #   fullloopl1 (optional) fullloop with GATEWAY_EVENT_LOOPS=1: one loop, not pinned (the runtime's
@@ -73,6 +76,9 @@ if [[ $PIN == 1 ]]; then PX="taskset -c 0"; LOAD="taskset -c 1"; else PX=""; LOA
 echo "bench: building into $WORK" >&2
 (cd "$ROOT/gateway" && go build -o "$WORK/gateway" ./cmd/gateway && go build -o "$WORK/benchaux" ./bench/benchaux &&
 	go build -o "$WORK/stdproxy" ./bench/stdproxy && go build -o "$WORK/loopproxy" ./bench/loopproxy)
+if [[ " $TARGETS " == *" fullloopopt "* ]]; then
+	(cd "$ROOT/gateway" && go build -tags poll_opt -o "$WORK/gateway.opt" ./cmd/gateway)
+fi
 if [[ -n $BASE ]]; then
 	# The whole tree at BASE (the gateway builds against the workspace's pkg).
 	mkdir -p "$WORK/base"
@@ -137,6 +143,9 @@ for v in full routing; do
 		gw routingloop "$WORK/gateway" 18101 127.0.0.1:29101 GATEWAY_MODE=routing GATEWAY_TRANSPORT=loop
 	fi
 done
+if [[ " $TARGETS " == *" fullloopopt "* ]]; then
+	gw fullloopopt "$WORK/gateway.opt" 18109 "" "${fullenv[@]}" GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloopopt
+fi
 if [[ " $TARGETS " == *" fullloopns "* ]]; then
 	gw fullloopns "$WORK/gateway" 18104 "" "${fullenv[@]}" OTEL_TRACES_SAMPLER_ARG=0 GATEWAY_TRANSPORT=loop GATEWAY_LIMIT_NAMESPACE=benchloopns
 fi
@@ -173,15 +182,15 @@ if [[ ${PROFILE:-0} == 1 ]] && ! curl -fs http://127.0.0.1:29093/debug/pprof/cmd
 fi
 declare -A PORT=([direct]=18090 [nginx]=18091 [stdlib]=18092 [full]=18093 [routing]=18094 [full1]=18095 [full0]=18096 [routing0]=18097 [loop]=18098
 	[fullloop]=18100 [routingloop]=18101 [fullloop0]=18102 [routingloop0]=18103 [fullloopns]=18104 [fullloop1]=18105 [routingloop1]=18106
-	[nginx1]=18107 [fullloopl1]=18108)
-for t in fullloop routingloop fullloop0 routingloop0 fullloopns fullloop1 routingloop1 fullloopl1; do
+	[nginx1]=18107 [fullloopl1]=18108 [fullloopopt]=18109)
+for t in fullloop routingloop fullloop0 routingloop0 fullloopns fullloop1 routingloop1 fullloopl1 fullloopopt; do
 	[[ " $TARGETS " == *" $t "* ]] || continue
 	for _ in $(seq 50); do curl -fs -o /dev/null "127.0.0.1:${PORT[$t]}/healthz" && break; sleep 0.2; done
 done
 # Every target gets the same request, Authorization included.
 code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18093$PATHQ")
 [[ $code == 200 ]] || { echo "bench: full chain answers $code, see $WORK/full.log" >&2; cat "$WORK/full.log" >&2; exit 1; }
-for t in fullloop fullloop0 fullloopns fullloop1 fullloopl1; do
+for t in fullloop fullloop0 fullloopns fullloop1 fullloopl1 fullloopopt; do
 	[[ " $TARGETS " == *" $t "* ]] || continue
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$PATHQ")
 	[[ $code == 200 ]] || { echo "bench: $t answers $code, see $WORK/$t.log" >&2; cat "$WORK/$t.log" >&2; exit 1; }
