@@ -48,6 +48,17 @@ type loop struct {
 	// sweep, cleared by OnOpen, both on the loop; upstream connections
 	// are only dialled for a client, so a client comes first.
 	quiet atomic.Bool
+	// wake: the loop's connections are all idle (no request in flight,
+	// nothing being written or lingering) and the sweep is not needed
+	// before this time (unix ns), the nearest deadline it enforces (idle,
+	// read, linger, upstream idle timeouts); 0: sweep every Tick. Set by
+	// sweep, cleared by the next event (wakeUp), both on the loop; read
+	// by OnTick, which leaves the loop asleep until then. While it is set
+	// the loop's clock (now) is not kept up, so wakeUp refreshes it.
+	wake atomic.Int64
+	// sweeps counts sweeps run: what an idle loop must not do often
+	// (TestIdleKeepAliveClientLetsLoopsSleep).
+	sweeps atomic.Int64
 }
 
 type client struct {

@@ -19,7 +19,8 @@
 // handed to a goroutine (proxy.Blocked) and resumed on its loop through
 // EventLoop.Execute. Timeouts (route deadline → 504, read timeout → 408 and
 // close, idle and write timeouts) are a sweep over the loop's connections
-// every Tick, not timers. TLS is not served (config validation refuses it).
+// every Tick, not timers; a loop with only idle connections sleeps until
+// the nearest of their deadlines. TLS is not served (config validation refuses it).
 package evloop
 
 import (
@@ -39,10 +40,12 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 )
 
-// Tick is how often each loop sweeps its connections for expired deadlines:
-// the precision of timeouts. A loop with traffic sweeps at its first event
-// after a Tick; one without is woken for it after a second Tick, so a
-// timeout fires one to two Ticks late.
+// Tick is how often each loop sweeps its connections for expired deadlines
+// while a request is in flight: the precision of timeouts. A loop with
+// traffic sweeps at its first event after a Tick; one without is woken for
+// it after a second Tick, so a timeout fires one to two Ticks late. A loop
+// whose connections are all idle is instead woken at its nearest deadline
+// (OnTick), a Tick late at most.
 const Tick = 10 * time.Millisecond
 
 // quietTick is the ticker's period while every loop is quiet (no
@@ -119,8 +122,11 @@ type Server struct {
 	up    bool
 	loops map[gnet.EventLoop]*loop
 	addrs sync.Map // endpoint address → *net.TCPAddr
-	// kick restarts the ticker when a quiet loop accepts a client.
-	kick      chan struct{}
+	// kick restarts the ticker when a quiet or idle loop has an event
+	// (wakeUp).
+	kick chan struct{}
+	// endpoints is the Endpoints version OnTick last saw.
+	endpoints uint64
 	stopTicks context.CancelFunc
 	ticksDone chan struct{} // closed when ticks has returned
 	served    chan struct{} // closed when Serve returns: the engine is down
@@ -293,16 +299,42 @@ func (s *Server) ticks(ctx context.Context) {
 // documented one to two. While every loop is quiet the next tick is
 // quietTick away; OnOpen's kick brings it forward (ticks), after clearing
 // quiet, so either this pass saw the loop busy or the kick comes after it.
+//
+// A loop whose connections are all idle (wake set by its last sweep) is
+// not woken before its nearest deadline either: with one idle keep-alive
+// client (a readiness prober, a load balancer's pooled connection) every
+// loop woke 50 times a second and the ticker 100 times, which kept the
+// runtime's sysmon from backing off (README, "Idle cost"). The ticker
+// sleeps until the nearest such deadline (at least a Tick, at most
+// quietTick), then wakes that loop at once: a timeout fires within a Tick
+// of its due time. The loop's next event ends the sleep (wakeUp) and
+// kicks the ticker, as OnOpen does, so a request it starts is swept every
+// Tick again. A change of Endpoints wakes every loop that is not quiet,
+// for dropLeft: the idle connections to an address that left then close
+// within quietTick, not within a Tick.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.mu.Lock()
 	next := quietTick
+	now := time.Now().UnixNano()
+	var moved bool
+	if e := s.o.Endpoints; e != nil {
+		v := e.Version()
+		moved, s.endpoints = v != s.endpoints, v
+	}
 	for el, l := range s.loops {
 		if l.quiet.Load() {
 			l.due.Store(true)
 			continue
 		}
+		w := l.wake.Load()
+		if w > now && !moved {
+			next = min(next, max(time.Duration(w-now), Tick))
+			continue
+		}
 		next = Tick
-		if !l.due.Swap(true) {
+		// An idle loop whose deadline has come (or whose endpoints moved)
+		// is woken at once; a busy one when its sweep has been due a Tick.
+		if !l.due.Swap(true) && w == 0 {
 			continue
 		}
 		_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
@@ -356,15 +388,8 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.None
 	}
 	l := s.loopOf(c.EventLoop())
-	if l.quiet.Load() {
-		// The loop slept through its sweeps, so its clock is stale: the
-		// client's idle and read timeouts must count from now.
-		l.now = time.Now().UnixNano()
-		l.quiet.Store(false)
-		select {
-		case s.kick <- struct{}{}:
-		default: // a kick is pending already
-		}
+	if l.quiet.Load() || l.wake.Load() != 0 {
+		l.wakeUp()
 	}
 	cl := &client{c: c, l: l, active: l.now}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
@@ -391,11 +416,32 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 
 // OnTraffic: bytes from a client or an upstream; then the sweep, if due.
 func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
+	l := s.loopOfConn(c)
+	if l != nil && l.wake.Load() != 0 {
+		l.wakeUp() // before serve reads the loop's clock
+	}
 	a := s.traffic(c)
-	if l := s.loopOfConn(c); l != nil && l.due.Load() {
+	if l != nil && l.due.Load() {
 		l.sweep(time.Now())
 	}
 	return a
+}
+
+// wakeUp ends a quiet loop's or an idle one's sleep (quiet, wake), on the
+// loop, at its next event: a client accepted, bytes in. The loop slept
+// through its sweeps, so its clock is stale: a new client's idle timeout,
+// a request's read timeout and the idle time of the answer it gets must
+// count from now. The kick comes after quiet and wake are cleared, so
+// either OnTick saw them cleared or it runs again after the kick; from
+// then the loop is swept every Tick until a sweep finds it idle again.
+func (l *loop) wakeUp() {
+	l.now = time.Now().UnixNano()
+	l.quiet.Store(false)
+	l.wake.Store(0)
+	select {
+	case l.s.kick <- struct{}{}:
+	default: // a kick is pending already
+	}
 }
 
 // loopOfConn is the loop state behind c's context.

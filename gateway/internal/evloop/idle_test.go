@@ -1,12 +1,17 @@
 package evloop
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 )
 
 // countingLoop stands in for a gnet event loop: Execute runs the sweep at
@@ -24,24 +29,30 @@ func (e *countingLoop) Execute(ctx context.Context, r gnet.Runnable) error {
 // fakeConn is what OnOpen and OnClose use of a client's connection.
 type fakeConn struct {
 	gnet.Conn
-	el  gnet.EventLoop
-	ctx any
+	el     gnet.EventLoop
+	ctx    any
+	closed bool
 }
 
 func (c *fakeConn) EventLoop() gnet.EventLoop { return c.el }
 func (c *fakeConn) Context() any              { return c.ctx }
 func (c *fakeConn) SetContext(x any)          { c.ctx = x }
+func (c *fakeConn) Close() error              { c.closed = true; return nil }
 func (c *fakeConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
 }
 
 // An idle gateway's loops must sleep: a loop left without connections is
-// not woken by the ticker, one with a client still is, and a client
-// accepted on a quiet loop gets a fresh clock and its sweep at the next tick.
+// not woken by the ticker, one with a request in flight still is, and a
+// client accepted on a quiet loop gets a fresh clock and its sweep at the
+// next tick.
 func TestOnTickLeavesQuietLoopsAsleep(t *testing.T) {
 	s := New(Options{})
 	busy, idle := &countingLoop{}, &countingLoop{}
-	s.OnOpen(&fakeConn{el: busy})
+	inflight := &fakeConn{el: busy}
+	s.OnOpen(inflight)
+	inflight.ctx.(*client).busy = true
+	s.loopOf(busy).busy.Add(1)
 	gone := &fakeConn{el: idle}
 	s.OnOpen(gone)
 	s.OnClose(gone, nil)
@@ -64,7 +75,9 @@ func TestOnTickLeavesQuietLoopsAsleep(t *testing.T) {
 
 	// The busy loop's client leaves: once that loop has swept, every loop
 	// is quiet and the ticker slows down.
-	s.OnClose(s.loopOf(busy).anyClient().c, nil)
+	inflight.ctx.(*client).busy = false
+	s.loopOf(busy).busy.Add(-1)
+	s.OnClose(inflight, nil)
 	s.OnTick() // due
 	s.OnTick() // swept, found empty
 	if next, _ := s.OnTick(); next != quietTick {
@@ -93,10 +106,79 @@ func TestOnTickLeavesQuietLoopsAsleep(t *testing.T) {
 	}
 }
 
-// anyClient is one of the loop's clients, nil if none.
-func (l *loop) anyClient() *client {
-	for cl := range l.clients {
-		return cl
+// A loop whose only client is idle is left asleep until the client's idle
+// timeout, then woken at once: not every Tick, and not late.
+func TestOnTickWakesIdleLoopAtItsDeadline(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	s := New(Options{IdleTimeout: idle})
+	el := &countingLoop{}
+	c := &fakeConn{el: el}
+	s.OnOpen(c)
+	s.OnTick() // due
+	s.OnTick() // swept: the idle timeout is the next thing due
+	if el.woken != 1 {
+		t.Fatalf("loop woken %d times in two ticks after an accept; want 1", el.woken)
 	}
-	return nil
+	next, _ := s.OnTick()
+	if next <= Tick || next > idle || el.woken != 1 {
+		t.Fatalf("loop with an idle client: woken %d times, next tick in %v; want 1 and (%v, %v]", el.woken, next, Tick, idle)
+	}
+	time.Sleep(next)
+	s.OnTick()
+	if el.woken != 2 || !c.closed {
+		t.Fatalf("at the idle timeout: loop woken %d times, client closed %v; want 2 and true", el.woken, c.closed)
+	}
+}
+
+// sweeps counts the sweeps every loop of s has run.
+func (s *Server) sweeps() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, l := range s.loops {
+		n += l.sweeps.Load()
+	}
+	return n
+}
+
+// One idle keep-alive client (a readiness prober, a load balancer's pooled
+// connection) must not keep the gateway waking every Tick: nothing of it
+// is due before its idle timeout, so no sweep should run until then
+// (README, "Idle cost"). The idle timeout itself still closes it on time.
+func TestIdleKeepAliveClientLetsLoopsSleep(t *testing.T) {
+	const idle = 2 * time.Second
+	addr, s := startServerS(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, ReadTimeout: time.Second, IdleTimeout: idle})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(idle + 5*time.Second))
+	if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	var r fasthttp.Response
+	if err := r.Read(br); err != nil || string(r.Body()) != "ok" {
+		t.Fatalf("health: %q, %v", r.Body(), err)
+	}
+	answered := time.Now()
+
+	// A few Ticks for the sweep that finds the request done (and for the
+	// loops startServerWith's probe left to find themselves empty).
+	time.Sleep(100 * Tick)
+	before := s.sweeps()
+	time.Sleep(time.Second)
+	n := s.sweeps() - before
+	t.Logf("%d sweeps in a second with one idle keep-alive client", n)
+	if n > 2 {
+		t.Errorf("%d sweeps in a second with one idle keep-alive client whose idle timeout is %v away; want at most 2", n, idle)
+	}
+
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle client: read %v, want EOF (closed at the idle timeout)", err)
+	}
+	if d := time.Since(answered); d < idle-Tick {
+		t.Fatalf("idle client closed %v after its answer; the idle timeout is %v", d, idle)
+	}
 }

@@ -1,6 +1,7 @@
 package evloop
 
 import (
+	"math"
 	"os"
 	"time"
 
@@ -10,9 +11,14 @@ import (
 // sweep enforces every timeout of the loop's connections.
 func (l *loop) sweep(t time.Time) {
 	l.due.Store(false)
+	l.sweeps.Add(1)
 	now := t.UnixNano()
 	l.now = now
 	o := &l.s.o
+	// next is when the next sweep is needed: the nearest deadline still
+	// ahead, or now when something needs a look every Tick (a request in
+	// flight, an answer not yet written out, a lingering client's FIN).
+	next := int64(math.MaxInt64)
 	for cl := range l.clients {
 		switch {
 		case cl.deadline != 0 && now >= cl.deadline:
@@ -43,6 +49,7 @@ func (l *loop) sweep(t time.Time) {
 		if cl.lingerSince != 0 && !cl.finned {
 			l.fin(cl) // its answer left since the last sweep
 		}
+		next = min(next, cl.due(now, o))
 		if cl.gone || cl.closing || o.WriteTimeout <= 0 {
 			continue
 		}
@@ -64,12 +71,45 @@ func (l *loop) sweep(t time.Time) {
 				_ = uc.c.Close() // out of idle at once: the close happens later
 			} else {
 				keep = append(keep, uc)
+				next = min(next, uc.used+int64(o.UpstreamIdle))
 			}
 		}
 		clear(pl.idle[len(keep):])
 		pl.idle = keep
 	}
+	if l.busy.Load() > 0 || next-now <= int64(Tick) {
+		next = 0 // the next Tick's sweep, as ever
+	}
+	l.wake.Store(next)
 	l.quiet.Store(l.empty())
+}
+
+// due is when the sweep next has something to do for cl: now if it must
+// look every Tick (a request in flight, an answer waiting to be written,
+// a FIN to send), else its nearest deadline, MaxInt64 if none. It runs
+// after the sweep acted on cl, so a client it just closed or refused
+// (closing, lingering) is judged by its new state.
+func (cl *client) due(now int64, o *Options) int64 {
+	switch {
+	case cl.busy || cl.deadline != 0:
+		return now
+	case cl.lingerSince != 0 && !cl.gone:
+		if !cl.finned {
+			return now // its FIN waits for the answer to be out
+		}
+		return cl.lingerSince + int64(o.Linger)
+	case cl.gone || cl.closing:
+		return math.MaxInt64 // its close is under way
+	case o.WriteTimeout > 0 && cl.c.OutboundBuffered() > 0:
+		return now // the write timeout counts from the sweep that sees it stalled
+	case cl.started != 0:
+		if o.ReadTimeout > 0 {
+			return cl.started + int64(o.ReadTimeout)
+		}
+	case o.IdleTimeout > 0:
+		return cl.active + int64(o.IdleTimeout)
+	}
+	return math.MaxInt64
 }
 
 // empty: no client and no upstream connection open or being dialled, so
