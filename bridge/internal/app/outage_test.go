@@ -37,6 +37,9 @@ type bridge struct {
 	addr    string // HTTP: /readyz, /metrics
 	pulsar  string // the real Pulsar's service URL, for reading the archive
 	log     *testenv.LogBuffer
+	// stop cancels app.RunWith's context and returns how long it took to return and what it returned; the test's
+	// cleanup calls it too (only the first call stops the bridge).
+	stop func() (time.Duration, error)
 }
 
 // startBridge runs app.Run against the real servers with env on top of the test's own variables (PULSAR_URL and
@@ -83,17 +86,29 @@ func startBridge(t *testing.T, env map[string]string) *bridge {
 	done := make(chan error, 1)
 	log := slog.New(slog.NewJSONHandler(b.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	go func() { done <- app.RunWith(runCtx, cfg, server.Part{Logger: log}) }()
+	var (
+		once    sync.Once
+		took    time.Duration
+		stopErr error
+	)
+	b.stop = func() (time.Duration, error) {
+		once.Do(func() {
+			start := time.Now()
+			stop()
+			select {
+			case stopErr = <-done:
+			case <-time.After(60 * time.Second):
+				stopErr = errors.New("bridge did not shut down within 60s")
+			}
+			took = time.Since(start)
+		})
+		return took, stopErr
+	}
 	// Cleanups run last in first: the bridge stops before its stream is dropped.
 	t.Cleanup(func() { dropStream(t, natsURL, cfg.Stream) })
 	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(60 * time.Second):
-			t.Error("bridge did not shut down within 60s")
+		if _, err := b.stop(); err != nil {
+			t.Error(err)
 		}
 	})
 	return b

@@ -1,0 +1,161 @@
+package app_test
+
+import (
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+// TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait: leg B's sessions wait for the max message size policy
+// (partition.readLimit) eight times longer than their JetStream consumers' ack wait (BRIDGE_ACK_WAIT 5 s, admin API a
+// closed port for 40 s), so JetStream redelivers what each session pulled while it waits. Once the admin API answers,
+// every record is archived exactly once and in Kafka order per partition, and no partition stays waiting.
+func TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait(t *testing.T) {
+	_, realAdmin := testenv.Pulsar(t)
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "BRIDGE_ACK_WAIT": "5s"})
+	const n = 300
+	b.produce(t, n)
+	b.waitCarried(t, n)
+	time.Sleep(outage)
+	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v < 1 {
+		t.Errorf("bridge_pulsar_policy_waiting = %v while leg B waits for the policy, want its waiting partitions", v)
+	}
+
+	target, err := url.Parse(realAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveOn(t, addr, func(ln net.Listener) error {
+		return (&http.Server{Handler: httputil.NewSingleHostReverseProxy(target)}).Serve(ln)
+	})
+	b.archived(t, n, 60*time.Second)
+	if code, body := b.readyz(t); code != http.StatusOK {
+		t.Errorf("/readyz = %d %s with every broker and the admin API up", code, body)
+	}
+	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v != 0 {
+		t.Errorf("bridge_pulsar_policy_waiting = %v once the policy was read, want 0", v)
+	}
+	// Not asserted, for the record: the sessions that met JetStream's redeliveries restarted from the ack floor.
+	t.Logf("leg B partition restarts after the wait: %d", strings.Count(b.log.String(), `"msg":"leg B partition restarting"`))
+}
+
+// hungAdmin serves on addr an admin API that accepts connections and reads requests but never answers them until
+// answer is called; from then on it relays new requests to the real admin API, while a request that came before
+// stays unanswered, as on a server that hung with it.
+type hungAdmin struct {
+	mu       sync.Mutex
+	answered bool
+	proxy    http.Handler
+}
+
+func serveHungAdmin(t *testing.T, addr, realAdmin string) *hungAdmin {
+	t.Helper()
+	target, err := url.Parse(realAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hungAdmin{proxy: httputil.NewSingleHostReverseProxy(target)}
+	serveOn(t, addr, func(ln net.Listener) error { return (&http.Server{Handler: h}).Serve(ln) })
+	return h
+}
+
+func (h *hungAdmin) answer() {
+	h.mu.Lock()
+	h.answered = true
+	h.mu.Unlock()
+}
+
+func (h *hungAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	answered := h.answered
+	h.mu.Unlock()
+	if !answered {
+		<-r.Context().Done() // the client gave up (its 10 s timeout) or the server closes
+		return
+	}
+	h.proxy.ServeHTTP(w, r)
+}
+
+// TestBridgeArchivesOnceAHungAdminAPIAnswers: a bridge whose Pulsar admin API accepts connections and never answers
+// (each reading of the max message size policy takes the HTTP client's 10 s timeout) starts, carries Kafka → NATS,
+// says why on /readyz and bridge_pulsar_policy_waiting, and archives everything exactly once in order soon after the
+// admin API answers again: within a hung reading's timeout, a backoff and the archiving itself.
+func TestBridgeArchivesOnceAHungAdminAPIAnswers(t *testing.T) {
+	_, realAdmin := testenv.Pulsar(t)
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	admin := serveHungAdmin(t, addr, realAdmin)
+	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr})
+	const n = 300
+	b.produce(t, n)
+	b.waitCarried(t, n)
+	time.Sleep(25 * time.Second) // two hung readings at least
+	if code, body := b.readyz(t); code != http.StatusServiceUnavailable || !strings.Contains(body, "pulsar-admin") {
+		t.Errorf("/readyz = %d %s while the admin API hangs, want 503 naming pulsar-admin", code, body)
+	}
+	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v < 1 {
+		t.Errorf("bridge_pulsar_policy_waiting = %v while leg B waits for the policy, want its waiting partitions", v)
+	}
+
+	admin.answer()
+	// A reading hung at the moment the API answers gives up after 10 s, the next comes after at most
+	// BRIDGE_MAX_BACKOFF (5 s): 15 s, plus the archiving and the reading back on a shared machine.
+	b.archived(t, n, 45*time.Second)
+	if code, body := b.readyz(t); code != http.StatusOK {
+		t.Errorf("/readyz = %d %s with every broker and the admin API up", code, body)
+	}
+	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v != 0 {
+		t.Errorf("bridge_pulsar_policy_waiting = %v once the policy was read, want 0", v)
+	}
+}
+
+// TestBridgeStopsWhileTheAdminAPIHangs: a bridge whose leg B waits for a hung admin API (a reading in flight for up to
+// the client's 10 s) stops within SHUTDOWN_TIMEOUT when its context is cancelled, as on SIGTERM, without the error of
+// legs that did not stop.
+func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
+	_, realAdmin := testenv.Pulsar(t)
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	serveHungAdmin(t, addr, realAdmin)
+	const budget = 10 * time.Second
+	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "SHUTDOWN_TIMEOUT": budget.String()})
+	const n = 30
+	b.produce(t, n)
+	b.waitCarried(t, n)
+	deadline := time.Now().Add(time.Minute)
+	for b.metric(t, "bridge_pulsar_policy_waiting{") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("leg B did not wait for the policy within a minute of leg A carrying")
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	time.Sleep(3 * time.Second) // into a hung reading (10 s each, with at most 5 s between)
+	took, err := b.stop()
+	t.Logf("stopped in %v", took.Round(time.Millisecond))
+	if err != nil {
+		t.Errorf("bridge stopped with %v after %v while a reading hung, want nil", err, took.Round(time.Millisecond))
+	}
+	if took > budget {
+		t.Errorf("bridge took %v to stop while a reading hung, want at most SHUTDOWN_TIMEOUT %v", took.Round(time.Millisecond), budget)
+	}
+}
