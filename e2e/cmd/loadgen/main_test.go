@@ -200,3 +200,38 @@ func TestFinalReportsAnOrderOnce(t *testing.T) {
 		t.Error("final reported an order it never saw")
 	}
 }
+
+// On a loaded host the answer to POST /orders can take a second while the
+// saga's events take tens of milliseconds, so the payment event may come
+// before the run knows the order. It must still end that saga (timed 0, as
+// it ended before its creation was answered), once, with its class: dropped
+// as another platform's order, the saga stayed "unfinished" and was counted
+// as a stall of the run's whole length.
+func TestPaymentEventBeforeTheCreateAnswerEndsTheSaga(t *testing.T) {
+	o := newOrders()
+	t0 := time.Now()
+	if _, ok := o.natsFinal("o1", t0, sagaFailed); ok {
+		t.Fatal("natsFinal ended the saga of an order not yet created")
+	}
+	if _, ok := o.natsFinal("o1", t0.Add(time.Second), ""); ok {
+		t.Fatal("natsFinal ended the saga of an order not yet created")
+	}
+	d, class, ended := o.add("o1", &user{}, t0.Add(300*time.Millisecond))
+	if !ended || d != 0 || class != sagaFailed {
+		t.Errorf("add after the event: ended %v in %v, class %q; want ended in 0, class %q (the first event)", ended, d, class, sagaFailed)
+	}
+	if _, ok := o.natsFinal("o1", t0.Add(2*time.Second), ""); ok {
+		t.Error("a redelivered event ended the saga a second time")
+	}
+	if _, open := o.unfinished(); len(open) != 0 {
+		t.Errorf("nats saga of o1 left unfinished although its payment event came")
+	}
+
+	// The usual order: created, then its event.
+	if _, _, ended := o.add("o2", &user{}, t0); ended {
+		t.Error("add ended a saga whose event has not come")
+	}
+	if d, ok := o.natsFinal("o2", t0.Add(80*time.Millisecond), ""); !ok || d != 80*time.Millisecond {
+		t.Errorf("natsFinal after creation: %v, %v; want 80ms, true", d, ok)
+	}
+}
