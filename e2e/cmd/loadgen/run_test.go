@@ -236,3 +236,23 @@ func TestRateIsWhatWasAnsweredPerSecond(t *testing.T) {
 		t.Errorf("order: %d answered at %.1f/s, want about %d/s (all answered within the 1 s run)", order.Count, order.PerSec, order.Count)
 	}
 }
+
+// -mix order polls nothing, so there is no poll source to report: no
+// "saga (poll)" row and no order counted as not yet seen final by a poll.
+// Every order of the run was reported an unfinished saga by poll (and the
+// table's "sagas that did not end PAID" listed them all), as if the saga had
+// stalled, because the orders kept for polling were never polled.
+func TestOrderMixReportsNoPollSaga(t *testing.T) {
+	gw := fakeGateway(0)
+	defer gw.Close()
+	sum, _ := runMix(t, gw.URL, "-mix", "order", "-login-ratio", "0")
+	if n := sum.Ops["order"].Count; n == 0 {
+		t.Fatal("no order answered")
+	}
+	if st, ok := sum.Saga["poll"]; ok {
+		t.Errorf("saga (poll) reported with nothing polling: %d orders, errors %v", st.Count, st.Errors)
+	}
+	if sum.OrdersPending != 0 {
+		t.Errorf("%d orders not seen final by a poll, with nothing polling: want 0", sum.OrdersPending)
+	}
+}
