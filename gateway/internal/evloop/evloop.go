@@ -383,6 +383,13 @@ func (s *Server) tcpAddr(addr string) (*net.TCPAddr, error) {
 // OnOpen: a client accepted, or an upstream connection this server dialled.
 func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if uc, ok := c.Context().(*upconn); ok {
+		if uc.l.wake.Load() != 0 {
+			// A dial outlives the request it was for (a 504 at its
+			// deadline): the loop may have gone to sleep meanwhile with
+			// nothing due, and the connection, idle from now, needs a
+			// fresh clock and a sweep to close it at UpstreamIdle.
+			uc.l.wakeUp()
+		}
 		uc.c = c
 		uc.l.ready(uc)
 		return nil, gnet.None
@@ -428,9 +435,10 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 }
 
 // wakeUp ends a quiet loop's or an idle one's sleep (quiet, wake), on the
-// loop, at its next event: a client accepted, bytes in. The loop slept
-// through its sweeps, so its clock is stale: a new client's idle timeout,
-// a request's read timeout and the idle time of the answer it gets must
+// loop, at its next event: a client accepted, an upstream connection
+// dialled, bytes in. The loop slept through its sweeps, so its clock is
+// stale: a new client's idle timeout, a request's read timeout and the
+// idle time of the answer it gets (or of the connection dialled) must
 // count from now. The kick comes after quiet and wake are cleared, so
 // either OnTick saw them cleared or it runs again after the kick; from
 // then the loop is swept every Tick until a sweep finds it idle again.

@@ -182,3 +182,38 @@ func TestIdleKeepAliveClientLetsLoopsSleep(t *testing.T) {
 		t.Fatalf("idle client closed %v after its answer; the idle timeout is %v", d, idle)
 	}
 }
+
+// An upstream connection whose dial was still in flight when the loop last
+// swept (its request timed out meanwhile, 504, and its client left) goes
+// idle when the dial completes; the loop must sweep it again, and close it
+// at UpstreamIdle. The sweep had found nothing due (no client, no idle
+// connection) and left the loop asleep with no deadline, and the dial's
+// OnOpen did not wake it: the connection stayed open until the upstream
+// closed it or another client came.
+func TestUpstreamDialledWhileAsleepIsClosedAtUpstreamIdle(t *testing.T) {
+	const upIdle = 50 * time.Millisecond
+	s := New(Options{UpstreamIdle: upIdle})
+	el := &countingLoop{}
+	l := s.loopOf(el)
+	pl := &pool{open: 1} // a dial in flight, nobody waiting for it any more
+	l.pools["10.0.0.1:80"] = pl
+	l.sweep(time.Now())
+	if l.quiet.Load() {
+		t.Fatal("a loop with a dial in flight swept quiet")
+	}
+
+	up := &fakeConn{el: el, ctx: &upconn{l: l, p: pl}}
+	s.OnOpen(up) // the dial completes
+	if len(pl.idle) != 1 {
+		t.Fatalf("dialled connection: %d idle in the pool, want 1", len(pl.idle))
+	}
+	deadline := time.Now().Add(upIdle + 20*Tick)
+	for !up.closed && time.Now().Before(deadline) {
+		next, _ := s.OnTick()
+		time.Sleep(min(next, Tick))
+	}
+	if !up.closed {
+		t.Fatalf("upstream connection idle since its dial still open %v later (UpstreamIdle %v); loop woken %d times",
+			upIdle+20*Tick, upIdle, el.woken)
+	}
+}
