@@ -207,7 +207,9 @@ func (p *partition) readLimit(ctx context.Context) (int, error) {
 		return n, err
 	}
 	since := time.Now()
-	l.o.Logger.Warn("leg B waits for the Pulsar topic's max message size policy before archiving the partition: the admin API does not answer; JetStream keeps its messages meanwhile",
+	// err says why: no answer (down, a wrong URL), or an answer that is no reading (401/403 of an admin API that
+	// wants credentials, a body that does not parse); both wait alike.
+	l.o.Logger.Warn("leg B waits for the Pulsar topic's max message size policy before archiving the partition: the admin API gave no reading (err says why); JetStream keeps its messages meanwhile",
 		"topic", p.route.Topic, "partition", p.id, "pulsar_topic", topic, "err", err)
 	l.waits.set(p.name, topic, since, err)
 	l.o.Metrics.PolicyWaiting(p.route.Topic, 1)
