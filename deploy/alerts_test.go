@@ -89,12 +89,18 @@ func seriesNames(expr string) []string {
 	expr = regexp.MustCompile(`\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)`).ReplaceAllString(expr, ` `)
 	expr = regexp.MustCompile(`\[[^\]]*\]`).ReplaceAllString(expr, ` `)
 	var names []string
-	ident := regexp.MustCompile(`(?:^|[^a-zA-Z0-9_:.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\(?)`)
-	for _, m := range ident.FindAllStringSubmatch(expr, -1) {
-		if m[2] == "(" || slices.Contains(promQLWords, strings.ToLower(m[1])) {
+	// The character before a name is checked by hand, not matched: a match that took it would also take the "(" of
+	// "increase(" and so skip the name right after it, which is where most series stand.
+	ident := regexp.MustCompile(`([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\(?)`)
+	for _, m := range ident.FindAllStringSubmatchIndex(expr, -1) {
+		name, call := expr[m[2]:m[3]], m[5] > m[4]
+		if m[0] > 0 && strings.ContainsRune("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_:.", rune(expr[m[0]-1])) {
+			continue // the tail of a number such as 1e3, or of a name already taken
+		}
+		if call || slices.Contains(promQLWords, strings.ToLower(name)) {
 			continue
 		}
-		names = append(names, m[1])
+		names = append(names, name)
 	}
 	return names
 }

@@ -18,7 +18,6 @@ func TestDashboardsQueryMetricsTheCodeExports(t *testing.T) {
 	if len(files) < 5 {
 		t.Fatalf("want the five provisioned dashboards, found %d", len(files))
 	}
-	metric := regexp.MustCompile(`[a-z][a-z0-9_]*(?:\{|\[)`)
 	for _, file := range files {
 		raw, err := os.ReadFile(file)
 		if err != nil {
@@ -35,8 +34,9 @@ func TestDashboardsQueryMetricsTheCodeExports(t *testing.T) {
 		}
 		for _, p := range d.Panels {
 			for _, tg := range p.Targets {
-				for _, m := range metric.FindAllString(tg.Expr, -1) {
-					name := strings.TrimRight(m, "{[")
+				// Every series the expression selects, bare ones too (a gauge read as "sum (x)"): a
+				// pattern that only took names before "{" or "[" let a misspelt bare gauge through.
+				for _, name := range seriesNames(tg.Expr) {
 					if !defined(name) {
 						t.Errorf("%s: panel %q queries %s, which no binary exports", filepath.Base(file), p.Title, name)
 					}
