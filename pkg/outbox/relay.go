@@ -721,15 +721,23 @@ func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
 // (kafka.MessageTooLargeError, a message over the writer's BatchBytes) refuses a call before anything is sent, so
 // its messages go again alone too. Sending rows of a round apart keeps each key's order: a round holds one row of each
 // key at most (only a key's oldest unsent row is claimed), which is also why write may split a round into calls.
+//
+// kafka-go also refuses a whole call before sending any of it when the broker refuses one of its topics (one that
+// does not exist, a name Kafka never takes: a kafka.Error outside a kafka.WriteErrors). The rows of the call's other
+// topics are not to blame, and recording that error against them kept them unpublished, in backoff, for as long as
+// the refused row came due with them: so a call over several topics refused this way is sent again one topic a call.
 func (r *Relay) writeCall(ctx context.Context, msgs []kafka.Message) []error {
 	errs := make([]error, len(msgs))
 	err := r.w.WriteMessages(ctx, msgs...)
 	var werrs kafka.WriteErrors
+	var kerr kafka.Error
 	switch {
 	case err == nil:
 		return errs
 	case errors.As(err, &werrs) && len(werrs) == len(msgs):
 		copy(errs, werrs)
+	case errors.As(err, &kerr) && !oneTopic(msgs):
+		return r.writeByTopic(ctx, msgs)
 	default:
 		for i := range errs {
 			errs[i] = err
@@ -740,6 +748,47 @@ func (r *Relay) writeCall(ctx context.Context, msgs []kafka.Message) []error {
 			if kafkasize.TooLarge(err) {
 				errs[i] = r.w.WriteMessages(ctx, msgs[i])
 			}
+		}
+	}
+	return errs
+}
+
+// oneTopic reports whether every message of msgs is for the same topic.
+func oneTopic(msgs []kafka.Message) bool {
+	for _, m := range msgs[1:] {
+		if m.Topic != msgs[0].Topic {
+			return false
+		}
+	}
+	return true
+}
+
+// writeByTopic sends msgs in one call per topic, in order of each topic's first message, and returns one error (or
+// nil) per message. As in write, calls after ctx ended are not made.
+func (r *Relay) writeByTopic(ctx context.Context, msgs []kafka.Message) []error {
+	var topics []string
+	byTopic := map[string][]int{}
+	for i, m := range msgs {
+		if _, ok := byTopic[m.Topic]; !ok {
+			topics = append(topics, m.Topic)
+		}
+		byTopic[m.Topic] = append(byTopic[m.Topic], i)
+	}
+	errs := make([]error, len(msgs))
+	for _, topic := range topics {
+		idx := byTopic[topic]
+		if err := ctx.Err(); err != nil {
+			for _, i := range idx {
+				errs[i] = err
+			}
+			continue
+		}
+		group := make([]kafka.Message, len(idx))
+		for j, i := range idx {
+			group[j] = msgs[i]
+		}
+		for j, err := range r.writeCall(ctx, group) {
+			errs[idx[j]] = err
 		}
 	}
 	return errs
