@@ -26,7 +26,10 @@
 // as dropped (a column of its own, and "dropped" in the JSON) and has no
 // latency. In the JSON "sent" counts requests due, "done" those answered.
 // After sending, every request in flight is awaited (at most -timeout), so the
-// slowest are not left out; -drain only bounds the wait for sagas.
+// slowest are not left out; -drain only bounds the wait for sagas. During it
+// the orders no poll has yet seen final are polled on at -rate (a row "poll
+// (drain)" of its own, not in "all"), so a healthy run's poll row ends with
+// every order seen PAID rather than its last seconds' orders "unfinished".
 //
 // Each saga row (nats: the payment event on -subject; poll: a GET that sees
 // the order final) counts every order the run created: PAID ones timed from
@@ -119,7 +122,7 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 		natsURL     = fs.String("nats", "", "NATS URL: measure the saga by subscribing to -subject (payment events)")
 		subject     = fs.String("subject", "shanhai.payments.>", "subject carrying payment.succeeded/failed (with any NATS_SUBJECT_PREFIX)")
 		ordersSubj  = fs.String("orders-subject", "", "subject carrying order.created, for the per-hop breakdown (default: -subject with payments replaced by orders)")
-		drain       = fs.Duration("drain", 15*time.Second, "after sending, how long to wait for sagas to finish")
+		drain       = fs.Duration("drain", 15*time.Second, "after sending, how long at most to wait for sagas to finish (payment events with -nats; and, polling on at -rate, orders no poll has seen final)")
 		jsonOut     = fs.Bool("json", false, "print the summary as JSON instead of a table")
 		mix         = fs.String("mix", mixFull, "what is sent per order: full (browse, order, poll, log ins at -login-ratio) or order (the order alone)")
 	)
@@ -384,6 +387,25 @@ func run(ctx context.Context, c config) error {
 	pick := func() *user { return us[rand.IntN(len(us))] }
 	tok := func(u *user) string { return u.token.Load().(string) }
 
+	// pollOrder reads one order and, the first time a poll sees it PAID or
+	// FAILED, ends its poll saga.
+	pollOrder := func(ctx context.Context, id string, u *user) (api.Response, error) {
+		r, err := cli.GetOrder(ctx, tok(u), id)
+		if err == nil && r.Status == http.StatusOK {
+			var o api.Order
+			if r.JSON(&o) == nil && (o.Status == "PAID" || o.Status == "FAILED") {
+				if at, ok := os_.final(id); ok {
+					class := ""
+					if o.Status == "FAILED" {
+						class = sagaFailed
+					}
+					rec.sagaDone("poll", time.Since(at), class)
+				}
+			}
+		}
+		return r, err
+	}
+
 	ops := []op{
 		{"browse", c.rate, func(ctx context.Context) (api.Response, error) {
 			r, err := cli.Products(ctx, tok(pick()))
@@ -409,20 +431,7 @@ func run(ctx context.Context, c config) error {
 				r, err := cli.Do(ctx, http.MethodGet, "/api/v1/orders?limit=5", tok(pick()), nil, nil)
 				return r, err
 			}
-			r, err := cli.GetOrder(ctx, tok(u), id)
-			if err == nil && r.Status == http.StatusOK {
-				var o api.Order
-				if r.JSON(&o) == nil && (o.Status == "PAID" || o.Status == "FAILED") {
-					if at, ok := os_.final(id); ok {
-						class := ""
-						if o.Status == "FAILED" {
-							class = sagaFailed
-						}
-						rec.sagaDone("poll", time.Since(at), class)
-					}
-				}
-			}
-			return r, err
+			return pollOrder(ctx, id, u)
 		}},
 		{"login", c.rate * c.loginRatio, func(ctx context.Context) (api.Response, error) {
 			u := pick()
@@ -466,22 +475,38 @@ wait:
 	if ctx.Err() != nil { // interrupted: rates over the time it actually sent
 		secs = min(time.Since(rec.start), c.duration).Seconds()
 	}
+	// -mix order polls nothing: its orders are no poll's to call unfinished
+	// (every one of them would be), nor pending.
+	polled := c.mix != mixOrder
 	// Drain: every answer still in flight, so the slowest requests are in the
 	// percentiles rather than left out (each ends within -timeout, or at once
-	// when interrupted); then sagas still running, for at most -drain.
+	// when interrupted); then sagas still running, for at most -drain, by
+	// both sources. The polls stopped with the sending, so without drainPolls
+	// the orders of a run's last seconds, their sagas not yet over when it
+	// ended, were all reported unfinished by poll on a healthy platform.
 	drainEnd := time.Now().Add(c.drain)
-	for snd.inflight.Load() > 0 || (c.natsURL != "" && !sagasDone(os_) && time.Now().Before(drainEnd) && ctx.Err() == nil) {
+	drainCtx, stopDrain := context.WithDeadline(ctx, drainEnd)
+	defer stopDrain()
+	pollsDone := make(chan struct{})
+	go func() {
+		defer close(pollsDone)
+		if polled {
+			drainPolls(drainCtx, ctx, snd, os_, c.rate, pollOrder)
+		}
+	}()
+	for snd.inflight.Load() > 0 || (drainCtx.Err() == nil &&
+		((c.natsURL != "" && !sagasDone(os_)) || (polled && os_.pending() > 0))) {
 		<-tick.C
 		progress()
 	}
+	stopDrain()
+	<-pollsDone
+	snd.wait() // a drain poll launched after the loop's last look
 	fmt.Fprintln(c.status)
 	// Orders whose saga a source did not see end are counted with their age
 	// now, not left out (see sagaUnfinished).
 	end := time.Now()
 	poll, natsOpen := os_.unfinished()
-	// -mix order polls nothing: its orders are no poll's to call unfinished
-	// (every one of them would be), nor pending.
-	polled := c.mix != mixOrder
 	if polled {
 		for _, at := range poll {
 			rec.sagaDone("poll", end.Sub(at), sagaUnfinished)
@@ -503,6 +528,37 @@ wait:
 		sum.Stages[name] = stat(ds, nil, secs)
 	}
 	return sum.write(c.out, c.json)
+}
+
+// opDrainPoll names the polls the drain sends (drainPolls): a row of their
+// own, outside "all", so the mix's rows and total stay the requests the
+// schedule sent while the clock ran.
+const opDrainPoll = "poll (drain)"
+
+// drainPolls goes on polling, after the sending, the orders no poll has yet
+// seen PAID or FAILED, at rate a second (the mix's poll rate) and open loop
+// like the mix, until none is left or drain ends (-drain, or an interrupt).
+// Each request runs under reqCtx, the run's, so the end of the drain does not
+// cancel one already sent: its answer is awaited within -timeout.
+func drainPolls(drain, reqCtx context.Context, snd *sender, o *orders, rate float64,
+	poll func(context.Context, string, *user) (api.Response, error)) {
+	interval := time.Duration(float64(time.Second) / rate)
+	next := time.Now()
+	for drain.Err() == nil && o.pending() > 0 {
+		id, u, ok := o.next()
+		if !ok {
+			return
+		}
+		snd.launch(reqCtx, opDrainPoll, next, func(ctx context.Context) (api.Response, error) { return poll(ctx, id, u) })
+		next = next.Add(interval)
+		if d := time.Until(next); d > 0 {
+			select {
+			case <-drain.Done():
+				return
+			case <-time.After(d):
+			}
+		}
+	}
 }
 
 // sagasDone reports whether every created order's payment event was seen.

@@ -256,3 +256,72 @@ func TestOrderMixReportsNoPollSaga(t *testing.T) {
 		t.Errorf("%d orders not seen final by a poll, with nothing polling: want 0", sum.OrdersPending)
 	}
 }
+
+// A healthy platform whose orders become PAID 400 ms after they are created:
+// the orders of the run's last 400 ms cannot be seen PAID before sending
+// ends, so only polls after it can see them. The drain (here 10 s, far more
+// than needed) must keep polling them until every one is seen final, and the
+// poll row must then report no unfinished saga. The drain used to wait for
+// the NATS sagas only and sent no poll, so every run counted the orders of
+// its last moments "unfinished" by poll (13 of 20 here) although nothing
+// was wrong. The mix's own poll row stays the scheduled polls.
+func TestDrainPollsUntilEveryOrderIsSeenFinal(t *testing.T) {
+	const paidAfter = 400 * time.Millisecond
+	var (
+		mu      sync.Mutex
+		created = map[string]time.Time{}
+		seq     int
+	)
+	mux := http.NewServeMux()
+	mux.Handle("/", fakeRoutes(0))
+	mux.HandleFunc("POST /api/v1/orders", func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		seq++
+		id := fmt.Sprintf("o%d", seq)
+		created[id] = time.Now()
+		mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+		fmt.Fprintf(w, `{"id":%q,"status":"PENDING"}`, id)
+	})
+	mux.HandleFunc("GET /api/v1/orders/{id}", func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		mu.Lock()
+		at, ok := created[id]
+		mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		st := "PENDING"
+		if time.Since(at) >= paidAfter {
+			st = "PAID"
+		}
+		fmt.Fprintf(w, `{"id":%q,"status":%q}`, id, st)
+	})
+	gw := httptest.NewServer(mux)
+	defer gw.Close()
+
+	sum, _ := runMix(t, gw.URL, "-drain", "10s")
+	n := sum.Ops["order"].Count
+	poll := sum.Saga["poll"]
+	if n < 15 || poll.Count != n || poll.ErrCount != 0 || sum.OrdersPending != 0 {
+		t.Errorf("%d orders created; saga (poll): %d counted, errors %v; not seen final by poll %d: want every order seen PAID, none unfinished",
+			n, poll.Count, poll.Errors, sum.OrdersPending)
+	}
+	if poll.P50Ms < float64(paidAfter.Milliseconds()) {
+		t.Errorf("saga (poll) p50 %.1f ms, below the %v the orders took to be paid", poll.P50Ms, paidAfter)
+	}
+	if n := sum.Ops["poll"].Count; n < 19 || n > 21 {
+		t.Errorf("poll: %d answered, want the mix's 20±1 (the drain's polls in a row of their own)", n)
+	}
+	drained := sum.Ops[opDrainPoll]
+	mix := 0
+	for op, st := range sum.Ops {
+		if op != opDrainPoll {
+			mix += st.Count
+		}
+	}
+	if drained.Count == 0 || sum.Total.Count != mix {
+		t.Errorf("%q: %d answered; all: %d, the mix's rows %d: want the drain's polls counted in their own row only", opDrainPoll, drained.Count, sum.Total.Count, mix)
+	}
+}

@@ -251,10 +251,13 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 	for op := range s.Ops {
 		ds := r.lat[op]
 		st := stat(ds, r.errs[op], window(op))
-		allSecs = max(allSecs, window(op))
 		st.Dropped, st.Limited = r.dropped[op], r.limited[op]
 		s.Ops[op] = st
 		s.Dropped += int64(st.Dropped)
+		if op == opDrainPoll {
+			continue // not the mix: "all" is what the schedule sent (see opDrainPoll)
+		}
+		allSecs = max(allSecs, window(op))
 		limited += st.Limited
 		all = append(all, ds...)
 		for c, n := range r.errs[op] {
@@ -262,7 +265,7 @@ func (r *recorder) summary(target string, rate float64, secs float64, pending in
 		}
 	}
 	s.Total = stat(all, allErrs, allSecs)
-	s.Total.Dropped, s.Total.Limited = int(s.Dropped), limited
+	s.Total.Dropped, s.Total.Limited = int(s.Dropped)-s.Ops[opDrainPoll].Dropped, limited
 	for src, ds := range r.saga {
 		s.Saga[src] = stat(ds, r.sagaErrs[src], secs)
 	}
