@@ -54,7 +54,9 @@ func TestDynamicJSON(t *testing.T) {
 		d.Limits["user"] != (Rate{Count: 5, Period: time.Second, Burst: 10}) {
 		t.Fatalf("decoded %+v", d)
 	}
-	for _, bad := range []string{`{"timeouts":{"orders":5}}`, `{"timeouts":{"orders":"-1s"}}`, `{"limits":{"ip":"lots"}}`} {
+	for _, bad := range []string{`{"timeouts":{"orders":5}}`, `{"timeouts":{"orders":"-1s"}}`, `{"limits":{"ip":"lots"}}`,
+		// A misspelt section or limit set nothing and reset every limit.
+		`{"limit":{"user":"5/1s"}}`, `{"limits":{"users":"5/1s"}}`, `{"limits":{"user":"5/1s"},"timeout":{"orders":"1s"}}`} {
 		if err := json.Unmarshal([]byte(bad), &d); err == nil {
 			t.Errorf("%s accepted", bad)
 		}

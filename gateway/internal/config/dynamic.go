@@ -1,10 +1,12 @@
 package config
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -20,6 +22,34 @@ type Dynamic struct {
 	Canary   Canary              `json:"canary,omitempty"`
 	Timeouts map[string]Duration `json:"timeouts,omitempty"`
 	Limits   map[string]Rate     `json:"limits,omitempty"`
+}
+
+// LimitNames are the limits a document's "limits" may set.
+var LimitNames = []string{"ip", "login", "user"}
+
+// UnmarshalJSON refuses a section or limit name it does not know. JSON
+// ignores unknown names, so "limit" for "limits" or "users" for "user" made a
+// valid document that set nothing: every limit went back to the
+// environment's while the log said the document was applied. Refused, the
+// document is bad and pkg/dynconfig keeps the last good one, logs and
+// counts it. Canary services and route names are not checked here: only the
+// route table knows them, and gateways with other tables may share the key
+// (run.go logs the names it does not route).
+func (d *Dynamic) UnmarshalJSON(b []byte) error {
+	type plain Dynamic // the same fields without this method
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var p plain
+	if err := dec.Decode(&p); err != nil {
+		return err
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.Limits)) {
+		if !slices.Contains(LimitNames, name) {
+			return fmt.Errorf("limit %q: want one of %s", name, strings.Join(LimitNames, ", "))
+		}
+	}
+	*d = Dynamic(p)
+	return nil
 }
 
 // Canary is the canary weights per service: version → share of the

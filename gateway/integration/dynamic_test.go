@@ -1,0 +1,83 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMisspeltDynamicConfigKeepsTheLastGood: a document whose section or
+// limit name is misspelt is a bad document, like malformed JSON: the
+// gateway keeps the last good one and counts it in dynconfig_rejected.
+// Such a document was taken as valid (JSON ignores unknown names), so it
+// read as "no limits given" and put every limit back to the environment's
+// while the log said "dynamic config applied".
+func TestMisspeltDynamicConfigKeepsTheLastGood(t *testing.T) {
+	w := newWorld(t)
+	w.startUpstream("a", "v1")
+	g := w.startGateway()
+	// allowed is how many of 4 requests of a fresh user pass.
+	allowed := func() int {
+		hdr := map[string]string{"Authorization": "Bearer " + w.token("dyncfg-"+randHex(6))}
+		n := 0
+		for range 4 {
+			if w.do(g, "GET", "/api/v1/orders", hdr, nil).Status == 200 {
+				n++
+			}
+		}
+		return n
+	}
+	w.setDynamic(`{"limits": {"user": "2/1m:2"}}`)
+	eventually(t, 5*time.Second, "the good document applied", func() bool { return allowed() == 2 })
+
+	for i, doc := range []string{
+		`{"limits": {"user": `, // malformed JSON, for comparison
+		`{"limit": {"user": "100000/1s"}}`,
+		`{"limits": {"users": "100000/1s"}}`,
+		`{"limits": {"user": "100000/1s"}, "timeout": {"orders": "1ms"}}`,
+	} {
+		w.setDynamic(doc)
+		// Until it is counted as rejected or its limit shows.
+		start := time.Now()
+		for rejected(t, g, w.dynKey) < i+1 && allowed() == 2 && time.Since(start) < 3*time.Second {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if r, n := rejected(t, g, w.dynKey), allowed(); r != i+1 || n != 2 {
+			t.Fatalf("after %s: dynconfig_rejected %d (want %d), a fresh user passed %d of 4 (want the last good limit's 2)", doc, r, i+1, n)
+		}
+	}
+
+	w.setDynamic(`{"limits": {"user": "3/1m:3"}}`)
+	eventually(t, 5*time.Second, "a later good document applied", func() bool { return allowed() == 3 })
+}
+
+// rejected is the gateway's dynconfig_rejected count for its dynamic key (0
+// while there is none).
+func rejected(t *testing.T, g *gatewayProc, dynKey string) int {
+	t.Helper()
+	resp, err := http.Get(g.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "dynconfig_rejected") || !strings.Contains(line, `"/shanhai/config/`+dynKey+`"`) {
+			continue
+		}
+		var f float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &f); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		return int(f)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
