@@ -50,8 +50,18 @@ type SimulatedProvider struct {
 func NewSimulatedProvider(settings func() config.Dynamic) *SimulatedProvider {
 	calls, _ := otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.provider.calls",
 		metric.WithDescription("simulated provider calls by result (approved, replayed, fault, refunded, refund_replayed, refund_fault, refund_unrecorded, voided, void_refunded, void_replayed, void_fault, cut_off)"))
+	// Every result's series exists from the start, at 0: the saga dashboard
+	// reads the counter with rate(), which needs two samples of a series, so
+	// a series born at 1 by a result's first call would show nothing.
+	for _, result := range providerResults {
+		calls.Add(context.Background(), 0, metric.WithAttributes(attribute.String("result", result)))
+	}
 	return &SimulatedProvider{settings: settings, sleep: sleepCtx, answers: map[string]payment.Answer{}, refunded: map[string]bool{}, limit: 100_000, calls: calls}
 }
+
+// providerResults are the result values of shanhai.payment.provider.calls.
+var providerResults = []string{"approved", "replayed", "fault", "refunded", "refund_replayed", "refund_fault",
+	"refund_unrecorded", "voided", "void_refunded", "void_replayed", "void_fault", "cut_off"}
 
 func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payment.Answer, error) {
 	if a, ok := p.remembered(c.IdempotencyKey); ok {

@@ -174,6 +174,12 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		metric.WithDescription("payments of cancelled orders the settle round voided, refunded or found refused a refund (refund_declined), by outcome"))
 	s.settleFailures, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settle.failures",
 		metric.WithDescription("what the settle round failed on, by reason: provider (a payment's void or refund faulted), database (a payment's write, or the round's listing, failed), purge (deleting dead letters past their retention failed)"))
+	// Every reason's series exists from the start, at 0: the alert reads the
+	// counter with increase(), which needs two samples of a series, so a
+	// series born at 1 by a process's first failure would show no increase.
+	for _, reason := range settleFailureReasons {
+		s.settleFailures.Add(ctx, 0, metric.WithAttributes(attribute.String("reason", reason)))
+	}
 
 	s.Server = server.New(server.Options{
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
@@ -320,6 +326,8 @@ const (
 	settleFailureDatabase = "database" // a payment's write, or the round's listing, failed
 	settleFailurePurge    = "purge"    // deleting settled dead letters past their retention failed
 )
+
+var settleFailureReasons = []string{settleFailureProvider, settleFailureDatabase, settleFailurePurge}
 
 func (s *Service) countSettleFailures(ctx context.Context, reason string, n int) {
 	if n > 0 {
