@@ -85,6 +85,9 @@ func setExitVars(spec *ebpf.CollectionSpec, ino uint64) error {
 	return nil
 }
 
+// exitTracepoint attaches a probe's process_exit; the tests replace it to make that attach fail.
+var exitTracepoint = link.Tracepoint
+
 // exitProgram is the name of each per-executable probe's sched_process_exit program (include/procexit.h).
 const exitProgram = "process_exit"
 
@@ -106,7 +109,9 @@ func exitHelpers() error {
 // load loads spec into objs (a struct of its maps and programs other than process_exit) and, unless the probes go
 // without exit programs, attaches its process_exit to sched:sched_process_exit. Without them the program is deleted
 // from the spec before loading, so the kernel's verifier never sees it and the object's other programs load where
-// it could not. The error wraps the verifier's.
+// it could not. The error wraps the verifier's. On any error everything the load opened is closed before it
+// returns: the exit program is attached before objs takes the rest, so until then the collection owns them all, and
+// its Close does not leave their fds to the garbage collector's finalizers (it did when the attach failed).
 func (b *binProbes) load(spec *ebpf.CollectionSpec, objs any) error {
 	if !b.exitProgs {
 		delete(spec.Programs, exitProgram)
@@ -116,22 +121,28 @@ func (b *binProbes) load(spec *ebpf.CollectionSpec, objs any) error {
 		return fmt.Errorf("load: %w", err)
 	}
 	defer coll.Close() // what objs did not take
+	var exit closers
+	if b.exitProgs {
+		prog := coll.DetachProgram(exitProgram)
+		if prog == nil {
+			return fmt.Errorf("load: no %s program", exitProgram)
+		}
+		l, err := exitTracepoint("sched", "sched_process_exit", prog, nil)
+		if err != nil {
+			prog.Close()
+			return fmt.Errorf("attach sched:sched_process_exit: %w", err)
+		}
+		exit = closers{l, prog} // the link comes off before its program closes
+	}
 	if err := coll.Assign(objs); err != nil {
+		if exit != nil {
+			exit.Close()
+		}
 		return fmt.Errorf("load: %w", err)
 	}
-	if !b.exitProgs {
-		return nil
+	if exit != nil {
+		b.closer = append(b.closer, exit)
 	}
-	prog := coll.DetachProgram(exitProgram)
-	if prog == nil {
-		return fmt.Errorf("load: no %s program", exitProgram)
-	}
-	b.closer = append(b.closer, prog)
-	l, err := link.Tracepoint("sched", "sched_process_exit", prog, nil)
-	if err != nil {
-		return fmt.Errorf("attach sched:sched_process_exit: %w", err)
-	}
-	b.closer = append(b.closer, l)
 	return nil
 }
 
