@@ -25,18 +25,36 @@ import (
 // died meanwhile). When the watch cannot resume — its revision was compacted
 // — the resolver lists the prefix again and replaces the snapshot, so
 // instances that vanished during the gap are dropped too.
+//
+// Nor does it follow an etcd whose revision went back (restarted without its
+// data, or restored from a snapshot): etcd holds a watch from a revision it
+// has not reached yet and sends nothing, so the snapshot would stop changing
+// for good while everything looked healthy. The resolver therefore reads
+// etcd's revision every RevisionProbe and lists afresh when it is below one
+// it has already seen.
 type EtcdResolver struct {
-	cli  *clientv3.Client
-	log  *slog.Logger
-	snap atomic.Pointer[map[string][]Instance]
-	all  map[string]map[string]Instance // service → id → instance; watch goroutine only
-	done chan struct{}
+	cli   *clientv3.Client
+	log   *slog.Logger
+	probe time.Duration
+	snap  atomic.Pointer[map[string][]Instance]
+	all   map[string]map[string]Instance // service → id → instance; watch goroutine only
+	done  chan struct{}
 }
+
+// RevisionProbe is how often a resolver checks that etcd's revision has not
+// gone back: one count-only read of the prefix per process, so it costs etcd
+// next to nothing, and bounds how long a resolver follows an etcd that lost
+// its data late.
+const RevisionProbe = 10 * time.Second
 
 // NewEtcdResolver lists the current instances (failing if etcd cannot be
 // read now) and watches for changes until ctx ends or cli is closed.
 func NewEtcdResolver(ctx context.Context, cli *clientv3.Client) (*EtcdResolver, error) {
-	r := &EtcdResolver{cli: cli, log: slog.Default(), done: make(chan struct{})}
+	return newEtcdResolver(ctx, cli, RevisionProbe)
+}
+
+func newEtcdResolver(ctx context.Context, cli *clientv3.Client, probe time.Duration) (*EtcdResolver, error) {
+	r := &EtcdResolver{cli: cli, log: slog.Default(), probe: probe, done: make(chan struct{})}
 	empty := map[string][]Instance{}
 	r.snap.Store(&empty)
 	rev, err := r.list(ctx)
@@ -83,24 +101,16 @@ func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
 	defer cancel()
 	defer context.AfterFunc(r.cli.Ctx(), cancel)()
 	backoff := 100 * time.Millisecond
+	probe := time.NewTicker(r.probe)
+	defer probe.Stop()
 	for ctx.Err() == nil {
-		for resp := range r.cli.Watch(ctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)) {
-			if err := resp.Err(); err != nil {
-				r.log.Warn("discovery watch interrupted", "error", err.Error())
-				break
-			}
-			changed := map[string]bool{}
-			for _, ev := range resp.Events {
-				if svc := r.apply(ev.Type, ev.Kv); svc != "" {
-					changed[svc] = true
-				}
-			}
-			r.publish(changed)
-			rev = resp.Header.Revision + 1
+		var progressed bool
+		if rev, progressed = r.follow(ctx, rev, probe.C); progressed {
 			backoff = 100 * time.Millisecond
 		}
-		// The watch ended without ctx ending: compaction, or the client gave
-		// up. Re-list (keeping the old snapshot until that succeeds).
+		// The watch ended without ctx ending: compaction, etcd's revision
+		// went back, or the client gave up. Re-list (keeping the old
+		// snapshot until that succeeds).
 		for ctx.Err() == nil {
 			select {
 			case <-ctx.Done():
@@ -112,6 +122,47 @@ func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
 				break
 			}
 			backoff = min(2*backoff, 5*time.Second)
+		}
+	}
+}
+
+// follow applies the watch's changes from rev until it ends or a probe finds
+// etcd's revision below rev-1 (the last one seen), and returns the revision to
+// go on from and whether the watch delivered any change.
+func (r *EtcdResolver) follow(ctx context.Context, rev int64, probe <-chan time.Time) (next int64, progressed bool) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the watch when a probe gives it up
+	wch := r.cli.Watch(wctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for {
+		select {
+		case resp, ok := <-wch:
+			if !ok {
+				return rev, progressed
+			}
+			if err := resp.Err(); err != nil {
+				r.log.Warn("discovery watch interrupted", "error", err.Error())
+				return rev, progressed
+			}
+			changed := map[string]bool{}
+			for _, ev := range resp.Events {
+				if svc := r.apply(ev.Type, ev.Kv); svc != "" {
+					changed[svc] = true
+				}
+			}
+			r.publish(changed)
+			rev, progressed = resp.Header.Revision+1, true
+		case <-probe:
+			// Linearizable, so a lagging member cannot report a revision
+			// behind one the watch has shown. A failed read says nothing: etcd
+			// may be away, and the watch resumes by itself when it is back.
+			pctx, pcancel := context.WithTimeout(ctx, min(r.probe, 5*time.Second))
+			resp, err := r.cli.Get(pctx, Prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+			pcancel()
+			if err == nil && resp.Header.Revision < rev-1 {
+				r.log.Warn("discovery: etcd's revision went back (restarted without its data?), listing again",
+					"revision", resp.Header.Revision, "seen", rev-1)
+				return rev, progressed
+			}
 		}
 	}
 }
