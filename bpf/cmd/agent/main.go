@@ -33,7 +33,11 @@ type Config struct {
 	ScanInterval time.Duration `env:"BPF_SCAN_INTERVAL" envDefault:"500ms" desc:"how often /proc is polled for targets starting and exiting"`
 	Grace        time.Duration `env:"BPF_DETACH_GRACE" envDefault:"1m" desc:"how long probes stay on an executable no process runs"`
 	HTTPProbe    string        `env:"BPF_HTTP_PROBE" envDefault:"uprobe" desc:"HTTP server RED from uprobes on net/http (uprobe: any transport, two traps per request) or from the socket layer (socket: plaintext HTTP/1.x on connections accepted after the agent started, no trap, but every process's socket calls pay its filter); uprobe stays the default because neither met 0.99x requests/s against a run with no agent (bpf/README.md)"`
-	LogLevel     string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
+	// The feature probe that picks the exitless path itself can be wrong: a vendor kernel that backports bpf_loop
+	// or bpf_map_lookup_percpu_elem only in part passes it and then refuses the exit programs, and each refusal
+	// takes its whole probe (HTTP server, runtime, calls) with it. This is the operator's way out.
+	NoExitPrograms bool   `env:"BPF_NO_EXIT_PROGRAMS" envDefault:"false" desc:"load the HTTP server, runtime and call probes without their sched_process_exit programs, as the agent does itself on kernels before 5.19 (no bpf_loop or bpf_map_lookup_percpu_elem); for a kernel whose verifier refuses them although it reports both helpers. Exited processes' slots are then freed by the scan, so a pid reused before the next scan keeps counting into the old process's series (bpf/README.md, Minimum kernels)"`
+	LogLevel       string `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 }
 
 // Validate rejects an empty target list and a scan interval that would spin.
@@ -89,8 +93,14 @@ func main() {
 	}
 }
 
+// agentConfig is the agent's configuration from the environment's.
+func agentConfig(cfg Config, log *slog.Logger) agent.Config {
+	return agent.Config{Targets: targets(cfg.Targets), ScanInterval: cfg.ScanInterval, Grace: cfg.Grace, HTTPProbe: cfg.HTTPProbe,
+		NoExitPrograms: cfg.NoExitPrograms, Logger: log}
+}
+
 func run(cfg Config, log *slog.Logger) error {
-	a, err := agent.New(agent.Config{Targets: targets(cfg.Targets), ScanInterval: cfg.ScanInterval, Grace: cfg.Grace, HTTPProbe: cfg.HTTPProbe, Logger: log})
+	a, err := agent.New(agentConfig(cfg, log))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"log/slog"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
+)
+
+// An operator whose kernel misreports bpf_loop or bpf_map_lookup_percpu_elem (a backport the feature probe takes
+// for present, whose exit programs then fail the verifier and take their probes with them) must be able to choose
+// the exitless path without rebuilding: BPF_NO_EXIT_PROGRAMS reaches agent.Config.NoExitPrograms.
+func TestNoExitProgramsVariable(t *testing.T) {
+	for env, want := range map[string]bool{"": false, "false": false, "true": true, "1": true} {
+		environ := map[string]string{}
+		if env != "" {
+			environ["BPF_NO_EXIT_PROGRAMS"] = env
+		}
+		var cfg Config
+		if err := config.LoadFrom(&cfg, environ); err != nil {
+			t.Fatalf("BPF_NO_EXIT_PROGRAMS=%q: %v", env, err)
+		}
+		if got := agentConfig(cfg, slog.Default()).NoExitPrograms; got != want {
+			t.Errorf("BPF_NO_EXIT_PROGRAMS=%q: NoExitPrograms = %v, want %v", env, got, want)
+		}
+	}
+	var cfg Config
+	if err := config.LoadFrom(&cfg, map[string]string{"BPF_NO_EXIT_PROGRAMS": "sometimes"}); err == nil {
+		t.Error("BPF_NO_EXIT_PROGRAMS=sometimes accepted, want refused")
+	}
+}
