@@ -9,8 +9,9 @@ import (
 
 // headAsGet answers a HEAD request that no HEAD route takes as the GET route
 // of its path would (RFC 9110 §9.3.2: health checkers and caches send HEAD;
-// gin alone answers them 405). It is the first handler of every chain, so it
-// runs before telemetry, the access log and recovery have seen the request.
+// gin alone answers them 405). It is the first handler of every chain after
+// cutAfterPanic (which only acts once the others are done), so it runs before
+// telemetry, the access log and recovery have seen the request.
 //
 // gin has already routed the request when a handler runs, so the only way to
 // reach the GET route's handlers, group middleware included, is to route

@@ -73,7 +73,9 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // ERROR, ended_by "drain deadline", and a 503 in the log and the metrics
 // when its handlers sent nothing (or only set deadline.Abort's 499). A
 // request whose client went away and whose handlers sent nothing is a 499,
-// not gin's default 200.
+// not gin's default 200. A request whose handler panicked after its response
+// had started is cut (cutAfterPanic): ERROR, ended_by "handler panic", with
+// the status that was sent.
 func (s *Server) accessLog(c *gin.Context) {
 	// The context as the connection gave it, before deadline.Middleware
 	// derives one: that one is cancelled as the middleware returns, so only
@@ -102,7 +104,8 @@ func (s *Server) accessLog(c *gin.Context) {
 		}
 	}
 	status := c.Writer.Status()
-	if status < 500 && status != deadline.StatusClientClosedRequest && !debug {
+	cut := c.Keys[cutKey] != nil
+	if status < 500 && status != deadline.StatusClientClosedRequest && !debug && !cut {
 		return
 	}
 	ctx := c.Request.Context()
@@ -111,6 +114,10 @@ func (s *Server) accessLog(c *gin.Context) {
 		endedBy = callerEnded(outer, ctx)
 	}
 	switch {
+	case cut:
+		// Its status went out before the handler panicked: the response is
+		// cut (cutAfterPanic), a server error whatever the status says.
+		endedBy, level = "handler panic", slog.LevelError
 	case endedBy == clientWentAway && s.cutOff.Load():
 		// Shutdown closed the connection as the drain deadline passed, which
 		// cancels the request's context as a client leaving does.
@@ -186,6 +193,23 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
+// cutKey marks (in gin's Keys) a request whose handler panicked after its
+// response had started: cutAfterPanic cuts it.
+const cutKey = "shanhai.server.cut"
+
+// cutAfterPanic is the outermost handler of every chain: once everything else
+// is done with the request, it aborts the response recovery could not answer
+// (http.ErrAbortHandler: net/http closes the HTTP/1 connection without ending
+// the body, and resets an HTTP/2 stream), so the client sees an error, not a
+// short body that ends cleanly. It is outside headAsGet, so a HEAD request
+// answered by a GET route is cut as well.
+func (s *Server) cutAfterPanic(c *gin.Context) {
+	c.Next()
+	if c.Keys[cutKey] != nil { // set by this request's own goroutine: no lock needed
+		panic(http.ErrAbortHandler)
+	}
+}
+
 type panicError struct{ v any }
 
 func (p panicError) Error() string { return fmt.Sprintf("panic: %v", p.v) }
@@ -212,7 +236,12 @@ func (s *Server) recovery(c *gin.Context) {
 		span.RecordError(panicError{r})
 		span.SetStatus(codes.Error, "panic")
 		if c.Writer.Written() {
-			// The status is already on the wire; all we can do is stop.
+			// The status and maybe part of the body are on the wire. Returning
+			// would let net/http end the response as complete (a chunked
+			// body's last chunk), and the client would take a truncated body
+			// for the whole answer: cutAfterPanic drops the connection instead,
+			// once the outer layers have logged and measured the request.
+			c.Set(cutKey, true)
 			c.Abort()
 			return
 		}

@@ -131,7 +131,9 @@ func New(o Options) *Server {
 	// still get the request's deadline, cancellation and span.
 	e.ContextWithFallback = true
 	e.HandleMethodNotAllowed = true
-	// Order matters: headAsGet first, so a HEAD answered by a GET route is
+	// Order matters: cutAfterPanic outside everything, so a response a
+	// panic left half sent is cut after it has been logged and measured;
+	// headAsGet next, so a HEAD answered by a GET route is
 	// seen by the rest once, as HEAD on that route; then telemetry, so the
 	// span and the duration include everything (it also sets the request
 	// id), then the access log, then recovery, which turns panics into a
@@ -140,7 +142,7 @@ func New(o Options) *Server {
 	// stops when the caller has given up, and a request that arrives with
 	// no time left is a 504 without running them. No header, no deadline
 	// (and no request copy).
-	e.Use(s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery, deadline.Middleware(0))
+	e.Use(s.cutAfterPanic, s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery, deadline.Middleware(0))
 	e.NoRoute(func(c *gin.Context) {
 		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
 	})
