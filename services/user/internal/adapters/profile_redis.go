@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,14 +22,37 @@ import (
 // invalidation could serve a stale profile, and the profile's generation
 // under user:profile-gen:<id>, a random value Delete replaces and Set checks
 // (one Redis server: the script that does so uses both keys).
+//
+// A Delete that fails (Redis unreachable from this replica, or stalled past
+// the client's timeouts, while it still holds the old value) leaves the
+// profile's invalidation pending: until it is carried out, this replica
+// neither reads nor fills that profile in Redis, and it retries the
+// invalidation in the background until it succeeds or the TTL has run out
+// (by then the old value has expired on its own).
 type ProfileRedis struct {
 	rdb redis.UniversalClient
 	ttl time.Duration
+
+	// npending is len(pending), read without the lock: Get checks it on
+	// every read, and an invalidation is almost never pending.
+	npending atomic.Int64
+	mu       sync.Mutex
+	pending  map[string]mark // by user id
+	marks    uint64          // marks made, numbering them
+	retrying bool            // a retry loop is running
+}
+
+// mark is a pending invalidation: seq tells a later failure's mark from it
+// (an invalidation carried out before that failure must not settle it), and
+// until is when the retries may stop.
+type mark struct {
+	seq   uint64
+	until time.Time
 }
 
 // NewProfileRedis caches profiles for ttl.
 func NewProfileRedis(rdb redis.UniversalClient, ttl time.Duration) *ProfileRedis {
-	return &ProfileRedis{rdb: rdb, ttl: ttl}
+	return &ProfileRedis{rdb: rdb, ttl: ttl, pending: map[string]mark{}}
 }
 
 var _ user.ProfileCache = (*ProfileRedis)(nil)
@@ -56,6 +81,15 @@ func genKey(id string) string     { return "user:profile-gen:" + id }
 // value is also deleted, so it is gone even when the fill cannot read the
 // store.
 func (c *ProfileRedis) Get(ctx context.Context, id string) (user.Profile, string, bool, error) {
+	// The value Redis holds may be the one a failed Delete was to drop: carry
+	// the invalidation out first, or read past the cache (no generation, so
+	// no fill either).
+	if m, ok := c.pendingMark(id); ok {
+		if err := c.invalidate(ctx, id); err != nil {
+			return user.Profile{}, "", false, fmt.Errorf("profile cache get: invalidation still pending: %w", err)
+		}
+		c.settle(id, m)
+	}
 	var value, gen *redis.StringCmd
 	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		value, gen = p.Get(ctx, profileKey(id)), p.Get(ctx, genKey(id))
@@ -112,6 +146,12 @@ return 1`)
 
 // Set caches p for the TTL, unless Delete ran since the Get that returned gen.
 func (c *ProfileRedis) Set(ctx context.Context, p user.Profile, gen string) error {
+	// A fill that read the generation before a failed Delete would pass the
+	// check (the new generation was never stored) with a profile read before
+	// the change.
+	if _, ok := c.pendingMark(p.ID); ok {
+		return fmt.Errorf("profile cache set: invalidation of %s pending", p.ID)
+	}
 	b, err := json.Marshal(profileJSON(p))
 	if err != nil {
 		return fmt.Errorf("profile cache encode: %w", err)
@@ -157,7 +197,25 @@ const deleteTimeout = time.Second
 // TTL. deleteTimeout stands in for the deadline it drops, so a Redis that
 // stalls cannot hold the caller for long (the client's own read and write
 // timeouts apply as before).
+//
+// A failed DEL leaves the invalidation pending (see ProfileRedis): it is
+// carried out later, and this replica serves the profile from the store
+// until then.
 func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
+	m, pending := c.pendingMark(id)
+	if err := c.invalidate(ctx, id); err != nil {
+		c.markPending(id)
+		return err
+	}
+	if pending {
+		// An earlier failure's invalidation is done by this one.
+		c.settle(id, m)
+	}
+	return nil
+}
+
+// invalidate is Delete's work: a new generation, then the DEL.
+func (c *ProfileRedis) invalidate(ctx context.Context, id string) error {
 	// A decimal number below 2^62, so that a replica still running the
 	// counter's code during a rollout can INCR it (an INCR of a non-number
 	// fails that replica's Delete); 62 random bits make a repeat unlikely.
@@ -180,4 +238,96 @@ func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
 		return fmt.Errorf("profile cache delete: %w", err)
 	}
 	return nil
+}
+
+// Retry intervals of pending invalidations: short at first, so other
+// replicas (which read Redis, not this replica's pending set) stop serving
+// the old value soon after Redis answers again; bounded, so an outage costs
+// one attempt per pending profile every few seconds.
+const (
+	retryFirst = 100 * time.Millisecond
+	retryMax   = 5 * time.Second
+)
+
+// pendingMark returns id's pending invalidation, if any.
+func (c *ProfileRedis) pendingMark(id string) (mark, bool) {
+	if c.npending.Load() == 0 {
+		return mark{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.pending[id]
+	return m, ok
+}
+
+// markPending records a failed invalidation and starts the retry loop if
+// none runs. Retries may stop once the TTL has passed: every value stored
+// before the change has expired by then, and no fill in the old generation
+// stored since (Set refuses while pending).
+func (c *ProfileRedis) markPending(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.marks++
+	c.pending[id] = mark{seq: c.marks, until: time.Now().Add(c.ttl)}
+	c.npending.Store(int64(len(c.pending)))
+	if !c.retrying {
+		c.retrying = true
+		go c.retry()
+	}
+}
+
+// settle ends id's pending invalidation m, carried out since m was read; a
+// failure marked since then stays pending.
+func (c *ProfileRedis) settle(id string, m mark) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending[id] == m {
+		delete(c.pending, id)
+		c.npending.Store(int64(len(c.pending)))
+	}
+}
+
+// retry carries out pending invalidations until none is left. It ends early
+// when the client is closed (the service stopping): nothing can be
+// invalidated any more, and the values expire by their TTL.
+func (c *ProfileRedis) retry() {
+	wait := retryFirst
+	for {
+		time.Sleep(wait)
+		wait = min(2*wait, retryMax)
+		c.mu.Lock()
+		due := make(map[string]mark, len(c.pending))
+		now := time.Now()
+		for id, m := range c.pending {
+			if now.After(m.until) {
+				delete(c.pending, id)
+				continue
+			}
+			due[id] = m
+		}
+		c.npending.Store(int64(len(c.pending)))
+		c.mu.Unlock()
+		closed := false
+		for id, m := range due {
+			err := c.invalidate(context.Background(), id)
+			if err == nil {
+				c.settle(id, m)
+				continue
+			}
+			if closed = errors.Is(err, redis.ErrClosed); closed {
+				break
+			}
+		}
+		c.mu.Lock()
+		if closed {
+			clear(c.pending)
+			c.npending.Store(0)
+		}
+		if len(c.pending) == 0 {
+			c.retrying = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+	}
 }

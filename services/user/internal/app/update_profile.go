@@ -31,7 +31,9 @@ func (h UpdateProfileHandler) Handle(ctx context.Context, userID string, up Upda
 		return user.Profile{}, fmt.Errorf("update profile: %w", err)
 	}
 	if err := h.d.Profiles.Delete(ctx, userID); err != nil {
-		// The store has the new profile; a stale cache entry expires by TTL.
+		// The store has the new profile. The cache keeps the invalidation
+		// pending and retries it; this replica reads past the cache for the
+		// profile until it succeeds (adapters.ProfileRedis).
 		h.d.Logger.ErrorContext(ctx, "profile cache invalidation failed", "user_id", userID, "error", err.Error())
 	}
 	return u.Profile(), nil
