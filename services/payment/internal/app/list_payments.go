@@ -30,6 +30,11 @@ func (h ListPaymentsHandler) Handle(ctx context.Context, userID string, q paymen
 		q.Limit = DefaultPageSize
 	}
 	q.Limit = min(q.Limit, MaxPageSize)
+	// As GetPayment: a user id no payment can have lists nothing, without
+	// a query PostgreSQL would refuse.
+	if !payment.PossibleUserID(userID) {
+		return Page{Payments: []payment.Snapshot{}}, nil
+	}
 	ps, next, err := h.payments.List(ctx, userID, q)
 	if err != nil {
 		return Page{}, fmt.Errorf("list payments: %w", err)

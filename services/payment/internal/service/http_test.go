@@ -1,12 +1,16 @@
 package service_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
 
 // TestBadInputIsProblemNamingTheField probes every route with hostile ids,
@@ -34,6 +38,14 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 		{"bad order_id", "GET", "/api/v1/payments?order_id=42", "alice", nil, 400, "order_id"},
 		{"empty order_id", "GET", "/api/v1/payments?order_id=", "alice", nil, 400, "order_id"},
 		{"quoted order_id", "GET", "/api/v1/payments?order_id=%27%20OR%201=1%20--", "alice", nil, 400, "order_id"},
+		// A pair url.ParseQuery cannot decode is dropped from the query gin reads: the filter or page asked for
+		// vanished, and the whole list came back 200.
+		{"bad escape in order_id", "GET", "/api/v1/payments?order_id=%zz", "alice", nil, 400, "order_id"},
+		{"bad escape after order_id", "GET", "/api/v1/payments?order_id=" + uuid.NewString() + "%2", "alice", nil, 400, "order_id"},
+		{"semicolon after order_id", "GET", "/api/v1/payments?order_id=" + uuid.NewString() + ";limit=1", "alice", nil, 400, "order_id"},
+		{"bad escape in limit", "GET", "/api/v1/payments?limit=1%", "alice", nil, 400, "limit"},
+		{"bad escape in cursor", "GET", "/api/v1/payments?cursor=%G0", "alice", nil, 400, "cursor"},
+		{"bad escape in a name", "GET", "/api/v1/payments?order%zz=1", "alice", nil, 400, "order%zz"},
 		{"no token", "GET", "/api/v1/payments", "", nil, 401, ""},
 		{"no token on id", "GET", "/api/v1/payments/" + uuid.NewString(), "", nil, 401, ""},
 		{"garbage token", "GET", "/api/v1/payments", "alice", []string{"Authorization", "Bearer not.a.token"}, 401, ""},
@@ -67,5 +79,30 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 	}
 	if r := h.get("/api/v1/payments", "alice"); r.Status != http.StatusOK || string(r.Body) != `{"payments":[]}` {
 		t.Fatalf("alice's empty list: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestSubjectNoPaymentCanHaveOwnsNothing: a valid token whose subject holds a NUL (PostgreSQL's text cannot) is a
+// user with no payments, as on SQLite: an empty list and 404, not the 500 of the database refusing the query
+// (SQLSTATE 22021). Payments get their user from order events, which dead-letter such a user_id.
+func TestSubjectNoPaymentCanHaveOwnsNothing(t *testing.T) {
+	h := newHarness(t, nil)
+	p, err := payment.New(uuid.Must(uuid.NewV7()).String(), uuid.NewString(), "alice", 100, "EUR", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Payments.Claim(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"alice\x00", "\x00"} {
+		if r := h.get("/api/v1/payments", user); r.Status != http.StatusOK || string(r.Body) != `{"payments":[]}` {
+			t.Errorf("list as %q: %d %s; want 200 and no payment", user, r.Status, r.Body)
+		}
+		if r := h.get("/api/v1/payments?order_id="+p.OrderID(), user); r.Status != http.StatusOK || string(r.Body) != `{"payments":[]}` {
+			t.Errorf("list of alice's order as %q: %d %s; want 200 and no payment", user, r.Status, r.Body)
+		}
+		if r := h.get("/api/v1/payments/"+p.ID(), user); r.Status != http.StatusNotFound {
+			t.Errorf("alice's payment as %q: %d %s; want 404", user, r.Status, r.Body)
+		}
 	}
 }

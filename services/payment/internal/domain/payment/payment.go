@@ -94,6 +94,10 @@ func validate(orderID, userID string, amountCents int64, currency string) error 
 	return nil
 }
 
+// PossibleUserID reports whether a payment can belong to userID: validate
+// refuses any other, so a caller with such an id owns no payment.
+func PossibleUserID(userID string) bool { return userID != "" && printable(userID) }
+
 func printable(s string) bool {
 	if !utf8.ValidString(s) {
 		return false
