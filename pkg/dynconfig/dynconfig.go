@@ -7,7 +7,9 @@
 // value stays in force. A typo in a live config must never take the platform
 // down or reset it to zero values. Each bad version (etcd revision) is
 // reported once, however often a re-read after an interrupted watch (a
-// compaction, a lost connection) finds it still there.
+// compaction, a lost connection) finds it still there. An etcd restarted
+// without its data (its revision back below the watch's) is read again within
+// RevisionProbe: a key it no longer has takes watchers back to initial.
 //
 // Deleting the key, by contrast, is an operator's deliberate act and takes
 // every watcher back to its initial value (the binary's default, or what its
@@ -59,6 +61,7 @@ type Value[T any] struct {
 	initial T
 	cur     atomic.Pointer[T]
 	log     *slog.Logger
+	probe   time.Duration // how often the watch checks etcd's revision (RevisionProbe when 0)
 	rev     atomic.Int64
 	// bad is the revision of the last document rejected, touched only by
 	// Watch and then its watch goroutine. A re-read after a compaction finds
@@ -107,24 +110,22 @@ func (v *Value[T]) OnChange(fn func(T)) {
 	v.mu.Unlock()
 }
 
+// RevisionProbe is how often a watch checks that etcd's revision has not gone back (etcd restarted without its
+// data, or restored from a snapshot): etcd holds a watch from a revision it has not reached and sends nothing, so the
+// value would stay at a document that no longer exists and miss every later write. One count-only read of the key per
+// watch: next to nothing for etcd.
+const RevisionProbe = 10 * time.Second
+
 func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
+	every := v.probe
+	if every <= 0 {
+		every = RevisionProbe
+	}
+	probe := time.NewTicker(every)
+	defer probe.Stop()
 	for ctx.Err() == nil {
-		for resp := range cli.Watch(ctx, v.key, clientv3.WithRev(rev)) {
-			if err := resp.Err(); err != nil {
-				v.log.WarnContext(ctx, "dynconfig watch interrupted", "key", v.key, "error", err.Error())
-				break
-			}
-			for _, ev := range resp.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					v.store(&v.initial, 0)
-					v.log.InfoContext(ctx, "dynconfig key deleted, back to initial value", "key", v.key)
-					continue
-				}
-				v.set(ctx, ev.Kv.Value, ev.Kv.ModRevision)
-			}
-			rev = resp.Header.Revision + 1
-		}
-		// Compacted or the client gave up: re-read, then watch from there.
+		rev = v.follow(ctx, cli, rev, probe.C, every)
+		// Compacted, etcd's revision went back, or the client gave up: re-read, then watch from there.
 		select {
 		case <-ctx.Done():
 			return
@@ -145,6 +146,46 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 			}
 			rev = resp.Header.Revision + 1
 			v.log.InfoContext(ctx, "dynconfig watch resumed", "key", v.key, "from_revision", rev)
+		}
+	}
+}
+
+// follow applies the watch's changes from rev until it ends or a probe finds etcd's revision below rev-1 (the last
+// one seen), and returns the revision to go on from.
+func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, probe <-chan time.Time, every time.Duration) int64 {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the watch when a probe gives it up
+	wch := cli.Watch(wctx, v.key, clientv3.WithRev(rev))
+	for {
+		select {
+		case resp, ok := <-wch:
+			if !ok {
+				return rev
+			}
+			if err := resp.Err(); err != nil {
+				v.log.WarnContext(ctx, "dynconfig watch interrupted", "key", v.key, "error", err.Error())
+				return rev
+			}
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					v.store(&v.initial, 0)
+					v.log.InfoContext(ctx, "dynconfig key deleted, back to initial value", "key", v.key)
+					continue
+				}
+				v.set(ctx, ev.Kv.Value, ev.Kv.ModRevision)
+			}
+			rev = resp.Header.Revision + 1
+		case <-probe:
+			// Linearizable, so a lagging member cannot report a revision behind one the watch has shown. A failed
+			// read says nothing: etcd may be away, and the watch resumes by itself when it is back.
+			pctx, pcancel := context.WithTimeout(ctx, min(every, 5*time.Second))
+			resp, err := cli.Get(pctx, v.key, clientv3.WithCountOnly())
+			pcancel()
+			if err == nil && resp.Header.Revision < rev-1 {
+				v.log.WarnContext(ctx, "dynconfig: etcd's revision went back (restarted without its data?), reading again",
+					"key", v.key, "revision", resp.Header.Revision, "seen", rev-1)
+				return rev
+			}
 		}
 	}
 }

@@ -1,0 +1,61 @@
+package dynconfig
+
+import (
+	"log/slog"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+// TestWatchFollowsEtcdRestartedWithoutItsData: etcd comes back without its data (a member replaced, a volume lost, a
+// snapshot restore) and its revision starts over below the one the watch resumes from. etcd holds such a watch and
+// sends nothing, so the value stayed at the lost document and no later write applied, with nothing logged. Now the
+// watch notices the revision went back and reads the key again.
+func TestWatchFollowsEtcdRestartedWithoutItsData(t *testing.T) {
+	ctx := t.Context()
+	e := testenv.StartEtcd(t)
+	connect := func() *clientv3.Client {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cli.Close() })
+		return cli
+	}
+	cli := connect()
+	key := Key("wiped")
+	for range 50 { // a revision the new etcd will not reach during the test
+		if _, err := cli.Put(ctx, "/unrelated", "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli.Put(ctx, key, `{"per_ip": 7}`); err != nil {
+		t.Fatal(err)
+	}
+	logs := &testenv.LogBuffer{}
+	v := &Value[limits]{key: key, initial: limits{PerIP: 1}, log: slog.New(slog.NewTextHandler(logs, nil)), probe: time.Second}
+	v.cur.Store(&v.initial)
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+	go v.watch(ctx, cli, resp.Header.Revision+1)
+
+	e.Stop()
+	e.Wipe()
+	e.Start()
+	if _, err := connect().Put(ctx, key, `{"per_ip": 9}`); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for v.Load().PerIP != 9 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after etcd restarted without its data the value is %+v, want per_ip 9 written since; logs:\n%s", v.Load(), logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
