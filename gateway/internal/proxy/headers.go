@@ -120,10 +120,11 @@ type hopHeader interface {
 // and nine of them per request and per answer were most of the header
 // hygiene's cost (bench/README.md, fifth pass). The client's or upstream's
 // wish to close is hop-by-hop too: each side's connection is managed on its
-// own.
-func dropHop(h hopHeader, present fields) {
+// own. named says whether Connection named fields besides those.
+func dropHop(h hopHeader, present fields) (named bool) {
 	if present&(1<<hopConnection) != 0 {
 		if conn := h.Peek("Connection"); namesOthers(conn) {
+			named = true
 			// Peek's slice is only valid until the header changes: copy.
 			names := append([]byte(nil), conn...)
 			for len(names) > 0 {
@@ -136,6 +137,7 @@ func dropHop(h hopHeader, present fields) {
 		}
 	}
 	dropHopFields(h, present)
+	return named
 }
 
 // dropHopFields deletes the hop-by-hop fields found (present), but not the
@@ -184,7 +186,11 @@ func listNames(list string, k []byte) bool {
 //
 // One pass over the fields finds what is there; a request with none of
 // them (the usual one) changes nothing and costs that pass only.
-func Sanitize(h *fasthttp.RequestHeader) {
+//
+// named says whether the Connection field named fields besides the
+// hop-by-hop ones, which are gone now: it may have named one the chain set
+// before (the request id), which the caller puts back.
+func Sanitize(h *fasthttp.RequestHeader) (named bool) {
 	var present fields
 	var names nameSet
 	for k := range h.All() {
@@ -198,7 +204,7 @@ func Sanitize(h *fasthttp.RequestHeader) {
 	if present != 0 {
 		kept = keepOrder(h, names)
 	}
-	dropHop(h, present)
+	named = dropHop(h, present)
 	if present&(userBit|foldBit) != 0 {
 		var doomed [][]byte
 		for k := range h.All() {
@@ -212,6 +218,7 @@ func Sanitize(h *fasthttp.RequestHeader) {
 		}
 	}
 	restore(kept, h)
+	return named
 }
 
 // keepCookieLines puts the client's Cookie field lines back in h as they

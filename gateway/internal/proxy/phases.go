@@ -201,7 +201,13 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 			}
 		}
 		// Strip what clients must never control before deciding anything else.
-		Sanitize(h)
+		if Sanitize(h) {
+			// The client's Connection may have named X-Request-ID: its
+			// own field, which it may drop, but by now the gateway's (the
+			// id start kept or made, which the answer carries), which the
+			// upstream must get to log the request under the same id.
+			h.SetCanonical(requestIDKey, st.rid)
+		}
 		if st.sent&optContinue != 0 && loneExpect(h) {
 			// RFC 9110 §10.1.1: the transport gave the 100 at this hop
 			// (or owed none: HTTP/1.0, the body already in), and the
