@@ -326,10 +326,28 @@ func (a *Agent) attach(path, exe string, id binID) {
 	if _, failed := a.failed[id]; failed {
 		return
 	}
-	b, err := safeAttach(path, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, !a.cfg.NoExitPrograms, a.sys.tcp.AcceptRet, a.log)
+	// The file is opened once and named by its descriptor from here on. path is /proc/<pid>/exe of a process the
+	// scan found (or a path target), and the process may exit before or during the attach, or its pid go to another
+	// program: opened by path at every step, the attach failed, recorded for good under this file's identity, or
+	// read and probed the other program's file under it. A file that is not the one the scan saw is left to the
+	// next scan, which sees what runs then.
+	f, err := os.Open(path)
 	if err != nil {
-		a.failed[id] = err.Error()
-		a.log.Error("attach failed", "exe", exe, "err", err)
+		a.log.Debug("target gone before it was attached", "exe", exe, "err", err)
+		return
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || statID(&st) != id {
+		a.log.Debug("target replaced before it was attached", "exe", exe, "path", path)
+		return
+	}
+	fd := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	b, err := safeAttach(fd, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, !a.cfg.NoExitPrograms, a.sys.tcp.AcceptRet, a.log)
+	if err != nil {
+		why := strings.ReplaceAll(err.Error(), fd, path) // the reason names the file as before, not the agent's fd
+		a.failed[id] = why
+		a.log.Error("attach failed", "exe", exe, "err", why)
 		return
 	}
 	if err := a.sys.probeFile(id.ino, true); err != nil {
