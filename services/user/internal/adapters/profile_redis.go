@@ -203,6 +203,8 @@ const deleteTimeout = time.Second
 // until then.
 func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
 	m, pending := c.pendingMark(id)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
+	defer cancel()
 	if err := c.invalidate(ctx, id); err != nil {
 		c.markPending(id)
 		return err
@@ -214,7 +216,8 @@ func (c *ProfileRedis) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
-// invalidate is Delete's work: a new generation, then the DEL.
+// invalidate is Delete's work: a new generation, then the DEL, within ctx
+// (Delete's outlives its caller; a read's is the request's).
 func (c *ProfileRedis) invalidate(ctx context.Context, id string) error {
 	// A decimal number below 2^62, so that a replica still running the
 	// counter's code during a rollout can INCR it (an INCR of a non-number
@@ -224,8 +227,6 @@ func (c *ProfileRedis) invalidate(ctx context.Context, id string) error {
 		return fmt.Errorf("profile cache delete: generation: %w", err)
 	}
 	gen := strconv.FormatUint(binary.BigEndian.Uint64(b[:])>>2, 10)
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deleteTimeout)
-	defer cancel()
 	var del *redis.IntCmd
 	// Each command's own result is read below: the pipeline's error is the
 	// first failed command's, a refused SET on a full Redis.
@@ -309,14 +310,16 @@ func (c *ProfileRedis) retry() {
 		c.mu.Unlock()
 		closed := false
 		for id, m := range due {
-			err := c.invalidate(context.Background(), id)
-			if err == nil {
-				c.settle(id, m)
-				continue
-			}
-			if closed = errors.Is(err, redis.ErrClosed); closed {
+			ctx, cancel := context.WithTimeout(context.Background(), deleteTimeout)
+			err := c.invalidate(ctx, id)
+			cancel()
+			if err != nil {
+				// Redis is still away: one failed attempt a round, however
+				// many profiles wait.
+				closed = errors.Is(err, redis.ErrClosed)
 				break
 			}
+			c.settle(id, m)
 		}
 		c.mu.Lock()
 		if closed {
