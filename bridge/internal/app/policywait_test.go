@@ -28,7 +28,7 @@ func TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait(t *testing.T) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "BRIDGE_ACK_WAIT": "5s"})
 	const n = 300
-	b.produce(t, n)
+	b.produce(t, 0, n)
 	b.waitCarried(t, n)
 	time.Sleep(outage)
 	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v < 1 {
@@ -53,16 +53,26 @@ func TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait(t *testing.T) {
 	t.Logf("leg B partition restarts after the wait: %d", strings.Count(b.log.String(), `"msg":"leg B partition restarting"`))
 }
 
-// hungAdmin serves on addr an admin API that accepts connections and reads requests but never answers them until
-// answer is called; from then on it relays new requests to the real admin API, while a request that came before
-// stays unanswered, as on a server that hung with it.
+// hungAdmin serves on addr an admin API that accepts connections and reads requests but never answers them while it
+// hangs; otherwise it relays requests to the real admin API. A request that came while it hung stays unanswered after
+// answer, as on a server that hung with it.
 type hungAdmin struct {
-	mu       sync.Mutex
-	answered bool
-	proxy    http.Handler
+	mu    sync.Mutex
+	hung  bool
+	hangs int // requests left unanswered
+	proxy http.Handler
 }
 
+// serveHungAdmin serves an admin API that hangs from the start.
 func serveHungAdmin(t *testing.T, addr, realAdmin string) *hungAdmin {
+	t.Helper()
+	h := serveAdmin(t, addr, realAdmin)
+	h.hang()
+	return h
+}
+
+// serveAdmin serves an admin API that answers until hang is called.
+func serveAdmin(t *testing.T, addr, realAdmin string) *hungAdmin {
 	t.Helper()
 	target, err := url.Parse(realAdmin)
 	if err != nil {
@@ -73,17 +83,33 @@ func serveHungAdmin(t *testing.T, addr, realAdmin string) *hungAdmin {
 	return h
 }
 
+func (h *hungAdmin) hang() {
+	h.mu.Lock()
+	h.hung = true
+	h.mu.Unlock()
+}
+
 func (h *hungAdmin) answer() {
 	h.mu.Lock()
-	h.answered = true
+	h.hung = false
 	h.mu.Unlock()
+}
+
+// unanswered returns how many requests came while it hung.
+func (h *hungAdmin) unanswered() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.hangs
 }
 
 func (h *hungAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
-	answered := h.answered
+	hung := h.hung
+	if hung {
+		h.hangs++
+	}
 	h.mu.Unlock()
-	if !answered {
+	if hung {
 		<-r.Context().Done() // the client gave up (its 10 s timeout) or the server closes
 		return
 	}
@@ -104,7 +130,7 @@ func TestBridgeArchivesOnceAHungAdminAPIAnswers(t *testing.T) {
 	admin := serveHungAdmin(t, addr, realAdmin)
 	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr})
 	const n = 300
-	b.produce(t, n)
+	b.produce(t, 0, n)
 	b.waitCarried(t, n)
 	time.Sleep(25 * time.Second) // two hung readings at least
 	if code, body := b.readyz(t); code != http.StatusServiceUnavailable || !strings.Contains(body, "pulsar-admin") {
@@ -140,7 +166,7 @@ func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
 	const budget = 10 * time.Second
 	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "SHUTDOWN_TIMEOUT": budget.String()})
 	const n = 30
-	b.produce(t, n)
+	b.produce(t, 0, n)
 	b.waitCarried(t, n)
 	deadline := time.Now().Add(time.Minute)
 	for b.metric(t, "bridge_pulsar_policy_waiting{") < 1 {
@@ -157,5 +183,47 @@ func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
 	}
 	if took > budget {
 		t.Errorf("bridge took %v to stop while a reading hung, want at most SHUTDOWN_TIMEOUT %v", took.Round(time.Millisecond), budget)
+	}
+}
+
+// TestBridgeArchivesOnWhileTheAdminAPIHangsAfterAReading: once leg B's sessions have read the max message size policy,
+// an admin API that starts to hang (accepts, never answers; every re-reading takes the HTTP client's 10 s timeout)
+// holds up nothing: the sessions keep their last reading and archive what comes meanwhile, exactly once and in order,
+// without restarting; /readyz stays 200 and no partition counts as waiting.
+func TestBridgeArchivesOnWhileTheAdminAPIHangsAfterAReading(t *testing.T) {
+	_, realAdmin := testenv.Pulsar(t)
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	admin := serveAdmin(t, addr, realAdmin)
+	// A short interval so that every session meets several hung re-readings within the test.
+	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "BRIDGE_PULSAR_POLICY_INTERVAL": "2s"})
+	const n = 150
+	b.produce(t, 0, n)
+	b.archived(t, n, 60*time.Second)
+
+	admin.hang()
+	// Every partition's session re-reads within an interval; wait until re-readings have hung and timed out.
+	deadline := time.Now().Add(time.Minute)
+	for admin.unanswered() < 3 || !strings.Contains(b.log.String(), "could not re-read") {
+		if time.Now().After(deadline) {
+			t.Fatalf("within a minute of the admin API hanging: %d readings hung, log %s", admin.unanswered(), b.log.String())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	b.produce(t, n, n)
+	// Archived while the admin API still hangs (it never answers again): the time of leg A's carrying, leg B's sending
+	// and the reading back, not a reading's.
+	b.archived(t, 2*n, 45*time.Second)
+	if code, body := b.readyz(t); code != http.StatusOK {
+		t.Errorf("/readyz = %d %s while the sessions archive under their last reading", code, body)
+	}
+	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v != 0 {
+		t.Errorf("bridge_pulsar_policy_waiting = %v while the sessions archive under their last reading, want 0", v)
+	}
+	if logs := b.log.String(); strings.Contains(logs, `"msg":"leg B partition restarting"`) || strings.Contains(logs, "leg B waits for") {
+		t.Errorf("leg B restarted or waited for the policy while the admin API hung after a reading: %s", logs)
 	}
 }
