@@ -113,6 +113,9 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 	if stored && cancelled && p.Status() == payment.Succeeded {
 		return h.refund(ctx, p)
 	}
+	if !stored && ans.Approved {
+		return h.approvedBehindAClose(ctx, p)
+	}
 	res := result(p, !stored)
 	res.Voided = stored && p.Status() == payment.Cancelled
 	return res, nil
@@ -144,6 +147,31 @@ func (h ChargeOrderHandler) void(ctx context.Context, fresh, p *payment.Payment)
 	}
 	if cur.NeedsRefund() {
 		return h.refund(ctx, cur)
+	}
+	return result(cur, true), nil
+}
+
+// approvedBehindAClose is a charge this delivery had approved whose store
+// lost the PENDING guard: another delivery closed the row first. A
+// CANCELLED row says nothing was taken under the key, because the void of
+// another delivery found no charge. A processor whose keys hold everywhere
+// would then have declined this charge; one whose memory is its own
+// process's (the simulated provider, with two or more replicas) approved
+// it, and this delivery alone knows. So it voids the key on its own
+// provider, which gives the charge back (a repeated void is answered from
+// memory). Any other row (SUCCEEDED, REFUNDED) already accounts for the
+// charge under this key. A fault is returned for the log and the retry
+// count, but the redelivery finds a final row and does nothing: the charge
+// then stays taken, as it did before this check.
+func (h ChargeOrderHandler) approvedBehindAClose(ctx context.Context, p *payment.Payment) (ChargeResult, error) {
+	cur, err := h.d.Payments.ByOrder(ctx, p.OrderID())
+	if err != nil {
+		return ChargeResult{}, fmt.Errorf("charge order %s: read after losing the store: %w", p.OrderID(), err)
+	}
+	if cur.Status() == payment.Cancelled {
+		if _, err := h.d.Provider.Void(ctx, payment.Void{IdempotencyKey: p.ID(), AmountCents: p.AmountCents(), Currency: p.Currency()}); err != nil {
+			return ChargeResult{}, fmt.Errorf("charge order %s: void the charge approved behind its CANCELLED row: %w", p.OrderID(), fault(err))
+		}
 	}
 	return result(cur, true), nil
 }

@@ -306,3 +306,49 @@ func TestChargeDeclinedByTheVoidStoresNoFailure(t *testing.T) {
 		})
 	}
 }
+
+// TestChargeBehindAnotherReplicasVoidIsGivenBack: two replicas, each with its own simulated provider, share the
+// database. Replica A's redelivery of order.created is charging the PENDING row when the order is cancelled and a
+// duplicate delivery on replica B finds the row flagged and voids the key. B's provider never saw A's charge, so the
+// void gives nothing back and B stores CANCELLED (nothing taken); A's charge is approved (before or after B's void,
+// A's provider knows no void) and its store loses the PENDING guard. A holds an approval the stored row denies: it
+// must void the key on its own provider, which gives the charge back. Before, A counted a duplicate and the customer
+// stayed charged behind a CANCELLED row. A processor whose keys hold across replicas declines A's charge after the
+// void, or refunds it with the void (TestFlaggedOrderWithAChargeStillInFlight); this is the simulated provider as
+// deployed with several replicas.
+func TestChargeBehindAnotherReplicasVoidIsGivenBack(t *testing.T) {
+	for name, db := range storetest.Databases(t, service.Migrate) {
+		for _, landed := range []bool{false, true} {
+			t.Run(name+map[bool]string{false: "/chargeArrivesAfter", true: "/chargeTakenBefore"}[landed], func(t *testing.T) {
+				a, b := newFlaggedApp(db), newFlaggedApp(db)
+				o := a.fault(t)
+				id, _ := a.row(t, o.OrderID)
+				a.gate.held, a.gate.release, a.gate.afterProvider = make(chan struct{}), make(chan struct{}), landed
+				done := make(chan error, 1)
+				go func() { _, err := a.ChargeOrder.Handle(context.Background(), o); done <- err }()
+				<-a.gate.held // A's charge is in flight
+				a.gate.held = nil
+				b.cancel(t, o)
+				if res, err := b.ChargeOrder.Handle(context.Background(), o); err != nil || !res.Voided {
+					t.Fatalf("B's duplicate delivery = %+v, %v; want it to store the void", res, err)
+				}
+				close(a.gate.release)
+				if err := <-done; err != nil {
+					t.Fatalf("A's delivery: %v", err)
+				}
+				if _, st := a.row(t, o.OrderID); st != "CANCELLED" {
+					t.Fatalf("row %s, want CANCELLED", st)
+				}
+				if b.prov.Charged(id) {
+					t.Fatal("B's provider charged the key")
+				}
+				if !a.prov.Charged(id) || !a.prov.Refunded(id) {
+					t.Fatalf("A's provider: charged %v, refunded %v; want its charge given back", a.prov.Charged(id), a.prov.Refunded(id))
+				}
+				if ev := a.outbox(t, o.OrderID); len(ev) != 0 {
+					t.Fatalf("events %v for a CANCELLED payment; want none", ev)
+				}
+			})
+		}
+	}
+}
