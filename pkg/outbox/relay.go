@@ -378,7 +378,9 @@ RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r
 		// Only the stop cancels pctx before the publish returns; its deadline ends it with DeadlineExceeded.
 		msgs, errs, cut = splitCut(msgs, errs)
 	}
-	if err := r.record(db, msgs, errs); err != nil {
+	// Until the lease ends, a statement of the record that fails is run again: Kafka has the rows, and left leased
+	// they would go to Kafka again once the lease ran out.
+	if err := r.record(db, msgs, errs, start.Add(r.o.Lease)); err != nil {
 		return claimed, false, err
 	}
 	return claimed, more, r.release(db, cut)
@@ -514,7 +516,7 @@ func (r *Relay) lockedRound(ctx context.Context) (claimed int, more bool, err er
 		if ctx.Err() != nil {
 			msgs, errs, _ = splitCut(msgs, errs)
 		}
-		return r.record(tx, msgs, errs)
+		return r.record(tx, msgs, errs, time.Time{}) // a failed statement has failed the transaction: no retry
 	})
 	return claimed, more, err
 }
@@ -795,8 +797,9 @@ func (r *Relay) writeByTopic(ctx context.Context, msgs []kafka.Message) []error 
 }
 
 // record marks published rows sent and pushes failed rows back with a capped, jittered exponential backoff (which
-// also ends a lease). tx is the round's transaction, or the database itself for a leased round.
-func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
+// also ends a lease). tx is the round's transaction, or the database itself for a leased round, whose statements are
+// each run again until retryUntil when they fail (see exec; zero: no retry).
+func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil time.Time) error {
 	now := time.Now().UTC()
 	var sent []int64
 	for i, m := range rows {
@@ -807,20 +810,20 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
 		if kafkasize.TooLarge(errs[i]) {
 			// Retrying cannot help, and as its key's oldest unsent row it would hold the key's later rows back
 			// forever. Set aside: sent_at ends its turn, last_error says it was never published, Cleanup keeps it.
-			res := tx.Exec("UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
+			err := r.exec(tx, retryUntil, "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
 				now, truncate("set aside, not published: "+errs[i].Error(), 1000), m.ID)
-			if res.Error != nil {
-				return fmt.Errorf("set aside row %d: %w", m.ID, res.Error)
+			if err != nil {
+				return fmt.Errorf("set aside row %d: %w", m.ID, err)
 			}
 			r.o.Logger.ErrorContext(tx.Statement.Context, "outbox row too large for Kafka, set aside unpublished",
 				"topic", m.Topic, "event_id", m.EventID, "id", m.ID, "payload_bytes", len(m.Payload), "error", errs[i])
 			continue
 		}
 		next := now.Add(r.backoff(m.Attempts + 1)).UnixMilli()
-		res := tx.Exec("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
+		err := r.exec(tx, retryUntil, "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
 			truncate(errs[i].Error(), 1000), next, m.ID)
-		if res.Error != nil {
-			return fmt.Errorf("record failure of row %d: %w", m.ID, res.Error)
+		if err != nil {
+			return fmt.Errorf("record failure of row %d: %w", m.ID, err)
 		}
 		// Remembered even if a locked round's transaction then rolls back: that costs one poll finding nothing.
 		r.retryMu.Lock()
@@ -830,12 +833,37 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error) error {
 			"attempt", m.Attempts+1, "error", errs[i])
 	}
 	if len(sent) > 0 {
-		res := tx.Exec("UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = '' WHERE id IN ?", now, sent)
-		if res.Error != nil {
-			return fmt.Errorf("mark %d rows sent: %w", len(sent), res.Error)
+		err := r.exec(tx, retryUntil, "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = '' WHERE id IN ?", now, sent)
+		if err != nil {
+			return fmt.Errorf("mark %d rows sent: %w", len(sent), err)
 		}
 	}
 	return nil
+}
+
+// exec runs one of record's statements on db. One that fails is run again, after 50 ms doubling to 1 s, until
+// retryUntil or until db's context ends (a stop's grace): on PostgreSQL the pool takes another connection, so the
+// database ending one (a failover, a pooler restart, pg_terminate_backend) costs a retry, not a publish. Run again
+// after a failure whose commit was lost with the connection, it only counts one attempt too many.
+func (r *Relay) exec(db *gorm.DB, retryUntil time.Time, sql string, args ...any) error {
+	wait := 50 * time.Millisecond
+	for {
+		err := db.Exec(sql, args...).Error
+		if err == nil || time.Now().Add(wait).After(retryUntil) {
+			return err
+		}
+		ctx := db.Statement.Context
+		if ctx.Err() != nil {
+			return err
+		}
+		r.o.Logger.WarnContext(ctx, "outbox relay: recording a round's outcome failed, trying again", "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // backoff is MinBackoff*2^(attempt-1) capped at MaxBackoff, with "equal jitter" (half fixed, half random) so
