@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -190,6 +191,12 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 					l.SetRate(r.Quota())
 				}
 				log.Info("dynamic config applied", "canary", d.Canary, "timeouts", len(d.Timeouts), "limits", len(d.Limits))
+				// Not refused (config.Dynamic.UnmarshalJSON): gateways with
+				// other route tables may share the key. But a misspelt
+				// service or route name does nothing, which must show.
+				if names := unrouted(d, table); len(names) > 0 {
+					log.Warn("dynamic config names what this gateway does not route; those entries do nothing", "names", names)
+				}
 			}
 			apply(val.Load())
 			val.OnChange(apply)
@@ -345,4 +352,26 @@ type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "fasthttp")
+}
+
+// unrouted lists the canary services and timeout routes of d that the route
+// table has no route for ("canary <service>", "timeouts <route>"), sorted.
+func unrouted(d config.Dynamic, table *route.Table) []string {
+	services, routes := map[string]bool{}, map[string]bool{}
+	for _, r := range table.Routes() {
+		services[r.Service], routes[r.Name] = true, true
+	}
+	var out []string
+	for svc := range d.Canary {
+		if !services[svc] {
+			out = append(out, "canary "+svc)
+		}
+	}
+	for r := range d.Timeouts {
+		if !routes[r] {
+			out = append(out, "timeouts "+r)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

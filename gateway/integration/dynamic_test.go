@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -80,4 +81,30 @@ func rejected(t *testing.T, g *gatewayProc, dynKey string) int {
 		t.Fatal(err)
 	}
 	return 0
+}
+
+// TestDynamicConfigNamingWhatIsNotRoutedIsLogged: canary weights for a
+// service no route goes to, or a timeout for a route the table does not
+// have, do nothing. Such a document is not refused, since gateways with
+// other route tables may share the key, but the names are logged at warn
+// level: a misspelt "ordr" or "order" (for the route "orders") was applied
+// as silently as a right one.
+func TestDynamicConfigNamingWhatIsNotRoutedIsLogged(t *testing.T) {
+	w := newWorld(t)
+	w.startUpstream("a", "v1")
+	g := w.startGateway()
+	w.setDynamic(`{"canary": {"` + w.svc + `x": {"v1": 100}}, "timeouts": {"order": "1s", "orders": "2s"}}`)
+	eventually(t, 5*time.Second, "a warning naming what is not routed", func() bool {
+		b, err := os.ReadFile(g.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, `canary `+w.svc+`x`) &&
+				strings.Contains(line, `timeouts order`) && !strings.Contains(line, `timeouts orders`) {
+				return true
+			}
+		}
+		return false
+	})
 }

@@ -256,6 +256,7 @@ func (u *upstreamProc) seen(id string) (seenRequest, bool) {
 type gatewayProc struct {
 	URL  string
 	Addr string
+	Log  string // the file the gateway logs to
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -289,7 +290,7 @@ func (w *world) startGateway(env ...string) *gatewayProc {
 			probe = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec
 		}
 	}
-	g := &gatewayProc{URL: scheme + "://" + addr, Addr: addr, cmd: cmd, done: make(chan struct{})}
+	g := &gatewayProc{URL: scheme + "://" + addr, Addr: addr, Log: logf.Name(), cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(g.done) }()
 	w.t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
