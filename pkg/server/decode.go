@@ -16,6 +16,7 @@ import (
 	"github.com/gin-gonic/gin/binding"
 	"github.com/go-playground/validator/v10"
 
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 )
 
@@ -30,6 +31,8 @@ const MaxBodyBytes = 1 << 20
 //   - wrong or missing Content-Type (not application/json or +json) → 415
 //   - body over MaxBodyBytes → 413
 //   - body still coming when Options.ReadTimeout passed → 408
+//   - connection gone while the body was read → nothing sent: 499, or 503
+//     when the server's own drain deadline cut it (see deadline.Abort)
 //   - empty body, malformed JSON, unknown field, wrong type, data after the
 //     JSON value → 400
 //   - binding rule failed (required, min, oneof, ...) → 422
@@ -104,6 +107,14 @@ func writeDecodeError(c *gin.Context, err error, limit int64) {
 		// Options.ReadTimeout passed with the body still coming; net/http
 		// closes the connection after this answer.
 		problem.Abort(c, http.StatusRequestTimeout, "the request body was not received in time")
+	case c.Request.Context().Err() != nil:
+		// The connection ended while the body was read: net/http ends the
+		// request's context as the read fails. No answer can reach anyone,
+		// and a 400 put the client's leaving, or this server's shutdown
+		// closing the connection at the drain deadline, on the client's
+		// request. deadline.Abort sets 499 without sending it, which the
+		// access log turns into the drain's 503 when the shutdown cut it.
+		deadline.Abort(c, c.Request.Context().Err())
 	case errors.Is(err, io.EOF):
 		problem.Abort(c, http.StatusBadRequest, "request body is empty")
 	case errors.Is(err, io.ErrUnexpectedEOF):
