@@ -70,8 +70,10 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // was answered 5xx or deadline.Abort's 499: the server did not fail, and at
 // Error every client that closed its connection looked like an outage. A
 // request the shutdown cut off at the drain deadline is the server's doing:
-// ERROR, ended_by "drain deadline", and a 503 in the log and the metrics
-// when its handlers sent nothing (or only set deadline.Abort's 499). A
+// ERROR, ended_by "drain deadline", with the status that was sent when its
+// response had started (a long download), and a 503 in the log and the
+// metrics when its handlers sent nothing (or only set deadline.Abort's
+// 499). A
 // request whose client went away and whose handlers sent nothing is a 499,
 // not gin's default 200. A request whose handler panicked after its response
 // had started is cut (cutAfterPanic): ERROR, ended_by "handler panic", with
@@ -105,7 +107,10 @@ func (s *Server) accessLog(c *gin.Context) {
 	}
 	status := c.Writer.Status()
 	cut := c.Keys[cutKey] != nil
-	if status < 500 && status != deadline.StatusClientClosedRequest && !debug && !cut {
+	// A response the drain deadline cut off after it had started (a long
+	// download): its status went out, but the body did not reach the client.
+	drainCut := s.cutOff.Load() && c.Writer.Written() && errors.Is(outer.Err(), context.Canceled)
+	if status < 500 && status != deadline.StatusClientClosedRequest && !debug && !cut && !drainCut {
 		return
 	}
 	ctx := c.Request.Context()
@@ -118,6 +123,8 @@ func (s *Server) accessLog(c *gin.Context) {
 		// Its status went out before the handler panicked: the response is
 		// cut (cutAfterPanic), a server error whatever the status says.
 		endedBy, level = "handler panic", slog.LevelError
+	case drainCut:
+		endedBy, level = "drain deadline", slog.LevelError
 	case endedBy == clientWentAway && s.cutOff.Load():
 		// Shutdown closed the connection as the drain deadline passed, which
 		// cancels the request's context as a client leaving does.
