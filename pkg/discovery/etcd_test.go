@@ -53,6 +53,9 @@ func TestEtcdRegisterResolveDeregister(t *testing.T) {
 		t.Fatalf("new resolver listed %d instances, want 2", n)
 	}
 
+	// The malformed values below have no lease: without this they stayed in
+	// the shared etcd, one more after every run, for every resolver to list.
+	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), Prefix+svc+"/", clientv3.WithPrefix()) })
 	// A malformed value under the prefix is skipped, not fatal.
 	if _, err := cli.Put(ctx, Prefix+svc+"/junk", "{not json"); err != nil {
 		t.Fatal(err)

@@ -75,7 +75,9 @@ func TestRegistersServesAndDeregisters(t *testing.T) {
 	}
 	defer cli.Close()
 	key := discovery.Prefix + service + "/no-lease"
-	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
+	// Deferred, not a t.Cleanup: cleanups run after the deferred Close above, and a Delete on a closed client left the
+	// key in the shared etcd, one more after every run, for every resolver to list.
+	defer func() { _, _ = cli.Delete(context.Background(), key) }()
 	failed = testenv.Failure(t, func(tb testing.TB) {
 		runtest.RegistersServesAndDeregisters(tb, service, "no-lease", func(ctx context.Context) error {
 			_, err := cli.Put(ctx, key, `{"id":"no-lease","service":"`+service+`","addr":"127.0.0.1:1","version":"no-lease"}`)
