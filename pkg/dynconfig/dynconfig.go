@@ -123,8 +123,14 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 	}
 	probe := time.NewTicker(every)
 	defer probe.Stop()
+	// renew: etcd's revision went back, so the revisions remembered are of a history it no longer has. A document of
+	// the new one may carry the same revision as the applied one (a config is written early in a cluster's life) or
+	// as a rejected one: the re-read applies what it finds whatever its revision.
+	renew := false
 	for ctx.Err() == nil {
-		rev = v.follow(ctx, cli, rev, probe.C, every)
+		var wentBack bool
+		rev, wentBack = v.follow(ctx, cli, rev, probe.C, every)
+		renew = renew || wentBack
 		// Compacted, etcd's revision went back, or the client gave up: re-read, then watch from there.
 		select {
 		case <-ctx.Done():
@@ -138,10 +144,14 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 		case <-time.After(time.Second):
 		}
 		if resp, err := v.reread(ctx, cli); err == nil {
+			applied := v.rev.Load()
+			if renew {
+				v.bad, applied, renew = 0, -1, false // -1 matches no revision: what the key holds now is applied
+			}
 			switch {
-			case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != v.rev.Load():
+			case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != applied:
 				v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
-			case len(resp.Kvs) == 0 && v.rev.Load() != 0:
+			case len(resp.Kvs) == 0 && applied != 0:
 				v.store(&v.initial, 0) // deleted while we were not watching
 			}
 			rev = resp.Header.Revision + 1
@@ -151,8 +161,8 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 }
 
 // follow applies the watch's changes from rev until it ends or a probe finds etcd's revision below rev-1 (the last
-// one seen), and returns the revision to go on from.
-func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, probe <-chan time.Time, every time.Duration) int64 {
+// one seen), and returns the revision to go on from and whether a probe ended it.
+func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, probe <-chan time.Time, every time.Duration) (int64, bool) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the watch when a probe gives it up
 	wch := cli.Watch(wctx, v.key, clientv3.WithRev(rev))
@@ -160,11 +170,11 @@ func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, 
 		select {
 		case resp, ok := <-wch:
 			if !ok {
-				return rev
+				return rev, false
 			}
 			if err := resp.Err(); err != nil {
 				v.log.WarnContext(ctx, "dynconfig watch interrupted", "key", v.key, "error", err.Error())
-				return rev
+				return rev, false
 			}
 			for _, ev := range resp.Events {
 				if ev.Type == clientv3.EventTypeDelete {
@@ -184,7 +194,7 @@ func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, 
 			if err == nil && resp.Header.Revision < rev-1 {
 				v.log.WarnContext(ctx, "dynconfig: etcd's revision went back (restarted without its data?), reading again",
 					"key", v.key, "revision", resp.Header.Revision, "seen", rev-1)
-				return rev
+				return rev, true
 			}
 		}
 	}
