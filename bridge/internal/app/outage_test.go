@@ -160,6 +160,69 @@ func (b *bridge) readyz(t *testing.T) (int, string) {
 	return get(t, "http://"+b.addr+"/readyz")
 }
 
+// awayAddr returns a loopback address nothing listens on: a Pulsar or admin API port that does not answer until the
+// test serves on it (serveOn).
+func awayAddr(t *testing.T) string {
+	t.Helper()
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return "127.0.0.1:" + strconv.Itoa(port)
+}
+
+// away is the set-up the outage tests share: a bridge started on env (on top of startBridge's; a PULSAR_URL or
+// PULSAR_ADMIN_URL that does not answer), n records carried Kafka → NATS, and what the bridge must show after hold.
+type away struct {
+	env map[string]string
+	n   int
+	// hold is how long the test keeps the outage before the checks once leg A carried everything (and, with
+	// policyWait, once bridge_pulsar_policy_waiting first counted a partition).
+	hold time.Duration
+	// notReady is the /readyz check that must fail then ("" for none).
+	notReady string
+	// policyWait: bridge_pulsar_policy_waiting must count the partitions waiting for the max message size policy.
+	policyWait bool
+}
+
+// startAway starts a bridge under a, produces a.n records, waits until leg A carried them (and leg B shows its wait for
+// the policy, with a.policyWait), keeps the outage for a.hold, and checks /readyz and bridge_pulsar_policy_waiting.
+func startAway(t *testing.T, a away) *bridge {
+	t.Helper()
+	b := startBridge(t, a.env)
+	b.produce(t, 0, a.n)
+	b.waitCarried(t, a.n)
+	if a.policyWait {
+		deadline := time.Now().Add(time.Minute)
+		for b.metric(t, "bridge_pulsar_policy_waiting{") < 1 {
+			if time.Now().After(deadline) {
+				t.Fatal("leg B did not wait for the policy within a minute of leg A carrying")
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	time.Sleep(a.hold)
+	if code, body := b.readyz(t); a.notReady != "" && (code != http.StatusServiceUnavailable || !strings.Contains(body, a.notReady)) {
+		t.Errorf("/readyz = %d %s during the outage, want 503 naming %s", code, body, a.notReady)
+	}
+	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); a.policyWait && v < 1 {
+		t.Errorf("bridge_pulsar_policy_waiting = %v while leg B waits for the policy, want its waiting partitions", v)
+	}
+	return b
+}
+
+// checkBack checks, once everything was archived after an outage, that /readyz is 200 and no partition waits for the
+// max message size policy.
+func (b *bridge) checkBack(t *testing.T) {
+	t.Helper()
+	if code, body := b.readyz(t); code != http.StatusOK {
+		t.Errorf("/readyz = %d %s with every broker and the admin API up", code, body)
+	}
+	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v != 0 {
+		t.Errorf("bridge_pulsar_policy_waiting = %v once the policy was read, want 0", v)
+	}
+}
+
 // archived reads the archive until n records came in all (the subscription goes on where the last call stopped) or
 // none came for within, and checks them all: every one once, in partition order, with its metadata.
 func (b *bridge) archived(t *testing.T, n int, within time.Duration) {
@@ -189,22 +252,10 @@ func (b *bridge) archived(t *testing.T, n int, within time.Duration) {
 // proxy to the real one, started on that port later: the shared Pulsar is never stopped).
 func TestBridgeArchivesOncePulsarsAdminAPIAnswers(t *testing.T) {
 	_, realAdmin := testenv.Pulsar(t)
-	port, err := freeport.Port()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr})
+	addr := awayAddr(t)
 	const n = 300
-	b.produce(t, 0, n)
-	b.waitCarried(t, n)
-	time.Sleep(outage)
-	if code, body := b.readyz(t); code != http.StatusServiceUnavailable || !strings.Contains(body, "pulsar-admin") {
-		t.Errorf("/readyz = %d %s while leg B cannot read the max message size policy, want 503 naming pulsar-admin", code, body)
-	}
-	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v < 1 {
-		t.Errorf("bridge_pulsar_policy_waiting = %v while leg B waits for the policy, want its waiting partitions", v)
-	}
+	b := startAway(t, away{env: map[string]string{"PULSAR_ADMIN_URL": "http://" + addr}, n: n, hold: outage,
+		notReady: "pulsar-admin", policyWait: true})
 	logs := b.log.String()
 	waits, restarts := strings.Count(logs, "leg B waits for"), strings.Count(logs, `"msg":"leg B partition restarting"`)
 	if waits == 0 || restarts > 0 {
@@ -219,12 +270,7 @@ func TestBridgeArchivesOncePulsarsAdminAPIAnswers(t *testing.T) {
 		return (&http.Server{Handler: httputil.NewSingleHostReverseProxy(target)}).Serve(ln)
 	})
 	b.archived(t, n, 60*time.Second)
-	if code, body := b.readyz(t); code != http.StatusOK {
-		t.Errorf("/readyz = %d %s with every broker and the admin API up", code, body)
-	}
-	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v != 0 {
-		t.Errorf("bridge_pulsar_policy_waiting = %v once the policy was read, want 0", v)
-	}
+	b.checkBack(t)
 }
 
 // TestBridgeArchivesOncePulsarAnswers: a bridge started while Pulsar does not answer, neither its service URL nor its
@@ -240,26 +286,20 @@ func TestBridgeArchivesOncePulsarAnswers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrs, err := freeport.Addrs(2)
+	addrs, err := freeport.Addrs(2) // not two awayAddr: a port just closed may be handed out again
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := startBridge(t, map[string]string{"PULSAR_URL": "pulsar://" + addrs[0], "PULSAR_ADMIN_URL": "http://" + addrs[1]})
+	serviceAddr, adminAddr := addrs[0], addrs[1]
 	const n = 300
-	b.produce(t, 0, n)
-	b.waitCarried(t, n)
-	time.Sleep(outage)
-	if code, body := b.readyz(t); code != http.StatusServiceUnavailable || !strings.Contains(body, "pulsar") {
-		t.Errorf("/readyz = %d %s while Pulsar is away, want 503 naming pulsar", code, body)
-	}
-	serveOn(t, addrs[0], func(ln net.Listener) error { return proxyTCP(ln, service.Host) })
-	serveOn(t, addrs[1], func(ln net.Listener) error {
+	b := startAway(t, away{env: map[string]string{"PULSAR_URL": "pulsar://" + serviceAddr, "PULSAR_ADMIN_URL": "http://" + adminAddr},
+		n: n, hold: outage, notReady: "pulsar"})
+	serveOn(t, serviceAddr, func(ln net.Listener) error { return proxyTCP(ln, service.Host) })
+	serveOn(t, adminAddr, func(ln net.Listener) error {
 		return (&http.Server{Handler: httputil.NewSingleHostReverseProxy(admin)}).Serve(ln)
 	})
 	b.archived(t, n, 90*time.Second)
-	if code, body := b.readyz(t); code != http.StatusOK {
-		t.Errorf("/readyz = %d %s with Pulsar back", code, body)
-	}
+	b.checkBack(t)
 }
 
 // outage is how long a test keeps Pulsar or its admin API away once leg A carried everything: longer than the Pulsar

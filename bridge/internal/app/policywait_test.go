@@ -5,13 +5,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/shanhai-dev/shanhai/pkg/freeport"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
@@ -21,19 +19,10 @@ import (
 // every record is archived exactly once and in Kafka order per partition, and no partition stays waiting.
 func TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait(t *testing.T) {
 	_, realAdmin := testenv.Pulsar(t)
-	port, err := freeport.Port()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "BRIDGE_ACK_WAIT": "5s"})
+	addr := awayAddr(t)
 	const n = 300
-	b.produce(t, 0, n)
-	b.waitCarried(t, n)
-	time.Sleep(outage)
-	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v < 1 {
-		t.Errorf("bridge_pulsar_policy_waiting = %v while leg B waits for the policy, want its waiting partitions", v)
-	}
+	b := startAway(t, away{env: map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "BRIDGE_ACK_WAIT": "5s"}, n: n,
+		hold: outage, notReady: "pulsar-admin", policyWait: true})
 
 	target, err := url.Parse(realAdmin)
 	if err != nil {
@@ -43,12 +32,7 @@ func TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait(t *testing.T) {
 		return (&http.Server{Handler: httputil.NewSingleHostReverseProxy(target)}).Serve(ln)
 	})
 	b.archived(t, n, 60*time.Second)
-	if code, body := b.readyz(t); code != http.StatusOK {
-		t.Errorf("/readyz = %d %s with every broker and the admin API up", code, body)
-	}
-	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v != 0 {
-		t.Errorf("bridge_pulsar_policy_waiting = %v once the policy was read, want 0", v)
-	}
+	b.checkBack(t)
 	// Not asserted, for the record: the sessions that met JetStream's redeliveries restarted from the ack floor.
 	t.Logf("leg B partition restarts after the wait: %d", strings.Count(b.log.String(), `"msg":"leg B partition restarting"`))
 }
@@ -122,34 +106,18 @@ func (h *hungAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // admin API answers again: within a hung reading's timeout, a backoff and the archiving itself.
 func TestBridgeArchivesOnceAHungAdminAPIAnswers(t *testing.T) {
 	_, realAdmin := testenv.Pulsar(t)
-	port, err := freeport.Port()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr := awayAddr(t)
 	admin := serveHungAdmin(t, addr, realAdmin)
-	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr})
 	const n = 300
-	b.produce(t, 0, n)
-	b.waitCarried(t, n)
-	time.Sleep(25 * time.Second) // two hung readings at least
-	if code, body := b.readyz(t); code != http.StatusServiceUnavailable || !strings.Contains(body, "pulsar-admin") {
-		t.Errorf("/readyz = %d %s while the admin API hangs, want 503 naming pulsar-admin", code, body)
-	}
-	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v < 1 {
-		t.Errorf("bridge_pulsar_policy_waiting = %v while leg B waits for the policy, want its waiting partitions", v)
-	}
+	// The wait shows after the first hung reading (10 s); 15 s more take a second one at least.
+	b := startAway(t, away{env: map[string]string{"PULSAR_ADMIN_URL": "http://" + addr}, n: n, hold: 15 * time.Second,
+		notReady: "pulsar-admin", policyWait: true})
 
 	admin.answer()
 	// A reading hung at the moment the API answers gives up after 10 s, the next comes after at most
 	// BRIDGE_MAX_BACKOFF (5 s): 15 s, plus the archiving and the reading back on a shared machine.
 	b.archived(t, n, 45*time.Second)
-	if code, body := b.readyz(t); code != http.StatusOK {
-		t.Errorf("/readyz = %d %s with every broker and the admin API up", code, body)
-	}
-	if v := b.metric(t, "bridge_pulsar_policy_waiting{"); v != 0 {
-		t.Errorf("bridge_pulsar_policy_waiting = %v once the policy was read, want 0", v)
-	}
+	b.checkBack(t)
 }
 
 // TestBridgeStopsWhileTheAdminAPIHangs: a bridge whose leg B waits for a hung admin API (a reading in flight for up to
@@ -157,25 +125,12 @@ func TestBridgeArchivesOnceAHungAdminAPIAnswers(t *testing.T) {
 // legs that did not stop.
 func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
 	_, realAdmin := testenv.Pulsar(t)
-	port, err := freeport.Port()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr := awayAddr(t)
 	serveHungAdmin(t, addr, realAdmin)
 	const budget = 10 * time.Second
-	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "SHUTDOWN_TIMEOUT": budget.String()})
-	const n = 30
-	b.produce(t, 0, n)
-	b.waitCarried(t, n)
-	deadline := time.Now().Add(time.Minute)
-	for b.metric(t, "bridge_pulsar_policy_waiting{") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("leg B did not wait for the policy within a minute of leg A carrying")
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	time.Sleep(3 * time.Second) // into a hung reading (10 s each, with at most 5 s between)
+	// 3 s after the wait shows: into a hung reading (10 s each, with at most 5 s between).
+	b := startAway(t, away{env: map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "SHUTDOWN_TIMEOUT": budget.String()},
+		n: 30, hold: 3 * time.Second, notReady: "pulsar-admin", policyWait: true})
 	took, err := b.stop()
 	t.Logf("stopped in %v", took.Round(time.Millisecond))
 	if err != nil {
@@ -192,11 +147,7 @@ func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
 // without restarting; /readyz stays 200 and no partition counts as waiting.
 func TestBridgeArchivesOnWhileTheAdminAPIHangsAfterAReading(t *testing.T) {
 	_, realAdmin := testenv.Pulsar(t)
-	port, err := freeport.Port()
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+	addr := awayAddr(t)
 	admin := serveAdmin(t, addr, realAdmin)
 	// A short interval so that every session meets several hung re-readings within the test.
 	b := startBridge(t, map[string]string{"PULSAR_ADMIN_URL": "http://" + addr, "BRIDGE_PULSAR_POLICY_INTERVAL": "2s"})
