@@ -132,6 +132,9 @@ func newMessage(ctx context.Context, topic, key string, e event.Envelope) (Messa
 	if topic == "" {
 		return Message{}, errors.New("outbox add: empty topic")
 	}
+	if !validTopic(topic) {
+		return Message{}, fmt.Errorf("outbox add: %q is not a Kafka topic name (at most 249 of a-z A-Z 0-9 . _ -, not . or ..)", topic)
+	}
 	if err := e.Validate(); err != nil {
 		return Message{}, fmt.Errorf("outbox add: %w", err)
 	}
@@ -154,6 +157,23 @@ func newMessage(ctx context.Context, topic, key string, e event.Envelope) (Messa
 		Payload:   payload,
 		CreatedAt: time.Now().UTC(),
 	}, nil
+}
+
+// validTopic applies Kafka's rule for topic names. A row for a topic Kafka never takes would be stored and then
+// retried by the relay for good (the broker answers it as an unknown topic, which may yet be created), holding its
+// key's later rows behind it: refusing it here fails the writer's transaction instead, where the mistake is.
+func validTopic(topic string) bool {
+	if len(topic) > 249 || topic == "." || topic == ".." {
+		return false
+	}
+	for i := 0; i < len(topic); i++ {
+		switch c := topic[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func mustSub(fsys fs.FS, dir string) fs.FS {

@@ -155,6 +155,17 @@ func TestAddRejectsInvalid(t *testing.T) {
 	if err := outbox.Add(context.Background(), db, "topic", "k", event.Envelope{Type: "t"}); !errors.Is(err, event.ErrInvalid) {
 		t.Fatalf("envelope without id: %v", err)
 	}
+	// A topic Kafka never takes: stored, the row was retried for good and its key's later rows waited behind it.
+	for _, topic := range []string{"not a topic!", "shanhai/orders", ".", "..", strings.Repeat("t", 250)} {
+		if err := outbox.Add(context.Background(), db, topic, "k", e); err == nil {
+			t.Errorf("topic %q accepted", topic)
+		}
+	}
+	for _, topic := range []string{"shanhai.orders", "a_b-C.9", strings.Repeat("t", 249)} {
+		if err := outbox.Add(context.Background(), db, topic, "k", e); err != nil {
+			t.Errorf("topic %q refused: %v", topic, err)
+		}
+	}
 }
 
 // Rows become visible to the relay only when the writer's transaction commits; a rolled-back state change
