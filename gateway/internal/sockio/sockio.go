@@ -84,10 +84,11 @@ type Conn struct {
 	partSent bool
 	whole    bool // Read's copy of !partSent, under rmu
 	unasked  bool // the peer had sent bytes before it was asked
+	gone     bool // the peer had closed before it was asked
 	// Write's look for unasked bytes before a request too large to hold
 	// back leaves (probe), under wmu: the byte read and the verdict.
 	probeBuf [1]byte
-	stray    bool
+	probed   peerState
 	probeFn  func(fd uintptr)
 
 	server bool        // accepted by a Listener: Close lingers (linger.go)
@@ -102,6 +103,14 @@ type Conn struct {
 // connection onto the request after its own, one client's answer to
 // another; the request is not sent and the connection must be dropped.
 var ErrUnasked = errors.New("the peer sent bytes before it was asked")
+
+// ErrPeerClosed is the error of an exchange Read (or Write, as for
+// ErrUnasked) that found the connection closed by the peer (its FIN)
+// before it sent the request: an upstream that closed a keep-alive
+// connection while it sat idle in the pool (its idle timeout, a restart).
+// The request is not sent, so it may go on another connection whatever its
+// method; this one must be dropped.
+var ErrPeerClosed = errors.New("the peer closed the connection before the request was sent")
 
 // maxDeferred bounds what an exchange connection holds back: a request line
 // and headers (fasthttp flushes requests in 4 KiB buffers), which an idle
@@ -157,7 +166,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		c.whole, c.partSent = !c.partSent, false
 		c.wmu.Unlock()
 	}
-	c.rbuf, c.rn, c.rerr, c.unsent, c.sendErr, c.unasked = p, 0, 0, false, false, false
+	c.rbuf, c.rn, c.rerr, c.unsent, c.sendErr, c.unasked, c.gone = p, 0, 0, false, false, false, false
 	err := c.raw.Read(c.readFn)
 	if err == nil && c.unsent {
 		// The socket took only part of the held-back request: send the rest
@@ -173,12 +182,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.sendErr {
 		op = "write"
 	}
-	unasked := c.unasked
+	unasked, gone := c.unasked, c.gone
 	c.rbuf = nil // do not pin the caller's buffer
 	c.rmu.Unlock()
 	switch {
 	case unasked:
 		return 0, wrapErr("read", c, ErrUnasked)
+	case gone:
+		return 0, wrapErr("read", c, ErrPeerClosed)
 	case err != nil:
 		return 0, wrapErr(op, c, err)
 	case errno != 0:
@@ -205,9 +216,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) readOnce(fd uintptr) bool {
 	if c.sendFirst {
 		c.sendFirst = false
-		if c.whole && waiting(fd, c.rbuf) {
-			c.unasked = true
-			return true
+		if c.whole {
+			switch look(fd, c.rbuf) {
+			case peerSent:
+				c.unasked = true
+				return true
+			case peerGone:
+				c.gone = true
+				return true
+			}
 		}
 		c.wmu.Lock()
 		errno := c.sendPending(fd)
@@ -260,28 +277,51 @@ func (c *Conn) Write(p []byte) (int, error) {
 		if err := c.raw.Control(c.probeFn); err != nil {
 			return 0, wrapErr("write", c, err)
 		}
-		if c.stray {
+		switch c.probed {
+		case peerSent:
 			c.pend = c.pend[:0]
 			return 0, wrapErr("write", c, ErrUnasked)
+		case peerGone:
+			c.pend = c.pend[:0]
+			return 0, wrapErr("write", c, ErrPeerClosed)
 		}
 	}
 	c.partSent = c.exchange
 	return c.writeLocked(p)
 }
 
-// probe sets stray when the peer has sent bytes nobody asked for; wmu is
+// probe sets probed to what the peer did before it was asked; wmu is
 // held.
 func (c *Conn) probe(fd uintptr) {
-	c.stray = waiting(fd, c.probeBuf[:])
+	c.probed = look(fd, c.probeBuf[:])
 }
 
-// waiting reports whether the socket holds bytes, reading (and so
-// dropping) up to len(buf) of them; only a connection that must be
-// dropped when it does may ask. Errors are left to the send and the read
-// after it, as they would be without the look.
-func waiting(fd uintptr, buf []byte) bool {
+// peerState is what look found on an idle exchange connection.
+type peerState uint8
+
+const (
+	peerQuiet peerState = iota // nothing: the usual case (EAGAIN)
+	peerSent                   // bytes nobody asked for (ErrUnasked)
+	peerGone                   // the peer's FIN (ErrPeerClosed)
+)
+
+// look reports whether the socket holds bytes, reading (and so dropping)
+// up to len(buf) of them, or the peer's FIN (a read of 0 bytes); only a
+// connection that must be dropped when it does may ask. A FIN is told
+// apart because the request is then not sent at all: it was sent into the
+// closed connection and failed as an upstream that did not answer, a 502
+// even for a request that could safely go on another connection. Errors (a
+// reset among them) are left to the send and the read after it, as they
+// would be without the look.
+func look(fd uintptr, buf []byte) peerState {
 	r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
-	return e == 0 && r > 0
+	switch {
+	case e == 0 && r > 0:
+		return peerSent
+	case e == 0:
+		return peerGone
+	}
+	return peerQuiet
 }
 
 // writeLocked sends what is held back, then p; wmu is held.

@@ -313,6 +313,34 @@ func TestExchangeToClosedPeerFailsFast(t *testing.T) {
 	}
 }
 
+// A peer that closed (its FIN, here with its read side still open to see
+// what arrives) while the connection sat idle gets none of the request,
+// held back or large, and the exchange fails with ErrPeerClosed: the
+// caller may send the request on another connection, whatever it is.
+func TestExchangeToClosedPeerSendsNothing(t *testing.T) {
+	large := bytes.Repeat([]byte("b"), maxDeferred+1)
+	for _, req := range [][]byte{[]byte("POST / HTTP/1.1\r\n\r\n"), large} {
+		c, peer := exchangePair(t)
+		if err := peer.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // the FIN arrives while nobody reads
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Write(req)
+		if err == nil {
+			_, err = c.Read(make([]byte, 8))
+		}
+		if !errors.Is(err, ErrPeerClosed) {
+			t.Fatalf("%d-byte request to a closed peer: %v, want ErrPeerClosed", len(req), err)
+		}
+		buf := make([]byte, 64)
+		peer.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+		if n, err := peer.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%d-byte request: peer received %q, %v; want nothing", len(req), buf[:n], err)
+		}
+	}
+}
+
 // answeredTwice returns an exchange pair after one exchange whose answer
 // the peer sent again, unasked, while the connection sat idle.
 func answeredTwice(t *testing.T) (*Conn, net.Conn) {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/sockio"
 )
 
 // ErrFraming: an upstream answer whose framing cannot be trusted. RFC 9112
@@ -252,22 +254,43 @@ var tchar = func() (t [0x80]byte) {
 // answer read by ReadAnswer (its trailer fields dropped): fasthttp
 // has no hook inside its parse, and an answer it would wait on must fail
 // at once. The pools never retry, so the retry flag is always false.
+//
+// One exception, which is no retry: a pooled connection the upstream had
+// closed while it sat idle (sockio.ErrPeerClosed) took no byte of the
+// request, so the request goes on a fresh connection, whatever its method
+// (on the event loop such a connection leaves the pool when its close
+// arrives). It was a 502 and a breaker failure, for POSTs too, which the
+// chain does not retry. The pool's other idle connections to the endpoint
+// are closed first: one closed by the upstream most often means the rest
+// are too (an idle timeout hits them alike, a restart all of them), and
+// each would otherwise cost a request this detour; a second such close,
+// on the connection just dialled, fails the request.
 type transport struct{}
 
-func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+func (tr transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
 	var deadline time.Time
 	if t := req.GetTimeOut(); t > 0 {
 		deadline = time.Now().Add(t)
 	}
+	err := tr.exchange(hc, req, resp, deadline)
+	if errors.Is(err, sockio.ErrPeerClosed) {
+		hc.CloseIdleConnections()
+		err = tr.exchange(hc, req, resp, deadline)
+	}
+	return false, err
+}
+
+// exchange sends req on a pooled connection and reads the answer into resp.
+func (transport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
 	cc, err := hc.AcquireConn(req.GetTimeOut(), req.ConnectionClose())
 	if err != nil {
-		return false, err
+		return err
 	}
 	conn := cc.Conn()
 	resp.ParseNetConn(conn)
 	if err = conn.SetWriteDeadline(deadline); err != nil {
 		hc.CloseConn(cc)
-		return false, err
+		return err
 	}
 	// The target goes upstream as the chain left it in the header:
 	// HostClient parsed the URI before this (its scheme check), and
@@ -288,7 +311,7 @@ func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp 
 	}
 	if err != nil {
 		hc.CloseConn(cc)
-		return false, timeout(err)
+		return timeout(err)
 	}
 	if req.Header.IsHead() {
 		resp.SkipBody = true
@@ -305,7 +328,7 @@ func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp 
 	hc.ReleaseReader(br)
 	if err != nil {
 		hc.CloseConn(cc)
-		return false, err
+		return err
 	}
 	// Bytes after the answer (a body the status says an answer cannot
 	// have, a second answer) are no answer to anything: the connection is
@@ -316,7 +339,7 @@ func (transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp 
 	} else {
 		hc.ReleaseConn(cc)
 	}
-	return false, nil
+	return nil
 }
 
 // checkHead reads into br until it holds the answer's head, and checks it
