@@ -1,6 +1,7 @@
 // Package server is the one way a Shanhai binary serves HTTP: a gin engine
 // with recovery, request ids, tracing and metrics, problem+json errors, HEAD
-// answered by the GET route of its path, /healthz, /readyz and /metrics,
+// answered by the GET route of its path, a 400 for a query gin would read
+// with pairs silently dropped, /healthz, /readyz and /metrics,
 // pprof on a separate admin listener, and a graceful shutdown whose order is
 // fixed:
 //
@@ -141,8 +142,10 @@ func New(o Options) *Server {
 	// (X-Request-Timeout-Ms, which the gateway sends): the handlers' work
 	// stops when the caller has given up, and a request that arrives with
 	// no time left is a 504 without running them. No header, no deadline
-	// (and no request copy).
-	e.Use(s.cutAfterPanic, s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery, deadline.Middleware(0))
+	// (and no request copy). Between the two, a query gin would read with
+	// pairs dropped is a 400 (undecodableQuery), measured and logged as one.
+	e.Use(s.cutAfterPanic, s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery,
+		undecodableQuery, deadline.Middleware(0))
 	e.NoRoute(func(c *gin.Context) {
 		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
 	})
