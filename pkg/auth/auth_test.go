@@ -557,6 +557,15 @@ func TestMiddleware(t *testing.T) {
 		c.String(http.StatusOK, UserID(c))
 	})
 	tok, _ := s.Sign("alice", time.Minute)
+	// Validly signed, but naming no one a service can store or look up: PostgreSQL's text refuses a NUL (the
+	// services answered 500), and a control character or invalid UTF-8 is no user id the user service issues.
+	bearer := func(sub string) map[string]string {
+		tok, err := s.Sign(sub, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[string]string{"Authorization": "Bearer " + tok}
+	}
 	expired, _ := func() (string, error) {
 		old := NewSigner(k)
 		old.now = func() time.Time { return time.Now().Add(-time.Hour) }
@@ -578,6 +587,12 @@ func TestMiddleware(t *testing.T) {
 		{"expired", map[string]string{"Authorization": "Bearer " + expired}, 401, ""},
 		{"X-User-ID naming someone else", map[string]string{"Authorization": "Bearer " + tok, "X-User-ID": "bob"}, 401, ""},
 		{"X-User-ID without a token", map[string]string{"X-User-ID": "alice"}, 401, ""},
+		{"NUL in sub", bearer("alice\x00"), 401, ""},
+		{"sub of a NUL", bearer("\x00"), 401, ""},
+		{"newline in sub", bearer("alice\nbob"), 401, ""},
+		{"DEL in sub", bearer("alice\x7f"), 401, ""},
+		{"C1 control in sub", bearer("alice\u0085"), 401, ""},
+		{"non-ASCII sub", bearer("李白 alice"), 200, "李白 alice"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,8 @@ package auth
 import (
 	"net/http"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 
@@ -34,6 +36,11 @@ func Middleware(v *Verifier) gin.HandlerFunc {
 			unauthorized(c, "the access token is invalid or expired")
 			return
 		}
+		if !possibleSubject(claims.Subject) {
+			c.Header("WWW-Authenticate", `Bearer realm="shanhai", error="invalid_token"`)
+			unauthorized(c, "the access token names no possible user")
+			return
+		}
 		if h := c.GetHeader(UserIDHeader); h != "" && h != claims.Subject {
 			c.Header("WWW-Authenticate", `Bearer realm="shanhai", error="invalid_token"`)
 			unauthorized(c, "X-User-ID does not match the access token")
@@ -45,6 +52,15 @@ func Middleware(v *Verifier) gin.HandlerFunc {
 		c.Set(userKey, claims.Subject)
 		c.Next()
 	}
+}
+
+// possibleSubject reports whether sub can name a user: valid UTF-8 with no
+// control character. A validly signed token may still carry any string, and
+// one with a NUL made every service's PostgreSQL query fail (a 500 for what
+// is the caller's bad credential); no user id the user service issues is
+// anything else, so each service need not guard its queries against it.
+func possibleSubject(sub string) bool {
+	return utf8.ValidString(sub) && !strings.ContainsFunc(sub, unicode.IsControl)
 }
 
 // UserID is the verified subject set by Middleware, or "" on a route that
