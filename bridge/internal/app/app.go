@@ -85,6 +85,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 	}
 
 	dead := dlq.NewKafka(cfg.KafkaBrokers, cfg.DLQTopic, cfg.MaxBackoff, log)
+	dead.Waiting = m.DLQWaiting
 	defer dead.Close()
 
 	checks := []server.Check{

@@ -69,6 +69,11 @@ func reserved(name string) bool {
 // Kafka writes letters to one topic with acks=all, retrying transient errors
 // forever with capped backoff.
 type Kafka struct {
+	// Waiting, when set (before the first Send), is told of each letter whose write failed and is being retried: +1
+	// at its first failure, -1 when Send returns. Its partition carries nothing past the letter meanwhile, and without
+	// a measure that showed only as warnings (and, for leg A, as consumer lag): bridge_dlq_total counts letters written.
+	Waiting func(leg string, delta int64)
+
 	w          *kafka.Writer
 	maxBackoff time.Duration
 	log        *slog.Logger
@@ -124,7 +129,7 @@ func Message(l Letter) kafka.Message {
 // Send implements Sink.
 func (k *Kafka) Send(ctx context.Context, l Letter) error {
 	b := backoff.Backoff{Base: 50 * time.Millisecond, Max: k.maxBackoff}
-	m, whole := Message(l), true
+	m, whole, waiting := Message(l), true, false
 	for {
 		err := k.w.WriteMessages(ctx, m)
 		if err == nil {
@@ -145,6 +150,11 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			// The letter's partition waits for it (nothing is committed
 			// past it): say why, or the stop shows only as lag.
 			k.log.Warn("dead letter not written; retrying", "topic", l.Topic, "partition", l.Partition, "offset", l.Offset, "err", err)
+			if !waiting && k.Waiting != nil {
+				waiting = true
+				k.Waiting(l.Leg, 1)
+				defer k.Waiting(l.Leg, -1)
+			}
 		}
 		if ctx.Err() != nil || !b.Wait(ctx) {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)

@@ -8,6 +8,7 @@
 //	bridge_dlq_total{leg,reason}
 //	bridge_stream_lost_total{topic,partition} messages the stream's limits removed before leg B archived them (at most)
 //	bridge_pulsar_policy_waiting{topic}      leg B partitions waiting to read their Pulsar topic's max message size policy
+//	bridge_dlq_waiting{leg}                  partitions held at a dead letter the DLQ topic has refused and not yet taken
 package metrics
 
 import (
@@ -34,6 +35,7 @@ type Bridge struct {
 	dlq      metric.Int64Counter
 	lost     metric.Int64Counter
 	waiting  metric.Int64UpDownCounter
+	held     metric.Int64UpDownCounter
 
 	mu  sync.Mutex
 	lag map[lagKey]int64
@@ -98,6 +100,9 @@ func New(m metric.Meter) (*Bridge, error) {
 	if b.waiting, err = m.Int64UpDownCounter("bridge.pulsar.policy.waiting", metric.WithDescription("leg B partitions waiting to read their Pulsar topic's max message size policy because the admin API (PULSAR_ADMIN_URL) does not answer: they archive nothing meanwhile, and JetStream keeps their messages")); err != nil {
 		return nil, err
 	}
+	if b.held, err = m.Int64UpDownCounter("bridge.dlq.waiting", metric.WithDescription("partitions held at a dead letter whose write to the DLQ topic failed and is being retried: they carry or archive nothing past it until the DLQ takes it")); err != nil {
+		return nil, err
+	}
 	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka records of a partition JetStream has not confirmed yet: the high watermark minus the first unconfirmed offset, refreshed every commit interval"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			b.mu.Lock()
@@ -134,6 +139,11 @@ func (b *Bridge) DLQ(leg, reason string) {
 // StreamLost counts n messages of a partition that the stream removed before leg B archived them.
 func (b *Bridge) StreamLost(topic string, partition int, n int64) {
 	b.lost.Add(context.Background(), n, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition))))
+}
+
+// DLQWaiting moves the count of a leg's partitions held at a dead letter the DLQ has refused by delta.
+func (b *Bridge) DLQWaiting(leg string, delta int64) {
+	b.held.Add(context.Background(), delta, metric.WithAttributes(attribute.String("leg", leg)))
 }
 
 // PolicyWaiting moves the count of a topic's partitions waiting for its Pulsar max message size policy by delta.
