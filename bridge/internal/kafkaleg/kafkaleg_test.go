@@ -1,6 +1,7 @@
 package kafkaleg_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -46,6 +47,7 @@ type env struct {
 	stream   jetstream.Stream
 	streamCf jetstream.StreamConfig
 	reader   sdkmetric.Reader // the legs' metrics when set
+	log      *slog.Logger     // the legs' logger when set (else warnings to stderr)
 }
 
 func setup(t *testing.T, partitions int) *env {
@@ -103,7 +105,7 @@ func (e *env) legWith(t *testing.T, group string, maxBytes int, dead dlq.Sink) *
 		Validate: func(h map[string]string, v []byte) error { _, err := event.FromHeaders(h, v); return err },
 		MaxBytes: maxBytes, InFlight: 64, SinkRetries: 2, CommitInterval: 200 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, MaxBackoff: time.Second,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Metrics: m,
+		Logger: cmp.Or(e.log, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))), Metrics: m,
 	})
 }
 
