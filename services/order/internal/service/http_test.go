@@ -165,6 +165,13 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 		{"bad status", "GET", "/api/v1/orders?status=SHIPPED", "", nil, 400, "status"},
 		{"bad limit", "GET", "/api/v1/orders?limit=1000", "", nil, 400, "limit"},
 		{"bad cursor", "GET", "/api/v1/orders?cursor=not-a-cursor", "", nil, 400, "cursor"},
+		// A pair url.ParseQuery cannot decode is dropped from the query gin reads: the filter or page asked for
+		// would vanish, and the whole list come back 200.
+		{"bad escape in status", "GET", "/api/v1/orders?status=%zz", "", nil, 400, "status"},
+		{"bad escape after status", "GET", "/api/v1/orders?status=PAID%2", "", nil, 400, "status"},
+		{"semicolon after status", "GET", "/api/v1/orders?status=PAID;limit=1", "", nil, 400, "status"},
+		{"bad escape in cursor", "GET", "/api/v1/orders?cursor=%G0", "", nil, 400, "cursor"},
+		{"bad escape in limit", "GET", "/api/v1/orders?limit=1%", "", nil, 400, "limit"},
 		// Hostile bodies: each is a 4xx problem, never a 5xx or a panic.
 		{"not json", "POST", "/api/v1/orders", `items`, key, 400, ""},
 		{"array body", "POST", "/api/v1/orders", `[{"sku":"CUP-PORCELAIN","quantity":1}]`, key, 400, ""},
@@ -283,5 +290,31 @@ func TestTimestampsAgreeAcrossResponses(t *testing.T) {
 	}
 	if got, want := read(h.do("GET", "/api/v1/orders/"+o.ID, "alice", "")), read(cancelled); got != want {
 		t.Errorf("GET answers %+v, the cancel answered %+v", got, want)
+	}
+}
+
+// TestSubjectWithNULIs401: a validly signed token whose sub holds a NUL (no user id the user service issues;
+// PostgreSQL's text cannot hold one) names nobody: every route answers 401 problem+json, never a 5xx from the
+// database refusing the query.
+func TestSubjectWithNULIs401(t *testing.T) {
+	h := newHarness(t)
+	o := h.createOrder("alice", `{"items":[{"sku":"TEA-GREEN-100G","quantity":1}]}`)
+	for _, user := range []string{"alice\x00", "\x00"} {
+		for _, tt := range []struct{ method, path, body string }{
+			{"GET", "/api/v1/orders", ""},
+			{"GET", "/api/v1/orders?status=PENDING", ""},
+			{"GET", "/api/v1/orders/" + o.ID, ""},
+			{"POST", "/api/v1/orders/" + o.ID + "/cancel", ""},
+			{"POST", "/api/v1/orders", `{"items":[{"sku":"TEA-GREEN-100G","quantity":1}]}`},
+			{"GET", "/api/v1/products", ""},
+		} {
+			r := h.do(tt.method, tt.path, user, tt.body, "Idempotency-Key", "k-"+uuid.NewString())
+			if r.Status != http.StatusUnauthorized || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/problem+json") {
+				t.Errorf("%s %s as %q: %d %s; want 401 problem+json", tt.method, tt.path, user, r.Status, r.Body)
+			}
+		}
+	}
+	if got := h.getOrder("alice", o.ID); got.Status != "PENDING" {
+		t.Fatalf("alice's order after the NUL subjects: %s", got.Status)
 	}
 }

@@ -859,3 +859,22 @@ func TestPasswordsAreComparedNormalised(t *testing.T) {
 		t.Fatalf("log in with the NFC form after the upgrade: %d %s", r.Code, r.Body)
 	}
 }
+
+// TestSubjectWithNULIs401: a validly signed token whose sub holds a NUL (no id this service issues; PostgreSQL's text
+// cannot hold one) names nobody: 401, as any other token naming no possible user, and no server error logged.
+func TestSubjectWithNULIs401(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	id := h.register(email)["id"].(string)
+	for _, sub := range []string{id + "\x00", "\x00"} {
+		tok, err := auth.NewSigner(h.key).Sign(sub, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		isProblem(t, h.do("GET", "/api/v1/users/me", "", "Authorization", "Bearer "+tok), 401, "")
+		isProblem(t, h.do("PATCH", "/api/v1/users/me", `{"name":"Mallory"}`, "Authorization", "Bearer "+tok), 401, "")
+	}
+	if logs := h.logs.String(); strings.Contains(logs, `"level":"ERROR"`) {
+		t.Fatalf("a NUL subject logged an error:\n%s", logs)
+	}
+}
