@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -82,9 +83,11 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 	}
 }
 
-// TestSubjectNoPaymentCanHaveOwnsNothing: a valid token whose subject holds a NUL (PostgreSQL's text cannot) is a
-// user with no payments, as on SQLite: an empty list and 404, not the 500 of the database refusing the query
-// (SQLSTATE 22021). Payments get their user from order events, which dead-letter such a user_id.
+// TestSubjectNoPaymentCanHaveOwnsNothing: a valid token whose subject holds a NUL (PostgreSQL's text cannot) names no
+// user: pkg/auth answers 401 on every route, where the database refusing the query once made it a 500 (SQLSTATE
+// 22021). The use cases keep their own guard (defence in depth, whoever calls them): such a user owns nothing, an empty
+// list and ErrNotFound from the real PostgreSQL repository, as on SQLite. Payments get their user from order events,
+// which dead-letter such a user_id.
 func TestSubjectNoPaymentCanHaveOwnsNothing(t *testing.T) {
 	h := newHarness(t, nil)
 	p, err := payment.New(uuid.Must(uuid.NewV7()).String(), uuid.NewString(), "alice", 100, "EUR", time.Now())
@@ -95,14 +98,18 @@ func TestSubjectNoPaymentCanHaveOwnsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, user := range []string{"alice\x00", "\x00"} {
-		if r := h.get("/api/v1/payments", user); r.Status != http.StatusOK || string(r.Body) != `{"payments":[]}` {
-			t.Errorf("list as %q: %d %s; want 200 and no payment", user, r.Status, r.Body)
+		for _, path := range []string{"/api/v1/payments", "/api/v1/payments?order_id=" + p.OrderID(), "/api/v1/payments/" + p.ID()} {
+			if r := h.get(path, user); r.Status != http.StatusUnauthorized || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/problem+json") {
+				t.Errorf("GET %s as %q: %d %s; want 401 problem+json", path, user, r.Status, r.Body)
+			}
 		}
-		if r := h.get("/api/v1/payments?order_id="+p.OrderID(), user); r.Status != http.StatusOK || string(r.Body) != `{"payments":[]}` {
-			t.Errorf("list of alice's order as %q: %d %s; want 200 and no payment", user, r.Status, r.Body)
+		for _, q := range []payment.ListQuery{{}, {OrderID: p.OrderID()}} {
+			if pg, err := h.svc.App.ListPayments.Handle(context.Background(), user, q); err != nil || len(pg.Payments) != 0 {
+				t.Errorf("ListPayments(%q, %+v) = %+v, %v; want no payment", user, q, pg, err)
+			}
 		}
-		if r := h.get("/api/v1/payments/"+p.ID(), user); r.Status != http.StatusNotFound {
-			t.Errorf("alice's payment as %q: %d %s; want 404", user, r.Status, r.Body)
+		if _, err := h.svc.App.GetPayment.Handle(context.Background(), user, p.ID()); !errors.Is(err, payment.ErrNotFound) {
+			t.Errorf("GetPayment(%q, alice's payment) = %v; want ErrNotFound", user, err)
 		}
 	}
 }
