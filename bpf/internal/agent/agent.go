@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -309,13 +310,6 @@ func (a *Agent) attach(path, exe string, id binID) {
 	if _, ok := a.bins[id]; ok {
 		return
 	}
-	for old, b := range a.bins {
-		if old.fileKey == id.fileKey {
-			a.log.Info("detached: executable rewritten in place", "exe", b.exe)
-			a.detach(old)
-			delete(a.lastSeen, old)
-		}
-	}
 	for old := range a.failed {
 		if old.fileKey == id.fileKey && old != id {
 			// A file rewritten after a failure (a scan during the copy) is tried again, and its old reason goes.
@@ -341,6 +335,26 @@ func (a *Agent) attach(path, exe string, id binID) {
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || statID(&st) != id {
 		a.log.Debug("target replaced before it was attached", "exe", exe, "path", path)
 		return
+	}
+	for old, b := range a.bins {
+		if old.fileKey != id.fileKey {
+			continue
+		}
+		// Only the ctime moved (size, mtime and Go build ID unchanged): the file was unlinked, as when a deploy
+		// renames a new build over its path while this one still runs, or linked, chmod-ed or chown-ed. Its bytes
+		// are the ones probed, so the probes stay, and with them what its processes counted; taken for a rewrite,
+		// they came off and the same bytes were attached again from zero.
+		if old.size == id.size && old.mtime == id.mtime && b.buildID != nil && bytes.Equal(fileBuildID(f), b.buildID) {
+			delete(a.bins, old)
+			delete(a.lastSeen, old)
+			b.id = id
+			a.bins[id] = b
+			a.log.Info("executable's inode changed, not its bytes: probes kept", "exe", b.exe)
+			return
+		}
+		a.log.Info("detached: executable rewritten in place", "exe", b.exe)
+		a.detach(old)
+		delete(a.lastSeen, old)
 	}
 	fd := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	b, err := safeAttach(fd, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, !a.cfg.NoExitPrograms, a.sys.tcp.AcceptRet, a.log)

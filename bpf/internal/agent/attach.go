@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -49,6 +51,9 @@ type binProbes struct {
 	closer  []io.Closer
 	// exitProgs: each probe's process_exit is loaded and attached (Config.NoExitPrograms unset).
 	exitProgs bool
+	// buildID is the executable's Go build ID note (nil without one): a file whose ctime moved and whose size,
+	// mtime and build ID did not holds the bytes probed (Agent.attach).
+	buildID []byte
 
 	http          *httpserver.BpfMaps
 	rt            *goruntime.BpfMaps
@@ -184,7 +189,7 @@ func attachBinary(path, exe string, id binID, httpUprobe, exitProgs bool, accept
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
-	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, exitProgs: exitProgs}
+	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, exitProgs: exitProgs, buildID: buildID(sym.ELF())}
 	ok := false
 	defer func() {
 		if !ok {
@@ -219,6 +224,35 @@ func attachBinary(path, exe string, id binID, httpUprobe, exitProgs bool, accept
 	}
 	ok = true
 	return b, nil
+}
+
+// buildID returns the bytes of the Go build ID note, or nil when there is none or it is not the size of one: the
+// linker writes a few dozen bytes, a hash of the build's inputs, so equal notes mean the same build.
+func buildID(f *elf.File) []byte {
+	s := f.Section(".note.go.buildid")
+	if s == nil || s.Type != elf.SHT_NOTE || s.Size == 0 || s.Size > 1024 {
+		return nil
+	}
+	b, err := s.Data()
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// fileBuildID is buildID of the open file f; a file that does not parse has none (read as hostile, like every
+// target: a panic in debug/elf is none either).
+func fileBuildID(f *os.File) (id []byte) {
+	defer func() {
+		if recover() != nil {
+			id = nil
+		}
+	}()
+	e, err := elf.NewFile(f)
+	if err != nil {
+		return nil
+	}
+	return buildID(e)
 }
 
 // funcs resolves every name or returns the first lookup error (ErrNotFound when the binary lacks one).
