@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -99,4 +100,44 @@ func TestTargetInOtherMountNamespace(t *testing.T) {
 		tg.get(t, c, "GET", "/work?status=201")
 	}
 	eventually(t, func() (bool, string) { return countIs(t, a, tg.pid, 9) })
+}
+
+// TestTargetInChroot: a target run under chroot (its /proc/<pid>/root is the jail) is found by name and by its
+// path as the agent sees it, probed and counted exactly. Found to hold (no change): /proc/<pid>/exe names the file
+// from the reader's root.
+func TestTargetInChroot(t *testing.T) {
+	requireRoot(t)
+	jail := t.TempDir()
+	copyInPlace(t, buildTarget(t, false), filepath.Join(jail, "jailsvc"))
+	for _, name := range []string{"jailsvc", filepath.Join(jail, "jailsvc")} {
+		t.Run(map[bool]string{false: "name", true: "path"}[filepath.IsAbs(name)], func(t *testing.T) {
+			cmd := exec.Command("/jailsvc")
+			cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: jail}
+			cmd.Stderr = os.Stderr
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			tg := &target{cmd: cmd, pid: cmd.Process.Pid}
+			t.Cleanup(tg.stop)
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil {
+				t.Fatalf("target did not print its address: %v", err)
+			}
+			tg.base = "http://" + strings.TrimSpace(line)
+			a := newAgent(t, name)
+			a.Scan()
+			if ts := a.Targets(); len(ts) != 1 || ts[0].PID != tg.pid || len(ts[0].Probes) == 0 || len(ts[0].Unprobed) != 0 {
+				t.Fatalf("targets = %+v, want pid %d probed", ts, tg.pid)
+			}
+			c := &http.Client{Timeout: 5 * time.Second}
+			for range 6 {
+				tg.get(t, c, "GET", "/work?status=201")
+			}
+			eventually(t, func() (bool, string) { return countIs(t, a, tg.pid, 6) })
+		})
+	}
 }
