@@ -121,8 +121,9 @@ func (w *policyWaits) done(partition string) {
 
 // PolicyWait is leg B's readiness on Pulsar's admin API: an error naming the partitions that wait to read their topic's
 // max message size policy, and so archive nothing, because the admin API does not answer; nil when none waits. A
-// session that read the policy once goes on under its last reading while the admin API is away (watchLimit), and is
-// not counted here.
+// session that read the policy once goes on under its last reading while the admin API is away (watchLimit), and a
+// session started after the leg read its topic's policy starts under that reading (partition.readLimit): neither is
+// counted here.
 func (l *Leg) PolicyWait(context.Context) error {
 	l.waits.mu.Lock()
 	defer l.waits.mu.Unlock()
@@ -144,7 +145,8 @@ func (l *Leg) PolicyWait(context.Context) error {
 // sessions made 1.8 requests a second to the broker for three topics, which cost the broker more CPU than the whole
 // idle bridge used (bridge README, "Idle cost"). A session's watch takes a reading younger than nine tenths of
 // PolicyInterval from another session of the topic, so a lowered limit is seen up to that much later (19 s instead
-// of 10 s by default); a session's first reading is always its own.
+// of 10 s by default); a session's first reading is its own, unless the admin API gives none: then the topic's last
+// reading, whatever its age (partition.readLimit).
 type limitReadings struct {
 	mu   sync.Mutex
 	last map[string]limitReading // by Pulsar topic
@@ -164,6 +166,14 @@ func (r *limitReadings) recent(topic string, within time.Duration) (int, bool) {
 		return 0, false
 	}
 	return last.n, true
+}
+
+// latest returns the topic's last reading and when it was read, whatever its age.
+func (r *limitReadings) latest(topic string) (int, time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	last, ok := r.last[topic]
+	return last.n, last.at, ok
 }
 
 func (r *limitReadings) store(topic string, n int) {

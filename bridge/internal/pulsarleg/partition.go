@@ -180,15 +180,18 @@ func (s *bsession) open(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		l.readings.store(s.p.route.PulsarTopic, limit)
 		s.limit.Store(int64(limit))
 		go s.watchLimit(ctx)
 	}
 	return nil
 }
 
-// readLimit reads the max message size policy of the partition's Pulsar topic for a session's start, and waits while
-// the admin API does not answer: it reads again with backoff (up to MaxBackoff) until a reading comes or ctx ends.
+// readLimit reads the max message size policy of the partition's Pulsar topic for a session's start (and shares the
+// reading, limitReadings). When the admin API gives no reading it takes the leg's last reading of the topic, if any:
+// a running session keeps its last reading while the API is away (watchLimit), and a session started then (the
+// partition assigned back by a rebalance, or restarted after a JetStream or NATS error) is no less safe under the same
+// reading; it used to wait for one of its own, archiving nothing for as long as the API hung or was down. With no
+// reading yet it waits: it reads again with backoff (up to MaxBackoff) until a reading comes or ctx ends.
 //
 // It waits rather than archive under the broker's own limit (which the client enforces) until a reading comes: a
 // message over a topic limit nobody has read is refused by the broker and the client never says so (sizelimit.go),
@@ -203,8 +206,17 @@ func (s *bsession) open(ctx context.Context, name string) error {
 func (p *partition) readLimit(ctx context.Context) (int, error) {
 	l, topic := p.leg, p.route.PulsarTopic
 	n, err := l.o.MaxMessageSize(ctx, topic)
-	if err == nil || ctx.Err() != nil {
+	if err == nil {
+		l.readings.store(topic, n)
+		return n, nil
+	}
+	if ctx.Err() != nil {
 		return n, err
+	}
+	if last, at, ok := l.readings.latest(topic); ok {
+		l.o.Logger.Warn("leg B could not read the Pulsar topic's max message size; the session starts under the last reading",
+			"topic", p.route.Topic, "partition", p.id, "pulsar_topic", topic, "limit", last, "read_ago", time.Since(at).Round(time.Second), "err", err)
+		return last, nil
 	}
 	since := time.Now()
 	// err says why: no answer (down, a wrong URL), or an answer that is no reading (401/403 of an admin API that
@@ -220,6 +232,7 @@ func (p *partition) readLimit(ctx context.Context) (int, error) {
 	b := backoff.Backoff{Base: 100 * time.Millisecond, Max: l.o.MaxBackoff}
 	for b.Wait(ctx) {
 		if n, err = l.o.MaxMessageSize(ctx, topic); err == nil {
+			l.readings.store(topic, n)
 			l.o.Logger.Info("leg B read the Pulsar topic's max message size policy and archives the partition",
 				"topic", p.route.Topic, "partition", p.id, "limit", n, "waited", time.Since(since).Round(time.Millisecond))
 			return n, nil
