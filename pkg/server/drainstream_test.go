@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"testing"
@@ -37,15 +36,10 @@ func TestDrainCutOffDuringTheResponseIsAnError(t *testing.T) {
 			}
 		}
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
+	addr, done := serveStarting(t, s, ctx)
 	go func() {
-		if resp, err := http.Get("http://" + ln.Addr().String() + "/export"); err == nil {
+		if resp, err := http.Get("http://" + addr + "/export"); err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}

@@ -27,16 +27,11 @@ func TestPanicAfterTheHeaderCutsTheResponse(t *testing.T) {
 		c.Writer.Flush()
 		panic("row 2 broke")
 	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
+	addr, done := serveStarting(t, s, ctx)
 	defer func() { cancel(); <-done }()
 
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

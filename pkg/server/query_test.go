@@ -96,19 +96,14 @@ func TestUndecodableQueryIs400NamingTheParameter(t *testing.T) {
 func TestUndecodableQueryOnTheWire(t *testing.T) {
 	s, logs := newTestServer(t, Options{})
 	s.Router().GET("/orders", func(c *gin.Context) { c.JSON(http.StatusOK, c.Request.URL.Query()) })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
+	addr, done := serveStarting(t, s, ctx)
 
 	for _, tt := range []struct{ query, field string }{
 		{"status=%zz&cursor=x", "status"},
 		{"status=PAID;limit=1", "status"},
 	} {
-		conn, err := net.Dial("tcp", ln.Addr().String())
+		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}

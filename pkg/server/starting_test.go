@@ -13,7 +13,7 @@ import (
 )
 
 // serveStarting runs ServeStarting on a fresh port and returns its address
-// and the channel its result arrives on.
+// and the channel its result arrives on. Without steps it is Serve.
 func serveStarting(t *testing.T, s *Server, ctx context.Context, steps ...func(context.Context) error) (string, chan error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
