@@ -14,6 +14,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shanhai-dev/shanhai/pkg/internal/etcdwatch"
 )
 
 // EtcdResolver keeps every service's instances in memory, fed by one watch
@@ -42,10 +44,10 @@ type EtcdResolver struct {
 }
 
 // RevisionProbe is how often a resolver checks that etcd's revision has not
-// gone back: one count-only read of the prefix per process, so it costs etcd
-// next to nothing, and bounds how long a resolver follows an etcd that lost
-// its data late.
-const RevisionProbe = 10 * time.Second
+// gone back (ten seconds): one count-only read of the prefix per process, so
+// it costs etcd next to nothing, and bounds how long a resolver follows an
+// etcd that lost its data late.
+const RevisionProbe = etcdwatch.RevisionProbe
 
 // NewEtcdResolver lists the current instances (failing if etcd cannot be
 // read now) and watches for changes until ctx ends or cli is closed.
@@ -130,41 +132,23 @@ func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
 // etcd's revision below rev-1 (the last one seen), and returns the revision to
 // go on from and whether the watch delivered any change.
 func (r *EtcdResolver) follow(ctx context.Context, rev int64, probe <-chan time.Time) (next int64, progressed bool) {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the watch when a probe gives it up
-	wch := r.cli.Watch(wctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
-	for {
-		select {
-		case resp, ok := <-wch:
-			if !ok {
-				return rev, progressed
-			}
-			if err := resp.Err(); err != nil {
-				r.log.Warn("discovery watch interrupted", "error", err.Error())
-				return rev, progressed
-			}
-			changed := map[string]bool{}
-			for _, ev := range resp.Events {
-				if svc := r.apply(ev.Type, ev.Kv); svc != "" {
-					changed[svc] = true
-				}
-			}
-			r.publish(changed)
-			rev, progressed = resp.Header.Revision+1, true
-		case <-probe:
-			// Linearizable, so a lagging member cannot report a revision
-			// behind one the watch has shown. A failed read says nothing: etcd
-			// may be away, and the watch resumes by itself when it is back.
-			pctx, pcancel := context.WithTimeout(ctx, min(r.probe, 5*time.Second))
-			resp, err := r.cli.Get(pctx, Prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-			pcancel()
-			if err == nil && resp.Header.Revision < rev-1 {
-				r.log.Warn("discovery: etcd's revision went back (restarted without its data?), listing again",
-					"revision", resp.Header.Revision, "seen", rev-1)
-				return rev, progressed
+	end := etcdwatch.Follow(ctx, r.cli, Prefix, rev, probe, r.probe, func(resp clientv3.WatchResponse) {
+		changed := map[string]bool{}
+		for _, ev := range resp.Events {
+			if svc := r.apply(ev.Type, ev.Kv); svc != "" {
+				changed[svc] = true
 			}
 		}
+		r.publish(changed)
+	}, clientv3.WithPrefix())
+	switch {
+	case end.Err != nil:
+		r.log.Warn("discovery watch interrupted", "error", end.Err.Error())
+	case end.WentBack:
+		r.log.Warn("discovery: etcd's revision went back (restarted without its data?), listing again",
+			"revision", end.Revision, "seen", end.Next-1)
 	}
+	return end.Next, end.Progressed
 }
 
 // apply records one put or delete and returns the service it touched.

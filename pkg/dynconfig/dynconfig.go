@@ -37,6 +37,8 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/shanhai-dev/shanhai/pkg/internal/etcdwatch"
 )
 
 // rejected counts documents ignored as bad, per key: a log line alone is easy to miss while the old value quietly stays.
@@ -111,10 +113,10 @@ func (v *Value[T]) OnChange(fn func(T)) {
 }
 
 // RevisionProbe is how often a watch checks that etcd's revision has not gone back (etcd restarted without its
-// data, or restored from a snapshot): etcd holds a watch from a revision it has not reached and sends nothing, so the
-// value would stay at a document that no longer exists and miss every later write. One count-only read of the key per
-// watch: next to nothing for etcd.
-const RevisionProbe = 10 * time.Second
+// data, or restored from a snapshot), ten seconds: etcd holds a watch from a revision it has not reached and sends
+// nothing, so the value would stay at a document that no longer exists and miss every later write. One count-only
+// read of the key per watch: next to nothing for etcd.
+const RevisionProbe = etcdwatch.RevisionProbe
 
 func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 	every := v.probe
@@ -163,41 +165,24 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 // follow applies the watch's changes from rev until it ends or a probe finds etcd's revision below rev-1 (the last
 // one seen), and returns the revision to go on from and whether a probe ended it.
 func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, probe <-chan time.Time, every time.Duration) (int64, bool) {
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel() // ends the watch when a probe gives it up
-	wch := cli.Watch(wctx, v.key, clientv3.WithRev(rev))
-	for {
-		select {
-		case resp, ok := <-wch:
-			if !ok {
-				return rev, false
+	end := etcdwatch.Follow(ctx, cli, v.key, rev, probe, every, func(resp clientv3.WatchResponse) {
+		for _, ev := range resp.Events {
+			if ev.Type == clientv3.EventTypeDelete {
+				v.store(&v.initial, 0)
+				v.log.InfoContext(ctx, "dynconfig key deleted, back to initial value", "key", v.key)
+				continue
 			}
-			if err := resp.Err(); err != nil {
-				v.log.WarnContext(ctx, "dynconfig watch interrupted", "key", v.key, "error", err.Error())
-				return rev, false
-			}
-			for _, ev := range resp.Events {
-				if ev.Type == clientv3.EventTypeDelete {
-					v.store(&v.initial, 0)
-					v.log.InfoContext(ctx, "dynconfig key deleted, back to initial value", "key", v.key)
-					continue
-				}
-				v.set(ctx, ev.Kv.Value, ev.Kv.ModRevision)
-			}
-			rev = resp.Header.Revision + 1
-		case <-probe:
-			// Linearizable, so a lagging member cannot report a revision behind one the watch has shown. A failed
-			// read says nothing: etcd may be away, and the watch resumes by itself when it is back.
-			pctx, pcancel := context.WithTimeout(ctx, min(every, 5*time.Second))
-			resp, err := cli.Get(pctx, v.key, clientv3.WithCountOnly())
-			pcancel()
-			if err == nil && resp.Header.Revision < rev-1 {
-				v.log.WarnContext(ctx, "dynconfig: etcd's revision went back (restarted without its data?), reading again",
-					"key", v.key, "revision", resp.Header.Revision, "seen", rev-1)
-				return rev, true
-			}
+			v.set(ctx, ev.Kv.Value, ev.Kv.ModRevision)
 		}
+	})
+	switch {
+	case end.Err != nil:
+		v.log.WarnContext(ctx, "dynconfig watch interrupted", "key", v.key, "error", end.Err.Error())
+	case end.WentBack:
+		v.log.WarnContext(ctx, "dynconfig: etcd's revision went back (restarted without its data?), reading again",
+			"key", v.key, "revision", end.Revision, "seen", end.Next-1)
 	}
+	return end.Next, end.WentBack
 }
 
 // reread gets the key once, giving up when the client closes: the etcd

@@ -1,0 +1,64 @@
+// Package etcdwatch is the watch loop that pkg/discovery's resolver and pkg/dynconfig's values share: follow a key
+// (or prefix) from a revision, and give the watch up when etcd's revision has gone back.
+//
+// It exists because etcd holds a watch from a revision it has not reached yet and sends nothing: an etcd restarted
+// without its data (or restored from a snapshot) leaves such a watch silent for good while everything looks healthy.
+// Follow therefore reads etcd's revision on every probe tick and ends the watch when it is below one already seen;
+// the caller re-reads what it follows. What a caller does with the events, and how it re-reads, stays its own.
+package etcdwatch
+
+import (
+	"context"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// RevisionProbe is how often a watcher checks that etcd's revision has not gone back: one count-only read per
+// watcher, next to nothing for etcd, bounding how long it follows an etcd that lost its data late.
+const RevisionProbe = 10 * time.Second
+
+// End says why Follow returned.
+type End struct {
+	Next       int64 // the revision to watch from next: one past the last response's, else the rev Follow was given
+	Progressed bool  // the watch delivered at least one response
+	Err        error // the watch's error, when it ended on one
+	WentBack   bool  // a probe found etcd's revision below Next-1, the last one seen
+	Revision   int64 // etcd's revision that probe read, when WentBack
+}
+
+// Follow watches key with opts (clientv3.WithPrefix, say) from rev and passes every response without an error to
+// handle, until the watch channel closes, the watch reports an error, or a receive on probe finds etcd's revision
+// below the last one seen. probe ticks every period (the caller's ticker, so its ticks go on across the re-reads
+// between calls). The probe is a linearizable count-only Get of key with opts, so a lagging member cannot report a
+// revision behind one the watch has shown, given at most one period and never more than 5 s; a probe that fails says
+// nothing (etcd may be away, and the watch resumes by itself when it is back). The watch ends when Follow returns.
+func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, probe <-chan time.Time, period time.Duration,
+	handle func(clientv3.WatchResponse), opts ...clientv3.OpOption) End {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the watch when a probe gives it up
+	end := End{Next: rev}
+	wch := cli.Watch(wctx, key, append(opts[:len(opts):len(opts)], clientv3.WithRev(rev))...)
+	for {
+		select {
+		case resp, ok := <-wch:
+			if !ok {
+				return end
+			}
+			if err := resp.Err(); err != nil {
+				end.Err = err
+				return end
+			}
+			handle(resp)
+			end.Next, end.Progressed = resp.Header.Revision+1, true
+		case <-probe:
+			pctx, pcancel := context.WithTimeout(ctx, min(period, 5*time.Second))
+			resp, err := cli.Get(pctx, key, append(opts[:len(opts):len(opts)], clientv3.WithCountOnly())...)
+			pcancel()
+			if err == nil && resp.Header.Revision < end.Next-1 {
+				end.WentBack, end.Revision = true, resp.Header.Revision
+				return end
+			}
+		}
+	}
+}
