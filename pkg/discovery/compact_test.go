@@ -3,10 +3,11 @@ package discovery
 import (
 	"io"
 	"net"
-	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // cutProxy forwards TCP connections to target until cut, which drops every
@@ -87,13 +88,13 @@ func (p *cutProxy) restore() {
 // and keeps watching.
 func TestResolverRelistsAfterEtcdRestartedWithItsRevisionCompacted(t *testing.T) {
 	ctx := t.Context()
-	e := startOwnEtcd(t)
-	p := newCutProxy(t, e.client)
+	e := testenv.StartEtcd(t)
+	p := newCutProxy(t, e.Endpoint())
 	res, err := newEtcdResolver(ctx, etcdClient(t, []string{p.addr()}), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writer := etcdClient(t, []string{e.client})
+	writer := etcdClient(t, []string{e.Endpoint()})
 	if _, err := writer.Put(ctx, Prefix+"order/a", `{"addr":"10.0.0.1:8082"}`); err != nil {
 		t.Fatal(err)
 	}
@@ -115,8 +116,8 @@ func TestResolverRelistsAfterEtcdRestartedWithItsRevisionCompacted(t *testing.T)
 	if _, err := writer.Compact(ctx, put.Header.Revision); err != nil {
 		t.Fatal(err)
 	}
-	e.stop()
-	e.start()
+	e.Stop()
+	e.Start()
 	p.restore()
 
 	only := func(id, addr string) func() bool {
@@ -129,7 +130,7 @@ func TestResolverRelistsAfterEtcdRestartedWithItsRevisionCompacted(t *testing.T)
 		t.Fatalf("after the compaction and restart the resolver holds %+v, want only b", res.Instances("order"))
 	}
 	// And it watches again from the listed revision.
-	again := etcdClient(t, []string{e.client})
+	again := etcdClient(t, []string{e.Endpoint()})
 	if _, err := again.Put(ctx, Prefix+"order/b", `{"addr":"10.0.0.3:8082"}`); err != nil {
 		t.Fatal(err)
 	}
@@ -144,13 +145,13 @@ func TestResolverRelistsAfterEtcdRestartedWithItsRevisionCompacted(t *testing.T)
 // revision catches up and sends nothing meanwhile.
 func TestResolverRelistsAfterEtcdRestartedEmpty(t *testing.T) {
 	ctx := t.Context()
-	e := startOwnEtcd(t)
-	p := newCutProxy(t, e.client)
+	e := testenv.StartEtcd(t)
+	p := newCutProxy(t, e.Endpoint())
 	res, err := newEtcdResolver(ctx, etcdClient(t, []string{p.addr()}), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writer := etcdClient(t, []string{e.client})
+	writer := etcdClient(t, []string{e.Endpoint()})
 	for range 50 { // a revision the new etcd will not reach during the test
 		if _, err := writer.Put(ctx, "/unrelated", "x"); err != nil {
 			t.Fatal(err)
@@ -164,12 +165,10 @@ func TestResolverRelistsAfterEtcdRestartedEmpty(t *testing.T) {
 	}
 
 	p.cut()
-	e.stop()
-	if err := os.RemoveAll(e.dir); err != nil {
-		t.Fatal(err)
-	}
-	e.start()
-	fresh := etcdClient(t, []string{e.client})
+	e.Stop()
+	e.Wipe()
+	e.Start()
+	fresh := etcdClient(t, []string{e.Endpoint()})
 	if _, err := fresh.Put(ctx, Prefix+"order/b", `{"addr":"10.0.0.2:8082"}`); err != nil {
 		t.Fatal(err)
 	}

@@ -154,8 +154,8 @@ func TestRegistryComesBackAfterLeaseLoss(t *testing.T) {
 // again once etcd is back.
 func TestResolverCacheSurvivesEtcdStop(t *testing.T) {
 	ctx := t.Context()
-	e := startOwnEtcd(t)
-	cli := etcdClient(t, []string{e.client})
+	e := testenv.StartEtcd(t)
+	cli := etcdClient(t, []string{e.Endpoint()})
 	res, err := NewEtcdResolver(ctx, cli)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +168,7 @@ func TestResolverCacheSurvivesEtcdStop(t *testing.T) {
 		t.Fatal("resolver never saw the instance")
 	}
 
-	e.stop()
+	e.Stop()
 	// Longer than the lease TTL: had the cache been tied to etcd's view it
 	// would have emptied by now.
 	deadline := time.Now().Add(2*reg.TTL() + time.Second)
@@ -179,8 +179,8 @@ func TestResolverCacheSurvivesEtcdStop(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	e.start() // same data dir and ports
-	other := etcdClient(t, []string{e.client})
+	e.Start() // same data dir and ports
+	other := etcdClient(t, []string{e.Endpoint()})
 	if _, err := other.Put(ctx, Prefix+"order/b", `{"addr":"10.0.0.2:8082"}`); err != nil {
 		t.Fatal(err)
 	}
@@ -231,14 +231,14 @@ func TestEtcdGrantAheadOfRegister(t *testing.T) {
 // telemetry flush after it never ran.
 func TestDeregisterReturnsByItsDeadlineWhileEtcdIsDown(t *testing.T) {
 	ctx := t.Context()
-	e := startOwnEtcd(t)
-	cli := etcdClient(t, []string{e.client})
+	e := testenv.StartEtcd(t)
+	cli := etcdClient(t, []string{e.Endpoint()})
 	var logs syncBuffer
 	reg := NewEtcdRegistry(cli, 2*time.Second).WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 	if err := reg.Register(ctx, Instance{Service: "dereg", ID: "a", Addr: "10.0.0.1:1"}); err != nil {
 		t.Fatal(err)
 	}
-	e.stop()
+	e.Stop()
 	// The client gives the lease up once no keep-alive answer came for its
 	// TTL; the loop then starts re-registering.
 	if _, ok := eventually(4*reg.TTL()+5*time.Second, func() bool {
