@@ -112,6 +112,18 @@ func startBridge(t *testing.T, env map[string]string) *bridge {
 			t.Error(err)
 		}
 	})
+	// Until its HTTP server listens, a test's first look at /metrics or /readyz would fail on the connection (it
+	// did once when nothing slower came first).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get("http://" + b.addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bridge HTTP server not listening on %s within 30 s: %v", b.addr, err)
+		}
+	}
 	return b
 }
 
