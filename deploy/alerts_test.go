@@ -51,7 +51,8 @@ func loadAlertRules(t *testing.T) ruleFile {
 // expression must hold: a payment result contradicting its order (money taken for a failed order, or an order paid
 // on a charge payment disowns), the payments the settle round had to void or refund because a dead letter left them
 // charged, the settle round itself failing, and dead letters piling up, recorded or not, in payment and in the
-// bridge; and the bridge's archive stalled on an unreadable Pulsar size policy. None had a rule.
+// bridge; the bridge's archive stalled on an unreadable Pulsar size policy, and a partition held at a dead letter the DLQ
+// refuses. None had a rule.
 var watchedAlarms = []string{
 	`shanhai_order_payment_events_total{outcome="contradicts"}`,
 	`shanhai_payment_settled_total`,
@@ -60,6 +61,7 @@ var watchedAlarms = []string{
 	`shanhai_payment_dead_letters_unrecorded_total`,
 	`bridge_dlq_total`,
 	`bridge_pulsar_policy_waiting`,
+	`bridge_dlq_waiting`,
 }
 
 // TestAlertRulesWatchTheSagasAlarms: each of watchedAlarms has an alert rule.
