@@ -24,7 +24,8 @@
 // fast), and it is not retried, so the schedule stays the one fixed in advance.
 // A request due while -max-inflight are in flight is not sent: it is counted
 // as dropped (a column of its own, and "dropped" in the JSON) and has no
-// latency. In the JSON "sent" counts requests due, "done" those answered.
+// latency. In the JSON "sent" counts requests due, "done" those answered
+// (both, and the top-level "dropped", with the drain's polls; "total" without).
 // After sending, every request in flight is awaited (at most -timeout), so the
 // slowest are not left out; -drain only bounds the wait for sagas. During it
 // the orders no poll has yet seen final are polled on at -rate (a row "poll

@@ -264,7 +264,9 @@ var tchar = func() (t [0x80]byte) {
 // are closed first: one closed by the upstream most often means the rest
 // are too (an idle timeout hits them alike, a restart all of them), and
 // each would otherwise cost a request this detour; a second such close,
-// on the connection just dialled, fails the request.
+// on the connection the second try takes (most often a fresh dial, or one
+// another request returned to the pool meanwhile), fails the request. The
+// second try has what is left of the request's timeout, not all of it.
 type transport struct{}
 
 func (tr transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
@@ -282,7 +284,11 @@ func (tr transport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, re
 
 // exchange sends req on a pooled connection and reads the answer into resp.
 func (transport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response, deadline time.Time) error {
-	cc, err := hc.AcquireConn(req.GetTimeOut(), req.ConnectionClose())
+	wait := req.GetTimeOut()
+	if !deadline.IsZero() {
+		wait = max(time.Until(deadline), time.Nanosecond) // a second try: what is left
+	}
+	cc, err := hc.AcquireConn(wait, req.ConnectionClose())
 	if err != nil {
 		return err
 	}
