@@ -29,7 +29,10 @@ keeps everything in $CPUORDER_DIR (default /tmp/cpuorder)/<label>-<rate>-<time>/
 A Python script rather than a Go command: it only starts processes and reads
 /proc and psql, like services/order/scripts/startup_bench.py.
 """
-import glob, json, os, re, shlex, signal, subprocess, sys, threading, time, urllib.request
+import json, os, re, shlex, subprocess, sys, threading, time, urllib.request
+
+import stackrun
+from stackrun import comm, cpu
 
 root, label, rate = sys.argv[1], sys.argv[2], float(sys.argv[3])
 duration = int(sys.argv[4]) if len(sys.argv) > 4 else 30
@@ -40,116 +43,22 @@ idle = rate == 0
 window = duration if idle else 10  # seconds of measurement; a load run's is second 10 to 20 of its sending
 out = os.environ.get("CPUORDER_DIR", "/tmp/cpuorder") + f"/{label}-{int(rate)}-{time.strftime('%H%M%S')}"
 os.makedirs(out, exist_ok=True)
-CLK = os.sysconf("SC_CLK_TCK")
 ADM = {"gateway": 29080, "user": 29081, "order": 29082, "payment": 29083, "bridge": 29084}
 
-env = dict(os.environ)
-for line in subprocess.run([os.path.join(root, "scripts/deps.sh"), "env"], capture_output=True, text=True).stdout.splitlines():
-    m = re.match(r"(?:export )?(\w+)=['\"]?([^'\"]*)['\"]?", line)
-    if m:
-        env[m.group(1)] = m.group(2)
-
-bindir = f"{out}/bin"
-subprocess.run(["go", "build", "-o", bindir + "/", "./e2e/cmd/stack", "./e2e/cmd/loadgen"], cwd=root, check=True, env=env)
-
-args = [bindir + "/stack", "-load", "-logs", out + "/logs"]
+env = stackrun.deps_env(root)
+extra = []
 for b, p in ADM.items():
-    args += ["-env", f"{b}:ADMIN_ADDR=127.0.0.1:{p}"]
+    extra += ["-env", f"{b}:ADMIN_ADDR=127.0.0.1:{p}"]
 for e in os.environ.get("CPUORDER_STACK_ENV", "").split():  # e.g. "bridge:LOG_LEVEL=debug", passed to the stack's -env
-    args += ["-env", e]
-os.makedirs(out + "/logs", exist_ok=True)
-st = subprocess.Popen(args, cwd=root, env=env, stdout=subprocess.PIPE, stderr=open(out + "/stack.err", "w"), text=True,
-                      start_new_session=True)
-
-
-def stop_stack():
-    """Stops the stack's whole process group: a stack left running holds the platform's lock and blocks later runs."""
-    try:
-        os.killpg(st.pid, signal.SIGINT)
-        st.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(st.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-gw = subj = None
-# The stack builds its binaries before it prints anything: on a loaded machine that alone took over 300 s.
-deadline = time.time() + float(os.environ.get("CPUORDER_STACK_WAIT", "900"))
-while time.time() < deadline:
-    line = st.stdout.readline()
-    if not line:
-        break
-    if line.startswith("gateway"):
-        gw = line.split()[1]
-    if line.startswith("payments subjects"):
-        subj = line.split()[2]
-    if gw and subj:
-        break
-if not gw or not subj:
-    print("stack failed (gateway %s, payments subjects %s)" % (gw, subj), open(out + "/stack.err").read()[-2000:],
-          file=sys.stderr)
-    stop_stack()
-    sys.exit(1)
-
-
-def children(pid):
-    res = []
-    for p in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            f = open(p).read()
-        except OSError:
-            continue
-        rp = f.rindex(")")
-        fields = f[rp + 2:].split()
-        if int(fields[1]) == pid:
-            res.append(int(p.split("/")[2]))
-    return res
-
-
-def comm(pid):
-    try:
-        return open(f"/proc/{pid}/comm").read().strip()
-    except OSError:
-        return "?"
-
-
-def cpu(pid):
-    try:
-        f = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return None
-    rp = f.rindex(")")
-    fields = f[rp + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
-
-
-svc = {comm(p): p for p in children(st.pid)}
+    extra += ["-env", e]
+bindir, st, gw, subj = stackrun.start(root, out, env, extra, float(os.environ.get("CPUORDER_STACK_WAIT", "900")))
+svc = stackrun.children(st.pid)
 dbs = None
-
-
-def pg_backends():
-    q = "select pid, datname from pg_stat_activity where datname like 'stack_%'"
-    r = subprocess.run(["psql", env["DATABASE_URL"], "-Atc", q], capture_output=True, text=True).stdout
-    res = {}
-    for line in r.splitlines():
-        pid, dat = line.split("|")
-        res[int(pid)] = dat.rsplit("_", 1)[1]
-    return res
-
-
-def shared():
-    res = {}
-    for name, pat in [("nats", "nats-server"), ("kafka", "kafka.Kafka"), ("pulsar", "PulsarStandaloneStarter")]:
-        r = subprocess.run(["pgrep", "-f", pat], capture_output=True, text=True).stdout.split()
-        if r:
-            res[name] = int(r[0])
-    return res
 
 
 def pgstat():
     q = "select datname, xact_commit, tup_inserted, tup_updated, tup_fetched from pg_stat_database where datname like 'stack_%'"
-    r = subprocess.run(["psql", env["DATABASE_URL"], "-Atc", q], capture_output=True, text=True).stdout
+    r = stackrun.psql(env["DATABASE_URL"], q)
     return {l.split("|")[0].rsplit("_", 1)[1]: [int(x) for x in l.split("|")[1:]] for l in r.splitlines()}
 
 
@@ -195,31 +104,21 @@ def snapshot(lg):
     parts = {"_pg": pgstat(), "_socks": sockets()}
     for n, p in svc.items():
         parts[n] = cpu(p) or 0
-    for pid, s in pg_backends().items():
+    for pid, s in stackrun.backends(env).items():
         parts.setdefault("pg:" + s, {})
         parts["pg:" + s][pid] = cpu(pid) or 0
-    for n, p in shared().items():
+    for n, p in stackrun.brokers().items():
         parts[n] = cpu(p) or 0
     parts["loadgen"] = cpu(lg) or 0
-    parts["_io"] = {n: brokerio(p) for n, p in shared().items()}
-    with open("/proc/stat") as f:
-        t = [int(x) for x in f.readline().split()[1:]]
-    parts["_machine_busy"] = (sum(t) - t[3] - t[4]) / CLK
+    parts["_io"] = {n: brokerio(p) for n, p in stackrun.brokers().items()}
+    parts["_machine_busy"] = stackrun.machine_busy()
     parts["_t"] = time.time()
     return parts
 
 
-def order_db():
-    r = subprocess.run(["psql", env["DATABASE_URL"], "-Atc", "select datname from pg_database where datname like 'stack_%_order'"],
-                       capture_output=True, text=True).stdout.split()
-    return r[0]
-
-
 def count_orders(t1, t2):
-    u = env["DATABASE_URL"].replace("/shanhai?", "/" + order_db() + "?")
     q = f"select count(*), count(*) filter (where status='PAID') from orders where created_at >= to_timestamp({t1}) and created_at < to_timestamp({t2})"
-    r = subprocess.run(["psql", u, "-Atc", q], capture_output=True, text=True).stdout.strip()
-    a, b = r.split("|")
+    a, b = stackrun.psql(stackrun.order_db_url(env), q).strip().split("|")
     return int(a), int(b)
 
 
@@ -299,6 +198,6 @@ if lg:
         res["loadgen"] = json.load(open(out + "/loadgen.json"))
     except Exception as e:
         res["loadgen_err"] = str(e)
-stop_stack()
+stackrun.stop(st)
 json.dump(res, open(out + "/result.json", "w"), indent=1)
 print(json.dumps(res))

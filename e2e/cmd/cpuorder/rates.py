@@ -27,96 +27,31 @@ unfinished orders). Everything is kept in OUTDIR.
     git archive HEAD | (mkdir -p /tmp/tree && tar -x -C /tmp/tree)
     python3 e2e/cmd/cpuorder/rates.py /tmp/tree /tmp/rates 20 15 20 40 80 160 320
 """
-import glob, json, os, re, signal, subprocess, sys, time
+import json, os, subprocess, sys, time
+
+import stackrun
 
 root, outdir, duration, warmup = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rates = [float(r) for r in sys.argv[5:]]
 os.makedirs(outdir, exist_ok=True)
-CLK = os.sysconf("SC_CLK_TCK")
-env = dict(os.environ)
-for line in subprocess.run([os.path.join(root, "scripts/deps.sh"), "env"], capture_output=True, text=True).stdout.splitlines():
-    m = re.match(r"(?:export )?(\w+)=['\"]?([^'\"]*)['\"]?", line)
-    if m:
-        env[m.group(1)] = m.group(2)
-bindir = outdir + "/bin"
-os.makedirs(outdir + "/logs", exist_ok=True)
-subprocess.run(["go", "build", "-o", bindir + "/", "./e2e/cmd/stack", "./e2e/cmd/loadgen"], cwd=root, check=True, env=env)
-st = subprocess.Popen([bindir + "/stack", "-load", "-logs", outdir + "/logs"], cwd=root, env=env, stdout=subprocess.PIPE,
-                      stderr=open(outdir + "/stack.err", "w"), text=True, start_new_session=True)
-
-
-def stop_stack():
-    try:
-        os.killpg(st.pid, signal.SIGINT)
-        st.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(st.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-gw = subj = None
-deadline = time.time() + 900
-while time.time() < deadline and not (gw and subj):
-    line = st.stdout.readline()
-    if not line:
-        break
-    if line.startswith("gateway"):
-        gw = line.split()[1]
-    if line.startswith("payments subjects"):
-        subj = line.split()[2]
-if not gw or not subj:
-    print("stack failed", open(outdir + "/stack.err").read()[-2000:], file=sys.stderr)
-    stop_stack()
-    sys.exit(1)
-
-
-def cpu(pid):
-    try:
-        f = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return None
-    fields = f[f.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK
-
-
-def children(pid):
-    res = {}
-    for p in glob.glob("/proc/[0-9]*/stat"):
-        try:
-            f = open(p).read()
-        except OSError:
-            continue
-        if int(f[f.rindex(")") + 2:].split()[1]) == pid:
-            res[f[f.index("(") + 1:f.rindex(")")]] = int(p.split("/")[2])
-    return res
-
-
-def psql(q, url=None):
-    return subprocess.run(["psql", url or env["DATABASE_URL"], "-Atc", q], capture_output=True, text=True).stdout
+env = stackrun.deps_env(root)
+bindir, st, gw, subj = stackrun.start(root, outdir, env)
 
 
 def snapshot():
-    s = {n: cpu(p) or 0 for n, p in children(st.pid).items()}
-    pg = {}
-    for line in psql("select pid, datname from pg_stat_activity where datname like 'stack_%'").splitlines():
-        pid, dat = line.split("|")
-        pg[int(pid)] = cpu(int(pid)) or 0
-    s["_pg"] = pg
-    for name, pat in [("nats", "nats-server"), ("kafka", "kafka.Kafka"), ("pulsar", "PulsarStandaloneStarter")]:
-        r = subprocess.run(["pgrep", "-f", pat], capture_output=True, text=True).stdout.split()
-        s[name] = (cpu(int(r[0])) or 0) if r else 0
-    with open("/proc/stat") as f:
-        t = [int(x) for x in f.readline().split()[1:]]
-    s["_busy"] = (sum(t) - t[3] - t[4]) / CLK
+    s = {n: stackrun.cpu(p) or 0 for n, p in stackrun.children(st.pid).items()}
+    s["_pg"] = {pid: stackrun.cpu(pid) or 0 for pid in stackrun.backends(env)}
+    running = stackrun.brokers()
+    for name, _ in stackrun.BROKERS:
+        s[name] = (stackrun.cpu(running[name]) or 0) if name in running else 0
+    s["_busy"] = stackrun.machine_busy()
     s["_t"] = time.time()
     return s
 
 
 def orders_between(t1, t2):
-    db = psql("select datname from pg_database where datname like 'stack_%_order'").split()[0]
-    u = env["DATABASE_URL"].replace("/shanhai?", "/" + db + "?")
-    return int(psql(f"select count(*) from orders where created_at >= to_timestamp({t1}) and created_at < to_timestamp({t2})", u).strip())
+    q = f"select count(*) from orders where created_at >= to_timestamp({t1}) and created_at < to_timestamp({t2})"
+    return int(stackrun.psql(stackrun.order_db_url(env), q).strip())
 
 
 def load(rate, secs, tag):
@@ -174,5 +109,5 @@ try:
         for b in os.environ["RATES_FULLMIX"].split():  # loadgen binaries, "new" for this tree's
             full_mix(bindir + "/loadgen" if b == "new" else b, "fullmix-" + os.path.basename(b))
 finally:
-    stop_stack()
+    stackrun.stop(st)
 json.dump(rows, open(outdir + "/rows.json", "w"), indent=1)
