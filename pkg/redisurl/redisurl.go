@@ -4,6 +4,10 @@
 package redisurl
 
 import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -21,10 +25,16 @@ const Timeout = 250 * time.Millisecond
 // it sets max_retries: a failed cache call is skipped, not retried (go-redis
 // retried a timed-out pipeline three times with backoff, 2.2 s on a hung
 // Redis even at Timeout).
+//
+// Its errors never show the password: they are printed when a service
+// refuses to start.
 func Parse(raw string) (*redis.Options, error) {
+	if _, err := url.Parse(raw); err != nil {
+		return nil, parseError(raw, err)
+	}
 	opt, err := redis.ParseURL(raw)
 	if err != nil {
-		return nil, err
+		return nil, errors.New(hidePassword(raw, err.Error()))
 	}
 	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout} {
 		if *d == 0 {
@@ -35,4 +45,34 @@ func Parse(raw string) (*redis.Options, error) {
 		opt.MaxRetries = -1 // go-redis: -1 is none, 0 its default of 3
 	}
 	return opt, nil
+}
+
+// parseError says why raw is not a URL without repeating it: url.Parse's
+// error quotes the whole URL, password included, and its reason may quote
+// part of the password (`invalid URL escape "%zz"`). Where raw may hold a
+// user name or password (it has an '@'), the reason is left out and replaced
+// by the usual cause.
+func parseError(raw string, err error) error {
+	if strings.Contains(raw, "@") {
+		return errors.New("redisurl: not a valid URL: percent-encode any %, #, /, ?, @ or : " +
+			"in its user name or password")
+	}
+	reason := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		reason = ue.Err.Error()
+	}
+	return fmt.Errorf("redisurl: not a valid URL: %s", reason)
+}
+
+// hidePassword replaces the password of raw wherever msg quotes it.
+func hidePassword(raw, msg string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return msg
+	}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		msg = strings.ReplaceAll(msg, pw, "xxxxx")
+	}
+	return msg
 }

@@ -1,6 +1,7 @@
 package redisurl
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -30,5 +31,25 @@ func TestParseKeepsWhatTheURLSets(t *testing.T) {
 func TestParseRefusesABadURL(t *testing.T) {
 	if _, err := Parse("http://127.0.0.1:6379"); err == nil {
 		t.Fatal("an http:// URL was accepted")
+	}
+}
+
+// REDIS_URL's error is logged and printed at start: it must not carry the
+// password, even when the password is what made the URL unparseable (an
+// unencoded % is common in generated passwords).
+func TestParseErrorHidesThePassword(t *testing.T) {
+	for _, raw := range []string{
+		"redis://:s3cr%zzet@127.0.0.1:6379/0",
+		"redis://user:s3cr%zzet@127.0.0.1:6379/0",
+		"redis://:s3cr:et@127.0.0.1:x/0",
+	} {
+		_, err := Parse(raw)
+		if err == nil {
+			t.Errorf("%s: accepted", raw)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cr") {
+			t.Errorf("%s: error shows the password: %v", raw, err)
+		}
 	}
 }
