@@ -26,11 +26,17 @@ const Timeout = 250 * time.Millisecond
 // retried a timed-out pipeline three times with backoff, 2.2 s on a hung
 // Redis even at Timeout).
 //
-// Its errors never show the password: they are printed when a service
-// refuses to start.
+// It refuses what go-redis would misread rather than reject: a '#' (a
+// password's, left unencoded, made the rest of the URL a fragment and part of
+// the password the host). Its errors never show the password: they are
+// printed when a service refuses to start.
 func Parse(raw string) (*redis.Options, error) {
 	if _, err := url.Parse(raw); err != nil {
 		return nil, parseError(raw, err)
+	}
+	if strings.Contains(raw, "#") {
+		return nil, errors.New("redisurl: a Redis URL has no fragment, but this one has a '#': " +
+			"percent-encode it as %23 (in a password, say)")
 	}
 	opt, err := redis.ParseURL(raw)
 	if err != nil {

@@ -53,3 +53,22 @@ func TestParseErrorHidesThePassword(t *testing.T) {
 		}
 	}
 }
+
+// A '#' left unencoded in a password starts a URL fragment: url.Parse then
+// reads part of the password as the host and go-redis dialled "ss:6379" with
+// the password "p". A Redis URL has no fragment, so one is refused.
+func TestParseRefusesAFragment(t *testing.T) {
+	for _, raw := range []string{"redis://:p@ss#word@127.0.0.1/0", "redis://127.0.0.1:6379/0#x"} {
+		opt, err := Parse(raw)
+		if err == nil {
+			t.Errorf("%s: accepted as %s with password %q", raw, opt.Addr, opt.Password)
+			continue
+		}
+		if strings.Contains(err.Error(), "ss#word") {
+			t.Errorf("%s: error shows the password: %v", raw, err)
+		}
+	}
+	if opt, err := Parse("redis://:p%40ss%23word@127.0.0.1/0"); err != nil || opt.Password != "p@ss#word" || opt.Addr != "127.0.0.1:6379" {
+		t.Errorf("percent-encoded password: %v, %+v", err, opt)
+	}
+}
