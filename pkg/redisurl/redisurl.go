@@ -28,8 +28,9 @@ const Timeout = 250 * time.Millisecond
 //
 // It refuses what go-redis would misread rather than reject: a '#' (a
 // password's, left unencoded, made the rest of the URL a fragment and part of
-// the password the host). Its errors never show the password: they are
-// printed when a service refuses to start.
+// the password the host) and a negative database number (go-redis selects
+// only one above 0, so it used database 0). Its errors never show the
+// password: they are printed when a service refuses to start.
 func Parse(raw string) (*redis.Options, error) {
 	if _, err := url.Parse(raw); err != nil {
 		return nil, parseError(raw, err)
@@ -41,6 +42,9 @@ func Parse(raw string) (*redis.Options, error) {
 	opt, err := redis.ParseURL(raw)
 	if err != nil {
 		return nil, errors.New(hidePassword(raw, err.Error()))
+	}
+	if opt.DB < 0 {
+		return nil, fmt.Errorf("redisurl: database %d is negative: want 0 or more", opt.DB)
 	}
 	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout} {
 		if *d == 0 {

@@ -72,3 +72,16 @@ func TestParseRefusesAFragment(t *testing.T) {
 		t.Errorf("percent-encoded password: %v, %+v", err, opt)
 	}
 }
+
+// go-redis selects a database only when the number is above 0, so a negative
+// one silently shared database 0 with whatever else uses it.
+func TestParseRefusesANegativeDatabase(t *testing.T) {
+	for _, raw := range []string{"redis://127.0.0.1:6379/-1", "redis://127.0.0.1:6379?db=-3"} {
+		if opt, err := Parse(raw); err == nil {
+			t.Errorf("%s: accepted with database %d", raw, opt.DB)
+		}
+	}
+	if opt, err := Parse("redis://127.0.0.1:6379/15"); err != nil || opt.DB != 15 {
+		t.Errorf("database 15: %v, %+v", err, opt)
+	}
+}
