@@ -199,7 +199,7 @@ func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 		e.Data = json.RawMessage(append([]byte(nil), data...))
 	}
 	if ts, ok := h[HeaderTime]; ok && ts != "" {
-		t, err := time.Parse(time.RFC3339Nano, ts)
+		t, err := parseTime(ts)
 		if err != nil {
 			return Envelope{}, &AttributeError{Name: HeaderTime, Reason: fmt.Sprintf("not RFC 3339: %q", ts)}
 		}
@@ -209,6 +209,20 @@ func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 		return Envelope{}, err
 	}
 	return e, nil
+}
+
+// parseTime reads an RFC 3339 timestamp. RFC 3339 (section 5.6) also allows a lower-case "t" and "z", which
+// time.Parse refuses; nothing else in the format is a letter, so upper-casing those two is exact.
+func parseTime(ts string) (time.Time, error) {
+	return time.Parse(time.RFC3339Nano, strings.Map(func(r rune) rune {
+		switch r {
+		case 't':
+			return 'T'
+		case 'z':
+			return 'Z'
+		}
+		return r
+	}, ts))
 }
 
 // isJSON accepts "application/json" with optional parameters such as "; charset=utf-8".

@@ -172,3 +172,17 @@ func TestFromHeadersCopiesData(t *testing.T) {
 		t.Fatalf("data aliases the caller's buffer: %s", e.Data)
 	}
 }
+
+// RFC 3339 (section 5.6) lets a timestamp write its "T" and "Z" in lower case, and CloudEvents' ce_time is an RFC 3339
+// timestamp: such an event is valid, not poison for the dead letters. Go's time.Parse takes upper case only.
+func TestFromHeadersTakesLowerCaseTimeLetters(t *testing.T) {
+	want := time.Date(2026, 1, 2, 3, 4, 5, 600_000_000, time.UTC)
+	for _, ts := range []string{"2026-01-02t03:04:05.6z", "2026-01-02t05:04:05.6+02:00", "2026-01-02T03:04:05.6z"} {
+		e, err := event.FromHeaders(map[string]string{
+			"ce_specversion": "1.0", "ce_id": "id-1", "ce_type": "order.created", "ce_source": "/services/order", "ce_time": ts,
+		}, []byte(`{}`))
+		if err != nil || !e.Time.Equal(want) {
+			t.Errorf("ce_time %q: %v, %v; want %v", ts, e.Time, err, want)
+		}
+	}
+}
