@@ -116,15 +116,28 @@ type Breaker struct {
 	state     atomic.Int32
 	openUntil atomic.Int64 // clock value at which an open breaker may try again
 
+	// gen is bumped on every transition (under mu): a report from a call
+	// admitted under another gen, trial or closed-state, is stale and
+	// ignored. Atomic because the closed path reads it without the lock.
+	gen atomic.Uint64
+
 	mu     sync.Mutex // state changes and half-open bookkeeping
-	gen    uint64     // bumped on every transition; stale trial reports are ignored
 	trips  int        // consecutive trips without closing, for the backoff
 	trials uint32     // half-open calls admitted and not given back
 	passed uint32     // half-open calls that succeeded
 
-	closedDone  func(failed bool)
-	closedAdmit func(Outcome)
-	unreg       func()
+	// closed holds the reports handed to calls admitted in the current (or
+	// latest) closed period. They are made once per period, when the
+	// breaker closes, so admitting a call on a closed breaker allocates
+	// nothing, yet each report knows the period its call was admitted in.
+	closed atomic.Pointer[closedReports]
+	unreg  func()
+}
+
+// closedReports are the done funcs of Allow and Admit for one closed period.
+type closedReports struct {
+	done  func(failed bool)
+	admit func(Outcome)
 }
 
 // New returns a closed breaker for the upstream called name.
@@ -140,10 +153,7 @@ func New(name string, s Settings) *Breaker {
 		b.clock = func() int64 { return int64(time.Since(start)) }
 	}
 	b.win = newWindow(s.Window, s.Buckets)
-	// The closed-state callbacks are allocated once: admitting a call on a
-	// closed breaker allocates nothing.
-	b.closedDone = func(failed bool) { b.closedOutcome(outcomeOf(failed)) }
-	b.closedAdmit = b.closedOutcome
+	b.closed.Store(b.closedPeriod(0))
 	b.unreg = observe(b)
 	return b
 }
@@ -176,11 +186,11 @@ func outcomeOf(failed bool) Outcome {
 // leave it out of the counts.
 func (b *Breaker) Allow() (done func(failed bool), err error) {
 	if State(b.state.Load()) == Closed {
-		return b.closedDone, nil
+		return b.closed.Load().done, nil
 	}
 	trial, err := b.admitSlow()
 	if err != nil || trial == nil {
-		return b.closedDone, err // trial == nil: closed again meanwhile
+		return b.closed.Load().done, err // trial == nil: closed again meanwhile
 	}
 	return func(failed bool) { trial(outcomeOf(failed)) }, nil
 }
@@ -190,11 +200,11 @@ func (b *Breaker) Allow() (done func(failed bool), err error) {
 // upstream, ended a call. On success the caller must call done exactly once.
 func (b *Breaker) Admit() (done func(Outcome), err error) {
 	if State(b.state.Load()) == Closed {
-		return b.closedAdmit, nil
+		return b.closed.Load().admit, nil
 	}
 	trial, err := b.admitSlow()
 	if err != nil || trial == nil {
-		return b.closedAdmit, err
+		return b.closed.Load().admit, err
 	}
 	return trial, nil
 }
@@ -241,7 +251,7 @@ func (b *Breaker) admitSlow() (func(Outcome), error) {
 		return nil, ErrTooManyTrials
 	}
 	b.trials++
-	gen := b.gen
+	gen := b.gen.Load()
 	var once atomic.Bool
 	return func(o Outcome) {
 		if once.Swap(true) {
@@ -254,7 +264,7 @@ func (b *Breaker) admitSlow() (func(Outcome), error) {
 func (b *Breaker) trialOutcome(gen uint64, o Outcome) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if gen != b.gen {
+	if gen != b.gen.Load() {
 		return // admitted in an earlier half-open period
 	}
 	switch o {
@@ -271,10 +281,23 @@ func (b *Breaker) trialOutcome(gen uint64, o Outcome) {
 	}
 }
 
-// closedOutcome records a call admitted while closed. Outcomes arriving after
-// the breaker left the closed state are dropped: they describe the past.
-func (b *Breaker) closedOutcome(o Outcome) {
-	if o == Ignored || State(b.state.Load()) != Closed {
+// closedPeriod makes the reports for calls admitted in the closed period
+// that transition gen begins.
+func (b *Breaker) closedPeriod(gen uint64) *closedReports {
+	return &closedReports{
+		done:  func(failed bool) { b.closedOutcome(gen, outcomeOf(failed)) },
+		admit: func(o Outcome) { b.closedOutcome(gen, o) },
+	}
+}
+
+// closedOutcome records a call admitted in the closed period gen. Outcomes
+// arriving after the breaker left that period are dropped: they describe
+// the past. That holds when it has closed again meanwhile too: a call that
+// hung on the sick upstream until its timeout, admitted before the trip and
+// ending after the trials found the upstream well, must not count in the
+// fresh window, where it re-opened a recovered breaker.
+func (b *Breaker) closedOutcome(gen uint64, o Outcome) {
+	if o == Ignored || b.gen.Load() != gen {
 		return
 	}
 	now := b.clock()
@@ -289,7 +312,7 @@ func (b *Breaker) closedOutcome(o Outcome) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if State(b.state.Load()) == Closed {
+	if b.gen.Load() == gen { // still the closed period the call was admitted in
 		b.trip()
 	}
 }
@@ -315,8 +338,11 @@ func (b *Breaker) openFor(trip int) time.Duration {
 // setState moves to a new state and period. Call with mu held.
 func (b *Breaker) setState(to State) {
 	from := State(b.state.Load())
-	b.gen++
+	gen := b.gen.Add(1)
 	b.trials, b.passed = 0, 0
+	if to == Closed {
+		b.closed.Store(b.closedPeriod(gen)) // before the state: Allow may load it as soon as it reads Closed
+	}
 	b.state.Store(int32(to))
 	transitions(b.name, to)
 	if b.s.OnStateChange != nil {

@@ -126,3 +126,47 @@ func TestLateOutcomesFromAnEarlierStateAreIgnored(t *testing.T) {
 		t.Fatalf("slot of the cancelled trial not given back: %v", err)
 	}
 }
+
+// TestOutcomesFromAnEarlierClosedPeriodAreIgnored: calls admitted before a
+// trip that end only after the breaker closed again (they hung on the sick
+// upstream until their timeout) describe the upstream as it was, not as the
+// trials just found it. Counted in the fresh window, they re-opened a
+// breaker whose upstream had recovered and shed its healthy traffic.
+func TestOutcomesFromAnEarlierClosedPeriodAreIgnored(t *testing.T) {
+	b, clk := newTest(t, Settings{MinRequests: 4, OpenBase: time.Second, HalfOpenTrials: 3})
+	var hung []func(Outcome)
+	for range 10 {
+		done, err := b.Admit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		hung = append(hung, done)
+	}
+	for range 4 {
+		call(t, b, true)
+	}
+	if b.State() != Open {
+		t.Fatalf("state %v after 4 failures, want open", b.State())
+	}
+	clk.advance(time.Second)
+	for range 3 {
+		call(t, b, false) // the trials find the upstream well again
+	}
+	if b.State() != Closed {
+		t.Fatalf("state %v after 3 good trials, want closed", b.State())
+	}
+	call(t, b, false)
+	for _, done := range hung {
+		done(Failure) // their timeouts, at last
+	}
+	if b.State() != Closed {
+		t.Fatalf("outcomes of calls admitted before the trip moved the recovered breaker to %v", b.State())
+	}
+	// The new period still counts its own calls: 3 failures of 4.
+	for range 3 {
+		call(t, b, true)
+	}
+	if b.State() != Open {
+		t.Fatalf("state %v after 3 failures of its own in 4 calls, want open", b.State())
+	}
+}
