@@ -80,8 +80,8 @@ func integer(s string) bool {
 // time from the header, capped by routeMax (the most this route may take), or routeMax
 // alone when the header is absent; routeMax ≤ 0 means no cap. A request that
 // arrives already expired is answered 504 problem+json without running the
-// handler; a malformed header is a 400 naming it. If the handler has written
-// nothing when its deadline passes, the response is a 504 too.
+// handler; a malformed header is a 400 naming it. If the handler has given
+// no answer when its deadline passes, the response is a 504 too.
 func Middleware(routeMax time.Duration) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		timeout, caller := routeMax, false
@@ -114,10 +114,20 @@ func Middleware(routeMax time.Duration) gin.HandlerFunc {
 		}
 		c.Request = c.Request.WithContext(ctx)
 		c.Next()
-		if !c.Writer.Written() && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if unanswered(c) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
 		}
 	}
+}
+
+// unanswered reports whether c's handlers gave no answer: nothing written
+// and gin's default status still in place. A status set alone (a 204, a 202)
+// is an answer, which gin sends as the chain ends: a handler that finished
+// its work after the deadline (a logout revokes the session on a context
+// detached from the request's) must not have its success turned into a 504.
+// The trade-off: a bare c.Status(200) cannot be told from no answer.
+func unanswered(c *gin.Context) bool {
+	return !c.Writer.Written() && c.Writer.Status() == http.StatusOK
 }
 
 type callerKey struct{}

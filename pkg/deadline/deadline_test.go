@@ -180,6 +180,29 @@ func TestMiddleware504WhenHandlerRunsOutOfTime(t *testing.T) {
 	}
 }
 
+// TestMiddlewareKeepsAnAnswerGivenAfterTheDeadline: a handler that carries
+// its work out past the caller's deadline (user's logout revokes the session
+// on a context detached from the request's) and then answers with a status
+// alone, as a 204 is, has answered: gin sends that status as the chain
+// ends. The Middleware took "nothing written yet" for "no answer" and sent a
+// 504, so a client was told its logout timed out while its session was
+// already ended.
+func TestMiddlewareKeepsAnAnswerGivenAfterTheDeadline(t *testing.T) {
+	r := gin.New()
+	r.Use(Middleware(0))
+	r.POST("/logout", func(c *gin.Context) {
+		<-c.Request.Context().Done() // the work outlives the caller's deadline
+		c.Status(http.StatusNoContent)
+	})
+	w := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/logout", nil)
+	req.Header.Set(Header, "20")
+	r.ServeHTTP(w, req)
+	if w.Code != http.StatusNoContent || w.Body.Len() != 0 {
+		t.Fatalf("status %d body %q, want the handler's 204", w.Code, w.Body.String())
+	}
+}
+
 func TestInject(t *testing.T) {
 	h := http.Header{}
 	h.Set(Header, "123")
