@@ -79,7 +79,8 @@ func (p Policy) Backoff(n int) time.Duration {
 // Do calls fn until it succeeds, returns an error Retryable refuses, runs out
 // of attempts, or ctx ends. Every Do deposits one request into b and every
 // retry withdraws one; a nil b means no budget. The error returned is fn's
-// last, joined with ErrBudgetExhausted when the budget stopped the retries.
+// last, joined with ErrBudgetExhausted when the budget stopped the retries,
+// or with ctx's error when ctx ended before the next attempt (see ended).
 //
 // Do knows nothing of the request: call it only for idempotent work
 // (see Idempotent).
@@ -93,8 +94,11 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 		if err = fn(ctx); err == nil {
 			return nil
 		}
-		if attempt >= p.Attempts || !p.Retryable(err) || ctx.Err() != nil {
+		if attempt >= p.Attempts || !p.Retryable(err) {
 			return err
+		}
+		if ctx.Err() != nil {
+			return ended(ctx, err)
 		}
 		wait := p.Backoff(attempt)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
@@ -104,9 +108,22 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 			return fmt.Errorf("%w: %w", ErrBudgetExhausted, err)
 		}
 		if serr := p.sleep(ctx, wait); serr != nil {
-			return err
+			return ended(ctx, err)
 		}
 	}
+}
+
+// ended is err, the last attempt's, for a Do that ctx ended before the next
+// attempt: it wraps ctx's error too, unless err does already. Alone, a
+// refused connection or an upstream's 503 made a client that went away
+// during the backoff look like a server failure to the caller (which
+// deadline.Abort answers 499 once it sees the cancellation).
+func ended(ctx context.Context, err error) error {
+	cerr := ctx.Err()
+	if cerr == nil || errors.Is(err, cerr) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", cerr, err)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -216,3 +216,45 @@ func BenchmarkBudgetRequest(b *testing.B) {
 		}
 	})
 }
+
+// TestRetryEndedByItsContextSaysSo: a Do that ctx ends before its next
+// attempt (the client went away during the backoff, or between an attempt
+// and the next) returned only the last attempt's error, a refused
+// connection or an upstream 503, so its caller answered a server error
+// (deadline.Abort does not recognise it) for a request whose client had
+// left. The error must carry ctx's as well as the last attempt's.
+func TestRetryEndedByItsContextSaysSo(t *testing.T) {
+	t.Run("during the backoff", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		calls := 0
+		// The backoff is up to an hour: the cancellation ends it.
+		p := Policy{Attempts: 3, Base: time.Hour, Max: time.Hour}
+		err := Do(ctx, p, nil, func(context.Context) error {
+			if calls++; calls == 1 {
+				go cancel()
+			}
+			return errUpstream
+		})
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, errUpstream) {
+			t.Fatalf("err %v, want both the cancellation and the upstream's error", err)
+		}
+	})
+	t.Run("before the next attempt", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		err := Do(ctx, noSleep(Policy{Attempts: 3}), nil, func(context.Context) error {
+			cancel()
+			return errUpstream
+		})
+		if !errors.Is(err, context.Canceled) || !errors.Is(err, errUpstream) {
+			t.Fatalf("err %v, want both the cancellation and the upstream's error", err)
+		}
+	})
+	t.Run("attempts spent", func(t *testing.T) {
+		err := Do(context.Background(), noSleep(Policy{Attempts: 2}), nil, func(context.Context) error { return errUpstream })
+		if err != errUpstream {
+			t.Fatalf("err %v, want the upstream's error as it was", err)
+		}
+	})
+}
