@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode"
@@ -154,5 +155,100 @@ func TestAgentGetsThePreflightsCapabilitiesAndNoMore(t *testing.T) {
 			add = append(add, string(c))
 		}
 		check(t, "Kubernetes", sc.Privileged != nil && *sc.Privileged, drop, add)
+	})
+}
+
+// agentSysPaths are the /sys paths the agent's code opens: the string literals under /sys/ in the non-test sources of
+// its packages (bpf/cmd/agent and bpf/internal). A host mount no such path lies in gives the agent, root with
+// CAP_SYS_ADMIN, a host file system it has no use for.
+func agentSysPaths(t *testing.T) []string {
+	t.Helper()
+	var paths []string
+	for _, dir := range []string{"bpf/cmd/agent", "bpf/internal"} {
+		err := filepath.WalkDir(filepath.Join(repoRoot, dir), func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+				return err
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), p, nil, 0)
+			if err != nil {
+				return err
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					if s, err := strconv.Unquote(lit.Value); err == nil && strings.HasPrefix(s, "/sys/") {
+						paths = append(paths, path.Clean(s))
+					}
+				}
+				return true
+			})
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(paths) == 0 {
+		t.Fatal("the agent's sources name no /sys path: the preflight moved, follow it here")
+	}
+	return paths
+}
+
+// agentMount is one host directory given to the agent's container.
+type agentMount struct {
+	host, target string
+	readOnly     bool
+}
+
+// checkAgentMounts holds the agent's host mounts to what its code reads, read-only: kernel BTF and the tracepoint
+// ids in tracefs. Nothing of the agent writes there: it pins no map or program (no bpffs), attaches uprobes through
+// the uprobe PMU (perf_event_open, Linux 4.17; its probes need 5.8) rather than tracefs's uprobe_events, and reads
+// tracepoint ids; the mount it may make itself is for a node without tracefs, not over one it was given. Compose
+// gave it the host's bpffs, tracefs and debugfs read-write, and Kubernetes bpffs and tracefs: a root process with
+// CAP_SYS_ADMIN could unpin another agent's or the CNI's BPF maps, or add kprobes and turn on tracing host-wide.
+func checkAgentMounts(t *testing.T, where string, mounts []agentMount, used []string) {
+	t.Helper()
+	for _, m := range mounts {
+		needed := false
+		for _, p := range used {
+			needed = needed || p == m.target || strings.HasPrefix(p, m.target+"/")
+		}
+		if !needed {
+			t.Errorf("%s: the agent mounts the host's %s at %s, which its code never opens (it opens %v)", where, m.host, m.target, used)
+			continue
+		}
+		if !m.readOnly {
+			t.Errorf("%s: the agent mounts the host's %s at %s writable; it only reads there", where, m.host, m.target)
+		}
+	}
+}
+
+func TestAgentMountsOnlyWhatItReadsReadOnly(t *testing.T) {
+	used := agentSysPaths(t)
+	var mounts []agentMount
+	for _, v := range loadCompose(t).Services[privileged].Volumes {
+		if v.Type == "bind" {
+			mounts = append(mounts, agentMount{host: v.Source, target: path.Clean(v.Target), readOnly: v.ReadOnly})
+		}
+	}
+	checkAgentMounts(t, "compose", mounts, used)
+	eachPlatformPod(t, func(t *testing.T, b Binary, w workload, _ map[string]map[string]string) {
+		if b.Name != privileged {
+			return
+		}
+		hostPaths := map[string]string{}
+		for _, v := range w.spec.Volumes {
+			if v.HostPath != nil {
+				hostPaths[v.Name] = v.HostPath.Path
+			}
+		}
+		var mounts []agentMount
+		for _, c := range append(w.spec.InitContainers, w.spec.Containers...) {
+			for _, vm := range c.VolumeMounts {
+				if host, ok := hostPaths[vm.Name]; ok {
+					mounts = append(mounts, agentMount{host: host, target: path.Clean(vm.MountPath), readOnly: vm.ReadOnly})
+				}
+			}
+		}
+		checkAgentMounts(t, "Kubernetes", mounts, used)
 	})
 }
