@@ -83,15 +83,42 @@ func (b *Budget) RequestAt(now time.Time) {
 // Withdraw takes one retry from the budget, reporting false (and taking
 // nothing) when the window's retries are already at the cap.
 func (b *Budget) Withdraw() bool {
+	_, ok := b.withdraw()
+	return ok
+}
+
+// withdraw is Withdraw, also telling the step the retry was charged to, for
+// refund.
+func (b *Budget) withdraw() (epoch int64, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	epoch := b.now().UnixNano() / b.step
+	epoch = b.now().UnixNano() / b.step
 	requests, retries := b.totals(epoch)
 	if float64(retries+1) > b.ratio*float64(requests)+b.floor {
-		return false
+		return epoch, false
 	}
 	b.add(epoch, 0, 1)
-	return true
+	return epoch, true
+}
+
+// refund gives back a retry withdrawn at epoch that was never sent (its
+// caller went away during the backoff): the budget caps the retries an
+// upstream gets, and one charged but not sent was refused to another
+// caller. A retry whose bucket has moved on since is out of the window
+// already: there is nothing to give back.
+func (b *Budget) refund(epoch int64) {
+	cur := uint64(epoch) & stepMask
+	slot := &b.bucket[epoch%budgetBuckets]
+	for {
+		old := slot.Load()
+		step, req, ret := unpackSlot(old)
+		if step != cur || ret == 0 {
+			return
+		}
+		if slot.CompareAndSwap(old, packSlot(step, req, ret-1)) {
+			return
+		}
+	}
 }
 
 // add counts requests and retries in epoch's bucket, clearing it first if

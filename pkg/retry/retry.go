@@ -78,7 +78,8 @@ func (p Policy) Backoff(n int) time.Duration {
 
 // Do calls fn until it succeeds, returns an error Retryable refuses, runs out
 // of attempts, or ctx ends. Every Do deposits one request into b and every
-// retry withdraws one; a nil b means no budget. The error returned is fn's
+// retry withdraws one (given back if ctx ends its backoff, as it is not
+// sent); a nil b means no budget. The error returned is fn's
 // last, joined with ErrBudgetExhausted when the budget stopped the retries,
 // or with ctx's error when ctx ended before the next attempt (see ended).
 //
@@ -104,10 +105,20 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
 			return err // the retry could not finish in time; don't start it
 		}
-		if b != nil && !b.Withdraw() {
-			return fmt.Errorf("%w: %w", ErrBudgetExhausted, err)
+		// Withdrawn before the backoff, not after: a retry the budget
+		// refuses should fail fast, not after waiting for nothing.
+		var charged int64
+		if b != nil {
+			epoch, ok := b.withdraw()
+			if !ok {
+				return fmt.Errorf("%w: %w", ErrBudgetExhausted, err)
+			}
+			charged = epoch
 		}
 		if serr := p.sleep(ctx, wait); serr != nil {
+			if b != nil {
+				b.refund(charged) // the retry is not sent
+			}
 			return ended(ctx, err)
 		}
 	}

@@ -258,3 +258,38 @@ func TestRetryEndedByItsContextSaysSo(t *testing.T) {
 		}
 	})
 }
+
+// TestRetryAbandonedInItsBackoffIsNotCharged: the budget caps the retries
+// sent to an upstream. Do withdrew one before its backoff and kept it when
+// ctx ended the backoff, so every client that gave up while waiting spent
+// a retry nobody sent, and the retries of the clients still waiting were
+// refused in its place.
+func TestRetryAbandonedInItsBackoffIsNotCharged(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	b := NewBudget(0, 1, time.Second) // one retry in the window
+	b.now = clk.now
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gone := Policy{Attempts: 2, Base: time.Hour, Max: time.Hour}
+	gone.sleep = func(ctx context.Context, d time.Duration) error {
+		cancel() // the client leaves during the (up to an hour's) backoff
+		return sleep(ctx, d)
+	}
+	calls := 0
+	err := Do(ctx, gone, b, func(context.Context) error { calls++; return errUpstream })
+	if calls != 1 || !errors.Is(err, context.Canceled) {
+		t.Fatalf("%d calls, err %v: want one attempt ended by the cancellation", calls, err)
+	}
+
+	calls = 0
+	err = Do(context.Background(), noSleep(Policy{Attempts: 2}), b, func(context.Context) error {
+		if calls++; calls == 1 {
+			return errUpstream
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("%d calls, err %v: the retry nobody sent was charged to the budget", calls, err)
+	}
+}
