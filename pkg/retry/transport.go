@@ -1,6 +1,7 @@
 package retry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -46,7 +47,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	attempt := 0
 	err := Do(req.Context(), t.p, t.b, func(ctx context.Context) error {
-		if resp != nil { // a retried 5xx: free its connection
+		if resp != nil { // a retried 5xx: free its connection, if release left it busy
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			_ = resp.Body.Close()
 			resp = nil
@@ -69,6 +70,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		resp = res
 		if breaker.IsFailure(nil, res.StatusCode) {
+			release(res)
 			return statusError(res.StatusCode)
 		}
 		return nil
@@ -77,4 +79,32 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return resp, nil
 	}
 	return nil, err
+}
+
+// errorBodyMax bounds the error answer release holds in memory.
+const errorBodyMax = 64 << 10
+
+// release reads a failed attempt's answer into memory and closes its body,
+// so that its connection goes back to the pool for the backoff: left
+// unread, it stayed busy until the next attempt, and while an upstream was
+// in trouble every retrying request held a connection doing nothing, which
+// made other requests to the host dial more (or queue behind
+// MaxConnsPerHost). The answer keeps its bytes, for a caller that gets it
+// as the last one. One larger than errorBodyMax (error answers are small),
+// or whose reading failed, keeps what was read followed by the rest of its
+// body, as it would have been.
+func release(res *http.Response) {
+	buf, err := io.ReadAll(io.LimitReader(res.Body, errorBodyMax+1))
+	if err != nil || len(buf) > errorBodyMax {
+		res.Body = heldBody{io.MultiReader(bytes.NewReader(buf), res.Body), res.Body}
+		return
+	}
+	_ = res.Body.Close()
+	res.Body = io.NopCloser(bytes.NewReader(buf))
+}
+
+// heldBody is a body partly read ahead: the bytes read, then the rest.
+type heldBody struct {
+	io.Reader
+	io.Closer
 }

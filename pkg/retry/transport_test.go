@@ -1,12 +1,15 @@
 package retry
 
 import (
+	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestTransportRetriesIdempotentOnly(t *testing.T) {
@@ -77,5 +80,72 @@ func TestTransportReturnsLastResponseWhenAttemptsRunOut(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusBadGateway || hits.Load() != 2 {
 		t.Fatalf("status %d after %d hits, want 502 after 2", resp.StatusCode, hits.Load())
+	}
+}
+
+// TestTransportFreesTheConnectionOfARetried5xxForTheBackoff: a 5xx to be
+// retried kept its connection busy, its body unread, through the whole
+// backoff (up to Policy.Max), so during an upstream's trouble every retrying
+// request held a connection doing nothing, and other requests to the host
+// dialled new ones (or queued behind MaxConnsPerHost). An error answer is
+// read at once and its connection goes back to the pool; the caller still
+// gets the body of the last one.
+func TestTransportFreesTheConnectionOfARetried5xxForTheBackoff(t *testing.T) {
+	var hits, conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/flaky" && hits.Add(1) == 1 {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"status":503,"detail":"warming up"}`)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	base := &http.Transport{}
+	defer base.CloseIdleConnections()
+
+	p := Policy{Attempts: 2}
+	p.sleep = func(ctx context.Context, _ time.Duration) error {
+		// Another request to the same host during the backoff.
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL+"/other", nil)
+		resp, err := base.RoundTrip(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	client := &http.Client{Transport: Transport(base, p, nil)}
+	resp, err := client.Get(srv.URL + "/flaky")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || hits.Load() != 2 {
+		t.Fatalf("status %d after %d attempts, want 200 after 2", resp.StatusCode, hits.Load())
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections, want 1: the retried 503 held its connection through the backoff", n)
+	}
+
+	// Out of attempts, the caller relays the last error answer, body and all.
+	hits.Store(0)
+	client = &http.Client{Transport: Transport(base, noSleep(Policy{Attempts: 1}), nil)}
+	resp, err = client.Get(srv.URL + "/flaky")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable || string(body) != `{"status":503,"detail":"warming up"}` {
+		t.Fatalf("status %d body %q (%v), want the upstream's 503 problem", resp.StatusCode, body, err)
 	}
 }
