@@ -182,16 +182,19 @@ func GaveUp(ctx context.Context, slack time.Duration) bool {
 //     which is this server's own doing) a 503 problem.
 //
 // An I/O timeout (os.ErrDeadlineExceeded) counts as a context error once the
-// request's context has ended: client libraries bound a call by setting the
-// connection's deadline when the context ends and report the I/O's error, not
-// the context's (pgx's "write failed: ... i/o timeout"), which was a 500.
+// request's context has ended, or its deadline has (all but) passed: client
+// libraries bound a call by setting the connection's deadline when the
+// context ends, or to the context's deadline itself (go-redis), and report
+// the I/O's error, not the context's (pgx's "write failed: ... i/o
+// timeout"), which was a 500. In the second case the I/O times out at the
+// deadline, usually before the context's own timer has ended it.
 func Abort(c *gin.Context, err error) bool {
 	ctx := c.Request.Context()
+	dl, ok := ctx.Deadline()
 	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) &&
-		!(errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil) {
+		!(errors.Is(err, os.ErrDeadlineExceeded) && (ctx.Err() != nil || ok && expired(dl))) {
 		return false
 	}
-	dl, ok := ctx.Deadline()
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
 		c.Status(StatusClientClosedRequest)

@@ -387,3 +387,59 @@ func TestAbortAnswersTransportsExpiredCallWith504(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestAbortAnswersAConnectionTimeoutAtTheDeadlineWith504: a client library
+// that sets its connection's deadline to the context's (go-redis does)
+// reports an I/O timeout at that instant, often before the context's own
+// timer has fired: ctx.Err() is still nil. Abort then did not take the
+// error for the deadline's, and the request was answered as an unknown
+// failure (a 500) instead of 504.
+func TestAbortAnswersAConnectionTimeoutAtTheDeadlineWith504(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn // never answered: each read waits for its deadline
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range held {
+					_ = c.Close()
+				}
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	e := gin.New()
+	e.Use(Middleware(0))
+	e.GET("/", func(c *gin.Context) {
+		ctx := c.Request.Context()
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close()
+		dl, _ := ctx.Deadline()
+		_ = conn.SetDeadline(dl)
+		_, err = conn.Read(make([]byte, 1))
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("read: %v, want the connection's deadline", err)
+		}
+		if !Abort(c, fmt.Errorf("get profile: %w", err)) {
+			c.Status(http.StatusInternalServerError)
+		}
+	})
+	for i := range 20 { // the context's timer loses the race most of the time, not always
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set(Header, "2")
+		w := httptest.NewRecorder()
+		e.ServeHTTP(w, req)
+		if w.Code != http.StatusGatewayTimeout {
+			t.Fatalf("request %d: status %d, want 504", i, w.Code)
+		}
+	}
+}
