@@ -187,3 +187,49 @@ func TestKafkaStartKeepsTheIdItsStorageWasFormattedWith(t *testing.T) {
 		}
 	}
 }
+
+// kafkaStartWrites are the directories the apache/kafka image writes on its way to a running broker, besides
+// KAFKA_LOG_DIRS: its configure script renders server.properties into /opt/kafka/config, and kafka-server-start.sh
+// runs the JVM with -loggc, for which kafka-run-class.sh creates $LOG_DIR (/opt/kafka/logs unless LOG_DIR is set) and
+// points -Xlog:gc* at a file there. The JVM refuses to start when it cannot open that file ("Error opening log file
+// ... Could not create the Java Virtual Machine", checked with OpenJDK 17), and the image has no /opt/kafka/logs.
+func kafkaStartWrites(env map[string]string) []string {
+	logDir := env["LOG_DIR"]
+	if logDir == "" {
+		logDir = "/opt/kafka/logs"
+	}
+	return []string{"/opt/kafka/config", logDir, env["KAFKA_LOG_DIRS"]}
+}
+
+// TestKafkaStartsOnAReadOnlyRootFilesystem: in Kubernetes Kafka runs with a read-only root filesystem, so every
+// directory its start writes must be a writable volume. /opt/kafka/logs was not: the broker's JVM could not open
+// its GC log there and exited before listening, and the pod restarted until its backoff gave up on it.
+func TestKafkaStartsOnAReadOnlyRootFilesystem(t *testing.T) {
+	for _, o := range build(t, "k8s/overlays/kind") {
+		d, ok := o.Value.(*appsv1.Deployment)
+		if !ok || o.Name != "kafka" {
+			continue
+		}
+		c := d.Spec.Template.Spec.Containers[0]
+		if c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+			return // a writable root holds them all (TestKustomizeBuildsAndPassesPolicy wants it read-only)
+		}
+		env := map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		for _, dir := range kafkaStartWrites(env) {
+			writable := false
+			for _, m := range c.VolumeMounts {
+				if !m.ReadOnly && (dir == m.MountPath || strings.HasPrefix(dir, strings.TrimSuffix(m.MountPath, "/")+"/")) {
+					writable = true
+				}
+			}
+			if dir == "" || !writable {
+				t.Errorf("kafka: %q is written while the broker starts, and no writable volume holds it (the root filesystem is read-only)", dir)
+			}
+		}
+		return
+	}
+	t.Fatal("kind overlay: no kafka Deployment")
+}
