@@ -268,11 +268,17 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// redact hides the password of a URL for error messages.
+// redact hides the password of a URL for error messages. A URL url.Parse
+// reads without user info but with an '@' (one missing its "//", where the
+// user info becomes part of an opaque path) is not shown at all: what looks
+// like a password there cannot be told apart from the rest.
 func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "<unparseable url>"
+	}
+	if u.User == nil && strings.Contains(raw, "@") {
+		return "<url with an '@' not shown>"
 	}
 	return u.Redacted()
 }

@@ -211,3 +211,19 @@ func TestSingleWritesAreNotWrappedInATransaction(t *testing.T) {
 		})
 	}
 }
+
+// A URL missing its "//" (a typo) parses as a path, user info and all, so the
+// error repeated the password; only a URL whose user info url.Parse found was
+// redacted.
+func TestMalformedURLErrorHidesThePassword(t *testing.T) {
+	for _, u := range []string{"postgres:/user:secret@127.0.0.1/db", "postgres//user:secret@127.0.0.1/db", "user:secret@127.0.0.1/db"} {
+		db, err := database.Open(u)
+		if err == nil {
+			closeDB(db)
+			t.Fatalf("%q accepted", u)
+		}
+		if strings.Contains(err.Error(), "secret") {
+			t.Errorf("%q: error leaks the password: %v", u, err)
+		}
+	}
+}
