@@ -28,3 +28,7 @@ func Inject(ctx context.Context, c propagation.TextMapCarrier) {
 func Extract(ctx context.Context, c propagation.TextMapCarrier) context.Context {
 	return otel.GetTextMapPropagator().Extract(ctx, c)
 }
+
+// Each broker carrier also hands propagation.Baggage every baggage header,
+// as HTTP's does.
+var _ = []propagation.ValuesGetter{KafkaHeaders{}, NATSHeaders{}, PulsarProperties{}}

@@ -129,3 +129,33 @@ func TestMissingContextExtractsNothing(t *testing.T) {
 		t.Errorf("extracted %v from empty headers", sc)
 	}
 }
+
+// W3C baggage allows several baggage headers, to be read as one list. The
+// HTTP carrier (OpenTelemetry's HeaderCarrier) reads them all; a message
+// carrying two lost every member of the second after a broker hop.
+func TestBaggageFromSeveralHeaders(t *testing.T) {
+	kh := []kafka.Header{
+		{Key: "baggage", Value: []byte("tenant=acme")},
+		{Key: "ce_type", Value: []byte("order.created")},
+		{Key: "Baggage", Value: []byte("region=eu,tier=gold")},
+	}
+	nh := nats.Header{}
+	nh.Add("baggage", "tenant=acme")
+	nh.Add("baggage", "region=eu,tier=gold")
+	nhCase := nats.Header{"baggage": {"tenant=acme"}, "BAGGAGE": {"region=eu,tier=gold"}}
+	ph := map[string]string{"baggage": "tenant=acme", "Baggage": "region=eu,tier=gold"}
+	hh := http.Header{}
+	hh.Add("baggage", "tenant=acme")
+	hh.Add("baggage", "region=eu,tier=gold")
+	for name, c := range map[string]propagation.TextMapCarrier{
+		"http": HTTP(hh), "kafka": Kafka(&kh), "nats": NATS(nh), "nats, two spellings": NATS(nhCase),
+		"pulsar, two spellings": Pulsar(ph),
+	} {
+		b := baggage.FromContext(Extract(context.Background(), c))
+		for k, v := range map[string]string{"tenant": "acme", "region": "eu", "tier": "gold"} {
+			if got := b.Member(k).Value(); got != v {
+				t.Errorf("%s: baggage %s=%q, want %q (extracted %q)", name, k, got, v, b.String())
+			}
+		}
+	}
+}

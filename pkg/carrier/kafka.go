@@ -29,6 +29,19 @@ func (k KafkaHeaders) Get(key string) string {
 	return ""
 }
 
+// Values returns the value of every header whose key matches, ignoring case,
+// in message order: propagation.Baggage reads them all (propagation's
+// ValuesGetter), as W3C baggage lets a list be split over several headers.
+func (k KafkaHeaders) Values(key string) []string {
+	var vs []string
+	for _, h := range *k.h {
+		if strings.EqualFold(h.Key, key) {
+			vs = append(vs, string(h.Value))
+		}
+	}
+	return vs
+}
+
 // Set replaces every header with this key (any case) by one lowercase
 // header; Kafka allows repeated keys, and two traceparents would be ambiguous.
 func (k KafkaHeaders) Set(key, value string) {

@@ -1,6 +1,8 @@
 package carrier
 
 import (
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/nats-io/nats.go"
@@ -25,6 +27,19 @@ func (n NATSHeaders) Get(key string) string {
 		}
 	}
 	return ""
+}
+
+// Values returns every value under key, then those under its other
+// spellings (in key order, so the result does not depend on map order): see
+// KafkaHeaders.Values.
+func (n NATSHeaders) Values(key string) []string {
+	vs := slices.Clone(n[key])
+	for _, k := range slices.Sorted(maps.Keys(n)) {
+		if k != key && strings.EqualFold(k, key) {
+			vs = append(vs, n[k]...)
+		}
+	}
+	return vs
 }
 
 // Set replaces key (in any case) with a single lowercase entry.

@@ -1,6 +1,10 @@
 package carrier
 
-import "strings"
+import (
+	"maps"
+	"slices"
+	"strings"
+)
 
 // PulsarProperties carries trace context in Pulsar message properties
 // (ProducerMessage.Properties, Message.Properties()). It takes the plain map
@@ -21,6 +25,21 @@ func (p PulsarProperties) Get(key string) string {
 		}
 	}
 	return ""
+}
+
+// Values returns the value under key, then those under its other spellings
+// (in key order): see KafkaHeaders.Values.
+func (p PulsarProperties) Values(key string) []string {
+	var vs []string
+	if v, ok := p[key]; ok {
+		vs = append(vs, v)
+	}
+	for _, k := range slices.Sorted(maps.Keys(p)) {
+		if k != key && strings.EqualFold(k, key) {
+			vs = append(vs, p[k])
+		}
+	}
+	return vs
 }
 
 // Set replaces key (in any case) with a single lowercase entry.
