@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -35,6 +36,10 @@ type HTTP struct {
 	JWKS     []byte
 	Verifier *auth.Verifier
 	Logger   *slog.Logger
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// the login and sign-up limits count (clientIP); none, every client is
+	// its peer.
+	TrustedProxies []netip.Prefix
 }
 
 // Mount registers the routes on r.
@@ -76,7 +81,7 @@ func (h HTTP) register(c *gin.Context) {
 	if !server.DecodeJSON(c, &req) {
 		return
 	}
-	p, err := h.App.Register.Handle(c.Request.Context(), app.Register{Email: req.Email, Password: req.Password, Name: req.Name, IP: c.ClientIP()})
+	p, err := h.App.Register.Handle(c.Request.Context(), app.Register{Email: req.Email, Password: req.Password, Name: req.Name, IP: clientIP(c, h.TrustedProxies)})
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -120,7 +125,7 @@ func (h HTTP) login(c *gin.Context) {
 	if !server.DecodeJSON(c, &req) {
 		return
 	}
-	t, err := h.App.Login.Handle(c.Request.Context(), app.Login{Email: req.Email, Password: req.Password, IP: c.ClientIP()})
+	t, err := h.App.Login.Handle(c.Request.Context(), app.Login{Email: req.Email, Password: req.Password, IP: clientIP(c, h.TrustedProxies)})
 	if err != nil {
 		h.fail(c, err)
 		return

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -201,9 +203,31 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	if err = router.SetTrustedProxies(cfg.TrustedProxies); err != nil {
 		return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
 	}
-	ports.HTTP{App: s.App, JWKS: s.Signer.JWKS(), Verifier: verifier, Logger: o.Logger}.Mount(router)
+	trusted, err := trustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return nil, err
+	}
+	ports.HTTP{App: s.App, JWKS: s.Signer.JWKS(), Verifier: verifier, Logger: o.Logger, TrustedProxies: trusted}.Mount(router)
 	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.cleanup.Close() })
 	return s, nil
+}
+
+// trustedProxies parses TRUSTED_PROXIES (config.Validate has checked it) for
+// the ports, which read the client's address from the forwarded chain
+// themselves rather than with gin's ClientIP (ports.clientIP says why).
+func trustedProxies(cidrs []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, c := range cidrs {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("TRUSTED_PROXIES: %w", err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // discovery picks etcd when endpoints are configured, else the static list.

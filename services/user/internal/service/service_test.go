@@ -60,8 +60,6 @@ func newHarness(t *testing.T, env map[string]string) *harness {
 		t.Fatal(err)
 	}
 	vars := map[string]string{
-		"DATABASE_URL":     testenv.Postgres(t),
-		"REDIS_URL":        testenv.Redis(t),
 		"ETCD_ENDPOINTS":   "",
 		"AUTH_SIGNING_KEY": b64,
 		"ADMIN_ADDR":       "",
@@ -72,6 +70,14 @@ func newHarness(t *testing.T, env map[string]string) *harness {
 	}
 	for k, v := range env {
 		vars[k] = v
+	}
+	// The shared servers only where env names none (serverFree): testenv
+	// fails a test whose server is not there.
+	if _, ok := vars["DATABASE_URL"]; !ok {
+		vars["DATABASE_URL"] = testenv.Postgres(t)
+	}
+	if _, ok := vars["REDIS_URL"]; !ok {
+		vars["REDIS_URL"] = testenv.Redis(t)
 	}
 	for k, v := range vars {
 		t.Setenv(k, v)
