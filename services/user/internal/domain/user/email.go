@@ -53,10 +53,16 @@ func NormalizeEmail(email string) (string, *FieldError) {
 // price is that an internationalised domain name needing a joiner (IDNA2008
 // allows ZWJ and ZWNJ in some scripts) cannot sign up.
 //
+// U+FFFD is refused too, as "must be valid UTF-8": it stands for bytes the
+// request's decoding lost (decodingLoss).
+//
 // Only sign-up applies it. An account an older release stored with such an
 // address keeps it, and logs in under it: NormalizeEmail, which a login and
 // the email migrations use, accepts it still.
 func CheckNewEmail(email string) *FieldError {
+	if decodingLoss(email) {
+		return &FieldError{Field: "email", Detail: "must be valid UTF-8"}
+	}
 	if strings.ContainsFunc(email, invisible) {
 		return &FieldError{Field: "email", Detail: "must not contain invisible or control characters"}
 	}

@@ -65,7 +65,7 @@ func CheckPassword(pw, email string) *FieldError {
 		return fe
 	}
 	switch {
-	case !utf8.ValidString(pw):
+	case decodingLoss(pw): // invalid UTF-8 as well as the U+FFFD decoding made of it
 		return &FieldError{Field: "password", Detail: "must be valid UTF-8"}
 	case utf8.RuneCountInString(pw) < MinPasswordLen:
 		return &FieldError{Field: "password", Detail: "must be at least 10 characters"}

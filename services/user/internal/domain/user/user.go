@@ -48,6 +48,9 @@ func NormalizeName(name string) (string, *FieldError) {
 	case n > MaxNameLen:
 		return "", &FieldError{Field: "name", Detail: "must be at most 100 characters"}
 	}
+	if decodingLoss(name) {
+		return "", &FieldError{Field: "name", Detail: "must be valid UTF-8"}
+	}
 	visible := false
 	for _, r := range name {
 		// C0 and C1 controls (NUL, newline, NEL, ...), line and paragraph
@@ -67,6 +70,18 @@ func NormalizeName(name string) (string, *FieldError) {
 	}
 	return name, nil
 }
+
+// decodingLoss reports whether s holds U+FFFD or bytes that are not UTF-8.
+// encoding/json decodes bytes that are not UTF-8, and a lone UTF-16
+// surrogate escape, to U+FFFD without an error, so a request's text may
+// carry it where the client sent something else: stored, the value is not
+// what was sent, and a password of that shape matches every other byte
+// sequence decoded the same way. The service cannot tell a U+FFFD someone
+// typed from one of those, so sign-up and profile changes refuse both; the
+// price, nobody putting "�" in a name, address or password on purpose,
+// is one nobody pays. Logins do not check it: an account stored with one
+// before still logs in.
+func decodingLoss(s string) bool { return strings.ContainsRune(s, utf8.RuneError) }
 
 // Rename changes the display name.
 func (u *User) Rename(name string, now time.Time) error {

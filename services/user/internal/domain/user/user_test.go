@@ -40,7 +40,9 @@ func TestCheckPassword(t *testing.T) {
 			t.Errorf("CheckPassword(%q) = %v", pw, fe)
 		}
 	}
-	for _, pw := range []string{"", "short", "123456789", strings.Repeat("a", 129), strings.Repeat("ab", 1<<19), strings.Repeat("é", 129), "aaaaaaaaaaaa", "Password123", "xxalice2024xx", "\xff\xfe invalid utf8"} {
+	for _, pw := range []string{"", "short", "123456789", strings.Repeat("a", 129), strings.Repeat("ab", 1<<19), strings.Repeat("é", 129), "aaaaaaaaaaaa", "Password123", "xxalice2024xx", "\xff\xfe invalid utf8",
+		// What encoding/json makes of bytes that are not UTF-8.
+		"correct horse \ufffd battery"} {
 		if fe := CheckPassword(pw, "alice@example.com"); fe == nil || fe.Field != "password" {
 			t.Errorf("CheckPassword(%q) accepted", pw)
 		}
@@ -58,7 +60,7 @@ func TestNormalizeName(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "   ", strings.Repeat("é", 101), "a\x00b", "line\nbreak", "tab\there", "del\x7f",
-		"next\u0085line", "line\u2028sep", "para\u2029sep", "Alice\u202eevil", "iso\u2066late", "mark\u200fRTL",
+		"next\u0085line", "Zo\ufffde", "line\u2028sep", "para\u2029sep", "Alice\u202eevil", "iso\u2066late", "mark\u200fRTL",
 		// Nothing visible: format characters and a lone combining mark.
 		"\u200b", "\ufeff", "\u2060\u00ad", "\u200d", "\u0301", " \u200b "} {
 		if _, fe := NormalizeName(in); fe == nil {
@@ -94,7 +96,7 @@ func TestCheckNewEmail(t *testing.T) {
 	}
 	for _, ch := range []string{"\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202a", "\u202e", "\u2066",
 		"\u2069", "\u200e", "\u061c", "\U000e0061", "\u0085", "\u009f", "\u2028", "\u2029", "\u1680", "\ue000",
-		"\U000f0000", "\ufe0f", "\U000e0100", "\u115f", "\u3164", "\uffa0", "\u034f", "\u180e", "\U0001bca0", "\u0378"} {
+		"\U000f0000", "\ufe0f", "\U000e0100", "\ufffd", "\u115f", "\u3164", "\uffa0", "\u034f", "\u180e", "\U0001bca0", "\u0378"} {
 		in := "ali" + ch + "ce@example.com"
 		if fe := CheckNewEmail(in); fe == nil || fe.Field != "email" {
 			t.Errorf("CheckNewEmail(%+q) accepted", in)
