@@ -13,6 +13,9 @@ package carrier
 
 import (
 	"context"
+	"iter"
+	"slices"
+	"strings"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
@@ -32,3 +35,16 @@ func Extract(ctx context.Context, c propagation.TextMapCarrier) context.Context 
 // Each broker carrier also hands propagation.Baggage every baggage header,
 // as HTTP's does.
 var _ = []propagation.ValuesGetter{KafkaHeaders{}, NATSHeaders{}, PulsarProperties{}}
+
+// otherSpellings returns the keys that match key only when case is ignored,
+// sorted: map order would make the choice between two of them random.
+func otherSpellings(keys iter.Seq[string], key string) []string {
+	var out []string
+	for k := range keys {
+		if k != key && strings.EqualFold(k, key) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -159,3 +159,23 @@ func TestBaggageFromSeveralHeaders(t *testing.T) {
 		}
 	}
 }
+
+// A key present in two spellings other than the one asked for (two hops
+// that each changed the case) gives the same value on every Get: map order
+// chose one at random, so redeliveries of one message could join different
+// traces.
+func TestGetIsStableAcrossSpellings(t *testing.T) {
+	const a = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	const b = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	for name, c := range map[string]propagation.TextMapCarrier{
+		"nats":   NATS(nats.Header{"Traceparent": {a}, "TRACEPARENT": {b}}),
+		"pulsar": Pulsar(map[string]string{"Traceparent": a, "TRACEPARENT": b}),
+	} {
+		first := c.Get("traceparent")
+		for range 100 {
+			if got := c.Get("traceparent"); got != first {
+				t.Fatalf("%s: Get gave %q, then %q", name, first, got)
+			}
+		}
+	}
+}

@@ -16,15 +16,14 @@ type NATSHeaders nats.Header
 // nats.NewMsg or make(nats.Header)).
 func NATS(h nats.Header) NATSHeaders { return NATSHeaders(h) }
 
-// Get returns the first value under key, exactly or ignoring case.
+// Get returns the first value under key, exactly or ignoring case (the
+// first of Values, so the same one every time).
 func (n NATSHeaders) Get(key string) string {
 	if v := n[key]; len(v) > 0 {
-		return v[0]
+		return v[0] // the usual case, without Values' copy
 	}
-	for k, v := range n {
-		if len(v) > 0 && strings.EqualFold(k, key) {
-			return v[0]
-		}
+	if vs := n.Values(key); len(vs) > 0 {
+		return vs[0]
 	}
 	return ""
 }
@@ -34,10 +33,8 @@ func (n NATSHeaders) Get(key string) string {
 // KafkaHeaders.Values.
 func (n NATSHeaders) Values(key string) []string {
 	vs := slices.Clone(n[key])
-	for _, k := range slices.Sorted(maps.Keys(n)) {
-		if k != key && strings.EqualFold(k, key) {
-			vs = append(vs, n[k]...)
-		}
+	for _, k := range otherSpellings(maps.Keys(n), key) {
+		vs = append(vs, n[k]...)
 	}
 	return vs
 }

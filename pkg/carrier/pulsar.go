@@ -2,7 +2,6 @@ package carrier
 
 import (
 	"maps"
-	"slices"
 	"strings"
 )
 
@@ -14,15 +13,14 @@ type PulsarProperties map[string]string
 // Pulsar adapts a message's properties; the map must be non-nil for Set.
 func Pulsar(p map[string]string) PulsarProperties { return PulsarProperties(p) }
 
-// Get returns the value under key, exactly or ignoring case.
+// Get returns the value under key, exactly or ignoring case (the first of
+// Values, so the same one every time).
 func (p PulsarProperties) Get(key string) string {
 	if v, ok := p[key]; ok {
-		return v
+		return v // the usual case, without Values' slice
 	}
-	for k, v := range p {
-		if strings.EqualFold(k, key) {
-			return v
-		}
+	if vs := p.Values(key); len(vs) > 0 {
+		return vs[0]
 	}
 	return ""
 }
@@ -34,10 +32,8 @@ func (p PulsarProperties) Values(key string) []string {
 	if v, ok := p[key]; ok {
 		vs = append(vs, v)
 	}
-	for _, k := range slices.Sorted(maps.Keys(p)) {
-		if k != key && strings.EqualFold(k, key) {
-			vs = append(vs, p[k])
-		}
+	for _, k := range otherSpellings(maps.Keys(p), key) {
+		vs = append(vs, p[k])
 	}
 	return vs
 }
