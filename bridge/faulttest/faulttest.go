@@ -5,7 +5,7 @@
 // then it reads the Pulsar archive back and counts lost, duplicated and
 // out-of-order messages.
 //
-// The bridge instances are this same executable re-run with ROLE=bridge (see
+// The bridge instances are this same executable re-run with SHANHAI_FAULTTEST_ROLE=bridge (see
 // MaybeBridge), so the test exercises exactly the production wiring
 // (internal/app) without a separate build step. The nats-server is private
 // (random port, temporary store, sync_interval always) so that killing it does

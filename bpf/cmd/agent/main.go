@@ -28,7 +28,7 @@ import (
 
 // Config is the agent's environment.
 type Config struct {
-	Addr         string        `env:"HTTP_ADDR" envDefault:":8085" desc:"listen address for /metrics and /healthz"`
+	Addr         string        `env:"HTTP_ADDR" envDefault:":8085" desc:"listen address for /metrics, /healthz and /readyz"`
 	Targets      string        `env:"BPF_TARGETS" envDefault:"gateway,user,order,payment,bridge" desc:"comma list of executables to observe: absolute paths, or base names / comm"`
 	ScanInterval time.Duration `env:"BPF_SCAN_INTERVAL" envDefault:"500ms" desc:"how often /proc is polled for targets starting and exiting"`
 	Grace        time.Duration `env:"BPF_DETACH_GRACE" envDefault:"1m" desc:"how long probes stay on an executable no process runs"`
