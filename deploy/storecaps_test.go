@@ -75,7 +75,7 @@ func TestStoresStopWithinTheirVolumes(t *testing.T) {
 			q := v.Spec.Resources.Requests[corev1.ResourceStorage]
 			claims[o.Name] = q.Value()
 		case *batchv1.Job:
-			if o.Name == "pulsar-init" {
+			if v.Labels["app.kubernetes.io/name"] == "pulsar-init" {
 				retention = append(retention, v.Spec.Template.Spec.Containers[0].Command...)
 			}
 		}
