@@ -59,20 +59,32 @@ func Parse(raw string) (*redis.Options, error) {
 
 // parseError says why raw is not a URL without repeating it: url.Parse's
 // error quotes the whole URL, password included, and its reason may quote
-// part of the password (`invalid URL escape "%zz"`). Where raw may hold a
-// user name or password (it has an '@'), the reason is left out and replaced
-// by the usual cause.
+// part of the password (`invalid URL escape "%zz"`, or `invalid port` with
+// what followed a '/' in the password). A reason that quotes anything found
+// before raw's last '@' (its user info, or what may be) is replaced by the
+// usual cause.
 func parseError(raw string, err error) error {
-	if strings.Contains(raw, "@") {
-		return errors.New("redisurl: not a valid URL: percent-encode any %, #, /, ?, @ or : " +
-			"in its user name or password")
-	}
 	reason := err.Error()
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		reason = ue.Err.Error()
 	}
+	if i := strings.LastIndex(raw, "@"); i >= 0 && quotesFrom(reason, raw[:i]) {
+		reason = "percent-encode any %, #, /, ?, @ or : in its user name or password"
+	}
 	return fmt.Errorf("redisurl: not a valid URL: %s", reason)
+}
+
+// quotesFrom reports whether a "quoted" part of msg occurs in s (a port is
+// quoted with the ':' before it, which s need not share).
+func quotesFrom(msg, s string) bool {
+	parts := strings.Split(msg, `"`)
+	for i := 1; i < len(parts)-1; i += 2 {
+		if q := strings.TrimPrefix(parts[i], ":"); q != "" && strings.Contains(s, q) {
+			return true
+		}
+	}
+	return false
 }
 
 // hidePassword replaces the password of raw wherever msg quotes it.

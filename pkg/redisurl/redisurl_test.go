@@ -85,3 +85,18 @@ func TestParseRefusesANegativeDatabase(t *testing.T) {
 		t.Errorf("database 15: %v, %+v", err, opt)
 	}
 }
+
+// Hiding the password must not hide the mistake: a bad port in a URL with a
+// password is named as such, not blamed on the password.
+func TestParseErrorNamesAMistakeOutsideThePassword(t *testing.T) {
+	_, err := Parse("redis://:s3cret@127.0.0.1:63x79/0")
+	if err == nil || !strings.Contains(err.Error(), "port") || strings.Contains(err.Error(), "s3cret") {
+		t.Fatalf("bad port: %v", err)
+	}
+	// A '/' in the password ends the host there, so url.Parse quotes part of
+	// the password as the port: that stays hidden.
+	_, err = Parse("redis://:s3/cret@127.0.0.1:6379/0")
+	if err == nil || strings.Contains(err.Error(), "s3") {
+		t.Fatalf("password with a '/': %v", err)
+	}
+}
