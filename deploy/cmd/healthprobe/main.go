@@ -17,11 +17,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "usage: healthprobe <url>")
 		os.Exit(2)
 	}
-	if err := probe(os.Args[1], 2*time.Second); err != nil {
+	if err := probe(os.Args[1], timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "healthprobe:", err)
 		os.Exit(1)
 	}
 }
+
+// timeout is how long the probe waits for an answer: longer than the 2 s /readyz gives its checks (pkg/server's
+// ReadyTimeout), so a check that passes slowly is not a failed healthcheck and a failing one is reported as its 503,
+// and shorter than compose's healthcheck timeout (3 s), which kills the probe and drops what it would have printed.
+const timeout = 2500 * time.Millisecond
 
 func probe(url string, timeout time.Duration) error {
 	client := http.Client{Timeout: timeout}
