@@ -81,14 +81,48 @@ func (b *Budget) RequestAt(now time.Time) {
 }
 
 // Withdraw takes one retry from the budget, reporting false (and taking
-// nothing) when the window's retries are already at the cap.
+// nothing) when the window's retries are already at the cap. A caller that
+// may still decide not to send the retry once the budget allowed it takes
+// it with Take instead, to give it back.
 func (b *Budget) Withdraw() bool {
-	_, ok := b.withdraw()
+	_, ok := b.Take()
 	return ok
 }
 
-// withdraw is Withdraw, also telling the step the retry was charged to, for
-// refund.
+// Withdrawal is one retry taken from a Budget by Take: the step it was
+// charged to, for Refund. The zero Withdrawal refunds nothing.
+type Withdrawal struct {
+	b     *Budget
+	epoch int64
+}
+
+// Take is Withdraw, returning what it took so that it can be refunded.
+// A retry is taken before the caller knows whether it can be sent (the
+// budget is asked first so that a refused retry fails fast, before any
+// backoff, balancer pick or breaker trial), and whatever stops it after
+// that must give it back with Refund.
+func (b *Budget) Take() (Withdrawal, bool) {
+	epoch, ok := b.withdraw()
+	if !ok {
+		return Withdrawal{}, false
+	}
+	return Withdrawal{b: b, epoch: epoch}, true
+}
+
+// Refund gives back a retry Take allowed that was never sent: its caller
+// went away during the backoff (Do), or no upstream could take it (a
+// breaker open, a concurrency limit full, no instance, no time left). The
+// budget caps the retries an upstream gets; one charged but not sent was
+// refused to another caller, and in an outage, where most retries are
+// stopped that way, the window's retries ran out on retries that never
+// happened. Refund once per Take, and only for a retry not sent.
+func (w Withdrawal) Refund() {
+	if w.b != nil {
+		w.b.refund(w.epoch)
+	}
+}
+
+// withdraw takes one retry, also telling the step it was charged to.
 func (b *Budget) withdraw() (epoch int64, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -101,11 +135,9 @@ func (b *Budget) withdraw() (epoch int64, ok bool) {
 	return epoch, true
 }
 
-// refund gives back a retry withdrawn at epoch that was never sent (its
-// caller went away during the backoff): the budget caps the retries an
-// upstream gets, and one charged but not sent was refused to another
-// caller. A retry whose bucket has moved on since is out of the window
-// already: there is nothing to give back.
+// refund takes one retry back out of epoch's bucket. A retry whose bucket
+// has moved on since is out of the window already: there is nothing to
+// give back.
 func (b *Budget) refund(epoch int64) {
 	cur := uint64(epoch) & stepMask
 	slot := &b.bucket[epoch%budgetBuckets]

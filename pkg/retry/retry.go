@@ -107,18 +107,15 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 		}
 		// Withdrawn before the backoff, not after: a retry the budget
 		// refuses should fail fast, not after waiting for nothing.
-		var charged int64
+		var charged Withdrawal
 		if b != nil {
-			epoch, ok := b.withdraw()
-			if !ok {
+			var ok bool
+			if charged, ok = b.Take(); !ok {
 				return fmt.Errorf("%w: %w", ErrBudgetExhausted, err)
 			}
-			charged = epoch
 		}
 		if serr := p.sleep(ctx, wait); serr != nil {
-			if b != nil {
-				b.refund(charged) // the retry is not sent
-			}
+			charged.Refund() // the retry is not sent
 			return ended(ctx, err)
 		}
 	}

@@ -293,3 +293,38 @@ func TestRetryAbandonedInItsBackoffIsNotCharged(t *testing.T) {
 		t.Fatalf("%d calls, err %v: the retry nobody sent was charged to the budget", calls, err)
 	}
 }
+
+// A retry Take allowed and Refund gave back is free again for another
+// caller (the gateway takes one before it knows whether an upstream can
+// take it); one whose step has left the window gives nothing back to the
+// steps after it.
+func TestRefundGivesTheRetryBack(t *testing.T) {
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	b := NewBudget(0, 1, time.Second) // one retry in the window
+	b.now = clk.now
+
+	w, ok := b.Take()
+	if !ok || b.Withdraw() {
+		t.Fatalf("take %v, then a second retry allowed: want one retry in the window", ok)
+	}
+	w.Refund()
+	stale, ok := b.Take()
+	if !ok {
+		t.Fatal("a refunded retry is still charged")
+	}
+
+	clk.t = clk.t.Add(time.Second) // the window moved past it
+	w, ok = b.Take()
+	if !ok {
+		t.Fatal("no retry in a fresh window")
+	}
+	stale.Refund() // charged to a step out of the window: nothing to give back
+	if b.Withdraw() {
+		t.Fatal("refunding a retry of an earlier window freed one in this window")
+	}
+	w.Refund()
+	Withdrawal{}.Refund() // a zero Withdrawal refunds nothing, and does not panic
+	if !b.Withdraw() || b.Withdraw() {
+		t.Fatal("after its refund the window should allow exactly one retry")
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
+	"github.com/shanhai-dev/shanhai/pkg/retry"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
@@ -815,17 +816,47 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	if !x.idem || x.attempt >= p.o.MaxAttempts || !now.Before(x.Deadline) {
 		return Done
 	}
-	if svc.Budget != nil && !svc.Budget.Withdraw() {
+	charged, ok := withdraw(svc.Budget)
+	if !ok {
 		if p.metrics != nil {
 			p.metrics.retry(svc.Name, "denied_by_budget")
 		}
 		return Done
 	}
+	x.attempt++
+	if p.pick(x, ep) != Send {
+		// No upstream can take the retry (breaker open, concurrency limit
+		// full, no instance, no time left): it is not sent, so it is
+		// neither charged nor counted. Kept, every failed half-open trial
+		// of an outage spent one, and the window's retries ran out on
+		// retries that never happened.
+		charged.Refund()
+		x.attempt--
+		return Done
+	}
 	if p.metrics != nil {
 		p.metrics.retry(svc.Name, "sent")
 	}
-	x.attempt++
-	return p.pick(x, ep)
+	return Send
+}
+
+// refundable is a retry budget that can give back a retry it allowed but
+// the gateway did not send (pkg/retry.Budget). upstream.Budget asks only
+// for Withdraw; a budget without Take keeps what it gave.
+type refundable interface {
+	Take() (retry.Withdrawal, bool)
+}
+
+// withdraw takes a retry from b (nil: no budget, always allowed).
+func withdraw(b upstream.Budget) (retry.Withdrawal, bool) {
+	switch b := b.(type) {
+	case nil:
+		return retry.Withdrawal{}, true
+	case refundable:
+		return b.Take()
+	default:
+		return retry.Withdrawal{}, b.Withdraw()
+	}
 }
 
 // noContent makes a 204 or 304 from upstream one the gateway may send: no
