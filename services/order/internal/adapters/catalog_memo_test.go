@@ -73,3 +73,70 @@ func TestCatalogMemoDoesNotKeepFailuresOrEmptyCatalogues(t *testing.T) {
 		t.Fatalf("got %v after %d reads; failures and empty answers must not be kept", ps, up.reads)
 	}
 }
+
+// blockingCatalog is an upstream whose reads wait until release is closed or
+// their own context ends, like a products table held by a migration's lock.
+type blockingCatalog struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (c *blockingCatalog) All(ctx context.Context) ([]catalog.Product, error) {
+	c.started <- struct{}{}
+	select {
+	case <-c.release:
+		return []catalog.Product{{SKU: "TEA", Name: "Tea", PriceCents: 100, Currency: "EUR"}}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestCatalogMemoWaiterKeepsItsOwnDeadline: a caller that finds another's
+// reload in progress waits for it only as long as its own context allows.
+// Waiting on a plain mutex held it until the other reload ended, whatever its
+// own deadline: with the products table locked (a migration) or the database
+// unreachable, every order request queued behind the first one's reload, each
+// past its deadline.
+func TestCatalogMemoWaiterKeepsItsOwnDeadline(t *testing.T) {
+	up := &blockingCatalog{started: make(chan struct{}, 1), release: make(chan struct{})}
+	m := NewCatalogMemo(up, time.Hour)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := m.All(context.Background()) // no deadline: the reload waits for the upstream
+		first <- err
+	}()
+	<-up.started
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the second caller's deadline has passed
+	waiter := make(chan error, 1)
+	go func() {
+		_, err := m.All(ctx)
+		waiter <- err
+	}()
+	select {
+	case err := <-waiter:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("waiter: err = %v, want its own context's error", err)
+		}
+	case <-first:
+		t.Fatal("the first reload ended before the upstream was released")
+	case <-up.started:
+		t.Fatal("the waiter started a second reload while the first was in progress")
+	case <-time.After(10 * time.Second):
+		close(up.release)
+		<-first
+		<-waiter
+		t.Fatal("a caller whose context had ended waited for another caller's reload")
+	}
+	close(up.release)
+	if err := <-first; err != nil {
+		t.Fatalf("first reload: %v", err)
+	}
+	// The reload done, the copy serves even a caller whose context ended:
+	// nothing needs to wait.
+	if ps, err := m.All(ctx); err != nil || len(ps) != 1 {
+		t.Fatalf("after the reload: %v, %v; want the stored copy", ps, err)
+	}
+}
