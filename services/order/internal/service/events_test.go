@@ -416,3 +416,55 @@ func (h *harness) outcomes(t *testing.T) map[string]float64 {
 	}
 	return out
 }
+
+// TestOversizedHostileResultsAreTerminatedOnce: a result that can never
+// apply is terminated on its first delivery however large the fields its
+// reason quotes. The reason travels in the termination itself (a NATS publish
+// bounded by max_payload, 1 MiB on the test server) and in the ERROR log: a
+// non-UUID order_id, a NUL reason or another user's user_id of some 100,000
+// runes that %q spells out at 10 bytes each made a reason over 1 MiB, the
+// termination failed, and the result was delivered again on the back-off
+// until JetStream dropped it unrecorded, 255 s later.
+func TestOversizedHostileResultsAreTerminatedOnce(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	h := newHarness(t, func(o *service.Options) { o.Logger = telemetry.NewLogger(logs, slog.LevelInfo) })
+	o := h.createOrder("alice", `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`)
+	terminated := h.terminations(t)
+	huge := strings.Repeat("\U000F0000", 110_000) // 440 kB as UTF-8; strconv.Quote spells each rune \U000f0000
+	for _, d := range []adapters.PaymentResultData{
+		{PaymentID: "pay-1", OrderID: huge, UserID: "alice", AmountCents: o.TotalCents},
+		{PaymentID: "pay-2", OrderID: o.ID, UserID: "alice", AmountCents: o.TotalCents, Reason: huge + "\x00"},
+		{PaymentID: "pay-3", OrderID: o.ID, UserID: huge, AmountCents: o.TotalCents},
+	} {
+		env, err := event.New("payment.succeeded", "/shanhai/payment", o.ID, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.stream.Publish(t, h.names.Subject, "shanhai.payments", o.ID, svctest.Headers(env, nil), env.Data)
+	}
+	for _, r := range terminated(3) {
+		if r == "" || len(r) > 4<<10 {
+			t.Errorf("terminated with a reason of %d bytes, want some and at most 4 KiB", len(r))
+		}
+	}
+	h.drained(t)
+	ci, err := h.stream.JS.Consumer(context.Background(), h.names.Stream, h.names.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ci.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != info.Delivered.Stream {
+		t.Errorf("%d deliveries of %d messages: a result that can never apply was retried", info.Delivered.Consumer, info.Delivered.Stream)
+	}
+	if got := h.getOrder("alice", o.ID); got.Status != "PENDING" {
+		t.Errorf("order moved on a hostile result: %+v", got)
+	}
+	for l := range strings.Lines(logs.String()) {
+		if len(l) > 16<<10 {
+			t.Errorf("a log line of %d bytes: %.200s...", len(l), l)
+		}
+	}
+}
