@@ -642,18 +642,60 @@ func (p *Proxy) forward(x *Exchange) Step {
 	return p.pick(x, nil)
 }
 
-// pick chooses an endpoint (another than avoid, if there is one) and
-// prepares an attempt on it.
-func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
+// refusal is why pick did not send an attempt.
+type refusal uint8
+
+const (
+	noInstance refusal = iota + 1
+	noTimeLeft
+	overloaded
+	circuitOpen
+)
+
+// refuse answers a first attempt that pick refused. A retry's refusal is
+// not answered: the client gets the upstream's answer to the attempt that
+// was sent, as when the budget denies the retry. Written over that answer,
+// the refusal kept its fields (Content-Encoding, Content-Language,
+// cookies, validators) on a body that was no longer theirs.
+func (x *Exchange) refuse(r refusal) {
 	svc := x.svc
-	ep, err := svc.Pick(x.version, avoid)
-	if err != nil {
+	switch r {
+	case noInstance:
 		detail := "no live instance of " + svc.Name
 		if x.tagged {
 			detail += " at release " + strconv.Quote(x.version)
 		}
 		x.problem(fasthttp.StatusServiceUnavailable, "no-instance", detail)
+	case noTimeLeft:
+		x.problem(fasthttp.StatusGatewayTimeout, "timeout", "route timeout reached before the upstream answered")
+	case overloaded:
+		x.Resp.Header.Set("Retry-After", "1")
+		x.problem(fasthttp.StatusServiceUnavailable, "upstream-overloaded", svc.Name+" is at its concurrency limit")
+	case circuitOpen:
+		x.Resp.Header.Set("Retry-After", "1")
+		x.problem(fasthttp.StatusServiceUnavailable, "circuit-open", svc.Name+" is failing; circuit breaker open")
+	}
+}
+
+// pick chooses an endpoint (another than avoid, if there is one) and
+// prepares an attempt on it: Send, or Done when it refused, having
+// answered only a first attempt (see refuse).
+func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
+	if r := p.admit(x, avoid); r != 0 {
+		if x.attempt == 1 {
+			x.refuse(r)
+		}
 		return Done
+	}
+	return Send
+}
+
+// admit is pick's work, refusing without answering.
+func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint) refusal {
+	svc := x.svc
+	ep, err := svc.Pick(x.version, avoid)
+	if err != nil {
+		return noInstance
 	}
 	h := &x.Req.Header
 	// One clock read for the deadline check and the attempt's start (clock
@@ -663,8 +705,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	now := time.Now()
 	remaining := x.Deadline.Sub(now)
 	if remaining <= 0 {
-		x.problem(fasthttp.StatusGatewayTimeout, "timeout", "route timeout reached before the upstream answered")
-		return Done
+		return noTimeLeft
 	}
 	x.admitted, x.breakerDone, x.call = false, nil, nil
 	if svc.Limit != nil {
@@ -672,9 +713,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 			if p.metrics != nil {
 				p.metrics.decision("concurrency:"+svc.Name, false)
 			}
-			x.Resp.Header.Set("Retry-After", "1")
-			x.problem(fasthttp.StatusServiceUnavailable, "upstream-overloaded", svc.Name+" is at its concurrency limit")
-			return Done
+			return overloaded
 		}
 	}
 	if svc.Breaker != nil {
@@ -684,9 +723,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 			if p.metrics != nil {
 				p.metrics.decision("breaker:"+svc.Name, false)
 			}
-			x.Resp.Header.Set("Retry-After", "1")
-			x.problem(fasthttp.StatusServiceUnavailable, "circuit-open", svc.Name+" is failing; circuit breaker open")
-			return Done
+			return circuitOpen
 		}
 	}
 	x.st.num = strconv.AppendInt(x.st.num[:0], max(1, remaining.Milliseconds()), 10)
@@ -716,7 +753,7 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 	x.Endpoint = ep
 	x.t0 = now
 	ep.Begin()
-	return Send
+	return 0
 }
 
 // deadlineSlack is how long before the client's deadline an upstream's 504

@@ -2,10 +2,15 @@ package proxy
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/retry"
 )
@@ -75,4 +80,25 @@ func TestRetryRefusedAtPickIsNotCharged(t *testing.T) {
 // counted is the gateway's retries counter for the order service and outcome.
 func counted(p *Proxy, outcome string) int64 {
 	return p.metrics.counter(countKey{retries: true, a: "order", b: outcome}).n.Load()
+}
+
+// A retry that is not sent leaves the client the upstream's answer to the
+// attempt that was: the gateway's refusal was written over it but kept its
+// fields, so a 503 the upstream had compressed went out as a plain problem
+// document still marked Content-Encoding: gzip (and with the upstream's
+// cookies and validators), which the client could not decode.
+func TestRefusedRetryLeavesTheUpstreamsAnswer(t *testing.T) {
+	const body = `{"detail":"overloaded"}`
+	addr := upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) {
+		_, _ = fmt.Fprintf(w, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Language: de\r\n"+
+			"Retry-After: 30\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	})
+	p, pool := newTestProxy(t, Options{MaxAttempts: 2}, &fakeUpstream{addr: addr})
+	pool.Service("order").Breaker = &trippingBreaker{}
+	ctx := serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+	h := &ctx.Response.Header
+	if ctx.Response.StatusCode() != 503 || string(ctx.Response.Body()) != body || string(h.Peek("Content-Language")) != "de" ||
+		string(h.Peek("Retry-After")) != "30" || !strings.HasPrefix(string(h.ContentType()), "application/json") {
+		t.Fatalf("answer after a refused retry: %d %q\n%s", ctx.Response.StatusCode(), ctx.Response.Body(), h.String())
+	}
 }

@@ -468,3 +468,54 @@ func TestOversizedHostileResultsAreTerminatedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondChargeIsAnAlarm: a payment.succeeded from another payment than
+// the one that paid the order means it was charged twice (payment keeps one
+// payment per order, so only a second payment database or a forged result
+// sends one). It changes nothing, like any late result, but is logged at
+// ERROR with both payment ids and counted "contradicts"; it was a quiet
+// "unchanged", and the second charge reached no one.
+func TestSecondChargeIsAnAlarm(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	h := newHarness(t, func(o *service.Options) { o.Logger = telemetry.NewLogger(logs, slog.LevelInfo) })
+	paid := h.createOrder("alice", `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`)
+	h.publishResult(t, "payment.succeeded", "first-"+paid.ID, paid.ID, "", nil)
+	h.drained(t)
+	before := h.outcomes(t)
+	h.publishResult(t, "payment.succeeded", "replay-"+paid.ID, paid.ID, "", nil) // the settling payment again: quiet
+	second, err := event.New("payment.succeeded", "/shanhai/payment", paid.ID, adapters.PaymentResultData{
+		PaymentID: "pay-second", OrderID: paid.ID, UserID: "alice", AmountCents: paid.TotalCents,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stream.Publish(t, h.names.Subject, "shanhai.payments", paid.ID, svctest.Headers(second, nil), second.Data)
+	h.drained(t)
+
+	got := map[string]float64{}
+	for k, v := range h.outcomes(t) {
+		if d := v - before[k]; d != 0 {
+			got[k] = d
+		}
+	}
+	if want := map[string]float64{"unchanged": 1, "contradicts": 1}; !maps.Equal(got, want) {
+		t.Errorf("payment result outcomes counted %v, want %v", got, want)
+	}
+	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" || o.PaymentID != "pay-"+paid.ID {
+		t.Errorf("paid order after a second charge = %+v", o)
+	}
+	var alarms []map[string]any
+	for l := range strings.Lines(logs.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if rec["level"] == "ERROR" {
+			alarms = append(alarms, rec)
+		}
+	}
+	if len(alarms) != 1 || alarms[0]["order_id"] != paid.ID || alarms[0]["order_payment_id"] != "pay-"+paid.ID ||
+		alarms[0]["payment_id"] != "pay-second" || alarms[0]["payment_status"] != "SUCCEEDED" {
+		t.Errorf("ERROR log lines %v, want one naming the order, its payment and the second one\nlog:\n%s", alarms, logs)
+	}
+}

@@ -171,14 +171,22 @@ func (o *Order) ApplyPayment(p PaymentOutcome, now time.Time) bool {
 }
 
 // Contradicts reports whether p says the opposite of the order's final
-// payment state: a success for a FAILED order or a failure for a PAID one.
-// Within the saga payment never sends either (one payment row per order, and
-// only its move out of PENDING emits a result), so unlike a second copy of
-// the settling result, or a success for a CANCELLED order (which payment
-// voids or refunds), it is no replay: money may be taken for an order this
-// service calls failed. It changes nothing; the caller decides whom to tell.
+// payment state: a success for a FAILED order or a failure for a PAID one,
+// or a success of another payment than the one that paid a PAID order (a
+// second charge). Within the saga payment never sends any of them (one
+// payment row per order, and only its move out of PENDING emits a result),
+// so unlike a second copy of the settling result, or a success for a
+// CANCELLED order (which payment voids or refunds), it is no replay: money
+// may be taken for an order this service calls failed, or taken twice for
+// one it calls paid. It changes nothing; the caller decides whom to tell.
 func (o *Order) Contradicts(p PaymentOutcome) bool {
-	return (o.status == Failed && p.Succeeded) || (o.status == Paid && !p.Succeeded)
+	switch o.status {
+	case Failed:
+		return p.Succeeded
+	case Paid:
+		return !p.Succeeded || (o.paymentID != "" && p.PaymentID != o.paymentID)
+	}
+	return false
 }
 
 func (o *Order) ID() string            { return o.id }

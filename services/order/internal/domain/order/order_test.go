@@ -191,3 +191,23 @@ func TestTooManyLinesIsOneError(t *testing.T) {
 		t.Fatalf("%d field errors (first %+v) for a request over %d lines, want the one for items", len(verr.Fields), verr.Fields[0], order.MaxLines)
 	}
 }
+
+// TestSecondChargeContradicts: a success from another payment than the one
+// that paid the order is a second charge. Payment keeps one payment per order
+// (UNIQUE order_id), so within the saga it never happens; when it does (a
+// second payment database answering the same orders, a forged result) money
+// was taken twice, and it must reach an operator like the opposite result
+// does, not pass as a quiet replay of the settling one.
+func TestSecondChargeContradicts(t *testing.T) {
+	o := pending(t)
+	o.ApplyPayment(order.PaymentOutcome{PaymentID: "p1", Succeeded: true}, now)
+	if o.Contradicts(order.PaymentOutcome{PaymentID: "p1", Succeeded: true}) {
+		t.Error("the settling success again (another event id) contradicts")
+	}
+	if !o.Contradicts(order.PaymentOutcome{PaymentID: "p2", Succeeded: true}) {
+		t.Error("a success of another payment for a PAID order does not contradict it: money taken twice goes unreported")
+	}
+	if o.ApplyPayment(order.PaymentOutcome{PaymentID: "p2", Succeeded: true}, now) || o.PaymentID() != "p1" {
+		t.Errorf("the second charge changed the order: payment %s", o.PaymentID())
+	}
+}
