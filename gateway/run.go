@@ -25,6 +25,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/discovery"
 	"github.com/shanhai-dev/shanhai/pkg/dynconfig"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
+	"github.com/shanhai-dev/shanhai/pkg/redisurl"
 	"github.com/shanhai-dev/shanhai/pkg/retry"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -152,7 +153,11 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		// The verifier caches verified tokens (looked up by the header bytes); 65536 as the gateway's own cache had.
 		opts.Auth = authn.Verifier{V: auth.NewVerifier(cfg.JWKSURL, auth.VerifierOptions{CacheEntries: 1 << 16})}
 
-		ropts, err := redis.ParseURL(cfg.RedisURL)
+		// Read as the services read it: the errors hide the password, and each
+		// call is bounded at 250 ms without retries, so a lease refill waits on
+		// a hung Redis at most that long before the local fallback decides
+		// (go-redis's defaults: 3 s reads, retried three times).
+		ropts, err := redisurl.Parse(cfg.RedisURL)
 		if err != nil {
 			return fmt.Errorf("REDIS_URL: %w", err)
 		}
