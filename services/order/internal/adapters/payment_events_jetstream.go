@@ -273,9 +273,10 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	case res.Contradicts:
 		// Not a replay: payment never sends the opposite of a result it
 		// sent for an order (services/payment README, "Never a success
-		// after a failure"), so money may be taken for an order this
-		// service calls FAILED, or an order is PAID on a charge payment
-		// disowns. Nothing here can compensate it; an operator must look.
+		// after a failure"), nor a second payment's success, so money may
+		// be taken for an order this service calls FAILED, or twice for a
+		// PAID one, or an order is PAID on a charge payment disowns.
+		// Nothing here can compensate it; an operator must look.
 		// Recorded and acked like any result: a redelivery would change
 		// nothing and is counted "duplicate" without a second alarm.
 		paymentStatus := "FAILED"

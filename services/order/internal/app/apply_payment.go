@@ -24,8 +24,8 @@ type ApplyPayment struct {
 }
 
 // ApplyResult says what happened: Duplicate when the event was seen before,
-// Changed when the order moved state, Contradicts when it had settled the
-// other way (order.Order.Contradicts). Status and PaymentID are the order's
+// Changed when the order moved state, Contradicts when it had settled
+// otherwise (order.Order.Contradicts). Status and PaymentID are the order's
 // after the result, for whoever reports it (not set for a duplicate).
 type ApplyResult struct {
 	Duplicate   bool
