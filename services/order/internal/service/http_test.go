@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -316,5 +317,70 @@ func TestSubjectWithNULIs401(t *testing.T) {
 	}
 	if got := h.getOrder("alice", o.ID); got.Status != "PENDING" {
 		t.Fatalf("alice's order after the NUL subjects: %s", got.Status)
+	}
+}
+
+// TestConcurrentRequestsWithOneKeyMakeOneOrder: requests racing with one
+// Idempotency-Key make one order. Those with the first request's body all
+// answer its 201 (all but one replayed), those with another body 422, and
+// another user's request with the same key is its own order.
+func TestConcurrentRequestsWithOneKeyMakeOneOrder(t *testing.T) {
+	h := newHarness(t)
+	const n = 8
+	same := `{"items":[{"sku":"INK-SET","quantity":1}]}`
+	other := `{"items":[{"sku":"INK-SET","quantity":2}]}`
+	replies := make([]reply, 2*n)
+	var wg sync.WaitGroup
+	for i := range replies {
+		body := same
+		if i%2 == 1 {
+			body = other
+		}
+		wg.Go(func() { replies[i] = h.do("POST", "/api/v1/orders", "alice", body, "Idempotency-Key", "race") })
+	}
+	wg.Wait()
+	var created []reply
+	for _, r := range replies {
+		switch r.Status {
+		case http.StatusCreated:
+			created = append(created, r)
+		case http.StatusUnprocessableEntity:
+			if !slices.Contains(r.problemFields(t), "Idempotency-Key") {
+				t.Errorf("422 not naming the key: %s", r.Body)
+			}
+		default:
+			t.Errorf("%d %s", r.Status, r.Body)
+		}
+	}
+	if len(created) != n {
+		t.Fatalf("%d of %d requests answered 201, want the %d with the winning body", len(created), len(replies), n)
+	}
+	fresh := 0
+	for _, r := range created {
+		if string(r.Body) != string(created[0].Body) || r.Header.Get("Location") != created[0].Header.Get("Location") {
+			t.Errorf("answers differ:\n%s %s\n%s %s", r.Header.Get("Location"), r.Body, created[0].Header.Get("Location"), created[0].Body)
+		}
+		if r.Header.Get("Idempotent-Replayed") != "true" {
+			fresh++
+		}
+	}
+	if fresh != 1 {
+		t.Errorf("%d answers not marked replayed, want 1", fresh)
+	}
+	var page struct{ Orders []orderView }
+	h.do("GET", "/api/v1/orders", "alice", "").json(t, &page)
+	if len(page.Orders) != 1 {
+		t.Fatalf("alice has %d orders after one key, want 1", len(page.Orders))
+	}
+	var n64 int64
+	if err := h.svc.DB.Raw("SELECT count(*) FROM outbox WHERE event_type = 'order.created'").Scan(&n64).Error; err != nil {
+		t.Fatal(err)
+	}
+	if n64 != 1 {
+		t.Errorf("%d order.created events, want 1", n64)
+	}
+	if r := h.do("POST", "/api/v1/orders", "bob", same, "Idempotency-Key", "race"); r.Status != http.StatusCreated ||
+		r.Header.Get("Idempotent-Replayed") != "" || r.Header.Get("Location") == created[0].Header.Get("Location") {
+		t.Errorf("bob with alice's key: %d %s", r.Status, r.Body)
 	}
 }
