@@ -639,7 +639,7 @@ func (p *Proxy) forward(x *Exchange) Step {
 		x.svc.Budget.RequestAt(x.start)
 	}
 	x.attempt = 1
-	return p.pick(x, nil)
+	return p.pick(x, nil, false)
 }
 
 // refusal is why pick did not send an attempt.
@@ -677,11 +677,11 @@ func (x *Exchange) refuse(r refusal) {
 	}
 }
 
-// pick chooses an endpoint (another than avoid, if there is one) and
-// prepares an attempt on it: Send, or Done when it refused, having
-// answered only a first attempt (see refuse).
-func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
-	if r := p.admit(x, avoid); r != 0 {
+// pick chooses an endpoint (another than avoid, if there is one; with
+// elsewhere, only another) and prepares an attempt on it: Send, or Done
+// when it refused, having answered only a first attempt (see refuse).
+func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) Step {
+	if r := p.admit(x, avoid, elsewhere); r != 0 {
 		if x.attempt == 1 {
 			x.refuse(r)
 		}
@@ -691,10 +691,10 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint) Step {
 }
 
 // admit is pick's work, refusing without answering.
-func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint) refusal {
+func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) refusal {
 	svc := x.svc
 	ep, err := svc.Pick(x.version, avoid)
-	if err != nil {
+	if err != nil || elsewhere && ep == avoid {
 		return noInstance
 	}
 	h := &x.Req.Header
@@ -860,10 +860,16 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		}
 		return Done
 	}
+	// An instance's 503 with Retry-After asks not to be asked again before
+	// then (RFC 9110 §10.2.3): its retry goes elsewhere or nowhere. Sent
+	// back to it (the only instance, or of the release asked for), the
+	// retry came within the millisecond it said to wait for.
+	elsewhere := status == fasthttp.StatusServiceUnavailable && hasField(&x.Resp.Header, "Retry-After")
 	x.attempt++
-	if p.pick(x, ep) != Send {
+	if p.pick(x, ep, elsewhere) != Send {
 		// No upstream can take the retry (breaker open, concurrency limit
-		// full, no instance, no time left): it is not sent, so it is
+		// full, no instance or none but the one that asked to wait, no time
+		// left): it is not sent, so it is
 		// neither charged nor counted. Kept, every failed half-open trial
 		// of an outage spent one, and the window's retries ran out on
 		// retries that never happened.
@@ -894,6 +900,18 @@ func withdraw(b upstream.Budget) (retry.Withdrawal, bool) {
 	default:
 		return retry.Withdrawal{}, b.Withdraw()
 	}
+}
+
+// hasField says whether h has a field of that name in any letter case: on
+// the fasthttp transport an answer's names are as sent, which Peek, looking
+// for the canonical spelling only, misses.
+func hasField(h *fasthttp.ResponseHeader, name string) bool {
+	for k := range h.All() {
+		if asciiEqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // noContent makes a 204 or 304 from upstream one the gateway may send: no

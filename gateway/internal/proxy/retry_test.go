@@ -102,3 +102,50 @@ func TestRefusedRetryLeavesTheUpstreamsAnswer(t *testing.T) {
 		t.Fatalf("answer after a refused retry: %d %q\n%s", ctx.Response.StatusCode(), ctx.Response.Body(), h.String())
 	}
 }
+
+// An instance that answers 503 with Retry-After has asked not to be asked
+// again before then (RFC 9110 §10.2.3): the retry goes to another instance,
+// and with none it is not sent. It went straight back to the same
+// instance, the only one, within the same millisecond.
+func TestRetryAfter503GoesElsewhereOrNowhere(t *testing.T) {
+	const body = `{"detail":"database unavailable"}`
+	busy := func(field string, hits *atomic.Int64) string {
+		return upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) {
+			hits.Add(1)
+			_, _ = fmt.Fprintf(w, "HTTP/1.1 503 Service Unavailable\r\n%s: 30\r\nContent-Length: %d\r\n\r\n%s", field, len(body), body)
+		})
+	}
+	// The fasthttp transport keeps the answer's field names as sent.
+	for _, field := range []string{"Retry-After", "retry-after"} {
+		t.Run("one instance, "+field, func(t *testing.T) {
+			var hits atomic.Int64
+			p, _ := newTestProxy(t, Options{MaxAttempts: 2, Metrics: true}, &fakeUpstream{addr: busy(field, &hits)})
+			ctx := serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+			if n := hits.Load(); n != 1 || ctx.Response.StatusCode() != 503 || string(ctx.Response.Body()) != body {
+				t.Fatalf("instance asked %d times, answer %d %q; want once, its own 503", n, ctx.Response.StatusCode(), ctx.Response.Body())
+			}
+			if n := counted(p, "sent"); n != 0 {
+				t.Fatalf("retries counted as sent: %d, want 0", n)
+			}
+		})
+	}
+	t.Run("another instance", func(t *testing.T) {
+		var hits atomic.Int64
+		good := startUpstream(t)
+		p, _ := newTestProxy(t, Options{MaxAttempts: 2}, &fakeUpstream{addr: busy("Retry-After", &hits)}, good)
+		for range 10 {
+			if ctx := serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); ctx.Response.StatusCode() != 200 {
+				t.Fatalf("%d: not retried on the other instance", ctx.Response.StatusCode())
+			}
+		}
+	})
+	t.Run("503 without Retry-After", func(t *testing.T) {
+		up := startUpstream(t)
+		up.status.Store(503)
+		p, _ := newTestProxy(t, Options{MaxAttempts: 2}, up)
+		serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+		if n := up.hits.Load(); n != 2 {
+			t.Fatalf("one instance asked %d times, want 2: a plain 503 is still retried", n)
+		}
+	})
+}
