@@ -47,6 +47,13 @@ func emailNFKCRewrite(log *slog.Logger) func(context.Context, *sql.Tx) error {
 // It is idempotent: run again (by a later version, for rows old replicas
 // stored during a rollout), it moves what is new and keeps the rest.
 func renormaliseEmails(ctx context.Context, tx *sql.Tx, log *slog.Logger) error {
+	return renormalise(ctx, tx, log, "stored emails normalised")
+}
+
+// renormalise is renormaliseEmails, logging its counts under done: a
+// version that runs it for another change of NormalizeEmail (0007) says
+// which it carried out.
+func renormalise(ctx context.Context, tx *sql.Tx, log *slog.Logger, done string) error {
 	type stored struct{ ID, Email string }
 	// The moves are listed first: the transaction's one connection cannot
 	// query while it streams rows.
@@ -99,7 +106,7 @@ func renormaliseEmails(ctx context.Context, tx *sql.Tx, log *slog.Logger) error 
 			"user_id", s.ID, "holder_id", holder)
 		kept++
 	}
-	log.InfoContext(ctx, "stored emails normalised", "moved", moved, "kept", kept)
+	log.InfoContext(ctx, done, "moved", moved, "kept", kept)
 	return nil
 }
 

@@ -2,7 +2,8 @@
 // with pkg/migrate on PostgreSQL and SQLite alike: SQL files (where the
 // dialects disagree, on timestamp types, a version has a .postgres.sql and a
 // .sqlite.sql twin) and Go steps for what SQL cannot express, numbered
-// alike (0003_email_nfkc_rewrite.go is version 3, 0006_email_visible_fill.go version 6).
+// alike (0003_email_nfkc_rewrite.go is version 3, 0006_email_visible_fill.go version 6,
+// 0007_email_case_fold.go version 7).
 package migrations
 
 import (
@@ -27,5 +28,6 @@ func Set(log *slog.Logger) fs.FS {
 	return migrate.WithGo(FS,
 		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
 		migrate.GoStep{Version: 6, Name: "email_visible_fill", Up: emailVisibleFill(log)},
+		migrate.GoStep{Version: 7, Name: "email_case_fold", Up: emailCaseFold(log)},
 	)
 }

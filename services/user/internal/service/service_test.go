@@ -319,6 +319,7 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		"combining accent":   {"e\u0301lise", "\u00e9lise"},
 		"full-width letters": {"\uff41\uff4c\uff49", "ali"},
 		"Kelvin sign":        {"\u212aim", "kim"},
+		"Greek final sigma":  {"\u03a3\u039f\u03a6\u0399\u0391\u03a3", "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			domain := strings.TrimPrefix(uniqEmail(), "u")

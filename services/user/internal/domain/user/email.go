@@ -19,9 +19,11 @@ const MaxEmailLen = 254
 // code point or as "e" plus a combining accent, and full-width "ａ" against
 // "a". It runs before lower-casing (compatibility forms such as "ℌ" become
 // upper-case letters) and again after it, so the result is a fixed point.
+// Lower-casing alone left a few letters whose upper case is another's: case
+// is folded (foldLetter), so "ΣΟΦΙΑΣ@x" and "σοφιας@x" are one address.
 // Display names ("Alice <a@x>") are refused rather than silently stripped.
 func NormalizeEmail(email string) (string, *FieldError) {
-	e := norm.NFKC.String(strings.ToLower(norm.NFKC.String(strings.TrimSpace(email))))
+	e := canonical(strings.TrimSpace(email))
 	if e == "" {
 		return "", &FieldError{Field: "email", Detail: "must not be empty"}
 	}
@@ -37,6 +39,35 @@ func NormalizeEmail(email string) (string, *FieldError) {
 		return "", &FieldError{Field: "email", Detail: "must be a plain email address like name@example.com"}
 	}
 	return e, nil
+}
+
+// canonical is an address's case-insensitive compatibility form: NFKC,
+// lower-cased, case-folded (foldLetter) and NFKC again, which composes what
+// the folding freed (the old Cyrillic "ᲂ" with a diaeresis is "ӧ" once it is
+// "о").
+func canonical(s string) string {
+	s = strings.ToLower(norm.NFKC.String(s))
+	if strings.ContainsFunc(s, func(r rune) bool { return foldLetter(r) != r }) {
+		s = strings.Map(foldLetter, s)
+	}
+	return norm.NFKC.String(s)
+}
+
+// foldLetter maps a lower-case letter to the letter Unicode's case folding
+// gives, where lower-casing keeps the two apart: the letter its upper case
+// lower-cases to. After NFKC that is the final sigma "ς" (Σ lower-cases to
+// "σ", so the address signed up as "ΣΟΦΙΑΣ" was another account than the
+// same one typed "σοφιας") and the old Cyrillic letter forms U+1C80–U+1C88
+// ("ᲂ" is a tall "о"). The dotless "ı" stays apart, as in Unicode's default
+// folding (its upper case I is i's; only Turkic folding joins them).
+func foldLetter(r rune) rune {
+	if r < 0x80 || r == 'ı' || !unicode.IsLetter(r) {
+		return r
+	}
+	if f := unicode.ToLower(unicode.ToUpper(r)); f != r && unicode.IsLetter(f) {
+		return f
+	}
+	return r
 }
 
 // CheckNewEmail reports why email, in the form NormalizeEmail returns, may
@@ -91,5 +122,5 @@ func VisibleEmail(email string) string {
 		}
 		return r
 	}, email)
-	return norm.NFKC.String(strings.ToLower(norm.NFKC.String(v)))
+	return canonical(v)
 }

@@ -16,6 +16,15 @@ func TestNormalizeEmail(t *testing.T) {
 		"\uff41lice@\uff25xample.com": "alice@example.com",
 		"\u210cana@example.com":       "hana@example.com",
 		"\u212aim@example.com":        "kim@example.com",
+		// Case folded, not only lower-cased: "ΣΟΦΙΑΣ" lower-cases to
+		// "σοφιασ", and the same address typed in lower case ends in the
+		// final sigma; the old Cyrillic letter forms fold to their letters.
+		"\u03a3\u039f\u03a6\u0399\u0391\u03a3@example.com": "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c3@example.com",
+		"\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2@example.com": "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c3@example.com",
+		"\u1c82lga@example.com":                            "\u043elga@example.com",
+		"\u1c82\u0308@example.com":                         "\u04e7@example.com", // composed once folded
+		// Dotless i is its own letter (Unicode folds it to i for Turkic only).
+		"\u0131rmak@example.com": "\u0131rmak@example.com",
 	}
 	for in, want := range ok {
 		if again, _ := NormalizeEmail(want); again != want {
@@ -111,14 +120,15 @@ func TestCheckNewEmail(t *testing.T) {
 // CheckNewEmail accepts is its own visible form.
 func TestVisibleEmail(t *testing.T) {
 	for in, want := range map[string]string{
-		"ali\u200bce@example.com":             "alice@example.com",
-		"\u2060alice@exa\u00admple.com\ufeff": "alice@example.com",
-		"ali\u202ece@example.com":             "alice@example.com",
-		"a\u2028li\u0085ce@example.com":       "alice@example.com",
-		"ali\ue000ce@example.com":             "alice@example.com",
-		"ali\U000e0061ce@example.com":         "alice@example.com",
-		"e\u200b\u0301@example.com":           "\u00e9@example.com", // the accent meets its letter
-		"\u3164\ufe0fbob@example.com":         "bob@example.com",
+		"ali\u200bce@example.com":                                "alice@example.com",
+		"\u2060alice@exa\u00admple.com\ufeff":                    "alice@example.com",
+		"ali\u202ece@example.com":                                "alice@example.com",
+		"a\u2028li\u0085ce@example.com":                          "alice@example.com",
+		"ali\ue000ce@example.com":                                "alice@example.com",
+		"ali\U000e0061ce@example.com":                            "alice@example.com",
+		"e\u200b\u0301@example.com":                              "\u00e9@example.com", // the accent meets its letter
+		"\u3164\ufe0fbob@example.com":                            "bob@example.com",
+		"\u03c3\u03bf\u03c6\u03b9\u03b1\u200b\u03c2@example.com": "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c3@example.com",
 	} {
 		if got := VisibleEmail(in); got != want {
 			t.Errorf("VisibleEmail(%+q) = %+q, want %+q", in, got, want)

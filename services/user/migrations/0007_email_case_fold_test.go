@@ -1,0 +1,79 @@
+package migrations
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"maps"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
+)
+
+// atVersion6 migrates db as the release before version 7 did: the outbox,
+// the SQL files up to 0005 and the Go steps 3 and 6.
+func atVersion6(ctx context.Context, db *gorm.DB) error {
+	names, err := fs.Glob(FS, "000[1-6]_*.sql")
+	if err != nil {
+		return err
+	}
+	v6 := fstest.MapFS{}
+	for _, name := range names {
+		b, err := fs.ReadFile(FS, name)
+		if err != nil {
+			return err
+		}
+		v6[name] = &fstest.MapFile{Data: b}
+	}
+	log := newLog(&bytes.Buffer{})
+	return migrate.UpAll(ctx, db, outbox.Migrations, migrate.WithGo(v6,
+		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
+		migrate.GoStep{Version: 6, Name: "email_visible_fill", Up: emailVisibleFill(log)}))
+}
+
+// Version 7 stores each address in its case-folded form, which sign-up and
+// login use since: an address typed in lower case with a final sigma was
+// stored as typed, and its owner found no account under the folded form.
+// Where that form is taken, the account keeps its address and the warning
+// names both ids; email_visible follows the moved address.
+func TestEmailCaseFold(t *testing.T) {
+	for dialect, db := range storetest.Databases(t, atVersion6) {
+		t.Run(dialect, func(t *testing.T) {
+			addStored(t, db,
+				"sofia", "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2@example.com", // σοφιας
+				"olga", "\u1c82lga@example.com",
+				"maria-upper", "\u03bc\u03b1\u03c1\u03b9\u03b1\u03c3@example.com", // μαριασ: signed up as ΜΑΡΙΑΣ
+				"maria-lower", "\u03bc\u03b1\u03c1\u03b9\u03b1\u03c2@example.com", // μαριας: the same address
+				"hidden", "\u03c3\u03bf\u03c6\u03b9\u03b1\u200b\u03c2@example.org",
+				"plain", "alice@example.com",
+			)
+			logs := &bytes.Buffer{}
+			if err := migrate.UpAll(t.Context(), db, outbox.Migrations, Set(newLog(logs))); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{
+				"sofia":       "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c3@example.com",
+				"olga":        "\u043elga@example.com",
+				"maria-upper": "\u03bc\u03b1\u03c1\u03b9\u03b1\u03c3@example.com",
+				"maria-lower": "\u03bc\u03b1\u03c1\u03b9\u03b1\u03c2@example.com", // kept: the folded form is taken
+				"hidden":      "\u03c3\u03bf\u03c6\u03b9\u03b1\u200b\u03c3@example.org",
+				"plain":       "alice@example.com",
+			}
+			if got := emails(t, db); !maps.Equal(got, want) {
+				t.Errorf("emails %+q, want %+q", got, want)
+			}
+			if got := visibleEmails(t, db)["hidden"]; got != "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c3@example.org" {
+				t.Errorf("email_visible of the moved address %+q", got)
+			}
+			if !strings.Contains(logs.String(), `"user_id":"maria-lower","holder_id":"maria-upper"`) {
+				t.Errorf("the kept address is not reported with its holder:\n%s", logs)
+			}
+		})
+	}
+}
