@@ -818,11 +818,24 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	}
 	if span := x.call; span != nil {
 		if span.IsRecording() {
-			span.SetAttributes(attribute.String("server.address", ep.Addr), attribute.String("shanhai.upstream.version", ep.Version),
-				attribute.Int("http.response.status_code", status))
-			if err != nil {
+			// Per OpenTelemetry's HTTP conventions: a retry says it is one
+			// (http.request.resend_count, set only on retries), and a client
+			// span with a 4xx or 5xx answer is an error. Without them a
+			// failed attempt and its retry looked like two healthy,
+			// unrelated calls.
+			attrs := [4]attribute.KeyValue{attribute.String("server.address", ep.Addr),
+				attribute.String("shanhai.upstream.version", ep.Version), attribute.Int("http.response.status_code", status)}
+			n := 3
+			if x.attempt > 1 {
+				attrs[3], n = attribute.Int("http.request.resend_count", x.attempt-1), 4
+			}
+			span.SetAttributes(attrs[:n]...)
+			switch {
+			case err != nil:
 				span.RecordError(err)
 				span.SetStatus(codes.Error, err.Error())
+			case status >= 400:
+				span.SetStatus(codes.Error, "")
 			}
 		}
 		span.End()

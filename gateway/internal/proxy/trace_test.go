@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -127,5 +128,69 @@ func TestSampledShareWithSetup(t *testing.T) {
 	}
 	if clients != len(sampled) || servers != len(sampled) {
 		t.Fatalf("recorded %d server and %d client spans for %d sampled requests", servers, clients, len(sampled))
+	}
+}
+
+// Each attempt has its own client span, and the upstream it went to has
+// that span as parent. The failed attempt's span says it failed (a 5xx is
+// an error for a client span, by OpenTelemetry's HTTP conventions), and the
+// retry's says it is one (http.request.resend_count): both looked like two
+// healthy, unrelated calls.
+func TestRetryHasItsOwnClientSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(rec))
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+
+	bad, good := startUpstream(t), startUpstream(t)
+	bad.status.Store(503)
+	p, _ := newTestProxy(t, Options{Tracing: true, MaxAttempts: 2}, bad, good)
+	for bad.hits.Load() == 0 { // P2C picks the failing instance first about half the time
+		rec = tracetest.NewSpanRecorder()
+		tp.RegisterSpanProcessor(rec)
+		if ctx := serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); ctx.Response.StatusCode() != 200 {
+			t.Fatalf("status %d", ctx.Response.StatusCode())
+		}
+		tp.UnregisterSpanProcessor(rec)
+	}
+	var clients []sdktrace.ReadOnlySpan
+	for _, s := range rec.Ended() {
+		if s.SpanKind() == trace.SpanKindClient {
+			clients = append(clients, s)
+		}
+	}
+	if len(clients) != 2 {
+		t.Fatalf("%d client spans for a request tried twice", len(clients))
+	}
+	first, retry := clients[0], clients[1]
+	resend := func(s sdktrace.ReadOnlySpan) (int64, bool) {
+		for _, a := range s.Attributes() {
+			if a.Key == "http.request.resend_count" {
+				return a.Value.AsInt64(), true
+			}
+		}
+		return 0, false
+	}
+	if first.Status().Code != codes.Error {
+		t.Errorf("the attempt answered 503: span status %v, want Error", first.Status())
+	}
+	if n, ok := resend(first); ok {
+		t.Errorf("first attempt: http.request.resend_count %d, want none", n)
+	}
+	if n, ok := resend(retry); !ok || n != 1 {
+		t.Errorf("retry: http.request.resend_count %d (set %v), want 1", n, ok)
+	}
+	if retry.Status().Code == codes.Error {
+		t.Errorf("the retry answered 200: span status %v", retry.Status())
+	}
+	for _, c := range []struct {
+		up   *fakeUpstream
+		span sdktrace.ReadOnlySpan
+	}{{bad, first}, {good, retry}} {
+		sc := telemetry.ParseTraceparent(c.up.last.Load().Peek("Traceparent"), nil)
+		if sc.SpanID() != c.span.SpanContext().SpanID() {
+			t.Errorf("upstream %s saw parent %s, want its attempt's span %s", c.up.addr, sc.SpanID(), c.span.SpanContext().SpanID())
+		}
 	}
 }
