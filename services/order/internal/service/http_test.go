@@ -384,3 +384,18 @@ func TestConcurrentRequestsWithOneKeyMakeOneOrder(t *testing.T) {
 		t.Errorf("bob with alice's key: %d %s", r.Status, r.Body)
 	}
 }
+
+// TestUnknownSKUProblemIsSmallerThanTheRequest: the 422 for an unknown SKU
+// names it without echoing all of it; an 800 kB SKU that %q spells out at
+// 10 bytes per 4 was answered with a 2 MB problem.
+func TestUnknownSKUProblemIsSmallerThanTheRequest(t *testing.T) {
+	h := newHarness(t)
+	body := `{"items":[{"sku":"` + strings.Repeat("\U000F0000", 200_000) + `","quantity":1}]}`
+	r := h.do("POST", "/api/v1/orders", "alice", body, "Idempotency-Key", "big-sku")
+	if r.Status != http.StatusUnprocessableEntity || !slices.Contains(r.problemFields(t), "items[0].sku") {
+		t.Fatalf("%d %.300s", r.Status, r.Body)
+	}
+	if len(r.Body) > 4<<10 {
+		t.Errorf("a %d-byte problem for a %d-byte request", len(r.Body), len(body))
+	}
+}

@@ -4,7 +4,9 @@ package order
 
 import (
 	"fmt"
+	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
 )
@@ -96,7 +98,7 @@ func New(id, userID string, req []Requested, products map[string]catalog.Product
 			verr.add(field+".sku", "is required")
 			continue
 		case !ok:
-			verr.add(field+".sku", "unknown product %q", r.SKU)
+			verr.add(field+".sku", "unknown product %s", quoteStart(r.SKU))
 			continue
 		}
 		if j, dup := seen[r.SKU]; dup {
@@ -123,6 +125,24 @@ func New(id, userID string, req []Requested, products map[string]catalog.Product
 	}
 	o.record(Created{Order: o.Snapshot()})
 	return o, nil
+}
+
+// maxEcho is the most of a client's value a field error quotes.
+const maxEcho = 64
+
+// quoteStart quotes s, or only its first maxEcho bytes (cut on a rune
+// boundary) and its length. The whole value made the problem larger than
+// the request: %q spells some runes in ten bytes, so one unknown SKU filling
+// a 1 MiB body was answered with 2.6 MB.
+func quoteStart(s string) string {
+	if len(s) <= maxEcho {
+		return strconv.Quote(s)
+	}
+	n := maxEcho
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%q... (%d bytes)", s[:n], len(s))
 }
 
 // Cancel moves a PENDING order to CANCELLED. Cancelling an order that is

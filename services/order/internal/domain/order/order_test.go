@@ -211,3 +211,22 @@ func TestSecondChargeContradicts(t *testing.T) {
 		t.Errorf("the second charge changed the order: payment %s", o.PaymentID())
 	}
 }
+
+// TestUnknownSKUIsNotEchoedWhole: the 422 for an unknown SKU names it, but
+// only its start. Quoting the whole value made the problem larger than the
+// request: %q spells some runes in ten bytes, so a 1 MiB body of one unknown
+// SKU was answered with a 2.6 MB problem.
+func TestUnknownSKUIsNotEchoedWhole(t *testing.T) {
+	sku := strings.Repeat("\U000F0000", 20_000) // 80 kB
+	_, err := order.New("o1", "u1", []order.Requested{{SKU: sku, Quantity: 1}, {SKU: "NOPE", Quantity: 1}}, products, now)
+	var verr *order.ValidationError
+	if !errors.As(err, &verr) || len(verr.Fields) != 2 {
+		t.Fatalf("err = %v, want two field errors", err)
+	}
+	if d := verr.Fields[0].Detail; len(d) > 256 {
+		t.Errorf("detail of %d bytes for an unknown SKU of %d bytes: %.80s...", len(d), len(sku), d)
+	}
+	if d := verr.Fields[1].Detail; d != `unknown product "NOPE"` {
+		t.Errorf("short unknown SKU: detail %q, want it named whole", d)
+	}
+}
