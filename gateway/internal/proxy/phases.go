@@ -635,9 +635,6 @@ func (p *Proxy) forward(x *Exchange) Step {
 	}
 
 	x.idem = isIdempotent(h.Method(), h, x.st.sent)
-	if x.svc.Budget != nil {
-		x.svc.Budget.RequestAt(x.start)
-	}
 	x.attempt = 1
 	return p.pick(x, nil, false)
 }
@@ -686,6 +683,13 @@ func (p *Proxy) pick(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) Step
 			x.refuse(r)
 		}
 		return Done
+	}
+	if x.attempt == 1 && x.svc.Budget != nil {
+		// Only a request sent counts: the budget is a share of what the
+		// upstream gets. Counted, the requests refused here made it grow
+		// in an overload, where most are refused, until the retries it
+		// allowed doubled what the upstream got.
+		x.svc.Budget.RequestAt(x.start)
 	}
 	return Send
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
+	"github.com/shanhai-dev/shanhai/pkg/limit"
 	"github.com/shanhai-dev/shanhai/pkg/retry"
 )
 
@@ -148,4 +149,45 @@ func TestRetryAfter503GoesElsewhereOrNowhere(t *testing.T) {
 			t.Fatalf("one instance asked %d times, want 2: a plain 503 is still retried", n)
 		}
 	})
+}
+
+// gate is a concurrency limit the test opens and shuts.
+type gate struct{ shut atomic.Bool }
+
+func (g *gate) Admit() (limit.Ticket, bool)            { return limit.Ticket{}, !g.shut.Load() }
+func (g *gate) Done(limit.Ticket, time.Duration, bool) {}
+func (g *gate) Forget(limit.Ticket)                    {}
+
+// The budget allows retries as a share of the requests an upstream gets.
+// Requests the gateway refused before sending (breaker open, concurrency
+// limit full, no instance, no time left) were counted too, so in an
+// overload, where most are refused, the budget grew with the refusals and
+// let through retries that doubled what the upstream got.
+func TestBudgetCountsOnlyRequestsSent(t *testing.T) {
+	const get = "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n"
+	up := startUpstream(t)
+	up.status.Store(503)
+	p, pool := newTestProxy(t, Options{MaxAttempts: 2}, up)
+	g := &gate{}
+	svc := pool.Service("order")
+	svc.Limit = g
+	svc.Budget = retry.NewBudget(0.2, 0, 10*time.Second) // no floor: a fifth of the requests
+
+	g.shut.Store(true)
+	for range 100 {
+		if ctx := serve(p, get); ctx.Response.StatusCode() != 503 {
+			t.Fatalf("refused request: %d", ctx.Response.StatusCode())
+		}
+	}
+	if n := up.hits.Load(); n != 0 {
+		t.Fatalf("%d requests reached the upstream through a shut limit", n)
+	}
+	g.shut.Store(false)
+	for range 10 {
+		serve(p, get)
+	}
+	// Ten requests sent: two retries at a fifth.
+	if n := up.hits.Load(); n != 12 {
+		t.Fatalf("10 failing requests reached the upstream %d times, want 12 (2 retries): the 100 refused requests were counted", n)
+	}
 }
