@@ -156,7 +156,12 @@ func (h *HTTP) cancelOrder(c *gin.Context) {
 func (h *HTTP) listOrders(c *gin.Context) {
 	pg, bad := page.Query(c, app.MaxPageSize)
 	q := order.ListQuery{Limit: pg.Limit, Cursor: pg.Cursor}
-	if s := c.Query("status"); s != "" {
+	// One status at most: gin's Query reads the first of several, so a
+	// second one (?status=PAID&status=FAILED, asking for either) was
+	// dropped without a word and the answer listed only the first.
+	if ss := c.QueryArray("status"); len(ss) > 1 {
+		bad = append(bad, problem.FieldError{Field: "status", Detail: "must be given at most once"})
+	} else if s := c.Query("status"); s != "" {
 		st, ok := order.ParseStatus(s)
 		if !ok {
 			bad = append(bad, problem.FieldError{Field: "status", Detail: "must be one of PENDING, PAID, FAILED, CANCELLED"})

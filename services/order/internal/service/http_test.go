@@ -399,3 +399,22 @@ func TestUnknownSKUProblemIsSmallerThanTheRequest(t *testing.T) {
 		t.Errorf("a %d-byte problem for a %d-byte request", len(r.Body), len(body))
 	}
 }
+
+// TestRepeatedStatusIsRefused: a list asked with status twice is a 400
+// naming status. The first value was used and the rest ignored, so
+// ?status=PENDING&status=BOGUS answered 200, and a client asking
+// ?status=PAID&status=FAILED (one common way to ask for either) silently got
+// only the PAID orders.
+func TestRepeatedStatusIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.createOrder("alice", `{"items":[{"sku":"INK-SET","quantity":1}]}`)
+	for _, q := range []string{"status=PENDING&status=BOGUS", "status=PAID&status=FAILED", "status=PENDING&status=PENDING", "status=PENDING&status="} {
+		r := h.do("GET", "/api/v1/orders?"+q, "alice", "")
+		if r.Status != http.StatusBadRequest || !slices.Contains(r.problemFields(t), "status") {
+			t.Errorf("?%s: %d %s; want 400 naming status", q, r.Status, r.Body)
+		}
+	}
+	if r := h.do("GET", "/api/v1/orders?status=PENDING", "alice", ""); r.Status != http.StatusOK {
+		t.Errorf("one status: %d %s", r.Status, r.Body)
+	}
+}
