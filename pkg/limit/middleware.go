@@ -35,6 +35,10 @@ func Policy(name string) MiddlewareOption { return func(o *mwOptions) { o.policy
 // and a refused one is a 429 problem+json with Retry-After in whole seconds.
 // If the limiter cannot decide at all the request is refused with 503:
 // failing open would make the limit meaningless exactly when it is needed.
+// A decision the request's caller ended (the client went away, or the
+// deadline it sent passed: the Redis limit's only error) is answered as
+// deadline.Abort answers it, 499 or 504: a 503 would count the caller's
+// leaving as this server's failure in its metrics.
 func Middleware(l Limiter, key func(*gin.Context) string, opts ...MiddlewareOption) gin.HandlerFunc {
 	o := mwOptions{policy: "default"}
 	for _, opt := range opts {
@@ -50,6 +54,9 @@ func Middleware(l Limiter, key func(*gin.Context) string, opts ...MiddlewareOpti
 		d, err := l.Allow(c.Request.Context(), k)
 		if err != nil {
 			_ = c.Error(err)
+			if deadline.Abort(c, err) {
+				return
+			}
 			problem.Abort(c, http.StatusServiceUnavailable, "rate limit could not be checked")
 			return
 		}

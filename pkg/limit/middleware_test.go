@@ -164,3 +164,43 @@ func TestConcurrencyMiddlewareForgetsRequestsTheirCallerEnded(t *testing.T) {
 		})
 	}
 }
+
+// A limiter that cannot decide because the request's caller ended it (the
+// Redis limit's only error) is no server failure: the client that went away
+// gets deadline.Abort's 499 and an expired caller's deadline its 504, as
+// every handler answers them, not the 503 that counts the caller's leaving
+// as this server's error in http.server.request.duration. A Redis that never
+// answers keeps the decision pending until the caller ends it.
+func TestMiddlewareAnswersARequestItsCallerEndedAsDeadlineAbortDoes(t *testing.T) {
+	l := NewRedis(unansweredRedis(t), Rate{Count: 100, Period: time.Minute}, 1, Name("mw-caller-ended"), CallTimeout(time.Hour))
+	mw := Middleware(l, func(*gin.Context) string { return "k" })
+	for _, tc := range []struct {
+		name   string
+		header string
+		cancel bool
+		status int
+	}{
+		{"client went away", "", true, deadline.StatusClientClosedRequest},
+		{"caller's deadline passed", "30", false, http.StatusGatewayTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := gin.New()
+			r.Use(deadline.Middleware(time.Minute), mw)
+			r.GET("/x", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.cancel {
+				time.AfterFunc(30*time.Millisecond, cancel) // the client leaves while Redis is asked
+			}
+			req := httptest.NewRequest(http.MethodGet, "/x", nil).WithContext(ctx)
+			if tc.header != "" {
+				req.Header.Set(deadline.Header, tc.header)
+			}
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code != tc.status {
+				t.Fatalf("status %d, want deadline.Abort's %d", w.Code, tc.status)
+			}
+		})
+	}
+}
