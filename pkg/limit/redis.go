@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,9 @@ const instrumentation = "github.com/shanhai-dev/shanhai/pkg/limit"
 // Redis under noeviction refuses the write, or READONLY), and
 // tries Redis again after a short cool-down with one probing request at a
 // time, so an outage does not make every request wait for a dial timeout.
+// A key that holds another type in Redis (WRONGTYPE) is decided by the
+// local share alone, counted with reason="wrongtype" and warned of at most
+// once a minute; the other keys stay on Redis.
 //
 // Each Redis call is bounded by CallTimeout (default 100ms), whatever the
 // client's options: the limiter does not own the client, and a go-redis client
@@ -53,7 +57,8 @@ type Redis struct {
 	probing   atomic.Bool
 	fallbacks metric.Int64Counter
 	// the fallback counter's attributes for each reason
-	unreachableAttrs, refusedAttrs metric.MeasurementOption
+	unreachableAttrs, refusedAttrs, wrongTypeAttrs metric.MeasurementOption
+	wrongTypeLogged                                atomic.Int64 // unix nanos of the last warning of a key of the wrong type
 }
 
 // RedisOption tunes NewRedis.
@@ -109,6 +114,7 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 		metric.WithUnit("{decision}"))
 	r.unreachableAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "unreachable"))
 	r.refusedAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "refused"))
+	r.wrongTypeAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "wrongtype"))
 	return r
 }
 
@@ -129,6 +135,10 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 	if err != nil {
 		if ctx.Err() != nil {
 			return Decision{}, fmt.Errorf("limit %s: %w", r.name, ctx.Err())
+		}
+		if wrongType(err) {
+			r.logWrongType(ctx, err)
+			return r.decideLocally(ctx, key, r.wrongTypeAttrs), nil
 		}
 		r.markDown(ctx, err)
 		return r.fallback(ctx, key), nil
@@ -211,9 +221,41 @@ func (r *Redis) fallback(ctx context.Context, key string) Decision {
 	if r.refused.Load() {
 		attrs = r.refusedAttrs
 	}
+	return r.decideLocally(ctx, key, attrs)
+}
+
+func (r *Redis) decideLocally(ctx context.Context, key string, attrs metric.MeasurementOption) Decision {
 	r.fallbacks.Add(ctx, 1, attrs)
 	d, _ := r.local.Allow(ctx, key)
 	return d
+}
+
+// wrongType reports whether err is Redis's WRONGTYPE reply: the key holds
+// another type (a list, a hash) than the string redis_rate keeps. That is
+// one key's problem, found by a read that writes nothing, so it says nothing
+// about Redis answering the limiter's other keys; taken for Redis refusing
+// the call, one such key put every client on the local share for a
+// cool-down each time it was asked.
+func wrongType(err error) bool {
+	var reply redis.Error
+	return errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "WRONGTYPE")
+}
+
+// wrongTypeLogEvery spaces the warnings of keys of the wrong type: each
+// request on such a key meets one, and the counter has them all.
+const wrongTypeLogEvery = time.Minute
+
+// logWrongType warns, at most once every wrongTypeLogEvery, that a key of
+// this limit holds another type. The keys are client addresses and account
+// names, so the warning gives the pattern to scan for rather than the key.
+func (r *Redis) logWrongType(ctx context.Context, err error) {
+	now := time.Now().UnixNano()
+	last := r.wrongTypeLogged.Load()
+	if last != 0 && now-last < int64(wrongTypeLogEvery) || !r.wrongTypeLogged.CompareAndSwap(last, now) {
+		return
+	}
+	r.log.WarnContext(ctx, "rate limit key in redis holds another type; deciding that key locally",
+		"limit", r.name, "keys", "rate:shanhai:"+r.name+":*", "error", err.Error())
 }
 
 // Degraded reports whether decisions are currently made by the local fallback.
