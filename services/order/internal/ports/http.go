@@ -89,6 +89,13 @@ type createOrderRequest struct {
 func (h *HTTP) createOrder(c *gin.Context) {
 	key := c.GetHeader(IdempotencyKeyHeader)
 	switch {
+	case len(c.Request.Header.Values(IdempotencyKeyHeader)) > 1:
+		// GetHeader reads the first line: which key made the order would
+		// depend on the order of the lines, and a retry through a proxy
+		// that kept the other one made a second order.
+		problem.Abort(c, http.StatusBadRequest, "only one Idempotency-Key header may be sent",
+			problem.FieldError{Field: IdempotencyKeyHeader, Detail: "must be given once"})
+		return
 	case key == "":
 		problem.Abort(c, http.StatusBadRequest, "an Idempotency-Key header is required to create an order",
 			problem.FieldError{Field: IdempotencyKeyHeader, Detail: "is required"})

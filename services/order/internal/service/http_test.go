@@ -3,6 +3,7 @@ package service_test
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -416,5 +417,37 @@ func TestRepeatedStatusIsRefused(t *testing.T) {
 	}
 	if r := h.do("GET", "/api/v1/orders?status=PENDING", "alice", ""); r.Status != http.StatusOK {
 		t.Errorf("one status: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestTwoIdempotencyKeysAreRefused: a create with two Idempotency-Key
+// header lines is a 400 naming the header. The first was used and the
+// second ignored, so which key made the order depended on the order the
+// lines arrived in, and a retry whose proxy kept only the other line (or
+// joined them, "a, b") made a second order.
+func TestTwoIdempotencyKeysAreRefused(t *testing.T) {
+	h := newHarness(t)
+	req, err := http.NewRequest("POST", h.srv.URL+"/api/v1/orders", strings.NewReader(`{"items":[{"sku":"INK-SET","quantity":1}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+h.token("alice"))
+	req.Header.Add("Idempotency-Key", "a")
+	req.Header.Add("Idempotency-Key", "b")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	r := reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	if r.Status != http.StatusBadRequest || !slices.Contains(r.problemFields(t), "Idempotency-Key") {
+		t.Fatalf("two keys: %d %s; want 400 naming Idempotency-Key", r.Status, r.Body)
+	}
+	var page struct{ Orders []orderView }
+	h.do("GET", "/api/v1/orders", "alice", "").json(t, &page)
+	if len(page.Orders) != 0 {
+		t.Fatalf("an order was made: %+v", page.Orders)
 	}
 }
