@@ -77,7 +77,8 @@ func (p Policy) Backoff(n int) time.Duration {
 }
 
 // Do calls fn until it succeeds, returns an error Retryable refuses, runs out
-// of attempts, or ctx ends. Every Do deposits one request into b and every
+// of attempts, ctx ends, or an attempt's answer asks for a longer wait than
+// p.Max (Transport's Retry-After; a shorter one is waited at least). Every Do deposits one request into b and every
 // retry withdraws one (given back if ctx ends its backoff, as it is not
 // sent); a nil b means no budget. The error returned is fn's
 // last, joined with ErrBudgetExhausted when the budget stopped the retries,
@@ -102,6 +103,15 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 			return ended(ctx, err)
 		}
 		wait := p.Backoff(attempt)
+		if d, ok := asked(err); ok {
+			// The upstream said when to come back (Retry-After). Sooner is
+			// against its wish; later than this policy ever waits, and its
+			// answer is the result.
+			if d > p.Max {
+				return err
+			}
+			wait = max(wait, d)
+		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
 			return err // the retry could not finish in time; don't start it
 		}
@@ -119,6 +129,16 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 			return ended(ctx, err)
 		}
 	}
+}
+
+// asked is the delay err says its upstream asked for before another
+// attempt (Transport's statusError: an answer's Retry-After), if any.
+func asked(err error) (time.Duration, bool) {
+	var d interface{ retryAfter() (time.Duration, bool) }
+	if errors.As(err, &d) {
+		return d.retryAfter()
+	}
+	return 0, false
 }
 
 // ended is err, the last attempt's, for a Do that ctx ended before the next

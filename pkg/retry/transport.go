@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 )
@@ -15,7 +17,9 @@ import (
 // the way breaker.IsFailure defines — connect errors, resets, timeouts, 502,
 // 503, 504 — within p and b. Other requests pass through untouched. When the
 // retries run out on a 5xx the caller gets that last response, not an error,
-// so a proxy can relay it.
+// so a proxy can relay it. An answer's Retry-After is honoured: the retry
+// waits at least that long, and a delay longer than p.Max ends the retries
+// with that answer (see Do).
 func Transport(rt http.RoundTripper, p Policy, b *Budget) http.RoundTripper {
 	if rt == nil {
 		rt = http.DefaultTransport
@@ -33,9 +37,37 @@ type transport struct {
 	b    *Budget
 }
 
-type statusError int
+// statusError is a retryable answer's status, and the delay its
+// Retry-After asked for, if any (see asked).
+type statusError struct {
+	code  int
+	after time.Duration
+	asked bool
+}
 
-func (s statusError) Error() string { return "upstream status " + strconv.Itoa(int(s)) }
+func (s statusError) Error() string { return "upstream status " + strconv.Itoa(s.code) }
+
+func (s statusError) retryAfter() (time.Duration, bool) { return s.after, s.asked }
+
+// retryAfter reads res's Retry-After (RFC 9110 §10.2.3): delay-seconds or
+// an HTTP-date; a date already past asks for no delay. False: there is
+// none, or none that parses.
+func retryAfter(res *http.Response) (time.Duration, bool) {
+	v := res.Header.Get("Retry-After")
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		return time.Duration(min(secs, int64(math.MaxInt64/time.Second))) * time.Second, true
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(0, time.Until(at)), true
+	}
+	return 0, false
+}
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !Idempotent(req) {
@@ -71,7 +103,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp = res
 		if breaker.IsFailure(nil, res.StatusCode) {
 			release(res)
-			return statusError(res.StatusCode)
+			after, asked := retryAfter(res)
+			return statusError{code: res.StatusCode, after: after, asked: asked}
 		}
 		return nil
 	})

@@ -149,3 +149,50 @@ func TestTransportFreesTheConnectionOfARetried5xxForTheBackoff(t *testing.T) {
 		t.Fatalf("status %d body %q (%v), want the upstream's 503 problem", resp.StatusCode, body, err)
 	}
 }
+
+// A 503 with Retry-After asks the client not to come back before then (RFC
+// 9110 §10.2.3). Transport retried it after its own backoff (up to 50 ms by
+// default): a delay longer than the policy ever waits now ends the retries
+// with that answer, and a shorter one is waited out at least.
+func TestTransportHonoursRetryAfter(t *testing.T) {
+	var hits atomic.Int32
+	var after atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) == 1 {
+			w.Header().Set("Retry-After", after.Load().(string))
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	var waited []time.Duration
+	p := Policy{Attempts: 3, Max: 2 * time.Second}
+	p.sleep = func(_ context.Context, d time.Duration) error { waited = append(waited, d); return nil }
+	client := &http.Client{Transport: Transport(nil, p, nil)}
+
+	for _, v := range []string{"3600", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)} {
+		hits.Store(0)
+		after.Store(v)
+		resp, err := client.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || hits.Load() != 1 || resp.Header.Get("Retry-After") != v {
+			t.Fatalf("Retry-After %s: %d after %d hits, want the 503 after 1", v, resp.StatusCode, hits.Load())
+		}
+	}
+
+	hits.Store(0)
+	waited = nil
+	after.Store("1")
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || hits.Load() != 2 || len(waited) != 1 || waited[0] < time.Second {
+		t.Fatalf("Retry-After 1: %d after %d hits, waits %v; want 200 after 2, having waited at least 1s", resp.StatusCode, hits.Load(), waited)
+	}
+}
