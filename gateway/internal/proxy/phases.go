@@ -866,8 +866,11 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		}
 	}
 	// A failure the client may see retried elsewhere; Resp holds an error
-	// answer already, so a denied retry still leaves a proper reply.
-	if !x.idem || x.attempt >= p.o.MaxAttempts || !now.Before(x.Deadline) {
+	// answer already, so a denied retry still leaves a proper reply. Not
+	// one at the client's own deadline (Ignored: a 504 within
+	// deadlineSlack of it): the retry would have a few milliseconds at
+	// most, and was sent, charged to the budget, all the same.
+	if !x.idem || outcome == breaker.Ignored || x.attempt >= p.o.MaxAttempts || !now.Before(x.Deadline) {
 		return Done
 	}
 	charged, ok := withdraw(svc.Budget)

@@ -191,3 +191,25 @@ func TestBudgetCountsOnlyRequestsSent(t *testing.T) {
 		t.Fatalf("10 failing requests reached the upstream %d times, want 12 (2 retries): the 100 refused requests were counted", n)
 	}
 }
+
+// An upstream 504 at the client's own deadline (X-Request-Timeout-Ms, within
+// deadlineSlack of it) is that deadline running out, as Received already
+// tells the breaker: a retry then has the few milliseconds left at most,
+// and was sent all the same, charged to the budget, to an upstream told it
+// had 1 or 2 ms.
+func TestNoRetryAtTheClientsDeadline(t *testing.T) {
+	a, b := startUpstream(t), startUpstream(t)
+	p, pool := newTestProxy(t, Options{MaxAttempts: 2}, a, b)
+	budget := &countingBudget{}
+	pool.Service("order").Budget = budget
+	x, s := beginOnLoop(t, p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\nX-Request-Timeout-Ms: 100\r\n\r\n")
+	if s != Send || !x.clientDeadline {
+		t.Fatalf("step %v, client deadline %v: want Send under the client's deadline", s, x.clientDeadline)
+	}
+	// The upstream's 504 comes with 4 ms left of the client's 100.
+	x.Deadline = time.Now().Add(deadlineSlack - time.Millisecond)
+	x.Resp.SetStatusCode(504)
+	if s := p.Received(x, nil); s != Done || budget.withdrawn.Load() != 0 {
+		t.Fatalf("step %v after a 504 at the client's deadline, %d retries withdrawn; want Done, none", s, budget.withdrawn.Load())
+	}
+}
