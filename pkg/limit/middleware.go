@@ -1,6 +1,7 @@
 package limit
 
 import (
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -18,7 +19,10 @@ type MiddlewareOption func(*mwOptions)
 type mwOptions struct{ policy string }
 
 // Policy names the quota in the RateLimit headers (default "default"), so a
-// client facing several limits can tell which one it hit.
+// client facing several limits can tell which one it hit. The name goes out
+// as a structured-field String, which holds printable ASCII only (RFC 9651
+// §3.3.3): Middleware panics on any other name, a wiring mistake that would
+// otherwise send a field every conforming client refuses.
 func Policy(name string) MiddlewareOption { return func(o *mwOptions) { o.policy = name } }
 
 // Middleware limits each request by the key that key returns (client IP,
@@ -44,7 +48,7 @@ func Middleware(l Limiter, key func(*gin.Context) string, opts ...MiddlewareOpti
 	for _, opt := range opts {
 		opt(&o)
 	}
-	quoted := strconv.Quote(o.policy)
+	quoted := sfString(o.policy)
 	return func(c *gin.Context) {
 		k := key(c)
 		if k == "" {
@@ -74,6 +78,20 @@ func Middleware(l Limiter, key func(*gin.Context) string, opts ...MiddlewareOpti
 		}
 		c.Next()
 	}
+}
+
+// sfString is s as a structured-field String: in double quotes, with \ and "
+// escaped by a backslash. It panics when s has a character outside printable
+// ASCII, which a String cannot carry; strconv.Quote wrote those as Go escapes
+// (\t, \x01, \u00fc) or raw UTF-8, neither of which a String parser accepts.
+func sfString(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			panic(fmt.Sprintf("limit.Middleware: policy name %q: a RateLimit policy name is printable ASCII only", s))
+		}
+	}
+	// Within printable ASCII strconv.Quote escapes exactly \ and ".
+	return strconv.Quote(s)
 }
 
 // seconds rounds up: telling a client to come back too early only earns it

@@ -204,3 +204,28 @@ func TestMiddlewareAnswersARequestItsCallerEndedAsDeadlineAbortDoes(t *testing.T
 		})
 	}
 }
+
+// The policy name goes out as a structured-field String (RFC 9651 §3.3.3),
+// which holds printable ASCII only, with \ and " escaped by a backslash and
+// no other escapes. strconv.Quote wrote a name outside that as Go text (raw
+// UTF-8, or \t, \x01, \u escapes), a field a conforming client's parser
+// refuses whole; such a name is a wiring mistake, refused when Middleware is
+// built as NewRedis refuses a rate of 0.
+func TestMiddlewarePolicyNameIsAStructuredFieldString(t *testing.T) {
+	l := PerKey(1, 5)
+	r := router(Middleware(l, func(*gin.Context) string { return "k" }, Policy(`per "user" \ day`)))
+	w := get(r, "k")
+	if got, want := w.Header().Get("RateLimit"), `"per \"user\" \\ day";r=4;t=1`; got != want {
+		t.Errorf("RateLimit %q, want %q", got, want)
+	}
+	for _, name := range []string{"über", "tab\there", "nul\x00", "del\x7f"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Middleware accepted the policy name %q, which no structured-field String can carry", name)
+				}
+			}()
+			Middleware(l, func(*gin.Context) string { return "k" }, Policy(name))
+		}()
+	}
+}
