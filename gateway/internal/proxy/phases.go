@@ -639,7 +639,8 @@ func (p *Proxy) forward(x *Exchange) Step {
 	return p.pick(x, nil, false)
 }
 
-// refusal is why pick did not send an attempt.
+// refusal is why pick did not send an attempt; 0 is none (admit prepared
+// the attempt).
 type refusal uint8
 
 const (
