@@ -50,6 +50,13 @@ func (n Names) Or(def Names) Names {
 	return n
 }
 
+// MaxAge is how long the stream keeps a message, whoever creates it: the
+// bridge creates it with the same limit when it starts first (a stream
+// without one kept every event until JetStream's store was full and refused
+// the saga's publishes). A week outlasts any outage the consumers recover
+// from; a busier platform sets MaxBytes on the stream as well.
+const MaxAge = 7 * 24 * time.Hour
+
 // Ensure creates the stream when it is absent and leaves an existing one
 // alone: the bridge, order and payment all call this at start, and whoever
 // comes first defines it; nobody silently rewrites another's settings.
@@ -69,7 +76,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names) error {
 		// The bridge sets Nats-Msg-Id = topic/partition/offset; this window
 		// drops a re-published Kafka record that arrives within it.
 		Duplicates: 2 * time.Minute,
-		MaxAge:     7 * 24 * time.Hour,
+		MaxAge:     MaxAge,
 	})
 	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return fmt.Errorf("create stream %s: %w", n.Stream, err)

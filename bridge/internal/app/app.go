@@ -23,6 +23,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/config"
@@ -178,7 +179,8 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 }
 
 // EnsureStream creates the stream if absent (file storage, the configured
-// subjects and duplicate window), retrying until NATS answers or ctx ends.
+// subjects and duplicate window, and the services' stream.MaxAge: whoever
+// starts first defines it), retrying until NATS answers or ctx ends.
 // An existing stream is left as it is: its owner may have tuned it.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) error {
 	for {
@@ -186,7 +188,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.Config
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			_, err = js.CreateStream(ctx, jetstream.StreamConfig{
 				Name: cfg.Stream, Subjects: cfg.StreamSubjects, Storage: jetstream.FileStorage,
-				Duplicates: cfg.DuplicateWindow,
+				Duplicates: cfg.DuplicateWindow, MaxAge: stream.MaxAge,
 			})
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 				err = nil
