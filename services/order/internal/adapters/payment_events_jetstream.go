@@ -34,7 +34,8 @@ const (
 	// PaymentRefunded follows payment.succeeded when an order was cancelled
 	// after (or while) it was charged. It is informational here: the order is
 	// already CANCELLED (a cancel is what causes a refund) and no order state
-	// follows from it, so it is acked without being applied.
+	// follows from it, so it is acked without being applied (a refund of
+	// an order not CANCELLED is an alarm: PaymentEvents.refunded).
 	PaymentRefunded = "payment.refunded"
 )
 
@@ -239,7 +240,7 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 	switch env.Type {
 	case PaymentSucceeded, PaymentFailed:
 	case PaymentRefunded:
-		return "informational", c.ack(m)
+		return c.refunded(ctx, m, env)
 	default:
 		return "ignored", c.ack(m)
 	}
@@ -295,6 +296,34 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 		return "unchanged", c.ack(m)
 	}
 	return "applied", c.ack(m)
+}
+
+// refunded acks a payment.refunded, which changes no order: informational
+// when its order is CANCELLED, as every refund the saga makes is (a cancel
+// is what causes one). A refund of an order in another state (PAID: shown
+// paid, and shipped, with its money given back) is logged at ERROR and
+// counted "contradicts", for an operator; it is not recorded, so a
+// redelivery alarms again. A refund that names no order this service can
+// read (malformed, unknown, another user's) stays informational, as every
+// refund was; a database error leaves it for redelivery.
+func (c *PaymentEvents) refunded(ctx context.Context, m jetstream.Msg, env event.Envelope) (string, error) {
+	var d PaymentResultData
+	if env.Decode(&d) != nil || checkResult(env, d) != nil {
+		return "informational", c.ack(m)
+	}
+	res, err := c.apply.Refunded(ctx, app.ApplyPayment{EventID: env.ID, OrderID: d.OrderID, UserID: d.UserID, AmountCents: d.AmountCents})
+	switch {
+	case errors.Is(err, order.ErrNotFound):
+		return "informational", c.ack(m)
+	case err != nil:
+		return c.retry(ctx, m, err)
+	case !res.Contradicts:
+		return "informational", c.ack(m)
+	}
+	c.log.ErrorContext(ctx, "payment result contradicts the order's final state",
+		"order_id", d.OrderID, "order_status", string(res.Status), "order_payment_id", res.PaymentID,
+		"payment_id", d.PaymentID, "payment_status", "REFUNDED", "event_id", env.ID, "type", env.Type)
+	return "contradicts", c.ack(m)
 }
 
 // checkResult rejects a result that can never apply correctly, so it is

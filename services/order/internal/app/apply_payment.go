@@ -67,3 +67,25 @@ func (h ApplyPaymentHandler) Handle(ctx context.Context, cmd ApplyPayment) (Appl
 	}
 	return res, nil
 }
+
+// RefundResult says whether a refund contradicts the order: Contradicts
+// when the order is not CANCELLED. Status and PaymentID are the order's.
+type RefundResult struct {
+	Contradicts bool
+	Status      order.Status
+	PaymentID   string
+}
+
+// Refunded checks a payment.refunded against its order, changing nothing.
+// Payment refunds a charge only for an order that was cancelled, and the
+// order is CANCELLED before its order.cancelled is sent, so a refund of an
+// order in any other state means one shown paid (and shipped) whose money
+// went back, or a forged result: the caller tells an operator. Another user's
+// or an unknown order is order.ErrNotFound.
+func (h ApplyPaymentHandler) Refunded(ctx context.Context, cmd ApplyPayment) (RefundResult, error) {
+	o, err := h.orders.Get(ctx, cmd.UserID, cmd.OrderID)
+	if err != nil {
+		return RefundResult{}, fmt.Errorf("check refund %s of order %s: %w", cmd.EventID, cmd.OrderID, err)
+	}
+	return RefundResult{Contradicts: o.Status() != order.Cancelled, Status: o.Status(), PaymentID: o.PaymentID()}, nil
+}

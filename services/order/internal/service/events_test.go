@@ -519,3 +519,53 @@ func TestSecondChargeIsAnAlarm(t *testing.T) {
 		t.Errorf("ERROR log lines %v, want one naming the order, its payment and the second one\nlog:\n%s", alarms, logs)
 	}
 }
+
+// TestRefundOfAnOrderNotCancelledIsAnAlarm: payment refunds a charge only
+// for an order that was cancelled (order.cancelled, sent once the order is
+// CANCELLED), so a payment.refunded for a PAID order means one shown paid,
+// and shipped, whose money went back. It changes nothing, but is logged at
+// ERROR and counted "contradicts"; it was acked as "informational" and told
+// no one. The saga's own refund, of a CANCELLED order, stays informational.
+func TestRefundOfAnOrderNotCancelledIsAnAlarm(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	h := newHarness(t, func(o *service.Options) { o.Logger = telemetry.NewLogger(logs, slog.LevelInfo) })
+	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
+	paid, cancelled := h.createOrder("alice", item), h.createOrder("alice", item)
+	if r := h.do("POST", "/api/v1/orders/"+cancelled.ID+"/cancel", "alice", ""); r.Status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", r.Status, r.Body)
+	}
+	h.publishResult(t, "payment.succeeded", "first-"+paid.ID, paid.ID, "", nil)
+	h.publishResult(t, "payment.succeeded", "first-"+cancelled.ID, cancelled.ID, "", nil)
+	h.drained(t)
+	before := h.outcomes(t)
+	h.publishResult(t, "payment.refunded", "refund-"+cancelled.ID, cancelled.ID, "order_cancelled", nil)
+	h.publishResult(t, "payment.refunded", "refund-"+paid.ID, paid.ID, "order_cancelled", nil)
+	h.drained(t)
+
+	got := map[string]float64{}
+	for k, v := range h.outcomes(t) {
+		if d := v - before[k]; d != 0 {
+			got[k] = d
+		}
+	}
+	if want := map[string]float64{"informational": 1, "contradicts": 1}; !maps.Equal(got, want) {
+		t.Errorf("payment result outcomes counted %v, want %v", got, want)
+	}
+	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" {
+		t.Errorf("paid order after a refund = %+v", o)
+	}
+	var alarms []map[string]any
+	for l := range strings.Lines(logs.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if rec["level"] == "ERROR" {
+			alarms = append(alarms, rec)
+		}
+	}
+	if len(alarms) != 1 || alarms[0]["order_id"] != paid.ID || alarms[0]["order_status"] != "PAID" ||
+		alarms[0]["payment_id"] != "pay-"+paid.ID || alarms[0]["payment_status"] != "REFUNDED" {
+		t.Errorf("ERROR log lines %v, want one naming the PAID order and the refunded payment\nlog:\n%s", alarms, logs)
+	}
+}
