@@ -904,23 +904,12 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	return Send
 }
 
-// refundable is a retry budget that can give back a retry it allowed but
-// the gateway did not send (pkg/retry.Budget). upstream.Budget asks only
-// for Withdraw; a budget without Take keeps what it gave.
-type refundable interface {
-	Take() (retry.Withdrawal, bool)
-}
-
 // withdraw takes a retry from b (nil: no budget, always allowed).
 func withdraw(b upstream.Budget) (retry.Withdrawal, bool) {
-	switch b := b.(type) {
-	case nil:
+	if b == nil {
 		return retry.Withdrawal{}, true
-	case refundable:
-		return b.Take()
-	default:
-		return retry.Withdrawal{}, b.Withdraw()
 	}
+	return b.Take()
 }
 
 // hasField says whether h has a field of that name in any letter case: on

@@ -24,6 +24,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
+	"github.com/shanhai-dev/shanhai/pkg/retry"
 )
 
 func jsonValid(b []byte) bool { return json.Valid(b) }
@@ -307,7 +308,10 @@ func TestHandleUpstreamWithoutFinalStatusIs502(t *testing.T) {
 type countingBudget struct{ requests, withdrawn atomic.Int64 }
 
 func (b *countingBudget) RequestAt(time.Time) { b.requests.Add(1) }
-func (b *countingBudget) Withdraw() bool      { b.withdrawn.Add(1); return true }
+func (b *countingBudget) Take() (retry.Withdrawal, bool) {
+	b.withdrawn.Add(1)
+	return retry.Withdrawal{}, true
+}
 
 func TestHandleRetriesOnlyIdempotent(t *testing.T) {
 	bad, good := startUpstream(t), startUpstream(t)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
+	"github.com/shanhai-dev/shanhai/pkg/retry"
 )
 
 // Instance is one registered copy of a service, as discovery reports it.
@@ -40,11 +41,12 @@ type Concurrency interface {
 }
 
 // Budget is a retry budget (pkg/retry.Budget satisfies it): every request
-// is counted (at the caller's clock reading), every retry must be
-// withdrawn from it.
+// is counted (at the caller's clock reading), every retry must be taken
+// from it, and a retry taken but not sent (the pick refused it) is
+// refunded.
 type Budget interface {
 	RequestAt(now time.Time)
-	Withdraw() bool
+	Take() (retry.Withdrawal, bool)
 }
 
 // Endpoint is an instance with its connection pool and in-flight count.
