@@ -59,6 +59,11 @@ type cachedProduct struct {
 func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 	raw, err := c.rdb.Get(ctx, c.key).Bytes()
 	switch {
+	case err != nil && ctx.Err() != nil:
+		// The caller gave up (or its deadline passed), not Redis: a warning
+		// blamed a healthy Redis for every client that left, and the
+		// database read on the same context could only fail too.
+		return nil, fmt.Errorf("read catalogue: %w", ctx.Err())
 	case err == nil:
 		var cached []cachedProduct
 		if jerr := json.Unmarshal(raw, &cached); jerr == nil && len(cached) > 0 {

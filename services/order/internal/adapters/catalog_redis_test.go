@@ -2,6 +2,9 @@ package adapters_test
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -126,4 +129,38 @@ func TestCatalogCacheSurvivesAHungRedis(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCatalogCacheBlamesNoRedisForACallersDeadline: a read whose caller's
+// context has ended fails with the context's error and logs nothing about
+// Redis. It logged "catalog cache unavailable; reading database" at WARN for
+// a Redis that was fine (the Get had failed on the caller's context), then
+// read the database on the same dead context: every client that gave up
+// while its order priced looked, to an operator, like a Redis outage.
+func TestCatalogCacheBlamesNoRedisForACallersDeadline(t *testing.T) {
+	rdb := testRedis(t)
+	logs := &testenv.LogBuffer{}
+	src := &countingCatalog{next: staticCatalog{{SKU: "TEA", Name: "Tea", PriceCents: 100, Currency: "EUR"}}}
+	cache := adapters.NewCatalogRedis(src, rdb, time.Minute, slog.New(slog.NewJSONHandler(logs, nil))).WithKey("test:order:catalog:" + uuid.NewString())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := cache.All(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want the caller's context.Canceled", err)
+	}
+	if s := logs.String(); strings.Contains(s, "WARN") {
+		t.Errorf("a caller's ended context was logged as a Redis problem:\n%s", s)
+	}
+	if n := src.reads.Load(); n != 0 {
+		t.Errorf("%d database reads on an ended context", n)
+	}
+}
+
+// staticCatalog serves a fixed catalogue.
+type staticCatalog []catalog.Product
+
+func (s staticCatalog) All(ctx context.Context) ([]catalog.Product, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
