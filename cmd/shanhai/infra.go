@@ -40,13 +40,21 @@ type Infra struct {
 	nats  *natsserver.Server
 	redis *miniredis.Miniredis
 	etcd  *embed.Etcd
+	lock  *os.File // the data directory's lock (lockDataDir), held until Close
 }
 
 // StartInfra starts Kafka (kfake), NATS with JetStream, Redis (miniredis) and
 // etcd in this process, all at once: they do not depend on each other, and
 // etcd's start-up (a raft election) is the longest, so the others hide in it.
+//
+// The data directory is taken first: another run's would be emptied of its
+// JetStream store below, and its etcd's lock would keep this one waiting.
 func StartInfra(ctx context.Context, dir string) (*Infra, error) {
-	in := &Infra{Dir: dir, env: map[string]string{}}
+	lock, err := lockDataDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	in := &Infra{Dir: dir, env: map[string]string{}, lock: lock}
 	errc := make(chan error, 4)
 	go func() { errc <- in.startKafka() }()
 	go func() { errc <- in.startNATS() }()
@@ -194,6 +202,9 @@ func (in *Infra) Close() {
 	}
 	if in.kafka != nil {
 		in.kafka.Close()
+	}
+	if in.lock != nil {
+		_ = in.lock.Close() // releases the flock
 	}
 	slog.Debug("embedded infrastructure stopped")
 }
