@@ -86,6 +86,9 @@ func validate(orderID, userID string, amountCents int64, currency string) error 
 		// A NUL or invalid UTF-8 would fail the insert on every delivery
 		// (PostgreSQL text holds neither): invalid now, not a retry later.
 		return fmt.Errorf("%w: order_id %q and user_id %q must be printable text", ErrInvalid, orderID, userID)
+	case len(orderID) > MaxIDBytes || len(userID) > MaxIDBytes:
+		// Quoted only by length: the id may be a megabyte.
+		return fmt.Errorf("%w: order_id (%d bytes) and user_id (%d bytes) must be at most %d bytes", ErrInvalid, len(orderID), len(userID), MaxIDBytes)
 	case amountCents <= 0:
 		return fmt.Errorf("%w: total_cents must be positive, got %d", ErrInvalid, amountCents)
 	case !ISOCurrency(currency):
@@ -94,9 +97,19 @@ func validate(orderID, userID string, amountCents int64, currency string) error 
 	return nil
 }
 
+// MaxIDBytes bounds an order or user id. Both are UUIDs (36 bytes) where the
+// platform makes them; the bound is what the indexes can hold with room to
+// spare. PostgreSQL refuses a B-tree entry over about 2.7 kB (SQLSTATE
+// 54000), and payments indexes order_id and (user_id, id): a longer id
+// failed the claim the same way on every delivery, so its message was
+// retried until its retries ran out instead of refused on the first.
+const MaxIDBytes = 255
+
 // PossibleUserID reports whether a payment can belong to userID: validate
 // refuses any other, so a caller with such an id owns no payment.
-func PossibleUserID(userID string) bool { return userID != "" && printable(userID) }
+func PossibleUserID(userID string) bool {
+	return userID != "" && len(userID) <= MaxIDBytes && printable(userID)
+}
 
 func printable(s string) bool {
 	if !utf8.ValidString(s) {

@@ -2,6 +2,7 @@ package payment_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +28,8 @@ func TestNewRejectsUnchargeable(t *testing.T) {
 		{"three-byte currency", "o", "u", 100, "€"},
 		{"NUL in order", "o\x00", "u", 100, "EUR"},
 		{"invalid UTF-8 user", "o", "\xff", 100, "EUR"},
+		{"overlong order", strings.Repeat("o", payment.MaxIDBytes+1), "u", 100, "EUR"},
+		{"overlong user", "o", strings.Repeat("u", payment.MaxIDBytes+1), 100, "EUR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
