@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -66,6 +67,21 @@ func logLevelDefault() string {
 	return "info"
 }
 
+// partsLogLevel is the LOG_LEVEL every part gets for level, or why there is
+// none. The parts' configurations take exactly debug, info, warn or error, a
+// narrower set than slog's parser (which also takes "INFO" or "warn+1"), so
+// checking with slog let a level through that then stopped user, order and
+// payment after the servers had started. Capitals name the same level and
+// are lowered rather than refused.
+func partsLogLevel(level string) (string, error) {
+	l := strings.ToLower(strings.TrimSpace(level))
+	switch l {
+	case "debug", "info", "warn", "error":
+		return l, nil
+	}
+	return "", fmt.Errorf("-log-level %q (its default is LOG_LEVEL, when set): want debug, info, warn or error", level)
+}
+
 func run() error {
 	self, _ := os.Executable()
 	var (
@@ -93,9 +109,8 @@ func run() error {
 			return err
 		}
 	}
-	var logLevel slog.Level
-	if err := logLevel.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("-log-level %q (its default is LOG_LEVEL, when set): want debug, info, warn or error", *level)
+	if *level, err = partsLogLevel(*level); err != nil {
+		return err
 	}
 
 	keep := *dataDir != ""

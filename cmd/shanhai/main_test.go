@@ -249,3 +249,38 @@ func TestLogLevelFromTheEnvironmentReachesTheParts(t *testing.T) {
 		t.Fatalf("LOG_LEVEL=debug, but order.log has no debug line:\n%s", log)
 	}
 }
+
+// A -log-level (or LOG_LEVEL) the parts refuse is refused before anything
+// starts, naming the flag. The run checked it with slog's parser, which also
+// takes "INFO" or "warn+1", then handed it to the parts, whose configuration
+// takes exactly debug, info, warn or error: the embedded servers started,
+// three parts failed on LOG_LEVEL, and the message pointed at their logs.
+// A level in capitals is the same level and is taken.
+func TestLogLevelThePartsRefuseStopsTheRunFirst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program in a child process")
+	}
+	data := t.TempDir()
+	run := asProgram("-log-level warn+1 -port "+strconv.Itoa(freePortBlock(t))+" -data "+data,
+		"PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	out, err := run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("the run: %v, want exit status 1\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte(`-log-level "warn+1"`)) {
+		t.Fatalf("the run's message does not name -log-level \"warn+1\":\n%s", out)
+	}
+	for _, name := range Names {
+		if _, err := os.Stat(filepath.Join(data, "logs", name+".log")); err == nil {
+			t.Fatalf("%s started (its log is there) on a log level it refuses:\n%s", name, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(data, "jetstream")); err == nil {
+		t.Fatalf("the embedded servers started on a log level the parts refuse:\n%s", out)
+	}
+
+	if lvl, err := partsLogLevel("DEBUG"); err != nil || lvl != "debug" {
+		t.Fatalf(`partsLogLevel("DEBUG") = %q, %v; want debug`, lvl, err)
+	}
+}
