@@ -42,8 +42,9 @@
 // answer, a fast saga) is kept until it is, and that saga is timed 0.
 //
 // Bad flags (an unknown one, a rate that is not a positive number, a zero
-// duration, a negative log in ratio, ...) stop it before it sends, with the
-// reason and exit status 2; a run that fails exits 1.
+// duration, a negative log in ratio, a -target that is no http(s) base URL,
+// ...) stop it before it sends, with the reason and exit status 2; a run
+// that fails exits 1.
 //
 // With -nats the saga is also split into its five hops (outbox, bridge,
 // payment, outbox, bridge) at the timestamps the events carry; see stages.go.
@@ -74,6 +75,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -161,16 +163,30 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 		bad = fmt.Sprintf("-mix must be %s or %s, got %q", mixFull, mixOrder, *mix)
 	case *mix == mixOrder && *loginRatio != 0:
 		bad = fmt.Sprintf("-mix order sends no log ins, got -login-ratio %v", *loginRatio)
+	case !baseURL(*target):
+		bad = fmt.Sprintf("-target must be the gateway's base URL, http(s)://host:port (a path prefix may follow), got %q", *target)
 	}
 	if bad != "" {
 		fmt.Fprintln(errOut, "loadgen:", bad)
 		return config{}, errors.New(bad)
 	}
 	return config{
-		target: *target, rate: *rate, duration: *duration, users: *users, loginRatio: *loginRatio, timeout: *timeout,
+		target: strings.TrimRight(*target, "/"), rate: *rate, duration: *duration, users: *users, loginRatio: *loginRatio, timeout: *timeout,
 		maxInflight: *maxInflight, natsURL: *natsURL, subject: *subject, ordersSubject: *ordersSubj, drain: *drain, json: *jsonOut,
 		mix: *mix,
 	}, nil
+}
+
+// baseURL reports whether target is a base the request paths can be
+// appended to: http or https, a host, no query or fragment. Anything else
+// used to pass, and the run spent its setup reaching the first request, which
+// then failed with a parser's message (a host:port without a scheme, or with
+// a query that the paths landed in) and exit status 1, as if the gateway had
+// failed. A trailing slash is dropped by the caller: "//api/v1/..." is no route.
+func baseURL(target string) bool {
+	u, err := url.Parse(target)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" &&
+		u.RawQuery == "" && !u.ForceQuery && u.Fragment == ""
 }
 
 // The mixes -mix names.

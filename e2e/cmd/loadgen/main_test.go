@@ -49,6 +49,10 @@ func TestBadFlagsExit2WithAClearError(t *testing.T) {
 		{[]string{"-mix", "order", "-login-ratio", "0.5"}, "-mix order sends no log ins"},
 		{[]string{"-rate", "fast"}, `invalid value "fast" for flag -rate`},
 		{[]string{"-rate", "10", "browse"}, `unexpected argument "browse"`},
+		{[]string{"-target", "localhost:8080"}, "-target must be"},
+		{[]string{"-target", "127.0.0.1:8080"}, "-target must be"},
+		{[]string{"-target", ""}, "-target must be"},
+		{[]string{"-target", "http://127.0.0.1:8080/gw?x=1"}, "-target must be"},
 	}
 	for _, c := range cases {
 		cmd := exec.Command(os.Args[0], c.args...)
@@ -71,6 +75,11 @@ func TestGoodFlagsParse(t *testing.T) {
 	}
 	if c.rate != 250 || c.duration != 30*time.Second || c.loginRatio != 0 || c.ordersSubject != "e2e1.shanhai.orders.>" {
 		t.Fatalf("config = %+v", c)
+	}
+	// A base URL as a browser shows it, with its slash: the paths are
+	// appended to it, and "//api/v1/..." is no route of the gateway's.
+	if c, err := parseFlags([]string{"-target", "http://127.0.0.1:8080/"}, &out); err != nil || c.target != "http://127.0.0.1:8080" {
+		t.Fatalf("-target http://127.0.0.1:8080/: target %q, %v; want http://127.0.0.1:8080", c.target, err)
 	}
 }
 
