@@ -26,17 +26,24 @@ type Params struct {
 // Query reads limit (an integer from 1 to maxLimit) and cursor (one Cursor
 // returned) from c's query string. Each bad parameter is returned as a
 // FieldError naming it, for the caller to add its own and answer 400 once.
+// A parameter given more than once is bad too, as the order listing's
+// status is: taking the first, as gin's Query does, would answer a page the
+// client may not have meant without a word that the rest were dropped.
 func Query(c *gin.Context, maxLimit int) (Params, []problem.FieldError) {
 	var p Params
 	var bad []problem.FieldError
-	if s := c.Query("limit"); s != "" {
+	if s, ok := once(c, "limit"); !ok {
+		bad = append(bad, problem.FieldError{Field: "limit", Detail: "must be given at most once"})
+	} else if s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxLimit {
 			bad = append(bad, problem.FieldError{Field: "limit", Detail: "must be an integer from 1 to " + strconv.Itoa(maxLimit)})
 		}
 		p.Limit = n
 	}
-	if s := c.Query("cursor"); s != "" {
+	if s, ok := once(c, "cursor"); !ok {
+		bad = append(bad, problem.FieldError{Field: "cursor", Detail: "must be given at most once"})
+	} else if s != "" {
 		id, err := decode(s)
 		if err != nil {
 			bad = append(bad, problem.FieldError{Field: "cursor", Detail: "is not a cursor returned by this API"})
@@ -44,6 +51,19 @@ func Query(c *gin.Context, maxLimit int) (Params, []problem.FieldError) {
 		p.Cursor = id
 	}
 	return p, bad
+}
+
+// once is the query parameter name's value ("" when absent), and false when
+// it is given more than once.
+func once(c *gin.Context, name string) (string, bool) {
+	vs := c.QueryArray(name)
+	switch len(vs) {
+	case 0:
+		return "", true
+	case 1:
+		return vs[0], true
+	}
+	return "", false
 }
 
 // Cursor is the next_cursor of a page whose last row is id ("" when there

@@ -35,6 +35,11 @@ func TestQuery(t *testing.T) {
 		// The id upper-cased is a UUID, but not one Cursor made.
 		{"cursor=" + Cursor("0193A7C4-5B6E-7D8F-9A0B-1C2D3E4F5A6B"), Params{}, []string{"cursor"}},
 		{"cursor=" + Cursor(id) + "%3D%3D", Params{}, []string{"cursor"}}, // padded: not base64url without padding
+		// Given twice, even alike: which one the client meant is not ours to
+		// guess, and the order listing refuses a repeated status the same way.
+		{"limit=1&limit=2", Params{}, []string{"limit"}},
+		{"limit=5&limit=5&cursor=" + Cursor(id) + "&cursor=" + Cursor(id), Params{}, []string{"limit", "cursor"}},
+		{"limit=&limit=5", Params{}, []string{"limit"}},
 	} {
 		p, bad := query(t, tc.raw)
 		if len(bad) != len(tc.bad) {
