@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -235,6 +236,9 @@ func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, err
 	if err := env.Decode(&d); err != nil {
 		return c.deadLetter(ctx, m, h, env, "invalid_payload", fmt.Errorf("decode %s: %w", env.ID, err))
 	}
+	if err := checkOrderID(d.OrderID); err != nil {
+		return c.deadLetter(ctx, m, h, env, "invalid_order", fmt.Errorf("charge order: %w", err))
+	}
 	res, err := c.app.ChargeOrder.Handle(ctx, app.ChargeOrder{OrderID: d.OrderID, UserID: d.UserID, TotalCents: d.TotalCents, Currency: d.Currency})
 	switch {
 	case errors.Is(err, payment.ErrInvalid):
@@ -267,6 +271,9 @@ func (c *OrderEvents) cancel(ctx context.Context, m jetstream.Msg, h map[string]
 	if err := env.Decode(&d); err != nil {
 		return c.deadLetter(ctx, m, h, env, "invalid_payload", fmt.Errorf("decode %s: %w", env.ID, err))
 	}
+	if err := checkOrderID(d.OrderID); err != nil {
+		return c.deadLetter(ctx, m, h, env, "invalid_order", fmt.Errorf("cancel order: %w", err))
+	}
 	res, err := c.app.CancelOrder.Handle(ctx, app.CancelOrder{OrderID: d.OrderID, UserID: d.UserID, TotalCents: d.TotalCents, Currency: d.Currency})
 	switch {
 	case errors.Is(err, payment.ErrInvalid):
@@ -280,6 +287,25 @@ func (c *OrderEvents) cancel(ctx context.Context, m jetstream.Msg, h map[string]
 		return "duplicate", ack(m)
 	}
 	return "cancelled", ack(m)
+}
+
+// checkOrderID refuses an order id the order service never makes. Its ids
+// are lower-case canonical UUIDs (uuid.NewString), and it terminates a
+// payment result naming anything else without applying it: a charge for
+// such an id took the customer's money for an order that does not exist,
+// with nothing on the order side to give it back. Only the canonical form:
+// the API finds a payment by order id in that form alone, so one stored
+// under an upper-case or braced spelling could not be looked up. An empty
+// id is left to the domain, whose reason says so.
+func checkOrderID(id string) error {
+	if id == "" {
+		return nil
+	}
+	if u, err := uuid.Parse(id); err != nil || u.String() != id {
+		// Quoted at most 80 bytes: the id may be a megabyte.
+		return fmt.Errorf("%w: order_id %.80q is not an order id (a lower-case canonical UUID)", payment.ErrInvalid, id)
+	}
+	return nil
 }
 
 // retry leaves m unsettled, for the consumer's BackOff to deliver it again,
