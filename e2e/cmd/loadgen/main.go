@@ -16,7 +16,8 @@
 // (exact, to 1 µs: every latency is kept) over the answered requests, failures
 // included, and errors by class: "http <code>", "timeout" (-timeout), "connect"
 // (refused, unreachable), "connection closed" (no answer), "io: <op>" (a reset
-// on a connection that was up), "canceled (run interrupted)" and "other".
+// on a connection that was up), "client: out of file descriptors" (this
+// process's limit, not the target), "canceled (run interrupted)" and "other".
 // A 429 is not an error but "limited", a column of its own: a rate limit
 // answered as configured (the platform's limits are per client address, and
 // a run comes from one). Like a dropped request it is kept out of the count,

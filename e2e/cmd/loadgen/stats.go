@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -131,6 +132,9 @@ func (r *recorder) sagaDone(source string, d time.Duration, class string) {
 // passed, and a retry would be a request nobody scheduled).
 const limitedClass = "limited (http 429)"
 
+// classOutOfFDs is a request this process had no file descriptor to send.
+const classOutOfFDs = "client: out of file descriptors"
+
 // classify names an error the way an operator triages it.
 func classify(status int, err error) string {
 	switch {
@@ -146,6 +150,11 @@ func classify(status int, err error) string {
 		return "canceled (run interrupted)"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		// The client's own limit, met before a packet left (each request in
+		// flight holds a descriptor, and a target that hangs keeps them):
+		// "connect" would blame the target.
+		return classOutOfFDs
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
