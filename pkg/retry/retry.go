@@ -78,11 +78,12 @@ func (p Policy) Backoff(n int) time.Duration {
 
 // Do calls fn until it succeeds, returns an error Retryable refuses, runs out
 // of attempts, ctx ends, or an attempt's answer asks for a longer wait than
-// p.Max (Transport's Retry-After; a shorter one is waited at least). Every Do deposits one request into b and every
-// retry withdraws one (given back if ctx ends its backoff, as it is not
-// sent); a nil b means no budget. The error returned is fn's
-// last, joined with ErrBudgetExhausted when the budget stopped the retries,
-// or with ctx's error when ctx ended before the next attempt (see ended).
+// p.Max (Transport's Retry-After; a shorter one is waited at least). Every
+// Do deposits one request into b and every retry withdraws one (given back
+// if ctx ends its backoff, as it is not sent); a nil b means no budget. The
+// error returned is fn's last, joined with ErrBudgetExhausted when the
+// budget stopped the retries, or with ctx's error when ctx ended before the
+// next attempt (see ended).
 //
 // Do knows nothing of the request: call it only for idempotent work
 // (see Idempotent).
