@@ -170,7 +170,7 @@ func run() error {
 		if ctx.Err() != nil {
 			return errInterrupted
 		}
-		if errors.Is(err, errPortTaken) {
+		if errors.Is(err, errPortTaken) || errors.Is(err, errNoBinary) || errors.Is(err, errDataDirInUse) {
 			return err // nothing started, nothing logged
 		}
 		keep = true

@@ -284,3 +284,30 @@ func TestLogLevelThePartsRefuseStopsTheRunFirst(t *testing.T) {
 		t.Fatalf(`partsLogLevel("DEBUG") = %q, %v; want debug`, lvl, err)
 	}
 }
+
+// -processes with a -bin that lacks the binaries (go run ./cmd/shanhai
+// -processes: -bin defaults to the directory of go run's temporary
+// executable) stops before anything starts, naming -bin and the binary,
+// and leaves no data directory behind. It used to start the embedded
+// servers, fail on the first fork, and keep the temporary data directory
+// for logs that said nothing of it.
+func TestProcessesWithoutTheBinariesStopsFirst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program in a child process")
+	}
+	tmp, bin := t.TempDir(), t.TempDir()
+	run := asProgram("-processes -bin "+bin+" -port "+strconv.Itoa(freePortBlock(t)),
+		"TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	out, err := run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("the run: %v, want exit status 1\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("-bin")) || !bytes.Contains(out, []byte(filepath.Join(bin, "user"))) {
+		t.Fatalf("the run's message names neither -bin nor %s:\n%s", filepath.Join(bin, "user"), out)
+	}
+	left, err := filepath.Glob(filepath.Join(tmp, "shanhai-run-*"))
+	if err != nil || len(left) > 0 {
+		t.Fatalf("data directories left behind: %v (%v)\n%s", left, err, out)
+	}
+}

@@ -45,7 +45,14 @@ func (p *Part) Hosted() bool { return p.Path == "" }
 func (p *Part) Start(log io.Writer) error {
 	p.done = make(chan error, 1)
 	if !p.Hosted() {
-		return p.startProcess(log)
+		if err := p.startProcess(log); err != nil {
+			// Never started: Stop and Running must not wait for, or
+			// signal, a process that does not exist (Stop signalled a nil
+			// *os.Process, and the run panicked on its way out).
+			p.done = nil
+			return err
+		}
+		return nil
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	p.stop = stop

@@ -76,6 +76,9 @@ type Platform struct {
 // Start brings the platform up and returns when every part is ready.
 func Start(ctx context.Context, o Options) (*Platform, error) {
 	began := time.Now()
+	if err := checkBinaries(o.BinDir); err != nil {
+		return nil, err
+	}
 	if err := checkPorts(o.Ports, o.Admin); err != nil {
 		return nil, err
 	}
@@ -296,6 +299,32 @@ func (p *Platform) waitRouted(ctx context.Context) error {
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+}
+
+// errNoBinary marks a part's production binary missing from Options.BinDir.
+var errNoBinary = errors.New("no binary to run")
+
+// checkBinaries fails on the first part whose binary is not an executable
+// file in dir (-processes), before anything starts. `go run ./cmd/shanhai
+// -processes` is the usual way to get there: -bin then defaults to the
+// directory of go run's temporary executable, which holds no binaries. The
+// run used to start the embedded servers first and fail on the fork.
+func checkBinaries(dir string) error {
+	if dir == "" {
+		return nil // the parts run in this process
+	}
+	for _, name := range Names {
+		path := filepath.Join(dir, name)
+		fi, err := os.Stat(path)
+		if err == nil && (!fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0) {
+			err = errors.New("not an executable file")
+		}
+		if err != nil {
+			return fmt.Errorf("%w: -processes runs each part's production binary from -bin, and %s: %v; "+
+				"build them (make run builds them into var/bin) or point -bin at them", errNoBinary, path, err)
+		}
+	}
+	return nil
 }
 
 // errPortTaken marks a chosen port something else listens on.

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,4 +77,20 @@ func alive(pid int) bool {
 	// The state follows the command name in parentheses.
 	_, rest, _ := strings.Cut(string(stat), ") ")
 	return !strings.HasPrefix(rest, "Z")
+}
+
+// A part whose binary could not be started was never started: stopping the
+// platform after it (Start does, on the way out) must not touch the process
+// it never got. It sent SIGTERM to a nil *os.Process and the run panicked.
+func TestStopAfterAFailedForkIsANoOp(t *testing.T) {
+	p := &Part{Name: "user", Path: filepath.Join(t.TempDir(), "user")}
+	if err := p.Start(io.Discard); err == nil {
+		t.Fatal("started a binary that is not there")
+	}
+	if p.Running() {
+		t.Fatal("a part whose fork failed reports itself running")
+	}
+	if err := p.Stop(time.Second); err != nil {
+		t.Fatalf("stop after a failed start: %v", err)
+	}
 }
