@@ -30,19 +30,30 @@ func newLog(logs *bytes.Buffer) *slog.Logger { return slog.New(slog.NewJSONHandl
 // atVersion2 migrates db as the service did before version 3: the outbox and
 // the SQL files up to 0002, which queues the rewrite.
 func atVersion2(ctx context.Context, db *gorm.DB) error {
-	names, err := fs.Glob(FS, "000[12]_*.sql")
+	v2, err := sqlFiles("000[12]_*.sql")
 	if err != nil {
 		return err
 	}
-	v2 := fstest.MapFS{}
+	return migrate.UpAll(ctx, db, outbox.Migrations, v2)
+}
+
+// sqlFiles is the SQL files of FS that glob matches, for migrating a
+// database as an older release did (the Go steps it had are added with
+// migrate.WithGo).
+func sqlFiles(glob string) (fstest.MapFS, error) {
+	names, err := fs.Glob(FS, glob)
+	if err != nil {
+		return nil, err
+	}
+	files := fstest.MapFS{}
 	for _, name := range names {
 		b, err := fs.ReadFile(FS, name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		v2[name] = &fstest.MapFile{Data: b}
+		files[name] = &fstest.MapFile{Data: b}
 	}
-	return migrate.UpAll(ctx, db, outbox.Migrations, v2)
+	return files, nil
 }
 
 // addStored stores accounts under the emails given, as the service did before

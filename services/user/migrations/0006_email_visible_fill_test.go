@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"io/fs"
 	"maps"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	"gorm.io/gorm"
 
@@ -20,17 +18,9 @@ import (
 // atVersion4 migrates db as the release before version 5 did: the outbox, the
 // SQL files up to 0004 and the Go step 3.
 func atVersion4(ctx context.Context, db *gorm.DB) error {
-	names, err := fs.Glob(FS, "000[1-4]_*.sql")
+	v4, err := sqlFiles("000[1-4]_*.sql")
 	if err != nil {
 		return err
-	}
-	v4 := fstest.MapFS{}
-	for _, name := range names {
-		b, err := fs.ReadFile(FS, name)
-		if err != nil {
-			return err
-		}
-		v4[name] = &fstest.MapFile{Data: b}
 	}
 	return migrate.UpAll(ctx, db, outbox.Migrations, migrate.WithGo(v4,
 		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(newLog(&bytes.Buffer{}))}))

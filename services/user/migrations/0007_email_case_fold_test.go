@@ -3,11 +3,9 @@ package migrations
 import (
 	"bytes"
 	"context"
-	"io/fs"
 	"maps"
 	"strings"
 	"testing"
-	"testing/fstest"
 
 	"gorm.io/gorm"
 
@@ -19,17 +17,9 @@ import (
 // atVersion6 migrates db as the release before version 7 did: the outbox,
 // the SQL files up to 0005 and the Go steps 3 and 6.
 func atVersion6(ctx context.Context, db *gorm.DB) error {
-	names, err := fs.Glob(FS, "000[1-6]_*.sql")
+	v6, err := sqlFiles("000[1-6]_*.sql")
 	if err != nil {
 		return err
-	}
-	v6 := fstest.MapFS{}
-	for _, name := range names {
-		b, err := fs.ReadFile(FS, name)
-		if err != nil {
-			return err
-		}
-		v6[name] = &fstest.MapFile{Data: b}
 	}
 	log := newLog(&bytes.Buffer{})
 	return migrate.UpAll(ctx, db, outbox.Migrations, migrate.WithGo(v6,
@@ -73,6 +63,35 @@ func TestEmailCaseFold(t *testing.T) {
 			}
 			if !strings.Contains(logs.String(), `"user_id":"maria-lower","holder_id":"maria-upper"`) {
 				t.Errorf("the kept address is not reported with its holder:\n%s", logs)
+			}
+
+			// Run again, as a later version does for rows old replicas
+			// stored during the rollout: nothing left to move or mark.
+			visible := visibleEmails(t, db)
+			again := &bytes.Buffer{}
+			sqlDB, err := db.DB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tx, err := sqlDB.BeginTx(t.Context(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := emailCaseFold(newLog(again))(t.Context(), tx); err != nil {
+				_ = tx.Rollback()
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			if got := emails(t, db); !maps.Equal(got, want) {
+				t.Errorf("run again: emails %+q, want %+q", got, want)
+			}
+			if got := visibleEmails(t, db); !maps.Equal(got, visible) {
+				t.Errorf("run again: email_visible %+q, want %+q", got, visible)
+			}
+			if !strings.Contains(again.String(), `"moved":0`) || !strings.Contains(again.String(), `"changed":0`) {
+				t.Errorf("run again moved or marked something:\n%s", again)
 			}
 		})
 	}
