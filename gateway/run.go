@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -116,6 +117,9 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	if err != nil {
 		return err
 	}
+	if table, err = table.WithKeyedRetry(cfg.KeyedRetry); err != nil {
+		return fmt.Errorf("GATEWAY_KEYED_RETRY_ROUTES: %w", err)
+	}
 	var names []string
 	seen := map[string]bool{}
 	for _, r := range table.Routes() {
@@ -179,7 +183,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 				return err
 			}
 			apply := func(d config.Dynamic) {
-				next := proxy.Dynamic{Canary: map[string]canary.Weights{}, Timeouts: map[string]time.Duration{}}
+				next := proxy.Dynamic{Canary: map[string]canary.Weights{}, Timeouts: map[string]time.Duration{}, KeyedRetry: maps.Clone(d.KeyedRetry)}
 				for svc, w := range d.Canary {
 					next.Canary[svc] = canary.Weights(w)
 				}
@@ -195,7 +199,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 					}
 					l.SetRate(r.Quota())
 				}
-				log.Info("dynamic config applied", "canary", d.Canary, "timeouts", len(d.Timeouts), "limits", len(d.Limits))
+				log.Info("dynamic config applied", "canary", d.Canary, "timeouts", len(d.Timeouts), "keyed_retry", d.KeyedRetry, "limits", len(d.Limits))
 				// Not refused (config.Dynamic.UnmarshalJSON): gateways with
 				// other route tables may share the key. But a misspelt
 				// service or route name does nothing, which must show.
@@ -359,8 +363,9 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "fasthttp")
 }
 
-// unrouted lists the canary services and timeout routes of d that the route
-// table has no route for ("canary <service>", "timeouts <route>"), sorted.
+// unrouted lists the canary services, timeout routes and keyed_retry routes
+// of d that the route table has no route for ("canary <service>",
+// "timeouts <route>", "keyed_retry <route>"), sorted.
 func unrouted(d config.Dynamic, table *route.Table) []string {
 	services, routes := map[string]bool{}, map[string]bool{}
 	for _, r := range table.Routes() {
@@ -375,6 +380,11 @@ func unrouted(d config.Dynamic, table *route.Table) []string {
 	for r := range d.Timeouts {
 		if !routes[r] {
 			out = append(out, "timeouts "+r)
+		}
+	}
+	for r := range d.KeyedRetry {
+		if !routes[r] {
+			out = append(out, "keyed_retry "+r)
 		}
 	}
 	slices.Sort(out)

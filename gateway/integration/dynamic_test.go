@@ -93,7 +93,7 @@ func TestDynamicConfigNamingWhatIsNotRoutedIsLogged(t *testing.T) {
 	w := newWorld(t)
 	w.startUpstream("a", "v1")
 	g := w.startGateway()
-	w.setDynamic(`{"canary": {"` + w.svc + `x": {"v1": 100}}, "timeouts": {"order": "1s", "orders": "2s"}}`)
+	w.setDynamic(`{"canary": {"` + w.svc + `x": {"v1": 100}}, "timeouts": {"order": "1s", "orders": "2s"}, "keyed_retry": {"user": true}}`)
 	eventually(t, 5*time.Second, "a warning naming what is not routed", func() bool {
 		b, err := os.ReadFile(g.Log)
 		if err != nil {
@@ -101,7 +101,8 @@ func TestDynamicConfigNamingWhatIsNotRoutedIsLogged(t *testing.T) {
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, `canary `+w.svc+`x`) &&
-				strings.Contains(line, `timeouts order`) && !strings.Contains(line, `timeouts orders`) {
+				strings.Contains(line, `timeouts order`) && !strings.Contains(line, `timeouts orders`) &&
+				strings.Contains(line, `keyed_retry user`) {
 				return true
 			}
 		}

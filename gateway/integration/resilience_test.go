@@ -124,6 +124,59 @@ func TestRetriesOnlyIdempotentAndWithinBudget(t *testing.T) {
 	}
 }
 
+// A keyed POST is retried only on a route whose upstream honours
+// Idempotency-Key (GATEWAY_KEYED_RETRY_ROUTES, by default the order route):
+// on the user service's routes the failed instance may have done the work,
+// and a retry did it again (a refresh rotated twice revokes the session
+// family). The dynamic config's keyed_retry turns a route's flag on at run
+// time.
+func TestKeyedPostRetriedOnlyWhereTheUpstreamHonoursTheKey(t *testing.T) {
+	w := newWorld(t)
+	bad := w.startUpstream("bad", "v1")
+	good := w.startUpstream("good", "v1")
+	g := w.startGateway("GATEWAY_BREAKER_MIN_REQUESTS=1000000", "GATEWAY_MAX_ATTEMPTS=2",
+		"GATEWAY_RETRY_BUDGET=1", "GATEWAY_RETRY_FLOOR=100")
+	hdr := map[string]string{"Authorization": "Bearer " + w.token("keyed-user")}
+	eventually(t, 2*time.Second, "both instances routed", func() bool {
+		seen := map[string]bool{}
+		for range 20 {
+			seen[w.do(g, "GET", "/api/v1/orders", hdr, nil).Echo.Instance] = true
+		}
+		return seen["bad"] && seen["good"]
+	})
+	bad.control(503, 0)
+
+	keyed := func(i int) map[string]string {
+		return map[string]string{"Authorization": hdr["Authorization"], "Idempotency-Key": "k-" + strconv.Itoa(i)}
+	}
+	b0, g0 := bad.hits(), good.hits()
+	const n = 40
+	for i := range n {
+		w.do(g, "POST", "/api/v1/users", keyed(i), strings.NewReader(`{}`))
+	}
+	if bad.hits() == b0 {
+		t.Fatal("no keyed POST reached the failing instance; the test proves nothing")
+	}
+	if hits := bad.hits() - b0 + good.hits() - g0; hits != n {
+		t.Fatalf("%d keyed POSTs to /api/v1/users made %d upstream calls: retried where the key is not honoured", n, hits)
+	}
+	for i := range 20 {
+		if r := w.do(g, "POST", "/api/v1/orders", keyed(i), strings.NewReader(`{}`)); r.Status != 200 {
+			t.Fatalf("keyed POST /api/v1/orders %d: %d (not retried?)", i, r.Status)
+		}
+	}
+
+	w.setDynamic(`{"keyed_retry": {"users": true}}`)
+	eventually(t, 5*time.Second, "keyed POSTs to /api/v1/users retried once keyed_retry marks the route", func() bool {
+		for i := range 20 {
+			if r := w.do(g, "POST", "/api/v1/users", keyed(i), strings.NewReader(`{}`)); r.Status != 200 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
 // A slow upstream yields 504 at the route timeout, and the upstream was told
 // how long it had.
 func TestSlowUpstreamGets504AtRouteTimeoutAndSeesDeadline(t *testing.T) {

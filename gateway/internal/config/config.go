@@ -35,6 +35,7 @@ type Config struct {
 	Mode         string        `env:"GATEWAY_MODE" envDefault:"full" desc:"full, or routing (no auth, limits, breaker, tracing or metrics: a benchmark baseline only)"`
 	Routes       string        `env:"GATEWAY_ROUTES" envDefault:"/api/v1/users=user,/api/v1/sessions=user,/.well-known/jwks.json=user,/api/v1/orders=order,/api/v1/products=order,/api/v1/payments=payment" desc:"route table: path prefix=service,..."`
 	RouteTimeout time.Duration `env:"GATEWAY_ROUTE_TIMEOUT" envDefault:"5s" desc:"default per-route timeout (504 when reached); dynamic config may override per route"`
+	KeyedRetry   []string      `env:"GATEWAY_KEYED_RETRY_ROUTES" envDefault:"/api/v1/orders" envSeparator:"," desc:"route prefixes whose upstream honours Idempotency-Key (replays a key's first answer): only there is a failed POST, PATCH, PUT or DELETE with the key retried; dynamic config may override per route"`
 	MaxTimeout   time.Duration `env:"GATEWAY_MAX_TIMEOUT" envDefault:"30s" desc:"cap on a client's X-Request-Timeout-Ms"`
 
 	MaxBodyBytes int           `env:"GATEWAY_MAX_BODY_BYTES" envDefault:"1048576" desc:"largest request body (413 above)"`
@@ -137,8 +138,10 @@ func (c *Config) Validate() error {
 	if c.EventLoops < 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_EVENT_LOOPS", "must be 0 (one per CPU) or a positive count"))
 	}
-	if _, err := route.Parse(c.Routes, c.RouteTimeout, nil); err != nil {
+	if tb, err := route.Parse(c.Routes, c.RouteTimeout, nil); err != nil {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTES", err.Error()))
+	} else if _, err := tb.WithKeyedRetry(c.KeyedRetry); err != nil {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_KEYED_RETRY_ROUTES", err.Error()))
 	}
 	if c.RouteTimeout <= 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTE_TIMEOUT", "must be positive"))

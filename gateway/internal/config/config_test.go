@@ -5,11 +5,13 @@ import (
 	"errors"
 	"flag"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
 )
 
@@ -224,5 +226,41 @@ func TestTrustedMappedCIDRIsItsIPv4Network(t *testing.T) {
 	c = Config{TrustedProxies: []string{"::ffff:10.0.0.0/80"}}
 	if _, err := c.Trusted(); err == nil || !strings.Contains(err.Error(), "IPv4-mapped") {
 		t.Errorf("::ffff:10.0.0.0/80: %v, want a refusal naming the IPv4-mapped form", err)
+	}
+}
+
+// GATEWAY_KEYED_RETRY_ROUTES defaults to the order route alone (the one
+// upstream that replays a key's first answer), and a prefix the route table
+// does not have is refused by name: it would mark nothing.
+func TestKeyedRetryRoutes(t *testing.T) {
+	var c Config
+	if err := pkgconfig.LoadFrom(&c, map[string]string{"DISCOVERY_STATIC": "order=127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.KeyedRetry, route.DefaultKeyedRetry) {
+		t.Fatalf("default keyed retry routes %q, want %q", c.KeyedRetry, route.DefaultKeyedRetry)
+	}
+	err := pkgconfig.LoadFrom(&c, map[string]string{"GATEWAY_KEYED_RETRY_ROUTES": "/api/v1/orders,/api/v1/order"})
+	var bad *pkgconfig.Error
+	if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != "GATEWAY_KEYED_RETRY_ROUTES" ||
+		!strings.Contains(err.Error(), "/api/v1/order") {
+		t.Fatalf("an unrouted prefix: %v, want one problem naming GATEWAY_KEYED_RETRY_ROUTES and the prefix", err)
+	}
+	var none Config
+	if err := pkgconfig.LoadFrom(&none, map[string]string{"GATEWAY_KEYED_RETRY_ROUTES": ""}); err != nil || len(none.KeyedRetry) != 0 {
+		t.Fatalf("empty (no route retries keyed requests): %v %q", err, none.KeyedRetry)
+	}
+}
+
+func TestDynamicKeyedRetryJSON(t *testing.T) {
+	var d Dynamic
+	if err := json.Unmarshal([]byte(`{"keyed_retry":{"orders":false,"users":true}}`), &d); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := d.KeyedRetry["orders"]; !ok || v || !d.KeyedRetry["users"] {
+		t.Fatalf("keyed_retry read as %v", d.KeyedRetry)
+	}
+	if err := json.Unmarshal([]byte(`{"keyed_retry":{"orders":"yes"}}`), &d); err == nil {
+		t.Fatal("a keyed_retry value that is not a boolean was accepted")
 	}
 }

@@ -15,13 +15,17 @@ import (
 //
 //	{"canary":   {"order": {"v1": 90, "v2": 10}},
 //	 "timeouts": {"orders": "2s"},
+//	 "keyed_retry": {"orders": true},
 //	 "limits":   {"ip": "1000/1s:2000", "login": "10/1m:5", "user": "100/1s"}}
 //
 // Absent parts keep the environment's values.
 type Dynamic struct {
 	Canary   Canary              `json:"canary,omitempty"`
 	Timeouts map[string]Duration `json:"timeouts,omitempty"`
-	Limits   map[string]Rate     `json:"limits,omitempty"`
+	// KeyedRetry per route name: whether its upstream honours
+	// Idempotency-Key (GATEWAY_KEYED_RETRY_ROUTES for the routes not named).
+	KeyedRetry map[string]bool `json:"keyed_retry,omitempty"`
+	Limits     map[string]Rate `json:"limits,omitempty"`
 }
 
 // LimitNames are the limits a document's "limits" may set.

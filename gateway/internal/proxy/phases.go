@@ -634,7 +634,7 @@ func (p *Proxy) forward(x *Exchange) Step {
 		x.st.hdr = keepCookieLines(h, x.st.hdr)
 	}
 
-	x.idem = isIdempotent(h.Method(), h, x.st.sent)
+	x.idem = isIdempotent(h.Method(), h, x.st.sent, rt, dyn.KeyedRetry)
 	x.attempt = 1
 	return p.pick(x, nil, false)
 }

@@ -54,6 +54,9 @@ type Dynamic struct {
 	Canary map[string]canary.Weights
 	// Timeouts per route name, overriding the table's.
 	Timeouts map[string]time.Duration
+	// KeyedRetry per route name, overriding the table's (route.Route's
+	// KeyedRetry: whether the upstream honours Idempotency-Key).
+	KeyedRetry map[string]bool
 }
 
 // ErrorHandler answers what the server rejects before the handler runs:
@@ -154,7 +157,8 @@ type Options struct {
 	LoginLimit Limiter // POST on the sessions route (log in, refresh)
 	UserLimit  Limiter
 	// MaxAttempts per request including the first (retries only for
-	// idempotent requests). Default 2.
+	// safe methods, and keyed requests on routes whose upstream honours
+	// Idempotency-Key). Default 2.
 	MaxAttempts int
 	// MaxTimeout caps a client's X-Request-Timeout-Ms. Default 30s.
 	MaxTimeout time.Duration
@@ -367,13 +371,23 @@ var (
 
 func ceilSeconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
 
-// isIdempotent is pkg/retry's rule on fasthttp types: safe methods, or any
-// request the client marked with an Idempotency-Key.
-// sent is what sentOptional found.
-func isIdempotent(method []byte, h *fasthttp.RequestHeader, sent optional) bool {
+// isIdempotent says whether a failed attempt of the request may be retried:
+// safe methods always; any other only when the client marked it with an
+// Idempotency-Key and the route's upstream honours that key (pkg/retry's
+// rule assumed every upstream did, and a keyed POST to the user service ran
+// twice). keyed is the dynamic config's per-route override of
+// rt.KeyedRetry, looked up only for such a request. sent is what
+// sentOptional found.
+func isIdempotent(method []byte, h *fasthttp.RequestHeader, sent optional, rt *route.Route, keyed map[string]bool) bool {
 	switch string(method) {
 	case "GET", "HEAD", "OPTIONS":
 		return true
 	}
-	return sent&optIdempotencyKey != 0 && len(h.Peek("Idempotency-Key")) > 0
+	if sent&optIdempotencyKey == 0 || len(h.Peek("Idempotency-Key")) == 0 {
+		return false
+	}
+	if v, ok := keyed[rt.Name]; ok {
+		return v
+	}
+	return rt.KeyedRetry
 }

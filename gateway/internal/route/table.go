@@ -5,6 +5,7 @@ package route
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +18,14 @@ type Route struct {
 	Prefix  string
 	Service string
 	Timeout time.Duration
+	// KeyedRetry says the upstream honours Idempotency-Key: it answers a
+	// repeated key with the first request's answer instead of doing the
+	// work again. Only then may a failed request of a method that is not
+	// safe (POST, PATCH, ...) be retried, and only when it carries a key:
+	// the instance that failed may have done the work before it failed, and
+	// an upstream that ignores the key would do it twice (a refresh token
+	// rotated twice revokes its session family; a sign-up runs twice).
+	KeyedRetry bool
 	// Index is the route's position in its Table, handy for per-route arrays.
 	Index int
 }
@@ -42,6 +51,11 @@ var DefaultPublic = []Public{
 // DefaultSpec is the route table in GATEWAY_ROUTES syntax.
 const DefaultSpec = "/api/v1/users=user,/api/v1/sessions=user,/.well-known/jwks.json=user," +
 	"/api/v1/orders=order,/api/v1/products=order,/api/v1/payments=payment"
+
+// DefaultKeyedRetry lists the prefixes whose upstream honours
+// Idempotency-Key (WithKeyedRetry): the order service replays a key's first
+// answer to POST /api/v1/orders; the user service ignores the key.
+var DefaultKeyedRetry = []string{"/api/v1/orders"}
 
 // Table is an immutable route table; build a new one to change it.
 type Table struct {
@@ -82,6 +96,28 @@ func New(routes []Route, public []Public) *Table {
 		rs[i].Index = i
 	}
 	return &Table{routes: rs, public: append([]Public(nil), public...)}
+}
+
+// WithKeyedRetry gives a copy of t in which the routes with these prefixes,
+// and only those, have KeyedRetry set. A prefix the table has no route for is
+// an error: the flag would silently do nothing.
+func (t *Table) WithKeyedRetry(prefixes []string) (*Table, error) {
+	c := &Table{routes: append([]Route(nil), t.routes...), public: t.public}
+	for i := range c.routes {
+		c.routes[i].KeyedRetry = false
+	}
+	for _, p := range prefixes {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		i := slices.IndexFunc(c.routes, func(r Route) bool { return r.Prefix == p })
+		if i < 0 {
+			return nil, fmt.Errorf("keyed retry route %q: no route has that prefix", p)
+		}
+		c.routes[i].KeyedRetry = true
+	}
+	return c, nil
 }
 
 // Routes lists the table, longest prefix first.

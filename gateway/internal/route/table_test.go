@@ -91,3 +91,34 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%v allocations per lookup", allocs)
 	}
 }
+
+func TestWithKeyedRetryMarksOnlyTheNamedPrefixes(t *testing.T) {
+	tb, err := Parse(DefaultSpec, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyed, err := tb.WithKeyedRetry(DefaultKeyedRetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range keyed.Routes() {
+		if want := r.Prefix == "/api/v1/orders"; r.KeyedRetry != want {
+			t.Errorf("route %s: KeyedRetry %v, want %v", r.Prefix, r.KeyedRetry, want)
+		}
+	}
+	for _, r := range tb.Routes() {
+		if r.KeyedRetry {
+			t.Errorf("WithKeyedRetry changed the table it copied: %s", r.Prefix)
+		}
+	}
+	if r, _ := keyed.Match([]byte("/api/v1/orders/7/cancel")); !r.KeyedRetry {
+		t.Error("a path below a keyed prefix does not match a keyed route")
+	}
+	// Prefixes name routes exactly: a path below one, or one not routed, is
+	// refused rather than doing nothing.
+	for _, bad := range []string{"/api/v1/orders/7", "/api/v1/ordersx", "/api/v1/order"} {
+		if _, err := tb.WithKeyedRetry([]string{bad}); err == nil {
+			t.Errorf("WithKeyedRetry(%q) accepted a prefix the table does not route", bad)
+		}
+	}
+}
