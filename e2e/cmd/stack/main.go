@@ -46,6 +46,12 @@ func main() {
 		return nil
 	})
 	flag.Parse()
+	// Flags after a word are not parsed: "stack load" would run with the
+	// client limits on, and a load run would find that out a minute later.
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "stack: unexpected argument %q: every option is a flag (-load, -logs DIR, -env binary:NAME=value)\n", flag.Arg(0))
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *load, *logs, extra); err != nil {
