@@ -375,6 +375,11 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 			}
 			return "unrecorded", err
 		}
+		// Said on every such delivery, with the record's error: counted
+		// only as outcome="retry", the message would go round its back-off
+		// with no word of why until its last delivery.
+		c.log.WarnContext(ctx, "dead letter not recorded: the message will be delivered again",
+			"msg_id", msgID, "event_id", env.ID, "cause", cause, "reason", reason, "err", err)
 		return "retry", fmt.Errorf("dead letter not recorded: %w (cause: %w)", err, reason)
 	}
 	c.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))
