@@ -353,7 +353,7 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	// delivery is given up on here, and unrecorded it would be lost. But
 	// for at most deadLetterGrace after the cut-off: the stop waits for the
 	// workers, and a database that hangs held it for ever.
-	rctx, cancel := afterCutOff(ctx, deadLetterGrace)
+	rctx, cancel := app.Outlive(ctx, deadLetterGrace)
 	defer cancel()
 	if err := c.app.RecordDeadLetter.Handle(rctx, d); err != nil {
 		// Without a record, terminating would lose the message: leave it
@@ -448,22 +448,6 @@ func (c *OrderEvents) giveUp(ctx context.Context, env event.Envelope, orderID st
 // handler's context has ended (a stop's cut-off): a healthy database stores
 // the row in milliseconds.
 const deadLetterGrace = 5 * time.Second
-
-// afterCutOff returns a context with ctx's values that ends grace after ctx
-// does, and its cancel function (its Cause then says why).
-func afterCutOff(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
-	detached, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, func() {
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			cancel(fmt.Errorf("%w: %s after the handler was cut off", context.DeadlineExceeded, grace))
-		case <-detached.Done():
-		}
-	})
-	return detached, func() { stop(); cancel(nil) }
-}
 
 func ack(m jetstream.Msg) error {
 	if err := m.Ack(); err != nil {

@@ -106,7 +106,14 @@ func (h ChargeOrderHandler) Handle(ctx context.Context, cmd ChargeOrder) (Charge
 	default:
 		p.Fail(ans.Reason, h.d.Now())
 	}
-	stored, cancelled, err := h.d.Payments.Complete(ctx, p)
+	// The answer is in hand and money may have been taken: stored even if a
+	// stop cut the handler off meanwhile (for at most AnswerGrace after). On
+	// the cut-off context the store failed, the row stayed PENDING with no
+	// event, and on the message's last allowed delivery no redelivery was
+	// left to store it.
+	sctx, cancel := Outlive(ctx, AnswerGrace)
+	defer cancel()
+	stored, cancelled, err := h.d.Payments.Complete(sctx, p)
 	if err != nil {
 		return ChargeResult{}, fmt.Errorf("charge order %s: complete: %w", cmd.OrderID, err)
 	}
