@@ -160,6 +160,9 @@ func run() error {
 	if *native {
 		dbs, err := ServiceDatabases(ctx, opts.Servers["DATABASE_URL"], "user", "order", "payment")
 		if err != nil {
+			if ctx.Err() != nil {
+				return errInterrupted // as anywhere in the start-up, not the driver's "context canceled"
+			}
 			return err
 		}
 		opts.DatabaseURL = func(s string) string { return dbs[s] }

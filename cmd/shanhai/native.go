@@ -87,7 +87,30 @@ func checkServers(env map[string]string) error {
 // one deps.sh made (shanhai_user, ...), as production has: the services
 // share table names (outbox, users), so one database cannot hold them all.
 // It returns the services' DATABASE_URLs.
+//
+// It gives up after postgresAnswerLimit: a PostgreSQL that takes the
+// connection and never answers (wedged, or another program on its port)
+// passes checkServers' dial, and the run then waited for it, silent, for good.
 func ServiceDatabases(ctx context.Context, base string, services ...string) (map[string]string, error) {
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, postgresAnswerLimit)
+	defer cancel()
+	urls, err := serviceDatabases(ctx, base, services...)
+	if err != nil && parent.Err() == nil && ctx.Err() != nil {
+		host := base
+		if u, perr := url.Parse(base); perr == nil {
+			host = u.Host
+		}
+		return nil, fmt.Errorf("-native: the PostgreSQL of DATABASE_URL (%s) did not answer within %s: %w", host, postgresAnswerLimit, err)
+	}
+	return urls, err
+}
+
+// postgresAnswerLimit bounds ServiceDatabases: seconds above a loaded
+// server's answer, far below a wait someone would sit through.
+const postgresAnswerLimit = 10 * time.Second
+
+func serviceDatabases(ctx context.Context, base string, services ...string) (map[string]string, error) {
 	admin, err := sql.Open("pgx", base)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)

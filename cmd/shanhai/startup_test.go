@@ -1,12 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,4 +81,123 @@ func TestStartNamesThePartNotReadyWithinItsLimit(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Start error = %v, want it to wrap context.DeadlineExceeded", err)
 	}
+}
+
+// fakeDeps is a repository root whose scripts/deps.sh env prints these
+// variables, as the real one prints the servers' addresses.
+func fakeDeps(t *testing.T, env map[string]string) string {
+	t.Helper()
+	root := t.TempDir()
+	var script strings.Builder
+	script.WriteString("#!/bin/sh\n")
+	for k, v := range env {
+		script.WriteString("echo \"export " + k + "='" + v + "'\"\n")
+	}
+	if err := os.MkdirAll(filepath.Join(root, "scripts"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "scripts", "deps.sh"), []byte(script.String()), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// -native against a PostgreSQL that takes the connection and never answers
+// (wedged, or another program on its port) stops with a message naming it,
+// and Ctrl-C meanwhile ends the run with status 130 as anywhere in the
+// start-up. The run waited for the first answer to its databases' look-up
+// for good, silent, and an interrupt there exited 1 with a "context
+// canceled" from the PostgreSQL driver.
+func TestNativeRunStopsOnAPostgreSQLThatNeverAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program in a child process")
+	}
+	silent := silentListener(t)
+	root := fakeDeps(t, map[string]string{
+		"DATABASE_URL":  "postgres://shanhai@" + silent + "/shanhai?sslmode=disable",
+		"KAFKA_BROKERS": silent,
+	})
+	args := "-native -root " + root + " -port " + strconv.Itoa(freePortBlock(t))
+
+	run := asProgram(args, "PULSAR_URL=", "PULSAR_ADMIN_URL=", "TMPDIR="+t.TempDir())
+	var out bytes.Buffer
+	run.Stdout, run.Stderr = &out, &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- run.Wait() }()
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(45 * time.Second): // hang guard only
+		_ = run.Process.Kill()
+		t.Fatalf("-native still waits on a PostgreSQL that never answers after 45 s:\n%s", out.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out.String(), silent) {
+		t.Fatalf("the run: %v, want exit status 1 naming %s:\n%s", err, silent, out.String())
+	}
+
+	// Interrupted while it waits: status 130.
+	run = asProgram(args, "PULSAR_URL=", "PULSAR_ADMIN_URL=", "TMPDIR="+t.TempDir())
+	out.Reset()
+	run.Stdout, run.Stderr = &out, &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { waited <- run.Wait() }()
+	deadline := time.After(30 * time.Second) // hang guard only
+	for !strings.Contains(waitingPostgres(run.Process.Pid), silent) {
+		select {
+		case err := <-waited:
+			t.Fatalf("the run ended before it waited on PostgreSQL: %v\n%s", err, out.String())
+		case <-deadline:
+			_ = run.Process.Kill()
+			t.Fatal("no connection to the silent PostgreSQL within 30 s")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := run.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-waited:
+	case <-time.After(30 * time.Second): // hang guard only
+		_ = run.Process.Kill()
+		t.Fatalf("the run still runs 30 s after Ctrl-C:\n%s", out.String())
+	}
+	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Fatalf("the run after Ctrl-C: %v, want exit status 130:\n%s", err, out.String())
+	}
+}
+
+// waitingPostgres lists the remote addresses of pid's established TCP
+// connections (from /proc/net/tcp), to see the run connected and waiting.
+func waitingPostgres(pid int) string {
+	links, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	inodes := map[string]bool{}
+	for _, l := range links {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, l.Name())); err == nil {
+			if ino, ok := strings.CutPrefix(target, "socket:["); ok {
+				inodes[strings.TrimSuffix(ino, "]")] = true
+			}
+		}
+	}
+	b, _ := os.ReadFile("/proc/net/tcp")
+	var remotes []string
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "01" || !inodes[f[9]] { // 01: ESTABLISHED
+			continue
+		}
+		hostPort := strings.Split(f[2], ":")
+		if len(hostPort) != 2 {
+			continue
+		}
+		port, _ := strconv.ParseUint(hostPort[1], 16, 16)
+		ip, _ := strconv.ParseUint(hostPort[0], 16, 32)
+		remotes = append(remotes, fmt.Sprintf("%d.%d.%d.%d:%d", ip&0xff, ip>>8&0xff, ip>>16&0xff, ip>>24, port))
+	}
+	return strings.Join(remotes, " ")
 }
