@@ -353,6 +353,17 @@ func run(ctx context.Context, c config) error {
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 4096, 4096
 	cli := &api.Client{Base: c.target, HTTP: &http.Client{Transport: tr, Timeout: c.timeout}}
 
+	// NATS first: a -nats nothing answers at is said before the setup spends
+	// its minute and a half registering and logging in users for nothing.
+	var nc *nats.Conn
+	if c.natsURL != "" {
+		var err error
+		if nc, err = nats.Connect(c.natsURL); err != nil {
+			return fmt.Errorf("nats %s: %w", c.natsURL, err)
+		}
+		defer nc.Close()
+	}
+
 	us, skus, err := setup(ctx, cli, c.users, c.status)
 	if err != nil {
 		return err
@@ -361,12 +372,7 @@ func run(ctx context.Context, c config) error {
 	rec := newRecorder()
 	hopsSeen := newStages()
 
-	if c.natsURL != "" {
-		nc, err := nats.Connect(c.natsURL)
-		if err != nil {
-			return fmt.Errorf("nats: %w", err)
-		}
-		defer nc.Close()
+	if nc != nil {
 		sub, err := nc.Subscribe(c.subject, func(m *nats.Msg) {
 			now := time.Now()
 			hopsSeen.observe(m.Header, m.Data, now)

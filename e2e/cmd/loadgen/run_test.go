@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -323,5 +324,39 @@ func TestDrainPollsUntilEveryOrderIsSeenFinal(t *testing.T) {
 	}
 	if drained.Count == 0 || sum.Total.Count != mix {
 		t.Errorf("%q: %d answered; all: %d, the mix's rows %d: want the drain's polls counted in their own row only", opDrainPoll, drained.Count, sum.Total.Count, mix)
+	}
+}
+
+// A -nats nothing answers at is said at once, before the setup: the run
+// connected only after registering and logging in every user (about a
+// minute and a half against the gateway's default login limit), which it
+// then spent for nothing, leaving the users behind on the platform.
+func TestUnreachableNATSFailsBeforeTheSetup(t *testing.T) {
+	var requests atomic.Int64
+	mux := fakeRoutes(0)
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		mux.ServeHTTP(w, r)
+	}))
+	defer gw.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := "nats://" + ln.Addr().String()
+	_ = ln.Close()
+
+	var out, status bytes.Buffer
+	c, err := parseFlags([]string{"-target", gw.URL, "-users", "2", "-duration", "1s", "-nats", refused}, &status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.out, c.status = &out, &status
+	err = run(context.Background(), c)
+	if err == nil || !strings.Contains(err.Error(), "nats") {
+		t.Fatalf("run with -nats %s: %v, want a NATS error", refused, err)
+	}
+	if n := requests.Load(); n != 0 {
+		t.Fatalf("the run sent %d requests to the gateway before finding NATS unreachable, want none", n)
 	}
 }
