@@ -104,7 +104,7 @@ func TestCheckServersNamesTheDownOnes(t *testing.T) {
 // to start the servers, which may well be running.
 func TestNativeNamesAMissingDepsScript(t *testing.T) {
 	root := t.TempDir()
-	_, err := NativeServers(root)
+	_, err := NativeServers(context.Background(), root)
 	if err == nil {
 		t.Fatal("NativeServers succeeded without scripts/deps.sh")
 	}

@@ -113,6 +113,16 @@ func run() error {
 		return err
 	}
 
+	// Signals are caught from here on, before anything is made that a
+	// Ctrl-C should undo (the temporary data directory); they used to be
+	// caught only after -native had read its servers, so a Ctrl-C there
+	// killed the run and left the directory behind.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Default signal handling again once the first signal arrived, also
+	// during start-up: a second Ctrl-C ends a shutdown that hangs.
+	context.AfterFunc(ctx, stop)
+
 	keep := *dataDir != ""
 	if !keep {
 		d, err := os.MkdirTemp("", "shanhai-run-")
@@ -146,17 +156,15 @@ func run() error {
 		opts.BinDir = *binDir
 	}
 	if *native {
-		servers, err := NativeServers(*root)
+		servers, err := NativeServers(ctx, *root)
 		if err != nil {
+			if ctx.Err() != nil {
+				return errInterrupted
+			}
 			return err
 		}
 		opts.Servers = servers
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	// Default signal handling again once the first signal arrived, also
-	// during start-up: a second Ctrl-C ends a shutdown that hangs.
-	context.AfterFunc(ctx, stop)
 	if *native {
 		dbs, err := ServiceDatabases(ctx, opts.Servers["DATABASE_URL"], "user", "order", "payment")
 		if err != nil {

@@ -20,7 +20,9 @@ import (
 // NativeServers runs `scripts/deps.sh env` and returns the connection
 // variables it prints (lines `export NAME='value'`). deps.sh is the one
 // source of the servers' addresses, so -native never hard-codes a port.
-func NativeServers(root string) (map[string]string, error) {
+//
+// ctx ends the script with the run (Ctrl-C during the start-up).
+func NativeServers(ctx context.Context, root string) (map[string]string, error) {
 	script := filepath.Join(root, "scripts", "deps.sh")
 	// Started outside the repository, the run finds no script: that, not the
 	// servers, is what to fix (deps.sh env prints whether or not they run).
@@ -28,7 +30,9 @@ func NativeServers(root string) (map[string]string, error) {
 		return nil, fmt.Errorf("-native reads the servers' addresses from %s: %w; run from the repository root "+
 			"(as make run does) or give -root", script, err)
 	}
-	out, err := exec.Command(script, "env").Output()
+	cmd := exec.CommandContext(ctx, script, "env")
+	cmd.WaitDelay = time.Second // a child the script left holding its output does not hold the run
+	out, err := cmd.Output()
 	if err != nil {
 		return nil, fmt.Errorf("%s env: %w", script, err)
 	}

@@ -201,3 +201,73 @@ func waitingPostgres(pid int) string {
 	}
 	return strings.Join(remotes, " ")
 }
+
+// Ctrl-C while -native reads the servers' addresses (scripts/deps.sh env,
+// here one that takes its time) ends the run as an interrupted start-up:
+// status 130, the temporary data directory removed. The signal handler was
+// set only after that step, so Ctrl-C there killed the run outright and left
+// its data directory (and shanhai.log) in $TMPDIR.
+func TestCtrlCWhileReadingTheNativeServersCleansUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program in a child process")
+	}
+	root := fakeDeps(t, nil)
+	script := filepath.Join(root, "scripts", "deps.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	run := asProgram("-native -root "+root+" -port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp)
+	var out bytes.Buffer
+	run.Stdout, run.Stderr = &out, &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer run.Process.Kill() // when the test fails
+	waited := make(chan error, 1)
+	go func() { waited <- run.Wait() }()
+	deadline := time.After(30 * time.Second) // hang guard only
+	for !childRuns(run.Process.Pid, "sleep") {
+		select {
+		case err := <-waited:
+			t.Fatalf("the run ended before it read the servers: %v\n%s", err, out.String())
+		case <-deadline:
+			t.Fatal("no scripts/deps.sh env running within 30 s")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := run.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	select {
+	case err = <-waited:
+	case <-time.After(20 * time.Second): // hang guard only
+		t.Fatalf("the run still runs 20 s after Ctrl-C:\n%s", out.String())
+	}
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Fatalf("the run after Ctrl-C: %v, want exit status 130:\n%s", err, out.String())
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "shanhai-run-*")); len(left) > 0 {
+		t.Fatalf("data directories left behind: %v", left)
+	}
+}
+
+// childRuns reports whether parent has a child process whose command is name
+// (a child of any of its threads: Go forks from whichever runs).
+func childRuns(parent int, name string) bool {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", parent))
+	for _, task := range tasks {
+		b, err := os.ReadFile(task)
+		if err != nil {
+			continue
+		}
+		for _, pid := range strings.Fields(string(b)) {
+			if comm, err := os.ReadFile("/proc/" + pid + "/comm"); err == nil && strings.TrimSpace(string(comm)) == name {
+				return true
+			}
+		}
+	}
+	return false
+}
