@@ -890,10 +890,9 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	if p.pick(x, ep, elsewhere) != Send {
 		// No upstream can take the retry (breaker open, concurrency limit
 		// full, no instance or none but the one that asked to wait, no time
-		// left): it is not sent, so it is
-		// neither charged nor counted. Kept, every failed half-open trial
-		// of an outage spent one, and the window's retries ran out on
-		// retries that never happened.
+		// left): it is not sent, so it is neither charged nor counted. Kept,
+		// every failed half-open trial of an outage spent one, and the
+		// window's retries ran out on retries that never happened.
 		charged.Refund()
 		x.attempt--
 		return Done
