@@ -23,8 +23,9 @@ import (
 // whose pclntab header claims 2^28-1 functions (debug/gosym allocated 24 GiB for those: the agent died out of
 // memory). Each copy is skipped with one log line naming it and the reason; the target is probed and counted.
 func TestAgentSkipsCorruptTarget(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
-	good := buildTarget(t, false)
+	good := ownCopy(t, buildTarget(t, false))
 	dir := t.TempDir()
 	bads := map[string]string{ // path -> the reason logged
 		filepath.Join(dir, "target-section"): "section .gopclntab claims 1099511627776 bytes",

@@ -9,6 +9,7 @@ import (
 // pauses sit under that pid in the maps of both executables' probes. The pid's series is their sum (it was whichever
 // map Snapshot read last, so shanhai_bpf_go_stw_pause_seconds_count went back and forth between scrapes).
 func TestExecKeepsThePausesOfBothExecutables(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	first := build(t, "testdata/execer", "execer-first", false)
 	second := build(t, "testdata/execer", "execer-second", false)

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -27,10 +26,11 @@ import (
 // read for status 0 and 101 only); serve_http_hijack marks it. Stripped, the offsets of the response's conn and the
 // conn's hijacked flag come from the fallback table.
 func TestServerHijackedIsNotA200(t *testing.T) {
+	t.Parallel()
 	for _, stripped := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
 			requireRoot(t)
-			bin := buildTarget(t, stripped)
+			bin := ownCopy(t, buildTarget(t, stripped))
 			a := newAgent(t, bin)
 			a.Scan()
 			tg := startTarget(t, bin)
@@ -127,10 +127,11 @@ func (tg *target) upgrade(t *testing.T, path string, status int) {
 // connection, and the request was not counted at all (its slot stayed taken too). It must be counted with status 0
 // (no response), for a plain panic and for http.ErrAbortHandler alike, and the requests after it as before.
 func TestServerHandlerPanicIsCounted(t *testing.T) {
+	t.Parallel()
 	for _, stripped := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
 			requireRoot(t)
-			bin := buildTarget(t, stripped)
+			bin := ownCopy(t, buildTarget(t, stripped))
 			a := newAgent(t, bin)
 			a.Scan()
 			tg := startTarget(t, bin)
@@ -159,10 +160,11 @@ func TestServerHandlerPanicIsCounted(t *testing.T) {
 // taken. The runner's deferred function calls writeFrameFromHandler only for them (the RST_STREAM): they must be
 // counted with status 0 (no response), as over HTTP/1.
 func TestServerHTTP2HandlerPanicIsCounted(t *testing.T) {
+	t.Parallel()
 	for _, stripped := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
 			requireRoot(t)
-			bin := buildTarget(t, stripped)
+			bin := ownCopy(t, buildTarget(t, stripped))
 			a := newAgent(t, bin)
 			a.Scan()
 			tg := startTarget(t, bin, "H2C=1")
@@ -228,6 +230,7 @@ func (tg *target) unanswered(t *testing.T, path string) {
 // the offsets come from the fallback table; in a PIE target the itabs sit elsewhere in every process, which the
 // comparison relative to the probe's address absorbs.
 func TestServerHTTP2IsNeverHijacked(t *testing.T) {
+	t.Parallel()
 	for _, variant := range []string{"plain", "stripped", "pie", "tls"} {
 		t.Run(variant, func(t *testing.T) {
 			requireRoot(t)
@@ -235,6 +238,7 @@ func TestServerHTTP2IsNeverHijacked(t *testing.T) {
 			if variant == "pie" {
 				bin = buildTargetWith(t, "target-pie", "-buildmode=pie")
 			}
+			bin = ownCopy(t, bin)
 			a := newAgent(t, bin)
 			a.Scan()
 			// h2c (HTTP/2 without TLS, by prior knowledge), or with tls HTTPS, where ALPN picks HTTP/2 or HTTP/1.1.
@@ -290,6 +294,7 @@ func TestServerHTTP2IsNeverHijacked(t *testing.T) {
 // A net/http built without HTTP/2 (-tags nethttpomithttp2) and stripped has neither the HTTP/2 writer's itab symbol
 // nor runHandler to find it in: the agent must say so in its log and keep reading HTTP/1 statuses as before.
 func TestServerWithoutHTTP2WriterSaysSo(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	bin := buildTargetWith(t, "target-noh2", "-tags=nethttpomithttp2", "-ldflags=-s -w")
 	var logs bytes.Buffer
@@ -321,15 +326,7 @@ func TestServerWithoutHTTP2WriterSaysSo(t *testing.T) {
 // buildTargetWith compiles testdata/target with go build's flags as name (once).
 func buildTargetWith(t *testing.T, name string, flags ...string) string {
 	t.Helper()
-	out := filepath.Join(binDir, name)
-	if _, err := os.Stat(out); err == nil {
-		return out
-	}
-	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", out, "../../testdata/target")...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %v: %v\n%s", flags, err, b)
-	}
-	return out
+	return buildOnce(t, name, os.Environ(), append(append([]string{"build"}, flags...), "-o", filepath.Join(binDir, name), "../../testdata/target")...)
 }
 
 // serverByStatus counts the HTTP server requests of pid the agent has recorded, by status.

@@ -37,7 +37,8 @@ func (tg *target) send(t *testing.T, reqs [][2]string) {
 // fill the series maps and crowd real requests out (found by review). Methods outside the nine standard ones are
 // counted as OTHER, so 5000 made-up methods make one series and GETs after them are all counted.
 func TestServerMethodsOutsideTheStandardNineAreOther(t *testing.T) {
-	bin := buildTarget(t, false)
+	t.Parallel()
+	bin := ownCopy(t, buildTarget(t, false))
 	a := newAgent(t, bin)
 	a.Scan()
 	tg := startTarget(t, bin)

@@ -20,10 +20,11 @@ type serverStats struct {
 }
 
 func TestHTTPServerRED(t *testing.T) {
+	t.Parallel()
 	for _, stripped := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
 			requireRoot(t)
-			bin := buildTarget(t, stripped)
+			bin := ownCopy(t, buildTarget(t, stripped))
 			a := newAgent(t, bin)
 			a.Scan()                  // a path target is probed as soon as the file exists,
 			tg := startTarget(t, bin) // so the process is observed from its first instruction

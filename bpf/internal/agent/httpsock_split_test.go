@@ -15,7 +15,8 @@ import (
 // reads, so none of these was seen). Each request is written in the pieces given, 30 ms apart so that the server
 // reads them apart; if it ever read two pieces at once, the request would still have to be counted.
 func TestHTTPSocketRequestSplitInShortReads(t *testing.T) {
-	bin := buildTarget(t, false)
+	t.Parallel()
+	bin := ownCopy(t, buildTarget(t, false))
 	a := newSocketAgent(t, bin)
 	tg := startTarget(t, bin)
 	a.Scan()
@@ -66,7 +67,8 @@ func TestHTTPSocketRequestSplitInShortReads(t *testing.T) {
 // Short reads that cannot begin a request, and one that could but is followed by something else, start nothing and
 // do not spoil the request read after them on the same connection.
 func TestHTTPSocketShortReadsThatBeginNoRequest(t *testing.T) {
-	bin := buildTarget(t, false)
+	t.Parallel()
+	bin := ownCopy(t, buildTarget(t, false))
 	a := newSocketAgent(t, bin)
 	tg := startTarget(t, bin)
 	a.Scan()

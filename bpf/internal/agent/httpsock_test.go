@@ -32,8 +32,9 @@ func newSocketAgent(t *testing.T, targets ...string) *Agent {
 // PUT latency quantiles within 15% + 300us of the server's own) against the socket-layer probe. Its span is wider on
 // both ends than the handler's (from the read of the request to the write of the response), still within them.
 func TestHTTPSocketRED(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
-	bin := buildTarget(t, false)
+	bin := ownCopy(t, buildTarget(t, false))
 	a := newSocketAgent(t, bin)
 	tg := startTarget(t, bin)
 	a.Scan() // the socket probe counts a process once a scan has put it in the filter
@@ -48,8 +49,9 @@ func TestHTTPSocketRED(t *testing.T) {
 // expects 100-continue (an interim answer that must not end it), and traffic of a process that is not a target (an
 // identical binary at another path), which must not be counted.
 func TestHTTPSocketCases(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
-	bin := buildTarget(t, false)
+	bin := ownCopy(t, buildTarget(t, false))
 	other := filepath.Join(t.TempDir(), "other")
 	b, err := os.ReadFile(bin)
 	if err != nil {
@@ -120,8 +122,9 @@ func serverCountsAre(a *Agent, pid int, want string) (bool, string) {
 // a connection it dialed (/reverse: it reads requests and writes "HTTP/1.1 200", which the byte patterns alone
 // would count); only the requests its listener's connections brought may be counted, exactly.
 func TestHTTPSocketServedOnly(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
-	bin := buildTarget(t, false)
+	bin := ownCopy(t, buildTarget(t, false))
 	a := newSocketAgent(t, bin)
 	tg := startTarget(t, bin)
 	a.Scan()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -19,7 +21,25 @@ const optOut = "SHANHAI_BPF_OPTOUT"
 
 var binDir string // target binaries built once for the whole package
 
+// Tests that call t.Parallel run together once the sequential ones are done; most of their time is spent waiting (for
+// targets to start, the verifier, probes to fire), not computing. A test stays sequential if it changes a package
+// variable the agent reads (slotEntries, goroutinesByUprobe, exitTracepoint, withoutExitPrograms), counts something
+// machine-wide or process-wide (loaded programs, open descriptors, the Go heap), or forces pids (ns_last_pid). A
+// parallel test probes a file no other test runs (its own copy of a shared binary: ownCopy), so that what its agent
+// sees is its own processes. parallelTests is how many run at once unless -test.parallel says otherwise: the default,
+// GOMAXPROCS, is 2 on the CI machine, which leaves it mostly idle.
+const parallelTests = "4"
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		if err := flag.Set("test.parallel", parallelTests); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	dir, err := os.MkdirTemp("", "bpf-agent-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -45,20 +65,56 @@ func requireRoot(t *testing.T) {
 // build compiles a main package (relative to the module root) once; variant "stripped" passes -ldflags=-s -w.
 func build(t testing.TB, pkg, name string, stripped bool) string {
 	t.Helper()
-	out := filepath.Join(binDir, name)
-	if _, err := os.Stat(out); err == nil {
-		return out
-	}
-	args := []string{"build", "-o", out}
+	args := []string{"build", "-o", filepath.Join(binDir, name)}
 	if stripped {
 		args = append(args, "-ldflags=-s -w")
 	}
-	cmd := exec.Command("go", append(args, "../../"+pkg)...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	return buildOnce(t, name, append(os.Environ(), "CGO_ENABLED=0"), append(args, "../../"+pkg)...)
+}
+
+var (
+	buildsMu sync.Mutex
+	builds   = map[string]*buildResult{} // by output name in binDir
+)
+
+type buildResult struct {
+	once sync.Once
+	err  error
+}
+
+// buildOnce runs `go args...` (which writes binDir/name) the first time a test asks for name, and returns that path.
+// Tests running in parallel that ask for the same binary wait for the one build rather than each writing the file
+// again under another test that may be executing it.
+func buildOnce(t testing.TB, name string, env []string, args ...string) string {
+	t.Helper()
+	buildsMu.Lock()
+	r := builds[name]
+	if r == nil {
+		r = &buildResult{}
+		builds[name] = r
 	}
-	return out
+	buildsMu.Unlock()
+	r.once.Do(func() {
+		cmd := exec.Command("go", args...)
+		cmd.Env = env
+		if b, err := cmd.CombinedOutput(); err != nil {
+			r.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+	})
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// ownCopy copies a binary shared by the package's tests into the test's temporary directory under the same base
+// name. A test that runs in parallel probes its copy: an agent probing the shared file by path would also see, and
+// count, the processes other tests start from it.
+func ownCopy(t *testing.T, bin string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), filepath.Base(bin))
+	copyFile(t, bin, p)
+	return p
 }
 
 func buildTarget(t *testing.T, stripped bool) string {

@@ -20,6 +20,7 @@ import (
 // the old file's ctime, which the agent took for a rewrite in place: it detached the old process's probes, their
 // counts with them, and attached the same bytes again (found by review).
 func TestRebuiltWhileRunning(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	for _, byName := range []bool{false, true} {
 		t.Run(map[bool]string{false: "path", true: "name"}[byName], func(t *testing.T) {
@@ -66,6 +67,7 @@ func TestRebuiltWhileRunning(t *testing.T) {
 // here a tmpfs mounted after unshare -m), so the agent reaches it only through /proc/<pid>/exe, is probed and
 // counted exactly. Found to hold (no change).
 func TestTargetInOtherMountNamespace(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	bin := buildTarget(t, false)
 	mnt := t.TempDir()
@@ -106,6 +108,7 @@ func TestTargetInOtherMountNamespace(t *testing.T) {
 // path as the agent sees it, probed and counted exactly. Found to hold (no change): /proc/<pid>/exe names the file
 // from the reader's root.
 func TestTargetInChroot(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	jail := t.TempDir()
 	copyInPlace(t, buildTarget(t, false), filepath.Join(jail, "jailsvc"))

@@ -99,6 +99,7 @@ func (p *agentProc) waitRequests(t *testing.T, pid int, want uint64) {
 // TestAgentSurvivesRestarts runs the agent binary and checks /metrics through a target restart from the same file,
 // a target whose file was replaced (a deploy: new inode at the same path), and a restart of the agent itself.
 func TestAgentSurvivesRestarts(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	agentBin := build(t, "cmd/agent", "agent", false)
 	src := buildTarget(t, false)

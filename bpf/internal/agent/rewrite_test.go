@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 // (a path target is probed as soon as the file exists) must come off and go on again at the new build's offsets:
 // keyed by device and inode alone, they stayed, and none of the new build's requests was counted (found by review).
 func TestRewrittenInPlaceIsProbedAgain(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	p := filepath.Join(t.TempDir(), "svc")
 	copyInPlace(t, buildTarget(t, false), p)
@@ -34,6 +34,7 @@ func TestRewrittenInPlaceIsProbedAgain(t *testing.T) {
 // A scan while the file is half copied fails to read it. The finished copy has the same inode and must be probed;
 // the failure was kept by device and inode, so the file stayed unprobed for good (found by review).
 func TestScanDuringCopyIsRetried(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	bin, err := os.ReadFile(buildTarget(t, false))
 	if err != nil {
@@ -94,16 +95,7 @@ func copyInPlace(t *testing.T, src, dst string) {
 // buildNoOpt builds the test target with optimisation and inlining off, once.
 func buildNoOpt(t *testing.T) string {
 	t.Helper()
-	out := filepath.Join(binDir, "target-noopt")
-	if _, err := os.Stat(out); err == nil {
-		return out
-	}
-	cmd := exec.Command("go", "build", "-gcflags=all=-N -l", "-o", out, "../../testdata/target")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build -N -l: %v\n%s", err, b)
-	}
-	return out
+	return buildOnce(t, "target-noopt", append(os.Environ(), "CGO_ENABLED=0"), "build", "-gcflags=all=-N -l", "-o", filepath.Join(binDir, "target-noopt"), "../../testdata/target")
 }
 
 // countIs reports whether the agent counted want GET requests answered 201 by pid.

@@ -172,7 +172,8 @@ func TestEachSlotChunk(t *testing.T) {
 // kernel reported (tcp.c's process_exit) has its slots freed by the next scan, before it is reaped. The other runs
 // take the report first (a.forgetExited, as a scrape does) and write the slots after it, so only the scan frees them.
 func TestScanFreesSlotsOfExitedProcesses(t *testing.T) {
-	bin := buildTarget(t, false)
+	t.Parallel()
+	bin := ownCopy(t, buildTarget(t, false))
 	a := newAgent(t, bin)
 	a.Scan() // a path target is probed as soon as the file exists
 	bins := slices.Collect(maps.Values(a.bins))

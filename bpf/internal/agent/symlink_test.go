@@ -13,6 +13,7 @@ import (
 // resolved once, at start, and compared as a string with /proc/N/exe, so such a target's processes were never found
 // (found by review). Each case starts a process through the link as it ends up and wants it found and counted.
 func TestSymlinkTargetFollowsTheLink(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	bin := buildTarget(t, false)
 	dir := t.TempDir()

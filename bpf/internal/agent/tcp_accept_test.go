@@ -18,6 +18,7 @@ import (
 // too. Their connections are no TCP opens, and an owner entry for them would never be deleted (no TCP state change
 // closes it) and would take the place of a real socket in the shared owners table.
 func TestUnixAcceptIsNotTCP(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	bin := build(t, "testdata/unixaccept", "unixaccept", false)
 	a := newAgent(t, bin)
@@ -49,6 +50,7 @@ func TestUnixAcceptIsNotTCP(t *testing.T) {
 // TCP_CLOSE when the target accepts it. It is counted opened and closed; it was counted opened only (no later state
 // change would ever charge it), and its owner entry stayed in the table.
 func TestResetBeforeAcceptIsClosed(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	bin := build(t, "testdata/lateaccept", "lateaccept", false)
 	a := newAgent(t, bin)

@@ -13,6 +13,7 @@ import (
 // one of them is counted again when it closes. Accepts are seen by a uprobe on the target's binary, so a stripped
 // target is run too.
 func TestTCPLifecycle(t *testing.T) {
+	t.Parallel()
 	for _, stripped := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) { testTCPLifecycle(t, stripped, "127.0.0.1") })
 	}
@@ -20,7 +21,10 @@ func TestTCPLifecycle(t *testing.T) {
 
 // TestTCPLifecycleIPv6: the connections of a target serving and dialling over IPv6 are counted as over IPv4:
 // accepted_sock takes AF_INET6 TCP sockets too.
-func TestTCPLifecycleIPv6(t *testing.T) { testTCPLifecycle(t, false, "::1") }
+func TestTCPLifecycleIPv6(t *testing.T) {
+	t.Parallel()
+	testTCPLifecycle(t, false, "::1")
+}
 
 // testTCPLifecycle runs the target serving on loopback, dialling a listener there.
 func testTCPLifecycle(t *testing.T, stripped bool, loopback string) {
@@ -32,7 +36,7 @@ func testTCPLifecycle(t *testing.T, stripped bool, loopback string) {
 		}
 		return ln
 	}
-	bin := buildTarget(t, stripped)
+	bin := ownCopy(t, buildTarget(t, stripped))
 	a := newAgent(t, bin)
 	tg := startTarget(t, bin, "HTTP_ADDR="+net.JoinHostPort(loopback, "0"))
 	a.Scan()

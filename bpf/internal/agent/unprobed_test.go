@@ -20,6 +20,7 @@ import (
 // name each refused probe with a reason naming the release. The target is the stripped test target with its release
 // rewritten in .go.buildinfo (same length), which still runs and serves.
 func TestRefusedProbesAreReported(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
 	orig := buildTarget(t, true)
 	f, err := elf.Open(orig)

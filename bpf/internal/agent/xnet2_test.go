@@ -16,6 +16,7 @@ import (
 // the writer's state where the executable has DWARF; stripped, there are no offsets for it, and its requests are
 // counted with status "unknown". They used to be counted 200 whatever they answered.
 func TestXNetHTTP2Status(t *testing.T) {
+	t.Parallel()
 	for _, stripped := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) {
 			want := 404
