@@ -24,6 +24,7 @@ import (
 // partition goes on with the valid records between them, in order. A valid record with two traceparent headers is
 // carried with one: leg A's span in the first one's trace.
 func TestLegADeadLettersWrongCloudEventsAttributes(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 1)
 	reader := sdkmetric.NewManualReader()
 	e.reader = reader

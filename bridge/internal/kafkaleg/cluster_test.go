@@ -16,6 +16,7 @@ import (
 // names its Pulsar producer by the record's own cluster without asking Kafka (it could not archive while Kafka was
 // unreachable, and named an older cluster's records still in the stream by the cluster Kafka reported later).
 func TestLegAStampsTheKafkaClusterID(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -50,6 +50,9 @@ type env struct {
 	log      *slog.Logger     // the legs' logger when set (else warnings to stderr)
 }
 
+// setup gives a test its own Kafka topics, JetStream stream, consumer names and meter (harness.ID), on the shared
+// servers. The tests that use it call t.Parallel: they share nothing else, and most of their time is spent waiting
+// on the brokers (held fetches, idle reads that must stay empty, redeliveries), so they wait together.
 func setup(t *testing.T, partitions int) *env {
 	t.Helper()
 	brokers := testenv.Kafka(t)
@@ -268,6 +271,7 @@ func checkOrdered(t *testing.T, e *env, msgs []jetstream.Msg, sent map[int]kafka
 }
 
 func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 3)
 	const n = 600
 	sent := map[int]kafka.Message{}
@@ -329,6 +333,7 @@ func TestLegACarriesEveryMessageInPartitionOrderWithMetadata(t *testing.T) {
 // goes to the DLQ as produced. nats.go trims a header value's spaces and tabs on write, so a padded value is dead-lettered
 // (reason header) and a padded key is carried base64 like a binary one; a repeated name keeps all its values.
 func TestLegACarriesHeadersVerbatim(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 1)
 	pad := harness.Event(0, 1, 50) // offset 0
 	pad.Headers = append(pad.Headers, kafka.Header{Key: "x-pad", Value: []byte("  padded\t")})
@@ -396,6 +401,7 @@ func deadLetters(t *testing.T, e *env, n int) []map[string]string {
 // rise); it goes to the DLQ instead. Whichever way the race goes, every
 // offset ends up once in the stream, in order, or in the DLQ as overtaken.
 func TestLegAFullStreamKeepsPartitionOrder(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 1)
 	ctx := context.Background()
 	group := "bridgetest-" + harness.ID()
@@ -466,6 +472,7 @@ func TestLegAFullStreamKeepsPartitionOrder(t *testing.T) {
 // poison message while the DLQ is down showed the lag it had when it stopped (0) however many records arrived behind
 // it. It is now also refreshed from the broker's high watermark while the feed is not waiting for records.
 func TestLegALagGrowsWhileHeldAtPoison(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 1)
 	reader := sdkmetric.NewManualReader()
 	e.reader = reader
@@ -504,6 +511,7 @@ func TestLegALagGrowsWhileHeldAtPoison(t *testing.T) {
 // takes five messages and then refuses (DiscardNew), and its refusals arrive late, so the pipeline is full when the
 // first one ends the session; the partition restarts until the leg stops.
 func TestLegAInflightReturnsToZero(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 1)
 	reader := sdkmetric.NewManualReader()
 	e.reader = reader
@@ -569,6 +577,7 @@ func (j lateRefusals) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt)
 // nothing committed past it), a stop does not hang on it, and once the DLQ is
 // back a restart carries the rest.
 func TestLegAHoldsAtPoisonWhileTheDLQIsDown(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 1)
 	sent := map[int]kafka.Message{}
 	var msgs []kafka.Message
@@ -609,6 +618,7 @@ func TestLegAHoldsAtPoisonWhileTheDLQIsDown(t *testing.T) {
 }
 
 func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 3)
 	const n = 3000
 	group := "bridgetest-" + harness.ID()
@@ -667,6 +677,7 @@ func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {
 // fetch. With the former 500 ms it fetched three times a second (100 ms before that: ten, and on a busy machine it
 // redialled every few seconds). Closing it does not wait out the held fetch.
 func TestIdlePartitionReaderFetchesRarely(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 1)
 	r := kafkaleg.NewPartitionReader(e.brokers, e.topic, 0)
 	defer r.Close()

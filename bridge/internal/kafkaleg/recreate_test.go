@@ -40,6 +40,7 @@ func messages(t *testing.T, r *sdkmetric.ManualReader, result string) int64 {
 // ways it meets one: idle through the recreation (the next publish simply lands at sequence 1), and publishing while
 // the stream is gone (refused, the partition restarts, and its first confirmation is in the new stream).
 func TestLegARecreatedStreamIsNoOrderViolation(t *testing.T) {
+	t.Parallel()
 	e := setup(t, 1)
 	reader := sdkmetric.NewManualReader()
 	e.reader = reader

@@ -34,6 +34,7 @@ func archived(t *testing.T, e *env, want int) []string {
 // name its Pulsar producers, so while Kafka was unreachable it archived nothing, although JetStream held everything it
 // needed. Leg A stamps the id on each message now; leg B's Kafka here is a port nothing listens on.
 func TestLegBArchivesWhileKafkaIsUnreachable(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	kafka := testenv.ClosedPort(t)
 	o := e.opts
@@ -59,6 +60,7 @@ func TestLegBArchivesWhileKafkaIsUnreachable(t *testing.T) {
 // last record comes from a bridge before the stamp (no header): it is named by the cluster Kafka reports, as before,
 // and so by the same name as the stamped records of that cluster (upgrade: a deployment keeps its producer names).
 func TestLegBNamesEachRecordByItsOwnCluster(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	o := e.opts
 	o.KafkaCluster = func(context.Context) (string, error) { return "new-cluster", nil }

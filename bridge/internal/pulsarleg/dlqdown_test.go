@@ -19,6 +19,7 @@ import (
 // holds the partition at it: the message before it is archived, the one after it is not, and bridge_dlq_waiting
 // counts the partition (leg="nats-pulsar") until the leg stops.
 func TestLegBShowsAPartitionHeldByTheDLQ(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	reader := sdkmetric.NewManualReader()
 	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))

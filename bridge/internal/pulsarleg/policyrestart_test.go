@@ -20,6 +20,7 @@ import (
 // own, archiving nothing for as long as the API hung, though the leg held a reading as recent as the running
 // sessions'. It now starts under the leg's last reading of the topic and archives at once.
 func TestLegBSessionAfterAReadingArchivesWhileTheAdminAPIHangs(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	target, err := url.Parse(e.admin)
 	if err != nil {

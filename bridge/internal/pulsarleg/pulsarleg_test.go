@@ -54,6 +54,9 @@ type env struct {
 	mu       sync.Mutex
 }
 
+// setup gives a test its own Kafka topics, JetStream stream, consumer names and meter (harness.ID), on the shared
+// servers. The tests that use it call t.Parallel: they share nothing else, and most of their time is spent waiting
+// on the brokers (held fetches, idle reads that must stay empty, redeliveries), so they wait together.
 func setup(t *testing.T) *env {
 	t.Helper()
 	natsURL := testenv.NATS(t)
@@ -193,6 +196,7 @@ func (e *env) read(t *testing.T, want int, idle time.Duration) []harness.Record 
 // The Pulsar key is the Kafka record's key: one leg A carried base64 because NATS would trim it (" order-1 ") is
 // decoded; one that is not UTF-8 stays base64, as a Pulsar key is a string.
 func TestLegBArchivesTheRecordKey(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	keys := [][]byte{[]byte(" order-1 "), {0xff, 0}}
 	for i, k := range keys {
@@ -212,6 +216,7 @@ func TestLegBArchivesTheRecordKey(t *testing.T) {
 }
 
 func TestLegBArchivesEachPartitionInOffsetOrderExactlyOnce(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	// Three partitions interleaved in the stream, offsets with gaps.
 	const per = 100
@@ -271,6 +276,7 @@ func TestLegBArchivesEachPartitionInOffsetOrderExactlyOnce(t *testing.T) {
 // one Pulsar topic. (A restart against the same cluster still drops its replays:
 // TestLegBArchivesEachPartitionInOffsetOrderExactlyOnce.)
 func TestLegBArchivesAnotherKafkaClustersOffsetsAgain(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	run := func(cluster string, seqs ...int) {
 		t.Helper()
@@ -302,6 +308,7 @@ func TestLegBArchivesAnotherKafkaClustersOffsetsAgain(t *testing.T) {
 // TestLegBArchivesAnotherKafkaClustersOffsetsAgain) looked archived. Its receipt has no position; it is now counted as
 // result="duplicate". Replays of offsets 0-4 with new message ids (outside JetStream's window) after they were archived.
 func TestLegBCountsWhatPulsarsDedupDropped(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	reader := sdkmetric.NewManualReader()
 	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
@@ -339,6 +346,7 @@ func TestLegBCountsWhatPulsarsDedupDropped(t *testing.T) {
 // order; once the old subject holds nothing unarchived, a restarted session
 // filters on the partition's subject alone.
 func TestLegBUpgradeFromOneSubjectPerTopic(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	seq := 0
 	for i := 0; i < 40; i++ {
@@ -389,6 +397,7 @@ func TestLegBUpgradeFromOneSubjectPerTopic(t *testing.T) {
 // goes to the DLQ and the partition moves on; retrying it stopped the
 // partition's archive for good.
 func TestLegBDeadLettersMessagesWithoutItsMetadata(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	subject := e.route.PartitionSubject(0)
 	bad := []func(nats.Header){
@@ -489,6 +498,7 @@ func waitAcked(t *testing.T, e *env, partitions int) {
 // rebalance while the broker stalls) left them in bridge_inflight{leg="nats-pulsar"} for good: the producer's Close
 // fails them, and nothing handled those answers. The producer here passes three sends and holds the rest.
 func TestLegBInflightReturnsToZeroAfterAStalledStop(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	reader := sdkmetric.NewManualReader()
 	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
@@ -574,6 +584,7 @@ func (p *stallingProducer) Close() {
 // stream keeps two messages of five; once Pulsar is back leg B archives the two, logs an error and counts the three in
 // bridge_stream_lost_total.
 func TestLegBCountsWhatTheStreamsLimitsRemovedUnread(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	gate := &gatedClient{}
 	lost := e.lossAfter(t, gate, func() {
@@ -591,6 +602,7 @@ func TestLegBCountsWhatTheStreamsLimitsRemovedUnread(t *testing.T) {
 // TestLegBCountsALossOnce: every session that read offset 4 after the gap started from the last acked message (offset
 // 0) and counted offsets 1-3 again; with Pulsar refusing sends for three sessions, 6 or more were counted.
 func TestLegBCountsALossOnce(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	gate := &gatedClient{producers: true}
 	lost := e.lossAfter(t, gate, func() {
@@ -607,6 +619,7 @@ func TestLegBCountsALossOnce(t *testing.T) {
 // another partition's older message stays, so the stream's first sequence does not move: leg B compared that and
 // counted nothing.
 func TestLegBCountsWhatAPerSubjectLimitRemovedUnread(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	gate := &gatedClient{}
 	lost := e.lossAfter(t, gate, func() {
@@ -624,6 +637,7 @@ func TestLegBCountsWhatAPerSubjectLimitRemovedUnread(t *testing.T) {
 // archived them, are gone with it. The new stream's sequences start over at 1, at or below the last one read, and leg
 // B looked for a loss only after a higher sequence.
 func TestLegBCountsWhatADeletedStreamTookUnread(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	lost := e.lossAfter(t, &gatedClient{}, func() {
 		e.publishOffsets(t, 1, 3)

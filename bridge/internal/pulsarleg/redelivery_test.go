@@ -26,6 +26,7 @@ import (
 // producers, which start with no sequence id of their own (LastSequenceID -1). Pulsar's dedup must drop every replay:
 // the archive holds each message once, the replays are counted as duplicates, and the partition is acked to the end.
 func TestLegBRedeliveryAfterPulsarConfirmedArchivesNothingTwice(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	const n = 20
 	for i := range n {

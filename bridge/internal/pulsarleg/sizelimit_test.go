@@ -132,6 +132,7 @@ func (e *env) accounted(t *testing.T, n int, before []harness.Record) []int {
 // larger message and stores the later ones, and the client reports nothing; leg B then skipped the refused offset
 // after a restart. Sizes from well under to well over the limit: each is archived or dead-lettered, never lost.
 func TestLegBDeadLettersWhatExceedsTheTopicsMaxMessageSize(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	const limit = 1500
 	e.setMaxMessageSize(t, limit, "")
@@ -183,6 +184,7 @@ func (e *env) limitWhileRunning(t *testing.T) (func(), []harness.Record) {
 // answers. The next session sends it again from the ack floor, where the broker would refuse it again (or, with the
 // limit gone, drop it by dedup as below the later offsets): it must go to the DLQ.
 func TestLegBDeadLettersWhatTheBrokerRefusedUnderALimitSetWhileRunning(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.opts.MaxMessageSize = pulsarleg.AdminMaxMessageSize(e.admin, http.DefaultClient)
 	e.opts.PolicyInterval = time.Hour // this session never sees the new limit
@@ -216,6 +218,7 @@ func TestLegBDeadLettersWhatTheBrokerRefusedUnderALimitSetWhileRunning(t *testin
 // the large message goes out (dead-lettered at once) or after (the broker refused it, the producer stalls, and the
 // lower limit ends the session so that the next one dead-letters it), nothing is lost and everything gets acked.
 func TestLegBRereadsTheLimitWhileRunning(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.opts.MaxMessageSize = pulsarleg.AdminMaxMessageSize(e.admin, http.DefaultClient)
 	e.opts.PolicyInterval = 2 * time.Second
@@ -230,6 +233,7 @@ func TestLegBRereadsTheLimitWhileRunning(t *testing.T) {
 // TestLegBHonoursAGlobalTopicPolicy: the broker enforces a topic's global max message size as well when it has no
 // local one, and the admin API shows it only when asked for the global policy.
 func TestLegBHonoursAGlobalTopicPolicy(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	e.setMaxMessageSize(t, 1500, "?isGlobal=true")
 	e.opts.MaxMessageSize = pulsarleg.AdminMaxMessageSize(e.admin, http.DefaultClient)
@@ -251,6 +255,7 @@ func TestLegBHonoursAGlobalTopicPolicy(t *testing.T) {
 // tenths of it is shared, and two sessions may tick together) plus each session's own first reading; without the
 // sharing the three make 3 per interval.
 func TestLegBSessionsShareTheLimitReadings(t *testing.T) {
+	t.Parallel()
 	e := setup(t)
 	var reads atomic.Int64
 	e.opts.MaxMessageSize = func(context.Context, string) (int, error) {
