@@ -6,11 +6,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
 )
+
+// flock is syscall.Flock; a test stands in a file system that has no locks.
+var flock = syscall.Flock
 
 // errDataDirInUse marks a data directory another run holds.
 var errDataDirInUse = errors.New("data directory in use")
@@ -22,7 +26,8 @@ var errDataDirInUse = errors.New("data directory in use")
 // database, silently and for good (etcd's start does not watch for Ctrl-C).
 // The lock is flock(2) on <dir>/.lock, which the kernel drops with the
 // process that held it: a directory left by a run that was killed is free
-// again at once, with no stale lock file to remove by hand.
+// again at once, with no stale lock file to remove by hand. The file is nil
+// where the file system has no locks: the run goes on unguarded.
 func lockDataDir(dir string) (*os.File, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -32,7 +37,7 @@ func lockDataDir(dir string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data dir lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		holder, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
@@ -41,6 +46,15 @@ func lockDataDir(dir string) (*os.File, error) {
 				who = fmt.Sprintf("another run (pid %d)", pid)
 			}
 			return nil, fmt.Errorf("%w: %s is used by %s; stop it, or give this run another -data", errDataDirInUse, dir, who)
+		}
+		if errors.Is(err, syscall.ENOLCK) || errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOTSUP) {
+			// The file system has no locks (NFS without a lock manager,
+			// some FUSE and shared-folder mounts). The lock only guards
+			// against a second run here, so the run goes on unguarded
+			// rather than be refused on every such directory.
+			slog.Warn("data directory cannot be locked: a second run on it would not be refused",
+				"dir", dir, "err", err)
+			return nil, nil
 		}
 		return nil, fmt.Errorf("data dir lock %s: %w", path, err)
 	}
