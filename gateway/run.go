@@ -113,12 +113,9 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		res = st
 	}
 
-	table, err := route.Parse(cfg.Routes, cfg.RouteTimeout, route.DefaultPublic)
+	table, err := cfg.RouteTable()
 	if err != nil {
 		return err
-	}
-	if table, err = table.WithKeyedRetry(cfg.KeyedRetry); err != nil {
-		return fmt.Errorf("GATEWAY_KEYED_RETRY_ROUTES: %w", err)
 	}
 	var names []string
 	seen := map[string]bool{}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,7 +36,7 @@ type Config struct {
 	Mode         string        `env:"GATEWAY_MODE" envDefault:"full" desc:"full, or routing (no auth, limits, breaker, tracing or metrics: a benchmark baseline only)"`
 	Routes       string        `env:"GATEWAY_ROUTES" envDefault:"/api/v1/users=user,/api/v1/sessions=user,/.well-known/jwks.json=user,/api/v1/orders=order,/api/v1/products=order,/api/v1/payments=payment" desc:"route table: path prefix=service,..."`
 	RouteTimeout time.Duration `env:"GATEWAY_ROUTE_TIMEOUT" envDefault:"5s" desc:"default per-route timeout (504 when reached); dynamic config may override per route"`
-	KeyedRetry   []string      `env:"GATEWAY_KEYED_RETRY_ROUTES" envDefault:"/api/v1/orders" envSeparator:"," desc:"route prefixes whose upstream honours Idempotency-Key (replays a key's first answer): only there is a failed POST, PATCH, PUT or DELETE with the key retried; dynamic config may override per route"`
+	KeyedRetry   []string      `env:"GATEWAY_KEYED_RETRY_ROUTES" envDefault:"/api/v1/orders" envSeparator:"," desc:"route prefixes whose upstream honours Idempotency-Key (replays a key's first answer): only there is a failed POST, PATCH, PUT or DELETE with the key retried; a prefix the table lacks is refused, but for the default's; dynamic config may override per route"`
 	MaxTimeout   time.Duration `env:"GATEWAY_MAX_TIMEOUT" envDefault:"30s" desc:"cap on a client's X-Request-Timeout-Ms"`
 
 	MaxBodyBytes int           `env:"GATEWAY_MAX_BODY_BYTES" envDefault:"1048576" desc:"largest request body (413 above)"`
@@ -140,7 +141,7 @@ func (c *Config) Validate() error {
 	}
 	if tb, err := route.Parse(c.Routes, c.RouteTimeout, nil); err != nil {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTES", err.Error()))
-	} else if _, err := tb.WithKeyedRetry(c.KeyedRetry); err != nil {
+	} else if _, err := c.withKeyedRetry(tb); err != nil {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_KEYED_RETRY_ROUTES", err.Error()))
 	}
 	if c.RouteTimeout <= 0 {
@@ -248,3 +249,32 @@ func (r *Rate) UnmarshalText(b []byte) error {
 
 // Quota converts to the limiter's type.
 func (r Rate) Quota() quota.Rate { return quota.Rate(r) }
+
+// RouteTable is the route table of GATEWAY_ROUTES with the public paths and
+// the routes of GATEWAY_KEYED_RETRY_ROUTES marked (route.Route.KeyedRetry).
+func (c *Config) RouteTable() (*route.Table, error) {
+	tb, err := route.Parse(c.Routes, c.RouteTimeout, route.DefaultPublic)
+	if err != nil {
+		return nil, fmt.Errorf("GATEWAY_ROUTES: %w", err)
+	}
+	if tb, err = c.withKeyedRetry(tb); err != nil {
+		return nil, fmt.Errorf("GATEWAY_KEYED_RETRY_ROUTES: %w", err)
+	}
+	return tb, nil
+}
+
+// withKeyedRetry marks tb's keyed retry routes. A prefix the table lacks is
+// refused (a misspelt one would mark nothing), but not the default's: it
+// names the default table's order route, and a gateway with a table of its
+// own (the user service's routes alone, say) that left the variable unset
+// would otherwise not start. The default marks the order route where there
+// is one. Set to its own value by hand it reads as the default.
+func (c *Config) withKeyedRetry(tb *route.Table) (*route.Table, error) {
+	prefixes := c.KeyedRetry
+	if slices.Equal(prefixes, route.DefaultKeyedRetry) {
+		prefixes = slices.DeleteFunc(slices.Clone(prefixes), func(p string) bool {
+			return !slices.ContainsFunc(tb.Routes(), func(r route.Route) bool { return r.Prefix == p })
+		})
+	}
+	return tb.WithKeyedRetry(prefixes)
+}

@@ -264,3 +264,29 @@ func TestDynamicKeyedRetryJSON(t *testing.T) {
 		t.Fatal("a keyed_retry value that is not a boolean was accepted")
 	}
 }
+
+// A gateway with its own route table and no order route (one fronting the
+// user service alone) left GATEWAY_KEYED_RETRY_ROUTES at its default, which
+// names the order route: the default must not stop it from starting. The
+// default marks the order route where there is one; a prefix set by hand
+// that the table lacks is still refused.
+func TestKeyedRetryDefaultOnATableWithoutOrders(t *testing.T) {
+	var c Config
+	env := map[string]string{"GATEWAY_ROUTES": "/api/v1/users=user,/api/v1/sessions=user", "DISCOVERY_STATIC": "user=127.0.0.1:1"}
+	if err := pkgconfig.LoadFrom(&c, env); err != nil {
+		t.Fatalf("a route table without the order route, GATEWAY_KEYED_RETRY_ROUTES unset: %v", err)
+	}
+	tb, err := c.RouteTable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range tb.Routes() {
+		if r.KeyedRetry {
+			t.Errorf("route %s marked keyed retry by a default naming another route", r.Prefix)
+		}
+	}
+	env["GATEWAY_KEYED_RETRY_ROUTES"] = "/api/v1/user"
+	if err := pkgconfig.LoadFrom(&c, env); err == nil || !strings.Contains(err.Error(), "/api/v1/user") {
+		t.Fatalf("an unrouted prefix set by hand: %v, want it refused by name", err)
+	}
+}
