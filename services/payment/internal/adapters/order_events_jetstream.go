@@ -291,7 +291,7 @@ func (c *OrderEvents) cancel(ctx context.Context, m jetstream.Msg, h map[string]
 }
 
 // checkOrderID refuses an order id the order service never makes. Its ids
-// are lower-case canonical UUIDs (uuid.NewString), and it terminates a
+// are lower-case canonical UUIDs (uuid.NewV7's String), and it drops a
 // payment result naming anything else without applying it: a charge for
 // such an id took the customer's money for an order that does not exist,
 // with nothing on the order side to give it back. Only the canonical form:
