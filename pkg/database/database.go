@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,6 +45,15 @@ type Options struct {
 	// SlowQuery is the threshold above which a query is logged as slow (default 200ms).
 	SlowQuery time.Duration
 }
+
+// ConnectTimeout bounds each connection's set-up to PostgreSQL (dial,
+// TLS, start-up) when the URL sets no connect_timeout of its own. pgx has
+// none by default, and gorm's first ping no deadline: a server address that
+// accepted connections and never answered (a firewall or proxy with nothing
+// behind it) held a service's start for ever without a word. 10 s is far
+// above a loaded server's connect time; the service then stops naming the
+// database, and its supervisor starts it again.
+const ConnectTimeout = 10 * time.Second
 
 // Open connects to url with default Options. See OpenWith.
 func Open(url string) (*gorm.DB, error) { return OpenWith(url, Options{}) }
@@ -94,7 +104,7 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 	}
 	switch scheme {
 	case "postgres", "postgresql":
-		db, err := gorm.Open(postgres.Open(rawURL), cfg)
+		db, err := gorm.Open(postgres.Open(withConnectTimeout(rawURL)), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
 		}
@@ -272,6 +282,23 @@ func (o Options) withDefaults() Options {
 // reads without user info but with an '@' (one missing its "//", where the
 // user info becomes part of an opaque path) is not shown at all: what looks
 // like a password there cannot be told apart from the rest.
+// withConnectTimeout adds ConnectTimeout (in pgx's connect_timeout, whole
+// seconds) to a PostgreSQL URL that sets none; one that does not parse is
+// left for pgx to refuse.
+func withConnectTimeout(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	q := u.Query()
+	if q.Has("connect_timeout") {
+		return raw
+	}
+	q.Set("connect_timeout", strconv.Itoa(int(ConnectTimeout/time.Second)))
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
