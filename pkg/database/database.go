@@ -8,6 +8,7 @@ package database
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -80,7 +83,10 @@ func Open(url string) (*gorm.DB, error) { return OpenWith(url, Options{}) }
 // error (a 3-million-row recursive count: 9.0 s against
 // a 50 ms deadline, where the same statement as an Exec stopped at 69 ms). Bound SQLite reads by their shape (LIMIT,
 // an index), not by a deadline. With pgx (PostgreSQL) both return at the deadline.
-func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
+func OpenWith(rawURL string, o Options) (*gorm.DB, error) { return open(rawURL, o, true) }
+
+// open is OpenWith; without ping a PostgreSQL pool connects at its first statement, whose failure then names the server.
+func open(rawURL string, o Options, ping bool) (*gorm.DB, error) {
 	o = o.withDefaults()
 	cfg := &gorm.Config{
 		TranslateError: true,
@@ -97,6 +103,7 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 		// the wrapper only added latency: under load the payment service's claim insert waited on it for a
 		// pool connection. Code that needs several statements to commit together uses db.Transaction, as before.
 		SkipDefaultTransaction: true,
+		DisableAutomaticPing:   !ping,
 	}
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
@@ -104,7 +111,11 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 	}
 	switch scheme {
 	case "postgres", "postgresql":
-		db, err := gorm.Open(postgres.Open(withConnectTimeout(rawURL)), cfg)
+		pool, err := postgresPool(withConnectTimeout(rawURL))
+		if err != nil {
+			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
+		}
+		db, err := gorm.Open(postgres.New(postgres.Config{Conn: pool}), cfg)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
 		}
@@ -156,8 +167,12 @@ func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
 
 // OpenMigrated is OpenWith followed by migrate (usually migrate.UpAll over the binary's sets), the way each service
 // starts. If migrate fails the pool is closed again, so the caller has either a ready database or nothing to close.
+//
+// It does not ping PostgreSQL first: migrate's first statement connects, and a server that is not there fails it
+// with pgx's error naming the server (migrate.UpAll returns such a failure rather than taking it for a missing
+// table). The ping was a round trip of every service's start that proved nothing the next statement did not.
 func OpenMigrated(ctx context.Context, rawURL string, o Options, migrate func(context.Context, *gorm.DB) error) (*gorm.DB, error) {
-	db, err := OpenWith(rawURL, o)
+	db, err := open(rawURL, o, false)
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +180,40 @@ func OpenMigrated(ctx context.Context, rawURL string, o Options, migrate func(co
 		return nil, errors.Join(err, Close(db))
 	}
 	return db, nil
+}
+
+// postgresPool is the pool gorm's PostgreSQL dialector would open for dsn (it connects nothing yet), except that a
+// connection is not pinged the first time the pool hands it out again. pgx pings a connection it hands out after
+// more than a second since it last did, to find one the server dropped meanwhile; but it counts from the last hand-out,
+// and a new connection has had none, so it pinged every connection on its first reuse however fresh: the readiness
+// check just after a service's start cost two round trips, and the migration check after gorm's ping one more.
+// Counting a new connection's idle time from its connect keeps pgx's rule and drops that ping. (The dialector would
+// also take a timestamp column's scan location from a TimeZone parameter of the URL; pgx still sends that parameter
+// to the server, but no Shanhai URL sets one: every service writes UTC, see NowFunc.)
+func postgresPool(dsn string) (*sql.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(markConnected), stdlib.OptionShouldPing(shouldPing)), nil
+}
+
+// connectedAt is the key under which markConnected records a connection's connect time in its pgconn CustomData.
+const connectedAt = "shanhai.connected_at"
+
+func markConnected(_ context.Context, conn *pgx.Conn) error {
+	conn.PgConn().CustomData()[connectedAt] = time.Now()
+	return nil
+}
+
+// shouldPing is pgx's default rule (ping a connection idle for more than a second), with a connection's connect
+// counted as its last use until it has been handed out once.
+func shouldPing(_ context.Context, p stdlib.ShouldPingParams) bool {
+	idle := p.IdleDuration
+	if at, ok := p.Conn.PgConn().CustomData()[connectedAt].(time.Time); ok {
+		idle = min(idle, time.Since(at))
+	}
+	return idle > time.Second
 }
 
 // Close closes the connection pool behind db (gorm has no Close of its own).

@@ -43,6 +43,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
 	"github.com/pressly/goose/v3/lock"
@@ -294,8 +295,9 @@ func recorded(ctx context.Context, db database.DBTxConn, tbl string, version int
 }
 
 // current reports whether every set's version table holds exactly the set's versions (its files and Go steps), each
-// with its checksum recorded. Any error (a table not created yet) means "not known to be current", never a failure:
-// the full path then decides. The one error it returns is an applied file that was changed since.
+// with its checksum recorded. Any answer of the database's (a table not created yet) means "not known to be current",
+// never a failure: the full path then decides. The errors it returns are an applied file that was changed since, and a
+// query nobody answered.
 func current(ctx context.Context, sqlDB *sql.DB, ps []provider) (bool, error) {
 	var q strings.Builder
 	for i, p := range ps {
@@ -307,9 +309,20 @@ func current(ctx context.Context, sqlDB *sql.DB, ps []provider) (bool, error) {
 		fmt.Fprintf(&q, "SELECT %d, m.version_id, COALESCE(c.sha256, '') FROM %s m LEFT JOIN %s c"+
 			" ON c.version_id = m.version_id WHERE m.version_id > 0 AND m.is_applied", i, p.table, checksumTable(p.table))
 	}
-	rows, err := sqlDB.QueryContext(ctx, q.String())
+	// On PostgreSQL the query goes unprepared, in one round trip instead of a prepare and an execute: it runs once
+	// per start, so a prepared statement would never be used again.
+	var args []any
+	if len(ps) > 0 && !ps[0].sqlite {
+		args = append(args, pgx.QueryExecModeSimpleProtocol)
+	}
+	rows, err := sqlDB.QueryContext(ctx, q.String(), args...)
 	if err != nil {
-		return false, nil
+		if answered(err) {
+			return false, nil
+		}
+		// Nobody answered (the server is not there: this is often the start's first statement, see
+		// database.OpenMigrated) or ctx ended: the full path would only fail later with a murkier message.
+		return false, fmt.Errorf("migrate: read the applied versions: %w", err)
 	}
 	defer rows.Close()
 	applied := make([]map[int64]string, len(ps))
@@ -346,6 +359,14 @@ func current(ctx context.Context, sqlDB *sql.DB, ps []provider) (bool, error) {
 		}
 	}
 	return ok, nil
+}
+
+// answered reports whether err is the database's answer to a statement (PostgreSQL's SQLSTATE, SQLite's result
+// code), such as a version table that does not exist yet, rather than a failure to reach it.
+func answered(err error) bool {
+	var state interface{ SQLState() string }
+	var code interface{ Code() int }
+	return errors.As(err, &state) || errors.As(err, &code)
 }
 
 // root descends into "migrations" when fsys has no .sql files of its own.
