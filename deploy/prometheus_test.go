@@ -67,7 +67,8 @@ func otlpMetrics(env map[string]string) string {
 	return ""
 }
 
-// TestMetricsReachPrometheusOnce: Prometheus scrapes every platform binary's /metrics at its HTTP port, once, and
+// TestMetricsReachPrometheusOnce: Prometheus scrapes every platform binary's /metrics at its HTTP port (the
+// gateway's at its admin listener: Binary.MetricsPort), once, and
 // the binaries do not also push those metrics over OTLP. They did: the collector remote-wrote them to the same
 // Prometheus as series of their own (job and instance from the resource), so every panel summing an OTel metric
 // across series (bridge messages/s, consumer lag, in flight, saga outcomes, limiter decisions, outbox...) showed
@@ -76,7 +77,7 @@ func TestMetricsReachPrometheusOnce(t *testing.T) {
 	p := loadCompose(t)
 	scraped := scrapeTargets(t, "compose/prometheus/prometheus.yml")
 	for _, b := range Binaries {
-		target := b.Name + ":" + strconv.Itoa(b.Port)
+		target := b.Name + ":" + strconv.Itoa(b.ScrapePort())
 		if scraped[target] != 1 {
 			t.Errorf("compose: Prometheus scrapes %s %d times, want once", target, scraped[target])
 		}
@@ -124,15 +125,15 @@ func TestMetricsReachPrometheusOnce(t *testing.T) {
 			if len(svc.Spec.Selector) == 0 || !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
 				continue
 			}
-			target := fmt.Sprintf("%s.%s.svc.cluster.local:%d", o.Name, o.Namespace, b.Port)
+			target := fmt.Sprintf("%s.%s.svc.cluster.local:%d", o.Name, o.Namespace, b.ScrapePort())
 			for _, port := range svc.Spec.Ports {
-				if port.Port == int32(b.Port) {
+				if port.Port == int32(b.ScrapePort()) {
 					n += scraped[target]
 				}
 			}
 		}
 		if n != 1 {
-			t.Errorf("Kubernetes: Prometheus scrapes %s's pods at port %d through %d headless Services, want one", b.Name, b.Port, n)
+			t.Errorf("Kubernetes: Prometheus scrapes %s's pods at port %d through %d headless Services, want one", b.Name, b.ScrapePort(), n)
 		}
 	}
 }

@@ -18,7 +18,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttpadaptor"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
@@ -211,14 +210,15 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 
 	p := proxy.New(opts)
 	var shuttingDown atomic.Bool
-	var metricsH fasthttp.RequestHandler
-	if tel != nil {
-		metricsH = fasthttpadaptor.NewFastHTTPHandler(tel.MetricsHandler())
-	}
+	// Health and readiness stay on the public port: probes and a load
+	// balancer in front read them there, and they tell nothing about the
+	// platform. /metrics is on the admin listener only (serveAdmin): the
+	// gateway is the public door, and its series name routes, upstreams and
+	// error rates. On the public port /metrics is a path like any other.
 	handler := func(ctx *fasthttp.RequestCtx) {
 		path := string(proxy.AdminPath(&ctx.Request.Header)) // as the event loop matches them
 		switch path {
-		case "/healthz", "/readyz", "/metrics":
+		case "/healthz", "/readyz":
 			if proxy.AdminTrailer(ctx) {
 				return // fields in a chunked trailer: 400, as on every other path
 			}
@@ -236,18 +236,17 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 			}
 			ctx.SetBodyString("ready")
 			return
-		case "/metrics":
-			if metricsH != nil {
-				metricsH(ctx)
-				return
-			}
 		}
 		p.Handle(ctx)
 	}
 
 	if cfg.AdminAddr != "" {
+		var metrics http.Handler // none in routing mode, as before
+		if tel != nil {
+			metrics = tel.MetricsHandler()
+		}
 		// Closed on return: a host process outlives the gateway it ran.
-		defer serveAdmin(cfg.AdminAddr, log).Close()
+		defer serveAdmin(cfg.AdminAddr, metrics, log).Close()
 	}
 	if cfg.TransportName() == "loop" {
 		return serveLoop(ctx, cfg, log, p, pool, handler, &shuttingDown, tel)
@@ -295,7 +294,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *proxy.Proxy, pool *upstream.Pool, admin fasthttp.RequestHandler,
 	shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
 	srv := evloop.New(evloop.Options{
-		Addr: cfg.Addr, Loops: cfg.EventLoops, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz", "/metrics"},
+		Addr: cfg.Addr, Loops: cfg.EventLoops, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz"},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: 16 << 10, ReadTimeout: cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Endpoints: pool, Log: log,
 	})
@@ -337,8 +336,14 @@ func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <
 	return nil
 }
 
-func serveAdmin(addr string, log *slog.Logger) *http.Server {
+// serveAdmin serves pprof and, when metrics is not nil, /metrics on addr:
+// the listener for operators and Prometheus, never published (127.0.0.1 by
+// default; compose and Kubernetes open it to their Prometheus alone).
+func serveAdmin(addr string, metrics http.Handler, log *slog.Logger) *http.Server {
 	mux := http.NewServeMux()
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

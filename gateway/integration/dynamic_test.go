@@ -59,7 +59,7 @@ func TestMisspeltDynamicConfigKeepsTheLastGood(t *testing.T) {
 // while there is none).
 func rejected(t *testing.T, g *gatewayProc, dynKey string) int {
 	t.Helper()
-	resp, err := http.Get(g.URL + "/metrics")
+	resp, err := http.Get(g.Admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

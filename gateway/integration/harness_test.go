@@ -254,22 +254,23 @@ func (u *upstreamProc) seen(id string) (seenRequest, bool) {
 }
 
 type gatewayProc struct {
-	URL  string
-	Addr string
-	Log  string // the file the gateway logs to
-	cmd  *exec.Cmd
-	done chan struct{}
+	URL   string
+	Addr  string
+	Admin string // the admin listener's URL (pprof, /metrics): never the public address
+	Log   string // the file the gateway logs to
+	cmd   *exec.Cmd
+	done  chan struct{}
 }
 
 // startGateway runs the gateway binary routing every API prefix to w.svc,
 // with env overriding the test defaults.
 func (w *world) startGateway(env ...string) *gatewayProc {
 	w.t.Helper()
-	addr := freeAddr(w.t)
+	addr, admin := freeAddr(w.t), freeAddr(w.t)
 	routes := fmt.Sprintf("/api/v1/orders=%[1]s,/api/v1/users=%[1]s,/api/v1/sessions=%[1]s,/api/v1/products=%[1]s", w.svc)
 	cmd := exec.Command(filepath.Join(bin, "gateway"))
 	cmd.Env = append(os.Environ(),
-		"HTTP_ADDR="+addr, "ADMIN_ADDR=", "ETCD_ENDPOINTS="+strings.Join(w.etcd, ","), "DISCOVERY_STATIC=",
+		"HTTP_ADDR="+addr, "ADMIN_ADDR="+admin, "ETCD_ENDPOINTS="+strings.Join(w.etcd, ","), "DISCOVERY_STATIC=",
 		"REDIS_URL="+w.redis, "JWKS_URL="+w.jwks.URL, "GATEWAY_ROUTES="+routes, "GATEWAY_DYNAMIC_KEY="+w.dynKey, "GATEWAY_LIMIT_NAMESPACE="+w.dynKey,
 		"GATEWAY_IP_LIMIT=100000/1s", "GATEWAY_USER_LIMIT=100000/1s", "GATEWAY_LOGIN_LIMIT=100000/1s",
 		"LOG_LEVEL=warn", "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_SERVICE_NAME=gateway-test")
@@ -290,7 +291,7 @@ func (w *world) startGateway(env ...string) *gatewayProc {
 			probe = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec
 		}
 	}
-	g := &gatewayProc{URL: scheme + "://" + addr, Addr: addr, Log: logf.Name(), cmd: cmd, done: make(chan struct{})}
+	g := &gatewayProc{URL: scheme + "://" + addr, Addr: addr, Admin: "http://" + admin, Log: logf.Name(), cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(g.done) }()
 	w.t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)

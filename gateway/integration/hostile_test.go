@@ -345,7 +345,7 @@ func get(path string) string { return "GET /api/v1/products/" + path + " HTTP/1.
 // metric reads one unlabelled gauge from the gateway's /metrics.
 func metric(t *testing.T, g *gatewayProc, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(g.URL + "/metrics")
+	resp, err := http.Get(g.Admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

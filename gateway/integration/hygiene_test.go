@@ -190,7 +190,7 @@ func TestSlowlorisIsCutOff(t *testing.T) {
 }
 
 // RED metrics per route and upstream, limiter decisions and breaker state
-// are on /metrics, and traces leave with the request.
+// are on /metrics (of the admin listener), and traces leave with the request.
 func TestMetricsAndTracePropagation(t *testing.T) {
 	w := newWorld(t)
 	up := w.startUpstream("a", "v1")
@@ -203,13 +203,13 @@ func TestMetricsAndTracePropagation(t *testing.T) {
 	if !ok || !strings.HasPrefix(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || strings.Contains(tp, "00f067aa0ba902b7") {
 		t.Fatalf("upstream traceparent %q: want the client's trace with the gateway's own span id", tp)
 	}
-	r := w.do(g, "GET", "/metrics", nil, nil)
+	body := adminGet(t, g, "/metrics")
 	for _, want := range []string{
 		`http_server_request_duration_seconds_bucket{`, `http_route="orders"`,
 		`http_client_request_duration_seconds_bucket{`, `shanhai_upstream="` + w.svc + `"`,
 		`shanhai_gateway_limit_decisions_total{`, `shanhai_breaker_state{`,
 	} {
-		if !strings.Contains(string(r.Body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}

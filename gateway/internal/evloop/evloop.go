@@ -61,7 +61,7 @@ type Options struct {
 	// machine (on a 2-core box: the upstreams, the load generator).
 	Loops int
 	Proxy *proxy.Proxy
-	// Admin serves AdminPaths (health, readiness, metrics) on a goroutine:
+	// Admin serves AdminPaths (health, readiness) on a goroutine:
 	// they are rare and may block.
 	Admin      fasthttp.RequestHandler
 	AdminPaths []string

@@ -893,15 +893,16 @@ func trailed(h *fasthttp.RequestHeader) bool {
 	return false
 }
 
-// AdminTrailer is for the admin paths (/healthz, /readyz, /metrics), which
-// the transports answer outside the chain: it removes the trailer mark
+// AdminTrailer is for the admin paths (/healthz, /readyz), which the
+// transports answer outside the chain: it removes the trailer mark
 // (MarkTrailer) and, when fields came in a chunked request's trailer
 // section, answers 400 malformed-request with the connection closed, as
 // Begin does for any other path, and reports true. Without it the mark
 // and those fields went on to the admin handlers: nothing read the mark,
-// but /metrics' net/http adapter copies every field into the request's
-// header, where a trailer's Accept-Encoding: gzip chose the answer's coding
-// (RFC 9110 §6.5.2: trailer fields are no header fields).
+// but /metrics' net/http adapter (on this port until it moved to the admin
+// listener) copied every field into the request's header, where a
+// trailer's Accept-Encoding: gzip chose the answer's coding (RFC 9110
+// §6.5.2: trailer fields are no header fields).
 func AdminTrailer(ctx *fasthttp.RequestCtx) bool {
 	// Asked of every admin request, chunked or not: once its body is read
 	// a chunked request has the length it came to (0 without a body), so

@@ -40,7 +40,7 @@ func AbsoluteForm(target []byte) (authority, rest []byte, ok bool) {
 }
 
 // AdminPath is the path both transports match their admin paths (/healthz,
-// /readyz, /metrics) against: the request target as sent (the path of its
+// /readyz) against: the request target as sent (the path of its
 // absolute form), without the query. Not the server's parsed and
 // normalised path: on fasthttp "//healthz" or "/%68ealthz" answered as
 // /healthz, while the event loop left them to the chain (404).

@@ -1,0 +1,57 @@
+package integration
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// adminGet asks the gateway's admin listener for path and returns the body
+// of its 200 answer.
+func adminGet(t *testing.T, g *gatewayProc, path string) string {
+	t.Helper()
+	resp, err := http.Get(g.Admin + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin %s: %d %v %q", path, resp.StatusCode, err, trim(string(b)))
+	}
+	return string(b)
+}
+
+// The gateway is the platform's public door, so its metrics (routes,
+// upstream names, error rates, limiter decisions) are served on the admin
+// listener only, where Prometheus scrapes them. On the public address
+// /metrics, in any spelling of the target, is a path like any other: not
+// routed, so a 404 problem, and never the registry. It was served there.
+func TestMetricsOnlyOnTheAdminListener(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up)
+	for _, head := range []string{
+		"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET /metrics?x HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET /metrics/ HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET //metrics HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET /METRICS HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET /%6detrics HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET /./metrics HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET http://gw/metrics HTTP/1.1\r\nHost: gw\r\n\r\n",
+		"GET /metrics HTTP/1.0\r\nHost: gw\r\n\r\n",
+	} {
+		a := exchange(t, g.Addr, head, 1)[0]
+		if a.Status != http.StatusNotFound || strings.Contains(a.Body, "# TYPE") || strings.Contains(a.Body, "process_") {
+			t.Errorf("%q on the public address: %d %q, want a 404 and no metrics", trim(head), a.Status, trim(a.Body))
+		}
+	}
+	if n := up.hits.Load(); n != 0 {
+		t.Errorf("the upstream got %d requests for /metrics", n)
+	}
+	if body := adminGet(t, g, "/metrics"); !strings.Contains(body, "process_open_fds") {
+		t.Fatalf("admin /metrics has no process_open_fds: %q", trim(body))
+	}
+}
