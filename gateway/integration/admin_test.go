@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"bufio"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -54,4 +56,43 @@ func TestMetricsOnlyOnTheAdminListener(t *testing.T) {
 	if body := adminGet(t, g, "/metrics"); !strings.Contains(body, "process_open_fds") {
 		t.Fatalf("admin /metrics has no process_open_fds: %q", trim(body))
 	}
+}
+
+// /healthz and /readyz, answered outside the chain, still speak only the
+// versions the chain does (RFC 9110 §15.6.6): another is 505 and the
+// connection closes. They answered 200 and kept the connection open, and
+// since the transports do not read the body of such a request, its body (a
+// whole request, to a hop in front that framed it by Content-Length) was
+// read as the next request and proxied.
+func TestAdminPathsSpeakOnlyHTTP1(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up)
+	smuggled := get("smuggled")
+	for _, head := range []string{
+		"GET /healthz HTTP/1.2\r\nHost: gw\r\nConnection: keep-alive\r\nContent-Length: " + strconv.Itoa(len(smuggled)) + "\r\n\r\n",
+		"POST /readyz HTTP/2.0\r\nHost: gw\r\nConnection: keep-alive\r\nContent-Length: " + strconv.Itoa(len(smuggled)) + "\r\n\r\n",
+		"GET /readyz HTTP/0.9\r\nHost: gw\r\nConnection: keep-alive\r\n\r\n",
+		"GET http://gw/healthz?x HTTP/3.0\r\nHost: gw\r\nConnection: keep-alive\r\n\r\n",
+	} {
+		t.Run(strings.Fields(head)[1]+" "+strings.Fields(head)[2], func(t *testing.T) {
+			t.Parallel() // each waits up to the event loop's linger
+			c := dialRaw(t, g.Addr)
+			defer c.Close()
+			writeSplit(t, c, head+smuggled)
+			br := bufio.NewReader(c)
+			a, err := readAnswer(br)
+			if err != nil || a.Status != http.StatusHTTPVersionNotSupported || a.problem() != "version-not-supported" {
+				t.Fatalf("first answer %+v %v, want 505 version-not-supported", a, err)
+			}
+			if !closedAfter(c, br) {
+				t.Fatal("the connection stayed open after the 505, and answered more")
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if n := up.hits.Load(); n != 0 {
+			t.Errorf("the upstream got %d requests that followed an admin request of another HTTP version", n)
+		}
+	})
 }

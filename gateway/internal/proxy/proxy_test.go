@@ -487,6 +487,22 @@ func TestAdminPath(t *testing.T) {
 			t.Errorf("%q: %q, want %q", c.target, got, c.want)
 		}
 	}
+	// A version the gateway does not speak has no admin path: the chain
+	// answers it 505 and closes.
+	for _, proto := range []string{"HTTP/1.2", "HTTP/2.0", "HTTP/0.9"} {
+		var h fasthttp.RequestHeader
+		h.SetRequestURI("/healthz")
+		h.SetProtocol(proto)
+		if got := AdminPath(&h); got != nil {
+			t.Errorf("/healthz %s: %q, want none", proto, got)
+		}
+	}
+	var h fasthttp.RequestHeader
+	h.SetRequestURI("/healthz")
+	h.SetProtocol("HTTP/1.0")
+	if got := string(AdminPath(&h)); got != "/healthz" {
+		t.Errorf("/healthz HTTP/1.0: %q, want /healthz", got)
+	}
 }
 
 // RFC 9112 §6.3: after a request framed by both Transfer-Encoding and

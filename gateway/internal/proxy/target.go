@@ -44,7 +44,16 @@ func AbsoluteForm(target []byte) (authority, rest []byte, ok bool) {
 // absolute form), without the query. Not the server's parsed and
 // normalised path: on fasthttp "//healthz" or "/%68ealthz" answered as
 // /healthz, while the event loop left them to the chain (404).
+//
+// A request of a version the gateway does not speak has none: the chain
+// answers it 505 and closes the connection (Begin). Answered 200 outside
+// the chain, its connection stayed open, and the body the transports do
+// not read for such a request (HeaderReceived) was taken for the next
+// request and proxied.
 func AdminPath(h *fasthttp.RequestHeader) []byte {
+	if !SupportedVersion(h) {
+		return nil
+	}
 	path := h.RequestURI()
 	if len(path) > 0 && path[0] != '/' {
 		_, path, _ = AbsoluteForm(path)
