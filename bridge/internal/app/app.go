@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
-	"go.opentelemetry.io/otel"
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
 	"github.com/shanhai-dev/shanhai/pkg/server"
@@ -46,14 +45,17 @@ func Run(ctx context.Context, cfg config.Config) error {
 // RunWith is Run as a part of a host (server.Part: cmd/shanhai, through the
 // bridge package): its logger and a shared telemetry provider; zero fields
 // mean a JSON logger on stdout that becomes slog's default, and telemetry of
-// its own.
+// its own. The bridge's instruments and spans go to that provider itself,
+// not to the otel globals its Setup also installs (the same provider in a
+// process with one bridge or one host): several bridges in one process, as
+// the tests start side by side, each meter and trace their own.
 func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 	log := p.Log(os.Stdout, cfg.LogLevel)
 	tp, err := p.SetupTelemetry(ctx, telemetry.Options{ServiceName: "bridge", ServiceVersion: Version, Logger: log})
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)
 	}
-	m, err := metrics.New(otel.Meter("github.com/shanhai-dev/shanhai/bridge"))
+	m, err := metrics.New(tp.Meter.Meter("github.com/shanhai-dev/shanhai/bridge"))
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -122,7 +124,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 			JetStream: js, Stream: cfg.Stream, Pulsar: pc, Routes: routes, DLQ: dead,
 			InFlight: cfg.InFlight, SinkRetries: cfg.SinkRetries, AckWait: cfg.AckWait,
 			DrainTimeout: cfg.ShutdownTimeout / 2, MaxBackoff: cfg.MaxBackoff, Logger: log, Metrics: m,
-			MaxMessageSize: sizes, PolicyInterval: cfg.PolicyInterval,
+			MaxMessageSize: sizes, PolicyInterval: cfg.PolicyInterval, TracerProvider: tp.Tracer,
 			KafkaCluster: func(ctx context.Context) (string, error) { return kafkaleg.ClusterID(ctx, cfg.KafkaBrokers) },
 		})
 		owner = legB.Partition
@@ -146,7 +148,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		Validate: func(h map[string]string, v []byte) error { _, err := event.FromHeaders(h, v); return err },
 		MaxBytes: cfg.MaxMessageBytes, InFlight: cfg.InFlight, SinkRetries: cfg.SinkRetries,
 		CommitInterval: cfg.CommitInterval, DrainTimeout: cfg.ShutdownTimeout / 2, MaxBackoff: cfg.MaxBackoff,
-		Logger: log, Metrics: m, Owner: owner,
+		Logger: log, Metrics: m, Owner: owner, TracerProvider: tp.Tracer,
 	})
 
 	srv := server.New(server.Options{

@@ -29,6 +29,7 @@ import (
 // in partition order, with metadata and trace context, and the bridge's
 // /readyz and /metrics show it.
 func TestEndToEndKafkaToPulsar(t *testing.T) {
+	t.Parallel()
 	brokers := testenv.Kafka(t)
 	natsURL := testenv.NATS(t)
 	pulsarURL, adminURL := testenv.Pulsar(t)
@@ -54,17 +55,14 @@ func TestEndToEndKafkaToPulsar(t *testing.T) {
 	}
 	admin := l.Addr().String()
 	l.Close()
-	for k, v := range map[string]string{
+	// The test's own variables alone, not the process environment's (the tests run in parallel).
+	var cfg config.Config
+	if err := pkgconfig.LoadFrom(&cfg, map[string]string{
 		"HTTP_ADDR": addr, "ADMIN_ADDR": admin, "LOG_LEVEL": "warn",
 		"KAFKA_BROKERS": strings.Join(brokers, ","), "NATS_URL": natsURL, "PULSAR_URL": pulsarURL, "PULSAR_ADMIN_URL": adminURL,
 		"BRIDGE_TOPICS": topic, "BRIDGE_STREAM": "BRIDGEE2E_" + id, "BRIDGE_STREAM_SUBJECTS": "bridgee2e." + id + ".>",
 		"BRIDGE_GROUP": "bridgee2e-" + id, "BRIDGE_DLQ_TOPIC": "bridgee2e." + id + ".dlq",
-		"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
-	} {
-		t.Setenv(k, v)
-	}
-	var cfg config.Config
-	if err := pkgconfig.Load(&cfg); err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 	// Cleanups run after the deferred shutdown below: the stream goes once the bridge stopped.

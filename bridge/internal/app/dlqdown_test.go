@@ -20,6 +20,7 @@ import (
 // (bridge_dlq_waiting{leg="kafka-nats"}) besides its warnings; once the topic takes writes again the letter is written,
 // the gauge returns to 0 and the partition goes on.
 func TestBridgeShowsAPartitionHeldByTheDLQ(t *testing.T) {
+	t.Parallel()
 	brokers := testenv.Kafka(t)
 	dead := "bridgeout." + harness.ID() + ".dlqdown"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -43,9 +43,17 @@ type bridge struct {
 	stop func() (time.Duration, error)
 }
 
-// startBridge runs app.Run against the real servers with env on top of the test's own variables (PULSAR_URL and
-// PULSAR_ADMIN_URL there name servers that may not answer yet) until the test ends.
+// startBridge runs app.RunWith against the real servers with env on top of the test's own variables (PULSAR_URL and
+// PULSAR_ADMIN_URL there name servers that may not answer yet) until the test ends. The configuration is loaded from
+// those variables alone, not the process environment, and the bridge sets up telemetry of its own: the tests that
+// start bridges run in parallel.
 func startBridge(t *testing.T, env map[string]string) *bridge {
+	t.Helper()
+	return startBridgeIn(t, env, server.Part{})
+}
+
+// startBridgeIn is startBridge as a part of a host: part's Telemetry, and its Logger when given.
+func startBridgeIn(t *testing.T, env map[string]string, part server.Part) *bridge {
 	t.Helper()
 	b := &bridge{brokers: testenv.Kafka(t), log: &testenv.LogBuffer{}}
 	natsURL := testenv.NATS(t)
@@ -71,22 +79,20 @@ func startBridge(t *testing.T, env map[string]string) *bridge {
 		"KAFKA_BROKERS": strings.Join(b.brokers, ","), "NATS_URL": natsURL, "PULSAR_URL": pulsarURL, "PULSAR_ADMIN_URL": adminURL,
 		"BRIDGE_TOPICS": b.topic, "BRIDGE_STREAM": "BRIDGEOUT_" + id, "BRIDGE_STREAM_SUBJECTS": "bridgeout." + id + ".>",
 		"BRIDGE_GROUP": "bridgeout-" + id, "BRIDGE_DLQ_TOPIC": "bridgeout." + id + ".dlq",
-		"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
 	}
 	for k, v := range env {
 		vars[k] = v
 	}
-	for k, v := range vars {
-		t.Setenv(k, v)
-	}
 	var cfg config.Config
-	if err := pkgconfig.Load(&cfg); err != nil {
+	if err := pkgconfig.LoadFrom(&cfg, vars); err != nil {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	log := slog.New(slog.NewJSONHandler(b.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	go func() { done <- app.RunWith(runCtx, cfg, server.Part{Logger: log}) }()
+	if part.Logger == nil {
+		part.Logger = slog.New(slog.NewJSONHandler(b.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	go func() { done <- app.RunWith(runCtx, cfg, part) }()
 	var (
 		once    sync.Once
 		took    time.Duration
@@ -263,6 +269,7 @@ func (b *bridge) archived(t *testing.T, n int, within time.Duration) {
 // waits for the policy, and archives everything exactly once in order as soon as the admin API answers (a reverse
 // proxy to the real one, started on that port later: the shared Pulsar is never stopped).
 func TestBridgeArchivesOncePulsarsAdminAPIAnswers(t *testing.T) {
+	t.Parallel()
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	const n = 300
@@ -289,6 +296,7 @@ func TestBridgeArchivesOncePulsarsAdminAPIAnswers(t *testing.T) {
 // admin API (closed ports), carries Kafka → NATS at once and archives everything exactly once in order as soon as
 // Pulsar answers (a TCP proxy to the real Pulsar and a reverse proxy to its admin API, started on those ports later).
 func TestBridgeArchivesOncePulsarAnswers(t *testing.T) {
+	t.Parallel()
 	pulsarURL, adminURL := testenv.Pulsar(t)
 	service, err := url.Parse(pulsarURL)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 // closed port for 40 s), so JetStream redelivers what each session pulled while it waits. Once the admin API answers,
 // every record is archived exactly once and in Kafka order per partition, and no partition stays waiting.
 func TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait(t *testing.T) {
+	t.Parallel()
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	const n = 300
@@ -105,6 +106,7 @@ func (h *hungAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // says why on /readyz and bridge_pulsar_policy_waiting, and archives everything exactly once in order soon after the
 // admin API answers again: within a hung reading's timeout, a backoff and the archiving itself.
 func TestBridgeArchivesOnceAHungAdminAPIAnswers(t *testing.T) {
+	t.Parallel()
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	admin := serveHungAdmin(t, addr, realAdmin)
@@ -124,6 +126,7 @@ func TestBridgeArchivesOnceAHungAdminAPIAnswers(t *testing.T) {
 // the client's 10 s) stops within SHUTDOWN_TIMEOUT when its context is cancelled, as on SIGTERM, without the error of
 // legs that did not stop.
 func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
+	t.Parallel()
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	serveHungAdmin(t, addr, realAdmin)
@@ -146,6 +149,7 @@ func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
 // holds up nothing: the sessions keep their last reading and archive what comes meanwhile, exactly once and in order,
 // without restarting; /readyz stays 200 and no partition counts as waiting.
 func TestBridgeArchivesOnWhileTheAdminAPIHangsAfterAReading(t *testing.T) {
+	t.Parallel()
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	admin := serveAdmin(t, addr, realAdmin)

@@ -21,6 +21,7 @@ import (
 // platform whose bridge started first kept every event for ever, until
 // JetStream's store was full and refused the saga's publishes.
 func TestBridgeCreatesTheStreamTheServicesWould(t *testing.T) {
+	t.Parallel()
 	nc, err := nats.Connect(testenv.NATS(t))
 	if err != nil {
 		t.Fatal(err)

@@ -70,6 +70,10 @@ type Options struct {
 	Logger         *slog.Logger
 	Metrics        *metrics.Bridge
 	Owner          Owner
+	// TracerProvider makes the publish spans; nil means the otel global. The
+	// wiring passes its own provider so that bridges started side by side in
+	// one process (the app tests) do not record into each other's.
+	TracerProvider trace.TracerProvider
 }
 
 // Leg is leg A.
@@ -102,7 +106,10 @@ func New(o Options) *Leg {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: otel.Tracer("github.com/shanhai-dev/shanhai/bridge/kafkaleg"),
+	if o.TracerProvider == nil {
+		o.TracerProvider = otel.GetTracerProvider()
+	}
+	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: o.TracerProvider.Tracer("github.com/shanhai-dev/shanhai/bridge/kafkaleg"),
 		offsets: &kafka.Client{Addr: kafka.TCP(o.Brokers...), Timeout: o.CommitInterval}}
 }
 

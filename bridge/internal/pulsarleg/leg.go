@@ -80,6 +80,8 @@ type Options struct {
 	KafkaCluster func(context.Context) (string, error)
 	Logger       *slog.Logger
 	Metrics      *metrics.Bridge
+	// TracerProvider makes the publish spans; nil means the otel global (see kafkaleg.Options).
+	TracerProvider trace.TracerProvider
 }
 
 // Leg is leg B.
@@ -208,7 +210,10 @@ func New(o Options) *Leg {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: otel.Tracer("github.com/shanhai-dev/shanhai/bridge/pulsarleg")}
+	if o.TracerProvider == nil {
+		o.TracerProvider = otel.GetTracerProvider()
+	}
+	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: o.TracerProvider.Tracer("github.com/shanhai-dev/shanhai/bridge/pulsarleg")}
 }
 
 // Partition is a kafkaleg.Owner: it carries one partition until gen ends.
