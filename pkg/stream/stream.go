@@ -2,8 +2,8 @@
 // the stream's names, the subject of each Kafka partition and the filters
 // that read a whole topic, creating the stream when absent, the redelivery
 // back-off, keeping a message the consumer holds (queued or being handled)
-// from being redelivered (Keeper) and the header form that event.FromHeaders
-// reads. Order and payment consume from the same stream the bridge writes,
+// from being redelivered (Keeper), the header form that event.FromHeaders
+// reads and the bound on a termination's reason (ClipReason). Order and payment consume from the same stream the bridge writes,
 // so these rules live in one place.
 package stream
 

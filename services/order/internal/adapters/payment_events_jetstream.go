@@ -359,41 +359,13 @@ func (c *PaymentEvents) ack(m jetstream.Msg) error {
 }
 
 func (c *PaymentEvents) term(ctx context.Context, m jetstream.Msg, cause error) (string, error) {
-	cause = clipped{cause}
+	cause = stream.ClipReason(cause) // the cause quotes fields a hostile publisher sizes
 	c.log.ErrorContext(ctx, "payment result dropped", "subject", m.Subject(), "err", cause)
 	if err := m.TermWithReason(cause.Error()); err != nil {
 		return "terminated", fmt.Errorf("term: %w (cause: %w)", err, cause)
 	}
 	return "terminated", cause
 }
-
-// maxReason bounds the text of a termination's cause. The cause quotes
-// fields of the message (an order_id that is no UUID, another user's
-// user_id), which a hostile publisher makes as large as a message may be,
-// and strconv.Quote spells some runes in ten bytes: the reason, sent in the
-// termination itself, then exceeded the server's max_payload, the
-// termination failed, and the result came back on the back-off until
-// JetStream dropped it unrecorded. The log line, the span and the
-// termination advisory carry the same text.
-const maxReason = 1 << 10
-
-// clipped is an error whose text is cut to maxReason bytes, on a rune
-// boundary, saying how long it was; it still unwraps to the error it clips.
-type clipped struct{ err error }
-
-func (e clipped) Error() string {
-	s := e.err.Error()
-	if len(s) <= maxReason {
-		return s
-	}
-	n := maxReason
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return fmt.Sprintf("%s... (%d bytes in all)", s[:n], len(s))
-}
-
-func (e clipped) Unwrap() error { return e.err }
 
 // retry leaves m unsettled, for the consumer's BackOff to deliver it again,
 // or terminates on the last allowed delivery: at that point JetStream would

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -328,7 +327,7 @@ func (c *OrderEvents) retry(ctx context.Context, m jetstream.Msg, h map[string]s
 }
 
 func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[string]string, env event.Envelope, cause string, reason error) (string, error) {
-	reason = clipped{reason}
+	reason = stream.ClipReason(reason) // it quotes what the message carried
 	msgID := h["Nats-Msg-Id"]
 	if md, err := m.Metadata(); err == nil && msgID == "" {
 		msgID = fmt.Sprintf("%s/%d", md.Stream, md.Sequence.Stream)
@@ -393,34 +392,6 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 		return "dead", fmt.Errorf("term: %w (cause: %w)", err, reason)
 	}
 	return "dead", reason
-}
-
-// maxReason bounds the text of a dead letter's reason, which quotes what the
-// message carried: the record, its log line and above all the termination,
-// whose reason the server takes as a message, refused over its max_payload
-// (1 MB by default). Quoting can triple a field (a control character is
-// six bytes as \u0085), so an event well under that limit gave a reason
-// over it: the termination failed, the message stayed unsettled and was
-// recorded dead again on every delivery, then held an ack-pending slot
-// for good. The payload is kept exactly, so nothing is lost by clipping.
-const maxReason = 1024
-
-// clipped is an error whose text is cut to maxReason bytes (on a UTF-8
-// boundary, saying how long it was); errors.Is and As still see the cause.
-type clipped struct{ error }
-
-func (c clipped) Unwrap() error { return c.error }
-
-func (c clipped) Error() string {
-	s := c.error.Error()
-	if len(s) <= maxReason {
-		return s
-	}
-	cut := maxReason
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return fmt.Sprintf("%s... (%d bytes in all)", s[:cut], len(s))
 }
 
 // giveUp voids the charge of an order.created just dead-lettered if a
