@@ -3,8 +3,9 @@
 // that read a whole topic, creating the stream when absent, the redelivery
 // back-off, keeping a message the consumer holds (queued or being handled)
 // from being redelivered (Keeper), the header form that event.FromHeaders
-// reads and the bound on a termination's reason (ClipReason). Order and payment consume from the same stream the bridge writes,
-// so these rules live in one place.
+// reads and the bound on a termination's reason (ClipReason). Order and
+// payment consume from the same stream the bridge writes, so these rules
+// live in one place.
 package stream
 
 import (
