@@ -357,6 +357,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 		delete(a.lastSeen, old)
 	}
 	fd := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
+	start := time.Now() // the attach holds the scan's lock: its time is how late every other target is probed
 	b, err := safeAttach(fd, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, !a.cfg.NoExitPrograms, a.sys.tcp.AcceptRet, a.log)
 	if err != nil {
 		why := strings.ReplaceAll(err.Error(), fd, path) // the reason names the file as before, not the agent's fd
@@ -368,7 +369,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 		a.log.Error("exits unwatched: a process that gets the pid of one of its exited processes before the next scan keeps their counts", "exe", exe, "err", err)
 	}
 	a.bins[id] = b
-	a.log.Info("attached", "exe", exe, "probes", b.probes)
+	a.log.Info("attached", "exe", exe, "probes", b.probes, "took", time.Since(start))
 }
 
 // detach takes the probes off executable id, keeping what its HTTP server probe had counted as dropped.

@@ -64,6 +64,10 @@ type binProbes struct {
 
 	// Where the runtime counts goroutine creations (read at scrape time); nil: the newproc1 uprobe counts them.
 	goroutines *gocount.Counter
+
+	// dwarf is the executable's DWARF while attachBinary runs, read once for every probe's offsets and result
+	// registers (parsed per lookup, it was most of an attach's time); nil after, since it holds the inflated sections.
+	dwarf *offsets.Index
 }
 
 func (b *binProbes) Close() error {
@@ -189,9 +193,11 @@ func attachBinary(path, exe string, id binID, httpUprobe, exitProgs bool, accept
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
-	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, exitProgs: exitProgs, buildID: buildID(sym.ELF())}
+	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, exitProgs: exitProgs, buildID: buildID(sym.ELF()),
+		dwarf: offsets.NewIndex(sym.ELF())}
 	ok := false
 	defer func() {
+		b.dwarf = nil
 		if !ok {
 			b.Close()
 		}
@@ -276,10 +282,10 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	if err != nil {
 		return err
 	}
-	// HTTP/2's fields in the same pass over the DWARF (each pass parses it anew); without them the probe still runs.
-	offs, _, h2Err := offsets.Resolve(sym.ELF(), append(http1Fields, offsets.H2WriterState, offsets.H2Status)...)
+	// HTTP/2's fields with HTTP/1's; without them the probe still runs.
+	offs, _, h2Err := b.dwarf.Resolve(append(http1Fields, offsets.H2WriterState, offsets.H2Status)...)
 	if h2Err != nil {
-		offs, _, err = offsets.Resolve(sym.ELF(), http1Fields...)
+		offs, _, err = b.dwarf.Resolve(http1Fields...)
 		if err != nil {
 			return err
 		}
@@ -409,7 +415,7 @@ const (
 // setXNetH2Writer tells serve_http_ret which ResponseWriter is golang.org/x/net/http2's own server's and where its
 // status is, when the executable serves with it (its itab is in the symbol table) and has DWARF: the offsets follow
 // x/net's version, for which there is no fallback table. Otherwise such requests are counted with status unknown, as
-// the log says; executables without that server pay neither the log line nor another pass over the DWARF.
+// the log says; executables without that server pay neither the log line nor the lookup.
 func (b *binProbes) setXNetH2Writer(sym *symtab.Binary, spec *ebpf.CollectionSpec, serve symtab.Func) error {
 	syms, err := sym.Symbols(symXH2Itab)
 	if err != nil {
@@ -418,7 +424,7 @@ func (b *binProbes) setXNetH2Writer(sym *symtab.Binary, spec *ebpf.CollectionSpe
 		}
 		return nil
 	}
-	offs, _, err := offsets.Resolve(sym.ELF(), offsets.XH2WriterState, offsets.XH2Status)
+	offs, _, err := b.dwarf.Resolve(offsets.XH2WriterState, offsets.XH2Status)
 	if err != nil {
 		b.log.Info("golang.org/x/net/http2 server requests are counted with status unknown", "exe", b.exe, "why", err.Error())
 		return nil
@@ -524,7 +530,7 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	}
 	// Goroutine creations: the runtime counts them itself, and reading its counters at scrape time costs the target
 	// nothing, where the newproc1 uprobe is a trap per goroutine (net/http starts one per request).
-	c, err := gocount.Locate(sym)
+	c, err := gocount.Locate(sym, b.dwarf)
 	switch {
 	case goroutinesByUprobe:
 	case err != nil:

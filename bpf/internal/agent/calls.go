@@ -166,7 +166,7 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 				}
 				errFn = s.lastCall
 			}
-			reg, _, err := offsets.ErrorRegister(sym.ELF(), errFn)
+			reg, _, err := b.dwarf.ErrorRegister(errFn)
 			if err != nil {
 				return err
 			}
@@ -175,7 +175,7 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 		if len(fs) == 0 {
 			return fmt.Errorf("none of the %s functions: %w", probe, symtab.ErrNotFound)
 		}
-		offs, _, err := offsets.Resolve(sym.ELF(), offsets.RequestMethod, offsets.ResponseStatusCode)
+		offs, _, err := b.dwarf.Resolve(offsets.RequestMethod, offsets.ResponseStatusCode)
 		if err != nil {
 			return err
 		}

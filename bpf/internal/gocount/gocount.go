@@ -49,11 +49,12 @@ type Counter struct {
 	Offsets offsets.Source
 }
 
-// Locate finds the counters of the executable behind sym. It fails (wrapping symtab.ErrNotFound where something is
-// missing) for runtimes without the counters (before Go 1.26); the caller then counts goroutines some other way.
-func Locate(sym *symtab.Binary) (Counter, error) {
+// Locate finds the counters of the executable behind sym, whose DWARF dwarf reads (an Index of sym.ELF(), shared
+// with the other lookups of the same attach). It fails (wrapping symtab.ErrNotFound where something is missing) for
+// runtimes without the counters (before Go 1.26); the caller then counts goroutines some other way.
+func Locate(sym *symtab.Binary, dwarf *offsets.Index) (Counter, error) {
 	f := sym.ELF()
-	offs, src, err := offsets.Resolve(f, offsets.SchedLock, offsets.SchedGoroutinesCreated, offsets.PGoroutinesCreated)
+	offs, src, err := dwarf.Resolve(offsets.SchedLock, offsets.SchedGoroutinesCreated, offsets.PGoroutinesCreated)
 	if err != nil {
 		return Counter{}, err
 	}

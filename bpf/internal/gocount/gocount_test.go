@@ -33,7 +33,7 @@ func locate(t *testing.T, bin string) Counter {
 		t.Fatal(err)
 	}
 	defer sym.Close()
-	c, err := Locate(sym)
+	c, err := Locate(sym, offsets.NewIndex(sym.ELF()))
 	if err != nil {
 		t.Fatalf("Locate: %v", err)
 	}

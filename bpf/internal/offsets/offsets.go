@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"go/version"
-	"math"
 	"strings"
 )
 
@@ -83,29 +82,9 @@ const FallbackRelease = "go1.26"
 // Resolve returns the offsets of fields in the executable f: from DWARF when present, else from Fallback as it was
 // in the Go release that built f (Moved). A binary without DWARF of another Go minor release, or of none that
 // .go.buildinfo names, is refused: the runtime's fields move with nearly every release, and a wrong offset would be
-// read as a count, not noticed.
+// read as a count, not noticed. It reads f's DWARF anew: an Index reads it once for many lookups.
 func Resolve(f *elf.File, fields ...Field) (map[Field]uint64, Source, error) {
-	if err := CheckSections(f, math.MaxInt64); err != nil { // the ratio only: see CheckSections
-		return nil, FromDWARF, err
-	}
-	d, err := f.DWARF()
-	if err == nil {
-		out, err := FromDWARFData(d, fields...)
-		return out, FromDWARF, err
-	}
-	goVersion, err := fallbackGoVersion(f)
-	if err != nil {
-		return nil, FromFallback, err
-	}
-	out := map[Field]uint64{}
-	for _, fl := range fields {
-		off, ok := fallback(goVersion, fl)
-		if !ok {
-			return nil, FromFallback, fmt.Errorf("no DWARF and no fallback offset for %s", fl)
-		}
-		out[fl] = off
-	}
-	return out, FromFallback, nil
+	return NewIndex(f).Resolve(fields...)
 }
 
 // fallbackGoVersion is the Go release that built f, when the fallback tables hold its offsets.
@@ -242,62 +221,5 @@ func (r *reader) next() (*dwarf.Entry, error) {
 
 // FromDWARFData reads the offsets from DWARF type information, in one pass over the entries.
 func FromDWARFData(d *dwarf.Data, fields ...Field) (map[Field]uint64, error) {
-	want := map[string]map[string]Field{} // struct name -> member -> field
-	for _, fl := range fields {
-		i := strings.LastIndexByte(string(fl), '.')
-		if i < 0 {
-			return nil, fmt.Errorf("bad field name %q", fl)
-		}
-		typ, member := string(fl[:i]), string(fl[i+1:])
-		if want[typ] == nil {
-			want[typ] = map[string]Field{}
-		}
-		want[typ][member] = fl
-	}
-	out := map[Field]uint64{}
-	r := &reader{Reader: d.Reader()}
-	for len(out) < len(fields) {
-		e, err := r.next()
-		if err != nil {
-			return nil, fmt.Errorf("read dwarf: %w", err)
-		}
-		if e == nil {
-			break
-		}
-		if e.Tag != dwarf.TagStructType {
-			continue
-		}
-		name, _ := e.Val(dwarf.AttrName).(string)
-		members, ok := want[name]
-		if !ok || !e.Children {
-			if e.Children {
-				r.SkipChildren()
-			}
-			continue
-		}
-		for {
-			c, err := r.next()
-			if err != nil {
-				return nil, fmt.Errorf("read dwarf: %w", err)
-			}
-			if c == nil || c.Tag == 0 {
-				break
-			}
-			mname, _ := c.Val(dwarf.AttrName).(string)
-			if fl, ok := members[mname]; ok && c.Tag == dwarf.TagMember {
-				if loc, ok := c.Val(dwarf.AttrDataMemberLoc).(int64); ok {
-					out[fl] = uint64(loc)
-				}
-			}
-			if c.Children {
-				r.SkipChildren()
-			}
-		}
-	}
-	for _, fl := range fields {
-		if _, ok := out[fl]; !ok {
-			return nil, fmt.Errorf("dwarf has no %s", fl)
-		}
-	}
-	return out, nil
+	return (&Index{loaded: true, d: d}).fromDWARF(fields...)
 }

@@ -116,22 +116,15 @@ func TestStrippedUsesFallback(t *testing.T) {
 // TestErrorResultsMatchDWARF checks the fallback result layouts against the DWARF of testdata/clients, which links
 // every library the call probes read at the versions go.mod pins.
 func TestErrorResultsMatchDWARF(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "clients")
-	if b, err := exec.Command("go", "build", "-o", out, "../../testdata/clients").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
-	}
-	f, err := elf.Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := clients(t)
 	for path, pinned := range ResultModules {
 		if v, err := ModuleVersion(f, path); err != nil || v != pinned {
 			t.Errorf("testdata/clients links %s %s (%v); ResultModules pins %s: check ErrorResult and update the pin", path, v, err, pinned)
 		}
 	}
+	x := NewIndex(f) // one parse of the DWARF for every function: ErrorRegister, the same lookup, parses it each time
 	for fn, want := range ErrorResult {
-		got, src, err := ErrorRegister(f, fn)
+		got, src, err := x.ErrorRegister(fn)
 		if err != nil || src != FromDWARF {
 			t.Errorf("%s: %v (source %s)", fn, err, src)
 			continue

@@ -4,7 +4,6 @@ import (
 	"debug/dwarf"
 	"debug/elf"
 	"fmt"
-	"math"
 	"runtime/debug"
 	"strings"
 )
@@ -35,27 +34,10 @@ var ResultModules = map[string]string{
 }
 
 // ErrorRegister says which register holds fn's error result at its RETs: from DWARF when f has it, else from
-// ErrorResult, for a binary of FallbackRelease that links fn's module at its ResultModules version only.
+// ErrorResult, for a binary of FallbackRelease that links fn's module at its ResultModules version only. It reads
+// f's DWARF anew: an Index reads it once for many lookups.
 func ErrorRegister(f *elf.File, fn string) (int, Source, error) {
-	if err := CheckSections(f, math.MaxInt64); err != nil { // the ratio only: see CheckSections
-		return 0, FromDWARF, err
-	}
-	d, err := f.DWARF()
-	if err != nil {
-		r, ok := ErrorResult[fn]
-		if !ok {
-			return 0, FromFallback, fmt.Errorf("no DWARF and no fallback result layout for %s", fn)
-		}
-		if _, err := fallbackGoVersion(f); err != nil {
-			return 0, FromFallback, fmt.Errorf("%s: %w", fn, err)
-		}
-		if err := checkModule(f, fn); err != nil {
-			return 0, FromFallback, err
-		}
-		return r, FromFallback, nil
-	}
-	r, err := lastResultRegister(d, fn)
-	return r, FromDWARF, err
+	return NewIndex(f).ErrorRegister(fn)
 }
 
 // checkModule refuses fn when it belongs to a module of ResultModules that f links at another version (or replaced).
@@ -107,69 +89,70 @@ func ModuleVersion(f *elf.File, path string) (string, error) {
 // (pointer, int, bool) one register and a string, slice or interface one per word, in order; the probes only read
 // functions whose results are all of the integer class, so floats are not handled.
 func lastResultRegister(d *dwarf.Data, fn string) (int, error) {
+	return (&Index{loaded: true, d: d}).lastResultRegister(fn)
+}
+
+// lastResultRegister is the package's lastResultRegister on the function the walk found under fn's name.
+func (x *Index) lastResultRegister(fn string) (int, error) {
+	x.walk()
+	// Symbol names escape a dot in a package path's last element ("nats%2ego"); DWARF may spell it either way: the
+	// first in the entries' order wins, as a walk from the start would find it.
+	off, ok := x.funcs[fn]
+	if o, ok2 := x.funcs[strings.ReplaceAll(fn, "%2e", ".")]; ok2 && (!ok || o < off) {
+		off, ok = o, true
+	}
+	if !ok {
+		if x.walkErr != nil {
+			return 0, x.walkErr
+		}
+		return 0, fmt.Errorf("dwarf has no function %s", fn)
+	}
+	d := x.d
 	r := &reader{Reader: d.Reader()}
+	r.Seek(off)
+	if _, err := r.next(); err != nil { // the function's own entry, read by the walk
+		return 0, fmt.Errorf("read dwarf: %w", err)
+	}
+	var regs []int // registers taken by each result, in order
+	seen := map[string]bool{}
 	for {
-		e, err := r.next()
+		c, err := r.next()
 		if err != nil {
 			return 0, fmt.Errorf("read dwarf: %w", err)
 		}
-		if e == nil {
-			return 0, fmt.Errorf("dwarf has no function %s", fn)
+		if c == nil || c.Tag == 0 {
+			break
 		}
-		if e.Tag != dwarf.TagSubprogram {
-			if e.Children && e.Tag != dwarf.TagCompileUnit {
-				r.SkipChildren()
-			}
-			continue
-		}
-		// Symbol names escape a dot in a package path's last element ("nats%2ego"); DWARF may spell it either way.
-		if name, _ := e.Val(dwarf.AttrName).(string); (name != fn && name != strings.ReplaceAll(fn, "%2e", ".")) || !e.Children {
-			if e.Children {
-				r.SkipChildren()
-			}
-			continue
-		}
-		var regs []int // registers taken by each result, in order
-		seen := map[string]bool{}
-		for {
-			c, err := r.next()
-			if err != nil {
-				return 0, fmt.Errorf("read dwarf: %w", err)
-			}
-			if c == nil || c.Tag == 0 {
-				break
-			}
-			if c.Tag == dwarf.TagFormalParameter {
-				// Go 1.26 can list an unnamed result twice (two "~r0" entries, the second without a location):
-				// result names are unique in Go, so a repeated name is the same result.
-				name, _ := c.Val(dwarf.AttrName).(string)
-				if out, _ := c.Val(dwarf.AttrVarParam).(bool); out && !seen[name] {
-					seen[name] = true
-					off, ok := c.Val(dwarf.AttrType).(dwarf.Offset)
-					if !ok {
-						return 0, fmt.Errorf("%s: result without a type", fn)
-					}
-					budget := maxTypeEntries
-					n, err := registers(d.Reader(), off, 0, &budget)
-					if err != nil {
-						return 0, fmt.Errorf("%s: result type: %w", fn, err)
-					}
-					regs = append(regs, n)
+		if c.Tag == dwarf.TagFormalParameter {
+			// Go 1.26 can list an unnamed result twice (two "~r0" entries, the second without a location):
+			// result names are unique in Go, so a repeated name is the same result.
+			name, _ := c.Val(dwarf.AttrName).(string)
+			if out, _ := c.Val(dwarf.AttrVarParam).(bool); out && !seen[name] {
+				seen[name] = true
+				off, ok := c.Val(dwarf.AttrType).(dwarf.Offset)
+				if !ok {
+					return 0, fmt.Errorf("%s: result without a type", fn)
 				}
+				budget := maxTypeEntries
+				n, err := registers(d.Reader(), off, 0, &budget)
+				if err != nil {
+					return 0, fmt.Errorf("%s: result type: %w", fn, err)
+				}
+				regs = append(regs, n)
 			}
-			if c.Children {
-				r.SkipChildren()
-			}
 		}
-		if len(regs) == 0 {
-			return 0, fmt.Errorf("%s has no results", fn)
+		if c.Children {
+			r.SkipChildren()
 		}
-		n := 1
-		for _, k := range regs[:len(regs)-1] {
-			n += k
-		}
-		return n, nil
 	}
+	if len(regs) == 0 {
+		return 0, fmt.Errorf("%s has no results", fn)
+	}
+	n := 1
+	for _, k := range regs[:len(regs)-1] {
+		n += k
+	}
+	return n, nil
 }
 
 // Bounds on the walk of one result's type: Go's results are pointers, scalars, strings, slices, interfaces and small
