@@ -80,3 +80,37 @@ func TestAdminPathTakesAnEmptyTrailer(t *testing.T) {
 		t.Fatalf("answers %d %q, %d %q, %d %q", as[0].Status, as[0].Body, as[1].Status, trim(as[1].Body), as[2].Status, as[2].Body)
 	}
 }
+
+// RFC 9112 §6.3 and §6.1: after a chunked request that also has a
+// Content-Length, or is HTTP/1.0, the connection closes, whatever the body:
+// another hop may have framed it by the length (or, for HTTP/1.0, by the
+// close), and what follows on the connection is not a request to answer.
+// With an empty body ("0\r\n\r\n") it stayed open on both transports: the
+// chain read the length the parser left (0 once the body was read), not
+// the framing lines, and took the next bytes for a request.
+func TestAmbiguousFramingClosesEvenWithAnEmptyBody(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up)
+	for _, head := range []string{
+		"GET /api/v1/products/a HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET /api/v1/products/a HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n0\r\n\r\n",
+		"GET /api/v1/products/a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET /api/v1/nothing HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	} {
+		c := dialRaw(t, g.Addr)
+		writeSplit(t, c, head+get("smuggled"))
+		br := bufio.NewReader(c)
+		a, err := readAnswer(br)
+		if err != nil {
+			t.Fatalf("%q: %v", trim(head), err)
+		}
+		if !closedAfter(c, br) {
+			t.Errorf("%q: the connection stayed open after %d, and answered more", trim(head), a.Status)
+		}
+		c.Close()
+	}
+	if up.hits.Load() > 3 {
+		t.Errorf("the upstream got %d requests, want the 3 routed ones only", up.hits.Load())
+	}
+}

@@ -293,8 +293,11 @@ func (p *Proxy) start(x *Exchange) bool {
 	// is HTTP/1.0 (§6.1), is read by its coding, but a hop before the
 	// gateway may have framed it otherwise: whatever follows it on the
 	// connection may be another request's body. Answered, whatever the
-	// answer, then closed.
-	if h.ContentLength() == -1 && (!h.IsHTTP11() || fieldLines(h.RawHeaders(), "content-length:", 1) > 0) {
+	// answer, then closed. The lines are read, not the length the parser
+	// left: once an empty chunked body ("0\r\n\r\n") is read that is 0, and
+	// such a request kept its connection on both transports.
+	hosts, codings, types, chunked := framingLines(h.RawHeaders())
+	if codings > 0 && (!h.IsHTTP11() || fieldLines(h.RawHeaders(), "content-length:", 1) > 0) {
 		x.Close = true
 	}
 	// RFC 9110 §15.6.6: the gateway speaks HTTP/1.0 and HTTP/1.1 only; such
@@ -320,7 +323,6 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 	// And only once (§3.2 again): the parser keeps the last, and another
 	// hop may take the first.
-	hosts, codings, types, chunked := framingLines(h.RawHeaders())
 	if hosts > 1 {
 		x.badRequest("malformed-request", "the request has more than one Host header")
 		return false

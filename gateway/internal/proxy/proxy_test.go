@@ -524,6 +524,10 @@ func TestHandleClosesAfterAmbiguousFraming(t *testing.T) {
 		{"POST /api/v1/products HTTP/1.1\r\nContent-Length: 2\r\n" + chunked, 400, true},
 		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\n" + chunked, 200, false},
 		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}", 200, false},
+		// An empty chunked body: the parser leaves a length of 0, not -1.
+		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, true},
+		{"GET /api/v1/products HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, true},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, false},
 		// Not framing, but closed too: after a refused CONNECT come the
 		// tunnel's bytes.
 		{"CONNECT gw:443 HTTP/1.1\r\nHost: gw\r\n\r\n", 501, true},
