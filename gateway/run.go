@@ -219,6 +219,10 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		path := string(proxy.AdminPath(&ctx.Request.Header)) // as the event loop matches them
 		switch path {
 		case "/healthz", "/readyz":
+			if !proxy.AdminFramed(&ctx.Request.Header) {
+				p.Handle(ctx) // refused, or answered and closed, as on every other path
+				return
+			}
 			if proxy.AdminTrailer(ctx) {
 				return // fields in a chunked trailer: 400, as on every other path
 			}

@@ -96,3 +96,49 @@ func TestAdminPathsSpeakOnlyHTTP1(t *testing.T) {
 		}
 	})
 }
+
+// A request to /healthz or /readyz is answered outside the chain only when
+// the chain would take its framing; any other is the chain's, refused (and
+// closed) as on every path, or answered and closed where it is ambiguous.
+// They skipped the chain's checks: "Content-Length : 51" (a 51-byte body to
+// a lenient hop in front, none here) got 200 on a kept connection and the
+// body, a whole request, was proxied as the next one (CL.0 smuggling); a
+// chunked request that also had a Content-Length kept its connection.
+func TestAdminPathsAreFramedAsEveryPath(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up)
+	smuggled := get("smuggled")
+	n := strconv.Itoa(len(smuggled))
+	for _, tc := range []struct{ name, head string }{
+		{"Content-Length with a space before the colon", "POST /healthz HTTP/1.1\r\nHost: gw\r\nContent-Length : " + n + "\r\n\r\n"},
+		{"Transfer-Encoding with a space before the colon", "POST /readyz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding : chunked\r\n\r\n"},
+		{"Transfer-Encoding identity", "POST /healthz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: identity\r\nContent-Length: " + n + "\r\n\r\n"},
+		{"chunked and Content-Length", "POST /readyz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\nContent-Length: " + n + "\r\n\r\n0\r\n\r\n"},
+		{"chunked in HTTP/1.0", "POST /healthz HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+		{"two Hosts", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: gw\r\n\r\n"},
+		{"no Host", "GET /readyz HTTP/1.1\r\n\r\n"},
+		{"invalid Host", "GET /healthz HTTP/1.1\r\nHost: user@gw\r\n\r\n"},
+		{"CONNECT", "CONNECT /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each waits up to the event loop's linger
+			c := dialRaw(t, g.Addr)
+			defer c.Close()
+			writeSplit(t, c, tc.head+smuggled)
+			br := bufio.NewReader(c)
+			a, err := readAnswer(br)
+			if err != nil || a.Status == http.StatusOK {
+				t.Fatalf("first answer %+v %v: answered outside the chain", a, err)
+			}
+			if !closedAfter(c, br) {
+				t.Fatalf("the connection stayed open after %d %s, and answered more", a.Status, a.problem())
+			}
+		})
+	}
+	t.Cleanup(func() {
+		if n := up.hits.Load(); n != 0 {
+			t.Errorf("the upstream got %d requests that followed a request to an admin path", n)
+		}
+	})
+}

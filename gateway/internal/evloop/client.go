@@ -169,7 +169,7 @@ func (l *loop) serve(cl *client) {
 		cl.resp.Header.SetNoDefaultContentType(true)
 		// The path without parsing the URI: a parsed URI would be
 		// re-serialised (normalised) when the request is written upstream.
-		if l.s.admin[string(proxy.AdminPath(h))] && l.s.o.Admin != nil {
+		if l.s.admin[string(proxy.AdminPath(h))] && l.s.o.Admin != nil && proxy.AdminFramed(h) {
 			l.adminCall(cl)
 			return
 		}

@@ -505,6 +505,36 @@ func TestAdminPath(t *testing.T) {
 	}
 }
 
+// AdminFramed takes what Begin takes as it is and leaves the rest to it.
+func TestAdminFramed(t *testing.T) {
+	for _, c := range []struct {
+		raw  string
+		want bool
+	}{
+		{"GET /healthz HTTP/1.1\r\nHost: 10.0.0.7:8080\r\n\r\n", true},
+		{"GET /healthz HTTP/1.0\r\n\r\n", true},
+		{"GET http://gw/healthz HTTP/1.1\r\nHost: other\r\n\r\n", true},
+		{"POST /healthz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", true},
+		{"POST /healthz HTTP/1.1\r\nHost: gw\r\nContent-Length : 5\r\n\r\n", false},
+		{"POST /healthz HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: identity\r\n\r\n", false},
+		{"POST /healthz HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false},
+		{"POST /healthz HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", false},
+		{"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: gw\r\n\r\n", false},
+		{"GET /healthz HTTP/1.1\r\nContent-Type: a/b\r\nContent-Type: c/d\r\nHost: gw\r\n\r\n", false},
+		{"GET /healthz HTTP/1.1\r\n\r\n", false},
+		{"GET /healthz HTTP/1.1\r\nHost: user@gw\r\n\r\n", false},
+		{"CONNECT /healthz HTTP/1.1\r\nHost: gw\r\n\r\n", false},
+	} {
+		var req fasthttp.Request
+		if err := req.Read(bufioReader(c.raw)); err != nil {
+			t.Fatalf("%q: %v", c.raw, err)
+		}
+		if got := AdminFramed(&req.Header); got != c.want {
+			t.Errorf("%q: %v, want %v", c.raw, got, c.want)
+		}
+	}
+}
+
 // RFC 9112 §6.3: after a request framed by both Transfer-Encoding and
 // Content-Length the connection closes, and §6.1 has the same for an
 // HTTP/1.0 request with a transfer coding; a chunked request alone keeps it.
