@@ -19,8 +19,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/cilium/ebpf"
 )
 
 // Config selects the targets and how closely they are followed.
@@ -36,6 +34,16 @@ type Config struct {
 	// frees the slots of processes that no longer exist, as before the kernel did (README, "Minimum kernels").
 	NoExitPrograms bool
 	Logger         *slog.Logger
+
+	// The tests' knobs, unexported: per agent, not package variables, so that the tests setting them run at the same
+	// time as the others.
+	// slotEntries, when set, shrinks the slot tables of the HTTP server, runtime and call probes so that most
+	// requests, calls and series miss them and take the hash-map fallback: the tests run both paths. 0 keeps the
+	// compiled sizes.
+	slotEntries uint32
+	// goroutinesByUprobe counts goroutine creations with the runtime.newproc1 uprobe even where the runtime's own
+	// counters can be read (gocount): the tests run both.
+	goroutinesByUprobe bool
 }
 
 // Target is one process being observed.
@@ -358,7 +366,8 @@ func (a *Agent) attach(path, exe string, id binID) {
 	}
 	fd := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	start := time.Now() // the attach holds the scan's lock: its time is how late every other target is probed
-	b, err := safeAttach(fd, exe, id, a.cfg.HTTPProbe == HTTPProbeUprobe, !a.cfg.NoExitPrograms, a.sys.tcp.AcceptRet, a.log)
+	b, err := safeAttach(fd, exe, id, attachOpts{httpUprobe: a.cfg.HTTPProbe == HTTPProbeUprobe, exitProgs: !a.cfg.NoExitPrograms,
+		accept: a.sys.tcp.AcceptRet, log: a.log, slotEntries: a.cfg.slotEntries, goroutinesByUprobe: a.cfg.goroutinesByUprobe})
 	if err != nil {
 		why := strings.ReplaceAll(err.Error(), fd, path) // the reason names the file as before, not the agent's fd
 		a.failed[id] = why
@@ -397,13 +406,13 @@ func (a *Agent) detach(id binID) {
 // safeAttach is attachBinary turning a panic into an error. Any file on the machine can match a target, and the
 // parsers under it (debug/elf, debug/gosym, debug/dwarf, x86asm) were fuzzed but not proven: one hostile file must
 // cost its own probes, not every other target's.
-func safeAttach(path, exe string, id binID, httpUprobe, exitProgs bool, accept *ebpf.Program, log *slog.Logger) (b *binProbes, err error) {
+func safeAttach(path, exe string, id binID, o attachOpts) (b *binProbes, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			b, err = nil, fmt.Errorf("panic reading %s: %v", path, p)
 		}
 	}()
-	return attachBinary(path, exe, id, httpUprobe, exitProgs, accept, log)
+	return attachBinary(path, exe, id, o)
 }
 
 // Targets lists the processes observed now.

@@ -30,14 +30,6 @@ const (
 	fnAccept     = "internal/poll.(*FD).Accept"
 )
 
-// goroutinesByUprobe, when set, counts goroutine creations with the runtime.newproc1 uprobe even where the runtime's
-// own counters can be read (gocount): the tests run both.
-var goroutinesByUprobe bool
-
-// slotEntries, when set, shrinks the HTTP server probe's slot tables so that most requests and series miss them and
-// take the hash-map fallback: the tests run both paths. 0 keeps the compiled sizes.
-var slotEntries uint32
-
 // binProbes is the probes on one executable file. Uprobes are registered on the file (inode), not on a process, so every
 // process running it, including one restarted after the agent attached, is observed; maps key everything by pid.
 type binProbes struct {
@@ -51,6 +43,10 @@ type binProbes struct {
 	closer  []io.Closer
 	// exitProgs: each probe's process_exit is loaded and attached (Config.NoExitPrograms unset).
 	exitProgs bool
+	// The tests' knobs (Config's, attachOpts'), read while attaching.
+	slotEntries        uint32
+	goroutinesByUprobe bool
+	exitTracepoint     func(group, name string, prog *ebpf.Program, opts *link.TracepointOptions) (link.Link, error)
 	// buildID is the executable's Go build ID note (nil without one): a file whose ctime moved and whose size,
 	// mtime and build ID did not holds the bytes probed (Agent.attach).
 	buildID []byte
@@ -94,9 +90,6 @@ func setExitVars(spec *ebpf.CollectionSpec, ino uint64) error {
 	return nil
 }
 
-// exitTracepoint attaches a probe's process_exit; the tests replace it to make that attach fail.
-var exitTracepoint = link.Tracepoint
-
 // exitProgram is the name of each per-executable probe's sched_process_exit program (include/procexit.h).
 const exitProgram = "process_exit"
 
@@ -136,7 +129,7 @@ func (b *binProbes) load(spec *ebpf.CollectionSpec, objs any) error {
 		if prog == nil {
 			return fmt.Errorf("load: no %s program", exitProgram)
 		}
-		l, err := exitTracepoint("sched", "sched_process_exit", prog, nil)
+		l, err := b.exitTracepoint("sched", "sched_process_exit", prog, nil)
 		if err != nil {
 			prog.Close()
 			return fmt.Errorf("attach sched:sched_process_exit: %w", err)
@@ -174,12 +167,23 @@ func (b *binProbes) exits(sym *symtab.Binary, fn symtab.Func, keep ...x86asm.Reg
 	return e.Offs
 }
 
+// attachOpts is how attachBinary probes an executable: the agent's Config and its system probe.
+type attachOpts struct {
+	httpUprobe bool          // false when the socket probe (HTTPProbeSocket) observes the HTTP server instead
+	exitProgs  bool          // false when the probes load without their process_exit programs (Config.NoExitPrograms)
+	accept     *ebpf.Program // the system TCP probe's passive-open program (tcp.AcceptRet), attached here so that it fires in targets only
+	log        *slog.Logger
+	// The tests' knobs, per agent (Config's) so that tests setting different ones run at the same time.
+	slotEntries        uint32 // see Config.slotEntries
+	goroutinesByUprobe bool   // see Config.goroutinesByUprobe
+	// exitTracepoint attaches a probe's process_exit; nil is link.Tracepoint. A test makes that attach fail with it.
+	exitTracepoint func(group, name string, prog *ebpf.Program, opts *link.TracepointOptions) (link.Link, error)
+}
+
 // attachBinary loads and attaches every probe whose functions the executable at path has. path should be
 // /proc/<pid>/exe, which names the file even after it was replaced or deleted on disk.
-// httpUprobe is false when the socket probe (HTTPProbeSocket) observes the HTTP server instead. accept is the system
-// TCP probe's passive-open program (tcp.AcceptRet), attached here so that it fires in targets only.
-// exitProgs is false when the probes load without their process_exit programs (Config.NoExitPrograms).
-func attachBinary(path, exe string, id binID, httpUprobe, exitProgs bool, accept *ebpf.Program, log *slog.Logger) (*binProbes, error) {
+func attachBinary(path, exe string, id binID, o attachOpts) (*binProbes, error) {
+	log := o.log
 	sym, err := symtab.Open(path)
 	if err != nil {
 		return nil, err
@@ -193,8 +197,12 @@ func attachBinary(path, exe string, id binID, httpUprobe, exitProgs bool, accept
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
-	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, exitProgs: exitProgs, buildID: buildID(sym.ELF()),
+	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, exitProgs: o.exitProgs, buildID: buildID(sym.ELF()),
+		slotEntries: o.slotEntries, goroutinesByUprobe: o.goroutinesByUprobe, exitTracepoint: o.exitTracepoint,
 		dwarf: offsets.NewIndex(sym.ELF())}
+	if b.exitTracepoint == nil {
+		b.exitTracepoint = link.Tracepoint
+	}
 	ok := false
 	defer func() {
 		b.dwarf = nil
@@ -211,9 +219,9 @@ func attachBinary(path, exe string, id binID, httpUprobe, exitProgs bool, accept
 		{"httpclient", b.attachCalls("httpclient")},
 		{"db", b.attachCalls("db")},
 		{"messaging", b.attachCalls("messaging")},
-		{"tcpaccept", b.attachAccept(accept)},
+		{"tcpaccept", b.attachAccept(o.accept)},
 	} {
-		if p.name == "httpserver" && !httpUprobe {
+		if p.name == "httpserver" && !o.httpUprobe {
 			continue
 		}
 		// One probe failing (a library version with another layout, a verifier complaint) leaves the others running.
@@ -310,9 +318,9 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 			return err
 		}
 	}
-	if slotEntries > 0 {
-		spec.Maps["inflight_slots"].MaxEntries = slotEntries
-		spec.Maps["red_slots"].MaxEntries = slotEntries
+	if b.slotEntries > 0 {
+		spec.Maps["inflight_slots"].MaxEntries = b.slotEntries
+		spec.Maps["red_slots"].MaxEntries = b.slotEntries
 	}
 	if err := setExitVars(spec, b.id.ino); err != nil {
 		return err
@@ -504,9 +512,9 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	if err != nil {
 		return err
 	}
-	if slotEntries > 0 {
-		spec.Maps["goroutine_slots"].MaxEntries = slotEntries
-		spec.Maps["stw_hist_slots"].MaxEntries = slotEntries
+	if b.slotEntries > 0 {
+		spec.Maps["goroutine_slots"].MaxEntries = b.slotEntries
+		spec.Maps["stw_hist_slots"].MaxEntries = b.slotEntries
 	}
 	if err := setExitVars(spec, b.id.ino); err != nil {
 		return err
@@ -532,7 +540,7 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	// nothing, where the newproc1 uprobe is a trap per goroutine (net/http starts one per request).
 	c, err := gocount.Locate(sym, b.dwarf)
 	switch {
-	case goroutinesByUprobe:
+	case b.goroutinesByUprobe:
 	case err != nil:
 		b.log.Info("goroutine creations counted by a newproc1 uprobe", "exe", b.exe, "why", err.Error())
 	case !canReadMemory():

@@ -103,9 +103,9 @@ func (b *binProbes) loadCallProbe(probe string, offs map[offsets.Field]uint64) (
 			return nil, fmt.Errorf("set %s: %w", name, err)
 		}
 	}
-	if slotEntries > 0 {
-		spec.Maps["call_slots"].MaxEntries = slotEntries
-		spec.Maps["call_agg_slots"].MaxEntries = slotEntries
+	if b.slotEntries > 0 {
+		spec.Maps["call_slots"].MaxEntries = b.slotEntries
+		spec.Maps["call_agg_slots"].MaxEntries = b.slotEntries
 	}
 	if err := setExitVars(spec, b.id.ino); err != nil {
 		return nil, err

@@ -16,9 +16,10 @@ import (
 // TestCallProbes runs testdata/clients against the real PostgreSQL, Redis, Kafka, NATS and Pulsar (and a test HTTP server)
 // and checks that the agent counted exactly the calls and failures the program itself counted, per operation, on
 // an unstripped binary (DWARF offsets and result layouts) and a stripped one (the fallback tables).
-func TestCallProbes(t *testing.T) { testCallProbes(t) }
+func TestCallProbes(t *testing.T) { testCallProbes(t, Config{}) }
 
-func testCallProbes(t *testing.T) {
+// testCallProbes runs the check with agents of cfg's settings.
+func testCallProbes(t *testing.T, cfg Config) {
 	requireRoot(t)
 	env := []string{
 		"DATABASE_URL=" + testenv.Postgres(t),
@@ -30,24 +31,22 @@ func testCallProbes(t *testing.T) {
 	env = append(env, "PULSAR_URL="+pulsarURL)
 	server := startTarget(t, buildTarget(t, false)) // not a target of the agent: only the clients are
 	// The third run gives the probes one-entry slot tables (slotEntries), so that nearly every call and series takes
-	// the hash-map fallback: both paths must count exactly.
+	// the hash-map fallback: both paths must count exactly. The three run at once, each on its own copy of the
+	// binary, so that its agent sees its own clients process only.
 	for _, c := range []struct{ stripped, fallback bool }{{false, false}, {true, false}, {false, true}} {
 		stripped := c.stripped
 		t.Run(fmt.Sprintf("stripped=%v,fallback=%v", stripped, c.fallback), func(t *testing.T) {
+			t.Parallel()
+			cfg := cfg
 			if c.fallback {
-				slotEntries = 1
-				defer func() { slotEntries = 0 }()
-			} else {
-				// The other two run together after this one (slotEntries is read at attach): most of each is the
-				// agent reading its binary, on a core of its own.
-				t.Parallel()
+				cfg.slotEntries = 1
 			}
 			name := "clients"
 			if stripped {
 				name += "-stripped"
 			}
-			bin := build(t, "testdata/clients", name, stripped)
-			a := newAgent(t, bin)
+			bin := ownCopy(t, build(t, "testdata/clients", name, stripped))
+			a := newAgentWith(t, cfg, bin)
 			a.Scan()
 			const n = 20
 			cmd := exec.Command(bin, "-n", strconv.Itoa(n), "-http", server.base+"/work")

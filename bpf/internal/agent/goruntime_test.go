@@ -13,6 +13,7 @@ import (
 // Goroutine creations are read from the runtime's own counters (internal/gocount), or counted by the
 // runtime.newproc1 uprobe where those cannot be read.
 func TestGoRuntime(t *testing.T) {
+	t.Parallel()
 	// The uprobe runs give the goroutine counter the compiled slot table, then a one-entry one (slotEntries): the
 	// target's pid then hashes past it (63 times in 64) and its counts take the hash-map fallback, which must be as
 	// exact.
@@ -21,21 +22,22 @@ func TestGoRuntime(t *testing.T) {
 		uprobe, fallback bool
 	}{{"memory", false, false}, {"uprobe", true, false}, {"uprobe-fallback", true, true}} {
 		t.Run(run.name, func(t *testing.T) {
-			goroutinesByUprobe = run.uprobe
-			defer func() { goroutinesByUprobe = false }()
+			t.Parallel()
+			cfg := Config{goroutinesByUprobe: run.uprobe}
 			if run.fallback {
-				slotEntries = 1
-				defer func() { slotEntries = 0 }()
+				cfg.slotEntries = 1
 			}
-			testGoRuntime(t, run.uprobe)
+			testGoRuntime(t, cfg)
 		})
 	}
 }
 
-func testGoRuntime(t *testing.T, uprobe bool) {
+// testGoRuntime runs the check with an agent of cfg's settings, on the test's own copy of the target.
+func testGoRuntime(t *testing.T, cfg Config) {
 	requireRoot(t)
-	bin := buildTarget(t, false)
-	a := newAgent(t, bin)
+	uprobe := cfg.goroutinesByUprobe
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, cfg, bin)
 	a.Scan()
 	tg := startTarget(t, bin)
 	a.Scan()

@@ -69,10 +69,9 @@ func TestServerMethodsOutsideTheStandardNineAreOther(t *testing.T) {
 // request each, more than the hash map's 4096 entries and a one-entry slot table (slotEntries) per CPU hold on any
 // machine with fewer than 700 CPUs: every request is either counted or dropped, and some are dropped.
 func TestServerSeriesDroppedAreCounted(t *testing.T) {
-	slotEntries = 1
-	defer func() { slotEntries = 0 }()
-	bin := buildTarget(t, false)
-	a := newAgent(t, bin)
+	t.Parallel()
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, Config{slotEntries: 1}, bin)
 	a.Scan()
 	tg := startTarget(t, bin)
 	a.Scan()
@@ -111,12 +110,11 @@ func TestServerSeriesDroppedAreCounted(t *testing.T) {
 // started again from zero (found by review): a counter must not go back. The count is carried in user space: after
 // the detach it keeps what was dropped, and after a re-attach it adds the new probe's drops to it.
 func TestSeriesDroppedSurvivesDetach(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
-	slotEntries = 1
-	defer func() { slotEntries = 0 }()
 	bin := filepath.Join(t.TempDir(), "target")
 	copyInPlace(t, buildTarget(t, false), bin)
-	a, err := New(Config{Targets: []string{bin}, Grace: time.Nanosecond})
+	a, err := New(Config{Targets: []string{bin}, Grace: time.Nanosecond, slotEntries: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -41,11 +41,10 @@ func TestHTTPServerRED(t *testing.T) {
 // TestHTTPServerREDFallback runs the same checks with one-entry slot tables, so that nearly every request and series
 // takes the probe's hash-map fallback and the rest share the one slot: both paths must count exactly.
 func TestHTTPServerREDFallback(t *testing.T) {
+	t.Parallel()
 	requireRoot(t)
-	slotEntries = 1
-	defer func() { slotEntries = 0 }()
-	bin := buildTarget(t, false)
-	a := newAgent(t, bin)
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, Config{slotEntries: 1}, bin)
 	a.Scan()
 	tg := startTarget(t, bin)
 	a.Scan()

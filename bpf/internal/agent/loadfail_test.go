@@ -30,14 +30,14 @@ func TestFailedExitAttachClosesTheProbe(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 
 	for _, fail := range []bool{false, true} {
+		o := attachOpts{httpUprobe: true, exitProgs: true, accept: a.sys.tcp.AcceptRet, log: log}
 		if fail {
-			exitTracepoint = func(string, string, *ebpf.Program, *link.TracepointOptions) (link.Link, error) {
+			o.exitTracepoint = func(string, string, *ebpf.Program, *link.TracepointOptions) (link.Link, error) {
 				return nil, errors.New("refused by the test")
 			}
 		}
 		before := openFDs(t)
-		b, err := safeAttach(bin, bin, id, true, true, a.sys.tcp.AcceptRet, log)
-		exitTracepoint = link.Tracepoint
+		b, err := safeAttach(bin, bin, id, o)
 		if err != nil {
 			t.Fatal(err)
 		}

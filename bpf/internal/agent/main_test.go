@@ -22,9 +22,10 @@ const optOut = "SHANHAI_BPF_OPTOUT"
 var binDir string // target binaries built once for the whole package
 
 // Tests that call t.Parallel run together once the sequential ones are done; most of their time is spent waiting (for
-// targets to start, the verifier, probes to fire), not computing. A test stays sequential if it changes a package
-// variable the agent reads (slotEntries, goroutinesByUprobe, exitTracepoint, withoutExitPrograms), counts something
-// machine-wide or process-wide (loaded programs, open descriptors, the Go heap), or forces pids (ns_last_pid). A
+// targets to start, the verifier, probes to fire), not computing. What a test sets for its agent is in that agent's
+// Config (NoExitPrograms, and the unexported knobs slotEntries and goroutinesByUprobe), never in a package variable.
+// A test stays sequential if it counts something machine-wide or process-wide (loaded programs, open descriptors, the
+// Go heap), or forces pids (ns_last_pid). A
 // parallel test probes a file no other test runs (its own copy of a shared binary: ownCopy), so that what its agent
 // sees is its own processes. parallelTests is how many run at once unless -test.parallel says otherwise: the default,
 // GOMAXPROCS, is 2 on the CI machine, which leaves it mostly idle.
@@ -196,14 +197,17 @@ func eventually(t *testing.T, cond func() (bool, string)) {
 	}
 }
 
-// withoutExitPrograms, when set, starts the agents of newAgent with Config.NoExitPrograms: the exactness tests run
-// as on kernels before 5.19 (TestProbesWithoutExitPrograms).
-var withoutExitPrograms bool
-
 func newAgent(t *testing.T, targets ...string) *Agent {
 	t.Helper()
+	return newAgentWith(t, Config{}, targets...)
+}
+
+// newAgentWith is newAgent with cfg's settings (NoExitPrograms, the tests' knobs); its Targets are targets.
+func newAgentWith(t *testing.T, cfg Config, targets ...string) *Agent {
+	t.Helper()
 	requireRoot(t)
-	a, err := New(Config{Targets: targets, NoExitPrograms: withoutExitPrograms})
+	cfg.Targets = targets
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,18 +16,18 @@ import (
 func TestReusedPIDStartsAtZero(t *testing.T) {
 	for _, fallback := range []bool{false, true} {
 		t.Run(fmt.Sprintf("fallback=%v", fallback), func(t *testing.T) {
+			cfg := Config{}
 			if fallback {
-				slotEntries = 1
-				defer func() { slotEntries = 0 }()
+				cfg.slotEntries = 1
 			}
-			testReusedPID(t)
+			testReusedPID(t, cfg)
 		})
 	}
 }
 
-func testReusedPID(t *testing.T) {
+func testReusedPID(t *testing.T, cfg Config) {
 	bin := buildTarget(t, false)
-	a := newAgent(t, bin)
+	a := newAgentWith(t, cfg, bin)
 	a.Scan()
 	old := startTarget(t, bin)
 	a.Scan()

@@ -15,7 +15,7 @@ import (
 func TestTCPLifecycle(t *testing.T) {
 	t.Parallel()
 	for _, stripped := range []bool{false, true} {
-		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) { testTCPLifecycle(t, stripped, "127.0.0.1") })
+		t.Run(fmt.Sprintf("stripped=%v", stripped), func(t *testing.T) { testTCPLifecycle(t, Config{}, stripped, "127.0.0.1") })
 	}
 }
 
@@ -23,11 +23,11 @@ func TestTCPLifecycle(t *testing.T) {
 // accepted_sock takes AF_INET6 TCP sockets too.
 func TestTCPLifecycleIPv6(t *testing.T) {
 	t.Parallel()
-	testTCPLifecycle(t, false, "::1")
+	testTCPLifecycle(t, Config{}, false, "::1")
 }
 
-// testTCPLifecycle runs the target serving on loopback, dialling a listener there.
-func testTCPLifecycle(t *testing.T, stripped bool, loopback string) {
+// testTCPLifecycle runs the target serving on loopback, dialling a listener there, with an agent of cfg's settings.
+func testTCPLifecycle(t *testing.T, cfg Config, stripped bool, loopback string) {
 	requireRoot(t)
 	listen := func() net.Listener {
 		ln, err := net.Listen("tcp", net.JoinHostPort(loopback, "0"))
@@ -37,7 +37,7 @@ func testTCPLifecycle(t *testing.T, stripped bool, loopback string) {
 		return ln
 	}
 	bin := ownCopy(t, buildTarget(t, stripped))
-	a := newAgent(t, bin)
+	a := newAgentWith(t, cfg, bin)
 	tg := startTarget(t, bin, "HTTP_ADDR="+net.JoinHostPort(loopback, "0"))
 	a.Scan()
 
