@@ -21,6 +21,7 @@ import (
 // retried that forever, which stopped the record's partition for good; now
 // the letter goes without key, value and carried headers, naming the record.
 func TestSendLetterOfARecordAtTheSizeLimit(t *testing.T) {
+	t.Parallel() // topics of its own; it waits on Kafka
 	brokers := testenv.Kafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -60,6 +61,7 @@ func TestSendLetterOfARecordAtTheSizeLimit(t *testing.T) {
 // The writer's own batch limit (kafka-go's default 1 MiB) refused it before the broker saw it, and Send took that for
 // the topic's limit and wrote the letter without key, value and headers.
 func TestSendLetterTheDLQTopicTakesKeepsItsValue(t *testing.T) {
+	t.Parallel() // topics of its own; it waits on Kafka
 	brokers := testenv.Kafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
