@@ -8,20 +8,18 @@ package database
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
+
+	"github.com/shanhai-dev/shanhai/pkg/database/pgconnect"
 )
 
 // Dialect names, as returned by Dialect and by gorm's Dialector.Name.
@@ -49,14 +47,9 @@ type Options struct {
 	SlowQuery time.Duration
 }
 
-// ConnectTimeout bounds each connection's set-up to PostgreSQL (dial,
-// TLS, start-up) when the URL sets no connect_timeout of its own. pgx has
-// none by default, and gorm's first ping no deadline: a server address that
-// accepted connections and never answered (a firewall or proxy with nothing
-// behind it) held a service's start for ever without a word. 10 s is far
-// above a loaded server's connect time; the service then stops naming the
-// database, and its supervisor starts it again.
-const ConnectTimeout = 10 * time.Second
+// ConnectTimeout bounds each connection's set-up to PostgreSQL when the URL sets no connect_timeout of its own (see
+// pgconnect.ConnectTimeout for why).
+const ConnectTimeout = pgconnect.ConnectTimeout
 
 // Open connects to url with default Options. See OpenWith.
 func Open(url string) (*gorm.DB, error) { return OpenWith(url, Options{}) }
@@ -111,7 +104,7 @@ func open(rawURL string, o Options, ping bool) (*gorm.DB, error) {
 	}
 	switch scheme {
 	case "postgres", "postgresql":
-		pool, err := postgresPool(withConnectTimeout(rawURL))
+		pool, err := pgconnect.Open(rawURL)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
 		}
@@ -180,40 +173,6 @@ func OpenMigrated(ctx context.Context, rawURL string, o Options, migrate func(co
 		return nil, errors.Join(err, Close(db))
 	}
 	return db, nil
-}
-
-// postgresPool is the pool gorm's PostgreSQL dialector would open for dsn (it connects nothing yet), except that a
-// connection is not pinged the first time the pool hands it out again. pgx pings a connection it hands out after
-// more than a second since it last did, to find one the server dropped meanwhile; but it counts from the last hand-out,
-// and a new connection has had none, so it pinged every connection on its first reuse however fresh: the readiness
-// check just after a service's start cost two round trips, and the migration check after gorm's ping one more.
-// Counting a new connection's idle time from its connect keeps pgx's rule and drops that ping. (The dialector would
-// also take a timestamp column's scan location from a TimeZone parameter of the URL; pgx still sends that parameter
-// to the server, but no Shanhai URL sets one: every service writes UTC, see NowFunc.)
-func postgresPool(dsn string) (*sql.DB, error) {
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, err
-	}
-	return stdlib.OpenDB(*cfg, stdlib.OptionAfterConnect(markConnected), stdlib.OptionShouldPing(shouldPing)), nil
-}
-
-// connectedAt is the key under which markConnected records a connection's connect time in its pgconn CustomData.
-const connectedAt = "shanhai.connected_at"
-
-func markConnected(_ context.Context, conn *pgx.Conn) error {
-	conn.PgConn().CustomData()[connectedAt] = time.Now()
-	return nil
-}
-
-// shouldPing is pgx's default rule (ping a connection idle for more than a second), with a connection's connect
-// counted as its last use until it has been handed out once.
-func shouldPing(_ context.Context, p stdlib.ShouldPingParams) bool {
-	idle := p.IdleDuration
-	if at, ok := p.Conn.PgConn().CustomData()[connectedAt].(time.Time); ok {
-		idle = min(idle, time.Since(at))
-	}
-	return idle > time.Second
 }
 
 // Close closes the connection pool behind db (gorm has no Close of its own).
@@ -331,23 +290,6 @@ func (o Options) withDefaults() Options {
 // reads without user info but with an '@' (one missing its "//", where the
 // user info becomes part of an opaque path) is not shown at all: what looks
 // like a password there cannot be told apart from the rest.
-// withConnectTimeout adds ConnectTimeout (in pgx's connect_timeout, whole
-// seconds) to a PostgreSQL URL that sets none; one that does not parse is
-// left for pgx to refuse.
-func withConnectTimeout(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	q := u.Query()
-	if q.Has("connect_timeout") {
-		return raw
-	}
-	q.Set("connect_timeout", strconv.Itoa(int(ConnectTimeout/time.Second)))
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
 func redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {

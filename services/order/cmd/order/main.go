@@ -9,6 +9,9 @@ import (
 	"os"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
+	// Connects to DATABASE_URL while the packages below initialise, for the
+	// start-up's migration check to find the connection made (see its doc).
+	_ "github.com/shanhai-dev/shanhai/pkg/database/pgconnect/early"
 	"github.com/shanhai-dev/shanhai/services/order"
 )
 

@@ -1,0 +1,20 @@
+// Package early starts connecting to the PostgreSQL database DATABASE_URL names while the binary that imports it is
+// still initialising its packages (pgconnect.Start): a service's main imports it for its side effect,
+//
+//	import _ "github.com/shanhai-dev/shanhai/pkg/database/pgconnect/early"
+//
+// and the service's first database.OpenMigrated of that URL then finds its connection made or being made. It only
+// saves time: the migration check still runs on that connection before the service is ready, and a connect that
+// failed is made again there, so what the service reports is unchanged.
+//
+// Only the production mains import it. A process hosting several services, or a test, opens its databases when
+// it asks for them; there the import would connect to whatever the environment names, for nothing.
+package early
+
+import (
+	"os"
+
+	"github.com/shanhai-dev/shanhai/pkg/database/pgconnect"
+)
+
+func init() { pgconnect.Start(os.Getenv("DATABASE_URL")) }
