@@ -27,12 +27,12 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 	fmt.Fprintln(w, "\nTry it (bash; needs curl and jq):")
 	fmt.Fprint(w, strings.Replace(demo, "$GW", gw, 1))
 	if p.Telemetry != nil {
-		fmt.Fprintln(w, "\nMetrics: Prometheus text at /metrics of every part (all five run in this process and serve its one registry):")
+		fmt.Fprintln(w, "\nMetrics: Prometheus text of every part (all five run in this process and serve its one registry; the gateway on its admin address):")
 	} else {
-		fmt.Fprintln(w, "\nMetrics: Prometheus text at /metrics of every binary:")
+		fmt.Fprintln(w, "\nMetrics: Prometheus text of every binary (the gateway on its admin address):")
 	}
 	for _, name := range Names {
-		fmt.Fprintf(w, "  %-8s %s/metrics\n", name, p.Parts[name].URL())
+		fmt.Fprintf(w, "  %-8s %s\n", name, p.Parts[name].MetricsURL())
 	}
 	switch ep, off := tracesTo(); {
 	case off:

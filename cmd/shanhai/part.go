@@ -38,6 +38,16 @@ type Part struct {
 // URL is the part's HTTP base URL.
 func (p *Part) URL() string { return fmt.Sprintf("http://127.0.0.1:%d", p.Port) }
 
+// MetricsURL is where the part's Prometheus text is: its HTTP port's
+// /metrics, but the gateway's admin listener, since the public door keeps
+// the platform's series to itself.
+func (p *Part) MetricsURL() string {
+	if p.Name == "gateway" {
+		return "http://" + p.Env["ADMIN_ADDR"] + "/metrics"
+	}
+	return p.URL() + "/metrics"
+}
+
 // Hosted says whether the part runs in this process.
 func (p *Part) Hosted() bool { return p.Path == "" }
 

@@ -206,6 +206,36 @@ func runBannerDemo(t *testing.T, p *Platform) {
 	if err != nil || lines[len(lines)-1] != "PAID" {
 		t.Fatalf("banner demo: %v, want its last line PAID; script:\n%s\noutput:\n%s", err, script, out)
 	}
+	checkBannerMetrics(t, banner.String())
+}
+
+// checkBannerMetrics fetches every /metrics URL the banner lists: each must
+// answer with Prometheus text (the gateway's is on its admin listener, so a
+// URL on its public port would be a 404).
+func checkBannerMetrics(t *testing.T, banner string) {
+	t.Helper()
+	_, list, _ := strings.Cut(banner, "\nMetrics: ")
+	urls := 0
+	for line := range strings.Lines(list) {
+		f := strings.Fields(line)
+		if len(f) != 2 || !strings.HasSuffix(f[1], "/metrics") {
+			continue
+		}
+		urls++
+		resp, err := http.Get(f[1])
+		if err != nil {
+			t.Errorf("banner's metrics URL for %s: %v", f[0], err)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("# TYPE ")) {
+			t.Errorf("banner's metrics URL for %s (%s): %s, %d bytes of no Prometheus text", f[0], f[1], resp.Status, len(body))
+		}
+	}
+	if urls != len(Names) {
+		t.Errorf("banner lists %d metrics URLs, want one per part (%d):\n%s", urls, len(Names), banner)
+	}
 }
 
 // checkStopOrder reads from the parts' logs when each began and finished stopping. The gateway, the only door, stops
