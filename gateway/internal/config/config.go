@@ -20,8 +20,8 @@ import (
 
 // Config is read from the environment at start.
 type Config struct {
-	Addr            string        `env:"HTTP_ADDR" envDefault:":8080" desc:"listen address (API, /healthz, /readyz, /metrics)"`
-	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9080" desc:"pprof listener; empty disables"`
+	Addr            string        `env:"HTTP_ADDR" envDefault:":8080" desc:"public listen address (API, /healthz, /readyz)"`
+	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9080" desc:"admin listener: /metrics and pprof; empty disables both"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"reported in traces"`
