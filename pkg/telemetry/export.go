@@ -6,7 +6,9 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetricgrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -17,14 +19,6 @@ import (
 // which transport to use. The autoexport contrib module would also do that,
 // but it exports to localhost by default, and a binary started without a
 // collector should not spend its time failing to reach one.
-//
-// gRPC is an explicit choice at build time (-tags otlpgrpc, export_grpc.go):
-// http/protobuf is the specification's default and what compose and
-// Kubernetes configure, and the two gRPC exporters cost every binary about
-// 0.35 MiB of code, tables and read-only data, 0.3 MiB of idle RSS (payment,
-// 2026-12-06), to serve a setting nothing here uses. A binary built without
-// the tag refuses OTEL_EXPORTER_OTLP_PROTOCOL=grpc at start with an error that
-// says how to get it, rather than exporting nothing.
 
 func traceExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
 	if envFirst("OTEL_TRACES_EXPORTER") == "none" ||
@@ -37,7 +31,7 @@ func traceExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
 	)
 	switch p := protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"); p {
 	case "grpc":
-		exp, err = grpcTraceExporter(ctx)
+		exp, err = otlptracegrpc.New(ctx)
 	case "http/protobuf":
 		exp, err = otlptracehttp.New(ctx)
 	default:
@@ -60,7 +54,7 @@ func metricReader(ctx context.Context) (sdkmetric.Reader, error) {
 	)
 	switch p := protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"); p {
 	case "grpc":
-		exp, err = grpcMetricExporter(ctx)
+		exp, err = otlpmetricgrpc.New(ctx)
 	case "http/protobuf":
 		exp, err = otlpmetrichttp.New(ctx)
 	default:

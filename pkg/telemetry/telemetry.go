@@ -40,9 +40,8 @@ import (
 //   - OTEL_EXPORTER_OTLP_ENDPOINT (or the _TRACES_/_METRICS_ variants) turns
 //     on OTLP export; without one nothing is exported over the network and
 //     metrics are only served on /metrics;
-//   - OTEL_EXPORTER_OTLP_PROTOCOL chooses http/protobuf (default, as the
-//     specification says) or grpc, which only a binary built with
-//     -tags otlpgrpc has (export.go says why);
+//   - OTEL_EXPORTER_OTLP_PROTOCOL chooses grpc or http/protobuf (default, as
+//     the specification says);
 //   - OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG choose the sampler
 //     (default parentbased_always_on) with the SDK's names and rules; Setup
 //     reads them itself so Middleware can decide before the SDK
