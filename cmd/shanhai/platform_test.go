@@ -12,23 +12,50 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
 
 // buildBinaries compiles the five production binaries the way `make run`
-// does, so the test runs exactly what users run.
+// does, so the test runs exactly what users run. They are built once per
+// test run and shared (TestDeadPartKeepsItsLog and TestProcessesHappyPath
+// both run them; only read, never changed): a second build compiles nothing
+// new but links all five again, tens of seconds on a loaded 2-core machine.
 func buildBinaries(t *testing.T) string {
 	t.Helper()
-	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
-		"./services/user/cmd/user", "./services/order/cmd/order", "./services/payment/cmd/payment",
-		"./bridge/cmd/bridge", "./gateway/cmd/gateway")
-	cmd.Dir = filepath.Join("..", "..")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	built.once.Do(func() {
+		built.dir, built.err = os.MkdirTemp("", "shanhai-bin-")
+		if built.err != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", built.dir+string(filepath.Separator),
+			"./services/user/cmd/user", "./services/order/cmd/order", "./services/payment/cmd/payment",
+			"./bridge/cmd/bridge", "./gateway/cmd/gateway")
+		cmd.Dir = filepath.Join("..", "..")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return dir
+	return built.dir
+}
+
+// built is buildBinaries' one build; TestMain removes its directory.
+var built struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
 }
 
 // TestEmbeddedHappyPath starts the embedded platform, all five parts hosted
