@@ -30,6 +30,7 @@ func TestDeadPartKeepsItsLog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the five binaries")
 	}
+	t.Parallel() // waits on its child process; see parallelNote
 	bin := buildBinaries(t)
 	port := freePortBlock(t)
 	run := asProgram("-processes -bin "+bin+" -port "+strconv.Itoa(port),
@@ -100,6 +101,12 @@ func TestDeadPartKeepsItsLog(t *testing.T) {
 
 // asProgram runs this test binary as the program: TestDeadPartKeepsItsLog's
 // first lines call main with args, in this environment plus env.
+//
+// parallelNote: the tests that mostly wait on such a child (its start-up,
+// a timeout it must reach, a build) run in parallel with each other and
+// with TestFork. Each child has its own data directory and port block, and
+// gets the environment through asProgram, which reads it only once the
+// sequential tests (some of which t.Setenv) are over.
 func asProgram(args string, env ...string) *exec.Cmd {
 	run := exec.Command(os.Args[0], "-test.run=^TestDeadPartKeepsItsLog$")
 	run.Env = append(append(os.Environ(), "SHANHAI_TEST_MAIN="+args), env...)
@@ -170,6 +177,7 @@ func TestSecondCtrlCEndsAnInterruptedStartUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the embedded platform in a child process")
 	}
+	t.Parallel() // waits on its child process; see parallelNote
 	data := t.TempDir()
 	run := asProgram("-port "+strconv.Itoa(freePortBlock(t))+" -data "+data,
 		"PULSAR_URL=pulsar://"+silentListener(t), "PULSAR_ADMIN_URL=")
@@ -235,6 +243,7 @@ func TestLogLevelFromTheEnvironmentReachesTheParts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the embedded platform in a child process")
 	}
+	t.Parallel() // waits on its child process; see parallelNote
 	data := t.TempDir()
 	run := asProgram("-measure -port "+strconv.Itoa(freePortBlock(t))+" -data "+data,
 		"LOG_LEVEL=debug", "PULSAR_URL=", "PULSAR_ADMIN_URL=")

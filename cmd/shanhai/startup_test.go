@@ -112,6 +112,7 @@ func TestNativeRunStopsOnAPostgreSQLThatNeverAnswers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the program in a child process")
 	}
+	t.Parallel() // waits on its child process; see parallelNote
 	silent := silentListener(t)
 	root := fakeDeps(t, map[string]string{
 		"DATABASE_URL":  "postgres://shanhai@" + silent + "/shanhai?sslmode=disable",
