@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -56,38 +57,78 @@ func newTyped(kind string) (any, error) {
 }
 
 // build runs kustomize exactly as `kubectl apply -k` would and decodes every object strictly: a misspelt field
-// is an error here, as it would be on a strict API server, rather than silently dropped.
+// is an error here, as it would be on a strict API server, rather than silently dropped. Every call decodes afresh
+// (callers may change what they get), but kustomize runs once per directory per test run: some forty tests build the
+// same two directories, and kustomize under the race detector took seconds each time.
 func build(t *testing.T, dir string) []object {
 	t.Helper()
-	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
-	rm, err := k.Run(filesys.MakeFsOnDisk(), dir)
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+	k := kustomized(dir)
+	if k.err != nil {
+		t.Fatal(k.err)
 	}
 	var out []object
-	for _, r := range rm.Resources() {
-		y, err := r.AsYAML()
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := yaml.YAMLToJSON(y)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, err := newTyped(r.GetKind())
+	for _, r := range k.resources {
+		v, err := newTyped(r.kind)
 		if err != nil {
 			t.Errorf("%s: %v", dir, err)
 			continue
 		}
-		dec := json.NewDecoder(bytes.NewReader(js))
+		dec := json.NewDecoder(bytes.NewReader(r.json))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(v); err != nil {
-			t.Errorf("%s: %s %s: %v", dir, r.GetKind(), r.GetName(), err)
+			t.Errorf("%s: %s %s: %v", dir, r.kind, r.name, err)
 			continue
 		}
-		out = append(out, object{Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName(), Value: v})
+		out = append(out, object{Kind: r.kind, Namespace: r.namespace, Name: r.name, Value: v})
 	}
 	return out
+}
+
+// kustomization is one directory's kustomize output as JSON, or the error that stopped it.
+type kustomization struct {
+	resources []struct {
+		kind, namespace, name string
+		json                  []byte
+	}
+	err error
+}
+
+var (
+	kustomizeMu   sync.Mutex // one kustomize run at a time: it keeps package-level state (its OpenAPI schema)
+	kustomizeRuns = map[string]*kustomization{}
+)
+
+// kustomized runs kustomize on dir the first time it is asked for dir, and gives that run's output every time.
+func kustomized(dir string) *kustomization {
+	kustomizeMu.Lock()
+	defer kustomizeMu.Unlock()
+	if k, ok := kustomizeRuns[dir]; ok {
+		return k
+	}
+	k := &kustomization{}
+	kustomizeRuns[dir] = k
+	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		k.err = fmt.Errorf("kustomize build %s: %v", dir, err)
+		return k
+	}
+	for _, r := range rm.Resources() {
+		y, err := r.AsYAML()
+		if err != nil {
+			k.err = err
+			return k
+		}
+		js, err := yaml.YAMLToJSON(y)
+		if err != nil {
+			k.err = err
+			return k
+		}
+		k.resources = append(k.resources, struct {
+			kind, namespace, name string
+			json                  []byte
+		}{r.GetKind(), r.GetNamespace(), r.GetName(), js})
+	}
+	return k
 }
 
 // podSpec returns the pod template of a workload, or nil for other kinds.
