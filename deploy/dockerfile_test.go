@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"debug/elf"
 	"os"
 	"os/exec"
@@ -51,6 +52,10 @@ var buildLikeDockerfile = []string{"build", "-trimpath", "-tags", "nosqlite,noms
 
 // TestBinariesBuildStaticAsInTheImage builds every binary the way the Dockerfile does and reports its size. One go
 // build for all of them: shared dependencies compile once.
+//
+// The build is most of this package's test time and runs in a child process, so it is started before t.Parallel,
+// which holds the test until the package's sequential tests are done: it builds while they run (this process mostly
+// uses one core for them, the build the other), and the test waits for it afterwards.
 func TestBinariesBuildStaticAsInTheImage(t *testing.T) {
 	out := t.TempDir()
 	bins := append(Binaries, Binary{Name: "healthprobe", Package: "deploy/cmd/healthprobe"})
@@ -61,8 +66,14 @@ func TestBinariesBuildStaticAsInTheImage(t *testing.T) {
 	cmd := exec.Command("go", args...)
 	cmd.Dir = repoRoot
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
-	if msg, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, msg)
+	var msg bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &msg, &msg
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("go %s: %v", strings.Join(args, " "), err)
+	}
+	t.Parallel()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, msg.Bytes())
 	}
 	for _, b := range bins {
 		// go build -o dir/ names each binary after its package directory.
