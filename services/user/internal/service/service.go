@@ -165,9 +165,6 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 	if err = s.meterInvisibleEmails(); err != nil {
 		return nil, err
 	}
-	if err = s.reportInvisibleEmails(ctx, true); err != nil {
-		return nil, err
-	}
 	s.App = app.New(app.Deps{
 		Users:      s.users,
 		Profiles:   adapters.NewProfileRedis(s.Redis, cfg.ProfileCacheTTL),
@@ -256,10 +253,19 @@ func (s *Service) discovery(ctx context.Context) (close func() error, err error)
 }
 
 // Start runs the outbox relay and the housekeeping in the background until
-// Stop or shutdown.
+// Stop or shutdown, and reports the accounts with an invisible character in
+// their email once. That report is the start's only query beyond the
+// migration check, and nothing waits for it: it runs here, beside the
+// relay, rather than in New on the way to ready; the gauge reads 0 until it
+// has counted.
 func (s *Service) Start(ctx context.Context) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.reportInvisibleEmails(wctx, true); err != nil && wctx.Err() == nil {
+			s.log.WarnContext(wctx, "counting the invisible-character emails failed", "err", err)
+		}
+	})
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
 	wg.Go(func() { periodic.Run(wctx, s.firstHousekeeping, time.Hour, s.housekeeping) })
 	s.stopWorkers = func() {
