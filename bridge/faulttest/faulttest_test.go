@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,7 +16,21 @@ import (
 
 func TestMain(m *testing.M) {
 	MaybeBridge() // the bridge instances are this test binary re-run
+	if disruptsPulsar() {
+		// The restart and the freeze come one after the other: the lock is held across both
+		// (harness.HoldPulsar), not taken by each test.
+		if err := harness.HoldPulsar(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
 	os.Exit(m.Run())
+}
+
+// disruptsPulsar tells whether this run's tests restart or freeze Pulsar: a
+// command for it is given, or CI (CI=true) has the tests use their own.
+func disruptsPulsar() bool {
+	return os.Getenv("CI") == "true" || os.Getenv("FAULTTEST_PULSAR_RESTART") != "" || os.Getenv("FAULTTEST_PULSAR_OUTAGE") != ""
 }
 
 // TestFaultTestLosesNothing is the fault test at CI size: 20,000
