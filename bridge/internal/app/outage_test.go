@@ -270,6 +270,7 @@ func (b *bridge) archived(t *testing.T, n int, within time.Duration) {
 // proxy to the real one, started on that port later: the shared Pulsar is never stopped).
 func TestBridgeArchivesOncePulsarsAdminAPIAnswers(t *testing.T) {
 	t.Parallel()
+	harness.LockPulsar(t, false) // before the ports it picks and its time limits: under CI it waits for the fault tests
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	const n = 300
@@ -297,6 +298,7 @@ func TestBridgeArchivesOncePulsarsAdminAPIAnswers(t *testing.T) {
 // Pulsar answers (a TCP proxy to the real Pulsar and a reverse proxy to its admin API, started on those ports later).
 func TestBridgeArchivesOncePulsarAnswers(t *testing.T) {
 	t.Parallel()
+	harness.LockPulsar(t, false) // before the ports it picks and its time limits: under CI it waits for the fault tests
 	pulsarURL, adminURL := testenv.Pulsar(t)
 	service, err := url.Parse(pulsarURL)
 	if err != nil {

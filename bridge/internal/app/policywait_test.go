@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 )
 
 // TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait: leg B's sessions wait for the max message size policy
@@ -19,6 +21,7 @@ import (
 // every record is archived exactly once and in Kafka order per partition, and no partition stays waiting.
 func TestBridgeArchivesOnceAfterAPolicyWaitLongerThanAckWait(t *testing.T) {
 	t.Parallel()
+	harness.LockPulsar(t, false) // before the ports it picks and its time limits: under CI it waits for the fault tests
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	const n = 300
@@ -107,6 +110,7 @@ func (h *hungAdmin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // admin API answers again: within a hung reading's timeout, a backoff and the archiving itself.
 func TestBridgeArchivesOnceAHungAdminAPIAnswers(t *testing.T) {
 	t.Parallel()
+	harness.LockPulsar(t, false) // before the ports it picks and its time limits: under CI it waits for the fault tests
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	admin := serveHungAdmin(t, addr, realAdmin)
@@ -127,6 +131,7 @@ func TestBridgeArchivesOnceAHungAdminAPIAnswers(t *testing.T) {
 // legs that did not stop.
 func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
 	t.Parallel()
+	harness.LockPulsar(t, false) // before the ports it picks and its time limits: under CI it waits for the fault tests
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	serveHungAdmin(t, addr, realAdmin)
@@ -150,6 +155,7 @@ func TestBridgeStopsWhileTheAdminAPIHangs(t *testing.T) {
 // without restarting; /readyz stays 200 and no partition counts as waiting.
 func TestBridgeArchivesOnWhileTheAdminAPIHangsAfterAReading(t *testing.T) {
 	t.Parallel()
+	harness.LockPulsar(t, false) // before the ports it picks and its time limits: under CI it waits for the fault tests
 	_, realAdmin := testenv.Pulsar(t)
 	addr := awayAddr(t)
 	admin := serveAdmin(t, addr, realAdmin)
