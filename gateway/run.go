@@ -249,8 +249,11 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		if tel != nil {
 			metrics = tel.MetricsHandler()
 		}
-		// Closed on return: a host process outlives the gateway it ran.
-		defer serveAdmin(cfg.AdminAddr, metrics, log).Close()
+		admin, err := serveAdmin(cfg.AdminAddr, metrics, log)
+		if err != nil {
+			return err
+		}
+		defer admin.Close() // on return: a host process outlives the gateway it ran
 	}
 	if cfg.TransportName() == "loop" {
 		return serveLoop(ctx, cfg, log, p, pool, handler, &shuttingDown, tel)
@@ -343,7 +346,10 @@ func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <
 // serveAdmin serves pprof and, when metrics is not nil, /metrics on addr:
 // the listener for operators and Prometheus, never published (127.0.0.1 by
 // default; compose and Kubernetes open it to their Prometheus alone).
-func serveAdmin(addr string, metrics http.Handler, log *slog.Logger) *http.Server {
+//
+// A taken address stops the start, as in pkg/server: a gateway running on
+// without it would be ready and unobserved.
+func serveAdmin(addr string, metrics http.Handler, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
@@ -353,13 +359,17 @@ func serveAdmin(addr string, metrics http.Handler, log *slog.Logger) *http.Serve
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	s := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen admin %s: %w", addr, err)
+	}
+	s := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
-		if err := s.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Warn("admin listener", "addr", addr, "error", err.Error())
 		}
 	}()
-	return s
+	return s, nil
 }
 
 // fasthttpLogger routes fasthttp's own messages into slog.

@@ -3,10 +3,15 @@ package integration
 import (
 	"bufio"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // adminGet asks the gateway's admin listener for path and returns the body
@@ -141,4 +146,40 @@ func TestAdminPathsAreFramedAsEveryPath(t *testing.T) {
 			t.Errorf("the upstream got %d requests that followed a request to an admin path", n)
 		}
 	})
+}
+
+// Prometheus reads the gateway's series on the admin listener alone, so a
+// gateway that cannot take ADMIN_ADDR stops at start, naming it, as the
+// services (pkg/server) do; it used to log a warning and run without metrics
+// and pprof, ready and unobserved.
+func TestAdminAddressTakenStopsTheGateway(t *testing.T) {
+	w := newWorld(t)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cmd := exec.Command(filepath.Join(bin, "gateway"))
+	cmd.Env = append(os.Environ(),
+		"HTTP_ADDR="+freeAddr(t), "ADMIN_ADDR="+taken.Addr().String(), "ETCD_ENDPOINTS="+strings.Join(w.etcd, ","),
+		"DISCOVERY_STATIC=", "REDIS_URL="+w.redis, "JWKS_URL="+w.jwks.URL, "GATEWAY_ROUTES=/api/v1/orders="+w.svc,
+		"GATEWAY_DYNAMIC_KEY="+w.dynKey, "GATEWAY_LIMIT_NAMESPACE="+w.dynKey, "LOG_LEVEL=warn",
+		"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_SERVICE_NAME=gateway-test")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("the gateway ran with its admin address taken:\n%s", out.String())
+	}
+	if err == nil || !strings.Contains(out.String(), taken.Addr().String()) {
+		t.Fatalf("gateway with ADMIN_ADDR taken: %v, want a failed start naming %s:\n%s", err, taken.Addr(), out.String())
+	}
 }
