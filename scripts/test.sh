@@ -21,6 +21,10 @@ STATICCHECK_VERSION=v0.8.2 # staticcheck 2026.2.2, which understands Go 1.26
 # The toolchain go.work names (its security fixes are what govulncheck checks the standard library against) is
 # fetched from the Go module proxy when the installed go is older; GOTOOLCHAIN=local in the environment opts out.
 export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+# A -race binary sleeps a second at exit by default (atexit_sleep_ms=1000) so late race reports can still print: a
+# second per test binary (about 95 of them, and the children some tests start) that a race found while the tests ran
+# does not need, since the report is written when the race happens.
+export GORACE=${GORACE:-atexit_sleep_ms=0}
 SERVERS=(pg redis etcd nats kafka pulsar)
 MODE=${1:-test}
 case $MODE in
