@@ -76,10 +76,13 @@ func Open(url string) (*gorm.DB, error) { return OpenWith(url, Options{}) }
 // error (a 3-million-row recursive count: 9.0 s against
 // a 50 ms deadline, where the same statement as an Exec stopped at 69 ms). Bound SQLite reads by their shape (LIMIT,
 // an index), not by a deadline. With pgx (PostgreSQL) both return at the deadline.
-func OpenWith(rawURL string, o Options) (*gorm.DB, error) { return open(rawURL, o, true) }
+func OpenWith(rawURL string, o Options) (*gorm.DB, error) {
+	return open(context.Background(), rawURL, o, true)
+}
 
-// open is OpenWith; without ping a PostgreSQL pool connects at its first statement, whose failure then names the server.
-func open(rawURL string, o Options, ping bool) (*gorm.DB, error) {
+// open is OpenWith; without ping a PostgreSQL pool connects at its first statement, whose failure then names the
+// server. ctx bounds only the wait for a connect begun at start-up (pgconnect.Open).
+func open(ctx context.Context, rawURL string, o Options, ping bool) (*gorm.DB, error) {
 	o = o.withDefaults()
 	cfg := &gorm.Config{
 		TranslateError: true,
@@ -104,7 +107,7 @@ func open(rawURL string, o Options, ping bool) (*gorm.DB, error) {
 	}
 	switch scheme {
 	case "postgres", "postgresql":
-		pool, err := pgconnect.Open(rawURL)
+		pool, err := pgconnect.Open(ctx, rawURL)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
 		}
@@ -165,7 +168,7 @@ func open(rawURL string, o Options, ping bool) (*gorm.DB, error) {
 // with pgx's error naming the server (migrate.UpAll returns such a failure rather than taking it for a missing
 // table). The ping was a round trip of every service's start that proved nothing the next statement did not.
 func OpenMigrated(ctx context.Context, rawURL string, o Options, migrate func(context.Context, *gorm.DB) error) (*gorm.DB, error) {
-	db, err := open(rawURL, o, false)
+	db, err := open(ctx, rawURL, o, false)
 	if err != nil {
 		return nil, err
 	}

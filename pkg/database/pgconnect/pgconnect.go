@@ -10,12 +10,14 @@ package pgconnect
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/url"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -33,10 +35,11 @@ var (
 	started = map[string]*early{} // by the URL given to Start
 )
 
-// early is a pool Start is connecting; done closes when the attempt ended, either way.
+// early is a pool Start is connecting; done closes when the attempt ended, err (set before) its failure if it failed.
 type early struct {
 	pool *sql.DB
 	done chan struct{}
+	err  error
 }
 
 // Start opens the pool for rawURL and connects one connection to it in the background, for the next Open of the
@@ -65,25 +68,44 @@ func Start(rawURL string) {
 	go func() {
 		defer close(e.done)
 		// The connect's own timeout (connect_timeout) bounds this.
-		if c, err := pool.Conn(context.Background()); err == nil {
-			_ = c.Close() // back to the pool, idle, for Open's caller
+		c, err := pool.Conn(context.Background())
+		if err != nil {
+			e.err = err
+			return
 		}
+		_ = c.Close() // back to the pool, idle, for Open's caller
 	}()
 }
 
 // Open returns a pool for rawURL that has connected nothing yet, or, once after Start(rawURL), the pool Start
 // connected: it waits for that connect to end, since a statement sent meanwhile would open a second connection rather
 // than wait for the first. Options pkg/database sets on the pool afterwards (its size, lifetimes) apply to it alike.
-func Open(rawURL string) (*sql.DB, error) {
+//
+// The wait ends with ctx, whose error Open then returns: a service told to stop while its database does not answer
+// stops at once, as it did when its first statement made the connect. A connect of Start's that ran out of time
+// (connect_timeout) is Open's error too: connecting again would only wait as long once more, so an unreachable
+// server failed a start after twice its timeout. Any other failure (refused, a server still starting: 57P03) is
+// quick, and the pool's first statement connects again and reports it if it persists.
+func Open(ctx context.Context, rawURL string) (*sql.DB, error) {
 	mu.Lock()
 	e := started[rawURL]
 	delete(started, rawURL)
 	mu.Unlock()
-	if e != nil {
-		<-e.done
-		return e.pool, nil
+	if e == nil {
+		return newPool(rawURL)
 	}
-	return newPool(rawURL)
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+		// The connect goes on in the background; closing the pool closes what it makes.
+		_ = e.pool.Close()
+		return nil, fmt.Errorf("wait for the connect begun at start-up: %w", context.Cause(ctx))
+	}
+	if e.err != nil && pgconn.Timeout(e.err) {
+		_ = e.pool.Close()
+		return nil, e.err
+	}
+	return e.pool, nil
 }
 
 // newPool is the pool gorm's PostgreSQL dialector would open for rawURL (it connects nothing yet), with

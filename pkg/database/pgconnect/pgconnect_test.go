@@ -14,7 +14,7 @@ import (
 func TestOpenTakesThePoolStartConnected(t *testing.T) {
 	url := testenv.Postgres(t)
 	pgconnect.Start(url)
-	pool, err := pgconnect.Open(url)
+	pool, err := pgconnect.Open(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestOpenTakesThePoolStartConnected(t *testing.T) {
 		t.Errorf("the first statement opened another connection: %d open", n)
 	}
 
-	again, err := pgconnect.Open(url)
+	again, err := pgconnect.Open(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,7 @@ func TestStartThatFailedConnectsAgain(t *testing.T) {
 	addr := testenv.ClosedPort(t)
 	url := "postgres://u@" + addr + "/db?sslmode=disable"
 	pgconnect.Start(url)
-	pool, err := pgconnect.Open(url)
+	pool, err := pgconnect.Open(t.Context(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
