@@ -8,13 +8,21 @@
 // failed is made again there, so what the service reports is unchanged.
 //
 // Only the production mains import it. A process hosting several services, or a test, opens its databases when
-// it asks for them; there the import would connect to whatever the environment names, for nothing.
+// it asks for them; there the import would connect to whatever the environment names, for nothing. The mains' own
+// tests (package main, linked with this import) are such tests, so in a binary go test built it does nothing.
 package early
 
 import (
 	"os"
+	"testing"
 
 	"github.com/shanhai-dev/shanhai/pkg/database/pgconnect"
 )
 
-func init() { pgconnect.Start(os.Getenv("DATABASE_URL")) }
+func init() {
+	// testing.Testing is false in every binary go build makes; importing testing adds no flags to them.
+	if testing.Testing() {
+		return
+	}
+	pgconnect.Start(os.Getenv("DATABASE_URL"))
+}
