@@ -130,6 +130,16 @@ static __always_inline void lat_record(struct lat_hist *h, __u64 ns) {
 		h->buckets[b]++;
 }
 
+// lat_record_shared adds one observation to a histogram that every CPU writes (a plain hash's value): atomic adds, as
+// plain ones lose increments when two CPUs record into the same series at once.
+static __always_inline void lat_record_shared(struct lat_hist *h, __u64 ns) {
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+	__u32 b = lat_bucket(ns);
+	if (b < LAT_BUCKETS)
+		__sync_fetch_and_add(&h->buckets[b], 1);
+}
+
 // lat_hist_of returns the histogram of key in map (a hash of lat_hist values), inserting a zeroed one copied from
 // zero_map's only entry when there is none: struct lat_hist is too big for the 512-byte BPF stack.
 static __always_inline struct lat_hist *lat_hist_of(void *map, const void *key, void *zero_map) {

@@ -229,3 +229,16 @@ func TestHTTPSocketFilter(t *testing.T) {
 		t.Fatalf("filter after %d exited: still in", big)
 	}
 }
+
+// TestHTTPSocketNewSeriesAreNotLost is TestServerNewSeriesAreNotLost for the socket probe, whose series all live in
+// its hash: 2000 series, one request each, counted exactly.
+func TestHTTPSocketNewSeriesAreNotLost(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newSocketAgent(t, bin)
+	tg := startTarget(t, bin)
+	a.Scan()
+	want := driveNewSeries(t, tg)
+	eventually(t, func() (bool, string) { return seriesCountsAre(a, tg.pid, want) })
+}

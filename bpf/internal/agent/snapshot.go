@@ -152,16 +152,16 @@ func (b *binProbes) read(s *Snapshot) error {
 	return nil
 }
 
-// readREDMap adds a per-CPU hash of struct red_key -> struct lat_hist (both HTTP server probes keep one) to s.
+// readREDMap adds a hash of struct red_key -> struct lat_hist (both HTTP server probes keep one, its value shared by
+// the CPUs) to s.
 func readREDMap(m *ebpf.Map, s *Snapshot) error {
 	var k httpserver.BpfRedKey
-	var vals []hist.Hist
+	var v hist.Hist
 	it := m.Iterate()
-	for it.Next(&k, &vals) {
+	for it.Next(&k, &v) {
 		r := RED{PID: int(k.Tgid), Method: cstr(k.Method[:]), Status: int(k.Status)}
 		h := s.Server[r]
-		sum := sumHists(vals)
-		h.Add(&sum)
+		h.Add(&v)
 		s.Server[r] = h
 	}
 	return it.Err()

@@ -121,10 +121,15 @@ struct {
 	__type(value, struct req_state);
 } inflight SEC(".maps");
 
-// Fallback for series whose slot another series holds on this CPU. Not preallocated: preallocated, it was 4096
+// Fallback for series whose slot another series holds on this CPU. Not preallocated: preallocated per CPU, it was 4096
 // histograms of 1680 B on every possible CPU (13.8 MiB on 2 CPUs, 430 MiB on 64) for a map that is usually empty.
+// One value shared by the CPUs (lat_record_shared), not a per-CPU hash: a per-CPU hash that is not preallocated takes
+// each new element's per-CPU value from the kernel's atomic per-CPU pool, which a program cannot wait for and a
+// workqueue refills: under load it was often empty (6.18, 2 CPUs: 65 to 1218 of 2000 new series, one request at a
+// time, with the map under half full), and the request that was to create each series was lost. A plain element
+// comes from the slab caches (TestServerNewSeriesAreNotLost).
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct red_key);
@@ -249,7 +254,7 @@ static __always_inline void record(struct red_key *rk, __u64 d) {
 			return;
 		}
 	}
-	lat_record(h, d);
+	lat_record_shared(h, d);
 }
 
 // hijacked reports whether the handler of response took its connection over (net/http's conn.hijackedv). Asked only

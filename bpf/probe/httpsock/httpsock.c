@@ -83,9 +83,12 @@ struct {
 	__type(value, struct sock_req);
 } socks SEC(".maps");
 
-// Not preallocated (README, "Map memory"): memory for the series in use, not 4096 histograms on every possible CPU.
+// Not preallocated (README, "Map memory"): memory for the series in use, not 4096 histograms. One value shared by
+// the CPUs (lat_record_shared), not per CPU: a per-CPU hash that is not preallocated takes each new element's per-CPU
+// value from the kernel's atomic per-CPU pool, and most inserts failed there (see requests in httpserver.c): every
+// request of a series not yet inserted was lost.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 4096);
 	__type(key, struct red_key);
@@ -297,7 +300,7 @@ int BPF_PROG(send_length, struct sock *sk, int n, int flags) {
 	st->start_ns = 0;
 	struct lat_hist *h = lat_hist_of(&requests, &rk, &zero_hist);
 	if (h) {
-		lat_record(h, d);
+		lat_record_shared(h, d);
 		return 0;
 	}
 	__u32 z = 0;
