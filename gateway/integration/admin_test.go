@@ -5,9 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -159,12 +156,7 @@ func TestAdminAddressTakenStopsTheGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	cmd := exec.Command(filepath.Join(bin, "gateway"))
-	cmd.Env = append(os.Environ(),
-		"HTTP_ADDR="+freeAddr(t), "ADMIN_ADDR="+taken.Addr().String(), "ETCD_ENDPOINTS="+strings.Join(w.etcd, ","),
-		"DISCOVERY_STATIC=", "REDIS_URL="+w.redis, "JWKS_URL="+w.jwks.URL, "GATEWAY_ROUTES=/api/v1/orders="+w.svc,
-		"GATEWAY_DYNAMIC_KEY="+w.dynKey, "GATEWAY_LIMIT_NAMESPACE="+w.dynKey, "LOG_LEVEL=warn",
-		"OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_SERVICE_NAME=gateway-test")
+	cmd := w.gatewayCommand(freeAddr(t), taken.Addr().String())
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

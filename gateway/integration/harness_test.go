@@ -267,14 +267,7 @@ type gatewayProc struct {
 func (w *world) startGateway(env ...string) *gatewayProc {
 	w.t.Helper()
 	addr, admin := freeAddr(w.t), freeAddr(w.t)
-	routes := fmt.Sprintf("/api/v1/orders=%[1]s,/api/v1/users=%[1]s,/api/v1/sessions=%[1]s,/api/v1/products=%[1]s", w.svc)
-	cmd := exec.Command(filepath.Join(bin, "gateway"))
-	cmd.Env = append(os.Environ(),
-		"HTTP_ADDR="+addr, "ADMIN_ADDR="+admin, "ETCD_ENDPOINTS="+strings.Join(w.etcd, ","), "DISCOVERY_STATIC=",
-		"REDIS_URL="+w.redis, "JWKS_URL="+w.jwks.URL, "GATEWAY_ROUTES="+routes, "GATEWAY_DYNAMIC_KEY="+w.dynKey, "GATEWAY_LIMIT_NAMESPACE="+w.dynKey,
-		"GATEWAY_IP_LIMIT=100000/1s", "GATEWAY_USER_LIMIT=100000/1s", "GATEWAY_LOGIN_LIMIT=100000/1s",
-		"LOG_LEVEL=warn", "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_SERVICE_NAME=gateway-test")
-	cmd.Env = append(cmd.Env, env...)
+	cmd := w.gatewayCommand(addr, admin, env...)
 	logf, err := os.Create(filepath.Join(w.t.TempDir(), "gateway.log"))
 	if err != nil {
 		w.t.Fatal(err)
@@ -325,6 +318,20 @@ func (w *world) startGateway(env ...string) *gatewayProc {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// gatewayCommand is the gateway binary on addr and admin, routing every API
+// prefix to w.svc, with env overriding the test defaults; not started.
+func (w *world) gatewayCommand(addr, admin string, env ...string) *exec.Cmd {
+	routes := fmt.Sprintf("/api/v1/orders=%[1]s,/api/v1/users=%[1]s,/api/v1/sessions=%[1]s,/api/v1/products=%[1]s", w.svc)
+	cmd := exec.Command(filepath.Join(bin, "gateway"))
+	cmd.Env = append(os.Environ(),
+		"HTTP_ADDR="+addr, "ADMIN_ADDR="+admin, "ETCD_ENDPOINTS="+strings.Join(w.etcd, ","), "DISCOVERY_STATIC=",
+		"REDIS_URL="+w.redis, "JWKS_URL="+w.jwks.URL, "GATEWAY_ROUTES="+routes, "GATEWAY_DYNAMIC_KEY="+w.dynKey, "GATEWAY_LIMIT_NAMESPACE="+w.dynKey,
+		"GATEWAY_IP_LIMIT=100000/1s", "GATEWAY_USER_LIMIT=100000/1s", "GATEWAY_LOGIN_LIMIT=100000/1s",
+		"LOG_LEVEL=warn", "OTEL_EXPORTER_OTLP_ENDPOINT=", "OTEL_SERVICE_NAME=gateway-test")
+	cmd.Env = append(cmd.Env, env...)
+	return cmd
 }
 
 func freeAddr(t *testing.T) string {
