@@ -329,11 +329,17 @@ func (c *OrderEvents) retry(ctx context.Context, m jetstream.Msg, h map[string]s
 func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[string]string, env event.Envelope, cause string, reason error) (string, error) {
 	reason = stream.ClipReason(reason) // it quotes what the message carried
 	msgID := h["Nats-Msg-Id"]
-	if md, err := m.Metadata(); err == nil && msgID == "" {
-		msgID = fmt.Sprintf("%s/%d", md.Stream, md.Sequence.Stream)
+	var key string
+	if md, err := m.Metadata(); err == nil {
+		if msgID == "" {
+			msgID = fmt.Sprintf("%s/%d", md.Stream, md.Sequence.Stream)
+		}
+		// Every delivery of one stored message has this key, so one whose
+		// termination was lost is recorded once (payment.DeadLetter).
+		key = fmt.Sprintf("%s %s %d %d", c.names.Durable, md.Stream, md.Sequence.Stream, md.Timestamp.UnixNano())
 	}
 	d := payment.DeadLetter{Consumer: c.names.Durable, Subject: m.Subject(), MsgID: msgID, EventID: env.ID, EventType: env.Type,
-		Reason: reason.Error(), Payload: m.Data(), Headers: h}
+		Reason: reason.Error(), MessageKey: key, Payload: m.Data(), Headers: h}
 	// A charge given up on names its order, so that a cancel of the order
 	// voids the charge's key itself (no delivery is left to): see
 	// app.CancelOrderHandler. A cancel given up on (its refund kept

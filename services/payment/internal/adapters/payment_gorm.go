@@ -44,8 +44,9 @@ type deadLetterRow struct {
 	EventID       string
 	EventType     string
 	Reason        string
-	OrderID       string // of an order.created; empty for any other message
-	PayloadBase64 string `gorm:"column:payload_base64"`
+	OrderID       string  // of an order.created; empty for any other message
+	MessageKey    *string // NULL when the message has none (never a conflict)
+	PayloadBase64 string  `gorm:"column:payload_base64"`
 	Headers       string
 	CreatedAt     time.Time
 }
@@ -310,7 +311,14 @@ func (r *PaymentGorm) SaveDeadLetter(ctx context.Context, d payment.DeadLetter) 
 	row := deadLetterRow{ID: d.ID, Consumer: d.Consumer, Subject: text(d.Subject), MsgID: text(d.MsgID), EventID: text(d.EventID),
 		EventType: text(d.EventType), Reason: text(d.Reason), OrderID: text(d.OrderID), PayloadBase64: base64.StdEncoding.EncodeToString(d.Payload),
 		Headers: string(h), CreatedAt: d.CreatedAt}
-	if err := r.db.WithContext(ctx).Create(&row).Error; err != nil {
+	if d.MessageKey != "" {
+		key := text(d.MessageKey)
+		row.MessageKey = &key
+	}
+	// A redelivery of a message already recorded (its termination was
+	// lost) finds its row and writes nothing: one row per message.
+	db := r.db.WithContext(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "message_key"}}, DoNothing: true})
+	if err := db.Create(&row).Error; err != nil {
 		return fmt.Errorf("store dead letter: %w", err)
 	}
 	return nil
@@ -406,6 +414,9 @@ func (r *PaymentGorm) DeadLetters(ctx context.Context, limit int) ([]payment.Dea
 		_ = json.Unmarshal([]byte(row.Headers), &h)
 		out[i] = payment.DeadLetter{ID: row.ID, Consumer: row.Consumer, Subject: row.Subject, MsgID: row.MsgID, EventID: row.EventID,
 			EventType: row.EventType, Reason: row.Reason, OrderID: row.OrderID, Payload: payload, Headers: h, CreatedAt: row.CreatedAt.UTC()}
+		if row.MessageKey != nil {
+			out[i].MessageKey = *row.MessageKey
+		}
 	}
 	return out, nil
 }

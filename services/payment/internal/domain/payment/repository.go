@@ -38,7 +38,10 @@ type Repository interface {
 	// List returns a page of the user's payments and the cursor of the next
 	// page ("" when this is the last).
 	List(ctx context.Context, userID string, q ListQuery) ([]*Payment, string, error)
-	// SaveDeadLetter records a message that was given up on.
+	// SaveDeadLetter records a message that was given up on, once per
+	// DeadLetter.MessageKey: a dead letter whose key is already recorded
+	// (a redelivery of a message whose termination was lost) is not
+	// recorded again, and that is no error.
 	SaveDeadLetter(ctx context.Context, d DeadLetter) error
 	// ChargeDeadLettered reports whether a charge of the order (its
 	// order.created) was given up on: recorded as a dead letter of an
@@ -95,8 +98,13 @@ type DeadLetter struct {
 	// order.created is dead, a cancel of the order must void the charge
 	// itself (see ChargeDeadLettered), as no delivery is left to do it;
 	// and a settle round finds what either left unsettled (Unsettled).
-	OrderID   string
-	Payload   []byte
-	Headers   map[string]string
-	CreatedAt time.Time
+	OrderID string
+	// MessageKey names the stored message given up on (its stream, stream
+	// sequence and stored time, and the consumer): a redelivery of it has
+	// the same key, so it is recorded once. Empty when the message says
+	// nothing of where it is stored; such dead letters are all recorded.
+	MessageKey string
+	Payload    []byte
+	Headers    map[string]string
+	CreatedAt  time.Time
 }

@@ -1,0 +1,92 @@
+package adapters_test
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shanhai-dev/shanhai/pkg/stream"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+)
+
+// termFailsOnce is a consumer whose first termination is lost: the call
+// fails (the connection dropped, say) and the server never hears of it, so
+// it delivers the message again on its back-off.
+type termFailsOnce struct {
+	jetstream.Consumer
+	failed atomic.Bool
+}
+
+func (c *termFailsOnce) Consume(handler jetstream.MessageHandler, opts ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
+	return c.Consumer.Consume(func(m jetstream.Msg) { handler(&lostTerm{Msg: m, c: c}) }, opts...)
+}
+
+type lostTerm struct {
+	jetstream.Msg
+	c *termFailsOnce
+}
+
+func (m *lostTerm) TermWithReason(reason string) error {
+	if m.c.failed.CompareAndSwap(false, true) {
+		return errors.New("nats: connection closed")
+	}
+	return m.Msg.TermWithReason(reason)
+}
+
+// TestLostTerminationRecordsOneDeadLetter: a message that can never succeed
+// is recorded as dead and terminated; when the termination is lost, the
+// server delivers it again, and that delivery gives it up again. It must
+// find the dead letter already recorded and only terminate: before, it
+// stored a second row for the same message (the table had no key naming the
+// message), and an operator replaying the dead letters replayed it twice.
+func TestLostTerminationRecordsOneDeadLetter(t *testing.T) {
+	for dialect, db := range stores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			payments := adapters.NewPaymentGorm(db)
+			a := app.New(app.Deps{Payments: payments, Provider: adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{} }),
+				NewID: uuid.NewString})
+			s := svctest.NewStream(t, "PAYDLDUP")
+			names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
+			const maxDeliver = 5
+			cfg := adapters.ConsumerConfig(names, maxDeliver)
+			cfg.BackOff = stream.BackOff(200*time.Millisecond, maxDeliver)
+			cons, err := stream.EnsureConsumer(context.Background(), s.JS, names, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lossy := &termFailsOnce{Consumer: cons}
+			stop, err := adapters.NewOrderEvents(lossy, names, a, maxDeliver, nil).Start()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop(context.Background())
+
+			// Not a CloudEvent: dead-lettered invalid_event on every delivery.
+			s.Publish(t, names.Subject, "shanhai.orders", "", nats.Header{}, []byte("not an event"))
+			s.Drained(t, names.Durable, 30*time.Second)
+
+			if !lossy.failed.Load() {
+				t.Fatal("the message was never terminated")
+			}
+			if n := svctest.Delivered(t, cons); n != 2 {
+				t.Fatalf("delivered %d times, want twice (the lost termination, then the one that held)", n)
+			}
+			dl, err := payments.DeadLetters(context.Background(), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dl) != 1 {
+				t.Fatalf("%d dead letters of one message terminated twice, want 1: %+v", len(dl), dl)
+			}
+		})
+	}
+}
