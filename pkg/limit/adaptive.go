@@ -1,6 +1,7 @@
 package limit
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,14 +47,40 @@ type Adaptive struct {
 	unreg func()
 }
 
-// NewAdaptive returns an AIMD concurrency limiter.
-func NewAdaptive(o AdaptiveOptions) *Adaptive {
+// Validate reports options NewAdaptive cannot honour: a Min above Max,
+// either as given or once the zero one takes its default (a Min of 2000
+// with Max unset is above the default 1000). Such a limiter cannot keep
+// both bounds, and the decrease, held at Min, would raise the limit above
+// Max on congestion: an overload would open it wider. A caller building
+// the options from configuration calls it to refuse the configuration with
+// this message; NewAdaptive panics with it, as for any other programming
+// error.
+func (o AdaptiveOptions) Validate() error {
+	d := o.withDefaults()
+	if d.Min > d.Max {
+		return fmt.Errorf("limit: adaptive Min %d is above Max %d (zero takes the default, Min 1 and Max 1000)", d.Min, d.Max)
+	}
+	return nil
+}
+
+// withDefaults is o with each zero or negative bound at its default.
+func (o AdaptiveOptions) withDefaults() AdaptiveOptions {
 	if o.Min <= 0 {
 		o.Min = 1
 	}
 	if o.Max <= 0 {
 		o.Max = 1000
 	}
+	return o
+}
+
+// NewAdaptive returns an AIMD concurrency limiter. It panics if o fails
+// Validate.
+func NewAdaptive(o AdaptiveOptions) *Adaptive {
+	if err := o.Validate(); err != nil {
+		panic(err)
+	}
+	o = o.withDefaults()
 	if o.Initial <= 0 {
 		o.Initial = 20
 	}

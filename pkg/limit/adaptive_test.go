@@ -1,6 +1,8 @@
 package limit
 
 import (
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -197,4 +199,31 @@ func BenchmarkAdaptiveAdmit(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestAdaptiveOptionsMinAboveMaxIsRefused: a Min above Max (given, or above
+// the default Max) cannot be honoured, and before it was taken silently: the
+// limit started at Max and the first congestion signal raised it to Min, so
+// an overload opened the limiter wider instead of closing it.
+func TestAdaptiveOptionsMinAboveMaxIsRefused(t *testing.T) {
+	for _, o := range []AdaptiveOptions{{Min: 10, Max: 5}, {Min: 1001}} {
+		err := o.Validate()
+		if err == nil || !strings.Contains(err.Error(), "Min") || !strings.Contains(err.Error(), "Max") {
+			t.Errorf("%+v: Validate() = %v, want an error naming Min and Max", o, err)
+		}
+		func() {
+			defer func() {
+				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "Min") {
+					t.Errorf("%+v: NewAdaptive did not refuse the options (recovered %v)", o, r)
+				}
+			}()
+			a := NewAdaptive(o)
+			t.Logf("%+v: limit %d", o, a.Limit())
+		}()
+	}
+	for _, o := range []AdaptiveOptions{{}, {Min: 5, Max: 5}, {Min: 1000}, {Max: 3}} {
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v: Validate() = %v, want nil", o, err)
+		}
+	}
 }
