@@ -82,6 +82,9 @@ type Agent struct {
 	// kernel's count goes with the probe's maps, and shanhai_bpf_series_dropped_total, one counter for the whole
 	// agent, must not go back when one executable's probe comes off (found by review).
 	droppedRetired uint64
+	// callDroppedRetired is the same for the call probes' call_series_dropped, by probe name
+	// (shanhai_bpf_call_series_dropped_total).
+	callDroppedRetired map[string]uint64
 	// readErrors counts the scrapes that could not read every map (shanhai_bpf_read_errors_total); scrapes may run
 	// at once, outside mu.
 	readErrors atomic.Uint64
@@ -136,7 +139,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, bins: map[binID]*binProbes{},
 		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{},
-		exited: map[int]struct{}{}}
+		exited: map[int]struct{}{}, callDroppedRetired: map[string]uint64{}}
 	if cfg.HTTPProbe == HTTPProbeSocket {
 		if a.sock, err = attachSockProbe(); err != nil {
 			sys.Close()
@@ -381,7 +384,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 	a.log.Info("attached", "exe", exe, "probes", b.probes, "took", time.Since(start))
 }
 
-// detach takes the probes off executable id, keeping what its HTTP server probe had counted as dropped.
+// detach takes the probes off executable id, keeping what its HTTP server and call probes had counted as dropped.
 func (a *Agent) detach(id binID) {
 	b := a.bins[id]
 	if b.http != nil {
@@ -390,6 +393,13 @@ func (a *Agent) detach(id binID) {
 			a.log.Error("dropped series of a detached executable unread: shanhai_bpf_series_dropped_total loses them", "exe", b.exe, "err", err)
 		}
 		a.droppedRetired += n
+	}
+	for probe, m := range b.callDropped {
+		n, err := sumPerCPU(m)
+		if err != nil {
+			a.log.Error("dropped call series of a detached executable unread: shanhai_bpf_call_series_dropped_total loses them", "exe", b.exe, "probe", probe, "err", err)
+		}
+		a.callDroppedRetired[probe] += n
 	}
 	b.Close()
 	delete(a.bins, id)

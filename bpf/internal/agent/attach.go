@@ -57,6 +57,8 @@ type binProbes struct {
 	callsInflight []*ebpf.Map // and their in-flight maps (struct call_inflight_key -> call_state)
 	callSlots     []*ebpf.Map // and their fast-path slots: in flight (struct call_slot)
 	callAggSlots  []*ebpf.Map // and series (struct call_agg_slot, per CPU)
+	// callDropped is each attached call probe's call_series_dropped (by probe name: httpclient, db, messaging).
+	callDropped map[string]*ebpf.Map
 
 	// Where the runtime counts goroutine creations (read at scrape time); nil: the newproc1 uprobe counts them.
 	goroutines *gocount.Counter
@@ -197,7 +199,7 @@ func attachBinary(path, exe string, id binID, o attachOpts) (*binProbes, error) 
 	if err != nil {
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
-	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, exitProgs: o.exitProgs, buildID: buildID(sym.ELF()),
+	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, callDropped: map[string]*ebpf.Map{}, exitProgs: o.exitProgs, buildID: buildID(sym.ELF()),
 		slotEntries: o.slotEntries, goroutinesByUprobe: o.goroutinesByUprobe, exitTracepoint: o.exitTracepoint,
 		dwarf: offsets.NewIndex(sym.ELF())}
 	if b.exitTracepoint == nil {

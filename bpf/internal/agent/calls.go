@@ -78,6 +78,7 @@ type callObjects struct {
 	inflight   *ebpf.Map
 	slots      *ebpf.Map // struct call_slot array (in flight, fast path)
 	aggSlots   *ebpf.Map // struct call_agg_slot per-CPU array (series, fast path)
+	dropped    *ebpf.Map // call_series_dropped: calls whose series found no room (per-CPU counter)
 	closer     interface{ Close() error }
 }
 
@@ -118,12 +119,13 @@ func (b *binProbes) loadCallProbe(probe string, offs map[offsets.Field]uint64) (
 		Zero  *ebpf.Map     `ebpf:"call_zero"`
 		Slots *ebpf.Map     `ebpf:"call_slots"`
 		Agg   *ebpf.Map     `ebpf:"call_agg_slots"`
+		Drop  *ebpf.Map     `ebpf:"call_series_dropped"`
 	}
 	if err := b.load(spec, &objs); err != nil {
 		return nil, err
 	}
 	return &callObjects{enter: objs.Enter, ret: objs.Ret, calls: objs.Calls, inflight: objs.Infl, slots: objs.Slots, aggSlots: objs.Agg,
-		closer: closers{objs.Enter, objs.Ret, objs.Calls, objs.Infl, objs.Zero, objs.Slots, objs.Agg}}, nil
+		dropped: objs.Drop, closer: closers{objs.Enter, objs.Ret, objs.Calls, objs.Infl, objs.Zero, objs.Slots, objs.Agg, objs.Drop}}, nil
 }
 
 type closers []interface{ Close() error }
@@ -188,6 +190,7 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 		b.callsInflight = append(b.callsInflight, objs.inflight)
 		b.callSlots = append(b.callSlots, objs.slots)
 		b.callAggSlots = append(b.callAggSlots, objs.aggSlots)
+		b.callDropped[probe] = objs.dropped
 		for _, f := range fs {
 			cookie := uint64(f.site.op) | uint64(f.errReg)<<8 | uint64(f.site.respReg)<<12 | uint64(f.site.reqReg)<<16 | uint64(f.site.nest)<<24
 			var keep []x86asm.Reg // the result registers call_ret reads
@@ -249,13 +252,13 @@ type Call struct {
 	Error     bool
 }
 
+// readCalls adds a call probe's fallback series (calls in include/calls.h: a hash whose one value the CPUs share) to s.
 func readCalls(m *ebpf.Map, s *Snapshot) error {
 	var k httpclient.BpfCallKey // same layout in every call probe (include/calls.h)
-	var vals []hist.Hist
+	var v hist.Hist
 	it := m.Iterate()
-	for it.Next(&k, &vals) {
-		sum := sumHists(vals)
-		addCall(s, k, &sum)
+	for it.Next(&k, &v) {
+		addCall(s, k, &v)
 	}
 	return it.Err()
 }

@@ -57,6 +57,10 @@ var (
 		"HTTP server requests not counted because their series found no room in the probe's maps (4096 series per "+
 			"executable in uprobe mode, 4096 in all in socket mode), for every target, since the agent started.",
 		nil, nil)
+	descCallDropped = prometheus.NewDesc("shanhai_bpf_call_series_dropped_total",
+		"Client calls (probe: httpclient, db, messaging) not counted because their series found no room in the probe's "+
+			"maps (4096 series per probe per executable), for every target, since the agent started.",
+		[]string{"probe"}, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
 		"Scrapes that could not read every BPF map, since the agent started.", nil, nil)
 )
@@ -68,7 +72,7 @@ type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServer, descHijacked, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
-		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descErrors} {
+		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descCallDropped, descErrors} {
 		ch <- d
 	}
 }
@@ -104,11 +108,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		c.a.log.Error("read dropped series counters", "err", err)
 		failed = true
 	}
+	callDropped, err := c.a.CallSeriesDropped()
+	if err != nil {
+		c.a.log.Error("read dropped call series counters", "err", err)
+		failed = true
+	}
 	errs := c.a.readErrors.Load()
 	if failed {
 		errs = c.a.readErrors.Add(1)
 	}
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	for probe, n := range callDropped {
+		ch <- prometheus.MustNewConstMetric(descCallDropped, prometheus.CounterValue, float64(n), probe)
+	}
 	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(errs))
 	for k, h := range s.Server {
 		e, ok := exe[k.PID]
@@ -180,6 +192,27 @@ func (a *Agent) SeriesDropped() (uint64, error) {
 			return n, fmt.Errorf("http socket probe: %w", err)
 		}
 		n += d
+	}
+	return n, nil
+}
+
+// CallSeriesDropped is SeriesDropped for the call probes (call_series_dropped in include/calls.h), by probe name; every
+// call probe has an entry, zero until one drops, so the counter exists before it first moves.
+func (a *Agent) CallSeriesDropped() (map[string]uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := map[string]uint64{}
+	for probe := range callSites {
+		n[probe] = a.callDroppedRetired[probe]
+	}
+	for _, b := range a.bins {
+		for probe, m := range b.callDropped {
+			d, err := sumPerCPU(m)
+			if err != nil {
+				return n, fmt.Errorf("%s probe of %s: %w", probe, b.exe, err)
+			}
+			n[probe] += d
+		}
 	}
 	return n, nil
 }

@@ -79,6 +79,7 @@ type BpfLatHist struct {
 const (
 	BpfMapCallAggSlots      = "call_agg_slots"
 	BpfMapCallInflight      = "call_inflight"
+	BpfMapCallSeriesDropped = "call_series_dropped"
 	BpfMapCallSlots         = "call_slots"
 	BpfMapCallZero          = "call_zero"
 	BpfMapCalls             = "calls"
@@ -142,11 +143,12 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
-	CallAggSlots *ebpf.MapSpec `ebpf:"call_agg_slots"`
-	CallInflight *ebpf.MapSpec `ebpf:"call_inflight"`
-	CallSlots    *ebpf.MapSpec `ebpf:"call_slots"`
-	CallZero     *ebpf.MapSpec `ebpf:"call_zero"`
-	Calls        *ebpf.MapSpec `ebpf:"calls"`
+	CallAggSlots      *ebpf.MapSpec `ebpf:"call_agg_slots"`
+	CallInflight      *ebpf.MapSpec `ebpf:"call_inflight"`
+	CallSeriesDropped *ebpf.MapSpec `ebpf:"call_series_dropped"`
+	CallSlots         *ebpf.MapSpec `ebpf:"call_slots"`
+	CallZero          *ebpf.MapSpec `ebpf:"call_zero"`
+	Calls             *ebpf.MapSpec `ebpf:"calls"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -179,17 +181,19 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
-	CallAggSlots *ebpf.Map `ebpf:"call_agg_slots"`
-	CallInflight *ebpf.Map `ebpf:"call_inflight"`
-	CallSlots    *ebpf.Map `ebpf:"call_slots"`
-	CallZero     *ebpf.Map `ebpf:"call_zero"`
-	Calls        *ebpf.Map `ebpf:"calls"`
+	CallAggSlots      *ebpf.Map `ebpf:"call_agg_slots"`
+	CallInflight      *ebpf.Map `ebpf:"call_inflight"`
+	CallSeriesDropped *ebpf.Map `ebpf:"call_series_dropped"`
+	CallSlots         *ebpf.Map `ebpf:"call_slots"`
+	CallZero          *ebpf.Map `ebpf:"call_zero"`
+	Calls             *ebpf.Map `ebpf:"calls"`
 }
 
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
 		m.CallAggSlots,
 		m.CallInflight,
+		m.CallSeriesDropped,
 		m.CallSlots,
 		m.CallZero,
 		m.Calls,

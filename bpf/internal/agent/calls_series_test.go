@@ -1,0 +1,136 @@
+package agent
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestCallNewSeriesAreNotLost is TestServerNewSeriesAreNotLost for the call probes (include/calls.h, shared by the
+// HTTP client, database and messaging probes): every call of a series the probe has not seen yet inserts the series
+// into the fallback hash (slotEntries 1 sends nearly all there), and none may be lost while the map has room. Five
+// processes of the target each make one net/http client call per status 200-599 (the target's /call), 2000 series of
+// one call each, and the agent must count each exactly once.
+func TestCallNewSeriesAreNotLost(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	server := startTarget(t, buildTarget(t, false)) // answers the calls; the agent probes only its own copy
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, Config{slotEntries: 1}, bin)
+	a.Scan()
+	callers := make([]*target, 5)
+	for i := range callers {
+		callers[i] = startTarget(t, bin)
+	}
+	a.Scan()
+	c := &http.Client{}
+	want := map[string]uint64{}
+	for status := 200; status < 600; status++ {
+		u := url.QueryEscape(server.base + "/work?status=" + strconv.Itoa(status))
+		for _, tg := range callers {
+			if got, w := strings.TrimSpace(tg.get(t, c, "GET", "/call?n=1&url="+u)), fmt.Sprintf(`{"%d":1}`, status); got != w {
+				t.Fatalf("pid %d called status %d: it got %s, want %s", tg.pid, status, got, w)
+			}
+			want[callSeries(tg.pid, "GET", status, false)]++
+		}
+	}
+	eventually(t, func() (bool, string) { return callCountsAre(a, want) })
+}
+
+func callSeries(pid int, method string, status int, failed bool) string {
+	return fmt.Sprintf("%d %s %d error=%v", pid, method, status, failed)
+}
+
+// callCountsAre compares the agent's HTTP client calls with want (callSeries -> calls) as seriesCountsAre does the
+// server's: how many calls and series differ, and the first few that do.
+func callCountsAre(a *Agent, want map[string]uint64) (bool, string) {
+	snap, err := a.Snapshot()
+	if err != nil {
+		return false, err.Error()
+	}
+	got := map[string]uint64{}
+	for k, h := range snap.Calls {
+		if k.System == "http" {
+			got[callSeries(k.PID, k.Method, k.Status, k.Error)] += h.Count
+		}
+	}
+	var sumGot, sumWant uint64
+	var differ []string
+	for k, n := range want {
+		sumWant += n
+		if got[k] != n {
+			differ = append(differ, fmt.Sprintf("%s: agent %d, caller %d", k, got[k], n))
+		}
+	}
+	for k, n := range got {
+		sumGot += n
+		if _, ok := want[k]; !ok {
+			differ = append(differ, fmt.Sprintf("%s: agent %d, caller 0", k, n))
+		}
+	}
+	slices.Sort(differ)
+	return len(differ) == 0, fmt.Sprintf("agent counted %d calls in %d series, callers %d in %d; %d series differ, first %q",
+		sumGot, len(got), sumWant, len(want), len(differ), differ[:min(len(differ), 5)])
+}
+
+// A call whose series finds no room in the call probe's maps is not counted, and shanhai_bpf_call_series_dropped_total
+// says how many (call_record dropped them without a trace). Six processes x statuses 200-999 make 4800 series of one
+// call each, more than the hash map's 4096 entries and a one-entry slot table per CPU hold on any machine with fewer
+// than 700 CPUs: every call is either counted or dropped, and some are dropped.
+func TestCallSeriesDroppedAreCounted(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	server := startTarget(t, buildTarget(t, false))
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, Config{slotEntries: 1}, bin)
+	a.Scan()
+	callers := make([]*target, 6)
+	for i := range callers {
+		callers[i] = startTarget(t, bin)
+	}
+	a.Scan()
+	c := &http.Client{}
+	var sent uint64
+	for status := 200; status < 1000; status++ {
+		u := url.QueryEscape(server.base + "/work?status=" + strconv.Itoa(status))
+		for _, tg := range callers {
+			tg.get(t, c, "GET", "/call?n=1&url="+u)
+			sent++
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	eventually(t, func() (bool, string) {
+		snap, err := a.Snapshot()
+		if err != nil {
+			return false, err.Error()
+		}
+		var counted uint64
+		for k, h := range snap.Calls {
+			if k.System == "http" {
+				counted += h.Count
+			}
+		}
+		mfs, err := reg.Gather()
+		if err != nil {
+			return false, err.Error()
+		}
+		dropped := map[string]float64{}
+		for _, mf := range mfs {
+			if mf.GetName() == "shanhai_bpf_call_series_dropped_total" {
+				for _, m := range mf.GetMetric() {
+					dropped[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+		d := uint64(dropped["httpclient"])
+		ok := counted < sent && counted+d == sent && dropped["db"] == 0 && dropped["messaging"] == 0 && len(dropped) == 3
+		return ok, fmt.Sprintf("counted %d + dropped %v, want %d with some dropped by httpclient, none by the others", counted, dropped, sent)
+	})
+}
