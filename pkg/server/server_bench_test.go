@@ -13,6 +13,7 @@ import (
 	"github.com/gin-gonic/gin"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
@@ -37,8 +38,11 @@ func processCPU() time.Duration {
 //	go test ./server -run '^$' -bench Server -count 6 | benchstat -
 func BenchmarkServer(b *testing.B) {
 	handler := func(c *gin.Context) { c.Status(http.StatusNoContent) }
-	run := func(b *testing.B, h http.Handler) {
+	run := func(b *testing.B, h http.Handler, timeoutMs string) {
 		req := httptest.NewRequest(http.MethodGet, "/orders/42", nil)
+		if timeoutMs != "" {
+			req.Header.Set(deadline.Header, timeoutMs)
+		}
 		w := &discardWriter{h: http.Header{}}
 		b.ReportAllocs()
 		cpu0 := processCPU()
@@ -52,13 +56,20 @@ func BenchmarkServer(b *testing.B) {
 		gin.SetMode(gin.ReleaseMode)
 		e := gin.New()
 		e.GET("/orders/:id", handler)
-		run(b, e)
+		run(b, e, "")
 	})
 	// The provider comes from telemetry.Setup, as in every binary, so the
 	// middleware decides unsampled requests without the SDK (a provider
 	// built by hand sends every span through it). Sampled spans go through
 	// a batch processor into an exporter that drops them.
-	for _, tc := range []struct{ name, sampler string }{{"Sampled", "always_on"}, {"Unsampled", "always_off"}} {
+	// UnsampledCallerDeadline is a request as the gateway sends it, with
+	// the caller's remaining time (deadline.Header): deadline.Middleware
+	// then derives a context with that deadline and copies the request a
+	// second time, after the copy the telemetry middleware made for the
+	// span and the request id.
+	for _, tc := range []struct{ name, sampler, timeoutMs string }{
+		{"Sampled", "always_on", ""}, {"Unsampled", "always_off", ""}, {"UnsampledCallerDeadline", "always_off", "5000"},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
 			b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
 			b.Setenv("OTEL_TRACES_SAMPLER", tc.sampler)
@@ -73,7 +84,7 @@ func BenchmarkServer(b *testing.B) {
 			defer p.Shutdown(context.Background())
 			s := New(Options{Telemetry: p, Logger: telemetry.NewLogger(io.Discard, slog.LevelInfo)})
 			s.Router().GET("/orders/:id", handler)
-			run(b, s.Handler())
+			run(b, s.Handler(), tc.timeoutMs)
 		})
 	}
 }
