@@ -120,6 +120,7 @@ func TestAdminPathsAreFramedAsEveryPath(t *testing.T) {
 		{"chunked in HTTP/1.0", "POST /healthz HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
 		{"two Hosts", "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: gw\r\n\r\n"},
 		{"no Host", "GET /readyz HTTP/1.1\r\n\r\n"},
+		{"absolute form, no Host", "GET http://gw/healthz HTTP/1.1\r\n\r\n"},
 		{"invalid Host", "GET /healthz HTTP/1.1\r\nHost: user@gw\r\n\r\n"},
 		{"CONNECT", "CONNECT /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"},
 	} {

@@ -894,35 +894,18 @@ func trailed(h *fasthttp.RequestHeader) bool {
 }
 
 // AdminFramed reports whether a request to an admin path may be answered
-// outside the chain: one whose head Begin would take as it is (its framing
-// fields, its Host, its method). Any other goes to the chain, which refuses
-// it (400, 501) and closes the connection, or answers and closes where its
-// framing is ambiguous, as on every path. Answered outside the chain with
-// the connection kept, the bytes a lenient hop in front framed as such a
-// request's body ("Content-Length : 51") were read as the next request and
-// proxied. The version is AdminPath's check. It walks the fields, so it is
-// asked only of requests to admin paths.
+// outside the chain: one whose head Begin would take as it is, by Begin's
+// own check (checkHead), so that the two cannot drift apart. Any other goes
+// to the chain, which refuses it (400, 501) and closes the connection, or
+// answers and closes where its framing is ambiguous, as on every path.
+// Answered outside the chain with the connection kept, the bytes a lenient
+// hop in front framed as such a request's body ("Content-Length : 51") were
+// read as the next request and proxied. Trailer fields are AdminTrailer's
+// to refuse, once the body is read. It walks the fields, so it is asked
+// only of requests to admin paths.
 func AdminFramed(h *fasthttp.RequestHeader) bool {
-	if string(h.Method()) == "CONNECT" || sentOptional(h)&optSpacedName != 0 {
-		return false
-	}
-	raw := h.RawHeaders()
-	hosts, codings, types, chunked := framingLines(raw)
-	if hosts > 1 || types > 1 || codings > 1 || codings == 1 && !chunked {
-		return false
-	}
-	// Ambiguous (start): the chain answers and closes.
-	if codings == 1 && (!h.IsHTTP11() || fieldLines(raw, "content-length:", 1) > 0) {
-		return false
-	}
-	host := h.Host()
-	if target := h.RequestURI(); len(target) > 0 && target[0] != '/' {
-		host, _, _ = AbsoluteForm(target) // AdminPath matched, so it parsed
-	}
-	if len(host) == 0 {
-		return !h.IsHTTP11()
-	}
-	return validHost(host)
+	c := checkHead(h, sentOptional(h), false)
+	return c.fault == headSound && !c.ambiguous && !c.asterisk
 }
 
 // AdminTrailer is for the admin paths (/healthz, /readyz), which the

@@ -261,6 +261,145 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 	return p.forward(x)
 }
 
+// headFault is why Begin refuses a request for its head alone. Every such
+// refusal closes the connection: a hop in front may have framed the request
+// otherwise, and what follows on the connection may be another request's
+// body (or no HTTP/1.x at all, or a tunnel's bytes).
+type headFault uint8
+
+const (
+	headSound headFault = iota
+	headVersion
+	headSpacedName
+	headNoHost
+	headTwoHosts
+	headTwoTypes
+	headCoding
+	headTrailer
+	headConnect
+	headTarget
+	headHost
+)
+
+// headAnswers is the answer to each headFault.
+var headAnswers = [...]struct {
+	status       int
+	slug, detail string
+}{
+	// RFC 9110 §15.6.6: the gateway speaks HTTP/1.0 and HTTP/1.1 only; such
+	// a request went upstream as HTTP/1.1 (an HTTP/2.0 or 0.9 client's bytes
+	// read as HTTP/1.1). A minor version above 1 (RFC 9112 §2.3 would have
+	// it read as 1.1) is refused too. The transports did not wait for a
+	// body (HeaderReceived, evloop).
+	headVersion:    {fasthttp.StatusHTTPVersionNotSupported, "version-not-supported", "the gateway speaks HTTP/1.1 and HTTP/1.0 only"},
+	headSpacedName: {fasthttp.StatusBadRequest, "malformed-request", "a header field name ends in whitespace"},
+	headNoHost:     {fasthttp.StatusBadRequest, "malformed-request", "an HTTP/1.1 request needs a Host header"},
+	headTwoHosts:   {fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Host header"},
+	headTwoTypes:   {fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Content-Type header"},
+	headCoding:     {fasthttp.StatusBadRequest, "malformed-request", "the only transfer coding accepted is chunked, once"},
+	headTrailer:    {fasthttp.StatusBadRequest, "malformed-request", "the request has fields in its chunked trailer section"},
+	// RFC 9110 §9.1: the gateway does not tunnel, so CONNECT, in any target
+	// form, is never forwarded (an origin-form one went upstream as a
+	// request to that path); what a client sends next is likely the
+	// tunnel's first bytes (a TLS hello), not a request.
+	headConnect: {fasthttp.StatusNotImplemented, "not-implemented", "the gateway does not tunnel (CONNECT)"},
+	headTarget:  {fasthttp.StatusBadRequest, "bad-path", "the request target is neither a path nor an absolute http URI"},
+	headHost:    {fasthttp.StatusBadRequest, "malformed-request", "the Host is not a valid host[:port]"},
+}
+
+// headCheck is checkHead's reading of a request head.
+type headCheck struct {
+	fault headFault
+	// ambiguous: a chunked request that also has a Content-Length (RFC
+	// 9112 §6.3), or is HTTP/1.0 (§6.1). It is read by its coding, but a
+	// hop before the gateway may have framed it otherwise: answered,
+	// whatever the answer, then closed.
+	ambiguous bool
+	// emptyType: its one Content-Type line is empty (the parser holds no
+	// value), to be put back (keepEmptyContentType).
+	emptyType bool
+	// asterisk: OPTIONS * (or an absolute URI without a path), which the
+	// gateway answers itself.
+	asterisk bool
+	// authority and rest split an absolute-form target (RFC 9112 §3.2.2);
+	// authority is nil for any other form.
+	authority, rest []byte
+}
+
+// checkHead is Begin's judgement of a request's head: its version, its
+// framing fields, Host, method and target form, the first fault found in
+// the order Begin answers them. sent is sentOptional(h); trailer says that
+// fields came in a chunked trailer section (MarkTrailer). It changes
+// nothing, so the transports ask it too before answering an admin path
+// outside the chain (AdminFramed).
+func checkHead(h *fasthttp.RequestHeader, sent optional, trailer bool) (c headCheck) {
+	// The lines are read, not the length the parser left: once an empty
+	// chunked body ("0\r\n\r\n") is read that is 0, and such a request
+	// kept its connection on both transports.
+	raw := h.RawHeaders()
+	hosts, codings, types, chunked := framingLines(raw)
+	c.ambiguous = codings > 0 && (!h.IsHTTP11() || fieldLines(raw, "content-length:", 1) > 0)
+	switch {
+	case !SupportedVersion(h):
+		c.fault = headVersion
+	case sent&optSpacedName != 0:
+		c.fault = headSpacedName
+	// RFC 9112 §3.2: an HTTP/1.1 request must name its Host, also with an
+	// absolute-form target. HTTP/1.0 may not; pick gives such a request the
+	// endpoint's address.
+	case len(h.Host()) == 0 && h.IsHTTP11():
+		c.fault = headNoHost
+	// And only once (§3.2 again): the parser keeps the last, and another
+	// hop may take the first.
+	case hosts > 1:
+		c.fault = headTwoHosts
+	// Content-Type is a single value too (RFC 9110 §8.3, §5.3): the parser
+	// keeps the last line, and a hop in front may have checked the body as
+	// the first's type.
+	case types > 1:
+		c.fault = headTwoTypes
+	// RFC 9112 §6.1, §6.3: chunked, once and last, is the only transfer
+	// coding read here. The parser refuses the others but took the
+	// obsolete "identity" for none (the body framed by Content-Length, or
+	// none, and what followed read as the next request) and kept one
+	// chunked of several lines (chunked twice, or followed by identity):
+	// another hop may frame such a message otherwise (a TE.TE desync).
+	case codings > 1 || codings == 1 && !chunked:
+		c.fault = headCoding
+	// RFC 9110 §6.5.2: trailer fields are not header fields, and the
+	// platform's clients send none; the parser made them header fields.
+	case trailer:
+		c.fault = headTrailer
+	case string(h.Method()) == "CONNECT":
+		c.fault = headConnect
+	}
+	if c.fault != headSound {
+		return c
+	}
+	c.emptyType = types == 1 && len(h.ContentType()) == 0
+	host := h.Host()
+	if target := h.RequestURI(); len(target) > 0 && target[0] != '/' {
+		// The authority form (CONNECT) fails here, and so does "*" but
+		// for OPTIONS.
+		authority, rest, ok := AbsoluteForm(target)
+		if string(h.Method()) == "OPTIONS" && (string(target) == "*" || (ok && len(rest) == 0)) {
+			c.asterisk = true
+			return c
+		}
+		if !ok {
+			c.fault = headTarget
+			return c
+		}
+		c.authority, c.rest, host = authority, rest, authority
+	}
+	// The Host the upstream gets (the target's authority, or the field):
+	// one that is no host[:port] is 400 (RFC 9112 §3.2).
+	if len(host) > 0 && !validHost(host) {
+		c.fault = headHost
+	}
+	return c
+}
+
 // start is the part of Begin that never waits: request id, canonical path,
 // CORS, route, server span, the client's limit key. False: answered.
 func (p *Proxy) start(x *Exchange) bool {
@@ -289,81 +428,20 @@ func (p *Proxy) start(x *Exchange) bool {
 		h.SetCanonical(requestIDKey, st.rid)
 	}
 
-	// A chunked request that also has a Content-Length (RFC 9112 §6.3), or
-	// is HTTP/1.0 (§6.1), is read by its coding, but a hop before the
-	// gateway may have framed it otherwise: whatever follows it on the
-	// connection may be another request's body. Answered, whatever the
-	// answer, then closed. The lines are read, not the length the parser
-	// left: once an empty chunked body ("0\r\n\r\n") is read that is 0, and
-	// such a request kept its connection on both transports.
-	hosts, codings, types, chunked := framingLines(h.RawHeaders())
-	if codings > 0 && (!h.IsHTTP11() || fieldLines(h.RawHeaders(), "content-length:", 1) > 0) {
+	// One check decides what Begin takes of the head as it is, and the
+	// admin paths ask the same one (AdminFramed): kept apart, the two drifted.
+	hc := checkHead(h, st.sent, trailer)
+	if hc.ambiguous {
 		x.Close = true
 	}
-	// RFC 9110 §15.6.6: the gateway speaks HTTP/1.0 and HTTP/1.1 only; such
-	// a request went upstream as HTTP/1.1 (an HTTP/2.0 or 0.9 client's bytes
-	// read as HTTP/1.1). A minor version above 1 (RFC 9112 §2.3 would have
-	// it read as 1.1) is refused too. The connection closes: what follows
-	// may be no HTTP/1.x at all (h2c's preface, PRI * HTTP/2.0), and the
-	// transports did not wait for a body (HeaderReceived, evloop).
-	if !SupportedVersion(h) {
-		x.problem(fasthttp.StatusHTTPVersionNotSupported, "version-not-supported", "the gateway speaks HTTP/1.1 and HTTP/1.0 only")
+	if hc.fault != headSound {
+		a := headAnswers[hc.fault]
+		x.problem(a.status, a.slug, a.detail)
 		x.Close = true
 		return false
 	}
-	if st.sent&optSpacedName != 0 {
-		x.badRequest("malformed-request", "a header field name ends in whitespace")
-		return false
-	}
-	// RFC 9112 §3.2: an HTTP/1.1 request must name its Host. HTTP/1.0 may
-	// not; pick gives such a request the endpoint's address.
-	if len(h.Host()) == 0 && h.IsHTTP11() {
-		x.badRequest("malformed-request", "an HTTP/1.1 request needs a Host header")
-		return false
-	}
-	// And only once (§3.2 again): the parser keeps the last, and another
-	// hop may take the first.
-	if hosts > 1 {
-		x.badRequest("malformed-request", "the request has more than one Host header")
-		return false
-	}
-	// Content-Type is a single value too (RFC 9110 §8.3, §5.3): the parser
-	// keeps the last line, and a hop in front may have checked the body as
-	// the first's type.
-	if types > 1 {
-		x.badRequest("malformed-request", "the request has more than one Content-Type header")
-		return false
-	}
-	if types == 1 && len(h.ContentType()) == 0 {
+	if hc.emptyType {
 		keepEmptyContentType(h) // its one line is empty (see there)
-	}
-	// RFC 9112 §6.1, §6.3: chunked, once and last, is the only transfer
-	// coding read here. The parser refuses the others but took the obsolete
-	// "identity" for none (the body framed by Content-Length, or none, and
-	// what followed read as the next request) and kept one chunked of
-	// several lines (chunked twice, or followed by identity): another hop
-	// may frame such a message otherwise (a TE.TE desync). The line itself
-	// is read, not the length the parser left: the event loop sets that to
-	// the body it collected (0 for "0\r\n\r\n").
-	if codings > 1 || codings == 1 && !chunked {
-		x.badRequest("malformed-request", "the only transfer coding accepted is chunked, once")
-		return false
-	}
-	// RFC 9110 §6.5.2: trailer fields are not header fields, and the
-	// platform's clients send none; the parser made them header fields.
-	if trailer {
-		x.badRequest("malformed-request", "the request has fields in its chunked trailer section")
-		return false
-	}
-	// RFC 9110 §9.1: a method the gateway does not implement is 501. It
-	// does not tunnel, so CONNECT, in any target form, is never forwarded
-	// (an origin-form one went upstream as a request to that path). The
-	// connection closes after it: what a client sends next is likely the
-	// tunnel's first bytes (a TLS hello), not a request.
-	if x.method == 0 && string(h.Method()) == "CONNECT" {
-		x.problem(fasthttp.StatusNotImplemented, "not-implemented", "the gateway does not tunnel (CONNECT)")
-		x.Close = true
-		return false
 	}
 	// fasthttp writes application/octet-stream for a request with a body
 	// and no Content-Type: the upstream was told a media type the client
@@ -377,39 +455,24 @@ func (p *Proxy) start(x *Exchange) bool {
 		h.SetProtocolBytes(http11)
 		x.http10 = true
 	}
+	if hc.asterisk {
+		// OPTIONS * (also as an absolute URI without a path, RFC 9112
+		// §3.2.4) asks about the gateway itself: answered here, as no
+		// upstream speaks for all of it.
+		x.Resp.SetStatusCode(fasthttp.StatusNoContent)
+		x.Resp.Header.Set("Allow", allowMethods)
+		return false
+	}
 
 	// Canonical path: routing, the public check and the upstream all see
 	// the same form.
 	raw := h.RequestURI()
-	absolute := len(raw) > 0 && raw[0] != '/'
+	absolute := hc.authority != nil
 	if absolute {
-		// RFC 9112 §3.2.2: a server must accept the absolute form; the
-		// target's authority replaces Host, and its path is routed. The
-		// authority form (CONNECT) fails here, and so does "*" but for
-		// OPTIONS.
-		authority, rest, ok := AbsoluteForm(raw)
-		options := string(h.Method()) == "OPTIONS"
-		if options && (string(raw) == "*" || (ok && len(rest) == 0)) {
-			// OPTIONS * (also as an absolute URI without a path, §3.2.4)
-			// asks about the gateway itself: answered here, as no upstream
-			// speaks for all of it.
-			x.Resp.SetStatusCode(fasthttp.StatusNoContent)
-			x.Resp.Header.Set("Allow", allowMethods)
-			return false
-		}
-		if !ok {
-			x.badRequest("bad-path", "the request target is neither a path nor an absolute http URI")
-			return false
-		}
-		h.SetHostBytes(authority)
-		raw = rest
-	}
-	// The Host the upstream gets (the target's authority, or the field):
-	// one that is no host[:port] is 400 (RFC 9112 §3.2). HTTP/1.0 may have
-	// none.
-	if host := h.Host(); len(host) > 0 && !validHost(host) {
-		x.badRequest("malformed-request", "the Host is not a valid host[:port]")
-		return false
+		// RFC 9112 §3.2.2: the target's authority replaces Host (checkHead
+		// checked it as the Host), and its path is routed.
+		h.SetHostBytes(hc.authority)
+		raw = hc.rest
 	}
 	pathPart, query := raw, []byte(nil)
 	for i, c := range raw {

@@ -535,6 +535,46 @@ func TestAdminFramed(t *testing.T) {
 	}
 }
 
+// AdminFramed and Begin must not drift apart: what the admin paths answer
+// outside the chain, keeping the connection, is exactly what Begin would
+// forward as it is (200 from the upstream, connection kept). Anything else
+// goes to the chain on those paths too. Heads are compared on a routed path,
+// as AdminFramed reads no path.
+func TestAdminFramedAgreesWithBegin(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{}, up)
+	for _, raw := range []string{
+		"GET /api/v1/products HTTP/1.1\r\nHost: 10.0.0.7:8080\r\n\r\n",
+		"GET /api/v1/products HTTP/1.0\r\n\r\n",
+		"GET http://gw/api/v1/products HTTP/1.1\r\nHost: other\r\n\r\n",
+		"GET http://gw/api/v1/products HTTP/1.1\r\n\r\n",
+		"GET http://gw/api/v1/products HTTP/1.0\r\n\r\n",
+		"GET http://gw:80/api/v1/products HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length : 5\r\n\r\n",
+		"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: identity\r\n\r\n",
+		"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"POST /api/v1/products HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET /api/v1/products HTTP/1.1\r\nHost: a\r\nHost: gw\r\n\r\n",
+		"GET /api/v1/products HTTP/1.1\r\nContent-Type: a/b\r\nContent-Type: c/d\r\nHost: gw\r\n\r\n",
+		"GET /api/v1/products HTTP/1.1\r\n\r\n",
+		"GET /api/v1/products HTTP/1.1\r\nHost: user@gw\r\n\r\n",
+		"GET /api/v1/products HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+		"CONNECT /api/v1/products HTTP/1.1\r\nHost: gw\r\n\r\n",
+	} {
+		var req fasthttp.Request
+		if err := req.Read(bufioReader(raw)); err != nil {
+			t.Fatalf("%q: %v", raw, err)
+		}
+		framed := AdminFramed(&req.Header)
+		ctx := serve(p, raw)
+		forwarded := ctx.Response.StatusCode() == fasthttp.StatusOK && !ctx.Response.ConnectionClose()
+		if framed != forwarded {
+			t.Errorf("%q: AdminFramed %v, but Begin answered %d (closes %v)", raw, framed, ctx.Response.StatusCode(), ctx.Response.ConnectionClose())
+		}
+	}
+}
+
 // RFC 9112 §6.3: after a request framed by both Transfer-Encoding and
 // Content-Length the connection closes, and §6.1 has the same for an
 // HTTP/1.0 request with a transfer coding; a chunked request alone keeps it.
