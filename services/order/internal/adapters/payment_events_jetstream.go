@@ -302,8 +302,10 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 // when its order is CANCELLED, as every refund the saga makes is (a cancel
 // is what causes one). A refund of an order in another state (PAID: shown
 // paid, and shipped, with its money given back) is logged at ERROR and
-// counted "contradicts", for an operator; it is not recorded, so a
-// redelivery alarms again. A refund that names no order this service can
+// counted "contradicts", for an operator, and recorded as processed
+// (app.ApplyPaymentHandler.Refunded), so its redelivery is counted
+// "duplicate" and alarms no more (before, it was only read, and each
+// delivery alarmed again). A refund that names no order this service can
 // read (malformed, unknown, another user's) stays informational, as every
 // refund was; a database error leaves it for redelivery.
 func (c *PaymentEvents) refunded(ctx context.Context, m jetstream.Msg, env event.Envelope) (string, error) {
@@ -317,6 +319,8 @@ func (c *PaymentEvents) refunded(ctx context.Context, m jetstream.Msg, env event
 		return "informational", c.ack(m)
 	case err != nil:
 		return c.retry(ctx, m, err)
+	case res.Duplicate:
+		return "duplicate", c.ack(m)
 	case !res.Contradicts:
 		return "informational", c.ack(m)
 	}

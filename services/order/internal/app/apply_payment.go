@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -69,8 +70,11 @@ func (h ApplyPaymentHandler) Handle(ctx context.Context, cmd ApplyPayment) (Appl
 }
 
 // RefundResult says whether a refund contradicts the order: Contradicts
-// when the order is not CANCELLED. Status and PaymentID are the order's.
+// when the order is not CANCELLED. Duplicate when the event was seen
+// before: it was checked then, and its alarm, if any, raised then. Status
+// and PaymentID are the order's (not set for a duplicate).
 type RefundResult struct {
+	Duplicate   bool
 	Contradicts bool
 	Status      order.Status
 	PaymentID   string
@@ -80,12 +84,39 @@ type RefundResult struct {
 // Payment refunds a charge only for an order that was cancelled, and the
 // order is CANCELLED before its order.cancelled is sent, so a refund of an
 // order in any other state means one shown paid (and shipped) whose money
-// went back, or a forged result: the caller tells an operator. Another user's
-// or an unknown order is order.ErrNotFound.
+// went back, or a forged result: the caller tells an operator. That refund
+// is recorded as processed (ApplyOnce, the same dedup as a payment
+// result), so that its redelivery is a duplicate and the alarm is raised
+// once per refund, not once per delivery. The saga's own refund, of a
+// CANCELLED order, is informational and recorded nowhere, as before: a
+// redelivery of it says nothing either. Another user's or an unknown order
+// is order.ErrNotFound.
 func (h ApplyPaymentHandler) Refunded(ctx context.Context, cmd ApplyPayment) (RefundResult, error) {
-	o, err := h.orders.Get(ctx, cmd.UserID, cmd.OrderID)
+	var res RefundResult
+	applied, err := h.orders.ApplyOnce(ctx, ConsumerName, cmd.EventID, cmd.OrderID, func(o *order.Order) error {
+		if o.UserID() != cmd.UserID {
+			return order.ErrNotFound // another user's order, as Get would say
+		}
+		res = RefundResult{Contradicts: o.Status() != order.Cancelled, Status: o.Status(), PaymentID: o.PaymentID()}
+		if !res.Contradicts {
+			return errInformational // nothing to record: ApplyOnce writes nothing on an error
+		}
+		return nil
+	})
+	if errors.Is(err, errInformational) {
+		return res, nil
+	}
 	if err != nil {
 		return RefundResult{}, fmt.Errorf("check refund %s of order %s: %w", cmd.EventID, cmd.OrderID, err)
 	}
-	return RefundResult{Contradicts: o.Status() != order.Cancelled, Status: o.Status(), PaymentID: o.PaymentID()}, nil
+	if !applied {
+		// fn may have run on a read that then lost to the first delivery
+		// (OrderGorm.ApplyOnce): that delivery reports it.
+		return RefundResult{Duplicate: true}, nil
+	}
+	return res, nil
 }
+
+// errInformational ends Refunded's ApplyOnce without recording the event:
+// the refund of a CANCELLED order, which changes nothing and alarms no one.
+var errInformational = errors.New("informational refund")
