@@ -93,6 +93,27 @@ func TestSetForwarded(t *testing.T) {
 	}
 }
 
+// SetForwarded looks for an untrusted peer's claims only when sentOptional
+// saw one: every claim, in any letter case, must set optClaim.
+func TestSentOptionalSeesEveryClaim(t *testing.T) {
+	for _, name := range untrustedClaims {
+		for _, spelt := range []string{name, strings.ToLower(name), strings.ToUpper(name)} {
+			h := parseHeader(t, "GET / HTTP/1.1\r\nHost: x\r\n"+spelt+": 6.6.6.6\r\n\r\n")
+			if sentOptional(h)&optClaim == 0 {
+				t.Errorf("%s: no optClaim", spelt)
+			}
+			Trusted{}.SetForwarded(h, netip.MustParseAddr("203.0.113.9"), false, sentOptional(h), nil)
+			if v := h.Peek(name); len(v) > 0 {
+				t.Errorf("%s from an untrusted peer reached the upstream: %q", spelt, v)
+			}
+		}
+	}
+	h := parseHeader(t, "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-Hostname: a\r\nX-Real-IPs: b\r\n\r\n")
+	if sentOptional(h)&optClaim != 0 {
+		t.Error("optClaim for names that are no claims")
+	}
+}
+
 func TestSanitizeResponse(t *testing.T) {
 	var r fasthttp.ResponseHeader
 	if err := r.Read(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: p\r\nKeep-Alive: timeout=1\r\nX-Ok: 1\r\nContent-Length: 0\r\n\r\n"))); err != nil {
