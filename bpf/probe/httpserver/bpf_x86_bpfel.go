@@ -46,7 +46,7 @@ type BpfReqSlot struct {
 	Hijacked uint32
 	StartNs  uint64
 	Response uint64
-	Method   [8]int8
+	Request  uint64
 	Writer   int64
 	Spare    [2]uint64
 	G        uint64
@@ -58,7 +58,7 @@ type BpfReqState struct {
 	Response uint64
 	Writer   int64
 	Hijacked uint64
-	Method   [8]int8
+	Request  uint64
 }
 
 // Names of all BPF objects in the ELF.

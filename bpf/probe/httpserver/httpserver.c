@@ -13,7 +13,10 @@
 // claimed with one compare-and-swap, and the histogram in a per-CPU array slot picked by hashing the series key.
 // The hash maps remain behind both as the exact fallback when a slot is taken by someone else. What is left per
 // request is what cannot go: two clock reads and three user-memory reads (method header, method bytes, status; four
-// over HTTP/2, whose status is behind a pointer).
+// over HTTP/2, whose status is behind a pointer). All three reads are made by the exit program: a program run's first
+// bpf_probe_read_user costs about twice what each further one does (AMD EPYC guest, Safe-RET: ~165 ns against ~85,
+// bench/progcost), so reading the method at the entry and the status at the exit paid that first read twice per
+// request. The entry only keeps the *Request; net/http keeps it alive until after ServeHTTP returns.
 #include "procexit.h"
 
 // Offsets into net/http.Request, net/http.response and HTTP/2's writer and its state, patched by the loader from the
@@ -58,7 +61,7 @@ struct req_state {
 	__u64 response; // the ResponseWriter's data word: a *net/http.response or *http2responseWriter as writer says
 	__s64 writer;   // the ResponseWriter's itab minus the entry probe's address
 	__u64 hijacked; // set by serve_http_hijack
-	char method[METHOD_LEN];
+	__u64 request;  // the *net/http.Request, whose method the exit reads
 };
 
 struct red_key {
@@ -79,7 +82,7 @@ struct req_slot {
 	__u32 hijacked; // set by serve_http_hijack
 	__u64 start_ns;
 	__u64 response;
-	char method[METHOD_LEN];
+	__u64 request; // the *net/http.Request, whose method the exit reads
 	__s64 writer;
 	__u64 spare[2];
 	__u64 g;
@@ -165,6 +168,8 @@ static __always_inline __u32 mix64(__u64 v, __u32 bits) {
 // read_method puts the request's method into out (8 bytes, zero padded): one of the nine standard methods, or OTHER
 // for anything else. The method is the token the client sent, so passing it through would let any client make up
 // label values, fill the series maps and crowd real requests out (the socket probe counts only these nine too).
+// It is read when ServeHTTP returns, so a handler that rewrites r.Method in place (a method-override middleware) is
+// counted under the method it set, as the application's own middleware after it would count it.
 static __always_inline void read_method(void *req, char *out) {
 	struct {
 		const char *ptr;
@@ -200,7 +205,7 @@ int serve_http_enter(struct pt_regs *ctx) {
 		s->response = GO_REG3(ctx);
 		s->writer = (__s64)(GO_REG2(ctx) - GO_PC(ctx));
 		s->hijacked = 0;
-		read_method((void *)GO_REG4(ctx), s->method);
+		s->request = GO_REG4(ctx);
 		s->start_ns = bpf_ktime_get_ns();
 		return 0;
 	}
@@ -217,7 +222,7 @@ int serve_http_enter(struct pt_regs *ctx) {
 	st->response = GO_REG3(ctx);
 	st->writer = (__s64)(GO_REG2(ctx) - GO_PC(ctx));
 	st->hijacked = 0;
-	read_method((void *)GO_REG4(ctx), st->method);
+	st->request = GO_REG4(ctx);
 	st->start_ns = bpf_ktime_get_ns();
 	return 0;
 }
@@ -270,10 +275,10 @@ static __always_inline bool hijacked(__u64 response) {
 	return bpf_probe_read_user(&h, sizeof(h), (void *)(conn + off_conn_hijacked)) == 0 && h;
 }
 
-// take ends the request (tgid, g) has in flight: frees its slot or marks its fallback entry done, puts its method in
-// rk, its ResponseWriter's data word in response and itab (from ip) in writer, and returns its start time (0: none
-// in flight).
-static __always_inline __u64 take(__u32 tgid, __u64 g, struct red_key *rk, __u64 *response, __s64 *writer,
+// take ends the request (tgid, g) has in flight: frees its slot or marks its fallback entry done, puts its *Request
+// in request, its ResponseWriter's data word in response and itab (from ip) in writer, and returns its start time
+// (0: none in flight).
+static __always_inline __u64 take(__u32 tgid, __u64 g, __u64 *request, __u64 *response, __s64 *writer,
 				  bool *hijack) {
 	__u64 start;
 	__u32 i = mix64(g ^ ((__u64)tgid << 48), REQ_SLOT_BITS);
@@ -283,7 +288,7 @@ static __always_inline __u64 take(__u32 tgid, __u64 g, struct red_key *rk, __u64
 		*response = s->response;
 		*writer = s->writer;
 		*hijack = s->hijacked;
-		*(__u64 *)rk->method = *(__u64 *)s->method;
+		*request = s->request;
 		// Release: tgid first, then g, in program order (x86 keeps stores in order; the barrier keeps clang's).
 		s->tgid = 0;
 		asm volatile("" ::: "memory");
@@ -299,7 +304,7 @@ static __always_inline __u64 take(__u32 tgid, __u64 g, struct red_key *rk, __u64
 	*response = st->response;
 	*writer = st->writer;
 	*hijack = st->hijacked;
-	*(__u64 *)rk->method = *(__u64 *)st->method;
+	*request = st->request;
 	return start;
 }
 
@@ -308,12 +313,13 @@ int serve_http_ret(struct pt_regs *ctx) {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct red_key rk = {.tgid = tgid};
-	__u64 response = 0;
+	__u64 request = 0, response = 0;
 	__s64 writer = 0;
 	bool hijack = false;
-	__u64 start = take(tgid, GO_G(ctx), &rk, &response, &writer, &hijack);
+	__u64 start = take(tgid, GO_G(ctx), &request, &response, &writer, &hijack);
 	if (!start)
 		return 0;
+	read_method((void *)request, rk.method);
 	__s64 status = 0;
 	// HTTP/1's *response is tested first, so its requests pay no more than before HTTP/2's were read. Where the agent
 	// did not find its itab, the status is read as before the check existed, but not the hijacked flag: following a
@@ -356,12 +362,14 @@ int serve_http_panic(struct pt_regs *ctx) {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct red_key rk = {.tgid = tgid, .status = STATUS_NO_RESPONSE};
-	__u64 response = 0;
+	__u64 request = 0, response = 0;
 	__s64 writer = 0;
 	bool hijack = false;
-	__u64 start = take(tgid, GO_G(ctx), &rk, &response, &writer, &hijack);
-	if (start)
+	__u64 start = take(tgid, GO_G(ctx), &request, &response, &writer, &hijack);
+	if (start) {
+		read_method((void *)request, rk.method);
 		record(&rk, now - start);
+	}
 	return 0;
 }
 
