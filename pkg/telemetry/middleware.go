@@ -230,6 +230,21 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	case !m.w3c || len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0:
 		ctx = m.prop.Extract(ctx, headerCarrier(h))
 	}
+	if m.server.isRoot(ctx, remote) {
+		// decide's root case, without the span contexts a dropped root
+		// does not need.
+		d, root := m.server.sampling.decideRoot()
+		if d == dropRoot {
+			ur := new(unsampledRequest)
+			return ur.span.initRoot(ctx, root, &m.server.unsampled), &ur.span, ur
+		}
+		ctx, parent, d, _ := m.server.decidedRoot(ctx, d, root)
+		if d == sampleRoot {
+			s := m.server.startRecording(ctx, parent, ri.name, trace.SpanKindServer, nil)
+			return s.context(), s, nil
+		}
+		return m.startSDK(ctx, ri)
+	}
 	ctx, parent, d, root := m.server.decide(ctx, remote)
 	switch d {
 	case dropRoot:
@@ -242,6 +257,11 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 		s := m.server.startRecording(ctx, parent, ri.name, trace.SpanKindServer, nil)
 		return s.context(), s, nil
 	}
+	return m.startSDK(ctx, ri)
+}
+
+// startSDK starts the span through the SDK, which decides on it.
+func (m *middleware) startSDK(ctx context.Context, ri *routeInfo) (context.Context, trace.Span, *unsampledRequest) {
 	// Only the span kind is passed at start: attributes given to Start are
 	// copied into a fresh config slice on every request, sampled or not,
 	// which was a fifth of the unsampled cost. Recording spans get them

@@ -177,14 +177,27 @@ func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext
 		}
 		return drop, parent, rootID{}
 	}
+	d, r := s.decideRoot()
+	if d == sampleRoot && r != (rootID{}) {
+		return sampleRoot, r.parent(), r
+	}
+	return d, parent, r
+}
+
+// decideRoot is decide for a span with no parent at all: sampleRoot for
+// every root (and no drawn id) when the ratio is 1, otherwise the drawn
+// trace id and whether the ratio samples it. It builds no span context,
+// which ServerTracer.decide relies on for the requests that carry no
+// traceparent.
+func (s *sampling) decideRoot() (decision, rootID) {
 	if s.all {
-		return sampleRoot, parent, rootID{}
+		return sampleRoot, rootID{}
 	}
 	r := drawRootID()
 	if s.sampledLow(r.lo) {
-		return sampleRoot, trace.NewSpanContext(trace.SpanContextConfig{TraceID: r.traceID()}), r
+		return sampleRoot, r
 	}
-	return dropRoot, parent, r
+	return dropRoot, r
 }
 
 // rootID is a drawn trace id as its two halves, high first: the ratio
@@ -209,6 +222,12 @@ func (r rootID) traceID() (tid trace.TraceID) {
 	return tid
 }
 
+// parent is the span context a sampled root with a drawn id starts
+// under: invalid (no span id), carrying the trace id for the span to take.
+func (r rootID) parent() trace.SpanContext {
+	return trace.NewSpanContext(trace.SpanContextConfig{TraceID: r.traceID()})
+}
+
 func newTraceID() trace.TraceID { return drawRootID().traceID() }
 
 func newSpanID() trace.SpanID {
@@ -220,6 +239,11 @@ func newSpanID() trace.SpanID {
 		}
 	}
 }
+
+// noSpanIn reports whether ctx certainly holds no span (one Value lookup
+// under the learnt spanKey), so that a span started in it without a remote
+// parent is a root. False when spanKey could not be learnt.
+func noSpanIn(ctx context.Context) bool { return spanKey != nil && ctx.Value(spanKey) == nil }
 
 // spanContextOf is trace.SpanContextFromContext(ctx) without its detour,
 // when ctx holds no span (most requests), through the no-op span's

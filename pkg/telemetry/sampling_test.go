@@ -562,3 +562,56 @@ func TestDroppedRootIDsAreTheDraws(t *testing.T) {
 		})
 	}
 }
+
+// TestRootFastPathNeedsNoSpanInContext: only a request with neither a valid
+// traceparent nor a span in its context is decided as a root without span
+// contexts (ServerTracer.isRoot). Under parentbased_always_off, which drops
+// every root: a sampled local span already in the request context (an
+// outer handler's) still gets a sampled child in its trace, through Middleware
+// and through ServerTracer.Start; a span context that is not valid in the
+// context leaves the request a root, dropped with a trace of its own; and a
+// request with nothing gets a dropped root, as before.
+func TestRootFastPathNeedsNoSpanInContext(t *testing.T) {
+	rec, e, seen := setupWith(t, "parentbased_always_off", "")
+	local := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID: trace.TraceID{0x4b, 0xf9}, SpanID: trace.SpanID{0x00, 0xf0}, TraceFlags: trace.FlagsSampled,
+	})
+	serve := func(ctx context.Context) trace.SpanContext {
+		t.Helper()
+		before := len(*seen)
+		e.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest(http.MethodGet, "/s", nil).WithContext(ctx))
+		if len(*seen) != before+1 {
+			t.Fatal("the handler did not run")
+		}
+		return (*seen)[before]
+	}
+
+	got := serve(trace.ContextWithSpanContext(context.Background(), local))
+	if !got.IsSampled() || got.TraceID() != local.TraceID() || got.SpanID() == local.SpanID() {
+		t.Fatalf("under a sampled local span the handler got %v/%v sampled %v, want a sampled child in trace %v",
+			got.TraceID(), got.SpanID(), got.IsSampled(), local.TraceID())
+	}
+	if n := len(rec.Ended()); n != 1 || rec.Ended()[0].Parent().SpanID() != local.SpanID() {
+		t.Fatalf("%d spans recorded, want the local span's child", n)
+	}
+
+	for name, ctx := range map[string]context.Context{
+		"no span":            context.Background(),
+		"invalid span in it": trace.ContextWithSpanContext(context.Background(), trace.SpanContext{}),
+	} {
+		got := serve(ctx)
+		if !got.IsValid() || got.IsSampled() || got.TraceID() == local.TraceID() {
+			t.Fatalf("%s: the handler got %v/%v sampled %v, want a dropped root", name, got.TraceID(), got.SpanID(), got.IsSampled())
+		}
+	}
+	if n := len(rec.Ended()); n != 1 {
+		t.Fatalf("%d spans recorded after the dropped roots, want 1", n)
+	}
+
+	st := NewServerTracer(otel.GetTracerProvider(), "test")
+	_, span := st.Start(trace.ContextWithSpanContext(context.Background(), local), trace.SpanContext{}, "GET /s")
+	span.End()
+	if sc := span.SpanContext(); !sc.IsSampled() || sc.TraceID() != local.TraceID() {
+		t.Fatalf("ServerTracer.Start under a sampled local span: %v sampled %v", sc.TraceID(), sc.IsSampled())
+	}
+}
