@@ -75,14 +75,6 @@ func cstr(b []int8) string {
 	return string(u)
 }
 
-func sumHists(vals []hist.Hist) hist.Hist {
-	var h hist.Hist
-	for i := range vals {
-		h.Add(&vals[i])
-	}
-	return h
-}
-
 func (b *binProbes) read(s *Snapshot) error {
 	if b.http != nil {
 		if err := readREDMap(b.http.Requests, s); err != nil {
@@ -104,13 +96,13 @@ func (b *binProbes) read(s *Snapshot) error {
 	}
 	if b.rt != nil {
 		var pid uint32
-		var vals []hist.Hist
+		var v hist.Hist
 		it := b.rt.Stw.Iterate()
 		// Add, not set: a process that execs another target keeps its pid, and its pauses before and after the
-		// exec sit in the two executables' maps.
-		for it.Next(&pid, &vals) {
-			h, sum := s.STW[int(pid)], sumHists(vals)
-			h.Add(&sum)
+		// exec sit in the two executables' maps. One value per process, shared by the CPUs (stw in goruntime.c).
+		for it.Next(&pid, &v) {
+			h := s.STW[int(pid)]
+			h.Add(&v)
 			s.STW[int(pid)] = h
 		}
 		if err := it.Err(); err != nil {
@@ -127,13 +119,9 @@ func (b *binProbes) read(s *Snapshot) error {
 		if err != nil {
 			return fmt.Errorf("read stw slots: %w", err)
 		}
-		var counts []uint64
+		var n uint64
 		it = b.rt.Goroutines.Iterate()
-		for it.Next(&pid, &counts) {
-			var n uint64
-			for _, c := range counts {
-				n += c
-			}
+		for it.Next(&pid, &n) {
 			s.Goroutines[int(pid)] += n // as the pauses above
 		}
 		if err := it.Err(); err != nil {
@@ -178,26 +166,18 @@ type stwHistSlot struct {
 func stwHistTgid(v *stwHistSlot) uint32 { return v.Tgid }
 
 // read adds the TCP counters of the targets (procs) to s, looking each up: the map holds every process's that
-// used TCP on the machine, most of them no target.
+// used TCP on the machine, most of them no target. One value per process, shared by the CPUs (tcp in tcp.c).
 func (sy *system) read(s *Snapshot, procs map[int]proc) error {
-	var vals []tcp.BpfTcpStats
+	var v tcp.BpfTcpStats
 	for pid := range procs {
-		err := sy.tcp.Tcp.Lookup(uint32(pid), &vals)
+		err := sy.tcp.Tcp.Lookup(uint32(pid), &v)
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("read the tcp counters of pid %d: %w", pid, err)
 		}
-		var t TCPStats
-		for _, v := range vals {
-			t.Active += v.Active
-			t.Passive += v.Passive
-			t.Closed += v.Closed
-			t.Failed += v.Failed
-			t.Retransmits += v.Retrans
-		}
-		s.TCP[pid] = t
+		s.TCP[pid] = TCPStats{Active: v.Active, Passive: v.Passive, Closed: v.Closed, Failed: v.Failed, Retransmits: v.Retrans}
 	}
 	return nil
 }

@@ -148,7 +148,7 @@ func TestPausesNeedNoHashElement(t *testing.T) {
 				if err := objs.StwBegin.Put(uint32(nobody), uint64(1)); err != nil {
 					t.Fatal(err)
 				}
-				if err := objs.Stw.Put(uint32(nobody), make([]hist.Hist, ncpu(t))); err != nil {
+				if err := objs.Stw.Put(uint32(nobody), &hist.Hist{}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -162,8 +162,8 @@ func TestPausesNeedNoHashElement(t *testing.T) {
 			if got.Count != pauses {
 				t.Errorf("probe counted %d pauses of pid %d, the runtime %d", got.Count, pid, pauses)
 			}
-			var vals []hist.Hist
-			err = objs.Stw.Lookup(uint32(pid), &vals)
+			var v hist.Hist
+			err = objs.Stw.Lookup(uint32(pid), &v)
 			switch {
 			case fallback && err != nil:
 				t.Errorf("stw histogram of pid %d with every slot held: %v", pid, err)
@@ -183,7 +183,7 @@ func TestPausesNeedNoHashElement(t *testing.T) {
 }
 
 // pauseHist sums pid's pauses as the agent does: its copies of the per-CPU slot its pid hashes to, and its fallback
-// histogram in stw.
+// histogram in stw (one value, shared by the CPUs).
 func pauseHist(t testing.TB, objs *BpfObjects, pid int) hist.Hist {
 	t.Helper()
 	var h hist.Hist
@@ -201,14 +201,12 @@ func pauseHist(t testing.TB, objs *BpfObjects, pid int) hist.Hist {
 	if err := it.Err(); err != nil {
 		t.Fatalf("read stw_hist_slots: %v", err)
 	}
-	var vals []hist.Hist
-	err := objs.Stw.Lookup(uint32(pid), &vals)
+	var v hist.Hist
+	err := objs.Stw.Lookup(uint32(pid), &v)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		t.Fatalf("stw histogram of pid %d: %v", pid, err)
 	}
-	for c := range vals {
-		h.Add(&vals[c])
-	}
+	h.Add(&v)
 	return h
 }
 

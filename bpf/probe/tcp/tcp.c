@@ -37,9 +37,14 @@ struct {
 } owners SEC(".maps");
 
 // An entry per process that used TCP, deleted when the process is gone: not preallocated (README, "Map memory"), so
-// 8192 entries are not charged on every possible CPU before the first connection.
+// 8192 entries are not charged before the first connection. One value that every CPU adds to atomically (a close or
+// retransmit often runs in softirq on another CPU than the owner's), not a value per CPU: a per-CPU hash that is not
+// preallocated takes each new element's per-CPU value from the kernel's per-CPU allocator without waiting, which under
+// load may have nothing ready (a workqueue refills it), and the process's first event, the one that was to create
+// its entry, would be lost; the HTTP server, call and runtime probes lost theirs that way. A plain element comes from
+// the slab caches.
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 8192);
 	__type(key, __u32);
@@ -92,7 +97,7 @@ int set_state(struct trace_event_raw_inet_sock_set_state *ctx) {
 		o->established = 1;
 		struct tcp_stats *s = stats_for(o->tgid);
 		if (s)
-			s->active++;
+			__sync_fetch_and_add(&s->active, 1);
 		return 0;
 	}
 	if (ns == TCP_CLOSE) {
@@ -102,11 +107,11 @@ int set_state(struct trace_event_raw_inet_sock_set_state *ctx) {
 		if (o->established) {
 			struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid);
 			if (s)
-				s->closed++;
+				__sync_fetch_and_add(&s->closed, 1);
 		} else {
 			struct tcp_stats *s = stats_for(o->tgid);
 			if (s)
-				s->failed++;
+				__sync_fetch_and_add(&s->failed, 1);
 		}
 		bpf_map_delete_elem(&owners, &sk);
 	}
@@ -156,13 +161,13 @@ int accept_ret(struct pt_regs *ctx) {
 	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
 	struct tcp_stats *s = stats_for(o.tgid);
 	if (s)
-		s->passive++;
+		__sync_fetch_and_add(&s->passive, 1);
 	// A connection reset while it waited in the accept queue has already passed CLOSE, before it had an owner: no
 	// later transition would count its close or delete the entry. The kernel stores the new state after the
 	// tracepoint returns, so a CLOSE seen here means set_state has run: if it ran before the entry existed the delete
 	// succeeds and the close is counted here, else set_state counted it and deleted the entry itself.
 	if (BPF_CORE_READ((struct sock *)key, __sk_common.skc_state) == TCP_CLOSE && !bpf_map_delete_elem(&owners, &key) && s)
-		s->closed++;
+		__sync_fetch_and_add(&s->closed, 1);
 	return 0;
 }
 
@@ -174,7 +179,7 @@ int retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx) {
 		return 0;
 	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid); // as a close: none after the owner exited
 	if (s)
-		s->retrans++;
+		__sync_fetch_and_add(&s->retrans, 1);
 	return 0;
 }
 
