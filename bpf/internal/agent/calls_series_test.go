@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -133,4 +137,79 @@ func TestCallSeriesDroppedAreCounted(t *testing.T) {
 		ok := counted < sent && counted+d == sent && dropped["db"] == 0 && dropped["messaging"] == 0 && len(dropped) == 3
 		return ok, fmt.Sprintf("counted %d + dropped %v, want %d with some dropped by httpclient, none by the others", counted, dropped, sent)
 	})
+}
+
+// shanhai_bpf_call_series_dropped_total must not go back when an executable's probes come off (no process runs it
+// for BPF_DETACH_GRACE) and start again from zero when they are put back: as shanhai_bpf_series_dropped_total
+// (TestSeriesDroppedSurvivesDetach), the agent carries a detached probe's count. The kernel counter is set directly
+// here; TestCallSeriesDroppedAreCounted shows that the probe fills it.
+func TestCallSeriesDroppedSurvivesDetach(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	bin := filepath.Join(t.TempDir(), "target")
+	copyInPlace(t, buildTarget(t, false), bin)
+	a, err := New(Config{Targets: []string{bin}, Grace: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.Scan()
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// set writes n drops on each CPU into the httpclient probe's counter of the one executable probed.
+	set := func(n uint64) {
+		t.Helper()
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if len(a.bins) != 1 {
+			t.Fatalf("%d executables probed, want 1", len(a.bins))
+		}
+		for _, b := range a.bins {
+			m := b.callDropped["httpclient"]
+			if m == nil {
+				t.Fatalf("%s: no httpclient probe (probes %v)", b.exe, b.probes)
+			}
+			if err := m.Put(uint32(0), slices.Repeat([]uint64{n}, ncpu)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	dropped := func() uint64 {
+		t.Helper()
+		n, err := a.CallSeriesDropped()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n["db"] != 0 || n["messaging"] != 0 || len(n) != 3 {
+			t.Fatalf("dropped calls %v: want the three call probes, only httpclient's moved", n)
+		}
+		return n["httpclient"]
+	}
+	set(3)
+	first := dropped()
+	if first != 3*uint64(ncpu) {
+		t.Fatalf("dropped %d, want 3 on each of %d CPUs", first, ncpu)
+	}
+	away := bin + ".away" // no process runs the file and the path names nothing: the probes come off
+	if err := os.Rename(bin, away); err != nil {
+		t.Fatal(err)
+	}
+	a.Scan()
+	if n := len(a.Targets()); n != 0 || func() int { a.mu.Lock(); defer a.mu.Unlock(); return len(a.bins) }() != 0 {
+		t.Fatalf("the probes did not come off: %d targets", n)
+	}
+	if n := dropped(); n != first {
+		t.Fatalf("%d dropped after the probes came off, want the %d before", n, first)
+	}
+	if err := os.Rename(away, bin); err != nil {
+		t.Fatal(err)
+	}
+	startTarget(t, bin)
+	a.Scan()
+	set(1)
+	if n, want := dropped(), first+uint64(ncpu); n != want {
+		t.Fatalf("%d dropped after the probes were put back and dropped one on each CPU, want %d", n, want)
+	}
 }
