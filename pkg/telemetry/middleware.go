@@ -230,6 +230,11 @@ func (m *middleware) start(req *http.Request, ri *routeInfo) (context.Context, t
 	case !m.w3c || len(h["Traceparent"]) > 0 || len(h["Baggage"]) > 0:
 		ctx = m.prop.Extract(ctx, headerCarrier(h))
 	}
+	if m.server.dropsRemote(remote) {
+		// decide's case of an unsampled caller, without its copies.
+		ur := new(unsampledRequest)
+		return ur.span.init(ctx, remote, &m.server.unsampled, nil), &ur.span, ur
+	}
 	if m.server.isRoot(ctx, remote) {
 		// decide's root case, without the span contexts a dropped root
 		// does not need.

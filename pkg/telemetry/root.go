@@ -126,6 +126,9 @@ func (t *ServerTracer) decide(ctx context.Context, remote trace.SpanContext) (_ 
 	if t.sampling == nil {
 		return t.sdkContext(ctx, remote, useSDK), trace.SpanContext{}, useSDK, root
 	}
+	if t.dropsRemote(remote) {
+		return ctx, remote, drop, root
+	}
 	if t.isRoot(ctx, remote) {
 		d, root = t.sampling.decideRoot()
 		return t.decidedRoot(ctx, d, root)
@@ -152,6 +155,15 @@ func (t *ServerTracer) decide(ctx context.Context, remote trace.SpanContext) (_ 
 // work for it (~20 of ~90 ns, README.md).
 func (t *ServerTracer) isRoot(ctx context.Context, remote trace.SpanContext) bool {
 	return t.sampling != nil && !remote.IsValid() && noSpanIn(ctx)
+}
+
+// dropsRemote reports whether the span a request continuing remote (the
+// caller's span context, valid) would get is dropped: most requests from a
+// caller that samples a fraction of its traces, as the gateway does. Like a
+// root's (isRoot), their decision is made on the span context as it is,
+// without copying it through sampling.decide and back.
+func (t *ServerTracer) dropsRemote(remote trace.SpanContext) bool {
+	return t.sampling != nil && remote.IsValid() && remote.IsRemote() && t.sampling.dropsRemote(remote)
 }
 
 // decidedRoot is decide's result for a root whose decision, sampleRoot or

@@ -172,7 +172,7 @@ func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext
 		case !parent.IsRemote():
 			// A span of this process: the SDK tracks its children.
 			return useSDK, parent, rootID{}
-		case s.parentBased && parent.IsSampled(), !s.parentBased && s.sampled(parent.TraceID()):
+		case !s.dropsRemote(parent):
 			return sampleRemote, parent, rootID{}
 		}
 		return drop, parent, rootID{}
@@ -182,6 +182,16 @@ func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext
 		return sampleRoot, r.parent(), r
 	}
 	return d, parent, r
+}
+
+// dropsRemote reports whether decide drops a span under parent, a valid
+// remote span context: under parentbased_* when the caller did not sample
+// it, otherwise when the ratio rejects its trace id.
+func (s *sampling) dropsRemote(parent trace.SpanContext) bool {
+	if s.parentBased {
+		return !parent.IsSampled()
+	}
+	return !s.sampled(parent.TraceID())
 }
 
 // decideRoot is decide for a span with no parent at all: sampleRoot for
