@@ -329,16 +329,16 @@ type headCheck struct {
 // checkHead is Begin's judgement of a request's head: its version, its
 // framing fields, Host, method and target form, the first fault found in
 // the order Begin answers them. sent is sentOptional(h); trailer says that
-// fields came in a chunked trailer section (MarkTrailer). It changes
+// fields came in a chunked trailer section (MarkTrailer); lines is
+// scanLines of h's raw head. It changes
 // nothing, so the transports ask it too before answering an admin path
 // outside the chain (AdminFramed).
-func checkHead(h *fasthttp.RequestHeader, sent optional, trailer bool) (c headCheck) {
+func checkHead(h *fasthttp.RequestHeader, sent optional, trailer bool, lines headLines) (c headCheck) {
 	// The lines are read, not the length the parser left: once an empty
 	// chunked body ("0\r\n\r\n") is read that is 0, and such a request
 	// kept its connection on both transports.
-	raw := h.RawHeaders()
-	hosts, codings, types, chunked := framingLines(raw)
-	c.ambiguous = codings > 0 && (!h.IsHTTP11() || fieldLines(raw, "content-length:", 1) > 0)
+	hosts, codings, types, chunked := lines.hosts, lines.codings, lines.types, lines.chunked
+	c.ambiguous = codings > 0 && (!h.IsHTTP11() || fieldLines(h.RawHeaders(), "content-length:", 1) > 0)
 	switch {
 	case !SupportedVersion(h):
 		c.fault = headVersion
@@ -414,7 +414,8 @@ func (p *Proxy) start(x *Exchange) bool {
 		trailer = trailed(h)
 		h.Del(trailerMark)
 	}
-	keepEmptyLines(h, st.sent) // after the mark is gone: they would follow it
+	lines := scanLines(h.RawHeaders())
+	keepEmptyLines(h, st.sent, lines) // after the mark is gone: they would follow it
 
 	// Request id first, so even a 400 can be correlated.
 	var id []byte
@@ -430,7 +431,7 @@ func (p *Proxy) start(x *Exchange) bool {
 
 	// One check decides what Begin takes of the head as it is, and the
 	// admin paths ask the same one (AdminFramed): kept apart, the two drifted.
-	hc := checkHead(h, st.sent, trailer)
+	hc := checkHead(h, st.sent, trailer, lines)
 	if hc.ambiguous {
 		x.Close = true
 	}

@@ -630,7 +630,7 @@ func TestFieldLines(t *testing.T) {
 	}
 }
 
-// framingLines counts Host, Transfer-Encoding and Content-Type lines as fieldLines would,
+// scanLines counts Host, Transfer-Encoding and Content-Type lines as fieldLines would,
 // in one pass, each up to two.
 func TestFramingLines(t *testing.T) {
 	for _, tc := range []struct {
@@ -652,7 +652,8 @@ func TestFramingLines(t *testing.T) {
 		{"", false},
 	} {
 		raw := tc.raw
-		hosts, codings, types, chunked := framingLines([]byte(raw))
+		l := scanLines([]byte(raw))
+		hosts, codings, types, chunked := l.hosts, l.codings, l.types, l.chunked
 		if codings == 1 && chunked != tc.chunked {
 			t.Errorf("%q: chunked %v, want %v", raw, chunked, tc.chunked)
 		}
@@ -664,6 +665,28 @@ func TestFramingLines(t *testing.T) {
 		}
 		if want := fieldLines([]byte(raw), "content-type:", 2); types != want {
 			t.Errorf("%q: %d Content-Type lines, want %d", raw, types, want)
+		}
+	}
+}
+
+// scanLines counts the User-Agent and Cookie lines whose value is empty or
+// white space, in any letter case, and no other line.
+func TestScanLinesEmptyFields(t *testing.T) {
+	for _, tc := range []struct {
+		raw        string
+		ua, cookie int
+	}{
+		{"User-Agent:\r\nCookie: \t\r\nHost: a\r\n", 1, 1},
+		{"user-agent: \r\nUSER-AGENT:\r\ncookie:\r\nCOOKIE:\r\nCookie: a=1\r\n", 2, 2},
+		{"User-Agent: x\r\nCookie: a=1\r\nUser-Agents:\r\nCookies:\r\nX-Cookie:\r\n", 0, 0},
+		{"Content-Type:\r\nUser-Agent :\r\nCookie", 0, 0},
+		{"Host: a\nUser-Agent:\nCookie:", 1, 1},
+		{"Cookie:\r\n", 0, 1},
+		{"", 0, 0},
+	} {
+		l := scanLines([]byte(tc.raw))
+		if l.emptyUA != tc.ua || l.emptyCookie != tc.cookie {
+			t.Errorf("%q: %d empty User-Agent, %d empty Cookie lines, want %d, %d", tc.raw, l.emptyUA, l.emptyCookie, tc.ua, tc.cookie)
 		}
 	}
 }

@@ -119,12 +119,25 @@ func authorityByte(c byte) bool {
 	return strings.IndexByte("-._~!$&'()*+,;=%:[]", c) >= 0
 }
 
-// framingLines counts, in one pass over a raw header block (as fieldLines),
-// its Host, Transfer-Encoding and Content-Type lines, each up to two, and
-// reports whether the last Transfer-Encoding line's value is exactly
-// "chunked" (in any letter case, between optional white space; a folded
-// value is not).
-func framingLines(raw []byte) (hosts, codings, types int, chunked bool) {
+// headLines is what scanLines finds in a raw header block.
+type headLines struct {
+	// hosts, codings and types count the Host, Transfer-Encoding and
+	// Content-Type lines, each up to two.
+	hosts, codings, types int
+	// chunked: the last Transfer-Encoding line's value is exactly
+	// "chunked" (in any letter case, between optional white space; a
+	// folded value is not).
+	chunked bool
+	// emptyUA and emptyCookie count the User-Agent and Cookie lines whose
+	// value is empty or white space (keepEmptyLines).
+	emptyUA, emptyCookie int
+}
+
+// scanLines reads, in one pass over a raw header block (the lines after
+// the request line, as the parser received them; see fieldLines), the
+// lines start and checkHead look for. One look at each line's first byte
+// rules out most.
+func scanLines(raw []byte) (l headLines) {
 	const host, coding, ctype = "host:", "transfer-encoding:", "content-type:"
 	for len(raw) > len(host) {
 		i := bytes.IndexByte(raw, '\n')
@@ -134,17 +147,24 @@ func framingLines(raw []byte) (hosts, codings, types int, chunked bool) {
 		}
 		switch raw[0] | 0x20 {
 		case 'h':
-			if hosts < 2 && asciiEqualFold(raw[:len(host)], host) {
-				hosts++
+			if l.hosts < 2 && asciiEqualFold(raw[:len(host)], host) {
+				l.hosts++
 			}
 		case 'c':
-			if types < 2 && len(raw) > len(ctype) && asciiEqualFold(raw[:len(ctype)], ctype) {
-				types++
+			switch {
+			case len(raw) > len(ctype) && asciiEqualFold(raw[:len(ctype)], ctype):
+				l.types = min(l.types+1, 2)
+			case emptyValue(line, "cookie:"):
+				l.emptyCookie++
 			}
 		case 't':
-			if codings < 2 && len(raw) > len(coding) && asciiEqualFold(raw[:len(coding)], coding) {
-				codings++
-				chunked = asciiEqualFold(bytes.Trim(line[len(coding):], " \t\r"), "chunked")
+			if l.codings < 2 && len(raw) > len(coding) && asciiEqualFold(raw[:len(coding)], coding) {
+				l.codings++
+				l.chunked = asciiEqualFold(bytes.Trim(line[len(coding):], " \t\r"), "chunked")
+			}
+		case 'u':
+			if emptyValue(line, "user-agent:") {
+				l.emptyUA++
 			}
 		}
 		if i < 0 {
@@ -152,7 +172,7 @@ func framingLines(raw []byte) (hosts, codings, types int, chunked bool) {
 		}
 		raw = raw[i+1:]
 	}
-	return hosts, codings, types, chunked
+	return l
 }
 
 // fieldLines counts the lines of a raw header block (the lines after the
