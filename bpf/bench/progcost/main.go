@@ -1,7 +1,11 @@
 // Command progcost prices the HTTP server probe's BPF programs against reference programs that do one thing each,
 // under the same load, so the per-hit figure of overhead.sh can be taken apart: what an empty program costs (the
 // kernel.bpf_stats_enabled clock reads and the dispatch, paid by any probe), one bpf_ktime_get_ns, one
-// bpf_probe_read_user of the *Request. Each program is attached alone to net/http.serverHandler.ServeHTTP of a fresh
+// bpf_probe_read_user of the *Request, and two of them in one run: on an AMD EPYC guest with Safe-RET a run's first
+// user-memory read cost about twice what a further one does (~165 ns against ~85), which is why the probe makes all
+// its reads in the exit program. -sleepable adds the same one and three reads with bpf_copy_from_user in a sleepable
+// uprobe (uprobe.s), the other way to read user memory from a uprobe. Each program is attached alone to
+// net/http.serverHandler.ServeHTTP of a fresh
 // testdata/target (entry; the probe's exit program also at its exits, where the agent puts it: symtab.Exits) while
 // wrk drives it, rounds interleaved. Root.
 //
@@ -36,6 +40,9 @@ import (
 
 const fn = "net/http.serverHandler.ServeHTTP"
 
+// bpfFSleepable is BPF_F_SLEEPABLE (include/uapi/linux/bpf.h), the program flag of libbpf's "uprobe.s" sections.
+const bpfFSleepable = 1 << 4
+
 // ptRegsDI is the offset of di (the 4th Go argument register: the *Request) in the x86-64 struct pt_regs.
 const ptRegsDI = 112
 
@@ -44,6 +51,29 @@ func reference(body asm.Instructions) (*ebpf.Program, error) {
 	insns := append(asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}, body...)
 	insns = append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
 	return ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, License: "Dual MIT/GPL", Instructions: insns})
+}
+
+// readRequest is n calls of fn(fp-16, 16, regs->di): the Method string header of the *Request, read n times.
+func readRequest(fn asm.BuiltinFunc, n int) asm.Instructions {
+	var insns asm.Instructions
+	for range n {
+		insns = append(insns,
+			asm.LoadMem(asm.R3, asm.R6, ptRegsDI, asm.DWord),
+			asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -16),
+			asm.Mov.Imm(asm.R2, 16),
+			fn.Call(),
+		)
+	}
+	return insns
+}
+
+// sleepable builds a reference program like reference's, loaded sleepable (BPF_F_SLEEPABLE, libbpf's "uprobe.s"):
+// only those may call bpf_copy_from_user, which may fault the page in instead of failing.
+func sleepable(body asm.Instructions) (*ebpf.Program, error) {
+	insns := append(asm.Instructions{asm.Mov.Reg(asm.R6, asm.R1)}, body...)
+	insns = append(insns, asm.Mov.Imm(asm.R0, 0), asm.Return())
+	return ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Kprobe, Flags: bpfFSleepable, License: "Dual MIT/GPL",
+		Instructions: insns})
 }
 
 // objFlags collects -obj name=path.o (repeatable).
@@ -89,6 +119,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "interleaved rounds")
 	dur := flag.Duration("d", 4*time.Second, "wrk duration per program and round")
 	conns := flag.Int("c", 16, "wrk connections")
+	withSleepable := flag.Bool("sleepable", false, "also price bpf_copy_from_user in a sleepable uprobe (one and three reads)")
 	var objs objFlags
 	flag.Var(&objs, "obj", "`name=path.o`: also price the HTTP server probe built into path.o (repeatable)")
 	flag.Parse()
@@ -154,12 +185,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	read, err := reference(asm.Instructions{ // bpf_probe_read_user(fp-16, 16, regs->di): the Method string header
-		asm.LoadMem(asm.R3, asm.R6, ptRegsDI, asm.DWord),
-		asm.Mov.Reg(asm.R1, asm.RFP), asm.Add.Imm(asm.R1, -16),
-		asm.Mov.Imm(asm.R2, 16),
-		asm.FnProbeReadUser.Call(),
-	})
+	read, err := reference(readRequest(asm.FnProbeReadUser, 1))
+	if err != nil {
+		log.Fatal(err)
+	}
+	read2, err := reference(readRequest(asm.FnProbeReadUser, 2))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -172,7 +202,17 @@ func main() {
 		{"bpf_ktime_get_ns", ktime, nil},
 		{"bpf_get_current_pid_tgid", pid, nil},
 		{"bpf_probe_read_user 16 B", read, nil},
+		{"bpf_probe_read_user 16 B twice", read2, nil},
 		{"httpserver probe", probe.Enter, probe.Ret},
+	}
+	if *withSleepable {
+		for _, n := range []int{1, 3} {
+			p, err := sleepable(readRequest(asm.FnCopyFromUser, n))
+			if err != nil {
+				log.Fatalf("sleepable uprobe: %v", err)
+			}
+			cands = append(cands, candidate{fmt.Sprintf("bpf_copy_from_user x%d, sleepable", n), p, nil})
+		}
 	}
 	cands = append(cands, others...)
 
