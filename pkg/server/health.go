@@ -49,9 +49,22 @@ func (s *Server) readyz(c *gin.Context) {
 		// The start-up benchmark's timeline reads this: which check the
 		// first 200 waited for.
 		s.log.Debug("first ready answer", took...)
+		if s.o.OnReady != nil {
+			// The whole answer goes out before the hook runs: c.Data sets
+			// its length, so the flush sends it complete (c.JSON sets
+			// none, and net/http would send chunks and end them only once
+			// the handler returned).
+			c.Data(http.StatusOK, "application/json; charset=utf-8", readyBody)
+			c.Writer.Flush()
+			s.o.OnReady()
+			return
+		}
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
 }
+
+// readyBody is what c.JSON writes for a 200 from /readyz.
+var readyBody = []byte(`{"status":"ready"}`)
 
 // probe returns the failed checks, and each check's name and duration as
 // slog key-value pairs.

@@ -54,6 +54,12 @@ type Options struct {
 	// probe that hangs is a failed probe, not a hung /readyz.
 	ReadyTimeout time.Duration
 
+	// OnReady, if set, runs once, when the first 200 from /readyz has been
+	// sent in full: for work that may follow readiness at once but must not
+	// slow the answer down (startgc.Ready, whose first collection would
+	// otherwise run beside it).
+	OnReady func()
+
 	// ReadTimeout bounds reading a request, counted from its first byte to
 	// the end of its body (default DefaultReadTimeout; negative: no bound).
 	// The headers keep their own bound, 10 s (net/http's ReadHeaderTimeout

@@ -7,6 +7,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func gogc(t *testing.T) int {
@@ -17,7 +18,9 @@ func gogc(t *testing.T) int {
 }
 
 // One test, because Ready is once per process: a failed step keeps the
-// collector held, the last successful step of a set restores it.
+// collector held, the last successful step of a set restores it Linger
+// later (not at once: its first collection would run beside the first
+// ready answer).
 func TestStepsRestoreWhenAllSucceeded(t *testing.T) {
 	if v, set := os.LookupEnv("GOGC"); set {
 		if Held() {
@@ -53,8 +56,18 @@ func TestStepsRestoreWhenAllSucceeded(t *testing.T) {
 	if err := steps[1](ctx); err != nil {
 		t.Fatal(err)
 	}
+	done := time.Now()
+	if !Held() || gogc(t) != Percent {
+		t.Fatalf("just after both steps: held %v, GOGC %d; want still held at %d until Linger or Ready", Held(), gogc(t), Percent)
+	}
+	for Held() && time.Since(done) < 10*Linger {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if Held() || gogc(t) != 100 {
-		t.Fatalf("after both steps: held %v, GOGC %d; want restored to 100", Held(), gogc(t))
+		t.Fatalf("%s after both steps: held %v, GOGC %d; want restored to 100", time.Since(done), Held(), gogc(t))
+	}
+	if waited := time.Since(done); waited < Linger {
+		t.Fatalf("restored %s after both steps, before Linger (%s)", waited, Linger)
 	}
 	Ready() // a second call changes nothing
 	if gogc(t) != 100 {
