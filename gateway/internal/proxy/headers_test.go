@@ -114,6 +114,38 @@ func TestSentOptionalSeesEveryClaim(t *testing.T) {
 	}
 }
 
+// classify's length mask passes over no name it would have classified:
+// it agrees with the comparisons alone for every name it looks for, in any
+// letter case and spelling, and for others of every length.
+func TestClassifyLengthMask(t *testing.T) {
+	plain := func(k []byte) fields {
+		if isUserHeader(k) {
+			return userBit
+		}
+		for i, name := range hopByHop {
+			if asciiEqualFold(k, name) {
+				return 1 << i
+			}
+		}
+		return 0
+	}
+	names := []string{UserHeader, "x_user_id", "X_USER-ID", "Host", "Accept", "Authorization", "User-Agent", "Referer", "X-Request-ID"}
+	for _, n := range hopByHop {
+		names = append(names, n, strings.ToLower(n), strings.ToUpper(n))
+	}
+	for n := range 40 {
+		names = append(names, strings.Repeat("a", n), "X-"+strings.Repeat("b", n))
+	}
+	for _, n := range names {
+		if got, want := classify([]byte(n)), plain([]byte(n)); got != want {
+			t.Errorf("classify(%q) = %b, want %b", n, got, want)
+		}
+	}
+	if classify([]byte("keep-alive")) == 0 || classify([]byte("X_User_Id")) != userBit {
+		t.Error("a hop-by-hop name or an X-User-ID spelling not classified")
+	}
+}
+
 func TestSanitizeResponse(t *testing.T) {
 	var r fasthttp.ResponseHeader
 	if err := r.Read(bufio.NewReader(strings.NewReader("HTTP/1.1 200 OK\r\nConnection: X-Private\r\nX-Private: p\r\nKeep-Alive: timeout=1\r\nX-Ok: 1\r\nContent-Length: 0\r\n\r\n"))); err != nil {
