@@ -20,7 +20,7 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 		fmt.Fprintf(w, "Resident memory: %s.\n", mem)
 	}
 	if p.Pulsar {
-		fmt.Fprintf(w, "Pulsar leg on: the bridge archives events to %s.\n", p.Env["PULSAR_URL"])
+		fmt.Fprintf(w, "Pulsar leg on: the bridge archives events to %s.\n", redactURL(p.Env["PULSAR_URL"]))
 	} else {
 		fmt.Fprintln(w, "Pulsar leg off: Pulsar has no embeddable server and PULSAR_URL is not set, so the bridge runs Kafka → NATS only.")
 	}
@@ -38,15 +38,18 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 	case off:
 		fmt.Fprintln(w, "Traces: off (OTEL_TRACES_EXPORTER=none).")
 	case ep != "":
-		fmt.Fprintf(w, "Traces: exported over OTLP to %s.\n", ep)
+		fmt.Fprintf(w, "Traces: exported over OTLP to %s.\n", redactURL(ep))
 	default:
 		fmt.Fprintln(w, "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 of a collector or Jaeger) and restart to export them.")
 	}
 	fmt.Fprintf(w, "Logs: %s/<part>.log (JSON, with trace_id).\n", p.LogDir)
 	fmt.Fprintln(w, "Servers (for the workshop's labs):")
+	// A password is shown as xxxxx here too: the embedded servers have
+	// none, and a PULSAR_URL that has one came from the environment, where
+	// the reader has it already.
 	for _, k := range []string{"ETCD_ENDPOINTS", "KAFKA_BROKERS", "NATS_URL", "REDIS_URL", "PULSAR_URL"} {
 		if v := p.Env[k]; v != "" {
-			fmt.Fprintf(w, "  export %s=%s\n", k, v)
+			fmt.Fprintf(w, "  export %s=%s\n", k, redactURL(v))
 		}
 	}
 	fmt.Fprintln(w, "Ctrl-C stops everything.")

@@ -72,6 +72,8 @@ func checkServers(env map[string]string) error {
 		addr, _, _ := strings.Cut(v, ",") // ETCD_ENDPOINTS and KAFKA_BROKERS are lists
 		if u, err := url.Parse(addr); err == nil && u.Host != "" {
 			addr = u.Host
+		} else {
+			addr = redactURL(addr) // named in the refusal below
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -122,7 +124,8 @@ func serviceDatabases(ctx context.Context, base string, services ...string) (map
 	defer admin.Close()
 	u, err := url.Parse(base)
 	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		// Not err: url.Error quotes the whole URL, password included.
+		return nil, fmt.Errorf("DATABASE_URL %s does not parse as a URL (is a %% or @ in the password not percent-encoded?)", redactURL(base))
 	}
 	urls := map[string]string{}
 	for _, s := range services {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
+)
+
+// secret is the password of every URL below: no message, log or banner
+// line may show it.
+const secret = "s3cret"
+
+// TestServerCheckShowsNoCredentials: a server URL nothing answers at is
+// named in the refusal, and a URL url.Parse refuses (here a password with a
+// bad escape, common in generated passwords pasted unencoded) was named
+// whole, its password with it, on the terminal and in any log of the run.
+func TestServerCheckShowsNoCredentials(t *testing.T) {
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	for _, v := range []string{
+		"pulsar://bob:" + secret + "%zz@" + addr, // url.Parse refuses it
+		"bob:" + secret + "@" + addr,             // no scheme: parses, with no host
+		"redis://:" + secret + "@" + addr + "/0", // parses: the host alone was named
+	} {
+		err := checkServers(map[string]string{"PULSAR_URL": v})
+		if err == nil {
+			t.Fatalf("%s: checkServers found a server at %s", v, addr)
+		}
+		if strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), "PULSAR_URL") {
+			t.Errorf("checkServers(%q) error = %q, want PULSAR_URL named without its password", v, err)
+		}
+	}
+}
+
+// TestEmbeddedRunRefusalShowsNoCredentials: the same through Start, as a
+// user with a stale PULSAR_URL in the environment meets it.
+func TestEmbeddedRunRefusalShowsNoCredentials(t *testing.T) {
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PULSAR_URL", "pulsar://bob:"+secret+"%zz@127.0.0.1:"+strconv.Itoa(port))
+	t.Setenv("PULSAR_ADMIN_URL", "")
+	p, err := Start(context.Background(), Options{DataDir: t.TempDir()})
+	if err == nil {
+		p.Stop()
+		t.Fatal("Start succeeded with nothing answering at PULSAR_URL")
+	}
+	if strings.Contains(err.Error(), secret) {
+		t.Errorf("Start error = %q shows PULSAR_URL's password", err)
+	}
+}
+
+// TestBannerShowsNoCredentials: the banner (the terminal, and whatever
+// records it) named the Pulsar URL and the traces endpoint as given,
+// passwords included.
+func TestBannerShowsNoCredentials(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://tracer:"+secret+"@collector:4318")
+	t.Setenv("OTEL_TRACES_EXPORTER", "")
+	p := bannerPlatform()
+	p.Pulsar = true
+	p.Env["PULSAR_URL"] = "pulsar://bob:" + secret + "@pulsar:6650"
+	var out strings.Builder
+	Banner(&out, p, false, Memory{}, nil)
+	if strings.Contains(out.String(), secret) {
+		t.Errorf("banner shows a password:\n%s", out.String())
+	}
+	for _, want := range []string{"pulsar://bob:xxxxx@pulsar:6650", "https://tracer:xxxxx@collector:4318"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("banner does not name %s:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestServiceDatabasesErrorShowsNoCredentials: -native's DATABASE_URL
+// that url.Parse refuses was quoted whole in the error.
+func TestServiceDatabasesErrorShowsNoCredentials(t *testing.T) {
+	_, err := ServiceDatabases(context.Background(), "postgres://bob:"+secret+"%zz@127.0.0.1:1/shanhai", "user")
+	if err == nil {
+		t.Fatal("ServiceDatabases took a URL that does not parse")
+	}
+	if strings.Contains(err.Error(), secret) {
+		t.Errorf("ServiceDatabases error = %q shows the password", err)
+	}
+}
+
+// TestRedactURLKeepsWhatHasNoPassword: what the embedded run prints for its
+// own servers (no credentials, lists, plain addresses) is shown unchanged,
+// so the banner's export lines still paste.
+func TestRedactURLKeepsWhatHasNoPassword(t *testing.T) {
+	for _, s := range []string{"nats://127.0.0.1:4222", "redis://127.0.0.1:6379/0", "127.0.0.1:2379", "127.0.0.1:9092,127.0.0.1:9093",
+		"postgres://shanhai@127.0.0.1:15432/shanhai?sslmode=disable", "http://collector:4318/v1/traces"} {
+		if got := redactURL(s); got != s {
+			t.Errorf("redactURL(%q) = %q, want it unchanged", s, got)
+		}
+	}
+	for s, want := range map[string]string{
+		"postgres://bob:" + secret + "@h:5432/db": "postgres://bob:xxxxx@h:5432/db",
+		"nats://bob:" + secret + "%zz@h:4222":     "nats://xxxxx@h:4222",
+		"bob:" + secret + "@h:6650":               "xxxxx@h:6650",
+	} {
+		if got := redactURL(s); got != want {
+			t.Errorf("redactURL(%q) = %q, want %q", s, got, want)
+		}
+	}
+}
