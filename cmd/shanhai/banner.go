@@ -16,6 +16,9 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 		mode = "the scripts/deps.sh servers"
 	}
 	fmt.Fprintf(w, "Shanhai is up on %s, ready in %d ms (%s).\n", gw, p.Ready.Milliseconds(), mode)
+	if p.LeftPending > 0 {
+		fmt.Fprintln(w, leftPendingWarning(p.LeftPending))
+	}
 	if memErr == nil {
 		fmt.Fprintf(w, "Resident memory: %s.\n", mem)
 	}

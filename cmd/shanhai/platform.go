@@ -64,7 +64,10 @@ type Platform struct {
 	Ready     time.Duration       // from Start's call to every /readyz answering 200
 	Telemetry *telemetry.Provider // shared by the hosted parts; nil with -processes
 	LogDir    string
-	logs      []io.Closer
+	// LeftPending is how many orders an earlier run on this data
+	// directory left mid-saga, which this run cannot finish (leftPending).
+	LeftPending int64
+	logs        []io.Closer
 
 	// gatewayGone closes once the gateway has stopped, ending the hosted
 	// services' wait after deregistering (server.CallersStopped); nil when
@@ -112,6 +115,18 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 			return nil, err
 		}
 		p.Infra = in
+		// Counted once the directory is this run's (StartInfra locked it)
+		// and before the parts start: a failure only costs the warning.
+		if o.DatabaseURL == nil {
+			n, err := leftPending(o.DataDir)
+			if err != nil {
+				slog.Warn("earlier run's PENDING orders not counted", "dir", o.DataDir, "err", err)
+			} else if n > 0 {
+				p.LeftPending = n
+				slog.Warn("an earlier run on this data directory left orders PENDING whose events this run does not have",
+					"dir", o.DataDir, "orders", n)
+			}
+		}
 		for k, v := range in.Env() {
 			p.Env[k] = v
 		}
