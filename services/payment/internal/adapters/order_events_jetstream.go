@@ -147,8 +147,9 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 // then the handlers' context is cancelled, so a charge waiting on a slow
 // provider is cut off (a provider fault: left unsettled, and charged on
 // redelivery under the same payment id, which the provider answers at most
-// once) and what is still queued fails fast the same way. It waits for the
-// workers either way.
+// once) and what is still queued fails fast the same way, but for a message
+// on its last allowed delivery, which is still tried (see lastChance). It
+// waits for the workers either way.
 func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	// Charges wait on the provider (tens of milliseconds), so messages are
 	// handled by a bounded pool of workers rather than one at a time.
@@ -165,11 +166,25 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	// still queued, can fill it; the callback then waits, as it did before.)
 	jobs := make(chan held, c.queue)
 	handling, cutOff := context.WithCancel(context.Background())
+	// What is still queued at the cut-off fails fast, to be delivered again
+	// to the next replica, except a message on its last allowed delivery:
+	// none follows, and failing fast gave it up untried, dead-lettered
+	// retries_exhausted with its order never charged (every cut-off it
+	// waited through had cost it a delivery). It is handled on lastChance
+	// instead, which ends deadLetterGrace after the cut-off, so all of them
+	// together hold the stop that long at most (their dead letters, if
+	// they fail, get their own grace after it). A charge already running at
+	// the cut-off was tried: it is cut off as before.
+	lastChance, endLastChance := app.Outlive(handling, deadLetterGrace)
 	var wg sync.WaitGroup
 	for range c.workers {
 		wg.Go(func() {
 			for h := range jobs {
-				c.Handle(handling, h.m)
+				ctx := handling
+				if handling.Err() != nil && c.lastDelivery(h.m) {
+					ctx = lastChance
+				}
+				c.Handle(ctx, h.m)
 				h.release()
 			}
 		})
@@ -179,15 +194,24 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 		cutOff()
 		close(jobs)
 		wg.Wait()
+		endLastChance()
 		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
 	}
 	return func(ctx context.Context) {
+		defer endLastChance()
 		defer cutOff()
 		// Closed is signalled once no callback is running, so no send races
 		// the closing of the queue; the workers then handle what is left in
 		// it.
 		stream.DrainWithin(ctx, func() { cc.Drain(); <-cc.Closed(); close(jobs); wg.Wait() }, cutOff)
 	}, nil
+}
+
+// lastDelivery reports whether m is on its last allowed delivery: left
+// unsettled, it would not be delivered again.
+func (c *OrderEvents) lastDelivery(m jetstream.Msg) bool {
+	md, err := m.Metadata()
+	return err == nil && int(md.NumDelivered) >= c.maxDeliver
 }
 
 // held is a message received and kept alive until release is called.
