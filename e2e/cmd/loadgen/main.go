@@ -359,7 +359,7 @@ func run(ctx context.Context, c config) error {
 	if c.natsURL != "" {
 		var err error
 		if nc, err = nats.Connect(c.natsURL); err != nil {
-			return fmt.Errorf("nats %s: %w", c.natsURL, err)
+			return fmt.Errorf("nats %s: %w", redactURLs(c.natsURL), err)
 		}
 		defer nc.Close()
 	}
@@ -671,4 +671,18 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return at.Sub(now)
 	}
 	return time.Second
+}
+
+// redactURLs hides the passwords of a comma-separated server list (nats.go's
+// form of -nats) so that an error can name the servers it could not reach.
+func redactURLs(list string) string {
+	urls := strings.Split(list, ",")
+	for i, s := range urls {
+		if u, err := url.Parse(strings.TrimSpace(s)); err == nil && u.User != nil {
+			urls[i] = u.Redacted()
+		} else if at := strings.LastIndex(s, "@"); at >= 0 {
+			urls[i] = "xxxxx" + s[at:] // unparsable: keep only what follows the credentials
+		}
+	}
+	return strings.Join(urls, ",")
 }

@@ -360,3 +360,33 @@ func TestUnreachableNATSFailsBeforeTheSetup(t *testing.T) {
 		t.Fatalf("the run sent %d requests to the gateway before finding NATS unreachable, want none", n)
 	}
 }
+
+// The error names the NATS server a user gave, but never its password: the
+// message ends up in terminals, CI logs and issue reports.
+func TestUnreachableNATSErrorShowsNoPassword(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+
+	for _, urls := range []string{
+		"nats://bob:s3cret@" + addr,
+		"nats://127.0.0.1:1,nats://bob:s3cret@" + addr,
+	} {
+		var out, status bytes.Buffer
+		c, err := parseFlags([]string{"-target", "http://127.0.0.1:1", "-users", "1", "-duration", "1s", "-nats", urls}, &status)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.out, c.status = &out, &status
+		err = run(context.Background(), c)
+		if err == nil {
+			t.Fatalf("run with -nats %s: no error", urls)
+		}
+		if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), addr) {
+			t.Errorf("run with -nats %s: %q, want the server named without its password", urls, err)
+		}
+	}
+}
