@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -103,9 +104,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if err != nil {
 		c.a.log.Error("read maps", "err", err)
 	}
-	dropped, err := c.a.SeriesDropped()
-	if err != nil {
-		c.a.log.Error("read dropped series counters", "err", err)
+	dropped, droppedErr := c.a.SeriesDropped()
+	if droppedErr != nil {
+		c.a.log.Error("read dropped series counters", "err", droppedErr)
 		failed = true
 	}
 	callDropped, err := c.a.CallSeriesDropped()
@@ -117,7 +118,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if failed {
 		errs = c.a.readErrors.Add(1)
 	}
-	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	// A drop counter that could not be read whole is left out of this scrape rather than reported as the part that
+	// was read: a lower value would read as a counter reset, and rate() would count the whole total again.
+	if droppedErr == nil {
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	}
 	for probe, n := range callDropped {
 		ch <- prometheus.MustNewConstMetric(descCallDropped, prometheus.CounterValue, float64(n), probe)
 	}
@@ -171,7 +176,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 
 // SeriesDropped sums the HTTP server probes' counts of requests whose series the maps had no room for: each probe
 // counts them per CPU (series_dropped in httpserver.c and httpsock.c) so that a full map is never silent. Probes
-// detached since count on (Agent.detach), so the total never goes back.
+// detached since count on (Agent.detach), so the total never goes back. With an error the total is only what could
+// be read, not to be reported.
 func (a *Agent) SeriesDropped() (uint64, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -197,7 +203,9 @@ func (a *Agent) SeriesDropped() (uint64, error) {
 }
 
 // CallSeriesDropped is SeriesDropped for the call probes (call_series_dropped in include/calls.h), by probe name; every
-// call probe has an entry, zero until one drops, so the counter exists before it first moves.
+// call probe has an entry, zero until one drops, so the counter exists before it first moves. A probe whose counter
+// could not be read in some executable has no entry (the error says which): part of its total would be lower than
+// what an earlier call returned.
 func (a *Agent) CallSeriesDropped() (map[string]uint64, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -205,16 +213,23 @@ func (a *Agent) CallSeriesDropped() (map[string]uint64, error) {
 	for probe := range callSites {
 		n[probe] = a.callDroppedRetired[probe]
 	}
+	unread := map[string]bool{}
+	var errs []error
 	for _, b := range a.bins {
 		for probe, m := range b.callDropped {
 			d, err := sumPerCPU(m)
 			if err != nil {
-				return n, fmt.Errorf("%s probe of %s: %w", probe, b.exe, err)
+				unread[probe] = true
+				errs = append(errs, fmt.Errorf("%s probe of %s: %w", probe, b.exe, err))
+				continue
 			}
 			n[probe] += d
 		}
 	}
-	return n, nil
+	for probe := range unread {
+		delete(n, probe)
+	}
+	return n, errors.Join(errs...)
 }
 
 // sumPerCPU sums the CPUs' values of the single-entry per-CPU counter m.

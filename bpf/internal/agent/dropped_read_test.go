@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shanhai-dev/shanhai/bpf/probe/httpserver"
+)
+
+// TestDroppedCountersNeverGoBackOnAReadError: a scrape that cannot read one executable's drop counter must not
+// report shanhai_bpf_series_dropped_total or shanhai_bpf_call_series_dropped_total lower than the scrape before.
+// They used to report what had been summed before the failed read (here the detached executables' drops alone),
+// which Prometheus takes for a counter reset: rate() then counts the whole total again as new drops. A counter it
+// cannot read is left out of that scrape (shanhai_bpf_read_errors_total says why) and comes back whole.
+func TestDroppedCountersNeverGoBackOnAReadError(t *testing.T) {
+	a := newAgent(t, "/nonexistent/target")
+	a.Scan()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+
+	spec, err := httpserver.LoadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newMap := func(name string) *ebpf.Map {
+		m, err := ebpf.NewMap(spec.Maps[name])
+		if err != nil {
+			t.Fatalf("map %s: %v", name, err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// counter is a drop counter (a single-entry per-CPU array) holding 3 on every CPU, and a closed copy of it.
+	counter := func() (good, broken *ebpf.Map) {
+		good = newMap("series_dropped")
+		if err := good.Put(uint32(0), slices.Repeat([]uint64{3}, ncpu)); err != nil {
+			t.Fatal(err)
+		}
+		broken, err := good.Clone()
+		if err != nil {
+			t.Fatal(err)
+		}
+		broken.Close()
+		return good, broken
+	}
+	serverGood, serverBroken := counter()
+	callGood, callBroken := counter()
+	// An executable probed by the HTTP server and HTTP client probes, its maps made here: only their drop counters
+	// hold anything.
+	b := &binProbes{exe: "/fake/target", refused: map[string]string{},
+		http:        &httpserver.BpfMaps{Requests: newMap("requests"), RedSlots: newMap("red_slots"), SeriesDropped: serverGood},
+		callDropped: map[string]*ebpf.Map{"httpclient": callGood}}
+	id := binID{size: -1}
+	func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.bins[id] = b
+		a.droppedRetired = 5 // executables detached earlier
+		a.callDroppedRetired["httpclient"] = 5
+	}()
+	t.Cleanup(func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		delete(a.bins, id)
+	})
+
+	want := float64(5 + 3*ncpu)
+	before := droppedCounters(t, reg)
+	if before.server != want || before.call != want {
+		t.Fatalf("before the failed read: series dropped %v, httpclient call series dropped %v; want %v each", before.server, before.call, want)
+	}
+	setMaps := func(server, call *ebpf.Map) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		b.http.SeriesDropped, b.callDropped["httpclient"] = server, call
+	}
+	setMaps(serverBroken, callBroken)
+	during := droppedCounters(t, reg)
+	if during.server >= 0 && during.server < want {
+		t.Errorf("shanhai_bpf_series_dropped_total went back from %v to %v when one executable's counter could not be read", want, during.server)
+	}
+	if during.call >= 0 && during.call < want {
+		t.Errorf("shanhai_bpf_call_series_dropped_total{probe=\"httpclient\"} went back from %v to %v when one executable's counter could not be read", want, during.call)
+	}
+	if during.errors < 1 {
+		t.Errorf("shanhai_bpf_read_errors_total = %v after a scrape that could not read a counter, want at least 1", during.errors)
+	}
+	setMaps(serverGood, callGood)
+	if after := droppedCounters(t, reg); after.server != want || after.call != want {
+		t.Errorf("after the maps read again: series dropped %v, httpclient call series dropped %v; want %v each", after.server, after.call, want)
+	}
+}
+
+// dropped is what one scrape says of the drop counters; -1: the series is absent from that scrape.
+type dropped struct{ server, call, errors float64 }
+
+func droppedCounters(t *testing.T, g prometheus.Gatherer) dropped {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := dropped{-1, -1, -1}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "shanhai_bpf_series_dropped_total":
+				d.server = m.GetCounter().GetValue()
+			case "shanhai_bpf_read_errors_total":
+				d.errors = m.GetCounter().GetValue()
+			case "shanhai_bpf_call_series_dropped_total":
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "probe" && l.GetValue() == "httpclient" {
+						d.call = m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	return d
+}
