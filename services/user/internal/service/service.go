@@ -183,6 +183,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		Name: Name, Version: cfg.Version, Addr: cfg.Addr, AdminAddr: cfg.AdminAddr,
 		ShutdownTimeout: cfg.ShutdownTimeout, ReadTimeout: cfg.ReadTimeout, Logger: o.Logger, Telemetry: o.Telemetry,
 		Deregister: s.registry.Deregister, DeregisterDelay: server.DefaultDeregisterDelay,
+		// The collector's first cycle after start-up, once the first ready
+		// answer is out rather than beside it (startgc.Linger says why).
+		OnReady: startgc.Ready,
 		Checks: []server.Check{
 			{Name: "database", Probe: func(ctx context.Context) error {
 				sqlDB, err := s.DB.DB()
