@@ -254,13 +254,8 @@ type Call struct {
 
 // readCalls adds a call probe's fallback series (calls in include/calls.h: a hash whose one value the CPUs share) to s.
 func readCalls(m *ebpf.Map, s *Snapshot) error {
-	var k httpclient.BpfCallKey // same layout in every call probe (include/calls.h)
-	var v hist.Hist
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		addCall(s, k, &v)
-	}
-	return it.Err()
+	// httpclient.BpfCallKey: the same layout in every call probe (include/calls.h).
+	return eachKeyOnce(m, func(k httpclient.BpfCallKey, v *hist.Hist) { addCall(s, k, v) })
 }
 
 func addCall(s *Snapshot, k httpclient.BpfCallKey, v *hist.Hist) {

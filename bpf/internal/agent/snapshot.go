@@ -95,21 +95,18 @@ func (b *binProbes) read(s *Snapshot) error {
 		}
 	}
 	if b.rt != nil {
-		var pid uint32
-		var v hist.Hist
-		it := b.rt.Stw.Iterate()
 		// Add, not set: a process that execs another target keeps its pid, and its pauses before and after the
 		// exec sit in the two executables' maps. One value per process, shared by the CPUs (stw in goruntime.c).
-		for it.Next(&pid, &v) {
+		err := eachKeyOnce(b.rt.Stw, func(pid uint32, v *hist.Hist) {
 			h := s.STW[int(pid)]
-			h.Add(&v)
+			h.Add(v)
 			s.STW[int(pid)] = h
-		}
-		if err := it.Err(); err != nil {
+		})
+		if err != nil {
 			return fmt.Errorf("read stw map: %w", err)
 		}
 		// The fast-path histograms: each CPU's copy names its own pid (see stw_hist_slot in goruntime.c).
-		err := eachLiveSlotCopy(b.rt.StwHistSlots, stwHistTgid, func(v *stwHistSlot) {
+		err = eachLiveSlotCopy(b.rt.StwHistSlots, stwHistTgid, func(v *stwHistSlot) {
 			if v.Hist.Count != 0 {
 				h := s.STW[int(v.Tgid)]
 				h.Add(&v.Hist)
@@ -119,12 +116,10 @@ func (b *binProbes) read(s *Snapshot) error {
 		if err != nil {
 			return fmt.Errorf("read stw slots: %w", err)
 		}
-		var n uint64
-		it = b.rt.Goroutines.Iterate()
-		for it.Next(&pid, &n) {
-			s.Goroutines[int(pid)] += n // as the pauses above
-		}
-		if err := it.Err(); err != nil {
+		err = eachKeyOnce(b.rt.Goroutines, func(pid uint32, n *uint64) {
+			s.Goroutines[int(pid)] += *n // as the pauses above
+		})
+		if err != nil {
 			return fmt.Errorf("read goroutine map: %w", err)
 		}
 		// The fast-path slots: each CPU's copy names its own pid (see goroutine_slot in goruntime.c).
@@ -143,16 +138,35 @@ func (b *binProbes) read(s *Snapshot) error {
 // readREDMap adds a hash of struct red_key -> struct lat_hist (both HTTP server probes keep one, its value shared by
 // the CPUs) to s.
 func readREDMap(m *ebpf.Map, s *Snapshot) error {
-	var k httpserver.BpfRedKey
-	var v hist.Hist
-	it := m.Iterate()
-	for it.Next(&k, &v) {
+	return eachKeyOnce(m, func(k httpserver.BpfRedKey, v *hist.Hist) {
 		r := RED{PID: int(k.Tgid), Method: cstr(k.Method[:]), Status: int(k.Status)}
 		h := s.Server[r]
-		h.Add(&v)
+		h.Add(v)
 		s.Server[r] = h
+	})
+}
+
+// eachKeyOnce calls fn once for each key of the hash map m with its value. A walk of a hash map is a chain of
+// next-key calls, and when the key it stands on is deleted meanwhile (a process_exit program deleting an exiting
+// process's entries, in the runtime probe) the kernel answers the map's first key and the walk starts over: the
+// keys before it come twice. The callers add what they read, so such a scrape counted those keys twice and the next
+// one did not, a counter going back (TestScrapesDuringExitsCountEachProcessOnce: idle processes' pauses doubled
+// while others exited). The walk is collected by key first, the last value read winning.
+func eachKeyOnce[K comparable, V any](m *ebpf.Map, fn func(K, *V)) error {
+	seen := map[K]V{}
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		seen[k] = v
 	}
-	return it.Err()
+	if err := it.Err(); err != nil {
+		return err
+	}
+	for k, v := range seen {
+		fn(k, &v)
+	}
+	return nil
 }
 
 func goroutineTgid(v *goruntime.BpfGoroutineSlot) uint32 { return v.Tgid }
