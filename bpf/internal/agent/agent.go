@@ -1,11 +1,13 @@
 // Package agent finds target Go processes, attaches the probes in ../../probe to their executables and the kernel,
 // and reads what the probes aggregated in BPF maps. Nothing is sent per request from the kernel: every counter and
-// histogram is summed in per-CPU map values and only read when someone asks (a scrape, a test).
+// histogram is summed in map values (per-CPU slots on the hot paths, values the CPUs add to atomically behind them)
+// and only read when someone asks (a scrape, a test).
 package agent
 
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -456,10 +458,17 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 	defer a.mu.Unlock()
 	a.forgetExited() // a target that exited since the last scan may have a successor on its pid already
 	s := newSnapshot()
+	var errs []error
 	for _, b := range a.bins {
-		if err := b.read(&s); err != nil {
-			return s, err
+		// Each executable is read whole or not at all: a series is summed from a hash map and per-CPU slots, and
+		// one read in part would be lower than the last scrape said, a counter reset to Prometheus (rate() counts
+		// it all again). Left out, it is only absent from this scrape; the other executables are still read.
+		bs := newSnapshot()
+		if err := b.read(&bs); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", b.exe, err))
+			continue
 		}
+		s.add(&bs)
 	}
 	// Goroutine counts that the runtime keeps itself (binProbes.goroutines) are read from each process's memory.
 	for pid, p := range a.procs {
@@ -477,11 +486,13 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 	}
 	if a.sock != nil {
 		if err := a.sock.read(&s); err != nil {
-			return s, err
+			errs = append(errs, err)
 		}
 	}
-	err := a.sys.read(&s, a.procs)
-	return s, err
+	if err := a.sys.read(&s, a.procs); err != nil {
+		errs = append(errs, err)
+	}
+	return s, errors.Join(errs...)
 }
 
 // Close detaches every probe.

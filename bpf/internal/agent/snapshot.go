@@ -64,6 +64,32 @@ func newSnapshot() Snapshot {
 	return Snapshot{Server: map[RED]hist.Hist{}, STW: map[int]hist.Hist{}, Goroutines: map[int]uint64{}, TCP: map[int]TCPStats{}, Calls: map[Call]hist.Hist{}}
 }
 
+// add adds o's series to s's, as the maps of two executables are (a process that execs another target has series
+// in both).
+func (s *Snapshot) add(o *Snapshot) {
+	for k, h := range o.Server {
+		sh := s.Server[k]
+		sh.Add(&h)
+		s.Server[k] = sh
+	}
+	for k, h := range o.Calls {
+		sh := s.Calls[k]
+		sh.Add(&h)
+		s.Calls[k] = sh
+	}
+	for pid, h := range o.STW {
+		sh := s.STW[pid]
+		sh.Add(&h)
+		s.STW[pid] = sh
+	}
+	for pid, n := range o.Goroutines {
+		s.Goroutines[pid] += n
+	}
+	for pid, t := range o.TCP {
+		s.TCP[pid] = t // machine-wide, read once per snapshot
+	}
+}
+
 func cstr(b []int8) string {
 	u := make([]byte, len(b))
 	for i, c := range b {
