@@ -107,8 +107,6 @@ wait_ready() { # url log
 	exit 1
 }
 
-# The agent's programs are those loaded after this id (this bpftool lists no owner pids).
-base_id=$(bpftool prog show --json | jq '[.[].id] | max // 0')
 start_agent() { # ready means the first scan is done: the probed copy is in the socket probe's filter
 	HTTP_ADDR=127.0.0.1:18085 BPF_TARGETS="$work/probed" BPF_HTTP_PROBE=$PROBE "$work/agent" 2>>"$work/agent.log" &
 	agent_pid=$!
@@ -174,9 +172,14 @@ sleep 1
 curl -fs "${curl_args[@]}" "http://$probed$PATH_Q" >/dev/null && curl -fs "${curl_args[@]}" "http://$plain$PATH_Q" >/dev/null
 echo "GET $PATH_Q: probed $probed (pid $probed_pid), plain $plain (pid $plain_pid)"
 
-# progs prints "id name run_time_ns run_cnt" for every program the agent loaded.
+# progs prints "id name run_time_ns run_cnt" for every program the running agent loaded: the ids in the fdinfo of its
+# open file descriptors (it keeps each program's fd; this bpftool lists no owner pids). Every program loaded after
+# the agent started was taken for its own before, so the programs of other agents and probe tests running on the
+# machine at the same time were counted with it, under the same names (serve_http_enter hits in a PROBE=socket run).
 progs() {
-	bpftool prog show --json | jq -r --argjson base "$base_id" '.[] | select(.id > $base and (.type == "kprobe" or .type == "tracepoint" or .type == "tracing")) |
+	local ids
+	ids=$(awk '$1 == "prog_id:" {print $2}' /proc/"$agent_pid"/fdinfo/* 2>/dev/null | sort -un | jq -sc .)
+	bpftool prog show --json | jq -r --argjson ids "$ids" '.[] | select(.id as $id | any($ids[]; . == $id)) |
 		"\(.id) \(.name) \(.run_time_ns // 0) \(.run_cnt // 0)"' | sort
 }
 
