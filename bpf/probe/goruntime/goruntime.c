@@ -181,7 +181,13 @@ int newproc1(struct pt_regs *ctx) {
 		return 0;
 	}
 	__u64 one = 1;
-	bpf_map_update_elem(&goroutines, &tgid, &one, BPF_NOEXIST);
+	if (bpf_map_update_elem(&goroutines, &tgid, &one, BPF_NOEXIST) == 0)
+		return 0;
+	// Another CPU inserted this process's entry between the lookup and the
+	// insert: add to the one it made rather than losing this goroutine.
+	n = bpf_map_lookup_elem(&goroutines, &tgid);
+	if (n)
+		__sync_fetch_and_add(n, 1);
 	return 0;
 }
 
