@@ -34,7 +34,10 @@ var ErrExpired = fmt.Errorf("deadline: no time left for the call: %w", context.D
 // Parse reads the header. ok is false when it is absent; an error names what
 // is wrong with a present one. A value of 0 or less means "already expired".
 func Parse(h http.Header) (remaining time.Duration, ok bool, err error) {
-	v := h.Get(Header)
+	var v string
+	if vs := h[Header]; len(vs) > 0 { // h.Get(Header): Header is in canonical form already
+		v = vs[0]
+	}
 	if v == "" {
 		return 0, false, nil
 	}
@@ -82,42 +85,164 @@ func integer(s string) bool {
 // arrives already expired is answered 504 problem+json without running the
 // handler; a malformed header is a 400 naming it. If the handler has given
 // no answer when its deadline passes, the response is a 504 too.
+//
+// It copies the request to carry the new context. A server that copies each
+// request anyway (pkg/server, for the span) derives the context in that copy
+// with Derive and uses Enforce here instead.
 func Middleware(routeMax time.Duration) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		timeout, caller := routeMax, false
-		remaining, ok, err := Parse(c.Request.Header)
-		switch {
-		case err != nil:
-			problem.Abort(c, http.StatusBadRequest, "invalid "+Header,
-				problem.FieldError{Field: Header, Detail: err.Error()})
+		timeout, caller, err := requested(c.Request.Header, routeMax)
+		if err != nil {
+			refuse(c, err)
 			return
-		case ok && remaining <= 0:
-			problem.Abort(c, http.StatusGatewayTimeout, "the caller's deadline had passed when the request arrived")
-			return
-		case ok && (routeMax <= 0 || remaining < routeMax):
-			timeout, caller = remaining, true
 		}
 		if timeout <= 0 {
 			c.Next()
 			return
 		}
-		dl := time.Now().Add(timeout)
-		ctx, cancel := context.WithDeadline(c.Request.Context(), dl)
+		ctx, cancel := withDeadline(c.Request.Context(), time.Now().Add(timeout), caller, false)
 		defer cancel()
-		if got, _ := ctx.Deadline(); caller && got.Equal(dl) {
-			// The header set it: a breaker must not count the end of this
-			// deadline against an upstream (Caller), while it must count the
-			// route's own maximum, which is this server's choice. An earlier
-			// deadline already on the request binds instead; if an outer
-			// Middleware marked it as the caller's, that mark still tells.
-			ctx = context.WithValue(ctx, callerKey{}, dl)
-		}
 		c.Request = c.Request.WithContext(ctx)
 		c.Next()
-		if unanswered(c) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
+		answerLate(c, ctx)
+	}
+}
+
+// Derive returns parent with the deadline Middleware(routeMax) would give a
+// request with headers h, for a server that makes the request's context in
+// one step and copies the request once to carry it. When there is no
+// deadline to set (no header and no routeMax), or the header is malformed or
+// has no time left, it returns parent itself: Enforce, which must run before
+// the handlers, answers those. Enforce also releases the deadline's timer as
+// it returns, and Parent gives the outer layers parent back.
+func Derive(parent context.Context, h http.Header, routeMax time.Duration) context.Context {
+	timeout, caller, err := requested(h, routeMax)
+	if err != nil || timeout <= 0 {
+		return parent
+	}
+	ctx, _ := withDeadline(parent, time.Now().Add(timeout), caller, true)
+	return ctx
+}
+
+// Enforce is the rest of Middleware for a request whose context Derive
+// made: a malformed header is a 400 and one with no time left a 504, without
+// running the handlers; a handler that has given no answer when the deadline
+// passes gets a 504; and the deadline's context is cancelled as Enforce
+// returns (its timer released), as Middleware cancels its own.
+func Enforce() gin.HandlerFunc {
+	return func(c *gin.Context) {
+		rc, _ := c.Request.Context().Value(derivedKey{}).(*requestCtx)
+		if rc == nil {
+			// Derive set no deadline: the header is absent, or to be refused.
+			// (One it set a deadline from was well formed and had time left.)
+			if _, _, err := requested(c.Request.Header, 0); err != nil {
+				refuse(c, err)
+				return
+			}
+			c.Next()
+			return
+		}
+		defer rc.cancel()
+		c.Next()
+		answerLate(c, rc)
+	}
+}
+
+// Parent returns the context Derive derived ctx's deadline from, or ctx when
+// Derive set none. A server's layers outside Enforce read from it whether
+// the request's connection ended (its client went away): ctx's own Err says
+// Canceled for every request with a deadline once Enforce has returned.
+func Parent(ctx context.Context) context.Context {
+	if rc, ok := ctx.Value(derivedKey{}).(*requestCtx); ok {
+		return rc.parent
+	}
+	return ctx
+}
+
+// requested reads h's header against routeMax: the timeout to give the
+// request (0: none) and whether the header set it (caller), or why the
+// request is refused: errNoTimeLeft, or Parse's error for a malformed one.
+func requested(h http.Header, routeMax time.Duration) (timeout time.Duration, caller bool, err error) {
+	remaining, ok, err := Parse(h)
+	switch {
+	case err != nil:
+		return 0, false, err
+	case ok && remaining <= 0:
+		return 0, false, errNoTimeLeft
+	case ok && (routeMax <= 0 || remaining < routeMax):
+		return remaining, true, nil
+	}
+	return routeMax, false, nil
+}
+
+var errNoTimeLeft = errors.New("no time left")
+
+// refuse answers a request that requested refused with err.
+func refuse(c *gin.Context, err error) {
+	if err == errNoTimeLeft {
+		problem.Abort(c, http.StatusGatewayTimeout, "the caller's deadline had passed when the request arrived")
+		return
+	}
+	problem.Abort(c, http.StatusBadRequest, "invalid "+Header, problem.FieldError{Field: Header, Detail: err.Error()})
+}
+
+// answerLate answers 504 when c's handlers gave no answer and ctx, the
+// deadline's context, ended as that deadline passed.
+func answerLate(c *gin.Context, ctx context.Context) {
+	if unanswered(c) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		problem.Abort(c, http.StatusGatewayTimeout, "the request deadline passed before a response was ready")
+	}
+}
+
+// withDeadline derives a context from parent that ends at dl, or earlier
+// with parent. caller says the header set dl: a breaker must not count the
+// end of that deadline against an upstream (Caller), while it must count
+// the route's own maximum, which is this server's choice. An earlier
+// deadline already on parent binds instead, and dl is then not the
+// caller's; if an outer Middleware marked that one as the caller's, that
+// mark still tells. derived (Derive) marks the context for Enforce and
+// Parent. A context that is neither the caller's nor derived needs no node
+// of its own.
+func withDeadline(parent context.Context, dl time.Time, caller, derived bool) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithDeadline(parent, dl)
+	if got, _ := ctx.Deadline(); !got.Equal(dl) {
+		caller = false
+	}
+	if !caller && !derived {
+		return ctx, cancel
+	}
+	return &requestCtx{Context: ctx, parent: parent, cancel: cancel, dl: dl, caller: caller, derived: derived}, cancel
+}
+
+// requestCtx is a request's deadline context (the standard library's, whose
+// timer cancels the handlers' work, and everything derived from it, when the
+// deadline passes) with what the layers around the handlers read about it,
+// in one allocation: whether the caller set it (Caller), the context it was
+// derived from (Parent) and its cancel func (Enforce). A value node per mark
+// and the deadline boxed into one cost two allocations more.
+type requestCtx struct {
+	context.Context // context.WithDeadline(parent, dl)
+	parent          context.Context
+	cancel          context.CancelFunc
+	dl              time.Time
+	caller, derived bool
+}
+
+// Value answers callerKey when the caller set the deadline and derivedKey
+// when Derive made it, and asks the deadline's context (whose cancellation
+// the standard library finds through Value) for anything else.
+func (c *requestCtx) Value(key any) any {
+	switch key.(type) {
+	case callerKey:
+		if c.caller {
+			return c
+		}
+	case derivedKey:
+		if c.derived {
+			return c
 		}
 	}
+	return c.Context.Value(key)
 }
 
 // unanswered reports whether c's handlers gave no answer: nothing written
@@ -130,22 +255,25 @@ func unanswered(c *gin.Context) bool {
 	return !c.Writer.Written() && c.Writer.Status() == http.StatusOK
 }
 
-type callerKey struct{}
+type (
+	callerKey  struct{}
+	derivedKey struct{}
+)
 
 // Caller returns ctx's deadline and true when that deadline is the one the
-// caller sent in the header (Middleware, where it was shorter than the
-// route's maximum). It is false for the route's maximum and for a deadline
+// caller sent in the header (Middleware or Derive, where it was shorter than
+// the route's maximum). It is false for the route's maximum and for a deadline
 // this process set itself, such as a shorter timeout derived from the
 // request's context: those are the process's own choices, and a call they
 // end is evidence about the upstream, while one the caller's deadline ends
 // is not.
 func Caller(ctx context.Context) (time.Time, bool) {
-	caller, ok := ctx.Value(callerKey{}).(time.Time)
+	caller, ok := ctx.Value(callerKey{}).(*requestCtx)
 	if !ok {
 		return time.Time{}, false
 	}
 	dl, ok := ctx.Deadline()
-	if !ok || !dl.Equal(caller) { // detached (WithoutCancel) or a shorter one derived since
+	if !ok || !dl.Equal(caller.dl) { // detached (WithoutCancel) or a shorter one derived since
 		return time.Time{}, false
 	}
 	return dl, true

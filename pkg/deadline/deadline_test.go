@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -320,6 +321,9 @@ func TestCallerIsTheHeadersBindingDeadline(t *testing.T) {
 		{"behind a server-wide Middleware(0)", time.Minute, "30000", nil, true, []gin.HandlerFunc{Middleware(0)}},
 		{"route maximum behind a server-wide Middleware(0)", time.Minute, "120000", nil, false, []gin.HandlerFunc{Middleware(0)}},
 		{"under a shorter maximum of the server's", time.Minute, "30000", nil, false, []gin.HandlerFunc{Middleware(time.Second)}},
+		{"behind a server's Derive and Enforce", time.Minute, "30000", nil, true, deriveEnforce(0)},
+		{"route maximum behind a server's Derive and Enforce", time.Minute, "120000", nil, false, deriveEnforce(0)},
+		{"under a shorter maximum Derive set", time.Minute, "30000", nil, false, deriveEnforce(time.Second)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got bool
@@ -441,5 +445,124 @@ func TestAbortAnswersAConnectionTimeoutAtTheDeadlineWith504(t *testing.T) {
 		if w.Code != http.StatusGatewayTimeout {
 			t.Fatalf("request %d: status %d, want 504", i, w.Code)
 		}
+	}
+}
+
+// deriveEnforce is how a server that copies each request once uses Derive
+// and Enforce: the first handler stands for that copy (pkg/server's
+// telemetry middleware), with middleware of its own in between.
+func deriveEnforce(routeMax time.Duration) []gin.HandlerFunc {
+	return []gin.HandlerFunc{
+		func(c *gin.Context) {
+			c.Request = c.Request.WithContext(Derive(c.Request.Context(), c.Request.Header, routeMax))
+		},
+		Enforce(),
+	}
+}
+
+// TestDeriveAndEnforceAnswerAsMiddleware: Derive puts on the request's context the deadline Middleware would, and
+// Enforce gives the answers Middleware gives: 400 for a malformed header and 504 for one with no time left, without
+// running the handler, and 504 for a handler with no answer when the deadline passed. The deadline's timer cancels the
+// handler's work and what it derived from the context (a database call's own timeout) when it passes, and Enforce
+// releases the context as it returns, while Parent still tells whether the request's own context ended.
+func TestDeriveAndEnforceAnswerAsMiddleware(t *testing.T) {
+	var (
+		ran                bool
+		ctx, child, parent context.Context
+	)
+	r := gin.New()
+	r.Use(deriveEnforce(0)...)
+	r.GET("/", func(c *gin.Context) {
+		ran = true
+		ctx = c.Request.Context()
+		parent = Parent(ctx)
+		if c.Query("wait") != "" {
+			var cancel context.CancelFunc
+			child, cancel = context.WithTimeout(ctx, time.Hour)
+			defer cancel()
+			<-child.Done()
+			return
+		}
+		c.Status(http.StatusNoContent)
+	})
+	serve := func(path, header string) *httptest.ResponseRecorder {
+		ran, ctx, child, parent = false, nil, nil, nil
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		if header != "" {
+			req.Header.Set(Header, header)
+		}
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w
+	}
+
+	for _, tc := range []struct {
+		header string
+		want   int
+	}{{"soon", http.StatusBadRequest}, {"0", http.StatusGatewayTimeout}, {"-5", http.StatusGatewayTimeout}} {
+		w := serve("/", tc.header)
+		if w.Code != tc.want || ran || w.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("%s=%q: status %d (%s), handler ran=%v; want a %d problem without running it",
+				Header, tc.header, w.Code, w.Header().Get("Content-Type"), ran, tc.want)
+		}
+	}
+
+	if w := serve("/", ""); w.Code != http.StatusNoContent || !ran {
+		t.Fatalf("no header: status %d, handler ran=%v", w.Code, ran)
+	}
+	if _, ok := ctx.Deadline(); ok || parent != ctx {
+		t.Fatalf("no header: the request got a deadline, or Parent is not its own context")
+	}
+
+	start := time.Now()
+	w := serve("/?wait=1", "30")
+	if w.Code != http.StatusGatewayTimeout || w.Header().Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("handler past the deadline: status %d, want a 504 problem", w.Code)
+	}
+	if waited := time.Since(start); waited < 30*time.Millisecond {
+		t.Fatalf("answered after %v, before the caller's deadline", waited)
+	}
+	if !errors.Is(child.Err(), context.DeadlineExceeded) {
+		t.Fatalf("the handler's own timeout under the deadline ended with %v, want the deadline's", child.Err())
+	}
+
+	if w := serve("/", "60000"); w.Code != http.StatusNoContent {
+		t.Fatalf("60 s left: status %d", w.Code)
+	}
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > time.Minute {
+		t.Fatalf("60 s left: the handler's deadline %v (%v)", dl, ok)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("the deadline's context is still live after Enforce returned: its timer is not released")
+	}
+	if parent.Err() != nil || parent == ctx {
+		t.Fatalf("Parent: %v (the same context: %v), want the live context the deadline was derived from", parent.Err(), parent == ctx)
+	}
+}
+
+// TestDerivedContextCancelsChildrenOnItsOwn: the context Derive returns wraps the standard library's deadline context,
+// and the contexts the handlers derive from it (a database call's timeout, an outgoing request's) must register with
+// that one as with any: a wrapper that hid it from the standard library would cost each of them a goroutine that
+// waits for the deadline, and they must still end when the request's own context does.
+func TestDerivedContextCancelsChildrenOnItsOwn(t *testing.T) {
+	parent, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
+	ctx := Derive(parent, http.Header{Header: {"60000"}}, 0)
+	before := runtime.NumGoroutine()
+	children := make([]context.Context, 100)
+	for i := range children {
+		var cancel context.CancelFunc
+		children[i], cancel = context.WithTimeout(ctx, time.Hour)
+		defer cancel()
+	}
+	if n := runtime.NumGoroutine() - before; n >= len(children) {
+		t.Fatalf("%d goroutines for %d contexts derived from Derive's", n, len(children))
+	}
+	cancelParent()
+	for _, c := range children {
+		<-c.Done() // hangs (the test's timeout) if the cancellation does not reach them
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("Derive's context after its parent was cancelled: %v", ctx.Err())
 	}
 }

@@ -44,11 +44,20 @@ func RequestID(ctx context.Context) string {
 // header maps with it skips a canonicalisation (and an allocation) per call.
 const canonicalRequestID = "X-Request-Id"
 
+// requestContext adds to the request's context what the handlers read from
+// it besides the span: the request id and the caller's deadline. The
+// telemetry middleware calls it while it derives the request context anyway
+// (telemetry.WithContextFunc), so that the request is copied once to carry
+// all three: deadline.Middleware's own copy of every request with
+// X-Request-Timeout-Ms (all the gateway forwards) cost more than the span.
+// A bad header gets no deadline here; deadline.Enforce answers it.
+func requestContext(c *gin.Context, ctx context.Context) context.Context {
+	return withRequestID(c, deadline.Derive(ctx, c.Request.Header, 0))
+}
+
 // withRequestID keeps a sane incoming X-Request-ID or makes one, echoes
 // it, and puts it in the context for RequestID and for every log record
-// (request_id). The telemetry middleware calls it while it derives the
-// request context anyway (telemetry.WithContextFunc), which saves a second
-// copy of the request.
+// (request_id).
 func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 	var id string
 	if v := c.Request.Header[canonicalRequestID]; len(v) > 0 && validID(v[0]) {
@@ -79,11 +88,11 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // had started is cut (cutAfterPanic): ERROR, ended_by "handler panic", with
 // the status that was sent.
 func (s *Server) accessLog(c *gin.Context) {
-	// The context as the connection gave it, before deadline.Middleware
-	// derives one: that one is cancelled as the middleware returns, so only
-	// this one tells whether the client went away.
-	outer := c.Request.Context()
-	debug := s.log.Enabled(outer, slog.LevelDebug)
+	// The context as the connection gave it, before the caller's deadline
+	// (deadline.Parent): deadline.Enforce cancels the deadline's context as
+	// it returns, so only this one tells whether the client went away.
+	outer := deadline.Parent(c.Request.Context())
+	debug := s.log.Enabled(c.Request.Context(), slog.LevelDebug)
 	var start time.Time
 	if debug {
 		start = time.Now()
@@ -158,10 +167,10 @@ const clientWentAway = "client went away"
 
 // callerEnded says how the caller ended a request, or "" when it did not:
 // the client went away (net/http cancelled outer, the request's context
-// before the handlers' middleware, as the connection closed), or the
+// without the caller's deadline, as the connection closed), or the
 // deadline it sent passed (read from final, the request's context as the
 // handlers left it, which carries that deadline). final's own Err says
-// nothing: deadline.Middleware cancels the context it made on its way out,
+// nothing: deadline.Enforce cancels the deadline's context on its way out,
 // so it reads Canceled for every request that sent a deadline.
 func callerEnded(outer, final context.Context) string {
 	if errors.Is(outer.Err(), context.Canceled) {

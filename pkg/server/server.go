@@ -147,11 +147,14 @@ func New(o Options) *Server {
 	// 500 the outer layers see, then the caller's deadline
 	// (X-Request-Timeout-Ms, which the gateway sends): the handlers' work
 	// stops when the caller has given up, and a request that arrives with
-	// no time left is a 504 without running them. No header, no deadline
-	// (and no request copy). Between the two, a query gin would read with
-	// pairs dropped is a 400 (undecodableQuery), measured and logged as one.
+	// no time left is a 504 without running them. The deadline itself is
+	// put on the request's context by the telemetry middleware's one copy
+	// of the request (requestContext); deadline.Enforce, in its place in
+	// this order, answers and releases it. No header, no deadline. Between
+	// recovery and the deadline, a query gin would read with pairs dropped
+	// is a 400 (undecodableQuery), measured and logged as one.
 	e.Use(s.cutAfterPanic, s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery,
-		undecodableQuery, deadline.Middleware(0))
+		undecodableQuery, deadline.Enforce())
 	e.NoRoute(func(c *gin.Context) {
 		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
 	})
@@ -172,7 +175,7 @@ func New(o Options) *Server {
 func (s *Server) telemetryOptions() []telemetry.MiddlewareOption {
 	opts := []telemetry.MiddlewareOption{
 		telemetry.WithoutSpans("/healthz", "/readyz", "/metrics"),
-		telemetry.WithContextFunc(withRequestID),
+		telemetry.WithContextFunc(requestContext),
 	}
 	if p := s.o.Telemetry; p != nil {
 		opts = append(opts, telemetry.WithTracerProvider(p.Tracer), telemetry.WithRegisterer(p.Registry))

@@ -63,10 +63,9 @@ func BenchmarkServer(b *testing.B) {
 	// built by hand sends every span through it). Sampled spans go through
 	// a batch processor into an exporter that drops them.
 	// UnsampledCallerDeadline is a request as the gateway sends it, with
-	// the caller's remaining time (deadline.Header): deadline.Middleware
-	// then derives a context with that deadline and copies the request a
-	// second time, after the copy the telemetry middleware made for the
-	// span and the request id.
+	// the caller's remaining time (deadline.Header): the request's one
+	// copy then carries a context with that deadline too (a timer), beside
+	// the span and the request id.
 	for _, tc := range []struct{ name, sampler, timeoutMs string }{
 		{"Sampled", "always_on", ""}, {"Unsampled", "always_off", ""}, {"UnsampledCallerDeadline", "always_off", "5000"},
 	} {
