@@ -97,8 +97,8 @@ func TestRequestsTheClientEndedAreNoServerErrors(t *testing.T) {
 
 // TestServerErrorsOfRequestsWithADeadlineAreErrors: a request that carries X-Request-Timeout-Ms (every one the
 // gateway forwards) and fails with a 5xx while its client waits is the server's failure and is logged at ERROR.
-// deadline.Enforce (deadline.Middleware before 9be559b) cancels the deadline's context as it returns, before the access log looks at it, so the log
-// took every such 5xx for a client that went away and wrote it at Info.
+// deadline.Enforce (deadline.Middleware before 9be559b) cancels the deadline's context as it returns, before the
+// access log looks at it, so the log took every such 5xx for a client that went away and wrote it at Info.
 func TestServerErrorsOfRequestsWithADeadlineAreErrors(t *testing.T) {
 	for _, hdr := range [][]string{nil, {deadline.Header, "5000"}} {
 		s, logs := newTestServer(t, Options{})
