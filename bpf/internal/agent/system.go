@@ -38,13 +38,18 @@ func attachSystem() (*system, error) {
 		s.links = append(s.links, l)
 		return nil
 	}
-	if err := add(link.Tracepoint("sock", "inet_sock_set_state", s.tcp.SetState, nil)); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("attach sock:inet_sock_set_state: %w", err)
+	// BTF tracepoints (tp_btf), attached by the BTF id bpf2go recorded from the section name: unlike a perf-event
+	// tracepoint program they are not skipped while another BPF program runs on the CPU, and the state changes have
+	// two programs, so that a change interrupting one is handled by the other (tcp.c says why).
+	for _, p := range []*ebpf.Program{s.tcp.SetState, s.tcp.SetStateSpare} {
+		if err := add(link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("attach sock:inet_sock_set_state (a BTF tracepoint, tp_btf): %w", err)
+		}
 	}
-	if err := add(link.Tracepoint("tcp", "tcp_retransmit_skb", s.tcp.Retransmit, nil)); err != nil {
+	if err := add(link.AttachTracing(link.TracingOptions{Program: s.tcp.Retransmit, AttachType: ebpf.AttachTraceRawTp})); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("attach tcp:tcp_retransmit_skb: %w", err)
+		return nil, fmt.Errorf("attach tcp:tcp_retransmit_skb (a BTF tracepoint, tp_btf): %w", err)
 	}
 	if err := add(link.Tracepoint("sched", "sched_process_exit", s.tcp.ProcessExit, nil)); err != nil {
 		s.Close()

@@ -32,14 +32,15 @@ type BpfTcpStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapExits        = "exits"
-	BpfMapOwners       = "owners"
-	BpfMapProbedFiles  = "probed_files"
-	BpfMapTcp          = "tcp"
-	BpfProgAcceptRet   = "accept_ret"
-	BpfProgProcessExit = "process_exit"
-	BpfProgRetransmit  = "retransmit"
-	BpfProgSetState    = "set_state"
+	BpfMapExits          = "exits"
+	BpfMapOwners         = "owners"
+	BpfMapProbedFiles    = "probed_files"
+	BpfMapTcp            = "tcp"
+	BpfProgAcceptRet     = "accept_ret"
+	BpfProgProcessExit   = "process_exit"
+	BpfProgRetransmit    = "retransmit"
+	BpfProgSetState      = "set_state"
+	BpfProgSetStateSpare = "set_state_spare"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -84,10 +85,11 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
-	AcceptRet   *ebpf.ProgramSpec `ebpf:"accept_ret"`
-	ProcessExit *ebpf.ProgramSpec `ebpf:"process_exit"`
-	Retransmit  *ebpf.ProgramSpec `ebpf:"retransmit"`
-	SetState    *ebpf.ProgramSpec `ebpf:"set_state"`
+	AcceptRet     *ebpf.ProgramSpec `ebpf:"accept_ret"`
+	ProcessExit   *ebpf.ProgramSpec `ebpf:"process_exit"`
+	Retransmit    *ebpf.ProgramSpec `ebpf:"retransmit"`
+	SetState      *ebpf.ProgramSpec `ebpf:"set_state"`
+	SetStateSpare *ebpf.ProgramSpec `ebpf:"set_state_spare"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
@@ -151,10 +153,11 @@ type BpfVariables struct {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
-	AcceptRet   *ebpf.Program `ebpf:"accept_ret"`
-	ProcessExit *ebpf.Program `ebpf:"process_exit"`
-	Retransmit  *ebpf.Program `ebpf:"retransmit"`
-	SetState    *ebpf.Program `ebpf:"set_state"`
+	AcceptRet     *ebpf.Program `ebpf:"accept_ret"`
+	ProcessExit   *ebpf.Program `ebpf:"process_exit"`
+	Retransmit    *ebpf.Program `ebpf:"retransmit"`
+	SetState      *ebpf.Program `ebpf:"set_state"`
+	SetStateSpare *ebpf.Program `ebpf:"set_state_spare"`
 }
 
 func (p *BpfPrograms) Close() error {
@@ -163,6 +166,7 @@ func (p *BpfPrograms) Close() error {
 		p.ProcessExit,
 		p.Retransmit,
 		p.SetState,
+		p.SetStateSpare,
 	)
 }
 

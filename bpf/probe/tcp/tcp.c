@@ -9,6 +9,18 @@
 //     syscalls tracepoint puts every task on the machine on the slow syscall path (~40 ns per syscall, every process);
 //   - close: the transition to CLOSE (often in softirq) is charged to the remembered owner;
 //   - retransmits: tcp:tcp_retransmit_skb, charged to the owner likewise.
+// The two TCP tracepoints are BTF tracepoints (tp_btf, BPF_PROG_TYPE_TRACING), not perf-event tracepoint programs:
+// the kernel runs a tracepoint program of the perf-event kind only when no kprobe, uprobe or tracepoint program and
+// no BPF map syscall is running on the CPU (the per-CPU bpf_prog_active guard), and skips it otherwise, counting a
+// recursion miss. A state change in softirq that interrupted one (the agent's own exit programs, a scrape's map
+// lookups) was lost: an open, or a close, never counted. A tp_btf program is skipped only when it interrupts itself
+// on the CPU; but that happens too: a state change in softirq (a FIN or ACK received, a timer) interrupts the program
+// running for a connect() or close() in process context. So set_state is loaded twice (set_state and
+// set_state_spare, two programs with a guard each) and both are attached: every change runs both, one after the
+// other, and a change that interrupts one of them finds the other free. Handling a change is idempotent, so the
+// second run of the same change does nothing: SYN_SENT writes the same owner, an open is counted only by the run that
+// marks the owner established, and a close only by the run whose delete of the owner succeeds. Its arguments are the
+// tracepoint's TP_PROTO, read through BTF-typed pointers.
 #include "goabi.h"
 #include "exitgroup.h"
 
@@ -79,12 +91,10 @@ static __always_inline struct tcp_stats *stats_for(__u32 tgid) {
 	return bpf_map_lookup_elem(&tcp, &tgid);
 }
 
-SEC("tracepoint/sock/inet_sock_set_state")
-int set_state(struct trace_event_raw_inet_sock_set_state *ctx) {
-	if (ctx->protocol != IPPROTO_TCP)
+static __always_inline int on_state(const struct sock *sock, int oldstate, int ns) {
+	if (sock->sk_protocol != IPPROTO_TCP)
 		return 0;
-	__u64 sk = (__u64)ctx->skaddr;
-	int ns = ctx->newstate;
+	__u64 sk = (__u64)sock;
 	if (ns == TCP_SYN_SENT) {
 		struct owner o = {.tgid = bpf_get_current_pid_tgid() >> 32};
 		bpf_map_update_elem(&owners, &sk, &o, BPF_ANY);
@@ -93,7 +103,11 @@ int set_state(struct trace_event_raw_inet_sock_set_state *ctx) {
 	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
 	if (!o)
 		return 0;
-	if (ns == TCP_ESTABLISHED && ctx->oldstate == TCP_SYN_SENT) {
+	if (ns == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT) {
+		// The two runs of one change are never concurrent (one after the other on this CPU; the socket's lock keeps
+		// its other changes out), so a plain check-and-set is enough to count the open once.
+		if (o->established)
+			return 0;
 		o->established = 1;
 		struct tcp_stats *s = stats_for(o->tgid);
 		if (s)
@@ -101,21 +115,36 @@ int set_state(struct trace_event_raw_inet_sock_set_state *ctx) {
 		return 0;
 	}
 	if (ns == TCP_CLOSE) {
+		__u32 tgid = o->tgid;
+		__u32 established = o->established;
+		// Only the run (or accept_ret) whose delete succeeds counts the close.
+		if (bpf_map_delete_elem(&owners, &sk))
+			return 0;
 		// An opened connection's owner has an entry (its open made it) unless it has exited (process_exit deleted
 		// it; its sockets close after that): the close is not counted then, so the entry is not made again for a
 		// process that may get the pid next. A failed connect may be the owner's first count.
-		if (o->established) {
-			struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid);
+		if (established) {
+			struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
 			if (s)
 				__sync_fetch_and_add(&s->closed, 1);
 		} else {
-			struct tcp_stats *s = stats_for(o->tgid);
+			struct tcp_stats *s = stats_for(tgid);
 			if (s)
 				__sync_fetch_and_add(&s->failed, 1);
 		}
-		bpf_map_delete_elem(&owners, &sk);
 	}
 	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(set_state, const struct sock *sock, int oldstate, int newstate) {
+	return on_state(sock, oldstate, newstate);
+}
+
+// set_state_spare is set_state again, for the changes that interrupt it (see the top of this file).
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(set_state_spare, const struct sock *sock, int oldstate, int newstate) {
+	return on_state(sock, oldstate, newstate);
 }
 
 // accepted_sock finds the struct sock behind file descriptor fd of the current process:
@@ -171,9 +200,10 @@ int accept_ret(struct pt_regs *ctx) {
 	return 0;
 }
 
-SEC("tracepoint/tcp/tcp_retransmit_skb")
-int retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx) {
-	__u64 sk = (__u64)ctx->skaddr;
+SEC("tp_btf/tcp_retransmit_skb")
+// (Linux 6.x added a third argument, the transmit error, after these two: it is not read.)
+int BPF_PROG(retransmit, const struct sock *sock, const struct sk_buff *skb) {
+	__u64 sk = (__u64)sock;
 	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
 	if (!o)
 		return 0;
