@@ -70,7 +70,7 @@ func checkServers(env map[string]string) error {
 			continue
 		}
 		addr, _, _ := strings.Cut(v, ",") // ETCD_ENDPOINTS and KAFKA_BROKERS are lists
-		if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		if u, ok := parseWhole(addr); ok {
 			addr = u.Host
 		} else {
 			addr = redactURL(addr) // named in the refusal below

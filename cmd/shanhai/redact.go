@@ -13,10 +13,13 @@ import (
 // reads without a host while it has an @ (bob:pw@host parses as the scheme
 // "bob"), has everything between its scheme and its last @ hidden instead:
 // which part is the password cannot be told, and the host is what a reader
-// needs.
+// needs. So has one url.Parse reads with a host but where an @ is left
+// outside its user: an unencoded #, / or ? in a password ends the authority
+// early, and what is left before it may still read as a host
+// (pulsar://bob:2024#pw@pulsar parses as host bob, port 2024, no user) or
+// as a user with the first part of the password (bob:pw@x#rest@host).
 func redactURL(s string) string {
-	u, err := url.Parse(s)
-	if err == nil && u.Host != "" {
+	if u, ok := parseWhole(s); ok {
 		if u.User == nil {
 			return s
 		}
@@ -31,4 +34,18 @@ func redactURL(s string) string {
 		start = i + len("://")
 	}
 	return s[:start] + "xxxxx" + s[at:]
+}
+
+// parseWhole parses s as a URL with a host, and reports whether that
+// reading can be shown (Redacted) or dialled: not when an @ is left outside
+// its user, the mark of a password url.Parse cut short (see redactURL).
+func parseWhole(s string) (*url.URL, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return nil, false
+	}
+	if n := strings.Count(s, "@"); n > 1 || n == 1 && u.User == nil {
+		return nil, false
+	}
+	return u, true
 }

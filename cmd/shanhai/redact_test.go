@@ -110,3 +110,41 @@ func TestRedactURLKeepsWhatHasNoPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactURLHidesAPasswordURLParseMisreads: an unencoded #, / or ? in a
+// password ends the authority early, and url.Parse may still read a host
+// there (bob:2024 is host bob, port 2024, with no user), or a user whose
+// password is only the part before a second @. The password then went
+// through whole or in part: PULSAR_URL pulsar://bob:2024#s3cret@pulsar:6650
+// was printed as given in the banner.
+func TestRedactURLHidesAPasswordURLParseMisreads(t *testing.T) {
+	for _, s := range []string{
+		"pulsar://bob:2024#" + secret + "@pulsar:6650",
+		"redis://:1234/" + secret + "@redis:6379/0",
+		"redis://:1234?" + secret + "@redis:6379",
+		"nats://bob:pw@x#" + secret + "@nats:4222",
+	} {
+		if got := redactURL(s); strings.Contains(got, secret) {
+			t.Errorf("redactURL(%q) = %q, shows the password", s, got)
+		}
+	}
+	// The refusal named the host url.Parse read: bob:2024, the password's
+	// first part.
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	err = checkServers(map[string]string{"PULSAR_URL": "pulsar://bob:2024#" + secret + "@" + addr})
+	if err == nil || strings.Contains(err.Error(), "2024") || !strings.Contains(err.Error(), addr) {
+		t.Errorf("checkServers error = %v, want %s named without any of the password", err, addr)
+	}
+	p := bannerPlatform()
+	p.Pulsar = true
+	p.Env["PULSAR_URL"] = "pulsar://bob:2024#" + secret + "@pulsar:6650"
+	var out strings.Builder
+	Banner(&out, p, false, Memory{}, nil)
+	if strings.Contains(out.String(), secret) {
+		t.Errorf("banner shows a password:\n%s", out.String())
+	}
+}
