@@ -675,10 +675,13 @@ func retryAfter(v string, now time.Time) time.Duration {
 
 // redactURLs hides the passwords of a comma-separated server list (nats.go's
 // form of -nats) so that an error can name the servers it could not reach.
+// A URL with a second @ is treated as unparsable: an unencoded #, / or ? in
+// its password ended the authority early, and url.Parse's user holds only
+// the part of the password before it.
 func redactURLs(list string) string {
 	urls := strings.Split(list, ",")
 	for i, s := range urls {
-		if u, err := url.Parse(strings.TrimSpace(s)); err == nil && u.User != nil {
+		if u, err := url.Parse(strings.TrimSpace(s)); err == nil && u.User != nil && strings.Count(s, "@") == 1 {
 			urls[i] = u.Redacted()
 		} else if at := strings.LastIndex(s, "@"); at >= 0 {
 			urls[i] = "xxxxx" + s[at:] // unparsable: keep only what follows the credentials

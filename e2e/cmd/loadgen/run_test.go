@@ -390,3 +390,17 @@ func TestUnreachableNATSErrorShowsNoPassword(t *testing.T) {
 		}
 	}
 }
+
+// An unencoded # (or / or ?) in a password ends the URL's authority early,
+// so url.Parse reads a user whose password is only the part before it, and
+// the rest of the password was shown after the redacted one.
+func TestRedactURLsHidesAPasswordURLParseCutShort(t *testing.T) {
+	for _, s := range []string{
+		"nats://bob:pw@x#s3cret@nats:4222",
+		"nats://127.0.0.1:4222,nats://bob:pw@x/s3cret@nats:4222",
+	} {
+		if got := redactURLs(s); strings.Contains(got, "s3cret") || !strings.Contains(got, "nats:4222") {
+			t.Errorf("redactURLs(%q) = %q, want the server named without its password", s, got)
+		}
+	}
+}
