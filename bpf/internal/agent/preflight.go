@@ -38,8 +38,8 @@ func canReadMemory() bool {
 }
 
 // Preflight says, in one error naming every missing piece, why the agent cannot run here: kernel BTF (CO-RE needs
-// it), the right to load and attach uprobes, tracefs, tracepoint programs and, for the socket HTTP probe (httpProbe
-// HTTPProbeSocket), BTF tracepoint (tp_btf) programs. Uprobes and tp_btf programs are tried, not guessed from
+// it), the right to load and attach uprobes, tracefs, tracepoint programs and BTF tracepoint (tp_btf) programs on
+// the TCP probe's tracepoints and, for the socket HTTP probe (httpProbe HTTPProbeSocket), on its own. Uprobes and tp_btf programs are tried, not guessed from
 // capability bits: CAP_BPF+CAP_PERFMON load the programs but this kernel opens a uprobe's perf event only with
 // CAP_SYS_ADMIN, and the preflight that checked the bits let such an agent start and fail every probe (found by review).
 func Preflight(httpProbe string) error {
@@ -66,8 +66,12 @@ func Preflight(httpProbe string) error {
 	if err := features.HaveProgramType(ebpf.TracePoint); err != nil {
 		errs = append(errs, fmt.Errorf("kernel cannot load %s programs (the TCP probe's): %w", ebpf.TracePoint, err))
 	}
+	if err := tryTpBTF(tcpTracepoints, "the TCP probe needs in every BPF_HTTP_PROBE mode"); err != nil {
+		errs = append(errs, err)
+	}
 	if httpProbe == HTTPProbeSocket {
-		if err := tryTpBTF(sockTracepoints); err != nil {
+		needs := fmt.Sprintf("BPF_HTTP_PROBE=%s needs (BPF_HTTP_PROBE=%s does not)", HTTPProbeSocket, HTTPProbeUprobe)
+		if err := tryTpBTF(sockTracepoints, needs); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -132,9 +136,9 @@ func attachEmptyUprobe() error {
 }
 
 // tryTpBTF loads an empty BTF tracepoint (tp_btf) program on each of tracepoints and attaches it for a moment: the
-// socket HTTP probe's programs are of that type, and a kernel without it (or without BTF for those tracepoints)
-// used to pass the preflight and fail only when the probe was loaded.
-func tryTpBTF(tracepoints []string) error {
+// TCP probe's and the socket HTTP probe's programs are of that type, and a kernel without it (or without BTF for
+// those tracepoints) used to pass the preflight and fail only when the probe was loaded. needs says who needs them.
+func tryTpBTF(tracepoints []string, needs string) error {
 	for _, tp := range tracepoints {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp,
 			AttachTo: tp, License: "GPL", Instructions: emptyProgram})
@@ -146,8 +150,7 @@ func tryTpBTF(tracepoints []string) error {
 			prog.Close()
 		}
 		if err != nil {
-			return fmt.Errorf("kernel cannot run a BTF tracepoint (tp_btf) program on %s, which BPF_HTTP_PROBE=%s needs "+
-				"(BPF_HTTP_PROBE=%s does not): %w", tp, HTTPProbeSocket, HTTPProbeUprobe, err)
+			return fmt.Errorf("kernel cannot run a BTF tracepoint (tp_btf) program on %s, which %s: %w", tp, needs, err)
 		}
 	}
 	return nil

@@ -148,3 +148,18 @@ func TestPreflightAfterTheAgentsBinaryIsDeleted(t *testing.T) {
 		t.Fatalf("a copy that deleted itself: %v\n%s", err, out)
 	}
 }
+
+// The TCP probe's state-change and retransmit programs are tp_btf programs too since dd444e6, in every HTTP probe
+// mode: a kernel without them passed the preflight in uprobe mode and failed only at attach.
+func TestPreflightTriesTheTCPProbesBTFTracepoints(t *testing.T) {
+	requireRoot(t)
+	saved := tcpTracepoints
+	t.Cleanup(func() { tcpTracepoints = saved })
+	tcpTracepoints = append(slices.Clone(saved), "shanhai_no_such_tracepoint")
+	for _, mode := range []string{HTTPProbeUprobe, HTTPProbeSocket} {
+		err := Preflight(mode)
+		if err == nil || !strings.Contains(err.Error(), "TCP probe") || !strings.Contains(err.Error(), "shanhai_no_such_tracepoint") {
+			t.Errorf("Preflight(%s) with a TCP tracepoint missing: %v; want a refusal naming the TCP probe and the tracepoint", mode, err)
+		}
+	}
+}

@@ -102,3 +102,7 @@ func (s *system) Close() error {
 	}
 	return s.tcp.Close()
 }
+
+// tcpTracepoints are the BTF tracepoints the TCP probe's programs attach to (their SEC names in tcp.c), as the
+// preflight tries them: the probe runs in every HTTP probe mode.
+var tcpTracepoints = []string{"inet_sock_set_state", "tcp_retransmit_skb"}
