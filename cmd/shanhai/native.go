@@ -103,8 +103,8 @@ func ServiceDatabases(ctx context.Context, base string, services ...string) (map
 	defer cancel()
 	urls, err := serviceDatabases(ctx, base, services...)
 	if err != nil && parent.Err() == nil && ctx.Err() != nil {
-		host := base
-		if u, perr := url.Parse(base); perr == nil {
+		host := redactURL(base)
+		if u, ok := parseWhole(base); ok {
 			host = u.Host
 		}
 		return nil, fmt.Errorf("-native: the PostgreSQL of DATABASE_URL (%s) did not answer within %s: %w", host, postgresAnswerLimit, err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -146,5 +147,33 @@ func TestRedactURLHidesAPasswordURLParseMisreads(t *testing.T) {
 	Banner(&out, p, false, Memory{}, nil)
 	if strings.Contains(out.String(), secret) {
 		t.Errorf("banner shows a password:\n%s", out.String())
+	}
+}
+
+// TestServiceDatabasesSilentServerShowsNoPassword: a PostgreSQL that takes
+// the connection and never answers is named by the host of DATABASE_URL,
+// which was url.Parse's reading, bob:2024 (the first part of the password
+// 2024#s3cret), for a password with an unencoded #.
+func TestServiceDatabasesSilentServerShowsNoPassword(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held, unanswered, until the test ends
+		}
+	}()
+	_, err = ServiceDatabases(context.Background(), "postgres://bob:2024#"+secret+"@"+ln.Addr().String()+"/shanhai", "user")
+	if err == nil || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("ServiceDatabases error = %v, want a PostgreSQL that did not answer", err)
+	}
+	if strings.Contains(err.Error(), "2024") || strings.Contains(err.Error(), secret) {
+		t.Errorf("ServiceDatabases error = %q shows part of the password", err)
 	}
 }
