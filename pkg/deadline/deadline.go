@@ -159,6 +159,25 @@ func Parent(ctx context.Context) context.Context {
 	return ctx
 }
 
+// Release cancels the deadline Derive put on ctx, unless Enforce has already,
+// and returns the context Derive derived it from (Parent's). It is for the
+// outermost of a server's layers that run after Derive: one between Derive
+// and Enforce may answer a request itself (pkg/server's 400 for a query it
+// cannot decode), and that request's deadline was then never cancelled, its
+// timer holding the request until the caller's deadline passed (net/http
+// cancels its own request context once the handler returns, which hides
+// that on a connection, not under a handler called directly).
+func Release(ctx context.Context) context.Context {
+	rc, ok := ctx.Value(derivedKey{}).(*requestCtx)
+	if !ok {
+		return ctx
+	}
+	if rc.Err() == nil { // Enforce's cancel has run for every request it saw
+		rc.cancel()
+	}
+	return rc.parent
+}
+
 // requested reads h's header against routeMax: the timeout to give the
 // request (0: none) and whether the header set it (caller), or why the
 // request is refused: errNoTimeLeft, or Parse's error for a malformed one.

@@ -566,3 +566,21 @@ func TestDerivedContextCancelsChildrenOnItsOwn(t *testing.T) {
 		t.Fatalf("Derive's context after its parent was cancelled: %v", ctx.Err())
 	}
 }
+
+// TestReleaseEndsADeadlineEnforceNeverSaw: a layer between Derive and Enforce may answer a request itself, and then only
+// Release, in a layer outside both, cancels the deadline's context (its timer would otherwise hold the request until
+// the deadline passed) and gives back the context the deadline was derived from.
+func TestReleaseEndsADeadlineEnforceNeverSaw(t *testing.T) {
+	parent, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
+	ctx := Derive(parent, http.Header{Header: {"60000"}}, 0)
+	if got := Release(ctx); got != parent {
+		t.Fatalf("Release returned %v, want the context the deadline was derived from", got)
+	}
+	if !errors.Is(ctx.Err(), context.Canceled) || parent.Err() != nil {
+		t.Fatalf("after Release: the deadline's context %v (want Canceled), its parent %v (want live)", ctx.Err(), parent.Err())
+	}
+	if got := Release(parent); got != parent {
+		t.Fatalf("Release of a context without a derived deadline returned %v, want it back", got)
+	}
+}

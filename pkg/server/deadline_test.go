@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -99,5 +100,77 @@ func TestACallersDeadlineKeepsTheClientsLeavingApart(t *testing.T) {
 	want := `"level":"INFO","msg":"request","method":"GET","route":"/gone","path":"/gone","status":499,"ended_by":"client went away"`
 	if !strings.Contains(logs.String(), want) {
 		t.Errorf("no access log line with %s in:\n%s", want, logs)
+	}
+}
+
+// TestACallersDeadlineIsReleasedOnEveryPath: the caller's deadline is put on the request's context by the telemetry
+// middleware (deadline.Derive), outside every layer that may answer a request before the handlers, so each way a
+// request with X-Request-Timeout-Ms can end must release its timer, not only the one through deadline.Enforce.
+// undecodableQuery answered its 400 before Enforce ran, and the deadline's timer, with the request it holds, stayed
+// until the caller's deadline passed (net/http's own cancellation hid it on a real connection, not under Handler).
+//
+// Each request's context here has a Done channel of its own that nothing closes while it is served, so that the
+// deadline derived from it waits in a goroutine of the standard library's until it is released: a timer still set is
+// a goroutine still there.
+func TestACallersDeadlineIsReleasedOnEveryPath(t *testing.T) {
+	s, _ := newTestServer(t, Options{})
+	s.Router().GET("/orders/:id", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/orders/42", http.StatusNoContent},
+		{http.MethodGet, "/orders/42?status=%zz", http.StatusBadRequest},
+		{http.MethodGet, "/nowhere", http.StatusNotFound},
+		{http.MethodPost, "/orders/42", http.StatusMethodNotAllowed},
+		{http.MethodHead, "/orders/42", http.StatusNoContent},
+		{http.MethodGet, "/healthz", http.StatusOK},
+	} {
+		const requests = 20
+		parent := neverDone{Context: context.Background(), done: make(chan struct{})}
+		before := runtime.NumGoroutine()
+		for range requests {
+			req := httptest.NewRequestWithContext(parent, tc.method, tc.path, nil)
+			req.Header.Set(deadline.Header, "600000")
+			w := httptest.NewRecorder()
+			s.Handler().ServeHTTP(w, req)
+			if w.Code != tc.want {
+				t.Fatalf("%s %s: status %d, want %d", tc.method, tc.path, w.Code, tc.want)
+			}
+		}
+		// The goroutines of released deadlines end on their own, soon after.
+		if left := waitGoroutines(before+requests-1) - before; left >= requests {
+			t.Errorf("%s %s: %d goroutines still wait on the caller's deadline of %d requests answered: "+
+				"its timer was not released", tc.method, tc.path, left, requests)
+		}
+		close(parent.done) // ends what a failure left waiting, before the next case counts
+		waitGoroutines(before)
+	}
+}
+
+// waitGoroutines waits a while for at most n goroutines to be left, and returns how many are.
+func waitGoroutines(n int) int {
+	left := runtime.NumGoroutine()
+	for end := time.Now().Add(5 * time.Second); left > n && time.Now().Before(end); left = runtime.NumGoroutine() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return left
+}
+
+// neverDone is a context that is not cancelled until its done is closed, with a Done channel the standard library
+// cannot see into.
+type neverDone struct {
+	context.Context
+	done chan struct{}
+}
+
+func (c neverDone) Done() <-chan struct{} { return c.done }
+
+func (c neverDone) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
 	}
 }

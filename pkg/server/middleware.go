@@ -88,17 +88,22 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // had started is cut (cutAfterPanic): ERROR, ended_by "handler panic", with
 // the status that was sent.
 func (s *Server) accessLog(c *gin.Context) {
-	// The context as the connection gave it, before the caller's deadline
-	// (deadline.Parent): deadline.Enforce cancels the deadline's context as
-	// it returns, so only this one tells whether the client went away.
-	outer := deadline.Parent(c.Request.Context())
-	debug := s.log.Enabled(c.Request.Context(), slog.LevelDebug)
+	in := c.Request.Context()
+	debug := s.log.Enabled(in, slog.LevelDebug)
 	var start time.Time
 	if debug {
 		start = time.Now()
 	}
 
 	c.Next()
+
+	// The caller's deadline, which the telemetry middleware put on the
+	// request (requestContext), is released here too: deadline.Enforce
+	// releases it as the handlers return, but undecodableQuery answers
+	// before Enforce runs. outer is the context as the connection gave it,
+	// before that deadline: Enforce cancels the deadline's context, so only
+	// this one tells whether the client went away.
+	outer := deadline.Release(in)
 
 	if !c.Writer.Written() && errors.Is(outer.Err(), context.Canceled) {
 		// The connection closed while the handlers ran and they sent nothing:
