@@ -150,7 +150,8 @@ func New(o Options) *Server {
 	// no time left is a 504 without running them. The deadline itself is
 	// put on the request's context by the telemetry middleware's one copy
 	// of the request (requestContext); deadline.Enforce, in its place in
-	// this order, answers and releases it. No header, no deadline. Between
+	// this order, answers and releases it (the access log releases it for a
+	// request answered before Enforce). No header, no deadline. Between
 	// recovery and the deadline, a query gin would read with pairs dropped
 	// is a 400 (undecodableQuery), measured and logged as one.
 	e.Use(s.cutAfterPanic, s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery,
