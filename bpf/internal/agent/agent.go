@@ -46,6 +46,9 @@ type Config struct {
 	// goroutinesByUprobe counts goroutine creations with the runtime.newproc1 uprobe even where the runtime's own
 	// counters can be read (gocount): the tests run both.
 	goroutinesByUprobe bool
+	// processEntries, when set, shrinks the maps keyed by process (the runtime probe's stw_begin, stw and
+	// goroutines, the TCP probe's tcp) so that the tests can fill them. 0 keeps the compiled sizes.
+	processEntries uint32
 }
 
 // Target is one process being observed.
@@ -87,6 +90,8 @@ type Agent struct {
 	// callDroppedRetired is the same for the call probes' call_series_dropped, by probe name
 	// (shanhai_bpf_call_series_dropped_total).
 	callDroppedRetired map[string]uint64
+	// runtimeDroppedRetired is the same for the runtime probes' runtime_dropped, by series (runtimeDropSeries).
+	runtimeDroppedRetired [len(runtimeDropSeries)]uint64
 	// readErrors counts the scrapes that could not read every map (shanhai_bpf_read_errors_total); scrapes may run
 	// at once, outside mu.
 	readErrors atomic.Uint64
@@ -135,7 +140,7 @@ func New(cfg Config) (*Agent, error) {
 	} else {
 		cfg.Logger.Info("probes load without their process-exit programs: exited processes' slots are freed by the scan", "why", "configured")
 	}
-	sys, err := attachSystem()
+	sys, err := attachSystem(cfg.processEntries)
 	if err != nil {
 		return nil, err
 	}
@@ -372,7 +377,8 @@ func (a *Agent) attach(path, exe string, id binID) {
 	fd := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	start := time.Now() // the attach holds the scan's lock: its time is how late every other target is probed
 	b, err := safeAttach(fd, exe, id, attachOpts{httpUprobe: a.cfg.HTTPProbe == HTTPProbeUprobe, exitProgs: !a.cfg.NoExitPrograms,
-		accept: a.sys.tcp.AcceptRet, log: a.log, slotEntries: a.cfg.slotEntries, goroutinesByUprobe: a.cfg.goroutinesByUprobe})
+		accept: a.sys.tcp.AcceptRet, log: a.log, slotEntries: a.cfg.slotEntries, goroutinesByUprobe: a.cfg.goroutinesByUprobe,
+		processEntries: a.cfg.processEntries})
 	if err != nil {
 		why := strings.ReplaceAll(err.Error(), fd, path) // the reason names the file as before, not the agent's fd
 		a.failed[id] = why
@@ -386,7 +392,8 @@ func (a *Agent) attach(path, exe string, id binID) {
 	a.log.Info("attached", "exe", exe, "probes", b.probes, "took", time.Since(start))
 }
 
-// detach takes the probes off executable id, keeping what its HTTP server and call probes had counted as dropped.
+// detach takes the probes off executable id, keeping what its HTTP server, call and runtime probes had counted as
+// dropped.
 func (a *Agent) detach(id binID) {
 	b := a.bins[id]
 	if b.http != nil {
@@ -402,6 +409,15 @@ func (a *Agent) detach(id binID) {
 			a.log.Error("dropped call series of a detached executable unread: shanhai_bpf_call_series_dropped_total loses them", "exe", b.exe, "probe", probe, "err", err)
 		}
 		a.callDroppedRetired[probe] += n
+	}
+	if b.rt != nil {
+		for i, series := range runtimeDropSeries {
+			n, err := sumPerCPUAt(b.rt.RuntimeDropped, uint32(i))
+			if err != nil {
+				a.log.Error("dropped runtime events of a detached executable unread: shanhai_bpf_runtime_series_dropped_total loses them", "exe", b.exe, "series", series, "err", err)
+			}
+			a.runtimeDroppedRetired[i] += n
+		}
 	}
 	b.Close()
 	delete(a.bins, id)

@@ -46,6 +46,7 @@ type binProbes struct {
 	// The tests' knobs (Config's, attachOpts'), read while attaching.
 	slotEntries        uint32
 	goroutinesByUprobe bool
+	processEntries     uint32
 	exitTracepoint     func(group, name string, prog *ebpf.Program, opts *link.TracepointOptions) (link.Link, error)
 	// buildID is the executable's Go build ID note (nil without one): a file whose ctime moved and whose size,
 	// mtime and build ID did not holds the bytes probed (Agent.attach).
@@ -178,6 +179,7 @@ type attachOpts struct {
 	// The tests' knobs, per agent (Config's) so that tests setting different ones run at the same time.
 	slotEntries        uint32 // see Config.slotEntries
 	goroutinesByUprobe bool   // see Config.goroutinesByUprobe
+	processEntries     uint32 // see Config.processEntries
 	// exitTracepoint attaches a probe's process_exit; nil is link.Tracepoint. A test makes that attach fail with it.
 	exitTracepoint func(group, name string, prog *ebpf.Program, opts *link.TracepointOptions) (link.Link, error)
 }
@@ -200,7 +202,7 @@ func attachBinary(path, exe string, id binID, o attachOpts) (*binProbes, error) 
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
 	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, callDropped: map[string]*ebpf.Map{}, exitProgs: o.exitProgs, buildID: buildID(sym.ELF()),
-		slotEntries: o.slotEntries, goroutinesByUprobe: o.goroutinesByUprobe, exitTracepoint: o.exitTracepoint,
+		slotEntries: o.slotEntries, goroutinesByUprobe: o.goroutinesByUprobe, processEntries: o.processEntries, exitTracepoint: o.exitTracepoint,
 		dwarf: offsets.NewIndex(sym.ELF())}
 	if b.exitTracepoint == nil {
 		b.exitTracepoint = link.Tracepoint
@@ -517,6 +519,11 @@ func (b *binProbes) attachGoRuntime(sym *symtab.Binary, ex *link.Executable) err
 	if b.slotEntries > 0 {
 		spec.Maps["goroutine_slots"].MaxEntries = b.slotEntries
 		spec.Maps["stw_hist_slots"].MaxEntries = b.slotEntries
+	}
+	if b.processEntries > 0 {
+		for _, m := range []string{"stw_begin", "stw", "goroutines"} {
+			spec.Maps[m].MaxEntries = b.processEntries
+		}
 	}
 	if err := setExitVars(spec, b.id.ino); err != nil {
 		return err

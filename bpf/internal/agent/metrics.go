@@ -62,6 +62,18 @@ var (
 		"Client calls (probe: httpclient, db, messaging) not counted because their series found no room in the probe's "+
 			"maps (4096 series per probe per executable), for every target, since the agent started.",
 		[]string{"probe"}, nil)
+	// The runtime and TCP probes' drops are metrics of their own rather than more values of probe in
+	// shanhai_bpf_call_series_dropped_total: what they lose is not calls but pauses, goroutine creations and
+	// connection events, and a sum over probe would add them up.
+	descRuntimeDropped = prometheus.NewDesc("shanhai_bpf_runtime_series_dropped_total",
+		"Go runtime events not counted because their process found no room in the runtime probe's maps (4096 "+
+			"processes per executable): series=\"stw\" stop-the-world pauses, series=\"goroutines\" goroutine creations "+
+			"(newproc1 uprobe only), for every target, since the agent started.",
+		[]string{"series"}, nil)
+	descTCPDropped = prometheus.NewDesc("shanhai_bpf_tcp_series_dropped_total",
+		"TCP events (opens, closes, failed connects, retransmits) not counted because their process found no room in "+
+			"the TCP probe's map (8192 processes on the machine, targets or not), since the agent started.",
+		nil, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
 		"Scrapes that could not read every BPF map, since the agent started.", nil, nil)
 )
@@ -73,7 +85,7 @@ type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServer, descHijacked, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
-		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descCallDropped, descErrors} {
+		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descCallDropped, descRuntimeDropped, descTCPDropped, descErrors} {
 		ch <- d
 	}
 }
@@ -114,6 +126,16 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		c.a.log.Error("read dropped call series counters", "err", err)
 		failed = true
 	}
+	runtimeDropped, err := c.a.RuntimeSeriesDropped()
+	if err != nil {
+		c.a.log.Error("read dropped runtime events counters", "err", err)
+		failed = true
+	}
+	tcpDropped, tcpDroppedErr := c.a.TCPSeriesDropped()
+	if tcpDroppedErr != nil {
+		c.a.log.Error("read dropped TCP events counter", "err", tcpDroppedErr)
+		failed = true
+	}
 	errs := c.a.readErrors.Load()
 	if failed {
 		errs = c.a.readErrors.Add(1)
@@ -125,6 +147,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for probe, n := range callDropped {
 		ch <- prometheus.MustNewConstMetric(descCallDropped, prometheus.CounterValue, float64(n), probe)
+	}
+	for series, n := range runtimeDropped {
+		ch <- prometheus.MustNewConstMetric(descRuntimeDropped, prometheus.CounterValue, float64(n), series)
+	}
+	if tcpDroppedErr == nil {
+		ch <- prometheus.MustNewConstMetric(descTCPDropped, prometheus.CounterValue, float64(tcpDropped))
 	}
 	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(errs))
 	for k, h := range s.Server {
@@ -232,11 +260,65 @@ func (a *Agent) CallSeriesDropped() (map[string]uint64, error) {
 	return n, errors.Join(errs...)
 }
 
+// runtimeDropSeries names the runtime probe's runtime_dropped counters by key (RT_DROPPED_* in goruntime.c): the
+// series label of shanhai_bpf_runtime_series_dropped_total.
+var runtimeDropSeries = [...]string{"stw", "goroutines"}
+
+// RuntimeSeriesDropped is CallSeriesDropped for the runtime probes (runtime_dropped in goruntime.c), by series: pauses
+// ("stw") and goroutine creations ("goroutines") whose process found no room in the probe's maps. Both series have an
+// entry, zero until one drops; a series that could not be read in some executable has none (the error says which).
+func (a *Agent) RuntimeSeriesDropped() (map[string]uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := map[string]uint64{}
+	for i, series := range runtimeDropSeries {
+		n[series] = a.runtimeDroppedRetired[i]
+	}
+	unread := map[string]bool{}
+	var errs []error
+	for _, b := range a.bins {
+		if b.rt == nil {
+			continue
+		}
+		for i, series := range runtimeDropSeries {
+			d, err := sumPerCPUAt(b.rt.RuntimeDropped, uint32(i))
+			if err != nil {
+				unread[series] = true
+				errs = append(errs, fmt.Errorf("runtime probe of %s, %s: %w", b.exe, series, err))
+				continue
+			}
+			n[series] += d
+		}
+	}
+	for series := range unread {
+		delete(n, series)
+	}
+	return n, errors.Join(errs...)
+}
+
+// TCPSeriesDropped is the TCP probe's count of events whose process found no room in its map (tcp_dropped in
+// tcp.c). The probe is loaded once for the agent's life, so the count never goes back.
+func (a *Agent) TCPSeriesDropped() (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sys == nil {
+		return 0, errors.New("tcp probe: agent closed")
+	}
+	n, err := sumPerCPU(a.sys.tcp.TcpDropped)
+	if err != nil {
+		return 0, fmt.Errorf("tcp probe: %w", err)
+	}
+	return n, nil
+}
+
 // sumPerCPU sums the CPUs' values of the single-entry per-CPU counter m.
-func sumPerCPU(m *ebpf.Map) (uint64, error) {
+func sumPerCPU(m *ebpf.Map) (uint64, error) { return sumPerCPUAt(m, 0) }
+
+// sumPerCPUAt sums the CPUs' values of entry key of the per-CPU counter array m.
+func sumPerCPUAt(m *ebpf.Map, key uint32) (uint64, error) {
 	var vals []uint64
-	if err := m.Lookup(uint32(0), &vals); err != nil {
-		return 0, fmt.Errorf("read %s: %w", m, err)
+	if err := m.Lookup(key, &vals); err != nil {
+		return 0, fmt.Errorf("read %s[%d]: %w", m, key, err)
 	}
 	var n uint64
 	for _, v := range vals {

@@ -26,9 +26,18 @@ type system struct {
 	exits *ringbuf.Reader
 }
 
-func attachSystem() (*system, error) {
+// attachSystem loads and attaches the TCP probe; processEntries, when not 0, is the tcp map's size instead of the
+// compiled one (Config.processEntries).
+func attachSystem(processEntries uint32) (*system, error) {
 	s := &system{}
-	if err := tcp.LoadBpfObjects(&s.tcp, nil); err != nil {
+	spec, err := tcp.LoadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("load tcp probe: %w", err)
+	}
+	if processEntries > 0 {
+		spec.Maps["tcp"].MaxEntries = processEntries
+	}
+	if err := spec.LoadAndAssign(&s.tcp, nil); err != nil {
 		return nil, fmt.Errorf("load tcp probe: %w", err)
 	}
 	add := func(l link.Link, err error) error {
@@ -55,7 +64,6 @@ func attachSystem() (*system, error) {
 		s.Close()
 		return nil, fmt.Errorf("attach sched:sched_process_exit: %w", err)
 	}
-	var err error
 	if s.exits, err = ringbuf.NewReader(s.tcp.Exits); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("read the exits ring: %w", err)

@@ -46,6 +46,7 @@ type BpfStwSlot struct {
 const (
 	BpfMapGoroutineSlots    = "goroutine_slots"
 	BpfMapGoroutines        = "goroutines"
+	BpfMapRuntimeDropped    = "runtime_dropped"
 	BpfMapStw               = "stw"
 	BpfMapStwBegin          = "stw_begin"
 	BpfMapStwHistSlots      = "stw_hist_slots"
@@ -113,6 +114,7 @@ type BpfProgramSpecs struct {
 type BpfMapSpecs struct {
 	GoroutineSlots *ebpf.MapSpec `ebpf:"goroutine_slots"`
 	Goroutines     *ebpf.MapSpec `ebpf:"goroutines"`
+	RuntimeDropped *ebpf.MapSpec `ebpf:"runtime_dropped"`
 	Stw            *ebpf.MapSpec `ebpf:"stw"`
 	StwBegin       *ebpf.MapSpec `ebpf:"stw_begin"`
 	StwHistSlots   *ebpf.MapSpec `ebpf:"stw_hist_slots"`
@@ -150,6 +152,7 @@ func (o *BpfObjects) Close() error {
 type BpfMaps struct {
 	GoroutineSlots *ebpf.Map `ebpf:"goroutine_slots"`
 	Goroutines     *ebpf.Map `ebpf:"goroutines"`
+	RuntimeDropped *ebpf.Map `ebpf:"runtime_dropped"`
 	Stw            *ebpf.Map `ebpf:"stw"`
 	StwBegin       *ebpf.Map `ebpf:"stw_begin"`
 	StwHistSlots   *ebpf.Map `ebpf:"stw_hist_slots"`
@@ -161,6 +164,7 @@ func (m *BpfMaps) Close() error {
 	return _BpfClose(
 		m.GoroutineSlots,
 		m.Goroutines,
+		m.RuntimeDropped,
 		m.Stw,
 		m.StwBegin,
 		m.StwHistSlots,

@@ -86,6 +86,26 @@ struct {
 	__type(value, struct lat_hist);
 } zero_hist SEC(".maps");
 
+// Events whose process found neither a slot nor room in stw_begin, stw or goroutines (a full map, or an element the
+// kernel could not allocate): counted so that a full map is never silent, as the call probes' call_series_dropped
+// (shanhai_bpf_runtime_series_dropped_total{series}). Key RT_DROPPED_STW: pauses; RT_DROPPED_GOROUTINES: goroutine
+// creations. A plain add per CPU: uprobe programs do not interrupt one another on a CPU.
+#define RT_DROPPED_STW 0
+#define RT_DROPPED_GOROUTINES 1
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} runtime_dropped SEC(".maps");
+
+static __always_inline void rt_drop(__u32 what) {
+	__u64 *n = bpf_map_lookup_elem(&runtime_dropped, &what);
+	if (n)
+		*n += 1;
+}
+
 SEC("uprobe/stop_the_world")
 int stop_the_world(struct pt_regs *ctx) {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -101,7 +121,9 @@ int stop_the_world(struct pt_regs *ctx) {
 		*begin = now;
 		return 0;
 	}
-	bpf_map_update_elem(&stw_begin, &tgid, &now, BPF_NOEXIST);
+	// A process has one stop-the-world at a time, so a failed insert is no other thread's: the pause is lost.
+	if (bpf_map_update_elem(&stw_begin, &tgid, &now, BPF_NOEXIST))
+		rt_drop(RT_DROPPED_STW);
 	return 0;
 }
 
@@ -137,8 +159,10 @@ int start_the_world_ret(struct pt_regs *ctx) {
 	}
 	// The fallback allocates the process's histogram at its first pause here (see stw_hist_slots).
 	struct lat_hist *h = lat_hist_of(&stw, &tgid, &zero_hist);
-	if (!h)
+	if (!h) {
+		rt_drop(RT_DROPPED_STW);
 		return 0;
+	}
 	lat_record_shared(h, d);
 	return 0;
 }
@@ -188,6 +212,8 @@ int newproc1(struct pt_regs *ctx) {
 	n = bpf_map_lookup_elem(&goroutines, &tgid);
 	if (n)
 		__sync_fetch_and_add(n, 1);
+	else
+		rt_drop(RT_DROPPED_GOROUTINES);
 	return 0;
 }
 

@@ -36,6 +36,7 @@ const (
 	BpfMapOwners         = "owners"
 	BpfMapProbedFiles    = "probed_files"
 	BpfMapTcp            = "tcp"
+	BpfMapTcpDropped     = "tcp_dropped"
 	BpfProgAcceptRet     = "accept_ret"
 	BpfProgProcessExit   = "process_exit"
 	BpfProgRetransmit    = "retransmit"
@@ -100,6 +101,7 @@ type BpfMapSpecs struct {
 	Owners      *ebpf.MapSpec `ebpf:"owners"`
 	ProbedFiles *ebpf.MapSpec `ebpf:"probed_files"`
 	Tcp         *ebpf.MapSpec `ebpf:"tcp"`
+	TcpDropped  *ebpf.MapSpec `ebpf:"tcp_dropped"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -132,6 +134,7 @@ type BpfMaps struct {
 	Owners      *ebpf.Map `ebpf:"owners"`
 	ProbedFiles *ebpf.Map `ebpf:"probed_files"`
 	Tcp         *ebpf.Map `ebpf:"tcp"`
+	TcpDropped  *ebpf.Map `ebpf:"tcp_dropped"`
 }
 
 func (m *BpfMaps) Close() error {
@@ -140,6 +143,7 @@ func (m *BpfMaps) Close() error {
 		m.Owners,
 		m.ProbedFiles,
 		m.Tcp,
+		m.TcpDropped,
 	)
 }
 

@@ -28,6 +28,12 @@
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 
+// established: 0 while connecting, OPEN_COUNTED once the open is counted, OPEN_DROPPED once open but not counted (its
+// process found no room in tcp): that connection's close and retransmits are then dropped too, not taken for those
+// of a process that exited (whose entry is gone on purpose).
+#define OPEN_COUNTED 1
+#define OPEN_DROPPED 2
+
 struct owner {
 	__u32 tgid;
 	__u32 established;
@@ -82,6 +88,23 @@ struct {
 	__uint(max_entries, 64 << 10);
 } exits SEC(".maps");
 
+// Events (opens, closes, failed connects, retransmits) whose process found no room in tcp (a full map, or an element
+// the kernel could not allocate): counted so that a full map is never silent (shanhai_bpf_tcp_series_dropped_total).
+// Added atomically although per CPU: a state change in softirq may interrupt a program adding on the same CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tcp_dropped SEC(".maps");
+
+static __always_inline void tcp_drop(void) {
+	__u32 z = 0;
+	__u64 *n = bpf_map_lookup_elem(&tcp_dropped, &z);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
 static __always_inline struct tcp_stats *stats_for(__u32 tgid) {
 	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
 	if (s)
@@ -108,10 +131,14 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// its other changes out), so a plain check-and-set is enough to count the open once.
 		if (o->established)
 			return 0;
-		o->established = 1;
 		struct tcp_stats *s = stats_for(o->tgid);
-		if (s)
+		if (s) {
+			o->established = OPEN_COUNTED;
 			__sync_fetch_and_add(&s->active, 1);
+		} else {
+			o->established = OPEN_DROPPED;
+			tcp_drop();
+		}
 		return 0;
 	}
 	if (ns == TCP_CLOSE) {
@@ -122,15 +149,20 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 			return 0;
 		// An opened connection's owner has an entry (its open made it) unless it has exited (process_exit deleted
 		// it; its sockets close after that): the close is not counted then, so the entry is not made again for a
-		// process that may get the pid next. A failed connect may be the owner's first count.
+		// process that may get the pid next. A failed connect may be the owner's first count. The close of an open
+		// that was dropped is dropped too, unless its process has found room since.
 		if (established) {
 			struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
 			if (s)
 				__sync_fetch_and_add(&s->closed, 1);
+			else if (established == OPEN_DROPPED)
+				tcp_drop();
 		} else {
 			struct tcp_stats *s = stats_for(tgid);
 			if (s)
 				__sync_fetch_and_add(&s->failed, 1);
+			else
+				tcp_drop();
 		}
 	}
 	return 0;
@@ -186,17 +218,24 @@ int accept_ret(struct pt_regs *ctx) {
 	__u64 key = accepted_sock(fd);
 	if (!key)
 		return 0;
-	struct owner o = {.tgid = bpf_get_current_pid_tgid() >> 32, .established = 1};
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct tcp_stats *s = stats_for(tgid);
+	struct owner o = {.tgid = tgid, .established = s ? OPEN_COUNTED : OPEN_DROPPED};
 	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
-	struct tcp_stats *s = stats_for(o.tgid);
 	if (s)
 		__sync_fetch_and_add(&s->passive, 1);
+	else
+		tcp_drop();
 	// A connection reset while it waited in the accept queue has already passed CLOSE, before it had an owner: no
 	// later transition would count its close or delete the entry. The kernel stores the new state after the
 	// tracepoint returns, so a CLOSE seen here means set_state has run: if it ran before the entry existed the delete
 	// succeeds and the close is counted here, else set_state counted it and deleted the entry itself.
-	if (BPF_CORE_READ((struct sock *)key, __sk_common.skc_state) == TCP_CLOSE && !bpf_map_delete_elem(&owners, &key) && s)
-		__sync_fetch_and_add(&s->closed, 1);
+	if (BPF_CORE_READ((struct sock *)key, __sk_common.skc_state) == TCP_CLOSE && !bpf_map_delete_elem(&owners, &key)) {
+		if (s)
+			__sync_fetch_and_add(&s->closed, 1);
+		else
+			tcp_drop();
+	}
 	return 0;
 }
 
@@ -210,6 +249,8 @@ int BPF_PROG(retransmit, const struct sock *sock, const struct sk_buff *skb) {
 	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid); // as a close: none after the owner exited
 	if (s)
 		__sync_fetch_and_add(&s->retrans, 1);
+	else if (o->established == OPEN_DROPPED)
+		tcp_drop();
 	return 0;
 }
 
