@@ -13,8 +13,16 @@ import (
 // leftPendingSQL counts the orders that are PENDING with no event left to
 // send: their order.created went to an earlier run's Kafka. One with an
 // outbox row still unsent is left out, as this run's relay sends it.
+//
+// NOT IN, not a correlated NOT EXISTS: SQLite reads the unsent keys once
+// into a lookup table, where NOT EXISTS scanned every unsent row again for
+// each PENDING order (no index leads with key): on an order.db of 1,000,000
+// orders, 500,000 PENDING and 1,000 unsent rows, the start waited 67 s
+// (sqlite3 CLI, median of 3 interleaved with the new query's 0.26 s, on a
+// loaded 2-core machine).
+// outbox.key is NOT NULL, so NOT IN has no NULL to trip on.
 const leftPendingSQL = `SELECT count(*) FROM orders o WHERE o.status = 'PENDING'
-  AND NOT EXISTS (SELECT 1 FROM outbox x WHERE x.key = o.id AND x.sent_at IS NULL)`
+  AND o.id NOT IN (SELECT x.key FROM outbox x WHERE x.sent_at IS NULL)`
 
 // leftPending counts the orders an earlier embedded run on dataDir left
 // mid-saga. -data keeps the SQLite databases (and etcd), but the embedded
