@@ -16,6 +16,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shanhai-dev/shanhai/bpf/probe/goruntime"
 )
 
 // TestProcessSeriesDroppedAreCounted is TestCallSeriesDroppedAreCounted for the maps keyed by process: with the
@@ -197,5 +199,112 @@ func TestRuntimeSeriesDroppedSurvivesDetach(t *testing.T) {
 	set(1, 0)
 	if n, want := dropped(), map[string]uint64{"stw": first["stw"] + uint64(ncpu), "goroutines": first["goroutines"]}; !maps.Equal(n, want) {
 		t.Fatalf("%v dropped after the probes were put back and dropped a pause on each CPU, want %v", n, want)
+	}
+}
+
+// TestRuntimeAndTCPDroppedNeverGoBackOnAReadError is TestDroppedCountersNeverGoBackOnAReadError for
+// shanhai_bpf_runtime_series_dropped_total and shanhai_bpf_tcp_series_dropped_total: a scrape that cannot read a
+// counter whole leaves it out (shanhai_bpf_read_errors_total says why) rather than report less than before, which
+// Prometheus would take for a reset; the next scrape that reads it reports it whole.
+func TestRuntimeAndTCPDroppedNeverGoBackOnAReadError(t *testing.T) {
+	a := newAgent(t, "/nonexistent/target")
+	a.Scan()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(a.Collector())
+	spec, err := goruntime.LoadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newMap := func(name string) *ebpf.Map {
+		m, err := ebpf.NewMap(spec.Maps[name])
+		if err != nil {
+			t.Fatalf("map %s: %v", name, err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
+	closedClone := func(m *ebpf.Map) *ebpf.Map {
+		c, err := m.Clone()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		return c
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An executable probed by the runtime probe, its maps made here: only its drop counters hold anything, 3 pauses
+	// and 4 goroutines on every CPU, beside 5 of each from executables detached earlier.
+	rtGood := newMap("runtime_dropped")
+	for key, n := range []uint64{3, 4} {
+		if err := rtGood.Put(uint32(key), slices.Repeat([]uint64{n}, ncpu)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := &binProbes{exe: "/fake/target", refused: map[string]string{}, rt: &goruntime.BpfMaps{
+		Stw: newMap("stw"), StwBegin: newMap("stw_begin"), StwHistSlots: newMap("stw_hist_slots"), StwSlots: newMap("stw_slots"),
+		Goroutines: newMap("goroutines"), GoroutineSlots: newMap("goroutine_slots"), RuntimeDropped: rtGood}}
+	id := binID{size: -1}
+	tcpGood := func() *ebpf.Map { a.mu.Lock(); defer a.mu.Unlock(); return a.sys.tcp.TcpDropped }()
+	// This agent's own TCP counter, 7 on every CPU, so that a lower value would show.
+	if err := tcpGood.Put(uint32(0), slices.Repeat([]uint64{7}, ncpu)); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.bins[id] = b
+		a.runtimeDroppedRetired = [len(runtimeDropSeries)]uint64{5, 5}
+	}()
+	setMaps := func(rt, tcp *ebpf.Map) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		b.rt.RuntimeDropped, a.sys.tcp.TcpDropped = rt, tcp
+	}
+	t.Cleanup(func() {
+		setMaps(rtGood, tcpGood) // the agent closes its own
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		delete(a.bins, id)
+	})
+	const (
+		stw        = `shanhai_bpf_runtime_series_dropped_total{series="stw"}`
+		goroutines = `shanhai_bpf_runtime_series_dropped_total{series="goroutines"}`
+		tcp        = `shanhai_bpf_tcp_series_dropped_total`
+		errs       = `shanhai_bpf_read_errors_total`
+	)
+	scrape := func() map[string]uint64 {
+		t.Helper()
+		m, err := gatherCounters(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	before := scrape()
+	if before[stw] != 5+3*uint64(ncpu) || before[goroutines] != 5+4*uint64(ncpu) {
+		t.Fatalf("before the failed read: %v; want %d pauses and %d goroutines dropped", before, 5+3*ncpu, 5+4*ncpu)
+	}
+	if before[tcp] < 7*uint64(ncpu) {
+		t.Fatalf("before the failed read: %s %d, want at least %d", tcp, before[tcp], 7*ncpu)
+	}
+	setMaps(closedClone(rtGood), closedClone(tcpGood))
+	during := scrape()
+	for _, name := range []string{stw, goroutines, tcp} {
+		if n, ok := during[name]; ok && n < before[name] {
+			t.Errorf("%s went back from %d to %d when its counter could not be read", name, before[name], n)
+		}
+	}
+	if during[errs] < 1 {
+		t.Errorf("%s = %d after a scrape that could not read a counter, want at least 1", errs, during[errs])
+	}
+	setMaps(rtGood, tcpGood)
+	after := scrape()
+	for _, name := range []string{stw, goroutines, tcp} {
+		if after[name] < before[name] {
+			t.Errorf("after the maps read again: %s %d, want at least the %d before", name, after[name], before[name])
+		}
 	}
 }
