@@ -107,6 +107,13 @@ func open(ctx context.Context, rawURL string, o Options, ping bool) (*gorm.DB, e
 	}
 	switch scheme {
 	case "postgres", "postgresql":
+		// url.Parse takes the last '@' as the end of the user info and pgx
+		// another, and pgx's error then names the host it read: a password
+		// with an unencoded '@' reached the logs (found by review).
+		if strings.Count(rawURL, "@") > 1 {
+			return nil, fmt.Errorf("open postgres %s: more than one '@': percent-encode an '@' in the user name, "+
+				"password or parameters as %%40", redact(rawURL))
+		}
 		pool, err := pgconnect.Open(ctx, rawURL)
 		if err != nil {
 			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
@@ -289,17 +296,26 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// redact hides the password of a URL for error messages. A URL url.Parse
-// reads without user info but with an '@' (one missing its "//", where the
-// user info becomes part of an opaque path) is not shown at all: what looks
-// like a password there cannot be told apart from the rest.
+// redact hides the password of a URL for error messages, in its user info
+// and in a password parameter (pgx reads one there). What url.Parse may have
+// misread is not shown at all, since a password there cannot be told apart
+// from the rest: a URL read without user info but with an '@' (one missing
+// its "//", where the user info becomes part of an opaque path, or one whose
+// password has an unencoded '#'), one with several '@' (Open refuses those),
+// and a string without a scheme (a key=value connection string).
 func redact(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
+	switch {
+	case err != nil:
 		return "<unparseable url>"
-	}
-	if u.User == nil && strings.Contains(raw, "@") {
+	case u.Scheme == "":
+		return "<connection string not shown>"
+	case strings.Count(raw, "@") > 1 || u.User == nil && strings.Contains(raw, "@"):
 		return "<url with an '@' not shown>"
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
 }

@@ -216,7 +216,15 @@ func TestSingleWritesAreNotWrappedInATransaction(t *testing.T) {
 // error repeated the password; only a URL whose user info url.Parse found was
 // redacted.
 func TestMalformedURLErrorHidesThePassword(t *testing.T) {
-	for _, u := range []string{"postgres:/user:secret@127.0.0.1/db", "postgres//user:secret@127.0.0.1/db", "user:secret@127.0.0.1/db"} {
+	for _, u := range []string{"postgres:/user:secret@127.0.0.1/db", "postgres//user:secret@127.0.0.1/db", "user:secret@127.0.0.1/db",
+		// Found by review: a password in the query (pgx reads one there), one with an unencoded '#' or '@'
+		// that url.Parse reads as a fragment or as the host, and a key=value DSN were shown whole.
+		"postgres://127.0.0.1:1/db?connect_timeout=1&password=secret",
+		"postgres://bob:pw#secret@127.0.0.1:1/db?connect_timeout=1",
+		"postgres://bob:pw@x#secret@127.0.0.1:1/db?connect_timeout=1",
+		"postgres://bob:pw@secret@127.0.0.1:1/db?connect_timeout=1",
+		"host=127.0.0.1 port=1 password=secret",
+	} {
 		db, err := database.Open(u)
 		if err == nil {
 			closeDB(db)
