@@ -277,3 +277,22 @@ func TestRequestsTheDrainCutOffAreServerErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestsThatArriveWithTheirDeadlineSpentAreTheCallers: X-Request-Timeout-Ms of 0 (or less) says the caller's
+// deadline passed before the request arrived, and deadline.Enforce answers it 504 without running the handlers. That
+// is the caller's deadline as much as one that passes while the request is handled, which is logged at Info with
+// ended_by; this one was logged at ERROR with no ended_by, as if the server had failed.
+func TestRequestsThatArriveWithTheirDeadlineSpentAreTheCallers(t *testing.T) {
+	for _, v := range []string{"0", "-20"} {
+		s, logs := newTestServer(t, Options{})
+		ran := false
+		s.Router().GET("/work", func(c *gin.Context) { ran = true })
+		if w := do(s.Handler(), http.MethodGet, "/work", nil, deadline.Header, v); w.Code != http.StatusGatewayTimeout || ran {
+			t.Fatalf("GET /work with %s %s: %d (handler ran: %v), want 504 without the handler", deadline.Header, v, w.Code, ran)
+		}
+		want := `"level":"INFO","msg":"request","method":"GET","route":"/work","path":"/work","status":504,"ended_by":"caller's deadline passed"`
+		if got := logs.String(); !strings.Contains(got, want) || strings.Contains(got, `"level":"ERROR"`) {
+			t.Errorf("GET /work with %s %s: want an INFO line %s, got:\n%s", deadline.Header, v, want, got)
+		}
+	}
+}

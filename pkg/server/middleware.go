@@ -75,9 +75,10 @@ func withRequestID(c *gin.Context, ctx context.Context) context.Context {
 // stopping, or a dependency down, which readyz logs itself as a warning):
 // at Error it put a line in every part's log at every start. A request its
 // caller ended (the client went away, or the deadline it sent passed:
-// deadline.GaveUp) is logged at Info with ended_by saying which, whether it
-// was answered 5xx or deadline.Abort's 499: the server did not fail, and at
-// Error every client that closed its connection looked like an outage. A
+// deadline.GaveUp, or had already when it arrived and Enforce answered 504)
+// is logged at Info with ended_by saying which, whether it was answered 5xx
+// or deadline.Abort's 499: the server did not fail, and at Error every
+// client that closed its connection looked like an outage. A
 // request the shutdown cut off at the drain deadline is the server's doing:
 // ERROR, ended_by "drain deadline", with the status that was sent when its
 // response had started (a long download), and a 503 in the log and the
@@ -130,7 +131,7 @@ func (s *Server) accessLog(c *gin.Context) {
 	ctx := c.Request.Context()
 	level, endedBy := slog.LevelDebug, ""
 	if status >= 500 || status == deadline.StatusClientClosedRequest {
-		endedBy = callerEnded(outer, ctx)
+		endedBy = callerEnded(outer, ctx, c.Request.Header, status)
 	}
 	switch {
 	case cut:
@@ -168,7 +169,11 @@ func (s *Server) accessLog(c *gin.Context) {
 	s.log.LogAttrs(ctx, level, "request", attrs...)
 }
 
-const clientWentAway = "client went away"
+// The ended_by values of the requests their caller ended (callerEnded).
+const (
+	clientWentAway  = "client went away"
+	callersDeadline = "caller's deadline passed"
+)
 
 // callerEnded says how the caller ended a request, or "" when it did not:
 // the client went away (net/http cancelled outer, the request's context
@@ -177,12 +182,23 @@ const clientWentAway = "client went away"
 // handlers left it, which carries that deadline). final's own Err says
 // nothing: deadline.Enforce cancels the deadline's context on its way out,
 // so it reads Canceled for every request that sent a deadline.
-func callerEnded(outer, final context.Context) string {
+//
+// A request whose header h says no time was left when it arrived (0 or
+// less) has no deadline on final (deadline.Derive sets none); Enforce
+// answers it 504 without running the handlers. Its status is read along
+// with h so that only that 504 is put on the caller: any other 5xx of such a
+// request came from a layer before Enforce failing, which is the server's.
+func callerEnded(outer, final context.Context, h http.Header, status int) string {
 	if errors.Is(outer.Err(), context.Canceled) {
 		return clientWentAway
 	}
 	if dl, ok := deadline.Caller(final); ok && !time.Now().Before(dl) {
-		return "caller's deadline passed"
+		return callersDeadline
+	}
+	if status == http.StatusGatewayTimeout {
+		if remaining, ok, err := deadline.Parse(h); ok && err == nil && remaining <= 0 {
+			return callersDeadline
+		}
 	}
 	return ""
 }
