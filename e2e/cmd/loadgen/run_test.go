@@ -404,3 +404,38 @@ func TestRedactURLsHidesAPasswordURLParseCutShort(t *testing.T) {
 		}
 	}
 }
+
+// A -target with credentials (a gateway behind basic auth) is named in the
+// summary without its password: the JSON summary printed -target as given,
+// and with it the password, into terminals and CI logs.
+func TestSummaryShowsNoTargetPassword(t *testing.T) {
+	gw := fakeGateway(0)
+	defer gw.Close()
+	host := strings.TrimPrefix(gw.URL, "http://")
+	sum, status := runMix(t, "http://bob:s3cret@"+host, "-duration", "200ms")
+	if strings.Contains(sum.Target, "s3cret") || !strings.Contains(sum.Target, host) {
+		t.Errorf("summary target %q, want %s named without its password", sum.Target, host)
+	}
+	if strings.Contains(status, "s3cret") {
+		t.Errorf("status output shows the password: %q", status)
+	}
+}
+
+// A -target refused as no base URL is quoted in the refusal, without its
+// password: the refusal is printed as the summary would be.
+func TestRefusedTargetShowsNoPassword(t *testing.T) {
+	for _, target := range []string{
+		"http://bob:s3cret@gw:8080?x=1",
+		"bob:s3cret@gw:8080",
+		"ftp://bob:pw@x#s3cret@gw:8080",
+	} {
+		var errOut bytes.Buffer
+		_, err := parseFlags([]string{"-target", target}, &errOut)
+		if err == nil {
+			t.Fatalf("-target %s: accepted, want it refused", target)
+		}
+		if strings.Contains(err.Error(), "s3cret") || strings.Contains(errOut.String(), "s3cret") || !strings.Contains(err.Error(), "gw:8080") {
+			t.Errorf("-target %s: refused with %q (printed %q), want gw:8080 named without the password", target, err, errOut.String())
+		}
+	}
+}
