@@ -19,7 +19,8 @@ const readyTimeout = 2 * time.Second
 
 // TestPodsOutliveTheirEndpointsAndAnswerReadiness: every platform Deployment behind a Service waits endpointsGrace
 // seconds in a preStop sleep (no shell in distroless: the kubelet's own sleep action, Kubernetes 1.30 and later,
-// kind-config.yaml pins 1.32) and its grace period holds that wait and the drain (SHUTDOWN_TIMEOUT) after it; every
+// kind-config.yaml pins 1.32) and its grace period holds that wait and the stop after it (stopBudget: the drain, the
+// consumers' and relays' stop and the graces after it; the drain alone left 15 s for payment's 43 s); every
 // readiness probe waits longer than /readyz takes (readyTimeout) to answer, so a check taking more than 1 s (the
 // probe's default) is not a failed probe while the binary would answer 200, and a failing one is reported with the
 // 503 that names it rather than as a timeout.
@@ -56,23 +57,21 @@ func TestPodsOutliveTheirEndpointsAndAnswerReadiness(t *testing.T) {
 					t.Errorf("%s: preStop sleeps %d s, want at least %d s: a Service routes to it until its endpoint is gone",
 						o.Name, sleep, endpointsGrace)
 				}
-				drain := 10 * time.Second // SHUTDOWN_TIMEOUT's default in every binary
+				shutdown := ""
 				for _, e := range c.Env {
 					if e.Name == "SHUTDOWN_TIMEOUT" {
-						v, err := time.ParseDuration(e.Value)
-						if err != nil {
-							t.Fatalf("%s: SHUTDOWN_TIMEOUT=%q: %v", o.Name, e.Value, err)
-						}
-						drain = v
+						shutdown = e.Value
 					}
 				}
+				budget := stopBudget(t, o.Name, shutdownTimeout(t, o.Name, shutdown))
 				grace := int64(30) // the API's default
 				if spec.TerminationGracePeriodSeconds != nil {
 					grace = *spec.TerminationGracePeriodSeconds
 				}
-				if need := sleep + int64(drain/time.Second); grace < need {
-					t.Errorf("%s: terminationGracePeriodSeconds %d, want at least %d (preStop sleep + drain)",
-						o.Name, grace, need)
+				// Rounded up: the grace period is in whole seconds.
+				if need := sleep + int64((budget+time.Second-1)/time.Second); grace < need {
+					t.Errorf("%s: terminationGracePeriodSeconds %d, want at least %d (preStop sleep + stop budget %v)",
+						o.Name, grace, need, budget)
 				}
 			}
 			if checked == 0 {
