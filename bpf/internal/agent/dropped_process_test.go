@@ -215,26 +215,8 @@ func TestRuntimeAndTCPDroppedNeverGoBackOnAReadError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newMap := func(name string) *ebpf.Map {
-		m, err := ebpf.NewMap(spec.Maps[name])
-		if err != nil {
-			t.Fatalf("map %s: %v", name, err)
-		}
-		t.Cleanup(func() { m.Close() })
-		return m
-	}
-	closedClone := func(m *ebpf.Map) *ebpf.Map {
-		c, err := m.Clone()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-		return c
-	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
+	newMap := specMaps(t, spec)
+	ncpu := possibleCPUs(t)
 	// An executable probed by the runtime probe, its maps made here: only its drop counters hold anything, 3 pauses
 	// and 4 goroutines on every CPU, beside 5 of each from executables detached earlier.
 	rtGood := newMap("runtime_dropped")
@@ -290,7 +272,7 @@ func TestRuntimeAndTCPDroppedNeverGoBackOnAReadError(t *testing.T) {
 	if before[tcp] < 7*uint64(ncpu) {
 		t.Fatalf("before the failed read: %s %d, want at least %d", tcp, before[tcp], 7*ncpu)
 	}
-	setMaps(closedClone(rtGood), closedClone(tcpGood))
+	setMaps(closedClone(t, rtGood), closedClone(t, tcpGood))
 	during := scrape()
 	for _, name := range []string{stw, goroutines, tcp} {
 		if n, ok := during[name]; ok && n < before[name] {

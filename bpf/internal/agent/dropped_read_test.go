@@ -25,30 +25,15 @@ func TestDroppedCountersNeverGoBackOnAReadError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newMap := func(name string) *ebpf.Map {
-		m, err := ebpf.NewMap(spec.Maps[name])
-		if err != nil {
-			t.Fatalf("map %s: %v", name, err)
-		}
-		t.Cleanup(func() { m.Close() })
-		return m
-	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
+	newMap := specMaps(t, spec)
+	ncpu := possibleCPUs(t)
 	// counter is a drop counter (a single-entry per-CPU array) holding 3 on every CPU, and a closed copy of it.
 	counter := func() (good, broken *ebpf.Map) {
 		good = newMap("series_dropped")
 		if err := good.Put(uint32(0), slices.Repeat([]uint64{3}, ncpu)); err != nil {
 			t.Fatal(err)
 		}
-		broken, err := good.Clone()
-		if err != nil {
-			t.Fatal(err)
-		}
-		broken.Close()
-		return good, broken
+		return good, closedClone(t, good)
 	}
 	serverGood, serverBroken := counter()
 	callGood, callBroken := counter()
@@ -125,4 +110,41 @@ func droppedCounters(t *testing.T, g prometheus.Gatherer) dropped {
 		}
 	}
 	return d
+}
+
+// specMaps returns a maker of the maps of spec, each made empty on its own (no program loaded, no probe attached)
+// and closed when the test ends: tests that hand the agent maps they filled themselves make them so, to set a
+// counter or a series exactly without running a target.
+func specMaps(t *testing.T, spec *ebpf.CollectionSpec) func(name string) *ebpf.Map {
+	return func(name string) *ebpf.Map {
+		t.Helper()
+		m, err := ebpf.NewMap(spec.Maps[name])
+		if err != nil {
+			t.Fatalf("map %s: %v", name, err)
+		}
+		t.Cleanup(func() { m.Close() })
+		return m
+	}
+}
+
+// possibleCPUs is the number of CPUs a per-CPU map holds a copy for.
+func possibleCPUs(t *testing.T) int {
+	t.Helper()
+	n, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// closedClone is a handle to m's map that is already closed: the agent cannot read through it, as it could not read
+// a map whose read fails, while m itself stays readable to put back afterwards.
+func closedClone(t *testing.T, m *ebpf.Map) *ebpf.Map {
+	t.Helper()
+	c, err := m.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	return c
 }

@@ -27,18 +27,8 @@ func TestSeriesNeverGoBackOnAReadError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newMap := func(name string) *ebpf.Map {
-		m, err := ebpf.NewMap(spec.Maps[name])
-		if err != nil {
-			t.Fatalf("map %s: %v", name, err)
-		}
-		t.Cleanup(func() { m.Close() })
-		return m
-	}
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
+	newMap := specMaps(t, spec)
+	ncpu := possibleCPUs(t)
 	pid := os.Getpid() // alive, so its slot copies are read
 	key := httpserver.BpfRedKey{Tgid: uint32(pid), Status: 200, Method: [8]int8{'G', 'E', 'T'}}
 	requests, slots := newMap("requests"), newMap("red_slots")
@@ -50,11 +40,7 @@ func TestSeriesNeverGoBackOnAReadError(t *testing.T) {
 	if err := slots.Put(uint32(0), copies); err != nil {
 		t.Fatal(err)
 	}
-	broken, err := slots.Clone()
-	if err != nil {
-		t.Fatal(err)
-	}
-	broken.Close()
+	broken := closedClone(t, slots)
 
 	id := binID{size: -1}
 	b := &binProbes{exe: "/fake/target", refused: map[string]string{}, callDropped: map[string]*ebpf.Map{},
