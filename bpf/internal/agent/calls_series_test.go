@@ -28,10 +28,7 @@ func TestCallNewSeriesAreNotLost(t *testing.T) {
 	bin := ownCopy(t, buildTarget(t, false))
 	a := newAgentWith(t, Config{slotEntries: 1}, bin)
 	a.Scan()
-	callers := make([]*target, 5)
-	for i := range callers {
-		callers[i] = startTarget(t, bin)
-	}
+	callers := startTargets(t, bin, 5)
 	a.Scan()
 	c := &http.Client{}
 	want := map[string]uint64{}
@@ -94,10 +91,7 @@ func TestCallSeriesDroppedAreCounted(t *testing.T) {
 	bin := ownCopy(t, buildTarget(t, false))
 	a := newAgentWith(t, Config{slotEntries: 1}, bin)
 	a.Scan()
-	callers := make([]*target, 6)
-	for i := range callers {
-		callers[i] = startTarget(t, bin)
-	}
+	callers := startTargets(t, bin, 6)
 	a.Scan()
 	c := &http.Client{}
 	var sent uint64

@@ -3,7 +3,6 @@ package agent
 import (
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -34,24 +33,8 @@ func TestProcessSeriesDroppedAreCounted(t *testing.T) {
 	bin := ownCopy(t, buildTarget(t, false))
 	a := newAgentWith(t, Config{slotEntries: 1, goroutinesByUprobe: true, processEntries: 2}, bin)
 	a.Scan()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	tgs := make([]*target, procs)
-	for i := range tgs {
-		tgs[i] = startTarget(t, bin)
-	}
+	ln := dialSink(t)
+	tgs := startTargets(t, bin, procs)
 	a.Scan()
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	number := func(tg *target, path string) uint64 {

@@ -28,24 +28,8 @@ func TestProcessSeriesAreNotLost(t *testing.T) {
 	bin := ownCopy(t, buildTarget(t, false))
 	a := newAgentWith(t, Config{slotEntries: 1, goroutinesByUprobe: true}, bin)
 	a.Scan()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	tgs := make([]*target, processes)
-	for i := range tgs {
-		tgs[i] = startTarget(t, bin)
-	}
+	ln := dialSink(t)
+	tgs := startTargets(t, bin, processes)
 	a.Scan()
 	// One keep-alive connection per process (its one accept), then its one dial and one forced GC; every process at
 	// once, so that their first events come in a burst.
@@ -115,4 +99,35 @@ func TestProcessSeriesAreNotLost(t *testing.T) {
 		slices.Sort(differ)
 		return len(differ) == 0, fmt.Sprintf("%d differences in %d processes, first %q", len(differ), len(tgs), differ[:min(len(differ), 8)])
 	})
+}
+
+// startTargets starts n processes of bin, as startTarget does each, in the order their pids are handed out.
+func startTargets(t *testing.T, bin string, n int) []*target {
+	t.Helper()
+	tgs := make([]*target, n)
+	for i := range tgs {
+		tgs[i] = startTarget(t, bin)
+	}
+	return tgs
+}
+
+// dialSink is a loopback listener for targets to dial (the /dial handler): it accepts each connection and closes it
+// at once, since the tests count the TCP opens and closes, not the bytes. It is closed when the test ends.
+func dialSink(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln
 }

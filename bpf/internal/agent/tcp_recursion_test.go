@@ -25,25 +25,9 @@ func TestTCPCountsWhileOtherProgramsRun(t *testing.T) {
 	bin := ownCopy(t, buildTarget(t, false))
 	a := newAgent(t, bin)
 	const targets, rounds, dials = 4, 10, 100
-	tgs := make([]*target, targets)
-	for i := range tgs {
-		tgs[i] = startTarget(t, bin)
-	}
+	tgs := startTargets(t, bin, targets)
 	a.Scan()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	ln := dialSink(t)
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: targets}}
 	base := map[int]TCPStats{}
 	for _, tg := range tgs {
