@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -140,18 +139,8 @@ func TestCallSeriesDroppedAreCounted(t *testing.T) {
 func TestCallSeriesDroppedSurvivesDetach(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
-	bin := filepath.Join(t.TempDir(), "target")
-	copyInPlace(t, buildTarget(t, false), bin)
-	a, err := New(Config{Targets: []string{bin}, Grace: time.Nanosecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	a.Scan()
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, bin := newDetachingAgent(t)
+	ncpu := possibleCPUs(t)
 	// set writes n drops on each CPU into the httpclient probe's counter of the one executable probed.
 	set := func(n uint64) {
 		t.Helper()
@@ -206,4 +195,16 @@ func TestCallSeriesDroppedSurvivesDetach(t *testing.T) {
 	if n, want := dropped(), first+uint64(ncpu); n != want {
 		t.Fatalf("%d dropped after the probes were put back and dropped one on each CPU, want %d", n, want)
 	}
+}
+
+// newDetachingAgent probes a copy of the target at a path of the test's own, with a grace of a nanosecond: the test
+// takes the probes off at the next Scan by renaming the file away (no process runs it, the path names nothing) and
+// puts them back by renaming it home. The agent has scanned once and is closed when the test ends.
+func newDetachingAgent(t *testing.T) (a *Agent, bin string) {
+	t.Helper()
+	bin = filepath.Join(t.TempDir(), "target")
+	copyInPlace(t, buildTarget(t, false), bin)
+	a = newAgentWith(t, Config{Grace: time.Nanosecond}, bin)
+	a.Scan()
+	return a, bin
 }

@@ -6,12 +6,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
@@ -119,18 +117,8 @@ func gatherCounters(reg *prometheus.Registry) (map[string]uint64, error) {
 func TestRuntimeSeriesDroppedSurvivesDetach(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
-	bin := filepath.Join(t.TempDir(), "target")
-	copyInPlace(t, buildTarget(t, false), bin)
-	a, err := New(Config{Targets: []string{bin}, Grace: time.Nanosecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	a.Scan()
-	ncpu, err := ebpf.PossibleCPU()
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, bin := newDetachingAgent(t)
+	ncpu := possibleCPUs(t)
 	// set writes stw drops and goroutines drops on each CPU into the runtime probe of the one executable probed.
 	set := func(stw, goroutines uint64) {
 		t.Helper()
