@@ -178,10 +178,8 @@ func TestRuntimeSeriesDroppedSurvivesDetach(t *testing.T) {
 // counter whole leaves it out (shanhai_bpf_read_errors_total says why) rather than report less than before, which
 // Prometheus would take for a reset; the next scrape that reads it reports it whole.
 func TestRuntimeAndTCPDroppedNeverGoBackOnAReadError(t *testing.T) {
-	a := newAgent(t, "/nonexistent/target")
-	a.Scan()
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(a.Collector())
+	a := idleAgent(t, reg)
 	spec, err := goruntime.LoadBpf()
 	if err != nil {
 		t.Fatal(err)

@@ -16,10 +16,8 @@ import (
 // which Prometheus takes for a counter reset: rate() then counts the whole total again as new drops. A counter it
 // cannot read is left out of that scrape (shanhai_bpf_read_errors_total says why) and comes back whole.
 func TestDroppedCountersNeverGoBackOnAReadError(t *testing.T) {
-	a := newAgent(t, "/nonexistent/target")
-	a.Scan()
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(a.Collector())
+	a := idleAgent(t, reg)
 
 	spec, err := httpserver.LoadBpf()
 	if err != nil {
@@ -147,4 +145,14 @@ func closedClone(t *testing.T, m *ebpf.Map) *ebpf.Map {
 	}
 	c.Close()
 	return c
+}
+
+// idleAgent is an agent that probes nothing (its one target does not exist) and has scanned once, its collector
+// registered on reg: tests hand it maps they made and filled themselves, and read what a scrape makes of them.
+func idleAgent(t *testing.T, reg prometheus.Registerer) *Agent {
+	t.Helper()
+	a := newAgent(t, "/nonexistent/target")
+	a.Scan()
+	reg.MustRegister(a.Collector())
+	return a
 }

@@ -18,10 +18,8 @@ import (
 // (rate() then counts the 5 again as new). An executable whose maps cannot all be read is left out of that scrape
 // (shanhai_bpf_read_errors_total counts it) and comes back whole.
 func TestSeriesNeverGoBackOnAReadError(t *testing.T) {
-	a := newAgent(t, "/nonexistent/target")
-	a.Scan()
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(a.Collector())
+	a := idleAgent(t, reg)
 
 	spec, err := httpserver.LoadBpf()
 	if err != nil {

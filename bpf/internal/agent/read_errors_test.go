@@ -12,10 +12,8 @@ import (
 // every map since the agent started. It was 1 during a failed scrape and 0 after, so rate() saw resets and two
 // failed scrapes read as one.
 func TestReadErrorsIsACounter(t *testing.T) {
-	a := newAgent(t, "/nonexistent/target")
-	a.Scan()
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(a.Collector())
+	a := idleAgent(t, reg)
 
 	// A target whose TCP counters cannot be read: the map under them is a closed copy.
 	tcpMap := a.sys.tcp.Tcp
