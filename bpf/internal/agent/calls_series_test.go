@@ -146,17 +146,13 @@ func TestCallSeriesDroppedSurvivesDetach(t *testing.T) {
 		t.Helper()
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if len(a.bins) != 1 {
-			t.Fatalf("%d executables probed, want 1", len(a.bins))
+		b := onlyBin(t, a)
+		m := b.callDropped["httpclient"]
+		if m == nil {
+			t.Fatalf("%s: no httpclient probe (probes %v)", b.exe, b.probes)
 		}
-		for _, b := range a.bins {
-			m := b.callDropped["httpclient"]
-			if m == nil {
-				t.Fatalf("%s: no httpclient probe (probes %v)", b.exe, b.probes)
-			}
-			if err := m.Put(uint32(0), slices.Repeat([]uint64{n}, ncpu)); err != nil {
-				t.Fatal(err)
-			}
+		if err := m.Put(uint32(0), slices.Repeat([]uint64{n}, ncpu)); err != nil {
+			t.Fatal(err)
 		}
 	}
 	dropped := func() uint64 {
@@ -207,4 +203,17 @@ func newDetachingAgent(t *testing.T) (a *Agent, bin string) {
 	a = newAgentWith(t, Config{Grace: time.Nanosecond}, bin)
 	a.Scan()
 	return a, bin
+}
+
+// onlyBin is the probes of the one executable a probes, for a test that set up exactly one; the caller holds a.mu.
+func onlyBin(t *testing.T, a *Agent) *binProbes {
+	t.Helper()
+	if len(a.bins) != 1 {
+		t.Fatalf("%d executables probed, want 1", len(a.bins))
+	}
+	var only *binProbes
+	for _, b := range a.bins {
+		only = b
+	}
+	return only
 }
