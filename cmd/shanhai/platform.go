@@ -396,6 +396,23 @@ func (p *Platform) Pids() map[string]int {
 	return m
 }
 
+// stopGrace is how long Stop lets each part take before it gives up on it
+// (and, for a child process, kills it): the part's stop budget at the
+// default SHUTDOWN_TIMEOUT of 10 s, rounded up — the ceiling of a stop that
+// is slow but not hung, as compose's stop_grace_period and Kubernetes' grace
+// period give it (deploy/stopgrace_test.go, stopBudget, says what each is
+// made of). A flat 15 s cut payment's stop short when its provider hung:
+// its last-delivery try, that answer's store and a dead letter get 5 s each
+// after its consumer's deadline, and a part given up on has the embedded
+// brokers closed under it. A healthy stop ends in about a second.
+var stopGrace = map[string]time.Duration{
+	"gateway": 15 * time.Second,
+	"user":    20 * time.Second,
+	"order":   30 * time.Second,
+	"payment": 45 * time.Second,
+	"bridge":  25 * time.Second,
+}
+
 // Stop ends the gateway, then the other parts together, each draining, then
 // flushes and stops the shared telemetry, then the infrastructure.
 //
@@ -416,7 +433,7 @@ func (p *Platform) Stop() error {
 	var errs []error
 	g := p.Parts["gateway"]
 	if g != nil {
-		errs = append(errs, g.Stop(15*time.Second))
+		errs = append(errs, g.Stop(stopGrace["gateway"]))
 	}
 	if p.gatewayGone != nil && !g.Running() {
 		p.goneOnce.Do(func() { close(p.gatewayGone) })
@@ -425,7 +442,7 @@ func (p *Platform) Stop() error {
 	var wg sync.WaitGroup
 	for i, name := range Names {
 		if b := p.Parts[name]; b != nil && name != "gateway" {
-			wg.Go(func() { rest[i] = b.Stop(15 * time.Second) })
+			wg.Go(func() { rest[i] = b.Stop(stopGrace[name]) })
 		}
 	}
 	wg.Wait()

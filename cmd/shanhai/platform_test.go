@@ -375,3 +375,16 @@ func dumpLogs(t *testing.T, dir string) {
 		t.Logf("--- %s (last lines)\n%s", filepath.Base(f), strings.Join(lines, "\n"))
 	}
 }
+
+// Every part has its own stop grace: a part missing from stopGrace would be
+// given none, and Stop would give up on it (kill its process) at once.
+func TestEveryPartHasAStopGrace(t *testing.T) {
+	for _, name := range Names {
+		if stopGrace[name] < 15*time.Second {
+			t.Errorf("%s: stop grace %v, want its stop budget (at least the 15 s every part had)", name, stopGrace[name])
+		}
+	}
+	if stopGrace["payment"] < 43*time.Second {
+		t.Errorf("payment: stop grace %v, want its 43 s budget (deploy/stopgrace_test.go)", stopGrace["payment"])
+	}
+}
