@@ -309,13 +309,7 @@ func TestPaymentEventOutcomesTellNoOpsFromChanges(t *testing.T) {
 	h.publishResult(t, "payment.succeeded", "first-"+paid.ID, paid.ID, "", nil) // the same event again
 	h.drained(t)
 
-	after := h.outcomes(t)
-	got := map[string]float64{}
-	for k, v := range after {
-		if d := v - before[k]; d != 0 {
-			got[k] = d
-		}
-	}
+	got := h.outcomesSince(t, before)
 	want := map[string]float64{"applied": 1, "unchanged": 2, "contradicts": 1, "duplicate": 1}
 	if !maps.Equal(got, want) {
 		t.Errorf("payment result outcomes counted %v, want %v", got, want)
@@ -354,12 +348,7 @@ func TestContradictingPaymentResultIsAnAlarm(t *testing.T) {
 	h.publishResult(t, "payment.succeeded", "contra-"+failed.ID, failed.ID, "", nil) // redelivered: alarmed once
 	h.drained(t)
 
-	got := map[string]float64{}
-	for k, v := range h.outcomes(t) {
-		if d := v - before[k]; d != 0 {
-			got[k] = d
-		}
-	}
+	got := h.outcomesSince(t, before)
 	if want := map[string]float64{"unchanged": 3, "contradicts": 2, "duplicate": 1}; !maps.Equal(got, want) {
 		t.Errorf("payment result outcomes counted %v, want %v", got, want)
 	}
@@ -395,6 +384,54 @@ func TestContradictingPaymentResultIsAnAlarm(t *testing.T) {
 	if !slices.Equal(alarms, want) {
 		t.Errorf("ERROR log lines:\n%+v\nwant\n%+v\nlog:\n%s", alarms, want, logs)
 	}
+}
+
+// outcomesSince is outcomes less before: what the payment results since
+// before was read counted, the outcomes that did not move left out.
+func (h *harness) outcomesSince(t *testing.T, before map[string]float64) map[string]float64 {
+	t.Helper()
+	got := map[string]float64{}
+	for k, v := range h.outcomes(t) {
+		if d := v - before[k]; d != 0 {
+			got[k] = d
+		}
+	}
+	return got
+}
+
+// errorLines returns the records logs holds at ERROR: the alarms.
+func errorLines(t *testing.T, logs *testenv.LogBuffer) []map[string]any {
+	t.Helper()
+	var alarms []map[string]any
+	for l := range strings.Lines(logs.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if rec["level"] == "ERROR" {
+			alarms = append(alarms, rec)
+		}
+	}
+	return alarms
+}
+
+// paidAndCancelled starts a harness that logs into logs, with two of
+// alice's orders whose charges succeeded: paid, PAID, and cancelled, which
+// was CANCELLED first; before is the payment result outcomes counted then.
+func paidAndCancelled(t *testing.T) (h *harness, logs *testenv.LogBuffer, paid, cancelled orderView, before map[string]float64) {
+	t.Helper()
+	logs = &testenv.LogBuffer{}
+	h = newHarness(t, func(o *service.Options) { o.Logger = telemetry.NewLogger(logs, slog.LevelInfo) })
+	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
+	paid, cancelled = h.createOrder("alice", item), h.createOrder("alice", item)
+	if r := h.do("POST", "/api/v1/orders/"+cancelled.ID+"/cancel", "alice", ""); r.Status != http.StatusOK {
+		t.Fatalf("cancel: %d %s", r.Status, r.Body)
+	}
+	h.publishResult(t, "payment.succeeded", "first-"+paid.ID, paid.ID, "", nil)
+	h.publishResult(t, "payment.succeeded", "first-"+cancelled.ID, cancelled.ID, "", nil)
+	h.drained(t)
+	before = h.outcomes(t)
+	return h, logs, paid, cancelled, before
 }
 
 // outcomes reads shanhai_order_payment_events_total by outcome from /metrics.
@@ -494,28 +531,14 @@ func TestSecondChargeIsAnAlarm(t *testing.T) {
 	h.stream.Publish(t, h.names.Subject, "shanhai.payments", paid.ID, svctest.Headers(second, nil), second.Data)
 	h.drained(t)
 
-	got := map[string]float64{}
-	for k, v := range h.outcomes(t) {
-		if d := v - before[k]; d != 0 {
-			got[k] = d
-		}
-	}
+	got := h.outcomesSince(t, before)
 	if want := map[string]float64{"unchanged": 1, "contradicts": 1}; !maps.Equal(got, want) {
 		t.Errorf("payment result outcomes counted %v, want %v", got, want)
 	}
 	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" || o.PaymentID != "pay-"+paid.ID {
 		t.Errorf("paid order after a second charge = %+v", o)
 	}
-	var alarms []map[string]any
-	for l := range strings.Lines(logs.String()) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(l), &rec); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		if rec["level"] == "ERROR" {
-			alarms = append(alarms, rec)
-		}
-	}
+	alarms := errorLines(t, logs)
 	if len(alarms) != 1 || alarms[0]["order_id"] != paid.ID || alarms[0]["order_payment_id"] != "pay-"+paid.ID ||
 		alarms[0]["payment_id"] != "pay-second" || alarms[0]["payment_status"] != "SUCCEEDED" {
 		t.Errorf("ERROR log lines %v, want one naming the order, its payment and the second one\nlog:\n%s", alarms, logs)
@@ -529,43 +552,19 @@ func TestSecondChargeIsAnAlarm(t *testing.T) {
 // ERROR and counted "contradicts"; it was acked as "informational" and told
 // no one. The saga's own refund, of a CANCELLED order, stays informational.
 func TestRefundOfAnOrderNotCancelledIsAnAlarm(t *testing.T) {
-	logs := &testenv.LogBuffer{}
-	h := newHarness(t, func(o *service.Options) { o.Logger = telemetry.NewLogger(logs, slog.LevelInfo) })
-	item := `{"items":[{"sku":"TEA-OOLONG-100G","quantity":1}]}`
-	paid, cancelled := h.createOrder("alice", item), h.createOrder("alice", item)
-	if r := h.do("POST", "/api/v1/orders/"+cancelled.ID+"/cancel", "alice", ""); r.Status != http.StatusOK {
-		t.Fatalf("cancel: %d %s", r.Status, r.Body)
-	}
-	h.publishResult(t, "payment.succeeded", "first-"+paid.ID, paid.ID, "", nil)
-	h.publishResult(t, "payment.succeeded", "first-"+cancelled.ID, cancelled.ID, "", nil)
-	h.drained(t)
-	before := h.outcomes(t)
+	h, logs, paid, cancelled, before := paidAndCancelled(t)
 	h.publishResult(t, "payment.refunded", "refund-"+cancelled.ID, cancelled.ID, "order_cancelled", nil)
 	h.publishResult(t, "payment.refunded", "refund-"+paid.ID, paid.ID, "order_cancelled", nil)
 	h.drained(t)
 
-	got := map[string]float64{}
-	for k, v := range h.outcomes(t) {
-		if d := v - before[k]; d != 0 {
-			got[k] = d
-		}
-	}
+	got := h.outcomesSince(t, before)
 	if want := map[string]float64{"informational": 1, "contradicts": 1}; !maps.Equal(got, want) {
 		t.Errorf("payment result outcomes counted %v, want %v", got, want)
 	}
 	if o := h.getOrder("alice", paid.ID); o.Status != "PAID" {
 		t.Errorf("paid order after a refund = %+v", o)
 	}
-	var alarms []map[string]any
-	for l := range strings.Lines(logs.String()) {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(l), &rec); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		if rec["level"] == "ERROR" {
-			alarms = append(alarms, rec)
-		}
-	}
+	alarms := errorLines(t, logs)
 	if len(alarms) != 1 || alarms[0]["order_id"] != paid.ID || alarms[0]["order_status"] != "PAID" ||
 		alarms[0]["payment_id"] != "pay-"+paid.ID || alarms[0]["payment_status"] != "REFUNDED" {
 		t.Errorf("ERROR log lines %v, want one naming the PAID order and the refunded payment\nlog:\n%s", alarms, logs)
