@@ -10,6 +10,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
@@ -48,9 +50,14 @@ func (m *lostTerm) TermWithReason(reason string) error {
 // find the dead letter already recorded and only terminate: before, it
 // stored a second row for the same message (the table had no key naming the
 // message), and an operator replaying the dead letters replayed it twice.
+// It must count it once too: shanhai.payment.dead_letters counted the
+// redelivery's dead letter again though no row was written (an alert on its
+// rate saw two dead letters of one message).
 func TestLostTerminationRecordsOneDeadLetter(t *testing.T) {
 	for dialect, db := range stores(t) {
 		t.Run(dialect, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
 			payments := adapters.NewPaymentGorm(db)
 			a := app.New(app.Deps{Payments: payments, Provider: adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{} }),
 				NewID: uuid.NewString})
@@ -86,6 +93,9 @@ func TestLostTerminationRecordsOneDeadLetter(t *testing.T) {
 			}
 			if len(dl) != 1 {
 				t.Fatalf("%d dead letters of one message terminated twice, want 1: %+v", len(dl), dl)
+			}
+			if got := adapters.CounterBy(t, reader, "shanhai.payment.dead_letters", "cause"); got["invalid_event"] != 1 || len(got) != 1 {
+				t.Fatalf("dead letters counted %v for one message dead-lettered on two deliveries, want map[invalid_event:1]", got)
 			}
 		})
 	}

@@ -318,8 +318,12 @@ func (r *PaymentGorm) SaveDeadLetter(ctx context.Context, d payment.DeadLetter) 
 	// A redelivery of a message already recorded (its termination was
 	// lost) finds its row and writes nothing: one row per message.
 	db := r.db.WithContext(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "message_key"}}, DoNothing: true})
-	if err := db.Create(&row).Error; err != nil {
-		return fmt.Errorf("store dead letter: %w", err)
+	res := db.Create(&row)
+	if res.Error != nil {
+		return fmt.Errorf("store dead letter: %w", res.Error)
+	}
+	if res.RowsAffected == 0 {
+		markRecordedBefore(ctx)
 	}
 	return nil
 }
