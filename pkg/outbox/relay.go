@@ -154,15 +154,18 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 	m := otel.Meter(instrumentation)
 	r.meter = m
 	// Instrument creation only fails on invalid names; the returned no-op instruments keep the relay working.
+	// Rows, not sends: a row Kafka took whose mark then failed is sent again by a later round, and counted by the
+	// round that stores its outcome (see account). Sends show in Kafka's own metrics.
 	r.published, _ = m.Int64Counter("outbox.messages.published",
-		metric.WithDescription("Outbox rows published to Kafka and marked sent."), metric.WithUnit("{message}"))
+		metric.WithDescription("Outbox rows published to Kafka and marked sent, each counted once however often it was sent."),
+		metric.WithUnit("{message}"))
 	r.failed, _ = m.Int64Counter("outbox.messages.failed",
 		metric.WithDescription("Outbox publish attempts that failed and will be retried."), metric.WithUnit("{message}"))
 	r.setAside, _ = m.Int64Counter("outbox.messages.set_aside",
 		metric.WithDescription("Outbox rows Kafka can never take (too large), marked sent with their error and kept."),
 		metric.WithUnit("{message}"))
 	r.lag, _ = m.Float64Histogram("outbox.lag",
-		metric.WithDescription("Time from Add to a successful publish."), metric.WithUnit("s"),
+		metric.WithDescription("Time from Add to the publish of a row marked sent, once per row."), metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 	// The lag histogram only moves when something is published; these two show a relay that is stuck or gone.
 	r.pending, _ = m.Int64ObservableGauge("outbox.pending",
@@ -372,6 +375,7 @@ RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r
 	pctx, cancel := context.WithDeadline(ctx, start.Add(r.o.PublishTimeout))
 	errs := r.publish(pctx, msgs)
 	cancel()
+	answered := time.Now()
 	more = more && !allFailed(errs)
 	var cut []Message
 	if ctx.Err() != nil {
@@ -383,6 +387,7 @@ RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r
 	if err := r.record(db, msgs, errs, start.Add(r.o.Lease)); err != nil {
 		return claimed, false, err
 	}
+	r.account(ctx, msgs, errs, answered)
 	return claimed, more, r.release(db, cut)
 }
 
@@ -496,28 +501,35 @@ func (r *Relay) lockedRound(ctx context.Context) (claimed int, more bool, err er
 	}
 	tctx, done := afterStop(ctx, stopGrace)
 	defer done()
+	var msgs []Message
+	var errs []error
+	var answered time.Time
 	err = r.db.WithContext(tctx).Transaction(func(tx *gorm.DB) error {
 		rows, err := r.claim(tx)
 		if err != nil {
 			return err
 		}
-		var msgs []Message
 		msgs, more = r.batch(rows)
 		claimed = len(msgs)
 		if claimed == 0 || ctx.Err() != nil {
 			// Stopped while claiming: a publish now would be cut at once.
-			more = false
+			more, msgs = false, nil
 			return nil
 		}
 		pctx, cancel := context.WithTimeout(ctx, r.o.PublishTimeout)
-		errs := r.publish(pctx, msgs)
+		errs = r.publish(pctx, msgs)
 		cancel()
+		answered = time.Now()
 		more = more && !allFailed(errs)
 		if ctx.Err() != nil {
 			msgs, errs, _ = splitCut(msgs, errs)
 		}
 		return r.record(tx, msgs, errs, time.Time{}) // a failed statement has failed the transaction: no retry
 	})
+	if err == nil {
+		// Only once committed: rolled back, the rows go to Kafka again next round and are counted then.
+		r.account(ctx, msgs, errs, answered)
+	}
 	return claimed, more, err
 }
 
@@ -640,11 +652,12 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 		}
 	}
 
-	now := time.Now()
+	// Failed attempts are counted here, each one; a row published or set aside is counted by account, once its
+	// outcome is stored.
 	for i, m := range rows {
 		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
 		if kafkasize.TooLarge(errs[i]) {
-			r.setAside.Add(ctx, 1, attrs)
+			// Set aside (account).
 		} else if errors.Is(errs[i], context.Canceled) && ctx.Err() != nil {
 			// The stop cut this publish: the round releases the row with no attempt recorded, so it is no failed
 			// attempt either (counting it made a clean shutdown look like Kafka refusing rows).
@@ -654,15 +667,31 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 				spans[i].RecordError(errs[i])
 				spans[i].SetStatus(codes.Error, "publish failed")
 			}
-		} else {
-			r.published.Add(ctx, 1, attrs)
-			r.lag.Record(ctx, now.Sub(m.CreatedAt).Seconds(), attrs)
 		}
 		if spans[i] != nil {
 			spans[i].End()
 		}
 	}
 	return errs
+}
+
+// account counts the rows a round published (and their lag from Add to answered, when Kafka answered) and logs and
+// counts those it set aside. It is called once the round's outcome is stored (a leased round's statements, a locked
+// round's commit), not when Kafka answers: a row whose mark failed is sent again by a later round, and counting each
+// send made outbox.messages.published (and set_aside, lag and the set-aside ERROR) count one row twice.
+func (r *Relay) account(ctx context.Context, rows []Message, errs []error, answered time.Time) {
+	for i, m := range rows {
+		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
+		switch {
+		case errs[i] == nil:
+			r.published.Add(ctx, 1, attrs)
+			r.lag.Record(ctx, answered.Sub(m.CreatedAt).Seconds(), attrs)
+		case kafkasize.TooLarge(errs[i]):
+			r.setAside.Add(ctx, 1, attrs)
+			r.o.Logger.ErrorContext(ctx, "outbox row too large for Kafka, set aside unpublished",
+				"topic", m.Topic, "event_id", m.EventID, "id", m.ID, "payload_bytes", len(m.Payload), "error", errs[i])
+		}
+	}
 }
 
 // callBytes bounds what Relay.write puts in one WriteMessages call, counted by callSize. NewWriter's writer closes a
@@ -815,9 +844,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 			if err != nil {
 				return fmt.Errorf("set aside row %d: %w", m.ID, err)
 			}
-			r.o.Logger.ErrorContext(tx.Statement.Context, "outbox row too large for Kafka, set aside unpublished",
-				"topic", m.Topic, "event_id", m.EventID, "id", m.ID, "payload_bytes", len(m.Payload), "error", errs[i])
-			continue
+			continue // logged and counted by account once stored
 		}
 		next := now.Add(r.backoff(m.Attempts + 1)).UnixMilli()
 		err := r.exec(tx, retryUntil, "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
