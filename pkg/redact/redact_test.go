@@ -1,0 +1,108 @@
+package redact_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
+)
+
+// secret is every password, token and part of one below: no result may
+// hold it.
+const secret = "s3cret"
+
+// TestURL holds every case the four copies this package replaced were tested
+// with (cmd/shanhai's redactURL, loadgen's redactURL(s), pkg/database's
+// redact, pkg/redisurl's hidePassword), and what they missed.
+func TestURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		// No secret: shown byte for byte, so the banner's export lines paste.
+		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
+		{"redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
+		{"127.0.0.1:2379", "127.0.0.1:2379"},
+		{"127.0.0.1:9092,127.0.0.1:9093", "127.0.0.1:9092,127.0.0.1:9093"},
+		{"postgres://shanhai@127.0.0.1:15432/shanhai?sslmode=disable", "postgres://shanhai@127.0.0.1:15432/shanhai?sslmode=disable"},
+		{"http://collector:4318/v1/traces", "http://collector:4318/v1/traces"},
+		{"sqlite:///var/data/shanhai.db?_pragma=synchronous(normal)", "sqlite:///var/data/shanhai.db?_pragma=synchronous(normal)"},
+		{"postgres://h/db?options=-c%20a=b,c", "postgres://h/db?options=-c%20a=b,c"},
+		{"just-a-path.db", "just-a-path.db"},
+		{"host=127.0.0.1 port=5432 user=shanhai", "host=127.0.0.1 port=5432 user=shanhai"},
+		{"", ""},
+
+		// A password url.Parse reads right: the user and host stay.
+		{"postgres://bob:" + secret + "@h:5432/db", "postgres://bob:xxxxx@h:5432/db"},
+		{"pulsar://bob:" + secret + "@pulsar:6650", "pulsar://bob:xxxxx@pulsar:6650"},
+		{"https://tracer:" + secret + "@collector:4318", "https://tracer:xxxxx@collector:4318"},
+		{"redis://:" + secret + "@127.0.0.1:6379/0", "redis://:xxxxx@127.0.0.1:6379/0"},
+		{"redis://:s3cr:et@127.0.0.1:6379/0", "redis://:xxxxx@127.0.0.1:6379/0"},
+		{"redis://:p%40ss%23" + secret + "@127.0.0.1/0", "redis://:xxxxx@127.0.0.1/0"},
+		{" nats://bob:" + secret + "@h:4222 ", " nats://bob:xxxxx@h:4222 "},
+
+		// In the query: pgx reads password= and sslpassword= there.
+		{"postgres://127.0.0.1:1/db?connect_timeout=1&password=" + secret, "postgres://127.0.0.1:1/db?connect_timeout=1&password=xxxxx"},
+		{"postgres://127.0.0.1:1/db?sslpassword=" + secret + "&sslmode=require", "postgres://127.0.0.1:1/db?sslpassword=xxxxx&sslmode=require"},
+		{"postgres://bob:" + secret + "@h/db?PassWord=" + secret, "postgres://bob:xxxxx@h/db?PassWord=xxxxx"},
+		{"postgres://h/db?a=1;password=" + secret, "postgres://h/db?a=1;password=xxxxx"},
+		{"postgres://h/db?a=1,x&password=" + secret, "postgres://h/db?a=1,x&password=xxxxx"},
+		{"h/db?password=" + secret, "h/db?password=xxxxx"},
+
+		// nats.go sends a user without a password as its token.
+		{"nats://" + secret + "@nats:4222", "nats://xxxxx@nats:4222"},
+		{"tls://" + secret + "@nats:4222", "tls://xxxxx@nats:4222"},
+
+		// No scheme: bob:pw@host parses as the scheme "bob".
+		{"bob:" + secret + "@h:6650", "xxxxx@h:6650"},
+		{"user:" + secret + "@127.0.0.1/db", "xxxxx@127.0.0.1/db"},
+		// A URL missing its "//" (a typo) parses with its user info in the path.
+		{"postgres:/user:" + secret + "@127.0.0.1/db", "xxxxx@127.0.0.1/db"},
+		{"postgres//user:" + secret + "@127.0.0.1/db", "xxxxx@127.0.0.1/db"},
+
+		// url.Parse refuses it (a bad escape, common in generated passwords).
+		{"pulsar://bob:" + secret + "%zz@127.0.0.1:6650", "pulsar://xxxxx@127.0.0.1:6650"},
+		{"nats://bob:" + secret + "%zz@h:4222", "nats://xxxxx@h:4222"},
+		{"redis://user:" + secret + "%zz@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"redis://:" + secret + ":et@127.0.0.1:x/0", "redis://xxxxx@127.0.0.1:x/0"},
+		{"redis://:" + secret + "@127.0.0.1:63x79/0", "redis://xxxxx@127.0.0.1:63x79/0"},
+		{"postgres://bob:pw#" + secret + "@127.0.0.1:1/db?connect_timeout=1&password=" + secret,
+			"postgres://xxxxx@127.0.0.1:1/db?connect_timeout=1&password=xxxxx"},
+		// ... and has no '@': what it refused may be a password where the host goes.
+		{"redis://:" + secret, "redis://xxxxx"},
+		{"postgres://127.0.0.1:1x/db?password=" + secret, "postgres://xxxxx"},
+
+		// An unencoded '#', '/' or '?' in a password ends the authority
+		// early: url.Parse reads a host (bob:2024) or a user with only the
+		// first part of the password.
+		{"pulsar://bob:2024#" + secret + "@pulsar:6650", "pulsar://xxxxx@pulsar:6650"},
+		{"redis://:1234/" + secret + "@redis:6379/0", "redis://xxxxx@redis:6379/0"},
+		{"redis://:1234?" + secret + "@redis:6379", "redis://xxxxx@redis:6379"},
+		{"redis://:p@ss#" + secret + "@127.0.0.1/0", "redis://xxxxx@127.0.0.1/0"},
+		{"redis://:s3/" + secret + "@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		{"nats://bob:pw@x#" + secret + "@nats:4222", "nats://xxxxx@nats:4222"},
+		{"postgres://bob:pw@x#" + secret + "@127.0.0.1:1/db", "postgres://xxxxx@127.0.0.1:1/db"},
+		{"postgres://bob:pw@" + secret + "@127.0.0.1:1/db", "postgres://xxxxx@127.0.0.1:1/db"},
+
+		// Lists: each address alone where the commas plainly separate them.
+		{"nats://127.0.0.1:1,nats://bob:" + secret + "@127.0.0.1:4222", "nats://127.0.0.1:1,nats://bob:xxxxx@127.0.0.1:4222"},
+		{"nats://a:" + secret + "@h1:4222, nats://" + secret + "@h2:4222", "nats://a:xxxxx@h1:4222, nats://xxxxx@h2:4222"},
+		{"nats://127.0.0.1:4222,nats://bob:pw@x/" + secret + "@nats:4222", "nats://xxxxx@nats:4222"},
+		// ... and whole where a comma may be a password's.
+		{"nats://bob:1234," + secret + "@h:4222", "nats://bob:xxxxx@h:4222"},
+		{"nats://h1:4222,nats://bob:1," + secret + "@h2:4222", "nats://xxxxx@h2:4222"},
+
+		// key=value connection strings (libpq's and pgx's other form).
+		{"host=127.0.0.1 port=1 password=" + secret, "host=127.0.0.1 port=1 password=xxxxx"},
+		{"host=h password = '" + secret + " \\' x' dbname=db", "host=h password = xxxxx dbname=db"},
+		{"host=h sslpassword=" + secret + "\\ x user=bob", "host=h sslpassword=xxxxx user=bob"},
+		{"host=h password='" + secret, "host=h password=xxxxx"},
+		{"host=h " + secret, "host=h xxxxx"},
+		{"host=a,b password=" + secret, "host=a,b password=xxxxx"},
+	} {
+		got := redact.URL(tc.in)
+		if got != tc.want {
+			t.Errorf("URL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		if strings.Contains(got, secret) {
+			t.Errorf("URL(%q) = %q shows the secret", tc.in, got)
+		}
+	}
+}
