@@ -2,9 +2,7 @@ package payment
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"os"
 
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -20,33 +18,17 @@ type Options = server.Part
 // Run wires the payment service from its configuration and serves until ctx
 // ends or (unless ctx is server.Hosted) SIGINT/SIGTERM arrives, then shuts
 // down in pkg/server's order. A bad configuration is returned as a
-// *config.Error before anything starts; any later failure is also logged.
+// *config.Error before anything starts; any later failure is also logged
+// (server.Part.RunService, which every service starts through).
 func Run(ctx context.Context, o Options) error {
 	var cfg paymentconfig.Config
 	if err := o.LoadConfig(&cfg); err != nil {
 		return err
 	}
-	log := o.Log(os.Stderr, cfg.LogLevel)
-	if err := run(ctx, o, cfg, log); err != nil {
-		log.Error("payment service stopped", "err", err)
-		return err
-	}
-	return nil
-}
-
-func run(ctx context.Context, o Options, cfg paymentconfig.Config, log *slog.Logger) error {
-	// These two debug lines split startup_bench's timeline: exec to the first
-	// is the runtime and package initialisation, then telemetry's set-up.
-	log.Debug("configuration loaded")
-	tp, err := o.SetupTelemetry(ctx, telemetry.Options{ServiceName: service.Name, ServiceVersion: cfg.Version, Logger: log})
-	if err != nil {
-		return fmt.Errorf("telemetry: %w", err)
-	}
-	log.Debug("telemetry set up")
-	svc, err := service.New(ctx, cfg, service.Options{Logger: log, Telemetry: tp})
-	if err != nil {
-		_ = tp.Shutdown(ctx)
-		return err
-	}
-	return svc.Run(ctx)
+	return o.RunService(ctx, server.Wiring{
+		Name: service.Name, Version: cfg.Version, LogLevel: cfg.LogLevel,
+		New: func(ctx context.Context, log *slog.Logger, tp *telemetry.Provider) (server.Runner, error) {
+			return service.New(ctx, cfg, service.Options{Logger: log, Telemetry: tp})
+		},
+	})
 }
