@@ -4,25 +4,17 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 
-	"github.com/shanhai-dev/shanhai/pkg/config"
 	// Connects to DATABASE_URL while the packages below initialise, for the
 	// start-up's migration check to find the connection made (see its doc).
 	_ "github.com/shanhai-dev/shanhai/pkg/database/pgconnect/early"
+	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/services/user"
 )
 
 func main() {
-	err := user.Run(context.Background(), user.Options{})
-	var bad *config.Error
-	switch {
-	case errors.As(err, &bad):
-		fmt.Fprintf(os.Stderr, "user: %v\n", err)
-		os.Exit(2) // usage error, as config.MustLoad exits
-	case err != nil:
-		os.Exit(1) // Run logged why
-	}
+	// 2 and the reason on stderr for a bad configuration, 1 for a failure
+	// Run has logged (server.ExitCode).
+	os.Exit(server.ExitCode(os.Stderr, "user", user.Run(context.Background(), user.Options{})))
 }
