@@ -2,7 +2,7 @@
 
 // TCP connection lifecycle per process, from tracepoints and one uprobe (no kprobes on this kernel):
 //   - active open: sock:inet_sock_set_state to SYN_SENT runs in the connecting process, so the socket's owner is
-//     remembered there and counted when it reaches ESTABLISHED;
+//     remembered there, and its entry in tcp made there, and the open counted when it reaches ESTABLISHED;
 //   - passive open: the handshake completes in softirq (whatever process happens to run), so the owner is taken when
 //     the target's internal/poll.(*FD).Accept returns, in the accepting process (accept_ret, a uprobe attached per
 //     target binary at that function's exits). Not a syscalls:sys_exit_accept{,4} tracepoint: registering any
@@ -30,9 +30,11 @@
 
 // established: 0 while connecting, OPEN_COUNTED once the open is counted, OPEN_DROPPED once open but not counted (its
 // process found no room in tcp): that connection's close and retransmits are then dropped too, not taken for those
-// of a process that exited (whose entry is gone on purpose).
+// of a process that exited (whose entry is gone on purpose). CONNECT_DROPPED while connecting when the process found
+// no room in tcp at SYN_SENT: its SYN retransmits and a failed connect are dropped likewise.
 #define OPEN_COUNTED 1
 #define OPEN_DROPPED 2
+#define CONNECT_DROPPED 3
 
 struct owner {
 	__u32 tgid;
@@ -114,12 +116,23 @@ static __always_inline struct tcp_stats *stats_for(__u32 tgid) {
 	return bpf_map_lookup_elem(&tcp, &tgid);
 }
 
+// dropped says whether the events of a socket in this established state whose process has no entry in tcp are
+// drops (counted in tcp_dropped) rather than those of a process that exited.
+static __always_inline bool dropped(__u32 established) {
+	return established == OPEN_DROPPED || established == CONNECT_DROPPED;
+}
+
 static __always_inline int on_state(const struct sock *sock, int oldstate, int ns) {
 	if (sock->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u64 sk = (__u64)sock;
 	if (ns == TCP_SYN_SENT) {
-		struct owner o = {.tgid = bpf_get_current_pid_tgid() >> 32};
+		// The process's entry is made here, in its own context, not when the connection opens or fails: a SYN the
+		// peer drops is retransmitted before either, and the retransmit program only adds to an entry (it runs in
+		// softirq, where an entry made for the owner could be one of a process that has exited). The second run of
+		// this change finds the entry and writes the same owner.
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		struct owner o = {.tgid = tgid, .established = stats_for(tgid) ? 0 : CONNECT_DROPPED};
 		bpf_map_update_elem(&owners, &sk, &o, BPF_ANY);
 		return 0;
 	}
@@ -129,15 +142,20 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 	if (ns == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT) {
 		// The two runs of one change are never concurrent (one after the other on this CPU; the socket's lock keeps
 		// its other changes out), so a plain check-and-set is enough to count the open once.
-		if (o->established)
+		if (o->established == OPEN_COUNTED || o->established == OPEN_DROPPED)
 			return 0;
-		struct tcp_stats *s = stats_for(o->tgid);
+		// The entry was made at SYN_SENT: none now means the owner has exited (its socket outlives it in another
+		// process), or found no room then and has not since. Only the second is a drop; either way the connection
+		// is open from here, so that its close is not taken for a failed connect.
+		struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid);
 		if (s) {
 			o->established = OPEN_COUNTED;
 			__sync_fetch_and_add(&s->active, 1);
-		} else {
+		} else if (o->established == CONNECT_DROPPED) {
 			o->established = OPEN_DROPPED;
 			tcp_drop();
+		} else {
+			o->established = OPEN_COUNTED;
 		}
 		return 0;
 	}
@@ -147,22 +165,18 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// Only the run (or accept_ret) whose delete succeeds counts the close.
 		if (bpf_map_delete_elem(&owners, &sk))
 			return 0;
-		// An opened connection's owner has an entry (its open made it) unless it has exited (process_exit deleted
+		// The owner has an entry (its SYN_SENT or its accept made it) unless it has exited (process_exit deleted
 		// it; its sockets close after that): the close is not counted then, so the entry is not made again for a
-		// process that may get the pid next. A failed connect may be the owner's first count. The close of an open
-		// that was dropped is dropped too, unless its process has found room since.
-		if (established) {
-			struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
-			if (s)
-				__sync_fetch_and_add(&s->closed, 1);
-			else if (established == OPEN_DROPPED)
+		// process that may get the pid next. The close of a connection whose open or connect was dropped is dropped
+		// too, unless its process has found room since.
+		struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
+		if (!s) {
+			if (dropped(established))
 				tcp_drop();
+		} else if (established == OPEN_COUNTED || established == OPEN_DROPPED) {
+			__sync_fetch_and_add(&s->closed, 1);
 		} else {
-			struct tcp_stats *s = stats_for(tgid);
-			if (s)
-				__sync_fetch_and_add(&s->failed, 1);
-			else
-				tcp_drop();
+			__sync_fetch_and_add(&s->failed, 1);
 		}
 	}
 	return 0;
@@ -249,7 +263,7 @@ int BPF_PROG(retransmit, const struct sock *sock, const struct sk_buff *skb) {
 	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid); // as a close: none after the owner exited
 	if (s)
 		__sync_fetch_and_add(&s->retrans, 1);
-	else if (o->established == OPEN_DROPPED)
+	else if (dropped(o->established))
 		tcp_drop();
 	return 0;
 }
