@@ -11,19 +11,22 @@ const defaultShutdownTimeout = 10 * time.Second
 // dockerStopGrace is what docker compose waits between SIGTERM and SIGKILL when a service sets no stop_grace_period.
 const dockerStopGrace = 10 * time.Second
 
-// stopMargin covers the steps of a stop that are quick when healthy but not counted below: the etcd deregistration
-// call, closing connections, flushing telemetry to a collector that answers, the process's exit.
+// stopMargin covers the steps of a stop that are quick when healthy but not counted below: closing connections and
+// the process's exit. (It also covered the etcd deregistration and the telemetry flush, which had a SHUTDOWN_TIMEOUT
+// each in pkg/server: a hung etcd or a dead collector took that much more than any budget. They are bounded and counted
+// now: deregisterTimeout and flushFloor below.)
 const stopMargin = 2 * time.Second
 
 // stopBudget is how long the binary name may take from SIGTERM to its exit when its stop is slow but not hung, given
 // its SHUTDOWN_TIMEOUT: the time its container must be given before a SIGKILL, which loses what the stop was still
 // writing. It is built from the binaries' code, which the READMEs' "Stopping" sections describe:
 //
-//   - pkg/server (user, order, payment, bridge) waits server.DefaultDeregisterDelay (1 s) after leaving etcd, then
-//     gives the drain SHUTDOWN_TIMEOUT and each OnShutdown hook a SHUTDOWN_TIMEOUT of its own (pkg/server/run.go:
+//   - pkg/server (user, order, payment, bridge) gives leaving etcd server.DeregisterTimeout (1 s), waits
+//     server.DefaultDeregisterDelay (1 s) after it, then gives the drain SHUTDOWN_TIMEOUT and each OnShutdown hook a SHUTDOWN_TIMEOUT of its own (pkg/server/run.go:
 //     one slow step must not eat the next one's time): order's, payment's and the bridge's hooks stop consumers
 //     within it, so a slow database that holds both the requests and the consumer takes two of them; the user
-//     service has no consumer, its hook only ends the relay and the housekeeping;
+//     service has no consumer, its hook only ends the relay and the housekeeping; last, the telemetry flush takes what
+//     is left of the stop's deadline, at least server.FlushFloor (1 s): after the graces below, that floor;
 //   - after its hook's deadline, what must not be lost still gets a bounded grace: an outbox relay's round 5 s
 //     (pkg/outbox stopGrace; order, payment and user run one); payment's message queued on its last delivery a 5 s
 //     try (lastChance), the answer of that try 5 s to be stored (AnswerGrace), a dead letter 5 s (deadLetterGrace),
@@ -35,15 +38,18 @@ const stopMargin = 2 * time.Second
 func stopBudget(t *testing.T, name string, shutdown time.Duration) time.Duration {
 	t.Helper()
 	const (
-		deregisterDelay = time.Second     // pkg/server's DefaultDeregisterDelay
-		relayGrace      = 5 * time.Second // pkg/outbox's stopGrace
+		deregisterTimeout = time.Second     // pkg/server's DeregisterTimeout
+		deregisterDelay   = time.Second     // pkg/server's DefaultDeregisterDelay
+		flushFloor        = time.Second     // pkg/server's FlushFloor
+		relayGrace        = 5 * time.Second // pkg/outbox's stopGrace
 	)
-	server := deregisterDelay + 2*shutdown // drain, then the OnShutdown hook, each with its own deadline
+	// Leaving etcd, the drain, then the OnShutdown hook, each with its own deadline, and the flush after them.
+	server := deregisterTimeout + deregisterDelay + 2*shutdown + flushFloor
 	switch name {
 	case "gateway":
 		return shutdown + stopMargin
 	case "user":
-		return deregisterDelay + shutdown + relayGrace + stopMargin
+		return deregisterTimeout + deregisterDelay + shutdown + relayGrace + flushFloor + stopMargin
 	case "order":
 		return server + relayGrace + stopMargin
 	case "payment":

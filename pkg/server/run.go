@@ -125,15 +125,43 @@ func serve(srv *http.Server, ln net.Listener) error {
 	return nil
 }
 
-// shutdown runs the fixed order. Each step gets its own deadline so one slow
-// step cannot eat the next one's time: telemetry must be flushed even when
-// the drain used up ShutdownTimeout. callersGone (CallersStopped; nil when
-// not given) ends the wait after deregistering early.
+// DeregisterTimeout bounds the deregistration (at most ShutdownTimeout). A
+// healthy etcd revokes a lease in milliseconds; one that has not answered
+// within this is treated as away, and the lease it keeps expires on its TTL.
+// It had a whole ShutdownTimeout, before the drain, that no stop budget
+// counted (deploy/stopgrace_test.go counts this).
+const DeregisterTimeout = time.Second
+
+// FlushFloor is the least the telemetry flush gets (at most ShutdownTimeout),
+// however late the steps before it ended: the spans of the last requests are
+// what explains a slow stop. Otherwise it takes what is left of the stop's
+// deadline (see shutdown), so a quick stop gives a slow collector more.
+const FlushFloor = time.Second
+
+// shutdown runs the fixed order under one deadline for the whole stop, fixed
+// when it begins: DeregisterTimeout, DeregisterDelay, a ShutdownTimeout for
+// the drain and one for each OnShutdown hook, and FlushFloor. The drain and
+// each hook keep a ShutdownTimeout of their own, so one slow step cannot eat
+// the next one's time (a hook may still run over its deadline by the graces
+// it gives what must not be lost, which the stop budgets count). The two
+// steps that had a ShutdownTimeout each and no place in any budget take less:
+// the deregistration DeregisterTimeout, so a hung etcd neither delays the
+// drain long nor pushes the stop past the orchestrator's SIGKILL, and the
+// telemetry flush what is left of the deadline, at least FlushFloor, so a
+// dead collector holds the stop no longer than that. callersGone
+// (CallersStopped; nil when not given) ends the wait after deregistering
+// early.
 func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone <-chan struct{}) error {
 	s.stopping.Store(true)
+	s.mu.Lock()
+	hooks := append([]func(context.Context) error(nil), s.hooks...)
+	s.mu.Unlock()
+	deregisterTimeout := min(DeregisterTimeout, s.o.ShutdownTimeout)
+	flushFloor := min(FlushFloor, s.o.ShutdownTimeout)
+	stopBy := time.Now().Add(deregisterTimeout + s.o.DeregisterDelay + time.Duration(1+len(hooks))*s.o.ShutdownTimeout + flushFloor)
 	var errs []error
-	step := func(name string, fn func(context.Context) error) {
-		ctx, cancel := context.WithTimeout(context.Background(), s.o.ShutdownTimeout)
+	step := func(name string, timeout time.Duration, fn func(context.Context) error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		start := time.Now()
 		if err := fn(ctx); err != nil {
@@ -145,12 +173,12 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone 
 	}
 
 	if s.o.Deregister != nil {
-		step("deregister", s.o.Deregister)
+		step("deregister", deregisterTimeout, s.o.Deregister)
 		if s.o.DeregisterDelay > 0 {
 			s.awaitCallers(callersGone)
 		}
 	}
-	step("drain", func(ctx context.Context) error {
+	step("drain", s.o.ShutdownTimeout, func(ctx context.Context) error {
 		// Stop accepting, then give the connections accepted just before a
 		// moment to send their requests, which Shutdown would drop. Those
 		// still silent at the end of that wait sent no request to drain:
@@ -178,14 +206,11 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone 
 		}
 		return nil
 	})
-	s.mu.Lock()
-	hooks := append([]func(context.Context) error(nil), s.hooks...)
-	s.mu.Unlock()
 	for i, h := range hooks {
-		step(fmt.Sprintf("on-shutdown hook %d", i+1), h)
+		step(fmt.Sprintf("on-shutdown hook %d", i+1), s.o.ShutdownTimeout, h)
 	}
 	if s.o.Telemetry != nil {
-		step("telemetry flush", s.o.Telemetry.Shutdown)
+		step("telemetry flush", min(s.o.ShutdownTimeout, max(time.Until(stopBy), flushFloor)), s.o.Telemetry.Shutdown)
 	}
 	return errors.Join(errs...)
 }

@@ -5,12 +5,14 @@
 // pprof on a separate admin listener, and a graceful shutdown whose order is
 // fixed:
 //
-//  1. deregister from discovery, so callers stop choosing this instance;
+//  1. deregister from discovery, so callers stop choosing this instance
+//     (within DeregisterTimeout; then wait DeregisterDelay);
 //  2. stop accepting connections and drain in-flight requests, within
 //     ShutdownTimeout (then remaining connections are closed);
 //  3. run the OnShutdown hooks (stop consumers, close the database), in the
-//     order they were added;
-//  4. flush telemetry, so the spans of the last requests are exported.
+//     order they were added, each within ShutdownTimeout;
+//  4. flush telemetry, so the spans of the last requests are exported,
+//     within what is left of the stop's deadline, at least FlushFloor.
 //
 // Readiness turns 503 as soon as shutdown starts, so a load balancer that
 // probes /readyz stops routing here even before deregistration propagates.
