@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
@@ -48,7 +47,7 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 	// The bound allows for what normalising may still shorten (combining
 	// accents composed, full-width forms narrowed); NormalizeEmail then
 	// applies the exact one.
-	if len(strings.TrimSpace(l.Email)) > user.MaxEmailLen*utf8.UTFMax {
+	if len(strings.TrimSpace(l.Email)) > user.MaxTypedEmailBytes {
 		verr.Fields = append(verr.Fields, user.FieldError{Field: "email", Detail: "must be at most 254 bytes"})
 	}
 	// No account has a password too long in both forms: hashes are of the

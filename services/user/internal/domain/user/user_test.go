@@ -1,6 +1,7 @@
 package user
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -140,6 +141,41 @@ func TestVisibleEmail(t *testing.T) {
 	for _, in := range []string{"alice@example.com", "\u00e9lise@example.com", "\u674e@\u4f8b\u5b50.\u4e2d\u56fd", "a.b+tag@sub.example.org"} {
 		if got := VisibleEmail(in); got != in {
 			t.Errorf("VisibleEmail(%+q) = %+q, want it unchanged", in, got)
+		}
+	}
+}
+
+// An address too long to be one once normalised is refused before it is
+// normalised. Sign-up normalised whatever came, up to the 1 MiB body: NFKC
+// turns "\ufdfa" into 18 letters, so one sign-up of such an address cost
+// the service seconds of CPU for a 422, and a 422 is neither throttled nor
+// counted against the sign-up quota. Measured by what it allocates, not by
+// time: a normalised copy of the input is megabytes.
+func TestNormalizeEmailRefusesAnOverlongAddressUnread(t *testing.T) {
+	in := strings.Repeat("\ufdfa", 1<<16) + "@example.com"
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, fe := NormalizeEmail(in)
+	runtime.ReadMemStats(&after)
+	if fe == nil || fe.Field != "email" {
+		t.Fatalf("a %d-byte address: %v, want a refusal naming email", len(in), fe)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > uint64(len(in)) {
+		t.Errorf("refusing a %d-byte address allocated %d bytes: it was normalised first", len(in), got)
+	}
+	// The bound is on the typed form, which normalising may shorten up to
+	// fourfold (a 4-byte mathematical letter is one ASCII letter): typed
+	// addresses of up to MaxTypedEmailBytes that normalise within
+	// MaxEmailLen stay accepted.
+	for _, typed := range []string{
+		strings.Repeat("\U0001d41a", 242) + "@x.co", // 973 bytes typed, 247 normalised
+		strings.Repeat("\uff41", 240) + "@x.co",     // full-width, 725 bytes typed, 245 normalised
+	} {
+		if len(typed) > MaxTypedEmailBytes {
+			t.Fatalf("test address of %d bytes is over the bound itself", len(typed))
+		}
+		if e, fe := NormalizeEmail(typed); fe != nil || len(e) > MaxEmailLen {
+			t.Errorf("a %d-byte address normalising to %d bytes: %v", len(typed), len(e), fe)
 		}
 	}
 }
