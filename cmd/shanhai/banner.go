@@ -5,6 +5,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
 // Banner prints what a newcomer needs: where the gateway is, a demo to paste,
@@ -23,7 +25,7 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 		fmt.Fprintf(w, "Resident memory: %s.\n", mem)
 	}
 	if p.Pulsar {
-		fmt.Fprintf(w, "Pulsar leg on: the bridge archives events to %s.\n", redactURL(p.Env["PULSAR_URL"]))
+		fmt.Fprintf(w, "Pulsar leg on: the bridge archives events to %s.\n", redact.URL(p.Env["PULSAR_URL"]))
 	} else {
 		fmt.Fprintln(w, "Pulsar leg off: Pulsar has no embeddable server and PULSAR_URL is not set, so the bridge runs Kafka → NATS only.")
 	}
@@ -41,7 +43,7 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 	case off:
 		fmt.Fprintln(w, "Traces: off (OTEL_TRACES_EXPORTER=none).")
 	case ep != "":
-		fmt.Fprintf(w, "Traces: exported over OTLP to %s.\n", redactURL(ep))
+		fmt.Fprintf(w, "Traces: exported over OTLP to %s.\n", redact.URL(ep))
 	default:
 		fmt.Fprintln(w, "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT (e.g. http://127.0.0.1:4318 of a collector or Jaeger) and restart to export them.")
 	}
@@ -52,7 +54,7 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 	// the reader has it already.
 	for _, k := range []string{"ETCD_ENDPOINTS", "KAFKA_BROKERS", "NATS_URL", "REDIS_URL", "PULSAR_URL"} {
 		if v := p.Env[k]; v != "" {
-			fmt.Fprintf(w, "  export %s=%s\n", k, redactURL(v))
+			fmt.Fprintf(w, "  export %s=%s\n", k, redact.URL(v))
 		}
 	}
 	fmt.Fprintln(w, "Ctrl-C stops everything.")

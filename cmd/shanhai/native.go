@@ -15,6 +15,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
 // NativeServers runs `scripts/deps.sh env` and returns the connection
@@ -73,7 +75,7 @@ func checkServers(env map[string]string) error {
 		if u, ok := parseWhole(addr); ok {
 			addr = u.Host
 		} else {
-			addr = redactURL(addr) // named in the refusal below
+			addr = redact.URL(addr) // named in the refusal below
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -103,13 +105,31 @@ func ServiceDatabases(ctx context.Context, base string, services ...string) (map
 	defer cancel()
 	urls, err := serviceDatabases(ctx, base, services...)
 	if err != nil && parent.Err() == nil && ctx.Err() != nil {
-		host := redactURL(base)
+		host := redact.URL(base)
 		if u, ok := parseWhole(base); ok {
 			host = u.Host
 		}
 		return nil, fmt.Errorf("-native: the PostgreSQL of DATABASE_URL (%s) did not answer within %s: %w", host, postgresAnswerLimit, err)
 	}
 	return urls, err
+}
+
+// parseWhole parses s as a URL with a host, and reports whether that
+// reading can be dialled: not when an @ is left outside its user, the mark
+// of a password url.Parse cut short. An unencoded #, / or ? in a password
+// ends the authority early, and what is left before it may still read as a
+// host (pulsar://bob:2024#pw@pulsar parses as host bob, port 2024), which
+// is part of the password, not the server. Such a URL is named through
+// redact.URL instead, which keeps what follows the last @.
+func parseWhole(s string) (*url.URL, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return nil, false
+	}
+	if n := strings.Count(s, "@"); n > 1 || n == 1 && u.User == nil {
+		return nil, false
+	}
+	return u, true
 }
 
 // postgresAnswerLimit bounds ServiceDatabases: seconds above a loaded
@@ -125,7 +145,7 @@ func serviceDatabases(ctx context.Context, base string, services ...string) (map
 	u, err := url.Parse(base)
 	if err != nil {
 		// Not err: url.Error quotes the whole URL, password included.
-		return nil, fmt.Errorf("DATABASE_URL %s does not parse as a URL (is a %% or @ in the password not percent-encoded?)", redactURL(base))
+		return nil, fmt.Errorf("DATABASE_URL %s does not parse as a URL (is a %% or @ in the password not percent-encoded?)", redact.URL(base))
 	}
 	urls := map[string]string{}
 	for _, s := range services {
