@@ -90,6 +90,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/shanhai-dev/shanhai/e2e/internal/api"
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
 func main() {
@@ -165,7 +166,7 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 	case *mix == mixOrder && *loginRatio != 0:
 		bad = fmt.Sprintf("-mix order sends no log ins, got -login-ratio %v", *loginRatio)
 	case !baseURL(*target):
-		bad = fmt.Sprintf("-target must be the gateway's base URL, http(s)://host:port (a path prefix may follow), got %q", redactURL(*target))
+		bad = fmt.Sprintf("-target must be the gateway's base URL, http(s)://host:port (a path prefix may follow), got %q", redact.URL(*target))
 	}
 	if bad != "" {
 		fmt.Fprintln(errOut, "loadgen:", bad)
@@ -359,7 +360,7 @@ func run(ctx context.Context, c config) error {
 	if c.natsURL != "" {
 		var err error
 		if nc, err = nats.Connect(c.natsURL); err != nil {
-			return fmt.Errorf("nats %s: %w", redactURLs(c.natsURL), err)
+			return fmt.Errorf("nats %s: %w", redact.URL(c.natsURL), err)
 		}
 		defer nc.Close()
 	}
@@ -546,7 +547,7 @@ wait:
 	if polled {
 		pending = os_.pending()
 	}
-	sum := rec.summary(redactURL(c.target), c.rate, secs, pending)
+	sum := rec.summary(redact.URL(c.target), c.rate, secs, pending)
 	sum.Stages = map[string]Stat{}
 	for name, ds := range hopsSeen.durations(func(id string) bool { _, ok := os_.createdAt(id); return ok }) {
 		sum.Stages[name] = stat(ds, nil, secs)
@@ -671,31 +672,4 @@ func retryAfter(v string, now time.Time) time.Duration {
 		return at.Sub(now)
 	}
 	return time.Second
-}
-
-// redactURLs hides the passwords of a comma-separated server list (nats.go's
-// form of -nats) so that an error can name the servers it could not reach.
-func redactURLs(list string) string {
-	urls := strings.Split(list, ",")
-	for i, s := range urls {
-		urls[i] = redactURL(s)
-	}
-	return strings.Join(urls, ",")
-}
-
-// redactURL hides the password of a URL the user gave (-target, one server
-// of -nats) wherever loadgen prints it: the summary and its errors end up in
-// terminals, CI logs and issue reports. A URL with a second @ is treated as
-// unparsable: an unencoded #, / or ? in its password ended the authority
-// early, and url.Parse's user holds only the part of the password before
-// it. So is one without an authority ("user:pass@host", which parses as an
-// opaque URL of scheme "user"): whatever precedes its @ goes.
-func redactURL(s string) string {
-	if u, err := url.Parse(strings.TrimSpace(s)); err == nil && u.User != nil && strings.Count(s, "@") == 1 {
-		return u.Redacted()
-	}
-	if at := strings.LastIndex(s, "@"); at >= 0 {
-		return "xxxxx" + s[at:] // unparsable: keep only what follows the credentials
-	}
-	return s
 }

@@ -374,6 +374,8 @@ func TestUnreachableNATSErrorShowsNoPassword(t *testing.T) {
 	for _, urls := range []string{
 		"nats://bob:s3cret@" + addr,
 		"nats://127.0.0.1:1,nats://bob:s3cret@" + addr,
+		// A user without a password is nats.go's token: the secret itself.
+		"nats://s3cret@" + addr,
 	} {
 		var out, status bytes.Buffer
 		c, err := parseFlags([]string{"-target", "http://127.0.0.1:1", "-users", "1", "-duration", "1s", "-nats", urls}, &status)
@@ -387,20 +389,6 @@ func TestUnreachableNATSErrorShowsNoPassword(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), addr) {
 			t.Errorf("run with -nats %s: %q, want the server named without its password", urls, err)
-		}
-	}
-}
-
-// An unencoded # (or / or ?) in a password ends the URL's authority early,
-// so url.Parse reads a user whose password is only the part before it, and
-// the rest of the password was shown after the redacted one.
-func TestRedactURLsHidesAPasswordURLParseCutShort(t *testing.T) {
-	for _, s := range []string{
-		"nats://bob:pw@x#s3cret@nats:4222",
-		"nats://127.0.0.1:4222,nats://bob:pw@x/s3cret@nats:4222",
-	} {
-		if got := redactURLs(s); strings.Contains(got, "s3cret") || !strings.Contains(got, "nats:4222") {
-			t.Errorf("redactURLs(%q) = %q, want the server named without its password", s, got)
 		}
 	}
 }
