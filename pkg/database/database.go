@@ -20,6 +20,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/shanhai-dev/shanhai/pkg/database/pgconnect"
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
 // Dialect names, as returned by Dialect and by gorm's Dialector.Name.
@@ -103,7 +104,7 @@ func open(ctx context.Context, rawURL string, o Options, ping bool) (*gorm.DB, e
 	}
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, fmt.Errorf("open database: %q is not a URL (want postgres://... or sqlite://...)", redact(rawURL))
+		return nil, fmt.Errorf("open database: %q is not a URL (want postgres://... or sqlite://...)", redact.URL(rawURL))
 	}
 	switch scheme {
 	case "postgres", "postgresql":
@@ -112,15 +113,15 @@ func open(ctx context.Context, rawURL string, o Options, ping bool) (*gorm.DB, e
 		// with an unencoded '@' reached the logs (found by review).
 		if strings.Count(rawURL, "@") > 1 {
 			return nil, fmt.Errorf("open postgres %s: more than one '@': percent-encode an '@' in the user name, "+
-				"password or parameters as %%40", redact(rawURL))
+				"password or parameters as %%40", redact.URL(rawURL))
 		}
 		pool, err := pgconnect.Open(ctx, rawURL)
 		if err != nil {
-			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
+			return nil, fmt.Errorf("open postgres %s: %w", redact.URL(rawURL), err)
 		}
 		db, err := gorm.Open(postgres.New(postgres.Config{Conn: pool}), cfg)
 		if err != nil {
-			return nil, fmt.Errorf("open postgres %s: %w", redact(rawURL), err)
+			return nil, fmt.Errorf("open postgres %s: %w", redact.URL(rawURL), err)
 		}
 		sqlDB, err := db.DB()
 		if err != nil {
@@ -294,28 +295,4 @@ func (o Options) withDefaults() Options {
 		o.SlowQuery = 200 * time.Millisecond
 	}
 	return o
-}
-
-// redact hides the password of a URL for error messages, in its user info
-// and in a password parameter (pgx reads one there). What url.Parse may have
-// misread is not shown at all, since a password there cannot be told apart
-// from the rest: a URL read without user info but with an '@' (one missing
-// its "//", where the user info becomes part of an opaque path, or one whose
-// password has an unencoded '#'), one with several '@' (Open refuses those),
-// and a string without a scheme (a key=value connection string).
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return "<unparseable url>"
-	case u.Scheme == "":
-		return "<connection string not shown>"
-	case strings.Count(raw, "@") > 1 || u.User == nil && strings.Contains(raw, "@"):
-		return "<url with an '@' not shown>"
-	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
 }

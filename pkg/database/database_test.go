@@ -224,6 +224,8 @@ func TestMalformedURLErrorHidesThePassword(t *testing.T) {
 		"postgres://bob:pw@x#secret@127.0.0.1:1/db?connect_timeout=1",
 		"postgres://bob:pw@secret@127.0.0.1:1/db?connect_timeout=1",
 		"host=127.0.0.1 port=1 password=secret",
+		// pgx reads the password of an encrypted client key (sslpassword) from the query too.
+		"postgres://127.0.0.1:1/db?connect_timeout=1&sslpassword=secret",
 	} {
 		db, err := database.Open(u)
 		if err == nil {
