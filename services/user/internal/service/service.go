@@ -67,6 +67,13 @@ type Service struct {
 
 	stopWorkers func()
 	cleanup     server.Cleanup
+	// closing runs the end of the service (workers, then connections) once,
+	// for whichever asks first: the shutdown hook, which waits for it only
+	// as long as its context lasts, or Stop. closed is closed when it is
+	// done, and closeErr then says how it went.
+	closing  sync.Once
+	closed   chan struct{}
+	closeErr error
 	// firstHousekeeping is how long after Start the first housekeeping round
 	// runs (tests set it to 0).
 	firstHousekeeping time.Duration
@@ -208,7 +215,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		return nil, err
 	}
 	ports.HTTP{App: s.App, JWKS: s.Signer.JWKS(), Verifier: verifier, Logger: o.Logger, TrustedProxies: trusted}.Mount(router)
-	s.Server.OnShutdown(func(context.Context) error { s.stop(); return s.cleanup.Close() })
+	s.Server.OnShutdown(s.shutdown)
 	return s, nil
 }
 
@@ -393,9 +400,38 @@ func (s *Service) stop() {
 	}
 }
 
-// Stop ends the relay and closes every connection (tests; Run does this
-// through the server's shutdown hooks).
+// finish ends the workers, then closes every connection, once and in the
+// background; the channel it returns is closed when that is done.
+func (s *Service) finish() <-chan struct{} {
+	s.closing.Do(func() {
+		s.closed = make(chan struct{})
+		go func() {
+			defer close(s.closed)
+			s.stop()
+			s.closeErr = s.cleanup.Close()
+		}()
+	})
+	return s.closed
+}
+
+// shutdown is the server's shutdown hook: finish, waited for until ctx
+// (SHUTDOWN_TIMEOUT) ends and no longer. A relay round waiting on a locked
+// outbox goes on until 5 s after the stop (pkg/outbox's grace), and the stop
+// budgets of compose and Kubernetes count each step once SHUTDOWN_TIMEOUT
+// (deploy/stopgrace_test.go); what is still running then finishes in the
+// background, or ends with the process.
+func (s *Service) shutdown(ctx context.Context) error {
+	select {
+	case <-s.finish():
+		return s.closeErr
+	case <-ctx.Done():
+		return fmt.Errorf("stop the workers and close the connections: %w", context.Cause(ctx))
+	}
+}
+
+// Stop ends the relay and closes every connection, and waits for that (tests;
+// Run does this through the server's shutdown hook).
 func (s *Service) Stop() error {
-	s.stop()
-	return s.cleanup.Close()
+	<-s.finish()
+	return s.closeErr
 }
