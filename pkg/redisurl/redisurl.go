@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
 // Timeout bounds each dial, read and write that REDIS_URL leaves unbounded.
@@ -30,9 +32,11 @@ const Timeout = 250 * time.Millisecond
 // password's, left unencoded, made the rest of the URL a fragment and part of
 // the password the host) and a negative database number (go-redis selects
 // only one above 0, so it used database 0). Its errors never show the
-// password: they are printed when a service refuses to start.
+// password: they are printed when a service refuses to start, and name the
+// URL through redact.URL.
 func Parse(raw string) (*redis.Options, error) {
-	if _, err := url.Parse(raw); err != nil {
+	u, err := url.Parse(raw)
+	if err != nil {
 		return nil, parseError(raw, err)
 	}
 	if strings.Contains(raw, "#") {
@@ -41,7 +45,16 @@ func Parse(raw string) (*redis.Options, error) {
 	}
 	opt, err := redis.ParseURL(raw)
 	if err != nil {
-		return nil, errors.New(hidePassword(raw, err.Error()))
+		// An unencoded '/' or '?' in a password ends the user info early:
+		// url.Parse reads the digits before it as the port and the rest of
+		// the password, up to its '@', as the path or query, and go-redis's
+		// error quotes those. An '@' there may be that mark; a URL with one
+		// that go-redis takes (a client_name=svc@host) is left alone.
+		if strings.Contains(u.EscapedPath()+u.RawQuery, "@") {
+			return nil, fmt.Errorf("redisurl: %s is not a Redis URL: percent-encode any %%, #, /, ?, @ or : "+
+				"in its user name or password", redact.URL(raw))
+		}
+		return nil, fmt.Errorf("redisurl: %s: %w", redact.URL(raw), err)
 	}
 	if opt.DB < 0 {
 		return nil, fmt.Errorf("redisurl: database %d is negative: want 0 or more", opt.DB)
@@ -72,7 +85,7 @@ func parseError(raw string, err error) error {
 	if i := strings.LastIndex(raw, "@"); i >= 0 && quotesFrom(reason, raw[:i]) {
 		reason = "percent-encode any %, #, /, ?, @ or : in its user name or password"
 	}
-	return fmt.Errorf("redisurl: not a valid URL: %s", reason)
+	return fmt.Errorf("redisurl: %s is not a valid URL: %s", redact.URL(raw), reason)
 }
 
 // quotesFrom reports whether a "quoted" part of msg occurs in s (a port is
@@ -85,16 +98,4 @@ func quotesFrom(msg, s string) bool {
 		}
 	}
 	return false
-}
-
-// hidePassword replaces the password of raw wherever msg quotes it.
-func hidePassword(raw, msg string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return msg
-	}
-	if pw, ok := u.User.Password(); ok && pw != "" {
-		msg = strings.ReplaceAll(msg, pw, "xxxxx")
-	}
-	return msg
 }

@@ -42,6 +42,12 @@ func TestParseErrorHidesThePassword(t *testing.T) {
 		"redis://:s3cr%zzet@127.0.0.1:6379/0",
 		"redis://user:s3cr%zzet@127.0.0.1:6379/0",
 		"redis://:s3cr:et@127.0.0.1:x/0",
+		// A '/' or '?' left unencoded in a password after digits: url.Parse
+		// reads the digits as the port and the rest as the path or query,
+		// which go-redis's error quotes.
+		"redis://:1234/s3cret@127.0.0.1:6379/0",
+		"redis://:1234/s3cret@127.0.0.1",
+		"redis://:1234?s3cret@127.0.0.1:6379",
 	} {
 		_, err := Parse(raw)
 		if err == nil {
