@@ -24,6 +24,11 @@
 // Ids follow insertion, not commit order: two transactions racing on the same key may commit out of id order, which is why
 // producers should serialise writes per aggregate (they do, by locking or updating the aggregate's row). Rows with an
 // empty key form one ordered stream of their own (and Kafka spreads them over partitions at random).
+//
+// Failures: a row Kafka refuses is retried on a capped backoff until Kafka takes it, never dropped; it is logged at its
+// 1st, 2nd, 4th, 8th... attempt (at ERROR when the refusal is one no retry mends by itself, an ACL say), and every
+// attempt is counted in outbox.messages.failed. A row too large for Kafka is set aside instead (sent_at with its
+// last_error; Cleanup keeps it). outbox.messages.published counts a row once, however often it was sent.
 package outbox
 
 import (

@@ -856,8 +856,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 		r.retryMu.Lock()
 		r.retries = append(r.retries, next)
 		r.retryMu.Unlock()
-		r.o.Logger.WarnContext(tx.Statement.Context, "outbox publish failed", "topic", m.Topic, "event_id", m.EventID,
-			"attempt", m.Attempts+1, "error", errs[i])
+		r.logFailure(tx.Statement.Context, m, errs[i])
 	}
 	if len(sent) > 0 {
 		err := r.exec(tx, retryUntil, "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = '' WHERE id IN ?", now, sent)
@@ -866,6 +865,28 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 		}
 	}
 	return nil
+}
+
+// logFailure logs a failed attempt of row m at its 1st, 2nd, 4th, 8th... attempt only. A row is retried until Kafka
+// takes it, for ever if need be (setting it aside, as a row too large is, would leave every row of a topic whose ACL
+// an operator then fixes to be replayed by hand), and a line per attempt was one a minute per row at the backoff's cap:
+// thousands a minute for a topic with that many rows waiting. Every attempt is still counted (outbox.messages.failed)
+// and its error kept in last_error; outbox.pending and outbox.pending.age show the rows waiting. A refusal no retry
+// mends by itself (a kafka.Error kafka-go does not call temporary: an ACL, a compacted topic refusing a keyless
+// record) is logged at ERROR, as it needs someone to act.
+func (r *Relay) logFailure(ctx context.Context, m Message, err error) {
+	attempt := m.Attempts + 1
+	if attempt&(attempt-1) != 0 {
+		return
+	}
+	args := []any{"topic", m.Topic, "event_id", m.EventID, "id", m.ID, "attempt", attempt, "next_logged_attempt", 2 * attempt,
+		"error", err}
+	var kerr kafka.Error
+	if errors.As(err, &kerr) && !kerr.Temporary() {
+		r.o.Logger.ErrorContext(ctx, "outbox publish refused by Kafka: retried until the broker takes it", args...)
+		return
+	}
+	r.o.Logger.WarnContext(ctx, "outbox publish failed", args...)
 }
 
 // exec runs one of record's statements on db. One that fails is run again, after 50 ms doubling to 1 s, until
