@@ -225,16 +225,24 @@ func tcpInfo(fd int) (*syscall.TCPInfo, error) {
 	return &info, nil
 }
 
-// synDialer is a running TestSYNDialerProcess.
-type synDialer struct {
+// helperProcess is this test binary run as a probed helper process (TestSYNDialerProcess, TestLossyStreamsProcess)
+// that reports on its standard output and exits when its standard input closes.
+type helperProcess struct {
 	pid int
 	out *bufio.Reader
 }
 
-func startSYNDialer(t *testing.T, bin, addr, mode string) *synDialer {
+func startSYNDialer(t *testing.T, bin, addr, mode string) *helperProcess {
 	t.Helper()
-	cmd := exec.Command(bin, "-test.run=^TestSYNDialerProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), synDialerEnv+"="+addr, synModeEnv+"="+mode)
+	return startHelper(t, bin, "TestSYNDialerProcess", synDialerEnv+"="+addr, synModeEnv+"="+mode)
+}
+
+// startHelper runs bin (a copy of this test binary) as the helper process of test helper, with env added to the
+// environment; it is killed when the test ends.
+func startHelper(t *testing.T, bin, helper string, env ...string) *helperProcess {
+	t.Helper()
+	cmd := exec.Command(bin, "-test.run=^"+helper+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -252,19 +260,19 @@ func startSYNDialer(t *testing.T, bin, addr, mode string) *synDialer {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	return &synDialer{pid: cmd.Process.Pid, out: bufio.NewReader(out)}
+	return &helperProcess{pid: cmd.Process.Pid, out: bufio.NewReader(out)}
 }
 
-// await reads the dialler's next line, which must start with word, and returns the rest of it.
-func (d *synDialer) await(t *testing.T, word string) string {
+// await reads the helper's next line, which must start with word, and returns the rest of it.
+func (d *helperProcess) await(t *testing.T, word string) string {
 	t.Helper()
 	line, err := d.out.ReadString('\n')
 	if err != nil {
-		t.Fatalf("syn dialler (pid %d) ended before %q: %v", d.pid, word, err)
+		t.Fatalf("helper process (pid %d) ended before %q: %v", d.pid, word, err)
 	}
 	rest, ok := strings.CutPrefix(strings.TrimSpace(line), word)
 	if !ok {
-		t.Fatalf("syn dialler (pid %d) printed %q, want %q first", d.pid, line, word)
+		t.Fatalf("helper process (pid %d) printed %q, want %q first", d.pid, line, word)
 	}
 	return strings.TrimSpace(rest)
 }

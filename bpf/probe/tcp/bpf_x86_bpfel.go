@@ -16,7 +16,8 @@ import (
 type BpfOwner struct {
 	_           structs.HostLayout
 	Tgid        uint32
-	Established uint32
+	Established uint16
+	Retrans     uint16
 }
 
 type BpfTcpStats struct {

@@ -8,7 +8,11 @@
 //     target binary at that function's exits). Not a syscalls:sys_exit_accept{,4} tracepoint: registering any
 //     syscalls tracepoint puts every task on the machine on the slow syscall path (~40 ns per syscall, every process);
 //   - close: the transition to CLOSE (often in softirq) is charged to the remembered owner;
-//   - retransmits: tcp:tcp_retransmit_skb, charged to the owner likewise.
+//   - retransmits: tcp:tcp_retransmit_skb, charged to the owner likewise: the segments the socket's own count
+//     (tcp_sock.total_retrans, tcpi_total_retrans) grew by since the program last saw it, not one per call. One call
+//     retransmits one packet, which may carry several segments (GSO), and newer kernels also call the tracepoint for
+//     an attempt that failed (its third argument, the error: nothing was sent, nothing is counted). And a run the kernel
+//     skips (a retransmit interrupting the program on its CPU) loses nothing: the next one counts its segments too.
 // The two TCP tracepoints are BTF tracepoints (tp_btf, BPF_PROG_TYPE_TRACING), not perf-event tracepoint programs:
 // the kernel runs a tracepoint program of the perf-event kind only when no kprobe, uprobe or tracepoint program and
 // no BPF map syscall is running on the CPU (the per-CPU bpf_prog_active guard), and skips it otherwise, counting a
@@ -38,7 +42,11 @@
 
 struct owner {
 	__u32 tgid;
-	__u32 established;
+	__u16 established;
+	// The low 16 bits of the socket's total_retrans when its retransmits were last counted. 16 bits keep the entry
+	// at 8 bytes (owners is preallocated); the difference of two readings is exact modulo 2^16, and one retransmit
+	// is at most one GSO packet (64 KiB, a few thousand segments at the smallest MSS).
+	__u16 retrans;
 };
 
 struct tcp_stats {
@@ -100,11 +108,21 @@ struct {
 	__type(value, __u64);
 } tcp_dropped SEC(".maps");
 
-static __always_inline void tcp_drop(void) {
+static __always_inline void tcp_drop_n(__u64 events) {
 	__u32 z = 0;
 	__u64 *n = bpf_map_lookup_elem(&tcp_dropped, &z);
 	if (n)
-		__sync_fetch_and_add(n, 1);
+		__sync_fetch_and_add(n, events);
+}
+
+static __always_inline void tcp_drop(void) {
+	tcp_drop_n(1);
+}
+
+// total_retrans is the low 16 bits of the count of segments the kernel retransmitted on sk (struct owner's retrans),
+// read with CO-RE: the programs' sock is a struct sock, which a BTF-typed load may not read past.
+static __always_inline __u16 total_retrans(const struct sock *sk) {
+	return BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
 }
 
 static __always_inline struct tcp_stats *stats_for(__u32 tgid) {
@@ -132,7 +150,7 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// softirq, where an entry made for the owner could be one of a process that has exited). The second run of
 		// this change finds the entry and writes the same owner.
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-		struct owner o = {.tgid = tgid, .established = stats_for(tgid) ? 0 : CONNECT_DROPPED};
+		struct owner o = {.tgid = tgid, .established = stats_for(tgid) ? 0 : CONNECT_DROPPED, .retrans = total_retrans(sock)};
 		bpf_map_update_elem(&owners, &sk, &o, BPF_ANY);
 		return 0;
 	}
@@ -234,7 +252,9 @@ int accept_ret(struct pt_regs *ctx) {
 		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct tcp_stats *s = stats_for(tgid);
-	struct owner o = {.tgid = tgid, .established = s ? OPEN_COUNTED : OPEN_DROPPED};
+	// A passive socket starts with the SYN-ACKs its listener retransmitted (tcp_retransmit_synack, not counted here):
+	// only what it retransmits from now on is the owner's.
+	struct owner o = {.tgid = tgid, .established = s ? OPEN_COUNTED : OPEN_DROPPED, .retrans = total_retrans((struct sock *)key)};
 	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
 	if (s)
 		__sync_fetch_and_add(&s->passive, 1);
@@ -260,11 +280,17 @@ int BPF_PROG(retransmit, const struct sock *sock, const struct sk_buff *skb) {
 	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
 	if (!o)
 		return 0;
+	// A socket's retransmits are never concurrent (its lock), so a plain read and write of o->retrans is enough.
+	__u16 now = total_retrans(sock);
+	__u16 segs = now - o->retrans;
+	if (!segs)
+		return 0; // a failed attempt
+	o->retrans = now;
 	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid); // as a close: none after the owner exited
 	if (s)
-		__sync_fetch_and_add(&s->retrans, 1);
+		__sync_fetch_and_add(&s->retrans, segs);
 	else if (dropped(o->established))
-		tcp_drop();
+		tcp_drop_n(segs);
 	return 0;
 }
 
