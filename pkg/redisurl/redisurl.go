@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
@@ -27,6 +28,9 @@ const Timeout = 250 * time.Millisecond
 // it sets max_retries: a failed cache call is skipped, not retried (go-redis
 // retried a timed-out pipeline three times with backoff, 2.2 s on a hung
 // Redis even at Timeout).
+//
+// A new connection opens with HELLO alone (and SELECT for a database above
+// 0): see quietHandshake for the two commands go-redis would add.
 //
 // It refuses what go-redis would misread rather than reject: a '#' (a
 // password's, left unencoded, made the rest of the URL a fragment and part of
@@ -67,7 +71,29 @@ func Parse(raw string) (*redis.Options, error) {
 	if opt.MaxRetries == 0 {
 		opt.MaxRetries = -1 // go-redis: -1 is none, 0 its default of 3
 	}
+	quietHandshake(opt)
 	return opt, nil
+}
+
+// quietHandshake turns off the two commands go-redis v9 adds to every new
+// connection's HELLO, which this platform has no use for. The Redis 7.0 it
+// runs on natively refuses both, so each was a round trip answered with an
+// error, paid inside the first call on the connection:
+//
+//   - CLIENT MAINT_NOTIFICATIONS asks for notices of a coming failover or
+//     slot migration, which Redis Enterprise and Redis Cloud send; open
+//     source Redis has none to send. (In go-redis's default "auto" mode a
+//     refusal turns it off for the client, so it cost the first connection
+//     of each client.)
+//   - CLIENT SETINFO (Redis 7.2 and later) labels the connection with the
+//     library's name and version in CLIENT LIST. Every service would be
+//     labelled go-redis with the same version and nothing in the platform
+//     reads the label, so on the 7.4 of compose and Kubernetes it would buy
+//     nothing for its round trip per connection either. Set ClientName (a
+//     client_name= in REDIS_URL) to tell services apart in CLIENT LIST.
+func quietHandshake(opt *redis.Options) {
+	opt.DisableIdentity = true
+	opt.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 }
 
 // parseError says why raw is not a URL without repeating it: url.Parse's
