@@ -2,6 +2,8 @@ package adapters
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -11,8 +13,8 @@ import (
 )
 
 // LoginGuard is app.LoginGuard on two pkg/limit limiters: one keyed by client
-// IP (ipKey), one by account (the normalised email). In production both are
-// limit.Redis, so every replica shares the counts.
+// IP (ipKey), one by account (a digest of the normalised email, accountKey).
+// In production both are limit.Redis, so every replica shares the counts.
 type LoginGuard struct {
 	perIP, perAccount limit.Limiter
 }
@@ -35,7 +37,7 @@ func (g *LoginGuard) Admit(ctx context.Context, account, ip string) error {
 	if !d.Allowed {
 		return tooMany("login attempts", LoginIPPolicy, d)
 	}
-	d, err = g.perAccount.Allow(ctx, "account:"+strings.ToLower(account))
+	d, err = g.perAccount.Allow(ctx, accountKey(account))
 	if err != nil {
 		return fmt.Errorf("login guard: %w", err)
 	}
@@ -43,6 +45,22 @@ func (g *LoginGuard) Admit(ctx context.Context, account, ip string) error {
 		return tooMany("login attempts", LoginAccountPolicy, d)
 	}
 	return nil
+}
+
+// accountKey is the per-account limiter's key for account: the SHA-256 of
+// its lower-cased form, never the form itself. The key is a Redis key name,
+// which anyone who can list keys or MONITOR Redis reads, and it held every
+// address tried within the window, and whatever was typed in an address's
+// place (a malformed one is counted as typed: a password in the email field
+// too). A digest keeps one bucket per account without naming it. It only
+// confirms a guess: whoever hashes a given address finds its bucket (an
+// unkeyed digest, as the replicas share no key to make it a keyed one), as
+// the profile cache, which holds registered addresses, would show anyway.
+// Changing the key format gives each account a fresh bucket once, at the
+// upgrade (and one per format while old and new replicas run side by side).
+func accountKey(account string) string {
+	sum := sha256.Sum256([]byte(strings.ToLower(account)))
+	return "account:" + hex.EncodeToString(sum[:])
 }
 
 // The quotas' names: their limit.Name (the Redis keys' namespace, the label

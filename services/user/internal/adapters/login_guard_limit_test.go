@@ -3,6 +3,7 @@ package adapters_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,6 +52,45 @@ func TestLoginGuardOnRedis(t *testing.T) {
 	}
 	if err := g.Admit(ctx, uniq("victim"), "10.0.0.9"); !errors.As(err, &tooMany) {
 		t.Fatalf("21st attempt from one IP: %v", err)
+	}
+}
+
+// The per-account bucket's Redis key names no account. It held the address
+// as typed (lower-cased), so whoever could list or MONITOR Redis read every
+// address tried in the last window, and, since a malformed address is
+// counted under what was typed, a password typed into the email field. The
+// bucket is still one per account, whatever its case.
+func TestLoginGuardKeysNameNoAccount(t *testing.T) {
+	rdb := redisClient(t)
+	run := uniq("guardkey")
+	g := adapters.NewLoginGuard(
+		limit.NewRedis(rdb, limit.Rate{Count: 20, Period: 5 * time.Minute}, 1, limit.Name(run+"-ip")),
+		limit.NewRedis(rdb, limit.Rate{Count: 2, Period: 5 * time.Minute}, 1, limit.Name(run+"-account")),
+	)
+	ctx := t.Context()
+	typed := []string{"alice." + run + "@example.com", "Correct-Horse-" + run}
+	for _, account := range typed {
+		if err := g.Admit(ctx, account, "10.0.0.1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, err := rdb.Keys(ctx, "*"+run+"-account*").Result()
+	if err != nil || len(keys) != len(typed) {
+		t.Fatalf("account buckets in Redis: %q, %v; want %d: the check would prove nothing", keys, err, len(typed))
+	}
+	for _, k := range keys {
+		for _, account := range typed {
+			if strings.Contains(k, strings.ToLower(account)) {
+				t.Errorf("Redis key %q names the account %q", k, account)
+			}
+		}
+	}
+	var tooMany *app.TooManyAttemptsError
+	if err := g.Admit(ctx, strings.ToUpper(typed[0]), "10.0.0.1"); err != nil {
+		t.Fatalf("2nd attempt: %v", err)
+	}
+	if err := g.Admit(ctx, typed[0], "10.0.0.1"); !errors.As(err, &tooMany) {
+		t.Fatalf("3rd attempt on the account, in another case: %v, want too many attempts", err)
 	}
 }
 
