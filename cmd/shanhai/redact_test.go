@@ -2,12 +2,12 @@ package main
 
 import (
 	"context"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/shanhai-dev/shanhai/pkg/freeport"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // secret is the password of every URL below: no message, log or banner
@@ -129,21 +129,7 @@ func TestMisreadPasswordIsNotShown(t *testing.T) {
 // which was url.Parse's reading, bob:2024 (the first part of the password
 // 2024#s3cret), for a password with an unencoded #.
 func TestServiceDatabasesSilentServerShowsNoPassword(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held, unanswered, until the test ends
-		}
-	}()
-	_, err = ServiceDatabases(context.Background(), "postgres://bob:2024#"+secret+"@"+ln.Addr().String()+"/shanhai", "user")
+	_, err := ServiceDatabases(context.Background(), "postgres://bob:2024#"+secret+"@"+testenv.Hung(t)+"/shanhai", "user")
 	if err == nil || !strings.Contains(err.Error(), "did not answer") {
 		t.Fatalf("ServiceDatabases error = %v, want a PostgreSQL that did not answer", err)
 	}

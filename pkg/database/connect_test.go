@@ -1,10 +1,11 @@
 package database
 
 import (
-	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // A PostgreSQL address that accepts connections and never answers (a
@@ -12,23 +13,10 @@ import (
 // ever without a word: pgx has no connect timeout of its own, and gorm's
 // first ping has no deadline. The open now fails, naming the database.
 func TestOpenGivesUpOnAServerThatNeverAnswers(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held open, never answered
-		}
-	}()
+	addr := testenv.Hung(t)
 	done := make(chan error, 1)
 	go func() {
-		db, err := Open("postgres://u:secret@" + ln.Addr().String() + "/db?sslmode=disable")
+		db, err := Open("postgres://u:secret@" + addr + "/db?sslmode=disable")
 		if err == nil {
 			Close(db)
 		}
@@ -39,7 +27,7 @@ func TestOpenGivesUpOnAServerThatNeverAnswers(t *testing.T) {
 		if err == nil {
 			t.Fatal("opened a database that never answered")
 		}
-		if msg := err.Error(); !strings.Contains(msg, ln.Addr().String()) || strings.Contains(msg, "secret") {
+		if msg := err.Error(); !strings.Contains(msg, addr) || strings.Contains(msg, "secret") {
 			t.Errorf("the error should name the server and hide the password: %s", msg)
 		}
 	case <-time.After(ConnectTimeout + 10*time.Second):
