@@ -18,6 +18,7 @@ import (
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
 
 // termFailsOnce is a consumer whose first termination is lost: the call
@@ -96,6 +97,45 @@ func TestLostTerminationRecordsOneDeadLetter(t *testing.T) {
 			}
 			if got := adapters.CounterBy(t, reader, "shanhai.payment.dead_letters", "cause"); got["invalid_event"] != 1 || len(got) != 1 {
 				t.Fatalf("dead letters counted %v for one message dead-lettered on two deliveries, want map[invalid_event:1]", got)
+			}
+		})
+	}
+}
+
+// TestDeadLetterRecordedAgainSaysSo: the consumer counts a dead letter only
+// when the store wrote it, so the store must tell a message already
+// recorded from a new one, through the use case, on both dialects: a second
+// dead letter of one message key writes nothing and is
+// payment.ErrDeadLetterRecorded; dead letters with no key (no metadata to
+// name the message by) are each new.
+func TestDeadLetterRecordedAgainSaysSo(t *testing.T) {
+	for dialect, db := range stores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			payments := adapters.NewPaymentGorm(db)
+			a := app.New(app.Deps{Payments: payments, Provider: adapters.NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{} }),
+				NewID: uuid.NewString})
+			keyed := payment.DeadLetter{Consumer: "payment", Subject: "shanhai.orders", MsgID: "ORDERS/7", Reason: "not a CloudEvent",
+				MessageKey: "payment ORDERS 7 1", Payload: []byte("x")}
+			if err := a.RecordDeadLetter.Handle(ctx, keyed); err != nil {
+				t.Fatalf("first dead letter of the message: %v", err)
+			}
+			if err := a.RecordDeadLetter.Handle(ctx, keyed); !errors.Is(err, payment.ErrDeadLetterRecorded) {
+				t.Fatalf("second dead letter of the message = %v, want payment.ErrDeadLetterRecorded", err)
+			}
+			unkeyed := keyed
+			unkeyed.MessageKey = ""
+			for i := range 2 {
+				if err := a.RecordDeadLetter.Handle(ctx, unkeyed); err != nil {
+					t.Fatalf("dead letter %d with no message key: %v", i+1, err)
+				}
+			}
+			dl, err := payments.DeadLetters(ctx, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(dl) != 3 {
+				t.Fatalf("%d dead letters stored, want 3 (one keyed, two with no key): %+v", len(dl), dl)
 			}
 		})
 	}

@@ -384,8 +384,11 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 	// workers, and a database that hangs held it for ever.
 	rctx, cancel := app.Outlive(ctx, deadLetterGrace)
 	defer cancel()
-	rctx, recordedBefore := watchRecordedBefore(rctx)
-	if err := c.app.RecordDeadLetter.Handle(rctx, d); err != nil {
+	err := c.app.RecordDeadLetter.Handle(rctx, d)
+	// A redelivery of a message already recorded, whose termination was
+	// lost: it is terminated again below, but it is no new dead letter.
+	recordedBefore := errors.Is(err, payment.ErrDeadLetterRecorded)
+	if err != nil && !recordedBefore {
 		// Without a record, terminating would lose the message: leave it
 		// unsettled, to be redelivered on the back-off and tried again.
 		// Unless this was its last allowed delivery: then JetStream delivers
@@ -412,10 +415,9 @@ func (c *OrderEvents) deadLetter(ctx context.Context, m jetstream.Msg, h map[str
 			"msg_id", msgID, "event_id", env.ID, "cause", cause, "reason", reason, "err", err)
 		return "retry", fmt.Errorf("dead letter not recorded: %w (cause: %w)", err, reason)
 	}
-	if *recordedBefore {
-		// A redelivery of a message already recorded, whose termination was
-		// lost: it is terminated again below, but it is no new dead letter,
-		// and counted or logged as one an alert on either would see two.
+	if recordedBefore {
+		// Counted or logged as a dead letter, an alert on either would see
+		// two of one message.
 		c.log.WarnContext(ctx, "message already dead-lettered: terminated again", "msg_id", msgID, "event_id", env.ID, "cause", cause)
 	} else {
 		c.dead.Add(ctx, 1, metric.WithAttributes(attribute.String("cause", cause)))
@@ -450,32 +452,6 @@ func (c *OrderEvents) giveUp(ctx context.Context, env event.Envelope, orderID st
 	case res.Refunded:
 		c.log.InfoContext(ctx, "cancelled order's dead-lettered charge refunded", "event_id", env.ID, "order_id", orderID,
 			"payment_id", res.PaymentID, "status", string(res.Status))
-	}
-}
-
-// recordedBeforeKey carries, from OrderEvents to PaymentGorm.SaveDeadLetter
-// through the app layer, where the store says that the dead letter's
-// message key was already recorded (a redelivery whose termination was
-// lost), so that the consumer counts each dead letter once. A context value
-// rather than a result because the use case (app.RecordDeadLetterHandler)
-// and the repository it calls (payment.Repository.SaveDeadLetter) report
-// only an error, and a duplicate is none; both ends of the side channel are
-// in this package. A store that does not look for it leaves every dead
-// letter counted, as before.
-type recordedBeforeKey struct{}
-
-// watchRecordedBefore returns ctx carrying a flag that
-// markRecordedBefore, called with it or a context derived from it, sets.
-func watchRecordedBefore(ctx context.Context) (context.Context, *bool) {
-	var before bool
-	return context.WithValue(ctx, recordedBeforeKey{}, &before), &before
-}
-
-// markRecordedBefore tells the consumer watching ctx, if any, that the dead
-// letter it records was already recorded.
-func markRecordedBefore(ctx context.Context) {
-	if before, ok := ctx.Value(recordedBeforeKey{}).(*bool); ok {
-		*before = true
 	}
 }
 

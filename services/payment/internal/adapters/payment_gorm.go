@@ -323,7 +323,7 @@ func (r *PaymentGorm) SaveDeadLetter(ctx context.Context, d payment.DeadLetter) 
 		return fmt.Errorf("store dead letter: %w", res.Error)
 	}
 	if res.RowsAffected == 0 {
-		markRecordedBefore(ctx)
+		return payment.ErrDeadLetterRecorded
 	}
 	return nil
 }

@@ -136,6 +136,11 @@ func (m *memoryPayments) List(_ context.Context, userID string, q payment.ListQu
 func (m *memoryPayments) SaveDeadLetter(_ context.Context, d payment.DeadLetter) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	for _, o := range m.dead {
+		if d.MessageKey != "" && o.MessageKey == d.MessageKey {
+			return payment.ErrDeadLetterRecorded
+		}
+	}
 	m.dead = append(m.dead, d)
 	return nil
 }

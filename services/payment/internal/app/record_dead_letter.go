@@ -14,7 +14,9 @@ type RecordDeadLetterHandler struct {
 	now      func() time.Time
 }
 
-// Handle stores a message the consumer is giving up on.
+// Handle stores a message the consumer is giving up on. A message already
+// recorded (payment.Repository.SaveDeadLetter) returns an error that
+// errors.Is payment.ErrDeadLetterRecorded: recorded, but not anew.
 func (h RecordDeadLetterHandler) Handle(ctx context.Context, d payment.DeadLetter) error {
 	if d.ID == "" {
 		d.ID = h.newID()

@@ -41,7 +41,7 @@ type Repository interface {
 	// SaveDeadLetter records a message that was given up on, once per
 	// DeadLetter.MessageKey: a dead letter whose key is already recorded
 	// (a redelivery of a message whose termination was lost) is not
-	// recorded again, and that is no error.
+	// recorded again, and SaveDeadLetter returns ErrDeadLetterRecorded.
 	SaveDeadLetter(ctx context.Context, d DeadLetter) error
 	// ChargeDeadLettered reports whether a charge of the order (its
 	// order.created) was given up on: recorded as a dead letter of an
