@@ -175,7 +175,9 @@ func (h HTTP) getMe(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	c.Header("Cache-Control", "private, no-cache")
+	// Personal data, and no validator to revalidate a stored copy with:
+	// "private, no-cache" only left it on the client's disk after logout.
+	c.Header("Cache-Control", "no-store")
 	c.JSON(http.StatusOK, toProfile(p))
 }
 
