@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,7 +35,7 @@ const MaxBodyBytes = 1 << 20
 //   - connection gone while the body was read → nothing sent: 499, or 503
 //     when the server's own drain deadline cut it (see deadline.Abort)
 //   - empty body, malformed JSON, unknown field, wrong type, data after the
-//     JSON value → 400
+//     JSON value, a key twice in one object → 400
 //   - binding rule failed (required, min, oneof, ...) → 422
 //
 // Unknown fields are errors, not ignored: a client that misspells a field
@@ -53,8 +54,14 @@ func DecodeJSONLimit(c *gin.Context, dst any, limit int64) bool {
 		problem.Abort(c, http.StatusBadRequest, "request body is empty")
 		return false
 	}
-	body := http.MaxBytesReader(c.Writer, c.Request.Body, limit)
-	dec := json.NewDecoder(body)
+	// The body is read whole (it is bounded by limit) because the duplicate
+	// key check below walks it a second time.
+	data, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+	if err != nil {
+		writeDecodeError(c, err, limit)
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		writeDecodeError(c, err, limit)
@@ -63,12 +70,12 @@ func DecodeJSONLimit(c *gin.Context, dst any, limit int64) bool {
 	// Exactly one JSON value: `{"a":1}{"a":2}` or `{"a":1} x` is a client
 	// bug, and accepting the first value would hide it.
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeDecodeError(c, err, limit)
-			return false
-		}
 		problem.Abort(c, http.StatusBadRequest, "unexpected data after the JSON value")
+		return false
+	}
+	if path := duplicateKey(data); path != "" {
+		problem.Abort(c, http.StatusBadRequest, "a field appears more than once",
+			problem.FieldError{Field: path, Detail: "appears more than once in its object"})
 		return false
 	}
 	useJSONNames()

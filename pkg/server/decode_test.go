@@ -45,6 +45,16 @@ func TestDecodeJSON(t *testing.T) {
 		{name: "trailing value", contentType: "application/json", body: good + `{"user_id":"u2"}`, wantStatus: http.StatusBadRequest, wantDetail: "after the JSON value"},
 		{name: "trailing garbage", contentType: "application/json", body: good + ` x`, wantStatus: http.StatusBadRequest, wantDetail: "after the JSON value"},
 		{name: "trailing whitespace is fine", contentType: "application/json", body: good + " \n", wantStatus: http.StatusOK},
+		// encoding/json lets the last of two equal keys win (and matches
+		// keys case-insensitively), so `{"email":"a","email":"b"}` would
+		// mean b here and a to any parser that keeps the first: refused.
+		{name: "duplicate key", contentType: "application/json", body: `{"user_id":"u2","currency":"CNY","items":[{"sku":"tea","quantity":2}],"user_id":"u1"}`,
+			wantStatus: http.StatusBadRequest, wantFields: map[string]string{"user_id": "more than once"}},
+		{name: "duplicate key in another case", contentType: "application/json", body: `{"user_id":"u2","currency":"CNY","items":[{"sku":"tea","quantity":2}],"USER_ID":"u1"}`,
+			wantStatus: http.StatusBadRequest, wantFields: map[string]string{"USER_ID": "more than once"}},
+		{name: "duplicate key nested", contentType: "application/json", body: `{"user_id":"u1","currency":"CNY","items":[{"sku":"tea","quantity":2},{"sku":"a","quantity":1,"sku":"b"}]}`,
+			wantStatus: http.StatusBadRequest, wantFields: map[string]string{"items[1].sku": "more than once"}},
+		{name: "same key in sibling objects is fine", contentType: "application/json", body: `{"user_id":"u1","currency":"CNY","items":[{"sku":"tea","quantity":2}],"note":"{\"sku\":1}"}`, wantStatus: http.StatusOK},
 		{name: "too large", contentType: "application/json", body: `{"user_id":"` + strings.Repeat("a", MaxBodyBytes) + `"}`, wantStatus: http.StatusRequestEntityTooLarge},
 		{name: "too large after the value", contentType: "application/json", body: good + strings.Repeat(" ", MaxBodyBytes), wantStatus: http.StatusRequestEntityTooLarge},
 		{name: "validation", contentType: "application/json", body: `{"currency":"GBP","items":[{"sku":"","quantity":0}],"note":"far too long a note"}`,
