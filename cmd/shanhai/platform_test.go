@@ -384,7 +384,15 @@ func TestEveryPartHasAStopGrace(t *testing.T) {
 			t.Errorf("%s: stop grace %v, want its stop budget (at least the 15 s every part had)", name, stopGrace[name])
 		}
 	}
-	if stopGrace["payment"] < 43*time.Second {
-		t.Errorf("payment: stop grace %v, want its 43 s budget (deploy/stopgrace_test.go)", stopGrace["payment"])
+	// payment's budget at the default SHUTDOWN_TIMEOUT (10 s), as
+	// deploy/stopgrace_test.go's stopBudget adds it up since 4c16049: leaving
+	// etcd 1 s and the wait after it 1 s, the drain and the consumer's hook
+	// 10 s each, the telemetry flush's floor 1 s, then 5 s each for the last
+	// delivery's try, its answer, a dead letter and the relay's round, and
+	// the 2 s margin. Written out, not read: stopBudget is a test function
+	// of another module, which this one does not require.
+	const paymentBudget = 45 * time.Second
+	if stopGrace["payment"] < paymentBudget {
+		t.Errorf("payment: stop grace %v, want its %v budget (deploy/stopgrace_test.go)", stopGrace["payment"], paymentBudget)
 	}
 }
