@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -16,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
@@ -28,6 +26,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/periodic"
 	"github.com/shanhai-dev/shanhai/pkg/redisurl"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/server/discoverable"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -83,7 +82,6 @@ type Service struct {
 	Relay    *outbox.Relay
 	Catalog  *adapters.CatalogRedis
 	registry discovery.Registry
-	etcd     *clientv3.Client
 	events   *adapters.PaymentEvents
 	orders   *adapters.OrderGorm
 
@@ -157,7 +155,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			consumer, err = adapters.EnsureConsumer(ctx, js, names, o.MaxDeliver)
 			return close, err
 		}},
-		server.Opening{Name: "discovery", Open: func() (func() error, error) { return s.discovery(ctx) }},
+		server.Opening{Name: "discovery", Open: func() (func() error, error) {
+			reg, err := discoverable.Open(ctx, cfg.EtcdEndpoints, cfg.DiscoveryStatic, o.Logger)
+			s.registry = reg.Registry
+			return reg.Close, err
+		}},
 	); err != nil {
 		return nil, err
 	}
@@ -214,32 +216,6 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	return s, nil
 }
 
-// discovery picks etcd when endpoints are configured, else the static list.
-// It returns what closes the etcd client (nil without etcd).
-func (s *Service) discovery(ctx context.Context) (close func() error, err error) {
-	if len(s.cfg.EtcdEndpoints) == 0 {
-		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
-		if err != nil {
-			return nil, fmt.Errorf("DISCOVERY_STATIC: %w", err)
-		}
-		s.registry = st
-		return nil, nil
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 2 * time.Second, Logger: discovery.EtcdLogger(s.log)})
-	if err != nil {
-		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
-	}
-	s.etcd = cli
-	reg := discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
-	s.registry = reg
-	// The lease now, beside the other connections: Register, once the
-	// listen address is known, then only writes its key.
-	if err := reg.Grant(ctx); err != nil {
-		return cli.Close, err
-	}
-	return cli.Close, nil
-}
-
 // Start runs the outbox relay and the payment-result consumer. It returns
 // once both are running; Stop (or the server's shutdown) ends them.
 func (s *Service) Start(ctx context.Context) error {
@@ -292,21 +268,11 @@ func (s *Service) housekeeping(ctx context.Context) {
 // discovery concurrently, while the server comes up; /readyz answers 200 once
 // both are done. If either fails, the server shuts down and Run returns why.
 func (s *Service) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		s.cleanup.Close()
-		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
-	}
-	in := discovery.Instance{Service: Name, Addr: discovery.AdvertiseAddr(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
-	// startgc holds the collector back from package init until both steps
-	// are done (ready), so start-up does not pay for collecting what it
-	// keeps.
-	return s.Server.ServeStarting(ctx, ln, startgc.Steps(s.Start, func(ctx context.Context) error {
-		if err := s.registry.Register(ctx, in); err != nil {
-			return fmt.Errorf("register in discovery: %w", err)
-		}
-		return nil
-	})...)
+	return discoverable.Serve(ctx, discoverable.Instance{
+		Server: s.Server, Addr: s.cfg.Addr, Advertise: s.cfg.AdvertiseAddr, Registry: s.registry,
+		In:    discovery.Instance{Service: Name, Version: s.cfg.Version, Zone: s.cfg.Zone},
+		Start: s.Start, Abandon: s.Stop,
+	})
 }
 
 // stop ends the workers, cutting off the results still being applied when

@@ -5,16 +5,13 @@ package service
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -28,6 +25,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/periodic"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/server/discoverable"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -218,35 +216,24 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 // settings watch fails.
 func (s *Service) etcdParts(ctx context.Context) (close func() error, err error) {
 	initial := s.cfg.Initial()
-	if len(s.cfg.EtcdEndpoints) == 0 {
-		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
-		if err != nil {
-			return nil, fmt.Errorf("DISCOVERY_STATIC: %w", err)
-		}
-		s.registry = st
-		s.Settings = func() config.Dynamic { return initial }
-		return nil, nil
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 2 * time.Second, Logger: discovery.EtcdLogger(s.log)})
+	reg, err := discoverable.Open(ctx, s.cfg.EtcdEndpoints, s.cfg.DiscoveryStatic, s.log)
+	s.registry = reg.Registry
 	if err != nil {
-		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
+		return reg.Close, err
 	}
-	reg := discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
-	s.registry = reg
-	// The lease now, beside the other connections: Register, once the
-	// listen address is known, then only writes its key.
-	if err := reg.Grant(ctx); err != nil {
-		return cli.Close, err
+	if reg.Etcd == nil {
+		s.Settings = func() config.Dynamic { return initial }
+		return reg.Close, nil
 	}
 	// The watch lives as long as the etcd client: closing the client on
 	// shutdown ends it.
-	v, err := dynconfig.Watch(context.WithoutCancel(ctx), cli, s.cfg.SettingsKey, initial)
+	v, err := dynconfig.Watch(context.WithoutCancel(ctx), reg.Etcd, s.cfg.SettingsKey, initial)
 	if err != nil {
-		return cli.Close, err
+		return reg.Close, err
 	}
 	v.OnChange(func(d config.Dynamic) { s.log.Info("payment settings changed", "settings", d) })
 	s.Settings = v.Load
-	return cli.Close, nil
+	return reg.Close, nil
 }
 
 // Start runs the outbox relay and the order.created consumer.
@@ -343,21 +330,11 @@ func (s *Service) countSettleFailures(ctx context.Context, reason string, n int)
 // discovery concurrently, while the server comes up; /readyz answers 200 once
 // both are done. If either fails, the server shuts down and Run returns why.
 func (s *Service) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		s.Stop()
-		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
-	}
-	in := discovery.Instance{Service: Name, Addr: discovery.AdvertiseAddr(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
-	// startgc holds the collector back from package init until both steps
-	// are done (ready), so start-up does not pay for collecting what it
-	// keeps.
-	return s.Server.ServeStarting(ctx, ln, startgc.Steps(s.Start, func(ctx context.Context) error {
-		if err := s.registry.Register(ctx, in); err != nil {
-			return fmt.Errorf("register in discovery: %w", err)
-		}
-		return nil
-	})...)
+	return discoverable.Serve(ctx, discoverable.Instance{
+		Server: s.Server, Addr: s.cfg.Addr, Advertise: s.cfg.AdvertiseAddr, Registry: s.registry,
+		In:    discovery.Instance{Service: Name, Version: s.cfg.Version, Zone: s.cfg.Zone},
+		Start: s.Start, Abandon: s.Stop,
+	})
 }
 
 // stop ends the workers, cutting off the charges still running when ctx ends.

@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"gorm.io/gorm"
@@ -30,6 +28,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/periodic"
 	"github.com/shanhai-dev/shanhai/pkg/redisurl"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/server/discoverable"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
@@ -146,7 +145,11 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 			s.DB = db
 			return database.Closer(db), err
 		}},
-		server.Opening{Name: "discovery", Open: func() (func() error, error) { return s.discovery(ctx) }},
+		server.Opening{Name: "discovery", Open: func() (func() error, error) {
+			reg, err := discoverable.Open(ctx, cfg.EtcdEndpoints, cfg.DiscoveryStatic, o.Logger)
+			s.registry = reg.Registry
+			return reg.Close, err
+		}},
 	); err != nil {
 		return nil, err
 	}
@@ -235,31 +238,6 @@ func trustedProxies(cidrs []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
-}
-
-// discovery picks etcd when endpoints are configured, else the static list.
-// It returns what closes the etcd client (nil without etcd).
-func (s *Service) discovery(ctx context.Context) (close func() error, err error) {
-	if len(s.cfg.EtcdEndpoints) == 0 {
-		st, err := discovery.NewStatic(s.cfg.DiscoveryStatic)
-		if err != nil {
-			return nil, fmt.Errorf("DISCOVERY_STATIC: %w", err)
-		}
-		s.registry = st
-		return nil, nil
-	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: s.cfg.EtcdEndpoints, DialTimeout: 2 * time.Second, Logger: discovery.EtcdLogger(s.log)})
-	if err != nil {
-		return nil, fmt.Errorf("connect etcd %v: %w", s.cfg.EtcdEndpoints, err)
-	}
-	reg := discovery.NewEtcdRegistry(cli, 10*time.Second).WithLogger(s.log)
-	s.registry = reg
-	// The lease now, beside the other connections: Register, once the
-	// listen address is known, then only writes its key.
-	if err := reg.Grant(ctx); err != nil {
-		return cli.Close, err
-	}
-	return cli.Close, nil
 }
 
 // Start runs the outbox relay and the housekeeping in the background until
@@ -375,22 +353,11 @@ func (s *Service) deleteExpired(ctx context.Context) (int64, error) {
 // discovery while the server comes up; /readyz answers 200 once registered.
 // If registering fails, the server shuts down and Run returns why.
 func (s *Service) Run(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		_ = s.Stop()
-		return fmt.Errorf("listen %s: %w", s.cfg.Addr, err)
-	}
-	in := discovery.Instance{Service: Name, Addr: discovery.AdvertiseAddr(s.cfg.AdvertiseAddr, ln.Addr()), Version: s.cfg.Version, Zone: s.cfg.Zone}
-	start := func(ctx context.Context) error { s.Start(ctx); return nil }
-	// startgc holds the collector back from package init until both steps
-	// are done (ready), so start-up does not pay for collecting what it
-	// keeps.
-	return s.Server.ServeStarting(ctx, ln, startgc.Steps(start, func(ctx context.Context) error {
-		if err := s.registry.Register(ctx, in); err != nil {
-			return fmt.Errorf("register in discovery: %w", err)
-		}
-		return nil
-	})...)
+	return discoverable.Serve(ctx, discoverable.Instance{
+		Server: s.Server, Addr: s.cfg.Addr, Advertise: s.cfg.AdvertiseAddr, Registry: s.registry,
+		In:    discovery.Instance{Service: Name, Version: s.cfg.Version, Zone: s.cfg.Zone},
+		Start: func(ctx context.Context) error { s.Start(ctx); return nil }, Abandon: s.Stop,
+	})
 }
 
 func (s *Service) stop() {

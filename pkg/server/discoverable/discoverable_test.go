@@ -1,0 +1,157 @@
+package discoverable
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/discovery"
+	"github.com/shanhai-dev/shanhai/pkg/server"
+)
+
+// registry records what is registered and deregistered, and can fail.
+type registry struct {
+	mu          sync.Mutex
+	registered  []discovery.Instance
+	deregisters int
+	err         error
+}
+
+func (r *registry) Register(_ context.Context, in discovery.Instance) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.registered = append(r.registered, in)
+	return r.err
+}
+
+func (r *registry) Deregister(context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deregisters++
+	return nil
+}
+
+func newServer(reg discovery.Registry) *server.Server {
+	return server.New(server.Options{
+		Name: "demo", ShutdownTimeout: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
+		Deregister: reg.Deregister,
+	})
+}
+
+// freeAddr is a loopback address nothing listens on, for Serve to take.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestServeRegistersWhereItListensAndIsReadyAfterBoth: the instance is
+// registered with the address it listens on (or ADVERTISE_ADDR), /readyz
+// answers 200 only once both the workers' start and the registration are
+// done, and the stop deregisters it.
+func TestServeRegistersWhereItListensAndIsReadyAfterBoth(t *testing.T) {
+	for _, advertise := range []string{"", "10.0.0.7:8082"} {
+		reg := &registry{}
+		addr := freeAddr(t)
+		release := make(chan struct{})
+		ctx, stop := context.WithCancel(server.Hosted(t.Context()))
+		served := make(chan error, 1)
+		go func() {
+			served <- Serve(ctx, Instance{
+				Server: newServer(reg), Addr: addr, Advertise: advertise, Registry: reg,
+				In:      discovery.Instance{Service: "demo", Version: "v1", Zone: "z"},
+				Start:   func(context.Context) error { <-release; return nil },
+				Abandon: func() error { t.Error("Abandon called though listening worked"); return nil },
+			})
+		}()
+		readyz := func() int {
+			resp, err := http.Get("http://" + addr + "/readyz")
+			if err != nil {
+				return 0
+			}
+			defer resp.Body.Close()
+			_, _ = io.Copy(io.Discard, resp.Body)
+			return resp.StatusCode
+		}
+		for deadline := time.Now().Add(10 * time.Second); readyz() == 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("never listening")
+			}
+		}
+		if code := readyz(); code != http.StatusServiceUnavailable {
+			t.Errorf("/readyz %d while the workers are still starting, want 503", code)
+		}
+		close(release)
+		for deadline := time.Now().Add(10 * time.Second); readyz() != http.StatusOK; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("never ready after both steps")
+			}
+		}
+		stop()
+		if err := <-served; err != nil {
+			t.Fatalf("Serve = %v after a clean stop", err)
+		}
+		want := discovery.Instance{Service: "demo", Version: "v1", Zone: "z", Addr: addr}
+		if advertise != "" {
+			want.Addr = advertise
+		}
+		if len(reg.registered) != 1 || !reflect.DeepEqual(reg.registered[0], want) || reg.deregisters != 1 {
+			t.Errorf("registered %+v, deregistered %d times; want %+v once, then deregistered", reg.registered, reg.deregisters, want)
+		}
+	}
+}
+
+// TestServeReportsWhatFailed: an address it cannot listen on closes what
+// the service opened (Abandon) and says which; a registration that fails
+// shuts the server down and is returned.
+func TestServeReportsWhatFailed(t *testing.T) {
+	abandoned := false
+	err := Serve(t.Context(), Instance{
+		Server: newServer(&registry{}), Addr: "127.0.0.1:-1", Registry: &registry{},
+		Start:   func(context.Context) error { t.Error("started without a listener"); return nil },
+		Abandon: func() error { abandoned = true; return nil },
+	})
+	if err == nil || !strings.HasPrefix(err.Error(), "listen 127.0.0.1:-1: ") || !abandoned {
+		t.Errorf("Serve on a bad address = %v, abandoned %v; want the listen error and Abandon called", err, abandoned)
+	}
+
+	refused := errors.New("etcd refused")
+	reg := &registry{err: refused}
+	err = Serve(server.Hosted(t.Context()), Instance{
+		Server: newServer(reg), Addr: freeAddr(t), Registry: reg,
+		Start:   func(context.Context) error { return nil },
+		Abandon: func() error { return nil },
+	})
+	if !errors.Is(err, refused) || !strings.Contains(err.Error(), "register in discovery: ") {
+		t.Errorf("Serve with a failing registration = %v, want it named", err)
+	}
+}
+
+// TestOpenStaticWithoutEndpoints: no etcd endpoints means the
+// DISCOVERY_STATIC list, with no client to close; a bad list is named.
+func TestOpenStaticWithoutEndpoints(t *testing.T) {
+	reg, err := Open(t.Context(), nil, "user=127.0.0.1:8081", slog.New(slog.DiscardHandler))
+	if err != nil || reg.Etcd != nil || reg.Registry == nil || reg.Close() != nil {
+		t.Fatalf("Open static = %+v, %v", reg, err)
+	}
+	if _, ok := reg.Registry.(*discovery.Static); !ok {
+		t.Errorf("registry %T, want the static list", reg.Registry)
+	}
+	if _, err := Open(t.Context(), nil, "no-equals-sign", slog.New(slog.DiscardHandler)); err == nil ||
+		!strings.HasPrefix(err.Error(), "DISCOVERY_STATIC: ") {
+		t.Errorf("Open with a bad static list = %v, want a DISCOVERY_STATIC error", err)
+	}
+}
