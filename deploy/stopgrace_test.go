@@ -31,7 +31,9 @@ const stopMargin = 2 * time.Second
 //     (pkg/outbox stopGrace; order, payment and user run one); payment's message queued on its last delivery a 5 s
 //     try (lastChance), the answer of that try 5 s to be stored (AnswerGrace), a dead letter 5 s (deadLetterGrace),
 //     one after the other when the database is slow, then its relay;
-//   - the gateway stops its listener and flushes telemetry within one SHUTDOWN_TIMEOUT (gateway/run.go);
+//   - the gateway drains its listener within SHUTDOWN_TIMEOUT, then flushes telemetry within what is left of the
+//     stop's deadline, at least server.FlushFloor (gateway/run.go serveUntil, pkg/server's rule): with a drain that
+//     used all of its time, that floor;
 //   - the eBPF agent reads no SHUTDOWN_TIMEOUT: it detaches, then shuts its HTTP server down within 5 s.
 //
 // The budget is a ceiling, not a wait: a healthy stop ends in about the deregistration delay.
@@ -47,7 +49,7 @@ func stopBudget(t *testing.T, name string, shutdown time.Duration) time.Duration
 	server := deregisterTimeout + deregisterDelay + 2*shutdown + flushFloor
 	switch name {
 	case "gateway":
-		return shutdown + stopMargin
+		return shutdown + flushFloor + stopMargin
 	case "user":
 		return deregisterTimeout + deregisterDelay + shutdown + relayGrace + flushFloor + stopMargin
 	case "order":

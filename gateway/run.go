@@ -321,6 +321,15 @@ func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *prox
 // serveUntil waits for the server to fail (errc) or ctx to end; then it
 // fails readiness, stops the server within SHUTDOWN_TIMEOUT and flushes
 // telemetry.
+//
+// The stop has one deadline, fixed when it begins, under pkg/server's rule
+// for the services (server.FlushFloor): the drain gets SHUTDOWN_TIMEOUT, and
+// the flush what is left of the deadline, at least server.FlushFloor (and at
+// most SHUTDOWN_TIMEOUT). The two shared one SHUTDOWN_TIMEOUT before, so a
+// drain that used all of it left the flush an expired context, and the
+// spans of the last requests, the ones that explain a slow stop, were lost.
+// The floor keeps a dead collector's cost bounded: a stop takes at most
+// SHUTDOWN_TIMEOUT + server.FlushFloor (deploy/stopgrace_test.go counts it).
 func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <-chan error, shuttingDown *atomic.Bool,
 	tel *telemetry.Provider, stop func(context.Context) error) error {
 	select {
@@ -329,13 +338,19 @@ func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <
 	case <-ctx.Done():
 	}
 	shuttingDown.Store(true)
+	flushFloor := min(server.FlushFloor, cfg.ShutdownTimeout)
+	stopBy := time.Now().Add(cfg.ShutdownTimeout + flushFloor)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	if err := stop(sctx); err != nil {
+	err := stop(sctx)
+	cancel()
+	if err != nil {
 		log.Warn("shutdown", "error", err.Error())
 	}
 	if tel != nil {
-		if err := tel.Shutdown(sctx); err != nil {
+		fctx, cancel := context.WithTimeout(context.Background(), min(cfg.ShutdownTimeout, max(time.Until(stopBy), flushFloor)))
+		err := tel.Shutdown(fctx)
+		cancel()
+		if err != nil {
 			log.Warn("telemetry flush", "error", err.Error())
 		}
 	}
