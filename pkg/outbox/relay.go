@@ -386,10 +386,13 @@ RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r
 	}
 	// Until the lease ends, a statement of the record that fails is run again: Kafka has the rows, and left leased
 	// they would go to Kafka again once the lease ran out.
-	if err := r.record(db, msgs, errs, start.Add(r.o.Lease)); err != nil {
+	stored, err := r.record(db, msgs, errs, start.Add(r.o.Lease))
+	// Each statement commits by itself: what record stored before one failed stays stored, and a row set aside is
+	// never claimed again, so it is reported now or never.
+	r.account(ctx, stored, answered)
+	if err != nil {
 		return claimed, false, err
 	}
-	r.account(ctx, msgs, errs, answered)
 	return claimed, more, r.release(db, cut)
 }
 
@@ -503,34 +506,35 @@ func (r *Relay) lockedRound(ctx context.Context) (claimed int, more bool, err er
 	}
 	tctx, done := afterStop(ctx, stopGrace)
 	defer done()
-	var msgs []Message
-	var errs []error
+	var stored []outcome
 	var answered time.Time
 	err = r.db.WithContext(tctx).Transaction(func(tx *gorm.DB) error {
 		rows, err := r.claim(tx)
 		if err != nil {
 			return err
 		}
+		var msgs []Message
 		msgs, more = r.batch(rows)
 		claimed = len(msgs)
 		if claimed == 0 || ctx.Err() != nil {
 			// Stopped while claiming: a publish now would be cut at once.
-			more, msgs = false, nil
+			more = false
 			return nil
 		}
 		pctx, cancel := context.WithTimeout(ctx, r.o.PublishTimeout)
-		errs = r.publish(pctx, msgs)
+		errs := r.publish(pctx, msgs)
 		cancel()
 		answered = time.Now()
 		more = more && !allFailed(errs)
 		if ctx.Err() != nil {
 			msgs, errs, _ = splitCut(msgs, errs)
 		}
-		return r.record(tx, msgs, errs, time.Time{}) // a failed statement has failed the transaction: no retry
+		stored, err = r.record(tx, msgs, errs, time.Time{}) // a failed statement has failed the transaction: no retry
+		return err
 	})
 	if err == nil {
 		// Only once committed: rolled back, the rows go to Kafka again next round and are counted then.
-		r.account(ctx, msgs, errs, answered)
+		r.account(ctx, stored, answered)
 	}
 	return claimed, more, err
 }
@@ -677,22 +681,30 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	return errs
 }
 
+// outcome is a row whose end record stored: published and marked sent (err nil), or set aside (err is Kafka's
+// too-large refusal).
+type outcome struct {
+	m   Message
+	err error
+}
+
 // account counts the rows a round published (and their lag from Add to answered, when Kafka answered) and logs and
-// counts those it set aside. It is called once the round's outcome is stored (a leased round's statements, a locked
-// round's commit), not when Kafka answers: a row whose mark failed is sent again by a later round, and counting each
-// send made outbox.messages.published (and set_aside, lag and the set-aside ERROR) count one row twice.
-func (r *Relay) account(ctx context.Context, rows []Message, errs []error, answered time.Time) {
-	for i, m := range rows {
+// counts those it set aside. It is given the outcomes record stored (all of a leased round's statements that
+// succeeded, a locked round's once committed), not the rows Kafka answered for: a row whose mark failed is sent again
+// by a later round, and counting each send made outbox.messages.published (and set_aside, lag and the set-aside ERROR)
+// count one row twice.
+func (r *Relay) account(ctx context.Context, stored []outcome, answered time.Time) {
+	for _, o := range stored {
+		m := o.m
 		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
-		switch {
-		case errs[i] == nil:
+		if o.err == nil {
 			r.published.Add(ctx, 1, attrs)
 			r.lag.Record(ctx, answered.Sub(m.CreatedAt).Seconds(), attrs)
-		case kafkasize.TooLarge(errs[i]):
-			r.setAside.Add(ctx, 1, attrs)
-			r.o.Logger.ErrorContext(ctx, "outbox row too large for Kafka, set aside unpublished",
-				"topic", m.Topic, "event_id", m.EventID, "id", m.ID, "payload_bytes", len(m.Payload), "error", errs[i])
+			continue
 		}
+		r.setAside.Add(ctx, 1, attrs)
+		r.o.Logger.ErrorContext(ctx, "outbox row too large for Kafka, set aside unpublished",
+			"topic", m.Topic, "event_id", m.EventID, "id", m.ID, "payload_bytes", len(m.Payload), "error", o.err)
 	}
 }
 
@@ -829,9 +841,12 @@ func (r *Relay) writeByTopic(ctx context.Context, msgs []kafka.Message) []error 
 
 // record marks published rows sent and pushes failed rows back with a capped, jittered exponential backoff (which
 // also ends a lease). tx is the round's transaction, or the database itself for a leased round, whose statements are
-// each run again until retryUntil when they fail (see exec; zero: no retry).
-func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil time.Time) error {
+// each run again until retryUntil when they fail (see exec; zero: no retry). It returns the rows set aside or marked
+// sent by the statements that succeeded, also with an error: in a leased round each statement commits by itself, so
+// a row set aside before the mark failed stays set aside, and is never claimed again.
+func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil time.Time) ([]outcome, error) {
 	now := time.Now().UTC()
+	var stored []outcome
 	var sent []int64
 	for i, m := range rows {
 		if errs[i] == nil {
@@ -844,15 +859,16 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 			err := r.exec(tx, retryUntil, "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
 				now, truncate("set aside, not published: "+errs[i].Error(), 1000), m.ID)
 			if err != nil {
-				return fmt.Errorf("set aside row %d: %w", m.ID, err)
+				return stored, fmt.Errorf("set aside row %d: %w", m.ID, err)
 			}
-			continue // logged and counted by account once stored
+			stored = append(stored, outcome{m: m, err: errs[i]}) // logged and counted by account
+			continue
 		}
 		next := now.Add(r.backoff(m.Attempts + 1)).UnixMilli()
 		err := r.exec(tx, retryUntil, "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
 			truncate(errs[i].Error(), 1000), next, m.ID)
 		if err != nil {
-			return fmt.Errorf("record failure of row %d: %w", m.ID, err)
+			return stored, fmt.Errorf("record failure of row %d: %w", m.ID, err)
 		}
 		// Remembered even if a locked round's transaction then rolls back: that costs one poll finding nothing.
 		r.retryMu.Lock()
@@ -863,10 +879,15 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 	if len(sent) > 0 {
 		err := r.exec(tx, retryUntil, "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = '' WHERE id IN ?", now, sent)
 		if err != nil {
-			return fmt.Errorf("mark %d rows sent: %w", len(sent), err)
+			return stored, fmt.Errorf("mark %d rows sent: %w", len(sent), err)
+		}
+		for i, m := range rows {
+			if errs[i] == nil {
+				stored = append(stored, outcome{m: m})
+			}
 		}
 	}
-	return nil
+	return stored, nil
 }
 
 // logFailure logs a failed attempt of row m at its 1st, 2nd, 4th, 8th... attempt only. A row is retried until Kafka
