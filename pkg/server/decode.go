@@ -73,7 +73,7 @@ func DecodeJSONLimit(c *gin.Context, dst any, limit int64) bool {
 		problem.Abort(c, http.StatusBadRequest, "unexpected data after the JSON value")
 		return false
 	}
-	if path := duplicateKey(data); path != "" {
+	if path := duplicateKey(data, reflect.TypeOf(dst)); path != "" {
 		problem.Abort(c, http.StatusBadRequest, "a field appears more than once",
 			problem.FieldError{Field: path, Detail: "appears more than once in its object"})
 		return false

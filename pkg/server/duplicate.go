@@ -2,45 +2,61 @@ package server
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 )
 
 // duplicateKey returns the path of the first object key that appears twice
 // in one object of the JSON value data ("items[1].sku"), or "" if none does.
-// encoding/json keeps the last of two equal keys and matches keys to fields
-// without regard to case, while other parsers keep the first, so a body with
-// `"email"` twice (or `"email"` and `"EMAIL"`) means one thing here and
-// another to anything that read it on the way (a WAF, an audit log): such a
-// body is refused rather than guessed at. Keys are compared case-folded, as
-// encoding/json matches them. data must be valid JSON (DecodeJSONLimit
-// calls this after the decode succeeded). encoding/json has no option for
-// this (encoding/json/v2, which has, is not in the standard library yet), so
-// the tokens are walked here.
-func duplicateKey(data []byte) string {
+// encoding/json keeps the last of two equal keys, while other parsers keep the
+// first, so a body with `"email"` twice means one thing here and another to
+// anything that read it on the way (a WAF, an audit log): such a body is
+// refused rather than guessed at. t is the type data was decoded into: in an
+// object that fills a struct, keys are compared case-folded, since
+// encoding/json matches them to fields so (`"email"` and `"EMAIL"` set one
+// field); in any other object (a map's, or one decoded into an any, a
+// json.RawMessage or a type that decodes itself) keys are compared as they
+// are, as "env" and "ENV" are two entries of a map. data must be valid JSON
+// (DecodeJSONLimit calls this after the decode succeeded). encoding/json has
+// no option for this (encoding/json/v2, which has, is not in the standard
+// library yet), so the tokens are walked here.
+func duplicateKey(data []byte, t reflect.Type) string {
 	type frame struct {
 		keys    map[string]bool // nil in an array
+		fold    bool            // keys name a struct's fields
+		t       reflect.Type    // what the container decodes into; nil: nothing known
 		path    string
 		key     string // the key whose value comes next, in an object
 		index   int    // the next element's index, in an array
 		wantKey bool
 	}
 	var stack []*frame
-	// child is the path of the value about to start in the innermost frame.
-	child := func() string {
+	// child is the path and type of the value about to start in the
+	// innermost frame.
+	child := func() (string, reflect.Type) {
 		if len(stack) == 0 {
-			return ""
+			return "", t
 		}
 		f := stack[len(stack)-1]
 		if f.keys == nil {
-			return f.path + "[" + strconv.Itoa(f.index) + "]"
+			return f.path + "[" + strconv.Itoa(f.index) + "]", elemType(f.t)
+		}
+		var ct reflect.Type
+		switch {
+		case f.fold:
+			_, ct = structFields(f.t).lookup(f.key)
+		case f.t != nil && f.t.Kind() == reflect.Map:
+			ct = f.t.Elem()
 		}
 		if f.path == "" {
-			return f.key
+			return f.key, ct
 		}
-		return f.path + "." + f.key
+		return f.path + "." + f.key, ct
 	}
 	// done ends a value in the innermost frame.
 	done := func() {
@@ -64,12 +80,18 @@ func duplicateKey(data []byte) string {
 		if len(stack) > 0 {
 			if f := stack[len(stack)-1]; f.keys != nil && f.wantKey {
 				if key, ok := tok.(string); ok {
-					folded := foldKey(key)
-					f.key = key
-					if f.keys[folded] {
-						return child()
+					seen := key
+					if f.fold {
+						// The field the key sets; an unknown key
+						// was refused by the decode already.
+						seen, _ = structFields(f.t).lookup(key)
 					}
-					f.keys[folded] = true
+					f.key = key
+					if f.keys[seen] {
+						path, _ := child()
+						return path
+					}
+					f.keys[seen] = true
 					f.wantKey = false
 					continue
 				}
@@ -77,9 +99,13 @@ func duplicateKey(data []byte) string {
 		}
 		switch tok {
 		case json.Delim('{'):
-			stack = append(stack, &frame{keys: map[string]bool{}, path: child(), wantKey: true})
+			path, ct := child()
+			ct = decodedAs(ct)
+			fold := ct != nil && ct.Kind() == reflect.Struct
+			stack = append(stack, &frame{keys: map[string]bool{}, fold: fold, t: ct, path: path, wantKey: true})
 		case json.Delim('['):
-			stack = append(stack, &frame{path: child()})
+			path, ct := child()
+			stack = append(stack, &frame{t: decodedAs(ct), path: path})
 		case json.Delim('}'), json.Delim(']'):
 			stack = stack[:len(stack)-1]
 			if len(stack) == 0 {
@@ -93,6 +119,116 @@ func duplicateKey(data []byte) string {
 			done()
 		}
 	}
+}
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// decodedAs is the type encoding/json fills from a value decoded into t:
+// pointers followed, and nil (nothing known) for a type that decodes itself
+// or an interface, whose objects become maps, taken key by key.
+func decodedAs(t reflect.Type) reflect.Type {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() == reflect.Interface {
+		return nil
+	}
+	if p := reflect.PointerTo(t); p.Implements(jsonUnmarshaler) || p.Implements(textUnmarshaler) {
+		return nil
+	}
+	return t
+}
+
+// elemType is the type of an element of an array decoded into t, or nil.
+func elemType(t reflect.Type) reflect.Type {
+	if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		return t.Elem()
+	}
+	return nil
+}
+
+// fields maps a struct's JSON field names to their types, and case-folded
+// names to the field they select.
+type fields struct {
+	exact  map[string]reflect.Type
+	folded map[string]string
+}
+
+// lookup returns the name and type of the field key sets, found as
+// encoding/json finds it: the exact name first, else one that folds equal
+// ("EMAIL" sets email, but "ID" sets ID where the struct has both id and
+// ID). A key no field takes is returned folded, with no type.
+func (f fields) lookup(key string) (string, reflect.Type) {
+	if t, ok := f.exact[key]; ok {
+		return key, t
+	}
+	folded := foldKey(key)
+	if name, ok := f.folded[folded]; ok {
+		return name, f.exact[name]
+	}
+	return folded, nil
+}
+
+var fieldCache sync.Map // reflect.Type → fields
+
+// structFields returns the JSON fields of struct type t, embedded structs'
+// promoted as encoding/json promotes them (a shallower field wins).
+func structFields(t reflect.Type) fields {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(fields)
+	}
+	f := fields{exact: map[string]reflect.Type{}, folded: map[string]string{}}
+	depth := map[string]int{}
+	var order []string // names in field order: the first of two that fold equal is the one a folded key sets
+	var walk func(t reflect.Type, d int, seen map[reflect.Type]bool)
+	walk = func(t reflect.Type, d int, seen map[reflect.Type]bool) {
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			tag := sf.Tag.Get("json")
+			if tag == "-" {
+				continue
+			}
+			name, _, _ := strings.Cut(tag, ",")
+			ft := sf.Type
+			if sf.Anonymous && name == "" {
+				et := ft
+				if et.Kind() == reflect.Pointer {
+					et = et.Elem()
+				}
+				if et.Kind() == reflect.Struct {
+					walk(et, d+1, seen)
+					continue
+				}
+			}
+			if !sf.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = sf.Name
+			}
+			if prev, ok := depth[name]; ok && prev <= d {
+				continue
+			}
+			depth[name] = d
+			f.exact[name] = ft
+			order = append(order, name)
+		}
+	}
+	walk(t, 0, map[reflect.Type]bool{})
+	for _, name := range order {
+		if _, ok := f.folded[foldKey(name)]; !ok {
+			f.folded[foldKey(name)] = name
+		}
+	}
+	v, _ := fieldCache.LoadOrStore(t, f)
+	return v.(fields)
 }
 
 // foldKey maps every rune of s to the smallest rune of its Unicode simple
