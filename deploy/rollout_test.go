@@ -20,7 +20,7 @@ const readyTimeout = 2 * time.Second
 // TestPodsOutliveTheirEndpointsAndAnswerReadiness: every platform Deployment behind a Service waits endpointsGrace
 // seconds in a preStop sleep (no shell in distroless: the kubelet's own sleep action, Kubernetes 1.30 and later,
 // kind-config.yaml pins 1.32) and its grace period holds that wait and the stop after it (stopBudget: the drain, the
-// consumers' and relays' stop and the graces after it; the drain alone left 15 s for payment's 43 s); every
+// consumers' and relays' stop and the graces after it; the drain alone left 15 s for payment's 45 s); every
 // readiness probe waits longer than /readyz takes (readyTimeout) to answer, so a check taking more than 1 s (the
 // probe's default) is not a failed probe while the binary would answer 200, and a failing one is reported with the
 // 503 that names it rather than as a timeout.
