@@ -191,13 +191,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		// answer is out rather than beside it (startgc.Linger says why).
 		OnReady: startgc.Ready,
 		Checks: []server.Check{
-			{Name: "database", Probe: func(ctx context.Context) error {
-				sqlDB, err := s.DB.DB()
-				if err != nil {
-					return err
-				}
-				return sqlDB.PingContext(ctx)
-			}},
+			server.DatabaseCheck(s.DB.DB),
 			// Redis holds only the catalogue cache, which the database stands in for.
 			server.Optional("redis", func(ctx context.Context) error { return s.Redis.Ping(ctx).Err() }, o.Logger),
 			{Name: "nats", Probe: func(context.Context) error {

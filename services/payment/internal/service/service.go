@@ -187,13 +187,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		// answer is out rather than beside it (startgc.Linger says why).
 		OnReady: startgc.Ready,
 		Checks: []server.Check{
-			{Name: "database", Probe: func(ctx context.Context) error {
-				sqlDB, err := s.DB.DB()
-				if err != nil {
-					return err
-				}
-				return sqlDB.PingContext(ctx)
-			}},
+			server.DatabaseCheck(s.DB.DB),
 			{Name: "nats", Probe: func(context.Context) error {
 				if !s.NATS.IsConnected() {
 					return errors.New("not connected")

@@ -197,13 +197,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		// answer is out rather than beside it (startgc.Linger says why).
 		OnReady: startgc.Ready,
 		Checks: []server.Check{
-			{Name: "database", Probe: func(ctx context.Context) error {
-				sqlDB, err := s.DB.DB()
-				if err != nil {
-					return err
-				}
-				return sqlDB.PingContext(ctx)
-			}},
+			server.DatabaseCheck(s.DB.DB),
 			// Redis holds the profile cache (read through to the database) and the login and sign-up
 			// limits (a local limit ÷ REPLICAS when it is gone).
 			server.Optional("redis", func(ctx context.Context) error { return s.Redis.Ping(ctx).Err() }, o.Logger),
