@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/openapi"
+	"github.com/shanhai-dev/shanhai/pkg/openapi/openapitest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 	"github.com/shanhai-dev/shanhai/services/order/internal/app"
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
@@ -28,16 +28,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
 	ports.Register(r, app.Application{}, func(c *gin.Context) { c.Next() }, func(*gin.Context) string { return "u" }, nil)
-	isAPI := func(p string) bool { return strings.HasPrefix(p, "/api/") }
-	if err := openapi.Check(ports.OpenAPI, r.Routes(), isAPI); err != nil {
-		t.Fatal(err)
-	}
-
-	w := httptest.NewRecorder()
-	r.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/openapi.json", nil))
-	if w.Code != http.StatusOK || w.Body.String() != string(ports.OpenAPI) {
-		t.Fatalf("/openapi.json: %d", w.Code)
-	}
+	openapitest.MatchesRoutes(t, ports.OpenAPI, r, openapitest.API)
 }
 
 // TestOpenAPIDocumentsEveryAnswer drives each API route, wired as pkg/server
