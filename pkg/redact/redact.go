@@ -34,10 +34,15 @@ const Mask = "xxxxx"
 //     what it refused may be a password typed where the host goes.
 //
 // s may be a comma-separated list (nats.go's server list, ETCD_ENDPOINTS):
-// each address is redacted alone where the commas plainly separate
-// addresses, and the list as one string where a comma may belong to one of
+// each address is redacted alone where the commas plainly separate URLs of
+// one scheme, and the list as one string where a comma may belong to one of
 // them (a password's, a query's). What holds no secret, a host:port or a
 // URL without credentials, comes back byte for byte, so it still pastes.
+//
+// Some mistakes cannot be told from a valid address, and are read as their
+// readers read them: an unencoded '&' or ';' in a query password, or a blank
+// in an unquoted key=value password, ends it there, and what follows shows
+// if it looks like another parameter.
 //
 // url.URL.Redacted is not enough: it trusts url.Parse's reading, so it
 // shows the misread URLs above whole, and hides neither a password in the
@@ -68,19 +73,41 @@ func trimmed(s string) (string, func(string) string) {
 }
 
 // separable reports whether the comma-separated parts of a list can be
-// redacted one by one. Not when a part with an '@' does not parse whole (the
-// comma may be a password's: nats://bob:12,pw@host), nor when a part after
-// the first has no scheme yet carries query or key=value syntax (the comma
-// may be a query's, and the part a parameter of the URL before it).
+// redacted one by one: when each is a URL of the first one's scheme that
+// parses whole, with a plain host[:port] and a user info that is not empty
+// (x://@host), and none but the last has a query. Otherwise a comma may be
+// a password's (nats://bob:12,pw@host: the second part is no URL) or a
+// query's (password=12,pw), and the list is redacted as one string. A
+// password that itself holds a comma and the list's scheme
+// (nats://bob:12,nats://x@host) cannot be told from a list.
 func separable(parts []string) bool {
+	first := strings.ToLower(scheme(strings.TrimSpace(parts[0])))
+	if first == "" {
+		return false
+	}
 	for i, p := range parts {
 		p = strings.TrimSpace(p)
-		if strings.Contains(p, "@") {
-			if _, ok := parseWhole(p); !ok {
-				return false
-			}
+		u, ok := parseWhole(p)
+		if !ok || strings.ToLower(scheme(p)) != first || u.User != nil && u.User.String() == "" || !plainHost(u) {
+			return false
 		}
-		if i > 0 && !strings.Contains(p, "://") && strings.ContainsAny(p, "?&;=") {
+		if i < len(parts)-1 && strings.Contains(p, "?") {
+			return false
+		}
+	}
+	return true
+}
+
+// plainHost reports whether u's host is a name or address with at most a
+// numeric port: url.Parse also takes bob:pw: (an empty port), where the
+// "host" is a user and part of a password cut off at a comma.
+func plainHost(u *url.URL) bool {
+	name, port := u.Hostname(), u.Port()
+	if strings.ContainsRune(name, ':') && !strings.HasPrefix(u.Host, "[") || strings.HasSuffix(u.Host, ":") {
+		return false
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
 			return false
 		}
 	}
@@ -96,23 +123,40 @@ func one(t string) string {
 		return maskKeyValue(t)
 	}
 	if u, ok := parseWhole(t); ok {
-		return shown(t, u)
+		return maskQueryIn(maskUser(t, u))
 	}
-	if at := strings.LastIndex(t, "@"); at >= 0 {
-		start := 0
-		if i := strings.Index(t, "://"); i >= 0 && i < at {
-			start = i + len("://")
+	m := maskQueryIn(t)
+	if strings.Contains(t, "@") {
+		// Misread: keep what follows the last '@' that is not inside a
+		// secret query value (password=pw@x would otherwise show x).
+		at := strings.LastIndex(m, "@")
+		if at < 0 {
+			return scheme(t) + Mask
 		}
-		return t[:start] + Mask + maskQueryIn(t[at:])
+		return scheme(m[:at]) + Mask + m[at:]
 	}
-	u, err := url.Parse(t)
-	if err == nil {
-		return shown(t, u) // a path (sqlite:///data.db) or an opaque URL
+	if _, err := url.Parse(t); err == nil || !strings.Contains(t, "://") {
+		// A path (sqlite:///data.db), an opaque URL, or host:port and lists
+		// of them, which url.Parse refuses.
+		return m
 	}
-	if i := strings.Index(t, "://"); i >= 0 {
-		return t[:i+len("://")] + Mask
+	return scheme(t) + Mask
+}
+
+// scheme is t's "scheme://", or "" for none: a "://" after something that
+// cannot be a scheme (RFC 3986: a letter, then letters, digits, + - .) may
+// be in a password (bob:pw://x@host).
+func scheme(t string) string {
+	i := strings.Index(t, "://")
+	if i <= 0 || !isLetter(t[0]) {
+		return ""
 	}
-	return maskQueryIn(t) // host:port and lists of them, which url.Parse refuses
+	for j := 1; j < i; j++ {
+		if c := t[j]; !isLetter(c) && (c < '0' || c > '9') && c != '+' && c != '-' && c != '.' {
+			return ""
+		}
+	}
+	return t[:i+len("://")]
 }
 
 // parseWhole parses t as a URL with a host whose every '@' is the one that
@@ -128,29 +172,24 @@ func parseWhole(t string) (*url.URL, bool) {
 	return u, true
 }
 
-// shown is t, which parsed as u, with its password, NATS token and secret
-// query parameters masked; t itself when it has none, so that nothing else
-// is re-encoded.
-func shown(t string, u *url.URL) string {
-	v := *u
-	changed := false
-	if v.User != nil {
-		if _, ok := v.User.Password(); ok {
-			v.User = url.UserPassword(v.User.Username(), Mask)
-			changed = true
-		} else if tokenSchemes[strings.ToLower(v.Scheme)] && v.User.Username() != "" {
-			v.User = url.User(Mask)
-			changed = true
-		}
-	}
-	if q := maskQuery(v.RawQuery); q != v.RawQuery {
-		v.RawQuery = q
-		changed = true
-	}
-	if !changed {
+// maskUser is t, which parsed whole as u, with its password masked, or its
+// user where that is a NATS token. It works on t itself, which has one '@'
+// (the user info's end) and its authority after the first "//", so that
+// nothing else is re-encoded.
+func maskUser(t string, u *url.URL) string {
+	if u.User == nil {
 		return t
 	}
-	return v.String()
+	start := strings.Index(t, "//") + len("//")
+	at := strings.IndexByte(t, '@')
+	info := t[start:at]
+	if i := strings.IndexByte(info, ':'); i >= 0 {
+		return t[:start+i+1] + Mask + t[at:]
+	}
+	if tokenSchemes[strings.ToLower(u.Scheme)] && info != "" {
+		return t[:start] + Mask + t[at:]
+	}
+	return t
 }
 
 // tokenSchemes are nats.go's URL schemes: it sends a user given without a
@@ -158,49 +197,68 @@ func shown(t string, u *url.URL) string {
 var tokenSchemes = map[string]bool{"nats": true, "tls": true, "ws": true, "wss": true}
 
 // maskQueryIn masks the secret parameters of the query in s, a URL or the
-// end of one: from its first '?' to a '#'.
+// end of one, from its first '?'.
 func maskQueryIn(s string) string {
 	i := strings.IndexByte(s, '?')
 	if i < 0 {
 		return s
 	}
-	q, frag := s[i+1:], ""
-	if j := strings.IndexByte(q, '#'); j >= 0 {
-		q, frag = q[:j], q[j:]
-	}
-	return s[:i+1] + maskQuery(q) + frag
+	return s[:i+1] + maskQuery(s[i+1:])
 }
 
 // maskQuery masks the values of secret parameters in a raw query, keeping
-// every byte of the rest. It splits at ';' as well as '&': Go's query
-// parsing drops a pair with a ';', but a password may still be in it.
+// every byte of the rest. It takes a pair to begin after a '&', a ';' (Go's
+// query parsing drops a pair with one, but a password may still be in it)
+// or a '?' (in a misread URL the first '?' may be a password's, and the
+// query proper begins at a later one), and a secret's value to run on
+// across a '?' or '#' (an unencoded '#' in a password leaves its end as the
+// fragment), and across a pair that is no name=value (=pw, or pw with no
+// '='): an unencoded '&' or ';' in it. A pair that is a name=value cannot
+// be told from a parameter, and is shown as every reader of the query
+// reads it.
 func maskQuery(q string) string {
-	if q == "" {
-		return q
-	}
 	var b strings.Builder
-	for q != "" {
-		end := strings.IndexAny(q, "&;")
-		pair, rest := q, ""
-		if end >= 0 {
-			pair, rest = q[:end], q[end:]
+	inSecret := false
+	for first := true; first || q != ""; first = false {
+		sep := ""
+		if !first {
+			sep, q = q[:1], q[1:]
 		}
+		pair := q
+		if end := strings.IndexAny(q, "&;?"); end >= 0 {
+			pair = q[:end]
+		}
+		q = q[len(pair):]
 		key, _, hasValue := strings.Cut(pair, "=")
+		if inSecret && (sep == "?" || !hasValue || !plainName(key)) {
+			continue
+		}
 		name := key
 		if k, err := url.QueryUnescape(key); err == nil {
 			name = k
 		}
-		if hasValue && secretName(name) {
+		inSecret = hasValue && secretName(name)
+		if inSecret {
 			pair = key + "=" + Mask
 		}
+		b.WriteString(sep)
 		b.WriteString(pair)
-		if rest == "" {
-			break
-		}
-		b.WriteByte(rest[0])
-		q = rest[1:]
 	}
 	return b.String()
+}
+
+// plainName reports whether key looks like a parameter's name.
+func plainName(key string) bool {
+	if key == "" {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if !isLetter(c) && (c < '0' || c > '9') && !strings.ContainsRune("_.-~%+", rune(c)) {
+			return false
+		}
+	}
+	return true
 }
 
 // secretName reports whether a parameter or key named name holds a secret.
@@ -236,8 +294,8 @@ func keyValue(t string) bool {
 // maskKeyValue masks the secret values of a key=value connection string,
 // in the syntax libpq and pgx read: a value is a run without blanks or a
 // single-quoted string, and a backslash escapes the byte after it. From the
-// first point it does not follow that syntax (a key without '=', a quote
-// never closed), the rest is masked whole: where a value ends there cannot
+// first point it does not follow that syntax (a key without '=', an '='
+// without a key, a quote never closed), the rest is masked whole: where a value ends there cannot
 // be told.
 func maskKeyValue(t string) string {
 	var b strings.Builder
@@ -258,7 +316,7 @@ func maskKeyValue(t string) string {
 		for j < len(t) && isSpace(t[j]) {
 			j++
 		}
-		if j == len(t) || t[j] != '=' {
+		if key == "" || j == len(t) || t[j] != '=' {
 			return b.String() + Mask
 		}
 		j++
@@ -280,7 +338,7 @@ func maskKeyValue(t string) string {
 }
 
 // valueEnd returns where the key=value value starting at t[i] ends, and
-// false for a quoted one that never does.
+// false for a quoted one that never does or runs on into more text.
 func valueEnd(t string, i int) (int, bool) {
 	quoted := i < len(t) && t[i] == '\''
 	if quoted {
@@ -292,7 +350,9 @@ func valueEnd(t string, i int) (int, bool) {
 			i += 2
 			continue
 		case quoted && t[i] == '\'':
-			return i + 1, true
+			// A quoted value must end its pair: what follows the quote at
+			// once may be the rest of a password.
+			return i + 1, i+1 == len(t) || isSpace(t[i+1])
 		case !quoted && isSpace(t[i]):
 			return i, true
 		}
