@@ -338,8 +338,7 @@ func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <
 	case <-ctx.Done():
 	}
 	shuttingDown.Store(true)
-	flushFloor := min(server.FlushFloor, cfg.ShutdownTimeout)
-	stopBy := time.Now().Add(cfg.ShutdownTimeout + flushFloor)
+	stopBy := time.Now().Add(cfg.ShutdownTimeout + min(server.FlushFloor, cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	err := stop(sctx)
 	cancel()
@@ -347,7 +346,7 @@ func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <
 		log.Warn("shutdown", "error", err.Error())
 	}
 	if tel != nil {
-		fctx, cancel := context.WithTimeout(context.Background(), min(cfg.ShutdownTimeout, max(time.Until(stopBy), flushFloor)))
+		fctx, cancel := context.WithTimeout(context.Background(), server.FlushTimeout(stopBy, cfg.ShutdownTimeout))
 		err := tel.Shutdown(fctx)
 		cancel()
 		if err != nil {

@@ -407,7 +407,7 @@ func (p *Platform) Pids() map[string]int {
 // brokers closed under it. A healthy stop ends in about a second.
 var stopGrace = map[string]time.Duration{
 	"gateway": 15 * time.Second,
-	"user":    20 * time.Second,
+	"user":    25 * time.Second,
 	"order":   30 * time.Second,
 	"payment": 45 * time.Second,
 	"bridge":  25 * time.Second,

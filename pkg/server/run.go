@@ -138,6 +138,14 @@ const DeregisterTimeout = time.Second
 // deadline (see shutdown), so a quick stop gives a slow collector more.
 const FlushFloor = time.Second
 
+// FlushTimeout is how long the telemetry flush of a stop that is to end by
+// stopBy may take: what is left, at least FlushFloor, at most shutdown (the
+// stop's ShutdownTimeout, which also caps the floor). The gateway's stop
+// follows the same rule.
+func FlushTimeout(stopBy time.Time, shutdown time.Duration) time.Duration {
+	return min(shutdown, max(time.Until(stopBy), min(FlushFloor, shutdown)))
+}
+
 // shutdown runs the fixed order under one deadline for the whole stop, fixed
 // when it begins: DeregisterTimeout, DeregisterDelay, a ShutdownTimeout for
 // the drain and one for each OnShutdown hook, and FlushFloor. The drain and
@@ -157,8 +165,7 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone 
 	hooks := append([]func(context.Context) error(nil), s.hooks...)
 	s.mu.Unlock()
 	deregisterTimeout := min(DeregisterTimeout, s.o.ShutdownTimeout)
-	flushFloor := min(FlushFloor, s.o.ShutdownTimeout)
-	stopBy := time.Now().Add(deregisterTimeout + s.o.DeregisterDelay + time.Duration(1+len(hooks))*s.o.ShutdownTimeout + flushFloor)
+	stopBy := time.Now().Add(deregisterTimeout + s.o.DeregisterDelay + time.Duration(1+len(hooks))*s.o.ShutdownTimeout + min(FlushFloor, s.o.ShutdownTimeout))
 	var errs []error
 	step := func(name string, timeout time.Duration, fn func(context.Context) error) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -210,7 +217,7 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone 
 		step(fmt.Sprintf("on-shutdown hook %d", i+1), s.o.ShutdownTimeout, h)
 	}
 	if s.o.Telemetry != nil {
-		step("telemetry flush", min(s.o.ShutdownTimeout, max(time.Until(stopBy), flushFloor)), s.o.Telemetry.Shutdown)
+		step("telemetry flush", FlushTimeout(stopBy, s.o.ShutdownTimeout), s.o.Telemetry.Shutdown)
 	}
 	return errors.Join(errs...)
 }
