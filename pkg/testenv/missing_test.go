@@ -33,3 +33,28 @@ func TestMissingServerFailsWithHint(t *testing.T) {
 		})
 	}
 }
+
+// A server URL from the environment that does not parse (a password with a
+// bad escape, pasted unencoded) failed the test quoting it whole, password
+// and all, into the CI log; so did url.Parse's error beside it.
+func TestBadServerURLFailureShowsNoPassword(t *testing.T) {
+	const secret = "s3cret"
+	cases := []struct {
+		variable, value string
+		call            func(tb testing.TB)
+	}{
+		{"DATABASE_URL", "postgres://shanhai:" + secret + "%zz@127.0.0.1:1/shanhai", func(tb testing.TB) { testenv.Postgres(tb) }},
+		{"REDIS_URL", "redis://:" + secret + "%zz@127.0.0.1:1/0", func(tb testing.TB) { testenv.Redis(tb) }},
+		{"NATS_URL", "nats://bob:" + secret + "%zz@127.0.0.1:1", func(tb testing.TB) { testenv.NATS(tb) }},
+		{"PULSAR_URL", "pulsar://bob:" + secret + "%zz@127.0.0.1:1", func(tb testing.TB) { testenv.Pulsar(tb) }},
+	}
+	for _, c := range cases {
+		t.Run(c.variable, func(t *testing.T) {
+			t.Setenv(c.variable, c.value)
+			msg := testenv.Failure(t, c.call)
+			if strings.Contains(msg, secret) || !strings.Contains(msg, c.variable) {
+				t.Errorf("failure message = %q, want %s named without its password", msg, c.variable)
+			}
+		})
+	}
+}

@@ -5,11 +5,12 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
-	"net/url"
 	"testing"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
 // DefaultPostgres is the superuser URL scripts/deps.sh sets up.
@@ -21,22 +22,19 @@ const DefaultPostgres = "postgres://shanhai@127.0.0.1:15432/shanhai?sslmode=disa
 func Postgres(t testing.TB) string {
 	t.Helper()
 	base := env("DATABASE_URL", DefaultPostgres)
-	u, err := url.Parse(base)
-	if err != nil || u.Host == "" {
-		t.Fatalf("testenv: DATABASE_URL=%q is not a postgres:// URL (%v)", base, err)
-	}
+	u := parseServerURL(t, "DATABASE_URL", base)
 	reachable(t, "PostgreSQL", u.Host)
 
 	admin, err := sql.Open("pgx", base)
 	if err != nil {
-		t.Fatalf("testenv: open PostgreSQL %s: %v", u.Redacted(), err)
+		t.Fatalf("testenv: open PostgreSQL %s: %v", redact.URL(base), err)
 	}
 	name := "test_" + randomHex(6)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
 		_ = admin.Close()
-		t.Fatalf("PostgreSQL at %s cannot create a test database: %v (%s)", u.Redacted(), err, Hint)
+		t.Fatalf("PostgreSQL at %s cannot create a test database: %v (%s)", redact.URL(base), err, Hint)
 	}
 	t.Cleanup(func() {
 		defer func() { _ = admin.Close() }()

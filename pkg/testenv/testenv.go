@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
 // Hint is what a failing test tells the developer to do.
@@ -50,11 +52,21 @@ func hostOf(t testing.TB, variable, raw string) string {
 	if !strings.Contains(raw, "://") {
 		return raw
 	}
+	return parseServerURL(t, variable, raw).Host
+}
+
+// parseServerURL parses raw, the value of variable, as a URL with a host, or fails t naming it through
+// redact.URL: a failure lands in CI logs, and url.Parse's error quotes the whole URL, password included. A URL
+// with an '@' after its user info is refused too: an unencoded #, / or ? in a password ended the authority
+// early, and the "host" url.Parse read there is part of the password.
+func parseServerURL(t testing.TB, variable, raw string) *url.URL {
+	t.Helper()
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		t.Fatalf("testenv: %s=%q is not a URL with host:port (%v)", variable, raw, err)
+	if err != nil || u.Host == "" || strings.Count(raw, "@") > 1 || u.User == nil && strings.Contains(raw, "@") {
+		t.Fatalf("testenv: %s=%s is not a URL with host:port (percent-encode any %%, #, /, ?, @ or : in its "+
+			"user name or password)", variable, redact.URL(raw))
 	}
-	return u.Host
+	return u
 }
 
 // list splits a comma list, dropping blanks.
