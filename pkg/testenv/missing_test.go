@@ -47,12 +47,14 @@ func TestBadServerURLFailureShowsNoPassword(t *testing.T) {
 		{"REDIS_URL", "redis://:" + secret + "%zz@127.0.0.1:1/0", func(tb testing.TB) { testenv.Redis(tb) }},
 		{"NATS_URL", "nats://bob:" + secret + "%zz@127.0.0.1:1", func(tb testing.TB) { testenv.NATS(tb) }},
 		{"PULSAR_URL", "pulsar://bob:" + secret + "%zz@127.0.0.1:1", func(tb testing.TB) { testenv.Pulsar(tb) }},
+		// An unencoded '#' ends the authority: url.Parse reads host bob, port 2024, the password's first part.
+		{"NATS_URL", "nats://bob:2024#" + secret + "@127.0.0.1:1", func(tb testing.TB) { testenv.NATS(tb) }},
 	}
 	for _, c := range cases {
 		t.Run(c.variable, func(t *testing.T) {
 			t.Setenv(c.variable, c.value)
 			msg := testenv.Failure(t, c.call)
-			if strings.Contains(msg, secret) || !strings.Contains(msg, c.variable) {
+			if strings.Contains(msg, secret) || strings.Contains(msg, "2024") || !strings.Contains(msg, c.variable) {
 				t.Errorf("failure message = %q, want %s named without its password", msg, c.variable)
 			}
 		})
