@@ -376,6 +376,9 @@ func TestUnreachableNATSErrorShowsNoPassword(t *testing.T) {
 		"nats://127.0.0.1:1,nats://bob:s3cret@" + addr,
 		// A user without a password is nats.go's token: the secret itself.
 		"nats://s3cret@" + addr,
+		// A password with a bad escape: nats.go's url.Parse error quotes
+		// the URL whole.
+		"nats://bob:s3cret%zz@" + addr,
 	} {
 		var out, status bytes.Buffer
 		c, err := parseFlags([]string{"-target", "http://127.0.0.1:1", "-users", "1", "-duration", "1s", "-nats", urls}, &status)
