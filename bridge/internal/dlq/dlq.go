@@ -8,11 +8,13 @@ package dlq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -67,7 +69,9 @@ func reserved(name string) bool {
 }
 
 // Kafka writes letters to one topic with acks=all, retrying transient errors
-// forever with capped backoff.
+// forever with capped backoff. The bridge owns that topic: it creates it (with
+// the broker's default partitions and replication) before its first letter, as
+// nothing else does outside the embedded run (scripts/deps.sh, compose, kind).
 type Kafka struct {
 	// Waiting, when set (before the first Send), is told of each letter whose write failed and is being retried: +1
 	// at its first failure, -1 when Send returns. Its partition carries nothing past the letter meanwhile, and without
@@ -77,6 +81,7 @@ type Kafka struct {
 	w          *kafka.Writer
 	maxBackoff time.Duration
 	log        *slog.Logger
+	created    atomic.Bool // the topic exists, or Kafka answered that it will not create it: not asked again
 }
 
 // NewKafka returns a Sink writing to topic; log hears of each failed write.
@@ -131,6 +136,7 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 	b := backoff.Backoff{Base: 50 * time.Millisecond, Max: k.maxBackoff}
 	m, whole, waiting := Message(l), true, false
 	for {
+		k.create(ctx)
 		err := k.w.WriteMessages(ctx, m)
 		if err == nil {
 			return nil
@@ -160,6 +166,35 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)
 		}
 	}
+}
+
+// create makes sure the DLQ topic exists before a letter is written to it. The writer's AllowAutoTopicCreation is not
+// enough: Kafka (3.9, KRaft) answers the Metadata request that auto-creates a topic with UNKNOWN_TOPIC_OR_PARTITION,
+// and kafka-go (v0.4.51) returns that from WriteMessages without retrying, so the first letter to a new topic failed,
+// held its partition for a backoff and logged a warning that asked an operator to look for a fault that was not there.
+// CreateTopics is answered once the topic exists, and kafka-go then waits until its metadata lists the topic, so the
+// write that follows finds it. An existing topic is left as it is (its owner may have tuned max.message.bytes or
+// retention); a refusal other than that (no permission to create, say) is logged once and the write goes ahead, as
+// before. A request that got no answer (Kafka away) is tried again before the next attempt.
+func (k *Kafka) create(ctx context.Context) {
+	if k.created.Load() {
+		return
+	}
+	c := &kafka.Client{Addr: k.w.Addr, Transport: k.w.Transport} // the writer's transport, whose metadata cache learns the topic
+	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: k.w.Topic, NumPartitions: -1, ReplicationFactor: -1}},
+	})
+	if err != nil {
+		return // the write fails as well, and Send says so
+	}
+	switch err := res.Errors[k.w.Topic]; {
+	case err == nil:
+		k.log.Info("dead letter topic created", "topic", k.w.Topic)
+	case errors.Is(err, kafka.TopicAlreadyExists):
+	default:
+		k.log.Info("dead letter topic not created; writing to it as it is", "topic", k.w.Topic, "err", err)
+	}
+	k.created.Store(true)
 }
 
 func size(l Letter) int {
