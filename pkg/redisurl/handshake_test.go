@@ -193,3 +193,89 @@ func unexpectedEOF(err error) error {
 	}
 	return err
 }
+
+// A server that refuses HELLO (Redis before 6.0, or a proxy that does not
+// know it) still gets a working connection from Parse's options: go-redis
+// falls back to AUTH and SELECT on RESP2, and nothing turned off by
+// quietHandshake is sent in its place.
+func TestHelloRefusedFallsBackToAuthAndSelect(t *testing.T) {
+	srv := oldRedis(t)
+	opt, err := Parse("redis://:s3cret@" + srv.addr + "/2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	if err := rdb.Ping(t.Context()).Err(); err != nil {
+		t.Fatalf("ping through a server that refuses HELLO: %v", err)
+	}
+	if got := strings.Join(srv.commands(), ","); got != "HELLO,AUTH,SELECT,PING" {
+		t.Errorf("a new connection sent %s, want HELLO (refused), then AUTH and SELECT, then the application's PING", got)
+	}
+}
+
+// fakeOld is a RESP2 server that answers as Redis 5 does: HELLO and CLIENT
+// subcommands are unknown, AUTH and SELECT succeed, PING pongs.
+type fakeOld struct {
+	addr string
+	mu   sync.Mutex
+	sent []string
+}
+
+func oldRedis(t *testing.T) *fakeOld {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeOld{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				f.serve(c)
+			}()
+		}
+	}()
+	return f
+}
+
+func (f *fakeOld) serve(c net.Conn) {
+	br := bufio.NewReader(c)
+	for {
+		args, err := readCommand(br)
+		if err != nil {
+			return
+		}
+		name := strings.ToUpper(args[0])
+		f.mu.Lock()
+		f.sent = append(f.sent, name)
+		f.mu.Unlock()
+		reply := "-ERR unknown command '" + args[0] + "'\r\n"
+		switch name {
+		case "AUTH", "SELECT":
+			reply = "+OK\r\n"
+		case "PING":
+			reply = "+PONG\r\n"
+		}
+		if _, err := io.WriteString(c, reply); err != nil {
+			return
+		}
+	}
+}
+
+func (f *fakeOld) commands() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.sent...)
+}
