@@ -60,3 +60,21 @@ func TestBadServerURLFailureShowsNoPassword(t *testing.T) {
 		})
 	}
 }
+
+// nats.go takes a server without a scheme (bob:pw@host:4222, or a token as
+// TOKEN@host:4222) as nats://. Such a NATS_URL was dialled whole, user info
+// and all, so the test failed quoting the password or token, and it failed
+// even with NATS up.
+func TestNATSURLWithoutSchemeIsDialledAtItsHost(t *testing.T) {
+	const secret = "s3cret"
+	for _, value := range []string{"bob:" + secret + "@127.0.0.1:1", secret + "@127.0.0.1:1"} {
+		t.Run(value, func(t *testing.T) {
+			t.Setenv("NATS_URL", value)
+			msg := testenv.Failure(t, func(tb testing.TB) { testenv.NATS(tb) })
+			want := "NATS not reachable at 127.0.0.1:1: " + testenv.Hint
+			if strings.Contains(msg, secret) || !strings.HasPrefix(msg, want) {
+				t.Errorf("failure message = %q, want it to start with %q and show no password", msg, want)
+			}
+		})
+	}
+}

@@ -46,11 +46,16 @@ func reachable(t testing.TB, server, hostport string) {
 	_ = c.Close()
 }
 
-// hostOf returns host:port of a URL such as nats://127.0.0.1:14222, or the input when it has no scheme.
+// hostOf returns host:port of a URL such as nats://127.0.0.1:14222, or the input when it has no scheme. One without
+// a scheme but with user info (nats.go reads bob:pw@host:4222, or a token as TOKEN@host:4222, as nats://) is parsed
+// for its host as well: dialled whole it could not connect, and its failure quoted the password or token.
 func hostOf(t testing.TB, variable, raw string) string {
 	t.Helper()
 	if !strings.Contains(raw, "://") {
-		return raw
+		if !strings.Contains(raw, "@") {
+			return raw
+		}
+		return parseServerURL(t, variable, "//"+raw).Host
 	}
 	return parseServerURL(t, variable, raw).Host
 }
