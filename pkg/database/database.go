@@ -110,10 +110,15 @@ func open(ctx context.Context, rawURL string, o Options, ping bool) (*gorm.DB, e
 	case "postgres", "postgresql":
 		// url.Parse takes the last '@' as the end of the user info and pgx
 		// another, and pgx's error then names the host it read: a password
-		// with an unencoded '@' reached the logs (found by review).
-		if strings.Count(rawURL, "@") > 1 {
-			return nil, fmt.Errorf("open postgres %s: more than one '@': percent-encode an '@' in the user name, "+
-				"password or parameters as %%40", redact.URL(rawURL))
+		// with an unencoded '@' reached the logs (found by review). An '@'
+		// in the path or fragment with no user info before it is the mark of
+		// an unencoded '/' or '#' in the password, which ended the authority
+		// early: both then read the password's first part as the host and
+		// the rest as the database, and pgx's connect error (logged by gorm
+		// too) named that database, the rest of the password.
+		if n := strings.Count(rawURL, "@"); n > 1 || n == 1 && outsideUserInfo(rawURL) {
+			return nil, fmt.Errorf("open postgres %s: an '@' that does not end the user info: percent-encode any "+
+				"@, /, ?, # or : in the user name or password, and an @ in parameters (%%40)", redact.URL(rawURL))
 		}
 		pool, err := pgconnect.Open(ctx, rawURL)
 		if err != nil {
@@ -167,6 +172,15 @@ func open(ctx context.Context, rawURL string, o Options, ping bool) (*gorm.DB, e
 	default:
 		return nil, fmt.Errorf("open database: unsupported scheme %q (want postgres or sqlite)", scheme)
 	}
+}
+
+// outsideUserInfo reports whether url.Parse reads rawURL, which has one '@', without user info and with the '@' in
+// what it took for the path or fragment. One in the query is left alone: a parameter may hold it (an
+// application_name), and what follows a password's '?' is not named by pgx's errors. A URL url.Parse refuses is left
+// to pgx, which refuses it as well and redacts its own error.
+func outsideUserInfo(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	return err == nil && u.User == nil && strings.Contains(u.EscapedPath()+u.EscapedFragment(), "@")
 }
 
 // OpenMigrated is OpenWith followed by migrate (usually migrate.UpAll over the binary's sets), the way each service

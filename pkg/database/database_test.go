@@ -226,6 +226,11 @@ func TestMalformedURLErrorHidesThePassword(t *testing.T) {
 		"host=127.0.0.1 port=1 password=secret",
 		// pgx reads the password of an encrypted client key (sslpassword) from the query too.
 		"postgres://127.0.0.1:1/db?connect_timeout=1&sslpassword=secret",
+		// An unencoded '/' in the password: url.Parse and pgx read host bob, port 12, and the rest of the
+		// password, up to its '@', as the database, which pgx's connect error names (and gorm logs).
+		"postgres://bob:12/secret@127.0.0.1:1/db?connect_timeout=1",
+		"postgres://bob:12?secret@127.0.0.1:1/db",
+		"postgres://bob:12?x=secret@127.0.0.1:1/db",
 	} {
 		db, err := database.Open(u)
 		if err == nil {
