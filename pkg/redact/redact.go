@@ -275,8 +275,12 @@ func secretName(name string) bool {
 }
 
 // keyValue reports whether t is a key=value connection string (host=db
-// port=5432 ...): it begins with a name and an '='. No URL does: a scheme
-// has no '=', and a user:password@host has its ':' before any.
+// port=5432 ...): it begins with a name and an '='. No URL with a scheme
+// does: a scheme has no '=', and a user:password@host has its ':' before
+// any. One without a scheme may: nats.go takes TOKEN@host, and a base64
+// token ends in '='. So a string with an '@' and no blank, one "pair" whose
+// value runs on to a host, is read as user info, unless its key says it
+// holds a secret (password=p@ss, whose value is then masked whole).
 func keyValue(t string) bool {
 	i := 0
 	for i < len(t) && (t[i] == '_' || isLetter(t[i]) || i > 0 && t[i] >= '0' && t[i] <= '9') {
@@ -285,11 +289,17 @@ func keyValue(t string) bool {
 	if i == 0 {
 		return false
 	}
+	key := t[:i]
 	for i < len(t) && isSpace(t[i]) {
 		i++
 	}
-	return i < len(t) && t[i] == '='
+	if i == len(t) || t[i] != '=' {
+		return false
+	}
+	return !strings.Contains(t, "@") || strings.ContainsFunc(t, isBlank) || secretName(key)
 }
+
+func isBlank(r rune) bool { return r < 0x80 && isSpace(byte(r)) }
 
 // maskKeyValue masks the secret values of a key=value connection string,
 // in the syntax libpq and pgx read: a value is a run without blanks or a

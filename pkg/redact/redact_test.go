@@ -57,6 +57,10 @@ func TestURL(t *testing.T) {
 
 		// No scheme: bob:pw@host parses as the scheme "bob".
 		{"bob:" + secret + "@h:6650", "xxxxx@h:6650"},
+		// No scheme, and an '=' before the '@' (a base64 token's padding, as nats.go takes TOKEN@host): the
+		// string begins like a key=value connection string, but the '@' says it is user info.
+		{"dG9r" + secret + "=@h:4222", "xxxxx@h:4222"},
+		{"bob=1:" + secret + "@h:4222", "xxxxx@h:4222"},
 		{"user:" + secret + "@127.0.0.1/db", "xxxxx@127.0.0.1/db"},
 		// A URL missing its "//" (a typo) parses with its user info in the path.
 		{"postgres:/user:" + secret + "@127.0.0.1/db", "xxxxx@127.0.0.1/db"},

@@ -379,6 +379,8 @@ func TestUnreachableNATSErrorShowsNoPassword(t *testing.T) {
 		// A password with a bad escape: nats.go's url.Parse error quotes
 		// the URL whole.
 		"nats://bob:s3cret%zz@" + addr,
+		// No scheme (nats.go adds nats://), and a base64 token's '=' padding.
+		"s3cretdG9r=@" + addr,
 	} {
 		var out, status bytes.Buffer
 		c, err := parseFlags([]string{"-target", "http://127.0.0.1:1", "-users", "1", "-duration", "1s", "-nats", urls}, &status)
