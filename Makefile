@@ -12,10 +12,10 @@ export GOTOOLCHAIN ?= auto
 help: ## list these targets (make run: the platform on this machine; make test: everything CI runs)
 	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / { printf "  %-12s %s\n", $$1, $$2 }' $(firstword $(MAKEFILE_LIST))
 
-test: ## start the real servers, then every module's gofmt, vet, staticcheck and tests with -race (scripts/test.sh)
+test: ## start the real servers, then every module's gofmt, vet, tidy, staticcheck and tests with -race (scripts/test.sh)
 	./scripts/test.sh
 
-lint: ## gofmt, go vet and staticcheck for every module; no servers, no tests
+lint: ## gofmt, go vet, go mod tidy -diff and staticcheck for every module; no servers, no tests
 	./scripts/test.sh lint
 
 bench: ## every module's benchmarks against the real servers; BENCH=regexp BENCHTIME=2s narrow or lengthen them

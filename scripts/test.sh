@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # test.sh is `make test`: it starts the real servers (scripts/deps.sh up), then for every module in go.work runs gofmt,
-# go vet, staticcheck and `go test -race`, then govulncheck once over all of them (scripts/vulncheck), and prints one
-# summary line per module with timings. Any failure makes the exit status non-zero, but every module still runs so one
+# go vet, go mod tidy -diff, staticcheck and `go test -race`, then govulncheck once over all of them
+# (scripts/vulncheck), and prints one summary line per module with timings. Any failure makes the exit status non-zero, but every module still runs so one
 # report shows everything that is broken.
 #
 #   scripts/test.sh [test]  the above (make test)
-#   scripts/test.sh lint    gofmt, vet and staticcheck only; no servers (make lint)
+#   scripts/test.sh lint    gofmt, vet, go mod tidy -diff and staticcheck only; no servers (make lint)
 #   scripts/test.sh bench   the servers, then every module's benchmarks, without -race (make bench);
 #                           BENCH=regexp and BENCHTIME=2s narrow or lengthen them
 #
@@ -116,6 +116,9 @@ run_module() { # module
 	test | lint)
 		step "$m" gofmt gofmt_clean
 		step "$m" vet go vet ./...
+		# Each module stays buildable on its own (a fork that takes one service, `GOWORK=off`): its go.mod and
+		# go.sum say exactly what it needs, which the workspace build alone never checks.
+		step "$m" tidy env GOWORK=off go mod tidy -diff
 		step "$m" staticcheck "$STATICCHECK" ./...
 		# The eBPF agent ships for arm64 too (kind on Apple silicon), with committed arm64 objects that nothing
 		# here can load: building and vetting it for arm64 is the check that keeps it compiling.
