@@ -21,6 +21,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -77,7 +78,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 	)
 	if err != nil {
-		return fmt.Errorf("nats %s: %w", cfg.NATSURL, err)
+		return redact.Error("nats", cfg.NATSURL, err)
 	}
 	defer nc.Close()
 	// The per-partition windows bound what is in flight; this client-wide cap
@@ -111,7 +112,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 			Logger:            pulsarlog.NewLoggerWithSlog(log.With("component", "pulsar")),
 		})
 		if err != nil {
-			return fmt.Errorf("pulsar %s: %w", cfg.PulsarURL, err)
+			return redact.Error("pulsar", cfg.PulsarURL, err)
 		}
 		defer pc.Close()
 		var sizes pulsarleg.MaxMessageSize

@@ -360,14 +360,7 @@ func run(ctx context.Context, c config) error {
 	if c.natsURL != "" {
 		var err error
 		if nc, err = nats.Connect(c.natsURL); err != nil {
-			// nats.go returns url.Parse's error as it is: it quotes the URL
-			// whole, password and all, and its reason may quote part of the
-			// password (invalid URL escape "%zz").
-			if ue := (*url.Error)(nil); errors.As(err, &ue) {
-				return fmt.Errorf("nats %s is not a valid URL: percent-encode any %%, #, /, ?, @ or : "+
-					"in its user name or password", redact.URL(c.natsURL))
-			}
-			return fmt.Errorf("nats %s: %w", redact.URL(c.natsURL), err)
+			return redact.Error("nats", c.natsURL, err)
 		}
 		defer nc.Close()
 	}

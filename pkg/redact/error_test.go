@@ -1,0 +1,39 @@
+package redact_test
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
+)
+
+func TestErrorNamesTheAddressWithoutItsSecret(t *testing.T) {
+	const raw = "nats://bob:s3cr%zzet@127.0.0.1:4222"
+	_, parseErr := url.Parse(raw)
+	if parseErr == nil || !strings.Contains(parseErr.Error(), "s3cr") {
+		t.Fatalf("url.Parse(%q) = %v: the case needs an error quoting the password", raw, parseErr)
+	}
+	refused := errors.New("nats: no servers available")
+	for _, tc := range []struct {
+		name   string
+		err    error
+		want   string
+		unwrap error
+	}{
+		{"url.Parse's error", parseErr, "nats nats://xxxxx@127.0.0.1:4222 is not a valid URL", nil},
+		{"a wrapped url.Parse error", errors.Join(errors.New("connect"), parseErr), "is not a valid URL", nil},
+		{"another error", refused, "nats nats://xxxxx@127.0.0.1:4222: nats: no servers available", refused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := redact.Error("nats", raw, tc.err)
+			if strings.Contains(got.Error(), "s3cr") || !strings.Contains(got.Error(), tc.want) {
+				t.Errorf("Error = %q, want it to hold %q and no part of the password", got, tc.want)
+			}
+			if tc.unwrap != nil && !errors.Is(got, tc.unwrap) {
+				t.Errorf("Error = %v does not wrap %v", got, tc.unwrap)
+			}
+		})
+	}
+}
