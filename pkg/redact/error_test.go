@@ -11,10 +11,9 @@ import (
 
 func TestErrorNamesTheAddressWithoutItsSecret(t *testing.T) {
 	const raw = "nats://bob:s3cr%zzet@127.0.0.1:4222"
-	_, parseErr := url.Parse(raw)
-	if parseErr == nil || !strings.Contains(parseErr.Error(), "s3cr") {
-		t.Fatalf("url.Parse(%q) = %v: the case needs an error quoting the password", raw, parseErr)
-	}
+	// What url.Parse(raw) answers, which nats.go and the Pulsar client
+	// return as it is.
+	var parseErr error = &url.Error{Op: "parse", URL: raw, Err: url.EscapeError("%zz")}
 	refused := errors.New("nats: no servers available")
 	for _, tc := range []struct {
 		name   string
