@@ -71,8 +71,9 @@ var (
 			"(newproc1 uprobe only), for every target, since the agent started.",
 		[]string{"series"}, nil)
 	descTCPDropped = prometheus.NewDesc("shanhai_bpf_tcp_series_dropped_total",
-		"TCP events (opens, closes, failed connects, retransmits) not counted because their process found no room in "+
-			"the TCP probe's map (8192 processes on the machine, targets or not), since the agent started.",
+		"TCP events not counted because their process found no room in the TCP probe's map (8192 processes on the "+
+			"machine, targets or not), since the agent started: an open, a close or a failed connect counts 1, a "+
+			"retransmit the segments it retransmitted (as shanhai_bpf_tcp_retransmits_total counts them).",
 		nil, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
 		"Scrapes that could not read every BPF map, since the agent started.", nil, nil)
