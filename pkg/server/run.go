@@ -20,7 +20,7 @@ import (
 func (s *Server) Run(ctx context.Context) error {
 	ln, err := net.Listen("tcp", s.o.Addr)
 	if err != nil {
-		return fmt.Errorf("server %s: listen %s: %w", s.o.Name, s.o.Addr, err)
+		return s.failedStart(fmt.Errorf("server %s: listen %s: %w", s.o.Name, s.o.Addr, err), nil)
 	}
 	return s.Serve(ctx, ln)
 }
@@ -65,8 +65,7 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 	if s.o.AdminAddr != "" {
 		aln, err := net.Listen("tcp", s.o.AdminAddr)
 		if err != nil {
-			ln.Close()
-			return fmt.Errorf("server %s: listen admin %s: %w", s.o.Name, s.o.AdminAddr, err)
+			return s.failedStart(fmt.Errorf("server %s: listen admin %s: %w", s.o.Name, s.o.AdminAddr, err), ln)
 		}
 		admin = &http.Server{Handler: adminMux(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errorLog}
 		go func() { errc <- serve(admin, aln) }()
@@ -116,6 +115,22 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 	return errors.Join(serveErr, s.shutdown(srv, admin, ln, callersGone))
 }
 
+// failedStart ends a start that failed before anything was served (a
+// listener that could not be bound): it closes ln, if given, and stops as
+// shutdown does, minus what only a server that served needs (the wait for
+// callers and the drain). The hooks were added when the service was wired,
+// so they hold its database, brokers and etcd client: a binary that exits
+// leaves those to the OS, but cmd/shanhai hosts several services in one
+// process, where a service that failed to start would otherwise keep them
+// open, and its last spans unflushed, for as long as the others run.
+func (s *Server) failedStart(err error, ln net.Listener) error {
+	if ln != nil {
+		ln.Close()
+	}
+	s.log.Error("start failed; shutting down", "error", err.Error())
+	return errors.Join(err, s.shutdown(nil, nil, nil, nil))
+}
+
 func serve(srv *http.Server, ln net.Listener) error {
 	// net.ErrClosed: shutdown closed the listener itself (drain.go). A
 	// listener closed by anyone else still ends in "closed unexpectedly".
@@ -158,7 +173,8 @@ func FlushTimeout(stopBy time.Time, shutdown time.Duration) time.Duration {
 // telemetry flush what is left of the deadline, at least FlushFloor, so a
 // dead collector holds the stop no longer than that. callersGone
 // (CallersStopped; nil when not given) ends the wait after deregistering
-// early.
+// early. A nil srv is a server that never served (failedStart): it has no
+// callers to wait for and nothing to drain; the rest runs as usual.
 func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone <-chan struct{}) error {
 	s.stopping.Store(true)
 	s.mu.Lock()
@@ -181,38 +197,40 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone 
 
 	if s.o.Deregister != nil {
 		step("deregister", deregisterTimeout, s.o.Deregister)
-		if s.o.DeregisterDelay > 0 {
+		if s.o.DeregisterDelay > 0 && srv != nil {
 			s.awaitCallers(callersGone)
 		}
 	}
-	step("drain", s.o.ShutdownTimeout, func(ctx context.Context) error {
-		// Stop accepting, then give the connections accepted just before a
-		// moment to send their requests, which Shutdown would drop. Those
-		// still silent at the end of that wait sent no request to drain:
-		// they are closed, or Shutdown, which counts a silent connection as
-		// busy until it is 5 s old, would wait for them to the deadline and
-		// report requests cut off when none were (a drain shorter than 5 s).
-		// The wait ends a little before the deadline, so that Shutdown sees
-		// their goroutines end.
-		ln.Close()
-		settleCtx, cancel := context.WithTimeout(ctx, s.o.ShutdownTimeout-settleReserve(s.o.ShutdownTimeout))
-		s.fresh.settle(settleCtx, newConnGrace)
-		cancel()
-		s.fresh.closeSilent()
-		err := srv.Shutdown(ctx)
-		if admin != nil {
-			// pprof profiles can run for 30 s; do not wait for them.
-			admin.Close()
-		}
-		if err != nil {
-			// Deadline passed with requests still running: cut them off
-			// rather than hang the rollout.
-			s.cutOff.Store(true)
-			srv.Close()
-			return fmt.Errorf("in-flight requests cut off: %w", err)
-		}
-		return nil
-	})
+	if srv != nil {
+		step("drain", s.o.ShutdownTimeout, func(ctx context.Context) error {
+			// Stop accepting, then give the connections accepted just before a
+			// moment to send their requests, which Shutdown would drop. Those
+			// still silent at the end of that wait sent no request to drain:
+			// they are closed, or Shutdown, which counts a silent connection as
+			// busy until it is 5 s old, would wait for them to the deadline and
+			// report requests cut off when none were (a drain shorter than 5 s).
+			// The wait ends a little before the deadline, so that Shutdown sees
+			// their goroutines end.
+			ln.Close()
+			settleCtx, cancel := context.WithTimeout(ctx, s.o.ShutdownTimeout-settleReserve(s.o.ShutdownTimeout))
+			s.fresh.settle(settleCtx, newConnGrace)
+			cancel()
+			s.fresh.closeSilent()
+			err := srv.Shutdown(ctx)
+			if admin != nil {
+				// pprof profiles can run for 30 s; do not wait for them.
+				admin.Close()
+			}
+			if err != nil {
+				// Deadline passed with requests still running: cut them off
+				// rather than hang the rollout.
+				s.cutOff.Store(true)
+				srv.Close()
+				return fmt.Errorf("in-flight requests cut off: %w", err)
+			}
+			return nil
+		})
+	}
 	for i, h := range hooks {
 		step(fmt.Sprintf("on-shutdown hook %d", i+1), s.o.ShutdownTimeout, h)
 	}

@@ -14,6 +14,11 @@
 //  4. flush telemetry, so the spans of the last requests are exported,
 //     within what is left of the stop's deadline, at least FlushFloor.
 //
+// A start that fails (a listener that cannot be bound, a start-up step that
+// errs) stops the same way once the server exists, so the hooks still close
+// what the wiring opened; one that never served skips the wait after
+// deregistering and the drain.
+//
 // Readiness turns 503 as soon as shutdown starts, so a load balancer that
 // probes /readyz stops routing here even before deregistration propagates.
 package server
