@@ -4,6 +4,7 @@ package order
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -87,6 +88,7 @@ func New(id, userID string, req []Requested, products map[string]catalog.Product
 	seen := make(map[string]int, len(req))
 	var total int64
 	var currency string
+	overflow := false
 	for i, r := range req {
 		field := fmt.Sprintf("items[%d]", i)
 		if r.Quantity < MinQuantity || r.Quantity > MaxQuantity {
@@ -113,7 +115,13 @@ func New(id, userID string, req []Requested, products map[string]catalog.Product
 			continue
 		}
 		lines = append(lines, Line{SKU: p.SKU, Name: p.Name, Quantity: r.Quantity, UnitPriceCents: p.PriceCents})
-		total += p.PriceCents * int64(r.Quantity)
+		var fits bool
+		if total, fits = addLine(total, p.PriceCents, r.Quantity); !fits {
+			overflow = true
+		}
+	}
+	if overflow {
+		verr.add("items", "the order's total is more than %d minor units of its currency", int64(math.MaxInt64))
 	}
 	if len(verr.Fields) > 0 {
 		return nil, verr
@@ -125,6 +133,27 @@ func New(id, userID string, req []Requested, products map[string]catalog.Product
 	}
 	o.record(Created{Order: o.Snapshot()})
 	return o, nil
+}
+
+// addLine adds quantity × price to total, or reports false when either
+// overflows int64. Prices come from the catalogue, bounded only by its
+// column type, so a large enough one wrapped the total into a negative
+// amount, which order.created then asked payment to charge. A quantity out
+// of bounds is reported elsewhere; it adds nothing here. Prices are positive
+// (the products table checks it).
+func addLine(total, priceCents int64, quantity int) (int64, bool) {
+	if quantity < MinQuantity || quantity > MaxQuantity {
+		return total, true
+	}
+	q := int64(quantity)
+	if priceCents > math.MaxInt64/q {
+		return total, false
+	}
+	line := priceCents * q
+	if total > math.MaxInt64-line {
+		return total, false
+	}
+	return total + line, true
 }
 
 // maxEcho is the most of a client's value a field error quotes.

@@ -2,6 +2,7 @@ package order_test
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -228,5 +229,35 @@ func TestUnknownSKUIsNotEchoedWhole(t *testing.T) {
 	}
 	if d := verr.Fields[1].Detail; d != `unknown product "NOPE"` {
 		t.Errorf("short unknown SKU: detail %q, want it named whole", d)
+	}
+}
+
+// TestTotalThatOverflowsIsRefused: quantity × price and the sum of the
+// lines are int64 cents. A catalogue price big enough (a migration adding a
+// product priced in a currency of tiny units, or a typo of a few digits)
+// wrapped the total past math.MaxInt64 into a negative amount, which
+// order.created then asked payment to charge.
+func TestTotalThatOverflowsIsRefused(t *testing.T) {
+	huge := catalog.Index([]catalog.Product{
+		{SKU: "BIG-1", Name: "Big", PriceCents: math.MaxInt64 / 60, Currency: "EUR"},
+		{SKU: "BIG-2", Name: "Big too", PriceCents: math.MaxInt64 / 60, Currency: "EUR"},
+	})
+	for _, req := range [][]order.Requested{
+		{{SKU: "BIG-1", Quantity: 100}},                              // one line's product overflows
+		{{SKU: "BIG-1", Quantity: 40}, {SKU: "BIG-2", Quantity: 40}}, // each line fits, their sum does not
+	} {
+		o, err := order.New("o", "u", req, huge, now)
+		var verr *order.ValidationError
+		if !errors.As(err, &verr) {
+			t.Fatalf("%v: total %d, err %v; want a *ValidationError", req, o.TotalCents(), err)
+		}
+		if len(verr.Fields) != 1 || verr.Fields[0].Field != "items" {
+			t.Errorf("%v: fields %+v, want one naming items", req, verr.Fields)
+		}
+	}
+	// The largest total that fits is still an order.
+	o, err := order.New("o", "u", []order.Requested{{SKU: "BIG-1", Quantity: 60}}, huge, now)
+	if err != nil || o.TotalCents() != 60*(math.MaxInt64/60) {
+		t.Fatalf("60 × MaxInt64/60: %v", err)
 	}
 }
