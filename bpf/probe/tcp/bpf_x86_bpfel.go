@@ -18,6 +18,7 @@ type BpfOwner struct {
 	Tgid        uint32
 	Established uint16
 	Retrans     uint16
+	Start       uint64
 }
 
 type BpfTcpStats struct {
@@ -27,6 +28,7 @@ type BpfTcpStats struct {
 	Closed  uint64
 	Failed  uint64
 	Retrans uint64
+	Start   uint64
 }
 
 // Names of all BPF objects in the ELF.

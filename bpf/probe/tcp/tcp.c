@@ -43,10 +43,14 @@
 struct owner {
 	__u32 tgid;
 	__u16 established;
-	// The low 16 bits of the socket's total_retrans when its retransmits were last counted. 16 bits keep the entry
-	// at 8 bytes (owners is preallocated); the difference of two readings is exact modulo 2^16, and one retransmit
-	// is at most one GSO packet (64 KiB, a few thousand segments at the smallest MSS).
+	// The low 16 bits of the socket's total_retrans when its retransmits were last counted. 16 bits keep tgid,
+	// established and retrans in 8 bytes (owners is preallocated); the difference of two readings is exact modulo
+	// 2^16, and one retransmit is at most one GSO packet (64 KiB, a few thousand segments at the smallest MSS).
 	__u16 retrans;
+	// The owner's start time (its tcp entry's start): tgid names the owner only while it lives. A connection can
+	// outlive the process that opened it (its socket passed on, inherited, or held by a child), and a new process
+	// may get the pid: its entry has another start, so the old connection's events are not counted into it.
+	__u64 start;
 };
 
 struct tcp_stats {
@@ -55,6 +59,7 @@ struct tcp_stats {
 	__u64 closed;   // an opened connection reached CLOSE
 	__u64 failed;   // a connect() that never reached ESTABLISHED
 	__u64 retrans;  // retransmitted segments
+	__u64 start;    // the process's start time (task_struct.start_time of its group leader): which process holds the pid
 };
 
 struct {
@@ -125,13 +130,34 @@ static __always_inline __u16 total_retrans(const struct sock *sk) {
 	return BPF_CORE_READ((const struct tcp_sock *)sk, total_retrans);
 }
 
+// process_start is the current process's start time, which tells two processes that had the same pid apart (the
+// group leader's: a thread that execs takes its leader's start time, so an exec keeps it).
+static __always_inline __u64 process_start(void) {
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	return BPF_CORE_READ(task, group_leader, start_time);
+}
+
+// stats_for is the current process's entry in tcp, made if it has none (only in process context: the entry is the
+// running process's). The start time is read only then, so a process's later connections pay nothing for it.
 static __always_inline struct tcp_stats *stats_for(__u32 tgid) {
 	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
 	if (s)
 		return s;
-	struct tcp_stats zero = {};
+	struct tcp_stats zero = {.start = process_start()};
 	bpf_map_update_elem(&tcp, &tgid, &zero, BPF_NOEXIST);
 	return bpf_map_lookup_elem(&tcp, &tgid);
+}
+
+// owner_of makes the owner of a socket the current process opened or accepted, s its entry (none: no room).
+static __always_inline struct owner owner_of(__u32 tgid, struct tcp_stats *s, __u16 established, const struct sock *sk) {
+	return (struct owner){.tgid = tgid, .established = established, .retrans = total_retrans(sk), .start = s ? s->start : process_start()};
+}
+
+// stats_of is the entry of the process that owns a socket (tgid, start), for the events that run anywhere (softirq,
+// another process holding the socket): none when the owner has exited, including when a new process has its pid.
+static __always_inline struct tcp_stats *stats_of(__u32 tgid, __u64 start) {
+	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
+	return s && s->start == start ? s : 0;
 }
 
 // dropped says whether the events of a socket in this established state whose process has no entry in tcp are
@@ -150,7 +176,8 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// softirq, where an entry made for the owner could be one of a process that has exited). The second run of
 		// this change finds the entry and writes the same owner.
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-		struct owner o = {.tgid = tgid, .established = stats_for(tgid) ? 0 : CONNECT_DROPPED, .retrans = total_retrans(sock)};
+		struct tcp_stats *s = stats_for(tgid);
+		struct owner o = owner_of(tgid, s, s ? 0 : CONNECT_DROPPED, sock);
 		bpf_map_update_elem(&owners, &sk, &o, BPF_ANY);
 		return 0;
 	}
@@ -165,7 +192,7 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// The entry was made at SYN_SENT: none now means the owner has exited (its socket outlives it in another
 		// process), or found no room then and has not since. Only the second is a drop; either way the connection
 		// is open from here, so that its close is not taken for a failed connect.
-		struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid);
+		struct tcp_stats *s = stats_of(o->tgid, o->start);
 		if (s) {
 			o->established = OPEN_COUNTED;
 			__sync_fetch_and_add(&s->active, 1);
@@ -181,6 +208,7 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		__u32 tgid = o->tgid;
 		__u32 established = o->established;
 		__u16 retrans = o->retrans;
+		__u64 start = o->start;
 		// Only the run (or accept_ret) whose delete succeeds counts the close.
 		if (bpf_map_delete_elem(&owners, &sk))
 			return 0;
@@ -191,9 +219,9 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		__u16 late = total_retrans(sock) - retrans;
 		// The owner has an entry (its SYN_SENT or its accept made it) unless it has exited (process_exit deleted
 		// it; its sockets close after that): the close is not counted then, so the entry is not made again for a
-		// process that may get the pid next. The close of a connection whose open or connect was dropped is dropped
-		// too, unless its process has found room since.
-		struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &tgid);
+		// process that may get the pid next (nor counted into that process's entry). The close of a connection whose
+		// open or connect was dropped is dropped too, unless its process has found room since.
+		struct tcp_stats *s = stats_of(tgid, start);
 		if (!s) {
 			if (dropped(established))
 				tcp_drop_n(1 + late);
@@ -263,7 +291,7 @@ int accept_ret(struct pt_regs *ctx) {
 	struct tcp_stats *s = stats_for(tgid);
 	// A passive socket starts with the SYN-ACKs its listener retransmitted (tcp_retransmit_synack, not counted here):
 	// only what it retransmits from now on is the owner's.
-	struct owner o = {.tgid = tgid, .established = s ? OPEN_COUNTED : OPEN_DROPPED, .retrans = total_retrans((struct sock *)key)};
+	struct owner o = owner_of(tgid, s, s ? OPEN_COUNTED : OPEN_DROPPED, (struct sock *)key);
 	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
 	if (s)
 		__sync_fetch_and_add(&s->passive, 1);
@@ -295,7 +323,7 @@ int BPF_PROG(retransmit, const struct sock *sock, const struct sk_buff *skb) {
 	if (!segs)
 		return 0; // a failed attempt
 	o->retrans = now;
-	struct tcp_stats *s = bpf_map_lookup_elem(&tcp, &o->tgid); // as a close: none after the owner exited
+	struct tcp_stats *s = stats_of(o->tgid, o->start); // as a close: none after the owner exited
 	if (s)
 		__sync_fetch_and_add(&s->retrans, segs);
 	else if (dropped(o->established))
