@@ -36,14 +36,18 @@ func statusKB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("rss of %d: no %s line", pid, field)
 }
 
-// Memory is the resident memory of this process (embedded servers, and the
-// parts it hosts) and of each child process (-processes), and their sum.
+// Memory is the resident memory of this process (the embedded servers, unless
+// -native, and the parts it hosts, unless -processes) and of each child
+// process (-processes), and their sum.
 type Memory struct {
 	Self     int64
 	Children map[string]int64 // parts running as child processes
 	Total    int64
 	Anon     int64 // anonymous memory (heaps, stacks) of all of them
 	SelfAnon int64
+	// Embedded says whether the servers run in this process. Under -native they are the scripts/deps.sh servers,
+	// other processes, and the figures leave them out: a reader comparing runs must be told which it is.
+	Embedded bool
 }
 
 // Measure sums the RSS of this process and of the parts' child processes;
@@ -59,6 +63,7 @@ func (p *Platform) Measure() (Memory, error) {
 		return Memory{}, err
 	}
 	m.Total, m.Anon, m.Children = m.Self, m.SelfAnon, map[string]int64{}
+	m.Embedded = p.Infra != nil
 	for name, pid := range p.Pids() {
 		if pid == self || pid == 0 {
 			continue
@@ -79,19 +84,35 @@ func (p *Platform) Measure() (Memory, error) {
 }
 
 func (m Memory) String() string {
-	if len(m.Children) == 0 {
-		return fmt.Sprintf("%.0f MB RSS, one process (the five parts and the embedded servers, if any); %.0f MB of it anonymous (heaps, stacks), the rest mapped executable pages",
-			mb(m.Total), mb(m.Anon))
+	const anon = "; %.0f MB of it anonymous (heaps, stacks), the rest mapped executable pages"
+	// Under -native the servers are other processes: the figures leave them out, and say so.
+	notCounted := ", not counting the scripts/deps.sh servers"
+	if m.Embedded {
+		notCounted = ""
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%.0f MB total (shanhai + embedded servers %.0f MB", mb(m.Total), mb(m.Self))
+	if len(m.Children) == 0 {
+		held := "the five parts"
+		if m.Embedded {
+			held += " and the embedded servers"
+		}
+		return fmt.Sprintf("%.0f MB RSS, one process (%s)%s"+anon, mb(m.Total), held, notCounted, mb(m.Anon))
+	}
+	// With -processes this process hosts no part: under -native nothing but what starts and watches them.
+	self := fmt.Sprintf("shanhai with the embedded servers %.0f MB", mb(m.Self))
+	if !m.Embedded {
+		self = fmt.Sprintf("shanhai %.0f MB: it only starts and watches the parts", mb(m.Self))
+	}
+	var children []string
 	for _, name := range Names {
 		if r, ok := m.Children[name]; ok {
-			fmt.Fprintf(&b, ", %s %.0f", name, mb(r))
+			children = append(children, fmt.Sprintf("%s %.0f", name, mb(r)))
 		}
 	}
-	fmt.Fprintf(&b, "); %.0f MB of it anonymous (heaps, stacks), the rest mapped executable pages", mb(m.Anon))
-	return b.String()
+	sep := ", "
+	if !m.Embedded {
+		sep = "; "
+	}
+	return fmt.Sprintf("%.0f MB total (%s%s%s)%s"+anon, mb(m.Total), self, sep, strings.Join(children, ", "), notCounted, mb(m.Anon))
 }
 
 func mb(n int64) float64 { return float64(n) / (1 << 20) }
