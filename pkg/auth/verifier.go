@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
 // Claims are the verified facts of an access token.
@@ -80,22 +83,34 @@ type keySet struct {
 // NewVerifier verifies against the JWKS served at jwksURL. Nothing is fetched
 // until the first Verify (or Ready), so the caller may start before the user
 // service does.
+//
+// Its errors, which /readyz logs and every request a failed fetch fails
+// carries, name jwksURL as redact.URL shows it: it may hold a password or a
+// token in its query (a proxy in front of the user service).
 func NewVerifier(jwksURL string, o VerifierOptions) *Verifier {
 	o = o.withDefaults()
 	client := o.HTTPClient
+	shown := redact.URL(jwksURL)
 	return newVerifier(o, func(ctx context.Context) ([]byte, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, jwksURL, nil)
 		if err != nil {
-			return nil, err
+			return nil, redact.Error("JWKS_URL", jwksURL, err)
 		}
 		req.Header.Set("Accept", "application/json")
 		resp, err := client.Do(req)
 		if err != nil {
-			return nil, err
+			// net/http's *url.Error quotes the URL with only the password
+			// of the user info it read hidden: the query stays, and so
+			// does a password url.Parse misread as the host. Keep its
+			// cause (a timeout stays a timeout) under the redacted URL.
+			if ue := (*url.Error)(nil); errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, fmt.Errorf("GET %s: %w", shown, err)
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return nil, fmt.Errorf("GET %s: status %d", jwksURL, resp.StatusCode)
+			return nil, fmt.Errorf("GET %s: status %d", shown, resp.StatusCode)
 		}
 		// A key set is a few hundred bytes; a cap keeps a broken or hostile
 		// endpoint from filling memory. One byte over tells a document that
@@ -103,7 +118,7 @@ func NewVerifier(jwksURL string, o VerifierOptions) *Verifier {
 		// fail as truncated JSON.
 		doc, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 		if err == nil && len(doc) > maxJWKSBytes {
-			return nil, fmt.Errorf("GET %s: key set larger than %d bytes", jwksURL, maxJWKSBytes)
+			return nil, fmt.Errorf("GET %s: key set larger than %d bytes", shown, maxJWKSBytes)
 		}
 		return doc, err
 	})
