@@ -11,6 +11,7 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
@@ -42,7 +43,8 @@ func open(t testing.TB, url string) *gorm.DB {
 	t.Helper()
 	db, err := database.Open(url)
 	if err != nil {
-		t.Fatalf("open %s: %v", url, err)
+		// CI logs keep the message: the URL without its password.
+		t.Fatalf("open %s: %v", redact.URL(url), err)
 	}
 	t.Cleanup(func() {
 		if sqlDB, err := db.DB(); err == nil {
