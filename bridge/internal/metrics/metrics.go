@@ -1,7 +1,7 @@
 // Package metrics declares the bridge's instruments once, through the OTel
 // meter that pkg/telemetry exports as Prometheus /metrics:
 //
-//	bridge_messages_total{leg,result}        result: ok, dlq, retry, skipped, duplicate (leg B: Pulsar's dedup dropped it)
+//	bridge_messages_total{leg,result}        result: ok, dlq, retry, skipped, duplicate (the sink's dedup dropped it: JetStream's for leg A, Pulsar's for leg B)
 //	bridge_inflight{leg}                     unconfirmed messages
 //	bridge_consumer_lag{topic,partition}     Kafka high watermark minus the first offset JetStream has not confirmed
 //	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack
