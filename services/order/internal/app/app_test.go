@@ -164,3 +164,41 @@ func TestListOrdersPages(t *testing.T) {
 		t.Fatalf("pages = %v", got)
 	}
 }
+
+// forgetOnConflict is memoryOrders whose housekeeping forgets a key between
+// a create finding it held and the read of its replay: the key was past its
+// retention, and the two statements are not one transaction.
+type forgetOnConflict struct{ *memoryOrders }
+
+func (f forgetOnConflict) Create(ctx context.Context, o *order.Order, r order.Replay) error {
+	err := f.memoryOrders.Create(ctx, o, r)
+	if errors.Is(err, order.ErrDuplicateKey) {
+		f.mu.Lock()
+		delete(f.replays, [2]string{r.UserID, r.Key})
+		f.mu.Unlock()
+	}
+	return err
+}
+
+// TestKeyForgottenMidRequestIsANewOrder: a retry that meets its key just
+// as housekeeping forgets it (24 h after the first request) failed with
+// "idempotency key vanished after a conflict", a 500. Past retention a
+// retry is a new order (README), so it now makes one, as it would have a
+// moment later.
+func TestKeyForgottenMidRequestIsANewOrder(t *testing.T) {
+	_, repo := newApp(t)
+	a := app.New(app.Deps{
+		Orders:  forgetOnConflict{repo},
+		Catalog: staticCatalog{{SKU: "TEA-1", Name: "Tea", PriceCents: 1250, Currency: "EUR"}},
+		NewID:   func() string { return fmt.Sprintf("o%03d", len(repo.ids)+1) },
+		Render:  func(s order.Snapshot) ([]byte, error) { return json.Marshal(map[string]any{"id": s.ID}) },
+	})
+	first := create(t, a, "alice", "k", 1)
+	res, err := a.CreateOrder.Handle(context.Background(), app.CreateOrder{UserID: "alice", IdempotencyKey: "k", Items: []order.Requested{{SKU: "TEA-1", Quantity: 1}}})
+	if err != nil {
+		t.Fatalf("retry as its key is forgotten: %v", err)
+	}
+	if res.Replayed || res.StatusCode != http.StatusCreated || string(res.Body) == string(first.Body) || len(repo.orders) != 2 {
+		t.Fatalf("retry = %+v with %d orders; want a second order", res, len(repo.orders))
+	}
+}

@@ -59,13 +59,22 @@ func (h CreateOrderHandler) Handle(ctx context.Context, cmd CreateOrder) (Create
 		return CreateOrderResult{}, fmt.Errorf("create order: render: %w", err)
 	}
 	r := order.Replay{UserID: cmd.UserID, Key: cmd.IdempotencyKey, RequestHash: hash, StatusCode: http.StatusCreated, Body: body}
-	err = h.d.Orders.Create(ctx, o, r)
-	if errors.Is(err, order.ErrDuplicateKey) {
-		res, ok, rerr := h.replay(ctx, cmd, hash)
-		if rerr == nil && !ok {
-			rerr = fmt.Errorf("create order: idempotency key %q vanished after a conflict", cmd.IdempotencyKey)
+	// Two attempts: a key found held and then not found was forgotten in
+	// between (housekeeping, past its retention), and past retention a
+	// retry is a new order, so the second attempt stores it. A key held
+	// again then is another request's, which the replay answers.
+	for attempt := 1; ; attempt++ {
+		err = h.d.Orders.Create(ctx, o, r)
+		if !errors.Is(err, order.ErrDuplicateKey) {
+			break
 		}
-		return res, rerr
+		res, ok, rerr := h.replay(ctx, cmd, hash)
+		if rerr != nil || ok {
+			return res, rerr
+		}
+		if attempt == 2 {
+			return CreateOrderResult{}, fmt.Errorf("create order: idempotency key %q vanished after a conflict twice", cmd.IdempotencyKey)
+		}
 	}
 	if err != nil {
 		return CreateOrderResult{}, fmt.Errorf("create order: %w", err)
