@@ -78,6 +78,7 @@ type partition struct {
 type rejection struct {
 	n           int
 	err         error
+	lettered    bool  // written to the DLQ by an earlier session of the generation: not sent again (feed)
 	overtakenBy int64 // a later offset JetStream stored after refusing this one, 0 if none
 	refusal     error // that refusal
 }
@@ -312,10 +313,18 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 		p.hwm.Store(m.HighWaterMark)
 		l.o.Metrics.Lag(p.route.Topic, p.id, max(m.HighWaterMark-s.tracker.Position(), 0))
 
+		if p.lettered(m.Offset) {
+			// A record is dead-lettered when it is fetched, while earlier offsets may still wait for JetStream; when
+			// one of those failed, the next session met the record again and wrote a second letter (and counted it
+			// twice), once for every session that failed behind it.
+			s.tracker.Done(m.Offset)
+			continue
+		}
 		if letter, bad := p.poison(m); bad {
 			if err := l.o.DLQ.Send(ctx, letter); err != nil {
 				return err
 			}
+			p.letter(m.Offset)
 			l.o.Metrics.DLQ(metrics.LegA, letter.Reason)
 			l.o.Logger.Warn("leg A dead letter", "topic", p.route.Topic, "partition", p.id, "offset", m.Offset, "reason", letter.Reason, "detail", letter.Detail)
 			s.tracker.Done(m.Offset)
@@ -535,6 +544,26 @@ func (p *partition) watchOvertaking(gctx context.Context, pd *pending, refused [
 func refusal(err error) bool {
 	var api *jetstream.APIError
 	return errors.As(err, &api) || errors.Is(err, jetstream.ErrNoStreamResponse)
+}
+
+// letter records that offset is in the DLQ. The entry goes with the generation's commit past it (forgetRejects), after
+// which no session of the generation reads the offset again.
+func (p *partition) letter(offset int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rejects == nil {
+		p.rejects = map[int64]rejection{}
+	}
+	r := p.rejects[offset]
+	r.lettered = true
+	p.rejects[offset] = r
+}
+
+// lettered reports whether an earlier session of the generation wrote offset to the DLQ.
+func (p *partition) lettered(offset int64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rejects[offset].lettered
 }
 
 func (p *partition) reject(offset int64, err error) {
