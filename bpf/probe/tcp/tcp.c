@@ -2,7 +2,8 @@
 
 // TCP connection lifecycle per process, from tracepoints and one uprobe (no kprobes on this kernel):
 //   - active open: sock:inet_sock_set_state to SYN_SENT runs in the connecting process, so the socket's owner is
-//     remembered there, and its entry in tcp made there, and the open counted when it reaches ESTABLISHED;
+//     remembered there, and its entry in tcp made there, and the open counted when it reaches ESTABLISHED (from
+//     SYN_SENT, or from SYN_RECV after a simultaneous open);
 //   - passive open: the handshake completes in softirq (whatever process happens to run), so the owner is taken when
 //     the target's internal/poll.(*FD).Accept returns, in the accepting process (accept_ret, a uprobe attached per
 //     target binary at that function's exits). Not a syscalls:sys_exit_accept{,4} tracepoint: registering any
@@ -184,7 +185,10 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
 	if (!o)
 		return 0;
-	if (ns == TCP_ESTABLISHED && oldstate == TCP_SYN_SENT) {
+	// A connect reaches ESTABLISHED from SYN_SENT, or from SYN_RECV after a simultaneous open (both ends sent a SYN:
+	// NAT hole punching, a socket connected to its own address); either is the connect's open. A passive socket also
+	// passes SYN_RECV to ESTABLISHED, but its owner, if it has one yet, was made by accept_ret with the open counted.
+	if (ns == TCP_ESTABLISHED && (oldstate == TCP_SYN_SENT || oldstate == TCP_SYN_RECV)) {
 		// The two runs of one change are never concurrent (one after the other on this CPU; the socket's lock keeps
 		// its other changes out), so a plain check-and-set is enough to count the open once.
 		if (o->established == OPEN_COUNTED || o->established == OPEN_DROPPED)
