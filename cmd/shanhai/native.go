@@ -132,11 +132,38 @@ func parseWhole(s string) (*url.URL, bool) {
 	return u, true
 }
 
+// misreadUserInfo reports a DATABASE_URL whose password pgx cannot read, so
+// that dialling it could only fail naming part of the password: more than
+// one '@' (url.Parse takes the last as the end of the user info and pgx
+// another, and pgx's error names the host it read), or one in the path with
+// no user info before it, where an unencoded '/' in the password ended the
+// authority early. pgx then takes the password's first part for the host
+// and port and the rest for the database name, which its connect error
+// quotes (postgres://bob:12/pw@db/x: database "pw@db/x"). pkg/database
+// refuses both the same way, so the services would refuse it later anyway.
+// An unencoded '#' or '?' is left to pgx, which reads it as part of the
+// password.
+func misreadUserInfo(base string) bool {
+	switch strings.Count(base, "@") {
+	case 0:
+		return false
+	case 1:
+		u, err := url.Parse(base)
+		return err == nil && u.User == nil && strings.Contains(u.EscapedPath(), "@")
+	default:
+		return true
+	}
+}
+
 // postgresAnswerLimit bounds ServiceDatabases: seconds above a loaded
 // server's answer, far below a wait someone would sit through.
 const postgresAnswerLimit = 10 * time.Second
 
 func serviceDatabases(ctx context.Context, base string, services ...string) (map[string]string, error) {
+	if misreadUserInfo(base) {
+		return nil, fmt.Errorf("DATABASE_URL %s: an '@' that does not end the user info: percent-encode any "+
+			"@, /, ?, # or : in the user name or password, and an @ in parameters (%%40)", redact.URL(base))
+	}
 	admin, err := sql.Open("pgx", base)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: %w", err)

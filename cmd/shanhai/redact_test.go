@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/shanhai-dev/shanhai/pkg/freeport"
+	"github.com/shanhai-dev/shanhai/pkg/redact"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
@@ -135,5 +136,26 @@ func TestServiceDatabasesSilentServerShowsNoPassword(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "2024") || strings.Contains(err.Error(), secret) {
 		t.Errorf("ServiceDatabases error = %q shows part of the password", err)
+	}
+}
+
+// TestServiceDatabasesMisreadPasswordIsRefused: a password with an
+// unencoded / (postgres://bob:98/pw@db/x) ends the authority early:
+// url.Parse and pgx read host bob, port 98 and the database "pw@db/x", and
+// the connect error named that database, the rest of the password; one
+// with an unencoded @ is cut at another @ by pgx than by url.Parse. Such a
+// URL is refused, as pkg/database refuses it, before anything is dialled.
+func TestServiceDatabasesMisreadPasswordIsRefused(t *testing.T) {
+	for _, base := range []string{
+		"postgres://bob:98/" + secret + "@127.0.0.1:1/shanhai",
+		"postgres://bob:98@" + secret + "@127.0.0.1:1/shanhai",
+	} {
+		_, err := ServiceDatabases(context.Background(), base, "user")
+		if err == nil {
+			t.Fatalf("ServiceDatabases took %s", redact.URL(base))
+		}
+		if msg := err.Error(); strings.Contains(msg, secret) || strings.Contains(msg, "98") {
+			t.Errorf("ServiceDatabases error = %q shows part of the password", msg)
+		}
 	}
 }
