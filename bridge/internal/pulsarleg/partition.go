@@ -41,13 +41,23 @@ type partition struct {
 	cluster string
 	looked  bool
 	rejects map[int64]rejection // only the session goroutines of this partition, one session at a time
-	acked   streamPos           // the last message of this partition acked in this generation (zero: none yet)
+	// lettered are the stream messages this generation wrote to the DLQ and has not acked yet (deadLetter): a session
+	// that failed behind a dead letter is followed by one that reads it again from the ack floor.
+	lettered map[letterKey]struct{}
+	acked    streamPos // the last message of this partition acked in this generation (zero: none yet)
 	// counted is the highest offset up to which bridge_stream_lost_total has counted this generation's losses (-1:
 	// none). Each session reads again from the ack floor, and the gap behind a lost range was counted by every session
 	// that read the message after it; offsets at or below counted are not counted again. Only feed uses it, one
 	// session at a time.
 	counted int64
 	mu      sync.Mutex
+}
+
+// letterKey names one stored message: its stream sequence, and when it was stored, so that a stream deleted and created
+// again, whose sequences start over, does not pass for the old one.
+type letterKey struct {
+	seq uint64
+	at  int64 // UnixNano
 }
 
 // streamPos is where a message of the partition is: its stream sequence and Kafka offset.
@@ -569,14 +579,18 @@ func (s *bsession) ack() {
 // partition (the topic's old subject) or without leg A's metadata says nothing about this partition's offsets.
 func (p *partition) acknowledged(m jetstream.Msg) {
 	h := m.Headers()
+	meta, merr := m.Metadata()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if merr == nil {
+		// AckAll: nothing at or below it is read again (after a recreation stale entries go once the sequence passes them).
+		maps.DeleteFunc(p.lettered, func(k letterKey, _ struct{}) bool { return k.seq <= meta.Sequence.Stream })
+	}
 	acked, err := strconv.ParseInt(h.Get(kafkaleg.HeaderOffset), 10, 64)
 	if err != nil || h.Get(kafkaleg.HeaderTopic) != p.route.Topic || h.Get(kafkaleg.HeaderPartition) != strconv.Itoa(p.id) {
 		return
 	}
-	meta, err := m.Metadata()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if err == nil {
+	if merr == nil {
 		p.acked = streamPos{seq: meta.Sequence.Stream, offset: acked}
 	}
 	maps.DeleteFunc(p.rejects, func(offset int64, _ rejection) bool { return offset <= acked })
@@ -636,15 +650,36 @@ func (p *partition) holds(ctx context.Context, pos streamPos) (bool, error) {
 		h.Get(kafkaleg.HeaderOffset) == strconv.FormatInt(pos.offset, 10), nil
 }
 
-// deadLetter sends msg to the DLQ; offset is -1 when the message has none.
+// deadLetter sends msg to the DLQ; offset is -1 when the message has none. A message this generation already wrote there
+// is not sent again: a dead letter is written while earlier sends may still wait for Pulsar, and when one of those
+// failed, the next session read the message again from the ack floor and wrote a second letter (counted twice).
 func (p *partition) deadLetter(ctx context.Context, msg jetstream.Msg, offset int64, reason, detail string) error {
 	l := p.leg
+	var key letterKey
+	meta, err := msg.Metadata()
+	if err == nil {
+		key = letterKey{seq: meta.Sequence.Stream, at: meta.Timestamp.UnixNano()}
+		p.mu.Lock()
+		_, done := p.lettered[key]
+		p.mu.Unlock()
+		if done {
+			return nil
+		}
+	}
 	own, bridge := letterHeaders(msg.Headers())
 	// The letter is for replay into Kafka: the record's own key bytes, so that it lands on the partition the original did.
 	letter := dlq.Letter{Leg: metrics.LegB, Reason: reason, Detail: detail, Topic: p.route.Topic, Partition: p.id,
 		Offset: offset, Key: kafkaleg.RecordKey(msg.Headers()), Value: msg.Data(), Headers: own, Bridge: bridge}
 	if err := l.o.DLQ.Send(ctx, letter); err != nil {
 		return err
+	}
+	if key.seq != 0 {
+		p.mu.Lock()
+		if p.lettered == nil {
+			p.lettered = map[letterKey]struct{}{}
+		}
+		p.lettered[key] = struct{}{}
+		p.mu.Unlock()
 	}
 	l.o.Metrics.DLQ(metrics.LegB, letter.Reason)
 	l.o.Logger.Warn("leg B dead letter", "topic", p.route.Topic, "partition", p.id, "offset", offset, "reason", reason, "detail", detail)
