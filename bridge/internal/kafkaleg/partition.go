@@ -610,8 +610,15 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	if reason == "" {
 		return dlq.Letter{}, false
 	}
+	// The record's timestamp and cluster as leg A would have carried them (HeaderTimestamp, HeaderCluster), under the
+	// names a leg B letter has them (dlq.HeaderBridgePrefix): the letter itself is written at the time it is
+	// dead-lettered, and without them a replay after the source topic's retention could not give the record its time.
+	bridge := []kafka.Header{{Key: HeaderTimestamp, Value: strconv.AppendInt(nil, m.Time.UnixMilli(), 10)}}
+	if p.cluster != "" {
+		bridge = append(bridge, kafka.Header{Key: HeaderCluster, Value: []byte(p.cluster)})
+	}
 	return dlq.Letter{Leg: metrics.LegA, Reason: reason, Detail: detail, Topic: m.Topic, Partition: m.Partition,
-		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: m.Headers}, true
+		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: m.Headers, Bridge: bridge}, true
 }
 
 // carriedSize is at least what NATS counts against max_payload (header section and data) for m as build publishes it,
