@@ -62,6 +62,11 @@ func (c *Config) Validate() error {
 	if err != nil {
 		bad("BRIDGE_TOPICS", err.Error())
 	}
+	if err := mapping.CheckTopic(c.DLQTopic); err != nil {
+		// Accepted, the bridge started and held the partition of its first poison message for good: the DLQ writer
+		// retries a write Kafka never takes.
+		bad("BRIDGE_DLQ_TOPIC", err.Error())
+	}
 	for _, r := range routes {
 		if r.Topic == c.DLQTopic {
 			bad("BRIDGE_DLQ_TOPIC", "must not be one of the carried topics")

@@ -42,3 +42,21 @@ func TestEveryBadVariableNamed(t *testing.T) {
 		}
 	}
 }
+
+// TestDLQTopicMustBeAKafkaTopic: BRIDGE_DLQ_TOPIC was only checked against the carried topics, so an empty or invalid
+// name was accepted, and the bridge started and held the partition of its first poison message for good, the DLQ
+// writer retrying a write Kafka could never take ("dead letter not written; retrying" forever).
+func TestDLQTopicMustBeAKafkaTopic(t *testing.T) {
+	for _, bad := range []string{"", "bad/dlq", "bad dlq", ".", strings.Repeat("d", 250)} {
+		t.Setenv("BRIDGE_DLQ_TOPIC", bad)
+		var c Config
+		if err := pkgconfig.Load(&c); err == nil || !strings.Contains(err.Error(), "BRIDGE_DLQ_TOPIC") {
+			t.Errorf("BRIDGE_DLQ_TOPIC=%q: Load error %v, want it named", bad, err)
+		}
+	}
+	t.Setenv("BRIDGE_DLQ_TOPIC", "shanhai.dlq-2_x")
+	var c Config
+	if err := pkgconfig.Load(&c); err != nil {
+		t.Errorf("a valid DLQ topic refused: %v", err)
+	}
+}

@@ -26,6 +26,15 @@ func (r Route) PartitionSubject(p int) string { return stream.PartitionSubject(r
 // Kafka allows [a-zA-Z0-9._-] up to 249 characters.
 var kafkaTopic = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
 
+// CheckTopic reports a name Kafka refuses as a topic: the bridge's own topics (the DLQ's) are checked at start, as
+// a write to such a topic fails every time and holds the partition whose letter it is.
+func CheckTopic(topic string) error {
+	if !kafkaTopic.MatchString(topic) || topic == "." || topic == ".." {
+		return fmt.Errorf("kafka topic %q: only [a-zA-Z0-9._-], 1-249 characters, and not \".\" or \"..\"", topic)
+	}
+	return nil
+}
+
 // Pulsar topic local names must not contain '/' or ':' and in practice stay
 // within this set; tenant/namespace parts follow the same rule.
 var pulsarName = regexp.MustCompile(`^[a-zA-Z0-9._=-]+$`)
@@ -59,11 +68,11 @@ func Routes(spec string, streamSubjects []string, namespace string) ([]Route, er
 			subject = topic
 		}
 		r := Route{Topic: topic, Subject: subject, PulsarTopic: "persistent://" + namespace + "/" + topic}
-		switch {
-		case !kafkaTopic.MatchString(topic) || topic == "." || topic == "..":
-			errs = append(errs, fmt.Errorf("kafka topic %q: only [a-zA-Z0-9._-], 1-249 characters", topic))
+		if err := CheckTopic(topic); err != nil {
+			errs = append(errs, err)
 			continue
-		case seen[topic]:
+		}
+		if seen[topic] {
 			errs = append(errs, fmt.Errorf("kafka topic %q listed twice", topic))
 			continue
 		}
