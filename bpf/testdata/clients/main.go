@@ -102,7 +102,8 @@ func main() {
 	}
 
 	if u := os.Getenv("REDIS_URL"); u != "" {
-		// The services' options (RESP3, CLIENT SETINFO, maintenance notifications in auto mode): each new connection's
+		// go-redis's default options (RESP3, CLIENT SETINFO, maintenance notifications in auto mode; the services turn
+		// the last two off in pkg/redisurl, a program using the defaults does not): each new connection's
 		// handshake runs its own commands through _process and processPipeline inside the application's first call,
 		// and Redis 7.0 rejects some of them. Only the application's calls below may be counted.
 		opt, err := redis.ParseURL(u)
