@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -63,9 +64,11 @@ func NativeServers(ctx context.Context, root string) (map[string]string, error) 
 // checkServers dials each server env names. deps.sh env prints the
 // addresses whether or not anything listens there, and a part whose server
 // is down retries and never gets ready, so without this the run would wait
-// for it instead of saying what to do.
+// for it instead of saying what to do. A URL that cannot be read as written
+// (one url.Parse refuses, or whose password has an unencoded #, /, ? or @)
+// is refused as such, undialled: its server may well be up.
 func checkServers(env map[string]string) error {
-	var down []string
+	var down, misread []string
 	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "ETCD_ENDPOINTS", "NATS_URL", "KAFKA_BROKERS", "PULSAR_URL", "PULSAR_ADMIN_URL"} {
 		v := env[name]
 		if v == "" {
@@ -74,8 +77,15 @@ func checkServers(env map[string]string) error {
 		addr, _, _ := strings.Cut(v, ",") // ETCD_ENDPOINTS and KAFKA_BROKERS are lists
 		if u, ok := parseWhole(addr); ok {
 			addr = u.Host
+		} else if strings.Contains(addr, "://") {
+			// A URL that does not parse, or whose password has an
+			// unencoded #, /, ? or @: no dial can say anything about its
+			// server, and "nothing answers" sent its user to servers that
+			// were up. The URL is what to fix.
+			misread = append(misread, fmt.Sprintf("%s (%s)", name, redact.URL(addr)))
+			continue
 		} else {
-			addr = redact.URL(addr) // named in the refusal below
+			addr = redact.URL(addr) // a host:port list, or user info with no scheme: named in the refusal below
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err != nil {
@@ -84,11 +94,16 @@ func checkServers(env map[string]string) error {
 		}
 		_ = c.Close()
 	}
-	if len(down) > 0 {
-		return fmt.Errorf("nothing answers at %s: start the servers with make deps-up (make deps-status shows them)",
-			strings.Join(down, ", "))
+	var errs []error
+	if len(misread) > 0 {
+		errs = append(errs, fmt.Errorf("%s: not a URL its clients read as written (is a %%, #, /, ?, @ or : in its user "+
+			"name or password not percent-encoded?)", strings.Join(misread, ", ")))
 	}
-	return nil
+	if len(down) > 0 {
+		errs = append(errs, fmt.Errorf("nothing answers at %s: start the servers with make deps-up (make deps-status shows them)",
+			strings.Join(down, ", ")))
+	}
+	return errors.Join(errs...)
 }
 
 // ServiceDatabases creates one PostgreSQL database per service next to the

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -156,6 +157,34 @@ func TestServiceDatabasesMisreadPasswordIsRefused(t *testing.T) {
 		}
 		if msg := err.Error(); strings.Contains(msg, secret) || strings.Contains(msg, "98") {
 			t.Errorf("ServiceDatabases error = %q shows part of the password", msg)
+		}
+	}
+}
+
+// TestCheckServersNamesAMisreadURLAsOne: a URL whose password has an
+// unencoded #, /, ? or @ cannot be dialled as its user meant, and
+// checkServers refuses it; it said "nothing answers at ... start the servers
+// with make deps-up" of a server that was up, when what to fix is the URL.
+func TestCheckServersNamesAMisreadURLAsOne(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { up.Close() })
+	addr := up.Addr().String()
+	for _, v := range []string{
+		"postgres://bob:12/" + secret + "@" + addr + "/shanhai",
+		"postgres://bob:12#" + secret + "@" + addr + "/shanhai",
+		"pulsar://bob:12?" + secret + "@" + addr,
+		"postgres://bob:12@" + secret + "@" + addr + "/shanhai",
+	} {
+		err := checkServers(map[string]string{"DATABASE_URL": v})
+		if err == nil {
+			t.Fatalf("checkServers took %s", redact.URL(v))
+		}
+		msg := err.Error()
+		if strings.Contains(msg, secret) || strings.Contains(msg, "nothing answers") || !strings.Contains(msg, "percent-encoded") {
+			t.Errorf("checkServers(%s) = %q, want the URL named as misread, without its password", redact.URL(v), msg)
 		}
 	}
 }
