@@ -77,7 +77,7 @@ func checkServers(env map[string]string) error {
 		addr, _, _ := strings.Cut(v, ",") // ETCD_ENDPOINTS and KAFKA_BROKERS are lists
 		if u, ok := parseWhole(addr); ok {
 			addr = u.Host
-		} else if strings.Contains(addr, "://") {
+		} else if _, err := url.Parse(addr); strings.Contains(addr, "://") && (err != nil || strings.Contains(addr, "@")) {
 			// A URL that does not parse, or whose password has an
 			// unencoded #, /, ? or @: no dial can say anything about its
 			// server, and "nothing answers" sent its user to servers that

@@ -187,4 +187,10 @@ func TestCheckServersNamesAMisreadURLAsOne(t *testing.T) {
 			t.Errorf("checkServers(%s) = %q, want the URL named as misread, without its password", redact.URL(v), msg)
 		}
 	}
+	// A URL with no host and nothing misread in it (a Unix socket's) is no
+	// encoding mistake: it is refused as one nothing answers at, as before.
+	err = checkServers(map[string]string{"DATABASE_URL": "postgres:///shanhai?host=/run/postgresql"})
+	if err == nil || strings.Contains(err.Error(), "percent-encoded") || !strings.Contains(err.Error(), "nothing answers") {
+		t.Errorf("checkServers of a socket URL = %v, want nothing answers, not an encoding mistake", err)
+	}
 }
