@@ -261,11 +261,14 @@ func (a *Agent) Scan() {
 		}
 	}
 	a.pruneMaps(alive, sweepSlots)
+	// The kernel deletes a process's tcp entry as it exits (tcp.c's process_exit); this is the backstop for an entry
+	// that outlived its pid all the same, and it deletes only pids that do not exist when it looks.
+	prune(a.sys.tcp.Tcp, alive)
 	a.scanned = true
 }
 
 // forgetExited deletes the entries of the probed executables' processes that exited since it last ran (the kernel
-// reports them: tcp.c's process_exit), in every map, so a process that gets one of their pids starts from zero. What
+// reports them: tcp.c's process_exit), in every map but tcp (which that program cleans itself), so a process that gets one of their pids starts from zero. What
 // a new process counted under such a pid before this ran goes with them: it runs at every scan and scrape, and a pid
 // is seldom taken again that soon. The scan's own pruning deletes only pids that no longer exist, and missed these.
 func (a *Agent) forgetExited() {
@@ -288,11 +291,14 @@ func (a *Agent) forgetExited() {
 			a.log.Error("target filter", "err", err)
 		}
 	}
+	// Not the tcp map: the program that reported these exits deleted each one's tcp entry first, so what the map
+	// holds under such a pid now is a new process's, made by its first connect or accept since (deleted here, its
+	// opens were lost at the next scan or scrape: TestTCPCountsOfTheNextProcessSurviveTheExitPrune).
 	a.pruneMaps(func(pid int) bool { return !gone[pid] }, true)
 }
 
-// pruneMaps deletes the entries of the processes that are not alive from every map and, with sweepSlots, frees
-// their slots.
+// pruneMaps deletes the entries of the processes that are not alive from every map of the probes on executables and
+// of the socket probe and, with sweepSlots, frees their slots. The tcp map is the scan's alone (Scan says why).
 func (a *Agent) pruneMaps(alive func(pid int) bool, sweepSlots bool) {
 	for _, b := range a.bins {
 		if b.http != nil {
@@ -316,7 +322,6 @@ func (a *Agent) pruneMaps(alive func(pid int) bool, sweepSlots bool) {
 			}
 		}
 	}
-	prune(a.sys.tcp.Tcp, alive)
 	if a.sock != nil {
 		prune(a.sock.objs.Requests, alive)
 	}
