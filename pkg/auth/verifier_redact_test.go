@@ -54,3 +54,18 @@ func TestFetchErrorShowsNoSecret(t *testing.T) {
 		})
 	}
 }
+
+// A JWKS_URL that does not parse but holds no secret (its scheme forgotten:
+// 127.0.0.1:8081/jwks.json) keeps url.Parse's reason. It was told to
+// percent-encode its user name or password, which it has none of, and the
+// reason, the one thing to act on, was dropped.
+func TestFetchErrorOfASecretFreeURLKeepsItsReason(t *testing.T) {
+	v := NewVerifier("127.0.0.1:1/jwks.json", VerifierOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := v.Ready(ctx)
+	if err == nil || !strings.Contains(err.Error(), "first path segment in URL cannot contain colon") ||
+		strings.Contains(err.Error(), "password") {
+		t.Fatalf("Ready = %v, want url.Parse's reason and no talk of a password", err)
+	}
+}

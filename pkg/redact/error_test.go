@@ -36,3 +36,20 @@ func TestErrorNamesTheAddressWithoutItsSecret(t *testing.T) {
 		})
 	}
 }
+
+// A URL that holds no secret keeps url.Parse's reason: a forgotten scheme
+// was told to percent-encode a password it does not have. An error that
+// quotes another URL, one with a secret, is still replaced.
+func TestErrorKeepsTheReasonOfASecretFreeURL(t *testing.T) {
+	const raw = "127.0.0.1:8081/jwks.json"
+	// What url.Parse(raw) answers.
+	var parseErr error = &url.Error{Op: "parse", URL: raw, Err: errors.New("first path segment in URL cannot contain colon")}
+	got := redact.Error("JWKS_URL", raw, parseErr)
+	if !strings.Contains(got.Error(), "first path segment in URL cannot contain colon") || !errors.Is(got, parseErr) {
+		t.Errorf("Error = %q, want url.Parse's reason kept", got)
+	}
+	other := &url.Error{Op: "parse", URL: "nats://bob:s3cr%zz@h", Err: url.EscapeError("%zz")}
+	if got := redact.Error("JWKS_URL", raw, other); strings.Contains(got.Error(), "s3cr") {
+		t.Errorf("Error = %q shows the password of the URL its error quotes", got)
+	}
+}
