@@ -124,6 +124,18 @@ func (c *Config) Validate() error {
 	}
 	if c.LegB() && c.PulsarURL == "" {
 		bad("PULSAR_URL", "required by the nats-pulsar leg")
+	} else if u, err := url.Parse(c.PulsarURL); c.LegB() && (err != nil || u.Host == "" || !pulsarScheme(u.Scheme)) {
+		// Checked here because pulsar.NewClient logs url.Parse's error, which quotes the URL whole, password and all.
+		bad("PULSAR_URL", "must be a pulsar://, pulsar+ssl://, http:// or https:// URL with a host; percent-encode any %, #, /, ?, @ or : in its user name or password")
 	}
 	return errors.Join(errs...)
+}
+
+// pulsarScheme says whether the Pulsar client takes a service URL of this scheme (binary protocol or HTTP lookup).
+func pulsarScheme(s string) bool {
+	switch s {
+	case "pulsar", "pulsar+ssl", "http", "https":
+		return true
+	}
+	return false
 }

@@ -60,3 +60,24 @@ func TestDLQTopicMustBeAKafkaTopic(t *testing.T) {
 		t.Errorf("a valid DLQ topic refused: %v", err)
 	}
 }
+
+// TestPulsarURLMustParse: a PULSAR_URL url.Parse refuses reached pulsar.NewClient, which logged url.Parse's error,
+// quoting the URL whole (password and all), to the bridge's log before failing.
+func TestPulsarURLMustParse(t *testing.T) {
+	t.Setenv("BRIDGE_LEGS", "kafka-nats,nats-pulsar")
+	for _, bad := range []string{"pulsar://bob:s3cr%zzet@127.0.0.1:6650", "127.0.0.1:6650", "kafka://127.0.0.1:6650"} {
+		t.Setenv("PULSAR_URL", bad)
+		var c Config
+		err := pkgconfig.Load(&c)
+		if err == nil || !strings.Contains(err.Error(), "PULSAR_URL") || strings.Contains(err.Error(), "s3cr") {
+			t.Errorf("PULSAR_URL=%q: Load error %v, want it named without the password", bad, err)
+		}
+	}
+	for _, good := range []string{"pulsar://127.0.0.1:6650", "pulsar+ssl://bob:pw@pulsar:6651", "http://pulsar:8080"} {
+		t.Setenv("PULSAR_URL", good)
+		var c Config
+		if err := pkgconfig.Load(&c); err != nil {
+			t.Errorf("PULSAR_URL=%q refused: %v", good, err)
+		}
+	}
+}
