@@ -268,9 +268,19 @@ func (a *Agent) Scan() {
 }
 
 // forgetExited deletes the entries of the probed executables' processes that exited since it last ran (the kernel
-// reports them: tcp.c's process_exit), in every map but tcp (which that program cleans itself), so a process that gets one of their pids starts from zero. What
-// a new process counted under such a pid before this ran goes with them: it runs at every scan and scrape, and a pid
-// is seldom taken again that soon. The scan's own pruning deletes only pids that no longer exist, and missed these.
+// reports them: tcp.c's process_exit) from the maps the kernel does not clean at an exit itself, so a process that
+// gets one of their pids starts from zero. What a new process counted under such a pid into those maps before this
+// ran goes with them: it runs at every scan and scrape, and a pid is seldom taken again that soon. The scan's own
+// pruning deletes only pids that no longer exist, and missed these.
+//
+// Left to the kernel, and never touched here, since whatever names such a pid in them by now is a new process's
+// (deleted here, its counts were lost: TestTCPCountsOfTheNextProcessSurviveTheExitPrune,
+// TestSeriesOfTheNextProcessSurviveTheExitPrune):
+//   - the tcp map: the program that reports an exit deletes that process's entry first;
+//   - with the exit programs loaded (Config.NoExitPrograms unset), the per-CPU series slots and the runtime probe's
+//     maps: each executable's process_exit frees its processes' copies and entries (include/procexit.h). A process
+//     that exec'd from one probed executable into another leaves the first one's copies behind, to the scan that
+//     finds its pid gone.
 func (a *Agent) forgetExited() {
 	gone, err := a.sys.exited()
 	if err != nil {
@@ -291,40 +301,77 @@ func (a *Agent) forgetExited() {
 			a.log.Error("target filter", "err", err)
 		}
 	}
-	// Not the tcp map: the program that reported these exits deleted each one's tcp entry first, so what the map
-	// holds under such a pid now is a new process's, made by its first connect or accept since (deleted here, its
-	// opens were lost at the next scan or scrape: TestTCPCountsOfTheNextProcessSurviveTheExitPrune).
-	a.pruneMaps(func(pid int) bool { return !gone[pid] }, true)
+	alive := func(pid int) bool { return !gone[pid] }
+	for _, b := range a.bins {
+		if !b.exitProgs {
+			a.pruneBin(b, alive, true)
+			continue
+		}
+		pruneKeyed(b, alive)
+		// The in-flight slots are freed by nobody else: a request or call cut off by the exit holds its slot
+		// until an agent frees it.
+		if err := freeInflightSlots(b, alive); err != nil {
+			a.log.Error("free the slots of exited processes", "exe", b.exe, "err", err)
+		}
+	}
+	if a.sock != nil {
+		prune(a.sock.objs.Requests, alive)
+	}
 }
 
 // pruneMaps deletes the entries of the processes that are not alive from every map of the probes on executables and
 // of the socket probe and, with sweepSlots, frees their slots. The tcp map is the scan's alone (Scan says why).
 func (a *Agent) pruneMaps(alive func(pid int) bool, sweepSlots bool) {
 	for _, b := range a.bins {
-		if b.http != nil {
-			prune(b.http.Requests, alive)
-			prune(b.http.Inflight, alive)
-		}
-		for _, m := range b.calls {
-			prune(m, alive)
-		}
-		for _, m := range b.callsInflight {
-			prune(m, alive)
-		}
-		if b.rt != nil {
-			prune(b.rt.Stw, alive)
-			prune(b.rt.StwBegin, alive)
-			prune(b.rt.Goroutines, alive)
-		}
-		if sweepSlots {
-			if err := b.sweepSlots(alive); err != nil {
-				a.log.Error("free the slots of exited processes", "exe", b.exe, "err", err)
-			}
-		}
+		a.pruneBin(b, alive, sweepSlots)
 	}
 	if a.sock != nil {
 		prune(a.sock.objs.Requests, alive)
 	}
+}
+
+// pruneBin deletes the entries of the processes that are not alive from the maps of the probes on one executable
+// and, with sweepSlots, frees their slots.
+func (a *Agent) pruneBin(b *binProbes, alive func(pid int) bool, sweepSlots bool) {
+	pruneKeyed(b, alive)
+	if b.rt != nil {
+		prune(b.rt.Stw, alive)
+		prune(b.rt.StwBegin, alive)
+		prune(b.rt.Goroutines, alive)
+	}
+	if sweepSlots {
+		if err := b.sweepSlots(alive); err != nil {
+			a.log.Error("free the slots of exited processes", "exe", b.exe, "err", err)
+		}
+	}
+}
+
+// pruneKeyed deletes the entries of the processes that are not alive from the hash maps of the HTTP server and call
+// probes on b, keyed by pid and more (method, status, goroutine): no exit program can look them up by pid alone.
+func pruneKeyed(b *binProbes, alive func(pid int) bool) {
+	if b.http != nil {
+		prune(b.http.Requests, alive)
+		prune(b.http.Inflight, alive)
+	}
+	for _, m := range b.calls {
+		prune(m, alive)
+	}
+	for _, m := range b.callsInflight {
+		prune(m, alive)
+	}
+}
+
+// freeInflightSlots frees the in-flight slots (one request or call each, owned by pid and goroutine) of the
+// processes that are not alive on b.
+func freeInflightSlots(b *binProbes, alive func(pid int) bool) error {
+	var errs []error
+	if b.http != nil {
+		errs = append(errs, pruneOwnedSlots(b.http.InflightSlots, alive, reqSlotOwner))
+	}
+	for _, m := range b.callSlots {
+		errs = append(errs, pruneOwnedSlots(m, alive, callSlotOwner))
+	}
+	return errors.Join(errs...)
 }
 
 // attach puts the probes on executable id (opened through path) unless they are there or failed before. Probes on
