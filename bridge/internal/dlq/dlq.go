@@ -8,17 +8,16 @@ package dlq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/shanhai-dev/shanhai/pkg/kafkatopic"
 	"github.com/shanhai-dev/shanhai/pkg/outbox/kafkasize"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/backoff"
@@ -81,12 +80,15 @@ type Kafka struct {
 	w          *kafka.Writer
 	maxBackoff time.Duration
 	log        *slog.Logger
-	created    atomic.Bool // the topic exists, or Kafka answered that it will not create it: not asked again
+	// topic creates the DLQ topic before the first letter: the writer's AllowAutoTopicCreation alone left that letter
+	// refused, its partition held for a backoff and a warning asking an operator to look for a fault that was not
+	// there (see package kafkatopic). Asked once; again before the next attempt while Kafka does not answer.
+	topic *kafkatopic.Creator
 }
 
 // NewKafka returns a Sink writing to topic; log hears of each failed write.
 func NewKafka(brokers []string, topic string, maxBackoff time.Duration, log *slog.Logger) *Kafka {
-	return &Kafka{
+	k := &Kafka{
 		w: &kafka.Writer{
 			Addr:                   kafka.TCP(brokers...),
 			Topic:                  topic,
@@ -105,6 +107,8 @@ func NewKafka(brokers []string, topic string, maxBackoff time.Duration, log *slo
 		maxBackoff: maxBackoff,
 		log:        log,
 	}
+	k.topic = kafkatopic.New(k.w, log)
+	return k
 }
 
 // Message renders a letter as the Kafka message written to the DLQ topic.
@@ -136,7 +140,7 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 	b := backoff.Backoff{Base: 50 * time.Millisecond, Max: k.maxBackoff}
 	m, whole, waiting := Message(l), true, false
 	for {
-		k.create(ctx)
+		k.topic.Ensure(ctx, k.w.Topic)
 		err := k.w.WriteMessages(ctx, m)
 		if err == nil {
 			return nil
@@ -166,35 +170,6 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)
 		}
 	}
-}
-
-// create makes sure the DLQ topic exists before a letter is written to it. The writer's AllowAutoTopicCreation is not
-// enough: Kafka (3.9, KRaft) answers the Metadata request that auto-creates a topic with UNKNOWN_TOPIC_OR_PARTITION,
-// and kafka-go (v0.4.51) returns that from WriteMessages without retrying, so the first letter to a new topic failed,
-// held its partition for a backoff and logged a warning that asked an operator to look for a fault that was not there.
-// CreateTopics is answered once the topic exists, and kafka-go then waits until its metadata lists the topic, so the
-// write that follows finds it. An existing topic is left as it is (its owner may have tuned max.message.bytes or
-// retention); a refusal other than that (no permission to create, say) is logged once and the write goes ahead, as
-// before. A request that got no answer (Kafka away) is tried again before the next attempt.
-func (k *Kafka) create(ctx context.Context) {
-	if k.created.Load() {
-		return
-	}
-	c := &kafka.Client{Addr: k.w.Addr, Transport: k.w.Transport} // the writer's transport, whose metadata cache learns the topic
-	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{
-		Topics: []kafka.TopicConfig{{Topic: k.w.Topic, NumPartitions: -1, ReplicationFactor: -1}},
-	})
-	if err != nil {
-		return // the write fails as well, and Send says so
-	}
-	switch err := res.Errors[k.w.Topic]; {
-	case err == nil:
-		k.log.Info("dead letter topic created", "topic", k.w.Topic)
-	case errors.Is(err, kafka.TopicAlreadyExists):
-	default:
-		k.log.Info("dead letter topic not created; writing to it as it is", "topic", k.w.Topic, "err", err)
-	}
-	k.created.Store(true)
 }
 
 func size(l Letter) int {

@@ -1,0 +1,82 @@
+// Package kafkatopic creates the Kafka topics a producer writes to, each before the producer's first write to it.
+//
+// A kafka-go writer's AllowAutoTopicCreation is not enough for that: Kafka (3.9, KRaft) answers the Metadata request
+// that auto-creates a topic with UNKNOWN_TOPIC_OR_PARTITION, and kafka-go (v0.4.51) returns that from WriteMessages
+// without retrying, so the first write to a new topic failed, and the writer's caller retried it with a warning about a
+// fault that was not there. CreateTopics, sent through the writer's transport, is answered once the topic exists, and
+// kafka-go then waits until that transport's metadata cache lists it, so the write that follows finds it.
+package kafkatopic
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Creator creates the topics of one writer, each at most once, with the broker's default partitions and replication.
+// It is safe for concurrent use.
+//
+// A topic that exists is left as it is (its owner may have tuned max.message.bytes, retention or partitions), and so
+// is one Kafka refuses to create (no permission to, say): that refusal is logged once and the caller writes anyway,
+// so the write's own error reaches whoever handles write errors. A request that got no answer (Kafka away, the
+// context ended) is sent again on the next Ensure: the write fails as well, and its caller says so.
+type Creator struct {
+	w   *kafka.Writer
+	log *slog.Logger
+
+	mu   sync.Mutex
+	done map[string]bool // topics that exist, or that Kafka answered it will not create: not asked about again
+}
+
+// New returns a Creator for the topics w writes to. It asks the broker through w's Addr and Transport, read at each
+// request, so that w's metadata cache learns of a topic it creates. log (slog.Default() when nil) hears of each topic
+// created or refused.
+func New(w *kafka.Writer, log *slog.Logger) *Creator {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Creator{w: w, log: log, done: map[string]bool{}}
+}
+
+// Ensure creates those of topics not asked about before, in one request. It returns when Kafka has answered and
+// w's metadata lists the topics created, or when ctx ends; it reports nothing, as the write that follows does.
+// Two concurrent calls may both ask for a topic: Kafka creates it once and answers the other that it exists.
+func (c *Creator) Ensure(ctx context.Context, topics ...string) {
+	c.mu.Lock()
+	var ask []kafka.TopicConfig
+	seen := map[string]bool{}
+	for _, t := range topics {
+		if !c.done[t] && !seen[t] {
+			seen[t] = true
+			ask = append(ask, kafka.TopicConfig{Topic: t, NumPartitions: -1, ReplicationFactor: -1})
+		}
+	}
+	c.mu.Unlock()
+	if len(ask) == 0 {
+		return
+	}
+	// Not under mu: a request Kafka is slow to answer must not hold back writes to topics that exist.
+	client := &kafka.Client{Addr: c.w.Addr, Transport: c.w.Transport}
+	res, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: ask})
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tc := range ask {
+		err, answered := res.Errors[tc.Topic]
+		switch {
+		case !answered:
+			continue // asked again next time
+		case err == nil:
+			c.log.InfoContext(ctx, "Kafka topic created with the broker's defaults", "topic", tc.Topic)
+		case errors.Is(err, kafka.TopicAlreadyExists):
+		default:
+			c.log.InfoContext(ctx, "Kafka topic not created; writing to it as it is", "topic", tc.Topic, "error", err)
+		}
+		c.done[tc.Topic] = true
+	}
+}

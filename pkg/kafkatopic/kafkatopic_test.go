@@ -1,0 +1,110 @@
+package kafkatopic_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shanhai-dev/shanhai/pkg/kafkatopic"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+func name(prefix string) string {
+	b := make([]byte, 5)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+// newWriter returns a writer with a transport of its own, as the relay's is: the topics Ensure creates must show in
+// its metadata cache, not only in kafka-go's process-wide default transport's.
+func newWriter(t *testing.T, bs []string) *kafka.Writer {
+	t.Helper()
+	tr := &kafka.Transport{MetadataTTL: time.Minute}
+	t.Cleanup(tr.CloseIdleConnections)
+	w := &kafka.Writer{Addr: kafka.TCP(bs...), Transport: tr, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	t.Cleanup(func() { _ = w.Close() })
+	return w
+}
+
+// lockedBuffer is a log destination several goroutines may share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestEnsureCreatesMissingTopicsOnceAndLeavesOthersAlone: callers writing at once to topics not created yet each
+// write on their first try; the topic is created once (one "created" line however many callers raced), with the
+// broker's default partitions, and a topic that exists keeps the partitions its owner gave it.
+func TestEnsureCreatesMissingTopicsOnceAndLeavesOthersAlone(t *testing.T) {
+	bs := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	existing, fresh := name("kafkatopic-test-old-"), name("kafkatopic-test-new-")
+	admin := &kafka.Client{Addr: kafka.TCP(bs...)}
+	res, err := admin.CreateTopics(ctx, &kafka.CreateTopicsRequest{
+		Topics: []kafka.TopicConfig{{Topic: existing, NumPartitions: 1, ReplicationFactor: 1}},
+	})
+	if err != nil || res.Errors[existing] != nil {
+		t.Fatalf("create %s: %v %v", existing, err, res.Errors)
+	}
+
+	var logs lockedBuffer
+	w := newWriter(t, bs)
+	c := kafkatopic.New(w, slog.New(slog.NewTextHandler(&logs, nil)))
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			topic := []string{existing, fresh}[i%2]
+			c.Ensure(ctx, existing, fresh)
+			errs <- w.WriteMessages(ctx, kafka.Message{Topic: topic, Value: []byte("v")})
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("write after Ensure: %v", err)
+		}
+	}
+	if n := strings.Count(logs.String(), "topic="+fresh); n != 1 {
+		t.Errorf("%d log lines for the created topic, want 1:\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), existing) {
+		t.Errorf("the existing topic was reported created or refused:\n%s", logs.String())
+	}
+	// Asked through the writer's transport: the default one's metadata cache may not list the new topic yet.
+	meta, err := (&kafka.Client{Addr: w.Addr, Transport: w.Transport}).Metadata(ctx, &kafka.MetadataRequest{Topics: []string{existing, fresh}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := map[string]int{}
+	for _, tp := range meta.Topics {
+		parts[tp.Name] = len(tp.Partitions)
+	}
+	if parts[existing] != 1 {
+		t.Errorf("existing topic has %d partitions, want the 1 it was created with", parts[existing])
+	}
+	if parts[fresh] < 1 {
+		t.Errorf("created topic has %d partitions", parts[fresh])
+	}
+}
