@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
+	"github.com/shanhai-dev/shanhai/pkg/kafkatopic"
 	"github.com/shanhai-dev/shanhai/pkg/outbox/kafkasize"
 )
 
@@ -120,6 +121,7 @@ type Relay struct {
 	o      RelayOptions
 	nudge  chan struct{}
 	tracer trace.Tracer
+	topics *kafkatopic.Creator // nil unless w is a *kafka.Writer; see write
 
 	// retries are the next_attempt_at (Unix ms) that record set on failed rows and no round has claimed since: Run
 	// polls when the earliest comes due instead of on its idle schedule. A slice, not a single time, so the later rows
@@ -139,17 +141,22 @@ type Relay struct {
 
 // NewRelay returns a relay reading db's outbox table and publishing with w. Build w with NewWriter, or make sure it
 // has no Topic of its own (each message names its topic). A *kafka.Writer is switched to RequiredAcks=RequireAll:
-// a row is marked sent only after every in-sync replica has it.
+// a row is marked sent only after every in-sync replica has it. With a *kafka.Writer the relay also creates each topic
+// (with the broker's default partitions and replication) before its first publish to it: nothing else creates the
+// services' topics outside the embedded run (scripts/deps.sh, compose and kind do not), and Kafka refuses the writer's
+// first publish to a topic it has not got even where it creates topics on demand (see package kafkatopic). A topic
+// that exists is left as it is.
 func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
-	if kw, ok := w.(*kafka.Writer); ok {
-		kw.RequiredAcks = kafka.RequireAll
-	}
 	r := &Relay{
 		db:     db,
 		w:      w,
 		o:      o.withDefaults(),
 		nudge:  make(chan struct{}, 1),
 		tracer: otel.Tracer(instrumentation),
+	}
+	if kw, ok := w.(*kafka.Writer); ok {
+		kw.RequiredAcks = kafka.RequireAll
+		r.topics = kafkatopic.New(kw, r.o.Logger)
 	}
 	m := otel.Meter(instrumentation)
 	r.meter = m
@@ -737,7 +744,18 @@ func callSize(m kafka.Message) int {
 // write sends msgs in calls of at most callBytes each, in order, and returns one error (or nil) per message. Calls
 // after ctx ended are not made: their messages fail with ctx's error, as a call cut by it would (a stop's rows are
 // released, a deadline's retried), without a publish whose outcome is unknown.
+//
+// A topic of msgs the relay has not published to before is created first, if missing, in one request for them all:
+// a row for it then goes out in this round instead of failing (see NewRelay). The relay asks about each topic once,
+// or again in later rounds while Kafka does not answer.
 func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
+	if r.topics != nil && len(msgs) > 0 {
+		topics := make([]string, len(msgs))
+		for i, m := range msgs {
+			topics[i] = m.Topic
+		}
+		r.topics.Ensure(ctx, topics...)
+	}
 	errs := make([]error, 0, len(msgs))
 	for start := 0; start < len(msgs); {
 		end, size := start+1, callSize(msgs[start])
@@ -768,7 +786,8 @@ func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
 // key at most (only a key's oldest unsent row is claimed), which is also why write may split a round into calls.
 //
 // kafka-go also refuses a whole call before sending any of it when the broker refuses one of its topics (one that
-// does not exist, a name Kafka never takes: a kafka.Error outside a kafka.WriteErrors). The rows of the call's other
+// does not exist and that Kafka would not create, a name Kafka never takes: a kafka.Error outside a
+// kafka.WriteErrors). The rows of the call's other
 // topics are not to blame, and recording that error against them kept them unpublished, in backoff, for as long as
 // the refused row came due with them: so a call over several topics refused this way is sent again one topic a call.
 func (r *Relay) writeCall(ctx context.Context, msgs []kafka.Message) []error {
