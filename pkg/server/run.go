@@ -131,6 +131,15 @@ func (s *Server) failedStart(err error, ln net.Listener) error {
 	return errors.Join(err, s.shutdown(nil, nil, nil, nil))
 }
 
+// StartFailed ends the start of a server whose caller could not even give it
+// a listener (pkg/server/discoverable listens before ServeStarting) as
+// failedStart does when Run cannot bind HTTP_ADDR: the hooks run once, the
+// instance deregisters and telemetry is flushed. It returns err joined with
+// what that stop reported.
+func (s *Server) StartFailed(err error) error {
+	return s.failedStart(err, nil)
+}
+
 func serve(srv *http.Server, ln net.Listener) error {
 	// net.ErrClosed: shutdown closed the listener itself (drain.go). A
 	// listener closed by anyone else still ends in "closed unexpectedly".

@@ -80,9 +80,6 @@ type Instance struct {
 	// Start starts the service's workers (relay, consumers); it runs beside
 	// the registration, as a start-up step of server.ServeStarting.
 	Start func(context.Context) error
-	// Abandon closes what the service opened, when it cannot even listen
-	// (nothing runs then to shut it down).
-	Abandon func() error
 }
 
 // Serve listens on i.Addr and serves i.Server until ctx ends or a signal
@@ -94,8 +91,9 @@ type Instance struct {
 func Serve(ctx context.Context, i Instance) error {
 	ln, err := net.Listen("tcp", i.Addr)
 	if err != nil {
-		_ = i.Abandon()
-		return fmt.Errorf("listen %s: %w", i.Addr, err)
+		// The server's hooks close what the service opened; its lease is
+		// revoked and its telemetry flushed, as for any start that failed.
+		return i.Server.StartFailed(fmt.Errorf("listen %s: %w", i.Addr, err))
 	}
 	in := i.In
 	in.Addr = discovery.AdvertiseAddr(i.Advertise, ln.Addr())

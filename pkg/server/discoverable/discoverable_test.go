@@ -72,9 +72,8 @@ func TestServeRegistersWhereItListensAndIsReadyAfterBoth(t *testing.T) {
 		go func() {
 			served <- Serve(ctx, Instance{
 				Server: newServer(reg), Addr: addr, Advertise: advertise, Registry: reg,
-				In:      discovery.Instance{Service: "demo", Version: "v1", Zone: "z"},
-				Start:   func(context.Context) error { <-release; return nil },
-				Abandon: func() error { t.Error("Abandon called though listening worked"); return nil },
+				In:    discovery.Instance{Service: "demo", Version: "v1", Zone: "z"},
+				Start: func(context.Context) error { <-release; return nil },
 			})
 		}()
 		readyz := func() int {
@@ -114,26 +113,29 @@ func TestServeRegistersWhereItListensAndIsReadyAfterBoth(t *testing.T) {
 	}
 }
 
-// TestServeReportsWhatFailed: an address it cannot listen on closes what
-// the service opened (Abandon) and says which; a registration that fails
-// shuts the server down and is returned.
+// TestServeReportsWhatFailed: an address it cannot listen on stops the
+// server as a failed start (its hooks, which close what the service opened,
+// run once; the lease taken at wiring is revoked) and says which; a
+// registration that fails shuts the server down and is returned.
 func TestServeReportsWhatFailed(t *testing.T) {
-	abandoned := false
+	reg := &registry{}
+	srv := newServer(reg)
+	hooks := 0
+	srv.OnShutdown(func(context.Context) error { hooks++; return nil })
 	err := Serve(t.Context(), Instance{
-		Server: newServer(&registry{}), Addr: "127.0.0.1:-1", Registry: &registry{},
-		Start:   func(context.Context) error { t.Error("started without a listener"); return nil },
-		Abandon: func() error { abandoned = true; return nil },
+		Server: srv, Addr: "127.0.0.1:-1", Registry: reg,
+		Start: func(context.Context) error { t.Error("started without a listener"); return nil },
 	})
-	if err == nil || !strings.HasPrefix(err.Error(), "listen 127.0.0.1:-1: ") || !abandoned {
-		t.Errorf("Serve on a bad address = %v, abandoned %v; want the listen error and Abandon called", err, abandoned)
+	if err == nil || !strings.HasPrefix(err.Error(), "listen 127.0.0.1:-1: ") || hooks != 1 || reg.deregisters != 1 {
+		t.Errorf("Serve on a bad address = %v, hooks run %d, deregistered %d; want the listen error, hooks once, deregistered once",
+			err, hooks, reg.deregisters)
 	}
 
 	refused := errors.New("etcd refused")
-	reg := &registry{err: refused}
+	reg = &registry{err: refused}
 	err = Serve(server.Hosted(t.Context()), Instance{
 		Server: newServer(reg), Addr: freeAddr(t), Registry: reg,
-		Start:   func(context.Context) error { return nil },
-		Abandon: func() error { return nil },
+		Start: func(context.Context) error { return nil },
 	})
 	if !errors.Is(err, refused) || !strings.Contains(err.Error(), "register in discovery: ") {
 		t.Errorf("Serve with a failing registration = %v, want it named", err)

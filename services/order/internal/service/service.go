@@ -265,7 +265,7 @@ func (s *Service) Run(ctx context.Context) error {
 	return discoverable.Serve(ctx, discoverable.Instance{
 		Server: s.Server, Addr: s.cfg.Addr, Advertise: s.cfg.AdvertiseAddr, Registry: s.registry,
 		In:    discovery.Instance{Service: Name, Version: s.cfg.Version, Zone: s.cfg.Zone},
-		Start: s.Start, Abandon: s.Stop,
+		Start: s.Start,
 	})
 }
 

@@ -350,7 +350,7 @@ func (s *Service) Run(ctx context.Context) error {
 	return discoverable.Serve(ctx, discoverable.Instance{
 		Server: s.Server, Addr: s.cfg.Addr, Advertise: s.cfg.AdvertiseAddr, Registry: s.registry,
 		In:    discovery.Instance{Service: Name, Version: s.cfg.Version, Zone: s.cfg.Zone},
-		Start: func(ctx context.Context) error { s.Start(ctx); return nil }, Abandon: s.Stop,
+		Start: func(ctx context.Context) error { s.Start(ctx); return nil },
 	})
 }
 
