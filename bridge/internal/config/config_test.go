@@ -73,7 +73,8 @@ func TestPulsarURLMustParse(t *testing.T) {
 			t.Errorf("PULSAR_URL=%q: Load error %v, want it named without the password", bad, err)
 		}
 	}
-	for _, good := range []string{"pulsar://127.0.0.1:6650", "pulsar+ssl://bob:pw@pulsar:6651", "http://pulsar:8080"} {
+	for _, good := range []string{"pulsar://127.0.0.1:6650", "pulsar+ssl://bob:pw@pulsar:6651", "http://pulsar:8080",
+		"pulsar://h1:6650,h2:6650,h3:6650", "pulsar+ssl://h1:6651;h2:6651/"} { // a cluster's hosts, as the client takes them
 		t.Setenv("PULSAR_URL", good)
 		var c Config
 		if err := pkgconfig.Load(&c); err != nil {
