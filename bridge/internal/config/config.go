@@ -124,11 +124,34 @@ func (c *Config) Validate() error {
 	}
 	if c.LegB() && c.PulsarURL == "" {
 		bad("PULSAR_URL", "required by the nats-pulsar leg")
-	} else if u, err := url.Parse(c.PulsarURL); c.LegB() && (err != nil || u.Host == "" || !pulsarScheme(u.Scheme)) {
+	} else if u, err := url.Parse(firstPulsarHost(c.PulsarURL)); c.LegB() && (err != nil || u.Host == "" || !pulsarScheme(u.Scheme)) {
 		// Checked here because pulsar.NewClient logs url.Parse's error, which quotes the URL whole, password and all.
 		bad("PULSAR_URL", "must be a pulsar://, pulsar+ssl://, http:// or https:// URL with a host; percent-encode any %, #, /, ?, @ or : in its user name or password")
 	}
 	return errors.Join(errs...)
+}
+
+// firstPulsarHost reduces a service URL's host list ("pulsar://h1:6650,h2:6650", "," or ";" between hosts) to its first
+// host, as the Pulsar client does before it parses the URL: url.Parse takes some lists whole but refuses others the
+// client connects to (HTTP hosts with ports, IPv6 literals), and the rest of the list the client checks itself.
+func firstPulsarHost(s string) string {
+	start := strings.Index(s, "//")
+	if start < 0 {
+		return s
+	}
+	start += 2
+	end := len(s)
+	if i := strings.IndexAny(s[start:], "/?#"); i >= 0 {
+		end = start + i
+	}
+	hosts := start
+	if i := strings.LastIndex(s[start:end], "@"); i >= 0 {
+		hosts += i + 1
+	}
+	if i := strings.IndexAny(s[hosts:end], ",;"); i >= 0 {
+		return s[:hosts+i] + s[end:]
+	}
+	return s
 }
 
 // pulsarScheme says whether the Pulsar client takes a service URL of this scheme (binary protocol or HTTP lookup).

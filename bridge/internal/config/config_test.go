@@ -82,3 +82,25 @@ func TestPulsarURLMustParse(t *testing.T) {
 		}
 	}
 }
+
+// TestPulsarURLWithAHostListTheClientTakes: the Pulsar client splits a service URL's host list at "," or ";" before it
+// parses it, so a list url.Parse refuses whole (HTTP lookup hosts with ports, IPv6 literals) still names a cluster it
+// connects to; the bridge must not refuse it at start.
+func TestPulsarURLWithAHostListTheClientTakes(t *testing.T) {
+	t.Setenv("BRIDGE_LEGS", "kafka-nats,nats-pulsar")
+	for _, good := range []string{"http://h1:8080,h2:8080", "https://bob:pw@h1:8443;h2:8443/", "pulsar://[::1]:6650,[::2]:6650"} {
+		t.Setenv("PULSAR_URL", good)
+		var c Config
+		if err := pkgconfig.Load(&c); err != nil {
+			t.Errorf("PULSAR_URL=%q refused: %v", good, err)
+		}
+	}
+	for _, bad := range []string{"http://,h2:8080", "pulsar://bob:s3cr%zzet@h1:6650,h2:6650"} {
+		t.Setenv("PULSAR_URL", bad)
+		var c Config
+		err := pkgconfig.Load(&c)
+		if err == nil || !strings.Contains(err.Error(), "PULSAR_URL") || strings.Contains(err.Error(), "s3cr") {
+			t.Errorf("PULSAR_URL=%q: Load error %v, want it named without the password", bad, err)
+		}
+	}
+}
