@@ -22,7 +22,8 @@ import (
 // A topic that exists is left as it is (its owner may have tuned max.message.bytes, retention or partitions), and so
 // is one Kafka refuses to create (no permission to, say): that refusal is logged once and the caller writes anyway,
 // so the write's own error reaches whoever handles write errors. A request that got no answer (Kafka away, the
-// context ended) is sent again on the next Ensure: the write fails as well, and its caller says so.
+// context ended), or an answer Kafka means as "try again", is sent again on the next Ensure: the write fails as well,
+// and its caller says so.
 type Creator struct {
 	w   *kafka.Writer
 	log *slog.Logger
@@ -69,8 +70,11 @@ func (c *Creator) Ensure(ctx context.Context, topics ...string) {
 	for _, tc := range ask {
 		err, answered := res.Errors[tc.Topic]
 		switch {
-		case !answered:
-			continue // asked again next time
+		case !answered || temporary(err):
+			// Asked again next time. Kafka answers REQUEST_TIMED_OUT (a create it could not finish in the request's
+			// time; the ctx's deadline sets it) or NOT_CONTROLLER (a controller moving) meaning "try again": taken as a
+			// refusal, the topic was never asked about again and every write to it failed for the life of the process.
+			continue
 		case err == nil:
 			c.log.InfoContext(ctx, "Kafka topic created with the broker's defaults", "topic", tc.Topic)
 		case errors.Is(err, kafka.TopicAlreadyExists):
@@ -79,4 +83,10 @@ func (c *Creator) Ensure(ctx context.Context, topics ...string) {
 		}
 		c.done[tc.Topic] = true
 	}
+}
+
+// temporary reports whether err is a per-topic answer Kafka means as retriable rather than final.
+func temporary(err error) bool {
+	var ke kafka.Error
+	return errors.As(err, &ke) && ke.Temporary()
 }
