@@ -68,8 +68,13 @@ func (c *Config) Validate() error {
 		bad("BRIDGE_DLQ_TOPIC", err.Error())
 	}
 	for _, r := range routes {
-		if r.Topic == c.DLQTopic {
+		switch {
+		case r.Topic == c.DLQTopic:
 			bad("BRIDGE_DLQ_TOPIC", "must not be one of the carried topics")
+		case strings.ReplaceAll(r.Topic, ".", "_") == strings.ReplaceAll(c.DLQTopic, ".", "_"):
+			// Kafka will not create a topic that differs from an existing one only by '.' against '_' (their metric
+			// names collide): the DLQ topic was never created and the first poison message held its partition for good.
+			bad("BRIDGE_DLQ_TOPIC", "collides with the carried topic "+r.Topic+": Kafka takes '.' and '_' as the same in a topic name and will not create it")
 		}
 	}
 	for _, l := range strings.Split(c.Legs, ",") {

@@ -104,3 +104,20 @@ func TestPulsarURLWithAHostListTheClientTakes(t *testing.T) {
 		}
 	}
 }
+
+// TestDLQTopicMustNotCollideWithACarriedTopic: Kafka will not create a topic whose name differs from an existing one
+// only by '.' against '_' (INVALID_TOPIC_EXCEPTION; pkg/outbox's TestRelayPublishesRowsBesideOneForATopicKafkaRefuses
+// relies on it), so a DLQ topic colliding with a carried one, which exists, was never created, and the first poison
+// message held its partition for good, its letter retried against a topic that is not there.
+func TestDLQTopicMustNotCollideWithACarriedTopic(t *testing.T) {
+	t.Setenv("BRIDGE_TOPICS", "shanhai.users,shanhai.orders")
+	t.Setenv("BRIDGE_DLQ_TOPIC", "shanhai_orders")
+	var c Config
+	if err := pkgconfig.Load(&c); err == nil || !strings.Contains(err.Error(), "BRIDGE_DLQ_TOPIC") {
+		t.Errorf("BRIDGE_DLQ_TOPIC=shanhai_orders beside shanhai.orders: Load error %v, want it named", err)
+	}
+	t.Setenv("BRIDGE_DLQ_TOPIC", "shanhai_dlq")
+	if err := pkgconfig.Load(&c); err != nil {
+		t.Errorf("a DLQ topic colliding with nothing refused: %v", err)
+	}
+}
