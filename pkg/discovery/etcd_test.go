@@ -1,13 +1,11 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -233,7 +231,7 @@ func TestDeregisterReturnsByItsDeadlineWhileEtcdIsDown(t *testing.T) {
 	ctx := t.Context()
 	e := testenv.StartEtcd(t)
 	cli := etcdClient(t, []string{e.Endpoint()})
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	reg := NewEtcdRegistry(cli, 2*time.Second).WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 	if err := reg.Register(ctx, Instance{Service: "dereg", ID: "a", Addr: "10.0.0.1:1"}); err != nil {
 		t.Fatal(err)
@@ -260,24 +258,6 @@ func TestDeregisterReturnsByItsDeadlineWhileEtcdIsDown(t *testing.T) {
 	case <-time.After(30 * time.Second): // a hang guard, far beyond the 1s context
 		t.Fatal("Deregister ignored its context while etcd was down: shutdown hangs")
 	}
-}
-
-// syncBuffer is a bytes.Buffer a logger may write to while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // The resolver's goroutine stops when its etcd client is closed, not only
@@ -313,7 +293,7 @@ func TestDeregisterDuringAWriteLeavesNothing(t *testing.T) {
 	ctx := t.Context()
 	cli := etcdClient(t, testenv.Etcd(t))
 	svc := uniqueService(t)
-	var logs syncBuffer
+	logs := &testenv.LogBuffer{} // a fresh one for each registry below
 	cases := []struct {
 		name string
 		// write starts the writer Deregister races with: inFlight reports
@@ -352,10 +332,8 @@ func TestDeregisterDuringAWriteLeavesNothing(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			for i := range 8 {
-				logs.mu.Lock()
-				logs.buf.Reset()
-				logs.mu.Unlock()
-				reg := NewEtcdRegistry(cli, 2*time.Second).WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))
+				logs = &testenv.LogBuffer{}
+				reg := NewEtcdRegistry(cli, 2*time.Second).WithLogger(slog.New(slog.NewTextHandler(logs, nil)))
 				t.Cleanup(func() { _ = reg.Deregister(context.Background()) }) // a leaked loop
 				in := Instance{Service: svc, ID: fmt.Sprintf("%s-%d", strings.ReplaceAll(c.name, " ", "-"), i), Addr: "10.0.0.1:1"}
 				inFlight, wait := c.write(t, reg, in)

@@ -33,24 +33,6 @@ func newWriter(t *testing.T, bs []string) *kafka.Writer {
 	return w
 }
 
-// lockedBuffer is a log destination several goroutines may share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestEnsureCreatesMissingTopicsOnceAndLeavesOthersAlone: callers writing at once to topics not created yet each
 // write on their first try; the topic is created once (one "created" line however many callers raced), with the
 // broker's default partitions, and a topic that exists keeps the partitions its owner gave it.
@@ -67,7 +49,7 @@ func TestEnsureCreatesMissingTopicsOnceAndLeavesOthersAlone(t *testing.T) {
 		t.Fatalf("create %s: %v %v", existing, err, res.Errors)
 	}
 
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	w := newWriter(t, bs)
 	c := kafkatopic.New(w, slog.New(slog.NewTextHandler(&logs, nil)))
 	var wg sync.WaitGroup

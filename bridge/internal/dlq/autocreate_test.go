@@ -1,7 +1,6 @@
 package dlq_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"sync"
@@ -14,24 +13,6 @@ import (
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 )
 
-// lockedBuffer is a log destination the writer's goroutines and the test may share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestFirstLetterToATopicNotYetCreated: scripts/deps.sh, compose and kind create no DLQ topic, so the bridge's first
 // dead letter finds none. It must be written on the first try: the letter's partition is held while Send retries, and
 // a warning per retry (with bridge_dlq_waiting) is what an operator is told to act on. Before, the writer's
@@ -42,7 +23,7 @@ func TestFirstLetterToATopicNotYetCreated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dead := "bridgetest." + harness.ID() + ".dlq" // never created: the first letter is the topic's first write
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	var waited int64
 	var mu sync.Mutex
 	sink := dlq.NewKafka(brokers, dead, time.Second, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
