@@ -304,6 +304,15 @@ start_pulsar() {
 	# `restart` (a clean TERM stop) keeps the data: a fault test's broker restart must not look like data loss.
 	[[ -n ${KEEP_DATA:-} ]] || rm -rf "$data"
 	mkdir -p "$data"
+	# BookKeeper makes its ledger directories read-only past diskUsageThreshold (0.99 in deps/pulsar/standalone.conf)
+	# of the whole filesystem, counted as 1 - available/size. Pulsar still answers its admin API then, so it looked
+	# ready, and every write failed "Not enough non-faulty bookies available": say so before starting it.
+	local size avail
+	read -r size avail < <(df -Pk "$data" | awk 'NR == 2 { print $2, $4 }')
+	if ((avail * 100 < size * 2)); then
+		local why="the filesystem holding $data has $((avail / 1024)) MiB free of $((size / 1048576)) GiB;"
+		fail pulsar "$why BookKeeper refuses writes past 99 % use. Free some space (the Go build cache: go clean -cache)"
+	fi
 	{
 		cat "$home/conf/standalone.conf"
 		echo
