@@ -3,7 +3,9 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -18,7 +20,9 @@ type Static struct {
 
 // NewStatic parses "svc=host:port,svc=host:port" (spaces around entries are
 // ignored; a service may appear more than once). The error names every bad
-// entry.
+// entry: one whose address callers could not dial (see dialable) is refused
+// here, where the operator reads the message, rather than met as a failed
+// call to that service on every request.
 func NewStatic(spec string) (*Static, error) {
 	s := &Static{m: map[string][]Instance{}}
 	var bad []string
@@ -29,7 +33,7 @@ func NewStatic(spec string) (*Static, error) {
 		}
 		svc, addr, ok := strings.Cut(entry, "=")
 		svc, addr = strings.TrimSpace(svc), strings.TrimSpace(addr)
-		if !ok || svc == "" || addr == "" || !strings.Contains(addr, ":") {
+		if !ok || svc == "" || strings.Contains(svc, "/") || !dialable(addr) {
 			bad = append(bad, fmt.Sprintf("%q", entry))
 			continue
 		}
@@ -40,6 +44,21 @@ func NewStatic(spec string) (*Static, error) {
 			strings.Join(bad, ", "))
 	}
 	return s, nil
+}
+
+// dialable reports whether addr is a host:port the callers can dial: a
+// host (name, IPv4, or IPv6 in brackets) with nothing in it a URL would carry
+// (a scheme's "//", a path, credentials) and a port number from 1 to 65535.
+// Named ports ("host:http") are refused too: the gateway's upstream dialer
+// takes numbers only. Checking only for a ':' took a URL (user=http://h:8081)
+// as an address, and the gateway then answered every call to the service 502.
+func dialable(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || strings.ContainsAny(host, "/@?# \t") {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n > 0
 }
 
 func (s *Static) add(in Instance) {

@@ -50,3 +50,32 @@ func TestRegisterValidates(t *testing.T) {
 		t.Fatalf("want errors naming service and addr, got %v", err)
 	}
 }
+
+// An address the callers cannot dial is refused when the list is read, not
+// met as a 502 on every call: a URL where host:port belongs, a port that is
+// no number (the gateway's dialers take numbers only) or out of range, an
+// address with no host or no port, and a service name Register refuses.
+func TestStaticRejectsUndialableAddresses(t *testing.T) {
+	for _, spec := range []string{
+		"user=http://127.0.0.1:8081",
+		"user=127.0.0.1:8081/",
+		"user=127.0.0.1:http",
+		"user=127.0.0.1:0",
+		"user=127.0.0.1:65536",
+		"user=127.0.0.1:-1",
+		"user=127.0.0.1:",
+		"user=:8081",
+		"user=a:b:c",
+		"user=127.0.0.1 :8081",
+		"us/er=127.0.0.1:8081",
+	} {
+		if _, err := NewStatic(spec); err == nil {
+			t.Errorf("NewStatic(%q) accepted it", spec)
+		}
+	}
+	for _, spec := range []string{"user=[::1]:8081", "user=user.svc.cluster.local:8081", "user=10.0.0.1:65535"} {
+		if _, err := NewStatic(spec); err != nil {
+			t.Errorf("NewStatic(%q) = %v, want it accepted", spec, err)
+		}
+	}
+}
