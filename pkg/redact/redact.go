@@ -16,8 +16,8 @@ const Mask = "xxxxx"
 // may hold replaced by Mask and the rest kept where it can be told apart:
 //
 //   - a URL's password (postgres://bob:xxxxx@db:5432/shanhai), and a query
-//     parameter whose name says it holds one (password=, pgx's sslpassword=,
-//     a token=);
+//     parameter whose name says it holds a secret (password=, pgx's
+//     sslpassword=, token=, api_key=, auth=, sig=: secretName has the list);
 //   - the user of a nats://, tls://, ws:// or wss:// URL that has no
 //     password: nats.go sends such a user as the token that authenticates it;
 //   - the value of such a key in a key=value connection string
@@ -264,15 +264,47 @@ func plainName(key string) bool {
 // secretName reports whether a parameter or key named name holds a secret.
 // Masking a value that was none costs a reader little; showing one that was
 // costs its owner a new password.
+//
+// The name is compared in lower case and without its '_', '-' and '.', so
+// that api_key, API-Key and apikey are one name. It holds a secret when it
+// contains one of secretParts, or is one of secretNames: those are too short
+// to look for inside other names (key is in sslkey, which pgx reads as a
+// file's path; auth in MongoDB's authSource; sig in design), so only the
+// bare word counts.
 func secretName(name string) bool {
 	name = strings.ToLower(name)
-	for _, s := range []string{"password", "passwd", "pwd", "secret", "token"} {
+	if strings.ContainsAny(name, "_-.") {
+		name = strings.NewReplacer("_", "", "-", "", ".", "").Replace(name)
+	}
+	for _, s := range secretParts {
 		if strings.Contains(name, s) {
+			return true
+		}
+	}
+	for _, s := range secretNames {
+		if name == s {
 			return true
 		}
 	}
 	return false
 }
+
+// secretParts are the fragments that make a name a secret's wherever they
+// stand in it: passwords (pgx's password and sslpassword), bearer and
+// session tokens (token, access_token, X-Amz-Security-Token), API keys as
+// collectors and webhooks take them in the query (api_key, x-api-key),
+// cloud access and private keys, shared secrets (client_secret), request
+// signatures (a presigned URL's X-Amz-Signature) and the credential they
+// are signed with, and a whole Authorization value.
+var secretParts = []string{
+	"password", "passwd", "pwd", "secret", "token", "apikey", "accesskey", "privatekey",
+	"signature", "credential", "authorization",
+}
+
+// secretNames are the short names that hold a secret only as a whole name:
+// key= (an API key), auth= (a token or user:password) and sig= (an Azure
+// shared access signature).
+var secretNames = []string{"key", "auth", "sig"}
 
 // keyValue reports whether t is a key=value connection string (host=db
 // port=5432 ...): it begins with a name and an '='. No URL with a scheme

@@ -188,3 +188,31 @@ func FuzzURLHidesThePassword(f *testing.F) {
 		}
 	})
 }
+
+// TestURLMasksCredentialQueryKeys: the query keys that commonly carry an API key, a bearer token or a request
+// signature (an OTLP collector's or a webhook's ?api_key=, a presigned URL's signature) are masked, while the
+// ordinary keys that merely share a fragment of those names are shown as they are.
+func TestURLMasksCredentialQueryKeys(t *testing.T) {
+	for _, key := range []string{
+		"api_key", "apikey", "API-Key", "x-api-key", "key", "auth", "access_token", "token", "secret",
+		"client_secret", "sig", "signature", "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token",
+		"access_key", "private_key", "credentials", "authorization",
+	} {
+		in := "http://collector:4318/v1/traces?a=1&" + key + "=" + secret + "&b=2"
+		want := "http://collector:4318/v1/traces?a=1&" + key + "=xxxxx&b=2"
+		if got := redact.URL(in); got != want {
+			t.Errorf("URL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, in := range []string{
+		// Ordinary keys: a file path (pgx's sslkey names a file), a MongoDB auth database, a key's name.
+		"postgres://h/db?sslkey=/etc/ssl/client.key&sslmode=verify-full&sslcert=/etc/ssl/client.crt",
+		"mongodb://h/db?authSource=admin&authMechanism=SCRAM-SHA-256",
+		"http://h/path?keyspace=shop&design=1&sigma=2&monkey=3&author=bob",
+		"host=h sslkey=/etc/ssl/client.key dbname=x",
+	} {
+		if got := redact.URL(in); got != in {
+			t.Errorf("URL(%q) = %q, want it unchanged", in, got)
+		}
+	}
+}
