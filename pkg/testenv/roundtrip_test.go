@@ -267,3 +267,37 @@ func TestPulsarRoundTripInDedupNamespace(t *testing.T) {
 		t.Fatalf("received %q %v, want what was sent", got.Payload(), got.Properties())
 	}
 }
+
+// TestNATSServerList: nats.go takes NATS_URL as a comma-separated server list and connects to any server of it that
+// answers, so testenv.NATS must as well: it refused such a list as one malformed URL, even with NATS up. A list
+// none of whose servers answers fails naming the list, without its password.
+func TestNATSServerList(t *testing.T) {
+	up := testenv.NATS(t)
+	down := "nats://bob:s3cret@" + testenv.ClosedPort(t)
+	t.Run("one answers", func(t *testing.T) {
+		list := down + ", " + up
+		t.Setenv("NATS_URL", list)
+		if msg := testenv.Failure(t, func(tb testing.TB) {
+			if got := testenv.NATS(tb); got != list {
+				tb.Fatalf("NATS() = %q, want the list %q", got, list)
+			}
+		}); msg != "" {
+			t.Fatalf("NATS_URL=%s: %s", list, msg)
+		}
+		nc, err := nats.Connect(list, nats.Timeout(5*time.Second))
+		if err != nil {
+			t.Fatalf("connect to the list: %v", err)
+		}
+		nc.Close()
+	})
+	t.Run("none answers", func(t *testing.T) {
+		other := testenv.ClosedPort(t)
+		t.Setenv("NATS_URL", down+","+other)
+		msg := testenv.Failure(t, func(tb testing.TB) { testenv.NATS(tb) })
+		addr := strings.TrimPrefix(down, "nats://bob:s3cret@")
+		want := "NATS not reachable at nats://bob:xxxxx@" + addr + "," + other + ": " + testenv.Hint
+		if !strings.HasPrefix(msg, want) || strings.Contains(msg, "s3cret") {
+			t.Fatalf("failure message = %q, want it to start with %q and show no password", msg, want)
+		}
+	})
+}

@@ -1,6 +1,10 @@
 package testenv
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/redact"
+)
 
 // Redis returns the Redis URL (REDIS_URL) after checking that the server answers. The server is shared by every test:
 // namespace keys, or use a key with a random part.
@@ -25,10 +29,27 @@ func Etcd(t testing.TB) []string {
 
 // NATS returns the NATS URL (NATS_URL) after checking that the server answers. JetStream is enabled with
 // sync_interval always; tests share the server, so stream names and subjects must be their own.
+//
+// NATS_URL may be a comma-separated server list, as nats.go's Connect takes it: nats.go connects to whichever of
+// them answers, so the check passes when one does, and the list is returned as it is. A failure shows a list
+// through redact.URL rather than as the hosts read from it: nats.go splits at every comma, so a comma in a password
+// leaves part of it where a host is read.
 func NATS(t testing.TB) string {
 	t.Helper()
 	raw := env("NATS_URL", "nats://127.0.0.1:14222")
-	reachable(t, "NATS", hostOf(t, "NATS_URL", raw))
+	servers := list(raw)
+	if len(servers) == 0 {
+		t.Fatalf("testenv: NATS_URL is empty: %s", Hint)
+	}
+	hosts := make([]string, len(servers))
+	for i, s := range servers {
+		hosts[i] = hostOf(t, "NATS_URL", s)
+	}
+	shown := hosts[0]
+	if len(hosts) > 1 {
+		shown = redact.URL(raw)
+	}
+	reachableAny(t, "NATS", shown, hosts)
 	return raw
 }
 

@@ -46,6 +46,21 @@ func reachable(t testing.TB, server, hostport string) {
 	_ = c.Close()
 }
 
+// reachableAny fails t unless a TCP connection to one of hostports succeeds, naming them as shown.
+func reachableAny(t testing.TB, server, shown string, hostports []string) {
+	t.Helper()
+	var errs []string
+	for _, hp := range hostports {
+		c, err := net.DialTimeout("tcp", hp, dialTimeout)
+		if err == nil {
+			_ = c.Close()
+			return
+		}
+		errs = append(errs, err.Error())
+	}
+	t.Fatalf("%s not reachable at %s: %s (%s)", server, shown, Hint, strings.Join(errs, "; "))
+}
+
 // hostOf returns host:port of a URL such as nats://127.0.0.1:14222, or the input when it has no scheme. One without
 // a scheme but with user info (nats.go reads bob:pw@host:4222, or a token as TOKEN@host:4222, as nats://) is parsed
 // for its host as well: dialled whole it could not connect, and its failure quoted the password or token.
