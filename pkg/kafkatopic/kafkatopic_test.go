@@ -90,3 +90,41 @@ func TestEnsureCreatesMissingTopicsOnceAndLeavesOthersAlone(t *testing.T) {
 		t.Errorf("created topic has %d partitions", parts[fresh])
 	}
 }
+
+// TestEnsureKnownAllocatesNothing: once its topics are known, Ensure is on every write's path (the outbox relay calls
+// it before each batch, with a topic per message), and costs no allocation there: the map of topics to ask about
+// stays on the stack and the request is built only when there is one to send.
+func TestEnsureKnownAllocatesNothing(t *testing.T) {
+	bs := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := kafkatopic.New(newWriter(t, bs), slog.New(slog.DiscardHandler))
+	topic := name("kafkatopic-test-known-")
+	topics := make([]string, 100) // a batch of 100 rows to one topic
+	for i := range topics {
+		topics[i] = topic
+	}
+	c.Ensure(ctx, topics...)
+	if n := testing.AllocsPerRun(100, func() { c.Ensure(ctx, topics...) }); n != 0 {
+		t.Errorf("Ensure of known topics made %v allocations, want 0", n)
+	}
+}
+
+// BenchmarkEnsureKnown is Ensure's cost on the path every write takes once its topics exist: the outbox relay calls
+// it before each batch, with the batch's topics, which are known after the first.
+func BenchmarkEnsureKnown(b *testing.B) {
+	bs := testenv.Kafka(b)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tr := &kafka.Transport{MetadataTTL: time.Minute}
+	defer tr.CloseIdleConnections()
+	w := &kafka.Writer{Addr: kafka.TCP(bs...), Transport: tr}
+	defer w.Close()
+	c := kafkatopic.New(w, slog.New(slog.DiscardHandler))
+	topics := []string{name("kafkatopic-bench-a-"), name("kafkatopic-bench-b-"), name("kafkatopic-bench-c-")}
+	c.Ensure(ctx, topics...)
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Ensure(ctx, topics...)
+	}
+}
