@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -14,7 +15,8 @@ import (
 const kindCluster = "kindup-test"
 
 // runKindUp runs scripts/kind-up.sh with testdata/kind-up/kubectl and docker, kind and curl that do nothing, keeping
-// the fake's secrets in state. failAt (namespace/name) makes the first write of that secret fail.
+// the fake's secrets in state; the fake's `apply -k` deploys what the kind overlay builds, which its `wait` and
+// `rollout status` look for. failAt (namespace/name) makes the first write of that secret fail.
 func runKindUp(t *testing.T, state, failAt string) ([]byte, error) {
 	t.Helper()
 	bin := t.TempDir()
@@ -25,6 +27,15 @@ func runKindUp(t *testing.T, state, failAt string) ([]byte, error) {
 	if err := os.Symlink(kubectl, filepath.Join(bin, "kubectl")); err != nil {
 		t.Fatal(err)
 	}
+	// What the kind overlay deploys, for the fake's `wait` and `rollout status` to find once `apply -k` has run.
+	var objects strings.Builder
+	for _, o := range build(t, "k8s/overlays/kind") {
+		fmt.Fprintf(&objects, "%s %s %s\n", o.Namespace, o.Kind, o.Name)
+	}
+	objectsFile := filepath.Join(bin, "objects")
+	if err := os.WriteFile(objectsFile, []byte(objects.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, name := range []string{"docker", "kind", "curl"} {
 		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
 			t.Fatal(err)
@@ -32,7 +43,8 @@ func runKindUp(t *testing.T, state, failAt string) ([]byte, error) {
 	}
 	cmd := exec.Command("bash", kindUpScript)
 	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"),
-		"FAKE_KUBECTL_STATE="+state, "FAKE_KUBECTL_FAIL="+failAt, "SHANHAI_KIND_CLUSTER="+kindCluster)
+		"FAKE_KUBECTL_STATE="+state, "FAKE_KUBECTL_FAIL="+failAt, "FAKE_KUBECTL_OBJECTS="+objectsFile,
+		"SHANHAI_KIND_CLUSTER="+kindCluster)
 	return cmd.CombinedOutput()
 }
 
@@ -169,6 +181,39 @@ func TestKindUpReadsTheVariablesItsFilesName(t *testing.T) {
 		for _, v := range named.FindAllString(string(b), -1) {
 			if !strings.Contains(string(script), "${"+v) {
 				t.Errorf("%s names %s, which %s does not read", f, v, kindUpScript)
+			}
+		}
+	}
+}
+
+// TestKindUpWaitsForWhatEachNamespaceRuns: after applying the overlay kind-up.sh waits for every Deployment and
+// DaemonSet it holds, and asks kubectl to wait only for what a namespace has. It waited for `deployment --all` in
+// shanhai-system too, which holds the eBPF agent's DaemonSet alone: kubectl wait fails there with "no matching
+// resources found", so every run stopped with an error after a good deploy, before the agent's rollout was watched
+// and the smoke test ran.
+func TestKindUpWaitsForWhatEachNamespaceRuns(t *testing.T) {
+	state := t.TempDir()
+	out, err := runKindUp(t, state, "")
+	if err != nil {
+		t.Fatalf("kind-up.sh failed on the cluster it deployed: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(state, "calls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := string(b)
+	waited := func(ns, what string) bool {
+		return regexp.MustCompile(`(?m)-n ` + regexp.QuoteMeta(ns) + ` (wait \S+|rollout status) ` + what + `( |$)`).MatchString(calls)
+	}
+	for _, o := range build(t, "k8s/overlays/kind") {
+		switch o.Kind {
+		case "Deployment":
+			if !waited(o.Namespace, `(deployment|deployment/`+regexp.QuoteMeta(o.Name)+`)`) {
+				t.Errorf("kind-up.sh does not wait for Deployment %s/%s", o.Namespace, o.Name)
+			}
+		case "DaemonSet":
+			if !waited(o.Namespace, `daemonset/`+regexp.QuoteMeta(o.Name)) {
+				t.Errorf("kind-up.sh does not wait for DaemonSet %s/%s", o.Namespace, o.Name)
 			}
 		}
 	}

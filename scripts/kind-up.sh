@@ -79,7 +79,9 @@ grafana=$(existing shanhai-infra shanhai-grafana admin-password)
 secret shanhai-infra shanhai-grafana admin-password="$grafana"
 
 kubectl apply -k deploy/k8s/overlays/kind
-for ns in shanhai-infra shanhai shanhai-system; do
+# The namespaces with Deployments only: shanhai-system holds the eBPF agent's DaemonSet alone, and `kubectl wait
+# ... deployment --all` on a namespace with none fails ("no matching resources found"), which ended every run here.
+for ns in shanhai-infra shanhai; do
   kubectl -n "$ns" rollout status deployment --timeout=600s 2>/dev/null || true
   kubectl -n "$ns" wait --for=condition=Available deployment --all --timeout=600s
 done
