@@ -256,8 +256,8 @@ func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, err
 	default:
 		return "ignored", ack(m)
 	}
-	var d OrderCreatedData
-	if err := env.Decode(&d); err != nil {
+	d, err := decodeOrder(env)
+	if err != nil {
 		return c.deadLetter(ctx, m, h, env, "invalid_payload", fmt.Errorf("decode %s: %w", env.ID, err))
 	}
 	if err := checkOrderID(d.OrderID); err != nil {
@@ -291,8 +291,8 @@ func (c *OrderEvents) process(ctx context.Context, m jetstream.Msg) (string, err
 }
 
 func (c *OrderEvents) cancel(ctx context.Context, m jetstream.Msg, h map[string]string, env event.Envelope) (string, error) {
-	var d OrderCancelledData
-	if err := env.Decode(&d); err != nil {
+	d, err := decodeOrder(env)
+	if err != nil {
 		return c.deadLetter(ctx, m, h, env, "invalid_payload", fmt.Errorf("decode %s: %w", env.ID, err))
 	}
 	if err := checkOrderID(d.OrderID); err != nil {

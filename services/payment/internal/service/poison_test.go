@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -24,15 +25,36 @@ func poisonedOnce(t *testing.T, h *harness, events []struct {
 	o   orderEvent
 }) {
 	t.Helper()
+	raw := make([]rawEvent, len(events))
+	for i, e := range events {
+		b, err := json.Marshal(e.o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw[i] = rawEvent{typ: e.typ, orderID: e.o.OrderID, data: string(b)}
+	}
+	poisonedRawOnce(t, h, raw)
+}
+
+// rawEvent is an order event's type and payload as published, and the
+// order it names (which must not be claimed).
+type rawEvent struct {
+	typ, orderID, data string
+}
+
+// poisonedRawOnce is poisonedOnce for payloads given as published, for
+// what json.Marshal of an orderEvent cannot make.
+func poisonedRawOnce(t *testing.T, h *harness, events []rawEvent) {
+	t.Helper()
 	ctx := context.Background()
 	for _, e := range events {
 		// The CloudEvents subject is the order id as the order service
 		// sends it, but bounded (pkg/event): the payload carries the id.
-		env, err := event.New(e.typ, "/shanhai/order", "o", e.o)
+		env, err := event.New(e.typ, "/shanhai/order", "o", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		h.publishRaw(svctest.Headers(env, nil), env.Data)
+		h.publishRaw(svctest.Headers(env, nil), []byte(e.data))
 	}
 	h.drained()
 	c, err := h.stream.JS.Consumer(ctx, h.names.Stream, h.names.Durable)
@@ -56,8 +78,8 @@ func poisonedOnce(t *testing.T, h *harness, events []struct {
 		}
 	}
 	for _, e := range events {
-		if rows := h.payments(e.o.OrderID); len(rows) != 0 {
-			t.Errorf("order %.60q was claimed: %d rows", e.o.OrderID, len(rows))
+		if rows := h.payments(e.orderID); len(rows) != 0 {
+			t.Errorf("order %.60q was claimed: %+v", e.orderID, rows)
 		}
 	}
 	if n := h.svc.Provider.Charges(); n != 0 {
