@@ -85,7 +85,10 @@ func NewAdaptive(o AdaptiveOptions) *Adaptive {
 		o.Initial = 20
 	}
 	o.Initial = min(max(o.Initial, o.Min), o.Max)
-	if o.Backoff <= 0 || o.Backoff >= 1 {
+	// Written as "not within range" so that NaN, for which both bounds'
+	// checks are false, takes the default too: kept, it made the limit NaN
+	// at the first congestion signal, an integer limit of MinInt64.
+	if !(o.Backoff > 0 && o.Backoff < 1) {
 		o.Backoff = 0.9
 	}
 	a := &Adaptive{o: o, limit: float64(o.Initial), unreg: func() {}}

@@ -2,6 +2,7 @@ package limit
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -225,5 +226,24 @@ func TestAdaptiveOptionsMinAboveMaxIsRefused(t *testing.T) {
 		if err := o.Validate(); err != nil {
 			t.Errorf("%+v: Validate() = %v, want nil", o, err)
 		}
+	}
+}
+
+// A Backoff that is not a number takes the default like any other out of
+// (0, 1): compared with NaN both range checks were false, so it was kept, and
+// the first congestion signal made the limit NaN, whose conversion to an
+// integer left a limit that admitted nothing (or everything, by platform).
+func TestAdaptiveNaNBackoffTakesTheDefault(t *testing.T) {
+	a := NewAdaptive(AdaptiveOptions{Initial: 10, Min: 2, Max: 40, Backoff: math.NaN()})
+	tk, ok := a.Admit()
+	if !ok {
+		t.Fatal("first call refused")
+	}
+	a.Done(tk, time.Millisecond, true)
+	if got := a.Limit(); got != 9 { // 10 × the default 0.9
+		t.Fatalf("limit after one failure = %d, want 9", got)
+	}
+	if _, ok := a.Admit(); !ok {
+		t.Fatal("a call refused with nothing in flight")
 	}
 }
