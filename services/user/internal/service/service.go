@@ -64,7 +64,14 @@ type Service struct {
 	// email, as last counted (reportInvisibleEmails), for the gauge.
 	invisible atomic.Int64
 
+	// workers guards stopWorkers and stopped: Start and Stop may be called
+	// from different goroutines (Run's start-up step and a test's Stop, an
+	// embedded run stopped while starting), and a Stop that ran before Start
+	// set stopWorkers would leave Start's workers running on closed
+	// connections. Start after Stop starts nothing.
+	workers     sync.Mutex
 	stopWorkers func()
+	stopped     bool
 	cleanup     server.Cleanup
 	// closing runs the end of the service (workers, then connections) once,
 	// for whichever asks first: the shutdown hook, which waits for it only
@@ -239,8 +246,15 @@ func trustedProxies(cidrs []string) ([]netip.Prefix, error) {
 // their email once. That report is the start's only query beyond the
 // migration check, and nothing waits for it: it runs here, beside the
 // relay, rather than in New on the way to ready; the gauge reads 0 until it
-// has counted.
+// has counted. A Start after Stop, or a second one, starts nothing: Stop
+// ends only the workers it knows of.
 func (s *Service) Start(ctx context.Context) {
+	s.workers.Lock()
+	defer s.workers.Unlock()
+	if s.stopped || s.stopWorkers != nil {
+		s.log.WarnContext(ctx, "start ignored: the service was started or stopped before", "stopped", s.stopped)
+		return
+	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -354,7 +368,12 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 }
 
+// stop ends the workers, waiting for a Start that is under way to finish
+// first, and keeps any later Start from starting them again.
 func (s *Service) stop() {
+	s.workers.Lock()
+	defer s.workers.Unlock()
+	s.stopped = true
 	if s.stopWorkers != nil {
 		s.stopWorkers()
 		s.stopWorkers = nil
