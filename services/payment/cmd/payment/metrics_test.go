@@ -25,7 +25,7 @@ func TestFreshProcessExportsEverySettleFailureReasonAtZero(t *testing.T) {
 	// The saga dashboard plots rate(shanhai_payment_provider_calls_total[1m]) by result: a result's first call in a
 	// process was missing there the same way.
 	for _, result := range []string{"approved", "replayed", "fault", "refunded", "refund_replayed", "refund_fault",
-		"refund_unrecorded", "voided", "void_refunded", "void_replayed", "void_fault", "cut_off"} {
+		"refund_unrecorded", "refund_declined", "voided", "void_refunded", "void_replayed", "void_fault", "cut_off"} {
 		if v, ok := sample(body, "shanhai_payment_provider_calls_total", "result", result); !ok || v != "0" {
 			t.Errorf(`shanhai_payment_provider_calls_total{result=%q} = %q (found %v); want a series at 0`, result, v, ok)
 		}

@@ -2,6 +2,7 @@ package adapters
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"sync"
 	"testing"
@@ -88,4 +89,27 @@ func everyResultAtZero(counts map[string]int64) map[string]int64 {
 	}
 	maps.Copy(all, counts)
 	return all
+}
+
+// TestSimulatedProviderCountsARefusedRefund: a refund of a key the provider
+// declined (voided before it was charged) is refused, a business answer the
+// settle round stores as refund_declined. It is a call like any other and
+// is counted once, as refund_declined; before, it was the one call the
+// counter never saw, so the saga dashboard showed no provider activity for
+// a refund an operator must settle by hand.
+func TestSimulatedProviderCountsARefusedRefund(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	p := NewSimulatedProvider(func() config.Dynamic { return config.Dynamic{} })
+	ctx := context.Background()
+	if _, err := p.Void(ctx, payment.Void{IdempotencyKey: "voided"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Refund(ctx, payment.Refund{IdempotencyKey: "voided"}); !errors.Is(err, ErrChargeDeclined) {
+		t.Fatalf("refund of a voided key: %v, want ErrChargeDeclined", err)
+	}
+	want := everyResultAtZero(map[string]int64{"voided": 1, "refund_declined": 1})
+	if got := CounterBy(t, reader, "shanhai.payment.provider.calls", "result"); !maps.Equal(got, want) {
+		t.Fatalf("calls by result = %v, want %v", got, want)
+	}
 }

@@ -49,7 +49,7 @@ type SimulatedProvider struct {
 // NewSimulatedProvider reads its behaviour from settings on each charge.
 func NewSimulatedProvider(settings func() config.Dynamic) *SimulatedProvider {
 	calls, _ := otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.provider.calls",
-		metric.WithDescription("simulated provider calls by result (approved, replayed, fault, refunded, refund_replayed, refund_fault, refund_unrecorded, voided, void_refunded, void_replayed, void_fault, cut_off)"))
+		metric.WithDescription("simulated provider calls by result (approved, replayed, fault, refunded, refund_replayed, refund_fault, refund_unrecorded, refund_declined, voided, void_refunded, void_replayed, void_fault, cut_off)"))
 	// Every result's series exists from the start, at 0: the saga dashboard
 	// reads the counter with rate(), which needs two samples of a series, so
 	// a series born at 1 by a result's first call would show nothing.
@@ -61,7 +61,7 @@ func NewSimulatedProvider(settings func() config.Dynamic) *SimulatedProvider {
 
 // providerResults are the result values of shanhai.payment.provider.calls.
 var providerResults = []string{"approved", "replayed", "fault", "refunded", "refund_replayed", "refund_fault",
-	"refund_unrecorded", "voided", "void_refunded", "void_replayed", "void_fault", "cut_off"}
+	"refund_unrecorded", "refund_declined", "voided", "void_refunded", "void_replayed", "void_fault", "cut_off"}
 
 func (p *SimulatedProvider) Charge(ctx context.Context, c payment.Charge) (payment.Answer, error) {
 	if a, ok := p.remembered(c.IdempotencyKey); ok {
@@ -123,6 +123,9 @@ func (p *SimulatedProvider) Refund(ctx context.Context, r payment.Refund) error 
 	}
 	a, recorded := p.answers[r.IdempotencyKey]
 	if recorded && !a.Approved {
+		// Counted like every other answer: uncounted, the one refund a
+		// person must settle by hand left no trace in the calls counter.
+		p.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("result", "refund_declined")))
 		return fmt.Errorf("refund %s: %w", r.IdempotencyKey, ErrChargeDeclined)
 	}
 	result := "refunded"
