@@ -53,7 +53,8 @@ type bucket struct {
 type Option func(*Local)
 
 // WithIdleTTL sets how long an untouched key is remembered (default one
-// minute; raised to the full-refill time if shorter).
+// minute; raised to the full-refill time if shorter, lowered to about 73
+// years if longer).
 func WithIdleTTL(d time.Duration) Option { return func(l *Local) { l.ttl = d } }
 
 // minPerShard is the fewest keys a shard is sized for. A shard that holds
@@ -107,6 +108,11 @@ func PerKey(r rate.Limit, burst int, opts ...Option) *Local {
 	if l.gcra.kind == refilling && l.ttl < time.Duration(l.gcra.window) {
 		l.ttl = time.Duration(l.gcra.window)
 	}
+	// Capped so the sweep's cutoff (now - ttl - ttl/16) cannot wrap: with a
+	// TTL near the largest duration ("never forget") it turned positive,
+	// every key looked idle, and a full shard dropped them all. maxWindow
+	// (decades) still means never in practice.
+	l.ttl = min(l.ttl, maxWindow)
 	for i := range l.shards {
 		l.shards[i].m = make(map[string]*bucket)
 	}

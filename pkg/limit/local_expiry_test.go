@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 )
@@ -48,5 +49,24 @@ func TestPerKeyMaxKeysUnderShardCount(t *testing.T) {
 		if got := l.Len(); got > n || got < n/2 {
 			t.Errorf("WithMaxKeys(%d) holds %d keys after 5000 distinct ones", n, got)
 		}
+	}
+}
+
+// An idle TTL near the largest duration ("never forget a key") must not
+// wrap the sweep's cutoff around: wrapped, every key looked idle, and a
+// full shard dropped all its keys, handing each client a fresh burst,
+// instead of evicting one.
+func TestPerKeyHugeIdleTTLEvictsOneKeyWhenFull(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := PerKey(0, 1, WithMaxKeys(16), WithIdleTTL(math.MaxInt64), WithClock(clk.now)) // one shard of 16
+	ctx := context.Background()
+	for i := range 17 {
+		clk.advance(time.Second)
+		if d, _ := l.Allow(ctx, fmt.Sprint("client-", i)); !d.Allowed {
+			t.Fatalf("client-%d's first call refused: %+v", i, d)
+		}
+	}
+	if n := l.Len(); n != 16 {
+		t.Fatalf("a full shard took a 17th key and holds %d keys, want 16 (one evicted)", n)
 	}
 }
