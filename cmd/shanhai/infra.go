@@ -18,6 +18,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
@@ -184,7 +185,38 @@ func (in *Infra) startEtcd(ctx context.Context) error {
 		return ctx.Err()
 	}
 	in.etcd = e
+	if err := revokeLeftLeases(ctx, e); err != nil {
+		return err
+	}
 	in.set("ETCD_ENDPOINTS", cu.Host)
+	return nil
+}
+
+// revokeLeftLeases revokes every lease a fresh start finds, with the keys
+// they hold. Nothing but an earlier run on this data directory can have
+// made one (the directory is this run's alone: lockDataDir), and a run that
+// was killed, or whose stop gave up, never revoked its own: its services'
+// registrations. -data keeps etcd, and the new leader renews every lease it
+// recovers for a full TTL, so those instances stayed listed for about ten
+// seconds after the banner; at the same -port they were this run's
+// addresses, at another nothing answered there, and the gateway's breaker
+// for user opened on them (502, then 503 for the JWKS and log ins). The
+// run's own keys without a lease (dynamic configuration) are kept.
+func revokeLeftLeases(ctx context.Context, e *embed.Etcd) error {
+	leases, err := e.Server.LeaseLeases(ctx, &etcdserverpb.LeaseLeasesRequest{})
+	if err != nil {
+		e.Close()
+		return fmt.Errorf("embedded etcd: list an earlier run's leases: %w", err)
+	}
+	for _, l := range leases.Leases {
+		if _, err := e.Server.LeaseRevoke(ctx, &etcdserverpb.LeaseRevokeRequest{ID: l.ID}); err != nil {
+			e.Close()
+			return fmt.Errorf("embedded etcd: revoke an earlier run's lease %x: %w", l.ID, err)
+		}
+	}
+	if n := len(leases.Leases); n > 0 {
+		slog.Info("embedded etcd: revoked what an earlier run on this data directory left registered", "leases", n)
+	}
 	return nil
 }
 

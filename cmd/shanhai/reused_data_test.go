@@ -1,9 +1,14 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +83,92 @@ VALUES ('shanhai.orders', ?, ?, 'order.created', '{}', '{}', ?, ?)`, o.id, "even
 	if !strings.Contains(warning, "1 order ") {
 		t.Fatalf("banner of a run on a -data an earlier run left 1 order stranded PENDING in: warning %q, want one naming 1 order\n%s",
 			warning, out.String())
+	}
+}
+
+// TestReusedDataAfterAKilledRunRoutesOnlyToThisRun: a run that is killed
+// (kill -9, a crash, the second Ctrl-C of a stop that hangs) never revokes
+// its services' leases, and -data keeps etcd, so the next run on that
+// directory started with the dead run's instances still registered, their
+// leases renewed for a full TTL by the new etcd leader. On another -port
+// those addresses answer nothing: within a second or two of the banner the
+// gateway's breaker for user opened on them and the JWKS and log ins
+// answered 502 and then 503 "circuit breaker open" for seconds. The first
+// run here is this test binary as the program, killed with SIGKILL once it
+// is up; the second, on the same directory and other ports, must answer
+// every one of a burst of requests to a user route.
+func TestReusedDataAfterAKilledRunRoutesOnlyToThisRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the embedded platform twice")
+	}
+	data := t.TempDir()
+	t.Setenv("PULSAR_URL", "")
+	first := asProgram("-port "+strconv.Itoa(freePortBlock(t))+" -data "+data, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	var stderr bytes.Buffer
+	first.Stderr = &stderr
+	stdout, err := first.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer first.Process.Kill() // when the test fails before the kill below
+	up := make(chan bool, 1)
+	go func() {
+		found := false
+		for lines := bufio.NewScanner(stdout); lines.Scan(); {
+			if !found && lines.Text() == "Ctrl-C stops everything." {
+				found = true
+				up <- true
+			}
+		}
+		if !found {
+			up <- false
+		}
+	}()
+	select {
+	case ok := <-up:
+		if !ok {
+			_ = first.Wait()
+			t.Fatalf("the first run ended before it was up; stderr:\n%s", stderr.String())
+		}
+	case <-time.After(2 * time.Minute): // hang guard only
+		t.Fatal("the first run was not up within 2 minutes")
+	}
+	if err := first.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = first.Wait()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute) // hang guard only
+	defer cancel()
+	p, err := Start(ctx, Options{DataDir: data}) // free ports: not the killed run's
+	if err != nil {
+		dumpLogs(t, filepath.Join(data, "logs"))
+		t.Fatalf("second run: %v", err)
+	}
+	defer func() {
+		if err := p.Stop(); err != nil {
+			t.Errorf("second run's stop: %v", err)
+		}
+	}()
+	client := &http.Client{Timeout: 5 * time.Second}
+	defer client.CloseIdleConnections()
+	var failed []string
+	for range 100 {
+		resp, err := client.Get(p.Gateway() + "/.well-known/jwks.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			failed = append(failed, fmt.Sprintf("%d %s", resp.StatusCode, body))
+		}
+	}
+	if len(failed) > 0 {
+		t.Fatalf("%d of 100 JWKS requests through the gateway of a run on a killed run's -data failed, the first: %s",
+			len(failed), failed[0])
 	}
 }
