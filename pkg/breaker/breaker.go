@@ -67,7 +67,7 @@ type Settings struct {
 
 	OpenBase time.Duration // first open period (1s); doubles per consecutive trip
 	OpenMax  time.Duration // cap on the open period (30s)
-	Jitter   float64       // the open period is shortened by up to this share (0.2)
+	Jitter   float64       // the open period is shortened by up to this share, in (0, 1) (0.2)
 
 	HalfOpenTrials uint32 // calls let through while half-open; all must succeed to close (3)
 
@@ -98,7 +98,10 @@ func (s *Settings) defaults() {
 	if s.OpenMax < s.OpenBase {
 		s.OpenMax = max(30*time.Second, s.OpenBase)
 	}
-	if !(s.Jitter >= 0 && s.Jitter < 1) {
+	// Zero takes the default like every other setting: kept as "no jitter",
+	// it left the gateway (which sets none) opening every breaker for
+	// exactly OpenBase·2^n, a fleet probing a recovering upstream in step.
+	if !(s.Jitter > 0 && s.Jitter < 1) {
 		s.Jitter = 0.2
 	}
 	if s.HalfOpenTrials == 0 {

@@ -558,3 +558,24 @@ func BenchmarkBreakerAdmit(b *testing.B) {
 		}
 	}
 }
+
+// A Jitter left at zero takes the default 0.2 like every other zero setting
+// ("Zero values take the defaults shown"). It was kept as no jitter at all,
+// so the gateway, which sets none, opened every breaker for exactly
+// OpenBase·2^n, and a fleet tripped by one outage probed the recovering
+// upstream in lockstep, what the jitter is there to prevent.
+func TestBreakerZeroJitterTakesTheDefault(t *testing.T) {
+	b := New("zero-jitter", Settings{OpenBase: time.Second})
+	defer b.Close()
+	seen := map[time.Duration]bool{}
+	for range 50 {
+		d := b.openFor(1)
+		if d > time.Second || d < 800*time.Millisecond {
+			t.Fatalf("open period %v outside [800ms, 1s]", d)
+		}
+		seen[d] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("50 open periods, all %v: no jitter", seen)
+	}
+}
