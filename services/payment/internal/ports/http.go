@@ -75,6 +75,14 @@ func (h *HTTP) getPayment(c *gin.Context) {
 // and answers its shape (next_cursor), so a client pages both alike.
 func (h *HTTP) listPayments(c *gin.Context) {
 	var q payment.ListQuery
+	// One order at most: gin's GetQuery reads the first of several, so
+	// ?order_id=A&order_id=B (asking for either) listed A's alone, as if B
+	// had not been asked for.
+	if ids := c.QueryArray("order_id"); len(ids) > 1 {
+		problem.Abort(c, http.StatusBadRequest, "order_id must be given at most once",
+			problem.FieldError{Field: "order_id", Detail: "must be given at most once"})
+		return
+	}
 	if raw, ok := c.GetQuery("order_id"); ok {
 		if q.OrderID, ok = uuidParam(c, "order_id", raw); !ok {
 			return
