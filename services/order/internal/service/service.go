@@ -85,7 +85,13 @@ type Service struct {
 	events   *adapters.PaymentEvents
 	orders   *adapters.OrderGorm
 
+	// workers guards stopWorkers and stopped: Start and Stop may be called
+	// from different goroutines (a test's Stop, an embedded run stopped
+	// while starting), and a Stop that ran before Start set stopWorkers
+	// would leave Start's workers running on closed connections.
+	workers     sync.Mutex
 	stopWorkers func(context.Context)
+	stopped     bool
 	cleanup     server.Cleanup
 }
 
@@ -210,9 +216,19 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	return s, nil
 }
 
+// errStarted is Start's answer after Stop, or beside a Start before it: Stop
+// ends only the workers it knows of.
+var errStarted = errors.New("start the workers: the service was started or stopped before")
+
 // Start runs the outbox relay and the payment-result consumer. It returns
-// once both are running; Stop (or the server's shutdown) ends them.
+// once both are running; Stop (or the server's shutdown) ends them, waiting
+// for a Start under way first.
 func (s *Service) Start(ctx context.Context) error {
+	s.workers.Lock()
+	defer s.workers.Unlock()
+	if s.stopped || s.stopWorkers != nil {
+		return errStarted
+	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
@@ -270,8 +286,11 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // stop ends the workers, cutting off the results still being applied when
-// ctx ends.
+// ctx ends, and keeps a later Start from starting them again.
 func (s *Service) stop(ctx context.Context) {
+	s.workers.Lock()
+	defer s.workers.Unlock()
+	s.stopped = true
 	if s.stopWorkers != nil {
 		s.stopWorkers(ctx)
 		s.stopWorkers = nil
