@@ -29,7 +29,7 @@ const Prefix = "/shanhai/services/"
 type Instance struct {
 	ID      string            `json:"id"`
 	Service string            `json:"service"`
-	Addr    string            `json:"addr"` // host:port
+	Addr    string            `json:"addr"` // host:port, the port a number (see dialable)
 	Version string            `json:"version,omitempty"`
 	Zone    string            `json:"zone,omitempty"`
 	Weight  int               `json:"weight,omitempty"` // relative share of traffic; ≤0 means 1, at most 1<<20 counts
@@ -55,8 +55,11 @@ func (in *Instance) check() error {
 	if in.Service == "" || strings.Contains(in.Service, "/") {
 		errs = append(errs, fmt.Errorf("service %q: must be non-empty without '/'", in.Service))
 	}
-	if in.Addr == "" {
-		errs = append(errs, errors.New("addr: must be host:port"))
+	if !dialable(in.Addr) {
+		// Announced, an address callers cannot dial (ADVERTISE_ADDR
+		// without its port, or as a URL) failed every call to this
+		// instance while the service itself looked healthy.
+		errs = append(errs, fmt.Errorf("addr %q: must be host:port with a port number", in.Addr))
 	}
 	if strings.Contains(in.ID, "/") {
 		errs = append(errs, fmt.Errorf("id %q: must not contain '/'", in.ID))

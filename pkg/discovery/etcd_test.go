@@ -374,3 +374,32 @@ func goWrite(write func() error) (inFlight func() bool, wait func() error) {
 	go func() { done <- write() }()
 	return func() bool { return len(done) == 0 }, func() error { return <-done }
 }
+
+// An instance in etcd whose address callers cannot dial (written by hand or
+// by an older binary that did not check it) is skipped like a malformed
+// one, not handed to the balancers for every call to it to fail.
+func TestResolverSkipsAnUndialableAddr(t *testing.T) {
+	ctx := t.Context()
+	cli := etcdClient(t, testenv.Etcd(t))
+	svc := uniqueService(t)
+	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), Prefix+svc+"/", clientv3.WithPrefix()) })
+	if _, err := cli.Put(ctx, Prefix+svc+"/listed", `{"addr":"10.0.0.5"}`); err != nil {
+		t.Fatal(err)
+	}
+	res, err := NewEtcdResolver(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, Prefix+svc+"/watched", `{"addr":"http://10.0.0.6:8082"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, Prefix+svc+"/good", `{"addr":"10.0.0.7:8082"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := eventually(5*time.Second, func() bool { return len(res.Instances(svc)) > 0 && res.Instances(svc)[0].ID == "good" }); !ok {
+		t.Fatalf("resolver lists %+v, want the good instance only", res.Instances(svc))
+	}
+	if got := res.Instances(svc); len(got) != 1 {
+		t.Fatalf("resolver lists %+v, want the good instance only", got)
+	}
+}

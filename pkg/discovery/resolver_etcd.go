@@ -162,7 +162,7 @@ func (r *EtcdResolver) apply(typ mvccpb.Event_EventType, kv *mvccpb.KeyValue) st
 		return svc
 	}
 	var in Instance
-	if err := json.Unmarshal(kv.Value, &in); err != nil || in.Addr == "" {
+	if err := json.Unmarshal(kv.Value, &in); err != nil || !dialable(in.Addr) {
 		r.log.Warn("discovery: ignoring malformed instance", "key", string(kv.Key))
 		// The key no longer describes the instance it held: keeping the old
 		// address would route to whatever now listens there, and a resolver

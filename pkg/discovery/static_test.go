@@ -79,3 +79,19 @@ func TestStaticRejectsUndialableAddresses(t *testing.T) {
 		}
 	}
 }
+
+// Register refuses an address callers cannot dial (ADVERTISE_ADDR without
+// its port, or written as a URL): announced, every caller's call to that
+// instance failed, while the service itself looked healthy.
+func TestRegisterRefusesAnUndialableAddr(t *testing.T) {
+	s, _ := NewStatic("")
+	for _, addr := range []string{"10.0.0.5", "http://user:8081", "user:http", "user:0"} {
+		err := s.Register(context.Background(), Instance{Service: "user", Addr: addr})
+		if err == nil || !strings.Contains(err.Error(), addr) {
+			t.Errorf("Register with addr %q = %v, want an error naming it", addr, err)
+		}
+	}
+	if got := s.Instances("user"); len(got) != 0 {
+		t.Errorf("refused instances resolved: %+v", got)
+	}
+}
