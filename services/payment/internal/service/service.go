@@ -88,7 +88,13 @@ type Service struct {
 	// charged, and only a series can fire an alert.
 	settleFailures metric.Int64Counter
 
+	// workers guards stopWorkers and stopped: Start and Stop may be called
+	// from different goroutines (a test's Stop, an embedded run stopped
+	// while starting), and a Stop that ran before Start set stopWorkers
+	// would leave Start's workers running on closed connections.
+	workers     sync.Mutex
 	stopWorkers func(context.Context)
+	stopped     bool
 	cleanup     server.Cleanup
 }
 
@@ -230,8 +236,18 @@ func (s *Service) etcdParts(ctx context.Context) (close func() error, err error)
 	return reg.Close, nil
 }
 
-// Start runs the outbox relay and the order.created consumer.
+// errStarted is Start's answer after Stop, or beside a Start before it: Stop
+// ends only the workers it knows of.
+var errStarted = errors.New("start the workers: the service was started or stopped before")
+
+// Start runs the outbox relay and the order.created consumer. Stop (or the
+// server's shutdown) ends them, waiting for a Start under way first.
 func (s *Service) Start(ctx context.Context) error {
+	s.workers.Lock()
+	defer s.workers.Unlock()
+	if s.stopped || s.stopWorkers != nil {
+		return errStarted
+	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
@@ -331,8 +347,12 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 }
 
-// stop ends the workers, cutting off the charges still running when ctx ends.
+// stop ends the workers, cutting off the charges still running when ctx
+// ends, and keeps a later Start from starting them again.
 func (s *Service) stop(ctx context.Context) {
+	s.workers.Lock()
+	defer s.workers.Unlock()
+	s.stopped = true
 	if s.stopWorkers != nil {
 		s.stopWorkers(ctx)
 		s.stopWorkers = nil
