@@ -171,6 +171,11 @@ func dial(addr string, timeout time.Duration) (net.Conn, error) {
 	return sockio.WrapExchange(c), nil
 }
 
+// maxConnWait caps how long a request waits for a free connection. Every
+// request the chain sends has a deadline (its route's timeout, or less),
+// which bounds the wait first; this only keeps a wait from being endless.
+const maxConnWait = time.Hour
+
 // client returns the pool for addr; p.mu is held.
 func (p *Pool) client(addr string) *fasthttp.HostClient {
 	if c := p.clients[addr]; c != nil {
@@ -186,6 +191,14 @@ func (p *Pool) client(addr string) *fasthttp.HostClient {
 		NoDefaultUserAgentHeader:      true,
 		DisableHeaderNamesNormalizing: true,
 		DisablePathNormalizing:        true,
+		// A request that finds all MaxConns busy waits for one, as on the
+		// event loop, whose requests queue for their pool; the request's
+		// own deadline bounds the wait (AcquireConn takes the shorter), and
+		// running out is the 504 any late answer gets. Without it fasthttp
+		// refused at once (ErrNoFreeConns): a 502 "did not answer" from an
+		// upstream that never saw the request, counted as its failure by
+		// the breaker and the adaptive limit.
+		MaxConnWaitTimeout: maxConnWait,
 		// Retries are the gateway's decision (idempotency rule + budget);
 		// the pool must never resend on its own.
 		MaxIdemponentCallAttempts: 1,
