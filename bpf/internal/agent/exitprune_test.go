@@ -17,13 +17,7 @@ import (
 // the new process's connect made a fresh one; the agent, told of the exit, must not delete that fresh entry too (it
 // did: the new process's opens were gone at the next scan, its counter reset to zero while it was running).
 func TestTCPCountsOfTheNextProcessSurviveTheExitPrune(t *testing.T) {
-	requireRoot(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := ownCopy(t, exe)
-	a := newAgent(t, bin)
+	bin, a := probedSelf(t, Config{})
 
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

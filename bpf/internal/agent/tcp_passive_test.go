@@ -17,13 +17,7 @@ import (
 // opens, closes and the segments its accepted sockets retransmit counted: the entry and the sockets' owners are made
 // by accept_ret, in the accepting process, with the sockets' retransmit counts as they were at the accept.
 func TestPassiveOnlyProcessIsCounted(t *testing.T) {
-	requireRoot(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := ownCopy(t, exe)
-	a := newAgent(t, bin)
+	bin, a := probedSelf(t, Config{})
 	const conns = 4
 	d := startHelper(t, bin, "TestLossyServerProcess", lossyServerEnv+"="+strconv.Itoa(conns))
 	a.Scan()

@@ -18,13 +18,7 @@ import (
 // the remembered owner's pid, and so to the new process, which never had that connection: the probe checked only
 // that the pid had an entry in tcp, and the new process makes one with its own first connection.
 func TestTCPEventsOfAnExitedOwnerAreNotTheNextProcesses(t *testing.T) {
-	requireRoot(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := ownCopy(t, exe)
-	a := newAgent(t, bin)
+	bin, a := probedSelf(t, Config{})
 
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

@@ -25,13 +25,7 @@ import (
 // recursion miss; the close counts what the retransmit program did not see).
 func TestRetransmittedSegmentsAreCounted(t *testing.T) {
 	t.Parallel()
-	requireRoot(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := ownCopy(t, exe)
-	a := newAgent(t, bin)
+	bin, a := probedSelf(t, Config{})
 	d := startHelper(t, bin, "TestLossyStreamsProcess", lossyEnv+"=1")
 	a.Scan()
 	n, err := strconv.ParseUint(d.await(t, "total_retrans"), 10, 64)

@@ -13,13 +13,7 @@ import (
 // ESTABLISHED. connect() succeeds, so it is an active open, and its close a close; the probe counted an open only
 // from SYN_SENT straight to ESTABLISHED, so it counted no open and, at the close, a failed connect.
 func TestSimultaneousOpenIsAnOpen(t *testing.T) {
-	requireRoot(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := ownCopy(t, exe)
-	a := newAgent(t, bin)
+	bin, a := probedSelf(t, Config{})
 	d := startHelper(t, bin, "TestSelfConnectProcess", selfConnectEnv+"=1")
 	a.Scan()
 	d.await(t, "closed")

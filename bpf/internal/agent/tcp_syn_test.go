@@ -30,13 +30,7 @@ import (
 // and it reads from its socket's TCP_INFO how many segments the kernel retransmitted, which the agent must count.
 func TestSYNRetransmitsAreCounted(t *testing.T) {
 	t.Parallel()
-	requireRoot(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := ownCopy(t, exe)
-	a := newAgent(t, bin)
+	bin, a := probedSelf(t, Config{})
 	for _, mode := range []string{"fail", "open"} {
 		t.Run(mode, func(t *testing.T) {
 			ln := newFullListener(t)
@@ -68,13 +62,7 @@ func TestSYNRetransmitsAreCounted(t *testing.T) {
 // are among the drops too: the dialler's must be at least there.
 func TestSYNRetransmitsWithNoRoomAreDropped(t *testing.T) {
 	t.Parallel()
-	requireRoot(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := ownCopy(t, exe)
-	a := newAgentWith(t, Config{processEntries: 1}, bin)
+	bin, a := probedSelf(t, Config{processEntries: 1})
 	fillTCPMap(t, a)
 	ln := newFullListener(t)
 	before, err := a.TCPSeriesDropped()
@@ -235,6 +223,21 @@ type helperProcess struct {
 func startSYNDialer(t *testing.T, bin, addr, mode string) *helperProcess {
 	t.Helper()
 	return startHelper(t, bin, "TestSYNDialerProcess", synDialerEnv+"="+addr, synModeEnv+"="+mode)
+}
+
+// probedSelf returns a copy of this test binary of the test's own, to run its helper processes from (startHelper),
+// and an agent with cfg's settings probing that copy alone: the agent counts only the processes the test starts,
+// not those other tests start from the shared binary. It fails the test, or skips it as requireRoot says, when
+// not run as root.
+func probedSelf(t *testing.T, cfg Config) (bin string, a *Agent) {
+	t.Helper()
+	requireRoot(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin = ownCopy(t, exe)
+	return bin, newAgentWith(t, cfg, bin)
 }
 
 // startHelper runs bin (a copy of this test binary) as the helper process of test helper, with env added to the
