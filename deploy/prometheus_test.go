@@ -156,3 +156,48 @@ func podTemplateLabels(t *testing.T, objs []object, name string) map[string]stri
 	t.Fatalf("no workload %s", name)
 	return nil
 }
+
+// TestPrometheusScrapesPodsThatAreNotReady: every Service the kind cluster's Prometheus finds its targets through
+// (dns_sd_configs) is headless and publishes its pods' addresses whether they are ready or not. A headless Service
+// names ready pods alone by default, so a pod failing its readiness probe left Prometheus's targets: exactly the
+// pods in trouble, whose series the alerts read. The bridge's /readyz fails "pulsar-admin" while partitions wait
+// for a Pulsar size policy, so BridgeArchiveWaitingForPulsarPolicy (bridge_pulsar_policy_waiting for 10 minutes)
+// could never fire in Kubernetes; payment's fails "database" while its database is down, which is when
+// PaymentDeadLetterUnrecorded and PaymentSettleRoundFailing count. Compose's static targets were always scraped.
+func TestPrometheusScrapesPodsThatAreNotReady(t *testing.T) {
+	const file = "k8s/components/infra/resources/prometheus.yml"
+	services := map[string]*corev1.Service{}
+	for _, o := range build(t, "k8s/overlays/kind") {
+		if s, ok := o.Value.(*corev1.Service); ok {
+			services[o.Name+"."+o.Namespace+".svc.cluster.local"] = s
+		}
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c scrapeConfig
+	if err := yaml.Unmarshal(raw, &c); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	n := 0
+	for _, sc := range c.ScrapeConfigs {
+		for _, d := range sc.DNSSDConfigs {
+			for _, name := range d.Names {
+				n++
+				s, ok := services[name]
+				switch {
+				case !ok:
+					t.Errorf("%s: Prometheus resolves %s, which is no Service of the kind build", file, name)
+				case s.Spec.ClusterIP != corev1.ClusterIPNone:
+					t.Errorf("Service %s is not headless: its name resolves to one address, not to each pod", name)
+				case !s.Spec.PublishNotReadyAddresses:
+					t.Errorf("Service %s names ready pods only: a pod failing readiness is no longer scraped, and its alerts go blind (want publishNotReadyAddresses: true)", name)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatalf("%s: no dns_sd_configs: this test follows how Prometheus finds the pods; update it", file)
+	}
+}
