@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -49,8 +50,13 @@ type EtcdResolver struct {
 // etcd that lost its data late.
 const RevisionProbe = etcdwatch.RevisionProbe
 
+// StartTimeout is how long NewEtcdResolver waits for etcd's first answer
+// (ten seconds) before it fails: ctx, the watch's lifetime, does not bound it.
+const StartTimeout = 10 * time.Second
+
 // NewEtcdResolver lists the current instances (failing if etcd cannot be
-// read now) and watches for changes until ctx ends or cli is closed.
+// read now: it gives no answer within StartTimeout, or ctx ends first) and
+// watches for changes until ctx ends or cli is closed.
 func NewEtcdResolver(ctx context.Context, cli *clientv3.Client) (*EtcdResolver, error) {
 	return newEtcdResolver(ctx, cli, RevisionProbe)
 }
@@ -59,8 +65,16 @@ func newEtcdResolver(ctx context.Context, cli *clientv3.Client, probe time.Durat
 	r := &EtcdResolver{cli: cli, log: slog.Default(), probe: probe, done: make(chan struct{})}
 	empty := map[string][]Instance{}
 	r.snap.Store(&empty)
-	rev, err := r.list(ctx)
+	// The etcd client dials lazily and waits for a connection on every
+	// call, so its DialTimeout bounds nothing here: unbounded, this read
+	// hung a gateway at start, silently, before it listened.
+	lctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	rev, err := r.list(lctx)
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(lctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (no answer from etcd within %v)", err, StartTimeout)
+		}
 		return nil, err
 	}
 	go r.watch(ctx, rev+1)

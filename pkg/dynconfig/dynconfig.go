@@ -80,15 +80,24 @@ type Value[T any] struct {
 // JSON take their zero values, not initial's: the document in etcd is the
 // whole config. Unknown fields are ignored, so a newer config can be written
 // before every reader is upgraded. An error is returned only if etcd cannot be
-// read at start.
+// read at start: it gives no answer within StartTimeout (ctx, the watch's
+// lifetime, does not bound that read), or ctx ends first.
 func Watch[T any](ctx context.Context, cli *clientv3.Client, key string, initial T) (*Value[T], error) {
 	if !strings.HasPrefix(key, "/") {
 		key = Key(key)
 	}
 	v := &Value[T]{key: key, initial: initial, log: slog.Default()}
 	v.cur.Store(&initial)
-	resp, err := cli.Get(ctx, key)
+	// The etcd client dials lazily and waits for a connection on every
+	// call, so its DialTimeout bounds nothing here: unbounded, this read
+	// hung a binary at start, silently, before it listened.
+	sctx, cancel := context.WithTimeout(ctx, StartTimeout)
+	resp, err := cli.Get(sctx, key)
+	cancel()
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (no answer from etcd within %v)", err, StartTimeout)
+		}
 		return nil, fmt.Errorf("dynconfig %s: %w", key, err)
 	}
 	if len(resp.Kvs) > 0 {
@@ -117,6 +126,10 @@ func (v *Value[T]) OnChange(fn func(T)) {
 // nothing, so the value would stay at a document that no longer exists and miss every later write. One count-only
 // read of the key per watch: next to nothing for etcd.
 const RevisionProbe = etcdwatch.RevisionProbe
+
+// StartTimeout is how long Watch waits for etcd's first answer (ten seconds)
+// before it fails.
+const StartTimeout = 10 * time.Second
 
 func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 	every := v.probe
