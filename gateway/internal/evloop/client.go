@@ -87,6 +87,9 @@ type client struct {
 	// chunks: the framing of the chunked body being read, so far (need
 	// is what it found missing)
 	chunks chunked
+	// paused: the requests behind the last one wait for its answer to
+	// leave (serve); the sweep resumes them once it has.
+	paused bool
 }
 
 // needMore says a parse error only means the message is not complete yet.
@@ -108,6 +111,15 @@ func needMore(err error) bool {
 // serve reads and starts requests from cl's buffer while it is not busy.
 func (l *loop) serve(cl *client) {
 	for !cl.busy && !cl.closing && !cl.gone {
+		// A client that does not read its answers gets no more until it
+		// does: what the socket would not take of the last one waits in
+		// the loop's buffer. Served on, a pipelining client that never
+		// read had every answer (up to 16 MiB each) held in memory until
+		// the write timeout; the fasthttp transport's blocking write stops
+		// at the first. The sweep resumes it once the answer has left.
+		if cl.paused = cl.c.OutboundBuffered() > 0; cl.paused {
+			return
+		}
 		if cl.c.InboundBuffered() < cl.need {
 			return // a body still arriving: no need to parse again yet
 		}

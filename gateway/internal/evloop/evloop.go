@@ -470,7 +470,7 @@ func (s *Server) traffic(c gnet.Conn) gnet.Action {
 			_, _ = c.Discard(c.InboundBuffered())
 			return gnet.None
 		}
-		if x.busy && c.InboundBuffered() > x.l.s.o.MaxHeaderBytes+x.l.s.o.MaxBodyBytes {
+		if (x.busy || x.paused) && c.InboundBuffered() > x.l.s.o.MaxHeaderBytes+x.l.s.o.MaxBodyBytes {
 			return gnet.Close // a pipelining client far ahead of its answers
 		}
 		x.l.serve(x)

@@ -49,6 +49,9 @@ func (l *loop) sweep(t time.Time) {
 		if cl.lingerSince != 0 && !cl.finned {
 			l.fin(cl) // its answer left since the last sweep
 		}
+		if cl.paused && !cl.gone && !cl.closing && cl.c.OutboundBuffered() == 0 {
+			l.serve(cl) // its last answer left: the requests behind it go on
+		}
 		next = min(next, cl.due(now, o))
 		if cl.gone || cl.closing || o.WriteTimeout <= 0 {
 			continue
@@ -93,6 +96,8 @@ func (cl *client) due(now int64, o *Options) int64 {
 	switch {
 	case cl.busy || cl.deadline != 0:
 		return now
+	case cl.paused && !cl.gone && !cl.closing:
+		return now // resumed by the sweep that sees its answer out
 	case cl.lingerSince != 0 && !cl.gone:
 		if !cl.finned {
 			return now // its FIN waits for the answer to be out
