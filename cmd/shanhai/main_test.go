@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -318,5 +319,64 @@ func TestProcessesWithoutTheBinariesStopsFirst(t *testing.T) {
 	left, err := filepath.Glob(filepath.Join(tmp, "shanhai-run-*"))
 	if err != nil || len(left) > 0 {
 		t.Fatalf("data directories left behind: %v (%v)\n%s", left, err, out)
+	}
+}
+
+// A child that ends at start (-processes) is reported with why: the end of
+// its log. Its error is only its exit status, so the run said "gateway
+// ended before it was ready: exit status 2" and the reason (here the
+// variable it refused) had to be dug out of the log; a hosted part's error
+// is its Run's and says it already. The test runs this test binary as the
+// program (main with -processes) with a variable only the gateway reads.
+func TestChildEndedAtStartIsReportedWithItsLogTail(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the five binaries")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	bin := buildBinaries(t)
+	run := asProgram("-processes -bin "+bin+" -port "+strconv.Itoa(freePortBlock(t))+" -data "+t.TempDir(),
+		"PULSAR_URL=", "PULSAR_ADMIN_URL=", "GATEWAY_IP_LIMIT=bogus")
+	out, err := run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("the run: %v, want exit status 1\n%s", err, out)
+	}
+	for _, want := range []string{"gateway ended before it was ready", `GATEWAY_IP_LIMIT: "bogus" is invalid`} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Fatalf("the run's message does not say %q:\n%s", want, out)
+		}
+	}
+}
+
+// logTail keeps the last lines of a log, never a line cut by its byte
+// bound, and nothing of an empty or missing file.
+func TestLogTail(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "part.log")
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, "line %d %s\n", i, strings.Repeat("x", 100))
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Split(strings.TrimPrefix(logTail(path), "\n  "), "\n  ")
+	if len(got) != 10 || !strings.HasPrefix(got[0], "line 990 ") || !strings.HasPrefix(got[9], "line 999 ") {
+		t.Fatalf("logTail of 1000 lines = %q, want lines 990 to 999", got)
+	}
+	if err := os.WriteFile(path, []byte("a\nb\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := logTail(path); got != "\n  a\n  b" {
+		t.Fatalf("logTail of two lines = %q", got)
+	}
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := logTail(path); got != "" {
+		t.Fatalf("logTail of an empty log = %q, want none", got)
+	}
+	if got := logTail(filepath.Join(dir, "missing.log")); got != "" {
+		t.Fatalf("logTail of a missing log = %q, want none", got)
 	}
 }

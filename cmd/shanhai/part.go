@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -120,12 +121,49 @@ func (p *Part) WaitReady(ctx context.Context) error {
 		select {
 		case err := <-p.done:
 			p.done <- err
-			return fmt.Errorf("%s ended before it was ready: %v", p.Name, err)
+			return fmt.Errorf("%s %w: %v", p.Name, errEndedEarly, err)
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready (last /readyz: %s): %w", p.Name, last, ctx.Err())
 		case <-tick.C:
 		}
 	}
+}
+
+// errEndedEarly marks a part that ended before it was ready.
+var errEndedEarly = errors.New("ended before it was ready")
+
+// logTail is the end of a part's log, at most tailLines lines of the last
+// tailBytes bytes, each indented, for an error about a child process: its
+// "exit status 2" says nothing, and why it ended (a refused variable, a
+// panic) is only in its log. "" when the log cannot be read or is empty.
+func logTail(path string) string {
+	const tailLines, tailBytes = 10, 4096
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	from := max(0, fi.Size()-tailBytes)
+	b := make([]byte, fi.Size()-from)
+	if _, err := f.ReadAt(b, from); err != nil && !errors.Is(err, io.EOF) {
+		return ""
+	}
+	text := strings.TrimRight(string(b), "\n")
+	if from > 0 { // the first line is cut: leave it out
+		if _, rest, ok := strings.Cut(text, "\n"); ok {
+			text = rest
+		}
+	}
+	lines := strings.Split(text, "\n")
+	lines = lines[max(0, len(lines)-tailLines):]
+	if len(lines) == 1 && lines[0] == "" {
+		return ""
+	}
+	return "\n  " + strings.Join(lines, "\n  ")
 }
 
 // Stop asks the part to drain and shut down (a hosted part's ctx ends, a

@@ -266,6 +266,13 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("%w: not ready within the start-up limit of %s (log: %s)", err, limit, log)
 		}
+		if errors.Is(err, errEndedEarly) && !p.Parts[name].Hosted() {
+			// A hosted part's error is its Run's, which says why; a
+			// child's is its exit status, and why is in its log.
+			if tail := logTail(log); tail != "" {
+				return fmt.Errorf("%w; the end of its log:%s\n(log: %s)", err, tail, log)
+			}
+		}
 		return fmt.Errorf("%w (log: %s)", err, log)
 	}
 	var wg sync.WaitGroup
