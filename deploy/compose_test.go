@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -246,5 +247,49 @@ func TestComposeLongRunningServicesRestart(t *testing.T) {
 		default:
 			t.Errorf("%s: restart %q, want unless-stopped: it stays down after it exits or Docker restarts", name, s.Restart)
 		}
+	}
+}
+
+// TestComposeFixedAddressesAreOutsideTheDynamicRange: a container's fixed address (ipv4_address) lies in its
+// network's subnet but outside the range Docker hands out to the others (ip_range). Docker gives a container without
+// one the lowest free address of the subnet when it starts and reserves nothing for a container that has not
+// started: the gateway, whose user service trusts its X-Forwarded-For by its fixed 172.31.240.10, starts after some
+// fifteen others, the ninth of which had already been given .10, and failed with "Address already in use".
+func TestComposeFixedAddressesAreOutsideTheDynamicRange(t *testing.T) {
+	p := loadCompose(t, "load")
+	fixed := 0
+	for name, s := range p.Services {
+		for netName, n := range s.Networks {
+			if n == nil || n.Ipv4Address == "" {
+				continue
+			}
+			fixed++
+			addr, err := netip.ParseAddr(n.Ipv4Address)
+			if err != nil {
+				t.Errorf("%s: ipv4_address %q: %v", name, n.Ipv4Address, err)
+				continue
+			}
+			inSubnet, outsideRange := false, false
+			for _, pool := range p.Networks[netName].Ipam.Config {
+				subnet, err := netip.ParsePrefix(pool.Subnet)
+				if err != nil || !subnet.Contains(addr) {
+					continue
+				}
+				inSubnet = true
+				if r, err := netip.ParsePrefix(pool.IPRange); err == nil && subnet.Contains(r.Addr()) && !r.Contains(addr) {
+					outsideRange = true
+				}
+			}
+			switch {
+			case !inSubnet:
+				t.Errorf("%s: ipv4_address %s is in no subnet of network %s", name, addr, netName)
+			case !outsideRange:
+				t.Errorf("%s: ipv4_address %s may be handed to another container of network %s first: give the network an "+
+					"ip_range within its subnet that leaves it out", name, addr, netName)
+			}
+		}
+	}
+	if fixed == 0 {
+		t.Fatal("no service has a fixed address: the user service's TRUSTED_PROXIES moved, follow it here")
 	}
 }
