@@ -80,7 +80,10 @@ type OrderEvents struct {
 	dead       metric.Int64Counter
 	unrecorded metric.Int64Counter
 	queue      int // what waits for a worker: the consumer's MaxAckPending, so the callback never waits (see Start)
-	keep       *stream.Keeper
+	cfg        jetstream.ConsumerConfig
+	// keep holds a message a worker handles, for at most AckWait from when
+	// the worker took it (Start).
+	keep *stream.Keeper
 }
 
 // DefaultNames are the platform's: stream SHANHAI, durable "payment" on
@@ -113,7 +116,7 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 		metric.WithDescription("messages given up on at their last delivery whose dead letter could not be recorded (only the stream holds them), by cause"))
 	cfg := ConsumerConfig(names, maxDeliver)
 	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead, unrecorded: unrecorded,
-		queue: cfg.MaxAckPending, keep: stream.NewKeeper(cfg, log)}
+		queue: cfg.MaxAckPending, cfg: cfg, keep: stream.NewKeeper(cfg, log)}
 }
 
 // ConsumerConfig is the durable consumer this service owns; zero fields of
@@ -130,10 +133,12 @@ func ConsumerConfig(names Names, maxDeliver int) jetstream.ConsumerConfig {
 		// not this: a message unsettled 1 s after its first delivery is
 		// delivered again (then after 2 s, 4 s ...). The short first step
 		// brings a crashed worker's message back fast; Start keeps a
-		// message it holds, waiting for a worker or being charged (a slow
-		// or faulted provider), from coming back meanwhile (stream.Keeper),
-		// for at most this AckWait: a message held longer (a stuck
-		// handler) is lost to the back-off, as a crashed one's is.
+		// message it holds from coming back meanwhile (stream.Keeper):
+		// being charged (a slow or faulted provider), for at most this
+		// AckWait, a handler held longer (stuck) losing its message to the
+		// back-off, as a crashed one's is; and before that while it waits
+		// for a worker, for at most this AckWait per round of workers
+		// ahead of it in the queue (queueHold).
 		AckWait:       30 * time.Second,
 		MaxDeliver:    maxDeliver,
 		BackOff:       stream.BackOff(time.Second, maxDeliver),
@@ -162,8 +167,20 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	// charged. The callback never waits either, so messages do not wait
 	// unkept in the client's buffer behind it: the server hands out at most
 	// MaxAckPending messages at once, and the queue holds that many. (Only
-	// redeliveries of messages held past AckWait, whose first copies are
-	// still queued, can fill it; the callback then waits, as it did before.)
+	// redeliveries of messages held past their bound, whose first copies
+	// are still queued, can fill it; the callback then waits, as it did
+	// before.)
+	//
+	// The wait in the queue and the handling are held apart, each for as
+	// long as it may rightly take: a message is handled for at most AckWait
+	// (keep, from when a worker takes it), and waits behind at most
+	// queue/workers rounds of such handlers (waiting). Held for AckWait from
+	// its reception, as before, a message at the back of a full queue of
+	// charges at the provider's latency limit (config.MaxLatency, 10 s: four
+	// rounds of 64 workers for 256 messages) was delivered again while a
+	// worker charged it: on another replica, to a simulated provider that
+	// did not know its key, charged twice.
+	waiting := stream.NewKeeper(c.queueHold(), c.log)
 	jobs := make(chan held, c.queue)
 	handling, cutOff := context.WithCancel(context.Background())
 	// What is still queued at the cut-off fails fast, to be delivered again
@@ -180,16 +197,26 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	for range c.workers {
 		wg.Go(func() {
 			for h := range jobs {
+				// Held for the handling from now. The queue's hold goes on
+				// for one first ack wait more: the handling's hold ticks
+				// first half an ack wait from now, and the queue's last
+				// tick may have been nearly as long ago, so ending the
+				// queue's hold here left the server up to a whole ack
+				// wait without a word, and it delivered the message again.
+				release := c.keep.Hold(h.m)
+				overlap := time.AfterFunc(stream.FirstAckWait(c.cfg), h.release)
 				ctx := handling
 				if handling.Err() != nil && c.lastDelivery(h.m) {
 					ctx = lastChance
 				}
 				c.Handle(ctx, h.m)
+				overlap.Stop()
 				h.release()
+				release()
 			}
 		})
 	}
-	cc, err := c.cons.Consume(func(m jetstream.Msg) { jobs <- held{m, c.keep.Hold(m)} })
+	cc, err := c.cons.Consume(func(m jetstream.Msg) { jobs <- held{m, waiting.Hold(m)} })
 	if err != nil {
 		cutOff()
 		close(jobs)
@@ -205,6 +232,17 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 		// it.
 		stream.DrainWithin(ctx, func() { cc.Drain(); <-cc.Closed(); close(jobs); wg.Wait() }, cutOff)
 	}, nil
+}
+
+// queueHold is the consumer's config as the Keeper of the queue reads it:
+// AckWait once per round of workers a message may wait behind when the
+// queue is full, each of which is held for at most AckWait itself. Only
+// the Keeper reads it; the consumer on the server keeps its own.
+func (c *OrderEvents) queueHold() jetstream.ConsumerConfig {
+	cfg := c.cfg
+	rounds := (c.queue + c.workers - 1) / max(c.workers, 1)
+	cfg.AckWait = time.Duration(max(rounds, 1)) * cfg.AckWait
+	return cfg
 }
 
 // lastDelivery reports whether m is on its last allowed delivery: left

@@ -52,13 +52,40 @@ func TestQueuedChargeIsDeliveredOnce(t *testing.T) {
 	}
 }
 
+// TestBacklogAtTheLatencyLimitIsDeliveredOnce: the dynamic settings accept
+// a provider as slow as config.MaxLatency (10 s), "a third of AckWait", but
+// a message was kept from redelivery for AckWait from its reception, the
+// wait in the queue included. The queue holds MaxAckPending (256) for 64
+// workers, four charges' worth each: here one worker and four orders. The
+// fourth waited 30 s and was delivered again while it was being charged
+// (two replicas: charged on both, each simulated provider remembering only
+// its own keys).
+func TestBacklogAtTheLatencyLimitIsDeliveredOnce(t *testing.T) {
+	const orders = 4
+	latency := float64(config.MaxLatency.Milliseconds())
+	if err := (config.Dynamic{LatencyMedianMs: latency, LatencyP99Ms: latency}).Validate(); err != nil {
+		t.Fatalf("the settings refuse the latency limit: %v", err)
+	}
+	if n, charges := chargeSlowlyWith(t, "PAYBACKLOG", orders, latency, 1); n != orders || charges != orders {
+		t.Fatalf("%d order.created (one worker) delivered %d times and charged %d times while each charge took %g ms, want %d",
+			orders, n, charges, latency, orders)
+	}
+}
+
 // chargeSlowly publishes orders order.created with a provider that takes
 // providerLatency to answer and returns how many deliveries the consumer
 // made once all were settled, and how many charges the provider saw.
 func chargeSlowly(t *testing.T, prefix string, orders int) (delivered uint64, charges int) {
 	t.Helper()
+	return chargeSlowlyWith(t, prefix, orders, providerLatency, adapters.Workers)
+}
+
+// chargeSlowlyWith is chargeSlowly with a provider answering in latencyMs
+// and the consumer running workers workers.
+func chargeSlowlyWith(t *testing.T, prefix string, orders int, latencyMs float64, workers int) (delivered uint64, charges int) {
+	t.Helper()
 	provider := adapters.NewSimulatedProvider(func() config.Dynamic {
-		return config.Dynamic{LatencyMedianMs: providerLatency, LatencyP99Ms: providerLatency, DeclineAboveCents: 100000}
+		return config.Dynamic{LatencyMedianMs: latencyMs, LatencyP99Ms: latencyMs, DeclineAboveCents: 100000}
 	})
 	a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(stores(t)[database.Postgres]), Provider: provider, NewID: uuid.NewString})
 	s := svctest.NewStream(t, prefix)
@@ -69,7 +96,7 @@ func chargeSlowly(t *testing.T, prefix string, orders int) (delivered uint64, ch
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop, err := adapters.NewOrderEvents(cons, names, a, maxDeliver, nil).Start()
+	stop, err := adapters.WithWorkers(adapters.NewOrderEvents(cons, names, a, maxDeliver, nil), workers).Start()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +105,9 @@ func chargeSlowly(t *testing.T, prefix string, orders int) (delivered uint64, ch
 	for range orders {
 		publishOrder(t, s, names.Subject)
 	}
-	s.Drained(t, names.Durable, 30*time.Second)
+	// Every charge's latency, one worker's share after another, and the
+	// 30 s the check allowed before.
+	s.Drained(t, names.Durable, 30*time.Second+time.Duration(float64(orders/workers+1)*latencyMs)*time.Millisecond)
 	return svctest.Delivered(t, cons), provider.Charges()
 }
 

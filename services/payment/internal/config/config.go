@@ -77,8 +77,11 @@ type Dynamic struct {
 
 // MaxLatency bounds the simulated provider's latency: no p99 above it is
 // accepted (environment or etcd) and no single call sleeps longer. It is a
-// third of the consumer's AckWait (30 s), so a slow charge is answered long
-// before its order.created would be delivered again to another worker.
+// third of the consumer's AckWait (30 s), for which a worker's handling of
+// a message is held, so a slow charge (and its refund) is answered before
+// its order.created would be delivered again to another worker. A message
+// waiting for a worker behind a queue of such charges is held apart
+// (adapters.OrderEvents.Start).
 const MaxLatency = 10 * time.Second
 
 // Validate refuses what the environment refuses (Config.Validate, same
