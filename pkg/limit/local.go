@@ -90,7 +90,9 @@ func WithClock(now func() time.Time) Option {
 // burst tokens, one bucket per key. A rate of rate.Inf allows everything; a
 // rate of zero or less allows burst requests per key and then none until the
 // key has been idle for the idle TTL (there is no refill time to raise it
-// to), and a burst of zero or less allows nothing.
+// to); a rate so slow that a refill takes decades allows burst requests per
+// key and then none while the key is remembered (its TTL is raised to
+// decades); and a burst of zero or less allows nothing.
 func PerKey(r rate.Limit, burst int, opts ...Option) *Local {
 	l := &Local{
 		limit:   r,
@@ -105,8 +107,16 @@ func PerKey(r rate.Limit, burst int, opts ...Option) *Local {
 	for _, o := range opts {
 		o(l)
 	}
-	if l.gcra.kind == refilling && l.ttl < time.Duration(l.gcra.window) {
+	switch {
+	case l.gcra.kind == refilling && l.ttl < time.Duration(l.gcra.window):
 		l.ttl = time.Duration(l.gcra.window)
+	case l.gcra.kind == fixed && r > 0:
+		// A refill that takes decades: held as never refilling, a key
+		// forgotten after the default minute came back with a fresh burst,
+		// one a minute for a limit of one a century (Redis's fallback share
+		// of a yearly limit over a hundred replicas). The refill time, raised
+		// to as usual, is past the cap below: only the key cap evicts it.
+		l.ttl = maxWindow
 	}
 	// Capped so the sweep's cutoff (now - ttl - ttl/16) cannot wrap: with a
 	// TTL near the largest duration ("never forget") it turned positive,

@@ -6,6 +6,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // A key is forgotten only once its bucket has surely refilled. Its idle mark
@@ -68,5 +70,25 @@ func TestPerKeyHugeIdleTTLEvictsOneKeyWhenFull(t *testing.T) {
 	}
 	if n := l.Len(); n != 16 {
 		t.Fatalf("a full shard took a 17th key and holds %d keys, want 16 (one evicted)", n)
+	}
+}
+
+// A rate so slow that its bucket takes decades to refill (Redis's fallback
+// share of one a year over a hundred replicas is one a century) is kept
+// as never refilling, and its keys as long as the cap allows: with the
+// default one-minute TTL, a key left idle for a minute was forgotten and
+// came back with a fresh burst, one a minute for a limit of one a century.
+func TestPerKeyDecadesRateDoesNotRefillWhenIdle(t *testing.T) {
+	clk := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	l := PerKey(rate.Every(100*365*24*time.Hour), 1, WithClock(clk.now))
+	ctx := context.Background()
+	if d, _ := l.Allow(ctx, "k"); !d.Allowed {
+		t.Fatalf("first call refused: %+v", d)
+	}
+	for i := range 10 {
+		clk.advance(time.Hour)
+		if d, _ := l.Allow(ctx, "k"); d.Allowed {
+			t.Fatalf("allowed again after %d idle hours, for a rate of one a century", i+1)
+		}
 	}
 }
