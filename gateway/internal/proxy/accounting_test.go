@@ -2,15 +2,22 @@ package proxy
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
 )
@@ -198,5 +205,57 @@ func TestUnsentRequestsLeaveHalfOpenBreaker(t *testing.T) {
 				t.Fatalf("after 5 unsent requests: breaker %v, upstream hits %d more; want half-open, none", br.State(), up.hits.Load()-hits)
 			}
 		})
+	}
+}
+
+// firstOnly is a breaker that admits its first call and refuses the rest.
+type firstOnly struct{ calls atomic.Int64 }
+
+func (b *firstOnly) Admit() (func(breaker.Outcome), error) {
+	if b.calls.Add(1) == 1 {
+		return func(breaker.Outcome) {}, nil
+	}
+	return nil, errors.New("open")
+}
+
+// A request the breaker refuses was never sent: it says nothing about the
+// upstream's concurrency either. Its slot was handed back as a healthy
+// completion with no latency, which grew the adaptive limit (2 to 4 here,
+// beside one request in flight) while the breaker was open, so the
+// upstream met a higher limit than it had earned.
+func TestBreakerRefusalLeavesTheConcurrencyLimit(t *testing.T) {
+	arrived, release := make(chan struct{}, 1), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	addr := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
+		arrived <- struct{}{}
+		<-release
+		upstreamtest.OK(w, "held")
+	})
+	t.Cleanup(free) // after Raw's, so it runs first: Raw's waits for the held handler
+	pool := upstream.NewPool(staticRes{"order": {{ID: "a", Addr: addr, Version: "v1"}}}, []string{"order"}, upstream.ClientOptions{})
+	tb, err := route.Parse("/api/v1/products=order", 5*time.Second, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Options{Table: tb, Upstreams: pool, MaxAttempts: 1})
+	_, lim := guarded(t, pool)
+	pool.Service("order").Breaker = &firstOnly{}
+	held := make(chan int, 1)
+	go func() {
+		held <- serve(p, "GET /api/v1/products/held HTTP/1.1\r\nHost: gw\r\n\r\n").Response.StatusCode()
+	}()
+	<-arrived // one attempt in flight from here until release
+	for range 20 {
+		if ctx := serve(p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); ctx.Response.StatusCode() != 503 {
+			t.Fatalf("breaker open: %d, want 503", ctx.Response.StatusCode())
+		}
+	}
+	if lim.Limit() != 2 || lim.InFlight() != 1 {
+		t.Fatalf("after 20 refusals: limit %d, in flight %d; want 2, 1 (the held request)", lim.Limit(), lim.InFlight())
+	}
+	free()
+	if status := <-held; status != 200 {
+		t.Fatalf("held request: %d", status)
 	}
 }

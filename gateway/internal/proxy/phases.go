@@ -790,7 +790,10 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 	if svc.Breaker != nil {
 		var err error
 		if x.breakerDone, err = svc.Breaker.Admit(); err != nil {
-			x.endConcurrency(0, false)
+			// Not sent: no signal for the adaptive limit. Handed back as a
+			// healthy completion, every refusal beside calls in flight grew
+			// the limit while the breaker was open.
+			x.forgetConcurrency()
 			if p.metrics != nil {
 				p.metrics.decision("breaker:"+svc.Name, false)
 			}
