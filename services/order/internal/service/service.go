@@ -85,14 +85,10 @@ type Service struct {
 	events   *adapters.PaymentEvents
 	orders   *adapters.OrderGorm
 
-	// workers guards stopWorkers and stopped: Start and Stop may be called
-	// from different goroutines (a test's Stop, an embedded run stopped
-	// while starting), and a Stop that ran before Start set stopWorkers
-	// would leave Start's workers running on closed connections.
-	workers     sync.Mutex
-	stopWorkers func(context.Context)
-	stopped     bool
-	cleanup     server.Cleanup
+	// workers are the relay, the housekeeping and the payment-result consumer,
+	// from Start until Stop.
+	workers server.Workers
+	cleanup server.Cleanup
 }
 
 // Migrate applies the pkg sets this service uses and its own set.
@@ -212,23 +208,22 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	ports.Register(s.Server.Router(), s.App, auth.Middleware(verifier), auth.UserID, o.Logger)
 	// The hook's deadline (SHUTDOWN_TIMEOUT) also bounds the payment results
 	// being applied: one waiting on a locked order row must not hold the stop.
-	s.Server.OnShutdown(func(ctx context.Context) error { s.stop(ctx); return s.cleanup.Close() })
+	s.Server.OnShutdown(func(ctx context.Context) error { s.workers.Stop(ctx); return s.cleanup.Close() })
 	return s, nil
 }
 
-// errStarted is Start's answer after Stop, or beside a Start before it: Stop
-// ends only the workers it knows of.
-var errStarted = errors.New("start the workers: the service was started or stopped before")
-
 // Start runs the outbox relay and the payment-result consumer. It returns
 // once both are running; Stop (or the server's shutdown) ends them, waiting
-// for a Start under way first.
+// for a Start under way first; a second Start, or one after Stop, is an
+// error (server.Workers says why).
 func (s *Service) Start(ctx context.Context) error {
-	s.workers.Lock()
-	defer s.workers.Unlock()
-	if s.stopped || s.stopWorkers != nil {
-		return errStarted
-	}
+	return s.workers.Start(ctx, s.startWorkers)
+}
+
+// startWorkers starts the workers for server.Workers, which runs it once:
+// they end with the stop function it returns, or, when it fails, before it
+// returns.
+func (s *Service) startWorkers(ctx context.Context) (stop func(context.Context), err error) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
@@ -237,14 +232,13 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		cancel()
 		wg.Wait()
-		return err
+		return nil, err
 	}
-	s.stopWorkers = func(ctx context.Context) {
+	return func(ctx context.Context) {
 		stopConsumer(ctx)
 		cancel()
 		wg.Wait()
-	}
-	return nil
+	}, nil
 }
 
 // Retention of idempotency records and processed-event ids. Both must
@@ -285,23 +279,11 @@ func (s *Service) Run(ctx context.Context) error {
 	})
 }
 
-// stop ends the workers, cutting off the results still being applied when
-// ctx ends, and keeps a later Start from starting them again.
-func (s *Service) stop(ctx context.Context) {
-	s.workers.Lock()
-	defer s.workers.Unlock()
-	s.stopped = true
-	if s.stopWorkers != nil {
-		s.stopWorkers(ctx)
-		s.stopWorkers = nil
-	}
-}
-
 // Stop ends the workers and closes every connection (tests; Run does this
 // through the server's shutdown hooks).
 func (s *Service) Stop() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	s.stop(ctx)
+	s.workers.Stop(ctx)
 	return s.cleanup.Close()
 }

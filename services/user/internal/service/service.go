@@ -64,15 +64,10 @@ type Service struct {
 	// email, as last counted (reportInvisibleEmails), for the gauge.
 	invisible atomic.Int64
 
-	// workers guards stopWorkers and stopped: Start and Stop may be called
-	// from different goroutines (Run's start-up step and a test's Stop, an
-	// embedded run stopped while starting), and a Stop that ran before Start
-	// set stopWorkers would leave Start's workers running on closed
-	// connections. Start after Stop starts nothing.
-	workers     sync.Mutex
-	stopWorkers func()
-	stopped     bool
-	cleanup     server.Cleanup
+	// workers are the relay, the housekeeping and the count of invisible
+	// emails, from Start until Stop.
+	workers server.Workers
+	cleanup server.Cleanup
 	// closing runs the end of the service (workers, then connections) once,
 	// for whichever asks first: the shutdown hook, which waits for it only
 	// as long as its context lasts, or Stop. closed is closed when it is
@@ -246,15 +241,16 @@ func trustedProxies(cidrs []string) ([]netip.Prefix, error) {
 // their email once. That report is the start's only query beyond the
 // migration check, and nothing waits for it: it runs here, beside the
 // relay, rather than in New on the way to ready; the gauge reads 0 until it
-// has counted. A Start after Stop, or a second one, starts nothing: Stop
-// ends only the workers it knows of.
-func (s *Service) Start(ctx context.Context) {
-	s.workers.Lock()
-	defer s.workers.Unlock()
-	if s.stopped || s.stopWorkers != nil {
-		s.log.WarnContext(ctx, "start ignored: the service was started or stopped before", "stopped", s.stopped)
-		return
-	}
+// has counted. Stop (or the server's shutdown) ends them, waiting for a
+// Start under way first; a second Start, or one after Stop, is an error
+// (server.Workers says why).
+func (s *Service) Start(ctx context.Context) error {
+	return s.workers.Start(ctx, s.startWorkers)
+}
+
+// startWorkers starts the workers for server.Workers, which runs it once:
+// they end with the stop function it returns.
+func (s *Service) startWorkers(ctx context.Context) (stop func(context.Context), err error) {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -264,10 +260,10 @@ func (s *Service) Start(ctx context.Context) {
 	})
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
 	wg.Go(func() { periodic.Run(wctx, s.firstHousekeeping, time.Hour, s.housekeeping) })
-	s.stopWorkers = func() {
+	return func(context.Context) {
 		cancel()
 		wg.Wait()
-	}
+	}, nil
 }
 
 // How expired refresh tokens are deleted: in batches, each its own short
@@ -364,20 +360,8 @@ func (s *Service) Run(ctx context.Context) error {
 	return discoverable.Serve(ctx, discoverable.Instance{
 		Server: s.Server, Addr: s.cfg.Addr, Advertise: s.cfg.AdvertiseAddr, Registry: s.registry,
 		In:    discovery.Instance{Service: Name, Version: s.cfg.Version, Zone: s.cfg.Zone},
-		Start: func(ctx context.Context) error { s.Start(ctx); return nil },
+		Start: s.Start,
 	})
-}
-
-// stop ends the workers, waiting for a Start that is under way to finish
-// first, and keeps any later Start from starting them again.
-func (s *Service) stop() {
-	s.workers.Lock()
-	defer s.workers.Unlock()
-	s.stopped = true
-	if s.stopWorkers != nil {
-		s.stopWorkers()
-		s.stopWorkers = nil
-	}
 }
 
 // finish ends the workers, then closes every connection, once and in the
@@ -387,7 +371,9 @@ func (s *Service) finish() <-chan struct{} {
 		s.closed = make(chan struct{})
 		go func() {
 			defer close(s.closed)
-			s.stop()
+			// No deadline: the workers' stop only cancels them and
+			// waits (shutdown says what bounds that wait).
+			s.workers.Stop(context.Background())
 			s.closeErr = s.cleanup.Close()
 		}()
 	})
