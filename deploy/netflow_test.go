@@ -24,7 +24,9 @@ import (
 // the OpenTelemetry Collector), and no other infrastructure pod at all. infra-ingress admitted every pod of the
 // platform's namespace to every infrastructure port: the gateway, the one pod that takes the internet's requests,
 // could open PostgreSQL, Kafka, Pulsar's admin API, Prometheus, Grafana and every trace in Jaeger.
-// It also checks that Prometheus reaches every target of its configuration (the gateway's admin port included).
+// It also checks that the gateway reaches the services its routes name, that every binary reaches the platform
+// Services its configuration names (the user service's key set), and that Prometheus reaches every target of its
+// configuration (the gateway's admin port included).
 func TestInfrastructureAdmitsWhatThePlatformUsesAndNoMore(t *testing.T) {
 	const infra = "shanhai-infra"
 	objs := build(t, "k8s/overlays/kind")
@@ -75,6 +77,53 @@ func TestInfrastructureAdmitsWhatThePlatformUsesAndNoMore(t *testing.T) {
 	}
 	if checked == 0 {
 		t.Fatal("no platform pod and infrastructure Service found in the kind build: follow them here")
+	}
+
+	// Within the platform: the gateway reaches each service its route table names, at the address the service
+	// registers (its pod's, on its HTTP port), and every binary the platform Services its configuration names
+	// (JWKS_URL: the user service's key set).
+	platformAddr := regexp.MustCompile(`([a-z0-9-]+)\.shanhai\.svc(?:\.cluster\.local)?:(\d+)`)
+	for _, b := range Binaries {
+		w, ok := pods[b.Name]
+		if !ok || w.namespace != "shanhai" {
+			continue
+		}
+		src, _ := c.pod(w.namespace, b.Name)
+		read, _ := configVars(t, b)
+		env := kubeletEnv(t, objs, cms, secretValues, w)
+		type flow struct {
+			to   string
+			port int32
+		}
+		flows := map[flow]bool{}
+		for name, v := range env {
+			if _, reads := read[name]; reads {
+				for _, m := range platformAddr.FindAllStringSubmatch(v, -1) {
+					port, _ := strconv.Atoi(m[2])
+					flows[flow{m[1], int32(port)}] = true
+				}
+			}
+		}
+		if routes, ok := read["GATEWAY_ROUTES"]; ok {
+			if v, set := env["GATEWAY_ROUTES"]; set {
+				routes = v
+			}
+			for _, r := range strings.Split(routes, ",") {
+				if _, svc, ok := strings.Cut(r, "="); ok {
+					flows[flow{svc, int32(binary(t, svc).Port)}] = true
+				}
+			}
+		}
+		for f := range flows {
+			dst, ok := c.pod("shanhai", f.to)
+			if !ok {
+				t.Errorf("%s: its configuration names %s, which is no platform pod", b.Name, f.to)
+				continue
+			}
+			if !c.allowed(src, dst, f.port) {
+				t.Errorf("%s cannot reach %s on port %d, which its configuration points it at", b.Name, f.to, f.port)
+			}
+		}
 	}
 
 	prometheus, ok := c.pod(infra, "prometheus")
