@@ -56,7 +56,7 @@ AND wait_event_type = 'Lock' AND query LIKE '%outbox%'`).Scan(&n).Error
 	defer stop()
 	served := make(chan error, 1)
 	go func() {
-		served <- h.svc.Server.ServeStarting(ctx, ln, func(ctx context.Context) error { h.svc.Start(ctx); return nil })
+		served <- h.svc.Server.ServeStarting(ctx, ln, h.svc.Start)
 	}()
 	for deadline := time.Now().Add(10 * time.Second); !claimWaits(); {
 		if time.Now().After(deadline) {
