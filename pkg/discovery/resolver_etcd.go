@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -52,7 +51,8 @@ const RevisionProbe = etcdwatch.RevisionProbe
 
 // StartTimeout is how long NewEtcdResolver waits for etcd's first answer
 // (ten seconds) before it fails: ctx, the watch's lifetime, does not bound it.
-const StartTimeout = 10 * time.Second
+// It is the bound of every start's first etcd call (etcdwatch.StartTimeout).
+const StartTimeout = etcdwatch.StartTimeout
 
 // NewEtcdResolver lists the current instances (failing if etcd cannot be
 // read now: it gives no answer within StartTimeout, or ctx ends first) and
@@ -65,16 +65,13 @@ func newEtcdResolver(ctx context.Context, cli *clientv3.Client, probe time.Durat
 	r := &EtcdResolver{cli: cli, log: slog.Default(), probe: probe, done: make(chan struct{})}
 	empty := map[string][]Instance{}
 	r.snap.Store(&empty)
-	// The etcd client dials lazily and waits for a connection on every
-	// call, so its DialTimeout bounds nothing here: unbounded, this read
-	// hung a gateway at start, silently, before it listened.
-	lctx, cancel := context.WithTimeout(ctx, StartTimeout)
-	rev, err := r.list(lctx)
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil && errors.Is(lctx.Err(), context.DeadlineExceeded) {
-			err = fmt.Errorf("%w (no answer from etcd within %v)", err, StartTimeout)
-		}
+	// Bounded: unbounded, this read hung a gateway at start, silently,
+	// before it listened (see etcdwatch.StartTimeout).
+	var rev int64
+	if err := etcdwatch.AtStart(ctx, func(ctx context.Context) (err error) {
+		rev, err = r.list(ctx)
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	go r.watch(ctx, rev+1)

@@ -88,16 +88,13 @@ func Watch[T any](ctx context.Context, cli *clientv3.Client, key string, initial
 	}
 	v := &Value[T]{key: key, initial: initial, log: slog.Default()}
 	v.cur.Store(&initial)
-	// The etcd client dials lazily and waits for a connection on every
-	// call, so its DialTimeout bounds nothing here: unbounded, this read
-	// hung a binary at start, silently, before it listened.
-	sctx, cancel := context.WithTimeout(ctx, StartTimeout)
-	resp, err := cli.Get(sctx, key)
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
-			err = fmt.Errorf("%w (no answer from etcd within %v)", err, StartTimeout)
-		}
+	// Bounded: unbounded, this read hung a binary at start, silently,
+	// before it listened (see etcdwatch.StartTimeout).
+	var resp *clientv3.GetResponse
+	if err := etcdwatch.AtStart(ctx, func(ctx context.Context) (err error) {
+		resp, err = cli.Get(ctx, key)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("dynconfig %s: %w", key, err)
 	}
 	if len(resp.Kvs) > 0 {
@@ -128,8 +125,9 @@ func (v *Value[T]) OnChange(fn func(T)) {
 const RevisionProbe = etcdwatch.RevisionProbe
 
 // StartTimeout is how long Watch waits for etcd's first answer (ten seconds)
-// before it fails.
-const StartTimeout = 10 * time.Second
+// before it fails: the bound of every start's first etcd call
+// (etcdwatch.StartTimeout).
+const StartTimeout = etcdwatch.StartTimeout
 
 func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 	every := v.probe
