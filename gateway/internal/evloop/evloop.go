@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,7 +120,6 @@ type Server struct {
 	eng   gnet.Engine
 	up    bool
 	loops map[gnet.EventLoop]*loop
-	addrs sync.Map // endpoint address → *net.TCPAddr
 	// kick restarts the ticker when a quiet or idle loop has an event
 	// (wakeUp).
 	kick chan struct{}
@@ -359,25 +357,6 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 		s.loops[el] = l
 	}
 	return l
-}
-
-func (s *Server) tcpAddr(addr string) (*net.TCPAddr, error) {
-	if a, ok := s.addrs.Load(addr); ok {
-		return a.(*net.TCPAddr), nil
-	}
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		// A host name: resolved once, off the hot path (first connection).
-		ta, rerr := net.ResolveTCPAddr("tcp", addr)
-		if rerr != nil {
-			return nil, fmt.Errorf("upstream address %q: %w", addr, rerr)
-		}
-		s.addrs.Store(addr, ta)
-		return ta, nil
-	}
-	ta := net.TCPAddrFromAddrPort(ap)
-	s.addrs.Store(addr, ta)
-	return ta, nil
 }
 
 // OnOpen: a client accepted, or an upstream connection this server dialled.

@@ -99,10 +99,7 @@ func newMemLoop(t testing.TB, so Options) *memLoop {
 	m := &memLoop{l: l, client: &memConn{}, up: &memConn{}}
 	m.cl = &client{c: m.client, l: l, peer: netip.AddrFrom4([4]byte{127, 0, 0, 1})}
 	l.clients[m.cl] = struct{}{}
-	pl, err := l.pool(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pl := l.pool(addr)
 	m.uc = &upconn{c: m.up, l: l, p: pl}
 	pl.open = 1
 	pl.idle = append(pl.idle, m.uc)

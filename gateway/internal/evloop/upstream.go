@@ -13,7 +13,9 @@ import (
 
 // pool is one loop's keep-alive connections to one endpoint.
 type pool struct {
-	addr    *net.TCPAddr
+	// addr is the endpoint's address as discovery has it, host name or
+	// IP: a name is resolved by each dial, off the loop (see dial).
+	addr    string
 	idle    []*upconn
 	waiting []*client
 	open    int  // connections open or being dialled
@@ -35,14 +37,13 @@ type upconn struct {
 // queues it for one.
 func (l *loop) send(cl *client) {
 	x := cl.x
-	pl, err := l.pool(x.Endpoint.Addr)
+	pl := l.pool(x.Endpoint.Addr)
+	l.out.Reset()
+	err := x.Req.Write(l.bw)
 	if err == nil {
-		l.out.Reset()
-		if err = x.Req.Write(l.bw); err == nil {
-			err = l.bw.Flush()
-		} else {
-			l.bw.Reset(&l.out)
-		}
+		err = l.bw.Flush()
+	} else {
+		l.bw.Reset(&l.out)
 	}
 	if err != nil {
 		l.advance(cl, l.p.Received(x, fmt.Errorf("upstream request: %w", err)))
@@ -64,29 +65,31 @@ func (l *loop) send(cl *client) {
 	}
 }
 
-func (l *loop) pool(addr string) (*pool, error) {
-	if pl := l.pools[addr]; pl != nil {
-		return pl, nil
+func (l *loop) pool(addr string) *pool {
+	pl := l.pools[addr]
+	if pl == nil {
+		pl = &pool{addr: addr}
+		l.pools[addr] = pl
 	}
-	ta, err := l.s.tcpAddr(addr)
-	if err != nil {
-		return nil, err
-	}
-	pl := &pool{addr: ta}
-	l.pools[addr] = pl
-	return pl, nil
+	return pl
 }
 
 // dial opens a connection for pl on this loop; OnOpen (ready) or a dial
 // error (dialFailed) follows. The connection is dialled here, with
 // DialTimeout, and then handed to the loop (Enroll): gnet's own Register
-// dials without a timeout.
+// dials without a timeout. A host name (compose registers "order:8082") is
+// resolved by this dial, off the loop, as the fasthttp transport's pools
+// resolve it again (their DNS cache lasts a minute): it was resolved once,
+// on the loop (stalling every connection of it for the lookup), and that
+// address kept for good, so an instance that came back at another address
+// under the same name was dialled at the old one until the gateway
+// restarted. Dials are rare (connections are kept), so the lookup is too.
 func (l *loop) dial(pl *pool) {
 	pl.open++
 	uc := &upconn{l: l, p: pl}
 	go func() {
 		d := net.Dialer{Timeout: l.s.o.DialTimeout}
-		nc, err := d.Dial("tcp", pl.addr.String())
+		nc, err := d.Dial("tcp", pl.addr)
 		if err == nil {
 			var ch <-chan gnet.RegisteredResult
 			// Enroll duplicates the socket and closes nc once registered.
