@@ -82,6 +82,20 @@ func partsLogLevel(level string) (string, error) {
 	return "", fmt.Errorf("-log-level %q (its default is LOG_LEVEL, when set): want debug, info, warn or error", level)
 }
 
+// sqliteDataDir refuses a -data the services' SQLite URLs cannot name.
+// Each gets DATABASE_URL=sqlite://<data>/<service>.db, and pkg/database
+// takes the file name up to a ? (what follows is the driver's options), so
+// with one in <data> all three services opened one file beside the
+// directory, and order and payment stopped on a migration "changed after
+// it was applied": user's of the same name was there first.
+func sqliteDataDir(dir string) error {
+	if strings.Contains(dir, "?") {
+		return fmt.Errorf("-data %q: a ? in it would end the SQLite file name in each service's DATABASE_URL "+
+			"(sqlite://<data>/<service>.db), and all three would share one database outside it; choose a directory without a ?", dir)
+	}
+	return nil
+}
+
 func run() error {
 	self, _ := os.Executable()
 	var (
@@ -111,6 +125,11 @@ func run() error {
 	}
 	if *level, err = partsLogLevel(*level); err != nil {
 		return err
+	}
+	if !*native {
+		if err := sqliteDataDir(*dataDir); err != nil {
+			return err
+		}
 	}
 
 	// Signals are caught from here on, before anything is made that a

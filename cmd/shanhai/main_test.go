@@ -380,3 +380,34 @@ func TestLogTail(t *testing.T) {
 		t.Fatalf("logTail of a missing log = %q, want none", got)
 	}
 }
+
+// A -data with a ? in it is refused before anything starts. Each service's
+// DATABASE_URL is sqlite://<data>/<service>.db, and pkg/database reads the
+// file name up to a ?: all three services opened one SQLite file beside the
+// directory (<data> cut at the ?), and order and payment stopped on "0001_init.sql
+// was changed after it was applied", user's migration of the same name
+// being there first, a message that sent the reader after the migrations.
+func TestDataDirWithAQuestionMarkIsRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program in a child process")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	parent := t.TempDir()
+	data := filepath.Join(parent, "run?1")
+	run := asProgram("-port "+strconv.Itoa(freePortBlock(t))+" -data "+data, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	out, err := run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("the run: %v, want exit status 1\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("-data")) || !bytes.Contains(out, []byte("?")) {
+		t.Fatalf("the run's message names neither -data nor the ?:\n%s", out)
+	}
+	if left, _ := os.ReadDir(parent); len(left) > 0 {
+		var names []string
+		for _, e := range left {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("the refused run left %v in %s:\n%s", names, parent, out)
+	}
+}
