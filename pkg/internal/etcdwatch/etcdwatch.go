@@ -5,6 +5,9 @@
 // without its data (or restored from a snapshot) leaves such a watch silent for good while everything looks healthy.
 // Follow therefore reads etcd's revision on every probe tick and ends the watch when it is below one already seen;
 // the caller re-reads what it follows. What a caller does with the events, and how it re-reads, stays its own.
+//
+// It also holds the one bound on a start's first etcd call (StartTimeout, AtStart), which the resolver, dynconfig
+// and pkg/server/discoverable's lease share.
 package etcdwatch
 
 import (

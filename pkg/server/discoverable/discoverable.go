@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/shanhai-dev/shanhai/pkg/discovery"
+	"github.com/shanhai-dev/shanhai/pkg/internal/etcdwatch"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/startgc"
 )
@@ -48,8 +49,9 @@ func (r Registry) Close() error {
 // Open is the registry of ETCD_ENDPOINTS (endpoints) when they are given,
 // else of DISCOVERY_STATIC (static). With etcd the lease is granted now,
 // beside the service's other connections, so that registering, once the
-// listen address is known, only writes its key. On an error the Registry
-// returned still holds what is to be closed.
+// listen address is known, only writes its key; with no answer from etcd
+// within StartTimeout (10 s) Open fails, naming the endpoints. On an error
+// the Registry returned still holds what is to be closed.
 func Open(ctx context.Context, endpoints []string, static string, log *slog.Logger) (Registry, error) {
 	if len(endpoints) == 0 {
 		st, err := discovery.NewStatic(static)
@@ -63,8 +65,19 @@ func Open(ctx context.Context, endpoints []string, static string, log *slog.Logg
 		return Registry{}, fmt.Errorf("connect etcd %v: %w", endpoints, err)
 	}
 	reg := discovery.NewEtcdRegistry(cli, leaseTTL).WithLogger(log)
-	return Registry{Registry: reg, Etcd: cli}, reg.Grant(ctx)
+	// Bounded: the client dials lazily, so DialTimeout bounds nothing, and
+	// ctx is the service's whole life; unbounded, a service whose etcd did
+	// not answer hung here, silently, before it listened.
+	if err := etcdwatch.AtStart(ctx, reg.Grant); err != nil {
+		return Registry{Registry: reg, Etcd: cli}, fmt.Errorf("etcd %v: %w", endpoints, err)
+	}
+	return Registry{Registry: reg, Etcd: cli}, nil
 }
+
+// StartTimeout is how long Open waits for etcd to grant the lease before the
+// start fails (ten seconds): the bound of every start's first etcd call
+// (etcdwatch.StartTimeout).
+const StartTimeout = etcdwatch.StartTimeout
 
 // Instance is one service instance as Serve runs it.
 type Instance struct {

@@ -157,3 +157,57 @@ func TestOpenStaticWithoutEndpoints(t *testing.T) {
 		t.Errorf("Open with a bad static list = %v, want a DISCOVERY_STATIC error", err)
 	}
 }
+
+// TestOpenFailsWhenEtcdDoesNotAnswer: with ETCD_ENDPOINTS naming nothing that
+// answers, Open fails within the start bound, naming etcd, instead of
+// waiting for the lease as long as its ctx (the service's whole life: a
+// service hung at start, silently, before it listened). The etcd client
+// dials lazily, so its DialTimeout bounds nothing. Both a closed port and a
+// listener that accepts and never answers are tried.
+func TestOpenFailsWhenEtcdDoesNotAnswer(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = silent.Close() })
+	go func() {
+		var held []net.Conn // accepted and never answered, closed with the test
+		defer func() {
+			for _, c := range held {
+				_ = c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	for name, addr := range map[string]string{"closed port": freeAddr(t), "silent listener": silent.Addr().String()} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			type opened struct {
+				reg Registry
+				err error
+			}
+			got := make(chan opened, 1)
+			go func() {
+				reg, err := Open(context.Background(), []string{addr}, "", slog.New(slog.DiscardHandler))
+				got <- opened{reg, err}
+			}()
+			select {
+			case o := <-got:
+				if o.reg.Etcd != nil {
+					defer o.reg.Close()
+				}
+				if o.err == nil || !strings.Contains(o.err.Error(), "etcd") || !strings.Contains(o.err.Error(), addr) {
+					t.Fatalf("Open with etcd at %s not answering = %v, want an error naming etcd and its address", addr, o.err)
+				}
+			case <-time.After(StartTimeout + 30*time.Second):
+				t.Fatalf("Open still waiting for etcd at %s %v past the start bound", addr, 30*time.Second)
+			}
+		})
+	}
+}
