@@ -7,7 +7,7 @@
 // the caller re-reads what it follows. What a caller does with the events, and how it re-reads, stays its own.
 //
 // It also holds the one bound on a start's first etcd call (StartTimeout, AtStart), which the resolver, dynconfig
-// and pkg/server/discoverable's lease share.
+// and pkg/server/discoverable's lease and registration share.
 package etcdwatch
 
 import (

@@ -74,9 +74,9 @@ func Open(ctx context.Context, endpoints []string, static string, log *slog.Logg
 	return Registry{Registry: reg, Etcd: cli}, nil
 }
 
-// StartTimeout is how long Open waits for etcd to grant the lease before the
-// start fails (ten seconds): the bound of every start's first etcd call
-// (etcdwatch.StartTimeout).
+// StartTimeout is how long Open waits for etcd to grant the lease, and Serve
+// for the registration, before the start fails (ten seconds): the bound of
+// every start's first etcd call (etcdwatch.StartTimeout).
 const StartTimeout = etcdwatch.StartTimeout
 
 // Instance is one service instance as Serve runs it.
@@ -99,7 +99,8 @@ type Instance struct {
 // arrives, then shuts down in pkg/server's order. i.Start and the
 // registration run concurrently while the server comes up; /readyz answers
 // 200 once both are done, and the collector held back since start-up
-// (pkg/startgc) is let go after that. If either fails, the server shuts down
+// (pkg/startgc) is let go after that. If either fails (the registration
+// does with no answer from etcd within StartTimeout), the server shuts down
 // and Serve returns why.
 func Serve(ctx context.Context, i Instance) error {
 	ln, err := net.Listen("tcp", i.Addr)
@@ -111,7 +112,10 @@ func Serve(ctx context.Context, i Instance) error {
 	in := i.In
 	in.Addr = discovery.AdvertiseAddr(i.Advertise, ln.Addr())
 	return i.Server.ServeStarting(ctx, ln, startgc.Steps(i.Start, func(ctx context.Context) error {
-		if err := i.Registry.Register(ctx, in); err != nil {
+		// Bounded as Open's grant: an etcd that stopped answering since
+		// then left the service listening and unready for good, with
+		// nothing in its log. A static registry answers at once.
+		if err := etcdwatch.AtStart(ctx, func(ctx context.Context) error { return i.Registry.Register(ctx, in) }); err != nil {
 			return fmt.Errorf("register in discovery: %w", err)
 		}
 		return nil

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/discovery"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // registry records what is registered and deregistered, and can fail.
@@ -165,27 +166,7 @@ func TestOpenStaticWithoutEndpoints(t *testing.T) {
 // dials lazily, so its DialTimeout bounds nothing. Both a closed port and a
 // listener that accepts and never answers are tried.
 func TestOpenFailsWhenEtcdDoesNotAnswer(t *testing.T) {
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = silent.Close() })
-	go func() {
-		var held []net.Conn // accepted and never answered, closed with the test
-		defer func() {
-			for _, c := range held {
-				_ = c.Close()
-			}
-		}()
-		for {
-			c, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-		}
-	}()
-	for name, addr := range map[string]string{"closed port": freeAddr(t), "silent listener": silent.Addr().String()} {
+	for name, addr := range map[string]string{"closed port": testenv.ClosedPort(t), "silent listener": testenv.Hung(t)} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			type opened struct {
@@ -211,3 +192,118 @@ func TestOpenFailsWhenEtcdDoesNotAnswer(t *testing.T) {
 		})
 	}
 }
+
+// TestServeFailsWhenEtcdStopsAnsweringBeforeTheRegistration: etcd granted
+// the lease at Open, then stopped answering (it hung, or a proxy in front of
+// it did) before Serve registered. The start fails within the start bound,
+// saying etcd did not answer, instead of leaving the service listening and
+// unready for good with nothing in its log.
+func TestServeFailsWhenEtcdStopsAnsweringBeforeTheRegistration(t *testing.T) {
+	front := newFreezer(t, testenv.Etcd(t)[0])
+	reg, err := Open(t.Context(), []string{front.addr}, "", slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { _ = reg.Close() })
+	if err != nil {
+		t.Fatalf("Open through a proxy to the test etcd: %v", err)
+	}
+	front.freeze()
+	served := make(chan error, 1)
+	go func() {
+		served <- Serve(server.Hosted(t.Context()), Instance{
+			Server: newServer(reg.Registry), Addr: freeAddr(t), Registry: reg.Registry,
+			In:    discovery.Instance{Service: "discoverable-test"},
+			Start: func(context.Context) error { return nil },
+		})
+	}()
+	select {
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), "register in discovery") || !strings.Contains(err.Error(), "no answer from etcd") {
+			t.Fatalf("Serve with etcd silent at registration = %v, want the registration to fail saying etcd did not answer", err)
+		}
+	case <-time.After(StartTimeout + 30*time.Second):
+		t.Fatalf("Serve still registering with a silent etcd %v past the start bound", 30*time.Second)
+	}
+}
+
+// freezer is a TCP proxy to an etcd that can be made to stop answering
+// without stopping the shared server: after freeze it forwards no byte on
+// any connection, old or new, until the test ends.
+type freezer struct {
+	addr   string
+	frozen chan struct{}
+	once   sync.Once
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{addr: ln.Addr().String(), frozen: make(chan struct{})}
+	ended := make(chan struct{})
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	hold := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		conns = append(conns, c)
+	}
+	// pipe forwards src to dst until either fails or the proxy is frozen;
+	// frozen, what it read is held back and it waits for the test's end.
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case <-f.frozen:
+					<-ended
+					return
+				default:
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			hold(c)
+			select {
+			case <-f.frozen:
+				continue // accepted, never answered
+			default:
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			hold(up)
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	t.Cleanup(func() {
+		close(ended)
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return f
+}
+
+func (f *freezer) freeze() { f.once.Do(func() { close(f.frozen) }) }
