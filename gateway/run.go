@@ -64,6 +64,13 @@ func Run(ctx context.Context, o Options) error {
 }
 
 // resolver adapts pkg/discovery to the upstream pool.
+// maxHeadBytes caps a message's head (start line and fields), a client's
+// request or an upstream's answer, on both transports: the event loop reads
+// both through one buffer of this size, and the fasthttp transport's pools
+// read answers into 8 KiB (their default), so an answer with a head between
+// the two was 502 on fasthttp and passed on by the event loop.
+const maxHeadBytes = 16 << 10
+
 type resolver struct{ r discovery.Resolver }
 
 func (a resolver) Instances(svc string) []upstream.Instance {
@@ -124,7 +131,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 			names = append(names, r.Service)
 		}
 	}
-	pool := upstream.NewPool(resolver{res}, names, upstream.ClientOptions{MaxConns: cfg.MaxConns})
+	pool := upstream.NewPool(resolver{res}, names, upstream.ClientOptions{MaxConns: cfg.MaxConns, ReadBufferSize: maxHeadBytes})
 	go pool.Run(ctx, 100*time.Millisecond)
 
 	trusted, _ := cfg.Trusted()
@@ -268,7 +275,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		WriteTimeout:          cfg.WriteTimeout,
 		IdleTimeout:           cfg.IdleTimeout,
 		MaxRequestBodySize:    cfg.MaxBodyBytes,
-		ReadBufferSize:        16 << 10, // caps request line + headers
+		ReadBufferSize:        maxHeadBytes, // caps request line + headers
 		CloseOnShutdown:       true,
 		Logger:                fasthttpLogger{log},
 	}
@@ -302,7 +309,7 @@ func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *prox
 	shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
 	srv := evloop.New(evloop.Options{
 		Addr: cfg.Addr, Loops: cfg.EventLoops, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz"},
-		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: 16 << 10, ReadTimeout: cfg.ReadTimeout,
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: maxHeadBytes, ReadTimeout: cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Endpoints: pool, Log: log,
 	})
 	errc := make(chan error, 1)

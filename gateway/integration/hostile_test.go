@@ -167,6 +167,8 @@ func (u *rawUpstream) behave(c net.Conn, req *http.Request) bool {
 		return w("HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok")
 	case "bighead":
 		return w("HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("h", 64<<10) + "\r\nContent-Length: 2\r\n\r\nok")
+	case "head12k": // a head over 8 KiB, within the 16 KiB a client's head may have
+		return w("HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("h", 12<<10) + "\r\nContent-Length: 2\r\n\r\nok")
 	case "huge":
 		const n = 17 << 20 // above the 16 MiB response limit
 		if !w(fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", n)) {
@@ -851,6 +853,10 @@ func TestMisbehavingUpstreams(t *testing.T) {
 		{"hints-late", 502, "upstream-unreachable", "", true},
 		{"status999", 502, "upstream-unreachable", "", false},
 		{"bighead", 502, "upstream-unreachable", "", true},
+		// The same head limit as a request's (16 KiB), on both transports:
+		// the fasthttp transport's pools read answers into 8 KiB and
+		// answered such an answer 502 where the event loop passed it on.
+		{"head12k", 200, "", "ok", false},
 		{"huge", 502, "upstream-unreachable", "", false},
 		{"slow", 504, "timeout", "", true},
 		{"twice", 200, "", "ok:/api/v1/products/twice", false},
