@@ -151,9 +151,15 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	var rdb *redis.Client
 	if full {
 		for _, svc := range pool.Services() {
-			svc.Breaker = breaker.New(svc.Name, breaker.Settings{
+			b := breaker.New(svc.Name, breaker.Settings{
 				Window: cfg.BreakerWindow, MinRequests: cfg.BreakerMin, FailureRatio: cfg.BreakerRatio, OpenBase: cfg.BreakerOpen,
 			})
+			// On return, once the server has drained: a breaker reports its
+			// state (shanhai.breaker.state) until closed, so each Run in a
+			// process that lives on left the last gateway's breakers
+			// reported, and held, for good.
+			defer b.Close()
+			svc.Breaker = b
 			svc.Limit = limit.NewAdaptive(limit.AdaptiveOptions{Initial: min(100, cfg.ConcurrencyMax), Max: cfg.ConcurrencyMax})
 			svc.Budget = retry.NewBudget(cfg.RetryBudget, cfg.RetryFloor, 10*time.Second)
 		}
