@@ -28,6 +28,7 @@ type orderRow struct {
 	Currency      string
 	PaymentID     string
 	FailureReason string
+	CancelReason  string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 }
@@ -196,7 +197,7 @@ func (r *OrderGorm) FindReplay(ctx context.Context, userID, key string) (order.R
 // reflective Scan into a row struct was most of this path's CPU.
 func (r *OrderGorm) Get(ctx context.Context, userID, id string) (*order.Order, error) {
 	rows, err := r.db.WithContext(ctx).Raw(`SELECT o.id, o.user_id, o.status, o.total_cents, o.currency, o.payment_id, o.failure_reason,
-       o.created_at, o.updated_at, i.line, i.sku, i.name, i.quantity, i.unit_price_cents
+       o.cancel_reason, o.created_at, o.updated_at, i.line, i.sku, i.name, i.quantity, i.unit_price_cents
 FROM orders o LEFT JOIN order_items i ON i.order_id = o.id
 WHERE o.id = ? AND o.user_id = ?
 ORDER BY i.line`, id, userID).Rows()
@@ -217,7 +218,7 @@ ORDER BY i.line`, id, userID).Rows()
 			unitPrice sql.NullInt64
 		)
 		if err := rows.Scan(&o.ID, &o.UserID, &o.Status, &o.TotalCents, &o.Currency, &o.PaymentID, &o.FailureReason,
-			&o.CreatedAt, &o.UpdatedAt, &line, &sku, &name, &qty, &unitPrice); err != nil {
+			&o.CancelReason, &o.CreatedAt, &o.UpdatedAt, &line, &sku, &name, &qty, &unitPrice); err != nil {
 			return nil, fmt.Errorf("get order: %w", err)
 		}
 		found = true
@@ -341,7 +342,7 @@ func (r *OrderGorm) applyRead(ctx context.Context, consumer, eventID, orderID st
 		processed bool
 	)
 	// Scanned by hand: gorm's reflective Scan was most of this path's CPU.
-	rs, err := db.Raw(`SELECT id, user_id, status, total_cents, currency, payment_id, failure_reason, created_at, updated_at,
+	rs, err := db.Raw(`SELECT id, user_id, status, total_cents, currency, payment_id, failure_reason, cancel_reason, created_at, updated_at,
   CAST(xmin AS text), EXISTS (SELECT 1 FROM processed_events WHERE consumer = ? AND event_id = ?)
 FROM orders WHERE id = ?`, consumer, eventID, orderID).Rows()
 	if err != nil {
@@ -350,7 +351,7 @@ FROM orders WHERE id = ?`, consumer, eventID, orderID).Rows()
 	found := rs.Next()
 	if found {
 		err = rs.Scan(&row.ID, &row.UserID, &row.Status, &row.TotalCents, &row.Currency, &row.PaymentID, &row.FailureReason,
-			&row.CreatedAt, &row.UpdatedAt, &version, &processed)
+			&row.CancelReason, &row.CreatedAt, &row.UpdatedAt, &version, &processed)
 	}
 	if cerr := rs.Close(); err == nil {
 		err = cerr
@@ -385,9 +386,9 @@ d AS (` + ins + `)`)
 		// A result that changes nothing (the order already left PENDING) is
 		// only recorded: rewriting the row with its own values is a dead tuple.
 		q.WriteString(`,
-u AS (UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?, updated_at = ?
+u AS (UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?, cancel_reason = ?, updated_at = ?
   WHERE id = ? AND EXISTS (SELECT 1 FROM d) RETURNING 1)`)
-		args = append(args, string(after.Status), after.PaymentID, after.FailureReason, after.UpdatedAt, orderID)
+		args = append(args, string(after.Status), after.PaymentID, after.FailureReason, string(after.CancelReason), after.UpdatedAt, orderID)
 	}
 	if len(events) > 0 {
 		envs, err := envelopes(events)
@@ -419,7 +420,84 @@ u AS (UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?, updated_
 // snapshots of it: only the status columns change after creation.
 func changed(a, b order.Snapshot) bool {
 	return a.Status != b.Status || a.PaymentID != b.PaymentID || a.FailureReason != b.FailureReason ||
-		!a.UpdatedAt.Equal(b.UpdatedAt)
+		a.CancelReason != b.CancelReason || !a.UpdatedAt.Equal(b.UpdatedAt)
+}
+
+// ExpirePending is order.Repository's: one transaction that reads the
+// oldest PENDING orders placed before cutoff (orders_pending_created_at, a
+// partial index of the PENDING rows only) and locks them, skipping the rows
+// another transaction has locked (FOR UPDATE SKIP LOCKED): a payment result
+// being applied under ApplyOnce's lock, a user's cancel, another replica's
+// round. A skipped order is settled by whoever holds it or taken by the
+// next round; waiting for it would hold the whole batch, and the rows it
+// locked, behind one order. A payment result arriving while this holds an
+// order waits, then sees the row changed (a new xmin) and takes ApplyOnce's
+// locking path, which finds it CANCELLED: a no-op. fn's changes go back in
+// one UPDATE per distinct set of new values (one in practice: every order
+// of a round is cancelled alike), guarded by status = 'PENDING', and their
+// events through the outbox, before COMMIT. On SQLite every transaction is
+// BEGIN IMMEDIATE (pkg/database), so the round excludes every other writer
+// and no locking clause is needed (its gorm dialect drops it).
+func (r *OrderGorm) ExpirePending(ctx context.Context, cutoff time.Time, limit int, fn func(*order.Order) error) (int, error) {
+	n := 0
+	var events []order.Event
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		n, events = 0, nil
+		var rows []orderRow
+		// 'PENDING' is spelled out, not a parameter: the partial index is
+		// only usable when the planner can see the query implies its WHERE.
+		err := tx.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate, Options: clause.LockingOptionsSkipLocked}).
+			Where("status = 'PENDING' AND created_at < ?", cutoff.UTC()).Order("created_at").Limit(limit).Find(&rows).Error
+		if err != nil {
+			return fmt.Errorf("find pending orders: %w", err)
+		}
+		type values struct {
+			status, paymentID, failure, reason string
+			updated                            time.Time
+		}
+		var (
+			groups = map[values][]string{}
+			seen   []values // first-seen order, so the statements are deterministic
+		)
+		for _, row := range rows {
+			o := fromRow(row, nil)
+			before := o.Snapshot()
+			if err := fn(o); err != nil {
+				return err
+			}
+			s := o.Snapshot()
+			if !changed(before, s) {
+				continue
+			}
+			v := values{string(s.Status), s.PaymentID, s.FailureReason, string(s.CancelReason), s.UpdatedAt.UTC()}
+			if _, ok := groups[v]; !ok {
+				seen = append(seen, v)
+			}
+			groups[v] = append(groups[v], s.ID)
+			events = append(events, o.Events()...)
+			n++
+		}
+		for _, v := range seen {
+			ids := groups[v]
+			res := tx.Exec(`UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?, cancel_reason = ?, updated_at = ?
+WHERE id IN ? AND status = 'PENDING'`, v.status, v.paymentID, v.failure, v.reason, v.updated, ids)
+			if res.Error != nil {
+				return fmt.Errorf("save expired orders: %w", res.Error)
+			}
+			if res.RowsAffected != int64(len(ids)) {
+				// The rows are locked (or the database is): this is a bug, not a race.
+				return fmt.Errorf("save expired orders: %d of %d rows were still PENDING under the lock", res.RowsAffected, len(ids))
+			}
+		}
+		return addEvents(ctx, tx, events)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("expire pending orders before %s: %w", cutoff.UTC().Format(time.RFC3339), err)
+	}
+	if len(events) > 0 {
+		r.notify()
+	}
+	return n, nil
 }
 
 // ForgetKeys deletes idempotency records created before the given time. A
@@ -461,8 +539,8 @@ func saveOrder(ctx context.Context, tx *gorm.DB, before order.Snapshot, o *order
 	if s := o.Snapshot(); changed(before, s) {
 		// Plain SQL rather than Updates(map): gorm sorts and reflects over the map
 		// on every call, on the path of every payment result.
-		err := tx.Exec("UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?, updated_at = ? WHERE id = ?",
-			string(s.Status), s.PaymentID, s.FailureReason, s.UpdatedAt, s.ID).Error
+		err := tx.Exec("UPDATE orders SET status = ?, payment_id = ?, failure_reason = ?, cancel_reason = ?, updated_at = ? WHERE id = ?",
+			string(s.Status), s.PaymentID, s.FailureReason, string(s.CancelReason), s.UpdatedAt, s.ID).Error
 		if err != nil {
 			return fmt.Errorf("save order: %w", err)
 		}
@@ -494,16 +572,23 @@ func withItems(db *gorm.DB, rows []orderRow) ([]*order.Order, error) {
 }
 
 func fromRow(r orderRow, lines []order.Line) *order.Order {
+	reason := order.CancelReason(r.CancelReason)
+	if reason == "" && order.Status(r.Status) == order.Cancelled {
+		// Cancelled before migration 0003, or by a replica of the release
+		// before it: only a user could cancel then.
+		reason = order.CancelledByUser
+	}
 	return order.FromSnapshot(order.Snapshot{
 		ID: r.ID, UserID: r.UserID, Status: order.Status(r.Status), Lines: lines,
 		TotalCents: r.TotalCents, Currency: r.Currency, PaymentID: r.PaymentID, FailureReason: r.FailureReason,
-		CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
+		CancelReason: reason, CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC(),
 	})
 }
 
 func toRow(s order.Snapshot) orderRow {
 	return orderRow{ID: s.ID, UserID: s.UserID, Status: string(s.Status), TotalCents: s.TotalCents, Currency: s.Currency,
-		PaymentID: s.PaymentID, FailureReason: s.FailureReason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+		PaymentID: s.PaymentID, FailureReason: s.FailureReason, CancelReason: string(s.CancelReason),
+		CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
 }
 
 func toItems(s order.Snapshot) []orderItemRow {

@@ -18,6 +18,8 @@ type Application struct {
 	ListOrders   ListOrdersHandler
 	ListProducts ListProductsHandler
 	ApplyPayment ApplyPaymentHandler
+	// ExpireOrders is not behind a port: the service's housekeeping runs it.
+	ExpireOrders ExpireOrdersHandler
 }
 
 // Deps are what the use cases need from the outside world. Clock and NewID
@@ -31,6 +33,9 @@ type Deps struct {
 	// stored for idempotent replay. The HTTP port supplies it so that the
 	// replayed bytes are exactly what the first client saw.
 	Render func(order.Snapshot) ([]byte, error)
+	// PendingTimeout is how long an order may stay PENDING before
+	// ExpireOrders cancels it (ORDER_PENDING_TIMEOUT); zero expires nothing.
+	PendingTimeout time.Duration
 }
 
 // New wires the use cases.
@@ -50,5 +55,6 @@ func New(d Deps) Application {
 		ListOrders:   ListOrdersHandler{orders: d.Orders},
 		ListProducts: ListProductsHandler{catalog: d.Catalog},
 		ApplyPayment: ApplyPaymentHandler{orders: d.Orders, now: d.Now},
+		ExpireOrders: ExpireOrdersHandler{orders: d.Orders, now: d.Now, timeout: d.PendingTimeout},
 	}
 }

@@ -2,8 +2,10 @@ package app_test
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/order"
@@ -18,6 +20,8 @@ type memoryOrders struct {
 	processed map[[2]string]bool
 	events    []order.Event
 	ids       []string // creation order
+
+	expireCalls int
 }
 
 func newMemoryOrders() *memoryOrders {
@@ -121,3 +125,30 @@ func (m *memoryOrders) ApplyOnce(_ context.Context, consumer, eventID, orderID s
 type staticCatalog []catalog.Product
 
 func (c staticCatalog) All(context.Context) ([]catalog.Product, error) { return c, nil }
+
+// ExpirePending takes the oldest PENDING orders placed before cutoff, at
+// most limit, and counts each call's limit in calls.
+func (m *memoryOrders) ExpirePending(_ context.Context, cutoff time.Time, limit int, fn func(*order.Order) error) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expireCalls++
+	changed := map[string]order.Snapshot{}
+	var events []order.Event
+	for _, id := range m.ids { // creation order
+		s := m.orders[id]
+		if len(changed) == limit || s.Status != order.Pending || !s.CreatedAt.Before(cutoff) {
+			continue
+		}
+		o := order.FromSnapshot(s)
+		if err := fn(o); err != nil {
+			return 0, err
+		}
+		if o.Status() != order.Pending {
+			changed[id] = o.Snapshot()
+			events = append(events, o.Events()...)
+		}
+	}
+	maps.Copy(m.orders, changed)
+	m.events = append(m.events, events...)
+	return len(changed), nil
+}

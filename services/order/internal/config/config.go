@@ -39,7 +39,25 @@ type Config struct {
 	AdvertiseAddr   string   `env:"ADVERTISE_ADDR" desc:"host:port registered in discovery; default 127.0.0.1 and the HTTP_ADDR port"`
 
 	CatalogCacheTTL time.Duration `env:"CATALOG_CACHE_TTL" envDefault:"5m" desc:"how long the catalogue stays in Redis"`
+
+	// PendingTimeout ends the saga for an order payment never answers: it
+	// sends no payment.failed when it gives up on an order.created (its last
+	// delivery, or a dead letter). The default is five times payment's whole
+	// retry window at its defaults (MinPendingTimeout says what that is).
+	PendingTimeout time.Duration `env:"ORDER_PENDING_TIMEOUT" envDefault:"10m" desc:"an order still PENDING this long after it was placed is cancelled (order.cancelled, cancel_reason payment_timeout) by a round every minute; at least 5m, above payment's retries"`
 }
+
+// MinPendingTimeout is the shortest ORDER_PENDING_TIMEOUT accepted. Payment
+// retries a faulting charge for 95 s at its defaults (CONSUMER_MAX_DELIVER
+// 10 on the 1, 2, 4, 8, 16 s back-off), and each delivery may first wait up
+// to 2 minutes in its consumer's queue and is then handled for up to 30 s
+// (services/payment README, "Consumer"): about 4 minutes from the first
+// delivery until payment has given up. A shorter timeout would cancel
+// orders that payment was still about to charge: payment then voids the
+// charge, so no money is lost, but a customer loses an order to a fault
+// that healed on its own. A larger CONSUMER_MAX_DELIVER needs a larger
+// timeout than this floor (the default leaves room for about 30 deliveries).
+const MinPendingTimeout = 5 * time.Minute
 
 // Validate checks what types alone cannot.
 func (c *Config) Validate() error {
@@ -55,6 +73,13 @@ func (c *Config) Validate() error {
 	}
 	if c.CatalogCacheTTL <= 0 {
 		errs = append(errs, config.Invalid("CATALOG_CACHE_TTL", "must be positive"))
+	}
+	switch {
+	case c.PendingTimeout <= 0:
+		errs = append(errs, config.Invalid("ORDER_PENDING_TIMEOUT", "must be positive"))
+	case c.PendingTimeout < MinPendingTimeout:
+		errs = append(errs, config.Invalid("ORDER_PENDING_TIMEOUT",
+			"must be at least "+MinPendingTimeout.String()+": payment may still be retrying the charge until then"))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -3,6 +3,7 @@ package config_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
 	orderconfig "github.com/shanhai-dev/shanhai/services/order/internal/config"
@@ -38,6 +39,34 @@ func TestEveryBadVariableIsNamed(t *testing.T) {
 	for _, v := range []string{"CATALOG_CACHE_TTL", "LOG_LEVEL", "DATABASE_MAX_CONNS", "READ_TIMEOUT"} {
 		if !strings.Contains(err.Error(), v) {
 			t.Errorf("error does not name %s: %v", v, err)
+		}
+	}
+}
+
+// ORDER_PENDING_TIMEOUT defaults to 10 minutes and refuses what is not
+// positive or is shorter than MinPendingTimeout: an order cancelled while
+// payment still retries its charge is an order lost to a fault that heals.
+func TestPendingTimeout(t *testing.T) {
+	t.Setenv("DATABASE_URL", "sqlite://:memory:")
+	var c orderconfig.Config
+	if err := config.Load(&c); err != nil {
+		t.Fatal(err)
+	}
+	if c.PendingTimeout != 10*time.Minute {
+		t.Errorf("default ORDER_PENDING_TIMEOUT = %v, want 10m", c.PendingTimeout)
+	}
+	for value, ok := range map[string]bool{
+		"0s": false, "-10m": false, "95s": false, "4m59s": false,
+		orderconfig.MinPendingTimeout.String(): true, "1h": true,
+	} {
+		t.Setenv("ORDER_PENDING_TIMEOUT", value)
+		var c orderconfig.Config
+		err := config.Load(&c)
+		switch {
+		case ok && err != nil:
+			t.Errorf("%s refused: %v", value, err)
+		case !ok && (err == nil || !strings.Contains(err.Error(), "ORDER_PENDING_TIMEOUT")):
+			t.Errorf("%s: err %v, want one naming ORDER_PENDING_TIMEOUT", value, err)
 		}
 	}
 }

@@ -267,13 +267,16 @@ type orderJSON struct {
 	Currency      string     `json:"currency"`
 	PaymentID     string     `json:"payment_id,omitempty"`
 	FailureReason string     `json:"failure_reason,omitempty"`
-	CreatedAt     time.Time  `json:"created_at"`
-	UpdatedAt     time.Time  `json:"updated_at"`
+	// CancelReason is set on a CANCELLED order: "user" or "payment_timeout".
+	CancelReason string    `json:"cancel_reason,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 func view(s order.Snapshot) orderJSON {
 	v := orderJSON{ID: s.ID, Status: string(s.Status), Items: make([]itemJSON, len(s.Lines)), TotalCents: s.TotalCents,
-		Currency: s.Currency, PaymentID: s.PaymentID, FailureReason: s.FailureReason, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+		Currency: s.Currency, PaymentID: s.PaymentID, FailureReason: s.FailureReason,
+		CancelReason: string(s.CancelReason), CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
 	for i, l := range s.Lines {
 		v.Items[i] = itemJSON{SKU: l.SKU, Name: l.Name, Quantity: l.Quantity, UnitPriceCents: l.UnitPriceCents,
 			LineTotalCents: l.UnitPriceCents * int64(l.Quantity)}

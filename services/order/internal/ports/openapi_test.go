@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
@@ -149,4 +150,8 @@ func (s stores) Update(ctx context.Context, _, _ string, _ func(*order.Order) er
 
 func (s stores) ApplyOnce(ctx context.Context, _, _, _ string, _ func(*order.Order) error) (bool, error) {
 	return false, s.fail(ctx)
+}
+
+func (s stores) ExpirePending(ctx context.Context, _ time.Time, _ int, _ func(*order.Order) error) (int, error) {
+	return 0, s.fail(ctx)
 }

@@ -31,6 +31,16 @@ func ParseStatus(s string) (Status, bool) {
 	return "", false
 }
 
+// CancelReason says why an order is CANCELLED: its user asked, or payment
+// never answered (Expire). Payment compensates both alike; the reason is
+// for the user and the operator.
+type CancelReason string
+
+const (
+	CancelledByUser CancelReason = "user"
+	PaymentTimeout  CancelReason = "payment_timeout"
+)
+
 // Limits on a single order. They keep one request's work and row count bounded.
 const (
 	MaxLines    = 50
@@ -64,6 +74,7 @@ type Order struct {
 	currency      string
 	paymentID     string
 	failureReason string
+	cancelReason  CancelReason
 	createdAt     time.Time
 	updatedAt     time.Time
 
@@ -185,10 +196,32 @@ func (o *Order) Cancel(now time.Time) error {
 	default:
 		return fmt.Errorf("cancel order %s in state %s: %w", o.id, o.status, ErrNotPending)
 	}
+	o.cancel(CancelledByUser, now)
+	return nil
+}
+
+// Expire cancels an order still PENDING that was placed before cutoff, and
+// reports whether it did. It is the saga's compensation for a payment that
+// never answers: payment sends no payment.failed when it gives up on an
+// order.created (its last delivery, or a dead letter), so without it such
+// an order stayed PENDING for good. It records the CancelledEvent a user's
+// cancel does, so payment voids or refunds the order's charge as it does
+// for that one; only the reason differs. Any other state, or an order
+// placed at or after cutoff, is left alone.
+func (o *Order) Expire(cutoff, now time.Time) bool {
+	if o.status != Pending || !o.createdAt.Before(cutoff) {
+		return false
+	}
+	o.cancel(PaymentTimeout, now)
+	return true
+}
+
+// cancel moves a PENDING order to CANCELLED and records order.cancelled.
+func (o *Order) cancel(reason CancelReason, now time.Time) {
 	o.status = Cancelled
+	o.cancelReason = reason
 	o.updatedAt = now.UTC()
 	o.record(CancelledEvent{Order: o.Snapshot()})
-	return nil
 }
 
 // PaymentOutcome is the result of the payment saga step for this order.
@@ -238,16 +271,17 @@ func (o *Order) Contradicts(p PaymentOutcome) bool {
 	return false
 }
 
-func (o *Order) ID() string            { return o.id }
-func (o *Order) UserID() string        { return o.userID }
-func (o *Order) Status() Status        { return o.status }
-func (o *Order) Lines() []Line         { return append([]Line(nil), o.lines...) }
-func (o *Order) TotalCents() int64     { return o.totalCents }
-func (o *Order) Currency() string      { return o.currency }
-func (o *Order) PaymentID() string     { return o.paymentID }
-func (o *Order) FailureReason() string { return o.failureReason }
-func (o *Order) CreatedAt() time.Time  { return o.createdAt }
-func (o *Order) UpdatedAt() time.Time  { return o.updatedAt }
+func (o *Order) ID() string                 { return o.id }
+func (o *Order) UserID() string             { return o.userID }
+func (o *Order) Status() Status             { return o.status }
+func (o *Order) Lines() []Line              { return append([]Line(nil), o.lines...) }
+func (o *Order) TotalCents() int64          { return o.totalCents }
+func (o *Order) Currency() string           { return o.currency }
+func (o *Order) PaymentID() string          { return o.paymentID }
+func (o *Order) FailureReason() string      { return o.failureReason }
+func (o *Order) CancelReason() CancelReason { return o.cancelReason }
+func (o *Order) CreatedAt() time.Time       { return o.createdAt }
+func (o *Order) UpdatedAt() time.Time       { return o.updatedAt }
 
 // Snapshot is a plain copy of the order's state, used by events, adapters
 // and views so they never hold the aggregate itself.
@@ -260,6 +294,7 @@ type Snapshot struct {
 	Currency      string
 	PaymentID     string
 	FailureReason string
+	CancelReason  CancelReason // set when Status is Cancelled
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 }
@@ -268,7 +303,7 @@ func (o *Order) Snapshot() Snapshot {
 	return Snapshot{
 		ID: o.id, UserID: o.userID, Status: o.status, Lines: o.Lines(),
 		TotalCents: o.totalCents, Currency: o.currency, PaymentID: o.paymentID,
-		FailureReason: o.failureReason, CreatedAt: o.createdAt, UpdatedAt: o.updatedAt,
+		FailureReason: o.failureReason, CancelReason: o.cancelReason, CreatedAt: o.createdAt, UpdatedAt: o.updatedAt,
 	}
 }
 
@@ -278,6 +313,6 @@ func FromSnapshot(s Snapshot) *Order {
 	return &Order{
 		id: s.ID, userID: s.UserID, status: s.Status, lines: append([]Line(nil), s.Lines...),
 		totalCents: s.TotalCents, currency: s.Currency, paymentID: s.PaymentID,
-		failureReason: s.FailureReason, createdAt: s.CreatedAt, updatedAt: s.UpdatedAt,
+		failureReason: s.FailureReason, cancelReason: s.CancelReason, createdAt: s.CreatedAt, updatedAt: s.UpdatedAt,
 	}
 }

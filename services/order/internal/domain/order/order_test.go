@@ -261,3 +261,48 @@ func TestTotalThatOverflowsIsRefused(t *testing.T) {
 		t.Fatalf("60 × MaxInt64/60: %v", err)
 	}
 }
+
+// TestExpire: an order left PENDING since before the cutoff is cancelled
+// with the event a user's cancel records and reason PaymentTimeout; one
+// placed at or after the cutoff, or one that left PENDING, is not. A late
+// payment result then changes nothing, as after a user's cancel.
+func TestExpire(t *testing.T) {
+	o := pending(t) // placed at now
+	if o.Expire(now, now.Add(time.Hour)) || o.Status() != order.Pending || len(o.Events()) != 0 {
+		t.Fatalf("an order placed at the cutoff was expired: %s, %v", o.Status(), o.Events())
+	}
+	later := now.Add(10 * time.Minute)
+	if !o.Expire(now.Add(time.Microsecond), later) {
+		t.Fatal("an order placed before the cutoff was not expired")
+	}
+	s := o.Snapshot()
+	if s.Status != order.Cancelled || s.CancelReason != order.PaymentTimeout || !s.UpdatedAt.Equal(later) {
+		t.Fatalf("expired order = %+v", s)
+	}
+	ev := o.Events()
+	if len(ev) != 1 || ev[0].EventType() != "order.cancelled" || ev[0].OrderID() != "o1" {
+		t.Fatalf("events = %v, want one order.cancelled", ev)
+	}
+	if o.Expire(later, later) || len(o.Events()) != 1 {
+		t.Fatal("a cancelled order was expired again")
+	}
+	if o.ApplyPayment(order.PaymentOutcome{PaymentID: "p1", Succeeded: true}, later) || o.Status() != order.Cancelled {
+		t.Fatalf("a late success moved an expired order to %s", o.Status())
+	}
+	// A user's cancel of an expired order is the no-op of a repeated cancel:
+	// the reason stays the first one.
+	if err := o.Cancel(later); err != nil || o.CancelReason() != order.PaymentTimeout || len(o.Events()) != 1 {
+		t.Fatalf("cancel after expiry: %v, reason %s, %d events", err, o.CancelReason(), len(o.Events()))
+	}
+	for _, settle := range []order.PaymentOutcome{{PaymentID: "p1", Succeeded: true}, {PaymentID: "p1", Reason: "declined"}} {
+		o := pending(t)
+		o.ApplyPayment(settle, now)
+		if o.Expire(later, later) || o.Status() == order.Cancelled || len(o.Events()) != 0 {
+			t.Fatalf("a settled order was expired: %s", o.Status())
+		}
+	}
+	user := pending(t)
+	if err := user.Cancel(now); err != nil || user.CancelReason() != order.CancelledByUser {
+		t.Fatalf("user cancel: %v, reason %q", err, user.CancelReason())
+	}
+}

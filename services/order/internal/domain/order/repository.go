@@ -2,6 +2,7 @@ package order
 
 import (
 	"context"
+	"time"
 )
 
 // Replay is the stored first response to an idempotent create request. The
@@ -51,4 +52,12 @@ type Repository interface {
 	// change status fields only: the order it gets may have no lines loaded
 	// (an implementation may skip them to save a query).
 	ApplyOnce(ctx context.Context, consumer, eventID, orderID string, fn func(*Order) error) (applied bool, err error)
+	// ExpirePending runs fn on at most limit PENDING orders placed before
+	// cutoff, oldest first, and stores the ones fn changed, with their new
+	// events, in one transaction; it returns how many fn changed. An order
+	// another transaction holds (a payment result being applied, a user's
+	// cancel) is skipped, not waited for: that transaction settles it, or a
+	// later call takes it. fn may change status fields only: the orders it
+	// gets have no lines loaded.
+	ExpirePending(ctx context.Context, cutoff time.Time, limit int, fn func(*Order) error) (changed int, err error)
 }
