@@ -378,6 +378,15 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		l.wakeUp()
 	}
 	cl := &client{c: c, l: l, active: l.now}
+	if s.o.ReadTimeout > 0 {
+		// Its first request is under way from the accept: silent, it gets
+		// the read timeout, 408, as on the fasthttp transport, which sets
+		// that deadline at the accept. Counted idle, as between two
+		// requests of a keep-alive connection, it was held for the idle
+		// timeout (60 s by default against 5 s). Without a read timeout
+		// the idle timeout still bounds it.
+		cl.started = l.now
+	}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		cl.peer = ta.AddrPort().Addr()
 	}
