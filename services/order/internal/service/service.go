@@ -84,6 +84,7 @@ type Service struct {
 	registry discovery.Registry
 	events   *adapters.PaymentEvents
 	orders   *adapters.OrderGorm
+	expiry   *expiry
 
 	// workers are the relay, the housekeeping and the payment-result consumer,
 	// from Start until Stop.
@@ -182,7 +183,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		Catalog: adapters.NewCatalogMemo(s.Catalog, adapters.CatalogMemoTTL),
 		NewID:   func() string { return uuid.Must(uuid.NewV7()).String() },
 		Render:  ports.Render,
+		// Past it, an order payment never answered is cancelled (expiry.go).
+		PendingTimeout: cfg.PendingTimeout,
 	})
+	s.expiry = newExpiry(s.App.ExpireOrders, cfg.PendingTimeout, o.Logger)
 	s.events = adapters.NewPaymentEvents(consumer, names, s.App.ApplyPayment, o.MaxDeliver, o.Logger)
 
 	s.Server = server.New(server.Options{
@@ -228,6 +232,7 @@ func (s *Service) startWorkers(ctx context.Context) (stop func(context.Context),
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = s.Relay.Run(wctx) })
 	wg.Go(func() { periodic.Run(wctx, time.Minute, time.Hour, s.housekeeping) })
+	wg.Go(func() { periodic.Run(wctx, time.Minute, time.Minute, s.expiry.round) })
 	stopConsumer, err := s.events.Start()
 	if err != nil {
 		cancel()
