@@ -201,3 +201,46 @@ func TestPrometheusScrapesPodsThatAreNotReady(t *testing.T) {
 		t.Fatalf("%s: no dns_sd_configs: this test follows how Prometheus finds the pods; update it", file)
 	}
 }
+
+// TestPrometheusEvaluatesTheRulesAlike: compose's and the kind cluster's Prometheus load the same alert rules, and
+// evaluate them at the same interval. The kind config set none, so its rules ran at Prometheus's default of once a
+// minute against compose's 5 s: the same alert fired up to a minute later there, and a condition whose `for:` it
+// outlasted by less than a minute (BridgePartitionHeldByDLQ held for 5 m 30 s against its 5 m) could clear between
+// two evaluations without firing, where compose's caught it.
+func TestPrometheusEvaluatesTheRulesAlike(t *testing.T) {
+	type global struct {
+		ScrapeInterval     string `json:"scrape_interval"`
+		EvaluationInterval string `json:"evaluation_interval"`
+	}
+	read := func(file string) global {
+		t.Helper()
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c struct {
+			Global global `json:"global"`
+		}
+		if err := yaml.Unmarshal(raw, &c); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		// Prometheus's defaults for what the global section leaves out.
+		if c.Global.ScrapeInterval == "" {
+			c.Global.ScrapeInterval = "1m"
+		}
+		if c.Global.EvaluationInterval == "" {
+			c.Global.EvaluationInterval = "1m"
+		}
+		return c.Global
+	}
+	const composeFile, kindFile = "compose/prometheus/prometheus.yml", "k8s/components/infra/resources/prometheus.yml"
+	compose, kind := read(composeFile), read(kindFile)
+	if compose.EvaluationInterval != kind.EvaluationInterval {
+		t.Errorf("rules are evaluated every %s in compose (%s) but every %s in Kubernetes (%s): the same alert fires at different times",
+			compose.EvaluationInterval, composeFile, kind.EvaluationInterval, kindFile)
+	}
+	if compose.ScrapeInterval != kind.ScrapeInterval {
+		t.Errorf("targets are scraped every %s in compose (%s) but every %s in Kubernetes (%s)",
+			compose.ScrapeInterval, composeFile, kind.ScrapeInterval, kindFile)
+	}
+}
