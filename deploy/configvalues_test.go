@@ -7,15 +7,18 @@ import (
 	"fmt"
 	"go/parser"
 	"go/token"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // TestManifestsGiveValuesTheBinariesAccept: each binary's own configuration loader (its config struct through
@@ -256,7 +259,8 @@ func kindUpSecrets(t *testing.T) map[string]string {
 
 // kubeletEnv is the environment the kubelet gives w's first container: the service links of its namespace's
 // Services with a cluster IP, then its envFrom ConfigMaps, then its env, each $(NAME) in a value replaced by what
-// came before, a Secret's key by the value kind-up.sh generates and the pod's IP by one of kind's.
+// came before, a Secret's key by the value kind-up.sh generates, the pod's IP by one of kind's and a resource field
+// (the gateway's CPU limit) as the kubelet rounds it.
 func kubeletEnv(t *testing.T, objs []object, cms map[string]map[string]string, secretValues map[string]string, w workload) map[string]string {
 	t.Helper()
 	env := serviceLinks(objs, w.namespace)
@@ -287,11 +291,43 @@ func kubeletEnv(t *testing.T, objs []object, cms map[string]map[string]string, s
 			env[e.Name] = v
 		case src.FieldRef != nil && src.FieldRef.FieldPath == "status.podIP":
 			env[e.Name] = "10.244.0.17"
+		case src.ResourceFieldRef != nil:
+			env[e.Name] = resourceFieldValue(t, w.spec, c, e.Name, src.ResourceFieldRef)
 		default:
 			t.Fatalf("%s: %s comes from a source this test does not know: add it here", c.Name, e.Name)
 		}
 	}
 	return env
+}
+
+// resourceFieldValue is what the kubelet puts in variable name for ref, a container's CPU or memory request or
+// limit: the quantity divided by ref's divisor (default 1) and rounded up, so a CPU limit of 500m is "1" CPU (or
+// "500" with a divisor of 1m). An unset limit is the node's allocatable capacity, which no build holds: refused.
+func resourceFieldValue(t *testing.T, spec *corev1.PodSpec, self corev1.Container, name string, ref *corev1.ResourceFieldSelector) string {
+	t.Helper()
+	c, found := self, ref.ContainerName == "" || ref.ContainerName == self.Name
+	for _, other := range spec.Containers {
+		if !found && other.Name == ref.ContainerName {
+			c, found = other, true
+		}
+	}
+	if !found {
+		t.Fatalf("%s: %s reads the resources of container %q, which the pod does not have", self.Name, name, ref.ContainerName)
+	}
+	kind, res, _ := strings.Cut(ref.Resource, ".")
+	list := map[string]corev1.ResourceList{"limits": c.Resources.Limits, "requests": c.Resources.Requests}[kind]
+	q, ok := list[corev1.ResourceName(res)]
+	if !ok || (res != "cpu" && res != "memory") {
+		t.Fatalf("%s: %s reads %s, which container %s does not set (the kubelet would give the node's capacity) or this test does not know", self.Name, name, ref.Resource, c.Name)
+	}
+	divisor := resource.MustParse("1")
+	if !ref.Divisor.IsZero() {
+		divisor = ref.Divisor
+	}
+	if res == "cpu" {
+		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(divisor.MilliValue()))), 10)
+	}
+	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(divisor.Value()))), 10)
 }
 
 // serviceLinks are the variables the kubelet adds for each Service with a cluster IP in namespace (Docker links'
