@@ -200,7 +200,7 @@ func run() error {
 		if ctx.Err() != nil {
 			return errInterrupted
 		}
-		if errors.Is(err, errPortTaken) || errors.Is(err, errNoBinary) || errors.Is(err, errDataDirInUse) {
+		if errors.Is(err, errPortTaken) || errors.Is(err, errNoBinary) || errors.Is(err, errDataDirInUse) || errors.Is(err, errNoPulsar) {
 			return err // nothing started, nothing logged
 		}
 		keep = true

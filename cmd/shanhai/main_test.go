@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/freeport"
 )
 
 // Lab 1 has the reader kill payment under -processes: the run stops and
@@ -409,5 +411,37 @@ func TestDataDirWithAQuestionMarkIsRefused(t *testing.T) {
 			names = append(names, e.Name())
 		}
 		t.Fatalf("the refused run left %v in %s:\n%s", names, parent, out)
+	}
+}
+
+// The embedded run refused for a PULSAR_URL nothing answers at (one still
+// exported by an earlier eval "$(./scripts/deps.sh env)") has started
+// nothing, so it leaves no temporary data directory behind and points at
+// no logs. It kept the directory, an empty shanhai.log in it, and ended its
+// message with "(logs in ...)" as if a part had failed: one more directory
+// in $TMPDIR for every try.
+func TestPulsarRefusalLeavesNoDataDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program in a child process")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	port, err := freeport.Port()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)),
+		"TMPDIR="+tmp, "PULSAR_URL=pulsar://127.0.0.1:"+strconv.Itoa(port), "PULSAR_ADMIN_URL=")
+	out, err := run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("the run: %v, want exit status 1\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("PULSAR_URL")) || bytes.Contains(out, []byte("logs in")) {
+		t.Fatalf("the run's message should name PULSAR_URL and point at no logs:\n%s", out)
+	}
+	left, err := filepath.Glob(filepath.Join(tmp, "shanhai-run-*"))
+	if err != nil || len(left) > 0 {
+		t.Fatalf("data directories left behind: %v (%v)\n%s", left, err, out)
 	}
 }

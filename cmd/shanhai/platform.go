@@ -101,8 +101,8 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 		}
 	}
 	if err := checkServers(pulsar); err != nil {
-		return nil, fmt.Errorf("PULSAR_URL is set, so the bridge would archive to Pulsar, but %w; "+
-			"or unset PULSAR_URL and PULSAR_ADMIN_URL to run without the archive", err)
+		return nil, fmt.Errorf("%w: PULSAR_URL is set, so the bridge would archive to Pulsar, but %w; "+
+			"or unset PULSAR_URL and PULSAR_ADMIN_URL to run without the archive", errNoPulsar, err)
 	}
 	p := &Platform{Parts: map[string]*Part{}, Env: map[string]string{}, LogDir: filepath.Join(o.DataDir, "logs")}
 	if o.Servers != nil {
@@ -322,6 +322,10 @@ func (p *Platform) waitRouted(ctx context.Context) error {
 		}
 	}
 }
+
+// errNoPulsar marks an embedded run refused, before anything started, for
+// a PULSAR_URL it cannot use.
+var errNoPulsar = errors.New("no Pulsar to archive to")
 
 // errNoBinary marks a part's production binary missing from Options.BinDir.
 var errNoBinary = errors.New("no binary to run")
