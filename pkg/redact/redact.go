@@ -16,8 +16,9 @@ const Mask = "xxxxx"
 // may hold replaced by Mask and the rest kept where it can be told apart:
 //
 //   - a URL's password (postgres://bob:xxxxx@db:5432/shanhai), and a query
-//     parameter whose name says it holds a secret (password=, pgx's
-//     sslpassword=, token=, api_key=, auth=, sig=: secretName has the list);
+//     or fragment parameter whose name says it holds a secret (password=,
+//     pgx's sslpassword=, pass=, token=, api_key=, auth=, sig=: secretName
+//     has the list);
 //   - the user of a nats://, tls://, ws:// or wss:// URL that has no
 //     password: nats.go sends such a user as the token that authenticates it;
 //   - the value of such a key in a key=value connection string
@@ -196,10 +197,11 @@ func maskUser(t string, u *url.URL) string {
 // password as an authentication token.
 var tokenSchemes = map[string]bool{"nats": true, "tls": true, "ws": true, "wss": true}
 
-// maskQueryIn masks the secret parameters of the query in s, a URL or the
-// end of one, from its first '?'.
+// maskQueryIn masks the secret parameters of the query and fragment in s,
+// a URL or the end of one, from its first '?' or '#': a fragment may hold
+// parameters as a query does (an OAuth implicit grant's #access_token=).
 func maskQueryIn(s string) string {
-	i := strings.IndexByte(s, '?')
+	i := strings.IndexAny(s, "?#")
 	if i < 0 {
 		return s
 	}
@@ -208,9 +210,10 @@ func maskQueryIn(s string) string {
 
 // maskQuery masks the values of secret parameters in a raw query, keeping
 // every byte of the rest. It takes a pair to begin after a '&', a ';' (Go's
-// query parsing drops a pair with one, but a password may still be in it)
-// or a '?' (in a misread URL the first '?' may be a password's, and the
-// query proper begins at a later one), and a secret's value to run on
+// query parsing drops a pair with one, but a password may still be in it),
+// a '?' (in a misread URL the first '?' may be a password's, and the
+// query proper begins at a later one) or a '#' that ends a pair holding no
+// secret (the fragment's parameters), and a secret's value to run on
 // across a '?' or '#' (an unencoded '#' in a password leaves its end as the
 // fragment), and across a pair that is no name=value (=pw, or pw with no
 // '='): an unencoded '&' or ';' in it. A pair that is a name=value cannot
@@ -228,16 +231,17 @@ func maskQuery(q string) string {
 		if end := strings.IndexAny(q, "&;?"); end >= 0 {
 			pair = q[:end]
 		}
+		if hash := strings.IndexByte(pair, '#'); hash >= 0 {
+			if k, _, ok := strings.Cut(pair[:hash], "="); !ok || !secretKey(k) {
+				pair = pair[:hash]
+			}
+		}
 		q = q[len(pair):]
 		key, _, hasValue := strings.Cut(pair, "=")
-		if inSecret && (sep == "?" || !hasValue || !plainName(key)) {
+		if inSecret && (sep == "?" || sep == "#" || !hasValue || !plainName(key)) {
 			continue
 		}
-		name := key
-		if k, err := url.QueryUnescape(key); err == nil {
-			name = k
-		}
-		inSecret = hasValue && secretName(name)
+		inSecret = hasValue && secretKey(key)
 		if inSecret {
 			pair = key + "=" + Mask
 		}
@@ -245,6 +249,15 @@ func maskQuery(q string) string {
 		b.WriteString(pair)
 	}
 	return b.String()
+}
+
+// secretKey reports whether key, a parameter's name as the raw query has
+// it, names a secret once unescaped (api%5Fkey is api_key to every reader).
+func secretKey(key string) bool {
+	if k, err := url.QueryUnescape(key); err == nil {
+		key = k
+	}
+	return secretName(key)
 }
 
 // plainName reports whether key looks like a parameter's name.
@@ -290,21 +303,24 @@ func secretName(name string) bool {
 }
 
 // secretParts are the fragments that make a name a secret's wherever they
-// stand in it: passwords (pgx's password and sslpassword), bearer and
+// stand in it: passwords (pgx's password and sslpassword, a key's
+// passphrase), bearer and
 // session tokens (token, access_token, X-Amz-Security-Token), API keys as
 // collectors and webhooks take them in the query (api_key, x-api-key),
 // cloud access and private keys, shared secrets (client_secret), request
 // signatures (a presigned URL's X-Amz-Signature) and the credential they
 // are signed with, and a whole Authorization value.
 var secretParts = []string{
-	"password", "passwd", "pwd", "secret", "token", "apikey", "accesskey", "privatekey",
+	"password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "accesskey", "privatekey",
 	"signature", "credential", "authorization",
 }
 
 // secretNames are the short names that hold a secret only as a whole name:
-// key= (an API key), auth= (a token or user:password) and sig= (an Azure
-// shared access signature).
-var secretNames = []string{"key", "auth", "sig"}
+// key= (an API key), auth= (a token or user:password), sig= (an Azure
+// shared access signature) and pass= (a password: a camera's or a queue's
+// ?user=bob&pass=; as a part it would take pgx's passfile, a path, and
+// bypass).
+var secretNames = []string{"key", "auth", "sig", "pass"}
 
 // keyValue reports whether t is a key=value connection string (host=db
 // port=5432 ...): it begins with a name and an '='. No URL with a scheme

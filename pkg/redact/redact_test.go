@@ -216,3 +216,49 @@ func TestURLMasksCredentialQueryKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestURLMasksTheOtherSpellingsOfAPassword: pass= (a camera's or a queue's
+// ?user=bob&pass=) and passphrase= (a key's) hold a password as plainly as
+// password= does, and were shown; pass only as a whole name, since it
+// begins passfile (pgx's path to a .pgpass file) and ends bypass.
+func TestURLMasksTheOtherSpellingsOfAPassword(t *testing.T) {
+	for _, key := range []string{"pass", "PASS", "passphrase", "ssl_passphrase", "key-passphrase"} {
+		in := "rtsp://camera:554/stream?user=bob&" + key + "=" + secret + "&b=2"
+		want := "rtsp://camera:554/stream?user=bob&" + key + "=xxxxx&b=2"
+		if got := redact.URL(in); got != want {
+			t.Errorf("URL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, in := range []string{
+		"postgres://h/db?passfile=/home/bob/.pgpass&sslmode=disable",
+		"host=h passfile=/home/bob/.pgpass dbname=x",
+		"http://h/p?bypass=1&compass=north&passthrough=on",
+	} {
+		if got := redact.URL(in); got != in {
+			t.Errorf("URL(%q) = %q, want it unchanged", in, got)
+		}
+	}
+}
+
+// TestURLMasksSecretParametersInTheFragment: a fragment may carry
+// parameters as a query does (an OAuth implicit grant's
+// #access_token=...&expires_in=3600, a webhook's #token=), and a secret
+// there was shown, alone or after a query; the rest of a fragment is shown
+// as it was, and a password's unencoded '#' still ends nothing.
+func TestURLMasksSecretParametersInTheFragment(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://h/cb#access_token=" + secret + "&state=1&expires_in=3600", "https://h/cb#access_token=xxxxx&state=1&expires_in=3600"},
+		{"https://h/cb?state=1#access_token=" + secret, "https://h/cb?state=1#access_token=xxxxx"},
+		{"https://h/hook#x=1&token=" + secret, "https://h/hook#x=1&token=xxxxx"},
+		{"https://h/hook?a=1#x=1;sig=" + secret, "https://h/hook?a=1#x=1;sig=xxxxx"},
+		{"https://h/p#section-2", "https://h/p#section-2"},
+		{"https://h/p?a=1#b=2", "https://h/p?a=1#b=2"},
+		// A password with an unencoded '#': masked whole, as before.
+		{"postgres://h/db?password=ab#c=" + secret + "&sslmode=disable", "postgres://h/db?password=xxxxx&sslmode=disable"},
+		{"postgres://h/db?password=ab#" + secret, "postgres://h/db?password=xxxxx"},
+	} {
+		if got := redact.URL(tc.in); got != tc.want {
+			t.Errorf("URL(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
