@@ -300,4 +300,18 @@ func TestNATSServerList(t *testing.T) {
 			t.Fatalf("failure message = %q, want it to start with %q and show no password", msg, want)
 		}
 	})
+	// nats.go splits at every comma, so a password with one (s3cret,x) leaves "bob:s3cret" read as a host whose port
+	// is the password's first part: the dial errors the failure quoted named it (lookup tcp/s3cret: unknown port).
+	t.Run("comma in a password", func(t *testing.T) {
+		for _, list := range []string{
+			"bob:s3cret,x@" + testenv.ClosedPort(t),
+			"nats://127.0.0.1:1,bob:s3cret,x@" + testenv.ClosedPort(t),
+		} {
+			t.Setenv("NATS_URL", list)
+			msg := testenv.Failure(t, func(tb testing.TB) { testenv.NATS(tb) })
+			if !strings.HasPrefix(msg, "NATS not reachable at ") || strings.Contains(msg, "s3cret") {
+				t.Errorf("NATS_URL=%s: failure message = %q, want NATS named unreachable without the password", list, msg)
+			}
+		}
+	})
 }

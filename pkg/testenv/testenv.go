@@ -12,6 +12,8 @@
 package testenv
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
@@ -46,19 +48,39 @@ func reachable(t testing.TB, server, hostport string) {
 	_ = c.Close()
 }
 
-// reachableAny fails t unless a TCP connection to one of hostports succeeds, naming them as shown.
+// reachableAny fails t unless a TCP connection to one of hostports succeeds, naming them as shown. Each failure is
+// told by its place in the list and its reason alone (dialReason): a host:port read from a list split at a comma in a
+// password holds part of it, and a dial error quotes what it dialled.
 func reachableAny(t testing.TB, server, shown string, hostports []string) {
 	t.Helper()
 	var errs []string
-	for _, hp := range hostports {
+	for i, hp := range hostports {
 		c, err := net.DialTimeout("tcp", hp, dialTimeout)
 		if err == nil {
 			_ = c.Close()
 			return
 		}
-		errs = append(errs, err.Error())
+		errs = append(errs, fmt.Sprintf("server %d: %s", i+1, dialReason(err)))
 	}
 	t.Fatalf("%s not reachable at %s: %s (%s)", server, shown, Hint, strings.Join(errs, "; "))
+}
+
+// dialReason is why a dial failed, without the address it was given: "no such host", "unknown port",
+// "connect: connection refused", "i/o timeout".
+func dialReason(err error) string {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return dnsErr.Err
+	}
+	var addrErr *net.AddrError
+	if errors.As(err, &addrErr) {
+		return addrErr.Err
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Err != nil {
+		return opErr.Err.Error()
+	}
+	return "not reachable"
 }
 
 // hostOf returns host:port of a URL such as nats://127.0.0.1:14222, or the input when it has no scheme. One without
