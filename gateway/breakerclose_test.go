@@ -22,11 +22,13 @@ var breakerTelemetry = sync.OnceValues(func() (*telemetry.Provider, error) {
 })
 
 // TestRunLeavesNoBreakerStateReportedAfterItStops: each Run builds a breaker
-// per upstream service, and each breaker registers a callback that reports
-// its state (shanhai.breaker.state) until it is closed. Run never closed
-// them, so in a process that lives on (tests, an embedder that runs the
-// gateway again) every Run left its breakers reporting the state of a
-// gateway that had stopped, and pinned them in memory, one set per Run.
+// and an adaptive concurrency limit per upstream service, and each reports
+// its state (shanhai.breaker.state, shanhai.limit.concurrency.limit) until it
+// is closed. Run never closed the breakers, so in a process that lives on
+// (tests, an embedder that runs the gateway again) every Run left its
+// breakers reporting the state of a gateway that had stopped, and pinned them
+// in memory, one set per Run; and the limits were unnamed, so they reported
+// nothing at all while the gateway ran.
 func TestRunLeavesNoBreakerStateReportedAfterItStops(t *testing.T) {
 	tel, err := breakerTelemetry()
 	if err != nil {
@@ -59,16 +61,20 @@ func TestRunLeavesNoBreakerStateReportedAfterItStops(t *testing.T) {
 				t.Fatalf("run %d: the gateway never answered /healthz", run)
 			}
 		}
-		if n := breakerStateSeries(t, tel); n == 0 {
-			stop()
-			t.Fatalf("run %d: no shanhai.breaker.state series while the gateway runs: the test cannot see the breakers", run)
+		for _, name := range []string{"shanhai_breaker_state", "shanhai_limit_concurrency_limit"} {
+			if n := seriesNamed(t, tel, name); n != 3 {
+				stop()
+				t.Fatalf("run %d: %d %s series while the gateway runs, want one per upstream service (3)", run, n, name)
+			}
 		}
 		stop()
 		if err := <-done; err != nil {
 			t.Fatalf("run %d: Run = %v after a clean stop", run, err)
 		}
-		if n := breakerStateSeries(t, tel); n != 0 {
-			t.Errorf("run %d stopped, yet %d shanhai.breaker.state series are still reported: its breakers were never closed", run, n)
+		for _, name := range []string{"shanhai_breaker_state", "shanhai_limit_concurrency_limit"} {
+			if n := seriesNamed(t, tel, name); n != 0 {
+				t.Errorf("run %d stopped, yet %d %s series are still reported: never closed", run, n, name)
+			}
 		}
 	}
 }
@@ -82,9 +88,9 @@ func healthy(url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// breakerStateSeries counts the shanhai.breaker.state series a scrape of
-// tel's registry would show now.
-func breakerStateSeries(t *testing.T, tel *telemetry.Provider) int {
+// seriesNamed counts the series of the metric family name (as exposed, with
+// or without a unit suffix) a scrape of tel's registry would show now.
+func seriesNamed(t *testing.T, tel *telemetry.Provider, name string) int {
 	t.Helper()
 	families, err := tel.Registry.Gather()
 	if err != nil {
@@ -92,7 +98,7 @@ func breakerStateSeries(t *testing.T, tel *telemetry.Provider) int {
 	}
 	n := 0
 	for _, f := range families {
-		if strings.HasPrefix(f.GetName(), "shanhai_breaker_state") {
+		if strings.HasPrefix(f.GetName(), name) {
 			n += len(f.GetMetric())
 		}
 	}

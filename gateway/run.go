@@ -160,7 +160,12 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 			// reported, and held, for good.
 			defer b.Close()
 			svc.Breaker = b
-			svc.Limit = limit.NewAdaptive(limit.AdaptiveOptions{Initial: min(100, cfg.ConcurrencyMax), Max: cfg.ConcurrencyMax})
+			// Named, so the limit and the calls in flight per upstream are on
+			// /metrics (shanhai.limit.concurrency.*); closed on return like the
+			// breaker.
+			lim := limit.NewAdaptive(limit.AdaptiveOptions{Name: svc.Name, Initial: min(100, cfg.ConcurrencyMax), Max: cfg.ConcurrencyMax})
+			defer lim.Close()
+			svc.Limit = lim
 			svc.Budget = retry.NewBudget(cfg.RetryBudget, cfg.RetryFloor, 10*time.Second)
 		}
 		// The verifier caches verified tokens (looked up by the header bytes); 65536 as the gateway's own cache had.
