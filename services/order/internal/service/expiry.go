@@ -25,20 +25,29 @@ type expiry struct {
 	// expired counts the orders cancelled, for a dashboard and an alert:
 	// each is a customer whose order payment dropped.
 	expired metric.Int64Counter
+	// failures counts the rounds that failed (not those a stop cut off):
+	// the orders past the timeout then stay PENDING, and a WARN line alone
+	// is easy to miss when every round fails, e.g. with the database gone.
+	failures metric.Int64Counter
 }
 
 func newExpiry(h app.ExpireOrdersHandler, timeout time.Duration, log *slog.Logger) *expiry {
-	expired, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.expired",
+	meter := otel.Meter("shanhai/order")
+	expired, _ := meter.Int64Counter("shanhai.order.expired",
 		metric.WithDescription("orders cancelled because payment had not answered ORDER_PENDING_TIMEOUT after they were placed (cancel_reason payment_timeout)"))
-	// Exported at 0 from the start: increase() needs two samples, so a
-	// series born at 1 by a process's first expiry would show none.
+	failures, _ := meter.Int64Counter("shanhai.order.expiry.failures",
+		metric.WithDescription("expiry rounds that failed (the orders past ORDER_PENDING_TIMEOUT stay PENDING until a round gets through)"))
+	// Both exported at 0 from the start: increase() needs two samples, so
+	// a series born at 1 by a process's first expiry or failure would show
+	// none.
 	expired.Add(context.Background(), 0)
-	return &expiry{expire: h, timeout: timeout, log: log, expired: expired}
+	failures.Add(context.Background(), 0)
+	return &expiry{expire: h, timeout: timeout, log: log, expired: expired, failures: failures}
 }
 
 // round cancels the orders past the timeout. What it cancelled before a
-// failure is counted; a failure is logged and the next round tries again.
-// What a stop cuts off is neither.
+// failure is counted; a failure is counted and logged, and the next round
+// tries again. What a stop cuts off is neither.
 func (e *expiry) round(ctx context.Context) {
 	n, err := e.expire.Handle(ctx)
 	if n > 0 {
@@ -49,6 +58,7 @@ func (e *expiry) round(ctx context.Context) {
 			"count", n, "pending_timeout", e.timeout.String())
 	}
 	if err != nil && ctx.Err() == nil {
+		e.failures.Add(ctx, 1)
 		e.log.WarnContext(ctx, "expire pending orders", "err", err)
 	}
 }

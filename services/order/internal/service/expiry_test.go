@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -94,5 +95,57 @@ func TestOrderPendingPastTheTimeoutIsCancelled(t *testing.T) {
 	r.json(t, &got)
 	if r.Status != http.StatusOK || got.CancelReason != "user" {
 		t.Fatalf("user's cancel: %d %s", r.Status, r.Body)
+	}
+}
+
+// counterTotal reads an unlabelled counter from /metrics; ok is false when
+// /metrics has no such series.
+func (h *harness) counterTotal(t *testing.T, name string) (v float64, ok bool) {
+	t.Helper()
+	for _, l := range strings.Split(string(h.do("GET", "/metrics", "", "").Body), "\n") {
+		rest, found := strings.CutPrefix(l, name)
+		if found && (strings.HasPrefix(rest, " ") || strings.HasPrefix(rest, "{")) {
+			_, value, _ := strings.Cut(rest, " ") // after the labels, if any
+			value, _, _ = strings.Cut(value, " ") // an exemplar may follow
+			v, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", l, err)
+			}
+			return v, true
+		}
+	}
+	return 0, false
+}
+
+// A round that fails (here the orders table is out of reach) is counted in
+// shanhai_order_expiry_failures_total, which is there at 0 before any
+// failure so that increase() sees the first; a clean round and a round the
+// stop cuts off count nothing. Without it a failing expiry was a WARN line
+// alone while orders stayed PENDING past the timeout.
+func TestFailedExpiryRoundIsCounted(t *testing.T) {
+	const name = "shanhai_order_expiry_failures_total"
+	h := newHarnessConfig(t, func(c *config.Config) { c.PendingTimeout = 10 * time.Minute })
+	before, ok := h.counterTotal(t, name)
+	if !ok {
+		t.Fatalf("no %s in /metrics before any failure; want a series at 0", name)
+	}
+	service.ExpireRound(h.svc, t.Context())
+	if v, _ := h.counterTotal(t, name); v != before {
+		t.Fatalf("a clean round moved %s from %v to %v", name, before, v)
+	}
+
+	if err := h.svc.DB.Exec(`ALTER TABLE orders RENAME TO orders_away`).Error; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.svc.DB.Exec(`ALTER TABLE orders_away RENAME TO orders`) })
+	stopped, cancel := context.WithCancel(t.Context())
+	cancel()
+	service.ExpireRound(h.svc, stopped)
+	if v, _ := h.counterTotal(t, name); v != before {
+		t.Fatalf("a round cut off by the stop moved %s from %v to %v", name, before, v)
+	}
+	service.ExpireRound(h.svc, t.Context())
+	if v, _ := h.counterTotal(t, name); v != before+1 {
+		t.Errorf("a failed round moved %s from %v to %v, want by 1", name, before, v)
 	}
 }
