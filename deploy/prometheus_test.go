@@ -14,6 +14,10 @@ import (
 
 // scrapeConfig is the part of a prometheus.yml these tests read.
 type scrapeConfig struct {
+	Global struct {
+		ScrapeInterval     string `json:"scrape_interval"`
+		EvaluationInterval string `json:"evaluation_interval"`
+	} `json:"global"`
 	ScrapeConfigs []struct {
 		StaticConfigs []struct {
 			Targets []string `json:"targets"`
@@ -25,8 +29,8 @@ type scrapeConfig struct {
 	} `json:"scrape_configs"`
 }
 
-// scrapeTargets reads a prometheus.yml into how often each target (host:port) is scraped.
-func scrapeTargets(t *testing.T, file string) map[string]int {
+// readPrometheusConfig reads the part of a prometheus.yml these tests look at.
+func readPrometheusConfig(t *testing.T, file string) scrapeConfig {
 	t.Helper()
 	raw, err := os.ReadFile(file)
 	if err != nil {
@@ -36,6 +40,13 @@ func scrapeTargets(t *testing.T, file string) map[string]int {
 	if err := yaml.Unmarshal(raw, &c); err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
+	return c
+}
+
+// scrapeTargets reads a prometheus.yml into how often each target (host:port) is scraped.
+func scrapeTargets(t *testing.T, file string) map[string]int {
+	t.Helper()
+	c := readPrometheusConfig(t, file)
 	targets := map[string]int{}
 	for _, sc := range c.ScrapeConfigs {
 		for _, st := range sc.StaticConfigs {
@@ -172,14 +183,7 @@ func TestPrometheusScrapesPodsThatAreNotReady(t *testing.T) {
 			services[o.Name+"."+o.Namespace+".svc.cluster.local"] = s
 		}
 	}
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c scrapeConfig
-	if err := yaml.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("%s: %v", file, err)
-	}
+	c := readPrometheusConfig(t, file)
 	n := 0
 	for _, sc := range c.ScrapeConfigs {
 		for _, d := range sc.DNSSDConfigs {
@@ -208,22 +212,9 @@ func TestPrometheusScrapesPodsThatAreNotReady(t *testing.T) {
 // outlasted by less than a minute (BridgePartitionHeldByDLQ held for 5 m 30 s against its 5 m) could clear between
 // two evaluations without firing, where compose's caught it.
 func TestPrometheusEvaluatesTheRulesAlike(t *testing.T) {
-	type global struct {
-		ScrapeInterval     string `json:"scrape_interval"`
-		EvaluationInterval string `json:"evaluation_interval"`
-	}
-	read := func(file string) global {
+	read := func(file string) scrapeConfig {
 		t.Helper()
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var c struct {
-			Global global `json:"global"`
-		}
-		if err := yaml.Unmarshal(raw, &c); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
+		c := readPrometheusConfig(t, file)
 		// Prometheus's defaults for what the global section leaves out.
 		if c.Global.ScrapeInterval == "" {
 			c.Global.ScrapeInterval = "1m"
@@ -231,10 +222,10 @@ func TestPrometheusEvaluatesTheRulesAlike(t *testing.T) {
 		if c.Global.EvaluationInterval == "" {
 			c.Global.EvaluationInterval = "1m"
 		}
-		return c.Global
+		return c
 	}
 	const composeFile, kindFile = "compose/prometheus/prometheus.yml", "k8s/components/infra/resources/prometheus.yml"
-	compose, kind := read(composeFile), read(kindFile)
+	compose, kind := read(composeFile).Global, read(kindFile).Global
 	if compose.EvaluationInterval != kind.EvaluationInterval {
 		t.Errorf("rules are evaluated every %s in compose (%s) but every %s in Kubernetes (%s): the same alert fires at different times",
 			compose.EvaluationInterval, composeFile, kind.EvaluationInterval, kindFile)
