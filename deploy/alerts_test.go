@@ -52,7 +52,8 @@ func loadAlertRules(t *testing.T) ruleFile {
 // on a charge payment disowns), the payments the settle round had to void or refund because a dead letter left them
 // charged, the settle round itself failing, and dead letters piling up, recorded or not, in payment and in the
 // bridge; the bridge's archive stalled on an unreadable Pulsar size policy, and a partition held at a dead letter the DLQ
-// refuses. None had a rule.
+// refuses; orders the order service cancelled because payment never answered (each an order's payment the saga
+// lost), and its expiry round failing (those orders then stay PENDING). None had a rule.
 var watchedAlarms = []string{
 	`shanhai_order_payment_events_total{outcome="contradicts"}`,
 	`shanhai_payment_settled_total`,
@@ -62,6 +63,8 @@ var watchedAlarms = []string{
 	`bridge_dlq_total`,
 	`bridge_pulsar_policy_waiting`,
 	`bridge_dlq_waiting`,
+	`shanhai_order_expired_total`,
+	`shanhai_order_expiry_failures_total`,
 }
 
 // TestAlertRulesWatchTheSagasAlarms: each of watchedAlarms has an alert rule.
