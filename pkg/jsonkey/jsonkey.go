@@ -1,0 +1,254 @@
+// Package jsonkey finds the object keys encoding/json reads ambiguously. encoding/json keeps the last of two equal keys,
+// and matches a key to a struct field case-insensitively (even "ſ" as "s" and the Kelvin sign as "k"), while many other
+// readers keep the first key and compare exactly. So JSON that names one field twice means one thing to a Go service and
+// another to whatever read it on the way (a WAF, an audit log, the service that produced it, another consumer): the
+// platform refuses such JSON wherever it reads it, HTTP bodies (pkg/server.DecodeJSON) and event payloads
+// (pkg/event.Envelope.Decode) alike, with this one rule.
+package jsonkey
+
+import (
+	"bytes"
+	"encoding"
+	"encoding/json"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode"
+)
+
+// Duplicate returns the path of the first object key that appears twice in
+// one object of the JSON value data ("items[1].sku"), or "" if none does.
+// t is the type data is decoded into: in an object that fills a struct, keys
+// are compared as encoding/json matches them to fields, by the field they
+// set (the exact name first, else the first field whose name folds equal),
+// and a key no field takes case-folded, since another struct may take it;
+// in any other object (a map's, or one decoded into an any, a
+// json.RawMessage or a type that decodes itself) keys are compared as they
+// are, as "env" and "ENV" are two entries of a map. A nil t knows nothing:
+// every key is compared as it is. Keys are compared unescaped ("a" and
+// "\u0061" are one key). data should be valid JSON: the walk stops at the
+// first syntax error, reporting what it found before it. encoding/json has
+// no option for this (encoding/json/v2, which has, is not in the standard
+// library yet), so the tokens are walked here.
+func Duplicate(data []byte, t reflect.Type) string {
+	type frame struct {
+		keys    map[string]bool // nil in an array
+		fold    bool            // keys name a struct's fields
+		t       reflect.Type    // what the container decodes into; nil: nothing known
+		path    string
+		key     string // the key whose value comes next, in an object
+		index   int    // the next element's index, in an array
+		wantKey bool
+	}
+	var stack []*frame
+	// child is the path and type of the value about to start in the
+	// innermost frame.
+	child := func() (string, reflect.Type) {
+		if len(stack) == 0 {
+			return "", t
+		}
+		f := stack[len(stack)-1]
+		if f.keys == nil {
+			return f.path + "[" + strconv.Itoa(f.index) + "]", elemType(f.t)
+		}
+		var ct reflect.Type
+		switch {
+		case f.fold:
+			_, ct = structFields(f.t).lookup(f.key)
+		case f.t != nil && f.t.Kind() == reflect.Map:
+			ct = f.t.Elem()
+		}
+		if f.path == "" {
+			return f.key, ct
+		}
+		return f.path + "." + f.key, ct
+	}
+	// done ends a value in the innermost frame.
+	done := func() {
+		if len(stack) == 0 {
+			return
+		}
+		f := stack[len(stack)-1]
+		if f.keys == nil {
+			f.index++
+		} else {
+			f.wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // numbers are not needed, and this keeps them unparsed
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		if len(stack) > 0 {
+			if f := stack[len(stack)-1]; f.keys != nil && f.wantKey {
+				if key, ok := tok.(string); ok {
+					seen := key
+					if f.fold {
+						// The field the key sets; an unknown key
+						// was refused by the decode already.
+						seen, _ = structFields(f.t).lookup(key)
+					}
+					f.key = key
+					if f.keys[seen] {
+						path, _ := child()
+						return path
+					}
+					f.keys[seen] = true
+					f.wantKey = false
+					continue
+				}
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			path, ct := child()
+			ct = decodedAs(ct)
+			fold := ct != nil && ct.Kind() == reflect.Struct
+			stack = append(stack, &frame{keys: map[string]bool{}, fold: fold, t: ct, path: path, wantKey: true})
+		case json.Delim('['):
+			path, ct := child()
+			stack = append(stack, &frame{t: decodedAs(ct), path: path})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				return ""
+			}
+			done()
+		default:
+			if len(stack) == 0 {
+				return ""
+			}
+			done()
+		}
+	}
+}
+
+var (
+	jsonUnmarshaler = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// decodedAs is the type encoding/json fills from a value decoded into t:
+// pointers followed, and nil (nothing known) for a type that decodes itself
+// or an interface, whose objects become maps, taken key by key.
+func decodedAs(t reflect.Type) reflect.Type {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() == reflect.Interface {
+		return nil
+	}
+	if p := reflect.PointerTo(t); p.Implements(jsonUnmarshaler) || p.Implements(textUnmarshaler) {
+		return nil
+	}
+	return t
+}
+
+// elemType is the type of an element of an array decoded into t, or nil.
+func elemType(t reflect.Type) reflect.Type {
+	if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+		return t.Elem()
+	}
+	return nil
+}
+
+// fields maps a struct's JSON field names to their types, and case-folded
+// names to the field they select.
+type fields struct {
+	exact  map[string]reflect.Type
+	folded map[string]string
+}
+
+// lookup returns the name and type of the field key sets, found as
+// encoding/json finds it: the exact name first, else one that folds equal
+// ("EMAIL" sets email, but "ID" sets ID where the struct has both id and
+// ID). A key no field takes is returned folded, with no type.
+func (f fields) lookup(key string) (string, reflect.Type) {
+	if t, ok := f.exact[key]; ok {
+		return key, t
+	}
+	folded := foldKey(key)
+	if name, ok := f.folded[folded]; ok {
+		return name, f.exact[name]
+	}
+	return folded, nil
+}
+
+var fieldCache sync.Map // reflect.Type → fields
+
+// structFields returns the JSON fields of struct type t, embedded structs'
+// promoted as encoding/json promotes them (a shallower field wins).
+func structFields(t reflect.Type) fields {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(fields)
+	}
+	f := fields{exact: map[string]reflect.Type{}, folded: map[string]string{}}
+	depth := map[string]int{}
+	var order []string // names in field order: the first of two that fold equal is the one a folded key sets
+	var walk func(t reflect.Type, d int, seen map[reflect.Type]bool)
+	walk = func(t reflect.Type, d int, seen map[reflect.Type]bool) {
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		for i := range t.NumField() {
+			sf := t.Field(i)
+			tag := sf.Tag.Get("json")
+			if tag == "-" {
+				continue
+			}
+			name, _, _ := strings.Cut(tag, ",")
+			ft := sf.Type
+			if sf.Anonymous && name == "" {
+				et := ft
+				if et.Kind() == reflect.Pointer {
+					et = et.Elem()
+				}
+				if et.Kind() == reflect.Struct {
+					walk(et, d+1, seen)
+					continue
+				}
+			}
+			if !sf.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = sf.Name
+			}
+			if prev, ok := depth[name]; ok && prev <= d {
+				continue
+			}
+			depth[name] = d
+			f.exact[name] = ft
+			order = append(order, name)
+		}
+	}
+	walk(t, 0, map[reflect.Type]bool{})
+	for _, name := range order {
+		if _, ok := f.folded[foldKey(name)]; !ok {
+			f.folded[foldKey(name)] = name
+		}
+	}
+	v, _ := fieldCache.LoadOrStore(t, f)
+	return v.(fields)
+}
+
+// foldKey maps every rune of s to the smallest rune of its Unicode simple
+// case-folding orbit, as encoding/json folds a key it looks a field up by, so
+// two keys fold equal exactly when bytes.EqualFold says they are equal.
+// Upper-casing the lower case of each rune is not the same: it takes the
+// dotless "ı" for "i", which encoding/json does not, and keeps U+0390 and
+// U+1FD3 apart, which it does not.
+func foldKey(s string) string {
+	return strings.Map(func(r rune) rune {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		return least
+	}, s)
+}

@@ -1,0 +1,119 @@
+package jsonkey_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/jsonkey"
+)
+
+// Types whose fields the keys below name.
+type (
+	nested struct {
+		A struct {
+			B [][]struct{ X int } `json:"b"`
+		} `json:"a"`
+	}
+	kelvin   struct{ Kelvin int }
+	bothCase struct {
+		Lower int `json:"id"`
+		Upper int `json:"ID"`
+	}
+	withMap struct {
+		ID     string            `json:"id"`
+		Labels map[string]string `json:"labels"`
+		Meta   any               `json:"meta"`
+		Raw    json.RawMessage   `json:"raw"`
+	}
+	embedded struct {
+		withMap
+		Note string `json:"note"`
+	}
+)
+
+func TestDuplicate(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		t    reflect.Type // what in decodes into; nil: nothing known, keys compared as they are
+		want string
+	}{
+		{`{"a":1,"b":2}`, nil, ""},
+		{`{"a":[{"k":1},{"k":2}],"b":{"k":1},"k":3}`, nil, ""}, // one key in many objects
+		{`{"a":{"k":1},"a":2}`, nil, "a"},
+		{`{"a":{"b":[[{"x":1,"X":2}]]}}`, reflect.TypeFor[nested](), "a.b[0][0].X"},
+		{`{"a":{"b":[[{"x":1,"X":2}]]}}`, nil, ""}, // into an any: a map with both keys
+		{`[{"k":1},{"k":1,"k":2}]`, nil, "[1].k"},
+		{`{"Kelvin":1,"\u212aelvin":2}`, reflect.TypeFor[*kelvin](), "\u212aelvin"}, // encoding/json folds the Kelvin sign to K
+		{`{"id":1,"ID":2}`, reflect.TypeFor[bothCase](), ""},                        // two fields, each named exactly
+		{`{"id":1,"Id":2}`, reflect.TypeFor[bothCase](), "Id"},                      // Id sets the first that folds equal
+		{`{"a":1,"\u0061":2}`, nil, "\u0061"},                                       // equal once unescaped
+		{`{"s":"{\"a\":1,\"a\":2}"}`, nil, ""},                                      // a string is not an object
+		{`"scalar"`, nil, ""},
+		// Keys no field takes are compared folded: another struct may take them.
+		{`{"id":"a","x":1,"X":2}`, reflect.TypeFor[withMap](), "X"},
+		// A map's keys, and an any's or a raw value's objects, as they are.
+		{`{"labels":{"env":"a","ENV":"b"},"meta":{"k":1,"K":2},"raw":{"k":1,"K":2}}`, reflect.TypeFor[withMap](), ""},
+		{`{"labels":{"env":"a","env":"b"}}`, reflect.TypeFor[withMap](), "labels.env"},
+		{`{"raw":{"k":1,"k":2}}`, reflect.TypeFor[withMap](), "raw.k"},
+		// Promoted fields of an embedded struct.
+		{`{"note":"n","ID":"a","id":"b"}`, reflect.TypeFor[embedded](), "id"},
+		// Stops at a syntax error, with what it found before.
+		{`{"a":1,"a":`, nil, "a"},
+		{`{"a":1,}`, nil, ""},
+	} {
+		if got := jsonkey.Duplicate([]byte(tc.in), tc.t); got != tc.want {
+			t.Errorf("Duplicate(%s, %v) = %q, want %q", tc.in, tc.t, got, tc.want)
+		}
+	}
+}
+
+// TestDuplicateFoldsAsEncodingJSON holds the folding to what encoding/json
+// itself does: two keys are one exactly when it sets one field from both.
+// Upper-casing each rune's lower case (which payment's copy of the rule did)
+// takes the dotless ı for i, and keeps U+0390 and U+1FD3 apart.
+func TestDuplicateFoldsAsEncodingJSON(t *testing.T) {
+	type dotted struct {
+		ID string `json:"id"`
+	}
+	type greek struct {
+		G string `json:"\u0390"`
+	}
+	for _, tc := range []struct {
+		in  string
+		t   reflect.Type
+		dst func() (any, func() string)
+	}{
+		{`{"id":"first","ıd":"last"}`, reflect.TypeFor[dotted](), func() (any, func() string) {
+			var d dotted
+			return &d, func() string { return d.ID }
+		}},
+		{`{"id":"first","ID":"last"}`, reflect.TypeFor[dotted](), func() (any, func() string) {
+			var d dotted
+			return &d, func() string { return d.ID }
+		}},
+		{`{"\u0390":"first","\u1fd3":"last"}`, reflect.TypeFor[greek](), func() (any, func() string) {
+			var d greek
+			return &d, func() string { return d.G }
+		}},
+		{`{"sku":"first","ſku":"last"}`, reflect.TypeFor[struct {
+			SKU string `json:"sku"`
+		}](), nil},
+	} {
+		dup := jsonkey.Duplicate([]byte(tc.in), tc.t) != ""
+		if tc.dst == nil {
+			if !dup {
+				t.Errorf("%s: not found", tc.in)
+			}
+			continue
+		}
+		v, field := tc.dst()
+		if err := json.Unmarshal([]byte(tc.in), v); err != nil {
+			t.Fatal(err)
+		}
+		oneField := field() == "last" // the second key overwrote the first
+		if dup != oneField {
+			t.Errorf("%s: Duplicate says one key: %v; encoding/json set one field from both: %v", tc.in, dup, oneField)
+		}
+	}
+}
