@@ -12,12 +12,15 @@ import (
 	"fmt"
 	"mime"
 	"net/url"
+	"reflect"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+
+	"github.com/shanhai-dev/shanhai/pkg/jsonkey"
 )
 
 // SpecVersion is the CloudEvents specification version this package writes and accepts.
@@ -96,8 +99,23 @@ func (e Envelope) Headers() map[string]string {
 	return h
 }
 
-// Decode unmarshals the event's data into v.
+// Decode unmarshals the event's data into v. Data that names a key twice in
+// one object, as encoding/json matches keys into v (jsonkey.Duplicate:
+// case-folded where a key selects a struct field), is refused with an
+// *AttributeError naming "data" (so errors.Is(err, ErrInvalid)), and v is
+// left untouched: encoding/json would take the last copy, so
+// {"order_id":"a",...,"order_id":"b"} acted on order b while the producer, or
+// any reader that keeps the first copy, meant a. No producer of the platform
+// writes such data; it is forged or corrupt, and acting on either copy would
+// be a guess. The check is made here, not in FromHeaders, because only the
+// reader knows v, and so which keys are one field; and it costs the bridge
+// nothing, which checks envelopes but never decodes their data.
 func (e Envelope) Decode(v any) error {
+	if path := jsonkey.Duplicate(e.Data, reflect.TypeOf(v)); path != "" {
+		// Quoted at most 80 bytes: a key may be a megabyte.
+		return fmt.Errorf("decode %s %s data: %w", e.Type, e.ID,
+			&AttributeError{Name: "data", Reason: fmt.Sprintf("key %.80q appears more than once in its object", path)})
+	}
 	if err := json.Unmarshal(e.Data, v); err != nil {
 		return fmt.Errorf("decode %s %s data: %w", e.Type, e.ID, err)
 	}

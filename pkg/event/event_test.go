@@ -2,7 +2,9 @@ package event_test
 
 import (
 	"errors"
+	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +186,54 @@ func TestFromHeadersTakesLowerCaseTimeLetters(t *testing.T) {
 		if err != nil || !e.Time.Equal(want) {
 			t.Errorf("ce_time %q: %v, %v; want %v", ts, e.Time, err, want)
 		}
+	}
+}
+
+// TestDecodeRefusesAKeyTwice: encoding/json keeps the last of two copies of a
+// key, and matches keys to fields regardless of case, so data naming a field
+// twice was decoded as its last copy while the producer, or a reader keeping
+// the first, meant another. Such data is refused as invalid, v untouched;
+// keys that are two entries of a map, or fields named apart, decode.
+func TestDecodeRefusesAKeyTwice(t *testing.T) {
+	type result struct {
+		OrderID string            `json:"order_id"`
+		Amount  int64             `json:"amount_cents"`
+		Labels  map[string]string `json:"labels"`
+	}
+	for _, tc := range []struct {
+		data string
+		path string // "" when it decodes
+	}{
+		{`{"order_id":"a","amount_cents":1,"order_id":"b"}`, "order_id"},
+		{`{"order_id":"a","ORDER_ID":"b"}`, "ORDER_ID"},
+		{`{"amount_cents":100,"amount_\u0063ents":1}`, "amount_cents"},
+		{`{"order_id":"a","labels":{"k":"1","k":"2"}}`, "labels.k"},
+		{`{"order_id":"a","extra":1,"EXTRA":2}`, "EXTRA"}, // unknown to v, but one field to a reader that knows it
+		{`{"order_id":"a","labels":{"k":"1","K":"2"}}`, ""},
+		{`{"order_id":"a","amount_cents":5,"other":{"order_id":"b"}}`, ""},
+	} {
+		e := event.Envelope{ID: "id-1", Type: "payment.succeeded", Source: "/s", Data: []byte(tc.data)}
+		v := result{OrderID: "untouched"}
+		err := e.Decode(&v)
+		if tc.path == "" {
+			if err != nil || v.OrderID != "a" {
+				t.Errorf("%s: %+v, %v", tc.data, v, err)
+			}
+			continue
+		}
+		var ae *event.AttributeError
+		if !errors.As(err, &ae) || ae.Name != "data" || !errors.Is(err, event.ErrInvalid) ||
+			!strings.Contains(err.Error(), strconv.Quote(tc.path)) || !strings.Contains(err.Error(), "id-1") {
+			t.Errorf("%s: err %v, want an invalid data error naming %q and the event", tc.data, err, tc.path)
+		}
+		if v.OrderID != "untouched" {
+			t.Errorf("%s: decoded into v (%+v) though refused", tc.data, v)
+		}
+	}
+	// A megabyte key is quoted cut short.
+	long := strings.Repeat("k", 1<<20)
+	e := event.Envelope{ID: "id-2", Type: "t", Source: "/s", Data: []byte(`{"` + long + `":1,"` + long + `":2}`)}
+	if err := e.Decode(&map[string]int{}); !errors.Is(err, event.ErrInvalid) || len(fmt.Sprint(err)) > 300 {
+		t.Errorf("long key: err of %d bytes: %.200v", len(fmt.Sprint(err)), err)
 	}
 }
