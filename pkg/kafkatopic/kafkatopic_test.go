@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,16 +100,39 @@ func TestEnsureKnownAllocatesNothing(t *testing.T) {
 	bs := testenv.Kafka(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := kafkatopic.New(newWriter(t, bs), slog.New(slog.DiscardHandler))
+	w := newWriter(t, bs)
+	requests := &countingTransport{RoundTripper: w.Transport}
+	w.Transport = requests
+	c := kafkatopic.New(w, slog.New(slog.DiscardHandler))
 	topic := name("kafkatopic-test-known-")
 	topics := make([]string, 100) // a batch of 100 rows to one topic
 	for i := range topics {
 		topics[i] = topic
 	}
 	c.Ensure(ctx, topics...)
+	// Known means Ensure sends nothing more. A first Ensure that Kafka answered "try again" (slow to create the
+	// topic), or did not answer, leaves the topic to ask about, and the count below would be a request's
+	// allocations, read as a regression of the known path.
+	sent := requests.n.Load()
+	c.Ensure(ctx, topics...)
+	if requests.n.Load() != sent {
+		t.Fatalf("%s is not known after the first Ensure (Kafka did not answer it created the topic or has it): "+
+			"a second Ensure asked Kafka again, so there is no known path to measure", topic)
+	}
 	if n := testing.AllocsPerRun(100, func() { c.Ensure(ctx, topics...) }); n != 0 {
 		t.Errorf("Ensure of known topics made %v allocations, want 0", n)
 	}
+}
+
+// countingTransport counts the requests sent through it.
+type countingTransport struct {
+	kafka.RoundTripper
+	n atomic.Int64
+}
+
+func (c *countingTransport) RoundTrip(ctx context.Context, addr net.Addr, req kafka.Request) (kafka.Response, error) {
+	c.n.Add(1)
+	return c.RoundTripper.RoundTrip(ctx, addr, req)
 }
 
 // BenchmarkEnsureKnown is Ensure's cost on the path every write takes once its topics exist: the outbox relay calls
