@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -409,30 +408,31 @@ func TestResolverSkipsAnUndialableAddr(t *testing.T) {
 // instead of waiting as long as its ctx, which is the watch's lifetime: the
 // gateway hung at start, silently and never listening, with ETCD_ENDPOINTS
 // naming nothing that answers. The etcd client dials lazily, so its
-// DialTimeout does not bound the first read.
+// DialTimeout does not bound the first read. Both a closed port and a
+// listener that accepts and never answers are tried, as for the lease
+// (pkg/server/discoverable).
 func TestResolverFailsWhenEtcdDoesNotAnswerAtStart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // nothing listens there now
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	got := make(chan error, 1)
-	go func() {
-		_, err := NewEtcdResolver(context.Background(), cli)
-		got <- err
-	}()
-	select {
-	case err := <-got:
-		if err == nil || !strings.Contains(err.Error(), "no answer") {
-			t.Fatalf("NewEtcdResolver with etcd unreachable = %v, want an error saying etcd did not answer", err)
-		}
-	case <-time.After(StartTimeout + 30*time.Second):
-		t.Fatalf("NewEtcdResolver still waiting for an unreachable etcd %v past StartTimeout", 30*time.Second)
+	for name, addr := range map[string]string{"closed port": testenv.ClosedPort(t), "silent listener": testenv.Hung(t)} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cli.Close() })
+			got := make(chan error, 1)
+			go func() {
+				_, err := NewEtcdResolver(context.Background(), cli)
+				got <- err
+			}()
+			select {
+			case err := <-got:
+				if err == nil || !strings.Contains(err.Error(), "no answer") {
+					t.Fatalf("NewEtcdResolver with etcd at %s not answering = %v, want an error saying etcd did not answer", addr, err)
+				}
+			case <-time.After(StartTimeout + 30*time.Second):
+				t.Fatalf("NewEtcdResolver still waiting for etcd at %s %v past StartTimeout", addr, 30*time.Second)
+			}
+		})
 	}
 }

@@ -2,12 +2,13 @@ package dynconfig
 
 import (
 	"context"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // Watch fails when etcd gives no answer at start, as its doc says, instead
@@ -15,29 +16,30 @@ import (
 // passes one that never ends): with ETCD_ENDPOINTS naming nothing that
 // answers, a binary hung at start, silently, never listening. The etcd
 // client dials lazily, so its DialTimeout does not bound the first read.
+// Both a closed port and a listener that accepts and never answers are
+// tried, as for the lease (pkg/server/discoverable).
 func TestWatchFailsWhenEtcdDoesNotAnswerAtStart(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // nothing listens there now
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	got := make(chan error, 1)
-	go func() {
-		_, err := Watch(context.Background(), cli, "start-test", limits{})
-		got <- err
-	}()
-	select {
-	case err := <-got:
-		if err == nil || !strings.Contains(err.Error(), "no answer") {
-			t.Fatalf("Watch with etcd unreachable = %v, want an error saying etcd did not answer", err)
-		}
-	case <-time.After(StartTimeout + 30*time.Second):
-		t.Fatalf("Watch still waiting for an unreachable etcd %v past StartTimeout", 30*time.Second)
+	for name, addr := range map[string]string{"closed port": testenv.ClosedPort(t), "silent listener": testenv.Hung(t)} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cli, err := clientv3.New(clientv3.Config{Endpoints: []string{addr}, DialTimeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = cli.Close() })
+			got := make(chan error, 1)
+			go func() {
+				_, err := Watch(context.Background(), cli, "start-test", limits{})
+				got <- err
+			}()
+			select {
+			case err := <-got:
+				if err == nil || !strings.Contains(err.Error(), "no answer") {
+					t.Fatalf("Watch with etcd at %s not answering = %v, want an error saying etcd did not answer", addr, err)
+				}
+			case <-time.After(StartTimeout + 30*time.Second):
+				t.Fatalf("Watch still waiting for etcd at %s %v past StartTimeout", addr, 30*time.Second)
+			}
+		})
 	}
 }
