@@ -1,6 +1,8 @@
 package testenv
 
 import (
+	"net"
+	"strings"
 	"testing"
 
 	"github.com/shanhai-dev/shanhai/pkg/redact"
@@ -43,7 +45,7 @@ func NATS(t testing.TB) string {
 	}
 	hosts := make([]string, len(servers))
 	for i, s := range servers {
-		hosts[i] = hostOf(t, "NATS_URL", s)
+		hosts[i] = natsHostPort(t, s)
 	}
 	shown := hosts[0]
 	if len(hosts) > 1 {
@@ -51,6 +53,26 @@ func NATS(t testing.TB) string {
 	}
 	reachableAny(t, "NATS", shown, hosts)
 	return raw
+}
+
+// natsHostPort is the host:port nats.go dials for server, one entry of NATS_URL: one without a port gets NATS's
+// default, 4222 (80 and 443 for ws:// and wss://), as nats.go's Connect gives it. Dialled at the bare host,
+// nats://host failed the check while nats.go connected.
+func natsHostPort(t testing.TB, server string) string {
+	t.Helper()
+	hp := hostOf(t, "NATS_URL", server)
+	if _, port, err := net.SplitHostPort(hp); err == nil && port != "" {
+		return hp
+	}
+	port := "4222"
+	switch scheme, _, _ := strings.Cut(strings.ToLower(server), "://"); scheme {
+	case "ws":
+		port = "80"
+	case "wss":
+		port = "443"
+	}
+	// "host:" has an empty port too; nats.go drops its colon before adding the default.
+	return strings.TrimSuffix(hp, ":") + ":" + port
 }
 
 // Kafka returns the bootstrap brokers (KAFKA_BROKERS) after checking that the first answers. The topics of
