@@ -37,7 +37,7 @@ func main() {
 	}
 }
 
-// errInterrupted ends a run stopped by Ctrl-C (or SIGTERM) before it was
+// errInterrupted ends a run stopped by Ctrl-C (or SIGTERM, SIGHUP) before it was
 // ready; what had started was stopped again.
 var errInterrupted = errors.New("interrupted during start-up; everything it started was stopped")
 
@@ -135,8 +135,11 @@ func run() error {
 	// Signals are caught from here on, before anything is made that a
 	// Ctrl-C should undo (the temporary data directory); they used to be
 	// caught only after -native had read its servers, so a Ctrl-C there
-	// killed the run and left the directory behind.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// killed the run and left the directory behind. SIGHUP (the terminal
+	// make run runs in was closed) stops it the same way: uncaught, it
+	// ended the process at once, with no part drained and the temporary
+	// directory left behind.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	// Default signal handling again once the first signal arrived, also
 	// during start-up: a second Ctrl-C ends a shutdown that hangs.

@@ -445,3 +445,73 @@ func TestPulsarRefusalLeavesNoDataDir(t *testing.T) {
 		t.Fatalf("data directories left behind: %v (%v)\n%s", left, err, out)
 	}
 }
+
+// Closing the terminal make run runs in sends SIGHUP, which stops the run
+// as Ctrl-C does: the parts drain, the servers stop and the temporary data
+// directory goes. SIGHUP was not caught, so it ended the process at once:
+// no part drained or left discovery, and every such run left its
+// /tmp/shanhai-run-* behind, databases, logs and all. The test runs this
+// test binary as the program (main, embedded) and hangs it up once it is up.
+func TestHangUpStopsTheRunAsCtrlCDoes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the embedded platform in a child process")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	tmp := t.TempDir()
+	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	var stderr bytes.Buffer
+	run.Stderr = &stderr
+	stdout, err := run.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer run.Process.Kill() // when the test fails
+	up, out := make(chan bool, 1), make(chan string, 1)
+	go func() {
+		var all strings.Builder
+		found := false
+		for lines := bufio.NewScanner(stdout); lines.Scan(); {
+			all.WriteString(lines.Text() + "\n")
+			if !found && lines.Text() == "Ctrl-C stops everything." {
+				found = true
+				up <- true
+			}
+		}
+		if !found {
+			up <- false
+		}
+		out <- all.String()
+	}()
+	select {
+	case ok := <-up:
+		if !ok {
+			t.Fatalf("the run ended before it was up; stdout:\n%s\nstderr:\n%s", <-out, stderr.String())
+		}
+	case <-time.After(2 * time.Minute): // hang guard only
+		t.Fatal("the run was not up within 2 minutes")
+	}
+	if err := run.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- run.Wait() }()
+	select {
+	case err = <-waited:
+	case <-time.After(2 * time.Minute): // hang guard only
+		t.Fatal("the run still runs 2 minutes after SIGHUP")
+	}
+	stdoutText := <-out
+	if err != nil {
+		t.Fatalf("the run ended with %v after SIGHUP, want a stop as for Ctrl-C; stdout:\n%s\nstderr:\n%s", err, stdoutText, stderr.String())
+	}
+	if !strings.Contains(stdoutText, "\nstopped\n") {
+		t.Fatalf("the run did not say it stopped; stdout:\n%s\nstderr:\n%s", stdoutText, stderr.String())
+	}
+	left, err := filepath.Glob(filepath.Join(tmp, "shanhai-run-*"))
+	if err != nil || len(left) > 0 {
+		t.Fatalf("data directories left behind: %v (%v)", left, err)
+	}
+}
