@@ -32,7 +32,7 @@ type Config struct {
 	JWKSURL         string   `env:"JWKS_URL" envDefault:"http://127.0.0.1:8081/.well-known/jwks.json" desc:"user service key set for JWT verification"`
 
 	Transport    string        `env:"GATEWAY_TRANSPORT" envDefault:"auto" desc:"auto (loop, or fasthttp when TLS_CERT_FILE is set), fasthttp (a goroutine per connection), or loop (gnet event loops; no TLS)"`
-	EventLoops   int           `env:"GATEWAY_EVENT_LOOPS" envDefault:"0" desc:"event loops of the loop transport; 0 is one per CPU the process may run on"`
+	EventLoops   int           `env:"GATEWAY_EVENT_LOOPS" envDefault:"0" desc:"event loops of the loop transport; 0 leaves it to gnet: one per CPU runtime.NumCPU counts, every CPU the process's affinity allows, not a container's CPU limit (in a container with a limit, set this to the limit; deploy/k8s sets it from limits.cpu)"`
 	Mode         string        `env:"GATEWAY_MODE" envDefault:"full" desc:"full, or routing (no auth, limits, breaker, tracing or metrics: a benchmark baseline only)"`
 	Routes       string        `env:"GATEWAY_ROUTES" envDefault:"/api/v1/users=user,/api/v1/sessions=user,/.well-known/jwks.json=user,/api/v1/orders=order,/api/v1/products=order,/api/v1/payments=payment" desc:"route table: path prefix=service,..."`
 	RouteTimeout time.Duration `env:"GATEWAY_ROUTE_TIMEOUT" envDefault:"5s" desc:"default per-route timeout (504 when reached); dynamic config may override per route"`
