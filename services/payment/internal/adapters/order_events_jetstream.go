@@ -238,8 +238,18 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 // AckWait once per round of workers a message may wait behind when the
 // queue is full, each of which is held for at most AckWait itself. Only
 // the Keeper reads it; the consumer on the server keeps its own.
+//
+// The Keeper ticks every half of the first ack wait it reads, which is the
+// BackOff's first step when there is one and AckWait otherwise. So the
+// server's first ack wait is carried as a one-step BackOff when the
+// consumer has none: the multiplied AckWait read in its place would tick
+// every minute against the server's 30 s, and the server would deliver
+// again every message that waited in the queue longer than that.
 func (c *OrderEvents) queueHold() jetstream.ConsumerConfig {
 	cfg := c.cfg
+	if len(cfg.BackOff) == 0 {
+		cfg.BackOff = []time.Duration{stream.FirstAckWait(c.cfg)}
+	}
 	rounds := (c.queue + c.workers - 1) / max(c.workers, 1)
 	cfg.AckWait = time.Duration(max(rounds, 1)) * cfg.AckWait
 	return cfg
