@@ -26,7 +26,9 @@ func TestRegisteredEventOnKafka(t *testing.T) {
 	}
 	defer tp.Shutdown(context.Background())
 	h := newHarness(t, map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ",")})
-	h.svc.Start(t.Context())
+	if err := h.svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 
 	traceID := fmt.Sprintf("%032x", time.Now().UnixNano())
 	email := uniqEmail()

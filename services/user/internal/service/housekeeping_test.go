@@ -29,7 +29,9 @@ func TestStartDeletesExpiredRefreshTokens(t *testing.T) {
 		return n
 	}
 	service.SetFirstHousekeeping(h.svc, 0)
-	h.svc.Start(t.Context())
+	if err := h.svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	runtest.Eventually(t, 10*time.Second, "the deletion logged", func() bool {
 		return strings.Contains(h.logs.String(), `"msg":"deleted expired refresh tokens","count":1`)
 	})

@@ -148,7 +148,9 @@ func TestStoredInvisibleEmailsAreReportedAndNotShadowed(t *testing.T) {
 
 	h := newHarness(t, map[string]string{"DATABASE_URL": url, "SIGNUP_IP_ATTEMPTS": "1000"})
 	// The report runs beside the start's other workers, off the way to ready.
-	h.svc.Start(t.Context())
+	if err := h.svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	var warns []map[string]any
 	for deadline := time.Now().Add(10 * time.Second); len(warns) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		for line := range strings.Lines(h.logs.String()) {
