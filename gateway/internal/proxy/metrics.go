@@ -68,11 +68,11 @@ var (
 	decisionNames = [2]string{"deny", "allow"}
 )
 
-// countKey names one counter series: decisions (limit, decision) or
-// retries (upstream, outcome).
+// countKey names one counter series: decisions (limit, decision),
+// retries (upstream, outcome) or ejections (upstream, b empty).
 type countKey struct {
-	retries bool
-	a, b    string
+	retries, ejections bool
+	a, b               string
 }
 
 type count struct {
@@ -130,10 +130,19 @@ func newMetricsIn(reg prometheus.Registerer) *metrics {
 	}
 	_, _ = m.Int64ObservableCounter("shanhai.gateway.limit.decisions", metric.WithUnit("{decision}"),
 		metric.WithDescription("Rate limit and load-shedding decisions by limit and outcome"),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error { out.observe(o, false); return nil }))
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error { out.observe(o, countKey{}); return nil }))
 	_, _ = m.Int64ObservableCounter("shanhai.gateway.retries", metric.WithUnit("{retry}"),
 		metric.WithDescription("Upstream retries by upstream service and outcome (sent, denied_by_budget)"),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error { out.observe(o, true); return nil }))
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			out.observe(o, countKey{retries: true})
+			return nil
+		}))
+	_, _ = m.Int64ObservableCounter("shanhai.gateway.upstream.ejections", metric.WithUnit("{ejection}"),
+		metric.WithDescription("Instances taken out of picking after a refused connection, by upstream service"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			out.observe(o, countKey{ejections: true})
+			return nil
+		}))
 	return out
 }
 
@@ -233,21 +242,25 @@ func (m *metrics) counter(k countKey) *count {
 		return c
 	}
 	c = &count{}
-	if k.retries {
+	switch {
+	case k.ejections:
+		c.set = attribute.NewSet(attribute.String("shanhai.upstream", k.a))
+	case k.retries:
 		c.set = attribute.NewSet(attribute.String("shanhai.upstream", k.a), attribute.String("outcome", k.b))
-	} else {
+	default:
 		c.set = attribute.NewSet(attribute.String("limit", k.a), attribute.String("decision", k.b))
 	}
 	m.counts[k] = c
 	return c
 }
 
-// observe reports the current totals of one counter family.
-func (m *metrics) observe(o metric.Int64Observer, retries bool) {
+// observe reports the current totals of one counter family, the one whose
+// flags family has.
+func (m *metrics) observe(o metric.Int64Observer, family countKey) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	for k, c := range m.counts {
-		if k.retries == retries {
+		if k.retries == family.retries && k.ejections == family.ejections {
 			o.Observe(c.n.Load(), metric.WithAttributeSet(c.set))
 		}
 	}
@@ -279,4 +292,9 @@ func b2i(b bool) int {
 
 func (m *metrics) retry(svc, outcome string) {
 	m.counter(countKey{retries: true, a: svc, b: outcome}).n.Add(1)
+}
+
+// ejection counts an instance of svc taken out of picking (upstream.Eject).
+func (m *metrics) ejection(svc string) {
+	m.counter(countKey{ejections: true, a: svc}).n.Add(1)
 }

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -862,8 +864,33 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	}
 	failed := err != nil || status == 502 || status == 503 || status == 504
 	timedOut := err != nil && (errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline))
+	if !failed {
+		ep.Succeeded()
+	}
+	// A refused connection is the instance's fault, and nothing was sent:
+	// the instance is ejected, and the request goes to another one, also a
+	// POST, taking a retry from the budget. Such an attempt is no evidence
+	// about the service (reroute: Ignored below). Counted, one dead
+	// instance still listed in discovery opened the breaker for the live
+	// ones.
+	var (
+		rerouteCharge retry.Withdrawal
+		reroute       bool
+	)
+	if err != nil && !timedOut && connectRefused(err) && svc.Eject(ep, now) {
+		if p.metrics != nil {
+			p.metrics.ejection(svc.Name)
+		}
+		if x.attempt < p.o.MaxAttempts {
+			if rerouteCharge, reroute = withdraw(svc.Budget); !reroute && p.metrics != nil {
+				p.metrics.retry(svc.Name, "denied_by_budget")
+			}
+		}
+	}
 	outcome := breaker.Success
 	switch {
+	case reroute:
+		outcome = breaker.Ignored
 	case x.clientDeadline && (timedOut ||
 		status == fasthttp.StatusGatewayTimeout && !now.Before(x.Deadline.Add(-deadlineSlack))):
 		// The client's own deadline, shorter than the route's, ran out
@@ -926,6 +953,9 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		// metrics and spans already tell the story at normal levels.
 		p.o.Log.DebugContext(x.callCtx, "upstream call failed", "upstream", svc.Name, "addr", ep.Addr, "error", err.Error())
 		x.problem(fasthttp.StatusBadGateway, "upstream-unreachable", "upstream "+svc.Name+" did not answer")
+		if reroute {
+			return p.retryElsewhere(x, ep, rerouteCharge)
+		}
 	} else {
 		x.st.respelled = sanitizeResponse(&x.Resp.Header)
 		if status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified {
@@ -955,8 +985,11 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	// back to it (the only instance, or of the release asked for), the
 	// retry came within the millisecond it said to wait for.
 	elsewhere := status == fasthttp.StatusServiceUnavailable && hasField(&x.Resp.Header, "Retry-After")
+	if elsewhere {
+		return p.retryElsewhere(x, ep, charged)
+	}
 	x.attempt++
-	if p.pick(x, ep, elsewhere) != Send {
+	if p.pick(x, ep, false) != Send {
 		// No upstream can take the retry (breaker open, concurrency limit
 		// full, no instance or none but the one that asked to wait, no time
 		// left): it is not sent, so it is neither charged nor counted. Kept,
@@ -970,6 +1003,34 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		p.metrics.retry(svc.Name, "sent")
 	}
 	return Send
+}
+
+// retryElsewhere sends the retry charged for to an instance other than ep,
+// or, when none can take it, refunds the charge and ends the exchange with
+// the answer Resp holds (see the retry in Received).
+func (p *Proxy) retryElsewhere(x *Exchange, ep *upstream.Endpoint, charged retry.Withdrawal) Step {
+	x.attempt++
+	if p.pick(x, ep, true) != Send {
+		charged.Refund()
+		x.attempt--
+		return Done
+	}
+	if p.metrics != nil {
+		p.metrics.retry(x.svc.Name, "sent")
+	}
+	return Send
+}
+
+// connectRefused says whether err is a connection the upstream refused
+// (or reset while it was being opened): no byte of the request reached
+// it, on either transport (the fasthttp pool's dialer and the event loop's
+// both keep the system call's error in the chain).
+func connectRefused(err error) bool {
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" && errors.Is(err, syscall.ECONNRESET)
 }
 
 // withdraw takes a retry from b (nil: no budget, always allowed).

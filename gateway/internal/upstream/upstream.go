@@ -54,6 +54,10 @@ type Endpoint struct {
 	Instance
 	Client   *fasthttp.HostClient
 	inflight atomic.Int64
+	// ejectedUntil (monotonic nanoseconds, see eject.go; 0: never
+	// ejected) and ejections (in a row, without a success) are Eject's.
+	ejectedUntil atomic.Int64
+	ejections    atomic.Int32
 }
 
 // Begin and End bracket one request, feeding the balancer.
@@ -90,7 +94,8 @@ func (s *Service) Versions() map[string][]*Endpoint {
 
 // Pick chooses an endpoint by the power of two choices on in-flight
 // requests, among instances of version (any version when empty). avoid, when
-// there is an alternative, is skipped: a retry should go elsewhere.
+// there is an alternative, is skipped: a retry should go elsewhere. An
+// ejected instance (Eject) is not picked while another is in service.
 //
 // The balancer is here rather than pkg/discovery's P2C because the in-flight
 // count lives on the Endpoint next to its pool: no map lookup, no closure
@@ -116,6 +121,11 @@ func (s *Service) Pick(version string, avoid *Endpoint) (*Endpoint, error) {
 		j++
 	}
 	a, b := cands[i], cands[j]
+	if a.ejectedUntil.Load()|b.ejectedUntil.Load() != 0 {
+		// Two loads on every pick; the clock is read only when one of
+		// the two was ever ejected.
+		a, b = inService(cands, a, b, avoid)
+	}
 	if a == avoid {
 		return b, nil
 	}

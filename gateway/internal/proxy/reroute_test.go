@@ -1,0 +1,87 @@
+package proxy
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+// outcomes is a breaker that admits every call and records what it was
+// told.
+type outcomes struct {
+	mu  sync.Mutex
+	got map[breaker.Outcome]int
+}
+
+func (b *outcomes) Admit() (func(breaker.Outcome), error) {
+	return func(o breaker.Outcome) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.got == nil {
+			b.got = map[breaker.Outcome]int{}
+		}
+		b.got[o]++
+	}, nil
+}
+
+func (b *outcomes) count(o breaker.Outcome) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.got[o]
+}
+
+// The tests here use Options.Metrics, so they must run after
+// TestCountersExportTotals (metrics_test.go, file names in order): the
+// first otel.SetMeterProvider in the process, that test's, takes over every
+// instrument made before it through the global delegate, and their
+// callbacks then shadow the ones it checks (as retry_test.go's do:
+// go test -shuffle shows it).
+const postOrder = "POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\nContent-Length: 2\r\n\r\n{}"
+
+// A connection one instance refuses (killed, still listed in discovery)
+// ejects it and sends the request, a POST too (nothing reached the dead
+// one), to another instance; the breaker hears no failure of the service.
+// Counted as one, the dead instance opened the breaker for the live ones.
+func TestRefusedConnectEjectsTheInstanceNotTheService(t *testing.T) {
+	live := startUpstream(t)
+	dead := &fakeUpstream{addr: testenv.ClosedPort(t)}
+	p, pool := newTestProxy(t, Options{Auth: fakeAuth{}, MaxAttempts: 2, Metrics: true}, live, dead)
+	br := &outcomes{}
+	pool.Service("order").Breaker = br
+	const n = 40
+	for i := range n {
+		if ctx := serve(p, postOrder); ctx.Response.StatusCode() != 200 {
+			t.Fatalf("request %d: %d %s", i, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+	if got := live.hits.Load(); got != n {
+		t.Fatalf("live instance got %d of %d requests", got, n)
+	}
+	if f := br.count(breaker.Failure); f != 0 {
+		t.Fatalf("breaker told of %d failures; the service answered every request", f)
+	}
+	ej := p.metrics.counter(countKey{ejections: true, a: "order"}).n.Load()
+	if ej < 1 || int(ej) != br.count(breaker.Ignored) {
+		t.Fatalf("ejections %d, attempts left out of the breaker %d: want the same, at least 1", ej, br.count(breaker.Ignored))
+	}
+}
+
+// The only instance of the service is never ejected: its refusals are the
+// service's failures, and the breaker decides.
+func TestRefusedConnectOfTheOnlyInstanceIsAFailure(t *testing.T) {
+	dead := &fakeUpstream{addr: testenv.ClosedPort(t)}
+	p, pool := newTestProxy(t, Options{Auth: fakeAuth{}, MaxAttempts: 2, Metrics: true}, dead)
+	br := &outcomes{}
+	pool.Service("order").Breaker = br
+	if ctx := serve(p, postOrder); ctx.Response.StatusCode() != 502 {
+		t.Fatalf("status %d, want 502", ctx.Response.StatusCode())
+	}
+	if f := br.count(breaker.Failure); f != 1 {
+		t.Fatalf("breaker failures %d, want 1", f)
+	}
+	if ej := p.metrics.counter(countKey{ejections: true, a: "order"}).n.Load(); ej != 0 {
+		t.Fatalf("the only instance ejected %d times", ej)
+	}
+}
