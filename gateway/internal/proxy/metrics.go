@@ -111,11 +111,15 @@ var histogramHelp = [2]struct{ name, help, label string }{
 }
 
 func newMetrics() *metrics {
-	return newMetricsIn(telemetry.Registerer())
+	return newMetricsIn(telemetry.Registerer(), otel.GetMeterProvider())
 }
 
-func newMetricsIn(reg prometheus.Registerer) *metrics {
-	m := otel.Meter(instrumentation)
+// newMetricsIn registers the histograms on reg and the counters on mp's
+// meter: a test passes its own provider rather than replacing the global
+// one, whose delegate hands every instrument made before to the first
+// provider set, so another test's counters would shadow the ones it reads.
+func newMetricsIn(reg prometheus.Registerer, mp metric.MeterProvider) *metrics {
+	m := mp.Meter(instrumentation)
 	out := &metrics{counts: map[countKey]*count{}}
 	for i, def := range histogramHelp {
 		var err error

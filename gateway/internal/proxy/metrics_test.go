@@ -21,11 +21,7 @@ import (
 // shanhai_upstream).
 func TestCountersExportTotals(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
-	prev := otel.GetMeterProvider()
-	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
-	t.Cleanup(func() { otel.SetMeterProvider(prev) })
-
-	m := newMetrics()
+	m := newMetricsIn(prometheus.NewRegistry(), sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
 	for range 5 {
 		m.decision("ip", true)
 	}
@@ -93,7 +89,7 @@ func BenchmarkRecord(b *testing.B) {
 // registry share the series.
 func TestHistogramsExport(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m, again := newMetricsIn(reg), newMetricsIn(reg)
+	m, again := newMetricsIn(reg, otel.GetMeterProvider()), newMetricsIn(reg, otel.GetMeterProvider())
 	sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{1}, SpanID: trace.SpanID{2}, TraceFlags: trace.FlagsSampled})
 	sampled := trace.ContextWithSpanContext(context.Background(), sc)
 	m.request(sampled, "orders", 1, 200, 2*time.Millisecond)

@@ -32,12 +32,6 @@ func (b *outcomes) count(o breaker.Outcome) int {
 	return b.got[o]
 }
 
-// The tests here use Options.Metrics, so they must run after
-// TestCountersExportTotals (metrics_test.go, file names in order): the
-// first otel.SetMeterProvider in the process, that test's, takes over every
-// instrument made before it through the global delegate, and their
-// callbacks then shadow the ones it checks (as retry_test.go's do:
-// go test -shuffle shows it).
 const postOrder = "POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\nContent-Length: 2\r\n\r\n{}"
 
 // A connection one instance refuses (killed, still listed in discovery)
