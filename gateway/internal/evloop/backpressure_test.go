@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -65,5 +66,111 @@ func TestClientNotReadingGetsNoMoreAnswers(t *testing.T) {
 	}
 	if h := hits.Load(); h != n {
 		t.Fatalf("upstream saw %d requests, want %d", h, n)
+	}
+}
+
+// An answer that closes the connection (Connection: close here; HTTP/1.0,
+// and every answer while the gateway drains) reaches a client that reads it
+// later whole, however much of it the socket did not take at once. The loop
+// closed the connection right after handing the answer to gnet, which drops
+// what is still in its buffer on close: the client read a cut body.
+func TestClosingAnswerBiggerThanTheSocketTakesArrivesWhole(t *testing.T) {
+	const size = 8 << 20 // more than loopback's socket buffers hold
+	var hits atomic.Int64
+	body := strings.Repeat("x", size)
+	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
+		hits.Add(1)
+		upstreamtest.OK(w, body)
+	})
+	addr, _, _ := startServerWith(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for hits.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A client slower than the gateway: it starts reading once the answer
+	// has been handed over (the close followed at once before).
+	time.Sleep(300 * time.Millisecond)
+	var r fasthttp.Response
+	if err := r.Read(bufio.NewReaderSize(c, 64<<10)); err != nil {
+		t.Fatalf("answer: %v (%d of %d bytes of body)", err, len(r.Body()), size)
+	}
+	if r.StatusCode() != 200 || len(r.Body()) != size {
+		t.Fatalf("answer: %d, %d bytes, want 200, %d", r.StatusCode(), len(r.Body()), size)
+	}
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("connection not closed after the answer: %v", err)
+	}
+}
+
+// A drain answers the requests a client pipelined behind an answer still
+// being written, and writes that answer and theirs out before the engine
+// closes the connections: Stop waited only for requests being proxied,
+// so the engine's close cut the answer in the loop's buffer, and the
+// request behind it (waiting for that answer to leave) was never answered.
+func TestDrainWritesOutTheAnswersOfAClientSlowToRead(t *testing.T) {
+	const size = 4 << 20
+	var hits atomic.Int64
+	body := strings.Repeat("x", size)
+	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
+		hits.Add(1)
+		upstreamtest.OK(w, body)
+	})
+	addr, s, _ := startServerWith(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	raw := "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\nGET /api/v1/orders/2 HTTP/1.1\r\nHost: gw\r\n\r\n"
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	for hits.Load() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		stopped <- s.Stop(ctx)
+	}()
+	// A client slower than the gateway: it reads once the drain is under
+	// way (Stop found nothing in flight and closed everything before).
+	time.Sleep(300 * time.Millisecond)
+	br := bufio.NewReaderSize(c, 64<<10)
+	for i := range 2 {
+		var r fasthttp.Response
+		if err := r.Read(br); err != nil {
+			t.Fatalf("answer %d: %v (%d of %d bytes of body; upstream saw %d)", i, err, len(r.Body()), size, hits.Load())
+		}
+		if r.StatusCode() != 200 || len(r.Body()) != size {
+			t.Fatalf("answer %d: %d, %d bytes, want 200, %d", i, r.StatusCode(), len(r.Body()), size)
+		}
+		if r.ConnectionClose() {
+			// The first answer was still coming from the upstream when
+			// the drain began: it said close, and the request behind it
+			// is the client's to send again (it was never proxied).
+			if _, err := br.ReadByte(); err != io.EOF || hits.Load() != int64(i+1) {
+				t.Fatalf("after answer %d with Connection: close: %v, upstream saw %d", i, err, hits.Load())
+			}
+			break
+		}
+		if i == 1 {
+			t.Fatalf("answer %d while draining without Connection: close", i)
+		}
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Stop: %v", err)
 	}
 }

@@ -30,7 +30,11 @@ type loop struct {
 	crlf    []byte // a request whose head ends in bare LFs, with CRLFs (crlfHead)
 	out     bytes.Buffer
 	bw      *bufio.Writer
-	busy    atomic.Int64 // clients being served; written on the loop, read by Stop
+	// busy counts the clients being served, and those with an answer
+	// still in the loop's buffer (count); written on the loop, read by
+	// Stop. One counter: a client moves from one to the other without
+	// Stop ever seeing it in neither.
+	busy atomic.Int64
 	// now is the loop's clock for the timeouts the sweep enforces (read,
 	// idle, upstream idle), set by each sweep: they need no more precision
 	// than a Tick, and three clock reads per request showed in the profile.
@@ -76,6 +80,8 @@ type client struct {
 	linger               bool  // close by lingering (reject)
 	lingerSince          int64 // lingering since (unix ns), 0: not
 	finned               bool  // lingering, and the answer is out with a FIN behind it
+	closeSent            bool  // closing once its last answer is all out (reply; then the sweep closes it)
+	counted              bool  // counted in loop.busy for its answer in the buffer (count)
 	need                 int   // bytes the request being read needs before a parse can succeed
 	started              int64 // first byte of the request being read arrived (unix ns), 0: none
 	active               int64 // last answer written or connection opened
@@ -110,6 +116,9 @@ func needMore(err error) bool {
 
 // serve reads and starts requests from cl's buffer while it is not busy.
 func (l *loop) serve(cl *client) {
+	// Uncounted (count) only on the way out: after the request it starts
+	// has been counted busy, so that Stop never sees neither.
+	defer l.count(cl)
 	for !cl.busy && !cl.closing && !cl.gone {
 		// A client that does not read its answers gets no more until it
 		// does: what the socket would not take of the last one waits in
@@ -366,7 +375,9 @@ func (l *loop) adminCall(cl *client) {
 func (l *loop) reply(cl *client) {
 	if cl.busy {
 		cl.busy = false
-		l.busy.Add(-1)
+		// After count: a draining Stop must not find the answer in
+		// neither (l.busy).
+		defer l.busy.Add(-1)
 	}
 	cl.active = l.now
 	if cl.gone {
@@ -398,6 +409,40 @@ func (l *loop) reply(cl *client) {
 			l.fin(cl)
 			return
 		}
+		if cl.c.OutboundBuffered() > 0 {
+			// gnet drops what the socket has not taken yet when a
+			// connection closes: closed here, an answer bigger than
+			// that (a Connection: close or HTTP/1.0 request, any
+			// answer while draining) reached the client cut short.
+			// The sweep closes it once the answer is out, or at the
+			// write timeout.
+			cl.closeSent = true
+			l.count(cl)
+			return
+		}
 		_ = cl.c.Close()
+		return
+	}
+	// The requests behind it wait for it to leave (serve, which looks
+	// again); paused from here, it is counted for Stop before the request
+	// leaves busy.
+	cl.paused = cl.c.OutboundBuffered() > 0
+	l.count(cl)
+}
+
+// count keeps cl counted in l.busy while an answer of its waits in the
+// loop's buffer (paused, closeSent) and it is open. Stop waits for these as
+// for requests in flight: the engine's close drops what gnet has not
+// written yet, which cut the answer and left unanswered the requests
+// behind it.
+func (l *loop) count(cl *client) {
+	want := (cl.paused || cl.closeSent) && !cl.gone
+	if want != cl.counted {
+		cl.counted = want
+		if want {
+			l.busy.Add(1)
+		} else {
+			l.busy.Add(-1)
+		}
 	}
 }

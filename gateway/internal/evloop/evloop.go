@@ -178,9 +178,9 @@ func (s *Server) Serve() error {
 }
 
 // Stop drains, then closes the listener and every connection. While it
-// drains, answers carry Connection: close and requests in flight finish
-// (until ctx ends); clients keep being served, as readiness already says
-// the gateway is going.
+// drains, answers carry Connection: close and requests in flight finish,
+// and their answers are written out (until ctx ends); clients keep being
+// served, as readiness already says the gateway is going.
 func (s *Server) Stop(ctx context.Context) error {
 	s.draining.Store(true)
 	t := time.NewTicker(Tick)
@@ -220,7 +220,8 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 }
 
-// inflight counts requests being served on every loop.
+// inflight counts requests being served on every loop, and answers still
+// in a loop's buffer (loop.busy).
 func (s *Server) inflight() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -402,6 +403,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		x.l.upClosed(x, err)
 	case *client:
 		x.gone = true
+		x.l.count(x)
 		if !x.busy {
 			delete(x.l.clients, x)
 		}
@@ -454,7 +456,7 @@ func (s *Server) loopOfConn(c gnet.Conn) *loop {
 func (s *Server) traffic(c gnet.Conn) gnet.Action {
 	switch x := c.Context().(type) {
 	case *client:
-		if x.lingerSince != 0 {
+		if x.lingerSince != 0 || x.closeSent {
 			_, _ = c.Discard(c.InboundBuffered())
 			return gnet.None
 		}

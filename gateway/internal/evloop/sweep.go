@@ -49,11 +49,14 @@ func (l *loop) sweep(t time.Time) {
 		if cl.lingerSince != 0 && !cl.finned {
 			l.fin(cl) // its answer left since the last sweep
 		}
+		if cl.closeSent && !cl.gone && cl.c.OutboundBuffered() == 0 {
+			_ = cl.c.Close() // its last answer is out; OnClose uncounts it
+		}
 		if cl.paused && !cl.gone && !cl.closing && cl.c.OutboundBuffered() == 0 {
 			l.serve(cl) // its last answer left: the requests behind it go on
 		}
 		next = min(next, cl.due(now, o))
-		if cl.gone || cl.closing || o.WriteTimeout <= 0 {
+		if cl.gone || (cl.closing && !cl.closeSent) || o.WriteTimeout <= 0 {
 			continue
 		}
 		switch {
@@ -103,6 +106,8 @@ func (cl *client) due(now int64, o *Options) int64 {
 			return now // its FIN waits for the answer to be out
 		}
 		return cl.lingerSince + int64(o.Linger)
+	case cl.closeSent && !cl.gone:
+		return now // closed by the sweep that sees its last answer out
 	case cl.gone || cl.closing:
 		return math.MaxInt64 // its close is under way
 	case o.WriteTimeout > 0 && cl.c.OutboundBuffered() > 0:
