@@ -37,6 +37,21 @@ func main() {
 	}
 }
 
+// stopSignals are the signals that stop a run as Ctrl-C does. SIGHUP is
+// among them unless it was ignored when the run started: uncaught, a closed
+// terminal ended the process at once, no part drained and the temporary
+// directory left behind; but a run under nohup (or started with SIGHUP
+// ignored by a service manager) is meant to outlive its terminal, and
+// signal.Notify would install a handler for the ignored signal, so the
+// hang-up nohup guards against would stop it.
+func stopSignals() []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
+}
+
 // errInterrupted ends a run stopped by Ctrl-C (or SIGTERM, SIGHUP) before it was
 // ready; what had started was stopped again.
 var errInterrupted = errors.New("interrupted during start-up; everything it started was stopped")
@@ -136,10 +151,8 @@ func run() error {
 	// Ctrl-C should undo (the temporary data directory); they used to be
 	// caught only after -native had read its servers, so a Ctrl-C there
 	// killed the run and left the directory behind. SIGHUP (the terminal
-	// make run runs in was closed) stops it the same way: uncaught, it
-	// ended the process at once, with no part drained and the temporary
-	// directory left behind.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	// make run runs in was closed) stops it the same way (stopSignals).
+	ctx, stop := signal.NotifyContext(context.Background(), stopSignals()...)
 	defer stop()
 	// Default signal handling again once the first signal arrived, also
 	// during start-up: a second Ctrl-C ends a shutdown that hangs.

@@ -459,45 +459,13 @@ func TestHangUpStopsTheRunAsCtrlCDoes(t *testing.T) {
 	t.Parallel() // waits on its child process; see parallelNote
 	tmp := t.TempDir()
 	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
-	var stderr bytes.Buffer
-	run.Stderr = &stderr
-	stdout, err := run.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer run.Process.Kill() // when the test fails
-	up, out := make(chan bool, 1), make(chan string, 1)
-	go func() {
-		var all strings.Builder
-		found := false
-		for lines := bufio.NewScanner(stdout); lines.Scan(); {
-			all.WriteString(lines.Text() + "\n")
-			if !found && lines.Text() == "Ctrl-C stops everything." {
-				found = true
-				up <- true
-			}
-		}
-		if !found {
-			up <- false
-		}
-		out <- all.String()
-	}()
-	select {
-	case ok := <-up:
-		if !ok {
-			t.Fatalf("the run ended before it was up; stdout:\n%s\nstderr:\n%s", <-out, stderr.String())
-		}
-	case <-time.After(2 * time.Minute): // hang guard only
-		t.Fatal("the run was not up within 2 minutes")
-	}
+	out, stderr := startUntilUp(t, run)
 	if err := run.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- run.Wait() }()
+	var err error
 	select {
 	case err = <-waited:
 	case <-time.After(2 * time.Minute): // hang guard only
@@ -513,5 +481,92 @@ func TestHangUpStopsTheRunAsCtrlCDoes(t *testing.T) {
 	left, err := filepath.Glob(filepath.Join(tmp, "shanhai-run-*"))
 	if err != nil || len(left) > 0 {
 		t.Fatalf("data directories left behind: %v (%v)", left, err)
+	}
+}
+
+// startUntilUp starts run and returns once its banner's last line is out:
+// out gives all of its stdout once it ended, stderr collects its stderr.
+func startUntilUp(t *testing.T, run *exec.Cmd) (out <-chan string, stderr *bytes.Buffer) {
+	t.Helper()
+	stderr = new(bytes.Buffer)
+	run.Stderr = stderr
+	stdout, err := run.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { run.Process.Kill() }) // when the test fails
+	up, all := make(chan bool, 1), make(chan string, 1)
+	go func() {
+		var text strings.Builder
+		found := false
+		for lines := bufio.NewScanner(stdout); lines.Scan(); {
+			text.WriteString(lines.Text() + "\n")
+			if !found && lines.Text() == "Ctrl-C stops everything." {
+				found = true
+				up <- true
+			}
+		}
+		if !found {
+			up <- false
+		}
+		all <- text.String()
+	}()
+	select {
+	case ok := <-up:
+		if !ok {
+			t.Fatalf("the run ended before it was up; stdout:\n%s\nstderr:\n%s", <-all, stderr.String())
+		}
+	case <-time.After(2 * time.Minute): // hang guard only
+		t.Fatal("the run was not up within 2 minutes")
+	}
+	return all, stderr
+}
+
+// Under nohup (or a service manager that starts it with SIGHUP ignored) a
+// run is meant to outlive its terminal. signal.Notify installs a handler
+// even for a signal ignored at start, so catching SIGHUP unconditionally
+// (2562a36) made such a run stop when the terminal closed. The test starts
+// the program under nohup, hangs up, and requires it to be running still;
+// a Ctrl-C then stops it as always.
+func TestHangUpUnderNohupKeepsTheRunGoing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the embedded platform in a child process")
+	}
+	nohup, err := exec.LookPath("nohup")
+	if err != nil {
+		t.Skip("no nohup here")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	tmp := t.TempDir()
+	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	run.Args = append([]string{"nohup"}, run.Args...) // nohup execs the program: same pid
+	run.Path = nohup
+	out, stderr := startUntilUp(t, run)
+	if err := run.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- run.Wait() }()
+	// A caught SIGHUP ends the run within a second or two (the stop that
+	// follows a Ctrl-C); an ignored one never does. The window is how long
+	// "never" is watched, not a synchronisation.
+	select {
+	case err := <-waited:
+		t.Fatalf("the run under nohup ended on SIGHUP (%v), want it to go on; stdout:\n%s\nstderr:\n%s", err, <-out, stderr.String())
+	case <-time.After(5 * time.Second):
+	}
+	if err := run.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-waited:
+	case <-time.After(2 * time.Minute): // hang guard only
+		t.Fatal("the run still runs 2 minutes after Ctrl-C")
+	}
+	if text := <-out; err != nil || !strings.Contains(text, "\nstopped\n") {
+		t.Fatalf("Ctrl-C after the hang-up: %v; stdout:\n%s\nstderr:\n%s", err, text, stderr.String())
 	}
 }
