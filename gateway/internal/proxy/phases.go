@@ -877,11 +877,12 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		rerouteCharge retry.Withdrawal
 		reroute       bool
 	)
-	if err != nil && !timedOut && connectRefused(err) && svc.Eject(ep, now) {
-		if p.metrics != nil {
+	if err != nil && !timedOut && connectRefused(err) {
+		out, fresh := svc.Eject(ep, now)
+		if fresh && p.metrics != nil {
 			p.metrics.ejection(svc.Name)
 		}
-		if x.attempt < p.o.MaxAttempts {
+		if out && x.attempt < p.o.MaxAttempts {
 			if rerouteCharge, reroute = withdraw(svc.Budget); !reroute && p.metrics != nil {
 				p.metrics.retry(svc.Name, "denied_by_budget")
 			}

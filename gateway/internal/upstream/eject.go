@@ -52,14 +52,28 @@ func (e *Endpoint) Succeeded() {
 // next period, unless it is the last instance of its version in service:
 // then nothing is ejected (picking it is the only way to reach that
 // version, and the breaker decides whether to keep trying). It reports
-// whether e was ejected; only then may the failed attempt go elsewhere
-// without counting as the service's failure.
-func (s *Service) Eject(e *Endpoint, now time.Time) bool {
+// whether e is out of picking; only then may the failed attempt go
+// elsewhere without counting as the service's failure. fresh says this
+// refusal began the ejection: a refusal within a period already running
+// (of a request sent to e before it began; the event loop fails every
+// request queued on one dial at once) neither lengthens it nor counts as
+// another ejection in a row, or a few requests in flight when an instance
+// restarted kept it out for ejectMax instead of ejectBase.
+func (s *Service) Eject(e *Endpoint, now time.Time) (out, fresh bool) {
 	sn := s.snap.Load()
 	if sn == nil {
-		return false
+		return false, false
 	}
 	t := monotonic(now)
+	// Refusals are rare, so one lock per service serialises them: without
+	// it two instances of a version refusing at once could each see the
+	// other in service and both leave picking, and two refusals by one
+	// instance could both see it in service and double its period.
+	s.ejectMu.Lock()
+	defer s.ejectMu.Unlock()
+	if e.ejected(t) {
+		return true, false
+	}
 	other := false
 	for _, c := range sn.byVersion[e.Version] {
 		if c != e && !c.ejected(t) {
@@ -68,12 +82,12 @@ func (s *Service) Eject(e *Endpoint, now time.Time) bool {
 		}
 	}
 	if !other {
-		return false
+		return false, false
 	}
 	n := min(e.ejections.Add(1), 6) // 2^5 s > ejectMax
 	d := min(ejectBase<<(n-1), ejectMax)
 	e.ejectedUntil.Store(t + int64(d))
-	return true
+	return true, true
 }
 
 // inService replaces a and b, P2C's two draws from cands, when either is

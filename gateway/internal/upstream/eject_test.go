@@ -28,7 +28,7 @@ func TestPickSkipsEjected(t *testing.T) {
 		Instance{ID: "b", Addr: "127.0.0.1:2", Version: "v1"}, Instance{ID: "c", Addr: "127.0.0.1:3", Version: "v1"})
 	a, b := byID(s, "a"), byID(s, "b")
 	now := time.Now()
-	if !s.Eject(a, now) {
+	if out, _ := s.Eject(a, now); !out {
 		t.Fatal("a not ejected with b and c in service")
 	}
 	for range 200 {
@@ -59,13 +59,13 @@ func TestLastInstanceOfAVersionIsNotEjected(t *testing.T) {
 		Instance{ID: "b", Addr: "127.0.0.1:2", Version: "v1"}, Instance{ID: "c", Addr: "127.0.0.1:3", Version: "v2"})
 	a, b, c := byID(s, "a"), byID(s, "b"), byID(s, "c")
 	now := time.Now()
-	if s.Eject(c, now) {
+	if out, _ := s.Eject(c, now); out {
 		t.Fatal("c, the only v2 instance, ejected")
 	}
-	if !s.Eject(a, now) {
+	if out, _ := s.Eject(a, now); !out {
 		t.Fatal("a not ejected with b in service")
 	}
-	if s.Eject(b, now) {
+	if out, _ := s.Eject(b, now); out {
 		t.Fatal("b, the last v1 instance in service, ejected")
 	}
 	if e, err := s.Pick("v1", nil); err != nil || e != b {
@@ -84,21 +84,23 @@ func TestEjectionGrowsAndResets(t *testing.T) {
 		Instance{ID: "b", Addr: "127.0.0.1:2", Version: "v1"})
 	a := byID(s, "a")
 	now := time.Now()
-	period := func() time.Duration { return time.Duration(a.ejectedUntil.Load() - monotonic(now)) }
+	at := now // each refusal comes as the period before it ends
+	period := func() time.Duration { return time.Duration(a.ejectedUntil.Load() - monotonic(at)) }
 	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, ejectMax, ejectMax, ejectMax}
 	for i, w := range want {
-		if !s.Eject(a, now) {
-			t.Fatalf("ejection %d refused", i+1)
+		if out, fresh := s.Eject(a, at); !out || !fresh {
+			t.Fatalf("ejection %d refused (out %v, fresh %v)", i+1, out, fresh)
 		}
 		if got := period(); got != w {
 			t.Fatalf("ejection %d: %v, want %v", i+1, got, w)
 		}
+		at = at.Add(w)
 	}
 	a.Succeeded()
 	if a.ejectedUntil.Load() != 0 {
 		t.Fatal("a success left the ejection deadline")
 	}
-	s.Eject(a, now)
+	s.Eject(a, at)
 	if got := period(); got != ejectBase {
 		t.Fatalf("ejection after a success: %v, want %v", got, ejectBase)
 	}
@@ -111,5 +113,25 @@ func TestPickAllocatesNothing(t *testing.T) {
 		Instance{ID: "b", Addr: "127.0.0.1:2", Version: "v1"})
 	if n := testing.AllocsPerRun(100, func() { _, _ = s.Pick("", nil) }); n != 0 {
 		t.Fatalf("Pick allocates %v", n)
+	}
+}
+
+// Refusals of requests sent to an instance before its ejection began (a
+// burst: the event loop fails every request queued on a dial at once) come
+// within its period: they keep it out, but neither lengthen the period nor
+// count as ejections in a row. Counted, a handful of requests in flight
+// when an instance restarted ejected it for ejectMax, not ejectBase.
+func TestRefusalsWithinAPeriodEjectOnce(t *testing.T) {
+	s := ejectPool(t, Instance{ID: "a", Addr: "127.0.0.1:1", Version: "v1"},
+		Instance{ID: "b", Addr: "127.0.0.1:2", Version: "v1"})
+	a := byID(s, "a")
+	now := time.Now()
+	for i := range 6 {
+		if out, fresh := s.Eject(a, now.Add(time.Duration(i)*time.Millisecond)); !out || fresh != (i == 0) {
+			t.Fatalf("refusal %d: out %v, fresh %v; want out, fresh only for the first", i+1, out, fresh)
+		}
+	}
+	if got := time.Duration(a.ejectedUntil.Load() - monotonic(now)); got != ejectBase {
+		t.Fatalf("six refusals within one period ejected a for %v, want %v", got, ejectBase)
 	}
 }

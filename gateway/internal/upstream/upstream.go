@@ -6,6 +6,7 @@ package upstream
 import (
 	"errors"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,6 +74,7 @@ type Service struct {
 	Limit   Concurrency // nil: no adaptive limit
 	Budget  Budget      // nil: retries limited by attempts only
 	snap    atomic.Pointer[snapshot]
+	ejectMu sync.Mutex // serialises Eject
 }
 
 type snapshot struct {
