@@ -55,9 +55,15 @@ const quietTick = time.Second
 // Options configure a Server.
 type Options struct {
 	Addr string // host:port
-	// Loops is how many event loops serve; 0 is one per CPU the process
-	// may run on. Fewer loops than CPUs leave cores to whatever shares the
-	// machine (on a 2-core box: the upstreams, the load generator).
+	// Loops is how many event loops serve; 0 leaves it to gnet, which runs
+	// one per CPU runtime.NumCPU counts: the CPUs the process's affinity
+	// allows, not a container's CPU limit (a cgroup quota, which GOMAXPROCS
+	// follows and NumCPU does not). In a container limited to 1 CPU on a
+	// 16-CPU node, 0 is 16 loops on the two threads GOMAXPROCS
+	// gives: set it to the limit there (deploy/k8s sets GATEWAY_EVENT_LOOPS
+	// from limits.cpu). Fewer loops than CPUs leave cores to whatever
+	// shares the machine (on a 2-core box: the upstreams, the load
+	// generator).
 	Loops int
 	Proxy *proxy.Proxy
 	// Admin serves AdminPaths (health, readiness) on a goroutine:
