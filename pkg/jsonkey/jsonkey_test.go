@@ -3,6 +3,8 @@ package jsonkey_test
 import (
 	"encoding/json"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/shanhai-dev/shanhai/pkg/jsonkey"
@@ -114,6 +116,34 @@ func TestDuplicateFoldsAsEncodingJSON(t *testing.T) {
 		oneField := field() == "last" // the second key overwrote the first
 		if dup != oneField {
 			t.Errorf("%s: Duplicate says one key: %v; encoding/json set one field from both: %v", tc.in, dup, oneField)
+		}
+	}
+}
+
+// Deep nesting costs memory in proportion to the data, not to its square:
+// the walk built every level's path ("[0][0]...") as it went down, so 20 KB
+// of nested arrays allocated 150 MB, and a 1 MB event payload of "[" (which
+// event.Decode walks before json.Unmarshal refuses its depth) exhausted the
+// consumer's memory.
+func TestDeepNestingCostsLinearMemory(t *testing.T) {
+	const depth = 10000 // the most encoding/json reads
+	deep := func(open, inner, close string, n int) []byte {
+		return []byte(strings.Repeat(open, n) + inner + strings.Repeat(close, n))
+	}
+	for _, data := range [][]byte{
+		// An escaped or non-ASCII key anywhere leaves the data to the walk.
+		deep("[", `{"\u0061":1}`, "]", depth),
+		deep(`{"a":`, `{"\u212a":1}`, "}", depth),
+		// Deeper than encoding/json reads, and never closed: event.Decode
+		// walks it before json.Unmarshal refuses it.
+		deep("[", "", "", 3*depth),
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		jsonkey.Duplicate(data, nil)
+		runtime.ReadMemStats(&after)
+		if got, limit := after.TotalAlloc-before.TotalAlloc, uint64(200*len(data)); got > limit {
+			t.Errorf("Duplicate of %.20s... (%d bytes) allocated %d bytes, want at most %d", data, len(data), got, limit)
 		}
 	}
 }
