@@ -184,10 +184,13 @@ func (in *Infra) startEtcd(ctx context.Context) error {
 		e.Close()
 		return ctx.Err()
 	}
-	in.etcd = e
+	// Revoked before the Infra holds it: on a failure this closes it, and
+	// Close must not close it again (embed.Etcd's Close panics then).
 	if err := revokeLeftLeases(ctx, e); err != nil {
+		e.Close()
 		return err
 	}
+	in.etcd = e
 	in.set("ETCD_ENDPOINTS", cu.Host)
 	return nil
 }
@@ -205,12 +208,10 @@ func (in *Infra) startEtcd(ctx context.Context) error {
 func revokeLeftLeases(ctx context.Context, e *embed.Etcd) error {
 	leases, err := e.Server.LeaseLeases(ctx, &etcdserverpb.LeaseLeasesRequest{})
 	if err != nil {
-		e.Close()
 		return fmt.Errorf("embedded etcd: list an earlier run's leases: %w", err)
 	}
 	for _, l := range leases.Leases {
 		if _, err := e.Server.LeaseRevoke(ctx, &etcdserverpb.LeaseRevokeRequest{ID: l.ID}); err != nil {
-			e.Close()
 			return fmt.Errorf("embedded etcd: revoke an earlier run's lease %x: %w", l.ID, err)
 		}
 	}

@@ -4,14 +4,18 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 )
@@ -170,5 +174,63 @@ func TestReusedDataAfterAKilledRunRoutesOnlyToThisRun(t *testing.T) {
 	if len(failed) > 0 {
 		t.Fatalf("%d of 100 JWKS requests through the gateway of a run on a killed run's -data failed, the first: %s",
 			len(failed), failed[0])
+	}
+}
+
+// stopAfterFirstLook is a context that is not done the first time Done is
+// asked and is cancelled from then on: a Ctrl-C that arrives the moment
+// the embedded etcd is ready, as the start goes on to revoke what an
+// earlier run left.
+type stopAfterFirstLook struct {
+	context.Context
+	looked atomic.Bool
+}
+
+func (c *stopAfterFirstLook) Done() <-chan struct{} {
+	if !c.looked.Swap(true) {
+		return nil
+	}
+	done := make(chan struct{})
+	close(done)
+	return done
+}
+
+func (c *stopAfterFirstLook) Err() error {
+	if c.looked.Load() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// A start stopped while it revokes an earlier run's leases must fail with
+// its reason, not panic: revokeLeftLeases closed the etcd it had already
+// handed to the Infra, whose Close then closed it again (embed.Etcd's
+// Close closes a channel, once only).
+func TestStopWhileRevokingLeftLeasesFailsCleanly(t *testing.T) {
+	data := t.TempDir()
+	first, err := StartInfra(t.Context(), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.etcd.Server.LeaseGrant(t.Context(), &etcdserverpb.LeaseGrantRequest{TTL: 60}); err != nil {
+		first.Close()
+		t.Fatal(err)
+	}
+	first.Close() // as a killed run: the lease is left in the data directory
+
+	panicked := make(chan any, 1)
+	func() {
+		defer func() { panicked <- recover() }()
+		in, err := StartInfra(&stopAfterFirstLook{Context: t.Context()}, data)
+		if err == nil {
+			in.Close()
+			t.Fatal("the start went on after it was stopped")
+		}
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("start stopped while revoking: %v, want context.Canceled", err)
+		}
+	}()
+	if p := <-panicked; p != nil {
+		t.Fatalf("a start stopped while revoking the left leases panicked: %v", p)
 	}
 }
