@@ -25,6 +25,15 @@ func FuzzPlain(f *testing.F) {
 		`{"a":"\"","a":1}`, `{"a\"":1,"a\"":2}`, `{"\xff":1,"\xfe":2}`, `[{"k":1},{"k":1,"k":2}]`, `{"a":1}{"a":2}`,
 		`{"s":"{\"a\":1,\"a\":2}"}`, `{"a":1,`, `}{`, `"x"`, `{"items":[{"sku":1,"SKU":2}]}`,
 		`{` + strings.Repeat(`"k":1,`, 40) + `"z":0}`,
+		// Found by review: escapes and folds the byte scan must leave to
+		// the walk, strings that look like structure, nesting and
+		// invalid data.
+		`{"\u0069d":1,"id":2}`, `{"\/":1,"/":2}`, `{"a\/b":1,"a/b":2}`, `{"\u004B":1,"k":2}`,
+		`{"Kelvin":1,"\u212Aelvin":2}`, `{"\u017Fku":1,"SKU":2}`, `{"\ud800":1,"\ufffd":2}`,
+		`{"a":"\":","a":1}`, `{"a":"x\"}","a":1}`, `{"a":"{\"a\":","b":"}"}`, `{"s":"\\","s":1}`,
+		`{"a":[{"a":1}],"b":{"a":{"a":[]}},"a":0}`, `[[{"k":1}],[{"k":1}]]`, `{"a":{},"b":{},"A":{}}`,
+		strings.Repeat(`[`, 40) + `{"a":1,"a":2}` + strings.Repeat(`]`, 40),
+		`{"a":1 "a":2}`, `{"a" "a":1}`, `{"a":1,,"a":2}`, `{"a":1]`, `[{"a":1}}`, `{"a":1,"a":2`, `{"a`,
 	} {
 		f.Add([]byte(s))
 	}
