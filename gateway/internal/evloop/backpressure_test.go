@@ -32,8 +32,8 @@ func TestClientNotReadingGetsNoMoreAnswers(t *testing.T) {
 		hits.Add(1)
 		upstreamtest.OK(w, body)
 	})
-	addr, _, _ := startServerWith(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
+	addr, _, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -82,8 +82,8 @@ func TestClosingAnswerBiggerThanTheSocketTakesArrivesWhole(t *testing.T) {
 		hits.Add(1)
 		upstreamtest.OK(w, body)
 	})
-	addr, _, _ := startServerWith(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
+	addr, _, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -124,8 +124,8 @@ func TestDrainWritesOutTheAnswersOfAClientSlowToRead(t *testing.T) {
 		hits.Add(1)
 		upstreamtest.OK(w, body)
 	})
-	addr, s, _ := startServerWith(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
+	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

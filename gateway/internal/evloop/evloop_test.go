@@ -75,13 +75,22 @@ func startServerS(t *testing.T, o proxy.Options, so Options) (string, *Server) {
 	return addr, s
 }
 
-// startServerWith serves the order route from the instances res lists;
-// the pool is the server's Endpoints, as in the gateway.
+// startServerWith serves the order route from the instances res lists,
+// with a route timeout of 300 ms; the pool is the server's Endpoints, as in
+// the gateway.
 func startServerWith(t *testing.T, o proxy.Options, so Options, res upstream.Resolver) (string, *Server, *upstream.Pool) {
+	t.Helper()
+	return startServerTimed(t, o, so, res, 300*time.Millisecond)
+}
+
+// startServerTimed is startServerWith with the route timeout given: a test
+// that moves megabytes per request under -race on a loaded machine needs
+// more than 300 ms to see no 504 it did not ask for.
+func startServerTimed(t *testing.T, o proxy.Options, so Options, res upstream.Resolver, timeout time.Duration) (string, *Server, *upstream.Pool) {
 	t.Helper()
 	pool := upstream.NewPool(res, []string{"order"}, upstream.ClientOptions{})
 	so.Endpoints = pool
-	tb, err := route.Parse("/api/v1/orders=order", 300*time.Millisecond, route.DefaultPublic)
+	tb, err := route.Parse("/api/v1/orders=order", timeout, route.DefaultPublic)
 	if err != nil {
 		t.Fatal(err)
 	}
