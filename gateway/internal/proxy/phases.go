@@ -955,7 +955,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		p.o.Log.DebugContext(x.callCtx, "upstream call failed", "upstream", svc.Name, "addr", ep.Addr, "error", err.Error())
 		x.problem(fasthttp.StatusBadGateway, "upstream-unreachable", "upstream "+svc.Name+" did not answer")
 		if reroute {
-			return p.retryElsewhere(x, ep, rerouteCharge)
+			return p.resend(x, ep, rerouteCharge, true)
 		}
 	} else {
 		x.st.respelled = sanitizeResponse(&x.Resp.Header)
@@ -986,32 +986,21 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	// back to it (the only instance, or of the release asked for), the
 	// retry came within the millisecond it said to wait for.
 	elsewhere := status == fasthttp.StatusServiceUnavailable && hasField(&x.Resp.Header, "Retry-After")
-	if elsewhere {
-		return p.retryElsewhere(x, ep, charged)
-	}
-	x.attempt++
-	if p.pick(x, ep, false) != Send {
-		// No upstream can take the retry (breaker open, concurrency limit
-		// full, no instance or none but the one that asked to wait, no time
-		// left): it is not sent, so it is neither charged nor counted. Kept,
-		// every failed half-open trial of an outage spent one, and the
-		// window's retries ran out on retries that never happened.
-		charged.Refund()
-		x.attempt--
-		return Done
-	}
-	if p.metrics != nil {
-		p.metrics.retry(svc.Name, "sent")
-	}
-	return Send
+	return p.resend(x, ep, charged, elsewhere)
 }
 
-// retryElsewhere sends the retry charged for to an instance other than ep,
-// or, when none can take it, refunds the charge and ends the exchange with
-// the answer Resp holds (see the retry in Received).
-func (p *Proxy) retryElsewhere(x *Exchange, ep *upstream.Endpoint, charged retry.Withdrawal) Step {
+// resend sends the retry charged for, to an instance other than ep when
+// elsewhere (else preferably), or, when none can take it, refunds the
+// charge and ends the exchange with the answer Resp holds.
+func (p *Proxy) resend(x *Exchange, ep *upstream.Endpoint, charged retry.Withdrawal, elsewhere bool) Step {
 	x.attempt++
-	if p.pick(x, ep, true) != Send {
+	if p.pick(x, ep, elsewhere) != Send {
+		// No upstream can take the retry (breaker open, concurrency limit
+		// full, no instance or none but the one that asked to wait or was
+		// refused, no time left): it is not sent, so it is neither charged
+		// nor counted. Kept, every failed half-open trial of an outage
+		// spent one, and the window's retries ran out on retries that
+		// never happened.
 		charged.Refund()
 		x.attempt--
 		return Done
