@@ -71,9 +71,6 @@ func (s *Service) Eject(e *Endpoint, now time.Time) (out, fresh bool) {
 	// instance could both see it in service and double its period.
 	s.ejectMu.Lock()
 	defer s.ejectMu.Unlock()
-	if e.ejected(t) {
-		return true, false
-	}
 	other := false
 	for _, c := range sn.byVersion[e.Version] {
 		if c != e && !c.ejected(t) {
@@ -83,6 +80,11 @@ func (s *Service) Eject(e *Endpoint, now time.Time) (out, fresh bool) {
 	}
 	if !other {
 		return false, false
+	}
+	if e.ejected(t) {
+		// Picked before its period began, or as the last resort of a
+		// version all out (inService) which has come back since.
+		return true, false
 	}
 	n := min(e.ejections.Add(1), 6) // 2^5 s > ejectMax
 	d := min(ejectBase<<(n-1), ejectMax)

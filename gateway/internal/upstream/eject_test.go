@@ -134,4 +134,12 @@ func TestRefusalsWithinAPeriodEjectOnce(t *testing.T) {
 	if got := time.Duration(a.ejectedUntil.Load() - monotonic(now)); got != ejectBase {
 		t.Fatalf("six refusals within one period ejected a for %v, want %v", got, ejectBase)
 	}
+	// With every instance of its version out, a refusal is the service's
+	// failure again (Pick takes ejected instances then): the breaker
+	// decides, as for the last instance.
+	b := byID(s, "b")
+	b.ejectedUntil.Store(monotonic(now) + int64(time.Minute))
+	if out, fresh := s.Eject(a, now.Add(10*time.Millisecond)); out || fresh {
+		t.Fatalf("a refusal with every v1 instance out: out %v, fresh %v; want neither", out, fresh)
+	}
 }
