@@ -103,10 +103,13 @@ func partsLogLevel(level string) (string, error) {
 // with one in <data> all three services opened one file beside the
 // directory, and order and payment stopped on a migration "changed after
 // it was applied": user's of the same name was there first.
-func sqliteDataDir(dir string) error {
+//
+// what names where dir came from: the -data flag, or $TMPDIR, in which the
+// default -data is made.
+func sqliteDataDir(what, dir string) error {
 	if strings.Contains(dir, "?") {
-		return fmt.Errorf("-data %q: a ? in it would end the SQLite file name in each service's DATABASE_URL "+
-			"(sqlite://<data>/<service>.db), and all three would share one database outside it; choose a directory without a ?", dir)
+		return fmt.Errorf("%s %q: a ? in it would end the SQLite file name in each service's DATABASE_URL "+
+			"(sqlite://<data>/<service>.db), and all three would share one database outside it; choose a directory without a ?", what, dir)
 	}
 	return nil
 }
@@ -142,7 +145,11 @@ func run() error {
 		return err
 	}
 	if !*native {
-		if err := sqliteDataDir(*dataDir); err != nil {
+		what, dir := "-data", *dataDir
+		if dir == "" {
+			what, dir = "$TMPDIR (where the default -data is made)", os.TempDir()
+		}
+		if err := sqliteDataDir(what, dir); err != nil {
 			return err
 		}
 	}

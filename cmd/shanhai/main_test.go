@@ -414,6 +414,32 @@ func TestDataDirWithAQuestionMarkIsRefused(t *testing.T) {
 	}
 }
 
+// The default -data is a new directory in $TMPDIR, so a ? there splits the
+// services' SQLite file name as a ? in -data does: the run must refuse it
+// before it makes anything, naming $TMPDIR.
+func TestTempDirWithAQuestionMarkIsRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program in a child process")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	tmp := filepath.Join(t.TempDir(), "tmp?1")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	out, err := run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("the run: %v, want exit status 1\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("TMPDIR")) || !bytes.Contains(out, []byte("?")) {
+		t.Fatalf("the run's message names neither $TMPDIR nor the ?:\n%s", out)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) > 0 {
+		t.Fatalf("the refused run left %d entries in %s:\n%s", len(left), tmp, out)
+	}
+}
+
 // The embedded run refused for a PULSAR_URL nothing answers at (one still
 // exported by an earlier eval "$(./scripts/deps.sh env)") has started
 // nothing, so it leaves no temporary data directory behind and points at
