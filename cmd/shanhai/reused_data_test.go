@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -108,38 +106,7 @@ func TestReusedDataAfterAKilledRunRoutesOnlyToThisRun(t *testing.T) {
 	data := t.TempDir()
 	t.Setenv("PULSAR_URL", "")
 	first := asProgram("-port "+strconv.Itoa(freePortBlock(t))+" -data "+data, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
-	var stderr bytes.Buffer
-	first.Stderr = &stderr
-	stdout, err := first.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer first.Process.Kill() // when the test fails before the kill below
-	up := make(chan bool, 1)
-	go func() {
-		found := false
-		for lines := bufio.NewScanner(stdout); lines.Scan(); {
-			if !found && lines.Text() == "Ctrl-C stops everything." {
-				found = true
-				up <- true
-			}
-		}
-		if !found {
-			up <- false
-		}
-	}()
-	select {
-	case ok := <-up:
-		if !ok {
-			_ = first.Wait()
-			t.Fatalf("the first run ended before it was up; stderr:\n%s", stderr.String())
-		}
-	case <-time.After(2 * time.Minute): // hang guard only
-		t.Fatal("the first run was not up within 2 minutes")
-	}
+	startUntilUp(t, first)
 	if err := first.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
