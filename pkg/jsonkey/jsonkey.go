@@ -8,9 +8,11 @@ package jsonkey
 
 import (
 	"bytes"
+	"cmp"
 	"encoding"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -291,61 +293,142 @@ func (f fields) lookup(key string) (string, reflect.Type) {
 
 var fieldCache sync.Map // reflect.Type → fields
 
-// structFields returns the JSON fields of struct type t, embedded structs'
-// promoted as encoding/json promotes them (a shallower field wins).
+// structFields returns the JSON fields of struct type t as encoding/json
+// finds them: embedded structs' fields promoted breadth first, each type
+// expanded once, at its shallowest depth; of fields named alike the
+// shallowest wins, at one depth the only tagged one, else none (two
+// embedded structs' fields of one name cancel out, and a key of that name
+// is matched by folding to another field, as encoding/json does).
 func structFields(t reflect.Type) fields {
 	if f, ok := fieldCache.Load(t); ok {
 		return f.(fields)
 	}
-	f := fields{exact: map[string]reflect.Type{}, folded: map[string]string{}}
-	depth := map[string]int{}
-	var order []string // names in field order: the first of two that fold equal is the one a folded key sets
-	var walk func(t reflect.Type, d int, seen map[reflect.Type]bool)
-	walk = func(t reflect.Type, d int, seen map[reflect.Type]bool) {
-		if seen[t] {
-			return
-		}
-		seen[t] = true
-		for i := range t.NumField() {
-			sf := t.Field(i)
-			tag := sf.Tag.Get("json")
-			if tag == "-" {
+	type candidate struct {
+		name   string
+		index  []int // the path of field indexes from t, in field order
+		typ    reflect.Type
+		tagged bool
+	}
+	type level struct {
+		typ   reflect.Type
+		index []int
+	}
+	var cands []candidate
+	next := []level{{typ: t}}
+	var count map[reflect.Type]int // how often each type of the current depth is embedded there
+	nextCount := map[reflect.Type]int{t: 1}
+	visited := map[reflect.Type]bool{}
+	for len(next) > 0 {
+		current := next
+		next, count, nextCount = nil, nextCount, map[reflect.Type]int{}
+		for _, l := range current {
+			if visited[l.typ] {
 				continue
 			}
-			name, _, _ := strings.Cut(tag, ",")
-			ft := sf.Type
-			if sf.Anonymous && name == "" {
-				et := ft
-				if et.Kind() == reflect.Pointer {
-					et = et.Elem()
-				}
-				if et.Kind() == reflect.Struct {
-					walk(et, d+1, seen)
+			visited[l.typ] = true
+			for i := range l.typ.NumField() {
+				sf := l.typ.Field(i)
+				if sf.Anonymous {
+					et := sf.Type
+					if et.Kind() == reflect.Pointer {
+						et = et.Elem()
+					}
+					if !sf.IsExported() && et.Kind() != reflect.Struct {
+						continue
+					}
+				} else if !sf.IsExported() {
 					continue
 				}
+				tag := sf.Tag.Get("json")
+				if tag == "-" {
+					continue
+				}
+				name, _, _ := strings.Cut(tag, ",")
+				if !validTag(name) {
+					name = ""
+				}
+				index := append(append([]int(nil), l.index...), i)
+				ft := sf.Type
+				if ft.Name() == "" && ft.Kind() == reflect.Pointer {
+					ft = ft.Elem()
+				}
+				if name != "" || !sf.Anonymous || ft.Kind() != reflect.Struct {
+					c := candidate{name: name, index: index, typ: sf.Type, tagged: name != ""}
+					if c.name == "" {
+						c.name = sf.Name
+					}
+					cands = append(cands, c)
+					if count[l.typ] > 1 {
+						// The type is embedded twice at this depth: its
+						// fields are named twice, and cancel out.
+						cands = append(cands, c)
+					}
+					continue
+				}
+				nextCount[ft]++
+				if nextCount[ft] == 1 {
+					next = append(next, level{typ: ft, index: index})
+				}
 			}
-			if !sf.IsExported() {
-				continue
-			}
-			if name == "" {
-				name = sf.Name
-			}
-			if prev, ok := depth[name]; ok && prev <= d {
-				continue
-			}
-			depth[name] = d
-			f.exact[name] = ft
-			order = append(order, name)
 		}
 	}
-	walk(t, 0, map[reflect.Type]bool{})
-	for _, name := range order {
-		if _, ok := f.folded[foldKey(name)]; !ok {
-			f.folded[foldKey(name)] = name
+	// The dominant field of each name: the shallowest, and at one depth
+	// the only tagged one; none when that is not one field.
+	slices.SortStableFunc(cands, func(a, b candidate) int {
+		return cmp.Or(strings.Compare(a.name, b.name), cmp.Compare(len(a.index), len(b.index)))
+	})
+	var kept []candidate
+	for i := 0; i < len(cands); {
+		j := i + 1
+		for j < len(cands) && cands[j].name == cands[i].name {
+			j++
+		}
+		group := cands[i:j]
+		i = j
+		top := group[:1]
+		for len(top) < len(group) && len(group[len(top)].index) == len(group[0].index) {
+			top = group[:len(top)+1]
+		}
+		if len(top) == 1 {
+			kept = append(kept, top[0])
+			continue
+		}
+		var tagged []candidate
+		for _, c := range top {
+			if c.tagged {
+				tagged = append(tagged, c)
+			}
+		}
+		if len(tagged) == 1 {
+			kept = append(kept, tagged[0])
+		}
+	}
+	// In field order, the first of two names that fold equal is the one a
+	// folded key sets.
+	slices.SortFunc(kept, func(a, b candidate) int { return slices.Compare(a.index, b.index) })
+	f := fields{exact: map[string]reflect.Type{}, folded: map[string]string{}}
+	for _, c := range kept {
+		f.exact[c.name] = c.typ
+		if _, ok := f.folded[foldKey(c.name)]; !ok {
+			f.folded[foldKey(c.name)] = c.name
 		}
 	}
 	v, _ := fieldCache.LoadOrStore(t, f)
 	return v.(fields)
+}
+
+// validTag reports whether encoding/json takes name from a json tag as the
+// field's name; it names the field by its Go name otherwise.
+func validTag(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range name {
+		if !strings.ContainsRune("!#$%&()*+-./:;<=>?@[]^_{|}~ ", c) && !unicode.IsLetter(c) && !unicode.IsDigit(c) {
+			return false
+		}
+	}
+	return true
 }
 
 // foldKey maps every rune of s to the smallest rune of its Unicode simple

@@ -147,3 +147,52 @@ func TestDeepNestingCostsLinearMemory(t *testing.T) {
 		}
 	}
 }
+
+// Two embedded structs with a field of one name at one depth cancel out in
+// encoding/json (unless one of them is tagged), so a key of that name is
+// matched by folding to another field, which a key named exactly also sets:
+// one field from two keys, which Duplicate must find as encoding/json does.
+// The structs are made by reflect.StructOf: go vet refuses a struct whose
+// embedded fields repeat a tag, which is what this is about.
+type (
+	ConflictA struct {
+		X string `json:"ID"`
+	}
+	ConflictB struct {
+		Y string `json:"ID"`
+	}
+	PlainName  struct{ Name string }
+	TaggedName struct {
+		Other string `json:"Name"`
+	}
+)
+
+func TestDuplicateFindsTheFieldEncodingJSONSets(t *testing.T) {
+	embed := func(v any) reflect.StructField {
+		typ := reflect.TypeOf(v)
+		return reflect.StructField{Name: typ.Name(), Type: typ, Anonymous: true}
+	}
+	str := reflect.TypeFor[string]()
+	for _, tc := range []struct {
+		in    string
+		t     reflect.Type
+		field []int // the field both keys set, if encoding/json takes them for one
+	}{
+		// "ID" names no field (A's and B's cancel out): it folds to Id.
+		{`{"Id":"first","ID":"last"}`, reflect.StructOf([]reflect.StructField{embed(ConflictA{}), embed(ConflictB{}),
+			{Name: "ID", Type: str, Tag: `json:"Id"`}}), []int{2}},
+		// TaggedName's Name wins over PlainName's; "name" folds to it,
+		// not to NAME.
+		{`{"Name":"first","name":"last"}`, reflect.StructOf([]reflect.StructField{embed(PlainName{}), embed(TaggedName{}),
+			{Name: "NAME", Type: str, Tag: `json:"NAME"`}}), []int{1, 0}},
+	} {
+		v := reflect.New(tc.t)
+		if err := json.Unmarshal([]byte(tc.in), v.Interface()); err != nil {
+			t.Fatal(err)
+		}
+		oneField := v.Elem().FieldByIndex(tc.field).String() == "last"
+		if dup := jsonkey.Duplicate([]byte(tc.in), tc.t) != ""; dup != oneField {
+			t.Errorf("%s: Duplicate says one key: %v; encoding/json set one field from both: %v", tc.in, dup, oneField)
+		}
+	}
+}
