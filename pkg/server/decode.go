@@ -12,12 +12,14 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"github.com/gin-gonic/gin/binding"
 	"github.com/go-playground/validator/v10"
 
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
+	"github.com/shanhai-dev/shanhai/pkg/jsonkey"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
 )
 
@@ -73,9 +75,13 @@ func DecodeJSONLimit(c *gin.Context, dst any, limit int64) bool {
 		problem.Abort(c, http.StatusBadRequest, "unexpected data after the JSON value")
 		return false
 	}
-	if path := duplicateKey(data, reflect.TypeOf(dst)); path != "" {
+	// A body with "email" twice means one thing here (encoding/json keeps the
+	// last, matching keys case-folded into t's fields) and another to anything
+	// that read it on the way and kept the first: refused, as every JSON the
+	// platform reads is (jsonkey.Duplicate).
+	if path := jsonkey.Duplicate(data, reflect.TypeOf(dst)); path != "" {
 		problem.Abort(c, http.StatusBadRequest, "a field appears more than once",
-			problem.FieldError{Field: path, Detail: "appears more than once in its object"})
+			problem.FieldError{Field: cutPath(path), Detail: "appears more than once in its object"})
 		return false
 	}
 	useJSONNames()
@@ -265,4 +271,22 @@ func ruleText(fe validator.FieldError) string {
 		return fmt.Sprintf("must satisfy %s=%s", fe.Tag(), p)
 	}
 	return "must satisfy " + fe.Tag()
+}
+
+// maxQuotedPath bounds the path a problem quotes back: a key may be as long
+// as the body limit allows, and the whole of it went back to the client and
+// into every log that records problems.
+const maxQuotedPath = 80
+
+// cutPath is path cut to maxQuotedPath bytes, at a rune boundary, marked with
+// an ellipsis when cut.
+func cutPath(path string) string {
+	if len(path) <= maxQuotedPath {
+		return path
+	}
+	cut := maxQuotedPath
+	for cut > 0 && !utf8.RuneStart(path[cut]) {
+		cut--
+	}
+	return path[:cut] + "…"
 }

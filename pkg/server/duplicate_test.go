@@ -3,53 +3,11 @@ package server
 import (
 	"encoding/json"
 	"net/http"
-	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/gin-gonic/gin"
 )
-
-// Types whose fields the keys below name: in an object that fills a struct,
-// keys are compared as encoding/json matches them to fields, case-folded.
-type (
-	dupX      struct{ X int }
-	dupNested struct {
-		A struct {
-			B [][]dupX `json:"b"`
-		} `json:"a"`
-	}
-	dupKelvin struct{ Kelvin int }
-	dupBoth   struct {
-		Lower int `json:"id"`
-		Upper int `json:"ID"`
-	}
-)
-
-func TestDuplicateKey(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		t    reflect.Type // what in decodes into; nil: nothing known, keys compared as they are
-		want string
-	}{
-		{`{"a":1,"b":2}`, nil, ""},
-		{`{"a":[{"k":1},{"k":2}],"b":{"k":1},"k":3}`, nil, ""}, // one key in many objects
-		{`{"a":{"k":1},"a":2}`, nil, "a"},
-		{`{"a":{"b":[[{"x":1,"X":2}]]}}`, reflect.TypeFor[dupNested](), "a.b[0][0].X"},
-		{`{"a":{"b":[[{"x":1,"X":2}]]}}`, nil, ""}, // into an any: a map with both keys
-		{`[{"k":1},{"k":1,"k":2}]`, nil, "[1].k"},
-		{`{"Kelvin":1,"\u212aelvin":2}`, reflect.TypeFor[*dupKelvin](), "\u212aelvin"}, // encoding/json folds the Kelvin sign to K
-		{`{"id":1,"ID":2}`, reflect.TypeFor[dupBoth](), ""},                            // two fields, each named exactly
-		{`{"id":1,"Id":2}`, reflect.TypeFor[dupBoth](), "Id"},                          // Id sets the first that folds equal
-		{`{"a":1,"\u0061":2}`, nil, "\u0061"},                                          // equal once unescaped
-		{`{"s":"{\"a\":1,\"a\":2}"}`, nil, ""},                                         // a string is not an object
-		{`"scalar"`, nil, ""},
-	} {
-		if got := duplicateKey([]byte(tc.in), tc.t); got != tc.want {
-			t.Errorf("duplicateKey(%s, %v) = %q, want %q", tc.in, tc.t, got, tc.want)
-		}
-	}
-}
 
 // labelled holds what a key's case does not select a field of: a map's keys,
 // and objects decoded into any or kept raw, where "env" and "ENV" are two
@@ -109,5 +67,32 @@ func TestDecodeJSONKeepsKeysThatDifferOnlyInCase(t *testing.T) {
 		if d := decodeProblem(t, w); len(d.Errors) != 1 || d.Errors[0].Field != tc.wantField {
 			t.Errorf("%s: fields %+v, want %s", tc.body, d.Errors, tc.wantField)
 		}
+	}
+}
+
+// TestDuplicateKeyIsQuotedShort: the 400 names the repeated key's path, but
+// a key may be as long as the body limit allows, and the problem quoted it
+// whole: a megabyte sent back for a megabyte received, and into every log
+// that records problems. It is cut, as event.Decode cuts it.
+func TestDuplicateKeyIsQuotedShort(t *testing.T) {
+	s, _ := newTestServer(t, Options{})
+	s.Router().POST("/l", func(c *gin.Context) {
+		var decoded labelled
+		if DecodeJSON(c, &decoded) {
+			c.Status(http.StatusOK)
+		}
+	})
+	key := strings.Repeat("k", 100_000)
+	body := `{"meta":{"` + key + `":1,"` + key + `":2}}`
+	w := do(s.Handler(), http.MethodPost, "/l", strings.NewReader(body), "Content-Type", "application/json")
+	if w.Code != http.StatusBadRequest {
+		t.Fatalf("status %d, want 400", w.Code)
+	}
+	d := decodeProblem(t, w)
+	if len(d.Errors) != 1 || !strings.HasPrefix(d.Errors[0].Field, "meta.kkk") || len(d.Errors[0].Field) > maxQuotedPath+len("…") {
+		t.Fatalf("problem field of %d bytes (%.40q…), want the path cut to %d bytes", len(d.Errors[0].Field), d.Errors[0].Field, maxQuotedPath)
+	}
+	if w.Body.Len() > 4096 {
+		t.Errorf("a %d-byte problem body for a repeated key", w.Body.Len())
 	}
 }
