@@ -26,20 +26,7 @@ import (
 // Once the client reads, the rest are answered, in order.
 func TestClientNotReadingGetsNoMoreAnswers(t *testing.T) {
 	const n, size = 40, 1 << 20
-	var hits atomic.Int64
-	body := strings.Repeat("x", size)
-	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
-		hits.Add(1)
-		upstreamtest.OK(w, body)
-	})
-	addr, _, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c, _, hits := bigAnswers(t, size)
 	var raw strings.Builder
 	for i := range n {
 		fmt.Fprintf(&raw, "GET /api/v1/orders/%d HTTP/1.1\r\nHost: gw\r\n\r\n", i)
@@ -76,20 +63,7 @@ func TestClientNotReadingGetsNoMoreAnswers(t *testing.T) {
 // what is still in its buffer on close: the client read a cut body.
 func TestClosingAnswerBiggerThanTheSocketTakesArrivesWhole(t *testing.T) {
 	const size = 8 << 20 // more than loopback's socket buffers hold
-	var hits atomic.Int64
-	body := strings.Repeat("x", size)
-	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
-		hits.Add(1)
-		upstreamtest.OK(w, body)
-	})
-	addr, _, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c, _, hits := bigAnswers(t, size)
 	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -118,20 +92,7 @@ func TestClosingAnswerBiggerThanTheSocketTakesArrivesWhole(t *testing.T) {
 // request behind it (waiting for that answer to leave) was never answered.
 func TestDrainWritesOutTheAnswersOfAClientSlowToRead(t *testing.T) {
 	const size = 4 << 20
-	var hits atomic.Int64
-	body := strings.Repeat("x", size)
-	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
-		hits.Add(1)
-		upstreamtest.OK(w, body)
-	})
-	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c, s, hits := bigAnswers(t, size)
 	raw := "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\nGET /api/v1/orders/2 HTTP/1.1\r\nHost: gw\r\n\r\n"
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
@@ -173,4 +134,28 @@ func TestDrainWritesOutTheAnswersOfAClientSlowToRead(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
+}
+
+// bigAnswers serves the order route (one loop, a 10 s route timeout: these
+// tests move megabytes per request, which a loaded machine under -race may
+// take more than the usual 300 ms to proxy) from an upstream answering every
+// request with size bytes, and returns a client connection to it with a 20 s
+// deadline, the server, and the upstream's request count.
+func bigAnswers(t *testing.T, size int) (net.Conn, *Server, *atomic.Int64) {
+	t.Helper()
+	hits := new(atomic.Int64)
+	body := strings.Repeat("x", size)
+	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
+		hits.Add(1)
+		upstreamtest.OK(w, body)
+	})
+	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c, s, hits
 }
