@@ -32,10 +32,14 @@ func (d *Deliveries) Handle(_ context.Context, r slog.Record) error {
 }
 
 // FollowedBackOff fails t unless the messages logged are want, in order, one
-// per delivery, and the gaps between them follow backOff: each at least (most
-// of) its step, for on a loaded machine deliveries come late, never early;
-// the whole within a loose upper bound, which a nak with a delay besides the
-// back-off exceeds several times over.
+// per delivery, and the gaps between them follow backOff: each at least half
+// its step, the whole within a loose upper bound, which a nak with a delay
+// besides the back-off exceeds several times over. Half, not all: a delivery
+// is timed when its handler logs, after its database work, so a gap is the
+// step plus the next delivery's lag less the one before's, and on a loaded
+// machine one late log shortens the next gap (148.9 ms for a 200 ms step
+// under -race at load 15–18, 1 run in 40). A plain nak comes back in a few
+// milliseconds: half a step still tells it apart.
 func (d *Deliveries) FollowedBackOff(t testing.TB, want []string, backOff []time.Duration) {
 	t.Helper()
 	d.mu.Lock()
@@ -48,7 +52,7 @@ func (d *Deliveries) FollowedBackOff(t testing.TB, want []string, backOff []time
 	for i := 1; i < len(d.at); i++ {
 		gap, step := d.at[i].Sub(d.at[i-1]), backOff[min(i-1, len(backOff)-1)]
 		gaps, schedule = append(gaps, gap), schedule+step
-		if gap < step*3/4 {
+		if gap < step/2 {
 			t.Errorf("delivery %d came %v after delivery %d, want the back-off step %v", i+1, gap, i, step)
 		}
 	}
