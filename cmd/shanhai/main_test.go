@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -483,6 +484,14 @@ func TestHangUpStopsTheRunAsCtrlCDoes(t *testing.T) {
 		t.Skip("starts the embedded platform in a child process")
 	}
 	t.Parallel() // waits on its child process; see parallelNote
+	// The run catches SIGHUP only if it was not ignored when it started (so
+	// that nohup works), and a child inherits an ignored signal: under a
+	// test binary started by nohup, as a CI job may be, the run would start
+	// with SIGHUP ignored and rightly go on. A signal this process catches
+	// is reset to its default in a child, so the run starts as from a
+	// terminal; Reset gives this process back its own disposition after.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGHUP)
 	tmp := t.TempDir()
 	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
 	out, stderr := startUntilUp(t, run)
