@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,6 +100,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	targets := c.a.Targets()
 	exe := map[int]string{}
 	for _, t := range targets {
+		t.Exe = labelValue(t.Exe)
 		exe[t.PID] = t.Exe
 		probes := ""
 		for i, p := range t.Probes {
@@ -109,7 +111,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descTarget, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe, probes)
 		for probe, why := range t.Unprobed {
-			ch <- prometheus.MustNewConstMetric(descUnprobed, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe, probe, why)
+			ch <- prometheus.MustNewConstMetric(descUnprobed, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe, probe, labelValue(why))
 		}
 	}
 	s, err := c.a.Snapshot()
@@ -327,6 +329,12 @@ func sumPerCPUAt(m *ebpf.Map, key uint32) (uint64, error) {
 	}
 	return n, nil
 }
+
+// labelValue is s as a label value: Prometheus refuses one that is not valid UTF-8, and the refusal of one metric
+// fails the whole scrape (promhttp answers 500). What the agent exports comes from outside it: an executable's path is
+// whatever bytes its directories are named with (any user can start a process that matches a target by name), and a
+// reason may quote it. Invalid bytes become U+FFFD.
+func labelValue(s string) string { return strings.ToValidUTF8(s, "\uFFFD") }
 
 // statusLabels are the status and status_class labels of a server request's Status.
 func statusLabels(status int) (string, string) {
