@@ -232,7 +232,7 @@ func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 // parseTime reads an RFC 3339 timestamp. RFC 3339 (section 5.6) also allows a lower-case "t" and "z", which
 // time.Parse refuses; nothing else in the format is a letter, so upper-casing those two is exact.
 func parseTime(ts string) (time.Time, error) {
-	return time.Parse(time.RFC3339Nano, strings.Map(func(r rune) rune {
+	ts = strings.Map(func(r rune) rune {
 		switch r {
 		case 't':
 			return 'T'
@@ -240,8 +240,50 @@ func parseTime(ts string) (time.Time, error) {
 			return 'Z'
 		}
 		return r
-	}, ts))
+	}, ts)
+	if !rfc3339Form(ts) {
+		return time.Time{}, errors.New("not in RFC 3339's form")
+	}
+	return time.Parse(time.RFC3339Nano, ts)
 }
+
+// rfc3339Form reports whether ts is laid out as RFC 3339's date-time, with an offset of at most 23:59. time.Parse
+// alone does not hold to that: when its strict RFC 3339 reading fails it reads ts with its general layout reader,
+// which takes a one-digit hour, a comma before the fraction and an offset of 24 hours or of 60 minutes and more
+// (+01:60 as +02:00), none of which other CloudEvents readers accept. The ranges of the date and time fields are
+// left to time.Parse, which checks them.
+func rfc3339Form(ts string) bool {
+	const layout = "dddd-dd-ddTdd:dd:dd" // d: a digit; anything else stands for itself
+	if len(ts) < len(layout) {
+		return false
+	}
+	for i := 0; i < len(layout); i++ {
+		if c := ts[i]; layout[i] == 'd' && !isDigit(c) || layout[i] != 'd' && c != layout[i] {
+			return false
+		}
+	}
+	rest := ts[len(layout):]
+	if rest != "" && rest[0] == '.' {
+		n := 1
+		for n < len(rest) && isDigit(rest[n]) {
+			n++
+		}
+		if n == 1 {
+			return false
+		}
+		rest = rest[n:]
+	}
+	if rest == "Z" {
+		return true
+	}
+	if len(rest) != 6 || rest[0] != '+' && rest[0] != '-' || rest[3] != ':' ||
+		!isDigit(rest[1]) || !isDigit(rest[2]) || !isDigit(rest[4]) || !isDigit(rest[5]) {
+		return false
+	}
+	return rest[1:3] <= "23" && rest[4:6] <= "59"
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // isJSON accepts "application/json" with optional parameters such as "; charset=utf-8".
 func isJSON(ct string) bool {

@@ -237,3 +237,38 @@ func TestDecodeRefusesAKeyTwice(t *testing.T) {
 		t.Errorf("long key: err of %d bytes: %.200v", len(fmt.Sprint(err)), err)
 	}
 }
+
+// TestFromHeadersRefusesTimesOutsideRFC3339: time.Parse, asked for RFC 3339, falls back to its general layout reader
+// when the strict reading fails, and that one takes what RFC 3339 (section 5.6) has no room for: a one-digit hour, a
+// comma before the fraction, an offset of 24 hours or of 60 minutes and more (+01:60 read as +02:00). The bridge then
+// carried such an event as valid to consumers whose CloudEvents SDKs refuse it; it is poison, named as ce_time.
+func TestFromHeadersRefusesTimesOutsideRFC3339(t *testing.T) {
+	h := func(ts string) map[string]string {
+		return map[string]string{
+			"ce_specversion": "1.0", "ce_id": "id-1", "ce_type": "order.created", "ce_source": "/services/order", "ce_time": ts,
+		}
+	}
+	for _, ts := range []string{
+		"2026-01-02T3:04:05Z", "2026-01-02T03:04:05,6Z", "2026-01-02T03:04:05+24:00", "2026-01-02T03:04:05+01:60",
+		"2026-01-02T03:04:05-00:99",
+	} {
+		_, err := event.FromHeaders(h(ts), []byte(`{}`))
+		var ae *event.AttributeError
+		if !errors.As(err, &ae) || ae.Name != event.HeaderTime {
+			t.Errorf("ce_time %q: err %v; want an AttributeError naming ce_time", ts, err)
+		}
+	}
+	// The edges RFC 3339 does allow.
+	for ts, want := range map[string]time.Time{
+		"2026-01-02T03:04:05.123456789Z":    time.Date(2026, 1, 2, 3, 4, 5, 123456789, time.UTC),
+		"2026-01-02T03:04:05.5-23:59":       time.Date(2026, 1, 3, 3, 3, 5, 500_000_000, time.UTC),
+		"2026-01-02T03:04:05+23:59":         time.Date(2026, 1, 1, 3, 5, 5, 0, time.UTC),
+		"2026-01-02T03:04:05-00:00":         time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+		"2026-01-02t03:04:05.000000000001z": time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
+	} {
+		e, err := event.FromHeaders(h(ts), []byte(`{}`))
+		if err != nil || !e.Time.Equal(want) {
+			t.Errorf("ce_time %q: %v, %v; want %v", ts, e.Time, err, want)
+		}
+	}
+}
