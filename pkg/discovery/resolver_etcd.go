@@ -122,8 +122,8 @@ func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
 			backoff = 100 * time.Millisecond
 		}
 		// The watch ended without ctx ending: compaction, etcd's revision
-		// went back, or the client gave up. Re-list (keeping the old
-		// snapshot until that succeeds).
+		// went back, its member lost the leader, or the client gave up.
+		// Re-list (keeping the old snapshot until that succeeds).
 		for ctx.Err() == nil {
 			select {
 			case <-ctx.Done():

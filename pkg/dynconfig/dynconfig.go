@@ -144,7 +144,8 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 		var wentBack bool
 		rev, wentBack = v.follow(ctx, cli, rev, probe.C, every)
 		renew = renew || wentBack
-		// Compacted, etcd's revision went back, or the client gave up: re-read, then watch from there.
+		// Compacted, etcd's revision went back, its member lost the leader, or the client gave up: re-read, then
+		// watch from there.
 		select {
 		case <-ctx.Done():
 			return

@@ -6,6 +6,13 @@
 // Follow therefore reads etcd's revision on every probe tick and ends the watch when it is below one already seen;
 // the caller re-reads what it follows. What a caller does with the events, and how it re-reads, stays its own.
 //
+// Every watch requires a leader (clientv3.WithRequireLeader). Without it, a member partitioned from the rest of a
+// multi-member cluster keeps the watch open and sends nothing, with no error, and the probe's reads failing there
+// say nothing either: the gateway's routing table and every dynamic setting would go stale while everything looked
+// healthy. With it, etcd ends the watch with ErrNoLeader once its member has had no leader for three election
+// timeouts (and refuses a new one at once while it has none, as a restarted etcd may for a moment), Follow returns
+// that error, and the caller lists or reads again before it watches anew: the error it logs says why.
+//
 // It also holds the one bound on a start's first etcd call (StartTimeout, AtStart), which the resolver, dynconfig
 // and pkg/server/discoverable's lease and registration share.
 package etcdwatch
@@ -38,7 +45,8 @@ type End struct {
 // nothing (etcd may be away, and the watch resumes by itself when it is back). The watch ends when Follow returns.
 func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, probe <-chan time.Time, period time.Duration,
 	handle func(clientv3.WatchResponse), opts ...clientv3.OpOption) End {
-	wctx, cancel := context.WithCancel(ctx)
+	// WithRequireLeader: etcd ends the watch with ErrNoLeader once its member has lost the leader (package doc).
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel() // ends the watch when a probe gives it up
 	end := End{Next: rev}
 	wch := cli.Watch(wctx, key, append(opts[:len(opts):len(opts)], clientv3.WithRev(rev))...)
