@@ -133,6 +133,11 @@ static __always_inline __u32 call_mix(__u64 v, __u32 bits) {
 	return (__u32)((v * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
 }
 
+// call_read_method puts the method of the *net/http.Request in the cookie's request register into out (8 bytes, zero
+// padded) as the server probe labels it (std_method: the nine standard methods, else OTHER): a reverse proxy passes
+// on the method its own client sent, so the raw token let any client make up label values, fill the series maps and
+// crowd the target's real calls out (TestClientMethodsOutsideTheStandardNineAreOther). An empty Method is the GET
+// net/http sends. Calls without a request (the other ops) keep zeros.
 static __always_inline void call_read_method(struct pt_regs *ctx, __u64 cookie, char *out) {
 	*(__u64 *)out = 0;
 	__u32 req_reg = (cookie >> 16) & 0xf;
@@ -143,10 +148,18 @@ static __always_inline void call_read_method(struct pt_regs *ctx, __u64 cookie, 
 		const char *ptr;
 		__u64 len;
 	} m = {};
-	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr) {
-		__u64 n = m.len < CALL_METHOD_LEN - 1 ? m.len : CALL_METHOD_LEN - 1;
-		bpf_probe_read_user(out, n & (CALL_METHOD_LEN - 1), m.ptr);
+	__u64 v = 0;
+	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.len == 0) {
+		*(__u64 *)out = LE4('G', 'E', 'T', 0);
+		return;
 	}
+	// Every standard method is 3 to 7 bytes long: a longer token is OTHER without reading it.
+	if (m.ptr && m.len >= 3 && m.len < CALL_METHOD_LEN &&
+	    bpf_probe_read_user(&v, m.len & (CALL_METHOD_LEN - 1), m.ptr) == 0) {
+		*(__u64 *)out = std_method(v);
+		return;
+	}
+	*(__u64 *)out = METHOD_OTHER;
 }
 
 // go_stack_hi reads g.stack.hi (struct g begins with stack{lo, hi}, unchanged since Go 1.0); 0 when unreadable.

@@ -154,6 +154,23 @@ static __always_inline struct lat_hist *lat_hist_of(void *map, const void *key, 
 	return bpf_map_lookup_elem(map, key);
 }
 
+#define LE4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
+#define LE8(a, b, c, d, e, f, g, h) (LE4(a, b, c, d) | LE4(e, f, g, h) << 32)
+#define METHOD_OTHER LE8('O', 'T', 'H', 'E', 'R', 0, 0, 0)
+
+// std_method is an HTTP method's label: v holds the method's 3 to 7 bytes, zero padded (so whole-word equality also
+// checks the length); one of the nine standard methods is itself, anything else OTHER. A method is a token its
+// sender chose (a server's client, or the client a reverse proxy passes it on from), so passing it through would let
+// anyone make up label values, fill the series maps and crowd real requests and calls out.
+static __always_inline __u64 std_method(__u64 v) {
+	if (v == LE4('G', 'E', 'T', 0) || v == LE4('P', 'O', 'S', 'T') || v == LE4('P', 'U', 'T', 0) ||
+	    v == LE8('D', 'E', 'L', 'E', 'T', 'E', 0, 0) || v == LE4('H', 'E', 'A', 'D') ||
+	    v == LE8('P', 'A', 'T', 'C', 'H', 0, 0, 0) || v == LE8('O', 'P', 'T', 'I', 'O', 'N', 'S', 0) ||
+	    v == LE8('C', 'O', 'N', 'N', 'E', 'C', 'T', 0) || v == LE8('T', 'R', 'A', 'C', 'E', 0, 0, 0))
+		return v;
+	return METHOD_OTHER;
+}
+
 // go_iface_nonnil reports whether a Go interface value (itab, data) passed in registers is non-nil: an error result.
 #define go_iface_nonnil(itab) ((itab) != 0)
 

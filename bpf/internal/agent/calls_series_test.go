@@ -217,3 +217,41 @@ func onlyBin(t *testing.T, a *Agent) *binProbes {
 	}
 	return only
 }
+
+// TestClientMethodsOutsideTheStandardNineAreOther: the HTTP client probe's method label was the first 7 bytes of
+// whatever the target put in Request.Method. A reverse proxy passes on the method its own client sent, so any client
+// of such a target made up label values: 6000 made-up methods filled the probe's series maps, and the target's real
+// calls after them were dropped (GET 404: 0 of 20), as the server probe's were before 9cd834e. As the server probe,
+// the client probe counts the nine standard methods by name and anything else as OTHER; an empty Method is the GET
+// net/http sends.
+func TestClientMethodsOutsideTheStandardNineAreOther(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	server := startTarget(t, buildTarget(t, false)) // answers the calls; the agent probes only its own copy
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgent(t, bin)
+	a.Scan()
+	tg := startTarget(t, bin)
+	a.Scan()
+	c := &http.Client{}
+	call := func(query string, status, n int) {
+		u := url.QueryEscape(server.base + "/work?status=" + strconv.Itoa(status))
+		got := strings.TrimSpace(tg.get(t, c, "GET", "/call?n="+strconv.Itoa(n)+"&url="+u+query))
+		if want := fmt.Sprintf(`{"%d":%d}`, status, n); got != want {
+			t.Fatalf("/call%s: the target got %s, want %s", query, got, want)
+		}
+	}
+	call("&method=M&distinct=1", 200, 6000) // M0 ... M5999
+	call("&method=get", 202, 2)             // methods are case-sensitive: not GET
+	call("&method=", 204, 3)
+	call("&method=PATCH", 205, 4)
+	call("", 404, 20)
+	want := map[string]uint64{
+		callSeries(tg.pid, "OTHER", 200, false): 6000,
+		callSeries(tg.pid, "OTHER", 202, false): 2,
+		callSeries(tg.pid, "GET", 204, false):   3,
+		callSeries(tg.pid, "PATCH", 205, false): 4,
+		callSeries(tg.pid, "GET", 404, false):   20,
+	}
+	eventually(t, func() (bool, string) { return callCountsAre(a, want) })
+}

@@ -162,14 +162,11 @@ static __always_inline __u32 mix64(__u64 v, __u32 bits) {
 	return (__u32)((v * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
 }
 
-#define LE4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
-#define LE8(a, b, c, d, e, f, g, h) (LE4(a, b, c, d) | LE4(e, f, g, h) << 32)
-
 // read_method puts the request's method into out (8 bytes, zero padded): one of the nine standard methods, or OTHER
-// for anything else. The method is the token the client sent, so passing it through would let any client make up
-// label values, fill the series maps and crowd real requests out (the socket probe counts only these nine too).
-// It is read when ServeHTTP returns, so a handler that rewrites r.Method in place (a method-override middleware) is
-// counted under the method it set, as the application's own middleware after it would count it.
+// for anything else (std_method: the token is the client's, which would otherwise make up label values; the socket
+// probe counts only these nine too). It is read when ServeHTTP returns, so a handler that rewrites r.Method in place
+// (a method-override middleware) is counted under the method it set, as the application's own middleware after it
+// would count it.
 static __always_inline void read_method(void *req, char *out) {
 	struct {
 		const char *ptr;
@@ -179,16 +176,10 @@ static __always_inline void read_method(void *req, char *out) {
 	// Every standard method is 3 to 7 bytes long: a longer token is OTHER without reading it.
 	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr && m.len >= 3 &&
 	    m.len < METHOD_LEN && bpf_probe_read_user(&v, m.len & (METHOD_LEN - 1), m.ptr) == 0) {
-		// v holds exactly len bytes, zero padded, so whole-word equality also checks the length.
-		if (v == LE4('G', 'E', 'T', 0) || v == LE4('P', 'O', 'S', 'T') || v == LE4('P', 'U', 'T', 0) ||
-		    v == LE8('D', 'E', 'L', 'E', 'T', 'E', 0, 0) || v == LE4('H', 'E', 'A', 'D') ||
-		    v == LE8('P', 'A', 'T', 'C', 'H', 0, 0, 0) || v == LE8('O', 'P', 'T', 'I', 'O', 'N', 'S', 0) ||
-		    v == LE8('C', 'O', 'N', 'N', 'E', 'C', 'T', 0) || v == LE8('T', 'R', 'A', 'C', 'E', 0, 0, 0)) {
-			*(__u64 *)out = v;
-			return;
-		}
+		*(__u64 *)out = std_method(v);
+		return;
 	}
-	*(__u64 *)out = LE8('O', 'T', 'H', 'E', 'R', 0, 0, 0);
+	*(__u64 *)out = METHOD_OTHER;
 }
 
 // serverHandler.ServeHTTP(sh serverHandler{srv}, rw ResponseWriter{itab,data}, req *Request): rw's itab is RBX, its

@@ -144,12 +144,26 @@ func main() {
 			c.Close()
 		}
 	})
-	// /call?url=U&n=N makes N GET requests with net/http's client and reports the statuses it got.
+	// /call?url=U&n=N makes N GET requests with net/http's client and reports the statuses it got. With method=M
+	// each request's Method is set to M as it is (empty included: net/http sends GET), as a reverse proxy passes on
+	// the method its client sent; with distinct=1 the i-th request's is M followed by i.
 	client := &http.Client{Timeout: 10 * time.Second}
 	mux.HandleFunc("/call", func(w http.ResponseWriter, r *http.Request) {
 		got := map[int]int{}
-		for range intParam(r, "n", 1) {
-			resp, err := client.Get(r.URL.Query().Get("url"))
+		q := r.URL.Query()
+		for i := range intParam(r, "n", 1) {
+			req, err := http.NewRequest(http.MethodGet, q.Get("url"), nil)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			if q.Has("method") {
+				req.Method = q.Get("method")
+				if q.Get("distinct") == "1" {
+					req.Method += strconv.Itoa(i)
+				}
+			}
+			resp, err := client.Do(req)
 			if err != nil {
 				got[0]++
 				continue
