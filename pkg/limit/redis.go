@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"math/bits"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -33,9 +34,10 @@ const instrumentation = "github.com/shanhai-dev/shanhai/pkg/limit"
 // Redis under noeviction refuses the write, or READONLY), and
 // tries Redis again after a short cool-down with one probing request at a
 // time, so an outage does not make every request wait for a dial timeout.
-// A key that holds another type in Redis (WRONGTYPE) is decided by the
-// local share alone, counted with reason="wrongtype" and warned of at most
-// once a minute; the other keys stay on Redis.
+// A key that holds another type in Redis (WRONGTYPE), or a string the
+// script cannot read as a finite number, is decided by the local share
+// alone, counted with reason="wrongtype" and warned of at most once a
+// minute; the other keys stay on Redis.
 //
 // Each Redis call is bounded by CallTimeout (default 100ms), whatever the
 // client's options: the limiter does not own the client, and a go-redis client
@@ -143,6 +145,14 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 		}
 		r.markDown(ctx, err)
 		return r.fallback(ctx, key), nil
+	}
+	if !inRange(res) {
+		// A key holding a number the script reads as infinite or NaN (1e400,
+		// inf, nan): the answer is nonsense, a reset minus 292 years away or
+		// MinInt64 requests left, and the key's alone.
+		r.logWrongType(ctx, fmt.Errorf("the key holds a value read as no finite time: remaining %d, reset after %v",
+			res.Remaining, res.ResetAfter))
+		return r.decideLocally(ctx, key, r.wrongTypeAttrs), nil
 	}
 	if r.downUntil.Swap(0) != 0 {
 		r.log.InfoContext(ctx, "rate limit back on redis", "limit", r.name)
@@ -255,15 +265,43 @@ func (r *Redis) decideLocally(ctx context.Context, key string, attrs metric.Meas
 	return d
 }
 
-// wrongType reports whether err is Redis's WRONGTYPE reply: the key holds
-// another type (a list, a hash) than the string redis_rate keeps. That is
-// one key's problem, found by a read that writes nothing, so it says nothing
-// about Redis answering the limiter's other keys; taken for Redis refusing
-// the call, one such key put every client on the local share for a
-// cool-down each time it was asked.
+// wrongType reports whether err says the key holds what redis_rate cannot
+// read: Redis's WRONGTYPE reply (another type than the string redis_rate
+// keeps, a list or a hash), or a runtime error of the script itself ("ERR
+// user_script:..."), which its fixed code and arguments meet only in the
+// value it read, a string that is no number ("bad argument #1 to 'max'").
+// That is one key's problem, found by a read that writes nothing, so it says
+// nothing about Redis answering the limiter's other keys; taken for Redis
+// refusing the call, one such key put every client on the local share for a
+// cool-down each time it was asked. An error of a command the script calls
+// (OOM, READONLY) starts with that command's own code, and is Redis refusing.
+// A number in the script's answer that redis_rate cannot parse (a
+// *strconv.NumError: "-nan", which a key holding "-nan" yields) is the same
+// key's problem: Redis answered.
 func wrongType(err error) bool {
+	var num *strconv.NumError
+	if errors.As(err, &num) {
+		return true
+	}
 	var reply redis.Error
-	return errors.As(err, &reply) && strings.HasPrefix(reply.Error(), "WRONGTYPE")
+	if !errors.As(err, &reply) {
+		return false
+	}
+	msg := reply.Error()
+	return strings.HasPrefix(msg, "WRONGTYPE") || strings.HasPrefix(msg, "ERR user_script:")
+}
+
+// inRange reports whether res is an answer the script gives for a key it
+// wrote itself: a count of requests left within the burst, a reset that is
+// not in the past, and for a refusal a wait that is not either. A key
+// holding a number it reads as infinite or NaN gives none of these (the
+// float to Duration conversion of an infinity is MinInt64 on amd64), and no
+// clock step can: the script never stores a time behind Redis's own.
+func inRange(res *redis_rate.Result) bool {
+	if res.Remaining < 0 || res.Remaining > res.Limit.Burst || res.ResetAfter < 0 || res.ResetAfter >= maxWindow {
+		return false
+	}
+	return res.Allowed > 0 || res.RetryAfter >= 0 && res.RetryAfter < maxWindow
 }
 
 // wrongTypeLogEvery spaces the warnings of keys of the wrong type: each
@@ -279,7 +317,7 @@ func (r *Redis) logWrongType(ctx context.Context, err error) {
 	if last != 0 && now-last < int64(wrongTypeLogEvery) || !r.wrongTypeLogged.CompareAndSwap(last, now) {
 		return
 	}
-	r.log.WarnContext(ctx, "rate limit key in redis holds another type; deciding that key locally",
+	r.log.WarnContext(ctx, "rate limit key in redis holds another type or no number; deciding that key locally",
 		"limit", r.name, "keys", "rate:shanhai:"+r.name+":*", "error", err.Error())
 }
 
