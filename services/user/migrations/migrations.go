@@ -3,7 +3,7 @@
 // dialects disagree, on timestamp types, a version has a .postgres.sql and a
 // .sqlite.sql twin) and Go steps for what SQL cannot express, numbered
 // alike (0003_email_nfkc_rewrite.go is version 3, 0006_email_visible_fill.go version 6,
-// 0007_email_case_fold.go version 7).
+// 0007_email_case_fold.go version 7, 0008_email_idna.go version 8).
 package migrations
 
 import (
@@ -29,5 +29,6 @@ func Set(log *slog.Logger) fs.FS {
 		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
 		migrate.GoStep{Version: 6, Name: "email_visible_fill", Up: emailVisibleFill(log)},
 		migrate.GoStep{Version: 7, Name: "email_case_fold", Up: emailCaseFold(log)},
+		migrate.GoStep{Version: 8, Name: "email_idna", Up: emailIDNA(log)},
 	)
 }

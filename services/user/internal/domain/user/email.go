@@ -6,6 +6,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -28,6 +29,8 @@ const MaxTypedEmailBytes = MaxEmailLen * utf8.UTFMax
 // upper-case letters) and again after it, so the result is a fixed point.
 // Lower-casing alone left a few letters whose upper case is another's: case
 // is folded (foldLetter), so "ΣΟΦΙΑΣ@x" and "σοφιας@x" are one address.
+// An internationalised domain is kept in Unicode, its A-labels decoded
+// (unicodeDomain), so "a@bücher.de" and "a@xn--bcher-kva.de" are one too.
 // Display names ("Alice <a@x>") are refused rather than silently stripped.
 func NormalizeEmail(email string) (string, *FieldError) {
 	e := strings.TrimSpace(email)
@@ -57,13 +60,56 @@ func NormalizeEmail(email string) (string, *FieldError) {
 // canonical is an address's case-insensitive compatibility form: NFKC,
 // lower-cased, case-folded (foldLetter) and NFKC again, which composes what
 // the folding freed (the old Cyrillic "ᲂ" with a diaeresis is "ӧ" once it is
-// "о").
+// "о"); then its domain in Unicode (unicodeDomain), folded again where that
+// decoded a label.
 func canonical(s string) string {
+	s = fold(s)
+	if d, changed := unicodeDomain(s); changed {
+		s = fold(d)
+	}
+	return s
+}
+
+func fold(s string) string {
 	s = strings.ToLower(norm.NFKC.String(s))
 	if strings.ContainsFunc(s, func(r rune) bool { return foldLetter(r) != r }) {
 		s = strings.Map(foldLetter, s)
 	}
 	return norm.NFKC.String(s)
+}
+
+// unicodeDomain writes the domain of the folded address s (what follows its
+// last "@") as IDNA's U-labels, and reports whether that changed anything.
+// An internationalised domain has two spellings of one name: "bücher" as
+// typed and its A-label "xn--bcher-kva" (RFC 5890), which DNS carries and
+// many mail clients and password managers show; and IDNA reads the
+// ideographic full stop "。" (what NFKC makes of the half-width "｡") as the
+// dot between labels (UTS #46). Left apart, each spelling signed up as an
+// account of its own for the one mailbox, and its owner, signed up under
+// one, found no account logging in under another. The Unicode form is kept,
+// as addresses are stored as typed: only an A-label is decoded, and only a
+// valid one (idna.Lookup checks what it decodes to), since anything else
+// starting "xn--" is not an IDN and DNS reads it as it is.
+func unicodeDomain(s string) (string, bool) {
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s, false
+	}
+	domain := s[at+1:]
+	if !strings.Contains(domain, "xn--") && !strings.ContainsRune(domain, '\u3002') {
+		return s, false
+	}
+	labels := strings.Split(strings.ReplaceAll(domain, "\u3002", "."), ".")
+	for i, l := range labels {
+		if !strings.HasPrefix(l, "xn--") {
+			continue
+		}
+		if u, err := idna.Lookup.ToUnicode(l); err == nil && u != "" && !strings.Contains(u, ".") {
+			labels[i] = u
+		}
+	}
+	d := strings.Join(labels, ".")
+	return s[:at+1] + d, d != domain
 }
 
 // foldLetter maps a lower-case letter to the letter Unicode's case folding

@@ -179,3 +179,38 @@ func TestNormalizeEmailRefusesAnOverlongAddressUnread(t *testing.T) {
 		}
 	}
 }
+
+// A domain's A-labels and its ideographic full stops are IDNA's other
+// spellings of its U-labels and dots: one address, in the Unicode form the
+// service stores. What only looks like an A-label is left as it is: DNS
+// reads it so, and it is another name.
+func TestNormalizeEmailDecodesTheDomainsALabels(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice@xn--bcher-kva.example":                "alice@b\u00fccher.example",
+		"Alice@XN--BCHER-KVA.Example":                "alice@b\u00fccher.example",
+		"alice@mail.xn--fsqu00a.xn--0zwm56d":         "alice@mail.\u4f8b\u5b50.\u6d4b\u8bd5",
+		"alice@mail.example\u3002org":                "alice@mail.example.org",
+		"alice@mail\uff61xn--bcher-kva\uff0eexample": "alice@mail.b\u00fccher.example",
+		"xn--bcher-kva@example.org":                  "xn--bcher-kva@example.org", // a local part is no label
+		"alice@xn--abc-.example":                     "alice@xn--abc-.example",    // decodes to ASCII: not an A-label
+		"alice@xn--a-ecp.example":                    "alice@xn--a-ecp.example",   // decodes to a disallowed "⒈"
+		"alice@xn--.example":                         "alice@xn--.example",
+	} {
+		got, fe := NormalizeEmail(in)
+		if fe != nil || got != want {
+			t.Errorf("NormalizeEmail(%+q) = %+q, %v; want %+q", in, got, fe, want)
+			continue
+		}
+		if again, _ := NormalizeEmail(got); again != got {
+			t.Errorf("NormalizeEmail(%+q) = %+q: the normal form is not a fixed point", got, again)
+		}
+		if v := VisibleEmail(got); v != got {
+			t.Errorf("VisibleEmail(%+q) = %+q, want it unchanged", got, v)
+		}
+	}
+	// The A-label of a domain holding an invisible character reads as the
+	// domain without it, as the character typed does.
+	if got := VisibleEmail("alice@b\u00fc\u200bcher.example"); got != "alice@b\u00fccher.example" {
+		t.Errorf("VisibleEmail = %+q", got)
+	}
+}

@@ -1,0 +1,71 @@
+package migrations
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"strings"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+	"github.com/shanhai-dev/shanhai/pkg/outbox"
+	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
+)
+
+// atVersion7 migrates db as the release before version 8 did: the outbox,
+// the SQL files up to 0005 and the Go steps 3, 6 and 7.
+func atVersion7(ctx context.Context, db *gorm.DB) error {
+	v7, err := sqlFiles("000[1-7]_*.sql")
+	if err != nil {
+		return err
+	}
+	log := newLog(&bytes.Buffer{})
+	return migrate.UpAll(ctx, db, outbox.Migrations, migrate.WithGo(v7,
+		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
+		migrate.GoStep{Version: 6, Name: "email_visible_fill", Up: emailVisibleFill(log)},
+		migrate.GoStep{Version: 7, Name: "email_case_fold", Up: emailCaseFold(log)}))
+}
+
+// Version 8 stores each address with its domain in Unicode, which sign-up
+// and login use since: an address stored with an A-label or an ideographic
+// full stop was not found under the form its owner's logins now look up.
+// Where that form is taken (the same mailbox signed up in both spellings),
+// the account keeps its address and the warning names both ids;
+// email_visible follows the moved address.
+func TestEmailIDNA(t *testing.T) {
+	for dialect, db := range storetest.Databases(t, atVersion7) {
+		t.Run(dialect, func(t *testing.T) {
+			addStored(t, db,
+				"alabel", "alice@xn--bcher-kva.example",
+				"stop", "bob@mail.example\u3002org",
+				"unicode", "carol@b\u00fccher.example",
+				"carol-alabel", "carol@xn--bcher-kva.example", // the same mailbox as "unicode"
+				"hidden", "da\u200bve@xn--bcher-kva.example",
+				"not-an-alabel", "erin@xn--abc-.example",
+			)
+			logs := &bytes.Buffer{}
+			if err := migrate.UpAll(t.Context(), db, outbox.Migrations, Set(newLog(logs))); err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]string{
+				"alabel":        "alice@b\u00fccher.example",
+				"stop":          "bob@mail.example.org",
+				"unicode":       "carol@b\u00fccher.example",
+				"carol-alabel":  "carol@xn--bcher-kva.example", // kept: its Unicode form is taken
+				"hidden":        "da\u200bve@b\u00fccher.example",
+				"not-an-alabel": "erin@xn--abc-.example",
+			}
+			if got := emails(t, db); !maps.Equal(got, want) {
+				t.Errorf("emails %+q, want %+q", got, want)
+			}
+			if got := visibleEmails(t, db)["hidden"]; got != "dave@b\u00fccher.example" {
+				t.Errorf("email_visible of the moved address %+q", got)
+			}
+			if !strings.Contains(logs.String(), `"user_id":"carol-alabel","holder_id":"unicode"`) {
+				t.Errorf("the kept address is not reported with its holder:\n%s", logs)
+			}
+		})
+	}
+}
