@@ -227,8 +227,15 @@ int call_enter(struct pt_regs *ctx) {
 		struct call_state fresh = {};
 		bpf_map_update_elem(&call_inflight, &k, &fresh, BPF_NOEXIST);
 		st = bpf_map_lookup_elem(&call_inflight, &k);
-		if (!st)
+		if (!st) {
+			// No room to keep it in flight: the call cannot be counted, so it is counted as dropped, as one whose
+			// series finds no room is (it went silently; TestCallInflightDroppedAreCounted).
+			__u32 z = 0;
+			__u64 *dropped = bpf_map_lookup_elem(&call_series_dropped, &z);
+			if (dropped)
+				*dropped += 1;
 			return 0;
+		}
 	}
 	if (st->start_ns && call_is_nested(&st->nest, &here, GO_SP(ctx))) {
 		st->nest.nested = 1;

@@ -49,6 +49,9 @@ type Config struct {
 	// processEntries, when set, shrinks the maps keyed by process (the runtime probe's stw_begin, stw and
 	// goroutines, the TCP probe's tcp) so that the tests can fill them. 0 keeps the compiled sizes.
 	processEntries uint32
+	// inflightEntries, when set, shrinks the in-flight fallback maps of the HTTP server and call probes (inflight,
+	// call_inflight) so that the tests can fill them. 0 keeps the compiled sizes.
+	inflightEntries uint32
 }
 
 // Target is one process being observed.
@@ -430,7 +433,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 	start := time.Now() // the attach holds the scan's lock: its time is how late every other target is probed
 	b, err := safeAttach(fd, exe, id, attachOpts{httpUprobe: a.cfg.HTTPProbe == HTTPProbeUprobe, exitProgs: !a.cfg.NoExitPrograms,
 		accept: a.sys.tcp.AcceptRet, log: a.log, slotEntries: a.cfg.slotEntries, goroutinesByUprobe: a.cfg.goroutinesByUprobe,
-		processEntries: a.cfg.processEntries})
+		processEntries: a.cfg.processEntries, inflightEntries: a.cfg.inflightEntries})
 	if err != nil {
 		why := strings.ReplaceAll(err.Error(), fd, path) // the reason names the file as before, not the agent's fd
 		a.failed[id] = why

@@ -47,6 +47,7 @@ type binProbes struct {
 	slotEntries        uint32
 	goroutinesByUprobe bool
 	processEntries     uint32
+	inflightEntries    uint32
 	exitTracepoint     func(group, name string, prog *ebpf.Program, opts *link.TracepointOptions) (link.Link, error)
 	// buildID is the executable's Go build ID note (nil without one): a file whose ctime moved and whose size,
 	// mtime and build ID did not holds the bytes probed (Agent.attach).
@@ -180,6 +181,7 @@ type attachOpts struct {
 	slotEntries        uint32 // see Config.slotEntries
 	goroutinesByUprobe bool   // see Config.goroutinesByUprobe
 	processEntries     uint32 // see Config.processEntries
+	inflightEntries    uint32 // see Config.inflightEntries
 	// exitTracepoint attaches a probe's process_exit; nil is link.Tracepoint. A test makes that attach fail with it.
 	exitTracepoint func(group, name string, prog *ebpf.Program, opts *link.TracepointOptions) (link.Link, error)
 }
@@ -202,7 +204,7 @@ func attachBinary(path, exe string, id binID, o attachOpts) (*binProbes, error) 
 		return nil, fmt.Errorf("open %s for uprobes: %w", exe, err)
 	}
 	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, callDropped: map[string]*ebpf.Map{}, exitProgs: o.exitProgs, buildID: buildID(sym.ELF()),
-		slotEntries: o.slotEntries, goroutinesByUprobe: o.goroutinesByUprobe, processEntries: o.processEntries, exitTracepoint: o.exitTracepoint,
+		slotEntries: o.slotEntries, goroutinesByUprobe: o.goroutinesByUprobe, processEntries: o.processEntries, inflightEntries: o.inflightEntries, exitTracepoint: o.exitTracepoint,
 		dwarf: offsets.NewIndex(sym.ELF())}
 	if b.exitTracepoint == nil {
 		b.exitTracepoint = link.Tracepoint
@@ -325,6 +327,9 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	if b.slotEntries > 0 {
 		spec.Maps["inflight_slots"].MaxEntries = b.slotEntries
 		spec.Maps["red_slots"].MaxEntries = b.slotEntries
+	}
+	if b.inflightEntries > 0 {
+		spec.Maps["inflight"].MaxEntries = b.inflightEntries
 	}
 	if err := setExitVars(spec, b.id.ino); err != nil {
 		return err

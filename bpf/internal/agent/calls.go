@@ -108,6 +108,9 @@ func (b *binProbes) loadCallProbe(probe string, offs map[offsets.Field]uint64) (
 		spec.Maps["call_slots"].MaxEntries = b.slotEntries
 		spec.Maps["call_agg_slots"].MaxEntries = b.slotEntries
 	}
+	if b.inflightEntries > 0 {
+		spec.Maps["call_inflight"].MaxEntries = b.inflightEntries
+	}
 	if err := setExitVars(spec, b.id.ino); err != nil {
 		return nil, err
 	}

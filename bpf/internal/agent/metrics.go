@@ -57,11 +57,13 @@ var (
 		[]string{"pid", "exe", "probe", "reason"}, nil)
 	descDropped = prometheus.NewDesc("shanhai_bpf_series_dropped_total",
 		"HTTP server requests not counted because their series found no room in the probe's maps (4096 series per "+
-			"executable in uprobe mode, 4096 in all in socket mode), for every target, since the agent started.",
+			"executable in uprobe mode, 4096 in all in socket mode) or, in uprobe mode, no room to be kept in flight "+
+			"(65536 per executable), for every target, since the agent started.",
 		nil, nil)
 	descCallDropped = prometheus.NewDesc("shanhai_bpf_call_series_dropped_total",
 		"Client calls (probe: httpclient, db, messaging) not counted because their series found no room in the probe's "+
-			"maps (4096 series per probe per executable), for every target, since the agent started.",
+			"maps (4096 series per probe per executable) or no room to be kept in flight (65536 per probe per "+
+			"executable), for every target, since the agent started.",
 		[]string{"probe"}, nil)
 	// The runtime and TCP probes' drops are metrics of their own rather than more values of probe in
 	// shanhai_bpf_call_series_dropped_total: what they lose is not calls but pauses, goroutine creations and
