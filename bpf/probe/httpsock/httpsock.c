@@ -120,8 +120,6 @@ static __always_inline int wanted(__u32 tgid) {
 	return bpf_map_lookup_elem(&target_pids_big, &tgid) != 0;
 }
 
-#define LE4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
-#define LE8(a, b, c, d, e, f, g, h) (LE4(a, b, c, d) | LE4(e, f, g, h) << 32)
 #define MASK(n) ((n) >= 8 ? ~0ULL : (1ULL << ((n) * 8)) - 1)
 
 // method_len returns the length of the method token v starts with (followed by a space), or 0.
