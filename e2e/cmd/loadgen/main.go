@@ -45,7 +45,10 @@
 // Bad flags (an unknown one, a rate that is not a positive number, a zero
 // duration, a negative log in ratio, a -target that is no http(s) base URL,
 // ...) stop it before it sends, with the reason and exit status 2; a run
-// that fails exits 1.
+// that fails exits 1. A run Ctrl-C or SIGTERM cut short prints its summary
+// (rates over the time it sent) and exits 130 or 143, 128 + the signal's
+// number as a shell reports a process that signal ended, so a script does not
+// take its figures for a whole -duration's.
 //
 // With -nats the saga is also split into its five hops (outbox, bridge,
 // payment, outbox, bridge) at the timestamps the events carry; see stages.go.
@@ -101,12 +104,57 @@ func main() {
 	if err != nil {
 		os.Exit(2) // parseFlags has said why
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c.out, c.status = os.Stdout, os.Stderr
-	if err := run(ctx, c); err != nil {
+	err = run(ctx, c)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
+	}
+	// What stopped the run decides its status: a signal, whatever run made of it (a summary, or an error such as
+	// a setup it cut off), else run's error.
+	var in interrupted
+	if errors.As(context.Cause(ctx), &in) {
+		os.Exit(in.status())
+	}
+	if err != nil {
 		os.Exit(1)
+	}
+}
+
+// interrupted is the cause of a run's context a signal ended. Such a run
+// exited 0 as one that sent its whole -duration does, its summary no
+// different, so a script took a cut-short run's figures for a complete one's.
+type interrupted struct{ sig os.Signal }
+
+func (e interrupted) Error() string { return fmt.Sprintf("interrupted (signal: %v)", e.sig) }
+
+// status is 128 plus the signal's number, as a shell reports a process that
+// signal ended: 130 for Ctrl-C, 143 for SIGTERM.
+func (e interrupted) status() int {
+	if s, ok := e.sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return 130
+}
+
+// notifyContext is signal.NotifyContext keeping the signal itself as ctx's
+// cause (an interrupted), for the exit status; the standard one keeps only
+// its name, in a message. Like it, it goes on catching sigs until stop.
+func notifyContext(parent context.Context, sigs ...os.Signal) (ctx context.Context, stop context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sigs...)
+	go func() {
+		select {
+		case s := <-ch:
+			cancel(interrupted{s})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(ch)
+		cancel(nil)
 	}
 }
 

@@ -1,0 +1,93 @@
+//go:build unix
+
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A run Ctrl-C or SIGTERM cuts short still prints its summary, and exits 128 + the signal's number: it exited 0, as
+// a run that sent its whole -duration does, so nothing but a careful look at its rates told a script its figures
+// were not a complete run's. The test runs this test binary as loadgen against a fake gateway and signals it once
+// it is sending.
+func TestInterruptedRunExitsWithTheSignalsStatus(t *testing.T) {
+	gw := fakeGateway(0)
+	defer gw.Close()
+	for _, c := range []struct {
+		sig    syscall.Signal
+		status int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(c.sig.String(), func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-target", gw.URL, "-rate", "5", "-duration", "1h", "-users", "1",
+				"-login-ratio", "0", "-drain", "0s", "-json")
+			cmd.Env = append(os.Environ(), "LOADGEN_TEST_MAIN=1")
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			status, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill() // when the test fails
+			// The live line ("... in flight"), once a second while it sends, says the run is under way.
+			var (
+				mu     sync.Mutex
+				said   strings.Builder
+				live   = make(chan struct{})
+				closed sync.Once
+			)
+			readDone := make(chan struct{})
+			go func() {
+				defer close(readDone)
+				buf := make([]byte, 4096)
+				for {
+					n, err := status.Read(buf)
+					mu.Lock()
+					said.Write(buf[:n])
+					if strings.Contains(said.String(), "in flight") {
+						closed.Do(func() { close(live) })
+					}
+					mu.Unlock()
+					if err != nil {
+						if !errors.Is(err, io.EOF) {
+							t.Errorf("reading its status output: %v", err)
+						}
+						return
+					}
+				}
+			}()
+			select {
+			case <-live:
+			case <-readDone:
+				t.Fatalf("loadgen ended before it sent: %s", said.String())
+			case <-time.After(30 * time.Second): // hang guard only
+				t.Fatal("no live line within 30 s")
+			}
+			if err := cmd.Process.Signal(c.sig); err != nil {
+				t.Fatal(err)
+			}
+			<-readDone
+			err = cmd.Wait()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != c.status {
+				t.Fatalf("loadgen after %v: %v, want exit status %d; status output:\n%s", c.sig, err, c.status, said.String())
+			}
+			var sum Summary
+			if err := json.Unmarshal(out.Bytes(), &sum); err != nil || sum.Sent == 0 {
+				t.Fatalf("no summary of what it sent (%v): %q", err, out.String())
+			}
+		})
+	}
+}
