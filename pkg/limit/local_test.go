@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -271,4 +272,25 @@ func TestPerKeyEdgeRates(t *testing.T) {
 			t.Fatalf("allowed %d in a day at 3/s burst 3, want %d", allowed, want)
 		}
 	})
+}
+
+// BenchmarkPerKeyFlood is a flood of keys never seen before against a set at
+// its cap (WithMaxKeys, 65,536: 1,024 a shard): each new key evicts one.
+func BenchmarkPerKeyFlood(b *testing.B) {
+	const maxKeys = 1 << 16
+	lim := PerKey(1, 10, WithMaxKeys(maxKeys))
+	ctx := context.Background()
+	for i := range maxKeys {
+		_, _ = lim.Allow(ctx, "fill-"+strconv.Itoa(i))
+	}
+	keys := make([]string, b.N)
+	for i := range keys {
+		keys[i] = "flood-" + strconv.Itoa(i)
+	}
+	b.ReportAllocs()
+	defer reportCPU(b)()
+	b.ResetTimer()
+	for _, k := range keys {
+		_, _ = lim.Allow(ctx, k)
+	}
 }
