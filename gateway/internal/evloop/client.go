@@ -89,6 +89,7 @@ type client struct {
 	deadline             int64 // of the upstream attempt in flight, 0: none
 	up                   *upconn
 	waitOn               *pool  // queued for a connection of this pool
+	replayed             bool   // the attempt in flight was sent again (upstream.go's replay)
 	pend                 []byte // the serialised request while queued
 	// chunks: the framing of the chunked body being read, so far (need
 	// is what it found missing)

@@ -89,12 +89,22 @@ func startServerWith(t *testing.T, o proxy.Options, so Options, res upstream.Res
 func startServerTimed(t *testing.T, o proxy.Options, so Options, res upstream.Resolver, timeout time.Duration) (string, *Server, *upstream.Pool) {
 	t.Helper()
 	pool := upstream.NewPool(res, []string{"order"}, upstream.ClientOptions{})
-	so.Endpoints = pool
 	tb, err := route.Parse("/api/v1/orders=order", timeout, route.DefaultPublic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o.Table, o.Upstreams = tb, pool
+	o.Table = tb
+	addr, s := startServerOn(t, o, so, pool)
+	return addr, s, pool
+}
+
+// startServerOn is startServerTimed over a pool and route table (o.Table)
+// the test has made, so that it can set the service's breaker or budget
+// before any loop reads them.
+func startServerOn(t *testing.T, o proxy.Options, so Options, pool *upstream.Pool) (string, *Server) {
+	t.Helper()
+	so.Endpoints = pool
+	o.Upstreams = pool
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -116,12 +126,12 @@ func startServerTimed(t *testing.T, o proxy.Options, so Options, res upstream.Re
 	for range 100 {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return addr, s, pool
+			return addr, s
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("server did not start")
-	return "", nil, nil
+	return "", nil
 }
 
 // roundTrips writes raw on one connection and reads n responses.

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 )
 
@@ -29,6 +31,10 @@ type upconn struct {
 	cl   *client // whose request is in flight, if any
 	used int64   // last returned to idle
 	need int     // at least this many bytes before the answer can be complete
+	// reused: it has carried an answer, so the upstream may close it as a
+	// request arrives (its idle timeout); heard: a byte of the answer in
+	// flight has arrived. upClosed resends a request lost that way (replay).
+	reused, heard bool
 	// chunks: the framing of a chunked answer, so far
 	chunks chunked
 }
@@ -38,22 +44,15 @@ type upconn struct {
 func (l *loop) send(cl *client) {
 	x := cl.x
 	pl := l.pool(x.Endpoint.Addr)
-	l.out.Reset()
-	err := x.Req.Write(l.bw)
-	if err == nil {
-		err = l.bw.Flush()
-	} else {
-		l.bw.Reset(&l.out)
-	}
-	if err != nil {
-		l.advance(cl, l.p.Received(x, fmt.Errorf("upstream request: %w", err)))
+	if err := l.serialise(x); err != nil {
+		l.advance(cl, l.p.Received(x, err))
 		return
 	}
-	cl.deadline = x.Deadline.UnixNano()
+	cl.deadline, cl.replayed = x.Deadline.UnixNano(), false
 	if n := len(pl.idle); n > 0 {
 		uc := pl.idle[n-1]
 		pl.idle = pl.idle[:n-1]
-		uc.cl, cl.up = cl, uc
+		uc.cl, uc.heard, cl.up = cl, false, uc
 		_, _ = uc.c.Write(l.out.Bytes())
 		return
 	}
@@ -63,6 +62,36 @@ func (l *loop) send(cl *client) {
 	if pl.open < l.s.o.MaxConns {
 		l.dial(pl)
 	}
+}
+
+// serialise writes x's request into l.out.
+func (l *loop) serialise(x *proxy.Exchange) error {
+	l.out.Reset()
+	err := x.Req.Write(l.bw)
+	if err == nil {
+		err = l.bw.Flush()
+	} else {
+		l.bw.Reset(&l.out)
+	}
+	if err != nil {
+		return fmt.Errorf("upstream request: %w", err)
+	}
+	return nil
+}
+
+// replay queues cl's request again, first in line, for the connection
+// upClosed dials next: the reused connection it went out on was closed by
+// the upstream before any byte of an answer (proxy.Replay). A new one,
+// not an idle one: those sat idle as long or longer, and the upstream's
+// idle timeout is as likely to close them as the request arrives.
+func (l *loop) replay(cl *client, pl *pool) {
+	if err := l.serialise(cl.x); err != nil { // the timeout field changed
+		l.attempted(cl, err)
+		return
+	}
+	cl.up, cl.replayed, cl.waitOn = nil, true, pl
+	cl.pend = append(cl.pend[:0], l.out.Bytes()...)
+	pl.waiting = slices.Insert(pl.waiting, 0, cl)
 }
 
 func (l *loop) pool(addr string) *pool {
@@ -133,7 +162,7 @@ func (l *loop) ready(uc *upconn) {
 	}
 	cl := pl.waiting[0]
 	pl.waiting = pl.waiting[1:]
-	cl.waitOn, cl.up, uc.cl = nil, uc, cl
+	cl.waitOn, cl.up, uc.cl, uc.heard = nil, uc, cl, false
 	_, _ = uc.c.Write(cl.pend)
 }
 
@@ -150,6 +179,7 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	if cl == nil { // nobody asked: a late answer after a timeout, or garbage
 		return gnet.Close
 	}
+	uc.heard = true
 	if uc.c.InboundBuffered() < uc.need {
 		return gnet.None
 	}
@@ -221,6 +251,7 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 	// been framed otherwise by another hop (upstream.CheckHead).
 	keep := !cl.resp.ConnectionClose() && n == len(buf) && cl.resp.StatusCode() >= 200 && !closeAfter
 	if keep {
+		uc.reused = true
 		l.ready(uc)
 	}
 	l.attempted(cl, nil)
@@ -242,14 +273,22 @@ func (l *loop) upClosed(uc *upconn, err error) {
 	}
 	if cl := uc.cl; cl != nil {
 		uc.cl = nil
-		if err == nil {
-			err = io.ErrUnexpectedEOF
+		switch {
+		case uc.reused && !uc.heard && !cl.replayed && l.p.Replay(cl.x):
+			// Most often the upstream's idle timeout, firing as the
+			// request arrived: sent again, once, on a new connection.
+			l.replay(cl, pl)
+		default:
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			l.attempted(cl, fmt.Errorf("upstream closed the connection: %w", err))
 		}
-		l.attempted(cl, fmt.Errorf("upstream closed the connection: %w", err))
 	}
 	if len(pl.waiting) > 0 && pl.open < l.s.o.MaxConns {
-		// Requests wait only when every connection was busy; one fewer
-		// now, and none may free up, so they need one dialled.
+		// Requests wait only when every connection was busy (or one was
+		// lost and is resent); one fewer now, and none may free up, so
+		// they need one dialled.
 		l.dial(pl)
 	}
 }

@@ -802,8 +802,7 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 			return circuitOpen
 		}
 	}
-	x.st.num = strconv.AppendInt(x.st.num[:0], max(1, remaining.Milliseconds()), 10)
-	h.SetCanonical(timeoutKey, x.st.num)
+	x.timeLeft(remaining)
 
 	x.callCtx = x.reqCtx
 	if p.tracer != nil {
@@ -830,6 +829,50 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 	x.t0 = now
 	ep.Begin()
 	return 0
+}
+
+// timeLeft tells the upstream how long it has: X-Request-Timeout-Ms, at
+// least 1.
+func (x *Exchange) timeLeft(remaining time.Duration) {
+	x.st.num = strconv.AppendInt(x.st.num[:0], max(1, remaining.Milliseconds()), 10)
+	x.Req.Header.SetCanonical(timeoutKey, x.st.num)
+}
+
+// Replay says whether the transport may send the request of the attempt in
+// flight again, once, on a new connection, as part of that attempt: asked
+// when the upstream closed or reset a reused keep-alive connection after
+// the request went out and before any byte of an answer came. That is most
+// often the upstream's idle timeout firing as the request arrived, a race
+// no timing on this side can rule out (RFC 9112 §9.3.1), and no failure of
+// the upstream; answered 502 it also counted against the upstream in the
+// breaker, and what the chain retries spent a retry from the budget. But
+// the upstream may as well have died while processing the request, so only
+// a request that may run twice goes again: an idempotent method (RFC 9110
+// §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE), or one with an
+// Idempotency-Key its route's upstream honours (isIdempotent: where it
+// does not, a keyed refresh ran twice). Both transports hold the whole
+// body, so it can always be sent again. It needs time left, which the
+// upstream is told again. No retry is taken from the budget and the
+// breaker and the adaptive limit hear only how the attempt ends, as of one
+// call: the pool lost the request, not the upstream.
+func (p *Proxy) Replay(x *Exchange) bool {
+	if !x.idem {
+		switch string(x.Req.Header.Method()) {
+		case "PUT", "DELETE", "TRACE":
+		default:
+			return false
+		}
+	}
+	remaining := time.Until(x.Deadline)
+	if remaining <= 0 {
+		return false
+	}
+	x.timeLeft(remaining)
+	if x.call != nil && x.call.IsRecording() {
+		x.call.AddEvent("request resent on a new connection: the upstream closed a reused one without answering")
+	}
+	p.o.Log.DebugContext(x.callCtx, "request resent on a new connection", "upstream", x.svc.Name, "addr", x.Endpoint.Addr)
+	return true
 }
 
 // deadlineSlack is how long before the client's deadline an upstream's 504

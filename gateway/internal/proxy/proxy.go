@@ -27,6 +27,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/canary"
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/sockio"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/valyala/fasthttp"
@@ -252,6 +253,14 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	step := p.Begin(x, true)
 	for step == Send {
 		err := x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline)
+		if err != nil && errors.Is(err, sockio.ErrUnanswered) && p.Replay(x) {
+			// The upstream closed the pooled connection as the request
+			// arrived (most often its idle timeout): the endpoint's other
+			// idle ones, which the pool hands out oldest first, are as
+			// likely closed, so the request goes on a new connection.
+			x.Endpoint.Client.CloseIdleConnections()
+			err = x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline)
+		}
 		// DoDeadline resets Resp, and with it the server's NoDefaultContentType:
 		// an answer without Content-Type would go out as text/plain.
 		x.Resp.Header.SetNoDefaultContentType(true)

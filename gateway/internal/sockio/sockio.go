@@ -85,6 +85,16 @@ type Conn struct {
 	whole    bool // Read's copy of !partSent, under rmu
 	unasked  bool // the peer had sent bytes before it was asked
 	gone     bool // the peer had closed before it was asked
+	// fresh: a request was started since the last Read (Write, under
+	// wmu), which then resets heard (under rmu). reused (under wmu): the
+	// connection had been answered on when that request started. heard:
+	// a byte of the answer to the request in flight has arrived. answered:
+	// heard was ever set, so the peer has answered on this connection (it
+	// only ever answers); an atomic, as Write reads it. Together they tell
+	// ErrUnanswered.
+	fresh, reused bool
+	heard         bool
+	answered      atomic.Bool
 	// Write's look for unasked bytes before a request too large to hold
 	// back leaves (probe), under wmu: the byte read and the verdict.
 	probeBuf [1]byte
@@ -111,6 +121,47 @@ var ErrUnasked = errors.New("the peer sent bytes before it was asked")
 // The request is not sent, so it may go on another connection whatever its
 // method; this one must be dropped.
 var ErrPeerClosed = errors.New("the peer closed the connection before the request was sent")
+
+// ErrUnanswered is the error of an exchange Read or Write that found the
+// connection closed or reset by the peer after the request went out (all
+// of it or part) and before any byte of an answer came, on a connection the
+// peer had answered on before: most often the peer's keep-alive idle
+// timeout firing as the request arrived, which the look before sending
+// cannot see (ErrPeerClosed). The request may or may not have been
+// processed; one that may run twice can be sent again on a new connection
+// (RFC 9112 §9.3.1), as Go's Transport does. The error also matches what
+// the read or write failed with (io.EOF, syscall.ECONNRESET or
+// syscall.EPIPE). A new connection closed unanswered gives the plain error:
+// no race explains that one.
+var ErrUnanswered = errors.New("the peer closed a reused connection before answering")
+
+// unanswered is ErrUnanswered with the failure it was told from.
+type unanswered struct{ cause error }
+
+func (e unanswered) Error() string   { return ErrUnanswered.Error() + ": " + e.cause.Error() }
+func (e unanswered) Unwrap() []error { return []error{ErrUnanswered, e.cause} }
+
+// reset says whether a read or write failed because the peer reset the
+// connection (or closed it, for a write): errno is the system call's
+// error, err any other.
+func reset(err error, errno syscall.Errno) bool {
+	if errno != 0 {
+		return errno == syscall.ECONNRESET || errno == syscall.EPIPE
+	}
+	return err != nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+}
+
+// unansweredErr is ErrUnanswered shaped as the net package shapes errors:
+// cause is an io.EOF, a syscall.Errno or an error wrapErr made.
+func (c *Conn) unansweredErr(op string, cause error) error {
+	var oe *net.OpError
+	if errors.As(cause, &oe) {
+		op, cause = oe.Op, oe.Err
+	} else if errno, ok := cause.(syscall.Errno); ok {
+		cause = os.NewSyscallError(op, errno)
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: unanswered{cause}}
+}
 
 // maxDeferred bounds what an exchange connection holds back: a request line
 // and headers (fasthttp flushes requests in 4 KiB buffers), which an idle
@@ -160,10 +211,15 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, c.closedErr("read")
 	}
 	c.rmu.Lock()
+	var reused bool
 	if c.exchange {
 		c.wmu.Lock()
 		c.sendFirst = len(c.pend) > 0
 		c.whole, c.partSent = !c.partSent, false
+		if c.fresh {
+			c.fresh, c.heard = false, false
+		}
+		reused = c.reused
 		c.wmu.Unlock()
 	}
 	c.rbuf, c.rn, c.rerr, c.unsent, c.sendErr, c.unasked, c.gone = p, 0, 0, false, false, false, false
@@ -183,6 +239,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 		op = "write"
 	}
 	unasked, gone := c.unasked, c.gone
+	eof := n == 0 && errno == 0 && err == nil
+	lost := reused && !c.heard && !unasked && !gone && (eof || reset(err, errno))
+	if n > 0 && errno == 0 && err == nil && !c.heard {
+		c.heard = true
+		c.answered.Store(true)
+	}
 	c.rbuf = nil // do not pin the caller's buffer
 	c.rmu.Unlock()
 	switch {
@@ -190,6 +252,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, wrapErr("read", c, ErrUnasked)
 	case gone:
 		return 0, wrapErr("read", c, ErrPeerClosed)
+	case lost && err != nil:
+		return 0, c.unansweredErr(op, err)
+	case lost && errno != 0:
+		return 0, c.unansweredErr(op, errno)
+	case lost:
+		return 0, c.unansweredErr("read", io.EOF)
 	case err != nil:
 		return 0, wrapErr(op, c, err)
 	case errno != 0:
@@ -265,6 +333,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.exchange && len(c.pend) == 0 && !c.partSent {
+		// A request starts (Read resets both after one).
+		c.fresh, c.reused = true, c.answered.Load()
+	}
 	if c.exchange && len(c.pend)+len(p) <= maxDeferred {
 		c.pend = append(c.pend, p...)
 		return len(p), nil
@@ -286,8 +358,15 @@ func (c *Conn) Write(p []byte) (int, error) {
 			return 0, wrapErr("write", c, ErrPeerClosed)
 		}
 	}
+	first := c.exchange && !c.partSent
 	c.partSent = c.exchange
-	return c.writeLocked(p)
+	n, err := c.writeLocked(p)
+	if first && c.reused && reset(err, 0) {
+		// The request's first bytes to leave: no answer can have come
+		// (the look above found none), so none was lost unread.
+		return n, c.unansweredErr("write", err)
+	}
+	return n, err
 }
 
 // probe sets probed to what the peer did before it was asked; wmu is

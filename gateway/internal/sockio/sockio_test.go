@@ -463,3 +463,79 @@ func TestExchangeEarlyAnswerToLargeRequest(t *testing.T) {
 		t.Fatalf("Read = %q, %v; want the early answer", buf[:n], err)
 	}
 }
+
+// An exchange on a connection the peer has answered on, which the peer then
+// closes or resets after the request arrived and before any byte of its
+// answer (its keep-alive idle timeout firing as the request came), fails
+// with ErrUnanswered as well as with what the read failed with: the caller
+// may send a request that can run twice again. The same on a new
+// connection, or after part of the answer came, is the plain failure: no
+// race explains those.
+func TestExchangeClosedUnansweredOnAReusedConnection(t *testing.T) {
+	small, large := []byte("GET / HTTP/1.1\r\n\r\n"), bytes.Repeat([]byte("b"), 2*maxDeferred)
+	for _, tc := range []struct {
+		name     string
+		req      []byte
+		answered int  // exchanges answered before
+		partial  bool // part of the answer comes before the close
+		reset    bool
+		want     bool
+	}{
+		{"reused, FIN", small, 1, false, false, true},
+		{"reused, RST", small, 2, false, true, true},
+		{"reused, large request, FIN", large, 1, false, false, true},
+		{"reused, large request, RST", large, 1, false, true, true},
+		{"new, FIN", small, 0, false, false, false},
+		{"new, RST", small, 0, false, true, false},
+		{"reused, part of the answer, FIN", small, 1, true, false, false},
+		{"reused, part of the answer, RST", large, 1, true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, peer := exchangePair(t)
+			go func() {
+				in := make([]byte, len(tc.req))
+				for range tc.answered {
+					if _, err := io.ReadFull(peer, in); err != nil {
+						return
+					}
+					peer.Write([]byte("answer"))
+				}
+				if tc.reset {
+					peer.Read(in[:1]) // the request has arrived
+					peer.(*net.TCPConn).SetLinger(0)
+				} else if _, err := io.ReadFull(peer, in); err != nil { // all of it: a FIN, not a reset
+					return
+				}
+				if tc.partial {
+					peer.Write([]byte("HTTP/1.1 200 OK\r\n"))
+					time.Sleep(20 * time.Millisecond) // read before the close
+				}
+				peer.Close()
+			}()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			buf := make([]byte, 64)
+			for i := range tc.answered {
+				if _, err := c.Write(tc.req); err != nil {
+					t.Fatalf("exchange %d: Write = %v", i, err)
+				}
+				if n, err := io.ReadFull(c, buf[:6]); err != nil {
+					t.Fatalf("exchange %d: Read = %q, %v", i, buf[:n], err)
+				}
+			}
+			_, err := c.Write(tc.req)
+			for err == nil {
+				_, err = c.Read(buf)
+			}
+			if errors.Is(err, ErrUnanswered) != tc.want {
+				t.Fatalf("the last exchange failed with %v; ErrUnanswered: %v, want %v", err, errors.Is(err, ErrUnanswered), tc.want)
+			}
+			cause := errors.Is(err, io.EOF)
+			if tc.reset {
+				cause = errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+			}
+			if !cause {
+				t.Fatalf("the last exchange failed with %v, which hides the EOF or reset it was", err)
+			}
+		})
+	}
+}

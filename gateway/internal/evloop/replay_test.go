@@ -1,0 +1,230 @@
+package evloop
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
+	"github.com/shanhai-dev/shanhai/pkg/retry"
+)
+
+// outcomeLog is a breaker that admits every attempt and records what each
+// was reported as.
+type outcomeLog struct {
+	mu  sync.Mutex
+	got []breaker.Outcome
+}
+
+func (b *outcomeLog) Admit() (func(breaker.Outcome), error) {
+	return func(o breaker.Outcome) {
+		b.mu.Lock()
+		b.got = append(b.got, o)
+		b.mu.Unlock()
+	}, nil
+}
+
+func (b *outcomeLog) failures() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, o := range b.got {
+		if o != breaker.Success {
+			n++
+		}
+	}
+	return n
+}
+
+// takeLog is a retry budget that allows every retry and counts them.
+type takeLog struct{ taken atomic.Int64 }
+
+func (*takeLog) RequestAt(time.Time)              {}
+func (b *takeLog) Take() (retry.Withdrawal, bool) { b.taken.Add(1); return retry.Withdrawal{}, true }
+
+// droppingUpstream answers every request it reads in full (counted in
+// answered). Once armed, the connection of the next request it answers then
+// reads the first bytes of the request after it and closes without
+// answering, with a reset when reset is set (counted in dropped): the race
+// an upstream's keep-alive idle timeout makes when it fires as the gateway
+// sends on that connection, with its window held open.
+func droppingUpstream(t *testing.T, reset bool) (addr string, armed *atomic.Bool, answered, dropped *atomic.Int64) {
+	armed, answered, dropped = new(atomic.Bool), new(atomic.Int64), new(atomic.Int64)
+	addr = upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			return
+		}
+		// Disarmed before the answer leaves: the test arms the next
+		// round once it has that answer.
+		drop := armed.CompareAndSwap(true, false)
+		answered.Add(1)
+		if body := req.Method + " " + req.URL.Path; req.Method == http.MethodHead {
+			_, _ = fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(body))
+		} else {
+			upstreamtest.OK(w, body)
+		}
+		if !drop {
+			return
+		}
+		c := w.(*net.TCPConn)
+		if n, err := c.Read(make([]byte, 64<<10)); n == 0 || err != nil {
+			t.Errorf("the armed connection read %d bytes of the next request: %v", n, err)
+		}
+		dropped.Add(1) // before the close, which the gateway may answer at once
+		if reset {
+			_ = c.SetLinger(0)
+		}
+		_ = c.Close()
+	})
+	return addr, armed, answered, dropped
+}
+
+// A request sent on a pooled connection at the moment the upstream closes it
+// (its keep-alive idle timeout firing as the request arrives) and failed
+// before any byte of an answer came is sent again on a new connection when
+// that is safe (RFC 9112 §9.3.1): an idempotent method (GET, HEAD, OPTIONS,
+// PUT, DELETE), or a request with Idempotency-Key on a route whose upstream
+// honours the key. It was a 502, or, for what the chain retries, a retry
+// spent from the budget and a failure counted by the breaker against an
+// upstream that had failed at nothing. A POST without a key may have been
+// processed and is still not resent (502), nor is a keyed one on a route
+// whose upstream ignores the key. Both transports are driven here, over
+// real sockets: the fasthttp one through proxy.Handle, as run.go serves it.
+func TestRequestCaughtByTheUpstreamsIdleCloseIsResent(t *testing.T) {
+	transports := []struct {
+		name  string
+		start func(t *testing.T, pool *upstream.Pool, o proxy.Options) func(raw string) *fasthttp.Response
+	}{{"event loop", loopClient}, {"fasthttp", handleClient}}
+	for _, tr := range transports {
+		for _, reset := range []bool{false, true} {
+			name := tr.name + "/FIN"
+			if reset {
+				name = tr.name + "/RST"
+			}
+			t.Run(name, func(t *testing.T) {
+				up, armed, answered, dropped := droppingUpstream(t, reset)
+				pool := upstream.NewPool(staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, []string{"order"}, upstream.ClientOptions{})
+				br, budget := &outcomeLog{}, &takeLog{}
+				svc := pool.Service("order")
+				svc.Breaker, svc.Budget = br, budget
+				do := tr.start(t, pool, proxy.Options{
+					Dynamic: func() proxy.Dynamic { return proxy.Dynamic{KeyedRetry: map[string]bool{"orders": true}} },
+				})
+				for _, tc := range []struct {
+					raw    string
+					resent bool
+				}{
+					{"GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n", true},
+					{"HEAD /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n", true},
+					{"PUT /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}", true},
+					{"DELETE /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n", true},
+					{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nIdempotency-Key: k1\r\nContent-Length: 2\r\n\r\n{}", true},
+					{"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}", false},
+					{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nIdempotency-Key: k2\r\nContent-Length: 2\r\n\r\n{}", false},
+					{"PATCH /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}", false},
+				} {
+					line, _, _ := strings.Cut(tc.raw, " HTTP/1.1")
+					if strings.Contains(tc.raw, "Idempotency-Key") {
+						line += " (keyed)"
+					}
+					armed.Store(true)
+					if r := do("GET /api/v1/orders/warm HTTP/1.1\r\nHost: gw\r\n\r\n"); r.StatusCode() != 200 {
+						t.Fatalf("warm-up before %s: %d %s", line, r.StatusCode(), r.Body())
+					}
+					a0, d0, f0, t0 := answered.Load(), dropped.Load(), br.failures(), budget.taken.Load()
+					r := do(tc.raw)
+					if d := dropped.Load() - d0; d != 1 {
+						t.Fatalf("%s: the upstream dropped %d connections as it arrived; the test proves nothing", line, d)
+					}
+					got := answered.Load() - a0
+					switch {
+					case tc.resent && (r.StatusCode() != 200 || got != 1):
+						t.Errorf("%s caught by the upstream's idle close: %d %q, answered %d times; want 200, resent once on a new connection",
+							line, r.StatusCode(), r.Body(), got)
+					case !tc.resent && (r.StatusCode() != 502 || got != 0):
+						t.Errorf("%s caught by the upstream's idle close: %d, answered %d times; want 502, never resent (it may have been processed)",
+							line, r.StatusCode(), got)
+					}
+					if tc.resent {
+						if n := br.failures() - f0; n != 0 {
+							t.Errorf("%s: the breaker was told of %d failures: the upstream failed at nothing", line, n)
+						}
+						if n := budget.taken.Load() - t0; n != 0 {
+							t.Errorf("%s: %d retries taken from the budget for a resend of a request never answered", line, n)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// loopClient serves the order and product routes from pool on one event
+// loop and returns a function that sends a request on one keep-alive
+// client connection and reads its answer.
+func loopClient(t *testing.T, pool *upstream.Pool, o proxy.Options) func(raw string) *fasthttp.Response {
+	o.Table = ordersAndProducts(t)
+	addr, _ := startServerOn(t, o, Options{MaxBodyBytes: 1 << 10, Loops: 1}, pool)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	rd := bufio.NewReader(c)
+	return func(raw string) *fasthttp.Response {
+		t.Helper()
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		r := &fasthttp.Response{SkipBody: strings.HasPrefix(raw, "HEAD ")}
+		if err := r.Read(rd); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+}
+
+// handleClient is loopClient for the fasthttp transport: each request goes
+// through proxy.Handle, over pool's HostClients.
+func handleClient(t *testing.T, pool *upstream.Pool, o proxy.Options) func(raw string) *fasthttp.Response {
+	o.Table, o.Upstreams = ordersAndProducts(t), pool
+	p := proxy.New(o)
+	peer := &net.TCPAddr{IP: net.IPv4(203, 0, 113, 5), Port: 4000}
+	return func(raw string) *fasthttp.Response {
+		t.Helper()
+		var ctx fasthttp.RequestCtx
+		var req fasthttp.Request
+		if err := req.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			t.Fatal(err)
+		}
+		ctx.Init(&req, peer, nil)
+		p.Handle(&ctx)
+		r := &fasthttp.Response{}
+		ctx.Response.CopyTo(r)
+		return r
+	}
+}
+
+// ordersAndProducts routes both prefixes to the order service, with a 5 s
+// timeout; neither honours Idempotency-Key but for the dynamic config's say.
+func ordersAndProducts(t *testing.T) *route.Table {
+	tb, err := route.Parse("/api/v1/orders=order,/api/v1/products=order", 5*time.Second, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
