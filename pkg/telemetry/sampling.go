@@ -188,10 +188,15 @@ func (s *sampling) decide(parent trace.SpanContext) (decision, trace.SpanContext
 // remote span context: under parentbased_* when the caller did not sample
 // it, otherwise when the ratio rejects its trace id.
 func (s *sampling) dropsRemote(parent trace.SpanContext) bool {
+	return s.dropsParent(parent.TraceID(), parent.TraceFlags())
+}
+
+// dropsParent is dropsRemote for a remote parent's trace id and flags.
+func (s *sampling) dropsParent(tid trace.TraceID, flags trace.TraceFlags) bool {
 	if s.parentBased {
-		return !parent.IsSampled()
+		return !flags.IsSampled()
 	}
-	return !s.sampled(parent.TraceID())
+	return !s.sampled(tid)
 }
 
 // decideRoot is decide for a span with no parent at all: sampleRoot for
@@ -352,19 +357,25 @@ func withUnsampled(ctx context.Context, parent trace.SpanContext, shared *unsamp
 // (a non-empty trace state, unusual flags) keeps its own in *own, or in an
 // allocation of its own when own is nil.
 func (c *unsampledCtx) init(ctx context.Context, parent trace.SpanContext, shared *unsampledExts, own *unsampledExt) context.Context {
+	return c.initFrom(ctx, parent.TraceID(), parent.TraceFlags(), parent.TraceState(), shared, own)
+}
+
+// initFrom is init from the parent's trace id, flags and trace state, as
+// the middleware reads them from a traceparent header.
+func (c *unsampledCtx) initFrom(ctx context.Context, tid trace.TraceID, flags trace.TraceFlags, state trace.TraceState, shared *unsampledExts, own *unsampledExt) context.Context {
 	ext := own
-	flags := parent.TraceFlags() &^ trace.FlagsSampled
-	if ts := parent.TraceState(); ts.Len() == 0 && flags&^trace.FlagsRandom == 0 {
+	flags &^= trace.FlagsSampled
+	if state.Len() == 0 && flags&^trace.FlagsRandom == 0 {
 		ext = &shared[flags>>1&1]
 	} else {
 		if ext == nil {
 			ext = new(unsampledExt)
 		}
-		*ext = unsampledExt{tp: shared[0].tp, state: ts, flags: flags}
+		*ext = unsampledExt{tp: shared[0].tp, state: state, flags: flags}
 	}
 	// Every field, one by one: assigning a composite literal builds it on
 	// the stack and copies it in with a bulk write barrier.
-	c.Context, c.unsampledExt, c.tid, c.sid = ctx, ext, parent.TraceID(), newSpanID()
+	c.Context, c.unsampledExt, c.tid, c.sid = ctx, ext, tid, newSpanID()
 	if spanKey == nil {
 		return trace.ContextWithSpan(ctx, c)
 	}

@@ -615,3 +615,121 @@ func TestRootFastPathNeedsNoSpanInContext(t *testing.T) {
 		t.Fatalf("ServerTracer.Start under a sampled local span: %v sampled %v", sc.TraceID(), sc.IsSampled())
 	}
 }
+
+// TestRouteSameTemplate: route finds a route's info by the address of its
+// template first (middleware.recent), so it must still tell apart the
+// methods gin hands one template string, and a template from its own
+// prefix (the same address, a shorter length); give the same info for a
+// copy of the template; and keep every route right when more routes than
+// slots compete for them.
+func TestRouteSameTemplate(t *testing.T) {
+	mw := &middleware{}
+	tmpl := "/orders/:id/items"
+	get := mw.route(methodIndex("GET"), tmpl)
+	if get.name != "GET /orders/:id/items" {
+		t.Fatalf("route info %q", get.name)
+	}
+	if mw.route(methodIndex("GET"), strings.Clone(tmpl)) != get || mw.route(methodIndex("GET"), tmpl) != get {
+		t.Fatal("a second lookup, or one with a copy of the template, gave another route info")
+	}
+	if prefix := mw.route(methodIndex("GET"), tmpl[:len("/orders/:id")]); prefix.name != "GET /orders/:id" {
+		t.Fatalf("the template's prefix, at the same address, gave %q", prefix.name)
+	}
+	// Every template under every method: with ten methods per address,
+	// some share a slot.
+	routes := make([]string, 4*routeSlots)
+	for i := range routes {
+		routes[i] = fmt.Sprintf("/r%d/:id", i)
+	}
+	infos := map[string]*routeInfo{}
+	for round := range 3 {
+		for _, r := range routes {
+			for method := range methods {
+				ri := mw.route(method, r)
+				if want := methods[method] + " " + r; ri.name != want || ri.route != r || ri.methodIndex != method {
+					t.Fatalf("round %d: route info %q (route %q, method %d), want %q", round, ri.name, ri.route, ri.methodIndex, want)
+				}
+				if k := methods[method] + r; round == 0 {
+					infos[k] = ri
+				} else if infos[k] != ri {
+					t.Fatalf("round %d: %s %s got another route info", round, methods[method], r)
+				}
+			}
+		}
+	}
+	if empty := mw.route(methodIndex("GET"), ""); empty.name != "GET" || mw.route(methodIndex("GET"), "") != empty {
+		t.Fatalf("the unmatched route's info is %q or not kept", empty.name)
+	}
+}
+
+// TestRemoteParentMatchesSDKPath: a caller's traceparent and tracestate,
+// read by the middleware itself on Setup's provider (the decision made on
+// the header's fields, a dropped span written from them), give the
+// handler the span context the SDK path gives for the same headers and
+// sampler: the caller's trace id, trace state and flags, sampled or not as
+// the SDK decides, and a span id of its own; headers the propagator
+// rejects leave the request a root on both paths.
+func TestRemoteParentMatchesSDKPath(t *testing.T) {
+	const tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+	var headers [][2]string
+	for _, flags := range []string{"00", "01", "02", "03"} {
+		for _, low := range []string{"0000000000000001", "7fffffffffffffff", "c000000000000000"} {
+			for _, state := range []string{"", "vendor=x,other=y", "bad state"} {
+				headers = append(headers, [2]string{"00-" + tid[:16] + low + "-00f067aa0ba902b7-" + flags, state})
+			}
+		}
+	}
+	for _, bad := range []string{
+		"00-" + tid + "-00f067aa0ba902b7-04", "00-00000000000000000000000000000000-00f067aa0ba902b7-00",
+		"00-" + tid + "-0000000000000000-00", "ff-" + tid + "-00f067aa0ba902b7-00", "00-" + tid + "-00F067AA0BA902B7-00",
+		"00-" + tid + "-00f067aa0ba902b7-00-", "01-" + tid + "-00f067aa0ba902b7-00-later", "00-" + tid + "-00f067aa0ba902b7",
+	} {
+		headers = append(headers, [2]string{bad, "vendor=x"})
+	}
+	serve := func(e *gin.Engine, tp, ts string) trace.SpanContext {
+		var got trace.SpanContext
+		e.GET("/p", func(c *gin.Context) { got = trace.SpanContextFromContext(c.Request.Context()) })
+		req := httptest.NewRequest(http.MethodGet, "/p", nil)
+		req.Header.Set("traceparent", tp)
+		if ts != "" {
+			req.Header.Set("tracestate", ts)
+		}
+		e.ServeHTTP(httptest.NewRecorder(), req)
+		return got
+	}
+	for _, env := range []struct{ sampler, arg string }{
+		{"parentbased_always_on", ""}, {"parentbased_always_off", ""}, {"parentbased_traceidratio", "0.5"},
+		{"traceidratio", "0.5"}, {"always_off", ""}, {"always_on", ""},
+	} {
+		t.Run(env.sampler+"="+env.arg, func(t *testing.T) {
+			t.Setenv(envSampler, env.sampler)
+			t.Setenv(envSamplerArg, env.arg)
+			_, _, _ = setup(t)
+			sampler, _, _ := samplerFromEnv()
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler))
+			t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+			for _, h := range headers {
+				fast, sdk := gin.New(), gin.New()
+				fast.Use(Middleware())
+				if NewServerTracer(otel.GetTracerProvider(), "t").sampling == nil {
+					t.Fatal("no fast path on Setup's provider")
+				}
+				sdk.Use(Middleware(WithTracerProvider(tp), WithPropagator(Propagator())))
+				got, want := serve(fast, h[0], h[1]), serve(sdk, h[0], h[1])
+				parent := ParseTraceparent(h[0], h[1])
+				switch {
+				case !got.IsValid() || got.IsRemote() || got.SpanID() == parent.SpanID():
+					t.Fatalf("%q %q: the handler's span context %+v is not a new local span", h[0], h[1], got)
+				case !parent.IsValid():
+					if got.TraceID().String() == tid {
+						t.Fatalf("%q: a rejected traceparent was continued", h[0])
+					}
+				case got.TraceID() != want.TraceID() || got.TraceFlags() != want.TraceFlags() ||
+					got.TraceState().String() != want.TraceState().String():
+					t.Fatalf("%q %q: fast path trace %s flags %s state %q, the SDK's %s %s %q", h[0], h[1],
+						got.TraceID(), got.TraceFlags(), got.TraceState(), want.TraceID(), want.TraceFlags(), want.TraceState())
+				}
+			}
+		})
+	}
+}

@@ -19,34 +19,41 @@ import "go.opentelemetry.io/otel/trace"
 // nothing after the flags and only the sampled and random flag bits, and a
 // later version may append "-" and fields of its own.
 func ParseTraceparent[T ~string | ~[]byte](traceparent, tracestate T) trace.SpanContext {
-	const size = 55
-	tp := traceparent
-	if len(tp) < size || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
-		return trace.SpanContext{}
-	}
 	var cfg trace.SpanContextConfig
-	var ver, flags [1]byte
-	if !unhex(ver[:], tp[0:2]) || !unhex(cfg.TraceID[:], tp[3:35]) || !unhex(cfg.SpanID[:], tp[36:52]) ||
-		!unhex(flags[:], tp[53:55]) || ver[0] == 0xff {
+	if !parseTraceparent(traceparent, &cfg) {
 		return trace.SpanContext{}
 	}
-	// Version 00 tolerates one trailing "-" with nothing after it, as the
-	// propagator does.
-	if ver[0] == 0 && (len(tp) > size && string(tp[size:]) != "-" || flags[0] > 3) || len(tp) > size && tp[size] != '-' {
-		return trace.SpanContext{}
-	}
-	cfg.TraceFlags = trace.TraceFlags(flags[0]) & (trace.FlagsSampled | trace.FlagsRandom)
 	cfg.Remote = true
 	if len(tracestate) > 0 {
 		// As with the propagator, a bad tracestate is dropped and does not
 		// invalidate the traceparent.
 		cfg.TraceState, _ = trace.ParseTraceState(string(tracestate))
 	}
-	sc := trace.NewSpanContext(cfg)
-	if !sc.IsValid() {
-		return trace.SpanContext{}
+	return trace.NewSpanContext(cfg)
+}
+
+// parseTraceparent is ParseTraceparent up to the span context: it writes
+// the header's trace id, span id and flags (the sampled and random bits)
+// into cfg and reports whether the header is one ParseTraceparent accepts.
+// The middleware decides on those fields and writes a dropped span from
+// them, without assembling a span context it would take apart again.
+func parseTraceparent[T ~string | ~[]byte](tp T, cfg *trace.SpanContextConfig) bool {
+	const size = 55
+	if len(tp) < size || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
+		return false
 	}
-	return sc
+	var ver, flags [1]byte
+	if !unhex(ver[:], tp[0:2]) || !unhex(cfg.TraceID[:], tp[3:35]) || !unhex(cfg.SpanID[:], tp[36:52]) ||
+		!unhex(flags[:], tp[53:55]) || ver[0] == 0xff {
+		return false
+	}
+	// Version 00 tolerates one trailing "-" with nothing after it, as the
+	// propagator does.
+	if ver[0] == 0 && (len(tp) > size && string(tp[size:]) != "-" || flags[0] > 3) || len(tp) > size && tp[size] != '-' {
+		return false
+	}
+	cfg.TraceFlags = trace.TraceFlags(flags[0]) & (trace.FlagsSampled | trace.FlagsRandom)
+	return cfg.TraceID.IsValid() && cfg.SpanID.IsValid()
 }
 
 // unhex decodes lower-case hex digits, which encoding/hex does too but also
