@@ -54,6 +54,7 @@ type Redis struct {
 	log         *slog.Logger
 	cooldown    time.Duration
 	callTimeout time.Duration
+	localKeys   int
 
 	downUntil atomic.Int64 // unix nanos; 0 while Redis answers
 	refused   atomic.Bool  // what the last failure was: an error reply, not a missing answer
@@ -89,6 +90,27 @@ func CallTimeout(d time.Duration) RedisOption {
 	}
 }
 
+// DefaultLocalKeys is how many keys the local share remembers at most
+// (LocalKeys). A key costs it about 130 bytes (an "account:" and a SHA-256
+// in hex, measured), so this is about 9 MB a limiter.
+const DefaultLocalKeys = 1 << 16
+
+// LocalKeys caps how many keys the local share remembers while Redis is down
+// (default DefaultLocalKeys; n below 1 keeps it). Past the cap a key is
+// evicted as PerKey's WithMaxKeys says, handing it a fresh local burst. The
+// local share had PerKey's default of a million, about 130 MB a limiter, in
+// services whose pods may use 64 MiB (the user service runs three): an outage
+// of Redis, or a Redis full of the limiter's own keys refusing writes, with
+// enough distinct clients (IPv6 /64s, made-up account names) had the pod
+// killed for its memory before the cap was reached.
+func LocalKeys(n int) RedisOption {
+	return func(r *Redis) {
+		if n > 0 {
+			r.localKeys = n
+		}
+	}
+}
+
 // NewRedis returns a limit of l shared through rdb by replicas processes.
 // replicas below 1 count as 1. l.Count and l.Period must be positive (validate
 // configuration before calling); NewRedis panics otherwise, as a limit of
@@ -105,12 +127,13 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 		log:         slog.Default(),
 		cooldown:    time.Second,
 		callTimeout: 100 * time.Millisecond,
+		localKeys:   DefaultLocalKeys,
 	}
 	for _, o := range opts {
 		o(r)
 	}
 	perSec := float64(l.Count) / l.Period.Seconds() / float64(replicas)
-	r.local = PerKey(rate.Limit(perSec), max(1, l.burst()/replicas))
+	r.local = PerKey(rate.Limit(perSec), max(1, l.burst()/replicas), WithMaxKeys(r.localKeys))
 
 	r.fallbacks, _ = instruments().Int64Counter("shanhai.limit.fallback.decisions",
 		metric.WithDescription("Rate-limit decisions made locally because Redis was unreachable or refused the call (reason)"),

@@ -1,0 +1,58 @@
+package limit
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestRedisFallbackRemembersABoundedNumberOfKeys: while Redis is down every
+// distinct key gets a bucket in the local share. It kept up to PerKey's
+// default of a million, about 130 bytes each: 130 MB a limiter, in a user
+// service pod of 64 MiB that runs three. A flood of made-up account names
+// during an outage (or with Redis full of the limiter's keys, refusing
+// writes) had the pod killed before the cap was reached.
+func TestRedisFallbackRemembersABoundedNumberOfKeys(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens here now: every dial is refused
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	t.Cleanup(func() { _ = rdb.Close() })
+	// login-account's shape: 5 per 15 minutes over 2 replicas.
+	l := NewRedis(rdb, Rate{Count: 5, Period: 15 * time.Minute}, 2, Name(fmt.Sprintf("keys-%d", time.Now().UnixNano())),
+		Logger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+
+	const flood = 3 * DefaultLocalKeys
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range flood {
+		sum := sha256.Sum256([]byte(strconv.Itoa(i)))
+		if d, err := l.Allow(context.Background(), "account:"+hex.EncodeToString(sum[:])); err != nil || !d.Allowed {
+			t.Fatalf("key %d, new to the local share: %+v, %v", i, d, err)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if !l.Degraded() {
+		t.Fatal("not degraded with Redis down")
+	}
+	if n := l.local.Len(); n > DefaultLocalKeys {
+		t.Fatalf("the local share remembers %d keys after %d distinct ones, want at most %d (%.0f MB held)",
+			n, flood, DefaultLocalKeys, float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/1e6)
+	}
+	runtime.KeepAlive(l)
+}
