@@ -410,6 +410,15 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	case *client:
 		x.gone = true
 		x.l.count(x)
+		if x.deadline != 0 {
+			// It went away while its request was at the upstream (or
+			// queued for a connection): the upstream connection is closed
+			// with it, as nginx does by default (proxy_ignore_client_abort
+			// off), so that the upstream can stop working for nobody; kept,
+			// it held the connection and the upstream's work until the
+			// answer or the route timeout.
+			x.l.cancel(x, proxy.ErrClientGone)
+		}
 		if !x.busy {
 			delete(x.l.clients, x)
 		}

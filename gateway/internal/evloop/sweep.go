@@ -22,20 +22,7 @@ func (l *loop) sweep(t time.Time) {
 	for cl := range l.clients {
 		switch {
 		case cl.deadline != 0 && now >= cl.deadline:
-			if uc := cl.up; uc != nil {
-				uc.cl = nil // its answer can no longer be matched: drop the connection
-				_ = uc.c.Close()
-			}
-			if pl := cl.waitOn; pl != nil {
-				for i, w := range pl.waiting {
-					if w == cl {
-						pl.waiting = append(pl.waiting[:i], pl.waiting[i+1:]...)
-						break
-					}
-				}
-				cl.waitOn = nil
-			}
-			l.attempted(cl, fasthttp.ErrTimeout)
+			l.cancel(cl, fasthttp.ErrTimeout)
 		case cl.lingerSince != 0 && !cl.gone && now-cl.lingerSince >= int64(o.Linger):
 			cl.lingerSince = 0
 			_ = cl.c.Close()

@@ -43,6 +43,12 @@ type upconn struct {
 // queues it for one.
 func (l *loop) send(cl *client) {
 	x := cl.x
+	if cl.gone {
+		// It left while Begin ran off the loop (Blocked): the upstream
+		// need not start what nobody will read.
+		l.advance(cl, l.p.Received(x, proxy.ErrClientGone))
+		return
+	}
 	pl := l.pool(x.Endpoint.Addr)
 	if err := l.serialise(x); err != nil {
 		l.advance(cl, l.p.Received(x, err))
@@ -164,6 +170,28 @@ func (l *loop) ready(uc *upconn) {
 	pl.waiting = pl.waiting[1:]
 	cl.waitOn, cl.up, uc.cl, uc.heard = nil, uc, cl, false
 	_, _ = uc.c.Write(cl.pend)
+}
+
+// cancel ends cl's upstream attempt in flight with err (its deadline
+// passed, or the client went away): the connection it went out on is
+// closed, since its answer can no longer be matched, and never pooled; the
+// upstream's server sees the close (a Go service's request context ends).
+// A request still queued for a connection leaves the queue.
+func (l *loop) cancel(cl *client, err error) {
+	if uc := cl.up; uc != nil {
+		uc.cl = nil
+		_ = uc.c.Close()
+	}
+	if pl := cl.waitOn; pl != nil {
+		for i, w := range pl.waiting {
+			if w == cl {
+				pl.waiting = append(pl.waiting[:i], pl.waiting[i+1:]...)
+				break
+			}
+		}
+		cl.waitOn = nil
+	}
+	l.attempted(cl, err)
 }
 
 // attempted ends cl's upstream attempt: err nil means cl.resp holds the

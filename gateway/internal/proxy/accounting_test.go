@@ -161,6 +161,24 @@ func TestEarlyUpstream504UnderClientDeadlineCounts(t *testing.T) {
 	}
 }
 
+// An attempt the transport ended because the client went away (the event
+// loop closes that upstream connection) is no evidence about the upstream
+// and is not retried, idempotent or not: nobody would read the answer. It
+// answers 499, for the metrics and the span.
+func TestClientGoneIsNoUpstreamFailure(t *testing.T) {
+	p, pool := newTestProxy(t, Options{MaxAttempts: 2}, startUpstream(t))
+	br, lim := guarded(t, pool)
+	for range 10 {
+		// attemptOnLoop fails the test on a retry (Send after the attempt).
+		if s := attemptOnLoop(t, p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n", ErrClientGone, 0); s != 499 {
+			t.Fatalf("status %d, want 499", s)
+		}
+	}
+	if br.State() != breaker.Closed || lim.Limit() != 2 || lim.InFlight() != 0 {
+		t.Fatalf("after 10 clients gone: breaker %v, limit %d, in flight %d; want closed, 2, 0", br.State(), lim.Limit(), lim.InFlight())
+	}
+}
+
 // slowAllow is a limiter that takes longer than the client's deadline, as
 // a Redis lease refill or a JWKS fetch may.
 type slowAllow struct{}

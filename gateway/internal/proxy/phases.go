@@ -882,6 +882,18 @@ func (p *Proxy) Replay(x *Exchange) bool {
 // ends up to a few milliseconds early.
 const deadlineSlack = 5 * time.Millisecond
 
+// ErrClientGone is what a transport ends an attempt with when the client
+// closed its connection while the request was at the upstream; the
+// transport drops that upstream connection, which tells the upstream's
+// server to stop (nginx's default, proxy_ignore_client_abort off). Received
+// makes it no evidence about the upstream (breaker.Ignored), retries
+// nothing and answers 499 without a body (nginx's "client closed request",
+// as pkg/deadline's), for the metrics and the span: nobody reads it.
+var ErrClientGone = errors.New("the client closed its connection")
+
+// statusClientClosed is nginx's 499, client closed request.
+const statusClientClosed = 499
+
 // errBadStatus: the upstream's answer has no final status (see Received).
 var errBadStatus = errors.New("upstream answer without a final status (1xx or outside 100-599)")
 
@@ -906,7 +918,8 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		}
 	}
 	failed := err != nil || status == 502 || status == 503 || status == 504
-	timedOut := err != nil && (errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline))
+	gone := err != nil && errors.Is(err, ErrClientGone)
+	timedOut := err != nil && !gone && (errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline))
 	if !failed {
 		ep.Succeeded()
 	}
@@ -933,7 +946,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	}
 	outcome := breaker.Success
 	switch {
-	case reroute:
+	case reroute, gone:
 		outcome = breaker.Ignored
 	case x.clientDeadline && (timedOut ||
 		status == fasthttp.StatusGatewayTimeout && !now.Before(x.Deadline.Add(-deadlineSlack))):
@@ -989,6 +1002,10 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	if err != nil {
 		x.Resp.Reset()
 		x.st.respelled = 0
+		if gone {
+			x.Resp.SetStatusCode(statusClientClosed)
+			return Done
+		}
 		if timedOut {
 			x.problem(fasthttp.StatusGatewayTimeout, "timeout", "upstream "+svc.Name+" did not answer within the route timeout")
 			return Done
