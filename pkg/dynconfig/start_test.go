@@ -27,18 +27,12 @@ func TestWatchFailsWhenEtcdDoesNotAnswerAtStart(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = cli.Close() })
-			got := make(chan error, 1)
-			go func() {
+			err = testenv.Within(t, StartTimeout+30*time.Second, "Watch with etcd at "+addr+" not answering", func() error {
 				_, err := Watch(context.Background(), cli, "start-test", limits{})
-				got <- err
-			}()
-			select {
-			case err := <-got:
-				if err == nil || !strings.Contains(err.Error(), "no answer") {
-					t.Fatalf("Watch with etcd at %s not answering = %v, want an error saying etcd did not answer", addr, err)
-				}
-			case <-time.After(StartTimeout + 30*time.Second):
-				t.Fatalf("Watch still waiting for etcd at %s %v past StartTimeout", addr, 30*time.Second)
+				return err
+			})
+			if err == nil || !strings.Contains(err.Error(), "no answer") {
+				t.Fatalf("Watch with etcd at %s not answering = %v, want an error saying etcd did not answer", addr, err)
 			}
 		})
 	}

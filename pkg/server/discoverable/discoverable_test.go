@@ -169,25 +169,16 @@ func TestOpenFailsWhenEtcdDoesNotAnswer(t *testing.T) {
 	for name, addr := range map[string]string{"closed port": testenv.ClosedPort(t), "silent listener": testenv.Hung(t)} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			type opened struct {
-				reg Registry
-				err error
+			var reg Registry
+			err := testenv.Within(t, StartTimeout+30*time.Second, "Open with etcd at "+addr+" not answering", func() (err error) {
+				reg, err = Open(context.Background(), []string{addr}, "", slog.New(slog.DiscardHandler))
+				return err
+			})
+			if reg.Etcd != nil {
+				defer reg.Close()
 			}
-			got := make(chan opened, 1)
-			go func() {
-				reg, err := Open(context.Background(), []string{addr}, "", slog.New(slog.DiscardHandler))
-				got <- opened{reg, err}
-			}()
-			select {
-			case o := <-got:
-				if o.reg.Etcd != nil {
-					defer o.reg.Close()
-				}
-				if o.err == nil || !strings.Contains(o.err.Error(), "etcd") || !strings.Contains(o.err.Error(), addr) {
-					t.Fatalf("Open with etcd at %s not answering = %v, want an error naming etcd and its address", addr, o.err)
-				}
-			case <-time.After(StartTimeout + 30*time.Second):
-				t.Fatalf("Open still waiting for etcd at %s %v past the start bound", addr, 30*time.Second)
+			if err == nil || !strings.Contains(err.Error(), "etcd") || !strings.Contains(err.Error(), addr) {
+				t.Fatalf("Open with etcd at %s not answering = %v, want an error naming etcd and its address", addr, err)
 			}
 		})
 	}
@@ -206,21 +197,15 @@ func TestServeFailsWhenEtcdStopsAnsweringBeforeTheRegistration(t *testing.T) {
 		t.Fatalf("Open through a proxy to the test etcd: %v", err)
 	}
 	front.freeze()
-	served := make(chan error, 1)
-	go func() {
-		served <- Serve(server.Hosted(t.Context()), Instance{
+	err = testenv.Within(t, StartTimeout+30*time.Second, "Serve with etcd silent at registration", func() error {
+		return Serve(server.Hosted(t.Context()), Instance{
 			Server: newServer(reg.Registry), Addr: freeAddr(t), Registry: reg.Registry,
 			In:    discovery.Instance{Service: "discoverable-test"},
 			Start: func(context.Context) error { return nil },
 		})
-	}()
-	select {
-	case err := <-served:
-		if err == nil || !strings.Contains(err.Error(), "register in discovery") || !strings.Contains(err.Error(), "no answer from etcd") {
-			t.Fatalf("Serve with etcd silent at registration = %v, want the registration to fail saying etcd did not answer", err)
-		}
-	case <-time.After(StartTimeout + 30*time.Second):
-		t.Fatalf("Serve still registering with a silent etcd %v past the start bound", 30*time.Second)
+	})
+	if err == nil || !strings.Contains(err.Error(), "register in discovery") || !strings.Contains(err.Error(), "no answer from etcd") {
+		t.Fatalf("Serve with etcd silent at registration = %v, want the registration to fail saying etcd did not answer", err)
 	}
 }
 
