@@ -2,6 +2,7 @@ package user
 
 import (
 	"net/mail"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -146,6 +147,11 @@ func foldLetter(r rune) rune {
 // U+FFFD is refused too, as "must be valid UTF-8": it stands for bytes the
 // request's decoding lost (decodingLoss).
 //
+// So is a local part or a domain label mixing scripts (mixedScripts): a
+// Cyrillic "а" or a Greek "ο" among Latin letters reads as the Latin one,
+// and "аlice@x" would register beside "alice@x" looking like it, as an
+// invisible character does.
+//
 // Only sign-up applies it. An account an older release stored with such an
 // address keeps it, and logs in under it: NormalizeEmail, which a login and
 // the email migrations use, accepts it still.
@@ -155,6 +161,69 @@ func CheckNewEmail(email string) *FieldError {
 	}
 	if strings.ContainsFunc(email, invisible) {
 		return &FieldError{Field: "email", Detail: "must not contain invisible or control characters"}
+	}
+	local, domain, _ := strings.Cut(email, "@")
+	if mixedScripts(local) || slices.ContainsFunc(strings.Split(domain, "."), mixedScripts) {
+		return &FieldError{Field: "email", Detail: "must not mix letters of different scripts in its local part or a domain label"}
+	}
+	return nil
+}
+
+// mixedScripts reports whether part holds letters of more than one script,
+// other than the mixes Chinese, Japanese and Korean are written in (Han with
+// Latin, and with Hiragana and Katakana, Bopomofo, or Hangul): UTS #39's
+// "highly restrictive" level, which browsers apply to domain labels before
+// they show one in Unicode. Digits, punctuation and combining marks belong
+// to no script of their own (Common, Inherited) and mix with any.
+//
+// It does not catch an address written wholly in another script that looks
+// like a Latin one (Cyrillic "асе" and "ace"): telling those apart needs
+// Unicode's confusables table, which this service does not carry. And it
+// refuses the rare real address that mixes, say, Cyrillic and Latin letters
+// in one local part; its owner signs up with another.
+func mixedScripts(part string) bool {
+	var seen []*unicode.RangeTable
+	for _, r := range part {
+		// Most letters are of a script seen already: those few tables
+		// first, before the hundred and more of every script.
+		if slices.ContainsFunc(seen, func(s *unicode.RangeTable) bool { return unicode.Is(s, r) }) {
+			continue
+		}
+		if s := scriptOf(r); s != nil {
+			seen = append(seen, s)
+		}
+	}
+	if len(seen) < 2 {
+		return false
+	}
+	for _, mix := range cjkMixes {
+		if !slices.ContainsFunc(seen, func(s *unicode.RangeTable) bool { return !slices.Contains(mix, s) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// cjkMixes are the sets of scripts mixedScripts lets one part hold.
+var cjkMixes = [][]*unicode.RangeTable{
+	{unicode.Latin, unicode.Han, unicode.Hiragana, unicode.Katakana},
+	{unicode.Latin, unicode.Han, unicode.Bopomofo},
+	{unicode.Latin, unicode.Han, unicode.Hangul},
+}
+
+// scriptOf is the script of the letter r, or nil for a character of the
+// Common or Inherited script (or of none).
+func scriptOf(r rune) *unicode.RangeTable {
+	if r < 0x80 {
+		if unicode.IsLetter(r) {
+			return unicode.Latin
+		}
+		return nil
+	}
+	for name, t := range unicode.Scripts {
+		if name != "Common" && name != "Inherited" && unicode.Is(t, r) {
+			return t
+		}
 	}
 	return nil
 }

@@ -214,3 +214,25 @@ func TestNormalizeEmailDecodesTheDomainsALabels(t *testing.T) {
 		t.Errorf("VisibleEmail = %+q", got)
 	}
 }
+
+// A local part or a domain label holding letters of two scripts is refused,
+// but for the mixes CJK writing uses; digits, punctuation and combining
+// marks go with any script.
+func TestCheckNewEmailRefusesMixedScripts(t *testing.T) {
+	for _, in := range []string{"\u0430lice@example.com", "alic\u0435@example.com", "b\u03bfb@example.com",
+		"alice@\u0435xample.com", "alice@mail.p\u0430ypal.com", "\u0438\u0432\u0430n@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444",
+		"alice@\u043f\u0440\u0438\u043c\u0435\u0440a.\u0440\u0444", "\u0570o@example.com", "\u05d0a@example.com"} {
+		if fe := CheckNewEmail(in); fe == nil || fe.Field != "email" {
+			t.Errorf("CheckNewEmail(%+q) accepted", in)
+		}
+	}
+	for _, in := range []string{"alice@example.com", "\u00e9lise.o'neil+x_1@sub-1.example.com", "e\u0301@example.com",
+		"\u0438\u0432\u0430\u043d.42@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444", "\u0438\u0432\u0430\u043d@example.com",
+		"\u5c71\u7530\u305f\u308d\u3046abc@example.jp", "\u30e4\u30de\u30c0x@\u4f8b\u5b50.jp", "\u674e\u3105x@example.tw",
+		"\uae40\u4e00x@example.kr", "\u03c3\u03bf\u03c6\u03b9\u03b1@\u03c0\u03b1\u03c1\u03ac\u03b4\u03b5\u03b9\u03b3\u03bc\u03b1.gr",
+		"\u0645\u062b\u0627\u0644@example.com"} {
+		if fe := CheckNewEmail(in); fe != nil {
+			t.Errorf("CheckNewEmail(%+q) = %v", in, fe)
+		}
+	}
+}
