@@ -95,6 +95,8 @@ type Agent struct {
 	callDroppedRetired map[string]uint64
 	// runtimeDroppedRetired is the same for the runtime probes' runtime_dropped, by series (runtimeDropSeries).
 	runtimeDroppedRetired [len(runtimeDropSeries)]uint64
+	// leases guard the probed executables against a rewrite in place (lease.go).
+	leases *leaseSet
 	// readErrors counts the scrapes that could not read every map (shanhai_bpf_read_errors_total); scrapes may run
 	// at once, outside mu.
 	readErrors atomic.Uint64
@@ -156,6 +158,7 @@ func New(cfg Config) (*Agent, error) {
 			return nil, err
 		}
 	}
+	a.leases = newLeaseSet(cfg.Logger)
 	return a, nil
 }
 
@@ -210,6 +213,13 @@ func (a *Agent) Scan() {
 	defer a.mu.Unlock()
 	// Before the processes found are taken as the targets: one may have the pid of a target that exited since.
 	a.forgetExited()
+	// An executable someone opened for writing has had its uprobes taken off (lease.go): it is attached again below,
+	// as what the file holds now, or once it is no longer open for writing.
+	for id, b := range a.bins {
+		if b.guard != nil && b.guard.broken.Load() {
+			a.detach(id)
+		}
+	}
 	// A target named by path is probed as soon as the file exists, so a process started from it is seen from its
 	// first instruction (its early GC pauses, its first request), not from the next poll.
 	for _, t := range byPath {
@@ -403,7 +413,12 @@ func (a *Agent) attach(path, exe string, id binID) {
 		a.log.Debug("target gone before it was attached", "exe", exe, "err", err)
 		return
 	}
-	defer f.Close()
+	guarded := false // the guard, once it has the lease, owns f
+	defer func() {
+		if !guarded {
+			f.Close()
+		}
+	}()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil || statID(&st) != id {
 		a.log.Debug("target replaced before it was attached", "exe", exe, "path", path)
@@ -429,11 +444,38 @@ func (a *Agent) attach(path, exe string, id binID) {
 		a.detach(old)
 		delete(a.lastSeen, old)
 	}
+	// The lease first, so the file cannot be written while it is read and probed; the file is checked again under it.
+	g, err := a.leases.take(f)
+	switch {
+	case errors.Is(err, syscall.EAGAIN):
+		a.log.Debug("target open for writing: attached once it is written", "exe", exe)
+		return
+	case err != nil:
+		a.log.Info("probed unguarded: a build written over it in place and started before the next scan would run "+
+			"with this build's uprobes and crash", "exe", exe, "why", "read lease: "+err.Error())
+	default:
+		guarded = true
+		if err := syscall.Fstat(int(f.Fd()), &st); err != nil || statID(&st) != id {
+			g.release()
+			a.log.Debug("target replaced before it was attached", "exe", exe, "path", path)
+			return
+		}
+		g.mu.Lock()
+	}
 	fd := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	start := time.Now() // the attach holds the scan's lock: its time is how late every other target is probed
 	b, err := safeAttach(fd, exe, id, attachOpts{httpUprobe: a.cfg.HTTPProbe == HTTPProbeUprobe, exitProgs: !a.cfg.NoExitPrograms,
 		accept: a.sys.tcp.AcceptRet, log: a.log, slotEntries: a.cfg.slotEntries, goroutinesByUprobe: a.cfg.goroutinesByUprobe,
 		processEntries: a.cfg.processEntries, inflightEntries: a.cfg.inflightEntries})
+	if g != nil {
+		if err == nil {
+			g.b, b.guard = b, g
+		}
+		g.mu.Unlock()
+		if err != nil {
+			g.release()
+		}
+	}
 	if err != nil {
 		why := strings.ReplaceAll(err.Error(), fd, path) // the reason names the file as before, not the agent's fd
 		a.failed[id] = why
@@ -581,6 +623,10 @@ func (a *Agent) Close() error {
 	if a.sock != nil {
 		a.sock.Close()
 		a.sock = nil
+	}
+	if a.leases != nil {
+		a.leases.close()
+		a.leases = nil
 	}
 	return nil
 }

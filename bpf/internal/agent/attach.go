@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -41,6 +42,12 @@ type binProbes struct {
 	refused map[string]string
 	log     *slog.Logger
 	closer  []io.Closer
+	// links are the uprobes, apart from closer: a lease break (rewriteGuard) takes them off while the rest stays
+	// for the scrapes until the next scan detaches the executable. Closed once, before closer.
+	links     []io.Closer
+	linksOnce sync.Once
+	// guard is the read lease that tells the agent before the file is written (nil: unguarded, see lease.go).
+	guard *rewriteGuard
 	// exitProgs: each probe's process_exit is loaded and attached (Config.NoExitPrograms unset).
 	exitProgs bool
 	// The tests' knobs (Config's, attachOpts'), read while attaching.
@@ -71,10 +78,24 @@ type binProbes struct {
 }
 
 func (b *binProbes) Close() error {
-	var errs []error
+	errs := []error{b.closeLinks()}
+	if b.guard != nil {
+		b.guard.release()
+	}
 	for i := len(b.closer) - 1; i >= 0; i-- {
 		errs = append(errs, b.closer[i].Close())
 	}
+	return errors.Join(errs...)
+}
+
+// closeLinks takes the executable's uprobes off, once.
+func (b *binProbes) closeLinks() error {
+	var errs []error
+	b.linksOnce.Do(func() {
+		for i := len(b.links) - 1; i >= 0; i-- {
+			errs = append(errs, b.links[i].Close())
+		}
+	})
 	return errors.Join(errs...)
 }
 

@@ -237,7 +237,7 @@ func (b *binProbes) uprobeCookie(ex *link.Executable, fn symtab.Func, prog *ebpf
 		if err != nil {
 			return fmt.Errorf("uprobe %s at %#x: %w", fn.Name, a, err)
 		}
-		b.closer = append(b.closer, l)
+		b.links = append(b.links, l)
 	}
 	return nil
 }

@@ -31,8 +31,51 @@ func TestRewrittenInPlaceIsProbedAgain(t *testing.T) {
 	eventually(t, func() (bool, string) { return countIs(t, a, tg.pid, 20) })
 }
 
-// A scan while the file is half copied fails to read it. The finished copy has the same inode and must be probed;
-// the failure was kept by device and inode, so the file stayed unprobed for good (found by review).
+// The same deploy with the new build started before the agent's next scan (a restart right after the copy): the old
+// build's uprobes were still on the inode, the new process got their breakpoints at the old build's offsets, where
+// its own code has other instructions, and the kernel ran the old build's instructions there: it died at start
+// (SIGSEGV in the uprobes' execute-out-of-line page; found by review). A read lease (lease.go) now has the agent
+// take the probes off before the copy may begin. The new build must run and answer, and be counted exactly once the
+// next scan has probed it.
+func TestRewrittenInPlaceAndStartedAtOnce(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	p := filepath.Join(t.TempDir(), "svc")
+	copyInPlace(t, buildTarget(t, false), p)
+	a := newAgent(t, p)
+	a.Scan()
+	c := &http.Client{Timeout: 5 * time.Second}
+	old := startTarget(t, p) // the kernel copies the probed instructions when a process first maps the build
+	old.get(t, c, "GET", "/gc")
+	for range 5 {
+		old.get(t, c, "GET", "/work?status=201")
+	}
+	eventually(t, func() (bool, string) { return countIs(t, a, old.pid, 5) })
+	old.stop()
+
+	copyInPlace(t, buildNoOpt(t), p) // its functions, and so the old probes' offsets, are elsewhere
+	tg := startTarget(t, p)
+	drive := func() {
+		for i := range 20 {
+			tg.get(t, c, "GET", "/work?status=201")
+			if i == 10 {
+				tg.get(t, c, "GET", "/gc")
+			}
+		}
+	}
+	drive()
+	a.Scan()
+	drive()
+	eventually(t, func() (bool, string) { return countIs(t, a, tg.pid, 20) })
+	if tg.cmd.ProcessState != nil {
+		t.Fatalf("the new build exited: %v", tg.cmd.ProcessState)
+	}
+}
+
+// A scan while the file is half copied must not probe it. The finished copy has the same inode and must be probed;
+// a failure to read the half copy was kept by device and inode, so the file stayed unprobed for good (found by
+// review). The copy is interrupted twice: once while the file is open for writing (with read leases, lease.go, the
+// agent leaves it alone then) and once with the half copy closed, which the attach fails to read.
 func TestScanDuringCopyIsRetried(t *testing.T) {
 	t.Parallel()
 	requireRoot(t)
@@ -46,13 +89,26 @@ func TestScanDuringCopyIsRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.Write(bin[:len(bin)/2]); err != nil {
+	if _, err := f.Write(bin[:len(bin)/4]); err != nil {
 		t.Fatal(err)
 	}
 	a := newAgent(t, p)
 	a.Scan()
+	if len(a.bins) != 0 {
+		t.Fatalf("a quarter of a binary, open for writing: probed %v, want it left alone", a.bins)
+	}
+	if _, err := f.Write(bin[len(bin)/4 : len(bin)/2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a.Scan()
 	if len(a.failed) != 1 {
 		t.Fatalf("half a binary: failed = %v, want its attach failed", a.failed)
+	}
+	if f, err = os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := f.Write(bin[len(bin)/2:]); err != nil {
 		t.Fatal(err)
