@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -202,10 +203,10 @@ func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 	case !ok || v == "":
 		return Envelope{}, &AttributeError{Name: HeaderSpecVersion, Reason: "missing"}
 	case v != SpecVersion:
-		return Envelope{}, &AttributeError{Name: HeaderSpecVersion, Reason: fmt.Sprintf("want %s, got %q", SpecVersion, v)}
+		return Envelope{}, &AttributeError{Name: HeaderSpecVersion, Reason: fmt.Sprintf("want %s, got %s", SpecVersion, quote(v))}
 	}
 	if ct, ok := h[HeaderContentType]; ok && !isJSON(ct) {
-		return Envelope{}, &AttributeError{Name: HeaderContentType, Reason: fmt.Sprintf("want %s, got %q", ContentType, ct)}
+		return Envelope{}, &AttributeError{Name: HeaderContentType, Reason: fmt.Sprintf("want %s, got %s", ContentType, quote(ct))}
 	}
 	e := Envelope{
 		ID:      h[HeaderID],
@@ -219,7 +220,7 @@ func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 	if ts, ok := h[HeaderTime]; ok && ts != "" {
 		t, err := parseTime(ts)
 		if err != nil {
-			return Envelope{}, &AttributeError{Name: HeaderTime, Reason: fmt.Sprintf("not RFC 3339: %q", ts)}
+			return Envelope{}, &AttributeError{Name: HeaderTime, Reason: "not RFC 3339: " + quote(ts)}
 		}
 		e.Time = t.UTC()
 	}
@@ -227,6 +228,20 @@ func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 		return Envelope{}, err
 	}
 	return e, nil
+}
+
+// maxQuote bounds how much of a bad header value a reason quotes.
+const maxQuote = 80
+
+// quote is v quoted for a reason, at most maxQuote runes of it and then its length. A header holds up to a record's
+// size, and %q writes a control character in four bytes: quoted whole, a 1 MiB ce_time made a 4 MiB error, which the
+// bridge writes into its dead letter; the DLQ topic refused that letter even without the record, for ever, and the
+// record's partition bridged nothing more.
+func quote(v string) string {
+	if utf8.RuneCountInString(v) <= maxQuote {
+		return strconv.Quote(v)
+	}
+	return fmt.Sprintf("%.*q... (%d bytes)", maxQuote, v, len(v))
 }
 
 // parseTime reads an RFC 3339 timestamp. RFC 3339 (section 5.6) also allows a lower-case "t" and "z", which

@@ -272,3 +272,25 @@ func TestFromHeadersRefusesTimesOutsideRFC3339(t *testing.T) {
 		}
 	}
 }
+
+// TestFromHeadersQuotesAtMost80BytesOfABadValue: the reasons for a bad ce_specversion, content-type or ce_time quoted
+// the whole value, and %q writes a control character in four bytes: a 1 MB header gave a 4 MB error. The bridge
+// writes that text into its dead letter, whose topic takes a record of about 1 MB: refused even without the record's
+// key, value and headers, the letter was retried for ever and its partition bridged nothing more.
+func TestFromHeadersQuotesAtMost80BytesOfABadValue(t *testing.T) {
+	huge := strings.Repeat("\x01", 1<<20)
+	for _, name := range []string{event.HeaderSpecVersion, event.HeaderContentType, event.HeaderTime} {
+		h := map[string]string{
+			"ce_specversion": "1.0", "ce_id": "id-1", "ce_type": "order.created", "ce_source": "/services/order",
+			name: huge,
+		}
+		_, err := event.FromHeaders(h, []byte(`{}`))
+		var ae *event.AttributeError
+		if !errors.As(err, &ae) || ae.Name != name {
+			t.Fatalf("%s of 1 MiB: err %.200v; want an AttributeError naming %s", name, err, name)
+		}
+		if n := len(err.Error()); n > 400 {
+			t.Errorf("%s of 1 MiB: the error is %d bytes, want a quote of at most 80 bytes of the value", name, n)
+		}
+	}
+}
