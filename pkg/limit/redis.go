@@ -317,14 +317,17 @@ func wrongType(err error) bool {
 // inRange reports whether res is an answer the script gives for a key it
 // wrote itself: a count of requests left within the burst, a reset that is
 // not in the past, and for a refusal a wait that is not either. A key
-// holding a number it reads as infinite or NaN gives none of these (the
-// float to Duration conversion of an infinity is MinInt64 on amd64), and no
-// clock step can: the script never stores a time behind Redis's own.
+// holding a number it reads as infinite or NaN gives none of these: its
+// seconds convert to a Duration of MinInt64 on amd64 (and saturate to
+// MaxInt64 on arm64, which no Duration of a real answer reaches), and no
+// clock step gives a negative one: the script never stores a time behind
+// Redis's own.
 func inRange(res *redis_rate.Result) bool {
-	if res.Remaining < 0 || res.Remaining > res.Limit.Burst || res.ResetAfter < 0 || res.ResetAfter >= maxWindow {
+	const saturated = time.Duration(math.MaxInt64)
+	if res.Remaining < 0 || res.Remaining > res.Limit.Burst || res.ResetAfter < 0 || res.ResetAfter == saturated {
 		return false
 	}
-	return res.Allowed > 0 || res.RetryAfter >= 0 && res.RetryAfter < maxWindow
+	return res.Allowed > 0 || res.RetryAfter >= 0 && res.RetryAfter != saturated
 }
 
 // wrongTypeLogEvery spaces the warnings of keys of the wrong type: each
