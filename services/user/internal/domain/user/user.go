@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // User is an account. PasswordHash is a PHC string (argon2id); it leaves the
@@ -38,10 +40,24 @@ func (u User) Profile() Profile {
 // MaxNameLen bounds a display name in characters.
 const MaxNameLen = 100
 
-// NormalizeName trims the name and checks its length; field names the
-// request field in errors.
+// maxTypedNameBytes bounds a name as typed, before it is composed: a
+// character within MaxNameLen may arrive as up to four code points (a
+// Vietnamese "ệ" is "e" and two marks, a Hangul syllable two or three jamo).
+// A longer name is refused unread.
+const maxTypedNameBytes = 4 * MaxNameLen * utf8.UTFMax
+
+// NormalizeName trims the name, composes it (NFC) and checks its length in
+// composed characters. A device may send "é" as "e" and a combining accent
+// (NFD: macOS, some input methods): counted as it came, a 60-letter name
+// with an accent on every letter was over MaxNameLen, and the same name was
+// stored in two forms. NFC, not NFKC: a name shows what its owner typed,
+// ligatures and circled digits included. Errors name the field "name".
 func NormalizeName(name string) (string, *FieldError) {
 	name = strings.TrimSpace(name)
+	if len(name) > maxTypedNameBytes {
+		return "", &FieldError{Field: "name", Detail: "must be at most 100 characters"}
+	}
+	name = norm.NFC.String(name)
 	switch n := utf8.RuneCountInString(name); {
 	case n == 0:
 		return "", &FieldError{Field: "name", Detail: "must not be empty"}

@@ -236,3 +236,26 @@ func TestCheckNewEmailRefusesMixedScripts(t *testing.T) {
 		}
 	}
 }
+
+// A name is as long as the characters it shows, however its device encoded
+// them: "é" arrives as one code point (NFC) or as "e" and a combining accent
+// (NFD, macOS and some input methods), and Vietnamese letters carry two
+// marks. Counted as it came, a 60-letter name typed decomposed was "at most
+// 100 characters" too long. It is kept composed (NFC), the form that shows
+// alike everywhere; compatibility forms are left as typed.
+func TestNormalizeNameCountsComposedCharacters(t *testing.T) {
+	for in, want := range map[string]string{
+		strings.Repeat("e\u0301", 60):       strings.Repeat("\u00e9", 60),
+		strings.Repeat("e\u0323\u0302", 50): strings.Repeat("\u1ec7", 50),  // ệ: e, dot below, circumflex
+		"Zoe\u0308 \ufb01ne " + "\u2460":    "Zo\u00eb \ufb01ne \u2460",    // ﬁ and ① stay
+		strings.Repeat("\u1100\u1161", 100): strings.Repeat("\uac00", 100), // Hangul jamo compose
+	} {
+		got, fe := NormalizeName(in)
+		if fe != nil || got != want {
+			t.Errorf("NormalizeName(%+q) = %+q, %v; want %+q", in, got, fe, want)
+		}
+	}
+	if _, fe := NormalizeName(strings.Repeat("e\u0301", 101)); fe == nil {
+		t.Error("101 composed characters accepted")
+	}
+}

@@ -1,0 +1,33 @@
+package service_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// A name is measured and stored composed: 60 accented letters typed
+// decomposed ("e" and a combining accent each, as macOS sends them) are a
+// name of 60 characters, not a 422 over the 100-character bound, and sign-up
+// and PATCH /users/me store the composed form, the one every device shows
+// and sends alike.
+func TestNameIsCountedAndStoredComposed(t *testing.T) {
+	h := newHarness(t, nil)
+	decomposed, composed := strings.Repeat("e\u0301", 60), strings.Repeat("\u00e9", 60)
+	email := uniqEmail()
+	body, _ := json.Marshal(map[string]string{"email": email, "password": password, "name": decomposed})
+	r := h.do("POST", "/api/v1/users", string(body))
+	if r.Code != http.StatusCreated || r.json(t)["name"] != composed {
+		t.Fatalf("sign-up with a decomposed name: %d %s", r.Code, r.Body)
+	}
+	access, _ := h.tokens(email)
+	bearer := []string{"Authorization", "Bearer " + access}
+	body, _ = json.Marshal(map[string]string{"name": strings.Repeat("o\u0308", 70)})
+	if r := h.do("PATCH", "/api/v1/users/me", string(body), bearer...); r.Code != http.StatusOK {
+		t.Fatalf("PATCH a decomposed name: %d %s", r.Code, r.Body)
+	}
+	if r := h.do("GET", "/api/v1/users/me", "", bearer...); r.Code != http.StatusOK || r.json(t)["name"] != strings.Repeat("\u00f6", 70) {
+		t.Fatalf("GET after the PATCH: %d %s", r.Code, r.Body)
+	}
+}
