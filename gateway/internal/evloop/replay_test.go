@@ -228,3 +228,56 @@ func ordersAndProducts(t *testing.T) *route.Table {
 	}
 	return tb
 }
+
+// Of an endpoint's idle connections the fasthttp transport's pool hands out
+// the one last used, as the event loop does (its pool's idle list is a
+// stack) and as Go's Transport does. fasthttp's default hands out the one
+// idle longest, the likeliest to be closed by the upstream's keep-alive idle
+// timeout as the request arrives (a resend, or a 502 for a POST), and keeps
+// every connection in rotation, so that none stays unused long enough for
+// the pool's own idle timeout to close it first. Two connections go idle
+// one after the other here; the next request must go on the later one.
+func TestPooledConnectionLastUsedIsTakenFirst(t *testing.T) {
+	var (
+		mu    sync.Mutex
+		conns = map[string]string{} // request path -> the connection it came on
+	)
+	gates := map[string]chan struct{}{"/api/v1/orders/a": make(chan struct{}), "/api/v1/orders/b": make(chan struct{})}
+	arrived := make(chan struct{}, 2)
+	up := upstreamtest.Raw(t, func(w io.Writer, req *http.Request) {
+		mu.Lock()
+		conns[req.URL.Path] = w.(net.Conn).RemoteAddr().String()
+		mu.Unlock()
+		if g := gates[req.URL.Path]; g != nil {
+			arrived <- struct{}{}
+			<-g
+		}
+		upstreamtest.OK(w, req.URL.Path)
+	})
+	pool := upstream.NewPool(staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, []string{"order"}, upstream.ClientOptions{})
+	do := handleClient(t, pool, proxy.Options{})
+	done := map[string]chan int{}
+	for _, path := range []string{"/api/v1/orders/a", "/api/v1/orders/b"} {
+		ch := make(chan int, 1)
+		done[path] = ch
+		go func() { ch <- do("GET " + path + " HTTP/1.1\r\nHost: gw\r\n\r\n").StatusCode() }()
+	}
+	for range 2 { // both at the upstream at once: on two connections
+		<-arrived
+	}
+	for _, path := range []string{"/api/v1/orders/a", "/api/v1/orders/b"} {
+		close(gates[path])
+		if s := <-done[path]; s != 200 {
+			t.Fatalf("GET %s: %d, want 200", path, s)
+		}
+	}
+	if r := do("GET /api/v1/orders/c HTTP/1.1\r\nHost: gw\r\n\r\n"); r.StatusCode() != 200 {
+		t.Fatalf("GET /api/v1/orders/c: %d %s", r.StatusCode(), r.Body())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if older, newer := conns["/api/v1/orders/a"], conns["/api/v1/orders/b"]; older == newer || conns["/api/v1/orders/c"] != newer {
+		t.Errorf("a request after two connections went idle went on %s; want %s, the one last used, not %s, idle longer",
+			conns["/api/v1/orders/c"], newer, older)
+	}
+}

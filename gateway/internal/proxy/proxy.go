@@ -256,8 +256,9 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 		if err != nil && errors.Is(err, sockio.ErrUnanswered) && p.Replay(x) {
 			// The upstream closed the pooled connection as the request
 			// arrived (most often its idle timeout): the endpoint's other
-			// idle ones, which the pool hands out oldest first, are as
-			// likely closed, so the request goes on a new connection.
+			// idle ones, which sat idle as long or longer (the pool hands
+			// out the last used first), are as likely closed, so the
+			// request goes on a new connection.
 			x.Endpoint.Client.CloseIdleConnections()
 			err = x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline)
 		}

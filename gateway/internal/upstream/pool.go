@@ -199,6 +199,14 @@ func (p *Pool) client(addr string) *fasthttp.HostClient {
 		// upstream that never saw the request, counted as its failure by
 		// the breaker and the adaptive limit.
 		MaxConnWaitTimeout: maxConnWait,
+		// The idle connection last used goes first, as on the event loop
+		// and in Go's Transport. fasthttp's default (FIFO) hands out the
+		// one idle longest, the likeliest to meet the upstream's keep-alive
+		// idle timeout as the request arrives (a resend, or a 502 for a
+		// POST), and keeps every connection in rotation, so that the pool
+		// never shrinks by IdleTimeout after a burst. The cleaner still
+		// finds the oldest at the front: connections go back at the end.
+		ConnPoolStrategy: fasthttp.LIFO,
 		// Retries are the gateway's decision (idempotency rule + budget);
 		// the pool must never resend on its own.
 		MaxIdemponentCallAttempts: 1,
