@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -207,51 +208,65 @@ func waitingPostgres(pid int) string {
 // here one that takes its time) ends the run as an interrupted start-up:
 // status 130, the temporary data directory removed. The signal handler was
 // set only after that step, so Ctrl-C there killed the run outright and left
-// its data directory (and shanhai.log) in $TMPDIR.
-func TestCtrlCWhileReadingTheNativeServersCleansUp(t *testing.T) {
+// its data directory (and shanhai.log) in $TMPDIR. SIGTERM and SIGHUP stop
+// it the same way, each with its own status (128 + its number), as a shell
+// reports a process that signal ended: every one exited 130, so a run its
+// closed terminal stopped read as one stopped by Ctrl-C.
+func TestSignalWhileReadingTheNativeServersCleansUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the program in a child process")
 	}
-	root := fakeDeps(t, nil)
-	script := filepath.Join(root, "scripts", "deps.sh")
-	if err := os.WriteFile(script, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := t.TempDir()
-	run := asProgram("-native -root "+root+" -port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp)
-	var out bytes.Buffer
-	run.Stdout, run.Stderr = &out, &out
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer run.Process.Kill() // when the test fails
-	waited := make(chan error, 1)
-	go func() { waited <- run.Wait() }()
-	deadline := time.After(30 * time.Second) // hang guard only
-	for !childRuns(run.Process.Pid, "sleep") {
-		select {
-		case err := <-waited:
-			t.Fatalf("the run ended before it read the servers: %v\n%s", err, out.String())
-		case <-deadline:
-			t.Fatal("no scripts/deps.sh env running within 30 s")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	if err := run.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	var err error
-	select {
-	case err = <-waited:
-	case <-time.After(20 * time.Second): // hang guard only
-		t.Fatalf("the run still runs 20 s after Ctrl-C:\n%s", out.String())
-	}
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
-		t.Fatalf("the run after Ctrl-C: %v, want exit status 130:\n%s", err, out.String())
-	}
-	if left, _ := filepath.Glob(filepath.Join(tmp, "shanhai-run-*")); len(left) > 0 {
-		t.Fatalf("data directories left behind: %v", left)
+	// As in TestHangUpStopsTheRunAsCtrlCDoes: the run catches SIGHUP only if
+	// it did not start with it ignored, as under a nohup'ed test binary.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGHUP)
+	for _, c := range []struct {
+		sig    syscall.Signal
+		status int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}, {syscall.SIGHUP, 129}} {
+		t.Run(c.sig.String(), func(t *testing.T) {
+			root := fakeDeps(t, nil)
+			script := filepath.Join(root, "scripts", "deps.sh")
+			if err := os.WriteFile(script, []byte("#!/bin/sh\nexec sleep 30\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			tmp := t.TempDir()
+			run := asProgram("-native -root "+root+" -port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp)
+			var out bytes.Buffer
+			run.Stdout, run.Stderr = &out, &out
+			if err := run.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer run.Process.Kill() // when the test fails
+			waited := make(chan error, 1)
+			go func() { waited <- run.Wait() }()
+			deadline := time.After(30 * time.Second) // hang guard only
+			for !childRuns(run.Process.Pid, "sleep") {
+				select {
+				case err := <-waited:
+					t.Fatalf("the run ended before it read the servers: %v\n%s", err, out.String())
+				case <-deadline:
+					t.Fatal("no scripts/deps.sh env running within 30 s")
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			if err := run.Process.Signal(c.sig); err != nil {
+				t.Fatal(err)
+			}
+			var err error
+			select {
+			case err = <-waited:
+			case <-time.After(20 * time.Second): // hang guard only
+				t.Fatalf("the run still runs 20 s after %v:\n%s", c.sig, out.String())
+			}
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != c.status {
+				t.Fatalf("the run after %v: %v, want exit status %d:\n%s", c.sig, err, c.status, out.String())
+			}
+			if left, _ := filepath.Glob(filepath.Join(tmp, "shanhai-run-*")); len(left) > 0 {
+				t.Fatalf("data directories left behind: %v", left)
+			}
+		})
 	}
 }
 
