@@ -71,8 +71,8 @@ func TestFollowEndsWhenItsMemberLosesTheLeader(t *testing.T) {
 
 	members[1].kill()
 	members[2].kill()
-	// etcd ends a require-leader stream once its member has had no leader for three election timeouts (250 ms
-	// each here, after the leader steps down for want of a quorum): about a second. The bound is far above that.
+	// etcd ends a require-leader stream once its member has had no leader for three election timeouts (500 ms
+	// each here, after the leader steps down for want of a quorum): about two seconds. The bound is far above that.
 	select {
 	case end := <-ended:
 		if !errors.Is(end.Err, rpctypes.ErrNoLeader) {
@@ -100,8 +100,8 @@ func (m *member) kill() {
 }
 
 // startCluster starts n etcd members on free loopback ports, each with a data directory of its own, with short
-// heartbeat and election timeouts so that a lost leader is noticed within a second, and kills them when the test
-// ends. It does not wait for them: a member is ready only once a quorum is up.
+// heartbeat and election timeouts (50 ms, 500 ms) so that a lost leader is noticed within seconds, and kills them
+// when the test ends. It does not wait for them: a member is ready only once a quorum is up.
 func startCluster(t *testing.T, n int) []*member {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
@@ -128,7 +128,7 @@ func startCluster(t *testing.T, n int) []*member {
 			"--listen-client-urls", c, "--advertise-client-urls", c,
 			"--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
 			"--initial-cluster", strings.Join(cluster, ","), "--initial-cluster-state", "new",
-			"--heartbeat-interval", "25", "--election-timeout", "250", "--log-level", "error")
+			"--heartbeat-interval", "50", "--election-timeout", "500", "--log-level", "error")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		err = cmd.Start()
 		_ = logf.Close()
