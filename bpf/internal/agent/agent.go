@@ -35,6 +35,14 @@ type Config struct {
 	// 5.19): there those programs fail the verifier, and each took its whole probe with it. Without them the scan
 	// frees the slots of processes that no longer exist, as before the kernel did (README, "Minimum kernels").
 	NoExitPrograms bool
+	// MaxExecutables is how many executables the agent probes at once; 0 means DefaultMaxExecutables. Each costs
+	// its probes' maps, charged to the agent's memory cgroup (README, "Map memory"), and a target named by base name
+	// or comm is matched by any file of that name any user runs: without a cap, a local user who copied a binary
+	// under a target's name into many directories and ran each copy had the agent load maps for every one until
+	// its memory limit killed it. An executable over the cap is left unprobed, logged once, counted in
+	// shanhai_bpf_executables_refused_total and listed by shanhai_bpf_target_unprobed; it is probed once another
+	// is detached. Targets named by absolute path are attached first in each scan.
+	MaxExecutables int
 	Logger         *slog.Logger
 
 	// The tests' knobs, unexported: per agent, not package variables, so that the tests setting them run at the same
@@ -53,6 +61,10 @@ type Config struct {
 	// call_inflight) so that the tests can fill them. 0 keeps the compiled sizes.
 	inflightEntries uint32
 }
+
+// DefaultMaxExecutables is Config.MaxExecutables when unset: the platform's five services, each once more while a
+// deploy that renames a new build over it runs the old and the new side by side, and room to spare.
+const DefaultMaxExecutables = 16
 
 // Target is one process being observed.
 type Target struct {
@@ -81,8 +93,13 @@ type Agent struct {
 	lastSeen map[binID]time.Time
 	procs    map[int]proc
 	failed   map[binID]string // executables whose attach failed, with why (retried when the file changes)
-	scanned  bool
-	swept    time.Time // when Scan last swept the slot tables
+	// capped are the executables left unprobed because MaxExecutables were probed already (retried at every scan;
+	// forgotten when no process runs them), and cappedTotal how many were refused so since the agent started, each
+	// once while it stays refused (shanhai_bpf_executables_refused_total; scrapes read it outside mu).
+	capped      map[binID]struct{}
+	cappedTotal atomic.Uint64
+	scanned     bool
+	swept       time.Time // when Scan last swept the slot tables
 	// exited holds the targets that left scanProcs while their pid still existed: a zombie has no executable link
 	// but keeps its /proc entry, and its slots, until its parent reaps it. The scan that finds one gone sweeps.
 	exited map[int]struct{}
@@ -124,6 +141,9 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Grace <= 0 {
 		cfg.Grace = time.Minute
 	}
+	if cfg.MaxExecutables <= 0 {
+		cfg.MaxExecutables = DefaultMaxExecutables
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -150,7 +170,7 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, bins: map[binID]*binProbes{},
-		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{},
+		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{}, capped: map[binID]struct{}{},
 		exited: map[int]struct{}{}, callDroppedRetired: map[string]uint64{}}
 	if cfg.HTTPProbe == HTTPProbeSocket {
 		if a.sock, err = attachSockProbe(); err != nil {
@@ -271,6 +291,12 @@ func (a *Agent) Scan() {
 		if now.Sub(a.lastSeen[id]) > a.cfg.Grace {
 			a.log.Info("detached", "exe", b.exe)
 			a.detach(id)
+		}
+	}
+	for id := range a.capped {
+		if !a.lastSeen[id].Equal(now) { // no process runs it: a new one is refused, and counted, again
+			delete(a.capped, id)
+			delete(a.lastSeen, id)
 		}
 	}
 	a.pruneMaps(alive, sweepSlots)
@@ -444,6 +470,16 @@ func (a *Agent) attach(path, exe string, id binID) {
 		a.detach(old)
 		delete(a.lastSeen, old)
 	}
+	if len(a.bins) >= a.cfg.MaxExecutables {
+		if _, ok := a.capped[id]; !ok {
+			a.capped[id] = struct{}{}
+			a.cappedTotal.Add(1)
+			a.log.Warn("not probed: as many executables probed as the cap allows", "exe", exe,
+				"max", a.cfg.MaxExecutables)
+		}
+		return
+	}
+	delete(a.capped, id)
 	// The lease first, so the file cannot be written while it is read and probed; the file is checked again under it.
 	g, err := a.leases.take(f)
 	switch {
@@ -555,6 +591,9 @@ func (a *Agent) Targets() []Target {
 		}
 		if why, ok := a.failed[p.bin]; ok {
 			t.Unprobed = map[string]string{UnprobedAll: why}
+		}
+		if _, ok := a.capped[p.bin]; ok {
+			t.Unprobed = map[string]string{UnprobedAll: fmt.Sprintf("%d executables probed already, the cap", a.cfg.MaxExecutables)}
 		}
 		if a.sock != nil {
 			t.Probes = append(t.Probes, "httpsock")

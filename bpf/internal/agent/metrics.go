@@ -78,6 +78,10 @@ var (
 			"machine, targets or not), since the agent started: an open, a close or a failed connect counts 1, a "+
 			"retransmit the segments it retransmitted (as shanhai_bpf_tcp_retransmits_total counts them).",
 		nil, nil)
+	descRefused = prometheus.NewDesc("shanhai_bpf_executables_refused_total",
+		"Executables a target's process ran that were left unprobed because the agent probed as many as "+
+			"its cap (Config.MaxExecutables, 16 by default) allows already, since the agent started; one refused while its processes run counts once.",
+		nil, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
 		"Scrapes that could not read every BPF map, since the agent started.", nil, nil)
 )
@@ -89,7 +93,7 @@ type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServer, descHijacked, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
-		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descCallDropped, descRuntimeDropped, descTCPDropped, descErrors} {
+		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descCallDropped, descRuntimeDropped, descTCPDropped, descRefused, descErrors} {
 		ch <- d
 	}
 }
@@ -159,6 +163,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	if tcpDroppedErr == nil {
 		ch <- prometheus.MustNewConstMetric(descTCPDropped, prometheus.CounterValue, float64(tcpDropped))
 	}
+	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(c.a.cappedTotal.Load()))
 	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(errs))
 	for k, h := range s.Server {
 		e, ok := exe[k.PID]
