@@ -71,6 +71,9 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 		go func() { errc <- serve(admin, aln) }()
 		s.log.Info("admin listener started", "addr", aln.Addr().String())
 	}
+	// RunService's page-out of the executable's start-up pages, after the
+	// first ready answer (pageout.go); set before anything serves.
+	s.o.OnReady = afterReady(ctx, s.o.OnReady)
 	// Not ready until the steps are done, from the first request on.
 	s.starting.Add(int32(len(steps)))
 	go func() { errc <- serve(srv, ln) }()

@@ -37,9 +37,19 @@ type Wiring struct {
 // returned before anything starts, unlogged: main prints it and exits 2.
 // Any failure from here on is logged as "<Name> service stopped" and
 // returned. Telemetry is shut down here only when New fails; once the
-// service runs, its server flushes it last in the shutdown.
+// service runs, its server flushes it last in the shutdown. RunService
+// reads PageoutConfig itself (a bad value is returned as a bad configuration
+// is, before anything starts): a service it starts alone in its process
+// pages its executable's start-up pages out after its first ready answer.
 func (p Part) RunService(ctx context.Context, w Wiring) error {
+	var po PageoutConfig
+	if err := p.LoadConfig(&po); err != nil {
+		return err
+	}
 	log := p.Log(os.Stderr, w.LogLevel)
+	if po.Enabled {
+		ctx = withPageout(ctx, log)
+	}
 	if err := p.runService(ctx, w, log); err != nil {
 		log.Error(w.Name+" service stopped", "err", err)
 		return err
