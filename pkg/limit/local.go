@@ -191,6 +191,31 @@ func (l *Local) bucket(key string, now int64) *bucket {
 	return b
 }
 
+// spend makes key's bucket no fuller than one whose given fraction of the
+// burst is in use (0 to 1; over 1 counts as 1), leaving it as it is when it
+// already holds less. The Redis limit calls it with each answer Redis gives,
+// so that its local share starts a key from what Redis last counted rather
+// than from a full bucket (see Redis). A fixed bucket rounds the tokens in
+// use up, so a share is never more generous than the fraction.
+func (l *Local) spend(key string, fraction float64) {
+	if l.gcra.kind == unlimited || !(fraction > 0) {
+		return
+	}
+	fraction = min(fraction, 1)
+	now := l.clock()
+	b := l.bucket(key, now)
+	target := now + int64(fraction*float64(l.gcra.window))
+	if l.gcra.kind == fixed {
+		target = int64(math.Ceil(fraction * float64(max(0, l.gcra.burst))))
+	}
+	for {
+		cur := b.tat.Load()
+		if cur >= target || b.tat.CompareAndSwap(cur, target) {
+			return
+		}
+	}
+}
+
 func (l *Local) sweep(s *shard, now int64) {
 	s.mu.Lock()
 	if now >= s.nextSweep.Load() {

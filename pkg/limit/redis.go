@@ -27,9 +27,17 @@ const instrumentation = "github.com/shanhai-dev/shanhai/pkg/limit"
 //
 // When Redis fails (not when the caller gives up), the limiter switches to a
 // local PerKey bucket of limit ÷ replicas: with the load spread evenly the
-// fleet still admits about the configured rate. It logs the switch once,
-// counts every fallback decision on shanhai.limit.fallback.decisions with
-// the reason (reason="unreachable": no answer, a connection or timeout error;
+// fleet still admits about the configured rate. A key's local bucket starts
+// from what Redis last said of that key, scaled to the share (a bucket Redis
+// had drained is drained locally too), not full: these are security limits
+// (failed logins per account), and a fresh local burst for every key each time
+// one Redis call took over CallTimeout gave an account that had used its
+// attempts on Redis its local burst again on every replica. So every answer
+// Redis gives also updates the key's local bucket (the cost of a local
+// decision), and the local share holds the keys of the last refill time while
+// Redis is up too, within LocalKeys. It logs the switch once, counts every
+// fallback decision on shanhai.limit.fallback.decisions with the reason
+// (reason="unreachable": no answer, a connection or timeout error;
 // reason="refused": Redis answered with an error, such as OOM when a full
 // Redis under noeviction refuses the write, or READONLY), and
 // tries Redis again after a short cool-down with one probing request at a
@@ -55,6 +63,7 @@ type Redis struct {
 	cooldown    time.Duration
 	callTimeout time.Duration
 	localKeys   int
+	window      time.Duration // Redis's refill time of a drained bucket
 
 	downUntil atomic.Int64 // unix nanos; 0 while Redis answers
 	refused   atomic.Bool  // what the last failure was: an error reply, not a missing answer
@@ -95,14 +104,15 @@ func CallTimeout(d time.Duration) RedisOption {
 // in hex, measured), so this is about 9 MB a limiter.
 const DefaultLocalKeys = 1 << 16
 
-// LocalKeys caps how many keys the local share remembers while Redis is down
-// (default DefaultLocalKeys; n below 1 keeps it). Past the cap a key is
-// evicted as PerKey's WithMaxKeys says, handing it a fresh local burst. The
-// local share had PerKey's default of a million, about 130 MB a limiter, in
-// services whose pods may use 64 MiB (the user service runs three): an outage
-// of Redis, or a Redis full of the limiter's own keys refusing writes, with
-// enough distinct clients (IPv6 /64s, made-up account names) had the pod
-// killed for its memory before the cap was reached.
+// LocalKeys caps how many keys the local share remembers (default
+// DefaultLocalKeys; n below 1 keeps it): the keys Redis answered within their
+// refill time, and every key decided locally while Redis is down. Past the cap
+// a key is evicted as PerKey's WithMaxKeys says, handing it a fresh local
+// burst. The local share had PerKey's default of a million, about 130 MB a
+// limiter, in services whose pods may use 64 MiB (the user service runs
+// three): an outage of Redis, or a Redis full of the limiter's own keys
+// refusing writes, with enough distinct clients (IPv6 /64s, made-up account
+// names) had the pod killed for its memory before the cap was reached.
 func LocalKeys(n int) RedisOption {
 	return func(r *Redis) {
 		if n > 0 {
@@ -132,6 +142,7 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 	for _, o := range opts {
 		o(r)
 	}
+	r.window = refill(l.Period, l.burst(), l.Count)
 	perSec := float64(l.Count) / l.Period.Seconds() / float64(replicas)
 	r.local = PerKey(rate.Limit(perSec), max(1, l.burst()/replicas), WithMaxKeys(r.localKeys))
 
@@ -179,6 +190,11 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 	}
 	if r.downUntil.Swap(0) != 0 {
 		r.log.InfoContext(ctx, "rate limit back on redis", "limit", r.name)
+	}
+	// ResetAfter over the refill time is the part of the burst in use (a
+	// refill under a nanosecond is no limit to keep).
+	if r.window > 0 {
+		r.local.spend(key, float64(res.ResetAfter)/float64(r.window))
 	}
 	d := Decision{
 		Allowed:    res.Allowed > 0,

@@ -1,0 +1,137 @@
+package limit
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+// slowProxy forwards TCP to the shared test Redis and holds every answer
+// back for its delay, so one test can make Redis slow without slowing it for
+// anyone else (CLIENT PAUSE would).
+type slowProxy struct {
+	addr  string
+	delay atomic.Int64 // nanoseconds each chunk from Redis is held back
+}
+
+func newSlowProxy(t *testing.T) *slowProxy {
+	t.Helper()
+	opt, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &slowProxy{addr: ln.Addr().String()}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	track := func(c net.Conn) {
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+	}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", opt.Addr)
+			if err != nil {
+				_ = client.Close()
+				continue
+			}
+			track(client)
+			track(server)
+			wg.Go(func() { _, _ = io.Copy(server, client); _ = server.Close() })
+			wg.Go(func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := server.Read(buf)
+					if n > 0 {
+						time.Sleep(time.Duration(p.delay.Load())) // the slowness under test, not synchronisation
+						if _, werr := client.Write(buf[:n]); werr != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				_ = client.Close()
+			})
+		}
+	})
+	return p
+}
+
+// A security limit must not hand a key a fresh burst because Redis turned
+// slow: the login limiter (5 failed logins per account) let an account that
+// had used all five on Redis try five more on every replica as soon as one
+// Redis call took over CallTimeout, because the local share started the key
+// from a full bucket. The local share now starts from what Redis last said.
+func TestRedisSlowAfterABucketIsDrainedKeepsItDrained(t *testing.T) {
+	for _, replicas := range []int{1, 3} {
+		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
+			p := newSlowProxy(t)
+			rdb := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1})
+			t.Cleanup(func() { _ = rdb.Close() })
+			var logs strings.Builder
+			name := fmt.Sprintf("slow-%d-%d", replicas, time.Now().UnixNano())
+			// login-account's shape: 5 per 5 minutes.
+			l := NewRedis(rdb, Rate{Count: 5, Period: 5 * time.Minute}, replicas, Name(name),
+				CallTimeout(100*time.Millisecond), Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+			ctx := context.Background()
+			for i := range 5 {
+				d, err := l.Allow(ctx, "account:victim")
+				if err != nil || !d.Allowed || l.Degraded() {
+					t.Fatalf("attempt %d on Redis: %+v, %v, degraded %v", i+1, d, err, l.Degraded())
+				}
+			}
+			p.delay.Store(int64(time.Second))
+			for i := range 5 {
+				d, err := l.Allow(ctx, "account:victim")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d.Allowed {
+					t.Fatalf("attempt %d with Redis slow (degraded %v) was allowed: the five Redis counted were forgotten: %+v",
+						6+i, l.Degraded(), d)
+				}
+				if d.RetryAfter <= 0 {
+					t.Fatalf("refused without RetryAfter: %+v", d)
+				}
+			}
+			if !l.Degraded() {
+				t.Fatal("a Redis slower than CallTimeout did not put the limiter on its local share")
+			}
+			// Another key, never seen on Redis, still has its local share.
+			if d, _ := l.Allow(ctx, "account:other"); !d.Allowed {
+				t.Fatalf("a key Redis never counted is refused locally: %+v", d)
+			}
+		})
+	}
+}
