@@ -7,6 +7,9 @@ Usage (from the repository root, with scripts/deps.sh up):
     python3 services/order/scripts/startup_bench.py all 7 --against HEAD~3   # A/B: that revision vs the working tree
     python3 services/order/scripts/startup_bench.py order 7 --binary plain=/tmp/a --binary static=/tmp/b  # prebuilt
     python3 services/order/scripts/startup_bench.py order 5 --binary a=/tmp/x --binary b=/tmp/x --env b:VAR=1 --cold
+    python3 services/order/scripts/startup_bench.py order 9 --binary off=/tmp/x --binary on=/tmp/x \
+        --env off:PAGEOUT_AFTER_READY=false --idle 2 --requests 20 --load 3    # first requests after idle, RSS after load
+    python3 services/order/scripts/startup_bench.py order 5 --binary root=/tmp/x --binary img=/tmp/x --as img:65532  # as uid 65532
 
 Why Python: the probe loop has to be cheaper than the thing it measures;
 spawning curl per poll costs milliseconds, an in-process HTTP poll does not.
@@ -33,6 +36,13 @@ does), under version "bench-...", for the few seconds it runs. After /readyz
 answers 200 it reads the CPU the process used (schedstat of its threads),
 waits 3 s idle, reads VmRSS (anonymous, file-backed, shared) and PSS from /proc, the process's
 minor and major page faults, and how much of the binary is in the page cache (fincore), and sends SIGTERM.
+--idle sets that wait (the page-out after ready, pkg/server's PAGEOUT_AFTER_READY, is measured at 2 s).
+
+--requests N (order only) then times the first N rounds of an authenticated GET /api/v1/orders and a POST
+/api/v1/orders (a fresh Idempotency-Key each, one keep-alive connection, a token signed with the stub JWKS's key):
+what the first requests after idle pay for code that is no longer resident. --load S then runs the same pair for S
+seconds, waits --idle again and reads RSS once more: the working set that comes back. --as LABEL:UID runs that
+label's binary as another user (the images run as 65532, with a root-owned executable).
 
 RSS is not the memory a start costs: the file-backed part counts the executable's pages this process maps (the
 kernel maps a 64 KiB fault-around window of cached pages per fault), while what a node pays is the binary's page
@@ -85,11 +95,20 @@ ap.add_argument("--binary", metavar="LABEL=PATH", action="append", default=[],
                      "several, e.g. builds with different flags; one PATH may appear under several labels)")
 ap.add_argument("--env", metavar="LABEL:NAME=VALUE", action="append", default=[],
                 help="set NAME=VALUE in the environment of the runs of that --binary label only (A/B of one binary)")
+ap.add_argument("--idle", type=float, default=3, help="seconds idle after ready before RSS is read (default 3)")
+ap.add_argument("--requests", type=int, default=0, metavar="N",
+                help="order only: after the idle reading, time the first N authenticated GET + POST pairs")
+ap.add_argument("--load", type=float, default=0, metavar="S",
+                help="with --requests: then S seconds of those pairs, --idle seconds idle, and RSS again")
+ap.add_argument("--as", dest="run_as", metavar="LABEL:UID", action="append", default=[],
+                help="run that label's binary as this uid (it must be able to read the binary)")
 ap.add_argument("--cold", action="store_true",
                 help="evict the binary from the page cache before every run, not only once after building: each "
                      "start reads it from disk (a node that has just pulled the image still has it cached: the pull wrote it)")
 args = ap.parse_args()
 services = SERVICES if args.service == "all" else (args.service,)
+if args.requests and services != ("order",):
+    sys.exit("--requests measures order's API only")
 root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 
 env = dict(os.environ)
@@ -162,6 +181,43 @@ class JWKS(http.server.BaseHTTPRequestHandler):
         pass
 
 
+# The private half of the stub's key (RFC 8032's first test vector), to sign --requests' token.
+BENCH_KEY_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
+
+
+def bench_token():
+    """An access token the services accept from the stub JWKS: EdDSA, kid bench, iss shanhai-user, an hour."""
+    import base64
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # only --requests needs it
+    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+    key = Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(BENCH_KEY_D + "="))
+    head = b64(json.dumps({"alg": "EdDSA", "kid": "bench", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": str(uuid.uuid4()), "iss": "shanhai-user", "exp": int(time.time()) + 3600}).encode())
+    return (head + b"." + body + b"." + b64(key.sign(head + b"." + body))).decode()
+
+
+def api_pair(conn, token):
+    """One authenticated GET /api/v1/orders and one POST /api/v1/orders: ms each."""
+    out = []
+    for method, body in (("GET", None), ("POST", b'{"items":[{"sku":"TEA-GREEN-100G","quantity":1}]}')):
+        h = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+        if body:
+            h["Idempotency-Key"] = str(uuid.uuid4())
+        t = time.perf_counter()
+        conn.request(method, "/api/v1/orders", body=body, headers=h)
+        r = conn.getresponse()
+        r.read()
+        out.append((time.perf_counter() - t) * 1000)
+        if r.status >= 300:
+            sys.exit(f"{method} /api/v1/orders answered {r.status}")
+    return out
+
+
+def status_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
+
+
 jwks_srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JWKS)
 threading.Thread(target=jwks_srv.serve_forever, daemon=True).start()
 
@@ -223,7 +279,7 @@ def cached(path):
     return int(out.split()[0])
 
 
-def start(svc, binary, db_url, prefix, log_path, extra_env=None):
+def start(svc, binary, db_url, prefix, log_path, extra_env=None, uid=None):
     if args.cold:
         drop_page_cache(binary)
     port = free_port()
@@ -236,7 +292,7 @@ def start(svc, binary, db_url, prefix, log_path, extra_env=None):
         e.update(extra_env)
     t_exec = time.time()
     t0 = time.perf_counter()
-    p = subprocess.Popen([binary], env=e, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+    p = subprocess.Popen([binary], env=e, stdout=subprocess.DEVNULL, stderr=open(log_path, "w"), user=uid)
     status = None
     while time.perf_counter() - t0 < 10:
         try:
@@ -256,9 +312,8 @@ def start(svc, binary, db_url, prefix, log_path, extra_env=None):
         p.kill()
         sys.exit(f"{svc} not ready after 10 s (last status {status}); see {log_path}")
     cpu, wait = schedstat(p.pid)
-    time.sleep(3)
-    with open(f"/proc/{p.pid}/status") as f:
-        st = {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
+    time.sleep(args.idle)
+    st = status_kib(p.pid)
     with open(f"/proc/{p.pid}/stat") as f:
         stat = f.read().rsplit(")", 1)[1].split()
     minflt, majflt = int(stat[7]), int(stat[9])  # fields 10 and 12 of proc(5), after pid and comm
@@ -267,6 +322,21 @@ def start(svc, binary, db_url, prefix, log_path, extra_env=None):
     # of the same binary on one machine, so here PSS is close to RSS; "shared" is what other processes also map.
     with open(f"/proc/{p.pid}/smaps_rollup") as f:
         st.update({l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("Pss:", "Shared_Clean:", "Shared_Dirty:"))})
+    first, after_load, load_pairs = [], None, 0
+    if args.requests:
+        token, maj0 = bench_token(), majflt_of(p.pid)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        first = [api_pair(conn, token) for _ in range(args.requests)]
+        first_majflt = majflt_of(p.pid) - maj0
+        if args.load:
+            t_end = time.perf_counter() + args.load
+            while time.perf_counter() < t_end:
+                api_pair(conn, token)
+                load_pairs += 1
+            conn.close()
+            time.sleep(args.idle)
+            after_load = status_kib(p.pid)
+        conn.close()
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=15)
     tl = timeline(log_path, t_exec)
@@ -276,7 +346,13 @@ def start(svc, binary, db_url, prefix, log_path, extra_env=None):
     return {"ready": took, "cpu": cpu, "wait": wait, "rss": st["VmRSS"] / 1024, "anon": st["RssAnon"] / 1024,
             "file": st["RssFile"] / 1024, "pss": st["Pss"] / 1024, "shared": (st["Shared_Clean"] + st["Shared_Dirty"]) / 1024,
             "listen_to_ready": took - listening, "timeline": tl,
-            "minflt": minflt, "majflt": majflt, "cache": page_cache}
+            "minflt": minflt, "majflt": majflt, "cache": page_cache, "first": first,
+            "first_majflt": first_majflt if args.requests else 0, "after_load": after_load, "load_pairs": load_pairs}
+
+
+def majflt_of(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[9])
 
 
 def median_run(rs):
@@ -292,10 +368,13 @@ try:
     for spec in args.env:
         label, kv = spec.split(":", 1)
         extra_env.setdefault(label, {})[kv.split("=", 1)[0]] = kv.split("=", 1)[1]
+    run_as = {label: int(uid) for label, uid in (spec.split(":", 1) for spec in args.run_as)}
     if prebuilt:
         if len(services) != 1:
             sys.exit("--binary measures one service")
         variants = {label: None for label in prebuilt}
+    if set(run_as) - set(variants):
+        sys.exit(f"--as names {sorted(set(run_as) - set(variants))}, not one of {sorted(variants)}")
     if set(extra_env) - set(variants):
         sys.exit(f"--env names {sorted(set(extra_env) - set(variants))}, not one of {sorted(variants)}")
     for svc in services:
@@ -317,12 +396,19 @@ try:
         for i in range(args.runs):
             for label in variants:
                 r = start(svc, binaries[label], dburls[label], prefix, os.path.join(tmp, f"{svc}-{label}-{i}.log"),
-                          extra_env.get(label))
+                          extra_env.get(label), run_as.get(label))
                 results[label].append(r)
                 print(f"{svc} {label} run {i + 1}: ready {r['ready']:.1f} ms, cpu {r['cpu']:.1f} ms, runq wait "
                       f"{r['wait']:.1f} ms{' (migrations from empty)' if i == 0 else ''}, idle RSS {r['rss']:.1f} MiB "
                       f"(anonymous {r['anon']:.1f}, file {r['file']:.1f}, shared {r['shared']:.1f}; PSS {r['pss']:.1f}); "
                       f"faults {r['minflt']} minor, {r['majflt']} major; binary in page cache {r['cache']:.1f} MiB")
+                if r["first"]:
+                    print(f"   first requests (GET, POST ms): " + ", ".join(f"{g:.1f}/{q:.1f}" for g, q in r["first"][:5])
+                          + f"; {r['first_majflt']} major faults during the first {len(r['first'])} pairs")
+                if r["after_load"]:
+                    a = r["after_load"]
+                    print(f"   after {r['load_pairs']} pairs of load and {args.idle:g} s idle: RSS {a['VmRSS'] / 1024:.1f} MiB "
+                          f"(anonymous {a['RssAnon'] / 1024:.1f}, file {a['RssFile'] / 1024:.1f})")
         for label, rs in results.items():
             warm = rs[1:] or rs
             med = lambda k: statistics.median(r[k] for r in warm)
@@ -333,6 +419,17 @@ try:
                   f"shared {statistics.median(r['shared'] for r in rs):.1f}; PSS {statistics.median(r['pss'] for r in rs):.1f}); "
                   f"faults {statistics.median(r['minflt'] for r in rs):.0f} minor, {statistics.median(r['majflt'] for r in rs):.0f} major; "
                   f"binary in page cache {statistics.median(r['cache'] for r in rs):.1f} MiB")
+            if rs[0]["first"]:
+                for k, name in ((0, "GET"), (1, "POST")):
+                    per = [statistics.median(r["first"][j][k] for r in warm) for j in range(args.requests)]
+                    print(f"   {name} /api/v1/orders, median over restarts of request 1..{args.requests} (ms): "
+                          + " ".join(f"{v:.1f}" for v in per) + f"; requests 2..{args.requests} median "
+                          f"{statistics.median(per[1:] or per):.2f}")
+                print(f"   major faults during the first {args.requests} pairs, median {statistics.median(r['first_majflt'] for r in warm):.0f}")
+            if rs[0]["after_load"]:
+                al = lambda k: statistics.median(r["after_load"][k] / 1024 for r in rs)
+                print(f"   after {args.load:g} s of load ({statistics.median(r['load_pairs'] for r in rs):.0f} pairs) and "
+                      f"{args.idle:g} s idle: RSS median {al('VmRSS'):.1f} MiB (anonymous {al('RssAnon'):.1f}, file {al('RssFile'):.1f})")
             print(f"   timeline of the median restart (ms after exec): "
                   + "; ".join(f"{t:.1f} {m}" for t, m in median_run(warm)["timeline"]))
         if set(variants) == {"old", "new"}:
