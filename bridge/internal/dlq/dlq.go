@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
@@ -135,25 +136,45 @@ func Message(l Letter) kafka.Message {
 	return m
 }
 
+// detailKept is how much of a letter's detail, in bytes cut between runes, a letter too large for the DLQ topic keeps.
+// The detail is error text, and an error may quote the input at any length: kept whole beside a record that Kafka
+// took at its size limit, it could keep even the letter without the record over the topic's limit, refused for ever.
+// 512 bytes hold every detail the bridge writes itself (counts, sizes, a broker's error) and pkg/event's quotes of 80
+// bytes whole, and its first part, which says what failed, otherwise; the letter without the record is then at most
+// about 1.1 KiB (a 249-character topic name, the widest numbers), so any DLQ topic taking 2 KiB takes it.
+const detailKept = 512
+
+// form is how much of a letter Send writes; each is tried when the topic refused the one before for its size.
+type form int
+
+const (
+	whole   form = iota // as Message renders it
+	clipped             // the detail cut to detailKept, when it was longer
+	bare                // also without key, value and carried headers: what names the source record and why
+)
+
 // Send implements Sink.
 func (k *Kafka) Send(ctx context.Context, l Letter) error {
 	b := backoff.Backoff{Base: 50 * time.Millisecond, Max: k.maxBackoff}
-	m, whole, waiting := Message(l), true, false
+	m, f, waiting := Message(l), whole, false
 	for {
 		k.topic.Ensure(ctx, k.w.Topic)
 		err := k.w.WriteMessages(ctx, m)
 		if err == nil {
 			return nil
 		}
-		if kafkasize.TooLarge(err) && whole {
+		if kafkasize.TooLarge(err) && f < bare {
 			// A letter adds headers to a record that its topic may have
-			// taken at the size limit, so it can never be written whole, and
-			// retrying it would stop its partition for good. Without key,
-			// value and carried headers it still names the source record,
-			// which stays in its topic for the topic's retention.
-			m = Message(Letter{Leg: l.Leg, Reason: l.Reason, Detail: l.Detail, Topic: l.Topic, Partition: l.Partition, Offset: l.Offset})
-			m.Headers = append(m.Headers, kafka.Header{Key: HeaderOmitted, Value: fmt.Appendf(nil, "key, value and headers (%d bytes): too large for the DLQ topic", size(l))})
-			whole = false
+			// taken at the size limit, and a detail of any length, so it
+			// may never be written whole, and retrying it would stop its
+			// partition for good. The detail's tail goes first, then the
+			// record: the letter still names the source record, which
+			// stays in its topic for the topic's retention.
+			f++
+			if f == clipped && len(l.Detail) <= detailKept {
+				f = bare
+			}
+			m = shrunk(l, f)
 			continue
 		}
 		if ctx.Err() == nil {
@@ -170,6 +191,36 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)
 		}
 	}
+}
+
+// shrunk renders l in form f (clipped or bare), with HeaderOmitted saying what was left out.
+func shrunk(l Letter, f form) kafka.Message {
+	var omitted []string
+	if f == bare {
+		omitted = append(omitted, fmt.Sprintf("key, value and headers (%d bytes)", size(l)))
+		l = Letter{Leg: l.Leg, Reason: l.Reason, Detail: l.Detail, Topic: l.Topic, Partition: l.Partition, Offset: l.Offset}
+	}
+	if d := clip(l.Detail, detailKept); len(d) < len(l.Detail) {
+		omitted = append(omitted, fmt.Sprintf("detail after its first %d of %d bytes", len(d), len(l.Detail)))
+		l.Detail = d
+	}
+	m := Message(l)
+	m.Headers = append(m.Headers, kafka.Header{Key: HeaderOmitted, Value: []byte(strings.Join(omitted, "; ") + ": too large for the DLQ topic")})
+	return m
+}
+
+// clip returns at most the first n bytes of s, cut before a rune's first byte where one is within a rune's length
+// (an error text is UTF-8; one that is not is cut at n).
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for i := n; i > 0 && i > n-utf8.UTFMax; i-- {
+		if utf8.RuneStart(s[i]) {
+			return s[:i]
+		}
+	}
+	return s[:n]
 }
 
 func size(l Letter) int {

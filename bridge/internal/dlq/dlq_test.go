@@ -3,10 +3,14 @@ package dlq_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
+	"math"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
 
@@ -83,4 +87,89 @@ func TestSendLetterTheDLQTopicTakesKeepsItsValue(t *testing.T) {
 	if h := harness.Headers(got[0]); !bytes.Equal(got[0].Value, value) || string(got[0].Key) != "k1" || h["ce_id"] != "e1" {
 		t.Fatalf("letter has %d of %d value bytes, key %q, headers %v", len(got[0].Value), len(value), got[0].Key, h)
 	}
+}
+
+// TestSendLetterWithALongDetailToASmallTopic: a letter too large for the DLQ topic was sent again without key, value
+// and carried headers but with its whole detail, the error text, which may quote the input. When the detail alone
+// kept it over the topic's limit, that letter was retried for ever and its partition bridged nothing more. Now the
+// detail is clipped too, and any DLQ topic that takes 2 KiB takes the letter: here the longest source topic name Kafka
+// allows, the widest partition and offset, and a detail of 64 KiB, to a topic at 2 KiB.
+func TestSendLetterWithALongDetailToASmallTopic(t *testing.T) {
+	t.Parallel() // a topic of its own; it waits on Kafka
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dead := "bridgetest." + harness.ID() + ".dlq"
+	if err := harness.CreateTopic(ctx, brokers, dead, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "2048"}); err != nil {
+		t.Fatal(err)
+	}
+	sink, send, logs := sinkWithoutRetries(ctx, brokers, dead)
+	defer sink.Close()
+	detail := "invalid envelope: " + strings.Repeat("é", 32<<10) // 64 KiB of two-byte runes, as a quote of the input could be
+	letter := dlq.Letter{Leg: "nats-pulsar", Reason: "too_large", Detail: detail, Topic: strings.Repeat("t", 249),
+		Partition: math.MaxInt32, Offset: math.MinInt64, Key: []byte("k1"), Value: bytes.Repeat([]byte("a"), 4096),
+		Headers: []kafka.Header{{Key: "ce_id", Value: []byte("e1")}}}
+	if err := sink.Send(send, letter); err != nil {
+		t.Fatalf("send: %v (%v); log: %s", err, context.Cause(send), logs)
+	}
+	got, err := harness.ReadDeadLetters(ctx, brokers, dead, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := harness.Headers(got[0])
+	d := h[dlq.HeaderDetail]
+	if h[dlq.HeaderOmitted] == "" || h[dlq.HeaderTopic] != letter.Topic || h[dlq.HeaderOffset] != strconv.FormatInt(math.MinInt64, 10) ||
+		h[dlq.HeaderPartition] != strconv.Itoa(math.MaxInt32) || len(got[0].Value) != 0 {
+		t.Fatalf("letter: headers %v, %d value bytes", h, len(got[0].Value))
+	}
+	if d == "" || !strings.HasPrefix(detail, d) || !utf8.ValidString(d) {
+		t.Fatalf("detail %q (%d bytes): want a prefix of the detail cut between runes", d, len(d))
+	}
+}
+
+// TestSendLetterWithALongDetailKeepsItsRecord: a detail too long for the DLQ topic beside a record it does take costs
+// the letter its detail's tail, not the record an operator replays.
+func TestSendLetterWithALongDetailKeepsItsRecord(t *testing.T) {
+	t.Parallel() // a topic of its own; it waits on Kafka
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dead := "bridgetest." + harness.ID() + ".dlq"
+	if err := harness.CreateTopic(ctx, brokers, dead, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "8192"}); err != nil {
+		t.Fatal(err)
+	}
+	sink, send, logs := sinkWithoutRetries(ctx, brokers, dead)
+	defer sink.Close()
+	detail := "invalid envelope: " + strings.Repeat("x", 16<<10)
+	letter := dlq.Letter{Leg: "kafka-nats", Reason: "envelope", Detail: detail, Topic: "src", Offset: 3, Key: []byte("k1"),
+		Value: bytes.Repeat([]byte("a"), 2048), Headers: []kafka.Header{{Key: "ce_id", Value: []byte("e1")}}}
+	if err := sink.Send(send, letter); err != nil {
+		t.Fatalf("send: %v (%v); log: %s", err, context.Cause(send), logs)
+	}
+	got, err := harness.ReadDeadLetters(ctx, brokers, dead, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := harness.Headers(got[0])
+	if d := h[dlq.HeaderDetail]; d == "" || len(d) >= len(detail) || !strings.HasPrefix(detail, d) {
+		t.Fatalf("detail of %d bytes: want a clipped prefix of the %d", len(d), len(detail))
+	}
+	if !bytes.Equal(got[0].Value, letter.Value) || string(got[0].Key) != "k1" || h["ce_id"] != "e1" || h[dlq.HeaderOmitted] == "" {
+		t.Fatalf("letter has %d of %d value bytes, key %q, headers %v", len(got[0].Value), len(letter.Value), got[0].Key, h)
+	}
+}
+
+// sinkWithoutRetries returns a sink writing to topic and the context to send with, which ends at the sink's first
+// retry: Send holds a letter the topic refuses, retrying for ever, so a retry is the failure there is no deadline for.
+// The warnings of the refusal go to the returned buffer.
+func sinkWithoutRetries(ctx context.Context, brokers []string, topic string) (*dlq.Kafka, context.Context, *testenv.LogBuffer) {
+	send, stop := context.WithCancelCause(ctx)
+	logs := new(testenv.LogBuffer)
+	sink := dlq.NewKafka(brokers, topic, time.Second, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	sink.Waiting = func(_ string, d int64) {
+		if d > 0 {
+			stop(errors.New("the letter was refused and is being retried"))
+		}
+	}
+	return sink, send, logs
 }
