@@ -29,3 +29,27 @@ func TestNoExitProgramsVariable(t *testing.T) {
 		t.Error("BPF_NO_EXIT_PROGRAMS=sometimes accepted, want refused")
 	}
 }
+
+// The cap on executables probed at once (agent.Config.MaxExecutables) must be the operator's to size against the
+// agent's memory limit: BPF_MAX_EXECUTABLES reaches it, 16 unset, and a cap below 1 is refused.
+func TestMaxExecutablesVariable(t *testing.T) {
+	for env, want := range map[string]int{"": 16, "4": 4} {
+		environ := map[string]string{}
+		if env != "" {
+			environ["BPF_MAX_EXECUTABLES"] = env
+		}
+		var cfg Config
+		if err := config.LoadFrom(&cfg, environ); err != nil {
+			t.Fatalf("BPF_MAX_EXECUTABLES=%q: %v", env, err)
+		}
+		if got := agentConfig(cfg, slog.Default()).MaxExecutables; got != want {
+			t.Errorf("BPF_MAX_EXECUTABLES=%q: MaxExecutables = %d, want %d", env, got, want)
+		}
+	}
+	for _, env := range []string{"0", "-1", "many"} {
+		var cfg Config
+		if err := config.LoadFrom(&cfg, map[string]string{"BPF_MAX_EXECUTABLES": env}); err == nil {
+			t.Errorf("BPF_MAX_EXECUTABLES=%s accepted, want refused", env)
+		}
+	}
+}

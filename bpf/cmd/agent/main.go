@@ -37,6 +37,7 @@ type Config struct {
 	// or bpf_map_lookup_percpu_elem only in part passes it and then refuses the exit programs, and each refusal
 	// takes its whole probe (HTTP server, runtime, calls) with it. This is the operator's way out.
 	NoExitPrograms bool   `env:"BPF_NO_EXIT_PROGRAMS" envDefault:"false" desc:"load the HTTP server, runtime and call probes without their sched_process_exit programs, as the agent does itself on kernels before 5.19 (no bpf_loop or bpf_map_lookup_percpu_elem); for a kernel whose verifier refuses them although it reports both helpers. Exited processes' slots are then freed by the scan, so a pid reused before the next scan keeps counting into the old process's series (bpf/README.md, Minimum kernels)"`
+	MaxExecutables int    `env:"BPF_MAX_EXECUTABLES" envDefault:"16" desc:"most executables probed at once; each costs its probes' BPF maps in the agent's memory (bpf/README.md, Map memory), and a target named by name matches any file of that name any user runs, so one over the cap is left unprobed, logged and counted (shanhai_bpf_executables_refused_total)"`
 	LogLevel       string `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 }
 
@@ -54,6 +55,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTPProbe != agent.HTTPProbeUprobe && c.HTTPProbe != agent.HTTPProbeSocket {
 		errs = append(errs, config.Invalid("BPF_HTTP_PROBE", "uprobe or socket"))
+	}
+	if c.MaxExecutables < 1 {
+		errs = append(errs, config.Invalid("BPF_MAX_EXECUTABLES", "at least 1"))
 	}
 	if c.ScanInterval < 10*time.Millisecond {
 		errs = append(errs, config.Invalid("BPF_SCAN_INTERVAL", "at least 10ms"))
@@ -96,7 +100,7 @@ func main() {
 // agentConfig is the agent's configuration from the environment's.
 func agentConfig(cfg Config, log *slog.Logger) agent.Config {
 	return agent.Config{Targets: targets(cfg.Targets), ScanInterval: cfg.ScanInterval, Grace: cfg.Grace, HTTPProbe: cfg.HTTPProbe,
-		NoExitPrograms: cfg.NoExitPrograms, Logger: log}
+		NoExitPrograms: cfg.NoExitPrograms, MaxExecutables: cfg.MaxExecutables, Logger: log}
 }
 
 func run(cfg Config, log *slog.Logger) error {

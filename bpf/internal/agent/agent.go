@@ -474,7 +474,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 		if _, ok := a.capped[id]; !ok {
 			a.capped[id] = struct{}{}
 			a.cappedTotal.Add(1)
-			a.log.Warn("not probed: as many executables probed as the cap allows", "exe", exe,
+			a.log.Warn("not probed: as many executables probed as BPF_MAX_EXECUTABLES allows", "exe", exe,
 				"max", a.cfg.MaxExecutables)
 		}
 		return
@@ -593,7 +593,7 @@ func (a *Agent) Targets() []Target {
 			t.Unprobed = map[string]string{UnprobedAll: why}
 		}
 		if _, ok := a.capped[p.bin]; ok {
-			t.Unprobed = map[string]string{UnprobedAll: fmt.Sprintf("%d executables probed already, the cap", a.cfg.MaxExecutables)}
+			t.Unprobed = map[string]string{UnprobedAll: fmt.Sprintf("%d executables probed already, the most BPF_MAX_EXECUTABLES allows", a.cfg.MaxExecutables)}
 		}
 		if a.sock != nil {
 			t.Probes = append(t.Probes, "httpsock")

@@ -80,7 +80,7 @@ var (
 		nil, nil)
 	descRefused = prometheus.NewDesc("shanhai_bpf_executables_refused_total",
 		"Executables a target's process ran that were left unprobed because the agent probed as many as "+
-			"its cap (Config.MaxExecutables, 16 by default) allows already, since the agent started; one refused while its processes run counts once.",
+			"BPF_MAX_EXECUTABLES (16 by default) allows already, since the agent started; one refused while its processes run counts once.",
 		nil, nil)
 	descErrors = prometheus.NewDesc("shanhai_bpf_read_errors_total",
 		"Scrapes that could not read every BPF map, since the agent started.", nil, nil)
