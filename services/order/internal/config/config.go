@@ -3,6 +3,7 @@ package config
 
 import (
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
@@ -19,7 +20,7 @@ type Config struct {
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery (canary routing)"`
 	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
 
-	DatabaseURL string `env:"DATABASE_URL,required" desc:"postgres://... or sqlite://path"`
+	DatabaseURL string `env:"DATABASE_URL,required,notEmpty" desc:"postgres://... or sqlite://path"`
 	// Most database time is spent waiting for round trips, so the pool is sized for the concurrent handlers
 	// (HTTP requests, consumer workers, the outbox relay), not for the cores: with 10 the workers queued for a
 	// connection whenever PostgreSQL answered slowly.
@@ -62,6 +63,16 @@ const MinPendingTimeout = 5 * time.Minute
 // Validate checks what types alone cannot.
 func (c *Config) Validate() error {
 	var errs []error
+	// A server's address set empty is a mistake, not a way to turn something off (none of them is optional), and each
+	// failed far from its variable: nats.go dialled its own default, nats://127.0.0.1:4222, not the platform's.
+	notEmpty := func(name, val string) {
+		if strings.TrimSpace(val) == "" {
+			errs = append(errs, config.Invalid(name, "must not be empty (unset it for the default)"))
+		}
+	}
+	notEmpty("REDIS_URL", c.RedisURL)
+	notEmpty("NATS_URL", c.NATSURL)
+	notEmpty("JWKS_URL", c.JWKSURL)
 	if c.DatabaseMaxConns < 1 {
 		errs = append(errs, config.Invalid("DATABASE_MAX_CONNS", "must be at least 1"))
 	}

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,30 @@ func TestPendingTimeout(t *testing.T) {
 		case !ok && (err == nil || !strings.Contains(err.Error(), "ORDER_PENDING_TIMEOUT")):
 			t.Errorf("%s: err %v, want one naming ORDER_PENDING_TIMEOUT", value, err)
 		}
+	}
+}
+
+// TestEmptyServerAddressesAreRefusedByName: DATABASE_URL= passed as set and failed later in database.Open with a
+// message about a URL, not the variable; NATS_URL= connected to nats.go's own default, nats://127.0.0.1:4222, not
+// the platform's; REDIS_URL= and JWKS_URL= failed later or answered every token 401. Each empty (or blank) value is
+// now a start-up error naming its variable, beside the others; unset, the defaults still load.
+func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
+	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWKS_URL"} {
+		for _, value := range []string{"", " \t"} {
+			env := map[string]string{"DATABASE_URL": "sqlite://:memory:", name: value}
+			var c orderconfig.Config
+			err := config.LoadFrom(&c, env)
+			var bad *config.Error
+			if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != name || !strings.Contains(bad.Vars[0].Problem, "must not be empty") {
+				t.Errorf("%s=%q: got %v, want one problem: %s must not be empty", name, value, err, name)
+			}
+		}
+	}
+	var c orderconfig.Config
+	if err := config.LoadFrom(&c, map[string]string{"DATABASE_URL": "sqlite://:memory:"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisURL == "" || c.NATSURL == "" || c.JWKSURL == "" {
+		t.Errorf("defaults lost: REDIS_URL %q, NATS_URL %q, JWKS_URL %q", c.RedisURL, c.NATSURL, c.JWKSURL)
 	}
 }

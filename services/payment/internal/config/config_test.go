@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -73,5 +74,30 @@ func TestProviderLatencyIsBounded(t *testing.T) {
 	var c paymentconfig.Config
 	if err := config.Load(&c); err == nil || !strings.Contains(err.Error(), "PROVIDER_LATENCY_P99") {
 		t.Fatalf("PROVIDER_LATENCY_P99=11s: err = %v", err)
+	}
+}
+
+// TestEmptyServerAddressesAreRefusedByName: DATABASE_URL= passed as set and failed later in database.Open with a
+// message about a URL, not the variable; NATS_URL= connected to nats.go's own default, nats://127.0.0.1:4222, not
+// the platform's; JWKS_URL= answered every token 401. Each empty (or blank) value is now a start-up error naming its
+// variable, beside the others; unset, the defaults still load.
+func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
+	for _, name := range []string{"DATABASE_URL", "NATS_URL", "JWKS_URL"} {
+		for _, value := range []string{"", " \t"} {
+			env := map[string]string{"DATABASE_URL": "sqlite://:memory:", name: value}
+			var c paymentconfig.Config
+			err := config.LoadFrom(&c, env)
+			var bad *config.Error
+			if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != name || !strings.Contains(bad.Vars[0].Problem, "must not be empty") {
+				t.Errorf("%s=%q: got %v, want one problem: %s must not be empty", name, value, err, name)
+			}
+		}
+	}
+	var c paymentconfig.Config
+	if err := config.LoadFrom(&c, map[string]string{"DATABASE_URL": "sqlite://:memory:"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.NATSURL == "" || c.JWKSURL == "" {
+		t.Errorf("defaults lost: NATS_URL %q, JWKS_URL %q", c.NATSURL, c.JWKSURL)
 	}
 }
