@@ -28,6 +28,14 @@ func atVersion7(ctx context.Context, db *gorm.DB) error {
 		migrate.GoStep{Version: 7, Name: "email_case_fold", Up: emailCaseFold(log)}))
 }
 
+// longALabels is a domain of 200 bytes as DNS carries it, whose labels of 57
+// Cyrillic letters (63 bytes each as A-labels) are twice as long in UTF-8:
+// longULabels, 349 bytes.
+var (
+	longALabels = strings.Repeat("xn--d1a"+strings.Repeat("a", 56)+".", 3) + "xn--p1ai"
+	longULabels = strings.Repeat(strings.Repeat("\u0434", 57)+".", 3) + "\u0440\u0444"
+)
+
 // Version 8 stores each address with its domain in Unicode, which sign-up
 // and login use since: an address stored with an A-label or an ideographic
 // full stop was not found under the form its owner's logins now look up.
@@ -44,6 +52,7 @@ func TestEmailIDNA(t *testing.T) {
 				"carol-alabel", "carol@xn--bcher-kva.example", // the same mailbox as "unicode"
 				"hidden", "da\u200bve@xn--bcher-kva.example",
 				"not-an-alabel", "erin@xn--abc-.example",
+				"long", "frank@"+longALabels, // 206 bytes, 355 decoded
 			)
 			logs := &bytes.Buffer{}
 			if err := migrate.UpAll(t.Context(), db, outbox.Migrations, Set(newLog(logs))); err != nil {
@@ -56,6 +65,7 @@ func TestEmailIDNA(t *testing.T) {
 				"carol-alabel":  "carol@xn--bcher-kva.example", // kept: its Unicode form is taken
 				"hidden":        "da\u200bve@b\u00fccher.example",
 				"not-an-alabel": "erin@xn--abc-.example",
+				"long":          "frank@" + longULabels,
 			}
 			if got := emails(t, db); !maps.Equal(got, want) {
 				t.Errorf("emails %+q, want %+q", got, want)

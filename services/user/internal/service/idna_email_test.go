@@ -21,6 +21,11 @@ func TestOneAccountPerInternationalisedDomain(t *testing.T) {
 		"ideographic full stop":       {"mail.example.org", "mail.example\u3002org"},
 		"halfwidth ideographic stop":  {"mail.b\u00fccher.example", "mail\uff61xn--bcher-kva\uff61example"},
 		"A-label in a subdomain, CJK": {"\u4f8b\u5b50.example", "xn--fsqu00a.example"},
+		// A domain of 200 bytes with its A-labels, 349 decoded: the bound is on the first.
+		"A-labels longer decoded": {
+			strings.Repeat("xn--d1a"+strings.Repeat("a", 56)+".", 3) + "xn--p1ai",
+			strings.Repeat(strings.Repeat("\u0434", 57)+".", 3) + "\u0440\u0444",
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			local := strings.TrimSuffix(uniqEmail(), "@example.com")

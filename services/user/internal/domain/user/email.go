@@ -11,13 +11,17 @@ import (
 	"golang.org/x/text/unicode/norm"
 )
 
-// MaxEmailLen is the longest address RFC 5321 lets through SMTP.
+// MaxEmailLen is the longest address RFC 5321 lets through SMTP, in bytes of
+// its shortest spelling: an internationalised domain's labels counted in
+// UTF-8 or as their A-labels (shortestLen).
 const MaxEmailLen = 254
 
 // MaxTypedEmailBytes bounds an address as typed (trimmed), before it is
 // normalised: NFKC and case folding shorten a character at most fourfold (a
-// 4-byte mathematical "𝐚" is "a"), so nothing longer can normalise to
-// MaxEmailLen bytes, and it is refused unread.
+// 4-byte mathematical "𝐚" is "a"), and a U-label holds at most four bytes
+// for each byte of its A-label (shortestLen), so nothing longer can normalise to
+// MaxEmailLen bytes (but a contrived domain typed decomposed, a Hangul
+// syllable as three jamo), and it is refused unread.
 const MaxTypedEmailBytes = MaxEmailLen * utf8.UTFMax
 
 // NormalizeEmail returns the canonical form under which an address is stored
@@ -44,7 +48,7 @@ func NormalizeEmail(email string) (string, *FieldError) {
 	if e == "" {
 		return "", &FieldError{Field: "email", Detail: "must not be empty"}
 	}
-	if len(e) > MaxEmailLen {
+	if shortestLen(e) > MaxEmailLen {
 		return "", &FieldError{Field: "email", Detail: "must be at most 254 bytes"}
 	}
 	addr, err := mail.ParseAddress(e)
@@ -111,6 +115,48 @@ func unicodeDomain(s string) (string, bool) {
 	}
 	d := strings.Join(labels, ".")
 	return s[:at+1] + d, d != domain
+}
+
+// shortestLen is the length in bytes of the address s in its shortest
+// spelling: each label of its domain that IDNA accepts counted as its U-label
+// (s holds it so, from unicodeDomain) or as its A-label, whichever is
+// shorter. RFC 5321 counts an address with A-labels, the form DNS carries,
+// and RFC 6531 in UTF-8. Counted decoded only, a label may grow: a Cyrillic
+// letter is one byte of punycode but two of UTF-8, so a valid 206-byte
+// address typed with A-labels was 355 bytes once unicodeDomain decoded them,
+// refused in both its spellings and locking out an account stored under it.
+// Counted as A-labels only, "bücher" (13 bytes as one) would have refused
+// addresses accepted before. A U-label has no more characters than its own
+// bytes or its A-label's, so the address stored stays within MaxEmailLen
+// characters, as the API's schema says. It encodes nothing for an address
+// that fits as it is, and stops counting past MaxEmailLen, so a hostile
+// domain of hundreds of labels costs a few encodings at most.
+func shortestLen(s string) int {
+	if len(s) <= MaxEmailLen {
+		return len(s)
+	}
+	at := strings.LastIndexByte(s, '@')
+	rest := s[at+1:]
+	n := at + 1
+	for n <= MaxEmailLen {
+		label, more, found := strings.Cut(rest, ".")
+		w := len(label)
+		// An A-label is "xn--" and at least a byte a character: a label
+		// no longer than that as it is (any ASCII one, "bücher") is not
+		// encoded.
+		if w > len("xn--")+utf8.RuneCountInString(label) {
+			if a, err := idna.Lookup.ToASCII(label); err == nil {
+				w = min(w, len(a))
+			}
+		}
+		n += w
+		if !found {
+			return n
+		}
+		n++
+		rest = more
+	}
+	return n
 }
 
 // foldLetter maps a lower-case letter to the letter Unicode's case folding

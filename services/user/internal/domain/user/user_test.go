@@ -259,3 +259,39 @@ func TestNormalizeNameCountsComposedCharacters(t *testing.T) {
 		t.Error("101 composed characters accepted")
 	}
 }
+
+// An address is as long as its shortest spelling, each internationalised
+// label in UTF-8 or as its A-label (RFC 5890), as every address was measured
+// as typed until the domain was stored in Unicode. A Cyrillic letter is two
+// bytes in UTF-8 but one in punycode, so a valid address of 200 bytes written
+// with A-labels decodes to 353: measured decoded, both its spellings were
+// refused as over 254 bytes, and an account stored under it failed every
+// login.
+func TestNormalizeEmailMeasuresAnIDNInItsShortestSpelling(t *testing.T) {
+	label, alabel := strings.Repeat("\u0434", 57), "xn--d1a"+strings.Repeat("a", 56) // 57 "д": 114 bytes, 63 as an A-label
+	domain, adomain := label+"."+label+"."+label+".ru", alabel+"."+alabel+"."+alabel+".ru"
+	for _, tc := range []struct {
+		local string
+		ok    bool
+	}{
+		{"alice", true},
+		{strings.Repeat("a", MaxEmailLen-len(adomain)-1), true}, // 254 bytes with A-labels
+		{strings.Repeat("a", MaxEmailLen-len(adomain)), false},  // 255
+	} {
+		for _, in := range []string{tc.local + "@" + adomain, tc.local + "@" + domain} {
+			got, fe := NormalizeEmail(in)
+			switch {
+			case tc.ok && (fe != nil || got != tc.local+"@"+domain):
+				t.Errorf("NormalizeEmail(%d bytes with A-labels, as %+q) = %+q, %v", len(tc.local)+1+len(adomain), in, got, fe)
+			case !tc.ok && (fe == nil || fe.Field != "email"):
+				t.Errorf("NormalizeEmail(%+q), %d bytes with A-labels, accepted", in, len(tc.local)+1+len(adomain))
+			}
+		}
+	}
+	// The other way round, "bücher" is 7 bytes, 13 as its A-label: 248
+	// bytes as typed, 428 with A-labels, accepted as it always was.
+	in := "alice@" + strings.Repeat("b\u00fccher.", 30) + "de"
+	if got, fe := NormalizeEmail(in); fe != nil || got != in {
+		t.Errorf("NormalizeEmail(%d bytes in UTF-8) = %+q, %v", len(in), got, fe)
+	}
+}
