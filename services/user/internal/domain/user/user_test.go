@@ -295,3 +295,32 @@ func TestNormalizeEmailMeasuresAnIDNInItsShortestSpelling(t *testing.T) {
 		t.Errorf("NormalizeEmail(%d bytes in UTF-8) = %+q, %v", len(in), got, fe)
 	}
 }
+
+// CheckNewEmail runs on sign-ups that may still be refused (a short
+// password: 422), which no quota counts, so what it costs an address is what
+// any client may make it cost. A character of the Common or Inherited script
+// (punctuation, symbols, combining marks) belongs to none of the tables a
+// letter is looked up in, and letters of many scripts make a long list of
+// scripts seen.
+func BenchmarkCheckNewEmail(b *testing.B) {
+	var many strings.Builder
+	for _, r := range "a\u03b1\u0430\u0561\u05d0\u0627\u0710\u0780\u07ca\u0800\u0905\u0985\u0a05\u0a85\u0b05\u0b85\u0c05\u0c85\u0d05\u0d85\u0e01\u0e81\u0f40\u1000\u10d0\u1200\u13a0\u1401\u1681\u16a0\u1700\u1720\u1740\u1760\u1780\u1820\u1900\u1950\u1980\u1a00\u1a20\u1b05\u1b83\u1bc0\u1c00\u1c5a\u2c00\u2d30\u2d80\ua000\ua4d0\ua500\ua6a0\ua800\ua840\ua882\ua90a\ua930\ua984\uaa00\uaa80\uab01\uabc0" {
+		many.WriteRune(r)
+	}
+	for name, email := range map[string]string{
+		"plain":           "alice.smith@example.com",
+		"common symbols":  strings.Repeat("\u00a7", 120) + "@example.com",
+		"combining marks": strings.Repeat("a"+strings.Repeat("\u0300", 24), 5) + "@example.com", // NFKC's stream-safe form puts an invisible CGJ after 30
+		"many scripts":    many.String() + "@example.com",
+	} {
+		email, fe := NormalizeEmail(email)
+		if fe != nil {
+			b.Fatalf("%s: %v", name, fe)
+		}
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				CheckNewEmail(email)
+			}
+		})
+	}
+}
