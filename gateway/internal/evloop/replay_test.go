@@ -6,9 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -280,4 +282,200 @@ func TestPooledConnectionLastUsedIsTakenFirst(t *testing.T) {
 		t.Errorf("a request after two connections went idle went on %s; want %s, the one last used, not %s, idle longer",
 			conns["/api/v1/orders/c"], newer, older)
 	}
+}
+
+// A resent request waits for the connection dialled for it, not the first
+// one to come free: an upstream in a graceful shutdown (Go's Server.Shutdown)
+// closes each connection as soon as its answer has left, without
+// Connection: close when the answer's head had gone before, so a connection
+// just handed back could be closed as the resend arrived on it, which then
+// failed for good (a 502 for a DELETE). The dial is held up here by the
+// upstream's full accept queue, so that the other connection's answer and
+// close come while the resend waits.
+func TestResendWaitsForANewConnection(t *testing.T) {
+	ln := listenBacklog0(t)
+	addr := ln.Addr().String()
+	pool := upstream.NewPool(staticRes{"order": {{ID: "a", Addr: addr, Version: "v1"}}}, []string{"order"}, upstream.ClientOptions{})
+	o := proxy.Options{Table: ordersAndProducts(t)}
+	gw, _ := startServerOn(t, o, Options{MaxBodyBytes: 1 << 10, Loops: 1}, pool)
+
+	type arrival struct {
+		c   net.Conn
+		req *http.Request
+	}
+	arrivals, done := make(chan arrival, 4), make(chan struct{})
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	t.Cleanup(func() {
+		close(done)
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	// accept takes the next connection, whose requests then arrive.
+	accept := func() error {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		conns = append(conns, c)
+		mu.Unlock()
+		go func() {
+			br := bufio.NewReader(c)
+			for {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				_, _ = io.Copy(io.Discard, req.Body)
+				select {
+				case arrivals <- arrival{c, req}:
+				case <-done:
+					return
+				}
+			}
+		}()
+		return nil
+	}
+	answer := func(c net.Conn, body string) {
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	}
+	next := func(what string) arrival {
+		t.Helper()
+		select {
+		case a := <-arrivals:
+			return a
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s never reached the upstream", what)
+			return arrival{}
+		}
+	}
+	client := func(raw string) <-chan *fasthttp.Response {
+		out := make(chan *fasthttp.Response, 1)
+		c, err := net.Dial("tcp", gw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			r := &fasthttp.Response{}
+			if err := r.Read(bufio.NewReader(c)); err != nil {
+				r.SetStatusCode(0)
+				r.SetBodyString(err.Error())
+			}
+			out <- r
+		}()
+		return out
+	}
+
+	// Two pooled connections, both having answered.
+	w1, w2 := client("GET /api/v1/orders/w1 HTTP/1.1\r\nHost: gw\r\n\r\n"), client("GET /api/v1/orders/w2 HTTP/1.1\r\nHost: gw\r\n\r\n")
+	for range 2 {
+		if err := accept(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both at the upstream before either is answered: on two connections.
+	a1, a2 := next("a warm-up request"), next("a warm-up request")
+	answer(a1.c, "warm")
+	answer(a2.c, "warm")
+	for _, w := range []<-chan *fasthttp.Response{w1, w2} {
+		if r := <-w; r.StatusCode() != 200 {
+			t.Fatalf("warm-up: %d %s", r.StatusCode(), r.Body())
+		}
+	}
+	// Nothing more is accepted until the filler leaves the queue.
+	filler, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+
+	slow := client("GET /api/v1/orders/slow HTTP/1.1\r\nHost: gw\r\n\r\n")
+	y := next("the slow request")
+	del := client("DELETE /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+	x := next("the DELETE")
+	if x.c == y.c {
+		t.Fatal("the DELETE went on the busy connection")
+	}
+	_ = x.c.Close() // the idle timeout firing as the DELETE arrived
+	waitFor(t, "the resend's dial", func() bool { return synSentTo(t, ln.Addr().(*net.TCPAddr).Port) })
+	// The slow answer, and the connection closed after it.
+	answer(y.c, "slow")
+	_ = y.c.Close()
+	if r := <-slow; r.StatusCode() != 200 {
+		t.Fatalf("the slow request: %d %s", r.StatusCode(), r.Body())
+	}
+	// The filler accepted unblocks the dials (the other connection's close
+	// asked for one more); the DELETE is answered on whichever it came on.
+	go func() {
+		for accept() == nil {
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case a := <-arrivals:
+				answer(a.c, a.req.Method)
+			case <-done:
+				return
+			}
+		}
+	}()
+	if r := <-del; r.StatusCode() != 200 {
+		t.Fatalf("DELETE caught by an idle close, resent while another connection answered and closed: %d %s; want 200 on the connection dialled for it",
+			r.StatusCode(), r.Body())
+	}
+}
+
+// listenBacklog0 listens on loopback with an accept queue of one
+// connection: the next connection's SYN is dropped (and retried by the
+// dialler a second later) while one waits to be accepted.
+func listenBacklog0(t *testing.T) net.Listener {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err == nil {
+		err = syscall.Listen(fd, 0)
+	}
+	if err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "upstream")
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// synSentTo says whether a connection to port on loopback is being opened
+// (SYN_SENT in /proc/net/tcp).
+func synSentTo(t *testing.T, port int) bool {
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("no /proc/net/tcp: %v", err)
+	}
+	want := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[2], want) && f[3] == "02" {
+			return true
+		}
+	}
+	return false
 }

@@ -89,7 +89,8 @@ func (l *loop) serialise(x *proxy.Exchange) error {
 // upClosed dials next: the reused connection it went out on was closed by
 // the upstream before any byte of an answer (proxy.Replay). A new one,
 // not an idle one: those sat idle as long or longer, and the upstream's
-// idle timeout is as likely to close them as the request arrives.
+// idle timeout is as likely to close them as the request arrives; nor one
+// that comes free meanwhile (see ready).
 func (l *loop) replay(cl *client, pl *pool) {
 	if err := l.serialise(cl.x); err != nil { // the timeout field changed
 		l.attempted(cl, err)
@@ -154,10 +155,23 @@ func (l *loop) dialFailed(pl *pool, err error) {
 	}
 }
 
-// ready puts a connection to work: the first queued request, else idle.
+// ready puts a connection to work: the first queued request, else idle. A
+// connection that has answered before takes no resent request (replay):
+// those wait for the connection dialled for them. One that has just
+// answered is seldom at the upstream's idle timeout, but an upstream
+// shutting down gracefully (Go's Server.Shutdown) closes each connection
+// as soon as its answer has left, not always saying so (Connection: close
+// goes only with an answer whose head had not left yet): a resend handed
+// to it was caught a second time, and failed for good (a 502 for a DELETE).
 func (l *loop) ready(uc *upconn) {
 	pl := uc.p
-	if len(pl.waiting) == 0 {
+	i := 0
+	if uc.reused {
+		for i < len(pl.waiting) && pl.waiting[i].replayed {
+			i++
+		}
+	}
+	if i == len(pl.waiting) {
 		if pl.left {
 			_ = uc.c.Close()
 			return
@@ -166,8 +180,12 @@ func (l *loop) ready(uc *upconn) {
 		pl.idle = append(pl.idle, uc)
 		return
 	}
-	cl := pl.waiting[0]
-	pl.waiting = pl.waiting[1:]
+	cl := pl.waiting[i]
+	if i == 0 {
+		pl.waiting = pl.waiting[1:] // no copy of a long queue
+	} else {
+		pl.waiting = slices.Delete(pl.waiting, i, i+1)
+	}
 	cl.waitOn, cl.up, uc.cl, uc.heard = nil, uc, cl, false
 	_, _ = uc.c.Write(cl.pend)
 }
