@@ -24,15 +24,15 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/shanhai-dev/shanhai/pkg/interrupt"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 func main() {
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "shanhai:", err)
-		var in interrupted
-		if errors.As(err, &in) {
-			os.Exit(in.status())
+		if status, ok := interrupt.Status(err); ok {
+			os.Exit(status)
 		}
 		os.Exit(1)
 	}
@@ -53,54 +53,13 @@ func stopSignals() []os.Signal {
 	return sigs
 }
 
-// interrupted ends a run stopped by a stop signal (Ctrl-C, SIGTERM, SIGHUP)
-// before it was ready; what had started was stopped again. It is also the
-// cause of the run's context that signal ended (notifyContext).
-type interrupted struct{ sig os.Signal }
-
-func (e interrupted) Error() string {
-	return fmt.Sprintf("interrupted during start-up (signal: %v); everything it started was stopped", e.sig)
-}
-
-// status is the exit status of a run e ended: 128 plus the signal's number,
-// as a shell reports a process that signal ended (130 for Ctrl-C, 129 for
-// SIGHUP, 143 for SIGTERM), so a script or supervisor can tell which stopped
-// it. Every one used to exit 130, so a closed terminal read as a Ctrl-C.
-func (e interrupted) status() int {
-	if s, ok := e.sig.(syscall.Signal); ok {
-		return 128 + int(s)
-	}
-	return 130
-}
-
-// interruption is the error of a start-up that ctx's stop signal ended.
+// interruption is the error of a start-up that ctx's stop signal ended;
+// what had started was stopped again. It wraps the signal's interrupt.Error,
+// so main exits with 128 + the signal's number (130 for Ctrl-C, 129 for
+// SIGHUP, 143 for SIGTERM) and a script or supervisor can tell which stopped
+// it: every one used to exit 130, so a closed terminal read as a Ctrl-C.
 func interruption(ctx context.Context) error {
-	var in interrupted
-	if errors.As(context.Cause(ctx), &in) {
-		return in
-	}
-	return interrupted{os.Interrupt} // not reached: before it is ready, only a signal ends the run's ctx
-}
-
-// notifyContext is signal.NotifyContext keeping the signal itself as ctx's
-// cause (an interrupted), for the exit status; the standard one keeps only
-// the signal's name, in a message. stop ends the notification (the signals'
-// default handling is back) and cancels ctx.
-func notifyContext(parent context.Context, sigs ...os.Signal) (ctx context.Context, stop context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(parent)
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, sigs...)
-	go func() {
-		select {
-		case s := <-ch:
-			cancel(interrupted{s})
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(ch)
-		cancel(nil)
-	}
+	return fmt.Errorf("%w during start-up; everything it started was stopped", context.Cause(ctx))
 }
 
 // portBlock gives each part its HTTP port (the gateway on port, the
@@ -206,7 +165,7 @@ func run() error {
 	// caught only after -native had read its servers, so a Ctrl-C there
 	// killed the run and left the directory behind. SIGHUP (the terminal
 	// make run runs in was closed) stops it the same way (stopSignals).
-	ctx, stop := notifyContext(context.Background(), stopSignals()...)
+	ctx, stop := interrupt.NotifyContext(context.Background(), stopSignals()...)
 	defer stop()
 	// Default signal handling again once the first signal arrived, also
 	// during start-up: a second Ctrl-C ends a shutdown that hangs.

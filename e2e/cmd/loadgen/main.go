@@ -81,7 +81,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,6 +92,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/shanhai-dev/shanhai/e2e/internal/api"
+	"github.com/shanhai-dev/shanhai/pkg/interrupt"
 	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
@@ -104,7 +104,7 @@ func main() {
 	if err != nil {
 		os.Exit(2) // parseFlags has said why
 	}
-	ctx, stop := notifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupt.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c.out, c.status = os.Stdout, os.Stderr
 	err = run(ctx, c)
@@ -113,48 +113,11 @@ func main() {
 	}
 	// What stopped the run decides its status: a signal, whatever run made of it (a summary, or an error such as
 	// a setup it cut off), else run's error.
-	var in interrupted
-	if errors.As(context.Cause(ctx), &in) {
-		os.Exit(in.status())
+	if status, ok := interrupt.Status(context.Cause(ctx)); ok {
+		os.Exit(status)
 	}
 	if err != nil {
 		os.Exit(1)
-	}
-}
-
-// interrupted is the cause of a run's context a signal ended. Such a run
-// exited 0 as one that sent its whole -duration does, its summary no
-// different, so a script took a cut-short run's figures for a complete one's.
-type interrupted struct{ sig os.Signal }
-
-func (e interrupted) Error() string { return fmt.Sprintf("interrupted (signal: %v)", e.sig) }
-
-// status is 128 plus the signal's number, as a shell reports a process that
-// signal ended: 130 for Ctrl-C, 143 for SIGTERM.
-func (e interrupted) status() int {
-	if s, ok := e.sig.(syscall.Signal); ok {
-		return 128 + int(s)
-	}
-	return 130
-}
-
-// notifyContext is signal.NotifyContext keeping the signal itself as ctx's
-// cause (an interrupted), for the exit status; the standard one keeps only
-// its name, in a message. Like it, it goes on catching sigs until stop.
-func notifyContext(parent context.Context, sigs ...os.Signal) (ctx context.Context, stop context.CancelFunc) {
-	ctx, cancel := context.WithCancelCause(parent)
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, sigs...)
-	go func() {
-		select {
-		case s := <-ch:
-			cancel(interrupted{s})
-		case <-ctx.Done():
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(ch)
-		cancel(nil)
 	}
 }
 

@@ -1,0 +1,114 @@
+//go:build unix
+
+package interrupt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// guard catches sig in this test process for the length of the test, so
+// that a NotifyContext that failed to catch it fails the test instead of
+// ending (or, for SIGHUP, hanging up) the whole test binary.
+func guard(t *testing.T, sig os.Signal) <-chan os.Signal {
+	t.Helper()
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sig)
+	t.Cleanup(func() { signal.Stop(ch) })
+	return ch
+}
+
+// A real signal sent to this process ends the context, and its cause gives
+// the status a shell reports for a process that signal ended: the number is
+// what the callers (loadgen, cmd/shanhai) exit with, so a script can tell a
+// Ctrl-C from a closed terminal or a supervisor's stop.
+func TestSignalEndsTheContextWithItsStatus(t *testing.T) {
+	for _, c := range []struct {
+		sig    syscall.Signal
+		status int
+	}{{syscall.SIGINT, 130}, {syscall.SIGHUP, 129}, {syscall.SIGTERM, 143}, {syscall.SIGUSR1, 138}} {
+		t.Run(c.sig.String(), func(t *testing.T) {
+			guard(t, c.sig)
+			ctx, stop := NotifyContext(context.Background(), c.sig)
+			defer stop()
+			if err := syscall.Kill(os.Getpid(), c.sig); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(30 * time.Second): // hang guard only
+				t.Fatalf("%v sent, the context still not done after 30 s", c.sig)
+			}
+			cause := context.Cause(ctx)
+			if got, ok := Status(cause); !ok || got != c.status {
+				t.Fatalf("Status(%v) = %d, %v; want %d, true", cause, got, ok, c.status)
+			}
+			var in Error
+			if !errors.As(cause, &in) || in.Signal != c.sig {
+				t.Fatalf("cause %v (%T), want an Error for %v", cause, cause, c.sig)
+			}
+			// cmd/shanhai returns the cause wrapped in its own message.
+			wrapped := fmt.Errorf("%w during start-up", cause)
+			if got, ok := Status(wrapped); !ok || got != c.status {
+				t.Fatalf("Status(%v) = %d, %v; want %d, true", wrapped, got, ok, c.status)
+			}
+		})
+	}
+}
+
+// Only the signals NotifyContext was given end its context: a run that
+// catches SIGINT and SIGTERM (loadgen) must not stop on another one some
+// other part of the process listens for.
+func TestOtherSignalLeavesTheContext(t *testing.T) {
+	other := guard(t, syscall.SIGUSR2)
+	ctx, stop := NotifyContext(context.Background(), syscall.SIGUSR1)
+	defer stop()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-other:
+	case <-time.After(30 * time.Second): // hang guard only
+		t.Fatal("SIGUSR2 sent, not delivered within 30 s")
+	}
+	// The one it listens for still ends it, as that signal.
+	guard(t, syscall.SIGUSR1)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	<-ctx.Done()
+	if got, ok := Status(context.Cause(ctx)); !ok || got != 128+int(syscall.SIGUSR1) {
+		t.Fatalf("after SIGUSR2 then SIGUSR1: status %d, %v; want %d (SIGUSR1's), true", got, ok, 128+int(syscall.SIGUSR1))
+	}
+}
+
+// A context stop (the run's own end) or its parent ended is no
+// interruption: the run's own outcome must decide its exit status, not a
+// made-up signal's.
+func TestNoSignalNoStatus(t *testing.T) {
+	ctx, stop := NotifyContext(context.Background(), syscall.SIGUSR1)
+	stop()
+	if got, ok := Status(context.Cause(ctx)); ok {
+		t.Fatalf("after stop: status %d, want none (cause %v)", got, context.Cause(ctx))
+	}
+	parent, cancel := context.WithCancel(context.Background())
+	ctx, stop = NotifyContext(parent, syscall.SIGUSR1)
+	defer stop()
+	cancel()
+	<-ctx.Done()
+	if got, ok := Status(context.Cause(ctx)); ok {
+		t.Fatalf("parent canceled: status %d, want none (cause %v)", got, context.Cause(ctx))
+	}
+	if _, ok := Status(nil); ok {
+		t.Fatal("Status(nil) reports an interruption")
+	}
+	if _, ok := Status(errors.New("interrupted (signal: interrupt)")); ok {
+		t.Fatal("an error that only says interrupted is taken for one")
+	}
+}
