@@ -24,8 +24,10 @@ import (
 // on at the next scan, at the offsets of whatever the file then holds. A file open for writing when the agent comes
 // to attach it is not attached until it is closed: it is being written.
 //
-// Leases need root or CAP_LEASE (the file's owner needs neither) and a filesystem that supports them; without them
-// the file is probed unguarded, as the log says.
+// A lease needs CAP_LEASE or the agent's user to own the file (a root agent without CAP_LEASE, as deployed, owns
+// root's executables) and a filesystem that supports leases; without them the file is probed unguarded, as the log
+// says. A writer waits for every uprobe of the file to come off, one at a time in the kernel (README: seconds for a
+// service's build), and at most fs.lease-break-time, after which the kernel breaks the lease itself.
 
 // rewriteGuard is the read lease on one probed executable.
 type rewriteGuard struct {
