@@ -21,9 +21,11 @@ const shardCount = 64 // power of two; enough that 2-16 cores rarely meet on one
 // completely, so a dropped key would have come back as a full bucket anyway
 // and forgetting it changes no decision. And each shard holds at most
 // maxKeys/shards keys (64 shards, fewer for a cap under 64×16 keys so that
-// each holds at least 16); when a shard is full of active keys an arbitrary
-// one is evicted, which hands that one client a fresh burst — a bounded leak
-// preferred over unbounded growth under a key-spraying attack.
+// each holds at least 16); a key new to a full shard evicts an arbitrary one
+// (after dropping the idle ones, if the shard was not swept in the last
+// ttl/16), which hands that one client a fresh burst — a bounded leak
+// preferred over unbounded growth under a key-spraying attack. The new key
+// itself is always remembered.
 type Local struct {
 	limit   rate.Limit
 	burst   int
