@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"runtime"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // TestRedisFallbackRemembersABoundedNumberOfKeys: while Redis is down every
@@ -21,13 +22,7 @@ import (
 // during an outage (or with Redis full of the limiter's keys, refusing
 // writes) had the pod killed before the cap was reached.
 func TestRedisFallbackRemembersABoundedNumberOfKeys(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close() // nothing listens here now: every dial is refused
-	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second})
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.ClosedPort(t), MaxRetries: -1, DialTimeout: time.Second})
 	t.Cleanup(func() { _ = rdb.Close() })
 	// login-account's shape: 5 per 15 minutes over 2 replicas.
 	l := NewRedis(rdb, Rate{Count: 5, Period: 15 * time.Minute}, 2, Name(fmt.Sprintf("keys-%d", time.Now().UnixNano())),
