@@ -44,7 +44,7 @@ func TestExecutablesOverTheCapAreRefused(t *testing.T) {
 	if refused == nil {
 		t.Fatalf("targets %+v: want one unprobed for the cap", a.Targets())
 	}
-	if got := refusedTotal(t, reg); got != 1 {
+	if got := scrapedCounter(t, reg, "shanhai_bpf_executables_refused_total"); got != 1 {
 		t.Errorf("shanhai_bpf_executables_refused_total = %v after three scans, want 1", got)
 	}
 
@@ -64,20 +64,4 @@ func TestExecutablesOverTheCapAreRefused(t *testing.T) {
 	if len(a.bins) != 2 {
 		t.Errorf("%d executables probed, want 2", len(a.bins))
 	}
-}
-
-// refusedTotal scrapes shanhai_bpf_executables_refused_total.
-func refusedTotal(t *testing.T, reg *prometheus.Registry) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "shanhai_bpf_executables_refused_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatal("no shanhai_bpf_executables_refused_total")
-	return 0
 }

@@ -171,15 +171,5 @@ func seriesDropped(t *testing.T, a *Agent) uint64 {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(a.Collector())
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "shanhai_bpf_series_dropped_total" {
-			return uint64(mf.GetMetric()[0].GetCounter().GetValue())
-		}
-	}
-	t.Fatal("no shanhai_bpf_series_dropped_total")
-	return 0
+	return uint64(scrapedCounter(t, reg, "shanhai_bpf_series_dropped_total"))
 }

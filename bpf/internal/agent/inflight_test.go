@@ -6,8 +6,6 @@ import (
 	"net/url"
 	"sync"
 	"testing"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // concurrently runs n copies of fn at once and waits for them.
@@ -64,8 +62,6 @@ func TestCallInflightDroppedAreCounted(t *testing.T) {
 	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: n}}
 	u := url.QueryEscape(server.base + "/work?us=300000")
 	concurrently(n, func() { tg.get(t, c, "GET", "/call?n=1&url="+u) })
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(a.Collector())
 	eventually(t, func() (bool, string) {
 		snap, err := a.Snapshot()
 		if err != nil {
@@ -77,20 +73,11 @@ func TestCallInflightDroppedAreCounted(t *testing.T) {
 				counted += h.Count
 			}
 		}
-		mfs, err := reg.Gather()
+		d, err := a.CallSeriesDropped()
 		if err != nil {
 			return false, err.Error()
 		}
-		var dropped float64
-		for _, mf := range mfs {
-			if mf.GetName() == "shanhai_bpf_call_series_dropped_total" {
-				for _, m := range mf.GetMetric() {
-					if m.GetLabel()[0].GetValue() == "httpclient" {
-						dropped = m.GetCounter().GetValue()
-					}
-				}
-			}
-		}
-		return counted < n && counted+uint64(dropped) == n, fmt.Sprintf("counted %d + dropped %v, want %d with some dropped", counted, dropped, n)
+		dropped := d["httpclient"]
+		return counted < n && counted+dropped == n, fmt.Sprintf("counted %d + dropped %d, want %d with some dropped", counted, dropped, n)
 	})
 }

@@ -48,15 +48,21 @@ func TestReadErrorsIsACounter(t *testing.T) {
 
 func readErrors(t *testing.T, g prometheus.Gatherer) float64 {
 	t.Helper()
+	return scrapedCounter(t, g, "shanhai_bpf_read_errors_total")
+}
+
+// scrapedCounter is the value of the unlabelled counter name in a scrape of g.
+func scrapedCounter(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
 	mfs, err := g.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() == "shanhai_bpf_read_errors_total" {
+		if mf.GetName() == name {
 			return mf.GetMetric()[0].GetCounter().GetValue()
 		}
 	}
-	t.Fatal("no shanhai_bpf_read_errors_total")
+	t.Fatalf("no %s", name)
 	return 0
 }
