@@ -179,7 +179,13 @@ func parseMapsLine(line string) (mapping, bool) {
 // executable's own (path equal to exe, deleted or not), readable, not
 // writable and private. A writable mapping (.data) holds the process's own
 // copies; anonymous and other files' mappings are not ours to drop.
+//
+// The kernel escapes a newline in the path as \012 but not a backslash, so a
+// name holding a literal \012 is read back with a newline there: exe is
+// compared as parseMapsLine would read it, or such an executable would find
+// none of its own mappings.
 func executableReadOnly(maps []mapping, exe string) []mapping {
+	exe = strings.ReplaceAll(exe, `\012`, "\n")
 	var out []mapping
 	for _, m := range maps {
 		if m.path != exe || (m.perms != "r-xp" && m.perms != "r--p") {

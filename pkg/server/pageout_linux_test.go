@@ -223,6 +223,35 @@ func TestPageOutOfAReplacedExecutable(t *testing.T) {
 	}
 }
 
+// /proc/self/maps writes a newline in a path as \012 but leaves a backslash
+// as it is, so an executable whose name holds a backslash followed by 012
+// reads there just like one whose name holds a newline. os.Executable gives
+// the real name; the page-out must still find its mappings (it found none and
+// logged an error, releasing nothing).
+func TestPageOutOfAnExecutableNamedWithABackslash(t *testing.T) {
+	if os.Getenv("PAGEOUT_TEST_CHILD") == "1" {
+		t.Skip("in the child")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), `build\012two`)
+	copyFile(t, self, bin, 0o755)
+	cmd, stdin, next := startChild(t, bin, nil)
+	first := next("ready")[0]
+	if _, err := io.WriteString(stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	done := next("done")
+	if released, _ := strconv.ParseInt(done[1], 10, 64); done[0] != first || released == 0 {
+		t.Errorf("child at %q: %q; want the same result and bytes released", bin, done)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("child: %v", err)
+	}
+}
+
 // The kernel pages out a file's pages only for a process that owns the file
 // or may write it: one running a root-owned executable as another user, as
 // deploy/Dockerfile's image does (USER 65532), releases nothing, and
