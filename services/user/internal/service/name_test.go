@@ -31,3 +31,15 @@ func TestNameIsCountedAndStoredComposed(t *testing.T) {
 		t.Fatalf("GET after the PATCH: %d %s", r.Code, r.Body)
 	}
 }
+
+// A few letters are two code points composed (NFC's composition exclusions,
+// "क़" U+0958 among them): 60 of them are 60 characters as sent, within the
+// schema's maxLength, and sign up, stored composed.
+func TestNameOfCompositionExclusionsSignsUp(t *testing.T) {
+	h := newHarness(t, nil)
+	body, _ := json.Marshal(map[string]string{"email": uniqEmail(), "password": password, "name": strings.Repeat("\u0958", 60)})
+	r := h.do("POST", "/api/v1/users", string(body))
+	if r.Code != http.StatusCreated || r.json(t)["name"] != strings.Repeat("\u0915\u093c", 60) {
+		t.Fatalf("sign-up with 60 U+0958: %d %s", r.Code, r.Body)
+	}
+}

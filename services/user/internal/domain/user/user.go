@@ -47,18 +47,23 @@ const MaxNameLen = 100
 const maxTypedNameBytes = 4 * MaxNameLen * utf8.UTFMax
 
 // NormalizeName trims the name, composes it (NFC) and checks its length in
-// composed characters. A device may send "é" as "e" and a combining accent
-// (NFD: macOS, some input methods): counted as it came, a 60-letter name
-// with an accent on every letter was over MaxNameLen, and the same name was
-// stored in two forms. NFC, not NFKC: a name shows what its owner typed,
-// ligatures and circled digits included. Errors name the field "name".
+// code points, as sent or composed, whichever is fewer. A device may send
+// "é" as "e" and a combining accent (NFD: macOS, some input methods):
+// counted as it came, a 60-letter name with an accent on every letter was
+// over MaxNameLen, and the same name was stored in two forms. Counted
+// composed only, the few letters NFC decomposes (composition exclusions:
+// "क़" U+0958 is "क" and a nukta) counted twice, and a name the API schema's
+// maxLength accepts as sent was refused. NFC, not NFKC: a name shows what
+// its owner typed, ligatures and circled digits included. Errors name the
+// field "name".
 func NormalizeName(name string) (string, *FieldError) {
 	name = strings.TrimSpace(name)
 	if len(name) > maxTypedNameBytes {
 		return "", &FieldError{Field: "name", Detail: "must be at most 100 characters"}
 	}
+	sent := utf8.RuneCountInString(name)
 	name = norm.NFC.String(name)
-	switch n := utf8.RuneCountInString(name); {
+	switch n := min(sent, utf8.RuneCountInString(name)); {
 	case n == 0:
 		return "", &FieldError{Field: "name", Detail: "must not be empty"}
 	case n > MaxNameLen:

@@ -4,6 +4,9 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 func TestNormalizeEmail(t *testing.T) {
@@ -322,5 +325,25 @@ func BenchmarkCheckNewEmail(b *testing.B) {
 				CheckNewEmail(email)
 			}
 		})
+	}
+}
+
+// NFC composes most letters but decomposes a few: the Devanagari "क़" (qa,
+// U+0958) and its kin, and Hebrew presentation forms such as "שׁ" (U+FB2A),
+// are composition exclusions, two code points composed. Counted composed
+// only, a name of 60 of them, 60 characters as sent and within the API
+// schema's maxLength of 100, was a 422 "at most 100 characters", where it
+// was accepted before names were composed. A name within the bound as sent
+// or composed is accepted, and stored composed.
+func TestNormalizeNameCountsTheShorterForm(t *testing.T) {
+	for _, typed := range []string{strings.Repeat("\u0958", 60), strings.Repeat("\ufb2a", 100)} {
+		got, fe := NormalizeName(typed)
+		if fe != nil || got != norm.NFC.String(typed) {
+			t.Errorf("NormalizeName(%d code points that NFC makes %d) = %+q, %v", utf8.RuneCountInString(typed),
+				utf8.RuneCountInString(norm.NFC.String(typed)), got, fe)
+		}
+	}
+	if _, fe := NormalizeName(strings.Repeat("\u0958", 101)); fe == nil {
+		t.Error("101 characters accepted")
 	}
 }
