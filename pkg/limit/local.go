@@ -21,11 +21,13 @@ const shardCount = 64 // power of two; enough that 2-16 cores rarely meet on one
 // completely, so a dropped key would have come back as a full bucket anyway
 // and forgetting it changes no decision. And each shard holds at most
 // maxKeys/shards keys (64 shards, fewer for a cap under 64×16 keys so that
-// each holds at least 16); a key new to a full shard evicts an arbitrary one
-// (after dropping the idle ones, if the shard was not swept in the last
-// ttl/16), which hands that one client a fresh burst — a bounded leak
-// preferred over unbounded growth under a key-spraying attack. The new key
-// itself is always remembered.
+// each holds at least 16); a key new to a full shard evicts another (after
+// dropping the idle ones, if the shard was not swept in the last ttl/16):
+// of a few looked at, the one with the most tokens left (evictLocked), so a
+// drained key is evicted only when all of those are drained too. That hands
+// the evicted client a fresh burst — a bounded leak preferred over unbounded
+// growth under a key-spraying attack. The new key itself is always
+// remembered.
 type Local struct {
 	limit   rate.Limit
 	burst   int
@@ -165,16 +167,13 @@ func (l *Local) bucket(key string, now int64) *bucket {
 				// a scan of 15,625 keys (1,024 at a cap of 65,536) per
 				// decision, under the shard's lock: 130 µs, not 100 ns. A
 				// key that went idle since the last sweep may be evicted
-				// later than an arbitrary active one; either hands its
-				// next request a fresh burst.
+				// later than an active one; either hands its next request
+				// a fresh burst.
 				if now-s.swept >= int64(l.ttl)/16 {
 					l.sweepLocked(s, now)
 				}
-				for k := range s.m { // still full: evict an arbitrary key
-					if len(s.m) < l.perShrd {
-						break
-					}
-					delete(s.m, k)
+				for len(s.m) >= l.perShrd { // still full
+					evictLocked(s)
 				}
 			}
 			b = &bucket{}
@@ -216,6 +215,35 @@ func (l *Local) spend(key string, fraction float64) {
 			return
 		}
 	}
+}
+
+// evictSample is how many keys an eviction compares: enough that a key
+// flood, whose keys each have tokens left, almost never finds only drained
+// keys among them; few enough to stay a small part of a decision.
+const evictSample = 8
+
+// evictLocked drops, of evictSample keys of s (the map's iteration order: a
+// random start), the one whose bucket holds the most tokens, which is the
+// one with the earliest TAT (the fewest tokens taken, for a fixed bucket).
+// An arbitrary key, as evicted before, was as likely to be a drained one,
+// and a flood of made-up keys past the cap (the Redis limit's local share
+// under an outage, 65,536 keys) handed the account under a password-guessing
+// attack a fresh burst for about every cap's worth of them. A drained key now
+// goes only when every key looked at is drained too: a flood must drain each
+// of its keys to get there. s.mu is held for writing.
+func evictLocked(s *shard) {
+	var victim string
+	var earliest int64
+	n := 0
+	for k, b := range s.m {
+		if tat := b.tat.Load(); n == 0 || tat < earliest {
+			victim, earliest = k, tat
+		}
+		if n++; n == evictSample {
+			break
+		}
+	}
+	delete(s.m, victim)
 }
 
 func (l *Local) sweep(s *shard, now int64) {
