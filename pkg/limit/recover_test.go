@@ -70,6 +70,11 @@ func (p *cutProxy) cut() {
 	p.conns = nil
 }
 
+// Redis up or back must answer within CallTimeout, which is a second here,
+// not the default 100 ms: the first call dials through the proxy, and once
+// in 16 runs under -race on two loaded cores it took longer ("redis gave no
+// answer within 100ms" before anything was cut). A cut is a refused dial or
+// a closed connection, an error at once, whatever the CallTimeout.
 func TestRedisFallbackRecoversWhenRedisReturns(t *testing.T) {
 	direct := redisClient(t)
 	proxy := newCutProxy(t, direct.Options().Addr)
@@ -78,7 +83,7 @@ func TestRedisFallbackRecoversWhenRedisReturns(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 
 	l := NewRedis(rdb, Rate{Count: 1000, Period: time.Minute, Burst: 20}, 4,
-		Name("recover-"+time.Now().Format("150405.000000000")), Cooldown(3*time.Second))
+		Name("recover-"+time.Now().Format("150405.000000000")), Cooldown(3*time.Second), CallTimeout(time.Second))
 	ctx := context.Background()
 	allow := func() Decision {
 		d, err := l.Allow(ctx, "k")
