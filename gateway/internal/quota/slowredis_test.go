@@ -1,0 +1,161 @@
+package quota
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+// holdingProxy relays TCP to the shared test Redis. Once hold is set it
+// keeps back every reply until the test ends, so this test's client sees a
+// Redis slower than any read timeout while nobody else's does (pausing the
+// shared Redis would slow every test on the machine).
+type holdingProxy struct {
+	addr string
+	hold atomic.Bool
+	done chan struct{}
+}
+
+func newHoldingProxy(t *testing.T) *holdingProxy {
+	t.Helper()
+	opts, err := redis.ParseURL(testenv.Redis(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &holdingProxy{addr: ln.Addr().String(), done: make(chan struct{})}
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		opened []net.Conn
+	)
+	t.Cleanup(func() {
+		close(p.done)
+		_ = ln.Close()
+		mu.Lock()
+		for _, c := range opened {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			front, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			back, err := net.Dial("tcp", opts.Addr)
+			if err != nil {
+				_ = front.Close()
+				continue
+			}
+			mu.Lock()
+			opened = append(opened, front, back)
+			mu.Unlock()
+			wg.Go(func() { _, _ = io.Copy(back, front); _ = back.Close() })
+			wg.Go(func() {
+				defer front.Close()
+				buf := make([]byte, 16<<10)
+				for {
+					n, err := back.Read(buf)
+					if n > 0 && p.hold.Load() {
+						<-p.done // the reply goes nowhere: the test is over
+						return
+					}
+					if n > 0 {
+						if _, err := front.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+		}
+	})
+	return p
+}
+
+// A key drained on Redis stays drained when Redis turns slow. The local
+// fallback bucket started full, so one Redis call past the client's read
+// timeout (250 ms in the gateway) handed every key limit ÷ replicas again on
+// every replica: a client that had spent its login attempts, or a user its
+// requests, got a fresh burst for the cool-down, and again at each one.
+//
+// The client's read timeout is generous (a second) so that the draining
+// calls, the first of which dials through the proxy, stay on Redis on two
+// loaded cores; a held reply is slower than any timeout.
+func TestRedisSlowAfterAKeyIsDrainedKeepsItDrained(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		r        Rate
+		replicas int
+	}{
+		{"login-1", Rate{Count: 5, Period: 5 * time.Minute}, 1},
+		{"login-3", Rate{Count: 5, Period: 5 * time.Minute}, 3},
+		{"user-leased-2", Rate{Count: 1000, Period: time.Hour}, 2}, // leases of 10
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newHoldingProxy(t)
+			rdb := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1, ReadTimeout: time.Second})
+			t.Cleanup(func() { _ = rdb.Close() })
+			l := New(rdb, uniq(), c.r, c.replicas, slog.New(slog.DiscardHandler))
+			ctx := context.Background()
+			key := []byte("user:victim")
+			burst := c.r.burst()
+			// Exactly the burst: the last answer is an allow with nothing
+			// left, so no denial is remembered for the fallback to honour.
+			allowed := 0
+			for range burst {
+				d, err := l.Allow(ctx, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if l.downUntil.Load() != 0 {
+					t.Fatal("a call failed before Redis was made slow (a loaded machine?): the test proves nothing")
+				}
+				if d.Allowed {
+					allowed++
+				}
+			}
+			if allowed != burst {
+				t.Fatalf("on Redis: %d of the burst of %d allowed", allowed, burst)
+			}
+			p.hold.Store(true)
+			for i := range 3 {
+				d, err := l.Allow(ctx, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d.Allowed {
+					t.Fatalf("request %d over the limit, Redis slow (down %v), was allowed: what Redis counted was forgotten: %+v",
+						burst+1+i, l.downUntil.Load() != 0, d)
+				}
+				if d.RetryAfter <= 0 {
+					t.Fatalf("refused without RetryAfter: %+v", d)
+				}
+			}
+			if l.downUntil.Load() == 0 {
+				t.Fatal("a Redis slower than the read timeout did not put the limit on its local fallback")
+			}
+			// A key Redis never counted still has its local share.
+			if d, _ := l.Allow(ctx, []byte("user:other")); !d.Allowed {
+				t.Fatalf("a key Redis never counted is refused locally: %+v", d)
+			}
+		})
+	}
+}
