@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"sort"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -30,12 +32,55 @@ type Part struct {
 }
 
 // LoadConfig fills cfg (pkg/config rules) from Env, or from the process
-// environment when Env is nil.
+// environment when Env is nil, and checks PAGEOUT_AFTER_READY (PageoutConfig)
+// beside it: the one error lists every bad variable of both, sorted.
+//
+// Why here: every service returns LoadConfig's error before RunService,
+// which reads PageoutConfig, starts, so a bad PAGEOUT_AFTER_READY next to
+// another bad variable was left out of the message and only reported on the
+// next start. The trade-off: LoadConfig cannot tell a service's
+// configuration from the gateway's or the bridge's, so those two refuse a
+// malformed PAGEOUT_AFTER_READY too, although they never page out.
 func (p Part) LoadConfig(cfg any) error {
+	var po PageoutConfig
+	return mergeConfigErrors(p.load(cfg), p.load(&po))
+}
+
+func (p Part) load(cfg any) error {
 	if p.Env == nil {
 		return config.Load(cfg)
 	}
 	return config.LoadFrom(cfg, p.Env)
+}
+
+// mergeConfigErrors joins two loads' problems into one *config.Error, sorted
+// by variable as config.Load sorts them, each variable once (a cfg that
+// itself holds PageoutConfig reports it in both). An error that is not a
+// *config.Error (a malformed struct, a programming mistake) is returned as
+// it is, the first one first.
+func mergeConfigErrors(errs ...error) error {
+	var merged config.Error
+	seen := map[string]bool{}
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var ce *config.Error
+		if !errors.As(err, &ce) {
+			return err
+		}
+		for _, v := range ce.Vars {
+			if !seen[v.Var] {
+				seen[v.Var] = true
+				merged.Vars = append(merged.Vars, v)
+			}
+		}
+	}
+	if len(merged.Vars) == 0 {
+		return nil
+	}
+	sort.SliceStable(merged.Vars, func(i, j int) bool { return merged.Vars[i].Var < merged.Vars[j].Var })
+	return &merged
 }
 
 // Log is the part's logger: Logger when given, otherwise a JSON logger on w

@@ -2,9 +2,14 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
 )
 
 type partConfig struct {
@@ -60,5 +65,48 @@ func TestPartLogKeepsTheHostsLoggerAndDefault(t *testing.T) {
 	}
 	if s := out.String(); strings.Contains(s, "dropped") || !strings.Contains(s, `"msg":"kept"`) {
 		t.Errorf("want JSON at LOG_LEVEL warn, got %q", s)
+	}
+}
+
+type partServiceConfig struct {
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
+}
+
+// A start with bad configuration lists every bad variable in one message
+// (exit 2), PAGEOUT_AFTER_READY among them: a service returns LoadConfig's
+// error before RunService reads it, so LoadConfig must name it too, from the
+// host's variables or the process's.
+func TestPartLoadConfigListsABadPageoutWithTheRest(t *testing.T) {
+	bad := map[string]string{"SHUTDOWN_TIMEOUT": "soon", "PAGEOUT_AFTER_READY": "maybe"}
+	check := func(name string, err error) {
+		t.Helper()
+		var cerr *config.Error
+		if !errors.As(err, &cerr) {
+			t.Fatalf("%s: got %v, want a *config.Error", name, err)
+		}
+		var got []string
+		for _, v := range cerr.Vars {
+			got = append(got, v.Var)
+		}
+		if want := []string{"PAGEOUT_AFTER_READY", "SHUTDOWN_TIMEOUT"}; !slices.Equal(got, want) {
+			t.Errorf("%s: bad variables %v, want %v (one message, sorted); error:\n%v", name, got, want, err)
+		}
+	}
+	var hosted partServiceConfig
+	check("host's variables", (Part{Env: bad}).LoadConfig(&hosted))
+
+	for k, v := range bad {
+		t.Setenv(k, v)
+	}
+	var alone partServiceConfig
+	check("process environment", (Part{}).LoadConfig(&alone))
+
+	// Alone, a bad PAGEOUT_AFTER_READY is still refused; a good one is not.
+	var only partServiceConfig
+	if err := (Part{Env: map[string]string{"PAGEOUT_AFTER_READY": "maybe"}}).LoadConfig(&only); err == nil || !strings.Contains(err.Error(), "PAGEOUT_AFTER_READY") {
+		t.Errorf("PAGEOUT_AFTER_READY=maybe alone: got %v, want it named", err)
+	}
+	if err := (Part{Env: map[string]string{"PAGEOUT_AFTER_READY": "false"}}).LoadConfig(&only); err != nil {
+		t.Errorf("PAGEOUT_AFTER_READY=false: %v", err)
 	}
 }

@@ -39,7 +39,8 @@ type Wiring struct {
 // returned. Telemetry is shut down here only when New fails; once the
 // service runs, its server flushes it last in the shutdown. RunService
 // reads PageoutConfig itself (a bad value is returned as a bad configuration
-// is, before anything starts): a service it starts alone in its process
+// is, before anything starts; LoadConfig has listed it with the service's
+// own problems already): a service it starts alone in its process
 // pages its executable's start-up pages out after its first ready answer.
 func (p Part) RunService(ctx context.Context, w Wiring) error {
 	var po PageoutConfig
