@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -64,7 +65,11 @@ func afterReady(ctx context.Context, onReady func()) func() {
 			onReady()
 		}
 		go func() {
-			r, err := PageOutExecutable()
+			r, err := pageOutExecutable()
+			if errors.As(err, new(noPageout)) {
+				log.Warn("executable page-out not available; the pages stay resident", "reason", noPageoutReason, "error", err.Error())
+				return
+			}
 			if err != nil {
 				log.Error("executable page-out failed; the pages stay resident", "error", err.Error())
 				return
@@ -73,6 +78,23 @@ func afterReady(ctx context.Context, onReady func()) func() {
 		}()
 	}
 }
+
+// noPageout is a page-out failure in which every refusal was EINVAL to
+// MADV_PAGEOUT: the kernel predates it (Linux 5.4) or will not page out
+// this memory (locked: mlockall). That is the environment the service runs
+// in, not a fault, and the same on every start: afterReady logs it as a
+// warning with noPageoutReason, not as an error.
+type noPageout struct{ err error }
+
+func (e noPageout) Error() string { return e.err.Error() }
+func (e noPageout) Unwrap() error { return e.err }
+
+// noPageoutReason is what the warning says a noPageout means.
+const noPageoutReason = "the kernel refused MADV_PAGEOUT (EINVAL): it has none before Linux 5.4, nor for locked memory"
+
+// pageOutExecutable is PageOutExecutable, replaced by tests of what
+// afterReady logs for each outcome.
+var pageOutExecutable = PageOutExecutable
 
 // Pageout is what one PageOutExecutable did.
 type Pageout struct {

@@ -59,7 +59,7 @@ func PageOutExecutable() (Pageout, error) {
 		p.MappedBytes += int64(m.end - m.start)
 		for _, advice := range []uintptr{madvRandom, madvPageout} {
 			if _, _, e := syscall.Syscall(syscall.SYS_MADVISE, uintptr(m.start), uintptr(m.end-m.start), advice); e != 0 {
-				errs = append(errs, fmt.Errorf("madvise(%d) %x-%x %s: %w", advice, m.start, m.end, m.perms, e))
+				errs = append(errs, adviseError(advice, m, e))
 				break
 			}
 		}
@@ -76,13 +76,48 @@ func PageOutExecutable() (Pageout, error) {
 			syscall.Syscall(syscall.SYS_MADVISE, uintptr(m.start), uintptr(m.end-m.start), madvNormal)
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return p, fmt.Errorf("page out executable: %w", err)
+	if err := pageoutFailure(errs); err != nil {
+		return p, err
 	}
 	if p.Released() == 0 {
 		p.Refused = refusal(exe)
 	}
 	return p, nil
+}
+
+// adviceError is one refused madvise call.
+type adviceError struct {
+	advice uintptr
+	m      mapping
+	errno  syscall.Errno
+}
+
+func (e *adviceError) Error() string {
+	return fmt.Sprintf("madvise(%d) %x-%x %s: %v", e.advice, e.m.start, e.m.end, e.m.perms, e.errno)
+}
+
+func (e *adviceError) Unwrap() error { return e.errno }
+
+func adviseError(advice uintptr, m mapping, e syscall.Errno) error {
+	return &adviceError{advice: advice, m: m, errno: e}
+}
+
+// pageoutFailure is PageOutExecutable's error from what went wrong (nil for
+// nothing), a noPageout when every failure was MADV_PAGEOUT's EINVAL. One
+// other failure beside them (MADV_RANDOM refused, RssFile unreadable) makes
+// it a real failure again.
+func pageoutFailure(errs []error) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	err := fmt.Errorf("page out executable: %w", errors.Join(errs...))
+	for _, e := range errs {
+		var ae *adviceError
+		if !errors.As(e, &ae) || ae.advice != madvPageout || ae.errno != syscall.EINVAL {
+			return err
+		}
+	}
+	return noPageout{err}
 }
 
 func rssFile() (int64, error) {

@@ -2,10 +2,13 @@ package server
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -367,5 +370,65 @@ func evict(t *testing.T, path string) {
 	const fadvDontneed = 4
 	if _, _, e := syscall.Syscall6(syscall.SYS_FADVISE64, f.Fd(), 0, 0, fadvDontneed, 0, 0); e != 0 {
 		t.Fatalf("fadvise: %v", e)
+	}
+}
+
+// recordHandler hands every record logged to it to a channel, so a test can
+// wait for a line logged from another goroutine.
+type recordHandler chan slog.Record
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h <- r.Clone()
+	return nil
+}
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
+
+// A kernel without MADV_PAGEOUT (before 5.4) answers EINVAL: an environment
+// the service runs in, not a fault, so it is a warning with the reason, not
+// an error on every start; any other failure stays an error.
+func TestPageoutFailureLevels(t *testing.T) {
+	m := mapping{start: 0x400000, end: 0x800000, perms: "r-xp"}
+	for _, tc := range []struct {
+		name       string
+		err        error
+		want       slog.Level
+		wantReason bool
+	}{
+		{"no MADV_PAGEOUT", pageoutFailure([]error{adviseError(madvPageout, m, syscall.EINVAL), adviseError(madvPageout, m, syscall.EINVAL)}), slog.LevelWarn, true},
+		{"MADV_RANDOM refused", pageoutFailure([]error{adviseError(madvRandom, m, syscall.EINVAL)}), slog.LevelError, false},
+		{"page-out out of memory", pageoutFailure([]error{adviseError(madvPageout, m, syscall.ENOMEM)}), slog.LevelError, false},
+		{"no MADV_PAGEOUT and no RssFile", pageoutFailure([]error{adviseError(madvPageout, m, syscall.EINVAL), errors.New("no RssFile line in status")}), slog.LevelError, false},
+		{"no maps", errors.New("page out executable: open /proc/self/maps: no such file or directory"), slog.LevelError, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			orig := pageOutExecutable
+			t.Cleanup(func() { pageOutExecutable = orig })
+			pageOutExecutable = func() (Pageout, error) { return Pageout{}, tc.err }
+
+			records := make(recordHandler, 4)
+			afterReady(withPageout(context.Background(), slog.New(records)), nil)()
+			var r slog.Record
+			select {
+			case r = <-records:
+			case <-time.After(10 * time.Second):
+				t.Fatal("nothing logged")
+			}
+			attrs := map[string]string{}
+			r.Attrs(func(a slog.Attr) bool {
+				attrs[a.Key] = a.Value.String()
+				return true
+			})
+			if r.Level != tc.want {
+				t.Errorf("logged %q at %v, want %v (%v)", r.Message, r.Level, tc.want, attrs)
+			}
+			if tc.wantReason && !strings.Contains(attrs["reason"], "MADV_PAGEOUT") {
+				t.Errorf("reason %q: want it to say the kernel lacks MADV_PAGEOUT (%v)", attrs["reason"], attrs)
+			}
+			if !strings.Contains(attrs["error"], "page out executable") {
+				t.Errorf("error %q: want the failure itself", attrs["error"])
+			}
+		})
 	}
 }
