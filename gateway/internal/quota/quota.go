@@ -123,11 +123,10 @@ type bucket struct {
 	denyUntil  int64 // Redis said no until then
 	remaining  int   // Redis's count at the last lease
 	resetAfter time.Duration
-	// fullAt is when Redis's bucket for the key is full again, as its last
-	// answer said (ResetAfter): the fallback bucket is never fuller than
-	// Redis's was at that answer, refilled since (see fallback).
-	fullAt int64
-	fb     float64 // local fallback bucket while Redis is down
+	// fb is the local fallback bucket, deciding while Redis is down; each
+	// Redis answer also spends it to the part of Redis's bucket in use
+	// (see spend).
+	fb     float64
 	fbLast int64
 	// fbFullAt is when the fallback bucket is full again: till then it is
 	// the key's only memory of what it spent while Redis was down (until
@@ -191,7 +190,7 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 	// Read after the answer, not at the request's start: Redis counted
 	// ResetAfter from some instant of the call, and the later reading can
 	// only make the fallback stricter.
-	b.fullAt = time.Now().UnixNano() + int64(res.ResetAfter)
+	b.spend(time.Now().UnixNano(), *r, l.replicas, window, res.ResetAfter)
 	if res.Allowed == 0 {
 		b.denyUntil = now + int64(res.RetryAfter)
 		return Decision{Limit: r.burst(), RetryAfter: res.RetryAfter, ResetAfter: res.ResetAfter, Window: window}, nil
@@ -220,19 +219,32 @@ func (l *Lease) lockedBucket(key []byte) *bucket {
 
 // fallback is a local token bucket of rate/replicas, used while Redis fails.
 //
-// It starts a key from what Redis last said of it, not full: the part of
-// Redis's burst in use then (ResetAfter over the window, less the refill
-// since) is in use in the share too. A fresh share for every key each time
-// a Redis call failed or outlasted the client's read timeout gave a client
-// that had spent its login attempts, or a user its requests, limit ÷
-// replicas more on every replica, again at each cool-down. pkg/limit's Redis
-// limit keeps its local share the same way (1235892); its buckets are not
-// shared here because the fallback lives in the lease's bucket, found by the
-// one lookup a request makes. A key Redis never answered this replica about,
-// or one it forgot, still starts with a full share.
+// It starts a key from what Redis last said of it, not full (spend): the
+// part of Redis's burst in use at its last answer (ResetAfter over the
+// window), refilled since, is in use in the share too. A fresh share for
+// every key each time a Redis call failed or outlasted the client's read
+// timeout gave a client that had spent its login attempts, or a user its
+// requests, limit ÷ replicas more on every replica, again at each
+// cool-down. pkg/limit's Redis limit keeps its local share the same way
+// (1235892); its buckets are not used here because the fallback lives in
+// the lease's bucket, found by the one lookup a request makes. A key Redis
+// never answered this replica about, or one it forgot, still starts with a
+// full share.
 func (b *bucket) fallback(now int64, r Rate, replicas int, window time.Duration) Decision {
-	perNano := float64(r.Count) / float64(r.Period) / float64(replicas)
-	burst := float64(max(1, r.burst()/replicas))
+	perNano, burst := b.refill(now, r, replicas)
+	if b.fb >= 1 {
+		b.fb--
+		b.fbFullAt = now + int64(min((burst-b.fb)/perNano, 1<<62))
+		return Decision{Allowed: true, Limit: r.burst(), Remaining: int(b.fb), Window: window}
+	}
+	return Decision{Limit: r.burst(), RetryAfter: time.Duration((1 - b.fb) / perNano), Window: window}
+}
+
+// refill brings the fallback bucket to now and returns its refill per
+// nanosecond and its burst (the share of one replica).
+func (b *bucket) refill(now int64, r Rate, replicas int) (perNano, burst float64) {
+	perNano = float64(r.Count) / float64(r.Period) / float64(replicas)
+	burst = float64(max(1, r.burst()/replicas))
 	switch {
 	case b.fbLast == 0:
 		b.fb = burst
@@ -243,19 +255,23 @@ func (b *bucket) fallback(now int64, r Rate, replicas int, window time.Duration)
 		b.fb = min(burst, b.fb+float64(now-b.fbLast)*perNano)
 		b.fbLast = now
 	}
-	if b.fullAt > now && window > 0 {
-		// Never fuller than Redis: taken at every fallback decision, so an
-		// answer since the last one counts, and spending in the share
-		// since the answer stays spent.
-		used := min(1, float64(b.fullAt-now)/float64(window))
-		b.fb = min(b.fb, burst*(1-used))
+	return perNano, burst
+}
+
+// spend makes the fallback bucket no fuller than Redis's was at an answer
+// saying it is full again in resetAfter: that part of the window is in use
+// in the share too (over the window counts as all of it). It never makes the
+// bucket fuller, so what the share spent in an outage stays spent, and the
+// sweep keeps the key until the bucket is full again (fbFullAt). Run once
+// per Redis call, beside a round trip.
+func (b *bucket) spend(now int64, r Rate, replicas int, window, resetAfter time.Duration) {
+	if resetAfter <= 0 || window <= 0 {
+		return
 	}
-	if b.fb >= 1 {
-		b.fb--
-		b.fbFullAt = now + int64(min((burst-b.fb)/perNano, 1<<62))
-		return Decision{Allowed: true, Limit: r.burst(), Remaining: int(b.fb), Window: window}
-	}
-	return Decision{Limit: r.burst(), RetryAfter: time.Duration((1 - b.fb) / perNano), Window: window}
+	perNano, burst := b.refill(now, r, replicas)
+	used := min(1, float64(resetAfter)/float64(window))
+	b.fb = min(b.fb, burst*(1-used))
+	b.fbFullAt = now + int64(min((burst-b.fb)/perNano, 1<<62))
 }
 
 // shardOf is key's shard (FNV-1a).
@@ -303,9 +319,9 @@ const (
 )
 
 // sweep looks at up to n keys from where it stopped, and forgets those
-// with nothing leased, no denial pending, and both Redis's bucket (as last
-// heard) and the fallback bucket full; a forgotten key simply asks Redis
-// again next time, and would start the fallback full.
+// with nothing leased, no denial pending and a full fallback bucket (which
+// each Redis answer spends as Redis's: see spend); a forgotten key simply
+// asks Redis again next time, and would start the fallback full.
 func (s *shard) sweep(now int64, n int) {
 	for n = min(n, len(s.keys)); n > 0; n-- {
 		if s.next >= len(s.keys) {
@@ -314,7 +330,7 @@ func (s *shard) sweep(now int64, n int) {
 		k := s.keys[s.next]
 		b := s.m[k]
 		if b.mu.TryLock() {
-			if now >= b.until && now >= b.denyUntil && now >= b.fbFullAt && now >= b.fullAt {
+			if now >= b.until && now >= b.denyUntil && now >= b.fbFullAt {
 				b.dead.Store(true)
 				delete(s.m, k)
 				last := len(s.keys) - 1
