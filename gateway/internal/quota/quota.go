@@ -181,7 +181,12 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 		if ctx.Err() != nil {
 			return Decision{}, fmt.Errorf("quota %s: %w", l.name, ctx.Err())
 		}
-		if l.downUntil.Swap(now+int64(Cooldown)) < now-int64(Cooldown) {
+		// The cool-down runs from the failure, read now: from the request's
+		// start, a read timeout of Cooldown or more (REDIS_URL's
+		// read_timeout) left none, and every request waited out the
+		// timeout on a hung Redis.
+		failed := time.Now().UnixNano()
+		if l.downUntil.Swap(failed+int64(Cooldown)) < failed-int64(Cooldown) {
 			l.log.WarnContext(ctx, "rate limit redis unreachable, deciding locally", "limit", l.name, "error", err.Error())
 		}
 		return b.fallback(now, *r, l.replicas, window), nil

@@ -159,3 +159,20 @@ func TestRedisSlowAfterAKeyIsDrainedKeepsItDrained(t *testing.T) {
 		})
 	}
 }
+
+// The cool-down after a failed call runs from the failure, so the requests
+// behind it are decided locally (on the event loop) rather than each waiting
+// out the read timeout on Redis again. It ran from the start of the call: a
+// REDIS_URL read_timeout of a second or more (Cooldown) left no cool-down at
+// all, and while Redis hung every request waited that long.
+func TestCooldownRunsFromTheFailure(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Hung(t), MaxRetries: -1, ReadTimeout: Cooldown})
+	t.Cleanup(func() { _ = rdb.Close() })
+	l := New(rdb, uniq(), Rate{Count: 10, Period: time.Hour}, 1, slog.New(slog.DiscardHandler))
+	if d, err := l.Allow(context.Background(), []byte("first")); err != nil || !d.Allowed {
+		t.Fatalf("the call that met the hung Redis: %+v, %v; want allowed by the fallback", d, err)
+	}
+	if d, ok := l.AllowLocal([]byte("next"), time.Now()); !ok || !d.Allowed {
+		t.Fatalf("right after a failed call: AllowLocal = %+v, %v; want decided by the fallback, not sent to Redis", d, ok)
+	}
+}
