@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/pkg/server"
 	paymentconfig "github.com/shanhai-dev/shanhai/services/payment/internal/config"
 )
 
@@ -14,7 +15,10 @@ var update = flag.Bool("update", false, "rewrite docs/configuration.md")
 // with its config struct; run with -update after changing a variable.
 func TestConfigDoc(t *testing.T) {
 	err := config.SyncDoc("../../../../docs/configuration.md", "payment", *update,
-		config.Section{Title: "payment service (services/payment/cmd/payment)", Config: paymentconfig.Config{}})
+		config.Section{Title: "payment service (services/payment/cmd/payment)", Config: struct {
+			paymentconfig.Config
+			server.PageoutConfig // RunService's, listed in the same table
+		}{}})
 	if err != nil {
 		t.Fatal(err)
 	}
