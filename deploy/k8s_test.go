@@ -272,16 +272,34 @@ const (
 	composeAgentCPUs = 8
 )
 
-// agentMapBytes is what the kernel charges the eBPF agent's container for its BPF maps (a memory cgroup charge since
-// Linux 5.11) with the BPF_TARGETS value targets (a comma-separated list) on cpus possible CPUs, as bpf/README.md
-// ("Map memory") measured with TestMapMemoryPerTarget: 5.8 MiB once, and per target 4.7 MiB plus 1.77 MiB per
-// possible CPU. Other binaries have no maps.
-func agentMapBytes(name, targets string, cpus int) int64 {
+// agentMapBytes is the most the kernel charges the eBPF agent's container for its BPF maps (a memory cgroup charge
+// since Linux 5.11) given its BPF_TARGETS (targets, a comma-separated list) and BPF_MAX_EXECUTABLES (maxExecutables)
+// on cpus possible CPUs, as bpf/README.md ("Map memory") measured with TestMapMemoryPerTarget: 5.8 MiB once, and per
+// executable probed 4.7 MiB plus 1.77 MiB per possible CPU. The cap bounds them, not the number of targets: a target
+// named by name matches every file of that name, and the agent tells executables apart by device and inode, which
+// each container's overlay mount gives a device of its own, so every pod's copy of an image's binary is one more. The
+// cap must hold each target twice, its old and new build through a rolling update (the old one stays probed for
+// BPF_DETACH_GRACE after its last process exits), or the new build is left unprobed until the old one is detached.
+// Other binaries have no maps.
+func agentMapBytes(name, targets, maxExecutables string, cpus int) (int64, error) {
 	if name != privileged {
-		return 0
+		return 0, nil
 	}
-	n := float64(len(strings.Split(targets, ",")))
-	return int64((5.8 + n*(4.7+1.77*float64(cpus))) * (1 << 20))
+	n, err := strconv.Atoi(maxExecutables)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("BPF_MAX_EXECUTABLES %q, want a count sized to the memory limit (unset, the agent probes "+
+			"up to 16 executables: %d MiB of maps on %d possible CPUs)", maxExecutables, agentMaps(16, cpus)>>20, cpus)
+	}
+	if want := 2 * len(strings.Split(targets, ",")); n < want {
+		return 0, fmt.Errorf("BPF_MAX_EXECUTABLES %d leaves a new build unprobed in a rolling update: BPF_TARGETS=%s "+
+			"needs %d, each target's old and new executable", n, targets, want)
+	}
+	return agentMaps(n, cpus), nil
+}
+
+// agentMaps is the BPF map memory of n executables probed on cpus possible CPUs (agentMapBytes).
+func agentMaps(n, cpus int) int64 {
+	return int64((5.8 + float64(n)*(4.7+1.77*float64(cpus))) * (1 << 20))
 }
 
 // TestGoMemoryLimitsSetGOMEMLIMIT: every platform binary with a memory limit sets GOMEMLIMIT under it. Only the
@@ -305,16 +323,22 @@ func TestGoMemoryLimitsSetGOMEMLIMIT(t *testing.T) {
 						continue
 					}
 					limited++
-					soft, targets := "", ""
+					soft, targets, maxExecutables := "", "", ""
 					for _, e := range c.Env {
 						switch e.Name {
 						case "GOMEMLIMIT":
 							soft = e.Value
 						case "BPF_TARGETS":
 							targets = e.Value
+						case "BPF_MAX_EXECUTABLES":
+							maxExecutables = e.Value
 						}
 					}
-					if err := checkGOMEMLIMIT(soft, agentMapBytes(o.Name, targets, k8sAgentCPUs), limit); err != nil {
+					maps, err := agentMapBytes(o.Name, targets, maxExecutables, k8sAgentCPUs)
+					if err == nil {
+						err = checkGOMEMLIMIT(soft, maps, limit)
+					}
+					if err != nil {
 						t.Errorf("%s %s: %v", o.Kind, o.Name, err)
 					}
 				}
