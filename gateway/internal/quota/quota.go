@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,7 +86,29 @@ type Lease struct {
 	// downUntil (unix nanos) skips Redis for a cool-down after a failure,
 	// so an outage costs one dial timeout per second, not one per request.
 	downUntil atomic.Int64
+	// perShard is the most keys a shard holds (DefaultMaxKeys spread over
+	// the shards); evictions counts the keys a full shard dropped, and
+	// evictLogged (unix nanos) is when that was last logged.
+	perShard    int
+	evictions   atomic.Int64
+	evictLogged atomic.Int64
 }
+
+// DefaultMaxKeys is the most keys one limit holds. A client picks its key:
+// the per-IP and login limits key an IPv6 client by its /64, and one /48
+// holds 65,536 of them, a /32 four billion; a login attempt keeps a key
+// about 6 s (its fallback bucket refilling), up to 30 s. Without a cap a
+// flood of such keys held every one, about 200 B each (the bucket, the
+// key, its entries in the map, its lock-free copy and the sweep's list),
+// and the heap grew with the request rate until the container's memory
+// limit. 32,768 keys are about 6-11 MB per limit (the higher figure with
+// the maps just grown), three limits at most 35 MB, well inside the 102
+// MiB GOMEMLIMIT of the gateway's 128 Mi container (deploy/k8s, compose)
+// beside its 65,536 cached tokens. A key is needed only while it holds a
+// lease, a denial or a spent fallback bucket, so legitimate traffic of
+// this many distinct clients within a few seconds is far past what one
+// replica serves; an evicted key costs its next request a Redis call.
+const DefaultMaxKeys = 1 << 15
 
 // Cooldown is how long decisions stay local after Redis fails.
 const Cooldown = time.Second
@@ -140,7 +163,8 @@ type bucket struct {
 // "shanhai:<name>:<key>": name must differ between limits, and between
 // gateway fleets that share one Redis but not their limits.
 func New(rdb redis.UniversalClient, name string, r Rate, replicas int, log *slog.Logger) *Lease {
-	l := &Lease{name: name, rl: redis_rate.NewLimiter(rdb), replicas: max(1, replicas), log: log}
+	l := &Lease{name: name, rl: redis_rate.NewLimiter(rdb), replicas: max(1, replicas), log: log,
+		perShard: DefaultMaxKeys / len(Lease{}.shards)}
 	l.SetRate(r)
 	for i := range l.shards {
 		l.shards[i].m = map[string]*bucket{}
@@ -301,6 +325,9 @@ func (l *Lease) bucket(key []byte) *bucket {
 		if len(s.m) >= sweepAbove {
 			s.sweep(time.Now().UnixNano(), sweepStep)
 		}
+		if len(s.m) >= l.perShard {
+			l.evict(s)
+		}
 		b = &bucket{}
 		k := string(key)
 		s.m[k] = b
@@ -318,8 +345,13 @@ func (l *Lease) bucket(key []byte) *bucket {
 // key looks at sweepStep keys, so the map's idle keys are all looked at
 // within len/sweepStep new keys, and no copy is made: ro is taken again by
 // Missed, whose cost is amortised over its misses.
+//
+// sweepAbove is below the cap per shard (DefaultMaxKeys/32, 1,024): a shard
+// of idle keys is swept before a new key evicts one, and an idle key is
+// not held for good below the cap (4,096 kept up to 131,072 idle keys per
+// limit, past any cap that fits the gateway's memory limit).
 const (
-	sweepAbove = 4096
+	sweepAbove = 512
 	sweepStep  = 8
 )
 
@@ -337,16 +369,78 @@ func (s *shard) sweep(now int64, n int) {
 		if b.mu.TryLock() {
 			if now >= b.until && now >= b.denyUntil && now >= b.fbFullAt {
 				b.dead.Store(true)
-				delete(s.m, k)
-				last := len(s.keys) - 1
-				// The newest key takes its place, to be looked at when
-				// the sweep comes round again: looked at next, the newest
-				// keys were swept over and over and the old never reached.
-				s.keys[s.next], s.keys[last] = s.keys[last], ""
-				s.keys = s.keys[:last]
+				s.remove(s.next)
 			}
 			b.mu.Unlock()
 		}
 		s.next++
 	}
 }
+
+// remove deletes the key at i of s.keys, whose bucket is marked dead; s.mu
+// is held. The newest key takes its place, to be looked at when the sweep
+// comes round again: looked at next, the newest keys were swept over and
+// over and the old never reached.
+func (s *shard) remove(i int) {
+	delete(s.m, s.keys[i])
+	last := len(s.keys) - 1
+	s.keys[i], s.keys[last] = s.keys[last], ""
+	s.keys = s.keys[:last]
+}
+
+// evictSample is how many keys an eviction compares (as pkg/limit's): a
+// flood's keys each have tokens left, so eight of them are almost never
+// all drained, and eight lookups stay a small part of a new key's cost.
+const evictSample = 8
+
+// evict drops one key of the full shard s (s.mu held): of evictSample keys
+// picked at random, the one whose fallback bucket is full again first
+// (fbFullAt, or a denial's end if later), which is the one with the most
+// tokens left: each Redis answer spends that bucket to what Redis has in
+// use (spend), a denial to empty. An arbitrary key could be a client that
+// spent its login attempts, and its next request would find a full
+// fallback share while Redis is down; now it goes only when every key
+// looked at is drained too. While Redis answers eviction gives nothing
+// away: Redis holds the budget, the key's next request asks it, and a
+// lease dropped unspent only makes that key stricter. A bucket
+// locked (a Redis call in flight) is passed over; with all eight locked
+// none goes and the shard holds one key more, bounded by the requests in
+// flight.
+func (l *Lease) evict(s *shard) {
+	victim := -1
+	var vb *bucket
+	var vAt int64
+	for range evictSample {
+		i := rand.IntN(len(s.keys))
+		b := s.m[s.keys[i]]
+		if b == vb || !b.mu.TryLock() {
+			continue
+		}
+		if at := max(b.fbFullAt, b.denyUntil); vb == nil || at < vAt {
+			if vb != nil {
+				vb.mu.Unlock()
+			}
+			victim, vb, vAt = i, b, at
+		} else {
+			b.mu.Unlock()
+		}
+	}
+	if vb == nil {
+		return
+	}
+	vb.dead.Store(true)
+	s.remove(victim)
+	vb.mu.Unlock()
+	n := l.evictions.Add(1)
+	// At most one line a minute per limit: a flood evicts on every request.
+	now := time.Now().UnixNano()
+	if last := l.evictLogged.Load(); now-last >= int64(time.Minute) && l.evictLogged.CompareAndSwap(last, now) {
+		l.log.Warn("rate limit keys at their cap, evicting the ones with the most tokens left",
+			"limit", l.name, "max_keys", l.perShard*len(l.shards), "evicted_total", n)
+	}
+}
+
+// Evictions returns how many keys the limit dropped for new ones since it
+// was made (DefaultMaxKeys): nonzero means more distinct clients than the
+// cap within a few seconds, a key flood or a cap too small.
+func (l *Lease) Evictions() int64 { return l.evictions.Load() }
