@@ -140,8 +140,9 @@ func Message(l Letter) kafka.Message {
 // The detail is error text, and an error may quote the input at any length: kept whole beside a record that Kafka
 // took at its size limit, it could keep even the letter without the record over the topic's limit, refused for ever.
 // 512 bytes hold every detail the bridge writes itself (counts, sizes, a broker's error) and pkg/event's quotes of 80
-// bytes whole, and its first part, which says what failed, otherwise; the letter without the record is then at most
-// about 1.1 KiB (a 249-character topic name, the widest numbers), so any DLQ topic taking 2 KiB takes it.
+// bytes whole; a longer one keeps its start and its end (clip), which say what failed and why; the letter without the
+// record is then at most about 1.1 KiB (a 249-character topic name, the widest numbers), so any DLQ topic taking 2 KiB
+// takes it.
 const detailKept = 512
 
 // form is how much of a letter Send writes; each is tried when the topic refused the one before for its size.
@@ -149,7 +150,7 @@ type form int
 
 const (
 	whole   form = iota // as Message renders it
-	clipped             // the detail cut to detailKept, when it was longer
+	clipped             // the detail's middle cut out to detailKept bytes, when it was longer
 	bare                // also without key, value and carried headers: what names the source record and why
 )
 
@@ -167,7 +168,7 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			// A letter adds headers to a record that its topic may have
 			// taken at the size limit, and a detail of any length, so it
 			// may never be written whole, and retrying it would stop its
-			// partition for good. The detail's tail goes first, then the
+			// partition for good. The detail's middle goes first, then the
 			// record: the letter still names the source record, which
 			// stays in its topic for the topic's retention.
 			f++
@@ -201,7 +202,7 @@ func shrunk(l Letter, f form) kafka.Message {
 		l = Letter{Leg: l.Leg, Reason: l.Reason, Detail: l.Detail, Topic: l.Topic, Partition: l.Partition, Offset: l.Offset}
 	}
 	if d := clip(l.Detail, detailKept); len(d) < len(l.Detail) {
-		omitted = append(omitted, fmt.Sprintf("detail after its first %d of %d bytes", len(d), len(l.Detail)))
+		omitted = append(omitted, fmt.Sprintf("detail's middle (%d of its %d bytes kept)", len(d)-len(detailCut), len(l.Detail)))
 		l.Detail = d
 	}
 	m := Message(l)
@@ -209,18 +210,34 @@ func shrunk(l Letter, f form) kafka.Message {
 	return m
 }
 
-// clip returns at most the first n bytes of s, cut before a rune's first byte where one is within a rune's length
-// (an error text is UTF-8; one that is not is cut at n).
+// detailCut stands in a clipped detail for the middle it lost.
+const detailCut = " … "
+
+// clip returns s if it has at most n bytes, otherwise its start and its end, joined by detailCut, n bytes at most in
+// all. Error text says what failed first and why last, with any quote of the input between: leg A's `header "<name>"
+// cannot be carried as a NATS header verbatim (...)`, or a wrapped error, whose cause comes last. Clipped to its first
+// n bytes, a header name of a few hundred bytes left `header "xxx…` and no reason at all. Each part is cut at a rune's
+// first byte where one is within a rune's length (an error text is UTF-8; one that is not is cut where it falls).
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for i := n; i > 0 && i > n-utf8.UTFMax; i-- {
+	keep := n - len(detailCut)
+	head := keep / 2
+	for i := head; i > 0 && i > keep/2-utf8.UTFMax; i-- {
 		if utf8.RuneStart(s[i]) {
-			return s[:i]
+			head = i
+			break
 		}
 	}
-	return s[:n]
+	tail := len(s) - (keep - head)
+	for i := tail; i < len(s) && i < tail+utf8.UTFMax; i++ {
+		if utf8.RuneStart(s[i]) {
+			tail = i
+			break
+		}
+	}
+	return s[:head] + detailCut + s[tail:]
 }
 
 func size(l Letter) int {

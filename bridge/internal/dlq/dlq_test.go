@@ -122,8 +122,8 @@ func TestSendLetterWithALongDetailToASmallTopic(t *testing.T) {
 		h[dlq.HeaderPartition] != strconv.Itoa(math.MaxInt32) || len(got[0].Value) != 0 {
 		t.Fatalf("letter: headers %v, %d value bytes", h, len(got[0].Value))
 	}
-	if d == "" || !strings.HasPrefix(detail, d) || !utf8.ValidString(d) {
-		t.Fatalf("detail %q (%d bytes): want a prefix of the detail cut between runes", d, len(d))
+	if !clippedFrom(detail, d) {
+		t.Fatalf("detail %q (%d bytes): want the detail's start and end, each cut between runes", d, len(d))
 	}
 }
 
@@ -151,8 +151,8 @@ func TestSendLetterWithALongDetailKeepsItsRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := harness.Headers(got[0])
-	if d := h[dlq.HeaderDetail]; d == "" || len(d) >= len(detail) || !strings.HasPrefix(detail, d) {
-		t.Fatalf("detail of %d bytes: want a clipped prefix of the %d", len(d), len(detail))
+	if d := h[dlq.HeaderDetail]; !clippedFrom(detail, d) {
+		t.Fatalf("detail of %d bytes: want the %d clipped to their start and end", len(d), len(detail))
 	}
 	if !bytes.Equal(got[0].Value, letter.Value) || string(got[0].Key) != "k1" || h["ce_id"] != "e1" || h[dlq.HeaderOmitted] == "" {
 		t.Fatalf("letter has %d of %d value bytes, key %q, headers %v", len(got[0].Value), len(letter.Value), got[0].Key, h)
@@ -172,4 +172,49 @@ func sinkWithoutRetries(ctx context.Context, brokers []string, topic string) (*d
 		}
 	}
 	return sink, send, logs
+}
+
+// TestSendLetterWithALongDetailSaysWhy: a clipped detail still says why the record is dead. Error text puts what
+// failed first and why last, with any quote of the input between (leg A's `header "<name>" cannot be carried as a
+// NATS header verbatim (...)`, a wrapped error's cause): clipped to its first 512 bytes, a header name of a few
+// hundred bytes left `header "xxx…` and no reason at all. The middle goes now, the start and the end stay.
+func TestSendLetterWithALongDetailSaysWhy(t *testing.T) {
+	t.Parallel() // a topic of its own; it waits on Kafka
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dead := "bridgetest." + harness.ID() + ".dlq"
+	if err := harness.CreateTopic(ctx, brokers, dead, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "8192"}); err != nil {
+		t.Fatal(err)
+	}
+	sink, send, logs := sinkWithoutRetries(ctx, brokers, dead)
+	defer sink.Close()
+	name := strings.Repeat("n", 4096) + "\n"
+	const why = " cannot be carried as a NATS header verbatim"
+	detail := "header " + strconv.Quote(name) + why
+	letter := dlq.Letter{Leg: "kafka-nats", Reason: "header", Detail: detail, Topic: "src", Offset: 7, Key: []byte("k1"),
+		Value: []byte("v"), Headers: []kafka.Header{{Key: name, Value: []byte("x")}}}
+	if err := sink.Send(send, letter); err != nil {
+		t.Fatalf("send: %v (%v); log: %s", err, context.Cause(send), logs)
+	}
+	got, err := harness.ReadDeadLetters(ctx, brokers, dead, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := harness.Headers(got[0])
+	d := h[dlq.HeaderDetail]
+	if len(d) >= len(detail) || !strings.HasPrefix(d, `header "nnn`) || !strings.HasSuffix(d, `\n"`+why) || !utf8.ValidString(d) {
+		t.Fatalf("detail %q (%d of %d bytes): want its start and its end, the reason, kept", d, len(d), len(detail))
+	}
+	if string(got[0].Value) != "v" || h[dlq.HeaderOffset] != "7" || !strings.Contains(h[dlq.HeaderOmitted], "detail") {
+		t.Fatalf("letter: value %q, headers %v", got[0].Value, h)
+	}
+}
+
+// clippedFrom reports whether d is detail clipped by Send: shorter, valid UTF-8, a start and an end of detail, each
+// cut between runes, around the " … " that stands for the middle.
+func clippedFrom(detail, d string) bool {
+	head, tail, ok := strings.Cut(d, " … ")
+	return ok && head != "" && tail != "" && len(d) < len(detail) && utf8.ValidString(d) &&
+		strings.HasPrefix(detail, head) && strings.HasSuffix(detail, tail)
 }
