@@ -397,3 +397,46 @@ func TestReplicaCountsMatchTheDeployments(t *testing.T) {
 		})
 	}
 }
+
+// agentHeap is the eBPF agent's Go heap probing its 5 targets, as measured (daemonset.yaml's GOMEMLIMIT comment).
+const agentHeap = 20 << 20
+
+// TestAgentMemoryRequestHoldsItsTargetsMaps: the agent's memory request covers what it uses in steady state, the BPF
+// maps of one executable per target on k8sAgentCPUs possible CPUs and its heap. Its request stayed at 128Mi while
+// those maps alone take 171 MiB, so the scheduler reserved less than the agent always uses and, under node memory
+// pressure, the kubelet evicted it first (a pod above its request), taking every target's metrics away when they
+// matter most. The limit above the request is left for the transient second executable of each target (the cap).
+func TestAgentMemoryRequestHoldsItsTargetsMaps(t *testing.T) {
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) {
+			found := false
+			for _, o := range build(t, dir) {
+				spec := podSpec(o)
+				if spec == nil || o.Name != privileged {
+					continue
+				}
+				for _, c := range spec.Containers {
+					targets := ""
+					for _, e := range c.Env {
+						if e.Name == "BPF_TARGETS" {
+							targets = e.Value
+						}
+					}
+					if targets == "" {
+						continue
+					}
+					found = true
+					n := len(strings.Split(targets, ","))
+					want := agentMaps(n, k8sAgentCPUs) + agentHeap
+					if got := c.Resources.Requests.Memory().Value(); got < want {
+						t.Errorf("%s %s: memory request %d MiB, want at least %d MiB (%d targets' BPF maps on %d "+
+							"possible CPUs and a %d MiB heap)", o.Kind, o.Name, got>>20, want>>20, n, k8sAgentCPUs, agentHeap>>20)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("no %s container with BPF_TARGETS", privileged)
+			}
+		})
+	}
+}
