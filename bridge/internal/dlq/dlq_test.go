@@ -96,31 +96,16 @@ func TestSendLetterTheDLQTopicTakesKeepsItsValue(t *testing.T) {
 // allows, the widest partition and offset, and a detail of 64 KiB, to a topic at 2 KiB.
 func TestSendLetterWithALongDetailToASmallTopic(t *testing.T) {
 	t.Parallel() // a topic of its own; it waits on Kafka
-	brokers := testenv.Kafka(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	dead := "bridgetest." + harness.ID() + ".dlq"
-	if err := harness.CreateTopic(ctx, brokers, dead, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "2048"}); err != nil {
-		t.Fatal(err)
-	}
-	sink, send, logs := sinkWithoutRetries(ctx, brokers, dead)
-	defer sink.Close()
-	detail := "invalid envelope: " + strings.Repeat("é", 32<<10) // 64 KiB of two-byte runes, as a quote of the input could be
+	// 64 KiB of two-byte runes, as a quote of the input could be
+	detail := "invalid envelope: " + strings.Repeat("é", 32<<10)
 	letter := dlq.Letter{Leg: "nats-pulsar", Reason: "too_large", Detail: detail, Topic: strings.Repeat("t", 249),
 		Partition: math.MaxInt32, Offset: math.MinInt64, Key: []byte("k1"), Value: bytes.Repeat([]byte("a"), 4096),
 		Headers: []kafka.Header{{Key: "ce_id", Value: []byte("e1")}}}
-	if err := sink.Send(send, letter); err != nil {
-		t.Fatalf("send: %v (%v); log: %s", err, context.Cause(send), logs)
-	}
-	got, err := harness.ReadDeadLetters(ctx, brokers, dead, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := harness.Headers(got[0])
+	got, h := sendToATopicOf(t, 2048, letter)
 	d := h[dlq.HeaderDetail]
 	if h[dlq.HeaderOmitted] == "" || h[dlq.HeaderTopic] != letter.Topic || h[dlq.HeaderOffset] != strconv.FormatInt(math.MinInt64, 10) ||
-		h[dlq.HeaderPartition] != strconv.Itoa(math.MaxInt32) || len(got[0].Value) != 0 {
-		t.Fatalf("letter: headers %v, %d value bytes", h, len(got[0].Value))
+		h[dlq.HeaderPartition] != strconv.Itoa(math.MaxInt32) || len(got.Value) != 0 {
+		t.Fatalf("letter: headers %v, %d value bytes", h, len(got.Value))
 	}
 	if !clippedFrom(detail, d) {
 		t.Fatalf("detail %q (%d bytes): want the detail's start and end, each cut between runes", d, len(d))
@@ -131,31 +116,15 @@ func TestSendLetterWithALongDetailToASmallTopic(t *testing.T) {
 // the letter its detail's tail, not the record an operator replays.
 func TestSendLetterWithALongDetailKeepsItsRecord(t *testing.T) {
 	t.Parallel() // a topic of its own; it waits on Kafka
-	brokers := testenv.Kafka(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	dead := "bridgetest." + harness.ID() + ".dlq"
-	if err := harness.CreateTopic(ctx, brokers, dead, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "8192"}); err != nil {
-		t.Fatal(err)
-	}
-	sink, send, logs := sinkWithoutRetries(ctx, brokers, dead)
-	defer sink.Close()
 	detail := "invalid envelope: " + strings.Repeat("x", 16<<10)
 	letter := dlq.Letter{Leg: "kafka-nats", Reason: "envelope", Detail: detail, Topic: "src", Offset: 3, Key: []byte("k1"),
 		Value: bytes.Repeat([]byte("a"), 2048), Headers: []kafka.Header{{Key: "ce_id", Value: []byte("e1")}}}
-	if err := sink.Send(send, letter); err != nil {
-		t.Fatalf("send: %v (%v); log: %s", err, context.Cause(send), logs)
-	}
-	got, err := harness.ReadDeadLetters(ctx, brokers, dead, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := harness.Headers(got[0])
+	got, h := sendToATopicOf(t, 8192, letter)
 	if d := h[dlq.HeaderDetail]; !clippedFrom(detail, d) {
 		t.Fatalf("detail of %d bytes: want the %d clipped to their start and end", len(d), len(detail))
 	}
-	if !bytes.Equal(got[0].Value, letter.Value) || string(got[0].Key) != "k1" || h["ce_id"] != "e1" || h[dlq.HeaderOmitted] == "" {
-		t.Fatalf("letter has %d of %d value bytes, key %q, headers %v", len(got[0].Value), len(letter.Value), got[0].Key, h)
+	if !bytes.Equal(got.Value, letter.Value) || string(got.Key) != "k1" || h["ce_id"] != "e1" || h[dlq.HeaderOmitted] == "" {
+		t.Fatalf("letter has %d of %d value bytes, key %q, headers %v", len(got.Value), len(letter.Value), got.Key, h)
 	}
 }
 
@@ -180,34 +149,18 @@ func sinkWithoutRetries(ctx context.Context, brokers []string, topic string) (*d
 // hundred bytes left `header "xxx…` and no reason at all. The middle goes now, the start and the end stay.
 func TestSendLetterWithALongDetailSaysWhy(t *testing.T) {
 	t.Parallel() // a topic of its own; it waits on Kafka
-	brokers := testenv.Kafka(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	dead := "bridgetest." + harness.ID() + ".dlq"
-	if err := harness.CreateTopic(ctx, brokers, dead, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "8192"}); err != nil {
-		t.Fatal(err)
-	}
-	sink, send, logs := sinkWithoutRetries(ctx, brokers, dead)
-	defer sink.Close()
 	name := strings.Repeat("n", 4096) + "\n"
 	const why = " cannot be carried as a NATS header verbatim"
 	detail := "header " + strconv.Quote(name) + why
 	letter := dlq.Letter{Leg: "kafka-nats", Reason: "header", Detail: detail, Topic: "src", Offset: 7, Key: []byte("k1"),
 		Value: []byte("v"), Headers: []kafka.Header{{Key: name, Value: []byte("x")}}}
-	if err := sink.Send(send, letter); err != nil {
-		t.Fatalf("send: %v (%v); log: %s", err, context.Cause(send), logs)
-	}
-	got, err := harness.ReadDeadLetters(ctx, brokers, dead, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := harness.Headers(got[0])
+	got, h := sendToATopicOf(t, 8192, letter)
 	d := h[dlq.HeaderDetail]
 	if len(d) >= len(detail) || !strings.HasPrefix(d, `header "nnn`) || !strings.HasSuffix(d, `\n"`+why) || !utf8.ValidString(d) {
 		t.Fatalf("detail %q (%d of %d bytes): want its start and its end, the reason, kept", d, len(d), len(detail))
 	}
-	if string(got[0].Value) != "v" || h[dlq.HeaderOffset] != "7" || !strings.Contains(h[dlq.HeaderOmitted], "detail") {
-		t.Fatalf("letter: value %q, headers %v", got[0].Value, h)
+	if string(got.Value) != "v" || h[dlq.HeaderOffset] != "7" || !strings.Contains(h[dlq.HeaderOmitted], "detail") {
+		t.Fatalf("letter: value %q, headers %v", got.Value, h)
 	}
 }
 
@@ -217,4 +170,27 @@ func clippedFrom(detail, d string) bool {
 	head, tail, ok := strings.Cut(d, " … ")
 	return ok && head != "" && tail != "" && len(d) < len(detail) && utf8.ValidString(d) &&
 		strings.HasPrefix(detail, head) && strings.HasSuffix(detail, tail)
+}
+
+// sendToATopicOf sends letter to a DLQ topic of its own taking at most maxBytes a message, and returns the letter as
+// written and its headers; it fails the test when Send holds the letter for a retry (the topic refused it).
+func sendToATopicOf(t *testing.T, maxBytes int, letter dlq.Letter) (kafka.Message, map[string]string) {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dead := "bridgetest." + harness.ID() + ".dlq"
+	if err := harness.CreateTopic(ctx, brokers, dead, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(maxBytes)}); err != nil {
+		t.Fatal(err)
+	}
+	sink, send, logs := sinkWithoutRetries(ctx, brokers, dead)
+	defer sink.Close()
+	if err := sink.Send(send, letter); err != nil {
+		t.Fatalf("send: %v (%v); log: %s", err, context.Cause(send), logs)
+	}
+	got, err := harness.ReadDeadLetters(ctx, brokers, dead, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got[0], harness.Headers(got[0])
 }
