@@ -65,18 +65,27 @@ func afterReady(ctx context.Context, onReady func()) func() {
 			onReady()
 		}
 		go func() {
-			r, err := pageOutExecutable()
-			if errors.As(err, new(noPageout)) {
-				log.Warn("executable page-out not available; the pages stay resident", "reason", noPageoutReason, "error", err.Error())
-				return
-			}
-			if err != nil {
-				log.Error("executable page-out failed; the pages stay resident", "error", err.Error())
-				return
-			}
-			log.Debug("executable pages released", r.LogArgs()...)
+			r, err := PageOutExecutable()
+			logPageout(log, r, err)
 		}()
 	}
+}
+
+// logPageout logs one page-out's outcome at its level: a noPageout is a
+// warning with its reason, any other failure an error, a success debug.
+// Tests of those levels call it directly: the page-out itself runs in a
+// goroutine nothing waits for, so a stand-in swapped into a package
+// variable raced with the one a previous test's server left running.
+func logPageout(log *slog.Logger, r Pageout, err error) {
+	if errors.As(err, new(noPageout)) {
+		log.Warn("executable page-out not available; the pages stay resident", "reason", noPageoutReason, "error", err.Error())
+		return
+	}
+	if err != nil {
+		log.Error("executable page-out failed; the pages stay resident", "error", err.Error())
+		return
+	}
+	log.Debug("executable pages released", r.LogArgs()...)
 }
 
 // noPageout is a page-out failure in which every refusal was EINVAL to
@@ -91,10 +100,6 @@ func (e noPageout) Unwrap() error { return e.err }
 
 // noPageoutReason is what the warning says a noPageout means.
 const noPageoutReason = "the kernel refused MADV_PAGEOUT (EINVAL): it has none before Linux 5.4, nor for locked memory"
-
-// pageOutExecutable is PageOutExecutable, replaced by tests of what
-// afterReady logs for each outcome.
-var pageOutExecutable = PageOutExecutable
 
 // Pageout is what one PageOutExecutable did.
 type Pageout struct {
