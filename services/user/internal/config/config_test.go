@@ -112,3 +112,28 @@ func TestUnusableValuesNamed(t *testing.T) {
 		t.Errorf("got %d problems, want %d:\n%v", len(got), len(want), err)
 	}
 }
+
+// TestEmptyServerAddressesAreRefusedByName: REDIS_URL= passed and failed only once the service wired itself, with a
+// message about a URL, not the variable; HTTP_ADDR= listened on a port the kernel picked, which nothing (probes,
+// discovery's default advertised port) could find. Each empty or blank value is a start-up error naming its
+// variable, as in the gateway, order and payment; unset, the defaults still load.
+func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
+	for _, name := range []string{"REDIS_URL", "HTTP_ADDR"} {
+		for _, value := range []string{"", " \t"} {
+			env := map[string]string{"DATABASE_URL": "sqlite://:memory:", "AUTH_DEV_KEYS": "true", name: value}
+			var c config.Config
+			err := pkgconfig.LoadFrom(&c, env)
+			var bad *pkgconfig.Error
+			if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != name || !strings.Contains(bad.Vars[0].Problem, "must not be empty") {
+				t.Errorf("%s=%q: got %v, want one problem: %s must not be empty", name, value, err, name)
+			}
+		}
+	}
+	var c config.Config
+	if err := pkgconfig.LoadFrom(&c, map[string]string{"DATABASE_URL": "sqlite://:memory:", "AUTH_DEV_KEYS": "true"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.RedisURL == "" || c.Addr == "" {
+		t.Errorf("defaults lost: REDIS_URL %q, HTTP_ADDR %q", c.RedisURL, c.Addr)
+	}
+}
