@@ -73,6 +73,8 @@ func (c *Config) Validate() error {
 	notEmpty("REDIS_URL", c.RedisURL)
 	notEmpty("NATS_URL", c.NATSURL)
 	notEmpty("JWKS_URL", c.JWKSURL)
+	// HTTP_ADDR= listened on a port the kernel picked, where no probe or peer looks; the gateway refuses it too.
+	notEmpty("HTTP_ADDR", c.Addr)
 	if c.DatabaseMaxConns < 1 {
 		errs = append(errs, config.Invalid("DATABASE_MAX_CONNS", "must be at least 1"))
 	}

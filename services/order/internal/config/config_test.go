@@ -75,9 +75,11 @@ func TestPendingTimeout(t *testing.T) {
 // TestEmptyServerAddressesAreRefusedByName: DATABASE_URL= passed as set and failed later in database.Open with a
 // message about a URL, not the variable; NATS_URL= connected to nats.go's own default, nats://127.0.0.1:4222, not
 // the platform's; REDIS_URL= and JWKS_URL= failed later or answered every token 401. Each empty (or blank) value is
-// now a start-up error naming its variable, beside the others; unset, the defaults still load.
+// now a start-up error naming its variable, beside the others; unset, the defaults still load. HTTP_ADDR= listened
+// on a port the kernel picked, which nothing (probes, discovery's default advertised port) could find; the gateway
+// already refused it.
 func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
-	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWKS_URL"} {
+	for _, name := range []string{"DATABASE_URL", "REDIS_URL", "NATS_URL", "JWKS_URL", "HTTP_ADDR"} {
 		for _, value := range []string{"", " \t"} {
 			env := map[string]string{"DATABASE_URL": "sqlite://:memory:", name: value}
 			var c orderconfig.Config
@@ -92,7 +94,7 @@ func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
 	if err := config.LoadFrom(&c, map[string]string{"DATABASE_URL": "sqlite://:memory:"}); err != nil {
 		t.Fatal(err)
 	}
-	if c.RedisURL == "" || c.NATSURL == "" || c.JWKSURL == "" {
-		t.Errorf("defaults lost: REDIS_URL %q, NATS_URL %q, JWKS_URL %q", c.RedisURL, c.NATSURL, c.JWKSURL)
+	if c.RedisURL == "" || c.NATSURL == "" || c.JWKSURL == "" || c.Addr == "" {
+		t.Errorf("defaults lost: REDIS_URL %q, NATS_URL %q, JWKS_URL %q, HTTP_ADDR %q", c.RedisURL, c.NATSURL, c.JWKSURL, c.Addr)
 	}
 }
