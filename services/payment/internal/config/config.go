@@ -137,6 +137,10 @@ func (c *Config) Validate() error {
 	}
 	notEmpty("NATS_URL", c.NATSURL)
 	notEmpty("JWKS_URL", c.JWKSURL)
+	// HTTP_ADDR= listened on a port the kernel picked, where no probe or peer looks; the gateway refuses it too.
+	notEmpty("HTTP_ADDR", c.Addr)
+	// An empty key is not "no dynamic settings": the watch took the whole prefix /shanhai/config/ in its place.
+	notEmpty("PAYMENT_SETTINGS_KEY", c.SettingsKey)
 	if c.DatabaseMaxConns < 1 {
 		errs = append(errs, config.Invalid("DATABASE_MAX_CONNS", "must be at least 1"))
 	}

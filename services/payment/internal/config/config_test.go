@@ -80,9 +80,11 @@ func TestProviderLatencyIsBounded(t *testing.T) {
 // TestEmptyServerAddressesAreRefusedByName: DATABASE_URL= passed as set and failed later in database.Open with a
 // message about a URL, not the variable; NATS_URL= connected to nats.go's own default, nats://127.0.0.1:4222, not
 // the platform's; JWKS_URL= answered every token 401. Each empty (or blank) value is now a start-up error naming its
-// variable, beside the others; unset, the defaults still load.
+// variable, beside the others; unset, the defaults still load. HTTP_ADDR= listened on a port the kernel picked,
+// which nothing could find (the gateway already refused it); PAYMENT_SETTINGS_KEY= watched the whole etcd prefix
+// /shanhai/config/ in place of the payment key.
 func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
-	for _, name := range []string{"DATABASE_URL", "NATS_URL", "JWKS_URL"} {
+	for _, name := range []string{"DATABASE_URL", "NATS_URL", "JWKS_URL", "HTTP_ADDR", "PAYMENT_SETTINGS_KEY"} {
 		for _, value := range []string{"", " \t"} {
 			env := map[string]string{"DATABASE_URL": "sqlite://:memory:", name: value}
 			var c paymentconfig.Config
@@ -97,7 +99,7 @@ func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
 	if err := config.LoadFrom(&c, map[string]string{"DATABASE_URL": "sqlite://:memory:"}); err != nil {
 		t.Fatal(err)
 	}
-	if c.NATSURL == "" || c.JWKSURL == "" {
-		t.Errorf("defaults lost: NATS_URL %q, JWKS_URL %q", c.NATSURL, c.JWKSURL)
+	if c.NATSURL == "" || c.JWKSURL == "" || c.Addr == "" || c.SettingsKey == "" {
+		t.Errorf("defaults lost: NATS_URL %q, JWKS_URL %q, HTTP_ADDR %q, PAYMENT_SETTINGS_KEY %q", c.NATSURL, c.JWKSURL, c.Addr, c.SettingsKey)
 	}
 }
