@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -119,5 +120,22 @@ func TestDLQTopicMustNotCollideWithACarriedTopic(t *testing.T) {
 	t.Setenv("BRIDGE_DLQ_TOPIC", "shanhai_dlq")
 	if err := pkgconfig.Load(&c); err != nil {
 		t.Errorf("a DLQ topic colliding with nothing refused: %v", err)
+	}
+}
+
+// TestEmptyServerAddressesAreRefusedByName: NATS_URL= made nats.go dial its own default, nats://127.0.0.1:4222, not
+// the platform's 14222, and HTTP_ADDR= listened on a port the kernel picked, where no probe finds /healthz. Each
+// empty or blank value is a start-up error naming its variable, with the gateway's and the services' wording.
+// PULSAR_URL= is refused by name while leg B runs (and unused when it does not).
+func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
+	for _, name := range []string{"NATS_URL", "HTTP_ADDR", "PULSAR_URL"} {
+		for _, value := range []string{"", " \t"} {
+			var c Config
+			err := pkgconfig.LoadFrom(&c, map[string]string{name: value})
+			var bad *pkgconfig.Error
+			if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != name || !strings.Contains(bad.Vars[0].Problem, "must not be empty") {
+				t.Errorf("%s=%q: got %v, want one problem: %s must not be empty", name, value, err, name)
+			}
+		}
 	}
 }
