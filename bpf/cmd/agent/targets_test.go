@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
 )
 
 // Targets are compared with /proc/<pid>/exe, which is clean: a path spelled otherwise must be cleaned here or it
@@ -37,7 +40,35 @@ func TestRelativeTargetPathIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "../var/bin/order") {
 		t.Errorf("Validate = %v, want BPF_TARGETS refused naming the relative path", err)
 	}
-	if err := (&Config{Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9, MaxExecutables: 16}).Validate(); err != nil {
+	if err := (&Config{Addr: ":8085", Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9, MaxExecutables: 16}).Validate(); err != nil {
 		t.Errorf("Validate of good targets: %v", err)
+	}
+}
+
+// TestEmptyHTTPAddrIsRefusedByName: HTTP_ADDR= reached http.Server{Addr: ""}, which listens on :80, where no probe
+// or scrape looks (and which a non-root agent may not even bind). It is a start-up error naming the variable, in the
+// gateway's, the services' and the bridge's words, and it comes in the same error as every other bad variable.
+func TestEmptyHTTPAddrIsRefusedByName(t *testing.T) {
+	for _, value := range []string{"", " \t"} {
+		var c Config
+		err := config.LoadFrom(&c, map[string]string{"HTTP_ADDR": value, "BPF_SCAN_INTERVAL": "1ms"})
+		var bad *config.Error
+		if !errors.As(err, &bad) {
+			t.Fatalf("HTTP_ADDR=%q: got %v, want a *config.Error", value, err)
+		}
+		got := map[string]string{}
+		for _, v := range bad.Vars {
+			got[v.Var] = v.Problem
+		}
+		if !strings.Contains(got["HTTP_ADDR"], "must not be empty (unset it for the default)") {
+			t.Errorf("HTTP_ADDR=%q: got %v, want HTTP_ADDR must not be empty", value, err)
+		}
+		if _, ok := got["BPF_SCAN_INTERVAL"]; !ok || len(got) != 2 {
+			t.Errorf("HTTP_ADDR=%q with BPF_SCAN_INTERVAL=1ms: got %v, want both in one error and nothing else", value, err)
+		}
+	}
+	var c Config
+	if err := config.LoadFrom(&c, map[string]string{}); err != nil || c.Addr != ":8085" {
+		t.Errorf("HTTP_ADDR unset: Addr %q, err %v; want the default :8085", c.Addr, err)
 	}
 }
