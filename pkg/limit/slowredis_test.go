@@ -3,12 +3,8 @@ package limit
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,83 +12,6 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
-
-// slowProxy forwards TCP to the shared test Redis and, once held, holds
-// every answer back until the test ends, so one test can make Redis slow
-// without slowing it for anyone else (CLIENT PAUSE would). Held, not
-// delayed: an answer late by a fixed time is only slower than CallTimeout
-// while the machine keeps to that timing.
-type slowProxy struct {
-	addr     string
-	held     atomic.Bool
-	released chan struct{} // closed when the test ends: held answers go on (to closed connections)
-}
-
-func newSlowProxy(t *testing.T) *slowProxy {
-	t.Helper()
-	opt, err := redis.ParseURL(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &slowProxy{addr: ln.Addr().String(), released: make(chan struct{})}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	track := func(c net.Conn) {
-		mu.Lock()
-		conns = append(conns, c)
-		mu.Unlock()
-	}
-	t.Cleanup(func() {
-		close(p.released)
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			client, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			server, err := net.Dial("tcp", opt.Addr)
-			if err != nil {
-				_ = client.Close()
-				continue
-			}
-			track(client)
-			track(server)
-			wg.Go(func() { _, _ = io.Copy(server, client); _ = server.Close() })
-			wg.Go(func() {
-				buf := make([]byte, 32<<10)
-				for {
-					n, err := server.Read(buf)
-					if n > 0 {
-						if p.held.Load() {
-							<-p.released
-						}
-						if _, werr := client.Write(buf[:n]); werr != nil {
-							break
-						}
-					}
-					if err != nil {
-						break
-					}
-				}
-				_ = client.Close()
-			})
-		}
-	})
-	return p
-}
 
 // A security limit must not hand a key a fresh burst because Redis turned
 // slow: the login limiter (5 failed logins per account) let an account that
@@ -108,8 +27,8 @@ func newSlowProxy(t *testing.T) *slowProxy {
 func TestRedisSlowAfterABucketIsDrainedKeepsItDrained(t *testing.T) {
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
-			p := newSlowProxy(t)
-			rdb := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1})
+			p := testenv.HoldingRedis(t)
+			rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1})
 			t.Cleanup(func() { _ = rdb.Close() })
 			var logs strings.Builder
 			name := fmt.Sprintf("slow-%d-%d", replicas, time.Now().UnixNano())
@@ -123,7 +42,7 @@ func TestRedisSlowAfterABucketIsDrainedKeepsItDrained(t *testing.T) {
 					t.Fatalf("attempt %d on Redis: %+v, %v, degraded %v; log: %s", i+1, d, err, l.Degraded(), logs.String())
 				}
 			}
-			p.held.Store(true)
+			p.Hold()
 			for i := range 5 {
 				d, err := l.Allow(ctx, "account:victim")
 				if err != nil {

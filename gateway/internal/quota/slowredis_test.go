@@ -2,11 +2,7 @@ package quota
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,81 +10,6 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
-
-// holdingProxy relays TCP to the shared test Redis. Once hold is set it
-// keeps back every reply until the test ends, so this test's client sees a
-// Redis slower than any read timeout while nobody else's does (pausing the
-// shared Redis would slow every test on the machine).
-type holdingProxy struct {
-	addr string
-	hold atomic.Bool
-	done chan struct{}
-}
-
-func newHoldingProxy(t *testing.T) *holdingProxy {
-	t.Helper()
-	opts, err := redis.ParseURL(testenv.Redis(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &holdingProxy{addr: ln.Addr().String(), done: make(chan struct{})}
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		opened []net.Conn
-	)
-	t.Cleanup(func() {
-		close(p.done)
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range opened {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			front, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			back, err := net.Dial("tcp", opts.Addr)
-			if err != nil {
-				_ = front.Close()
-				continue
-			}
-			mu.Lock()
-			opened = append(opened, front, back)
-			mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(back, front); _ = back.Close() })
-			wg.Go(func() {
-				defer front.Close()
-				buf := make([]byte, 16<<10)
-				for {
-					n, err := back.Read(buf)
-					if n > 0 && p.hold.Load() {
-						<-p.done // the reply goes nowhere: the test is over
-						return
-					}
-					if n > 0 {
-						if _, err := front.Write(buf[:n]); err != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-				}
-			})
-		}
-	})
-	return p
-}
 
 // A key drained on Redis stays drained when Redis turns slow. The local
 // fallback bucket started full, so one Redis call past the client's read
@@ -110,8 +31,8 @@ func TestRedisSlowAfterAKeyIsDrainedKeepsItDrained(t *testing.T) {
 		{"user-leased-2", Rate{Count: 1000, Period: time.Hour}, 2}, // leases of 10
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			p := newHoldingProxy(t)
-			rdb := redis.NewClient(&redis.Options{Addr: p.addr, MaxRetries: -1, ReadTimeout: time.Second})
+			p := testenv.HoldingRedis(t)
+			rdb := redis.NewClient(&redis.Options{Addr: p.Addr(), MaxRetries: -1, ReadTimeout: time.Second})
 			t.Cleanup(func() { _ = rdb.Close() })
 			l := New(rdb, uniq(), c.r, c.replicas, slog.New(slog.DiscardHandler))
 			ctx := context.Background()
@@ -135,7 +56,7 @@ func TestRedisSlowAfterAKeyIsDrainedKeepsItDrained(t *testing.T) {
 			if allowed != burst {
 				t.Fatalf("on Redis: %d of the burst of %d allowed", allowed, burst)
 			}
-			p.hold.Store(true)
+			p.Hold()
 			for i := range 3 {
 				d, err := l.Allow(ctx, key)
 				if err != nil {
