@@ -16,10 +16,5 @@ import (
 // address. Rows old replicas store during the rollout: a later version
 // calling the same step.
 func emailIDNA(log *slog.Logger) func(context.Context, *sql.Tx) error {
-	return func(ctx context.Context, tx *sql.Tx) error {
-		if err := renormalise(ctx, tx, log, "stored emails with their domain in Unicode"); err != nil {
-			return err
-		}
-		return markInvisibleEmails(ctx, tx, log)
-	}
+	return renormaliseStep(log, "stored emails with their domain in Unicode")
 }
