@@ -15,17 +15,6 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 )
 
-// atVersion4 migrates db as the release before version 5 did: the outbox, the
-// SQL files up to 0004 and the Go step 3.
-func atVersion4(ctx context.Context, db *gorm.DB) error {
-	v4, err := sqlFiles("000[1-4]_*.sql")
-	if err != nil {
-		return err
-	}
-	return migrate.UpAll(ctx, db, outbox.Migrations, migrate.WithGo(v4,
-		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(newLog(&bytes.Buffer{}))}))
-}
-
 // visibleEmails maps each account's id to its email_visible, "" for NULL.
 func visibleEmails(t *testing.T, db *gorm.DB) map[string]string {
 	t.Helper()
@@ -49,7 +38,7 @@ func visibleEmails(t *testing.T, db *gorm.DB) map[string]string {
 // reaches the log. Run again by a later version, the step marks only what
 // was stored since.
 func TestEmailVisibleFill(t *testing.T) {
-	for dialect, db := range storetest.Databases(t, atVersion4) {
+	for dialect, db := range storetest.Databases(t, upTo(4)) {
 		t.Run(dialect, func(t *testing.T) {
 			stored := map[string]string{
 				"zwsp":      "ali\u200bce@example.com",

@@ -2,30 +2,14 @@ package migrations
 
 import (
 	"bytes"
-	"context"
 	"maps"
 	"strings"
 	"testing"
-
-	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 )
-
-// atVersion6 migrates db as the release before version 7 did: the outbox,
-// the SQL files up to 0005 and the Go steps 3 and 6.
-func atVersion6(ctx context.Context, db *gorm.DB) error {
-	v6, err := sqlFiles("000[1-6]_*.sql")
-	if err != nil {
-		return err
-	}
-	log := newLog(&bytes.Buffer{})
-	return migrate.UpAll(ctx, db, outbox.Migrations, migrate.WithGo(v6,
-		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
-		migrate.GoStep{Version: 6, Name: "email_visible_fill", Up: emailVisibleFill(log)}))
-}
 
 // Version 7 stores each address in its case-folded form, which sign-up and
 // login use since: an address typed in lower case with a final sigma was
@@ -33,7 +17,7 @@ func atVersion6(ctx context.Context, db *gorm.DB) error {
 // Where that form is taken, the account keeps its address and the warning
 // names both ids; email_visible follows the moved address.
 func TestEmailCaseFold(t *testing.T) {
-	for dialect, db := range storetest.Databases(t, atVersion6) {
+	for dialect, db := range storetest.Databases(t, upTo(6)) {
 		t.Run(dialect, func(t *testing.T) {
 			addStored(t, db,
 				"sofia", "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2@example.com", // σοφιας

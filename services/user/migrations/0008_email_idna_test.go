@@ -2,31 +2,14 @@ package migrations
 
 import (
 	"bytes"
-	"context"
 	"maps"
 	"strings"
 	"testing"
-
-	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 	"github.com/shanhai-dev/shanhai/pkg/outbox"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/storetest"
 )
-
-// atVersion7 migrates db as the release before version 8 did: the outbox,
-// the SQL files up to 0005 and the Go steps 3, 6 and 7.
-func atVersion7(ctx context.Context, db *gorm.DB) error {
-	v7, err := sqlFiles("000[1-7]_*.sql")
-	if err != nil {
-		return err
-	}
-	log := newLog(&bytes.Buffer{})
-	return migrate.UpAll(ctx, db, outbox.Migrations, migrate.WithGo(v7,
-		migrate.GoStep{Version: 3, Name: "email_nfkc_rewrite", Up: emailNFKCRewrite(log)},
-		migrate.GoStep{Version: 6, Name: "email_visible_fill", Up: emailVisibleFill(log)},
-		migrate.GoStep{Version: 7, Name: "email_case_fold", Up: emailCaseFold(log)}))
-}
 
 // longALabels is a domain of 200 bytes as DNS carries it, whose labels of 57
 // Cyrillic letters (63 bytes each as A-labels) are twice as long in UTF-8:
@@ -43,7 +26,7 @@ var (
 // the account keeps its address and the warning names both ids;
 // email_visible follows the moved address.
 func TestEmailIDNA(t *testing.T) {
-	for dialect, db := range storetest.Databases(t, atVersion7) {
+	for dialect, db := range storetest.Databases(t, upTo(7)) {
 		t.Run(dialect, func(t *testing.T) {
 			addStored(t, db,
 				"alabel", "alice@xn--bcher-kva.example",
