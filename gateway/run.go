@@ -19,6 +19,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.opentelemetry.io/otel"
 
 	"github.com/shanhai-dev/shanhai/pkg/auth"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
@@ -190,6 +191,19 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		// touching Redis, and dynamic config may switch it on later.
 		opts.IPLimit, opts.LoginLimit, opts.UserLimit = lims["ip"], lims["login"], lims["user"]
 		opts.Tracing, opts.Metrics = true, true
+		// Keys evicted at a limit's cap, beside the decisions, on the meter
+		// they use; unregistered on return, so a process that lives on does
+		// not keep reporting (and holding) a stopped gateway's limits.
+		evicters := map[string]proxy.Evicter{}
+		for name, l := range lims {
+			evicters[name] = l
+		}
+		if reg, err := proxy.ExportEvictions(otel.GetMeterProvider(), evicters); err != nil {
+			// As for the decisions: the gateway serves without this metric.
+			otel.Handle(err)
+		} else {
+			defer func() { _ = reg.Unregister() }()
+		}
 
 		if cli != nil {
 			val, err := dynconfig.Watch(ctx, cli, cfg.DynamicKey, config.Dynamic{})

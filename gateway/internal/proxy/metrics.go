@@ -302,3 +302,47 @@ func (m *metrics) retry(svc, outcome string) {
 func (m *metrics) ejection(svc string) {
 	m.counter(countKey{ejections: true, a: svc}).n.Add(1)
 }
+
+// Evicter is a limit that drops keys for new ones at its cap and counts
+// them (quota.Lease satisfies it).
+type Evicter interface {
+	Evictions() int64
+}
+
+// ExportEvictions reports each limit's evicted keys as the observable
+// counter shanhai.gateway.limit.evictions{limit}, beside the decisions, on
+// mp's meter until the returned registration is unregistered. A limit at its
+// cap (a flood of IPv6 /64s, say) was only logged once a minute; as a
+// counter it can be graphed and alerted on. It is read at collection time
+// from the limit's own atomic, so a request pays nothing for it. Unregister
+// it when the limits go, as Run does on return: otherwise a process that
+// lives on (tests, cmd/shanhai) keeps reporting, and holding, every Run's
+// limits.
+func ExportEvictions(mp metric.MeterProvider, limits map[string]Evicter) (metric.Registration, error) {
+	m := mp.Meter(instrumentation)
+	c, err := m.Int64ObservableCounter("shanhai.gateway.limit.evictions", metric.WithUnit("{key}"),
+		metric.WithDescription("Keys a rate limit at its cap dropped for new ones, by limit"))
+	if err != nil {
+		return nil, fmt.Errorf("gateway: limit evictions counter: %w", err)
+	}
+	type series struct {
+		l   Evicter
+		opt metric.ObserveOption
+	}
+	all := make([]series, 0, len(limits))
+	for name, l := range limits {
+		if l != nil {
+			all = append(all, series{l, metric.WithAttributeSet(attribute.NewSet(attribute.String("limit", name)))})
+		}
+	}
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, s := range all {
+			o.ObserveInt64(c, s.l.Evictions(), s.opt)
+		}
+		return nil
+	}, c)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: limit evictions callback: %w", err)
+	}
+	return reg, nil
+}
