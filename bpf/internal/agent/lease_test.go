@@ -21,13 +21,30 @@ func TestLeasesGoWithTheirExecutables(t *testing.T) {
 	requireRoot(t)
 	dir := t.TempDir()
 	p := filepath.Join(dir, "leasesvc")
+	// /proc/locks shows every lease of this process, and the package's parallel tests run their agents in it too,
+	// on files of the same filesystem: only the leases on this test's builds count. Each build keeps a second link
+	// outside dir, so its inode number cannot go to another test's file while the test looks.
+	kept, mine := t.TempDir(), map[uint64]bool{}
+	keep := func(path string) {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(path, filepath.Join(kept, strconv.FormatUint(st.Ino, 10))); err != nil {
+			t.Fatal(err)
+		}
+		mine[st.Ino] = true
+	}
 	copyFile(t, buildTarget(t, false), p)
+	keep(p)
 	a := newAgentWith(t, Config{Grace: time.Nanosecond}, p)
 	a.Scan()
 	c := &http.Client{Timeout: 5 * time.Second}
 	builds := []string{buildNoOpt(t), buildTarget(t, false)}
 	for i := range 4 {
 		copyFile(t, builds[i%2], p+".new")
+		keep(p + ".new")
 		if err := os.Rename(p+".new", p); err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +65,7 @@ func TestLeasesGoWithTheirExecutables(t *testing.T) {
 	if got := openUnder(t, dir); len(got) != 1 {
 		t.Errorf("agent holds %d descriptors on the builds: %v, want 1, the file at the path", len(got), got)
 	}
-	if got := leasesOn(t, dir); len(got) != 1 || got[0] != st.Ino {
+	if got := leasesOn(t, dir, mine); len(got) != 1 || got[0] != st.Ino {
 		t.Errorf("leases on inodes %v, want one on %d, the file at the path", got, st.Ino)
 	}
 }
@@ -69,8 +86,8 @@ func openUnder(t *testing.T, dir string) []string {
 	return out
 }
 
-// leasesOn lists the inodes on dir's device on which this process holds a lease (/proc/locks).
-func leasesOn(t *testing.T, dir string) []uint64 {
+// leasesOn lists the inodes among mine, on dir's device, on which this process holds a lease (/proc/locks).
+func leasesOn(t *testing.T, dir string, mine map[uint64]bool) []uint64 {
 	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
@@ -95,7 +112,7 @@ func leasesOn(t *testing.T, dir string) []uint64 {
 		if d := id[0] + ":" + id[1]; d != dev {
 			continue
 		}
-		if ino, err := strconv.ParseUint(id[2], 10, 64); err == nil {
+		if ino, err := strconv.ParseUint(id[2], 10, 64); err == nil && mine[ino] {
 			out = append(out, ino)
 		}
 	}

@@ -184,7 +184,13 @@ func (tg *target) get(t *testing.T, c *http.Client, method, path string) string 
 // last request may be just after the client got its response (net/http flushes after ServeHTTP returns).
 func eventually(t *testing.T, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	eventuallyWithin(t, 10*time.Second, cond)
+}
+
+// eventuallyWithin is eventually with a wait of d.
+func eventuallyWithin(t *testing.T, d time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		ok, msg := cond()
 		if ok {
