@@ -91,6 +91,22 @@ func Invalid(variable, problem string) error {
 	return &VarError{Var: variable, Problem: problem}
 }
 
+// NotEmpty is the error of a variable set to an empty or blank value where
+// empty means nothing (an address or a key that has a default), nil for any
+// other value; Validate methods append it for each such variable (errors.Join
+// drops the nils). Unset, the variable takes its default; set empty it is a
+// mistake, not a way to turn something off, and it failed far from its
+// variable: NATS_URL= made nats.go dial its own default, not the platform's,
+// and HTTP_ADDR= listened on a port the kernel picked (http.Server's "" is
+// :80), where no probe looks. The `notEmpty` tag refuses "" too, but marks the
+// variable required in the documentation tables, which these are not.
+func NotEmpty(variable, value string) error {
+	if strings.TrimSpace(value) != "" {
+		return nil
+	}
+	return Invalid(variable, "must not be empty (unset it for the default)")
+}
+
 // Error is what Load returns: every bad variable, sorted by name.
 type Error struct {
 	Vars []*VarError

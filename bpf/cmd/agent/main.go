@@ -44,11 +44,7 @@ type Config struct {
 // Validate rejects an empty listen address, an empty target list and a scan interval that would spin.
 func (c *Config) Validate() error {
 	var errs []error
-	// HTTP_ADDR= is a mistake, not a way to turn the endpoint off: http.Server{Addr: ""} listens on :80, where no
-	// probe or scrape looks. Same words as the gateway, the services and the bridge.
-	if strings.TrimSpace(c.Addr) == "" {
-		errs = append(errs, config.Invalid("HTTP_ADDR", "must not be empty (unset it for the default)"))
-	}
+	errs = append(errs, config.NotEmpty("HTTP_ADDR", c.Addr)) // http.Server{Addr: ""} listens on :80
 	ts := targets(c.Targets)
 	if len(ts) == 0 {
 		errs = append(errs, config.Invalid("BPF_TARGETS", "name at least one executable"))

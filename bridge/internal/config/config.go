@@ -58,16 +58,7 @@ func (c *Config) Routes() ([]mapping.Route, error) {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(v, p string) { errs = append(errs, pkgconfig.Invalid(v, p)) }
-	// An address set empty is a mistake, not a way to turn something off, and it failed far from its variable:
-	// NATS_URL= made nats.go dial its own default, nats://127.0.0.1:4222, not the platform's; HTTP_ADDR= listened on
-	// a port the kernel picked, where no probe looks. The gateway and the services use the same words.
-	const empty = "must not be empty (unset it for the default)"
-	if strings.TrimSpace(c.HTTPAddr) == "" {
-		bad("HTTP_ADDR", empty)
-	}
-	if strings.TrimSpace(c.NATSURL) == "" {
-		bad("NATS_URL", empty)
-	}
+	errs = append(errs, pkgconfig.NotEmpty("HTTP_ADDR", c.HTTPAddr), pkgconfig.NotEmpty("NATS_URL", c.NATSURL))
 	routes, err := c.Routes()
 	if err != nil {
 		bad("BRIDGE_TOPICS", err.Error())
@@ -138,7 +129,7 @@ func (c *Config) Validate() error {
 		bad("BRIDGE_PULSAR_POLICY_INTERVAL", "must be at least 1s")
 	}
 	if c.LegB() && strings.TrimSpace(c.PulsarURL) == "" {
-		bad("PULSAR_URL", empty+"; the nats-pulsar leg needs it")
+		bad("PULSAR_URL", "must not be empty (unset it for the default); the nats-pulsar leg needs it")
 	} else if u, err := url.Parse(firstPulsarHost(c.PulsarURL)); c.LegB() && (err != nil || u.Host == "" || !pulsarScheme(u.Scheme)) {
 		// Checked here because pulsar.NewClient logs url.Parse's error, which quotes the URL whole, password and all.
 		bad("PULSAR_URL", "must be a pulsar://, pulsar+ssl://, http:// or https:// URL with a host; percent-encode any %, #, /, ?, @ or : in its user name or password")

@@ -95,11 +95,7 @@ func (c *Config) Validate() error {
 	// each zero or negative value that means nothing here is refused by
 	// name rather than replaced by a built-in default or left to break
 	// traffic (TestEmptyOrMeaninglessValuesAreRefusedByName).
-	required := func(name, val string) {
-		if strings.TrimSpace(val) == "" {
-			errs = append(errs, pkgconfig.Invalid(name, "must not be empty (unset it for the default)"))
-		}
-	}
+	required := func(name, val string) { errs = append(errs, pkgconfig.NotEmpty(name, val)) }
 	positive := func(name string, ok bool) {
 		if !ok {
 			errs = append(errs, pkgconfig.Invalid(name, "must be positive (unset it for the default)"))

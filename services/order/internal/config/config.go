@@ -3,7 +3,6 @@ package config
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
@@ -63,18 +62,9 @@ const MinPendingTimeout = 5 * time.Minute
 // Validate checks what types alone cannot.
 func (c *Config) Validate() error {
 	var errs []error
-	// A server's address set empty is a mistake, not a way to turn something off (none of them is optional), and each
-	// failed far from its variable: nats.go dialled its own default, nats://127.0.0.1:4222, not the platform's.
-	notEmpty := func(name, val string) {
-		if strings.TrimSpace(val) == "" {
-			errs = append(errs, config.Invalid(name, "must not be empty (unset it for the default)"))
-		}
-	}
-	notEmpty("REDIS_URL", c.RedisURL)
-	notEmpty("NATS_URL", c.NATSURL)
-	notEmpty("JWKS_URL", c.JWKSURL)
-	// HTTP_ADDR= listened on a port the kernel picked, where no probe or peer looks; the gateway refuses it too.
-	notEmpty("HTTP_ADDR", c.Addr)
+	// A server's address set empty is refused by name (config.NotEmpty says why): none of them is optional.
+	errs = append(errs, config.NotEmpty("REDIS_URL", c.RedisURL), config.NotEmpty("NATS_URL", c.NATSURL),
+		config.NotEmpty("JWKS_URL", c.JWKSURL), config.NotEmpty("HTTP_ADDR", c.Addr))
 	if c.DatabaseMaxConns < 1 {
 		errs = append(errs, config.Invalid("DATABASE_MAX_CONNS", "must be at least 1"))
 	}

@@ -5,7 +5,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
@@ -128,19 +127,10 @@ func (c *Config) Initial() Dynamic {
 // Validate checks what types alone cannot.
 func (c *Config) Validate() error {
 	var errs []error
-	// A server's address set empty is a mistake, not a way to turn something off (none of them is optional), and each
-	// failed far from its variable: nats.go dialled its own default, nats://127.0.0.1:4222, not the platform's.
-	notEmpty := func(name, val string) {
-		if strings.TrimSpace(val) == "" {
-			errs = append(errs, config.Invalid(name, "must not be empty (unset it for the default)"))
-		}
-	}
-	notEmpty("NATS_URL", c.NATSURL)
-	notEmpty("JWKS_URL", c.JWKSURL)
-	// HTTP_ADDR= listened on a port the kernel picked, where no probe or peer looks; the gateway refuses it too.
-	notEmpty("HTTP_ADDR", c.Addr)
-	// An empty key is not "no dynamic settings": the watch took the whole prefix /shanhai/config/ in its place.
-	notEmpty("PAYMENT_SETTINGS_KEY", c.SettingsKey)
+	// A server's address set empty is refused by name (config.NotEmpty says why): none of them is optional. An
+	// empty PAYMENT_SETTINGS_KEY is not "no dynamic settings": the watch took the whole prefix /shanhai/config/.
+	errs = append(errs, config.NotEmpty("NATS_URL", c.NATSURL), config.NotEmpty("JWKS_URL", c.JWKSURL),
+		config.NotEmpty("HTTP_ADDR", c.Addr), config.NotEmpty("PAYMENT_SETTINGS_KEY", c.SettingsKey))
 	if c.DatabaseMaxConns < 1 {
 		errs = append(errs, config.Invalid("DATABASE_MAX_CONNS", "must be at least 1"))
 	}

@@ -54,16 +54,8 @@ type Config struct {
 // Validate checks what types alone cannot.
 func (c *Config) Validate() error {
 	var errs []error
-	// An address set empty is a mistake, not a way to turn something off, and each failed far from its variable:
-	// REDIS_URL= only once the service wired itself, HTTP_ADDR= not at all (it listened on a port the kernel picked,
-	// where no probe or peer looks). The gateway, order and payment refuse them with the same words.
-	notEmpty := func(name, val string) {
-		if strings.TrimSpace(val) == "" {
-			errs = append(errs, config.Invalid(name, "must not be empty (unset it for the default)"))
-		}
-	}
-	notEmpty("HTTP_ADDR", c.Addr)
-	notEmpty("REDIS_URL", c.RedisURL)
+	// REDIS_URL= failed only once the service wired itself, HTTP_ADDR= not at all (config.NotEmpty says why).
+	errs = append(errs, config.NotEmpty("HTTP_ADDR", c.Addr), config.NotEmpty("REDIS_URL", c.RedisURL))
 	positive := map[string]time.Duration{
 		"SHUTDOWN_TIMEOUT": c.ShutdownTimeout, "READ_TIMEOUT": c.ReadTimeout, "ACCESS_TOKEN_TTL": c.AccessTokenTTL,
 		"REFRESH_TOKEN_TTL": c.RefreshTokenTTL, "PROFILE_CACHE_TTL": c.ProfileCacheTTL, "LOGIN_WINDOW": c.LoginWindow,
