@@ -290,3 +290,26 @@ func TestKeyedRetryDefaultOnATableWithoutOrders(t *testing.T) {
 		t.Fatalf("an unrouted prefix set by hand: %v, want it refused by name", err)
 	}
 }
+
+// TestDynamicDuplicateKeysAreRefused: encoding/json keeps the last of two
+// equal keys (and matches a section name in any letter case), so a
+// document naming a weight, a timeout or a whole section twice meant one
+// thing to the gateway and another to whoever read or wrote it with a
+// first-key-wins tool (etcdctl output piped through jq keeps the last,
+// many editors' linters the first). The rest of the platform refuses such
+// JSON (pkg/jsonkey); the gateway applied it, the last key winning.
+func TestDynamicDuplicateKeysAreRefused(t *testing.T) {
+	for _, tc := range []struct{ doc, path string }{
+		{`{"canary":{"order":{"v1":90,"v2":10,"v2":90}}}`, `canary.order.v2`},
+		{`{"timeouts":{"orders":"1s","orders":"30s"}}`, `timeouts.orders`},
+		{`{"limits":{"login":"10/1m:5"},"limits":{"login":"0"}}`, `limits`},
+		{`{"limits":{"login":"10/1m:5"},"Limits":{"login":"0"}}`, `Limits`},
+		{`{"keyed_retry":{"orders":false,"orders":true}}`, `keyed_retry.orders`},
+	} {
+		var d Dynamic
+		err := json.Unmarshal([]byte(tc.doc), &d)
+		if err == nil || !strings.Contains(err.Error(), tc.path) {
+			t.Errorf("%s: %v (decoded %+v), want an error naming %s", tc.doc, err, d, tc.path)
+		}
+	}
+}

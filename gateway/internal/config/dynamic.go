@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/jsonkey"
 )
 
 // Dynamic is the JSON document at /shanhai/config/<GATEWAY_DYNAMIC_KEY>,
@@ -39,8 +42,17 @@ var LimitNames = []string{"ip", "login", "user"}
 // counts it. Canary services and route names are not checked here: only the
 // route table knows them, and gateways with other tables may share the key
 // (run.go logs the names it does not route).
+//
+// A key named twice in one object (a weight, a timeout, a whole section,
+// also "limits" beside "Limits") is refused by the platform's one rule
+// (pkg/jsonkey), as HTTP bodies and events are: encoding/json keeps the last,
+// other readers the first, so a second "limits" with "login":"0" turned
+// the login limit off while a reviewer or a first-key-wins tool saw it set.
 func (d *Dynamic) UnmarshalJSON(b []byte) error {
 	type plain Dynamic // the same fields without this method
+	if path := jsonkey.Duplicate(b, reflect.TypeFor[plain]()); path != "" {
+		return fmt.Errorf("key %s appears twice", path)
+	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var p plain
