@@ -47,6 +47,9 @@ type leaseSet struct {
 	sig    chan os.Signal
 	stop   chan struct{}
 	done   chan struct{}
+	// leased, when set, runs in take between setting the lease and registering its guard: a test opens the file
+	// for writing there, in the window a writer can hit.
+	leased func(f *os.File)
 }
 
 func newLeaseSet(log *slog.Logger) *leaseSet {
@@ -86,15 +89,25 @@ func (s *leaseSet) close() {
 }
 
 // take puts a read lease on f (opened read-only) and returns its guard. It fails with EAGAIN while someone has the file
-// open for writing.
+// open for writing, or opened it for writing while the lease was being taken (f is then closed).
 func (s *leaseSet) take(f *os.File) (*rewriteGuard, error) {
 	if _, err := fcntl(f, syscall.F_SETLEASE, syscall.F_RDLCK); err != nil {
 		return nil, err
+	}
+	if s.leased != nil {
+		s.leased(f)
 	}
 	g := &rewriteGuard{f: f, set: s}
 	s.mu.Lock()
 	s.guards[g] = struct{}{}
 	s.mu.Unlock()
+	// Registered, then checked: a writer that opened the file between the lease and the registration had its SIGIO
+	// answered by a watch that did not know this guard yet, and waited out fs.lease-break-time (45 s) with nobody to
+	// let it go. Its break is seen here (F_UNLCK: the lease is going); one after the registration, the watch sees.
+	if lease, err := fcntl(f, syscall.F_GETLEASE, 0); err != nil || lease == syscall.F_UNLCK {
+		g.release() // the watch may be releasing it too: once
+		return nil, syscall.EAGAIN
+	}
 	return g, nil
 }
 
