@@ -632,27 +632,13 @@ func carriedSize(m kafka.Message, cluster string) int {
 		n = len(m.Value) + len(m.Key)
 	}
 	for _, h := range m.Headers {
-		v := len(h.Value)
-		if strings.EqualFold(h.Key, "baggage") {
-			v = publishedBaggageBytes(v)
-		}
-		n += len(h.Key) + v + 4 // ": " and CRLF
+		n += len(h.Key) + len(h.Value) + 4 // ": " and CRLF
 	}
 	if cluster != "" {
 		n += len(HeaderCluster) + len(cluster) + 4
 	}
 	return n + ownHeaderBytes + 2*len(m.Topic)
 }
-
-// publishedBaggageBytes bounds the baggage header build publishes for a record's baggage of n bytes. build does not
-// carry it as it is: the propagator parses it and writes it again, and otel re-encodes each value, so an escape of an
-// invalid UTF-8 byte (%FF, 3 bytes) comes out as U+FFFD escaped (%EF%BF%BD, 9), and a plain character it escapes as 3.
-// Counted at its raw length, a message at the limit could be over it by ~5.4 KB as published. otel refuses a raw byte
-// that is not printable ASCII and keeps at most 8192 bytes (it drops a longer header, and members past that).
-func publishedBaggageBytes(n int) int { return min(3*n, maxBaggageBytes) }
-
-// maxBaggageBytes is otel's (and W3C Baggage's) limit on a baggage header.
-const maxBaggageBytes = 8192
 
 // ownHeaderBytes bounds the header section build adds besides the carried headers, the key, the topic's two copies
 // and the cluster stamp: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its
@@ -693,7 +679,7 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 	parent := prop.Extract(context.Background(), carrier.Kafka(&m.Headers)) // any header case
 	h := make(nats.Header, len(m.Headers)+9)
 	for _, kh := range m.Headers {
-		if !isTraceHeader(kh.Key) { // re-injected below, lowercase, for this hop's span
+		if !isTraceContextHeader(kh.Key) { // re-injected below, lowercase, for this hop's span
 			h[kh.Key] = append(h[kh.Key], string(kh.Value)) // a repeated name keeps every value, in order
 		}
 	}
@@ -709,7 +695,12 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 	tc := propagation.MapCarrier{}
 	prop.Inject(ctx, tc)
 	for k, v := range tc {
-		h[k] = []string{v} // direct assignment keeps names lowercase
+		// Baggage is the record's, carried above as produced: the bridge adds no member, and the propagator's copy
+		// is otel's parse written again, which drops the members it cannot parse and a repeated key's earlier values,
+		// re-escapes values, and orders members by a map's iteration (TestBuildCarriesBaggageVerbatim).
+		if !strings.EqualFold(k, "baggage") {
+			h[k] = []string{v} // direct assignment keeps names lowercase
+		}
 	}
 	h[HeaderTopic] = []string{m.Topic}
 	h[HeaderPartition] = []string{strconv.Itoa(m.Partition)}
@@ -743,8 +734,10 @@ func RecordKey(h nats.Header) []byte {
 	return []byte(k)
 }
 
-func isTraceHeader(k string) bool {
-	return strings.EqualFold(k, "traceparent") || strings.EqualFold(k, "tracestate") || strings.EqualFold(k, "baggage")
+// isTraceContextHeader reports whether k is W3C trace context, which each hop writes anew for its own span. Baggage
+// is not: it is the producer's, and travels as produced.
+func isTraceContextHeader(k string) bool {
+	return strings.EqualFold(k, "traceparent") || strings.EqualFold(k, "tracestate")
 }
 
 // printable reports whether a key can be carried as a NATS header value as it is: UTF-8 without control characters,

@@ -723,9 +723,22 @@ func (p *partition) build(msg jetstream.Msg, offset int64) (*pulsar.ProducerMess
 			continue
 		}
 		props[k] = v[0]
+		if strings.EqualFold(k, "baggage") {
+			// Several baggage headers are one list (W3C Baggage), and a property holds one value: joined in order.
+			props[k] = strings.Join(v, ",")
+		}
 	}
 	prop := otel.GetTextMapPropagator()
 	parent := prop.Extract(context.Background(), propagation.MapCarrier(props))
+	// Only the trace context is this hop's. The baggage is the record's, kept above as leg A carried it: the
+	// propagator's copy is otel's parse written again, which drops the members it cannot parse and a repeated key's
+	// earlier values, re-escapes values, and orders members by a map's iteration (TestBuildCarriesBaggageVerbatim).
+	carried := make(map[string]string)
+	for k, v := range props {
+		if strings.EqualFold(k, "baggage") {
+			carried[k] = v
+		}
+	}
 	ctx, span := p.leg.tracer.Start(parent, p.route.PulsarTopic+" publish",
 		trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithAttributes(
@@ -735,6 +748,10 @@ func (p *partition) build(msg jetstream.Msg, offset int64) (*pulsar.ProducerMess
 			attribute.Int("messaging.kafka.source.partition", p.id),
 		))
 	prop.Inject(ctx, propagation.MapCarrier(props))
+	if _, ok := carried["baggage"]; !ok {
+		delete(props, "baggage") // the propagator's, of a record whose baggage came under another spelling or not at all
+	}
+	maps.Copy(props, carried)
 	props[PropTopic] = p.route.Topic
 	props[PropPartition] = strconv.Itoa(p.id)
 	props[PropOffset] = strconv.FormatInt(offset, 10)
