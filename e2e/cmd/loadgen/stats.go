@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/interrupt"
 )
 
 // recorder keeps every latency of a run. At the rates this tool is meant for
@@ -146,7 +148,7 @@ func classify(status int, err error) string {
 		return fmt.Sprintf("http %d", status)
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), isInterrupt(err):
 		return "canceled (run interrupted)"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed"
@@ -168,6 +170,15 @@ func classify(status int, err error) string {
 		return "io: " + oe.Op // a reset or broken pipe on a connection that was up
 	}
 	return "other"
+}
+
+// isInterrupt is an error that is the signal which ended the run: the run's
+// context ends with it as its cause (pkg/interrupt keeps it for the exit
+// status), and net/http returns a context's cause in place of
+// context.Canceled.
+func isInterrupt(err error) bool {
+	_, ok := interrupt.Status(err)
+	return ok
 }
 
 // Stat is one row of the summary.

@@ -8,8 +8,12 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/interrupt"
 )
 
 // Nearest-rank percentiles over 1..1000 ms: p50 is the 500th value, p99.9 the 999th.
@@ -168,5 +172,35 @@ func TestStatPercentilesWithTiesAndNoSamples(t *testing.T) {
 	s := stat(nil, map[string]int{"timeout": 3}, 10)
 	if s.Count != 0 || s.PerSec != 0 || s.P50Ms != 0 || s.P999Ms != 0 || s.MaxMs != 0 || s.ErrCount != 3 {
 		t.Errorf("no samples: %+v, want zeros with error count 3", s)
+	}
+}
+
+// A request Ctrl-C cuts short is "canceled (run interrupted)", not "other". The run's context ends with the signal
+// as its cause (pkg/interrupt, for the exit status), and net/http returns that cause, not context.Canceled: every
+// interrupted run listed its last requests as unexplained errors "other ... interrupted (signal: interrupt)". The
+// request here is a real one, to a server that holds it until the interrupt.
+func TestClassifyARequestTheInterruptCut(t *testing.T) {
+	held := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(held)
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	go func() {
+		<-held
+		cancel(interrupt.Error{Signal: os.Interrupt}) // what interrupt.NotifyContext does on Ctrl-C
+	}()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Do(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("the held request answered %s", resp.Status)
+	}
+	if got := classify(0, err); got != "canceled (run interrupted)" {
+		t.Fatalf("classify(%v) = %q, want %q", err, got, "canceled (run interrupted)")
 	}
 }
