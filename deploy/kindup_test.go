@@ -1,6 +1,9 @@
 package deploy
 
 import (
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/base64"
 	"fmt"
 	"maps"
 	"os"
@@ -18,6 +21,12 @@ const kindCluster = "kindup-test"
 // the fake's secrets in state; the fake's `apply -k` deploys what the kind overlay builds, which its `wait` and
 // `rollout status` look for. failAt (namespace/name) makes the first write of that secret fail.
 func runKindUp(t *testing.T, state, failAt string) ([]byte, error) {
+	t.Helper()
+	return runKindUpWith(t, state, failAt, nil)
+}
+
+// runKindUpWith is runKindUp with more commands on the script's PATH, ahead of the machine's: name to shell script.
+func runKindUpWith(t *testing.T, state, failAt string, commands map[string]string) ([]byte, error) {
 	t.Helper()
 	bin := t.TempDir()
 	kubectl, err := filepath.Abs("testdata/kind-up/kubectl")
@@ -38,6 +47,11 @@ func runKindUp(t *testing.T, state, failAt string) ([]byte, error) {
 	}
 	for _, name := range []string{"docker", "kind", "curl"} {
 		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, script := range commands {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -216,5 +230,42 @@ func TestKindUpWaitsForWhatEachNamespaceRuns(t *testing.T) {
 				t.Errorf("kind-up.sh does not wait for DaemonSet %s/%s", o.Namespace, o.Name)
 			}
 		}
+	}
+}
+
+// macOSBase64 is base64 as macOS has it: BSD's options (-d, -D or --decode to decode; -b, -i, -o, which the script
+// has no use for, are left out), its output on one line; GNU's -w is refused with BSD's usage, exit 64.
+const macOSBase64 = `#!/bin/sh
+decode=false
+for a in "$@"; do
+  case $a in
+    -d|-D|--decode) decode=true ;;
+    *) echo "base64: invalid option -- ${a#-}" >&2
+       echo "Usage:	base64 [-Ddh] [-b num] [-i in_file] [-o out_file]" >&2
+       exit 64 ;;
+  esac
+done
+if $decode; then exec openssl base64 -d -A; fi
+exec openssl base64 -A
+`
+
+// TestKindUpRunsWithMacOSBase64: kind-up.sh generates and reads back its secrets where base64 is BSD's, as on the
+// Macs many workshop users bring. It encoded the signing key with GNU's `base64 -w0`, which macOS refuses, so the
+// first run there stopped before any secret was written.
+func TestKindUpRunsWithMacOSBase64(t *testing.T) {
+	state := t.TempDir()
+	for run := range 2 { // the second run reads back what the first wrote
+		if out, err := runKindUpWith(t, state, "", map[string]string{"base64": macOSBase64}); err != nil {
+			t.Fatalf("run %d with macOS's base64: %v\n%s", run+1, err, out)
+		}
+	}
+	key := secrets(t, state)["shanhai/shanhai-auth/signing-key"]
+	der, err := base64.StdEncoding.DecodeString(key)
+	if err != nil {
+		t.Fatalf("signing key %q is not one line of standard base64: %v", key, err)
+	}
+	priv, err := x509.ParsePKCS8PrivateKey(der)
+	if _, ok := priv.(ed25519.PrivateKey); err != nil || !ok {
+		t.Errorf("signing key is not a PKCS #8 Ed25519 key: %T, %v", priv, err)
 	}
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create a kind cluster, build and load Shanhai's images, generate the secrets, apply the kind overlay, wait for
-# every rollout and smoke-test through the gateway. Needs docker (with a running engine), kind and kubectl.
+# every rollout and smoke-test through the gateway. Needs docker (with a running engine), kind, kubectl and openssl.
 #   scripts/kind-up.sh            # whole flow
 #   SHANHAI_KIND_CLUSTER=name     # cluster name (default shanhai)
 set -euo pipefail
@@ -15,6 +15,7 @@ need() { command -v "$1" >/dev/null || { echo "kind-up: $1 is not installed ($2)
 need docker "https://docs.docker.com/engine/install/"
 need kind "go install sigs.k8s.io/kind@v0.27.0"
 need kubectl "https://kubernetes.io/docs/tasks/tools/"
+need openssl "your package manager's openssl: it generates the secrets"
 docker info >/dev/null 2>&1 || { echo "kind-up: docker answers but no engine is running" >&2; exit 1; }
 
 # Every kubectl call names the cluster's context: kubectl's current context is switched only by `kind create cluster`,
@@ -38,12 +39,16 @@ done
 # (PostgreSQL was initialised with that password, tokens are signed with that key).
 kubectl create namespace shanhai --dry-run=client -o yaml | kubectl apply -f -
 kubectl create namespace shanhai-infra --dry-run=client -o yaml | kubectl apply -f -
+# b64 [-d]: base64 on one line, or decoded, through openssl, which the keys need anyway: base64's own options are
+# not portable (GNU's `-w0` is refused by macOS's, where the letter that decodes has changed between releases), and
+# `openssl base64` without -A wraps at 64 characters and decodes no longer a line.
+b64() { openssl base64 -A "$@"; }
 # existing <namespace> <secret> <key>: the value stored there, empty if there is none; fails if kubectl does (an
 # unreachable cluster must not read as "none" and get a new password).
 existing() {
   local v
   v=$(kubectl -n "$1" get secret "$2" --ignore-not-found -o jsonpath="{.data.$3}") || return
-  printf %s "$v" | base64 -d
+  printf %s "$v" | b64 -d
 }
 # The values reach kubectl as files in a directory only this user can read, removed on exit, never as arguments:
 # every user of the machine can read a process's argv (ps).
@@ -62,7 +67,7 @@ secret() (
   kubectl -n "$1" create secret generic "$2" "${from[@]}" --dry-run=client -o yaml | kubectl apply -f -
 )
 key=$(existing shanhai shanhai-auth signing-key)
-[[ -n $key ]] || key=$(openssl genpkey -algorithm ed25519 -outform DER | base64 -w0)
+[[ -n $key ]] || key=$(openssl genpkey -algorithm ed25519 -outform DER | b64)
 secret shanhai shanhai-auth signing-key="$key"
 # PostgreSQL's own copy first: it is the password the database was initialised with.
 pw=$(existing shanhai-infra shanhai-db postgres-password)
