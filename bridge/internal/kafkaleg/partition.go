@@ -590,6 +590,9 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 		if reason == "" && !headerSafe(h.Key, string(h.Value)) {
 			reason, detail = "header", fmt.Sprintf("header %q cannot be carried as a NATS header verbatim (a name of printable ASCII without separators, not Nats-*; a value of one line of UTF-8 without leading or trailing spaces or tabs, which NATS strips)", h.Key)
 		}
+		if reason == "" && Reserved(h.Key) {
+			reason, detail = "header", fmt.Sprintf("header %q is a name the bridge writes itself (leg A's kafka_* metadata, leg B's __kafka_* Pulsar properties): carried, the producer's value would be replaced", h.Key)
+		}
 	}
 	p.mu.Lock()
 	rej := p.rejects[m.Offset]
@@ -646,6 +649,20 @@ func carriedSize(m kafka.Message, cluster string) int {
 // kafka_timestamp_ms (42 with 20 characters) and Nats-Msg-Id (46 with its partition and offset), each as
 // "name: value" and CRLF.
 const ownHeaderBytes = 12 + 70 + 15 + 29 + 35 + 13 + 42 + 46
+
+// Reserved reports whether a record header's name is one the bridge writes itself on the way: leg A's NATS headers
+// (HeaderTopic to HeaderCluster) and leg B's Pulsar properties (pulsarleg.PropTopic, PropPartition, PropOffset, which
+// import this package). Names are exact, as NATS headers and Pulsar properties are. A record bringing one goes to the
+// DLQ, which keeps it as produced: carried, its value was replaced by the bridge's (or removed, for HeaderKeyEncoding
+// and HeaderCluster) without a word.
+func Reserved(name string) bool {
+	switch name {
+	case HeaderTopic, HeaderPartition, HeaderOffset, HeaderKey, HeaderKeyEncoding, HeaderTimestamp, HeaderCluster,
+		"__kafka_topic", "__kafka_partition", "__kafka_offset":
+		return true
+	}
+	return false
+}
 
 // headerSafe reports whether a Kafka header survives as a NATS header: NATS
 // headers are text lines, and names starting with Nats- steer JetStream
