@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -151,16 +152,45 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 
 	var rdb *redis.Client
 	if full {
-		for _, svc := range pool.Services() {
-			b := breaker.New(svc.Name, breaker.Settings{
+		// A breaker per version of each service (Pool.SetBreakers: one
+		// per service let a dead canary cut off the stable release), named
+		// by the service, and "service@version" for a registered version.
+		// Closed on return, once the server has drained: a breaker reports
+		// its state (shanhai.breaker.state) until closed, so each Run in a
+		// process that lives on left the last gateway's breakers reported,
+		// and held, for good. The pool's refresh may still make one after
+		// that: it is closed at once.
+		var (
+			breakersMu sync.Mutex
+			breakers   []*breaker.Breaker
+			returned   bool
+		)
+		defer func() {
+			breakersMu.Lock()
+			defer breakersMu.Unlock()
+			returned = true
+			for _, b := range breakers {
+				b.Close()
+			}
+		}()
+		pool.SetBreakers(func(service, version string) upstream.Breaker {
+			name := service
+			if version != "" {
+				name += "@" + version
+			}
+			b := breaker.New(name, breaker.Settings{
 				Window: cfg.BreakerWindow, MinRequests: cfg.BreakerMin, FailureRatio: cfg.BreakerRatio, OpenBase: cfg.BreakerOpen,
 			})
-			// On return, once the server has drained: a breaker reports its
-			// state (shanhai.breaker.state) until closed, so each Run in a
-			// process that lives on left the last gateway's breakers
-			// reported, and held, for good.
-			defer b.Close()
-			svc.Breaker = b
+			breakersMu.Lock()
+			defer breakersMu.Unlock()
+			if returned {
+				b.Close()
+			} else {
+				breakers = append(breakers, b)
+			}
+			return b
+		})
+		for _, svc := range pool.Services() {
 			// Named, so the limit and the calls in flight per upstream are on
 			// /metrics (shanhai.limit.concurrency.*); closed on return like the
 			// breaker.

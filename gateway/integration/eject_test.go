@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bufio"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -83,4 +84,51 @@ func ejections(t *testing.T, g *gatewayProc, svc string) int {
 		total += int(v)
 	}
 	return total
+}
+
+// A dead canary (the only instance of v2, killed, still listed) refuses
+// every connection; being the last of its version it is not ejected, and
+// its refusals are failures. The breaker was per service, so the canary's
+// testers (X-Release-Tag: v2) opened it within about twenty requests and the
+// stable release's traffic got 503 circuit-open while every v1 instance was
+// up. The breaker now keeps each release apart: v2's failures open v2's.
+func TestDeadCanaryDoesNotOpenTheBreakerOfTheStableRelease(t *testing.T) {
+	w := newWorld(t)
+	w.startUpstream("stable", "v1")
+	canary := w.startUpstream("canary", "v2")
+	// Untagged traffic all to v1; the canary only by its tag.
+	w.setDynamic(fmt.Sprintf(`{"canary": {%q: {"v1": 1}}}`, w.svc))
+	g := w.startGateway()
+	v2 := map[string]string{"X-Release-Tag": "v2"}
+	eventually(t, 5*time.Second, "the canary routed", func() bool {
+		return w.do(g, "GET", "/api/v1/products", v2, nil).Echo.Version == "v2"
+	})
+
+	canary.kill()
+	killed := time.Now()
+	tagged := map[string]int{}
+	for range 40 {
+		r := w.do(g, "GET", "/api/v1/products", v2, nil)
+		tagged[strconv.Itoa(r.Status)+" "+problemType(t, r)]++
+	}
+	stable := map[string]int{}
+	for range 40 {
+		r := w.do(g, "GET", "/api/v1/products", nil, nil)
+		key := strconv.Itoa(r.Status)
+		if r.Status != 200 {
+			key += " " + problemType(t, r)
+		} else if r.Echo.Version != "v1" {
+			key += " from " + r.Echo.Version
+		}
+		stable[key]++
+	}
+	if since := time.Since(killed); since > 4*time.Second {
+		t.Fatalf("the requests took %v, past the dead canary's lease", since)
+	}
+	if stable["200"] != 40 {
+		t.Fatalf("untagged (stable v1) answers with only the canary dead: %v (the canary's: %v)", stable, tagged)
+	}
+	if tagged["503 circuit-open"] == 0 {
+		t.Fatalf("the dead canary's breaker never opened: %v", tagged)
+	}
 }

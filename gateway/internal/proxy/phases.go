@@ -739,7 +739,12 @@ func (x *Exchange) refuse(r refusal) {
 		x.problem(fasthttp.StatusServiceUnavailable, "upstream-overloaded", svc.Name+" is at its concurrency limit")
 	case circuitOpen:
 		x.Resp.Header.Set("Retry-After", "1")
-		x.problem(fasthttp.StatusServiceUnavailable, "circuit-open", svc.Name+" is failing; circuit breaker open")
+		detail := svc.Name + " is failing; circuit breaker open"
+		if x.version != "" {
+			// The breaker is the version's (Pool.SetBreakers).
+			detail = svc.Name + " at release " + strconv.Quote(x.version) + " is failing; circuit breaker open"
+		}
+		x.problem(fasthttp.StatusServiceUnavailable, "circuit-open", detail)
 	}
 }
 
@@ -789,9 +794,16 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 			return overloaded
 		}
 	}
-	if svc.Breaker != nil {
+	if br := svc.BreakerFor(ep); br != nil {
 		var err error
-		if x.breakerDone, err = svc.Breaker.Admit(); err != nil {
+		x.breakerDone, err = br.Admit()
+		if err != nil && x.version == "" {
+			// Breakers are per version (Pool.SetBreakers): a request
+			// free to go to any version tries one other instance, of
+			// another version whose breaker admits it, before the 503.
+			ep, x.breakerDone, err = otherRelease(svc, ep, br, avoid, elsewhere)
+		}
+		if err != nil {
 			// Not sent: no signal for the adaptive limit. Handed back as a
 			// healthy completion, every refusal beside calls in flight grew
 			// the limit while the breaker was open.
@@ -830,6 +842,33 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 	ep.Begin()
 	return 0
 }
+
+// otherRelease picks, for a request of no particular version whose pick
+// ep's breaker (br) refused, another instance with another breaker and
+// admits it there. It returns br's refusal when there is none, or that
+// breaker refuses too. Only on a refusal's path: one more P2C draw.
+func otherRelease(svc *upstream.Service, ep *upstream.Endpoint, br upstream.Breaker, avoid *upstream.Endpoint, elsewhere bool) (*upstream.Endpoint, func(breaker.Outcome), error) {
+	refused := errCircuitOpen
+	alt, err := svc.Pick("", ep)
+	if err != nil || alt == ep || elsewhere && alt == avoid {
+		return ep, nil, refused
+	}
+	b := svc.BreakerFor(alt)
+	if b == br {
+		return ep, nil, refused
+	}
+	if b == nil {
+		return alt, nil, nil
+	}
+	done, err := b.Admit()
+	if err != nil {
+		return ep, nil, err
+	}
+	return alt, done, nil
+}
+
+// errCircuitOpen stands for a breaker's refusal where none was asked again.
+var errCircuitOpen = errors.New("circuit open")
 
 // timeLeft tells the upstream how long it has: X-Request-Timeout-Ms, at
 // least 1.

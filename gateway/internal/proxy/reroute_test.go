@@ -1,9 +1,13 @@
 package proxy
 
 import (
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
@@ -77,5 +81,51 @@ func TestRefusedConnectOfTheOnlyInstanceIsAFailure(t *testing.T) {
 	}
 	if ej := p.metrics.counter(countKey{ejections: true, a: "order"}).n.Load(); ej != 0 {
 		t.Fatalf("the only instance ejected %d times", ej)
+	}
+}
+
+// Breakers are per version (Pool.SetBreakers): a dead canary, the only
+// instance of v2, opens v2's breaker with the failures of the requests
+// tagged for it, and the stable release keeps answering. A request of no
+// particular version whose pick lands on the open release goes to another
+// release instead of a 503: with no weights, P2C sends it to any instance.
+func TestOpenReleaseBreakerLeavesTheOtherReleases(t *testing.T) {
+	live := startUpstream(t)
+	dead := testenv.ClosedPort(t)
+	pool := upstream.NewPool(staticRes{"order": {
+		{ID: "stable", Addr: live.addr, Version: "v1"}, {ID: "canary", Addr: dead, Version: "v2"},
+	}}, []string{"order"}, upstream.ClientOptions{})
+	made := map[string]*breaker.Breaker{}
+	pool.SetBreakers(func(service, version string) upstream.Breaker {
+		b := breaker.New(service+"@"+version, breaker.Settings{MinRequests: 5, FailureRatio: 0.5, OpenBase: time.Minute})
+		t.Cleanup(b.Close)
+		made[version] = b
+		return b
+	})
+	tb, err := route.Parse("/api/v1/orders=order", time.Second, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(Options{Auth: fakeAuth{}, MaxAttempts: 1, Table: tb, Upstreams: pool})
+	const get = "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n"
+	for range 10 {
+		serve(p, get+"X-Release-Tag: v2\r\n\r\n")
+	}
+	if made["v2"].State() != breaker.Open {
+		t.Fatalf("v2's breaker %v after 10 refused connections, want open", made["v2"].State())
+	}
+	ctx := serve(p, get+"X-Release-Tag: v2\r\n\r\n")
+	if body := string(ctx.Response.Body()); ctx.Response.StatusCode() != 503 || !strings.Contains(body, `release \"v2\"`) {
+		t.Fatalf("tagged v2: %d %s, want 503 naming the release", ctx.Response.StatusCode(), body)
+	}
+	for i := range 40 {
+		for _, h := range []string{"X-Release-Tag: v1\r\n", ""} {
+			if ctx := serve(p, get+h+"\r\n"); ctx.Response.StatusCode() != 200 {
+				t.Fatalf("request %d %q with v1 up: %d %s", i, h, ctx.Response.StatusCode(), ctx.Response.Body())
+			}
+		}
+	}
+	if s := made["v1"].State(); s != breaker.Closed {
+		t.Fatalf("v1's breaker %v", s)
 	}
 }

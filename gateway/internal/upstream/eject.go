@@ -7,10 +7,10 @@ import (
 
 // Ejection takes an instance that refuses connections out of picking for a
 // while, as Envoy's outlier detection and NGINX's max_fails/fail_timeout
-// do. The breaker is per service: a killed instance whose discovery lease
-// has not lapsed yet refused every connection it was picked for, and those
-// refusals, counted as the service's failures, opened the breaker for the
-// live instances too. A refused connect is the instance's fault alone and
+// do. The breaker is per version (Pool.SetBreakers): a killed instance
+// whose discovery lease has not lapsed yet refused every connection it was
+// picked for, and those refusals, counted as its version's failures,
+// opened the breaker for the live instances of that version too. A refused connect is the instance's fault alone and
 // sends nothing, so the instance is ejected and the request goes to
 // another one.
 //
@@ -51,7 +51,7 @@ func (e *Endpoint) Succeeded() {
 // Eject takes e, which refused a connection at now, out of picking for its
 // next period, unless it is the last instance of its version in service:
 // then nothing is ejected (picking it is the only way to reach that
-// version, and the breaker decides whether to keep trying). It reports
+// version, and its breaker decides whether to keep trying). It reports
 // whether e is out of picking; only then may the failed attempt go
 // elsewhere without counting as the service's failure. fresh says this
 // refusal began the ejection: a refusal within a period already running

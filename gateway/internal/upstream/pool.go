@@ -45,6 +45,50 @@ type Pool struct {
 	mu      sync.Mutex
 	clients map[string]*fasthttp.HostClient // by address, shared by services
 	version atomic.Uint64                   // bumped after any service's endpoints change
+	// newBreaker makes a version's breaker (SetBreakers); nil: each
+	// service's Breaker decides for all its versions.
+	newBreaker func(service, version string) Breaker
+}
+
+// SetBreakers gives each version of each service a breaker of its own,
+// made by newBreaker when an instance of that version first appears (now,
+// for the instances already known). One breaker per service counted the
+// failures of every release against all of them: a dead canary (the only
+// instance of its version, which ejection keeps in picking) refused the
+// connections of the requests tagged for it, and those failures opened the
+// breaker for the stable release too, whose instances were all up. Per
+// version, a release's failures shut off that release alone; the chain
+// sends untagged traffic to another version when the one picked is open.
+// Versions are few and named by deployments, so their breakers are kept
+// until the pool is dropped.
+func (p *Pool) SetBreakers(newBreaker func(service, version string) Breaker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.newBreaker = newBreaker
+	for _, svc := range p.services {
+		if sn := svc.snap.Load(); sn != nil {
+			for _, e := range sn.all {
+				p.attachBreaker(svc, e)
+			}
+		}
+	}
+}
+
+// attachBreaker gives e its version's breaker, made on first need; p.mu
+// is held.
+func (p *Pool) attachBreaker(svc *Service, e *Endpoint) {
+	if p.newBreaker == nil || e.release.Load() != nil {
+		return
+	}
+	b := svc.releases[e.Version]
+	if b == nil {
+		b = &releaseBreaker{p.newBreaker(svc.Name, e.Version)}
+		if svc.releases == nil {
+			svc.releases = map[string]*releaseBreaker{}
+		}
+		svc.releases[e.Version] = b
+	}
+	e.release.Store(b)
 }
 
 // Version changes whenever some service's set of endpoints has changed, so
@@ -142,6 +186,7 @@ func (p *Pool) Refresh() {
 			if e == nil || e.Version != in.Version {
 				e = &Endpoint{Instance: in, Client: p.client(in.Addr)}
 			}
+			p.attachBreaker(svc, e)
 			sn.all = append(sn.all, e)
 			sn.byVersion[in.Version] = append(sn.byVersion[in.Version], e)
 		}

@@ -59,7 +59,13 @@ type Endpoint struct {
 	// ejected) and ejections (in a row, without a success) are Eject's.
 	ejectedUntil atomic.Int64
 	ejections    atomic.Int32
+	// release is the breaker of e's version (Pool.SetBreakers), nil
+	// without one; set once, before or after e is published.
+	release atomic.Pointer[releaseBreaker]
 }
+
+// releaseBreaker boxes a Breaker for an atomic pointer.
+type releaseBreaker struct{ Breaker }
 
 // Begin and End bracket one request, feeding the balancer.
 func (e *Endpoint) Begin() { e.inflight.Add(1) }
@@ -69,12 +75,27 @@ func (e *Endpoint) End() { e.inflight.Add(-1) }
 
 // Service is one upstream service.
 type Service struct {
-	Name    string
-	Breaker Breaker     // nil: no breaker
+	Name string
+	// Breaker is the breaker of every version whose instances have none of
+	// their own (Pool.SetBreakers); nil: no breaker.
+	Breaker Breaker
 	Limit   Concurrency // nil: no adaptive limit
 	Budget  Budget      // nil: retries limited by attempts only
 	snap    atomic.Pointer[snapshot]
 	ejectMu sync.Mutex // serialises Eject
+	// releases are the per-version breakers made so far, kept while the
+	// version has no instances (one that comes back finds its state);
+	// Pool.mu guards it.
+	releases map[string]*releaseBreaker
+}
+
+// BreakerFor returns the breaker that decides for e: its version's, or
+// the service's Breaker when e's version has none (nil: no breaker).
+func (s *Service) BreakerFor(e *Endpoint) Breaker {
+	if b := e.release.Load(); b != nil {
+		return b.Breaker
+	}
+	return s.Breaker
 }
 
 type snapshot struct {
