@@ -4,7 +4,7 @@
 //	bridge_messages_total{leg,result}        result: ok, dlq, retry, skipped, duplicate (the sink's dedup dropped it: JetStream's for leg A, Pulsar's for leg B)
 //	bridge_inflight{leg}                     unconfirmed messages
 //	bridge_consumer_lag{topic,partition}     Kafka high watermark minus the first offset JetStream has not confirmed
-//	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack
+//	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack (0 when negative: a producer clock ahead)
 //	bridge_dlq_total{leg,reason}
 //	bridge_stream_lost_total{topic,partition} messages the stream's limits removed before leg B archived them (at most)
 //	bridge_pulsar_policy_waiting{topic}      leg B partitions waiting to read their Pulsar topic's max message size policy
@@ -125,9 +125,12 @@ func (b *Bridge) InFlight(leg string, delta int64) {
 	b.inflight.Add(context.Background(), delta, b.set(leg, ""))
 }
 
-// Hop records one message's latency over a leg; ctx carries the span for exemplars.
+// Hop records one message's latency over a leg; ctx carries the span for exemplars. A negative one is recorded as 0:
+// leg A's starts at the record's timestamp, which with CreateTime (Kafka's default) is the producer's clock, and a
+// producer clock ahead of the bridge's (Kafka 3.9 takes any future timestamp) gave hops of minus the skew, which
+// took the skew off the histogram's sum and so off every mean latency read from it (TestNegativeHopIsRecordedAsZero).
 func (b *Bridge) Hop(ctx context.Context, leg string, d time.Duration) {
-	b.hop.Record(ctx, d.Seconds(), b.set(leg, ""))
+	b.hop.Record(ctx, max(d, 0).Seconds(), b.set(leg, ""))
 }
 
 // DLQ counts a dead letter.

@@ -73,3 +73,32 @@ func TestMeasurementsKeepTheirAttributes(t *testing.T) {
 		t.Fatalf("measurements %v, want %v", got, want)
 	}
 }
+
+// A hop that comes out negative (leg A's starts at the record's timestamp, which with CreateTime is the producer's
+// clock: one ahead of the bridge's gives a confirmation "before" the append) is recorded as 0. It went into the
+// histogram as it was, so its sum, and every mean latency taken from it, shrank by the skew.
+func TestNegativeHopIsRecordedAsZero(t *testing.T) {
+	r := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(r)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Hop(context.Background(), metrics.LegA, 2*time.Millisecond)
+	m.Hop(context.Background(), metrics.LegA, -time.Hour)
+	var rm metricdata.ResourceMetrics
+	if err := r.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, md := range sm.Metrics {
+			if d, ok := md.Data.(metricdata.Histogram[float64]); ok && md.Name == "bridge.hop.duration" {
+				p := d.DataPoints[0]
+				if lo, _ := p.Min.Value(); p.Count != 2 || p.Sum != 0.002 || lo != 0 {
+					t.Fatalf("hops of 2 ms and -1 h recorded as count %d, sum %v s, min %v s; want 2, 0.002 s (the second as 0), 0 s", p.Count, p.Sum, lo)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("no bridge.hop.duration recorded")
+}
