@@ -2,7 +2,10 @@ package deploy
 
 import (
 	"bufio"
+	"cmp"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -163,4 +166,96 @@ func appName(o object) string {
 		return v.Spec.Template.Labels["app.kubernetes.io/name"]
 	}
 	return ""
+}
+
+// TestNothingRunsAsRootButTheEBPFAgent: least privilege, in compose as in Kubernetes, infrastructure included. The
+// eBPF agent alone runs as root, which loading BPF programs and probing other users' processes needs (README.md
+// says why). Compose ran etcd and NATS as root because their named volumes were root's.
+func TestNothingRunsAsRootButTheEBPFAgent(t *testing.T) {
+	p := loadCompose(t, "load")
+	for name, s := range p.Services {
+		uid, _, _ := strings.Cut(s.User, ":")
+		if name != privileged && (uid == "0" || uid == "root") {
+			t.Errorf("compose %s runs as root", name)
+		}
+	}
+	for _, dir := range kustomizations {
+		for _, o := range build(t, dir) {
+			spec := podSpec(o)
+			if spec == nil || o.Name == privileged {
+				continue
+			}
+			for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+				uid := (*int64)(nil)
+				if spec.SecurityContext != nil {
+					uid = spec.SecurityContext.RunAsUser
+				}
+				if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+					uid = c.SecurityContext.RunAsUser
+				}
+				if uid != nil && *uid == 0 {
+					t.Errorf("%s: %s %s container %s runs as root", dir, o.Kind, o.Name, c.Name)
+				}
+			}
+		}
+	}
+}
+
+// imageDirs are directories images give a non-root user, which a named volume mounted on one takes on its first
+// use (Docker copies an image directory's owner and mode to the empty volume mounted on it): image repository, then
+// directory, then owner uid. The etcd image is distroless (static-debian), whose nonroot user has its home.
+var imageDirs = map[string]map[string]int{
+	"quay.io/coreos/etcd": {"/home/nonroot": 65532},
+}
+
+// builtDirs reads the directories a compose build's Dockerfile makes a user's with `install -d -o <uid> ... <dir>`.
+func builtDirs(t *testing.T, dockerfile string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(dockerfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs := map[string]int{}
+	for _, m := range regexp.MustCompile(`(?m)^RUN install -d -o (\d+) .* (/\S*)$`).FindAllStringSubmatch(string(b), -1) {
+		uid, _ := strconv.Atoi(m[1])
+		dirs[m[2]] = uid
+	}
+	return dirs
+}
+
+// TestComposeStateVolumesAreTheirUsers: etcd's and NATS's named volumes are mounted on a directory their image gives
+// the user they run as, so Docker makes a new volume that user's and neither server needs root to write its data.
+// Mounted where the image has no such directory (etcd's /etcd-data, NATS's /data in the official image), the volume
+// was root's, and both ran as root for it. The other servers' images own their data directories themselves.
+func TestComposeStateVolumesAreTheirUsers(t *testing.T) {
+	p := loadCompose(t)
+	for _, name := range []string{"etcd", "nats"} {
+		s := p.Services[name]
+		dirs := imageDirs[strings.Split(s.Image, ":")[0]]
+		if s.Build != nil {
+			dockerfile := cmp.Or(s.Build.Dockerfile, "Dockerfile")
+			if !filepath.IsAbs(dockerfile) {
+				dockerfile = filepath.Join(s.Build.Context, dockerfile)
+			}
+			dirs = builtDirs(t, dockerfile)
+		}
+		uid, _ := strconv.Atoi(strings.Split(s.User, ":")[0])
+		mounted := 0
+		for _, v := range s.Volumes {
+			if v.Type != "volume" {
+				continue
+			}
+			mounted++
+			owner, ok := dirs[v.Target]
+			switch {
+			case !ok:
+				t.Errorf("compose %s: volume %s is mounted on %s, which its image does not give a user: a new volume is root's", name, v.Source, v.Target)
+			case owner != uid:
+				t.Errorf("compose %s runs as uid %d; its volume %s is mounted on %s, uid %d's in its image", name, uid, v.Source, v.Target, owner)
+			}
+		}
+		if mounted == 0 {
+			t.Errorf("compose %s keeps its data on no named volume", name)
+		}
+	}
 }
