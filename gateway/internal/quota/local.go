@@ -58,7 +58,9 @@ func (l *Lease) local(b *bucket, r *Rate, now int64, window time.Duration) (Deci
 	if now < b.denyUntil {
 		return Decision{Limit: r.burst(), RetryAfter: time.Duration(b.denyUntil - now), ResetAfter: b.resetAfter, Window: window}, true
 	}
-	if now < l.downUntil.Load() {
+	if down := l.downUntil.Load(); down != 0 && (now < down || l.probing.Load()) {
+		// In the cool-down, or past it while another request probes
+		// Redis (Allow): only the prober waits for Redis.
 		return b.fallback(now, *r, l.replicas, window), true
 	}
 	return Decision{}, false

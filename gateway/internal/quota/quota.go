@@ -85,7 +85,14 @@ type Lease struct {
 	shards   [32]shard
 	// downUntil (unix nanos) skips Redis for a cool-down after a failure,
 	// so an outage costs one dial timeout per second, not one per request.
+	// It stays set after the cool-down until Redis answers again (0: up),
+	// and meanwhile probing lets one request at a time ask Redis; the
+	// others are decided locally. Without it every key with no lease left
+	// asked at once when a cool-down ended: each of those requests waited
+	// out the read timeout on a Redis still hung, and one coming back met
+	// the whole backlog at once (pkg/limit probes the same way).
 	downUntil atomic.Int64
+	probing   atomic.Bool
 	// perShard is the most keys a shard holds (DefaultMaxKeys spread over
 	// the shards); evictions counts the keys a full shard dropped, and
 	// evictLogged (unix nanos) is when that was last logged.
@@ -197,6 +204,14 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 	if d, ok := l.local(b, r, now, window); ok {
 		return d, nil
 	}
+	if down := l.downUntil.Load(); down != 0 {
+		// Redis failed and has not answered since: past the cool-down
+		// (local decided within it), only one request probes it.
+		if now < down || !l.probing.CompareAndSwap(false, true) {
+			return b.fallback(now, *r, l.replicas, window), nil
+		}
+		defer l.probing.Store(false)
+	}
 	lim := redis_rate.Limit{Rate: r.Count, Burst: r.burst(), Period: r.Period}
 	b.refilling.Store(true)
 	res, err := l.rl.AllowAtMost(ctx, "shanhai:"+l.name+":"+string(key), lim, l.leaseSize(*r))
@@ -214,6 +229,9 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 			l.log.WarnContext(ctx, "rate limit redis unreachable, deciding locally", "limit", l.name, "error", err.Error())
 		}
 		return b.fallback(now, *r, l.replicas, window), nil
+	}
+	if l.downUntil.Swap(0) != 0 {
+		l.log.InfoContext(ctx, "rate limit back on redis", "limit", l.name)
 	}
 	b.remaining, b.resetAfter = res.Remaining, res.ResetAfter
 	// Read after the answer, not at the request's start: Redis counted

@@ -3,6 +3,10 @@ package quota
 import (
 	"context"
 	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,5 +99,62 @@ func TestCooldownRunsFromTheFailure(t *testing.T) {
 	}
 	if d, ok := l.AllowLocal([]byte("next"), time.Now()); !ok || !d.Allowed {
 		t.Fatalf("right after a failed call: AllowLocal = %+v, %v; want decided by the fallback, not sent to Redis", d, ok)
+	}
+}
+
+// countCalls counts the script calls a client sends (a redis_rate decision
+// is one EVALSHA, and one EVAL when Redis lacks the script).
+type countCalls struct{ n atomic.Int64 }
+
+func (c *countCalls) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *countCalls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if strings.HasPrefix(cmd.Name(), "eval") {
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (c *countCalls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// When a cool-down ends, one request probes Redis; the others go on being
+// decided locally until it answers. Every key with no lease left asked Redis
+// at once: against a Redis still hung, each of those requests waited out
+// the read timeout (250 ms in the gateway) instead of one, once a second,
+// and a Redis coming back met the whole backlog at once.
+func TestOneProbeAfterTheCooldown(t *testing.T) {
+	const readTimeout = 200 * time.Millisecond
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Hung(t), MaxRetries: -1, ReadTimeout: readTimeout, PoolSize: 64})
+	t.Cleanup(func() { _ = rdb.Close() })
+	calls := &countCalls{}
+	rdb.AddHook(calls)
+	l := New(rdb, uniq(), Rate{Count: 1000, Period: time.Second}, 1, slog.New(slog.DiscardHandler))
+	ctx := context.Background()
+	if _, err := l.Allow(ctx, []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	until := l.downUntil.Load()
+	if until == 0 {
+		t.Fatal("a hung Redis did not start a cool-down")
+	}
+	// Wait out the cool-down (a clock, not another goroutine, to wait for).
+	for time.Now().UnixNano() < until {
+		time.Sleep(time.Duration(until - time.Now().UnixNano()))
+	}
+	before := calls.n.Load()
+	const keys = 32
+	var wg sync.WaitGroup
+	for i := range keys {
+		wg.Go(func() {
+			if d, err := l.Allow(ctx, []byte("key-"+strconv.Itoa(i))); err != nil || !d.Allowed {
+				t.Errorf("key %d: %+v, %v; want allowed by the fallback", i, d, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := calls.n.Load() - before; got != 1 {
+		t.Fatalf("%d of %d keys called the hung Redis after the cool-down, want 1 probe", got, keys)
 	}
 }
