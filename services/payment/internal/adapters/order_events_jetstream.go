@@ -181,7 +181,8 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	// worker charged it: on another replica, to a simulated provider that
 	// did not know its key, charged twice.
 	waiting := stream.NewKeeper(c.queueHold(), c.log)
-	jobs := make(chan held, c.queue)
+	jobs := make(chan *held, c.queue)
+	pool := newPool(c.workers, c.cfg.AckWait, c.lastDelivery)
 	handling, cutOff := context.WithCancel(context.Background())
 	// What is still queued at the cut-off fails fast, to be delivered again
 	// to the next replica, except a message on its last allowed delivery:
@@ -197,6 +198,13 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	for range c.workers {
 		wg.Go(func() {
 			for h := range jobs {
+				if !pool.take(h) {
+					// Given up while it waited behind stuck workers: no
+					// longer kept, so the server has delivered it again or
+					// will, maybe to another replica. Handled here too, it
+					// would be charged twice at once.
+					continue
+				}
 				// Held for the handling from now. The queue's hold goes on
 				// for one first ack wait more: the handling's hold ticks
 				// first half an ack wait from now, and the queue's last
@@ -213,11 +221,33 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 				overlap.Stop()
 				h.release()
 				release()
+				pool.done()
 			}
 		})
 	}
-	cc, err := c.cons.Consume(func(m jetstream.Msg) { jobs <- held{m, waiting.Hold(m)} })
+	// The watch gives up the queue while the workers are stuck (pool): a
+	// check every first ack wait, as often as the Keeper ticks twice.
+	watching, endWatch := context.WithCancel(context.Background())
+	var watch sync.WaitGroup
+	watch.Go(func() {
+		t := time.NewTicker(stream.FirstAckWait(c.cfg))
+		defer t.Stop()
+		for {
+			select {
+			case <-watching.Done():
+				return
+			case <-t.C:
+				if n := pool.giveUpIfStuck(); n > 0 {
+					c.log.Warn("workers stuck: queued messages no longer kept from redelivery",
+						"workers", c.workers, "stuck_for", c.cfg.AckWait, "queued", n)
+				}
+			}
+		}
+	})
+	cc, err := c.cons.Consume(func(m jetstream.Msg) { jobs <- pool.queue(m, waiting) })
 	if err != nil {
+		endWatch()
+		watch.Wait()
 		cutOff()
 		close(jobs)
 		wg.Wait()
@@ -227,6 +257,8 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	return func(ctx context.Context) {
 		defer endLastChance()
 		defer cutOff()
+		defer watch.Wait()
+		defer endWatch()
 		// Closed is signalled once no callback is running, so no send races
 		// the closing of the queue; the workers then handle what is left in
 		// it.
@@ -266,6 +298,97 @@ func (c *OrderEvents) lastDelivery(m jetstream.Msg) bool {
 type held struct {
 	m       jetstream.Msg
 	release func()
+}
+
+// pool tracks the workers of one Start and what waits for them, so that a
+// queue is kept from redelivery only while the workers get through it.
+//
+// The queue's hold is long (queueHold: AckWait per round of workers, 2
+// minutes at the production figures) so a backlog of slow charges is not
+// delivered twice. But a replica whose workers are stuck (a provider or
+// database connection hanging) kept its whole queue that long: the
+// consumer's MaxAckPending is shared by every replica, so the stuck one
+// held back up to 256 orders the others could have charged. A worker's own
+// message is given up after AckWait (the handling's Keeper); once every
+// worker has been busy that long without taking or finishing a message,
+// the queue is given up too (giveUpIfStuck), and so is whatever arrives
+// while they stay stuck: the server delivers it again on its back-off,
+// maybe to a replica that moves. A message on its last allowed delivery
+// is kept as before: none follows, and JetStream would drop it unrecorded.
+type pool struct {
+	workers int
+	stuck   time.Duration // AckWait
+	last    func(jetstream.Msg) bool
+
+	mu     sync.Mutex
+	busy   int       // workers handling a message
+	moved  time.Time // a worker last took or finished a message
+	queued map[*held]struct{}
+}
+
+func newPool(workers int, stuck time.Duration, last func(jetstream.Msg) bool) *pool {
+	return &pool{workers: workers, stuck: stuck, last: last, moved: time.Now(), queued: make(map[*held]struct{})}
+}
+
+// isStuck reports whether every worker has been busy for the stuck
+// duration without taking or finishing a message. Call with mu held.
+func (p *pool) isStuck(now time.Time) bool {
+	return p.busy >= p.workers && now.Sub(p.moved) >= p.stuck
+}
+
+// queue returns m to be queued, kept by waiting unless the workers are
+// stuck.
+func (p *pool) queue(m jetstream.Msg, waiting *stream.Keeper) *held {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.isStuck(time.Now()) && !p.last(m) {
+		return &held{m: m, release: func() {}}
+	}
+	h := &held{m: m, release: waiting.Hold(m)}
+	p.queued[h] = struct{}{}
+	return h
+}
+
+// take reports whether a worker may handle h: false when h was given up
+// while it waited (or arrived while the workers were stuck).
+func (p *pool) take(h *held) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.queued[h]; !ok {
+		return false
+	}
+	delete(p.queued, h)
+	p.busy++
+	p.moved = time.Now()
+	return true
+}
+
+// done is a worker finishing the message it took.
+func (p *pool) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.busy--
+	p.moved = time.Now()
+}
+
+// giveUpIfStuck stops keeping every queued message when the workers are
+// stuck and reports how many it gave up.
+func (p *pool) giveUpIfStuck() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.isStuck(time.Now()) {
+		return 0
+	}
+	n := 0
+	for h := range p.queued {
+		if p.last(h.m) {
+			continue
+		}
+		h.release()
+		delete(p.queued, h)
+		n++
+	}
+	return n
 }
 
 // Handle processes and settles one message inside a consumer span that
