@@ -139,3 +139,30 @@ func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
 		}
 	}
 }
+
+// TestDuplicateWindowOutlastsARepublish: leg A publishes a message again when JetStream has not confirmed it within
+// BRIDGE_PUBLISH_TIMEOUT, after a restart backoff of up to BRIDGE_MAX_BACKOFF; the stream dedups it by Nats-Msg-Id only
+// within BRIDGE_DUPLICATE_WINDOW. A window of 5 s against the 15 s timeout was accepted, and every message stored
+// but confirmed late (a slow fsync, a lost ack) was stored twice.
+func TestDuplicateWindowOutlastsARepublish(t *testing.T) {
+	for _, tc := range []struct {
+		window, timeout, backoff string
+		ok                       bool
+	}{
+		{"5s", "15s", "5s", false},
+		{"20s", "15s", "5s", false},
+		{"21s", "15s", "5s", true},
+		{"2m", "15s", "5s", true},
+		{"5s", "1s", "1s", true},
+	} {
+		t.Setenv("BRIDGE_DUPLICATE_WINDOW", tc.window)
+		t.Setenv("BRIDGE_PUBLISH_TIMEOUT", tc.timeout)
+		t.Setenv("BRIDGE_MAX_BACKOFF", tc.backoff)
+		var c Config
+		err := pkgconfig.Load(&c)
+		if named := err != nil && strings.Contains(err.Error(), "BRIDGE_DUPLICATE_WINDOW"); named == tc.ok {
+			t.Errorf("BRIDGE_DUPLICATE_WINDOW=%s with BRIDGE_PUBLISH_TIMEOUT=%s, BRIDGE_MAX_BACKOFF=%s: Load error %v, want accepted %v",
+				tc.window, tc.timeout, tc.backoff, err, tc.ok)
+		}
+	}
+}
