@@ -819,7 +819,7 @@ var (
 // scans every field; the usual request carries none of these, so six Peeks
 // per request (request id, traceparent, tracestate, timeout, release tag,
 // cookie) found nothing (bench/README.md, sixth pass).
-type optional uint16
+type optional uint32
 
 const (
 	optRequestID optional = 1 << iota
@@ -854,6 +854,12 @@ const (
 	// gives every valid name its canonical spelling): SetForwarded looks
 	// for an untrusted peer's claims only in a request that has one.
 	optClaim
+	// optRequestIDLines, optTimeoutLines: X-Request-ID or
+	// X-Request-Timeout-Ms came in more than one field line. The gateway
+	// sets both for the upstream, and fasthttp's Set replaces a name's
+	// first line only: the client's others went on beside the gateway's.
+	optRequestIDLines
+	optTimeoutLines
 )
 
 // trailerMark names the field MarkTrailer adds. '(' is no token byte
@@ -962,12 +968,18 @@ func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
 			// field (see MarkTrailer).
 			return sent | optTrailerMark
 		case "X-Request-Id":
+			if sent&optRequestID != 0 {
+				sent |= optRequestIDLines
+			}
 			sent |= optRequestID
 		case "Traceparent":
 			sent |= optTraceparent
 		case "Tracestate":
 			sent |= optTracestate
 		case "X-Request-Timeout-Ms":
+			if sent&optTimeout != 0 {
+				sent |= optTimeoutLines
+			}
 			sent |= optTimeout
 		case "X-Release-Tag":
 			sent |= optReleaseTag

@@ -421,13 +421,23 @@ func (p *Proxy) start(x *Exchange) bool {
 
 	// Request id first, so even a 400 can be correlated.
 	var id []byte
-	if st.sent&optRequestID != 0 {
+	if st.sent&(optRequestID|optRequestIDLines) == optRequestID {
 		id = h.Peek(RequestIDHeader)
 	}
 	if validRequestID(id) {
 		st.rid = append(st.rid[:0], id...)
 	} else {
 		st.rid = appendRequestID(st.rid[:0])
+		if st.sent&optRequestIDLines != 0 {
+			// Two ids are one value "a, b" (RFC 9110 §5.3), no
+			// well-formed id: every client line goes, or Set, which
+			// replaces the first, left the others beside the gateway's
+			// for a reader that takes the last. Rare: the order of the
+			// remaining lines is kept as the hygiene step keeps it.
+			kept := keepOrder(h, anyName)
+			h.Del(RequestIDHeader)
+			restore(kept, h)
+		}
 		h.SetCanonical(requestIDKey, st.rid)
 	}
 
@@ -664,6 +674,14 @@ func (p *Proxy) forward(x *Exchange) Step {
 	var v []byte
 	if x.st.sent&optTimeout != 0 {
 		v = h.Peek(TimeoutHeader)
+	}
+	if x.st.sent&optTimeoutLines != 0 {
+		// Two lines are one value "a, b" (RFC 9110 §5.3), no integer.
+		// Taken as the first, the client's other lines went upstream
+		// beside the gateway's (Set replaces only the first), a longer
+		// budget for a reader that takes the last.
+		x.problem(fasthttp.StatusBadRequest, "bad-timeout", TimeoutHeader+" came in more than one field line")
+		return Done
 	}
 	if len(v) > 0 {
 		// Read as the services read it (pkg/deadline): 0 or less has

@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"strings"
+	"testing"
+)
+
+// linesOf returns the values of every field line named name (any case) the
+// upstream got, in order.
+func linesOf(u *fakeUpstream, name string) []string {
+	var vals []string
+	for k, v := range u.last.Load().All() {
+		if strings.EqualFold(string(k), name) {
+			vals = append(vals, string(v))
+		}
+	}
+	return vals
+}
+
+// A field the gateway sets for the upstream goes on in one line, its own:
+// fasthttp's Set replaces only the first line of a name, so a client's
+// second X-Request-Timeout-Ms or X-Request-ID line went upstream beside the
+// gateway's, for any reader that takes the last line (or the lines joined)
+// to take the client's: a 50 s budget beside the gateway's 1 s, an id the
+// gateway never checked beside the one it made.
+func TestClientsSecondLineOfAGatewayFieldDoesNotReachUpstream(t *testing.T) {
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}}, up)
+	const get = "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n"
+
+	// Two timeouts are one value "1, 50000" (RFC 9110 §5.3), no integer:
+	// 400 bad-timeout, as for any other such value.
+	for _, hdr := range []string{
+		"X-Request-Timeout-Ms: 50000\r\nX-Request-Timeout-Ms: 1\r\n",
+		"X-Request-Timeout-Ms: 1\r\nVia: a\r\nx-request-timeout-ms: 50000\r\n",
+	} {
+		before := up.hits.Load()
+		ctx := serve(p, get+hdr+"\r\n")
+		if ctx.Response.StatusCode() != 400 || !strings.Contains(string(ctx.Response.Body()), "bad-timeout") {
+			t.Errorf("%q: %d %s, want 400 bad-timeout", hdr, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		if up.hits.Load() != before {
+			t.Errorf("%q reached the upstream", hdr)
+		}
+	}
+
+	// Two ids are no well-formed id: the gateway makes one, the only line
+	// the upstream gets and the one the answer carries; the other fields
+	// keep their order.
+	for _, hdr := range []string{
+		"X-Request-ID: aaaa-1\r\nVia: a\r\nVia: b\r\nX-Request-ID: bbbb-2\r\n",
+		"X-Request-ID: bad id\r\nVia: a\r\nVia: b\r\nx-request-id: bbbb-2\r\n",
+	} {
+		ctx := serve(p, get+hdr+"\r\n")
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatalf("%q: %d %s", hdr, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		ids := linesOf(up, "X-Request-ID")
+		answered := string(ctx.Response.Header.Peek("X-Request-Id"))
+		if len(ids) != 1 || ids[0] != answered || strings.Contains(answered, "aaaa") || strings.Contains(answered, "bbbb") {
+			t.Errorf("%q: upstream got X-Request-ID lines %q, the answer %q: want one, made by the gateway, the same", hdr, ids, answered)
+		}
+		if via := linesOf(up, "Via"); strings.Join(via, ",") != "a,b" {
+			t.Errorf("%q: Via lines %q, want a, b in order", hdr, via)
+		}
+	}
+}
