@@ -2,11 +2,14 @@ package deploy
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -87,5 +90,56 @@ func TestCollectorHoldsItsMemory(t *testing.T) {
 	}
 	for _, e := range checkCollector(env, c.Resources.Limits.Memory().Value(), config) {
 		t.Errorf("%s: %s", where, e)
+	}
+}
+
+// TestCollectorProbesAskTheRunningCollector: the kubelet's probes of the in-cluster Collector ask the Collector
+// itself whether its pipelines run, through its health_check extension, which collector.yaml enables on every
+// interface (its default since 0.104 is localhost, which the kubelet, dialling the pod's IP, cannot reach). The
+// probes opened a TCP connection to the OTLP port, which the receiver holds from the start whether or not the
+// pipeline behind it runs, and the pod declared (and its Service published) a health port, 13133, on which nothing
+// listened: the extension was not enabled.
+func TestCollectorProbesAskTheRunningCollector(t *testing.T) {
+	raw, err := os.ReadFile(collectorConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Extensions map[string]struct {
+			Endpoint string `json:"endpoint"`
+		} `json:"extensions"`
+		Service struct {
+			Extensions []string `json:"extensions"`
+		} `json:"service"`
+	}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("%s: %v", collectorConfig, err)
+	}
+	hc, defined := cfg.Extensions["health_check"]
+	host, port, err := net.SplitHostPort(hc.Endpoint)
+	switch {
+	case !defined || !slices.Contains(cfg.Service.Extensions, "health_check"):
+		t.Fatalf("%s does not run the health_check extension (extensions: %v)", collectorConfig, cfg.Service.Extensions)
+	case err != nil:
+		t.Fatalf("%s: health_check endpoint %q: %v", collectorConfig, hc.Endpoint, err)
+	case host != "" && host != "0.0.0.0" && host != "::":
+		t.Errorf("%s: health_check listens on %s only: the kubelet dials the pod's IP", collectorConfig, hc.Endpoint)
+	}
+
+	where, c := kindContainer(t, "otel-collector")
+	for name, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil {
+			t.Errorf("%s: %s probe is not an HTTP GET of the health_check extension", where, name)
+			continue
+		}
+		got := p.HTTPGet.Port.String()
+		for _, cp := range c.Ports {
+			if cp.Name == got {
+				got = strconv.Itoa(int(cp.ContainerPort))
+			}
+		}
+		if got != port {
+			t.Errorf("%s: %s probe asks port %s; the health_check extension listens on %s", where, name, p.HTTPGet.Port.String(), port)
+		}
 	}
 }
