@@ -119,7 +119,9 @@ func cacheGet[T string | []byte](c *tokenCache, token T, now time.Time, set *key
 // answers says whether e may answer at now for key set set: before exp plus
 // the leeway, and set still maps its kid to the key it was verified with.
 func (e *cachedToken) answers(now time.Time, set *keySet) bool {
-	if set == nil || now.After(e.until) {
+	// Strictly before: the parser refuses a token from exp plus the leeway
+	// on, and the cache must not outlive it by that instant.
+	if set == nil || !now.Before(e.until) {
 		return false
 	}
 	if e.set == set {
