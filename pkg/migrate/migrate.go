@@ -99,6 +99,12 @@ func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
 			return err
 		}
 		if err := p.up(ctx); err != nil {
+			// What goose applied before the failure is applied for good: its sums are recorded now, or an edit of
+			// one of those files made along with the fix of the failed one would be recorded at the next start as
+			// what ran, and never refused.
+			if rerr := p.record(ctx, sqlDB); rerr != nil {
+				return errors.Join(err, rerr)
+			}
 			return err
 		}
 		if err := p.record(ctx, sqlDB); err != nil {
