@@ -651,8 +651,8 @@ func carriedSize(m kafka.Message, cluster string) int {
 const ownHeaderBytes = 12 + 70 + 15 + 29 + 35 + 13 + 42 + 46
 
 // Reserved reports whether a record header's name is one the bridge writes itself on the way: leg A's NATS headers
-// (HeaderTopic to HeaderCluster) and leg B's Pulsar properties (pulsarleg.PropTopic, PropPartition, PropOffset, which
-// import this package). Names are exact, as NATS headers and Pulsar properties are. A record bringing one goes to the
+// (HeaderTopic to HeaderCluster) and leg B's Pulsar properties (pulsarleg's PropTopic, PropPartition and PropOffset,
+// spelled out here as pulsarleg imports this package). Names are exact, as NATS headers and Pulsar properties are. A record bringing one goes to the
 // DLQ, which keeps it as produced: carried, its value was replaced by the bridge's (or removed, for HeaderKeyEncoding
 // and HeaderCluster) without a word.
 func Reserved(name string) bool {
