@@ -412,5 +412,12 @@ func parseJWKS(doc []byte) (*keySet, error) {
 		}
 		set.byKid[k.Kid] = ed25519.PublicKey(x)
 	}
+	if len(set.byKid) == 0 {
+		// The user service always publishes its current key, so a set with
+		// none (a proxy's {} while it restarts, a misconfigured JWKS_URL) is a
+		// failed fetch: taken as a key set, it made Ready pass while every
+		// token was refused, and a refresh dropped the good keys it held.
+		return nil, fmt.Errorf("parse jwks: no Ed25519 signing key among %d keys", len(d.Keys))
+	}
 	return set, nil
 }
