@@ -41,7 +41,7 @@ func Middleware(v *Verifier) gin.HandlerFunc {
 			unauthorized(c, "the access token names no possible user")
 			return
 		}
-		if h := c.GetHeader(UserIDHeader); h != "" && h != claims.Subject {
+		if !sameUser(c.Request.Header.Values(UserIDHeader), claims.Subject) {
 			c.Header("WWW-Authenticate", `Bearer realm="shanhai", error="invalid_token"`)
 			unauthorized(c, "X-User-ID does not match the access token")
 			return
@@ -61,6 +61,19 @@ func Middleware(v *Verifier) gin.HandlerFunc {
 // anything else, so each service need not guard its queries against it.
 func possibleSubject(sub string) bool {
 	return utf8.ValidString(sub) && !strings.ContainsFunc(sub, unicode.IsControl)
+}
+
+// sameUser reports whether every X-User-ID value given (an empty one names
+// no one) is sub. Each is checked, not the first alone: a request repeating
+// the header with the caller's own id first and another's after passed, and
+// a reader that takes the last (or joins them) would have seen the other.
+func sameUser(values []string, sub string) bool {
+	for _, v := range values {
+		if v != "" && v != sub {
+			return false
+		}
+	}
+	return true
 }
 
 // UserID is the verified subject set by Middleware, or "" on a route that
