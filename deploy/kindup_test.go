@@ -249,14 +249,29 @@ if $decode; then exec openssl base64 -d -A; fi
 exec openssl base64 -A
 `
 
-// TestKindUpRunsWithMacOSBase64: kind-up.sh generates and reads back its secrets where base64 is BSD's, as on the
-// Macs many workshop users bring. It encoded the signing key with GNU's `base64 -w0`, which macOS refuses, so the
-// first run there stopped before any secret was written.
-func TestKindUpRunsWithMacOSBase64(t *testing.T) {
+// libreSSLOpenssl is macOS's /usr/bin/openssl (LibreSSL 3.3.6, still in 2026's macOS) as far as kind-up.sh is
+// concerned: genpkey knows no Ed25519; everything else goes to the real openssl, whose path fills in the %s.
+const libreSSLOpenssl = `#!/bin/sh
+if [ "$1" = genpkey ]; then
+  case "$*" in *[Ee][Dd]25519*) echo "Algorithm Ed25519 not found" >&2; exit 1 ;; esac
+fi
+exec %s "$@"
+`
+
+// TestKindUpRunsWithMacOSTools: kind-up.sh generates and reads back its secrets with macOS's base64 and openssl,
+// as on the Macs many workshop users bring. It encoded the signing key with GNU's `base64 -w0`, which macOS refuses,
+// and made it with `openssl genpkey -algorithm ed25519`, which macOS's LibreSSL does not know, so the first run
+// there stopped before any secret was written.
+func TestKindUpRunsWithMacOSTools(t *testing.T) {
+	realOpenssl, err := exec.LookPath("openssl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	macOS := map[string]string{"base64": macOSBase64, "openssl": fmt.Sprintf(libreSSLOpenssl, realOpenssl)}
 	state := t.TempDir()
 	for run := range 2 { // the second run reads back what the first wrote
-		if out, err := runKindUpWith(t, state, "", map[string]string{"base64": macOSBase64}); err != nil {
-			t.Fatalf("run %d with macOS's base64: %v\n%s", run+1, err, out)
+		if out, err := runKindUpWith(t, state, "", macOS); err != nil {
+			t.Fatalf("run %d with macOS's base64 and openssl: %v\n%s", run+1, err, out)
 		}
 	}
 	key := secrets(t, state)["shanhai/shanhai-auth/signing-key"]

@@ -67,7 +67,10 @@ secret() (
   kubectl -n "$1" create secret generic "$2" "${from[@]}" --dry-run=client -o yaml | kubectl apply -f -
 )
 key=$(existing shanhai shanhai-auth signing-key)
-[[ -n $key ]] || key=$(openssl genpkey -algorithm ed25519 -outform DER | b64)
+# A new key is PKCS #8 DER made by hand: the fixed 16-byte header every Ed25519 private key has (RFC 8410) and 32
+# random bytes, its seed. `openssl genpkey -algorithm ed25519` made the same, but macOS's openssl (LibreSSL 3.3)
+# answers "Algorithm Ed25519 not found".
+[[ -n $key ]] || key=$({ printf '\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20'; openssl rand 32; } | b64)
 secret shanhai shanhai-auth signing-key="$key"
 # PostgreSQL's own copy first: it is the password the database was initialised with.
 pw=$(existing shanhai-infra shanhai-db postgres-password)
