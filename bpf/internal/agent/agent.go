@@ -57,6 +57,9 @@ type Config struct {
 	// processEntries, when set, shrinks the maps keyed by process (the runtime probe's stw_begin, stw and
 	// goroutines, the TCP probe's tcp) so that the tests can fill them. 0 keeps the compiled sizes.
 	processEntries uint32
+	// socketEntries, when set, shrinks the TCP probe's socket owners map so that the tests can fill it. 0 keeps the
+	// compiled size.
+	socketEntries uint32
 	// inflightEntries, when set, shrinks the in-flight fallback maps of the HTTP server and call probes (inflight,
 	// call_inflight) so that the tests can fill them. 0 keeps the compiled sizes.
 	inflightEntries uint32
@@ -165,7 +168,7 @@ func New(cfg Config) (*Agent, error) {
 	} else {
 		cfg.Logger.Info("probes load without their process-exit programs: exited processes' slots are freed by the scan", "why", "configured")
 	}
-	sys, err := attachSystem(cfg.processEntries)
+	sys, err := attachSystem(cfg.processEntries, cfg.socketEntries)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +182,28 @@ func New(cfg Config) (*Agent, error) {
 		}
 	}
 	a.leases = newLeaseSet(cfg.Logger)
+	// Targets named by path are tracked from the start: a process started from one before the first scan has its
+	// connections counted, as it had when the TCP probe counted every process on the machine.
+	files := map[fileKey]bool{}
+	for _, t := range cfg.Targets {
+		var st syscall.Stat_t
+		if strings.HasPrefix(t, "/") && syscall.Stat(t, &st) == nil {
+			files[fileKey{dev: st.Dev, ino: st.Ino}] = true
+		}
+	}
+	a.track(files)
 	return a, nil
+}
+
+// track has the TCP probe count the connections of the processes running files, and of no other.
+func (a *Agent) track(files map[fileKey]bool) {
+	inos := map[uint64]bool{}
+	for f := range files {
+		inos[f.ino] = true
+	}
+	if err := a.sys.setTracked(inos); err != nil {
+		a.log.Error("TCP connections of some targets uncounted: the probe's tracked files could not be set", "err", err)
+	}
 }
 
 // Run scans until ctx is done, then detaches everything.
@@ -231,6 +255,15 @@ func (a *Agent) Scan() {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// The TCP probe counts the connections of these files' processes from here on, before the attaches below, which
+	// take seconds each: the connections of a process whose file waits for its turn are counted meanwhile.
+	for _, p := range found {
+		files[p.bin.fileKey] = true
+	}
+	for id := range a.bins {
+		files[id.fileKey] = true // a probed file's next process may start before the next scan
+	}
+	a.track(files)
 	// Before the processes found are taken as the targets: one may have the pid of a target that exited since.
 	a.forgetExited()
 	// An executable someone opened for writing has had its uprobes taken off (lease.go): it is attached again below,

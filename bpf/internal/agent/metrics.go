@@ -74,9 +74,13 @@ var (
 			"(newproc1 uprobe only), for every target, since the agent started.",
 		[]string{"series"}, nil)
 	descTCPDropped = prometheus.NewDesc("shanhai_bpf_tcp_series_dropped_total",
-		"TCP events not counted because their process found no room in the TCP probe's map (8192 processes on the "+
-			"machine, targets or not), since the agent started: an open, a close or a failed connect counts 1, a "+
+		"TCP events not counted because their process found no room in the TCP probe's map (8192 processes of the "+
+			"targets' executables), since the agent started: an open, a close or a failed connect counts 1, a "+
 			"retransmit the segments it retransmitted (as shanhai_bpf_tcp_retransmits_total counts them).",
+		nil, nil)
+	descTCPUntracked = prometheus.NewDesc("shanhai_bpf_tcp_connections_untracked_total",
+		"TCP connections of targets not counted at all (open, close, failed connect, retransmits) because the TCP "+
+			"probe's socket map (65536 open connections of targets at once) was full, since the agent started.",
 		nil, nil)
 	descRefused = prometheus.NewDesc("shanhai_bpf_executables_refused_total",
 		"Executables a target's process ran that were left unprobed because the agent probed as many as "+
@@ -93,7 +97,7 @@ type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServer, descHijacked, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
-		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descCallDropped, descRuntimeDropped, descTCPDropped, descRefused, descErrors} {
+		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descCallDropped, descRuntimeDropped, descTCPDropped, descTCPUntracked, descRefused, descErrors} {
 		ch <- d
 	}
 }
@@ -145,6 +149,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		c.a.log.Error("read dropped TCP events counter", "err", tcpDroppedErr)
 		failed = true
 	}
+	tcpUntracked, tcpUntrackedErr := c.a.TCPConnectionsUntracked()
+	if tcpUntrackedErr != nil {
+		c.a.log.Error("read untracked TCP connections counter", "err", tcpUntrackedErr)
+		failed = true
+	}
 	errs := c.a.readErrors.Load()
 	if failed {
 		errs = c.a.readErrors.Add(1)
@@ -162,6 +171,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if tcpDroppedErr == nil {
 		ch <- prometheus.MustNewConstMetric(descTCPDropped, prometheus.CounterValue, float64(tcpDropped))
+	}
+	if tcpUntrackedErr == nil {
+		ch <- prometheus.MustNewConstMetric(descTCPUntracked, prometheus.CounterValue, float64(tcpUntracked))
 	}
 	ch <- prometheus.MustNewConstMetric(descRefused, prometheus.CounterValue, float64(c.a.cappedTotal.Load()))
 	ch <- prometheus.MustNewConstMetric(descErrors, prometheus.CounterValue, float64(errs))
@@ -315,6 +327,21 @@ func (a *Agent) TCPSeriesDropped() (uint64, error) {
 		return 0, errors.New("tcp probe: agent closed")
 	}
 	n, err := sumPerCPU(a.sys.tcp.TcpDropped)
+	if err != nil {
+		return 0, fmt.Errorf("tcp probe: %w", err)
+	}
+	return n, nil
+}
+
+// TCPConnectionsUntracked is the TCP probe's count of targets' connections that found its socket map full
+// (owners_full in tcp.c). The probe is loaded once for the agent's life, so the count never goes back.
+func (a *Agent) TCPConnectionsUntracked() (uint64, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sys == nil {
+		return 0, errors.New("tcp probe: agent closed")
+	}
+	n, err := sumPerCPU(a.sys.tcp.OwnersFull)
 	if err != nil {
 		return 0, fmt.Errorf("tcp probe: %w", err)
 	}

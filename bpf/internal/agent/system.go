@@ -24,18 +24,24 @@ type system struct {
 	// exits reads the pids of probed executables' processes that exited (tcp.c's process_exit), so their entries
 	// go before a new process can be counted under the same pid.
 	exits *ringbuf.Reader
+	// tracked are the inode numbers in the probe's tracked_files: only the connections of processes running one of
+	// these files are counted (tcp.c's tracked).
+	tracked map[uint64]bool
 }
 
-// attachSystem loads and attaches the TCP probe; processEntries, when not 0, is the tcp map's size instead of the
-// compiled one (Config.processEntries).
-func attachSystem(processEntries uint32) (*system, error) {
-	s := &system{}
+// attachSystem loads and attaches the TCP probe; processEntries and socketEntries, when not 0, are the sizes of the
+// tcp and owners maps instead of the compiled ones (Config.processEntries, Config.socketEntries).
+func attachSystem(processEntries, socketEntries uint32) (*system, error) {
+	s := &system{tracked: map[uint64]bool{}}
 	spec, err := tcp.LoadBpf()
 	if err != nil {
 		return nil, fmt.Errorf("load tcp probe: %w", err)
 	}
 	if processEntries > 0 {
 		spec.Maps["tcp"].MaxEntries = processEntries
+	}
+	if socketEntries > 0 {
+		spec.Maps["owners"].MaxEntries = socketEntries
 	}
 	if err := spec.LoadAndAssign(&s.tcp, nil); err != nil {
 		return nil, fmt.Errorf("load tcp probe: %w", err)
@@ -88,6 +94,33 @@ func (s *system) exited() (map[int]bool, error) {
 			pids[int(binary.NativeEndian.Uint32(rec.RawSample))] = true
 		}
 	}
+}
+
+// setTracked makes the probe's tracked_files hold exactly the inode numbers in inos: only the connections of
+// processes running one of them are counted (tcp.c's tracked).
+func (s *system) setTracked(inos map[uint64]bool) error {
+	var errs []error
+	for ino := range inos {
+		if s.tracked[ino] {
+			continue
+		}
+		if err := s.tcp.TrackedFiles.Put(ino, uint8(1)); err != nil {
+			errs = append(errs, fmt.Errorf("inode %d: %w", ino, err))
+			continue
+		}
+		s.tracked[ino] = true
+	}
+	for ino := range s.tracked {
+		if inos[ino] {
+			continue
+		}
+		if err := s.tcp.TrackedFiles.Delete(ino); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("inode %d: %w", ino, err))
+			continue
+		}
+		delete(s.tracked, ino)
+	}
+	return errors.Join(errs...)
 }
 
 // probeFile has process_exit report the exits of processes running the file with inode ino (probed) or not.

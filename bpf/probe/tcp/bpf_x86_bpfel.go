@@ -37,9 +37,11 @@ type BpfTcpStats struct {
 const (
 	BpfMapExits          = "exits"
 	BpfMapOwners         = "owners"
+	BpfMapOwnersFull     = "owners_full"
 	BpfMapProbedFiles    = "probed_files"
 	BpfMapTcp            = "tcp"
 	BpfMapTcpDropped     = "tcp_dropped"
+	BpfMapTrackedFiles   = "tracked_files"
 	BpfProgAcceptRet     = "accept_ret"
 	BpfProgProcessExit   = "process_exit"
 	BpfProgRetransmit    = "retransmit"
@@ -100,11 +102,13 @@ type BpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfMapSpecs struct {
-	Exits       *ebpf.MapSpec `ebpf:"exits"`
-	Owners      *ebpf.MapSpec `ebpf:"owners"`
-	ProbedFiles *ebpf.MapSpec `ebpf:"probed_files"`
-	Tcp         *ebpf.MapSpec `ebpf:"tcp"`
-	TcpDropped  *ebpf.MapSpec `ebpf:"tcp_dropped"`
+	Exits        *ebpf.MapSpec `ebpf:"exits"`
+	Owners       *ebpf.MapSpec `ebpf:"owners"`
+	OwnersFull   *ebpf.MapSpec `ebpf:"owners_full"`
+	ProbedFiles  *ebpf.MapSpec `ebpf:"probed_files"`
+	Tcp          *ebpf.MapSpec `ebpf:"tcp"`
+	TcpDropped   *ebpf.MapSpec `ebpf:"tcp_dropped"`
+	TrackedFiles *ebpf.MapSpec `ebpf:"tracked_files"`
 }
 
 // BpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -133,20 +137,24 @@ func (o *BpfObjects) Close() error {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfMaps struct {
-	Exits       *ebpf.Map `ebpf:"exits"`
-	Owners      *ebpf.Map `ebpf:"owners"`
-	ProbedFiles *ebpf.Map `ebpf:"probed_files"`
-	Tcp         *ebpf.Map `ebpf:"tcp"`
-	TcpDropped  *ebpf.Map `ebpf:"tcp_dropped"`
+	Exits        *ebpf.Map `ebpf:"exits"`
+	Owners       *ebpf.Map `ebpf:"owners"`
+	OwnersFull   *ebpf.Map `ebpf:"owners_full"`
+	ProbedFiles  *ebpf.Map `ebpf:"probed_files"`
+	Tcp          *ebpf.Map `ebpf:"tcp"`
+	TcpDropped   *ebpf.Map `ebpf:"tcp_dropped"`
+	TrackedFiles *ebpf.Map `ebpf:"tracked_files"`
 }
 
 func (m *BpfMaps) Close() error {
 	return _BpfClose(
 		m.Exits,
 		m.Owners,
+		m.OwnersFull,
 		m.ProbedFiles,
 		m.Tcp,
 		m.TcpDropped,
+		m.TrackedFiles,
 	)
 }
 

@@ -63,12 +63,42 @@ struct tcp_stats {
 	__u64 start;    // the process's start time (task_struct.start_time of its group leader): which process holds the pid
 };
 
+// The owners of the sockets of the processes the agent reads (tracked below), one entry per open socket, deleted at
+// its close. A plain hash, not an LRU: an LRU shared by every socket on the machine evicted a target's socket without
+// a word once others had filled it (its close, failed connect and retransmits then never counted), where a plain
+// hash refuses the new socket and the refusal is counted (owners_full). Only tracked processes' sockets are put in,
+// so the machine's other connections (a Kafka or PostgreSQL host's thousands) take none of its room.
+// Not preallocated (README, "Map memory"): an element comes from the slab caches as a socket is owned, in process
+// context (a connect, an accept), and an allocation that fails is counted as the full map is.
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 65536);
 	__type(key, __u64); // struct sock *
 	__type(value, struct owner);
 } owners SEC(".maps");
+
+// Connections of tracked processes that found owners full: none of their events (open, close, failed connect,
+// retransmits) is counted (shanhai_bpf_tcp_connections_untracked_total). Added atomically, as tcp_dropped.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} owners_full SEC(".maps");
+
+// The executables whose processes the agent reads, by inode number: the targets named by path, the files its targets
+// ran at its last scan (including those it could not probe: an attach that failed, BPF_MAX_EXECUTABLES reached) and
+// the files it probes. Set before the scan attaches anything, so a target's connections count from then on, also
+// while other executables take seconds to attach. As in probed_files, the inode alone may match a file on another
+// filesystem: that process's connections are then counted too, and never read.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, __u64);
+	__type(value, __u8);
+} tracked_files SEC(".maps");
 
 // An entry per process that used TCP, deleted when the process is gone: not preallocated (README, "Map memory"), so
 // 8192 entries are not charged before the first connection. One value that every CPU adds to atomically (a close or
@@ -125,6 +155,28 @@ static __always_inline void tcp_drop(void) {
 	tcp_drop_n(1);
 }
 
+// tracked says whether the current process runs one of the executables the agent reads (tracked_files). Only their
+// connections are counted; a connect of any other process costs this and nothing more.
+static __always_inline bool tracked(void) {
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 ino = BPF_CORE_READ(task, mm, exe_file, f_inode, i_ino);
+	return ino && bpf_map_lookup_elem(&tracked_files, &ino);
+}
+
+// own records o as the owner of socket sk. With owners full the socket is refused and counted once in owners_full
+// by the caller that says so (count): both set_state programs run for every change, so only one of them counts.
+static __always_inline bool own(__u64 *sk, struct owner *o, bool count) {
+	if (!bpf_map_update_elem(&owners, sk, o, BPF_ANY))
+		return true;
+	if (count) {
+		__u32 z = 0;
+		__u64 *n = bpf_map_lookup_elem(&owners_full, &z);
+		if (n)
+			__sync_fetch_and_add(n, 1);
+	}
+	return false;
+}
+
 // total_retrans is the low 16 bits of the count of segments the kernel retransmitted on sk (struct owner's retrans),
 // read with CO-RE: the programs' sock is a struct sock, which a BTF-typed load may not read past.
 static __always_inline __u16 total_retrans(const struct sock *sk) {
@@ -167,7 +219,9 @@ static __always_inline bool dropped(__u32 established) {
 	return established == OPEN_DROPPED || established == CONNECT_DROPPED;
 }
 
-static __always_inline int on_state(const struct sock *sock, int oldstate, int ns) {
+// on_state handles a state change; spare is set in set_state_spare, which runs second and leaves a socket refused
+// for want of room to set_state to count (if set_state was skipped for recursion, such a refusal goes uncounted).
+static __always_inline int on_state(const struct sock *sock, int oldstate, int ns, bool spare) {
 	if (sock->sk_protocol != IPPROTO_TCP)
 		return 0;
 	__u64 sk = (__u64)sock;
@@ -177,9 +231,11 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// softirq, where an entry made for the owner could be one of a process that has exited). The second run of
 		// this change finds the entry and writes the same owner.
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		if (!tracked())
+			return 0;
 		struct tcp_stats *s = stats_for(tgid);
 		struct owner o = owner_of(tgid, s, s ? 0 : CONNECT_DROPPED, sock);
-		bpf_map_update_elem(&owners, &sk, &o, BPF_ANY);
+		own(&sk, &o, !spare);
 		return 0;
 	}
 	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
@@ -243,13 +299,13 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(set_state, const struct sock *sock, int oldstate, int newstate) {
-	return on_state(sock, oldstate, newstate);
+	return on_state(sock, oldstate, newstate, false);
 }
 
 // set_state_spare is set_state again, for the changes that interrupt it (see the top of this file).
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(set_state_spare, const struct sock *sock, int oldstate, int newstate) {
-	return on_state(sock, oldstate, newstate);
+	return on_state(sock, oldstate, newstate, true);
 }
 
 // accepted_sock finds the struct sock behind file descriptor fd of the current process:
@@ -296,7 +352,9 @@ int accept_ret(struct pt_regs *ctx) {
 	// A passive socket starts with the SYN-ACKs its listener retransmitted (tcp_retransmit_synack, not counted here):
 	// only what it retransmits from now on is the owner's.
 	struct owner o = owner_of(tgid, s, s ? OPEN_COUNTED : OPEN_DROPPED, (struct sock *)key);
-	bpf_map_update_elem(&owners, &key, &o, BPF_ANY);
+	// Refused for want of room, the connection is counted untracked, and neither its open nor its close here.
+	if (!own(&key, &o, true))
+		return 0;
 	if (s)
 		__sync_fetch_and_add(&s->passive, 1);
 	else
