@@ -31,8 +31,9 @@ import (
 // and anonymous mappings are never named. The kernel pages out file pages
 // only for a process that owns the executable or may write it (Linux's guard
 // against a cache side channel): a non-root process running a root-owned
-// binary, as deploy/Dockerfile's image does, releases nothing, which the
-// debug line reports. Off Linux it does nothing.
+// binary releases nothing, which the debug line reports, so deploy/Dockerfile
+// gives each image's binary to the user it runs as (its root filesystem
+// read-only, so the owner cannot change it). Off Linux it does nothing.
 type PageoutConfig struct {
 	Enabled bool `env:"PAGEOUT_AFTER_READY" envDefault:"true" desc:"once ready, ask the kernel to reclaim the executable's clean start-up pages (MADV_PAGEOUT; Linux, and only where the process owns or may write its executable); false keeps them"`
 }

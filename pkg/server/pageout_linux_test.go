@@ -256,9 +256,9 @@ func TestPageOutOfAnExecutableNamedWithABackslash(t *testing.T) {
 }
 
 // The kernel pages out a file's pages only for a process that owns the file
-// or may write it: one running a root-owned executable as another user, as
-// deploy/Dockerfile's image does (USER 65532), releases nothing, and
-// PageOutExecutable says why. Needs root, to own the file and run the child
+// or may write it: one running a root-owned executable as another user (as
+// deploy/Dockerfile's images did before they gave the binary to USER 65532)
+// releases nothing, and PageOutExecutable says why. Needs root, to own the file and run the child
 // as someone else.
 func TestPageOutRefusedForAnotherUsersExecutable(t *testing.T) {
 	if os.Getenv("PAGEOUT_TEST_CHILD") == "1" {
