@@ -251,7 +251,7 @@ func (a *Agent) Scan() {
 		files[id.fileKey] = true
 		byPath = append(byPath, pathTarget{t, exe, id})
 	}
-	found := scanProcs(names, files, a.self)
+	found := scanProcs(names, files, a.self, nil)
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -22,7 +22,7 @@ func TestTargetGoneBeforeAttach(t *testing.T) {
 			copyInPlace(t, buildTarget(t, false), p)
 			a := newAgent(t, filepath.Base(p))
 			first := startTarget(t, p)
-			found := scanProcs(a.cfg.Targets, nil, a.self)
+			found := scanProcs(a.cfg.Targets, nil, a.self, nil)
 			if len(found) != 1 || found[0].pid != first.pid {
 				t.Fatalf("scan found %+v, want pid %d", found, first.pid)
 			}

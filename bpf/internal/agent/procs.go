@@ -52,8 +52,9 @@ func matches(targets []string, exe, comm string) bool {
 // scanProcs lists the processes whose executable matches targets or is one of files (path targets, resolved).
 // /proc is polled rather than followed through sched_process_exec/exit events because a poll needs no event stream to keep consistent across the agent's own
 // restarts, and probes live on the binary file, so a target restarted from the same file is counted from its first
-// instruction even before the next poll sees it.
-func scanProcs(targets []string, files map[fileKey]bool, self int) []proc {
+// instruction even before the next poll sees it. between, when not nil, runs for each process between the read of its
+// executable's path and the stat of the file (a test's seam: the process execs another file there).
+func scanProcs(targets []string, files map[fileKey]bool, self int, between func(pid int)) []proc {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -68,11 +69,11 @@ func scanProcs(targets []string, files map[fileKey]bool, self int) []proc {
 		if err != nil || pid == self {
 			continue
 		}
-		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")
+		link, err := os.Readlink("/proc/" + e.Name() + "/exe")
 		if err != nil {
 			continue // kernel thread, or gone
 		}
-		exe = strings.TrimSuffix(exe, " (deleted)")
+		exe := strings.TrimSuffix(link, " (deleted)")
 		var comm []byte
 		if byName {
 			comm, _ = os.ReadFile("/proc/" + e.Name() + "/comm")
@@ -81,11 +82,21 @@ func scanProcs(targets []string, files map[fileKey]bool, self int) []proc {
 		if !matched && len(files) == 0 {
 			continue
 		}
+		if between != nil {
+			between(pid)
+		}
 		var st syscall.Stat_t
 		if err := syscall.Stat("/proc/"+e.Name()+"/exe", &st); err != nil {
 			continue
 		}
 		if !matched && !files[fileKey{dev: st.Dev, ino: st.Ino}] {
+			continue
+		}
+		// The path read and the file stat-ed must be the same executable's: a process that exec'd another file in
+		// between (the pid stays), or a pid another program took, paired the target's path with the other file, and
+		// the agent probed that file (its identity is what attach checks) as the target. Read again, the link names
+		// the file stat-ed unless the process changed again; the next scan sees what runs then.
+		if again, err := os.Readlink("/proc/" + e.Name() + "/exe"); err != nil || again != link {
 			continue
 		}
 		out = append(out, proc{pid: pid, exe: exe, bin: statID(&st)})
