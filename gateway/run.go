@@ -13,7 +13,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -155,40 +154,20 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		// A breaker per version of each service (Pool.SetBreakers: one
 		// per service let a dead canary cut off the stable release), named
 		// by the service, and "service@version" for a registered version.
-		// Closed on return, once the server has drained: a breaker reports
-		// its state (shanhai.breaker.state) until closed, so each Run in a
-		// process that lives on left the last gateway's breakers reported,
-		// and held, for good. The pool's refresh may still make one after
-		// that: it is closed at once.
-		var (
-			breakersMu sync.Mutex
-			breakers   []*breaker.Breaker
-			returned   bool
-		)
-		defer func() {
-			breakersMu.Lock()
-			defer breakersMu.Unlock()
-			returned = true
-			for _, b := range breakers {
-				b.Close()
-			}
-		}()
+		// The pool closes a version's when its last instance leaves, and
+		// the rest on return, once the server has drained: a breaker
+		// reports its state (shanhai.breaker.state) until closed, so each
+		// Run in a process that lives on left the last gateway's breakers
+		// reported, and held, for good. A refresh after that makes none.
+		defer pool.CloseBreakers()
 		pool.SetBreakers(func(service, version string) upstream.Breaker {
 			name := service
 			if version != "" {
 				name += "@" + version
 			}
-			b := breaker.New(name, breaker.Settings{
+			return breaker.New(name, breaker.Settings{
 				Window: cfg.BreakerWindow, MinRequests: cfg.BreakerMin, FailureRatio: cfg.BreakerRatio, OpenBase: cfg.BreakerOpen,
 			})
-			breakersMu.Lock()
-			defer breakersMu.Unlock()
-			if returned {
-				b.Close()
-			} else {
-				breakers = append(breakers, b)
-			}
-			return b
 		})
 		for _, svc := range pool.Services() {
 			// Named, so the limit and the calls in flight per upstream are on

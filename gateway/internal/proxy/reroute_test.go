@@ -129,3 +129,60 @@ func TestOpenReleaseBreakerLeavesTheOtherReleases(t *testing.T) {
 		t.Fatalf("v1's breaker %v", s)
 	}
 }
+
+// closable is a breaker that always admits and counts its Closes.
+type closable struct{ closes int }
+
+func (c *closable) Admit() (func(breaker.Outcome), error) { return func(breaker.Outcome) {}, nil }
+func (c *closable) Close()                                { c.closes++ }
+
+// A release whose last instance left discovery takes its breaker along: a
+// breaker reports its state (shanhai.breaker.state) until closed, and they
+// were kept for every version the pool ever saw. Each release a gateway
+// lived through stayed on /metrics for its life, one series and one breaker
+// more per deployment, and a rolled-back canary whose breaker was open went
+// on showing "order@v2" half-open. One that comes back is a new deployment
+// and starts closed.
+func TestBreakerOfAReleaseThatLeftIsClosed(t *testing.T) {
+	stable := upstream.Instance{ID: "stable", Addr: "127.0.0.1:1", Version: "v1"}
+	canary := upstream.Instance{ID: "canary", Addr: "127.0.0.1:2", Version: "v2"}
+	res := staticRes{"order": {stable, canary}}
+	pool := upstream.NewPool(res, []string{"order"}, upstream.ClientOptions{})
+	made := map[string][]*closable{}
+	pool.SetBreakers(func(service, version string) upstream.Breaker {
+		b := &closable{}
+		made[version] = append(made[version], b)
+		return b
+	})
+	res["order"] = []upstream.Instance{stable}
+	pool.Refresh()
+	if c := made["v2"][0].closes; c != 1 {
+		t.Fatalf("v2's breaker closed %d times after v2 left discovery, want 1", c)
+	}
+	if c := made["v1"][0].closes; c != 0 {
+		t.Fatalf("v1's breaker closed %d times while v1 is up", c)
+	}
+	res["order"] = []upstream.Instance{stable, canary}
+	pool.Refresh()
+	if len(made["v2"]) != 2 {
+		t.Fatalf("v2 came back: %d breakers made for it, want a new one", len(made["v2"]))
+	}
+	ep, err := pool.Service("order").Pick("v2", nil)
+	if err != nil || pool.Service("order").BreakerFor(ep) != made["v2"][1] {
+		t.Fatalf("v2's instance decided by %v (%v), want its new breaker", pool.Service("order").BreakerFor(ep), err)
+	}
+	// A gateway that stops closes the rest, each once, and makes no more.
+	pool.CloseBreakers()
+	for v, bs := range made {
+		for i, b := range bs {
+			if b.closes != 1 {
+				t.Errorf("%s's breaker %d closed %d times, want once", v, i, b.closes)
+			}
+		}
+	}
+	res["order"] = []upstream.Instance{stable, {ID: "next", Addr: "127.0.0.1:3", Version: "v3"}}
+	pool.Refresh()
+	if len(made["v3"]) != 0 {
+		t.Fatal("a breaker made after CloseBreakers")
+	}
+}

@@ -59,8 +59,13 @@ type Pool struct {
 // breaker for the stable release too, whose instances were all up. Per
 // version, a release's failures shut off that release alone; the chain
 // sends untagged traffic to another version when the one picked is open.
-// Versions are few and named by deployments, so their breakers are kept
-// until the pool is dropped.
+// A version's breaker lives as long as the version has instances: when
+// the last leaves discovery it is dropped, and closed if it has a Close
+// method (pkg/breaker's stops reporting its state then). Kept instead, every
+// release a gateway lived through stayed reported for its life, one
+// breaker and one series more per deployment, a rolled-back canary's as
+// half-open; a version that comes back is a new deployment and starts
+// closed. CloseBreakers closes the rest.
 func (p *Pool) SetBreakers(newBreaker func(service, version string) Breaker) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -71,6 +76,39 @@ func (p *Pool) SetBreakers(newBreaker func(service, version string) Breaker) {
 				p.attachBreaker(svc, e)
 			}
 		}
+	}
+}
+
+// CloseBreakers closes (see SetBreakers) every version's breaker and makes
+// no more: the instances a later Refresh finds have none, which is for a
+// gateway that has stopped serving.
+func (p *Pool) CloseBreakers() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.newBreaker = nil
+	for _, svc := range p.services {
+		for v, b := range svc.releases {
+			closeBreaker(b.Breaker)
+			delete(svc.releases, v)
+		}
+	}
+}
+
+// dropBreakers closes and forgets the breakers of svc's versions that have
+// no instance in sn any more; p.mu is held.
+func (p *Pool) dropBreakers(svc *Service, sn *snapshot) {
+	for v, b := range svc.releases {
+		if len(sn.byVersion[v]) == 0 {
+			closeBreaker(b.Breaker)
+			delete(svc.releases, v)
+		}
+	}
+}
+
+// closeBreaker closes b if it can be closed.
+func closeBreaker(b Breaker) {
+	if c, ok := b.(interface{ Close() }); ok {
+		c.Close()
 	}
 }
 
@@ -191,6 +229,7 @@ func (p *Pool) Refresh() {
 			sn.byVersion[in.Version] = append(sn.byVersion[in.Version], e)
 		}
 		svc.snap.Store(sn)
+		p.dropBreakers(svc, sn)
 		changed = true
 	}
 	for addr, c := range p.clients {

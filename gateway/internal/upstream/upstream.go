@@ -83,9 +83,8 @@ type Service struct {
 	Budget  Budget      // nil: retries limited by attempts only
 	snap    atomic.Pointer[snapshot]
 	ejectMu sync.Mutex // serialises Eject
-	// releases are the per-version breakers made so far, kept while the
-	// version has no instances (one that comes back finds its state);
-	// Pool.mu guards it.
+	// releases are the breakers of the versions with instances
+	// (Pool.SetBreakers); Pool.mu guards it.
 	releases map[string]*releaseBreaker
 }
 
