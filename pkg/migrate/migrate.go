@@ -98,21 +98,29 @@ func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
 		if err := p.verify(ctx, sqlDB); err != nil {
 			return err
 		}
-		if err := p.up(ctx); err != nil {
-			// What goose applied before the failure is applied for good: its sums are recorded now, or an edit of
-			// one of those files made along with the fix of the failed one would be recorded at the next start as
-			// what ran, and never refused.
-			if rerr := p.record(ctx, sqlDB); rerr != nil {
-				return errors.Join(err, rerr)
-			}
+		err := p.up(ctx)
+		// What goose applied before a failure is applied for good: its sums are recorded now, or an edit of one of
+		// those files made along with the fix of the failed one would be recorded at the next start as what ran,
+		// and never refused. That holds when the start was stopped part way too (ctx ended: a SIGTERM, a start-up
+		// deadline while a long migration ran), so the sums are not written with ctx, which would fail at once.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		rerr := p.record(rctx, sqlDB)
+		cancel()
+		switch {
+		case err != nil && rerr != nil:
+			return errors.Join(err, rerr)
+		case err != nil:
 			return err
-		}
-		if err := p.record(ctx, sqlDB); err != nil {
-			return err
+		case rerr != nil:
+			return rerr
 		}
 	}
 	return nil
 }
+
+// recordTimeout bounds the recording of a set's sums, which outlives the start's context (see UpAll): a few small
+// statements, so a stopped start waits on it briefly, and no longer than this with a database that does not answer.
+const recordTimeout = 5 * time.Second
 
 // provider is one set's goose provider, the name of its version table and its versions' checksums.
 type provider struct {
