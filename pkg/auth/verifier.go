@@ -10,12 +10,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/shanhai-dev/shanhai/pkg/jsonkey"
 	"github.com/shanhai-dev/shanhai/pkg/redact"
 )
 
@@ -393,7 +395,18 @@ func (v *Verifier) refreshInBackground() {
 
 // parseJWKS keeps only Ed25519 signing keys; anything else in the document
 // is ignored rather than trusted.
+//
+// A member named twice in one object (a second "keys", "Keys" beside "keys",
+// two "x" or "kid" in one key) fails the fetch, by the platform's one rule
+// for such JSON (pkg/jsonkey): encoding/json keeps the last copy and many
+// readers (a caching proxy, an auditor's tool) the first, so a second "keys"
+// appended on the way replaced the set this verifier trusted while a
+// first-key-wins reader saw the genuine one. Failing, it keeps a set already
+// held, as a set with no usable key does.
 func parseJWKS(doc []byte) (*keySet, error) {
+	if path := jsonkey.Duplicate(doc, reflect.TypeFor[jwks]()); path != "" {
+		return nil, fmt.Errorf("parse jwks: key %s appears twice", path)
+	}
 	var d jwks
 	if err := json.Unmarshal(doc, &d); err != nil {
 		return nil, fmt.Errorf("parse jwks: %w", err)
