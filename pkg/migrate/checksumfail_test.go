@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"testing"
 	"testing/fstest"
+	"time"
 
+	"github.com/pressly/goose/v3/lock"
 	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/internal/dbtest"
@@ -61,4 +63,51 @@ func TestEditBesideAnInterruptedMigrationIsRefused(t *testing.T) {
 		edited := fstest.MapFS{"0001_widgets.sql": {Data: []byte(widgetsEdited)}}
 		wantRefused(t, migrate.Up(context.Background(), db, migrate.WithGo(edited, done)))
 	})
+}
+
+// A start whose migrations went through waits for goose's lock to record their sums (record asks goose for the
+// status, which takes it) as patiently as it waited to migrate: another replica holding the lock for a migration of
+// a few seconds must not fail this one's start. The bound put on recording for a stopped start (5 s) was at first
+// put on every start's, so this start failed with "context deadline exceeded".
+func TestRecordWaitsForAnotherReplicasMigration(t *testing.T) {
+	db := dbtest.Postgres(t)
+	sqlDB, err := db.DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := sqlDB.Conn(context.Background()) // the other replica's session
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	otherDone := make(chan error, 1)
+	queue := migrate.GoStep{Version: 2, Name: "queue_other_replica", Up: func(ctx context.Context, tx *sql.Tx) error {
+		// The other replica asks for the lock while this start holds it, so it has it as soon as goose lets go,
+		// before this start's record asks. It then migrates for longer than the bound (a sleep stands for that).
+		go func() {
+			bg := context.Background()
+			_, err := other.ExecContext(bg, "SELECT pg_advisory_lock($1)", lock.DefaultLockID)
+			if err == nil {
+				time.Sleep(6 * time.Second)
+				_, err = other.ExecContext(bg, "SELECT pg_advisory_unlock($1)", lock.DefaultLockID)
+			}
+			otherDone <- err
+		}()
+		for {
+			var waiting int
+			err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").
+				Scan(&waiting)
+			if err != nil || waiting > 0 {
+				return err
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}}
+	files := fstest.MapFS{"0001_widgets.sql": {Data: []byte(widgetsV1)}}
+	if err := migrate.Up(context.Background(), db, migrate.WithGo(files, queue)); err != nil {
+		t.Fatalf("a start that waited for another replica's migration to record its sums: %v", err)
+	}
+	if err := <-otherDone; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -101,9 +101,8 @@ func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
 		err := p.up(ctx)
 		// What goose applied before a failure is applied for good: its sums are recorded now, or an edit of one of
 		// those files made along with the fix of the failed one would be recorded at the next start as what ran,
-		// and never refused. That holds when the start was stopped part way too (ctx ended: a SIGTERM, a start-up
-		// deadline while a long migration ran), so the sums are not written with ctx, which would fail at once.
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+		// and never refused.
+		rctx, cancel := recordContext(ctx)
 		rerr := p.record(rctx, sqlDB)
 		cancel()
 		switch {
@@ -118,9 +117,20 @@ func UpAll(ctx context.Context, db *gorm.DB, sets ...fs.FS) error {
 	return nil
 }
 
-// recordTimeout bounds the recording of a set's sums, which outlives the start's context (see UpAll): a few small
-// statements, so a stopped start waits on it briefly, and no longer than this with a database that does not answer.
+// recordTimeout bounds the recording of a set's sums once the start's context has ended (see recordContext).
 const recordTimeout = 5 * time.Second
+
+// recordContext is the context a set's sums are recorded with: ctx, unless it has ended (a SIGTERM or a start-up
+// deadline while a long migration ran), when it would fail at once and leave what goose applied without sums. Then
+// the sums are written regardless, for recordTimeout at most: record waits for goose's lock (its Status takes it)
+// and no longer than that once the start is stopped. While ctx lasts it is kept, with the lock's own bound
+// (lockWait): a replica waiting there for another's long migration must not fail its start.
+func recordContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Err() == nil {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+}
 
 // provider is one set's goose provider, the name of its version table and its versions' checksums.
 type provider struct {
