@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -121,6 +123,7 @@ func TestTCPCountsWhileOtherProgramsRun(t *testing.T) {
 	// (closes 1-2 short in about 1 run in 17 under load). Up to 30 s, not 10: in a CI run whose parallel bpf tests
 	// loaded both cores, two targets were still 5 and 6 closes short at 10 s; a close that was lost never comes, so
 	// the wait only lets a late one count, and the drop count in the message tells the two apart.
+	waitStart := time.Now()
 	eventuallyWithin(t, 30*time.Second, func() (bool, string) {
 		c.CloseIdleConnections()
 		var differ []string
@@ -131,8 +134,15 @@ func TestTCPCountsWhileOtherProgramsRun(t *testing.T) {
 			}
 		}
 		dropped, err := a.TCPSeriesDropped()
-		return len(differ) == 0, fmt.Sprintf("want %d active, no failure and every open and the baseline's keep-alive closed for each of %d targets; %d differ: %v (events dropped: %d, %v)",
-			rounds*dials, targets, len(differ), differ, dropped, err)
+		untracked, uerr := a.TCPConnectionsUntracked()
+		msg := fmt.Sprintf("want %d active, no failure and every open and the baseline's keep-alive closed for each of %d targets; %d differ: %v (events dropped: %d, %v; connections untracked: %d, %v)",
+			rounds*dials, targets, len(differ), differ, dropped, err, untracked, uerr)
+		if len(differ) > 0 && time.Since(waitStart) > 29*time.Second {
+			// The last poll's message says where the connections not counted closed are: still open (which state), or
+			// gone without a counted close.
+			msg += "; sockets to or from the dial sink by state: " + socketStates(ln.Addr().String())
+		}
+		return len(differ) == 0, msg
 	})
 }
 
@@ -170,4 +180,23 @@ func stream(t *testing.T, done chan struct{}, wg *sync.WaitGroup) net.Listener {
 		}
 	})
 	return ln
+}
+
+// socketStates counts the machine's TCP sockets from or to addr by state, as ss reports them (orphans included).
+func socketStates(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err.Error()
+	}
+	out, err := exec.Command("ss", "-tanH", "( sport = :"+port+" or dport = :"+port+" )").Output()
+	if err != nil {
+		return "ss: " + err.Error()
+	}
+	states := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			states[f[0]]++
+		}
+	}
+	return fmt.Sprint(states)
 }
