@@ -10,11 +10,12 @@ import (
 
 // A key set with no key a token could be verified with (empty, or only keys
 // of another type) is no key set the user service publishes: its signer
-// always has a key. Taken as one, it made Ready report a gateway ready that
-// then answered every request 401, and a refresh that fetched it (a proxy
-// answering {} while the user service restarts) dropped the good keys, so
-// every user was logged out. It fails like an unreachable endpoint: Ready
-// says why, and a set already held stays.
+// always has a key. Taken as one, it made Ready (the order and payment
+// services' /readyz check; the gateway's /readyz does not ask it) report a
+// service ready that then answered every request 401, and a refresh that
+// fetched it (a proxy answering {} while the user service restarts) dropped
+// the good keys, so every user was logged out. It fails like an unreachable
+// endpoint: Ready says why, and a set already held stays.
 func TestKeySetWithoutUsableKeyIsAFailedFetch(t *testing.T) {
 	k := mustKey(t)
 	s := NewSigner(k)
