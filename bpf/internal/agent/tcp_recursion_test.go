@@ -130,7 +130,11 @@ func TestTCPCountsWhileOtherProgramsRun(t *testing.T) {
 		for _, tg := range tgs {
 			got := sub(tcpOf(t, a, tg.pid), base[tg.pid])
 			if got.Active != rounds*dials || got.Failed != 0 || got.Closed != got.Active+got.Passive+1 {
-				differ = append(differ, fmt.Sprintf("pid %d: %+v", tg.pid, got))
+				d := fmt.Sprintf("pid %d: %+v", tg.pid, got)
+				if time.Since(waitStart) > 29*time.Second {
+					d += ", its HTTP port's sockets by state: " + socketStates(strings.TrimPrefix(tg.base, "http://"))
+				}
+				differ = append(differ, d)
 			}
 		}
 		dropped, err := a.TCPSeriesDropped()
