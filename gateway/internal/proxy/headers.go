@@ -860,6 +860,9 @@ const (
 	// first line only: the client's others went on beside the gateway's.
 	optRequestIDLines
 	optTimeoutLines
+	// optTraceparentLines: Traceparent came in more than one field line;
+	// the tracing gateway sets it for the upstream with Set too.
+	optTraceparentLines
 )
 
 // trailerMark names the field MarkTrailer adds. '(' is no token byte
@@ -973,6 +976,9 @@ func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
 			}
 			sent |= optRequestID
 		case "Traceparent":
+			if sent&optTraceparent != 0 {
+				sent |= optTraceparentLines
+			}
 			sent |= optTraceparent
 		case "Tracestate":
 			sent |= optTracestate

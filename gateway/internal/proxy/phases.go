@@ -534,6 +534,15 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 
 	if p.tracer != nil {
+		if st.sent&optTraceparentLines != 0 {
+			// Two lines are no parent (W3C Trace Context restarts the
+			// trace), and injectTraceparent's Set replaces the first
+			// only: every client line goes, as for two request ids.
+			st.sent &^= optTraceparent
+			kept := keepOrder(h, anyName)
+			h.Del("Traceparent")
+			restore(kept, h)
+		}
 		x.reqCtx, x.span = p.server.StartIn(&x.unsampled, context.Background(), remoteParent(h, st.sent), rt.Name, serverSpan...)
 		if x.span.SpanContext().IsSampled() {
 			st.mctx = x.reqCtx

@@ -3,6 +3,9 @@ package proxy
 import (
 	"strings"
 	"testing"
+
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 )
 
 // linesOf returns the values of every field line named name (any case) the
@@ -59,6 +62,37 @@ func TestClientsSecondLineOfAGatewayFieldDoesNotReachUpstream(t *testing.T) {
 		answered := string(ctx.Response.Header.Peek("X-Request-Id"))
 		if len(ids) != 1 || ids[0] != answered || strings.Contains(answered, "aaaa") || strings.Contains(answered, "bbbb") {
 			t.Errorf("%q: upstream got X-Request-ID lines %q, the answer %q: want one, made by the gateway, the same", hdr, ids, answered)
+		}
+		if via := linesOf(up, "Via"); strings.Join(via, ",") != "a,b" {
+			t.Errorf("%q: Via lines %q, want a, b in order", hdr, via)
+		}
+	}
+}
+
+// Traceparent is a field the gateway sets for the upstream too
+// (injectTraceparent, with Set): a client's second line went upstream
+// beside the gateway's, and the gateway continued the trace of the first.
+// Two lines are no parent: W3C Trace Context's test suite
+// (test_traceparent_duplicated) wants the trace restarted, and no client
+// line goes on.
+func TestClientsSecondTraceparentDoesNotReachUpstream(t *testing.T) {
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample())))
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}, Tracing: true}, up)
+	const first, second = "4bf92f3577b34da6a3ce929d0e0e4736", "0af7651916cd43dd8448eb211c80319c"
+	for _, hdr := range []string{
+		"Traceparent: 00-" + first + "-00f067aa0ba902b7-01\r\nVia: a\r\nVia: b\r\ntraceparent: 00-" + second + "-b7ad6b7169203331-01\r\n",
+		"Traceparent: 00-" + first + "-00f067aa0ba902b7-01\r\nVia: a\r\nVia: b\r\nTraceparent: 00-" + first + "-00f067aa0ba902b7-01\r\n",
+	} {
+		ctx := serve(p, "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n"+hdr+"\r\n")
+		if ctx.Response.StatusCode() != 200 {
+			t.Fatalf("%q: %d %s", hdr, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+		tps := linesOf(up, "Traceparent")
+		if len(tps) != 1 || strings.Contains(tps[0], first) || strings.Contains(tps[0], second) {
+			t.Errorf("%q: upstream got traceparent lines %q, want one, of a trace the gateway began", hdr, tps)
 		}
 		if via := linesOf(up, "Via"); strings.Join(via, ",") != "a,b" {
 			t.Errorf("%q: Via lines %q, want a, b in order", hdr, via)
