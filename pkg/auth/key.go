@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,6 +12,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
 )
 
 // Key is one Ed25519 signing key and the kid that names it in token headers
@@ -89,11 +92,25 @@ func MarshalKey(k Key) (string, error) {
 // PKCS #8 or PEM) or as a file path (for mounted secrets); a missing current
 // key is an error unless DevKeys explicitly asks for a throwaway one, so a
 // production deployment cannot silently run on a key nobody else knows.
+//
+// Rotation takes three steps, because verifiers fetch the key set only when
+// a token names a kid they do not hold, at most once per their
+// MinRefreshInterval, and may fetch it from any replica: (1) set Next and
+// roll out, so every replica publishes the next key while still signing
+// with the current one; (2) wait until every replica runs so; (3) promote
+// it (Next becomes Current, Current becomes Previous) and roll out. In the
+// third restart every replica, old or new, publishes both keys, so a
+// verifier that fetches from an old one still finds the new key. Changing
+// Current and Previous in one restart instead left a window: a gateway that
+// fetched from a not-yet-restarted replica refused the new key's tokens
+// until it might fetch again (TestTwoStepRotationRefusesTheNewKeyMeanwhile).
 type KeyConfig struct {
 	Current      string `env:"AUTH_SIGNING_KEY" desc:"current Ed25519 signing key, base64 PKCS#8 DER or PEM"`
 	CurrentFile  string `env:"AUTH_SIGNING_KEY_FILE" desc:"path to the current signing key (PEM, DER or base64); used when AUTH_SIGNING_KEY is empty"`
 	Previous     string `env:"AUTH_PREVIOUS_KEY" desc:"previous signing key, still published in the JWKS during rotation"`
 	PreviousFile string `env:"AUTH_PREVIOUS_KEY_FILE" desc:"path to the previous signing key"`
+	Next         string `env:"AUTH_NEXT_KEY" desc:"next signing key, published in the JWKS but never used to sign (rotation step 1: roll it out before promoting it to AUTH_SIGNING_KEY)"`
+	NextFile     string `env:"AUTH_NEXT_KEY_FILE" desc:"path to the next signing key"`
 	DevKeys      bool   `env:"AUTH_DEV_KEYS" envDefault:"false" desc:"generate a throwaway key when none is configured (development only)"`
 }
 
@@ -101,13 +118,15 @@ type KeyConfig struct {
 // opt-in is off.
 var ErrNoKey = errors.New("no signing key: set AUTH_SIGNING_KEY or AUTH_SIGNING_KEY_FILE, or AUTH_DEV_KEYS=true for a throwaway development key")
 
-// Keys returns the configured keys, current first. generated reports whether
-// the current key was generated under the development opt-in, so the caller
-// can log a warning.
+// Keys returns the configured keys: the current first (the one Signer
+// signs with), then the previous and the next, which are only published.
+// generated reports whether the current key was generated under the
+// development opt-in, so the caller can log a warning. A bad variable is a
+// [config.VarError] naming it (see Validate).
 func (c KeyConfig) Keys() (keys []Key, generated bool, err error) {
-	cur, err := loadKey(c.Current, c.CurrentFile)
+	cur, prev, next, err := c.load()
 	if err != nil {
-		return nil, false, fmt.Errorf("current key: %w", err)
+		return nil, false, err
 	}
 	if cur == nil {
 		if !c.DevKeys {
@@ -120,31 +139,90 @@ func (c KeyConfig) Keys() (keys []Key, generated bool, err error) {
 		cur, generated = &k, true
 	}
 	keys = append(keys, *cur)
-	prev, err := loadKey(c.Previous, c.PreviousFile)
-	if err != nil {
-		return nil, false, fmt.Errorf("previous key: %w", err)
-	}
-	if prev != nil && prev.Kid != cur.Kid {
-		keys = append(keys, *prev)
+	for _, k := range []*Key{prev, next} {
+		if k != nil {
+			keys = append(keys, *k)
+		}
 	}
 	return keys, generated, nil
 }
 
-func loadKey(inline, path string) (*Key, error) {
-	data := []byte(inline)
-	if inline == "" {
-		if path == "" {
-			return nil, nil
-		}
-		b, err := os.ReadFile(path)
+// Validate reads every configured key as Keys does, so that pkg/config's
+// Load reports a bad one by its variable before the service starts. It does
+// not require a current key: the embedding service says how it may go
+// without one.
+func (c KeyConfig) Validate() error {
+	_, _, _, err := c.load()
+	return err
+}
+
+// keyVar is one key's pair of variables.
+type keyVar struct {
+	name, inline, fileName, file string
+}
+
+// load reads the three keys (nil where unset), reporting each bad variable
+// by name: a blank value (a stray space, an empty secret projected as a
+// file) is a mistake, not a way to say "none", for which the variable is
+// left unset; and the keys must differ, since a next or previous key equal
+// to the current one publishes nothing the rotation needs (the previous key
+// so set no longer publishes the key live tokens were signed with).
+func (c KeyConfig) load() (cur, prev, next *Key, err error) {
+	vars := [3]keyVar{
+		{"AUTH_SIGNING_KEY", c.Current, "AUTH_SIGNING_KEY_FILE", c.CurrentFile},
+		{"AUTH_PREVIOUS_KEY", c.Previous, "AUTH_PREVIOUS_KEY_FILE", c.PreviousFile},
+		{"AUTH_NEXT_KEY", c.Next, "AUTH_NEXT_KEY_FILE", c.NextFile},
+	}
+	var (
+		keys [3]*Key
+		from [3]string // the variable each key came from
+		errs []error
+	)
+	for i, v := range vars {
+		keys[i], from[i], err = loadKey(v)
 		if err != nil {
-			return nil, fmt.Errorf("read key file: %w", err)
+			errs = append(errs, err)
+		}
+	}
+	for i := range keys {
+		for j := range i {
+			if keys[i] != nil && keys[j] != nil && keys[i].Kid == keys[j].Kid {
+				errs = append(errs, config.Invalid(from[i], "is the same key as "+from[j]+" (kid "+keys[i].Kid+"): the current, previous and next keys must differ"))
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, nil, err
+	}
+	return keys[0], keys[1], keys[2], nil
+}
+
+// loadKey reads one key from its inline variable or, when that is empty,
+// its file variable, and says which it came from.
+func loadKey(v keyVar) (*Key, string, error) {
+	name, data := v.name, []byte(v.inline)
+	if v.inline == "" {
+		if v.file == "" {
+			return nil, "", nil
+		}
+		name = v.fileName
+		if strings.TrimSpace(v.file) == "" {
+			return nil, "", config.NotEmpty(name, v.file)
+		}
+		b, err := os.ReadFile(v.file)
+		if err != nil {
+			return nil, "", config.Invalid(name, fmt.Sprintf("read key file: %v", err))
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			return nil, "", config.Invalid(name, fmt.Sprintf("key file %s is empty", v.file))
 		}
 		data = b
+	} else if strings.TrimSpace(v.inline) == "" {
+		return nil, "", config.NotEmpty(name, v.inline)
 	}
 	k, err := ParseKey(data)
 	if err != nil {
-		return nil, err
+		return nil, "", config.Invalid(name, err.Error())
 	}
-	return &k, nil
+	return &k, name, nil
 }

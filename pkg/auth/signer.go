@@ -17,16 +17,18 @@ import (
 const Issuer = "shanhai-user"
 
 // Signer mints access tokens with its first (current) key and publishes the
-// public halves of all its keys, so tokens signed with the previous key keep
-// verifying until they expire.
+// public halves of all its keys: tokens signed with the previous key keep
+// verifying until they expire, and a next key is known to every verifier
+// before any token names it (see KeyConfig for the rotation).
 type Signer struct {
 	current Key
 	jwks    []byte
 	now     func() time.Time
 }
 
-// NewSigner takes the current key first, then any previous keys. It panics
-// without a key: that is a wiring mistake, not a runtime condition.
+// NewSigner takes the current key first, then the keys it only publishes
+// (previous and next, as KeyConfig.Keys orders them). It panics without a
+// key: that is a wiring mistake, not a runtime condition.
 func NewSigner(keys ...Key) *Signer {
 	if len(keys) == 0 {
 		panic("auth.NewSigner: no keys")
