@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shanhai-dev/shanhai/pkg/auth"
 	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/services/user/internal/config"
 )
@@ -135,5 +136,56 @@ func TestEmptyServerAddressesAreRefusedByName(t *testing.T) {
 	}
 	if c.RedisURL == "" || c.Addr == "" {
 		t.Errorf("defaults lost: REDIS_URL %q, HTTP_ADDR %q", c.RedisURL, c.Addr)
+	}
+}
+
+// TestKeyVariablesRefusedAtLoad: a bad AUTH_NEXT_KEY (or previous or current
+// key) is a start-up error naming its variable, in the one configuration
+// error, not a failure once the service wires itself; the three keys must
+// differ. A blank one is a mistake too: unset it to have no such key.
+func TestKeyVariablesRefusedAtLoad(t *testing.T) {
+	cur, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64, err := auth.MarshalKey(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"AUTH_SIGNING_KEY": b64, "AUTH_NEXT_KEY": "bm90IGEga2V5"}, "AUTH_NEXT_KEY"},
+		{map[string]string{"AUTH_SIGNING_KEY": b64, "AUTH_NEXT_KEY": " "}, "AUTH_NEXT_KEY"},
+		{map[string]string{"AUTH_SIGNING_KEY": b64, "AUTH_NEXT_KEY_FILE": t.TempDir() + "/missing"}, "AUTH_NEXT_KEY_FILE"},
+		{map[string]string{"AUTH_SIGNING_KEY": b64, "AUTH_NEXT_KEY": b64}, "AUTH_NEXT_KEY"},
+		{map[string]string{"AUTH_SIGNING_KEY": b64, "AUTH_PREVIOUS_KEY": b64}, "AUTH_PREVIOUS_KEY"},
+		{map[string]string{"AUTH_SIGNING_KEY": "bm90IGEga2V5"}, "AUTH_SIGNING_KEY"},
+	} {
+		env := map[string]string{"DATABASE_URL": "sqlite://:memory:"}
+		maps.Copy(env, tc.env)
+		var c config.Config
+		err := pkgconfig.LoadFrom(&c, env)
+		var bad *pkgconfig.Error
+		if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != tc.want {
+			t.Errorf("%v: got %v, want one problem naming %s", tc.env, err, tc.want)
+		}
+	}
+	next, err := auth.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextB64, err := auth.MarshalKey(next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c config.Config
+	if err := pkgconfig.LoadFrom(&c, map[string]string{"DATABASE_URL": "sqlite://:memory:", "AUTH_SIGNING_KEY": b64, "AUTH_NEXT_KEY": nextB64}); err != nil {
+		t.Fatal(err)
+	}
+	keys, _, err := c.Keys.Keys()
+	if err != nil || len(keys) != 2 || keys[0].Kid != cur.Kid || keys[1].Kid != next.Kid {
+		t.Fatalf("keys %v (%v), want the current key, then the next", keys, err)
 	}
 }
