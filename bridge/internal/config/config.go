@@ -98,10 +98,13 @@ func (c *Config) Validate() error {
 	}
 	if c.DuplicateWindow < time.Second {
 		bad("BRIDGE_DUPLICATE_WINDOW", "must be at least 1s")
-	} else if republish := c.PublishTimeout + c.MaxBackoff; c.PublishTimeout > 0 && c.MaxBackoff > 0 && c.DuplicateWindow <= republish {
+	} else if republish := 2*c.PublishTimeout + c.MaxBackoff; c.PublishTimeout > 0 && c.MaxBackoff > 0 && c.DuplicateWindow <= republish {
 		// Leg A publishes a message again when JetStream has not confirmed it within the timeout, after a restart
-		// backoff: a message stored but confirmed late would be stored a second time once the window had passed.
-		bad("BRIDGE_DUPLICATE_WINDOW", fmt.Sprintf("must exceed BRIDGE_PUBLISH_TIMEOUT + BRIDGE_MAX_BACKOFF (%s): a message JetStream stored but did not confirm in time is published again that much later, and stored twice after the window", republish))
+		// backoff: a message stored but confirmed late would be stored a second time once the window had passed. The
+		// failed session restarts only once every publish still in flight has its outcome, and the last may have
+		// been sent just before the first one's timeout: so twice the timeout, then the backoff
+		// (TestLegARepublishesWithinTheSmallestWindowConfigAccepts in kafkaleg).
+		bad("BRIDGE_DUPLICATE_WINDOW", fmt.Sprintf("must exceed 2 × BRIDGE_PUBLISH_TIMEOUT + BRIDGE_MAX_BACKOFF (%s): a message JetStream stored but did not confirm in time is published again up to that much later, and stored twice after the window", republish))
 	}
 	if c.MaxMessageBytes < 1024 {
 		bad("BRIDGE_MAX_MESSAGE_BYTES", "must be at least 1024")
