@@ -162,9 +162,9 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	// completion make two deliveries of one order converge on a single
 	// charge.
 	//
-	// A message is kept alive from the moment it is received: the server's
-	// ack timer runs while it waits for a worker as much as while it is
-	// charged. The callback never waits either, so messages do not wait
+	// A message is kept alive from the moment it is received (unless the
+	// workers are stuck: pool): the server's ack timer runs while it waits
+	// for a worker as much as while it is charged. The callback never waits either, so messages do not wait
 	// unkept in the client's buffer behind it: the server hands out at most
 	// MaxAckPending messages at once, and the queue holds that many. (Only
 	// redeliveries of messages held past their bound, whose first copies
@@ -315,6 +315,8 @@ type held struct {
 // while they stay stuck: the server delivers it again on its back-off,
 // maybe to a replica that moves. A message on its last allowed delivery
 // is kept as before: none follows, and JetStream would drop it unrecorded.
+// The cost falls when no replica moves: what is given up comes back every
+// back-off step and spends its deliveries untried (README).
 type pool struct {
 	workers int
 	stuck   time.Duration // AckWait
