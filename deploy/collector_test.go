@@ -143,3 +143,47 @@ func TestCollectorProbesAskTheRunningCollector(t *testing.T) {
 		}
 	}
 }
+
+// TestCollectorServiceLeavesHealthToTheKubelet: the otel-collector Service publishes the OTLP ports alone. The
+// health_check extension's port is the kubelet's, which probes the pod's IP and needs no Service; published, it
+// handed the Collector's state and uptime to any client of the namespace where no NetworkPolicy is enforced, a port
+// 03643e4 brought to life (before it nothing listened there) without anyone having a use for it.
+func TestCollectorServiceLeavesHealthToTheKubelet(t *testing.T) {
+	where, c := kindContainer(t, "otel-collector")
+	health := map[string]bool{}
+	for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
+		if p == nil || p.HTTPGet == nil {
+			continue // TestCollectorProbesAskTheRunningCollector's to report
+		}
+		health[p.HTTPGet.Port.String()] = true
+		for _, cp := range c.Ports {
+			if cp.Name == p.HTTPGet.Port.String() || strconv.Itoa(int(cp.ContainerPort)) == p.HTTPGet.Port.String() {
+				health[cp.Name], health[strconv.Itoa(int(cp.ContainerPort))] = true, true
+			}
+		}
+	}
+	if len(health) == 0 {
+		t.Fatalf("%s: no HTTP probe names the health port", where)
+	}
+	found := false
+	for _, o := range build(t, "k8s/overlays/kind") {
+		svc, ok := o.Value.(*corev1.Service)
+		if !ok || o.Name != "otel-collector" {
+			continue
+		}
+		found = true
+		for _, sp := range svc.Spec.Ports {
+			target := sp.TargetPort.String()
+			if target == "0" { // unset: the Service's own port
+				target = strconv.Itoa(int(sp.Port))
+			}
+			if health[target] {
+				t.Errorf("Service otel-collector publishes the health_check port (%s → %s): only the kubelet asks it, at the pod",
+					sp.Name, target)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no otel-collector Service in the kind build: follow it here")
+	}
+}
