@@ -1,9 +1,7 @@
 package deploy
 
 import (
-	"cmp"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -29,10 +27,7 @@ func TestNATSIsTheReleaseTheTestsRun(t *testing.T) {
 	case !ok:
 		t.Fatal("compose runs no nats service")
 	case s.Build != nil:
-		dockerfile := cmp.Or(s.Build.Dockerfile, "Dockerfile")
-		if !filepath.IsAbs(dockerfile) {
-			dockerfile = filepath.Join(s.Build.Context, dockerfile)
-		}
+		dockerfile := composeDockerfile(s.Build)
 		b, err := os.ReadFile(dockerfile)
 		if err != nil {
 			t.Fatal(err)

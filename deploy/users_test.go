@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compose-spec/compose-go/v2/types"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 )
@@ -208,6 +209,16 @@ var imageDirs = map[string]map[string]int{
 	"quay.io/coreos/etcd": {"/home/nonroot": 65532},
 }
 
+// composeDockerfile is the Dockerfile a compose build reads: its dockerfile (Dockerfile by default), relative to its
+// context, which compose-go has made absolute from the compose file's directory.
+func composeDockerfile(b *types.BuildConfig) string {
+	dockerfile := cmp.Or(b.Dockerfile, "Dockerfile")
+	if !filepath.IsAbs(dockerfile) {
+		dockerfile = filepath.Join(b.Context, dockerfile)
+	}
+	return dockerfile
+}
+
 // builtDirs reads the directories a compose build's Dockerfile makes a user's with `install -d -o <uid> ... <dir>`.
 func builtDirs(t *testing.T, dockerfile string) map[string]int {
 	t.Helper()
@@ -233,11 +244,7 @@ func TestComposeStateVolumesAreTheirUsers(t *testing.T) {
 		s := p.Services[name]
 		dirs := imageDirs[strings.Split(s.Image, ":")[0]]
 		if s.Build != nil {
-			dockerfile := cmp.Or(s.Build.Dockerfile, "Dockerfile")
-			if !filepath.IsAbs(dockerfile) {
-				dockerfile = filepath.Join(s.Build.Context, dockerfile)
-			}
-			dirs = builtDirs(t, dockerfile)
+			dirs = builtDirs(t, composeDockerfile(s.Build))
 		}
 		uid, _ := strconv.Atoi(strings.Split(s.User, ":")[0])
 		mounted := 0
