@@ -10,9 +10,9 @@ import (
 // do. The breaker is per version (Pool.SetBreakers): a killed instance
 // whose discovery lease has not lapsed yet refused every connection it was
 // picked for, and those refusals, counted as its version's failures,
-// opened the breaker for the live instances of that version too. A refused connect is the instance's fault alone and
-// sends nothing, so the instance is ejected and the request goes to
-// another one.
+// opened the breaker for the live instances of that version too. A
+// refused connect is the instance's fault alone and sends nothing, so the
+// instance is ejected and the request goes to another one.
 //
 // The period starts at ejectBase and doubles with each ejection that
 // follows without a success in between, up to ejectMax: an instance that
@@ -53,7 +53,7 @@ func (e *Endpoint) Succeeded() {
 // then nothing is ejected (picking it is the only way to reach that
 // version, and its breaker decides whether to keep trying). It reports
 // whether e is out of picking; only then may the failed attempt go
-// elsewhere without counting as the service's failure. fresh says this
+// elsewhere without counting as its version's failure. fresh says this
 // refusal began the ejection: a refusal within a period already running
 // (of a request sent to e before it began; the event loop fails every
 // request queued on one dial at once) neither lengthens it nor counts as

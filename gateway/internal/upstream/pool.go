@@ -58,7 +58,9 @@ type Pool struct {
 // connections of the requests tagged for it, and those failures opened the
 // breaker for the stable release too, whose instances were all up. Per
 // version, a release's failures shut off that release alone; the chain
-// sends untagged traffic to another version when the one picked is open.
+// sends a request of no particular version (no tag, no weights) to another
+// version when the one picked is open, and refuses a tagged or weighted
+// one.
 // A version's breaker lives as long as the version has instances: when
 // the last leaves discovery it is dropped, and closed if it has a Close
 // method (pkg/breaker's stops reporting its state then). Kept instead, every
