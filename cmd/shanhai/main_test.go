@@ -605,3 +605,64 @@ func TestHangUpUnderNohupKeepsTheRunGoing(t *testing.T) {
 		t.Fatalf("Ctrl-C after the hang-up: %v; stdout:\n%s\nstderr:\n%s", err, text, stderr.String())
 	}
 }
+
+// `make run | tee run.log` and then Ctrl-C: the terminal's Ctrl-C ends tee
+// too, so the run's "stopping..." goes to a pipe nobody reads, and the Go
+// runtime ends a program whose write to stdout meets a broken pipe with
+// SIGPIPE at once: no part drained or left discovery, and the temporary data
+// directory stayed behind (the shell reported 141). The test reads the run's
+// stdout up to its banner, closes it as tee's death does, then interrupts it.
+func TestCtrlCAfterTheReaderOfStdoutWentStillCleansUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the embedded platform in a child process")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	tmp := t.TempDir()
+	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	var stderr bytes.Buffer
+	run.Stderr = &stderr
+	stdout, err := run.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { run.Process.Kill() }) // when the test fails
+	up := make(chan bool, 1)
+	go func() {
+		for lines := bufio.NewScanner(stdout); lines.Scan(); {
+			if lines.Text() == "Ctrl-C stops everything." {
+				up <- true
+				return
+			}
+		}
+		up <- false
+	}()
+	select {
+	case ok := <-up:
+		if !ok {
+			t.Fatalf("the run ended before it was up; stderr:\n%s", stderr.String())
+		}
+	case <-time.After(2 * time.Minute): // hang guard only
+		t.Fatal("the run was not up within 2 minutes")
+	}
+	stdout.Close() // the reader is gone: the next write to stdout meets a broken pipe
+	if err := run.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- run.Wait() }()
+	select {
+	case err = <-waited:
+	case <-time.After(2 * time.Minute): // hang guard only
+		t.Fatal("the run still runs 2 minutes after Ctrl-C")
+	}
+	if err != nil {
+		t.Fatalf("the run ended with %v after Ctrl-C with its stdout's reader gone, want a clean stop; stderr:\n%s", err, stderr.String())
+	}
+	left, err := filepath.Glob(filepath.Join(tmp, "shanhai-run-*"))
+	if err != nil || len(left) > 0 {
+		t.Fatalf("data directories left behind: %v (%v)", left, err)
+	}
+}
