@@ -76,7 +76,9 @@ func tracesTo() (endpoint string, off bool) {
 }
 
 // demo is the happy path through the gateway: register, log in, list
-// products, order with an Idempotency-Key, poll until PAID.
+// products, order with an Idempotency-Key, poll until PAID. Its key is 16
+// random bytes in hex from od and /dev/urandom, which Linux and macOS both
+// have (not /proc's uuid, which only Linux has).
 const demo = `  GW=$GW
   curl -s -XPOST $GW/api/v1/users -H 'content-type: application/json' \
     -d '{"email":"ada@example.com","password":"correct horse battery","name":"Ada"}'
@@ -84,7 +86,7 @@ const demo = `  GW=$GW
     -d '{"email":"ada@example.com","password":"correct horse battery"}' | jq -r .access_token)
   curl -s $GW/api/v1/products -H "authorization: Bearer $TOKEN" | jq
   SKU=$(curl -s $GW/api/v1/products -H "authorization: Bearer $TOKEN" | jq -r '.products[0].sku')
-  KEY=$(cat /proc/sys/kernel/random/uuid)   # the same key again replays the order (Idempotent-Replayed: true)
+  KEY=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')   # the same key again replays the order (Idempotent-Replayed: true)
   ORDER=$(curl -s -XPOST $GW/api/v1/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -H "Idempotency-Key: $KEY" \
     -d "{\"items\":[{\"sku\":\"$SKU\",\"quantity\":1}]}" | jq -r .id)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -51,4 +53,38 @@ func bannerPlatform() *Platform {
 		p.Parts[name] = &Part{Name: name, Port: 8080 + i}
 	}
 	return p
+}
+
+// The demo's Idempotency-Key comes from something every machine the run
+// builds for has. It was read from /proc/sys/kernel/random/uuid, which macOS
+// has not: there KEY was empty, the order a 400 "an Idempotency-Key header is
+// required", ORDER "null" and the poll printed null instead of PAID. The
+// test runs the demo's KEY line in bash, twice, for two different keys.
+func TestBannerDemoKeyNeedsNoLinuxOnlyFile(t *testing.T) {
+	var line string
+	for l := range strings.Lines(demo) {
+		if strings.HasPrefix(strings.TrimSpace(l), "KEY=") {
+			line = strings.TrimSpace(l)
+		}
+	}
+	if line == "" {
+		t.Fatalf("the demo sets no KEY:\n%s", demo)
+	}
+	if strings.Contains(line, "/proc/") {
+		t.Fatalf("the demo's key comes from /proc, which only Linux has: %s", line)
+	}
+	keys := map[string]bool{}
+	for range 2 {
+		out, err := exec.Command("bash", "-eo", "pipefail", "-c", line+"\nprintf %s \"$KEY\"").Output()
+		if err != nil {
+			t.Fatalf("%s: %v", line, err)
+		}
+		if !regexp.MustCompile(`^[0-9a-f]{32}$`).Match(out) {
+			t.Fatalf("%s gave key %q, want 32 hex digits", line, out)
+		}
+		keys[string(out)] = true
+	}
+	if len(keys) != 2 {
+		t.Fatalf("%s gave the same key twice: %v", line, keys)
+	}
 }
