@@ -65,3 +65,36 @@ func TestKeySetNamingAMemberTwiceIsAFailedFetch(t *testing.T) {
 	}
 	mustVerify(t, v, tok)
 }
+
+// The same ambiguity one level down: two keys in the set naming one kid.
+// parseJWKS indexed the keys by kid, the last one winning, while a reader
+// that takes the first key with a kid (RFC 7517 asks for distinct kids)
+// saw the genuine one; a key appended to the set under the genuine key's
+// kid took over that kid here. The user service never publishes a kid
+// twice (KeyConfig refuses two equal keys), so such a set is a failed
+// fetch, as a member named twice is.
+func TestKeySetNamingAKidTwiceIsAFailedFetch(t *testing.T) {
+	good, evil := mustKey(t), mustKey(t)
+	impostor := Key{Kid: good.Kid, Private: evil.Private} // evil's key under good's kid
+	jwk := func(k Key) string {
+		s := string(NewSigner(k).JWKS())
+		return strings.TrimSuffix(strings.TrimPrefix(s, `{"keys":[`), `]}`)
+	}
+	doc := `{"keys":[` + jwk(good) + `,` + jwk(impostor) + `]}`
+	srv, _ := jwksServer(t, func() []byte { return []byte(doc) })
+	if err := NewVerifier(srv.URL, VerifierOptions{}).Ready(context.Background()); err == nil ||
+		!strings.Contains(err.Error(), good.Kid) || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("Ready with key set %s: %v, want an error saying kid %s appears twice", doc, err, good.Kid)
+	}
+	if _, err := NewStaticVerifier([]byte(doc), VerifierOptions{}); err == nil {
+		t.Errorf("NewStaticVerifier took key set %s", doc)
+	}
+
+	evilTok, err := NewSigner(impostor).Sign("mallory", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := NewVerifier(srv.URL, VerifierOptions{}).Verify(context.Background(), evilTok); err == nil {
+		t.Errorf("a token of the key appended under kid %s verified: %+v", good.Kid, c)
+	}
+}

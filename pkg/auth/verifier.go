@@ -401,8 +401,11 @@ func (v *Verifier) refreshInBackground() {
 // for such JSON (pkg/jsonkey): encoding/json keeps the last copy and many
 // readers (a caching proxy, an auditor's tool) the first, so a second "keys"
 // appended on the way replaced the set this verifier trusted while a
-// first-key-wins reader saw the genuine one. Failing, it keeps a set already
-// held, as a set with no usable key does.
+// first-key-wins reader saw the genuine one. Two keys naming one kid fail it
+// for the same reason: indexed by kid, the last one won, where a reader
+// taking the first key with that kid saw the genuine one (the user service
+// never publishes a kid twice: KeyConfig refuses two equal keys). Failing,
+// it keeps a set already held, as a set with no usable key does.
 func parseJWKS(doc []byte) (*keySet, error) {
 	if path := jsonkey.Duplicate(doc, reflect.TypeFor[jwks]()); path != "" {
 		return nil, fmt.Errorf("parse jwks: key %s appears twice", path)
@@ -410,6 +413,18 @@ func parseJWKS(doc []byte) (*keySet, error) {
 	var d jwks
 	if err := json.Unmarshal(doc, &d); err != nil {
 		return nil, fmt.Errorf("parse jwks: %w", err)
+	}
+	// Every kid counts, not only the usable keys': which of two keys is
+	// "the" key for a kid must not depend on which reader skips which.
+	seen := make(map[string]bool, len(d.Keys))
+	for _, k := range d.Keys {
+		if k.Kid == "" {
+			continue
+		}
+		if seen[k.Kid] {
+			return nil, fmt.Errorf("parse jwks: kid %q appears twice", k.Kid)
+		}
+		seen[k.Kid] = true
 	}
 	set := &keySet{byKid: make(map[string]ed25519.PublicKey, len(d.Keys))}
 	for _, k := range d.Keys {
