@@ -91,3 +91,60 @@ func TestInterruptedRunExitsWithTheSignalsStatus(t *testing.T) {
 		})
 	}
 }
+
+// `loadgen ... | tee load.txt` and Ctrl-C: the Ctrl-C ends tee too, and the summary written to the dead pipe made
+// the Go runtime kill loadgen with SIGPIPE, so the shell reported 141, not the 130 of an interrupted run. The test
+// closes loadgen's stdout once it sends, as tee's end does, then interrupts it.
+func TestInterruptedRunWhoseStdoutReaderWentExitsWithTheSignalsStatus(t *testing.T) {
+	gw := fakeGateway(0)
+	defer gw.Close()
+	cmd := exec.Command(os.Args[0], "-target", gw.URL, "-rate", "5", "-duration", "1h", "-users", "1",
+		"-login-ratio", "0", "-drain", "0s")
+	cmd.Env = append(os.Environ(), "LOADGEN_TEST_MAIN=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill() // when the test fails
+	stdout.Close()           // the reader is gone before the summary is written
+	var said strings.Builder
+	live, readDone := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(readDone)
+		var once sync.Once
+		buf := make([]byte, 4096)
+		for {
+			n, err := status.Read(buf)
+			said.Write(buf[:n])
+			if strings.Contains(said.String(), "in flight") {
+				once.Do(func() { close(live) })
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-live:
+	case <-readDone:
+		t.Fatalf("loadgen ended before it sent: %s", said.String())
+	case <-time.After(30 * time.Second): // hang guard only
+		t.Fatal("no live line within 30 s")
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	<-readDone
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
+		t.Fatalf("loadgen after Ctrl-C with its stdout's reader gone: %v, want exit status 130; status output:\n%s", err, said.String())
+	}
+}
