@@ -93,11 +93,13 @@ func MarshalKey(k Key) (string, error) {
 // key is an error unless DevKeys explicitly asks for a throwaway one, so a
 // production deployment cannot silently run on a key nobody else knows.
 //
-// Rotation takes three steps, because verifiers fetch the key set only when
-// a token names a kid they do not hold, at most once per their
-// MinRefreshInterval, and may fetch it from any replica: (1) set Next and
-// roll out, so every replica publishes the next key while still signing
-// with the current one; (2) wait until every replica runs so; (3) promote
+// Rotation takes three steps, because verifiers fetch the key set again
+// only when a token names a kid they do not hold (at most once per their
+// MinRefreshInterval) or theirs is older than MaxAge, and may fetch it from
+// any replica: (1) set Next and roll out, so every replica publishes the
+// next key while still signing with the current one; (2) wait until every
+// replica runs so, and for the JWKS response's max-age, which an HTTP cache
+// or an outside verifier may hold a set for; (3) promote
 // it (Next becomes Current, Current becomes Previous) and roll out. In the
 // third restart every replica, old or new, publishes both keys, so a
 // verifier that fetches from an old one still finds the new key. Changing
