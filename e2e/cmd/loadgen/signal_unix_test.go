@@ -148,3 +148,32 @@ func TestInterruptedRunWhoseStdoutReaderWentExitsWithTheSignalsStatus(t *testing
 		t.Fatalf("loadgen after Ctrl-C with its stdout's reader gone: %v, want exit status 130; status output:\n%s", err, said.String())
 	}
 }
+
+// A run that sent its whole -duration but whose summary could not be written, its stdout's reader gone
+// (`loadgen | head -1`, or tee ended by a Ctrl-C in another pane), fails: exit status 1 and the reason on stderr.
+// Since SIGPIPE is notified (for the interrupted run's 130 above) the runtime no longer kills it there, and the
+// table's write errors were dropped, so it exited 0 as if its figures had been delivered.
+func TestFinishedRunWhoseSummaryCouldNotBeWrittenFails(t *testing.T) {
+	gw := fakeGateway(0)
+	defer gw.Close()
+	cmd := exec.Command(os.Args[0], "-target", gw.URL, "-rate", "5", "-duration", "200ms", "-users", "1",
+		"-login-ratio", "0", "-drain", "0s")
+	cmd.Env = append(os.Environ(), "LOADGEN_TEST_MAIN=1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill() // when the test fails
+	stdout.Close()           // the reader is gone before the summary is written
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(stderr.String(), "write summary") {
+		t.Fatalf("loadgen whose summary met a broken pipe: %v, want exit status 1 and \"write summary\" on stderr; stderr:\n%s",
+			err, stderr.String())
+	}
+}

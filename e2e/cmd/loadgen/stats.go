@@ -303,11 +303,19 @@ func (s Summary) write(w io.Writer, asJSON bool) error {
 		}
 		return nil
 	}
-	s.table(w)
+	if err := s.table(w); err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
 	return nil
 }
 
-func (s Summary) table(w io.Writer) {
+// table prints the summary as text and returns the first write error. The
+// error matters since main notifies SIGPIPE: a summary that met a broken
+// pipe (`loadgen | head -1`) is no longer a death by signal, and a run whose
+// figures nobody received must not exit 0.
+func (s Summary) table(out io.Writer) error {
+	sticky := &firstErrWriter{w: out}
+	w := io.Writer(sticky)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "op\tcount\treq/s\tp50 ms\tp90 ms\tp99 ms\tp99.9 ms\tmax ms\terrors\tlimited\tdropped\t\n")
 	row := func(name string, st Stat) {
@@ -363,6 +371,24 @@ func (s Summary) table(w io.Writer) {
 	if len(s.Stages) > 0 {
 		fmt.Fprintln(w, "saga stages split (nats) at each event's ce_time, Kafka record time (ms) and arrival on JetStream; 3 includes the provider's latency.")
 	}
+	return sticky.err
+}
+
+// firstErrWriter keeps the first error of w and refuses every write after
+// it, so that a table of many Fprints is checked once, at its end, and
+// stops writing where the output broke.
+type firstErrWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *firstErrWriter) Write(p []byte) (int, error) {
+	if f.err != nil {
+		return 0, f.err
+	}
+	n, err := f.w.Write(p)
+	f.err = err
+	return n, err
 }
 
 func sortedKeys[V any](m map[string]V) []string {
