@@ -33,56 +33,15 @@ func TestInterruptedRunExitsWithTheSignalsStatus(t *testing.T) {
 			cmd.Env = append(os.Environ(), "LOADGEN_TEST_MAIN=1")
 			var out bytes.Buffer
 			cmd.Stdout = &out
-			status, err := cmd.StderrPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer cmd.Process.Kill() // when the test fails
-			// The live line ("... in flight"), once a second while it sends, says the run is under way.
-			var (
-				mu     sync.Mutex
-				said   strings.Builder
-				live   = make(chan struct{})
-				closed sync.Once
-			)
-			readDone := make(chan struct{})
-			go func() {
-				defer close(readDone)
-				buf := make([]byte, 4096)
-				for {
-					n, err := status.Read(buf)
-					mu.Lock()
-					said.Write(buf[:n])
-					if strings.Contains(said.String(), "in flight") {
-						closed.Do(func() { close(live) })
-					}
-					mu.Unlock()
-					if err != nil {
-						if !errors.Is(err, io.EOF) {
-							t.Errorf("reading its status output: %v", err)
-						}
-						return
-					}
-				}
-			}()
-			select {
-			case <-live:
-			case <-readDone:
-				t.Fatalf("loadgen ended before it sent: %s", said.String())
-			case <-time.After(30 * time.Second): // hang guard only
-				t.Fatal("no live line within 30 s")
-			}
+			said, readDone := untilSending(t, cmd)
 			if err := cmd.Process.Signal(c.sig); err != nil {
 				t.Fatal(err)
 			}
 			<-readDone
-			err = cmd.Wait()
+			err := cmd.Wait()
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() != c.status {
-				t.Fatalf("loadgen after %v: %v, want exit status %d; status output:\n%s", c.sig, err, c.status, said.String())
+				t.Fatalf("loadgen after %v: %v, want exit status %d; status output:\n%s", c.sig, err, c.status, said())
 			}
 			var sum Summary
 			if err := json.Unmarshal(out.Bytes(), &sum); err != nil || sum.Sent == 0 {
@@ -105,39 +64,8 @@ func TestInterruptedRunWhoseStdoutReaderWentExitsWithTheSignalsStatus(t *testing
 	if err != nil {
 		t.Fatal(err)
 	}
-	status, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill() // when the test fails
-	stdout.Close()           // the reader is gone before the summary is written
-	var said strings.Builder
-	live, readDone := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(readDone)
-		var once sync.Once
-		buf := make([]byte, 4096)
-		for {
-			n, err := status.Read(buf)
-			said.Write(buf[:n])
-			if strings.Contains(said.String(), "in flight") {
-				once.Do(func() { close(live) })
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	select {
-	case <-live:
-	case <-readDone:
-		t.Fatalf("loadgen ended before it sent: %s", said.String())
-	case <-time.After(30 * time.Second): // hang guard only
-		t.Fatal("no live line within 30 s")
-	}
+	said, readDone := untilSending(t, cmd)
+	stdout.Close() // the reader is gone before the summary is written
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +73,7 @@ func TestInterruptedRunWhoseStdoutReaderWentExitsWithTheSignalsStatus(t *testing
 	err = cmd.Wait()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 130 {
-		t.Fatalf("loadgen after Ctrl-C with its stdout's reader gone: %v, want exit status 130; status output:\n%s", err, said.String())
+		t.Fatalf("loadgen after Ctrl-C with its stdout's reader gone: %v, want exit status 130; status output:\n%s", err, said())
 	}
 }
 
@@ -176,4 +104,59 @@ func TestFinishedRunWhoseSummaryCouldNotBeWrittenFails(t *testing.T) {
 		t.Fatalf("loadgen whose summary met a broken pipe: %v, want exit status 1 and \"write summary\" on stderr; stderr:\n%s",
 			err, stderr.String())
 	}
+}
+
+// untilSending starts cmd (loadgen, its stderr not yet set) and returns once its live line ("... in flight", once a
+// second while it sends) says the run is under way. said is everything it wrote to stderr; done is closed when that
+// ended. A failed start or a run that ends or stays silent before it sends fails the test; the cleanup kills cmd
+// when the test fails before it has ended.
+func untilSending(t *testing.T, cmd *exec.Cmd) (said func() string, done <-chan struct{}) {
+	t.Helper()
+	status, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	var (
+		mu     sync.Mutex
+		text   strings.Builder
+		live   = make(chan struct{})
+		closed sync.Once
+	)
+	said = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return text.String()
+	}
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		buf := make([]byte, 4096)
+		for {
+			n, err := status.Read(buf)
+			mu.Lock()
+			text.Write(buf[:n])
+			if strings.Contains(text.String(), "in flight") {
+				closed.Do(func() { close(live) })
+			}
+			mu.Unlock()
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Errorf("reading its status output: %v", err)
+				}
+				return
+			}
+		}
+	}()
+	select {
+	case <-live:
+	case <-readDone:
+		t.Fatalf("loadgen ended before it sent: %s", said())
+	case <-time.After(30 * time.Second): // hang guard only
+		t.Fatal("no live line within 30 s")
+	}
+	return said, readDone
 }
