@@ -250,11 +250,18 @@ func run() error {
 	}
 	mem, memErr := p.Measure()
 	if *measure {
-		fmt.Printf("ready in %d ms\n", p.Ready.Milliseconds())
-		if memErr == nil {
-			fmt.Printf("resident memory: %s\n", mem)
+		// The figures are all -measure delivers: ones that could not be
+		// written (stdout's reader gone; SIGPIPE is notified, so the write
+		// fails instead of killing the run) fail it, after the same stop.
+		_, werr := fmt.Printf("ready in %d ms\n", p.Ready.Milliseconds())
+		if werr == nil && memErr == nil {
+			_, werr = fmt.Printf("resident memory: %s\n", mem)
 		}
-		return p.Stop()
+		err := p.Stop()
+		if werr != nil {
+			err = errors.Join(fmt.Errorf("-measure: writing its figures: %w", werr), err)
+		}
+		return err
 	}
 	Banner(os.Stdout, p, *native, mem, memErr)
 

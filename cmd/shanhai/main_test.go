@@ -666,3 +666,39 @@ func TestCtrlCAfterTheReaderOfStdoutWentStillCleansUp(t *testing.T) {
 		t.Fatalf("data directories left behind: %v (%v)", left, err)
 	}
 }
+
+// -measure prints its figures and stops; figures that could not be written,
+// the reader of its stdout gone (`shanhai -measure | tee m.txt` and tee
+// ended), fail the run with exit status 1 and say why. Since SIGPIPE is
+// notified (63a9ec6) the runtime no longer kills the run at that write, and
+// -measure dropped its write errors, so it exited 0 with nothing delivered.
+// The run still stops cleanly: its temporary data directory goes.
+func TestMeasureWhoseFiguresCouldNotBeWrittenFails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the embedded platform in a child process")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	tmp := t.TempDir()
+	run := asProgram("-measure -port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
+	var stderr bytes.Buffer
+	run.Stderr = &stderr
+	stdout, err := run.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { run.Process.Kill() }) // when the test fails
+	stdout.Close()                           // the reader is gone before the figures are written
+	err = run.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(stderr.String(), "-measure") {
+		t.Fatalf("-measure whose stdout's reader went: %v, want exit status 1 and a message naming -measure; stderr:\n%s",
+			err, stderr.String())
+	}
+	left, err := filepath.Glob(filepath.Join(tmp, "shanhai-run-*"))
+	if err != nil || len(left) > 0 {
+		t.Fatalf("data directories left behind: %v (%v)", left, err)
+	}
+}
