@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -225,8 +226,17 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 			}
 		})
 	}
-	// The watch gives up the queue while the workers are stuck (pool): a
-	// check every first ack wait, as often as the Keeper ticks twice.
+	// The watch gives up the queue while the workers are stuck (pool), and
+	// stops pulling meanwhile (puller): a check every first ack wait, as
+	// often as the Keeper ticks twice, and whenever a worker moves.
+	pull := &puller{cons: c.cons, handler: func(m jetstream.Msg) { jobs <- pool.queue(m, waiting) }, closeQueue: func() { close(jobs) }}
+	if err := pull.resume(); err != nil {
+		cutOff()
+		pull.drain()
+		wg.Wait()
+		endLastChance()
+		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
+	}
 	watching, endWatch := context.WithCancel(context.Background())
 	var watch sync.WaitGroup
 	watch.Go(func() {
@@ -237,33 +247,139 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 			case <-watching.Done():
 				return
 			case <-t.C:
-				if n := pool.giveUpIfStuck(); n > 0 {
-					c.log.Warn("workers stuck: queued messages no longer kept from redelivery",
-						"workers", c.workers, "stuck_for", c.cfg.AckWait, "queued", n)
-				}
+			case <-pool.moved:
 			}
+			c.watch(pool, pull)
 		}
 	})
-	cc, err := c.cons.Consume(func(m jetstream.Msg) { jobs <- pool.queue(m, waiting) })
-	if err != nil {
-		endWatch()
-		watch.Wait()
-		cutOff()
-		close(jobs)
-		wg.Wait()
-		endLastChance()
-		return nil, fmt.Errorf("consume %s: %w", c.names.Subject, err)
-	}
 	return func(ctx context.Context) {
 		defer endLastChance()
 		defer cutOff()
-		defer watch.Wait()
-		defer endWatch()
-		// Closed is signalled once no callback is running, so no send races
-		// the closing of the queue; the workers then handle what is left in
-		// it.
-		stream.DrainWithin(ctx, func() { cc.Drain(); <-cc.Closed(); close(jobs); wg.Wait() }, cutOff)
+		// The watch ends first: from here the stop alone starts and stops
+		// the pull, so none is resumed behind the drain.
+		endWatch()
+		watch.Wait()
+		// The workers handle what is left in the queue once it is closed.
+		stream.DrainWithin(ctx, func() { pull.drain(); wg.Wait() }, cutOff)
 	}, nil
+}
+
+// watch pauses the pull and gives up the queue while the workers are stuck,
+// and resumes the pull once they move. Only Start's watch calls it.
+//
+// The pull stops first: what is given up after it is delivered again to a
+// replica that pulls, if any, and not to this one, which would only queue
+// it unkept behind its stuck workers. When every replica is stuck (a
+// database all of them reach hanging), they all stop pulling, so the
+// orders' delivery counts stop growing: pulling on, each given-up order
+// came back on every back-off step, spent its deliveries untried and was
+// dead-lettered retries_exhausted on the first failure after the stall.
+func (c *OrderEvents) watch(pool *pool, pull *puller) {
+	if !pool.stuckNow() {
+		if pull.paused() {
+			if err := pull.resume(); err != nil {
+				// Tried again on the next tick: until then the replica
+				// takes nothing new, as while it was stuck.
+				c.log.Error("workers moving again: pull not resumed", "subject", c.names.Subject, "err", err)
+				return
+			}
+			c.log.Info("workers moving again: pull resumed", "subject", c.names.Subject)
+		}
+		return
+	}
+	if !pull.paused() {
+		pull.pause()
+		c.log.Warn("workers stuck: pull paused until a worker moves", "workers", c.workers, "stuck_for", c.cfg.AckWait)
+	}
+	if n := pool.giveUpIfStuck(); n > 0 {
+		c.log.Warn("workers stuck: queued messages no longer kept from redelivery",
+			"workers", c.workers, "stuck_for", c.cfg.AckWait, "queued", n)
+	}
+}
+
+// puller is the pull of one Start, which the watch stops while the workers
+// are stuck and starts again once they move. Each start is a new Consume of
+// the durable consumer: a stopped one cannot be resumed. The watch alone
+// uses it until it ends, then the stop alone (drain).
+type puller struct {
+	cons       jetstream.Consumer
+	handler    jetstream.MessageHandler // sends to the queue
+	closeQueue func()
+	cur        jetstream.ConsumeContext   // nil while paused
+	stopped    []jetstream.ConsumeContext // stopped, maybe with a callback still running
+
+	// gate keeps the queue from being closed under a callback sending to
+	// it. Closed is not enough for a stopped pull: it is signalled as soon
+	// as the subscription is unsubscribed, while a callback may still run.
+	gate sync.RWMutex
+	shut bool // the queue is closed
+}
+
+func (p *puller) paused() bool { return p.cur == nil }
+
+// deliver hands m to the queue, unless the queue is closed: then m is left
+// unsettled, delivered again on its back-off, as what the client had
+// buffered at a stop always was.
+func (p *puller) deliver(m jetstream.Msg) {
+	p.gate.RLock()
+	defer p.gate.RUnlock()
+	if !p.shut {
+		p.handler(m)
+	}
+}
+
+// resume starts pulling again.
+func (p *puller) resume() error {
+	cc, err := p.cons.Consume(p.deliver)
+	if err != nil {
+		return err
+	}
+	p.cur = cc
+	return nil
+}
+
+// pause stops pulling. Stop, not Drain: messages the client has received
+// but not yet handed to the callback are dropped, to be delivered again on
+// their back-off like the queue given up; drained, they would be queued
+// unkept behind the stuck workers. The pull request left on the server
+// lapses with the subscription it answered. What was stopped is kept until
+// its callback has ended (drain), forgetting those already closed so a
+// long stall of many pauses does not grow it.
+func (p *puller) pause() {
+	p.cur.Stop()
+	p.stopped = slices.DeleteFunc(p.stopped, closed)
+	p.stopped = append(p.stopped, p.cur)
+	p.cur = nil
+}
+
+// drain stops pulling for good, lets the callbacks hand on what the
+// client had received, and closes the queue once none is sending to it.
+func (p *puller) drain() {
+	if p.cur != nil {
+		p.cur.Drain()
+		<-p.cur.Closed()
+		p.cur = nil
+	}
+	for _, cc := range p.stopped {
+		<-cc.Closed()
+	}
+	p.stopped = nil
+	// A callback blocked on a full queue holds this until the workers
+	// make room.
+	p.gate.Lock()
+	p.shut = true
+	p.closeQueue()
+	p.gate.Unlock()
+}
+
+// closed reports whether cc is fully stopped, its callback ended.
+func closed(cc jetstream.ConsumeContext) bool {
+	select {
+	case <-cc.Closed():
+		return true
+	default:
+		return false
+	}
 }
 
 // queueHold is the consumer's config as the Keeper of the queue reads it:
@@ -315,27 +431,33 @@ type held struct {
 // while they stay stuck: the server delivers it again on its back-off,
 // maybe to a replica that moves. A message on its last allowed delivery
 // is kept as before: none follows, and JetStream would drop it unrecorded.
-// The cost falls when no replica moves: what is given up comes back every
-// back-off step and spends its deliveries untried (README).
+// Meanwhile the replica does not pull (OrderEvents.watch): pulling on,
+// when no replica moves, what is given up came back every back-off step
+// and spent its deliveries untried.
 type pool struct {
 	workers int
 	stuck   time.Duration // AckWait
 	last    func(jetstream.Msg) bool
 
-	mu     sync.Mutex
-	busy   int       // workers handling a message
-	moved  time.Time // a worker last took or finished a message
-	queued map[*held]struct{}
+	// moved is signalled when a worker takes or finishes a message, so
+	// that the watch resumes a paused pull at once. Never closed: a worker
+	// may signal it until it ends.
+	moved chan struct{}
+
+	mu       sync.Mutex
+	busy     int       // workers handling a message
+	lastMove time.Time // a worker last took or finished a message
+	queued   map[*held]struct{}
 }
 
 func newPool(workers int, stuck time.Duration, last func(jetstream.Msg) bool) *pool {
-	return &pool{workers: workers, stuck: stuck, last: last, moved: time.Now(), queued: make(map[*held]struct{})}
+	return &pool{workers: workers, stuck: stuck, last: last, lastMove: time.Now(), moved: make(chan struct{}, 1), queued: make(map[*held]struct{})}
 }
 
 // isStuck reports whether every worker has been busy for the stuck
 // duration without taking or finishing a message. Call with mu held.
 func (p *pool) isStuck(now time.Time) bool {
-	return p.busy >= p.workers && now.Sub(p.moved) >= p.stuck
+	return p.busy >= p.workers && now.Sub(p.lastMove) >= p.stuck
 }
 
 // queue returns m to be queued, kept by waiting unless the workers are
@@ -361,8 +483,25 @@ func (p *pool) take(h *held) bool {
 	}
 	delete(p.queued, h)
 	p.busy++
-	p.moved = time.Now()
+	p.move()
 	return true
+}
+
+// move records that a worker moved and tells the watch. Call with mu held.
+func (p *pool) move() {
+	p.lastMove = time.Now()
+	select {
+	case p.moved <- struct{}{}:
+	default: // the watch has yet to take the last signal
+	}
+}
+
+// stuckNow reports whether every worker has been busy for the stuck
+// duration without taking or finishing a message.
+func (p *pool) stuckNow() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.isStuck(time.Now())
 }
 
 // done is a worker finishing the message it took.
@@ -370,7 +509,7 @@ func (p *pool) done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.busy--
-	p.moved = time.Now()
+	p.move()
 }
 
 // giveUpIfStuck stops keeping every queued message when the workers are
