@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/shanhai-dev/shanhai/bpf/probe/tcp"
 )
 
 // TestTCPCountsWhileOtherProgramsRun: connections opened and closed while other BPF programs keep running on the same
@@ -132,7 +134,8 @@ func TestTCPCountsWhileOtherProgramsRun(t *testing.T) {
 			if got.Active != rounds*dials || got.Failed != 0 || got.Closed != got.Active+got.Passive+1 {
 				d := fmt.Sprintf("pid %d: %+v", tg.pid, got)
 				if time.Since(waitStart) > 29*time.Second {
-					d += ", its HTTP port's sockets by state: " + socketStates(strings.TrimPrefix(tg.base, "http://"))
+					d += ", its HTTP port's sockets by state: " + socketStates(strings.TrimPrefix(tg.base, "http://")) +
+						", owners of its sockets left in the probe: " + ownersLeft(a, tg.pid)
 				}
 				differ = append(differ, d)
 			}
@@ -203,4 +206,23 @@ func socketStates(addr string) string {
 		}
 	}
 	return fmt.Sprint(states)
+}
+
+// ownersLeft counts the TCP probe's socket owners left for pid by established state. One left with every socket of pid
+// gone is a close the probe missed; the close of one overwritten for a new socket at its address is counted then
+// (tcp.c's own), so none left and closes short means the probe never had the owner or lost it otherwise.
+func ownersLeft(a *Agent, pid int) string {
+	left := map[uint16]int{}
+	var sk uint64
+	var o tcp.BpfOwner
+	it := a.sys.tcp.Owners.Iterate()
+	for it.Next(&sk, &o) {
+		if o.Tgid == uint32(pid) {
+			left[o.Established]++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return err.Error()
+	}
+	return fmt.Sprint(left)
 }
