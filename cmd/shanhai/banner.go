@@ -31,6 +31,7 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 	}
 	fmt.Fprintln(w, "\nTry it (bash; needs curl and jq):")
 	fmt.Fprint(w, strings.Replace(demo, "$GW", gw, 1))
+	fmt.Fprintln(w, "\nThe same KEY again replays the order: the same answer, with Idempotent-Replayed: true.")
 	if p.Telemetry != nil {
 		fmt.Fprintln(w, "\nMetrics: Prometheus text of every part (all five run in this process and serve its one registry; the gateway on its admin address):")
 	} else {
@@ -78,7 +79,10 @@ func tracesTo() (endpoint string, off bool) {
 // demo is the happy path through the gateway: register, log in, list
 // products, order with an Idempotency-Key, poll until PAID. Its key is 16
 // random bytes in hex from od and /dev/urandom, which Linux and macOS both
-// have (not /proc's uuid, which only Linux has).
+// have (not /proc's uuid, which only Linux has). It holds no # comment: it
+// is pasted into an interactive shell, and an interactive zsh (macOS's
+// default) does not take # as one, so a comment after KEY=... left KEY
+// unset there; what a comment would say follows it in Banner.
 const demo = `  GW=$GW
   curl -s -XPOST $GW/api/v1/users -H 'content-type: application/json' \
     -d '{"email":"ada@example.com","password":"correct horse battery","name":"Ada"}'
@@ -86,7 +90,7 @@ const demo = `  GW=$GW
     -d '{"email":"ada@example.com","password":"correct horse battery"}' | jq -r .access_token)
   curl -s $GW/api/v1/products -H "authorization: Bearer $TOKEN" | jq
   SKU=$(curl -s $GW/api/v1/products -H "authorization: Bearer $TOKEN" | jq -r '.products[0].sku')
-  KEY=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')   # the same key again replays the order (Idempotent-Replayed: true)
+  KEY=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
   ORDER=$(curl -s -XPOST $GW/api/v1/orders -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -H "Idempotency-Key: $KEY" \
     -d "{\"items\":[{\"sku\":\"$SKU\",\"quantity\":1}]}" | jq -r .id)

@@ -88,3 +88,41 @@ func TestBannerDemoKeyNeedsNoLinuxOnlyFile(t *testing.T) {
 		t.Fatalf("%s gave the same key twice: %v", line, keys)
 	}
 }
+
+// The demo is pasted into an interactive shell, and on macOS, for which its
+// key no longer comes from /proc, that shell is zsh unless changed. An
+// interactive zsh does not take # as a comment (its interactive_comments is
+// off by default): the comment after the KEY line made the line an
+// assignment for a command "#", KEY stayed empty in the shell, and the order
+// was the 400 "an Idempotency-Key header is required" all the same. The test
+// pastes the line into each shell it finds, interactive as a terminal's is.
+func TestBannerDemoKeyLinePastedIntoEachShell(t *testing.T) {
+	var line string
+	for l := range strings.Lines(demo) {
+		if strings.HasPrefix(strings.TrimSpace(l), "KEY=") {
+			line = strings.TrimSpace(l)
+		}
+	}
+	if line == "" {
+		t.Fatalf("the demo sets no KEY:\n%s", demo)
+	}
+	printed := regexp.MustCompile(`key=\[([^\]]*)\]`)
+	for _, shell := range [][]string{{"bash", "--norc", "--noprofile", "-i"}, {"zsh", "-f", "-i"}, {"sh", "-i"}} {
+		t.Run(shell[0], func(t *testing.T) {
+			path, err := exec.LookPath(shell[0])
+			if err != nil {
+				t.Skipf("no %s here", shell[0])
+			}
+			paste := exec.Command(path, shell[1:]...)
+			paste.Stdin = strings.NewReader(line + "\nprintf 'key=[%s]\\n' \"$KEY\"\nexit\n")
+			out, err := paste.Output() // the prompts go to stderr
+			if err != nil {
+				t.Fatalf("%s: %v", shell[0], err)
+			}
+			key := printed.FindSubmatch(out)
+			if key == nil || !regexp.MustCompile(`^[0-9a-f]{32}$`).Match(key[1]) {
+				t.Fatalf("%s pasted into %s: %q, want KEY set to 32 hex digits", line, shell[0], out)
+			}
+		})
+	}
+}
