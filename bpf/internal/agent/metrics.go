@@ -80,7 +80,8 @@ var (
 		nil, nil)
 	descTCPUntracked = prometheus.NewDesc("shanhai_bpf_tcp_connections_untracked_total",
 		"TCP connections of targets not counted at all (open, close, failed connect, retransmits) because the TCP "+
-			"probe's socket map (65536 open connections of targets at once) was full, since the agent started.",
+			"probe's socket map (65536 open connections of targets at once) was full or the kernel could not allocate its "+
+			"entry, since the agent started.",
 		nil, nil)
 	descRefused = prometheus.NewDesc("shanhai_bpf_executables_refused_total",
 		"Executables a target's process ran that were left unprobed because the agent probed as many as "+
