@@ -61,15 +61,7 @@ func bannerPlatform() *Platform {
 // required", ORDER "null" and the poll printed null instead of PAID. The
 // test runs the demo's KEY line in bash, twice, for two different keys.
 func TestBannerDemoKeyNeedsNoLinuxOnlyFile(t *testing.T) {
-	var line string
-	for l := range strings.Lines(demo) {
-		if strings.HasPrefix(strings.TrimSpace(l), "KEY=") {
-			line = strings.TrimSpace(l)
-		}
-	}
-	if line == "" {
-		t.Fatalf("the demo sets no KEY:\n%s", demo)
-	}
+	line := demoKeyLine(t)
 	if strings.Contains(line, "/proc/") {
 		t.Fatalf("the demo's key comes from /proc, which only Linux has: %s", line)
 	}
@@ -97,15 +89,7 @@ func TestBannerDemoKeyNeedsNoLinuxOnlyFile(t *testing.T) {
 // was the 400 "an Idempotency-Key header is required" all the same. The test
 // pastes the line into each shell it finds, interactive as a terminal's is.
 func TestBannerDemoKeyLinePastedIntoEachShell(t *testing.T) {
-	var line string
-	for l := range strings.Lines(demo) {
-		if strings.HasPrefix(strings.TrimSpace(l), "KEY=") {
-			line = strings.TrimSpace(l)
-		}
-	}
-	if line == "" {
-		t.Fatalf("the demo sets no KEY:\n%s", demo)
-	}
+	line := demoKeyLine(t)
 	printed := regexp.MustCompile(`key=\[([^\]]*)\]`)
 	for _, shell := range [][]string{{"bash", "--norc", "--noprofile", "-i"}, {"zsh", "-f", "-i"}, {"sh", "-i"}} {
 		t.Run(shell[0], func(t *testing.T) {
@@ -125,4 +109,16 @@ func TestBannerDemoKeyLinePastedIntoEachShell(t *testing.T) {
 			}
 		})
 	}
+}
+
+// demoKeyLine is the demo's line that sets KEY, the Idempotency-Key.
+func demoKeyLine(t *testing.T) string {
+	t.Helper()
+	for l := range strings.Lines(demo) {
+		if strings.HasPrefix(strings.TrimSpace(l), "KEY=") {
+			return strings.TrimSpace(l)
+		}
+	}
+	t.Fatalf("the demo sets no KEY:\n%s", demo)
+	return ""
 }
