@@ -6,6 +6,15 @@
 // wall clock. The receiving Middleware turns it into the request context's
 // deadline (never later than the route's own maximum), and Inject/Transport
 // write what is left of that deadline onto outgoing calls.
+//
+// The header must come in one field line. Two lines are one value "a, b"
+// (RFC 9110 §5.3), which is no integer: a request carrying them is refused
+// with 400, as the gateway refuses it (bad-timeout). Taking one of the lines
+// let a caller that reaches a service directly, or through another proxy,
+// send "50000" before its real, shorter budget and have the service work on
+// past its deadline; taking the smallest would have served, but then a
+// request the gateway refuses would run when sent around it, and a sender
+// that writes the header twice has a bug worth seeing.
 package deadline
 
 import (
@@ -33,9 +42,15 @@ var ErrExpired = fmt.Errorf("deadline: no time left for the call: %w", context.D
 
 // Parse reads the header. ok is false when it is absent; an error names what
 // is wrong with a present one. A value of 0 or less means "already expired".
+// More than one field line is refused (see the package doc), even lines that
+// agree or are empty.
 func Parse(h http.Header) (remaining time.Duration, ok bool, err error) {
+	vs := h[Header] // h.Get(Header): Header is in canonical form already
+	if len(vs) > 1 {
+		return 0, true, errLines
+	}
 	var v string
-	if vs := h[Header]; len(vs) > 0 { // h.Get(Header): Header is in canonical form already
+	if len(vs) == 1 {
 		v = vs[0]
 	}
 	if v == "" {
@@ -44,6 +59,10 @@ func Parse(h http.Header) (remaining time.Duration, ok bool, err error) {
 	remaining, err = ParseValue(v)
 	return remaining, true, err
 }
+
+// errLines is Parse's error for a header in more than one field line. Its
+// text is the gateway's detail for the same refusal.
+var errLines = errors.New("came in more than one field line")
 
 // ParseValue reads a present header's value v as Parse does, for callers
 // that hold it outside an http.Header (the gateway's fasthttp requests), so

@@ -584,3 +584,37 @@ func TestReleaseEndsADeadlineEnforceNeverSaw(t *testing.T) {
 		t.Fatalf("Release of a context without a derived deadline returned %v, want it back", got)
 	}
 }
+
+// TestMoreThanOneLineIsRefused: a caller that reaches a service directly, or through a proxy other than the gateway,
+// can send the header twice. Taken as the first line, "50000" then "999" gave the handler 50 s where its caller had
+// allowed 999 ms, and "" then "999" gave it no caller's deadline at all. Two lines are one value "a, b" (RFC 9110
+// §5.3), no integer: a 400 naming the header, without running the handler, as the gateway answers (bad-timeout),
+// from Middleware and from Derive with Enforce alike.
+func TestMoreThanOneLineIsRefused(t *testing.T) {
+	for _, lines := range [][]string{{"50000", "999"}, {"999", "50000"}, {"", "999"}, {"999", ""}, {"999", "999"}} {
+		h := http.Header{Header: lines}
+		if _, ok, err := Parse(h); !ok || err == nil {
+			t.Errorf("Parse(%q): ok=%v err=%v, want a present header refused", lines, ok, err)
+		}
+		if ctx := Derive(context.Background(), h, time.Minute); ctx != context.Background() {
+			t.Errorf("Derive(%q) set a deadline, want none for Enforce to refuse", lines)
+		}
+		for name, chain := range map[string][]gin.HandlerFunc{
+			"Middleware":     {Middleware(time.Minute)},
+			"Derive/Enforce": deriveEnforce(time.Minute),
+		} {
+			ran := false
+			r := gin.New()
+			r.Use(chain...)
+			r.GET("/", func(c *gin.Context) { ran = true; c.Status(http.StatusNoContent) })
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			req.Header[Header] = lines
+			w := httptest.NewRecorder()
+			r.ServeHTTP(w, req)
+			if w.Code != http.StatusBadRequest || ran || w.Header().Get("Content-Type") != "application/problem+json" {
+				t.Errorf("%s, %s=%q: status %d (%s), handler ran=%v; want a 400 problem without running it",
+					name, Header, lines, w.Code, w.Header().Get("Content-Type"), ran)
+			}
+		}
+	}
+}
