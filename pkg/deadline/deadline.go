@@ -406,7 +406,9 @@ func (t transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	ctx := r.Context()
 	dl, ok := ctx.Deadline()
 	if !ok {
-		if r.Header.Get(Header) == "" {
+		// Every line, not Get's first: an empty first line hid a second
+		// that went on as it came, a budget from nobody's deadline.
+		if len(r.Header[Header]) == 0 {
 			return t.next.RoundTrip(r)
 		}
 	} else if expired(dl) {

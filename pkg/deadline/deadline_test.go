@@ -618,3 +618,27 @@ func TestMoreThanOneLineIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestTransportDropsEveryStaleLine: a call whose context has no deadline goes without the header (Inject), however
+// the request it was copied from carried it. Transport looked only at the first line, so a first empty line let a
+// second go on as it came ("" then "50000": the next hop took 50 s from nobody's deadline).
+func TestTransportDropsEveryStaleLine(t *testing.T) {
+	var sent []string
+	rt := Transport(roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		sent = r.Header.Values(Header)
+		return &http.Response{StatusCode: http.StatusNoContent, Body: http.NoBody, Request: r}, nil
+	}))
+	for _, lines := range [][]string{{"50000"}, {"", "50000"}, {"50000", ""}} {
+		req := httptest.NewRequest(http.MethodGet, "http://upstream/", nil)
+		req.Header[Header] = lines
+		sent = nil
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%q: %v", lines, err)
+		}
+		_ = resp.Body.Close()
+		if len(sent) != 0 {
+			t.Errorf("%s=%q on a call without a deadline: sent %q, want no header", Header, lines, sent)
+		}
+	}
+}
