@@ -86,7 +86,9 @@ func secrets(t *testing.T, state string) map[string]string {
 // that password, tokens are signed with that key). The secrets were created with plain creates behind a check of
 // one secret: a second run failed on the first that existed (AlreadyExists), or skipped those not yet created.
 func TestKindUpRunsAgainAfterAPartialFailure(t *testing.T) {
-	var want []string // namespace/name/key of every secretKeyRef in the kind build
+	// namespace/name/key of every secretKeyRef in the kind build to whether it is optional: an optional one need not
+	// be created (TestAnOptionalSecretKeyRefNeedNotBeCreated), but one that is must hold a value.
+	want := map[string]bool{}
 	for _, o := range build(t, "k8s/overlays/kind") {
 		spec := podSpec(o)
 		if spec == nil {
@@ -94,8 +96,8 @@ func TestKindUpRunsAgainAfterAPartialFailure(t *testing.T) {
 		}
 		for _, c := range append(spec.InitContainers, spec.Containers...) {
 			for _, e := range c.Env {
-				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
-					want = append(want, o.Namespace+"/"+e.ValueFrom.SecretKeyRef.Name+"/"+e.ValueFrom.SecretKeyRef.Key)
+				if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
+					want[o.Namespace+"/"+ref.SecretKeyRef.Name+"/"+ref.SecretKeyRef.Key] = secretRefOptional(ref.SecretKeyRef)
 				}
 			}
 		}
@@ -114,9 +116,9 @@ func TestKindUpRunsAgainAfterAPartialFailure(t *testing.T) {
 				t.Fatalf("run again after the failure: %v\n%s\nkubectl calls:\n%s", err, out, calls())
 			}
 			got := secrets(t, state)
-			for _, key := range want {
-				if got[key] == "" {
-					t.Errorf("after the second run secret key %s is missing (a manifest reads it)", key)
+			for key, optional := range want {
+				if v, ok := got[key]; v == "" && (ok || !optional) {
+					t.Errorf("after the second run secret key %s is missing or empty (a manifest reads it)", key)
 				}
 			}
 			pw := got["shanhai-infra/shanhai-db/postgres-password"]

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"net/url"
 	"regexp"
 	"slices"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -156,24 +158,76 @@ func TestEverySecretKeyRefIsCreatedAtDeploy(t *testing.T) {
 	}
 	for _, dir := range kustomizations {
 		t.Run(dir, func(t *testing.T) {
-			for _, o := range build(t, dir) {
-				spec := podSpec(o)
-				if spec == nil {
-					continue
-				}
-				for _, c := range append(spec.InitContainers, spec.Containers...) {
-					for _, e := range c.Env {
-						if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
-							continue
-						}
-						ref := e.ValueFrom.SecretKeyRef
-						if !created[ref.Name][ref.Key] {
-							t.Errorf("%s %s/%s container %s: %s reads secret %s key %s, which %s does not create",
-								o.Kind, o.Namespace, o.Name, c.Name, e.Name, ref.Name, ref.Key, kindUpScript)
-						}
-					}
-				}
+			for _, missing := range uncreatedSecretRefs(build(t, dir), created) {
+				t.Errorf("%s, which %s does not create", missing, kindUpScript)
 			}
 		})
+	}
+}
+
+// uncreatedSecretRefs describes each secretKeyRef in objs whose key created (secret name to its keys) lacks and
+// that would stop its container: the kubelet refuses to start one whose required Secret or key is missing, while
+// it leaves an optional one's variable unset (secretRefOptional).
+func uncreatedSecretRefs(objs []object, created map[string]map[string]bool) []string {
+	var out []string
+	for _, o := range objs {
+		spec := podSpec(o)
+		if spec == nil {
+			continue
+		}
+		for _, c := range append(spec.InitContainers, spec.Containers...) {
+			for _, e := range c.Env {
+				if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+					continue
+				}
+				ref := e.ValueFrom.SecretKeyRef
+				if !created[ref.Name][ref.Key] && !secretRefOptional(ref) {
+					out = append(out, fmt.Sprintf("%s %s/%s container %s: %s reads secret %s key %s",
+						o.Kind, o.Namespace, o.Name, c.Name, e.Name, ref.Name, ref.Key))
+				}
+			}
+		}
+	}
+	return out
+}
+
+// secretRefOptional: ref is marked optional: true. Unset (or false) it is required.
+func secretRefOptional(ref *corev1.SecretKeySelector) bool {
+	return ref.Optional != nil && *ref.Optional
+}
+
+// TestAnOptionalSecretKeyRefNeedNotBeCreated: the rule above holds for required refs only. An optional one
+// (the user service's next and previous signing keys, which an operator adds to rotate) the kubelet leaves unset
+// when the key is missing, and the container starts.
+func TestAnOptionalSecretKeyRefNeedNotBeCreated(t *testing.T) {
+	deployment := func(optional *bool) []object {
+		d := &appsv1.Deployment{}
+		d.Spec.Template.Spec.Containers = []corev1.Container{{Name: "user", Env: []corev1.EnvVar{{
+			Name: "AUTH_NEXT_KEY",
+			ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "shanhai-auth"}, Key: "next-key", Optional: optional,
+			}},
+		}}}}
+		return []object{{Kind: "Deployment", Namespace: "shanhai", Name: "user", Value: d}}
+	}
+	yes, no := true, false
+	none := map[string]map[string]bool{"shanhai-auth": {"signing-key": true}}
+	made := map[string]map[string]bool{"shanhai-auth": {"signing-key": true, "next-key": true}}
+	for _, tc := range []struct {
+		name     string
+		optional *bool
+		created  map[string]map[string]bool
+		missing  bool
+	}{
+		{"required, not created", nil, none, true},
+		{"optional: false, not created", &no, none, true},
+		{"optional, not created", &yes, none, false},
+		{"required, created", nil, made, false},
+		{"optional, created", &yes, made, false},
+	} {
+		got := uncreatedSecretRefs(deployment(tc.optional), tc.created)
+		if (len(got) > 0) != tc.missing {
+			t.Errorf("%s: reported %q, want a report: %v", tc.name, got, tc.missing)
+		}
 	}
 }
