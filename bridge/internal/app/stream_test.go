@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/config"
+	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
@@ -62,4 +65,88 @@ func TestBridgeCreatesTheStreamTheServicesWould(t *testing.T) {
 			bc.MaxAge, bc.MaxBytes, bc.MaxMsgs, bc.Retention, bc.Storage, bc.Duplicates,
 			sc.MaxAge, sc.MaxBytes, sc.MaxMsgs, sc.Retention, sc.Storage, sc.Duplicates)
 	}
+}
+
+// TestBridgeRefusesAStreamWhoseWindowIsShorterThanARepublish: the bridge leaves
+// an existing stream as it is, but leg A republishes a message JetStream stored
+// without confirming it in time up to 2 × BRIDGE_PUBLISH_TIMEOUT +
+// BRIDGE_MAX_BACKOFF later (35 s with the defaults); a stream created by the
+// services or an operator with a 5 s window stored such a message twice. The
+// bridge with its defaults must refuse that stream, naming it and both values,
+// and stop instead of running.
+func TestBridgeRefusesAStreamWhoseWindowIsShorterThanARepublish(t *testing.T) {
+	t.Parallel()
+	natsURL := testenv.NATS(t)
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := time.Now().UnixNano()
+	name, subjects := fmt.Sprintf("SHORTWINDOW%d", id), fmt.Sprintf("sw%d.>", id)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{subjects}, Storage: jetstream.FileStorage, Duplicates: 5 * time.Second,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+
+	var cfg config.Config
+	if err := pkgconfig.LoadFrom(&cfg, map[string]string{
+		"HTTP_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "", "LOG_LEVEL": "error",
+		"KAFKA_BROKERS": strings.Join(testenv.Kafka(t), ","), "NATS_URL": natsURL, "BRIDGE_LEGS": "kafka-nats",
+		"BRIDGE_TOPICS": fmt.Sprintf("sw%d.orders", id), "BRIDGE_STREAM": name, "BRIDGE_STREAM_SUBJECTS": subjects,
+		"BRIDGE_GROUP": fmt.Sprintf("sw-%d", id), "BRIDGE_DLQ_TOPIC": fmt.Sprintf("sw%d.dlq", id),
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	err = EnsureStream(ctx, js, cfg, slog.Default())
+	var short *ShortWindowError
+	if !errors.As(err, &short) || short.Stream != name || short.Window != 5*time.Second || short.Need != 35*time.Second {
+		t.Fatalf("EnsureStream on a stream with a 5 s duplicate window = %v, want a ShortWindowError naming %s, 5s and 35s", err, name)
+	}
+	for _, want := range []string{name, "5s", "35s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if got := streamWindow(ctx, t, js, name); got != 5*time.Second {
+		t.Errorf("the stream's window became %v: the bridge rewrote a setting it does not own", got)
+	}
+
+	// The bridge itself stops with that error rather than serving with leg A idle.
+	done := make(chan error, 1)
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() { done <- Run(runCtx, cfg) }()
+	select {
+	case err := <-done:
+		if !errors.As(err, &short) {
+			t.Fatalf("Run on a stream with a 5 s duplicate window returned %v, want a ShortWindowError", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run kept running on a stream with a 5 s duplicate window")
+	}
+
+	// A window that outlasts the republish is accepted.
+	cfg.PublishTimeout, cfg.MaxBackoff = time.Second, time.Second
+	if err := EnsureStream(ctx, js, cfg, slog.Default()); err != nil {
+		t.Fatalf("EnsureStream with a 3 s republish span on a 5 s window: %v", err)
+	}
+}
+
+func streamWindow(ctx context.Context, t *testing.T, js jetstream.JetStream, name string) time.Duration {
+	t.Helper()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().Config.Duplicates
 }
