@@ -201,9 +201,10 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 // did not confirm in time is published again up to 2 × PublishTimeout +
 // MaxBackoff later (config.Validate's rule for the window the bridge creates),
 // and a window no longer than that stores it twice. Raising the window here
-// instead would be a silent rewrite of a shared setting, by a read-modify-write
-// that could undo an operator's concurrent edit. So with leg A on, an existing stream whose window is too short is
-// a *ShortWindowError, which stops the bridge, rather than duplicates in the
+// instead would be a silent rewrite of a shared setting, by a
+// read-modify-write that could undo an operator's concurrent edit. So with
+// leg A on, an existing stream whose window is too short is a
+// *ShortWindowError, which stops the bridge, rather than duplicates in the
 // stream and the archive.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) error {
 	for {
