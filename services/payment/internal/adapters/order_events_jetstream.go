@@ -338,15 +338,18 @@ func (p *puller) resume() error {
 	return nil
 }
 
-// pause stops pulling. Stop, not Drain: messages the client has received
-// but not yet handed to the callback are dropped, to be delivered again on
-// their back-off like the queue given up; drained, they would be queued
-// unkept behind the stuck workers. The pull request left on the server
-// lapses with the subscription it answered. What was stopped is kept until
+// pause stops pulling. Drain, not Stop: a stopped pull drops what the
+// client has received but not yet handed to the callback, and a message
+// among them on its last allowed delivery was lost unrecorded, as JetStream
+// delivers it no more. Drained, each is handed on: the pool queues it kept
+// if it is on its last delivery and unkept otherwise, for a worker to skip
+// (pool.take) and the server to deliver again on its back-off, as a
+// stopped pull's would have been. The pull request left on the server
+// lapses with the subscription it answered. What was drained is kept until
 // its callback has ended (drain), forgetting those already closed so a
 // long stall of many pauses does not grow it.
 func (p *puller) pause() {
-	p.cur.Stop()
+	p.cur.Drain()
 	p.stopped = slices.DeleteFunc(p.stopped, closed)
 	p.stopped = append(p.stopped, p.cur)
 	p.cur = nil
