@@ -2,6 +2,8 @@ package stream
 
 import (
 	"fmt"
+	"log/slog"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,11 +14,42 @@ import (
 // Connect connects to NATS as name for a JetStream consumer, reconnecting for
 // ever (a consumer must outlive a server restart), and returns what closes the
 // connection (nil when Connect fails before connecting).
+//
+// For ever includes authorization errors: by default nats.go closes the
+// connection for good once a reconnect meets the same one twice, so a
+// credentials change or a server briefly restarted with the wrong auth would
+// leave the service disconnected until someone restarts it, even after the
+// credentials are right again. Retrying costs one refused attempt per
+// reconnect wait. Disconnects, refusals and any close not made through the
+// returned close are logged with their reason, so a stuck consumer says why.
 func Connect(url, name string) (nc *nats.Conn, js jetstream.JetStream, close func() error, err error) {
-	if nc, err = nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1)); err != nil {
+	log := slog.Default().With("nats_name", name)
+	var closing atomic.Bool
+	nc, err = nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort(),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: the connection is being closed
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		// Replaces nats.go's default, which prints each refused reconnect
+		// (and each slow consumer) to stderr outside the structured log.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Warn("nats async error", "err", err, "subject", sub.Subject)
+				return
+			}
+			log.Warn("nats async error", "err", err)
+		}),
+		nats.ClosedHandler(func(c *nats.Conn) {
+			if !closing.Load() {
+				log.Error("nats connection closed for good", "err", c.LastError())
+			}
+		}))
+	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connect: %w", redact.Error("nats", url, err))
 	}
-	close = func() error { nc.Close(); return nil }
+	close = func() error { closing.Store(true); nc.Close(); return nil }
 	if js, err = jetstream.New(nc); err != nil {
 		return nc, nil, close, fmt.Errorf("jetstream: %w", err)
 	}
