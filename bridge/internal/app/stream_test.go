@@ -25,15 +25,7 @@ import (
 // JetStream's store was full and refused the saga's publishes.
 func TestBridgeCreatesTheStreamTheServicesWould(t *testing.T) {
 	t.Parallel()
-	nc, err := nats.Connect(testenv.NATS(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t, testenv.NATS(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	id := time.Now().UnixNano()
@@ -77,15 +69,7 @@ func TestBridgeCreatesTheStreamTheServicesWould(t *testing.T) {
 func TestBridgeRefusesAStreamWhoseWindowIsShorterThanARepublish(t *testing.T) {
 	t.Parallel()
 	natsURL := testenv.NATS(t)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t, natsURL)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	id := time.Now().UnixNano()
@@ -107,7 +91,7 @@ func TestBridgeRefusesAStreamWhoseWindowIsShorterThanARepublish(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	err = EnsureStream(ctx, js, cfg, slog.Default())
+	err := EnsureStream(ctx, js, cfg, slog.Default())
 	var short *ShortWindowError
 	if !errors.As(err, &short) || short.Stream != name || short.Window != 5*time.Second || short.Need != 35*time.Second {
 		t.Fatalf("EnsureStream on a stream with a 5 s duplicate window = %v, want a ShortWindowError naming %s, 5s and 35s", err, name)
@@ -149,4 +133,19 @@ func streamWindow(ctx context.Context, t *testing.T, js jetstream.JetStream, nam
 		t.Fatal(err)
 	}
 	return s.CachedInfo().Config.Duplicates
+}
+
+// jetStream is a JetStream client on a connection to url, closed when t ends.
+func jetStream(t *testing.T, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }
