@@ -74,8 +74,33 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		// instead of being replayed on the new connection behind later ones
 		// (leg A's ordering argument relies on it).
 		nats.ReconnectBufSize(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		// Without it nats.go closes the connection for good when a reconnect
+		// meets the same authorization error twice, so a credentials change
+		// or a server briefly restarted with the wrong auth would leave the
+		// bridge disconnected until restarted (see pkg/stream.Connect).
+		nats.IgnoreAuthErrorAbort(),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil { // nil: the connection is being closed
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		// Replaces nats.go's default, which prints each refused reconnect
+		// (and each slow consumer) to stderr outside the structured log.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Warn("nats async error", "err", err, "subject", sub.Subject)
+				return
+			}
+			log.Warn("nats async error", "err", err)
+		}),
+		// A close with an error is NATS giving up, not Run's deferred Close
+		// (which stays quiet: this runs asynchronously, possibly after Run).
+		nats.ClosedHandler(func(c *nats.Conn) {
+			if err := c.LastError(); err != nil {
+				log.Error("nats connection closed for good", "err", err)
+			}
+		}),
 	)
 	if err != nil {
 		return redact.Error("nats", cfg.NATSURL, err)
