@@ -54,8 +54,9 @@ existing() {
 # every user of the machine can read a process's argv (ps).
 secrets=$(mktemp -d)
 trap 'rm -rf "$secrets"' EXIT
-# secret <namespace> <name> <key>=<value>...: creates or updates that secret with exactly these keys. A subshell,
-# for its umask.
+# secret <namespace> <name> <key>=<value>...: creates or updates that secret with these keys; keys added later with
+# `kubectl patch` (the signing key's rotation, services/user/README.md "Keys") survive, as `kubectl apply` removes
+# only keys it applied itself. A subshell, for its umask.
 secret() (
   umask 077
   local dir kv from=()
