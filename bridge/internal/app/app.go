@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -65,6 +66,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		return err
 	}
 
+	var closing atomic.Bool // set by Run's own close, which closedHandler keeps quiet about
 	nc, err := nats.Connect(cfg.NATSURL,
 		nats.Name("shanhai-bridge"),
 		nats.MaxReconnects(-1),
@@ -94,18 +96,12 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 			}
 			log.Warn("nats async error", "err", err)
 		}),
-		// A close with an error is NATS giving up, not Run's deferred Close
-		// (which stays quiet: this runs asynchronously, possibly after Run).
-		nats.ClosedHandler(func(c *nats.Conn) {
-			if err := c.LastError(); err != nil {
-				log.Error("nats connection closed for good", "err", err)
-			}
-		}),
+		nats.ClosedHandler(closedHandler(log, &closing)),
 	)
 	if err != nil {
 		return redact.Error("nats", cfg.NATSURL, err)
 	}
-	defer nc.Close()
+	defer func() { closing.Store(true); nc.Close() }()
 	// The per-partition windows bound what is in flight; this client-wide cap
 	// only has to stay above their sum so a publish never stalls on it.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(1<<20), jetstream.WithPublishAsyncTimeout(cfg.PublishTimeout))
@@ -289,4 +285,18 @@ func pingKafka(ctx context.Context, brokers []string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// closedHandler logs a close that Run did not ask for, which is NATS giving
+// up on the connection. Whether Run asked is told by closing, set before its
+// own Close, not by LastError: that still holds any earlier transient error (a
+// slow consumer, a permissions violation) of a connection that went on
+// working, so Run's ordinary shutdown would be logged as the connection lost
+// for good. The handler runs asynchronously, possibly after Run has returned.
+func closedHandler(log *slog.Logger, closing *atomic.Bool) nats.ConnHandler {
+	return func(c *nats.Conn) {
+		if !closing.Load() {
+			log.Error("nats connection closed for good", "err", c.LastError())
+		}
+	}
 }

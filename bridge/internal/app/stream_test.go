@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,4 +149,60 @@ func jetStream(t *testing.T, url string) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// A slow consumer earlier in a connection's life leaves its error in
+// LastError on a connection that went on working. Run's own close at shutdown
+// must not then be logged as NATS giving up on the connection; a close Run
+// did not ask for still is.
+func TestClosedHandlerIsQuietAboutADeliberateCloseAfterASlowConsumer(t *testing.T) {
+	for _, deliberate := range []bool{true, false} {
+		var logs strings.Builder
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		var closing atomic.Bool
+		handled := make(chan struct{})
+		closed := closedHandler(log, &closing)
+		nc, err := nats.Connect(testenv.NATS(t),
+			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
+			nats.ClosedHandler(func(c *nats.Conn) { closed(c); close(handled) }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		subject := fmt.Sprintf("slowconsumer%d", time.Now().UnixNano())
+		release := make(chan struct{})
+		sub, err := nc.Subscribe(subject, func(*nats.Msg) { <-release })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sub.SetPendingLimits(1, -1); err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			if err := nc.Publish(subject, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "a slow consumer", func() bool { return errors.Is(nc.LastError(), nats.ErrSlowConsumer) })
+		close(release)
+		closing.Store(deliberate)
+		nc.Close()
+		<-handled
+		if logged := strings.Contains(logs.String(), "closed for good"); logged == deliberate {
+			t.Errorf("deliberate close %v: logged as closed for good: %v; want %v (log: %s)", deliberate, logged, !deliberate, logs.String())
+		}
+	}
+}
+
+// waitUntil polls cond until it holds, failing t after 10 s (a bound for a
+// stuck test, not a timing goal).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+	}
 }
