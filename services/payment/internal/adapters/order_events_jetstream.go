@@ -306,7 +306,7 @@ type puller struct {
 	handler    jetstream.MessageHandler // sends to the queue
 	closeQueue func()
 	cur        jetstream.ConsumeContext   // nil while paused
-	stopped    []jetstream.ConsumeContext // stopped, maybe with a callback still running
+	stopped    []jetstream.ConsumeContext // paused (drained), maybe still handing on what the client had buffered
 
 	// gate keeps the queue from being closed under a callback sending to
 	// it. Closed is not enough for a stopped pull: it is signalled as soon
