@@ -23,17 +23,34 @@ import (
 // reconnect wait. Disconnects, refusals and any close not made through the
 // returned close are logged with their reason, so a stuck consumer says why.
 func Connect(url, name string) (nc *nats.Conn, js jetstream.JetStream, close func() error, err error) {
-	log := slog.Default().With("nats_name", name)
 	var closing atomic.Bool
-	nc, err = nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort(),
+	nc, err = nats.Connect(url, append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort()},
+		LogEvents(slog.Default().With("nats_name", name), &closing)...)...)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("connect: %w", redact.Error("nats", url, err))
+	}
+	close = func() error { closing.Store(true); nc.Close(); return nil }
+	if js, err = jetstream.New(nc); err != nil {
+		return nc, nil, close, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, close, nil
+}
+
+// LogEvents returns the options that log a connection's life to log:
+// disconnects with their reason, reconnects, asynchronous errors (refused
+// reconnects, slow consumers, permission violations; nats.go would print them
+// to stderr, outside the structured log) and a close the caller did not ask
+// for, which is NATS giving up on the connection. The caller sets closing
+// before its own Close; LastError cannot tell the two apart, since it still
+// holds any earlier transient error of a connection that went on working.
+func LogEvents(log *slog.Logger, closing *atomic.Bool) []nats.Option {
+	return []nats.Option{
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: the connection is being closed
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-		// Replaces nats.go's default, which prints each refused reconnect
-		// (and each slow consumer) to stderr outside the structured log.
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {
 				log.Warn("nats async error", "err", err, "subject", sub.Subject)
@@ -45,13 +62,6 @@ func Connect(url, name string) (nc *nats.Conn, js jetstream.JetStream, close fun
 			if !closing.Load() {
 				log.Error("nats connection closed for good", "err", c.LastError())
 			}
-		}))
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("connect: %w", redact.Error("nats", url, err))
+		}),
 	}
-	close = func() error { closing.Store(true); nc.Close(); return nil }
-	if js, err = jetstream.New(nc); err != nil {
-		return nc, nil, close, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, close, nil
 }

@@ -66,11 +66,11 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		return err
 	}
 
-	var closing atomic.Bool // set by Run's own close, which closedHandler keeps quiet about
-	nc, err := nats.Connect(cfg.NATSURL,
+	var closing atomic.Bool // set by Run's own close, which is not logged as NATS giving up
+	nc, err := nats.Connect(cfg.NATSURL, append([]nats.Option{
 		nats.Name("shanhai-bridge"),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		// No reconnect buffer: a publish while disconnected fails at once
 		// instead of being replayed on the new connection behind later ones
@@ -81,23 +81,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		// or a server briefly restarted with the wrong auth would leave the
 		// bridge disconnected until restarted (see pkg/stream.Connect).
 		nats.IgnoreAuthErrorAbort(),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil { // nil: the connection is being closed
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-		// Replaces nats.go's default, which prints each refused reconnect
-		// (and each slow consumer) to stderr outside the structured log.
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if sub != nil {
-				log.Warn("nats async error", "err", err, "subject", sub.Subject)
-				return
-			}
-			log.Warn("nats async error", "err", err)
-		}),
-		nats.ClosedHandler(closedHandler(log, &closing)),
-	)
+	}, stream.LogEvents(log, &closing)...)...)
 	if err != nil {
 		return redact.Error("nats", cfg.NATSURL, err)
 	}
@@ -285,18 +269,4 @@ func pingKafka(ctx context.Context, brokers []string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// closedHandler logs a close that Run did not ask for, which is NATS giving
-// up on the connection. Whether Run asked is told by closing, set before its
-// own Close, not by LastError: that still holds any earlier transient error (a
-// slow consumer, a permissions violation) of a connection that went on
-// working, so Run's ordinary shutdown would be logged as the connection lost
-// for good. The handler runs asynchronously, possibly after Run has returned.
-func closedHandler(log *slog.Logger, closing *atomic.Bool) nats.ConnHandler {
-	return func(c *nats.Conn) {
-		if !closing.Load() {
-			log.Error("nats connection closed for good", "err", c.LastError())
-		}
-	}
 }

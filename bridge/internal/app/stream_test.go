@@ -161,7 +161,13 @@ func TestClosedHandlerIsQuietAboutADeliberateCloseAfterASlowConsumer(t *testing.
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		var closing atomic.Bool
 		handled := make(chan struct{})
-		closed := closedHandler(log, &closing)
+		var o nats.Options
+		for _, opt := range stream.LogEvents(log, &closing) {
+			if err := opt(&o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		closed := o.ClosedCB
 		nc, err := nats.Connect(testenv.NATS(t),
 			nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}),
 			nats.ClosedHandler(func(c *nats.Conn) { closed(c); close(handled) }))
