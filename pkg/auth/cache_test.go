@@ -105,7 +105,7 @@ func TestCacheFollowsTheKeySet(t *testing.T) {
 
 	// Rotated, old key still published: still valid, still cached.
 	set(NewSigner(next, old).JWKS())
-	if err := v.refresh(ctx, true); err != nil {
+	if _, err := v.refresh(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	mustVerify(t, v, tok)
@@ -115,7 +115,7 @@ func TestCacheFollowsTheKeySet(t *testing.T) {
 
 	// Old key withdrawn.
 	set(NewSigner(next).JWKS())
-	if err := v.refresh(ctx, true); err != nil {
+	if _, err := v.refresh(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := v.Verify(ctx, tok); !errors.Is(err, ErrUnknownKey) {
@@ -128,7 +128,7 @@ func TestCacheFollowsTheKeySet(t *testing.T) {
 	tok2, _ := NewSigner(next).Sign("bob", time.Hour)
 	mustVerify(t, v, tok2)
 	set(NewSigner(impostor).JWKS())
-	if err := v.refresh(ctx, true); err != nil {
+	if _, err := v.refresh(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := v.Verify(ctx, tok2); err == nil {

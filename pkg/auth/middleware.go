@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"unicode"
@@ -20,7 +21,10 @@ const userKey = "shanhai.auth.user_id"
 // Middleware requires a valid "Authorization: Bearer <jwt>" and answers 401
 // problem+json otherwise. A request that carries X-User-ID naming someone
 // other than the token's sub is refused too: reaching a service directly must
-// not give more power than going through the gateway.
+// not give more power than going through the gateway. A token whose key
+// could not be looked up because the key set could not be fetched
+// (KeySetError) is answered 503 with Retry-After: the token may be good, and
+// a 401 would tell the client to throw it away.
 func Middleware(v *Verifier) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		raw := c.GetHeader("Authorization")
@@ -31,6 +35,10 @@ func Middleware(v *Verifier) gin.HandlerFunc {
 			return
 		}
 		claims, err := v.Verify(c.Request.Context(), strings.TrimSpace(token))
+		if ke := (*KeySetError)(nil); errors.As(err, &ke) {
+			problem.Unavailable(c, ke.RetryAfter, "the keys to verify the access token with could not be fetched")
+			return
+		}
 		if err != nil {
 			c.Header("WWW-Authenticate", `Bearer realm="shanhai", error="invalid_token"`)
 			unauthorized(c, "the access token is invalid or expired")

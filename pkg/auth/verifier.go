@@ -55,8 +55,28 @@ type VerifierOptions struct {
 }
 
 // ErrUnknownKey means the token names a kid that the key set does not hold,
-// even after a refresh (or while refreshes are being rate limited).
+// even after a refresh (or while refreshes are being rate limited after one
+// that succeeded): the token is bad.
 var ErrUnknownKey = errors.New("unknown signing key")
+
+// KeySetError is Verify's error for a token whose kid the held key set lacks
+// when the key set could not be fetched to look it up (the fetch failed, or
+// failed last and is not due again yet). Unlike ErrUnknownKey it says nothing
+// about the token: the JWKS endpoint is the problem, so a server answers 503,
+// not a 401 that would make a client drop a good token and log in again.
+type KeySetError struct {
+	Kid string
+	// RetryAfter is how long until the key set may be fetched again.
+	RetryAfter time.Duration
+	// Err is the failed fetch's error.
+	Err error
+}
+
+func (e *KeySetError) Error() string {
+	return fmt.Sprintf("signing key %q: key set unavailable: %v", e.Kid, e.Err)
+}
+
+func (e *KeySetError) Unwrap() error { return e.Err }
 
 // Verifier checks access tokens against a JWKS document it fetches and caches.
 // It is safe for concurrent use; the hot path for a token seen before is one
@@ -187,8 +207,9 @@ func (o VerifierOptions) withDefaults() VerifierOptions {
 }
 
 // Verify checks the token's algorithm, signature, expiry and issuer and
-// returns its claims. Any error means the caller must answer 401. A token
-// that verified before is answered from the cache while it still would.
+// returns its claims. Any error means the caller must answer 401, except a
+// *KeySetError (the key set could not be fetched): 503. A token that
+// verified before is answered from the cache while it still would.
 func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	return verify(v, ctx, token)
 }
@@ -275,7 +296,8 @@ func (v *Verifier) Ready(ctx context.Context) error {
 	if v.keys.Load() != nil {
 		return nil
 	}
-	return v.refresh(ctx, true)
+	_, err := v.refresh(ctx, true)
+	return err
 }
 
 // key finds kid's key, refreshing the key set if it is unknown, and
@@ -288,8 +310,8 @@ func (v *Verifier) key(ctx context.Context, kid string) (ed25519.PublicKey, *key
 			return k, set, nil
 		}
 	}
-	if err := v.refresh(ctx, false); err != nil && !errors.Is(err, errThrottled) {
-		return nil, nil, fmt.Errorf("%w %q: %v", ErrUnknownKey, kid, err)
+	if retry, err := v.refresh(ctx, false); err != nil && !errors.Is(err, errThrottled) {
+		return nil, nil, &KeySetError{Kid: kid, RetryAfter: retry, Err: err}
 	}
 	if set = v.keys.Load(); set != nil {
 		if k, ok := set.byKid[kid]; ok {
@@ -315,18 +337,26 @@ const fetchTimeout = 10 * time.Second
 // alone did not do that, since a failure slower than it had let each
 // waiter in turn fetch again, serially (8 callers, a 503 after 1.1 s: the
 // last waited 4.4 s).
-func (v *Verifier) refresh(ctx context.Context, force bool) error {
+//
+// A refresh held off after a failed fetch returns that failure, not
+// errThrottled: the key set is still unavailable, which the caller answers
+// differently from a kid a good set lacks. retry is how long until the next
+// fetch may start, for a failure's Retry-After.
+func (v *Verifier) refresh(ctx context.Context, force bool) (retry time.Duration, err error) {
 	seen := v.attempts.Load()
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.attempts.Load() != seen {
-		return v.lastErr
+		return v.untilNext(), v.lastErr
 	}
 	now := v.opts.Now()
 	if !force && !v.lastAttempt.IsZero() && now.Sub(v.lastAttempt) < v.retryAfter() {
-		return errThrottled
+		if v.lastErr != nil {
+			return v.untilNext(), v.lastErr
+		}
+		return 0, errThrottled
 	}
-	err := v.fetchKeys(ctx, now)
+	err = v.fetchKeys(ctx, now)
 	// The backoff runs from the attempt's end: counted from its start, a
 	// failure slower than the backoff would let the next caller fetch at once.
 	v.lastAttempt, v.lastErr = v.opts.Now(), err
@@ -336,7 +366,13 @@ func (v *Verifier) refresh(ctx context.Context, force bool) error {
 	} else {
 		v.failures = 0
 	}
-	return err
+	return v.untilNext(), err
+}
+
+// untilNext is how long from now until the next fetch may start. Called
+// with mu held.
+func (v *Verifier) untilNext() time.Duration {
+	return max(0, v.lastAttempt.Add(v.retryAfter()).Sub(v.opts.Now()))
 }
 
 // retryAfter is how long after the last attempt ended the next may start.
@@ -389,7 +425,7 @@ func (v *Verifier) refreshInBackground() {
 		defer v.refreshing.Store(false)
 		// On failure the old set stays: a short user-service outage must not
 		// log everybody out.
-		_ = v.refresh(context.Background(), false)
+		_, _ = v.refresh(context.Background(), false)
 	}()
 }
 

@@ -1,0 +1,103 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+func isKeySetError(err error) bool {
+	var ke *KeySetError
+	return errors.As(err, &ke)
+}
+
+// A kid the held key set lacks is looked up by fetching the set again. When
+// that fetch fails, nothing is known about the token: it was answered 401,
+// so a client with a good token signed by a key rotated in during a user
+// service outage dropped it and logged in again (into the same outage).
+// It is a KeySetError, answered 503 with Retry-After, until a fetch
+// succeeds; a kid a fetched set really lacks stays ErrUnknownKey, a 401.
+func TestUnfetchableKeySetIsNotABadToken(t *testing.T) {
+	gin.SetMode(gin.TestMode)
+	old, next := mustKey(t), mustKey(t)
+	var down atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		_, _ = w.Write(NewSigner(old).JWKS())
+	}))
+	defer srv.Close()
+	clk := newClock()
+	v := NewVerifier(srv.URL, clk.opts())
+	r := gin.New()
+	r.GET("/me", Middleware(v), func(c *gin.Context) { c.String(http.StatusOK, UserID(c)) })
+	call := func(tok string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, "/me", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		w := httptest.NewRecorder()
+		r.ServeHTTP(w, req)
+		return w
+	}
+	wantProblem := func(w *httptest.ResponseRecorder, status int, retryAfter string) {
+		t.Helper()
+		if w.Code != status {
+			t.Fatalf("status = %d, want %d (%s)", w.Code, status, w.Body)
+		}
+		if ct := w.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+			t.Fatalf("content type = %q", ct)
+		}
+		var p map[string]any
+		if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p["status"] != float64(status) {
+			t.Fatalf("problem body = %s (%v)", w.Body, err)
+		}
+		if got := w.Header().Get("Retry-After"); got != retryAfter {
+			t.Fatalf("Retry-After = %q, want %q", got, retryAfter)
+		}
+	}
+
+	oldTok, _ := NewSigner(old).Sign("alice", time.Hour)
+	nextTok, _ := NewSigner(next).Sign("alice", time.Hour)
+	if w := call(oldTok); w.Code != http.StatusOK {
+		t.Fatalf("token of the published key: %d %s", w.Code, w.Body)
+	}
+	// The set was fetched: a kid it lacks is unknown, within the refresh bound or after it.
+	wantProblem(call(nextTok), http.StatusUnauthorized, "")
+	clk.add(v.opts.MinRefreshInterval)
+	wantProblem(call(nextTok), http.StatusUnauthorized, "")
+
+	down.Store(true)
+	clk.add(v.opts.MinRefreshInterval)
+	_, err := v.Verify(context.Background(), nextTok)
+	var ke *KeySetError
+	if !errors.As(err, &ke) || errors.Is(err, ErrUnknownKey) || !strings.Contains(err.Error(), "status 502") {
+		t.Fatalf("kid looked up while the fetch fails: %v, want a KeySetError with the fetch's 502", err)
+	}
+	if ke.RetryAfter != firstRetry {
+		t.Fatalf("RetryAfter = %v after the first failure, want %v", ke.RetryAfter, firstRetry)
+	}
+	// Held off after the failure, the lookup is still not done: still the server's fault, still 503.
+	wantProblem(call(nextTok), http.StatusServiceUnavailable, "1")
+	if w := call(oldTok); w.Code != http.StatusOK {
+		t.Fatalf("token of a held key during the outage: %d %s", w.Code, w.Body)
+	}
+	clk.add(firstRetry)
+	wantProblem(call(nextTok), http.StatusServiceUnavailable, "1")
+
+	// Back up: the same kid, looked up in a fetched set, is unknown again.
+	down.Store(false)
+	clk.add(v.opts.MinRefreshInterval)
+	wantProblem(call(nextTok), http.StatusUnauthorized, "")
+	if _, err := v.Verify(context.Background(), nextTok); !errors.Is(err, ErrUnknownKey) || isKeySetError(err) {
+		t.Fatalf("kid a fetched set lacks: %v, want ErrUnknownKey", err)
+	}
+}
