@@ -34,6 +34,7 @@ var helperSince = map[asm.BuiltinFunc]release{
 	asm.FnGetCurrentTask:      {4, 8},
 	asm.FnProbeReadUser:       {5, 5},
 	asm.FnProbeReadKernel:     {5, 5},
+	asm.FnCopyFromUser:        {5, 10},
 	asm.FnRingbufOutput:       {5, 8},
 	asm.FnSkStorageGet:        {5, 11},
 	asm.FnGetCurrentTaskBtf:   {5, 11},
@@ -45,6 +46,18 @@ var helperSince = map[asm.BuiltinFunc]release{
 
 // cmpxchgSince: BPF_ATOMIC's compare-and-exchange (the slot claims), 5.12; before it only BPF_XADD's plain add.
 var cmpxchgSince = release{5, 12}
+
+// sleepableSince: a sleepable uprobe (6.0) that uses non-preallocated hashes (6.1: before it the verifier let a
+// sleepable program use preallocated maps only); the HTTP server probe's inflight and requests are not preallocated.
+var sleepableSince = release{6, 1}
+
+// bpfFSleepable is BPF_F_SLEEPABLE, the program flag of a "uprobe.s" section.
+const bpfFSleepable = 1 << 4
+
+// sleepableExit is the HTTP server probe's sleepable exit build, which the agent loads where the kernel takes it and
+// replaces with the plain build, serve_http_ret, where it does not (loadHTTPServer): like the exit programs it raises
+// no probe's minimum, and it must need no more than sleepableSince.
+const sleepableExit = "serve_http_ret_sleepable"
 
 // exitProgram is the per-executable probes' sched_process_exit program (include/procexit.h), which the agent leaves
 // out on kernels without bpf_loop and bpf_map_lookup_percpu_elem (Config.NoExitPrograms).
@@ -77,6 +90,9 @@ func needs(ps *ebpf.ProgramSpec) ([]string, release, error) {
 			newest = since
 		}
 	}
+	if ps.Flags&bpfFSleepable != 0 {
+		use("sleepable", sleepableSince)
+	}
 	for _, ins := range ps.Instructions {
 		switch {
 		case ins.IsBuiltinCall():
@@ -101,9 +117,10 @@ func needs(ps *ebpf.ProgramSpec) ([]string, release, error) {
 }
 
 // TestMinimumKernels reads every program of every probe's objects (amd64 and arm64) and checks which release its
-// helper calls and atomic instructions need: only the per-executable probes' exit programs need 5.19 (bpf_loop,
-// bpf_map_lookup_percpu_elem), so the agent that leaves them out loads every probe on the older kernels the README
-// names, and no program of a probe needs more than the README says. The helpers each program calls are logged.
+// helper calls, atomic instructions and sleepable flag need: only the per-executable probes' exit programs need 5.19
+// (bpf_loop, bpf_map_lookup_percpu_elem) and the HTTP server probe's sleepable exit 6.1, so the agent that leaves them
+// out loads every probe on the older kernels the README names, and no program of a probe needs more than the README
+// says. The helpers each program calls are logged.
 func TestMinimumKernels(t *testing.T) {
 	for _, arch := range []string{"x86", "arm64"} {
 		for _, p := range probes {
@@ -119,6 +136,12 @@ func TestMinimumKernels(t *testing.T) {
 						t.Fatalf("program %s: %v", name, err)
 					}
 					t.Logf("%s: needs %v: %s", name, newest, strings.Join(uses, ", "))
+					if name == sleepableExit {
+						if newest != sleepableSince {
+							t.Errorf("%s needs %v, want %v", name, newest, sleepableSince)
+						}
+						continue
+					}
 					if want, ok := wantExit[p]; ok && name == exitProgram {
 						if newest != want {
 							t.Errorf("exit program %s needs %v, want %v", name, newest, want)

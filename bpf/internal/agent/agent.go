@@ -63,6 +63,9 @@ type Config struct {
 	// inflightEntries, when set, shrinks the in-flight fallback maps of the HTTP server and call probes (inflight,
 	// call_inflight) so that the tests can fill them. 0 keeps the compiled sizes.
 	inflightEntries uint32
+	// refuseSleepableExit makes the kernel refuse the HTTP server probe's sleepable exit program (as kernels before
+	// 6.1 do), so that the tests run the plain one the agent falls back to.
+	refuseSleepableExit bool
 }
 
 // DefaultMaxExecutables is Config.MaxExecutables when unset: the platform's five services, each once more while a
@@ -535,7 +538,8 @@ func (a *Agent) attach(path, exe string, id binID) {
 	start := time.Now() // the attach holds the scan's lock: its time is how late every other target is probed
 	b, err := safeAttach(fd, exe, id, attachOpts{httpUprobe: a.cfg.HTTPProbe == HTTPProbeUprobe, exitProgs: !a.cfg.NoExitPrograms,
 		accept: a.sys.tcp.AcceptRet, log: a.log, slotEntries: a.cfg.slotEntries, goroutinesByUprobe: a.cfg.goroutinesByUprobe,
-		processEntries: a.cfg.processEntries, inflightEntries: a.cfg.inflightEntries})
+		processEntries: a.cfg.processEntries, inflightEntries: a.cfg.inflightEntries,
+		refuseSleepable: a.cfg.refuseSleepableExit})
 	if g != nil {
 		if err == nil {
 			g.b, b.guard = b, g

@@ -55,7 +55,10 @@ type binProbes struct {
 	goroutinesByUprobe bool
 	processEntries     uint32
 	inflightEntries    uint32
+	refuseSleepable    bool
 	exitTracepoint     func(group, name string, prog *ebpf.Program, opts *link.TracepointOptions) (link.Link, error)
+	// httpExit is which build of the HTTP server probe's exit program runs: exitSleepable or exitPlain (loadHTTPServer).
+	httpExit string
 	// buildID is the executable's Go build ID note (nil without one): a file whose ctime moved and whose size,
 	// mtime and build ID did not holds the bytes probed (Agent.attach).
 	buildID []byte
@@ -203,6 +206,7 @@ type attachOpts struct {
 	goroutinesByUprobe bool   // see Config.goroutinesByUprobe
 	processEntries     uint32 // see Config.processEntries
 	inflightEntries    uint32 // see Config.inflightEntries
+	refuseSleepable    bool   // see Config.refuseSleepableExit
 	// exitTracepoint attaches a probe's process_exit; nil is link.Tracepoint. A test makes that attach fail with it.
 	exitTracepoint func(group, name string, prog *ebpf.Program, opts *link.TracepointOptions) (link.Link, error)
 }
@@ -226,7 +230,8 @@ func attachBinary(path, exe string, id binID, o attachOpts) (*binProbes, error) 
 	}
 	b := &binProbes{id: id, exe: exe, log: log, refused: map[string]string{}, callDropped: map[string]*ebpf.Map{}, exitProgs: o.exitProgs, buildID: buildID(sym.ELF()),
 		slotEntries: o.slotEntries, goroutinesByUprobe: o.goroutinesByUprobe, processEntries: o.processEntries, inflightEntries: o.inflightEntries, exitTracepoint: o.exitTracepoint,
-		dwarf: offsets.NewIndex(sym.ELF())}
+		refuseSleepable: o.refuseSleepable,
+		dwarf:           offsets.NewIndex(sym.ELF())}
 	if b.exitTracepoint == nil {
 		b.exitTracepoint = link.Tracepoint
 	}
@@ -362,7 +367,7 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 		Panic  *ebpf.Program `ebpf:"serve_http_panic"`
 		Hijack *ebpf.Program `ebpf:"serve_http_hijack"`
 	}
-	if err := b.load(spec, &objs); err != nil {
+	if err := b.loadHTTPServer(spec, &objs); err != nil {
 		return err
 	}
 	b.closer = append(b.closer, &objs.BpfMaps, closers{objs.Enter, objs.Ret, objs.Panic, objs.Hijack})
@@ -375,6 +380,46 @@ func (b *binProbes) attachHTTPServer(sym *symtab.Binary, ex *link.Executable) er
 	}
 	b.attachPanicExit(sym, ex, objs.Panic)
 	b.attachHijack(sym, ex, objs.Hijack)
+	return nil
+}
+
+// The HTTP server probe's exit program comes in two builds (httpserver.c, serve_http_exit): the same code as a plain
+// uprobe and as a sleepable one, whose user-memory reads are bpf_copy_from_user (README, "Overhead").
+const (
+	exitSleepable = "sleepable"
+	exitPlain     = "plain"
+)
+
+// loadHTTPServer loads the HTTP server probe with its sleepable exit program where the kernel takes it (Linux 6.1 and
+// later), else with the plain one, and logs which one runs. The sleepable build is loaded under the plain one's name,
+// so objs and whatever reads the kernel's program names (bpf_stats, bench/overhead.sh) see one serve_http_ret either
+// way. A refusal is not told apart from other load errors: the plain load that follows fails the same way if the
+// cause was elsewhere, and its error is the one returned.
+func (b *binProbes) loadHTTPServer(spec *ebpf.CollectionSpec, objs any) error {
+	sleepable := spec.Programs[httpserver.BpfProgServeHttpRetSleepable]
+	delete(spec.Programs, httpserver.BpfProgServeHttpRetSleepable) // never loaded beside the plain build: one exit program runs
+	if sleepable != nil {
+		s := spec.Copy()
+		p := sleepable.Copy()
+		p.Name = httpserver.BpfProgServeHttpRet
+		if b.refuseSleepable {
+			p.Flags |= 1 << 31 // a flag no kernel knows: refused, as BPF_F_SLEEPABLE on a uprobe is before 6.0
+		}
+		s.Programs[httpserver.BpfProgServeHttpRet] = p
+		err := b.load(s, objs)
+		if err == nil {
+			b.httpExit = exitSleepable
+			b.log.Info("HTTP server exit program", "exe", b.exe, "build", exitSleepable)
+			return nil
+		}
+		b.log.Info("HTTP server exit program: the sleepable build was refused, loading the plain one", "exe", b.exe,
+			"why", err.Error())
+	}
+	if err := b.load(spec, objs); err != nil {
+		return err
+	}
+	b.httpExit = exitPlain
+	b.log.Info("HTTP server exit program", "exe", b.exe, "build", exitPlain)
 	return nil
 }
 

@@ -33,8 +33,34 @@ func TestHTTPServerRED(t *testing.T) {
 			if len(ts) != 1 || ts[0].PID != tg.pid || !slices.Contains(ts[0].Probes, "httpserver") {
 				t.Fatalf("targets = %+v, want pid %d with the httpserver probe", ts, tg.pid)
 			}
+			wantHTTPExit(t, a, exitSleepable) // this kernel (6.18) takes it
 			testRED(t, a, tg)
 		})
+	}
+}
+
+// TestHTTPServerREDPlainExit runs the same checks where the kernel refuses the sleepable exit program (before Linux
+// 6.1): the agent must fall back to the plain build and count as exactly with it.
+func TestHTTPServerREDPlainExit(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, Config{refuseSleepableExit: true}, bin)
+	a.Scan()
+	tg := startTarget(t, bin)
+	a.Scan()
+	wantHTTPExit(t, a, exitPlain)
+	testRED(t, a, tg)
+}
+
+// wantHTTPExit fails the test unless the one executable a probes runs the HTTP server probe with the exit program
+// build want.
+func wantHTTPExit(t *testing.T, a *Agent, want string) {
+	t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if b := onlyBin(t, a); b.httpExit != want {
+		t.Fatalf("HTTP server exit program %q, want %q", b.httpExit, want)
 	}
 }
 

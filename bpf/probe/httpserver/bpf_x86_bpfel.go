@@ -65,33 +65,34 @@ type BpfReqState struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	BpfMapInflight           = "inflight"
-	BpfMapInflightSlots      = "inflight_slots"
-	BpfMapRedSlots           = "red_slots"
-	BpfMapRequests           = "requests"
-	BpfMapSeriesDropped      = "series_dropped"
-	BpfMapZeroHist           = "zero_hist"
-	BpfProgProcessExit       = "process_exit"
-	BpfProgServeHttpEnter    = "serve_http_enter"
-	BpfProgServeHttpHijack   = "serve_http_hijack"
-	BpfProgServeHttpPanic    = "serve_http_panic"
-	BpfProgServeHttpRet      = "serve_http_ret"
-	BpfVarExitIno            = "exit_ino"
-	BpfVarExitNcpu           = "exit_ncpu"
-	BpfVarH2ItabFromIp       = "h2_itab_from_ip"
-	BpfVarH2ItabKnown        = "h2_itab_known"
-	BpfVarOffConnHijacked    = "off_conn_hijacked"
-	BpfVarOffH2stateStatus   = "off_h2state_status"
-	BpfVarOffH2writerRws     = "off_h2writer_rws"
-	BpfVarOffRequestMethod   = "off_request_method"
-	BpfVarOffResponseConn    = "off_response_conn"
-	BpfVarOffResponseStatus  = "off_response_status"
-	BpfVarOffXh2stateStatus  = "off_xh2state_status"
-	BpfVarOffXh2writerRws    = "off_xh2writer_rws"
-	BpfVarResponseItabFromIp = "response_itab_from_ip"
-	BpfVarResponseItabKnown  = "response_itab_known"
-	BpfVarXh2ItabFromIp      = "xh2_itab_from_ip"
-	BpfVarXh2ItabKnown       = "xh2_itab_known"
+	BpfMapInflight               = "inflight"
+	BpfMapInflightSlots          = "inflight_slots"
+	BpfMapRedSlots               = "red_slots"
+	BpfMapRequests               = "requests"
+	BpfMapSeriesDropped          = "series_dropped"
+	BpfMapZeroHist               = "zero_hist"
+	BpfProgProcessExit           = "process_exit"
+	BpfProgServeHttpEnter        = "serve_http_enter"
+	BpfProgServeHttpHijack       = "serve_http_hijack"
+	BpfProgServeHttpPanic        = "serve_http_panic"
+	BpfProgServeHttpRet          = "serve_http_ret"
+	BpfProgServeHttpRetSleepable = "serve_http_ret_sleepable"
+	BpfVarExitIno                = "exit_ino"
+	BpfVarExitNcpu               = "exit_ncpu"
+	BpfVarH2ItabFromIp           = "h2_itab_from_ip"
+	BpfVarH2ItabKnown            = "h2_itab_known"
+	BpfVarOffConnHijacked        = "off_conn_hijacked"
+	BpfVarOffH2stateStatus       = "off_h2state_status"
+	BpfVarOffH2writerRws         = "off_h2writer_rws"
+	BpfVarOffRequestMethod       = "off_request_method"
+	BpfVarOffResponseConn        = "off_response_conn"
+	BpfVarOffResponseStatus      = "off_response_status"
+	BpfVarOffXh2stateStatus      = "off_xh2state_status"
+	BpfVarOffXh2writerRws        = "off_xh2writer_rws"
+	BpfVarResponseItabFromIp     = "response_itab_from_ip"
+	BpfVarResponseItabKnown      = "response_itab_known"
+	BpfVarXh2ItabFromIp          = "xh2_itab_from_ip"
+	BpfVarXh2ItabKnown           = "xh2_itab_known"
 )
 
 // LoadBpf returns the embedded CollectionSpec for Bpf.
@@ -136,11 +137,12 @@ type BpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type BpfProgramSpecs struct {
-	ProcessExit     *ebpf.ProgramSpec `ebpf:"process_exit"`
-	ServeHttpEnter  *ebpf.ProgramSpec `ebpf:"serve_http_enter"`
-	ServeHttpHijack *ebpf.ProgramSpec `ebpf:"serve_http_hijack"`
-	ServeHttpPanic  *ebpf.ProgramSpec `ebpf:"serve_http_panic"`
-	ServeHttpRet    *ebpf.ProgramSpec `ebpf:"serve_http_ret"`
+	ProcessExit           *ebpf.ProgramSpec `ebpf:"process_exit"`
+	ServeHttpEnter        *ebpf.ProgramSpec `ebpf:"serve_http_enter"`
+	ServeHttpHijack       *ebpf.ProgramSpec `ebpf:"serve_http_hijack"`
+	ServeHttpPanic        *ebpf.ProgramSpec `ebpf:"serve_http_panic"`
+	ServeHttpRet          *ebpf.ProgramSpec `ebpf:"serve_http_ret"`
+	ServeHttpRetSleepable *ebpf.ProgramSpec `ebpf:"serve_http_ret_sleepable"`
 }
 
 // BpfMapSpecs contains maps before they are loaded into the kernel.
@@ -242,11 +244,12 @@ type BpfVariables struct {
 //
 // It can be passed to LoadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BpfPrograms struct {
-	ProcessExit     *ebpf.Program `ebpf:"process_exit"`
-	ServeHttpEnter  *ebpf.Program `ebpf:"serve_http_enter"`
-	ServeHttpHijack *ebpf.Program `ebpf:"serve_http_hijack"`
-	ServeHttpPanic  *ebpf.Program `ebpf:"serve_http_panic"`
-	ServeHttpRet    *ebpf.Program `ebpf:"serve_http_ret"`
+	ProcessExit           *ebpf.Program `ebpf:"process_exit"`
+	ServeHttpEnter        *ebpf.Program `ebpf:"serve_http_enter"`
+	ServeHttpHijack       *ebpf.Program `ebpf:"serve_http_hijack"`
+	ServeHttpPanic        *ebpf.Program `ebpf:"serve_http_panic"`
+	ServeHttpRet          *ebpf.Program `ebpf:"serve_http_ret"`
+	ServeHttpRetSleepable *ebpf.Program `ebpf:"serve_http_ret_sleepable"`
 }
 
 func (p *BpfPrograms) Close() error {
@@ -256,6 +259,7 @@ func (p *BpfPrograms) Close() error {
 		p.ServeHttpHijack,
 		p.ServeHttpPanic,
 		p.ServeHttpRet,
+		p.ServeHttpRetSleepable,
 	)
 }
 

@@ -16,7 +16,8 @@
 // over HTTP/2, whose status is behind a pointer). All three reads are made by the exit program: a program run's first
 // bpf_probe_read_user costs about twice what each further one does (AMD EPYC guest, Safe-RET: ~165 ns against ~85,
 // bench/progcost), so reading the method at the entry and the status at the exit paid that first read twice per
-// request. The entry only keeps the *Request; net/http keeps it alive until after ServeHTTP returns.
+// request. The entry only keeps the *Request; net/http keeps it alive until after ServeHTTP returns. Where the kernel
+// takes a sleepable uprobe the exit makes those reads with bpf_copy_from_user, cheaper again (serve_http_exit).
 #include "procexit.h"
 
 // Offsets into net/http.Request, net/http.response and HTTP/2's writer and its state, patched by the loader from the
@@ -162,20 +163,28 @@ static __always_inline __u32 mix64(__u64 v, __u32 bits) {
 	return (__u32)((v * 0x9E3779B97F4A7C15ULL) >> (64 - bits));
 }
 
+// read_user is how the exit programs read the target's memory: bpf_copy_from_user in the sleepable exit, which on
+// the machines measured costs less per read than bpf_probe_read_user (README, "Overhead": ~80 ns over the exit's
+// three reads), else bpf_probe_read_user, which a program that may not sleep must use. Both zero dst on a fault and
+// return 0 on success. sleepable is a constant in each program, so each compiles to one helper.
+static __always_inline long read_user(void *dst, __u32 size, const void *src, bool sleepable) {
+	return sleepable ? bpf_copy_from_user(dst, size, src) : bpf_probe_read_user(dst, size, src);
+}
+
 // read_method puts the request's method into out (8 bytes, zero padded): one of the nine standard methods, or OTHER
 // for anything else (std_method: the token is the client's, which would otherwise make up label values; the socket
 // probe counts only these nine too). It is read when ServeHTTP returns, so a handler that rewrites r.Method in place
 // (a method-override middleware) is counted under the method it set, as the application's own middleware after it
 // would count it.
-static __always_inline void read_method(void *req, char *out) {
+static __always_inline void read_method(void *req, char *out, bool sleepable) {
 	struct {
 		const char *ptr;
 		__u64 len;
 	} m = {};
 	__u64 v = 0;
 	// Every standard method is 3 to 7 bytes long: a longer token is OTHER without reading it.
-	if (bpf_probe_read_user(&m, sizeof(m), req + off_request_method) == 0 && m.ptr && m.len >= 3 &&
-	    m.len < METHOD_LEN && bpf_probe_read_user(&v, m.len & (METHOD_LEN - 1), m.ptr) == 0) {
+	if (read_user(&m, sizeof(m), req + off_request_method, sleepable) == 0 && m.ptr && m.len >= 3 &&
+	    m.len < METHOD_LEN && read_user(&v, m.len & (METHOD_LEN - 1), m.ptr, sleepable) == 0) {
 		*(__u64 *)out = std_method(v);
 		return;
 	}
@@ -265,12 +274,12 @@ static __always_inline void record(struct red_key *rk, __u64 d) {
 // or calls WriteHeader(101) first (coder/websocket), and every other request keeps its two user-memory reads. A
 // hijack after another WriteHeader (a CONNECT proxy's 200) is what serve_http_hijack marks; this read still catches a
 // Hijack made from another goroutine than the handler's, which that program cannot tie to the request.
-static __always_inline bool hijacked(__u64 response) {
+static __always_inline bool hijacked(__u64 response, bool sleepable) {
 	__u64 conn = 0;
 	__u8 h = 0;
-	if (bpf_probe_read_user(&conn, sizeof(conn), (void *)(response + off_response_conn)) || !conn)
+	if (read_user(&conn, sizeof(conn), (void *)(response + off_response_conn), sleepable) || !conn)
 		return false;
-	return bpf_probe_read_user(&h, sizeof(h), (void *)(conn + off_conn_hijacked)) == 0 && h;
+	return read_user(&h, sizeof(h), (void *)(conn + off_conn_hijacked), sleepable) == 0 && h;
 }
 
 // take ends the request (tgid, g) has in flight: frees its slot or marks its fallback entry done, puts its *Request
@@ -306,8 +315,13 @@ static __always_inline __u64 take(__u32 tgid, __u64 g, __u64 *request, __u64 *re
 	return start;
 }
 
-SEC("uprobe/serve_http_ret")
-int serve_http_ret(struct pt_regs *ctx) {
+// serve_http_exit is the exit program's body, in two builds the agent picks from at load time: serve_http_ret, a plain
+// uprobe that every kernel the probe supports loads, and serve_http_ret_sleepable, the same as a sleepable uprobe
+// (Linux 6.1: 6.0's sleepable uprobes, and 6.1's non-preallocated hashes in sleepable programs) whose reads are
+// cheaper. The agent loads the sleepable one under the plain one's name and falls back to the plain one where the
+// kernel refuses it. Sleeping changes nothing for the maps: a uprobe program of either kind runs with migration, not
+// preemption, disabled, so the per-CPU slots are exposed to the same interleavings in both.
+static __always_inline int serve_http_exit(struct pt_regs *ctx, bool sleepable) {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	struct red_key rk = {.tgid = tgid};
@@ -317,7 +331,7 @@ int serve_http_ret(struct pt_regs *ctx) {
 	__u64 start = take(tgid, GO_G(ctx), &request, &response, &writer, &hijack);
 	if (!start)
 		return 0;
-	read_method((void *)request, rk.method);
+	read_method((void *)request, rk.method, sleepable);
 	__s64 status = 0;
 	// HTTP/1's *response is tested first, so its requests pay no more than before HTTP/2's were read. Where the agent
 	// did not find its itab, the status is read as before the check existed, but not the hijacked flag: following a
@@ -328,24 +342,34 @@ int serve_http_ret(struct pt_regs *ctx) {
 	// STATUS_UNKNOWN: its status is not where either keeps it, and a 200 would pass its 404s and 500s for successes.
 	bool ours = response_itab_known && writer == response_itab_from_ip;
 	if (ours || !response_itab_known) {
-		bpf_probe_read_user(&status, sizeof(status), (void *)(response + off_response_status));
+		read_user(&status, sizeof(status), (void *)(response + off_response_status), sleepable);
 	} else if (h2_itab_known && writer == h2_itab_from_ip) {
 		__u64 rws = 0;
-		if (bpf_probe_read_user(&rws, sizeof(rws), (void *)(response + off_h2writer_rws)) == 0 && rws)
-			bpf_probe_read_user(&status, sizeof(status), (void *)(rws + off_h2state_status));
+		if (read_user(&rws, sizeof(rws), (void *)(response + off_h2writer_rws), sleepable) == 0 && rws)
+			read_user(&status, sizeof(status), (void *)(rws + off_h2state_status), sleepable);
 	} else if (xh2_itab_known && writer == xh2_itab_from_ip) {
 		__u64 rws = 0;
-		if (bpf_probe_read_user(&rws, sizeof(rws), (void *)(response + off_xh2writer_rws)) == 0 && rws)
-			bpf_probe_read_user(&status, sizeof(status), (void *)(rws + off_xh2state_status));
+		if (read_user(&rws, sizeof(rws), (void *)(response + off_xh2writer_rws), sleepable) == 0 && rws)
+			read_user(&status, sizeof(status), (void *)(rws + off_xh2state_status), sleepable);
 	} else {
 		status = STATUS_UNKNOWN;
 	}
-	if (hijack || ((status == 0 || status == 101) && ours && hijacked(response)))
+	if (hijack || ((status == 0 || status == 101) && ours && hijacked(response, sleepable)))
 		rk.status = STATUS_HIJACKED;
 	else
 		rk.status = status ? (__u32)status : 200; // nothing written yet: net/http sends 200 (finishRequest, handlerDone)
 	record(&rk, now - start);
 	return 0;
+}
+
+SEC("uprobe/serve_http_ret")
+int serve_http_ret(struct pt_regs *ctx) {
+	return serve_http_exit(ctx, false);
+}
+
+SEC("uprobe.s/serve_http_ret")
+int serve_http_ret_sleepable(struct pt_regs *ctx) {
+	return serve_http_exit(ctx, true);
 }
 
 // A handler that panicked (or called runtime.Goexit) never returns from ServeHTTP, so serve_http_ret never ran for
@@ -365,7 +389,7 @@ int serve_http_panic(struct pt_regs *ctx) {
 	bool hijack = false;
 	__u64 start = take(tgid, GO_G(ctx), &request, &response, &writer, &hijack);
 	if (start) {
-		read_method((void *)request, rk.method);
+		read_method((void *)request, rk.method, false);
 		record(&rk, now - start);
 	}
 	return 0;
