@@ -22,6 +22,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/pkg/auth"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
@@ -229,6 +230,7 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 			if !ok {
 				return Blocked
 			}
+			var ke *auth.KeySetError
 			switch {
 			case err == nil:
 				h.Set(UserHeader, user)
@@ -238,6 +240,13 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 			case errors.Is(err, authn.ErrNoToken):
 				x.Resp.Header.Set("WWW-Authenticate", `Bearer realm="shanhai"`)
 				x.problem(fasthttp.StatusUnauthorized, "unauthenticated", "this route needs a bearer token")
+				return Done
+			case errors.As(err, &ke):
+				// The token's key could not be looked up (the JWKS fetch
+				// failed): the token may be good, and a 401 would tell the
+				// client to drop it. The user service is the problem.
+				x.Resp.Header.Set("Retry-After", strconv.Itoa(max(1, ceilSeconds(ke.RetryAfter))))
+				x.problem(fasthttp.StatusServiceUnavailable, "auth-unavailable", "the keys to verify the bearer token could not be fetched")
 				return Done
 			default:
 				x.Resp.Header.Set("WWW-Authenticate", `Bearer realm="shanhai", error="invalid_token"`)
