@@ -2,12 +2,14 @@ package stream_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
-	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"regexp"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -52,61 +54,100 @@ type authNATS struct {
 	cmd                 *exec.Cmd
 }
 
-// startAuthNATS starts the nats-server binary that scripts/deps.sh installs on
-// a free port, with user svc and password, and stops it when t ends.
+// startAuthNATS starts the nats-server that scripts/deps.sh pins, with user
+// svc and password, and stops it when t ends. The server takes a random port
+// itself (-1) and names it in a ports file: a port picked by closing a
+// listener first could be taken by someone else before the server bound it.
 func startAuthNATS(t *testing.T, password string) *authNATS {
 	t.Helper()
 	bin := natsServerBinary(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
 	dir := t.TempDir()
-	s := &authNATS{addr: addr, conf: filepath.Join(dir, "nats.conf"), logPath: filepath.Join(dir, "nats.log")}
+	s := &authNATS{addr: "127.0.0.1:-1", conf: filepath.Join(dir, "nats.conf"), logPath: filepath.Join(dir, "nats.log")}
 	s.write(t, password)
 	logFile, err := os.Create(s.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = logFile.Close() })
-	s.cmd = exec.Command(bin, "-c", s.conf)
+	s.cmd = exec.Command(bin, "-c", s.conf, "--ports_file_dir", dir)
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 	if err := s.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
 	t.Cleanup(func() { _ = s.cmd.Process.Kill(); _ = s.cmd.Wait() })
-	waitFor(t, 30*time.Second, "the private nats-server to listen", func() bool {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			_ = c.Close()
+	// The ports file is written once the server listens.
+	var ports struct{ NATS []string }
+	waitFor(t, 30*time.Second, "the private nats-server's ports file", func() bool {
+		found, _ := filepath.Glob(filepath.Join(dir, "*.ports"))
+		if len(found) == 0 {
+			return false
 		}
-		return err == nil
+		b, err := os.ReadFile(found[0])
+		return err == nil && json.Unmarshal(b, &ports) == nil && len(ports.NATS) > 0
 	})
+	u, err := url.Parse(ports.NATS[0])
+	if err != nil {
+		t.Fatalf("ports file names %q: %v", ports.NATS[0], err)
+	}
+	s.addr = u.Host
 	return s
 }
 
-// natsServerBinary finds the nats-server scripts/deps.sh builds into its cache
-// (the newest version there), else one on PATH; a missing one fails the test
-// with the deps script's hint, as pkg/testenv does for a missing server.
+// natsServerBinary finds the nats-server at the version scripts/deps.sh pins
+// (NATS_VERSION), which it builds into its cache, else one on PATH reporting
+// that version. The newest by file name was taken before: v2.9 sorts after
+// v2.10, and a cache holding another version than the pin ran the test on it.
+// A missing one fails the test with the deps script's hint, as pkg/testenv
+// does for a missing server.
 func natsServerBinary(t *testing.T) string {
 	t.Helper()
+	version := pinnedNATSVersion(t)
 	cache := os.Getenv("SHANHAI_CACHE")
 	if cache == "" {
 		home, _ := os.UserHomeDir()
 		cache = filepath.Join(home, ".cache", "shanhai")
 	}
-	found, _ := filepath.Glob(filepath.Join(cache, "bin", "nats-server-v*"))
-	if len(found) > 0 {
-		sort.Strings(found)
-		return found[len(found)-1]
-	}
-	if bin, err := exec.LookPath("nats-server"); err == nil {
+	bin := filepath.Join(cache, "bin", "nats-server-"+version)
+	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	t.Fatalf("no nats-server in %s/bin or on PATH: %s", cache, testenv.Hint)
+	if onPath, err := exec.LookPath("nats-server"); err == nil {
+		out, _ := exec.Command(onPath, "--version").Output()
+		if strings.TrimSpace(string(out)) == "nats-server: "+version {
+			return onPath
+		}
+	}
+	t.Fatalf("no nats-server %s in %s/bin or on PATH: %s", version, cache, testenv.Hint)
 	return ""
+}
+
+// pinnedNATSVersion reads NATS_VERSION from scripts/deps.sh at the root of
+// the workspace this test runs in.
+func pinnedNATSVersion(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.work above the test's directory: cannot find scripts/deps.sh's NATS_VERSION")
+		}
+		dir = parent
+	}
+	script, err := os.ReadFile(filepath.Join(dir, "scripts", "deps.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^NATS_VERSION=(v[0-9][^\s#]*)`).FindSubmatch(script)
+	if m == nil {
+		t.Fatal("scripts/deps.sh sets no NATS_VERSION")
+	}
+	return string(m[1])
 }
 
 func (s *authNATS) write(t *testing.T, password string) {
@@ -152,5 +193,25 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 			t.Fatalf("gave up waiting for %s after %v", what, limit)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The private server is the version scripts/deps.sh pins, not the newest by
+// name: "nats-server-v2.9.0" sorts after "nats-server-v2.14.9", and a cache
+// holding both ran the test on 2.9.
+func TestNATSServerBinaryIsThePinnedVersion(t *testing.T) {
+	cache := t.TempDir()
+	if err := os.Mkdir(filepath.Join(cache, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pinned := filepath.Join(cache, "bin", "nats-server-"+pinnedNATSVersion(t))
+	for _, bin := range []string{pinned, filepath.Join(cache, "bin", "nats-server-v2.9.0")} {
+		if err := os.WriteFile(bin, nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("SHANHAI_CACHE", cache)
+	if got := natsServerBinary(t); got != pinned {
+		t.Fatalf("nats-server = %s, want the pinned %s", got, pinned)
 	}
 }
