@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -97,14 +96,14 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 	dead.Waiting = m.DLQWaiting
 	defer dead.Close()
 
+	streams := &streamCheck{js: js, cfg: cfg, log: log}
 	checks := []server.Check{
 		{Name: "kafka", Probe: func(ctx context.Context) error { return pingKafka(ctx, cfg.KafkaBrokers) }},
 		{Name: "nats", Probe: func(ctx context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
 			}
-			_, err := js.Stream(ctx, cfg.Stream)
-			return err
+			return streams.probe(ctx)
 		}},
 	}
 
@@ -164,7 +163,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 
 	legCtx, stopLegs := context.WithCancel(context.Background())
 	defer stopLegs()
-	// A stream the bridge must not publish to stops the whole bridge: the
+	// A stream the bridge must not publish to, or cannot create, stops the whole bridge: the
 	// server shuts down in its usual order and Run returns why.
 	ctx, refuse := context.WithCancelCause(ctx)
 	defer refuse(nil)
@@ -174,7 +173,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		// after the bridge, so keep trying.
 		if err := EnsureStream(legCtx, js, cfg, log); err != nil {
 			log.Error("refusing to start", "stream", cfg.Stream, "err", err)
-			refuse(err)
+			refuse(fmt.Errorf("%w: %w", errRefused, err))
 			legDone <- nil
 			return
 		}
@@ -190,71 +189,10 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		}
 	})
 	err = srv.Run(ctx)
-	if cause := context.Cause(ctx); errors.As(cause, new(*ShortWindowError)) {
+	if cause := context.Cause(ctx); errors.Is(cause, errRefused) {
 		return errors.Join(cause, err)
 	}
 	return err
-}
-
-// EnsureStream creates the stream if absent (file storage, the configured
-// subjects and duplicate window, and the services' stream.MaxAge: whoever
-// starts first defines it), retrying until NATS answers or ctx ends.
-//
-// An existing stream is left as it is: order, payment and operators create
-// or tune it too, and nobody rewrites another's settings (stream.Ensure).
-// But leg A relies on its duplicate window: a message JetStream stored but
-// did not confirm in time is published again up to 2 × PublishTimeout +
-// MaxBackoff later (config.Validate's rule for the window the bridge creates),
-// and a window no longer than that stores it twice. Raising the window here
-// instead would be a silent rewrite of a shared setting, by a
-// read-modify-write that could undo an operator's concurrent edit. So with
-// leg A on, an existing stream whose window is too short is a
-// *ShortWindowError, which stops the bridge, rather than duplicates in the
-// stream and the archive.
-func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) error {
-	for {
-		s, err := js.Stream(ctx, cfg.Stream)
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			_, err = js.CreateStream(ctx, jetstream.StreamConfig{
-				Name: cfg.Stream, Subjects: cfg.StreamSubjects, Storage: jetstream.FileStorage,
-				Duplicates: cfg.DuplicateWindow, MaxAge: stream.MaxAge,
-			})
-			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-				// Created meanwhile by someone else: check theirs.
-				continue
-			}
-			if err == nil {
-				return nil
-			}
-		}
-		if err == nil {
-			need := 2*cfg.PublishTimeout + cfg.MaxBackoff
-			if have := s.CachedInfo().Config.Duplicates; cfg.LegA() && have <= need {
-				return &ShortWindowError{Stream: cfg.Stream, Window: have, Need: need}
-			}
-			return nil
-		}
-		log.Warn("jetstream stream not ready", "stream", cfg.Stream, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// ShortWindowError is an existing stream whose duplicate window does not
-// outlast leg A's republish of an unconfirmed message.
-type ShortWindowError struct {
-	Stream string
-	Window time.Duration // the stream's duplicate window
-	Need   time.Duration // 2 × BRIDGE_PUBLISH_TIMEOUT + BRIDGE_MAX_BACKOFF, which the window must exceed
-}
-
-func (e *ShortWindowError) Error() string {
-	return fmt.Sprintf("jetstream stream %s has a duplicate window of %s, which must exceed 2 × BRIDGE_PUBLISH_TIMEOUT + BRIDGE_MAX_BACKOFF (%s): "+
-		"a message stored but not confirmed in time would be stored twice; raise the stream's duplicate window (nats stream edit %s --dupe-window) "+
-		"or lower those two", e.Stream, e.Window, e.Need, e.Stream)
 }
 
 func pingKafka(ctx context.Context, brokers []string) error {

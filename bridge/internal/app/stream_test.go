@@ -15,6 +15,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/config"
 	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
@@ -210,5 +211,131 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting for %s", what)
 		}
+	}
+}
+
+// TestBridgeRefusesAStreamWhoseSubjectsAnotherStreamHolds: a stream of another
+// name already holding subjects that overlap BRIDGE_STREAM_SUBJECTS makes
+// JetStream refuse the bridge's stream for as long as it exists. The bridge
+// retried that every second for ever, leg A carrying nothing, with a warning
+// each second that named neither stream's subjects. It must stop at once with
+// an error naming the other stream and its subjects, logged once.
+func TestBridgeRefusesAStreamWhoseSubjectsAnotherStreamHolds(t *testing.T) {
+	t.Parallel()
+	natsURL := testenv.NATS(t)
+	js := jetStream(t, natsURL)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := time.Now().UnixNano()
+	other, subjects := fmt.Sprintf("OTHER%d", id), fmt.Sprintf("ov%d.>", id)
+	otherSubject := fmt.Sprintf("ov%d.orders.>", id)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: other, Subjects: []string{otherSubject}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), other) })
+	mine := fmt.Sprintf("MINE%d", id)
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), mine) }) // should it be created after all
+
+	var cfg config.Config
+	if err := pkgconfig.LoadFrom(&cfg, map[string]string{
+		"HTTP_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "", "LOG_LEVEL": "error",
+		"KAFKA_BROKERS": strings.Join(testenv.Kafka(t), ","), "NATS_URL": natsURL, "BRIDGE_LEGS": "kafka-nats",
+		"BRIDGE_TOPICS": fmt.Sprintf("ov%d.orders", id), "BRIDGE_STREAM": mine, "BRIDGE_STREAM_SUBJECTS": subjects,
+		"BRIDGE_GROUP": fmt.Sprintf("ov-%d", id), "BRIDGE_DLQ_TOPIC": fmt.Sprintf("ov%d.dlq", id),
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs testenv.LogBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	ensureCtx, ensureCancel := context.WithTimeout(ctx, 5*time.Second)
+	defer ensureCancel()
+	err := EnsureStream(ensureCtx, js, cfg, log)
+	var overlap *OverlapError
+	if !errors.As(err, &overlap) {
+		t.Fatalf("EnsureStream with %s on %s = %v, want an OverlapError (log: %s)", subjects, otherSubject, err, logs.String())
+	}
+	if got := overlap.Others[other]; len(got) != 1 || got[0] != otherSubject {
+		t.Errorf("OverlapError names %v, want %s with %s", overlap.Others, other, otherSubject)
+	}
+	for _, want := range []string{mine, subjects, other, otherSubject} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+	if n := strings.Count(logs.String(), "not ready"); n != 0 {
+		t.Errorf("EnsureStream logged %d retries of a refusal that cannot go away: %s", n, logs.String())
+	}
+
+	// The bridge itself stops with that error rather than serving with leg A idle.
+	done := make(chan error, 1)
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() { done <- RunWith(runCtx, cfg, server.Part{Logger: log}) }()
+	select {
+	case err := <-done:
+		if !errors.As(err, &overlap) {
+			t.Fatalf("Run with a stream whose subjects %s holds returned %v, want an OverlapError", other, err)
+		}
+	case <-ctx.Done():
+		t.Fatal("Run kept running while another stream holds its subjects")
+	}
+	if n := strings.Count(logs.String(), `"msg":"refusing to start"`); n != 1 {
+		t.Errorf("the refusal was logged %d times, want once: %s", n, logs.String())
+	}
+}
+
+// TestReadinessSeesAStreamWindowShrunkAfterTheStart: EnsureStream checks the
+// duplicate window once, at start; someone may shrink it on the server later.
+// The stream's readiness check reads the stream's settings anyway, so it says
+// not ready, naming the window, and logs the change once, not at every probe;
+// it is ready again, with one line, once the window is raised.
+func TestReadinessSeesAStreamWindowShrunkAfterTheStart(t *testing.T) {
+	t.Parallel()
+	js := jetStream(t, testenv.NATS(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := time.Now().UnixNano()
+	name, subjects := fmt.Sprintf("SHRUNK%d", id), fmt.Sprintf("shr%d.>", id)
+	cfg := config.Config{Legs: "kafka-nats", Stream: name, StreamSubjects: []string{subjects}, DuplicateWindow: 2 * time.Minute,
+		PublishTimeout: 15 * time.Second, MaxBackoff: 5 * time.Second}
+	var logs testenv.LogBuffer
+	check := &streamCheck{js: js, cfg: cfg, log: slog.New(slog.NewJSONHandler(&logs, nil))}
+	if err := EnsureStream(ctx, js, cfg, check.log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	if err := check.probe(ctx); err != nil {
+		t.Fatalf("ready check on a stream with a 2 min window: %v", err)
+	}
+
+	setWindow := func(d time.Duration) {
+		t.Helper()
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := s.CachedInfo().Config
+		sc.Duplicates = d
+		if _, err := js.UpdateStream(ctx, sc); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setWindow(5 * time.Second)
+	for range 3 {
+		var short *ShortWindowError
+		if err := check.probe(ctx); !errors.As(err, &short) || short.Window != 5*time.Second {
+			t.Fatalf("ready check on the stream shrunk to a 5 s window = %v, want a ShortWindowError", err)
+		}
+	}
+	if n := strings.Count(logs.String(), "too short"); n != 1 {
+		t.Errorf("the shrunk window was logged %d times in three probes, want once: %s", n, logs.String())
+	}
+	setWindow(2 * time.Minute)
+	if err := check.probe(ctx); err != nil {
+		t.Fatalf("ready check after the window was raised again: %v", err)
+	}
+	if n := strings.Count(logs.String(), "long enough again"); n != 1 {
+		t.Errorf("the raised window was logged %d times, want once: %s", n, logs.String())
 	}
 }
