@@ -27,6 +27,10 @@
 // applied. To run the same step again (rows written meanwhile by replicas of an older version), add a later version
 // that calls the same function; keep the step idempotent. No version may belong to both a file and a step.
 //
+// An index on a table a live database may hold many rows of is built CONCURRENTLY, in a "-- +goose NO TRANSACTION"
+// file of its own that drops a failed build's INVALID index first (docs/conventions.md). The lock is waited for so
+// that such a build does not deadlock with the replicas waiting (pgLock.SessionLock).
+//
 // Applied migrations are immutable: each set records its files' SHA-256 beside its version table
 // (<table>_checksums), and a start whose file differs from the one applied fails, naming the file (checksum.go). A Go
 // step is recorded by its Name (gostep.go), so renaming an applied step fails likewise.
@@ -230,29 +234,61 @@ type pgLock struct{}
 // replica stuck while migrating fails the others' start instead of hanging it.
 const lockWait = 5 * time.Minute
 
-// SessionLock waits in a transaction of its own, since a lock_timeout or statement_timeout of the role or the URL
-// would cut the wait short (SQLSTATE 55P03 or 57014) and fail a replica's start whenever another's migration outlasts
-// it; lockWait bounds the wait instead. SET LOCAL lifts both for this transaction only, so the migrations goose then
-// runs on conn, and whoever gets conn from the pool later, keep them; the advisory lock is the session's and
-// outlives the commit.
+// SessionLock waits in short transactions of their own, one lockAttempt each, until the lock is taken or lockWait
+// ends. Each sets its own lock_timeout and lifts statement_timeout (SET LOCAL, so the migrations goose then runs on
+// conn, and whoever gets conn from the pool later, keep the role's or the URL's): a session timeout would cut the
+// wait short (SQLSTATE 55P03 or 57014) and fail a replica's start whenever another's migration outlasts it.
+//
+// Why slices and not one wait: a statement waiting for the lock holds a snapshot, and CREATE INDEX CONCURRENTLY, run
+// by the replica holding the lock, waits for every transaction with an older snapshot to end. A replica waiting in
+// one statement for the whole migration never ended, so PostgreSQL found the cycle ("deadlock detected") and failed
+// that replica's start, or the index build, which leaves an INVALID index behind. An attempt ends within
+// lockAttempt, before the deadlock check (deadlock_timeout, 1 s by default) could find it, and the next attempt's
+// snapshot is newer than the build's, which does not wait for it.
 func (pgLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
 	ctx, cancel := context.WithTimeout(ctx, lockWait)
 	defer cancel()
+	for {
+		taken, err := tryLock(ctx, conn)
+		switch {
+		case err != nil:
+			return fmt.Errorf("take the migration lock: %w", err)
+		case taken:
+			return nil
+		}
+	}
+}
+
+// lockAttempt bounds one wait in the server for the migration lock (see SessionLock). A release wakes the waiting
+// attempt at once, so it costs no latency; it only needs to stay below deadlock_timeout.
+const lockAttempt = 200 * time.Millisecond
+
+// lockNotAvailable is the SQLSTATE of a wait ended by lock_timeout.
+const lockNotAvailable = "55P03"
+
+// tryLock waits up to lockAttempt for the migration lock in a transaction of its own. It reports false, with no
+// error, when the attempt timed out with the lock still held by another session.
+func tryLock(ctx context.Context, conn *sql.Conn) (bool, error) {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("take the migration lock: %w", err)
+		return false, err
 	}
 	defer func() { _ = tx.Rollback() }() // after a failure; a no-op once committed
-	if _, err := tx.ExecContext(ctx, "SET LOCAL lock_timeout = 0; SET LOCAL statement_timeout = 0"); err != nil {
-		return fmt.Errorf("take the migration lock: lift the session's timeouts: %w", err)
+	set := fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = 0", lockAttempt.Milliseconds())
+	if _, err := tx.ExecContext(ctx, set); err != nil {
+		return false, fmt.Errorf("set the wait's timeouts: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
-		return fmt.Errorf("take the migration lock: %w", err)
+		var state interface{ SQLState() string }
+		if errors.As(err, &state) && state.SQLState() == lockNotAvailable && ctx.Err() == nil {
+			return false, nil
+		}
+		return false, err
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("take the migration lock: commit: %w", err)
+		return false, fmt.Errorf("commit: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 func (pgLock) SessionUnlock(ctx context.Context, conn *sql.Conn) error {
