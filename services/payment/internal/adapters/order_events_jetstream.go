@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -80,7 +79,10 @@ type OrderEvents struct {
 	handled    metric.Int64Counter
 	dead       metric.Int64Counter
 	unrecorded metric.Int64Counter
-	queue      int // what waits for a worker: the consumer's MaxAckPending, so the callback never waits (see Start)
+	pullStops  metric.Int64Counter
+	givenUp    metric.Int64Counter
+	js         jetstream.JetStream // recreates the consumer (Recreates); may be nil
+	queue      int                 // what waits for a worker: the consumer's MaxAckPending, so the callback never waits (see Start)
 	cfg        jetstream.ConsumerConfig
 	// keep holds a message a worker handles, for at most AckWait from when
 	// the worker took it (Start).
@@ -115,9 +117,27 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 	dead, _ := m.Int64Counter("shanhai.payment.dead_letters", metric.WithDescription("messages terminated and recorded as dead, by cause"))
 	unrecorded, _ := m.Int64Counter("shanhai.payment.dead_letters.unrecorded",
 		metric.WithDescription("messages given up on at their last delivery whose dead letter could not be recorded (only the stream holds them), by cause"))
+	pullStops, _ := m.Int64Counter("shanhai.payment.consumer.pull_stops",
+		metric.WithDescription("pulls of the order consumer that stopped on their own (the consumer deleted on the server, the connection closed for good), each started again with back-off"))
+	givenUp, _ := m.Int64Counter("shanhai.payment.consumer.given_up",
+		metric.WithDescription("order messages a replica whose workers were all stuck stopped keeping from redelivery, queued or arriving meanwhile (delivered again, maybe to another replica)"))
+	// At 0 from the start: an alert reads them with increase(), which a
+	// series born at 1 by a process's first stop never shows.
+	pullStops.Add(context.Background(), 0)
+	givenUp.Add(context.Background(), 0)
 	cfg := ConsumerConfig(names, maxDeliver)
 	return &OrderEvents{cons: cons, names: names.Or(DefaultNames), app: a, maxDeliver: maxDeliver, workers: Workers, log: log, tracer: otel.Tracer("shanhai/payment"), handled: handled, dead: dead, unrecorded: unrecorded,
-		queue: cfg.MaxAckPending, cfg: cfg, keep: stream.NewKeeper(cfg, log)}
+		pullStops: pullStops, givenUp: givenUp, queue: cfg.MaxAckPending, cfg: cfg, keep: stream.NewKeeper(cfg, log)}
+}
+
+// Recreates makes c create its durable consumer again through js, with the
+// config c reads, before it restarts a pull that stopped on its own: the
+// server ends the pulls of a deleted consumer, and a new pull of it is
+// answered by nobody. Without it the pull is restarted on the consumer c
+// has, which serves a pull the server ended for another reason.
+func (c *OrderEvents) Recreates(js jetstream.JetStream) *OrderEvents {
+	c.js = js
+	return c
 }
 
 // ConsumerConfig is the durable consumer this service owns; zero fields of
@@ -183,7 +203,7 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	// did not know its key, charged twice.
 	waiting := stream.NewKeeper(c.queueHold(), c.log)
 	jobs := make(chan *held, c.queue)
-	pool := newPool(c.workers, c.cfg.AckWait, c.lastDelivery)
+	pool := newPool(c.workers, c.cfg.AckWait, c.lastDelivery, func(n int) { c.givenUp.Add(context.Background(), int64(n)) })
 	handling, cutOff := context.WithCancel(context.Background())
 	// What is still queued at the cut-off fails fast, to be delivered again
 	// to the next replica, except a message on its last allowed delivery:
@@ -229,8 +249,16 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	// The watch gives up the queue while the workers are stuck (pool), and
 	// stops pulling meanwhile (puller): a check every first ack wait, as
 	// often as the Keeper ticks twice, and whenever a worker moves.
-	pull := &puller{cons: c.cons, handler: func(m jetstream.Msg) { jobs <- pool.queue(m, waiting) }, closeQueue: func() { close(jobs) }}
-	if err := pull.resume(); err != nil {
+	pull := &puller{cons: c.cons, handler: func(m jetstream.Msg) { jobs <- pool.queue(m, waiting) }, closeQueue: func() { close(jobs) },
+		first: stream.FirstAckWait(c.cfg), most: c.cfg.AckWait}
+	if c.js != nil {
+		pull.ensure = func(ctx context.Context) (jetstream.Consumer, error) {
+			ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
+			defer cancel()
+			return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
+		}
+	}
+	if _, err := pull.resume(context.Background()); err != nil {
 		cutOff()
 		pull.drain()
 		wg.Wait()
@@ -249,7 +277,7 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 			case <-t.C:
 			case <-pool.moved:
 			}
-			c.watch(pool, pull)
+			c.watch(watching, pool, pull)
 		}
 	})
 	return func(ctx context.Context) {
@@ -274,16 +302,32 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 // orders' delivery counts stop growing: pulling on, each given-up order
 // came back on every back-off step, spent its deliveries untried and was
 // dead-lettered retries_exhausted on the first failure after the stall.
-func (c *OrderEvents) watch(pool *pool, pull *puller) {
+//
+// It also starts again a pull that stopped on its own (puller), whatever
+// the workers do: paused, it resumes below once they move. Readiness is
+// not failed for it: the API still answers, and the restart, not a
+// readiness probe that sends no traffic to the consumer, is what brings
+// the orders back.
+func (c *OrderEvents) watch(ctx context.Context, pool *pool, pull *puller) {
+	if pull.stoppedItself() {
+		c.pullStops.Add(ctx, 1)
+		c.log.Error("order pull stopped on its own: restarting it", "subject", c.names.Subject,
+			"recreate_consumer", pull.ensure != nil, "err", pull.lastError())
+	}
 	if !pool.stuckNow() {
-		if pull.paused() {
-			if err := pull.resume(); err != nil {
-				// Tried again on the next tick: until then the replica
-				// takes nothing new, as while it was stuck.
-				c.log.Error("workers moving again: pull not resumed", "subject", c.names.Subject, "err", err)
+		if pull.paused() && pull.due(time.Now()) {
+			restart := pull.broken
+			if retryIn, err := pull.resume(ctx); err != nil {
+				// Until then the replica takes nothing new, as while it
+				// was stuck.
+				c.log.Error("pull not resumed", "subject", c.names.Subject, "retry_in", retryIn, "err", err)
 				return
 			}
-			c.log.Info("workers moving again: pull resumed", "subject", c.names.Subject)
+			if restart {
+				c.log.Info("order pull restarted", "subject", c.names.Subject)
+			} else {
+				c.log.Info("workers moving again: pull resumed", "subject", c.names.Subject)
+			}
 		}
 		return
 	}
@@ -294,94 +338,6 @@ func (c *OrderEvents) watch(pool *pool, pull *puller) {
 	if n := pool.giveUpIfStuck(); n > 0 {
 		c.log.Warn("workers stuck: queued messages no longer kept from redelivery",
 			"workers", c.workers, "stuck_for", c.cfg.AckWait, "queued", n)
-	}
-}
-
-// puller is the pull of one Start, which the watch stops while the workers
-// are stuck and starts again once they move. Each start is a new Consume of
-// the durable consumer: a stopped one cannot be resumed. The watch alone
-// uses it until it ends, then the stop alone (drain).
-type puller struct {
-	cons       jetstream.Consumer
-	handler    jetstream.MessageHandler // sends to the queue
-	closeQueue func()
-	cur        jetstream.ConsumeContext   // nil while paused
-	stopped    []jetstream.ConsumeContext // paused (drained), maybe still handing on what the client had buffered
-
-	// gate keeps the queue from being closed under a callback sending to
-	// it. Closed is not enough for a stopped pull: it is signalled as soon
-	// as the subscription is unsubscribed, while a callback may still run.
-	gate sync.RWMutex
-	shut bool // the queue is closed
-}
-
-func (p *puller) paused() bool { return p.cur == nil }
-
-// deliver hands m to the queue, unless the queue is closed: then m is left
-// unsettled, delivered again on its back-off, as what the client had
-// buffered at a stop always was.
-func (p *puller) deliver(m jetstream.Msg) {
-	p.gate.RLock()
-	defer p.gate.RUnlock()
-	if !p.shut {
-		p.handler(m)
-	}
-}
-
-// resume starts pulling again.
-func (p *puller) resume() error {
-	cc, err := p.cons.Consume(p.deliver)
-	if err != nil {
-		return err
-	}
-	p.cur = cc
-	return nil
-}
-
-// pause stops pulling. Drain, not Stop: a stopped pull drops what the
-// client has received but not yet handed to the callback, and a message
-// among them on its last allowed delivery was lost unrecorded, as JetStream
-// delivers it no more. Drained, each is handed on: the pool queues it kept
-// if it is on its last delivery and unkept otherwise, for a worker to skip
-// (pool.take) and the server to deliver again on its back-off, as a
-// stopped pull's would have been. The pull request left on the server
-// lapses with the subscription it answered. What was drained is kept until
-// its callback has ended (drain), forgetting those already closed so a
-// long stall of many pauses does not grow it.
-func (p *puller) pause() {
-	p.cur.Drain()
-	p.stopped = slices.DeleteFunc(p.stopped, closed)
-	p.stopped = append(p.stopped, p.cur)
-	p.cur = nil
-}
-
-// drain stops pulling for good, lets the callbacks hand on what the
-// client had received, and closes the queue once none is sending to it.
-func (p *puller) drain() {
-	if p.cur != nil {
-		p.cur.Drain()
-		<-p.cur.Closed()
-		p.cur = nil
-	}
-	for _, cc := range p.stopped {
-		<-cc.Closed()
-	}
-	p.stopped = nil
-	// A callback blocked on a full queue holds this until the workers
-	// make room.
-	p.gate.Lock()
-	p.shut = true
-	p.closeQueue()
-	p.gate.Unlock()
-}
-
-// closed reports whether cc is fully stopped, its callback ended.
-func closed(cc jetstream.ConsumeContext) bool {
-	select {
-	case <-cc.Closed():
-		return true
-	default:
-		return false
 	}
 }
 
@@ -441,6 +397,7 @@ type pool struct {
 	workers int
 	stuck   time.Duration // AckWait
 	last    func(jetstream.Msg) bool
+	gaveUp  func(n int) // counts the messages given up (the metric)
 
 	// moved is signalled when a worker takes or finishes a message, so
 	// that the watch resumes a paused pull at once. Never closed: a worker
@@ -453,8 +410,8 @@ type pool struct {
 	queued   map[*held]struct{}
 }
 
-func newPool(workers int, stuck time.Duration, last func(jetstream.Msg) bool) *pool {
-	return &pool{workers: workers, stuck: stuck, last: last, lastMove: time.Now(), moved: make(chan struct{}, 1), queued: make(map[*held]struct{})}
+func newPool(workers int, stuck time.Duration, last func(jetstream.Msg) bool, gaveUp func(n int)) *pool {
+	return &pool{workers: workers, stuck: stuck, last: last, gaveUp: gaveUp, lastMove: time.Now(), moved: make(chan struct{}, 1), queued: make(map[*held]struct{})}
 }
 
 // isStuck reports whether every worker has been busy for the stuck
@@ -469,6 +426,7 @@ func (p *pool) queue(m jetstream.Msg, waiting *stream.Keeper) *held {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.isStuck(time.Now()) && !p.last(m) {
+		p.gaveUp(1)
 		return &held{m: m, release: func() {}}
 	}
 	h := &held{m: m, release: waiting.Hold(m)}
@@ -531,6 +489,9 @@ func (p *pool) giveUpIfStuck() int {
 		h.release()
 		delete(p.queued, h)
 		n++
+	}
+	if n > 0 {
+		p.gaveUp(n)
 	}
 	return n
 }
@@ -774,6 +735,10 @@ func (c *OrderEvents) giveUp(ctx context.Context, env event.Envelope, orderID st
 // handler's context has ended (a stop's cut-off): a healthy database stores
 // the row in milliseconds.
 const deadLetterGrace = 5 * time.Second
+
+// ensureTimeout bounds one attempt to recreate the consumer: the watch,
+// and so the stop that ends it, waits for it.
+const ensureTimeout = 5 * time.Second
 
 func ack(m jetstream.Msg) error {
 	if err := m.Ack(); err != nil {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
@@ -157,6 +159,8 @@ func TestStalledReplicaStopsPulling(t *testing.T) {
 		orders = 3
 		bound  = 3
 	)
+	reader := sdkmetric.NewManualReader()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
 	stop := st.start(t)
 	defer stop(context.Background())
 	released := false
@@ -188,6 +192,11 @@ func TestStalledReplicaStopsPulling(t *testing.T) {
 	t.Logf("highest delivery count over the stall: %d", most)
 	if !st.logs.seen("workers stuck: pull paused until a worker moves") {
 		t.Error("the stuck replica did not say it paused its pull")
+	}
+	// The two orders queued behind the stuck worker were given up: logged,
+	// and counted (before, only logged).
+	if got := adapters.CounterBy(t, reader, "shanhai.payment.consumer.given_up", "")[""]; got < orders-1 {
+		t.Errorf("shanhai.payment.consumer.given_up = %d over the stall, want at least %d (the queue behind the stuck worker)", got, orders-1)
 	}
 
 	close(st.prov.release)

@@ -133,7 +133,10 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	}
 
 	names := jetStreamNames(cfg, o.JetStream)
-	var consumer jetstream.Consumer
+	var (
+		consumer jetstream.Consumer
+		js       jetstream.JetStream
+	)
 	if err = s.cleanup.OpenAll(phases,
 		server.Opening{Name: "database", Open: func() (func() error, error) {
 			db, err := database.OpenMigrated(ctx, cfg.DatabaseURL, database.Options{Logger: o.Logger, MaxOpenConns: cfg.DatabaseMaxConns}, Migrate)
@@ -141,7 +144,6 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			return database.Closer(db), err
 		}},
 		server.Opening{Name: "nats", Open: func() (close func() error, err error) {
-			var js jetstream.JetStream
 			if s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name); err != nil {
 				return close, err
 			}
@@ -169,7 +171,8 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		},
 		NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
 	})
-	s.events = adapters.NewOrderEvents(consumer, names, s.App, cfg.MaxDeliver, o.Logger)
+	// A consumer deleted on the server is created again, as a start would.
+	s.events = adapters.NewOrderEvents(consumer, names, s.App, cfg.MaxDeliver, o.Logger).Recreates(js)
 	s.settled, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settled",
 		metric.WithDescription("payments of cancelled orders the settle round voided, refunded or found refused a refund (refund_declined), by outcome"))
 	s.settleFailures, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settle.failures",

@@ -1,0 +1,176 @@
+package adapters
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// puller is the pull of one Start, which the watch stops while the workers
+// are stuck and starts again once they move. Each start is a new Consume of
+// the durable consumer: a stopped one cannot be resumed. The watch alone
+// uses it until it ends, then the stop alone (drain).
+//
+// The client may also stop a pull on its own: the server ended it (409
+// Consumer Deleted when the durable is deleted, 400 Bad Request) or the
+// connection closed for good. Nothing else notices, so the watch asks
+// (stoppedItself) and starts a new one, recreating the consumer first
+// when it can (ensure): a new pull of a deleted consumer is answered by
+// nobody and would wait for ever. Before, the replica stayed ready and
+// consumed nothing, without a word.
+type puller struct {
+	cons       jetstream.Consumer
+	handler    jetstream.MessageHandler // sends to the queue
+	closeQueue func()
+	// ensure returns the durable consumer, created again if it is gone;
+	// nil when the OrderEvents has no JetStream to do it (Recreates).
+	ensure  func(context.Context) (jetstream.Consumer, error)
+	cur     jetstream.ConsumeContext   // nil while paused
+	stopped []jetstream.ConsumeContext // paused (drained), maybe still handing on what the client had buffered
+	broken  bool                       // the last pull stopped on its own: ensure the consumer before the next
+
+	// A start that fails is tried again after wait, doubled on every
+	// failure from first up to most: each failure is logged at ERROR, and
+	// one a tick (every first ack wait) was a line a second while NATS
+	// was down.
+	first, most time.Duration
+	wait        time.Duration
+	retryAt     time.Time
+
+	errMu   sync.Mutex
+	lastErr error // what the client last reported of a pull (ConsumeErrHandler)
+
+	// gate keeps the queue from being closed under a callback sending to
+	// it. Closed is not enough for a stopped pull: it is signalled as soon
+	// as the subscription is unsubscribed, while a callback may still run.
+	gate sync.RWMutex
+	shut bool // the queue is closed
+}
+
+func (p *puller) paused() bool { return p.cur == nil }
+
+// deliver hands m to the queue, unless the queue is closed: then m is left
+// unsettled, delivered again on its back-off, as what the client had
+// buffered at a stop always was.
+func (p *puller) deliver(m jetstream.Msg) {
+	p.gate.RLock()
+	defer p.gate.RUnlock()
+	if !p.shut {
+		p.handler(m)
+	}
+}
+
+// due reports whether a start may be tried now: not before the back-off
+// of the last failed one has passed.
+func (p *puller) due(now time.Time) bool { return !now.Before(p.retryAt) }
+
+// resume starts pulling again, recreating the consumer first if the last
+// pull stopped on its own. A failure sets the back-off before the next try
+// and returns how long it is.
+func (p *puller) resume(ctx context.Context) (retryIn time.Duration, err error) {
+	if err := p.start(ctx); err != nil {
+		p.wait = min(max(2*p.wait, p.first), p.most)
+		p.retryAt = time.Now().Add(p.wait)
+		return p.wait, err
+	}
+	p.wait, p.retryAt, p.broken = 0, time.Time{}, false
+	return 0, nil
+}
+
+func (p *puller) start(ctx context.Context) error {
+	if p.broken && p.ensure != nil {
+		cons, err := p.ensure(ctx)
+		if err != nil {
+			return fmt.Errorf("recreate the consumer: %w", err)
+		}
+		p.cons = cons
+	}
+	cc, err := p.cons.Consume(p.deliver, jetstream.ConsumeErrHandler(p.noteErr))
+	if err != nil {
+		return err
+	}
+	p.cur = cc
+	return nil
+}
+
+// noteErr keeps what the client reports of a pull (missed heartbeats, a
+// deleted consumer ...), for the watch to log with a pull that stopped.
+func (p *puller) noteErr(_ jetstream.ConsumeContext, err error) {
+	p.errMu.Lock()
+	p.lastErr = err
+	p.errMu.Unlock()
+}
+
+// lastError is what the client last reported of a pull, if anything.
+func (p *puller) lastError() error {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.lastErr
+}
+
+// stoppedItself reports whether the current pull has ended although
+// neither pause nor drain stopped it, and then forgets it: the puller is
+// paused, and the next resume recreates the consumer. What the client had
+// buffered was dropped with it (the client stops, it does not drain): a
+// deleted consumer's messages are delivered anew by the one recreated
+// (DeliverAll, as at a start that finds none), but after a 400 a buffered
+// message on its last allowed delivery is not delivered again.
+func (p *puller) stoppedItself() bool {
+	if p.cur == nil || !closed(p.cur) {
+		return false
+	}
+	p.cur = nil
+	p.broken = true
+	return true
+}
+
+// pause stops pulling. Drain, not Stop: a stopped pull drops what the
+// client has received but not yet handed to the callback, and a message
+// among them on its last allowed delivery was lost unrecorded, as JetStream
+// delivers it no more. Drained, each is handed on: the pool queues it kept
+// if it is on its last delivery and unkept otherwise, for a worker to skip
+// (pool.take) and the server to deliver again on its back-off, as a
+// stopped pull's would have been. The pull request left on the server
+// lapses with the subscription it answered. What was drained is kept until
+// its callback has ended (drain), forgetting those already closed so a
+// long stall of many pauses does not grow it.
+func (p *puller) pause() {
+	p.cur.Drain()
+	p.stopped = slices.DeleteFunc(p.stopped, closed)
+	p.stopped = append(p.stopped, p.cur)
+	p.cur = nil
+}
+
+// drain stops pulling for good, lets the callbacks hand on what the
+// client had received, and closes the queue once none is sending to it.
+func (p *puller) drain() {
+	if p.cur != nil {
+		p.cur.Drain()
+		<-p.cur.Closed()
+		p.cur = nil
+	}
+	for _, cc := range p.stopped {
+		<-cc.Closed()
+	}
+	p.stopped = nil
+	// A callback blocked on a full queue holds this until the workers
+	// make room.
+	p.gate.Lock()
+	p.shut = true
+	p.closeQueue()
+	p.gate.Unlock()
+}
+
+// closed reports whether cc is fully stopped, its callback ended.
+func closed(cc jetstream.ConsumeContext) bool {
+	select {
+	case <-cc.Closed():
+		return true
+	default:
+		return false
+	}
+}
