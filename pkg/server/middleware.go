@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"time"
-	"unsafe"
 
 	"github.com/gin-gonic/gin"
 	"go.opentelemetry.io/otel/codes"
@@ -60,14 +59,14 @@ func requestContext(c *gin.Context, ctx context.Context) context.Context {
 // it, and puts it in the context for RequestID and for every log record
 // (request_id).
 func withRequestID(c *gin.Context, ctx context.Context) context.Context {
-	var echo []string // the response header's value, holding id
+	var id string
 	if v := c.Request.Header[canonicalRequestID]; len(v) > 0 && validID(v[0]) {
-		echo = []string{v[0]}
+		id = v[0]
 	} else {
-		echo = newID()
+		id = newID()
 	}
-	c.Writer.Header()[canonicalRequestID] = echo
-	return telemetry.WithAttrs(ctx, slog.String(requestIDAttr, echo[0]))
+	c.Writer.Header()[canonicalRequestID] = []string{id}
+	return telemetry.WithAttrs(ctx, slog.String(requestIDAttr, id))
 }
 
 // accessLog writes one record per request: at Error for 5xx, else at Debug,
@@ -218,11 +217,9 @@ func validID(id string) bool {
 	return true
 }
 
-// newID makes 128 random bits in hex, returned as the response header's
-// value (a one-string slice). Request ids need uniqueness, not secrecy, so
-// the runtime's fast generator is enough.
-func newID() []string {
-	id := new(generatedID)
+// newID makes 128 random bits in hex. Request ids need uniqueness, not
+// secrecy, so the runtime's fast generator is enough.
+func newID() string {
 	var b [16]byte
 	for i := 0; i < 16; i += 8 {
 		v := rand.Uint64()
@@ -230,20 +227,7 @@ func newID() []string {
 			b[i+j] = byte(v >> (8 * j))
 		}
 	}
-	hex.Encode(id.hex[:], b[:])
-	// hex is written once, above, and never again, as a string's bytes
-	// must not change; the string keeps the whole generatedID alive.
-	id.echo[0] = unsafe.String(&id.hex[0], len(id.hex))
-	return id.echo[:]
-}
-
-// generatedID is a generated request id's bytes and the response header
-// value that holds it, in one 48-byte allocation where the string (32
-// bytes) and the header's slice (16) took one each: every request that
-// comes without an id pays for it.
-type generatedID struct {
-	echo [1]string
-	hex  [32]byte
+	return hex.EncodeToString(b[:])
 }
 
 // cutKey marks (in gin's Keys) a request whose handler panicked after its
