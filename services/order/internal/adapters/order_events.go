@@ -28,12 +28,18 @@ type ItemData struct {
 	UnitPriceCents int64  `json:"unit_price_cents"`
 }
 
-// OrderCancelledData is the order.cancelled payload.
+// OrderCancelledData is the order.cancelled payload. Reason is why the order
+// was cancelled (order.CancelReason: "user" or "payment_timeout"), so a
+// consumer can tell a user's cancel from the saga giving up without asking
+// the order service. Every cancel has one, but events written before it
+// existed do not: a consumer reads a missing reason as "user", as the
+// service reads its cancel_reason column (migration 0003).
 type OrderCancelledData struct {
 	OrderID    string `json:"order_id"`
 	UserID     string `json:"user_id"`
 	TotalCents int64  `json:"total_cents"`
 	Currency   string `json:"currency"`
+	Reason     string `json:"reason"`
 }
 
 // Envelope maps a domain event to its CloudEvent; the subject is the order id.
@@ -48,7 +54,8 @@ func Envelope(e order.Event) (event.Envelope, error) {
 		}
 		data = d
 	case order.CancelledEvent:
-		data = OrderCancelledData{OrderID: e.Order.ID, UserID: e.Order.UserID, TotalCents: e.Order.TotalCents, Currency: e.Order.Currency}
+		data = OrderCancelledData{OrderID: e.Order.ID, UserID: e.Order.UserID, TotalCents: e.Order.TotalCents, Currency: e.Order.Currency,
+			Reason: string(e.Order.CancelReason)}
 	default:
 		return event.Envelope{}, fmt.Errorf("no CloudEvent mapping for %T", e)
 	}

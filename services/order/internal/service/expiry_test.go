@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -38,7 +39,7 @@ func (h *harness) expiredTotal(t *testing.T) float64 {
 // with cancel_reason payment_timeout and counted; an order inside the
 // timeout is not. A payment.succeeded arriving late leaves it CANCELLED
 // (payment refunds that charge on the cancel), and a user's cancel of it
-// answers the order as it is.
+// answers the order as it is. Each order.cancelled names its reason.
 func TestOrderPendingPastTheTimeoutIsCancelled(t *testing.T) {
 	const timeout = 10 * time.Minute
 	h := newHarnessConfig(t, func(c *config.Config) { c.PendingTimeout = timeout })
@@ -96,6 +97,38 @@ func TestOrderPendingPastTheTimeoutIsCancelled(t *testing.T) {
 	if r.Status != http.StatusOK || got.CancelReason != "user" {
 		t.Fatalf("user's cancel: %d %s", r.Status, r.Body)
 	}
+	for id, want := range map[string]string{old.ID: "payment_timeout", young.ID: "user"} {
+		if got := cancelledReason(t, h, id); got != want {
+			t.Errorf("order.cancelled of %s: reason %q, want %q", id, got, want)
+		}
+	}
+}
+
+// cancelledReason is the reason in the payload of the one order.cancelled in
+// the outbox of order id ("<absent>" when it has none).
+func cancelledReason(t *testing.T, h *harness, id string) string {
+	t.Helper()
+	var reasons []string
+	for _, m := range storetest.OutboxRows(t, h.svc.DB, id) {
+		if m.EventType != "order.cancelled" {
+			continue
+		}
+		var d struct {
+			Reason *string `json:"reason"`
+		}
+		if err := json.Unmarshal(m.Payload, &d); err != nil {
+			t.Fatalf("order.cancelled of %s: %v", id, err)
+		}
+		if d.Reason == nil {
+			reasons = append(reasons, "<absent>")
+		} else {
+			reasons = append(reasons, *d.Reason)
+		}
+	}
+	if len(reasons) != 1 {
+		t.Fatalf("order.cancelled of %s: %d in the outbox, want 1", id, len(reasons))
+	}
+	return reasons[0]
 }
 
 // counterTotal reads an unlabelled counter from /metrics; ok is false when
