@@ -14,12 +14,18 @@ const Topic = "shanhai.payments"
 // Source is the CloudEvents source of this service's events.
 const Source = "/shanhai/payment"
 
-// ResultData is the payment.succeeded / payment.failed payload.
+// ResultData is the payment.succeeded / payment.failed / payment.refunded
+// payload. Currency is the payment's, which is its order.created's: the
+// order service checks a result's user and amount against the order, and
+// an amount means nothing without its currency (5000 USD cents are no
+// 5000 EUR cents). Added later: a consumer reading an older result finds
+// none.
 type ResultData struct {
 	PaymentID   string `json:"payment_id"`
 	OrderID     string `json:"order_id"`
 	UserID      string `json:"user_id"`
 	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
 	Reason      string `json:"reason"`
 }
 
@@ -27,7 +33,7 @@ type ResultData struct {
 func Envelope(e payment.Event) (event.Envelope, error) {
 	s := e.PaymentSnapshot()
 	env, err := event.New(e.EventType(), Source, s.ID, ResultData{
-		PaymentID: s.ID, OrderID: s.OrderID, UserID: s.UserID, AmountCents: s.AmountCents, Reason: s.Reason,
+		PaymentID: s.ID, OrderID: s.OrderID, UserID: s.UserID, AmountCents: s.AmountCents, Currency: s.Currency, Reason: s.Reason,
 	})
 	if err != nil {
 		return event.Envelope{}, fmt.Errorf("envelope %s: %w", e.EventType(), err)

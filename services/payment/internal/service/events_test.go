@@ -54,7 +54,7 @@ func TestChargesOrderFromJetStreamAndEmitsResultToKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	rows := h.payments(o.OrderID)
-	if len(rows) != 1 || rows[0].Status != "SUCCEEDED" || d.PaymentID != rows[0].ID || d.OrderID != o.OrderID || d.UserID != "alice" || d.AmountCents != 5000 {
+	if len(rows) != 1 || rows[0].Status != "SUCCEEDED" || d.PaymentID != rows[0].ID || d.OrderID != o.OrderID || d.UserID != "alice" || d.AmountCents != 5000 || d.Currency != "EUR" {
 		t.Fatalf("payload %+v, rows %+v", d, rows)
 	}
 
