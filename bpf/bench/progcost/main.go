@@ -7,11 +7,13 @@
 // uprobe (uprobe.s), the other way to read user memory from a uprobe. Each program is attached alone to
 // net/http.serverHandler.ServeHTTP of a fresh
 // testdata/target (entry; the probe's exit program also at its exits, where the agent puts it: symtab.Exits) while
-// wrk drives it, rounds interleaved. Root.
+// wrk drives it, rounds interleaved. Root. The probe is priced with each build of its exit program: the plain one and
+// the sleepable one the agent runs where the kernel takes it (httpserver.c, serve_http_exit).
 //
-// -obj prices the serve_http_enter/serve_http_ret pair of other builds of httpserver.c too (an earlier commit's
-// bpf_x86_bpfel.o, a variant compiled by hand), in the same rounds: a before/after comparison alternated within one
-// run, so both sides see the same load, which on a shared machine moves these figures more than most changes do.
+// -obj prices the serve_http_enter/serve_http_ret pair (and serve_http_ret_sleepable where the build has one) of other
+// builds of httpserver.c too (an earlier commit's bpf_x86_bpfel.o, a variant compiled by hand), in the same rounds: a
+// before/after comparison alternated within one run, so both sides see the same load, which on a shared machine moves
+// these figures more than most changes do.
 //
 //	go build -o /tmp/progcost ./bench/progcost && sudo /tmp/progcost -rounds 3 -d 4s
 //	git show HEAD~1:bpf/probe/httpserver/bpf_x86_bpfel.o >/tmp/before.o && sudo /tmp/progcost -obj before=/tmp/before.o
@@ -89,24 +91,39 @@ type probePair struct {
 	Ret   *ebpf.Program `ebpf:"serve_http_ret"`
 }
 
+// sleepablePair is the entry with the sleepable build of the exit (httpserver.c, serve_http_exit), which the agent
+// runs where the kernel takes it; builds before 8fd5e92 have none.
+type sleepablePair struct {
+	Enter *ebpf.Program `ebpf:"serve_http_enter"`
+	Ret   *ebpf.Program `ebpf:"serve_http_ret_sleepable"`
+}
+
 // loadProbe loads the HTTP server probe of spec with the target's offsets set, as the agent does for the fields
 // these two programs read on HTTP/1 (the writer's itab is left unknown: the exit reads the status as the agent's
-// does for a *response, without the hijacked check, which runs only for a status of 0 or 101).
-func loadProbe(spec *ebpf.CollectionSpec, offs map[offsets.Field]uint64) (*probePair, error) {
+// does for a *response, without the hijacked check, which runs only for a status of 0 or 101). With a sleepable
+// build in spec it loads that pair too (same maps for each pair: the exit finds what its entry kept), else nil.
+func loadProbe(spec *ebpf.CollectionSpec, offs map[offsets.Field]uint64) (*probePair, *sleepablePair, error) {
 	for name, fl := range map[string]offsets.Field{"off_request_method": offsets.RequestMethod, "off_response_status": offsets.ServerStatus} {
 		v, ok := spec.Variables[name]
 		if !ok {
-			return nil, fmt.Errorf("no variable %s", name)
+			return nil, nil, fmt.Errorf("no variable %s", name)
 		}
 		if err := v.Set(offs[fl]); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	var p probePair
 	if err := spec.LoadAndAssign(&p, nil); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &p, nil
+	if _, ok := spec.Programs["serve_http_ret_sleepable"]; !ok {
+		return &p, nil, nil
+	}
+	var sp sleepablePair
+	if err := spec.LoadAndAssign(&sp, nil); err != nil {
+		return nil, nil, fmt.Errorf("sleepable exit: %w", err)
+	}
+	return &p, &sp, nil
 }
 
 // candidate is what one run attaches: enter at the entry, ret (when set) at every exit. Both are priced.
@@ -157,7 +174,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	probe, err := loadProbe(spec, offs)
+	probe, probeS, err := loadProbe(spec, offs)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -171,11 +188,14 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		p, err := loadProbe(spec, offs)
+		p, ps, err := loadProbe(spec, offs)
 		if err != nil {
 			log.Fatalf("%s: %v", path, err)
 		}
 		others = append(others, candidate{"httpserver " + name, p.Enter, p.Ret})
+		if ps != nil {
+			others = append(others, candidate{"httpserver " + name + ", sleepable exit", ps.Enter, ps.Ret})
+		}
 	}
 	empty, err := reference(nil)
 	if err != nil {
@@ -204,6 +224,9 @@ func main() {
 		{"bpf_probe_read_user 16 B", read, nil},
 		{"bpf_probe_read_user 16 B twice", read2, nil},
 		{"httpserver probe", probe.Enter, probe.Ret},
+	}
+	if probeS != nil {
+		cands = append(cands, candidate{"httpserver probe, sleepable exit", probeS.Enter, probeS.Ret})
 	}
 	if *withSleepable {
 		for _, n := range []int{1, 3} {
