@@ -7,10 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -98,7 +96,6 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 
 	streams := &streamCheck{js: js, cfg: cfg, log: log}
 	checks := []server.Check{
-		{Name: "kafka", Probe: func(ctx context.Context) error { return pingKafka(ctx, cfg.KafkaBrokers) }},
 		{Name: "nats", Probe: func(ctx context.Context) error {
 			if !nc.IsConnected() {
 				return errors.New("not connected")
@@ -156,6 +153,10 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		Logger: log, Metrics: m, Owner: owner, TracerProvider: tp.Tracer,
 	})
 
+	// Leg A's consumer group generation, not a TCP dial: a broker that accepts connections says nothing about
+	// whether the leg can consume (kafkaleg.Leg.Ready).
+	checks = append(checks, server.Check{Name: "kafka", Probe: legA.Ready})
+
 	srv := server.New(server.Options{
 		Name: "bridge", Version: Version, Addr: cfg.HTTPAddr, AdminAddr: cfg.AdminAddr,
 		ShutdownTimeout: cfg.ShutdownTimeout, Logger: log, Telemetry: tp, Checks: checks,
@@ -193,18 +194,4 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		return errors.Join(cause, err)
 	}
 	return err
-}
-
-func pingKafka(ctx context.Context, brokers []string) error {
-	var errs []error
-	for _, b := range brokers {
-		d := net.Dialer{Timeout: 2 * time.Second}
-		conn, err := d.DialContext(ctx, "tcp", strings.TrimSpace(b))
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
 }

@@ -82,8 +82,9 @@ type Leg struct {
 	offsets *kafka.Client // high watermarks for refreshLag
 	routes  map[string]mapping.Route
 	tracer  trace.Tracer
-	active  atomic.Int32 // partitions owned now, for readiness and tests
+	active  atomic.Int32 // partitions owned now, for tests
 	gens    atomic.Int64 // generations joined
+	group   groupState   // for Ready
 }
 
 // New validates nothing beyond what config did; it only fills defaults.
@@ -146,21 +147,36 @@ func (l *Leg) Run(ctx context.Context) error {
 		return fmt.Errorf("kafka consumer group %s: %w", l.o.Group, err)
 	}
 	defer cg.Close()
+	var failures joinFailures
 	for {
 		gen, err := cg.Next(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			l.o.Logger.Warn("kafka group: no generation yet", "group", l.o.Group, "err", err)
-			continue // the group retries joining by itself, with backoff
+			l.group.failed(err)
+			failures.log(l.o.Logger, l.o.Group, err)
+			continue // the group retries joining by itself, with backoff (JoinGroupBackoff)
 		}
+		failures.joined(l.o.Logger, l.o.Group)
 		l.gens.Add(1)
+		l.group.begin()
 		l.generation(ctx, gen)
+		l.group.end()
 		if ctx.Err() != nil {
 			return nil
 		}
 	}
+}
+
+// Ready is leg A's readiness: nil while this instance is a member of a consumer group generation, or its last one
+// ended less than two session timeouts ago (a normal rebalance: members have the rebalance timeout, one session
+// timeout here, to join the next generation); else an error saying since when it has none and why. A TCP dial to a
+// broker used to stand for it, so a bridge whose group never got a generation (a member of the group with another
+// partition assignment protocol, the coordinator refusing the join) carried nothing and said ready. A generation
+// proves the coordinator answers: kafka-go ends it when heartbeats fail.
+func (l *Leg) Ready(context.Context) error {
+	return l.group.ready(l.o.Group, 2*l.o.SessionTimeout, time.Now())
 }
 
 // generation runs one generation's partitions and committer and returns when
