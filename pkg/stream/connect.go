@@ -21,11 +21,18 @@ import (
 // leave the service disconnected until someone restarts it, even after the
 // credentials are right again. Retrying costs one refused attempt per
 // reconnect wait. Disconnects, refusals and any close not made through the
-// returned close are logged with their reason, so a stuck consumer says why.
-func Connect(url, name string) (nc *nats.Conn, js jetstream.JetStream, close func() error, err error) {
+// returned close are logged to log (nil: slog.Default) with their reason, so
+// a stuck consumer says why. The caller's logger, not the default: in
+// cmd/shanhai five binaries share one process and its default logger is the
+// host's, so the order and payment parts' connection logs went out under
+// neither part.
+func Connect(url, name string, log *slog.Logger) (nc *nats.Conn, js jetstream.JetStream, close func() error, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
 	var closing atomic.Bool
 	nc, err = nats.Connect(url, append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.IgnoreAuthErrorAbort()},
-		LogEvents(slog.Default().With("nats_name", name), &closing)...)...)
+		LogEvents(log.With("nats_name", name), &closing)...)...)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("connect: %w", redact.Error("nats", url, err))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"os/exec"
@@ -27,7 +28,7 @@ import (
 // several refused reconnects, restores it and wants the same connection back.
 func TestConnectSurvivesAuthChange(t *testing.T) {
 	srv := startAuthNATS(t, "right")
-	nc, _, closeNATS, err := stream.Connect(fmt.Sprintf("nats://svc:right@%s", srv.addr), "connect-auth-test")
+	nc, _, closeNATS, err := stream.Connect(fmt.Sprintf("nats://svc:right@%s", srv.addr), "connect-auth-test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,5 +214,29 @@ func TestNATSServerBinaryIsThePinnedVersion(t *testing.T) {
 	t.Setenv("SHANHAI_CACHE", cache)
 	if got := natsServerBinary(t); got != pinned {
 		t.Fatalf("nats-server = %s, want the pinned %s", got, pinned)
+	}
+}
+
+// Connect logs the connection's life to the logger it is given. It logged to
+// slog.Default: in cmd/shanhai, which hosts five binaries in one process,
+// that is the host's logger, so the order and payment parts' NATS
+// disconnects went out under neither part's name.
+func TestConnectLogsToItsLogger(t *testing.T) {
+	srv := startAuthNATS(t, "right")
+	var buf testenv.LogBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil)).With("part", "order")
+	_, _, closeNATS, err := stream.Connect(fmt.Sprintf("nats://svc:right@%s", srv.addr), "connect-log-test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = closeNATS() })
+	srv.reload(t, "other") // the server drops the connection
+	waitFor(t, 30*time.Second, "the disconnect in the given logger", func() bool {
+		return strings.Contains(buf.String(), `"msg":"nats disconnected"`)
+	})
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if !strings.Contains(line, `"part":"order"`) || !strings.Contains(line, `"nats_name":"connect-log-test"`) {
+			t.Fatalf("record %s lacks the caller's attributes or the connection's name", line)
+		}
 	}
 }

@@ -10,7 +10,7 @@ import (
 )
 
 func TestConnect(t *testing.T) {
-	nc, js, closeNATS, err := stream.Connect(testenv.NATS(t), "connect-test")
+	nc, js, closeNATS, err := stream.Connect(testenv.NATS(t), "connect-test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -20,7 +20,7 @@ func TestConnect(t *testing.T) {
 	if err := closeNATS(); err != nil || !nc.IsClosed() {
 		t.Fatalf("close: %v, closed %v", err, nc.IsClosed())
 	}
-	if _, _, closeNATS, err := stream.Connect("nats://127.0.0.1:1", "connect-test"); err == nil || closeNATS != nil {
+	if _, _, closeNATS, err := stream.Connect("nats://127.0.0.1:1", "connect-test", nil); err == nil || closeNATS != nil {
 		t.Fatalf("unreachable server: err %v, close %v; want an error and nothing to close", err, closeNATS != nil)
 	}
 }
@@ -30,7 +30,7 @@ func TestConnect(t *testing.T) {
 // away or the URL does not parse (url.Parse's error quotes it whole).
 func TestConnectErrorShowsNoPassword(t *testing.T) {
 	for _, raw := range []string{"nats://bob:s3cret@127.0.0.1:1", "nats://bob:s3cr%zzet@127.0.0.1:1"} {
-		_, _, _, err := stream.Connect(raw, "connect-test")
+		_, _, _, err := stream.Connect(raw, "connect-test", nil)
 		if err == nil || strings.Contains(err.Error(), "s3cr") {
 			t.Errorf("Connect(%q): %v; want an error without the password", raw, err)
 		}
