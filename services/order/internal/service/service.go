@@ -150,7 +150,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		}},
 		server.Opening{Name: "nats", Open: func() (close func() error, err error) {
 			var js jetstream.JetStream
-			if s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name); err != nil {
+			if s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name, o.Logger); err != nil {
 				return close, err
 			}
 			// The consumer lookup now, beside the database, rather than

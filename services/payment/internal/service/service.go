@@ -144,7 +144,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 			return database.Closer(db), err
 		}},
 		server.Opening{Name: "nats", Open: func() (close func() error, err error) {
-			if s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name); err != nil {
+			if s.NATS, js, close, err = stream.Connect(cfg.NATSURL, Name, o.Logger); err != nil {
 				return close, err
 			}
 			// The consumer lookup now, beside the database, rather than
