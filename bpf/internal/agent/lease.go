@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -89,7 +91,8 @@ func (s *leaseSet) close() {
 }
 
 // take puts a read lease on f (opened read-only) and returns its guard. It fails with EAGAIN while someone has the file
-// open for writing, or opened it for writing while the lease was being taken (f is then closed).
+// open for writing, or opened it for writing while the lease was being taken (f is then closed). Any other error
+// leaves f open and unleased, for the caller to probe unguarded as when the lease cannot be set.
 func (s *leaseSet) take(f *os.File) (*rewriteGuard, error) {
 	if _, err := fcntl(f, syscall.F_SETLEASE, syscall.F_RDLCK); err != nil {
 		return nil, err
@@ -104,11 +107,26 @@ func (s *leaseSet) take(f *os.File) (*rewriteGuard, error) {
 	// Registered, then checked: a writer that opened the file between the lease and the registration had its SIGIO
 	// answered by a watch that did not know this guard yet, and waited out fs.lease-break-time (45 s) with nobody to
 	// let it go. Its break is seen here (F_UNLCK: the lease is going); one after the registration, the watch sees.
-	if lease, err := fcntl(f, syscall.F_GETLEASE, 0); err != nil || lease == syscall.F_UNLCK {
+	// EAGAIN (EWOULDBLOCK on Linux) is a writer too; any other error says nothing about one, and reported as EAGAIN
+	// it had the caller wait for a write that never comes, retrying at every scan and logging only at debug level.
+	lease, err := fcntl(f, syscall.F_GETLEASE, 0)
+	switch {
+	case err != nil && !errors.Is(err, syscall.EAGAIN):
+		g.abandon()
+		return nil, fmt.Errorf("F_GETLEASE: %w", err)
+	case err != nil || lease == syscall.F_UNLCK:
 		g.release() // the watch may be releasing it too: once
 		return nil, syscall.EAGAIN
 	}
 	return g, nil
+}
+
+// abandon lets the lease go and forgets the guard, leaving f open for the caller; a later release does nothing.
+func (g *rewriteGuard) abandon() {
+	g.once.Do(func() {
+		fcntl(g.f, syscall.F_SETLEASE, syscall.F_UNLCK)
+		g.forget()
+	})
 }
 
 // yield takes the file's uprobes off and lets the writer waiting on the lease go; the next scan puts the probes back.
@@ -133,10 +151,15 @@ func (g *rewriteGuard) release() {
 		}
 		fcntl(g.f, syscall.F_SETLEASE, syscall.F_UNLCK)
 		g.f.Close()
-		g.set.mu.Lock()
-		delete(g.set.guards, g)
-		g.set.mu.Unlock()
+		g.forget()
 	})
+}
+
+// forget takes the guard out of its set, so that a SIGIO no longer asks about it.
+func (g *rewriteGuard) forget() {
+	g.set.mu.Lock()
+	delete(g.set.guards, g)
+	g.set.mu.Unlock()
 }
 
 func fcntl(f *os.File, cmd, arg int) (int, error) {

@@ -80,3 +80,35 @@ func TestWriterDuringLeaseTakeIsLetGo(t *testing.T) {
 		t.Fatalf("the writer still waits on the lease after %d s: the agent never let it go", breakTime/2)
 	}
 }
+
+// TestLeaseCheckErrorIsNotAWriter: an error of take's F_GETLEASE check is reported as itself, not as EAGAIN, which
+// says a writer has the file and had the caller wait for a write that never comes (retrying at every scan, logged
+// at debug level only). The lease goes and no guard is left for a SIGIO to ask about. Needs no BPF.
+func TestLeaseCheckErrorIsNotAWriter(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "exe")
+	if err := os.WriteFile(p, []byte("build 1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := newLeaseSet(slog.New(slog.DiscardHandler))
+	defer s.close()
+	s.leased = func(f *os.File) { f.Close() } // the check's fcntl then fails: not a writer
+	g, err := s.take(f)
+	if g != nil {
+		g.release()
+	}
+	if err == nil || errors.Is(err, syscall.EAGAIN) {
+		t.Fatalf("take = %v, want the check's own error", err)
+	}
+	s.mu.Lock()
+	left := len(s.guards)
+	s.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d guards left registered after a failed take", left)
+	}
+}
