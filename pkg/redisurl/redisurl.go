@@ -6,7 +6,9 @@ package redisurl
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,8 +36,10 @@ const Timeout = 250 * time.Millisecond
 //
 // It refuses what go-redis would misread rather than reject: a '#' (a
 // password's, left unencoded, made the rest of the URL a fragment and part of
-// the password the host) and a negative database number (go-redis selects
-// only one above 0, so it used database 0). Its errors never show the
+// the password the host), a negative database number (go-redis selects
+// only one above 0, so it used database 0), one above 2^31-1 (Redis's SELECT
+// refuses it, so every command failed at run time rather than the start),
+// and a URL naming two different databases (see oneDB). Its errors never show the
 // password: they are printed when a service refuses to start, and name the
 // URL through redact.URL.
 func Parse(raw string) (*redis.Options, error) {
@@ -60,8 +64,11 @@ func Parse(raw string) (*redis.Options, error) {
 		}
 		return nil, fmt.Errorf("redisurl: %s: %w", redact.URL(raw), err)
 	}
-	if opt.DB < 0 {
-		return nil, fmt.Errorf("redisurl: database %d is negative: want 0 or more", opt.DB)
+	if err := oneDB(u); err != nil {
+		return nil, err
+	}
+	if opt.DB < 0 || opt.DB > math.MaxInt32 {
+		return nil, fmt.Errorf("redisurl: database %d is out of range: want 0 to %d", opt.DB, math.MaxInt32)
 	}
 	for _, d := range []*time.Duration{&opt.DialTimeout, &opt.ReadTimeout, &opt.WriteTimeout} {
 		if *d == 0 {
@@ -73,6 +80,40 @@ func Parse(raw string) (*redis.Options, error) {
 	}
 	quietHandshake(opt)
 	return opt, nil
+}
+
+// oneDB refuses a URL whose path and db query parameters name different
+// databases. go-redis lets ?db= override the path and takes the last of
+// several, silently: redis://host/1?db=2 used database 2, where a reader of
+// the URL (or of a config diff changing only the path) expects 1, and a
+// cache sharing a database with another service's keys is a bug nobody sees.
+// The same number named twice is allowed. A unix:// URL's path is its socket.
+func oneDB(u *url.URL) error {
+	var named []string
+	if u.Scheme != "unix" {
+		if p := strings.Trim(u.Path, "/"); p != "" {
+			named = append(named, p)
+		}
+	}
+	for _, v := range u.Query()["db"] {
+		if v != "" {
+			named = append(named, v)
+		}
+	}
+	var first int
+	for i, v := range named {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("redisurl: invalid database number %q", v)
+		}
+		if i == 0 {
+			first = n
+		} else if n != first {
+			return fmt.Errorf("redisurl: the URL names database %s and database %s: "+
+				"name one, once (redis://host:port/<db>)", named[0], v)
+		}
+	}
+	return nil
 }
 
 // quietHandshake turns off the two commands go-redis v9 adds to every new

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestParseBoundsWhatTheURLLeavesUnset(t *testing.T) {
@@ -105,4 +107,59 @@ func TestParseErrorNamesAMistakeOutsideThePassword(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "s3") {
 		t.Fatalf("password with a '/': %v", err)
 	}
+}
+
+// go-redis lets ?db= override the path's database, and the last of several
+// ?db= win, without a word: redis://host/1?db=2 used database 2. A URL
+// naming two different databases is refused; one number named twice is not
+// a conflict.
+func TestParseRefusesTwoDatabases(t *testing.T) {
+	for _, raw := range []string{
+		"redis://127.0.0.1:6379/1?db=2",
+		"redis://127.0.0.1:6379/0?db=3",
+		"redis://127.0.0.1:6379?db=1&db=2",
+		"rediss://127.0.0.1:6379/4?db=5",
+	} {
+		if opt, err := Parse(raw); err == nil || !strings.Contains(err.Error(), "names database") {
+			t.Errorf("%s: %v (database %d), want an error naming both databases", raw, err, dbOf(opt))
+		}
+	}
+	for raw, want := range map[string]int{
+		"redis://127.0.0.1:6379/2?db=2":       2,
+		"redis://127.0.0.1:6379?db=3":         3,
+		"redis://127.0.0.1:6379/?db=3":        3,
+		"redis://127.0.0.1:6379/5":            5,
+		"unix:///run/redis/redis.sock?db=6":   6,
+		"redis://127.0.0.1:6379/7?db=":        7,
+		"redis://127.0.0.1:6379/1?db=1&db=01": 1,
+	} {
+		if opt, err := Parse(raw); err != nil || opt.DB != want {
+			t.Errorf("%s: %v (database %d), want database %d", raw, err, dbOf(opt), want)
+		}
+	}
+}
+
+// Redis numbers databases with a 32-bit int: SELECT 2147483648 is refused,
+// so a URL naming it passed the start and then failed every command. It is
+// refused at the start, as a negative one is.
+func TestParseRefusesADatabaseOutOfRange(t *testing.T) {
+	for _, raw := range []string{
+		"redis://127.0.0.1:6379/2147483648",
+		"redis://127.0.0.1:6379?db=2147483648",
+		"redis://127.0.0.1:6379/9223372036854775807",
+	} {
+		if opt, err := Parse(raw); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("%s: %v (database %d), want an out of range error", raw, err, dbOf(opt))
+		}
+	}
+	if opt, err := Parse("redis://127.0.0.1:6379/2147483647"); err != nil || opt.DB != 2147483647 {
+		t.Errorf("database 2147483647: %v, %+v", err, opt)
+	}
+}
+
+func dbOf(opt *redis.Options) int {
+	if opt == nil {
+		return -1
+	}
+	return opt.DB
 }
