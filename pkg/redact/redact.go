@@ -17,8 +17,8 @@ const Mask = "xxxxx"
 //
 //   - a URL's password (postgres://bob:xxxxx@db:5432/shanhai), and a query
 //     or fragment parameter whose name says it holds a secret (password=,
-//     pgx's sslpassword=, pass=, token=, api_key=, auth=, sig=: secretName
-//     has the list);
+//     pgx's sslpassword=, pass=, token=, bearer=, jwt=, session=, api_key=,
+//     auth=, sig=: secretName has the list);
 //   - the user of a nats://, tls://, ws:// or wss:// URL that has no
 //     password: nats.go sends such a user as the token that authenticates it;
 //   - the value of such a key in a key=value connection string
@@ -304,23 +304,25 @@ func secretName(name string) bool {
 
 // secretParts are the fragments that make a name a secret's wherever they
 // stand in it: passwords (pgx's password and sslpassword, a key's
-// passphrase), bearer and
-// session tokens (token, access_token, X-Amz-Security-Token), API keys as
-// collectors and webhooks take them in the query (api_key, x-api-key),
-// cloud access and private keys, shared secrets (client_secret), request
-// signatures (a presigned URL's X-Amz-Signature) and the credential they
-// are signed with, and a whole Authorization value.
+// passphrase), bearer and session tokens (token, access_token,
+// X-Amz-Security-Token, bearer=, a JWT as jwt= or id_jwt=, a session id as
+// sessionid=, JSESSIONID or PHPSESSID), API keys as collectors and webhooks
+// take them in the query (api_key, x-api-key), cloud access and private
+// keys, shared secrets (client_secret), request signatures (a presigned
+// URL's X-Amz-Signature) and the credential they are signed with, and a
+// whole Authorization value.
 var secretParts = []string{
-	"password", "passwd", "passphrase", "pwd", "secret", "token", "apikey", "accesskey", "privatekey",
-	"signature", "credential", "authorization",
+	"password", "passwd", "passphrase", "pwd", "secret", "token", "bearer", "jwt", "sessionid", "sessid",
+	"apikey", "accesskey", "privatekey", "signature", "credential", "authorization",
 }
 
 // secretNames are the short names that hold a secret only as a whole name:
 // key= (an API key), auth= (a token or user:password), sig= (an Azure
-// shared access signature) and pass= (a password: a camera's or a queue's
+// shared access signature), pass= (a password: a camera's or a queue's
 // ?user=bob&pass=; as a part it would take pgx's passfile, a path, and
-// bypass).
-var secretNames = []string{"key", "auth", "sig", "pass"}
+// bypass) and session= (a session token or cookie; as a part it would take
+// libpq's target_session_attrs, and a session_timeout).
+var secretNames = []string{"key", "auth", "sig", "pass", "session"}
 
 // keyValue reports whether t is a key=value connection string (host=db
 // port=5432 ...): it begins with a name and an '='. No URL with a scheme

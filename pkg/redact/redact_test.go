@@ -262,3 +262,34 @@ func TestURLMasksSecretParametersInTheFragment(t *testing.T) {
 		}
 	}
 }
+
+// TestURLMasksBearerJWTAndSessionParameters: a bearer token, a JWT and a
+// session id are as much a credential as token= (an SSE or WebSocket URL's
+// ?jwt=, a callback's ?session=, a servlet's ;jsessionid= turned
+// parameter), and were shown. session counts only as a whole name (and in
+// sessionid, sessid): as a part it would take libpq's target_session_attrs.
+func TestURLMasksBearerJWTAndSessionParameters(t *testing.T) {
+	for _, key := range []string{
+		"jwt", "JWT", "id_jwt", "jwt_assertion", "bearer", "Bearer", "bearer_token", "session", "Session",
+		"sessionid", "session_id", "JSESSIONID", "PHPSESSID",
+	} {
+		in := "wss://events:443/stream?a=1&" + key + "=" + secret + "&b=2"
+		want := "wss://events:443/stream?a=1&" + key + "=xxxxx&b=2"
+		if got := redact.URL(in); got != want {
+			t.Errorf("URL(%q) = %q, want %q", in, got, want)
+		}
+		kv := "host=h " + key + "=" + secret + " dbname=x"
+		if got := redact.URL(kv); got != "host=h "+key+"=xxxxx dbname=x" {
+			t.Errorf("URL(%q) = %q, want the %s value masked", kv, got, key)
+		}
+	}
+	for _, in := range []string{
+		"postgres://h1,h2/db?target_session_attrs=read-write&sslmode=disable",
+		"host=h1,h2 target_session_attrs=read-write dbname=x",
+		"http://h/p?session_timeout=30s&sessions=4",
+	} {
+		if got := redact.URL(in); got != in {
+			t.Errorf("URL(%q) = %q, want it unchanged", in, got)
+		}
+	}
+}
