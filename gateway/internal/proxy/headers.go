@@ -863,6 +863,10 @@ const (
 	// optTraceparentLines: Traceparent came in more than one field line;
 	// the tracing gateway sets it for the upstream with Set too.
 	optTraceparentLines
+	// optTracestateLines: Tracestate came in more than one field line,
+	// which W3C Trace Context reads as one list, the lines comma-joined
+	// (RFC 9110 §5.3); Peek gives the first line only.
+	optTracestateLines
 )
 
 // trailerMark names the field MarkTrailer adds. '(' is no token byte
@@ -981,6 +985,9 @@ func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
 			}
 			sent |= optTraceparent
 		case "Tracestate":
+			if sent&optTracestate != 0 {
+				sent |= optTracestateLines
+			}
 			sent |= optTracestate
 		case "X-Request-Timeout-Ms":
 			if sent&optTimeout != 0 {

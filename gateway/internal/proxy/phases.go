@@ -552,6 +552,9 @@ func (p *Proxy) start(x *Exchange) bool {
 			h.Del("Traceparent")
 			restore(kept, h)
 		}
+		if st.sent&(optTraceparent|optTracestateLines) == optTraceparent|optTracestateLines {
+			joinTracestate(h)
+		}
 		x.reqCtx, x.span = p.server.StartIn(&x.unsampled, context.Background(), remoteParent(h, st.sent), rt.Name, serverSpan...)
 		if x.span.SpanContext().IsSampled() {
 			st.mctx = x.reqCtx

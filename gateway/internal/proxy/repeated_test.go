@@ -6,6 +6,8 @@ import (
 
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // linesOf returns the values of every field line named name (any case) the
@@ -97,5 +99,36 @@ func TestClientsSecondTraceparentDoesNotReachUpstream(t *testing.T) {
 		if via := linesOf(up, "Via"); strings.Join(via, ",") != "a,b" {
 			t.Errorf("%q: Via lines %q, want a, b in order", hdr, via)
 		}
+	}
+}
+
+// Tracestate in two lines is one list, the lines comma-joined (W3C Trace
+// Context, RFC 9110 §5.3): the gateway's span read the first line only, so
+// it lost the other line's members (the upstream still got both lines).
+// Now the span has every member, and the upstream one line with all of them.
+func TestTracestateLinesAreOneList(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	prev := otel.GetTracerProvider()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(rec)))
+	t.Cleanup(func() { otel.SetTracerProvider(prev) })
+	up := startUpstream(t)
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}, Tracing: true}, up)
+	ctx := serve(p, "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n"+
+		"Traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nTracestate: a=1,b=2\r\nVia: a\r\ntracestate: c=3\r\nVia: b\r\n\r\n")
+	if ctx.Response.StatusCode() != 200 {
+		t.Fatalf("%d %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	for _, s := range rec.Ended() {
+		if s.SpanKind() == trace.SpanKindServer {
+			if got := s.SpanContext().TraceState().String(); got != "a=1,b=2,c=3" {
+				t.Errorf("the gateway's span has tracestate %q, want a=1,b=2,c=3", got)
+			}
+		}
+	}
+	if ts := linesOf(up, "Tracestate"); strings.Join(ts, "|") != "a=1,b=2,c=3" {
+		t.Errorf("upstream got tracestate lines %q, want one: a=1,b=2,c=3", ts)
+	}
+	if via := linesOf(up, "Via"); strings.Join(via, ",") != "a,b" {
+		t.Errorf("Via lines %q, want a, b in order", via)
 	}
 }

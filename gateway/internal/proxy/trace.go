@@ -33,6 +33,30 @@ func remoteParent(h *fasthttp.RequestHeader, sent optional) trace.SpanContext {
 	return telemetry.ParseTraceparent(h.Peek("Traceparent"), ts)
 }
 
+// joinTracestate puts h's Tracestate lines into one, their values joined
+// with commas in the order they came: W3C Trace Context reads several lines
+// as one list (RFC 9110 §5.3), but Peek, and so remoteParent, reads the
+// first only, and the gateway's span lost the members of the others. One
+// line means the same to the upstream, and injectTraceparent's Set then
+// replaces all of it, not only the first of several. The other fields keep
+// their order. Called only for a request with more than one line, so the
+// usual request pays nothing (it allocates the joined value).
+func joinTracestate(h *fasthttp.RequestHeader) {
+	var joined []byte
+	for k, v := range h.All() {
+		if string(k) == "Tracestate" {
+			if len(joined) > 0 {
+				joined = append(joined, ',')
+			}
+			joined = append(joined, v...)
+		}
+	}
+	kept := keepOrder(h, anyName)
+	h.Del("Tracestate")
+	restore(kept, h)
+	h.AddBytesV("Tracestate", joined)
+}
+
 // injectTraceparent writes sc as the upstream request's traceparent (and
 // tracestate when there is one).
 func injectTraceparent(h *fasthttp.RequestHeader, sc trace.SpanContext, scratch []byte) []byte {
