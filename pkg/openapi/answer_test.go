@@ -54,3 +54,60 @@ func TestAnswersCheck(t *testing.T) {
 		t.Error("ParseAnswers of a broken document: no error")
 	}
 }
+
+// OpenAPI 3 lets a document cover answers with a range ("4XX") or "default",
+// and a status's own entry takes precedence over its range, which takes
+// precedence over default. Check read the status's own entry only, so an
+// answer covered by either was reported as undocumented.
+func TestAnswersCheckRangesAndDefault(t *testing.T) {
+	a, err := ParseAnswers([]byte(`{"openapi":"3.1.0",
+"paths":{
+ "/api/v1/orders":{"post":{"responses":{
+  "201":{},
+  "409":{},
+  "4XX":{"$ref":"#/components/responses/Problem"},
+  "503":{"headers":{"Retry-After":{}}},
+  "default":{"headers":{"Retry-After":{}}}}}},
+ "/api/v1/products":{"get":{"responses":{
+  "200":{},
+  "5XX":{"headers":{"Retry-After":{}}},
+  "4xx":{}}}}},
+"components":{"responses":{"Problem":{}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	problem := func(retry string) http.Header {
+		h := http.Header{"Content-Type": {"application/problem+json"}}
+		if retry != "" {
+			h.Set("Retry-After", retry)
+		}
+		return h
+	}
+	for _, tc := range []struct {
+		name   string
+		op     string // "METHOD path"
+		status int
+		h      http.Header
+		want   string
+	}{
+		{"a 4xx under 4XX", "POST /api/v1/orders", 422, problem(""), ""},
+		{"the code's own entry before its range", "POST /api/v1/orders", 409, problem(""), ""},
+		{"4XX lists no Retry-After, default's does not count", "POST /api/v1/orders", 429, problem("1"),
+			`answers 429 with Retry-After, which its document does not list (under "4XX")`},
+		{"a 5xx with no range falls to default", "POST /api/v1/orders", 500, problem("1"), ""},
+		{"a status no range takes falls to default", "POST /api/v1/orders", 999, problem(""), ""},
+		{"a 5xx under 5XX, with its header", "GET /api/v1/products", 502, problem("3"), ""},
+		{"lower case 4xx is no range", "GET /api/v1/products", 404, problem(""), "answers 404, which its document does not list"},
+		{"an error under a range is still problem+json", "POST /api/v1/orders", 400, http.Header{"Content-Type": {"text/plain"}},
+			`as "text/plain", not problem+json`},
+	} {
+		method, path, _ := strings.Cut(tc.op, " ")
+		err := a.Check(method, path, tc.status, tc.h)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want one with %q", tc.name, err, tc.want)
+		}
+	}
+}
