@@ -40,11 +40,13 @@ const (
 )
 
 // PaymentResultData is the payment.succeeded / payment.failed payload.
+// Currency is absent (empty) from results written before payment sent it.
 type PaymentResultData struct {
 	PaymentID   string `json:"payment_id"`
 	OrderID     string `json:"order_id"`
 	UserID      string `json:"user_id"`
 	AmountCents int64  `json:"amount_cents"`
+	Currency    string `json:"currency"`
 	Reason      string `json:"reason"`
 }
 
@@ -252,7 +254,7 @@ func (c *PaymentEvents) process(ctx context.Context, m jetstream.Msg) (string, e
 		return c.term(ctx, m, err)
 	}
 	res, err := c.apply.Handle(ctx, app.ApplyPayment{
-		EventID: env.ID, OrderID: d.OrderID, UserID: d.UserID, AmountCents: d.AmountCents,
+		EventID: env.ID, OrderID: d.OrderID, UserID: d.UserID, AmountCents: d.AmountCents, Currency: d.Currency,
 		Outcome: order.PaymentOutcome{PaymentID: d.PaymentID, Succeeded: env.Type == PaymentSucceeded, Reason: d.Reason},
 	})
 	switch {

@@ -101,10 +101,12 @@ func TestApplyPaymentOnce(t *testing.T) {
 	a, repo := newApp(t)
 	ctx := context.Background()
 	create(t, a, "alice", "k", 1)
-	// Another user's result, or another amount, is refused and changes nothing.
+	// Another user's result, another amount, or the amount in another
+	// currency (before, marked paid) is refused and changes nothing.
 	for _, bad := range []app.ApplyPayment{
 		{EventID: "e0", OrderID: "o001", UserID: "bob", AmountCents: 1250, Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}},
 		{EventID: "e0", OrderID: "o001", UserID: "alice", AmountCents: 1, Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}},
+		{EventID: "e0", OrderID: "o001", UserID: "alice", AmountCents: 1250, Currency: "USD", Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}},
 	} {
 		if _, err := a.ApplyPayment.Handle(ctx, bad); !errors.Is(err, order.ErrResultMismatch) {
 			t.Fatalf("%+v: err = %v, want ErrResultMismatch", bad, err)
@@ -113,6 +115,8 @@ func TestApplyPaymentOnce(t *testing.T) {
 	if got := repo.orders["o001"].Status; got != order.Pending {
 		t.Fatalf("status after mismatched results = %s", got)
 	}
+	// With no currency (a result written before payment sent it) the user
+	// and amount alone are held.
 	ok := app.ApplyPayment{EventID: "e1", OrderID: "o001", UserID: "alice", AmountCents: 1250, Outcome: order.PaymentOutcome{PaymentID: "p", Succeeded: true}}
 	res, err := a.ApplyPayment.Handle(ctx, ok)
 	if err != nil || !res.Changed || res.Duplicate {

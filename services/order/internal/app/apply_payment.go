@@ -13,14 +13,17 @@ import (
 // service; it matches the JetStream durable name.
 const ConsumerName = "order"
 
-// ApplyPayment is a payment.succeeded or payment.failed event. UserID and
-// AmountCents are whom the payment says it charged and how much: payment
-// charges the user and total of order.created, so anything else is corrupt.
+// ApplyPayment is a payment.succeeded or payment.failed event. UserID,
+// AmountCents and Currency are whom the payment says it charged and how
+// much: payment charges the user, total and currency of order.created, so
+// anything else is corrupt. Currency is empty in a result written before
+// payment carried it: then the user and amount alone are held.
 type ApplyPayment struct {
 	EventID     string
 	OrderID     string
 	UserID      string
 	AmountCents int64
+	Currency    string
 	Outcome     order.PaymentOutcome
 }
 
@@ -44,14 +47,15 @@ type ApplyPaymentHandler struct {
 // Handle applies a payment result at most once per event id. The state
 // machine in the aggregate makes a second, different result for the same
 // order (a redelivered or reordered event) a no-op. A result for another
-// user or amount is order.ErrResultMismatch and changes nothing: it must not
-// show another user's payment on this order, nor mark it paid by another sum.
+// user, amount or currency is order.ErrResultMismatch and changes nothing: it
+// must not show another user's payment on this order, nor mark it paid by
+// another sum (5000 cents of another currency are another sum).
 func (h ApplyPaymentHandler) Handle(ctx context.Context, cmd ApplyPayment) (ApplyResult, error) {
 	var res ApplyResult
 	applied, err := h.orders.ApplyOnce(ctx, ConsumerName, cmd.EventID, cmd.OrderID, func(o *order.Order) error {
-		if o.UserID() != cmd.UserID || o.TotalCents() != cmd.AmountCents {
-			return fmt.Errorf("%w: the result is for user %q and %d cents, the order is user %q's for %d cents",
-				order.ErrResultMismatch, cmd.UserID, cmd.AmountCents, o.UserID(), o.TotalCents())
+		if o.UserID() != cmd.UserID || o.TotalCents() != cmd.AmountCents || (cmd.Currency != "" && cmd.Currency != o.Currency()) {
+			return fmt.Errorf("%w: the result is for user %q and %d cents of %q, the order is user %q's for %d cents of %q",
+				order.ErrResultMismatch, cmd.UserID, cmd.AmountCents, cmd.Currency, o.UserID(), o.TotalCents(), o.Currency())
 		}
 		res.Contradicts = o.Contradicts(cmd.Outcome)
 		res.Changed = o.ApplyPayment(cmd.Outcome, h.now())
