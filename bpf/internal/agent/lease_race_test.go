@@ -29,17 +29,7 @@ func TestWriterDuringLeaseTakeIsLetGo(t *testing.T) {
 	if breakTime < 4 {
 		t.Skipf("fs.lease-break-time is %d s: the kernel lets the writer go about as soon as the agent would", breakTime)
 	}
-	p := filepath.Join(t.TempDir(), "exe")
-	if err := os.WriteFile(p, []byte("build 1"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := newLeaseSet(slog.New(slog.DiscardHandler))
-	defer s.close()
+	p, f, s := leaseFixture(t)
 	wrote := make(chan error, 1)
 	s.leased = func(f *os.File) {
 		go func() {
@@ -86,17 +76,7 @@ func TestWriterDuringLeaseTakeIsLetGo(t *testing.T) {
 // at debug level only). The lease goes and no guard is left for a SIGIO to ask about. Needs no BPF.
 func TestLeaseCheckErrorIsNotAWriter(t *testing.T) {
 	t.Parallel()
-	p := filepath.Join(t.TempDir(), "exe")
-	if err := os.WriteFile(p, []byte("build 1"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := newLeaseSet(slog.New(slog.DiscardHandler))
-	defer s.close()
+	_, f, s := leaseFixture(t)
 	s.leased = func(f *os.File) { f.Close() } // the check's fcntl then fails: not a writer
 	g, err := s.take(f)
 	if g != nil {
@@ -111,4 +91,22 @@ func TestLeaseCheckErrorIsNotAWriter(t *testing.T) {
 	if left != 0 {
 		t.Errorf("%d guards left registered after a failed take", left)
 	}
+}
+
+// leaseFixture is a file the test owns at p, open read-only as f for a lease, and a lease set to take it with; both
+// are closed at the test's end.
+func leaseFixture(t *testing.T) (p string, f *os.File, s *leaseSet) {
+	t.Helper()
+	p = filepath.Join(t.TempDir(), "exe")
+	if err := os.WriteFile(p, []byte("build 1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	s = newLeaseSet(slog.New(slog.DiscardHandler))
+	t.Cleanup(s.close)
+	return p, f, s
 }
