@@ -30,6 +30,12 @@ func TestFreshProcessExportsEverySettleFailureReasonAtZero(t *testing.T) {
 			t.Errorf(`shanhai_payment_provider_calls_total{result=%q} = %q (found %v); want a series at 0`, result, v, ok)
 		}
 	}
+	// The consumer's pull stops and given-up messages, which an alert reads with increase() too.
+	for _, name := range []string{"shanhai_payment_consumer_pull_stops_total", "shanhai_payment_consumer_given_up_total"} {
+		if v, ok := sample(body, name, "otel_scope_name", "shanhai/payment"); !ok || v != "0" {
+			t.Errorf("%s = %q (found %v); want a series at 0", name, v, ok)
+		}
+	}
 	if t.Failed() {
 		t.Logf("payment lines of /metrics:\n%s", grepLines(body, "shanhai_payment_"))
 	}
