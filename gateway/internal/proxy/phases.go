@@ -105,13 +105,16 @@ type Exchange struct {
 	// made. Like base (the pooled RequestCtx), reqCtx must not be kept by
 	// a Limiter or Authenticator past the call it is given to.
 	unsampled telemetry.UnsampledSpan
-	lim       Limiter
-	limKind   limitKind
-	public    bool
-	user      string
-	version   string
-	tagged    bool
-	idem      bool
+	// watch: the fasthttp transport looks for the client's close while
+	// the request is upstream (clientWatch).
+	watch   watched
+	lim     Limiter
+	limKind limitKind
+	public  bool
+	user    string
+	version string
+	tagged  bool
+	idem    bool
 	// http10: the client spoke another version than HTTP/1.1, which
 	// start changed to HTTP/1.1 for the upstream and Finish puts back.
 	http10  bool

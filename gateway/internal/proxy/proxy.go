@@ -178,6 +178,7 @@ type Proxy struct {
 	tracer  trace.Tracer
 	server  *telemetry.ServerTracer // server spans: unsampled requests skip the SDK
 	metrics *metrics
+	watch   clientWatch // the fasthttp transport's clients with a request upstream
 }
 
 // New builds a Proxy.
@@ -251,8 +252,18 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 	// the chain set it, as on the event loop.
 	ctx.Request.UseHostHeader = true
 	step := p.Begin(x, true)
+	var call *upstream.Call
+	if step == Send {
+		// The client's close is looked for while the request is upstream
+		// (clientWatch); a TLS client's is not (no socket of its own here).
+		if c, ok := ctx.Conn().(*sockio.Conn); ok {
+			x.watch.conn, call = c, &x.watch.call
+			p.watch.add(&x.watch)
+			defer p.watch.remove(&x.watch)
+		}
+	}
 	for step == Send {
-		err := x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline)
+		err := x.Endpoint.DoDeadline(x.Req, x.Resp, x.Deadline, call)
 		if err != nil && errors.Is(err, sockio.ErrUnanswered) && p.Replay(x) {
 			// The upstream closed the pooled connection as the request
 			// arrived (most often its idle timeout): the endpoint's other
@@ -260,7 +271,13 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 			// out the last used first), are as likely closed, so the
 			// request goes on a new connection.
 			x.Endpoint.Client.CloseIdleConnections()
-			err = x.Endpoint.Client.DoDeadline(x.Req, x.Resp, x.Deadline)
+			err = x.Endpoint.DoDeadline(x.Req, x.Resp, x.Deadline, call)
+		}
+		if errors.Is(err, upstream.ErrAbandoned) {
+			// The client went away (clientWatch): no answer, no retry,
+			// and no evidence about the upstream (Received).
+			err = ErrClientGone
+			x.Close = true
 		}
 		// DoDeadline resets Resp, and with it the server's NoDefaultContentType:
 		// an answer without Content-Type would go out as text/plain.

@@ -288,11 +288,22 @@ func (transport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *
 	if !deadline.IsZero() {
 		wait = max(time.Until(deadline), time.Nanosecond) // a second try: what is left
 	}
+	call := callOf(req)
 	cc, err := hc.AcquireConn(wait, req.ConnectionClose())
 	if err != nil {
 		return err
 	}
 	conn := cc.Conn()
+	if call != nil {
+		// Abandoned while it waited for the connection (nothing can end
+		// that wait early): the connection goes back unused.
+		if !call.attach(conn) {
+			call.detach()
+			hc.ReleaseConn(cc)
+			return ErrAbandoned
+		}
+		defer call.detach() // the error paths below close the connection
+	}
 	resp.ParseNetConn(conn)
 	if err = conn.SetWriteDeadline(deadline); err != nil {
 		hc.CloseConn(cc)
@@ -335,6 +346,12 @@ func (transport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *
 	if err != nil {
 		hc.CloseConn(cc)
 		return err
+	}
+	if call != nil && !call.detach() {
+		// Abandoned after the answer was in: Abandon closed the
+		// connection, and nobody reads the answer.
+		hc.CloseConn(cc)
+		return ErrAbandoned
 	}
 	// Bytes after the answer (a body the status says an answer cannot
 	// have, a second answer) are no answer to anything: the connection is
