@@ -19,13 +19,6 @@ func TestAnswersCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	problem := func(retry string) http.Header {
-		h := http.Header{"Content-Type": {"application/problem+json"}}
-		if retry != "" {
-			h.Set("Retry-After", retry)
-		}
-		return h
-	}
 	for _, tc := range []struct {
 		name   string
 		method string
@@ -33,12 +26,12 @@ func TestAnswersCheck(t *testing.T) {
 		h      http.Header
 		want   string // substring of the error; empty means none
 	}{
-		{"listed through a shared response, with its header", "GET", 503, problem("1"), ""},
-		{"listed inline, with its header", "GET", 500, problem("1"), ""},
-		{"listed, no header sent", "GET", 504, problem(""), ""},
-		{"header the response does not list", "GET", 504, problem("1"), "GET /api/v1/orders/{id} answers 504 with Retry-After, which its document does not list"},
-		{"status not listed", "GET", 502, problem(""), "answers 502, which its document does not list"},
-		{"method not documented", "DELETE", 503, problem(""), "DELETE /api/v1/orders/{id} answers 503, which"},
+		{"listed through a shared response, with its header", "GET", 503, problemHeader("1"), ""},
+		{"listed inline, with its header", "GET", 500, problemHeader("1"), ""},
+		{"listed, no header sent", "GET", 504, problemHeader(""), ""},
+		{"header the response does not list", "GET", 504, problemHeader("1"), "GET /api/v1/orders/{id} answers 504 with Retry-After, which its document does not list"},
+		{"status not listed", "GET", 502, problemHeader(""), "answers 502, which its document does not list"},
+		{"method not documented", "DELETE", 503, problemHeader(""), "DELETE /api/v1/orders/{id} answers 503, which"},
 		{"error not problem+json", "GET", 503, http.Header{"Content-Type": {"text/plain"}}, `as "text/plain", not problem+json`},
 		{"success needs no problem", "GET", 200, http.Header{"Content-Type": {"application/json"}}, ""},
 	} {
@@ -76,13 +69,6 @@ func TestAnswersCheckRangesAndDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	problem := func(retry string) http.Header {
-		h := http.Header{"Content-Type": {"application/problem+json"}}
-		if retry != "" {
-			h.Set("Retry-After", retry)
-		}
-		return h
-	}
 	for _, tc := range []struct {
 		name   string
 		op     string // "METHOD path"
@@ -90,14 +76,14 @@ func TestAnswersCheckRangesAndDefault(t *testing.T) {
 		h      http.Header
 		want   string
 	}{
-		{"a 4xx under 4XX", "POST /api/v1/orders", 422, problem(""), ""},
-		{"the code's own entry before its range", "POST /api/v1/orders", 409, problem(""), ""},
-		{"4XX lists no Retry-After, default's does not count", "POST /api/v1/orders", 429, problem("1"),
+		{"a 4xx under 4XX", "POST /api/v1/orders", 422, problemHeader(""), ""},
+		{"the code's own entry before its range", "POST /api/v1/orders", 409, problemHeader(""), ""},
+		{"4XX lists no Retry-After, default's does not count", "POST /api/v1/orders", 429, problemHeader("1"),
 			`answers 429 with Retry-After, which its document does not list (under "4XX")`},
-		{"a 5xx with no range falls to default", "POST /api/v1/orders", 500, problem("1"), ""},
-		{"a status no range takes falls to default", "POST /api/v1/orders", 999, problem(""), ""},
-		{"a 5xx under 5XX, with its header", "GET /api/v1/products", 502, problem("3"), ""},
-		{"lower case 4xx is no range", "GET /api/v1/products", 404, problem(""), "answers 404, which its document does not list"},
+		{"a 5xx with no range falls to default", "POST /api/v1/orders", 500, problemHeader("1"), ""},
+		{"a status no range takes falls to default", "POST /api/v1/orders", 999, problemHeader(""), ""},
+		{"a 5xx under 5XX, with its header", "GET /api/v1/products", 502, problemHeader("3"), ""},
+		{"lower case 4xx is no range", "GET /api/v1/products", 404, problemHeader(""), "answers 404, which its document does not list"},
 		{"an error under a range is still problem+json", "POST /api/v1/orders", 400, http.Header{"Content-Type": {"text/plain"}},
 			`as "text/plain", not problem+json`},
 	} {
@@ -110,4 +96,14 @@ func TestAnswersCheckRangesAndDefault(t *testing.T) {
 			t.Errorf("%s: error %v, want one with %q", tc.name, err, tc.want)
 		}
 	}
+}
+
+// problemHeader is the header of a problem+json answer, with Retry-After
+// when retry is not empty.
+func problemHeader(retry string) http.Header {
+	h := http.Header{"Content-Type": {"application/problem+json"}}
+	if retry != "" {
+		h.Set("Retry-After", retry)
+	}
+	return h
 }
