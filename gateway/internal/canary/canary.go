@@ -55,3 +55,19 @@ func (w Weights) Pick(present func(string) bool, r uint64) string {
 	}
 	return ""
 }
+
+// Heavier is the version of the greatest weight above v's among those
+// present, or "" when none outweighs v. The chain moves a weighted request
+// whose release's breaker is open only this way: from a canary to the
+// stable release, which has the capacity for its share; the other way the
+// stable release's share would land on a canary sized for a tenth of it
+// (so a tie moves nothing either).
+func (w Weights) Heavier(v string, present func(string) bool) string {
+	best, most := "", w[v]
+	for u, n := range w {
+		if n > most && u != v && present(u) {
+			best, most = u, n
+		}
+	}
+	return best
+}

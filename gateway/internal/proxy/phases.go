@@ -114,6 +114,9 @@ type Exchange struct {
 	user    string
 	version string
 	tagged  bool
+	// weights drew version (no tag): admit may move the request to a
+	// heavier release when version's breaker is open.
+	weights canary.Weights
 	idem    bool
 	// http10: the client spoke another version than HTTP/1.1, which
 	// start changed to HTTP/1.1 for the upstream and Finish puts back.
@@ -738,6 +741,7 @@ func (p *Proxy) forward(x *Exchange) Step {
 	} else if w := dyn.Canary[rt.Service]; len(w) > 0 {
 		vs := x.svc.Versions()
 		x.version = w.Pick(func(v string) bool { return len(vs[v]) > 0 }, rand.Uint64()>>1)
+		x.weights = w
 	}
 	if x.st.sent&optCookie != 0 {
 		// After the canary's read of the cookies, which this ends. st.hdr
@@ -844,7 +848,17 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 			// Breakers are per version (Pool.SetBreakers): a request
 			// free to go to any version tries one other instance, of
 			// another version whose breaker admits it, before the 503.
-			ep, x.breakerDone, err = otherRelease(svc, ep, br, avoid, elsewhere)
+			ep, x.breakerDone, err = otherRelease(svc, "", ep, br, avoid, elsewhere)
+		} else if err != nil && x.weights != nil {
+			// Drawn by the weights: it may move to the heaviest release
+			// outweighing its own (a canary's share to the stable
+			// release), never the other way (canary.Weights.Heavier).
+			vs := svc.Versions()
+			if v := x.weights.Heavier(x.version, func(v string) bool { return len(vs[v]) > 0 }); v != "" {
+				if ep, x.breakerDone, err = otherRelease(svc, v, ep, br, avoid, elsewhere); err == nil {
+					x.version = v // a retry stays there
+				}
+			}
 		}
 		if err != nil {
 			// Not sent: no signal for the adaptive limit. Handed back as a
@@ -886,13 +900,13 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 	return 0
 }
 
-// otherRelease picks, for a request of no particular version whose pick
-// ep's breaker (br) refused, another instance with another breaker and
-// admits it there. It returns br's refusal when there is none, or that
-// breaker refuses too. Only on a refusal's path: one more P2C draw.
-func otherRelease(svc *upstream.Service, ep *upstream.Endpoint, br upstream.Breaker, avoid *upstream.Endpoint, elsewhere bool) (*upstream.Endpoint, func(breaker.Outcome), error) {
+// otherRelease picks, for a request whose pick ep's breaker (br) refused,
+// another instance of version ("": any) with another breaker and admits it
+// there. It returns br's refusal when there is none, or that breaker
+// refuses too. Only on a refusal's path: one more P2C draw.
+func otherRelease(svc *upstream.Service, version string, ep *upstream.Endpoint, br upstream.Breaker, avoid *upstream.Endpoint, elsewhere bool) (*upstream.Endpoint, func(breaker.Outcome), error) {
 	refused := errCircuitOpen
-	alt, err := svc.Pick("", ep)
+	alt, err := svc.Pick(version, ep)
 	if err != nil || alt == ep || elsewhere && alt == avoid {
 		return ep, nil, refused
 	}

@@ -3,9 +3,11 @@ package proxy
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/shanhai-dev/shanhai/gateway/internal/canary"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
@@ -184,5 +186,61 @@ func TestBreakerOfAReleaseThatLeftIsClosed(t *testing.T) {
 	pool.Refresh()
 	if len(made["v3"]) != 0 {
 		t.Fatal("a breaker made after CloseBreakers")
+	}
+}
+
+// A weighted request (no tag) that drew a release whose breaker is open
+// moves to the heaviest release outweighing it, when that one admits it: a
+// canary's share goes to the stable release, which has the capacity. It got
+// the 503 before. The other way it still does: the stable share moved onto
+// a canary sized for a fraction of it would overload the canary.
+func TestWeightedRequestMovesFromAnOpenCanaryToStable(t *testing.T) {
+	live := startUpstream(t)
+	dead := testenv.ClosedPort(t)
+	pool := upstream.NewPool(staticRes{"order": {
+		{ID: "stable", Addr: live.addr, Version: "v1"}, {ID: "canary", Addr: dead, Version: "v2"},
+	}}, []string{"order"}, upstream.ClientOptions{})
+	made := map[string]*breaker.Breaker{}
+	pool.SetBreakers(func(service, version string) upstream.Breaker {
+		b := breaker.New(service+"@"+version, breaker.Settings{MinRequests: 5, FailureRatio: 0.5, OpenBase: time.Minute})
+		t.Cleanup(b.Close)
+		made[version] = b
+		return b
+	})
+	tb, err := route.Parse("/api/v1/orders=order", time.Second, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var weights atomic.Pointer[canary.Weights]
+	dyn := func() Dynamic { return Dynamic{Canary: map[string]canary.Weights{"order": *weights.Load()}} }
+	p := New(Options{Auth: fakeAuth{}, MaxAttempts: 1, Table: tb, Upstreams: pool, Dynamic: dyn})
+	const get = "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n"
+	weights.Store(&canary.Weights{"v1": 2, "v2": 1})
+	for range 10 {
+		serve(p, get+"X-Release-Tag: v2\r\n\r\n")
+	}
+	if made["v2"].State() != breaker.Open {
+		t.Fatalf("v2's breaker %v after 10 refused connections, want open", made["v2"].State())
+	}
+	// A third draw the canary: (2/3)^40 that none of 40 does.
+	for i := range 40 {
+		if ctx := serve(p, get+"\r\n"); ctx.Response.StatusCode() != 200 {
+			t.Fatalf("weighted request %d with v2 open and v1 up: %d %s, want it moved to v1", i, ctx.Response.StatusCode(), ctx.Response.Body())
+		}
+	}
+	// v2 now the heavier: its share is not moved onto v1.
+	weights.Store(&canary.Weights{"v1": 1, "v2": 2})
+	refused := 0
+	for range 40 {
+		ctx := serve(p, get+"\r\n")
+		switch body := string(ctx.Response.Body()); {
+		case ctx.Response.StatusCode() == 503 && strings.Contains(body, `release \"v2\"`):
+			refused++
+		case ctx.Response.StatusCode() != 200:
+			t.Fatalf("weighted request: %d %s", ctx.Response.StatusCode(), body)
+		}
+	}
+	if refused == 0 {
+		t.Fatal("no request drawn to the open, heavier v2 was refused: its share went to the lighter v1")
 	}
 }

@@ -59,7 +59,8 @@ type Pool struct {
 // breaker for the stable release too, whose instances were all up. Per
 // version, a release's failures shut off that release alone; the chain
 // sends a request of no particular version (no tag, no weights) to another
-// version when the one picked is open, and refuses a tagged or weighted
+// version when the one picked is open, a weighted one only to a heavier
+// release (a canary's share to the stable release), and refuses a tagged
 // one.
 // A version's breaker lives as long as the version has instances: when
 // the last leaves discovery it is dropped, and closed if it has a Close
