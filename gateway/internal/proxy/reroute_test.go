@@ -92,23 +92,8 @@ func TestRefusedConnectOfTheOnlyInstanceIsAFailure(t *testing.T) {
 // particular version whose pick lands on the open release goes to another
 // release instead of a 503: with no weights, P2C sends it to any instance.
 func TestOpenReleaseBreakerLeavesTheOtherReleases(t *testing.T) {
-	live := startUpstream(t)
-	dead := testenv.ClosedPort(t)
-	pool := upstream.NewPool(staticRes{"order": {
-		{ID: "stable", Addr: live.addr, Version: "v1"}, {ID: "canary", Addr: dead, Version: "v2"},
-	}}, []string{"order"}, upstream.ClientOptions{})
-	made := map[string]*breaker.Breaker{}
-	pool.SetBreakers(func(service, version string) upstream.Breaker {
-		b := breaker.New(service+"@"+version, breaker.Settings{MinRequests: 5, FailureRatio: 0.5, OpenBase: time.Minute})
-		t.Cleanup(b.Close)
-		made[version] = b
-		return b
-	})
-	tb, err := route.Parse("/api/v1/orders=order", time.Second, route.DefaultPublic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := New(Options{Auth: fakeAuth{}, MaxAttempts: 1, Table: tb, Upstreams: pool})
+	o, made := stableAndDeadCanary(t)
+	p := New(o)
 	const get = "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n"
 	for range 10 {
 		serve(p, get+"X-Release-Tag: v2\r\n\r\n")
@@ -130,6 +115,29 @@ func TestOpenReleaseBreakerLeavesTheOtherReleases(t *testing.T) {
 	if s := made["v1"].State(); s != breaker.Closed {
 		t.Fatalf("v1's breaker %v", s)
 	}
+}
+
+// stableAndDeadCanary is the chain's options for /api/v1/orders to a live
+// v1 and a dead v2 (its port closed), one attempt per request, with a
+// breaker per release (made, by version).
+func stableAndDeadCanary(t *testing.T) (Options, map[string]*breaker.Breaker) {
+	live := startUpstream(t)
+	dead := testenv.ClosedPort(t)
+	pool := upstream.NewPool(staticRes{"order": {
+		{ID: "stable", Addr: live.addr, Version: "v1"}, {ID: "canary", Addr: dead, Version: "v2"},
+	}}, []string{"order"}, upstream.ClientOptions{})
+	made := map[string]*breaker.Breaker{}
+	pool.SetBreakers(func(service, version string) upstream.Breaker {
+		b := breaker.New(service+"@"+version, breaker.Settings{MinRequests: 5, FailureRatio: 0.5, OpenBase: time.Minute})
+		t.Cleanup(b.Close)
+		made[version] = b
+		return b
+	})
+	tb, err := route.Parse("/api/v1/orders=order", time.Second, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Options{Auth: fakeAuth{}, MaxAttempts: 1, Table: tb, Upstreams: pool}, made
 }
 
 // closable is a breaker that always admits and counts its Closes.
@@ -195,25 +203,10 @@ func TestBreakerOfAReleaseThatLeftIsClosed(t *testing.T) {
 // the 503 before. The other way it still does: the stable share moved onto
 // a canary sized for a fraction of it would overload the canary.
 func TestWeightedRequestMovesFromAnOpenCanaryToStable(t *testing.T) {
-	live := startUpstream(t)
-	dead := testenv.ClosedPort(t)
-	pool := upstream.NewPool(staticRes{"order": {
-		{ID: "stable", Addr: live.addr, Version: "v1"}, {ID: "canary", Addr: dead, Version: "v2"},
-	}}, []string{"order"}, upstream.ClientOptions{})
-	made := map[string]*breaker.Breaker{}
-	pool.SetBreakers(func(service, version string) upstream.Breaker {
-		b := breaker.New(service+"@"+version, breaker.Settings{MinRequests: 5, FailureRatio: 0.5, OpenBase: time.Minute})
-		t.Cleanup(b.Close)
-		made[version] = b
-		return b
-	})
-	tb, err := route.Parse("/api/v1/orders=order", time.Second, route.DefaultPublic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	o, made := stableAndDeadCanary(t)
 	var weights atomic.Pointer[canary.Weights]
-	dyn := func() Dynamic { return Dynamic{Canary: map[string]canary.Weights{"order": *weights.Load()}} }
-	p := New(Options{Auth: fakeAuth{}, MaxAttempts: 1, Table: tb, Upstreams: pool, Dynamic: dyn})
+	o.Dynamic = func() Dynamic { return Dynamic{Canary: map[string]canary.Weights{"order": *weights.Load()}} }
+	p := New(o)
 	const get = "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n"
 	weights.Store(&canary.Weights{"v1": 2, "v2": 1})
 	for range 10 {
