@@ -83,15 +83,7 @@ func TestBridgeRefusesAStreamWhoseWindowIsShorterThanARepublish(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
 
-	var cfg config.Config
-	if err := pkgconfig.LoadFrom(&cfg, map[string]string{
-		"HTTP_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "", "LOG_LEVEL": "error",
-		"KAFKA_BROKERS": strings.Join(testenv.Kafka(t), ","), "NATS_URL": natsURL, "BRIDGE_LEGS": "kafka-nats",
-		"BRIDGE_TOPICS": fmt.Sprintf("sw%d.orders", id), "BRIDGE_STREAM": name, "BRIDGE_STREAM_SUBJECTS": subjects,
-		"BRIDGE_GROUP": fmt.Sprintf("sw-%d", id), "BRIDGE_DLQ_TOPIC": fmt.Sprintf("sw%d.dlq", id),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	cfg := legAConfig(t, natsURL, fmt.Sprintf("sw%d", id), name, subjects)
 
 	err := EnsureStream(ctx, js, cfg, slog.Default())
 	var short *ShortWindowError
@@ -126,6 +118,22 @@ func TestBridgeRefusesAStreamWhoseWindowIsShorterThanARepublish(t *testing.T) {
 	if err := EnsureStream(ctx, js, cfg, slog.Default()); err != nil {
 		t.Fatalf("EnsureStream with a 3 s republish span on a 5 s window: %v", err)
 	}
+}
+
+// legAConfig is the configuration of a bridge running leg A alone on stream with subjects, its topic, group and DLQ
+// named from prefix.
+func legAConfig(t *testing.T, natsURL, prefix, stream, subjects string) config.Config {
+	t.Helper()
+	var cfg config.Config
+	if err := pkgconfig.LoadFrom(&cfg, map[string]string{
+		"HTTP_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "", "LOG_LEVEL": "error",
+		"KAFKA_BROKERS": strings.Join(testenv.Kafka(t), ","), "NATS_URL": natsURL, "BRIDGE_LEGS": "kafka-nats",
+		"BRIDGE_TOPICS": prefix + ".orders", "BRIDGE_STREAM": stream, "BRIDGE_STREAM_SUBJECTS": subjects,
+		"BRIDGE_GROUP": prefix + "-group", "BRIDGE_DLQ_TOPIC": prefix + ".dlq",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 func streamWindow(ctx context.Context, t *testing.T, js jetstream.JetStream, name string) time.Duration {
@@ -236,15 +244,7 @@ func TestBridgeRefusesAStreamWhoseSubjectsAnotherStreamHolds(t *testing.T) {
 	mine := fmt.Sprintf("MINE%d", id)
 	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), mine) }) // should it be created after all
 
-	var cfg config.Config
-	if err := pkgconfig.LoadFrom(&cfg, map[string]string{
-		"HTTP_ADDR": "127.0.0.1:0", "ADMIN_ADDR": "", "LOG_LEVEL": "error",
-		"KAFKA_BROKERS": strings.Join(testenv.Kafka(t), ","), "NATS_URL": natsURL, "BRIDGE_LEGS": "kafka-nats",
-		"BRIDGE_TOPICS": fmt.Sprintf("ov%d.orders", id), "BRIDGE_STREAM": mine, "BRIDGE_STREAM_SUBJECTS": subjects,
-		"BRIDGE_GROUP": fmt.Sprintf("ov-%d", id), "BRIDGE_DLQ_TOPIC": fmt.Sprintf("ov%d.dlq", id),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	cfg := legAConfig(t, natsURL, fmt.Sprintf("ov%d", id), mine, subjects)
 
 	var logs testenv.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
