@@ -45,12 +45,18 @@ func (c *Call) Abandoned() bool {
 }
 
 // attach records conn as the one the request goes on; false: the call
-// was abandoned, and conn must not be used.
+// was abandoned, and conn must not be used. A refused conn is not
+// recorded: it goes back to the pool unused, and a later Abandon (the
+// watcher looks again every tick) closing it there would fail the request
+// that takes it next.
 func (c *Call) attach(conn net.Conn) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.abandoned {
+		return false
+	}
 	c.conn = conn
-	return !c.abandoned
+	return true
 }
 
 // detach forgets the connection before it goes back to the pool (where

@@ -298,7 +298,6 @@ func (transport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *
 		// Abandoned while it waited for the connection (nothing can end
 		// that wait early): the connection goes back unused.
 		if !call.attach(conn) {
-			call.detach()
 			hc.ReleaseConn(cc)
 			return ErrAbandoned
 		}
