@@ -393,8 +393,11 @@ const (
 // loadHTTPServer loads the HTTP server probe with its sleepable exit program where the kernel takes it (Linux 6.1 and
 // later), else with the plain one, and logs which one runs. The sleepable build is loaded under the plain one's name,
 // so objs and whatever reads the kernel's program names (bpf_stats, bench/overhead.sh) see one serve_http_ret either
-// way. A refusal is not told apart from other load errors: the plain load that follows fails the same way if the
-// cause was elsewhere, and its error is the one returned.
+// way. Only a program the kernel would not load (an ebpf.VerifierError) makes it load the plain build: kernels before
+// 6.1 refuse the sleepable one there (EINVAL: the flag before 5.10, a sleepable uprobe before 6.0, its
+// non-preallocated hashes in 6.0). Any other error (a map, the process_exit attach) would be the plain build's too:
+// it is returned as it is, not logged as a refusal and paid for twice. A refusal of another program fails the plain
+// load the same way, and that error is returned.
 func (b *binProbes) loadHTTPServer(spec *ebpf.CollectionSpec, objs any) error {
 	sleepable := spec.Programs[httpserver.BpfProgServeHttpRetSleepable]
 	delete(spec.Programs, httpserver.BpfProgServeHttpRetSleepable) // never loaded beside the plain build: one exit program runs
@@ -411,6 +414,9 @@ func (b *binProbes) loadHTTPServer(spec *ebpf.CollectionSpec, objs any) error {
 			b.httpExit = exitSleepable
 			b.log.Info("HTTP server exit program", "exe", b.exe, "build", exitSleepable)
 			return nil
+		}
+		if _, refused := errors.AsType[*ebpf.VerifierError](err); !refused {
+			return err
 		}
 		b.log.Info("HTTP server exit program: the sleepable build was refused, loading the plain one", "exe", b.exe,
 			"why", err.Error())

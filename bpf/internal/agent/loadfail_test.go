@@ -17,6 +17,8 @@ import (
 // load opened is closed then, not left to the garbage collector's finalizers while the agent keeps scanning: the
 // maps and programs it had assigned stayed open, each a kernel object charged to the agent's memory cgroup, and
 // the executable was retried on every replaced file. The garbage collector is off, so only explicit closes count.
+// Each probe tries the attach once: a failed attach is not the kernel refusing the HTTP server probe's sleepable exit
+// build, so it does not make the agent load that probe again with the plain build (loadHTTPServer).
 func TestFailedExitAttachClosesTheProbe(t *testing.T) {
 	requireRoot(t)
 	bin := buildTarget(t, false)
@@ -31,8 +33,10 @@ func TestFailedExitAttachClosesTheProbe(t *testing.T) {
 
 	for _, fail := range []bool{false, true} {
 		o := attachOpts{httpUprobe: true, exitProgs: true, accept: a.sys.tcp.AcceptRet, log: log}
+		attaches := 0
 		if fail {
 			o.exitTracepoint = func(string, string, *ebpf.Program, *link.TracepointOptions) (link.Link, error) {
+				attaches++
 				return nil, errors.New("refused by the test")
 			}
 		}
@@ -43,6 +47,9 @@ func TestFailedExitAttachClosesTheProbe(t *testing.T) {
 		}
 		if fail && len(b.refused) != 3 {
 			t.Errorf("exit attach failing: refused = %v, want httpserver, goruntime and httpclient", b.refused)
+		}
+		if fail && attaches != len(b.refused) {
+			t.Errorf("exit attach failing: %d attaches for %d probes, want one each", attaches, len(b.refused))
 		}
 		if !fail && len(b.refused) != 0 {
 			t.Fatalf("refused = %v, want none", b.refused)
