@@ -318,9 +318,9 @@ static __always_inline __u64 take(__u32 tgid, __u64 g, __u64 *request, __u64 *re
 // serve_http_exit is the exit program's body, in two builds the agent picks from at load time: serve_http_ret, a plain
 // uprobe that every kernel the probe supports loads, and serve_http_ret_sleepable, the same as a sleepable uprobe
 // (Linux 6.1: 6.0's sleepable uprobes, and 6.1's non-preallocated hashes in sleepable programs) whose reads are
-// cheaper. The agent loads the sleepable one under the plain one's name and falls back to the plain one where the
-// kernel refuses it. Sleeping changes nothing for the maps: a uprobe program of either kind runs with migration, not
-// preemption, disabled, so the per-CPU slots are exposed to the same interleavings in both.
+// cheaper. The agent loads it under the plain one's name, the plain one where the kernel refuses it. Sleeping adds no
+// race on the per-CPU maps: it happens in the reads (a fault), all before record, and both builds run with migration
+// disabled (bpf_prog_run_array_uprobe). Either may be preempted, the plain one only where RCU is preemptible.
 static __always_inline int serve_http_exit(struct pt_regs *ctx, bool sleepable) {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
