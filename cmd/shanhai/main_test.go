@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -40,40 +41,7 @@ func TestDeadPartKeepsItsLog(t *testing.T) {
 	run := asProgram("-processes -bin "+bin+" -port "+strconv.Itoa(port),
 		"TMPDIR="+t.TempDir(), // where the run makes its data directory
 		"PULSAR_URL=")
-	var stderr bytes.Buffer
-	run.Stderr = &stderr
-	stdout, err := run.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer run.Process.Kill() // when the test fails; the children die with it (Pdeathsig)
-
-	ready := make(chan bool, 1)
-	go func() {
-		// Reads to the end: the run must not block on a full pipe.
-		found := false
-		for lines := bufio.NewScanner(stdout); lines.Scan(); {
-			if !found && lines.Text() == "Ctrl-C stops everything." {
-				found = true
-				ready <- true
-			}
-		}
-		if !found {
-			ready <- false
-		}
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			_ = run.Wait()
-			t.Fatalf("the run ended before its banner: %s", stderr.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("no banner within 60 s")
-	}
+	_, stderr, _ := startUntilUp(t, run) // killed when the test fails; the children die with it (Pdeathsig)
 	payment := childNamed(t, run.Process.Pid, "payment")
 	if err := syscall.Kill(payment, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -81,6 +49,7 @@ func TestDeadPartKeepsItsLog(t *testing.T) {
 
 	waited := make(chan error, 1)
 	go func() { waited <- run.Wait() }()
+	var err error
 	select {
 	case err = <-waited:
 	case <-time.After(60 * time.Second):
@@ -494,7 +463,7 @@ func TestHangUpStopsTheRunAsCtrlCDoes(t *testing.T) {
 	defer signal.Reset(syscall.SIGHUP)
 	tmp := t.TempDir()
 	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
-	out, stderr := startUntilUp(t, run)
+	out, stderr, _ := startUntilUp(t, run)
 	if err := run.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -520,12 +489,15 @@ func TestHangUpStopsTheRunAsCtrlCDoes(t *testing.T) {
 }
 
 // startUntilUp starts run and returns once its banner's last line is out:
-// out gives all of its stdout once it ended, stderr collects its stderr.
-func startUntilUp(t *testing.T, run *exec.Cmd) (out <-chan string, stderr *bytes.Buffer) {
+// out gives all of its stdout once it ended (or once stdout, the pipe it is
+// read from, was closed), stderr collects its stderr. The pipe is read to
+// the end meanwhile, so the run never blocks on a full one; closing it is
+// what a reader of the run's output that went away does.
+func startUntilUp(t *testing.T, run *exec.Cmd) (out <-chan string, stderr *bytes.Buffer, stdout io.Closer) {
 	t.Helper()
 	stderr = new(bytes.Buffer)
 	run.Stderr = stderr
-	stdout, err := run.StdoutPipe()
+	pipe, err := run.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -537,7 +509,7 @@ func startUntilUp(t *testing.T, run *exec.Cmd) (out <-chan string, stderr *bytes
 	go func() {
 		var text strings.Builder
 		found := false
-		for lines := bufio.NewScanner(stdout); lines.Scan(); {
+		for lines := bufio.NewScanner(pipe); lines.Scan(); {
 			text.WriteString(lines.Text() + "\n")
 			if !found && lines.Text() == "Ctrl-C stops everything." {
 				found = true
@@ -557,7 +529,7 @@ func startUntilUp(t *testing.T, run *exec.Cmd) (out <-chan string, stderr *bytes
 	case <-time.After(2 * time.Minute): // hang guard only
 		t.Fatal("the run was not up within 2 minutes")
 	}
-	return all, stderr
+	return all, stderr, pipe
 }
 
 // Under nohup (or a service manager that starts it with SIGHUP ignored) a
@@ -579,7 +551,7 @@ func TestHangUpUnderNohupKeepsTheRunGoing(t *testing.T) {
 	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
 	run.Args = append([]string{"nohup"}, run.Args...) // nohup execs the program: same pid
 	run.Path = nohup
-	out, stderr := startUntilUp(t, run)
+	out, stderr, _ := startUntilUp(t, run)
 	if err := run.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -619,40 +591,14 @@ func TestCtrlCAfterTheReaderOfStdoutWentStillCleansUp(t *testing.T) {
 	t.Parallel() // waits on its child process; see parallelNote
 	tmp := t.TempDir()
 	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=")
-	var stderr bytes.Buffer
-	run.Stderr = &stderr
-	stdout, err := run.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := run.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { run.Process.Kill() }) // when the test fails
-	up := make(chan bool, 1)
-	go func() {
-		for lines := bufio.NewScanner(stdout); lines.Scan(); {
-			if lines.Text() == "Ctrl-C stops everything." {
-				up <- true
-				return
-			}
-		}
-		up <- false
-	}()
-	select {
-	case ok := <-up:
-		if !ok {
-			t.Fatalf("the run ended before it was up; stderr:\n%s", stderr.String())
-		}
-	case <-time.After(2 * time.Minute): // hang guard only
-		t.Fatal("the run was not up within 2 minutes")
-	}
+	_, stderr, stdout := startUntilUp(t, run)
 	stdout.Close() // the reader is gone: the next write to stdout meets a broken pipe
 	if err := run.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- run.Wait() }()
+	var err error
 	select {
 	case err = <-waited:
 	case <-time.After(2 * time.Minute): // hang guard only
