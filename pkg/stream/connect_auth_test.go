@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -94,61 +93,15 @@ func startAuthNATS(t *testing.T, password string) *authNATS {
 	return s
 }
 
-// natsServerBinary finds the nats-server at the version scripts/deps.sh pins
-// (NATS_VERSION), which it builds into its cache, else one on PATH reporting
-// that version. The newest by file name was taken before: v2.9 sorts after
-// v2.10, and a cache holding another version than the pin ran the test on it.
-// A missing one fails the test with the deps script's hint, as pkg/testenv
-// does for a missing server.
+// natsServerBinary is testenv.NATSServerBinary, or the test fails with why
+// there is none.
 func natsServerBinary(t *testing.T) string {
 	t.Helper()
-	version := pinnedNATSVersion(t)
-	cache := os.Getenv("SHANHAI_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "shanhai")
-	}
-	bin := filepath.Join(cache, "bin", "nats-server-"+version)
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if onPath, err := exec.LookPath("nats-server"); err == nil {
-		out, _ := exec.Command(onPath, "--version").Output()
-		if strings.TrimSpace(string(out)) == "nats-server: "+version {
-			return onPath
-		}
-	}
-	t.Fatalf("no nats-server %s in %s/bin or on PATH: %s", version, cache, testenv.Hint)
-	return ""
-}
-
-// pinnedNATSVersion reads NATS_VERSION from scripts/deps.sh at the root of
-// the workspace this test runs in.
-func pinnedNATSVersion(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
+	bin, err := testenv.NATSServerBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the test's directory: cannot find scripts/deps.sh's NATS_VERSION")
-		}
-		dir = parent
-	}
-	script, err := os.ReadFile(filepath.Join(dir, "scripts", "deps.sh"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := regexp.MustCompile(`(?m)^NATS_VERSION=(v[0-9][^\s#]*)`).FindSubmatch(script)
-	if m == nil {
-		t.Fatal("scripts/deps.sh sets no NATS_VERSION")
-	}
-	return string(m[1])
+	return bin
 }
 
 func (s *authNATS) write(t *testing.T, password string) {
@@ -194,26 +147,6 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 			t.Fatalf("gave up waiting for %s after %v", what, limit)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// The private server is the version scripts/deps.sh pins, not the newest by
-// name: "nats-server-v2.9.0" sorts after "nats-server-v2.14.9", and a cache
-// holding both ran the test on 2.9.
-func TestNATSServerBinaryIsThePinnedVersion(t *testing.T) {
-	cache := t.TempDir()
-	if err := os.Mkdir(filepath.Join(cache, "bin"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pinned := filepath.Join(cache, "bin", "nats-server-"+pinnedNATSVersion(t))
-	for _, bin := range []string{pinned, filepath.Join(cache, "bin", "nats-server-v2.9.0")} {
-		if err := os.WriteFile(bin, nil, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Setenv("SHANHAI_CACHE", cache)
-	if got := natsServerBinary(t); got != pinned {
-		t.Fatalf("nats-server = %s, want the pinned %s", got, pinned)
 	}
 }
 
