@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,24 +91,6 @@ func (o *Options) logf(format string, args ...any) {
 	if o.Out != nil {
 		fmt.Fprintf(o.Out, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
 	}
-}
-
-// FindNATSServer looks for a nats-server new enough for sync_interval: the
-// one scripts/deps.sh builds into its cache, then PATH.
-func FindNATSServer() string {
-	cache := os.Getenv("SHANHAI_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "shanhai")
-	}
-	if m, _ := filepath.Glob(filepath.Join(cache, "bin", "nats-server-v*")); len(m) > 0 {
-		sort.Strings(m)
-		return m[len(m)-1]
-	}
-	if p, err := exec.LookPath("nats-server"); err == nil {
-		return p
-	}
-	return ""
 }
 
 // proc is a child process we may kill and restart.

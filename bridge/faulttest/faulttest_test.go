@@ -64,9 +64,9 @@ func TestFaultTestLosesNothing(t *testing.T) {
 	// A restart would fail other packages' tests reading the archive at that moment: they wait for it. Without one
 	// this test only reads the archive, as they do, and runs beside them.
 	harness.LockPulsar(t, restart != "")
-	natsServer := FindNATSServer()
-	if natsServer == "" {
-		t.Fatal("no nats-server >= 2.10: run scripts/deps.sh up nats (it builds one into its cache)")
+	natsServer, err := testenv.NATSServerBinary()
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -108,9 +108,9 @@ func TestBackpressureKeepsMemoryFlat(t *testing.T) {
 		t.Skip("freezing the shared Pulsar needs FAULTTEST_PULSAR_OUTAGE (or CI=true); see bridge/README.md")
 	}
 	harness.LockPulsar(t, true)
-	natsServer := FindNATSServer()
-	if natsServer == "" {
-		t.Fatal("no nats-server >= 2.10: run scripts/deps.sh up nats (it builds one into its cache)")
+	natsServer, err := testenv.NATSServerBinary()
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

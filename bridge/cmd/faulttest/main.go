@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shanhai-dev/shanhai/bridge/faulttest"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 func main() {
@@ -29,7 +30,8 @@ func main() {
 	dur := flag.Duration("duration", 40*time.Second, "production is spread over this long; faults happen inside it")
 	kills := flag.Int("kills", 2, "SIGKILLs of a bridge instance")
 	restart := flag.String("pulsar-restart", os.Getenv("FAULTTEST_PULSAR_RESTART"), "shell command that restarts Pulsar (empty: skip that fault)")
-	natsBin := flag.String("nats-server", faulttest.FindNATSServer(), "nats-server binary >= 2.10")
+	pinnedNATS, _ := testenv.NATSServerBinary() // none: Run says how to get it
+	natsBin := flag.String("nats-server", pinnedNATS, "nats-server binary (default: the version scripts/deps.sh pins)")
 	drain := flag.Duration("drain", 3*time.Minute, "give up waiting for the archive after this long without progress")
 	keep := flag.Bool("keep", false, "keep the temporary directory with every process's log")
 	mode := flag.String("mode", "fault", "fault: the fault test; backpressure: Pulsar unavailable while producing, RSS sampled")
