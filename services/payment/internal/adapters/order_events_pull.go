@@ -2,11 +2,13 @@ package adapters
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -22,6 +24,13 @@ import (
 // when it can (ensure): a new pull of a deleted consumer is answered by
 // nobody and would wait for ever. Before, the replica stayed ready and
 // consumed nothing, without a word.
+//
+// A consumer deleted while the pull is paused ends no pull of this
+// replica, and neither does one deleted between the watch's look at the
+// pull and its pause (the 409 of a drained pull is not reported): the pull
+// resumed later is such a pull of a deleted consumer. The server answers
+// its first request with 503 No Responders, and then nothing, so a pull
+// the client reports that of is taken as stopped too (orphaned).
 type puller struct {
 	cons       jetstream.Consumer
 	handler    jetstream.MessageHandler // sends to the queue
@@ -41,8 +50,9 @@ type puller struct {
 	wait        time.Duration
 	retryAt     time.Time
 
-	errMu   sync.Mutex
-	lastErr error // what the client last reported of a pull (ConsumeErrHandler)
+	errMu    sync.Mutex
+	lastErr  error                    // what the client last reported of a pull (ConsumeErrHandler)
+	orphaned jetstream.ConsumeContext // the last pull the server answered No Responders: its consumer is gone
 
 	// gate keeps the queue from being closed under a callback sending to
 	// it. Closed is not enough for a stopped pull: it is signalled as soon
@@ -98,11 +108,22 @@ func (p *puller) start(ctx context.Context) error {
 }
 
 // noteErr keeps what the client reports of a pull (missed heartbeats, a
-// deleted consumer ...), for the watch to log with a pull that stopped.
-func (p *puller) noteErr(_ jetstream.ConsumeContext, err error) {
+// deleted consumer ...), for the watch to log with a pull that stopped,
+// and which pull has no consumer behind it.
+func (p *puller) noteErr(cc jetstream.ConsumeContext, err error) {
 	p.errMu.Lock()
+	defer p.errMu.Unlock()
 	p.lastErr = err
-	p.errMu.Unlock()
+	if errors.Is(err, nats.ErrNoResponders) {
+		p.orphaned = cc
+	}
+}
+
+// isOrphaned reports whether the server answered cc's pull No Responders.
+func (p *puller) isOrphaned(cc jetstream.ConsumeContext) bool {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.orphaned == cc
 }
 
 // lastError is what the client last reported of a pull, if anything.
@@ -119,11 +140,22 @@ func (p *puller) lastError() error {
 // deleted consumer's messages are delivered anew by the one recreated
 // (DeliverAll, as at a start that finds none), but after a 400 a buffered
 // message on its last allowed delivery is not delivered again.
+//
+// A pull of a consumer that is gone (orphaned) has not ended, but waits
+// for ever: it is drained as a paused one is, and counts as stopped, when
+// the consumer can be created again; without ensure a new pull would be
+// orphaned as well.
 func (p *puller) stoppedItself() bool {
-	if p.cur == nil || !closed(p.cur) {
+	switch {
+	case p.cur == nil:
+		return false
+	case closed(p.cur):
+		p.cur = nil
+	case p.ensure != nil && p.isOrphaned(p.cur):
+		p.pause()
+	default:
 		return false
 	}
-	p.cur = nil
 	p.broken = true
 	return true
 }
