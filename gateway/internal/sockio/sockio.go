@@ -101,6 +101,13 @@ type Conn struct {
 	probed   peerState
 	probeFn  func(fd uintptr)
 
+	// PeerGone's look (gone.go), under gmu: its callback, built on the
+	// first look, the byte it peeks into, and its verdict.
+	gmu     sync.Mutex
+	peekFn  func(fd uintptr)
+	peekBuf [1]byte
+	peeked  bool
+
 	server bool        // accepted by a Listener: Close lingers (linger.go)
 	closed atomic.Bool // Close was called (server connections): Read and Write fail
 }
