@@ -21,6 +21,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"flag"
 	"fmt"
 	"log"
@@ -101,7 +102,8 @@ type sleepablePair struct {
 // loadProbe loads the HTTP server probe of spec with the target's offsets set, as the agent does for the fields
 // these two programs read on HTTP/1 (the writer's itab is left unknown: the exit reads the status as the agent's
 // does for a *response, without the hijacked check, which runs only for a status of 0 or 101). With a sleepable
-// build in spec it loads that pair too (same maps for each pair: the exit finds what its entry kept), else nil.
+// build in spec it loads that pair too (same maps for each pair: the exit finds what its entry kept), else nil; nil
+// too, said on stdout, where the kernel refuses that build (before 6.1), so that the rest is still priced there.
 func loadProbe(spec *ebpf.CollectionSpec, offs map[offsets.Field]uint64) (*probePair, *sleepablePair, error) {
 	for name, fl := range map[string]offsets.Field{"off_request_method": offsets.RequestMethod, "off_response_status": offsets.ServerStatus} {
 		v, ok := spec.Variables[name]
@@ -121,6 +123,10 @@ func loadProbe(spec *ebpf.CollectionSpec, offs map[offsets.Field]uint64) (*probe
 	}
 	var sp sleepablePair
 	if err := spec.LoadAndAssign(&sp, nil); err != nil {
+		if _, refused := errors.AsType[*ebpf.VerifierError](err); refused {
+			fmt.Printf("sleepable exit not priced: the kernel refused it (%v)\n", err)
+			return &p, nil, nil
+		}
 		return nil, nil, fmt.Errorf("sleepable exit: %w", err)
 	}
 	return &p, &sp, nil
