@@ -31,7 +31,7 @@ func main() {
 	kills := flag.Int("kills", 2, "SIGKILLs of a bridge instance")
 	restart := flag.String("pulsar-restart", os.Getenv("FAULTTEST_PULSAR_RESTART"), "shell command that restarts Pulsar (empty: skip that fault)")
 	pinnedNATS, _ := testenv.NATSServerBinary() // none: Run says how to get it
-	natsBin := flag.String("nats-server", pinnedNATS, "nats-server binary (default: the version scripts/deps.sh pins)")
+	natsBin := flag.String("nats-server", pinnedNATS, "nats-server binary (>= 2.10 for sync_interval); unless given, the version scripts/deps.sh pins")
 	drain := flag.Duration("drain", 3*time.Minute, "give up waiting for the archive after this long without progress")
 	keep := flag.Bool("keep", false, "keep the temporary directory with every process's log")
 	mode := flag.String("mode", "fault", "fault: the fault test; backpressure: Pulsar unavailable while producing, RSS sampled")
