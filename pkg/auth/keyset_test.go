@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -137,5 +138,48 @@ func TestMiddlewareAllocatesNothingForAGoodToken(t *testing.T) {
 	})
 	if got := allocs(Middleware(v)); got > standIn {
 		t.Fatalf("Middleware: %.1f allocations per request, the stand-in %.1f", got, standIn)
+	}
+}
+
+// A flood of tokens with forged kids during a user-service outage is
+// answered KeySetError (503) and asks the JWKS endpoint no more often than
+// the backoff allows, while tokens of a held key go on verifying: even one
+// never seen before (no cache entry) needs no fetch. Otherwise an attacker
+// could turn an outage into 503s for everybody.
+func TestForgedKidFloodDuringAnOutageLeavesHeldKeysAlone(t *testing.T) {
+	held := NewSigner(mustKey(t))
+	var down atomic.Bool
+	srv, fetches := jwksServer(t, func() []byte {
+		if down.Load() {
+			return []byte("<html>502 Bad Gateway</html>")
+		}
+		return held.JWKS()
+	})
+	clk := newClock()
+	v := NewVerifier(srv.URL, clk.opts())
+	ctx := context.Background()
+	if err := v.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	// Within MinRefreshInterval of that good fetch a kid it lacks is simply
+	// unknown (ErrUnknownKey); the outage shows from the next fetch on.
+	clk.add(v.opts.MinRefreshInterval)
+	before := fetches.Load()
+	for i := range 600 { // a minute, a forged and a good token every 100 ms
+		forged, _ := NewSigner(mustKey(t)).Sign("mallory", time.Hour)
+		if _, err := v.Verify(ctx, forged); !isKeySetError(err) {
+			t.Fatalf("forged kid during the outage: %v, want a KeySetError", err)
+		}
+		sub := fmt.Sprintf("user-%d", i)
+		good, _ := held.Sign(sub, time.Hour)
+		if c, err := v.Verify(ctx, good); err != nil || c.Subject != sub {
+			t.Fatalf("a new token of the held key during the flood: %+v, %v", c, err)
+		}
+		clk.add(100 * time.Millisecond)
+	}
+	// A few quick retries, then one per MinRefreshInterval.
+	if got, bound := fetches.Load()-before, int64(time.Minute/v.opts.MinRefreshInterval)+5; got > bound {
+		t.Fatalf("%d fetches in a minute of forged kids, want at most %d", got, bound)
 	}
 }
