@@ -24,13 +24,16 @@ import (
 // order B while payment, or any reader that keeps the first copy, charged
 // A: the saga's two sides disagreed on which order was paid. Such a result
 // is terminated on its first delivery and changes no order; a well-formed
-// result beside them is still applied.
+// result beside them is still applied. So is a result in a currency other
+// than its order's (eb44933: the consumer hands the payload's currency to
+// ApplyPayment; a 1 EUR order is not paid by a result for 1 USD) while one
+// in the order's currency is applied.
 func TestResultNamingAFieldTwiceIsTerminated(t *testing.T) {
 	ctx := context.Background()
 	db := stores(t)[database.Postgres]
 	repo := adapters.NewOrderGorm(db)
 	placed := map[string]*order.Order{}
-	for _, name := range []string{"first", "second", "lower", "upper", "good"} {
+	for _, name := range []string{"first", "second", "lower", "upper", "usd", "good"} {
 		o := newOrder(t, db, "alice", 1)
 		if err := repo.Create(ctx, o, order.Replay{UserID: "alice", Key: "k-" + o.ID(), RequestHash: "h", StatusCode: 201}); err != nil {
 			t.Fatal(err)
@@ -67,7 +70,8 @@ func TestResultNamingAFieldTwiceIsTerminated(t *testing.T) {
 	}
 	publish(placed["first"].ID(), result(placed["first"].ID(), `,"order_id":"`+placed["second"].ID()+`"`))
 	publish(placed["lower"].ID(), result(placed["lower"].ID(), `,"ORDER_ID":"`+placed["upper"].ID()+`"`))
-	publish(placed["good"].ID(), result(placed["good"].ID(), ""))
+	publish(placed["usd"].ID(), result(placed["usd"].ID(), `,"currency":"USD"`))
+	publish(placed["good"].ID(), result(placed["good"].ID(), `,"currency":"EUR"`))
 	s.Drained(t, names.Durable, 20*time.Second)
 
 	for name, o := range placed {
@@ -86,8 +90,11 @@ func TestResultNamingAFieldTwiceIsTerminated(t *testing.T) {
 	if n := logged.count("payment result dropped", "more than once"); n != 2 {
 		t.Errorf("%d results dropped for a field named twice, want 2; logged %v", n, logged.all())
 	}
-	if n := svctest.Delivered(t, cons); n != 3 {
-		t.Errorf("%d deliveries of 3 results, want each delivered once", n)
+	if n := logged.count("payment result dropped", `"USD"`); n != 1 {
+		t.Errorf("%d results dropped for another currency, want 1; logged %v", n, logged.all())
+	}
+	if n := svctest.Delivered(t, cons); n != 4 {
+		t.Errorf("%d deliveries of 4 results, want each delivered once", n)
 	}
 }
 
