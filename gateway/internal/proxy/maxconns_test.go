@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -21,7 +22,21 @@ import (
 // fasthttp transport it was answered 502 upstream-unreachable at once and
 // counted as the upstream's failure (breaker, adaptive limit), though the
 // upstream never saw it.
+//
+// The busy connection may also end closed (here the answer's
+// Connection: close; a client gone, clientWatch, is another way): fasthttp
+// then dials a connection for the waiting request with no timeout given
+// (HostClient.dialConnFor), which the pool's dialer took as a timeout of
+// 0, already over: the waiting request got 502 upstream-unreachable at
+// once, though the upstream was up.
 func TestRequestBeyondMaxConnsWaitsForAConnection(t *testing.T) {
+	t.Run("reused", func(t *testing.T) { waitForTheOneConnection(t, false) })
+	t.Run("closed", func(t *testing.T) { waitForTheOneConnection(t, true) })
+}
+
+// waitForTheOneConnection runs TestRequestBeyondMaxConnsWaitsForAConnection,
+// the busy connection closed after its answer when closeHeld is set.
+func waitForTheOneConnection(t *testing.T, closeHeld bool) {
 	arrived, release := make(chan struct{}, 2), make(chan struct{})
 	var once sync.Once
 	free := func() { once.Do(func() { close(release) }) }
@@ -29,6 +44,11 @@ func TestRequestBeyondMaxConnsWaitsForAConnection(t *testing.T) {
 		arrived <- struct{}{}
 		if strings.HasSuffix(req.URL.Path, "/held") {
 			<-release
+			if closeHeld {
+				body := "upstream:" + req.URL.Path
+				_, _ = fmt.Fprintf(w, "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+				return
+			}
 		}
 		upstreamtest.OK(w, "upstream:"+req.URL.Path)
 	})

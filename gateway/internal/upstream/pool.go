@@ -250,8 +250,23 @@ func (p *Pool) Refresh() {
 // to sockio's raw read/write path in exchange mode: an HTTP/1.1 upstream
 // only answers, so the request is sent by the Read that waits for the
 // response, without a speculative read(2) first (see sockio).
+//
+// A timeout of 0 is none given, as for fasthttp's own dialer: HostClient
+// passes it when it dials for a request waiting on MaxConns after a busy
+// connection closed (dialConnFor). Taken as a deadline already over, that
+// dial failed at once and the waiting request with it (502), though the
+// upstream was up; fasthttp.Dial bounds it by fasthttp.DefaultDialTimeout,
+// and the waiting request's own deadline still bounds its wait.
 func dial(addr string, timeout time.Duration) (net.Conn, error) {
-	c, err := fasthttp.DialTimeout(addr, timeout)
+	var (
+		c   net.Conn
+		err error
+	)
+	if timeout > 0 {
+		c, err = fasthttp.DialTimeout(addr, timeout)
+	} else {
+		c, err = fasthttp.Dial(addr)
+	}
 	if err != nil {
 		return nil, err
 	}
