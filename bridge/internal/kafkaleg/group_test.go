@@ -12,6 +12,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
+	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
 )
 
 // otherProtocol is a partition assignment protocol leg A does not speak (kafka-go's ConsumerGroup offers range and
@@ -108,6 +109,28 @@ func TestLegAIsNotReadyWithoutAGroupGeneration(t *testing.T) {
 			t.Fatal("no rebalance within 2 minutes")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A third instance for two partitions: the generation assigns one member none. It is a member all the same, and
+	// must be ready, or a deployment scaled past the partition count would never finish rolling out.
+	l3 := e.leg(t, group, 1<<20)
+	stop3 := start(l3)
+	defer func() {
+		if err := stop3(); err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "a generation of three members", func() bool {
+		return l3.Generations() > 0 && l2.Generations() >= 2 && l.Generations() >= 3
+	})
+	// Not synchronisation: readiness passes for two session timeouts (12 s here) after a generation ends, so only a
+	// member still ready past them is in one.
+	for end := time.Now().Add(13 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		for i, leg := range []*kafkaleg.Leg{l, l2, l3} {
+			if err := leg.Ready(ctx); err != nil {
+				t.Fatalf("instance %d of three on two partitions not ready: %v", i+1, err)
+			}
+		}
 	}
 }
 
