@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"context"
 	"encoding/json"
 	"log/slog"
 	"maps"
@@ -89,33 +88,56 @@ func (h *harness) publishResult(t *testing.T, typ, eventID, orderID, reason stri
 	h.stream.Publish(t, h.names.Subject, "shanhai.payments", orderID, svctest.Headers(env, parent), env.Data)
 }
 
+// termination is a consumer's MSG_TERMINATED advisory: the stream sequence
+// of the message terminated and the reason given.
+type termination struct {
+	StreamSeq uint64 `json:"stream_seq"`
+	Reason    string `json:"reason"`
+}
+
 // terminations subscribes to the consumer's termination advisories; the
-// returned function waits for n of them and returns their reasons.
-func (h *harness) terminations(t *testing.T) func(n int) []string {
+// returned function waits for n of them and returns them.
+func (h *harness) terminations(t *testing.T) func(n int) []termination {
 	t.Helper()
 	sub, err := h.stream.JS.Conn().SubscribeSync("$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED." + h.names.Stream + "." + h.names.Durable)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	return func(n int) []string {
+	return func(n int) []termination {
 		t.Helper()
-		var reasons []string
+		var advs []termination
 		for range n {
 			m, err := sub.NextMsg(20 * time.Second)
 			if err != nil {
-				t.Fatalf("%d of %d termination advisories: %v", len(reasons), n, err)
+				t.Fatalf("%d of %d termination advisories: %v", len(advs), n, err)
 			}
-			var adv struct {
-				Reason string `json:"reason"`
-			}
+			var adv termination
 			if err := json.Unmarshal(m.Data, &adv); err != nil {
 				t.Fatalf("advisory %s: %v", m.Data, err)
 			}
-			reasons = append(reasons, adv.Reason)
+			advs = append(advs, adv)
 		}
-		return reasons
+		return advs
 	}
+}
+
+// everyTerminated waits, through terminated, until n distinct messages have
+// been terminated, and returns the advisories read. It counts messages, not
+// deliveries: a message can be delivered again while it waits in its lane,
+// when a keep-alive comes late on a loaded machine (InProgress every 500 ms
+// against a first ack wait of 1 s: stream.Keeper's trade-off), and then be
+// terminated twice. A termination that failed sends no advisory, and a result
+// that was retried instead is first redelivered seconds later: either one
+// fails the wait.
+func everyTerminated(terminated func(n int) []termination, n int) []termination {
+	var advs []termination
+	for seqs := map[uint64]bool{}; len(seqs) < n; {
+		a := terminated(1)[0]
+		seqs[a.StreamSeq] = true
+		advs = append(advs, a)
+	}
+	return advs
 }
 
 // drained waits until the consumer has settled every message in the stream.
@@ -238,27 +260,15 @@ func TestHostilePaymentResultsAreTerminatedOnce(t *testing.T) {
 	id, total = order()
 	publish("payment.succeeded", "", "", result(id, "bob", total, "pay-9", ""), nil)
 	publish("payment.failed", "", "", result(id, "", total, "pay-10", "card_declined"), nil)
+	for _, a := range everyTerminated(terminated, sent) {
+		if a.Reason == "" {
+			t.Error("a result was terminated without a reason")
+		}
+	}
 	h.drained(t)
-
-	ci, err := h.stream.JS.Consumer(context.Background(), h.names.Stream, h.names.Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := ci.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Delivered.Consumer != info.Delivered.Stream {
-		t.Errorf("%d deliveries of %d messages: a result that can never apply was retried", info.Delivered.Consumer, info.Delivered.Stream)
-	}
 	for _, id := range untouched {
 		if o := h.getOrder("alice", id); o.Status != "PENDING" || o.PaymentID != "" {
 			t.Errorf("order %s moved on a hostile result: %+v", id, o)
-		}
-	}
-	for _, r := range terminated(sent) {
-		if r == "" {
-			t.Error("a result was terminated without a reason")
 		}
 	}
 	m := h.do("GET", "/metrics", "", "")
@@ -281,8 +291,8 @@ func TestResultStillFailingOnLastDeliveryIsTerminated(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.publishResult(t, "payment.succeeded", "e1", o.ID, "", nil)
-	if reasons := terminated(1); !strings.Contains(reasons[0], "after 2 deliveries") {
-		t.Fatalf("terminated because %q", reasons[0])
+	if advs := terminated(1); !strings.Contains(advs[0].Reason, "after 2 deliveries") {
+		t.Fatalf("terminated because %q", advs[0].Reason)
 	}
 	h.drained(t)
 }
@@ -457,8 +467,8 @@ func (h *harness) outcomes(t *testing.T) map[string]float64 {
 }
 
 // TestOversizedHostileResultsAreTerminatedOnce: a result that can never
-// apply is terminated on its first delivery however large the fields its
-// reason quotes. The reason travels in the termination itself (a NATS publish
+// apply is terminated, not retried, however large the fields its reason
+// quotes. The reason travels in the termination itself (a NATS publish
 // bounded by max_payload, 1 MiB on the test server) and in the ERROR log: a
 // non-UUID order_id, a NUL reason or another user's user_id of some 100,000
 // runes that %q spells out at 10 bytes each made a reason over 1 MiB, the
@@ -481,23 +491,13 @@ func TestOversizedHostileResultsAreTerminatedOnce(t *testing.T) {
 		}
 		h.stream.Publish(t, h.names.Subject, "shanhai.payments", o.ID, svctest.Headers(env, nil), env.Data)
 	}
-	for _, r := range terminated(3) {
-		if r == "" || len(r) > 4<<10 {
-			t.Errorf("terminated with a reason of %d bytes, want some and at most 4 KiB", len(r))
+	// A termination over max_payload is refused and sends no advisory.
+	for _, a := range everyTerminated(terminated, 3) {
+		if a.Reason == "" || len(a.Reason) > 4<<10 {
+			t.Errorf("terminated with a reason of %d bytes, want some and at most 4 KiB", len(a.Reason))
 		}
 	}
 	h.drained(t)
-	ci, err := h.stream.JS.Consumer(context.Background(), h.names.Stream, h.names.Durable)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := ci.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.Delivered.Consumer != info.Delivered.Stream {
-		t.Errorf("%d deliveries of %d messages: a result that can never apply was retried", info.Delivered.Consumer, info.Delivered.Stream)
-	}
 	if got := h.getOrder("alice", o.ID); got.Status != "PENDING" {
 		t.Errorf("order moved on a hostile result: %+v", got)
 	}
