@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -118,8 +120,8 @@ type OverlapError struct {
 
 func (e *OverlapError) Error() string {
 	var others []string
-	for name, subjects := range e.Others {
-		others = append(others, fmt.Sprintf("%s (subjects %s)", name, strings.Join(subjects, ", ")))
+	for _, name := range slices.Sorted(maps.Keys(e.Others)) { // by name: the same refusal reads the same at each start
+		others = append(others, fmt.Sprintf("%s (subjects %s)", name, strings.Join(e.Others[name], ", ")))
 	}
 	if len(others) == 0 {
 		others = []string{"another stream"}

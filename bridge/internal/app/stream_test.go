@@ -339,3 +339,19 @@ func TestReadinessSeesAStreamWindowShrunkAfterTheStart(t *testing.T) {
 		t.Errorf("the raised window was logged %d times, want once: %s", n, logs.String())
 	}
 }
+
+// TestOverlapErrorNamesTheOtherStreamsInOrder: the error listed the other streams in map order, so the same refusal
+// read differently from one start (or log line) to the next; it lists them by name.
+func TestOverlapErrorNamesTheOtherStreamsInOrder(t *testing.T) {
+	e := &OverlapError{Stream: "SHANHAI", Subjects: []string{"shanhai.>"}, Err: errors.New("refused"), Others: map[string][]string{}}
+	for _, name := range []string{"E", "B", "D", "A", "C", "F"} {
+		e.Others[name] = []string{"shanhai." + strings.ToLower(name) + ".>"}
+	}
+	want := "A (subjects shanhai.a.>); B (subjects shanhai.b.>); C (subjects shanhai.c.>); D (subjects shanhai.d.>); " +
+		"E (subjects shanhai.e.>); F (subjects shanhai.f.>)"
+	for range 20 {
+		if got := e.Error(); !strings.Contains(got, want) {
+			t.Fatalf("OverlapError = %q, want the streams by name: %q", got, want)
+		}
+	}
+}
