@@ -2,7 +2,9 @@ package deploy
 
 import (
 	"path"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -121,4 +123,33 @@ func composeWritable(s types.ServiceConfig, dir string) bool {
 		}
 	}
 	return false
+}
+
+// TestComposePulsarGCLogIsBounded: compose's Pulsar writes its GC log where its command puts the logs
+// (PULSAR_LOG_DIR), on the /tmp tmpfs, and a tmpfs is charged to the container's memory limit. The image's
+// default rotation (conf/pulsar_env.sh, used when PULSAR_GC_LOG is unset) keeps 10 files of 20 MB: 200 MB beside
+// a 512 MB heap and 256 MB of direct memory under a 1 GiB limit. Kafka's log tmpfs is bounded to 32 MiB; so is
+// this log, counting the file being written beside the rotated ones.
+func TestComposePulsarGCLogIsBounded(t *testing.T) {
+	s := loadCompose(t).Services["pulsar"]
+	gcLog := value(s.Environment["PULSAR_GC_LOG"])
+	if gcLog == "" {
+		t.Fatal("compose pulsar: no PULSAR_GC_LOG: the image's default keeps 10 GC logs of 20 MB on the /tmp tmpfs")
+	}
+	opt := regexp.MustCompile(`-Xlog:gc[^: ]*:([^: ]+):[^ ]*filecount=(\d+),filesize=(\d+)M\b`).FindStringSubmatch(gcLog)
+	if opt == nil {
+		t.Fatalf("compose pulsar: PULSAR_GC_LOG %q names no GC log file with filecount and filesize in MB", gcLog)
+	}
+	files, _ := strconv.Atoi(opt[2])
+	mb, _ := strconv.Atoi(opt[3])
+	if total := (files + 1) * mb; total > 32 {
+		t.Errorf("compose pulsar: the GC log may hold %d MB (%d rotated files and the current one of %d MB), want at most 32", total, files, mb)
+	}
+	logDir := regexp.MustCompile(`PULSAR_LOG_DIR=(\S+)`).FindStringSubmatch(strings.Join(s.Command, " "))
+	if logDir == nil || path.Dir(opt[1]) != logDir[1] {
+		t.Errorf("compose pulsar: the GC log %s is not in the command's PULSAR_LOG_DIR %v, the directory its start makes", opt[1], logDir)
+	}
+	if !composeWritable(s, path.Dir(opt[1])) {
+		t.Errorf("compose pulsar: the GC log's directory %s is on the read-only root", path.Dir(opt[1]))
+	}
 }
