@@ -62,13 +62,7 @@ func TestLegAIsNotReadyWithoutAGroupGeneration(t *testing.T) {
 		}
 	}
 
-	l := e.leg(t, group, 1<<20)
-	stop := start(l)
-	defer func() {
-		if err := stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	l := running(t, e, group)
 	waitFor(t, "a failed join logged", func() bool { return strings.Contains(logs.String(), "no generation yet") })
 	// Not synchronisation: the span in which the group refuses the leg's joins again (every JoinGroupBackoff, a
 	// second), which the old leg logged each time.
@@ -94,13 +88,7 @@ func TestLegAIsNotReadyWithoutAGroupGeneration(t *testing.T) {
 
 	// A second instance joining rebalances the group: the first leaves its generation and joins the next, and is
 	// ready throughout.
-	l2 := e.leg(t, group, 1<<20)
-	stop2 := start(l2)
-	defer func() {
-		if err := stop2(); err != nil {
-			t.Error(err)
-		}
-	}()
+	l2 := running(t, e, group)
 	for l2.Generations() == 0 || l.Generations() < 2 {
 		if err := l.Ready(ctx); err != nil {
 			t.Fatalf("Ready during a rebalance: %v", err)
@@ -113,13 +101,7 @@ func TestLegAIsNotReadyWithoutAGroupGeneration(t *testing.T) {
 
 	// A third instance for two partitions: the generation assigns one member none. It is a member all the same, and
 	// must be ready, or a deployment scaled past the partition count would never finish rolling out.
-	l3 := e.leg(t, group, 1<<20)
-	stop3 := start(l3)
-	defer func() {
-		if err := stop3(); err != nil {
-			t.Error(err)
-		}
-	}()
+	l3 := running(t, e, group)
 	waitFor(t, "a generation of three members", func() bool {
 		return l3.Generations() > 0 && l2.Generations() >= 2 && l.Generations() >= 3
 	})
@@ -132,6 +114,19 @@ func TestLegAIsNotReadyWithoutAGroupGeneration(t *testing.T) {
 			}
 		}
 	}
+}
+
+// running is a leg of group, started, and stopped when the test ends.
+func running(t *testing.T, e *env, group string) *kafkaleg.Leg {
+	t.Helper()
+	l := e.leg(t, group, 1<<20)
+	stop := start(l)
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return l
 }
 
 // waitFor polls cond until it holds, failing t after a minute (a bound for a stuck test, not a timing goal).
