@@ -29,7 +29,10 @@ import (
 )
 
 func main() {
-	ignoreBrokenStdout()
+	// Under `make run | tee run.log` the Ctrl-C that stops the run ends tee
+	// too: "stopping..." must not kill the run before its parts drain and
+	// the temporary data directory goes.
+	interrupt.OutliveBrokenPipe()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "shanhai:", err)
 		if status, ok := interrupt.Status(err); ok {
@@ -37,18 +40,6 @@ func main() {
 		}
 		os.Exit(1)
 	}
-}
-
-// ignoreBrokenStdout keeps a write to a stdout or stderr nobody reads any
-// more from ending the run. Under `make run | tee run.log`, the Ctrl-C that
-// stops the run ends tee too, and the Go runtime kills a program whose write
-// to fd 1 or 2 meets a broken pipe with SIGPIPE, unless SIGPIPE is notified:
-// "stopping..." did that, so no part drained and the temporary data
-// directory stayed. Notified, such a write just fails and the stop goes on.
-// Notify rather than Ignore: an ignored signal stays ignored in the children
-// of -processes, a notified one is back to its default there.
-func ignoreBrokenStdout() {
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 }
 
 // stopSignals are the signals that stop a run as Ctrl-C does. SIGHUP is

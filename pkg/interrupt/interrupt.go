@@ -49,6 +49,20 @@ func NotifyContext(parent context.Context, sigs ...os.Signal) (ctx context.Conte
 	}
 }
 
+// OutliveBrokenPipe keeps a write to a stdout or stderr nobody reads any
+// more from killing the process. Under `cmd | tee out.txt`, the Ctrl-C that
+// stops cmd ends tee too, and the Go runtime kills a program whose write to
+// fd 1 or 2 meets a broken pipe with SIGPIPE (status 141) unless SIGPIPE is
+// notified: a summary or a "stopping..." line did that, so the clean-up
+// after the interrupt never ran and the run's status was not the
+// interrupt's. Notified, such a write just fails with EPIPE, which the
+// caller reports. Notify rather than signal.Ignore: an ignored signal stays
+// ignored in the children a process starts, a notified one is back to its
+// default there.
+func OutliveBrokenPipe() {
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+}
+
 // Status is the exit status of a run a signal ended, when err is (or wraps)
 // the Error NotifyContext gave its context, as context.Cause returns it:
 // 128 plus the signal's number. ok is false for any other err, nil included:

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -110,5 +112,38 @@ func TestNoSignalNoStatus(t *testing.T) {
 	}
 	if _, ok := Status(errors.New("interrupted (signal: interrupt)")); ok {
 		t.Fatal("an error that only says interrupted is taken for one")
+	}
+}
+
+// brokenStdoutChild is the environment variable that makes this test binary,
+// run again by TestOutliveBrokenPipe, the child whose stdout nobody reads.
+const brokenStdoutChild = "INTERRUPT_TEST_BROKEN_STDOUT"
+
+// A write to a stdout whose reader is gone fails (EPIPE) after
+// OutliveBrokenPipe, where the Go runtime would kill the process with
+// SIGPIPE (the parent would see "signal: broken pipe"): the child says on
+// stderr how the write ended and exits 0.
+func TestOutliveBrokenPipe(t *testing.T) {
+	if os.Getenv(brokenStdoutChild) != "" {
+		OutliveBrokenPipe()
+		_, err := fmt.Println("to nobody")
+		fmt.Fprintf(os.Stderr, "write failed with EPIPE: %v (%v)\n", errors.Is(err, syscall.EPIPE), err)
+		os.Exit(0)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close() // the reader is gone before the child writes
+	cmd := exec.Command(os.Args[0], "-test.run=^TestOutliveBrokenPipe$")
+	cmd.Env = append(os.Environ(), brokenStdoutChild+"=1")
+	cmd.Stdout = w
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	w.Close()
+	if want := "write failed with EPIPE: true"; err != nil || !strings.Contains(stderr.String(), want) {
+		t.Fatalf("child writing to a broken stdout: %v, want exit status 0 and %q on stderr; stderr:\n%s",
+			err, want, stderr.String())
 	}
 }

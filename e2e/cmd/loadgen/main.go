@@ -81,7 +81,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,10 +104,9 @@ func main() {
 	if err != nil {
 		os.Exit(2) // parseFlags has said why
 	}
-	// Under `loadgen | tee load.txt` a Ctrl-C ends tee too, and the Go runtime kills a program whose write to
-	// stdout meets a broken pipe, unless SIGPIPE is notified: the summary then fails to write instead, and the
-	// run exits with the interrupt's status (130), not as killed by SIGPIPE (141).
-	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	// Under `loadgen | tee load.txt` a Ctrl-C ends tee too: the summary then fails to write instead of killing
+	// the run, which exits with the interrupt's status (130), not as killed by SIGPIPE (141).
+	interrupt.OutliveBrokenPipe()
 	ctx, stop := interrupt.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	c.out, c.status = os.Stdout, os.Stderr
