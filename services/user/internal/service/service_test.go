@@ -285,6 +285,11 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		{"C1 control in name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"A\u0085B"}`, "", 422, "name"},
 		{"line separator in name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"A\u2028B"}`, "", 422, "name"},
 		{"bidi override in name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"Alice\u202egpj.exe"}`, "", 422, "name"},
+		// Names that show nothing: a Hangul filler (a letter, but default
+		// ignorable), the braille blank, a private-use code point.
+		{"Hangul filler name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"\u3164"}`, "", 422, "name"},
+		{"braille blank name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"\u2800"}`, "", 422, "name"},
+		{"private-use name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"\ue000"}`, "", 422, "name"},
 		{"1 MB password at sign-up", "/api/v1/users", `{"email":"a@b.co","password":"` + strings.Repeat("p", 1<<20-64) + `","name":"A"}`, "", 422, "password"},
 		// Refused by length, not by a hash mismatch (401): argon2 never
 		// sees it.
@@ -368,6 +373,8 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		{`{"name":7}`, 400, "name"},
 		{`{"name":"A\u0085B"}`, 422, "name"},
 		{`{"name":"\u200b\u200d"}`, 422, "name"},
+		{`{"name":"\u3164\u3164"}`, 422, "name"},
+		{`{"name":"\uffa0"}`, 422, "name"},
 		{`{"name":"` + strings.Repeat("n", 101) + `"}`, 422, "name"},
 		{`{"name":"A"} x`, 400, ""},
 		{`{"name":`, 400, ""},

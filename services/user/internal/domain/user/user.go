@@ -81,15 +81,27 @@ func NormalizeName(name string) (string, *FieldError) {
 		if unicode.IsControl(r) || unicode.In(r, unicode.Zl, unicode.Zp, unicode.Bidi_Control) {
 			return "", &FieldError{Field: "name", Detail: "must not contain control characters"}
 		}
-		// Format characters (zero-width space and joiners, BOM, soft hyphen),
-		// combining marks and spaces show nothing by themselves: a name of
-		// only those is empty on screen, which the rule above forbids.
-		visible = visible || !(unicode.In(r, unicode.Cf, unicode.M) || unicode.IsSpace(r))
+		visible = visible || !blank(r)
 	}
 	if !visible {
 		return "", &FieldError{Field: "name", Detail: "must not be empty"}
 	}
 	return name, nil
+}
+
+// blank reports whether r shows nothing by itself, so that a name of only
+// such characters is empty on screen, which NormalizeName forbids: format
+// characters (zero-width space and joiners, BOM, soft hyphen), combining
+// marks and spaces; the other default-ignorable code points, which include
+// letters (the Hangul fillers U+3164, U+115F, U+1160, U+FFA0 render blank
+// and were accepted as a name on their own, the usual trick for a blank
+// display name); the braille blank U+2800, a symbol drawn as nothing; and
+// what has no glyph anyone else sees (private use, unassigned code points,
+// noncharacters: unicode.IsGraphic is false). Beside a character that shows,
+// each stays allowed: a name keeps what its owner typed.
+func blank(r rune) bool {
+	return !unicode.IsGraphic(r) || unicode.IsSpace(r) || r == '\u2800' ||
+		unicode.In(r, unicode.M, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 }
 
 // decodingLoss reports whether s holds U+FFFD or bytes that are not UTF-8.

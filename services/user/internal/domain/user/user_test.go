@@ -67,7 +67,7 @@ func TestNormalizeName(t *testing.T) {
 		t.Fatalf("%q %v", n, fe)
 	}
 	// Scripts and emoji that need joiners stay allowed.
-	for _, in := range []string{"Zoë", "李小龙", "می\u200cخواهم", "👩\u200d💻"} {
+	for _, in := range []string{"Zoë", "李小龙", "می\u200cخواهم", "👩\u200d💻", "❤\ufe0f", "한글", "x\u3164y", "\ue000Ann"} {
 		if n, fe := NormalizeName(in); fe != nil || n != in {
 			t.Errorf("NormalizeName(%q) = %q, %v", in, n, fe)
 		}
@@ -75,7 +75,12 @@ func TestNormalizeName(t *testing.T) {
 	for _, in := range []string{"", "   ", strings.Repeat("é", 101), "a\x00b", "line\nbreak", "tab\there", "del\x7f",
 		"next\u0085line", "Zo\ufffde", "line\u2028sep", "para\u2029sep", "Alice\u202eevil", "iso\u2066late", "mark\u200fRTL",
 		// Nothing visible: format characters and a lone combining mark.
-		"\u200b", "\ufeff", "\u2060\u00ad", "\u200d", "\u0301", " \u200b "} {
+		"\u200b", "\ufeff", "\u2060\u00ad", "\u200d", "\u0301", " \u200b ",
+		// Letters and symbols that render blank: Hangul fillers (default
+		// ignorable though they are letters), the braille blank, a variation
+		// selector; and code points with no glyph anyone else has: private
+		// use, unassigned, a noncharacter.
+		"\u3164", "\u115f\u1160", "\uffa0", "\u2800\u2800", "\ufe0f", "\ue000", "\U000F0000", "\u0378", "\ufffe"} {
 		if _, fe := NormalizeName(in); fe == nil {
 			t.Errorf("NormalizeName(%q) accepted", in)
 		}
