@@ -94,7 +94,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 	dead.Waiting = m.DLQWaiting
 	defer dead.Close()
 
-	streams := &streamCheck{js: js, cfg: cfg, log: log}
+	streams := newStreamCheck(js, cfg, log, func(short bool) { m.StreamWindowShort(cfg.Stream, short) })
 	checks := []server.Check{
 		{Name: "nats", Probe: func(ctx context.Context) error {
 			if !nc.IsConnected() {
@@ -178,6 +178,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 			legDone <- nil
 			return
 		}
+		go streams.watch(legCtx, streamCheckInterval)
 		legDone <- legA.Run(legCtx)
 	}()
 	srv.OnShutdown(func(ctx context.Context) error {

@@ -8,14 +8,15 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/shanhai-dev/shanhai/pkg/periodic"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/config"
+	"github.com/shanhai-dev/shanhai/bridge/internal/outage"
 )
 
 // jsErrStreamSubjectOverlap is the JetStream API error code of a stream whose
@@ -47,9 +48,10 @@ var errRefused = errors.New("refusing to start")
 // is an *OverlapError: JetStream refuses to create the bridge's stream for as
 // long as that one exists, and retrying (as the bridge did, every second, for
 // ever, while leg A carried nothing) only hid it. Retried errors (NATS not
-// answering yet) are logged when they first occur or change, not each second.
+// answering yet) are logged when they first occur or change, and a minute after, not each second.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.Config, log *slog.Logger) error {
-	var logged string
+	retries := &outage.Log{Logger: log, Level: slog.LevelWarn, Repeat: time.Minute, Attrs: []any{"stream", cfg.Stream},
+		Failing: "jetstream stream not ready; retrying every second", Ended: "jetstream stream ready after failed attempts"}
 	for {
 		s, err := js.Stream(ctx, cfg.Stream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -62,6 +64,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.Config
 				continue
 			}
 			if err == nil {
+				retries.OK()
 				return nil
 			}
 			if api := (*jetstream.APIError)(nil); errors.As(err, &api) && api.ErrorCode == jsErrStreamSubjectOverlap {
@@ -69,12 +72,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.Config
 			}
 		}
 		if err == nil {
+			retries.OK()
 			return checkWindow(cfg, s.CachedInfo().Config.Duplicates)
 		}
-		if err.Error() != logged {
-			log.Warn("jetstream stream not ready; retrying every second", "stream", cfg.Stream, "err", err)
-			logged = err.Error()
-		}
+		retries.Fail(err)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -151,19 +152,38 @@ func overlapping(ctx context.Context, js jetstream.JetStream, cfg config.Config,
 	return e
 }
 
-// streamCheck is the readiness probe of the stream leg A publishes to. It
-// reads the stream's settings each time, so it also sees a duplicate window
-// shrunk on the server after the start (EnsureStream's check runs only then),
-// and logs such a change once, when the verdict changes, not at every probe.
-// It does not stop the bridge: the stream still takes every message, and a
-// replay later than the window is stored twice, which leg B archives once.
+// streamCheck reads the settings of the stream leg A publishes to, for readiness and every streamCheckInterval on
+// its own: EnsureStream checks the duplicate window only at start, and an operator may shrink it on the server later.
+// A too short window is logged when the verdict changes (not at every reading), set as bridge_stream_window_short,
+// and fails readiness. It does not stop the bridge: the stream still takes every message, and a replay later than
+// the window is stored twice, which leg B archives once.
+//
+// Why a check of its own and not only the /readyz probe: a bridge nobody polls (run by hand, or by a supervisor that
+// watches only the process) did not notice at all, and the gauge and the log line are what an alert and an operator
+// read. A read that fails (NATS away, the stream deleted) says nothing about the window: it fails readiness but
+// leaves the verdict, the gauge and the log alone, as leg A and the NATS connection log those themselves.
 type streamCheck struct {
-	js  jetstream.JetStream
-	cfg config.Config
-	log *slog.Logger
+	js     jetstream.JetStream
+	cfg    config.Config
+	short  outage.Log       // the window's verdict: failing while too short
+	window func(short bool) // records the verdict (bridge_stream_window_short); nil records nothing
+}
 
-	mu    sync.Mutex
-	short bool // the last reading was a ShortWindowError
+// streamCheckInterval is how often the bridge reads its stream's settings between probes: a window shrunk by an
+// operator is not urgent (only a replay later than it is stored twice), and a stream info request is cheap.
+const streamCheckInterval = 30 * time.Second
+
+func newStreamCheck(js jetstream.JetStream, cfg config.Config, log *slog.Logger, window func(short bool)) *streamCheck {
+	return &streamCheck{js: js, cfg: cfg, window: window, short: outage.Log{
+		Logger: log, Level: slog.LevelError, Attrs: []any{"stream", cfg.Stream},
+		Failing: "jetstream stream's duplicate window became too short; a late republish is stored twice",
+		Ended:   "jetstream stream's duplicate window is long enough again",
+	}}
+}
+
+// watch probes every interval until ctx ends; the probe logs and records what it finds.
+func (c *streamCheck) watch(ctx context.Context, every time.Duration) {
+	periodic.Run(ctx, every, every, func(ctx context.Context) { _ = c.probe(ctx) })
 }
 
 func (c *streamCheck) probe(ctx context.Context) error {
@@ -172,14 +192,13 @@ func (c *streamCheck) probe(ctx context.Context) error {
 		return fmt.Errorf("jetstream stream %s: %w", c.cfg.Stream, err)
 	}
 	err = checkWindow(c.cfg, s.CachedInfo().Config.Duplicates)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	switch short := err != nil; {
-	case short && !c.short:
-		c.log.Error("jetstream stream's duplicate window became too short; a late republish is stored twice", "err", err)
-	case !short && c.short:
-		c.log.Info("jetstream stream's duplicate window is long enough again", "stream", c.cfg.Stream)
+	if err != nil {
+		c.short.Fail(err)
+	} else {
+		c.short.OK()
 	}
-	c.short = err != nil
+	if c.window != nil {
+		c.window(err != nil)
+	}
 	return err
 }

@@ -12,8 +12,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/config"
+	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
 	pkgconfig "github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
@@ -300,8 +303,9 @@ func TestReadinessSeesAStreamWindowShrunkAfterTheStart(t *testing.T) {
 	cfg := config.Config{Legs: "kafka-nats", Stream: name, StreamSubjects: []string{subjects}, DuplicateWindow: 2 * time.Minute,
 		PublishTimeout: 15 * time.Second, MaxBackoff: 5 * time.Second}
 	var logs testenv.LogBuffer
-	check := &streamCheck{js: js, cfg: cfg, log: slog.New(slog.NewJSONHandler(&logs, nil))}
-	if err := EnsureStream(ctx, js, cfg, check.log); err != nil {
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	check := newStreamCheck(js, cfg, log, nil)
+	if err := EnsureStream(ctx, js, cfg, log); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
@@ -309,19 +313,7 @@ func TestReadinessSeesAStreamWindowShrunkAfterTheStart(t *testing.T) {
 		t.Fatalf("ready check on a stream with a 2 min window: %v", err)
 	}
 
-	setWindow := func(d time.Duration) {
-		t.Helper()
-		s, err := js.Stream(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sc := s.CachedInfo().Config
-		sc.Duplicates = d
-		if _, err := js.UpdateStream(ctx, sc); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setWindow(5 * time.Second)
+	setWindow(ctx, t, js, name, 5*time.Second)
 	for range 3 {
 		var short *ShortWindowError
 		if err := check.probe(ctx); !errors.As(err, &short) || short.Window != 5*time.Second {
@@ -331,12 +323,78 @@ func TestReadinessSeesAStreamWindowShrunkAfterTheStart(t *testing.T) {
 	if n := strings.Count(logs.String(), "too short"); n != 1 {
 		t.Errorf("the shrunk window was logged %d times in three probes, want once: %s", n, logs.String())
 	}
-	setWindow(2 * time.Minute)
+	setWindow(ctx, t, js, name, 2*time.Minute)
 	if err := check.probe(ctx); err != nil {
 		t.Fatalf("ready check after the window was raised again: %v", err)
 	}
 	if n := strings.Count(logs.String(), "long enough again"); n != 1 {
 		t.Errorf("the raised window was logged %d times, want once: %s", n, logs.String())
+	}
+}
+
+// TestStreamCheckSeesAShrunkWindowWithoutAProbe: the stream's window was checked again only by /readyz, so a bridge
+// whose readiness nobody polled never noticed a window shrunk on the server. Its own check, every interval, must log
+// the change once, set bridge_stream_window_short to 1, and say so once and set it to 0 when the window is raised.
+func TestStreamCheckSeesAShrunkWindowWithoutAProbe(t *testing.T) {
+	t.Parallel()
+	js := jetStream(t, testenv.NATS(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id := time.Now().UnixNano()
+	name, subjects := fmt.Sprintf("WATCHED%d", id), fmt.Sprintf("wat%d.>", id)
+	cfg := config.Config{Legs: "kafka-nats", Stream: name, StreamSubjects: []string{subjects}, DuplicateWindow: 2 * time.Minute,
+		PublishTimeout: 15 * time.Second, MaxBackoff: 5 * time.Second}
+	var logs testenv.LogBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	if err := EnsureStream(ctx, js, cfg, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := newStreamCheck(js, cfg, log, func(short bool) { m.StreamWindowShort(name, short) })
+	watchCtx, stop := context.WithCancel(ctx)
+	watching := make(chan struct{})
+	go func() { defer close(watching); check.watch(watchCtx, 20*time.Millisecond) }()
+	defer func() { stop(); <-watching }()
+	short := func(want int64) func() bool {
+		return func() bool {
+			v, ok, err := harness.Int64Metric(reader, "bridge.stream.window.short", "stream", name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ok && v == want
+		}
+	}
+
+	waitUntil(t, "bridge_stream_window_short 0 on a 2 min window", short(0))
+	setWindow(ctx, t, js, name, 5*time.Second)
+	waitUntil(t, "bridge_stream_window_short 1 on the window shrunk to 5 s", short(1))
+	waitUntil(t, "the shrunk window logged", func() bool { return strings.Contains(logs.String(), "too short") })
+	setWindow(ctx, t, js, name, 2*time.Minute)
+	waitUntil(t, "bridge_stream_window_short 0 on the window raised again", short(0))
+	waitUntil(t, "the raised window logged", func() bool { return strings.Contains(logs.String(), "long enough again") })
+	for _, line := range []string{"too short", "long enough again"} {
+		if n := strings.Count(logs.String(), line); n != 1 {
+			t.Errorf("%q logged %d times, want once: %s", line, n, logs.String())
+		}
+	}
+}
+
+// setWindow sets the stream's duplicate window on the server, as an operator would.
+func setWindow(ctx context.Context, t *testing.T, js jetstream.JetStream, name string, d time.Duration) {
+	t.Helper()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := s.CachedInfo().Config
+	sc.Duplicates = d
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
 	}
 }
 

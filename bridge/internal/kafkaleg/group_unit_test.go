@@ -2,6 +2,7 @@ package kafkaleg
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +11,7 @@ import (
 // A generation that ended is still ready within the grace (a rebalance), and not after it, saying for how long and
 // the latest join failure.
 func TestGroupStateGraceAfterAGeneration(t *testing.T) {
-	var g groupState
+	g := newGroupState(slog.New(slog.DiscardHandler), "g")
 	g.begin()
 	g.end()
 	ended := g.ended

@@ -84,7 +84,7 @@ type Leg struct {
 	tracer  trace.Tracer
 	active  atomic.Int32 // partitions owned now, for tests
 	gens    atomic.Int64 // generations joined
-	group   groupState   // for Ready
+	group   *groupState  // for Ready
 }
 
 // New validates nothing beyond what config did; it only fills defaults.
@@ -111,7 +111,7 @@ func New(o Options) *Leg {
 		o.TracerProvider = otel.GetTracerProvider()
 	}
 	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: o.TracerProvider.Tracer("github.com/shanhai-dev/shanhai/bridge/kafkaleg"),
-		offsets: &kafka.Client{Addr: kafka.TCP(o.Brokers...), Timeout: o.CommitInterval}}
+		offsets: &kafka.Client{Addr: kafka.TCP(o.Brokers...), Timeout: o.CommitInterval}, group: newGroupState(o.Logger, o.Group)}
 }
 
 // Partitions is how many partitions this instance owns right now.
@@ -147,7 +147,6 @@ func (l *Leg) Run(ctx context.Context) error {
 		return fmt.Errorf("kafka consumer group %s: %w", l.o.Group, err)
 	}
 	defer cg.Close()
-	var failures joinFailures
 	for {
 		gen, err := cg.Next(ctx)
 		if ctx.Err() != nil {
@@ -155,10 +154,8 @@ func (l *Leg) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			l.group.failed(err)
-			failures.log(l.o.Logger, l.o.Group, err)
 			continue // the group retries joining by itself, with backoff (JoinGroupBackoff)
 		}
-		failures.joined(l.o.Logger, l.o.Group)
 		l.gens.Add(1)
 		l.group.begin()
 		l.generation(ctx, gen)

@@ -9,6 +9,8 @@
 //	bridge_stream_lost_total{topic,partition} messages the stream's limits removed before leg B archived them (at most)
 //	bridge_pulsar_policy_waiting{topic}      leg B partitions waiting to read their Pulsar topic's max message size policy
 //	bridge_dlq_waiting{leg}                  partitions held at a dead letter the DLQ topic has refused and not yet taken
+//	bridge_fetch_errors_total{topic,partition} leg A's failed fetches of a partition it owns (leader away, broker refusing)
+//	bridge_stream_window_short{stream}       1 while the JetStream stream's duplicate window is too short for leg A's republish
 package metrics
 
 import (
@@ -36,6 +38,8 @@ type Bridge struct {
 	lost     metric.Int64Counter
 	waiting  metric.Int64UpDownCounter
 	held     metric.Int64UpDownCounter
+	fetchErr metric.Int64Counter
+	short    metric.Int64Gauge
 
 	mu  sync.Mutex
 	lag map[lagKey]int64
@@ -103,6 +107,12 @@ func New(m metric.Meter) (*Bridge, error) {
 	if b.held, err = m.Int64UpDownCounter("bridge.dlq.waiting", metric.WithDescription("partitions held at a dead letter whose write to the DLQ topic failed and is being retried: they carry or archive nothing past it until the DLQ takes it")); err != nil {
 		return nil, err
 	}
+	if b.fetchErr, err = m.Int64Counter("bridge.fetch.errors", metric.WithDescription("leg A's failed fetches of a partition it owns (its leader away, the broker refusing): kafka-go retries them, and the partition carries nothing meanwhile")); err != nil {
+		return nil, err
+	}
+	if b.short, err = m.Int64Gauge("bridge.stream.window.short", metric.WithDescription("1 while the JetStream stream's duplicate window does not exceed 2 × BRIDGE_PUBLISH_TIMEOUT + BRIDGE_MAX_BACKOFF, so a late republish is stored twice; read every 30 s")); err != nil {
+		return nil, err
+	}
 	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka records of a partition JetStream has not confirmed yet: the high watermark minus the first unconfirmed offset, refreshed every commit interval"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			b.mu.Lock()
@@ -166,4 +176,18 @@ func (b *Bridge) Forget(topic string, partition int) {
 	b.mu.Lock()
 	delete(b.lag, lagKey{topic, partition})
 	b.mu.Unlock()
+}
+
+// FetchError counts a failed fetch of a partition leg A owns.
+func (b *Bridge) FetchError(topic string, partition int) {
+	b.fetchErr.Add(context.Background(), 1, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition))))
+}
+
+// StreamWindowShort records whether the stream's duplicate window is too short for leg A.
+func (b *Bridge) StreamWindowShort(stream string, short bool) {
+	var v int64
+	if short {
+		v = 1
+	}
+	b.short.Record(context.Background(), v, metric.WithAttributes(attribute.String("stream", stream)))
 }
