@@ -1,6 +1,7 @@
 package limit
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -105,7 +106,8 @@ func seconds(d time.Duration) int {
 // deadline.Abort 499 of a request its caller ended (the client went away, or
 // the deadline it sent passed: deadline.GaveUp) only frees its slot
 // (Adaptive.Forget): a 499 counted as a healthy completion would grow the
-// limit by calls that never got an answer.
+// limit by calls that never got an answer. It may sit inside the deadline
+// layer or outside it (see callerEnded).
 //
 // A handler that panics is a failure, and its slot is released all the same.
 // The recovery further out answers it 500, which is counted as a failure
@@ -122,6 +124,7 @@ func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
 			return
 		}
 		start := time.Now()
+		outer := c.Request.Context()
 		returned := false
 		// Deferred so that a panic (or runtime.Goexit) further in still
 		// releases the slot: returned is still false then.
@@ -129,7 +132,7 @@ func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
 			status := c.Writer.Status()
 			failed := !returned || status >= 500
 			if (failed || status == deadline.StatusClientClosedRequest) && returned &&
-				deadline.GaveUp(c.Request.Context(), time.Millisecond) {
+				callerEnded(outer, c.Request.Context()) {
 				// The caller's own doing (deadline.Abort's 499 or 504):
 				// counted, clients that give up early would shrink the
 				// limit for everyone.
@@ -141,4 +144,21 @@ func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
 		c.Next()
 		returned = true
 	}
+}
+
+// callerEnded is deadline.GaveUp for a request whose context a deadline
+// layer inside this one (deadline.Middleware) may have replaced, and then
+// cancelled as it returned to release its timer. Read from out here that
+// cancellation looked like the client leaving, and every 5xx answered
+// before its deadline was forgotten: the limit never shrank on failures.
+// So whether the client left is read from outer, the context this layer
+// was handed (the same one when the deadline layer is outside, as
+// pkg/server's is), and whether the caller's deadline passed from inner,
+// the request's context now, which carries it.
+func callerEnded(outer, inner context.Context) bool {
+	if deadline.GaveUp(outer, time.Millisecond) {
+		return true
+	}
+	dl, ok := deadline.Caller(inner)
+	return ok && time.Until(dl) < time.Millisecond
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -121,47 +122,63 @@ func TestConcurrencyMiddlewareCountsAPanicAsAFailure(t *testing.T) {
 // A request its caller ended — the client went away, or the deadline it sent (X-Request-Timeout-Ms) passed — says
 // nothing about this server's capacity: its 499 or 504 (deadline.Abort) frees the slot without shrinking the limit,
 // or clients that give up early would shrink it for everyone. A deadline of the server's own (the route's maximum)
-// passing is congestion and still counts.
+// passing is congestion and still counts, as does the handler's own 5xx.
+//
+// The load shedder may sit inside the deadline layer or, shedding before any other work, outside it; deadline.Middleware
+// cancels its context as it returns, and read from outside, that looked like a client gone: every 5xx answered before
+// its deadline was forgotten, and the limit never shrank on failures.
 func TestConcurrencyMiddlewareForgetsRequestsTheirCallerEnded(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		routeMax  time.Duration
 		header    string
 		cancel    bool
+		failNow   bool // the handler answers 503 at once, well within every deadline
 		status    int
 		initial   int // 1: a healthy completion would grow it to 2; 4: a congested one shrinks it to 3
 		wantLimit int
 	}{
-		{"client went away", 0, "", true, deadline.StatusClientClosedRequest, 1, 1},
-		{"caller's deadline passed", time.Minute, "30", false, http.StatusGatewayTimeout, 1, 1},
-		{"route's maximum passed", 30 * time.Millisecond, "", false, http.StatusGatewayTimeout, 4, 3},
+		{"client went away", 0, "", true, false, deadline.StatusClientClosedRequest, 1, 1},
+		{"caller's deadline passed", time.Minute, "30", false, false, http.StatusGatewayTimeout, 1, 1},
+		{"route's maximum passed", 30 * time.Millisecond, "", false, false, http.StatusGatewayTimeout, 4, 3},
+		{"handler failed", time.Minute, "60000", false, true, http.StatusServiceUnavailable, 4, 3},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a := NewAdaptive(AdaptiveOptions{Initial: tc.initial, Min: 1, Max: 10})
-			r := gin.New()
-			r.Use(deadline.Middleware(tc.routeMax), ConcurrencyMiddleware(a))
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			r.GET("/x", func(c *gin.Context) {
-				if tc.cancel {
-					cancel()
+		for _, outside := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/shedder outside the deadline %v", tc.name, outside), func(t *testing.T) {
+				a := NewAdaptive(AdaptiveOptions{Initial: tc.initial, Min: 1, Max: 10})
+				r := gin.New()
+				if outside {
+					r.Use(ConcurrencyMiddleware(a), deadline.Middleware(tc.routeMax))
+				} else {
+					r.Use(deadline.Middleware(tc.routeMax), ConcurrencyMiddleware(a))
 				}
-				<-c.Request.Context().Done()
-				deadline.Abort(c, c.Request.Context().Err())
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				r.GET("/x", func(c *gin.Context) {
+					if tc.failNow {
+						c.Status(http.StatusServiceUnavailable)
+						return
+					}
+					if tc.cancel {
+						cancel()
+					}
+					<-c.Request.Context().Done()
+					deadline.Abort(c, c.Request.Context().Err())
+				})
+				req := httptest.NewRequest(http.MethodGet, "/x", nil).WithContext(ctx)
+				if tc.header != "" {
+					req.Header.Set(deadline.Header, tc.header)
+				}
+				w := httptest.NewRecorder()
+				r.ServeHTTP(w, req)
+				if w.Code != tc.status {
+					t.Fatalf("status %d, want %d", w.Code, tc.status)
+				}
+				if a.InFlight() != 0 || a.Limit() != tc.wantLimit {
+					t.Fatalf("limit %d, in flight %d; want %d, 0", a.Limit(), a.InFlight(), tc.wantLimit)
+				}
 			})
-			req := httptest.NewRequest(http.MethodGet, "/x", nil).WithContext(ctx)
-			if tc.header != "" {
-				req.Header.Set(deadline.Header, tc.header)
-			}
-			w := httptest.NewRecorder()
-			r.ServeHTTP(w, req)
-			if w.Code != tc.status {
-				t.Fatalf("status %d, want deadline.Abort's %d", w.Code, tc.status)
-			}
-			if a.InFlight() != 0 || a.Limit() != tc.wantLimit {
-				t.Fatalf("limit %d, in flight %d; want %d, 0", a.Limit(), a.InFlight(), tc.wantLimit)
-			}
-		})
+		}
 	}
 }
 
