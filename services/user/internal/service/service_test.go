@@ -266,6 +266,11 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		{"wrong type", "/api/v1/users", `{"email":"a@b.co","password":123,"name":"A"}`, "", 400, "password"},
 		{"missing field", "/api/v1/users", `{"email":"a@b.co","name":"A"}`, "", 422, "password"},
 		{"bad email", "/api/v1/users", `{"email":"not-an-email","password":"correct horse battery","name":"A"}`, "", 422, "email"},
+		// Addresses no mail reaches, which mail.ParseAddress takes.
+		{"65-byte local part", "/api/v1/users", `{"email":"` + strings.Repeat("a", 65) + `@b.co","password":"correct horse battery","name":"A"}`, "", 422, "email"},
+		{"domain literal", "/api/v1/users", `{"email":"a@[127.0.0.1]","password":"correct horse battery","name":"A"}`, "", 422, "email"},
+		{"underscore in domain", "/api/v1/users", `{"email":"a@b_c.co","password":"correct horse battery","name":"A"}`, "", 422, "email"},
+		{"64-byte domain label", "/api/v1/users", `{"email":"a@` + strings.Repeat("b", 64) + `.co","password":"correct horse battery","name":"A"}`, "", 422, "email"},
 		{"short password", "/api/v1/users", `{"email":"a@b.co","password":"short","name":"A"}`, "", 422, "password"},
 		{"common password", "/api/v1/users", `{"email":"a@b.co","password":"password123","name":"A"}`, "", 422, "password"},
 		{"long name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"` + strings.Repeat("n", 101) + `"}`, "", 422, "name"},

@@ -212,7 +212,35 @@ func CheckNewEmail(email string) *FieldError {
 	if mixedScripts(local) || slices.ContainsFunc(strings.Split(domain, "."), mixedScripts) {
 		return &FieldError{Field: "email", Detail: "must not mix letters of different scripts in its local part or a domain label"}
 	}
+	if len(local) > MaxLocalLen {
+		return &FieldError{Field: "email", Detail: "must have at most 64 bytes before the @"}
+	}
+	if !hostName(domain) {
+		return &FieldError{Field: "email", Detail: "must have a domain name after the @, like example.com"}
+	}
 	return nil
+}
+
+// MaxLocalLen bounds the part of a new account's address before the @, in
+// bytes (RFC 5321 section 4.5.3.1.1; RFC 6531 keeps it for UTF-8 addresses).
+const MaxLocalLen = 64
+
+// hostName reports whether domain, as NormalizeEmail leaves it (in Unicode),
+// is a name mail can be sent to: IDNA2008 registration rules (letters,
+// digits and hyphens, no hyphen first or last, labels of at most 63 bytes
+// as A-labels, a valid A-label where one is written as such) and a top-level
+// label not all digits (RFC 3696 section 2: "1.2.3.4" is an IP address, not
+// a name). mail.ParseAddress takes any dot-atom, so "x_y.com", "x.com%00",
+// "-x.com" and a 64-letter label signed up, and so did the domain literal
+// "[127.0.0.1]", which would have mail sent to an address of the caller's
+// choosing; such addresses are refused at sign-up (a login still finds an
+// account stored with one before).
+func hostName(domain string) bool {
+	if _, err := idna.Registration.ToASCII(domain); err != nil {
+		return false
+	}
+	tld := domain[strings.LastIndexByte(domain, '.')+1:]
+	return strings.ContainsFunc(tld, func(r rune) bool { return r < '0' || r > '9' })
 }
 
 // mixedScripts reports whether part holds letters of more than one script,

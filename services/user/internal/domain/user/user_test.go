@@ -122,6 +122,29 @@ func TestCheckNewEmail(t *testing.T) {
 	}
 }
 
+// A new account's address must be one mail can reach: mail.ParseAddress
+// takes any dot-atom after the @ and any length before it.
+func TestCheckNewEmailRefusesUndeliverableAddresses(t *testing.T) {
+	for _, in := range []string{strings.Repeat("a", 64) + "@example.com", "münchen@münchen.de",
+		"a@例え.テスト", "a@xn--bcher-kva.example", "a@x.xn--p1ai", "a@sub-1.example.com",
+		"a@" + strings.Repeat("b", 63) + ".com", "a@x.c"} {
+		if fe := CheckNewEmail(in); fe != nil {
+			t.Errorf("CheckNewEmail(%+q) = %v", in, fe)
+		}
+	}
+	for _, in := range []string{strings.Repeat("a", 65) + "@example.com", strings.Repeat("é", 33) + "@example.com",
+		"a@" + strings.Repeat("b", 64) + ".com", "a@x_y.com", "a@x.com%00", "a@-x.com", "a@x-.com", "a@[127.0.0.1]",
+		"a@1.2.3.4", "a@x.123", "a@xn--zz.com", "a@x!.com", "a@x*y.com"} {
+		n, fe := NormalizeEmail(in)
+		if fe != nil {
+			t.Fatalf("NormalizeEmail(%+q): %v (the test wants an address only CheckNewEmail refuses)", in, fe)
+		}
+		if fe := CheckNewEmail(n); fe == nil || fe.Field != "email" {
+			t.Errorf("CheckNewEmail(%+q) accepted", n)
+		}
+	}
+}
+
 // VisibleEmail is what an address stored by an older release reads as: the
 // characters CheckNewEmail refuses removed, then normalised as
 // NormalizeEmail does, so that a character hidden between a letter and its
