@@ -3,6 +3,7 @@
 # processes (no container engine is assumed):
 #
 #   scripts/deps.sh up [server...]     start what is not already answering (default: all), wait until each is really ready
+#                                      (one this checkout started that is still starting is waited for, not started again)
 #   scripts/deps.sh down [server...]   stop what this checkout started (default: all)
 #   scripts/deps.sh status [server...] show each server as up or down
 #   scripts/deps.sh env                print the connection variables (eval "$(scripts/deps.sh env)")
@@ -200,11 +201,7 @@ start_pg() {
 		>>"$LOG/pg.log" 2>&1 9>&- || fail pg "pg_ctl start failed"
 	head -1 "$data/postmaster.pid" >"$VAR/pg.pid"
 	wait_ready pg
-	# The bootstrap superuser is shanhai; give it a database of its own name as well.
-	if ! psql -h "$HOST" -p "$PG_PORT" -U shanhai -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='shanhai'" | grep -q 1; then
-		psql -h "$HOST" -p "$PG_PORT" -U shanhai -d postgres -qc 'CREATE DATABASE shanhai' >>"$LOG/pg.log" 2>&1 ||
-			fail pg "CREATE DATABASE shanhai failed"
-	fi
+	after_ready pg
 }
 
 start_redis() {
@@ -274,7 +271,7 @@ start_kafka() {
 	fi
 	pid=$(spawn kafka "${jvm[@]}" kafka.Kafka "$data/server.properties")
 	wait_ready kafka "$pid"
-	kafka_probe 60 >>"$LOG/kafka.log" 2>&1 || fail kafka "creating topics shanhai.users/orders/payments failed"
+	after_ready kafka
 }
 
 pulsar_setup() {
@@ -326,18 +323,99 @@ start_pulsar() {
 		org.apache.pulsar.PulsarStandaloneStarter -c "$data/standalone.conf" -nfw -nss -a "$HOST" \
 		--metadata-dir "$data/metadata" --bookkeeper-dir "$data/bookkeeper" --bookkeeper-port "$PULSAR_BOOKIE_PORT")
 	wait_ready pulsar "$pid"
-	pulsar_setup
+	after_ready pulsar
+}
+
+# our_pid prints the pid this checkout recorded for a server when that process still runs: the pid file names it and
+# the process names this checkout's state directory in its command line or works in it (redis rewrites its title).
+# A pid file outlives a reboot, and its number may by then be another program's, which is none of ours to wait for or
+# to stop.
+our_pid() { # server
+	local pidf=$VAR/$1.pid pid
+	[[ -f $pidf ]] || return 1
+	pid=$(<"$pidf")
+	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$VAR/" ||
+		[[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$VAR"/* ]]; then
+		echo "$pid"
+		return 0
+	fi
+	return 1
+}
+
+# ports lists a server's listening ports as VARIABLE=port, the variable that moves it.
+ports() { # server
+	case $1 in
+	pg) echo "SHANHAI_PG_PORT=$PG_PORT" ;;
+	redis) echo "SHANHAI_REDIS_PORT=$REDIS_PORT" ;;
+	etcd) echo "SHANHAI_ETCD_PORT=$ETCD_PORT SHANHAI_ETCD_PEER_PORT=$ETCD_PEER_PORT" ;;
+	nats) echo "SHANHAI_NATS_PORT=$NATS_PORT SHANHAI_NATS_MONITOR_PORT=$NATS_MONITOR_PORT" ;;
+	kafka) echo "SHANHAI_KAFKA_PORT=$KAFKA_PORT SHANHAI_KAFKA_CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT" ;;
+	pulsar) echo "SHANHAI_PULSAR_PORT=$PULSAR_PORT SHANHAI_PULSAR_HTTP_PORT=$PULSAR_HTTP_PORT SHANHAI_PULSAR_BOOKIE_PORT=$PULSAR_BOOKIE_PORT" ;;
+	esac
+}
+
+# taken_port prints the first of a server's ports something listens on, as VARIABLE=port.
+taken_port() { # server
+	local p
+	for p in $(ports "$1"); do
+		if port_open "${p#*=}"; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# after_ready is what a server needs once it answers, before callers use it.
+after_ready() { # server
+	case $1 in
+	pg)
+		# The bootstrap superuser is shanhai; give it a database of its own name as well.
+		if ! psql -h "$HOST" -p "$PG_PORT" -U shanhai -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname='shanhai'" | grep -q 1; then
+			psql -h "$HOST" -p "$PG_PORT" -U shanhai -d postgres -qc 'CREATE DATABASE shanhai' >>"$LOG/pg.log" 2>&1 ||
+				fail pg "CREATE DATABASE shanhai failed"
+		fi
+		;;
+	kafka) kafka_probe 60 >>"$LOG/kafka.log" 2>&1 || fail kafka "creating topics shanhai.users/orders/payments failed" ;;
+	pulsar) pulsar_setup ;;
+	esac
 }
 
 # up_one runs in a subshell per server so they start in parallel, each under its own lock.
 up_one() { # server
-	local s=$1 t0=$SECONDS
+	local s=$1 t0=$SECONDS pid taken
 	exec 9>"$CACHE/locks/$s.lock"
 	if ! flock -n 9; then
 		say "$s: another deps.sh is starting it; waiting"
 		flock 9
 	fi
 	if healthy "$s"; then
+		[[ $s == pulsar ]] && pulsar_setup
+		say "$s: already up at $(addr "$s"), reusing"
+		return 0
+	fi
+	# One this checkout started and that is not answering yet (an `up` cut short by Ctrl-C, a slow start) is waited
+	# for: starting it again wiped Pulsar's data under the running one, and the second copy, failing on the taken
+	# port, replaced the pid file and then removed it, so that `down` no longer stopped the first.
+	if pid=$(our_pid "$s"); then
+		say "$s: started from this checkout before (pid $pid) but not answering yet; waiting up to ${READY_TIMEOUT}s"
+		wait_ready "$s" "$pid"
+		after_ready "$s"
+		say "$s: up at $(addr "$s") ($((SECONDS - t0))s)"
+		return 0
+	fi
+	# A port held by a process that does not answer as this server is said at once: starting it anyway failed on the
+	# port, after the whole READY_TIMEOUT for a daemonizing redis-server, with a message that did not name the port.
+	# A few seconds' grace first, for a server of someone else's just finishing its start or answering slowly.
+	if taken=$(taken_port "$s"); then
+		local grace=$((SECONDS + 10))
+		until healthy "$s"; do
+			((SECONDS < grace)) || fail "$s" "port ${taken#*=} is taken by a process that does not answer as $s (another \
+program, or a $s not started from this checkout that is still starting or broken): find it with \
+\`ss -ltnp 'sport = :${taken#*=}'\`, or run this server on another port: ${taken%%=*}=<port> scripts/deps.sh up $s"
+			sleep 1
+		done
 		[[ $s == pulsar ]] && pulsar_setup
 		say "$s: already up at $(addr "$s"), reusing"
 		return 0

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests run scripts/deps.sh (which `-native` runs too) on a state
+// directory, a cache and ports of their own, so the shared servers the
+// checkout's var/deps names are never touched. Only etcd and redis are
+// started: they come from Debian packages and start in a second.
+
+// depsScript is scripts/deps.sh run with its state in a temporary directory
+// and env (SHANHAI_*_PORT, ...) added.
+type depsScript struct {
+	t   *testing.T
+	env []string
+	dir string // SHANHAI_VAR
+}
+
+func newDepsScript(t *testing.T, env ...string) *depsScript {
+	t.Helper()
+	for _, bin := range []string{"etcd", "redis-server", "redis-cli", "curl", "flock", "setsid"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not on PATH: scripts/deps.sh up installs it (this test does not): %v", bin, err)
+		}
+	}
+	tmp := t.TempDir()
+	d := &depsScript{t: t, dir: filepath.Join(tmp, "var")}
+	d.env = append(append(os.Environ(), "SHANHAI_VAR="+d.dir, "SHANHAI_CACHE="+filepath.Join(tmp, "cache")), env...)
+	return d
+}
+
+func (d *depsScript) command(args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join("..", "..", "scripts", "deps.sh"), args...)
+	cmd.Env = d.env
+	return cmd
+}
+
+// run runs the script to its end and returns its stderr, where it says
+// everything.
+func (d *depsScript) run(args ...string) (string, error) {
+	var stderr bytes.Buffer
+	cmd := d.command(args...)
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	return stderr.String(), err
+}
+
+// pid is the process the script recorded for server.
+func (d *depsScript) pid(server string) int {
+	d.t.Helper()
+	b, err := os.ReadFile(filepath.Join(d.dir, server+".pid"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	return pid
+}
+
+// kernelPort is a port free now, as the kernel picks one.
+func kernelPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// lockedBuffer is a buffer one goroutine writes while another reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// `deps.sh up` again while a server it started is not answering yet (the
+// first `up` cut short by Ctrl-C, or a slow start) waits for that one. It
+// started a second copy, which failed on the taken port, replaced the pid
+// file with its own and removed it on failing: `down` then said "not started
+// from this checkout, left alone" and the first server ran on, nobody's. A
+// stopped etcd (SIGSTOP: its port open, its health unanswered) is the server
+// still starting; it is let go once the second `up` says it waits.
+func TestDepsUpAgainWaitsForItsOwnServerStillStarting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts etcd")
+	}
+	d := newDepsScript(t, "SHANHAI_ETCD_PORT="+kernelPort(t), "SHANHAI_ETCD_PEER_PORT="+kernelPort(t), "SHANHAI_READY_TIMEOUT=60")
+	if out, err := d.run("up", "etcd"); err != nil {
+		t.Fatalf("deps.sh up etcd: %v\n%s", err, out)
+	}
+	etcd := d.pid("etcd")
+	t.Cleanup(func() {
+		// Whatever the outcome, this test's etcd does not outlive it.
+		_ = syscall.Kill(etcd, syscall.SIGCONT)
+		_ = syscall.Kill(etcd, syscall.SIGKILL)
+	})
+	if err := syscall.Kill(etcd, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+
+	again := d.command("up", "etcd")
+	var stderr lockedBuffer
+	again.Stderr = &stderr
+	if err := again.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- again.Wait() }()
+	waiting := time.NewTicker(50 * time.Millisecond)
+	defer waiting.Stop()
+	for !strings.Contains(stderr.String(), "not answering yet") {
+		select {
+		case err := <-done:
+			t.Fatalf("second deps.sh up etcd, its first etcd (pid %d) not answering: ended (%v) without waiting for it:\n%s",
+				etcd, err, stderr.String())
+		case <-waiting.C:
+		}
+	}
+	if err := syscall.Kill(etcd, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("second deps.sh up etcd, its first etcd let go: %v\n%s", err, stderr.String())
+	}
+	if got := d.pid("etcd"); got != etcd {
+		t.Fatalf("pid file names %d after the second up, want the first etcd, %d", got, etcd)
+	}
+	if out, err := d.run("down", "etcd"); err != nil || alive(etcd) {
+		t.Fatalf("deps.sh down etcd: %v, etcd %d still running: %v\n%s", err, etcd, alive(etcd), out)
+	}
+}
+
+// A port something else holds is said at once, with the port, the variable
+// that moves the server and how to find the holder. redis-server daemonizes:
+// its start "succeeded", its child failed on the port, and `up` waited the
+// whole SHANHAI_READY_TIMEOUT (120 s by default) to say only "not ready".
+func TestDepsUpNamesATakenPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs deps.sh")
+	}
+	_, port, err := net.SplitHostPort(silentListener(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDepsScript(t, "SHANHAI_REDIS_PORT="+port, "SHANHAI_READY_TIMEOUT=30")
+	out, err := d.run("up", "redis")
+	if err == nil {
+		t.Fatalf("deps.sh up redis succeeded with its port %s held by a listener that never answers:\n%s", port, out)
+	}
+	for _, want := range []string{"port " + port + " is taken", "SHANHAI_REDIS_PORT=<port>", "sport = :" + port} {
+		if !strings.Contains(out, want) {
+			t.Errorf("deps.sh up redis, port %s taken: stderr lacks %q:\n%s", port, want, out)
+		}
+	}
+}
