@@ -472,13 +472,18 @@ cmd_up() {
 stop_pid() { # server
 	local s=$1 pidf=$VAR/$1.pid pid
 	[[ -f $pidf ]] || return 0
-	pid=$(cat "$pidf")
 	if [[ $s == pg ]]; then
+		# pg_ctl finds the postmaster through the data directory's own postmaster.pid, never a stale number.
 		local bin runas=()
 		bin=$(pg_bin)
 		[[ $(id -u) == 0 ]] && runas=(runuser -u postgres --)
 		"${runas[@]}" "$bin/pg_ctl" -D "$VAR/pg" -m fast -w stop >>"$LOG/pg.log" 2>&1 || true
-	elif kill -0 "$pid" 2>/dev/null; then
+	elif ! pid=$(our_pid "$s"); then
+		# Gone, or (after a reboot) its number is another program's now, which was sent TERM and then KILL.
+		say "$s: pid $(<"$pidf") in $pidf is not this checkout's $s any more; removing the stale pid file"
+		rm -f "$pidf"
+		return 0
+	else
 		kill -TERM "$pid" 2>/dev/null || true
 		local i
 		for i in $(seq 1 60); do

@@ -179,3 +179,35 @@ func TestDepsUpNamesATakenPort(t *testing.T) {
 		}
 	}
 }
+
+// A pid file outlives a reboot, and its number may then be another
+// program's: `down` sent that program TERM, and KILL 30 s later. It now
+// removes the stale file and leaves the process alone.
+func TestDepsDownLeavesAnotherProgramWithTheRecordedPid(t *testing.T) {
+	d := newDepsScript(t)
+	other := exec.Command("sleep", "300")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = other.Process.Kill()
+		_ = other.Wait()
+	})
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(d.dir, "etcd.pid")
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.run("down", "etcd")
+	if err != nil {
+		t.Fatalf("deps.sh down etcd: %v\n%s", err, out)
+	}
+	if !alive(other.Process.Pid) {
+		t.Fatalf("deps.sh down etcd stopped pid %d, a sleep its stale pid file named:\n%s", other.Process.Pid, out)
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Fatalf("stale pid file still there after down (%v):\n%s", err, out)
+	}
+}
