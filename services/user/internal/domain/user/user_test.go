@@ -48,6 +48,18 @@ func TestNormalizeEmail(t *testing.T) {
 }
 
 func TestCheckPassword(t *testing.T) {
+	// The local part as NormalizeEmail stores it, in the password as typed:
+	// a final sigma, upper case, full-width letters.
+	for email, pw := range map[string]string{"\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2@example.gr": "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2-2024!",
+		"ALICE@example.com": "my-Alice-2024", "bob@example.com": "\uff22\uff2f\uff22-is-my-name"} {
+		e, fe := NormalizeEmail(email)
+		if fe != nil {
+			t.Fatal(fe)
+		}
+		if fe := CheckPassword(NormalizePassword(pw), e); fe == nil || fe.Detail != "must not contain the email address" {
+			t.Errorf("CheckPassword(%+q, %+q) = %v", pw, e, fe)
+		}
+	}
 	for _, pw := range []string{"correct horse battery", "Tr0ub4dor&3x", strings.Repeat("ab", 64), "пароль-длинный"} {
 		if fe := CheckPassword(pw, "alice@example.com"); fe != nil {
 			t.Errorf("CheckPassword(%q) = %v", pw, fe)
