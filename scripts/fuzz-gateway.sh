@@ -5,7 +5,7 @@
 #
 #   scripts/fuzz-gateway.sh                    all targets, 10 minutes each
 #   FUZZTIME=30s PARALLEL=2 scripts/fuzz-gateway.sh
-#   scripts/fuzz-gateway.sh FuzzSanitize FuzzToken   only the targets named
+#   scripts/fuzz-gateway.sh FuzzSanitize FuzzToken   only the targets named (a name that is none: exit status 2)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FUZZTIME=${FUZZTIME:-10m}
@@ -23,6 +23,13 @@ TARGETS=(
 	"./internal/upstream FuzzCheckHead" # upstream answer heads: conflicting lengths, bare LF, spaced names are refused
 	"./internal/authn FuzzToken"     # bearer extraction + JWT verification + cache
 )
+# A name that is no target (a typo, a target since renamed) is refused before anything runs: skipped, it ran nothing
+# and the script exited 0, a clean fuzz run of nothing.
+known=()
+for t in "${TARGETS[@]}"; do known+=("${t##* }"); done
+for name in "$@"; do
+	[[ " ${known[*]} " == *" $name "* ]] || { echo "fuzz-gateway: no target $name (targets: ${known[*]})" >&2; exit 2; }
+done
 cd "$ROOT/gateway"
 status=0
 for t in "${TARGETS[@]}"; do
