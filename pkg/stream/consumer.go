@@ -32,7 +32,7 @@ const ConfigDigestKey = "shanhai.config-digest"
 // request, where Ensure's stream lookup first was another round trip and the
 // decoding of a StreamInfo nobody reads.
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	digest, err := configDigest(cfg)
+	digest, err := ConfigDigest(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -67,10 +67,13 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg je
 	return c, nil
 }
 
-// configDigest is a hex SHA-256 of cfg's JSON form (encoding/json writes
+// ConfigDigest is a hex SHA-256 of cfg's JSON form (encoding/json writes
 // struct fields in order and map keys sorted, so equal configs give equal
-// digests), without a digest cfg may already carry.
-func configDigest(cfg jetstream.ConsumerConfig) (string, error) {
+// digests), without a digest cfg may already carry. Exported for a caller
+// that creates the consumer itself with a start other than cfg's (a
+// consumer recreated where its deleted predecessor stopped) and must still
+// be found as made from cfg by the next EnsureConsumer.
+func ConfigDigest(cfg jetstream.ConsumerConfig) (string, error) {
 	if _, ok := cfg.Metadata[ConfigDigestKey]; ok {
 		cfg.Metadata = maps.Clone(cfg.Metadata)
 		delete(cfg.Metadata, ConfigDigestKey)

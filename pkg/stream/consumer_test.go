@@ -62,16 +62,16 @@ func TestEnsureConsumerWritesOnlyWhenItsConfigChanges(t *testing.T) {
 
 func TestConfigDigestIgnoresItsOwnKey(t *testing.T) {
 	cfg := jetstream.ConsumerConfig{Durable: "d", MaxDeliver: 3}
-	a, err := configDigest(cfg)
+	a, err := ConfigDigest(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Metadata = map[string]string{ConfigDigestKey: a}
-	if b, _ := configDigest(cfg); b != a {
+	if b, _ := ConfigDigest(cfg); b != a {
 		t.Fatalf("digest %s with its own key, %s without", b, a)
 	}
 	cfg.MaxDeliver = 4
-	if c, _ := configDigest(cfg); c == a {
+	if c, _ := ConfigDigest(cfg); c == a {
 		t.Fatal("a different config has the same digest")
 	}
 }
