@@ -275,6 +275,7 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		{"common password", "/api/v1/users", `{"email":"a@b.co","password":"password123","name":"A"}`, "", 422, "password"},
 		// The address is stored with its final sigma folded (σοφιασ@...); the
 		// password typed with it contains the local part all the same.
+		{"password with the short address", "/api/v1/users", `{"email":"ab@x.co","password":"AB@x.co!!!","name":"A"}`, "", 422, "password"},
 		{"password with the local part", "/api/v1/users", `{"email":"\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2@example.gr","password":"\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2-2024!","name":"A"}`, "", 422, "password"},
 		{"long name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"` + strings.Repeat("n", 101) + `"}`, "", 422, "name"},
 		{"oversized body", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"` + strings.Repeat("n", 2<<20) + `"}`, "", 413, ""},

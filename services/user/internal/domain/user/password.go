@@ -77,10 +77,15 @@ func CheckPassword(pw, email string) *FieldError {
 	if first, _ := utf8.DecodeRuneInString(lower); strings.Count(lower, string(first)) == utf8.RuneCountInString(lower) {
 		return &FieldError{Field: "password", Detail: "must not repeat a single character"}
 	}
-	// The local part is folded as NormalizeEmail folds it (a final sigma
-	// "ς" is "σ" there), so the password is compared folded alike: lower-cased
+	// The address is folded as NormalizeEmail folds it (a final sigma "ς"
+	// is "σ" there), so the password is compared folded alike: lower-cased
 	// only, "σοφιας2024!" passed for the address σοφιας@..., stored σοφιασ@.
-	if local, _, _ := strings.Cut(email, "@"); len(local) >= 3 && strings.Contains(fold(pw), local) {
+	// A local part under 3 bytes is not looked for alone (it is in too many
+	// passwords), but the whole address is: "ab@example.com" was accepted as
+	// the password of ab@example.com.
+	folded := fold(pw)
+	if local, _, _ := strings.Cut(email, "@"); (len(local) >= 3 && strings.Contains(folded, local)) ||
+		(email != "" && strings.Contains(folded, email)) {
 		return &FieldError{Field: "password", Detail: "must not contain the email address"}
 	}
 	return nil

@@ -51,7 +51,9 @@ func TestCheckPassword(t *testing.T) {
 	// The local part as NormalizeEmail stores it, in the password as typed:
 	// a final sigma, upper case, full-width letters.
 	for email, pw := range map[string]string{"\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2@example.gr": "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2-2024!",
-		"ALICE@example.com": "my-Alice-2024", "bob@example.com": "\uff22\uff2f\uff22-is-my-name"} {
+		"ALICE@example.com": "my-Alice-2024", "bob@example.com": "\uff22\uff2f\uff22-is-my-name",
+		// A local part too short to be looked for alone: the whole address.
+		"ab@example.com": "AB@example.com", "x@example.org": "my x@example.org!"} {
 		e, fe := NormalizeEmail(email)
 		if fe != nil {
 			t.Fatal(fe)
