@@ -679,7 +679,7 @@ func TestLegARebalanceToSecondInstanceKeepsOrder(t *testing.T) {
 func TestIdlePartitionReaderFetchesRarely(t *testing.T) {
 	t.Parallel()
 	e := setup(t, 1)
-	r := kafkaleg.NewPartitionReader(e.brokers, e.topic, 0)
+	r := kafkaleg.NewPartitionReader(e.brokers, e.topic, 0, nil)
 	defer r.Close()
 	if err := r.SetOffset(kafka.LastOffset); err != nil {
 		t.Fatal(err)

@@ -82,9 +82,10 @@ type Leg struct {
 	offsets *kafka.Client // high watermarks for refreshLag
 	routes  map[string]mapping.Route
 	tracer  trace.Tracer
-	active  atomic.Int32 // partitions owned now, for tests
-	gens    atomic.Int64 // generations joined
-	group   *groupState  // for Ready
+	active  atomic.Int32                 // partitions owned now, for tests
+	gens    atomic.Int64                 // generations joined
+	group   *groupState                  // for Ready
+	parts   atomic.Pointer[[]*partition] // the generation's partitions, for Ready; nil between generations
 }
 
 // New validates nothing beyond what config did; it only fills defaults.
@@ -172,8 +173,18 @@ func (l *Leg) Run(ctx context.Context) error {
 // broker used to stand for it, so a bridge whose group never got a generation (a member of the group with another
 // partition assignment protocol, the coordinator refusing the join) carried nothing and said ready. A generation
 // proves the coordinator answers: kafka-go ends it when heartbeats fail.
+//
+// It also fails while a partition of the generation has failed to fetch for as long (fetch.go): the leg is a member,
+// but carries nothing of that partition.
 func (l *Leg) Ready(context.Context) error {
-	return l.group.ready(l.o.Group, 2*l.o.SessionTimeout, time.Now())
+	now, grace := time.Now(), 2*l.o.SessionTimeout
+	if err := l.group.ready(l.o.Group, grace, now); err != nil {
+		return err
+	}
+	if parts := l.parts.Load(); parts != nil {
+		return unfetched(*parts, grace, now)
+	}
+	return nil
 }
 
 // generation runs one generation's partitions and committer and returns when
@@ -185,7 +196,7 @@ func (l *Leg) generation(stop context.Context, gen *kafka.Generation) {
 	for topic, as := range gen.Assignments {
 		route := l.routes[topic]
 		for _, a := range as {
-			p := &partition{leg: l, route: route, id: a.ID, subject: route.PartitionSubject(a.ID)}
+			p := &partition{leg: l, route: route, id: a.ID, subject: route.PartitionSubject(a.ID), fetch: newFetchLog(l.o.Logger, topic, a.ID)}
 			parts = append(parts, p)
 			drained.Add(1)
 			start := a.Offset
@@ -201,12 +212,14 @@ func (l *Leg) generation(stop context.Context, gen *kafka.Generation) {
 	}
 	l.o.Logger.Info("kafka group generation", "group", gen.GroupID, "generation", gen.ID, "member", gen.MemberID, "partitions", len(parts))
 	l.active.Store(int32(len(parts)))
+	l.parts.Store(&parts)
 	ended := make(chan struct{})
 	running.Add(1)
 	gen.Start(func(gctx context.Context) { defer running.Done(); l.commitLoop(gctx, stop, gen, parts, &drained) })
 	gen.Start(func(gctx context.Context) { <-gctx.Done(); close(ended) })
 	<-ended
 	l.active.Store(0)
+	l.parts.Store(nil)
 	l.forget(parts, &running)
 }
 
@@ -232,9 +245,12 @@ func (l *Leg) commitLoop(gctx, stop context.Context, gen *kafka.Generation, part
 		select {
 		case <-gctx.Done():
 			return
-		case <-t.C:
+		case now := <-t.C:
 			l.commit(gctx, gen, parts)
 			l.refreshLag(gctx, parts)
+			for _, p := range parts {
+				p.fetchSettled(now)
+			}
 		case <-stop.Done():
 			all := make(chan struct{})
 			go func() { drained.Wait(); close(all) }()

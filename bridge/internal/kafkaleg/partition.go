@@ -29,6 +29,7 @@ import (
 	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
 	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
+	"github.com/shanhai-dev/shanhai/bridge/internal/outage"
 )
 
 // NATS header names set by leg A besides the carried Kafka headers.
@@ -61,6 +62,7 @@ type partition struct {
 	committed int64        // last committed position; only the committer touches it
 	fetching  atomic.Bool  // the feed waits for a record, so the high watermark its last record gave still holds
 	hwm       atomic.Int64 // the high watermark the last fetched record came with (refreshLag)
+	fetch     *outage.Log  // the run of failed fetches, if any (fetch.go)
 
 	mu      sync.Mutex
 	rejects map[int64]rejection // sink verdicts per offset, across restarts
@@ -145,9 +147,21 @@ type PartitionReader struct {
 }
 
 // NewPartitionReader returns the reader of one partition that leg A uses, positioned by the caller with SetOffset.
-func NewPartitionReader(brokers []string, topic string, partition int) *PartitionReader {
+// failed, unless nil, is called with each error the reader retries by itself (a fetch or a dial of the partition's
+// leader that failed): kafka-go reports those to its error logger only, and FetchMessage returns only the few it gives
+// up on. Errors of a reader being closed are not reported.
+func NewPartitionReader(brokers []string, topic string, partition int, failed func(error)) *PartitionReader {
 	conns := &connSet{open: map[net.Conn]struct{}{}}
+	var errorLogger kafka.Logger
+	if failed != nil {
+		errorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
+			if !conns.isClosed() {
+				failed(fmt.Errorf(msg, args...))
+			}
+		})
+	}
 	r := kafka.NewReader(kafka.ReaderConfig{
+		ErrorLogger:   errorLogger,
 		Brokers:       brokers,
 		Topic:         topic,
 		Partition:     partition,
@@ -195,6 +209,12 @@ func (s *connSet) dial(ctx context.Context, network, address string) (net.Conn, 
 	}
 	s.open[c] = struct{}{}
 	return &trackedConn{Conn: c, set: s}, nil
+}
+
+func (s *connSet) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 func (s *connSet) closeAll() {
@@ -253,7 +273,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		}
 		p.cluster, p.clusterRead = mapping.ClusterToken(id), true
 	}
-	r := NewPartitionReader(l.o.Brokers, p.route.Topic, p.id)
+	r := NewPartitionReader(l.o.Brokers, p.route.Topic, p.id, p.fetchFailed)
 	defer r.Close()
 	if err := r.SetOffset(pos); err != nil {
 		return pos, fmt.Errorf("seek %d: %w", pos, err)
@@ -293,8 +313,12 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 		m, err := r.FetchMessage(ctx)
 		p.fetching.Store(false)
 		if err != nil {
+			if ctx.Err() == nil { // one kafka-go gave up on, not the session's end
+				p.fetchFailed(err)
+			}
 			return fmt.Errorf("fetch: %w", err)
 		}
+		p.fetch.OK()
 		// The settler's failure cancels ctx, but FetchMessage may still return a record it had buffered: publishing
 		// it would only be abandoned and republished, or overtake the refused offset that failed the session.
 		select {

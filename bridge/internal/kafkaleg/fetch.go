@@ -1,0 +1,59 @@
+package kafkaleg
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/outage"
+)
+
+// A partition the generation assigned whose fetches fail (its leader away, the broker refusing it) used to show only
+// as a rising bridge_consumer_lag: kafka-go's reader retries such errors by itself and reports most of them to its
+// error logger alone, which leg A left at nil. Each failed fetch is now counted as bridge_fetch_errors_total{topic,
+// partition}, the run of them is logged by its changes (outage.Log), and a partition failing for longer than a
+// rebalance may take fails readiness, naming it.
+
+// fetchQuiet is how long a partition that failed to fetch must go without another failure to count as fetching
+// again when no record arrives (an idle partition has none to show it). A failing reader reports an error at least
+// every ReadBackoffMax (1 s) plus a dial (up to 10 s) or a held fetch (FetchMaxWait), so three FetchMaxWaits of
+// silence mean its fetches succeed.
+const fetchQuiet = 3 * FetchMaxWait
+
+func newFetchLog(log *slog.Logger, topic string, partition int) *outage.Log {
+	return &outage.Log{
+		Logger: log, Level: slog.LevelWarn, Repeat: time.Minute, Attrs: []any{"topic", topic, "partition", partition},
+		Failing: "leg A cannot fetch the partition; kafka-go retries", Ended: "leg A fetches the partition again",
+	}
+}
+
+// fetchFailed records a failed fetch of the partition.
+func (p *partition) fetchFailed(err error) {
+	p.leg.o.Metrics.FetchError(p.route.Topic, p.id)
+	p.fetch.Fail(err)
+}
+
+// fetchSettled ends the partition's run of fetch failures once none came for fetchQuiet.
+func (p *partition) fetchSettled(now time.Time) {
+	if f := p.fetch.Current(); f.Attempts > 0 && now.Sub(f.Last) >= fetchQuiet {
+		p.fetch.OKAt(now)
+	}
+}
+
+// unfetched is the error readiness reports for the generation's partitions whose failed fetches span grace or more
+// (the first to the latest): a partition that failed once and then went quiet is not held against readiness while
+// fetchQuiet runs out; nil if none.
+func unfetched(parts []*partition, grace time.Duration, now time.Time) error {
+	var failing []string
+	for _, p := range parts {
+		if f := p.fetch.Current(); f.Attempts > 0 && f.Last.Sub(f.Since) >= grace {
+			failing = append(failing, fmt.Sprintf("%s partition %d for %s (%d attempts: %v)",
+				p.route.Topic, p.id, now.Sub(f.Since).Round(time.Second), f.Attempts, f.Err))
+		}
+	}
+	if len(failing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("leg A cannot fetch %s", strings.Join(failing, "; "))
+}
