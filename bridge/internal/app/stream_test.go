@@ -295,20 +295,11 @@ func TestBridgeRefusesAStreamWhoseSubjectsAnotherStreamHolds(t *testing.T) {
 // it is ready again, with one line, once the window is raised.
 func TestReadinessSeesAStreamWindowShrunkAfterTheStart(t *testing.T) {
 	t.Parallel()
-	js := jetStream(t, testenv.NATS(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	id := time.Now().UnixNano()
-	name, subjects := fmt.Sprintf("SHRUNK%d", id), fmt.Sprintf("shr%d.>", id)
-	cfg := config.Config{Legs: "kafka-nats", Stream: name, StreamSubjects: []string{subjects}, DuplicateWindow: 2 * time.Minute,
-		PublishTimeout: 15 * time.Second, MaxBackoff: 5 * time.Second}
-	var logs testenv.LogBuffer
-	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	js, cfg, logs, log := windowedStream(ctx, t, "SHRUNK")
+	name := cfg.Stream
 	check := newStreamCheck(js, cfg, log, nil)
-	if err := EnsureStream(ctx, js, cfg, log); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
 	if err := check.probe(ctx); err != nil {
 		t.Fatalf("ready check on a stream with a 2 min window: %v", err)
 	}
@@ -337,19 +328,10 @@ func TestReadinessSeesAStreamWindowShrunkAfterTheStart(t *testing.T) {
 // the change once, set bridge_stream_window_short to 1, and say so once and set it to 0 when the window is raised.
 func TestStreamCheckSeesAShrunkWindowWithoutAProbe(t *testing.T) {
 	t.Parallel()
-	js := jetStream(t, testenv.NATS(t))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	id := time.Now().UnixNano()
-	name, subjects := fmt.Sprintf("WATCHED%d", id), fmt.Sprintf("wat%d.>", id)
-	cfg := config.Config{Legs: "kafka-nats", Stream: name, StreamSubjects: []string{subjects}, DuplicateWindow: 2 * time.Minute,
-		PublishTimeout: 15 * time.Second, MaxBackoff: 5 * time.Second}
-	var logs testenv.LogBuffer
-	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	if err := EnsureStream(ctx, js, cfg, log); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	js, cfg, logs, log := windowedStream(ctx, t, "WATCHED")
+	name := cfg.Stream
 	reader := sdkmetric.NewManualReader()
 	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
 	if err != nil {
@@ -382,6 +364,25 @@ func TestStreamCheckSeesAShrunkWindowWithoutAProbe(t *testing.T) {
 			t.Errorf("%q logged %d times, want once: %s", line, n, logs.String())
 		}
 	}
+}
+
+// windowedStream creates a stream of its own, named from prefix, by EnsureStream with a 2 min window and leg A's
+// defaults (a 35 s republish span), deleted when t ends; it returns the configuration, and the logger EnsureStream
+// logged to with what it wrote.
+func windowedStream(ctx context.Context, t *testing.T, prefix string) (jetstream.JetStream, config.Config, *testenv.LogBuffer, *slog.Logger) {
+	t.Helper()
+	js := jetStream(t, testenv.NATS(t))
+	id := time.Now().UnixNano()
+	name := fmt.Sprintf("%s%d", prefix, id)
+	cfg := config.Config{Legs: "kafka-nats", Stream: name, StreamSubjects: []string{fmt.Sprintf("%s%d.>", strings.ToLower(prefix), id)},
+		DuplicateWindow: 2 * time.Minute, PublishTimeout: 15 * time.Second, MaxBackoff: 5 * time.Second}
+	logs := &testenv.LogBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	if err := EnsureStream(ctx, js, cfg, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	return js, cfg, logs, log
 }
 
 // setWindow sets the stream's duplicate window on the server, as an operator would.
