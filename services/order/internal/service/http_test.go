@@ -451,3 +451,25 @@ func TestTwoIdempotencyKeysAreRefused(t *testing.T) {
 		t.Fatalf("an order was made: %+v", page.Orders)
 	}
 }
+
+// TestOrderAnswersAreNotStored: an order is personal data, as the profile
+// the user service answers with no-store is. Without a Cache-Control a
+// browser kept each answer in its disk cache, readable there after logout.
+func TestOrderAnswersAreNotStored(t *testing.T) {
+	h := newHarness(t)
+	body := `{"items":[{"sku":"INK-SET","quantity":1}]}`
+	created := h.do("POST", "/api/v1/orders", "alice", body, "Idempotency-Key", "k-store")
+	var o orderView
+	created.json(t, &o)
+	for name, r := range map[string]reply{
+		"create": created,
+		"replay": h.do("POST", "/api/v1/orders", "alice", body, "Idempotency-Key", "k-store"),
+		"get":    h.do("GET", "/api/v1/orders/"+o.ID, "alice", ""),
+		"list":   h.do("GET", "/api/v1/orders?status=PENDING", "alice", ""),
+		"cancel": h.do("POST", "/api/v1/orders/"+o.ID+"/cancel", "alice", ""),
+	} {
+		if r.Status >= 300 || r.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s: %d, Cache-Control %q; want a 2xx with no-store", name, r.Status, r.Header.Get("Cache-Control"))
+		}
+	}
+}
