@@ -25,6 +25,17 @@ func router(mw gin.HandlerFunc) *gin.Engine {
 	return r
 }
 
+// getWithin sends GET /x to r under ctx, with X-Request-Timeout-Ms set to timeout unless it is empty.
+func getWithin(ctx context.Context, r http.Handler, timeout string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, "/x", nil).WithContext(ctx)
+	if timeout != "" {
+		req.Header.Set(deadline.Header, timeout)
+	}
+	w := httptest.NewRecorder()
+	r.ServeHTTP(w, req)
+	return w
+}
+
 func get(r http.Handler, user string) *httptest.ResponseRecorder {
 	w := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/x", nil)
@@ -165,12 +176,7 @@ func TestConcurrencyMiddlewareForgetsRequestsTheirCallerEnded(t *testing.T) {
 					<-c.Request.Context().Done()
 					deadline.Abort(c, c.Request.Context().Err())
 				})
-				req := httptest.NewRequest(http.MethodGet, "/x", nil).WithContext(ctx)
-				if tc.header != "" {
-					req.Header.Set(deadline.Header, tc.header)
-				}
-				w := httptest.NewRecorder()
-				r.ServeHTTP(w, req)
+				w := getWithin(ctx, r, tc.header)
 				if w.Code != tc.status {
 					t.Fatalf("status %d, want %d", w.Code, tc.status)
 				}
@@ -209,12 +215,7 @@ func TestMiddlewareAnswersARequestItsCallerEndedAsDeadlineAbortDoes(t *testing.T
 			if tc.cancel {
 				time.AfterFunc(30*time.Millisecond, cancel) // the client leaves while Redis is asked
 			}
-			req := httptest.NewRequest(http.MethodGet, "/x", nil).WithContext(ctx)
-			if tc.header != "" {
-				req.Header.Set(deadline.Header, tc.header)
-			}
-			w := httptest.NewRecorder()
-			r.ServeHTTP(w, req)
+			w := getWithin(ctx, r, tc.header)
 			if w.Code != tc.status {
 				t.Fatalf("status %d, want deadline.Abort's %d", w.Code, tc.status)
 			}
