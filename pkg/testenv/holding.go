@@ -32,44 +32,12 @@ func HoldingRedis(t testing.TB) *HoldingProxy {
 	if err != nil {
 		t.Fatalf("testenv: REDIS_URL: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &HoldingProxy{addr: ln.Addr().String(), done: make(chan struct{})}
-	var (
-		wg     sync.WaitGroup
-		mu     sync.Mutex
-		opened []net.Conn
-	)
-	t.Cleanup(func() {
-		close(p.done)
-		_ = ln.Close()
-		mu.Lock()
-		for _, c := range opened {
-			_ = c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+	p := &HoldingProxy{done: make(chan struct{})}
+	p.addr = relay(t, opt.Addr, func(wg *sync.WaitGroup, front, back net.Conn) {
+		wg.Go(func() { _, _ = io.Copy(back, front); _ = back.Close() })
+		wg.Go(func() { p.relayAnswers(front, back) })
 	})
-	wg.Go(func() {
-		for {
-			front, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			back, err := net.Dial("tcp", opt.Addr)
-			if err != nil {
-				_ = front.Close()
-				continue
-			}
-			mu.Lock()
-			opened = append(opened, front, back)
-			mu.Unlock()
-			wg.Go(func() { _, _ = io.Copy(back, front); _ = back.Close() })
-			wg.Go(func() { p.relayAnswers(front, back) })
-		}
-	})
+	t.Cleanup(func() { close(p.done) }) // before relay's: a held answer's relay returns, then its connections close
 	return p
 }
 
