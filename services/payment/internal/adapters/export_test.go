@@ -7,3 +7,7 @@ func WithWorkers(c *OrderEvents, n int) *OrderEvents {
 	c.workers = n
 	return c
 }
+
+// AckFloorSeen is the ack floor c last saw of its consumer, where a
+// consumer it recreates starts (just above).
+func AckFloorSeen(c *OrderEvents) uint64 { return c.floor.seq.Load() }

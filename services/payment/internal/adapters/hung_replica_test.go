@@ -10,7 +10,6 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
@@ -46,14 +45,10 @@ func (p *hungProvider) Charge(ctx context.Context, _ payment.Charge) (payment.An
 // must charge both while A is still stuck.
 func TestHungReplicaDoesNotHoldItsQueue(t *testing.T) {
 	db := stores(t)[database.Postgres]
-	s := svctest.NewStream(t, "PAYHUNG")
-	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
 	ctx := context.Background()
 	const maxDeliver = 10
-	cons, err := adapters.EnsureConsumer(ctx, s.JS, names, maxDeliver)
-	if err != nil {
-		t.Fatal(err)
-	}
+	oc := newOrderConsumer(t, "PAYHUNG", maxDeliver, nil)
+	s, names, cons := oc.s, oc.names, oc.cons
 
 	hung := &hungProvider{release: make(chan struct{})}
 	a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: hung, NewID: uuid.NewString})

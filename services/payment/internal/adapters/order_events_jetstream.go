@@ -87,6 +87,9 @@ type OrderEvents struct {
 	// keep holds a message a worker handles, for at most AckWait from when
 	// the worker took it (Start).
 	keep *stream.Keeper
+	// floor is where a consumer recreated after a deletion starts
+	// (recreate); looked at only when c recreates (js set).
+	floor ackFloor
 }
 
 // DefaultNames are the platform's: stream SHANHAI, durable "payment" on
@@ -252,11 +255,7 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	pull := &puller{cons: c.cons, handler: func(m jetstream.Msg) { jobs <- pool.queue(m, waiting) }, closeQueue: func() { close(jobs) },
 		first: stream.FirstAckWait(c.cfg), most: c.cfg.AckWait}
 	if c.js != nil {
-		pull.ensure = func(ctx context.Context) (jetstream.Consumer, error) {
-			ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
-			defer cancel()
-			return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
-		}
+		pull.ensure = c.recreate
 	}
 	if _, err := pull.resume(context.Background()); err != nil {
 		cutOff()
@@ -267,6 +266,9 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 	}
 	watching, endWatch := context.WithCancel(context.Background())
 	var watch sync.WaitGroup
+	if c.js != nil {
+		watch.Go(func() { c.watchFloor(watching) })
+	}
 	watch.Go(func() {
 		t := time.NewTicker(stream.FirstAckWait(c.cfg))
 		defer t.Stop()
@@ -309,10 +311,10 @@ func (c *OrderEvents) Start() (stop func(context.Context), err error) {
 // readiness probe that sends no traffic to the consumer, is what brings
 // the orders back.
 func (c *OrderEvents) watch(ctx context.Context, pool *pool, pull *puller) {
-	if pull.stoppedItself() {
+	if stopped, err := pull.stoppedItself(); stopped {
 		c.pullStops.Add(ctx, 1)
 		c.log.Error("order pull stopped on its own: restarting it", "subject", c.names.Subject,
-			"recreate_consumer", pull.ensure != nil, "err", pull.lastError())
+			"recreate_consumer", pull.ensure != nil, "repair_config", pull.repair, "err", err)
 	}
 	if !pool.stuckNow() {
 		if pull.paused() && pull.due(time.Now()) {

@@ -88,14 +88,9 @@ func chargeSlowlyWith(t *testing.T, prefix string, orders int, latencyMs float64
 		return config.Dynamic{LatencyMedianMs: latencyMs, LatencyP99Ms: latencyMs, DeclineAboveCents: 100000}
 	})
 	a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(stores(t)[database.Postgres]), Provider: provider, NewID: uuid.NewString})
-	s := svctest.NewStream(t, prefix)
-	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
-	ctx := context.Background()
 	const maxDeliver = 10
-	cons, err := adapters.EnsureConsumer(ctx, s.JS, names, maxDeliver)
-	if err != nil {
-		t.Fatal(err)
-	}
+	oc := newOrderConsumer(t, prefix, maxDeliver, nil)
+	s, names, cons := oc.s, oc.names, oc.cons
 	stop, err := adapters.WithWorkers(adapters.NewOrderEvents(cons, names, a, maxDeliver, nil), workers).Start()
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +104,32 @@ func chargeSlowlyWith(t *testing.T, prefix string, orders int, latencyMs float64
 	// 30 s the check allowed before.
 	s.Drained(t, names.Durable, 30*time.Second+time.Duration(float64(orders/workers+1)*latencyMs)*time.Millisecond)
 	return svctest.Delivered(t, cons), provider.Charges()
+}
+
+// orderConsumer is a fresh test stream with the payment consumer on it.
+type orderConsumer struct {
+	s     *svctest.Stream
+	names adapters.Names
+	cfg   jetstream.ConsumerConfig
+	cons  jetstream.Consumer
+}
+
+// newOrderConsumer creates the stream of service's test and the payment
+// consumer on it: the service's config (adapters.ConsumerConfig), changed
+// by tune when not nil.
+func newOrderConsumer(t *testing.T, service string, maxDeliver int, tune func(*jetstream.ConsumerConfig)) orderConsumer {
+	t.Helper()
+	s := svctest.NewStream(t, service)
+	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
+	cfg := adapters.ConsumerConfig(names, maxDeliver)
+	if tune != nil {
+		tune(&cfg)
+	}
+	cons, err := stream.EnsureConsumer(context.Background(), s.JS, names, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return orderConsumer{s: s, names: names, cfg: cfg, cons: cons}
 }
 
 // publishOrder publishes the order.created of a new order of 50 EUR on
@@ -201,14 +222,10 @@ func failAlways(t *testing.T, prefix string, payments payment.Repository, maxDel
 func consumeWith(t *testing.T, prefix string, payments payment.Repository, provider payment.Provider, maxDeliver int) (failing, func(context.Context)) {
 	t.Helper()
 	a := app.New(app.Deps{Payments: payments, Provider: provider, NewID: uuid.NewString})
-	s := svctest.NewStream(t, prefix)
-	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
-	cfg := adapters.ConsumerConfig(names, maxDeliver)
-	cfg.BackOff = stream.BackOff(200*time.Millisecond, maxDeliver)
-	cons, err := stream.EnsureConsumer(context.Background(), s.JS, names, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	oc := newOrderConsumer(t, prefix, maxDeliver, func(cfg *jetstream.ConsumerConfig) {
+		cfg.BackOff = stream.BackOff(200*time.Millisecond, maxDeliver)
+	})
+	s, names, cfg, cons := oc.s, oc.names, oc.cfg, oc.cons
 	logged := &svctest.Deliveries{}
 	stop, err := adapters.NewOrderEvents(cons, names, a, maxDeliver, slog.New(logged)).Start()
 	if err != nil {

@@ -30,17 +30,30 @@ import (
 // pull and its pause (the 409 of a drained pull is not reported): the pull
 // resumed later is such a pull of a deleted consumer. The server answers
 // its first request with 503 No Responders, and then nothing, so a pull
-// the client reports that of is taken as stopped too (orphaned).
+// the client reports that of is taken as stopped too (dead).
+//
+// So is a pull whose request the server refused (refused): the consumer's
+// config on the server no longer takes this client's pulls (an operator
+// lowered MaxRequestBatch, MaxRequestExpires or MaxRequestMaxBytes, or
+// made the durable a push consumer while keeping its config digest). The
+// client reports the 409 once and keeps the pull, which then waits for
+// ever; nothing heals it but a change of the config, so the first one is
+// acted on: the pull is stopped and the consumer's config put back
+// (ensure with repair) before a new one, on the back-off of a failed start
+// (a consumer the repair cannot change is retried and logged at ERROR
+// every back-off, up to AckWait).
 type puller struct {
 	cons       jetstream.Consumer
 	handler    jetstream.MessageHandler // sends to the queue
 	closeQueue func()
-	// ensure returns the durable consumer, created again if it is gone;
-	// nil when the OrderEvents has no JetStream to do it (Recreates).
-	ensure  func(context.Context) (jetstream.Consumer, error)
+	// ensure returns the durable consumer, created again if it is gone,
+	// its config put back over the server's when repair is set; nil when
+	// the OrderEvents has no JetStream to do it (Recreates).
+	ensure  func(ctx context.Context, repair bool) (jetstream.Consumer, error)
 	cur     jetstream.ConsumeContext   // nil while paused
 	stopped []jetstream.ConsumeContext // paused (drained), maybe still handing on what the client had buffered
 	broken  bool                       // the last pull stopped on its own: ensure the consumer before the next
+	repair  bool                       // ... because the server refused its request: put the config back
 
 	// A start that fails is tried again after wait, doubled on every
 	// failure from first up to most: each failure is logged at ERROR, and
@@ -50,9 +63,15 @@ type puller struct {
 	wait        time.Duration
 	retryAt     time.Time
 
-	errMu    sync.Mutex
-	lastErr  error                    // what the client last reported of a pull (ConsumeErrHandler)
-	orphaned jetstream.ConsumeContext // the last pull the server answered No Responders: its consumer is gone
+	errMu sync.Mutex
+	// What the client last reported of each pull (ConsumeErrHandler), so
+	// that a stopped pull is logged with its own error, not with one a
+	// drained pull reported since; forgotten with the pull.
+	errs map[jetstream.ConsumeContext]error
+	// The pulls that wait for ever although the client keeps them: No
+	// Responders (their consumer is gone) or a refused request, with that
+	// error.
+	dead map[jetstream.ConsumeContext]error
 
 	// gate keeps the queue from being closed under a callback sending to
 	// it. Closed is not enough for a stopped pull: it is signalled as soon
@@ -87,13 +106,18 @@ func (p *puller) resume(ctx context.Context) (retryIn time.Duration, err error) 
 		p.retryAt = time.Now().Add(p.wait)
 		return p.wait, err
 	}
-	p.wait, p.retryAt, p.broken = 0, time.Time{}, false
+	if !p.repair {
+		// A pull restarted after a refusal may be refused again at once
+		// (a config the repair could not change): its back-off goes on.
+		p.wait = 0
+	}
+	p.retryAt, p.broken, p.repair = time.Time{}, false, false
 	return 0, nil
 }
 
 func (p *puller) start(ctx context.Context) error {
 	if p.broken && p.ensure != nil {
-		cons, err := p.ensure(ctx)
+		cons, err := p.ensure(ctx, p.repair)
 		if err != nil {
 			return fmt.Errorf("recreate the consumer: %w", err)
 		}
@@ -108,29 +132,67 @@ func (p *puller) start(ctx context.Context) error {
 }
 
 // noteErr keeps what the client reports of a pull (missed heartbeats, a
-// deleted consumer ...), for the watch to log with a pull that stopped,
-// and which pull has no consumer behind it.
+// deleted consumer ...), for the watch to log with the pull if it stopped,
+// and which pull waits for ever.
 func (p *puller) noteErr(cc jetstream.ConsumeContext, err error) {
 	p.errMu.Lock()
 	defer p.errMu.Unlock()
-	p.lastErr = err
-	if errors.Is(err, nats.ErrNoResponders) {
-		p.orphaned = cc
+	if p.errs == nil {
+		p.errs = make(map[jetstream.ConsumeContext]error)
+		p.dead = make(map[jetstream.ConsumeContext]error)
+	}
+	p.errs[cc] = err
+	if errors.Is(err, nats.ErrNoResponders) || refused(err) {
+		p.dead[cc] = err
 	}
 }
 
-// isOrphaned reports whether the server answered cc's pull No Responders.
-func (p *puller) isOrphaned(cc jetstream.ConsumeContext) bool {
+// deadErr is the error that left cc's pull waiting for ever, if any.
+func (p *puller) deadErr(cc jetstream.ConsumeContext) error {
 	p.errMu.Lock()
 	defer p.errMu.Unlock()
-	return p.orphaned == cc
+	return p.dead[cc]
 }
 
-// lastError is what the client last reported of a pull, if anything.
-func (p *puller) lastError() error {
+// forget drops what was noted of cc and returns the last error the client
+// reported of it.
+func (p *puller) forget(cc jetstream.ConsumeContext) error {
 	p.errMu.Lock()
 	defer p.errMu.Unlock()
-	return p.lastErr
+	err := p.errs[cc]
+	delete(p.errs, cc)
+	delete(p.dead, cc)
+	return err
+}
+
+// transient are the errors a pull reports that it outlives: the client
+// pulls again on its own (a missed heartbeat, a timeout, a reconnection) or
+// the server ended the pull (Consumer Deleted, Bad Request: closed, seen
+// by stoppedItself). No Responders is dead, but apart: its consumer is gone.
+var transient = []error{
+	jetstream.ErrNoHeartbeat, jetstream.ErrConsumerLeadershipChanged, jetstream.ErrServerShutdown,
+	jetstream.ErrPinIDMismatch, jetstream.ErrMaxBytesExceeded, jetstream.ErrBatchCompleted,
+	jetstream.ErrConsumerDeleted, jetstream.ErrBadRequest, jetstream.ErrConnectionClosed,
+	nats.ErrTimeout, nats.ErrNoResponders, nats.ErrConnectionClosed, nats.ErrConnectionDraining,
+	nats.ErrConnectionReconnecting, nats.ErrReconnectBufExceeded, nats.ErrInvalidConnection,
+}
+
+// refused reports whether err is the server refusing a pull request in a
+// way the client neither ends the pull for nor outlives: the statuses
+// nats.go has no error of its own for (409 Exceeded MaxRequestBatch,
+// MaxRequestExpires, MaxRequestMaxBytes, Consumer is push based; 409
+// Exceeded MaxWaiting is not sent to a pull with heartbeats). The client
+// reports the first and then waits for ever (tried on nats-server 2.15:
+// one error, then nothing for 28 s with orders published). Anything not
+// known as transient counts: an unknown error costs one restart of the
+// pull, logged and counted, where a missed refusal stalled the replica.
+func refused(err error) bool {
+	for _, t := range transient {
+		if errors.Is(err, t) {
+			return false
+		}
+	}
+	return true
 }
 
 // stoppedItself reports whether the current pull has ended although
@@ -141,23 +203,35 @@ func (p *puller) lastError() error {
 // (DeliverAll, as at a start that finds none), but after a 400 a buffered
 // message on its last allowed delivery is not delivered again.
 //
-// A pull of a consumer that is gone (orphaned) has not ended, but waits
-// for ever: it is drained as a paused one is, and counts as stopped, when
-// the consumer can be created again; without ensure a new pull would be
-// orphaned as well.
-func (p *puller) stoppedItself() bool {
-	switch {
-	case p.cur == nil:
-		return false
-	case closed(p.cur):
+// A pull that waits for ever (dead: its consumer is gone, or the server
+// refused its request) has not ended: it is drained as a paused one is,
+// and counts as stopped, when the consumer can be created again or its
+// config put back; without ensure a new pull would wait as well.
+//
+// err is what the client last reported of that very pull: a drained pull
+// may report more after it, and the log showed that instead.
+func (p *puller) stoppedItself() (stopped bool, err error) {
+	if p.cur == nil {
+		return false, nil
+	}
+	cc := p.cur
+	switch dead := p.deadErr(cc); {
+	case closed(cc):
 		p.cur = nil
-	case p.ensure != nil && p.isOrphaned(p.cur):
+	case p.ensure != nil && dead != nil:
 		p.pause()
+		if !errors.Is(dead, nats.ErrNoResponders) {
+			// Restarted on the back-off of a failed start, not at once:
+			// a config the repair cannot change refuses the next pull too.
+			p.repair = true
+			p.wait = min(max(2*p.wait, p.first), p.most)
+			p.retryAt = time.Now().Add(p.wait)
+		}
 	default:
-		return false
+		return false, nil
 	}
 	p.broken = true
-	return true
+	return true, p.forget(cc)
 }
 
 // pause stops pulling. Drain, not Stop: a stopped pull drops what the
@@ -172,7 +246,13 @@ func (p *puller) stoppedItself() bool {
 // long stall of many pauses does not grow it.
 func (p *puller) pause() {
 	p.cur.Drain()
-	p.stopped = slices.DeleteFunc(p.stopped, closed)
+	p.stopped = slices.DeleteFunc(p.stopped, func(cc jetstream.ConsumeContext) bool {
+		if closed(cc) {
+			p.forget(cc)
+			return true
+		}
+		return false
+	})
 	p.stopped = append(p.stopped, p.cur)
 	p.cur = nil
 }

@@ -7,16 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/shanhai-dev/shanhai/pkg/database"
-	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
-	"github.com/shanhai-dev/shanhai/pkg/testenv/svctest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
-	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
-	"github.com/shanhai-dev/shanhai/services/payment/internal/config"
 )
 
 // heldCallback is a consumer whose Consume holds the callback of the
@@ -74,31 +68,11 @@ func (cc unsubscribedOnStop) Stop() {
 // buffer, and the replica pauses. Before, the pause stopped the pull and
 // the third order was dropped: two charges of three.
 func TestPauseKeepsWhatTheClientBufferedOnItsLastDelivery(t *testing.T) {
-	db := stores(t)[database.Postgres]
-	s := svctest.NewStream(t, "PAYSTALLBUF")
-	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
-	const maxDeliver = 1
-	cfg := adapters.ConsumerConfig(names, maxDeliver)
-	cfg.AckWait = 2 * time.Second
-	cfg.BackOff = nil // the server wants more deliveries than back-off steps
-	cons, err := stream.EnsureConsumer(context.Background(), s.JS, names, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov := &stallingProvider{
-		SimulatedProvider: adapters.NewSimulatedProvider(func() config.Dynamic {
-			return config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 1, DeclineAboveCents: 100000}
-		}),
-		release: make(chan struct{}),
-	}
+	// The server wants more deliveries than back-off steps: none.
+	st := newStalledWith(t, "PAYSTALLBUF", 1, nil)
+	s, names, cons, prov, logs := st.s, st.names, st.cons, st.prov, st.logs
 	held := &heldCallback{Consumer: cons, let: make(chan struct{})}
-	logs := &logSeen{msgs: map[string]bool{}}
-	a := app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: prov, NewID: uuid.NewString})
-	c := adapters.NewOrderEvents(held, names, a, maxDeliver, slog.New(logs))
-	stop, err := adapters.WithConsumerConfig(adapters.WithWorkers(c, 1), cfg).Start()
-	if err != nil {
-		t.Fatal(err)
-	}
+	stop := st.startOn(t, adapters.NewOrderEvents(held, names, st.app, st.maxDeliver, slog.New(logs)), 1)
 	defer stop(context.Background())
 	let, released := false, false
 	defer func() {

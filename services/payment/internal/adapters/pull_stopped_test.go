@@ -3,12 +3,14 @@ package adapters_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
+	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 )
@@ -32,17 +34,11 @@ func TestPullStoppedByTheServerIsRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
-		return st.logs.seen("order pull stopped on its own: restarting it")
+		return st.logs.seen(pullStopped)
 	})
-	publishOrder(t, st.s, st.names.Subject)
-	runtest.Eventually(t, 30*time.Second, "the order published after the deletion to be charged", func() bool {
-		return st.prov.Charges() == 2
-	})
+	st.chargedAfterRestart(t, reader, 30*time.Second)
 	if !st.logs.seen("order pull restarted") {
 		t.Error("the restart was not logged")
-	}
-	if got := adapters.CounterBy(t, reader, "shanhai.payment.consumer.pull_stops", "")[""]; got != 1 {
-		t.Errorf("shanhai.payment.consumer.pull_stops = %d, want 1", got)
 	}
 }
 
@@ -78,28 +74,130 @@ func TestConsumerDeletedWhilePausedIsRecreated(t *testing.T) {
 	runtest.Eventually(t, 10*time.Second, "the pull to be resumed", func() bool {
 		return st.logs.seen("workers moving again: pull resumed")
 	})
+	st.chargedAfterRestart(t, reader, 60*time.Second)
+}
+
+// TestPullRefusedByTheServerIsRepaired: an operator lowered the consumer's
+// MaxRequestBatch below the client's batch, keeping its config digest (so
+// EnsureConsumer leaves it). The server refuses every pull with 409
+// Exceeded MaxRequestBatch, which the client reports once and then waits
+// for ever, its pull not ended. Before, the error was stored and never
+// acted on: the replica stayed ready and an order published after it was
+// never charged. Now the pull counts as stopped on the first refusal: the
+// consumer's config is put back and a new pull started. The refusal comes
+// when the pull's request on the server expires (the client's 30 s).
+func TestPullRefusedByTheServerIsRepaired(t *testing.T) {
+	st := newStalled(t, "PAYPULLREFUSE")
+	close(st.prov.release)
+	stop, reader := st.startRecreating(t, adapters.Workers)
+	defer stop(context.Background())
+	ctx := context.Background()
+
 	publishOrder(t, st.s, st.names.Subject)
-	runtest.Eventually(t, 60*time.Second, "the order published after the deletion to be charged", func() bool {
-		return st.prov.Charges() == 2
+	runtest.Eventually(t, 10*time.Second, "the first order to be charged", func() bool { return st.prov.Charges() == 1 })
+	info, err := st.cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lowered := info.Config
+	lowered.MaxRequestBatch = 10
+	if _, err := st.s.JS.UpdateConsumer(ctx, st.s.Name, lowered); err != nil {
+		t.Fatal(err)
+	}
+	runtest.Eventually(t, 60*time.Second, "the refused pull to be logged", func() bool {
+		return st.logs.seen(pullStopped)
 	})
-	if !st.logs.seen("order pull stopped on its own: restarting it") {
-		t.Error("the pull without a consumer was not logged")
+	if got := st.logs.errOf(pullStopped); !strings.Contains(got, "Exceeded MaxRequestBatch") {
+		t.Errorf("the stopped pull was logged with err %q, want the refusal", got)
+	}
+	st.chargedAfterRestart(t, reader, 30*time.Second)
+	info, err = st.cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxRequestBatch != 0 {
+		t.Errorf("MaxRequestBatch = %d on the server after the repair, want the service's 0", info.Config.MaxRequestBatch)
+	}
+}
+
+// TestRecreatedConsumerStartsAboveTheAckFloor: a consumer recreated after
+// its deletion replayed the whole stream (DeliverAll): every order already
+// charged was delivered again, and new orders waited behind all of them.
+// Now it starts just above the ack floor the replica last saw, so here,
+// with every earlier order acked and seen so, the recreated consumer
+// delivers the new order alone; and the next EnsureConsumer (a start,
+// another replica) takes it as made from the service's config and leaves
+// its start.
+func TestRecreatedConsumerStartsAboveTheAckFloor(t *testing.T) {
+	st := newStalled(t, "PAYPULLFLOOR")
+	close(st.prov.release)
+	stop, reader := st.startRecreating(t, 1)
+	defer stop(context.Background())
+	ctx := context.Background()
+
+	const before = 5
+	for range before {
+		publishOrder(t, st.s, st.names.Subject)
+	}
+	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged", func() bool { return st.prov.Charges() == before })
+	runtest.Eventually(t, 10*time.Second, "the replica to see them all acked", func() bool {
+		return adapters.AckFloorSeen(st.events) == before
+	})
+	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
+		t.Fatal(err)
+	}
+	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
+		return st.logs.seen(pullStopped)
+	})
+	st.chargedAfterRestart(t, reader, 30*time.Second)
+
+	cons, err := st.s.JS.Consumer(ctx, st.s.Name, st.names.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := cons.CachedInfo()
+	if info.Delivered.Consumer != 1 {
+		t.Errorf("the recreated consumer made %d deliveries, want 1 (the new order): it started at stream sequence %d", info.Delivered.Consumer, info.Config.OptStartSeq)
+	}
+	if dup := adapters.CounterBy(t, reader, "shanhai.payment.order_events", "outcome")["duplicate"]; dup != 0 {
+		t.Errorf("%d orders charged before the deletion were delivered again", dup)
+	}
+	again, err := stream.EnsureConsumer(ctx, st.s.JS, st.names, st.cfg)
+	if err != nil {
+		t.Fatalf("EnsureConsumer on the recreated consumer: %v", err)
+	}
+	if got := again.CachedInfo().Config.OptStartSeq; got != before+1 {
+		t.Errorf("after EnsureConsumer the consumer starts at %d, want %d", got, before+1)
+	}
+}
+
+const pullStopped = "order pull stopped on its own: restarting it"
+
+// chargedAfterRestart publishes an order once a pull stopped on its own
+// and waits until it is charged, the one before it too, and the stop
+// counted once.
+func (st *stalled) chargedAfterRestart(t *testing.T, reader *sdkmetric.ManualReader, within time.Duration) {
+	t.Helper()
+	want := st.prov.Charges() + 1
+	publishOrder(t, st.s, st.names.Subject)
+	runtest.Eventually(t, within, "the order published after the pull stopped to be charged", func() bool {
+		return st.prov.Charges() == want
+	})
+	if !st.logs.seen(pullStopped) {
+		t.Error("the stopped pull was not logged")
 	}
 	if got := adapters.CounterBy(t, reader, "shanhai.payment.consumer.pull_stops", "")[""]; got != 1 {
 		t.Errorf("shanhai.payment.consumer.pull_stops = %d, want 1", got)
 	}
 }
 
-// startRecreating starts st's replica with that many workers, creating its
-// consumer again when it is gone (Recreates), and reads its counters.
+// startRecreating starts st's replica (events) with that many workers,
+// creating its consumer again when it is gone (Recreates), and reads its
+// counters.
 func (st *stalled) startRecreating(t *testing.T, workers int) (stop func(context.Context), reader *sdkmetric.ManualReader) {
 	t.Helper()
 	reader = sdkmetric.NewManualReader()
 	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
-	c := adapters.NewOrderEvents(st.cons, st.names, st.app, stalledMaxDeliver, slog.New(st.logs)).Recreates(st.s.JS)
-	stop, err := adapters.WithConsumerConfig(adapters.WithWorkers(c, workers), st.cfg).Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return stop, reader
+	st.events = adapters.NewOrderEvents(st.cons, st.names, st.app, st.maxDeliver, slog.New(st.logs)).Recreates(st.s.JS)
+	return st.startOn(t, st.events, workers), reader
 }

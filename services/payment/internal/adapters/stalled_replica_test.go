@@ -70,10 +70,12 @@ func (c *deliveryCounter) most() (most uint64, messages int) {
 	return most, len(c.delivered)
 }
 
-// logSeen is a slog.Handler that tells whether a message was logged.
+// logSeen is a slog.Handler that tells whether a message was logged, and
+// with which "err".
 type logSeen struct {
 	mu   sync.Mutex
 	msgs map[string]bool
+	errs map[string]string // message: the last "err" logged with it
 }
 
 func (l *logSeen) Enabled(context.Context, slog.Level) bool { return true }
@@ -84,7 +86,23 @@ func (l *logSeen) Handle(_ context.Context, r slog.Record) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.msgs[r.Message] = true
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			if l.errs == nil {
+				l.errs = map[string]string{}
+			}
+			l.errs[r.Message] = a.Value.String()
+		}
+		return true
+	})
 	return nil
+}
+
+// errOf is the "err" last logged with msg.
+func (l *logSeen) errOf(msg string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.errs[msg]
 }
 
 func (l *logSeen) seen(msg string) bool {
@@ -93,50 +111,57 @@ func (l *logSeen) seen(msg string) bool {
 	return l.msgs[msg]
 }
 
-// stalled is one replica with one worker, on a consumer of a short AckWait
-// (2 s) and BackOff (200 ms first), its provider hung until release.
+// stalled is one replica on a consumer of a short AckWait (2 s) and
+// BackOff (200 ms first), its provider hung until release.
 type stalled struct {
-	s       *svctest.Stream
-	names   adapters.Names
-	cfg     jetstream.ConsumerConfig
-	cons    jetstream.Consumer
-	counted *deliveryCounter
-	prov    *stallingProvider
-	logs    *logSeen
-	app     app.Application
+	s          *svctest.Stream
+	names      adapters.Names
+	maxDeliver int
+	cfg        jetstream.ConsumerConfig
+	cons       jetstream.Consumer
+	counted    *deliveryCounter
+	prov       *stallingProvider
+	logs       *logSeen
+	app        app.Application
+	events     *adapters.OrderEvents // startRecreating's
 }
 
 const stalledMaxDeliver = 10
 
 func newStalled(t *testing.T, service string) *stalled {
+	return newStalledWith(t, service, stalledMaxDeliver, stream.BackOff(200*time.Millisecond, stalledMaxDeliver))
+}
+
+// newStalledWith is newStalled with that MaxDeliver and BackOff.
+func newStalledWith(t *testing.T, service string, maxDeliver int, backOff []time.Duration) *stalled {
 	t.Helper()
 	db := stores(t)[database.Postgres]
-	s := svctest.NewStream(t, service)
-	names := adapters.Names{Stream: s.Name, StreamSubjects: s.Subjects(), Subject: s.Prefix + adapters.OrdersSubject, Durable: "payment"}
-	cfg := adapters.ConsumerConfig(names, stalledMaxDeliver)
-	cfg.AckWait = 2 * time.Second
-	cfg.BackOff = stream.BackOff(200*time.Millisecond, stalledMaxDeliver)
-	cons, err := stream.EnsureConsumer(context.Background(), s.JS, names, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	oc := newOrderConsumer(t, service, maxDeliver, func(cfg *jetstream.ConsumerConfig) {
+		cfg.AckWait = 2 * time.Second
+		cfg.BackOff = backOff
+	})
+	s, names, cfg, cons := oc.s, oc.names, oc.cfg, oc.cons
 	prov := &stallingProvider{
 		SimulatedProvider: adapters.NewSimulatedProvider(func() config.Dynamic {
 			return config.Dynamic{LatencyMedianMs: 1, LatencyP99Ms: 1, DeclineAboveCents: 100000}
 		}),
 		release: make(chan struct{}),
 	}
-	return &stalled{s: s, names: names, cfg: cfg, cons: cons, counted: &deliveryCounter{Consumer: cons, delivered: map[uint64]uint64{}},
+	return &stalled{s: s, names: names, maxDeliver: maxDeliver, cfg: cfg, cons: cons, counted: &deliveryCounter{Consumer: cons, delivered: map[uint64]uint64{}},
 		prov: prov, logs: &logSeen{msgs: map[string]bool{}},
 		app: app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: prov, NewID: uuid.NewString})}
 }
 
-// start starts the replica; the returned stop releases the provider first
-// unless the test has.
+// start starts the replica with one worker, counting deliveries.
 func (st *stalled) start(t *testing.T) (stop func(context.Context)) {
 	t.Helper()
-	c := adapters.NewOrderEvents(st.counted, st.names, st.app, stalledMaxDeliver, slog.New(st.logs))
-	stop, err := adapters.WithConsumerConfig(adapters.WithWorkers(c, 1), st.cfg).Start()
+	return st.startOn(t, adapters.NewOrderEvents(st.counted, st.names, st.app, st.maxDeliver, slog.New(st.logs)), 1)
+}
+
+// startOn starts c, built on st's consumer, with that many workers.
+func (st *stalled) startOn(t *testing.T, c *adapters.OrderEvents, workers int) (stop func(context.Context)) {
+	t.Helper()
+	stop, err := adapters.WithConsumerConfig(adapters.WithWorkers(c, workers), st.cfg).Start()
 	if err != nil {
 		t.Fatal(err)
 	}

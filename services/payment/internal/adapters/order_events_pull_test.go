@@ -1,0 +1,70 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// pullStub is a pull the test ends by hand.
+type pullStub struct {
+	jetstream.ConsumeContext
+	done chan struct{}
+}
+
+func newPullStub() *pullStub { return &pullStub{done: make(chan struct{})} }
+
+func (p *pullStub) Closed() <-chan struct{} { return p.done }
+func (p *pullStub) Drain()                  { close(p.done) }
+
+// TestStoppedPullIsReportedWithItsOwnError: the stopped pull was logged
+// with whatever the client last reported of any pull, and a pull drained
+// earlier (paused while the workers were stuck) may report after the
+// current one, so the log named a missed heartbeat of the old pull where
+// the current one had ended with Consumer Deleted.
+func TestStoppedPullIsReportedWithItsOwnError(t *testing.T) {
+	old, cur := newPullStub(), newPullStub()
+	p := &puller{cur: cur, stopped: []jetstream.ConsumeContext{old}}
+	p.noteErr(cur, jetstream.ErrConsumerDeleted)
+	close(cur.done)
+	p.noteErr(old, jetstream.ErrNoHeartbeat)
+
+	stopped, err := p.stoppedItself()
+	if !stopped {
+		t.Fatal("a closed pull was not taken as stopped")
+	}
+	if !errors.Is(err, jetstream.ErrConsumerDeleted) {
+		t.Errorf("the stopped pull is reported with %v, want its own %v", err, jetstream.ErrConsumerDeleted)
+	}
+}
+
+// TestRefusedPullIsStoppedAndRepaired: a pull the server refused (a status
+// nats.go has no error for, reported once, the pull kept) waits for ever;
+// it is taken as stopped at the first refusal, the consumer's config to be
+// put back, while a missed heartbeat is outlived as before.
+func TestRefusedPullIsStoppedAndRepaired(t *testing.T) {
+	ensure := func(context.Context, bool) (jetstream.Consumer, error) { return nil, nil }
+	cur := newPullStub()
+	p := &puller{cur: cur, ensure: ensure}
+	for _, err := range []error{jetstream.ErrNoHeartbeat, nats.ErrTimeout, jetstream.ErrConsumerLeadershipChanged} {
+		p.noteErr(cur, err)
+		if stopped, _ := p.stoppedItself(); stopped {
+			t.Fatalf("a pull that reported %v was taken as stopped", err)
+		}
+	}
+	refusal := errors.New("nats: Exceeded MaxRequestBatch of 10")
+	p.noteErr(cur, refusal)
+	stopped, err := p.stoppedItself()
+	if !stopped || !errors.Is(err, refusal) {
+		t.Fatalf("stoppedItself() = %v, %v after a refusal; want true, the refusal", stopped, err)
+	}
+	if !p.repair || !p.broken || !p.paused() {
+		t.Errorf("after a refusal repair=%v broken=%v paused=%v, want all true", p.repair, p.broken, p.paused())
+	}
+	if p.due(p.retryAt.Add(-1)) {
+		t.Error("a refused pull is restarted at once, not on the back-off")
+	}
+}

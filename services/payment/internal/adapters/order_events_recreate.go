@@ -1,0 +1,128 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/shanhai-dev/shanhai/pkg/stream"
+)
+
+// ackFloor is the last ack floor a replica saw of its durable consumer: the
+// stream sequence up to which every message the consumer takes was settled
+// (acked, terminated, or out of deliveries). It only ever lies behind the
+// consumer's real floor, and what lies at or below any floor the consumer
+// had is settled for good, so a consumer recreated to start just above it
+// skips nothing the deleted one still owed: at least once, as before, with
+// what was acked after the look delivered again (found final, acked as
+// duplicate). Before, a recreated consumer replayed the whole stream
+// (DeliverAll: 7 days of orders, new ones waiting behind them).
+//
+// Read from the server, not from this replica's own messages: another
+// replica's unsettled ones lie below what this one holds.
+type ackFloor struct{ seq atomic.Uint64 }
+
+// floorEvery is how often the floor is looked at: each look is one JetStream
+// API request per replica, and what was acked since the last look is
+// delivered again by a recreated consumer.
+func floorEvery(cfg jetstream.ConsumerConfig) time.Duration { return 5 * stream.FirstAckWait(cfg) }
+
+// look reads the consumer's ack floor; a failed look (the consumer deleted,
+// NATS down) keeps the last one.
+func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer) {
+	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
+	defer cancel()
+	info, err := cons.Info(ctx)
+	if err == nil {
+		f.seq.Store(info.AckFloor.Stream)
+	}
+}
+
+// watchFloor looks at the floor every floorEvery until ctx ends.
+func (c *OrderEvents) watchFloor(ctx context.Context) {
+	t := time.NewTicker(floorEvery(c.cfg))
+	defer t.Stop()
+	for {
+		c.floor.look(ctx, c.cons)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// recreate returns the durable consumer for a pull that stopped on its
+// own. A consumer that is gone is created again starting just above the
+// last ack floor seen (ackFloor), with the digest of the service's own
+// config (which says DeliverAll) so that the next EnsureConsumer, at a
+// start or on another replica, finds it made from that config and leaves
+// it, rather than update a deliver policy the server cannot change. When
+// another replica created it first, that one is used: its start lies at or
+// below its own floor, as safe as this one's.
+//
+// repair puts the service's config back over the server's copy, keeping
+// only where the consumer starts: the server refused a pull (a lowered
+// MaxRequestBatch ...), and a digest an operator kept makes EnsureConsumer
+// leave the consumer as it is. A consumer the server will not change so
+// (made push based) fails the restart, logged, until a person deletes it.
+func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
+	defer cancel()
+	cons, err := c.js.Consumer(ctx, c.names.Stream, c.names.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		cfg, err := c.withDigest()
+		if err != nil {
+			return nil, err
+		}
+		if floor := c.floor.seq.Load(); floor > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
+		}
+		cons, err := c.js.CreateConsumer(ctx, c.names.Stream, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("create consumer %s from stream sequence %d: %w", cfg.Durable, cfg.OptStartSeq, err)
+		}
+		return cons, nil
+	case err == nil && repair:
+		cfg, err := c.withDigest()
+		if err != nil {
+			return nil, err
+		}
+		on := cons.CachedInfo().Config
+		cfg.DeliverPolicy, cfg.OptStartSeq, cfg.OptStartTime = on.DeliverPolicy, on.OptStartSeq, on.OptStartTime
+		cons, err := c.js.UpdateConsumer(ctx, c.names.Stream, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("put back the config of consumer %s: %w", cfg.Durable, err)
+		}
+		return cons, nil
+	default:
+		// There and not refusing, or the stream itself gone (created
+		// again empty: nothing to skip), or NATS not answering.
+		return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
+	}
+}
+
+// withDigest is the service's consumer config carrying its own digest, as
+// EnsureConsumer writes it.
+func (c *OrderEvents) withDigest() (jetstream.ConsumerConfig, error) {
+	cfg := c.cfg
+	digest, err := stream.ConfigDigest(cfg)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Metadata = maps.Clone(cfg.Metadata)
+	if cfg.Metadata == nil {
+		cfg.Metadata = map[string]string{}
+	}
+	cfg.Metadata[stream.ConfigDigestKey] = digest
+	return cfg, nil
+}
