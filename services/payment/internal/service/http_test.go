@@ -115,3 +115,22 @@ func TestSubjectNoPaymentCanHaveOwnsNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestPaymentAnswersAreNotStored: a payment is personal data, as the profile
+// the user service answers with no-store is. Without a Cache-Control a
+// browser kept each answer in its disk cache, readable there after logout.
+func TestPaymentAnswersAreNotStored(t *testing.T) {
+	h := newHarness(t, nil)
+	p, err := payment.New(uuid.Must(uuid.NewV7()).String(), uuid.NewString(), "alice", 100, "EUR", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.Payments.Claim(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/api/v1/payments", "/api/v1/payments?order_id=" + p.OrderID(), "/api/v1/payments/" + p.ID()} {
+		if r := h.get(path, "alice"); r.Status != http.StatusOK || r.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("GET %s: %d, Cache-Control %q; want 200 with no-store", path, r.Status, r.Header.Get("Cache-Control"))
+		}
+	}
+}
