@@ -200,8 +200,9 @@ func refused(err error) bool {
 // paused, and the next resume recreates the consumer. What the client had
 // buffered was dropped with it (the client stops, it does not drain): a
 // deleted consumer's messages are delivered anew by the one recreated
-// (DeliverAll, as at a start that finds none), but after a 400 a buffered
-// message on its last allowed delivery is not delivered again.
+// (unsettled, they lie above the ack floor it starts from: recreate), but
+// after a 400 a buffered message on its last allowed delivery is not
+// delivered again.
 //
 // A pull that waits for ever (dead: its consumer is gone, or the server
 // refused its request) has not ended: it is drained as a paused one is,
