@@ -92,13 +92,7 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 // which dead-letter such a user_id.
 func TestSubjectNoPaymentCanHaveOwnsNothing(t *testing.T) {
 	h := newHarness(t, nil)
-	p, err := payment.New(uuid.Must(uuid.NewV7()).String(), uuid.NewString(), "alice", 100, "EUR", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.svc.Payments.Claim(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
+	p := h.claimed("alice")
 	for _, user := range []string{"alice\x00", "\x00"} {
 		for _, path := range []string{"/api/v1/payments", "/api/v1/payments?order_id=" + p.OrderID(), "/api/v1/payments/" + p.ID()} {
 			if r := h.get(path, user); r.Status != http.StatusUnauthorized || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/problem+json") {
@@ -121,16 +115,24 @@ func TestSubjectNoPaymentCanHaveOwnsNothing(t *testing.T) {
 // browser kept each answer in its disk cache, readable there after logout.
 func TestPaymentAnswersAreNotStored(t *testing.T) {
 	h := newHarness(t, nil)
-	p, err := payment.New(uuid.Must(uuid.NewV7()).String(), uuid.NewString(), "alice", 100, "EUR", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.svc.Payments.Claim(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
+	p := h.claimed("alice")
 	for _, path := range []string{"/api/v1/payments", "/api/v1/payments?order_id=" + p.OrderID(), "/api/v1/payments/" + p.ID()} {
 		if r := h.get(path, "alice"); r.Status != http.StatusOK || r.Header.Get("Cache-Control") != "no-store" {
 			t.Errorf("GET %s: %d, Cache-Control %q; want 200 with no-store", path, r.Status, r.Header.Get("Cache-Control"))
 		}
 	}
+}
+
+// claimed stores a PENDING payment of 100 EUR for user, as the consumer
+// claims one for an order.
+func (h *harness) claimed(user string) *payment.Payment {
+	h.t.Helper()
+	p, err := payment.New(uuid.Must(uuid.NewV7()).String(), uuid.NewString(), user, 100, "EUR", time.Now())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if _, err := h.svc.Payments.Claim(context.Background(), p); err != nil {
+		h.t.Fatal(err)
+	}
+	return p
 }
