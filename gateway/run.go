@@ -100,7 +100,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	)
 	if len(cfg.EtcdEndpoints) > 0 {
 		var err error
-		cli, err = clientv3.New(clientv3.Config{Endpoints: cfg.EtcdEndpoints, DialTimeout: 5 * time.Second, Logger: discovery.EtcdLogger(log)})
+		cli, err = clientv3.New(discovery.EtcdConfig(cfg.EtcdEndpoints, 5*time.Second, log))
 		if err != nil {
 			return fmt.Errorf("etcd %v: %w", cfg.EtcdEndpoints, err)
 		}

@@ -60,7 +60,7 @@ func Open(ctx context.Context, endpoints []string, static string, log *slog.Logg
 		}
 		return Registry{Registry: st}, nil
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second, Logger: discovery.EtcdLogger(log)})
+	cli, err := clientv3.New(discovery.EtcdConfig(endpoints, 2*time.Second, log))
 	if err != nil {
 		return Registry{}, fmt.Errorf("connect etcd %v: %w", endpoints, err)
 	}
