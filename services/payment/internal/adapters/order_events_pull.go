@@ -171,7 +171,7 @@ func (p *puller) forget(cc jetstream.ConsumeContext) error {
 // by stoppedItself). No Responders is dead, but apart: its consumer is gone.
 var transient = []error{
 	jetstream.ErrNoHeartbeat, jetstream.ErrConsumerLeadershipChanged, jetstream.ErrServerShutdown,
-	jetstream.ErrPinIDMismatch, jetstream.ErrMaxBytesExceeded, jetstream.ErrBatchCompleted,
+	jetstream.ErrPinIDMismatch, jetstream.ErrMaxBytesExceeded, jetstream.ErrBatchCompleted, jetstream.ErrNoMessages,
 	jetstream.ErrConsumerDeleted, jetstream.ErrBadRequest, jetstream.ErrConnectionClosed,
 	nats.ErrTimeout, nats.ErrNoResponders, nats.ErrConnectionClosed, nats.ErrConnectionDraining,
 	nats.ErrConnectionReconnecting, nats.ErrReconnectBufExceeded, nats.ErrInvalidConnection,
