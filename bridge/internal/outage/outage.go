@@ -26,13 +26,13 @@ type Log struct {
 	Attrs  []any // on every line: what fails (the group, the stream, the topic and partition)
 
 	mu      sync.Mutex
-	cur     Failure
+	cur     Failure   // the run going on
 	logged  string    // the error last logged
-	loggedN int       // n when it was logged
+	loggedN int       // cur.Attempts when it was logged
 	at      time.Time // when
 }
 
-// Fail records a failed attempt at now, logging it when it is the first of a run, its error differs from the one last
+// Fail records a failed attempt, logging it when it is the first of a run, its error differs from the one last
 // logged, or Repeat has passed since that line.
 func (l *Log) Fail(err error) { l.FailAt(time.Now(), err) }
 
