@@ -160,9 +160,12 @@ fetch_maven() { # server, version
 	command -v java >/dev/null || fail "$s" "java (JDK 17) is not installed: apt-get install openjdk-17-jdk-headless"
 	command -v mvn >/dev/null || fail "$s" "mvn is not installed: apt-get install maven"
 	say "$s: fetching $s $v from Maven Central (once; cached in $dir)"
-	rm -rf "$dir"
 	local out=$dir/lib
 	[[ $s == pulsar ]] && out=$dir.download
+	# What a fetch cut short left is removed first, the download directory too: copy-dependencies keeps a file already
+	# there that is newer than the repository's, so a half-copied Pulsar tarball was kept, and failed to unpack, on
+	# every later run.
+	rm -rf "$dir" "$dir.download"
 	(cd "$DEPS/$s" && mvn -B -q dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$out") \
 		>>"$LOG/$s.log" 2>&1 || fail "$s" "mvn dependency:copy-dependencies in scripts/deps/$s failed"
 	if [[ $s == pulsar ]]; then

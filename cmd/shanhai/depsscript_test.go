@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -209,5 +210,66 @@ func TestDepsDownLeavesAnotherProgramWithTheRecordedPid(t *testing.T) {
 	}
 	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
 		t.Fatalf("stale pid file still there after down (%v):\n%s", err, out)
+	}
+}
+
+// A Pulsar fetch cut short (Ctrl-C, a full disk) while Maven copied the
+// distribution into the cache left a partial tarball in
+// pulsar-<version>.download. The next `up` ran copy-dependencies again, which
+// keeps a file already there that is newer than the repository's (the
+// plugin's documented overwrite rule), so every later run failed "unpacking
+// the Pulsar distribution failed" until the file was found and removed.
+// mvn and java are stand-ins here: mvn copies a small distribution only to a
+// directory that does not have it, as the real one does with the newer
+// partial file; java exits at once, ending the start after the fetch.
+func TestDepsFetchAfterACutShortCopyStartsAgain(t *testing.T) {
+	bin := t.TempDir()
+	stub := func(name, script string) {
+		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/usr/bin/env bash\n"+script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stub("mvn", `set -eu
+for a in "$@"; do case $a in -DoutputDirectory=*) out=${a#*=} ;; esac; done
+v=$(sed -n 's|.*<pulsar.version>\(.*\)</pulsar.version>.*|\1|p' pom.xml)
+tgz=$out/pulsar-server-distribution-$v-bin.tar.gz
+mkdir -p "$out"
+[[ -e $tgz ]] && exit 0 # the destination has it: kept
+d=$(mktemp -d)
+mkdir -p "$d/apache-pulsar-$v/conf" "$d/apache-pulsar-$v/lib"
+echo '# stand-in' >"$d/apache-pulsar-$v/conf/standalone.conf"
+tar -czf "$tgz" -C "$d" "apache-pulsar-$v"
+rm -rf "$d"
+`)
+	stub("java", "exit 1\n")
+	ports := []string{}
+	for _, v := range []string{"SHANHAI_PULSAR_PORT", "SHANHAI_PULSAR_HTTP_PORT", "SHANHAI_PULSAR_BOOKIE_PORT"} {
+		ports = append(ports, v+"="+kernelPort(t))
+	}
+	d := newDepsScript(t, append(ports, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))...)
+	cache := filepath.Join(filepath.Dir(d.dir), "cache")
+	script, err := os.ReadFile(filepath.Join("..", "..", "scripts", "deps.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := regexp.MustCompile(`(?m)^PULSAR_VERSION=(\S+)$`).FindSubmatch(script)
+	if version == nil {
+		t.Fatal("scripts/deps.sh sets no PULSAR_VERSION")
+	}
+	download := filepath.Join(cache, "pulsar-"+string(version[1])+".download")
+	if err := os.MkdirAll(download, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	partial := filepath.Join(download, "pulsar-server-distribution-"+string(version[1])+"-bin.tar.gz")
+	if err := os.WriteFile(partial, []byte("\x1f\x8b\x08\x00 cut short"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := d.run("up", "pulsar")
+	if err == nil || !strings.Contains(out, "exited during startup") {
+		t.Fatalf("deps.sh up pulsar with a java that exits: %v, want it to fetch, then fail starting:\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(cache, "pulsar-"+string(version[1]), ".complete")); err != nil {
+		t.Fatalf("the distribution was not fetched again after a cut-short copy (%v):\n%s", err, out)
 	}
 }
