@@ -62,12 +62,21 @@ func (r *recorder) sentOne() {
 // limited answer is counted apart, out of count, req/s and the percentiles,
 // as a dropped request is: refused in well under a millisecond, it would
 // make a heavily limited run look fast.
+//
+// A request the interrupt cut (classInterrupted) got no answer: it is not
+// done, so the summary's "unanswered (run interrupted)" counts it (that
+// figure was always 0, every cut request counted answered), and its end is
+// no answer an op's rate runs to. It stays in count and the percentiles,
+// timed to the interrupt, a lower bound as an unfinished saga's is: the
+// requests a stall held when Ctrl-C came are the ones the tail must show.
 func (r *recorder) result(op string, d time.Duration, class string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.done++
-	if !r.start.IsZero() {
-		r.lastAnswer[op] = max(r.lastAnswer[op], time.Since(r.start))
+	if class != classInterrupted {
+		r.done++
+		if !r.start.IsZero() {
+			r.lastAnswer[op] = max(r.lastAnswer[op], time.Since(r.start))
+		}
 	}
 	if class == limitedClass {
 		r.limited[op]++
@@ -137,6 +146,9 @@ const limitedClass = "limited (http 429)"
 // classOutOfFDs is a request this process had no file descriptor to send.
 const classOutOfFDs = "client: out of file descriptors"
 
+// classInterrupted is a request Ctrl-C or SIGTERM cut before its answer.
+const classInterrupted = "canceled (run interrupted)"
+
 // classify names an error the way an operator triages it.
 func classify(status int, err error) string {
 	switch {
@@ -149,7 +161,7 @@ func classify(status int, err error) string {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled), isInterrupt(err):
-		return "canceled (run interrupted)"
+		return classInterrupted
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "connection closed"
 	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -202,5 +203,38 @@ func TestClassifyARequestTheInterruptCut(t *testing.T) {
 	}
 	if got := classify(0, err); got != "canceled (run interrupted)" {
 		t.Fatalf("classify(%v) = %q, want %q", err, got, "canceled (run interrupted)")
+	}
+}
+
+// A request Ctrl-C cut before its answer is unanswered in the summary's last line and not in "done" (the JSON says
+// done counts answers), where every cut request used to be counted answered and "unanswered (run interrupted)" was
+// always 0. It stays in the op's count and percentiles, timed to the interrupt: the lower bound of a held request.
+func TestARequestTheInterruptCutIsUnanswered(t *testing.T) {
+	held := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(held)
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	go func() {
+		<-held
+		cancel(interrupt.Error{Signal: os.Interrupt})
+	}()
+	s := &sender{rec: newRecorder(), maxInflight: 10}
+	s.rec.start = time.Now()
+	s.launch(ctx, "x", s.rec.start, get(t, srv.URL, "/", 30*time.Second))
+	s.wait()
+	sum := s.rec.summary("", 1, 1, 0)
+	if x := sum.Ops["x"]; sum.Sent != 1 || sum.Done != 0 || x.Count != 1 || x.Errors[classInterrupted] != 1 {
+		t.Fatalf("sent %d, done %d, op %+v; want 1 sent, 0 done, and the cut request in count and errors as %q",
+			sum.Sent, sum.Done, x, classInterrupted)
+	}
+	var table strings.Builder
+	if err := sum.write(&table, false); err != nil {
+		t.Fatal(err)
+	}
+	if want := "answered 0, dropped 0, unanswered (run interrupted) 1"; !strings.Contains(table.String(), want) {
+		t.Fatalf("table lacks %q:\n%s", want, table.String())
 	}
 }
