@@ -10,4 +10,9 @@ func WithWorkers(c *OrderEvents, n int) *OrderEvents {
 
 // AckFloorSeen is the ack floor c last saw of its consumer, where a
 // consumer it recreates starts (just above).
-func AckFloorSeen(c *OrderEvents) uint64 { return c.floor.seq.Load() }
+func AckFloorSeen(c *OrderEvents) uint64 {
+	if seen := c.floor.seen.Load(); seen != nil {
+		return seen.seq
+	}
+	return 0
+}

@@ -25,7 +25,18 @@ import (
 //
 // Read from the server, not from this replica's own messages: another
 // replica's unsettled ones lie below what this one holds.
-type ackFloor struct{ seq atomic.Uint64 }
+//
+// A floor holds only for the stream it was read on: a stream deleted and
+// created again under the same name numbers its messages from 1, and a
+// consumer started above the old floor skipped them. The consumer read
+// cannot be older than its stream, so a stream created after it is
+// another (recreate).
+type ackFloor struct{ seen atomic.Pointer[floorSeen] }
+
+type floorSeen struct {
+	seq     uint64    // AckFloor.Stream
+	created time.Time // the consumer it was read of was created (server time)
+}
 
 // floorEvery is how often the floor is looked at: each look is one JetStream
 // API request per replica, and what was acked since the last look is
@@ -39,8 +50,19 @@ func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer) {
 	defer cancel()
 	info, err := cons.Info(ctx)
 	if err == nil {
-		f.seq.Store(info.AckFloor.Stream)
+		f.seen.Store(&floorSeen{seq: info.AckFloor.Stream, created: info.Created})
 	}
+}
+
+// startOn returns where a consumer recreated on a stream created at
+// streamCreated starts: just above the floor last seen if it was read on
+// that stream, else 0 (from the stream's start).
+func (f *ackFloor) startOn(streamCreated time.Time) uint64 {
+	seen := f.seen.Load()
+	if seen == nil || seen.seq == 0 || streamCreated.After(seen.created) {
+		return 0
+	}
+	return seen.seq + 1
 }
 
 // watchFloor looks at the floor every floorEvery until ctx ends.
@@ -59,7 +81,7 @@ func (c *OrderEvents) watchFloor(ctx context.Context) {
 
 // recreate returns the durable consumer for a pull that stopped on its
 // own. A consumer that is gone is created again starting just above the
-// last ack floor seen (ackFloor), with the digest of the service's own
+// last ack floor seen (ackFloor) if it was seen on this very stream, with the digest of the service's own
 // config (which says DeliverAll) so that the next EnsureConsumer, at a
 // start or on another replica, finds it made from that config and leaves
 // it, rather than update a deliver policy the server cannot change. When
@@ -81,8 +103,12 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 		if err != nil {
 			return nil, err
 		}
-		if floor := c.floor.seq.Load(); floor > 0 {
-			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
+		str, err := c.js.Stream(ctx, c.names.Stream)
+		if err != nil {
+			return nil, fmt.Errorf("look up stream %s: %w", c.names.Stream, err)
+		}
+		if start := c.floor.startOn(str.CachedInfo().Created); start > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 		}
 		cons, err := c.js.CreateConsumer(ctx, c.names.Stream, cfg)
 		if errors.Is(err, jetstream.ErrConsumerExists) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
@@ -171,6 +172,60 @@ func TestRecreatedConsumerStartsAboveTheAckFloor(t *testing.T) {
 	}
 }
 
+// TestRecreatedStreamIsReadFromItsStart: a stream deleted and created
+// again under its name numbers its messages from 1 again, so the ack floor
+// seen on the old one says nothing of them. A consumer recreated above it
+// skipped them: here the one order of the new stream (sequence 1, the old
+// floor 3) was never delivered. The replica's lookups are held until the
+// stream exists again, as when the stream is recreated before the replica
+// sees its pull stopped.
+func TestRecreatedStreamIsReadFromItsStart(t *testing.T) {
+	st := newStalled(t, "PAYSTREAMAGAIN")
+	close(st.prov.release)
+	gated := gatedJS{JetStream: st.s.JS, open: make(chan struct{})}
+	stop, reader := st.startRecreatingWith(t, 1, gated)
+	defer stop(context.Background())
+	ctx := context.Background()
+
+	const before = 3
+	for range before {
+		publishOrder(t, st.s, st.names.Subject)
+	}
+	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged and seen acked", func() bool {
+		return st.prov.Charges() == before && adapters.AckFloorSeen(st.events) == before
+	})
+	str, err := st.s.JS.Stream(ctx, st.s.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.s.JS.DeleteStream(ctx, st.s.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.s.JS.CreateStream(ctx, str.CachedInfo().Config); err != nil {
+		t.Fatal(err)
+	}
+	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
+		return st.logs.seen(pullStopped)
+	})
+	close(gated.open)
+	st.chargedAfterRestart(t, reader, 30*time.Second)
+}
+
+// gatedJS holds the replica's consumer lookups until open is closed.
+type gatedJS struct {
+	jetstream.JetStream
+	open chan struct{}
+}
+
+func (g gatedJS) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.JetStream.Consumer(ctx, stream, name)
+}
+
 const pullStopped = "order pull stopped on its own: restarting it"
 
 // chargedAfterRestart publishes an order once a pull stopped on its own
@@ -196,8 +251,14 @@ func (st *stalled) chargedAfterRestart(t *testing.T, reader *sdkmetric.ManualRea
 // counters.
 func (st *stalled) startRecreating(t *testing.T, workers int) (stop func(context.Context), reader *sdkmetric.ManualReader) {
 	t.Helper()
+	return st.startRecreatingWith(t, workers, st.s.JS)
+}
+
+// startRecreatingWith is startRecreating through js.
+func (st *stalled) startRecreatingWith(t *testing.T, workers int, js jetstream.JetStream) (stop func(context.Context), reader *sdkmetric.ManualReader) {
+	t.Helper()
 	reader = sdkmetric.NewManualReader()
 	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
-	st.events = adapters.NewOrderEvents(st.cons, st.names, st.app, st.maxDeliver, slog.New(st.logs)).Recreates(st.s.JS)
+	st.events = adapters.NewOrderEvents(st.cons, st.names, st.app, st.maxDeliver, slog.New(st.logs)).Recreates(js)
 	return st.startOn(t, st.events, workers), reader
 }
