@@ -19,10 +19,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/shanhai-dev/shanhai/pkg/interrupt"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
@@ -40,21 +38,6 @@ func main() {
 		}
 		os.Exit(1)
 	}
-}
-
-// stopSignals are the signals that stop a run as Ctrl-C does. SIGHUP is
-// among them unless it was ignored when the run started: uncaught, a closed
-// terminal ended the process at once, no part drained and the temporary
-// directory left behind; but a run under nohup (or started with SIGHUP
-// ignored by a service manager) is meant to outlive its terminal, and
-// signal.Notify would install a handler for the ignored signal, so the
-// hang-up nohup guards against would stop it.
-func stopSignals() []os.Signal {
-	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
-	if !signal.Ignored(syscall.SIGHUP) {
-		sigs = append(sigs, syscall.SIGHUP)
-	}
-	return sigs
 }
 
 // interruption is the error of a start-up that ctx's stop signal ended;
@@ -168,8 +151,9 @@ func run() error {
 	// Ctrl-C should undo (the temporary data directory); they used to be
 	// caught only after -native had read its servers, so a Ctrl-C there
 	// killed the run and left the directory behind. SIGHUP (the terminal
-	// make run runs in was closed) stops it the same way (stopSignals).
-	ctx, stop := interrupt.NotifyContext(context.Background(), stopSignals()...)
+	// make run runs in was closed) stops it the same way, unless the run
+	// started with it ignored, under nohup (interrupt.StopSignals).
+	ctx, stop := interrupt.NotifyContext(context.Background(), interrupt.StopSignals()...)
 	defer stop()
 	// Default signal handling again once the first signal arrived, also
 	// during start-up: a second Ctrl-C ends a shutdown that hangs.

@@ -49,6 +49,22 @@ func NotifyContext(parent context.Context, sigs ...os.Signal) (ctx context.Conte
 	}
 }
 
+// StopSignals are the signals that stop a command's run as Ctrl-C does:
+// SIGINT, SIGTERM and SIGHUP, unless SIGHUP was ignored when the command
+// started. Uncaught, the hang-up of a closed terminal (an ssh session that
+// dropped) ended the process at once: no clean-up, no summary of what it
+// had done. But a command started under nohup (or by a service manager
+// ignoring SIGHUP) is meant to outlive its terminal, and signal.Notify would
+// install a handler for the ignored signal, so the hang-up nohup guards
+// against would stop it.
+func StopSignals() []os.Signal {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	return sigs
+}
+
 // OutliveBrokenPipe keeps a write to a stdout or stderr nobody reads any
 // more from killing the process. Under `cmd | tee out.txt`, the Ctrl-C that
 // stops cmd ends tee too, and the Go runtime kills a program whose write to

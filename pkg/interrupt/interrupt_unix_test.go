@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -145,5 +146,22 @@ func TestOutliveBrokenPipe(t *testing.T) {
 	if want := "write failed with EPIPE: true"; err != nil || !strings.Contains(stderr.String(), want) {
 		t.Fatalf("child writing to a broken stdout: %v, want exit status 0 and %q on stderr; stderr:\n%s",
 			err, want, stderr.String())
+	}
+}
+
+// SIGHUP stops a run as Ctrl-C does, unless it was ignored (nohup): then
+// catching it would undo what nohup is for.
+func TestStopSignalsLeaveAnIgnoredHangUpAlone(t *testing.T) {
+	if signal.Ignored(syscall.SIGHUP) {
+		t.Fatal("the test process starts with SIGHUP ignored: run it without nohup")
+	}
+	if got := StopSignals(); !slices.Contains(got, os.Signal(syscall.SIGHUP)) || !slices.Contains(got, os.Interrupt) ||
+		!slices.Contains(got, os.Signal(syscall.SIGTERM)) {
+		t.Fatalf("StopSignals() = %v, want SIGINT, SIGTERM and SIGHUP", got)
+	}
+	signal.Ignore(syscall.SIGHUP)
+	defer signal.Reset(syscall.SIGHUP)
+	if got := StopSignals(); slices.Contains(got, os.Signal(syscall.SIGHUP)) {
+		t.Fatalf("StopSignals() with SIGHUP ignored = %v, want it left out", got)
 	}
 }

@@ -48,10 +48,11 @@
 // Bad flags (an unknown one, a rate that is not a positive number, a zero
 // duration, a negative log in ratio, a -target that is no http(s) base URL,
 // ...) stop it before it sends, with the reason and exit status 2; a run
-// that fails exits 1. A run Ctrl-C or SIGTERM cut short prints its summary
-// (rates over the time it sent) and exits 130 or 143, 128 + the signal's
-// number as a shell reports a process that signal ended, so a script does not
-// take its figures for a whole -duration's.
+// that fails exits 1. A run Ctrl-C, SIGTERM or SIGHUP (its terminal closed;
+// not under nohup) cut short prints its summary (rates over the time it sent)
+// and exits 130, 143 or 129, 128 + the signal's number as a shell reports a
+// process that signal ended, so a script does not take its figures for a
+// whole -duration's.
 //
 // With -nats the saga is also split into its five hops (outbox, bridge,
 // payment, outbox, bridge) at the timestamps the events carry; see stages.go.
@@ -89,7 +90,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -110,7 +110,7 @@ func main() {
 	// Under `loadgen | tee load.txt` a Ctrl-C ends tee too: the summary then fails to write instead of killing
 	// the run, which exits with the interrupt's status (130), not as killed by SIGPIPE (141).
 	interrupt.OutliveBrokenPipe()
-	ctx, stop := interrupt.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupt.NotifyContext(context.Background(), interrupt.StopSignals()...)
 	defer stop()
 	c.out, c.status = os.Stdout, os.Stderr
 	err = run(ctx, c)

@@ -16,9 +16,9 @@ import (
 	"time"
 )
 
-// A run Ctrl-C or SIGTERM cuts short still prints its summary, and exits 128 + the signal's number: it exited 0, as
-// a run that sent its whole -duration does, so nothing but a careful look at its rates told a script its figures
-// were not a complete run's. The test runs this test binary as loadgen against a fake gateway and signals it once
+// A run Ctrl-C, SIGTERM or SIGHUP cuts short still prints its summary, and exits 128 + the signal's number: it exited
+// 0, as a run that sent its whole -duration does, so nothing but a careful look at its rates told a script its figures
+// were not a complete run's. SIGHUP (the terminal of a `loadgen > load.json` closed) killed it with no summary. The test runs this test binary as loadgen against a fake gateway and signals it once
 // it is sending.
 func TestInterruptedRunExitsWithTheSignalsStatus(t *testing.T) {
 	gw := fakeGateway(0)
@@ -26,7 +26,7 @@ func TestInterruptedRunExitsWithTheSignalsStatus(t *testing.T) {
 	for _, c := range []struct {
 		sig    syscall.Signal
 		status int
-	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}, {syscall.SIGHUP, 129}} {
 		t.Run(c.sig.String(), func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-target", gw.URL, "-rate", "5", "-duration", "1h", "-users", "1",
 				"-login-ratio", "0", "-drain", "0s", "-json")
