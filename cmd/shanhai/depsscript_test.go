@@ -9,10 +9,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // These tests run scripts/deps.sh (which `-native` runs too) on a state
@@ -82,24 +83,6 @@ func kernelPort(t *testing.T) string {
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
-// lockedBuffer is a buffer one goroutine writes while another reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // `deps.sh up` again while a server it started is not answering yet (the
 // first `up` cut short by Ctrl-C, or a slow start) waits for that one. It
 // started a second copy, which failed on the taken port, replaced the pid
@@ -126,7 +109,7 @@ func TestDepsUpAgainWaitsForItsOwnServerStillStarting(t *testing.T) {
 	}
 
 	again := d.command("up", "etcd")
-	var stderr lockedBuffer
+	var stderr testenv.LogBuffer
 	again.Stderr = &stderr
 	if err := again.Start(); err != nil {
 		t.Fatal(err)

@@ -176,22 +176,31 @@ func TestStatPercentilesWithTiesAndNoSamples(t *testing.T) {
 	}
 }
 
-// A request Ctrl-C cuts short is "canceled (run interrupted)", not "other". The run's context ends with the signal
-// as its cause (pkg/interrupt, for the exit status), and net/http returns that cause, not context.Canceled: every
-// interrupted run listed its last requests as unexplained errors "other ... interrupted (signal: interrupt)". The
-// request here is a real one, to a server that holds it until the interrupt.
-func TestClassifyARequestTheInterruptCut(t *testing.T) {
+// interruptedOnArrival is a server that holds the one request it gets, and
+// the context to send it with, which ends as Ctrl-C ends a run's (the cause an
+// interrupt.Error, as interrupt.NotifyContext makes it) once the request is
+// held.
+func interruptedOnArrival(t *testing.T) (*httptest.Server, context.Context) {
 	held := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		close(held)
 		<-r.Context().Done()
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	go func() {
 		<-held
-		cancel(interrupt.Error{Signal: os.Interrupt}) // what interrupt.NotifyContext does on Ctrl-C
+		cancel(interrupt.Error{Signal: os.Interrupt})
 	}()
+	return srv, ctx
+}
+
+// A request Ctrl-C cuts short is "canceled (run interrupted)", not "other". The run's context ends with the signal
+// as its cause (pkg/interrupt, for the exit status), and net/http returns that cause, not context.Canceled: every
+// interrupted run listed its last requests as unexplained errors "other ... interrupted (signal: interrupt)". The
+// request here is a real one, to a server that holds it until the interrupt.
+func TestClassifyARequestTheInterruptCut(t *testing.T) {
+	srv, ctx := interruptedOnArrival(t)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, srv.URL, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -210,17 +219,7 @@ func TestClassifyARequestTheInterruptCut(t *testing.T) {
 // done counts answers), where every cut request used to be counted answered and "unanswered (run interrupted)" was
 // always 0. It stays in the op's count and percentiles, timed to the interrupt: the lower bound of a held request.
 func TestARequestTheInterruptCutIsUnanswered(t *testing.T) {
-	held := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(held)
-		<-r.Context().Done()
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithCancelCause(context.Background())
-	go func() {
-		<-held
-		cancel(interrupt.Error{Signal: os.Interrupt})
-	}()
+	srv, ctx := interruptedOnArrival(t)
 	s := &sender{rec: newRecorder(), maxInflight: 10}
 	s.rec.start = time.Now()
 	s.launch(ctx, "x", s.rec.start, get(t, srv.URL, "/", 30*time.Second))
