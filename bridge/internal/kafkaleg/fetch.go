@@ -1,10 +1,13 @@
 package kafkaleg
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/outage"
 )
@@ -28,8 +31,15 @@ func newFetchLog(log *slog.Logger, topic string, partition int) *outage.Log {
 	}
 }
 
-// fetchFailed records a failed fetch of the partition.
+// fetchFailed records a failed fetch of the partition. A position out of range is no failure of the partition: it
+// ends the session, and the next one resets and counts the position (reset.go).
 func (p *partition) fetchFailed(err error) {
+	if errors.Is(err, kafka.OffsetOutOfRange) {
+		if s := p.session.Load(); s != nil {
+			s.outOfRange(err)
+		}
+		return
+	}
 	p.leg.o.Metrics.FetchError(p.route.Topic, p.id)
 	p.fetch.Fail(err)
 }

@@ -1,12 +1,15 @@
 package kafkaleg
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
@@ -68,5 +71,67 @@ func TestAPartitionThatCannotFetchIsCountedLoggedAndNotReady(t *testing.T) {
 	}
 	if err := unfetched(parts, 20*time.Second, last.Add(time.Hour)); err != nil {
 		t.Errorf("after the failures ended: %v", err)
+	}
+}
+
+// A position outside the partition's offsets is moved to its earliest offset, whichever side it lies on: past the
+// end (a recreated or truncated topic; reading on would skip the records below it) or before the start (retention
+// removed records; those gone cannot be carried). Inside it, it stays, the end included (the next record's offset).
+func TestResumeAt(t *testing.T) {
+	for _, c := range []struct {
+		pos, first, end, want int64
+		side                  string
+	}{
+		{pos: 1000, first: 0, end: 0, want: 0, side: metrics.PastEnd},
+		{pos: 1000, first: 40, end: 60, want: 40, side: metrics.PastEnd},
+		{pos: 3, first: 40, end: 60, want: 40, side: metrics.BeforeStart},
+		{pos: 40, first: 40, end: 60, want: 40},
+		{pos: 50, first: 40, end: 60, want: 50},
+		{pos: 60, first: 40, end: 60, want: 60},
+	} {
+		if got, side := resumeAt(c.pos, c.first, c.end); got != c.want || side != c.side {
+			t.Errorf("resumeAt(%d, %d, %d) = %d, %q; want %d, %q", c.pos, c.first, c.end, got, side, c.want, c.side)
+		}
+	}
+}
+
+// The reader is built with no lag polling (leg A reads its lag elsewhere; kafka-go would dial the leader every minute
+// for it) and with a position past the end as an error rather than retried for ever (reset.go).
+func TestPartitionReaderConfig(t *testing.T) {
+	r := NewPartitionReader([]string{"127.0.0.1:1"}, "t", 0, nil)
+	defer r.Close()
+	if c := r.Config(); c.ReadLagInterval >= 0 || !c.OffsetOutOfRangeError {
+		t.Errorf("ReadLagInterval %v, OffsetOutOfRangeError %v; want negative (off) and true", c.ReadLagInterval, c.OffsetOutOfRangeError)
+	}
+}
+
+// kafka-go's log of a position out of range met while reading ends the session (the next one checks and resets it),
+// and is not counted as a failed fetch.
+func TestOutOfRangeLogEndsTheSession(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := New(Options{Metrics: m, Group: "g"})
+	p := &partition{leg: l, route: mapping.Route{Topic: "shanhai.orders"}, id: 1, fetch: newFetchLog(l.o.Logger, "shanhai.orders", 1)}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	p.session.Store(&session{outOfRange: cancel})
+	p.fetchFailed(fmt.Errorf("%w: %w", kafka.OffsetOutOfRange, errors.New("the kafka reader is reading passed the last offset")))
+	if !errors.Is(context.Cause(ctx), kafka.OffsetOutOfRange) {
+		t.Errorf("the session's reading ended by %v, want the position out of range", context.Cause(ctx))
+	}
+	if v, _, _ := harness.Int64Metric(reader, "bridge.fetch.errors", "partition", "1"); v != 0 {
+		t.Errorf("bridge_fetch_errors_total = %d, want 0", v)
+	}
+	for _, msg := range []string{"the kafka reader is reading passed the last offset for partition %d of %s at offset %d",
+		"the kafka reader is reading before the first offset for partition %d of %s, skipping from offset %d to %d (%d messages)"} {
+		if !outOfRangeLog(msg) {
+			t.Errorf("%q not taken for a position out of range", msg)
+		}
+	}
+	if outOfRangeLog("failed to read from current broker for partition %d of %s at offset %d: %v") {
+		t.Error("a leader change taken for a position out of range")
 	}
 }

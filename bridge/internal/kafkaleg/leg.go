@@ -271,8 +271,10 @@ func (l *Leg) commit(gctx context.Context, gen *kafka.Generation, parts []*parti
 	offsets := map[string]map[int]int64{}
 	var moved []*partition
 	for _, p := range parts {
+		// A position moves back only by a reset (reset.go), committed once records past it are carried: a
+		// committed offset above it, from before the reset, would otherwise hold it back for the generation.
 		pos := p.position()
-		if pos < 0 || pos <= p.committed {
+		if r := p.rewound.Load(); pos < 0 || pos == p.committed || (r != nil && pos == r.to) {
 			continue
 		}
 		if offsets[p.route.Topic] == nil {

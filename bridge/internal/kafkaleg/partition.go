@@ -1,6 +1,7 @@
 package kafkaleg
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -59,10 +60,12 @@ type partition struct {
 	id        int
 	subject   string // route.PartitionSubject(id): one subject per partition, so leg B reads only its own
 	tracker   atomic.Pointer[commit.Tracker]
-	committed int64        // last committed position; only the committer touches it
-	fetching  atomic.Bool  // the feed waits for a record, so the high watermark its last record gave still holds
-	hwm       atomic.Int64 // the high watermark the last fetched record came with (refreshLag)
-	fetch     *outage.Log  // the run of failed fetches, if any (fetch.go)
+	committed int64                   // last committed position; only the committer touches it
+	fetching  atomic.Bool             // the feed waits for a record, so the high watermark its last record gave still holds
+	hwm       atomic.Int64            // the high watermark the last fetched record came with (refreshLag)
+	fetch     *outage.Log             // the run of failed fetches, if any (fetch.go)
+	rewound   atomic.Pointer[rewind]  // the last reset of the position (reset.go), whose offset commit leaves alone
+	session   atomic.Pointer[session] // the session reading now, which a position out of range ends (fetchFailed)
 
 	mu      sync.Mutex
 	rejects map[int64]rejection // sink verdicts per offset, across restarts
@@ -149,15 +152,21 @@ type PartitionReader struct {
 // NewPartitionReader returns the reader of one partition that leg A uses, positioned by the caller with SetOffset.
 // failed, unless nil, is called with each error the reader retries by itself (a fetch or a dial of the partition's
 // leader that failed): kafka-go reports those to its error logger only, and FetchMessage returns only the few it gives
-// up on. Errors of a reader being closed are not reported.
+// up on. A position out of range met while reading is reported wrapping kafka.OffsetOutOfRange (reset.go). Errors of
+// a reader being closed are not reported.
 func NewPartitionReader(brokers []string, topic string, partition int, failed func(error)) *PartitionReader {
 	conns := &connSet{open: map[net.Conn]struct{}{}}
 	var errorLogger kafka.Logger
 	if failed != nil {
 		errorLogger = kafka.LoggerFunc(func(msg string, args ...any) {
-			if !conns.isClosed() {
-				failed(fmt.Errorf(msg, args...))
+			if conns.isClosed() {
+				return
 			}
+			err := fmt.Errorf(msg, args...)
+			if outOfRangeLog(msg) {
+				err = fmt.Errorf("%w: %w", kafka.OffsetOutOfRange, err)
+			}
+			failed(err)
 		})
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{
@@ -169,6 +178,12 @@ func NewPartitionReader(brokers []string, topic string, partition int, failed fu
 		MaxBytes:      8 << 20,
 		MaxWait:       FetchMaxWait,
 		QueueCapacity: 128, // bounded: a stalled sink stops fetching
+		// A position past the partition's end is an error of FetchMessage, not retried for ever (reset.go).
+		OffsetOutOfRangeError: true,
+		// Off: the reader would ask the partition's leader for its lag every minute (a dial and a ListOffsets) for
+		// Reader.Stats alone, which leg A does not read; bridge_consumer_lag comes from the fetched records' high
+		// watermarks and the commit loop (refreshLag).
+		ReadLagInterval: -1,
 		// kafka.DefaultDialer's timeout; the dial itself is the plain one, only remembered.
 		Dialer: &kafka.Dialer{Timeout: 10 * time.Second, DialFunc: conns.dial},
 	})
@@ -260,6 +275,9 @@ type session struct {
 	err      error         // settler's failure; read after failed or settled
 	abort    context.CancelFunc
 	acked    bool // the settler confirmed one message of this session
+	// outOfRange ends the session's reading with err, a position out of range its reader met: the next session's
+	// check (inRange) resets it.
+	outOfRange context.CancelCauseFunc
 }
 
 // pump reads from pos, publishes, and returns the position to resume from
@@ -273,16 +291,26 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		}
 		p.cluster, p.clusterRead = mapping.ClusterToken(id), true
 	}
+	reset := false
+	if pos >= 0 {
+		pos, reset = p.inRange(fetchCtx, pos)
+	}
 	r := NewPartitionReader(l.o.Brokers, p.route.Topic, p.id, p.fetchFailed)
 	defer r.Close()
 	if err := r.SetOffset(pos); err != nil {
 		return pos, fmt.Errorf("seek %d: %w", pos, err)
 	}
-	runCtx, abort := context.WithCancel(fetchCtx)
+	runCtx, outOfRange := context.WithCancelCause(fetchCtx)
+	abort := func() { outOfRange(nil) }
 	defer abort()
-	s := &session{p: p, inflight: make(chan *pending, l.o.InFlight), settled: make(chan struct{}), failed: make(chan struct{}), abort: abort}
+	s := &session{p: p, inflight: make(chan *pending, l.o.InFlight), settled: make(chan struct{}), failed: make(chan struct{}), abort: abort, outOfRange: outOfRange}
+	p.session.Store(s)
+	defer p.session.CompareAndSwap(s, nil)
 	if pos >= 0 {
 		s.tracker = commit.New(pos)
+		if reset { // before the tracker: the committer must not see it without the rewind
+			p.rewound.Store(&rewind{to: pos})
+		}
 		p.tracker.Store(s.tracker)
 	}
 	go s.settle(gctx)
@@ -316,7 +344,7 @@ func (s *session) feed(ctx context.Context, r *PartitionReader) error {
 			if ctx.Err() == nil { // one kafka-go gave up on, not the session's end
 				p.fetchFailed(err)
 			}
-			return fmt.Errorf("fetch: %w", err)
+			return fmt.Errorf("fetch: %w", cmp.Or(context.Cause(ctx), err))
 		}
 		p.fetch.OK()
 		// The settler's failure cancels ctx, but FetchMessage may still return a record it had buffered: publishing

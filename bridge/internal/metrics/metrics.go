@@ -11,6 +11,7 @@
 //	bridge_dlq_waiting{leg}                  partitions held at a dead letter the DLQ topic has refused and not yet taken
 //	bridge_fetch_errors_total{topic,partition} leg A's failed fetches of a partition it owns (leader away, broker refusing)
 //	bridge_stream_window_short{stream}       1 while the JetStream stream's duplicate window is too short for leg A's republish
+//	bridge_offset_resets_total{topic,partition,side} leg A positions outside their partition (side: past_end, before_start), moved to its earliest offset
 package metrics
 
 import (
@@ -40,6 +41,7 @@ type Bridge struct {
 	held     metric.Int64UpDownCounter
 	fetchErr metric.Int64Counter
 	short    metric.Int64Gauge
+	resets   metric.Int64Counter
 
 	mu  sync.Mutex
 	lag map[lagKey]int64
@@ -113,6 +115,9 @@ func New(m metric.Meter) (*Bridge, error) {
 	if b.short, err = m.Int64Gauge("bridge.stream.window.short", metric.WithDescription("1 while the JetStream stream's duplicate window does not exceed 2 × BRIDGE_PUBLISH_TIMEOUT + BRIDGE_MAX_BACKOFF, so a late republish is stored twice; read every 30 s")); err != nil {
 		return nil, err
 	}
+	if b.resets, err = m.Int64Counter("bridge.offset.resets", metric.WithDescription("leg A positions outside their partition's offsets (side past_end: the topic recreated or truncated under the committed offset; before_start: retention removed records not yet carried), moved to the partition's earliest offset")); err != nil {
+		return nil, err
+	}
 	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka records of a partition JetStream has not confirmed yet: the high watermark minus the first unconfirmed offset, refreshed every commit interval"),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			b.mu.Lock()
@@ -181,6 +186,17 @@ func (b *Bridge) Forget(topic string, partition int) {
 // FetchError counts a failed fetch of a partition leg A owns.
 func (b *Bridge) FetchError(topic string, partition int) {
 	b.fetchErr.Add(context.Background(), 1, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition))))
+}
+
+// Sides of an offset reset, the side attribute of bridge_offset_resets_total.
+const (
+	PastEnd     = "past_end"
+	BeforeStart = "before_start"
+)
+
+// OffsetReset counts a position of leg A outside its partition's offsets, on side PastEnd or BeforeStart.
+func (b *Bridge) OffsetReset(topic string, partition int, side string) {
+	b.resets.Add(context.Background(), 1, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition)), attribute.String("side", side)))
 }
 
 // StreamWindowShort records whether the stream's duplicate window is too short for leg A.

@@ -1,0 +1,99 @@
+package kafkaleg
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
+)
+
+// A position outside the partition's offsets is one Kafka answers OFFSET_OUT_OF_RANGE to: past the end when the
+// topic was deleted and created again (offsets from 0) or truncated under the committed offset, before the start
+// when retention removed records the bridge had not carried. kafka-go's reader moves a position before the start to
+// the first offset by itself, saying nothing, and retries one past the end for ever: the partition carried nothing,
+// and once the new topic's records reached the old position it carried from there, skipping every record below it.
+// Leg A does what Kafka's own consumers do with auto.offset.reset=earliest: each session checks its position first
+// and starts from the partition's earliest offset when it lies outside (never past a record that exists), logs that
+// with both offsets, counts it in bridge_offset_resets_total, and the committer leaves the new position uncommitted
+// until records past it are carried. A reader that meets the error later (the topic recreated during the session)
+// ends the session, so that the next one checks (outOfRange).
+//
+// What it cannot tell: a topic recreated and refilled past the old position before the check looks in range, and
+// its records below that position are skipped (Kafka's topic id would tell, with Metadata v10; kafka-go v0.4.51
+// sends up to v8: README).
+
+// rewind is a reset of the partition's position to offset to, which the committer does not commit (commit): only a
+// position past it, which records carried moved it to. Positions only rise between resets, so the position equals to
+// until then, in the session the reset started and in those that follow it after a failure.
+type rewind struct {
+	to int64
+}
+
+// resumeAt returns where to read a partition whose offsets run from first to end (the next offset to be written)
+// when its position is pos, and on which side pos lay if it was outside ("" if inside).
+func resumeAt(pos, first, end int64) (int64, string) {
+	switch {
+	case pos > end:
+		return first, metrics.PastEnd
+	case pos < first:
+		return first, metrics.BeforeStart
+	}
+	return pos, ""
+}
+
+// inRange returns the position the session starting at pos reads from, and whether it was reset: pos, or the
+// partition's earliest offset when pos lies outside its offsets. One ListOffsets request per session; when it fails, the failure is counted as
+// a failed fetch and the session reads from pos: its reader reports a position out of range as an error
+// (OffsetOutOfRangeError), which ends the session and so brings the next check.
+func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
+	l := p.leg
+	c := &kafka.Client{Addr: kafka.TCP(l.o.Brokers...), Timeout: 10 * time.Second}
+	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		p.route.Topic: {kafka.FirstOffsetOf(p.id), kafka.LastOffsetOf(p.id)},
+	}})
+	if err != nil {
+		if ctx.Err() == nil {
+			p.fetchFailed(fmt.Errorf("list offsets: %w", err))
+		}
+		return pos, false
+	}
+	for _, po := range res.Topics[p.route.Topic] {
+		if po.Partition != p.id {
+			continue
+		}
+		if po.Error != nil {
+			p.fetchFailed(fmt.Errorf("list offsets: %w", po.Error))
+			return pos, false
+		}
+		to, side := resumeAt(pos, po.FirstOffset, po.LastOffset)
+		if side != "" {
+			l.o.Metrics.OffsetReset(p.route.Topic, p.id, side)
+			l.o.Logger.Warn("leg A position outside the partition: reading from its earliest offset", "topic", p.route.Topic,
+				"partition", p.id, "side", side, "from", pos, "to", to, "first", po.FirstOffset, "end", po.LastOffset)
+		}
+		return to, side != ""
+	}
+	return pos, false
+}
+
+// kafka-go reports a position out of range that its reader meets while reading (not at its start, where
+// OffsetOutOfRangeError makes it an error) to its error logger alone, with these messages: one past the end it
+// retries for ever, one before the start it moves to the first offset. NewPartitionReader wraps them in
+// kafka.OffsetOutOfRange so that the session ends and the next one's check resets and counts the position.
+var outOfRangeLogs = []string{
+	"the kafka reader is reading passed the last offset",
+	"the kafka reader is reading before the first offset",
+}
+
+func outOfRangeLog(msg string) bool {
+	for _, prefix := range outOfRangeLogs {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}
