@@ -165,6 +165,7 @@ func TestDashboardLegendsNameLabelsTheQueryKeeps(t *testing.T) {
 var causeLabels = map[string]struct{ label, source string }{
 	"shanhai_limit_fallback_decisions_total": {"reason", "pkg/limit/redis.go"},
 	"bridge_dlq_total":                       {"reason", "bridge/internal/metrics/metrics.go"},
+	"bridge_offset_resets_total":             {"side", "bridge/internal/metrics/metrics.go"},
 	"shanhai_bpf_target_unprobed":            {"reason", "bpf/internal/agent/metrics.go"},
 }
 
