@@ -210,8 +210,9 @@ static __always_inline bool dropped(__u32 established) {
 //
 // An owner already there of an open connection is a socket that had this address before: the kernel frees a TCP
 // socket only once it has passed CLOSE, and hands the address out again only after the free, so that connection is
-// closed. Its close was missed (seen: 1-36 dial connections a run of TestTCPCountsWhileOtherProgramsRun under load,
-// each last seen going ESTABLISHED -> FIN_WAIT1, with no recursion miss; the cause is not found) and is counted here,
+// closed. Its close was missed (seen: up to 60 dial connections a run of TestTCPCountsWhileOtherProgramsRun, each last
+// seen going ESTABLISHED -> FIN_WAIT1: their later changes ran in softirq while a thread of pid 1 was current, and on
+// this machine no BPF program runs then, with no recursion miss; README) and is counted here,
 // by whichever run's delete succeeds, as at CLOSE; overwritten, it was lost with nothing counted. Its retransmits
 // since last counted cannot be read from a freed socket. A connecting owner (0) is not taken for one: it is this
 // socket's own from the first set_state run.
