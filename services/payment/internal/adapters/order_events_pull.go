@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -36,12 +38,12 @@ import (
 // config on the server no longer takes this client's pulls (an operator
 // lowered MaxRequestBatch, MaxRequestExpires or MaxRequestMaxBytes, or
 // made the durable a push consumer while keeping its config digest). The
-// client reports the 409 once and keeps the pull, which then waits for
-// ever; nothing heals it but a change of the config, so the first one is
-// acted on: the pull is stopped and the consumer's config put back
-// (ensure with repair) before a new one, on the back-off of a failed start
-// (a consumer the repair cannot change is retried and logged at ERROR
-// every back-off, up to AckWait).
+// client reports the 409 and keeps the pull, which asks again every 30 s
+// and is refused again; nothing heals it but a change of the config, so
+// the first one is acted on: the pull is stopped and the consumer's config
+// put back (ensure with repair) before a new one, on the back-off of a
+// failed start (a consumer the repair cannot change is retried and logged
+// at ERROR every back-off, up to AckWait).
 type puller struct {
 	cons       jetstream.Consumer
 	handler    jetstream.MessageHandler // sends to the queue
@@ -182,17 +184,26 @@ var transient = []error{
 // nats.go has no error of its own for (409 Exceeded MaxRequestBatch,
 // MaxRequestExpires, MaxRequestMaxBytes, Consumer is push based; 409
 // Exceeded MaxWaiting is not sent to a pull with heartbeats). The client
-// reports the first and then waits for ever (tried on nats-server 2.15:
-// one error, then nothing for 28 s with orders published). Anything not
-// known as transient counts: an unknown error costs one restart of the
-// pull, logged and counted, where a missed refusal stalled the replica.
+// reports the refusal and keeps the pull, asking again only after two
+// missed heartbeats (30 s), refused again (nats-server 2.14.9: the refusal
+// at 0 s, 30 s, 60 s ...). Anything not known as transient counts: an
+// unknown error costs one restart of the pull, logged and counted, where a
+// missed refusal stalled the replica.
+//
+// A network error is no refusal: nats.go reports the failed write of a
+// pull request on a broken or blocked connection (NATS restarting), and
+// pulls again once it has reconnected. Taken as a refusal, it drained the
+// pull and put the consumer's config back, which fails while NATS is down,
+// so the replica pulled again only on a back-off grown meanwhile (up to
+// AckWait), not at the reconnection.
 func refused(err error) bool {
 	for _, t := range transient {
 		if errors.Is(err, t) {
 			return false
 		}
 	}
-	return true
+	var netErr net.Error
+	return !errors.As(err, &netErr) && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed)
 }
 
 // stoppedItself reports whether the current pull has ended although

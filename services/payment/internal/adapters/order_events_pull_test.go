@@ -3,6 +3,11 @@ package adapters
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"syscall"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -42,7 +47,7 @@ func TestStoppedPullIsReportedWithItsOwnError(t *testing.T) {
 }
 
 // TestRefusedPullIsStoppedAndRepaired: a pull the server refused (a status
-// nats.go has no error for, reported once, the pull kept) waits for ever;
+// nats.go has no error for, the pull kept) is refused on every request;
 // it is taken as stopped at the first refusal, the consumer's config to be
 // put back, while a missed heartbeat is outlived as before.
 func TestRefusedPullIsStoppedAndRepaired(t *testing.T) {
@@ -66,5 +71,28 @@ func TestRefusedPullIsStoppedAndRepaired(t *testing.T) {
 	}
 	if p.due(p.retryAt.Add(-1)) {
 		t.Error("a refused pull is restarted at once, not on the back-off")
+	}
+}
+
+// TestNetworkErrorOfAPullIsOutlived: nats.go reports a pull request whose
+// write failed on a broken or blocked connection (NATS restarting) and
+// pulls again once reconnected. Every error not on the transient list was
+// a refusal, so such a pull was drained and the consumer's config put
+// back, failing while NATS was down and leaving the replica on a grown
+// back-off after NATS was back.
+func TestNetworkErrorOfAPullIsOutlived(t *testing.T) {
+	ensure := func(context.Context, bool) (jetstream.Consumer, error) { return nil, nil }
+	cur := newPullStub()
+	p := &puller{cur: cur, ensure: ensure}
+	for _, err := range []error{
+		&net.OpError{Op: "write", Net: "tcp", Err: os.NewSyscallError("write", syscall.EPIPE)},
+		&net.OpError{Op: "write", Net: "tcp", Err: os.ErrDeadlineExceeded},
+		fmt.Errorf("write: %w", net.ErrClosed),
+		io.EOF,
+	} {
+		p.noteErr(cur, err)
+		if stopped, _ := p.stoppedItself(); stopped {
+			t.Fatalf("a pull that reported %v was taken as stopped (repair_config=%v)", err, p.repair)
+		}
 	}
 }

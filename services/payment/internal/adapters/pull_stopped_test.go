@@ -81,8 +81,8 @@ func TestConsumerDeletedWhilePausedIsRecreated(t *testing.T) {
 // TestPullRefusedByTheServerIsRepaired: an operator lowered the consumer's
 // MaxRequestBatch below the client's batch, keeping its config digest (so
 // EnsureConsumer leaves it). The server refuses every pull with 409
-// Exceeded MaxRequestBatch, which the client reports once and then waits
-// for ever, its pull not ended. Before, the error was stored and never
+// Exceeded MaxRequestBatch, which the client reports, asking again only
+// every 30 s (missed heartbeats) and refused each time, its pull not ended. Before, the error was stored and never
 // acted on: the replica stayed ready and an order published after it was
 // never charged. Now the pull counts as stopped on the first refusal: the
 // consumer's config is put back and a new pull started. The refusal comes
