@@ -43,3 +43,21 @@ func TestNameOfCompositionExclusionsSignsUp(t *testing.T) {
 		t.Fatalf("sign-up with 60 U+0958: %d %s", r.Code, r.Body)
 	}
 }
+
+// A name of only characters newer than Go's Unicode tables (15.0) is not
+// empty: "🫩" U+1FAE9, an emoji of Unicode 16, signs up and is a name PATCH
+// /users/me takes. Counted blank as unassigned, each was a 422 "must not be
+// empty" naming name.
+func TestNameOfNewerCharactersIsNotEmpty(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	body, _ := json.Marshal(map[string]string{"email": email, "password": password, "name": "\U0001FAE9"})
+	if r := h.do("POST", "/api/v1/users", string(body)); r.Code != http.StatusCreated || r.json(t)["name"] != "\U0001FAE9" {
+		t.Fatalf("sign-up named U+1FAE9: %d %s", r.Code, r.Body)
+	}
+	access, _ := h.tokens(email)
+	body, _ = json.Marshal(map[string]string{"name": "\U0002EBF0"}) // a CJK ideograph of Unicode 15.1
+	if r := h.do("PATCH", "/api/v1/users/me", string(body), "Authorization", "Bearer "+access); r.Code != http.StatusOK {
+		t.Fatalf("PATCH to U+2EBF0: %d %s", r.Code, r.Body)
+	}
+}

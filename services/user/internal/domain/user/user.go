@@ -96,12 +96,19 @@ func NormalizeName(name string) (string, *FieldError) {
 // letters (the Hangul fillers U+3164, U+115F, U+1160, U+FFA0 render blank
 // and were accepted as a name on their own, the usual trick for a blank
 // display name); the braille blank U+2800, a symbol drawn as nothing; and
-// what has no glyph anyone else sees (private use, unassigned code points,
-// noncharacters: unicode.IsGraphic is false). Beside a character that shows,
-// each stays allowed: a name keeps what its owner typed.
+// what has no glyph anyone else sees (private use, noncharacters). Beside a
+// character that shows, each stays allowed: a name keeps what its owner typed.
+//
+// A code point unassigned in Go's tables (Unicode 15.0) is not blank: it may
+// be a character of a later version, which the user's device draws (the
+// emoji "🫩" U+1FAE9 and the Garay script are Unicode 16), and a name of only
+// those was refused as empty. The code points Unicode keeps for future
+// characters that render blank are Other_Default_Ignorable_Code_Point
+// already, assigned or not (U+2065, U+FFF0–U+FFF8, U+E0000–U+E0FFF), so no
+// later character can be drawn as nothing and pass here.
 func blank(r rune) bool {
-	return !unicode.IsGraphic(r) || unicode.IsSpace(r) || r == '\u2800' ||
-		unicode.In(r, unicode.M, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
+	return unicode.IsSpace(r) || r == '\u2800' || unicode.In(r, unicode.Cf, unicode.Co, unicode.M,
+		unicode.Noncharacter_Code_Point, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
 }
 
 // decodingLoss reports whether s holds U+FFFD or bytes that are not UTF-8.

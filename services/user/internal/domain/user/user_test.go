@@ -80,8 +80,13 @@ func TestNormalizeName(t *testing.T) {
 	if n, fe := NormalizeName("  Alice  "); fe != nil || n != "Alice" {
 		t.Fatalf("%q %v", n, fe)
 	}
-	// Scripts and emoji that need joiners stay allowed.
-	for _, in := range []string{"Zoë", "李小龙", "می\u200cخواهم", "👩\u200d💻", "❤\ufe0f", "한글", "x\u3164y", "\ue000Ann"} {
+	// Scripts and emoji that need joiners stay allowed, and so do marks,
+	// variation selectors and tags on a character that shows.
+	for _, in := range []string{"Zoë", "李小龙", "می\u200cخواهم", "👩\u200d💻", "❤\ufe0f", "한글", "x\u3164y", "\ue000Ann",
+		"مُحَمَّد", "שָׁלוֹם", "👨\u200d👩\u200d👧", "葛\U000E0100", "\u115f\u1161", "🏴\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F",
+		// Characters newer than Go's Unicode 15.0 tables, alone: an emoji
+		// of Unicode 16, a CJK ideograph of 15.1.
+		"\U0001FAE9", "\U0002EBF0"} {
 		if n, fe := NormalizeName(in); fe != nil || n != in {
 			t.Errorf("NormalizeName(%q) = %q, %v", in, n, fe)
 		}
@@ -92,9 +97,11 @@ func TestNormalizeName(t *testing.T) {
 		"\u200b", "\ufeff", "\u2060\u00ad", "\u200d", "\u0301", " \u200b ",
 		// Letters and symbols that render blank: Hangul fillers (default
 		// ignorable though they are letters), the braille blank, a variation
-		// selector; and code points with no glyph anyone else has: private
-		// use, unassigned, a noncharacter.
-		"\u3164", "\u115f\u1160", "\uffa0", "\u2800\u2800", "\ufe0f", "\ue000", "\U000F0000", "\u0378", "\ufffe"} {
+		// selector; code points with no glyph anyone else has: private
+		// use, a noncharacter; and unassigned ones Unicode keeps for
+		// characters that render blank.
+		"\u3164", "\u115f\u1160", "\uffa0", "\u2800\u2800", "\ufe0f", "\ue000", "\U000F0000", "\ufffe", "\ufdd0",
+		"\u2065", "\ufff0", "\U000E0FFF"} {
 		if _, fe := NormalizeName(in); fe == nil {
 			t.Errorf("NormalizeName(%q) accepted", in)
 		}
