@@ -228,8 +228,9 @@ const MaxLocalLen = 64
 // hostName reports whether domain, as NormalizeEmail leaves it (in Unicode),
 // is a name mail can be sent to: IDNA2008 registration rules (letters,
 // digits and hyphens, no hyphen first or last, labels of at most 63 bytes
-// as A-labels, a valid A-label where one is written as such) and a top-level
-// label not all digits (RFC 3696 section 2: "1.2.3.4" is an IP address, not
+// as A-labels, a valid A-label where one is written as such; code points
+// as UTS #46's table has them, so emoji pass, as the registered "i❤.ws"
+// does) and a top-level label not all digits (RFC 3696 section 2: "1.2.3.4" is an IP address, not
 // a name). mail.ParseAddress takes any dot-atom, so "x_y.com", "x.com%00",
 // "-x.com" and a 64-letter label signed up, and so did the domain literal
 // "[127.0.0.1]", which would have mail sent to an address of the caller's

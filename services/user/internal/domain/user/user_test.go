@@ -148,9 +148,16 @@ func TestCheckNewEmail(t *testing.T) {
 func TestCheckNewEmailRefusesUndeliverableAddresses(t *testing.T) {
 	for _, in := range []string{strings.Repeat("a", 64) + "@example.com", "münchen@münchen.de",
 		"a@例え.テスト", "a@xn--bcher-kva.example", "a@x.xn--p1ai", "a@sub-1.example.com",
-		"a@" + strings.Repeat("b", 63) + ".com", "a@x.c"} {
-		if fe := CheckNewEmail(in); fe != nil {
-			t.Errorf("CheckNewEmail(%+q) = %v", in, fe)
+		"a@" + strings.Repeat("b", 63) + ".com", "a@x.c",
+		// As real users type them: mixed case, a tag, subdomains, A-labels
+		// in capitals, an emoji domain.
+		"Alice+Tag@Mail.Example.COM", "a@XN--BCHER-KVA.DE", "a@xn--i-7iq.ws"} {
+		n, fe := NormalizeEmail(in) // as sign-up does first
+		if fe == nil {
+			fe = CheckNewEmail(n)
+		}
+		if fe != nil {
+			t.Errorf("sign-up with %+q: %v", in, fe)
 		}
 	}
 	for _, in := range []string{strings.Repeat("a", 65) + "@example.com", strings.Repeat("é", 33) + "@example.com",
