@@ -31,7 +31,8 @@ const (
 // lease waited on the same connection. With them, gRPC closes such a
 // connection within EtcdKeepAliveTime + EtcdKeepAliveTimeout and the client
 // resumes its watches and keep-alives on a new one
-// (TestResolverFollowsEtcdAfterItsConnectionGoesSilent). Only while a
+// (TestResolverFollowsEtcdAfterItsConnectionGoesSilent,
+// TestRegistryComesBackAfterItsConnectionGoesSilent). Only while a
 // stream is open: etcd refuses pings on an idle connection by default, and
 // an idle connection has nothing to notice.
 func EtcdConfig(endpoints []string, dialTimeout time.Duration, log *slog.Logger) clientv3.Config {
