@@ -31,19 +31,28 @@ const ConfigDigestKey = "shanhai.config-digest"
 // until the service's own cfg changes. The usual restart is then one
 // request, where Ensure's stream lookup first was another round trip and the
 // decoding of a StreamInfo nobody reads.
+//
+// An existing consumer keeps where it starts (DeliverPolicy, OptStartSeq,
+// OptStartTime): the server refuses to change it, and a consumer created
+// with a start of its own under cfg's digest (WithDigest: payment recreates
+// a deleted consumer just above its ack floor) would otherwise make every
+// later change of cfg fail ("deliver policy can not be updated").
 func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	digest, err := ConfigDigest(cfg)
+	withDigest, err := WithDigest(cfg)
 	if err != nil {
 		return nil, err
 	}
+	digest := withDigest.Metadata[ConfigDigestKey]
 	streamFound := false
 	if cfg.Durable != "" {
 		c, err := js.Consumer(ctx, n.Stream, cfg.Durable)
 		switch {
 		case err == nil:
-			if c.CachedInfo().Config.Metadata[ConfigDigestKey] == digest {
+			on := c.CachedInfo().Config
+			if on.Metadata[ConfigDigestKey] == digest {
 				return c, nil
 			}
+			withDigest.DeliverPolicy, withDigest.OptStartSeq, withDigest.OptStartTime = on.DeliverPolicy, on.OptStartSeq, on.OptStartTime
 			streamFound = true
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
 			streamFound = true
@@ -56,24 +65,34 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg je
 			return nil, err
 		}
 	}
-	md := make(map[string]string, len(cfg.Metadata)+1)
-	maps.Copy(md, cfg.Metadata)
-	md[ConfigDigestKey] = digest
-	cfg.Metadata = md
-	c, err := js.CreateOrUpdateConsumer(ctx, n.Stream, cfg)
+	c, err := js.CreateOrUpdateConsumer(ctx, n.Stream, withDigest)
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", n.Stream, err)
 	}
 	return c, nil
 }
 
-// ConfigDigest is a hex SHA-256 of cfg's JSON form (encoding/json writes
+// WithDigest returns cfg carrying its digest (ConfigDigestKey) in a copy of
+// its metadata, as EnsureConsumer writes it. For a caller that creates or
+// updates the consumer itself, with a start other than cfg's (a consumer
+// recreated where its deleted predecessor stopped), and must still be found
+// as made from cfg by the next EnsureConsumer.
+func WithDigest(cfg jetstream.ConsumerConfig) (jetstream.ConsumerConfig, error) {
+	digest, err := configDigest(cfg)
+	if err != nil {
+		return cfg, err
+	}
+	md := make(map[string]string, len(cfg.Metadata)+1)
+	maps.Copy(md, cfg.Metadata)
+	md[ConfigDigestKey] = digest
+	cfg.Metadata = md
+	return cfg, nil
+}
+
+// configDigest is a hex SHA-256 of cfg's JSON form (encoding/json writes
 // struct fields in order and map keys sorted, so equal configs give equal
-// digests), without a digest cfg may already carry. Exported for a caller
-// that creates the consumer itself with a start other than cfg's (a
-// consumer recreated where its deleted predecessor stopped) and must still
-// be found as made from cfg by the next EnsureConsumer.
-func ConfigDigest(cfg jetstream.ConsumerConfig) (string, error) {
+// digests), without a digest cfg may already carry.
+func configDigest(cfg jetstream.ConsumerConfig) (string, error) {
 	if _, ok := cfg.Metadata[ConfigDigestKey]; ok {
 		cfg.Metadata = maps.Clone(cfg.Metadata)
 		delete(cfg.Metadata, ConfigDigestKey)

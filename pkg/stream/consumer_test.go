@@ -62,16 +62,52 @@ func TestEnsureConsumerWritesOnlyWhenItsConfigChanges(t *testing.T) {
 
 func TestConfigDigestIgnoresItsOwnKey(t *testing.T) {
 	cfg := jetstream.ConsumerConfig{Durable: "d", MaxDeliver: 3}
-	a, err := ConfigDigest(cfg)
+	a, err := configDigest(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg.Metadata = map[string]string{ConfigDigestKey: a}
-	if b, _ := ConfigDigest(cfg); b != a {
+	if b, _ := configDigest(cfg); b != a {
 		t.Fatalf("digest %s with its own key, %s without", b, a)
 	}
 	cfg.MaxDeliver = 4
-	if c, _ := ConfigDigest(cfg); c == a {
+	if c, _ := configDigest(cfg); c == a {
 		t.Fatal("a different config has the same digest")
+	}
+}
+
+// TestEnsureConsumerKeepsTheStartOfAConsumerItChanges: a consumer created
+// with a start of its own and the digest of cfg (payment recreates a
+// deleted consumer so, just above the ack floor) was sent cfg's start
+// back once cfg changed, which the server refuses ("deliver policy can
+// not be updated"): every start of the service with the new config failed
+// until someone deleted the consumer. The start is kept; the rest is
+// applied.
+func TestEnsureConsumerKeepsTheStartOfAConsumerItChanges(t *testing.T) {
+	js, n := testStream(t, "CONSUMERSTART")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := Ensure(ctx, js, n); err != nil {
+		t.Fatal(err)
+	}
+	cfg := jetstream.ConsumerConfig{Durable: "svc", AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 5}
+	started, err := WithDigest(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started.DeliverPolicy, started.OptStartSeq = jetstream.DeliverByStartSequencePolicy, 5
+	if _, err := js.CreateConsumer(ctx, n.Stream, started); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.MaxDeliver = 9
+	c, err := EnsureConsumer(ctx, js, n, cfg)
+	if err != nil {
+		t.Fatalf("a changed config on a consumer with a start of its own: %v", err)
+	}
+	got := c.CachedInfo().Config
+	if got.MaxDeliver != 9 || got.DeliverPolicy != jetstream.DeliverByStartSequencePolicy || got.OptStartSeq != 5 {
+		t.Fatalf("updated config: MaxDeliver %d, deliver policy %v from %d; want 9, by start sequence from 5",
+			got.MaxDeliver, got.DeliverPolicy, got.OptStartSeq)
 	}
 }

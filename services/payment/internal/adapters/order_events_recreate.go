@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync/atomic"
 	"time"
 
@@ -99,7 +98,7 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 	cons, err := c.js.Consumer(ctx, c.names.Stream, c.names.Durable)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		cfg, err := c.withDigest()
+		cfg, err := stream.WithDigest(c.cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -119,7 +118,7 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 		}
 		return cons, nil
 	case err == nil && repair:
-		cfg, err := c.withDigest()
+		cfg, err := stream.WithDigest(c.cfg)
 		if err != nil {
 			return nil, err
 		}
@@ -135,20 +134,4 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 		// again empty: nothing to skip), or NATS not answering.
 		return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
 	}
-}
-
-// withDigest is the service's consumer config carrying its own digest, as
-// EnsureConsumer writes it.
-func (c *OrderEvents) withDigest() (jetstream.ConsumerConfig, error) {
-	cfg := c.cfg
-	digest, err := stream.ConfigDigest(cfg)
-	if err != nil {
-		return cfg, err
-	}
-	cfg.Metadata = maps.Clone(cfg.Metadata)
-	if cfg.Metadata == nil {
-		cfg.Metadata = map[string]string{}
-	}
-	cfg.Metadata[stream.ConfigDigestKey] = digest
-	return cfg, nil
 }

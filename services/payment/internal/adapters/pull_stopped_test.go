@@ -128,7 +128,7 @@ func TestPullRefusedByTheServerIsRepaired(t *testing.T) {
 // with every earlier order acked and seen so, the recreated consumer
 // delivers the new order alone; and the next EnsureConsumer (a start,
 // another replica) takes it as made from the service's config and leaves
-// its start.
+// its start, which one with a changed config (a deploy) keeps too.
 func TestRecreatedConsumerStartsAboveTheAckFloor(t *testing.T) {
 	st := newStalled(t, "PAYPULLFLOOR")
 	close(st.prov.release)
@@ -169,6 +169,13 @@ func TestRecreatedConsumerStartsAboveTheAckFloor(t *testing.T) {
 	}
 	if got := again.CachedInfo().Config.OptStartSeq; got != before+1 {
 		t.Errorf("after EnsureConsumer the consumer starts at %d, want %d", got, before+1)
+	}
+	// A deploy with a changed config: its start refused to update the
+	// recreated consumer's deliver policy, and failed.
+	changed := st.cfg
+	changed.MaxDeliver++
+	if _, err := stream.EnsureConsumer(ctx, st.s.JS, st.names, changed); err != nil {
+		t.Errorf("EnsureConsumer with a changed config on the recreated consumer: %v", err)
 	}
 }
 
