@@ -50,21 +50,13 @@ func Register(r gin.IRouter, a app.Application, auth gin.HandlerFunc, userID fun
 	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", OpenAPI) })
 	api := r.Group("/api/v1", auth)
 	api.GET("/products", h.listProducts)
-	orders := api.Group("/orders", noStore)
+	// A user's orders are kept out of every cache (personal data); the
+	// catalogue, the same for everyone, is left cacheable.
+	orders := api.Group("/orders", server.NoStore)
 	orders.POST("", h.createOrder)
 	orders.GET("", h.listOrders)
 	orders.GET("/:id", h.getOrder)
 	orders.POST("/:id/cancel", h.cancelOrder)
-}
-
-// noStore keeps a user's orders out of every cache on the way, the
-// browser's disk cache included, as the user service does for the profile:
-// they are personal data, and with no Cache-Control a browser stored each
-// answer, readable there after logout. The catalogue is the same for
-// everyone and is left cacheable.
-func noStore(c *gin.Context) {
-	c.Header("Cache-Control", "no-store")
-	c.Next()
 }
 
 type productJSON struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/shanhai-dev/shanhai/pkg/deadline"
 	"github.com/shanhai-dev/shanhai/pkg/page"
 	"github.com/shanhai-dev/shanhai/pkg/problem"
+	"github.com/shanhai-dev/shanhai/pkg/server"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/app"
 	"github.com/shanhai-dev/shanhai/services/payment/internal/domain/payment"
 )
@@ -37,18 +38,9 @@ func Register(r gin.IRouter, a app.Application, auth gin.HandlerFunc, userID fun
 	}
 	h := &HTTP{app: a, userID: userID, log: log}
 	r.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", OpenAPI) })
-	api := r.Group("/api/v1", auth, noStore)
+	api := r.Group("/api/v1", auth, server.NoStore) // a user's payments: personal data
 	api.GET("/payments", h.listPayments)
 	api.GET("/payments/:id", h.getPayment)
-}
-
-// noStore keeps a user's payments out of every cache on the way, the
-// browser's disk cache included, as the user service does for the profile:
-// they are personal data, and with no Cache-Control a browser stored each
-// answer, readable there after logout.
-func noStore(c *gin.Context) {
-	c.Header("Cache-Control", "no-store")
-	c.Next()
 }
 
 type paymentJSON struct {
