@@ -132,7 +132,7 @@ func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
 			status := c.Writer.Status()
 			failed := !returned || status >= 500
 			if (failed || status == deadline.StatusClientClosedRequest) && returned &&
-				callerEnded(outer, c.Request.Context()) {
+				callerEnded(outer, c.Request.Context(), c.Request.Header) {
 				// The caller's own doing (deadline.Abort's 499 or 504):
 				// counted, clients that give up early would shrink the
 				// limit for everyone.
@@ -154,11 +154,17 @@ func ConcurrencyMiddleware(a *Adaptive) gin.HandlerFunc {
 // So whether the client left is read from outer, the context this layer
 // was handed (the same one when the deadline layer is outside, as
 // pkg/server's is), and whether the caller's deadline passed from inner,
-// the request's context now, which carries it.
-func callerEnded(outer, inner context.Context) bool {
+// the request's context now, which carries it. A request that arrived with
+// no time left (header h) gets no such context: the deadline layer answers
+// it 504 at once, and counted, clients sending spent deadlines would shrink
+// the limit.
+func callerEnded(outer, inner context.Context, h http.Header) bool {
 	if deadline.GaveUp(outer, time.Millisecond) {
 		return true
 	}
-	dl, ok := deadline.Caller(inner)
-	return ok && time.Until(dl) < time.Millisecond
+	if dl, ok := deadline.Caller(inner); ok {
+		return time.Until(dl) < time.Millisecond
+	}
+	remaining, ok, err := deadline.Parse(h)
+	return ok && err == nil && remaining <= 0
 }
