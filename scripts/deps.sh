@@ -21,7 +21,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DEPS=$ROOT/scripts/deps
 CACHE=${SHANHAI_CACHE:-$HOME/.cache/shanhai}
-VAR=${SHANHAI_VAR:-$ROOT/var/deps}
+# The state directory as the kernel names it (absolute, no symlink, no trailing slash): our_pid compares it with
+# /proc/<pid>/cwd, which is always that physical path, and a checkout under a symlinked directory made them differ.
+VAR=$(realpath -m -- "${SHANHAI_VAR:-$ROOT/var/deps}")
 LOG=$VAR/log
 HOST=127.0.0.1
 

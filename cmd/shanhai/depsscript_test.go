@@ -256,3 +256,45 @@ rm -rf "$d"
 		t.Fatalf("the distribution was not fetched again after a cut-short copy (%v):\n%s", err, out)
 	}
 }
+
+// `down` stops the redis it started when the state directory is named
+// through a symlink (a checkout under a symlinked directory: the script's
+// paths are the logical ones `pwd` gives) or with a trailing slash. Redis
+// rewrites its command line, so only its working directory, which the kernel
+// gives as the physical path, tells it is this checkout's: compared with the
+// path as named, it never matched, and `down` called the running redis a
+// stale pid file's, removed the file and left the server running, nobody's.
+func TestDepsDownStopsItsRedisWhateverTheStateDirIsCalled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis")
+	}
+	for _, c := range []struct {
+		name string
+		path func(dir string) string // SHANHAI_VAR naming the directory dir
+	}{
+		{"through a symlink", func(dir string) string {
+			link := filepath.Join(filepath.Dir(dir), "link")
+			if err := os.Symlink(dir, link); err != nil {
+				t.Fatal(err)
+			}
+			return link
+		}},
+		{"with a trailing slash", func(dir string) string { return dir + "/" }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := newDepsScript(t, "SHANHAI_REDIS_PORT="+kernelPort(t))
+			if err := os.MkdirAll(d.dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			d.env = append(d.env, "SHANHAI_VAR="+c.path(d.dir)) // the last value of a variable is the one used
+			if out, err := d.run("up", "redis"); err != nil {
+				t.Fatalf("deps.sh up redis: %v\n%s", err, out)
+			}
+			redis := d.pid("redis")
+			t.Cleanup(func() { _ = syscall.Kill(redis, syscall.SIGKILL) }) // when down left it
+			if out, err := d.run("down", "redis"); err != nil || alive(redis) {
+				t.Fatalf("deps.sh down redis: %v, redis %d still running: %v\n%s", err, redis, alive(redis), out)
+			}
+		})
+	}
+}
