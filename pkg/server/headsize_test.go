@@ -61,8 +61,8 @@ func TestOversizedHeadIsProblem431(t *testing.T) {
 			t.Errorf("%s (%d bytes): %d %q, want %d %q: %.200s", c.name, c.size, resp.StatusCode, resp.Header.Get("Content-Type"),
 				c.status, c.contentType, body)
 		}
-		if wantRan := b2i(c.status == http.StatusOK); ran != wantRan {
-			t.Errorf("%s: the handler ran %d times, want %d", c.name, ran, wantRan)
+		if served := c.status == http.StatusOK; (ran > 0) != served {
+			t.Errorf("%s: the handler ran %d times (served: %v)", c.name, ran, served)
 		}
 	}
 	if strings.Contains(logs.String(), `"level":"ERROR"`) {
@@ -89,13 +89,6 @@ func sendHead(t *testing.T, addr, head string) (*http.Response, string) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	return resp, string(body)
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // headBytes is the length of a head sent with no optional white space, and
