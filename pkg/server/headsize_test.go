@@ -61,8 +61,8 @@ func TestOversizedHeadIsProblem431(t *testing.T) {
 			t.Errorf("%s (%d bytes): %d %q, want %d %q: %.200s", c.name, c.size, resp.StatusCode, resp.Header.Get("Content-Type"),
 				c.status, c.contentType, body)
 		}
-		if served := c.status == http.StatusOK; (ran > 0) != served {
-			t.Errorf("%s: the handler ran %d times (served: %v)", c.name, ran, served)
+		if want := c.status == http.StatusOK; (ran > 0) != want {
+			t.Errorf("%s: the handler ran %d times, want it to run: %v", c.name, ran, want)
 		}
 	}
 	if strings.Contains(logs.String(), `"level":"ERROR"`) {
