@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,19 +148,42 @@ func TestOutliveBrokenPipe(t *testing.T) {
 	}
 }
 
-// SIGHUP stops a run as Ctrl-C does, unless it was ignored (nohup): then
-// catching it would undo what nohup is for.
+// stopSignalsChild is the environment variable that makes this test binary,
+// run again by TestStopSignalsLeaveAnIgnoredHangUpAlone, print StopSignals.
+const stopSignalsChild = "INTERRUPT_TEST_STOP_SIGNALS"
+
+// SIGHUP stops a run as Ctrl-C does, unless the command started with it
+// ignored (nohup): then catching it would undo what nohup is for. Each case
+// is a fresh process, started as nohup starts one, because only a start
+// decides it: the test used to ignore SIGHUP in this process, which no
+// signal.Reset undoes, so it failed under -count=2, and under a nohup'ed
+// go test, whose test binary starts with SIGHUP ignored.
 func TestStopSignalsLeaveAnIgnoredHangUpAlone(t *testing.T) {
-	if signal.Ignored(syscall.SIGHUP) {
-		t.Fatal("the test process starts with SIGHUP ignored: run it without nohup")
+	if os.Getenv(stopSignalsChild) != "" {
+		fmt.Printf("stop signals: %v\n", StopSignals())
+		os.Exit(0)
 	}
-	if got := StopSignals(); !slices.Contains(got, os.Signal(syscall.SIGHUP)) || !slices.Contains(got, os.Interrupt) ||
-		!slices.Contains(got, os.Signal(syscall.SIGTERM)) {
-		t.Fatalf("StopSignals() = %v, want SIGINT, SIGTERM and SIGHUP", got)
-	}
-	signal.Ignore(syscall.SIGHUP)
-	defer signal.Reset(syscall.SIGHUP)
-	if got := StopSignals(); slices.Contains(got, os.Signal(syscall.SIGHUP)) {
-		t.Fatalf("StopSignals() with SIGHUP ignored = %v, want it left out", got)
+	// Caught here, SIGHUP starts at its default in a child, even when this
+	// process started with it ignored.
+	guard(t, syscall.SIGHUP)
+	self := []string{os.Args[0], "-test.run=^TestStopSignalsLeaveAnIgnoredHangUpAlone$"}
+	// sh's trap '' leaves the program it execs with SIGHUP ignored, as nohup does.
+	underNohup := append([]string{"sh", "-c", `trap '' HUP; exec "$@"`, "sh"}, self...)
+	for _, c := range []struct {
+		name string
+		argv []string
+		want string
+	}{
+		{"started from a terminal", self, "stop signals: [interrupt terminated hangup]\n"},
+		{"started with SIGHUP ignored", underNohup, "stop signals: [interrupt terminated]\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cmd := exec.Command(c.argv[0], c.argv[1:]...)
+			cmd.Env = append(os.Environ(), stopSignalsChild+"=1")
+			out, err := cmd.Output()
+			if err != nil || !strings.Contains(string(out), c.want) {
+				t.Fatalf("%v: %v, output %q; want %q", c.argv, err, out, c.want)
+			}
+		})
 	}
 }
