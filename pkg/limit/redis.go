@@ -65,13 +65,19 @@ type Redis struct {
 	localKeys   int
 	window      time.Duration // Redis's refill time of a drained bucket
 
-	downUntil atomic.Int64 // unix nanos; 0 while Redis answers
+	// clock reads the monotonic time (monotonicClock, as Local's buckets do):
+	// the cool-down and the warnings' spacing measured on the wall clock
+	// (time.Now().UnixNano()) kept Redis untried, and the warnings silent, for
+	// as long as a clock stepped back after Redis failed (an NTP correction, a
+	// restored VM) had gone back.
+	clock     func() int64
+	downUntil atomic.Int64 // clock nanos; 0 while Redis answers
 	refused   atomic.Bool  // what the last failure was: an error reply, not a missing answer
 	probing   atomic.Bool
 	fallbacks metric.Int64Counter
 	// the fallback counter's attributes for each reason
 	unreachableAttrs, refusedAttrs, wrongTypeAttrs metric.MeasurementOption
-	wrongTypeLogged                                atomic.Int64 // unix nanos of the last warning of a key of the wrong type
+	wrongTypeLogged                                atomic.Int64 // clock nanos of the last warning of a key of the wrong type
 }
 
 // RedisOption tunes NewRedis.
@@ -138,6 +144,7 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 		cooldown:    time.Second,
 		callTimeout: 100 * time.Millisecond,
 		localKeys:   DefaultLocalKeys,
+		clock:       monotonicClock(),
 	}
 	for _, o := range opts {
 		o(r)
@@ -163,7 +170,7 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 		return Decision{}, fmt.Errorf("limit %s: %w", r.name, err)
 	}
 	if until := r.downUntil.Load(); until != 0 {
-		if time.Now().UnixNano() < until || !r.probing.CompareAndSwap(false, true) {
+		if r.clock() < until || !r.probing.CompareAndSwap(false, true) {
 			return r.fallback(ctx, key), nil
 		}
 		defer r.probing.Store(false)
@@ -281,7 +288,8 @@ func (r *Redis) markDown(ctx context.Context, err error) {
 	var reply redis.Error
 	refused := errors.As(err, &reply)
 	changed := r.refused.Swap(refused) != refused
-	if r.downUntil.Swap(time.Now().Add(r.cooldown).UnixNano()) == 0 || changed {
+	// Never 0, which says Redis answers, however early on the clock.
+	if r.downUntil.Swap(max(1, r.clock()+int64(r.cooldown))) == 0 || changed {
 		msg := "rate limit redis unreachable, enforcing limit/replicas locally"
 		if refused {
 			msg = "rate limit redis refused the call, enforcing limit/replicas locally"
@@ -354,7 +362,7 @@ const wrongTypeLogEvery = time.Minute
 // this limit holds another type. The keys are client addresses and account
 // names, so the warning gives the pattern to scan for rather than the key.
 func (r *Redis) logWrongType(ctx context.Context, err error) {
-	now := time.Now().UnixNano()
+	now := max(1, r.clock()) // 0 is never warned
 	last := r.wrongTypeLogged.Load()
 	if last != 0 && now-last < int64(wrongTypeLogEvery) || !r.wrongTypeLogged.CompareAndSwap(last, now) {
 		return
