@@ -121,7 +121,7 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 	unrecorded, _ := m.Int64Counter("shanhai.payment.dead_letters.unrecorded",
 		metric.WithDescription("messages given up on at their last delivery whose dead letter could not be recorded (only the stream holds them), by cause"))
 	pullStops, _ := m.Int64Counter("shanhai.payment.consumer.pull_stops",
-		metric.WithDescription("pulls of the order consumer that stopped on their own (the consumer deleted on the server, the connection closed for good), each started again with back-off"))
+		metric.WithDescription("pulls of the order consumer that stopped on their own (the consumer deleted on the server, the connection closed for good) or were refused by the server (its config put back), each started again with back-off"))
 	givenUp, _ := m.Int64Counter("shanhai.payment.consumer.given_up",
 		metric.WithDescription("order messages a replica whose workers were all stuck stopped keeping from redelivery, queued or arriving meanwhile (delivered again, maybe to another replica)"))
 	// At 0 from the start: an alert reads them with increase(), which a
