@@ -62,7 +62,7 @@ type partition struct {
 	tracker   atomic.Pointer[commit.Tracker]
 	committed int64                   // last committed position; only the committer touches it
 	fetching  atomic.Bool             // the feed waits for a record, so the high watermark its last record gave still holds
-	hwm       atomic.Int64            // the high watermark the last fetched record came with (refreshLag)
+	hwm       atomic.Int64            // the high watermark the last fetched record, or the session's check (inRange), came with (refreshLag)
 	fetch     *outage.Log             // the run of failed fetches, if any (fetch.go)
 	rewound   atomic.Pointer[rewind]  // the last reset of the position (reset.go), whose offset commit leaves alone
 	session   atomic.Pointer[session] // the session reading now, which a position out of range ends (fetchFailed)

@@ -69,6 +69,10 @@ func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
 			p.fetchFailed(fmt.Errorf("list offsets: %w", po.Error))
 			return pos, false
 		}
+		// The partition's end as of now: after a reset within a generation (the topic recreated or truncated) the
+		// high watermark the last fetched record came with is the old partition's, and refreshLag would report it
+		// minus the reset position while the session waits for a record.
+		p.hwm.Store(po.LastOffset)
 		to, side := resumeAt(pos, po.FirstOffset, po.LastOffset)
 		if side != "" {
 			l.o.Metrics.OffsetReset(p.route.Topic, p.id, side)
