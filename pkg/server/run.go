@@ -54,9 +54,6 @@ func (s *Server) ServeStarting(ctx context.Context, ln net.Listener, steps ...fu
 		ConnState:         s.fresh.track,
 		Handler:           s.engine,
 		ReadHeaderTimeout: 10 * time.Second,
-		// 64 KiB above MaxHeaderBytes, which oversizedHead answers as a
-		// problem: net/http's own 431 is plain text.
-		MaxHeaderBytes: serverHeaderBytes,
 		// A whole request, body included; net/http lifts it once the body is
 		// read, so a long handler keeps its context and its response.
 		ReadTimeout: s.o.ReadTimeout,

@@ -1,8 +1,7 @@
 // Package server is the one way a Shanhai binary serves HTTP: a gin engine
 // with recovery, request ids, tracing and metrics, problem+json errors, HEAD
-// answered by the GET route of its path, a 431 problem for a request head
-// over MaxHeaderBytes, a 400 for a query gin would read with pairs silently
-// dropped, /healthz, /readyz and /metrics,
+// answered by the GET route of its path, a 400 for a query gin would read
+// with pairs silently dropped, /healthz, /readyz and /metrics,
 // pprof on a separate admin listener, and a graceful shutdown whose order is
 // fixed:
 //
@@ -160,11 +159,10 @@ func New(o Options) *Server {
 	// of the request (requestContext); deadline.Enforce, in its place in
 	// this order, answers and releases it (the access log releases it for a
 	// request answered before Enforce). No header, no deadline. Between
-	// recovery and the deadline, a head over MaxHeaderBytes is a 431
-	// (oversizedHead) and a query gin would read with pairs dropped a 400
-	// (undecodableQuery), measured and logged as such.
+	// recovery and the deadline, a query gin would read with pairs dropped
+	// is a 400 (undecodableQuery), measured and logged as one.
 	e.Use(s.cutAfterPanic, s.headAsGet, telemetry.Middleware(s.telemetryOptions()...), s.accessLog, s.recovery,
-		oversizedHead, undecodableQuery, deadline.Enforce())
+		undecodableQuery, deadline.Enforce())
 	e.NoRoute(func(c *gin.Context) {
 		problem.Abort(c, http.StatusNotFound, "no route for "+c.Request.URL.Path)
 	})
