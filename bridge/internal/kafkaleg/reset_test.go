@@ -4,6 +4,10 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,5 +53,24 @@ func TestAResetPositionsLagIsFromThePartitionsEnd(t *testing.T) {
 	l.refreshLag(ctx, []*partition{p})
 	if v, ok, err := harness.Int64Metric(reader, "bridge.consumer.lag", "topic", topic); err != nil || !ok || v != 0 {
 		t.Errorf("bridge_consumer_lag after a reset to 0 of an empty partition = %d (set %v, %v), want 0", v, ok, err)
+	}
+}
+
+// TestOutOfRangeLogsAreKafkaGos: leg A tells a position out of range met mid-read by the text of kafka-go's error log
+// lines (outOfRangeLogs); a kafka-go that words them otherwise would leave such a partition retrying for ever, counted
+// as failed fetches, with no reset. The texts must be in the reader of the kafka-go this module builds with.
+func TestOutOfRangeLogsAreKafkaGos(t *testing.T) {
+	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/segmentio/kafka-go").Output()
+	if err != nil {
+		t.Fatalf("locating kafka-go's source: %v", err)
+	}
+	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(dir)), "reader.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prefix := range outOfRangeLogs {
+		if !strings.Contains(string(src), `log.Printf("`+prefix) {
+			t.Errorf("kafka-go's reader.go logs no line starting %q: update outOfRangeLogs (reset.go)", prefix)
+		}
 	}
 }
