@@ -9,7 +9,8 @@ import (
 // relay listens on a loopback port and, for each connection it accepts,
 // dials target and hands both ends to serve, which starts its copying on wg.
 // When the test ends it stops accepting, closes every connection it made and
-// waits for serve's goroutines. It returns the listening address. A cleanup
+// waits for serve's goroutines; a dial still under way then is closed once it
+// completes, rather than relayed by copies nothing would end. It returns the listening address. A cleanup
 // the caller registers after relay runs before relay's own (the test's
 // cleanups run last in, first out).
 func relay(t testing.TB, target string, serve func(wg *sync.WaitGroup, front, back net.Conn)) string {
@@ -22,10 +23,12 @@ func relay(t testing.TB, target string, serve func(wg *sync.WaitGroup, front, ba
 		wg     sync.WaitGroup
 		mu     sync.Mutex
 		opened []net.Conn
+		ended  bool // the cleanup has closed opened: a connection made since is closed at once
 	)
 	t.Cleanup(func() {
 		_ = ln.Close()
 		mu.Lock()
+		ended = true
 		for _, c := range opened {
 			_ = c.Close()
 		}
@@ -44,6 +47,11 @@ func relay(t testing.TB, target string, serve func(wg *sync.WaitGroup, front, ba
 				continue
 			}
 			mu.Lock()
+			if ended {
+				mu.Unlock()
+				_, _ = front.Close(), back.Close()
+				return
+			}
 			opened = append(opened, front, back)
 			mu.Unlock()
 			serve(&wg, front, back)
