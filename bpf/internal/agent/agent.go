@@ -678,6 +678,10 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 			errs = append(errs, err)
 		}
 	}
+	// Closes no program saw are counted first, so that this read has them (system.reconcile).
+	if err := a.sys.reconcile(); err != nil {
+		errs = append(errs, fmt.Errorf("count the closes no program saw: %w", err))
+	}
 	if err := a.sys.read(&s, a.procs); err != nil {
 		errs = append(errs, err)
 	}

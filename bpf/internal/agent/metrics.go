@@ -331,7 +331,7 @@ func (a *Agent) TCPSeriesDropped() (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("tcp probe: %w", err)
 	}
-	return n, nil
+	return n + a.sys.unseenDropped, nil
 }
 
 // TCPConnectionsUntracked is the TCP probe's count of targets' connections that found its socket map full

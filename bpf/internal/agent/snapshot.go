@@ -217,7 +217,11 @@ func (sy *system) read(s *Snapshot, procs map[int]proc) error {
 		if err != nil {
 			return fmt.Errorf("read the tcp counters of pid %d: %w", pid, err)
 		}
-		s.TCP[pid] = TCPStats{Active: v.Active, Passive: v.Passive, Closed: v.Closed, Failed: v.Failed, Retransmits: v.Retrans}
+		closed := v.Closed
+		if u := sy.unseen[uint32(pid)]; u.start == v.Start {
+			closed += u.closed
+		}
+		s.TCP[pid] = TCPStats{Active: v.Active, Passive: v.Passive, Closed: closed, Failed: v.Failed, Retransmits: v.Retrans}
 	}
 	return nil
 }

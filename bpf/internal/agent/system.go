@@ -27,12 +27,21 @@ type system struct {
 	// tracked are the inode numbers in the probe's tracked_files: only the connections of processes running one of
 	// these files are counted (tcp.c's tracked).
 	tracked map[uint64]bool
+	// netns is the agent's network namespace (its inode number), the one whose sockets reconcile can look up;
+	// unseen and unseenDropped are the closes it counted, added to the probe's own counts when they are read.
+	netns         uint32
+	unseen        map[uint32]unseenCloses
+	unseenDropped uint64
 }
 
 // attachSystem loads and attaches the TCP probe; processEntries and socketEntries, when not 0, are the sizes of the
 // tcp and owners maps instead of the compiled ones (Config.processEntries, Config.socketEntries).
 func attachSystem(processEntries, socketEntries uint32) (*system, error) {
-	s := &system{tracked: map[uint64]bool{}}
+	netns, err := netnsOf()
+	if err != nil {
+		return nil, err
+	}
+	s := &system{tracked: map[uint64]bool{}, netns: netns, unseen: map[uint32]unseenCloses{}}
 	spec, err := tcp.LoadBpf()
 	if err != nil {
 		return nil, fmt.Errorf("load tcp probe: %w", err)

@@ -24,27 +24,7 @@ func TestTCPEventsOfAnExitedOwnerAreNotTheNextProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	defer func() {
-		for {
-			select {
-			case c := <-accepted:
-				c.Close()
-			default:
-				return
-			}
-		}
-	}()
+	acceptAll(t, ln, 4) // the holders' connections stay open until the test ends
 
 	old := startHolder(t, bin, ln.Addr().String(), 0)
 	a.Scan()

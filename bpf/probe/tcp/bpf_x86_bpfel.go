@@ -19,6 +19,14 @@ type BpfOwner struct {
 	Established uint16
 	Retrans     uint16
 	Start       uint64
+	Netns       uint32
+	Family      uint16
+	Sport       uint16
+	Dport       uint16
+	Pad         uint16
+	Saddr       [16]uint8
+	Daddr       [16]uint8
+	DevIf       uint32
 }
 
 type BpfTcpStats struct {

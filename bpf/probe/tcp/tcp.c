@@ -52,6 +52,20 @@ struct owner {
 	// outlive the process that opened it (its socket passed on, inherited, or held by a child), and a new process
 	// may get the pid: its entry has another start, so the old connection's events are not counted into it.
 	__u64 start;
+	// The connection's addresses, in its network namespace (netns, the namespace's inode number), written once the
+	// connection is open (TUPLE), before established says so. The agent looks each open owner up by them among the
+	// kernel's live sockets (sock_diag) before it reports, and counts the close of one no longer there: a state change
+	// no program saw (README, "TCP state changes no program sees"). A socket's address is the only identity sock_diag
+	// and this program share on every kernel the probe loads on: the diag's socket cookie is made lazily, so a socket
+	// no one asked has none for a CO-RE read, and bpf_get_socket_cookie is not callable from a tracepoint before 5.12.
+	__u32 netns;
+	__u16 family;
+	__u16 sport; // host order (skc_num)
+	__u16 dport; // network order (skc_dport), as sock_diag gives both
+	__u16 pad;
+	__u8 saddr[16]; // IPv4: the first 4 bytes
+	__u8 daddr[16];
+	__u32 dev_if; // the device the socket is bound to (skc_bound_dev_if): a lookup by addresses must name it
 };
 
 struct tcp_stats {
@@ -187,6 +201,31 @@ static __always_inline struct tcp_stats *stats_for(__u32 tgid) {
 	return bpf_map_lookup_elem(&tcp, &tgid);
 }
 
+// TUPLE writes the addresses of open socket sk into its owner o (struct owner's netns, family, ports, addresses,
+// device), each field read with READ(dst, src): plain loads in the state change programs, whose sock is BTF-typed,
+// as the dearer probed reads cost a helper call each (set_state's ns per hit +17% with them, README); probed reads
+// in accept_ret, whose socket is found through the accepting process's file table.
+#define TUPLE(o, sk, READ)                                                         \
+	do {                                                                       \
+		struct net *net_ = 0;                                              \
+		READ(net_, (sk)->__sk_common.skc_net.net);                        \
+		if (net_)                                                          \
+			READ((o)->netns, net_->ns.inum);                           \
+		READ((o)->family, (sk)->__sk_common.skc_family);                   \
+		READ((o)->sport, (sk)->__sk_common.skc_num);                       \
+		READ((o)->dport, (sk)->__sk_common.skc_dport);                     \
+		READ((o)->dev_if, (sk)->__sk_common.skc_bound_dev_if);             \
+		if ((o)->family == AF_INET6) {                                     \
+			READ((o)->saddr, (sk)->__sk_common.skc_v6_rcv_saddr);      \
+			READ((o)->daddr, (sk)->__sk_common.skc_v6_daddr);          \
+		} else {                                                           \
+			READ(*(__u32 *)(o)->saddr, (sk)->__sk_common.skc_rcv_saddr); \
+			READ(*(__u32 *)(o)->daddr, (sk)->__sk_common.skc_daddr);     \
+		}                                                                  \
+	} while (0)
+#define BTF_READ(dst, src) __builtin_memcpy(&(dst), &(src), sizeof(dst))
+#define PROBED_READ(dst, src) bpf_core_read(&(dst), sizeof(dst), &(src))
+
 // owner_of makes the owner of a socket the current process opened or accepted, s its entry (none: no room).
 static __always_inline struct owner owner_of(__u32 tgid, struct tcp_stats *s, __u16 established, const struct sock *sk) {
 	return (struct owner){.tgid = tgid, .established = established, .retrans = total_retrans(sk), .start = s ? s->start : process_start()};
@@ -213,7 +252,9 @@ static __always_inline bool dropped(__u32 established) {
 // closed. Its close was missed (seen: up to 60 dial connections a run of TestTCPCountsWhileOtherProgramsRun, each last
 // seen going ESTABLISHED -> FIN_WAIT1: their later changes ran in softirq while a thread of pid 1 was current, and on
 // this machine no BPF program runs then, with no recursion miss; README) and is counted here,
-// by whichever run's delete succeeds, as at CLOSE; overwritten, it was lost with nothing counted. Its retransmits
+// by whichever run's delete succeeds, as at CLOSE; overwritten, it was lost with nothing counted. The agent counts
+// such a close sooner, once the socket is gone from the kernel's tables (struct owner's addresses), by deleting the
+// owner itself: whichever delete succeeds counts. Its retransmits
 // since last counted cannot be read from a freed socket. A connecting owner (0) is not taken for one: it is this
 // socket's own from the first set_state run.
 static __always_inline bool own(__u64 *sk, struct owner *o, bool count) {
@@ -271,6 +312,10 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// its other changes out), so a plain check-and-set is enough to count the open once.
 		if (o->established == OPEN_COUNTED || o->established == OPEN_DROPPED)
 			return 0;
+		// The addresses go in before established says the connection is open: the agent reads an owner without a
+		// lock and looks up only open ones (a torn read is caught there: it reads the owner again before deleting).
+		TUPLE(o, sock, BTF_READ);
+		barrier();
 		// The entry was made at SYN_SENT: none now means the owner has exited (its socket outlives it in another
 		// process), or found no room then and has not since. Only the second is a drop; either way the connection
 		// is open from here, so that its close is not taken for a failed connect.
@@ -374,6 +419,10 @@ int accept_ret(struct pt_regs *ctx) {
 	// A passive socket starts with the SYN-ACKs its listener retransmitted (tcp_retransmit_synack, not counted here):
 	// only what it retransmits from now on is the owner's.
 	struct owner o = owner_of(tgid, s, s ? OPEN_COUNTED : OPEN_DROPPED, (struct sock *)key);
+	// Open, so its addresses are known (a connect's are written at ESTABLISHED: its local port is chosen after
+	// SYN_SENT).
+	struct sock *sk = (struct sock *)key;
+	TUPLE(&o, sk, PROBED_READ);
 	// Refused for want of room, the connection is counted untracked, and neither its open nor its close here.
 	if (!own(&key, &o, true))
 		return 0;

@@ -133,7 +133,12 @@ func main() {
 		}
 		wg.Wait()
 	})
-	// /dial?addr=A&n=N opens N TCP connections to A, one at a time, and closes each.
+	// /dial?addr=A&n=N opens N TCP connections to A, one at a time, and closes each; with hold=1 it keeps them open
+	// until /release closes them.
+	var (
+		heldMu sync.Mutex
+		held   []net.Conn
+	)
 	mux.HandleFunc("/dial", func(w http.ResponseWriter, r *http.Request) {
 		for range intParam(r, "n", 1) {
 			c, err := net.Dial("tcp", r.URL.Query().Get("addr"))
@@ -141,8 +146,22 @@ func main() {
 				http.Error(w, err.Error(), http.StatusBadGateway)
 				return
 			}
+			if r.URL.Query().Get("hold") == "1" {
+				heldMu.Lock()
+				held = append(held, c)
+				heldMu.Unlock()
+				continue
+			}
 			c.Close()
 		}
+	})
+	mux.HandleFunc("/release", func(w http.ResponseWriter, r *http.Request) {
+		heldMu.Lock()
+		defer heldMu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+		held = nil
 	})
 	// /call?url=U&n=N makes N GET requests with net/http's client and reports the statuses it got. With method=M
 	// each request's Method is set to M as it is (empty included: net/http sends GET), as a reverse proxy passes on
