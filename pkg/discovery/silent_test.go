@@ -18,13 +18,7 @@ import (
 // EtcdConfig pings the connection, replaces it once the pings go unanswered, and resumes its watch on a new one.
 func TestResolverFollowsEtcdAfterItsConnectionGoesSilent(t *testing.T) {
 	ctx := t.Context()
-	eps := testenv.Etcd(t)
-	proxy := testenv.SilencingProxy(t, eps[0])
-	cli, err := clientv3.New(EtcdConfig([]string{proxy.Addr()}, 2*time.Second, slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	cli, proxy, eps := silencingClient(t)
 	res, err := NewEtcdResolver(ctx, cli)
 	if err != nil {
 		t.Fatal(err)
@@ -52,13 +46,7 @@ func TestResolverFollowsEtcdAfterItsConnectionGoesSilent(t *testing.T) {
 // pings have replaced the connection.
 func TestRegistryComesBackAfterItsConnectionGoesSilent(t *testing.T) {
 	ctx := t.Context()
-	eps := testenv.Etcd(t)
-	proxy := testenv.SilencingProxy(t, eps[0])
-	cli, err := clientv3.New(EtcdConfig([]string{proxy.Addr()}, 2*time.Second, slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	cli, proxy, eps := silencingClient(t)
 	reg := NewEtcdRegistry(cli, 2*time.Second).WithLogger(slog.New(slog.DiscardHandler))
 	t.Cleanup(func() {
 		// Bounded: on a connection still silent, the revoke is never answered.
@@ -88,4 +76,17 @@ func TestRegistryComesBackAfterItsConnectionGoesSilent(t *testing.T) {
 		t.Fatalf("not registered again after the connection went silent: listed under %x, registry's lease %x (old %x)",
 			listed(), reg.Lease(), old)
 	}
+}
+
+// silencingClient returns a client made from EtcdConfig that reaches the shared etcd (eps) through proxy.
+func silencingClient(t *testing.T) (*clientv3.Client, *testenv.SilentProxy, []string) {
+	t.Helper()
+	eps := testenv.Etcd(t)
+	proxy := testenv.SilencingProxy(t, eps[0])
+	cli, err := clientv3.New(EtcdConfig([]string{proxy.Addr()}, 2*time.Second, slog.New(slog.DiscardHandler)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	return cli, proxy, eps
 }
