@@ -332,19 +332,25 @@ start_pulsar() {
 }
 
 # our_pid prints the pid this checkout recorded for a server when that process still runs: the pid file names it and
-# the process names this checkout's state directory in its command line or works in it (redis rewrites its title).
-# A pid file outlives a reboot, and its number may by then be another program's, which is none of ours to wait for or
-# to stop.
+# the process has an argument that is a path in this checkout's state directory (every start passes one) or works in
+# it (redis rewrites its command line). A pid file outlives a reboot, and its number may by then be another program's,
+# which is none of ours to wait for or to stop: one of another checkout's servers too, whose paths merely contain ours
+# (/ci/work/main/var/deps/... holds /work/main/var/deps/), hence a whole argument's start and not a substring.
 our_pid() { # server
-	local pidf=$VAR/$1.pid pid
+	local pidf=$VAR/$1.pid pid arg
 	[[ -f $pidf ]] || return 1
 	pid=$(<"$pidf")
 	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$VAR/" ||
-		[[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$VAR"/* ]]; then
+	if [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$VAR"/* ]]; then
 		echo "$pid"
 		return 0
 	fi
+	while IFS= read -r -d '' arg; do
+		if [[ $arg == "$VAR"/* ]]; then
+			echo "$pid"
+			return 0
+		fi
+	done 2>/dev/null <"/proc/$pid/cmdline"
 	return 1
 }
 

@@ -298,3 +298,32 @@ func TestDepsDownStopsItsRedisWhateverTheStateDirIsCalled(t *testing.T) {
 		})
 	}
 }
+
+// A stale pid file's number may, after a reboot, be one of another
+// checkout's servers, whose paths contain this checkout's state directory
+// (/ci/work/main/var/deps/etcd/data holds /work/main/var/deps/): `down` took
+// it for its own, a substring of its command line matching, and stopped it.
+func TestDepsDownLeavesAnotherCheckoutsServer(t *testing.T) {
+	d := newDepsScript(t)
+	// A shell that does not exec its last command (the `; :`), so that its
+	// command line keeps the path: the other checkout's etcd.
+	other := exec.Command("sh", "-c", "sleep 300; :", "sh", "/ci"+d.dir+"/etcd/data")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = other.Process.Kill()
+		_ = other.Wait()
+	})
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.dir, "etcd.pid"), []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := d.run("down", "etcd")
+	if err != nil || !alive(other.Process.Pid) {
+		t.Fatalf("deps.sh down etcd: %v; it stopped pid %d, another checkout's server its stale pid file named:\n%s",
+			err, other.Process.Pid, out)
+	}
+}
