@@ -2,6 +2,8 @@ package kafkaleg
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -11,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/segmentio/kafka-go"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
@@ -72,5 +77,75 @@ func TestOutOfRangeLogsAreKafkaGos(t *testing.T) {
 		if !strings.Contains(string(src), `log.Printf("`+prefix) {
 			t.Errorf("kafka-go's reader.go logs no line starting %q: update outOfRangeLogs (reset.go)", prefix)
 		}
+	}
+}
+
+// fetchAfterOutOfRange is a reader that meets a position before the partition's first offset mid-read, as kafka-go
+// does: it logs it (which ends the session's reading), moves to the first offset and queues that record, which
+// FetchMessage may return although the session's context has ended.
+type fetchAfterOutOfRange struct {
+	p     *partition
+	m     kafka.Message
+	calls int
+}
+
+func (f *fetchAfterOutOfRange) FetchMessage(ctx context.Context) (kafka.Message, error) {
+	if f.calls++; f.calls == 1 {
+		f.p.fetchFailed(fmt.Errorf("%w: %w", kafka.OffsetOutOfRange, errors.New("the kafka reader is reading before the first offset for partition 0 of t, skipping from offset 30 to 40 (10 messages)")))
+		return f.m, nil
+	}
+	return kafka.Message{}, ctx.Err()
+}
+
+// TestFeedTakesNoRecordAfterItsReadingEnded: a session whose reader met a position before the first offset (retention
+// removed records leg A had not carried) ends so that the next session's check resets and counts the position. But
+// kafka-go had moved the reader on by itself, and the feed carried the record it returned after the end: the position
+// moved past the gap, the next check found it in range, and the records lost to retention were neither logged nor
+// counted in bridge_offset_resets_total. A record fetched after the session's reading ended must be left to the next
+// session.
+func TestFeedTakesNoRecordAfterItsReadingEnded(t *testing.T) {
+	t.Parallel()
+	nc, err := nats.Connect(testenv.NATS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := harness.ID()
+	topic := "bridgetest." + id + ".orders"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := "BRIDGETEST_" + id
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{topic + ".>"}, Storage: jetstream.MemoryStorage, Duplicates: 2 * time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l := New(Options{Metrics: m, Logger: log, Group: "g", NATS: nc, JetStream: js, MaxBytes: 1 << 20})
+	route := mapping.Route{Topic: topic, Subject: topic}
+	p := &partition{leg: l, route: route, id: 0, subject: route.PartitionSubject(0), fetch: newFetchLog(log, topic, 0)}
+
+	readCtx, end := context.WithCancelCause(ctx)
+	defer end(nil)
+	s := &session{p: p, tracker: commit.New(30), inflight: make(chan *pending, 8), settled: make(chan struct{}),
+		failed: make(chan struct{}), abort: func() { end(nil) }, outOfRange: end}
+	p.tracker.Store(s.tracker)
+	p.session.Store(s)
+	go s.settle(ctx)
+	err = s.feed(readCtx, &fetchAfterOutOfRange{p: p, m: kafka.Message{Topic: topic, Offset: 40, HighWaterMark: 50, Value: []byte("{}"), Time: time.Now()}})
+	close(s.inflight)
+	<-s.settled
+	if !errors.Is(err, kafka.OffsetOutOfRange) {
+		t.Errorf("the session's reading ended by %v, want the position out of range", err)
+	}
+	if pos := s.tracker.Position(); pos != 30 {
+		t.Errorf("position %d after the session's end, want 30: the next session's check must see it before the first offset", pos)
 	}
 }
