@@ -72,6 +72,28 @@ func (d *depsScript) pid(server string) int {
 	return pid
 }
 
+// stalePid starts other, a program none of this script's, and names it in
+// server's pid file, as a pid file left from before a reboot may; other
+// ends with the test.
+func (d *depsScript) stalePid(server string, other *exec.Cmd) int {
+	d.t.Helper()
+	if err := other.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() {
+		_ = other.Process.Kill()
+		_ = other.Wait()
+	})
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		d.t.Fatal(err)
+	}
+	pid := other.Process.Pid
+	if err := os.WriteFile(filepath.Join(d.dir, server+".pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		d.t.Fatal(err)
+	}
+	return pid
+}
+
 // kernelPort is a port free now, as the kernel picks one.
 func kernelPort(t *testing.T) string {
 	t.Helper()
@@ -169,29 +191,15 @@ func TestDepsUpNamesATakenPort(t *testing.T) {
 // removes the stale file and leaves the process alone.
 func TestDepsDownLeavesAnotherProgramWithTheRecordedPid(t *testing.T) {
 	d := newDepsScript(t)
-	other := exec.Command("sleep", "300")
-	if err := other.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = other.Process.Kill()
-		_ = other.Wait()
-	})
-	if err := os.MkdirAll(d.dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	pidFile := filepath.Join(d.dir, "etcd.pid")
-	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	other := d.stalePid("etcd", exec.Command("sleep", "300"))
 	out, err := d.run("down", "etcd")
 	if err != nil {
 		t.Fatalf("deps.sh down etcd: %v\n%s", err, out)
 	}
-	if !alive(other.Process.Pid) {
-		t.Fatalf("deps.sh down etcd stopped pid %d, a sleep its stale pid file named:\n%s", other.Process.Pid, out)
+	if !alive(other) {
+		t.Fatalf("deps.sh down etcd stopped pid %d, a sleep its stale pid file named:\n%s", other, out)
 	}
-	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(d.dir, "etcd.pid")); !os.IsNotExist(err) {
 		t.Fatalf("stale pid file still there after down (%v):\n%s", err, out)
 	}
 }
@@ -307,23 +315,10 @@ func TestDepsDownLeavesAnotherCheckoutsServer(t *testing.T) {
 	d := newDepsScript(t)
 	// A shell that does not exec its last command (the `; :`), so that its
 	// command line keeps the path: the other checkout's etcd.
-	other := exec.Command("sh", "-c", "sleep 300; :", "sh", "/ci"+d.dir+"/etcd/data")
-	if err := other.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = other.Process.Kill()
-		_ = other.Wait()
-	})
-	if err := os.MkdirAll(d.dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(d.dir, "etcd.pid"), []byte(strconv.Itoa(other.Process.Pid)+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	other := d.stalePid("etcd", exec.Command("sh", "-c", "sleep 300; :", "sh", "/ci"+d.dir+"/etcd/data"))
 	out, err := d.run("down", "etcd")
-	if err != nil || !alive(other.Process.Pid) {
+	if err != nil || !alive(other) {
 		t.Fatalf("deps.sh down etcd: %v; it stopped pid %d, another checkout's server its stale pid file named:\n%s",
-			err, other.Process.Pid, out)
+			err, other, out)
 	}
 }
