@@ -74,6 +74,15 @@ func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
 		// minus the reset position while the session waits for a record.
 		p.hwm.Store(po.LastOffset)
 		to, side := resumeAt(pos, po.FirstOffset, po.LastOffset)
+		if side == metrics.PastEnd {
+			// The offsets now name other records (a recreated topic's; a truncated one's above its end): the sink's
+			// verdicts on the old ones must not decide theirs. A dead-lettered offset whose commit had not gone
+			// through (the topic was being deleted) skipped the new record at it, carried nowhere. Forgetting a
+			// verdict on a record that is still there (below a truncated end) costs at most a second letter.
+			p.mu.Lock()
+			clear(p.rejects)
+			p.mu.Unlock()
+		}
 		if side != "" {
 			l.o.Metrics.OffsetReset(p.route.Topic, p.id, side)
 			l.o.Logger.Warn("leg A position outside the partition: reading from its earliest offset", "topic", p.route.Topic,

@@ -149,3 +149,38 @@ func TestFeedTakesNoRecordAfterItsReadingEnded(t *testing.T) {
 		t.Errorf("position %d after the session's end, want 30: the next session's check must see it before the first offset", pos)
 	}
 }
+
+// TestAResetPastTheEndForgetsTheOldRecordsVerdicts: the sink's verdicts on a partition's offsets (dead-lettered,
+// refused by JetStream, overtaken) outlived a reset past the end within a generation, though the offsets now name
+// another topic's records: the new record at an offset the old topic had dead-lettered (its commit not yet through,
+// as while the topic was being deleted) was skipped as lettered, neither carried nor dead-lettered; one at an old
+// overtaken offset was dead-lettered as overtaken.
+func TestAResetPastTheEndForgetsTheOldRecordsVerdicts(t *testing.T) {
+	t.Parallel()
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topic := "bridgetest." + harness.ID() + ".orders"
+	if err := harness.CreateTopic(ctx, brokers, topic, 1); err != nil {
+		t.Fatal(err)
+	}
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g", MaxBytes: 1 << 20, SinkRetries: 2})
+	p := &partition{leg: l, route: mapping.Route{Topic: topic}, id: 0, fetch: newFetchLog(log, topic, 0)}
+	p.letter(3)
+	p.rejects[4] = rejection{n: 1, overtakenBy: 5, refusal: errors.New("stream full")}
+
+	if pos, reset := p.inRange(ctx, 1000); pos != 0 || !reset {
+		t.Fatalf("inRange(1000) on an empty partition = %d, %v; want 0, true", pos, reset)
+	}
+	if p.lettered(3) {
+		t.Error("offset 3 of the recreated partition is taken for dead-lettered: its record would be skipped")
+	}
+	if letter, bad := p.poison(kafka.Message{Topic: topic, Offset: 4, Value: []byte("{}")}); bad {
+		t.Errorf("offset 4 of the recreated partition dead-lettered: %s (%s)", letter.Reason, letter.Detail)
+	}
+}
