@@ -137,6 +137,12 @@ func startTarget(t testing.TB, bin string, env ...string) *target {
 	t.Helper()
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), env...)
+	return startCmd(t, cmd)
+}
+
+// startCmd starts cmd, which runs the target (through programs that exec it, keeping the pid), as startTarget.
+func startCmd(t testing.TB, cmd *exec.Cmd) *target {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

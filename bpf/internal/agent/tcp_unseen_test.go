@@ -1,10 +1,13 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"strconv"
 	"testing"
 
@@ -155,4 +158,57 @@ func acceptAll(t *testing.T, ln net.Listener, n int) <-chan net.Conn {
 		}
 	})
 	return accepted
+}
+
+// TestTCPClosesNoProgramSawInAnotherNetns: the same for a target in a network namespace of its own, as in a
+// container: the agent checks its owners from a thread in that namespace (inNetns). The target dials itself, so each
+// connection is one active and one passive of its own; it closes the active ends first.
+func TestTCPClosesNoProgramSawInAnotherNetns(t *testing.T) {
+	const n = 10
+	requireRoot(t)
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, Config{}, bin)
+	// unshare execs sh, which execs the target: one pid, in a namespace whose loopback sh has brought up.
+	cmd := exec.Command("unshare", "-n", "sh", "-c", `ip link set lo up && exec "$0"`, bin)
+	cmd.Env = append(os.Environ(), "HTTP_ADDR=127.0.0.1:0")
+	tg := startCmd(t, cmd)
+	a.Scan()
+	// The test's requests are dialled from a thread in the target's namespace.
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var conn net.Conn
+		err := inNetns(tg.pid, 0, func() (err error) {
+			conn, err = net.Dial(network, addr)
+			return err
+		})
+		return conn, err
+	}}}
+	tg.get(t, c, "GET", "/stats")
+	base := tcpOf(t, a, tg.pid)
+	self := url.QueryEscape(tg.base[len("http://"):])
+	exactly := func(want TCPStats) {
+		t.Helper()
+		eventually(t, func() (bool, string) {
+			got := sub(tcpOf(t, a, tg.pid), base)
+			got.Retransmits = 0
+			if got.Closed > want.Closed {
+				t.Fatalf("closes counted twice: got %+v, want %+v", got, want)
+			}
+			return got == want, fmt.Sprintf("tcp in the target's netns: got %+v, want %+v", got, want)
+		})
+	}
+
+	tg.get(t, c, "GET", "/dial?hold=1&n="+strconv.Itoa(n)+"&addr="+self)
+	for range 5 {
+		exactly(TCPStats{Active: n, Passive: n})
+	}
+	reattach := detachStateChanges(t, a)
+	tg.get(t, c, "GET", "/release")
+	exactly(TCPStats{Active: n, Passive: n, Closed: 2 * n})
+
+	reattach()
+	tg.get(t, c, "GET", "/dial?hold=1&n="+strconv.Itoa(n)+"&addr="+self)
+	tg.get(t, c, "GET", "/release")
+	for range 5 {
+		exactly(TCPStats{Active: 2 * n, Passive: 2 * n, Closed: 4 * n})
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 
 	"github.com/cilium/ebpf"
@@ -40,39 +41,79 @@ type unseenCloses struct {
 // tables. And sock_diag's socket cookie is not the identity used either: the kernel makes a socket's cookie only
 // when asked, so the program cannot read one for most sockets, and cannot ask before 5.12 (tcp.c's struct owner).
 //
-// Owners in another network namespace than the agent's (a target in a container with its own) are left alone: the
-// dump sees this namespace only. Their unseen closes are still counted when the address is taken again.
+// sock_diag answers for the asking thread's network namespace, and a target in a container has its own: the owners
+// of each other namespace are checked from a thread moved into it (inNetns, through an owner's process), which
+// needs CAP_SYS_ADMIN; where that fails, that namespace's owners wait for the address reuse path as before.
 func (s *system) reconcile() error {
 	var errs []error
-	cand := map[uint64]tcp.BpfOwner{}
+	byNetns := map[uint32]map[uint64]tcp.BpfOwner{}
 	var (
 		key uint64
 		o   tcp.BpfOwner
 	)
-	families := map[uint8]bool{}
 	it := s.tcp.Owners.Iterate()
 	for it.Next(&key, &o) {
 		// A connecting owner has no local port yet (tcp.c's TUPLE); a failed connect no program saw stays as before.
-		if (o.Established == openCounted || o.Established == openDropped) && o.Netns == s.netns {
-			cand[key] = o
-			families[uint8(o.Family)] = true
+		if o.Established != openCounted && o.Established != openDropped {
+			continue
 		}
+		if byNetns[o.Netns] == nil {
+			byNetns[o.Netns] = map[uint64]tcp.BpfOwner{}
+		}
+		byNetns[o.Netns][key] = o
 	}
 	// A walk cut short because it restarted too often (owners deleted under it) is no error of this read: the
 	// owners seen are examined, the others at the next.
 	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
 		errs = append(errs, fmt.Errorf("walk the socket owners: %w", err))
 	}
+	for netns, cand := range byNetns {
+		if netns == s.netns {
+			errs = append(errs, s.check(cand))
+			continue
+		}
+		errs = append(errs, s.checkIn(netns, cand))
+	}
+	s.pruneUnseen()
+	return errors.Join(errs...)
+}
+
+// checkIn checks the owners cand of network namespace netns from a thread in it, entered through the first of their
+// processes that is still in it.
+func (s *system) checkIn(netns uint32, cand map[uint64]tcp.BpfOwner) error {
+	tried := map[uint32]bool{}
+	for _, o := range cand {
+		if tried[o.Tgid] {
+			continue
+		}
+		tried[o.Tgid] = true
+		err := inNetns(int(o.Tgid), netns, func() error { return s.check(cand) })
+		if !errors.Is(err, errNotInNetns) {
+			return err
+		}
+	}
+	// None of the owners' processes is in it any more (exited, or moved): its owners wait.
+	return nil
+}
+
+// check counts the closes of the owners cand, all of the calling thread's network namespace, whose connections
+// sock_diag no longer has.
+func (s *system) check(cand map[uint64]tcp.BpfOwner) error {
+	families := map[uint8]bool{}
+	for _, o := range cand {
+		families[uint8(o.Family)] = true
+	}
 	live := map[sockdiag.ID]bool{}
 	for f := range families {
 		ids, err := sockdiag.Dump(f)
 		if err != nil {
-			return errors.Join(append(errs, err)...)
+			return err
 		}
 		for id := range ids {
 			live[id] = true
 		}
 	}
+	var errs []error
 	for key, o := range cand {
 		id := ownerID(&o)
 		if live[id] {
@@ -82,7 +123,6 @@ func (s *system) reconcile() error {
 			errs = append(errs, err)
 		}
 	}
-	s.pruneUnseen()
 	return errors.Join(errs...)
 }
 
@@ -169,6 +209,40 @@ func ownerID(o *tcp.BpfOwner) sockdiag.ID {
 		clear(id.Dst[4:])
 	}
 	return id
+}
+
+// errNotInNetns is inNetns's answer for a process that is gone or in another network namespace.
+var errNotInNetns = errors.New("process not in the network namespace")
+
+// inNetns runs f on a thread moved into the network namespace of process pid, which must be netns (its inode
+// number; 0: any). The thread stays locked to f's goroutine and ends with it, so no other goroutine runs in that
+// namespace afterwards.
+func inNetns(pid int, netns uint32, f func() error) error {
+	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
+		return errNotInNetns
+	}
+	if err != nil {
+		return fmt.Errorf("open the network namespace of pid %d: %w", pid, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("read the network namespace of pid %d: %w", pid, err)
+	}
+	if netns != 0 && uint32(st.Ino) != netns {
+		return errNotInNetns
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			done <- fmt.Errorf("enter the network namespace of pid %d: %w", pid, err)
+			return
+		}
+		done <- f()
+	}()
+	return <-done
 }
 
 // netnsOf is the inode number of the calling thread's network namespace, as tcp.c's TUPLE reads a socket's.
