@@ -75,18 +75,7 @@ func testTCPClosesNoProgramSaw(t *testing.T, loopback string) {
 			conn.Close()
 		}
 	}
-	// exactly waits for want and fails at once on more closes than opens: a close counted twice.
-	exactly := func(want TCPStats) {
-		t.Helper()
-		eventually(t, func() (bool, string) {
-			got := sub(tcpOf(t, a, tg.pid), base)
-			got.Retransmits = 0
-			if got.Closed > want.Closed {
-				t.Fatalf("closes counted twice: got %+v, want %+v", got, want)
-			}
-			return got == want, fmt.Sprintf("tcp over %s: got %+v, want %+v", loopback, got, want)
-		})
-	}
+	exactly := func(want TCPStats) { t.Helper(); tcpExactly(t, a, tg.pid, base, want) }
 
 	peers, dialled := open()
 	for range 5 { // open, not closed: every scrape checks them with sock_diag
@@ -105,6 +94,20 @@ func testTCPClosesNoProgramSaw(t *testing.T, loopback string) {
 		exactly(TCPStats{Active: 2 * n, Passive: 2 * n, Closed: 4 * n})
 	}
 	closePeers(peers)
+}
+
+// tcpExactly waits for pid's counts since base to be want (retransmits aside) and fails at once on more closes than
+// want has: a close counted twice.
+func tcpExactly(t *testing.T, a *Agent, pid int, base, want TCPStats) {
+	t.Helper()
+	eventually(t, func() (bool, string) {
+		got := sub(tcpOf(t, a, pid), base)
+		got.Retransmits = 0
+		if got.Closed > want.Closed {
+			t.Fatalf("closes counted twice: got %+v, want %+v", got, want)
+		}
+		return got == want, fmt.Sprintf("tcp of pid %d: got %+v, want %+v", pid, got, want)
+	})
 }
 
 // detachStateChanges takes the TCP probe's state change programs (set_state, set_state_spare) off
@@ -185,17 +188,7 @@ func TestTCPClosesNoProgramSawInAnotherNetns(t *testing.T) {
 	tg.get(t, c, "GET", "/stats")
 	base := tcpOf(t, a, tg.pid)
 	self := url.QueryEscape(tg.base[len("http://"):])
-	exactly := func(want TCPStats) {
-		t.Helper()
-		eventually(t, func() (bool, string) {
-			got := sub(tcpOf(t, a, tg.pid), base)
-			got.Retransmits = 0
-			if got.Closed > want.Closed {
-				t.Fatalf("closes counted twice: got %+v, want %+v", got, want)
-			}
-			return got == want, fmt.Sprintf("tcp in the target's netns: got %+v, want %+v", got, want)
-		})
-	}
+	exactly := func(want TCPStats) { t.Helper(); tcpExactly(t, a, tg.pid, base, want) }
 
 	tg.get(t, c, "GET", "/dial?hold=1&n="+strconv.Itoa(n)+"&addr="+self)
 	for range 5 {
