@@ -483,17 +483,20 @@ cmd_up() {
 stop_pid() { # server
 	local s=$1 pidf=$VAR/$1.pid pid
 	[[ -f $pidf ]] || return 0
-	if [[ $s == pg ]]; then
-		# pg_ctl finds the postmaster through the data directory's own postmaster.pid, never a stale number.
-		local bin runas=()
-		bin=$(pg_bin)
-		[[ $(id -u) == 0 ]] && runas=(runuser -u postgres --)
-		"${runas[@]}" "$bin/pg_ctl" -D "$VAR/pg" -m fast -w stop >>"$LOG/pg.log" 2>&1 || true
-	elif ! pid=$(our_pid "$s"); then
+	if ! pid=$(our_pid "$s"); then
 		# Gone, or (after a reboot) its number is another program's now, which was sent TERM and then KILL.
 		say "$s: pid $(<"$pidf") in $pidf is not this checkout's $s any more; removing the stale pid file"
 		rm -f "$pidf"
 		return 0
+	fi
+	if [[ $s == pg ]]; then
+		# pg_ctl stops the postmaster cleanly through the data directory's postmaster.pid, the number pg.pid copied:
+		# checked by our_pid above, because after a reboot that file is as stale as ours, and pg_ctl signals whatever
+		# process has its number.
+		local bin runas=()
+		bin=$(pg_bin)
+		[[ $(id -u) == 0 ]] && runas=(runuser -u postgres --)
+		"${runas[@]}" "$bin/pg_ctl" -D "$VAR/pg" -m fast -w stop >>"$LOG/pg.log" 2>&1 || true
 	else
 		kill -TERM "$pid" 2>/dev/null || true
 		local i

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -313,12 +314,89 @@ func TestDepsDownStopsItsRedisWhateverTheStateDirIsCalled(t *testing.T) {
 // it for its own, a substring of its command line matching, and stopped it.
 func TestDepsDownLeavesAnotherCheckoutsServer(t *testing.T) {
 	d := newDepsScript(t)
-	// A shell that does not exec its last command (the `; :`), so that its
-	// command line keeps the path: the other checkout's etcd.
-	other := d.stalePid("etcd", exec.Command("sh", "-c", "sleep 300; :", "sh", "/ci"+d.dir+"/etcd/data"))
+	// A sleep whose command line (its argv[0]) is the other checkout's path.
+	other := exec.Command("sleep", "300")
+	other.Args[0] = "/ci" + d.dir + "/etcd/data"
+	pid := d.stalePid("etcd", other)
 	out, err := d.run("down", "etcd")
-	if err != nil || !alive(other) {
+	if err != nil || !alive(pid) {
 		t.Fatalf("deps.sh down etcd: %v; it stopped pid %d, another checkout's server its stale pid file named:\n%s",
-			err, other, out)
+			err, pid, out)
+	}
+}
+
+// forPostgres readies the state directory for a PostgreSQL deps.sh runs:
+// as root it runs the server and pg_ctl as the postgres user, which must
+// reach the directory (t.TempDir makes its directories 0700). It returns the
+// credential of a process that user may signal, nil when deps.sh runs it as
+// this process's user.
+func (d *depsScript) forPostgres() *syscall.Credential {
+	d.t.Helper()
+	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+		d.t.Fatal(err)
+	}
+	if os.Getuid() != 0 {
+		return nil
+	}
+	u, err := user.Lookup("postgres")
+	if err != nil {
+		d.t.Fatalf("running as root with no postgres user (scripts/deps.sh up pg needs one): %v", err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	for dir := d.dir; dir != os.TempDir() && dir != filepath.Dir(dir); dir = filepath.Dir(dir) {
+		if err := os.Chmod(dir, 0o755); err != nil {
+			d.t.Fatal(err)
+		}
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+}
+
+// `down pg` stops the PostgreSQL `up pg` started: pg.pid names the
+// postmaster, whose -D argument and working directory are in the state
+// directory, as the check for "still this checkout's" wants before pg_ctl
+// is let stop it.
+func TestDepsDownStopsItsPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	d := newDepsScript(t, "SHANHAI_PG_PORT="+kernelPort(t))
+	d.forPostgres()
+	if out, err := d.run("up", "pg"); err != nil {
+		t.Fatalf("deps.sh up pg: %v\n%s", err, out)
+	}
+	postmaster := d.pid("pg")
+	t.Cleanup(func() { _ = syscall.Kill(postmaster, syscall.SIGQUIT) }) // immediate shutdown, when down left it
+	if out, err := d.run("down", "pg"); err != nil || alive(postmaster) {
+		t.Fatalf("deps.sh down pg: %v, postmaster %d still running: %v\n%s", err, postmaster, alive(postmaster), out)
+	}
+}
+
+// After a reboot (or a container's restart) the data directory's
+// postmaster.pid is as stale as pg.pid: a postmaster killed, not stopped,
+// leaves it. `down pg` ran pg_ctl stop on it, which sends SIGINT to whatever
+// process now has its number, then waited 60 s for the file to go.
+func TestDepsDownLeavesAnotherProgramWithThePostmastersPid(t *testing.T) {
+	d := newDepsScript(t)
+	other := exec.Command("sleep", "300")
+	other.SysProcAttr = &syscall.SysProcAttr{Credential: d.forPostgres()} // one pg_ctl may signal
+	data := filepath.Join(d.dir, "pg")
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if c := other.SysProcAttr.Credential; c != nil {
+		if err := os.Chown(data, int(c.Uid), int(c.Gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pid := d.stalePid("pg", other)
+	for name, text := range map[string]string{"PG_VERSION": "15\n", "postmaster.pid": strconv.Itoa(pid) + "\n" + data + "\n"} {
+		if err := os.WriteFile(filepath.Join(data, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := d.run("down", "pg")
+	if err != nil || !alive(pid) {
+		t.Fatalf("deps.sh down pg: %v; it stopped pid %d, a sleep its stale pid files named:\n%s", err, pid, out)
 	}
 }
