@@ -19,8 +19,8 @@
 // on a connection that was up), "client: out of file descriptors" (this
 // process's limit, not the target), "canceled (run interrupted)" and "other".
 // A request the interrupt cut is in the count and percentiles too, timed to
-// the interrupt (a lower bound), but unanswered: not in "done", and counted
-// in the summary's last line as "unanswered (run interrupted)".
+// the interrupt (a lower bound), but unanswered: not in the rate or "done",
+// and counted in the summary's last line as "unanswered (run interrupted)".
 // A 429 is not an error but "limited", a column of its own: a rate limit
 // answered as configured (the platform's limits are per client address, and
 // a run comes from one). Like a dropped request it is kept out of the count,

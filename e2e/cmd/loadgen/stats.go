@@ -196,8 +196,9 @@ func isInterrupt(err error) bool {
 // Stat is one row of the summary.
 type Stat struct {
 	Count int `json:"count"`
-	// PerSec is Count per second of the sending time (-duration), or of the
-	// time from the start to the op's last answer when that is longer.
+	// PerSec is Count, less the requests the interrupt cut, per second of
+	// the sending time (-duration), or of the time from the start to the
+	// op's last answer when that is longer.
 	PerSec   float64        `json:"per_sec"`
 	P50Ms    float64        `json:"p50_ms"`
 	P90Ms    float64        `json:"p90_ms"`
@@ -237,7 +238,10 @@ func stat(ds []time.Duration, errs map[string]int, secs float64) Stat {
 		s.ErrCount += n
 	}
 	if secs > 0 {
-		s.PerSec = float64(len(ds)) / secs
+		// A request the interrupt cut is in the count and percentiles, timed
+		// to the interrupt, but it got no answer: counted in the rate, the
+		// requests a stall held when Ctrl-C came made it the rate sent at.
+		s.PerSec = float64(len(ds)-errs[classInterrupted]) / secs
 	}
 	if len(ds) == 0 {
 		return s

@@ -218,6 +218,8 @@ func TestClassifyARequestTheInterruptCut(t *testing.T) {
 // A request Ctrl-C cut before its answer is unanswered in the summary's last line and not in "done" (the JSON says
 // done counts answers), where every cut request used to be counted answered and "unanswered (run interrupted)" was
 // always 0. It stays in the op's count and percentiles, timed to the interrupt: the lower bound of a held request.
+// It is no answer in req/s either ("answered per second"): the requests a stall held when Ctrl-C came made a server
+// that answered none of them look as fast as it was sent to.
 func TestARequestTheInterruptCutIsUnanswered(t *testing.T) {
 	srv, ctx := interruptedOnArrival(t)
 	s := &sender{rec: newRecorder(), maxInflight: 10}
@@ -225,9 +227,10 @@ func TestARequestTheInterruptCutIsUnanswered(t *testing.T) {
 	s.launch(ctx, "x", s.rec.start, get(t, srv.URL, "/", 30*time.Second))
 	s.wait()
 	sum := s.rec.summary("", 1, 1, 0)
-	if x := sum.Ops["x"]; sum.Sent != 1 || sum.Done != 0 || x.Count != 1 || x.Errors[classInterrupted] != 1 {
-		t.Fatalf("sent %d, done %d, op %+v; want 1 sent, 0 done, and the cut request in count and errors as %q",
-			sum.Sent, sum.Done, x, classInterrupted)
+	if x := sum.Ops["x"]; sum.Sent != 1 || sum.Done != 0 || x.Count != 1 || x.Errors[classInterrupted] != 1 ||
+		x.PerSec != 0 || sum.Total.PerSec != 0 {
+		t.Fatalf("sent %d, done %d, op %+v, total %.1f/s; want 1 sent, 0 done, the cut request in count and errors "+
+			"as %q, and 0 answered per second", sum.Sent, sum.Done, x, sum.Total.PerSec, classInterrupted)
 	}
 	var table strings.Builder
 	if err := sum.write(&table, false); err != nil {
