@@ -410,7 +410,9 @@ up_one() { # server
 	# for: starting it again wiped Pulsar's data under the running one, and the second copy, failing on the taken
 	# port, replaced the pid file and then removed it, so that `down` no longer stopped the first.
 	if pid=$(our_pid "$s"); then
-		say "$s: started from this checkout before (pid $pid) but not answering yet; waiting up to ${READY_TIMEOUT}s"
+		# One that never answers (a Pulsar stuck after an unclean stop) is not restarted behind the user's back: say how.
+		say "$s: started from this checkout before (pid $pid) but not answering yet; waiting up to ${READY_TIMEOUT}s" \
+			"(one that never answers: scripts/deps.sh down $s, then up again)"
 		wait_ready "$s" "$pid"
 		after_ready "$s"
 		say "$s: up at $(addr "$s") ($((SECONDS - t0))s)"

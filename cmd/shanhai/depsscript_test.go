@@ -155,6 +155,10 @@ func TestDepsUpAgainWaitsForItsOwnServerStillStarting(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("second deps.sh up etcd, its first etcd let go: %v\n%s", err, stderr.String())
 	}
+	// One that never answered would not be restarted either: the wait says how to.
+	if want := "scripts/deps.sh down etcd, then up again"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("second deps.sh up etcd does not say what to do if it never answers (%q):\n%s", want, stderr.String())
+	}
 	if got := d.pid("etcd"); got != etcd {
 		t.Fatalf("pid file names %d after the second up, want the first etcd, %d", got, etcd)
 	}
