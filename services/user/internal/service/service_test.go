@@ -273,9 +273,12 @@ func TestBadInputAnswersProblemNamingTheField(t *testing.T) {
 		{"64-byte domain label", "/api/v1/users", `{"email":"a@` + strings.Repeat("b", 64) + `.co","password":"correct horse battery","name":"A"}`, "", 422, "email"},
 		{"short password", "/api/v1/users", `{"email":"a@b.co","password":"short","name":"A"}`, "", 422, "password"},
 		{"common password", "/api/v1/users", `{"email":"a@b.co","password":"password123","name":"A"}`, "", 422, "password"},
+		{"password with the short address", "/api/v1/users", `{"email":"ab@x.co","password":"AB@x.co!!!","name":"A"}`, "", 422, "password"},
+		// The address typed with its domain in Unicode, the password holding
+		// its A-label spelling (201 before).
+		{"password with the address's A-labels", "/api/v1/users", `{"email":"ab@b\u00fccher.de","password":"AB@XN--BCHER-KVA.DE!","name":"A"}`, "", 422, "password"},
 		// The address is stored with its final sigma folded (σοφιασ@...); the
 		// password typed with it contains the local part all the same.
-		{"password with the short address", "/api/v1/users", `{"email":"ab@x.co","password":"AB@x.co!!!","name":"A"}`, "", 422, "password"},
 		{"password with the local part", "/api/v1/users", `{"email":"\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2@example.gr","password":"\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2-2024!","name":"A"}`, "", 422, "password"},
 		{"long name", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"` + strings.Repeat("n", 101) + `"}`, "", 422, "name"},
 		{"oversized body", "/api/v1/users", `{"email":"a@b.co","password":"correct horse battery","name":"` + strings.Repeat("n", 2<<20) + `"}`, "", 413, ""},

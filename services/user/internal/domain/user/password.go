@@ -5,6 +5,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"golang.org/x/net/idna"
 	"golang.org/x/text/unicode/norm"
 )
 
@@ -59,7 +60,9 @@ func NormalizePassword(pw string) string {
 const maxTypedPasswordBytes = 4 * MaxPasswordLen * utf8.UTFMax
 
 // CheckPassword applies the password policy. email is the account's
-// (normalised) address: a password that contains its local part is refused.
+// (normalised) address: a password that contains its local part (of
+// minLocalPartLen characters or more) or the whole address, in either
+// spelling of its domain, is refused.
 func CheckPassword(pw, email string) *FieldError {
 	if fe := CheckPasswordLength(pw); fe != nil {
 		return fe
@@ -80,15 +83,45 @@ func CheckPassword(pw, email string) *FieldError {
 	// The address is folded as NormalizeEmail folds it (a final sigma "ς"
 	// is "σ" there), so the password is compared folded alike: lower-cased
 	// only, "σοφιας2024!" passed for the address σοφιας@..., stored σοφιασ@.
-	// A local part under 3 bytes is not looked for alone (it is in too many
-	// passwords), but the whole address is: "ab@example.com" was accepted as
-	// the password of ab@example.com.
 	folded := fold(pw)
-	if local, _, _ := strings.Cut(email, "@"); (len(local) >= 3 && strings.Contains(folded, local)) ||
-		(email != "" && strings.Contains(folded, email)) {
+	if local, _, _ := strings.Cut(email, "@"); utf8.RuneCountInString(local) >= minLocalPartLen && strings.Contains(folded, local) {
 		return &FieldError{Field: "password", Detail: "must not contain the email address"}
 	}
+	for _, spelling := range emailSpellings(email) {
+		if strings.Contains(folded, spelling) {
+			return &FieldError{Field: "password", Detail: "must not contain the email address"}
+		}
+	}
 	return nil
+}
+
+// minLocalPartLen is the shortest local part, in characters, a password is
+// refused for containing: a shorter one is in too many passwords. Counted
+// in bytes, a single CJK character (3 bytes) was looked for, so the owner of
+// 王@example.cn could use no password holding 王, while "ab@..." was exempt.
+// The whole address is looked for however short its local part
+// (emailSpellings): "AB@x.co!!!" is no password for ab@x.co.
+const minLocalPartLen = 3
+
+// emailSpellings is the normalised address email as NormalizeEmail stores
+// it (its domain in Unicode) and, for an internationalised domain, with its
+// A-labels too ("a@xn--bcher-kva.de" beside "a@bücher.de"): the spelling
+// DNS carries and many mail clients and password managers show, so the one
+// a password is likely to be copied from. IDNA's A-labels are lower-case
+// ASCII, which fold leaves as it is.
+func emailSpellings(email string) []string {
+	if email == "" {
+		return nil
+	}
+	spellings := []string{email}
+	at := strings.LastIndexByte(email, '@')
+	if at < 0 {
+		return spellings
+	}
+	if a, err := idna.Lookup.ToASCII(email[at+1:]); err == nil && a != email[at+1:] {
+		spellings = append(spellings, email[:at+1]+a)
+	}
+	return spellings
 }
 
 // Hasher turns passwords into self-describing hash strings and checks them.

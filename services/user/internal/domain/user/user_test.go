@@ -53,13 +53,26 @@ func TestCheckPassword(t *testing.T) {
 	for email, pw := range map[string]string{"\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2@example.gr": "\u03c3\u03bf\u03c6\u03b9\u03b1\u03c2-2024!",
 		"ALICE@example.com": "my-Alice-2024", "bob@example.com": "\uff22\uff2f\uff22-is-my-name",
 		// A local part too short to be looked for alone: the whole address.
-		"ab@example.com": "AB@example.com", "x@example.org": "my x@example.org!"} {
+		"ab@example.com": "AB@example.com", "x@example.org": "my x@example.org!",
+		// Three characters of a local part are looked for however few bytes
+		// they are; an internationalised domain in its A-label spelling too.
+		"王小明@example.cn": "王小明-2024-password", "ab@bücher.de": "AB@XN--BCHER-KVA.DE!",
+		"ab@xn--bcher-kva.de": "my ab@xn--bcher-kva.de", "王@例え.jp": "王@xn--r8jz45g.jp-2024"} {
 		e, fe := NormalizeEmail(email)
 		if fe != nil {
 			t.Fatal(fe)
 		}
 		if fe := CheckPassword(NormalizePassword(pw), e); fe == nil || fe.Detail != "must not contain the email address" {
 			t.Errorf("CheckPassword(%+q, %+q) = %v", pw, e, fe)
+		}
+	}
+	// A local part under 3 characters is not looked for alone, in whatever
+	// script: 王 (3 bytes) no more than "ab" (before, every password holding
+	// 王 was refused for 王@example.cn). Nor is the domain alone.
+	for email, pw := range map[string]string{"王@example.cn": "王小明的密码很长很长",
+		"ab@example.com": "abcdefghijk-2024", "ée@example.fr": "ée-is-a-long-pass", "ab@bücher.de": "xn--bcher-kva-2024"} {
+		if fe := CheckPassword(pw, email); fe != nil {
+			t.Errorf("CheckPassword(%+q, %+q) = %v", pw, email, fe)
 		}
 	}
 	for _, pw := range []string{"correct horse battery", "Tr0ub4dor&3x", strings.Repeat("ab", 64), "пароль-длинный"} {
