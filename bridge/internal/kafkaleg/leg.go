@@ -86,6 +86,7 @@ type Leg struct {
 	gens    atomic.Int64                 // generations joined
 	group   *groupState                  // for Ready
 	parts   atomic.Pointer[[]*partition] // the generation's partitions, for Ready; nil between generations
+	resets  resetsSeen                   // offset resets counted, so that a pending one counts once
 }
 
 // New validates nothing beyond what config did; it only fills defaults.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -84,9 +85,7 @@ func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
 			p.mu.Unlock()
 		}
 		if side != "" {
-			l.o.Metrics.OffsetReset(p.route.Topic, p.id, side)
-			l.o.Logger.Warn("leg A position outside the partition: reading from its earliest offset", "topic", p.route.Topic,
-				"partition", p.id, "side", side, "from", pos, "to", to, "first", po.FirstOffset, "end", po.LastOffset)
+			l.reportReset(p.route.Topic, p.id, side, pos, to, po.FirstOffset, po.LastOffset)
 		}
 		return to, side != ""
 	}
@@ -109,4 +108,49 @@ func outOfRangeLog(msg string) bool {
 		}
 	}
 	return false
+}
+
+// resetsSeen remembers, per partition, the position leg A last found outside it. The reset position is committed only
+// once records past it are carried, so until then every generation (each rebalance) finds the old committed offset
+// outside again and resets it again: one event, which counted each time made bridge_offset_resets_total over-count and
+// the critical BridgeOffsetReset alert fire again. A partition's from-offset changes only with a new event (its
+// position moved by carried records, then found outside again), so the last one per partition is all it needs to keep,
+// and the map is bounded by the partitions the process ever owned. What it cannot tell: the same topic recreated
+// twice before anything was carried resets from the same offset both times, and the second counts as the first's
+// repeat; a restarted process starts with none seen and counts the pending reset once more.
+type resetsSeen struct {
+	mu   sync.Mutex
+	from map[partKey]int64
+}
+
+type partKey struct {
+	topic     string
+	partition int
+}
+
+// first reports whether a reset of the partition from offset from is new to the process, and remembers it.
+func (r *resetsSeen) first(topic string, partition int, from int64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := partKey{topic, partition}
+	if f, ok := r.from[k]; ok && f == from {
+		return false
+	}
+	if r.from == nil {
+		r.from = make(map[partKey]int64)
+	}
+	r.from[k] = from
+	return true
+}
+
+// reportReset counts and logs at WARN a position from outside the partition (offsets first to end) reset to offset
+// to, once per distinct (topic, partition, from) in the process (resetsSeen); a repeat is logged at INFO.
+func (l *Leg) reportReset(topic string, partition int, side string, from, to, first, end int64) {
+	attrs := []any{"topic", topic, "partition", partition, "side", side, "from", from, "to", to, "first", first, "end", end}
+	if !l.resets.first(topic, partition, from) {
+		l.o.Logger.Info("leg A position outside the partition again: its reset is not committed yet", attrs...)
+		return
+	}
+	l.o.Metrics.OffsetReset(topic, partition, side)
+	l.o.Logger.Warn("leg A position outside the partition: reading from its earliest offset", attrs...)
 }

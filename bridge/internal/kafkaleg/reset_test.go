@@ -184,3 +184,49 @@ func TestAResetPastTheEndForgetsTheOldRecordsVerdicts(t *testing.T) {
 		t.Errorf("offset 4 of the recreated partition dead-lettered: %s (%s)", letter.Reason, letter.Detail)
 	}
 }
+
+// TestAPendingResetCountsOnce: a reset position is committed only once records past it are carried, so each generation
+// that follows (a rebalance) finds the old committed offset outside the partition again. It is one event:
+// bridge_offset_resets_total and the WARN line counted it at every generation, and the critical BridgeOffsetReset
+// fired again for it. Another from-offset is another event.
+func TestAPendingResetCountsOnce(t *testing.T) {
+	t.Parallel()
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	topic := "bridgetest." + harness.ID() + ".orders"
+	if err := harness.CreateTopic(ctx, brokers, topic, 1); err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g"})
+	check := func(from int64) {
+		t.Helper()
+		p := &partition{leg: l, route: mapping.Route{Topic: topic}, id: 0, fetch: newFetchLog(log, topic, 0)} // a generation's
+		if pos, reset := p.inRange(ctx, from); pos != 0 || !reset {
+			t.Fatalf("inRange(%d) on an empty partition = %d, %v; want 0, true (the rewind holds the commit back)", from, pos, reset)
+		}
+	}
+	resets := func() int64 {
+		v, _, err := harness.Int64Metric(reader, "bridge.offset.resets", "side", "past_end")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	check(1000)
+	check(1000) // the next generation, the reset still uncommitted
+	if v, warns := resets(), strings.Count(logs.String(), "level=WARN"); v != 1 || warns != 1 {
+		t.Errorf("one pending reset seen by two generations: bridge_offset_resets_total = %d, %d WARN lines; want 1, 1\n%s", v, warns, logs.String())
+	}
+	check(2000)
+	if v := resets(); v != 2 {
+		t.Errorf("a reset from another offset: bridge_offset_resets_total = %d, want 2", v)
+	}
+}
