@@ -52,7 +52,7 @@ func loadAlertRules(t *testing.T) ruleFile {
 // on a charge payment disowns), the payments the settle round had to void or refund because a dead letter left them
 // charged, the settle round itself failing, and dead letters piling up, recorded or not, in payment and in the
 // bridge; the bridge's archive stalled on an unreadable Pulsar size policy, and a partition held at a dead letter the DLQ
-// refuses, a partition leg A cannot fetch, a position leg A found outside its partition (a recreated topic, records
+// refuses, a partition leg A cannot fetch (continuously: its readiness rule, not each failed fetch), a position leg A found outside its partition (a recreated topic, records
 // retention removed before they were carried) and a stream window too short for leg A's republish; orders the order service cancelled because payment never answered (each an order's payment the saga
 // lost), and its expiry round failing (those orders then stay PENDING). None had a rule.
 var watchedAlarms = []string{
@@ -64,7 +64,7 @@ var watchedAlarms = []string{
 	`bridge_dlq_total`,
 	`bridge_pulsar_policy_waiting`,
 	`bridge_dlq_waiting`,
-	`bridge_fetch_errors_total`,
+	`bridge_partition_unfetchable`,
 	`bridge_offset_resets_total`,
 	`bridge_stream_window_short`,
 	`shanhai_order_expired_total`,

@@ -51,13 +51,30 @@ func (p *partition) fetchSettled(now time.Time) {
 	}
 }
 
+// refreshFetch ends the runs of fetch failures that went quiet (fetchSettled) and sets each partition's
+// bridge_partition_unfetchable from the readiness rule (unfetchable), so that the alert means what readiness means: a
+// partition failing continuously for a rebalance's span, not a sporadic failure every few minutes (each one is a run
+// of its own, settled after fetchQuiet).
+func (l *Leg) refreshFetch(parts []*partition, now time.Time) {
+	for _, p := range parts {
+		p.fetchSettled(now)
+		l.o.Metrics.Unfetchable(p.route.Topic, p.id, unfetchable(p.fetch.Current(), l.fetchGrace()))
+	}
+}
+
+// unfetchable reports whether a partition's run of failed fetches f spans grace or more (the first to the latest):
+// readiness fails on it and bridge_partition_unfetchable shows it.
+func unfetchable(f outage.Failure, grace time.Duration) bool {
+	return f.Attempts > 0 && f.Last.Sub(f.Since) >= grace
+}
+
 // unfetched is the error readiness reports for the generation's partitions whose failed fetches span grace or more
 // (the first to the latest): a partition that failed once and then went quiet is not held against readiness while
 // fetchQuiet runs out; nil if none.
 func unfetched(parts []*partition, grace time.Duration, now time.Time) error {
 	var failing []string
 	for _, p := range parts {
-		if f := p.fetch.Current(); f.Attempts > 0 && f.Last.Sub(f.Since) >= grace {
+		if f := p.fetch.Current(); unfetchable(f, grace) {
 			failing = append(failing, fmt.Sprintf("%s partition %d for %s (%d attempts: %v)",
 				p.route.Topic, p.id, now.Sub(f.Since).Round(time.Second), f.Attempts, f.Err))
 		}

@@ -135,3 +135,60 @@ func TestOutOfRangeLogEndsTheSession(t *testing.T) {
 		t.Error("a leader change taken for a position out of range")
 	}
 }
+
+// TestUnfetchableIsTheReadinessRule: BridgePartitionUnfetchable fired on any failed fetch in each of 10 minutes, so a
+// sporadic failure every few minutes (a leader moved, a broker's restart) paged. bridge_partition_unfetchable is 1
+// only while the partition fails readiness: failures spanning two session timeouts without a quiet fetchQuiet between.
+func TestUnfetchableIsTheReadinessRule(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	l := New(Options{Metrics: m, Logger: log, Group: "g", SessionTimeout: 10 * time.Second})
+	p := &partition{leg: l, route: mapping.Route{Topic: "shanhai.orders"}, id: 2, fetch: newFetchLog(log, "shanhai.orders", 2)}
+	parts := []*partition{p}
+	gauge := func(at string) int64 {
+		t.Helper()
+		v, ok, err := harness.Int64Metric(reader, "bridge.partition.unfetchable", "partition", "2")
+		if err != nil || !ok {
+			t.Fatalf("%s: bridge_partition_unfetchable{partition=2} not exported (%v)", at, err)
+		}
+		return v
+	}
+	gone := errors.New("[6] Not Leader For Partition")
+
+	start := time.Now()
+	for i := range 5 { // one failure every 3 minutes
+		at := start.Add(time.Duration(i) * 3 * time.Minute)
+		p.fetch.FailAt(at, gone)
+		for s := time.Duration(0); s < 3*time.Minute; s += time.Second {
+			l.refreshFetch(parts, at.Add(s))
+			if v := gauge("sporadic"); v != 0 {
+				t.Fatalf("one failure every 3 minutes: bridge_partition_unfetchable = %d %v after failure %d, want 0", v, s, i+1)
+			}
+		}
+	}
+
+	start = start.Add(time.Hour)
+	for s := time.Duration(0); s <= 25*time.Second; s += time.Second { // a failure each second
+		p.fetch.FailAt(start.Add(s), gone)
+		l.refreshFetch(parts, start.Add(s))
+		want := int64(0)
+		if s >= 20*time.Second { // two session timeouts
+			want = 1
+		}
+		if v := gauge("continuous"); v != want {
+			t.Fatalf("failing each second for %v: bridge_partition_unfetchable = %d, want %d", s, v, want)
+		}
+	}
+	l.refreshFetch(parts, start.Add(25*time.Second+fetchQuiet))
+	if v := gauge("settled"); v != 0 {
+		t.Errorf("%v after the last failure: bridge_partition_unfetchable = %d, want 0", fetchQuiet, v)
+	}
+	l.o.Metrics.Forget("shanhai.orders", 2)
+	if _, ok, _ := harness.Int64Metric(reader, "bridge.partition.unfetchable", "partition", "2"); ok {
+		t.Error("bridge_partition_unfetchable of a partition no longer owned is still exported")
+	}
+}

@@ -178,7 +178,7 @@ func (l *Leg) Run(ctx context.Context) error {
 // It also fails while a partition of the generation has failed to fetch for as long (fetch.go): the leg is a member,
 // but carries nothing of that partition.
 func (l *Leg) Ready(context.Context) error {
-	now, grace := time.Now(), 2*l.o.SessionTimeout
+	now, grace := time.Now(), l.fetchGrace()
 	if err := l.group.ready(l.o.Group, grace, now); err != nil {
 		return err
 	}
@@ -187,6 +187,10 @@ func (l *Leg) Ready(context.Context) error {
 	}
 	return nil
 }
+
+// fetchGrace is how long a partition's failed fetches may span before it counts as unfetchable (readiness,
+// bridge_partition_unfetchable): two session timeouts, as long as a rebalance may leave the group without a generation.
+func (l *Leg) fetchGrace() time.Duration { return 2 * l.o.SessionTimeout }
 
 // generation runs one generation's partitions and committer and returns when
 // the generation ends.
@@ -249,9 +253,7 @@ func (l *Leg) commitLoop(gctx, stop context.Context, gen *kafka.Generation, part
 		case now := <-t.C:
 			l.commit(gctx, gen, parts)
 			l.refreshLag(gctx, parts)
-			for _, p := range parts {
-				p.fetchSettled(now)
-			}
+			l.refreshFetch(parts, now)
 		case <-stop.Done():
 			all := make(chan struct{})
 			go func() { drained.Wait(); close(all) }()

@@ -10,6 +10,7 @@
 //	bridge_pulsar_policy_waiting{topic}      leg B partitions waiting to read their Pulsar topic's max message size policy
 //	bridge_dlq_waiting{leg}                  partitions held at a dead letter the DLQ topic has refused and not yet taken
 //	bridge_fetch_errors_total{topic,partition} leg A's failed fetches of a partition it owns (leader away, broker refusing)
+//	bridge_partition_unfetchable{topic,partition} 1 while a partition leg A owns fails readiness: its failed fetches span two session timeouts
 //	bridge_stream_window_short{stream}       1 while the JetStream stream's duplicate window is too short for leg A's republish
 //	bridge_offset_resets_total{topic,partition,side} leg A positions outside their partition (side: past_end, before_start), moved to its earliest offset
 package metrics
@@ -43,8 +44,9 @@ type Bridge struct {
 	short    metric.Int64Gauge
 	resets   metric.Int64Counter
 
-	mu  sync.Mutex
-	lag map[lagKey]int64
+	mu          sync.Mutex
+	lag         map[lagKey]int64
+	unfetchable map[lagKey]bool
 
 	// sets are the attribute sets of each leg, and of each leg and result, that the message path records, built once
 	// in New: building one sorts and allocates, and a leg records four measurements for every message it carries
@@ -79,7 +81,7 @@ func newSet(leg, result string) metric.MeasurementOption {
 
 // New registers the instruments on m.
 func New(m metric.Meter) (*Bridge, error) {
-	b := &Bridge{lag: map[lagKey]int64{}, sets: map[setKey]metric.MeasurementOption{}}
+	b := &Bridge{lag: map[lagKey]int64{}, unfetchable: map[lagKey]bool{}, sets: map[setKey]metric.MeasurementOption{}}
 	for _, leg := range []string{LegA, LegB} {
 		for _, r := range results {
 			b.sets[setKey{leg, r}] = newSet(leg, r)
@@ -116,6 +118,23 @@ func New(m metric.Meter) (*Bridge, error) {
 		return nil, err
 	}
 	if b.resets, err = m.Int64Counter("bridge.offset.resets", metric.WithDescription("leg A positions outside their partition's offsets (side past_end: the topic recreated or truncated under the committed offset; before_start: retention removed records not yet carried), moved to the partition's earliest offset")); err != nil {
+		return nil, err
+	}
+	// An observable gauge, as the lag: its series go with the partition's ownership (Forget).
+	_, err = m.Int64ObservableGauge("bridge.partition.unfetchable", metric.WithDescription("1 while leg A's failed fetches of a partition it owns span two session timeouts (it fails readiness meanwhile), 0 otherwise; refreshed every commit interval"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for k, v := range b.unfetchable {
+				var n int64
+				if v {
+					n = 1
+				}
+				o.Observe(n, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
+			}
+			return nil
+		}))
+	if err != nil {
 		return nil, err
 	}
 	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka records of a partition JetStream has not confirmed yet: the high watermark minus the first unconfirmed offset, refreshed every commit interval"),
@@ -176,10 +195,19 @@ func (b *Bridge) Lag(topic string, partition int, lag int64) {
 	b.mu.Unlock()
 }
 
-// Forget drops a partition's lag series.
+// Unfetchable sets whether a partition's failed fetches span the readiness rule (bridge_partition_unfetchable); Forget
+// removes it when ownership moves.
+func (b *Bridge) Unfetchable(topic string, partition int, failing bool) {
+	b.mu.Lock()
+	b.unfetchable[lagKey{topic, partition}] = failing
+	b.mu.Unlock()
+}
+
+// Forget drops a partition's lag and unfetchable series.
 func (b *Bridge) Forget(topic string, partition int) {
 	b.mu.Lock()
 	delete(b.lag, lagKey{topic, partition})
+	delete(b.unfetchable, lagKey{topic, partition})
 	b.mu.Unlock()
 }
 
