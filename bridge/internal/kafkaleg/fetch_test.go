@@ -24,11 +24,7 @@ import (
 // partition once its failures span the grace, not before (a leader election passes within it) and not for one burst
 // of them. An idle partition has no record to show it recovered: a quiet spell of fetchQuiet does.
 func TestAPartitionThatCannotFetchIsCountedLoggedAndNotReady(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, reader := testMetrics(t)
 	var logs testenv.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	l := New(Options{Metrics: m, Logger: log, Group: "g"})
@@ -51,7 +47,7 @@ func TestAPartitionThatCannotFetchIsCountedLoggedAndNotReady(t *testing.T) {
 		t.Errorf("failures over 10 s, within a 20 s grace: %v", err)
 	}
 	p.fetch.FailAt(start.Add(21*time.Second), gone)
-	err = unfetched(parts, 20*time.Second, start.Add(22*time.Second))
+	err := unfetched(parts, 20*time.Second, start.Add(22*time.Second))
 	if err == nil || !strings.Contains(err.Error(), "shanhai.orders partition 2") || !strings.Contains(err.Error(), gone.Error()) ||
 		strings.Contains(err.Error(), "partition 0") {
 		t.Errorf("failures over 21 s, past a 20 s grace: %v, want an error naming partition 2 alone and its error", err)
@@ -108,11 +104,7 @@ func TestPartitionReaderConfig(t *testing.T) {
 // kafka-go's log of a position out of range met while reading ends the session (the next one checks and resets it),
 // and is not counted as a failed fetch.
 func TestOutOfRangeLogEndsTheSession(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, reader := testMetrics(t)
 	l := New(Options{Metrics: m, Group: "g"})
 	p := &partition{leg: l, route: mapping.Route{Topic: "shanhai.orders"}, id: 1, fetch: newFetchLog(l.o.Logger, "shanhai.orders", 1)}
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -140,11 +132,7 @@ func TestOutOfRangeLogEndsTheSession(t *testing.T) {
 // sporadic failure every few minutes (a leader moved, a broker's restart) paged. bridge_partition_unfetchable is 1
 // only while the partition fails readiness: failures spanning two session timeouts without a quiet fetchQuiet between.
 func TestUnfetchableIsTheReadinessRule(t *testing.T) {
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, reader := testMetrics(t)
 	log := slog.New(slog.DiscardHandler)
 	l := New(Options{Metrics: m, Logger: log, Group: "g", SessionTimeout: 10 * time.Second})
 	p := &partition{leg: l, route: mapping.Route{Topic: "shanhai.orders"}, id: 2, fetch: newFetchLog(log, "shanhai.orders", 2)}
@@ -191,4 +179,15 @@ func TestUnfetchableIsTheReadinessRule(t *testing.T) {
 	if _, ok, _ := harness.Int64Metric(reader, "bridge.partition.unfetchable", "partition", "2"); ok {
 		t.Error("bridge_partition_unfetchable of a partition no longer owned is still exported")
 	}
+}
+
+// testMetrics returns the bridge's instruments on a meter of their own, and the reader to collect them.
+func testMetrics(t *testing.T) (*metrics.Bridge, *sdkmetric.ManualReader) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, reader
 }

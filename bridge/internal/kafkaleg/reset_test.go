@@ -32,18 +32,8 @@ import (
 // until a record of the new topic arrived. The check's own answer says where the partition ends.
 func TestAResetPositionsLagIsFromThePartitionsEnd(t *testing.T) {
 	t.Parallel()
-	brokers := testenv.Kafka(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	topic := "bridgetest." + harness.ID() + ".orders"
-	if err := harness.CreateTopic(ctx, brokers, topic, 1); err != nil {
-		t.Fatal(err)
-	}
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, brokers, topic := emptyTopic(t)
+	m, reader := testMetrics(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g"})
 	p := &partition{leg: l, route: mapping.Route{Topic: topic}, id: 0, fetch: newFetchLog(log, topic, 0)}
@@ -157,17 +147,8 @@ func TestFeedTakesNoRecordAfterItsReadingEnded(t *testing.T) {
 // overtaken offset was dead-lettered as overtaken.
 func TestAResetPastTheEndForgetsTheOldRecordsVerdicts(t *testing.T) {
 	t.Parallel()
-	brokers := testenv.Kafka(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	topic := "bridgetest." + harness.ID() + ".orders"
-	if err := harness.CreateTopic(ctx, brokers, topic, 1); err != nil {
-		t.Fatal(err)
-	}
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, brokers, topic := emptyTopic(t)
+	m, _ := testMetrics(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g", MaxBytes: 1 << 20, SinkRetries: 2})
 	p := &partition{leg: l, route: mapping.Route{Topic: topic}, id: 0, fetch: newFetchLog(log, topic, 0)}
@@ -191,18 +172,8 @@ func TestAResetPastTheEndForgetsTheOldRecordsVerdicts(t *testing.T) {
 // fired again for it. Another from-offset is another event.
 func TestAPendingResetCountsOnce(t *testing.T) {
 	t.Parallel()
-	brokers := testenv.Kafka(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	topic := "bridgetest." + harness.ID() + ".orders"
-	if err := harness.CreateTopic(ctx, brokers, topic, 1); err != nil {
-		t.Fatal(err)
-	}
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, brokers, topic := emptyTopic(t)
+	m, reader := testMetrics(t)
 	var logs strings.Builder
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g"})
@@ -229,4 +200,17 @@ func TestAPendingResetCountsOnce(t *testing.T) {
 	if v := resets(); v != 2 {
 		t.Errorf("a reset from another offset: bridge_offset_resets_total = %d, want 2", v)
 	}
+}
+
+// emptyTopic creates a topic of one partition on the shared Kafka, for a test whose context it returns (a minute).
+func emptyTopic(t *testing.T) (context.Context, []string, string) {
+	t.Helper()
+	brokers := testenv.Kafka(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	topic := "bridgetest." + harness.ID() + ".orders"
+	if err := harness.CreateTopic(ctx, brokers, topic, 1); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, brokers, topic
 }
