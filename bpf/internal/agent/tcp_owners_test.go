@@ -122,6 +122,9 @@ func TestTargetsConnectionsOverTheRoomAreCounted(t *testing.T) {
 	held = nil
 	eventually(t, func() (bool, string) {
 		got := sub(tcpOf(t, a, tg.pid), base)
+		// A loaded machine's loopback does retransmit now and then (seen: 1 in a CI run); this test is about opens
+		// and closes, so retransmits are left out as in TestTCPLifecycle.
+		got.Retransmits = 0
 		return got == TCPStats{Passive: opened, Closed: opened}, fmt.Sprintf("pid %d: %+v, want each of the %d counted opens closed", tg.pid, got, opened)
 	})
 }
