@@ -104,7 +104,7 @@ func tcpExactly(t *testing.T, a *Agent, pid int, base, want TCPStats) {
 		got := sub(tcpOf(t, a, pid), base)
 		got.Retransmits = 0
 		if got.Closed > want.Closed {
-			t.Fatalf("closes counted twice: got %+v, want %+v", got, want)
+			t.Fatalf("more closes than made (one counted twice, or an open connection taken for closed): got %+v, want %+v", got, want)
 		}
 		return got == want, fmt.Sprintf("tcp of pid %d: got %+v, want %+v", pid, got, want)
 	})
@@ -204,4 +204,51 @@ func TestTCPClosesNoProgramSawInAnotherNetns(t *testing.T) {
 	for range 5 {
 		exactly(TCPStats{Active: 2 * n, Passive: 2 * n, Closed: 4 * n})
 	}
+}
+
+// TestTCPOpenConnectionsAreNotTakenForClosed: a live connection whose addresses as sock_diag reports them differ
+// from those its owner was given at the open is not counted closed by the reconciliation (system.check): a passive
+// connection over IPv4 on a dual-stack listener (an IPv6 socket with v4-mapped addresses), and an active one bound
+// to a device after its connect (SO_BINDTODEVICE: sock_diag reports the device the socket has now).
+func TestTCPOpenConnectionsAreNotTakenForClosed(t *testing.T) {
+	const n = 5
+	requireRoot(t)
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, Config{}, bin)
+	tg := startTarget(t, bin, "HTTP_ADDR=:0")
+	a.Scan()
+	_, port, err := net.SplitHostPort(tg.base[len("http://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := acceptAll(t, ln, n)
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	tg.get(t, c, "GET", "/stats")
+	base := tcpOf(t, a, tg.pid)
+	exactly := func(want TCPStats) { t.Helper(); tcpExactly(t, a, tg.pid, base, want) }
+
+	tg.get(t, c, "GET", "/dial?hold=1&dev=lo&n="+strconv.Itoa(n)+"&addr="+url.QueryEscape(ln.Addr().String()))
+	var peers []net.Conn
+	for range n {
+		peers = append(peers, <-accepted)
+	}
+	for range n {
+		conn, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		peers = append(peers, conn)
+	}
+	for range 5 { // every scrape checks them with sock_diag
+		exactly(TCPStats{Active: n, Passive: n})
+	}
+	tg.get(t, c, "GET", "/release")
+	for _, conn := range peers {
+		conn.Close()
+	}
+	exactly(TCPStats{Active: n, Passive: n, Closed: 2 * n})
 }

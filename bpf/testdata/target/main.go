@@ -16,6 +16,7 @@ import (
 	"runtime/metrics"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -134,7 +135,8 @@ func main() {
 		wg.Wait()
 	})
 	// /dial?addr=A&n=N opens N TCP connections to A, one at a time, and closes each; with hold=1 it keeps them open
-	// until /release closes them.
+	// until /release closes them. With dev=D each is bound to device D once open (SO_BINDTODEVICE), as a program
+	// may do after its connect: the socket's bound device then differs from the one it had at its open.
 	var (
 		heldMu sync.Mutex
 		held   []net.Conn
@@ -145,6 +147,13 @@ func main() {
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadGateway)
 				return
+			}
+			if dev := r.URL.Query().Get("dev"); dev != "" {
+				if err := bindToDevice(c, dev); err != nil {
+					c.Close()
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
 			}
 			if r.URL.Query().Get("hold") == "1" {
 				heldMu.Lock()
@@ -265,4 +274,22 @@ func pauses() uint64 {
 		}
 	}
 	return n
+}
+
+// bindToDevice binds the socket of connection c to network device dev (SO_BINDTODEVICE).
+func bindToDevice(c net.Conn, dev string) error {
+	raw, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptString(int(fd), syscall.SOL_SOCKET, syscall.SO_BINDTODEVICE, dev)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("bind to device %s: %w", dev, serr)
+	}
+	return nil
 }
