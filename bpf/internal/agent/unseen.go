@@ -153,8 +153,9 @@ func (s *system) closeUnseen(key uint64, o *tcp.BpfOwner, id sockdiag.ID) error 
 	var gone tcp.BpfOwner
 	err = s.tcp.Owners.LookupAndDelete(key, &gone)
 	if errors.Is(err, ebpf.ErrNotSupported) {
-		// Before 5.14 a hash map has no lookup-and-delete: the owner just read is deleted, and a new socket given
-		// this memory in between (a window of one syscall) loses its owner, its events then uncounted.
+		// Before 5.14 a hash map has no lookup-and-delete: the owner read above is deleted blind. A new socket given
+		// this memory since that read (a window of the sock_diag lookup's few syscalls) loses its owner, its events
+		// then uncounted, and the old close is counted twice (own counted it when it replaced the owner).
 		err, gone = s.tcp.Owners.Delete(key), *o
 	}
 	if err != nil {
