@@ -37,14 +37,7 @@ func testTCPClosesNoProgramSaw(t *testing.T, loopback string) {
 
 	// A listener in the test process that the target dials and that holds what it accepts, so that the target
 	// closes its dialled ends first.
-	ln, err := net.Listen("tcp", net.JoinHostPort(loopback, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := acceptAll(t, ln, n)
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	tg.get(t, c, "GET", "/stats")
-	base := tcpOf(t, a, tg.pid)
+	ln, accepted, c, base := holdingPeer(t, a, tg, loopback, n)
 
 	// open makes n active connections of the target, which it holds, and n passive ones, and returns the test's
 	// ends of them: peers of the active ones, of the passive ones.
@@ -136,6 +129,21 @@ func detachStateChanges(t *testing.T, a *Agent) func() {
 	}
 }
 
+// holdingPeer is a listener of the test's on loopback that holds up to n of the connections it accepts (acceptAll),
+// with a client for tg's requests and tg's counts once that client's connection is open, so that it is not in the
+// deltas from them.
+func holdingPeer(t *testing.T, a *Agent, tg *target, loopback string, n int) (net.Listener, <-chan net.Conn, *http.Client, TCPStats) {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(loopback, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := acceptAll(t, ln, n)
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	tg.get(t, c, "GET", "/stats")
+	return ln, accepted, c, tcpOf(t, a, tg.pid)
+}
+
 // acceptAll accepts ln's connections into the channel it returns (of capacity n) until the test ends, when ln and
 // the connections left in the channel are closed.
 func acceptAll(t *testing.T, ln net.Listener, n int) <-chan net.Conn {
@@ -221,14 +229,7 @@ func TestTCPOpenConnectionsAreNotTakenForClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := acceptAll(t, ln, n)
-	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
-	tg.get(t, c, "GET", "/stats")
-	base := tcpOf(t, a, tg.pid)
+	ln, accepted, c, base := holdingPeer(t, a, tg, "127.0.0.1", n)
 	exactly := func(want TCPStats) { t.Helper(); tcpExactly(t, a, tg.pid, base, want) }
 
 	tg.get(t, c, "GET", "/dial?hold=1&dev=lo&n="+strconv.Itoa(n)+"&addr="+url.QueryEscape(ln.Addr().String()))
