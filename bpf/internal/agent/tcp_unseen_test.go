@@ -13,6 +13,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/shanhai-dev/shanhai/bpf/probe/tcp"
 )
 
 // TestTCPClosesNoProgramSaw: a close that no state change program saw is counted once, by the agent's
@@ -252,4 +255,35 @@ func TestTCPOpenConnectionsAreNotTakenForClosed(t *testing.T) {
 		conn.Close()
 	}
 	exactly(TCPStats{Active: n, Passive: n, Closed: 2 * n})
+}
+
+// TestTCPOwnerWithoutAddressesIsNotTakenForClosed: an open owner whose addresses were not read (no network namespace:
+// a failed probed read) is not looked for, as it cannot be found among live sockets, and so not counted closed.
+func TestTCPOwnerWithoutAddressesIsNotTakenForClosed(t *testing.T) {
+	requireRoot(t)
+	bin := ownCopy(t, buildTarget(t, false))
+	a := newAgentWith(t, Config{}, bin)
+	tg := startTarget(t, bin)
+	a.Scan()
+	c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
+	tg.get(t, c, "GET", "/stats") // the target's tcp entry, made at its accept
+	base := tcpOf(t, a, tg.pid)
+	var st tcp.BpfTcpStats
+	if err := a.sys.tcp.Tcp.Lookup(uint32(tg.pid), &st); err != nil {
+		t.Fatal(err)
+	}
+	const key = uint64(1) // no socket's address
+	o := tcp.BpfOwner{Tgid: uint32(tg.pid), Established: openCounted, Start: st.Start, Family: unix.AF_INET}
+	if err := a.sys.tcp.Owners.Update(key, &o, ebpf.UpdateNoExist); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if got := sub(tcpOf(t, a, tg.pid), base); got.Closed != 0 {
+			t.Fatalf("an owner without addresses was counted closed: %+v", got)
+		}
+	}
+	var now tcp.BpfOwner
+	if err := a.sys.tcp.Owners.Lookup(key, &now); err != nil {
+		t.Fatalf("the owner without addresses was deleted: %v", err)
+	}
 }

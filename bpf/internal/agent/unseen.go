@@ -57,6 +57,11 @@ func (s *system) reconcile() error {
 		if o.Established != openCounted && o.Established != openDropped {
 			continue
 		}
+		// No namespace: its addresses were not read (a probed read in accept_ret that failed), so it cannot be
+		// looked for, and would be taken for closed; it waits for own.
+		if o.Netns == 0 {
+			continue
+		}
 		if byNetns[o.Netns] == nil {
 			byNetns[o.Netns] = map[uint64]tcp.BpfOwner{}
 		}
