@@ -10,8 +10,9 @@ import (
 // pod's. The kubelet's default is Unconfined (unless a node turns SeccompDefault on, which kind does not), so a pod
 // that names none may make any system call. The restricted namespaces refuse such pods at admission; the eBPF
 // agent's privileged namespace does not, and the agent named none: in Kubernetes it ran with no filter at all, where
-// compose runs it under Docker's default profile. That profile, and containerd's RuntimeDefault like it, allow bpf
-// and perf_event_open to a process holding CAP_SYS_ADMIN, as the agent does.
+// compose runs it under Docker's default profile. That profile, and containerd's RuntimeDefault like it, allow bpf,
+// perf_event_open and setns (the agent's look into pods' network namespaces) to a process holding CAP_SYS_ADMIN, as
+// the agent does.
 func TestEveryPodRunsUnderASeccompProfile(t *testing.T) {
 	for _, dir := range kustomizations {
 		t.Run(dir, func(t *testing.T) {
