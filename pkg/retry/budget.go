@@ -24,8 +24,13 @@ type Budget struct {
 	ratio float64
 	floor float64 // minPerSec × window seconds
 	step  int64   // nanos per bucket
-	now   func() time.Time
-	mu    sync.Mutex // serialises Withdraw
+	// The steps are counted from origin on the monotonic clock: on the wall
+	// clock (UnixNano) a step of the system time, an NTP correction or a
+	// restored VM, moved every bucket out of the window at once, and the
+	// window's retries were allowed again in the middle of an outage.
+	origin  time.Time
+	elapsed func() time.Duration // monotonic time since origin; a test replaces it
+	mu      sync.Mutex           // serialises Withdraw
 	// Word layout: step (low stepBits of the step number) | requests
 	// (reqBits) | retries (retryBits). Counters saturate (67M requests and
 	// 262k retries per bucket; saturated requests only make the budget
@@ -61,23 +66,33 @@ func NewBudget(ratio float64, minPerSec int, window time.Duration) *Budget {
 	if math.IsNaN(ratio) {
 		ratio = 0
 	}
+	origin := time.Now()
 	return &Budget{
-		ratio: ratio,
-		floor: float64(minPerSec) * window.Seconds(),
-		step:  max(1, int64(window)/budgetBuckets),
-		now:   time.Now,
+		ratio:   ratio,
+		floor:   float64(minPerSec) * window.Seconds(),
+		step:    max(1, int64(window)/budgetBuckets),
+		origin:  origin,
+		elapsed: func() time.Duration { return time.Since(origin) },
 	}
 }
 
+// epoch is the step a reading elapsed after origin falls in. A reading
+// from before origin (a request that began before its route's budget was
+// made) counts in the first step: a negative step would index no bucket.
+func (b *Budget) epoch(elapsed time.Duration) int64 {
+	return max(0, int64(elapsed)) / b.step
+}
+
 // Request records one original (non-retry) request.
-func (b *Budget) Request() { b.RequestAt(b.now()) }
+func (b *Budget) Request() { b.add(b.epoch(b.elapsed()), 1, 0) }
 
 // RequestAt is Request for a caller that has read the clock already (the
 // gateway reads it once per request for every step that needs it). The
 // budget moves in window/10 steps, so a reading taken a few microseconds
-// earlier counts the same.
+// earlier counts the same. now must be a reading of time.Now, which
+// carries the monotonic clock that Sub measures it on.
 func (b *Budget) RequestAt(now time.Time) {
-	b.add(now.UnixNano()/b.step, 1, 0)
+	b.add(b.epoch(now.Sub(b.origin)), 1, 0)
 }
 
 // Withdraw takes one retry from the budget, reporting false (and taking
@@ -126,7 +141,7 @@ func (w Withdrawal) Refund() {
 func (b *Budget) withdraw() (epoch int64, ok bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	epoch = b.now().UnixNano() / b.step
+	epoch = b.epoch(b.elapsed())
 	requests, retries := b.totals(epoch)
 	if float64(retries+1) > b.ratio*float64(requests)+b.floor {
 		return epoch, false

@@ -11,9 +11,15 @@ import (
 	"time"
 )
 
+// clock is a budget's clock in a test: it starts at the budget's origin
+// and moves only when the test moves t.
 type clock struct{ t time.Time }
 
-func (c *clock) now() time.Time { return c.t }
+func clockOf(b *Budget) *clock {
+	c := &clock{t: b.origin}
+	b.elapsed = func() time.Duration { return c.t.Sub(b.origin) }
+	return c
+}
 
 func noSleep(p Policy) Policy {
 	p.sleep = func(context.Context, time.Duration) error { return nil }
@@ -23,9 +29,8 @@ func noSleep(p Policy) Policy {
 var errUpstream = errors.New("upstream 503")
 
 func TestRetryBudgetExhaustedStopsRetries(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	b := NewBudget(0.2, 3, 10*time.Second) // floor: 3/s × 10s = 30 retries
-	b.now = clk.now
+	clk := clockOf(b)
 	p := noSleep(Policy{Attempts: 3})
 
 	calls := 0
@@ -176,9 +181,8 @@ func TestIdempotent(t *testing.T) {
 // Requests counted from many goroutines at once are all counted (the
 // lock-free bucket's CAS loses none), and only within the window.
 func TestBudgetCountsConcurrentRequests(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	b := NewBudget(0.5, 0, 10*time.Second)
-	b.now = clk.now
+	clk := clockOf(b)
 	done := make(chan struct{})
 	for range 8 {
 		go func() {
@@ -265,9 +269,8 @@ func TestRetryEndedByItsContextSaysSo(t *testing.T) {
 // a retry nobody sent, and the retries of the clients still waiting were
 // refused in its place.
 func TestRetryAbandonedInItsBackoffIsNotCharged(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	b := NewBudget(0, 1, time.Second) // one retry in the window
-	b.now = clk.now
+	clockOf(b)                        // its clock stands still: both calls fall in one window
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -299,9 +302,8 @@ func TestRetryAbandonedInItsBackoffIsNotCharged(t *testing.T) {
 // take it); one whose step has left the window gives nothing back to the
 // steps after it.
 func TestRefundGivesTheRetryBack(t *testing.T) {
-	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	b := NewBudget(0, 1, time.Second) // one retry in the window
-	b.now = clk.now
+	clk := clockOf(b)
 
 	w, ok := b.Take()
 	if !ok || b.Withdraw() {
