@@ -64,6 +64,12 @@ type puller struct {
 	first, most time.Duration
 	wait        time.Duration
 	retryAt     time.Time
+	// since is when the current pull started. The back-off a refusal left
+	// is kept through the restart (a config the repair could not change is
+	// refused again at once) and dropped once the pull has gone a whole
+	// most unrefused (settled): kept for good, a refusal weeks later
+	// waited the longest delay an earlier run of refusals had grown to.
+	since time.Time
 
 	errMu sync.Mutex
 	// What the client last reported of each pull (ConsumeErrHandler), so
@@ -129,8 +135,18 @@ func (p *puller) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p.cur = cc
+	p.cur, p.since = cc, time.Now()
 	return nil
+}
+
+// settled drops the back-off of refusals past once the current pull has
+// run for most without one: the server answers a pull's first request at
+// once, and the client asks again within two missed heartbeats (30 s), so
+// a config still refusing has said so by then.
+func (p *puller) settled(now time.Time) {
+	if p.wait > 0 && p.cur != nil && now.Sub(p.since) >= p.most {
+		p.wait = 0
+	}
 }
 
 // noteErr keeps what the client reports of a pull (missed heartbeats, a
@@ -239,6 +255,9 @@ func (p *puller) stoppedItself() (stopped bool, err error) {
 			p.wait = min(max(2*p.wait, p.first), p.most)
 			p.retryAt = time.Now().Add(p.wait)
 		}
+	case dead == nil:
+		p.settled(time.Now())
+		return false, nil
 	default:
 		return false, nil
 	}

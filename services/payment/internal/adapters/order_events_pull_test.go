@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -94,5 +95,60 @@ func TestNetworkErrorOfAPullIsOutlived(t *testing.T) {
 		if stopped, _ := p.stoppedItself(); stopped {
 			t.Fatalf("a pull that reported %v was taken as stopped (repair_config=%v)", err, p.repair)
 		}
+	}
+}
+
+// consumerStub hands out pulls the test ends by hand.
+type consumerStub struct {
+	jetstream.Consumer
+	pulls []*pullStub
+}
+
+func (c *consumerStub) Consume(jetstream.MessageHandler, ...jetstream.PullConsumeOpt) (jetstream.ConsumeContext, error) {
+	p := newPullStub()
+	c.pulls = append(c.pulls, p)
+	return p, nil
+}
+
+// TestRepairedPullStartsTheNextRefusalsBackOffAfresh: the back-off a run
+// of refusals grew (up to AckWait) was kept after the repair took, so a
+// refusal long after, the first of a new run, waited the longest delay
+// before its repair where it should wait the first. It is dropped once
+// the restarted pull has gone AckWait unrefused; one refused again at
+// once (the repair changed nothing) still goes on with its back-off.
+func TestRepairedPullStartsTheNextRefusalsBackOffAfresh(t *testing.T) {
+	cons := &consumerStub{}
+	ensure := func(context.Context, bool) (jetstream.Consumer, error) { return cons, nil }
+	p := &puller{cons: cons, ensure: ensure, first: time.Second, most: 30 * time.Second}
+	if _, err := p.resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	refuse := func() {
+		t.Helper()
+		p.noteErr(p.cur, errors.New("nats: Exceeded MaxRequestBatch of 10"))
+		if stopped, _ := p.stoppedItself(); !stopped {
+			t.Fatal("a refused pull was not taken as stopped")
+		}
+		if _, err := p.resume(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 6 { // each refused again at once: 1, 2, 4 ... up to 30 s
+		refuse()
+	}
+	if p.wait != p.most {
+		t.Fatalf("after a run of refusals the back-off is %v, want %v", p.wait, p.most)
+	}
+	if stopped, _ := p.stoppedItself(); stopped {
+		t.Fatal("a pull that reported nothing was taken as stopped")
+	}
+	if p.wait != p.most {
+		t.Errorf("a pull just restarted dropped its back-off (%v): one refused again at once would be restarted at once", p.wait)
+	}
+	p.since = time.Now().Add(-p.most) // it has gone AckWait unrefused
+	p.stoppedItself()
+	refuse()
+	if p.wait != p.first {
+		t.Errorf("a refusal after the repaired pull ran AckWait waits %v before its repair, want %v", p.wait, p.first)
 	}
 }
