@@ -8,8 +8,8 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
