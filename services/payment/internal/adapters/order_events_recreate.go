@@ -90,33 +90,26 @@ func (c *OrderEvents) watchFloor(ctx context.Context) {
 // repair puts the service's config back over the server's copy, keeping
 // only where the consumer starts: the server refused a pull (a lowered
 // MaxRequestBatch ...), and a digest an operator kept makes EnsureConsumer
-// leave the consumer as it is. A consumer the server will not change so
-// (made push based) fails the restart, logged, until a person deletes it.
+// leave the consumer as it is.
+//
+// A durable made push based (deleted and created again so by hand: the
+// server updates neither kind into the other) is no consumer a pull can
+// use. One no subscriber is bound to (PushBound) is replaced by the
+// service's pull consumer just above its own ack floor (replacePush); one
+// a subscriber reads fails the restart, logged, until a person deletes it.
 func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Consumer, error) {
 	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	cons, err := c.js.Consumer(ctx, c.names.Stream, c.names.Durable)
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		cfg, err := stream.WithDigest(c.cfg)
-		if err != nil {
-			return nil, err
-		}
 		str, err := c.js.Stream(ctx, c.names.Stream)
 		if err != nil {
 			return nil, fmt.Errorf("look up stream %s: %w", c.names.Stream, err)
 		}
-		if start := c.floor.startOn(str.CachedInfo().Created); start > 0 {
-			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
-		}
-		cons, err := c.js.CreateConsumer(ctx, c.names.Stream, cfg)
-		if errors.Is(err, jetstream.ErrConsumerExists) {
-			return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("create consumer %s from stream sequence %d: %w", cfg.Durable, cfg.OptStartSeq, err)
-		}
-		return cons, nil
+		return c.createFrom(ctx, c.floor.startOn(str.CachedInfo().Created))
+	case errors.Is(err, jetstream.ErrNotPullConsumer):
+		return c.replacePush(ctx)
 	case err == nil && repair:
 		cfg, err := stream.WithDigest(c.cfg)
 		if err != nil {
@@ -134,4 +127,60 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 		// again empty: nothing to skip), or NATS not answering.
 		return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
 	}
+}
+
+// createFrom creates the durable consumer with the service's config and
+// its digest, starting at stream sequence start (DeliverAll for 0). When
+// another replica created it first, that one is used: its start lies at
+// or below its own floor, as safe as this one's.
+func (c *OrderEvents) createFrom(ctx context.Context, start uint64) (jetstream.Consumer, error) {
+	cfg, err := stream.WithDigest(c.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if start > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	cons, err := c.js.CreateConsumer(ctx, c.names.Stream, cfg)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s from stream sequence %d: %w", cfg.Durable, cfg.OptStartSeq, err)
+	}
+	return cons, nil
+}
+
+// replacePush turns the durable, made push based by hand (the server
+// refuses to update it back to pull), into the service's pull consumer
+// again: deleted, and created just above the ack floor info gives, just
+// read. Only when no subscriber is bound to it: none reads it, so none
+// loses its deliveries or acks. A subscriber binding between the read and
+// the delete loses the consumer (its next acks fail), but no message: what
+// it had not acked lies above the floor and is delivered again, and what
+// it acked since is delivered again and found final (duplicate). Two
+// replicas replacing it at once may delete each other's new consumer; the
+// last one created starts above the push consumer's floor all the same,
+// and the other's pull, ended, restarts on it.
+func (c *OrderEvents) replacePush(ctx context.Context) (jetstream.Consumer, error) {
+	push, err := c.js.PushConsumer(ctx, c.names.Stream, c.names.Durable)
+	if err != nil {
+		return nil, fmt.Errorf("look up push consumer %s: %w", c.names.Durable, err)
+	}
+	info := push.CachedInfo()
+	if info.PushBound {
+		return nil, fmt.Errorf("consumer %s is push based (deliver subject %q) and a subscriber reads it: delete it to have it created again as a pull consumer",
+			c.names.Durable, info.Config.DeliverSubject)
+	}
+	err = c.js.DeleteConsumer(ctx, c.names.Stream, c.names.Durable)
+	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("delete push consumer %s: %w", c.names.Durable, err)
+	}
+	c.log.Warn("push consumer with no subscriber replaced by the service's pull consumer", "consumer", c.names.Durable,
+		"deliver_subject", info.Config.DeliverSubject, "ack_floor", info.AckFloor.Stream)
+	var start uint64
+	if info.AckFloor.Stream > 0 {
+		start = info.AckFloor.Stream + 1
+	}
+	return c.createFrom(ctx, start)
 }
