@@ -51,6 +51,16 @@ var cmpxchgSince = release{5, 12}
 // sleepable program use preallocated maps only); the HTTP server probe's inflight and requests are not preallocated.
 var sleepableSince = release{6, 1}
 
+// iterSince: a BPF iterator over TCP sockets (iter/tcp), 5.9.
+var iterSince = release{5, 9}
+
+// recountProgram is the TCP probe's socket iterator, which the agent loads apart and only from 5.15 (the iterator
+// locks each socket from then on; internal/agent's recountSince): it raises no probe's minimum, and it must need no
+// more than that.
+const recountProgram = "recount"
+
+var recountLoadedSince = release{5, 15}
+
 // bpfFSleepable is BPF_F_SLEEPABLE, the program flag of a "uprobe.s" section.
 const bpfFSleepable = 1 << 4
 
@@ -92,6 +102,9 @@ func needs(ps *ebpf.ProgramSpec) ([]string, release, error) {
 	}
 	if ps.Flags&bpfFSleepable != 0 {
 		use("sleepable", sleepableSince)
+	}
+	if ps.AttachType == ebpf.AttachTraceIter {
+		use("iter/"+ps.AttachTo, iterSince)
 	}
 	for _, ins := range ps.Instructions {
 		switch {
@@ -139,6 +152,12 @@ func TestMinimumKernels(t *testing.T) {
 					if name == sleepableExit {
 						if newest != sleepableSince {
 							t.Errorf("%s needs %v, want %v", name, newest, sleepableSince)
+						}
+						continue
+					}
+					if p == "tcp" && name == recountProgram {
+						if recountLoadedSince.before(newest) {
+							t.Errorf("%s needs %v, but the agent loads it from %v", name, newest, recountLoadedSince)
 						}
 						continue
 					}

@@ -678,9 +678,9 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 			errs = append(errs, err)
 		}
 	}
-	// Closes no program saw are counted first, so that this read has them (system.reconcile).
+	// Opens, retransmits and closes no program saw are counted first, so that this read has them (system.reconcile).
 	if err := a.sys.reconcile(); err != nil {
-		errs = append(errs, fmt.Errorf("count the closes no program saw: %w", err))
+		errs = append(errs, fmt.Errorf("count the tcp events no program saw: %w", err))
 	}
 	if err := a.sys.read(&s, a.procs); err != nil {
 		errs = append(errs, err)

@@ -32,6 +32,9 @@ type system struct {
 	netns         uint32
 	unseen        map[uint32]unseenCloses
 	unseenDropped uint64
+	// recount is tcp.c's recount attached as a TCP socket iterator (nil before recountSince): reconcile runs it in
+	// each network namespace with owners, for the opens and retransmits no program saw.
+	recount *link.Iter
 }
 
 // attachSystem loads and attaches the TCP probe; processEntries and socketEntries, when not 0, are the sizes of the
@@ -52,8 +55,8 @@ func attachSystem(processEntries, socketEntries uint32) (*system, error) {
 	if socketEntries > 0 {
 		spec.Maps["owners"].MaxEntries = socketEntries
 	}
-	if err := spec.LoadAndAssign(&s.tcp, nil); err != nil {
-		return nil, fmt.Errorf("load tcp probe: %w", err)
+	if err := s.load(spec); err != nil {
+		return nil, err
 	}
 	add := func(l link.Link, err error) error {
 		if err != nil {
@@ -83,7 +86,52 @@ func attachSystem(processEntries, socketEntries uint32) (*system, error) {
 		s.Close()
 		return nil, fmt.Errorf("read the exits ring: %w", err)
 	}
+	if s.tcp.Recount != nil {
+		if s.recount, err = link.AttachIter(link.IterOptions{Program: s.tcp.Recount}); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("attach the tcp socket iterator (iter/tcp): %w", err)
+		}
+	}
 	return s, nil
+}
+
+// load loads the probe's maps and programs into s.tcp. recount, an iter/tcp program, is loaded apart and only from
+// 5.15 (recountSince): the probe's other programs still load on 5.8, and before 5.15 the iterator does not lock the
+// socket it shows, so recount and set_state could both count one open (tcp.c's recount).
+func (s *system) load(spec *ebpf.CollectionSpec) error {
+	var core struct {
+		tcp.BpfMaps
+		AcceptRet     *ebpf.Program `ebpf:"accept_ret"`
+		ProcessExit   *ebpf.Program `ebpf:"process_exit"`
+		Retransmit    *ebpf.Program `ebpf:"retransmit"`
+		SetState      *ebpf.Program `ebpf:"set_state"`
+		SetStateSpare *ebpf.Program `ebpf:"set_state_spare"`
+	}
+	if err := spec.LoadAndAssign(&core, nil); err != nil {
+		return fmt.Errorf("load tcp probe: %w", err)
+	}
+	s.tcp.BpfMaps = core.BpfMaps
+	s.tcp.BpfPrograms = tcp.BpfPrograms{AcceptRet: core.AcceptRet, ProcessExit: core.ProcessExit,
+		Retransmit: core.Retransmit, SetState: core.SetState, SetStateSpare: core.SetStateSpare}
+	if !kernelAtLeast(recountSince) {
+		return nil
+	}
+	// Every map of the probe is the one just loaded: a map left out of the replacements would be made anew for
+	// recount alone, and its counts go nowhere.
+	m := &s.tcp.BpfMaps
+	var it struct {
+		Recount *ebpf.Program `ebpf:"recount"`
+	}
+	err := spec.LoadAndAssign(&it, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		"exits": m.Exits, "owners": m.Owners, "owners_full": m.OwnersFull, "probed_files": m.ProbedFiles,
+		"tcp": m.Tcp, "tcp_dropped": m.TcpDropped, "tracked_files": m.TrackedFiles,
+	}})
+	if err != nil {
+		s.tcp.Close()
+		return fmt.Errorf("load tcp probe's socket iterator (recount): %w", err)
+	}
+	s.tcp.Recount = it.Recount
+	return nil
 }
 
 // exited returns the pids of probed executables' processes that exited since the last call, without waiting.
@@ -149,6 +197,9 @@ func (s *system) Close() error {
 	}
 	for _, l := range s.links {
 		l.Close()
+	}
+	if s.recount != nil {
+		s.recount.Close()
 	}
 	return s.tcp.Close()
 }

@@ -111,9 +111,19 @@ func tcpExactly(t *testing.T, a *Agent, pid int, base, want TCPStats) {
 // sees"); the function it returns attaches them again.
 func detachStateChanges(t *testing.T, a *Agent) func() {
 	t.Helper()
+	return detachTCP(t, a, false)
+}
+
+// detachTCP is detachStateChanges, and with retransmits the retransmit program too (off tcp:tcp_retransmit_skb).
+func detachTCP(t *testing.T, a *Agent, retransmits bool) func() {
+	t.Helper()
+	progs := []*ebpf.Program{a.sys.tcp.SetState, a.sys.tcp.SetStateSpare} // a.sys.links[:3]'s, in order
+	if retransmits {
+		progs = append(progs, a.sys.tcp.Retransmit)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for _, l := range a.sys.links[:2] {
+	for _, l := range a.sys.links[:len(progs)] {
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +132,7 @@ func detachStateChanges(t *testing.T, a *Agent) func() {
 		t.Helper()
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		for i, p := range []*ebpf.Program{a.sys.tcp.SetState, a.sys.tcp.SetStateSpare} {
+		for i, p := range progs {
 			l, err := link.AttachTracing(link.TracingOptions{Program: p, AttachType: ebpf.AttachTraceRawTp})
 			if err != nil {
 				t.Fatal(err)

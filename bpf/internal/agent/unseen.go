@@ -28,13 +28,15 @@ type unseenCloses struct {
 	closed uint64
 }
 
-// reconcile counts the closes no program saw: some state changes run while no BPF program can (on this machine,
-// in softirq while a thread of pid 1 is current; README, "TCP state changes no program sees"), and a connection
-// that passed CLOSE that way kept its owner, its close counted only if a target socket took its address again.
-// Each open owner is looked for among the kernel's live sockets (sock_diag) by the addresses the program kept;
-// one that is gone is closed. Counted only if this delete of its owner succeeds: when the program saw the close
-// (or took the address for a new socket) it deleted the owner and counted the close itself, so a close is counted
-// once whoever sees it.
+// reconcile counts the opens, retransmits and closes no program saw: some state changes run while no BPF program
+// can (on this machine, in softirq while a thread of pid 1 is current; README, "TCP state changes no program sees").
+// The opens and retransmits of sockets still open are counted first, by tcp.c's recount run over each network
+// namespace's sockets (recountHere; from 5.15): a connect whose ESTABLISHED was unseen kept a connecting owner, its
+// open uncounted. Then the closes: a connection that passed CLOSE unseen kept its owner, its close counted only if a
+// target socket took its address again. Each open owner is looked for among the kernel's live sockets (sock_diag) by
+// the addresses the program kept; one that is gone is closed. Counted only if this delete of its owner succeeds: when
+// the program saw the close (or took the address for a new socket) it deleted the owner and counted the close itself,
+// so a close is counted once whoever sees it.
 //
 // Why not a BPF program run from here (BPF_PROG_TEST_RUN) that walks the owners and reads their sockets: an owner's
 // socket may have been freed, its memory read as whatever holds it now; sock_diag answers from the kernel's own
@@ -46,53 +48,59 @@ type unseenCloses struct {
 // needs CAP_SYS_ADMIN; where that fails, that namespace's owners wait for the address reuse path as before.
 func (s *system) reconcile() error {
 	var errs []error
-	byNetns := map[uint32]map[uint64]tcp.BpfOwner{}
+	byNetns := map[uint32]*netnsOwners{}
 	var (
 		key uint64
 		o   tcp.BpfOwner
 	)
 	it := s.tcp.Owners.Iterate()
 	for it.Next(&key, &o) {
-		// A connecting owner has no local port yet (tcp.c's TUPLE); a failed connect no program saw stays as before.
-		if o.Established != openCounted && o.Established != openDropped {
-			continue
-		}
 		// No namespace: its addresses were not read (a probed read in accept_ret that failed), so it cannot be
 		// looked for, and would be taken for closed; it waits for own.
 		if o.Netns == 0 {
 			continue
 		}
-		if byNetns[o.Netns] == nil {
-			byNetns[o.Netns] = map[uint64]tcp.BpfOwner{}
+		n := byNetns[o.Netns]
+		if n == nil {
+			n = &netnsOwners{pids: map[uint32]bool{}, open: map[uint64]tcp.BpfOwner{}}
+			byNetns[o.Netns] = n
 		}
-		byNetns[o.Netns][key] = o
+		n.pids[o.Tgid] = true
+		// A connecting owner has no local port yet (tcp.c's TUPLE): only recount judges it, by its socket (an open
+		// it counts is looked for here from the next read on); a failed connect no program saw stays as before.
+		if o.Established == openCounted || o.Established == openDropped {
+			n.open[key] = o
+		}
 	}
 	// A walk cut short because it restarted too often (owners deleted under it) is no error of this read: the
 	// owners seen are examined, the others at the next.
 	if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
 		errs = append(errs, fmt.Errorf("walk the socket owners: %w", err))
 	}
-	for netns, cand := range byNetns {
+	for netns, n := range byNetns {
+		// The opens first: a connection recount finds open is open, whatever the dump says next.
+		f := func() error { return errors.Join(s.recountHere(), s.check(n.open)) }
 		if netns == s.netns {
-			errs = append(errs, s.check(cand))
+			errs = append(errs, f())
 			continue
 		}
-		errs = append(errs, s.checkIn(netns, cand))
+		errs = append(errs, inNetnsOf(n.pids, netns, f))
 	}
 	s.pruneUnseen()
 	return errors.Join(errs...)
 }
 
-// checkIn checks the owners cand of network namespace netns from a thread in it, entered through the first of their
-// processes that is still in it.
-func (s *system) checkIn(netns uint32, cand map[uint64]tcp.BpfOwner) error {
-	tried := map[uint32]bool{}
-	for _, o := range cand {
-		if tried[o.Tgid] {
-			continue
-		}
-		tried[o.Tgid] = true
-		err := inNetns(int(o.Tgid), netns, func() error { return s.check(cand) })
+// netnsOwners are the owners of one network namespace: the pids of all of them, and the open ones by socket.
+type netnsOwners struct {
+	pids map[uint32]bool
+	open map[uint64]tcp.BpfOwner
+}
+
+// inNetnsOf runs f on a thread in network namespace netns, entered through the first of processes pids found still
+// in it.
+func inNetnsOf(pids map[uint32]bool, netns uint32, f func() error) error {
+	for pid := range pids {
+		err := inNetns(int(pid), netns, f)
 		if !errors.Is(err, errNotInNetns) {
 			return err
 		}
@@ -104,6 +112,9 @@ func (s *system) checkIn(netns uint32, cand map[uint64]tcp.BpfOwner) error {
 // check counts the closes of the owners cand, all of the calling thread's network namespace, whose connections
 // sock_diag no longer has.
 func (s *system) check(cand map[uint64]tcp.BpfOwner) error {
+	if len(cand) == 0 {
+		return nil
+	}
 	families := map[uint8]bool{}
 	for _, o := range cand {
 		families[uint8(o.Family)] = true

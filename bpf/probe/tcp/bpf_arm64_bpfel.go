@@ -52,6 +52,7 @@ const (
 	BpfMapTrackedFiles   = "tracked_files"
 	BpfProgAcceptRet     = "accept_ret"
 	BpfProgProcessExit   = "process_exit"
+	BpfProgRecount       = "recount"
 	BpfProgRetransmit    = "retransmit"
 	BpfProgSetState      = "set_state"
 	BpfProgSetStateSpare = "set_state_spare"
@@ -101,6 +102,7 @@ type BpfSpecs struct {
 type BpfProgramSpecs struct {
 	AcceptRet     *ebpf.ProgramSpec `ebpf:"accept_ret"`
 	ProcessExit   *ebpf.ProgramSpec `ebpf:"process_exit"`
+	Recount       *ebpf.ProgramSpec `ebpf:"recount"`
 	Retransmit    *ebpf.ProgramSpec `ebpf:"retransmit"`
 	SetState      *ebpf.ProgramSpec `ebpf:"set_state"`
 	SetStateSpare *ebpf.ProgramSpec `ebpf:"set_state_spare"`
@@ -178,6 +180,7 @@ type BpfVariables struct {
 type BpfPrograms struct {
 	AcceptRet     *ebpf.Program `ebpf:"accept_ret"`
 	ProcessExit   *ebpf.Program `ebpf:"process_exit"`
+	Recount       *ebpf.Program `ebpf:"recount"`
 	Retransmit    *ebpf.Program `ebpf:"retransmit"`
 	SetState      *ebpf.Program `ebpf:"set_state"`
 	SetStateSpare *ebpf.Program `ebpf:"set_state_spare"`
@@ -187,6 +190,7 @@ func (p *BpfPrograms) Close() error {
 	return _BpfClose(
 		p.AcceptRet,
 		p.ProcessExit,
+		p.Recount,
 		p.Retransmit,
 		p.SetState,
 		p.SetStateSpare,

@@ -282,6 +282,42 @@ static __always_inline bool own(__u64 *sk, struct owner *o, bool count) {
 	return false;
 }
 
+// opened counts the open of connecting owner o's socket sk, which has reached ESTABLISHED: in set_state, or in
+// recount for an open no state change program saw.
+static __always_inline void opened(struct owner *o, const struct sock *sk) {
+	// The addresses go in before established says the connection is open: the agent reads an owner without a
+	// lock and looks up only open ones (a torn read is caught there: it reads the owner again before deleting).
+	TUPLE(o, sk, BTF_READ);
+	barrier();
+	// The entry was made at SYN_SENT: none now means the owner has exited (its socket outlives it in another
+	// process), or found no room then and has not since. Only the second is a drop; either way the connection
+	// is open from here, so that its close is not taken for a failed connect.
+	struct tcp_stats *s = stats_of(o->tgid, o->start);
+	if (s) {
+		o->established = OPEN_COUNTED;
+		__sync_fetch_and_add(&s->active, 1);
+	} else if (o->established == CONNECT_DROPPED) {
+		o->established = OPEN_DROPPED;
+		tcp_drop();
+	} else {
+		o->established = OPEN_COUNTED;
+	}
+}
+
+// retransmitted counts the segments owner o's socket retransmitted since last counted, now being its total_retrans:
+// in retransmit, and in recount for the runs of it the kernel skipped or never made.
+static __always_inline void retransmitted(struct owner *o, __u16 now) {
+	__u16 segs = now - o->retrans;
+	if (!segs)
+		return; // a failed attempt, or nothing new
+	o->retrans = now;
+	struct tcp_stats *s = stats_of(o->tgid, o->start); // as a close: none after the owner exited
+	if (s)
+		__sync_fetch_and_add(&s->retrans, segs);
+	else if (dropped(o->established))
+		tcp_drop_n(segs);
+}
+
 // on_state handles a state change; spare is set in set_state_spare, which runs second and leaves a socket refused
 // for want of room to set_state to count (if set_state was skipped for recursion, such a refusal goes uncounted).
 static __always_inline int on_state(const struct sock *sock, int oldstate, int ns, bool spare) {
@@ -298,6 +334,10 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 			return 0;
 		struct tcp_stats *s = stats_for(tgid);
 		struct owner o = owner_of(tgid, s, s ? 0 : CONNECT_DROPPED, sock);
+		// The addresses known so far (all but the local port, chosen after this change unless bound): recount
+		// tells this connection's socket from another that got its memory by them (a stale owner's, whose close no
+		// program saw). Written again, whole, when the connection opens.
+		TUPLE(&o, sock, BTF_READ);
 		own(&sk, &o, !spare);
 		return 0;
 	}
@@ -312,23 +352,7 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// its other changes out), so a plain check-and-set is enough to count the open once.
 		if (o->established == OPEN_COUNTED || o->established == OPEN_DROPPED)
 			return 0;
-		// The addresses go in before established says the connection is open: the agent reads an owner without a
-		// lock and looks up only open ones (a torn read is caught there: it reads the owner again before deleting).
-		TUPLE(o, sock, BTF_READ);
-		barrier();
-		// The entry was made at SYN_SENT: none now means the owner has exited (its socket outlives it in another
-		// process), or found no room then and has not since. Only the second is a drop; either way the connection
-		// is open from here, so that its close is not taken for a failed connect.
-		struct tcp_stats *s = stats_of(o->tgid, o->start);
-		if (s) {
-			o->established = OPEN_COUNTED;
-			__sync_fetch_and_add(&s->active, 1);
-		} else if (o->established == CONNECT_DROPPED) {
-			o->established = OPEN_DROPPED;
-			tcp_drop();
-		} else {
-			o->established = OPEN_COUNTED;
-		}
+		opened(o, sock);
 		return 0;
 	}
 	if (ns == TCP_CLOSE) {
@@ -451,16 +475,61 @@ int BPF_PROG(retransmit, const struct sock *sock, const struct sk_buff *skb) {
 	if (!o)
 		return 0;
 	// A socket's retransmits are never concurrent (its lock), so a plain read and write of o->retrans is enough.
-	__u16 now = total_retrans(sock);
-	__u16 segs = now - o->retrans;
-	if (!segs)
-		return 0; // a failed attempt
-	o->retrans = now;
-	struct tcp_stats *s = stats_of(o->tgid, o->start); // as a close: none after the owner exited
-	if (s)
-		__sync_fetch_and_add(&s->retrans, segs);
-	else if (dropped(o->established))
-		tcp_drop_n(segs);
+	retransmitted(o, total_retrans(sock));
+	return 0;
+}
+
+// open_state says whether a socket in state st has been open: only a connection that reached ESTABLISHED gets to
+// these states. Neither CLOSE (a failed connect ends there too, and the socket is out of the tables by then) nor a
+// time-wait or request mini socket (no struct sock, and never an owner's key).
+static __always_inline bool open_state(int st) {
+	return st == TCP_ESTABLISHED || st == TCP_FIN_WAIT1 || st == TCP_FIN_WAIT2 || st == TCP_CLOSE_WAIT ||
+	       st == TCP_CLOSING || st == TCP_LAST_ACK;
+}
+
+// same_socket says whether sk, read now, is the socket whose addresses owner o kept (netns, family, remote address
+// and port; the local port once o has one): an owner whose close no program saw stays, and its key, a freed socket's
+// address, may since be another process's socket. The local address is left out: it is the owner's as read at
+// SYN_SENT, which a connect keeps.
+static __always_inline bool same_socket(const struct owner *o, const struct sock *sk) {
+	struct owner now = {};
+	TUPLE(&now, sk, BTF_READ);
+	if (now.netns != o->netns || now.family != o->family || now.dport != o->dport || (o->sport && now.sport != o->sport))
+		return false;
+	const __u32 *a = (const __u32 *)now.daddr, *b = (const __u32 *)o->daddr;
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
+// recount catches up what no state change or retransmit program saw of the target sockets still open: some run in
+// softirq while no BPF program can (README, "TCP state changes no program sees"). A connect whose SYN_SENT ->
+// ESTABLISHED was one (the SYN-ACK handled in a softirq, often a retransmit timer's) kept a connecting owner, its open
+// never counted and its close later counted as a failed connect; a retransmit run that was skipped left its segments
+// for the socket's CLOSE, lost with it if that was unseen too. The agent runs this program before each read (an
+// iter/tcp iterator: every TCP socket of the reading thread's network namespace, 5.9), and it does for each socket
+// with an owner what the programs would have: counts the open of a connecting owner whose socket is open, and the
+// segments retransmitted since last counted.
+//
+// Counted once: from 5.15 the iterator holds each socket's lock while this runs (lock_sock), so no state change or
+// retransmit of it runs meanwhile (softirq defers to the backlog, a timer to release_sock), and whichever of this and
+// set_state comes second finds the owner open, as set_state's second run does. Before 5.15 the iterator takes no
+// lock, so the agent does not run it there (system.go). What it cannot see: a connection that opened and closed
+// between two reads, both unseen (its owner stays connecting: as a failed connect no program saw, it waits for its
+// address to be reused); and a passive open needs nothing of it (accept_ret, in the accepting process, sees it).
+SEC("iter/tcp")
+int recount(struct bpf_iter__tcp *ctx) {
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc || !open_state(skc->skc_state))
+		return 0;
+	__u64 key = (__u64)skc;
+	struct owner *o = bpf_map_lookup_elem(&owners, &key);
+	if (!o)
+		return 0;
+	const struct sock *sk = (const struct sock *)skc;
+	if (!same_socket(o, sk))
+		return 0;
+	if (o->established == 0 || o->established == CONNECT_DROPPED)
+		opened(o, sk);
+	retransmitted(o, total_retrans(sk));
 	return 0;
 }
 
