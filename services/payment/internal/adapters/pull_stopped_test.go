@@ -137,13 +137,7 @@ func TestRecreatedConsumerStartsAboveTheAckFloor(t *testing.T) {
 	ctx := context.Background()
 
 	const before = 5
-	for range before {
-		publishOrder(t, st.s, st.names.Subject)
-	}
-	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged", func() bool { return st.prov.Charges() == before })
-	runtest.Eventually(t, 10*time.Second, "the replica to see them all acked", func() bool {
-		return adapters.AckFloorSeen(st.events) == before
-	})
+	st.chargedAndSeen(t, before)
 	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
 		t.Fatal(err)
 	}
@@ -189,18 +183,11 @@ func TestRecreatedConsumerStartsAboveTheAckFloor(t *testing.T) {
 func TestRecreatedStreamIsReadFromItsStart(t *testing.T) {
 	st := newStalled(t, "PAYSTREAMAGAIN")
 	close(st.prov.release)
-	gated := gatedJS{JetStream: st.s.JS, open: make(chan struct{})}
-	stop, reader := st.startRecreatingWith(t, 1, gated)
+	gated, stop, reader := st.startGated(t)
 	defer stop(context.Background())
 	ctx := context.Background()
 
-	const before = 3
-	for range before {
-		publishOrder(t, st.s, st.names.Subject)
-	}
-	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged and seen acked", func() bool {
-		return st.prov.Charges() == before && adapters.AckFloorSeen(st.events) == before
-	})
+	st.chargedAndSeen(t, 3)
 	str, err := st.s.JS.Stream(ctx, st.s.Name)
 	if err != nil {
 		t.Fatal(err)
@@ -216,6 +203,27 @@ func TestRecreatedStreamIsReadFromItsStart(t *testing.T) {
 	})
 	close(gated.open)
 	st.chargedAfterRestart(t, reader, 30*time.Second)
+}
+
+// chargedAndSeen publishes n orders to st's replica (startRecreating) and
+// waits until they are charged and the replica has seen them all acked.
+func (st *stalled) chargedAndSeen(t *testing.T, n int) {
+	t.Helper()
+	for range n {
+		publishOrder(t, st.s, st.names.Subject)
+	}
+	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged and seen acked", func() bool {
+		return st.prov.Charges() == n && adapters.AckFloorSeen(st.events) == uint64(n)
+	})
+}
+
+// startGated starts st's replica with one worker as startRecreating does,
+// its consumer lookups held until gated.open is closed.
+func (st *stalled) startGated(t *testing.T) (gated gatedJS, stop func(context.Context), reader *sdkmetric.ManualReader) {
+	t.Helper()
+	gated = gatedJS{JetStream: st.s.JS, open: make(chan struct{})}
+	stop, reader = st.startRecreatingWith(t, 1, gated)
+	return gated, stop, reader
 }
 
 // gatedJS holds the replica's consumer lookups until open is closed.

@@ -10,7 +10,6 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/stream"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
-	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
 )
 
 // TestPushConsumerNobodyReadsIsReplaced: an operator deleted the durable
@@ -24,30 +23,13 @@ import (
 func TestPushConsumerNobodyReadsIsReplaced(t *testing.T) {
 	st := newStalled(t, "PAYPUSHBACK")
 	close(st.prov.release)
-	gated := gatedJS{JetStream: st.s.JS, open: make(chan struct{})}
-	stop, reader := st.startRecreatingWith(t, 1, gated)
+	gated, stop, reader := st.startGated(t)
 	defer stop(context.Background())
 	ctx := context.Background()
 
 	const before = 3
-	for range before {
-		publishOrder(t, st.s, st.names.Subject)
-	}
-	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged and seen acked", func() bool {
-		return st.prov.Charges() == before && adapters.AckFloorSeen(st.events) == before
-	})
-	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
-		t.Fatal(err)
-	}
-	push, err := stream.WithDigest(st.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	push.DeliverSubject = "paypushback.nobody"
-	push.DeliverPolicy, push.OptStartSeq = jetstream.DeliverByStartSequencePolicy, before+1
-	if _, err := st.s.JS.CreatePushConsumer(ctx, st.s.Name, push); err != nil {
-		t.Fatal(err)
-	}
+	st.chargedAndSeen(t, before)
+	st.makePush(t, "paypushback.nobody", before+1)
 	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
 		return st.logs.seen(pullStopped)
 	})
@@ -69,25 +51,12 @@ func TestPushConsumerNobodyReadsIsReplaced(t *testing.T) {
 func TestPushConsumerASubscriberReadsIsLeft(t *testing.T) {
 	st := newStalled(t, "PAYPUSHREAD")
 	close(st.prov.release)
-	gated := gatedJS{JetStream: st.s.JS, open: make(chan struct{})}
-	stop, _ := st.startRecreatingWith(t, 1, gated)
+	gated, stop, _ := st.startGated(t)
 	defer stop(context.Background())
 	ctx := context.Background()
 
-	publishOrder(t, st.s, st.names.Subject)
-	runtest.Eventually(t, 10*time.Second, "the first order to be charged", func() bool { return st.prov.Charges() == 1 })
-	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := stream.WithDigest(st.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.DeliverSubject = "paypushread.reader"
-	push, err := st.s.JS.CreatePushConsumer(ctx, st.s.Name, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st.chargedAndSeen(t, 1)
+	push := st.makePush(t, "paypushread.reader", 0)
 	reading, err := push.Consume(func(m jetstream.Msg) { _ = m.Ack() })
 	if err != nil {
 		t.Fatal(err)
@@ -107,4 +76,28 @@ func TestPushConsumerASubscriberReadsIsLeft(t *testing.T) {
 	if !info.PushBound {
 		t.Error("the push consumer lost its subscriber")
 	}
+}
+
+// makePush deletes st's durable and creates it again push based on
+// deliverSubject, with the service's config digest, starting at stream
+// sequence start (0: the stream's start), as an operator would.
+func (st *stalled) makePush(t *testing.T, deliverSubject string, start uint64) jetstream.PushConsumer {
+	t.Helper()
+	ctx := context.Background()
+	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := stream.WithDigest(st.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DeliverSubject = deliverSubject
+	if start > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	push, err := st.s.JS.CreatePushConsumer(ctx, st.s.Name, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return push
 }
