@@ -1,5 +1,10 @@
 package adapters
 
+import (
+	"context"
+	"time"
+)
+
 // WithWorkers sets how many workers c's Start runs, so a test can fill the
 // queue as the service's MaxAckPending fills Workers without publishing
 // hundreds of orders.
@@ -15,4 +20,20 @@ func AckFloorSeen(c *OrderEvents) uint64 {
 		return seen.seq
 	}
 	return 0
+}
+
+// SaveFloor saves seq as the ack floor of consumer on stream, read of a
+// consumer created at created.
+func SaveFloor(ctx context.Context, f *FloorGorm, consumer, stream string, seq uint64, created time.Time) error {
+	return f.save(ctx, consumer, stream, floorSeen{seq: seq, created: created})
+}
+
+// SavedFloor is the ack floor f holds of consumer on stream (0: none) and
+// when the consumer it was read of was created.
+func SavedFloor(ctx context.Context, f *FloorGorm, consumer, stream string) (uint64, time.Time, error) {
+	seen, err := f.load(ctx, consumer, stream)
+	if err != nil || seen == nil {
+		return 0, time.Time{}, err
+	}
+	return seen.seq, seen.created, nil
 }

@@ -90,6 +90,8 @@ type OrderEvents struct {
 	// floor is where a consumer recreated after a deletion starts
 	// (recreate); looked at only when c recreates (js set).
 	floor ackFloor
+	// floors keeps the floor for a later start (RemembersFloor); may be nil.
+	floors *FloorGorm
 }
 
 // DefaultNames are the platform's: stream SHANHAI, durable "payment" on
@@ -140,6 +142,15 @@ func NewOrderEvents(cons jetstream.Consumer, names Names, a app.Application, max
 // has, which serves a pull the server ended for another reason.
 func (c *OrderEvents) Recreates(js jetstream.JetStream) *OrderEvents {
 	c.js = js
+	return c
+}
+
+// RemembersFloor makes c save each new ack floor it reads of its consumer
+// (every five first ack waits, when it recreates: Recreates) to floors,
+// where a process that starts and finds the consumer gone reads where to
+// create it (CreateConsumer).
+func (c *OrderEvents) RemembersFloor(floors *FloorGorm) *OrderEvents {
+	c.floors = floors
 	return c
 }
 

@@ -42,34 +42,57 @@ type floorSeen struct {
 // delivered again by a recreated consumer.
 func floorEvery(cfg jetstream.ConsumerConfig) time.Duration { return 5 * stream.FirstAckWait(cfg) }
 
-// look reads the consumer's ack floor; a failed look (the consumer deleted,
-// NATS down) keeps the last one.
-func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer) {
+// look reads the consumer's ack floor and returns it; a failed look (the
+// consumer deleted, NATS down) keeps the last one and returns nil.
+func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer) *floorSeen {
 	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	info, err := cons.Info(ctx)
-	if err == nil {
-		f.seen.Store(&floorSeen{seq: info.AckFloor.Stream, created: info.Created})
+	if err != nil {
+		return nil
 	}
+	seen := &floorSeen{seq: info.AckFloor.Stream, created: info.Created}
+	f.seen.Store(seen)
+	return seen
 }
 
 // startOn returns where a consumer recreated on a stream created at
 // streamCreated starts: just above the floor last seen if it was read on
 // that stream, else 0 (from the stream's start).
 func (f *ackFloor) startOn(streamCreated time.Time) uint64 {
-	seen := f.seen.Load()
-	if seen == nil || seen.seq == 0 || streamCreated.After(seen.created) {
-		return 0
-	}
-	return seen.seq + 1
+	return f.seen.Load().startOn(streamCreated)
 }
 
-// watchFloor looks at the floor every floorEvery until ctx ends.
+// startOn is where a consumer created on a stream created at streamCreated
+// starts: just above s if s was read on that stream, else 0 (from the
+// stream's start). s may be nil (no floor known).
+func (s *floorSeen) startOn(streamCreated time.Time) uint64 {
+	if s == nil || s.seq == 0 || streamCreated.After(s.created) {
+		return 0
+	}
+	return s.seq + 1
+}
+
+// watchFloor looks at the floor every floorEvery until ctx ends, and saves
+// each new one to the floor store if c has one (RemembersFloor).
 func (c *OrderEvents) watchFloor(ctx context.Context) {
 	t := time.NewTicker(floorEvery(c.cfg))
 	defer t.Stop()
+	var saved floorSeen
+	failing := false
 	for {
-		c.floor.look(ctx, c.cons)
+		if seen := c.floor.look(ctx, c.cons); seen != nil && c.floors != nil && *seen != saved {
+			err := c.floors.save(ctx, c.names.Durable, c.names.Stream, *seen)
+			switch {
+			case err == nil:
+				saved, failing = *seen, false
+			case !failing && ctx.Err() == nil:
+				// Once per run of failures: the database check says the
+				// rest, and a start meanwhile only replays more.
+				failing = true
+				c.log.Warn("ack floor not saved: a start that finds the consumer gone replays from an older one", "err", err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -107,7 +130,7 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 		if err != nil {
 			return nil, fmt.Errorf("look up stream %s: %w", c.names.Stream, err)
 		}
-		return c.createFrom(ctx, c.floor.startOn(str.CachedInfo().Created))
+		return createFrom(ctx, c.js, c.names, c.cfg, c.floor.startOn(str.CachedInfo().Created))
 	case errors.Is(err, jetstream.ErrNotPullConsumer):
 		return c.replacePush(ctx)
 	case err == nil && repair:
@@ -129,24 +152,24 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 	}
 }
 
-// createFrom creates the durable consumer with the service's config and
-// its digest, starting at stream sequence start (DeliverAll for 0). When
-// another replica created it first, that one is used: its start lies at
-// or below its own floor, as safe as this one's.
-func (c *OrderEvents) createFrom(ctx context.Context, start uint64) (jetstream.Consumer, error) {
-	cfg, err := stream.WithDigest(c.cfg)
+// createFrom creates the durable consumer cfg describes, with its digest,
+// starting at stream sequence start (DeliverAll for 0). When another
+// replica created it first, that one is used: its start lies at or below
+// its own floor, as safe as this one's.
+func createFrom(ctx context.Context, js jetstream.JetStream, names Names, cfg jetstream.ConsumerConfig, start uint64) (jetstream.Consumer, error) {
+	withDigest, err := stream.WithDigest(cfg)
 	if err != nil {
 		return nil, err
 	}
 	if start > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+		withDigest.DeliverPolicy, withDigest.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}
-	cons, err := c.js.CreateConsumer(ctx, c.names.Stream, cfg)
+	cons, err := js.CreateConsumer(ctx, names.Stream, withDigest)
 	if errors.Is(err, jetstream.ErrConsumerExists) {
-		return stream.EnsureConsumer(ctx, c.js, c.names, c.cfg)
+		return stream.EnsureConsumer(ctx, js, names, cfg)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("create consumer %s from stream sequence %d: %w", cfg.Durable, cfg.OptStartSeq, err)
+		return nil, fmt.Errorf("create consumer %s from stream sequence %d: %w", cfg.Durable, withDigest.OptStartSeq, err)
 	}
 	return cons, nil
 }
@@ -182,5 +205,5 @@ func (c *OrderEvents) replacePush(ctx context.Context) (jetstream.Consumer, erro
 	if info.AckFloor.Stream > 0 {
 		start = info.AckFloor.Stream + 1
 	}
-	return c.createFrom(ctx, start)
+	return createFrom(ctx, c.js, c.names, c.cfg, start)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"gorm.io/gorm"
 
 	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/stream"
@@ -124,6 +125,7 @@ type stalled struct {
 	logs       *logSeen
 	app        app.Application
 	events     *adapters.OrderEvents // startRecreating's
+	db         *gorm.DB              // the payments' (PostgreSQL)
 }
 
 const stalledMaxDeliver = 10
@@ -147,7 +149,7 @@ func newStalledWith(t *testing.T, service string, maxDeliver int, backOff []time
 		}),
 		release: make(chan struct{}),
 	}
-	return &stalled{s: s, names: names, maxDeliver: maxDeliver, cfg: cfg, cons: cons, counted: &deliveryCounter{Consumer: cons, delivered: map[uint64]uint64{}},
+	return &stalled{db: db, s: s, names: names, maxDeliver: maxDeliver, cfg: cfg, cons: cons, counted: &deliveryCounter{Consumer: cons, delivered: map[uint64]uint64{}},
 		prov: prov, logs: &logSeen{msgs: map[string]bool{}},
 		app: app.New(app.Deps{Payments: adapters.NewPaymentGorm(db), Provider: prov, NewID: uuid.NewString})}
 }

@@ -148,13 +148,23 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 				return close, err
 			}
 			// The consumer lookup now, beside the database, rather than
-			// after listening: Start then only begins delivery.
-			consumer, err = adapters.EnsureConsumer(ctx, js, names, cfg.MaxDeliver)
+			// after listening: Start then only begins delivery. One found
+			// missing is created below, above the floor the database holds.
+			consumer, err = adapters.LookUpConsumer(ctx, js, names, adapters.ConsumerConfig(names, cfg.MaxDeliver))
 			return close, err
 		}},
 		server.Opening{Name: "etcd", Open: func() (func() error, error) { return s.etcdParts(ctx) }},
 	); err != nil {
 		return nil, err
+	}
+
+	floors := adapters.NewFloorGorm(s.DB)
+	if consumer == nil {
+		// Deleted while every replica was down: created just above the
+		// last ack floor saved, not from the stream's start.
+		if consumer, err = adapters.CreateConsumer(ctx, js, names, adapters.ConsumerConfig(names, cfg.MaxDeliver), floors); err != nil {
+			return nil, err
+		}
 	}
 
 	writer := outbox.NewWriter(cfg.KafkaBrokers...)
@@ -172,7 +182,7 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 		NewID: func() string { return uuid.Must(uuid.NewV7()).String() },
 	})
 	// A consumer deleted on the server is created again, as a start would.
-	s.events = adapters.NewOrderEvents(consumer, names, s.App, cfg.MaxDeliver, o.Logger).Recreates(js)
+	s.events = adapters.NewOrderEvents(consumer, names, s.App, cfg.MaxDeliver, o.Logger).Recreates(js).RemembersFloor(floors)
 	s.settled, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settled",
 		metric.WithDescription("payments of cancelled orders the settle round voided, refunded or found refused a refund (refund_declined), by outcome"))
 	s.settleFailures, _ = otel.Meter("shanhai/payment").Int64Counter("shanhai.payment.settle.failures",

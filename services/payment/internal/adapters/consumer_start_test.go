@@ -1,0 +1,120 @@
+package adapters_test
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
+	"github.com/shanhai-dev/shanhai/services/payment/internal/adapters"
+)
+
+// TestStartFindingTheConsumerGoneStartsAboveTheSavedFloor: a process that
+// started and found the durable consumer gone (deleted while every replica
+// was down) created it from the stream's start, so every order already
+// charged was delivered again (here 5 of 6 deliveries; in production up
+// to 7 days of orders, new ones waiting behind them). The replica now
+// saves each ack floor it reads to the payment database, and the start
+// creates the consumer just above it: the new order is its one delivery.
+func TestStartFindingTheConsumerGoneStartsAboveTheSavedFloor(t *testing.T) {
+	st := newStalled(t, "PAYSTARTFLOOR")
+	close(st.prov.release)
+	ctx := context.Background()
+	floors := adapters.NewFloorGorm(st.db)
+	first := adapters.NewOrderEvents(st.cons, st.names, st.app, st.maxDeliver, slog.New(st.logs)).Recreates(st.s.JS).RemembersFloor(floors)
+	stop := st.startOn(t, first, 1)
+
+	const before = 5
+	for range before {
+		publishOrder(t, st.s, st.names.Subject)
+	}
+	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged and their floor saved", func() bool {
+		seq, _, err := adapters.SavedFloor(ctx, floors, st.names.Durable, st.s.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.prov.Charges() == before && seq == before
+	})
+	stop(ctx)
+	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
+		t.Fatal(err)
+	}
+
+	// The start, as service.New wires it.
+	cons, err := adapters.LookUpConsumer(ctx, st.s.JS, st.names, st.cfg)
+	if err != nil || cons != nil {
+		t.Fatalf("LookUpConsumer of a deleted consumer = %v, %v; want nil, nil", cons, err)
+	}
+	if cons, err = adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors); err != nil {
+		t.Fatal(err)
+	}
+	reader := sdkmetric.NewManualReader()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	second := adapters.NewOrderEvents(cons, st.names, st.app, st.maxDeliver, slog.New(st.logs)).Recreates(st.s.JS).RemembersFloor(floors)
+	defer st.startOn(t, second, 1)(ctx)
+	publishOrder(t, st.s, st.names.Subject)
+	runtest.Eventually(t, 10*time.Second, "the order published after the start to be charged", func() bool {
+		return st.prov.Charges() == before+1
+	})
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 1 {
+		t.Errorf("the consumer the start created made %d deliveries, want 1 (the new order): it started at stream sequence %d",
+			info.Delivered.Consumer, info.Config.OptStartSeq)
+	}
+	if dup := adapters.CounterBy(t, reader, "shanhai.payment.order_events", "outcome")["duplicate"]; dup != 0 {
+		t.Errorf("%d orders charged before the deletion were delivered again", dup)
+	}
+}
+
+// TestSavedFloorKeepsTheNewestConsumersHighest: replicas save what they
+// read in any order. Of one consumer the highest floor is kept (a lower
+// one saved late is older, not wrong, but replays more); a consumer
+// created later (recreated, maybe on a stream made again) replaces the
+// floor of the one before whatever its value, and one saved of an older
+// consumer does not come back over it.
+func TestSavedFloorKeepsTheNewestConsumersHighest(t *testing.T) {
+	for dialect, db := range stores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			floors := adapters.NewFloorGorm(db)
+			old := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
+			recreated := old.Add(time.Hour)
+			for _, s := range []struct {
+				seq     uint64
+				created time.Time
+				want    uint64
+			}{
+				{7, old, 7},
+				{5, old, 7},
+				{9, old, 9},
+				{2, recreated, 2},
+				{12, old, 2},
+				{3, recreated, 3},
+			} {
+				if err := adapters.SaveFloor(ctx, floors, "payment", "S", s.seq, s.created); err != nil {
+					t.Fatal(err)
+				}
+				seq, created, err := adapters.SavedFloor(ctx, floors, "payment", "S")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if seq != s.want {
+					t.Errorf("after saving %d (consumer created %v) the floor is %d, want %d", s.seq, s.created, seq, s.want)
+				}
+				if s.want == s.seq && !created.Equal(s.created) {
+					t.Errorf("the floor's consumer was created %v, saved %v (the stream check needs it to the ns)", created, s.created)
+				}
+			}
+			if seq, _, err := adapters.SavedFloor(ctx, floors, "payment", "OTHER"); err != nil || seq != 0 {
+				t.Errorf("the floor of another stream = %d, %v; want none", seq, err)
+			}
+		})
+	}
+}
