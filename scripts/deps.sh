@@ -3,9 +3,11 @@
 # processes (no container engine is assumed):
 #
 #   scripts/deps.sh up [server...]     start what is not already answering (default: all), wait until each is really ready
-#                                      (one this checkout started that is still starting is waited for, not started again)
+#                                      (one this checkout started that is still starting is waited for, not started again;
+#                                      interrupted, it starts nothing more and leaves the servers it had started running
+#                                      and recorded: down stops them, up again waits for them)
 #   scripts/deps.sh down [server...]   stop what this checkout started (default: all)
-#   scripts/deps.sh status [server...] show each server as up or down
+#   scripts/deps.sh status [server...] show each server as up or down, and whether this checkout started it
 #   scripts/deps.sh env                print the connection variables (eval "$(scripts/deps.sh env)")
 #   scripts/deps.sh restart pulsar     stop and start it again keeping its data (fault tests)
 #
@@ -56,9 +58,18 @@ fail() { # server, message
 	say "ERROR: $1: $2"
 	say "       log: $LOG/$1.log"
 	# A server that died must not look like ours to `status`; one that is merely slow stays for `down` to stop.
-	local pidf=$VAR/$1.pid
-	if [[ -f $pidf ]] && ! kill -0 "$(cat "$pidf")" 2>/dev/null; then rm -f "$pidf"; fi
+	local pidf
+	pidf=$(pid_file "$1")
+	if [[ -f $pidf ]] && ! kill -0 "$(head -n 1 "$pidf")" 2>/dev/null; then rm -f "$pidf"; fi
 	exit 1
+}
+
+# pid_file names the file recording the process `up` started for a server, written before that process can answer:
+# `down` and `status` go by it. PostgreSQL's is the postmaster's own postmaster.pid in the data directory, which the
+# postmaster writes as it starts: a copy made once `pg_ctl start -w` returned was never made for a start cut short
+# (an interrupt, the ready timeout), and `down` left that postmaster running, nobody's.
+pid_file() { # server
+	if [[ $1 == pg ]]; then echo "$VAR/pg/postmaster.pid"; else echo "$VAR/$1.pid"; fi
 }
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
@@ -106,12 +117,16 @@ wait_ready() { # server, pid or empty
 }
 
 # spawn runs a server in its own session with output to its log, and records the pid so `down` stops only what we started.
+# The record is written by the process itself before it becomes the server, so no server runs unrecorded, even when
+# an interrupt ends the start in between (setsid, not a process group leader here, becomes the server without forking).
 # The server must not inherit fd 9, the per-server lock, or it would hold the lock for its whole life.
 spawn() { # server, command...
 	local s=$1
 	shift
-	setsid "$@" >>"$LOG/$s.log" 2>&1 </dev/null 9>&- &
-	echo $! >"$VAR/$s.pid"
+	(
+		echo "$BASHPID" >"$VAR/$s.pid"
+		exec setsid "$@"
+	) >>"$LOG/$s.log" 2>&1 </dev/null 9>&- &
 	echo $!
 }
 
@@ -204,7 +219,6 @@ start_pg() {
 	"${runas[@]}" "$bin/pg_ctl" -D "$data" -l "$LOG/pg.log" -w -t "$READY_TIMEOUT" start -o \
 		"-c listen_addresses=$HOST -c port=$PG_PORT -c unix_socket_directories=/tmp -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
 		>>"$LOG/pg.log" 2>&1 9>&- || fail pg "pg_ctl start failed"
-	head -1 "$data/postmaster.pid" >"$VAR/pg.pid"
 	wait_ready pg
 	after_ready pg
 }
@@ -337,9 +351,10 @@ start_pulsar() {
 # which is none of ours to wait for or to stop: one of another checkout's servers too, whose paths merely contain ours
 # (/ci/work/main/var/deps/... holds /work/main/var/deps/), hence a whole argument's start and not a substring.
 our_pid() { # server
-	local pidf=$VAR/$1.pid pid arg
+	local pidf pid arg
+	pidf=$(pid_file "$1")
 	[[ -f $pidf ]] || return 1
-	pid=$(<"$pidf")
+	pid=$(head -n 1 "$pidf")
 	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
 	if [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$VAR"/* ]]; then
 		echo "$pid"
@@ -465,17 +480,48 @@ install_packages() {
 	command -v curl >/dev/null || need_apt curl curl
 }
 
+# up_interrupted ends the starts still under way when `up` is interrupted (Ctrl-C, TERM, a closed terminal), each
+# with what it runs (flock, a fetch, pg_ctl, the readiness polls), and says which servers it leaves running: those
+# already launched, recorded for `down` (each records itself as it starts: spawn, redis' and PostgreSQL's own pid
+# files). Before, a signal to the script alone (`kill <pid>`, a supervisor stopping the step) ended it and not its starts,
+# background jobs that went on: one waiting for its server's lock started that server after the script had gone.
+up_interrupted() { # exit status, server...
+	trap '' INT TERM HUP # a second Ctrl-C must not cut this short
+	local rc=$1 job s pid kept=()
+	shift
+	for job in $(jobs -p); do kill -TERM -- "-$job" 2>/dev/null || true; done
+	wait || true
+	for s in "$@"; do
+		if pid=$(our_pid "$s"); then kept+=("$s (pid $pid)"); fi
+	done
+	if ((${#kept[@]})); then
+		say "interrupted: starting nothing more; left running, started from this checkout: ${kept[*]}" \
+			"(scripts/deps.sh down stops them; up again waits for them)"
+	else
+		say "interrupted: starting nothing more; no server started from this checkout is running"
+	fi
+	exit "$rc"
+}
+
 cmd_up() {
 	local s pids=() names=("$@") failed=() t0=$SECONDS
 	install_packages "$@"
+	trap 'up_interrupted 130 "${names[@]}"' INT
+	trap 'up_interrupted 143 "${names[@]}"' TERM
+	trap 'up_interrupted 129 "${names[@]}"' HUP
 	for s in "$@"; do
+		# Each start is a job in a process group of its own (job control on for the fork only), so that an interrupt
+		# can end it with everything it runs, and a Ctrl-C at the terminal reaches only this shell, which does that.
+		set -m
 		(up_one "$s") &
+		set +m
 		pids+=($!)
 	done
 	local i
 	for i in "${!pids[@]}"; do
 		wait "${pids[$i]}" || failed+=("${names[$i]}")
 	done
+	trap - INT TERM HUP
 	if ((${#failed[@]})); then
 		die "not started: ${failed[*]} (logs in $LOG/)"
 	fi
@@ -483,18 +529,22 @@ cmd_up() {
 }
 
 stop_pid() { # server
-	local s=$1 pidf=$VAR/$1.pid pid
+	local s=$1 pidf pid
+	pidf=$(pid_file "$s")
+	# pg.pid, a copy of postmaster.pid that an older deps.sh made, is left from before: postmaster.pid decides.
+	[[ $s == pg ]] && rm -f "$VAR/pg.pid"
 	[[ -f $pidf ]] || return 0
 	if ! pid=$(our_pid "$s"); then
-		# Gone, or (after a reboot) its number is another program's now, which was sent TERM and then KILL.
-		say "$s: pid $(<"$pidf") in $pidf is not this checkout's $s any more; removing the stale pid file"
+		# Gone, or (after a reboot) its number is another program's now, which was sent TERM and then KILL. A stale
+		# postmaster.pid naming a live program would also stop PostgreSQL's next start ("is another postmaster
+		# running?"): our_pid found no process working in this checkout's data directory, so it is no postmaster's.
+		say "$s: pid $(head -n 1 "$pidf") in $pidf is not this checkout's $s any more; removing the stale pid file"
 		rm -f "$pidf"
 		return 0
 	fi
 	if [[ $s == pg ]]; then
-		# pg_ctl stops the postmaster cleanly through the data directory's postmaster.pid, the number pg.pid copied:
-		# checked by our_pid above, because after a reboot that file is as stale as ours, and pg_ctl signals whatever
-		# process has its number.
+		# pg_ctl stops the postmaster cleanly through postmaster.pid: checked by our_pid above, because after a
+		# reboot that file may be stale, and pg_ctl signals whatever process has its number.
 		local bin runas=()
 		bin=$(pg_bin)
 		[[ $(id -u) == 0 ]] && runas=(runuser -u postgres --)
@@ -521,7 +571,7 @@ cmd_down() {
 		(
 			exec 9>"$CACHE/locks/$s.lock"
 			flock 9
-			if [[ -f $VAR/$s.pid ]]; then stop_pid "$s"; else say "$s: not started from this checkout, left alone"; fi
+			if [[ -f $(pid_file "$s") ]]; then stop_pid "$s"; else say "$s: not started from this checkout, left alone"; fi
 		)
 	done
 }
@@ -535,7 +585,7 @@ cmd_restart() {
 		(
 			exec 9>"$CACHE/locks/$s.lock"
 			flock 9
-			[[ -f $VAR/$s.pid ]] || fail "$s" "not started from this checkout; restart leaves other people's servers alone"
+			[[ -f $(pid_file "$s") ]] || fail "$s" "not started from this checkout; restart leaves other people's servers alone"
 			stop_pid "$s"
 			KEEP_DATA=1 "start_$s"
 			say "$s: restarted at $(addr "$s")"
@@ -544,10 +594,16 @@ cmd_restart() {
 }
 
 cmd_status() {
-	local s state rc=0 own
+	local s state rc=0 own pidf pid
 	for s in "$@"; do
 		own=
-		[[ -f $VAR/$s.pid ]] && own="pid $(cat "$VAR/$s.pid"), started here"
+		pidf=$(pid_file "$s")
+		if pid=$(our_pid "$s"); then
+			own="pid $pid, started here"
+		elif [[ -f $pidf ]]; then
+			# A pid file whose process is gone (a crash, a reboot) or is another program now: not ours to claim.
+			own="stale pid file $pidf: pid $(head -n 1 "$pidf") is gone or not this checkout's $s; scripts/deps.sh down $s removes it"
+		fi
 		if healthy "$s"; then state=up; else
 			state=down
 			rc=3
@@ -582,7 +638,7 @@ main() {
 	up | down | restart) mkdir -p "$LOG" "$CACHE/bin" "$CACHE/locks" ;;
 	status | env) ;;
 	*)
-		sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+		sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
 		exit 2
 		;;
 	esac

@@ -59,14 +59,24 @@ func (d *depsScript) run(args ...string) (string, error) {
 	return stderr.String(), err
 }
 
+// pidFile is the file where the script records server's process:
+// PostgreSQL's is the postmaster's own postmaster.pid.
+func (d *depsScript) pidFile(server string) string {
+	if server == "pg" {
+		return filepath.Join(d.dir, "pg", "postmaster.pid")
+	}
+	return filepath.Join(d.dir, server+".pid")
+}
+
 // pid is the process the script recorded for server.
 func (d *depsScript) pid(server string) int {
 	d.t.Helper()
-	b, err := os.ReadFile(filepath.Join(d.dir, server+".pid"))
+	b, err := os.ReadFile(d.pidFile(server))
 	if err != nil {
 		d.t.Fatal(err)
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -85,11 +95,11 @@ func (d *depsScript) stalePid(server string, other *exec.Cmd) int {
 		_ = other.Process.Kill()
 		_ = other.Wait()
 	})
-	if err := os.MkdirAll(d.dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(d.pidFile(server)), 0o755); err != nil {
 		d.t.Fatal(err)
 	}
 	pid := other.Process.Pid
-	if err := os.WriteFile(filepath.Join(d.dir, server+".pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(d.pidFile(server), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		d.t.Fatal(err)
 	}
 	return pid
@@ -356,7 +366,7 @@ func (d *depsScript) forPostgres() *syscall.Credential {
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 }
 
-// `down pg` stops the PostgreSQL `up pg` started: pg.pid names the
+// `down pg` stops the PostgreSQL `up pg` started: postmaster.pid names the
 // postmaster, whose -D argument and working directory are in the state
 // directory, as the check for "still this checkout's" wants before pg_ctl
 // is let stop it.
