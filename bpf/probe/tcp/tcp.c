@@ -14,6 +14,8 @@
 //     retransmits one packet, which may carry several segments (GSO), and newer kernels also call the tracepoint for
 //     an attempt that failed (its third argument, the error: nothing was sent, nothing is counted). And a run the kernel
 //     skips (a retransmit interrupting the program on its CPU) loses nothing: the next one counts its segments too.
+//   - what no program saw (a change in a softirq where none runs: README): recount, a TCP socket iterator the agent
+//     runs before each read, counts a still-open socket's unseen open and retransmits; the agent counts unseen closes.
 // The two TCP tracepoints are BTF tracepoints (tp_btf, BPF_PROG_TYPE_TRACING), not perf-event tracepoint programs:
 // the kernel runs a tracepoint program of the perf-event kind only when no kprobe, uprobe or tracepoint program and
 // no BPF map syscall is running on the CPU (the per-CPU bpf_prog_active guard), and skips it otherwise, counting a
