@@ -121,19 +121,28 @@ func TestEndToEndKafkaToPulsar(t *testing.T) {
 }
 
 func dropStream(t *testing.T, natsURL, stream string) {
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Logf("drop stream %s: %v", stream, err)
-		return
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, nc, err := connectJetStream(natsURL)
 	if err == nil {
+		defer nc.Close()
 		err = js.DeleteStream(context.Background(), stream)
 	}
 	if err != nil {
 		t.Logf("drop stream %s: %v", stream, err)
 	}
+}
+
+// connectJetStream is a JetStream of its own connection to natsURL, which the caller closes.
+func connectJetStream(natsURL string) (jetstream.JetStream, *nats.Conn, error) {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return js, nc, nil
 }
 
 func get(t *testing.T, url string) (int, string) {

@@ -34,6 +34,8 @@ import (
 type bridge struct {
 	brokers []string
 	topic   string
+	nats    string           // NATS_URL
+	stream  string           // BRIDGE_STREAM
 	addr    string           // HTTP: /readyz, /metrics
 	pulsar  string           // the real Pulsar's service URL, for reading the archive
 	recs    []harness.Record // what archived has read so far
@@ -58,7 +60,7 @@ func startBridgeIn(t *testing.T, env map[string]string, part server.Part) *bridg
 	b := &bridge{brokers: testenv.Kafka(t), log: &testenv.LogBuffer{}}
 	natsURL := testenv.NATS(t)
 	pulsarURL, adminURL := testenv.Pulsar(t)
-	b.pulsar = pulsarURL
+	b.pulsar, b.nats = pulsarURL, natsURL
 	harness.LockPulsar(t, false)
 	id := harness.ID()
 	b.topic = "bridgeout." + id + ".orders"
@@ -87,6 +89,7 @@ func startBridgeIn(t *testing.T, env map[string]string, part server.Part) *bridg
 	if err := pkgconfig.LoadFrom(&cfg, vars); err != nil {
 		t.Fatal(err)
 	}
+	b.stream = cfg.Stream
 	runCtx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	if part.Logger == nil {
@@ -165,11 +168,11 @@ func (b *bridge) waitCarried(t *testing.T, n int) {
 	}
 }
 
-// metric sums the samples of a metric on /metrics (prefix: its name and "{").
-func (b *bridge) metric(t *testing.T, prefix string) float64 {
+// metric sums the samples of a metric on /metrics (prefix: its name and "{") whose label set contains every want.
+func (b *bridge) metric(t *testing.T, prefix string, want ...string) float64 {
 	t.Helper()
 	_, m := get(t, "http://"+b.addr+"/metrics")
-	return counter(m, prefix)
+	return counter(m, prefix, want...)
 }
 
 // readyz returns /readyz's status and body.

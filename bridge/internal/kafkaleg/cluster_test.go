@@ -14,7 +14,8 @@ import (
 
 // TestLegAStampsTheKafkaClusterID: each message carries the id of the Kafka cluster it was read from, so that leg B
 // names its Pulsar producer by the record's own cluster without asking Kafka (it could not archive while Kafka was
-// unreachable, and named an older cluster's records still in the stream by the cluster Kafka reported later).
+// unreachable, and named an older cluster's records still in the stream by the cluster Kafka reported later), and
+// the id of the topic's incarnation (kafkaleg.TopicID), which leg B names it by too.
 func TestLegAStampsTheKafkaClusterID(t *testing.T) {
 	t.Parallel()
 	e := setup(t, 2)
@@ -26,6 +27,10 @@ func TestLegAStampsTheKafkaClusterID(t *testing.T) {
 	}
 	// As producer names carry it: an id may hold what a NATS header value cannot (the test servers' has a line break).
 	cluster := mapping.ClusterToken(id)
+	topicID, err := kafkaleg.TopicID(ctx, e.brokers, e.topic)
+	if err != nil || topicID == "" {
+		t.Fatalf("the test topic's id: %q, %v", topicID, err)
+	}
 	var msgs []kafka.Message
 	for i := range 6 {
 		msgs = append(msgs, harness.Event(i, 50, 200))
@@ -41,6 +46,10 @@ func TestLegAStampsTheKafkaClusterID(t *testing.T) {
 		if got := m.Headers().Values(kafkaleg.HeaderCluster); len(got) != 1 || got[0] != cluster {
 			t.Fatalf("%s = %q on %s offset %s, want [%q]", kafkaleg.HeaderCluster, got, m.Subject(),
 				m.Headers().Get(kafkaleg.HeaderOffset), cluster)
+		}
+		if got := m.Headers().Values(kafkaleg.HeaderTopicID); len(got) != 1 || got[0] != topicID {
+			t.Fatalf("%s = %q on %s offset %s, want [%q]", kafkaleg.HeaderTopicID, got, m.Subject(),
+				m.Headers().Get(kafkaleg.HeaderOffset), topicID)
 		}
 	}
 }

@@ -241,7 +241,8 @@ func checkOrdered(t *testing.T, e *env, msgs []jetstream.Msg, sent map[int]kafka
 			t.Fatalf("partition %d: offset %d after %d", p, o, prev)
 		}
 		last[p] = o
-		if got, want := h.Get(jetstream.MsgIDHeader), kafkaleg.MsgID(e.topic, p, o); got != want {
+		// The topic's incarnation too (kafkaleg.TopicID): a topic created again counts its offsets from 0.
+		if got, want := h.Get(jetstream.MsgIDHeader), kafkaleg.MsgID(e.topic, p, o)+"/"+h.Get(kafkaleg.HeaderTopicID); got != want || h.Get(kafkaleg.HeaderTopicID) == "" {
 			t.Fatalf("Nats-Msg-Id = %q, want %q", got, want)
 		}
 		seq, err := harness.Seq(m.Data())

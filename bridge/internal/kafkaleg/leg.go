@@ -87,6 +87,9 @@ type Leg struct {
 	group   *groupState                  // for Ready
 	parts   atomic.Pointer[[]*partition] // the generation's partitions, for Ready; nil between generations
 	resets  resetsSeen                   // offset resets counted, so that a pending one counts once
+	// topicIDs is the topic id each partition's last session read, by its subject, across generations: a change is
+	// logged, which tells an operator a reset past the end was the topic created again and not a truncation.
+	topicIDs sync.Map
 }
 
 // New validates nothing beyond what config did; it only fills defaults.

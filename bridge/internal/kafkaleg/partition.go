@@ -46,11 +46,28 @@ const (
 	// known and stays the record's own when another cluster's records follow in the stream. Absent on records written
 	// by a bridge from before it, and when the brokers report no id.
 	HeaderCluster = "kafka_cluster_id"
+	// HeaderTopicID is the id of the topic's incarnation the record was read from (TopicID), which leg B names the
+	// record's Pulsar producer by besides its cluster (mapping.ProducerName), as leg A's Nats-Msg-Id carries it
+	// (msgID): a topic deleted and created again counts its offsets from 0 again. Absent on records written by a bridge
+	// from before it, and when the brokers report no id.
+	HeaderTopicID = "kafka_topic_id"
 )
 
-// MsgID is the JetStream dedup id of a Kafka message.
+// MsgID is the JetStream dedup id of a Kafka message of a topic whose id is not known (a broker older than 2.8);
+// leg A's ids carry the topic id too (msgID).
 func MsgID(topic string, partition int, offset int64) string {
 	return topic + "/" + strconv.Itoa(partition) + "/" + strconv.FormatInt(offset, 10)
+}
+
+// msgID is the JetStream dedup id of a Kafka message of the topic incarnation topicID (TopicID): the offsets of a
+// topic created again count from 0, and without the id JetStream dropped its records as replays of the old topic's
+// records published less than the stream's duplicate window before.
+func msgID(m kafka.Message, topicID string) string {
+	id := MsgID(m.Topic, m.Partition, m.Offset)
+	if topicID == "" {
+		return id
+	}
+	return id + "/" + topicID
 }
 
 // partition is one owned partition for the life of a generation.
@@ -74,6 +91,9 @@ type partition struct {
 	// generation (clusterRead): a generation cannot outlive its cluster. Only pump and its feed touch them.
 	cluster     string
 	clusterRead bool
+	// topicID is the topic's incarnation as leg A stamps it (HeaderTopicID), read by each session after it checked
+	// its position (pump). Only pump and its feed touch it.
+	topicID string
 
 	// Only the settler touches these, and a partition has one session (so one settler) at a time.
 	lastSeq uint64    // stream sequence of the last confirmed message, to verify order
@@ -291,10 +311,22 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		}
 		p.cluster, p.clusterRead = mapping.ClusterToken(id), true
 	}
-	reset := false
+	from, reset := pos, false
 	if pos >= 0 {
 		pos, reset = p.inRange(fetchCtx, pos)
 	}
+	// Every session, after the position check: a topic created again since the last session has another id, and
+	// one created again after this reading leaves the reader's position past its end (the reader reports it and the
+	// next session reads the id again), unless refilled past that position first, which the check misses as well.
+	topicID, err := TopicID(fetchCtx, l.o.Brokers, p.route.Topic)
+	if err != nil {
+		return from, err // the next session checks the position again, and records its reset (rewound) if any
+	}
+	if prev, ok := l.topicIDs.Swap(p.subject, topicID); ok && prev != topicID {
+		l.o.Logger.Info("leg A reads another incarnation of the topic", "topic", p.route.Topic, "partition", p.id,
+			"topic_id", topicID, "previous_topic_id", prev)
+	}
+	p.topicID = topicID
 	r := NewPartitionReader(l.o.Brokers, p.route.Topic, p.id, p.fetchFailed)
 	defer r.Close()
 	if err := r.SetOffset(pos); err != nil {
@@ -315,7 +347,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 	}
 	go s.settle(gctx)
 
-	err := s.feed(runCtx, r)
+	err = s.feed(runCtx, r)
 	close(s.inflight)
 	<-s.settled
 	if s.tracker != nil {
@@ -646,7 +678,7 @@ func (p *partition) reject(offset int64, err error) {
 func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	l := p.leg
 	hdrs := make(map[string]string, len(m.Headers))
-	size := carriedSize(m, p.cluster)
+	size := carriedSize(m, p.cluster, p.topicID)
 	reason, detail := "", ""
 	for _, h := range m.Headers {
 		if _, ok := hdrs[h.Key]; !ok { // the envelope check reads the first value, as nats.Header.Get does
@@ -685,16 +717,19 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	if p.cluster != "" {
 		bridge = append(bridge, kafka.Header{Key: HeaderCluster, Value: []byte(p.cluster)})
 	}
+	if p.topicID != "" {
+		bridge = append(bridge, kafka.Header{Key: HeaderTopicID, Value: []byte(p.topicID)})
+	}
 	return dlq.Letter{Leg: metrics.LegA, Reason: reason, Detail: detail, Topic: m.Topic, Partition: m.Partition,
 		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: m.Headers, Bridge: bridge}, true
 }
 
 // carriedSize is at least what NATS counts against max_payload (header section and data) for m as build publishes it,
-// stamped with cluster.
+// stamped with cluster and topicID.
 // It counted the key raw and leg A's own headers as 128 bytes: a key that is not printable goes base64'd (4 bytes for
 // every 3, with HeaderKeyEncoding beside it), and leg A's headers take up to 262 bytes and the topic twice, so a
 // message under MaxBytes by that count could be over it, and over max_payload, as published.
-func carriedSize(m kafka.Message, cluster string) int {
+func carriedSize(m kafka.Message, cluster, topicID string) int {
 	n := len(m.Value) + base64.StdEncoding.EncodedLen(len(m.Key)) + len(HeaderKeyEncoding) + len("base64") + 4
 	if printable(m.Key) {
 		n = len(m.Value) + len(m.Key)
@@ -705,25 +740,28 @@ func carriedSize(m kafka.Message, cluster string) int {
 	if cluster != "" {
 		n += len(HeaderCluster) + len(cluster) + 4
 	}
+	if topicID != "" {
+		n += len(HeaderTopicID) + len(topicID) + 4 + 1 + len(topicID) // the stamp, and "/" and the id in Nats-Msg-Id
+	}
 	return n + ownHeaderBytes + 2*len(m.Topic)
 }
 
 // ownHeaderBytes bounds the header section build adds besides the carried headers, the key, the topic's two copies
-// and the cluster stamp: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its
+// and the cluster and topic id stamps: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its
 // headers), kafka_topic (15), kafka_partition (29 with 10 digits), kafka_offset (35 with 19), kafka_key (13),
 // kafka_timestamp_ms (42 with 20 characters) and Nats-Msg-Id (46 with its partition and offset), each as
 // "name: value" and CRLF.
 const ownHeaderBytes = 12 + 70 + 15 + 29 + 35 + 13 + 42 + 46
 
 // Reserved reports whether a record header's name is one the bridge writes itself on the way: leg A's NATS headers
-// (HeaderTopic to HeaderCluster) and leg B's Pulsar properties (pulsarleg's PropTopic, PropPartition and PropOffset,
+// (HeaderTopic to HeaderTopicID) and leg B's Pulsar properties (pulsarleg's PropTopic, PropPartition and PropOffset,
 // spelled out here as pulsarleg imports this package). Names are exact, as NATS headers and Pulsar properties are. A record bringing one goes to the
-// DLQ, which keeps it as produced: carried, its value was replaced by the bridge's (or removed, for HeaderKeyEncoding
-// and HeaderCluster) without a word.
+// DLQ, which keeps it as produced: carried, its value was replaced by the bridge's (or removed, for HeaderKeyEncoding,
+// HeaderCluster and HeaderTopicID) without a word.
 func Reserved(name string) bool {
 	switch name {
 	case HeaderTopic, HeaderPartition, HeaderOffset, HeaderKey, HeaderKeyEncoding, HeaderTimestamp, HeaderCluster,
-		"__kafka_topic", "__kafka_partition", "__kafka_offset":
+		HeaderTopicID, "__kafka_topic", "__kafka_partition", "__kafka_offset":
 		return true
 	}
 	return false
@@ -800,7 +838,12 @@ func (p *partition) build(m kafka.Message) (*nats.Msg, trace.Span, context.Conte
 	} else {
 		delete(h, HeaderCluster) // a producer's own would name the record's Pulsar producer
 	}
-	h[jetstream.MsgIDHeader] = []string{MsgID(m.Topic, m.Partition, m.Offset)}
+	if p.topicID != "" {
+		h[HeaderTopicID] = []string{p.topicID}
+	} else {
+		delete(h, HeaderTopicID)
+	}
+	h[jetstream.MsgIDHeader] = []string{msgID(m, p.topicID)}
 	return &nats.Msg{Subject: p.subject, Header: h, Data: m.Value}, span, ctx
 }
 

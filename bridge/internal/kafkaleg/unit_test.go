@@ -104,6 +104,13 @@ func TestMsgID(t *testing.T) {
 	if got := MsgID("shanhai.orders", 2, 17); got != "shanhai.orders/2/17" {
 		t.Fatalf("MsgID = %q", got)
 	}
+	m := kafka.Message{Topic: "shanhai.orders", Partition: 2, Offset: 17}
+	if got := msgID(m, "Zq9b2Lx5QoyFl7n3dD8W0g"); got != "shanhai.orders/2/17/Zq9b2Lx5QoyFl7n3dD8W0g" {
+		t.Fatalf("msgID = %q", got)
+	}
+	if got := msgID(m, ""); got != "shanhai.orders/2/17" { // a broker that reports no topic id
+		t.Fatalf("msgID without a topic id = %q", got)
+	}
 }
 
 // jsAt is a JetStream whose stream was created at the time it points to; confirmed reads only that.
@@ -169,14 +176,14 @@ func TestSizeCheckCountsTheMessageAsCarried(t *testing.T) {
 	}
 	const limit = 64 << 10
 	p := &partition{leg: New(Options{MaxBytes: limit, Metrics: m}), route: mapping.Route{Topic: "shanhai.orders", Subject: "shanhai.orders"}, subject: "shanhai.orders.p2",
-		cluster: "ta-8BSCbQcyW2HjnJaovmQ"} // stamped on each message too
+		cluster: "ta-8BSCbQcyW2HjnJaovmQ", topicID: "Zq9b2Lx5QoyFl7n3dD8W0g"} // stamped on each message too
 	binary := bytes.Repeat([]byte{0xff}, 30_000) // 40,000 bytes base64'd
 	for _, key := range [][]byte{[]byte("order-42"), binary, binary[:29_999], {0}, nil} {
 		msg := kafka.Message{Topic: "shanhai.orders", Partition: 2, Offset: 1<<63 - 1, Key: key,
 			Headers: []kafka.Header{{Key: "ce_id", Value: []byte("e1")}}, Time: time.Now()}
 		for _, extra := range []int{0, 1} {
 			// The largest value the check lets through with this key, then one byte more.
-			msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: key, Headers: msg.Headers}, p.cluster)+extra)
+			msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: key, Headers: msg.Headers}, p.cluster, p.topicID)+extra)
 			letter, bad := p.poison(msg)
 			if bad != (extra == 1) {
 				t.Fatalf("key of %d bytes, %d bytes past the limit: dead-lettered %v (%s)", len(key), extra, bad, letter.Detail)
@@ -208,7 +215,7 @@ func TestSizeCheckCountsBaggageAsPublished(t *testing.T) {
 		msg := kafka.Message{Topic: "shanhai.orders", Partition: 2, Offset: 7, Key: []byte("order-42"), Time: time.Now(),
 			Headers: []kafka.Header{{Key: "traceparent", Value: []byte("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")}, {Key: "baggage", Value: []byte(bag)}}}
 		// The largest value the check lets through with these headers.
-		msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: msg.Key, Headers: msg.Headers}, p.cluster))
+		msg.Value = make([]byte, limit-carriedSize(kafka.Message{Topic: msg.Topic, Key: msg.Key, Headers: msg.Headers}, p.cluster, p.topicID))
 		if letter, bad := p.poison(msg); bad {
 			t.Fatalf("baggage of %d bytes: dead-lettered at the limit (%s)", len(bag), letter.Detail)
 		}

@@ -180,19 +180,26 @@ func Name(topic string, partition int) string {
 // ProducerName is a partition's Pulsar producer name, which Pulsar's broker
 // keys its dedup state by: the highest sequence id (Kafka offset) it stored
 // for that name. Offsets count from 0 again in another Kafka cluster (every
-// embedded run's kfake, a Kafka that came back empty), so the name carries
-// the cluster's id: under the bare partition name the broker dropped the new
-// cluster's records as replays until their offsets passed the old ones. The
-// same cluster keeps its id across restarts, so a restarted bridge keeps its
-// names and its replays are still dropped. The dot cannot occur in either
-// part, so two names are equal only for the same partition and cluster. An
-// empty id (a broker too old to report one) gives the partition name alone.
-func ProducerName(cluster, topic string, partition int) string {
+// embedded run's kfake, a Kafka that came back empty) and in a topic deleted
+// and created again, so the name carries the cluster's id and the topic's
+// (kafkaleg.TopicID, a UUID per incarnation of the topic): without them the
+// broker dropped the new records as replays until their offsets passed the
+// old ones. The same cluster and topic keep their ids across restarts, so a
+// restarted bridge keeps its names and its replays are still dropped. The dot
+// cannot occur in any part, so two names are equal only for the same
+// partition, cluster and topic incarnation. An empty id (a broker too old to
+// report one, or a record of a bridge from before the id) leaves its part out:
+// trailing parts are dropped, and a topic id after no cluster id follows an
+// empty part ("..").
+func ProducerName(cluster, topicID, topic string, partition int) string {
 	name := Name(topic, partition)
-	if cluster == "" {
-		return name
+	switch {
+	case topicID != "":
+		return name + "." + ClusterToken(cluster) + "." + ClusterToken(topicID)
+	case cluster != "":
+		return name + "." + ClusterToken(cluster)
 	}
-	return name + "." + ClusterToken(cluster)
+	return name
 }
 
 // ClusterToken is a Kafka cluster id as ProducerName carries it: every character outside [A-Za-z0-9_-] becomes '_'.

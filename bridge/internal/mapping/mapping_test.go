@@ -123,12 +123,21 @@ func TestName(t *testing.T) {
 		{"[INFO] x\nta-8BSCbQcyW2HjnJaovmQ", "bridge-shanhai_orders-2._INFO__x_ta-8BSCbQcyW2HjnJaovmQ"}, // the test servers' id: a log line with it
 		{"", "bridge-shanhai_orders-2"},
 	} {
-		if got := ProducerName(tc.cluster, "shanhai.orders", 2); got != tc.want {
+		if got := ProducerName(tc.cluster, "", "shanhai.orders", 2); got != tc.want {
 			t.Errorf("ProducerName(%q) = %q, want %q", tc.cluster, got, tc.want)
 		}
 		// Leg A stamps the token; leg B names a stamped record by it, and an unstamped one by the id Kafka reports.
-		if got := ProducerName(ClusterToken(tc.cluster), "shanhai.orders", 2); got != tc.want {
+		if got := ProducerName(ClusterToken(tc.cluster), "", "shanhai.orders", 2); got != tc.want {
 			t.Errorf("ProducerName(ClusterToken(%q)) = %q, want %q", tc.cluster, got, tc.want)
+		}
+	}
+	// A topic created again has another id, and so another name (kafkaleg.TopicID).
+	for _, tc := range []struct{ cluster, topicID, want string }{
+		{"MkU3OEVBNTcwNTJENDM2Qk", "Zq9b2Lx5QoyFl7n3dD8W0g", "bridge-shanhai_orders-2.MkU3OEVBNTcwNTJENDM2Qk.Zq9b2Lx5QoyFl7n3dD8W0g"},
+		{"", "Zq9b2Lx5QoyFl7n3dD8W0g", "bridge-shanhai_orders-2..Zq9b2Lx5QoyFl7n3dD8W0g"},
+	} {
+		if got := ProducerName(tc.cluster, tc.topicID, "shanhai.orders", 2); got != tc.want {
+			t.Errorf("ProducerName(%q, %q) = %q, want %q", tc.cluster, tc.topicID, got, tc.want)
 		}
 	}
 }

@@ -45,7 +45,7 @@ func TestLegBArchivesWhileKafkaIsUnreachable(t *testing.T) {
 	}
 	stop := e.run(1)
 	defer stop()
-	name := mapping.ProducerName("cluster-a", e.route.Topic, 0)
+	name := mapping.ProducerName("cluster-a", "", e.route.Topic, 0)
 	want := []string{"0@" + name, "1@" + name, "2@" + name}
 	if got := archived(t, e, len(want)); !slices.Equal(got, want) {
 		t.Fatalf("archived %v with Kafka unreachable, want %v", got, want)
@@ -66,7 +66,7 @@ func TestLegBNamesEachRecordByItsOwnCluster(t *testing.T) {
 	o.KafkaCluster = func(context.Context) (string, error) { return "new-cluster", nil }
 	e.leg = pulsarleg.New(o)
 	subject := e.route.PartitionSubject(0)
-	oldName, newName := mapping.ProducerName("old-cluster", e.route.Topic, 0), mapping.ProducerName("new-cluster", e.route.Topic, 0)
+	oldName, newName := mapping.ProducerName("old-cluster", "", e.route.Topic, 0), mapping.ProducerName("new-cluster", "", e.route.Topic, 0)
 	var want []string
 	for i := range 5 { // events 0-4: the old cluster's offsets 0-4
 		e.publishOn(t, subject, i, 0, int64(i), "old/"+kafkaleg.MsgID(e.route.Topic, 0, int64(i)), stamp("old-cluster"))
@@ -78,6 +78,43 @@ func TestLegBNamesEachRecordByItsOwnCluster(t *testing.T) {
 	}
 	e.publishOn(t, subject, 8, 0, 3, kafkaleg.MsgID(e.route.Topic, 0, 3)) // event 8: offset 3, not stamped
 	want = append(want, "8@"+newName)
+	stop := e.run(1)
+	defer stop()
+	if got := archived(t, e, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("archived %v, want %v", got, want)
+	}
+	waitAcked(t, e, 1)
+}
+
+// TestLegBNamesEachRecordByItsTopicIncarnation: a Kafka topic deleted and created again counts its offsets from 0 in
+// the same cluster, and its records went to the producer that had archived the old topic's higher offsets, whose dedup
+// dropped them as replays. Each record is named by the topic id leg A stamped on it too. The first records come from
+// a bridge before that stamp (the cluster's alone): they keep the producer name they had (an upgrade), and the same
+// topic's stamped records after them go to a producer of their own.
+func TestLegBNamesEachRecordByItsTopicIncarnation(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	subject := e.route.PartitionSubject(0)
+	incarnation := func(id string) func(nats.Header) {
+		return func(h nats.Header) {
+			h[kafkaleg.HeaderCluster], h[kafkaleg.HeaderTopicID] = []string{"cluster-a"}, []string{id}
+		}
+	}
+	legacy, oldName, newName := mapping.ProducerName("cluster-a", "", e.route.Topic, 0),
+		mapping.ProducerName("cluster-a", "oldTopicIdAAAAAAAAAAAAA", e.route.Topic, 0), mapping.ProducerName("cluster-a", "newTopicIdBBBBBBBBBBBBB", e.route.Topic, 0)
+	var want []string
+	for i := range 2 { // events 0-1: offsets 0-1 from a bridge before the topic id
+		e.publishOn(t, subject, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)), stamp("cluster-a"))
+		want = append(want, fmt.Sprintf("%d@%s", i, legacy))
+	}
+	for i := 2; i < 5; i++ { // events 2-4: offsets 2-4 of the same topic, stamped with its id
+		e.publishOn(t, subject, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i))+"/oldTopicIdAAAAAAAAAAAAA", incarnation("oldTopicIdAAAAAAAAAAAAA"))
+		want = append(want, fmt.Sprintf("%d@%s", i, oldName))
+	}
+	for i := range 3 { // events 5-7: the topic created again, offsets 0-2
+		e.publishOn(t, subject, 5+i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i))+"/newTopicIdBBBBBBBBBBBBB", incarnation("newTopicIdBBBBBBBBBBBBB"))
+		want = append(want, fmt.Sprintf("%d@%s", 5+i, newName))
+	}
 	stop := e.run(1)
 	defer stop()
 	if got := archived(t, e, len(want)); !slices.Equal(got, want) {

@@ -90,8 +90,8 @@ type result struct {
 }
 
 // errNewProducer ends a session at a message that needs another Pulsar producer than the session's: one of another Kafka
-// cluster than the messages before it (mapping.ProducerName). The next session opens that producer.
-var errNewProducer = errors.New("the next message is another Kafka cluster's: a session for its producer")
+// cluster or topic incarnation than the messages before it (mapping.ProducerName). The next session opens that producer.
+var errNewProducer = errors.New("the next message is another Kafka cluster's or topic incarnation's: a session for its producer")
 
 // session is one producer + one consumer incarnation. It returns whether it
 // confirmed anything, and the error that ended it (nil when ctx ended).
@@ -258,7 +258,9 @@ func (p *partition) readLimit(ctx context.Context) (int, error) {
 // still holding an older cluster's records names them by their own cluster. A message without the stamp was written
 // by a bridge from before it (or from brokers that report no id): it is named by the cluster Kafka reports now, as
 // that bridge named its producers, so an upgraded deployment keeps its producer names (and its dedup state); that
-// needs Kafka, and names an older cluster's unstamped records wrongly, as before.
+// needs Kafka, and names an older cluster's unstamped records wrongly, as before. The name carries the topic's
+// incarnation leg A stamped too (kafkaleg.HeaderTopicID), so the records of a topic created again, whose offsets
+// count from 0, reach a producer of their own; a record without it is named as before.
 func (p *partition) producerName(ctx context.Context, h nats.Header) (string, error) {
 	cluster := h.Get(kafkaleg.HeaderCluster)
 	if cluster == "" && p.leg.o.KafkaCluster != nil {
@@ -271,7 +273,7 @@ func (p *partition) producerName(ctx context.Context, h nats.Header) (string, er
 		}
 		cluster = p.cluster
 	}
-	return mapping.ProducerName(cluster, p.route.Topic, p.id), nil
+	return mapping.ProducerName(cluster, h.Get(kafkaleg.HeaderTopicID), p.route.Topic, p.id), nil
 }
 
 type bsession struct {
@@ -708,7 +710,7 @@ func letterHeaders(h nats.Header) (own, bridge []kafka.Header) {
 func bridgeField(k string) bool {
 	switch k {
 	case kafkaleg.HeaderTopic, kafkaleg.HeaderPartition, kafkaleg.HeaderOffset, kafkaleg.HeaderKey,
-		kafkaleg.HeaderKeyEncoding, kafkaleg.HeaderTimestamp, kafkaleg.HeaderCluster:
+		kafkaleg.HeaderKeyEncoding, kafkaleg.HeaderTimestamp, kafkaleg.HeaderCluster, kafkaleg.HeaderTopicID:
 		return true
 	}
 	return strings.HasPrefix(strings.ToLower(k), "nats-")

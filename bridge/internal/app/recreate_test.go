@@ -1,0 +1,112 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
+	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
+)
+
+// TestBridgeArchivesARecreatedTopicsRecords: a Kafka topic deleted and created again counts its offsets from 0, and
+// both sinks' dedup was keyed by offsets alone: JetStream dropped the new records as replays of the old ones published
+// within its duplicate window (Nats-Msg-Id topic/partition/offset), and Pulsar's dedup every new record up to the
+// highest offset archived under the partition's producer name. The test archives 30 records, deletes the topic and
+// creates it again, and produces 15 (fewer, so every new offset was used by the old topic): all 15 reach JetStream and
+// the archive once, in order, under producers named by the new topic's id, and leg A logs the new id. Before the topic id went into the
+// Nats-Msg-Id and the producer name, none of the 15 reached JetStream.
+func TestBridgeArchivesARecreatedTopicsRecords(t *testing.T) {
+	t.Parallel()
+	b := startBridge(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	oldID, err := kafkaleg.TopicID(ctx, b.brokers, b.topic)
+	if err != nil || oldID == "" {
+		t.Fatalf("topic id %q: %v", oldID, err)
+	}
+	b.produce(t, 0, 30)
+	b.archived(t, 30, 60*time.Second)
+	for _, r := range b.recs {
+		if !strings.HasSuffix(r.Producer, "."+oldID) {
+			t.Errorf("record %d archived by producer %s, want one named by the topic id %s", r.Seq, r.Producer, oldID)
+			break
+		}
+	}
+
+	newID := recreateTopic(ctx, t, b.brokers, b.topic, oldID, 3)
+	// The same event numbers again: the verdict is the new topic's alone (its offsets start at 0 again, which it
+	// would count as out of order after the old records), and an old record archived again counts as a duplicate.
+	b.produce(t, 0, 15)
+	b.recs = nil
+	b.archived(t, 15, 60*time.Second)
+	for _, r := range b.recs {
+		if !strings.HasSuffix(r.Producer, "."+newID) {
+			t.Errorf("record %d of the new topic archived by producer %s, want one named by its id %s", r.Seq, r.Producer, newID)
+			break
+		}
+	}
+	// What tells an operator that a reset past the end (BridgeOffsetReset) was a topic created again.
+	if !strings.Contains(b.log.String(), "leg A reads another incarnation of the topic") || !strings.Contains(b.log.String(), newID) {
+		t.Errorf("no log line naming the new topic id %s: %s", newID, b.log.String())
+	}
+	if n := streamMsgs(ctx, t, b.nats, b.stream); n != 45 {
+		t.Errorf("the stream holds %d messages, want 45: each of the old topic's 30 and the new one's 15 once", n)
+	}
+	t.Logf("duplicates dropped: leg A %v, leg B %v",
+		b.metric(t, "bridge_messages_total{", `leg="kafka-nats"`, `result="duplicate"`),
+		b.metric(t, "bridge_messages_total{", `leg="nats-pulsar"`, `result="duplicate"`))
+}
+
+// recreateTopic deletes topic and creates it again with partitions, and returns its new id. A broker that creates
+// topics on demand may have created it again first, for a metadata request of the running bridge's (kafka-go asks
+// with Metadata v1, which creates a missing topic there): that is the new topic then, with the broker's default
+// partitions.
+func recreateTopic(ctx context.Context, t *testing.T, brokers []string, topic, oldID string, partitions int) string {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	res, err := c.DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
+	if err == nil {
+		err = res.Errors[topic]
+	}
+	if err != nil {
+		t.Fatalf("delete topic %s: %v", topic, err)
+	}
+	for {
+		id, err := kafkaleg.TopicID(ctx, brokers, topic)
+		switch {
+		case err == nil && id != oldID:
+			return id
+		case errors.Is(err, sarama.ErrUnknownTopicOrPartition):
+			if err := harness.CreateTopic(ctx, brokers, topic, partitions); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s not created again: %v", topic, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// streamMsgs is how many messages stream holds.
+func streamMsgs(ctx context.Context, t *testing.T, url, stream string) uint64 {
+	t.Helper()
+	js, nc, err := connectJetStream(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().State.Msgs
+}
