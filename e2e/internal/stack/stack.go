@@ -354,6 +354,11 @@ type Proc struct {
 }
 
 func startProc(bin, logDir, name string, env map[string]string) (*Proc, error) {
+	// The directory is made here: one named by E2E_LOG_DIR or -logs that did
+	// not exist yet was refused only after the build, a minute into the run.
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("log directory: %w", err)
+	}
 	logPath := filepath.Join(logDir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
