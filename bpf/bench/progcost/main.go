@@ -1,7 +1,7 @@
 // Command progcost prices the HTTP server probe's BPF programs against reference programs that do one thing each,
 // under the same load, so the per-hit figure of overhead.sh can be taken apart: what an empty program costs (the
 // kernel.bpf_stats_enabled clock reads and the dispatch, paid by any probe), one bpf_ktime_get_ns, one
-// bpf_probe_read_user of the *Request, and two of them in one run: on an AMD EPYC guest with Safe-RET a run's first
+// bpf_get_current_pid_tgid, one bpf_get_attach_cookie, one bpf_probe_read_user of the *Request, and two of them in one run: on an AMD EPYC guest with Safe-RET a run's first
 // user-memory read cost about twice what a further one does (~165 ns against ~85), which is why the probe makes all
 // its reads in the exit program. -sleepable adds the same one and three reads with bpf_copy_from_user in a sleepable
 // uprobe (uprobe.s), the other way to read user memory from a uprobe. Each program is attached alone to
@@ -223,10 +223,17 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	// The attach cookie is what a probe attached once per process (UprobeOptions{PID, Cookie}) would read instead of
+	// the pid: priced beside it, as that is the one call it would replace.
+	cookie, err := reference(asm.Instructions{asm.FnGetAttachCookie.Call()})
+	if err != nil {
+		log.Fatal(err)
+	}
 	cands := []candidate{
 		{"empty program", empty, nil},
 		{"bpf_ktime_get_ns", ktime, nil},
 		{"bpf_get_current_pid_tgid", pid, nil},
+		{"bpf_get_attach_cookie", cookie, nil},
 		{"bpf_probe_read_user 16 B", read, nil},
 		{"bpf_probe_read_user 16 B twice", read2, nil},
 		{"httpserver probe", probe.Enter, probe.Ret},
