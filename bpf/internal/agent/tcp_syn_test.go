@@ -222,7 +222,13 @@ type helperProcess struct {
 
 func startSYNDialer(t *testing.T, bin, addr, mode string) *helperProcess {
 	t.Helper()
-	return startHelper(t, bin, "TestSYNDialerProcess", synDialerEnv+"="+addr, synModeEnv+"="+mode)
+	return startSYNDialerIn(t, "", bin, addr, mode)
+}
+
+// startSYNDialerIn is startSYNDialer in the network namespace at path netns (startHelperIn).
+func startSYNDialerIn(t *testing.T, netns, bin, addr, mode string) *helperProcess {
+	t.Helper()
+	return startHelperIn(t, netns, bin, "TestSYNDialerProcess", synDialerEnv+"="+addr, synModeEnv+"="+mode)
 }
 
 // probedSelf returns a copy of this test binary of the test's own, to run its helper processes from (startHelper),
@@ -244,7 +250,17 @@ func probedSelf(t *testing.T, cfg Config) (bin string, a *Agent) {
 // environment; it is killed when the test ends.
 func startHelper(t *testing.T, bin, helper string, env ...string) *helperProcess {
 	t.Helper()
+	return startHelperIn(t, "", bin, helper, env...)
+}
+
+// startHelperIn is startHelper in the network namespace at path netns (none: this process's), entered by nsenter,
+// which execs the helper: the helper has its pid.
+func startHelperIn(t *testing.T, netns, bin, helper string, env ...string) *helperProcess {
+	t.Helper()
 	cmd := exec.Command(bin, "-test.run=^"+helper+"$", "-test.count=1")
+	if netns != "" {
+		cmd = exec.Command("nsenter", append([]string{"--net=" + netns, bin}, cmd.Args[1:]...)...)
+	}
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
