@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/e2e/internal/api"
 )
 
 // cancelled checks the saga's compensation across every process: the order
@@ -82,4 +86,77 @@ func waitPayment(t *testing.T, e *env, orderID string, d time.Duration, want ...
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// cancelRacingPayment cancels orders at delays that straddle their payment:
+// one order placed every 40 ms (a burst of them all at once held every
+// saga up past any cancel), each cancelled 0 to 270 ms after its 201, with
+// the provider answering in 20 ms median, 120 ms p99 as faultProvider
+// leaves it. The cancel and the payment result race in the order service,
+// order.cancelled and the charge race in payment. Whichever wins, the two
+// services must agree: a cancel answered 200 leaves the order CANCELLED and
+// its payment CANCELLED (never charged) or REFUNDED, never SUCCEEDED; a
+// cancel refused 409 found the order PAID, and its one payment is the
+// SUCCEEDED one the order names. Anything else (a 5xx, a second payment,
+// money kept for a cancelled order) fails. How the races split is logged,
+// not checked: it depends on the machine's load.
+func cancelRacingPayment(t *testing.T, e *env) {
+	items := cheapItems(t, e)
+	const n = 30
+	type raced struct {
+		id     string
+		cancel int // the cancel's status
+		err    error
+	}
+	out := make([]raced, n)
+	var wg sync.WaitGroup
+	for i := range out {
+		wg.Go(func() {
+			r := &out[i]
+			time.Sleep(time.Duration(i) * 40 * time.Millisecond)
+			res, err := e.cli.CreateOrder(ctx(t), e.token, "e2e-race-"+randomHex(8), items, nil)
+			var o api.Order
+			if err == nil && res.Status != http.StatusCreated {
+				err = fmt.Errorf("create answered %v", res)
+			}
+			if err == nil {
+				err = res.JSON(&o)
+			}
+			if err != nil {
+				r.err = err
+				return
+			}
+			r.id = o.ID
+			time.Sleep(time.Duration(i%10) * 30 * time.Millisecond)
+			res, err = e.cli.Do(ctx(t), http.MethodPost, "/api/v1/orders/"+o.ID+"/cancel", e.token, nil, nil)
+			if err == nil && res.Status != http.StatusOK && res.Status != http.StatusConflict {
+				err = fmt.Errorf("cancel answered %v", res)
+			}
+			r.cancel, r.err = res.Status, err
+		})
+	}
+	wg.Wait()
+	won := 0
+	for _, r := range out {
+		if r.err != nil {
+			t.Errorf("order %s: %v", r.id, r.err)
+			continue
+		}
+		if r.cancel == http.StatusOK {
+			won++
+			if ps := waitPayment(t, e, r.id, 30*time.Second, "CANCELLED", "REFUNDED"); ps.Status != "CANCELLED" && ps.Status != "REFUNDED" {
+				t.Errorf("order %s cancelled (200): payment %+v, want CANCELLED or REFUNDED", r.id, ps)
+			}
+			if o, _ := waitStatus(t, e, r.id, "CANCELLED", 0); o.Status != "CANCELLED" {
+				t.Errorf("order %s cancelled (200) is %s", r.id, o.Status)
+			}
+			continue
+		}
+		o, _ := waitStatus(t, e, r.id, "PAID", 0)
+		ps := payments(t, e, r.id)
+		if o.Status != "PAID" || len(ps) != 1 || ps[0].Status != "SUCCEEDED" || ps[0].ID != o.PaymentID {
+			t.Errorf("order %s, cancel refused (409): order %+v, payments %+v; want PAID by its one SUCCEEDED payment", r.id, o, ps)
+		}
+	}
+	t.Logf("%d of %d cancels came before the payment, %d after", won, n, n-won)
 }

@@ -41,6 +41,7 @@ func TestPlatform(t *testing.T) {
 	t.Run("Declined", func(t *testing.T) { declined(t, e) })
 	t.Run("ProviderFault", func(t *testing.T) { providerFault(t, e) })
 	t.Run("Cancelled", func(t *testing.T) { cancelled(t, e) })
+	t.Run("CancelRacingPayment", func(t *testing.T) { cancelRacingPayment(t, e) })
 }
 
 func start(t *testing.T) *env {
