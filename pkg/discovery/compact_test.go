@@ -142,8 +142,20 @@ func TestResolverRelistsAfterEtcdRestartedWithItsRevisionCompacted(t *testing.T)
 // TestResolverRelistsAfterEtcdRestartedEmpty: etcd comes back without its
 // data (a member replaced, a volume lost) and its revision starts over below
 // the one the resolver watches from. etcd holds such a watch until the
-// revision catches up and sends nothing meanwhile.
+// revision catches up and sends nothing meanwhile. Written past that
+// revision before the resolver looks (within one RevisionProbe), the new
+// etcd never reads lower than a revision seen, and comes back with the same
+// cluster and member IDs (same configuration): the watch resumed on it from
+// the old revision, the writes below it never seen, and the resolver kept
+// instance a, which the new etcd does not hold, for good.
 func TestResolverRelistsAfterEtcdRestartedEmpty(t *testing.T) {
+	for _, refilled := range []bool{false, true} {
+		t.Run(map[bool]string{false: "below the old revision", true: "written past the old revision"}[refilled],
+			func(t *testing.T) { relistAcrossAWipe(t, refilled) })
+	}
+}
+
+func relistAcrossAWipe(t *testing.T, refilled bool) {
 	ctx := t.Context()
 	e := testenv.StartEtcd(t)
 	p := newCutProxy(t, e.Endpoint())
@@ -157,7 +169,8 @@ func TestResolverRelistsAfterEtcdRestartedEmpty(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := writer.Put(ctx, Prefix+"order/a", `{"addr":"10.0.0.1:8082"}`); err != nil {
+	put, err := writer.Put(ctx, Prefix+"order/a", `{"addr":"10.0.0.1:8082"}`)
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := eventually(5*time.Second, func() bool { return len(res.Instances("order")) == 1 }); !ok {
@@ -171,6 +184,13 @@ func TestResolverRelistsAfterEtcdRestartedEmpty(t *testing.T) {
 	fresh := etcdClient(t, []string{e.Endpoint()})
 	if _, err := fresh.Put(ctx, Prefix+"order/b", `{"addr":"10.0.0.2:8082"}`); err != nil {
 		t.Fatal(err)
+	}
+	for rev := int64(0); refilled && rev <= put.Header.Revision+5; {
+		resp, err := fresh.Put(ctx, "/unrelated", "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = resp.Header.Revision
 	}
 	p.restore()
 

@@ -33,7 +33,10 @@ import (
 // has not reached yet and sends nothing, so the snapshot would stop changing
 // for good while everything looked healthy. The resolver therefore reads
 // etcd's revision every RevisionProbe and lists afresh when it is below one
-// it has already seen.
+// it has already seen. An etcd that lost its data and was written past that
+// revision before the probe looked (its cluster and member IDs are the same
+// when its configuration is) is found by the same probe: at the last
+// revision seen it holds other keys under Prefix than the watch showed.
 type EtcdResolver struct {
 	cli   *clientv3.Client
 	log   *slog.Logger
@@ -67,14 +70,14 @@ func newEtcdResolver(ctx context.Context, cli *clientv3.Client, probe time.Durat
 	r.snap.Store(&empty)
 	// Bounded: unbounded, this read hung a gateway at start, silently,
 	// before it listened (see etcdwatch.StartTimeout).
-	var rev int64
+	var listed *clientv3.GetResponse
 	if err := etcdwatch.AtStart(ctx, func(ctx context.Context) (err error) {
-		rev, err = r.list(ctx)
+		listed, err = r.list(ctx)
 		return err
 	}); err != nil {
 		return nil, err
 	}
-	go r.watch(ctx, rev+1)
+	go r.watch(ctx, listed)
 	return r, nil
 }
 
@@ -88,10 +91,11 @@ func (r *EtcdResolver) Instances(service string) []Instance {
 // closed).
 func (r *EtcdResolver) Done() <-chan struct{} { return r.done }
 
-func (r *EtcdResolver) list(ctx context.Context) (int64, error) {
+// list replaces the snapshot with what etcd holds under Prefix, and returns that read: the watch goes on from it.
+func (r *EtcdResolver) list(ctx context.Context) (*clientv3.GetResponse, error) {
 	resp, err := r.cli.Get(ctx, Prefix, clientv3.WithPrefix())
 	if err != nil {
-		return 0, fmt.Errorf("discovery: list %s: %w", Prefix, err)
+		return nil, fmt.Errorf("discovery: list %s: %w", Prefix, err)
 	}
 	r.all = map[string]map[string]Instance{}
 	for _, kv := range resp.Kvs {
@@ -102,10 +106,11 @@ func (r *EtcdResolver) list(ctx context.Context) (int64, error) {
 		next[svc] = r.sorted(svc)
 	}
 	r.snap.Store(&next)
-	return resp.Header.Revision, nil
+	return resp, nil
 }
 
-func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
+// watch follows Prefix from listed, the last list, until ctx ends or the client closes.
+func (r *EtcdResolver) watch(ctx context.Context, listed *clientv3.GetResponse) {
 	defer close(r.done)
 	// A closed client ends the watch too: otherwise the re-list below would
 	// retry forever on it (the gateway closes its client when Run returns,
@@ -116,9 +121,10 @@ func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
 	backoff := 100 * time.Millisecond
 	probe := time.NewTicker(r.probe)
 	defer probe.Stop()
+	rev := listed.Header.Revision + 1
 	for ctx.Err() == nil {
 		var progressed bool
-		if rev, progressed = r.follow(ctx, rev, probe.C); progressed {
+		if rev, progressed = r.follow(ctx, rev, listed, probe.C); progressed {
 			backoff = 100 * time.Millisecond
 		}
 		// The watch ended without ctx ending: compaction, etcd's revision
@@ -129,9 +135,9 @@ func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
 			case <-ctx.Done():
 			case <-time.After(backoff):
 			}
-			last, err := r.list(ctx)
+			resp, err := r.list(ctx)
 			if err == nil {
-				rev = last + 1
+				listed, rev = resp, resp.Header.Revision+1
 				break
 			}
 			backoff = min(2*backoff, 5*time.Second)
@@ -139,11 +145,13 @@ func (r *EtcdResolver) watch(ctx context.Context, rev int64) {
 	}
 }
 
-// follow applies the watch's changes from rev until it ends or a probe finds
-// etcd's revision below rev-1 (the last one seen), and returns the revision to
-// go on from and whether the watch delivered any change.
-func (r *EtcdResolver) follow(ctx context.Context, rev int64, probe <-chan time.Time) (next int64, progressed bool) {
-	end := etcdwatch.Follow(ctx, r.cli, Prefix, rev, probe, r.probe, func(resp clientv3.WatchResponse) {
+// follow applies the watch's changes from rev, on from listed (the list at
+// rev-1), until it ends or a probe finds etcd's revision below the last one
+// seen, or other keys there than the watch showed, and returns the revision
+// to go on from and whether the watch delivered any change.
+func (r *EtcdResolver) follow(ctx context.Context, rev int64, listed *clientv3.GetResponse,
+	probe <-chan time.Time) (next int64, progressed bool) {
+	end := etcdwatch.Follow(ctx, r.cli, Prefix, rev, listed, probe, r.probe, func(resp clientv3.WatchResponse) {
 		changed := map[string]bool{}
 		for _, ev := range resp.Events {
 			if svc := r.apply(ev.Type, ev.Kv); svc != "" {
@@ -158,6 +166,9 @@ func (r *EtcdResolver) follow(ctx context.Context, rev int64, probe <-chan time.
 	case end.WentBack:
 		r.log.Warn("discovery: etcd's revision went back (restarted without its data?), listing again",
 			"revision", end.Revision, "seen", end.Next-1)
+	case end.Replaced:
+		r.log.Warn("discovery: etcd holds other instances at the revision last seen than the watch showed"+
+			" (restarted without its data and written since?), listing again", "revision", end.Revision, "seen", end.Next-1)
 	}
 	return end.Next, end.Progressed
 }

@@ -49,7 +49,7 @@ func TestBadDocumentReportedOnceAcrossACompaction(t *testing.T) {
 	v := &Value[limits]{key: key, initial: limits{PerIP: 1}, log: slog.New(slog.NewTextHandler(logs, nil))}
 	v.cur.Store(&v.initial)
 	v.set(ctx, []byte(badDoc), bad.Header.Revision)
-	go v.watch(ctx, cli, bad.Header.Revision+1)
+	go v.watch(ctx, cli, bad.Header.Revision+1, nil)
 
 	waitFor(t, "the watch to resume after the compaction", func() bool { return count("dynconfig watch resumed") == 1 })
 	if n := count("level=WARN msg=\"dynconfig watch interrupted\""); n != 1 {

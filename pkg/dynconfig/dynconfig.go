@@ -100,7 +100,7 @@ func Watch[T any](ctx context.Context, cli *clientv3.Client, key string, initial
 	if len(resp.Kvs) > 0 {
 		v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 	}
-	go v.watch(ctx, cli, resp.Header.Revision+1)
+	go v.watch(ctx, cli, resp.Header.Revision+1, resp)
 	return v, nil
 }
 
@@ -120,8 +120,9 @@ func (v *Value[T]) OnChange(fn func(T)) {
 
 // RevisionProbe is how often a watch checks that etcd's revision has not gone back (etcd restarted without its
 // data, or restored from a snapshot), ten seconds: etcd holds a watch from a revision it has not reached and sends
-// nothing, so the value would stay at a document that no longer exists and miss every later write. One count-only
-// read of the key per watch: next to nothing for etcd.
+// nothing, so the value would stay at a document that no longer exists and miss every later write. The same probe
+// finds such an etcd written past the old revision before it looked: the key there is not the one the watch showed.
+// Two small reads of the key per watch: next to nothing for etcd.
 const RevisionProbe = etcdwatch.RevisionProbe
 
 // StartTimeout is how long Watch waits for etcd's first answer (ten seconds)
@@ -129,7 +130,9 @@ const RevisionProbe = etcdwatch.RevisionProbe
 // (etcdwatch.StartTimeout).
 const StartTimeout = etcdwatch.StartTimeout
 
-func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
+// watch follows the key from rev until ctx ends or the client closes. read is the read of the key at rev-1 it goes on
+// from (nil when there is none): what etcd should still hold there, which the probe checks (etcdwatch.Follow).
+func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64, read *clientv3.GetResponse) {
 	every := v.probe
 	if every <= 0 {
 		every = RevisionProbe
@@ -142,7 +145,7 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 	renew := false
 	for ctx.Err() == nil {
 		var wentBack bool
-		rev, wentBack = v.follow(ctx, cli, rev, probe.C, every)
+		rev, wentBack = v.follow(ctx, cli, rev, read, probe.C, every)
 		renew = renew || wentBack
 		// Compacted, etcd's revision went back, its member lost the leader, or the client gave up: re-read, then
 		// watch from there.
@@ -168,16 +171,17 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64) {
 			case len(resp.Kvs) == 0 && applied != 0:
 				v.store(&v.initial, 0) // deleted while we were not watching
 			}
-			rev = resp.Header.Revision + 1
+			rev, read = resp.Header.Revision+1, resp
 			v.log.InfoContext(ctx, "dynconfig watch resumed", "key", v.key, "from_revision", rev)
 		}
 	}
 }
 
-// follow applies the watch's changes from rev until it ends or a probe finds etcd's revision below rev-1 (the last
-// one seen), and returns the revision to go on from and whether a probe ended it.
-func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, probe <-chan time.Time, every time.Duration) (int64, bool) {
-	end := etcdwatch.Follow(ctx, cli, v.key, rev, probe, every, func(resp clientv3.WatchResponse) {
+// follow applies the watch's changes from rev until it ends or a probe finds etcd's revision below the last one seen,
+// or the key there other than the watch showed, and returns the revision to go on from and whether a probe ended it.
+func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, read *clientv3.GetResponse,
+	probe <-chan time.Time, every time.Duration) (int64, bool) {
+	end := etcdwatch.Follow(ctx, cli, v.key, rev, read, probe, every, func(resp clientv3.WatchResponse) {
 		for _, ev := range resp.Events {
 			if ev.Type == clientv3.EventTypeDelete {
 				v.store(&v.initial, 0)
@@ -193,8 +197,13 @@ func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, 
 	case end.WentBack:
 		v.log.WarnContext(ctx, "dynconfig: etcd's revision went back (restarted without its data?), reading again",
 			"key", v.key, "revision", end.Revision, "seen", end.Next-1)
+	case end.Replaced:
+		v.log.WarnContext(ctx, "dynconfig: etcd holds another key at the revision last seen than the watch showed"+
+			" (restarted without its data and written since?), reading again", "key", v.key, "revision", end.Revision,
+			"seen", end.Next-1)
 	}
-	return end.Next, end.WentBack
+	// Either way etcd's history is not the one the applied revision belongs to: the re-read applies what it finds.
+	return end.Next, end.WentBack || end.Replaced
 }
 
 // reread gets the key once, giving up when the client closes: the etcd

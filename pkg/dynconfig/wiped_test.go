@@ -13,8 +13,17 @@ import (
 // TestWatchFollowsEtcdRestartedWithoutItsData: etcd comes back without its data (a member replaced, a volume lost, a
 // snapshot restore) and its revision starts over below the one the watch resumes from. etcd holds such a watch and
 // sends nothing, so the value stayed at the lost document and no later write applied, with nothing logged. Now the
-// watch notices the revision went back and reads the key again.
+// watch notices the revision went back and reads the key again. Written past the old revision before a probe looks,
+// the new etcd's revision never reads lower, and the key, written at the revision the old one had it, has the same
+// mod revision: the watch resumed there and nothing was read again. Now the probe finds the key's value differs.
 func TestWatchFollowsEtcdRestartedWithoutItsData(t *testing.T) {
+	for _, refilled := range []bool{false, true} {
+		t.Run(map[bool]string{false: "below the old revision", true: "written past the old revision"}[refilled],
+			func(t *testing.T) { watchAcrossAWipe(t, refilled) })
+	}
+}
+
+func watchAcrossAWipe(t *testing.T, refilled bool) {
 	ctx := t.Context()
 	e := testenv.StartEtcd(t)
 	connect := func() *clientv3.Client {
@@ -45,13 +54,21 @@ func TestWatchFollowsEtcdRestartedWithoutItsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
-	go v.watch(ctx, cli, resp.Header.Revision+1)
+	go v.watch(ctx, cli, resp.Header.Revision+1, resp)
 
 	e.Stop()
 	e.Wipe()
 	e.Start()
-	if _, err := connect().Put(ctx, key, `{"per_ip": 9}`); err != nil {
+	fresh := connect()
+	if _, err := fresh.Put(ctx, key, `{"per_ip": 9}`); err != nil {
 		t.Fatal(err)
+	}
+	for rev := int64(0); refilled && rev <= resp.Header.Revision+5; {
+		put, err := fresh.Put(ctx, "/unrelated", "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = put.Header.Revision
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for v.Load().PerIP != 9 {

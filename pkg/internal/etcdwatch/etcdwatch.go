@@ -24,8 +24,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// RevisionProbe is how often a watcher checks that etcd's revision has not gone back: one count-only read per
-// watcher, next to nothing for etcd, bounding how long it follows an etcd that lost its data late.
+// RevisionProbe is how often a watcher checks that etcd's revision has not gone back and that etcd still holds what
+// the watch showed: two small reads per watcher (a count, and the key of the range written last), next to nothing for
+// etcd, bounding how long it follows an etcd that lost its data late.
 const RevisionProbe = 10 * time.Second
 
 // End says why Follow returned.
@@ -34,22 +35,32 @@ type End struct {
 	Progressed bool  // the watch delivered at least one response
 	Err        error // the watch's error, when it ended on one
 	WentBack   bool  // a probe found etcd's revision below Next-1, the last one seen
-	Revision   int64 // etcd's revision that probe read, when WentBack
+	Replaced   bool  // a probe found etcd holding at Next-1 other keys than the watch showed (see held)
+	Revision   int64 // etcd's revision that probe read, when WentBack or Replaced
 }
 
 // Follow watches key with opts (clientv3.WithPrefix, say) from rev and passes every response without an error to
 // handle, until the watch channel closes, the watch reports an error, or a receive on probe finds etcd's revision
-// below the last one seen. probe ticks every period (the caller's ticker, so its ticks go on across the re-reads
-// between calls). The probe is a linearizable count-only Get of key with opts, so a lagging member cannot report a
-// revision behind one the watch has shown, given at most one period and never more than 5 s; a probe that fails says
-// nothing (etcd may be away, and the watch resumes by itself when it is back). The watch ends when Follow returns.
-func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, probe <-chan time.Time, period time.Duration,
-	handle func(clientv3.WatchResponse), opts ...clientv3.OpOption) End {
+// below the last one seen, or etcd holding other keys in the range at that revision than the watch showed (its data
+// replaced and written past it: see held). read is the caller's read of key with opts at rev-1, what the watch's
+// events then keep up: nil when it has none, and Follow reads the range at the first probe instead (then from
+// whichever etcd answers). probe ticks every period (the caller's ticker, so its ticks go on across the
+// re-reads between calls). The probe's reads are linearizable Gets of key with opts, so a lagging member cannot
+// report a revision behind one the watch has shown, given at most one period and never more than 5 s; a probe that
+// fails says nothing (etcd may be away, and the watch resumes by itself when it is back), nor does a range compacted
+// past the last revision seen (a replaced etcd has not compacted past a revision it reached a moment ago). The watch
+// ends when Follow returns.
+func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, read *clientv3.GetResponse,
+	probe <-chan time.Time, period time.Duration, handle func(clientv3.WatchResponse), opts ...clientv3.OpOption) End {
 	// WithRequireLeader: etcd ends the watch with ErrNoLeader once its member has lost the leader (package doc).
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel() // ends the watch when a probe gives it up
 	end := End{Next: rev}
 	wch := cli.Watch(wctx, key, append(opts[:len(opts):len(opts)], clientv3.WithRev(rev))...)
+	var seen held
+	if read != nil && read.Header != nil && read.Header.Revision == rev-1 {
+		seen.keep(read.Kvs)
+	}
 	for {
 		select {
 		case resp, ok := <-wch:
@@ -61,15 +72,26 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, pr
 				return end
 			}
 			handle(resp)
+			seen.apply(resp)
 			end.Next, end.Progressed = resp.Header.Revision+1, true
 		case <-probe:
 			pctx, pcancel := context.WithTimeout(ctx, min(period, 5*time.Second))
 			resp, err := cli.Get(pctx, key, append(opts[:len(opts):len(opts)], clientv3.WithCountOnly())...)
-			pcancel()
 			if err == nil && resp.Header.Revision < end.Next-1 {
+				pcancel()
 				end.WentBack, end.Revision = true, resp.Header.Revision
 				return end
 			}
+			if err == nil && end.Next > 1 {
+				if seen.mods == nil {
+					_ = seen.read(pctx, cli, key, end.Next-1, opts)
+				} else if same, merr := seen.matches(pctx, cli, key, end.Next-1, opts); merr == nil && !same {
+					pcancel()
+					end.Replaced, end.Revision = true, resp.Header.Revision
+					return end
+				}
+			}
+			pcancel()
 		}
 	}
 }

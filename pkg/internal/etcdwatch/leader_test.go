@@ -52,7 +52,7 @@ func TestFollowEndsWhenItsMemberLosesTheLeader(t *testing.T) {
 	seen := make(chan string, 16)
 	ended := make(chan End, 1)
 	go func() {
-		ended <- Follow(ctx, cli, key, put.Header.Revision, probe.C, 200*time.Millisecond, func(resp clientv3.WatchResponse) {
+		ended <- Follow(ctx, cli, key, put.Header.Revision, nil, probe.C, 200*time.Millisecond, func(resp clientv3.WatchResponse) {
 			for _, ev := range resp.Events {
 				seen <- string(ev.Kv.Value)
 			}
