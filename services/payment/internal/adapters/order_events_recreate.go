@@ -43,12 +43,15 @@ type floorSeen struct {
 func floorEvery(cfg jetstream.ConsumerConfig) time.Duration { return 5 * stream.FirstAckWait(cfg) }
 
 // look reads the consumer's ack floor and returns it; a failed look (the
-// consumer deleted, NATS down) keeps the last one and returns nil.
+// consumer deleted, NATS down) keeps the last one and returns nil, and so
+// does a look that finds the durable made push based by hand: its floor
+// says what its own start skipped and its own subscribers acked, not what
+// this service settled (replacePush).
 func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer) *floorSeen {
 	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	info, err := cons.Info(ctx)
-	if err != nil {
+	if err != nil || info.Config.DeliverSubject != "" {
 		return nil
 	}
 	seen := &floorSeen{seq: info.AckFloor.Stream, created: info.Created}
@@ -176,8 +179,14 @@ func createFrom(ctx context.Context, js jetstream.JetStream, names Names, cfg je
 
 // replacePush turns the durable, made push based by hand (the server
 // refuses to update it back to pull), into the service's pull consumer
-// again: deleted, and created just above the ack floor info gives, just
-// read. Only when no subscriber is bound to it: none reads it, so none
+// again: deleted, and created just above the lower of two floors, the
+// push consumer's, just read, and the last one this replica saw of its
+// pull consumer on this stream (none seen: from the stream's start). The
+// push consumer's alone is no floor of this service: it lies above what
+// the push consumer's own start skipped (DeliverNew, a start sequence, a
+// filter taking only some subjects) and what a subscriber of it acked
+// before it went, while the pull consumer it replaced may still have owed
+// them. Only when no subscriber is bound to it: none reads it, so none
 // loses its deliveries or acks. A subscriber binding between the read and
 // the delete loses the consumer (its next acks fail), but no message: what
 // it had not acked lies above the floor and is delivered again, and what
@@ -195,15 +204,19 @@ func (c *OrderEvents) replacePush(ctx context.Context) (jetstream.Consumer, erro
 		return nil, fmt.Errorf("consumer %s is push based (deliver subject %q) and a subscriber reads it: delete it to have it created again as a pull consumer",
 			c.names.Durable, info.Config.DeliverSubject)
 	}
+	str, err := c.js.Stream(ctx, c.names.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("look up stream %s: %w", c.names.Stream, err)
+	}
+	start := c.floor.startOn(str.CachedInfo().Created) // 0: from the stream's start
+	if start > 0 {
+		start = min(start, info.AckFloor.Stream+1)
+	}
 	err = c.js.DeleteConsumer(ctx, c.names.Stream, c.names.Durable)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("delete push consumer %s: %w", c.names.Durable, err)
 	}
 	c.log.Warn("push consumer with no subscriber replaced by the service's pull consumer", "consumer", c.names.Durable,
-		"deliver_subject", info.Config.DeliverSubject, "ack_floor", info.AckFloor.Stream)
-	var start uint64
-	if info.AckFloor.Stream > 0 {
-		start = info.AckFloor.Stream + 1
-	}
+		"deliver_subject", info.Config.DeliverSubject, "push_ack_floor", info.AckFloor.Stream, "start", start)
 	return createFrom(ctx, c.js, c.names, c.cfg, start)
 }

@@ -45,6 +45,40 @@ func TestPushConsumerNobodyReadsIsReplaced(t *testing.T) {
 	}
 }
 
+// TestPushConsumerReplacedAboveNothingThePullOwed: the push consumer's
+// ack floor is no floor of this service. An operator deleted the durable,
+// an order was published meanwhile, and the push consumer was created to
+// deliver only what came after it (as DeliverNew does): its floor lay
+// above that order, which no consumer had delivered. The replacement
+// started just above the push consumer's floor, so the order was never
+// charged, nor dead-lettered. It now starts at the lower of that floor
+// and the last one the replica saw of its pull consumer.
+func TestPushConsumerReplacedAboveNothingThePullOwed(t *testing.T) {
+	st := newStalled(t, "PAYPUSHOWED")
+	close(st.prov.release)
+	gated, stop, _ := st.startGated(t)
+	defer stop(context.Background())
+	ctx := context.Background()
+
+	const before = 2
+	st.chargedAndSeen(t, before)
+	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
+		t.Fatal(err)
+	}
+	publishOrder(t, st.s, st.names.Subject) // stream sequence before+1, owed
+	st.createPush(t, "paypushowed.new", before+2)
+	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
+		return st.logs.seen(pullStopped)
+	})
+	close(gated.open)
+	runtest.Eventually(t, 30*time.Second, "the order published while the durable was replaced to be charged", func() bool {
+		return st.prov.Charges() == before+1
+	})
+	if _, err := st.s.JS.Consumer(ctx, st.s.Name, st.names.Durable); err != nil {
+		t.Fatalf("the durable is no pull consumer again: %v", err)
+	}
+}
+
 // TestPushConsumerASubscriberReadsIsLeft: a push durable a subscriber is
 // bound to is left to the person who made it: deleted, the subscriber's
 // deliveries and acks would go. The restart fails, logged, until then.
@@ -83,10 +117,15 @@ func TestPushConsumerASubscriberReadsIsLeft(t *testing.T) {
 // sequence start (0: the stream's start), as an operator would.
 func (st *stalled) makePush(t *testing.T, deliverSubject string, start uint64) jetstream.PushConsumer {
 	t.Helper()
-	ctx := context.Background()
-	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
+	if err := st.s.JS.DeleteConsumer(context.Background(), st.s.Name, st.names.Durable); err != nil {
 		t.Fatal(err)
 	}
+	return st.createPush(t, deliverSubject, start)
+}
+
+// createPush creates st's durable, which is gone, push based as makePush.
+func (st *stalled) createPush(t *testing.T, deliverSubject string, start uint64) jetstream.PushConsumer {
+	t.Helper()
 	cfg, err := stream.WithDigest(st.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +134,7 @@ func (st *stalled) makePush(t *testing.T, deliverSubject string, start uint64) j
 	if start > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}
-	push, err := st.s.JS.CreatePushConsumer(ctx, st.s.Name, cfg)
+	push, err := st.s.JS.CreatePushConsumer(context.Background(), st.s.Name, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
