@@ -74,7 +74,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, n Names) error {
 		Subjects:  []string{n.StreamSubjects},
 		Storage:   jetstream.FileStorage,
 		Retention: jetstream.LimitsPolicy,
-		// The bridge sets Nats-Msg-Id = topic/partition/offset; this window
+		// The bridge sets Nats-Msg-Id = topic/partition/offset/topic id; this window
 		// drops a re-published Kafka record that arrives within it.
 		Duplicates: 2 * time.Minute,
 		MaxAge:     MaxAge,
