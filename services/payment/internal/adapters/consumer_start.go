@@ -65,5 +65,5 @@ func CreateConsumer(ctx context.Context, js jetstream.JetStream, names Names, cf
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %s: %w", names.Stream, err)
 	}
-	return createFrom(ctx, js, names, cfg, seen.startOn(str.CachedInfo().Created))
+	return createFrom(ctx, js, names, cfg, seen.startOn(str.CachedInfo()))
 }

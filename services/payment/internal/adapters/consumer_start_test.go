@@ -118,3 +118,35 @@ func TestSavedFloorKeepsTheNewestConsumersHighest(t *testing.T) {
 		})
 	}
 }
+
+// TestSavedFloorAboveTheStreamIsNotTaken: a floor above the stream's last
+// sequence was read on another stream of the name, although its
+// consumer's creation time says otherwise (a stream made again on a
+// server whose clock is behind). The start took it and created the
+// consumer above it: the stream's order, and every one published until
+// the stream reached that sequence, were never delivered. It now starts
+// from the stream's start.
+func TestSavedFloorAboveTheStreamIsNotTaken(t *testing.T) {
+	st := newStalled(t, "PAYFLOORAHEAD")
+	ctx := context.Background()
+	floors := adapters.NewFloorGorm(st.db)
+	publishOrder(t, st.s, st.names.Subject)
+	str, err := st.s.JS.Stream(ctx, st.names.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adapters.SaveFloor(ctx, floors, st.names.Durable, st.names.Stream, 5000, str.CachedInfo().Created.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.s.JS.DeleteConsumer(ctx, st.names.Stream, st.names.Durable); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := cons.CachedInfo(); info.NumPending != 1 {
+		t.Errorf("the consumer the start created has %d messages to deliver, want 1 (the stream's order): it starts at stream sequence %d",
+			info.NumPending, info.Config.OptStartSeq)
+	}
+}

@@ -34,7 +34,7 @@ func TestFloorOfAPushConsumerIsNotTaken(t *testing.T) {
 	if seen := f.look(context.Background(), push); seen != nil {
 		t.Errorf("the push consumer's floor was taken: %+v (it would be saved too)", seen)
 	}
-	if got := f.startOn(created.Add(-time.Hour)); got != 3 {
+	if got := f.startOn(&jetstream.StreamInfo{Created: created.Add(-time.Hour), State: jetstream.StreamState{LastSeq: 9}}); got != 3 {
 		t.Errorf("a consumer recreated after the push consumer's look starts at %d, want 3 (above the pull's floor)", got)
 	}
 }

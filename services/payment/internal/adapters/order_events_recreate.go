@@ -59,18 +59,26 @@ func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer) *floorSeen
 	return seen
 }
 
-// startOn returns where a consumer recreated on a stream created at
-// streamCreated starts: just above the floor last seen if it was read on
-// that stream, else 0 (from the stream's start).
-func (f *ackFloor) startOn(streamCreated time.Time) uint64 {
-	return f.seen.Load().startOn(streamCreated)
+// startOn returns where a consumer recreated on stream on starts: just
+// above the floor last seen if it was read on that stream, else 0 (from
+// the stream's start).
+func (f *ackFloor) startOn(on *jetstream.StreamInfo) uint64 {
+	return f.seen.Load().startOn(on)
 }
 
-// startOn is where a consumer created on a stream created at streamCreated
-// starts: just above s if s was read on that stream, else 0 (from the
-// stream's start). s may be nil (no floor known).
-func (s *floorSeen) startOn(streamCreated time.Time) uint64 {
-	if s == nil || s.seq == 0 || streamCreated.After(s.created) {
+// startOn is where a consumer created on stream on starts: just above s
+// if s was read on that stream, else 0 (from the stream's start). s may
+// be nil (no floor known).
+//
+// A floor above the stream's last sequence was read on another stream,
+// whatever the creation times say: a stream's sequences never go back (a
+// purge keeps them), while the times come from the clocks of the servers
+// that created stream and consumer, and a stream made again on one whose
+// clock is behind looked older than the consumer of the stream before.
+// Taken, it skipped every message of the new stream up to that floor,
+// those published later too.
+func (s *floorSeen) startOn(on *jetstream.StreamInfo) uint64 {
+	if s == nil || s.seq == 0 || on.Created.After(s.created) || s.seq > on.State.LastSeq {
 		return 0
 	}
 	return s.seq + 1
@@ -133,7 +141,7 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 		if err != nil {
 			return nil, fmt.Errorf("look up stream %s: %w", c.names.Stream, err)
 		}
-		return createFrom(ctx, c.js, c.names, c.cfg, c.floor.startOn(str.CachedInfo().Created))
+		return createFrom(ctx, c.js, c.names, c.cfg, c.floor.startOn(str.CachedInfo()))
 	case errors.Is(err, jetstream.ErrNotPullConsumer):
 		return c.replacePush(ctx)
 	case err == nil && repair:
@@ -208,7 +216,7 @@ func (c *OrderEvents) replacePush(ctx context.Context) (jetstream.Consumer, erro
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %s: %w", c.names.Stream, err)
 	}
-	start := c.floor.startOn(str.CachedInfo().Created) // 0: from the stream's start
+	start := c.floor.startOn(str.CachedInfo()) // 0: from the stream's start
 	if start > 0 {
 		start = min(start, info.AckFloor.Stream+1)
 	}
