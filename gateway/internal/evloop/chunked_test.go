@@ -297,6 +297,45 @@ func TestLongChunkLineRefused(t *testing.T) {
 	}
 }
 
+// A chunked body's framing is bounded by the body limit: every line is
+// bounded (TestLongChunkLineRefused) and the data by the limit, but 1-byte
+// chunks with long extensions were held until the data reached the limit,
+// some 4,000 times its size (600 MB of the gateway's memory for one client
+// in its read timeout). Refused (413 for a request, 502 for an answer)
+// before the message held is twice the limit and a longest line; a body of the limit's size
+// in 8-byte chunks still goes through.
+func TestChunkFramingBounded(t *testing.T) {
+	const limit = 1 << 10
+	chunk := "1;" + strings.Repeat("x", 100) + "\r\nx\r\n"
+	for _, d := range memDirections[:2] {
+		m := newMemLoop(t, Options{MaxBodyBytes: limit, MaxResponseBytes: limit})
+		d.start(m)
+		d.feed(m, d.head)
+		fed := 0
+		for ; len(m.client.out) == 0 && fed < 100*limit; fed += len(chunk) {
+			d.feed(m, chunk)
+		}
+		want := map[string]int{"request": 413, "answer": 502}[d.name]
+		if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != want || fed > 2*limit+maxChunkLine {
+			t.Fatalf("%s: after %d bytes of 1-byte chunks the client got %.200q, want %d within %d bytes", d.name, fed, m.client.out, want, 2*limit+maxChunkLine)
+		}
+
+		m = newMemLoop(t, Options{MaxBodyBytes: limit, MaxResponseBytes: limit})
+		d.start(m)
+		d.feed(m, d.head)
+		for range limit / 8 {
+			d.feed(m, "8\r\n01234567\r\n")
+		}
+		d.feed(m, "0\r\n\r\n")
+		if d.name == "request" {
+			m.fromUpstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != 200 || d.name == "answer" && len(rs[0].Body()) != limit {
+			t.Fatalf("%s: a %d-byte body in 8-byte chunks: the client got %.200q, want 200", d.name, limit, m.client.out)
+		}
+	}
+}
+
 // The bytes after a chunked message the loop held (chunked.hold) are the
 // next request's: only the message's own are taken from the connection.
 func TestRequestAfterAHeldChunkedBody(t *testing.T) {
