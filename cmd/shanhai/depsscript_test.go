@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // These tests run scripts/deps.sh (which `-native` runs too) on a state
@@ -57,6 +55,34 @@ func (d *depsScript) run(args ...string) (string, error) {
 	cmd.Stderr = &stderr
 	err := cmd.Run()
 	return stderr.String(), err
+}
+
+// start runs the script in the background: it returns the command, its
+// stderr as it grows and its end. stderr is a file, not a pipe: Wait would
+// wait for a pipe's every writer, a start going on after the script too.
+func (d *depsScript) start(args ...string) (*exec.Cmd, fileLog, <-chan error) {
+	d.t.Helper()
+	cmd := d.command(args...)
+	f, err := os.Create(filepath.Join(d.t.TempDir(), "stderr"))
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.t.Cleanup(func() { _ = f.Close() })
+	cmd.Stderr = f
+	if err := cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	return cmd, fileLog{f}, done
+}
+
+// fileLog is a command's output in a file, read as it grows.
+type fileLog struct{ f *os.File }
+
+func (l fileLog) String() string {
+	b, _ := os.ReadFile(l.f.Name())
+	return string(b)
 }
 
 // pidFile is the file where the script records server's process:
@@ -141,14 +167,7 @@ func TestDepsUpAgainWaitsForItsOwnServerStillStarting(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	again := d.command("up", "etcd")
-	var stderr testenv.LogBuffer
-	again.Stderr = &stderr
-	if err := again.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- again.Wait() }()
+	_, stderr, done := d.start("up", "etcd")
 	waiting := time.NewTicker(50 * time.Millisecond)
 	defer waiting.Stop()
 	for !strings.Contains(stderr.String(), "not answering yet") {

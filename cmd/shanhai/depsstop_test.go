@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // A start of PostgreSQL cut short leaves a postmaster running: `pg_ctl start
@@ -29,14 +27,7 @@ func TestDepsDownStopsAPostgresWhoseStartWasCutShort(t *testing.T) {
 	}
 	d := newDepsScript(t, "SHANHAI_PG_PORT="+kernelPort(t), "SHANHAI_READY_TIMEOUT=2")
 	d.forPostgres()
-	up := d.command("up", "pg")
-	var stderr testenv.LogBuffer
-	up.Stderr = &stderr
-	if err := up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- up.Wait() }()
+	_, stderr, done := d.start("up", "pg")
 
 	// initdb's single-user backend writes the file too, with its pid
 	// negated: the postmaster's is the first positive one.
@@ -99,16 +90,7 @@ func TestDepsUpStoppedStartsNothingMore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// stderr is a file, not a pipe: Wait would wait for a pipe's every
-	// writer, and a start going on after the script holds it.
-	up := d.command("up", "redis", "etcd")
-	stderr := stderrFile(t)
-	up.Stderr = stderr.f
-	if err := up.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- up.Wait() }()
+	up, stderr, done := d.start("up", "redis", "etcd")
 	t.Cleanup(func() { _, _ = d.run("down", "redis", "etcd") })
 	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
@@ -187,22 +169,4 @@ func TestDepsStatusCallsAStalePidFileStale(t *testing.T) {
 		!strings.Contains(out, "scripts/deps.sh down etcd removes it") {
 		t.Fatalf("deps.sh status etcd, its pid file naming a sleep (pid %d): want it called stale, and down named:\n%s", pid, out)
 	}
-}
-
-// fileLog is a command's output in a file, read as it grows.
-type fileLog struct{ f *os.File }
-
-func stderrFile(t *testing.T) fileLog {
-	t.Helper()
-	f, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = f.Close() })
-	return fileLog{f}
-}
-
-func (l fileLog) String() string {
-	b, _ := os.ReadFile(l.f.Name())
-	return string(b)
 }
