@@ -66,6 +66,9 @@ type Config struct {
 	// refuseSleepableExit makes the kernel refuse the HTTP server probe's sleepable exit program (as kernels before
 	// 6.1 do), so that the tests run the plain one the agent falls back to.
 	refuseSleepableExit bool
+	// refuseRecount makes the kernel refuse the TCP probe's socket iterator (tcp.c's recount), so that the tests run
+	// the agent without it, as where the kernel refuses it for real.
+	refuseRecount bool
 }
 
 // DefaultMaxExecutables is Config.MaxExecutables when unset: the platform's five services, each once more while a
@@ -91,6 +94,9 @@ type Agent struct {
 	cfg  Config
 	log  *slog.Logger
 	self int
+
+	// recountOff is sys.recountOff, kept for the scrapes, which read it outside mu (set once in New).
+	recountOff string
 
 	mu       sync.Mutex
 	sys      *system
@@ -171,11 +177,18 @@ func New(cfg Config) (*Agent, error) {
 	} else {
 		cfg.Logger.Info("probes load without their process-exit programs: exited processes' slots are freed by the scan", "why", "configured")
 	}
-	sys, err := attachSystem(cfg.processEntries, cfg.socketEntries)
+	sys, err := attachSystem(cfg.processEntries, cfg.socketEntries, cfg.refuseRecount)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, bins: map[binID]*binProbes{},
+	// Not a reason to refuse to start: the rest of the TCP probe counts as it did before recount (lead's decision).
+	// Said once here, and at every scrape by shanhai_bpf_system_unprobed.
+	if sys.recountOff != "" {
+		cfg.Logger.Warn("TCP opens and retransmits no program saw are not recounted: a connect whose ESTABLISHED ran "+
+			"unseen is counted a failed connect at its close, and unseen retransmits wait for a seen close",
+			"probe", unprobedRecount, "why", sys.recountOff)
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, recountOff: sys.recountOff, bins: map[binID]*binProbes{},
 		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{}, capped: map[binID]struct{}{},
 		exited: map[int]struct{}{}, callDroppedRetired: map[string]uint64{}}
 	if cfg.HTTPProbe == HTTPProbeSocket {

@@ -55,6 +55,12 @@ var (
 			"executable failed to parse or attach, else the probe refused (e.g. a Go release or library version the "+
 			"offsets tables do not hold).",
 		[]string{"pid", "exe", "probe", "reason"}, nil)
+	descSystemUnprobed = prometheus.NewDesc("shanhai_bpf_system_unprobed",
+		"A part of the system-wide probes that is not running, and why, for as long as the agent runs: "+
+			"probe=\"tcp_recount\" is the TCP socket iterator that counts the opens and retransmits no program saw "+
+			"(a kernel before 5.15, or a load or attach the kernel refused); without it a connect whose ESTABLISHED "+
+			"ran unseen is counted in shanhai_bpf_tcp_connect_failed_total at its close, not opened.",
+		[]string{"probe", "reason"}, nil)
 	descDropped = prometheus.NewDesc("shanhai_bpf_series_dropped_total",
 		"HTTP server requests not counted because their series found no room in the probe's maps (4096 series per "+
 			"executable in uprobe mode, 4096 in all in socket mode) or, in uprobe mode, no room to be kept in flight "+
@@ -98,7 +104,7 @@ type collector struct{ a *Agent }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descServer, descHijacked, descClient, descCall, descSTW, descGoroutines, descTCPOpened, descTCPClosed,
-		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descDropped, descCallDropped, descRuntimeDropped, descTCPDropped, descTCPUntracked, descRefused, descErrors} {
+		descTCPFailed, descTCPRetrans, descTarget, descUnprobed, descSystemUnprobed, descDropped, descCallDropped, descRuntimeDropped, descTCPDropped, descTCPUntracked, descRefused, descErrors} {
 		ch <- d
 	}
 }
@@ -124,6 +130,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		for probe, why := range t.Unprobed {
 			ch <- prometheus.MustNewConstMetric(descUnprobed, prometheus.GaugeValue, 1, strconv.Itoa(t.PID), t.Exe, probe, labelValue(why))
 		}
+	}
+	if why := c.a.recountOff; why != "" {
+		ch <- prometheus.MustNewConstMetric(descSystemUnprobed, prometheus.GaugeValue, 1, unprobedRecount, labelValue(why))
 	}
 	s, err := c.a.Snapshot()
 	failed := err != nil

@@ -14,6 +14,9 @@ import (
 // change and retransmit programs. (The iterator itself came in 5.9.)
 var recountSince = [2]int{5, 15}
 
+// unprobedRecount is recount's probe label in shanhai_bpf_system_unprobed and the log.
+const unprobedRecount = "tcp_recount"
+
 // kernelAtLeast says whether the running kernel's release is at least r (major, minor); an unreadable release is not.
 func kernelAtLeast(r [2]int) bool {
 	var u unix.Utsname

@@ -32,14 +32,18 @@ type system struct {
 	netns         uint32
 	unseen        map[uint32]unseenCloses
 	unseenDropped uint64
-	// recount is tcp.c's recount attached as a TCP socket iterator (nil before recountSince): reconcile runs it in
-	// each network namespace with owners, for the opens and retransmits no program saw.
-	recount *link.Iter
+	// recount is tcp.c's recount attached as a TCP socket iterator: reconcile runs it in each network namespace with
+	// owners, for the opens and retransmits no program saw. Nil when recountOff says why: a kernel before
+	// recountSince, or a load or attach the kernel refused. The agent runs without it then (the opens and
+	// retransmits no program saw stay uncounted, as before recount), and says so (Agent.New, shanhai_bpf_system_unprobed).
+	recount    *link.Iter
+	recountOff string
 }
 
 // attachSystem loads and attaches the TCP probe; processEntries and socketEntries, when not 0, are the sizes of the
-// tcp and owners maps instead of the compiled ones (Config.processEntries, Config.socketEntries).
-func attachSystem(processEntries, socketEntries uint32) (*system, error) {
+// tcp and owners maps instead of the compiled ones (Config.processEntries, Config.socketEntries), and refuseRecount
+// has the kernel refuse recount (Config.refuseRecount).
+func attachSystem(processEntries, socketEntries uint32, refuseRecount bool) (*system, error) {
 	netns, err := netnsOf()
 	if err != nil {
 		return nil, err
@@ -54,6 +58,9 @@ func attachSystem(processEntries, socketEntries uint32) (*system, error) {
 	}
 	if socketEntries > 0 {
 		spec.Maps["owners"].MaxEntries = socketEntries
+	}
+	if refuseRecount {
+		spec.Programs["recount"].Flags |= 1 << 31 // a flag no kernel knows: the load is refused
 	}
 	if err := s.load(spec); err != nil {
 		return nil, err
@@ -88,8 +95,7 @@ func attachSystem(processEntries, socketEntries uint32) (*system, error) {
 	}
 	if s.tcp.Recount != nil {
 		if s.recount, err = link.AttachIter(link.IterOptions{Program: s.tcp.Recount}); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("attach the tcp socket iterator (iter/tcp): %w", err)
+			s.recountOff = fmt.Sprintf("attach the tcp socket iterator (iter/tcp): %v", err)
 		}
 	}
 	return s, nil
@@ -97,7 +103,8 @@ func attachSystem(processEntries, socketEntries uint32) (*system, error) {
 
 // load loads the probe's maps and programs into s.tcp. recount, an iter/tcp program, is loaded apart and only from
 // 5.15 (recountSince): the probe's other programs still load on 5.8, and before 5.15 the iterator does not lock the
-// socket it shows, so recount and set_state could both count one open (tcp.c's recount).
+// socket it shows, so recount and set_state could both count one open (tcp.c's recount). A recount the kernel
+// refuses is not the probe's failure: the agent runs without it, as before 5.15 (s.recountOff says why).
 func (s *system) load(spec *ebpf.CollectionSpec) error {
 	var core struct {
 		tcp.BpfMaps
@@ -114,6 +121,7 @@ func (s *system) load(spec *ebpf.CollectionSpec) error {
 	s.tcp.BpfPrograms = tcp.BpfPrograms{AcceptRet: core.AcceptRet, ProcessExit: core.ProcessExit,
 		Retransmit: core.Retransmit, SetState: core.SetState, SetStateSpare: core.SetStateSpare}
 	if !kernelAtLeast(recountSince) {
+		s.recountOff = fmt.Sprintf("kernel before %d.%d", recountSince[0], recountSince[1])
 		return nil
 	}
 	// Every map of the probe is the one just loaded: a map left out of the replacements would be made anew for
@@ -127,8 +135,8 @@ func (s *system) load(spec *ebpf.CollectionSpec) error {
 		"tcp": m.Tcp, "tcp_dropped": m.TcpDropped, "tracked_files": m.TrackedFiles,
 	}})
 	if err != nil {
-		s.tcp.Close()
-		return fmt.Errorf("load tcp probe's socket iterator (recount): %w", err)
+		s.recountOff = fmt.Sprintf("load the tcp socket iterator (recount): %v", err)
+		return nil
 	}
 	s.tcp.Recount = it.Recount
 	return nil
