@@ -70,6 +70,37 @@ func TestAPartitionThatCannotFetchIsCountedLoggedAndNotReady(t *testing.T) {
 	}
 }
 
+// TestASessionThatCannotAskKafkaCountsAsAFailedFetch: a session reads the cluster id (its generation's first) and the
+// topic id (every one, TopicID) before its reader fetches. When those requests failed, the session ended and the next
+// tried again, with a WARN line and a retry counted only: the partition carried nothing and readiness and
+// BridgePartitionUnfetchable saw nothing, as the position check's failures (inRange) are seen. A Kafka older than 2.8
+// failed TopicID on every session that way until 51e65dc4. Each such failure is a failed fetch of the partition now.
+func TestASessionThatCannotAskKafkaCountsAsAFailedFetch(t *testing.T) {
+	m, reader := testMetrics(t)
+	var logs testenv.LogBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	l := New(Options{Metrics: m, Logger: log, Group: "g", Brokers: []string{testenv.ClosedPort(t)}})
+	p := &partition{leg: l, route: mapping.Route{Topic: "shanhai.orders"}, id: 2, subject: "shanhai.orders.p2",
+		fetch: newFetchLog(log, "shanhai.orders", 2)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, what := range []string{"kafka cluster id", "kafka topic id"} {
+		if _, err := p.pump(ctx, ctx, -1); err == nil || !strings.Contains(err.Error(), what) {
+			t.Fatalf("session %d with Kafka unreachable ended with %v, want the %s's failure", i+1, err, what)
+		}
+		if got := p.fetch.Current().Attempts; got != i+1 {
+			t.Errorf("after the %s failed: %d failed fetches recorded, want %d", what, got, i+1)
+		}
+		p.clusterRead = true // the next session skips the cluster id and asks for the topic id
+	}
+	if v, _, err := harness.Int64Metric(reader, "bridge.fetch.errors", "partition", "2"); err != nil || v != 2 {
+		t.Errorf("bridge_fetch_errors_total{partition=2} = %d (%v), want 2", v, err)
+	}
+	if !strings.Contains(logs.String(), "cannot fetch") {
+		t.Errorf("the failures were not logged: %s", logs.String())
+	}
+}
+
 // A position outside the partition's offsets is moved to its earliest offset, whichever side it lies on: past the
 // end (a recreated or truncated topic; reading on would skip the records below it) or before the start (retention
 // removed records; those gone cannot be carried). Inside it, it stays, the end included (the next record's offset).

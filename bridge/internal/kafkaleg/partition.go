@@ -307,6 +307,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 	if !p.clusterRead {
 		id, err := ClusterID(fetchCtx, l.o.Brokers)
 		if err != nil {
+			p.askFailed(fetchCtx, err)
 			return pos, err
 		}
 		p.cluster, p.clusterRead = mapping.ClusterToken(id), true
@@ -320,6 +321,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 	// next session reads the id again), unless refilled past that position first, which the check misses as well.
 	topicID, err := TopicID(fetchCtx, l.o.Brokers, p.route.Topic)
 	if err != nil {
+		p.askFailed(fetchCtx, err)
 		return from, err // the next session checks the position again, and records its reset (rewound) if any
 	}
 	if prev, ok := l.topicIDs.Swap(p.subject, topicID); ok && prev != topicID {
@@ -360,6 +362,15 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		return pos, nil // stopped or generation ended: not a failure
 	}
 	return pos, err
+}
+
+// askFailed records a failed request a session makes before its reader fetches (the cluster id, the topic id) as a
+// failed fetch of the partition, as inRange does its own: the session ends and the next asks again, and the partition
+// carries nothing meanwhile, which readiness and BridgePartitionUnfetchable must show, not a WARN line alone.
+func (p *partition) askFailed(ctx context.Context, err error) {
+	if ctx.Err() == nil {
+		p.fetchFailed(err)
+	}
 }
 
 // fetcher is what feed reads records from: a *PartitionReader (an interface so that a test can return a record after
