@@ -34,9 +34,7 @@ func TestPullStoppedByTheServerIsRestarted(t *testing.T) {
 	if err := st.s.JS.DeleteConsumer(context.Background(), st.s.Name, st.names.Durable); err != nil {
 		t.Fatal(err)
 	}
-	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
-		return st.logs.seen(pullStopped)
-	})
+	st.pullStoppedLogged(t)
 	st.chargedAfterRestart(t, reader, 30*time.Second)
 	if !st.logs.seen("order pull restarted") {
 		t.Error("the restart was not logged")
@@ -141,9 +139,7 @@ func TestRecreatedConsumerStartsAboveTheAckFloor(t *testing.T) {
 	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
 		t.Fatal(err)
 	}
-	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
-		return st.logs.seen(pullStopped)
-	})
+	st.pullStoppedLogged(t)
 	st.chargedAfterRestart(t, reader, 30*time.Second)
 
 	cons, err := st.s.JS.Consumer(ctx, st.s.Name, st.names.Durable)
@@ -198,9 +194,7 @@ func TestRecreatedStreamIsReadFromItsStart(t *testing.T) {
 	if _, err := st.s.JS.CreateStream(ctx, str.CachedInfo().Config); err != nil {
 		t.Fatal(err)
 	}
-	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
-		return st.logs.seen(pullStopped)
-	})
+	st.pullStoppedLogged(t)
 	close(gated.open)
 	st.chargedAfterRestart(t, reader, 30*time.Second)
 }
@@ -242,6 +236,14 @@ func (g gatedJS) Consumer(ctx context.Context, stream, name string) (jetstream.C
 }
 
 const pullStopped = "order pull stopped on its own: restarting it"
+
+// pullStoppedLogged waits until st's replica has logged its pull stopped.
+func (st *stalled) pullStoppedLogged(t *testing.T) {
+	t.Helper()
+	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
+		return st.logs.seen(pullStopped)
+	})
+}
 
 // chargedAfterRestart publishes an order once a pull stopped on its own
 // and waits until it is charged, the one before it too, and the stop

@@ -30,9 +30,7 @@ func TestPushConsumerNobodyReadsIsReplaced(t *testing.T) {
 	const before = 3
 	st.chargedAndSeen(t, before)
 	st.makePush(t, "paypushback.nobody", before+1)
-	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
-		return st.logs.seen(pullStopped)
-	})
+	st.pullStoppedLogged(t)
 	close(gated.open)
 	st.chargedAfterRestart(t, reader, 30*time.Second)
 
@@ -67,9 +65,7 @@ func TestPushConsumerReplacedAboveNothingThePullOwed(t *testing.T) {
 	}
 	publishOrder(t, st.s, st.names.Subject) // stream sequence before+1, owed
 	st.createPush(t, "paypushowed.new", before+2)
-	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
-		return st.logs.seen(pullStopped)
-	})
+	st.pullStoppedLogged(t)
 	close(gated.open)
 	runtest.Eventually(t, 30*time.Second, "the order published while the durable was replaced to be charged", func() bool {
 		return st.prov.Charges() == before+1
@@ -96,9 +92,7 @@ func TestPushConsumerASubscriberReadsIsLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer reading.Stop()
-	runtest.Eventually(t, 10*time.Second, "the stopped pull to be logged", func() bool {
-		return st.logs.seen(pullStopped)
-	})
+	st.pullStoppedLogged(t)
 	close(gated.open)
 	runtest.Eventually(t, 10*time.Second, "the failed restart to be logged", func() bool {
 		return strings.Contains(st.logs.errOf("pull not resumed"), "a subscriber reads it")
