@@ -100,6 +100,18 @@ func TestPrintable(t *testing.T) {
 	}
 }
 
+// TestLegAReservesEveryHeaderItWrites: a record header of a name build writes would be replaced (or removed) on the
+// way, so each such name sends the record to the DLQ instead (Reserved). The topic id came after the others: a record
+// bringing its own kafka_topic_id would otherwise name its Pulsar producer, and a broker reporting no id removes it.
+func TestLegAReservesEveryHeaderItWrites(t *testing.T) {
+	for _, name := range []string{HeaderTopic, HeaderPartition, HeaderOffset, HeaderKey, HeaderKeyEncoding,
+		HeaderTimestamp, HeaderCluster, HeaderTopicID} {
+		if !Reserved(name) {
+			t.Errorf("Reserved(%q) = false: a record header of that name would be replaced by leg A's", name)
+		}
+	}
+}
+
 func TestMsgID(t *testing.T) {
 	if got := MsgID("shanhai.orders", 2, 17); got != "shanhai.orders/2/17" {
 		t.Fatalf("MsgID = %q", got)
