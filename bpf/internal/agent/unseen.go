@@ -242,8 +242,10 @@ func withoutDevice(id sockdiag.ID) sockdiag.ID {
 var errNotInNetns = errors.New("process not in the network namespace")
 
 // inNetns runs f on a thread moved into the network namespace of process pid, which must be netns (its inode
-// number; 0: any). The thread stays locked to f's goroutine and ends with it, so no other goroutine runs in that
-// namespace afterwards.
+// number; 0: any), and moved back before the runtime may run another goroutine on it. Leaving the thread to end with
+// its goroutine is not enough: the runtime cannot end the process's main thread, and wedges it instead, for good in
+// that namespace (found by review: /proc/<agent>/ns/net then named a pod's namespace, and kept it alive). A thread
+// that cannot be moved back stays locked and ends with its goroutine.
 func inNetns(pid int, netns uint32, f func() error) error {
 	fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH) {
@@ -262,12 +264,26 @@ func inNetns(pid int, netns uint32, f func() error) error {
 	}
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
+		runtime.LockOSThread()
+		back, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- fmt.Errorf("open the agent's network namespace: %w", err)
+			return
+		}
+		defer unix.Close(back)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			done <- fmt.Errorf("enter the network namespace of pid %d: %w", pid, err)
 			return
 		}
-		done <- f()
+		err = f()
+		if berr := unix.Setns(back, unix.CLONE_NEWNET); berr != nil {
+			done <- errors.Join(err, fmt.Errorf("leave the network namespace of pid %d: %w", pid, berr))
+			return
+		}
+		runtime.UnlockOSThread()
+		done <- err
 	}()
 	return <-done
 }
