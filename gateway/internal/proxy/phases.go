@@ -289,6 +289,7 @@ const (
 	headSound headFault = iota
 	headVersion
 	headSpacedName
+	headFolded
 	headNoHost
 	headTwoHosts
 	headTwoTypes
@@ -311,11 +312,16 @@ var headAnswers = [...]struct {
 	// body (HeaderReceived, evloop).
 	headVersion:    {fasthttp.StatusHTTPVersionNotSupported, "version-not-supported", "the gateway speaks HTTP/1.1 and HTTP/1.0 only"},
 	headSpacedName: {fasthttp.StatusBadRequest, "malformed-request", "a header field name ends in whitespace"},
-	headNoHost:     {fasthttp.StatusBadRequest, "malformed-request", "an HTTP/1.1 request needs a Host header"},
-	headTwoHosts:   {fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Host header"},
-	headTwoTypes:   {fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Content-Type header"},
-	headCoding:     {fasthttp.StatusBadRequest, "malformed-request", "the only transfer coding accepted is chunked, once"},
-	headTrailer:    {fasthttp.StatusBadRequest, "malformed-request", "the request has fields in its chunked trailer section"},
+	// RFC 9112 §5.2 lets a server refuse obs-fold or unfold it; unfolded,
+	// "X: y\r\n Content-Length: 48" was one field here and no body, while
+	// a hop in front that takes a folded line for a field of its own sent
+	// a 48-byte body, read here as the next request and proxied.
+	headFolded:   {fasthttp.StatusBadRequest, "malformed-request", "obsolete line folding (obs-fold) is not accepted"},
+	headNoHost:   {fasthttp.StatusBadRequest, "malformed-request", "an HTTP/1.1 request needs a Host header"},
+	headTwoHosts: {fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Host header"},
+	headTwoTypes: {fasthttp.StatusBadRequest, "malformed-request", "the request has more than one Content-Type header"},
+	headCoding:   {fasthttp.StatusBadRequest, "malformed-request", "the only transfer coding accepted is chunked, once"},
+	headTrailer:  {fasthttp.StatusBadRequest, "malformed-request", "the request has fields in its chunked trailer section"},
 	// RFC 9110 §9.1: the gateway does not tunnel, so CONNECT, in any target
 	// form, is never forwarded (an origin-form one went upstream as a
 	// request to that path); what a client sends next is likely the
@@ -362,6 +368,8 @@ func checkHead(h *fasthttp.RequestHeader, sent optional, trailer bool, lines hea
 		c.fault = headVersion
 	case sent&optSpacedName != 0:
 		c.fault = headSpacedName
+	case lines.folded:
+		c.fault = headFolded
 	// RFC 9112 §3.2: an HTTP/1.1 request must name its Host, also with an
 	// absolute-form target. HTTP/1.0 may not; pick gives such a request the
 	// endpoint's address.

@@ -691,6 +691,27 @@ func TestScanLinesEmptyFields(t *testing.T) {
 	}
 }
 
+// scanLines finds a line starting with white space (obs-fold), the last
+// line of the block and a short one too, and no other line.
+func TestScanLinesFolded(t *testing.T) {
+	for _, tc := range []struct {
+		raw    string
+		folded bool
+	}{
+		{"X: y\r\n Content-Length: 48\r\nHost: a\r\n", true},
+		{"Host: a\r\nX: y\r\n\t48", true},
+		{"Host: a\r\nX: y\r\n 4\r\n", true},
+		{"Host: a\nX: y\n z\n", true},
+		{"Host: a\r\nX: y \r\nZ:\t1\r\n", false},
+		{"Host: a\r\nX:\r\n", false},
+		{"", false},
+	} {
+		if l := scanLines([]byte(tc.raw)); l.folded != tc.folded {
+			t.Errorf("%q: folded %v, want %v", tc.raw, l.folded, tc.folded)
+		}
+	}
+}
+
 // HeaderReceived leaves the fasthttp server's "Expect: 100-continue" check
 // with the answer ExpectsContinue gives: the field as the server knows it
 // when the client waits for a 100, in another letter case from an HTTP/1.0

@@ -131,6 +131,8 @@ type headLines struct {
 	// emptyUA and emptyCookie count the User-Agent and Cookie lines whose
 	// value is empty or white space (keepEmptyLines).
 	emptyUA, emptyCookie int
+	// folded: a line starts with white space, an obs-fold (RFC 9112 §5.2).
+	folded bool
 }
 
 // scanLines reads, in one pass over a raw header block (the lines after
@@ -139,11 +141,17 @@ type headLines struct {
 // rules out most.
 func scanLines(raw []byte) (l headLines) {
 	const host, coding, ctype = "host:", "transfer-encoding:", "content-type:"
-	for len(raw) > len(host) {
+	for len(raw) > 0 {
 		i := bytes.IndexByte(raw, '\n')
 		line := raw
 		if i >= 0 {
 			line = raw[:i]
+		}
+		if raw[0] == ' ' || raw[0] == '\t' {
+			l.folded = true
+		}
+		if len(raw) <= len(host) {
+			break // too short for any name looked for, and the last line
 		}
 		switch raw[0] | 0x20 {
 		case 'h':
