@@ -300,9 +300,11 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		return serveLoop(ctx, cfg, log, p, pool, handler, &shuttingDown, tel)
 	}
 	srv := &fasthttp.Server{
-		Handler:               handler,
-		ErrorHandler:          proxy.ErrorHandler,
-		HeaderReceived:        proxy.HeaderReceived, // Expect: 100-continue as on the event loop
+		Handler:      handler,
+		ErrorHandler: proxy.ErrorHandler,
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return proxy.HeaderReceived(h, cfg.MaxBodyBytes) // Expect: 100-continue as on the event loop
+		},
 		NoDefaultServerHeader: true,
 		NoDefaultContentType:  true,
 		ReadTimeout:           cfg.ReadTimeout,

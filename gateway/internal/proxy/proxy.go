@@ -126,8 +126,14 @@ func SupportedVersion(h *fasthttp.RequestHeader) bool {
 // waited out the read timeout and got 408), so the head is made to announce
 // none, and no 100 is owed.
 //
+// A request whose Content-Length passes maxBody (the server's limit) gets
+// no 100 either, as on the event loop: the server answers 413 without
+// reading the body. It sent a 100 first, and the client its whole body,
+// read and dropped after the 413 while the connection lingered; saving
+// that is what the expectation is for (RFC 9110 §10.1.1).
+//
 // A chunked request is marked before its body is read (MarkTrailer).
-func HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+func HeaderReceived(h *fasthttp.RequestHeader, maxBody int) fasthttp.RequestConfig {
 	if n := h.ContentLength(); h.IsHTTP11() && n != -1 && n <= 0 {
 		return fasthttp.RequestConfig{}
 	}
@@ -140,7 +146,7 @@ func HeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	v := h.Peek(fasthttp.HeaderExpect)
 	switch {
 	case len(v) == 0 || !bytes.EqualFold(v, continueValue):
-	case !h.IsHTTP11():
+	case !h.IsHTTP11() || h.ContentLength() > maxBody:
 		h.SetBytesV(fasthttp.HeaderExpect, continueUnanswered)
 	case !bytes.Equal(v, continueValue):
 		h.SetBytesV(fasthttp.HeaderExpect, continueValue)

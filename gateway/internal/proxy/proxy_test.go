@@ -742,7 +742,7 @@ func TestHeaderReceivedExpect(t *testing.T) {
 		if got := ExpectsContinue(&req.Header); got != tc.continues {
 			t.Fatalf("%q: ExpectsContinue = %v", tc.head, got)
 		}
-		HeaderReceived(&req.Header)
+		HeaderReceived(&req.Header, 1<<20)
 		if got := string(bytes.Join(req.Header.PeekAll("Expect"), []byte(","))); got != tc.want || req.MayContinue() != tc.continues {
 			t.Fatalf("%q: Expect %q after HeaderReceived (MayContinue %v), want %q", tc.head, got, req.MayContinue(), tc.want)
 		}
@@ -863,6 +863,24 @@ func TestClientTimeoutIsReadAsTheServicesReadIt(t *testing.T) {
 	}
 }
 
+// A body announced over the limit is owed no 100: the server answers 413
+// without it, as the event loop does.
+func TestHeaderReceivedNoContinueOverTheLimit(t *testing.T) {
+	for _, tc := range []struct {
+		length    int
+		continues bool
+	}{{1000, true}, {1001, false}} {
+		var req fasthttp.Request
+		head := fmt.Sprintf("POST /a HTTP/1.1\r\nHost: gw\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n", tc.length)
+		if err := req.Header.Read(bufioReader(head)); err != nil {
+			t.Fatal(err)
+		}
+		if HeaderReceived(&req.Header, 1000); req.MayContinue() != tc.continues {
+			t.Fatalf("Content-Length %d, limit 1000: MayContinue %v, want %v", tc.length, req.MayContinue(), tc.continues)
+		}
+	}
+}
+
 // A chunked request's trailer fields are no header fields (RFC 9110
 // §6.5.2): read as the fasthttp server reads it (head, HeaderReceived,
 // body and trailer), one with any is 400, and one without goes upstream
@@ -876,7 +894,7 @@ func TestChunkedTrailerFields(t *testing.T) {
 		if err := req.Header.Read(br); err != nil {
 			t.Fatal(err)
 		}
-		HeaderReceived(&req.Header)
+		HeaderReceived(&req.Header, 1<<20)
 		if err := req.ContinueReadBody(br, 0); err != nil {
 			t.Fatal(err)
 		}
