@@ -346,22 +346,26 @@ start_pulsar() {
 }
 
 # our_pid prints the pid this checkout recorded for a server when that process still runs: the pid file names it and
-# the process has an argument that is a path in this checkout's state directory (every start passes one) or works in
-# it (redis rewrites its command line). A pid file outlives a reboot, and its number may by then be another program's,
-# which is none of ours to wait for or to stop: one of another checkout's servers too, whose paths merely contain ours
-# (/ci/work/main/var/deps/... holds /work/main/var/deps/), hence a whole argument's start and not a substring.
+# the process has an argument that is a path in the server's own state directory, $VAR/<server> (every start passes
+# one), or works in it (redis rewrites its command line; the postmaster works in its data directory). A pid file
+# outlives a reboot or a crash, and its number may by then be another program's, which is none of ours to wait for or
+# to stop: one of another checkout's servers too, whose paths merely contain ours (/ci/work/main/var/deps/... holds
+# /work/main/var/deps/), hence a whole argument's start and not a substring; and another of this checkout's servers,
+# hence the server's own directory and not the state directory (a crashed PostgreSQL's postmaster.pid naming the
+# number etcd has now made `down pg` have pg_ctl signal etcd, and `up pg` wait for etcd to answer as PostgreSQL).
 our_pid() { # server
-	local pidf pid arg
+	local pidf pid arg dir=$VAR/$1 cwd
 	pidf=$(pid_file "$1")
 	[[ -f $pidf ]] || return 1
 	pid=$(head -n 1 "$pidf")
 	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
-	if [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$VAR"/* ]]; then
+	cwd=$(readlink "/proc/$pid/cwd" 2>/dev/null) || true
+	if [[ $cwd == "$dir" || $cwd == "$dir"/* ]]; then
 		echo "$pid"
 		return 0
 	fi
 	while IFS= read -r -d '' arg; do
-		if [[ $arg == "$VAR"/* ]]; then
+		if [[ $arg == "$dir"/* ]]; then
 			echo "$pid"
 			return 0
 		fi

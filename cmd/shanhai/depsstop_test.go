@@ -170,3 +170,49 @@ func TestDepsStatusCallsAStalePidFileStale(t *testing.T) {
 		t.Fatalf("deps.sh status etcd, its pid file naming a sleep (pid %d): want it called stale, and down named:\n%s", pid, out)
 	}
 }
+
+// A pid file is this checkout's record of one server: a process is taken
+// for that server only when it works in, or names, the server's own state
+// directory. Any path in the state directory was enough, so a pid file
+// left by a crash (PostgreSQL's postmaster.pid, which a killed postmaster
+// leaves behind) whose number another of the checkout's servers has now
+// named that server: `down etcd` stopped redis, `status pg` called redis
+// PostgreSQL started here (and `down pg` had pg_ctl signal it, and `up pg`
+// waited for it to answer as PostgreSQL). Here redis runs, and etcd's and
+// PostgreSQL's pid files name it.
+func TestDepsPidFileNamingAnotherOfItsServersIsStale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis")
+	}
+	d := newDepsScript(t, "SHANHAI_REDIS_PORT="+kernelPort(t), "SHANHAI_ETCD_PORT="+kernelPort(t),
+		"SHANHAI_PG_PORT="+kernelPort(t))
+	if out, err := d.run("up", "redis"); err != nil {
+		t.Fatalf("deps.sh up redis: %v\n%s", err, out)
+	}
+	redis := d.pid("redis")
+	t.Cleanup(func() { _, _ = d.run("down", "redis") })
+	for _, server := range []string{"etcd", "pg"} {
+		if err := os.MkdirAll(filepath.Dir(d.pidFile(server)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(d.pidFile(server), []byte(strconv.Itoa(redis)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var stdout bytes.Buffer
+	status := d.command("status", "etcd", "pg")
+	status.Stdout = &stdout
+	_ = status.Run() // exits 3: etcd and pg are down
+	if out := stdout.String(); strings.Contains(out, "started here") || strings.Count(out, "stale pid file") != 2 {
+		t.Errorf("deps.sh status etcd pg, both pid files naming this checkout's redis (pid %d): want both called stale:\n%s",
+			redis, out)
+	}
+	if out, err := d.run("down", "etcd"); err != nil || !alive(redis) {
+		t.Fatalf("deps.sh down etcd, its pid file naming this checkout's redis: %v, redis %d still running: %v\n%s",
+			err, redis, alive(redis), out)
+	}
+	if _, err := os.Stat(d.pidFile("etcd")); !os.IsNotExist(err) {
+		t.Errorf("deps.sh down etcd left its stale pid file (%v)", err)
+	}
+}
