@@ -47,9 +47,10 @@ type EtcdResolver struct {
 }
 
 // RevisionProbe is how often a resolver checks that etcd's revision has not
-// gone back (ten seconds): one count-only read of the prefix per process, so
-// it costs etcd next to nothing, and bounds how long a resolver follows an
-// etcd that lost its data late.
+// gone back or holds other instances than the watch showed (ten seconds):
+// two count-only reads of the prefix and one read of a single key per
+// process (etcdwatch.RevisionProbe), so it costs etcd next to nothing, and
+// bounds how long a resolver follows an etcd that lost its data late.
 const RevisionProbe = etcdwatch.RevisionProbe
 
 // StartTimeout is how long NewEtcdResolver waits for etcd's first answer

@@ -122,7 +122,7 @@ func (v *Value[T]) OnChange(fn func(T)) {
 // data, or restored from a snapshot), ten seconds: etcd holds a watch from a revision it has not reached and sends
 // nothing, so the value would stay at a document that no longer exists and miss every later write. The same probe
 // finds such an etcd written past the old revision before it looked: the key there is not the one the watch showed.
-// Two small reads of the key per watch: next to nothing for etcd.
+// Three small reads of the key per watch (etcdwatch.RevisionProbe): next to nothing for etcd.
 const RevisionProbe = etcdwatch.RevisionProbe
 
 // StartTimeout is how long Watch waits for etcd's first answer (ten seconds)

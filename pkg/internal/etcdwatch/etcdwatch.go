@@ -25,8 +25,9 @@ import (
 )
 
 // RevisionProbe is how often a watcher checks that etcd's revision has not gone back and that etcd still holds what
-// the watch showed: two small reads per watcher (a count, and the key of the range written last), next to nothing for
-// etcd, bounding how long it follows an etcd that lost its data late.
+// the watch showed: three small reads per watcher (the range's count now and at the last revision seen, which etcd
+// takes from its in-memory index, and the one key the watch saw written last: see held.matches), next to nothing for
+// etcd whatever the range's size, bounding how long it follows an etcd that lost its data late.
 const RevisionProbe = 10 * time.Second
 
 // End says why Follow returned.

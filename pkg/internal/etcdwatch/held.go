@@ -64,30 +64,39 @@ func (h *held) apply(resp clientv3.WatchResponse) {
 	}
 }
 
-// matches reports whether etcd holds at rev what the watch showed: as many keys, and as the one last written the key
-// the watch last saw written, in the same version (stamp). One key of the range is read, whatever the range's size.
-// Another etcd matching both holds that key as the watch showed it, and as many others, last written before it.
+// matches reports whether etcd holds at rev what the watch showed: as many keys in the range, and the key the watch
+// saw written last as the watch showed it (its stamp). Both reads cost etcd next to nothing whatever the range's size:
+// a count walks etcd's in-memory index, and one key is one read. Asking for the range's key written last instead (the
+// range sorted by modification, limit 1) made etcd read every key and value of the range and sort them, on every
+// probe of every watcher (a sort lifts the limit): the resolver's range is every instance of every service.
+// Another etcd matching both holds that key at the same revisions, with the same lease and value, and as many others:
+// a history the same up to it (an instance registering anew takes a new lease).
 func (h *held) matches(ctx context.Context, cli *clientv3.Client, key string, rev int64,
 	opts []clientv3.OpOption) (bool, error) {
-	resp, err := cli.Get(ctx, key, append(opts[:len(opts):len(opts)], clientv3.WithRev(rev),
-		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortDescend), clientv3.WithLimit(1))...)
+	count, err := cli.Get(ctx, key, append(opts[:len(opts):len(opts)], clientv3.WithRev(rev), clientv3.WithCountOnly())...)
 	if err != nil {
 		return true, err
 	}
-	if resp.Count != int64(len(h.mods)) {
+	if count.Count != int64(len(h.mods)) {
 		return false, nil
 	}
-	if len(resp.Kvs) == 0 {
+	last, want, ok := h.last()
+	if !ok {
 		return true, nil
 	}
-	last := resp.Kvs[0]
-	if st, ok := h.mods[string(last.Key)]; !ok || st != stampOf(last) {
-		return false, nil
+	resp, err := cli.Get(ctx, last, clientv3.WithRev(rev))
+	if err != nil {
+		return true, err
 	}
-	for _, st := range h.mods {
-		if st.mod > last.ModRevision {
-			return false, nil
+	return len(resp.Kvs) == 1 && stampOf(resp.Kvs[0]) == want, nil
+}
+
+// last is the key the watch saw written last and its stamp; of several written at one revision (a transaction), any.
+func (h *held) last() (key string, st stamp, ok bool) {
+	for k, s := range h.mods {
+		if !ok || s.mod > st.mod {
+			key, st, ok = k, s, true
 		}
 	}
-	return true, nil
+	return key, st, ok
 }

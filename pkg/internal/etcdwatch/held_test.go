@@ -1,6 +1,9 @@
 package etcdwatch
 
 import (
+	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +17,8 @@ import (
 // written: puts, deletes, several keys at one revision (a transaction), a compaction past the last revision seen (the
 // check says nothing then), a range emptied. A false "replaced" costs a re-list and a warning on every probe. Each
 // probe tick is sent by hand; the next send returns only once Follow took it, so the one before has been answered.
+// And no probe reads the range's keys: it asked for the key written last by sorting the range (limit 1), for which
+// etcd reads every key and value of the range and sorts them (a sort lifts the limit), every probe of every watcher.
 func TestFollowKeepsAWatchWhoseEtcdHoldsWhatItShowed(t *testing.T) {
 	e := testenv.StartEtcd(t)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second,
@@ -33,6 +38,8 @@ func TestFollowKeepsAWatchWhoseEtcdHoldsWhatItShowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reads := &rangeReads{KV: cli.KV}
+	cli.KV = reads
 	probe := make(chan time.Time)
 	seen := make(chan int64, 16)
 	ended := make(chan End, 1)
@@ -106,4 +113,30 @@ func TestFollowKeepsAWatchWhoseEtcdHoldsWhatItShowed(t *testing.T) {
 	tick("compacted past the last revision seen")
 	step("after the compaction", put("e"))
 	step("the range emptied", del("", clientv3.WithPrefix()))
+	if got := reads.list(); len(got) > 0 {
+		t.Errorf("the probes read the range's keys, not counts and single keys: %v", got)
+	}
+}
+
+// rangeReads records the Gets made through it that read a range's keys (not only their count).
+type rangeReads struct {
+	clientv3.KV
+	mu     sync.Mutex
+	ranges []string
+}
+
+func (r *rangeReads) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	if op := clientv3.OpGet(key, opts...); len(op.RangeBytes()) > 0 && !op.IsCountOnly() {
+		r.mu.Lock()
+		r.ranges = append(r.ranges, fmt.Sprintf("%q..%q at %d (sorted %v, limit %d)", key, op.RangeBytes(), op.Rev(),
+			op.IsSortSet(), op.Limit()))
+		r.mu.Unlock()
+	}
+	return r.KV.Get(ctx, key, opts...)
+}
+
+func (r *rangeReads) list() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ranges
 }
