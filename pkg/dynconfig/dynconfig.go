@@ -144,43 +144,60 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64, r
 	// as a rejected one: the re-read applies what it finds whatever its revision.
 	renew := false
 	for ctx.Err() == nil {
-		var wentBack bool
-		rev, wentBack = v.follow(ctx, cli, rev, read, probe.C, every)
-		renew = renew || wentBack
-		// Compacted, etcd's revision went back, its member lost the leader, or the client gave up: re-read, then
-		// watch from there.
+		renew = v.follow(ctx, cli, rev, read, probe.C, every) || renew
+		// Compacted, etcd's revision went back or holds another key, its member lost the leader, or the client gave
+		// up: re-read, then watch from there. Only from a read: watching on from the revision reached without one, the
+		// probe took what the etcd then answering held as what the watch showed, so an etcd found replaced (and the
+		// re-read failing once) was followed from the old history's revision for good, the key's value there never
+		// applied.
+		resp, ok := v.rereadUntilDone(ctx, cli)
+		if !ok {
+			return
+		}
+		applied := v.rev.Load()
+		if renew {
+			v.bad, applied, renew = 0, -1, false // -1 matches no revision: what the key holds now is applied
+		}
+		switch {
+		case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != applied:
+			v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
+		case len(resp.Kvs) == 0 && applied != 0:
+			v.store(&v.initial, 0) // deleted while we were not watching
+		}
+		rev, read = resp.Header.Revision+1, resp
+		v.log.InfoContext(ctx, "dynconfig watch resumed", "key", v.key, "from_revision", rev)
+	}
+}
+
+// rereadUntilDone reads the key again a second after the watch ended, and every second after a failed read, until a
+// read succeeds (ok) or ctx ends or the client closes (not ok).
+func (v *Value[T]) rereadUntilDone(ctx context.Context, cli *clientv3.Client) (resp *clientv3.GetResponse, ok bool) {
+	for {
 		select {
 		case <-ctx.Done():
-			return
+			return nil, false
 		case <-cli.Ctx().Done():
 			// Closed client: nothing more to watch. Without this the
 			// re-read below would retry forever on a closed connection
 			// (its ctx may never end: payment watches until the client
 			// closes), which a process hosting several services outlives.
-			return
+			return nil, false
 		case <-time.After(time.Second):
 		}
-		if resp, err := v.reread(ctx, cli); err == nil {
-			applied := v.rev.Load()
-			if renew {
-				v.bad, applied, renew = 0, -1, false // -1 matches no revision: what the key holds now is applied
-			}
-			switch {
-			case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != applied:
-				v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
-			case len(resp.Kvs) == 0 && applied != 0:
-				v.store(&v.initial, 0) // deleted while we were not watching
-			}
-			rev, read = resp.Header.Revision+1, resp
-			v.log.InfoContext(ctx, "dynconfig watch resumed", "key", v.key, "from_revision", rev)
+		resp, err := v.reread(ctx, cli)
+		if err == nil {
+			return resp, true
+		}
+		if ctx.Err() == nil && cli.Ctx().Err() == nil {
+			v.log.WarnContext(ctx, "dynconfig: reading the key again failed, retrying", "key", v.key, "error", err.Error())
 		}
 	}
 }
 
 // follow applies the watch's changes from rev until it ends or a probe finds etcd's revision below the last one seen,
-// or the key there other than the watch showed, and returns the revision to go on from and whether a probe ended it.
+// or the key there other than the watch showed, and returns whether a probe ended it.
 func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, read *clientv3.GetResponse,
-	probe <-chan time.Time, every time.Duration) (int64, bool) {
+	probe <-chan time.Time, every time.Duration) bool {
 	end := etcdwatch.Follow(ctx, cli, v.key, rev, read, probe, every, func(resp clientv3.WatchResponse) {
 		for _, ev := range resp.Events {
 			if ev.Type == clientv3.EventTypeDelete {
@@ -203,7 +220,7 @@ func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, 
 			"seen", end.Next-1)
 	}
 	// Either way etcd's history is not the one the applied revision belongs to: the re-read applies what it finds.
-	return end.Next, end.WentBack || end.Replaced
+	return end.WentBack || end.Replaced
 }
 
 // reread gets the key once, giving up when the client closes: the etcd

@@ -1,7 +1,10 @@
 package dynconfig
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,14 +19,38 @@ import (
 // watch notices the revision went back and reads the key again. Written past the old revision before a probe looks,
 // the new etcd's revision never reads lower, and the key, written at the revision the old one had it, has the same
 // mod revision: the watch resumed there and nothing was read again. Now the probe finds the key's value differs.
+// And when the read after that failed once, the watch went on from the revision it had reached without a read: its
+// probe took the new etcd's key as the one the watch showed, and the value written there was never applied. Now the
+// watch goes on only from a read. (The watch must have shown a write for that: otherwise it goes on from its first
+// read, which still tells.)
 func TestWatchFollowsEtcdRestartedWithoutItsData(t *testing.T) {
-	for _, refilled := range []bool{false, true} {
-		t.Run(map[bool]string{false: "below the old revision", true: "written past the old revision"}[refilled],
-			func(t *testing.T) { watchAcrossAWipe(t, refilled) })
+	for _, c := range []struct {
+		name                string
+		refilled, rereadErr bool
+	}{
+		{"below the old revision", false, false},
+		{"written past the old revision", true, false},
+		{"written past the old revision, the read again failing once", true, true},
+	} {
+		t.Run(c.name, func(t *testing.T) { watchAcrossAWipe(t, c.refilled, c.rereadErr) })
 	}
 }
 
-func watchAcrossAWipe(t *testing.T, refilled bool) {
+// failingReread fails the first plain read of a key (the watch's read again; the probe's reads are at a revision or
+// count-only) once armed.
+type failingReread struct {
+	clientv3.KV
+	armed atomic.Bool
+}
+
+func (f *failingReread) Get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	if op := clientv3.OpGet(key, opts...); op.Rev() == 0 && !op.IsCountOnly() && f.armed.CompareAndSwap(true, false) {
+		return nil, errors.New("injected: the read again fails once")
+	}
+	return f.KV.Get(ctx, key, opts...)
+}
+
+func watchAcrossAWipe(t *testing.T, refilled, rereadErr bool) {
 	ctx := t.Context()
 	e := testenv.StartEtcd(t)
 	connect := func() *clientv3.Client {
@@ -35,6 +62,8 @@ func watchAcrossAWipe(t *testing.T, refilled bool) {
 		return cli
 	}
 	cli := connect()
+	reads := &failingReread{KV: cli.KV}
+	cli.KV = reads
 	key := Key("wiped")
 	// The key is etcd's first write, as a config is written early in a cluster's life; its revision is the one the
 	// new etcd gives its first write too. Then a revision the new etcd will not reach during the test.
@@ -55,6 +84,17 @@ func watchAcrossAWipe(t *testing.T, refilled bool) {
 	}
 	v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 	go v.watch(ctx, cli, resp.Header.Revision+1, resp)
+	if rereadErr {
+		if _, err := cli.Put(ctx, key, `{"per_ip": 8}`); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); v.Load().PerIP != 8; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the watch never applied per_ip 8; logs:\n%s", logs)
+			}
+		}
+		reads.armed.Store(true)
+	}
 
 	e.Stop()
 	e.Wipe()
@@ -76,5 +116,8 @@ func watchAcrossAWipe(t *testing.T, refilled bool) {
 			t.Fatalf("after etcd restarted without its data the value is %+v, want per_ip 9 written since; logs:\n%s", v.Load(), logs)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if reads.armed.Load() {
+		t.Fatalf("the read again was never made to fail; logs:\n%s", logs)
 	}
 }
