@@ -18,14 +18,17 @@ func NewFloorGorm(db *gorm.DB) *FloorGorm { return &FloorGorm{db: db} }
 
 // save records a floor read of consumer on stream. Several replicas save
 // what they read, in any order: the floor of the newest consumer is kept,
-// and of one consumer the highest (each was a true floor, so a lower one
-// written late is only older, never wrong, but would replay more).
+// and of one consumer the last saved, lower too. A consumer's floor goes
+// back when it is reset to an earlier sequence ($JS.API.CONSUMER.RESET) or
+// restored from a backup, and one read before is then no floor: kept as
+// the highest, a start above it skipped what the reset had delivered
+// again. A lower floor saved late by a slower replica only replays more,
+// and that replica's next look saves the floor anew.
 func (f *FloorGorm) save(ctx context.Context, consumer, stream string, seen floorSeen) error {
 	err := f.db.WithContext(ctx).Exec(`INSERT INTO consumer_floors (consumer, stream, ack_floor, consumer_created_ns)
 VALUES (?, ?, ?, ?)
 ON CONFLICT (consumer, stream) DO UPDATE SET ack_floor = excluded.ack_floor, consumer_created_ns = excluded.consumer_created_ns
-WHERE excluded.consumer_created_ns > consumer_floors.consumer_created_ns
-   OR (excluded.consumer_created_ns = consumer_floors.consumer_created_ns AND excluded.ack_floor > consumer_floors.ack_floor)`,
+WHERE excluded.consumer_created_ns >= consumer_floors.consumer_created_ns`,
 		consumer, stream, int64(seen.seq), seen.created.UnixNano()).Error
 	if err != nil {
 		return fmt.Errorf("save the ack floor of consumer %s: %w", consumer, err)

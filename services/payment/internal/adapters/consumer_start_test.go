@@ -73,13 +73,15 @@ func TestStartFindingTheConsumerGoneStartsAboveTheSavedFloor(t *testing.T) {
 	}
 }
 
-// TestSavedFloorKeepsTheNewestConsumersHighest: replicas save what they
-// read in any order. Of one consumer the highest floor is kept (a lower
-// one saved late is older, not wrong, but replays more); a consumer
-// created later (recreated, maybe on a stream made again) replaces the
-// floor of the one before whatever its value, and one saved of an older
-// consumer does not come back over it.
-func TestSavedFloorKeepsTheNewestConsumersHighest(t *testing.T) {
+// TestSavedFloorKeepsTheNewestConsumersLast: replicas save what they read
+// in any order. Of one consumer the last floor saved is kept, lower too: a
+// floor goes back when the consumer is reset or restored, and one read
+// before is then no floor (TestSavedFloorFollowsAConsumerReset); a lower
+// one saved late only replays more, until the next look saves anew. A
+// consumer created later (recreated, maybe on a stream made again)
+// replaces the floor of the one before whatever its value, and one saved
+// of an older consumer does not come back over it.
+func TestSavedFloorKeepsTheNewestConsumersLast(t *testing.T) {
 	for dialect, db := range stores(t) {
 		t.Run(dialect, func(t *testing.T) {
 			ctx := context.Background()
@@ -92,11 +94,12 @@ func TestSavedFloorKeepsTheNewestConsumersHighest(t *testing.T) {
 				want    uint64
 			}{
 				{7, old, 7},
-				{5, old, 7},
+				{5, old, 5},
 				{9, old, 9},
 				{2, recreated, 2},
 				{12, old, 2},
 				{3, recreated, 3},
+				{1, recreated, 1},
 			} {
 				if err := adapters.SaveFloor(ctx, floors, "payment", "S", s.seq, s.created); err != nil {
 					t.Fatal(err)
@@ -148,5 +151,65 @@ func TestSavedFloorAboveTheStreamIsNotTaken(t *testing.T) {
 	if info := cons.CachedInfo(); info.NumPending != 1 {
 		t.Errorf("the consumer the start created has %d messages to deliver, want 1 (the stream's order): it starts at stream sequence %d",
 			info.NumPending, info.Config.OptStartSeq)
+	}
+}
+
+// TestSavedFloorFollowsAConsumerReset: an operator reset the consumer to
+// an earlier sequence (nats-server 2.14, $JS.API.CONSUMER.RESET) to have
+// orders handled again; its ack floor went back, its creation time did
+// not. The store kept the highest floor of one consumer, the one from
+// before the reset, so a start that then found the consumer gone created
+// it above the orders still being handled: never charged. The last floor
+// read of a consumer is now kept (one saved late is corrected by the next
+// look).
+func TestSavedFloorFollowsAConsumerReset(t *testing.T) {
+	st := newStalled(t, "PAYFLOORRESET") // charges hang: what is replayed stays owed
+	ctx := context.Background()
+	const before = 3
+	for range before {
+		publishOrder(t, st.s, st.names.Subject)
+	}
+	batch, err := st.cons.Fetch(before) // settled by someone else, as far as the floor goes
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	floors := adapters.NewFloorGorm(st.db)
+	events := adapters.NewOrderEvents(st.cons, st.names, st.app, st.maxDeliver, slog.New(st.logs)).Recreates(st.s.JS).RemembersFloor(floors)
+	stop := st.startOn(t, events, 1)
+	savedIs := func(want uint64) func() bool {
+		return func() bool {
+			seq, _, err := adapters.SavedFloor(ctx, floors, st.names.Durable, st.names.Stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return seq == want
+		}
+	}
+	runtest.Eventually(t, 10*time.Second, "the floor to be saved", savedIs(before))
+
+	if _, err := st.s.JS.ResetConsumerToSequence(ctx, st.names.Stream, st.names.Durable, 1); err != nil {
+		t.Fatal(err)
+	}
+	runtest.Eventually(t, 10*time.Second, "the floor after the reset to be read", func() bool {
+		return adapters.AckFloorSeen(events) == 0
+	})
+	runtest.Eventually(t, 10*time.Second, "the floor after the reset to be saved", savedIs(0))
+	cutOff, cancel := context.WithTimeout(ctx, time.Second) // the hung charges are given up, not settled
+	defer cancel()
+	stop(cutOff)
+	if err := st.s.JS.DeleteConsumer(ctx, st.names.Stream, st.names.Durable); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := cons.CachedInfo(); info.NumPending != before {
+		t.Errorf("the consumer the start created has %d messages to deliver, want %d (the orders replayed, never charged)", info.NumPending, before)
 	}
 }
