@@ -302,8 +302,9 @@ func TestLongChunkLineRefused(t *testing.T) {
 // chunks with long extensions were held until the data reached the limit,
 // some 4,000 times its size (600 MB of the gateway's memory for one client
 // in its read timeout). Refused (413 for a request, 502 for an answer)
-// before the message held is twice the limit and a longest line; a body of the limit's size
-// in 8-byte chunks still goes through.
+// before the message held is twice the limit and a longest line; a body of
+// the limit's size in 8-byte chunks still goes through (and in 1-byte
+// chunks: TestSmallChunksUnderTheLimit).
 func TestChunkFramingBounded(t *testing.T) {
 	const limit = 1 << 10
 	chunk := "1;" + strings.Repeat("x", 100) + "\r\nx\r\n"
@@ -332,6 +333,32 @@ func TestChunkFramingBounded(t *testing.T) {
 		}
 		if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != 200 || d.name == "answer" && len(rs[0].Body()) != limit {
 			t.Fatalf("%s: a %d-byte body in 8-byte chunks: the client got %.200q, want 200", d.name, limit, m.client.out)
+		}
+	}
+}
+
+// A body under the limit in the smallest chunks, with no extension, goes
+// through on the loop as on the fasthttp transport: bounding all framing by
+// the limit refused a client's or an upstream's 1-byte chunks from a fifth
+// of the limit on (413 or 502), as a token-by-token stream sends them.
+func TestSmallChunksUnderTheLimit(t *testing.T) {
+	const limit = 16 << 10
+	for _, d := range memDirections[:2] {
+		m := newMemLoop(t, Options{MaxBodyBytes: limit, MaxResponseBytes: limit})
+		d.start(m)
+		d.feed(m, d.head)
+		for range limit / 64 {
+			d.feed(m, strings.Repeat("1\r\nx\r\n", 64))
+		}
+		d.feed(m, "0\r\n\r\n")
+		if d.name == "request" {
+			if !strings.HasSuffix(string(m.up.out), "\r\n\r\n"+strings.Repeat("x", limit)) {
+				t.Fatalf("request: the upstream was sent %.300q, the client %.200q", m.up.out, m.client.out)
+			}
+			m.fromUpstream("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+		if rs := m.answers(t); len(rs) != 1 || rs[0].StatusCode() != 200 || d.name == "answer" && len(rs[0].Body()) != limit {
+			t.Fatalf("%s: a %d-byte body in 1-byte chunks: the client got %.200q, want 200", d.name, limit, m.client.out)
 		}
 	}
 }
