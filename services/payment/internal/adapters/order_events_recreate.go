@@ -14,10 +14,11 @@ import (
 
 // ackFloor is the last ack floor a replica saw of its durable consumer: the
 // stream sequence up to which every message the consumer takes was settled
-// (acked, terminated, or out of deliveries). It only ever lies behind the
-// consumer's real floor, and what lies at or below any floor the consumer
-// had is settled for good, so a consumer recreated to start just above it
-// skips nothing the deleted one still owed: at least once, as before, with
+// (acked, terminated, or out of deliveries). It lies behind the
+// consumer's real floor, and what lies at or below it is settled for good
+// (but for a reset of the consumer to an earlier sequence, until the next
+// look: see FloorGorm.save), so a consumer recreated to start just above
+// it skips nothing the deleted one still owed: at least once, as before, with
 // what was acked after the look delivered again (found final, acked as
 // duplicate). Before, a recreated consumer replayed the whole stream
 // (DeliverAll: 7 days of orders, new ones waiting behind them).
