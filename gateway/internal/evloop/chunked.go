@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -102,15 +103,36 @@ var errFraming = fasthttp.ErrBodyTooLarge
 // before its trailer section ended (see chunked): more must come.
 var errTrailerPending = fmt.Errorf("chunked message parsed before its trailer section ended: %w", io.ErrUnexpectedEOF)
 
+// errBareLF refuses a chunked message with a bare LF (no CR before it) in
+// its trailer section: 400 and a close for a request, 502 for an answer.
+// RFC 9112 §2.2 lets a recipient take a bare LF for CRLF, and fasthttp's
+// parser ends the section at one ("0\r\n\n"), but a hop in front that
+// wants CRLF reads the bytes after it as more of the trailer, where the
+// parser reads them as the next request: two answers to the one it sent.
+// No client or upstream of the platform sends one. The fasthttp transport
+// cannot see how the section ended and still takes it (README).
+var errBareLF = errors.New("a bare LF in a chunked trailer section")
+
 var crlfCRLF = []byte("\r\n\r\n")
 
-// trailerEnded says whether msg, a chunked message the parser took whole,
-// ends where its trailer section ends, at a CRLFCRLF. A last-chunk line
-// cannot end so (its extension stops at the first CR), so a message the
-// parser cut right after that line does not.
-func trailerEnded(msg []byte) bool {
-	return bytes.HasSuffix(msg, crlfCRLF)
+// trailerEnd checks msg, a chunked message the parser took whole: nil when
+// it ends where its trailer section ends, at a CRLFCRLF; errBareLF when
+// the parser ended the section at a blank line with a bare LF in it or
+// before it ("\r\n\n", "\n\r\n"), where a hop that wants CRLF reads on;
+// else errTrailerPending. A last-chunk line cannot end with a CRLFCRLF, nor
+// have an LF before its CRLF (its extension stops at the first CR), so a
+// message the parser cut right after that line is pending.
+func trailerEnd(msg []byte) error {
+	switch {
+	case bytes.HasSuffix(msg, crlfCRLF):
+		return nil
+	case bytes.HasSuffix(msg, lfCRLF), bytes.HasSuffix(msg, []byte("\n")) && !bytes.HasSuffix(msg, crlfCRLF[2:]):
+		return errBareLF
+	}
+	return errTrailerPending
 }
+
+var lfCRLF = []byte("\n\r\n")
 
 // maxChunkDigits is fasthttp's maxHexIntChars: one digit more is refused.
 const maxChunkDigits = strconv.IntSize/4 - 1
@@ -196,7 +218,18 @@ func (c *chunked) need(buf []byte, limit, maxTrailer int) (int, error) {
 // refused a trailer the parser would have taken.)
 func (c *chunked) trailer(buf []byte, crlf, maxTrailer int) (int, error) {
 	from := max(crlf, c.start+c.tail-len(crlfCRLF)+1)
-	if bytes.Contains(buf[from:], crlfCRLF) {
+	end := bytes.Index(buf[from:], crlfCRLF)
+	if end >= 0 {
+		end += from + len(crlfCRLF)
+	}
+	section := buf // up to its end: what comes after is the next message's
+	if end >= 0 {
+		section = buf[:end]
+	}
+	if bareLF(section, max(crlf+2, c.start+c.tail)) {
+		return 0, errBareLF
+	}
+	if end >= 0 {
 		return 0, nil
 	}
 	if len(buf)-(crlf+2) > maxTrailer {
@@ -204,6 +237,22 @@ func (c *chunked) trailer(buf []byte, crlf, maxTrailer int) (int, error) {
 	}
 	c.tail = len(buf) - c.start
 	return len(buf) + 1, nil
+}
+
+// bareLF says whether b has an LF without a CR before it at or after from
+// (from > 0: the byte before it is looked at).
+func bareLF(b []byte, from int) bool {
+	for from < len(b) {
+		i := bytes.IndexByte(b[from:], '\n')
+		if i < 0 {
+			return false
+		}
+		if b[from+i-1] != '\r' {
+			return true
+		}
+		from += i + 1
+	}
+	return false
 }
 
 // unhex is the value of a hex digit, -1 for any other byte.

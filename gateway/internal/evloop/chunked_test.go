@@ -169,9 +169,14 @@ func TestChunkedParsedOnce(t *testing.T) {
 
 // parsedVerdict is when parsing at every read would decide on msg (a
 // request, or an answer): the length of the first prefix that parses or is
-// refused, and whether it parsed.
+// refused, and whether it parsed. A bare LF in the trailer section is
+// refused as it comes (errBareLF), where the parser waits.
 func parsedVerdict(msg string, limit int, answer bool) (int, bool) {
+	trailer := false // the parser has taken the last chunk's line
 	for k := 1; k <= len(msg); k++ {
+		if trailer && msg[k-1] == '\n' && msg[k-2] != '\r' {
+			return k, false
+		}
 		var req fasthttp.Request
 		rd := bytes.NewReader([]byte(msg[:k]))
 		br := bufio.NewReaderSize(rd, 16<<10)
@@ -189,6 +194,7 @@ func parsedVerdict(msg string, limit int, answer bool) (int, bool) {
 		if err == nil && rd.Len()+br.Buffered() == 0 && strings.HasSuffix(msg[:k], "\r\n\r\n") {
 			return k, true
 		}
+		trailer = trailer || err == nil
 		if err != nil && !needMore(err) {
 			return k, false
 		}
@@ -426,6 +432,46 @@ func TestTrailerSplitAnywhere(t *testing.T) {
 				if want := map[bool]string{false: "ok", true: "hello"}[d.name == "answer"]; len(rs) != 1 || rs[0].StatusCode() != 200 || string(rs[0].Body()) != want || m.cl.close {
 					t.Fatalf("%s: the client got %q, want one 200 %q, the connection kept", where, m.client.out, want)
 				}
+			}
+		}
+	}
+}
+
+// A bare LF ending a chunked message's trailer section ("0\r\n\n") is
+// refused however the message is split: 400 and a close for a request,
+// nothing upstream, and 502 for an answer. fasthttp's parser ends the
+// section there, where a hop that wants CRLF reads on, so a request after
+// it was a second request to that hop's one. The loop took it when the
+// message came in two reads and waited out the read timeout (408) when
+// it came in one; an answer waited for the upstream's timeout.
+func TestTrailerBareLFRefused(t *testing.T) {
+	const next = "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\n\r\n"
+	for _, c := range []struct {
+		d       memDirection
+		trailer string
+	}{
+		{memDirections[0], "\n"}, {memDirections[1], "\n"},
+		// The last field line's LF bare: a hop that wants CRLF takes the
+		// CRLF after it for that line's end, not the section's.
+		{memDirections[0], "X: y\n\r\n"}, {memDirections[1], "X: y\n\r\n"},
+	} {
+		d := c.d
+		msg := d.head + "5\r\nhello\r\n0\r\n" + c.trailer
+		if d.name == "request" {
+			msg += next
+		}
+		for i := len(d.head); i <= len(msg); i++ {
+			m := newMemLoop(t, Options{MaxBodyBytes: 1 << 10})
+			d.start(m)
+			for _, part := range []string{msg[:i], msg[i:]} {
+				if part != "" && len(m.client.out) == 0 {
+					d.feed(m, part)
+				}
+			}
+			rs := m.answers(t)
+			if len(rs) != 1 || rs[0].StatusCode() != d.refused || d.name == "request" && (!m.cl.close || len(m.up.out) > 0) {
+				t.Fatalf("%s split after %q: the client got %q, the upstream %q; want one %d (and for a request a close, nothing upstream)",
+					d.name, msg[:i], m.client.out, m.up.out, d.refused)
 			}
 		}
 	}

@@ -236,8 +236,8 @@ func (l *loop) read(cl *client, buf []byte, extra int) (int, error) {
 			// Parsed from its first read: if the parser cut it before its
 			// trailer section's end (see chunked), it is followed like a
 			// chunked body arriving in pieces.
-			if end := len(buf) - l.rd.Len() - l.br.Buffered(); end-extra > head && !trailerEnded(buf[:end]) {
-				err = errTrailerPending
+			if end := len(buf) - l.rd.Len() - l.br.Buffered(); end-extra > head {
+				err = trailerEnd(buf[:end])
 			}
 		}
 		if n == -1 && err != nil && needMore(err) {

@@ -260,8 +260,8 @@ func (l *loop) answer(uc *upconn) gnet.Action {
 		// Parsed from its first read: if the parser cut it before its
 		// trailer section's end (see chunked), it is followed like a
 		// chunked answer arriving in pieces.
-		if used := len(buf) - l.rd.Len() - l.br.Buffered(); used > end && !trailerEnded(buf[:used]) {
-			err = errTrailerPending
+		if used := len(buf) - l.rd.Len() - l.br.Buffered(); used > end {
+			err = trailerEnd(buf[:used])
 		}
 	}
 	if err != nil && needMore(err) {
