@@ -26,7 +26,7 @@ func TestBridgeArchivesARecreatedTopicsRecords(t *testing.T) {
 	b := startBridge(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	oldID, err := kafkaleg.TopicID(ctx, b.brokers, b.topic)
+	oldID, err := kafkaleg.TopicID(ctx, b.brokers, b.topic, 0)
 	if err != nil || oldID == "" {
 		t.Fatalf("topic id %q: %v", oldID, err)
 	}
@@ -78,7 +78,7 @@ func recreateTopic(ctx context.Context, t *testing.T, brokers []string, topic, o
 		t.Fatalf("delete topic %s: %v", topic, err)
 	}
 	for {
-		id, err := kafkaleg.TopicID(ctx, brokers, topic)
+		id, err := kafkaleg.TopicID(ctx, brokers, topic, 0)
 		switch {
 		case err == nil && id != oldID:
 			return id

@@ -27,7 +27,7 @@ func TestLegAStampsTheKafkaClusterID(t *testing.T) {
 	}
 	// As producer names carry it: an id may hold what a NATS header value cannot (the test servers' has a line break).
 	cluster := mapping.ClusterToken(id)
-	topicID, err := kafkaleg.TopicID(ctx, e.brokers, e.topic)
+	topicID, err := kafkaleg.TopicID(ctx, e.brokers, e.topic, 0)
 	if err != nil || topicID == "" {
 		t.Fatalf("the test topic's id: %q, %v", topicID, err)
 	}

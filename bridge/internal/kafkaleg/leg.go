@@ -90,6 +90,7 @@ type Leg struct {
 	// topicIDs is the topic id each partition's last session read, by its subject, across generations: a change is
 	// logged, which tells an operator a reset past the end was the topic created again and not a truncation.
 	topicIDs sync.Map
+	ids      TopicIDs // refuses no id for a topic that gave one
 }
 
 // New validates nothing beyond what config did; it only fills defaults.

@@ -319,7 +319,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 	// Every session, after the position check: a topic created again since the last session has another id, and
 	// one created again after this reading leaves the reader's position past its end (the reader reports it and the
 	// next session reads the id again), unless refilled past that position first, which the check misses as well.
-	topicID, err := TopicID(fetchCtx, l.o.Brokers, p.route.Topic)
+	topicID, err := l.ids.Read(fetchCtx, l.o.Brokers, p.route.Topic, p.id)
 	if err != nil {
 		p.askFailed(fetchCtx, err)
 		return from, err // the next session checks the position again, and records its reset (rewound) if any

@@ -4,97 +4,141 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
 )
 
-// TopicID asks the brokers for the topic's id (Metadata v10+, Kafka 2.8+): a UUID Kafka gives each incarnation of a
-// topic, so a topic deleted and created again under the same name has another one. Leg A stamps it on each record
-// (HeaderTopicID) and puts it in the record's Nats-Msg-Id, and leg B in the record's Pulsar producer name
+// TopicID asks the partition's leader for the topic's id (Metadata v10+, Kafka 2.8+): a UUID Kafka gives each
+// incarnation of a topic, so a topic deleted and created again under the same name has another one. Leg A stamps it on
+// each record (HeaderTopicID) and puts it in the record's Nats-Msg-Id, and leg B in the record's Pulsar producer name
 // (mapping.ProducerName): both sinks' dedup is keyed by Kafka offsets, which a recreated topic counts from 0 again, so
 // without it JetStream dropped the new records as replays within its duplicate window and Pulsar until their offsets
 // passed the highest one archived.
 //
+// The leader, because it is the broker whose log leg A reads: right after a recreation a broker whose metadata is
+// behind still answers with the old id, and the new incarnation's records named by it were dropped by both sinks as
+// replays of the old one's. The first broker that answers names the leader; the leader must name itself in its own
+// answer (a leader that moved since is asked again at the next session). Its id and its log are the same broker's view
+// of the topic. (Asking until two brokers agree does not do it: two stale brokers agree, and a cluster may have one.)
+//
 // It is asked with sarama because kafka-go v0.4.51 sends Metadata up to v8, and topic ids came with v10. A broker older
 // than 2.8 knows no v10 and closes the connection on such a request (sarama does not pick versions by what the broker
 // says), so the broker is asked its versions first: one without v10, or one that reports no id, gives "": the names
-// without it, as before. A failure is an error, never "": the session ends and the next asks again, rather than
-// naming records the old way for a while (their ids would change twice, and each change archives them again).
+// without it, as before (TopicIDs refuses that once the topic gave an id). A failure is an error, never "": the
+// session ends and the next asks again, rather than naming records the old way for a while (their ids would change
+// twice, and each change archives them again).
 //
 // The id is in Kafka's own text form (URL-safe base64, 22 characters, as kafka-topics.sh --describe prints it), which
 // needs no escaping in a header value, a Nats-Msg-Id or a producer name.
 //
-// sarama's broker calls take no context: the request runs on its own, bounded by its 10 s timeouts, and ctx ending
-// returns at once (a stop does not wait for a broker that does not answer).
-func TopicID(ctx context.Context, brokers []string, topic string) (string, error) {
-	type answer struct {
-		id  string
-		err error
-	}
-	done := make(chan answer, 1)
-	go func() {
-		id, err := askTopicID(brokers, topic)
-		done <- answer{id, err}
-	}()
-	select {
-	case a := <-done:
-		return a.id, a.err
-	case <-ctx.Done():
-		return "", fmt.Errorf("kafka topic id of %s: %w", topic, ctx.Err())
-	}
-}
-
-func askTopicID(brokers []string, topic string) (string, error) {
+// sarama's broker calls take no context, and its Close waits for the answer in flight: the connections are dialled
+// with ctx and closed when it ends, so a stop does not wait up to the 10 s timeouts for a broker that does not answer.
+func TopicID(ctx context.Context, brokers []string, topic string, partition int) (string, error) {
 	cfg := sarama.NewConfig()
 	cfg.ClientID = "shanhai-bridge"
 	cfg.Version = sarama.V2_8_0_0
-	cfg.Net.DialTimeout = 10 * time.Second
 	cfg.Net.ReadTimeout = 10 * time.Second
 	cfg.Net.WriteTimeout = 10 * time.Second
-	// sarama's own ApiVersions request (v3, sent on open) is not read back; topicID sends one it reads.
+	cfg.Net.Proxy.Enable = true // sarama's only way to dial with a dialer of one's own
+	cfg.Net.Proxy.Dialer = ctxDialer{ctx: ctx, d: net.Dialer{Timeout: 10 * time.Second}}
+	// sarama's own ApiVersions request (v3, sent on open) is not read back; metadata sends one it reads.
 	cfg.ApiVersionsRequest = false
 	var errs []error
-	for _, addr := range brokers { // any broker answers for every topic: the first that does
-		id, err := topicID(cfg, addr, topic)
+	for _, addr := range brokers { // any broker names the leader: the first that answers
+		id, err := leaderTopicID(cfg, addr, topic, int32(partition))
 		if err == nil {
 			return id, nil
 		}
 		errs = append(errs, err)
+		if ctx.Err() != nil {
+			errs = append(errs, ctx.Err())
+			break
+		}
 	}
-	return "", fmt.Errorf("kafka topic id of %s: %w", topic, errors.Join(errs...))
+	return "", fmt.Errorf("kafka topic id of %s partition %d: %w", topic, partition, errors.Join(errs...))
 }
 
-func topicID(cfg *sarama.Config, addr, topic string) (string, error) {
+// leaderTopicID asks addr who leads the partition, and the leader the topic's id ("" and no error when a broker is
+// older than 2.8 or reports none).
+func leaderTopicID(cfg *sarama.Config, addr, topic string, partition int32) (string, error) {
+	res, err := metadata(cfg, addr, topic)
+	if err != nil || res == nil {
+		return "", err
+	}
+	leader, err := leaderOf(res, topic, partition)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", addr, err)
+	}
+	var leaderAddr string
+	for _, b := range res.Brokers {
+		if b.ID() == leader {
+			leaderAddr = b.Addr()
+		}
+	}
+	if leaderAddr == "" {
+		return "", fmt.Errorf("%s: leader %d of partition %d is not among the brokers", addr, leader, partition)
+	}
+	if leaderAddr != addr {
+		if res, err = metadata(cfg, leaderAddr, topic); err != nil || res == nil {
+			return "", err
+		}
+		if self, err := leaderOf(res, topic, partition); err != nil || self != leader {
+			return "", fmt.Errorf("%s: broker %d no longer leads partition %d (%d, %v)", leaderAddr, leader, partition, self, err)
+		}
+	}
+	for _, t := range res.Topics {
+		if t.Name == topic && t.Uuid != (sarama.Uuid{}) {
+			return t.Uuid.String(), nil
+		}
+	}
+	return "", nil
+}
+
+// metadata is addr's Metadata v10 answer for the topic, nil if the broker is older than 2.8.
+func metadata(cfg *sarama.Config, addr, topic string) (*sarama.MetadataResponse, error) {
 	b := sarama.NewBroker(addr)
 	if err := b.Open(cfg); err != nil {
-		return "", fmt.Errorf("%s: %w", addr, err)
+		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
 	defer b.Close()
 	v, err := metadataVersion(b)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", addr, err)
+		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
 	if v < 10 {
-		return "", nil // older than 2.8: no topic ids
+		return nil, nil // older than 2.8: no topic ids
 	}
 	res, err := b.GetMetadata(&sarama.MetadataRequest{Version: 10, Topics: []string{topic}})
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", addr, err)
+		return nil, fmt.Errorf("%s: %w", addr, err)
 	}
+	return res, nil
+}
+
+// leaderOf is the broker the answer names as the partition's leader.
+func leaderOf(res *sarama.MetadataResponse, topic string, partition int32) (int32, error) {
 	for _, t := range res.Topics {
 		if t.Name != topic {
 			continue
 		}
 		if t.Err != sarama.ErrNoError {
-			return "", fmt.Errorf("%s: %w", addr, t.Err)
+			return -1, t.Err
 		}
-		if t.Uuid == (sarama.Uuid{}) {
-			return "", nil
+		for _, p := range t.Partitions {
+			if p.ID != partition {
+				continue
+			}
+			if p.Err != sarama.ErrNoError {
+				return -1, fmt.Errorf("partition %d: %w", partition, p.Err)
+			}
+			return p.Leader, nil
 		}
-		return t.Uuid.String(), nil
+		return -1, fmt.Errorf("no partition %d", partition)
 	}
-	return "", fmt.Errorf("%s: no metadata for the topic", addr)
+	return -1, errors.New("no metadata for the topic")
 }
 
 // apiKeyMetadata is Metadata's key in the Kafka protocol (sarama does not export its own).
@@ -116,4 +160,58 @@ func metadataVersion(b *sarama.Broker) (int16, error) {
 		}
 	}
 	return -1, nil
+}
+
+// ctxDialer dials with ctx and closes each connection when ctx ends.
+type ctxDialer struct {
+	ctx context.Context
+	d   net.Dialer
+}
+
+func (c ctxDialer) Dial(network, addr string) (net.Conn, error) {
+	conn, err := c.d.DialContext(c.ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &ctxConn{Conn: conn, stop: context.AfterFunc(c.ctx, func() { conn.Close() })}, nil
+}
+
+// ctxConn is a connection closed when its dialer's context ends, or by sarama before.
+type ctxConn struct {
+	net.Conn
+	stop func() bool
+}
+
+func (c *ctxConn) Close() error {
+	c.stop()
+	return c.Conn.Close()
+}
+
+// ErrTopicIDGone is TopicIDs' answer when a topic that gave an id gives none.
+var ErrTopicIDGone = errors.New("kafka reports no topic id for a topic it gave one before")
+
+// TopicIDs reads topic ids (TopicID) and remembers which topics gave one in this process. A broker of 2.8 or later may
+// answer with no id after a real one (a ZooKeeper cluster mid-upgrade, a controller failover): switching the
+// partition to the names without the id then would archive its records again under the old names, or drop them as
+// the old names' replays. Once a topic gave an id, no id is an error: the session ends, counts as a failed fetch, and
+// the next asks again. A broker truly downgraded below 2.8 keeps the partition failing until the bridge restarts.
+// The zero value is ready.
+type TopicIDs struct {
+	seen sync.Map // topic → struct{}
+}
+
+// Read is TopicID, refusing "" for a topic that gave an id before.
+func (t *TopicIDs) Read(ctx context.Context, brokers []string, topic string, partition int) (string, error) {
+	id, err := TopicID(ctx, brokers, topic, partition)
+	switch {
+	case err != nil:
+		return "", err
+	case id != "":
+		t.seen.Store(topic, struct{}{})
+		return id, nil
+	}
+	if _, ok := t.seen.Load(topic); ok {
+		return "", fmt.Errorf("kafka topic id of %s partition %d: %w", topic, partition, ErrTopicIDGone)
+	}
+	return "", nil
 }

@@ -21,7 +21,7 @@ func TestTopicIDOfABrokerOlderThan28IsNone(t *testing.T) {
 	b := oldBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	id, err := kafkaleg.TopicID(ctx, []string{b.addr}, "shanhai.orders")
+	id, err := kafkaleg.TopicID(ctx, []string{b.addr}, "shanhai.orders", 0)
 	if err != nil || id != "" {
 		t.Fatalf("TopicID from a Kafka 2.7 broker = %q, %v; want no id and no error", id, err)
 	}

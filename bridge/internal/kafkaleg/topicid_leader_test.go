@@ -1,0 +1,143 @@
+package kafkaleg_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
+)
+
+const idTopic = "shanhai.orders"
+
+var (
+	oldIncarnation = sarama.Uuid{1}
+	newIncarnation = sarama.Uuid{2}
+)
+
+// metadataBroker is a sarama mock broker of Kafka 2.8 or later that answers Metadata with the topic's id and leader
+// of partition 0 as set by answer.
+func metadataBroker(t *testing.T, id int32) *sarama.MockBroker {
+	t.Helper()
+	b := sarama.NewMockBroker(t, id)
+	t.Cleanup(b.Close)
+	return b
+}
+
+// answer makes b say that the topic's id is id and that leader leads its partition 0, among brokers.
+func answer(t *testing.T, b *sarama.MockBroker, id sarama.Uuid, leader int32, brokers ...*sarama.MockBroker) {
+	t.Helper()
+	res := &sarama.MetadataResponse{Version: 10}
+	for _, o := range brokers {
+		res.AddBroker(o.Addr(), o.BrokerID())
+	}
+	res.AddTopic(idTopic, sarama.ErrNoError).Uuid = id
+	res.AddTopicPartition(idTopic, 0, leader, nil, nil, nil, sarama.ErrNoError)
+	b.SetHandlerByMap(map[string]sarama.MockResponse{
+		"ApiVersionsRequest": sarama.NewMockApiVersionsResponse(t).SetApiKeys([]sarama.ApiVersionsResponseKey{
+			{ApiKey: 18, MinVersion: 0, MaxVersion: 3}, {ApiKey: 3, MinVersion: 0, MaxVersion: 12}}),
+		"MetadataRequest": sarama.NewMockWrapper(res),
+	})
+}
+
+// TestTopicIDIsTheLeaders: right after a recreation a broker whose metadata is behind answers with the old id, while
+// the partition's leader (the broker leg A reads from) holds the new incarnation's records. TopicID took the first
+// answer, and both sinks dropped the new records 0..n as replays of the old ones. It asks the leader now.
+func TestTopicIDIsTheLeaders(t *testing.T) {
+	t.Parallel()
+	stale, leader := metadataBroker(t, 1), metadataBroker(t, 2)
+	answer(t, stale, oldIncarnation, 2, stale, leader)
+	answer(t, leader, newIncarnation, 2, stale, leader)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := kafkaleg.TopicID(ctx, []string{stale.Addr()}, idTopic, 0)
+	if err != nil || id != newIncarnation.String() {
+		t.Fatalf("TopicID = %q, %v; want the leader's %q (the stale broker's is %q)", id, err, newIncarnation, oldIncarnation)
+	}
+
+	// A leader that no longer names itself (leadership moved since) is no answer: the next session asks again.
+	answer(t, leader, newIncarnation, 1, stale, leader)
+	if id, err := kafkaleg.TopicID(ctx, []string{stale.Addr()}, idTopic, 0); err == nil {
+		t.Fatalf("TopicID = %q from a leader that names another; want an error", id)
+	}
+}
+
+// TestTopicIDsRefusesNoIDAfterOne: a broker of 2.8 or later answering with no id after a real one (a ZooKeeper
+// cluster mid-upgrade, a controller failover) switched the partition to the names without the id, archiving its
+// records again or dropping them as the old names' replays. Once a topic gave an id, none is an error.
+func TestTopicIDsRefusesNoIDAfterOne(t *testing.T) {
+	t.Parallel()
+	b := metadataBroker(t, 1)
+	answer(t, b, newIncarnation, 1, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ids kafkaleg.TopicIDs
+	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != newIncarnation.String() {
+		t.Fatalf("first Read = %q, %v; want %q", id, err, newIncarnation)
+	}
+	answer(t, b, sarama.Uuid{}, 1, b)
+	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); !errors.Is(err, kafkaleg.ErrTopicIDGone) {
+		t.Fatalf("Read after an id = %q, %v; want ErrTopicIDGone", id, err)
+	}
+	// A process that never saw an id (a cluster without them) keeps the names without it.
+	var fresh kafkaleg.TopicIDs
+	if id, err := fresh.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != "" {
+		t.Fatalf("Read with no id seen = %q, %v; want no id and no error", id, err)
+	}
+}
+
+// TestTopicIDClosesItsConnectionWhenTheContextEnds: sarama's calls take no context and its Close waits for the answer
+// in flight, so a stop left the request to a broker that does not answer running until sarama's 10 s read timeout.
+func TestTopicIDClosesItsConnectionWhenTheContextEnds(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	asked, closed := make(chan struct{}), make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 512)
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+		close(asked)
+		for { // never answer, until the client closes
+			if _, err := c.Read(buf); err != nil {
+				close(closed)
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := kafkaleg.TopicID(ctx, []string{ln.Addr().String()}, idTopic, 0)
+		done <- err
+	}()
+	<-asked
+	cancel()
+	// Well before sarama's 10 s read timeout, which closed it before.
+	select {
+	case <-closed:
+	case <-time.After(8 * time.Second):
+		t.Fatal("the connection to the broker is still open after the context ended")
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("TopicID = %v; want context.Canceled", err)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("TopicID has not returned after the context ended")
+	}
+}
