@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -12,15 +13,16 @@ import (
 
 // LookUpConsumer returns the durable consumer cfg describes, updated if it
 // was not made from cfg (stream.EnsureConsumer), or nil when the stream has
-// no such consumer: CreateConsumer then creates it, once the database that
-// holds its last floor is open. A missing stream is created with the
-// consumer (a new stream has nothing to skip). The service calls it while
-// wiring, beside its database connection, so that starting to consume
-// later is no round trip.
+// no such pull consumer (none, or one made push based by hand):
+// CreateConsumer then creates or replaces it, once the database that holds
+// its last floor is open. A missing stream is created with the consumer (a
+// new stream has nothing to skip). The service calls it while wiring,
+// beside its database connection, so that starting to consume later is no
+// round trip.
 func LookUpConsumer(ctx context.Context, js jetstream.JetStream, names Names, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
 	names = names.Or(DefaultNames)
 	cons, err := js.Consumer(ctx, names.Stream, cfg.Durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrNotPullConsumer) {
 		return nil, nil
 	}
 	if err == nil {
@@ -53,13 +55,29 @@ func LookUpConsumer(ctx context.Context, js jetstream.JetStream, names Names, cf
 // was, or out of deliveries), so the new start skips nothing the deleted
 // consumer still owed; what was settled after the last save is delivered
 // again and found final (duplicate): at least once, as before.
-func CreateConsumer(ctx context.Context, js jetstream.JetStream, names Names, cfg jetstream.ConsumerConfig, floors *FloorGorm) (jetstream.Consumer, error) {
+//
+// A durable made push based by hand is dealt with as a running replica
+// deals with it (replacePush), with the saved floor as the pull
+// consumer's: replaced when no subscriber is bound to it, an error naming
+// it when one is. Before, the start failed on it whether read or not
+// (not a pull consumer), so no replica that started meanwhile became
+// ready, while a running one replaced it.
+func CreateConsumer(ctx context.Context, js jetstream.JetStream, names Names, cfg jetstream.ConsumerConfig, floors *FloorGorm, log *slog.Logger) (jetstream.Consumer, error) {
 	names = names.Or(DefaultNames)
+	if log == nil {
+		log = slog.Default()
+	}
 	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
 	seen, err := floors.load(ctx, cfg.Durable, names.Stream)
 	if err != nil {
 		return nil, err
+	}
+	// Looked up again: LookUpConsumer ran beside the database, and the
+	// durable may have changed since. Only a start that found no pull
+	// consumer pays for it.
+	if _, err := js.Consumer(ctx, names.Stream, cfg.Durable); errors.Is(err, jetstream.ErrNotPullConsumer) {
+		return replacePush(ctx, js, names, cfg, seen.startOn, log)
 	}
 	str, err := js.Stream(ctx, names.Stream)
 	if err != nil {

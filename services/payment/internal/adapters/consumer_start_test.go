@@ -49,7 +49,7 @@ func TestStartFindingTheConsumerGoneStartsAboveTheSavedFloor(t *testing.T) {
 	if err != nil || cons != nil {
 		t.Fatalf("LookUpConsumer of a deleted consumer = %v, %v; want nil, nil", cons, err)
 	}
-	if cons, err = adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors); err != nil {
+	if cons, err = adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors, nil); err != nil {
 		t.Fatal(err)
 	}
 	reader := sdkmetric.NewManualReader()
@@ -144,7 +144,7 @@ func TestSavedFloorAboveTheStreamIsNotTaken(t *testing.T) {
 	if err := st.s.JS.DeleteConsumer(ctx, st.names.Stream, st.names.Durable); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors)
+	cons, err := adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestSavedFloorFollowsAConsumerReset(t *testing.T) {
 	if err := st.s.JS.DeleteConsumer(ctx, st.names.Stream, st.names.Durable); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors)
+	cons, err := adapters.CreateConsumer(ctx, st.s.JS, st.names, st.cfg, floors, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

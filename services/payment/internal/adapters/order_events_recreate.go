@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -144,7 +145,7 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 		}
 		return createFrom(ctx, c.js, c.names, c.cfg, c.floor.startOn(str.CachedInfo()))
 	case errors.Is(err, jetstream.ErrNotPullConsumer):
-		return c.replacePush(ctx)
+		return replacePush(ctx, c.js, c.names, c.cfg, c.floor.startOn, c.log)
 	case err == nil && repair:
 		cfg, err := stream.WithDigest(c.cfg)
 		if err != nil {
@@ -189,8 +190,10 @@ func createFrom(ctx context.Context, js jetstream.JetStream, names Names, cfg je
 // replacePush turns the durable, made push based by hand (the server
 // refuses to update it back to pull), into the service's pull consumer
 // again: deleted, and created just above the lower of two floors, the
-// push consumer's, just read, and the last one this replica saw of its
-// pull consumer on this stream (none seen: from the stream's start). The
+// push consumer's, just read, and the last one seen of the service's pull
+// consumer on this stream (pullStart: a running replica's own look, or at
+// a start the floor saved in the database; 0, none seen: from the
+// stream's start). The
 // push consumer's alone is no floor of this service: it lies above what
 // the push consumer's own start skipped (DeliverNew, a start sequence, a
 // filter taking only some subjects) and what a subscriber of it acked
@@ -203,29 +206,30 @@ func createFrom(ctx context.Context, js jetstream.JetStream, names Names, cfg je
 // replicas replacing it at once may delete each other's new consumer; the
 // last one created starts above the push consumer's floor all the same,
 // and the other's pull, ended, restarts on it.
-func (c *OrderEvents) replacePush(ctx context.Context) (jetstream.Consumer, error) {
-	push, err := c.js.PushConsumer(ctx, c.names.Stream, c.names.Durable)
+func replacePush(ctx context.Context, js jetstream.JetStream, names Names, cfg jetstream.ConsumerConfig,
+	pullStart func(*jetstream.StreamInfo) uint64, log *slog.Logger) (jetstream.Consumer, error) {
+	push, err := js.PushConsumer(ctx, names.Stream, names.Durable)
 	if err != nil {
-		return nil, fmt.Errorf("look up push consumer %s: %w", c.names.Durable, err)
+		return nil, fmt.Errorf("look up push consumer %s: %w", names.Durable, err)
 	}
 	info := push.CachedInfo()
 	if info.PushBound {
 		return nil, fmt.Errorf("consumer %s is push based (deliver subject %q) and a subscriber reads it: delete it to have it created again as a pull consumer",
-			c.names.Durable, info.Config.DeliverSubject)
+			names.Durable, info.Config.DeliverSubject)
 	}
-	str, err := c.js.Stream(ctx, c.names.Stream)
+	str, err := js.Stream(ctx, names.Stream)
 	if err != nil {
-		return nil, fmt.Errorf("look up stream %s: %w", c.names.Stream, err)
+		return nil, fmt.Errorf("look up stream %s: %w", names.Stream, err)
 	}
-	start := c.floor.startOn(str.CachedInfo()) // 0: from the stream's start
+	start := pullStart(str.CachedInfo()) // 0: from the stream's start
 	if start > 0 {
 		start = min(start, info.AckFloor.Stream+1)
 	}
-	err = c.js.DeleteConsumer(ctx, c.names.Stream, c.names.Durable)
+	err = js.DeleteConsumer(ctx, names.Stream, names.Durable)
 	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("delete push consumer %s: %w", c.names.Durable, err)
+		return nil, fmt.Errorf("delete push consumer %s: %w", names.Durable, err)
 	}
-	c.log.Warn("push consumer with no subscriber replaced by the service's pull consumer", "consumer", c.names.Durable,
+	log.Warn("push consumer with no subscriber replaced by the service's pull consumer", "consumer", names.Durable,
 		"deliver_subject", info.Config.DeliverSubject, "push_ack_floor", info.AckFloor.Stream, "start", start)
-	return createFrom(ctx, c.js, c.names, c.cfg, start)
+	return createFrom(ctx, js, names, cfg, start)
 }

@@ -161,8 +161,9 @@ func New(ctx context.Context, cfg config.Config, o Options) (s *Service, err err
 	floors := adapters.NewFloorGorm(s.DB)
 	if consumer == nil {
 		// Deleted while every replica was down: created just above the
-		// last ack floor saved, not from the stream's start.
-		if consumer, err = adapters.CreateConsumer(ctx, js, names, adapters.ConsumerConfig(names, cfg.MaxDeliver), floors); err != nil {
+		// last ack floor saved, not from the stream's start. Made push
+		// based by hand: replaced as a running replica replaces it.
+		if consumer, err = adapters.CreateConsumer(ctx, js, names, adapters.ConsumerConfig(names, cfg.MaxDeliver), floors, o.Logger); err != nil {
 			return nil, err
 		}
 	}
