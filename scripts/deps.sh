@@ -493,7 +493,8 @@ up_interrupted() { # exit status, server...
 	trap '' INT TERM HUP # a second Ctrl-C must not cut this short
 	local rc=$1 job s pid kept=()
 	shift
-	for job in $(jobs -p); do kill -TERM -- "-$job" 2>/dev/null || true; done
+	# CONT: a stopped process gets TERM only once continued, and `wait` waited for a stopped start for good.
+	for job in $(jobs -p); do kill -TERM -- "-$job" 2>/dev/null && kill -CONT -- "-$job" 2>/dev/null || true; done
 	wait || true
 	for s in "$@"; do
 		if pid=$(our_pid "$s"); then kept+=("$s (pid $pid)"); fi
@@ -516,8 +517,15 @@ cmd_up() {
 	for s in "$@"; do
 		# Each start is a job in a process group of its own (job control on for the fork only), so that an interrupt
 		# can end it with everything it runs, and a Ctrl-C at the terminal reaches only this shell, which does that.
+		# A process group that is not the terminal's foreground one is stopped by the terminal when it writes there
+		# under `stty tostop`, changes the terminal's settings or reads from it: the start stopped at its first
+		# message and `up` waited for it for good. It ignores those stops (its writes then go through) and reads
+		# nothing from the terminal.
 		set -m
-		(up_one "$s") &
+		(
+			trap '' TTIN TTOU
+			up_one "$s"
+		) </dev/null &
 		set +m
 		pids+=($!)
 	done

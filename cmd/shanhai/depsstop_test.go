@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // A start of PostgreSQL cut short leaves a postmaster running: `pg_ctl start
@@ -215,4 +217,92 @@ func TestDepsPidFileNamingAnotherOfItsServersIsStale(t *testing.T) {
 	if _, err := os.Stat(d.pidFile("etcd")); !os.IsNotExist(err) {
 		t.Errorf("deps.sh down etcd left its stale pid file (%v)", err)
 	}
+}
+
+// `up` run at a terminal with `stty tostop` (background output stops its
+// writer) hung for good: each start runs in a process group of its own,
+// not the terminal's foreground one, so its first message to the terminal
+// stopped it, and the script waited for it. The starts now ignore the
+// terminal's stops. Here the script runs on a pseudo-terminal of its own,
+// as its controlling terminal, with tostop set.
+func TestDepsUpAtATerminalWithTostop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts redis")
+	}
+	d := newDepsScript(t, "SHANHAI_REDIS_PORT="+kernelPort(t))
+	ptm, pts := openPty(t)
+	tio := ioctlTermios(t, pts, syscall.TCGETS, syscall.Termios{})
+	tio.Lflag |= syscall.TOSTOP
+	ioctlTermios(t, pts, syscall.TCSETS, tio)
+
+	up := d.command("up", "redis")
+	up.Stdin, up.Stdout, up.Stderr = pts, pts, pts
+	up.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := up.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pts.Close()
+	t.Cleanup(func() { _, _ = d.run("down", "redis") })
+	var out bytes.Buffer
+	read := make(chan struct{})
+	go func() { // the terminal's output, until the script's session has gone
+		defer close(read)
+		_, _ = io.Copy(&out, ptm)
+	}()
+	done := make(chan error, 1)
+	go func() { done <- up.Wait() }()
+	select {
+	case err := <-done:
+		ptm.Close()
+		<-read
+		if err != nil || !strings.Contains(out.String(), "redis: up at") {
+			t.Fatalf("deps.sh up redis at a terminal with tostop: %v\n%s", err, out.String())
+		}
+	case <-time.After(60 * time.Second):
+		// Its start, stopped, ends with the script: an orphaned process
+		// group that has a stopped member gets SIGHUP and SIGCONT.
+		_ = up.Process.Kill()
+		ptm.Close()
+		<-done
+		t.Fatalf("deps.sh up redis at a terminal with tostop still running after 60 s (a start stopped on its output?)")
+	}
+}
+
+// openPty opens a new pseudo-terminal: its master and its slave.
+func openPty(t *testing.T) (ptm, pts *os.File) {
+	t.Helper()
+	ptm, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ptm.Close() })
+	var unlock, n int32
+	if err := ioctl(ptm, syscall.TIOCSPTLCK, unsafe.Pointer(&unlock)); err != nil {
+		t.Fatalf("unlock the pseudo-terminal: %v", err)
+	}
+	if err := ioctl(ptm, syscall.TIOCGPTN, unsafe.Pointer(&n)); err != nil {
+		t.Fatalf("the pseudo-terminal's number: %v", err)
+	}
+	pts, err = os.OpenFile("/dev/pts/"+strconv.Itoa(int(n)), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pts.Close() })
+	return ptm, pts
+}
+
+// ioctlTermios gets (TCGETS) or sets (TCSETS) a terminal's settings.
+func ioctlTermios(t *testing.T, f *os.File, req uintptr, tio syscall.Termios) syscall.Termios {
+	t.Helper()
+	if err := ioctl(f, req, unsafe.Pointer(&tio)); err != nil {
+		t.Fatalf("terminal settings (ioctl %#x): %v", req, err)
+	}
+	return tio
+}
+
+func ioctl(f *os.File, req uintptr, arg unsafe.Pointer) error {
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), req, uintptr(arg)); errno != 0 {
+		return errno
+	}
+	return nil
 }
