@@ -36,7 +36,7 @@ type End struct {
 	Progressed bool  // the watch delivered at least one response
 	Err        error // the watch's error, when it ended on one
 	WentBack   bool  // a probe found etcd's revision below Next-1, the last one seen
-	Replaced   bool  // a probe found etcd holding at Next-1 other keys than the watch showed (see held)
+	Replaced   bool  // a probe found etcd holding other keys than the watch showed, at its last event's revision (held)
 	Revision   int64 // etcd's revision that probe read, when WentBack or Replaced
 }
 
@@ -62,6 +62,12 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 	if read != nil && read.Header != nil && read.Header.Revision == rev-1 {
 		seen.keep(read.Kvs)
 	}
+	// shown is the revision up to which the watch has shown every event, where seen is what etcd holds: the last
+	// event's, not the response's revision. A watch behind etcd's revision gets its events in batches of at most 1000
+	// revisions, each response carrying etcd's revision at the time, past the events of the batches still to come;
+	// the range checked at that revision held keys the watch had not shown yet, and a probe between two batches
+	// called etcd replaced.
+	shown := rev - 1
 	for {
 		select {
 		case resp, ok := <-wch:
@@ -75,6 +81,9 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 			handle(resp)
 			seen.apply(resp)
 			end.Next, end.Progressed = resp.Header.Revision+1, true
+			if n := len(resp.Events); n > 0 {
+				shown = max(shown, resp.Events[n-1].Kv.ModRevision)
+			}
 		case <-probe:
 			pctx, pcancel := context.WithTimeout(ctx, min(period, 5*time.Second))
 			resp, err := cli.Get(pctx, key, append(opts[:len(opts):len(opts)], clientv3.WithCountOnly())...)
@@ -83,10 +92,10 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 				end.WentBack, end.Revision = true, resp.Header.Revision
 				return end
 			}
-			if err == nil && end.Next > 1 {
+			if err == nil && shown > 0 {
 				if seen.mods == nil {
-					_ = seen.read(pctx, cli, key, end.Next-1, opts)
-				} else if same, merr := seen.matches(pctx, cli, key, end.Next-1, opts); merr == nil && !same {
+					_ = seen.read(pctx, cli, key, shown, opts)
+				} else if same, merr := seen.matches(pctx, cli, key, shown, opts); merr == nil && !same {
 					pcancel()
 					end.Replaced, end.Revision = true, resp.Header.Revision
 					return end
