@@ -68,12 +68,13 @@ func BenchmarkRecountPass(b *testing.B) {
 	}
 }
 
-// holdConns opens n loopback connections and returns what closes them.
-func holdConns(b *testing.B, n int) func() {
-	b.Helper()
+// holdConns opens n loopback connections from this process (2n sockets, n of them connecting) and returns what
+// closes them.
+func holdConns(tb testing.TB, n int) func() {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	accepted := make(chan net.Conn, n)
 	go func() {
@@ -89,7 +90,7 @@ func holdConns(b *testing.B, n int) func() {
 	for range n {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		conns = append(conns, c, <-accepted)
 	}

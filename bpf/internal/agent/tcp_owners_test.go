@@ -41,38 +41,10 @@ func TestOtherProcessesSocketsTakeNoRoomFromTargets(t *testing.T) {
 	})
 }
 
-// holdConnections opens n loopback connections from this process (2n sockets, n of them connecting) and keeps them
-// open until the test ends.
+// holdConnections opens n loopback connections from this process (holdConns) and keeps them open until the test ends.
 func holdConnections(t *testing.T, n int) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan net.Conn, n)
-	go func() {
-		for range n {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- c
-		}
-	}()
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	for range n {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c, <-accepted)
-	}
+	t.Cleanup(holdConns(t, n))
 }
 
 // TestTargetsConnectionsOverTheRoomAreCounted: a target holding more connections than the socket owners map has room
