@@ -5,9 +5,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // etcd sends a watch that starts behind its revision the events in batches of at most 1000 revisions, each response
@@ -16,13 +13,7 @@ import (
 // keys it had not shown yet, and ended the watch as if etcd had been replaced: a false warning and a re-list. Here
 // 1100 writes lie between the read and the watch, and a probe follows the first response.
 func TestFollowProbeBetweenBatchesOfACatchingUpWatch(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second,
-		Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	cli := ownEtcdClient(t)
 	ctx := t.Context()
 	const prefix = "/batch-test/"
 	start, err := cli.Get(ctx, prefix, clientv3.WithPrefix())

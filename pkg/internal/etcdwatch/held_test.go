@@ -20,13 +20,7 @@ import (
 // And no probe reads the range's keys: it asked for the key written last by sorting the range (limit 1), for which
 // etcd reads every key and value of the range and sorts them (a sort lifts the limit), every probe of every watcher.
 func TestFollowKeepsAWatchWhoseEtcdHoldsWhatItShowed(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second,
-		Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	cli := ownEtcdClient(t)
 	ctx := t.Context()
 	const prefix = "/held-test/"
 	for _, k := range []string{"a", "b"} {
@@ -139,4 +133,17 @@ func (r *rangeReads) list() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.ranges
+}
+
+// ownEtcdClient is a client of an etcd of the test's own (testenv.StartEtcd), closed when the test ends.
+func ownEtcdClient(t *testing.T) *clientv3.Client {
+	t.Helper()
+	e := testenv.StartEtcd(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	return cli
 }
