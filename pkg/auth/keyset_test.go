@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/golang-jwt/jwt/v5"
 )
 
 func isKeySetError(err error) bool {
@@ -181,5 +182,60 @@ func TestForgedKidFloodDuringAnOutageLeavesHeldKeysAlone(t *testing.T) {
 	// A few quick retries, then one per MinRefreshInterval.
 	if got, bound := fetches.Load()-before, int64(time.Minute/v.opts.MinRefreshInterval)+5; got > bound {
 		t.Fatalf("%d fetches in a minute of forged kids, want at most %d", got, bound)
+	}
+}
+
+// A token whose kid the held set lacks but whose claims refuse it anyway
+// (expired, another issuer) is the client's fault, outage or not: it was a
+// KeySetError during a JWKS outage, a 503 telling the client to retry the
+// same expired token instead of logging in again. It is refused (401) from
+// its unverified claims without a fetch; a token with plausible claims and
+// an unheld kid still needs the key (a 503 while it cannot be fetched).
+func TestUnheldKidWithRefusedClaimsIsABadToken(t *testing.T) {
+	held, next := NewSigner(mustKey(t)), NewSigner(mustKey(t))
+	var down atomic.Bool
+	srv, fetches := jwksServer(t, func() []byte {
+		if down.Load() {
+			return []byte("<html>502 Bad Gateway</html>")
+		}
+		return held.JWKS()
+	})
+	clk := newClock()
+	next.now = clk.now
+	v := NewVerifier(srv.URL, clk.opts())
+	ctx := context.Background()
+	if err := v.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	clk.add(v.opts.MinRefreshInterval)
+
+	expired, _ := next.Sign("alice", time.Minute)
+	clk.add(time.Minute + v.opts.Leeway)
+	claims := func(iss, sub string) string {
+		now := clk.now()
+		tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.RegisteredClaims{
+			Issuer: iss, Subject: sub, IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(time.Hour)),
+		})
+		tok.Header["kid"] = next.Kid()
+		str, err := tok.SignedString(next.current.Private)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return str
+	}
+	before := fetches.Load()
+	for name, tok := range map[string]string{"expired": expired, "other issuer": claims("someone-else", "alice"), "no sub": claims(Issuer, "")} {
+		_, err := v.Verify(ctx, tok)
+		if err == nil || isKeySetError(err) {
+			t.Errorf("%s token with an unheld kid during the outage: %v, want a plain refusal (401)", name, err)
+		}
+	}
+	if got := fetches.Load() - before; got != 0 {
+		t.Errorf("%d fetches for tokens the claims refuse, want 0", got)
+	}
+	plausible, _ := next.Sign("alice", time.Hour)
+	if _, err := v.Verify(ctx, plausible); !isKeySetError(err) {
+		t.Fatalf("plausible token with an unheld kid during the outage: %v, want a KeySetError (503)", err)
 	}
 }

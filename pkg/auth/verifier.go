@@ -85,6 +85,9 @@ type Verifier struct {
 	fetch  func(ctx context.Context) ([]byte, error)
 	opts   VerifierOptions
 	parser *jwt.Parser
+	// claims is the parser's claim checks alone, for a token whose key is
+	// not held (see unheldKey).
+	claims *jwt.Validator
 	cache  *tokenCache // nil when turned off
 
 	keys atomic.Pointer[keySet]
@@ -169,15 +172,18 @@ func newVerifier(o VerifierOptions, fetch func(context.Context) ([]byte, error))
 	if o.CacheEntries > 0 {
 		v.cache = newTokenCache(o.CacheEntries)
 	}
-	v.parser = jwt.NewParser(
-		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+	checks := []jwt.ParserOption{
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuer(o.Issuer),
 		jwt.WithLeeway(o.Leeway),
 		jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(o.Now),
+	}
+	v.parser = jwt.NewParser(append(checks,
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithStrictDecoding(),
-	)
+	)...)
+	v.claims = jwt.NewValidator(checks...)
 	return v
 }
 
@@ -270,6 +276,9 @@ func (v *Verifier) parse(ctx context.Context, token string) (Claims, error) {
 		if kid == "" {
 			return nil, errors.New("token has no kid")
 		}
+		if err := v.unheldKey(kid, &rc); err != nil {
+			return nil, err
+		}
 		k, in, err := v.key(ctx, kid)
 		key, set = k, in
 		return k, err
@@ -288,6 +297,31 @@ func (v *Verifier) parse(ctx context.Context, token string) (Claims, error) {
 		v.cache.put(token, &cachedToken{claims: c, until: c.ExpiresAt.Add(v.opts.Leeway), kid: kid, key: key, set: set})
 	}
 	return c, nil
+}
+
+// unheldKey refuses a token whose kid the held key set lacks when its
+// claims, read but not yet verified, would refuse it whatever key signed it
+// (expired, not yet valid, another issuer, no sub). Such a token is the
+// client's fault: during a JWKS outage looking its key up ended in a
+// KeySetError, a 503 that told a client holding an expired token to retry
+// the same token rather than log in again, and at any time it cost a fetch.
+// The unverified claims only ever refuse: a token they pass still needs its
+// key and the signature, so a forged token with plausible claims and an
+// unheld kid is still a 503 during an outage (it cannot be told from a
+// token of a key rotated in meanwhile).
+func (v *Verifier) unheldKey(kid string, rc *jwt.RegisteredClaims) error {
+	if set := v.keys.Load(); set != nil {
+		if _, ok := set.byKid[kid]; ok {
+			return nil
+		}
+	}
+	if err := v.claims.Validate(rc); err != nil {
+		return fmt.Errorf("key %q not held and the claims refuse the token: %w", kid, err)
+	}
+	if rc.Subject == "" {
+		return fmt.Errorf("key %q not held and the token has no sub", kid)
+	}
+	return nil
 }
 
 // Ready fetches the key set if none is held yet; use it as a readiness probe
