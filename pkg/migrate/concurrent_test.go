@@ -20,8 +20,29 @@ import (
 // included, which waited for the lock the build's session holds. PostgreSQL found the cycle ("deadlock detected")
 // and failed the waiting replica's start.
 func TestUpWaitsBesideAConcurrentIndexBuild(t *testing.T) {
-	ctx := context.Background()
+	upBesideIndexBuild(t, dbtest.PostgresURL(t))
+}
+
+// The same with a deadlock_timeout below the 200 ms each wait for the lock used to last, set for the database as an
+// operator would: both sides' deadlock checks then ran within one wait, found the cycle, and failed the index build
+// ("deadlock detected") or the waiting replica's start. A wait now lasts half the deadlock_timeout at most.
+func TestUpWaitsBesideAConcurrentIndexBuildShortDeadlockTimeout(t *testing.T) {
 	url := dbtest.PostgresURL(t)
+	db := pools(t, url, 1)[0]
+	var name string
+	if err := db.Raw("SELECT current_database()").Scan(&name).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Exec(`ALTER DATABASE "` + name + `" SET deadlock_timeout = '50ms'`).Error; err != nil {
+		t.Fatal(err) // a setting a superuser gives; testenv's role is one
+	}
+	upBesideIndexBuild(t, url)
+}
+
+// upBesideIndexBuild builds an index CONCURRENTLY while holding the migration lock that a replica's Up waits for.
+func upBesideIndexBuild(t *testing.T, url string) {
+	t.Helper()
+	ctx := context.Background()
 	conn := holdMigrationLock(t, url) // the replica migrating
 	if _, err := conn.ExecContext(ctx, "CREATE TABLE big (n BIGINT NOT NULL)"); err != nil {
 		t.Fatal(err)

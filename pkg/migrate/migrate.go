@@ -260,7 +260,11 @@ func (pgLock) SessionLock(ctx context.Context, conn *sql.Conn) error {
 }
 
 // lockAttempt bounds one wait in the server for the migration lock (see SessionLock). A release wakes the waiting
-// attempt at once, so it costs no latency; it only needs to stay below deadlock_timeout.
+// attempt at once, so it costs no latency; it only needs to stay below deadlock_timeout, which each side of the
+// cycle checks after waiting that long. An operator may set deadlock_timeout lower than this (it is 1 s by
+// default), so an attempt lasts half the server's deadlock_timeout when that is shorter. The value read is this
+// session's, which is the lock holder's too when it is set for the server, the database or the role, as replicas
+// of one service share those; a holder connecting with another deadlock_timeout of its own is not covered.
 const lockAttempt = 200 * time.Millisecond
 
 // lockNotAvailable is the SQLSTATE of a wait ended by lock_timeout.
@@ -274,8 +278,11 @@ func tryLock(ctx context.Context, conn *sql.Conn) (bool, error) {
 		return false, err
 	}
 	defer func() { _ = tx.Rollback() }() // after a failure; a no-op once committed
-	set := fmt.Sprintf("SET LOCAL lock_timeout = %d; SET LOCAL statement_timeout = 0", lockAttempt.Milliseconds())
-	if _, err := tx.ExecContext(ctx, set); err != nil {
+	// set_config(..., true) is SET LOCAL; pg_settings gives deadlock_timeout in ms, and greatest keeps a
+	// deadlock_timeout of 1 ms from making lock_timeout 0, which would mean no limit.
+	const set = `SELECT set_config('lock_timeout', greatest(1, least($1, setting::bigint / 2))::text, true),
+		set_config('statement_timeout', '0', true) FROM pg_settings WHERE name = 'deadlock_timeout'`
+	if _, err := tx.ExecContext(ctx, set, lockAttempt.Milliseconds()); err != nil {
 		return false, fmt.Errorf("set the wait's timeouts: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_lock($1)", lock.DefaultLockID); err != nil {
