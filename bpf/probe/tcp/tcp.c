@@ -246,33 +246,38 @@ static __always_inline bool dropped(__u32 established) {
 	return established == OPEN_DROPPED || established == CONNECT_DROPPED;
 }
 
+// forget deletes owner prev at sk, a socket's that has been freed with its close unseen, now that the address is
+// another socket's: the kernel frees a TCP socket only once it has passed CLOSE, and hands the address out again only
+// after the free. Its close was missed (seen: up to 60 dial connections a run of TestTCPCountsWhileOtherProgramsRun,
+// each last seen going ESTABLISHED -> FIN_WAIT1: their later changes ran in softirq while a thread of pid 1 was current,
+// and on this machine no BPF program runs then, with no recursion miss; README) and, for an open connection, is counted
+// here, by whichever delete succeeds, as at CLOSE. The agent counts such a close sooner, once the socket is gone from
+// the kernel's tables (struct owner's addresses), by deleting the owner itself: whichever delete succeeds counts. Its
+// retransmits since last counted cannot be read from a freed socket. A connecting owner's end is not counted: a failed
+// connect or an open and close both unseen, which of them is not known.
+static __always_inline void forget(__u64 *sk, const struct owner *prev) {
+	__u32 tgid = prev->tgid;
+	__u16 established = prev->established;
+	__u64 start = prev->start;
+	if (bpf_map_delete_elem(&owners, sk) || (established != OPEN_COUNTED && established != OPEN_DROPPED))
+		return;
+	struct tcp_stats *s = stats_of(tgid, start);
+	if (s)
+		__sync_fetch_and_add(&s->closed, 1);
+	else if (established == OPEN_DROPPED)
+		tcp_drop();
+}
+
 // own records o as the owner of socket sk. With owners full the socket is refused and counted once in owners_full
 // by the caller that says so (count): both set_state programs run for every change, so only one of them counts.
 //
-// An owner already there of an open connection is a socket that had this address before: the kernel frees a TCP
-// socket only once it has passed CLOSE, and hands the address out again only after the free, so that connection is
-// closed. Its close was missed (seen: up to 60 dial connections a run of TestTCPCountsWhileOtherProgramsRun, each last
-// seen going ESTABLISHED -> FIN_WAIT1: their later changes ran in softirq while a thread of pid 1 was current, and on
-// this machine no BPF program runs then, with no recursion miss; README) and is counted here,
-// by whichever run's delete succeeds, as at CLOSE; overwritten, it was lost with nothing counted. The agent counts
-// such a close sooner, once the socket is gone from the kernel's tables (struct owner's addresses), by deleting the
-// owner itself: whichever delete succeeds counts. Its retransmits
-// since last counted cannot be read from a freed socket. A connecting owner (0) is not taken for one: it is this
-// socket's own from the first set_state run.
+// An owner already there of an open connection is a freed socket's (forget); overwritten, its close was lost with
+// nothing counted. A connecting owner (0) is overwritten as it is: it is this socket's own from the first set_state
+// run, or a freed one's whose end is not counted anyway.
 static __always_inline bool own(__u64 *sk, struct owner *o, bool count) {
 	struct owner *prev = bpf_map_lookup_elem(&owners, sk);
-	if (prev && (prev->established == OPEN_COUNTED || prev->established == OPEN_DROPPED)) {
-		__u32 tgid = prev->tgid;
-		__u16 established = prev->established;
-		__u64 start = prev->start;
-		if (!bpf_map_delete_elem(&owners, sk)) {
-			struct tcp_stats *s = stats_of(tgid, start);
-			if (s)
-				__sync_fetch_and_add(&s->closed, 1);
-			else if (established == OPEN_DROPPED)
-				tcp_drop();
-		}
-	}
+	if (prev && (prev->established == OPEN_COUNTED || prev->established == OPEN_DROPPED))
+		forget(sk, prev);
 	if (!bpf_map_update_elem(&owners, sk, o, BPF_ANY))
 		return true;
 	if (count) {
@@ -332,8 +337,17 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// softirq, where an entry made for the owner could be one of a process that has exited). The second run of
 		// this change finds the entry and writes the same owner.
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-		if (!tracked())
+		if (!tracked()) {
+			// A socket that starts connecting has no owner but one a freed socket left at its address (forget),
+			// which, left there, would be taken for this untracked one: its open, retransmits and close counted
+			// for the owner's process, as set_state, retransmit and recount look owners up by the address alone
+			// (recount's address check does not tell a connect to the same place). The cost for every untracked
+			// connect on the machine: this lookup.
+			struct owner *prev = bpf_map_lookup_elem(&owners, &sk);
+			if (prev)
+				forget(&sk, prev);
 			return 0;
+		}
 		struct tcp_stats *s = stats_for(tgid);
 		struct owner o = owner_of(tgid, s, s ? 0 : CONNECT_DROPPED, sock);
 		// The addresses known so far (all but the local port, chosen after this change unless bound): recount
@@ -346,6 +360,12 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 	struct owner *o = bpf_map_lookup_elem(&owners, &sk);
 	if (!o)
 		return 0;
+	// A listener's new child (inet_csk_clone_lock: LISTEN -> SYN_RECV, in softirq, before any other change of it) has
+	// no owner yet, whoever accepts it (accept_ret owns it later): one here is a freed socket's, as at SYN_SENT above.
+	if (ns == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
+		forget(&sk, o);
+		return 0;
+	}
 	// A connect reaches ESTABLISHED from SYN_SENT, or from SYN_RECV after a simultaneous open (both ends sent a SYN:
 	// NAT hole punching, a socket connected to its own address); either is the connect's open. A passive socket also
 	// passes SYN_RECV to ESTABLISHED, but its owner, if it has one yet, was made by accept_ret with the open counted.
@@ -511,10 +531,15 @@ static __always_inline bool same_socket(const struct owner *o, const struct sock
 // with an owner what the programs would have: counts the open of a connecting owner whose socket is open, and the
 // segments retransmitted since last counted.
 //
-// Counted once: from 5.15 the iterator holds each socket's lock while this runs (lock_sock), so no state change or
-// retransmit of it runs meanwhile (softirq defers to the backlog, a timer to release_sock), and whichever of this and
-// set_state comes second finds the owner open, as set_state's second run does. Before 5.15 the iterator takes no
-// lock, so the agent does not run it there (system.go). What it cannot see: a connection that opened and closed
+// Counted once: from 5.15 the iterator holds each full socket's lock while this runs (bpf_iter_tcp_seq_show in
+// net/ipv4/tcp_ipv4.c), so no state change or retransmit of it runs meanwhile, and whichever of this and set_state
+// comes second finds the owner open, as set_state's second run does. How it holds it differs: 5.15 takes
+// lock_sock_fast, whose fast path (the socket not owned by a process: __lock_sock_fast, net/core/sock.c) keeps the
+// socket's spinlock with softirqs off on this CPU, so a softirq or timer for the socket on another CPU spins on that
+// spinlock (bh_lock_sock in tcp_v4_rcv and the TCP timers) until this returns, and none runs on this CPU; later kernels
+// (lock_sock since the bpf_sock_destroy series, 2023; 6.18 here) mark the socket owned, so a softirq queues the packet
+// to the backlog and a timer defers to release_sock. Before 5.15 the iterator takes no lock, so the agent does not
+// run it there (system.go). What it cannot see: a connection that opened and closed
 // between two reads, both unseen (its owner stays connecting: as a failed connect no program saw, it waits for its
 // address to be reused); and a passive open needs nothing of it (accept_ret, in the accepting process, sees it).
 SEC("iter/tcp")
