@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""The gateway's resident memory idle and after a few seconds of requests, for its memory request (deploy/README.md,
+"Memory requests"). Runs a gateway binary built as deploy/Dockerfile builds it, with deploy's GOMEMLIMIT and one event
+loop (its 1-CPU limit), against the etcd and Redis of `scripts/deps.sh env`; no upstream runs, so the requests end in
+401, 404 and 503, which still go through the parser, the limits and the router.
+
+    eval "$(scripts/deps.sh env)"
+    CGO_ENABLED=0 go build -trimpath -tags nosqlite,nomsgpack -ldflags="-s -w" -o /tmp/gw ./gateway/cmd/gateway
+    python3 deploy/scripts/gateway_rss.py /tmp/gw 3
+"""
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HTTP, ADMIN = 28080, 29080
+
+
+def status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def get(conn, path):
+    conn.request("GET", path, headers={"Host": "gateway", "Authorization": "Bearer abc.def.ghi"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status
+
+
+def run(binary, i):
+    name = f"rss{os.getpid()}-{i}"  # limits and dynamic config of its own in the shared Redis and etcd
+    env = dict(os.environ, HTTP_ADDR=f":{HTTP}", ADMIN_ADDR=f"127.0.0.1:{ADMIN}", GOMEMLIMIT="102MiB",
+               GATEWAY_EVENT_LOOPS="1", GATEWAY_LIMIT_NAMESPACE=name, GATEWAY_DYNAMIC_KEY=name,
+               GATEWAY_IP_LIMIT="0", GATEWAY_USER_LIMIT="0", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1",
+               OTEL_METRICS_EXPORTER="none", LOG_LEVEL="error")
+    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                get(http.client.HTTPConnection("127.0.0.1", HTTP, timeout=2), "/healthz")
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+        time.sleep(2)
+        idle = status(proc.pid)
+        conn, codes, end = http.client.HTTPConnection("127.0.0.1", HTTP, timeout=5), {}, time.time() + 5
+        while time.time() < end:
+            for path in ("/api/v1/products", "/api/v1/orders/x", "/.well-known/jwks.json", "/nope"):
+                code = get(conn, path)
+                codes[code] = codes.get(code, 0) + 1
+        time.sleep(2)
+        after = status(proc.pid)
+        print(i, "idle", idle, "after", after, codes, flush=True)
+        return idle, after
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main():
+    binary, runs = sys.argv[1], int(sys.argv[2])
+    results = [run(binary, i) for i in range(runs)]
+    for key in ("VmRSS", "RssAnon", "RssFile"):
+        print(f"{key} MiB: idle median {statistics.median(r[0][key] for r in results):.1f}, "
+              f"after requests median {statistics.median(r[1][key] for r in results):.1f}")
+
+
+if __name__ == "__main__":
+    main()
