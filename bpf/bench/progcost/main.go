@@ -17,6 +17,11 @@
 //
 //	go build -o /tmp/progcost ./bench/progcost && sudo /tmp/progcost -rounds 3 -d 4s
 //	git show HEAD~1:bpf/probe/httpserver/bpf_x86_bpfel.o >/tmp/before.o && sudo /tmp/progcost -obj before=/tmp/before.o
+//
+// -tcp prices the TCP probe's state change programs instead (tcp.go), of each object given, alternated by round:
+//
+//	git show HEAD~1:bpf/probe/tcp/bpf_x86_bpfel.o >/tmp/tcp-before.o && sudo /tmp/progcost -rounds 9 \
+//		-tcp before=/tmp/tcp-before.o -tcp after=probe/tcp/bpf_x86_bpfel.o
 package main
 
 import (
@@ -145,10 +150,21 @@ func main() {
 	withSleepable := flag.Bool("sleepable", false, "also price bpf_copy_from_user in a sleepable uprobe (one and three reads)")
 	var objs objFlags
 	flag.Var(&objs, "obj", "`name=path.o`: also price the HTTP server probe built into path.o (repeatable)")
+	var tcpObjs objFlags
+	flag.Var(&tcpObjs, "tcp", "`name=path.o`: price the TCP probe's state change programs built into path.o instead, side by side with the other -tcp objects (repeatable; tcp.go)")
+	dials := flag.Int("dials", 2000, "with -tcp: loopback connections per object and round")
 	flag.Parse()
 	log.SetFlags(0)
 	if os.Geteuid() != 0 {
 		log.Fatal("progcost loads eBPF programs: run it as root")
+	}
+	if len(tcpObjs) > 0 {
+		fmt.Println(host())
+		if err := priceTCP(tcpObjs, *rounds, *dials); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("load average at the end: %s\n", loadAvg())
+		return
 	}
 	dir, err := os.MkdirTemp("", "progcost")
 	if err != nil {
