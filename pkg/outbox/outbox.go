@@ -7,7 +7,8 @@
 // Several replicas may run a Relay on the same table. On PostgreSQL each leases the rows it claims in one UPDATE ...
 // RETURNING (rows locked by a concurrent claim are skipped) for longer than its publish may take, then marks them sent,
 // so no row is published by two relays at once; rows leased by a relay that died wait out the lease
-// (RelayOptions.Lease) and are then sent again. On SQLite every transaction
+// (RelayOptions.Lease) and are then sent again. Leases and backoffs are written and compared in PostgreSQL's clock,
+// so replicas whose own clocks disagree still keep each other's leases. On SQLite every transaction
 // starts with BEGIN IMMEDIATE (see package database), so a relay's claim-publish-mark transaction holds the database's only
 // write lock: other relays, in this process or another, wait for it and then see the rows marked sent. The cost is that
 // the service's own writes wait while a batch is being published (bounded by RelayOptions.PublishTimeout): acceptable

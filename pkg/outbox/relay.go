@@ -122,6 +122,8 @@ type Relay struct {
 	nudge  chan struct{}
 	tracer trace.Tracer
 	topics *kafkatopic.Creator // nil unless w is a *kafka.Writer; see write
+	// clock is this process's wall clock (time.Now; a test sets it to stand for a replica whose clock is off).
+	clock func() time.Time
 
 	// retries are the next_attempt_at (Unix ms) that record set on failed rows and no round has claimed since: Run
 	// polls when the earliest comes due instead of on its idle schedule. A slice, not a single time, so the later rows
@@ -153,6 +155,7 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 		o:      o.withDefaults(),
 		nudge:  make(chan struct{}, 1),
 		tracer: otel.Tracer(instrumentation),
+		clock:  time.Now,
 	}
 	if kw, ok := w.(*kafka.Writer); ok {
 		kw.RequiredAcks = kafka.RequireAll
@@ -320,7 +323,7 @@ func (r *Relay) RunOnce(ctx context.Context) (claimed int, err error) {
 // of the relay's database work when rows arrive one by one. A row committed meanwhile is not missed: its writer's
 // Nudge waits in the channel.
 func (r *Relay) round(ctx context.Context) (claimed int, more bool, err error) {
-	r.forgetRetriesDue(time.Now())
+	r.forgetRetriesDue(r.clock())
 	if r.db.Dialector.Name() == "postgres" {
 		claimed, more, err = r.leasedRound(ctx)
 	} else {
@@ -360,9 +363,10 @@ func (r *Relay) leasedRound(ctx context.Context) (claimed int, more bool, err er
 	sctx, done := afterStop(ctx, stopGrace)
 	defer done()
 	db := r.db.WithContext(sctx)
-	rs, err := db.Raw(`UPDATE outbox o SET next_attempt_at = ?
-WHERE o.id IN (`+dueIDs+` FOR UPDATE SKIP LOCKED)
-RETURNING `+claimColumns, start.Add(r.o.Lease).UnixMilli(), start.UnixMilli(), r.o.BatchSize).Rows()
+	// The lease and the due test both read PostgreSQL's clock (pgNow), not this replica's: see nowSQL.
+	rs, err := db.Raw(`UPDATE outbox o SET next_attempt_at = `+pgNow+` + ?
+WHERE o.id IN (`+dueIDs(pgNow)+` FOR UPDATE SKIP LOCKED)
+RETURNING `+claimColumns, r.o.Lease.Milliseconds(), r.o.BatchSize).Rows()
 	if err != nil {
 		return 0, false, fmt.Errorf("claim: %w", err)
 	}
@@ -420,7 +424,7 @@ func (r *Relay) untilRetry(wait time.Duration) time.Duration {
 	if len(r.retries) == 0 {
 		return wait
 	}
-	return min(wait, time.Until(time.UnixMilli(slices.Min(r.retries))))
+	return min(wait, time.UnixMilli(slices.Min(r.retries)).Sub(r.clock()))
 }
 
 // stopGrace is how long a round's statements may go on once the relay's context has ended.
@@ -495,7 +499,8 @@ func (r *Relay) release(db *gorm.DB, rows []Message) error {
 	for i, m := range rows {
 		ids[i] = m.ID
 	}
-	if err := db.Exec("UPDATE outbox SET next_attempt_at = ? WHERE id IN ?", time.Now().UnixMilli(), ids).Error; err != nil {
+	now, args := r.nowSQL()
+	if err := db.Exec("UPDATE outbox SET next_attempt_at = "+now+" WHERE id IN ?", append(args, ids)...).Error; err != nil {
 		return fmt.Errorf("release %d claimed rows: %w", len(ids), err)
 	}
 	return nil
@@ -573,20 +578,38 @@ const claimColumns = `o.id, o.topic, o.key, o.event_id, o.event_type, o.headers,
   EXISTS (SELECT 1 FROM outbox n
           WHERE n.sent_at IS NULL AND n.topic = o.topic AND n.key = o.key AND n.id > o.id) AS followed`
 
-// dueIDs selects (arguments: now in Unix ms, the batch size) the ids of due rows that are the oldest unsent row of
-// their topic and key: what both kinds of round claim.
-const dueIDs = `SELECT c.id FROM outbox c
-WHERE c.sent_at IS NULL AND c.next_attempt_at <= ?
+// dueIDs selects (arguments: those of now, then the batch size) the ids of due rows that are the oldest unsent row of
+// their topic and key: what both kinds of round claim. now is the SQL of the current time in Unix ms (see nowSQL).
+func dueIDs(now string) string {
+	return `SELECT c.id FROM outbox c
+WHERE c.sent_at IS NULL AND c.next_attempt_at <= ` + now + `
   AND NOT EXISTS (SELECT 1 FROM outbox p
                   WHERE p.sent_at IS NULL AND p.topic = c.topic AND p.key = c.key AND p.id < c.id)
 ORDER BY c.id
 LIMIT ?`
+}
+
+// pgNow is PostgreSQL's clock in Unix ms, the same all through one statement.
+const pgNow = `(extract(epoch FROM statement_timestamp()) * 1000)::bigint`
+
+// nowSQL returns the SQL of the current time in Unix ms that next_attempt_at is written and compared with, and its
+// arguments. On PostgreSQL that is the database's clock: replicas on several hosts share the table, and a lease
+// written by one clock and tested by another held only while the two were within Lease less PublishTimeout (10 s)
+// of each other; a replica ahead by more claimed rows one behind was still publishing, and published them too. On
+// SQLite every relay runs on the database's host, whose clock the process's is.
+func (r *Relay) nowSQL() (string, []any) {
+	if r.db.Dialector.Name() == "postgres" {
+		return pgNow, nil
+	}
+	return "?", []any{r.clock().UnixMilli()}
+}
 
 // claim reads the due rows inside a locked round's transaction, which already holds SQLite's write lock (BEGIN
 // IMMEDIATE).
 func (r *Relay) claim(tx *gorm.DB) ([]claimedRow, error) {
-	rs, err := tx.Raw(`SELECT `+claimColumns+` FROM outbox o WHERE o.id IN (`+dueIDs+`) ORDER BY o.id`,
-		time.Now().UnixMilli(), r.o.BatchSize).Rows()
+	now, args := r.nowSQL()
+	rs, err := tx.Raw(`SELECT `+claimColumns+` FROM outbox o WHERE o.id IN (`+dueIDs(now)+`) ORDER BY o.id`,
+		append(args, r.o.BatchSize)...).Rows()
 	if err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
 	}
@@ -883,15 +906,16 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 			stored = append(stored, outcome{m: m, err: errs[i]}) // logged and counted by account
 			continue
 		}
-		next := now.Add(r.backoff(m.Attempts + 1)).UnixMilli()
-		err := r.exec(tx, retryUntil, "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE id = ?",
-			truncate(errs[i].Error(), 1000), next, m.ID)
+		wait := r.backoff(m.Attempts + 1)
+		dbNow, nowArgs := r.nowSQL()
+		err := r.exec(tx, retryUntil, "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = "+dbNow+" + ? WHERE id = ?",
+			append(append([]any{truncate(errs[i].Error(), 1000)}, nowArgs...), wait.Milliseconds(), m.ID)...)
 		if err != nil {
 			return stored, fmt.Errorf("record failure of row %d: %w", m.ID, err)
 		}
 		// Remembered even if a locked round's transaction then rolls back: that costs one poll finding nothing.
 		r.retryMu.Lock()
-		r.retries = append(r.retries, next)
+		r.retries = append(r.retries, r.clock().Add(wait).UnixMilli()) // when to poll, by this process's clock
 		r.retryMu.Unlock()
 		r.logFailure(tx.Statement.Context, m, errs[i])
 	}
