@@ -195,7 +195,7 @@ func (v *Value[T]) rereadUntilDone(ctx context.Context, cli *clientv3.Client) (r
 }
 
 // follow applies the watch's changes from rev until it ends or a probe finds etcd's revision below the last one seen,
-// or the key there other than the watch showed, and returns whether a probe ended it.
+// or the key there other than the watch showed, or its raft term below one seen, and returns whether a probe ended it.
 func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, read *clientv3.GetResponse,
 	probe <-chan time.Time, every time.Duration) bool {
 	end := etcdwatch.Follow(ctx, cli, v.key, rev, read, probe, every, func(resp clientv3.WatchResponse) {
@@ -218,9 +218,12 @@ func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, 
 		v.log.WarnContext(ctx, "dynconfig: etcd holds another key at the revision last seen than the watch showed"+
 			" (restarted without its data and written since?), reading again", "key", v.key, "revision", end.Revision,
 			"seen", end.Next-1)
+	case end.Lost:
+		v.log.WarnContext(ctx, "dynconfig: etcd's raft term went back (wiped or restored from a snapshot?), reading again",
+			"key", v.key, "revision", end.Revision)
 	}
-	// Either way etcd's history is not the one the applied revision belongs to: the re-read applies what it finds.
-	return end.WentBack || end.Replaced
+	// Each way etcd's history is not the one the applied revision belongs to: the re-read applies what it finds.
+	return end.WentBack || end.Replaced || end.Lost
 }
 
 // reread gets the key once, giving up when the client closes: the etcd

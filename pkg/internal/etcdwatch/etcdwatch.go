@@ -37,7 +37,8 @@ type End struct {
 	Err        error // the watch's error, when it ended on one
 	WentBack   bool  // a probe found etcd's revision below Next-1, the last one seen
 	Replaced   bool  // a probe found etcd holding other keys than the watch showed, at its last event's revision (held)
-	Revision   int64 // etcd's revision that probe read, when WentBack or Replaced
+	Lost       bool  // a probe found etcd's raft term below one read before: its raft log was lost (see Follow)
+	Revision   int64 // etcd's revision that probe read, when WentBack, Replaced or Lost
 }
 
 // Follow watches key with opts (clientv3.WithPrefix, say) from rev and passes every response without an error to
@@ -51,6 +52,14 @@ type End struct {
 // fails says nothing (etcd may be away, and the watch resumes by itself when it is back), nor does a range compacted
 // past the last revision seen (a replaced etcd has not compacted past a revision it reached a moment ago). The watch
 // ends when Follow returns.
+//
+// A probe also ends the watch when etcd's raft term reads below the highest that read (or a probe before it) read:
+// a term never goes back in a cluster that keeps its log (a restart, an election only raise it, and a linearizable
+// read is served at the current leader's term or above), while an etcd wiped or restored from a snapshot starts
+// again at term 2, keeping its cluster and member ids (hashes of its configuration). That tells an etcd refilled
+// with as many keys and the same last-written key as the watch showed, which held cannot, whenever the old etcd had
+// reached a higher term (one restart or election is enough); one wiped while still at its first term still cannot
+// be told apart by anything these cheap reads return.
 func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, read *clientv3.GetResponse,
 	probe <-chan time.Time, period time.Duration, handle func(clientv3.WatchResponse), opts ...clientv3.OpOption) End {
 	// WithRequireLeader: etcd ends the watch with ErrNoLeader once its member has lost the leader (package doc).
@@ -59,8 +68,10 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 	end := End{Next: rev}
 	wch := cli.Watch(wctx, key, append(opts[:len(opts):len(opts)], clientv3.WithRev(rev))...)
 	var seen held
+	var term uint64 // the highest raft term a linearizable read showed: the caller's, then the probes'
 	if read != nil && read.Header != nil && read.Header.Revision == rev-1 {
 		seen.keep(read.Kvs)
+		term = read.Header.RaftTerm
 	}
 	// shown is the revision up to which the watch has shown every event, where seen is what etcd holds: the last
 	// event's, not the response's revision. A watch behind etcd's revision gets its events in batches of at most 1000
@@ -91,6 +102,14 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 				pcancel()
 				end.WentBack, end.Revision = true, resp.Header.Revision
 				return end
+			}
+			if err == nil && resp.Header.RaftTerm < term {
+				pcancel()
+				end.Lost, end.Revision = true, resp.Header.Revision
+				return end
+			}
+			if err == nil {
+				term = resp.Header.RaftTerm
 			}
 			if err == nil && shown > 0 {
 				if seen.mods == nil {
