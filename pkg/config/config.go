@@ -23,6 +23,13 @@
 // the variable. A `notEmpty` variable holding only whitespace counts as empty,
 // and list items are trimmed, empty ones dropped ("a, b," is a and b).
 //
+// A variable the struct does not read is ignored, even one that looks like a
+// misspelt neighbour (GATEWAY_RATE_LIMT beside GATEWAY_…): Kubernetes gives
+// every pod a GATEWAY_PORT, USER_SERVICE_HOST, ... for each Service of its
+// namespace (deploy's TestManifestsGiveValuesTheBinariesAccept), so refusing
+// unknown names under a binary's prefix would stop it there, and a warning
+// would fire on every pod. The generated table is where a name is checked.
+//
 // A field's type is named for people ("duration (e.g. 500ms, 10s)",
 // "integer") in the table and in the messages; a type with a form of its own
 // names it with a TypeName method ([TypeNamer]), or it is shown by its Go name.
