@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,11 +32,12 @@ func testCallProbes(t *testing.T, cfg Config) {
 	env = append(env, "PULSAR_URL="+pulsarURL)
 	server := startTarget(t, buildTarget(t, false)) // not a target of the agent: only the clients are
 	// The third run gives the probes one-entry slot tables (slotEntries), so that nearly every call and series takes
-	// the hash-map fallback: both paths must count exactly. The three run at once, each on its own copy of the
-	// binary, so that its agent sees its own clients process only.
-	for _, c := range []struct{ stripped, fallback bool }{{false, false}, {true, false}, {false, true}} {
+	// the hash-map fallback: both paths must count exactly. The fourth probes a position-independent, stripped
+	// build with -trimpath (no DWARF, code addresses in relocations: every exit on a RET). They run at once, each on
+	// its own copy of the binary, so that its agent sees its own clients process only.
+	for _, c := range []struct{ stripped, fallback, pie bool }{{false, false, false}, {true, false, false}, {false, true, false}, {true, false, true}} {
 		stripped := c.stripped
-		t.Run(fmt.Sprintf("stripped=%v,fallback=%v", stripped, c.fallback), func(t *testing.T) {
+		t.Run(fmt.Sprintf("stripped=%v,fallback=%v,pie=%v", stripped, c.fallback, c.pie), func(t *testing.T) {
 			t.Parallel()
 			cfg := cfg
 			if c.fallback {
@@ -45,7 +47,15 @@ func testCallProbes(t *testing.T, cfg Config) {
 			if stripped {
 				name += "-stripped"
 			}
-			bin := ownCopy(t, build(t, "testdata/clients", name, stripped))
+			var bin string
+			if c.pie {
+				name += "-pie-trimpath"
+				bin = buildOnce(t, name, append(os.Environ(), "CGO_ENABLED=0"), "build", "-buildmode=pie", "-trimpath",
+					"-ldflags=-s -w", "-o", filepath.Join(binDir, name), "../../testdata/clients")
+			} else {
+				bin = build(t, "testdata/clients", name, stripped)
+			}
+			bin = ownCopy(t, bin)
 			a := newAgentWith(t, cfg, bin)
 			a.Scan()
 			const n = 20

@@ -63,6 +63,14 @@ func main() {
 		}
 		_, err := hc.Get("http://127.0.0.1:1/refused")
 		c.add("http", err)
+		// Calls their context ends: before the call (roundTrip returns at once) and during it (the handler sleeps
+		// past the deadline): both are calls that failed.
+		done, stop := context.WithCancel(ctx)
+		stop()
+		c.add("http", get(hc, done, *httpURL))
+		short, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+		c.add("http", get(hc, short, *httpURL+"?us=2000000"))
+		stop()
 	}
 
 	if u := os.Getenv("DATABASE_URL"); u != "" {
@@ -98,6 +106,14 @@ func main() {
 		}
 		rows.Close()
 		c.add("sql query", nil)
+		// A query its context cuts off while PostgreSQL runs it: the driver cancels it, queryDC fails.
+		short, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+		_, err = db.QueryContext(short, "SELECT pg_sleep(2)")
+		stop()
+		if err == nil {
+			fail("sql query past its deadline", errors.New("no error"))
+		}
+		c.add("sql query", err)
 		db.Close()
 	}
 
@@ -192,6 +208,13 @@ func main() {
 			err := w.WriteMessages(ctx, kafka.Message{Value: []byte(strconv.Itoa(i))})
 			c.add("kafka", err)
 		}
+		done, stop := context.WithCancel(ctx)
+		stop()
+		err := w.WriteMessages(done, kafka.Message{Value: []byte("cancelled")})
+		if err == nil {
+			fail("kafka write with a cancelled context", errors.New("no error"))
+		}
+		c.add("kafka", err)
 		w.Close()
 	}
 
@@ -222,12 +245,33 @@ func main() {
 			_, err := prod.Send(ctx, &pulsar.ProducerMessage{Payload: []byte(strconv.Itoa(i))})
 			c.add("pulsar", err)
 		}
+		done, stop := context.WithCancel(ctx)
+		stop()
+		_, err = prod.Send(done, &pulsar.ProducerMessage{Payload: []byte("cancelled")})
+		if err == nil {
+			fail("pulsar send with a cancelled context", errors.New("no error"))
+		}
+		c.add("pulsar", err)
 		prod.Close()
 		pc.Close()
 	}
 
 	json.NewEncoder(os.Stdout).Encode(c)
 	io.Copy(io.Discard, os.Stdin)
+}
+
+// get makes one GET of url under ctx and returns its error, the body read and closed.
+func get(hc *http.Client, ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
 }
 
 // deeper calls f n frames further down the stack.
