@@ -59,7 +59,9 @@ func checkModule(f *elf.File, fn string) error {
 }
 
 // ModuleVersion is the version of module path that f was built with, from .go.buildinfo (stripped binaries keep
-// it); a replaced module gets its replacement's version ("" for a directory).
+// it). A module replaced by another version of itself gets that version; one replaced by another module (a fork, a
+// directory) gets "=> <replacement> <version>", as go version -m shows it, which no pinned version equals: a fork
+// keeps the version string it was forked at while its code, and its functions' results, may differ.
 func ModuleVersion(f *elf.File, path string) (string, error) {
 	ss, err := buildInfo(f, 2)
 	if err != nil {
@@ -76,8 +78,11 @@ func ModuleVersion(f *elf.File, path string) (string, error) {
 	}
 	for _, m := range bi.Deps {
 		if m.Path == path {
-			if m.Replace != nil {
-				return m.Replace.Version, nil
+			if r := m.Replace; r != nil {
+				if r.Path != path {
+					return strings.TrimSpace("=> " + r.Path + " " + r.Version), nil
+				}
+				return r.Version, nil
 			}
 			return m.Version, nil
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -40,6 +41,38 @@ func TestOtherModuleVersionRefused(t *testing.T) {
 	f := rewritten(t, orig, module+"\t"+pinned, module+"\t"+other)
 	if _, _, err := ErrorRegister(f, fn); err == nil || !strings.Contains(err.Error(), other) {
 		t.Errorf("stripped binary linking %s %s: ErrorRegister error %v, want a refusal naming %s", module, other, err, other)
+	}
+}
+
+// A module replaced by another (a fork, go.mod's replace directive) at the pinned version string is not the pinned
+// module: its functions may return other results, so a stripped binary linking it must be refused as well. The
+// version check read the replacement's version alone and gave such a fork the fallback layout (found by review).
+// The binary is the pinned build with go-redis's line in .go.buildinfo rewritten into a replacement of the same
+// length (the checksum shortened to make room; nothing reads it).
+func TestReplacedModuleRefused(t *testing.T) {
+	orig, _ := buildStripped(t, "clients")
+	const fn, module = "github.com/redis/go-redis/v9.(*baseClient)._process", "github.com/redis/go-redis/v9"
+	line := regexp.MustCompile(regexp.QuoteMeta(module+"\t"+ResultModules[module]+"\t") + "h1:[A-Za-z0-9+/=]+\n").Find(orig)
+	if line == nil {
+		t.Fatalf("no line of %s %s in .go.buildinfo", module, ResultModules[module])
+	}
+	for _, c := range []struct {
+		to      string
+		refused bool
+	}{
+		{"example.com/fork/redis/v9", true},
+		{module, false}, // replaced by itself at the same version: the pinned module
+	} {
+		repl := module + "\t" + ResultModules[module] + "\n=>\t" + c.to + "\t" + ResultModules[module] + "\th1:"
+		if len(repl) >= len(line) {
+			t.Fatalf("replacement %q does not fit in %q", repl, line)
+		}
+		repl += strings.Repeat("A", len(line)-len(repl)-1) + "\n"
+		f := rewritten(t, orig, string(line), repl)
+		_, _, err := ErrorRegister(f, fn)
+		if refused := err != nil; refused != c.refused || refused && !strings.Contains(err.Error(), c.to) {
+			t.Errorf("stripped binary linking %s replaced by %s: ErrorRegister error %v, want refused=%v naming it", module, c.to, err, c.refused)
+		}
 	}
 }
 
