@@ -888,20 +888,20 @@ func MarkTrailer(h *fasthttp.RequestHeader) {
 	}
 }
 
-// trailed says whether a field follows trailerMark in h. The Connection
-// that All yields after the parsed fields is the parser's own close (a
-// trailer may not carry one: the parser refuses it).
-func trailed(h *fasthttp.RequestHeader) bool {
-	after := false
+// trailed says whether h holds trailerMark (the request is chunked) and
+// whether a field follows it. The Connection that All yields after the
+// parsed fields is the parser's own close (a trailer may not carry one: the
+// parser refuses it).
+func trailed(h *fasthttp.RequestHeader) (marked, trailer bool) {
 	for k := range h.All() {
 		switch {
-		case after && string(k) != fasthttp.HeaderConnection:
-			return true
+		case marked && string(k) != fasthttp.HeaderConnection:
+			return true, true
 		case string(k) == trailerMark:
-			after = true
+			marked = true
 		}
 	}
-	return false
+	return marked, false
 }
 
 // AdminFramed reports whether a request to an admin path may be answered
@@ -921,7 +921,8 @@ func AdminFramed(h *fasthttp.RequestHeader) bool {
 
 // AdminTrailer is for the admin paths (/healthz, /readyz), which the
 // transports answer outside the chain: it removes the trailer mark
-// (MarkTrailer) and, when fields came in a chunked request's trailer
+// (MarkTrailer), closes the connection after a chunked request as Begin
+// does on every other path, and, when fields came in a chunked request's trailer
 // section, answers 400 malformed-request with the connection closed, as
 // Begin does for any other path, and reports true. Without it the mark
 // and those fields went on to the admin handlers: nothing read the mark,
@@ -934,8 +935,13 @@ func AdminTrailer(ctx *fasthttp.RequestCtx) bool {
 	// a chunked request has the length it came to (0 without a body), so
 	// the length cannot tell. Two walks of the fields, on admin paths only.
 	h := &ctx.Request.Header
-	trailer := trailed(h)
+	chunked, trailer := trailed(h)
 	h.Del(trailerMark)
+	if chunked {
+		// Answered here, but closed after, as Begin closes after every
+		// chunked request (checkHead's closes).
+		ctx.SetConnectionClose()
+	}
 	if !trailer {
 		return false
 	}

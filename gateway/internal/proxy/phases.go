@@ -337,8 +337,19 @@ type headCheck struct {
 	// ambiguous: a chunked request that also has a Content-Length (RFC
 	// 9112 §6.3), or is HTTP/1.0 (§6.1). It is read by its coding, but a
 	// hop before the gateway may have framed it otherwise: answered,
-	// whatever the answer, then closed.
+	// whatever the answer, then closed, and never outside the chain.
 	ambiguous bool
+	// closes: the request is chunked, ambiguous or not: answered, then
+	// closed (the admin paths too: AdminTrailer). Alone, chunked is sound,
+	// but fasthttp's server ends a trailer section at a bare LF
+	// ("0\r\n\n", which §2.2 lets a recipient take for CRLF) and keeps
+	// nothing of how it ended, while a hop in front that wants CRLF reads
+	// what follows as more of the trailer: kept open, those bytes were
+	// answered as a request the hop never sent. The event loop refuses
+	// that LF itself, but the rule is one for both transports, so that
+	// they keep the same connections. The cost is a new connection after
+	// each chunked request; the platform's clients send a Content-Length.
+	closes bool
 	// emptyType: its one Content-Type line is empty (the parser holds no
 	// value), to be put back (keepEmptyContentType).
 	emptyType bool
@@ -362,7 +373,8 @@ func checkHead(h *fasthttp.RequestHeader, sent optional, trailer bool, lines hea
 	// chunked body ("0\r\n\r\n") is read that is 0, and such a request
 	// kept its connection on both transports.
 	hosts, codings, types, chunked := lines.hosts, lines.codings, lines.types, lines.chunked
-	c.ambiguous = codings > 0 && (!h.IsHTTP11() || fieldLines(h.RawHeaders(), "content-length:", 1) > 0)
+	c.closes = codings > 0
+	c.ambiguous = c.closes && (!h.IsHTTP11() || fieldLines(h.RawHeaders(), "content-length:", 1) > 0)
 	switch {
 	case !SupportedVersion(h):
 		c.fault = headVersion
@@ -437,7 +449,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	// request has its id; sent holds none of them (see MarkTrailer).
 	trailer := false
 	if st.sent&optTrailerMark != 0 {
-		trailer = trailed(h)
+		_, trailer = trailed(h)
 		h.Del(trailerMark)
 	}
 	lines := scanLines(h.RawHeaders())
@@ -468,7 +480,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	// One check decides what Begin takes of the head as it is, and the
 	// admin paths ask the same one (AdminFramed): kept apart, the two drifted.
 	hc := checkHead(h, st.sent, trailer, lines)
-	if hc.ambiguous {
+	if hc.closes {
 		x.Close = true
 	}
 	if hc.fault != headSound {

@@ -540,13 +540,17 @@ func TestAdminFramed(t *testing.T) {
 }
 
 // AdminFramed and Begin must not drift apart: what the admin paths answer
-// outside the chain, keeping the connection, is exactly what Begin would
-// forward as it is (200 from the upstream, connection kept). Anything else
-// goes to the chain on those paths too. Heads are compared on a routed path,
-// as AdminFramed reads no path.
+// outside the chain is exactly what Begin would forward as it is (200 from
+// the upstream, connection kept; for a chunked request, closed, which
+// AdminTrailer does on the admin paths). Anything else goes to the chain
+// on those paths too. Heads are compared on a routed path, as AdminFramed
+// reads no path.
 func TestAdminFramedAgreesWithBegin(t *testing.T) {
 	up := startUpstream(t)
 	p, _ := newTestProxy(t, Options{}, up)
+	// The one sound chunked head: closed by both (AdminTrailer on the
+	// admin paths); the ambiguous ones Begin answers and closes too.
+	const chunkedAlone = "POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
 	for _, raw := range []string{
 		"GET /api/v1/products HTTP/1.1\r\nHost: 10.0.0.7:8080\r\n\r\n",
 		"GET /api/v1/products HTTP/1.0\r\n\r\n",
@@ -554,7 +558,7 @@ func TestAdminFramedAgreesWithBegin(t *testing.T) {
 		"GET http://gw/api/v1/products HTTP/1.1\r\n\r\n",
 		"GET http://gw/api/v1/products HTTP/1.0\r\n\r\n",
 		"GET http://gw:80/api/v1/products HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-		"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		chunkedAlone,
 		"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length : 5\r\n\r\n",
 		"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: identity\r\n\r\n",
 		"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -572,7 +576,7 @@ func TestAdminFramedAgreesWithBegin(t *testing.T) {
 		}
 		framed := AdminFramed(&req.Header)
 		ctx := serve(p, raw)
-		forwarded := ctx.Response.StatusCode() == fasthttp.StatusOK && !ctx.Response.ConnectionClose()
+		forwarded := ctx.Response.StatusCode() == fasthttp.StatusOK && ctx.Response.ConnectionClose() == (raw == chunkedAlone)
 		if framed != forwarded {
 			t.Errorf("%q: AdminFramed %v, but Begin answered %d (closes %v)", raw, framed, ctx.Response.StatusCode(), ctx.Response.ConnectionClose())
 		}
@@ -581,8 +585,11 @@ func TestAdminFramedAgreesWithBegin(t *testing.T) {
 
 // RFC 9112 §6.3: after a request framed by both Transfer-Encoding and
 // Content-Length the connection closes, and §6.1 has the same for an
-// HTTP/1.0 request with a transfer coding; a chunked request alone keeps it.
-func TestHandleClosesAfterAmbiguousFraming(t *testing.T) {
+// HTTP/1.0 request with a transfer coding. A chunked request alone closes it
+// too: the fasthttp server cannot tell a trailer section ended by a bare LF,
+// after which a hop in front may see no request where the parser sees one
+// (checkHead's closes). It kept the connection before.
+func TestHandleClosesAfterChunkedFraming(t *testing.T) {
 	up := startUpstream(t)
 	p, _ := newTestProxy(t, Options{}, up)
 	const chunked = "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
@@ -596,12 +603,12 @@ func TestHandleClosesAfterAmbiguousFraming(t *testing.T) {
 		{"POST /api/v1/products HTTP/1.0\r\nHost: gw\r\nConnection: keep-alive\r\n" + chunked, 200, true},
 		{"POST /nowhere HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n" + chunked, 404, true},
 		{"POST /api/v1/products HTTP/1.1\r\nContent-Length: 2\r\n" + chunked, 400, true},
-		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\n" + chunked, 200, false},
+		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\n" + chunked, 200, true},
 		{"POST /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}", 200, false},
 		// An empty chunked body: the parser leaves a length of 0, not -1.
 		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, true},
 		{"GET /api/v1/products HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, true},
-		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, false},
+		{"GET /api/v1/products HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, true},
 		// Not framing, but closed too: after a refused CONNECT come the
 		// tunnel's bytes.
 		{"CONNECT gw:443 HTTP/1.1\r\nHost: gw\r\n\r\n", 501, true},
