@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"gorm.io/gorm"
 )
 
@@ -38,10 +39,7 @@ WHERE excluded.consumer_created_ns >= consumer_floors.consumer_created_ns`,
 
 // load returns the floor last saved of consumer on stream, or nil.
 func (f *FloorGorm) load(ctx context.Context, consumer, stream string) (*floorSeen, error) {
-	var rows []struct {
-		AckFloor          int64
-		ConsumerCreatedNs int64
-	}
+	var rows []floorRow
 	err := f.db.WithContext(ctx).Raw(`SELECT ack_floor, consumer_created_ns FROM consumer_floors WHERE consumer = ? AND stream = ?`,
 		consumer, stream).Scan(&rows).Error
 	if err != nil {
@@ -50,6 +48,57 @@ func (f *FloorGorm) load(ctx context.Context, consumer, stream string) (*floorSe
 	if len(rows) == 0 {
 		return nil, nil
 	}
-	row := rows[0]
-	return &floorSeen{seq: uint64(row.AckFloor), created: time.Unix(0, row.ConsumerCreatedNs)}, nil
+	return rows[0].seen(), nil
+}
+
+// floorRow is a row of consumer_floors as read.
+type floorRow struct {
+	AckFloor          int64
+	ConsumerCreatedNs int64
+}
+
+func (r floorRow) seen() *floorSeen {
+	return &floorSeen{seq: uint64(r.AckFloor), created: time.Unix(0, r.ConsumerCreatedNs)}
+}
+
+// replacing runs replace while it holds the saved floor row of consumer on
+// stream locked (created at floor 0, no floor, when none was saved), and
+// passes it that floor (nil: none). Replicas replace a push durable under
+// it one at a time, so each reads the durable with none other between its
+// read and its delete.
+//
+// Why a lock: JetStream deletes a consumer by name, with no condition on
+// its config or creation, and a replica that read the push consumer and
+// deleted it a moment later deleted whatever held the name by then,
+// another replica's new pull consumer among them: that replica's pull
+// ended and its unsettled messages were delivered again (before,
+// TestRacingReplacementsCreateOneConsumer: two pull consumers created, the
+// first deleted under its replica). The database is the one thing every
+// replica shares besides NATS, and a row lock is released with its
+// transaction, by a commit, a rollback or a connection that dies, so a
+// replica that crashes mid-replacement holds nobody up. The caller's
+// deadline bounds the wait; the floor watch's saves wait meanwhile.
+func (f *FloorGorm) replacing(ctx context.Context, consumer, stream string, replace func(saved *floorSeen) (jetstream.Consumer, error)) (jetstream.Consumer, error) {
+	if f == nil {
+		return replace(nil)
+	}
+	var cons jetstream.Consumer
+	err := f.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var rows []floorRow
+		// A no-op update locks the row (a write lock on SQLite); the first
+		// of two inserting waits for the other's commit, then updates.
+		err := tx.Raw(`INSERT INTO consumer_floors (consumer, stream, ack_floor, consumer_created_ns) VALUES (?, ?, 0, 0)
+ON CONFLICT (consumer, stream) DO UPDATE SET ack_floor = consumer_floors.ack_floor
+RETURNING ack_floor, consumer_created_ns`, consumer, stream).Scan(&rows).Error
+		if err != nil {
+			return fmt.Errorf("lock the ack floor of consumer %s: %w", consumer, err)
+		}
+		var saved *floorSeen
+		if len(rows) == 1 && rows[0].AckFloor > 0 {
+			saved = rows[0].seen()
+		}
+		cons, err = replace(saved)
+		return err
+	})
+	return cons, err
 }

@@ -58,8 +58,8 @@ func LookUpConsumer(ctx context.Context, js jetstream.JetStream, names Names, cf
 //
 // A durable made push based by hand is dealt with as a running replica
 // deals with it (replacePush), with the saved floor as the pull
-// consumer's: replaced when no subscriber is bound to it, an error naming
-// it when one is. Before, the start failed on it whether read or not
+// consumer's: replaced when no subscriber is bound to it, one replica at a
+// time (FloorGorm.replacing), an error naming it when one is. Before, the start failed on it whether read or not
 // (not a pull consumer), so no replica that started meanwhile became
 // ready, while a running one replaced it.
 func CreateConsumer(ctx context.Context, js jetstream.JetStream, names Names, cfg jetstream.ConsumerConfig, floors *FloorGorm, log *slog.Logger) (jetstream.Consumer, error) {
@@ -69,15 +69,17 @@ func CreateConsumer(ctx context.Context, js jetstream.JetStream, names Names, cf
 	}
 	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
-	seen, err := floors.load(ctx, cfg.Durable, names.Stream)
-	if err != nil {
-		return nil, err
-	}
 	// Looked up again: LookUpConsumer ran beside the database, and the
 	// durable may have changed since. Only a start that found no pull
 	// consumer pays for it.
 	if _, err := js.Consumer(ctx, names.Stream, cfg.Durable); errors.Is(err, jetstream.ErrNotPullConsumer) {
-		return replacePush(ctx, js, names, cfg, seen.startOn, log)
+		return floors.replacing(ctx, cfg.Durable, names.Stream, func(saved *floorSeen) (jetstream.Consumer, error) {
+			return replacePush(ctx, js, names, cfg, saved.startOn, log)
+		})
+	}
+	seen, err := floors.load(ctx, cfg.Durable, names.Stream)
+	if err != nil {
+		return nil, err
 	}
 	str, err := js.Stream(ctx, names.Stream)
 	if err != nil {

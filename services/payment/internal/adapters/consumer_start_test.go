@@ -29,16 +29,7 @@ func TestStartFindingTheConsumerGoneStartsAboveTheSavedFloor(t *testing.T) {
 	stop := st.startOn(t, first, 1)
 
 	const before = 5
-	for range before {
-		publishOrder(t, st.s, st.names.Subject)
-	}
-	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged and their floor saved", func() bool {
-		seq, _, err := adapters.SavedFloor(ctx, floors, st.names.Durable, st.s.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st.prov.Charges() == before && seq == before
-	})
+	st.chargedAndSaved(t, floors, before)
 	stop(ctx)
 	if err := st.s.JS.DeleteConsumer(ctx, st.s.Name, st.names.Durable); err != nil {
 		t.Fatal(err)
@@ -71,6 +62,22 @@ func TestStartFindingTheConsumerGoneStartsAboveTheSavedFloor(t *testing.T) {
 	if dup := adapters.CounterBy(t, reader, "shanhai.payment.order_events", "outcome")["duplicate"]; dup != 0 {
 		t.Errorf("%d orders charged before the deletion were delivered again", dup)
 	}
+}
+
+// chargedAndSaved publishes n orders and waits until they are charged and
+// their ack floor, n, is saved to floors.
+func (st *stalled) chargedAndSaved(t *testing.T, floors *adapters.FloorGorm, n int) {
+	t.Helper()
+	for range n {
+		publishOrder(t, st.s, st.names.Subject)
+	}
+	runtest.Eventually(t, 10*time.Second, "the earlier orders to be charged and their floor saved", func() bool {
+		seq, _, err := adapters.SavedFloor(context.Background(), floors, st.names.Durable, st.s.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.prov.Charges() == n && seq == uint64(n)
+	})
 }
 
 // TestSavedFloorKeepsTheNewestConsumersLast: replicas save what they read
@@ -117,6 +124,37 @@ func TestSavedFloorKeepsTheNewestConsumersLast(t *testing.T) {
 			}
 			if seq, _, err := adapters.SavedFloor(ctx, floors, "payment", "OTHER"); err != nil || seq != 0 {
 				t.Errorf("the floor of another stream = %d, %v; want none", seq, err)
+			}
+		})
+	}
+}
+
+// TestReplacementLockReadsTheSavedFloor: the lock a replacement of a push
+// durable is made under (a row of consumer_floors, created when none was
+// saved) passes it the floor saved, and leaves no floor where none was:
+// the row it creates says floor 0, from the stream's start, and a floor
+// saved later takes it over.
+func TestReplacementLockReadsTheSavedFloor(t *testing.T) {
+	for dialect, db := range stores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			floors := adapters.NewFloorGorm(db)
+			if seq, err := adapters.FloorUnderReplacementLock(ctx, floors, "payment", "S"); err != nil || seq != 0 {
+				t.Fatalf("the floor under the lock with none saved = %d, %v; want none", seq, err)
+			}
+			if seq, _, err := adapters.SavedFloor(ctx, floors, "payment", "S"); err != nil || seq != 0 {
+				t.Fatalf("the floor saved after the lock was taken with none = %d, %v; want none", seq, err)
+			}
+			created := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
+			if err := adapters.SaveFloor(ctx, floors, "payment", "S", 7, created); err != nil {
+				t.Fatal(err)
+			}
+			if seq, err := adapters.FloorUnderReplacementLock(ctx, floors, "payment", "S"); err != nil || seq != 7 {
+				t.Fatalf("the floor under the lock = %d, %v; want the saved 7", seq, err)
+			}
+			seq, got, err := adapters.SavedFloor(ctx, floors, "payment", "S")
+			if err != nil || seq != 7 || !got.Equal(created) {
+				t.Errorf("the lock changed the saved floor: %d of a consumer created %v, %v; want 7 of %v", seq, got, err, created)
 			}
 		})
 	}

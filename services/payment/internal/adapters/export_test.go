@@ -3,6 +3,8 @@ package adapters
 import (
 	"context"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // WithWorkers sets how many workers c's Start runs, so a test can fill the
@@ -36,4 +38,17 @@ func SavedFloor(ctx context.Context, f *FloorGorm, consumer, stream string) (uin
 		return 0, time.Time{}, err
 	}
 	return seen.seq, seen.created, nil
+}
+
+// FloorUnderReplacementLock is the floor f passes to a replacement it
+// runs under its lock (FloorGorm.replacing; 0: none).
+func FloorUnderReplacementLock(ctx context.Context, f *FloorGorm, consumer, stream string) (uint64, error) {
+	var seq uint64
+	_, err := f.replacing(ctx, consumer, stream, func(saved *floorSeen) (jetstream.Consumer, error) {
+		if saved != nil {
+			seq = saved.seq
+		}
+		return nil, nil
+	})
+	return seq, err
 }

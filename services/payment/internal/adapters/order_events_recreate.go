@@ -131,7 +131,8 @@ func (c *OrderEvents) watchFloor(ctx context.Context) {
 // A durable made push based (deleted and created again so by hand: the
 // server updates neither kind into the other) is no consumer a pull can
 // use. One no subscriber is bound to (PushBound) is replaced by the
-// service's pull consumer just above its own ack floor (replacePush); one
+// service's pull consumer just above its own ack floor (replacePush), one
+// replica at a time (FloorGorm.replacing, when c remembers its floor); one
 // a subscriber reads fails the restart, logged, until a person deletes it.
 func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Consumer, error) {
 	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
@@ -145,7 +146,9 @@ func (c *OrderEvents) recreate(ctx context.Context, repair bool) (jetstream.Cons
 		}
 		return createFrom(ctx, c.js, c.names, c.cfg, c.floor.startOn(str.CachedInfo()))
 	case errors.Is(err, jetstream.ErrNotPullConsumer):
-		return replacePush(ctx, c.js, c.names, c.cfg, c.floor.startOn, c.log)
+		return c.floors.replacing(ctx, c.names.Durable, c.names.Stream, func(*floorSeen) (jetstream.Consumer, error) {
+			return replacePush(ctx, c.js, c.names, c.cfg, c.floor.startOn, c.log)
+		})
 	case err == nil && repair:
 		cfg, err := stream.WithDigest(c.cfg)
 		if err != nil {
@@ -202,34 +205,47 @@ func createFrom(ctx context.Context, js jetstream.JetStream, names Names, cfg je
 // loses its deliveries or acks. A subscriber binding between the read and
 // the delete loses the consumer (its next acks fail), but no message: what
 // it had not acked lies above the floor and is delivered again, and what
-// it acked since is delivered again and found final (duplicate). Two
-// replicas replacing it at once may delete each other's new consumer; the
-// last one created starts above the push consumer's floor all the same,
-// and the other's pull, ended, restarts on it.
+// it acked since is delivered again and found final (duplicate).
+//
+// The caller holds the replacement lock (FloorGorm.replacing), so the
+// durable is read here, under it: another replica may have replaced it
+// while this one waited, and its pull consumer is then used as it is,
+// never deleted. One gone (a replica that died between its delete and its
+// create) is created as a recreate creates it.
 func replacePush(ctx context.Context, js jetstream.JetStream, names Names, cfg jetstream.ConsumerConfig,
 	pullStart func(*jetstream.StreamInfo) uint64, log *slog.Logger) (jetstream.Consumer, error) {
 	push, err := js.PushConsumer(ctx, names.Stream, names.Durable)
-	if err != nil {
+	switch {
+	case errors.Is(err, jetstream.ErrNotPushConsumer):
+		return stream.EnsureConsumer(ctx, js, names, cfg)
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		push = nil
+	case err != nil:
 		return nil, fmt.Errorf("look up push consumer %s: %w", names.Durable, err)
 	}
-	info := push.CachedInfo()
-	if info.PushBound {
-		return nil, fmt.Errorf("consumer %s is push based (deliver subject %q) and a subscriber reads it: delete it to have it created again as a pull consumer",
-			names.Durable, info.Config.DeliverSubject)
+	var info *jetstream.ConsumerInfo
+	if push != nil {
+		info = push.CachedInfo()
+		if info.PushBound {
+			return nil, fmt.Errorf("consumer %s is push based (deliver subject %q) and a subscriber reads it: delete it to have it created again as a pull consumer",
+				names.Durable, info.Config.DeliverSubject)
+		}
 	}
 	str, err := js.Stream(ctx, names.Stream)
 	if err != nil {
 		return nil, fmt.Errorf("look up stream %s: %w", names.Stream, err)
 	}
 	start := pullStart(str.CachedInfo()) // 0: from the stream's start
-	if start > 0 {
-		start = min(start, info.AckFloor.Stream+1)
+	if info != nil {
+		if start > 0 {
+			start = min(start, info.AckFloor.Stream+1)
+		}
+		err = js.DeleteConsumer(ctx, names.Stream, names.Durable)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("delete push consumer %s: %w", names.Durable, err)
+		}
+		log.Warn("push consumer with no subscriber replaced by the service's pull consumer", "consumer", names.Durable,
+			"deliver_subject", info.Config.DeliverSubject, "push_ack_floor", info.AckFloor.Stream, "start", start)
 	}
-	err = js.DeleteConsumer(ctx, names.Stream, names.Durable)
-	if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("delete push consumer %s: %w", names.Durable, err)
-	}
-	log.Warn("push consumer with no subscriber replaced by the service's pull consumer", "consumer", names.Durable,
-		"deliver_subject", info.Config.DeliverSubject, "push_ack_floor", info.AckFloor.Stream, "start", start)
 	return createFrom(ctx, js, names, cfg, start)
 }
