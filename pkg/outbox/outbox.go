@@ -28,8 +28,9 @@
 //
 // Failures: a row Kafka refuses is retried on a capped backoff until Kafka takes it, never dropped; it is logged at its
 // 1st, 2nd, 4th, 8th... attempt (at ERROR when the refusal is one no retry mends by itself, an ACL say), and every
-// attempt is counted in outbox.messages.failed. A row too large for Kafka is set aside instead (sent_at with its
-// last_error; Cleanup keeps it). outbox.messages.published counts a row once, however often it was sent.
+// attempt is counted in outbox.messages.failed. A row too large for Kafka, or whose stored headers cannot be read, is
+// set aside instead (sent_at with its last_error; logged at ERROR, counted in outbox.messages.set_aside, kept by
+// Cleanup). outbox.messages.published counts a row once, however often it was sent.
 package outbox
 
 import (
@@ -74,7 +75,7 @@ type Message struct {
 	// NextAttemptAt is unix milliseconds: an integer compares the same on every dialect.
 	NextAttemptAt int64 `gorm:"not null;default:0"`
 	// SentAt is when the row left the queue: published (LastError empty), or set aside because Kafka can never take
-	// it (too large; LastError says so, and Cleanup keeps the row).
+	// it (too large, unreadable headers; LastError says so, and Cleanup keeps the row).
 	SentAt *time.Time
 }
 

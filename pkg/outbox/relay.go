@@ -172,7 +172,7 @@ func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 	r.failed, _ = m.Int64Counter("outbox.messages.failed",
 		metric.WithDescription("Outbox publish attempts that failed and will be retried."), metric.WithUnit("{message}"))
 	r.setAside, _ = m.Int64Counter("outbox.messages.set_aside",
-		metric.WithDescription("Outbox rows Kafka can never take (too large), marked sent with their error and kept."),
+		metric.WithDescription("Outbox rows that can never be sent (too large for Kafka, unreadable headers), marked sent with their error and kept."),
 		metric.WithUnit("{message}"))
 	r.lag, _ = m.Float64Histogram("outbox.lag",
 		metric.WithDescription("Time from Add to the publish of a row marked sent, once per row."), metric.WithUnit("s"),
@@ -645,9 +645,9 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	// tells a consumer nothing; the record time is when the relay hands the row to Kafka, as a Java producer would set it.
 	at := time.Now()
 	for i, m := range rows {
-		stored := map[string]string{}
-		if err := json.Unmarshal([]byte(m.Headers), &stored); err != nil {
-			errs[i] = fmt.Errorf("row %d headers: %w", m.ID, err)
+		stored, err := readHeaders(m.Headers)
+		if err != nil {
+			errs[i] = fmt.Errorf("row %d: %w", m.ID, err)
 			continue
 		}
 		// The producer span is a child of the context Add stored, not of the relay's loop: the trace reads
@@ -692,7 +692,7 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	// outcome is stored.
 	for i, m := range rows {
 		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
-		if kafkasize.TooLarge(errs[i]) {
+		if unsendable(errs[i]) {
 			// Set aside (account).
 		} else if errors.Is(errs[i], context.Canceled) && ctx.Err() != nil {
 			// The stop cut this publish: the round releases the row with no attempt recorded, so it is no failed
@@ -711,8 +711,8 @@ func (r *Relay) publish(ctx context.Context, rows []Message) []error {
 	return errs
 }
 
-// outcome is a row whose end record stored: published and marked sent (err nil), or set aside (err is Kafka's
-// too-large refusal).
+// outcome is a row whose end record stored: published and marked sent (err nil), or set aside (err says why it
+// can never be sent; see unsendable).
 type outcome struct {
 	m   Message
 	err error
@@ -733,7 +733,7 @@ func (r *Relay) account(ctx context.Context, stored []outcome, answered time.Tim
 			continue
 		}
 		r.setAside.Add(ctx, 1, attrs)
-		r.o.Logger.ErrorContext(ctx, "outbox row too large for Kafka, set aside unpublished",
+		r.o.Logger.ErrorContext(ctx, "outbox row can never be sent, set aside unpublished",
 			"topic", m.Topic, "event_id", m.EventID, "id", m.ID, "payload_bytes", len(m.Payload), "error", o.err)
 	}
 }
@@ -895,7 +895,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 			sent = append(sent, m.ID)
 			continue
 		}
-		if kafkasize.TooLarge(errs[i]) {
+		if unsendable(errs[i]) {
 			// Retrying cannot help, and as its key's oldest unsent row it would hold the key's later rows back
 			// forever. Set aside: sent_at ends its turn, last_error says it was never published, Cleanup keeps it.
 			err := r.exec(tx, retryUntil, "UPDATE outbox SET sent_at = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
@@ -1026,6 +1026,27 @@ func (r *Relay) Cleanup(ctx context.Context, before time.Time) (int64, error) {
 	}
 	return res.RowsAffected, nil
 }
+
+// errHeaders marks a row whose stored headers are not a JSON object of strings. Add never writes one; a row written
+// by hand or damaged in the table is, and no retry mends it.
+var errHeaders = errors.New("headers not a JSON object of strings")
+
+// readHeaders reads a row's stored headers. JSON null is refused too: json.Unmarshal makes it a nil map, and the
+// propagator's Inject into that panicked the relay.
+func readHeaders(s string) (map[string]string, error) {
+	var h map[string]string
+	if err := json.Unmarshal([]byte(s), &h); err != nil {
+		return nil, fmt.Errorf("%w: %w", errHeaders, err)
+	}
+	if h == nil {
+		return nil, fmt.Errorf("%w: %.20q", errHeaders, s)
+	}
+	return h, nil
+}
+
+// unsendable reports whether a row's publish failed in a way no retry mends: too large for Kafka, or headers that
+// cannot be read. Such a row is set aside (see record) rather than retried for ever ahead of its key's later rows.
+func unsendable(err error) bool { return kafkasize.TooLarge(err) || errors.Is(err, errHeaders) }
 
 // headers turns a header map into Kafka headers in a stable (sorted) order.
 func headers(m map[string]string) []kafka.Header {
