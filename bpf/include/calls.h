@@ -5,6 +5,8 @@
 //   bits 8-11  register (1-based, result order) holding the error's itab word; 0 = no error result
 //   bits 12-15 register holding a *net/http.Response at the exit; 0 = none
 //   bits 16-19 argument register holding a *net/http.Request at entry; 0 = none
+//   bit  20    inner calls count: a call of the op inside another of the same op on the goroutine is a call of its
+//              own (below, CALL_INNER); set for the ops in no nesting group
 //   bits 24-31 nesting group: 0 = none; else the calls of every op in the group that run inside another one of the
 //              group on the same goroutine are not calls of their own (below)
 #pragma once
@@ -18,9 +20,18 @@ volatile const __u64 off_response_status = 16;  // net/http.Response.StatusCode
 
 struct call_inflight_key {
 	__u32 tgid;
-	__u32 op;
+	__u32 op; // the key's op, | CALL_INNER for the call inside it
 	__u64 g;
 };
+
+// Inner calls (cookie bit 20): net/http's Transport calls its Proxy function inside roundTrip, on the caller's
+// goroutine, and a Proxy that asks a server (a proxy auto-config lookup) makes a client call there. The inner entry
+// found the outer call's slot its own and took it over, its exit released it, and the outer call's exit found
+// nothing: one of the two calls was lost (TestCallProbes, the clients' nested call). The inner call is told by its
+// depth as a group's nested call is (struct call_nest) and kept in call_inflight under the op | CALL_INNER, beside
+// the outer call; its exits, deeper than the outer call's frame, end it there. One level: a call inside the inner one
+// takes its place, the inner call is lost.
+#define CALL_INNER 0x100
 
 // Nesting (go-redis): a new connection's handshake (HELLO, CLIENT MAINT_NOTIFICATIONS, the CLIENT SETINFO pipeline)
 // runs through _process and processPipeline on the goroutine of the application's call that dialled it, inside that
@@ -194,6 +205,28 @@ static __always_inline bool call_is_nested(struct call_nest *outer, struct call_
 	return hi - saved == outer->fp_depth;
 }
 
+// call_enter_inner starts the inner call (CALL_INNER) of (tgid, kop) on goroutine g.
+static __always_inline void call_enter_inner(struct pt_regs *ctx, __u64 cookie, __u32 tgid, __u32 kop, __u64 g,
+					     struct call_nest *here) {
+	struct call_inflight_key k = {.tgid = tgid, .op = kop | CALL_INNER, .g = g};
+	struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
+	if (!st) {
+		struct call_state fresh = {};
+		bpf_map_update_elem(&call_inflight, &k, &fresh, BPF_NOEXIST);
+		st = bpf_map_lookup_elem(&call_inflight, &k);
+		if (!st) {
+			__u32 z = 0;
+			__u64 *dropped = bpf_map_lookup_elem(&call_series_dropped, &z);
+			if (dropped)
+				*dropped += 1;
+			return;
+		}
+	}
+	st->nest = *here;
+	call_read_method(ctx, cookie, st->method);
+	st->start_ns = bpf_ktime_get_ns();
+}
+
 SEC("uprobe/call_enter")
 int call_enter(struct pt_regs *ctx) {
 	__u64 cookie = bpf_get_attach_cookie(ctx);
@@ -201,14 +234,17 @@ int call_enter(struct pt_regs *ctx) {
 	__u32 op = cookie & 0xff;
 	__u32 group = (cookie >> 24) & 0xff;
 	__u32 kop = group ? group : op; // the key's op: a group's calls share one slot per goroutine
+	__u32 inner = (cookie >> 20) & 1;
 	__u64 g = GO_G(ctx);
-	struct call_nest here = call_nest_at(ctx, g, op, group);
+	struct call_nest here = call_nest_at(ctx, g, op, group | inner);
 	__u32 i = call_mix(g ^ ((__u64)tgid << 48) ^ ((__u64)kop << 40), CALL_SLOT_BITS);
 	struct call_slot *s = bpf_map_lookup_elem(&call_slots, &i); // NULL when the agent made the table smaller
 	if (s) {
 		bool mine = s->g == g && s->tgid == tgid && s->op == kop;
 		if (mine && call_is_nested(&s->nest, &here, GO_SP(ctx))) {
 			s->nest.nested = 1;
+			if (inner)
+				call_enter_inner(ctx, cookie, tgid, kop, g, &here);
 			return 0;
 		}
 		if (mine || __sync_val_compare_and_swap(&s->g, 0, g) == 0) {
@@ -239,6 +275,8 @@ int call_enter(struct pt_regs *ctx) {
 	}
 	if (st->start_ns && call_is_nested(&st->nest, &here, GO_SP(ctx))) {
 		st->nest.nested = 1;
+		if (inner)
+			call_enter_inner(ctx, cookie, tgid, kop, g, &here);
 		return 0;
 	}
 	st->nest = here;
@@ -299,6 +337,19 @@ static __always_inline void call_record(struct call_key *ck, __u64 method, __u64
 	lat_record_shared(h, d);
 }
 
+// call_exit_inner ends the inner call (CALL_INNER) of (tgid, kop) on goroutine g: its start and method, false when
+// none is in flight.
+static __always_inline bool call_exit_inner(__u32 tgid, __u32 kop, __u64 g, __u64 *start, __u64 *method) {
+	struct call_inflight_key k = {.tgid = tgid, .op = kop | CALL_INNER, .g = g};
+	struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
+	if (!st || !st->start_ns)
+		return false;
+	*start = st->start_ns;
+	st->start_ns = 0;
+	*method = *(__u64 *)st->method;
+	return true;
+}
+
 SEC("uprobe/call_ret")
 int call_ret(struct pt_regs *ctx) {
 	__u64 now = bpf_ktime_get_ns();
@@ -307,6 +358,7 @@ int call_ret(struct pt_regs *ctx) {
 	__u32 op = cookie & 0xff;
 	__u32 group = (cookie >> 24) & 0xff;
 	__u32 kop = group ? group : op;
+	__u32 inner = (cookie >> 20) & 1;
 	__u64 g = GO_G(ctx);
 	__u64 start, method;
 
@@ -314,9 +366,14 @@ int call_ret(struct pt_regs *ctx) {
 	struct call_slot *s = bpf_map_lookup_elem(&call_slots, &i);
 	if (s && s->g == g && s->tgid == tgid && s->op == kop) {
 		// A nested call's exit, or the exit of a call of the group whose entry came before the probe: not the
-		// outer call's end, which stays in flight.
-		if (s->nest.op != op || call_exit_is_nested(ctx, &s->nest, g))
+		// outer call's end, which stays in flight. An inner call's exit ends the inner call.
+		if (s->nest.op != op)
 			return 0;
+		if (call_exit_is_nested(ctx, &s->nest, g)) {
+			if (!inner || !call_exit_inner(tgid, kop, g, &start, &method))
+				return 0;
+			goto record;
+		}
 		start = s->start_ns;
 		method = *(__u64 *)s->method;
 		// Release: tgid first, then g, in program order (x86 keeps stores in order; the barrier keeps clang's).
@@ -326,12 +383,18 @@ int call_ret(struct pt_regs *ctx) {
 	} else {
 		struct call_inflight_key k = {.tgid = tgid, .op = kop, .g = g};
 		struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
-		if (!st || !st->start_ns || st->nest.op != op || call_exit_is_nested(ctx, &st->nest, g))
+		if (!st || !st->start_ns || st->nest.op != op)
 			return 0;
+		if (call_exit_is_nested(ctx, &st->nest, g)) {
+			if (!inner || !call_exit_inner(tgid, kop, g, &start, &method))
+				return 0;
+			goto record;
+		}
 		start = st->start_ns;
 		st->start_ns = 0;
 		method = *(__u64 *)st->method;
 	}
+record:
 	if (!start)
 		return 0;
 

@@ -18,6 +18,12 @@
 //	go build -o /tmp/progcost ./bench/progcost && sudo /tmp/progcost -rounds 3 -d 4s
 //	git show HEAD~1:bpf/probe/httpserver/bpf_x86_bpfel.o >/tmp/before.o && sudo /tmp/progcost -obj before=/tmp/before.o
 //
+// -call prices the generic call probe's call_enter/call_ret (include/calls.h) of each object given instead, attached
+// to ServeHTTP as the server probe is, alternated by round (calls.go):
+//
+//	git show HEAD~1:bpf/probe/httpclient/bpf_x86_bpfel.o >/tmp/calls-before.o && sudo /tmp/progcost -rounds 5 \
+//		-call before=/tmp/calls-before.o -call after=probe/httpclient/bpf_x86_bpfel.o
+//
 // -tcp prices the TCP probe's state change programs instead (tcp.go), of each object given, alternated by round:
 //
 //	git show HEAD~1:bpf/probe/tcp/bpf_x86_bpfel.o >/tmp/tcp-before.o && sudo /tmp/progcost -rounds 9 \
@@ -141,6 +147,7 @@ func loadProbe(spec *ebpf.CollectionSpec, offs map[offsets.Field]uint64) (*probe
 type candidate struct {
 	name       string
 	enter, ret *ebpf.Program
+	cookie     uint64 // the attach cookie, for programs that read one
 }
 
 func main() {
@@ -153,6 +160,8 @@ func main() {
 	var tcpObjs objFlags
 	flag.Var(&tcpObjs, "tcp", "`name=path.o`: price the TCP probe's state change programs built into path.o instead, side by side with the other -tcp objects (repeatable; tcp.go)")
 	dials := flag.Int("dials", 2000, "with -tcp: loopback connections per object and round")
+	var callObjs objFlags
+	flag.Var(&callObjs, "call", "`name=path.o`: price the generic call probe's programs (include/calls.h) built into path.o instead, side by side with the other -call objects (repeatable; calls.go)")
 	flag.Parse()
 	log.SetFlags(0)
 	if os.Geteuid() != 0 {
@@ -214,9 +223,9 @@ func main() {
 		if err != nil {
 			log.Fatalf("%s: %v", path, err)
 		}
-		others = append(others, candidate{"httpserver " + name, p.Enter, p.Ret})
+		others = append(others, candidate{"httpserver " + name, p.Enter, p.Ret, 0})
 		if ps != nil {
-			others = append(others, candidate{"httpserver " + name + ", sleepable exit", ps.Enter, ps.Ret})
+			others = append(others, candidate{"httpserver " + name + ", sleepable exit", ps.Enter, ps.Ret, 0})
 		}
 	}
 	empty, err := reference(nil)
@@ -246,16 +255,16 @@ func main() {
 		log.Fatal(err)
 	}
 	cands := []candidate{
-		{"empty program", empty, nil},
-		{"bpf_ktime_get_ns", ktime, nil},
-		{"bpf_get_current_pid_tgid", pid, nil},
-		{"bpf_get_attach_cookie", cookie, nil},
-		{"bpf_probe_read_user 16 B", read, nil},
-		{"bpf_probe_read_user 16 B twice", read2, nil},
-		{"httpserver probe", probe.Enter, probe.Ret},
+		{"empty program", empty, nil, 0},
+		{"bpf_ktime_get_ns", ktime, nil, 0},
+		{"bpf_get_current_pid_tgid", pid, nil, 0},
+		{"bpf_get_attach_cookie", cookie, nil, 0},
+		{"bpf_probe_read_user 16 B", read, nil, 0},
+		{"bpf_probe_read_user 16 B twice", read2, nil, 0},
+		{"httpserver probe", probe.Enter, probe.Ret, 0},
 	}
 	if probeS != nil {
-		cands = append(cands, candidate{"httpserver probe, sleepable exit", probeS.Enter, probeS.Ret})
+		cands = append(cands, candidate{"httpserver probe, sleepable exit", probeS.Enter, probeS.Ret, 0})
 	}
 	if *withSleepable {
 		for _, n := range []int{1, 3} {
@@ -263,10 +272,15 @@ func main() {
 			if err != nil {
 				log.Fatalf("sleepable uprobe: %v", err)
 			}
-			cands = append(cands, candidate{fmt.Sprintf("bpf_copy_from_user x%d, sleepable", n), p, nil})
+			cands = append(cands, candidate{fmt.Sprintf("bpf_copy_from_user x%d, sleepable", n), p, nil, 0})
 		}
 	}
 	cands = append(cands, others...)
+	if len(callObjs) > 0 {
+		if cands, err = loadCalls(callObjs); err != nil {
+			log.Fatal(err)
+		}
+	}
 
 	ex, err := link.OpenExecutable(bin)
 	if err != nil {
@@ -382,7 +396,7 @@ func run(ex *link.Executable, f symtab.Func, exits []uint64, bin string, c candi
 	}
 	for _, p := range progs {
 		for _, a := range p.addrs {
-			l, err := ex.Uprobe(fn, p.prog, &link.UprobeOptions{Address: a})
+			l, err := ex.Uprobe(fn, p.prog, &link.UprobeOptions{Address: a, Cookie: c.cookie})
 			if err != nil {
 				return nil, err
 			}

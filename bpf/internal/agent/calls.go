@@ -196,6 +196,9 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 		b.callDropped[probe] = objs.dropped
 		for _, f := range fs {
 			cookie := uint64(f.site.op) | uint64(f.errReg)<<8 | uint64(f.site.respReg)<<12 | uint64(f.site.reqReg)<<16 | uint64(f.site.nest)<<24
+			if f.site.nest == 0 {
+				cookie |= 1 << 20 // a call inside another of its op on one goroutine counts (include/calls.h, CALL_INNER)
+			}
 			var keep []x86asm.Reg // the result registers call_ret reads
 			for _, r := range []int{f.errReg, f.site.respReg} {
 				if r > 0 {

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync/atomic"
@@ -71,6 +72,16 @@ func main() {
 		short, stop := context.WithTimeout(ctx, 50*time.Millisecond)
 		c.add("http", get(hc, short, *httpURL+"?us=2000000"))
 		stop()
+		// A call inside a call on one goroutine: the Transport calls its Proxy function inside roundTrip, and this
+		// one asks a server first (as a proxy auto-config lookup would). Two calls, both counted.
+		inner := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+		outer := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: func(r *http.Request) (*url.URL, error) {
+			c.add("http", get(inner, r.Context(), *httpURL+"?status=200"))
+			c["http 200"]++
+			return nil, nil
+		}}}
+		c.add("http", get(outer, ctx, *httpURL+"?status=404"))
+		c["http 404"]++
 	}
 
 	if u := os.Getenv("DATABASE_URL"); u != "" {
