@@ -8,7 +8,10 @@
 //
 // Verification is deliberately strict: the only accepted algorithm is EdDSA
 // (so "none", HS* and RS* tokens fail before any key is consulted), exp and
-// iss are required, and the clock leeway is small. The key set is cached and
+// iss are required, and the clock leeway is small. There is no aud: the key
+// signs access tokens for the whole platform and nothing else; a second kind
+// of token signed with it would need an aud or typ check here, or any
+// service would take it as an access token. The key set is cached and
 // refetched on an unknown kid at a bounded rate, so a stream of forged kids
 // cannot turn the gateway into a load generator against the user service.
 package auth
