@@ -41,10 +41,16 @@ type Config struct {
 	LogLevel       string `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 }
 
-// Validate rejects an empty listen address, an empty target list and a scan interval that would spin.
+// Validate rejects an empty listen address, an empty target list, a scan interval that would spin and a log level
+// other than the four every binary takes (one mistyped was run at info, saying nothing).
 func (c *Config) Validate() error {
 	var errs []error
 	errs = append(errs, config.NotEmpty("HTTP_ADDR", c.Addr)) // http.Server{Addr: ""} listens on :80
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, config.Invalid("LOG_LEVEL", "must be debug, info, warn or error"))
+	}
 	ts := targets(c.Targets)
 	if len(ts) == 0 {
 		errs = append(errs, config.Invalid("BPF_TARGETS", "name at least one executable"))
@@ -88,9 +94,7 @@ func main() {
 	var cfg Config
 	config.MustLoad(&cfg)
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		level = slog.LevelInfo
-	}
+	_ = level.UnmarshalText([]byte(cfg.LogLevel)) // one of the four names: Validate refused any other
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := run(cfg, log); err != nil {
 		log.Error("agent stopped", "err", err)

@@ -40,7 +40,7 @@ func TestRelativeTargetPathIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "../var/bin/order") {
 		t.Errorf("Validate = %v, want BPF_TARGETS refused naming the relative path", err)
 	}
-	if err := (&Config{Addr: ":8085", Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9, MaxExecutables: 16}).Validate(); err != nil {
+	if err := (&Config{Addr: ":8085", Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9, MaxExecutables: 16, LogLevel: "info"}).Validate(); err != nil {
 		t.Errorf("Validate of good targets: %v", err)
 	}
 }
@@ -70,5 +70,31 @@ func TestEmptyHTTPAddrIsRefusedByName(t *testing.T) {
 	var c Config
 	if err := config.LoadFrom(&c, map[string]string{}); err != nil || c.Addr != ":8085" {
 		t.Errorf("HTTP_ADDR unset: Addr %q, err %v; want the default :8085", c.Addr, err)
+	}
+}
+
+// TestBadLogLevelIsRefused: LOG_LEVEL=verbose (or warning, or DEBUG) started the agent at info without a word, where
+// every other binary refuses it at start; it comes in the one error with every other bad variable.
+func TestBadLogLevelIsRefused(t *testing.T) {
+	for _, value := range []string{"verbose", "warning", "DEBUG", ""} {
+		var c Config
+		err := config.LoadFrom(&c, map[string]string{"LOG_LEVEL": value, "BPF_SCAN_INTERVAL": "1ms"})
+		var bad *config.Error
+		if !errors.As(err, &bad) {
+			t.Fatalf("LOG_LEVEL=%q: got %v, want a *config.Error", value, err)
+		}
+		got := map[string]string{}
+		for _, v := range bad.Vars {
+			got[v.Var] = v.Problem
+		}
+		if !strings.Contains(got["LOG_LEVEL"], "must be debug, info, warn or error") || len(got) != 2 {
+			t.Errorf("LOG_LEVEL=%q with BPF_SCAN_INTERVAL=1ms: got %v, want both in one error and nothing else", value, err)
+		}
+	}
+	for _, value := range []string{"debug", "info", "warn", "error"} {
+		var c Config
+		if err := config.LoadFrom(&c, map[string]string{"LOG_LEVEL": value}); err != nil {
+			t.Errorf("LOG_LEVEL=%s: %v", value, err)
+		}
 	}
 }
