@@ -35,8 +35,8 @@ func TestTCPStaleOwnerIsNotAnUntrackedSockets(t *testing.T) {
 
 func testStaleOwner(t *testing.T, passive bool) {
 	_, a := probedSelf(t, Config{})
-	ln := newFullListener(t) // a connect to it stays connecting
-	ln2 := newListenerFD(t)  // a plain one, for the passive case's child
+	ln := newFullListener(t)              // a connect to it stays connecting
+	ln2, ln2Addr := listenLoopback(t, 16) // a plain one, for the passive case's child
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +71,7 @@ func testStaleOwner(t *testing.T, passive bool) {
 		if err := a.sys.tcp.TrackedFiles.Put(self, uint8(1)); err != nil {
 			t.Fatal(err)
 		}
-		fd1 := dialNonblocking(t, ln.addrV4())
+		fd1 := dialNonblocking(t, ln.sa)
 		if err := a.sys.tcp.TrackedFiles.Delete(self); err != nil {
 			t.Fatal(err)
 		}
@@ -99,13 +99,13 @@ func testStaleOwner(t *testing.T, passive bool) {
 			t.Fatal(err)
 		}
 		if passive {
-			if err := syscall.Connect(fd2, ln2.addr); err != nil {
+			if err := syscall.Connect(fd2, ln2Addr); err != nil {
 				t.Fatal(err)
 			}
-			sock = acceptFD(t, ln2.fd)
+			sock = acceptFD(t, ln2)
 			t.Cleanup(func() { syscall.Close(fd2) }) // open until the end: the child stays established
 		} else {
-			sock = dialNonblocking(t, ln.addrV4())
+			sock = dialNonblocking(t, ln.sa)
 		}
 		if sockPointer(t, sock) == was {
 			t.Logf("attempt %d: the untracked socket has the freed one's memory", attempt)
@@ -141,27 +141,23 @@ func testStaleOwner(t *testing.T, passive bool) {
 	}
 }
 
-// listenerFD is a plain loopback listener's socket.
-type listenerFD struct {
-	fd   int
-	addr *syscall.SockaddrInet4
-}
-
-func newListenerFD(t *testing.T) *listenerFD {
+// listenLoopback is a listening TCP socket on a loopback port of its own, with the backlog given, closed when the
+// test ends, and its address.
+func listenLoopback(t *testing.T, backlog int) (int, *syscall.SockaddrInet4) {
 	t.Helper()
 	fd := newSocket(t)
 	t.Cleanup(func() { syscall.Close(fd) })
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Listen(fd, 16); err != nil {
+	if err := syscall.Listen(fd, backlog); err != nil {
 		t.Fatal(err)
 	}
 	sa, err := syscall.Getsockname(fd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &listenerFD{fd: fd, addr: sa.(*syscall.SockaddrInet4)}
+	return fd, sa.(*syscall.SockaddrInet4)
 }
 
 func newSocket(t *testing.T) int {
@@ -180,15 +176,6 @@ func acceptFD(t *testing.T, fd int) int {
 		t.Fatal(err)
 	}
 	return nfd
-}
-
-// addrV4 is the full listener's address as a socket address.
-func (l *fullListener) addrV4() *syscall.SockaddrInet4 {
-	sa, err := syscall.Getsockname(l.fd)
-	if err != nil {
-		panic(err)
-	}
-	return sa.(*syscall.SockaddrInet4)
 }
 
 // dialNonblocking starts a connect to addr from a new socket and returns it connecting (SYN_SENT): its SYN_SENT

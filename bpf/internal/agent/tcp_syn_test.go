@@ -301,26 +301,13 @@ func (d *helperProcess) await(t *testing.T, word string) string {
 type fullListener struct {
 	fd   int
 	addr string
+	sa   *syscall.SockaddrInet4 // addr, for syscall.Connect
 }
 
 func newFullListener(t *testing.T) *fullListener {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &fullListener{fd: fd, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))}
+	fd, sa := listenLoopback(t, 0)
+	l := &fullListener{fd: fd, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.Port)), sa: sa}
 	c, err := net.Dial("tcp", l.addr)
 	if err != nil {
 		t.Fatal(err)
@@ -341,9 +328,5 @@ func newFullListener(t *testing.T) *fullListener {
 // acceptOne takes the queued connection (and closes it), making room for one more.
 func (l *fullListener) acceptOne(t *testing.T) {
 	t.Helper()
-	nfd, _, err := syscall.Accept4(l.fd, syscall.SOCK_CLOEXEC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	syscall.Close(nfd)
+	syscall.Close(acceptFD(t, l.fd))
 }
