@@ -257,6 +257,14 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	// gateway is the public door, and its series name routes, upstreams and
 	// error rates. On the public port /metrics is a path like any other.
 	handler := func(ctx *fasthttp.RequestCtx) {
+		if sockio.ReadTimedOut(ctx.Conn()) {
+			// The fasthttp transport only: its parser takes a trailer
+			// section the read timeout cut off after its CR ("0\r\n\r")
+			// for a whole one. The request did not arrive in time: 408,
+			// as on the event loop, not proxied.
+			proxy.ErrorHandler(ctx, os.ErrDeadlineExceeded)
+			return
+		}
 		path := string(proxy.AdminPath(&ctx.Request.Header)) // as the event loop matches them
 		switch path {
 		case "/healthz", "/readyz":

@@ -475,6 +475,19 @@ func TestHostileClients(t *testing.T) {
 			t.Fatalf("%d requests of another HTTP version reached the upstream", n)
 		}
 	})
+	t.Run("chunked body cut off by the read timeout", func(t *testing.T) {
+		// Wherever the body stops, it is the read timeout's 408. fasthttp
+		// wraps a timeout inside a chunk-size line (after its digits, in
+		// an extension, before its LF) in ErrBrokenChunk, which hides the
+		// cause: it was 400 malformed-request there, 408 on the loop.
+		chunked := post + "Transfer-Encoding: chunked\r\n\r\n"
+		for _, body := range []string{"", "5", "5;", "5;ext=1", "5\r", "5\r\nab", "5\r\nhello", "5\r\nhello\r", "5\r\nhello\r\n0", "5\r\nhello\r\n0\r\n", "5\r\nhello\r\n0\r\n\r"} {
+			t.Run(fmt.Sprintf("%q", body), func(t *testing.T) {
+				t.Parallel() // each waits out the read timeout
+				bad(t, chunked+body, 408, "request-timeout")
+			})
+		}
+	})
 	t.Run("headers over 16 KiB", func(t *testing.T) {
 		bad(t, "GET /api/v1/products/a HTTP/1.1\r\nHost: gw\r\nX-Big: "+strings.Repeat("a", 17<<10)+"\r\n\r\n", 431, "headers-too-large")
 	})

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 
@@ -61,8 +62,14 @@ type Dynamic struct {
 }
 
 // ErrorHandler answers what the server rejects before the handler runs:
-// oversized bodies (413), slow or malformed requests.
+// oversized bodies (413), slow or malformed requests. A request the read
+// timeout cut off is 408 wherever it stopped, as on the event loop: inside
+// a chunk-size line fasthttp reports an ErrBrokenChunk that hides the
+// timeout (it was 400), so the connection is asked (sockio.ReadTimedOut).
 func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
+	if sockio.ReadTimedOut(ctx.Conn()) {
+		err = os.ErrDeadlineExceeded
+	}
 	Reject(&ctx.Request, &ctx.Response, err)
 	ctx.SetConnectionClose()
 }

@@ -108,8 +108,9 @@ type Conn struct {
 	peekBuf [1]byte
 	peeked  bool
 
-	server bool        // accepted by a Listener: Close lingers (linger.go)
-	closed atomic.Bool // Close was called (server connections): Read and Write fail
+	server   bool        // accepted by a Listener: Close lingers (linger.go)
+	closed   atomic.Bool // Close was called (server connections): Read and Write fail
+	timedOut atomic.Bool // a Read failed at its deadline (ReadTimedOut)
 }
 
 // ErrUnasked is the error of an exchange Read (or, for a request too
@@ -266,6 +267,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	case lost:
 		return 0, c.unansweredErr("read", io.EOF)
 	case err != nil:
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			c.timedOut.Store(true)
+		}
 		return 0, wrapErr(op, c, err)
 	case errno != 0:
 		return 0, wrapErr(op, c, errno)
@@ -273,6 +277,20 @@ func (c *Conn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// ReadTimedOut reports whether a Read on c (or, for a TLS connection, on
+// the connection under it) failed at its deadline. A parser may wrap that
+// failure in an error of its own that hides the cause (fasthttp's
+// ErrBrokenChunk does, for a body cut off inside a chunk-size line): asked
+// here, a request the read timeout cut off is told from a malformed one.
+// False for a connection this package did not wrap.
+func ReadTimedOut(c net.Conn) bool {
+	if t, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = t.NetConn()
+	}
+	sc, ok := c.(*Conn)
+	return ok && sc.timedOut.Load()
 }
 
 // readOnce is one read(2); false asks RawConn to wait for readability. On

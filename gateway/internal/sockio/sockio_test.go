@@ -2,6 +2,7 @@ package sockio
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -103,6 +104,27 @@ func TestReadDeadlineIsTimeout(t *testing.T) {
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Read past the deadline = %v, want a net.Error timeout", err)
+	}
+}
+
+// ReadTimedOut tells a connection whose Read failed at its deadline, also
+// under TLS (NetConn), from one that read or failed otherwise.
+func TestReadTimedOut(t *testing.T) {
+	c, peer := pair(t)
+	if _, err := peer.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 8)); err != nil || ReadTimedOut(c) {
+		t.Fatalf("after a read: %v, timed out %v", err, ReadTimedOut(c))
+	}
+	if err := c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 8)); err == nil || !ReadTimedOut(c) || !ReadTimedOut(tls.Server(c, &tls.Config{})) {
+		t.Fatalf("after a read past the deadline: %v, timed out %v", err, ReadTimedOut(c))
+	}
+	if ReadTimedOut(peer) {
+		t.Fatal("a connection sockio did not wrap timed out")
 	}
 }
 
