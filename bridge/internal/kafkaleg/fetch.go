@@ -32,7 +32,9 @@ func newFetchLog(log *slog.Logger, topic string, partition int) *outage.Log {
 }
 
 // fetchFailed records a failed fetch of the partition. A position out of range is no failure of the partition: it
-// ends the session, and the next one resets and counts the position (reset.go).
+// ends the session, and the next one resets and counts the position (reset.go). A partition the broker does not know
+// (the topic deleted) is one, and ends the session too: the next one reads the topic's id before it fetches again
+// (recreated).
 func (p *partition) fetchFailed(err error) {
 	if errors.Is(err, kafka.OffsetOutOfRange) {
 		if s := p.session.Load(); s != nil {
@@ -42,6 +44,9 @@ func (p *partition) fetchFailed(err error) {
 	}
 	p.leg.o.Metrics.FetchError(p.route.Topic, p.id)
 	p.fetch.Fail(err)
+	if s := p.session.Load(); s != nil && errors.Is(err, kafka.UnknownTopicOrPartition) {
+		s.outOfRange(err)
+	}
 }
 
 // fetchSettled ends the partition's run of fetch failures once none came for fetchQuiet.

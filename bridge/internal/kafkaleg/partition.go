@@ -80,6 +80,7 @@ type partition struct {
 	committed int64                   // last committed position; only the committer touches it
 	fetching  atomic.Bool             // the feed waits for a record, so the high watermark its last record gave still holds
 	hwm       atomic.Int64            // the high watermark the last fetched record, or the session's check (inRange), came with (refreshLag)
+	first     atomic.Int64            // the partition's first offset as the session's check (inRange) read it, -1 if it failed
 	fetch     *outage.Log             // the run of failed fetches, if any (fetch.go)
 	rewound   atomic.Pointer[rewind]  // the last reset of the position (reset.go), whose offset commit leaves alone
 	session   atomic.Pointer[session] // the session reading now, which a position out of range ends (fetchFailed)
@@ -92,7 +93,8 @@ type partition struct {
 	cluster     string
 	clusterRead bool
 	// topicID is the topic's incarnation as leg A stamps it (HeaderTopicID), read by each session after it checked
-	// its position (pump). Only pump and its feed touch it.
+	// its position (pump); the incarnation the partition's position was read in, once a session of the generation
+	// read it (recreated). Only pump and its feed touch it.
 	topicID string
 
 	// Only the settler touches these, and a partition has one session (so one settler) at a time.
@@ -172,8 +174,9 @@ type PartitionReader struct {
 // NewPartitionReader returns the reader of one partition that leg A uses, positioned by the caller with SetOffset.
 // failed, unless nil, is called with each error the reader retries by itself (a fetch or a dial of the partition's
 // leader that failed): kafka-go reports those to its error logger only, and FetchMessage returns only the few it gives
-// up on. A position out of range met while reading is reported wrapping kafka.OffsetOutOfRange (reset.go). Errors of
-// a reader being closed are not reported.
+// up on. A position out of range met while reading is reported wrapping kafka.OffsetOutOfRange, a partition the
+// broker does not know wrapping kafka.UnknownTopicOrPartition (reset.go). Errors of a reader being closed are not
+// reported.
 func NewPartitionReader(brokers []string, topic string, partition int, failed func(error)) *PartitionReader {
 	conns := &connSet{open: map[net.Conn]struct{}{}}
 	var errorLogger kafka.Logger
@@ -183,8 +186,11 @@ func NewPartitionReader(brokers []string, topic string, partition int, failed fu
 				return
 			}
 			err := fmt.Errorf(msg, args...)
-			if outOfRangeLog(msg) {
+			switch {
+			case outOfRangeLog(msg):
 				err = fmt.Errorf("%w: %w", kafka.OffsetOutOfRange, err)
+			case topicGone(args):
+				err = fmt.Errorf("%w: %w", kafka.UnknownTopicOrPartition, err)
 			}
 			failed(err)
 		})
@@ -295,8 +301,8 @@ type session struct {
 	err      error         // settler's failure; read after failed or settled
 	abort    context.CancelFunc
 	acked    bool // the settler confirmed one message of this session
-	// outOfRange ends the session's reading with err, a position out of range its reader met: the next session's
-	// check (inRange) resets it.
+	// outOfRange ends the session's reading with err, a position out of range or a partition unknown to the broker
+	// its reader met: the next session's checks (inRange, recreated) reset it.
 	outOfRange context.CancelCauseFunc
 }
 
@@ -323,6 +329,12 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 	if err != nil {
 		p.askFailed(fetchCtx, err)
 		return from, err // the next session checks the position again, and records its reset (rewound) if any
+	}
+	if pos >= 0 && p.topicID != "" && topicID != "" && topicID != p.topicID {
+		if pos, err = p.recreated(pos, topicID); err != nil {
+			return from, err
+		}
+		reset = true
 	}
 	if prev, ok := l.topicIDs.Swap(p.subject, topicID); ok && prev != topicID {
 		l.o.Logger.Info("leg A reads another incarnation of the topic", "topic", p.route.Topic, "partition", p.id,

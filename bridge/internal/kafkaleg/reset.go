@@ -2,6 +2,7 @@ package kafkaleg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -23,9 +24,10 @@ import (
 // until records past it are carried. A reader that meets the error later (the topic recreated during the session)
 // ends the session, so that the next one checks (outOfRange).
 //
-// What it cannot tell: a topic recreated and refilled past the old position before the check looks in range, and
-// its records below that position are skipped (Kafka's topic id would tell, with Metadata v10; kafka-go v0.4.51
-// sends up to v8: README).
+// A topic recreated and refilled past the old position before the check looks in range. Its id tells (TopicID): a
+// reader that meets the deleted topic (UNKNOWN_TOPIC_OR_PARTITION) ends the session, and a session that reads
+// another id than the generation's last session read resets the position to the new incarnation's earliest offset
+// (recreated). Before, the reader went on at the old position in the new topic, skipping every record below it.
 
 // rewind is a reset of the partition's position to offset to, which the committer does not commit (commit): only a
 // position past it, which records carried moved it to. Positions only rise between resets, so the position equals to
@@ -52,6 +54,7 @@ func resumeAt(pos, first, end int64) (int64, string) {
 // (OffsetOutOfRangeError), which ends the session and so brings the next check.
 func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
 	l := p.leg
+	p.first.Store(-1)
 	c := &kafka.Client{Addr: kafka.TCP(l.o.Brokers...), Timeout: 10 * time.Second}
 	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
 		p.route.Topic: {kafka.FirstOffsetOf(p.id), kafka.LastOffsetOf(p.id)},
@@ -74,15 +77,10 @@ func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
 		// high watermark the last fetched record came with is the old partition's, and refreshLag would report it
 		// minus the reset position while the session waits for a record.
 		p.hwm.Store(po.LastOffset)
+		p.first.Store(po.FirstOffset)
 		to, side := resumeAt(pos, po.FirstOffset, po.LastOffset)
 		if side == metrics.PastEnd {
-			// The offsets now name other records (a recreated topic's; a truncated one's above its end): the sink's
-			// verdicts on the old ones must not decide theirs. A dead-lettered offset whose commit had not gone
-			// through (the topic was being deleted) skipped the new record at it, carried nowhere. Forgetting a
-			// verdict on a record that is still there (below a truncated end) costs at most a second letter.
-			p.mu.Lock()
-			clear(p.rejects)
-			p.mu.Unlock()
+			p.forgetVerdicts()
 		}
 		if side != "" {
 			l.reportReset(p.route.Topic, p.id, side, pos, to, po.FirstOffset, po.LastOffset)
@@ -90,6 +88,46 @@ func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
 		return to, side != ""
 	}
 	return pos, false
+}
+
+// forgetVerdicts drops the sink's verdicts on the partition's offsets once they name other records (a recreated topic's;
+// a truncated one's above its end): the verdicts on the old ones must not decide theirs. A dead-lettered offset whose
+// commit had not gone through (the topic was being deleted) skipped the new record at it, carried nowhere. Forgetting
+// a verdict on a record that is still there (below a truncated end) costs at most a second letter.
+func (p *partition) forgetVerdicts() {
+	p.mu.Lock()
+	clear(p.rejects)
+	p.mu.Unlock()
+}
+
+// recreated returns where a session reads from when its topic id (topicID) is not the one the generation's last
+// session read, in which pos is a position: the topic was deleted and created again since, and pos names none of the
+// new incarnation's records. When the new topic was refilled past pos before this session's check, the check finds
+// pos in range, and reading from it skipped every record below it. So it reads from the partition's earliest offset
+// as the session's check read it, as a reset (logged, counted with side recreated, committed only once records past
+// it are carried). With no check (it failed) it fails: the next session checks again.
+func (p *partition) recreated(pos int64, topicID string) (int64, error) {
+	first := p.first.Load()
+	if first < 0 {
+		err := fmt.Errorf("topic %s partition %d created again (id %s, was %s): its offsets not read", p.route.Topic, p.id, topicID, p.topicID)
+		return pos, err
+	}
+	p.forgetVerdicts()
+	if first != pos { // the check may have reset pos to first already (past the new end): one reset, counted once
+		p.leg.reportReset(p.route.Topic, p.id, metrics.Recreated, pos, first, first, p.hwm.Load())
+	}
+	return first, nil
+}
+
+// topicGone reports whether the arguments of a kafka-go reader's error log line hold UNKNOWN_TOPIC_OR_PARTITION: the
+// partition's broker no longer knows the topic (deleted; or its metadata is behind).
+func topicGone(args []any) bool {
+	for _, a := range args {
+		if err, ok := a.(error); ok && errors.Is(err, kafka.UnknownTopicOrPartition) {
+			return true
+		}
+	}
+	return false
 }
 
 // kafka-go reports a position out of range that its reader meets while reading (not at its start, where

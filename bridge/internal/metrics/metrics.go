@@ -220,9 +220,13 @@ func (b *Bridge) FetchError(topic string, partition int) {
 const (
 	PastEnd     = "past_end"
 	BeforeStart = "before_start"
+	// Recreated is a position read in another incarnation of the topic (another topic id): in range of the new one
+	// when it was refilled past it, and no position of its records at all.
+	Recreated = "recreated"
 )
 
-// OffsetReset counts a position of leg A outside its partition's offsets, on side PastEnd or BeforeStart.
+// OffsetReset counts a position of leg A reset to its partition's earliest offset, on side PastEnd, BeforeStart or
+// Recreated.
 func (b *Bridge) OffsetReset(topic string, partition int, side string) {
 	b.resets.Add(context.Background(), 1, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition)), attribute.String("side", side)))
 }
