@@ -26,11 +26,16 @@ func NewFloorGorm(db *gorm.DB) *FloorGorm { return &FloorGorm{db: db} }
 // again. A lower floor saved late by a slower replica only replays more,
 // and that replica's next look saves the floor anew.
 func (f *FloorGorm) save(ctx context.Context, consumer, stream string, seen floorSeen) error {
-	err := f.db.WithContext(ctx).Exec(`INSERT INTO consumer_floors (consumer, stream, ack_floor, consumer_created_ns)
-VALUES (?, ?, ?, ?)
-ON CONFLICT (consumer, stream) DO UPDATE SET ack_floor = excluded.ack_floor, consumer_created_ns = excluded.consumer_created_ns
+	var streamNs int64 // 0: unknown
+	if !seen.stream.IsZero() {
+		streamNs = seen.stream.UnixNano()
+	}
+	err := f.db.WithContext(ctx).Exec(`INSERT INTO consumer_floors (consumer, stream, ack_floor, consumer_created_ns, stream_created_ns)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (consumer, stream) DO UPDATE SET ack_floor = excluded.ack_floor, consumer_created_ns = excluded.consumer_created_ns,
+stream_created_ns = excluded.stream_created_ns
 WHERE excluded.consumer_created_ns >= consumer_floors.consumer_created_ns`,
-		consumer, stream, int64(seen.seq), seen.created.UnixNano()).Error
+		consumer, stream, int64(seen.seq), seen.created.UnixNano(), streamNs).Error
 	if err != nil {
 		return fmt.Errorf("save the ack floor of consumer %s: %w", consumer, err)
 	}
@@ -40,7 +45,7 @@ WHERE excluded.consumer_created_ns >= consumer_floors.consumer_created_ns`,
 // load returns the floor last saved of consumer on stream, or nil.
 func (f *FloorGorm) load(ctx context.Context, consumer, stream string) (*floorSeen, error) {
 	var rows []floorRow
-	err := f.db.WithContext(ctx).Raw(`SELECT ack_floor, consumer_created_ns FROM consumer_floors WHERE consumer = ? AND stream = ?`,
+	err := f.db.WithContext(ctx).Raw(`SELECT ack_floor, consumer_created_ns, stream_created_ns FROM consumer_floors WHERE consumer = ? AND stream = ?`,
 		consumer, stream).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("load the ack floor of consumer %s: %w", consumer, err)
@@ -55,10 +60,15 @@ func (f *FloorGorm) load(ctx context.Context, consumer, stream string) (*floorSe
 type floorRow struct {
 	AckFloor          int64
 	ConsumerCreatedNs int64
+	StreamCreatedNs   int64 // 0: saved before migration 0007
 }
 
 func (r floorRow) seen() *floorSeen {
-	return &floorSeen{seq: uint64(r.AckFloor), created: time.Unix(0, r.ConsumerCreatedNs)}
+	seen := &floorSeen{seq: uint64(r.AckFloor), created: time.Unix(0, r.ConsumerCreatedNs)}
+	if r.StreamCreatedNs != 0 {
+		seen.stream = time.Unix(0, r.StreamCreatedNs)
+	}
+	return seen
 }
 
 // replacing runs replace while it holds the saved floor row of consumer on
@@ -89,7 +99,7 @@ func (f *FloorGorm) replacing(ctx context.Context, consumer, stream string, repl
 		// of two inserting waits for the other's commit, then updates.
 		err := tx.Raw(`INSERT INTO consumer_floors (consumer, stream, ack_floor, consumer_created_ns) VALUES (?, ?, 0, 0)
 ON CONFLICT (consumer, stream) DO UPDATE SET ack_floor = consumer_floors.ack_floor
-RETURNING ack_floor, consumer_created_ns`, consumer, stream).Scan(&rows).Error
+RETURNING ack_floor, consumer_created_ns, stream_created_ns`, consumer, stream).Scan(&rows).Error
 		if err != nil {
 			return fmt.Errorf("lock the ack floor of consumer %s: %w", consumer, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
@@ -169,14 +170,59 @@ func TestReplacementLockReadsTheSavedFloor(t *testing.T) {
 // from the stream's start.
 func TestSavedFloorAboveTheStreamIsNotTaken(t *testing.T) {
 	st := newStalled(t, "PAYFLOORAHEAD")
-	ctx := context.Background()
-	floors := adapters.NewFloorGorm(st.db)
 	publishOrder(t, st.s, st.names.Subject)
-	str, err := st.s.JS.Stream(ctx, st.names.Stream)
+	created := st.streamCreated(t)
+	if info := st.startOnSavedFloor(t, 5000, created.Add(time.Minute), time.Time{}); info.NumPending != 1 {
+		t.Errorf("the consumer the start created has %d messages to deliver, want 1 (the stream's order): it starts at stream sequence %d",
+			info.NumPending, info.Config.OptStartSeq)
+	}
+}
+
+// TestSavedFloorOfAnotherStreamIsNotTaken: a floor is taken only on the
+// stream it was read on, known by that stream's own record of its
+// creation. Before, the start compared the creation times of the stream
+// and of the floor's consumer, from two servers' clocks: a stream made
+// again on a server whose clock is behind (it looks older than the
+// consumer the floor was read of), already longer than the floor, was
+// taken for the old one, and the start skipped its messages up to the
+// floor (here 2 of 3 orders, never delivered). The same floor read on this
+// very stream is taken.
+func TestSavedFloorOfAnotherStreamIsNotTaken(t *testing.T) {
+	st := newStalled(t, "PAYFLOOROTHER")
+	for range 3 {
+		publishOrder(t, st.s, st.names.Subject)
+	}
+	created := st.streamCreated(t)
+	consumer := created.Add(time.Minute)
+	if info := st.startOnSavedFloor(t, 2, consumer, created.Add(-time.Hour)); info.NumPending != 3 {
+		t.Errorf("on a floor of another stream the consumer the start created has %d messages to deliver, want 3 (the stream's): it starts at stream sequence %d",
+			info.NumPending, info.Config.OptStartSeq)
+	}
+	if info := st.startOnSavedFloor(t, 2, consumer, created); info.NumPending != 1 {
+		t.Errorf("on a floor of its stream the consumer the start created has %d messages to deliver, want 1 (above the floor): it starts at stream sequence %d",
+			info.NumPending, info.Config.OptStartSeq)
+	}
+}
+
+// streamCreated is when st's stream was created, by its own record.
+func (st *stalled) streamCreated(t *testing.T) time.Time {
+	t.Helper()
+	str, err := st.s.JS.Stream(context.Background(), st.names.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := adapters.SaveFloor(ctx, floors, st.names.Durable, st.names.Stream, 5000, str.CachedInfo().Created.Add(time.Minute)); err != nil {
+	return str.CachedInfo().Created
+}
+
+// startOnSavedFloor saves floor seq of a consumer created at created, read
+// on a stream created at streamCreated (zero: unknown), deletes st's
+// durable and starts as service.New does, which finds it gone, and returns
+// the info of the consumer the start created.
+func (st *stalled) startOnSavedFloor(t *testing.T, seq uint64, created, streamCreated time.Time) *jetstream.ConsumerInfo {
+	t.Helper()
+	ctx := context.Background()
+	floors := adapters.NewFloorGorm(st.db)
+	if err := adapters.SaveFloorOn(ctx, floors, st.names.Durable, st.names.Stream, seq, created, streamCreated); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.s.JS.DeleteConsumer(ctx, st.names.Stream, st.names.Durable); err != nil {
@@ -186,10 +232,7 @@ func TestSavedFloorAboveTheStreamIsNotTaken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info := cons.CachedInfo(); info.NumPending != 1 {
-		t.Errorf("the consumer the start created has %d messages to deliver, want 1 (the stream's order): it starts at stream sequence %d",
-			info.NumPending, info.Config.OptStartSeq)
-	}
+	return cons.CachedInfo()
 }
 
 // TestSavedFloorFollowsAConsumerReset: an operator reset the consumer to

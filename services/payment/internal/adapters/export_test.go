@@ -30,6 +30,12 @@ func SaveFloor(ctx context.Context, f *FloorGorm, consumer, stream string, seq u
 	return f.save(ctx, consumer, stream, floorSeen{seq: seq, created: created})
 }
 
+// SaveFloorOn is SaveFloor of a floor read on a stream created at
+// streamCreated (zero: unknown, as saved before migration 0007).
+func SaveFloorOn(ctx context.Context, f *FloorGorm, consumer, stream string, seq uint64, created, streamCreated time.Time) error {
+	return f.save(ctx, consumer, stream, floorSeen{seq: seq, created: created, stream: streamCreated})
+}
+
 // SavedFloor is the ack floor f holds of consumer on stream (0: none) and
 // when the consumer it was read of was created.
 func SavedFloor(ctx context.Context, f *FloorGorm, consumer, stream string) (uint64, time.Time, error) {

@@ -37,6 +37,10 @@ type ackFloor struct{ seen atomic.Pointer[floorSeen] }
 type floorSeen struct {
 	seq     uint64    // AckFloor.Stream
 	created time.Time // the consumer it was read of was created (server time)
+	// stream is when the stream it was read on was created, as that
+	// stream's record says; zero when unknown (a floor saved before
+	// migration 0007).
+	stream time.Time
 }
 
 // floorEvery is how often the floor is looked at: each look is one JetStream
@@ -49,14 +53,49 @@ func floorEvery(cfg jetstream.ConsumerConfig) time.Duration { return 5 * stream.
 // does a look that finds the durable made push based by hand: its floor
 // says what its own start skipped and its own subscribers acked, not what
 // this service settled (replacePush).
-func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer) *floorSeen {
+//
+// The floor carries the creation time of its stream (streamCreated reads
+// it), read when a consumer is seen for the first time: the stream read
+// before and after the consumer's info, the same both times, is the one the
+// consumer lived in (a consumer dies with its stream, and a stream made
+// again has a creation time of its own). Two more requests per consumer
+// seen; a later look of the same consumer keeps what was read.
+func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer, streamCreated func(context.Context) (time.Time, error)) *floorSeen {
 	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
+	last := f.seen.Load()
+	var before time.Time
+	known := last != nil && !last.stream.IsZero()
+	if !known {
+		var err error
+		if before, err = streamCreated(ctx); err != nil {
+			return nil
+		}
+	}
 	info, err := cons.Info(ctx)
 	if err != nil || info.Config.DeliverSubject != "" {
 		return nil
 	}
 	seen := &floorSeen{seq: info.AckFloor.Stream, created: info.Created}
+	if known && last.created.Equal(info.Created) {
+		seen.stream = last.stream
+	} else {
+		if known {
+			// Another consumer than the one last seen: its stream is read
+			// around a second read of its info.
+			if before, err = streamCreated(ctx); err != nil {
+				return nil
+			}
+			if again, err := cons.Info(ctx); err != nil || !again.Created.Equal(info.Created) || again.Config.DeliverSubject != "" {
+				return nil
+			}
+		}
+		after, err := streamCreated(ctx)
+		if err != nil || !after.Equal(before) {
+			return nil
+		}
+		seen.stream = before
+	}
 	f.seen.Store(seen)
 	return seen
 }
@@ -72,15 +111,29 @@ func (f *ackFloor) startOn(on *jetstream.StreamInfo) uint64 {
 // if s was read on that stream, else 0 (from the stream's start). s may
 // be nil (no floor known).
 //
-// A floor above the stream's last sequence was read on another stream,
-// whatever the creation times say: a stream's sequences never go back (a
-// purge keeps them), while the times come from the clocks of the servers
-// that created stream and consumer, and a stream made again on one whose
-// clock is behind looked older than the consumer of the stream before.
-// Taken, it skipped every message of the new stream up to that floor,
-// those published later too.
+// A floor read on a stream created at another time than on was read on
+// another stream of the name: the stream's own record of its creation is
+// compared with itself, so no clock enters. A floor saved before that
+// record was kept (migration 0007) has only its consumer's creation time:
+// a stream created after that consumer is another. Before, that was the
+// only check, and it compared the clocks of the servers that created
+// stream and consumer: a stream made again on one whose clock was behind,
+// already longer than the floor, was taken for the old one and its
+// messages up to the floor skipped.
+//
+// A floor above the stream's last sequence was read on another stream
+// whatever the times say: a stream's sequences never go back (a purge
+// keeps them). Taken, it skipped every message of the new stream up to
+// that floor, those published later too.
 func (s *floorSeen) startOn(on *jetstream.StreamInfo) uint64 {
-	if s == nil || s.seq == 0 || on.Created.After(s.created) || s.seq > on.State.LastSeq {
+	if s == nil || s.seq == 0 || s.seq > on.State.LastSeq {
+		return 0
+	}
+	if s.stream.IsZero() {
+		if on.Created.After(s.created) {
+			return 0
+		}
+	} else if !on.Created.Equal(s.stream) {
 		return 0
 	}
 	return s.seq + 1
@@ -94,7 +147,7 @@ func (c *OrderEvents) watchFloor(ctx context.Context) {
 	var saved floorSeen
 	failing := false
 	for {
-		if seen := c.floor.look(ctx, c.cons); seen != nil && c.floors != nil && *seen != saved {
+		if seen := c.floor.look(ctx, c.cons, c.streamCreated); seen != nil && c.floors != nil && *seen != saved {
 			err := c.floors.save(ctx, c.names.Durable, c.names.Stream, *seen)
 			switch {
 			case err == nil:
@@ -112,6 +165,15 @@ func (c *OrderEvents) watchFloor(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// streamCreated is when c's stream was created, by its own record.
+func (c *OrderEvents) streamCreated(ctx context.Context) (time.Time, error) {
+	str, err := c.js.Stream(ctx, c.names.Stream)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("look up stream %s: %w", c.names.Stream, err)
+	}
+	return str.CachedInfo().Created, nil
 }
 
 // recreate returns the durable consumer for a pull that stopped on its
