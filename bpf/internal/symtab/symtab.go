@@ -115,14 +115,20 @@ func (b *Binary) load() error {
 	}
 	// Since Go 1.18 function entries in the pclntab are offsets from runtime.text, and Go 1.26 dropped runtime.text's
 	// address from the pclntab header, so the caller must supply it. With internal linking (CGO_ENABLED=0 and the
-	// usual pure-Go binary) runtime.text is the first symbol of .text; the symbol table, when present, says so exactly.
-	textStart := b.text.Addr
+	// usual pure-Go binary) runtime.text is the first symbol of .text; the symbol table, when present, says so exactly,
+	// and without it the runtime's own moduledata does (moduleText): linked externally, .text begins with C code.
+	textStart, found := b.text.Addr, false
 	if syms, err := b.symbols(); err == nil {
 		for _, s := range syms {
 			if s.Name == "runtime.text" {
-				textStart = s.Value
+				textStart, found = s.Value, true
 				break
 			}
+		}
+	}
+	if !found {
+		if t, ok := b.moduleText(pcln); ok {
+			textStart = t
 		}
 	}
 	b.textStart = textStart
@@ -136,6 +142,37 @@ func (b *Binary) load() error {
 	}
 	b.table = table
 	return nil
+}
+
+// Offsets in the runtime's moduledata (runtime/symtab.go, Go 1.26; moduleText checks what it reads): the pclntab header's
+// address first, then six slices, findfunctab, minpc and maxpc, then text and etext.
+const (
+	moduleTextOff  = 8 + 6*24 + 3*8
+	moduleETextOff = moduleTextOff + 8
+)
+
+// moduleText reads runtime.text from the runtime's first moduledata, which the Go 1.26 linker puts alone in the
+// .go.module section, stripped binaries included. With external linking .text begins with the C toolchain's code
+// (crt1's _start) and runtime.text comes after it, so a stripped binary's functions were all placed too early. The
+// moduledata is believed only when its first word is .gopclntab's address (the pclntab header) and text..etext lies
+// in .text; a position-independent executable's words are filled in by relocations at load (zeros in the file), and
+// it keeps the .text start, right for internal linking.
+func (b *Binary) moduleText(pcln *elf.Section) (uint64, bool) {
+	s := b.f.Section(".go.module")
+	if s == nil || b.checkSection(s) != nil || s.Size < moduleETextOff+8 {
+		return 0, false
+	}
+	var m [moduleETextOff + 8]byte
+	if _, err := s.ReadAt(m[:], 0); err != nil {
+		return 0, false
+	}
+	le := binary.LittleEndian
+	text, etext := le.Uint64(m[moduleTextOff:]), le.Uint64(m[moduleETextOff:])
+	lo, hi := b.text.Addr, b.text.Addr+b.text.Size
+	if le.Uint64(m[:]) != pcln.Addr || text < lo || text >= etext || etext > hi {
+		return 0, false
+	}
+	return text, true
 }
 
 // checkSection refuses a section whose bytes the file cannot hold: debug/elf believes the section header, and an
