@@ -155,8 +155,8 @@ const (
 // .go.module section, stripped binaries included. With external linking .text begins with the C toolchain's code
 // (crt1's _start) and runtime.text comes after it, so a stripped binary's functions were all placed too early. The
 // moduledata is believed only when its first word is .gopclntab's address (the pclntab header) and text..etext lies
-// in .text; a position-independent executable's words are filled in by relocations at load (zeros in the file), and
-// it keeps the .text start, right for internal linking.
+// in .text (a position-independent executable's file holds them too, at its link addresses); otherwise the caller
+// keeps the .text start, right for internal linking.
 func (b *Binary) moduleText(pcln *elf.Section) (uint64, bool) {
 	s := b.f.Section(".go.module")
 	if s == nil || b.checkSection(s) != nil || s.Size < moduleETextOff+8 {

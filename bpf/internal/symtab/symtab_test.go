@@ -18,11 +18,11 @@ func buildTarget(t testing.TB, stripped bool) string {
 }
 
 // buildTargetLinked is buildTarget, linked by the system's linker (-linkmode=external, cgo, as any program with C
-// code is) when external is set.
-func buildTargetLinked(t testing.TB, stripped, external bool) string {
+// code is) when external is set, with more go build flags.
+func buildTargetLinked(t testing.TB, stripped, external bool, flags ...string) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "target")
-	args := []string{"build", "-o", out}
+	args := append([]string{"build", "-o", out}, flags...)
 	ldflags, cgo := "", "CGO_ENABLED=0"
 	if stripped {
 		ldflags = "-s -w"
@@ -48,13 +48,19 @@ func buildTargetLinked(t testing.TB, stripped, external bool) string {
 // 0x100 bytes early, its probes mid-instruction (found by review: ServeHTTP at 0x68f7a0 for 0x68f8a0, three "RETs"
 // inside other instructions for its one).
 func TestStrippedMatchesSymbols(t *testing.T) {
-	for _, external := range []bool{false, true} {
-		t.Run(fmt.Sprintf("external=%v", external), func(t *testing.T) { testStrippedMatchesSymbols(t, external) })
+	for _, c := range []struct{ external, pie bool }{{false, false}, {true, false}, {true, true}} {
+		t.Run(fmt.Sprintf("external=%v,pie=%v", c.external, c.pie), func(t *testing.T) {
+			var flags []string
+			if c.pie {
+				flags = []string{"-buildmode=pie"}
+			}
+			full, stripped := buildTargetLinked(t, false, c.external, flags...), buildTargetLinked(t, true, c.external, flags...)
+			testStrippedMatchesSymbols(t, full, stripped)
+		})
 	}
 }
 
-func testStrippedMatchesSymbols(t *testing.T, external bool) {
-	full, stripped := buildTargetLinked(t, false, external), buildTargetLinked(t, true, external)
+func testStrippedMatchesSymbols(t *testing.T, full, stripped string) {
 	ef, err := elf.Open(full)
 	if err != nil {
 		t.Fatal(err)
