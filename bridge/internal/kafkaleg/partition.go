@@ -336,7 +336,12 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		}
 		reset = true
 	}
-	if prev, ok := l.topicIDs.Swap(p.subject, topicID); ok && prev != topicID {
+	switch prev, ok := l.topicIDs.Swap(p.subject, topicID); {
+	case !ok || prev == topicID:
+	case topicID == "": // TopicIDs gives none after an id only for a broker older than 2.8
+		l.o.Logger.Warn("leg A reads the topic without its id: Kafka is older than 2.8", "topic", p.route.Topic,
+			"partition", p.id, "previous_topic_id", prev)
+	default:
 		l.o.Logger.Info("leg A reads another incarnation of the topic", "topic", p.route.Topic, "partition", p.id,
 			"topic_id", topicID, "previous_topic_id", prev)
 	}

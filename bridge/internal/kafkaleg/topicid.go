@@ -27,7 +27,7 @@ import (
 // It is asked with sarama because kafka-go v0.4.51 sends Metadata up to v8, and topic ids came with v10. A broker older
 // than 2.8 knows no v10 and closes the connection on such a request (sarama does not pick versions by what the broker
 // says), so the broker is asked its versions first: one without v10, or one that reports no id, gives "": the names
-// without it, as before (TopicIDs refuses that once the topic gave an id). A failure is an error, never "": the
+// without it, as before (TopicIDs refuses the latter once the topic gave an id). A failure is an error, never "": the
 // session ends and the next asks again, rather than naming records the old way for a while (their ids would change
 // twice, and each change archives them again).
 //
@@ -37,6 +37,12 @@ import (
 // sarama's broker calls take no context, and its Close waits for the answer in flight: the connections are dialled
 // with ctx and closed when it ends, so a stop does not wait up to the 10 s timeouts for a broker that does not answer.
 func TopicID(ctx context.Context, brokers []string, topic string, partition int) (string, error) {
+	id, _, err := topicID(ctx, brokers, topic, partition)
+	return id, err
+}
+
+// topicID is TopicID, also saying whether the broker that gave no id is older than 2.8 (knows no Metadata v10).
+func topicID(ctx context.Context, brokers []string, topic string, partition int) (id string, old bool, err error) {
 	cfg := sarama.NewConfig()
 	cfg.ClientID = "shanhai-bridge"
 	cfg.Version = sarama.V2_8_0_0
@@ -48,9 +54,9 @@ func TopicID(ctx context.Context, brokers []string, topic string, partition int)
 	cfg.ApiVersionsRequest = false
 	var errs []error
 	for _, addr := range brokers { // any broker names the leader: the first that answers
-		id, err := leaderTopicID(cfg, addr, topic, int32(partition))
+		id, old, err := leaderTopicID(cfg, addr, topic, int32(partition))
 		if err == nil {
-			return id, nil
+			return id, old, nil
 		}
 		errs = append(errs, err)
 		if ctx.Err() != nil {
@@ -58,19 +64,19 @@ func TopicID(ctx context.Context, brokers []string, topic string, partition int)
 			break
 		}
 	}
-	return "", fmt.Errorf("kafka topic id of %s partition %d: %w", topic, partition, errors.Join(errs...))
+	return "", false, fmt.Errorf("kafka topic id of %s partition %d: %w", topic, partition, errors.Join(errs...))
 }
 
 // leaderTopicID asks addr who leads the partition, and the leader the topic's id ("" and no error when a broker is
-// older than 2.8 or reports none).
-func leaderTopicID(cfg *sarama.Config, addr, topic string, partition int32) (string, error) {
+// older than 2.8, which old says, or reports none).
+func leaderTopicID(cfg *sarama.Config, addr, topic string, partition int32) (id string, old bool, err error) {
 	res, err := metadata(cfg, addr, topic)
 	if err != nil || res == nil {
-		return "", err
+		return "", err == nil, err
 	}
 	leader, err := leaderOf(res, topic, partition)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", addr, err)
+		return "", false, fmt.Errorf("%s: %w", addr, err)
 	}
 	var leaderAddr string
 	for _, b := range res.Brokers {
@@ -79,22 +85,22 @@ func leaderTopicID(cfg *sarama.Config, addr, topic string, partition int32) (str
 		}
 	}
 	if leaderAddr == "" {
-		return "", fmt.Errorf("%s: leader %d of partition %d is not among the brokers", addr, leader, partition)
+		return "", false, fmt.Errorf("%s: leader %d of partition %d is not among the brokers", addr, leader, partition)
 	}
 	if leaderAddr != addr {
 		if res, err = metadata(cfg, leaderAddr, topic); err != nil || res == nil {
-			return "", err
+			return "", err == nil, err
 		}
 		if self, err := leaderOf(res, topic, partition); err != nil || self != leader {
-			return "", fmt.Errorf("%s: broker %d no longer leads partition %d (%d, %v)", leaderAddr, leader, partition, self, err)
+			return "", false, fmt.Errorf("%s: broker %d no longer leads partition %d (%d, %v)", leaderAddr, leader, partition, self, err)
 		}
 	}
 	for _, t := range res.Topics {
 		if t.Name == topic && t.Uuid != (sarama.Uuid{}) {
-			return t.Uuid.String(), nil
+			return t.Uuid.String(), false, nil
 		}
 	}
-	return "", nil
+	return "", false, nil
 }
 
 // metadata is addr's Metadata v10 answer for the topic, nil if the broker is older than 2.8.
@@ -193,22 +199,27 @@ var ErrTopicIDGone = errors.New("kafka reports no topic id for a topic it gave o
 // TopicIDs reads topic ids (TopicID) and remembers which topics gave one in this process. A broker of 2.8 or later may
 // answer with no id after a real one (a ZooKeeper cluster mid-upgrade, a controller failover): switching the
 // partition to the names without the id then would archive its records again under the old names, or drop them as
-// the old names' replays. Once a topic gave an id, no id is an error: the session ends, counts as a failed fetch, and
-// the next asks again. A broker truly downgraded below 2.8 keeps the partition failing until the bridge restarts.
-// The zero value is ready.
+// the old names' replays. Once a topic gave an id, no id from such a broker is an error: the session ends, counts as
+// a failed fetch, and the next asks again. A broker older than 2.8 (no Metadata v10, which every session's ApiVersions
+// request tells) has no ids at all: the cluster was downgraded, and the topic is named without its id from then on,
+// as a bridge started on that cluster names it. It used to be refused as well, so leg A failed on the topic until the
+// bridge restarted. The zero value is ready.
 type TopicIDs struct {
 	seen sync.Map // topic → struct{}
 }
 
-// Read is TopicID, refusing "" for a topic that gave an id before.
+// Read is TopicID, refusing "" for a topic that gave an id before unless the broker is older than 2.8.
 func (t *TopicIDs) Read(ctx context.Context, brokers []string, topic string, partition int) (string, error) {
-	id, err := TopicID(ctx, brokers, topic, partition)
+	id, old, err := topicID(ctx, brokers, topic, partition)
 	switch {
 	case err != nil:
 		return "", err
 	case id != "":
 		t.seen.Store(topic, struct{}{})
 		return id, nil
+	case old:
+		t.seen.Delete(topic) // an id after this is an upgrade again, and no id after it an error again
+		return "", nil
 	}
 	if _, ok := t.seen.Load(topic); ok {
 		return "", fmt.Errorf("kafka topic id of %s partition %d: %w", topic, partition, ErrTopicIDGone)

@@ -90,6 +90,43 @@ func TestTopicIDsRefusesNoIDAfterOne(t *testing.T) {
 	}
 }
 
+// TestTopicIDsTakesNoIDFromABrokerDowngradedBelow28: a cluster downgraded below 2.8 while the bridge runs has no topic
+// ids at all (no Metadata v10), and TopicIDs refused its no id as it does a 2.8 broker's (ErrTopicIDGone), so leg A
+// failed on the topic until the bridge restarted. The broker's versions, asked by every session, tell the two apart:
+// the downgraded topic is named without an id, as a bridge started on it names it, and an upgrade again gives the id.
+func TestTopicIDsTakesNoIDFromABrokerDowngradedBelow28(t *testing.T) {
+	t.Parallel()
+	b := metadataBroker(t, 1)
+	answer(t, b, newIncarnation, 1, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var ids kafkaleg.TopicIDs
+	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != newIncarnation.String() {
+		t.Fatalf("first Read = %q, %v; want %q", id, err, newIncarnation)
+	}
+	downgrade(t, b)
+	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != "" {
+		t.Fatalf("Read from the broker downgraded to 2.7 = %q, %v; want no id and no error", id, err)
+	}
+	answer(t, b, newIncarnation, 1, b) // upgraded again
+	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != newIncarnation.String() {
+		t.Fatalf("Read after the upgrade = %q, %v; want %q", id, err, newIncarnation)
+	}
+	answer(t, b, sarama.Uuid{}, 1, b) // a 2.8 broker with no id after one: still refused
+	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); !errors.Is(err, kafkaleg.ErrTopicIDGone) {
+		t.Fatalf("Read of no id from a 2.8 broker after the upgrade = %q, %v; want ErrTopicIDGone", id, err)
+	}
+}
+
+// downgrade makes b answer as a broker older than 2.8: Metadata up to v9, no topic ids.
+func downgrade(t *testing.T, b *sarama.MockBroker) {
+	t.Helper()
+	b.SetHandlerByMap(map[string]sarama.MockResponse{
+		"ApiVersionsRequest": sarama.NewMockApiVersionsResponse(t).SetApiKeys([]sarama.ApiVersionsResponseKey{
+			{ApiKey: 18, MinVersion: 0, MaxVersion: 3}, {ApiKey: 3, MinVersion: 0, MaxVersion: 9}}),
+	})
+}
+
 // TestTopicIDClosesItsConnectionWhenTheContextEnds: sarama's calls take no context and its Close waits for the answer
 // in flight, so a stop left the request to a broker that does not answer running until sarama's 10 s read timeout.
 func TestTopicIDClosesItsConnectionWhenTheContextEnds(t *testing.T) {
