@@ -47,6 +47,19 @@ const instrumentation = "github.com/shanhai-dev/shanhai/pkg/limit"
 // alone, counted with reason="wrongtype" and warned of at most once a
 // minute; the other keys stay on Redis.
 //
+// Redis's clock is the limit's clock, so a key's state (the instant its
+// bucket is full again) is a time on the clock of the primary that wrote it.
+// A primary whose clock is behind that one (a failover to a replica whose
+// clock lags, the clock stepped back) reads every key written within the
+// refill time as drained for the whole difference: an hour back kept each
+// client that had used some of its burst refused, with a Retry-After of up to
+// an hour, until Redis's clock caught up. A state further ahead than the
+// refill time, which no answer on one steady clock gives, is therefore that
+// key's problem too: decided by the local share, counted with reason="clock"
+// and warned of at most once a minute, until Redis's clock has caught up with
+// it (or the key expires). Lowering a limit's rate or burst does the same to
+// the keys the old limit drained, for at most the old refill time.
+//
 // Each Redis call is bounded by CallTimeout (default 100ms), whatever the
 // client's options: the limiter does not own the client, and a go-redis client
 // without ContextTimeoutEnabled (the default) ignores context deadlines on its
@@ -76,8 +89,9 @@ type Redis struct {
 	probing   atomic.Bool
 	fallbacks metric.Int64Counter
 	// the fallback counter's attributes for each reason
-	unreachableAttrs, refusedAttrs, wrongTypeAttrs metric.MeasurementOption
-	wrongTypeLogged                                atomic.Int64 // clock nanos of the last warning of a key of the wrong type
+	unreachableAttrs, refusedAttrs, wrongTypeAttrs, clockAttrs metric.MeasurementOption
+	wrongTypeLogged                                            atomic.Int64 // clock nanos of the last warning of a key of the wrong type
+	aheadLogged                                                atomic.Int64 // clock nanos of the last warning of a key ahead of Redis's clock
 }
 
 // RedisOption tunes NewRedis.
@@ -159,6 +173,7 @@ func NewRedis(rdb redis.UniversalClient, l Rate, replicas int, opts ...RedisOpti
 	r.unreachableAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "unreachable"))
 	r.refusedAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "refused"))
 	r.wrongTypeAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "wrongtype"))
+	r.clockAttrs = metric.WithAttributes(attribute.String("limit.name", r.name), attribute.String("reason", "clock"))
 	return r
 }
 
@@ -198,6 +213,15 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 	if r.downUntil.Swap(0) != 0 {
 		r.log.InfoContext(ctx, "rate limit back on redis", "limit", r.name)
 	}
+	// Redis answered, so it is up; the key's state may still lie ahead of
+	// its clock. (A refill time capped at maxWindow is not the script's: its
+	// resets run past it.)
+	if r.window > 0 && r.window < maxWindow && res.ResetAfter > r.window+clockSlack {
+		r.warnKey(ctx, &r.aheadLogged, "rate limit key in redis is full again later than the limit's refill time allows"+
+			" (redis's clock went back, a failover to a primary whose clock is behind, or the limit was lowered);"+
+			" deciding that key locally", fmt.Errorf("reset after %v, refill time %v", res.ResetAfter, r.window))
+		return r.decideLocally(ctx, key, r.clockAttrs), nil
+	}
 	// ResetAfter over the refill time is the part of the burst in use (a
 	// refill under a nanosecond is no limit to keep).
 	if r.window > 0 {
@@ -220,6 +244,11 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 	}
 	return d, nil
 }
+
+// clockSlack is how far past the refill time an answer's reset may lie from
+// rounding alone: the script counts in floating-point seconds, its answer is
+// parsed back to nanoseconds. A clock that went back by less is not told.
+const clockSlack = time.Millisecond
 
 // remaining is how many more requests the bucket of an allowed answer takes
 // now. redis_rate's script counts them as burst - reset_after/interval in
@@ -362,13 +391,19 @@ const wrongTypeLogEvery = time.Minute
 // this limit holds another type. The keys are client addresses and account
 // names, so the warning gives the pattern to scan for rather than the key.
 func (r *Redis) logWrongType(ctx context.Context, err error) {
+	r.warnKey(ctx, &r.wrongTypeLogged, "rate limit key in redis holds another type or no number; deciding that key locally", err)
+}
+
+// warnKey warns msg of a key decided locally, at most once every
+// wrongTypeLogEvery for each kind of problem (logged holds the last one's
+// clock reading).
+func (r *Redis) warnKey(ctx context.Context, logged *atomic.Int64, msg string, err error) {
 	now := max(1, r.clock()) // 0 is never warned
-	last := r.wrongTypeLogged.Load()
-	if last != 0 && now-last < int64(wrongTypeLogEvery) || !r.wrongTypeLogged.CompareAndSwap(last, now) {
+	last := logged.Load()
+	if last != 0 && now-last < int64(wrongTypeLogEvery) || !logged.CompareAndSwap(last, now) {
 		return
 	}
-	r.log.WarnContext(ctx, "rate limit key in redis holds another type or no number; deciding that key locally",
-		"limit", r.name, "keys", "rate:shanhai:"+r.name+":*", "error", err.Error())
+	r.log.WarnContext(ctx, msg, "limit", r.name, "keys", "rate:shanhai:"+r.name+":*", "error", err.Error())
 }
 
 // Degraded reports whether decisions are currently made by the local fallback.
