@@ -163,6 +163,11 @@ func TestKustomizeBuildsAndPassesPolicy(t *testing.T) {
 				if spec == nil {
 					continue
 				}
+				// No workload calls the Kubernetes API (Prometheus finds its targets through DNS), so none gets a
+				// token: one mounted is a credential for whoever breaks into the container, the eBPF agent's above all.
+				if a := spec.AutomountServiceAccountToken; a == nil || *a {
+					t.Errorf("%s %s/%s: automountServiceAccountToken must be false (it calls no Kubernetes API)", o.Kind, o.Namespace, o.Name)
+				}
 				for _, c := range spec.Containers {
 					checkContainer(t, o, spec, c)
 				}
