@@ -537,6 +537,14 @@ func (p *Proxy) start(x *Exchange) bool {
 		x.badRequest("bad-path", "the request target has a fragment")
 		return false
 	}
+	// Nor a control byte (RFC 3986 §3.4; Clean refuses them in the path):
+	// a tab in the query went upstream on the event loop, where a server
+	// that splits the request line at any whitespace reads another target
+	// and version. The fasthttp server refused it first (ErrorHandler).
+	if hasControl(query) {
+		x.badRequest("bad-path", "the request target has a control character")
+		return false
+	}
 	if len(pathPart) == 0 { // "http://host" or "http://host?q" (RFC 9112 §3.2.2)
 		pathPart = slash
 	}

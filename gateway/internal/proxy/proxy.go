@@ -66,12 +66,36 @@ type Dynamic struct {
 // timeout cut off is 408 wherever it stopped, as on the event loop: inside
 // a chunk-size line fasthttp reports an ErrBrokenChunk that hides the
 // timeout (it was 400), so the connection is asked (sockio.ReadTimedOut).
+//
+// A target the server's URI parse refuses (a control byte, a scheme of
+// bytes no scheme has) is answered as Begin answers the same head on the
+// event loop, which parses no URI: bad-path, or the head's first fault.
 func ErrorHandler(ctx *fasthttp.RequestCtx, err error) {
 	if sockio.ReadTimedOut(ctx.Conn()) {
 		err = os.ErrDeadlineExceeded
 	}
-	Reject(&ctx.Request, &ctx.Response, err)
+	if h := &ctx.Request.Header; targetRefused(h, err) {
+		a := headAnswers[headTarget]
+		if c := checkHead(h, sentOptional(h), false, scanLines(h.RawHeaders())); c.fault != headSound {
+			a = headAnswers[c.fault]
+		}
+		writeProblem(&ctx.Response, h.RequestURI(), a.status, a.slug, a.detail)
+	} else {
+		Reject(&ctx.Request, &ctx.Response, err)
+	}
 	ctx.SetConnectionClose()
+}
+
+// targetRefused says whether err is the fasthttp server's refusal of h's
+// target (Request.parseURI, between the head and the body): the same
+// parse fails the same way again. Asked only of refused requests.
+func targetRefused(h *fasthttp.RequestHeader, err error) bool {
+	if err == nil || len(h.RequestURI()) == 0 {
+		return false
+	}
+	var u fasthttp.URI
+	uerr := u.Parse(h.Host(), h.RequestURI())
+	return uerr != nil && uerr.Error() == err.Error()
 }
 
 // Reject writes the answer to a request the transport could not read: 413

@@ -205,3 +205,13 @@ func fieldLines(raw []byte, name string, most int) int {
 	}
 	return n
 }
+
+// hasControl says whether b holds a control byte (below 0x20, or DEL).
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c == 0x7f {
+			return true
+		}
+	}
+	return false
+}
