@@ -149,23 +149,9 @@ func TestMiddlewareAllocatesNothingForAGoodToken(t *testing.T) {
 // could turn an outage into 503s for everybody.
 func TestForgedKidFloodDuringAnOutageLeavesHeldKeysAlone(t *testing.T) {
 	held := NewSigner(mustKey(t))
-	var down atomic.Bool
-	srv, fetches := jwksServer(t, func() []byte {
-		if down.Load() {
-			return []byte("<html>502 Bad Gateway</html>")
-		}
-		return held.JWKS()
-	})
 	clk := newClock()
-	v := NewVerifier(srv.URL, clk.opts())
+	v, fetches := verifierInAnOutage(t, held, clk)
 	ctx := context.Background()
-	if err := v.Ready(ctx); err != nil {
-		t.Fatal(err)
-	}
-	down.Store(true)
-	// Within MinRefreshInterval of that good fetch a kid it lacks is simply
-	// unknown (ErrUnknownKey); the outage shows from the next fetch on.
-	clk.add(v.opts.MinRefreshInterval)
 	before := fetches.Load()
 	for i := range 600 { // a minute, a forged and a good token every 100 ms
 		forged, _ := NewSigner(mustKey(t)).Sign("mallory", time.Hour)
@@ -193,22 +179,10 @@ func TestForgedKidFloodDuringAnOutageLeavesHeldKeysAlone(t *testing.T) {
 // an unheld kid still needs the key (a 503 while it cannot be fetched).
 func TestUnheldKidWithRefusedClaimsIsABadToken(t *testing.T) {
 	held, next := NewSigner(mustKey(t)), NewSigner(mustKey(t))
-	var down atomic.Bool
-	srv, fetches := jwksServer(t, func() []byte {
-		if down.Load() {
-			return []byte("<html>502 Bad Gateway</html>")
-		}
-		return held.JWKS()
-	})
 	clk := newClock()
 	next.now = clk.now
-	v := NewVerifier(srv.URL, clk.opts())
+	v, fetches := verifierInAnOutage(t, held, clk)
 	ctx := context.Background()
-	if err := v.Ready(ctx); err != nil {
-		t.Fatal(err)
-	}
-	down.Store(true)
-	clk.add(v.opts.MinRefreshInterval)
 
 	expired, _ := next.Sign("alice", time.Minute)
 	clk.add(time.Minute + v.opts.Leeway)
@@ -238,4 +212,27 @@ func TestUnheldKidWithRefusedClaimsIsABadToken(t *testing.T) {
 	if _, err := v.Verify(ctx, plausible); !isKeySetError(err) {
 		t.Fatalf("plausible token with an unheld kid during the outage: %v, want a KeySetError (503)", err)
 	}
+}
+
+// verifierInAnOutage is a verifier on clk that fetched held's key set, whose
+// JWKS endpoint then answers a proxy's error page, MinRefreshInterval later:
+// within it of that good fetch a kid the set lacks is simply unknown
+// (ErrUnknownKey); the outage shows from the next fetch on. fetches counts
+// the endpoint's requests.
+func verifierInAnOutage(t *testing.T, held *Signer, clk *clock) (v *Verifier, fetches *atomic.Int64) {
+	t.Helper()
+	var down atomic.Bool
+	srv, fetches := jwksServer(t, func() []byte {
+		if down.Load() {
+			return []byte("<html>502 Bad Gateway</html>")
+		}
+		return held.JWKS()
+	})
+	v = NewVerifier(srv.URL, clk.opts())
+	if err := v.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	down.Store(true)
+	clk.add(v.opts.MinRefreshInterval)
+	return v, fetches
 }

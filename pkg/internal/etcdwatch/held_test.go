@@ -138,6 +138,13 @@ func (r *rangeReads) list() []string {
 // ownEtcdClient is a client of an etcd of the test's own (testenv.StartEtcd), closed when the test ends.
 func ownEtcdClient(t *testing.T) *clientv3.Client {
 	t.Helper()
+	_, cli := ownEtcd(t)
+	return cli
+}
+
+// ownEtcd is an etcd of the test's own, to stop, wipe and start again, and a client of it closed when the test ends.
+func ownEtcd(t *testing.T) (*testenv.OwnEtcd, *clientv3.Client) {
+	t.Helper()
 	e := testenv.StartEtcd(t)
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second,
 		Logger: zap.NewNop()})
@@ -145,5 +152,5 @@ func ownEtcdClient(t *testing.T) *clientv3.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
-	return cli
+	return e, cli
 }

@@ -6,9 +6,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // An etcd wiped and refilled, past the watch's revision, with as many keys in the range and the same key written last
@@ -17,13 +14,7 @@ import (
 // restarted once, while a restart keeping the data only raises it: a probe ends the watch (Lost) on the first, never
 // on the second.
 func TestFollowEndsOnAnEtcdRefilledAsItWas(t *testing.T) {
-	e := testenv.StartEtcd(t)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint()}, DialTimeout: 5 * time.Second,
-		Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	e, cli := ownEtcd(t)
 	probed := &probeEnds{KV: cli.KV, done: make(chan struct{}, 1)}
 	cli.KV = probed
 	ctx := t.Context()
