@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bytes"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path"
@@ -10,7 +11,6 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -115,30 +115,22 @@ type builtObject struct {
 func builtObjects(t *testing.T, fsys filesys.FileSystem, dir string) map[string]builtObject {
 	t.Helper()
 	kustomizeMu.Lock()
-	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
+	k := runKustomize(fsys, dir)
 	kustomizeMu.Unlock()
-	if err != nil {
-		t.Fatalf("kustomize build %s: %v", dir, err)
+	if k.err != nil {
+		t.Fatal(k.err)
 	}
 	out := map[string]builtObject{}
-	for _, r := range rm.Resources() {
-		y, err := r.AsYAML()
+	for _, r := range k.resources {
+		v, err := newTyped(r.kind)
 		if err != nil {
 			t.Fatal(err)
 		}
-		js, err := yaml.YAMLToJSON(y)
-		if err != nil {
-			t.Fatal(err)
+		if err := json.Unmarshal(r.json, v); err != nil {
+			t.Fatalf("%s %s: %v", r.kind, r.name, err)
 		}
-		v, err := newTyped(r.GetKind())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := yaml.Unmarshal(js, v); err != nil {
-			t.Fatalf("%s %s: %v", r.GetKind(), r.GetName(), err)
-		}
-		o := object{Kind: r.GetKind(), Namespace: r.GetNamespace(), Name: r.GetName(), Value: v}
-		out[o.Kind+"/"+o.Namespace+"/"+o.Name] = builtObject{o, js}
+		o := object{Kind: r.kind, Namespace: r.namespace, Name: r.name, Value: v}
+		out[o.Kind+"/"+o.Namespace+"/"+o.Name] = builtObject{o, r.json}
 	}
 	return out
 }

@@ -105,9 +105,15 @@ func kustomized(dir string) *kustomization {
 	if k, ok := kustomizeRuns[dir]; ok {
 		return k
 	}
-	k := &kustomization{}
+	k := runKustomize(filesys.MakeFsOnDisk(), dir)
 	kustomizeRuns[dir] = k
-	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	return k
+}
+
+// runKustomize builds dir of fsys; the caller holds kustomizeMu.
+func runKustomize(fsys filesys.FileSystem, dir string) *kustomization {
+	k := &kustomization{}
+	rm, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(fsys, dir)
 	if err != nil {
 		k.err = fmt.Errorf("kustomize build %s: %v", dir, err)
 		return k
