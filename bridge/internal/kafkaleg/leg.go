@@ -79,7 +79,9 @@ type Options struct {
 // Leg is leg A.
 type Leg struct {
 	o       Options
-	offsets *kafka.Client // high watermarks for refreshLag
+	// offsets asks partitions' offsets: the high watermarks of refreshLag and each session's position check
+	// (inRange), each call with a timeout of its own.
+	offsets *kafka.Client
 	routes  map[string]mapping.Route
 	tracer  trace.Tracer
 	active  atomic.Int32                 // partitions owned now, for tests
@@ -117,7 +119,7 @@ func New(o Options) *Leg {
 		o.TracerProvider = otel.GetTracerProvider()
 	}
 	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: o.TracerProvider.Tracer("github.com/shanhai-dev/shanhai/bridge/kafkaleg"),
-		offsets: &kafka.Client{Addr: kafka.TCP(o.Brokers...), Timeout: o.CommitInterval}, group: newGroupState(o.Logger, o.Group)}
+		offsets: &kafka.Client{Addr: kafka.TCP(o.Brokers...)}, group: newGroupState(o.Logger, o.Group)}
 }
 
 // Partitions is how many partitions this instance owns right now.
@@ -334,7 +336,9 @@ func (l *Leg) refreshLag(gctx context.Context, parts []*partition) {
 	if len(req) == 0 {
 		return
 	}
-	res, err := l.offsets.ListOffsets(gctx, &kafka.ListOffsetsRequest{Topics: req})
+	ctx, cancel := context.WithTimeout(gctx, l.o.CommitInterval) // the next refresh asks again
+	defer cancel()
+	res, err := l.offsets.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: req})
 	if err != nil {
 		l.o.Logger.Debug("leg A high watermarks", "err", err)
 		return

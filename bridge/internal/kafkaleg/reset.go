@@ -48,6 +48,10 @@ func resumeAt(pos, first, end int64) (int64, string) {
 	return pos, ""
 }
 
+// checkTimeout bounds a session's position check (inRange), 10 s as when the check had a client of its own: the
+// session waits for it, where refreshLag, bounded by the commit interval, just asks again at the next one.
+const checkTimeout = 10 * time.Second
+
 // inRange returns the position the session starting at pos reads from, and whether it was reset: pos, or the
 // partition's earliest offset when pos lies outside its offsets. One ListOffsets request per session; when it fails, the failure is counted as
 // a failed fetch and the session reads from pos: its reader reports a position out of range as an error
@@ -55,8 +59,9 @@ func resumeAt(pos, first, end int64) (int64, string) {
 func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
 	l := p.leg
 	p.first.Store(-1)
-	c := &kafka.Client{Addr: kafka.TCP(l.o.Brokers...), Timeout: 10 * time.Second}
-	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+	rctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	res, err := l.offsets.ListOffsets(rctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
 		p.route.Topic: {kafka.FirstOffsetOf(p.id), kafka.LastOffsetOf(p.id)},
 	}})
 	if err != nil {
