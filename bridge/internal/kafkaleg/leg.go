@@ -79,9 +79,7 @@ type Options struct {
 // Leg is leg A.
 type Leg struct {
 	o       Options
-	// offsets asks partitions' offsets: the high watermarks of refreshLag and each session's position check
-	// (inRange), each call with a timeout of its own.
-	offsets *kafka.Client
+	offsets *kafka.Client // ListOffsets of refreshLag and of each session's check (inRange), each with its own timeout
 	routes  map[string]mapping.Route
 	tracer  trace.Tracer
 	active  atomic.Int32                 // partitions owned now, for tests
