@@ -22,18 +22,31 @@ import (
 // gone. Found by review of recount: the programs and recount look owners up by the socket's address, and recount's
 // address check cannot tell a connect to the same address and port apart, so such a socket's open was counted to the
 // stale owner's process (Active:1, want 0, before tcp.c forgot the owner at the socket's first change). "connect": the
-// socket dials the stale owner's address; "accept": the socket is a listener's new child.
+// socket dials the stale owner's address; "accept": the socket is a listener's new child; "listen": the socket is a
+// listener, whose close counted the stale owner's connect failed (Failed:1, want 0, before tcp.c forgot it at
+// CLOSE -> LISTEN too; found by review of c591911e).
 //
 // The test process plays both: tracked for one connect (its inode put in tracked_files), whose owner is put back
 // after its close as if that close were unseen, then untracked; the kernel hands the freed memory to the next socket
 // made on the same CPU (its slab's free list), which /proc/net/tcp's socket pointers (hashed, equal for one
 // address) confirm. When another socket took the memory first, the attempt is made again.
 func TestTCPStaleOwnerIsNotAnUntrackedSockets(t *testing.T) {
-	t.Run("connect", func(t *testing.T) { testStaleOwner(t, false) })
-	t.Run("accept", func(t *testing.T) { testStaleOwner(t, true) })
+	for _, next := range []staleNext{staleConnect, staleAccept, staleListen} {
+		t.Run(string(next), func(t *testing.T) { testStaleOwner(t, next) })
+	}
 }
 
-func testStaleOwner(t *testing.T, passive bool) {
+// staleNext is what the untracked socket that gets a stale owner's memory does first.
+type staleNext string
+
+const (
+	staleConnect staleNext = "connect"
+	staleAccept  staleNext = "accept"
+	staleListen  staleNext = "listen"
+)
+
+func testStaleOwner(t *testing.T, next staleNext) {
+	passive := next == staleAccept
 	_, a := probedSelf(t, Config{})
 	ln := newFullListener(t)              // a connect to it stays connecting
 	ln2, ln2Addr := listenLoopback(t, 16) // a plain one, for the passive case's child
@@ -104,6 +117,9 @@ func testStaleOwner(t *testing.T, passive bool) {
 			}
 			sock = acceptFD(t, ln2)
 			t.Cleanup(func() { syscall.Close(fd2) }) // open until the end: the child stays established
+		} else if next == staleListen {
+			sock = newSocket(t)
+			listenAt(t, sock, 16)
 		} else {
 			sock = dialNonblocking(t, ln.sa)
 		}
@@ -115,18 +131,30 @@ func testStaleOwner(t *testing.T, passive bool) {
 		a.sys.tcp.Owners.Delete(key) // gone already if another socket took the memory
 	}
 	t.Cleanup(func() { syscall.Close(sock) })
-	if !passive {
+	if next == staleConnect {
 		ln.acceptOne(t) // room for the dialler's next SYN: it opens
 	}
-	eventually(t, func() (bool, string) {
-		info, err := tcpInfo(sock)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State == tcpEstablished, fmt.Sprintf("untracked socket in state %d, want established", info.State)
-	})
+	if next != staleListen {
+		eventually(t, func() (bool, string) {
+			info, err := tcpInfo(sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return info.State == tcpEstablished, fmt.Sprintf("untracked socket in state %d, want established", info.State)
+		})
+	}
 	if _, err := a.Snapshot(); err != nil { // recount runs too
 		t.Fatal(err)
+	}
+	var o tcp.BpfOwner
+	if err := a.sys.tcp.Owners.Lookup(key, &o); err == nil {
+		t.Errorf("the stale owner is still there, taken for the untracked socket: %+v", o)
+	}
+	if next == staleListen {
+		// The listener's LISTEN -> CLOSE runs in this close (no other reference to it is left): an owner still at
+		// its address is deleted and counted there.
+		syscall.Close(sock)
+		sock = -1
 	}
 	var got tcp.BpfTcpStats
 	if err := a.sys.tcp.Tcp.Lookup(uint32(pid), &got); err != nil {
@@ -134,10 +162,6 @@ func testStaleOwner(t *testing.T, passive bool) {
 	}
 	if got != stats {
 		t.Errorf("the stale owner's process counted the untracked socket's events: %+v, was %+v", got, stats)
-	}
-	var o tcp.BpfOwner
-	if err := a.sys.tcp.Owners.Lookup(key, &o); err == nil {
-		t.Errorf("the stale owner is still there, taken for the untracked socket: %+v", o)
 	}
 }
 
@@ -147,6 +171,12 @@ func listenLoopback(t *testing.T, backlog int) (int, *syscall.SockaddrInet4) {
 	t.Helper()
 	fd := newSocket(t)
 	t.Cleanup(func() { syscall.Close(fd) })
+	return fd, listenAt(t, fd, backlog)
+}
+
+// listenAt makes TCP socket fd listen on a loopback port of its own, with the backlog given, and returns its address.
+func listenAt(t *testing.T, fd, backlog int) *syscall.SockaddrInet4 {
+	t.Helper()
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +187,7 @@ func listenLoopback(t *testing.T, backlog int) (int, *syscall.SockaddrInet4) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fd, sa.(*syscall.SockaddrInet4)
+	return sa.(*syscall.SockaddrInet4)
 }
 
 func newSocket(t *testing.T) int {

@@ -361,8 +361,10 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 	if (!o)
 		return 0;
 	// A listener's new child (inet_csk_clone_lock: LISTEN -> SYN_RECV, in softirq, before any other change of it) has
-	// no owner yet, whoever accepts it (accept_ret owns it later): one here is a freed socket's, as at SYN_SENT above.
-	if (ns == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
+	// no owner yet, whoever accepts it (accept_ret owns it later), nor has a new listener (CLOSE -> LISTEN, listen()'s,
+	// in its process, tracked or not): one here is a freed socket's, as at SYN_SENT above. Left there, a listener's
+	// close would count a connecting one as a failed connect of its process. Neither costs a lookup more.
+	if (ns == TCP_LISTEN || (ns == TCP_SYN_RECV && oldstate == TCP_LISTEN)) {
 		forget(&sk, o);
 		return 0;
 	}
