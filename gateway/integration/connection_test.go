@@ -39,3 +39,29 @@ func TestConnectionCannotStripWhatTheGatewayAdds(t *testing.T) {
 		}
 	}
 }
+
+// A Connection list may name any field (RFC 9110 §7.6.1), but not take away
+// what the gateway forwards the request by: its Host (the upstream got the
+// endpoint's address instead), its length, or the forwarded chain and
+// protocol a trusted proxy in front wrote, which the gateway reads after
+// the drop: named, the upstream saw that proxy as the client. Go's
+// ReverseProxy keeps Host and the length out of its header map and reads
+// the prior X-Forwarded-For from the inbound request; nginx strips nothing
+// Connection names. A field the client alone cares for still goes.
+func TestConnectionCannotStripWhatTheGatewayNeeds(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up, "GATEWAY_TRUSTED_PROXIES=127.0.0.1/32")
+	head := "Host: Gw.Example\r\nAuthorization: Bearer " + w.token("conn-needs") + "\r\nX-Forwarded-For: 203.0.113.7\r\n" +
+		"X-Forwarded-Proto: https\r\nX-Mine: 1\r\nConnection: Host, Content-Length, X-Forwarded-For, X-Forwarded-Proto, X-Mine\r\n"
+	a := exchange(t, g.Addr, "POST /api/v1/orders/echo HTTP/1.1\r\n"+head+"Content-Length: 5\r\n\r\nhello", 1)[0]
+	if a.Status != 200 || a.Body != "host=Gw.Example cl=5 te=[] body=hello" {
+		t.Fatalf("Host and Content-Length named: %d %q", a.Status, a.Body)
+	}
+	for name, want := range map[string]string{"X-Forwarded-For": "203.0.113.7, 127.0.0.1", "X-Forwarded-Proto": "https", "X-Mine": ""} {
+		a := exchange(t, g.Addr, "GET /api/v1/orders/header?name="+name+" HTTP/1.1\r\n"+head+"\r\n", 1)[0]
+		if a.Status != 200 || a.Body != name+"="+want {
+			t.Errorf("%s named: %d %q, want %q", name, a.Status, a.Body, want)
+		}
+	}
+}

@@ -144,7 +144,7 @@ func dropHop(h hopHeader, present fields) (named bool) {
 			for len(names) > 0 {
 				var tok []byte
 				tok, names = nextToken(names)
-				if len(tok) > 0 && classify(tok)&^userBit == 0 {
+				if len(tok) > 0 && classify(tok)&^userBit == 0 && !isPinned(tok) {
 					h.DelBytes(tok)
 				}
 			}
@@ -174,7 +174,30 @@ func namesOthers(conn []byte) bool {
 	for len(conn) > 0 {
 		var tok []byte
 		tok, conn = nextToken(conn)
-		if len(tok) > 0 && classify(tok)&^userBit == 0 && !asciiEqualFold(tok, "close") {
+		if len(tok) > 0 && classify(tok)&^userBit == 0 && !asciiEqualFold(tok, "close") && !isPinned(tok) {
+			return true
+		}
+	}
+	return false
+}
+
+// pinned are the fields no Connection list takes away, though RFC 9110
+// §7.6.1 has a proxy drop every field it names: those the gateway forwards
+// the message by. Host and Content-Length address and frame the request (a
+// client's "Connection: Host" sent the upstream the endpoint's address as
+// Host); X-Forwarded-For and -Proto are read after the drop (SetForwarded),
+// from a trusted proxy in front, and named, the chain it wrote was gone and
+// the upstream saw that proxy as the client. Go's ReverseProxy keeps Host
+// and the length outside its header map and reads the prior
+// X-Forwarded-For from the inbound request (ProxyRequest.In); nginx drops
+// nothing a Connection names. The fields the gateway sets itself are set
+// after the drop, or put back (the request id).
+var pinned = [...]string{"Host", "Content-Length", "X-Forwarded-For", "X-Forwarded-Proto"}
+
+// isPinned says whether tok names a field in pinned, in any ASCII case.
+func isPinned(tok []byte) bool {
+	for _, name := range pinned {
+		if asciiEqualFold(tok, name) {
 			return true
 		}
 	}
