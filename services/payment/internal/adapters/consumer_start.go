@@ -59,9 +59,10 @@ func LookUpConsumer(ctx context.Context, js jetstream.JetStream, names Names, cf
 // A durable made push based by hand is dealt with as a running replica
 // deals with it (replacePush), with the saved floor as the pull
 // consumer's: replaced when no subscriber is bound to it, one replica at a
-// time (FloorGorm.replacing), an error naming it when one is. Before, the start failed on it whether read or not
-// (not a pull consumer), so no replica that started meanwhile became
-// ready, while a running one replaced it.
+// time (FloorGorm.replacing), an error naming it when one is. Before, the
+// start failed on it whether read or not (not a pull consumer), so no
+// replica that started meanwhile became ready, while a running one
+// replaced it.
 func CreateConsumer(ctx context.Context, js jetstream.JetStream, names Names, cfg jetstream.ConsumerConfig, floors *FloorGorm, log *slog.Logger) (jetstream.Consumer, error) {
 	names = names.Or(DefaultNames)
 	if log == nil {

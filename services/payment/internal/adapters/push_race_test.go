@@ -22,9 +22,9 @@ import (
 // consumer first and deleted it after the other had replaced it deleted
 // the other's new pull consumer: two pull consumers were created, the
 // first deleted under the replica pulling from it (a third pull stop, its
-// unsettled messages delivered again). Here the first replica to read the
-// push consumer is held before its delete until the other has created its
-// consumer or waits for the replacement lock. Now the replacements take
+// unsettled messages delivered again). Here the first replica to delete
+// the push consumer is held just before, its read made, until the other
+// has created its consumer or waits for the replacement lock. Now the replacements take
 // turns: one consumer is created, both replicas pull from it, and every
 // order is charged once.
 func TestRacingReplacementsCreateOneConsumer(t *testing.T) {
@@ -37,14 +37,18 @@ func TestRacingReplacementsCreateOneConsumer(t *testing.T) {
 	r := &race{db: st.db}
 	gate := gatedJS{JetStream: st.s.JS, open: make(chan struct{})}
 	logs := [2]*logSeen{{msgs: map[string]bool{}}, {msgs: map[string]bool{}}}
-	for _, l := range logs {
-		c := adapters.NewOrderEvents(st.cons, st.names, st.app, st.maxDeliver, slog.New(l)).
+	var replicas [2]*adapters.OrderEvents
+	for i, l := range logs {
+		replicas[i] = adapters.NewOrderEvents(st.cons, st.names, st.app, st.maxDeliver, slog.New(l)).
 			Recreates(racingJS{gatedJS: gate, race: r}).RemembersFloor(floors)
-		defer st.startOn(t, c, 1)(ctx)
+		defer st.startOn(t, replicas[i], 1)(ctx)
 	}
 
 	const before = 3
 	st.chargedAndSaved(t, floors, before)
+	runtest.Eventually(t, 10*time.Second, "both replicas to see the floor", func() bool {
+		return adapters.AckFloorSeen(replicas[0]) == before && adapters.AckFloorSeen(replicas[1]) == before
+	})
 	st.makePush(t, "paypushrace.nobody", before+1)
 	runtest.Eventually(t, 10*time.Second, "both pulls to stop", func() bool {
 		return logs[0].seen(pullStopped) && logs[1].seen(pullStopped)
@@ -83,8 +87,8 @@ func TestRacingReplacementsCreateOneConsumer(t *testing.T) {
 	}
 }
 
-// race holds the first stream lookup of a replacement (the replica's read
-// of the push consumer made, its delete not yet) until another replica has
+// race holds the first delete of a consumer (a replacement's, the
+// replica's read of the push consumer made) until another replica has
 // created a consumer, or waits on a lock in the payment database (the
 // replacement lock held by the one held here).
 type race struct {
@@ -94,25 +98,25 @@ type race struct {
 }
 
 // racingJS is a replica's JetStream, its consumer lookups gated until the
-// durable is made push based, its stream lookup and creates seen by race.
+// durable is made push based, its deletes and creates seen by race.
 type racingJS struct {
 	gatedJS
 	race *race
 }
 
-func (j racingJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+func (j racingJS) DeleteConsumer(ctx context.Context, stream, consumer string) error {
 	if j.race.held.CompareAndSwap(false, true) {
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for j.race.creates.Load() == 0 && !j.race.lockAwaited(ctx) {
 			select {
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				return ctx.Err()
 			case <-tick.C:
 			}
 		}
 	}
-	return j.gatedJS.Stream(ctx, name)
+	return j.gatedJS.DeleteConsumer(ctx, stream, consumer)
 }
 
 func (j racingJS) CreateConsumer(ctx context.Context, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
