@@ -1,0 +1,61 @@
+package deploy
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// serverProbes are the paths a server answers for liveness (restart me) and readiness (send me traffic), where it
+// tells the two apart; the probes must ask those, not one check for both.
+var serverProbes = map[string]struct{ liveness, readiness string }{
+	// /health fails on a NOSPACE alarm, without a leader and on a slow linearizable read (a loaded node: kind starting
+	// Kafka and Pulsar beside it): a restart cures none of them, and a NOSPACE etcd out of its Service cannot serve
+	// the deletes that end the alarm. 3.5.12 and later serve /livez (a local read) and /readyz (NOSPACE left out), as
+	// kubeadm probes its etcd (kubernetes/kubeadm#3039).
+	"quay.io/coreos/etcd:": {"/livez", "/readyz"},
+	// /-/ready is 503 until the TSDB has replayed its WAL, which the emptyDir keeps across a container restart: as
+	// liveness it would restart a Prometheus still replaying, to replay again. /-/healthy answers once it runs.
+	"prom/prometheus:": {"/-/healthy", "/-/ready"},
+}
+
+// TestServersProbesAskTheirOwnLivenessAndReadiness: see serverProbes.
+func TestServersProbesAskTheirOwnLivenessAndReadiness(t *testing.T) {
+	found := map[string]bool{}
+	for _, dir := range kustomizations {
+		for _, o := range build(t, dir) {
+			spec := podSpec(o)
+			if spec == nil {
+				continue
+			}
+			for _, c := range spec.Containers {
+				for image, want := range serverProbes {
+					if !strings.HasPrefix(c.Image, image) {
+						continue
+					}
+					found[image] = true
+					if got := probePath(c.LivenessProbe); got != want.liveness {
+						t.Errorf("%s: %s %s: liveness probe asks %q, want %q", dir, o.Kind, o.Name, got, want.liveness)
+					}
+					if got := probePath(c.ReadinessProbe); got != want.readiness {
+						t.Errorf("%s: %s %s: readiness probe asks %q, want %q", dir, o.Kind, o.Name, got, want.readiness)
+					}
+				}
+			}
+		}
+	}
+	for image := range serverProbes {
+		if !found[image] {
+			t.Errorf("no %s container in any build: its image moved, follow it here", image)
+		}
+	}
+}
+
+// probePath is the path an HTTP probe asks, empty for none or another kind of probe.
+func probePath(p *corev1.Probe) string {
+	if p == nil || p.HTTPGet == nil {
+		return ""
+	}
+	return p.HTTPGet.Path
+}
