@@ -20,6 +20,16 @@ var tcpPrograms = []string{"set_state", "set_state_spare"}
 // programs also run for every other TCP state change on the machine meanwhile, so the figures are per hit of any
 // change, and per dial of this process's with the others' hits included.
 func priceTCP(objs []string, rounds, dials int) error {
+	// Checked before anything is loaded: a round per object would divide by dials, and a bad -tcp would stop the
+	// run only at its first round.
+	if dials < 1 || rounds < 1 {
+		return fmt.Errorf("-dials %d, -rounds %d: want at least 1 each", dials, rounds)
+	}
+	for _, o := range objs {
+		if _, _, ok := strings.Cut(o, "="); !ok {
+			return fmt.Errorf("-tcp %q: want name=path.o", o)
+		}
+	}
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
 		return fmt.Errorf("enable bpf_stats: %w", err)
@@ -27,7 +37,7 @@ func priceTCP(objs []string, rounds, dials int) error {
 	defer stats.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return fmt.Errorf("listen on loopback: %w", err)
 	}
 	defer ln.Close()
 	type cost struct{ perHit, perDial []float64 }
@@ -42,7 +52,8 @@ func priceTCP(objs []string, rounds, dials int) error {
 			if costs[name] == nil {
 				costs[name] = make(map[string]*cost)
 			}
-			for prog, p := range got {
+			for _, prog := range tcpPrograms {
+				p := got[prog]
 				c := costs[name][prog]
 				if c == nil {
 					c = &cost{}
@@ -70,11 +81,11 @@ func priceTCP(objs []string, rounds, dials int) error {
 func tcpRound(path string, ln net.Listener, dials int) (map[string]priced, error) {
 	spec, err := ebpf.LoadCollectionSpec(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("load %s: %w", path, err)
 	}
 	defer coll.Close()
 	before := make(map[string]*ebpf.ProgramStats)
@@ -89,18 +100,18 @@ func tcpRound(path string, ln net.Listener, dials int) (map[string]priced, error
 		}
 		defer l.Close()
 		if before[name], err = p.Stats(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read the stats of %s: %w", name, err)
 		}
 	}
 	for range dials {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("dial %s: %w", ln.Addr(), err)
 		}
 		s, err := ln.Accept()
 		if err != nil {
 			c.Close()
-			return nil, err
+			return nil, fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
 		c.Close()
 		s.Close()
@@ -109,7 +120,7 @@ func tcpRound(path string, ln net.Listener, dials int) (map[string]priced, error
 	for _, name := range tcpPrograms {
 		s, err := coll.Programs[name].Stats()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read the stats of %s: %w", name, err)
 		}
 		got[name] = priced{name: name, ns: uint64(s.Runtime - before[name].Runtime), hits: s.RunCount - before[name].RunCount}
 	}
