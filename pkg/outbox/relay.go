@@ -125,10 +125,11 @@ type Relay struct {
 	// clock is this process's wall clock (time.Now; a test sets it to stand for a replica whose clock is off).
 	clock func() time.Time
 
-	// retries are the next_attempt_at (Unix ms) that record set on failed rows and no round has claimed since: Run
-	// polls when the earliest comes due instead of on its idle schedule. A slice, not a single time, so the later rows
-	// of a failed batch are not forgotten once the first is retried; each round drops those due when it starts, so it
-	// holds no more than the unsent rows this relay failed. Guarded by retryMu: RunOnce may record while Run does.
+	// retries are when (Unix ms, by clock) the rows record failed and no round has claimed since come due (see
+	// retryAt): Run polls when the earliest comes due instead of on its idle schedule. A slice, not a single time, so
+	// the later rows of a failed batch are not forgotten once the first is retried; each round drops those due when it
+	// starts, so it holds no more than the unsent rows this relay failed. Guarded by retryMu: RunOnce may record
+	// while Run does.
 	retryMu sync.Mutex
 	retries []int64
 
@@ -915,7 +916,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 		}
 		// Remembered even if a locked round's transaction then rolls back: that costs one poll finding nothing.
 		r.retryMu.Lock()
-		r.retries = append(r.retries, r.clock().Add(wait).UnixMilli()) // when to poll, by this process's clock
+		r.retries = append(r.retries, retryAt(r.clock().Add(wait)))
 		r.retryMu.Unlock()
 		r.logFailure(tx.Statement.Context, m, errs[i])
 	}
@@ -931,6 +932,21 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 		}
 	}
 	return stored, nil
+}
+
+// retryAt is when, by this process's clock, the relay polls for a row it failed with a backoff ending at at: at
+// rounded up to the millisecond. The row's next_attempt_at is the database's clock plus that backoff (see nowSQL),
+// rounded to the nearest millisecond by PostgreSQL; at, read once that statement returned, and truncated, made a poll
+// up to a millisecond before the row was due (31 of 400 rows failed in one round, in
+// TestRetryPollComesNoSoonerThanTheRowIsDue). That round claimed nothing and forgot the retry, and the row waited for
+// the idle poll, up to MaxIdleInterval. Rounded up, the poll is no sooner than the row is due however far apart the
+// two clocks are set, as long as they run at the same rate.
+func retryAt(at time.Time) int64 {
+	ms := at.UnixMilli()
+	if time.UnixMilli(ms).Before(at) {
+		ms++
+	}
+	return ms
 }
 
 // logFailure logs a failed attempt of row m at its 1st, 2nd, 4th, 8th... attempt only. A row is retried until Kafka

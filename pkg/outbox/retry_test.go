@@ -1,0 +1,64 @@
+package outbox
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"gorm.io/gorm"
+
+	"github.com/shanhai-dev/shanhai/pkg/event"
+	"github.com/shanhai-dev/shanhai/pkg/internal/dbtest"
+	"github.com/shanhai-dev/shanhai/pkg/migrate"
+)
+
+// A failed row's next_attempt_at is PostgreSQL's clock plus the backoff, in whole milliseconds rounded to the
+// nearest, and the relay polls for it when its own clock reaches its own reading plus the backoff (see record). That
+// reading was truncated to the millisecond, so the poll could come before the row was due by the database: its round
+// claimed nothing and forgot the retry, and the row waited for the idle poll (up to MaxIdleInterval). The poll must
+// come no sooner than the row is due. The two clocks are compared directly: testenv's PostgreSQL runs on this host.
+// Each row misses by chance (a few in a hundred), so the test fails many rows at once.
+func TestRetryPollComesNoSoonerThanTheRowIsDue(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.Postgres(t)
+	if err := migrate.Up(ctx, db, Migrations); err != nil {
+		t.Fatal(err)
+	}
+	const n = 400
+	err := db.Transaction(func(tx *gorm.DB) error {
+		for i := range n {
+			k := fmt.Sprintf("k%d", i) // a key each: every row is claimed in the one round
+			e, err := event.New("order.created", "/test", k, map[string]string{"order_id": k})
+			if err != nil {
+				return err
+			}
+			if err := Add(ctx, tx, "t", k, e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRelay(db, down{}, RelayOptions{BatchSize: n})
+	if claimed, err := r.RunOnce(ctx); err != nil || claimed != n {
+		t.Fatalf("RunOnce = %d, %v; want %d rows claimed", claimed, err, n)
+	}
+	var due []int64
+	if err := db.Raw("SELECT next_attempt_at FROM outbox ORDER BY id").Scan(&due).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(r.retries) != n || len(due) != n {
+		t.Fatalf("%d retries remembered for %d rows, want %d", len(r.retries), len(due), n)
+	}
+	early := 0
+	for i, at := range r.retries { // in id order, as record goes through the round's rows
+		if at < due[i] {
+			early++
+		}
+	}
+	if early > 0 {
+		t.Fatalf("the relay polls for %d of %d failed rows before PostgreSQL finds them due", early, n)
+	}
+}
