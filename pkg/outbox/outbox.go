@@ -22,6 +22,9 @@
 //
 // Ordering: a key's rows are published one at a time in id order. A relay only claims a row when no older unsent row with
 // the same topic and key exists, so a failing row holds back later rows of its key (and only of its key) until it succeeds.
+// A row set aside (see Failures) is the exception: it ends its turn unpublished, its key's later rows go out after it,
+// and a consumer of that key sees a gap it is not told of. The ERROR log, outbox.messages.set_aside and the row kept
+// with its last_error are what tell an operator; once mended (clearing its sent_at), the row is sent after them.
 // Ids follow insertion, not commit order: two transactions racing on the same key may commit out of id order, which is why
 // producers should serialise writes per aggregate (they do, by locking or updating the aggregate's row). Rows with an
 // empty key form one ordered stream of their own (and Kafka spreads them over partitions at random).
