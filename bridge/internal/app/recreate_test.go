@@ -23,34 +23,11 @@ import (
 // Nats-Msg-Id and the producer name, none of the 15 reached JetStream.
 func TestBridgeArchivesARecreatedTopicsRecords(t *testing.T) {
 	t.Parallel()
-	b := startBridge(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	oldID, err := kafkaleg.TopicID(ctx, b.brokers, b.topic, 0)
-	if err != nil || oldID == "" {
-		t.Fatalf("topic id %q: %v", oldID, err)
-	}
-	b.produce(t, 0, 30)
-	b.archived(t, 30, 60*time.Second)
-	for _, r := range b.recs {
-		if !strings.HasSuffix(r.Producer, "."+oldID) {
-			t.Errorf("record %d archived by producer %s, want one named by the topic id %s", r.Seq, r.Producer, oldID)
-			break
-		}
-	}
+	b, oldID := archiveOld(ctx, t)
 
-	newID := recreateTopic(ctx, t, b.brokers, b.topic, oldID, 3)
-	// The same event numbers again: the verdict is the new topic's alone (its offsets start at 0 again, which it
-	// would count as out of order after the old records), and an old record archived again counts as a duplicate.
-	b.produce(t, 0, 15)
-	b.recs = nil
-	b.archived(t, 15, 60*time.Second)
-	for _, r := range b.recs {
-		if !strings.HasSuffix(r.Producer, "."+newID) {
-			t.Errorf("record %d of the new topic archived by producer %s, want one named by its id %s", r.Seq, r.Producer, newID)
-			break
-		}
-	}
+	newID := b.refill(ctx, t, oldID, 15)
 	// What tells an operator that a reset past the end (BridgeOffsetReset) was a topic created again.
 	if !strings.Contains(b.log.String(), "leg A reads another incarnation of the topic") || !strings.Contains(b.log.String(), newID) {
 		t.Errorf("no log line naming the new topic id %s: %s", newID, b.log.String())
@@ -61,6 +38,46 @@ func TestBridgeArchivesARecreatedTopicsRecords(t *testing.T) {
 	t.Logf("duplicates dropped: leg A %v, leg B %v",
 		b.metric(t, "bridge_messages_total{", `leg="kafka-nats"`, `result="duplicate"`),
 		b.metric(t, "bridge_messages_total{", `leg="nats-pulsar"`, `result="duplicate"`))
+}
+
+// archiveOld starts a bridge, archives 30 records of its topic under producers named by the topic's id, and returns
+// the bridge and that id.
+func archiveOld(ctx context.Context, t *testing.T) (*bridge, string) {
+	t.Helper()
+	b := startBridge(t, nil)
+	oldID, err := kafkaleg.TopicID(ctx, b.brokers, b.topic, 0)
+	if err != nil || oldID == "" {
+		t.Fatalf("topic id %q: %v", oldID, err)
+	}
+	b.produce(t, 0, 30)
+	b.archived(t, 30, 60*time.Second)
+	b.namedBy(t, oldID)
+	return b, oldID
+}
+
+// refill creates the bridge's topic (of id oldID) again, produces n records to it and checks that they are archived
+// once, in order, under producers named by the new topic's id, which it returns. The same event numbers again: the
+// verdict is the new topic's alone (its offsets start at 0 again, which it would count as out of order after the old
+// records), and an old record archived again counts as a duplicate.
+func (b *bridge) refill(ctx context.Context, t *testing.T, oldID string, n int) string {
+	t.Helper()
+	newID := recreateTopic(ctx, t, b.brokers, b.topic, oldID, 3)
+	b.produce(t, 0, n)
+	b.recs = nil
+	b.archived(t, n, 60*time.Second)
+	b.namedBy(t, newID)
+	return newID
+}
+
+// namedBy checks that the records archived has read were archived by producers named by the topic id id.
+func (b *bridge) namedBy(t *testing.T, id string) {
+	t.Helper()
+	for _, r := range b.recs {
+		if !strings.HasSuffix(r.Producer, "."+id) {
+			t.Errorf("record %d archived by producer %s, want one named by the topic id %s", r.Seq, r.Producer, id)
+			return
+		}
+	}
 }
 
 // recreateTopic deletes topic and creates it again with partitions, and returns its new id. A broker that creates
@@ -119,15 +136,9 @@ func streamMsgs(ctx context.Context, t *testing.T, url, stream string) uint64 {
 // once, in order, under producers named by the new id.
 func TestBridgeArchivesATopicRefilledWhileStopped(t *testing.T) {
 	t.Parallel()
-	b := startBridge(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	oldID, err := kafkaleg.TopicID(ctx, b.brokers, b.topic, 0)
-	if err != nil || oldID == "" {
-		t.Fatalf("topic id %q: %v", oldID, err)
-	}
-	b.produce(t, 0, 30)
-	b.archived(t, 30, 60*time.Second)
+	b, oldID := archiveOld(ctx, t)
 	if _, err := b.stop(); err != nil { // a graceful stop commits every offset JetStream confirmed
 		t.Fatal(err)
 	}
@@ -140,12 +151,7 @@ func TestBridgeArchivesATopicRefilledWhileStopped(t *testing.T) {
 	})
 	again.topic = b.topic // its own topic is left unused
 	again.archived(t, 45, 60*time.Second)
-	for _, r := range again.recs {
-		if !strings.HasSuffix(r.Producer, "."+newID) {
-			t.Errorf("record %d of the new topic archived by producer %s, want one named by its id %s", r.Seq, r.Producer, newID)
-			break
-		}
-	}
+	again.namedBy(t, newID)
 	if n := streamMsgs(ctx, t, again.nats, again.stream); n != 75 {
 		t.Errorf("the stream holds %d messages, want 75: each of the old topic's 30 and the new one's 45 once", n)
 	}
@@ -158,26 +164,11 @@ func TestBridgeArchivesATopicRefilledWhileStopped(t *testing.T) {
 // reading another topic id, reads the new incarnation from its start: all 45 reach the archive once, in order.
 func TestBridgeArchivesATopicRefilledWhileItRuns(t *testing.T) {
 	t.Parallel()
-	b := startBridge(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	oldID, err := kafkaleg.TopicID(ctx, b.brokers, b.topic, 0)
-	if err != nil || oldID == "" {
-		t.Fatalf("topic id %q: %v", oldID, err)
-	}
-	b.produce(t, 0, 30)
-	b.archived(t, 30, 60*time.Second)
+	b, oldID := archiveOld(ctx, t)
 
-	newID := recreateTopic(ctx, t, b.brokers, b.topic, oldID, 3)
-	b.produce(t, 0, 45)
-	b.recs = nil
-	b.archived(t, 45, 60*time.Second)
-	for _, r := range b.recs {
-		if !strings.HasSuffix(r.Producer, "."+newID) {
-			t.Errorf("record %d of the new topic archived by producer %s, want one named by its id %s", r.Seq, r.Producer, newID)
-			break
-		}
-	}
+	b.refill(ctx, t, oldID, 45)
 	if n := streamMsgs(ctx, t, b.nats, b.stream); n != 75 {
 		t.Errorf("the stream holds %d messages, want 75: each of the old topic's 30 and the new one's 45 once", n)
 	}

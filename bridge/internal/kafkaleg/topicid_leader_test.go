@@ -71,16 +71,9 @@ func TestTopicIDIsTheLeaders(t *testing.T) {
 // records again or dropping them as the old names' replays. Once a topic gave an id, none is an error.
 func TestTopicIDsRefusesNoIDAfterOne(t *testing.T) {
 	t.Parallel()
-	b := metadataBroker(t, 1)
-	answer(t, b, newIncarnation, 1, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var ids kafkaleg.TopicIDs
-	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != newIncarnation.String() {
-		t.Fatalf("first Read = %q, %v; want %q", id, err, newIncarnation)
-	}
+	ctx, b, read := readAnID(t)
 	answer(t, b, sarama.Uuid{}, 1, b)
-	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); !errors.Is(err, kafkaleg.ErrTopicIDGone) {
+	if id, err := read(); !errors.Is(err, kafkaleg.ErrTopicIDGone) {
 		t.Fatalf("Read after an id = %q, %v; want ErrTopicIDGone", id, err)
 	}
 	// A process that never saw an id (a cluster without them) keeps the names without it.
@@ -96,26 +89,35 @@ func TestTopicIDsRefusesNoIDAfterOne(t *testing.T) {
 // the downgraded topic is named without an id, as a bridge started on it names it, and an upgrade again gives the id.
 func TestTopicIDsTakesNoIDFromABrokerDowngradedBelow28(t *testing.T) {
 	t.Parallel()
-	b := metadataBroker(t, 1)
-	answer(t, b, newIncarnation, 1, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var ids kafkaleg.TopicIDs
-	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != newIncarnation.String() {
-		t.Fatalf("first Read = %q, %v; want %q", id, err, newIncarnation)
-	}
+	_, b, read := readAnID(t)
 	downgrade(t, b)
-	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != "" {
+	if id, err := read(); err != nil || id != "" {
 		t.Fatalf("Read from the broker downgraded to 2.7 = %q, %v; want no id and no error", id, err)
 	}
 	answer(t, b, newIncarnation, 1, b) // upgraded again
-	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); err != nil || id != newIncarnation.String() {
+	if id, err := read(); err != nil || id != newIncarnation.String() {
 		t.Fatalf("Read after the upgrade = %q, %v; want %q", id, err, newIncarnation)
 	}
 	answer(t, b, sarama.Uuid{}, 1, b) // a 2.8 broker with no id after one: still refused
-	if id, err := ids.Read(ctx, []string{b.Addr()}, idTopic, 0); !errors.Is(err, kafkaleg.ErrTopicIDGone) {
+	if id, err := read(); !errors.Is(err, kafkaleg.ErrTopicIDGone) {
 		t.Fatalf("Read of no id from a 2.8 broker after the upgrade = %q, %v; want ErrTopicIDGone", id, err)
 	}
+}
+
+// readAnID starts a broker of 2.8 or later giving the topic an id and reads it with a TopicIDs, which read reads
+// again; the context ends with the test.
+func readAnID(t *testing.T) (context.Context, *sarama.MockBroker, func() (string, error)) {
+	t.Helper()
+	b := metadataBroker(t, 1)
+	answer(t, b, newIncarnation, 1, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	var ids kafkaleg.TopicIDs
+	read := func() (string, error) { return ids.Read(ctx, []string{b.Addr()}, idTopic, 0) }
+	if id, err := read(); err != nil || id != newIncarnation.String() {
+		t.Fatalf("first Read = %q, %v; want %q", id, err, newIncarnation)
+	}
+	return ctx, b, read
 }
 
 // downgrade makes b answer as a broker older than 2.8: Metadata up to v9, no topic ids.
