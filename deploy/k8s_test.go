@@ -150,6 +150,20 @@ func podSpec(o object) *corev1.PodSpec {
 	return nil
 }
 
+// eachContainer runs check on every container of every workload in every kustomize build.
+func eachContainer(t *testing.T, check func(dir string, o object, c corev1.Container)) {
+	t.Helper()
+	for _, dir := range kustomizations {
+		for _, o := range build(t, dir) {
+			if spec := podSpec(o); spec != nil {
+				for _, c := range spec.Containers {
+					check(dir, o, c)
+				}
+			}
+		}
+	}
+}
+
 // privileged names the one workload allowed to run as root, in the host PID namespace, with capabilities added:
 // the eBPF agent cannot load programs and attach uprobes otherwise. Not in privileged mode, which no container gets.
 const privileged = "bpf-agent"

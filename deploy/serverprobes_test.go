@@ -23,28 +23,20 @@ var serverProbes = map[string]struct{ liveness, readiness string }{
 // TestServersProbesAskTheirOwnLivenessAndReadiness: see serverProbes.
 func TestServersProbesAskTheirOwnLivenessAndReadiness(t *testing.T) {
 	found := map[string]bool{}
-	for _, dir := range kustomizations {
-		for _, o := range build(t, dir) {
-			spec := podSpec(o)
-			if spec == nil {
+	eachContainer(t, func(dir string, o object, c corev1.Container) {
+		for image, want := range serverProbes {
+			if !strings.HasPrefix(c.Image, image) {
 				continue
 			}
-			for _, c := range spec.Containers {
-				for image, want := range serverProbes {
-					if !strings.HasPrefix(c.Image, image) {
-						continue
-					}
-					found[image] = true
-					if got := probePath(c.LivenessProbe); got != want.liveness {
-						t.Errorf("%s: %s %s: liveness probe asks %q, want %q", dir, o.Kind, o.Name, got, want.liveness)
-					}
-					if got := probePath(c.ReadinessProbe); got != want.readiness {
-						t.Errorf("%s: %s %s: readiness probe asks %q, want %q", dir, o.Kind, o.Name, got, want.readiness)
-					}
-				}
+			found[image] = true
+			if got := probePath(c.LivenessProbe); got != want.liveness {
+				t.Errorf("%s: %s %s: liveness probe asks %q, want %q", dir, o.Kind, o.Name, got, want.liveness)
+			}
+			if got := probePath(c.ReadinessProbe); got != want.readiness {
+				t.Errorf("%s: %s %s: readiness probe asks %q, want %q", dir, o.Kind, o.Name, got, want.readiness)
 			}
 		}
-	}
+	})
 	for image := range serverProbes {
 		if !found[image] {
 			t.Errorf("no %s container in any build: its image moved, follow it here", image)
