@@ -50,27 +50,9 @@ func testStaleOwner(t *testing.T, next staleNext) {
 	_, a := probedSelf(t, Config{})
 	ln := newFullListener(t)              // a connect to it stays connecting
 	ln2, ln2Addr := listenLoopback(t, 16) // a plain one, for the passive case's child
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(exe, &st); err != nil {
-		t.Fatal(err)
-	}
-	self, pid := st.Ino, os.Getpid()
+	self, pid := selfInode(t), os.Getpid()
 
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var was, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &was); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.SchedSetaffinity(0, &was)
-	one.Set(0)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		t.Fatal(err)
-	}
+	defer onCPU0(t)()
 
 	var (
 		key   uint64
@@ -89,16 +71,7 @@ func testStaleOwner(t *testing.T, next staleNext) {
 			t.Fatal(err)
 		}
 		var o tcp.BpfOwner
-		found := false
-		for it := a.sys.tcp.Owners.Iterate(); it.Next(&key, &o); {
-			if int(o.Tgid) == pid {
-				found = true
-				break
-			}
-		}
-		if !found {
-			t.Fatalf("no owner of this process's tracked connect")
-		}
+		key, o = ownerOf(t, a, pid)
 		was := sockPointer(t, fd1)
 		fd2 := -1
 		if passive { // made before the free, so that the child, not it, gets the memory
@@ -245,4 +218,147 @@ func sockPointer(t *testing.T, fd int) string {
 	}
 	t.Fatalf("socket inode %s not in /proc/net/tcp", ino)
 	return ""
+}
+
+// TestTCPStaleOpenOwnerCloseCountedOnce: the close of an open connection no program saw is counted once, whether the
+// agent's sock_diag check finds it gone first ("agent first") or an untracked socket that gets its memory and
+// connects forgets its owner first ("program first", tcp.c's forget at SYN_SENT): each counts only when its delete
+// of the owner succeeds. Review of c591911e, which added the second path beside the first.
+func TestTCPStaleOpenOwnerCloseCountedOnce(t *testing.T) {
+	t.Run("agent first", func(t *testing.T) { testStaleOpenOwner(t, true) })
+	t.Run("program first", func(t *testing.T) { testStaleOpenOwner(t, false) })
+}
+
+func testStaleOpenOwner(t *testing.T, agentFirst bool) {
+	_, a := probedSelf(t, Config{})
+	ln := newFullListener(t)              // the untracked socket's connect stays connecting: no other change
+	ln2, ln2Addr := listenLoopback(t, 16) // the tracked connect's, which opens
+	self, pid := selfInode(t), os.Getpid()
+	// The test process is no target of the agent (probedSelf probes a copy), so its counts are read here: the
+	// program's, and the closes the agent's check counted.
+	counts := func() tcp.BpfTcpStats {
+		t.Helper()
+		if _, err := a.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+		var s tcp.BpfTcpStats
+		if err := a.sys.tcp.Tcp.Lookup(uint32(pid), &s); err != nil {
+			t.Fatal(err)
+		}
+		a.mu.Lock()
+		if u := a.sys.unseen[uint32(pid)]; u.start == s.Start {
+			s.Closed += u.closed
+		}
+		a.mu.Unlock()
+		return s
+	}
+
+	defer onCPU0(t)()
+
+	for attempt := 1; ; attempt++ {
+		if attempt > 100 {
+			t.Fatal("no socket got a freed one's memory in 100 attempts")
+		}
+		if err := a.sys.tcp.TrackedFiles.Put(self, uint8(1)); err != nil {
+			t.Fatal(err)
+		}
+		fd1 := dialNonblocking(t, ln2Addr)
+		if err := a.sys.tcp.TrackedFiles.Delete(self); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, func() (bool, string) {
+			info, err := tcpInfo(fd1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return info.State == tcpEstablished, fmt.Sprintf("tracked socket in state %d, want established", info.State)
+		})
+		counts() // recount counts the open if no program saw it: the owner is open from here
+		key, o := ownerOf(t, a, pid)
+		if o.Established != openCounted {
+			t.Fatalf("owner of this process's tracked connect: %+v, want it open", o)
+		}
+		syscall.Close(acceptFD(t, ln2))
+		ptr := sockPointer(t, fd1)
+		// A RST: the close's CLOSE runs in this close, seen, and the socket is freed at once.
+		if err := syscall.SetsockoptLinger(fd1, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0}); err != nil {
+			t.Fatal(err)
+		}
+		syscall.Close(fd1)
+		base := counts()
+		if err := a.sys.tcp.Owners.Update(key, &o, ebpf.UpdateNoExist); err != nil {
+			t.Fatalf("putting the owner back as an unseen close leaves it: %v", err)
+		}
+		if agentFirst {
+			counts()
+		}
+		sock := dialNonblocking(t, ln.sa)
+		if sockPointer(t, sock) != ptr {
+			syscall.Close(sock)
+			a.sys.tcp.Owners.Delete(key)
+			continue
+		}
+		t.Logf("attempt %d: the untracked socket has the freed one's memory", attempt)
+		got := counts()
+		syscall.Close(sock)
+		if want := base; got != (tcp.BpfTcpStats{Active: want.Active, Passive: want.Passive, Closed: want.Closed + 1,
+			Failed: want.Failed, Retrans: want.Retrans, Start: want.Start}) {
+			t.Errorf("counts %+v, want those before (%+v) and the unseen close once", got, base)
+		}
+		if err := a.sys.tcp.Owners.Lookup(key, &o); err == nil {
+			t.Errorf("the stale owner is still there: %+v", o)
+		}
+		return
+	}
+}
+
+// onCPU0 locks the calling goroutine to its thread and the thread to CPU 0, where the kernel hands a freed socket's
+// memory to the next socket made (its slab's per-CPU free list), and returns what undoes both.
+func onCPU0(t *testing.T) (undo func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	var was, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	one.Set(0)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		runtime.UnlockOSThread()
+		t.Fatal(err)
+	}
+	return func() {
+		unix.SchedSetaffinity(0, &was)
+		runtime.UnlockOSThread()
+	}
+}
+
+// selfInode is the inode number of this test binary, as tracked_files keys a tracked executable.
+func selfInode(t *testing.T) uint64 {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(exe, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// ownerOf is the socket and owner of process pid's one tracked socket.
+func ownerOf(t *testing.T, a *Agent, pid int) (uint64, tcp.BpfOwner) {
+	t.Helper()
+	var (
+		key uint64
+		o   tcp.BpfOwner
+	)
+	for it := a.sys.tcp.Owners.Iterate(); it.Next(&key, &o); {
+		if int(o.Tgid) == pid {
+			return key, o
+		}
+	}
+	t.Fatalf("no owner of pid %d's tracked connect", pid)
+	return 0, o
 }
