@@ -139,13 +139,18 @@ func startBridgeIn(t *testing.T, env map[string]string, part server.Part) *bridg
 // produce writes n events, numbered from first, to the bridge's topic.
 func (b *bridge) produce(t *testing.T, first, n int) {
 	t.Helper()
+	b.write(t, harness.Writer(b.brokers, b.topic), first, n)
+}
+
+// write writes n events, numbered from first, with w, and closes it.
+func (b *bridge) write(t *testing.T, w *kafka.Writer, first, n int) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	msgs := make([]kafka.Message, n)
 	for i := range msgs {
 		msgs[i] = harness.Event(first+i, 37, 512)
 	}
-	w := harness.Writer(b.brokers, b.topic)
 	defer w.Close()
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
