@@ -57,8 +57,14 @@ const instrumentation = "github.com/shanhai-dev/shanhai/pkg/limit"
 // refill time, which no answer on one steady clock gives, is therefore that
 // key's problem too: decided by the local share, counted with reason="clock"
 // and warned of at most once a minute, until Redis's clock has caught up with
-// it (or the key expires). Lowering a limit's rate or burst does the same to
-// the keys the old limit drained, for at most the old refill time.
+// it (or the key expires). A limit whose refill time (period × burst ÷
+// rate) is shortened does the same to the keys the old one drained, for at
+// most the old refill time: a smaller burst, a shorter period, or a higher
+// rate with Burst set. Lowering the rate does not (with Burst unset the
+// refill time is the period whatever the rate). While a rolling restart runs
+// replicas of both, those with the shorter refill time decide locally the
+// keys the others drained, each from its own local share: such a key can
+// get up to one local burst more on each of them than Redis would give it.
 //
 // Each Redis call is bounded by CallTimeout (default 100ms), whatever the
 // client's options: the limiter does not own the client, and a go-redis client
@@ -218,7 +224,7 @@ func (r *Redis) Allow(ctx context.Context, key string) (Decision, error) {
 	// resets run past it.)
 	if r.window > 0 && r.window < maxWindow && res.ResetAfter > r.window+clockSlack {
 		r.warnKey(ctx, &r.aheadLogged, "rate limit key in redis is full again later than the limit's refill time allows"+
-			" (redis's clock went back, a failover to a primary whose clock is behind, or the limit was lowered);"+
+			" (redis's clock went back, a failover to a primary whose clock is behind, or the limit's refill time was shortened);"+
 			" deciding that key locally", fmt.Errorf("reset after %v, refill time %v", res.ResetAfter, r.window))
 		return r.decideLocally(ctx, key, r.clockAttrs), nil
 	}
