@@ -110,7 +110,9 @@ var errTrailerPending = fmt.Errorf("chunked message parsed before its trailer se
 // wants CRLF reads the bytes after it as more of the trailer, where the
 // parser reads them as the next request: two answers to the one it sent.
 // No client or upstream of the platform sends one. The fasthttp transport
-// cannot see how the section ended and still takes it (README).
+// cannot see how the section ended and takes it, but closes the connection
+// after every chunked request, as both transports do (proxy's checkHead),
+// so nothing after the LF is read as a request there either.
 var errBareLF = errors.New("a bare LF in a chunked trailer section")
 
 var crlfCRLF = []byte("\r\n\r\n")
