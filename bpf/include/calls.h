@@ -205,23 +205,32 @@ static __always_inline bool call_is_nested(struct call_nest *outer, struct call_
 	return hi - saved == outer->fp_depth;
 }
 
+// call_inflight_of is k's element of call_inflight, inserted zeroed when there is none. NULL when there is no room to
+// keep the call in flight: it cannot be counted, so it is counted as dropped, as one whose series finds no room is
+// (it went silently; TestCallInflightDroppedAreCounted).
+static __always_inline struct call_state *call_inflight_of(struct call_inflight_key *k) {
+	struct call_state *st = bpf_map_lookup_elem(&call_inflight, k);
+	if (st)
+		return st;
+	struct call_state fresh = {};
+	bpf_map_update_elem(&call_inflight, k, &fresh, BPF_NOEXIST);
+	st = bpf_map_lookup_elem(&call_inflight, k);
+	if (!st) {
+		__u32 z = 0;
+		__u64 *dropped = bpf_map_lookup_elem(&call_series_dropped, &z);
+		if (dropped)
+			*dropped += 1;
+	}
+	return st;
+}
+
 // call_enter_inner starts the inner call (CALL_INNER) of (tgid, kop) on goroutine g.
 static __always_inline void call_enter_inner(struct pt_regs *ctx, __u64 cookie, __u32 tgid, __u32 kop, __u64 g,
 					     struct call_nest *here) {
 	struct call_inflight_key k = {.tgid = tgid, .op = kop | CALL_INNER, .g = g};
-	struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
-	if (!st) {
-		struct call_state fresh = {};
-		bpf_map_update_elem(&call_inflight, &k, &fresh, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&call_inflight, &k);
-		if (!st) {
-			__u32 z = 0;
-			__u64 *dropped = bpf_map_lookup_elem(&call_series_dropped, &z);
-			if (dropped)
-				*dropped += 1;
-			return;
-		}
-	}
+	struct call_state *st = call_inflight_of(&k);
+	if (!st)
+		return;
 	st->nest = *here;
 	call_read_method(ctx, cookie, st->method);
 	st->start_ns = bpf_ktime_get_ns();
@@ -258,21 +267,9 @@ int call_enter(struct pt_regs *ctx) {
 	}
 
 	struct call_inflight_key k = {.tgid = tgid, .op = kop, .g = g};
-	struct call_state *st = bpf_map_lookup_elem(&call_inflight, &k);
-	if (!st) {
-		struct call_state fresh = {};
-		bpf_map_update_elem(&call_inflight, &k, &fresh, BPF_NOEXIST);
-		st = bpf_map_lookup_elem(&call_inflight, &k);
-		if (!st) {
-			// No room to keep it in flight: the call cannot be counted, so it is counted as dropped, as one whose
-			// series finds no room is (it went silently; TestCallInflightDroppedAreCounted).
-			__u32 z = 0;
-			__u64 *dropped = bpf_map_lookup_elem(&call_series_dropped, &z);
-			if (dropped)
-				*dropped += 1;
-			return 0;
-		}
-	}
+	struct call_state *st = call_inflight_of(&k);
+	if (!st)
+		return 0;
 	if (st->start_ns && call_is_nested(&st->nest, &here, GO_SP(ctx))) {
 		st->nest.nested = 1;
 		if (inner)

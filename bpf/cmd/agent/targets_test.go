@@ -50,16 +50,7 @@ func TestRelativeTargetPathIsRefused(t *testing.T) {
 // gateway's, the services' and the bridge's words, and it comes in the same error as every other bad variable.
 func TestEmptyHTTPAddrIsRefusedByName(t *testing.T) {
 	for _, value := range []string{"", " \t"} {
-		var c Config
-		err := config.LoadFrom(&c, map[string]string{"HTTP_ADDR": value, "BPF_SCAN_INTERVAL": "1ms"})
-		var bad *config.Error
-		if !errors.As(err, &bad) {
-			t.Fatalf("HTTP_ADDR=%q: got %v, want a *config.Error", value, err)
-		}
-		got := map[string]string{}
-		for _, v := range bad.Vars {
-			got[v.Var] = v.Problem
-		}
+		got, err := refused(t, map[string]string{"HTTP_ADDR": value, "BPF_SCAN_INTERVAL": "1ms"})
 		if !strings.Contains(got["HTTP_ADDR"], "must not be empty (unset it for the default)") {
 			t.Errorf("HTTP_ADDR=%q: got %v, want HTTP_ADDR must not be empty", value, err)
 		}
@@ -77,16 +68,7 @@ func TestEmptyHTTPAddrIsRefusedByName(t *testing.T) {
 // every other binary refuses it at start; it comes in the one error with every other bad variable.
 func TestBadLogLevelIsRefused(t *testing.T) {
 	for _, value := range []string{"verbose", "warning", "DEBUG", ""} {
-		var c Config
-		err := config.LoadFrom(&c, map[string]string{"LOG_LEVEL": value, "BPF_SCAN_INTERVAL": "1ms"})
-		var bad *config.Error
-		if !errors.As(err, &bad) {
-			t.Fatalf("LOG_LEVEL=%q: got %v, want a *config.Error", value, err)
-		}
-		got := map[string]string{}
-		for _, v := range bad.Vars {
-			got[v.Var] = v.Problem
-		}
+		got, err := refused(t, map[string]string{"LOG_LEVEL": value, "BPF_SCAN_INTERVAL": "1ms"})
 		if !strings.Contains(got["LOG_LEVEL"], "must be debug, info, warn or error") || len(got) != 2 {
 			t.Errorf("LOG_LEVEL=%q with BPF_SCAN_INTERVAL=1ms: got %v, want both in one error and nothing else", value, err)
 		}
@@ -97,4 +79,20 @@ func TestBadLogLevelIsRefused(t *testing.T) {
 			t.Errorf("LOG_LEVEL=%s: %v", value, err)
 		}
 	}
+}
+
+// refused loads Config from env, which must be refused, and returns each refused variable's problem and the error.
+func refused(t *testing.T, env map[string]string) (map[string]string, error) {
+	t.Helper()
+	var c Config
+	err := config.LoadFrom(&c, env)
+	var bad *config.Error
+	if !errors.As(err, &bad) {
+		t.Fatalf("%v: got %v, want a *config.Error", env, err)
+	}
+	got := map[string]string{}
+	for _, v := range bad.Vars {
+		got[v.Var] = v.Problem
+	}
+	return got, err
 }
