@@ -53,10 +53,10 @@ type End struct {
 // past the last revision seen (a replaced etcd has not compacted past a revision it reached a moment ago). The watch
 // ends when Follow returns.
 //
-// A probe also ends the watch when etcd's raft term reads below the highest that read (or a probe before it) read:
-// a term never goes back in a cluster that keeps its log (a restart, an election only raise it, and a linearizable
-// read is served at the current leader's term or above), while an etcd wiped or restored from a snapshot starts
-// again at term 2, keeping its cluster and member ids (hashes of its configuration). That tells an etcd refilled
+// A probe also ends the watch when a member answers it at a raft term below one that member answered the caller's
+// read or an earlier probe at: a term never goes back in a cluster that keeps its log (a restart, an election only
+// raise it), while an etcd wiped or restored from a snapshot starts again at term 2, keeping its cluster and member ids
+// (hashes of its configuration). Members are not compared with each other (see terms). That tells an etcd refilled
 // with as many keys and the same last-written key as the watch showed, which held cannot, whenever the old etcd had
 // reached a higher term (one restart or election is enough); one wiped while still at its first term still cannot
 // be told apart by anything these cheap reads return.
@@ -68,10 +68,10 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 	end := End{Next: rev}
 	wch := cli.Watch(wctx, key, append(opts[:len(opts):len(opts)], clientv3.WithRev(rev))...)
 	var seen held
-	var term uint64 // the highest raft term a linearizable read showed: the caller's, then the probes'
+	term := terms{} // the highest raft term each member answered at: the caller's read, then the probes'
 	if read != nil && read.Header != nil && read.Header.Revision == rev-1 {
 		seen.keep(read.Kvs)
-		term = read.Header.RaftTerm
+		term.wentBack(read.Header)
 	}
 	// shown is the revision up to which the watch has shown every event, where seen is what etcd holds: the last
 	// event's, not the response's revision. A watch behind etcd's revision gets its events in batches of at most 1000
@@ -103,13 +103,10 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 				end.WentBack, end.Revision = true, resp.Header.Revision
 				return end
 			}
-			if err == nil && resp.Header.RaftTerm < term {
+			if err == nil && term.wentBack(resp.Header) {
 				pcancel()
 				end.Lost, end.Revision = true, resp.Header.Revision
 				return end
-			}
-			if err == nil {
-				term = resp.Header.RaftTerm
 			}
 			if err == nil && shown > 0 {
 				if seen.mods == nil {

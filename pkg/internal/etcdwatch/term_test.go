@@ -2,10 +2,16 @@ package etcdwatch
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // An etcd wiped and refilled, past the watch's revision, with as many keys in the range and the same key written last
@@ -94,6 +100,82 @@ func (p *probeEnds) Get(ctx context.Context, key string, opts ...clientv3.OpOpti
 		case p.done <- struct{}{}:
 		default:
 		}
+	}
+	return resp, err
+}
+
+// Members of one healthy cluster may answer at different raft terms: etcd takes a member's from the last entry it
+// applied, so one that caught up from a snapshot, or restarted with nothing to replay, reads behind (or 0) until the
+// cluster next writes, and the client's balancer sends each read to the next member. A term compared across members
+// ended the watch whenever a probe went from one at a higher term to one behind: a re-list and a warning every other
+// probe. The answers here are the shared etcd's, their headers rewritten as two such members would send them; the
+// last shows the member first seen at the higher term behind it, which ends the watch (Lost).
+func TestFollowComparesTheTermsOfOneMemberOnly(t *testing.T) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	ctx := t.Context()
+	key := fmt.Sprintf("/term-test/%d", time.Now().UnixNano())
+	if _, err := cli.Put(ctx, key, "v"); err != nil {
+		t.Fatal(err)
+	}
+	start, err := cli.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The member read first, its term since raised; another member, at the term the first left behind; that one
+	// before it applies an entry; the first member again, then behind the term it answered at.
+	ahead := func(h *etcdserverpb.ResponseHeader) { h.RaftTerm += 5 }
+	lagging := func(h *etcdserverpb.ResponseHeader) { h.MemberId++ }
+	restarted := func(h *etcdserverpb.ResponseHeader) { h.MemberId, h.RaftTerm = h.MemberId+1, 0 }
+	asItIs := func(*etcdserverpb.ResponseHeader) {}
+	cli.KV = &rewrittenHeaders{KV: cli.KV, next: []func(*etcdserverpb.ResponseHeader){
+		ahead, lagging, restarted, ahead, asItIs}}
+	probe := make(chan time.Time)
+	ended := make(chan End, 1)
+	go func() {
+		ended <- Follow(ctx, cli, key, start.Header.Revision+1, start, probe, 5*time.Second, func(clientv3.WatchResponse) {})
+	}()
+	// Each send returns once Follow took the tick, so the probe before it has been answered.
+	for i := range 5 {
+		select {
+		case probe <- time.Now():
+		case end := <-ended:
+			t.Fatalf("Follow ended %+v after %d probes, answered by members of one cluster", end, i)
+		}
+	}
+	select {
+	case probe <- time.Now():
+		t.Fatal("Follow went on after the member first read answered behind the term it had answered at")
+	case end := <-ended:
+		if !end.Lost {
+			t.Fatalf("Follow ended %+v, want Lost", end)
+		}
+	}
+}
+
+// rewrittenHeaders rewrites the header of each count-only read at etcd's current revision (the probe's first read;
+// held's count is at a revision) with the next of its functions, while it has one.
+type rewrittenHeaders struct {
+	clientv3.KV
+	mu   sync.Mutex
+	next []func(*etcdserverpb.ResponseHeader)
+}
+
+func (r *rewrittenHeaders) Get(ctx context.Context, key string,
+	opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	resp, err := r.KV.Get(ctx, key, opts...)
+	if op := clientv3.OpGet(key, opts...); err != nil || !op.IsCountOnly() || op.Rev() != 0 {
+		return resp, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.next) > 0 {
+		r.next[0](resp.Header)
+		r.next = r.next[1:]
 	}
 	return resp, err
 }
