@@ -730,7 +730,9 @@ func (r *Relay) account(ctx context.Context, stored []outcome, answered time.Tim
 		attrs := metric.WithAttributes(attribute.String("messaging.destination.name", m.Topic))
 		if o.err == nil {
 			r.published.Add(ctx, 1, attrs)
-			r.lag.Record(ctx, answered.Sub(m.CreatedAt).Seconds(), attrs)
+			// CreatedAt is the clock of the replica that called Add: one ahead of this one made the lag negative,
+			// and a histogram's sum then went down (a counter reset to Prometheus).
+			r.lag.Record(ctx, max(0, answered.Sub(m.CreatedAt).Seconds()), attrs)
 			continue
 		}
 		r.setAside.Add(ctx, 1, attrs)
