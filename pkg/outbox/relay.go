@@ -563,10 +563,13 @@ func (r *Relay) batch(rows []claimedRow) ([]Message, bool) {
 	return msgs, more
 }
 
-// allFailed reports whether a round published none of its rows: the broker is down or refusing everything. Then the
-// next batch waits for the next poll: claimed at once it would wait out PublishTimeout again, and on SQLite hold the
-// write lock the service's own writes need for as long, round after round.
-func allFailed(errs []error) bool { return !slices.Contains(errs, nil) }
+// allFailed reports whether a round published none of its rows and set none aside: the broker is down or refusing
+// everything. Then the next batch waits for the next poll: claimed at once it would wait out PublishTimeout again,
+// and on SQLite hold the write lock the service's own writes need for as long, round after round. A row set aside
+// (see unsendable) is done with, and its key's next row is claimable at once.
+func allFailed(errs []error) bool {
+	return !slices.ContainsFunc(errs, func(err error) bool { return err == nil || unsendable(err) })
+}
 
 // claimedRow is a claimed row and whether a newer unsent row of its topic and key waits behind it.
 type claimedRow struct {
