@@ -25,6 +25,17 @@ func NewFloorGorm(db *gorm.DB) *FloorGorm { return &FloorGorm{db: db} }
 // the highest, a start above it skipped what the reset had delivered
 // again. A lower floor saved late by a slower replica only replays more,
 // and that replica's next look saves the floor anew.
+//
+// A floor read on another stream than the saved one's (another stream
+// creation time, or none saved: before migration 0007) replaces it
+// whatever the consumers' creation times say. Those come from the clocks
+// of the servers that made each consumer, and the consumer of a stream
+// made again on a server whose clock is behind looks older than the one
+// before: the newest-consumer rule alone kept the old stream's floor, which
+// no start takes on the new stream, and every start finding the consumer
+// gone replayed the whole stream until a consumer looked newer. A late
+// save of the old stream's floor can take the row back; the next look
+// saves the new stream's again.
 func (f *FloorGorm) save(ctx context.Context, consumer, stream string, seen floorSeen) error {
 	var streamNs int64 // 0: unknown
 	if !seen.stream.IsZero() {
@@ -34,7 +45,8 @@ func (f *FloorGorm) save(ctx context.Context, consumer, stream string, seen floo
 VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (consumer, stream) DO UPDATE SET ack_floor = excluded.ack_floor, consumer_created_ns = excluded.consumer_created_ns,
 stream_created_ns = excluded.stream_created_ns
-WHERE excluded.consumer_created_ns >= consumer_floors.consumer_created_ns`,
+WHERE excluded.consumer_created_ns >= consumer_floors.consumer_created_ns
+OR excluded.stream_created_ns <> consumer_floors.stream_created_ns`,
 		consumer, stream, int64(seen.seq), seen.created.UnixNano(), streamNs).Error
 	if err != nil {
 		return fmt.Errorf("save the ack floor of consumer %s: %w", consumer, err)

@@ -130,6 +130,46 @@ func TestSavedFloorKeepsTheNewestConsumersLast(t *testing.T) {
 	}
 }
 
+// TestSavedFloorOfAStreamMadeAgainIsKept: a floor read on a stream made
+// again under the name replaces the old stream's floor although its
+// consumer looks older (made on a server whose clock is behind). Before,
+// the newest-consumer rule kept the old stream's floor, which no start
+// takes on the new stream (another stream creation time), so every start
+// finding the consumer gone replayed the whole stream. Of one stream the
+// newest consumer's floor is still kept.
+func TestSavedFloorOfAStreamMadeAgainIsKept(t *testing.T) {
+	for dialect, db := range stores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			ctx := context.Background()
+			floors := adapters.NewFloorGorm(db)
+			consumer := time.Date(2026, 12, 7, 10, 0, 0, 123456789, time.UTC)
+			oldStream := consumer.Add(-time.Hour)
+			behind := consumer.Add(-time.Minute) // the new stream's consumer, by a clock behind
+			newStream := behind.Add(-time.Minute)
+			for _, s := range []struct {
+				name            string
+				seq             uint64
+				created, stream time.Time
+				want            uint64
+			}{
+				{"the old stream's floor", 7, consumer, oldStream, 7},
+				{"the new stream's, its consumer older by the clocks", 2, behind, newStream, 2},
+				{"the new stream's next", 3, behind, newStream, 3},
+				{"the new stream's, of an older consumer", 1, behind.Add(-time.Second), newStream, 3},
+				{"the old stream's, saved late", 9, consumer, oldStream, 9},
+				{"the new stream's, at the next look", 4, behind, newStream, 4},
+			} {
+				if err := adapters.SaveFloorOn(ctx, floors, "payment", "S", s.seq, s.created, s.stream); err != nil {
+					t.Fatal(err)
+				}
+				if seq, _, err := adapters.SavedFloor(ctx, floors, "payment", "S"); err != nil || seq != s.want {
+					t.Errorf("after saving %s (%d) the floor is %d, %v; want %d", s.name, s.seq, seq, err, s.want)
+				}
+			}
+		})
+	}
+}
+
 // TestReplacementLockReadsTheSavedFloor: the lock a replacement of a push
 // durable is made under (a row of consumer_floors, created when none was
 // saved) passes it the floor saved, and leaves no floor where none was:
