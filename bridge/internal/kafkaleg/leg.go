@@ -90,7 +90,7 @@ type Leg struct {
 	// topicIDs is the topic id each partition's last session read, by its subject, across generations: a change is
 	// logged, which tells an operator a reset past the end was the topic created again and not a truncation.
 	topicIDs sync.Map
-	ids      TopicIDs // refuses no id for a topic that gave one
+	ids      TopicIDs // refuses no id for a topic that gave one, and an id another replaced
 }
 
 // New validates nothing beyond what config did; it only fills defaults.

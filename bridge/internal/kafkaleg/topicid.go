@@ -196,6 +196,10 @@ func (c *ctxConn) Close() error {
 // ErrTopicIDGone is TopicIDs' answer when a topic that gave an id gives none.
 var ErrTopicIDGone = errors.New("kafka reports no topic id for a topic it gave one before")
 
+// ErrTopicIDReplaced is TopicIDs' answer when a broker names a topic by an id that another one replaced in this
+// process: an incarnation deleted since, which only a broker whose metadata is behind still reports.
+var ErrTopicIDReplaced = errors.New("kafka reports a topic id the topic was created again since")
+
 // TopicIDs reads topic ids (TopicID) and remembers which topics gave one in this process. A broker of 2.8 or later may
 // answer with no id after a real one (a ZooKeeper cluster mid-upgrade, a controller failover): switching the
 // partition to the names without the id then would archive its records again under the old names, or drop them as
@@ -203,26 +207,49 @@ var ErrTopicIDGone = errors.New("kafka reports no topic id for a topic it gave o
 // a failed fetch, and the next asks again. A broker older than 2.8 (no Metadata v10, which every session's ApiVersions
 // request tells) has no ids at all: the cluster was downgraded, and the topic is named without its id from then on,
 // as a bridge started on that cluster names it. It used to be refused as well, so leg A failed on the topic until the
-// bridge restarted. The zero value is ready.
+// bridge restarted.
+//
+// An id once replaced by another never names the topic again (Kafka gives each incarnation a new UUID): a broker that
+// reports it is behind, and is refused likewise. Taken, it made leg A see the topic created again twice, the second
+// time backwards, and each time read the partition again from its earliest offset under other names (recreated),
+// archiving every retained record once more per switch. The zero value is ready.
 type TopicIDs struct {
-	seen sync.Map // topic → struct{}
+	mu       sync.Mutex
+	last     map[string]string   // topic → the id it gave last, "" after a broker older than 2.8
+	replaced map[string]struct{} // ids another replaced since (UUIDs: unique across topics)
 }
 
-// Read is TopicID, refusing "" for a topic that gave an id before unless the broker is older than 2.8.
+// Read is TopicID, refusing "" for a topic that gave an id before unless the broker is older than 2.8, and an id
+// another one replaced.
 func (t *TopicIDs) Read(ctx context.Context, brokers []string, topic string, partition int) (string, error) {
 	id, old, err := topicID(ctx, brokers, topic, partition)
-	switch {
-	case err != nil:
+	if err != nil {
 		return "", err
-	case id != "":
-		t.seen.Store(topic, struct{}{})
-		return id, nil
-	case old:
-		t.seen.Delete(topic) // an id after this is an upgrade again, and no id after it an error again
-		return "", nil
 	}
-	if _, ok := t.seen.Load(topic); ok {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	last := t.last[topic]
+	switch {
+	case id == "" && old:
+		// An id after this is an upgrade again, and no id after it an error again.
+	case id == "" && last != "":
 		return "", fmt.Errorf("kafka topic id of %s partition %d: %w", topic, partition, ErrTopicIDGone)
+	case id == "":
+		return "", nil
+	default:
+		if _, ok := t.replaced[id]; ok {
+			return "", fmt.Errorf("kafka topic id of %s partition %d: %s: %w", topic, partition, id, ErrTopicIDReplaced)
+		}
+		if last != "" && last != id {
+			if t.replaced == nil {
+				t.replaced = map[string]struct{}{}
+			}
+			t.replaced[last] = struct{}{}
+		}
 	}
-	return "", nil
+	if t.last == nil {
+		t.last = map[string]string{}
+	}
+	t.last[topic] = id
+	return id, nil
 }

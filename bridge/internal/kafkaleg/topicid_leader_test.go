@@ -104,6 +104,28 @@ func TestTopicIDsTakesNoIDFromABrokerDowngradedBelow28(t *testing.T) {
 	}
 }
 
+// TestTopicIDsRefusesAnIDReplacedSince: right after a recreation a broker whose metadata is behind may still name the
+// topic by the old incarnation's id after a session read the new one. Taken, leg A saw the topic created again a
+// second time, backwards, and read the partition from its earliest offset again under the old names (recreated),
+// archiving every retained record once more. A replaced id is refused now: the session fails and the next asks again.
+func TestTopicIDsRefusesAnIDReplacedSince(t *testing.T) {
+	t.Parallel()
+	_, b, read := readAnID(t)
+	recreated := sarama.Uuid{3}
+	answer(t, b, recreated, 1, b)
+	if id, err := read(); err != nil || id != recreated.String() {
+		t.Fatalf("Read after the topic was created again = %q, %v; want %q", id, err, recreated)
+	}
+	answer(t, b, newIncarnation, 1, b) // a broker behind names the replaced incarnation
+	if id, err := read(); !errors.Is(err, kafkaleg.ErrTopicIDReplaced) {
+		t.Fatalf("Read of the replaced id = %q, %v; want ErrTopicIDReplaced", id, err)
+	}
+	answer(t, b, recreated, 1, b) // caught up
+	if id, err := read(); err != nil || id != recreated.String() {
+		t.Fatalf("Read once the broker caught up = %q, %v; want %q", id, err, recreated)
+	}
+}
+
 // readAnID starts a broker of 2.8 or later giving the topic an id and reads it with a TopicIDs, which read reads
 // again; the context ends with the test.
 func readAnID(t *testing.T) (context.Context, *sarama.MockBroker, func() (string, error)) {
