@@ -58,8 +58,10 @@ func floorEvery(cfg jetstream.ConsumerConfig) time.Duration { return 5 * stream.
 // it), read when a consumer is seen for the first time: the stream read
 // before and after the consumer's info, the same both times, is the one the
 // consumer lived in (a consumer dies with its stream, and a stream made
-// again has a creation time of its own). Two more requests per consumer
-// seen; a later look of the same consumer keeps what was read.
+// again has a creation time of its own). Two more requests for the first
+// consumer seen, three for each later one (its info is read again, after
+// the first stream read); a later look of the same consumer keeps what was
+// read.
 func (f *ackFloor) look(ctx context.Context, cons jetstream.Consumer, streamCreated func(context.Context) (time.Time, error)) *floorSeen {
 	ctx, cancel := context.WithTimeout(ctx, ensureTimeout)
 	defer cancel()
