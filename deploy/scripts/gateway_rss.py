@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The gateway's resident memory idle and after a few seconds of requests, for its memory request (deploy/README.md,
 "Memory requests"). Runs a gateway binary built as deploy/Dockerfile builds it, with deploy's GOMEMLIMIT and one event
-loop (its 1-CPU limit), against the etcd and Redis of `scripts/deps.sh env`; no upstream runs, so the requests end in
-401, 404 and 503, which still go through the parser, the limits and the router.
+loop (its 1-CPU limit) and deploy's rate limits (the binary's defaults: the per-IP one answers most requests 429 from
+Redis), against the etcd and Redis of `scripts/deps.sh env`; no upstream runs, so the rest end in 401, 404 and 503,
+which still go through the parser, the limits and the router. A variable set in the caller's environment that is not
+among those below (GATEWAY_IP_LIMIT=0, say) reaches the gateway, for a side-by-side run.
 
     eval "$(scripts/deps.sh env)"
     CGO_ENABLED=0 go build -trimpath -tags nosqlite,nomsgpack -ldflags="-s -w" -o /tmp/gw ./gateway/cmd/gateway
@@ -39,7 +41,7 @@ def run(binary, i):
     name = f"rss{os.getpid()}-{i}"  # limits and dynamic config of its own in the shared Redis and etcd
     env = dict(os.environ, HTTP_ADDR=f":{HTTP}", ADMIN_ADDR=f"127.0.0.1:{ADMIN}", GOMEMLIMIT="102MiB",
                GATEWAY_EVENT_LOOPS="1", GATEWAY_LIMIT_NAMESPACE=name, GATEWAY_DYNAMIC_KEY=name,
-               GATEWAY_IP_LIMIT="0", GATEWAY_USER_LIMIT="0", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1",
+               OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1",
                OTEL_METRICS_EXPORTER="none", LOG_LEVEL="error")
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL)
     try:
