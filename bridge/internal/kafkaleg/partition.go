@@ -336,15 +336,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		}
 		reset = true
 	}
-	switch prev, ok := l.topicIDs.Swap(p.subject, topicID); {
-	case !ok || prev == topicID:
-	case topicID == "": // TopicIDs gives none after an id only for a broker older than 2.8
-		l.o.Logger.Warn("leg A reads the topic without its id: Kafka is older than 2.8", "topic", p.route.Topic,
-			"partition", p.id, "previous_topic_id", prev)
-	default:
-		l.o.Logger.Info("leg A reads another incarnation of the topic", "topic", p.route.Topic, "partition", p.id,
-			"topic_id", topicID, "previous_topic_id", prev)
-	}
+	p.noteTopicID(topicID)
 	p.topicID = topicID
 	r := NewPartitionReader(l.o.Brokers, p.route.Topic, p.id, p.fetchFailed)
 	defer r.Close()
@@ -379,6 +371,26 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		return pos, nil // stopped or generation ended: not a failure
 	}
 	return pos, err
+}
+
+// noteTopicID logs the topic id a session reads when the partition's last session in the process read another:
+// another incarnation (the line that tells an operator a past-end reset was a recreation, not a truncation), none
+// (a cluster downgraded below 2.8), or one after none (upgraded again: the same incarnation, named by its id again).
+// The last was logged as another incarnation, which it is not.
+func (p *partition) noteTopicID(topicID string) {
+	l := p.leg
+	switch prev, ok := l.topicIDs.Swap(p.subject, topicID); {
+	case !ok || prev == topicID:
+	case topicID == "": // TopicIDs gives none after an id only for a broker older than 2.8
+		l.o.Logger.Warn("leg A reads the topic without its id: Kafka is older than 2.8", "topic", p.route.Topic,
+			"partition", p.id, "previous_topic_id", prev)
+	case prev == "":
+		l.o.Logger.Info("leg A reads the topic with its id again: Kafka is 2.8 or later", "topic", p.route.Topic,
+			"partition", p.id, "topic_id", topicID)
+	default:
+		l.o.Logger.Info("leg A reads another incarnation of the topic", "topic", p.route.Topic, "partition", p.id,
+			"topic_id", topicID, "previous_topic_id", prev)
+	}
 }
 
 // askFailed records a failed request a session makes before its reader fetches (the cluster id, the topic id) as a

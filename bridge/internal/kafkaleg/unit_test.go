@@ -389,3 +389,24 @@ func TestAPublishAfterTheSessionFailedIsWatched(t *testing.T) {
 		}
 	})
 }
+
+// TestNoteTopicIDTellsAnUpgradeFromARecreation: a cluster downgraded below 2.8 and upgraded again names the topic by
+// its id again, the same incarnation. That was logged "leg A reads another incarnation of the topic", the line the
+// BridgeOffsetReset runbook reads as the topic deleted and created again.
+func TestNoteTopicIDTellsAnUpgradeFromARecreation(t *testing.T) {
+	var log bytes.Buffer
+	l := New(Options{Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	p := &partition{leg: l, route: mapping.Route{Topic: "t", Subject: "t"}, subject: "t.p0"}
+	for _, id := range []string{"AAAAAAAAAAAAAAAAAAAAAA", "", "AAAAAAAAAAAAAAAAAAAAAA"} {
+		p.noteTopicID(id)
+	}
+	if got := log.String(); strings.Contains(got, "another incarnation") || !strings.Contains(got, "with its id again") ||
+		!strings.Contains(got, "without its id") {
+		t.Errorf("downgrade and upgrade again logged:\n%s\nwant a line without the id, then one with it again, and no other incarnation", got)
+	}
+	log.Reset()
+	p.noteTopicID("BBBBBBBBBBBBBBBBBBBBBB")
+	if !strings.Contains(log.String(), "another incarnation") {
+		t.Errorf("a new id logged %q, want another incarnation", log.String())
+	}
+}
