@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 
@@ -8,16 +9,18 @@ import (
 )
 
 // serverProbes are the paths a server answers for liveness (restart me) and readiness (send me traffic), where it
-// tells the two apart; the probes must ask those, not one check for both.
-var serverProbes = map[string]struct{ liveness, readiness string }{
+// tells the two apart; the probes must ask those, not one check for both. since is the first release serving them:
+// an image pinned below it answers 404, and its pod is restarted for ever.
+var serverProbes = map[string]struct{ liveness, readiness, since string }{
 	// /health fails on a NOSPACE alarm, without a leader and on a slow linearizable read (a loaded node: kind starting
 	// Kafka and Pulsar beside it): a restart cures none of them, and a NOSPACE etcd out of its Service cannot serve
-	// the deletes that end the alarm. 3.5.12 and later serve /livez (a local read) and /readyz (NOSPACE left out), as
-	// kubeadm probes its etcd (kubernetes/kubeadm#3039).
-	"quay.io/coreos/etcd:": {"/livez", "/readyz"},
+	// the deletes that end the alarm. 3.5.11 and later serve /livez (a local read) and /readyz (NOSPACE left out; a
+	// linearizable read still, so no leader still takes it out of its Service), as kubeadm probes its etcd
+	// (kubernetes/kubeadm#3039; the 3.5 changelog first said 3.5.12, etcd-io/etcd#17678 corrected it).
+	"quay.io/coreos/etcd:": {"/livez", "/readyz", "3.5.11"},
 	// /-/ready is 503 until the TSDB has replayed its WAL, which the emptyDir keeps across a container restart: as
 	// liveness it would restart a Prometheus still replaying, to replay again. /-/healthy answers once it runs.
-	"prom/prometheus:": {"/-/healthy", "/-/ready"},
+	"prom/prometheus:": {"/-/healthy", "/-/ready", ""},
 }
 
 // TestServersProbesAskTheirOwnLivenessAndReadiness: see serverProbes.
@@ -29,6 +32,9 @@ func TestServersProbesAskTheirOwnLivenessAndReadiness(t *testing.T) {
 				continue
 			}
 			found[image] = true
+			if tag := strings.TrimPrefix(c.Image, image); want.since != "" && !atLeast(tag, want.since) {
+				t.Errorf("%s: %s %s: image %s, want %s or later for its probes' paths", dir, o.Kind, o.Name, c.Image, want.since)
+			}
 			if got := probePath(c.LivenessProbe); got != want.liveness {
 				t.Errorf("%s: %s %s: liveness probe asks %q, want %q", dir, o.Kind, o.Name, got, want.liveness)
 			}
@@ -42,6 +48,27 @@ func TestServersProbesAskTheirOwnLivenessAndReadiness(t *testing.T) {
 			t.Errorf("no %s container in any build: its image moved, follow it here", image)
 		}
 	}
+}
+
+// atLeast reports whether an image tag (v3.5.17, 3.5.17-0, v3.5.17@sha256:...) names release min or a later one;
+// a tag it cannot read is not.
+func atLeast(tag, min string) bool {
+	tag, _, _ = strings.Cut(tag, "@")
+	tag, _, _ = strings.Cut(strings.TrimPrefix(tag, "v"), "-")
+	got, want := strings.Split(tag, "."), strings.Split(min, ".")
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range want {
+		g, err := strconv.Atoi(got[i])
+		if err != nil {
+			return false
+		}
+		if w, _ := strconv.Atoi(want[i]); g != w {
+			return g > w
+		}
+	}
+	return true
 }
 
 // probePath is the path an HTTP probe asks, empty for none or another kind of probe.
