@@ -65,3 +65,21 @@ func TestConnectionCannotStripWhatTheGatewayNeeds(t *testing.T) {
 		}
 	}
 }
+
+// The forwarded fields pinned against a Connection list (the test above)
+// are a trusted proxy's to keep, not a client's: from any other peer, one
+// named in Connection is still replaced by what the gateway saw, as when
+// none names it. Pinned, they outlive the drop until the forwarding step.
+func TestConnectionCannotKeepAClientsForwardedClaims(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up) // no trusted proxies
+	head := "Host: gw\r\nAuthorization: Bearer " + w.token("conn-claims") + "\r\nX-Forwarded-For: 203.0.113.7\r\n" +
+		"X-Forwarded-Proto: https\r\nConnection: X-Forwarded-For, X-Forwarded-Proto\r\n"
+	for name, want := range map[string]string{"X-Forwarded-For": "127.0.0.1", "X-Forwarded-Proto": "http"} {
+		a := exchange(t, g.Addr, "GET /api/v1/orders/header?name="+name+" HTTP/1.1\r\n"+head+"\r\n", 1)[0]
+		if a.Status != 200 || a.Body != name+"="+want {
+			t.Errorf("%s named by an untrusted client: %d %q, want %q", name, a.Status, a.Body, want)
+		}
+	}
+}
