@@ -92,6 +92,41 @@ func TestAdminPathTakesAnEmptyTrailer(t *testing.T) {
 	}
 }
 
+// The close after a chunked request holds on the chain's answers that come
+// before the upstream too (checkHead's closes is set before any of them):
+// a 401 with no token, a 404 for no route, OPTIONS * (answered by the
+// gateway itself), as after the upstream's 200. Each is followed by a
+// request; the one answer, then the close, must come back.
+func TestChunkedRequestClosesOnEveryAnswer(t *testing.T) {
+	w := newWorld(t)
+	up := startRawUpstream(t)
+	g := rawGateway(w, up)
+	const chunked = " HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+	for _, tc := range []struct {
+		target string
+		status int
+	}{
+		{"POST /api/v1/orders", 401},
+		{"POST /nowhere", 404},
+		{"OPTIONS *", 204},
+		{"GET /api/v1/products/a", 200},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			c := dialRaw(t, g.Addr)
+			defer c.Close()
+			writeSplit(t, c, tc.target+chunked+get("after"))
+			br := bufio.NewReader(c)
+			a, err := readAnswer(br)
+			if err != nil || a.Status != tc.status {
+				t.Fatalf("%s: answer %+v %v, want %d", tc.target, a, err, tc.status)
+			}
+			if !closedAfter(c, br) {
+				t.Fatalf("%s: the connection stayed open after %d, and answered more", tc.target, a.Status)
+			}
+		})
+	}
+}
+
 // A bare LF ending a chunked request's trailer section ("0\r\n\n"), then a
 // request. fasthttp's parser ends the section at the LF (RFC 9112 §2.2 lets
 // a recipient take it for CRLF), where a hop in front that wants CRLF reads
