@@ -15,10 +15,10 @@ var measuredRSS = map[string]struct {
 	// binary built as the Dockerfile builds it, with deploy's GOMEMLIMIT, one event loop and rate limits: 41.8-42.4 MiB
 	// in five runs (24.7 idle).
 	"gateway": {42.4, "deploy/README.md \"Memory requests\" (deploy/scripts/gateway_rss.py)"},
-	// The user service's work is hashing passwords: one argon2id slot (ARGON2_CONCURRENCY=1) and the block a GC keeps
-	// took its anonymous memory to 48.8 MB (46.54 MiB) with 32 clients registering and logging in, the image's build.
-	// Anonymous memory only, so a floor of its RSS: its mapped pages at that moment were not read.
-	"user": {46.6, "deploy/argon2_test.go (commit 9f4280d0)"},
+	// The user service's work is hashing passwords (argon2id, a 19 MiB block each, one at a time here): 32 clients
+	// signing up and logging in (256 hashes), then 2 s idle: 60.6-63.5 MiB in five runs (peak 70.0-70.3, of which
+	// 52.7-53.3 anonymous).
+	"user": {63.5, "deploy/README.md \"Memory requests\" (deploy/scripts/user_rss.py)"},
 	// Order's RSS after 3 s of its GET and POST /api/v1/orders and 2 s idle, the start-up code paged out as the images
 	// allow (32.0-32.3 MiB; 48.2-49.0 where the kernel refuses the page-out).
 	"order": {32.3, "services/order/README.md \"Start-up time and idle RSS\""},
