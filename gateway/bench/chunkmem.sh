@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Memory a client sending a chunked body in 1-byte chunks costs the gateway
+# (README, "Chunked messages on the event loop"). CONNS clients each send a
+# body of LIMIT-16 bytes, in 1-byte chunks ("1\r\nx\r\n") or with a
+# Content-Length (MODE=length), and not its end; the gateway's VmRSS growth
+# is printed 1 s after. A fresh gateway per run, in routing mode (nothing is
+# proxied: the body never completes). Extra arguments are environment
+# variables for the gateway, e.g. GOMEMLIMIT=102MiB (deploy's setting).
+#   usage: [TRANSPORT=loop|fasthttp] [MODE=chunks|length] [LIMIT=bytes] [CONNS=n] bench/chunkmem.sh [VAR=value...]
+# Needs Redis at REDIS_URL (scripts/deps.sh env), python3, and port 18377 free.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+(cd "$ROOT/gateway" && go build -o "$WORK/gateway" ./cmd/gateway)
+LIMIT=${LIMIT:-8388608}
+env -i PATH="$PATH" HTTP_ADDR=127.0.0.1:18377 ADMIN_ADDR= GATEWAY_MODE=routing GATEWAY_TRANSPORT="${TRANSPORT:-loop}" \
+	ETCD_ENDPOINTS= DISCOVERY_STATIC=order=127.0.0.1:18378 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:16379/0}" \
+	GATEWAY_MAX_BODY_BYTES="$LIMIT" GATEWAY_READ_TIMEOUT=30s LOG_LEVEL=error "$@" "$WORK/gateway" >/dev/null 2>&1 &
+gw=$!
+trap 'kill $gw 2>/dev/null; rm -rf "$WORK"' EXIT
+for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18377) 2>/dev/null && break; sleep 0.1; done
+python3 - "$gw" "$LIMIT" "${MODE:-chunks}" "${CONNS:-1}" <<'PY'
+import socket, sys, time
+pid, limit, mode, conns = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def rss():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+before, n, socks = rss(), limit - 16, []
+for _ in range(conns):
+    s = socket.create_connection(("127.0.0.1", 18377))
+    socks.append(s)
+    if mode == "chunks":
+        s.sendall(b"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * n)
+    else:
+        s.sendall(b"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % limit + b"x" * n)
+time.sleep(1)
+grew = rss() - before
+print("%s x%d: VmRSS grew %.1f MB, %.1fx the limit per connection" % (mode, conns, grew / 1e6, grew / limit / conns))
+PY
