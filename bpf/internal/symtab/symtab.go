@@ -117,7 +117,8 @@ func (b *Binary) load() error {
 	// address from the pclntab header, so the caller must supply it. With internal linking (CGO_ENABLED=0 and the
 	// usual pure-Go binary) runtime.text is the first symbol of .text; the symbol table, when present, says so exactly,
 	// and without it the runtime's own moduledata does (moduleText): linked externally, .text begins with C code.
-	textStart, found := b.text.Addr, false
+	// Neither found, .text's start is believed only if Go's functions then end where .text does (textFits).
+	textStart, textEnd, found := b.text.Addr, b.text.Addr+b.text.Size, false
 	if syms, err := b.symbols(); err == nil {
 		for _, s := range syms {
 			if s.Name == "runtime.text" {
@@ -127,8 +128,8 @@ func (b *Binary) load() error {
 		}
 	}
 	if !found {
-		if t, ok := b.moduleText(pcln); ok {
-			textStart = t
+		if t, e, ok := b.moduleText(pcln); ok {
+			textStart, textEnd = t, e
 		}
 	}
 	b.textStart = textStart
@@ -139,6 +140,11 @@ func (b *Binary) load() error {
 	if len(table.Funcs) == 0 {
 		// debug/gosym recovers from a malformed table by listing nothing; say so rather than "function not found".
 		return errors.New("parse .gopclntab: no function could be read")
+	}
+	if !found && !textFits(table, textEnd) {
+		return fmt.Errorf("runtime.text not found (no symbol table, no Go 1.26 moduledata in .go.module) and Go's "+
+			"functions counted from .text's start %#x end at %#x, not at its end %#x: linked externally, they "+
+			"would be placed too early", textStart, table.Funcs[len(table.Funcs)-1].End, textEnd)
 	}
 	b.table = table
 	return nil
@@ -151,28 +157,41 @@ const (
 	moduleETextOff = moduleTextOff + 8
 )
 
-// moduleText reads runtime.text from the runtime's first moduledata, which the Go 1.26 linker puts alone in the
-// .go.module section, stripped binaries included. With external linking .text begins with the C toolchain's code
-// (crt1's _start) and runtime.text comes after it, so a stripped binary's functions were all placed too early. The
-// moduledata is believed only when its first word is .gopclntab's address (the pclntab header) and text..etext lies
-// in .text (a position-independent executable's file holds them too, at its link addresses); otherwise the caller
-// keeps the .text start, right for internal linking.
-func (b *Binary) moduleText(pcln *elf.Section) (uint64, bool) {
+// moduleText reads runtime.text and runtime.etext from the runtime's first moduledata, which the Go 1.26 linker puts
+// alone in the .go.module section, stripped binaries included. With external linking .text begins with the C
+// toolchain's code (crt1's _start) and runtime.text comes after it, so a stripped binary's functions were all placed
+// too early. The moduledata is believed only when its first word is .gopclntab's address (the pclntab header) and
+// text..etext lies in .text (a position-independent executable's file holds them too, at its link addresses), and
+// the caller checks the pclntab's functions end at etext; otherwise (an older linker has no .go.module) the caller
+// is left with .text's start.
+func (b *Binary) moduleText(pcln *elf.Section) (text, etext uint64, ok bool) {
 	s := b.f.Section(".go.module")
 	if s == nil || b.checkSection(s) != nil || s.Size < moduleETextOff+8 {
-		return 0, false
+		return 0, 0, false
 	}
 	var m [moduleETextOff + 8]byte
 	if _, err := s.ReadAt(m[:], 0); err != nil {
-		return 0, false
+		return 0, 0, false
 	}
 	le := binary.LittleEndian
-	text, etext := le.Uint64(m[moduleTextOff:]), le.Uint64(m[moduleETextOff:])
+	text, etext = le.Uint64(m[moduleTextOff:]), le.Uint64(m[moduleETextOff:])
 	lo, hi := b.text.Addr, b.text.Addr+b.text.Size
 	if le.Uint64(m[:]) != pcln.Addr || text < lo || text >= etext || etext > hi {
-		return 0, false
+		return 0, 0, false
 	}
-	return text, true
+	return text, etext, true
+}
+
+// textSlack is how far before runtime.etext (or an internally linked .text's end) the pclntab's last function may
+// end: the linker's padding, 16 to 19 bytes in go1.26.11 builds for amd64 and arm64. C code before Go's (crt1's, 0x100
+// bytes with glibc on amd64) moves the end by that much; a shift under textSlack - 19 bytes would go unseen.
+const textSlack = 64
+
+// textFits reports whether the functions of table, counted from the runtime.text it was given, end within textSlack
+// before end: false when that start is wrong by C code placed before Go's, or when end is not Go's code's end.
+func textFits(table *gosym.Table, end uint64) bool {
+	last := table.Funcs[len(table.Funcs)-1].End
+	return last <= end && end-last < textSlack
 }
 
 // checkSection refuses a section whose bytes the file cannot hold: debug/elf believes the section header, and an

@@ -1,8 +1,10 @@
 package symtab
 
 import (
+	"bytes"
 	"debug/elf"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -58,6 +60,58 @@ func TestStrippedMatchesSymbols(t *testing.T) {
 			testStrippedMatchesSymbols(t, full, stripped)
 		})
 	}
+}
+
+// TestNoModuledataFallsBackSafely: a stripped binary without the Go 1.26 linker's .go.module section (an older
+// linker's, simulated by renaming the section) has no runtime.text to read. Linked internally, .text's start is it and
+// the functions still match the symbols; linked externally, .text's start is crt1's code, and the binary is refused
+// instead of having every function, its call probe and RETs placed 0x100 bytes early (found by review of fdc37031:
+// opened, ServeHTTP at .text's start + its offset).
+func TestNoModuledataFallsBackSafely(t *testing.T) {
+	full, stripped := buildTarget(t, false), buildTarget(t, true)
+	testStrippedMatchesSymbols(t, full, withoutModuledata(t, stripped))
+
+	ext := withoutModuledata(t, buildTargetLinked(t, true, true))
+	b, err := Open(ext)
+	if err == nil {
+		f, ferr := b.Func("net/http.serverHandler.ServeHTTP")
+		b.Close()
+		t.Fatalf("externally linked, stripped, no .go.module: opened (ServeHTTP at %#x, %v)", f.Entry, ferr)
+	}
+	if !strings.Contains(err.Error(), "runtime.text not found") {
+		t.Errorf("refused for another reason: %v", err)
+	}
+	t.Log(err)
+}
+
+// withoutModuledata copies the executable at path with its .go.module section renamed, as if an older linker made it.
+func withoutModuledata(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := f.Section(".shstrtab")
+	if names == nil {
+		t.Fatal("no .shstrtab")
+	}
+	at := bytes.Index(data[names.Offset:names.Offset+names.Size], []byte(".go.module\x00"))
+	if at < 0 {
+		t.Fatal("no .go.module section name")
+	}
+	copy(data[names.Offset+uint64(at):], ".go.modulx")
+	out := path + "-nomodule"
+	if err := os.WriteFile(out, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := elf.Open(out); err != nil || g.Section(".go.module") != nil {
+		t.Fatalf("rename of .go.module: %v", err)
+	}
+	return out
 }
 
 func testStrippedMatchesSymbols(t *testing.T, full, stripped string) {
