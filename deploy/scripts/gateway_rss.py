@@ -30,6 +30,22 @@ def status(pid):
     return out
 
 
+def wait_ready(port, path, proc, seconds):
+    """Polls GET path on port until it answers 200; exits if the process ends or the time runs out first."""
+    deadline = time.time() + seconds
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if time.time() > deadline or proc.poll() is not None:
+            sys.exit(f"{path} on port {port} did not answer 200 in {seconds} s")
+        time.sleep(0.05)
+
+
 def get(conn, path):
     conn.request("GET", path, headers={"Host": "gateway", "Authorization": "Bearer abc.def.ghi"})
     resp = conn.getresponse()
@@ -45,15 +61,7 @@ def run(binary, i):
                OTEL_METRICS_EXPORTER="none", LOG_LEVEL="error")
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 10
-        while True:
-            try:
-                get(http.client.HTTPConnection("127.0.0.1", HTTP, timeout=2), "/healthz")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_ready(HTTP, "/healthz", proc, 10)
         time.sleep(2)
         idle = status(proc.pid)
         conn, codes, end = http.client.HTTPConnection("127.0.0.1", HTTP, timeout=5), {}, time.time() + 5

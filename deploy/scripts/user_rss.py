@@ -20,7 +20,7 @@ import time
 import uuid
 from urllib.parse import urlparse
 
-from gateway_rss import status  # this directory is the script's, so first on sys.path
+from gateway_rss import status, wait_ready  # this directory is the script's, so first on sys.path
 
 HTTP, ADMIN = 28081, 29081
 CLIENTS, LOGINS = 32, 7
@@ -52,18 +52,7 @@ def run(binary, i):
                OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1", OTEL_METRICS_EXPORTER="none")
     proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", HTTP, timeout=2)
-                conn.request("GET", "/readyz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline or proc.poll() is not None:
-                sys.exit(f"run {i}: the user service did not become ready")
-            time.sleep(0.05)
+        wait_ready(HTTP, "/readyz", proc, 20)
         time.sleep(2)
         idle, peak, codes, done = status(proc.pid), {"VmRSS": 0.0, "RssAnon": 0.0}, {}, threading.Event()
 
