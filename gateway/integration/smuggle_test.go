@@ -46,15 +46,11 @@ func TestRefusedRequestClosesItsConnection(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel() // each waits up to the event loop's linger
-			c := dialRaw(t, g.Addr)
-			defer c.Close()
-			writeSplit(t, c, tc.head+smuggled)
-			br := bufio.NewReader(c)
-			a, err := readAnswer(br)
+			a, closed, err := answerThenClose(t, g.Addr, tc.head+smuggled)
 			if err != nil || a.Status != 400 || a.problem() != tc.slug {
 				t.Fatalf("first answer %+v %v, want 400 %s", a, err, tc.slug)
 			}
-			if !closedAfter(c, br) {
+			if !closed {
 				t.Fatal("the connection stayed open after the 400, and answered more")
 			}
 		})
@@ -66,6 +62,21 @@ func TestRefusedRequestClosesItsConnection(t *testing.T) {
 	})
 }
 
+// answerThenClose sends raw on a new connection and returns the first
+// answer and whether the gateway then closed the connection (closedAfter)
+// rather than answer what raw has after that request.
+func answerThenClose(t *testing.T, addr, raw string) (a *rawAnswer, closed bool, err error) {
+	t.Helper()
+	c := dialRaw(t, addr)
+	defer c.Close()
+	writeSplit(t, c, raw)
+	br := bufio.NewReader(c)
+	if a, err = readAnswer(br); err != nil {
+		return a, false, err
+	}
+	return a, closedAfter(c, br), nil
+}
+
 // A chunked request to an admin path with no trailer fields is answered as
 // any other: 200, and its connection closed, as after every chunked request
 // (TestChunkedTrailerBareLF); only fields in the trailer section are refused
@@ -75,17 +86,13 @@ func TestAdminPathTakesAnEmptyTrailer(t *testing.T) {
 	up := startRawUpstream(t)
 	g := rawGateway(w, up)
 	for _, path := range []string{"/healthz", "/readyz"} {
-		c := dialRaw(t, g.Addr)
-		writeSplit(t, c, "GET "+path+" HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+get("after"))
-		br := bufio.NewReader(c)
-		a, err := readAnswer(br)
+		a, closed, err := answerThenClose(t, g.Addr, "GET "+path+" HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+get("after"))
 		if err != nil || a.Status != 200 || a.Header.Get("Content-Encoding") != "" || a.Body != map[string]string{"/healthz": "ok", "/readyz": "ready"}[path] {
 			t.Fatalf("%s: answer %+v %v", path, a, err)
 		}
-		if !closedAfter(c, br) {
+		if !closed {
 			t.Fatalf("%s: the connection stayed open after a chunked request, and answered more", path)
 		}
-		c.Close()
 	}
 	if n := up.hits.Load(); n != 0 {
 		t.Errorf("the upstream got %d requests, want none", n)
@@ -112,15 +119,11 @@ func TestChunkedRequestClosesOnEveryAnswer(t *testing.T) {
 		{"GET /api/v1/products/a", 200},
 	} {
 		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
-			c := dialRaw(t, g.Addr)
-			defer c.Close()
-			writeSplit(t, c, tc.target+chunked+get("after"))
-			br := bufio.NewReader(c)
-			a, err := readAnswer(br)
+			a, closed, err := answerThenClose(t, g.Addr, tc.target+chunked+get("after"))
 			if err != nil || a.Status != tc.status {
 				t.Fatalf("%s: answer %+v %v, want %d", tc.target, a, err, tc.status)
 			}
-			if !closedAfter(c, br) {
+			if !closed {
 				t.Fatalf("%s: the connection stayed open after %d, and answered more", tc.target, a.Status)
 			}
 		})
