@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -16,8 +17,10 @@ import (
 // nearest, and the relay polls for it when its own clock reaches its own reading plus the backoff (see record). That
 // reading was truncated to the millisecond, so the poll could come before the row was due by the database: its round
 // claimed nothing and forgot the retry, and the row waited for the idle poll (up to MaxIdleInterval). The poll must
-// come no sooner than the row is due. The two clocks are compared directly: testenv's PostgreSQL runs on this host.
-// Each row misses by chance (a few in a hundred), so the test fails many rows at once.
+// come no sooner than the row is due. The relay's clock is set to read no earlier than PostgreSQL's (see dbAhead), so
+// the polls and the rows' due times are compared on one clock wherever DATABASE_URL points. Compared on this host's
+// clock, a database 5 ms ahead of it failed the test with the fix (396 of 400 rows "early"), and one behind would
+// pass it without. Each row misses by chance (a few in a hundred), so the test fails many rows at once.
 func TestRetryPollComesNoSoonerThanTheRowIsDue(t *testing.T) {
 	ctx := context.Background()
 	db := dbtest.Postgres(t)
@@ -42,6 +45,8 @@ func TestRetryPollComesNoSoonerThanTheRowIsDue(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := NewRelay(db, down{}, RelayOptions{BatchSize: n})
+	ahead := dbAhead(t, db)
+	r.clock = func() time.Time { return time.Now().Add(ahead) }
 	if claimed, err := r.RunOnce(ctx); err != nil || claimed != n {
 		t.Fatalf("RunOnce = %d, %v; want %d rows claimed", claimed, err, n)
 	}
@@ -61,4 +66,24 @@ func TestRetryPollComesNoSoonerThanTheRowIsDue(t *testing.T) {
 	if early > 0 {
 		t.Fatalf("the relay polls for %d of %d failed rows before PostgreSQL finds them due", early, n)
 	}
+}
+
+// dbAhead returns how far PostgreSQL's clock may be ahead of this process's at most (negative: behind by at least
+// that): its clock_timestamp() less this clock read before asking, the least of a few tries. A relay clock moved by
+// it reads no earlier than the database's, and later by no more than the quickest try's round trip (well under the
+// millisecond a row's due time is rounded to, on a database nearby).
+func dbAhead(t *testing.T, db *gorm.DB) time.Duration {
+	t.Helper()
+	var ahead time.Duration
+	for i := range 20 {
+		before := time.Now()
+		var at time.Time
+		if err := db.Raw("SELECT clock_timestamp()").Row().Scan(&at); err != nil {
+			t.Fatalf("read PostgreSQL's clock: %v", err)
+		}
+		if d := at.Sub(before); i == 0 || d < ahead {
+			ahead = d
+		}
+	}
+	return ahead
 }
