@@ -91,6 +91,13 @@ func TestAConfigChangeRollsThePodsThatReadIt(t *testing.T) {
 						continue
 					}
 					checked++
+					// A Job's pod template cannot change once it is created: apply refuses the new name, and
+					// kind-up.sh run again stops there. A Job takes its configuration some other way.
+					if o.obj.Kind == "Job" {
+						t.Errorf("%s: Job %s reads ConfigMap %s, named by its content: a change to %s makes the Job's "+
+							"template differ, which apply refuses (a Job's template is immutable)", dir, o.obj.Name, name,
+							strings.TrimPrefix(file, "/deploy/"))
+					}
 					if old, ok := before[id]; ok && bytes.Equal(old.json, o.json) {
 						t.Errorf("%s: %s %s reads ConfigMap %s, which a change to %s changed, but the %s did not change: "+
 							"an apply leaves its pods running on the old content", dir, o.obj.Kind, o.obj.Name, name,
