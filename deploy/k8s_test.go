@@ -206,6 +206,12 @@ func checkContainer(t *testing.T, o object, spec *corev1.PodSpec, c corev1.Conta
 	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 		t.Errorf("%s: memory limit, memory request and cpu request must be set", where)
 	}
+	// The API server refuses a request above its limit when the manifest is applied, which no test here does.
+	for name, req := range c.Resources.Requests {
+		if lim, ok := c.Resources.Limits[name]; ok && req.Cmp(lim) > 0 {
+			t.Errorf("%s: %s request %s is above its limit %s", where, name, req.String(), lim.String())
+		}
+	}
 	if o.Kind != "Job" && (c.ReadinessProbe == nil || c.LivenessProbe == nil) {
 		t.Errorf("%s: readiness and liveness probes must be set", where)
 	}
