@@ -384,30 +384,47 @@ func TestRelayMetrics(t *testing.T) {
 // counts returns the relay's counters and histogram counts for topic, by metric name.
 func counts(t *testing.T, topic string) map[string]int64 {
 	t.Helper()
+	got, hists := points(t, topic)
+	for name, h := range hists {
+		got[name] += int64(h.Count)
+	}
+	return got
+}
+
+// points returns the relay's counters' values and its histograms' counts and sums for topic, by metric name.
+func points(t *testing.T, topic string) (sums map[string]int64, hists map[string]metricdata.HistogramDataPoint[float64]) {
+	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := metrics.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]int64{}
+	sums, hists = map[string]int64{}, map[string]metricdata.HistogramDataPoint[float64]{}
+	of := func(attrs attribute.Set) bool {
+		v, _ := attrs.Value(attribute.Key("messaging.destination.name"))
+		return v.AsString() == topic
+	}
 	for _, sm := range rm.ScopeMetrics {
 		for _, m := range sm.Metrics {
 			switch d := m.Data.(type) {
 			case metricdata.Sum[int64]:
 				for _, p := range d.DataPoints {
-					if v, _ := p.Attributes.Value(attribute.Key("messaging.destination.name")); v.AsString() == topic {
-						got[m.Name] += p.Value
+					if of(p.Attributes) {
+						sums[m.Name] += p.Value
 					}
 				}
 			case metricdata.Histogram[float64]:
 				for _, p := range d.DataPoints {
-					if v, _ := p.Attributes.Value(attribute.Key("messaging.destination.name")); v.AsString() == topic {
-						got[m.Name] += int64(p.Count)
+					if of(p.Attributes) {
+						h := hists[m.Name]
+						h.Count += p.Count
+						h.Sum += p.Sum
+						hists[m.Name] = h
 					}
 				}
 			}
 		}
 	}
-	return got
+	return sums, hists
 }
 
 func TestCleanupDeletesOnlyOldSentRows(t *testing.T) {
