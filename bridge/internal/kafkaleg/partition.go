@@ -80,7 +80,6 @@ type partition struct {
 	committed int64                   // last committed position; only the committer touches it
 	fetching  atomic.Bool             // the feed waits for a record, so the high watermark its last record gave still holds
 	hwm       atomic.Int64            // the high watermark the last fetched record, or the session's check (inRange), came with (refreshLag)
-	first     atomic.Int64            // the partition's first offset as the session's check (inRange) read it, -1 if it failed
 	fetch     *outage.Log             // the run of failed fetches, if any (fetch.go)
 	rewound   atomic.Pointer[rewind]  // the last reset of the position (reset.go), whose offset commit leaves alone
 	session   atomic.Pointer[session] // the session reading now, which a position out of range ends (fetchFailed)
@@ -331,7 +330,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		return from, err // the next session checks the position again, and records its reset (rewound) if any
 	}
 	if pos >= 0 && p.topicID != "" && topicID != "" && topicID != p.topicID {
-		if pos, err = p.recreated(pos, topicID); err != nil {
+		if pos, err = p.recreated(fetchCtx, pos, topicID); err != nil {
 			return from, err
 		}
 		reset = true

@@ -57,42 +57,46 @@ const checkTimeout = 10 * time.Second
 // a failed fetch and the session reads from pos: its reader reports a position out of range as an error
 // (OffsetOutOfRangeError), which ends the session and so brings the next check.
 func (p *partition) inRange(ctx context.Context, pos int64) (int64, bool) {
-	l := p.leg
-	p.first.Store(-1)
-	rctx, cancel := context.WithTimeout(ctx, checkTimeout)
-	defer cancel()
-	res, err := l.offsets.ListOffsets(rctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
-		p.route.Topic: {kafka.FirstOffsetOf(p.id), kafka.LastOffsetOf(p.id)},
-	}})
+	first, end, err := p.offsetRange(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
-			p.fetchFailed(fmt.Errorf("list offsets: %w", err))
-		}
 		return pos, false
 	}
-	for _, po := range res.Topics[p.route.Topic] {
-		if po.Partition != p.id {
-			continue
-		}
-		if po.Error != nil {
-			p.fetchFailed(fmt.Errorf("list offsets: %w", po.Error))
-			return pos, false
-		}
-		// The partition's end as of now: after a reset within a generation (the topic recreated or truncated) the
-		// high watermark the last fetched record came with is the old partition's, and refreshLag would report it
-		// minus the reset position while the session waits for a record.
-		p.hwm.Store(po.LastOffset)
-		p.first.Store(po.FirstOffset)
-		to, side := resumeAt(pos, po.FirstOffset, po.LastOffset)
-		if side == metrics.PastEnd {
-			p.forgetVerdicts()
-		}
-		if side != "" {
-			l.reportReset(p.route.Topic, p.id, side, pos, to, po.FirstOffset, po.LastOffset)
-		}
-		return to, side != ""
+	to, side := resumeAt(pos, first, end)
+	if side == metrics.PastEnd {
+		p.forgetVerdicts()
 	}
-	return pos, false
+	if side != "" {
+		p.leg.reportReset(p.route.Topic, p.id, side, pos, to, first, end)
+	}
+	return to, side != ""
+}
+
+// offsetRange asks the partition's leader for its first and end offsets (one ListOffsets request, bounded by
+// checkTimeout), counting a failure as a failed fetch. The end is also the high watermark refreshLag reports from:
+// after a reset within a generation (the topic recreated or truncated) the one the last fetched record came with is
+// the old partition's, and refreshLag would report it minus the reset position while the session waits for a record.
+func (p *partition) offsetRange(ctx context.Context) (first, end int64, err error) {
+	rctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	res, err := p.leg.offsets.ListOffsets(rctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		p.route.Topic: {kafka.FirstOffsetOf(p.id), kafka.LastOffsetOf(p.id)},
+	}})
+	if err == nil {
+		err = fmt.Errorf("no answer for partition %d", p.id)
+		for _, po := range res.Topics[p.route.Topic] {
+			if po.Partition == p.id {
+				first, end, err = po.FirstOffset, po.LastOffset, po.Error
+				break
+			}
+		}
+	}
+	if err != nil {
+		err = fmt.Errorf("list offsets of %s partition %d: %w", p.route.Topic, p.id, err)
+		p.askFailed(ctx, err)
+		return -1, -1, err
+	}
+	p.hwm.Store(end)
+	return first, end, nil
 }
 
 // forgetVerdicts drops the sink's verdicts on the partition's offsets once they name other records (a recreated topic's;
@@ -108,18 +112,21 @@ func (p *partition) forgetVerdicts() {
 // recreated returns where a session reads from when its topic id (topicID) is not the one the generation's last
 // session read, in which pos is a position: the topic was deleted and created again since, and pos names none of the
 // new incarnation's records. When the new topic was refilled past pos before this session's check, the check finds
-// pos in range, and reading from it skipped every record below it. So it reads from the partition's earliest offset
-// as the session's check read it, as a reset (logged, counted with side recreated, committed only once records past
-// it are carried). With no check (it failed) it fails: the next session checks again.
-func (p *partition) recreated(pos int64, topicID string) (int64, error) {
-	first := p.first.Load()
-	if first < 0 {
-		err := fmt.Errorf("topic %s partition %d created again (id %s, was %s): its offsets not read", p.route.Topic, p.id, topicID, p.topicID)
-		return pos, err
+// pos in range, and reading from it skipped every record below it. So it reads from the partition's earliest offset,
+// as a reset (logged, counted with side recreated, committed only once records past it are carried).
+//
+// The earliest offset is asked again here, once the new id is known, not taken from the session's check: the check
+// runs before the id is read, and a topic deleted and created again between the two gave the old incarnation's first
+// offset, so the reset went there (or nowhere, when that was the position) and skipped the new records below it. When
+// the request fails, so does the session: the next one checks again.
+func (p *partition) recreated(ctx context.Context, pos int64, topicID string) (int64, error) {
+	first, end, err := p.offsetRange(ctx)
+	if err != nil {
+		return pos, fmt.Errorf("topic %s partition %d created again (id %s, was %s): %w", p.route.Topic, p.id, topicID, p.topicID, err)
 	}
 	p.forgetVerdicts()
 	if first != pos { // the check may have reset pos to first already (past the new end): one reset, counted once
-		p.leg.reportReset(p.route.Topic, p.id, metrics.Recreated, pos, first, first, p.hwm.Load())
+		p.leg.reportReset(p.route.Topic, p.id, metrics.Recreated, pos, first, first, end)
 	}
 	return first, nil
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
@@ -163,6 +164,58 @@ func TestAResetPastTheEndForgetsTheOldRecordsVerdicts(t *testing.T) {
 	}
 	if letter, bad := p.poison(kafka.Message{Topic: topic, Offset: 4, Value: []byte("{}")}); bad {
 		t.Errorf("offset 4 of the recreated partition dead-lettered: %s (%s)", letter.Reason, letter.Detail)
+	}
+}
+
+// TestARecreatedTopicIsReadFromWhereItStartsOnceItsIDIsKnown: a session checks its position (ListOffsets) before it
+// reads the topic id, and recreated reset the position to the first offset that check read. A topic deleted and
+// created again between the two gave the old incarnation's first offset: the reset went there, or nowhere when that
+// was the position, and the new records below it were skipped. The partition's start here moves between the check
+// and recreated (records deleted up to offset 5, as sarama can on the shared broker): recreated must read from where
+// the partition starts once the new id is known, not from what the check saw.
+func TestARecreatedTopicIsReadFromWhereItStartsOnceItsIDIsKnown(t *testing.T) {
+	t.Parallel()
+	ctx, brokers, topic := emptyTopic(t)
+	w := harness.Writer(brokers, topic)
+	defer w.Close()
+	var msgs []kafka.Message
+	for i := range 10 {
+		msgs = append(msgs, harness.Event(i, 1, 100))
+	}
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	m, reader := testMetrics(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g"})
+	p := &partition{leg: l, route: mapping.Route{Topic: topic}, id: 0, fetch: newFetchLog(log, topic, 0), topicID: "old"}
+	if pos, reset := p.inRange(ctx, 0); pos != 0 || reset {
+		t.Fatalf("inRange(0) on offsets 0..10 = %d, %v; want 0, false", pos, reset)
+	}
+	deleteRecords(t, brokers, topic, 5)
+
+	pos, err := p.recreated(ctx, 0, "new")
+	if err != nil || pos != 5 {
+		t.Fatalf("recreated(0) on a partition starting at 5 = %d, %v; want 5", pos, err)
+	}
+	if v, _, err := harness.Int64Metric(reader, "bridge.offset.resets", "side", metrics.Recreated); err != nil || v != 1 {
+		t.Errorf("bridge_offset_resets_total{side=recreated} = %d (%v), want 1", v, err)
+	}
+}
+
+// deleteRecords deletes partition 0's records of topic below offset before (Kafka's DeleteRecords, which kafka-go
+// does not send).
+func deleteRecords(t *testing.T, brokers []string, topic string, before int64) {
+	t.Helper()
+	cfg := sarama.NewConfig()
+	cfg.Version = sarama.V2_8_0_0
+	admin, err := sarama.NewClusterAdmin(brokers, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.DeleteRecords(topic, map[int32]int64{0: before}); err != nil {
+		t.Fatalf("delete records of %s below %d: %v", topic, before, err)
 	}
 }
 
