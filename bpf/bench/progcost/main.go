@@ -24,6 +24,9 @@
 //	git show HEAD~1:bpf/probe/httpclient/bpf_x86_bpfel.o >/tmp/calls-before.o && sudo /tmp/progcost -rounds 5 \
 //		-call before=/tmp/calls-before.o -call after=probe/httpclient/bpf_x86_bpfel.o
 //
+// -call-method attaches them as the HTTP client's calls are, reading the request's method at entry; without it, as
+// the other ops' (SQL, Kafka, NATS, Pulsar), which read nothing at entry but what calls.h itself needs.
+//
 // -tcp prices the TCP probe's state change programs instead (tcp.go), of each object given, alternated by round:
 //
 //	git show HEAD~1:bpf/probe/tcp/bpf_x86_bpfel.o >/tmp/tcp-before.o && sudo /tmp/progcost -rounds 9 \
@@ -162,6 +165,7 @@ func main() {
 	dials := flag.Int("dials", 2000, "with -tcp: loopback connections per object and round")
 	var callObjs objFlags
 	flag.Var(&callObjs, "call", "`name=path.o`: price the generic call probe's programs (include/calls.h) built into path.o instead, side by side with the other -call objects (repeatable; calls.go)")
+	callMethod := flag.Bool("call-method", false, "with -call: attach with the HTTP client's cookie, reading the request's method at entry (calls.go)")
 	flag.Parse()
 	log.SetFlags(0)
 	if os.Geteuid() != 0 {
@@ -277,7 +281,7 @@ func main() {
 	}
 	cands = append(cands, others...)
 	if len(callObjs) > 0 {
-		if cands, err = loadCalls(callObjs); err != nil {
+		if cands, err = loadCalls(callObjs, *callMethod); err != nil {
 			log.Fatal(err)
 		}
 	}
