@@ -255,7 +255,7 @@ func (l *Leg) commitLoop(gctx, stop context.Context, gen *kafka.Generation, part
 		case <-gctx.Done():
 			return
 		case now := <-t.C:
-			l.commit(gctx, gen, parts)
+			l.commit(gctx, gen, gen.ID, parts)
 			l.refreshLag(gctx, parts)
 			l.refreshFetch(parts, now)
 		case <-stop.Done():
@@ -268,38 +268,53 @@ func (l *Leg) commitLoop(gctx, stop context.Context, gen *kafka.Generation, part
 			case <-gctx.Done():
 				return
 			}
-			l.commit(gctx, gen, parts)
+			l.commit(gctx, gen, gen.ID, parts)
 			return
 		}
 	}
 }
 
-func (l *Leg) commit(gctx context.Context, gen *kafka.Generation, parts []*partition) {
+// offsetCommitter commits offsets for a consumer group generation: a *kafka.Generation, a fake in unit tests.
+type offsetCommitter interface {
+	CommitOffsets(offsets map[string]map[int]int64) error
+}
+
+func (l *Leg) commit(gctx context.Context, gen offsetCommitter, genID int32, parts []*partition) {
 	offsets := map[string]map[int]int64{}
-	var moved []*partition
+	type move struct {
+		p     *partition
+		since *rewind
+	}
+	var moved []move
 	for _, p := range parts {
 		// A position moves back only by a reset (reset.go), committed once records past it are carried: a
-		// committed offset above it, from before the reset, would otherwise hold it back for the generation.
+		// committed offset above it, from before the reset, would otherwise hold it back for the generation. And an
+		// offset committed before the last reset is no reason to skip the position: it was the old incarnation's (or
+		// above a truncated end), and a position carried back to exactly it was left uncommitted, so a restart read
+		// those records again. The reset is read before the position (pump stores it before the session's tracker),
+		// so the position is of that reset or a later one, never an earlier.
+		since := p.rewound.Load()
 		pos := p.position()
-		if r := p.rewound.Load(); pos < 0 || pos == p.committed || (r != nil && pos == r.to) {
+		r := p.rewound.Load()
+		if pos < 0 || (pos == p.committed && since == p.committedSince) || (r != nil && pos == r.to) {
 			continue
 		}
 		if offsets[p.route.Topic] == nil {
 			offsets[p.route.Topic] = map[int]int64{}
 		}
 		offsets[p.route.Topic][p.id] = pos
-		moved = append(moved, p)
+		moved = append(moved, move{p, since})
 	}
 	if len(offsets) == 0 || gctx.Err() != nil {
 		return // never commit for a generation that ended
 	}
 	if err := gen.CommitOffsets(offsets); err != nil {
-		l.o.Logger.Warn("kafka commit failed; will retry", "generation", gen.ID, "err", err)
+		l.o.Logger.Warn("kafka commit failed; will retry", "generation", genID, "err", err)
 		return
 	}
-	for _, p := range moved {
-		p.committed = offsets[p.route.Topic][p.id]
-		p.forgetRejects(p.committed)
+	for _, m := range moved {
+		m.p.committed, m.p.committedSince = offsets[m.p.route.Topic][m.p.id], m.since
+		m.p.forgetRejects(m.p.committed)
 	}
 }
 

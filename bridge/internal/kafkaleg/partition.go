@@ -84,6 +84,11 @@ type partition struct {
 	rewound   atomic.Pointer[rewind]  // the last reset of the position (reset.go), whose offset commit leaves alone
 	session   atomic.Pointer[session] // the session reading now, which a position out of range ends (fetchFailed)
 
+	// committedSince is the reset (rewound) in force when committed was committed: after another, committed is an
+	// offset of the old incarnation (or above a truncated end) and says nothing of the position. Only the committer
+	// touches it.
+	committedSince *rewind
+
 	mu      sync.Mutex
 	rejects map[int64]rejection // sink verdicts per offset, across restarts
 

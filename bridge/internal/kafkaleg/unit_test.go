@@ -410,3 +410,49 @@ func TestNoteTopicIDTellsAnUpgradeFromARecreation(t *testing.T) {
 		t.Errorf("a new id logged %q, want another incarnation", log.String())
 	}
 }
+
+// commits records the offsets commit sends, as a generation would commit them.
+type commits []map[string]map[int]int64
+
+func (c *commits) CommitOffsets(offsets map[string]map[int]int64) error {
+	*c = append(*c, offsets)
+	return nil
+}
+
+// TestACommitAfterAResetIsNotSkippedAtTheOldOffset: after a reset (the topic recreated, or truncated) the committer
+// kept the offset it had committed before, the old incarnation's. Records carried back to exactly that offset were
+// taken for committed already and left uncommitted, and a restart read them again.
+func TestACommitAfterAResetIsNotSkippedAtTheOldOffset(t *testing.T) {
+	l := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	p := &partition{leg: l, route: mapping.Route{Topic: "t"}}
+	var sent commits
+	commitNow := func() []map[string]map[int]int64 {
+		t.Helper()
+		sent = nil
+		l.commit(context.Background(), &sent, 1, []*partition{p})
+		return sent
+	}
+	p.tracker.Store(commit.New(100))
+	if got := commitNow(); len(got) != 1 || got[0]["t"][0] != 100 {
+		t.Fatalf("commit of position 100 sent %v", got)
+	}
+	// A session resets the position to 90, as pump does: the reset, then the session's tracker.
+	p.rewound.Store(&rewind{to: 90})
+	tr := commit.New(90)
+	p.tracker.Store(tr)
+	if got := commitNow(); len(got) != 0 {
+		t.Fatalf("the reset position was committed before a record past it was carried: %v", got)
+	}
+	for o := int64(90); o < 100; o++ { // the new incarnation's records 90..99 carried
+		if err := tr.Add(o); err != nil {
+			t.Fatal(err)
+		}
+		tr.Done(o)
+	}
+	if got := commitNow(); len(got) != 1 || got[0]["t"][0] != 100 {
+		t.Fatalf("position 100 after the reset, carried back to the offset committed before it, sent %v; want it committed", got)
+	}
+	if got := commitNow(); len(got) != 0 {
+		t.Errorf("position 100 committed again with nothing carried since: %v", got)
+	}
+}
