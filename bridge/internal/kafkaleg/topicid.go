@@ -210,22 +210,35 @@ var ErrTopicIDReplaced = errors.New("kafka reports a topic id the topic was crea
 // bridge restarted.
 //
 // An id once replaced by another never names the topic again (Kafka gives each incarnation a new UUID): a broker that
-// reports it is behind, and is refused likewise. Taken, it made leg A see the topic created again twice, the second
-// time backwards, and each time read the partition again from its earliest offset under other names (recreated),
-// archiving every retained record once more per switch. The zero value is ready.
+// reports it is behind, and is refused likewise for replacedGrace after it was replaced. Taken, it made leg A see the
+// topic created again twice, the second time backwards, and each time read the partition again from its earliest
+// offset under other names (recreated), archiving every retained record once more per switch. The zero value is ready.
 type TopicIDs struct {
 	mu       sync.Mutex
-	last     map[string]string   // topic → the id it gave last, "" after a broker older than 2.8
-	replaced map[string]struct{} // ids another replaced since (UUIDs: unique across topics)
+	last     map[string]string    // topic → the id it gave last, "" after a broker older than 2.8
+	replaced map[string]time.Time // ids another replaced, and when (UUIDs: unique across topics)
 }
 
+// replacedGrace is how long TopicIDs refuses an id another replaced: a broker whose metadata is behind catches up
+// within seconds. The refusal ends because which of two ids is the newer cannot be told from them: a topic created
+// again twice in a row, a broker behind may name the incarnation between after the process read the newest, never
+// having seen the one between. That one is taken for the newer then, and refusing the newest for good stopped the
+// partition until the bridge restarted. Once the grace is over, the newest is taken again as another incarnation
+// (recreated), whose records already archived under its names are dropped as replays.
+const replacedGrace = time.Minute
+
 // Read is TopicID, refusing "" for a topic that gave an id before unless the broker is older than 2.8, and an id
-// another one replaced.
+// another one replaced less than replacedGrace ago.
 func (t *TopicIDs) Read(ctx context.Context, brokers []string, topic string, partition int) (string, error) {
 	id, old, err := topicID(ctx, brokers, topic, partition)
 	if err != nil {
 		return "", err
 	}
+	return t.take(topic, partition, id, old, time.Now())
+}
+
+// take is Read's verdict on the id a broker gave at now (old: the broker is older than 2.8).
+func (t *TopicIDs) take(topic string, partition int, id string, old bool, now time.Time) (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	last := t.last[topic]
@@ -237,14 +250,15 @@ func (t *TopicIDs) Read(ctx context.Context, brokers []string, topic string, par
 	case id == "":
 		return "", nil
 	default:
-		if _, ok := t.replaced[id]; ok {
+		if at, ok := t.replaced[id]; ok && now.Sub(at) < replacedGrace {
 			return "", fmt.Errorf("kafka topic id of %s partition %d: %s: %w", topic, partition, id, ErrTopicIDReplaced)
 		}
+		delete(t.replaced, id)
 		if last != "" && last != id {
 			if t.replaced == nil {
-				t.replaced = map[string]struct{}{}
+				t.replaced = map[string]time.Time{}
 			}
-			t.replaced[last] = struct{}{}
+			t.replaced[last] = now
 		}
 	}
 	if t.last == nil {

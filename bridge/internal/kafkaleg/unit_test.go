@@ -456,3 +456,34 @@ func TestACommitAfterAResetIsNotSkippedAtTheOldOffset(t *testing.T) {
 		t.Errorf("position 100 committed again with nothing carried since: %v", got)
 	}
 }
+
+// TestTopicIDsTakesTheNewestIDAgainAfterTheGrace: a topic created again twice in a row, a broker behind may name the
+// incarnation between (never seen) after the process read the newest. That one is taken for the newer, and the
+// newest was refused as replaced for good: the partition carried nothing until the bridge restarted. A replaced id is
+// refused for replacedGrace now, then taken again.
+func TestTopicIDsTakesTheNewestIDAgainAfterTheGrace(t *testing.T) {
+	var ids TopicIDs
+	t0 := time.Now()
+	read := func(id string, at time.Duration) error {
+		t.Helper()
+		got, err := ids.take("t", 0, id, false, t0.Add(at))
+		if err == nil && got != id {
+			t.Fatalf("take(%s) = %q, want the id", id, got)
+		}
+		return err
+	}
+	for _, id := range []string{"first", "newest", "between"} { // "between" from a broker behind
+		if err := read(id, time.Second); err != nil {
+			t.Fatalf("take(%s): %v", id, err)
+		}
+	}
+	if err := read("newest", 2*time.Second); !errors.Is(err, ErrTopicIDReplaced) {
+		t.Fatalf("take(newest) right after it was replaced: %v, want ErrTopicIDReplaced", err)
+	}
+	if err := read("newest", time.Second+replacedGrace); err != nil {
+		t.Fatalf("take(newest) once the grace is over: %v, want it taken", err)
+	}
+	if err := read("between", 2*time.Second+replacedGrace); !errors.Is(err, ErrTopicIDReplaced) {
+		t.Errorf("take(between) right after the newest replaced it again: %v, want ErrTopicIDReplaced", err)
+	}
+}
