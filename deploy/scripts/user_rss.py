@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """The user service's resident memory through a burst of sign-ups and log ins, for its memory request (deploy/README.md,
 "Memory requests"): its work is argon2id hashing, each hash a 19 MiB block. Runs a user binary built as
-deploy/Dockerfile builds it, with deploy's GOMEMLIMIT and ARGON2_CONCURRENCY, on a database of its own in the
-PostgreSQL of `scripts/deps.sh env` (dropped after), its sign-up and log-in guards lifted; 32 clients each sign up
-and log in 7 times (256 hashes), as deploy/argon2_test.go's figures were taken. Needs python3 and psql.
+deploy/Dockerfile builds it, with deploy's GOMEMLIMIT (76MiB; a GOMEMLIMIT in the caller's environment replaces it,
+for a side-by-side run) and ARGON2_CONCURRENCY, on a database of its own in the PostgreSQL of `scripts/deps.sh env`
+(dropped after), its sign-up and log-in guards lifted; 32 clients each sign up and log in 7 times (256 hashes), as
+deploy/argon2_test.go's figures were taken. Needs python3 and psql.
 
     eval "$(scripts/deps.sh env)"
     CGO_ENABLED=0 go build -trimpath -tags nosqlite,nomsgpack -ldflags="-s -w" -o /tmp/user ./services/user/cmd/user
@@ -45,8 +46,8 @@ def client(codes):
 def run(binary, i):
     db = f"rss_user_{os.getpid()}_{i}"
     subprocess.run(["psql", os.environ["DATABASE_URL"], "-qc", f"CREATE DATABASE {db}"], check=True)
-    env = dict(os.environ, HTTP_ADDR=f"127.0.0.1:{HTTP}", ADMIN_ADDR=f"127.0.0.1:{ADMIN}", GOMEMLIMIT="51MiB",
-               ARGON2_CONCURRENCY="1", AUTH_DEV_KEYS="true", LOG_LEVEL="error",
+    env = dict(os.environ, HTTP_ADDR=f"127.0.0.1:{HTTP}", ADMIN_ADDR=f"127.0.0.1:{ADMIN}",
+               GOMEMLIMIT=os.environ.get("GOMEMLIMIT", "76MiB"), ARGON2_CONCURRENCY="1", AUTH_DEV_KEYS="true", LOG_LEVEL="error",
                DATABASE_URL=urlparse(os.environ["DATABASE_URL"])._replace(path="/" + db).geturl(),
                SIGNUP_IP_ATTEMPTS="1000000", LOGIN_IP_ATTEMPTS="1000000", LOGIN_ACCOUNT_ATTEMPTS="1000000",
                OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1", OTEL_METRICS_EXPORTER="none")
