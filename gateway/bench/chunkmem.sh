@@ -5,8 +5,10 @@
 # Content-Length (MODE=length), and not its end; the gateway's VmRSS growth
 # is printed 1 s after. A fresh gateway per run, in routing mode (nothing is
 # proxied: the body never completes). Extra arguments are environment
-# variables for the gateway, e.g. GOMEMLIMIT=102MiB (deploy's setting).
-#   usage: [TRANSPORT=loop|fasthttp] [MODE=chunks|length] [LIMIT=bytes] [CONNS=n] bench/chunkmem.sh [VAR=value...]
+# variables for the gateway, e.g. GOMEMLIMIT=102MiB (deploy's setting);
+# GWLOG=file keeps the gateway's stderr (with GODEBUG=gctrace=1: the live
+# heap after each collection, which VmRSS, garbage included, does not show).
+#   usage: [TRANSPORT=loop|fasthttp] [MODE=chunks|length] [LIMIT=bytes] [CONNS=n] [GWLOG=file] bench/chunkmem.sh [VAR=value...]
 # Needs Redis at REDIS_URL (scripts/deps.sh env), python3, and port 18377 free.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,7 +18,7 @@ trap 'rm -rf "$WORK"' EXIT
 LIMIT=${LIMIT:-8388608}
 env -i PATH="$PATH" HTTP_ADDR=127.0.0.1:18377 ADMIN_ADDR= GATEWAY_MODE=routing GATEWAY_TRANSPORT="${TRANSPORT:-loop}" \
 	ETCD_ENDPOINTS= DISCOVERY_STATIC=order=127.0.0.1:18378 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:16379/0}" \
-	GATEWAY_MAX_BODY_BYTES="$LIMIT" GATEWAY_READ_TIMEOUT=30s LOG_LEVEL=error "$@" "$WORK/gateway" >/dev/null 2>&1 &
+	GATEWAY_MAX_BODY_BYTES="$LIMIT" GATEWAY_READ_TIMEOUT=30s LOG_LEVEL=error "$@" "$WORK/gateway" >/dev/null 2>"${GWLOG:-/dev/null}" &
 gw=$!
 trap 'kill $gw 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18377) 2>/dev/null && break; sleep 0.1; done

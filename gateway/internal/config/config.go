@@ -39,11 +39,18 @@ type Config struct {
 	KeyedRetry   []string      `env:"GATEWAY_KEYED_RETRY_ROUTES" envDefault:"/api/v1/orders" envSeparator:"," desc:"route prefixes whose upstream honours Idempotency-Key (replays a key's first answer): only there is a failed POST, PATCH, PUT or DELETE with the key retried; a prefix the table lacks is refused, but for the default's; dynamic config may override per route"`
 	MaxTimeout   time.Duration `env:"GATEWAY_MAX_TIMEOUT" envDefault:"30s" desc:"cap on a client's X-Request-Timeout-Ms"`
 
-	MaxBodyBytes int           `env:"GATEWAY_MAX_BODY_BYTES" envDefault:"1048576" desc:"largest request body (413 above)"`
-	ReadTimeout  time.Duration `env:"GATEWAY_READ_TIMEOUT" envDefault:"5s" desc:"time to read a whole request, headers and body (slow clients are cut off)"`
-	WriteTimeout time.Duration `env:"GATEWAY_WRITE_TIMEOUT" envDefault:"30s" desc:"time to write a response"`
-	IdleTimeout  time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"60s" desc:"keep-alive idle time"`
-	MaxConns     int           `env:"GATEWAY_UPSTREAM_MAX_CONNS" envDefault:"1024" desc:"connections per upstream instance"`
+	MaxBodyBytes int `env:"GATEWAY_MAX_BODY_BYTES" envDefault:"1048576" desc:"largest request body (413 above)"`
+	// LoopHeldBytes: 32 MiB, about a third of the deployment's GOMEMLIMIT
+	// (102 MiB), beside a live heap of 20-35 MB (limit shards, pools):
+	// hostile clients can then take the live heap to some 70 MB at most,
+	// not to the soft limit (README, "Chunked messages on the event loop"). A fixed figure, not one derived from GOMEMLIMIT: a host
+	// run has no limit to take a share of, and a deployment that raises
+	// the memory raises this with it.
+	LoopHeldBytes int64         `env:"GATEWAY_LOOP_HELD_BYTES" envDefault:"33554432" desc:"loop transport: bytes all connections together may hold of requests not yet sent upstream, beyond the first 16 KiB of each (bodies arriving, chunk framing included); a request whose bytes would pass it is 503 gateway-busy and its connection closed; at least twice GATEWAY_MAX_BODY_BYTES"`
+	ReadTimeout   time.Duration `env:"GATEWAY_READ_TIMEOUT" envDefault:"5s" desc:"time to read a whole request, headers and body (slow clients are cut off)"`
+	WriteTimeout  time.Duration `env:"GATEWAY_WRITE_TIMEOUT" envDefault:"30s" desc:"time to write a response"`
+	IdleTimeout   time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"60s" desc:"keep-alive idle time"`
+	MaxConns      int           `env:"GATEWAY_UPSTREAM_MAX_CONNS" envDefault:"1024" desc:"connections per upstream instance"`
 
 	TrustedProxies []string `env:"GATEWAY_TRUSTED_PROXIES" envSeparator:"," desc:"CIDRs whose X-Forwarded-For is believed"`
 	CORSOrigins    []string `env:"GATEWAY_CORS_ORIGINS" envSeparator:"," desc:"allowed browser origins (exact, or *)"`
@@ -145,6 +152,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_MAX_BODY_BYTES", "must be positive"))
+	}
+	if c.LoopHeldBytes < 2*int64(c.MaxBodyBytes) {
+		// One body at the limit, with its head and a chunked framing's
+		// overhead, must fit an otherwise idle gateway.
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_LOOP_HELD_BYTES", "must be at least twice GATEWAY_MAX_BODY_BYTES"))
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_READ_TIMEOUT", "must be positive: without it a slow client holds a connection forever"))

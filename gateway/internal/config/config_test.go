@@ -173,6 +173,9 @@ func TestEmptyOrMeaninglessValuesAreRefusedByName(t *testing.T) {
 		{"GATEWAY_BREAKER_WINDOW", "-10s"},
 		{"GATEWAY_CONCURRENCY_MAX", ""},
 		{"GATEWAY_CONCURRENCY_MAX", "-5"},
+		{"GATEWAY_LOOP_HELD_BYTES", ""},
+		{"GATEWAY_LOOP_HELD_BYTES", "-1"},
+		{"GATEWAY_LOOP_HELD_BYTES", "2097151"}, // under twice the default body limit: one body at it might not fit
 	} {
 		var cfg Config
 		err := pkgconfig.LoadFrom(&cfg, map[string]string{c.name: c.value})

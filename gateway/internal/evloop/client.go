@@ -97,6 +97,9 @@ type client struct {
 	// paused: the requests behind the last one wait for its answer to
 	// leave (serve); the sweep resumes them once it has.
 	paused bool
+	// charged: bytes charged to the server's budget for what it holds
+	// (hold, settle); 0 once it is closed.
+	charged int64
 }
 
 // needMore says a parse error only means the message is not complete yet.
@@ -286,6 +289,12 @@ func (l *loop) reject(cl *client, err error) {
 	cl.resp.Reset()
 	proxy.Reject(&cl.req, &cl.resp, err)
 	cl.close, cl.linger = true, true
+	// Its message is not read on (lingering drops what comes): the bytes
+	// held for it go now, not when the connection closes (up to Linger
+	// later).
+	cl.chunks = chunked{}
+	_, _ = cl.c.Discard(cl.c.InboundBuffered())
+	l.settle(cl)
 	l.reply(cl)
 }
 
@@ -340,6 +349,7 @@ func (l *loop) advance(cl *client, s proxy.Step) {
 	l.step(cl, s)
 	if !cl.busy {
 		l.serve(cl)
+		l.settle(cl)
 	}
 }
 
@@ -368,6 +378,7 @@ func (l *loop) adminCall(cl *client) {
 			}
 			l.reply(cl)
 			l.serve(cl)
+			l.settle(cl)
 		})
 	}()
 }

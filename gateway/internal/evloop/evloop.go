@@ -35,6 +35,8 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 )
@@ -104,7 +106,14 @@ type Options struct {
 	// answer is in), rather than after UpstreamIdle. upstream.Pool
 	// satisfies it.
 	Endpoints Endpoints
-	Log       *slog.Logger
+	// HeldBytes bounds the bytes all loops hold for requests not yet
+	// handed upstream (budget); 0: unbounded. A request whose arrival
+	// would pass it is answered 503 and its connection closed.
+	HeldBytes int64
+	// Meter publishes the budget's gauge and counter; default the global
+	// provider.
+	Meter metric.MeterProvider
+	Log   *slog.Logger
 }
 
 // Endpoints is the set of upstream addresses in use. Version changes
@@ -121,6 +130,7 @@ type Server struct {
 	admin map[string]bool
 
 	draining atomic.Bool
+	budget   budget
 
 	mu    sync.Mutex
 	eng   gnet.Engine
@@ -159,7 +169,12 @@ func New(o Options) *Server {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	if o.Meter == nil {
+		o.Meter = otel.GetMeterProvider()
+	}
 	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{})}
+	s.budget.limit = o.HeldBytes
+	s.budget.instrument(o.Meter)
 	for _, p := range o.AdminPaths {
 		s.admin[p] = true
 	}
@@ -409,6 +424,8 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		x.l.upClosed(x, err)
 	case *client:
 		x.gone = true
+		x.chunks = chunked{} // busy, it has none; else nothing reads them again
+		x.l.settle(x)        // gone: to 0
 		x.l.count(x)
 		if x.deadline != 0 {
 			// It went away while its request was at the upstream (or
@@ -473,13 +490,24 @@ func (s *Server) traffic(c gnet.Conn) gnet.Action {
 	case *client:
 		if x.lingerSince != 0 || x.closeSent {
 			_, _ = c.Discard(c.InboundBuffered())
+			x.l.settle(x)
 			return gnet.None
 		}
 		if (x.busy || x.paused) && c.InboundBuffered() > x.l.s.o.MaxHeaderBytes+x.l.s.o.MaxBodyBytes {
 			return gnet.Close // a pipelining client far ahead of its answers
 		}
+		// Charged before serve looks (what gnet read is held already)
+		// and after (a followed message moved from gnet's buffer to its
+		// own, a request handed on).
+		if a := x.l.hold(x); a != gnet.None || x.closing {
+			return a
+		}
 		x.l.serve(x)
-		return gnet.None
+		if x.closing {
+			x.l.settle(x)
+			return gnet.None
+		}
+		return x.l.hold(x)
 	case *upconn:
 		return x.l.answer(x)
 	}

@@ -98,15 +98,26 @@ func targetRefused(h *fasthttp.RequestHeader, err error) bool {
 	return uerr != nil && uerr.Error() == err.Error()
 }
 
-// Reject writes the answer to a request the transport could not read: 413
-// for fasthttp.ErrBodyTooLarge, 431 for *fasthttp.ErrSmallBuffer (headers
-// over the read buffer), 408 for a timeout, 400 otherwise. Both transports
-// use it, so their answers to bad input are the same bytes.
+// ErrBusy refuses a request the event loop cannot hold: every loop together
+// holds its budget of request bytes not yet handed upstream (evloop's
+// budget, GATEWAY_LOOP_HELD_BYTES). Reject answers it 503 gateway-busy.
+var ErrBusy = errors.New("the gateway holds its budget of request bytes")
+
+// Reject writes the answer to a request the transport could not read: 503
+// for ErrBusy, 413 for fasthttp.ErrBodyTooLarge, 431 for
+// *fasthttp.ErrSmallBuffer (headers over the read buffer), 408 for a
+// timeout, 400 otherwise. Both transports use it, so their answers to bad
+// input are the same bytes.
 func Reject(req *fasthttp.Request, resp *fasthttp.Response, err error) {
 	var netErr net.Error
 	var small *fasthttp.ErrSmallBuffer
 	uri := req.Header.RequestURI()
 	switch {
+	case errors.Is(err, ErrBusy):
+		// 503, not 413: the request fits the limits; the gateway is
+		// holding as much unsent request data as it may.
+		writeProblem(resp, uri, fasthttp.StatusServiceUnavailable, "gateway-busy", "the gateway holds as many request bytes as it may; retry later")
+		resp.Header.Set(fasthttp.HeaderRetryAfter, "1")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeProblem(resp, uri, fasthttp.StatusRequestEntityTooLarge, "body-too-large", "the request body exceeds the gateway's limit")
 	case errors.As(err, &small):

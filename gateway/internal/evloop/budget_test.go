@@ -1,0 +1,134 @@
+package evloop
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+)
+
+// chunkedHead starts a chunked request whose body never ends.
+const chunkedHead = "POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+// TestSlowChunkedClientsPastTheBudgetGet503: clients sending 1-byte chunks
+// and never the end each hold 100 KB, under the body limit's bound; the
+// budget takes two of them, the others are answered 503 gateway-busy and
+// closed, and another client is still served meanwhile. When all have
+// gone the budget is back to 0.
+func TestSlowChunkedClientsPastTheBudgetGet503(t *testing.T) {
+	const clients, chunks = 6, 20000 // 5 bytes each: 100 KB a client
+	addr, s := startServerS(t, proxy.Options{}, Options{MaxBodyBytes: 64 << 10, HeldBytes: 256 << 10, ReadTimeout: time.Minute})
+	type answer struct {
+		status      int
+		ctype, body string
+		retry       string
+		closed      bool
+	}
+	answers := make(chan answer, clients)
+	var conns []net.Conn
+	framing := chunkedHead + strings.Repeat("1\r\nx\r\n", chunks)
+	for range clients {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		_ = c.SetDeadline(time.Now().Add(time.Minute)) // a guard: a held client is answered only when it goes
+		go func() {
+			// The server may stop reading a refused client's bytes
+			// (lingering drops them); its write fails then, which is fine.
+			_, _ = io.WriteString(c, framing)
+		}()
+		go func() {
+			br := bufio.NewReader(c)
+			var r fasthttp.Response
+			if err := r.Read(br); err != nil {
+				answers <- answer{} // no answer: held until the client went
+				return
+			}
+			_, err := br.ReadByte()
+			answers <- answer{r.StatusCode(), string(r.Header.ContentType()), string(r.Body()), string(r.Header.Peek("Retry-After")), err == io.EOF}
+		}()
+	}
+	waitFor(t, "four clients refused", func() bool { return s.budget.refused.Load() >= clients-2 })
+	if held, limit := s.budget.held.Load(), s.budget.limit; held > limit {
+		t.Errorf("held %d bytes with a budget of %d", held, limit)
+	}
+	r := roundTrips(t, addr, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]
+	if r.StatusCode() != 200 {
+		t.Fatalf("a normal request beside the held ones: %d %q", r.StatusCode(), r.Body())
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	var refused int
+	for range clients {
+		a := <-answers
+		if a.status == 0 {
+			continue
+		}
+		refused++
+		if a.status != 503 || a.ctype != "application/problem+json" || !strings.Contains(a.body, "gateway-busy") || a.retry != "1" || !a.closed {
+			t.Errorf("refused client got %+v, want 503 gateway-busy problem+json with Retry-After, then the connection's end", a)
+		}
+	}
+	if int64(refused) != s.budget.refused.Load() || refused < clients-2 {
+		t.Errorf("%d clients answered, %d refusals counted, want at least %d", refused, s.budget.refused.Load(), clients-2)
+	}
+	waitFor(t, "the budget back to 0 after every client went", func() bool { return s.budget.held.Load() == 0 })
+}
+
+// TestHeldBytesReleasedOnEveryExit: what a client held is released when its
+// request is handed on (and answered), refused, timed out, or when it goes,
+// for a chunked body and one with a Content-Length.
+func TestHeldBytesReleasedOnEveryExit(t *testing.T) {
+	addr, s := startServerS(t, proxy.Options{}, Options{MaxBodyBytes: 64 << 10, HeldBytes: 1 << 20, ReadTimeout: 500 * time.Millisecond, Linger: time.Hour})
+	partChunked := chunkedHead + strings.Repeat("1\r\nx\r\n", 6000) // 30 KB
+	partLength := "POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 60000\r\n\r\n" + strings.Repeat("x", 30000)
+	for _, c := range []struct {
+		name, first, rest string
+		status            int // 0: the client goes without an answer
+	}{
+		{"answered chunked", partChunked, "0\r\n\r\n", 200},
+		{"answered with a length", partLength, strings.Repeat("x", 30000), 200},
+		{"refused chunked", partChunked, "zz\r\n", 400},
+		{"timed out chunked", partChunked, "", 408},
+		{"timed out with a length", partLength, "", 408},
+		{"gone chunked", partChunked, "", 0},
+		{"gone with a length", partLength, "", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(conn, c.first); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the first part held", func() bool { return s.budget.held.Load() >= 30000-16<<10 })
+			if c.status == 0 {
+				conn.Close()
+			} else {
+				if _, err := io.WriteString(conn, c.rest); err != nil {
+					t.Fatal(err)
+				}
+				var r fasthttp.Response
+				if err := r.Read(bufio.NewReader(conn)); err != nil || r.StatusCode() != c.status {
+					t.Fatalf("status %d err %v, want %d", r.StatusCode(), err, c.status)
+				}
+			}
+			// With the connection still open (but for gone): nothing is
+			// held for it any more.
+			waitFor(t, fmt.Sprintf("held back to 0 (now %d)", s.budget.held.Load()), func() bool { return s.budget.held.Load() == 0 })
+		})
+	}
+}
