@@ -82,6 +82,22 @@ func main() {
 		}}}
 		c.add("http", get(outer, ctx, *httpURL+"?status=404"))
 		c["http 404"]++
+		// The same with the goroutine's stack moved in between: on a new goroutine (a stack of a few KiB) the Proxy
+		// grows it by 256 KiB, which copies it elsewhere, before its call. The inner call is told by its depth from
+		// the stack's top, which the move keeps; an entry's raw stack pointer would no longer say it.
+		moved := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: func(r *http.Request) (*url.URL, error) {
+			growStack(256)
+			c.add("http", get(inner, r.Context(), *httpURL+"?status=200"))
+			c["http 200"]++
+			return nil, nil
+		}}}
+		finished := make(chan struct{})
+		go func() {
+			defer close(finished)
+			c.add("http", get(moved, ctx, *httpURL+"?status=404"))
+			c["http 404"]++
+		}()
+		<-finished
 	}
 
 	if u := os.Getenv("DATABASE_URL"); u != "" {
@@ -269,6 +285,18 @@ func main() {
 
 	json.NewEncoder(os.Stdout).Encode(c)
 	io.Copy(io.Discard, os.Stdin)
+}
+
+// growStack recurses through n frames of 1 KiB each, so that a goroutine's stack smaller than that is grown (copied).
+//
+//go:noinline
+func growStack(n int) byte {
+	var pad [1024]byte
+	pad[n%len(pad)] = byte(n)
+	if n == 0 {
+		return pad[0]
+	}
+	return growStack(n-1) + pad[n%len(pad)]
 }
 
 // get makes one GET of url under ctx and returns its error, the body read and closed.
