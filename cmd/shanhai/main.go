@@ -220,6 +220,9 @@ func run() error {
 		if errors.Is(err, errPortTaken) || errors.Is(err, errNoBinary) || errors.Is(err, errDataDirInUse) || errors.Is(err, errNoPulsar) {
 			return err // nothing started, nothing logged
 		}
+		if errors.As(err, new(refusal)) {
+			return fmt.Errorf("start: %w", err) // the message is whole: nothing to keep
+		}
 		keep = true
 		return fmt.Errorf("start: %w (logs in %s)", err, logs)
 	}

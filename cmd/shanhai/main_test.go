@@ -648,3 +648,33 @@ func TestMeasureWhoseFiguresCouldNotBeWrittenFails(t *testing.T) {
 		t.Fatalf("data directories left behind: %v (%v)", left, err)
 	}
 }
+
+// A variable a hosted part refuses stops the run with the part's message,
+// which names the variable and what it takes, and leaves no temporary data
+// directory: every such try used to keep one (the servers' files and five
+// logs) for a message that already said everything, with "(log: ...)"
+// pointers to it.
+func TestRefusedVariableLeavesNoDataDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the program in a child process")
+	}
+	t.Parallel() // waits on its child process; see parallelNote
+	tmp := t.TempDir()
+	run := asProgram("-port "+strconv.Itoa(freePortBlock(t)),
+		"TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL=", "GATEWAY_IP_LIMIT=bogus")
+	out, err := run.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("the run: %v, want exit status 1\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte(`GATEWAY_IP_LIMIT: "bogus" is invalid`)) {
+		t.Fatalf("the run's message does not name the variable:\n%s", out)
+	}
+	if bytes.Contains(out, []byte(tmp)) {
+		t.Fatalf("the run's message points into the data directory it removes:\n%s", out)
+	}
+	left, err := filepath.Glob(filepath.Join(tmp, "shanhai-run-*"))
+	if err != nil || len(left) > 0 {
+		t.Fatalf("data directories left behind: %v (%v)\n%s", left, err, out)
+	}
+}

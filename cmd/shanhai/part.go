@@ -121,7 +121,7 @@ func (p *Part) WaitReady(ctx context.Context) error {
 		select {
 		case err := <-p.done:
 			p.done <- err
-			return fmt.Errorf("%s %w: %v", p.Name, errEndedEarly, err)
+			return fmt.Errorf("%s %w: %w", p.Name, errEndedEarly, err)
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready (last /readyz: %s): %w", p.Name, last, ctx.Err())
 		case <-tick.C:

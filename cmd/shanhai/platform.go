@@ -14,9 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/shanhai-dev/shanhai/pkg/telemetry"
-
+	"github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/pkg/freeport"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 // Names of the parts, in start order. The gateway, the only door, stops
@@ -266,6 +266,9 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("%w: not ready within the start-up limit of %s (log: %s)", err, limit, log)
 		}
+		if refusedConfig(p.Parts[name], err) {
+			return err // names each variable and what it takes: the log adds nothing
+		}
 		if errors.Is(err, errEndedEarly) && !p.Parts[name].Hosted() {
 			// A hosted part's error is its Run's, which says why; a
 			// child's is its exit status, and why is in its log.
@@ -286,6 +289,13 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		refused := true
+		for i, name := range Names {
+			refused = refused && (errs[i] == nil || refusedConfig(p.Parts[name], errs[i]))
+		}
+		if refused {
+			return refusal{err}
+		}
 		return err
 	}
 	return named("gateway", p.waitRouted(readyCtx))
@@ -471,3 +481,19 @@ func (p *Platform) Stop() error {
 	}
 	return errors.Join(errs...)
 }
+
+// refusedConfig tells whether err is a hosted part's refusal of its
+// variables (pkg/config's *Error, from its Run): the message then says all
+// there is. A child's refusal is only its exit status, and why is in its log.
+func refusedConfig(part *Part, err error) bool {
+	var invalid *config.Error
+	return part.Hosted() && errors.Is(err, errEndedEarly) && errors.As(err, &invalid)
+}
+
+// refusal is the error of a start that failed only because parts refused
+// their variables. The run keeps no temporary data directory for it: every
+// try with a mistyped variable used to leave one behind, its logs pointed to
+// by a message that already named the variable and what it takes.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
