@@ -44,10 +44,12 @@ const warnEvery = 10 * time.Second
 // would pass the limit is not made, and move says false.
 func (b *budget) move(charged *int64, n int64) bool {
 	d := n - *charged
-	if d > 0 && b.limit > 0 && b.held.Add(d) > b.limit {
-		b.held.Add(-d)
-		return false
-	} else if d < 0 || b.limit == 0 {
+	if d > 0 && b.limit > 0 {
+		if b.held.Add(d) > b.limit {
+			b.held.Add(-d) // another loop may have seen it over meanwhile: it refused, which errs on the safe side
+			return false
+		}
+	} else {
 		b.held.Add(d)
 	}
 	*charged = n
