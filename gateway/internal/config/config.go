@@ -46,7 +46,7 @@ type Config struct {
 	// not to the soft limit (README, "Chunked messages on the event loop"). A fixed figure, not one derived from GOMEMLIMIT: a host
 	// run has no limit to take a share of, and a deployment that raises
 	// the memory raises this with it.
-	LoopHeldBytes int64         `env:"GATEWAY_LOOP_HELD_BYTES" envDefault:"33554432" desc:"loop transport: bytes all connections together may hold of requests not yet sent upstream, beyond the first 16 KiB of each (bodies arriving, chunk framing included); a request whose bytes would pass it is 503 gateway-busy and its connection closed; at least twice GATEWAY_MAX_BODY_BYTES"`
+	LoopHeldBytes int64         `env:"GATEWAY_LOOP_HELD_BYTES" envDefault:"33554432" desc:"loop transport: bytes all connections together may hold of requests not yet sent upstream, beyond the first 16 KiB of each (bodies arriving, chunk framing included); a request whose bytes would pass it is 503 gateway-busy and its connection closed; at least twice GATEWAY_MAX_BODY_BYTES (checked with the loop transport only)"`
 	ReadTimeout   time.Duration `env:"GATEWAY_READ_TIMEOUT" envDefault:"5s" desc:"time to read a whole request, headers and body (slow clients are cut off)"`
 	WriteTimeout  time.Duration `env:"GATEWAY_WRITE_TIMEOUT" envDefault:"30s" desc:"time to write a response"`
 	IdleTimeout   time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"60s" desc:"keep-alive idle time"`
@@ -153,10 +153,16 @@ func (c *Config) Validate() error {
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_MAX_BODY_BYTES", "must be positive"))
 	}
-	if c.LoopHeldBytes < 2*int64(c.MaxBodyBytes) {
+	switch {
+	case c.LoopHeldBytes < 0:
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_LOOP_HELD_BYTES", "must not be negative"))
+	case c.TransportName() == "loop" && c.LoopHeldBytes < 2*int64(c.MaxBodyBytes):
 		// One body at the limit, with its head and a chunked framing's
-		// overhead, must fit an otherwise idle gateway.
-		errs = append(errs, pkgconfig.Invalid("GATEWAY_LOOP_HELD_BYTES", "must be at least twice GATEWAY_MAX_BODY_BYTES"))
+		// overhead, must fit an otherwise idle gateway. Only the loop
+		// has the budget: a fasthttp gateway with a large body limit
+		// (TLS, or chosen) must not be refused over a variable it does
+		// not read.
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_LOOP_HELD_BYTES", "must be at least twice GATEWAY_MAX_BODY_BYTES with the loop transport"))
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_READ_TIMEOUT", "must be positive: without it a slow client holds a connection forever"))

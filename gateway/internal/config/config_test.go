@@ -193,6 +193,9 @@ func TestEmptyOrMeaninglessValuesAreRefusedByName(t *testing.T) {
 		{"ETCD_ENDPOINTS": "", "DISCOVERY_STATIC": "order=127.0.0.1:1"},
 		// Routing mode verifies no token and limits nothing.
 		{"GATEWAY_MODE": "routing", "JWKS_URL": "", "REDIS_URL": ""},
+		// The held-bytes budget is the loop's: a fasthttp gateway's body
+		// limit is not checked against it.
+		{"GATEWAY_TRANSPORT": "fasthttp", "GATEWAY_MAX_BODY_BYTES": "67108864"},
 	} {
 		var cfg Config
 		if err := pkgconfig.LoadFrom(&cfg, env); err != nil {
