@@ -291,12 +291,18 @@ func (l *Leg) commit(gctx context.Context, gen offsetCommitter, genID int32, par
 		// committed offset above it, from before the reset, would otherwise hold it back for the generation. And an
 		// offset committed before the last reset is no reason to skip the position: it was the old incarnation's (or
 		// above a truncated end), and a position carried back to exactly it was left uncommitted, so a restart read
-		// those records again. The reset is read before the position (pump stores it before the session's tracker),
-		// so the position is of that reset or a later one, never an earlier.
+		// those records again. The position is taken only when it is of the last reset, or of a later session: pump
+		// stores the reset before the session's tracker, so between the two the tracker is the old session's, whose
+		// position (equal to committed, or not) was committed under the new reset, an offset of the old incarnation
+		// in the new one, and a restart skipped the new records below it. Skipped then (a reset not tracked yet, or
+		// another one stored meanwhile), the partition is committed at the next tick.
 		since := p.rewound.Load()
+		if since != nil && !since.tracked.Load() {
+			continue
+		}
 		pos := p.position()
-		r := p.rewound.Load()
-		if pos < 0 || (pos == p.committed && since == p.committedSince) || (r != nil && pos == r.to) {
+		if pos < 0 || p.rewound.Load() != since || (pos == p.committed && since == p.committedSince) ||
+			(since != nil && pos == since.to) {
 			continue
 		}
 		if offsets[p.route.Topic] == nil {

@@ -355,10 +355,7 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 	defer p.session.CompareAndSwap(s, nil)
 	if pos >= 0 {
 		s.tracker = commit.New(pos)
-		if reset { // before the tracker: the committer must not see it without the rewind
-			p.rewound.Store(&rewind{to: pos})
-		}
-		p.tracker.Store(s.tracker)
+		p.track(s.tracker, reset)
 	}
 	go s.settle(gctx)
 
@@ -375,6 +372,21 @@ func (p *partition) pump(gctx, fetchCtx context.Context, pos int64) (int64, erro
 		return pos, nil // stopped or generation ended: not a failure
 	}
 	return pos, err
+}
+
+// track makes t the tracker whose position the committer commits, from a reset of the position to t's (reset) or
+// not. The reset is stored before the tracker, as the committer must not see the tracker without it (it would commit
+// the reset position before records past it are carried), and marked tracked after: until then the tracker is the
+// session's before, which the committer leaves alone (commit).
+func (p *partition) track(t *commit.Tracker, reset bool) {
+	if !reset {
+		p.tracker.Store(t)
+		return
+	}
+	r := &rewind{to: t.Position()}
+	p.rewound.Store(r)
+	p.tracker.Store(t)
+	r.tracked.Store(true)
 }
 
 // noteTopicID logs the topic id a session reads when the partition's last session in the process read another:

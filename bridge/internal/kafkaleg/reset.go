@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -32,8 +33,12 @@ import (
 // rewind is a reset of the partition's position to offset to, which the committer does not commit (commit): only a
 // position past it, which records carried moved it to. Positions only rise between resets, so the position equals to
 // until then, in the session the reset started and in those that follow it after a failure.
+//
+// tracked is set once the session the reset started has stored its tracker (partition.track): until then the
+// tracker is the session's before, whose position is not of this reset.
 type rewind struct {
-	to int64
+	to      int64
+	tracked atomic.Bool
 }
 
 // resumeAt returns where to read a partition whose offsets run from first to end (the next offset to be written)

@@ -436,10 +436,9 @@ func TestACommitAfterAResetIsNotSkippedAtTheOldOffset(t *testing.T) {
 	if got := commitNow(); len(got) != 1 || got[0]["t"][0] != 100 {
 		t.Fatalf("commit of position 100 sent %v", got)
 	}
-	// A session resets the position to 90, as pump does: the reset, then the session's tracker.
-	p.rewound.Store(&rewind{to: 90})
+	// A session resets the position to 90, as pump does.
 	tr := commit.New(90)
-	p.tracker.Store(tr)
+	p.track(tr, true)
 	if got := commitNow(); len(got) != 0 {
 		t.Fatalf("the reset position was committed before a record past it was carried: %v", got)
 	}
@@ -485,5 +484,41 @@ func TestTopicIDsTakesTheNewestIDAgainAfterTheGrace(t *testing.T) {
 	}
 	if err := read("between", 2*time.Second+replacedGrace); !errors.Is(err, ErrTopicIDReplaced) {
 		t.Errorf("take(between) right after the newest replaced it again: %v, want ErrTopicIDReplaced", err)
+	}
+}
+
+// TestACommitBetweenAResetAndItsTrackerSendsNothing: pump stores a reset before the session's tracker, and the
+// committer, which took a position equal to the offset committed before a reset for the new incarnation's, read it
+// there from the old session's tracker: it committed the old incarnation's offset 100 in the new one, whose records
+// 0..99 a restart then skipped, and took it for committed under the reset, so the new session's 100 was not sent.
+func TestACommitBetweenAResetAndItsTrackerSendsNothing(t *testing.T) {
+	l := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	p := &partition{leg: l, route: mapping.Route{Topic: "t"}}
+	var sent commits
+	commitNow := func() []map[string]map[int]int64 {
+		t.Helper()
+		sent = nil
+		l.commit(context.Background(), &sent, 1, []*partition{p})
+		return sent
+	}
+	p.tracker.Store(commit.New(100))
+	if got := commitNow(); len(got) != 1 || got[0]["t"][0] != 100 {
+		t.Fatalf("commit of position 100 sent %v", got)
+	}
+	// The topic created again: pump has stored the reset to 0, not yet the new session's tracker.
+	p.rewound.Store(&rewind{to: 0})
+	if got := commitNow(); len(got) != 0 {
+		t.Fatalf("between the reset to 0 and its session's tracker, the old session's position was committed: %v", got)
+	}
+	tr := commit.New(0)
+	p.track(tr, true)
+	for o := range int64(100) { // the new incarnation's records 0..99 carried
+		if err := tr.Add(o); err != nil {
+			t.Fatal(err)
+		}
+		tr.Done(o)
+	}
+	if got := commitNow(); len(got) != 1 || got[0]["t"][0] != 100 {
+		t.Fatalf("position 100 of the new incarnation sent %v; want it committed", got)
 	}
 }
