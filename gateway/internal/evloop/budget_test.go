@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 )
 
 // chunkedHead starts a chunked request whose body never ends.
@@ -131,4 +133,36 @@ func TestHeldBytesReleasedOnEveryExit(t *testing.T) {
 			waitFor(t, fmt.Sprintf("held back to 0 (now %d)", s.budget.held.Load()), func() bool { return s.budget.held.Load() == 0 })
 		})
 	}
+}
+
+// TestHeldBytesReleasedWhenAPausedClientResumes: a request pipelined
+// behind one whose answer the client does not read yet is charged while it
+// waits; when the sweep resumes the client and that request is answered at
+// once (404, no upstream), the charge goes with it, not when the client
+// next sends or closes (the idle timeout, 60 s by default, later).
+func TestHeldBytesReleasedWhenAPausedClientResumes(t *testing.T) {
+	const size = 12 << 20 // more than the sockets take: the client is paused
+	body := strings.Repeat("x", size)
+	up := upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) { upstreamtest.OK(w, body) })
+	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 64 << 10, HeldBytes: 1 << 20, Loops: 1},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	behind := "POST /nowhere HTTP/1.1\r\nHost: gw\r\nContent-Length: 40000\r\n\r\n" + strings.Repeat("y", 40000)
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"+behind); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the request behind charged", func() bool { return s.budget.held.Load() > 0 })
+	br := bufio.NewReaderSize(c, 64<<10)
+	for i, want := range []int{200, 404} {
+		var r fasthttp.Response
+		if err := r.Read(br); err != nil || r.StatusCode() != want {
+			t.Fatalf("answer %d: %d %v, want %d", i, r.StatusCode(), err, want)
+		}
+	}
+	waitFor(t, "held back to 0 with the client open and idle", func() bool { return s.budget.held.Load() == 0 })
 }

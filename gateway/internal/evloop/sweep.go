@@ -40,7 +40,8 @@ func (l *loop) sweep(t time.Time) {
 			_ = cl.c.Close() // its last answer is out; OnClose uncounts it
 		}
 		if cl.paused && !cl.gone && !cl.closing && cl.c.OutboundBuffered() == 0 {
-			l.serve(cl) // its last answer left: the requests behind it go on
+			l.serve(cl)  // its last answer left: the requests behind it go on
+			l.settle(cl) // what they held goes with them, as after advance's serve
 		}
 		next = min(next, cl.due(now, o))
 		if cl.gone || (cl.closing && !cl.closeSent) || o.WriteTimeout <= 0 {
