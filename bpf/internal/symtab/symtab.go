@@ -127,9 +127,12 @@ func (b *Binary) load() error {
 			}
 		}
 	}
+	// from names where textStart and textEnd came from, for the refusal below.
+	from := "runtime.text not found (no symbol table, no Go 1.26 moduledata in .go.module): .text's start and end"
 	if !found {
 		if t, e, ok := b.moduleText(pcln); ok {
 			textStart, textEnd = t, e
+			from = "runtime.text and runtime.etext from .go.module's moduledata (no symbol table)"
 		}
 	}
 	b.textStart = textStart
@@ -142,9 +145,9 @@ func (b *Binary) load() error {
 		return errors.New("parse .gopclntab: no function could be read")
 	}
 	if !found && !textFits(table, textEnd) {
-		return fmt.Errorf("runtime.text not found (no symbol table, no Go 1.26 moduledata in .go.module) and Go's "+
-			"functions counted from .text's start %#x end at %#x, not at its end %#x: linked externally, they "+
-			"would be placed too early", textStart, table.Funcs[len(table.Funcs)-1].End, textEnd)
+		return fmt.Errorf("%s: Go's functions counted from the start %#x end at %#x, not within %d bytes before the "+
+			"end %#x: they would be misplaced (linked externally, C code comes first)", from, textStart,
+			table.Funcs[len(table.Funcs)-1].End, textSlack, textEnd)
 	}
 	b.table = table
 	return nil
@@ -183,8 +186,9 @@ func (b *Binary) moduleText(pcln *elf.Section) (text, etext uint64, ok bool) {
 }
 
 // textSlack is how far before runtime.etext (or an internally linked .text's end) the pclntab's last function may
-// end: the linker's padding, 16 to 19 bytes in go1.26.11 builds for amd64 and arm64. C code before Go's (crt1's, 0x100
-// bytes with glibc on amd64) moves the end by that much; a shift under textSlack - 19 bytes would go unseen.
+// end: the linker's padding, in go1.26.11 builds 15 bytes before etext (amd64 and arm64; internally linked with cgo,
+// -race and PIE too) and 16 (amd64) or 19 (arm64) before an internally linked .text's end. C code before Go's (crt1's,
+// 0x100 bytes with glibc on amd64) moves the end by that much; a shift under textSlack - 19 bytes would go unseen.
 const textSlack = 64
 
 // textFits reports whether the functions of table, counted from the runtime.text it was given, end within textSlack

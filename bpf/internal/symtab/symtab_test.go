@@ -3,6 +3,7 @@ package symtab
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"fmt"
 	"os"
 	"os/exec"
@@ -80,6 +81,40 @@ func TestNoModuledataFallsBackSafely(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "runtime.text not found") {
 		t.Errorf("refused for another reason: %v", err)
+	}
+	t.Log(err)
+}
+
+// TestAModuledataWhoseETextDoesNotFitIsNamedInTheRefusal: a stripped binary is refused too when its moduledata's
+// etext is not where Go's functions, counted from its text, end; the refusal said no moduledata was found, sending
+// whoever read it to look for a missing .go.module section that is there.
+func TestAModuledataWhoseETextDoesNotFitIsNamedInTheRefusal(t *testing.T) {
+	path := buildTargetLinked(t, true, true)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.NewFile(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.Section(".go.module")
+	if s == nil {
+		t.Fatal("no .go.module")
+	}
+	// etext moved 0x40 bytes on: still in .text (C code follows Go's when linked externally), past textSlack.
+	at := s.Offset + moduleETextOff
+	binary.LittleEndian.PutUint64(data[at:], binary.LittleEndian.Uint64(data[at:])+0x40)
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(path)
+	if err == nil {
+		b.Close()
+		t.Fatal("opened with a moduledata etext 0x40 bytes past Go's functions")
+	}
+	if !strings.Contains(err.Error(), "runtime.etext from .go.module") {
+		t.Errorf("the refusal does not name the moduledata it read: %v", err)
 	}
 	t.Log(err)
 }
