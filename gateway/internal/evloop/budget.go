@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -120,19 +121,29 @@ func (s *Server) refused(cl *client) {
 }
 
 // instrument publishes the budget: the bytes held (a gauge) and the
-// refusals (a counter), read at collection time.
-func (b *budget) instrument(mp metric.MeterProvider) {
+// refusals (a counter), read at collection time. Serve unregisters them on
+// return: a process that lives on (cmd/shanhai restarting the gateway,
+// tests) must not keep reporting, and holding, a stopped server's budget
+// beside the next one's.
+func (b *budget) instrument(mp metric.MeterProvider) (metric.Registration, error) {
 	m := mp.Meter("github.com/shanhai-dev/shanhai/gateway/internal/evloop")
-	_, _ = m.Int64ObservableGauge("shanhai.gateway.loop.held", metric.WithUnit("By"),
-		metric.WithDescription("Bytes the event loops hold for requests not yet handed upstream (GATEWAY_LOOP_HELD_BYTES bounds them)"),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(b.held.Load())
-			return nil
-		}))
-	_, _ = m.Int64ObservableCounter("shanhai.gateway.loop.held.refusals", metric.WithUnit("{connection}"),
-		metric.WithDescription("Requests refused 503 (or connections closed) because the event loops hold their budget of request bytes"),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(b.refused.Load())
-			return nil
-		}))
+	held, err := m.Int64ObservableGauge("shanhai.gateway.loop.held", metric.WithUnit("By"),
+		metric.WithDescription("Bytes the event loops hold for requests not yet handed upstream (GATEWAY_LOOP_HELD_BYTES bounds them)"))
+	if err != nil {
+		return nil, fmt.Errorf("evloop: held bytes gauge: %w", err)
+	}
+	refusals, err := m.Int64ObservableCounter("shanhai.gateway.loop.held.refusals", metric.WithUnit("{connection}"),
+		metric.WithDescription("Requests refused 503 (or connections closed) because the event loops hold their budget of request bytes"))
+	if err != nil {
+		return nil, fmt.Errorf("evloop: held bytes refusals counter: %w", err)
+	}
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(held, b.held.Load())
+		o.ObserveInt64(refusals, b.refused.Load())
+		return nil
+	}, held, refusals)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: held bytes callback: %w", err)
+	}
+	return reg, nil
 }

@@ -2,6 +2,7 @@ package evloop
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
@@ -165,4 +168,51 @@ func TestHeldBytesReleasedWhenAPausedClientResumes(t *testing.T) {
 		}
 	}
 	waitFor(t, "held back to 0 with the client open and idle", func() bool { return s.budget.held.Load() == 0 })
+}
+
+// TestBudgetMetricsGoWithTheServer: the budget's gauge and counter report
+// while the server serves, and not after Serve returns: registered for good,
+// a process that lives on (cmd/shanhai restarting the gateway) reported a
+// stopped server's budget beside the next one's, and kept it in memory.
+func TestBudgetMetricsGoWithTheServer(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	_, s := startServerS(t, proxy.Options{}, Options{HeldBytes: 1 << 20, Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
+	if got := budgetSeries(t, reader); len(got) != 2 {
+		t.Fatalf("while serving: %v, want the held gauge and the refusals counter", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-s.served
+	if got := budgetSeries(t, reader); len(got) != 0 {
+		t.Errorf("after Serve returned the budget still reports %v", got)
+	}
+}
+
+// budgetSeries collects reader once: the budget's metrics with a data point,
+// by name.
+func budgetSeries(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			switch d := mt.Data.(type) {
+			case metricdata.Gauge[int64]:
+				for _, dp := range d.DataPoints {
+					got[mt.Name] = dp.Value
+				}
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					got[mt.Name] = dp.Value
+				}
+			}
+		}
+	}
+	return got
 }

@@ -110,8 +110,8 @@ type Options struct {
 	// handed upstream (budget); 0: unbounded. A request whose arrival
 	// would pass it is answered 503 and its connection closed.
 	HeldBytes int64
-	// Meter publishes the budget's gauge and counter; default the global
-	// provider.
+	// Meter publishes the budget's gauge and counter while Serve runs;
+	// default the global provider.
 	Meter metric.MeterProvider
 	Log   *slog.Logger
 }
@@ -174,7 +174,6 @@ func New(o Options) *Server {
 	}
 	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{})}
 	s.budget.limit = o.HeldBytes
-	s.budget.instrument(o.Meter)
 	for _, p := range o.AdminPaths {
 		s.admin[p] = true
 	}
@@ -186,6 +185,11 @@ func New(o Options) *Server {
 // It is called once per Server.
 func (s *Server) Serve() error {
 	defer close(s.served)
+	if reg, err := s.budget.instrument(s.o.Meter); err != nil {
+		otel.Handle(err) // it serves without the budget's metrics
+	} else {
+		defer func() { _ = reg.Unregister() }()
+	}
 	// SO_REUSEADDR, as net.Listen sets it: Stop closes clients' connections first, and their TIME_WAIT would keep
 	// a restarted gateway off its port for a minute.
 	err := gnet.Run(s, "tcp://"+s.o.Addr, gnet.WithMulticore(true), gnet.WithNumEventLoop(s.o.Loops),
