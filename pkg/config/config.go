@@ -30,6 +30,10 @@
 // unknown names under a binary's prefix would stop it there, and a warning
 // would fire on every pod. The generated table is where a name is checked.
 //
+// A slog.Level field (every binary's LOG_LEVEL) takes debug, info, warn or
+// error and nothing else, not even the "WARN" or "info+2" slog would, nor
+// "": one spelling for every binary, refused with the other bad variables.
+//
 // A field's type is named for people ("duration (e.g. 500ms, 10s)",
 // "integer") in the table and in the messages; a type with a form of its own
 // names it with a TypeName method ([TypeNamer]), or it is shown by its Go name.
@@ -169,8 +173,11 @@ func load(cfg any, environ map[string]string) error {
 		return v, ok
 	}
 
-	var bad []*VarError
+	bad := badLevels(vars, withDefaults)
 	failed := map[string]bool{}
+	for _, ve := range bad {
+		failed[ve.Var] = true // env's own complaint about it, if any, would say it twice
+	}
 	if err := env.ParseWithOptions(cfg, opts); err != nil {
 		var agg env.AggregateError
 		if !errors.As(err, &agg) {

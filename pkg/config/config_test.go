@@ -213,16 +213,33 @@ func filterEnv(env []string, drop string) []string {
 	return out
 }
 
+// TestLogLevelVariable: a slog.Level field takes the four names and refuses
+// the rest in the one error, including what slog.Level.UnmarshalText would
+// take (DEBUG, info+2) and "", which env would leave at info without a word.
 func TestLogLevelVariable(t *testing.T) {
-	var c struct {
+	type levelConfig struct {
 		Level slog.Level `env:"LOG_LEVEL" envDefault:"info"`
 	}
-	if err := load(&c, map[string]string{"LOG_LEVEL": "warn"}); err != nil || c.Level != slog.LevelWarn {
-		t.Fatalf("LOG_LEVEL=warn: level %v, err %v", c.Level, err)
+	for value, want := range map[string]slog.Level{
+		"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError,
+	} {
+		c := levelConfig{Level: 99}
+		if err := load(&c, map[string]string{"LOG_LEVEL": value}); err != nil || c.Level != want {
+			t.Errorf("LOG_LEVEL=%s: level %v, err %v", value, c.Level, err)
+		}
 	}
-	err := load(&c, map[string]string{"LOG_LEVEL": "loud"})
-	if err == nil || !strings.Contains(err.Error(), "log level (debug, info, warn, error)") {
-		t.Errorf("bad level message: %v", err)
+	var c levelConfig
+	if err := load(&c, map[string]string{}); err != nil || c.Level != slog.LevelInfo {
+		t.Errorf("LOG_LEVEL unset: level %v, err %v; want the default info", c.Level, err)
+	}
+	for _, value := range []string{"verbose", "loud", "warning", "DEBUG", "info+2", "", " "} {
+		err := load(&levelConfig{}, map[string]string{"LOG_LEVEL": value})
+		var bad *Error
+		if !errors.As(err, &bad) || len(bad.Vars) != 1 || bad.Vars[0].Var != "LOG_LEVEL" ||
+			!strings.Contains(err.Error(), "must be debug, info, warn or error") ||
+			!strings.Contains(err.Error(), "log level (debug, info, warn, error)") {
+			t.Errorf("LOG_LEVEL=%q: %v; want it refused once, naming the four", value, err)
+		}
 	}
 }
 

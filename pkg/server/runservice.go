@@ -22,9 +22,11 @@ type Wiring struct {
 	// Name is the service's name in telemetry and in the line logged when
 	// it stops with an error ("<Name> service stopped").
 	Name string
-	// Version (SERVICE_VERSION) goes to telemetry; LogLevel (LOG_LEVEL) is
-	// the level of the logger Part.Log makes when the host gives none.
-	Version, LogLevel string
+	// Version (SERVICE_VERSION) goes to telemetry.
+	Version string
+	// LogLevel (LOG_LEVEL) is the level of the logger Part.LogAt makes
+	// when the host gives none.
+	LogLevel slog.Level
 	// New wires the service with the logger and the telemetry provider
 	// RunService set up for it.
 	New func(ctx context.Context, log *slog.Logger, tp *telemetry.Provider) (Runner, error)
@@ -47,7 +49,7 @@ func (p Part) RunService(ctx context.Context, w Wiring) error {
 	if err := p.LoadConfig(&po); err != nil {
 		return err
 	}
-	log := p.Log(os.Stderr, w.LogLevel)
+	log := p.LogAt(os.Stderr, w.LogLevel)
 	if po.Enabled {
 		ctx = withPageout(ctx, log)
 	}

@@ -37,7 +37,7 @@ func TestRunServiceLogsItsStagesAndWhyItStopped(t *testing.T) {
 			var buf strings.Builder
 			given := telemetry.NewLogger(&buf, slog.LevelDebug)
 			err := Part{Logger: given}.RunService(t.Context(), Wiring{
-				Name: "demo", Version: "v1", LogLevel: "error",
+				Name: "demo", Version: "v1", LogLevel: slog.LevelError,
 				New: func(_ context.Context, log *slog.Logger, tp *telemetry.Provider) (Runner, error) {
 					if log != given || tp == nil {
 						t.Errorf("New got logger %p (want the part's %p) and provider %v", log, given, tp)

@@ -40,7 +40,7 @@ func TestRelativeTargetPathIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "../var/bin/order") {
 		t.Errorf("Validate = %v, want BPF_TARGETS refused naming the relative path", err)
 	}
-	if err := (&Config{Addr: ":8085", Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9, MaxExecutables: 16, LogLevel: "info"}).Validate(); err != nil {
+	if err := (&Config{Addr: ":8085", Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9, MaxExecutables: 16}).Validate(); err != nil {
 		t.Errorf("Validate of good targets: %v", err)
 	}
 }

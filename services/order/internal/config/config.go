@@ -3,6 +3,7 @@ package config
 
 import (
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
@@ -15,7 +16,7 @@ type Config struct {
 	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9082" desc:"pprof listener; empty disables"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
 	ReadTimeout     time.Duration `env:"READ_TIMEOUT" envDefault:"30s" desc:"time from a request's first byte by which its body must be in; a body still coming then gets 408 (headers have a fixed 10s)"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
+	LogLevel        slog.Level    `env:"LOG_LEVEL" envDefault:"info" desc:"lowest level logged"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery (canary routing)"`
 	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
 
@@ -83,11 +84,6 @@ func (c *Config) Validate() error {
 	case c.PendingTimeout < MinPendingTimeout:
 		errs = append(errs, config.Invalid("ORDER_PENDING_TIMEOUT",
 			"must be at least "+MinPendingTimeout.String()+": payment may still be retrying the charge until then"))
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		errs = append(errs, config.Invalid("LOG_LEVEL", "must be debug, info, warn or error"))
 	}
 	if len(c.KafkaBrokers) == 0 {
 		errs = append(errs, config.Invalid("KAFKA_BROKERS", "must list at least one broker"))

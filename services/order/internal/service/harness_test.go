@@ -67,7 +67,7 @@ func newHarnessConfig(t testing.TB, setConfig func(*config.Config), tune ...func
 	stream := svctest.NewStream(t, "ORDER")
 	names := adapters.Names{Stream: stream.Name, StreamSubjects: stream.Subjects(), Subject: stream.Prefix + adapters.PaymentsSubject, Durable: "order"}
 	cfg := config.Config{
-		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, LogLevel: "info", Version: "test",
+		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Version: "test",
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		JWKSURL: issuer.URL, CatalogCacheTTL: time.Minute,
 	}

@@ -22,7 +22,7 @@ func TestRunRegistersServesAndDeregisters(t *testing.T) {
 	stream := svctest.NewStream(t, "ORDER_RUN")
 	version := "test-" + svctest.Random(4)
 	cfg := config.Config{
-		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, LogLevel: "info", Version: version,
+		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Version: version,
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		EtcdEndpoints: testenv.Etcd(t), JWKSURL: issuer.URL, CatalogCacheTTL: time.Minute,
 	}

@@ -51,7 +51,7 @@ func TestCollectorHeldThroughTheFirstReadyAnswer(t *testing.T) {
 	stream := svctest.NewStream(t, "ORDER_GC")
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	cfg := config.Config{
-		Addr: addr, ShutdownTimeout: 5 * time.Second, LogLevel: "debug", Version: "test",
+		Addr: addr, ShutdownTimeout: 5 * time.Second, LogLevel: slog.LevelDebug, Version: "test",
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		JWKSURL: issuer.URL, CatalogCacheTTL: time.Minute,
 	}

@@ -22,7 +22,7 @@ func TestStopWhileStarting(t *testing.T) {
 	issuer := svctest.NewIssuer(t)
 	stream := svctest.NewStream(t, "ORDER_STARTSTOP")
 	cfg := config.Config{
-		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, LogLevel: "info", Version: "test",
+		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Version: "test",
 		DatabaseURL: testenv.Postgres(t), RedisURL: testenv.Redis(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		JWKSURL: issuer.URL, CatalogCacheTTL: time.Minute,
 	}

@@ -5,6 +5,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
@@ -23,7 +24,7 @@ type Config struct {
 	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9083" desc:"pprof listener; empty disables"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
 	ReadTimeout     time.Duration `env:"READ_TIMEOUT" envDefault:"30s" desc:"time from a request's first byte by which its body must be in; a body still coming then gets 408 (headers have a fixed 10s)"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
+	LogLevel        slog.Level    `env:"LOG_LEVEL" envDefault:"info" desc:"lowest level logged"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"version registered in discovery"`
 	Zone            string        `env:"ZONE" desc:"zone registered in discovery"`
 
@@ -139,11 +140,6 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, config.Invalid("READ_TIMEOUT", "must be positive"))
-	}
-	switch c.LogLevel {
-	case "debug", "info", "warn", "error":
-	default:
-		errs = append(errs, config.Invalid("LOG_LEVEL", "must be debug, info, warn or error"))
 	}
 	if c.MaxDeliver < 2 {
 		errs = append(errs, config.Invalid("CONSUMER_MAX_DELIVER", "must be at least 2 so a fault can be retried"))

@@ -70,7 +70,7 @@ func newHarnessOptions(t *testing.T, tune func(*config.Config), setOptions func(
 	stream := svctest.NewStream(t, "PAYMENT")
 	names := adapters.Names{Stream: stream.Name, StreamSubjects: stream.Subjects(), Subject: stream.Prefix + adapters.OrdersSubject, Durable: "payment"}
 	cfg := config.Config{
-		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, LogLevel: "info", Version: "test",
+		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Version: "test",
 		DatabaseURL: testenv.Postgres(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t), EtcdEndpoints: testenv.Etcd(t),
 		JWKSURL: issuer.URL, SettingsKey: "/shanhai/test/payment/" + svctest.Random(4), MaxDeliver: 10,
 		ProviderLatencyMedian: time.Millisecond, ProviderLatencyP99: 5 * time.Millisecond, DeclineAboveCents: 100000,

@@ -23,7 +23,7 @@ func TestRunRegistersServesAndDeregisters(t *testing.T) {
 	suffix := svctest.Random(4)
 	version := "test-" + suffix
 	cfg := config.Config{
-		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, LogLevel: "info", Version: version,
+		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Version: version,
 		DatabaseURL: testenv.Postgres(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		EtcdEndpoints: testenv.Etcd(t), JWKSURL: issuer.URL, SettingsKey: "/shanhai/test/payment/" + suffix, MaxDeliver: 5,
 	}

@@ -27,7 +27,7 @@ func TestShutdownCutsOffASlowCharge(t *testing.T) {
 	stream := svctest.NewStream(t, "PAYMENT_STOP")
 	names := adapters.Names{Stream: stream.Name, StreamSubjects: stream.Subjects(), Subject: stream.Prefix + adapters.OrdersSubject, Durable: "payment"}
 	cfg := config.Config{
-		Addr: "127.0.0.1:0", ShutdownTimeout: 2 * time.Second, LogLevel: "info", Version: "test",
+		Addr: "127.0.0.1:0", ShutdownTimeout: 2 * time.Second, Version: "test",
 		DatabaseURL: testenv.Postgres(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t), EtcdEndpoints: testenv.Etcd(t),
 		JWKSURL: issuer.URL, SettingsKey: "/shanhai/test/payment/" + svctest.Random(4), MaxDeliver: 10, DatabaseMaxConns: 5,
 		ProviderLatencyMedian: 9 * time.Second, ProviderLatencyP99: 9 * time.Second, DeclineAboveCents: 100000,

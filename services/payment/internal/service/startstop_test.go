@@ -23,7 +23,7 @@ func TestStopWhileStarting(t *testing.T) {
 	stream := svctest.NewStream(t, "PAYMENT_STARTSTOP")
 	names := adapters.Names{Stream: stream.Name, StreamSubjects: stream.Subjects(), Subject: stream.Prefix + adapters.OrdersSubject, Durable: "payment"}
 	cfg := config.Config{
-		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, LogLevel: "info", Version: "test",
+		Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, Version: "test",
 		DatabaseURL: testenv.Postgres(t), NATSURL: testenv.NATS(t), KafkaBrokers: testenv.Kafka(t),
 		JWKSURL: issuer.URL, MaxDeliver: 10,
 		ProviderLatencyMedian: time.Millisecond, ProviderLatencyP99: 5 * time.Millisecond, DeclineAboveCents: 100000,
