@@ -90,14 +90,7 @@ func TestNoModuledataFallsBackSafely(t *testing.T) {
 // whoever read it to look for a missing .go.module section that is there.
 func TestAModuledataWhoseETextDoesNotFitIsNamedInTheRefusal(t *testing.T) {
 	path := buildTargetLinked(t, true, true)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := elf.NewFile(bytes.NewReader(data))
-	if err != nil {
-		t.Fatal(err)
-	}
+	data, f := readELF(t, path)
 	s := f.Section(".go.module")
 	if s == nil {
 		t.Fatal("no .go.module")
@@ -119,8 +112,8 @@ func TestAModuledataWhoseETextDoesNotFitIsNamedInTheRefusal(t *testing.T) {
 	t.Log(err)
 }
 
-// withoutModuledata copies the executable at path with its .go.module section renamed, as if an older linker made it.
-func withoutModuledata(t *testing.T, path string) string {
+// readELF reads the executable at path, for a test to change its bytes, and parses them.
+func readELF(t *testing.T, path string) ([]byte, *elf.File) {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -130,6 +123,13 @@ func withoutModuledata(t *testing.T, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return data, f
+}
+
+// withoutModuledata copies the executable at path with its .go.module section renamed, as if an older linker made it.
+func withoutModuledata(t *testing.T, path string) string {
+	t.Helper()
+	data, f := readELF(t, path)
 	names := f.Section(".shstrtab")
 	if names == nil {
 		t.Fatal("no .shstrtab")

@@ -419,19 +419,23 @@ func (c *commits) CommitOffsets(offsets map[string]map[int]int64) error {
 	return nil
 }
 
+// committing is a partition of topic "t" and a function that runs its leg's commit once, returning what it sent.
+func committing(t *testing.T) (*partition, func() []map[string]map[int]int64) {
+	l := New(Options{Logger: slog.New(slog.DiscardHandler)})
+	p := &partition{leg: l, route: mapping.Route{Topic: "t"}}
+	return p, func() []map[string]map[int]int64 {
+		t.Helper()
+		var sent commits
+		l.commit(context.Background(), &sent, 1, []*partition{p})
+		return sent
+	}
+}
+
 // TestACommitAfterAResetIsNotSkippedAtTheOldOffset: after a reset (the topic recreated, or truncated) the committer
 // kept the offset it had committed before, the old incarnation's. Records carried back to exactly that offset were
 // taken for committed already and left uncommitted, and a restart read them again.
 func TestACommitAfterAResetIsNotSkippedAtTheOldOffset(t *testing.T) {
-	l := New(Options{Logger: slog.New(slog.DiscardHandler)})
-	p := &partition{leg: l, route: mapping.Route{Topic: "t"}}
-	var sent commits
-	commitNow := func() []map[string]map[int]int64 {
-		t.Helper()
-		sent = nil
-		l.commit(context.Background(), &sent, 1, []*partition{p})
-		return sent
-	}
+	p, commitNow := committing(t)
 	p.tracker.Store(commit.New(100))
 	if got := commitNow(); len(got) != 1 || got[0]["t"][0] != 100 {
 		t.Fatalf("commit of position 100 sent %v", got)
@@ -492,15 +496,7 @@ func TestTopicIDsTakesTheNewestIDAgainAfterTheGrace(t *testing.T) {
 // there from the old session's tracker: it committed the old incarnation's offset 100 in the new one, whose records
 // 0..99 a restart then skipped, and took it for committed under the reset, so the new session's 100 was not sent.
 func TestACommitBetweenAResetAndItsTrackerSendsNothing(t *testing.T) {
-	l := New(Options{Logger: slog.New(slog.DiscardHandler)})
-	p := &partition{leg: l, route: mapping.Route{Topic: "t"}}
-	var sent commits
-	commitNow := func() []map[string]map[int]int64 {
-		t.Helper()
-		sent = nil
-		l.commit(context.Background(), &sent, 1, []*partition{p})
-		return sent
-	}
+	p, commitNow := committing(t)
 	p.tracker.Store(commit.New(100))
 	if got := commitNow(); len(got) != 1 || got[0]["t"][0] != 100 {
 		t.Fatalf("commit of position 100 sent %v", got)
