@@ -216,3 +216,56 @@ func budgetSeries(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64
 	}
 	return got
 }
+
+// TestHeldBytesBackToZeroAfterMixedTraffic: keep-alive clients pipelining a
+// mix of requests (bodies with a length, answered by the upstream, by the gateway itself (404) and at the route timeout (504))
+// leave nothing charged once all are answered, with every connection still
+// open: a charge left behind on any of these paths would add up until the
+// budget refused everything.
+func TestHeldBytesBackToZeroAfterMixedTraffic(t *testing.T) {
+	const clients, rounds = 6, 3
+	addr, s := startServerS(t, proxy.Options{}, Options{MaxBodyBytes: 64 << 10, HeldBytes: 8 << 20, ReadTimeout: time.Minute})
+	withLength := func(path string, n int) string {
+		return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n%s", path, n, strings.Repeat("x", n))
+	}
+	// A chunked request closes its connection after its answer (proxy's
+	// checkHead): TestHeldBytesReleasedOnEveryExit has those.
+	round := withLength("/api/v1/orders/echo", 30000) + withLength("/nowhere", 20000) +
+		"GET /api/v1/orders/slow HTTP/1.1\r\nHost: gw\r\n\r\n" + withLength("/api/v1/orders/echo", 20000)
+	want := []int{200, 404, 504, 200}
+	errs := make(chan error, clients)
+	for range clients {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		go func() {
+			br := bufio.NewReaderSize(c, 64<<10)
+			for i := range rounds {
+				if _, err := io.WriteString(c, round); err != nil {
+					errs <- err
+					return
+				}
+				for j, status := range want {
+					var r fasthttp.Response
+					if err := r.Read(br); err != nil || r.StatusCode() != status {
+						errs <- fmt.Errorf("round %d answer %d: %d %v, want %d", i, j, r.StatusCode(), err, status)
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "held back to 0 with every client open", func() bool { return s.budget.held.Load() == 0 })
+	if n := s.budget.refused.Load(); n != 0 {
+		t.Errorf("%d refusals under an 8 MiB budget", n)
+	}
+}
