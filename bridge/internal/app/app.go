@@ -49,7 +49,7 @@ func Run(ctx context.Context, cfg config.Config) error {
 // process with one bridge or one host): several bridges in one process, as
 // the tests start side by side, each meter and trace their own.
 func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
-	log := p.Log(os.Stdout, cfg.LogLevel)
+	log := p.LogAt(os.Stdout, cfg.LogLevel)
 	tp, err := p.SetupTelemetry(ctx, telemetry.Options{ServiceName: "bridge", ServiceVersion: Version, Logger: log})
 	if err != nil {
 		return fmt.Errorf("telemetry: %w", err)

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -166,5 +167,23 @@ func TestDuplicateWindowOutlastsARepublish(t *testing.T) {
 			t.Errorf("BRIDGE_DUPLICATE_WINDOW=%s with BRIDGE_PUBLISH_TIMEOUT=%s, BRIDGE_MAX_BACKOFF=%s: Load error %v, want accepted %v",
 				tc.window, tc.timeout, tc.backoff, err, tc.ok)
 		}
+	}
+}
+
+// TestLogLevelIsRefused: LOG_LEVEL was a string nothing checked, so LOG_LEVEL=verbose (or DEBUG, or warning) ran the
+// bridge at info without a word, where the services and the eBPF agent refuse it at start.
+func TestLogLevelIsRefused(t *testing.T) {
+	for _, value := range []string{"verbose", "warning", "DEBUG", ""} {
+		var c Config
+		err := pkgconfig.LoadFrom(&c, map[string]string{"LOG_LEVEL": value, "BRIDGE_INFLIGHT": "0"})
+		var bad *pkgconfig.Error
+		if !errors.As(err, &bad) || len(bad.Vars) != 2 || bad.Vars[1].Var != "LOG_LEVEL" ||
+			!strings.Contains(bad.Vars[1].Problem, "must be debug, info, warn or error") {
+			t.Errorf("LOG_LEVEL=%q with BRIDGE_INFLIGHT=0: %v; want both refused in one error", value, err)
+		}
+	}
+	var c Config
+	if err := pkgconfig.LoadFrom(&c, map[string]string{"LOG_LEVEL": "debug"}); err != nil || c.LogLevel != slog.LevelDebug {
+		t.Errorf("LOG_LEVEL=debug: level %v, err %v", c.LogLevel, err)
 	}
 }
