@@ -113,10 +113,15 @@ func (p *Part) WaitReady(ctx context.Context) error {
 		if err == nil {
 			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
 			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+			if resp.StatusCode == http.StatusOK {
+				if mine, known := listensOn(p.Pid(), p.Port); mine || !known {
+					return nil
+				}
+				// Another program's part: this one failed to bind, or
+				// has not yet; its end (p.done) says which.
+				last = "200 from another program holding the port"
+			}
 		}
 		select {
 		case err := <-p.done:
