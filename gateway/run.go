@@ -56,7 +56,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := o.LoadConfig(&cfg); err != nil {
 		return err
 	}
-	log := o.Log(os.Stdout, cfg.LogLevel)
+	log := o.LogAt(os.Stdout, cfg.LogLevel)
 	if err := run(ctx, o, cfg, log); err != nil {
 		log.Error("gateway stopped", "error", err.Error())
 		return err

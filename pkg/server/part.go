@@ -83,16 +83,6 @@ func mergeConfigErrors(errs ...error) error {
 	return &merged
 }
 
-// Log is LogAt with level named as LOG_LEVEL names it; an unknown name
-// means info. It serves a binary whose configuration still holds LOG_LEVEL
-// as a string (the gateway); a slog.Level field, which config.Load refuses
-// with the other bad variables, does not need it.
-func (p Part) Log(w io.Writer, level string) *slog.Logger {
-	var l slog.Level
-	_ = l.UnmarshalText([]byte(level))
-	return p.LogAt(w, l)
-}
-
 // LogAt is the part's logger: Logger when given, otherwise a JSON logger on
 // w at level that becomes slog's default.
 func (p Part) LogAt(w io.Writer, level slog.Level) *slog.Logger {

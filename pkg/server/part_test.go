@@ -49,7 +49,7 @@ func TestPartLogKeepsTheHostsLoggerAndDefault(t *testing.T) {
 	t.Cleanup(func() { slog.SetDefault(before) })
 
 	given := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
-	if got := (Part{Logger: given}).Log(&bytes.Buffer{}, "debug"); got != given {
+	if got := (Part{Logger: given}).LogAt(&bytes.Buffer{}, slog.LevelDebug); got != given {
 		t.Error("a given logger was replaced")
 	}
 	if slog.Default() != before {
@@ -57,7 +57,7 @@ func TestPartLogKeepsTheHostsLoggerAndDefault(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	log := (Part{}).Log(&out, "warn")
+	log := (Part{}).LogAt(&out, slog.LevelWarn)
 	log.Info("dropped")
 	log.Warn("kept")
 	if slog.Default() != log {

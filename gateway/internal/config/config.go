@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -23,7 +24,7 @@ type Config struct {
 	Addr            string        `env:"HTTP_ADDR" envDefault:":8080" desc:"public listen address (API, /healthz, /readyz)"`
 	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9080" desc:"admin listener: /metrics and pprof; empty disables both"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
-	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
+	LogLevel        slog.Level    `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"reported in traces"`
 
 	EtcdEndpoints   []string `env:"ETCD_ENDPOINTS" envDefault:"127.0.0.1:12379" envSeparator:"," desc:"etcd for discovery and dynamic config"`

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -317,5 +318,24 @@ func TestDynamicDuplicateKeysAreRefused(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.path) {
 			t.Errorf("%s: %v (decoded %+v), want an error naming %s", tc.doc, err, d, tc.path)
 		}
+	}
+}
+
+// LOG_LEVEL was a string nothing checked: LOG_LEVEL=verbose (or DEBUG, or
+// warning) ran the gateway at info without a word, where every other binary
+// refuses it at start with the other bad variables.
+func TestLogLevelIsRefused(t *testing.T) {
+	for _, value := range []string{"verbose", "warning", "DEBUG", ""} {
+		var c Config
+		err := pkgconfig.LoadFrom(&c, map[string]string{"LOG_LEVEL": value, "GATEWAY_MODE": "x"})
+		var bad *pkgconfig.Error
+		if !errors.As(err, &bad) || len(bad.Vars) != 2 || bad.Vars[1].Var != "LOG_LEVEL" ||
+			!strings.Contains(bad.Vars[1].Problem, "must be debug, info, warn or error") {
+			t.Errorf("LOG_LEVEL=%q with GATEWAY_MODE=x: %v; want both refused in one error", value, err)
+		}
+	}
+	var c Config
+	if err := pkgconfig.LoadFrom(&c, map[string]string{"LOG_LEVEL": "debug"}); err != nil || c.LogLevel != slog.LevelDebug {
+		t.Errorf("LOG_LEVEL=debug: level %v, err %v", c.LogLevel, err)
 	}
 }
