@@ -19,7 +19,8 @@
 // connection. So a partition never has messages of two connections in flight
 // (a reconnect is a barrier), and after a restart or reconnect it sends one
 // message at a time until JetStream confirms one. Replays after a failure are
-// deduplicated by Nats-Msg-Id = topic/partition/offset.
+// deduplicated by Nats-Msg-Id = topic/partition/offset/<topic id> (msgID; no
+// id from a broker older than 2.8).
 package kafkaleg
 
 import (
