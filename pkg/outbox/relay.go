@@ -58,6 +58,10 @@ type RelayOptions struct {
 	Lease time.Duration
 	// Retention keeps sent rows this long before Run deletes them (default 72h; negative keeps them forever).
 	Retention time.Duration
+	// CleanupBatch is the most rows one DELETE of Cleanup removes (default 1000). Cleanup deletes in such batches, each
+	// its own statement and transaction, so a large backlog of sent rows is never one transaction holding its row
+	// locks and WAL (or, on SQLite, the write lock the service's own writes need) until all of it is gone.
+	CleanupBatch int
 	// Logger for relay errors (default slog.Default()).
 	Logger *slog.Logger
 	// DelayFirstPoll makes Run wait one Interval (or a Nudge) before its first round, instead of claiming and
@@ -104,6 +108,9 @@ func (o RelayOptions) withDefaults() RelayOptions {
 	}
 	if o.Retention == 0 {
 		o.Retention = 72 * time.Hour
+	}
+	if o.CleanupBatch <= 0 {
+		o.CleanupBatch = 1000
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -1039,13 +1046,27 @@ func (r *Relay) observe(ctx context.Context, o metric.Observer) error {
 
 // Cleanup deletes rows sent before the given time and returns how many. Rows set aside unpublished (sent_at with a
 // last_error) are kept: they are the only copy of their event.
+//
+// It deletes RelayOptions.CleanupBatch rows a statement until a statement finds fewer, so each transaction stays
+// short; rows deleted before an error or the end of ctx stay deleted and are counted. On PostgreSQL a batch skips
+// rows another replica's Cleanup holds (SKIP LOCKED) rather than wait for them, and Run's rounds wait meanwhile, as
+// they did for the single DELETE this replaces.
 func (r *Relay) Cleanup(ctx context.Context, before time.Time) (int64, error) {
-	res := r.db.WithContext(ctx).Exec("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ? AND last_error = ''",
-		before.UTC())
-	if res.Error != nil {
-		return 0, fmt.Errorf("outbox cleanup: %w", res.Error)
+	pick := "SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ? AND last_error = '' LIMIT ?"
+	if r.db.Dialector.Name() == "postgres" {
+		pick += " FOR UPDATE SKIP LOCKED"
 	}
-	return res.RowsAffected, nil
+	var total int64
+	for {
+		res := r.db.WithContext(ctx).Exec("DELETE FROM outbox WHERE id IN ("+pick+")", before.UTC(), r.o.CleanupBatch)
+		if res.Error != nil {
+			return total, fmt.Errorf("outbox cleanup after %d rows: %w", total, res.Error)
+		}
+		total += res.RowsAffected
+		if res.RowsAffected < int64(r.o.CleanupBatch) {
+			return total, nil
+		}
+	}
 }
 
 // errHeaders marks a row whose stored headers are not a JSON object of strings. Add never writes one; a row written
