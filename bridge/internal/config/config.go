@@ -128,6 +128,13 @@ func (c *Config) Validate() error {
 	if c.MaxBackoff <= 0 {
 		bad("BRIDGE_MAX_BACKOFF", "must be positive")
 	}
+	if c.ShutdownTimeout < 100*time.Millisecond {
+		// Each leg drains within half of it (app.Run), and a leg given no drain (0) takes its own default, 10 s: 0 or
+		// a negative value was accepted, the server took its default 10 s as well, and the legs' drains took all of
+		// it, leaving the last commit and the group's leave none; a few nanoseconds gave the server no time at all
+		// and the legs 10 s, so the stop abandoned what was in flight.
+		bad("SHUTDOWN_TIMEOUT", "must be at least 100ms: each leg drains its in-flight messages within half of it")
+	}
 	if len(c.KafkaBrokers) == 0 {
 		bad("KAFKA_BROKERS", "must not be empty")
 	}

@@ -187,3 +187,23 @@ func TestLogLevelIsRefused(t *testing.T) {
 		t.Errorf("LOG_LEVEL=debug: level %v, err %v", c.LogLevel, err)
 	}
 }
+
+// TestShutdownTimeoutMustLeaveTheLegsADrain: SHUTDOWN_TIMEOUT was not checked. 0 or a negative value started a bridge
+// whose server and legs fell back to 10 s each (pkg/server, kafkaleg, pulsarleg defaults), so the legs' drains took the
+// whole stop; a value of a few nanoseconds gave the stop no time and the legs' drains the same 10 s fallback.
+func TestShutdownTimeoutMustLeaveTheLegsADrain(t *testing.T) {
+	for _, bad := range []string{"0", "-1s", "1ns", "99ms"} {
+		t.Setenv("SHUTDOWN_TIMEOUT", bad)
+		var c Config
+		if err := pkgconfig.Load(&c); err == nil || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") {
+			t.Errorf("SHUTDOWN_TIMEOUT=%q: Load error %v, want it named", bad, err)
+		}
+	}
+	for _, good := range []string{"100ms", "30s"} {
+		t.Setenv("SHUTDOWN_TIMEOUT", good)
+		var c Config
+		if err := pkgconfig.Load(&c); err != nil {
+			t.Errorf("SHUTDOWN_TIMEOUT=%q refused: %v", good, err)
+		}
+	}
+}
