@@ -53,7 +53,9 @@ func loadAlertRules(t *testing.T) ruleFile {
 // charged, the settle round itself failing, and dead letters piling up, recorded or not, in payment and in the
 // bridge; the bridge's archive stalled on an unreadable Pulsar size policy, and a partition held at a dead letter the DLQ
 // refuses, a partition leg A cannot fetch (continuously: its readiness rule, not each failed fetch), a position leg A found outside its partition (a recreated topic, records
-// retention removed before they were carried) and a stream window too short for leg A's republish; orders the order service cancelled because payment never answered (each an order's payment the saga
+// retention removed before they were carried), a stream window too short for leg A's republish, and the two losses to
+// the archive the bridge counts: messages the stream removed before leg B archived them, and a partition stored out of
+// offset order (Pulsar's dedup drops the lower offsets); orders the order service cancelled because payment never answered (each an order's payment the saga
 // lost), and its expiry round failing (those orders then stay PENDING). None had a rule.
 var watchedAlarms = []string{
 	`shanhai_order_payment_events_total{outcome="contradicts"}`,
@@ -67,6 +69,8 @@ var watchedAlarms = []string{
 	`bridge_partition_unfetchable`,
 	`bridge_offset_resets_total`,
 	`bridge_stream_window_short`,
+	`bridge_stream_lost_total`,
+	`bridge_messages_total{result="order_violation"}`,
 	`shanhai_order_expired_total`,
 	`shanhai_order_expiry_failures_total`,
 }
