@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,16 +21,15 @@ import (
 // but it exports to localhost by default, and a binary started without a
 // collector should not spend its time failing to reach one.
 
-func traceExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
-	if envFirst("OTEL_TRACES_EXPORTER") == "none" ||
-		envFirst("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
+func traceExporter(ctx context.Context, disabled bool) (sdktrace.SpanExporter, error) {
+	if disabled || tracesOTLP.exportsTo() == "" {
 		return nil, nil
 	}
 	var (
 		exp sdktrace.SpanExporter
 		err error
 	)
-	switch p := protocol("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"); p {
+	switch p := protocol(tracesOTLP.protocol); p {
 	case "grpc":
 		exp, err = otlptracegrpc.New(ctx)
 	case "http/protobuf":
@@ -43,16 +43,15 @@ func traceExporter(ctx context.Context) (sdktrace.SpanExporter, error) {
 	return exp, nil
 }
 
-func metricReader(ctx context.Context) (sdkmetric.Reader, error) {
-	if envFirst("OTEL_METRICS_EXPORTER") == "none" ||
-		envFirst("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT") == "" {
+func metricReader(ctx context.Context, disabled bool) (sdkmetric.Reader, error) {
+	if disabled || metricsOTLP.exportsTo() == "" {
 		return nil, nil
 	}
 	var (
 		exp sdkmetric.Exporter
 		err error
 	)
-	switch p := protocol("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"); p {
+	switch p := protocol(metricsOTLP.protocol); p {
 	case "grpc":
 		exp, err = otlpmetricgrpc.New(ctx)
 	case "http/protobuf":
@@ -67,9 +66,11 @@ func metricReader(ctx context.Context) (sdkmetric.Reader, error) {
 	return sdkmetric.NewPeriodicReader(exp), nil
 }
 
+// protocol is the OTLP protocol of a signal, lower-cased (the specification
+// reads enum values case-insensitively).
 func protocol(signalKey string) string {
 	if p := envFirst(signalKey, "OTEL_EXPORTER_OTLP_PROTOCOL"); p != "" {
-		return p
+		return strings.ToLower(p)
 	}
 	return "http/protobuf"
 }

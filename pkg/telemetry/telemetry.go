@@ -47,7 +47,14 @@ import (
 //     reads them itself so Middleware can decide before the SDK
 //     (sampling.go);
 //   - OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER=none switch OTLP off even
-//     when an endpoint is set.
+//     when an endpoint is set (otlp, the default, is the only other value);
+//   - OTEL_SDK_DISABLED=true records no spans and exports nothing over OTLP;
+//     /metrics is still served.
+//
+// A variable the exporters would misread (an endpoint that is not an http or
+// https URL, a header that is not key=value, an unknown protocol or
+// exporter) makes Setup fail naming it (env.go). Enum values are read
+// case-insensitively, as the specification asks.
 type Options struct {
 	ServiceName    string
 	ServiceVersion string
@@ -100,7 +107,17 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		return nil, err
 	}
 
-	sampler, samp, err := samplerFromEnv()
+	// OTEL_SDK_DISABLED=true: no span is recorded and nothing is exported
+	// over OTLP, whatever the other variables say; /metrics, which is
+	// scraped rather than sent, is still served.
+	disabled := sdkDisabled(log)
+	sampler, samp, err := sdktrace.NeverSample(), sampling{}, error(nil)
+	if !disabled {
+		if err := checkEnv(); err != nil {
+			return nil, err
+		}
+		sampler, samp, err = samplerFromEnv()
+	}
 	if err != nil {
 		log.Warn("opentelemetry sampler", slog.String("error", err.Error()))
 	}
@@ -113,7 +130,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	// (serverspan.go); WithBatcher(exp) is this batch processor (behind
 	// batchFront, export.go).
 	var procs []sdktrace.SpanProcessor
-	if exp, err := traceExporter(ctx); err != nil {
+	if exp, err := traceExporter(ctx, disabled); err != nil {
 		return nil, err
 	} else if exp != nil {
 		procs = append(procs, newBatchFront(sdktrace.NewBatchSpanProcessor(exp))) // export.go: batchFront
@@ -138,7 +155,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
 	}
 	mopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promReader)}
-	if r, err := metricReader(ctx); err != nil {
+	if r, err := metricReader(ctx, disabled); err != nil {
 		return nil, err
 	} else if r != nil {
 		mopts = append(mopts, sdkmetric.WithReader(r))

@@ -1,0 +1,156 @@
+package telemetry
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+)
+
+// The OTLP exporters read their own variables, and what they cannot read they
+// skip with a line on the standard logger: an endpoint without a scheme
+// ("collector:4318") sent every span to https://localhost:4318 instead, and a
+// header without '=' (a lost Authorization) was dropped. Setup checks those
+// variables first and refuses a bad one with a message naming it, as every
+// binary refuses its other bad variables at start (docs/configuration.md).
+
+// Names of the variables this file checks, beyond the sampler's (sampling.go).
+const (
+	envDisabled        = "OTEL_SDK_DISABLED"
+	envTracesExporter  = "OTEL_TRACES_EXPORTER"
+	envMetricsExporter = "OTEL_METRICS_EXPORTER"
+)
+
+// otlpSignal is one signal's OTLP variables: the exporter switch, the
+// endpoint and header variables it reads (its own first, then the general
+// one), and its protocol variable.
+type otlpSignal struct {
+	exporter, endpoint, headers, protocol string
+}
+
+var (
+	tracesOTLP = otlpSignal{envTracesExporter, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+		"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"}
+	metricsOTLP = otlpSignal{envMetricsExporter, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+		"OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"}
+)
+
+// sdkDisabled reports OTEL_SDK_DISABLED: true only for a case-insensitive
+// "true", as the specification defines booleans; another value but "false"
+// is warned about and read as false.
+func sdkDisabled(log *slog.Logger) bool {
+	v := strings.TrimSpace(os.Getenv(envDisabled))
+	switch {
+	case strings.EqualFold(v, "true"):
+		return true
+	case v != "" && !strings.EqualFold(v, "false"):
+		log.Warn("opentelemetry: not a boolean, read as false", slog.String(envDisabled, v))
+	}
+	return false
+}
+
+// exportsTo returns where s is exported to, or "" when it is not (its
+// exporter variable says none, or no endpoint is set). It does not check
+// the endpoint: checkEnv does.
+func (s otlpSignal) exportsTo() string {
+	if strings.EqualFold(envFirst(s.exporter), "none") {
+		return ""
+	}
+	return envFirst(s.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT")
+}
+
+// checkEnv refuses the OTLP variables of the signals that will be exported
+// when the exporters would misread them, all in one error.
+func checkEnv() error {
+	var errs []error
+	for _, s := range []otlpSignal{tracesOTLP, metricsOTLP} {
+		if v := envFirst(s.exporter); v != "" && !strings.EqualFold(v, "otlp") && !strings.EqualFold(v, "none") {
+			errs = append(errs, fmt.Errorf("%s=%q: only otlp and none are supported", s.exporter, v))
+		}
+		if s.exportsTo() == "" {
+			continue
+		}
+		for _, k := range []string{s.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"} {
+			if err := checkEndpoint(os.Getenv(k)); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			}
+		}
+		for _, k := range []string{s.headers, "OTEL_EXPORTER_OTLP_HEADERS"} {
+			if err := checkHeaders(os.Getenv(k)); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			}
+		}
+		if p := protocol(s.protocol); p != "grpc" && p != "http/protobuf" {
+			errs = append(errs, fmt.Errorf("OTLP protocol %q not supported (grpc or http/protobuf)", p))
+		}
+	}
+	if err := errors.Join(dedup(errs)...); err != nil {
+		return fmt.Errorf("telemetry: %w", err)
+	}
+	return nil
+}
+
+// checkEndpoint accepts what the specification requires of an OTLP endpoint
+// for both protocols: a URL with scheme http or https and a host. An empty
+// value is unset.
+func checkEndpoint(v string) error {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q must be a URL with scheme http or https and a host, e.g. http://collector:4318", v)
+	}
+	return nil
+}
+
+// checkHeaders accepts what the exporters read: comma-separated key=value
+// pairs, each key an HTTP token and each value URL-decodable (the W3C
+// baggage form the specification names). Empty members are skipped, as the
+// exporters skip them.
+func checkHeaders(v string) error {
+	for _, m := range strings.Split(v, ",") {
+		if strings.TrimSpace(m) == "" {
+			continue
+		}
+		k, val, ok := strings.Cut(m, "=")
+		k = strings.TrimSpace(k)
+		switch {
+		case !ok:
+			return fmt.Errorf("%q is not key=value", strings.TrimSpace(m))
+		case k == "" || strings.ContainsFunc(k, notToken):
+			return fmt.Errorf("%q is not a header name", k)
+		}
+		if _, err := url.PathUnescape(val); err != nil {
+			return fmt.Errorf("the value of %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// notToken reports whether c may not appear in an HTTP field name (RFC 9110
+// tchar).
+func notToken(c rune) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return false
+	}
+	return !strings.ContainsRune("!#$%&'*+-.^_`|~", c)
+}
+
+// dedup drops repeated errors: the general variables are checked once per
+// signal.
+func dedup(errs []error) []error {
+	seen := map[string]bool{}
+	out := errs[:0]
+	for _, err := range errs {
+		if !seen[err.Error()] {
+			seen[err.Error()] = true
+			out = append(out, err)
+		}
+	}
+	return out
+}

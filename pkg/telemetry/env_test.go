@@ -1,0 +1,137 @@
+package telemetry
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+)
+
+// otlpReceiver is a stand-in OTLP/HTTP receiver; got returns how many
+// requests came per path.
+func otlpReceiver(t *testing.T) (url string, got func() map[string]int) {
+	t.Helper()
+	var (
+		mu    sync.Mutex
+		paths = map[string]int{}
+	)
+	rx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths[r.URL.Path]++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	t.Cleanup(rx.Close)
+	return rx.URL, func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return paths
+	}
+}
+
+// emit sets up from the environment, records a span and a counter, and
+// shuts down (which exports them), returning Setup's error.
+func emit(t *testing.T, procs ...sdktrace.SpanProcessor) error {
+	t.Helper()
+	p, err := Setup(context.Background(), Options{ServiceName: "env-test", SpanProcessors: procs})
+	if err != nil {
+		return err
+	}
+	_, span := otel.Tracer("test").Start(context.Background(), "work")
+	span.End()
+	c, _ := otel.Meter("test").Int64Counter("jobs")
+	c.Add(context.Background(), 1)
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	return nil
+}
+
+// TestBadOTLPVariablesRefused: what the exporters would misread fails Setup
+// naming the variable. An endpoint without a scheme went to
+// https://localhost:4318 (grpc: localhost:4317) and a header without '='
+// was dropped, each with only a line on the standard logger.
+func TestBadOTLPVariablesRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"no scheme", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"},
+			"OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"no scheme grpc", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317",
+			"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"traces endpoint", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://collector/v1/traces"},
+			"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"},
+		{"header without =", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_HEADERS": "api-key=1,Authorization"}, "OTEL_EXPORTER_OTLP_HEADERS"},
+		{"header name", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_METRICS_HEADERS": "a b=1"}, "OTEL_EXPORTER_OTLP_METRICS_HEADERS"},
+		{"header value", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_HEADERS": "k=%zz"}, "OTEL_EXPORTER_OTLP_HEADERS"},
+		{"exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			err := emit(t)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Setup = %v, want an error naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestOTLPSignalEndpoints: a signal's own endpoint is used as it is, the
+// general one with the signal's path; headers are sent; enum values are
+// case-insensitive.
+func TestOTLPSignalEndpoints(t *testing.T) {
+	url, got := otlpReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url+"/custom/traces")
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "HTTP/Protobuf")
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, ,")
+	t.Setenv("OTEL_TRACES_EXPORTER", "OTLP")
+	if err := emit(t); err != nil {
+		t.Fatal(err)
+	}
+	if p := got(); p["/custom/traces"] != 1 || p["/v1/metrics"] != 1 || len(p) != 2 {
+		t.Errorf("receiver got %v, want /custom/traces and /v1/metrics once each", p)
+	}
+
+	t.Setenv("OTEL_TRACES_EXPORTER", "None")
+	t.Setenv("OTEL_METRICS_EXPORTER", "NONE")
+	if err := emit(t); err != nil {
+		t.Fatal(err)
+	}
+	if p := got(); p["/custom/traces"] != 1 || p["/v1/metrics"] != 1 {
+		t.Errorf("exporters None/NONE still exported: receiver got %v", p)
+	}
+}
+
+// TestSDKDisabled: OTEL_SDK_DISABLED=true (any case) records no span and
+// exports nothing, even with an endpoint set (it was ignored); the other
+// variables are not checked then.
+func TestSDKDisabled(t *testing.T) {
+	url, got := otlpReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "broken")
+	t.Setenv("OTEL_SDK_DISABLED", "True")
+	rec := tracetest.NewSpanRecorder()
+	if err := emit(t, rec); err != nil {
+		t.Fatal(err)
+	}
+	if p := got(); len(p) != 0 {
+		t.Errorf("OTEL_SDK_DISABLED=True exported: receiver got %v", p)
+	}
+	if n := len(rec.Ended()); n != 0 {
+		t.Errorf("OTEL_SDK_DISABLED=True recorded %d spans", n)
+	}
+}
