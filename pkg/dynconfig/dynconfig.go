@@ -5,11 +5,13 @@
 // A bad document (invalid JSON, a JSON null, or rejected by the type's Validate
 // method) is logged, counted in dynconfig.rejected and ignored: the last good
 // value stays in force. A typo in a live config must never take the platform
-// down or reset it to zero values. Each bad version (etcd revision) is
+// down or reset it to zero values. Each bad version (revision and bytes) is
 // reported once, however often a re-read after an interrupted watch (a
 // compaction, a lost connection) finds it still there. An etcd restarted
 // without its data (its revision back below the watch's) is read again within
-// RevisionProbe: a key it no longer has takes watchers back to initial.
+// RevisionProbe: a key it no longer has takes watchers back to initial. A
+// re-read compares the key's document as well as its revision, so one such
+// etcd wrote at the applied revision in the gap is applied too.
 //
 // Deleting the key, by contrast, is an operator's deliberate act and takes
 // every watcher back to its initial value (the binary's default, or what its
@@ -65,10 +67,16 @@ type Value[T any] struct {
 	log     *slog.Logger
 	probe   time.Duration // how often the watch checks etcd's revision (RevisionProbe when 0)
 	rev     atomic.Int64
-	// bad is the revision of the last document rejected, touched only by
-	// Watch and then its watch goroutine. A re-read after a compaction finds
-	// a bad document that is still there again; it was reported already.
-	bad int64
+	// bad and badDoc are the revision and bytes of the last document
+	// rejected, touched only by Watch and then its watch goroutine. A re-read
+	// after a compaction finds a bad document that is still there again; it
+	// was reported already. The bytes tell a good document an etcd wiped in
+	// between wrote at the same revision from that one.
+	bad    int64
+	badDoc []byte
+	// doc is the applied document's bytes (nil for initial), touched as bad
+	// is: a re-read compares them as well as the revision (see watch).
+	doc []byte
 
 	mu       sync.Mutex
 	onChange []func(T)
@@ -156,13 +164,15 @@ func (v *Value[T]) watch(ctx context.Context, cli *clientv3.Client, rev int64, r
 		}
 		applied := v.rev.Load()
 		if renew {
-			v.bad, applied, renew = 0, -1, false // -1 matches no revision: what the key holds now is applied
+			v.bad, v.badDoc, applied, renew = 0, nil, -1, false // -1 matches no revision: what the key holds now is applied
 		}
+		// The value is compared too: an etcd wiped while the watch was down (ended on an error, no probe to tell)
+		// and refilled may hold the key at the applied revision with another document.
 		switch {
-		case len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != applied:
+		case len(resp.Kvs) > 0 && (resp.Kvs[0].ModRevision != applied || !bytes.Equal(resp.Kvs[0].Value, v.doc)):
 			v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 		case len(resp.Kvs) == 0 && applied != 0:
-			v.store(&v.initial, 0) // deleted while we were not watching
+			v.store(&v.initial, 0, nil) // deleted while we were not watching
 		}
 		rev, read = resp.Header.Revision+1, resp
 		v.log.InfoContext(ctx, "dynconfig watch resumed", "key", v.key, "from_revision", rev)
@@ -201,7 +211,7 @@ func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, 
 	end := etcdwatch.Follow(ctx, cli, v.key, rev, read, probe, every, func(resp clientv3.WatchResponse) {
 		for _, ev := range resp.Events {
 			if ev.Type == clientv3.EventTypeDelete {
-				v.store(&v.initial, 0)
+				v.store(&v.initial, 0, nil)
 				v.log.InfoContext(ctx, "dynconfig key deleted, back to initial value", "key", v.key)
 				continue
 			}
@@ -237,22 +247,23 @@ func (v *Value[T]) reread(ctx context.Context, cli *clientv3.Client) (*clientv3.
 }
 
 func (v *Value[T]) set(ctx context.Context, data []byte, rev int64) {
-	if rev == v.bad {
+	if rev == v.bad && bytes.Equal(data, v.badDoc) {
 		return // logged and counted when first seen: one report per bad version
 	}
 	next, err := decode[T](data)
 	if err != nil {
-		v.bad = rev
+		v.bad, v.badDoc = rev, bytes.Clone(data)
 		v.log.ErrorContext(ctx, "dynconfig: ignoring bad value, keeping the last good one",
 			"key", v.key, "revision", rev, "error", err.Error())
 		rejected.Add(ctx, 1, metric.WithAttributes(attribute.String("key", v.key)))
 		return
 	}
-	v.store(&next, rev)
+	v.store(&next, rev, bytes.Clone(data))
 	v.log.InfoContext(ctx, "dynconfig applied", "key", v.key, "revision", rev)
 }
 
-func (v *Value[T]) store(next *T, rev int64) {
+func (v *Value[T]) store(next *T, rev int64, doc []byte) {
+	v.doc = doc
 	v.cur.Store(next)
 	v.rev.Store(rev)
 	v.mu.Lock()

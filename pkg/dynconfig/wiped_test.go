@@ -22,18 +22,63 @@ import (
 // And when the read after that failed once, the watch went on from the revision it had reached without a read: its
 // probe took the new etcd's key as the one the watch showed, and the value written there was never applied. Now the
 // watch goes on only from a read. (The watch must have shown a write for that: otherwise it goes on from its first
-// read, which still tells.)
+// read, which still tells.) And when the watch ended on an error (a lost leader, a compaction) with no probe having
+// looked, the read again compared the key's mod revision only: the new etcd's key, written at the revision the old one
+// had it, was taken for the applied document, and a bad document's revision for the one already reported. Now the
+// read again compares the document too.
 func TestWatchFollowsEtcdRestartedWithoutItsData(t *testing.T) {
-	for _, c := range []struct {
-		name                string
-		refilled, rereadErr bool
-	}{
-		{"below the old revision", false, false},
-		{"written past the old revision", true, false},
-		{"written past the old revision, the read again failing once", true, true},
+	for _, c := range []wipeCase{
+		{name: "below the old revision"},
+		{name: "written past the old revision", refilled: true},
+		{name: "written past the old revision, the read again failing once", refilled: true, rereadErr: true},
+		{name: "the watch ending on an error, no probe", cut: true},
+		{name: "the watch ending on an error, no probe, a bad document before", cut: true, firstBad: true},
 	} {
-		t.Run(c.name, func(t *testing.T) { watchAcrossAWipe(t, c.refilled, c.rereadErr) })
+		t.Run(c.name, func(t *testing.T) { watchAcrossAWipe(t, c) })
 	}
+}
+
+// wipeCase is one way etcd is wiped under a watch. refilled: written past the watch's revision; rereadErr: the read
+// again after the watch ends fails once; cut: the probe does not look, and the watch ends on an error after the wipe
+// (what a lost leader or a compaction does); firstBad: the key's first document is bad.
+type wipeCase struct {
+	name                               string
+	refilled, rereadErr, cut, firstBad bool
+}
+
+// cutWatcher ends the next watch's channel with an error response (etcd's ErrCompacted) once cut is closed.
+type cutWatcher struct {
+	clientv3.Watcher
+	cut chan struct{}
+}
+
+func (w *cutWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	in, out := w.Watcher.Watch(ctx, key, opts...), make(chan clientv3.WatchResponse)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case resp, ok := <-in:
+				if !ok {
+					return
+				}
+				select {
+				case out <- resp:
+				case <-ctx.Done():
+					return
+				}
+			case <-w.cut:
+				select {
+				case out <- clientv3.WatchResponse{CompactRevision: 1}:
+				case <-ctx.Done():
+				}
+				return
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out
 }
 
 // failingReread fails the first plain read of a key (the watch's read again; the probe's reads are at a revision or
@@ -50,7 +95,7 @@ func (f *failingReread) Get(ctx context.Context, key string, opts ...clientv3.Op
 	return f.KV.Get(ctx, key, opts...)
 }
 
-func watchAcrossAWipe(t *testing.T, refilled, rereadErr bool) {
+func watchAcrossAWipe(t *testing.T, c wipeCase) {
 	ctx := t.Context()
 	e := testenv.StartEtcd(t)
 	connect := func() *clientv3.Client {
@@ -64,10 +109,16 @@ func watchAcrossAWipe(t *testing.T, refilled, rereadErr bool) {
 	cli := connect()
 	reads := &failingReread{KV: cli.KV}
 	cli.KV = reads
+	watches := &cutWatcher{Watcher: cli.Watcher, cut: make(chan struct{})}
+	cli.Watcher = watches
+	first := `{"per_ip": 7}`
+	if c.firstBad {
+		first = `{"per_ip": -1}`
+	}
 	key := Key("wiped")
 	// The key is etcd's first write, as a config is written early in a cluster's life; its revision is the one the
 	// new etcd gives its first write too. Then a revision the new etcd will not reach during the test.
-	if _, err := cli.Put(ctx, key, `{"per_ip": 7}`); err != nil {
+	if _, err := cli.Put(ctx, key, first); err != nil {
 		t.Fatal(err)
 	}
 	for range 50 {
@@ -77,6 +128,9 @@ func watchAcrossAWipe(t *testing.T, refilled, rereadErr bool) {
 	}
 	logs := &testenv.LogBuffer{}
 	v := &Value[limits]{key: key, initial: limits{PerIP: 1}, log: slog.New(slog.NewTextHandler(logs, nil)), probe: time.Second}
+	if c.cut {
+		v.probe = time.Hour
+	}
 	v.cur.Store(&v.initial)
 	resp, err := cli.Get(ctx, key)
 	if err != nil {
@@ -84,7 +138,7 @@ func watchAcrossAWipe(t *testing.T, refilled, rereadErr bool) {
 	}
 	v.set(ctx, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 	go v.watch(ctx, cli, resp.Header.Revision+1, resp)
-	if rereadErr {
+	if c.rereadErr {
 		if _, err := cli.Put(ctx, key, `{"per_ip": 8}`); err != nil {
 			t.Fatal(err)
 		}
@@ -100,10 +154,17 @@ func watchAcrossAWipe(t *testing.T, refilled, rereadErr bool) {
 	e.Wipe()
 	e.Start()
 	fresh := connect()
-	if _, err := fresh.Put(ctx, key, `{"per_ip": 9}`); err != nil {
+	put, err := fresh.Put(ctx, key, `{"per_ip": 9}`)
+	if err != nil {
 		t.Fatal(err)
 	}
-	for rev := int64(0); refilled && rev <= resp.Header.Revision+5; {
+	if c.cut {
+		if put.Header.Revision != resp.Kvs[0].ModRevision {
+			t.Fatalf("the new etcd wrote the key at revision %d, the old one at %d", put.Header.Revision, resp.Kvs[0].ModRevision)
+		}
+		close(watches.cut)
+	}
+	for rev := int64(0); c.refilled && rev <= resp.Header.Revision+5; {
 		put, err := fresh.Put(ctx, "/unrelated", "x")
 		if err != nil {
 			t.Fatal(err)
