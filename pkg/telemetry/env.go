@@ -9,16 +9,18 @@ import (
 	"strings"
 )
 
-// The OTLP exporters read their own variables, and what they cannot read they
-// skip with a line on the standard logger: an endpoint without a scheme
-// ("collector:4318") sent every span to https://localhost:4318 instead, and a
-// header without '=' (a lost Authorization) was dropped. Setup checks those
+// The OTLP exporters and the resource read their own variables, and what
+// they cannot read they skip with a line on the standard logger, if any: an
+// endpoint without a scheme ("collector:4318") sent every span to
+// https://localhost:4318 instead, a header without '=' (a lost
+// Authorization) was dropped, and so was a resource attribute. Setup checks those
 // variables first and refuses a bad one with a message naming it, as every
 // binary refuses its other bad variables at start (docs/configuration.md).
 
 // Names of the variables this file checks, beyond the sampler's (sampling.go).
 const (
 	envDisabled        = "OTEL_SDK_DISABLED"
+	envResource        = "OTEL_RESOURCE_ATTRIBUTES"
 	envTracesExporter  = "OTEL_TRACES_EXPORTER"
 	envMetricsExporter = "OTEL_METRICS_EXPORTER"
 )
@@ -61,11 +63,18 @@ func (s otlpSignal) exportsTo() string {
 	return envFirst(s.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT")
 }
 
-// checkEnv refuses the OTLP variables of the signals that will be exported
-// when the exporters would misread them, all in one error.
-func checkEnv() error {
+// checkEnv refuses OTEL_RESOURCE_ATTRIBUTES and, unless the SDK is
+// disabled, the OTLP variables of the signals that will be exported, when
+// the SDK would misread them, all in one error.
+func checkEnv(disabled bool) error {
 	var errs []error
+	if err := checkResource(os.Getenv(envResource)); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", envResource, err))
+	}
 	for _, s := range []otlpSignal{tracesOTLP, metricsOTLP} {
+		if disabled {
+			break
+		}
 		if v := envFirst(s.exporter); v != "" && !strings.EqualFold(v, "otlp") && !strings.EqualFold(v, "none") {
 			errs = append(errs, fmt.Errorf("%s=%q: only otlp and none are supported", s.exporter, v))
 		}
@@ -112,6 +121,21 @@ func checkEndpoint(v string) error {
 // baggage form the specification names). Empty members are skipped, as the
 // exporters skip them.
 func checkHeaders(v string) error {
+	return checkPairs(v, func(k string) bool { return k != "" && !strings.ContainsFunc(k, notToken) })
+}
+
+// checkResource accepts OTEL_RESOURCE_ATTRIBUTES as the SDK reads it:
+// comma-separated key=value pairs with a non-empty key and a URL-decodable
+// value. The SDK kept the members it could read and dropped the others
+// without a word (a value it could not decode kept raw), where the
+// specification discards the whole value and reports it.
+func checkResource(v string) error {
+	return checkPairs(v, func(k string) bool { return k != "" })
+}
+
+// checkPairs checks a comma-separated list of key=value members: keyOK
+// judges each trimmed key, and each value must be URL-decodable.
+func checkPairs(v string, keyOK func(string) bool) error {
 	for _, m := range strings.Split(v, ",") {
 		if strings.TrimSpace(m) == "" {
 			continue
@@ -121,10 +145,10 @@ func checkHeaders(v string) error {
 		switch {
 		case !ok:
 			return fmt.Errorf("%q is not key=value", strings.TrimSpace(m))
-		case k == "" || strings.ContainsFunc(k, notToken):
-			return fmt.Errorf("%q is not a header name", k)
+		case !keyOK(k):
+			return fmt.Errorf("%q is not a valid key", k)
 		}
-		if _, err := url.PathUnescape(val); err != nil {
+		if _, err := url.PathUnescape(strings.TrimSpace(val)); err != nil {
 			return fmt.Errorf("the value of %s: %w", k, err)
 		}
 	}

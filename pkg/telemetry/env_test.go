@@ -76,6 +76,13 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		{"header value", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_HEADERS": "k=%zz"}, "OTEL_EXPORTER_OTLP_HEADERS"},
 		{"exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"},
+		// The SDK kept service.name=a and dropped "broken" silently; the
+		// specification discards the whole value and reports it.
+		{"resource member", map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "service.name=a,broken"},
+			"OTEL_RESOURCE_ATTRIBUTES"},
+		{"resource value", map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "zone=%zz"}, "OTEL_RESOURCE_ATTRIBUTES"},
+		{"resource with SDK disabled", map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "=a", "OTEL_SDK_DISABLED": "true"},
+			"OTEL_RESOURCE_ATTRIBUTES"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range tc.env {

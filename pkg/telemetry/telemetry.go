@@ -53,7 +53,8 @@ import (
 //
 // A variable the exporters would misread (an endpoint that is not an http or
 // https URL, a header that is not key=value, an unknown protocol or
-// exporter) makes Setup fail naming it (env.go). Enum values are read
+// exporter, an OTEL_RESOURCE_ATTRIBUTES member that is not key=value) makes
+// Setup fail naming it (env.go). Enum values are read
 // case-insensitively, as the specification asks.
 type Options struct {
 	ServiceName    string
@@ -111,11 +112,11 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	// over OTLP, whatever the other variables say; /metrics, which is
 	// scraped rather than sent, is still served.
 	disabled := sdkDisabled(log)
+	if err := checkEnv(disabled); err != nil {
+		return nil, err
+	}
 	sampler, samp, err := sdktrace.NeverSample(), sampling{}, error(nil)
 	if !disabled {
-		if err := checkEnv(); err != nil {
-			return nil, err
-		}
 		sampler, samp, err = samplerFromEnv()
 	}
 	if err != nil {
