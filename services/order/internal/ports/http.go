@@ -8,7 +8,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -164,7 +166,9 @@ func (h *HTTP) cancelOrder(c *gin.Context) {
 }
 
 func (h *HTTP) listOrders(c *gin.Context) {
-	pg, bad := page.Query(c, app.MaxPageSize)
+	bad := unknownParams(c, listParams)
+	pg, pbad := page.Query(c, app.MaxPageSize)
+	bad = append(bad, pbad...)
 	q := order.ListQuery{Limit: pg.Limit, Cursor: pg.Cursor}
 	// One status at most: gin's Query reads the first of several, so a
 	// second one (?status=PAID&status=FAILED, asking for either) was
@@ -196,6 +200,27 @@ func (h *HTTP) listOrders(c *gin.Context) {
 	}
 	out.NextCursor = page.Cursor(p.Next)
 	c.JSON(http.StatusOK, out)
+}
+
+// listParams are the query parameters the listing reads.
+var listParams = []string{"status", "limit", "cursor"}
+
+// unknownParams names each query parameter of c that known does not list.
+// A listing that skipped them answered a page other than the one asked
+// for as if it were it: a misspelled ?stauts=PAID listed every status, and
+// an ?offset=20 or ?page=2 (another API's way of paging) the first page
+// again, on which a client paging by it looped for good. It is the rule
+// server.DecodeJSON applies to a body's unknown fields.
+func unknownParams(c *gin.Context, known []string) []problem.FieldError {
+	var bad []problem.FieldError
+	for name := range c.Request.URL.Query() {
+		if !slices.Contains(known, name) {
+			bad = append(bad, problem.FieldError{Field: name, Detail: "is not a known parameter (" + strings.Join(known, ", ") + ")"})
+		}
+	}
+	// Map order is random; the answer to one request should not be.
+	slices.SortFunc(bad, func(a, b problem.FieldError) int { return strings.Compare(a.Field, b.Field) })
+	return bad
 }
 
 func printableASCII(s string) bool {

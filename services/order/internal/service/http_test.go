@@ -420,6 +420,33 @@ func TestRepeatedStatusIsRefused(t *testing.T) {
 	}
 }
 
+// TestUnknownListParameterIsRefused: a listing's query parameter other than
+// status, limit and cursor is a 400 naming it. It was ignored, so a
+// misspelled ?stauts=PAID listed every status, and ?offset=1 or ?page=2
+// answered the first page again, which a client paging by it read forever.
+func TestUnknownListParameterIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.createOrder("alice", `{"items":[{"sku":"INK-SET","quantity":1}]}`)
+	for q, field := range map[string]string{
+		"offset=-1": "offset", "offset=1&limit=1": "offset", "page=2": "page", "stauts=PAID": "stauts",
+		"Limit=1": "Limit", "status=PENDING&cursor_id=x": "cursor_id", "limit=1&": "", "x": "x",
+	} {
+		r := h.do("GET", "/api/v1/orders?"+q, "alice", "")
+		if field == "" {
+			if r.Status != http.StatusOK {
+				t.Errorf("?%s: %d %s; want 200", q, r.Status, r.Body)
+			}
+			continue
+		}
+		if r.Status != http.StatusBadRequest || !slices.Contains(r.problemFields(t), field) {
+			t.Errorf("?%s: %d %s; want 400 naming %s", q, r.Status, r.Body, field)
+		}
+	}
+	if r := h.do("GET", "/api/v1/orders?status=PENDING&limit=5&cursor=", "alice", ""); r.Status != http.StatusOK {
+		t.Errorf("known parameters: %d %s", r.Status, r.Body)
+	}
+}
+
 // TestTwoIdempotencyKeysAreRefused: a create with two Idempotency-Key
 // header lines is a 400 naming the header. The first was used and the
 // second ignored, so which key made the order depended on the order the
