@@ -72,6 +72,21 @@ func TestLoginHasStricterLimit(t *testing.T) {
 	}
 }
 
+// The login limit applies on top of the per-IP one: with it off, log in is
+// still limited per IP (it was not limited at all).
+func TestLoginWithoutItsLimitMeetsThePerIPLimit(t *testing.T) {
+	w := newWorld(t)
+	w.startUpstream("a", "v1")
+	g := w.startGateway("GATEWAY_LOGIN_LIMIT=0", "GATEWAY_IP_LIMIT=3/1m:3")
+	codes := map[int]int{}
+	for range 6 {
+		codes[w.do(g, "POST", "/api/v1/sessions", nil, strings.NewReader(`{}`)).Status]++
+	}
+	if codes[200] != 3 || codes[429] != 3 {
+		t.Fatalf("login statuses %v, want 3x200 and 3x429", codes)
+	}
+}
+
 // Limits change at run time through the dynamic config, without a restart.
 func TestLimitsFollowDynamicConfig(t *testing.T) {
 	w := newWorld(t)

@@ -63,6 +63,7 @@ type stage uint8
 const (
 	stageStart stage = iota
 	stageIPLimit
+	stageLoginLimit
 	stageAuth
 	stageUserLimit
 )
@@ -107,9 +108,10 @@ type Exchange struct {
 	unsampled telemetry.UnsampledSpan
 	// watch: the fasthttp transport looks for the client's close while
 	// the request is upstream (clientWatch).
-	watch   watched
-	lim     Limiter
-	limKind limitKind
+	watch watched
+	// login: the request logs in (isLogin) and meets the login limit
+	// after the per-IP one.
+	login   bool
 	public  bool
 	user    string
 	version string
@@ -201,12 +203,27 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 		x.stage = stageIPLimit
 		fallthrough
 	case stageIPLimit:
-		if x.lim != nil {
-			d, ok, err := p.decide(x, x.lim, st.key, mayBlock)
+		if p.o.IPLimit != nil {
+			d, ok, err := p.decide(x, p.o.IPLimit, st.key, mayBlock)
 			if !ok {
 				return Blocked
 			}
-			if !p.verdict(x, d, err, x.limKind) {
+			if !p.verdict(x, d, err, limitIP) {
+				return Done
+			}
+		}
+		x.stage = stageLoginLimit
+		fallthrough
+	case stageLoginLimit:
+		// On top of the per-IP limit, not in its place: in its place, a
+		// client the per-IP limit refused still logged in as often as the
+		// login limit allowed, and without any limit when that was off.
+		if x.login {
+			d, ok, err := p.decide(x, p.o.LoginLimit, st.key, mayBlock)
+			if !ok {
+				return Blocked
+			}
+			if !p.verdict(x, d, err, limitLogin) {
 				return Done
 			}
 		}
@@ -607,10 +624,7 @@ func (p *Proxy) start(x *Exchange) bool {
 	}
 	client := p.o.Trusted.ClientIP(x.Peer, xff)
 	st.key = appendLimitKey(st.key[:0], client)
-	x.lim, x.limKind = p.o.IPLimit, limitIP
-	if p.o.LoginLimit != nil && isLogin(h.Method(), clean) {
-		x.lim, x.limKind = p.o.LoginLimit, limitLogin
-	}
+	x.login = p.o.LoginLimit != nil && isLogin(h.Method(), clean)
 	return true
 }
 

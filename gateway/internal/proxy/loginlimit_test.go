@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+)
+
+// countingLimiter allows or refuses every key, counting the calls.
+type countingLimiter struct {
+	allow bool
+	limit int
+	calls int
+}
+
+func (l *countingLimiter) Allow(context.Context, []byte) (quota.Decision, error) {
+	l.calls++
+	d := quota.Decision{Allowed: l.allow, Limit: l.limit, RetryAfter: time.Second, ResetAfter: time.Second, Window: time.Minute}
+	if l.allow {
+		d.Remaining = l.limit - 1
+	}
+	return d, nil
+}
+
+// TestLoginMeetsThePerIPLimitToo: the login limit is a stricter class on
+// top of the per-IP limit, not in its place. In its place, a client the
+// per-IP limit refused still logged in as often as the login limit allowed,
+// and with the login limit off (GATEWAY_LOGIN_LIMIT=0, or "login": "0" in
+// dynamic config) it logged in without any limit at all.
+func TestLoginMeetsThePerIPLimitToo(t *testing.T) {
+	up := startUpstream(t)
+	ip, login := &countingLimiter{allow: false, limit: 1000}, &countingLimiter{allow: true, limit: 10}
+	p, pool := newTestProxy(t, Options{IPLimit: ip, LoginLimit: login}, up)
+	tb, err := route.Parse("/api/v1/sessions=order", time.Second, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.o.Table, p.o.Upstreams = tb, pool
+
+	ctx := serve(p, "POST /api/v1/sessions HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}")
+	if got := ctx.Response.StatusCode(); got != 429 || up.hits.Load() != 0 {
+		t.Fatalf("log in past the per-IP limit: status %d, upstream hits %d; want 429 and none", got, up.hits.Load())
+	}
+	if ip.calls != 1 {
+		t.Fatalf("per-IP limit asked %d times, want 1", ip.calls)
+	}
+
+	// Both allow: the log in goes through, having met both, and the
+	// answer's RateLimit fields are the login limit's, the stricter.
+	ip.allow, ip.calls, login.calls = true, 0, 0
+	ctx = serve(p, "POST /api/v1/sessions HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}")
+	if got := ctx.Response.StatusCode(); got != 200 || ip.calls != 1 || login.calls != 1 {
+		t.Fatalf("log in within both limits: status %d, per-IP asked %d, login asked %d; want 200, 1, 1", got, ip.calls, login.calls)
+	}
+	if got := string(ctx.Response.Header.Peek("Ratelimit")); got != "limit=10, remaining=9, reset=1" {
+		t.Fatalf("RateLimit %q, want the login limit's", got)
+	}
+
+	// The login limit refuses: 429 although the per-IP limit allows.
+	login.allow = false
+	if got := serve(p, "POST /api/v1/sessions HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\n\r\n{}").Response.StatusCode(); got != 429 {
+		t.Fatalf("log in past the login limit: status %d, want 429", got)
+	}
+	// Any other call meets the per-IP limit alone.
+	login.calls = 0
+	if got := serve(p, "GET /api/v1/sessions HTTP/1.1\r\nHost: gw\r\n\r\n").Response.StatusCode(); got == 429 || login.calls != 0 {
+		t.Fatalf("GET on the sessions route: status %d, login limit asked %d times; want no 429 and none", got, login.calls)
+	}
+}
