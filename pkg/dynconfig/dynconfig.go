@@ -229,8 +229,8 @@ func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, 
 			" (restarted without its data and written since?), reading again", "key", v.key, "revision", end.Revision,
 			"seen", end.Next-1)
 	case end.Lost:
-		v.log.WarnContext(ctx, "dynconfig: etcd's raft term went back (wiped or restored from a snapshot?), reading again",
-			"key", v.key, "revision", end.Revision)
+		v.log.WarnContext(ctx, "dynconfig: etcd's raft term went back or its cluster id changed"+
+			" (wiped or restored from a snapshot?), reading again", "key", v.key, "revision", end.Revision)
 	}
 	// Each way etcd's history is not the one the applied revision belongs to: the re-read applies what it finds.
 	return end.WentBack || end.Replaced || end.Lost

@@ -37,7 +37,7 @@ type End struct {
 	Err        error // the watch's error, when it ended on one
 	WentBack   bool  // a probe found etcd's revision below Next-1, the last one seen
 	Replaced   bool  // a probe found etcd holding other keys than the watch showed, at its last event's revision (held)
-	Lost       bool  // a probe found etcd's raft term below one read before: its raft log was lost (see Follow)
+	Lost       bool  // a probe found etcd's raft term below one read before, or another cluster id: its log was lost (see Follow)
 	Revision   int64 // etcd's revision that probe read, when WentBack, Replaced or Lost
 }
 
@@ -54,12 +54,16 @@ type End struct {
 // ends when Follow returns.
 //
 // A probe also ends the watch when a member answers it at a raft term below one that member answered the caller's
-// read or an earlier probe at: a term never goes back in a cluster that keeps its log (a restart, an election only
-// raise it), while an etcd wiped or restored from a snapshot starts again at term 2, keeping its cluster and member ids
-// (hashes of its configuration). Members are not compared with each other (see terms). That tells an etcd refilled
-// with as many keys and the same last-written key as the watch showed, which held cannot, whenever the old etcd had
-// reached a higher term (one restart or election is enough); one wiped while still at its first term still cannot
-// be told apart by anything these cheap reads return.
+// read or an earlier probe at, or when etcd answers with another cluster id than before (see terms). A term never goes
+// back in a cluster that keeps its log (a restart, an election only raise it), while an etcd wiped or restored from a
+// snapshot starts again at term 2; a cluster id is fixed at bootstrap. Members' terms are not compared with each
+// other. That tells an etcd refilled with as many keys and the same last-written key as the watch showed, which held
+// cannot, whenever the old etcd had reached a higher term (one restart or election is enough) or the new one was
+// bootstrapped with another --initial-cluster-token. What is left: an etcd wiped at its first term, bootstrapped
+// again with the same flags, and refilled past the revision seen with as many keys in the range and the key written
+// last as the watch showed it (same revisions, lease and value). Its cluster and member ids, term and revision are
+// the old one's (and its raft index too, for the same writes: checked on etcd 3.4.23); only the range's other keys
+// differ, which only reading the whole range at every probe would see (see held.matches for why it does not).
 func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, read *clientv3.GetResponse,
 	probe <-chan time.Time, period time.Duration, handle func(clientv3.WatchResponse), opts ...clientv3.OpOption) End {
 	// WithRequireLeader: etcd ends the watch with ErrNoLeader once its member has lost the leader (package doc).
@@ -68,10 +72,10 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 	end := End{Next: rev}
 	wch := cli.Watch(wctx, key, append(opts[:len(opts):len(opts)], clientv3.WithRev(rev))...)
 	var seen held
-	term := terms{} // the highest raft term each member answered at: the caller's read, then the probes'
+	var term terms // the cluster id and each member's highest raft term: the caller's read's, then the probes'
 	if read != nil && read.Header != nil && read.Header.Revision == rev-1 {
 		seen.keep(read.Kvs)
-		term.wentBack(read.Header)
+		term.lost(read.Header)
 	}
 	// shown is the revision up to which the watch has shown every event, where seen is what etcd holds: the last
 	// event's, not the response's revision. A watch behind etcd's revision gets its events in batches of at most 1000
@@ -103,7 +107,7 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 				end.WentBack, end.Revision = true, resp.Header.Revision
 				return end
 			}
-			if err == nil && term.wentBack(resp.Header) {
+			if err == nil && term.lost(resp.Header) {
 				pcancel()
 				end.Lost, end.Revision = true, resp.Header.Revision
 				return end

@@ -111,21 +111,8 @@ func (p *probeEnds) Get(ctx context.Context, key string, opts ...clientv3.OpOpti
 // probe. The answers here are the shared etcd's, their headers rewritten as two such members would send them; the
 // last shows the member first seen at the higher term behind it, which ends the watch (Lost).
 func TestFollowComparesTheTermsOfOneMemberOnly(t *testing.T) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 5 * time.Second,
-		Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
+	cli, key, start := sharedEtcdKey(t)
 	ctx := t.Context()
-	key := fmt.Sprintf("/term-test/%d", time.Now().UnixNano())
-	if _, err := cli.Put(ctx, key, "v"); err != nil {
-		t.Fatal(err)
-	}
-	start, err := cli.Get(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The member read first, its term since raised; another member, at the term the first left behind; that one
 	// before it applies an entry; the first member again, then behind the term it answered at.
 	ahead := func(h *etcdserverpb.ResponseHeader) { h.RaftTerm += 5 }
@@ -155,6 +142,58 @@ func TestFollowComparesTheTermsOfOneMemberOnly(t *testing.T) {
 			t.Fatalf("Follow ended %+v, want Lost", end)
 		}
 	}
+}
+
+// An etcd wiped while at its first term and bootstrapped again with another --initial-cluster-token answers at the
+// term the old one did, with another cluster id: the term said nothing, and the watch went on from the old history.
+// Now another cluster id ends it (Lost). The answers are the shared etcd's, the second probe's header rewritten as
+// such an etcd would send it.
+func TestFollowEndsOnAnotherClusterID(t *testing.T) {
+	cli, key, start := sharedEtcdKey(t)
+	otherCluster := func(h *etcdserverpb.ResponseHeader) { h.ClusterId++ }
+	cli.KV = &rewrittenHeaders{KV: cli.KV, next: []func(*etcdserverpb.ResponseHeader){
+		func(*etcdserverpb.ResponseHeader) {}, otherCluster}}
+	probe := make(chan time.Time)
+	ended := make(chan End, 1)
+	go func() {
+		ended <- Follow(t.Context(), cli, key, start.Header.Revision+1, start, probe, 5*time.Second,
+			func(clientv3.WatchResponse) {})
+	}()
+	for i := range 2 {
+		select {
+		case probe <- time.Now():
+		case end := <-ended:
+			t.Fatalf("Follow ended %+v after %d probes, answered by the cluster it read first", end, i)
+		}
+	}
+	select {
+	case probe <- time.Now():
+		t.Fatal("Follow went on after etcd answered with another cluster id")
+	case end := <-ended:
+		if !end.Lost || end.WentBack || end.Replaced {
+			t.Fatalf("Follow ended %+v, want Lost alone", end)
+		}
+	}
+}
+
+// sharedEtcdKey is a client of the shared etcd, a key of the test's own written there, and the read of it.
+func sharedEtcdKey(t *testing.T) (*clientv3.Client, string, *clientv3.GetResponse) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	key := fmt.Sprintf("/term-test/%d", time.Now().UnixNano())
+	if _, err := cli.Put(t.Context(), key, "v"); err != nil {
+		t.Fatal(err)
+	}
+	start, err := cli.Get(t.Context(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cli, key, start
 }
 
 // rewrittenHeaders rewrites the header of each count-only read at etcd's current revision (the probe's first read;
