@@ -353,7 +353,8 @@ func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *prox
 	shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
 	srv := evloop.New(evloop.Options{
 		Addr: cfg.Addr, Loops: cfg.EventLoops, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz"},
-		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: maxHeadBytes, HeldBytes: cfg.LoopHeldBytes, ReadTimeout: cfg.ReadTimeout,
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: maxHeadBytes, HeldBytes: cfg.LoopHeldBytes, MaxClients: cfg.LoopMaxConns,
+		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Endpoints: pool, Log: log,
 	})
 	errc := make(chan error, 1)

@@ -2,13 +2,16 @@
 # Memory a client sending a chunked body in 1-byte chunks costs the gateway
 # (README, "Chunked messages on the event loop"). CONNS clients each send a
 # body of LIMIT-16 bytes, in 1-byte chunks ("1\r\nx\r\n") or with a
-# Content-Length (MODE=length), and not its end; the gateway's VmRSS growth
+# Content-Length (MODE=length), and not its end, or (MODE=head) a request
+# head of 16000 bytes without its blank line: the slow client the first
+# 16 KiB of a connection, free of GATEWAY_LOOP_HELD_BYTES, is for; the
+# clients the gateway refused are counted. The gateway's VmRSS growth
 # is printed 1 s after. A fresh gateway per run, in routing mode (nothing is
 # proxied: the body never completes). Extra arguments are environment
 # variables for the gateway, e.g. GOMEMLIMIT=102MiB (deploy's setting);
 # GWLOG=file keeps the gateway's stderr (with GODEBUG=gctrace=1: the live
 # heap after each collection, which VmRSS, garbage included, does not show).
-#   usage: [TRANSPORT=loop|fasthttp] [MODE=chunks|length] [LIMIT=bytes] [CONNS=n] [GWLOG=file] bench/chunkmem.sh [VAR=value...]
+#   usage: [TRANSPORT=loop|fasthttp] [MODE=chunks|length|head] [LIMIT=bytes] [CONNS=n] [GWLOG=file] bench/chunkmem.sh [VAR=value...]
 # Needs Redis at REDIS_URL (scripts/deps.sh env), python3, and port 18377 free.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,14 +33,27 @@ def rss():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
 before, n, socks = rss(), limit - 16, []
+head = b"GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nX-Pad: " + b"x" * 15950
 for _ in range(conns):
     s = socket.create_connection(("127.0.0.1", 18377))
     socks.append(s)
-    if mode == "chunks":
+    if mode == "head":
+        s.sendall(head)
+    elif mode == "chunks":
         s.sendall(b"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1\r\nx\r\n" * n)
     else:
         s.sendall(b"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % limit + b"x" * n)
 time.sleep(1)
 grew = rss() - before
+if mode == "head":
+    refused = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            refused += s.recv(12).startswith(b"HTTP/1.1 503")
+        except (BlockingIOError, ConnectionError):
+            pass
+    print("head x%d: VmRSS grew %.1f MB, %.1f KB per connection; %d refused 503" % (conns, grew / 1e6, grew / 1e3 / conns, refused))
+    sys.exit()
 print("%s x%d: VmRSS grew %.1f MB, %.1fx the limit per connection" % (mode, conns, grew / 1e6, grew / limit / conns))
 PY

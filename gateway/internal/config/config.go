@@ -47,11 +47,15 @@ type Config struct {
 	// not to the soft limit (README, "Chunked messages on the event loop"). A fixed figure, not one derived from GOMEMLIMIT: a host
 	// run has no limit to take a share of, and a deployment that raises
 	// the memory raises this with it.
-	LoopHeldBytes int64         `env:"GATEWAY_LOOP_HELD_BYTES" envDefault:"33554432" desc:"loop transport: bytes all connections together may hold of requests not yet sent upstream, beyond the first 16 KiB of each (bodies arriving, chunk framing included); a request whose bytes would pass it is 503 gateway-busy and its connection closed; at least twice GATEWAY_MAX_BODY_BYTES (checked with the loop transport only)"`
-	ReadTimeout   time.Duration `env:"GATEWAY_READ_TIMEOUT" envDefault:"5s" desc:"time to read a whole request, headers and body (slow clients are cut off)"`
-	WriteTimeout  time.Duration `env:"GATEWAY_WRITE_TIMEOUT" envDefault:"30s" desc:"time to write a response"`
-	IdleTimeout   time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"60s" desc:"keep-alive idle time"`
-	MaxConns      int           `env:"GATEWAY_UPSTREAM_MAX_CONNS" envDefault:"1024" desc:"connections per upstream instance"`
+	LoopHeldBytes int64 `env:"GATEWAY_LOOP_HELD_BYTES" envDefault:"33554432" desc:"loop transport: bytes all connections together may hold of requests not yet sent upstream, beyond the first 16 KiB of each (bodies arriving, chunk framing included); a request whose bytes would pass it is 503 gateway-busy and its connection closed; at least twice GATEWAY_MAX_BODY_BYTES (checked with the loop transport only)"`
+	// LoopMaxConns: 1024 slow clients hold some 22 MB (21 KB each,
+	// README), beside the budget's 32 MiB and the live heap's 20-35 MB:
+	// under the deployment's GOMEMLIMIT (102 MiB) together.
+	LoopMaxConns int           `env:"GATEWAY_LOOP_MAX_CONNS" envDefault:"1024" desc:"loop transport: client connections all event loops together hold; one over it is answered 503 gateway-busy and closed at once (each holds its first 16 KiB outside GATEWAY_LOOP_HELD_BYTES, so this bounds them)"`
+	ReadTimeout  time.Duration `env:"GATEWAY_READ_TIMEOUT" envDefault:"5s" desc:"time to read a whole request, headers and body (slow clients are cut off)"`
+	WriteTimeout time.Duration `env:"GATEWAY_WRITE_TIMEOUT" envDefault:"30s" desc:"time to write a response"`
+	IdleTimeout  time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"60s" desc:"keep-alive idle time"`
+	MaxConns     int           `env:"GATEWAY_UPSTREAM_MAX_CONNS" envDefault:"1024" desc:"connections per upstream instance"`
 
 	TrustedProxies []string `env:"GATEWAY_TRUSTED_PROXIES" envSeparator:"," desc:"CIDRs whose X-Forwarded-For is believed"`
 	CORSOrigins    []string `env:"GATEWAY_CORS_ORIGINS" envSeparator:"," desc:"allowed browser origins (exact, or *)"`
@@ -164,6 +168,9 @@ func (c *Config) Validate() error {
 		// (TLS, or chosen) must not be refused over a variable it does
 		// not read.
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_LOOP_HELD_BYTES", "must be at least twice GATEWAY_MAX_BODY_BYTES with the loop transport"))
+	}
+	if c.LoopMaxConns <= 0 {
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_LOOP_MAX_CONNS", "must be positive"))
 	}
 	if c.ReadTimeout <= 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_READ_TIMEOUT", "must be positive: without it a slow client holds a connection forever"))

@@ -177,6 +177,9 @@ func TestEmptyOrMeaninglessValuesAreRefusedByName(t *testing.T) {
 		{"GATEWAY_LOOP_HELD_BYTES", ""},
 		{"GATEWAY_LOOP_HELD_BYTES", "-1"},
 		{"GATEWAY_LOOP_HELD_BYTES", "2097151"}, // under twice the default body limit: one body at it might not fit
+		{"GATEWAY_LOOP_MAX_CONNS", ""},
+		{"GATEWAY_LOOP_MAX_CONNS", "0"}, // no cap would leave 16 KiB a connection unbounded
+		{"GATEWAY_LOOP_MAX_CONNS", "-1"},
 	} {
 		var cfg Config
 		err := pkgconfig.LoadFrom(&cfg, map[string]string{c.name: c.value})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"go.opentelemetry.io/otel/metric"
@@ -31,15 +30,8 @@ import (
 type budget struct {
 	limit   int64        // bytes; 0: unbounded
 	held    atomic.Int64 // bytes charged now, over all connections
-	refused atomic.Int64 // connections refused since the start
-	// warned is when the last WARN was logged (unix ns), and logged how
-	// many refusals had been counted then: one line per warnEvery, so a
-	// flood of hostile clients cannot flood the log too.
-	warned, logged atomic.Int64
+	refused refusals     // connections refused since the start
 }
-
-// warnEvery spaces the WARN lines of budget refusals.
-const warnEvery = 10 * time.Second
 
 // move sets a connection's charge (*charged) to n bytes. A growth that
 // would pass the limit is not made, and move says false.
@@ -109,23 +101,17 @@ func (l *loop) hold(cl *client) gnet.Action {
 // refused counts a refusal and logs it at WARN, once per warnEvery.
 func (s *Server) refused(cl *client) {
 	b := &s.budget
-	n := b.refused.Add(1)
-	now := time.Now().UnixNano()
-	last := b.warned.Load()
-	if now-last < int64(warnEvery) || !b.warned.CompareAndSwap(last, now) {
-		return
-	}
-	s.o.Log.Warn("request refused: the event loops hold their budget of request bytes",
-		"peer", cl.peer.String(), "held_bytes", b.held.Load(), "budget_bytes", b.limit,
-		"refused", n-b.logged.Swap(n), "env", "GATEWAY_LOOP_HELD_BYTES")
+	b.refused.add(s.o.Log, "request refused: the event loops hold their budget of request bytes",
+		"peer", cl.peer.String(), "held_bytes", b.held.Load(), "budget_bytes", b.limit, "env", "GATEWAY_LOOP_HELD_BYTES")
 }
 
-// instrument publishes the budget: the bytes held (a gauge) and the
-// refusals (a counter), read at collection time. Serve unregisters them on
-// return: a process that lives on (cmd/shanhai restarting the gateway,
-// tests) must not keep reporting, and holding, a stopped server's budget
-// beside the next one's.
-func (b *budget) instrument(mp metric.MeterProvider) (metric.Registration, error) {
+// instrument publishes the budget and the cap on client connections: the
+// bytes held and the connections open (gauges) and the refusals of each
+// (counters), read at collection time. Serve unregisters them on return: a
+// process that lives on (cmd/shanhai restarting the gateway, tests) must
+// not keep reporting, and holding, a stopped server's budget beside the
+// next one's.
+func (s *Server) instrument(mp metric.MeterProvider) (metric.Registration, error) {
 	m := mp.Meter("github.com/shanhai-dev/shanhai/gateway/internal/evloop")
 	held, err := m.Int64ObservableGauge("shanhai.gateway.loop.held", metric.WithUnit("By"),
 		metric.WithDescription("Bytes the event loops hold for requests not yet handed upstream (GATEWAY_LOOP_HELD_BYTES bounds them)"))
@@ -137,13 +123,25 @@ func (b *budget) instrument(mp metric.MeterProvider) (metric.Registration, error
 	if err != nil {
 		return nil, fmt.Errorf("evloop: held bytes refusals counter: %w", err)
 	}
-	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveInt64(held, b.held.Load())
-		o.ObserveInt64(refusals, b.refused.Load())
-		return nil
-	}, held, refusals)
+	conns, err := m.Int64ObservableGauge("shanhai.gateway.loop.conns", metric.WithUnit("{connection}"),
+		metric.WithDescription("Client connections the event loops hold (GATEWAY_LOOP_MAX_CONNS bounds them)"))
 	if err != nil {
-		return nil, fmt.Errorf("evloop: held bytes callback: %w", err)
+		return nil, fmt.Errorf("evloop: client connections gauge: %w", err)
+	}
+	connsRefused, err := m.Int64ObservableCounter("shanhai.gateway.loop.conns.refusals", metric.WithUnit("{connection}"),
+		metric.WithDescription("Client connections refused 503 because the event loops hold GATEWAY_LOOP_MAX_CONNS"))
+	if err != nil {
+		return nil, fmt.Errorf("evloop: client connections refusals counter: %w", err)
+	}
+	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(held, s.budget.held.Load())
+		o.ObserveInt64(refusals, s.budget.refused.Load())
+		o.ObserveInt64(conns, s.conns.Load())
+		o.ObserveInt64(connsRefused, s.connsRefused.Load())
+		return nil
+	}, held, refusals, conns, connsRefused)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: loop metrics callback: %w", err)
 	}
 	return reg, nil
 }

@@ -177,8 +177,8 @@ func TestHeldBytesReleasedWhenAPausedClientResumes(t *testing.T) {
 func TestBudgetMetricsGoWithTheServer(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	_, s := startServerS(t, proxy.Options{}, Options{HeldBytes: 1 << 20, Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
-	if got := budgetSeries(t, reader); len(got) != 2 {
-		t.Fatalf("while serving: %v, want the held gauge and the refusals counter", got)
+	if got := budgetSeries(t, reader); len(got) != 4 {
+		t.Fatalf("while serving: %v, want the held and connections gauges and their refusals counters", got)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

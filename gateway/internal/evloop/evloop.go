@@ -110,6 +110,9 @@ type Options struct {
 	// handed upstream (budget); 0: unbounded. A request whose arrival
 	// would pass it is answered 503 and its connection closed.
 	HeldBytes int64
+	// MaxClients caps the client connections all loops hold (conns.go);
+	// 0: no cap. One over it is answered 503 and closed at once.
+	MaxClients int
 	// Meter publishes the budget's gauge and counter while Serve runs;
 	// default the global provider.
 	Meter metric.MeterProvider
@@ -131,6 +134,12 @@ type Server struct {
 
 	draining atomic.Bool
 	budget   budget
+	// conns counts the client connections open (admit, OnClose), and
+	// connsRefused those refused over MaxClients; fullAnswer is their
+	// answer.
+	conns        atomic.Int64
+	connsRefused refusals
+	fullAnswer   []byte
 
 	mu    sync.Mutex
 	eng   gnet.Engine
@@ -174,6 +183,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{})}
 	s.budget.limit = o.HeldBytes
+	s.fullAnswer = connsFullAnswer()
 	for _, p := range o.AdminPaths {
 		s.admin[p] = true
 	}
@@ -185,7 +195,7 @@ func New(o Options) *Server {
 // It is called once per Server.
 func (s *Server) Serve() error {
 	defer close(s.served)
-	if reg, err := s.budget.instrument(s.o.Meter); err != nil {
+	if reg, err := s.instrument(s.o.Meter); err != nil {
 		otel.Handle(err) // it serves without the budget's metrics
 	} else {
 		defer func() { _ = reg.Unregister() }()
@@ -399,6 +409,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		uc.l.ready(uc)
 		return nil, gnet.None
 	}
+	if out, a := s.admit(c); a != gnet.None {
+		return out, a
+	}
 	l := s.loopOf(c.EventLoop())
 	if l.quiet.Load() || l.wake.Load() != 0 {
 		l.wakeUp()
@@ -427,6 +440,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	case *upconn:
 		x.l.upClosed(x, err)
 	case *client:
+		s.conns.Add(-1)
 		x.gone = true
 		x.chunks = chunked{} // busy, it has none; else nothing reads them again
 		x.l.settle(x)        // gone: to 0

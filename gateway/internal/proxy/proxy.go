@@ -103,8 +103,13 @@ func targetRefused(h *fasthttp.RequestHeader, err error) bool {
 // budget, GATEWAY_LOOP_HELD_BYTES). Reject answers it 503 gateway-busy.
 var ErrBusy = errors.New("the gateway holds its budget of request bytes")
 
+// ErrConnsFull refuses a client connection the event loop cannot take: it
+// holds as many as it may (evloop's cap, GATEWAY_LOOP_MAX_CONNS). Reject
+// answers it 503 gateway-busy, as ErrBusy.
+var ErrConnsFull = errors.New("the gateway holds as many client connections as it may")
+
 // Reject writes the answer to a request the transport could not read: 503
-// for ErrBusy, 413 for fasthttp.ErrBodyTooLarge, 431 for
+// for ErrBusy and ErrConnsFull, 413 for fasthttp.ErrBodyTooLarge, 431 for
 // *fasthttp.ErrSmallBuffer (headers over the read buffer), 408 for a
 // timeout, 400 otherwise. Both transports use it, so their answers to bad
 // input are the same bytes.
@@ -117,6 +122,9 @@ func Reject(req *fasthttp.Request, resp *fasthttp.Response, err error) {
 		// 503, not 413: the request fits the limits; the gateway is
 		// holding as much unsent request data as it may.
 		writeProblem(resp, uri, fasthttp.StatusServiceUnavailable, "gateway-busy", "the gateway holds as many request bytes as it may; retry later")
+		resp.Header.Set(fasthttp.HeaderRetryAfter, "1")
+	case errors.Is(err, ErrConnsFull):
+		writeProblem(resp, uri, fasthttp.StatusServiceUnavailable, "gateway-busy", "the gateway holds as many client connections as it may; retry later")
 		resp.Header.Set(fasthttp.HeaderRetryAfter, "1")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeProblem(resp, uri, fasthttp.StatusRequestEntityTooLarge, "body-too-large", "the request body exceeds the gateway's limit")

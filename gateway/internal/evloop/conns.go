@@ -1,0 +1,80 @@
+package evloop
+
+import (
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+)
+
+// The cap on client connections (Options.MaxClients) bounds what the
+// budget leaves free: the first MaxHeaderBytes each connection holds, and
+// the connection's own state (gnet's buffers, the client's request and
+// response), some 21 KB a slow client (README, "What bounds it now").
+// Without it 5,000 clients each sending a 16 KB head slowly held about
+// 107 MB, past the deployment's GOMEMLIMIT, however small the budget.
+//
+// Charging those bytes to the budget instead would not bound the state,
+// and would let hostile clients that fill the budget deny every request,
+// a GET's head included: the free bytes are there so that they cannot.
+//
+// A client over the cap is accepted, answered 503 gateway-busy and closed
+// at once, holding nothing. nginx past worker_connections and Envoy past
+// its connection limits close such a connection without a word (or leave
+// it in the listen backlog); the answer tells a client it was the
+// gateway's load, and Retry-After when to come back. Closed at once, not
+// lingering: a lingering close would keep the connection (and what it
+// sends) for up to Linger, which is what the cap is there to refuse; a
+// client that sent its request before the answer may see a reset instead.
+
+// refusals counts refusals of one kind; warn logs them at WARN at most
+// once per warnEvery, so a flood of hostile clients cannot flood the log.
+type refusals struct {
+	atomic.Int64 // refusals since the start
+	// warned is when the last WARN was logged (unix ns), and logged how
+	// many refusals had been counted then.
+	warned, logged atomic.Int64
+}
+
+// warnEvery spaces the WARN lines of refusals.
+const warnEvery = 10 * time.Second
+
+// add counts a refusal and logs msg with attrs and the refusals since the
+// last line, unless one was logged within warnEvery.
+func (r *refusals) add(log *slog.Logger, msg string, attrs ...any) {
+	n := r.Add(1)
+	now := time.Now().UnixNano()
+	last := r.warned.Load()
+	if now-last < int64(warnEvery) || !r.warned.CompareAndSwap(last, now) {
+		return
+	}
+	log.Warn(msg, append(attrs, "refused", n-r.logged.Swap(n))...)
+}
+
+// admit counts a client connection opened, and says whether the cap
+// leaves room for it; one refused is not counted.
+func (s *Server) admit(c gnet.Conn) ([]byte, gnet.Action) {
+	n := s.conns.Add(1)
+	if s.o.MaxClients <= 0 || n <= int64(s.o.MaxClients) {
+		return nil, gnet.None
+	}
+	s.conns.Add(-1)
+	s.connsRefused.add(s.o.Log, "connection refused: the event loops hold as many client connections as they may",
+		"peer", c.RemoteAddr().String(), "max_conns", s.o.MaxClients, "env", "GATEWAY_LOOP_MAX_CONNS")
+	return s.fullAnswer, gnet.Close
+}
+
+// connsFullAnswer is the answer to a client over the cap, written before
+// its connection is closed: proxy's 503 gateway-busy, made once.
+func connsFullAnswer() []byte {
+	var req fasthttp.Request
+	var resp fasthttp.Response
+	proxy.Reject(&req, &resp, proxy.ErrConnsFull)
+	resp.SetConnectionClose()
+	return fmt.Appendf(nil, "%s", resp.String())
+}
