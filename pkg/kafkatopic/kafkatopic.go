@@ -23,13 +23,15 @@ import (
 // is one Kafka refuses to create (no permission to, say): that refusal is logged once and the caller writes anyway,
 // so the write's own error reaches whoever handles write errors. A request that got no answer (Kafka away, the
 // context ended), or an answer Kafka means as "try again", is sent again on the next Ensure: the write fails as well,
-// and its caller says so.
+// and its caller says so. A topic deleted since it was asked about is asked about again once the caller Forgets it.
 type Creator struct {
 	w   *kafka.Writer
 	log *slog.Logger
 
-	mu   sync.Mutex
-	done map[string]bool // topics that exist, or that Kafka answered it will not create: not asked about again
+	mu sync.Mutex
+	// done holds the topics not asked about again: true for one Kafka answered it will not create, false for one that
+	// exists (until Forget).
+	done map[string]bool
 }
 
 // New returns a Creator for the topics w writes to. It asks the broker through w's Addr and Transport, read at each
@@ -50,7 +52,7 @@ func (c *Creator) Ensure(ctx context.Context, topics ...string) {
 	var ask []kafka.TopicConfig
 	seen := map[string]bool{}
 	for _, t := range topics {
-		if !c.done[t] && !seen[t] {
+		if _, asked := c.done[t]; !asked && !seen[t] {
 			seen[t] = true
 			ask = append(ask, kafka.TopicConfig{Topic: t, NumPartitions: -1, ReplicationFactor: -1})
 		}
@@ -77,11 +79,26 @@ func (c *Creator) Ensure(ctx context.Context, topics ...string) {
 			continue
 		case err == nil:
 			c.log.InfoContext(ctx, "Kafka topic created with the broker's defaults", "topic", tc.Topic)
+			c.done[tc.Topic] = false
 		case errors.Is(err, kafka.TopicAlreadyExists):
+			c.done[tc.Topic] = false
 		default:
 			c.log.InfoContext(ctx, "Kafka topic not created; writing to it as it is", "topic", tc.Topic, "error", err)
+			c.done[tc.Topic] = true
 		}
-		c.done[tc.Topic] = true
+	}
+}
+
+// Forget has the next Ensure ask Kafka to create topic again: the caller's write found it missing
+// (UNKNOWN_TOPIC_OR_PARTITION), deleted since it was created or found. Without it such a topic was never created
+// again, and every write to it failed for the life of the process on a broker that does not create topics on demand.
+// One request per Forget, so the caller's pace of failed writes (a backoff) bounds them. A topic Kafka refused to
+// create stays refused: asking again would only repeat the refusal, and its log line, at every failed write.
+func (c *Creator) Forget(topic string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if refused, asked := c.done[topic]; asked && !refused {
+		delete(c.done, topic)
 	}
 }
 

@@ -54,3 +54,27 @@ func TestEnsureAsksAgainAfterATemporaryRefusal(t *testing.T) {
 		}
 	}
 }
+
+// TestForgetAsksAgainOnlyForATopicThatWasThere: a write that found a topic missing (deleted since Ensure created or
+// found it) has the next Ensure ask Kafka once more, and only the next; a topic Kafka refused to create is not asked
+// about again, however often its writes fail.
+func TestForgetAsksAgainOnlyForATopicThatWasThere(t *testing.T) {
+	for _, tc := range []struct {
+		code kafka.Error
+		want int // asks after Ensure, Forget, Ensure, Ensure
+	}{
+		{0, 2},
+		{kafka.TopicAlreadyExists, 2},
+		{kafka.TopicAuthorizationFailed, 1},
+	} {
+		tr := &answering{code: tc.code, asked: map[string]int{}}
+		c := kafkatopic.New(&kafka.Writer{Addr: kafka.TCP("127.0.0.1:1"), Transport: tr}, slog.New(slog.DiscardHandler))
+		c.Ensure(t.Context(), "t")
+		c.Forget("t")
+		c.Ensure(t.Context(), "t")
+		c.Ensure(t.Context(), "t")
+		if got := tr.asked["t"]; got != tc.want {
+			t.Errorf("answered %v: asked %d times, want %d", tc.code, got, tc.want)
+		}
+	}
+}

@@ -155,7 +155,7 @@ type Relay struct {
 // (with the broker's default partitions and replication) before its first publish to it: nothing else creates the
 // services' topics outside the embedded run (scripts/deps.sh, compose and kind do not), and Kafka refuses the writer's
 // first publish to a topic it has not got even where it creates topics on demand (see package kafkatopic). A topic
-// that exists is left as it is.
+// that exists is left as it is; one deleted while the relay runs is created again after a publish to it failed.
 func NewRelay(db *gorm.DB, w Writer, o RelayOptions) *Relay {
 	r := &Relay{
 		db:     db,
@@ -783,7 +783,8 @@ func callSize(m kafka.Message) int {
 //
 // A topic of msgs the relay has not published to before is created first, if missing, in one request for them all:
 // a row for it then goes out in this round instead of failing (see NewRelay). The relay asks about each topic once,
-// or again in later rounds while Kafka does not answer.
+// or again in later rounds while Kafka does not answer, and again after a publish to it found it missing (deleted
+// while the relay runs): one request a round at most, rounds for a failed row spaced by its backoff.
 func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
 	if r.topics != nil && len(msgs) > 0 {
 		topics := make([]string, len(msgs))
@@ -807,6 +808,13 @@ func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
 			errs = append(errs, r.writeCall(ctx, msgs[start:end])...)
 		}
 		start = end
+	}
+	if r.topics != nil {
+		for i, err := range errs {
+			if errors.Is(err, kafka.UnknownTopicOrPartition) {
+				r.topics.Forget(msgs[i].Topic) // deleted since it was created: the next round creates it again
+			}
+		}
 	}
 	return errs
 }
