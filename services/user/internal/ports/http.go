@@ -53,7 +53,10 @@ func (h HTTP) Mount(r gin.IRouter) {
 	v1.POST("/sessions/refresh", h.refresh)
 	v1.DELETE("/sessions", h.logout)
 
-	me := v1.Group("/users/me", auth.Middleware(h.Verifier))
+	// The profile is personal data: no answer to its owner, a problem
+	// included, is kept by a cache (server.NoStore, as for the orders). The
+	// 401 of a request without a valid token holds nothing of anyone's.
+	me := v1.Group("/users/me", auth.Middleware(h.Verifier), server.NoStore)
 	me.GET("", h.getMe)
 	me.PATCH("", h.patchMe)
 }
@@ -175,9 +178,9 @@ func (h HTTP) getMe(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	// Personal data, and no validator to revalidate a stored copy with:
-	// "private, no-cache" only left it on the client's disk after logout.
-	c.Header("Cache-Control", "no-store")
+	// No-store (the group's server.NoStore), not "private, no-cache": with no
+	// validator to revalidate a stored copy with, that only left it on the
+	// client's disk after logout.
 	c.JSON(http.StatusOK, toProfile(p))
 }
 

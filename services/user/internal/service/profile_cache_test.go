@@ -39,3 +39,33 @@ func TestUnreadableCachedProfileIsReplacedByTheFirstFill(t *testing.T) {
 		t.Fatalf("want the unreadable value reported once (%d), as no failed read:\n%s", n, logs)
 	}
 }
+
+// TestProfileAnswersAreNotStored: every answer of /users/me to an
+// authenticated request carries Cache-Control: no-store, as every answer of
+// the order listing does (server.NoStore). Only GET's 200 did: PATCH's 200,
+// the same profile (email and name), and the problems of both came with no
+// Cache-Control. A 401 holds nothing of anyone's and is left as it is.
+func TestProfileAnswersAreNotStored(t *testing.T) {
+	h := newHarness(t, nil)
+	email := uniqEmail()
+	h.register(email)
+	access, _ := h.tokens(email)
+	bearer := []string{"Authorization", "Bearer " + access}
+	for _, tc := range []struct {
+		method, body string
+		status       int
+	}{
+		{"GET", "", 200},
+		{"PATCH", `{"name":"Alice Liddell"}`, 200},
+		{"PATCH", `{"name":" "}`, 422},
+		{"PATCH", `{"nickname":"Al"}`, 400},
+	} {
+		r := h.do(tc.method, "/api/v1/users/me", tc.body, bearer...)
+		if r.Code != tc.status || r.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("%s %s: %d, Cache-Control %q; want %d and no-store", tc.method, tc.body, r.Code, r.Header.Get("Cache-Control"), tc.status)
+		}
+	}
+	if r := h.do("GET", "/api/v1/users/me", ""); r.Code != 401 || r.Header.Get("Cache-Control") != "" {
+		t.Errorf("without a token: %d, Cache-Control %q", r.Code, r.Header.Get("Cache-Control"))
+	}
+}
