@@ -890,6 +890,10 @@ const (
 	// which W3C Trace Context reads as one list, the lines comma-joined
 	// (RFC 9110 §5.3); Peek gives the first line only.
 	optTracestateLines
+	// optAuthorization, optAuthorizationLines: Authorization came, and in
+	// more than one field line (refused: the chain verifies the first).
+	optAuthorization
+	optAuthorizationLines
 )
 
 // trailerMark names the field MarkTrailer adds. '(' is no token byte
@@ -1023,6 +1027,11 @@ func sentOptional(h *fasthttp.RequestHeader) (sent optional) {
 				sent |= optTimeoutLines
 			}
 			sent |= optTimeout
+		case "Authorization":
+			if sent&optAuthorization != 0 {
+				sent |= optAuthorizationLines
+			}
+			sent |= optAuthorization
 		case "X-Release-Tag":
 			sent |= optReleaseTag
 		case "Cookie":

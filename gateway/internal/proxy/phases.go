@@ -245,6 +245,15 @@ func (p *Proxy) Begin(x *Exchange, mayBlock bool) Step {
 			restore(kept, h)
 		}
 		x.public = p.o.Table.IsPublic(h.Method(), st.path)
+		if p.o.Auth != nil && st.sent&optAuthorizationLines != 0 {
+			// One credential (RFC 9110 §11.6.2), no list. The chain
+			// verifies the first line, and every line went upstream,
+			// where a reader that takes the last, or joins them, found
+			// another token than the one X-User-ID and the per-user
+			// limit were decided by.
+			x.problem(fasthttp.StatusBadRequest, "bad-authorization", "Authorization came in more than one field line")
+			return Done
+		}
 		x.stage = stageAuth
 		fallthrough
 	case stageAuth:
