@@ -269,3 +269,25 @@ func TestHeldBytesBackToZeroAfterMixedTraffic(t *testing.T) {
 		t.Errorf("%d refusals under an 8 MiB budget", n)
 	}
 }
+
+// TestHeldBytesReleasedWhenA505IsWritten: the body of a request refused 505
+// at its head (the connection then closed by lingering) is not read on; it
+// was left in gnet's buffer, charged, until the client's next bytes or the
+// linger's end (an hour here, a second by default).
+func TestHeldBytesReleasedWhenA505IsWritten(t *testing.T) {
+	addr, s := startServerS(t, proxy.Options{}, Options{MaxBodyBytes: 64 << 10, HeldBytes: 1 << 20, Linger: time.Hour})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "POST /api/v1/orders HTTP/2.0\r\nHost: gw\r\nContent-Length: 60000\r\n\r\n"+strings.Repeat("x", 40000)); err != nil {
+		t.Fatal(err)
+	}
+	var r fasthttp.Response
+	if err := r.Read(bufio.NewReader(c)); err != nil || r.StatusCode() != 505 {
+		t.Fatalf("status %d err %v, want 505", r.StatusCode(), err)
+	}
+	waitFor(t, fmt.Sprintf("held back to 0 after the 505 (now %d)", s.budget.held.Load()), func() bool { return s.budget.held.Load() == 0 })
+}

@@ -289,12 +289,6 @@ func (l *loop) reject(cl *client, err error) {
 	cl.resp.Reset()
 	proxy.Reject(&cl.req, &cl.resp, err)
 	cl.close, cl.linger = true, true
-	// Its message is not read on (lingering drops what comes): the bytes
-	// held for it go now, not when the connection closes (up to Linger
-	// later).
-	cl.chunks = chunked{}
-	_, _ = cl.c.Discard(cl.c.InboundBuffered())
-	l.settle(cl)
 	l.reply(cl)
 }
 
@@ -417,6 +411,14 @@ func (l *loop) reply(cl *client) {
 	if cl.close {
 		cl.closing = true
 		if cl.linger {
+			// Nothing more is read (lingering drops what comes): the
+			// bytes held for it go with its answer, not when the
+			// connection closes (up to Linger later): a refused
+			// message's, or the unread body of one the chain answered
+			// early and closes after (505).
+			cl.chunks = chunked{}
+			_, _ = cl.c.Discard(cl.c.InboundBuffered())
+			l.settle(cl)
 			cl.lingerSince = cl.active // the sweep closes it, or the client does
 			l.fin(cl)
 			return
