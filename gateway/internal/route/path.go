@@ -1,6 +1,9 @@
 package route
 
-import "errors"
+import (
+	"bytes"
+	"errors"
+)
 
 // ErrBadPath is returned by Clean for request targets the gateway refuses to
 // forward: not origin-form, invalid or dangerous escapes, control bytes, or a
@@ -16,7 +19,8 @@ var ErrBadPath = errors.New("route: malformed request path")
 // Canonical means: percent-escapes of unreserved characters decoded, other
 // escapes kept with upper-case hex, empty and "." segments removed, ".."
 // resolved. Escaped "/", "\" and control bytes are refused rather than
-// decoded, because upstream frameworks differ on how they treat them. A
+// decoded, because upstream frameworks differ on how they treat them; so is
+// a dot segment with path parameters ("..;", see dotParams). A
 // trailing slash is kept: it is the upstream's business.
 func Clean(dst, raw []byte) ([]byte, error) {
 	if len(raw) == 0 || raw[0] != '/' {
@@ -74,6 +78,8 @@ func Clean(dst, raw []byte) ([]byte, error) {
 				j--
 			}
 			dst = dst[:j+1]
+		case s[0] == '.' && dotParams(s):
+			return dst[:base], ErrBadPath
 		default:
 			if !end {
 				dst = append(dst, '/')
@@ -84,6 +90,17 @@ func Clean(dst, raw []byte) ([]byte, error) {
 		}
 		i++ // the '/'
 	}
+}
+
+// dotParams reports a "." or ".." segment with path parameters (".;x",
+// "..;"), s starting with '.'. Servlet containers (Tomcat, Jetty) strip
+// ";..." from each segment before they resolve dot segments, so
+// "/api/v1/products/..;/orders" is the orders route there while the gateway,
+// for which ";" is an ordinary byte, decided on the public products route.
+// Refused, as escaped separators are: no upstream here takes path parameters.
+func dotParams(s []byte) bool {
+	i := bytes.IndexByte(s, ';')
+	return i == 1 || i == 2 && s[1] == '.'
 }
 
 // Trailing slashes: "/a/" and "/a" stay different, while "/a/." and "/a/.."

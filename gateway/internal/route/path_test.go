@@ -25,6 +25,16 @@ func TestClean(t *testing.T) {
 		{in: "/a/.", want: "/a/"},
 		{in: "/..", bad: true},
 		{in: "/a/../..", bad: true},
+		// Servlet containers strip path parameters (";...") from each
+		// segment before resolving dot segments: "..;" climbs there.
+		{in: "/api/v1/products/..;/orders", bad: true},
+		{in: "/api/v1/products/..;x=1/orders", bad: true},
+		{in: "/api/v1/products/%2e%2E;/orders", bad: true},
+		{in: "/a/.;/b", bad: true},
+		{in: "/a/..;", bad: true},
+		{in: "/a/...;/b", want: "/a/...;/b"},
+		{in: "/a/..x;/b", want: "/a/..x;/b"},
+		{in: "/a;b/c;d", want: "/a;b/c;d"},
 		{in: "/a%2Fb", bad: true},
 		{in: "/a%5cb", bad: true},
 		{in: "/a\\b", bad: true},
