@@ -126,7 +126,7 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 			JetStream: js, Stream: cfg.Stream, Pulsar: pc, Routes: routes, DLQ: dead,
 			InFlight: cfg.InFlight, SinkRetries: cfg.SinkRetries, AckWait: cfg.AckWait,
 			DrainTimeout: cfg.ShutdownTimeout / 2, MaxBackoff: cfg.MaxBackoff, Logger: log, Metrics: m,
-			MaxMessageSize: sizes, PolicyInterval: cfg.PolicyInterval, TracerProvider: tp.Tracer,
+			MaxMessageSize: sizes, PolicyInterval: cfg.PolicyInterval, LagInterval: cfg.CommitInterval, TracerProvider: tp.Tracer,
 			KafkaCluster: func(ctx context.Context) (string, error) { return kafkaleg.ClusterID(ctx, cfg.KafkaBrokers) },
 		})
 		owner = legB.Partition

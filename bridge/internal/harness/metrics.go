@@ -3,11 +3,25 @@ package harness
 import (
 	"context"
 	"fmt"
+	"testing"
 
 	"go.opentelemetry.io/otel/attribute"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
 )
+
+// Metrics returns the bridge's instruments on a meter of their own, and the reader to collect them.
+func Metrics(t testing.TB) (*metrics.Bridge, *sdkmetric.ManualReader) {
+	t.Helper()
+	reader := sdkmetric.NewManualReader()
+	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, reader
+}
 
 // Int64Metric is the value of the int64 gauge or sum name whose data point has attribute key = value, and whether
 // there is one.

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 
@@ -24,7 +23,7 @@ import (
 // partition once its failures span the grace, not before (a leader election passes within it) and not for one burst
 // of them. An idle partition has no record to show it recovered: a quiet spell of fetchQuiet does.
 func TestAPartitionThatCannotFetchIsCountedLoggedAndNotReady(t *testing.T) {
-	m, reader := testMetrics(t)
+	m, reader := harness.Metrics(t)
 	var logs testenv.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	l := New(Options{Metrics: m, Logger: log, Group: "g"})
@@ -76,7 +75,7 @@ func TestAPartitionThatCannotFetchIsCountedLoggedAndNotReady(t *testing.T) {
 // BridgePartitionUnfetchable saw nothing, as the position check's failures (inRange) are seen. A Kafka older than 2.8
 // failed TopicID on every session that way until 51e65dc4. Each such failure is a failed fetch of the partition now.
 func TestASessionThatCannotAskKafkaCountsAsAFailedFetch(t *testing.T) {
-	m, reader := testMetrics(t)
+	m, reader := harness.Metrics(t)
 	var logs testenv.LogBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	l := New(Options{Metrics: m, Logger: log, Group: "g", Brokers: []string{testenv.ClosedPort(t)}})
@@ -135,7 +134,7 @@ func TestPartitionReaderConfig(t *testing.T) {
 // kafka-go's log of a position out of range met while reading ends the session (the next one checks and resets it),
 // and is not counted as a failed fetch.
 func TestOutOfRangeLogEndsTheSession(t *testing.T) {
-	m, reader := testMetrics(t)
+	m, reader := harness.Metrics(t)
 	l := New(Options{Metrics: m, Group: "g"})
 	p := &partition{leg: l, route: mapping.Route{Topic: "shanhai.orders"}, id: 1, fetch: newFetchLog(l.o.Logger, "shanhai.orders", 1)}
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -163,7 +162,7 @@ func TestOutOfRangeLogEndsTheSession(t *testing.T) {
 // sporadic failure every few minutes (a leader moved, a broker's restart) paged. bridge_partition_unfetchable is 1
 // only while the partition fails readiness: failures spanning two session timeouts without a quiet fetchQuiet between.
 func TestUnfetchableIsTheReadinessRule(t *testing.T) {
-	m, reader := testMetrics(t)
+	m, reader := harness.Metrics(t)
 	log := slog.New(slog.DiscardHandler)
 	l := New(Options{Metrics: m, Logger: log, Group: "g", SessionTimeout: 10 * time.Second})
 	p := &partition{leg: l, route: mapping.Route{Topic: "shanhai.orders"}, id: 2, fetch: newFetchLog(log, "shanhai.orders", 2)}
@@ -210,15 +209,4 @@ func TestUnfetchableIsTheReadinessRule(t *testing.T) {
 	if _, ok, _ := harness.Int64Metric(reader, "bridge.partition.unfetchable", "partition", "2"); ok {
 		t.Error("bridge_partition_unfetchable of a partition no longer owned is still exported")
 	}
-}
-
-// testMetrics returns the bridge's instruments on a meter of their own, and the reader to collect them.
-func testMetrics(t *testing.T) (*metrics.Bridge, *sdkmetric.ManualReader) {
-	t.Helper()
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, reader
 }

@@ -34,7 +34,7 @@ import (
 func TestAResetPositionsLagIsFromThePartitionsEnd(t *testing.T) {
 	t.Parallel()
 	ctx, brokers, topic := emptyTopic(t)
-	m, reader := testMetrics(t)
+	m, reader := harness.Metrics(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g"})
 	p := &partition{leg: l, route: mapping.Route{Topic: topic}, id: 0, fetch: newFetchLog(log, topic, 0)}
@@ -149,7 +149,7 @@ func TestFeedTakesNoRecordAfterItsReadingEnded(t *testing.T) {
 func TestAResetPastTheEndForgetsTheOldRecordsVerdicts(t *testing.T) {
 	t.Parallel()
 	ctx, brokers, topic := emptyTopic(t)
-	m, _ := testMetrics(t)
+	m, _ := harness.Metrics(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g", MaxBytes: 1 << 20, SinkRetries: 2})
 	p := &partition{leg: l, route: mapping.Route{Topic: topic}, id: 0, fetch: newFetchLog(log, topic, 0)}
@@ -185,7 +185,7 @@ func TestARecreatedTopicIsReadFromWhereItStartsOnceItsIDIsKnown(t *testing.T) {
 	if err := w.WriteMessages(ctx, msgs...); err != nil {
 		t.Fatal(err)
 	}
-	m, reader := testMetrics(t)
+	m, reader := harness.Metrics(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g"})
 	p := &partition{leg: l, route: mapping.Route{Topic: topic}, id: 0, fetch: newFetchLog(log, topic, 0), topicID: "old"}
@@ -226,7 +226,7 @@ func deleteRecords(t *testing.T, brokers []string, topic string, before int64) {
 func TestAPendingResetCountsOnce(t *testing.T) {
 	t.Parallel()
 	ctx, brokers, topic := emptyTopic(t)
-	m, reader := testMetrics(t)
+	m, reader := harness.Metrics(t)
 	var logs strings.Builder
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	l := New(Options{Brokers: brokers, Metrics: m, Logger: log, Group: "g"})

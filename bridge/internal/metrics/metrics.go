@@ -4,6 +4,7 @@
 //	bridge_messages_total{leg,result}        result: ok, dlq, retry, skipped, duplicate (the sink's dedup dropped it: JetStream's for leg A, Pulsar's for leg B)
 //	bridge_inflight{leg}                     unconfirmed messages
 //	bridge_consumer_lag{topic,partition}     Kafka high watermark minus the first offset JetStream has not confirmed
+//	bridge_archive_lag{topic,partition}      messages of a partition JetStream holds that leg B has not acked (Pulsar has not confirmed)
 //	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack (0 when negative: a producer clock ahead)
 //	bridge_dlq_total{leg,reason}
 //	bridge_stream_lost_total{topic,partition} messages the stream's limits removed before leg B archived them (at most)
@@ -47,6 +48,7 @@ type Bridge struct {
 	mu          sync.Mutex
 	lag         map[lagKey]int64
 	unfetchable map[lagKey]bool
+	archive     map[lagKey]int64 // leg B's, apart from leg A's lag: each leg forgets its own when its partition goes
 
 	// sets are the attribute sets of each leg, and of each leg and result, that the message path records, built once
 	// in New: building one sorts and allocates, and a leg records four measurements for every message it carries
@@ -81,7 +83,7 @@ func newSet(leg, result string) metric.MeasurementOption {
 
 // New registers the instruments on m.
 func New(m metric.Meter) (*Bridge, error) {
-	b := &Bridge{lag: map[lagKey]int64{}, unfetchable: map[lagKey]bool{}, sets: map[setKey]metric.MeasurementOption{}}
+	b := &Bridge{lag: map[lagKey]int64{}, unfetchable: map[lagKey]bool{}, archive: map[lagKey]int64{}, sets: map[setKey]metric.MeasurementOption{}}
 	for _, leg := range []string{LegA, LegB} {
 		for _, r := range results {
 			b.sets[setKey{leg, r}] = newSet(leg, r)
@@ -131,6 +133,18 @@ func New(m metric.Meter) (*Bridge, error) {
 					n = 1
 				}
 				o.Observe(n, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
+			}
+			return nil
+		}))
+	if err != nil {
+		return nil, err
+	}
+	_, err = m.Int64ObservableGauge("bridge.archive.lag", metric.WithDescription("messages of a partition the JetStream stream holds that leg B has not acked, as Pulsar has not confirmed them: from each message delivered, and from the consumer every commit interval while none is"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for k, v := range b.archive {
+				o.Observe(v, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
 			}
 			return nil
 		}))
@@ -192,6 +206,20 @@ func (b *Bridge) PolicyWaiting(topic string, delta int64) {
 func (b *Bridge) Lag(topic string, partition int, lag int64) {
 	b.mu.Lock()
 	b.lag[lagKey{topic, partition}] = lag
+	b.mu.Unlock()
+}
+
+// ArchiveLag sets leg B's lag of a partition; ForgetArchive removes it when leg B stops carrying the partition.
+func (b *Bridge) ArchiveLag(topic string, partition int, lag int64) {
+	b.mu.Lock()
+	b.archive[lagKey{topic, partition}] = lag
+	b.mu.Unlock()
+}
+
+// ForgetArchive drops a partition's bridge_archive_lag series.
+func (b *Bridge) ForgetArchive(topic string, partition int) {
+	b.mu.Lock()
+	delete(b.archive, lagKey{topic, partition})
 	b.mu.Unlock()
 }
 

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
@@ -21,19 +20,8 @@ import (
 func TestLegBShowsAPartitionHeldByTheDLQ(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := dlq.NewKafka([]string{"127.0.0.1:1"}, e.dlqTopic, time.Second, slog.Default())
-	down.Waiting = m.DLQWaiting
-	o := e.opts
-	o.DLQ, o.Metrics = down, m
-	e.leg = pulsarleg.New(o)
-	e.publish(t, 0, 0, 0, kafkaleg.MsgID(e.route.Topic, 0, 0))
-	e.publishOn(t, e.route.PartitionSubject(0), 100, 0, 1, "no-offset", func(h nats.Header) { delete(h, kafkaleg.HeaderOffset) })
-	e.publish(t, 1, 0, 2, kafkaleg.MsgID(e.route.Topic, 0, 2))
+	m, reader := harness.Metrics(t)
+	holdAtALetter(t, e, m, nil)
 	stop := e.run(1)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -56,4 +44,22 @@ func TestLegBShowsAPartitionHeldByTheDLQ(t *testing.T) {
 	if v, _, err := harness.Int64Metric(reader, "bridge.dlq.waiting", "leg", metrics.LegB); err != nil || v != 0 {
 		t.Errorf("bridge_dlq_waiting{leg=%q} = %d (%v) after the leg stopped, want 0", metrics.LegB, v, err)
 	}
+}
+
+// holdAtALetter makes e's leg (its options changed by with, if given) meter into m and write dead letters to a DLQ
+// nothing listens at, and publishes to partition 0 offset 0, a message without an offset (a dead letter the DLQ
+// refuses) and offset 2: e.run holds the partition at the letter.
+func holdAtALetter(t *testing.T, e *env, m *metrics.Bridge, with func(*pulsarleg.Options)) {
+	t.Helper()
+	down := dlq.NewKafka([]string{"127.0.0.1:1"}, e.dlqTopic, time.Second, slog.Default())
+	down.Waiting = m.DLQWaiting
+	o := e.opts
+	o.DLQ, o.Metrics = down, m
+	if with != nil {
+		with(&o)
+	}
+	e.leg = pulsarleg.New(o)
+	e.publish(t, 0, 0, 0, kafkaleg.MsgID(e.route.Topic, 0, 0))
+	e.publishOn(t, e.route.PartitionSubject(0), 100, 0, 1, "no-offset", func(h nats.Header) { delete(h, kafkaleg.HeaderOffset) })
+	e.publish(t, 2, 0, 2, kafkaleg.MsgID(e.route.Topic, 0, 2))
 }

@@ -73,6 +73,9 @@ type Options struct {
 	MaxMessageSize MaxMessageSize
 	// PolicyInterval is how often a session re-reads the policy (default 10s); a lower limit restarts the session.
 	PolicyInterval time.Duration
+	// LagInterval is how often a session whose deliveries wait (Pulsar slow or away, a dead letter the DLQ refuses, a
+	// policy wait) reads its consumer for bridge_archive_lag (default 1s; the bridge passes BRIDGE_COMMIT_INTERVAL).
+	LagInterval time.Duration
 	// KafkaCluster reads the id of the Kafka cluster the offsets come from (kafkaleg.ClusterID); the producers are
 	// named by it (mapping.ProducerName). Only for messages without the id leg A stamps on each
 	// (kafkaleg.HeaderCluster), written by a bridge from before the stamp: read once per partition ownership, at the
@@ -207,6 +210,9 @@ func New(o Options) *Leg {
 	if o.PolicyInterval <= 0 {
 		o.PolicyInterval = 10 * time.Second
 	}
+	if o.LagInterval <= 0 {
+		o.LagInterval = time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -248,6 +254,8 @@ func (l *Leg) Partition(gen, stop context.Context, topic string, part int, drain
 		l.o.Metrics.Count(metrics.LegB, "retry", 1)
 		b.Wait(ctx)
 	}
+	// Every session and its lag watch have returned: nothing sets the series after this.
+	l.o.Metrics.ForgetArchive(topic, part)
 	drained()
 	<-gen.Done()
 }

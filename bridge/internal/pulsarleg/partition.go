@@ -132,6 +132,9 @@ func (p *partition) session(ctx context.Context) (bool, error) {
 	go func() { <-pullCtx.Done(); it.Stop() }()
 	ackerDone := make(chan struct{})
 	go s.acker(abort, ackerDone)
+	lagDone := make(chan struct{})
+	go s.watchLag(pullCtx, cons, lagDone)
+	defer func() { abort(); <-lagDone }() // before the partition forgets the series (Leg.Partition)
 
 	feedErr := s.feed(pullCtx, it)
 
@@ -298,6 +301,9 @@ type bsession struct {
 	held       []held
 	err        error
 	progressed bool
+	// For bridge_archive_lag (lag): the consumer sequence last delivered, the consumer's pending count JetStream
+	// gave with it, the consumer sequence last acked, and the deliveries so far (watchLag tells a waiting feed by it).
+	delivered, pending, acked, deliveries uint64
 }
 
 // feed pulls in stream order and hands this partition's messages to Pulsar.
@@ -329,6 +335,9 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext) error
 		}
 		s.mu.Lock()
 		s.held = append(s.held, held{cseq: lastC, msg: msg})
+		s.delivered, s.pending = lastC, meta.NumPending
+		s.deliveries++
+		s.lag()
 		s.mu.Unlock()
 
 		h := msg.Headers()
@@ -560,8 +569,9 @@ func (s *bsession) ack() {
 		i++
 	}
 	var m jetstream.Msg
+	var cseq uint64
 	if i > 0 {
-		m = s.held[i-1].msg
+		m, cseq = s.held[i-1].msg, s.held[i-1].cseq
 		s.held = append(s.held[:0], s.held[i:]...)
 	}
 	s.mu.Unlock()
@@ -572,6 +582,56 @@ func (s *bsession) ack() {
 			return
 		}
 		s.p.acknowledged(m)
+		s.mu.Lock()
+		s.acked = cseq
+		s.lag()
+		s.mu.Unlock()
+	}
+}
+
+// lag sets bridge_archive_lag from the last delivery: what JetStream had not delivered yet when it delivered it, and
+// what was delivered up to it and not acked since. Exact as of that delivery; watchLag adds what came while deliveries
+// wait. Called with s.mu held, so that a delivery and an ack set it in the order they counted.
+func (s *bsession) lag() {
+	s.p.leg.o.Metrics.ArchiveLag(s.p.route.Topic, s.p.id, int64(s.pending+s.delivered-s.acked))
+}
+
+// watchLag reads the consumer every LagInterval while the session's deliveries wait with messages unarchived (Pulsar
+// slow or away, a dead letter the DLQ refuses, a policy wait): the value from the last delivery (lag) leaves out what
+// leg A stored since, and the partition's lag looked flat while the stream filled. An idle or flowing session sends
+// no request. Before it, leg B had no lag at all: with Pulsar away nothing showed how far the archive was behind
+// (bridge_consumer_lag is leg A's), nor a stream's MaxAge coming closer to what it had not archived.
+func (s *bsession) watchLag(ctx context.Context, cons jetstream.Consumer, done chan<- struct{}) {
+	defer close(done)
+	l := s.p.leg
+	t := time.NewTicker(l.o.LagInterval)
+	defer t.Stop()
+	var seen uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		waiting := s.deliveries == seen && (s.delivered > s.acked || s.pending > 0)
+		seen = s.deliveries
+		s.mu.Unlock()
+		if !waiting {
+			continue
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.o.Logger.Debug("leg B could not read its consumer for the archive lag", "consumer", s.p.name, "err", err)
+			}
+			continue
+		}
+		s.mu.Lock()
+		if s.deliveries == seen { // a delivery since then set it from fresher data
+			l.o.Metrics.ArchiveLag(s.p.route.Topic, s.p.id, int64(info.NumPending)+int64(info.NumAckPending))
+		}
+		s.mu.Unlock()
 	}
 }
 
