@@ -9,6 +9,8 @@
 //              own (below, CALL_INNER); set for the ops in no nesting group
 //   bits 24-31 nesting group: 0 = none; else the calls of every op in the group that run inside another one of the
 //              group on the same goroutine are not calls of their own (below)
+//   bits 32-63 the entry probe's offset in its function (after the stack check): the entry minus it is the function's
+//              address, which a nested call's test compares with the outer frame's call instruction (call_is_nested)
 #pragma once
 
 #include "procexit.h"
@@ -40,10 +42,16 @@ struct call_inflight_key {
 // because the runtime moves stacks and keeps only that distance. A call of the group that is in flight and deeper than
 // the outer one is nested when the outer frame is still there: the word the outer call's PUSH RBP saved must still be
 // the caller's frame pointer it was (the runtime adjusts saved frame pointers when it moves a stack). Otherwise the
-// outer call never returned (a panic) and the new one takes its place, as any call does.
+// outer call never returned (a panic) and the new one takes its place, as any call does. The saved frame pointer
+// alone does not tell the outer call's frame from another function's that its caller called later from the same frame
+// (same position, same saved word): after a missed exit, a later call made inside that other function was taken for a
+// call nested in the lost one, and lost or timed from the lost call's start. So the return address beside the saved
+// word must follow a call of the outer call's own function (fn) where it is a direct CALL (Go's calls of these
+// functions are); an indirect call cannot be told and is taken as the outer call's, as before.
 struct call_nest {
 	__u64 depth;    // g.stack.hi - SP at the outer call's entry (at its PUSH RBP); 0 = the group does not nest
 	__u64 fp_depth; // g.stack.hi - RBP there: the caller's frame pointer the outer call's frame saved
+	__u64 fn;       // the outer call's function's address (its entry probe's address less the cookie's offset)
 	__u32 op;       // the outer call's own op (the slot and map keys carry the group)
 	__u32 nested;   // 1 once a nested call was seen: its exits are then told from the outer's by depth
 };
@@ -72,7 +80,6 @@ struct call_slot {
 	__u64 start_ns;
 	char method[CALL_METHOD_LEN];
 	struct call_nest nest;
-	__u64 spare;
 	__u64 g; // owner goroutine, 0 = free; last, so the agent's whole-value write frees it last
 };
 
@@ -182,7 +189,8 @@ static __always_inline __u64 go_stack_hi(__u64 g) {
 }
 
 // call_nest_at says where this entry is on the stack; depth 0 when the op nests in no group or the stack is unread.
-static __always_inline struct call_nest call_nest_at(struct pt_regs *ctx, __u64 g, __u32 op, __u32 group) {
+static __always_inline struct call_nest call_nest_at(struct pt_regs *ctx, __u64 cookie, __u64 g, __u32 op,
+						      __u32 group) {
 	struct call_nest n = {.op = op};
 	if (!group)
 		return n;
@@ -191,6 +199,7 @@ static __always_inline struct call_nest call_nest_at(struct pt_regs *ctx, __u64 
 		return n;
 	n.depth = hi - GO_SP(ctx);
 	n.fp_depth = hi - GO_FP(ctx);
+	n.fn = GO_PC(ctx) - (cookie >> 32);
 	return n;
 }
 
@@ -199,10 +208,29 @@ static __always_inline bool call_is_nested(struct call_nest *outer, struct call_
 	if (!outer->depth || here->depth <= outer->depth)
 		return false;
 	__u64 hi = here->depth + sp; // the stack's top, read a moment ago
-	__u64 saved = 0;
-	if (bpf_probe_read_user(&saved, sizeof(saved), (void *)(hi - outer->depth - 8)))
+	struct {
+		__u64 saved; // the word a PUSH RBP stored at the outer call's entry
+		__u64 ret;   // its return address
+	} frame = {};
+	if (bpf_probe_read_user(&frame, sizeof(frame), (void *)(hi - outer->depth - 8)))
 		return false;
-	return hi - saved == outer->fp_depth;
+	if (hi - frame.saved != outer->fp_depth)
+		return false;
+#if defined(__TARGET_ARCH_x86)
+	// The instruction before the return address: a CALL rel32 (E8) of another function is another frame. Its last
+	// bytes could also end an indirect call (FF with a ModRM whose reg field is 2, 2 to 4 bytes long) that happens to
+	// follow an E8 byte: that is not told, and taken as the outer call's frame, as before.
+	__u8 c[8] = {};
+	if (bpf_probe_read_user(c, 5, (void *)(frame.ret - 5)) || c[0] != 0xe8)
+		return true;
+	if ((c[1] == 0xff && (c[2] >> 3 & 7) == 2) || (c[2] == 0xff && (c[3] >> 3 & 7) == 2) ||
+	    (c[3] == 0xff && (c[4] >> 3 & 7) == 2))
+		return true;
+	__s32 rel = (__s32)(c[1] | (__u32)c[2] << 8 | (__u32)c[3] << 16 | (__u32)c[4] << 24);
+	if (frame.ret + (__s64)rel != outer->fn)
+		return false;
+#endif
+	return true;
 }
 
 // call_inflight_of is k's element of call_inflight, inserted zeroed when there is none. NULL when there is no room to
@@ -245,7 +273,7 @@ int call_enter(struct pt_regs *ctx) {
 	__u32 kop = group ? group : op; // the key's op: a group's calls share one slot per goroutine
 	__u32 inner = (cookie >> 20) & 1;
 	__u64 g = GO_G(ctx);
-	struct call_nest here = call_nest_at(ctx, g, op, group | inner);
+	struct call_nest here = call_nest_at(ctx, cookie, g, op, group | inner);
 	__u32 i = call_mix(g ^ ((__u64)tgid << 48) ^ ((__u64)kop << 40), CALL_SLOT_BITS);
 	struct call_slot *s = bpf_map_lookup_elem(&call_slots, &i); // NULL when the agent made the table smaller
 	if (s) {

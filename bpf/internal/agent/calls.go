@@ -199,6 +199,9 @@ func (b *binProbes) attachCalls(probe string) func(*symtab.Binary, *link.Executa
 			if f.site.nest == 0 {
 				cookie |= 1 << 20 // a call inside another of its op on one goroutine counts (include/calls.h, CALL_INNER)
 			}
+			// The entry probe's offset in the function: include/calls.h finds the function's address from it to
+			// tell the frame of a call in flight from another at its place (call_is_nested).
+			cookie |= (f.fn.CallOff - f.fn.EntryOff) << 32
 			var keep []x86asm.Reg // the result registers call_ret reads
 			for _, r := range []int{f.errReg, f.site.respReg} {
 				if r > 0 {

@@ -46,11 +46,11 @@ type BpfCallSlot struct {
 		_       structs.HostLayout
 		Depth   uint64
 		FpDepth uint64
+		Fn      uint64
 		Op      uint32
 		Nested  uint32
 	}
-	Spare uint64
-	G     uint64
+	G uint64
 }
 
 type BpfCallState struct {
@@ -61,6 +61,7 @@ type BpfCallState struct {
 		_       structs.HostLayout
 		Depth   uint64
 		FpDepth uint64
+		Fn      uint64
 		Op      uint32
 		Nested  uint32
 	}

@@ -98,6 +98,7 @@ func main() {
 			c["http 404"]++
 		}()
 		<-finished
+		lostCall(ctx, c, *httpURL)
 	}
 
 	if u := os.Getenv("DATABASE_URL"); u != "" {
