@@ -65,15 +65,11 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 		// database read on the same context could only fail too.
 		return nil, fmt.Errorf("read catalogue: %w", ctx.Err())
 	case err == nil:
-		var cached []cachedProduct
-		if jerr := json.Unmarshal(raw, &cached); jerr == nil && len(cached) > 0 {
-			out := make([]catalog.Product, len(cached))
-			for i, p := range cached {
-				out[i] = catalog.Product(p)
-			}
+		out, rerr := decodeCatalog(raw)
+		if rerr == nil {
 			return out, nil
 		}
-		c.log.WarnContext(ctx, "catalog cache holds unreadable value; reloading", "key", c.key)
+		c.log.WarnContext(ctx, "catalog cache holds unreadable value; reloading", "key", c.key, "err", rerr)
 	case !errors.Is(err, redis.Nil):
 		c.log.WarnContext(ctx, "catalog cache unavailable; reading database", "err", err)
 	}
@@ -93,6 +89,27 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 		c.log.WarnContext(ctx, "catalog cache write failed", "err", err)
 	}
 	return ps, nil
+}
+
+// decodeCatalog reads a cached catalogue: JSON that decodes is not enough,
+// it must be one the database could hold (catalog.Check), since every order
+// is priced from it.
+func decodeCatalog(raw []byte) ([]catalog.Product, error) {
+	var cached []cachedProduct
+	if err := json.Unmarshal(raw, &cached); err != nil {
+		return nil, err
+	}
+	if len(cached) == 0 {
+		return nil, catalog.ErrEmpty
+	}
+	out := make([]catalog.Product, len(cached))
+	for i, p := range cached {
+		out[i] = catalog.Product(p)
+	}
+	if err := catalog.Check(out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // Invalidate drops the cached catalogue (used after reseeding and in tests).

@@ -164,3 +164,45 @@ func (s staticCatalog) All(ctx context.Context) ([]catalog.Product, error) {
 	}
 	return s, nil
 }
+
+// TestCatalogCacheValueNoDatabaseHoldsIsReloaded: a cached catalogue that
+// decodes but is no catalogue the products table could hold (a price not
+// above zero, a product without a SKU or a currency, a SKU twice) is
+// unreadable: read again from the database and rewritten. It was served, and
+// priced orders: a cached INK-SET at -3500 cents made an order of -3500
+// cents, which order.created asked payment to charge.
+func TestCatalogCacheValueNoDatabaseHoldsIsReloaded(t *testing.T) {
+	ctx := context.Background()
+	rdb := testRedis(t)
+	db := stores(t)["postgres"]
+	for name, value := range map[string]string{
+		"negative price": `[{"sku":"INK-SET","name":"Ink","price_cents":-3500,"currency":"EUR"}]`,
+		"zero price":     `[{"sku":"INK-SET","name":"Ink","price_cents":0,"currency":"EUR"}]`,
+		"no price":       `[{"sku":"INK-SET","name":"Ink","currency":"EUR"}]`,
+		"no sku":         `[{"sku":"","name":"Ink","price_cents":3500,"currency":"EUR"}]`,
+		"no currency":    `[{"sku":"INK-SET","name":"Ink","price_cents":3500,"currency":""}]`,
+		"null product":   `[null]`,
+		"sku twice": `[{"sku":"INK-SET","name":"Ink","price_cents":3500,"currency":"EUR"},` +
+			`{"sku":"INK-SET","name":"Ink","price_cents":1,"currency":"EUR"}]`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			key := "test:order:catalog:" + uuid.NewString()
+			t.Cleanup(func() { rdb.Del(context.Background(), key) })
+			src := &countingCatalog{next: adapters.NewCatalogGorm(db)}
+			cache := adapters.NewCatalogRedis(src, rdb, time.Minute, nil).WithKey(key)
+			if err := rdb.Set(ctx, key, value, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			ps, err := cache.All(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ps) != 8 || catalog.Index(ps)["INK-SET"].PriceCents != 3500 || src.reads.Load() != 1 {
+				t.Fatalf("served %+v after %d database reads; want the seeded catalogue, read once", ps, src.reads.Load())
+			}
+			if got := rdb.Get(ctx, key).Val(); got == value {
+				t.Fatalf("the cached value was left: %s", got)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ package catalog
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // Product is one sellable item. Prices are integer minor units so that
@@ -33,4 +34,28 @@ func Index(ps []Product) map[string]Product {
 		m[p.SKU] = p
 	}
 	return m
+}
+
+// Check reports the first reason ps is no catalogue the products table could
+// hold: a product without a SKU or a currency, a price not above zero (the
+// table's CHECK), a SKU twice (its key). Orders are priced from whatever a
+// repository returns, so a copy read from outside the database (a cache) is
+// checked before it prices one: a cached price of -3500 cents made an order
+// of -3500 cents, which payment was then asked to charge.
+func Check(ps []Product) error {
+	seen := make(map[string]bool, len(ps))
+	for i, p := range ps {
+		switch {
+		case p.SKU == "":
+			return fmt.Errorf("catalog: product %d has no SKU", i)
+		case p.PriceCents <= 0:
+			return fmt.Errorf("catalog: %q is priced %d cents", p.SKU, p.PriceCents)
+		case p.Currency == "":
+			return fmt.Errorf("catalog: %q has no currency", p.SKU)
+		case seen[p.SKU]:
+			return fmt.Errorf("catalog: %q is listed twice", p.SKU)
+		}
+		seen[p.SKU] = true
+	}
+	return nil
 }
