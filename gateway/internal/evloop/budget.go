@@ -81,20 +81,34 @@ func (l *loop) settle(cl *client) {
 
 // hold charges cl what it holds after a read, or refuses it when that
 // would pass the budget: a client reading a request gets 503 and is closed
-// (by lingering, as after a 413), its held bytes dropped; one that is
-// busy or waits for its answer to leave, and has read ahead past the
-// budget, is closed, as one reading ahead past the body limit is
-// (traffic). Only growth is refused, so a connection already charged
-// keeps what it holds.
+// (by lingering, as after a 413), its held bytes dropped. One that is busy
+// or waits for its answer to leave, and has read ahead past the budget,
+// has what it read ahead dropped (the requests in it go unanswered) and
+// gets the answer it waits for, then the connection's end (lingering,
+// dropping what comes meanwhile): closed at once, it lost an answer the
+// upstream had worked for. Only growth is refused, so a connection already
+// charged keeps what it holds.
 func (l *loop) hold(cl *client) gnet.Action {
 	if l.s.budget.move(&cl.charged, l.holding(cl)) {
 		return gnet.None
 	}
 	l.s.refused(cl)
-	if cl.busy || cl.paused || cl.closing {
-		return gnet.Close
+	if !cl.busy && !cl.paused && !cl.closing {
+		l.reject(cl, proxy.ErrBusy) // drops what it holds and settles
+		return gnet.None
 	}
-	l.reject(cl, proxy.ErrBusy) // drops what it holds and settles
+	cl.chunks = chunked{}
+	_, _ = cl.c.Discard(cl.c.InboundBuffered())
+	cl.close, cl.linger = true, true // busy: its answer says so, and reply lingers; traffic drops what comes until then
+	if !cl.busy && !cl.closing {
+		// Paused: its answer is written (waiting in gnet's buffer); it
+		// lingers from now, and the sweep sends the FIN once the answer
+		// has left.
+		cl.closing, cl.paused, cl.lingerSince = true, false, l.now
+		l.count(cl)
+		l.fin(cl)
+	}
+	l.settle(cl)
 	return gnet.None
 }
 

@@ -506,7 +506,10 @@ func (s *Server) loopOfConn(c gnet.Conn) *loop {
 func (s *Server) traffic(c gnet.Conn) gnet.Action {
 	switch x := c.Context().(type) {
 	case *client:
-		if x.lingerSince != 0 || x.closeSent {
+		if x.lingerSince != 0 || x.closeSent || x.busy && x.linger {
+			// Lingering, or closing once its answer is out (or in, for
+			// a client refused past the budget while busy: hold): what
+			// comes is dropped.
 			_, _ = c.Discard(c.InboundBuffered())
 			x.l.settle(x)
 			return gnet.None
