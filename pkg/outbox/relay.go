@@ -132,13 +132,12 @@ type Relay struct {
 	// clock is this process's wall clock (time.Now; a test sets it to stand for a replica whose clock is off).
 	clock func() time.Time
 
-	// retries are when (Unix ms, by clock) the rows record failed and no round has claimed since come due (see
-	// retryAt): Run polls when the earliest comes due instead of on its idle schedule. A slice, not a single time, so
-	// the later rows of a failed batch are not forgotten once the first is retried; each round drops those due when it
-	// starts, so it holds no more than the unsent rows this relay failed. Guarded by retryMu: RunOnce may record
-	// while Run does.
+	// retries are when the rows record failed and no round has claimed since come due (see retryAt): Run polls when
+	// the earliest comes due instead of on its idle schedule. A slice, not a single time, so the later rows of a
+	// failed batch are not forgotten once the first is retried; each round drops those due when it starts, so it
+	// holds no more than the unsent rows this relay failed. Guarded by retryMu: RunOnce may record while Run does.
 	retryMu sync.Mutex
-	retries []int64
+	retries []time.Time
 
 	meter     metric.Meter
 	published metric.Int64Counter
@@ -331,7 +330,7 @@ func (r *Relay) RunOnce(ctx context.Context) (claimed int, err error) {
 // of the relay's database work when rows arrive one by one. A row committed meanwhile is not missed: its writer's
 // Nudge waits in the channel.
 func (r *Relay) round(ctx context.Context) (claimed int, more bool, err error) {
-	r.forgetRetriesDue(r.clock())
+	r.forgetRetriesDue(r.retryNow())
 	if r.db.Dialector.Name() == "postgres" {
 		claimed, more, err = r.leasedRound(ctx)
 	} else {
@@ -419,10 +418,9 @@ RETURNING `+claimColumns, r.o.Lease.Milliseconds(), r.o.BatchSize).Rows()
 // batch left behind is claimed by a later round: one right after this if any publish of it succeeded, else one after
 // Interval, as the round claimed rows.
 func (r *Relay) forgetRetriesDue(now time.Time) {
-	ms := now.UnixMilli()
 	r.retryMu.Lock()
 	defer r.retryMu.Unlock()
-	r.retries = slices.DeleteFunc(r.retries, func(at int64) bool { return at <= ms })
+	r.retries = slices.DeleteFunc(r.retries, func(at time.Time) bool { return !at.After(now) })
 }
 
 // untilRetry returns wait, or the time until the earliest retry if that is sooner (negative if it is due already).
@@ -432,7 +430,8 @@ func (r *Relay) untilRetry(wait time.Duration) time.Duration {
 	if len(r.retries) == 0 {
 		return wait
 	}
-	return min(wait, time.UnixMilli(slices.Min(r.retries)).Sub(r.clock()))
+	first := slices.MinFunc(r.retries, func(a, b time.Time) int { return a.Compare(b) })
+	return min(wait, first.Sub(r.retryNow()))
 }
 
 // stopGrace is how long a round's statements may go on once the relay's context has ended.
@@ -936,7 +935,7 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 		}
 		// Remembered even if a locked round's transaction then rolls back: that costs one poll finding nothing.
 		r.retryMu.Lock()
-		r.retries = append(r.retries, retryAt(r.clock().Add(wait)))
+		r.retries = append(r.retries, r.retryAt(wait))
 		r.retryMu.Unlock()
 		r.logFailure(tx.Statement.Context, m, errs[i])
 	}
@@ -954,19 +953,39 @@ func (r *Relay) record(tx *gorm.DB, rows []Message, errs []error, retryUntil tim
 	return stored, nil
 }
 
-// retryAt is when, by this process's clock, the relay polls for a row it failed with a backoff ending at at: at
-// rounded up to the millisecond. The row's next_attempt_at is the database's clock plus that backoff (see nowSQL),
-// rounded to the nearest millisecond by PostgreSQL; at, read once that statement returned, and truncated, made a poll
-// up to a millisecond before the row was due (31 of 400 rows failed in one round, in
-// TestRetryPollComesNoSoonerThanTheRowIsDue). That round claimed nothing and forgot the retry, and the row waited for
-// the idle poll, up to MaxIdleInterval. Rounded up, the poll is no sooner than the row is due however far apart the
-// two clocks are set, as long as they run at the same rate.
-func retryAt(at time.Time) int64 {
+// retryAt is when the relay polls for a row it failed with a backoff of wait, read once the statement that set the
+// row's next_attempt_at returned, on the clock next_attempt_at is written in (see nowSQL).
+//
+// On PostgreSQL that clock is the database's, which a step of this process's wall clock (NTP stepping it, a VM
+// resumed) does not move: the poll is this process's monotonic clock plus wait, no sooner than the row is due by the
+// database's as long as the two run at the same rate (PostgreSQL rounds its reading to the nearest millisecond, and
+// wait to whole milliseconds is no longer than wait). A wall-clock time stepped forward by an hour made the poll an
+// hour early: that round claimed nothing and forgot the retry, and the row waited for the idle poll, up to
+// MaxIdleInterval; stepped back, the poll came late by as much (up to the idle wait).
+//
+// On SQLite the clock is this process's wall clock, so a step moves the row's due time with it: the poll is that
+// clock plus wait, rounded up to the millisecond (next_attempt_at truncates it), a time with no monotonic reading.
+// A PostgreSQL whose clock steps (on this host, say) still moves its rows' due times away from the polls: a poll comes
+// early or late by the step, and the row waits up to MaxIdleInterval more.
+func (r *Relay) retryAt(wait time.Duration) time.Time {
+	if r.db.Dialector.Name() == "postgres" {
+		return time.Now().Add(wait)
+	}
+	at := r.clock().Add(wait)
 	ms := at.UnixMilli()
 	if time.UnixMilli(ms).Before(at) {
 		ms++
 	}
-	return ms
+	return time.UnixMilli(ms)
+}
+
+// retryNow is the clock retryAt's times are read on: the monotonic on PostgreSQL, the wall clock on SQLite (a time
+// with no monotonic reading compares by the wall clock).
+func (r *Relay) retryNow() time.Time {
+	if r.db.Dialector.Name() == "postgres" {
+		return time.Now()
+	}
+	return r.clock()
 }
 
 // logFailure logs a failed attempt of row m at its 1st, 2nd, 4th, 8th... attempt only. A row is retried until Kafka

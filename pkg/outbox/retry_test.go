@@ -14,13 +14,14 @@ import (
 )
 
 // A failed row's next_attempt_at is PostgreSQL's clock plus the backoff, in whole milliseconds rounded to the
-// nearest, and the relay polls for it when its own clock reaches its own reading plus the backoff (see record). That
+// nearest, and the relay polls for it when its own clock reaches its own reading plus the backoff (see retryAt). That
 // reading was truncated to the millisecond, so the poll could come before the row was due by the database: its round
 // claimed nothing and forgot the retry, and the row waited for the idle poll (up to MaxIdleInterval). The poll must
-// come no sooner than the row is due. The relay's clock is set to read no earlier than PostgreSQL's (see dbAhead), so
-// the polls and the rows' due times are compared on one clock wherever DATABASE_URL points. Compared on this host's
-// clock, a database 5 ms ahead of it failed the test with the fix (396 of 400 rows "early"), and one behind would
-// pass it without. Each row misses by chance (a few in a hundred), so the test fails many rows at once.
+// come no sooner than the row is due: read by PostgreSQL when it comes, rounded as PostgreSQL rounds, no less than
+// the row's next_attempt_at. The polls are moved to read no earlier than PostgreSQL's clock (see dbAhead), so they
+// and the rows' due times are compared on one clock wherever DATABASE_URL points. Compared on this host's clock, a
+// database 5 ms ahead of it failed the test with the fix (396 of 400 rows "early"), and one behind would pass it
+// without. Each row misses by chance (a few in a hundred), so the test fails many rows at once.
 func TestRetryPollComesNoSoonerThanTheRowIsDue(t *testing.T) {
 	ctx := context.Background()
 	db := dbtest.Postgres(t)
@@ -46,7 +47,6 @@ func TestRetryPollComesNoSoonerThanTheRowIsDue(t *testing.T) {
 	}
 	r := NewRelay(db, down{}, RelayOptions{BatchSize: n})
 	ahead := dbAhead(t, db)
-	r.clock = func() time.Time { return time.Now().Add(ahead) }
 	if claimed, err := r.RunOnce(ctx); err != nil || claimed != n {
 		t.Fatalf("RunOnce = %d, %v; want %d rows claimed", claimed, err, n)
 	}
@@ -59,12 +59,47 @@ func TestRetryPollComesNoSoonerThanTheRowIsDue(t *testing.T) {
 	}
 	early := 0
 	for i, at := range r.retries { // in id order, as record goes through the round's rows
-		if at < due[i] {
+		if at.Add(ahead).Add(time.Millisecond/2).UnixMilli() < due[i] {
 			early++
 		}
 	}
 	if early > 0 {
 		t.Fatalf("the relay polls for %d of %d failed rows before PostgreSQL finds them due", early, n)
+	}
+}
+
+// This process's wall clock stepped forward (NTP stepping it, a VM resumed) after a row failed: the relay scheduled
+// its poll for the row by the wall clock, so the poll came at once, an hour before PostgreSQL (whose clock the row's
+// due time is in, and which did not step) found the row due. That round claimed nothing and forgot the retry, and the
+// row waited for the idle poll, up to MaxIdleInterval. The poll now waits out the backoff on the monotonic clock, and
+// the round it starts finds the row due.
+func TestRetryPollWaitsOutTheBackoffAcrossAClockStep(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.Postgres(t)
+	if err := migrate.Up(ctx, db, Migrations); err != nil {
+		t.Fatal(err)
+	}
+	e, err := event.New("order.created", "/test", "k", map[string]string{"order_id": "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Transaction(func(tx *gorm.DB) error { return Add(ctx, tx, "t", "k", e) }); err != nil {
+		t.Fatal(err)
+	}
+	const backoff = 400 * time.Millisecond // the first retry waits 200-400 ms
+	r := NewRelay(db, down{}, RelayOptions{MinBackoff: backoff, MaxBackoff: backoff})
+	if claimed, err := r.RunOnce(ctx); err != nil || claimed != 1 {
+		t.Fatalf("RunOnce = %d, %v; want the row claimed and failed", claimed, err)
+	}
+	r.clock = func() time.Time { return time.Now().Add(time.Hour) }
+	wait := r.untilRetry(time.Hour)
+	if wait <= 0 || wait > backoff {
+		t.Fatalf("after the clock stepped an hour forward the retry poll is in %v, want the backoff's (0, %v]", wait, backoff)
+	}
+	time.Sleep(wait) // what Run's timer does
+	r.w = &counted{}
+	if claimed, err := r.RunOnce(ctx); err != nil || claimed != 1 {
+		t.Fatalf("the round at the retry poll claimed %d (%v), want the failed row", claimed, err)
 	}
 }
 
