@@ -39,6 +39,22 @@ var (
 		"OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"}
 )
 
+// TracesEndpoint is where Setup exports spans, read from the environment as
+// Setup reads it: the traces endpoint before the general one. When a
+// variable turns OTLP trace export off whatever the endpoints say, endpoint
+// is "" and off names it ("OTEL_SDK_DISABLED=true" or
+// "OTEL_TRACES_EXPORTER=none"), so what a program tells its user about its
+// traces (cmd/shanhai's banner) cannot drift from what Setup does.
+func TracesEndpoint() (endpoint, off string) {
+	switch {
+	case strings.EqualFold(envFirst(envDisabled), "true"):
+		return "", envDisabled + "=true"
+	case strings.EqualFold(envFirst(envTracesExporter), "none"):
+		return "", envTracesExporter + "=none"
+	}
+	return tracesOTLP.exportsTo(), ""
+}
+
 // sdkDisabled reports OTEL_SDK_DISABLED: true only for a case-insensitive
 // "true", as the specification defines booleans; another value but "false"
 // is warned about and read as false.

@@ -142,3 +142,29 @@ func TestSDKDisabled(t *testing.T) {
 		t.Errorf("OTEL_SDK_DISABLED=True recorded %d spans", n)
 	}
 }
+
+// TestTracesEndpoint: what TracesEndpoint says is what Setup does with the
+// same variables.
+func TestTracesEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name                          string
+		general, traces, exp, disable string
+		endpoint, off                 string
+	}{
+		{"nothing set", "", "", "", "", "", ""},
+		{"general", "http://c:4318", "", "", "", "http://c:4318", ""},
+		{"traces first", "http://c:4318", "http://j:4318/t", "", "", "http://j:4318/t", ""},
+		{"exporter NONE", "http://c:4318", "", "NONE", "", "", "OTEL_TRACES_EXPORTER=none"},
+		{"SDK disabled", "http://c:4318", "", "otlp", "TRUE", "", "OTEL_SDK_DISABLED=true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", tc.general)
+			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", tc.traces)
+			t.Setenv("OTEL_TRACES_EXPORTER", tc.exp)
+			t.Setenv("OTEL_SDK_DISABLED", tc.disable)
+			if ep, off := TracesEndpoint(); ep != tc.endpoint || off != tc.off {
+				t.Errorf("TracesEndpoint() = %q, %q; want %q, %q", ep, off, tc.endpoint, tc.off)
+			}
+		})
+	}
+}
