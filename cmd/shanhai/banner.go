@@ -3,10 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/shanhai-dev/shanhai/pkg/redact"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 // Banner prints what a newcomer needs: where the gateway is, a demo to paste,
@@ -40,9 +40,9 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 	for _, name := range Names {
 		fmt.Fprintf(w, "  %-8s %s\n", name, p.Parts[name].MetricsURL())
 	}
-	switch ep, off := tracesTo(); {
-	case off:
-		fmt.Fprintln(w, "Traces: off (OTEL_TRACES_EXPORTER=none).")
+	switch ep, off := telemetry.TracesEndpoint(); {
+	case off != "":
+		fmt.Fprintf(w, "Traces: off (%s).\n", off)
 	case ep != "":
 		fmt.Fprintf(w, "Traces: exported over OTLP to %s.\n", redact.URL(ep))
 	default:
@@ -59,21 +59,6 @@ func Banner(w io.Writer, p *Platform, native bool, mem Memory, memErr error) {
 		}
 	}
 	fmt.Fprintln(w, "Ctrl-C stops everything.")
-}
-
-// tracesTo is where the parts send spans, read as pkg/telemetry reads it
-// (traceExporter): the traces endpoint before the general one, and nowhere
-// when OTEL_TRACES_EXPORTER=none (off), whatever the endpoints say.
-func tracesTo() (endpoint string, off bool) {
-	if strings.TrimSpace(os.Getenv("OTEL_TRACES_EXPORTER")) == "none" {
-		return "", true
-	}
-	for _, k := range []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"} {
-		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
-			return v, false
-		}
-	}
-	return "", false
 }
 
 // demo is the happy path through the gateway: register, log in, list

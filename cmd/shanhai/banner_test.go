@@ -9,27 +9,31 @@ import (
 
 // The banner's traces line says what pkg/telemetry does with the same
 // variables: the per-signal endpoint is used before the general one, and
-// OTEL_TRACES_EXPORTER=none turns export off whatever the endpoints say.
+// OTEL_TRACES_EXPORTER=none (in any case) or OTEL_SDK_DISABLED=true turns
+// export off whatever the endpoints say.
 func TestBannerSaysWhereTracesGo(t *testing.T) {
 	const (
 		general = "http://collector:4318"
 		traces  = "http://jaeger:4318"
 	)
 	for _, c := range []struct {
-		name                    string
-		endpoint, tracesEP, exp string
-		want                    string
+		name                             string
+		endpoint, tracesEP, exp, disable string
+		want                             string
 	}{
-		{"nothing set", "", "", "", "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT"},
-		{"general endpoint", general, "", "", "Traces: exported over OTLP to " + general + "."},
-		{"traces endpoint only", "", traces, "", "Traces: exported over OTLP to " + traces + "."},
-		{"traces endpoint first", general, traces, "", "Traces: exported over OTLP to " + traces + "."},
-		{"exporter none", general, "", "none", "Traces: off (OTEL_TRACES_EXPORTER=none)."},
+		{"nothing set", "", "", "", "", "Traces: off; set OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{"general endpoint", general, "", "", "", "Traces: exported over OTLP to " + general + "."},
+		{"traces endpoint only", "", traces, "", "", "Traces: exported over OTLP to " + traces + "."},
+		{"traces endpoint first", general, traces, "", "", "Traces: exported over OTLP to " + traces + "."},
+		{"exporter none", general, "", "none", "", "Traces: off (OTEL_TRACES_EXPORTER=none)."},
+		{"exporter NONE", general, "", "NONE", "", "Traces: off (OTEL_TRACES_EXPORTER=none)."},
+		{"SDK disabled", general, "", "", "true", "Traces: off (OTEL_SDK_DISABLED=true)."},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", c.endpoint)
 			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", c.tracesEP)
 			t.Setenv("OTEL_TRACES_EXPORTER", c.exp)
+			t.Setenv("OTEL_SDK_DISABLED", c.disable)
 			var out strings.Builder
 			Banner(&out, bannerPlatform(), false, Memory{}, nil)
 			var got string
