@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/shanhai-dev/shanhai/pkg/config"
 	"github.com/shanhai-dev/shanhai/pkg/interrupt"
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
@@ -76,18 +77,26 @@ func logLevelDefault() string {
 }
 
 // partsLogLevel is the LOG_LEVEL every part gets for level, or why there is
-// none. The parts' configurations take exactly debug, info, warn or error, a
-// narrower set than slog's parser (which also takes "INFO" or "warn+1"), so
-// checking with slog let a level through that then stopped user, order and
-// payment after the servers had started. Capitals name the same level and
-// are lowered rather than refused.
+// none. The parts' configurations read LOG_LEVEL through pkg/config, whose
+// one check takes exactly debug, info, warn or error, so the flag is checked
+// by that same check: slog's parser (which also takes "INFO" or "warn+1")
+// let a level through that then stopped user, order and payment after the
+// servers had started, and a list of the four names kept here could drift
+// from the parts'. Capitals name the same level and are lowered rather than
+// refused.
 func partsLogLevel(level string) (string, error) {
 	l := strings.ToLower(strings.TrimSpace(level))
-	switch l {
-	case "debug", "info", "warn", "error":
-		return l, nil
+	var cfg struct {
+		Level slog.Level `env:"LOG_LEVEL"`
 	}
-	return "", fmt.Errorf("-log-level %q (its default is LOG_LEVEL, when set): want debug, info, warn or error", level)
+	if err := config.LoadFrom(&cfg, map[string]string{"LOG_LEVEL": l}); err != nil {
+		var invalid *config.Error
+		if errors.As(err, &invalid) && len(invalid.Vars) == 1 {
+			err = invalid.Vars[0] // "LOG_LEVEL: ...: must be debug, info, warn or error"
+		}
+		return "", fmt.Errorf("-log-level %q (its default is LOG_LEVEL, when set): %w", level, err)
+	}
+	return l, nil
 }
 
 // sqliteDataDir refuses a -data the services' SQLite URLs cannot name.
