@@ -18,8 +18,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
@@ -155,6 +157,14 @@ func run() error {
 			return err
 		}
 	}
+
+	// The ports are this run's before anything is made: two runs started at
+	// once both found them free, split them and both stopped (lockPorts).
+	locks, err := lockPorts(portLockDir(), append(slices.Collect(maps.Values(httpPorts)), slices.Collect(maps.Values(adminPorts))...))
+	if err != nil {
+		return err
+	}
+	defer locks.release()
 
 	// Signals are caught from here on, before anything is made that a
 	// Ctrl-C should undo (the temporary data directory); they used to be

@@ -1,0 +1,101 @@
+//go:build unix
+
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+)
+
+// errPortsHeld marks a port of the block another shanhai run holds.
+var errPortsHeld = errors.New("port block held by another run")
+
+// portLockDir is where the runs of this machine lock the ports of their
+// blocks: one file per port, named by its number, in the directory the
+// default -data is made in too.
+func portLockDir() string { return filepath.Join(os.TempDir(), "shanhai-ports") }
+
+// portLocks are the locks of a run's ports, held until release.
+type portLocks []*os.File
+
+// lockPorts takes every port of the run's block, lowest first, before the
+// run starts anything, or says which run holds one. Checking that a port is
+// free (checkPorts) cannot tell two runs started at once: both found the
+// block free, each part then bound where it could, and when the blocks were
+// split between them (the same -port, or overlapping ones) both runs
+// stopped, each missing a port the other had. A lock per port, not per
+// -port, also covers overlapping blocks (8080 and 8082 share 8082-8084).
+// Taken lowest first and never waited for, one of two runs always gets
+// them all: a run refused at port x stops at once, and the other, which
+// holds x, never wants a port below x that the first holds.
+//
+// The locks are flock(2), which the kernel drops with the process, killed
+// or not; release also removes the files. Runs whose $TMPDIR differs do not
+// see each other's locks (the port check and the /readyz owner check still
+// stop them, as before). Where the file system has no locks, the run warns
+// and goes on unguarded.
+func lockPorts(dir string, ports []int) (portLocks, error) {
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return nil, fmt.Errorf("port locks: %w", err)
+	}
+	// Every user's runs share it, as they share the ports: sticky, as
+	// /tmp is, so none can remove another's file. Not ours: left alone.
+	_ = os.Chmod(dir, 0o777|os.ModeSticky)
+	ports = slices.Sorted(slices.Values(ports))
+	var locks portLocks
+	for _, port := range slices.Compact(ports) {
+		path := filepath.Join(dir, strconv.Itoa(port))
+		f, holder, err := lockPortFile(path)
+		if err == nil {
+			locks = append(locks, f)
+			continue
+		}
+		locks.release()
+		switch {
+		case errors.Is(err, errHeld):
+			return nil, fmt.Errorf("%w: another shanhai run holds %s%s: port %d is in both blocks; stop that run, "+
+				"or move this one's whole block with -port", errPortsHeld, path, pidSuffix(holder), port)
+		case errors.Is(err, errNoLocks):
+			slog.Warn("ports cannot be locked: a second run started at the same time on these ports would not be refused",
+				"dir", dir, "err", err)
+			return nil, nil
+		}
+		return nil, fmt.Errorf("port locks: %w", err)
+	}
+	return locks, nil
+}
+
+// lockPortFile is lockFile, taken again when the file it locked was removed
+// meanwhile: a run releasing its ports removes the files, and the lock of a
+// removed file is no one's guard.
+func lockPortFile(path string) (f *os.File, holder int, err error) {
+	for {
+		if f, holder, err = lockFile(path); err != nil {
+			return nil, holder, err
+		}
+		locked, err1 := f.Stat()
+		named, err2 := os.Stat(path)
+		if err1 == nil && err2 == nil && os.SameFile(locked, named) {
+			return f, 0, nil
+		}
+		f.Close()
+		if err := errors.Join(err1, err2); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, 0, fmt.Errorf("lock %s: %w", path, err)
+		}
+	}
+}
+
+// release removes the lock files, then drops the locks. Removing first
+// keeps a run that opens a file in between from locking it: it finds the
+// lock still held, or then that the file it locked is gone (lockPortFile).
+func (l portLocks) release() {
+	for _, f := range l {
+		_ = os.Remove(f.Name())
+		_ = f.Close()
+	}
+}
