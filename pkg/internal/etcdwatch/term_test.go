@@ -111,36 +111,14 @@ func (p *probeEnds) Get(ctx context.Context, key string, opts ...clientv3.OpOpti
 // probe. The answers here are the shared etcd's, their headers rewritten as two such members would send them; the
 // last shows the member first seen at the higher term behind it, which ends the watch (Lost).
 func TestFollowComparesTheTermsOfOneMemberOnly(t *testing.T) {
-	cli, key, start := sharedEtcdKey(t)
-	ctx := t.Context()
 	// The member read first, its term since raised; another member, at the term the first left behind; that one
 	// before it applies an entry; the first member again, then behind the term it answered at.
 	ahead := func(h *etcdserverpb.ResponseHeader) { h.RaftTerm += 5 }
 	lagging := func(h *etcdserverpb.ResponseHeader) { h.MemberId++ }
 	restarted := func(h *etcdserverpb.ResponseHeader) { h.MemberId, h.RaftTerm = h.MemberId+1, 0 }
 	asItIs := func(*etcdserverpb.ResponseHeader) {}
-	cli.KV = &rewrittenHeaders{KV: cli.KV, next: []func(*etcdserverpb.ResponseHeader){
-		ahead, lagging, restarted, ahead, asItIs}}
-	probe := make(chan time.Time)
-	ended := make(chan End, 1)
-	go func() {
-		ended <- Follow(ctx, cli, key, start.Header.Revision+1, start, probe, 5*time.Second, func(clientv3.WatchResponse) {})
-	}()
-	// Each send returns once Follow took the tick, so the probe before it has been answered.
-	for i := range 5 {
-		select {
-		case probe <- time.Now():
-		case end := <-ended:
-			t.Fatalf("Follow ended %+v after %d probes, answered by members of one cluster", end, i)
-		}
-	}
-	select {
-	case probe <- time.Now():
-		t.Fatal("Follow went on after the member first read answered behind the term it had answered at")
-	case end := <-ended:
-		if !end.Lost {
-			t.Fatalf("Follow ended %+v, want Lost", end)
-		}
+	if end := endOfProbes(t, ahead, lagging, restarted, ahead, asItIs); !end.Lost {
+		t.Fatalf("Follow ended %+v, want Lost", end)
 	}
 }
 
@@ -149,35 +127,17 @@ func TestFollowComparesTheTermsOfOneMemberOnly(t *testing.T) {
 // Now another cluster id ends it (Lost). The answers are the shared etcd's, the second probe's header rewritten as
 // such an etcd would send it.
 func TestFollowEndsOnAnotherClusterID(t *testing.T) {
-	cli, key, start := sharedEtcdKey(t)
+	asItIs := func(*etcdserverpb.ResponseHeader) {}
 	otherCluster := func(h *etcdserverpb.ResponseHeader) { h.ClusterId++ }
-	cli.KV = &rewrittenHeaders{KV: cli.KV, next: []func(*etcdserverpb.ResponseHeader){
-		func(*etcdserverpb.ResponseHeader) {}, otherCluster}}
-	probe := make(chan time.Time)
-	ended := make(chan End, 1)
-	go func() {
-		ended <- Follow(t.Context(), cli, key, start.Header.Revision+1, start, probe, 5*time.Second,
-			func(clientv3.WatchResponse) {})
-	}()
-	for i := range 2 {
-		select {
-		case probe <- time.Now():
-		case end := <-ended:
-			t.Fatalf("Follow ended %+v after %d probes, answered by the cluster it read first", end, i)
-		}
-	}
-	select {
-	case probe <- time.Now():
-		t.Fatal("Follow went on after etcd answered with another cluster id")
-	case end := <-ended:
-		if !end.Lost || end.WentBack || end.Replaced {
-			t.Fatalf("Follow ended %+v, want Lost alone", end)
-		}
+	if end := endOfProbes(t, asItIs, otherCluster); !end.Lost || end.WentBack || end.Replaced {
+		t.Fatalf("Follow ended %+v, want Lost alone", end)
 	}
 }
 
-// sharedEtcdKey is a client of the shared etcd, a key of the test's own written there, and the read of it.
-func sharedEtcdKey(t *testing.T) (*clientv3.Client, string, *clientv3.GetResponse) {
+// endOfProbes follows a key of the test's own on the shared etcd, the headers of the probes' answers rewritten by
+// rewrites in turn, and returns how Follow ended on the last of them. It fails the test if Follow ended on an earlier
+// one, or went on after the last.
+func endOfProbes(t *testing.T, rewrites ...func(*etcdserverpb.ResponseHeader)) End {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 5 * time.Second,
 		Logger: zap.NewNop()})
@@ -185,15 +145,36 @@ func sharedEtcdKey(t *testing.T) (*clientv3.Client, string, *clientv3.GetRespons
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cli.Close() })
+	ctx := t.Context()
 	key := fmt.Sprintf("/term-test/%d", time.Now().UnixNano())
-	if _, err := cli.Put(t.Context(), key, "v"); err != nil {
+	if _, err := cli.Put(ctx, key, "v"); err != nil {
 		t.Fatal(err)
 	}
-	start, err := cli.Get(t.Context(), key)
+	start, err := cli.Get(ctx, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cli, key, start
+	cli.KV = &rewrittenHeaders{KV: cli.KV, next: rewrites}
+	probe := make(chan time.Time)
+	ended := make(chan End, 1)
+	go func() {
+		ended <- Follow(ctx, cli, key, start.Header.Revision+1, start, probe, 5*time.Second, func(clientv3.WatchResponse) {})
+	}()
+	// Each send returns once Follow took the tick, so the probe before it has been answered.
+	for i := range rewrites {
+		select {
+		case probe <- time.Now():
+		case end := <-ended:
+			t.Fatalf("Follow ended %+v after %d probes, before the last answer rewritten", end, i)
+		}
+	}
+	select {
+	case probe <- time.Now():
+		t.Fatalf("Follow went on after the last of %d answers rewritten", len(rewrites))
+	case end := <-ended:
+		return end
+	}
+	return End{}
 }
 
 // rewrittenHeaders rewrites the header of each count-only read at etcd's current revision (the probe's first read;
