@@ -1,11 +1,14 @@
 package telemetry
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 )
 
@@ -25,19 +28,27 @@ const (
 	envMetricsExporter = "OTEL_METRICS_EXPORTER"
 )
 
-// otlpSignal is one signal's OTLP variables: the exporter switch, the
-// endpoint and header variables it reads (its own first, then the general
-// one), and its protocol variable.
+// otlpSignal is one signal's OTLP variables: its exporter switch and the
+// name its own variables carry (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), each
+// read before the general one (OTEL_EXPORTER_OTLP_ENDPOINT).
 type otlpSignal struct {
-	exporter, endpoint, headers, protocol string
+	exporter, signal string
 }
 
 var (
-	tracesOTLP = otlpSignal{envTracesExporter, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-		"OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"}
-	metricsOTLP = otlpSignal{envMetricsExporter, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
-		"OTEL_EXPORTER_OTLP_METRICS_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"}
+	tracesOTLP  = otlpSignal{envTracesExporter, "TRACES"}
+	metricsOTLP = otlpSignal{envMetricsExporter, "METRICS"}
 )
+
+// own is the name of the signal's own variable for setting, e.g. ENDPOINT.
+func (s otlpSignal) own(setting string) string {
+	return "OTEL_EXPORTER_OTLP_" + s.signal + "_" + setting
+}
+
+// both is the signal's own variable for setting and the general one.
+func (s otlpSignal) both(setting string) []string {
+	return []string{s.own(setting), "OTEL_EXPORTER_OTLP_" + setting}
+}
 
 // TracesEndpoint is where Setup exports spans, read from the environment as
 // Setup reads it: the traces endpoint before the general one. When a
@@ -76,7 +87,7 @@ func (s otlpSignal) exportsTo() string {
 	if strings.EqualFold(envFirst(s.exporter), "none") {
 		return ""
 	}
-	return envFirst(s.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT")
+	return envFirst(s.both("ENDPOINT")...)
 }
 
 // checkEnv refuses OTEL_RESOURCE_ATTRIBUTES and, unless the SDK is
@@ -97,17 +108,15 @@ func checkEnv(disabled bool) error {
 		if s.exportsTo() == "" {
 			continue
 		}
-		for _, k := range []string{s.endpoint, "OTEL_EXPORTER_OTLP_ENDPOINT"} {
-			if err := checkEndpoint(os.Getenv(k)); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", k, err))
+		for _, c := range otlpChecks {
+			for _, k := range s.both(c.setting) {
+				if err := c.check(strings.TrimSpace(os.Getenv(k))); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", k, err))
+				}
 			}
 		}
-		for _, k := range []string{s.headers, "OTEL_EXPORTER_OTLP_HEADERS"} {
-			if err := checkHeaders(os.Getenv(k)); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", k, err))
-			}
-		}
-		if p := protocol(s.protocol); p != "grpc" && p != "http/protobuf" {
+		errs = append(errs, checkClientCert(s.both("CLIENT_CERTIFICATE"), s.both("CLIENT_KEY"))...)
+		if p := protocol(s.own("PROTOCOL")); p != "grpc" && p != "http/protobuf" {
 			errs = append(errs, fmt.Errorf("OTLP protocol %q not supported (grpc or http/protobuf)", p))
 		}
 	}
@@ -117,11 +126,73 @@ func checkEnv(disabled bool) error {
 	return nil
 }
 
+// otlpChecks check the exporters' settings, by name (ENDPOINT is
+// OTEL_EXPORTER_OTLP_ENDPOINT and each signal's own); each gets the
+// variable's trimmed value and accepts an empty one (unset).
+var otlpChecks = []struct {
+	setting string
+	check   func(string) error
+}{
+	{"ENDPOINT", checkEndpoint},
+	{"HEADERS", checkHeaders},
+	// Whole milliseconds, as the specification says: "10s" was ignored
+	// and the 10 s default used.
+	{"TIMEOUT", func(v string) error {
+		if n, err := strconv.Atoi(v); v != "" && (err != nil || n < 0) {
+			return fmt.Errorf("%q must be a whole number of milliseconds", v)
+		}
+		return nil
+	}},
+	// The exporters compress for "gzip" exactly and send anything else
+	// uncompressed.
+	{"COMPRESSION", func(v string) error {
+		if v != "" && v != "gzip" && v != "none" {
+			return fmt.Errorf("%q must be gzip or none", v)
+		}
+		return nil
+	}},
+	// Unreadable or not PEM, the exporters fell back to the system's roots,
+	// and every export then failed its TLS handshake.
+	{"CERTIFICATE", func(v string) error {
+		if v == "" {
+			return nil
+		}
+		pem, err := os.ReadFile(v)
+		if err != nil {
+			return err
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s holds no PEM certificate", v)
+		}
+		return nil
+	}},
+}
+
+// checkClientCert checks the client certificate and key the exporters
+// would load (the signal's own pair before the general one): both given
+// and loadable as a pair, or neither. Otherwise the exporters sent no client
+// certificate, and a collector that asks for one refused every export.
+func checkClientCert(certVars, keyVars []string) []error {
+	var errs []error
+	for i := range certVars {
+		cert, key := strings.TrimSpace(os.Getenv(certVars[i])), strings.TrimSpace(os.Getenv(keyVars[i]))
+		switch {
+		case cert == "" && key == "":
+		case cert == "" || key == "":
+			errs = append(errs, fmt.Errorf("%s and %s: give both or neither", certVars[i], keyVars[i]))
+		default:
+			if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+				errs = append(errs, fmt.Errorf("%s, %s: %w", certVars[i], keyVars[i], err))
+			}
+		}
+	}
+	return errs
+}
+
 // checkEndpoint accepts what the specification requires of an OTLP endpoint
 // for both protocols: a URL with scheme http or https and a host. An empty
 // value is unset.
 func checkEndpoint(v string) error {
-	v = strings.TrimSpace(v)
 	if v == "" {
 		return nil
 	}

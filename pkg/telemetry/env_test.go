@@ -2,8 +2,11 @@ package telemetry
 
 import (
 	"context"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -76,6 +79,22 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		{"header value", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_HEADERS": "k=%zz"}, "OTEL_EXPORTER_OTLP_HEADERS"},
 		{"exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"},
+		// Each of these was ignored by the exporters with a line on the
+		// standard logger: the default timeout, no compression, the
+		// system's roots, no client certificate.
+		{"timeout with a unit", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, "OTEL_EXPORTER_OTLP_TIMEOUT"},
+		{"compression", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "zstd"}, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"},
+		{"CA file missing", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"}, "OTEL_EXPORTER_OTLP_CERTIFICATE"},
+		{"CA file not PEM", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE": "env_test.go"}, "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"},
+		{"client key alone", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_CLIENT_KEY": "env_test.go"}, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"},
+		{"client pair unreadable", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE": "env_test.go",
+			"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY":         "env_test.go"}, "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY"},
 		// The SDK kept service.name=a and dropped "broken" silently; the
 		// specification discards the whole value and reports it.
 		{"resource member", map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "service.name=a,broken"},
@@ -106,6 +125,8 @@ func TestOTLPSignalEndpoints(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "HTTP/Protobuf")
 	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%20b, ,")
 	t.Setenv("OTEL_TRACES_EXPORTER", "OTLP")
+	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
+	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
 	if err := emit(t); err != nil {
 		t.Fatal(err)
 	}
@@ -166,5 +187,36 @@ func TestTracesEndpoint(t *testing.T) {
 				t.Errorf("TracesEndpoint() = %q, %q; want %q, %q", ep, off, tc.endpoint, tc.off)
 			}
 		})
+	}
+}
+
+// TestOTLPCertificateFile: a CA file checkEnv accepts is the one the
+// exporters trust.
+func TestOTLPCertificateFile(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		hits int
+	)
+	rx := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer rx.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	block := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rx.Certificate().Raw})
+	if err := os.WriteFile(ca, block, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.URL)
+	t.Setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", ca)
+	if err := emit(t); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if hits != 2 {
+		t.Errorf("TLS receiver got %d requests, want traces and metrics", hits)
 	}
 }

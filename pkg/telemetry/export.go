@@ -29,7 +29,7 @@ func traceExporter(ctx context.Context, disabled bool) (sdktrace.SpanExporter, e
 		exp sdktrace.SpanExporter
 		err error
 	)
-	switch p := protocol(tracesOTLP.protocol); p {
+	switch p := protocol(tracesOTLP.own("PROTOCOL")); p {
 	case "grpc":
 		exp, err = otlptracegrpc.New(ctx)
 	case "http/protobuf":
@@ -51,7 +51,7 @@ func metricReader(ctx context.Context, disabled bool) (sdkmetric.Reader, error) 
 		exp sdkmetric.Exporter
 		err error
 	)
-	switch p := protocol(metricsOTLP.protocol); p {
+	switch p := protocol(metricsOTLP.own("PROTOCOL")); p {
 	case "grpc":
 		exp, err = otlpmetricgrpc.New(ctx)
 	case "http/protobuf":
