@@ -593,7 +593,7 @@ func (s *bsession) ack() {
 // what was delivered up to it and not acked since. Exact as of that delivery; watchLag adds what came while deliveries
 // wait. Called with s.mu held, so that a delivery and an ack set it in the order they counted.
 func (s *bsession) lag() {
-	s.p.leg.o.Metrics.ArchiveLag(s.p.route.Topic, s.p.id, int64(s.pending+s.delivered-s.acked))
+	s.p.leg.o.Metrics.ArchiveLag(s.p.route.Topic, s.p.id, max(int64(s.pending)+int64(s.delivered)-int64(s.acked), 0))
 }
 
 // watchLag reads the consumer every LagInterval while the session's deliveries wait with messages unarchived (Pulsar

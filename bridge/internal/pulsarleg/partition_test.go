@@ -7,11 +7,13 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/commit"
 	"github.com/shanhai-dev/shanhai/bridge/internal/dlq"
 	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
+	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
 )
 
 // ackedMsg is a delivered message as ack reads it: its headers, and an Ack that succeeds.
@@ -29,7 +31,11 @@ func (m ackedMsg) Metadata() (*jetstream.MsgMetadata, error) {
 // Pulsar's verdicts on offsets at or below the last acked one are dropped once acked (they were kept for the whole
 // generation, one for every message Pulsar refused); a later offset's stays, as a replay from the ack floor reads it.
 func TestAckForgetsTheRejectionsOfAckedOffsets(t *testing.T) {
-	p := &partition{leg: New(Options{}), route: mapping.Route{Topic: "t", Subject: "t"}, id: 1,
+	m, err := metrics.New(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &partition{leg: New(Options{Metrics: m}), route: mapping.Route{Topic: "t", Subject: "t"}, id: 1,
 		rejects: map[int64]rejection{10: {n: 6}, 11: {n: 1}, 12: {n: 1}}}
 	s := &bsession{p: p, tracker: commit.New(1)}
 	for cseq, offset := range []int64{10, 11, 12} {
