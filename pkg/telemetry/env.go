@@ -98,6 +98,9 @@ func checkEnv(disabled bool) error {
 	if err := checkResource(os.Getenv(envResource)); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", envResource, err))
 	}
+	if !disabled {
+		errs = append(errs, checkNumbers()...)
+	}
 	for _, s := range []otlpSignal{tracesOTLP, metricsOTLP} {
 		if disabled {
 			break
@@ -166,6 +169,41 @@ var otlpChecks = []struct {
 		}
 		return nil
 	}},
+}
+
+// sdkNumbers are the SDK's numeric variables, with the least each takes.
+// The SDK reads each as a plain integer (milliseconds for the delays and
+// timeouts) and falls back to its default on anything else: for
+// OTEL_BSP_SCHEDULE_DELAY=5s not even a warning is printed (it is logged at
+// the OTel logger's Info, below what it prints by default), and the metric
+// reader ignores a value that is not positive.
+var sdkNumbers = []struct {
+	name  string
+	least int64
+}{
+	{"OTEL_BSP_SCHEDULE_DELAY", 0},
+	{"OTEL_BSP_EXPORT_TIMEOUT", 0},
+	{"OTEL_BSP_MAX_QUEUE_SIZE", 0},
+	{"OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 0},
+	{"OTEL_METRIC_EXPORT_INTERVAL", 1},
+	{"OTEL_METRIC_EXPORT_TIMEOUT", 1},
+}
+
+// checkNumbers refuses a value of sdkNumbers that the SDK would ignore.
+func checkNumbers() []error {
+	var errs []error
+	for _, n := range sdkNumbers {
+		v := strings.TrimSpace(os.Getenv(n.name))
+		if v == "" {
+			continue
+		}
+		// Atoi: the batch processor's parse, narrower than the metric reader's ParseInt on 32-bit platforms.
+		if i, err := strconv.Atoi(v); err != nil || int64(i) < n.least {
+			errs = append(errs, fmt.Errorf("%s=%q: must be a whole number (of milliseconds for a delay, "+
+				"interval or timeout), at least %d", n.name, v, n.least))
+		}
+	}
+	return errs
 }
 
 // checkClientCert checks the client certificate and key the exporters

@@ -84,6 +84,8 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		// system's roots, no client certificate.
 		{"timeout with a unit", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, "OTEL_EXPORTER_OTLP_TIMEOUT"},
+		{"batch delay with a unit", map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "OTEL_BSP_SCHEDULE_DELAY"},
+		{"metric interval zero", map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "0"}, "OTEL_METRIC_EXPORT_INTERVAL"},
 		{"compression", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "zstd"}, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"},
 		{"CA file missing", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
@@ -127,6 +129,8 @@ func TestOTLPSignalEndpoints(t *testing.T) {
 	t.Setenv("OTEL_TRACES_EXPORTER", "OTLP")
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
 	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "0")
+	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")
 	if err := emit(t); err != nil {
 		t.Fatal(err)
 	}
