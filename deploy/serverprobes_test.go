@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +22,41 @@ var serverProbes = map[string]struct{ liveness, readiness, since string }{
 	// /-/ready is 503 until the TSDB has replayed its WAL, which the emptyDir keeps across a container restart: as
 	// liveness it would restart a Prometheus still replaying, to replay again. /-/healthy answers once it runs.
 	"prom/prometheus:": {"/-/healthy", "/-/ready", ""},
+	// nats-server 2.14.9 (server.go Start) recovers every stream and consumer of a single server before it opens its
+	// client port, and every /healthz first asks for that port, so none passes mid-recovery. What the variants then
+	// tell apart: js-enabled-only (which both probes and compose asked) passes once JetStream is on; the whole
+	// /healthz also checks (monitor.go healthz) that each stream in the store directory was recovered and has no
+	// write error: a stream that failed to load is logged and skipped, and the server started ready without it.
+	// Liveness asks js-server-only (the listeners): neither a lost stream nor its data comes back with a restart.
+	"nats:": {"/healthz?js-server-only=true", "/healthz", ""},
+}
+
+// composeReadiness is, by compose service, the image of serverProbes whose readiness its healthcheck asks: compose
+// has one check, which gates the services depending on it as readiness does.
+var composeReadiness = map[string]string{"nats": "nats:"}
+
+// TestComposeServersHealthchecksAskTheirReadiness: see composeReadiness.
+func TestComposeServersHealthchecksAskTheirReadiness(t *testing.T) {
+	p := loadCompose(t)
+	for name, image := range composeReadiness {
+		s, ok := p.Services[name]
+		if !ok {
+			t.Errorf("compose runs no %s service", name)
+			continue
+		}
+		want := serverProbes[image].readiness
+		var got []string
+		if s.HealthCheck != nil {
+			for _, arg := range s.HealthCheck.Test {
+				if u, err := url.Parse(arg); err == nil && u.Scheme == "http" {
+					got = append(got, u.RequestURI())
+				}
+			}
+		}
+		if len(got) != 1 || got[0] != want {
+			t.Errorf("compose %s: healthcheck asks %q, want %q only", name, got, want)
+		}
+	}
 }
 
 // TestServersProbesAskTheirOwnLivenessAndReadiness: see serverProbes.
