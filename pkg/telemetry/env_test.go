@@ -224,3 +224,25 @@ func TestOTLPCertificateFile(t *testing.T) {
 		t.Errorf("TLS receiver got %d requests, want traces and metrics", hits)
 	}
 }
+
+// TestServiceNamePrecedence: OTEL_SERVICE_NAME before service.name in
+// OTEL_RESOURCE_ATTRIBUTES (the specification's order), either before the
+// compiled-in name.
+func TestServiceNamePrecedence(t *testing.T) {
+	for _, tc := range []struct{ name, attrs, want string }{
+		{"", "", "compiled"},
+		{"", "service.name=from-attrs,zone=a", "from-attrs"},
+		{"from-name", "service.name=from-attrs", "from-name"},
+	} {
+		t.Setenv("OTEL_SERVICE_NAME", tc.name)
+		t.Setenv("OTEL_RESOURCE_ATTRIBUTES", tc.attrs)
+		res, err := newResource(context.Background(), Options{ServiceName: "compiled"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, _ := res.Set().Value("service.name"); v.AsString() != tc.want {
+			t.Errorf("OTEL_SERVICE_NAME=%q OTEL_RESOURCE_ATTRIBUTES=%q: service.name %q, want %q",
+				tc.name, tc.attrs, v.AsString(), tc.want)
+		}
+	}
+}
