@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -24,6 +25,7 @@ import (
 const (
 	envDisabled        = "OTEL_SDK_DISABLED"
 	envResource        = "OTEL_RESOURCE_ATTRIBUTES"
+	envPropagators     = "OTEL_PROPAGATORS"
 	envTracesExporter  = "OTEL_TRACES_EXPORTER"
 	envMetricsExporter = "OTEL_METRICS_EXPORTER"
 )
@@ -98,6 +100,9 @@ func checkEnv(disabled bool) error {
 	if err := checkResource(os.Getenv(envResource)); err != nil {
 		errs = append(errs, fmt.Errorf("%s: %w", envResource, err))
 	}
+	if err := checkPropagators(os.Getenv(envPropagators)); err != nil {
+		errs = append(errs, err)
+	}
 	if !disabled {
 		errs = append(errs, checkNumbers()...)
 	}
@@ -169,6 +174,26 @@ var otlpChecks = []struct {
 		}
 		return nil
 	}},
+}
+
+// checkPropagators accepts OTEL_PROPAGATORS only where it names what
+// Propagator does anyway, W3C tracecontext and baggage (in any order and
+// case): the platform has that one format, on every carrier, and another
+// list (b3, or none) was ignored without a word. The SDK's own setting
+// applies even when it is disabled, so this is checked then too.
+func checkPropagators(v string) error {
+	if strings.TrimSpace(v) == "" {
+		return nil
+	}
+	var got []string
+	for p := range strings.SplitSeq(v, ",") {
+		got = append(got, strings.ToLower(strings.TrimSpace(p)))
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"baggage", "tracecontext"}) {
+		return fmt.Errorf("%s=%q: only tracecontext,baggage is supported (the platform's one format)", envPropagators, v)
+	}
+	return nil
 }
 
 // sdkNumbers are the SDK's numeric variables, with the least each takes.

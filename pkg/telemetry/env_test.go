@@ -84,6 +84,9 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		// system's roots, no client certificate.
 		{"timeout with a unit", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, "OTEL_EXPORTER_OTLP_TIMEOUT"},
+		{"propagators", map[string]string{"OTEL_PROPAGATORS": "b3"}, "OTEL_PROPAGATORS"},
+		{"propagators with SDK disabled", map[string]string{"OTEL_PROPAGATORS": "tracecontext",
+			"OTEL_SDK_DISABLED": "true"}, "OTEL_PROPAGATORS"},
 		{"batch delay with a unit", map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "OTEL_BSP_SCHEDULE_DELAY"},
 		{"metric interval zero", map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "0"}, "OTEL_METRIC_EXPORT_INTERVAL"},
 		{"compression", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
@@ -130,6 +133,7 @@ func TestOTLPSignalEndpoints(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
 	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "0")
+	t.Setenv("OTEL_PROPAGATORS", "Baggage, tracecontext")
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")
 	if err := emit(t); err != nil {
 		t.Fatal(err)

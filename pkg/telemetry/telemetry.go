@@ -55,7 +55,8 @@ import (
 // https URL, a header that is not key=value, a timeout that is not whole
 // milliseconds, a compression other than gzip or none, a certificate file
 // that cannot be loaded, an OTEL_BSP_* or OTEL_METRIC_EXPORT_* value that is
-// not a whole number, an unknown protocol or exporter, an
+// not a whole number, an OTEL_PROPAGATORS other than tracecontext,baggage,
+// an unknown protocol or exporter, an
 // OTEL_RESOURCE_ATTRIBUTES member that is not key=value) makes Setup fail
 // naming it (env.go). Enum values are read
 // case-insensitively, as the specification asks.
