@@ -158,16 +158,31 @@ func (m *middleware) handle(c *gin.Context) {
 	// gin has matched the route before the handlers run, so the template
 	// is known here and the span gets its final name at start.
 	ri := m.route(methodIndex(req.Method), c.FullPath())
+	// A handler's panic that no recovery inside this middleware stops (gin's
+	// Recovery used before it, or net/http's) skipped the span's end and the
+	// metric: the request is recorded as the 500 it is answered with, and
+	// the panic goes on. (pkg/server's recovery is inside: there the request
+	// comes back here answered.) An open-coded defer: no cost to speak of
+	// on a request that does not panic.
+	var span trace.Span
+	finished := false
+	defer func() {
+		if !finished {
+			m.finish(c, ri, req, span, panicStatus(c), start)
+		}
+	}()
 	if ri.noSpan {
 		if m.ctxFunc != nil {
 			c.Request = req.WithContext(m.ctxFunc(c, req.Context()))
 		}
 		c.Next()
-		m.record(ri, c.Writer.Status(), start, trace.SpanContext{})
+		finished = true
+		m.finish(c, ri, req, nil, c.Writer.Status(), start)
 		return
 	}
 
-	ctx, span, ur := m.start(req, ri)
+	ctx, sp, ur := m.start(req, ri)
+	span = sp
 	if m.ctxFunc != nil {
 		ctx = m.ctxFunc(c, ctx)
 	}
@@ -183,8 +198,27 @@ func (m *middleware) handle(c *gin.Context) {
 	}
 
 	c.Next()
+	finished = true
+	m.finish(c, ri, req, span, c.Writer.Status(), start)
+}
 
-	status := c.Writer.Status()
+// panicStatus is the status of a request whose handler panicked past the
+// middleware: what it had sent, or the 500 a recovery outside answers (and
+// net/http's cut connection counts as).
+func panicStatus(c *gin.Context) int {
+	if c.Writer.Written() {
+		return c.Writer.Status()
+	}
+	return http.StatusInternalServerError
+}
+
+// finish ends a request's span (nil for a route without spans) and records
+// its duration with status.
+func (m *middleware) finish(c *gin.Context, ri *routeInfo, req *http.Request, span trace.Span, status int, start int64) {
+	if span == nil {
+		m.record(ri, status, start, trace.SpanContext{})
+		return
+	}
 	if span.IsRecording() {
 		setAttributes(span, ri, status, req)
 		if status >= 500 {
