@@ -204,7 +204,7 @@ func sockPointer(t *testing.T, fd int) string {
 	if err := syscall.Fstat(fd, &st); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open("/proc/net/tcp")
+	f, err := os.Open("/proc/thread-self/net/tcp") // the calling thread's network namespace
 	if err != nil {
 		t.Fatal(err)
 	}

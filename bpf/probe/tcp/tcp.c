@@ -325,6 +325,19 @@ static __always_inline void retransmitted(struct owner *o, __u16 now) {
 		tcp_drop_n(segs);
 }
 
+// same_socket says whether sk, read now, is the socket whose addresses owner o kept (netns, family, remote address
+// and port; the local port once o has one): an owner whose close no program saw stays, and its key, a freed socket's
+// address, may since be another process's socket. The local address is left out: it is the owner's as read at
+// SYN_SENT, which a connect keeps.
+static __always_inline bool same_socket(const struct owner *o, const struct sock *sk) {
+	struct owner now = {};
+	TUPLE(&now, sk, BTF_READ);
+	if (now.netns != o->netns || now.family != o->family || now.dport != o->dport || (o->sport && now.sport != o->sport))
+		return false;
+	const __u32 *a = (const __u32 *)now.daddr, *b = (const __u32 *)o->daddr;
+	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
+}
+
 // on_state handles a state change; spare is set in set_state_spare, which runs second and leaves a socket refused
 // for want of room to set_state to count (if set_state was skipped for recursion, such a refusal goes uncounted).
 static __always_inline int on_state(const struct sock *sock, int oldstate, int ns, bool spare) {
@@ -376,6 +389,14 @@ static __always_inline int on_state(const struct sock *sock, int oldstate, int n
 		// its other changes out), so a plain check-and-set is enough to count the open once.
 		if (o->established == OPEN_COUNTED || o->established == OPEN_DROPPED)
 			return 0;
+		// From SYN_RECV, a connecting owner is a simultaneous open's, or a freed socket's left at the address of a
+		// listener's child whose LISTEN -> SYN_RECV no program saw: its open was counted to the owner's process. The
+		// child's remote end is its client, not where the owner connected to (recount's same_socket), unless the
+		// client is that address and port. Only this change of a socket with a connecting owner pays the reads.
+		if (oldstate == TCP_SYN_RECV && !same_socket(o, sock)) {
+			forget(&sk, o);
+			return 0;
+		}
 		opened(o, sock);
 		return 0;
 	}
@@ -509,19 +530,6 @@ int BPF_PROG(retransmit, const struct sock *sock, const struct sk_buff *skb) {
 static __always_inline bool open_state(int st) {
 	return st == TCP_ESTABLISHED || st == TCP_FIN_WAIT1 || st == TCP_FIN_WAIT2 || st == TCP_CLOSE_WAIT ||
 	       st == TCP_CLOSING || st == TCP_LAST_ACK;
-}
-
-// same_socket says whether sk, read now, is the socket whose addresses owner o kept (netns, family, remote address
-// and port; the local port once o has one): an owner whose close no program saw stays, and its key, a freed socket's
-// address, may since be another process's socket. The local address is left out: it is the owner's as read at
-// SYN_SENT, which a connect keeps.
-static __always_inline bool same_socket(const struct owner *o, const struct sock *sk) {
-	struct owner now = {};
-	TUPLE(&now, sk, BTF_READ);
-	if (now.netns != o->netns || now.family != o->family || now.dport != o->dport || (o->sport && now.sport != o->sport))
-		return false;
-	const __u32 *a = (const __u32 *)now.daddr, *b = (const __u32 *)o->daddr;
-	return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3];
 }
 
 // recount catches up what no state change or retransmit program saw of the target sockets still open: some run in
