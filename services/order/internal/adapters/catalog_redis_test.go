@@ -169,8 +169,9 @@ func (s staticCatalog) All(ctx context.Context) ([]catalog.Product, error) {
 // decodes but is no catalogue the products table could hold (a price not
 // above zero, a product without a SKU or a currency, a SKU twice) is
 // unreadable: read again from the database and rewritten. It was served, and
-// priced orders: a cached INK-SET at -3500 cents made an order of -3500
-// cents, which order.created asked payment to charge.
+// priced orders: at 0 cents an order was free, a SKU twice was priced at its
+// last copy, an order without a currency was made in none, and a negative
+// price answered every order holding it 422 as an overflowing total.
 func TestCatalogCacheValueNoDatabaseHoldsIsReloaded(t *testing.T) {
 	ctx := context.Background()
 	rdb := testRedis(t)

@@ -40,8 +40,8 @@ func Index(ps []Product) map[string]Product {
 // hold: a product without a SKU or a currency, a price not above zero (the
 // table's CHECK), a SKU twice (its key). Orders are priced from whatever a
 // repository returns, so a copy read from outside the database (a cache) is
-// checked before it prices one: a cached price of -3500 cents made an order
-// of -3500 cents, which payment was then asked to charge.
+// checked before it prices one: a cached price of 0 made free orders, and a
+// SKU listed twice was priced at its last copy.
 func Check(ps []Product) error {
 	seen := make(map[string]bool, len(ps))
 	for i, p := range ps {
