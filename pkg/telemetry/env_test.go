@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"encoding/pem"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -248,5 +249,30 @@ func TestServiceNamePrecedence(t *testing.T) {
 			t.Errorf("OTEL_SERVICE_NAME=%q OTEL_RESOURCE_ATTRIBUTES=%q: service.name %q, want %q",
 				tc.name, tc.attrs, v.AsString(), tc.want)
 		}
+	}
+}
+
+// TestSDKDisabledNotABoolean: a value other than true or false is read as
+// false, with a warning, as the specification asks of booleans.
+func TestSDKDisabledNotABoolean(t *testing.T) {
+	url, got := otlpReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+	t.Setenv("OTEL_SDK_DISABLED", "yes")
+	var logs strings.Builder
+	p, err := Setup(context.Background(), Options{ServiceName: "env-test",
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := otel.Tracer("test").Start(context.Background(), "work")
+	span.End()
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got()["/v1/traces"] != 1 {
+		t.Errorf("OTEL_SDK_DISABLED=yes turned export off: receiver got %v", got())
+	}
+	if !strings.Contains(logs.String(), "OTEL_SDK_DISABLED=yes") {
+		t.Errorf("no warning naming OTEL_SDK_DISABLED=yes in:\n%s", logs.String())
 	}
 }
