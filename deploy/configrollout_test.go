@@ -28,22 +28,7 @@ import (
 func TestAConfigChangeRollsThePodsThatReadIt(t *testing.T) {
 	// kustomize reads the trees the builds span from memory, so each generator file can be changed without touching
 	// the checkout.
-	mem := filesys.MakeFsInMemory()
-	for _, dir := range []string{"k8s", "observability", "kafka"} {
-		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			return mem.WriteFile(path.Join("/deploy", filepath.ToSlash(p)), b)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	mem := inMemory(t)
 	files, hashed := generators(t, mem)
 	if len(files) == 0 {
 		t.Fatal("no ConfigMap generated from a file: the kustomizations moved, follow them here")
@@ -119,6 +104,28 @@ func TestAConfigChangeRollsThePodsThatReadIt(t *testing.T) {
 type builtObject struct {
 	obj  object
 	json []byte
+}
+
+// inMemory copies the trees the builds span into memory, under /deploy.
+func inMemory(t *testing.T) filesys.FileSystem {
+	t.Helper()
+	mem := filesys.MakeFsInMemory()
+	for _, dir := range []string{"k8s", "observability", "kafka"} {
+		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return mem.WriteFile(path.Join("/deploy", filepath.ToSlash(p)), b)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return mem
 }
 
 // builtObjects runs kustomize on dir of fsys and returns its objects by kind, namespace and name.
