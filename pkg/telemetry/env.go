@@ -159,6 +159,14 @@ var otlpChecks = []struct {
 		}
 		return nil
 	}},
+	// Read as true only for "true" in any case, as the specification reads
+	// booleans: "1" or "yes" meant TLS, without a word.
+	{"INSECURE", func(v string) error {
+		if v != "" && !strings.EqualFold(v, "true") && !strings.EqualFold(v, "false") {
+			return fmt.Errorf("%q must be true or false", v)
+		}
+		return nil
+	}},
 	// Unreadable or not PEM, the exporters fell back to the system's roots,
 	// and every export then failed its TLS handshake.
 	{"CERTIFICATE", func(v string) error {

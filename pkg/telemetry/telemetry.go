@@ -53,7 +53,8 @@ import (
 //
 // A variable the exporters would misread (an endpoint that is not an http or
 // https URL, a header that is not key=value, a timeout that is not whole
-// milliseconds, a compression other than gzip or none, a certificate file
+// milliseconds, a compression other than gzip or none, an insecure flag
+// other than true or false, a certificate file
 // that cannot be loaded, an OTEL_BSP_* or OTEL_METRIC_EXPORT_* value that is
 // not a whole number, an OTEL_PROPAGATORS other than tracecontext,baggage,
 // an unknown protocol or exporter, an
