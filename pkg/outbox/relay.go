@@ -1079,13 +1079,10 @@ func (r *Relay) observe(ctx context.Context, o metric.Observer) error {
 // rows another replica's Cleanup holds (SKIP LOCKED) rather than wait for them, and Run's rounds wait meanwhile, as
 // they did for the single DELETE this replaces.
 func (r *Relay) Cleanup(ctx context.Context, before time.Time) (int64, error) {
-	pick := "SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ? AND last_error = '' LIMIT ?"
-	if r.db.Dialector.Name() == "postgres" {
-		pick += " FOR UPDATE SKIP LOCKED"
-	}
+	del := r.cleanupSQL()
 	var total int64
 	for {
-		res := r.db.WithContext(ctx).Exec("DELETE FROM outbox WHERE id IN ("+pick+")", before.UTC(), r.o.CleanupBatch)
+		res := r.db.WithContext(ctx).Exec(del, before.UTC(), r.o.CleanupBatch)
 		if res.Error != nil {
 			return total, fmt.Errorf("outbox cleanup after %d rows: %w", total, res.Error)
 		}
@@ -1094,6 +1091,21 @@ func (r *Relay) Cleanup(ctx context.Context, before time.Time) (int64, error) {
 			return total, nil
 		}
 	}
+}
+
+// cleanupSQL is Cleanup's statement for one batch; its arguments are the time rows were sent before and the batch size.
+//
+// On PostgreSQL the ids are picked into an array (= ANY(ARRAY(...))), not matched with IN (...): PostgreSQL plans
+// IN over a LIMIT subquery as a hash semi-join fed by a sequential scan of the whole table, so each batch read every
+// row kept, and cleaning a backlog took (backlog / batch) whole-table scans while Run's rounds waited. The array is
+// computed once and its ids found through the primary key: a batch reads its own rows. SQLite already finds IN's ids
+// by rowid.
+func (r *Relay) cleanupSQL() string {
+	const pick = "SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ? AND last_error = '' LIMIT ?"
+	if r.db.Dialector.Name() == "postgres" {
+		return "DELETE FROM outbox WHERE id = ANY(ARRAY(" + pick + " FOR UPDATE SKIP LOCKED))"
+	}
+	return "DELETE FROM outbox WHERE id IN (" + pick + ")"
 }
 
 // errHeaders marks a row whose stored headers are not a JSON object of strings. Add never writes one; a row written
