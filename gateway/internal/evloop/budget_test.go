@@ -304,30 +304,16 @@ func TestClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 		<-release
 		upstreamtest.OK(w, "answer")
 	})
-	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 20, HeldBytes: 256 << 10, Linger: time.Hour},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	c, s := getPastTheBudget(t, up)
 	<-got
-	go func() { _, _ = io.WriteString(c, strings.Repeat("x", 400<<10)) }() // dropped from the budget's refusal on: the write may not finish
-	waitFor(t, "the read-ahead refused", func() bool { return s.budget.refused.Load() == 1 })
+	readAhead(t, c, s)
 	close(release)
 	br := bufio.NewReader(c)
 	var r fasthttp.Response
 	if err := r.Read(br); err != nil || r.StatusCode() != 200 || string(r.Body()) != "answer" || !r.ConnectionClose() {
 		t.Fatalf("got %d %q close=%v err %v, want the upstream's 200 with Connection: close", r.StatusCode(), r.Body(), r.ConnectionClose(), err)
 	}
-	if _, err := br.ReadByte(); err == nil {
-		t.Error("the connection was not closed after the answer")
-	}
-	waitFor(t, fmt.Sprintf("held back to 0 (now %d)", s.budget.held.Load()), func() bool { return s.budget.held.Load() == 0 })
+	closedAndReleased(t, br, s)
 }
 
 // TestPausedClientReadingPastTheBudgetGetsItsAnswer: as above for a client
@@ -336,30 +322,50 @@ func TestClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 func TestPausedClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 	const size = 12 << 20 // more than the sockets take: the client is paused
 	body := strings.Repeat("x", size)
-	up := upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) { upstreamtest.OK(w, body) })
-	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 20, HeldBytes: 256 << 10, Loops: 1, Linger: time.Hour},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
+	c, s := getPastTheBudget(t, upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) { upstreamtest.OK(w, body) }))
 	// Its first bytes out: the answer is written (reply), most of it
 	// waiting in the loop's buffer, as no socket takes 12 MiB.
 	br := bufio.NewReaderSize(c, 64<<10)
 	if _, err := br.Peek(12); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _, _ = io.WriteString(c, strings.Repeat("y", 400<<10)) }()
-	waitFor(t, "the read-ahead refused", func() bool { return s.budget.refused.Load() == 1 })
+	readAhead(t, c, s)
 	var r fasthttp.Response
 	if err := r.Read(br); err != nil || r.StatusCode() != 200 || len(r.Body()) != size {
 		t.Fatalf("got %d, %d bytes, err %v, want the upstream's 200 whole", r.StatusCode(), len(r.Body()), err)
 	}
+	closedAndReleased(t, br, s)
+}
+
+// getPastTheBudget serves the order route from up with a 256 KiB budget
+// and sends a GET on a new connection, which it returns.
+func getPastTheBudget(t *testing.T, up string) (net.Conn, *Server) {
+	t.Helper()
+	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 20, HeldBytes: 256 << 10, Loops: 1, Linger: time.Hour},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	return c, s
+}
+
+// readAhead sends 400 KB past the budget on c and waits for its refusal.
+func readAhead(t *testing.T, c net.Conn, s *Server) {
+	t.Helper()
+	go func() { _, _ = io.WriteString(c, strings.Repeat("y", 400<<10)) }() // dropped from the refusal on: the write may not finish
+	waitFor(t, "the read-ahead refused", func() bool { return s.budget.refused.Load() == 1 })
+}
+
+// closedAndReleased: after the answer br has read, the connection ends and
+// nothing is held.
+func closedAndReleased(t *testing.T, br *bufio.Reader, s *Server) {
+	t.Helper()
 	if _, err := br.ReadByte(); err == nil {
 		t.Error("the connection was not closed after the answer")
 	}
