@@ -82,7 +82,9 @@ type Canary map[string]map[string]int
 const MaxWeight = 1_000_000
 
 // UnmarshalJSON refuses a weight outside 0..MaxWeight (a negative one was
-// read as 0), naming the first such service/version in sorted order.
+// read as 0), naming the first such service/version in sorted order, and a
+// version named "": canary.Weights.Pick answers "" for no preference, so
+// that share went to every version, the others' included.
 func (c *Canary) UnmarshalJSON(b []byte) error {
 	var m map[string]map[string]int
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -90,6 +92,9 @@ func (c *Canary) UnmarshalJSON(b []byte) error {
 	}
 	for _, svc := range slices.Sorted(maps.Keys(m)) {
 		for _, v := range slices.Sorted(maps.Keys(m[svc])) {
+			if v == "" {
+				return fmt.Errorf("canary weight %s/\"\": a version needs a name", svc)
+			}
 			if n := m[svc][v]; n < 0 || n > MaxWeight {
 				return fmt.Errorf("canary weight %s/%s = %d: must be 0 to %d", svc, v, n, MaxWeight)
 			}
