@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""The payment service's resident memory through a burst of orders to charge, for its memory request (deploy/README.md,
+"Memory requests"): its work is consuming order.created from JetStream (64 workers), charging the simulated provider,
+storing each result with its outbox row and relaying those to Kafka. Runs a payment binary built as deploy/Dockerfile
+builds it, with deploy's GOMEMLIMIT (51MiB; a GOMEMLIMIT in the caller's environment replaces it, for a side-by-side
+run), against the PostgreSQL (a database of its own, dropped after), NATS (a stream and subject prefix of its own,
+deleted after), etcd (a settings key of its own; it registers as payment, version rss-...) and Kafka (the platform's
+shanhai.payments topic, as the payment binary's own tests write it) of `scripts/deps.sh env`. ORDERS order.created are
+published at once, as the bridge hands over a backlog, and the run waits until each is charged and its result
+relayed. Needs python3 and psql.
+
+    eval "$(scripts/deps.sh env)"
+    CGO_ENABLED=0 go build -trimpath -tags nosqlite,nomsgpack -ldflags="-s -w" -o /tmp/payment ./services/payment/cmd/payment
+    python3 deploy/scripts/payment_rss.py /tmp/payment 5
+"""
+import http.server
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import urlparse
+
+from gateway_rss import status, wait_ready  # this directory is the script's, so first on sys.path
+
+HTTP, ADMIN = 28083, 29083
+ORDERS = 2000
+# A key set for the JWKS the service fetches before it is ready (RFC 8032's first test vector's public key): no
+# request here carries a token.
+JWKS = json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "rss", "alg": "EdDSA", "use": "sig",
+                             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}).encode()
+
+
+class JWKSHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(JWKS)
+
+    def log_message(self, *args):
+        pass
+
+
+def nats_conn():
+    u = urlparse(os.environ.get("NATS_URL", "nats://127.0.0.1:14222"))
+    s = socket.create_connection((u.hostname, u.port or 4222), timeout=10)
+    s.recv(4096)  # INFO
+    s.sendall(b'CONNECT {"verbose":false,"headers":true}\r\n')
+    return s
+
+
+def flush(s):
+    """Sends PING and reads up to its PONG: the server has taken everything sent before."""
+    s.sendall(b"PING\r\n")
+    buf = b""
+    while b"PONG" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit("NATS closed the connection")
+        buf += chunk
+    if b"-ERR" in buf:
+        sys.exit(f"NATS refused a message: {buf!r}")
+
+
+def publish_orders(subject, n):
+    """Publishes n order.created of 50 EUR on subject, with the headers the bridge gives them."""
+    s = nats_conn()
+    try:
+        for _ in range(n):
+            order = str(uuid.uuid4())
+            data = json.dumps({"order_id": order, "user_id": "rss", "total_cents": 5000, "currency": "EUR"}).encode()
+            hdrs = {"ce_specversion": "1.0", "ce_id": str(uuid.uuid4()), "ce_type": "order.created",
+                    "ce_source": "/shanhai/order", "ce_subject": order,
+                    "ce_time": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                    "content-type": "application/json", "kafka_topic": "shanhai.orders", "kafka_key": order,
+                    "Nats-Msg-Id": "shanhai.orders/0/" + str(uuid.uuid4())}
+            head = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n").encode()
+            s.sendall(f"HPUB {subject} {len(head)} {len(head) + len(data)}\r\n".encode() + head + data + b"\r\n")
+        flush(s)
+    finally:
+        s.close()
+
+
+def delete_stream(name):
+    """Deletes the run's stream through the JetStream API; says so if JetStream does not answer that it did."""
+    s = nats_conn()
+    try:
+        s.sendall(f"SUB _INBOX.rss 1\r\nPUB $JS.API.STREAM.DELETE.{name} _INBOX.rss 0\r\n\r\n".encode())
+        buf = b""
+        while b'"success":true' not in buf and b'"error"' not in buf and b"-ERR" not in buf:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+        if b'"success":true' not in buf:
+            print(f"stream {name} not deleted: {buf!r}", file=sys.stderr)
+    finally:
+        s.close()
+
+
+def sql(db_url, query):
+    out = subprocess.run(["psql", db_url, "-tAc", query], capture_output=True, text=True, check=True).stdout
+    return int(out.strip())
+
+
+def run(binary, i, jwks_port):
+    name = f"rss{os.getpid()}x{i}"
+    db = f"rss_payment_{os.getpid()}_{i}"
+    subprocess.run(["psql", os.environ["DATABASE_URL"], "-qc", f"CREATE DATABASE {db}"], check=True)
+    db_url = urlparse(os.environ["DATABASE_URL"])._replace(path="/" + db).geturl()
+    env = dict(os.environ, HTTP_ADDR=f"127.0.0.1:{HTTP}", ADMIN_ADDR=f"127.0.0.1:{ADMIN}",
+               GOMEMLIMIT=os.environ.get("GOMEMLIMIT", "51MiB"), LOG_LEVEL="error", DATABASE_URL=db_url,
+               NATS_STREAM=name.upper(), NATS_SUBJECT_PREFIX=name + ".", SERVICE_VERSION="rss-" + name,
+               PAYMENT_SETTINGS_KEY=f"/shanhai/rss/{name}", JWKS_URL=f"http://127.0.0.1:{jwks_port}/",
+               OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1", OTEL_METRICS_EXPORTER="none")
+    proc = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL)
+    try:
+        wait_ready(HTTP, "/readyz", proc, 30)
+        time.sleep(2)
+        idle, peak, done = status(proc.pid), {"VmRSS": 0.0, "RssAnon": 0.0}, threading.Event()
+
+        def sample():  # the peak, read every 20 ms
+            while not done.is_set():
+                now = status(proc.pid)
+                for key in peak:
+                    peak[key] = max(peak[key], now[key])
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        start = time.time()
+        publish_orders(name + ".shanhai.orders", ORDERS)
+        final = unsent = -1
+        while time.time() < start + 300:
+            final = sql(db_url, "SELECT count(*) FROM payments WHERE status <> 'PENDING'")
+            unsent = sql(db_url, "SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+            if final == ORDERS and unsent == 0 or proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        took = time.time() - start
+        if final != ORDERS or unsent != 0:
+            sys.exit(f"run {i}: {final} of {ORDERS} payments final, {unsent} results unrelayed after {took:.0f} s")
+        # The peak includes the 2 s after: the relay's last sends and the outbox's cleanup held more than the burst
+        # in early runs.
+        time.sleep(2)
+        after = status(proc.pid)
+        done.set()
+        sampler.join()
+        print(i, f"{took:.1f} s", "idle", idle, "peak", peak, "2 s after", after, flush=True)
+        return peak, after
+    finally:
+        proc.terminate()
+        proc.wait()
+        delete_stream(name.upper())
+        subprocess.run(["psql", os.environ["DATABASE_URL"], "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"])
+
+
+def main():
+    binary, runs = sys.argv[1], int(sys.argv[2])
+    jwks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JWKSHandler)
+    threading.Thread(target=jwks.serve_forever, daemon=True).start()
+    results = [run(binary, i, jwks.server_port) for i in range(runs)]
+    for key in ("VmRSS", "RssAnon"):
+        peaks, afters = [r[0][key] for r in results], [r[1][key] for r in results]
+        print(f"{key} MiB: peak median {statistics.median(peaks):.1f} ({min(peaks):.1f}-{max(peaks):.1f}), "
+              f"2 s after the burst median {statistics.median(afters):.1f} ({min(afters):.1f}-{max(afters):.1f})")
+    afters = [r[1]["RssFile"] for r in results]
+    print(f"RssFile MiB: 2 s after the burst median {statistics.median(afters):.1f}")
+
+
+if __name__ == "__main__":
+    main()
