@@ -122,3 +122,34 @@ func dbAhead(t *testing.T, db *gorm.DB) time.Duration {
 	}
 	return ahead
 }
+
+// On SQLite a failed row's due time is this process's wall clock plus the backoff (see nowSQL), so the retry poll
+// stays on that clock (see retryAt): stepped back an hour after the row failed, the row is due in an hour and the
+// backoff by the clock the claim reads, and so is the poll. On the monotonic clock, as on PostgreSQL, the poll came
+// after the backoff, its round claimed nothing and forgot the retry, and the row waited for the idle poll.
+func TestRetryPollOnSQLiteFollowsTheWallClock(t *testing.T) {
+	ctx := context.Background()
+	db := dbtest.SQLite(t)
+	if err := migrate.Up(ctx, db, Migrations); err != nil {
+		t.Fatal(err)
+	}
+	e, err := event.New("order.created", "/test", "k", map[string]string{"order_id": "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Transaction(func(tx *gorm.DB) error { return Add(ctx, tx, "t", "k", e) }); err != nil {
+		t.Fatal(err)
+	}
+	const backoff = 400 * time.Millisecond // the first retry waits 200-400 ms
+	r := NewRelay(db, down{}, RelayOptions{MinBackoff: backoff, MaxBackoff: backoff})
+	if claimed, err := r.RunOnce(ctx); err != nil || claimed != 1 {
+		t.Fatalf("RunOnce = %d, %v; want the row claimed and failed", claimed, err)
+	}
+	r.clock = func() time.Time { return time.Now().Add(-time.Hour) }
+	if wait := r.untilRetry(2 * time.Hour); wait < time.Hour || wait > time.Hour+backoff {
+		t.Fatalf("after the clock stepped an hour back the retry poll is in %v, want the hour and the backoff", wait)
+	}
+	if claimed, err := r.RunOnce(ctx); err != nil || claimed != 0 {
+		t.Fatalf("a round before the poll claimed %d (%v), want none: the row is not due by the stepped clock", claimed, err)
+	}
+}
