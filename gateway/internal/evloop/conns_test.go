@@ -17,7 +17,7 @@ import (
 // hold its first 16 KiB outside the budget), a third is answered 503
 // gateway-busy and closed, and counted; once one of the two has gone a new
 // client is served. Without the cap every client was taken, whatever the
-// count: 5,000 slow ones held some 107 MB (README).
+// count: 5,000 slow ones held some 101 MB (README).
 func TestClientsOverTheCapGet503(t *testing.T) {
 	addr, s := startServerS(t, proxy.Options{}, Options{MaxClients: 2, ReadTimeout: time.Minute})
 	// A round trip first: the start's probe connection was accepted before
