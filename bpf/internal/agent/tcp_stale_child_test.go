@@ -46,13 +46,7 @@ func TestTCPStaleOwnerIsNotAnUnseenChild(t *testing.T) {
 		if attempt > 100 {
 			t.Fatal("no child got a freed socket's memory in 100 attempts")
 		}
-		if err := a.sys.tcp.TrackedFiles.Put(self, uint8(1)); err != nil {
-			t.Fatal(err)
-		}
-		fd1 := dialNonblocking(t, lnAddr)
-		if err := a.sys.tcp.TrackedFiles.Delete(self); err != nil {
-			t.Fatal(err)
-		}
+		fd1 := trackedDial(t, a, self, lnAddr)
 		key, o := ownerOf(t, a, pid)
 		o.Established = 0 // left connecting, as a connect whose open and close went unseen leaves it
 		was := sockPointer(t, fd1)

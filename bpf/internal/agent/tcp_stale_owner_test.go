@@ -63,13 +63,7 @@ func testStaleOwner(t *testing.T, next staleNext) {
 		if attempt > 100 {
 			t.Fatal("no socket got a freed one's memory in 100 attempts")
 		}
-		if err := a.sys.tcp.TrackedFiles.Put(self, uint8(1)); err != nil {
-			t.Fatal(err)
-		}
-		fd1 := dialNonblocking(t, ln.sa)
-		if err := a.sys.tcp.TrackedFiles.Delete(self); err != nil {
-			t.Fatal(err)
-		}
+		fd1 := trackedDial(t, a, self, ln.sa)
 		var o tcp.BpfOwner
 		key, o = ownerOf(t, a, pid)
 		was := sockPointer(t, fd1)
@@ -196,6 +190,20 @@ func dialNonblocking(t *testing.T, addr *syscall.SockaddrInet4) int {
 	return fd
 }
 
+// trackedDial is dialNonblocking with the test process tracked (its inode in tracked_files) for that connect only:
+// the probe makes an owner for the socket, and for no later one of the process.
+func trackedDial(t *testing.T, a *Agent, self uint64, addr *syscall.SockaddrInet4) int {
+	t.Helper()
+	if err := a.sys.tcp.TrackedFiles.Put(self, uint8(1)); err != nil {
+		t.Fatal(err)
+	}
+	fd := dialNonblocking(t, addr)
+	if err := a.sys.tcp.TrackedFiles.Delete(self); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
 // sockPointer is the struct sock pointer /proc/net/tcp gives for socket fd (hashed unless kptr_restrict lets root see
 // it: either way equal for one address, and the same socket's).
 func sockPointer(t *testing.T, fd int) string {
@@ -259,13 +267,7 @@ func testStaleOpenOwner(t *testing.T, agentFirst bool) {
 		if attempt > 100 {
 			t.Fatal("no socket got a freed one's memory in 100 attempts")
 		}
-		if err := a.sys.tcp.TrackedFiles.Put(self, uint8(1)); err != nil {
-			t.Fatal(err)
-		}
-		fd1 := dialNonblocking(t, ln2Addr)
-		if err := a.sys.tcp.TrackedFiles.Delete(self); err != nil {
-			t.Fatal(err)
-		}
+		fd1 := trackedDial(t, a, self, ln2Addr)
 		eventually(t, func() (bool, string) {
 			info, err := tcpInfo(fd1)
 			if err != nil {
