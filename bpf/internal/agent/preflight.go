@@ -37,6 +37,10 @@ func canReadMemory() bool {
 	return err == nil && caps&(1<<capSysPtrace) != 0
 }
 
+// kernelBTF is where the kernel exposes its BTF, which CO-RE relocates every probe against (a variable so that a
+// test can stand in for a kernel without it).
+var kernelBTF = "/sys/kernel/btf/vmlinux"
+
 // Preflight says, in one error naming every missing piece, why the agent cannot run here: kernel BTF (CO-RE needs
 // it), the right to load and attach uprobes, tracefs, tracepoint programs and BTF tracepoint (tp_btf) programs on
 // the TCP probe's tracepoints and, for the socket HTTP probe (httpProbe HTTPProbeSocket), on its own. Uprobes and tp_btf programs are tried, not guessed from
@@ -44,8 +48,8 @@ func canReadMemory() bool {
 // CAP_SYS_ADMIN, and the preflight that checked the bits let such an agent start and fail every probe (found by review).
 func Preflight(httpProbe string) error {
 	var errs []error
-	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		errs = append(errs, fmt.Errorf("kernel BTF missing (/sys/kernel/btf/vmlinux: %v): a kernel built with CONFIG_DEBUG_INFO_BTF=y is required", err))
+	if _, err := os.Stat(kernelBTF); err != nil {
+		errs = append(errs, fmt.Errorf("kernel BTF missing (%v): a kernel built with CONFIG_DEBUG_INFO_BTF=y is required", err))
 		return fmt.Errorf("bpf agent cannot run: %w", errors.Join(errs...))
 	}
 	memlock := rlimit.RemoveMemlock()

@@ -115,6 +115,19 @@ func TestPreflightTriesBTFTracepoints(t *testing.T) {
 	}
 }
 
+// A kernel without BTF (built without CONFIG_DEBUG_INFO_BTF) is refused with the file and the kernel option named,
+// before anything is loaded; a path that does not exist stands in for it.
+func TestPreflightNamesMissingBTF(t *testing.T) {
+	saved := kernelBTF
+	t.Cleanup(func() { kernelBTF = saved })
+	kernelBTF = filepath.Join(t.TempDir(), "vmlinux")
+	err := Preflight(HTTPProbeUprobe)
+	if err == nil || !strings.Contains(err.Error(), "kernel BTF missing") || !strings.Contains(err.Error(), kernelBTF) ||
+		!strings.Contains(err.Error(), "CONFIG_DEBUG_INFO_BTF") {
+		t.Fatalf("Preflight without kernel BTF: %v; want a refusal naming the file and CONFIG_DEBUG_INFO_BTF", err)
+	}
+}
+
 // deleteSelfEnv, in a child run of the test binary, makes that child delete its own executable before Preflight.
 const deleteSelfEnv = "SHANHAI_TEST_DELETE_SELF"
 
