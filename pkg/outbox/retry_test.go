@@ -75,26 +75,12 @@ func TestRetryPollComesNoSoonerThanTheRowIsDue(t *testing.T) {
 // the round it starts finds the row due.
 func TestRetryPollWaitsOutTheBackoffAcrossAClockStep(t *testing.T) {
 	ctx := context.Background()
-	db := dbtest.Postgres(t)
-	if err := migrate.Up(ctx, db, Migrations); err != nil {
-		t.Fatal(err)
-	}
-	e, err := event.New("order.created", "/test", "k", map[string]string{"order_id": "k"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := db.Transaction(func(tx *gorm.DB) error { return Add(ctx, tx, "t", "k", e) }); err != nil {
-		t.Fatal(err)
-	}
-	const backoff = 400 * time.Millisecond // the first retry waits 200-400 ms
-	r := NewRelay(db, down{}, RelayOptions{MinBackoff: backoff, MaxBackoff: backoff})
-	if claimed, err := r.RunOnce(ctx); err != nil || claimed != 1 {
-		t.Fatalf("RunOnce = %d, %v; want the row claimed and failed", claimed, err)
-	}
+	r := failedOnce(t, dbtest.Postgres(t))
 	r.clock = func() time.Time { return time.Now().Add(time.Hour) }
 	wait := r.untilRetry(time.Hour)
-	if wait <= 0 || wait > backoff {
-		t.Fatalf("after the clock stepped an hour forward the retry poll is in %v, want the backoff's (0, %v]", wait, backoff)
+	if wait <= 0 || wait > failedBackoff {
+		t.Fatalf("after the clock stepped an hour forward the retry poll is in %v, want the backoff's (0, %v]",
+			wait, failedBackoff)
 	}
 	time.Sleep(wait) // what Run's timer does
 	r.w = &counted{}
@@ -129,7 +115,23 @@ func dbAhead(t *testing.T, db *gorm.DB) time.Duration {
 // after the backoff, its round claimed nothing and forgot the retry, and the row waited for the idle poll.
 func TestRetryPollOnSQLiteFollowsTheWallClock(t *testing.T) {
 	ctx := context.Background()
-	db := dbtest.SQLite(t)
+	r := failedOnce(t, dbtest.SQLite(t))
+	r.clock = func() time.Time { return time.Now().Add(-time.Hour) }
+	if wait := r.untilRetry(2 * time.Hour); wait < time.Hour || wait > time.Hour+failedBackoff {
+		t.Fatalf("after the clock stepped an hour back the retry poll is in %v, want the hour and the backoff", wait)
+	}
+	if claimed, err := r.RunOnce(ctx); err != nil || claimed != 0 {
+		t.Fatalf("a round before the poll claimed %d (%v), want none: the row is not due by the stepped clock", claimed, err)
+	}
+}
+
+// failedBackoff is the backoff of failedOnce's relay: its first retry waits 200-400 ms.
+const failedBackoff = 400 * time.Millisecond
+
+// failedOnce migrates db, adds a row and returns a relay whose one round failed it, with a backoff of failedBackoff.
+func failedOnce(t *testing.T, db *gorm.DB) *Relay {
+	t.Helper()
+	ctx := context.Background()
 	if err := migrate.Up(ctx, db, Migrations); err != nil {
 		t.Fatal(err)
 	}
@@ -140,16 +142,9 @@ func TestRetryPollOnSQLiteFollowsTheWallClock(t *testing.T) {
 	if err := db.Transaction(func(tx *gorm.DB) error { return Add(ctx, tx, "t", "k", e) }); err != nil {
 		t.Fatal(err)
 	}
-	const backoff = 400 * time.Millisecond // the first retry waits 200-400 ms
-	r := NewRelay(db, down{}, RelayOptions{MinBackoff: backoff, MaxBackoff: backoff})
+	r := NewRelay(db, down{}, RelayOptions{MinBackoff: failedBackoff, MaxBackoff: failedBackoff})
 	if claimed, err := r.RunOnce(ctx); err != nil || claimed != 1 {
 		t.Fatalf("RunOnce = %d, %v; want the row claimed and failed", claimed, err)
 	}
-	r.clock = func() time.Time { return time.Now().Add(-time.Hour) }
-	if wait := r.untilRetry(2 * time.Hour); wait < time.Hour || wait > time.Hour+backoff {
-		t.Fatalf("after the clock stepped an hour back the retry poll is in %v, want the hour and the backoff", wait)
-	}
-	if claimed, err := r.RunOnce(ctx); err != nil || claimed != 0 {
-		t.Fatalf("a round before the poll claimed %d (%v), want none: the row is not due by the stepped clock", claimed, err)
-	}
+	return r
 }
