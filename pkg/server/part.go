@@ -29,7 +29,17 @@ type Part struct {
 	// whose Shutdown flushes but leaves it running for the other parts; nil
 	// means the part sets up its own from OTEL_* and shuts it down at the end.
 	Telemetry *telemetry.Provider
+	// CheckOnly makes Run return as soon as its configuration loaded, with
+	// ErrConfigChecked when every variable is good (else the *config.Error):
+	// every Run calls LoadConfig before it starts anything. cmd/shanhai
+	// checks all five parts' variables this way before it starts the
+	// servers they need, so a mistyped variable costs no start-up.
+	CheckOnly bool
 }
+
+// ErrConfigChecked is what Run returns under Part.CheckOnly when the
+// configuration is good: nothing was started.
+var ErrConfigChecked = errors.New("configuration checked; nothing started")
 
 // LoadConfig fills cfg (pkg/config rules) from Env, or from the process
 // environment when Env is nil, and checks PAGEOUT_AFTER_READY (PageoutConfig)
@@ -43,7 +53,11 @@ type Part struct {
 // malformed PAGEOUT_AFTER_READY too, although they never page out.
 func (p Part) LoadConfig(cfg any) error {
 	var po PageoutConfig
-	return mergeConfigErrors(p.load(cfg), p.load(&po))
+	err := mergeConfigErrors(p.load(cfg), p.load(&po))
+	if err == nil && p.CheckOnly {
+		return ErrConfigChecked
+	}
+	return err
 }
 
 func (p Part) load(cfg any) error {

@@ -110,3 +110,19 @@ func TestPartLoadConfigListsABadPageoutWithTheRest(t *testing.T) {
 		t.Errorf("PAGEOUT_AFTER_READY=false: %v", err)
 	}
 }
+
+// Under CheckOnly a good configuration stops Run at its LoadConfig with
+// ErrConfigChecked (Run returns LoadConfig's error before it starts
+// anything), and a bad one is the usual *config.Error, every variable named.
+func TestPartCheckOnlyStopsAtTheLoadedConfig(t *testing.T) {
+	var good partConfig
+	if err := (Part{Env: map[string]string{}, CheckOnly: true}).LoadConfig(&good); !errors.Is(err, ErrConfigChecked) {
+		t.Fatalf("CheckOnly, good configuration: %v, want ErrConfigChecked", err)
+	}
+	var bad PageoutConfig
+	err := (Part{Env: map[string]string{"PAGEOUT_AFTER_READY": "soon"}, CheckOnly: true}).LoadConfig(&bad)
+	var invalid *config.Error
+	if !errors.As(err, &invalid) || errors.Is(err, ErrConfigChecked) {
+		t.Fatalf("CheckOnly, bad configuration: %v, want the *config.Error alone", err)
+	}
+}
