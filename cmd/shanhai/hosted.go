@@ -17,6 +17,16 @@ import (
 	"github.com/shanhai-dev/shanhai/services/user"
 )
 
+// runners are the parts' Run functions, each module's Options being
+// server.Part.
+var runners = map[string]func(context.Context, server.Part) error{
+	"user":    user.Run,
+	"order":   order.Run,
+	"payment": payment.Run,
+	"bridge":  bridge.Run,
+	"gateway": gateway.Run,
+}
+
 // host returns how a part runs in this process: its module's Run, the very
 // function its production main calls, given the part's environment, a JSON
 // logger on its own log file and the host's telemetry.
@@ -41,23 +51,7 @@ import (
 //     gateway never use http.DefaultServeMux); all of them profile this one
 //     process.
 func host(name string, tp *telemetry.Provider, level slog.Leveler, callersGone <-chan struct{}) (func(context.Context, map[string]string, io.Writer) error, error) {
-	run := map[string]func(ctx context.Context, env map[string]string, log *slog.Logger) error{
-		"user": func(ctx context.Context, env map[string]string, log *slog.Logger) error {
-			return user.Run(ctx, user.Options{Env: env, Logger: log, Telemetry: tp})
-		},
-		"order": func(ctx context.Context, env map[string]string, log *slog.Logger) error {
-			return order.Run(ctx, order.Options{Env: env, Logger: log, Telemetry: tp})
-		},
-		"payment": func(ctx context.Context, env map[string]string, log *slog.Logger) error {
-			return payment.Run(ctx, payment.Options{Env: env, Logger: log, Telemetry: tp})
-		},
-		"bridge": func(ctx context.Context, env map[string]string, log *slog.Logger) error {
-			return bridge.Run(ctx, bridge.Options{Env: env, Logger: log, Telemetry: tp})
-		},
-		"gateway": func(ctx context.Context, env map[string]string, log *slog.Logger) error {
-			return gateway.Run(ctx, gateway.Options{Env: env, Logger: log, Telemetry: tp})
-		},
-	}[name]
+	run := runners[name]
 	if run == nil {
 		return nil, fmt.Errorf("no part named %q", name)
 	}
@@ -76,7 +70,7 @@ func host(name string, tp *telemetry.Provider, level slog.Leveler, callersGone <
 		if callersGone != nil {
 			ctx = server.CallersStopped(ctx, callersGone)
 		}
-		err = run(ctx, env, log)
+		err = run(ctx, server.Part{Env: env, Logger: log, Telemetry: tp})
 		if err == nil && ctx.Err() == nil {
 			// Run only returns early on failure; a part that quietly
 			// stopped serving is a broken platform all the same.

@@ -165,6 +165,15 @@ func run() error {
 		return err
 	}
 	defer locks.release()
+	// Every part's variables are checked before anything starts: one
+	// message for all of them, no servers started only to be stopped.
+	where := *dataDir
+	if where == "" {
+		where = filepath.Join(os.TempDir(), "shanhai-run") // stands in for the directory made below
+	}
+	if err := checkConfigs(Options{DataDir: where, LogLevel: *level, Ports: httpPorts, Admin: adminPorts}, *native); err != nil {
+		return err
+	}
 
 	// Signals are caught from here on, before anything is made that a
 	// Ctrl-C should undo (the temporary data directory); they used to be

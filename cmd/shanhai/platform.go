@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -76,6 +77,22 @@ type Platform struct {
 	goneOnce    sync.Once
 }
 
+// pulsarEnv is the Pulsar this process's environment names for a run whose
+// servers do not: PULSAR_URL and, if given, its admin API (with which the
+// bridge dead-letters what a topic's max message size would refuse).
+func pulsarEnv(servers map[string]string) map[string]string {
+	pulsar := map[string]string{}
+	if servers["PULSAR_URL"] == "" {
+		if url := os.Getenv("PULSAR_URL"); url != "" {
+			pulsar["PULSAR_URL"] = url
+			if admin := os.Getenv("PULSAR_ADMIN_URL"); admin != "" && servers["PULSAR_ADMIN_URL"] == "" {
+				pulsar["PULSAR_ADMIN_URL"] = admin
+			}
+		}
+	}
+	return pulsar
+}
+
 // Start brings the platform up and returns when every part is ready.
 func Start(ctx context.Context, o Options) (*Platform, error) {
 	began := time.Now()
@@ -90,16 +107,7 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 	// earlier eval "$(./scripts/deps.sh env)" exports one). A URL nothing
 	// answers at would keep the bridge from ever getting ready, so it is
 	// checked before anything starts, as -native checks its servers.
-	pulsar := map[string]string{}
-	if o.Servers["PULSAR_URL"] == "" {
-		if url := os.Getenv("PULSAR_URL"); url != "" {
-			pulsar["PULSAR_URL"] = url
-			// Its admin API, if given, lets the bridge dead-letter what a topic's max message size would refuse.
-			if admin := os.Getenv("PULSAR_ADMIN_URL"); admin != "" && o.Servers["PULSAR_ADMIN_URL"] == "" {
-				pulsar["PULSAR_ADMIN_URL"] = admin
-			}
-		}
-	}
+	pulsar := pulsarEnv(o.Servers)
 	if err := checkServers(pulsar); err != nil {
 		return nil, fmt.Errorf("%w: PULSAR_URL is set, so the bridge would archive to Pulsar, but %w; "+
 			"or unset PULSAR_URL and PULSAR_ADMIN_URL to run without the archive", errNoPulsar, err)
@@ -146,12 +154,8 @@ func Start(ctx context.Context, o Options) (*Platform, error) {
 }
 
 func (p *Platform) startParts(ctx context.Context, o Options) error {
-	level := o.LogLevel
-	if level == "" {
-		level = "info"
-	}
 	var logLevel slog.Level
-	if err := logLevel.UnmarshalText([]byte(level)); err != nil {
+	if err := logLevel.UnmarshalText([]byte(o.level())); err != nil {
 		return fmt.Errorf("log level: %w", err)
 	}
 	if o.BinDir == "" {
@@ -205,33 +209,8 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 		}
 		p.Parts[name] = part
 	}
-	jwks := fmt.Sprintf("http://127.0.0.1:%d/.well-known/jwks.json", ports["user"])
 	for _, name := range Names {
-		b := p.Parts[name]
-		for k, v := range p.Env {
-			b.Env[k] = v
-		}
-		b.Env["LOG_LEVEL"] = level
-		b.Env["JWKS_URL"] = jwks
-		b.Env["OTEL_SERVICE_NAME"] = name
-		switch name {
-		case "user", "order", "payment":
-			if o.DatabaseURL != nil {
-				b.Env["DATABASE_URL"] = o.DatabaseURL(name)
-			} else {
-				b.Env["DATABASE_URL"] = "sqlite://" + filepath.Join(o.DataDir, name+".db")
-			}
-		}
-		switch name {
-		case "user":
-			// A throwaway signing key per run: tokens do not outlive the
-			// process, which is what a local demo wants (pkg/auth KeyConfig).
-			b.Env["AUTH_DEV_KEYS"] = "true"
-		case "bridge":
-			if !p.Pulsar {
-				b.Env["BRIDGE_LEGS"] = "kafka-nats"
-			}
-		}
+		maps.Copy(p.Parts[name].Env, o.partEnv(name, p.Env, ports["user"]))
 	}
 	for _, name := range Names {
 		b := p.Parts[name]
@@ -299,6 +278,48 @@ func (p *Platform) startParts(ctx context.Context, o Options) error {
 		return err
 	}
 	return named("gateway", p.waitRouted(readyCtx))
+}
+
+// level is the parts' LOG_LEVEL: LogLevel, or info.
+func (o Options) level() string {
+	if o.LogLevel == "" {
+		return "info"
+	}
+	return o.LogLevel
+}
+
+// partEnv is what the run sets for part name on top of this process's
+// environment (README): the servers' connection variables, its log level,
+// where the signing keys are (the user service at userPort), its trace
+// name, a database per service, the user service's throwaway keys and,
+// without a Pulsar, the bridge's one leg. HTTP_ADDR and ADMIN_ADDR are the
+// part's own (startParts).
+func (o Options) partEnv(name string, servers map[string]string, userPort int) map[string]string {
+	env := maps.Clone(servers)
+	env["LOG_LEVEL"] = o.level()
+	env["JWKS_URL"] = fmt.Sprintf("http://127.0.0.1:%d/.well-known/jwks.json", userPort)
+	env["OTEL_SERVICE_NAME"] = name
+	switch name {
+	case "user", "order", "payment":
+		if o.DatabaseURL != nil {
+			env["DATABASE_URL"] = o.DatabaseURL(name)
+		} else {
+			env["DATABASE_URL"] = "sqlite://" + filepath.Join(o.DataDir, name+".db")
+		}
+	}
+	switch name {
+	case "user":
+		// A throwaway signing key per run: tokens do not outlive the
+		// process, which is what a local demo wants (pkg/auth KeyConfig).
+		env["AUTH_DEV_KEYS"] = "true"
+	case "bridge":
+		// Without a Pulsar URL the bridge's default would point at a
+		// server that is not there.
+		if servers["PULSAR_URL"] == "" {
+			env["BRIDGE_LEGS"] = "kafka-nats"
+		}
+	}
+	return env
 }
 
 // waitRouted waits until the gateway has discovered the services the demo
