@@ -351,3 +351,23 @@ func TestPrometheusLoadsTheAlertRules(t *testing.T) {
 		t.Errorf("Kubernetes: prometheus does not mount a ConfigMap holding %s at a path its rule_files %q name", alertRulesFile, globs)
 	}
 }
+
+// TestAlertRulesOverALevelWaitTheirFor: a rule without `for:` fires at the first evaluation its expression holds, so
+// only the first-count rules (a counter's increase, or its series appearing) may leave it out. A rule that selects a
+// gauge, a level a process sets as soon as it starts, needs one: BridgeArchiveStalled had none, and a bridge that
+// started with a backlog (bridge_archive_lag > 0 at its first delivery, bridge_messages_total{result="ok"} not yet
+// exported) paged "archived nothing for 15 minutes" at its first evaluation, seconds after the start.
+func TestAlertRulesOverALevelWaitTheirFor(t *testing.T) {
+	for _, g := range loadAlertRules(t).Groups {
+		for _, r := range g.Rules {
+			if r.For != "" {
+				continue
+			}
+			for _, name := range seriesNames(r.Expr) {
+				if !strings.HasSuffix(name, "_total") {
+					t.Errorf("alert %s: selects %s, a level, without a for: it fires at the first evaluation", r.Alert, name)
+				}
+			}
+		}
+	}
+}
