@@ -1,8 +1,6 @@
 package deploy
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -44,16 +42,8 @@ func TestContentNamedConfigMapsAreLabelledForPruning(t *testing.T) {
 // `--prune -l` on the label, which deletes the labelled ConfigMaps the overlay no longer holds in the namespaces it
 // applies to. After the rollouts, so that no pod still starting needs one.
 func TestKindUpPrunesReplacedConfigMaps(t *testing.T) {
-	state := t.TempDir()
-	out, err := runKindUp(t, state, "")
-	if err != nil {
-		t.Fatalf("kind-up.sh failed on the cluster it deployed: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(filepath.Join(state, "calls"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	calls := strings.Split(strings.TrimSpace(string(b)), "\n")
+	b := kindUpCalls(t)
+	calls := strings.Split(strings.TrimSpace(b), "\n")
 	prune := regexp.MustCompile(`(^| )apply -k deploy/k8s/overlays/kind --prune -l ` + regexp.QuoteMeta(contentNamed+"=true") + `$`)
 	pruned, lastWait := -1, -1
 	for i, c := range calls {

@@ -62,6 +62,21 @@ func runKindUpWith(t *testing.T, state, failAt string, commands map[string]strin
 	return cmd.CombinedOutput()
 }
 
+// kindUpCalls runs kind-up.sh once, which must succeed, and returns the kubectl calls it made, one a line.
+func kindUpCalls(t *testing.T) string {
+	t.Helper()
+	state := t.TempDir()
+	out, err := runKindUp(t, state, "")
+	if err != nil {
+		t.Fatalf("kind-up.sh failed on the cluster it deployed: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(state, "calls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // secrets reads the fake's secrets: "namespace/name/key" to value.
 func secrets(t *testing.T, state string) map[string]string {
 	t.Helper()
@@ -208,16 +223,7 @@ func TestKindUpReadsTheVariablesItsFilesName(t *testing.T) {
 // resources found", so every run stopped with an error after a good deploy, before the agent's rollout was watched
 // and the smoke test ran.
 func TestKindUpWaitsForWhatEachNamespaceRuns(t *testing.T) {
-	state := t.TempDir()
-	out, err := runKindUp(t, state, "")
-	if err != nil {
-		t.Fatalf("kind-up.sh failed on the cluster it deployed: %v\n%s", err, out)
-	}
-	b, err := os.ReadFile(filepath.Join(state, "calls"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	calls := string(b)
+	calls := kindUpCalls(t)
 	waited := func(ns, what string) bool {
 		return regexp.MustCompile(`(?m)-n ` + regexp.QuoteMeta(ns) + ` (wait \S+|rollout status) ` + what + `( |$)`).MatchString(calls)
 	}

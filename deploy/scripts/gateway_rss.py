@@ -15,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 HTTP, ADMIN = 28080, 29080
@@ -44,6 +45,38 @@ def wait_ready(port, path, proc, seconds):
         if time.time() > deadline or proc.poll() is not None:
             sys.exit(f"{path} on port {port} did not answer 200 in {seconds} s")
         time.sleep(0.05)
+
+
+class Peak:
+    """The most VmRSS and RssAnon a process holds from now until stop(), read every 20 ms by a thread of its own."""
+
+    def __init__(self, pid):
+        self.pid, self.max, self.done = pid, {"VmRSS": 0.0, "RssAnon": 0.0}, threading.Event()
+        self.thread = threading.Thread(target=self.sample)
+        self.thread.start()
+
+    def sample(self):
+        while not self.done.is_set():
+            now = status(self.pid)
+            for key in self.max:
+                self.max[key] = max(self.max[key], now[key])
+            time.sleep(0.02)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return self.max
+
+
+def print_burst(results):
+    """Prints the medians and ranges of runs that each returned (peak, 2 s after), as user_rss.py's and
+    payment_rss.py's do."""
+    for key in ("VmRSS", "RssAnon"):
+        peaks, afters = [r[0][key] for r in results], [r[1][key] for r in results]
+        print(f"{key} MiB: peak median {statistics.median(peaks):.1f} ({min(peaks):.1f}-{max(peaks):.1f}), "
+              f"2 s after the burst median {statistics.median(afters):.1f} ({min(afters):.1f}-{max(afters):.1f})")
+    afters = [r[1]["RssFile"] for r in results]
+    print(f"RssFile MiB: 2 s after the burst median {statistics.median(afters):.1f}")
 
 
 def get(conn, path):

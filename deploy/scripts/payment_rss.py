@@ -17,7 +17,6 @@ import http.server
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ import uuid
 from datetime import datetime, timezone
 from urllib.parse import urlparse
 
-from gateway_rss import status, wait_ready  # this directory is the script's, so first on sys.path
+from gateway_rss import Peak, print_burst, status, wait_ready  # this directory is the script's, so first on sys.path
 
 HTTP, ADMIN = 28083, 29083
 ORDERS = 2000
@@ -123,17 +122,7 @@ def run(binary, i, jwks_port):
     try:
         wait_ready(HTTP, "/readyz", proc, 30)
         time.sleep(2)
-        idle, peak, done = status(proc.pid), {"VmRSS": 0.0, "RssAnon": 0.0}, threading.Event()
-
-        def sample():  # the peak, read every 20 ms
-            while not done.is_set():
-                now = status(proc.pid)
-                for key in peak:
-                    peak[key] = max(peak[key], now[key])
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        idle, sampler = status(proc.pid), Peak(proc.pid)
         start = time.time()
         publish_orders(name + ".shanhai.orders", ORDERS)
         final = unsent = -1
@@ -146,12 +135,11 @@ def run(binary, i, jwks_port):
         took = time.time() - start
         if final != ORDERS or unsent != 0:
             sys.exit(f"run {i}: {final} of {ORDERS} payments final, {unsent} results unrelayed after {took:.0f} s")
-        # The peak includes the 2 s after: the relay's last sends and the outbox's cleanup held more than the burst
-        # in early runs.
+        # The peak includes the 2 s after: in earlier runs, sampled until the last result was relayed, the RSS 2 s
+        # after was above that peak.
         time.sleep(2)
         after = status(proc.pid)
-        done.set()
-        sampler.join()
+        peak = sampler.stop()
         print(i, f"{took:.1f} s", "idle", idle, "peak", peak, "2 s after", after, flush=True)
         return peak, after
     finally:
@@ -166,12 +154,7 @@ def main():
     jwks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JWKSHandler)
     threading.Thread(target=jwks.serve_forever, daemon=True).start()
     results = [run(binary, i, jwks.server_port) for i in range(runs)]
-    for key in ("VmRSS", "RssAnon"):
-        peaks, afters = [r[0][key] for r in results], [r[1][key] for r in results]
-        print(f"{key} MiB: peak median {statistics.median(peaks):.1f} ({min(peaks):.1f}-{max(peaks):.1f}), "
-              f"2 s after the burst median {statistics.median(afters):.1f} ({min(afters):.1f}-{max(afters):.1f})")
-    afters = [r[1]["RssFile"] for r in results]
-    print(f"RssFile MiB: 2 s after the burst median {statistics.median(afters):.1f}")
+    print_burst(results)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ deploy/argon2_test.go's figures were taken. Needs python3 and psql.
 import http.client
 import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import time
 import uuid
 from urllib.parse import urlparse
 
-from gateway_rss import status, wait_ready  # this directory is the script's, so first on sys.path
+from gateway_rss import Peak, print_burst, status, wait_ready  # this directory is the script's, so first on sys.path
 
 HTTP, ADMIN = 28081, 29081
 CLIENTS, LOGINS = 32, 7
@@ -55,24 +54,13 @@ def run(binary, i):
     try:
         wait_ready(HTTP, "/readyz", proc, 20)
         time.sleep(2)
-        idle, peak, codes, done = status(proc.pid), {"VmRSS": 0.0, "RssAnon": 0.0}, {}, threading.Event()
-
-        def sample():  # the burst's peak, read every 20 ms
-            while not done.is_set():
-                now = status(proc.pid)
-                for key in peak:
-                    peak[key] = max(peak[key], now[key])
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
+        idle, codes, sampler = status(proc.pid), {}, Peak(proc.pid)  # the burst's peak
         clients = [threading.Thread(target=client, args=(codes,)) for _ in range(CLIENTS)]
         for t in clients:
             t.start()
         for t in clients:
             t.join()
-        done.set()
-        sampler.join()
+        peak = sampler.stop()
         time.sleep(2)
         after = status(proc.pid)
         print(i, "idle", idle, "peak", peak, "2 s after", after, codes, flush=True)
@@ -86,12 +74,7 @@ def run(binary, i):
 def main():
     binary, runs = sys.argv[1], int(sys.argv[2])
     results = [run(binary, i) for i in range(runs)]
-    for key in ("VmRSS", "RssAnon"):
-        peaks, afters = [r[0][key] for r in results], [r[1][key] for r in results]
-        print(f"{key} MiB: peak median {statistics.median(peaks):.1f} ({min(peaks):.1f}-{max(peaks):.1f}), "
-              f"2 s after the burst median {statistics.median(afters):.1f} ({min(afters):.1f}-{max(afters):.1f})")
-    afters = [r[1]["RssFile"] for r in results]
-    print(f"RssFile MiB: 2 s after the burst median {statistics.median(afters):.1f}")
+    print_burst(results)
 
 
 if __name__ == "__main__":
