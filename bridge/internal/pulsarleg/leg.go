@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"strings"
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
@@ -273,6 +274,12 @@ func Ping(c pulsar.Client, topic string) error {
 }
 
 // isRejection tells Pulsar's verdict on one message from transient failures.
+//
+// The client's own size check comes in two forms. A payload over the broker's max message size is a *pulsar.Error
+// MessageTooBig; a payload under it whose metadata (its properties: the record's headers) takes it over is refused
+// while the send is serialized, with internal.ErrExceedMaxMessageSize ("encryptedPayload exceeds MaxMessageSize"),
+// an error of the client's internal package, no *pulsar.Error, that only its text tells. Taken for a transient failure,
+// it restarted the partition's session for ever at that message, never dead-lettered.
 func isRejection(err error) bool {
 	var pe *pulsar.Error
 	if errors.As(err, &pe) {
@@ -281,8 +288,11 @@ func isRejection(err error) bool {
 			return true
 		}
 	}
-	return false
+	return err != nil && strings.Contains(err.Error(), errExceedMaxMessageSize)
 }
+
+// errExceedMaxMessageSize is the text of pulsar-client-go's internal.ErrExceedMaxMessageSize (v0.19.0).
+const errExceedMaxMessageSize = "encryptedPayload exceeds MaxMessageSize"
 
 // resetConsumer recreates the partition's durable consumer at its ack floor,
 // so delivery restarts in stream order from the first unacknowledged message
