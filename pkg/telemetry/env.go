@@ -116,6 +116,12 @@ func checkEnv(disabled bool) error {
 		if s.exportsTo() == "" {
 			continue
 		}
+		grpc := protocol(s.own("PROTOCOL")) == "grpc"
+		for _, k := range s.both("ENDPOINT") {
+			if err := checkEndpoint(strings.TrimSpace(os.Getenv(k)), grpc); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			}
+		}
 		for _, c := range otlpChecks {
 			for _, k := range s.both(c.setting) {
 				if err := c.check(strings.TrimSpace(os.Getenv(k))); err != nil {
@@ -134,14 +140,13 @@ func checkEnv(disabled bool) error {
 	return nil
 }
 
-// otlpChecks check the exporters' settings, by name (ENDPOINT is
-// OTEL_EXPORTER_OTLP_ENDPOINT and each signal's own); each gets the
-// variable's trimmed value and accepts an empty one (unset).
+// otlpChecks check the exporters' settings but the endpoint, by name
+// (HEADERS is OTEL_EXPORTER_OTLP_HEADERS and each signal's own); each gets
+// the variable's trimmed value and accepts an empty one (unset).
 var otlpChecks = []struct {
 	setting string
 	check   func(string) error
 }{
-	{"ENDPOINT", checkEndpoint},
 	{"HEADERS", checkHeaders},
 	// Whole milliseconds, as the specification says: "10s" was ignored
 	// and the 10 s default used.
@@ -260,18 +265,33 @@ func checkClientCert(certVars, keyVars []string) []error {
 	return errs
 }
 
-// checkEndpoint accepts what the specification requires of an OTLP endpoint
-// for both protocols: a URL with scheme http or https and a host. An empty
-// value is unset.
-func checkEndpoint(v string) error {
+// checkEndpoint accepts what the exporter of the signal's protocol reads
+// as the endpoint it was given. Both take a URL with scheme http or https
+// and a host, which the specification requires them to. Without one, the
+// HTTP exporter sent to https://localhost:4318 ("collector:4318" parses as
+// scheme "collector"); the gRPC exporter dials any other value that parses
+// as a URL as a gRPC target, "collector:4317" (TLS unless
+// OTEL_EXPORTER_OTLP_INSECURE=true, as the specification says of an
+// endpoint without a scheme) or "unix:///run/otel.sock", so for grpc those
+// are accepted. What Go cannot parse as a URL, such as an IP address and
+// port without a scheme, both exporters ignore for their localhost default.
+// An empty value is unset.
+func checkEndpoint(v string, grpc bool) error {
 	if v == "" {
 		return nil
 	}
 	u, err := url.Parse(v)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("%q must be a URL with scheme http or https and a host, e.g. http://collector:4318", v)
+	web := err == nil && (u.Scheme == "http" || u.Scheme == "https")
+	switch {
+	case web && u.Host != "":
+		return nil
+	case grpc && err == nil && !web:
+		return nil
+	case grpc:
+		return fmt.Errorf("%q must be a URL with scheme http or https and a host (e.g. http://collector:4317) "+
+			"or a gRPC target Go reads as a URL (collector:4317; not an IP address without a scheme)", v)
 	}
-	return nil
+	return fmt.Errorf("%q must be a URL with scheme http or https and a host, e.g. http://collector:4318", v)
 }
 
 // checkHeaders accepts what the exporters read: comma-separated key=value

@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/pem"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -59,8 +62,9 @@ func emit(t *testing.T, procs ...sdktrace.SpanProcessor) error {
 
 // TestBadOTLPVariablesRefused: what the exporters would misread fails Setup
 // naming the variable. An endpoint without a scheme went to
-// https://localhost:4318 (grpc: localhost:4317) and a header without '='
-// was dropped, each with only a line on the standard logger.
+// https://localhost:4318 (an IP address and port without one, over grpc
+// too: localhost:4317) and a header without '=' was dropped, each with only
+// a line on the standard logger.
 func TestBadOTLPVariablesRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -69,8 +73,12 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 	}{
 		{"no scheme", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4318"},
 			"OTEL_EXPORTER_OTLP_ENDPOINT"},
-		{"no scheme grpc", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317",
+		{"no scheme grpc", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "127.0.0.1:4317",
 			"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		// A gRPC target is read as one only by the gRPC exporter: the
+		// metrics, over http/protobuf by default, went to localhost.
+		{"grpc target over http", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317",
+			"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}, "OTEL_EXPORTER_OTLP_ENDPOINT"},
 		{"traces endpoint", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "ftp://collector/v1/traces"},
 			"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"},
 		{"header without =", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
@@ -121,6 +129,42 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 				t.Errorf("Setup = %v, want an error naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestGRPCTargetWithoutScheme: for OTLP/gRPC the specification accepts
+// any target the gRPC client does, and Go's gRPC exporter dials
+// "localhost:<port>" (no scheme) where it says. Setup refused it as it
+// refuses such an endpoint over http/protobuf, which sends to localhost:4318.
+func TestGRPCTargetWithoutScheme(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dialed := make(chan struct{}, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			dialed <- struct{}{}
+			c.Close()
+		}
+	}()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:"+strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "gRPC")
+	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1000") // the stand-in answers no export
+	t.Setenv("OTEL_METRICS_EXPORTER", "none")
+	p, err := Setup(context.Background(), Options{ServiceName: "env-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := otel.Tracer("test").Start(context.Background(), "work")
+	span.End()
+	_ = p.Shutdown(context.Background()) // exports, and fails: the stand-in speaks no gRPC
+	select {
+	case <-dialed:
+	case <-time.After(10 * time.Second): // a hang guard: Shutdown has dialed by now or never will
+		t.Error("the exporter did not dial the endpoint given")
 	}
 }
 

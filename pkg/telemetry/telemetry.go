@@ -52,7 +52,7 @@ import (
 //     /metrics is still served.
 //
 // A variable the exporters would misread (an endpoint that is not an http or
-// https URL, a header that is not key=value, a timeout that is not whole
+// https URL, or over grpc a gRPC target such as collector:4317, a header that is not key=value, a timeout that is not whole
 // milliseconds, a compression other than gzip or none, an insecure flag
 // other than true or false, a certificate file
 // that cannot be loaded, an OTEL_BSP_* or OTEL_METRIC_EXPORT_* value that is
