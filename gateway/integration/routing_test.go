@@ -36,7 +36,22 @@ func TestRoutingFollowsRegisterAndDeregisterWithinOneSecond(t *testing.T) {
 		return true
 	})
 	t.Logf("deregister -> gone in %v", took)
-	_ = b
+
+	// With no instance left a request is answered at once, 503
+	// problem+json naming the service, not held until some timeout.
+	b.stop()
+	eventually(t, time.Second, "no instance left answers 503", func() bool {
+		r := w.do(g, "GET", "/api/v1/orders", tok, nil)
+		return r.Status == http.StatusServiceUnavailable && r.Header.Get("Content-Type") == "application/problem+json" &&
+			strings.Contains(string(r.Body), "no-instance")
+	})
+	start := time.Now()
+	if r := w.do(g, "GET", "/api/v1/orders", tok, nil); r.Status != http.StatusServiceUnavailable {
+		t.Fatalf("no instance: %d %s", r.Status, r.Body)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the 503 took %v", took)
+	}
 }
 
 // A release tag goes exactly to that release; untagged traffic follows the
