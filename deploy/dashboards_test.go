@@ -220,3 +220,40 @@ func TestDashboardsSplitByCause(t *testing.T) {
 		t.Fatal("no panel queries a metric of causeLabels: the dashboards' shape changed, follow it here")
 	}
 }
+
+// TestBridgeDashboardTakesOnePartitionsLagOnce: a partition's lag is exported by the bridge instance that owns it, and
+// during a handover by two (the old owner forgets its series once its sessions and drain have ended; leg B's can be
+// held up to the Pulsar client's 30 s operation timeout, opening a producer while Pulsar is away). Summed, the panels
+// showed that partition's lag doubled at each rebalance; the largest is the partition's lag.
+func TestBridgeDashboardTakesOnePartitionsLagOnce(t *testing.T) {
+	raw, err := os.ReadFile("observability/grafana/dashboards/bridge.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			for _, gauge := range []string{"bridge_consumer_lag", "bridge_archive_lag"} {
+				if !regexp.MustCompile(`\b` + gauge + `\b`).MatchString(tg.Expr) {
+					continue
+				}
+				seen++
+				if !regexp.MustCompile(`^\s*max by \(topic, partition\) \(` + gauge + `\)\s*$`).MatchString(tg.Expr) {
+					t.Errorf("panel %q: %s, want max by (topic, partition) (%s)", p.Title, tg.Expr, gauge)
+				}
+			}
+		}
+	}
+	if seen != 2 {
+		t.Errorf("%d panels plot a partition's lag, want 2 (leg A's and leg B's)", seen)
+	}
+}
