@@ -191,7 +191,7 @@ var otlpChecks = []struct {
 
 // checkPropagators accepts OTEL_PROPAGATORS only where it names what
 // Propagator does anyway, W3C tracecontext and baggage (in any order and
-// case): the platform has that one format, on every carrier, and another
+// case, a repeated name once, as the specification deduplicates): the platform has that one format, on every carrier, and another
 // list (b3, or none) was ignored without a word. The SDK's own setting
 // applies even when it is disabled, so this is checked then too.
 func checkPropagators(v string) error {
@@ -203,7 +203,7 @@ func checkPropagators(v string) error {
 		got = append(got, strings.ToLower(strings.TrimSpace(p)))
 	}
 	slices.Sort(got)
-	if !slices.Equal(got, []string{"baggage", "tracecontext"}) {
+	if !slices.Equal(slices.Compact(got), []string{"baggage", "tracecontext"}) {
 		return fmt.Errorf("%s=%q: only tracecontext,baggage is supported (the platform's one format)", envPropagators, v)
 	}
 	return nil

@@ -181,7 +181,7 @@ func TestOTLPSignalEndpoints(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
 	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "0")
-	t.Setenv("OTEL_PROPAGATORS", "Baggage, tracecontext")
+	t.Setenv("OTEL_PROPAGATORS", "Baggage, tracecontext,baggage") // deduplicated, as the specification says
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")
 	if err := emit(t); err != nil {
 		t.Fatal(err)
