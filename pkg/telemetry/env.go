@@ -130,6 +130,9 @@ func checkEnv(disabled bool) error {
 			}
 		}
 		errs = append(errs, checkClientCert(s.both("CLIENT_CERTIFICATE"), s.both("CLIENT_KEY"))...)
+		if err := s.checkInsecure(); err != nil {
+			errs = append(errs, err)
+		}
 		if p := protocol(s.own("PROTOCOL")); p != "grpc" && p != "http/protobuf" {
 			errs = append(errs, fmt.Errorf("OTLP protocol %q not supported (grpc or http/protobuf)", p))
 		}
@@ -187,6 +190,43 @@ var otlpChecks = []struct {
 		}
 		return nil
 	}},
+}
+
+// checkInsecure refuses an OTEL_EXPORTER_OTLP_INSECURE (the signal's own
+// before the general one) that contradicts the scheme of the endpoint the
+// signal is sent to. The specification lets an http or https scheme decide
+// and the variable apply only to a gRPC endpoint without one, but Go's
+// exporters apply it after the scheme: "false" beside an http:// endpoint
+// made them speak TLS to a plain-text collector, and every export failed
+// with only a warning ("server gave HTTP response to HTTPS client"); "true"
+// beside https:// sent spans in clear text. A value that agrees with the
+// scheme changes nothing and is accepted.
+func (s otlpSignal) checkInsecure() error {
+	name, v := s.firstSet("INSECURE")
+	if !strings.EqualFold(v, "true") && !strings.EqualFold(v, "false") {
+		return nil // unset, or not a boolean: otlpChecks says so
+	}
+	epName, ep := s.firstSet("ENDPOINT")
+	u, err := url.Parse(ep)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil
+	}
+	if strings.EqualFold(v, "true") == (u.Scheme == "http") {
+		return nil
+	}
+	return fmt.Errorf("%s=%s contradicts the %s:// scheme of %s: the exporter would follow %s; "+
+		"unset it and let the scheme decide", name, v, u.Scheme, epName, name)
+}
+
+// firstSet is the name and trimmed value of the signal's own variable for
+// setting if it is set, else of the general one (the exporters' precedence).
+func (s otlpSignal) firstSet(setting string) (name, value string) {
+	for _, k := range s.both(setting) {
+		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
+			return k, v
+		}
+	}
+	return "", ""
 }
 
 // checkPropagators accepts OTEL_PROPAGATORS only where it names what

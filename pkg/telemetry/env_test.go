@@ -103,6 +103,12 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		{"insecure not a boolean", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_TRACES_INSECURE": "1"},
 			"OTEL_EXPORTER_OTLP_TRACES_INSECURE"},
+		// Go's exporters let the flag override the scheme, which the
+		// specification says decides: TLS to a plain-text collector.
+		{"insecure false beside http", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_INSECURE": "false"}, "OTEL_EXPORTER_OTLP_INSECURE=false contradicts"},
+		{"insecure true beside https", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_TRACES_INSECURE": "TRUE"}, "OTEL_EXPORTER_OTLP_TRACES_INSECURE=TRUE contradicts"},
 		{"CA file missing", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"}, "OTEL_EXPORTER_OTLP_CERTIFICATE"},
 		{"CA file not PEM", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
@@ -180,6 +186,7 @@ func TestOTLPSignalEndpoints(t *testing.T) {
 	t.Setenv("OTEL_TRACES_EXPORTER", "OTLP")
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
 	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true") // agrees with the http:// scheme
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "0")
 	t.Setenv("OTEL_PROPAGATORS", "Baggage, tracecontext,baggage") // deduplicated, as the specification says
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")

@@ -54,7 +54,7 @@ import (
 // A variable the exporters would misread (an endpoint that is not an http or
 // https URL, or over grpc a gRPC target such as collector:4317, a header that is not key=value, a timeout that is not whole
 // milliseconds, a compression other than gzip or none, an insecure flag
-// other than true or false, a certificate file
+// other than true or false or contradicting the endpoint's scheme, a certificate file
 // that cannot be loaded, an OTEL_BSP_* or OTEL_METRIC_EXPORT_* value that is
 // not a whole number, an OTEL_PROPAGATORS other than tracecontext,baggage,
 // an unknown protocol or exporter, an
