@@ -157,22 +157,8 @@ func TestAdminAddressTakenStopsTheGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	cmd := w.gatewayCommand(freeAddr(t), taken.Addr().String())
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err = <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-		t.Fatalf("the gateway ran with its admin address taken:\n%s", out.String())
-	}
-	if err == nil || !strings.Contains(out.String(), taken.Addr().String()) {
-		t.Fatalf("gateway with ADMIN_ADDR taken: %v, want a failed start naming %s:\n%s", err, taken.Addr(), out.String())
+	out, err := exitWithin(t, w.gatewayCommand(freeAddr(t), taken.Addr().String()), 10*time.Second)
+	if err == nil || !strings.Contains(out, taken.Addr().String()) {
+		t.Fatalf("gateway with ADMIN_ADDR taken: %v, want a failed start naming %s:\n%s", err, taken.Addr(), out)
 	}
 }

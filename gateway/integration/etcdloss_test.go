@@ -1,8 +1,7 @@
 package integration
 
 import (
-	"bytes"
-	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,25 +47,8 @@ func TestEtcdLostKeepsTheLastKnownInstances(t *testing.T) {
 // an error naming discovery after pkg/discovery's StartTimeout (10 s).
 func TestEtcdDownAtStartStopsTheGateway(t *testing.T) {
 	w := newWorld(t)
-	cmd := w.gatewayCommand(freeAddr(t), freeAddr(t), "ETCD_ENDPOINTS="+testenv.ClosedPort(t))
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatalf("gateway exited 0 without etcd:\n%s", out.Bytes())
-		}
-		if !bytes.Contains(out.Bytes(), []byte("discovery")) {
-			t.Fatalf("the error does not name discovery:\n%s", out.Bytes())
-		}
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Signal(os.Kill)
-		<-done
-		t.Fatalf("gateway still running 30 s after its start without etcd:\n%s", out.Bytes())
+	out, err := exitWithin(t, w.gatewayCommand(freeAddr(t), freeAddr(t), "ETCD_ENDPOINTS="+testenv.ClosedPort(t)), 30*time.Second)
+	if err == nil || !strings.Contains(out, "discovery") {
+		t.Fatalf("gateway without etcd: %v, want a failed start naming discovery:\n%s", err, out)
 	}
 }

@@ -334,6 +334,29 @@ func (w *world) gatewayCommand(addr, admin string, env ...string) *exec.Cmd {
 	return cmd
 }
 
+// exitWithin runs cmd, a gateway expected to stop by itself, and returns
+// what it wrote and how it ended; past within it is killed and the test
+// fails.
+func exitWithin(t *testing.T, cmd *exec.Cmd, within time.Duration) (string, error) {
+	t.Helper()
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return out.String(), err
+	case <-time.After(within):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("the gateway still ran %v after its start:\n%s", within, out.String())
+		return "", nil
+	}
+}
+
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
