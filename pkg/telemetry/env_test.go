@@ -97,6 +97,9 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		{"propagators with SDK disabled", map[string]string{"OTEL_PROPAGATORS": "tracecontext",
 			"OTEL_SDK_DISABLED": "true"}, "OTEL_PROPAGATORS"},
 		{"batch delay with a unit", map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "5s"}, "OTEL_BSP_SCHEDULE_DELAY"},
+		// Taken as it is by the batch processor, whose goroutine then spun.
+		{"batch delay zero", map[string]string{"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY"},
+		{"batch queue zero", map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "0"}, "OTEL_BSP_MAX_QUEUE_SIZE"},
 		{"metric interval zero", map[string]string{"OTEL_METRIC_EXPORT_INTERVAL": "0"}, "OTEL_METRIC_EXPORT_INTERVAL"},
 		{"compression", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "zstd"}, "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"},
@@ -187,7 +190,7 @@ func TestOTLPSignalEndpoints(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "5000")
 	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
 	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true") // agrees with the http:// scheme
-	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "0")
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
 	t.Setenv("OTEL_PROPAGATORS", "Baggage, tracecontext,baggage") // deduplicated, as the specification says
 	t.Setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")
 	if err := emit(t); err != nil {
