@@ -134,7 +134,8 @@ func checkEnv(disabled bool) error {
 			errs = append(errs, err)
 		}
 		if p := protocol(s.own("PROTOCOL")); p != "grpc" && p != "http/protobuf" {
-			errs = append(errs, fmt.Errorf("OTLP protocol %q not supported (grpc or http/protobuf)", p))
+			name, v := s.firstSet("PROTOCOL")
+			errs = append(errs, fmt.Errorf("%s=%q: only grpc and http/protobuf are supported", name, v))
 		}
 	}
 	if err := errors.Join(dedup(errs)...); err != nil {

@@ -88,6 +88,9 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		{"header value", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_HEADERS": "k=%zz"}, "OTEL_EXPORTER_OTLP_HEADERS"},
 		{"exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"},
+		// The message named no variable: a signal's own or the general one?
+		{"protocol", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
+			"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/json"`},
 		// Each of these was ignored by the exporters with a line on the
 		// standard logger: the default timeout, no compression, the
 		// system's roots, no client certificate.
