@@ -304,7 +304,7 @@ func TestClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 		<-release
 		upstreamtest.OK(w, "answer")
 	})
-	c, s := getPastTheBudget(t, up)
+	c, s := getPastTheBudget(t, up, Options{Linger: time.Hour})
 	<-got
 	readAhead(t, c, s)
 	close(release)
@@ -322,7 +322,7 @@ func TestClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 func TestPausedClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 	const size = 12 << 20 // more than the sockets take: the client is paused
 	body := strings.Repeat("x", size)
-	c, s := getPastTheBudget(t, upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) { upstreamtest.OK(w, body) }))
+	c, s := getPastTheBudget(t, upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) { upstreamtest.OK(w, body) }), Options{Linger: time.Hour})
 	// Its first bytes out: the answer is written (reply), most of it
 	// waiting in the loop's buffer, as no socket takes 12 MiB.
 	br := bufio.NewReaderSize(c, 64<<10)
@@ -337,11 +337,38 @@ func TestPausedClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 	closedAndReleased(t, br, s)
 }
 
+// TestSlowClientReadingPastTheBudgetGetsItsAnswer: as above for a client
+// that reads its 12 MiB answer slowly, starting well after the linger's
+// end: the linger counts from the FIN, once the answer has left (the write
+// timeout bounds it until then). Counted from the answer's write, the
+// sweep closed the connection a Linger later, and gnet dropped what the
+// socket had not taken: the answer was cut.
+func TestSlowClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
+	const size = 12 << 20
+	body := strings.Repeat("x", size)
+	const linger = 50 * time.Millisecond
+	c, s := getPastTheBudget(t, upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) { upstreamtest.OK(w, body) }),
+		Options{Linger: linger, WriteTimeout: 10 * time.Second})
+	br := bufio.NewReaderSize(c, 64<<10)
+	if _, err := br.Peek(12); err != nil {
+		t.Fatal(err)
+	}
+	readAhead(t, c, s)
+	time.Sleep(10 * linger) // a slow reader: nothing read for ten Lingers (some 50 sweeps)
+	var r fasthttp.Response
+	if err := r.Read(br); err != nil || r.StatusCode() != 200 || len(r.Body()) != size {
+		t.Fatalf("got %d, %d bytes, err %v, want the upstream's 200 whole", r.StatusCode(), len(r.Body()), err)
+	}
+	closedAndReleased(t, br, s)
+}
+
 // getPastTheBudget serves the order route from up with a 256 KiB budget
-// and sends a GET on a new connection, which it returns.
-func getPastTheBudget(t *testing.T, up string) (net.Conn, *Server) {
+// (and so's Linger and WriteTimeout) and sends a GET on a new connection,
+// which it returns.
+func getPastTheBudget(t *testing.T, up string, so Options) (net.Conn, *Server) {
 	t.Helper()
-	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 20, HeldBytes: 256 << 10, Loops: 1, Linger: time.Hour},
+	so.MaxBodyBytes, so.HeldBytes, so.Loops = 1<<20, 256<<10, 1
+	addr, s, _ := startServerTimed(t, proxy.Options{}, so,
 		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

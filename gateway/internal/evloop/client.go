@@ -78,7 +78,7 @@ type client struct {
 	continued            bool  // 100 Continue sent for the request being read
 	http10               bool  // the request being served is HTTP/1.0
 	linger               bool  // close by lingering (reject)
-	lingerSince          int64 // lingering since (unix ns), 0: not
+	lingerSince          int64 // lingering since (unix ns; from its FIN once sent), 0: not
 	finned               bool  // lingering, and the answer is out with a FIN behind it
 	closeSent            bool  // closing once its last answer is all out (reply; then the sweep closes it)
 	counted              bool  // counted in loop.busy for its answer in the buffer (count)
@@ -309,7 +309,7 @@ func (l *loop) fin(cl *client) {
 	if cl.finned || cl.gone || cl.c.OutboundBuffered() > 0 {
 		return
 	}
-	cl.finned = true
+	cl.finned, cl.lingerSince = true, l.now // the linger counts from here (sweep)
 	_ = syscall.Shutdown(cl.c.Fd(), syscall.SHUT_WR)
 }
 

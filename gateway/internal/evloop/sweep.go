@@ -23,7 +23,10 @@ func (l *loop) sweep(t time.Time) {
 		switch {
 		case cl.deadline != 0 && now >= cl.deadline:
 			l.cancel(cl, fasthttp.ErrTimeout)
-		case cl.lingerSince != 0 && !cl.gone && now-cl.lingerSince >= int64(o.Linger):
+		case cl.lingerSince != 0 && !cl.gone && (cl.finned || o.WriteTimeout <= 0) && now-cl.lingerSince >= int64(o.Linger):
+			// From its FIN (fin restarts lingerSince): its answer may be
+			// megabytes to a slow reader, which the write timeout bounds
+			// until then; without one, from the answer's write, as ever.
 			cl.lingerSince = 0
 			_ = cl.c.Close()
 		case cl.busy || cl.gone || cl.closing:
@@ -44,7 +47,7 @@ func (l *loop) sweep(t time.Time) {
 			l.settle(cl) // what they held goes with them, as after advance's serve
 		}
 		next = min(next, cl.due(now, o))
-		if cl.gone || (cl.closing && !cl.closeSent) || o.WriteTimeout <= 0 {
+		if cl.gone || (cl.closing && !cl.closeSent && (cl.lingerSince == 0 || cl.finned)) || o.WriteTimeout <= 0 {
 			continue
 		}
 		switch {
