@@ -95,7 +95,16 @@ type Leg struct {
 	tracer   trace.Tracer
 	readings limitReadings
 	waits    policyWaits
+	// lagReads holds a token for each consumer read for bridge_archive_lag in flight (bsession.watchLag), at most
+	// lagReadsMax for the whole leg.
+	lagReads chan struct{}
 }
+
+// lagReadsMax bounds the leg's consumer reads for bridge_archive_lag in flight. Each waiting partition reads once per
+// LagInterval, so with every partition held (Pulsar away) the reads grew with the partitions, and as fast as JetStream
+// answered: a struggling JetStream got one more request per partition each interval. A session whose read finds the
+// bound taken skips that interval, so a slow JetStream gets fewer.
+const lagReadsMax = 4
 
 // policyWaits are the partitions whose session waits to read its topic's max message size policy (partition.readLimit),
 // for /readyz.
@@ -220,7 +229,8 @@ func New(o Options) *Leg {
 	if o.TracerProvider == nil {
 		o.TracerProvider = otel.GetTracerProvider()
 	}
-	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: o.TracerProvider.Tracer("github.com/shanhai-dev/shanhai/bridge/pulsarleg")}
+	return &Leg{o: o, routes: mapping.ByTopic(o.Routes), tracer: o.TracerProvider.Tracer("github.com/shanhai-dev/shanhai/bridge/pulsarleg"),
+		lagReads: make(chan struct{}, lagReadsMax)}
 }
 
 // Partition is a kafkaleg.Owner: it carries one partition until gen ends.

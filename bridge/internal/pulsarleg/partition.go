@@ -620,7 +620,13 @@ func (s *bsession) watchLag(ctx context.Context, cons jetstream.Consumer, done c
 		if !waiting {
 			continue
 		}
+		select {
+		case l.lagReads <- struct{}{}:
+		default:
+			continue // lagReadsMax reads in flight: the next interval tries again
+		}
 		info, err := cons.Info(ctx)
+		<-l.lagReads
 		if err != nil {
 			if ctx.Err() == nil {
 				l.o.Logger.Debug("leg B could not read its consumer for the archive lag", "consumer", s.p.name, "err", err)
