@@ -2,6 +2,8 @@ package evloop
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -74,4 +76,90 @@ func TestClientsOverTheCapGet503(t *testing.T) {
 	}
 	held[1].Close()
 	waitFor(t, "no client counted once all went", func() bool { return s.conns.Load() == 0 })
+}
+
+// TestConnsCountedBackToZero: client connections ended every way there is
+// (by the client, reset, refused 400, 408, 503 past the budget or the cap,
+// 504, 505, idle, Connection: close, gone while upstream, the server's
+// stop) leave none counted: a close path that missed OnClose's uncount
+// would leak a little of the cap at each, until every client was refused.
+func TestConnsCountedBackToZero(t *testing.T) {
+	const maxClients = 8
+	addr, s := startServerS(t, proxy.Options{}, Options{MaxClients: maxClients, MaxBodyBytes: 1 << 20, HeldBytes: 64 << 10,
+		ReadTimeout: 300 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, Linger: 100 * time.Millisecond, Loops: 2})
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		return c
+	}
+	// answered sends raw on a new connection, reads one answer, and closes
+	// it once the server has (close) or at once.
+	answered := func(raw string, status int, close bool) {
+		t.Helper()
+		c := dial()
+		defer c.Close()
+		_, _ = io.WriteString(c, raw) // a refusal may close before all of it is taken
+		br := bufio.NewReader(c)
+		var r fasthttp.Response
+		if err := r.Read(br); err != nil || r.StatusCode() != status {
+			t.Fatalf("%q: %d %v, want %d", raw[:min(len(raw), 40)], r.StatusCode(), err, status)
+		}
+		if close {
+			_, _ = io.Copy(io.Discard, br)
+		}
+	}
+	get := "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"
+	for range 3 {
+		answered(get, 200, false)                                                                     // the client closes
+		answered("GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n", 200, true) // the server does
+		answered("BAD\r\n\r\n", 400, true)                                                            // refused, lingering
+		answered("GET /api/v1/orders/slow HTTP/1.1\r\nHost: gw\r\n\r\n", 504, false)                  // the route's deadline
+		answered("POST /api/v1/orders HTTP/2.0\r\nHost: gw\r\nContent-Length: 9000\r\n\r\nxx", 505, true)
+		answered("POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 500000\r\n\r\n"+strings.Repeat("x", 200<<10), 503, true) // past the budget
+		answered("", 408, true)                                                                                                        // silent past the read timeout
+		idle := dial()                                                                                                                 // idle past the idle timeout
+		if _, err := io.WriteString(idle, get); err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, idle)
+		idle.Close()
+		gone := dial() // gone while its request is upstream
+		_, _ = io.WriteString(gone, "GET /api/v1/orders/slow HTTP/1.1\r\nHost: gw\r\n\r\n")
+		waitFor(t, "the request upstream", func() bool { return s.inflight() >= 1 })
+		gone.Close()
+		reset := dial().(*net.TCPConn) // reset mid-request
+		_, _ = io.WriteString(reset, "POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nx")
+		_ = reset.SetLinger(0)
+		reset.Close()
+		var full []net.Conn // the cap full: one more is refused
+		for range maxClients {
+			c := dial()
+			_, _ = io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\n")
+			full = append(full, c)
+		}
+		waitFor(t, "the cap full", func() bool { return s.conns.Load() == maxClients })
+		answered(get, 503, true)
+		for _, c := range full {
+			c.Close()
+		}
+		waitFor(t, fmt.Sprintf("no client counted (now %d)", s.conns.Load()), func() bool { return s.conns.Load() == 0 })
+	}
+	if s.connsRefused.Load() != 3 || s.budget.refused.Load() != 3 {
+		t.Errorf("%d refused over the cap, %d past the budget; want 3 of each", s.connsRefused.Load(), s.budget.refused.Load())
+	}
+	for range maxClients { // open, idle or mid-request, when the server stops
+		c := dial()
+		defer c.Close()
+		_, _ = io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\n")
+	}
+	waitFor(t, "the cap full", func() bool { return s.conns.Load() == maxClients })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, fmt.Sprintf("no client counted after the stop (now %d)", s.conns.Load()), func() bool { return s.conns.Load() == 0 })
 }
