@@ -257,3 +257,38 @@ func TestBridgeDashboardTakesOnePartitionsLagOnce(t *testing.T) {
 		t.Errorf("%d panels plot a partition's lag, want 2 (leg A's and leg B's)", seen)
 	}
 }
+
+// TestBridgeDashboardShowsTheFirstLoss: bridge_stream_lost_total appears at its first count, with every record of that
+// loss in it, and increase() needs a sample before: the panel plotted increase() alone and showed 0 for the first loss
+// of each bridge process, which is mostly the only one. It takes the series that appeared in the window as well, as
+// the alert BridgeStreamLostUnarchived does.
+func TestBridgeDashboardShowsTheFirstLoss(t *testing.T) {
+	raw, err := os.ReadFile("observability/grafana/dashboards/bridge.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	seen := false
+	for _, p := range d.Panels {
+		for _, tg := range p.Targets {
+			if !strings.Contains(tg.Expr, "bridge_stream_lost_total") {
+				continue
+			}
+			seen = true
+			if !strings.Contains(tg.Expr, "bridge_stream_lost_total unless bridge_stream_lost_total offset") {
+				t.Errorf("panel %q: %s leaves out a series that appeared in its window (its first count)", p.Title, tg.Expr)
+			}
+		}
+	}
+	if !seen {
+		t.Error("no panel plots bridge_stream_lost_total")
+	}
+}
