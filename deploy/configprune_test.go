@@ -1,7 +1,7 @@
 package deploy
 
 import (
-	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -40,15 +40,20 @@ func TestContentNamedConfigMapsAreLabelledForPruning(t *testing.T) {
 
 // TestKindUpPrunesReplacedConfigMaps: once every rollout is done, kind-up.sh applies the overlay again with
 // `--prune -l` on the label, which deletes the labelled ConfigMaps the overlay no longer holds in the namespaces it
-// applies to. After the rollouts, so that no pod still starting needs one.
+// applies to. After the rollouts, so that no pod still starting needs one. And ConfigMaps only: without
+// --prune-allowlist kubectl prunes its default list of kinds (Secrets, Services, PVCs, Deployments, Namespaces...),
+// so the label alone would stand between a stray labelled object, a Secret kind-up.sh applied say, and its deletion.
 func TestKindUpPrunesReplacedConfigMaps(t *testing.T) {
 	b := kindUpCalls(t)
 	calls := strings.Split(strings.TrimSpace(b), "\n")
-	prune := regexp.MustCompile(`(^| )apply -k deploy/k8s/overlays/kind --prune -l ` + regexp.QuoteMeta(contentNamed+"=true") + `$`)
 	pruned, lastWait := -1, -1
 	for i, c := range calls {
-		if prune.MatchString(c) {
+		args := strings.Fields(c)
+		if slices.Contains(args, "--prune") {
 			pruned = i
+			for _, e := range checkPrune(args) {
+				t.Errorf("kind-up.sh prunes with %q: %s", c, e)
+			}
 		}
 		if strings.Contains(c, " wait ") || strings.Contains(c, " rollout status ") {
 			lastWait = i
@@ -60,4 +65,31 @@ func TestKindUpPrunesReplacedConfigMaps(t *testing.T) {
 	case pruned < lastWait:
 		t.Errorf("kind-up.sh prunes before its last rollout wait (call %d of %d)", pruned+1, lastWait+1)
 	}
+}
+
+// checkPrune says what is wrong with the arguments of a kubectl call that prunes: it must apply the kind overlay,
+// select the content-named label, and allow ConfigMaps alone to be pruned.
+func checkPrune(args []string) []string {
+	var errs []string
+	value := func(flag string) []string {
+		var vs []string
+		for i, a := range args {
+			if v, ok := strings.CutPrefix(a, flag+"="); ok {
+				vs = append(vs, v)
+			} else if a == flag && i+1 < len(args) {
+				vs = append(vs, args[i+1])
+			}
+		}
+		return vs
+	}
+	if !slices.Contains(args, "apply") || !slices.Equal(value("-k"), []string{"deploy/k8s/overlays/kind"}) {
+		errs = append(errs, "not `apply -k deploy/k8s/overlays/kind`")
+	}
+	if !slices.Equal(value("-l"), []string{contentNamed + "=true"}) {
+		errs = append(errs, "want -l "+contentNamed+"=true")
+	}
+	if !slices.Equal(value("--prune-allowlist"), []string{"core/v1/ConfigMap"}) {
+		errs = append(errs, "want --prune-allowlist=core/v1/ConfigMap alone: kubectl's default list prunes Secrets, Services, PVCs...")
+	}
+	return errs
 }

@@ -98,8 +98,10 @@ kubectl -n shanhai-system rollout status daemonset/bpf-agent --timeout=300s
 # Each ConfigMap named by its content is a new object on every change, and apply leaves the one it replaced. Now that
 # the rollouts are done, delete those the overlay no longer holds: apply with -l applies only what has the label (the
 # current ConfigMaps, unchanged) and --prune deletes the rest of the labelled ones in the namespaces it applied to.
+# ConfigMaps only (--prune-allowlist, kubectl 1.26+): kubectl's default list also prunes Secrets, Services, PVCs,
+# workloads and Namespaces, where the label alone would stand between a labelled one and its deletion.
 # A `kubectl rollout undo` to an older ReplicaSet then finds its ConfigMap gone: run this script on the older commit.
-kubectl apply -k deploy/k8s/overlays/kind --prune -l shanhai.dev/content-named=true
+kubectl apply -k deploy/k8s/overlays/kind --prune -l shanhai.dev/content-named=true --prune-allowlist=core/v1/ConfigMap
 
 # Smoke test through the gateway (kind maps node port 30080 to localhost:8080): the user service's key set is a route
 # that needs no token (/api/v1/products answers 401 without one, which failed this script after a good deploy).
