@@ -226,19 +226,7 @@ func TestDashboardsSplitByCause(t *testing.T) {
 // held up to the Pulsar client's 30 s operation timeout, opening a producer while Pulsar is away). Summed, the panels
 // showed that partition's lag doubled at each rebalance; the largest is the partition's lag.
 func TestBridgeDashboardTakesOnePartitionsLagOnce(t *testing.T) {
-	raw, err := os.ReadFile("observability/grafana/dashboards/bridge.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d struct {
-		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(raw, &d); err != nil {
-		t.Fatal(err)
-	}
+	d := bridgeDashboard(t)
 	seen := 0
 	for _, p := range d.Panels {
 		for _, tg := range p.Targets {
@@ -263,19 +251,7 @@ func TestBridgeDashboardTakesOnePartitionsLagOnce(t *testing.T) {
 // of each bridge process, which is mostly the only one. It takes the series that appeared in the window as well, as
 // the alert BridgeStreamLostUnarchived does.
 func TestBridgeDashboardShowsTheFirstLoss(t *testing.T) {
-	raw, err := os.ReadFile("observability/grafana/dashboards/bridge.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var d struct {
-		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(raw, &d); err != nil {
-		t.Fatal(err)
-	}
+	d := bridgeDashboard(t)
 	seen := false
 	for _, p := range d.Panels {
 		for _, tg := range p.Targets {
@@ -291,4 +267,22 @@ func TestBridgeDashboardShowsTheFirstLoss(t *testing.T) {
 	if !seen {
 		t.Error("no panel plots bridge_stream_lost_total")
 	}
+}
+
+// bridgeDashboard is the bridge's Grafana dashboard: its panels' titles and queries.
+func bridgeDashboard(t *testing.T) (d struct {
+	Panels []struct {
+		Title   string
+		Targets []struct{ Expr string }
+	}
+}) {
+	t.Helper()
+	raw, err := os.ReadFile("observability/grafana/dashboards/bridge.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &d); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
