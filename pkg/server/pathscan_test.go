@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -9,10 +8,6 @@ import (
 	"testing"
 
 	"github.com/gin-gonic/gin"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-
-	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 // TestPathScanAddsNoSeries: a client walking paths (a scanner, ids in the
@@ -21,14 +16,7 @@ import (
 // under the empty route, however many distinct paths they had. The raw path
 // is in the access log only.
 func TestPathScanAddsNoSeries(t *testing.T) {
-	rec := tracetest.NewSpanRecorder()
-	p, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "server-test",
-		SpanProcessors: []sdktrace.SpanProcessor{rec}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Shutdown(context.Background())
-	s, _ := newTestServer(t, Options{Telemetry: p})
+	s, rec := tracedServer(t)
 	s.Router().GET("/orders/:id", func(c *gin.Context) { c.Status(http.StatusOK) })
 	const n = 30
 	for i := range n {
@@ -38,11 +26,7 @@ func TestPathScanAddsNoSeries(t *testing.T) {
 	}
 
 	metrics := do(s.Handler(), http.MethodGet, "/metrics", nil).Body.String()
-	counts := map[string]string{}
-	for _, m := range regexp.MustCompile(`(?m)^http_server_request_duration_seconds_count\{([^}]*)\} (\d+)$`).
-		FindAllStringSubmatch(metrics, -1) {
-		counts[m[1]] = m[2]
-	}
+	counts := requestCounts(metrics)
 	for labels, want := range map[string]string{
 		`http_request_method="GET",http_response_status_code="200",http_route="/orders/:id"`: "30",
 		// The empty route: Prometheus leaves an empty label out.
