@@ -20,8 +20,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
-// otlpReceiver is a stand-in OTLP/HTTP receiver; got returns how many
-// requests came per path.
+// otlpReceiver is a stand-in OTLP/HTTP receiver that fails the test on a
+// request that is not protobuf; got returns how many requests came per path.
 func otlpReceiver(t *testing.T) (url string, got func() map[string]int) {
 	t.Helper()
 	var (
@@ -32,6 +32,9 @@ func otlpReceiver(t *testing.T) (url string, got func() map[string]int) {
 		mu.Lock()
 		paths[r.URL.Path]++
 		mu.Unlock()
+		if ct := r.Header.Get("Content-Type"); ct != "application/x-protobuf" {
+			t.Errorf("OTLP request with Content-Type %q", ct)
+		}
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	}))
 	t.Cleanup(rx.Close)
