@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
+
+from gateway_rss import wait_ready  # this directory is the script's, so first on sys.path
 
 VERSIONS, PER_TXN = 20_000, 100
 VALUE = json.dumps({"id": "payment-7f9c6d5b8-x2k4q-0123456789abcdef", "service": "payment", "addr": "10.244.0.17:9090",
@@ -37,7 +38,8 @@ class Etcd:
     """An etcd of its own in a temporary directory, asked through its JSON gateway."""
 
     def __init__(self, binary, workdir):
-        client, peer = f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+        port = free_port()
+        client, peer = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{free_port()}"
         self.endpoint = client
         self.log = open(f"{workdir}/etcd.log", "wb")
         self.proc = subprocess.Popen(
@@ -45,16 +47,11 @@ class Etcd:
              f"--advertise-client-urls={client}", f"--listen-peer-urls={peer}",
              f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=churn={peer}",
              "--quota-backend-bytes=268435456"], stdout=self.log, stderr=self.log)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(client + "/health", timeout=1)
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    sys.exit(f"etcd did not start: see {workdir}/etcd.log")
-                time.sleep(0.2)
+        try:
+            wait_ready(port, "/health", self.proc, 30)
+        except SystemExit:
+            self.stop()
+            raise
 
     def call(self, path, body):
         req = urllib.request.Request(self.endpoint + path, data=json.dumps(body).encode(),
