@@ -3,7 +3,6 @@ package evloop
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -130,11 +129,20 @@ func TestConnsCountedBackToZero(t *testing.T) {
 		_, _ = io.WriteString(gone, "GET /api/v1/orders/slow HTTP/1.1\r\nHost: gw\r\n\r\n")
 		waitFor(t, "the request upstream", func() bool { return s.inflight() >= 1 })
 		gone.Close()
-		reset := dial().(*net.TCPConn) // reset mid-request
+		uncounted := func(what string) {
+			t.Helper()
+			waitFor(t, what, func() bool { return s.conns.Load() == 0 })
+		}
+		uncounted("the round's clients gone")
+		reset := dial().(*net.TCPConn) // reset mid-request, once accepted (not in the listen backlog)
 		_, _ = io.WriteString(reset, "POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\nx")
+		waitFor(t, "the client to reset accepted", func() bool { return s.conns.Load() == 1 })
 		_ = reset.SetLinger(0)
 		reset.Close()
-		var full []net.Conn // the cap full: one more is refused
+		// The cap full (one more is refused), once the reset client is
+		// uncounted: still counted, it would leave room for fewer.
+		uncounted("the reset client gone")
+		var full []net.Conn
 		for range maxClients {
 			c := dial()
 			_, _ = io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\n")
@@ -145,7 +153,7 @@ func TestConnsCountedBackToZero(t *testing.T) {
 		for _, c := range full {
 			c.Close()
 		}
-		waitFor(t, fmt.Sprintf("no client counted (now %d)", s.conns.Load()), func() bool { return s.conns.Load() == 0 })
+		uncounted("every client gone")
 	}
 	if s.connsRefused.Load() != 3 || s.budget.refused.Load() != 3 {
 		t.Errorf("%d refused over the cap, %d past the budget; want 3 of each", s.connsRefused.Load(), s.budget.refused.Load())
@@ -161,5 +169,5 @@ func TestConnsCountedBackToZero(t *testing.T) {
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, fmt.Sprintf("no client counted after the stop (now %d)", s.conns.Load()), func() bool { return s.conns.Load() == 0 })
+	waitFor(t, "no client counted after the stop", func() bool { return s.conns.Load() == 0 })
 }
