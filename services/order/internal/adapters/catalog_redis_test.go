@@ -207,3 +207,38 @@ func TestCatalogCacheValueNoDatabaseHoldsIsReloaded(t *testing.T) {
 		})
 	}
 }
+
+// TestCatalogTheDatabaseHoldsButCheckRefusesIsNotCached: the products table
+// allows an empty currency (and SKU) that catalog.Check refuses. Such a
+// catalogue, read from the database, is served but not written to Redis,
+// and the log names the table. It was written: every later read refused it
+// as "catalog cache holds unreadable value", read the database and wrote it
+// again, a warning blaming the cache at each reload for what the table holds.
+func TestCatalogTheDatabaseHoldsButCheckRefusesIsNotCached(t *testing.T) {
+	ctx := context.Background()
+	rdb := testRedis(t)
+	db := stores(t)["postgres"]
+	if err := db.Exec(`INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN-PAPER', 'Paper fan', 500, '')`).Error; err != nil {
+		t.Fatal(err)
+	}
+	key := "test:order:catalog:" + uuid.NewString()
+	t.Cleanup(func() { rdb.Del(context.Background(), key) })
+	logs := &testenv.LogBuffer{}
+	cache := adapters.NewCatalogRedis(adapters.NewCatalogGorm(db), rdb, time.Minute, slog.New(slog.NewJSONHandler(logs, nil))).WithKey(key)
+	for range 2 {
+		ps, err := cache.All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) != 9 || catalog.Index(ps)["FAN-PAPER"].PriceCents != 500 {
+			t.Fatalf("served %+v; want the database's catalogue", ps)
+		}
+	}
+	if n := rdb.Exists(ctx, key).Val(); n != 0 {
+		t.Errorf("a catalogue catalog.Check refuses was cached: %s", rdb.Get(ctx, key).Val())
+	}
+	s := logs.String()
+	if strings.Contains(s, "catalog cache holds unreadable value") || !strings.Contains(s, "products table") {
+		t.Errorf("want the products table named, not the cache blamed:\n%s", s)
+	}
+}

@@ -36,12 +36,14 @@ func Index(ps []Product) map[string]Product {
 	return m
 }
 
-// Check reports the first reason ps is no catalogue the products table could
-// hold: a product without a SKU or a currency, a price not above zero (the
-// table's CHECK), a SKU twice (its key). Orders are priced from whatever a
-// repository returns, so a copy read from outside the database (a cache) is
-// checked before it prices one: a cached price of 0 made free orders, and a
-// SKU listed twice was priced at its last copy.
+// Check reports the first reason ps is no catalogue to price orders from: a
+// price not above zero (the products table's CHECK), a SKU twice (its key),
+// a product without a SKU or a currency (which the table, TEXT NOT NULL,
+// still allows: the Redis cache serves such a database catalogue uncached).
+// Orders are priced from whatever a repository returns, so a copy read from
+// outside the database (a cache) is checked before it prices one: a cached
+// price of 0 made free orders, and a SKU listed twice was priced at its last
+// copy.
 func Check(ps []Product) error {
 	seen := make(map[string]bool, len(ps))
 	for i, p := range ps {
