@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"fmt"
 	"os"
 	"syscall"
 	"testing"
@@ -23,84 +22,79 @@ import (
 // A child normally goes LISTEN -> SYN_RECV -> ESTABLISHED in one softirq (the client's last ACK), so the test takes
 // one TCP Fast Open makes at the client's SYN (accepted in SYN_RECV) and drops the SYN-ACK at the client (a socket
 // filter) until the owner is put at the child's address, as an unseen LISTEN -> SYN_RECV leaves it; then the
-// retransmitted handshake ends in the change the programs see. It runs in a network namespace of its own, whose
-// tcp_fastopen it sets (server on, no cookies), on CPU 0 so that the child gets the freed socket's memory (as in
+// retransmitted handshake ends in the change the programs see. It runs in a network namespace of its own (newNetns,
+// entered by the test's thread: onThreadIn), whose tcp_fastopen it sets (server on, no cookies), on CPU 0 so that the child gets the freed socket's memory (as in
 // TestTCPStaleOwnerIsNotAnUntrackedSockets).
 func TestTCPStaleOwnerIsNotAnUnseenChild(t *testing.T) {
 	_, a := probedSelf(t, Config{})
 	self, pid := selfInode(t), os.Getpid()
 	defer onCPU0(t)()
-	defer privateNetns(t)()
-	if err := os.WriteFile("/proc/sys/net/ipv4/tcp_fastopen", []byte("0x207"), 0); err != nil {
-		t.Fatal(err)
-	}
-	ln, lnAddr := listenLoopback(t, 16) // the tracked connect's
-	tfo := newSocket(t)
-	t.Cleanup(func() { syscall.Close(tfo) })
-	if err := unix.SetsockoptInt(tfo, unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 16); err != nil {
-		t.Fatal(err)
-	}
-	tfoAddr := listenAt(t, tfo, 16)
+	onThreadIn(t, newNetns(t), func() {
+		if err := os.WriteFile("/proc/sys/net/ipv4/tcp_fastopen", []byte("0x207"), 0); err != nil {
+			t.Fatal(err)
+		}
+		ln, lnAddr := listenLoopback(t, 16) // the tracked connect's
+		tfo := newSocket(t)
+		t.Cleanup(func() { syscall.Close(tfo) })
+		if err := unix.SetsockoptInt(tfo, unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 16); err != nil {
+			t.Fatal(err)
+		}
+		tfoAddr := listenAt(t, tfo, 16)
 
-	for attempt := 1; ; attempt++ {
-		if attempt > 100 {
-			t.Fatal("no child got a freed socket's memory in 100 attempts")
-		}
-		fd1 := trackedDial(t, a, self, lnAddr)
-		key, o := ownerOf(t, a, pid)
-		o.Established = 0 // left connecting, as a connect whose open and close went unseen leaves it
-		was := sockPointer(t, fd1)
-		client := fastOpenClient(t) // made before the free, so that the child, not it, gets the memory
-		syscall.SetsockoptLinger(fd1, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
-		syscall.Close(fd1) // a RST: freed at once
-		a.sys.tcp.Owners.Delete(key)
-		var stats tcp.BpfTcpStats
-		if err := a.sys.tcp.Tcp.Lookup(uint32(pid), &stats); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := syscall.SendmsgN(client, []byte("x"), nil, tfoAddr, unix.MSG_FASTOPEN); err != nil && err != syscall.EINPROGRESS {
-			t.Fatal(err)
-		}
-		child := acceptFD(t, tfo) // in SYN_RECV: its SYN-ACK dropped at the client
-		syscall.Close(acceptFDNonblocking(ln))
-		if sockPointer(t, child) != was {
-			syscall.Close(child)
-			syscall.Close(client)
-			continue
-		}
-		t.Logf("attempt %d: the child has the freed socket's memory", attempt)
-		t.Cleanup(func() { syscall.Close(child); syscall.Close(client) })
-		if info, err := tcpInfo(child); err != nil || info.State != tcpSynRecv {
-			t.Fatalf("child in state %+v (%v), want SYN_RECV", info, err)
-		}
-		if err := a.sys.tcp.Owners.Update(key, &o, ebpf.UpdateNoExist); err != nil {
-			t.Fatalf("putting the owner at the child's address: %v", err)
-		}
-		if err := unix.SetsockoptInt(client, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0); err != nil {
-			t.Fatal(err)
-		}
-		eventually(t, func() (bool, string) {
-			info, err := tcpInfo(child)
-			if err != nil {
+		for attempt := 1; ; attempt++ {
+			if attempt > 100 {
+				t.Fatal("no child got a freed socket's memory in 100 attempts")
+			}
+			fd1 := trackedDial(t, a, self, lnAddr)
+			key, o := ownerOf(t, a, pid)
+			o.Established = 0 // left connecting, as a connect whose open and close went unseen leaves it
+			was := sockPointer(t, fd1)
+			client := fastOpenClient(t) // made before the free, so that the child, not it, gets the memory
+			syscall.SetsockoptLinger(fd1, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1, Linger: 0})
+			syscall.Close(fd1) // a RST: freed at once
+			a.sys.tcp.Owners.Delete(key)
+			var stats tcp.BpfTcpStats
+			if err := a.sys.tcp.Tcp.Lookup(uint32(pid), &stats); err != nil {
 				t.Fatal(err)
 			}
-			return info.State == tcpEstablished, fmt.Sprintf("child in state %d, want established", info.State)
-		})
-		if _, err := a.Snapshot(); err != nil { // recount runs too
-			t.Fatal(err)
+			if _, err := syscall.SendmsgN(client, []byte("x"), nil, tfoAddr, unix.MSG_FASTOPEN); err != nil && err != syscall.EINPROGRESS {
+				t.Fatal(err)
+			}
+			child := acceptFD(t, tfo) // in SYN_RECV: its SYN-ACK dropped at the client
+			syscall.Close(acceptFDNonblocking(ln))
+			if sockPointer(t, child) != was {
+				syscall.Close(child)
+				syscall.Close(client)
+				continue
+			}
+			t.Logf("attempt %d: the child has the freed socket's memory", attempt)
+			t.Cleanup(func() { syscall.Close(child); syscall.Close(client) })
+			if info, err := tcpInfo(child); err != nil || info.State != tcpSynRecv {
+				t.Fatalf("child in state %+v (%v), want SYN_RECV", info, err)
+			}
+			if err := a.sys.tcp.Owners.Update(key, &o, ebpf.UpdateNoExist); err != nil {
+				t.Fatalf("putting the owner at the child's address: %v", err)
+			}
+			if err := unix.SetsockoptInt(client, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0); err != nil {
+				t.Fatal(err)
+			}
+			awaitEstablished(t, child, "child")
+			if _, err := a.Snapshot(); err != nil { // recount runs too
+				t.Fatal(err)
+			}
+			if err := a.sys.tcp.Owners.Lookup(key, &o); err == nil {
+				t.Errorf("the stale owner is still there, taken for the child: %+v", o)
+			}
+			var got tcp.BpfTcpStats
+			if err := a.sys.tcp.Tcp.Lookup(uint32(pid), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got != stats {
+				t.Errorf("the stale owner's process counted the child's events: %+v, was %+v", got, stats)
+			}
+			return
 		}
-		if err := a.sys.tcp.Owners.Lookup(key, &o); err == nil {
-			t.Errorf("the stale owner is still there, taken for the child: %+v", o)
-		}
-		var got tcp.BpfTcpStats
-		if err := a.sys.tcp.Tcp.Lookup(uint32(pid), &got); err != nil {
-			t.Fatal(err)
-		}
-		if got != stats {
-			t.Errorf("the stale owner's process counted the child's events: %+v, was %+v", got, stats)
-		}
-		return
-	}
+	})
 }
 
 // tcpSynRecv is TCP_SYN_RECV (include/net/tcp_states.h).
@@ -132,40 +126,4 @@ func acceptFDNonblocking(fd int) int {
 		time.Sleep(time.Millisecond)
 	}
 	return -1
-}
-
-// privateNetns moves the calling thread (locked to its goroutine) into a new network namespace with its loopback up,
-// and returns what moves it back.
-func privateNetns(t *testing.T) (back func()) {
-	t.Helper()
-	was, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-		was.Close()
-		t.Fatal(err)
-	}
-	back = func() {
-		if err := unix.Setns(int(was.Fd()), unix.CLONE_NEWNET); err != nil {
-			panic(fmt.Sprintf("moving the test's thread back to its network namespace: %v", err))
-		}
-		was.Close()
-	}
-	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		back()
-		t.Fatal(err)
-	}
-	defer unix.Close(s)
-	ifr, err := unix.NewIfreq("lo")
-	if err == nil {
-		ifr.SetUint16(unix.IFF_UP | unix.IFF_LOOPBACK | unix.IFF_RUNNING)
-		err = unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr)
-	}
-	if err != nil {
-		back()
-		t.Fatalf("loopback up: %v", err)
-	}
-	return back
 }

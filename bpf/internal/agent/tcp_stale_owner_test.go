@@ -102,13 +102,7 @@ func testStaleOwner(t *testing.T, next staleNext) {
 		ln.acceptOne(t) // room for the dialler's next SYN: it opens
 	}
 	if next != staleListen {
-		eventually(t, func() (bool, string) {
-			info, err := tcpInfo(sock)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return info.State == tcpEstablished, fmt.Sprintf("untracked socket in state %d, want established", info.State)
-		})
+		awaitEstablished(t, sock, "untracked socket")
 	}
 	if _, err := a.Snapshot(); err != nil { // recount runs too
 		t.Fatal(err)
@@ -204,6 +198,18 @@ func trackedDial(t *testing.T, a *Agent, self uint64, addr *syscall.SockaddrInet
 	return fd
 }
 
+// awaitEstablished waits until the TCP socket fd (what it is, for the failure) is ESTABLISHED.
+func awaitEstablished(t *testing.T, fd int, what string) {
+	t.Helper()
+	eventually(t, func() (bool, string) {
+		info, err := tcpInfo(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State == tcpEstablished, fmt.Sprintf("%s in state %d, want established", what, info.State)
+	})
+}
+
 // sockPointer is the struct sock pointer /proc/net/tcp gives for socket fd (hashed unless kptr_restrict lets root see
 // it: either way equal for one address, and the same socket's).
 func sockPointer(t *testing.T, fd int) string {
@@ -224,7 +230,7 @@ func sockPointer(t *testing.T, fd int) string {
 			return fields[11]
 		}
 	}
-	t.Fatalf("socket inode %s not in /proc/net/tcp", ino)
+	t.Fatalf("socket inode %s not in the calling thread's /proc/thread-self/net/tcp", ino)
 	return ""
 }
 
@@ -268,13 +274,7 @@ func testStaleOpenOwner(t *testing.T, agentFirst bool) {
 			t.Fatal("no socket got a freed one's memory in 100 attempts")
 		}
 		fd1 := trackedDial(t, a, self, ln2Addr)
-		eventually(t, func() (bool, string) {
-			info, err := tcpInfo(fd1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return info.State == tcpEstablished, fmt.Sprintf("tracked socket in state %d, want established", info.State)
-		})
+		awaitEstablished(t, fd1, "tracked socket")
 		counts() // recount counts the open if no program saw it: the owner is open from here
 		key, o := ownerOf(t, a, pid)
 		if o.Established != openCounted {
