@@ -14,6 +14,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/migrate"
 )
 
@@ -60,14 +61,22 @@ func Insert(consumer, eventID, from string) (string, []any, error) {
 		from + " ON CONFLICT DO NOTHING RETURNING 1", []any{consumer, eventID, time.Now().UTC()}, nil
 }
 
+// cleanupBatch is the most records one statement of Cleanup deletes (tests lower it).
+var cleanupBatch = 1000
+
 // Cleanup deletes records older than before and returns how many. Keep records longer than any redelivery window
 // (broker retention, outbox retry horizon): a duplicate arriving after its record is gone is handled again.
+//
+// It deletes 1000 records a statement until a statement finds fewer (database.Sweep), so a backlog does not hold every
+// record's lock, and on SQLite the write lock the handlers' transactions need, until the last is gone; on PostgreSQL
+// two replicas' cleanups skip each other's records. The key spans two columns, so a batch picks records by address.
 func Cleanup(ctx context.Context, db *gorm.DB, before time.Time) (int64, error) {
-	res := db.WithContext(ctx).Exec("DELETE FROM processed_events WHERE processed_at < ?", before.UTC())
-	if res.Error != nil {
-		return 0, fmt.Errorf("dedup cleanup: %w", res.Error)
+	sweep := database.Sweep{Table: "processed_events", Where: "processed_at < ?", Batch: cleanupBatch}
+	n, _, err := sweep.Run(ctx, db, nil, before.UTC())
+	if err != nil {
+		return n, fmt.Errorf("dedup cleanup: %w", err)
 	}
-	return res.RowsAffected, nil
+	return n, nil
 }
 
 func mustSub(fsys fs.FS, dir string) fs.FS {

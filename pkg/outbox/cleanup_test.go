@@ -30,28 +30,15 @@ func TestCleanupDeletesInBatches(t *testing.T) {
 		db.Exec("UPDATE outbox SET sent_at = ?", old)
 		db.Exec("UPDATE outbox SET last_error = 'too large' WHERE key = 'aside'")
 
-		var mu sync.Mutex
-		var deletes []int64 // rows each DELETE of the outbox removed, in order
-		err := db.Callback().Raw().After("gorm:raw").Register("test:cleanup_deletes", func(tx *gorm.DB) {
-			if strings.HasPrefix(tx.Statement.SQL.String(), "DELETE FROM outbox") {
-				mu.Lock()
-				deletes = append(deletes, tx.RowsAffected)
-				mu.Unlock()
-			}
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		deletes := dbtest.RowsPerStatement(t, db, "DELETE FROM outbox")
 
 		r := outbox.NewRelay(db, &fakeWriter{}, outbox.RelayOptions{CleanupBatch: 10})
 		n, err := r.Cleanup(ctx, time.Now().Add(-72*time.Hour))
 		if err != nil || n != 25 {
 			t.Fatalf("deleted %d (%v), want 25", n, err)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if !slices.Equal(deletes, []int64{10, 10, 5}) {
-			t.Fatalf("rows per DELETE %v, want [10 10 5]", deletes)
+		if got := deletes(); !slices.Equal(got, []int64{10, 10, 5}) {
+			t.Fatalf("rows per DELETE %v, want [10 10 5]", got)
 		}
 		var keys []string
 		db.Raw("SELECT key FROM outbox").Scan(&keys)

@@ -22,6 +22,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"gorm.io/gorm"
 
+	"github.com/shanhai-dev/shanhai/pkg/database"
 	"github.com/shanhai-dev/shanhai/pkg/kafkatopic"
 	"github.com/shanhai-dev/shanhai/pkg/outbox/kafkasize"
 )
@@ -1095,20 +1096,11 @@ func (r *Relay) Cleanup(ctx context.Context, before time.Time) (int64, error) {
 // cleanup is Cleanup that also returns after a full batch when yield says so, with done false: the rest is for a
 // later call.
 func (r *Relay) cleanup(ctx context.Context, before time.Time, yield func() bool) (total int64, done bool, err error) {
-	del := r.cleanupSQL()
-	for {
-		res := r.db.WithContext(ctx).Exec(del, before.UTC(), r.o.CleanupBatch)
-		if res.Error != nil {
-			return total, false, fmt.Errorf("outbox cleanup after %d rows: %w", total, res.Error)
-		}
-		total += res.RowsAffected
-		if res.RowsAffected < int64(r.o.CleanupBatch) {
-			return total, true, nil
-		}
-		if yield() {
-			return total, false, nil
-		}
+	total, done, err = r.cleanupSweep().Run(ctx, r.db, yield, before.UTC())
+	if err != nil {
+		return total, false, fmt.Errorf("outbox cleanup: %w", err)
 	}
+	return total, done, nil
 }
 
 // roundWaiting reports whether a round is due before Run's cleanup goes on: a Nudge waits, or a retry has come due.
@@ -1119,19 +1111,12 @@ func (r *Relay) roundWaiting() bool {
 	return len(r.nudge) > 0 || r.untilRetry(time.Hour) <= 0
 }
 
-// cleanupSQL is Cleanup's statement for one batch; its arguments are the time rows were sent before and the batch size.
-//
-// On PostgreSQL the ids are picked into an array (= ANY(ARRAY(...))), not matched with IN (...): PostgreSQL plans
-// IN over a LIMIT subquery as a hash semi-join fed by a sequential scan of the whole table, so each batch read every
-// row kept, and cleaning a backlog took (backlog / batch) whole-table scans while Run's rounds waited. The array is
-// computed once and its ids found through the primary key: a batch reads its own rows. SQLite already finds IN's ids
-// by rowid.
-func (r *Relay) cleanupSQL() string {
-	const pick = "SELECT id FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ? AND last_error = '' LIMIT ?"
-	if r.db.Dialector.Name() == "postgres" {
-		return "DELETE FROM outbox WHERE id = ANY(ARRAY(" + pick + " FOR UPDATE SKIP LOCKED))"
+// cleanupSweep is Cleanup's batched delete: published rows sent before its one argument, set-aside rows kept.
+func (r *Relay) cleanupSweep() database.Sweep {
+	return database.Sweep{
+		Table: "outbox", Key: "id", Batch: r.o.CleanupBatch,
+		Where: "sent_at IS NOT NULL AND sent_at < ? AND last_error = ''",
 	}
-	return "DELETE FROM outbox WHERE id IN (" + pick + ")"
 }
 
 // errHeaders marks a row whose stored headers are not a JSON object of strings. Add never writes one; a row written
