@@ -299,21 +299,24 @@ func TestProcessesWithoutTheBinariesStopsFirst(t *testing.T) {
 // ended before it was ready: exit status 2" and the reason (here the
 // variable it refused) had to be dug out of the log; a hosted part's error
 // is its Run's and says it already. The test runs this test binary as the
-// program (main with -processes) with a variable only the gateway reads.
+// program (main with -processes) with a certificate only the gateway reads
+// and cannot open: a failure at start, past its configuration, which the
+// run checks before anything starts (TestRefusedVariablesStartNothing).
 func TestChildEndedAtStartIsReportedWithItsLogTail(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the five binaries")
 	}
 	t.Parallel() // waits on its child process; see parallelNote
 	bin := buildBinaries(t)
+	missing := filepath.Join(t.TempDir(), "missing")
 	run := asProgram("-processes -bin "+bin+" -port "+strconv.Itoa(freePortBlock(t))+" -data "+t.TempDir(),
-		"PULSAR_URL=", "PULSAR_ADMIN_URL=", "GATEWAY_IP_LIMIT=bogus")
+		"PULSAR_URL=", "PULSAR_ADMIN_URL=", "TLS_CERT_FILE="+missing+".pem", "TLS_KEY_FILE="+missing+".key")
 	out, err := run.CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
 		t.Fatalf("the run: %v, want exit status 1\n%s", err, out)
 	}
-	for _, want := range []string{"gateway ended before it was ready", `GATEWAY_IP_LIMIT: "bogus" is invalid`} {
+	for _, want := range []string{"gateway ended before it was ready", missing + ".pem"} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Fatalf("the run's message does not say %q:\n%s", want, out)
 		}
