@@ -19,7 +19,7 @@ import (
 type Config struct {
 	HTTPAddr        string        `env:"HTTP_ADDR" envDefault:":8084" desc:"HTTP listen address (/healthz, /readyz, /metrics)"`
 	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9084" desc:"pprof listener; empty disables"`
-	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline: in-flight messages settle and confirmed offsets are committed within it"`
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline, at least 100ms: in-flight messages settle and confirmed offsets are committed within it (each leg drains within half of it)"`
 	LogLevel        slog.Level    `env:"LOG_LEVEL" envDefault:"info" desc:"lowest level logged"`
 
 	KafkaBrokers []string `env:"KAFKA_BROKERS" envDefault:"127.0.0.1:19092" envSeparator:"," desc:"Kafka bootstrap brokers, comma list"`
