@@ -8,6 +8,7 @@ import (
 
 	"github.com/apache/pulsar-client-go/pulsar"
 
+	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
@@ -18,6 +19,7 @@ import (
 // large headers stalled its partition. The payload alone over the limit was, and is, a rejection.
 func TestAMessageHeadersTakeOverPulsarsLimitIsARejection(t *testing.T) {
 	t.Parallel()
+	harness.LockPulsar(t, false) // the fault test restarts Pulsar: not under this test
 	url, _ := testenv.Pulsar(t)
 	c, err := pulsar.NewClient(pulsar.ClientOptions{URL: url, OperationTimeout: 30 * time.Second})
 	if err != nil {
