@@ -214,9 +214,16 @@ var listParams = []string{"status", "limit", "cursor"}
 func unknownParams(c *gin.Context, known []string) []problem.FieldError {
 	var bad []problem.FieldError
 	for name := range c.Request.URL.Query() {
-		if !slices.Contains(known, name) {
-			bad = append(bad, problem.FieldError{Field: name, Detail: "is not a known parameter (" + strings.Join(known, ", ") + ")"})
+		if slices.Contains(known, name) {
+			continue
 		}
+		field := name
+		if field == "" {
+			// "?=x": named as pkg/server names a nameless pair it cannot
+			// decode; a field "" pointed the client nowhere.
+			field = "query"
+		}
+		bad = append(bad, problem.FieldError{Field: field, Detail: "is not a known parameter (" + strings.Join(known, ", ") + ")"})
 	}
 	// Map order is random; the answer to one request should not be.
 	slices.SortFunc(bad, func(a, b problem.FieldError) int { return strings.Compare(a.Field, b.Field) })

@@ -430,6 +430,9 @@ func TestUnknownListParameterIsRefused(t *testing.T) {
 	for q, field := range map[string]string{
 		"offset=-1": "offset", "offset=1&limit=1": "offset", "page=2": "page", "stauts=PAID": "stauts",
 		"Limit=1": "Limit", "status=PENDING&cursor_id=x": "cursor_id", "limit=1&": "", "x": "x",
+		// A pair without a name is named as pkg/server names one it cannot
+		// decode: a problem field "" points the client nowhere.
+		"=x": "query", "limit=1&=": "query",
 	} {
 		r := h.do("GET", "/api/v1/orders?"+q, "alice", "")
 		if field == "" {
