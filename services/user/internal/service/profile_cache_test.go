@@ -65,7 +65,12 @@ func TestProfileAnswersAreNotStored(t *testing.T) {
 			t.Errorf("%s %s: %d, Cache-Control %q; want %d and no-store", tc.method, tc.body, r.Code, r.Header.Get("Cache-Control"), tc.status)
 		}
 	}
-	if r := h.do("GET", "/api/v1/users/me", ""); r.Code != 401 || r.Header.Get("Cache-Control") != "" {
-		t.Errorf("without a token: %d, Cache-Control %q", r.Code, r.Header.Get("Cache-Control"))
+	for name, hdr := range map[string][]string{
+		"without a token": nil, "with a bad token": {"Authorization", "Bearer not-a-token"},
+		"with another X-User-ID": append(bearer, "X-User-ID", "someone-else"),
+	} {
+		if r := h.do("GET", "/api/v1/users/me", "", hdr...); r.Code != 401 || r.Header.Get("Cache-Control") != "" {
+			t.Errorf("%s: %d, Cache-Control %q; want 401 as before, without one", name, r.Code, r.Header.Get("Cache-Control"))
+		}
 	}
 }
