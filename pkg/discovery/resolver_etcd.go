@@ -171,8 +171,8 @@ func (r *EtcdResolver) follow(ctx context.Context, rev int64, listed *clientv3.G
 		r.log.Warn("discovery: etcd holds other instances at the revision last seen than the watch showed"+
 			" (restarted without its data and written since?), listing again", "revision", end.Revision, "seen", end.Next-1)
 	case end.Lost:
-		r.log.Warn("discovery: etcd's raft term went back (wiped or restored from a snapshot?), listing again",
-			"revision", end.Revision)
+		r.log.Warn("discovery: etcd lost its log (wiped or restored from a snapshot?), listing again",
+			"cause", end.Cause, "revision", end.Revision)
 	}
 	return end.Next, end.Progressed
 }

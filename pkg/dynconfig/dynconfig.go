@@ -205,7 +205,8 @@ func (v *Value[T]) rereadUntilDone(ctx context.Context, cli *clientv3.Client) (r
 }
 
 // follow applies the watch's changes from rev until it ends or a probe finds etcd's revision below the last one seen,
-// or the key there other than the watch showed, or its raft term below one seen, and returns whether a probe ended it.
+// or the key there other than the watch showed, or its log lost (etcdwatch.End.Cause), and returns whether a probe
+// ended it.
 func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, read *clientv3.GetResponse,
 	probe <-chan time.Time, every time.Duration) bool {
 	end := etcdwatch.Follow(ctx, cli, v.key, rev, read, probe, every, func(resp clientv3.WatchResponse) {
@@ -229,8 +230,8 @@ func (v *Value[T]) follow(ctx context.Context, cli *clientv3.Client, rev int64, 
 			" (restarted without its data and written since?), reading again", "key", v.key, "revision", end.Revision,
 			"seen", end.Next-1)
 	case end.Lost:
-		v.log.WarnContext(ctx, "dynconfig: etcd's raft term went back or its cluster id changed"+
-			" (wiped or restored from a snapshot?), reading again", "key", v.key, "revision", end.Revision)
+		v.log.WarnContext(ctx, "dynconfig: etcd lost its log (wiped or restored from a snapshot?), reading again",
+			"key", v.key, "cause", end.Cause, "revision", end.Revision)
 	}
 	// Each way etcd's history is not the one the applied revision belongs to: the re-read applies what it finds.
 	return end.WentBack || end.Replaced || end.Lost

@@ -39,6 +39,9 @@ type End struct {
 	Replaced   bool  // a probe found etcd holding other keys than the watch showed, at its last event's revision (held)
 	Lost       bool  // a probe found etcd's raft term below one read before, or another cluster id: its log was lost (see Follow)
 	Revision   int64 // etcd's revision that probe read, when WentBack, Replaced or Lost
+	// Cause says, when Lost, which of the two the probe found, with the values compared: the callers log it rather
+	// than a cause of their own, which named only the term once the cluster id ended watches too.
+	Cause string
 }
 
 // Follow watches key with opts (clientv3.WithPrefix, say) from rev and passes every response without an error to
@@ -107,10 +110,12 @@ func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, re
 				end.WentBack, end.Revision = true, resp.Header.Revision
 				return end
 			}
-			if err == nil && term.lost(resp.Header) {
-				pcancel()
-				end.Lost, end.Revision = true, resp.Header.Revision
-				return end
+			if err == nil {
+				if cause := term.lost(resp.Header); cause != "" {
+					pcancel()
+					end.Lost, end.Revision, end.Cause = true, resp.Header.Revision, cause
+					return end
+				}
 			}
 			if err == nil && shown > 0 {
 				if seen.mods == nil {

@@ -1,6 +1,8 @@
 package etcdwatch
 
 import (
+	"fmt"
+
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 )
 
@@ -23,27 +25,27 @@ type terms struct {
 	of      map[uint64]uint64
 }
 
-// lost records h's cluster id and its term for its member, and reports whether the cluster id is another than one
-// answered before, or the term below one that member answered at before.
-func (t *terms) lost(h *etcdserverpb.ResponseHeader) bool {
+// lost records h's cluster id and its term for its member, and says how etcd's log was lost: its cluster id is another
+// than one answered before, or the term is below one that member answered at before. It returns "" when neither.
+func (t *terms) lost(h *etcdserverpb.ResponseHeader) string {
 	if h == nil {
-		return false
+		return ""
 	}
 	if h.ClusterId != 0 {
 		if t.cluster != 0 && h.ClusterId != t.cluster {
-			return true
+			return fmt.Sprintf("cluster id changed from %x to %x", t.cluster, h.ClusterId)
 		}
 		t.cluster = h.ClusterId
 	}
 	if h.RaftTerm == 0 {
-		return false
+		return ""
 	}
-	if h.RaftTerm < t.of[h.MemberId] {
-		return true
+	if before := t.of[h.MemberId]; h.RaftTerm < before {
+		return fmt.Sprintf("raft term of member %x went back from %d to %d", h.MemberId, before, h.RaftTerm)
 	}
 	if t.of == nil {
 		t.of = map[uint64]uint64{}
 	}
 	t.of[h.MemberId] = h.RaftTerm
-	return false
+	return ""
 }

@@ -3,7 +3,7 @@ package etcdwatch
 import (
 	"context"
 	"fmt"
-	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/shanhai-dev/shanhai/pkg/internal/etcdwatch/headertest"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
@@ -81,8 +82,9 @@ func TestFollowEndsOnAnEtcdRefilledAsItWas(t *testing.T) {
 	if !ok {
 		t.Fatal("Follow went on following an etcd wiped and refilled with another range")
 	}
-	if !end.Lost || end.WentBack || end.Replaced {
-		t.Fatalf("Follow ended %+v, want Lost alone (the term went back, not the revision or the held range)", end)
+	if !end.Lost || end.WentBack || end.Replaced || !strings.Contains(end.Cause, "raft term") {
+		t.Fatalf("Follow ended %+v, want Lost alone, its cause the term gone back (not the revision or the held range)",
+			end)
 	}
 }
 
@@ -116,9 +118,9 @@ func TestFollowComparesTheTermsOfOneMemberOnly(t *testing.T) {
 	ahead := func(h *etcdserverpb.ResponseHeader) { h.RaftTerm += 5 }
 	lagging := func(h *etcdserverpb.ResponseHeader) { h.MemberId++ }
 	restarted := func(h *etcdserverpb.ResponseHeader) { h.MemberId, h.RaftTerm = h.MemberId+1, 0 }
-	asItIs := func(*etcdserverpb.ResponseHeader) {}
-	if end := endOfProbes(t, ahead, lagging, restarted, ahead, asItIs); !end.Lost {
-		t.Fatalf("Follow ended %+v, want Lost", end)
+	end := endOfProbes(t, ahead, lagging, restarted, ahead, headertest.AsItIs)
+	if !end.Lost || !strings.Contains(end.Cause, "raft term") {
+		t.Fatalf("Follow ended %+v, want Lost, its cause the raft term", end)
 	}
 }
 
@@ -127,10 +129,12 @@ func TestFollowComparesTheTermsOfOneMemberOnly(t *testing.T) {
 // Now another cluster id ends it (Lost). The answers are the shared etcd's, the second probe's header rewritten as
 // such an etcd would send it.
 func TestFollowEndsOnAnotherClusterID(t *testing.T) {
-	asItIs := func(*etcdserverpb.ResponseHeader) {}
-	otherCluster := func(h *etcdserverpb.ResponseHeader) { h.ClusterId++ }
-	if end := endOfProbes(t, asItIs, otherCluster); !end.Lost || end.WentBack || end.Replaced {
+	end := endOfProbes(t, headertest.AsItIs, headertest.OtherCluster)
+	if !end.Lost || end.WentBack || end.Replaced {
 		t.Fatalf("Follow ended %+v, want Lost alone", end)
+	}
+	if !strings.Contains(end.Cause, "cluster id") {
+		t.Fatalf("Follow ended Lost with cause %q, want the cluster id named", end.Cause)
 	}
 }
 
@@ -154,7 +158,7 @@ func endOfProbes(t *testing.T, rewrites ...func(*etcdserverpb.ResponseHeader)) E
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli.KV = &rewrittenHeaders{KV: cli.KV, next: rewrites}
+	cli.KV = headertest.Rewrite(cli.KV, rewrites...)
 	probe := make(chan time.Time)
 	ended := make(chan End, 1)
 	go func() {
@@ -175,27 +179,4 @@ func endOfProbes(t *testing.T, rewrites ...func(*etcdserverpb.ResponseHeader)) E
 		return end
 	}
 	return End{}
-}
-
-// rewrittenHeaders rewrites the header of each count-only read at etcd's current revision (the probe's first read;
-// held's count is at a revision) with the next of its functions, while it has one.
-type rewrittenHeaders struct {
-	clientv3.KV
-	mu   sync.Mutex
-	next []func(*etcdserverpb.ResponseHeader)
-}
-
-func (r *rewrittenHeaders) Get(ctx context.Context, key string,
-	opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
-	resp, err := r.KV.Get(ctx, key, opts...)
-	if op := clientv3.OpGet(key, opts...); err != nil || !op.IsCountOnly() || op.Rev() != 0 {
-		return resp, err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.next) > 0 {
-		r.next[0](resp.Header)
-		r.next = r.next[1:]
-	}
-	return resp, err
 }
