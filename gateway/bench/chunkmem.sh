@@ -11,23 +11,29 @@
 # variables for the gateway, e.g. GOMEMLIMIT=102MiB (deploy's setting);
 # GWLOG=file keeps the gateway's stderr (with GODEBUG=gctrace=1: the live
 # heap after each collection, which VmRSS, garbage included, does not show).
-#   usage: [TRANSPORT=loop|fasthttp] [MODE=chunks|length|head] [LIMIT=bytes] [CONNS=n] [GWLOG=file] bench/chunkmem.sh [VAR=value...]
-# Needs Redis at REDIS_URL (scripts/deps.sh env), python3, and port 18377 free.
+# HEAP=1 also prints, at the same moment, the live heap after a collection
+# it forces (pprof's heap?gc=1 on the admin port) and the memory the Go
+# runtime holds (what GOMEMLIMIT counts): a ring gnet grew holds its whole
+# capacity there, where VmRSS counts only the pages written.
+#   usage: [TRANSPORT=loop|fasthttp] [MODE=chunks|length|head] [LIMIT=bytes] [CONNS=n] [GWLOG=file] [HEAP=1] bench/chunkmem.sh [VAR=value...]
+# Needs Redis at REDIS_URL (scripts/deps.sh env), python3, and ports 18377 (and 18379 with HEAP=1) free.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 (cd "$ROOT/gateway" && go build -o "$WORK/gateway" ./cmd/gateway)
 LIMIT=${LIMIT:-8388608}
-env -i PATH="$PATH" HTTP_ADDR=127.0.0.1:18377 ADMIN_ADDR= GATEWAY_MODE=routing GATEWAY_TRANSPORT="${TRANSPORT:-loop}" \
+ADMIN=""
+if [[ ${HEAP:-0} == 1 ]]; then ADMIN=127.0.0.1:18379; fi
+env -i PATH="$PATH" HTTP_ADDR=127.0.0.1:18377 ADMIN_ADDR="$ADMIN" GATEWAY_MODE=routing GATEWAY_TRANSPORT="${TRANSPORT:-loop}" \
 	ETCD_ENDPOINTS= DISCOVERY_STATIC=order=127.0.0.1:18378 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:16379/0}" \
 	GATEWAY_MAX_BODY_BYTES="$LIMIT" GATEWAY_READ_TIMEOUT=30s LOG_LEVEL=error "$@" "$WORK/gateway" >/dev/null 2>"${GWLOG:-/dev/null}" &
 gw=$!
 trap 'kill $gw 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/18377) 2>/dev/null && break; sleep 0.1; done
-python3 - "$gw" "$LIMIT" "${MODE:-chunks}" "${CONNS:-1}" <<'PY'
-import socket, sys, time
-pid, limit, mode, conns = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+python3 - "$gw" "$LIMIT" "${MODE:-chunks}" "${CONNS:-1}" "$ADMIN" <<'PY'
+import socket, sys, time, urllib.request
+pid, limit, mode, conns, admin = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 def rss():
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
@@ -45,6 +51,15 @@ for _ in range(conns):
         s.sendall(b"POST /api/v1/orders HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % limit + b"x" * n)
 time.sleep(1)
 grew = rss() - before
+if admin:
+    # runtime.MemStats, printed after the profile; gc=1 collects first.
+    stats = {}
+    for line in urllib.request.urlopen("http://%s/debug/pprof/heap?gc=1&debug=1" % admin, timeout=30).read().decode().splitlines():
+        if line.startswith("# ") and " = " in line:
+            k, _, v = line[2:].partition(" = ")
+            stats[k] = v
+    print("live heap after a forced collection %.1f MB; the runtime holds %.1f MB (Sys - HeapReleased)" % (
+        int(stats["HeapAlloc"]) / 1e6, (int(stats["Sys"]) - int(stats["HeapReleased"])) / 1e6))
 if mode == "head":
     refused = 0
     for s in socks:
