@@ -41,15 +41,18 @@ type Config struct {
 	MaxTimeout   time.Duration `env:"GATEWAY_MAX_TIMEOUT" envDefault:"30s" desc:"cap on a client's X-Request-Timeout-Ms"`
 
 	MaxBodyBytes int `env:"GATEWAY_MAX_BODY_BYTES" envDefault:"1048576" desc:"largest request body (413 above)"`
-	// LoopHeldBytes: 32 MiB, about a third of the deployment's GOMEMLIMIT
-	// (102 MiB), beside a live heap of 20-35 MB (limit shards, pools):
-	// hostile clients can then take the live heap to some 70 MB at most,
-	// not to the soft limit (README, "Chunked messages on the event loop"). A fixed figure, not one derived from GOMEMLIMIT: a host
+	// LoopHeldBytes: 8 MiB, whose Content-Length bodies took the live
+	// heap to 25-36 MB (gnet's rings hold about twice their bytes, and
+	// its pool more; the 32 MiB it was took it to 76 MB), about a quarter
+	// of the deployment's GOMEMLIMIT (102 MiB), beside a live heap of
+	// 20-35 MB (limit shards, pools) and LoopMaxConns' 22 MB: hostile
+	// clients can then take the live heap to some 90 MB at most, not to
+	// the soft limit (README, "Chunked messages on the event loop"). A fixed figure, not one derived from GOMEMLIMIT: a host
 	// run has no limit to take a share of, and a deployment that raises
 	// the memory raises this with it.
-	LoopHeldBytes int64 `env:"GATEWAY_LOOP_HELD_BYTES" envDefault:"33554432" desc:"loop transport: bytes all connections together may hold of requests not yet sent upstream, beyond the first 16 KiB of each (bodies arriving, chunk framing included); a request whose bytes would pass it is 503 gateway-busy and its connection closed; at least twice GATEWAY_MAX_BODY_BYTES (checked with the loop transport only)"`
+	LoopHeldBytes int64 `env:"GATEWAY_LOOP_HELD_BYTES" envDefault:"8388608" desc:"loop transport: bytes all connections together may hold of requests not yet sent upstream, beyond the first 16 KiB of each (bodies arriving, chunk framing included); a request whose bytes would pass it is 503 gateway-busy and its connection closed; at least twice GATEWAY_MAX_BODY_BYTES (checked with the loop transport only)"`
 	// LoopMaxConns: 1024 slow clients hold some 22 MB (21 KB each,
-	// README), beside the budget's 32 MiB and the live heap's 20-35 MB:
+	// README), beside the budget's 8 MiB (25-36 MB) and the live heap's 20-35 MB:
 	// under the deployment's GOMEMLIMIT (102 MiB) together.
 	LoopMaxConns int           `env:"GATEWAY_LOOP_MAX_CONNS" envDefault:"1024" desc:"loop transport: client connections all event loops together hold; one over it is answered 503 gateway-busy and closed at once (each holds its first 16 KiB outside GATEWAY_LOOP_HELD_BYTES, so this bounds them)"`
 	ReadTimeout  time.Duration `env:"GATEWAY_READ_TIMEOUT" envDefault:"5s" desc:"time to read a whole request, headers and body (slow clients are cut off)"`
