@@ -149,13 +149,20 @@ func bigAnswers(t *testing.T, size int) (net.Conn, *Server, *atomic.Int64) {
 		hits.Add(1)
 		upstreamtest.OK(w, body)
 	})
-	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{MaxBodyBytes: 1 << 10, Loops: 1},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
+	c, s := dialOrderFrom(t, up, Options{MaxBodyBytes: 1 << 10, Loops: 1})
+	return c, s, hits
+}
+
+// dialOrderFrom serves the order route from up (a 10 s route timeout) with
+// so and returns a client connection to it with a 20 s deadline.
+func dialOrderFrom(t *testing.T, up string, so Options) (net.Conn, *Server) {
+	t.Helper()
+	addr, s, _ := startServerTimed(t, proxy.Options{}, so, staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	return c, s, hits
+	return c, s
 }

@@ -368,14 +368,7 @@ func TestSlowClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 func getPastTheBudget(t *testing.T, up string, so Options) (net.Conn, *Server) {
 	t.Helper()
 	so.MaxBodyBytes, so.HeldBytes, so.Loops = 1<<20, 256<<10, 1
-	addr, s, _ := startServerTimed(t, proxy.Options{}, so,
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	c, s := dialOrderFrom(t, up, so)
 	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
