@@ -503,13 +503,27 @@ WHERE id IN ? AND status = 'PENDING'`, v.status, v.paymentID, v.failure, v.reaso
 // ForgetKeys deletes idempotency records created before the given time. A
 // client retrying after that answers with a new order, so keep them longer
 // than any sane retry window (the service keeps 24 h).
+//
+// It deletes ForgetKeysBatch rows a statement (database.Sweep, as the
+// outbox's cleanup does): one DELETE of an hour's expired keys held all
+// their row locks and WAL (on SQLite, the write lock every order needs)
+// until the last was gone. Rows deleted before an error stay deleted and
+// are counted. Migration 0004's index on created_at finds each batch's rows.
 func (r *OrderGorm) ForgetKeys(ctx context.Context, before time.Time) (int64, error) {
-	res := r.db.WithContext(ctx).Where("created_at < ?", before.UTC()).Delete(&replayRow{})
-	if res.Error != nil {
-		return 0, fmt.Errorf("forget idempotency keys: %w", res.Error)
+	n, _, err := forgetKeys.Run(ctx, r.db, nil, before.UTC())
+	if err != nil {
+		return n, fmt.Errorf("forget idempotency keys: %w", err)
 	}
-	return res.RowsAffected, nil
+	return n, nil
 }
+
+// ForgetKeysBatch is the most idempotency keys one DELETE of ForgetKeys
+// removes.
+const ForgetKeysBatch = 1000
+
+// forgetKeys is ForgetKeys' sweep. The table's key spans two columns, so
+// rows are picked by address (Sweep's empty Key).
+var forgetKeys = database.Sweep{Table: "idempotency_keys", Where: "created_at < ?", Batch: ForgetKeysBatch}
 
 // lockOrder reads one order FOR UPDATE (PostgreSQL; SQLite serialises
 // writers anyway and its gorm dialect drops the clause). Without lines the
