@@ -362,6 +362,37 @@ func TestSlowClientReadingPastTheBudgetGetsItsAnswer(t *testing.T) {
 	closedAndReleased(t, br, s)
 }
 
+// TestStopWaitsForALingeringClientsAnswer: a Stop while the answer of a
+// client refused past the budget (paused: its answer in the loop's buffer)
+// is still being written waits for it, as for any answer in the buffer
+// (count). Uncounted, it was cut by the engine's close.
+func TestStopWaitsForALingeringClientsAnswer(t *testing.T) {
+	const size = 12 << 20
+	body := strings.Repeat("x", size)
+	c, s := getPastTheBudget(t, upstreamtest.Raw(t, func(w io.Writer, _ *http.Request) { upstreamtest.OK(w, body) }),
+		Options{Linger: time.Hour, WriteTimeout: 10 * time.Second})
+	br := bufio.NewReaderSize(c, 64<<10)
+	if _, err := br.Peek(12); err != nil {
+		t.Fatal(err)
+	}
+	readAhead(t, c, s)
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		stopped <- s.Stop(ctx)
+	}()
+	waitFor(t, "draining", s.draining.Load)
+	time.Sleep(100 * time.Millisecond) // a slow reader: nothing read while the stop goes on (ten Ticks)
+	var r fasthttp.Response
+	if err := r.Read(br); err != nil || r.StatusCode() != 200 || len(r.Body()) != size {
+		t.Fatalf("got %d, %d bytes, err %v, want the upstream's 200 whole", r.StatusCode(), len(r.Body()), err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // getPastTheBudget serves the order route from up with a 256 KiB budget
 // (and so's Linger and WriteTimeout) and sends a GET on a new connection,
 // which it returns.

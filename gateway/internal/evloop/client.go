@@ -311,6 +311,7 @@ func (l *loop) fin(cl *client) {
 	}
 	cl.finned, cl.lingerSince = true, l.now // the linger counts from here (sweep)
 	_ = syscall.Shutdown(cl.c.Fd(), syscall.SHUT_WR)
+	l.count(cl) // its answer is out
 }
 
 // step carries out what the chain asked for.
@@ -420,6 +421,7 @@ func (l *loop) reply(cl *client) {
 			_, _ = cl.c.Discard(cl.c.InboundBuffered())
 			l.settle(cl)
 			cl.lingerSince = cl.active // the sweep closes it, or the client does
+			l.count(cl)                // until its answer is out (fin)
 			l.fin(cl)
 			return
 		}
@@ -445,12 +447,13 @@ func (l *loop) reply(cl *client) {
 }
 
 // count keeps cl counted in l.busy while an answer of its waits in the
-// loop's buffer (paused, closeSent) and it is open. Stop waits for these as
+// loop's buffer (paused, closeSent, lingering before its FIN) and it is
+// open. Stop waits for these as
 // for requests in flight: the engine's close drops what gnet has not
 // written yet, which cut the answer and left unanswered the requests
 // behind it.
 func (l *loop) count(cl *client) {
-	want := (cl.paused || cl.closeSent) && !cl.gone
+	want := (cl.paused || cl.closeSent || cl.lingerSince != 0 && !cl.finned) && !cl.gone
 	if want != cl.counted {
 		cl.counted = want
 		if want {
