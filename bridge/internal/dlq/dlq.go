@@ -8,6 +8,7 @@ package dlq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/shanhai-dev/shanhai/pkg/kafkatopic"
 	"github.com/shanhai-dev/shanhai/pkg/outbox/kafkasize"
@@ -83,7 +85,9 @@ type Kafka struct {
 	log        *slog.Logger
 	// topic creates the DLQ topic before the first letter: the writer's AllowAutoTopicCreation alone left that letter
 	// refused, its partition held for a backoff and a warning asking an operator to look for a fault that was not
-	// there (see package kafkatopic). Asked once; again before the next attempt while Kafka does not answer.
+	// there (see package kafkatopic). Asked once; again before the next attempt while Kafka does not answer, and after
+	// a write found the topic missing (deleted while the bridge runs): the writer's own AllowAutoTopicCreation makes it
+	// again only on a broker that creates topics on demand.
 	topic *kafkatopic.Creator
 }
 
@@ -178,6 +182,9 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			m = shrunk(l, f)
 			continue
 		}
+		if missing(err) {
+			k.topic.Forget(k.w.Topic) // deleted since it was created: the next attempt asks Kafka to create it again
+		}
 		if ctx.Err() == nil {
 			// The letter's partition waits for it (nothing is committed
 			// past it): say why, or the stop shows only as lag.
@@ -192,6 +199,16 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)
 		}
 	}
+}
+
+// missing reports whether a write failed because Kafka has no such topic: the broker's UNKNOWN_TOPIC_OR_PARTITION,
+// or the writer's metadata no longer listing it.
+func missing(err error) bool {
+	var werrs kafka.WriteErrors
+	if errors.As(err, &werrs) {
+		return slices.ContainsFunc(werrs, missing)
+	}
+	return errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, protocol.ErrNoTopic)
 }
 
 // shrunk renders l in form f (clipped or bare), with HeaderOmitted saying what was left out.
