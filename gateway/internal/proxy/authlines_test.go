@@ -28,4 +28,20 @@ func TestAuthorizationInTwoLinesIsRefused(t *testing.T) {
 	if got := serve(p, "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer good\r\n\r\n").Response.StatusCode(); got != 200 {
 		t.Fatalf("one Authorization line: status %d", got)
 	}
+	// Without an authenticator (GATEWAY_MODE=routing) the gateway decides
+	// nothing by the token, and the lines go on as sent, for the upstream
+	// to judge.
+	routing, _ := newTestProxy(t, Options{}, up)
+	if got := serve(routing, "GET /api/v1/orders HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n").Response.StatusCode(); got != 200 {
+		t.Fatalf("two Authorization lines, routing only: status %d, want 200", got)
+	}
+	var lines []string
+	for k, v := range up.last.Load().All() {
+		if string(k) == "Authorization" {
+			lines = append(lines, string(v))
+		}
+	}
+	if len(lines) != 2 || lines[0] != "Bearer a" || lines[1] != "Bearer b" {
+		t.Fatalf("routing only: upstream got Authorization %q, want both lines in order", lines)
+	}
 }
