@@ -69,3 +69,38 @@ func TestTheLegsLagReadsAreBounded(t *testing.T) {
 		t.Errorf("%d consumer reads in flight at once for %d held partitions, want %d", n, partitions, lagReadsMax)
 	}
 }
+
+// TestALagReadWaitsItsTurn: a held partition whose interval comes while the leg's lagReadsMax reads are in flight waits
+// for the next free one. It skipped that interval before: reads of other partitions that end and start again between
+// its ticks (their tickers all started with one rebalance, a slow JetStream) kept the bound taken each time it looked,
+// so it never read and its bridge_archive_lag stayed flat at its last delivery's while the stream filled.
+func TestALagReadWaitsItsTurn(t *testing.T) {
+	m, err := metrics.New(noop.NewMeterProvider().Meter("test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const interval = 200 * time.Millisecond
+	l := New(Options{Metrics: m, LagInterval: interval})
+	for range lagReadsMax { // the other partitions' reads, in flight
+		l.lagReads <- struct{}{}
+	}
+	var inFlight, reads atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	s := &bsession{p: &partition{leg: l, route: mapping.Route{Topic: "t"}}, delivered: 1, deliveries: 1}
+	go s.watchLag(ctx, slowConsumer{inFlight: &inFlight, most: &reads}, done)
+	defer func() { cancel(); <-done }()
+	// Between the session's ticks one read ends and another starts: the bound is taken whenever the session looks.
+	for i := 0; i < 10 && reads.Load() == 0; i++ {
+		time.Sleep(interval + interval/2)
+		<-l.lagReads
+		select {
+		case l.lagReads <- struct{}{}:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the session's lag read kept its slot for 10s")
+		}
+	}
+	if reads.Load() == 0 {
+		t.Errorf("no lag read in 10 intervals for a held partition while other reads ended and started: starved")
+	}
+}

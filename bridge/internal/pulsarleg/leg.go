@@ -103,7 +103,7 @@ type Leg struct {
 // lagReadsMax bounds the leg's consumer reads for bridge_archive_lag in flight. Each waiting partition reads once per
 // LagInterval, so with every partition held (Pulsar away) the reads grew with the partitions, and as fast as JetStream
 // answered: a struggling JetStream got one more request per partition each interval. A session whose read finds the
-// bound taken skips that interval, so a slow JetStream gets fewer.
+// bound taken waits its turn (no interval skipped, so no partition starved), and a slow JetStream gets fewer.
 const lagReadsMax = 4
 
 // policyWaits are the partitions whose session waits to read its topic's max message size policy (partition.readLimit),

@@ -620,10 +620,13 @@ func (s *bsession) watchLag(ctx context.Context, cons jetstream.Consumer, done c
 		if !waiting {
 			continue
 		}
+		// Wait for a free read rather than skip the interval: skipping starved a partition whose ticks fell while
+		// other partitions' reads held the bound. Blocked senders take the slots in order, and while this one waits
+		// its ticker drops the ticks, so a slow JetStream still gets at most lagReadsMax reads and one per partition.
 		select {
 		case l.lagReads <- struct{}{}:
-		default:
-			continue // lagReadsMax reads in flight: the next interval tries again
+		case <-ctx.Done():
+			return
 		}
 		info, err := cons.Info(ctx)
 		<-l.lagReads
