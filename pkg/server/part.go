@@ -51,9 +51,21 @@ var ErrConfigChecked = errors.New("configuration checked; nothing started")
 // next start. The trade-off: LoadConfig cannot tell a service's
 // configuration from the gateway's or the bridge's, so those two refuse a
 // malformed PAGEOUT_AFTER_READY too, although they never page out.
+//
+// The OTEL_* variables SetupTelemetry would refuse (telemetry.CheckEnv) are
+// listed too, for the same reason: Setup found them only after a bad
+// DATABASE_URL had been reported, on the next start, and logged them as a
+// failure (exit 1) rather than a bad configuration (exit 2). Not when the
+// part uses the host's Telemetry, which was set up from the host's
+// variables. The gateway in routing mode, which sets up no telemetry,
+// refuses them as well: one rule for every binary.
 func (p Part) LoadConfig(cfg any) error {
 	var po PageoutConfig
-	err := mergeConfigErrors(p.load(cfg), p.load(&po))
+	var otel error
+	if p.Telemetry == nil {
+		otel = telemetry.CheckEnv(p.Env)
+	}
+	err := mergeConfigErrors(p.load(cfg), p.load(&po), otel)
 	if err == nil && p.CheckOnly {
 		return ErrConfigChecked
 	}

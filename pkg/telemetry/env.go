@@ -3,7 +3,6 @@ package telemetry
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -11,15 +10,20 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/shanhai-dev/shanhai/pkg/config"
 )
 
 // The OTLP exporters and the resource read their own variables, and what
 // they cannot read they skip with a line on the standard logger, if any: an
 // endpoint without a scheme ("collector:4318") sent every span to
 // https://localhost:4318 instead, a header without '=' (a lost
-// Authorization) was dropped, and so was a resource attribute. Setup checks those
-// variables first and refuses a bad one with a message naming it, as every
-// binary refuses its other bad variables at start (docs/configuration.md).
+// Authorization) was dropped, and so was a resource attribute. CheckEnv
+// checks those variables in pkg/config's form, so that a binary lists a bad
+// one with its other bad variables in one message at start
+// (server.Part.LoadConfig does; docs/configuration.md) rather than only in
+// Setup, after the rest of its configuration loaded. Setup checks them again
+// and refuses a bad one, for callers that do not go through LoadConfig.
 
 // Names of the variables this file checks, beyond the sampler's (sampling.go).
 const (
@@ -60,12 +64,28 @@ func (s otlpSignal) both(setting string) []string {
 // traces (cmd/shanhai's banner) cannot drift from what Setup does.
 func TracesEndpoint() (endpoint, off string) {
 	switch {
-	case strings.EqualFold(envFirst(envDisabled), "true"):
+	case strings.EqualFold(processEnv.first(envDisabled), "true"):
 		return "", envDisabled + "=true"
-	case strings.EqualFold(envFirst(envTracesExporter), "none"):
+	case strings.EqualFold(processEnv.first(envTracesExporter), "none"):
 		return "", envTracesExporter + "=none"
 	}
-	return tracesOTLP.exportsTo(), ""
+	return tracesOTLP.exportsTo(processEnv), ""
+}
+
+// environment reads one variable: os.Getenv, or a hosted part's own
+// variables (server.Part.Env).
+type environment func(string) string
+
+var processEnv environment = os.Getenv
+
+// first is the trimmed value of the first of keys that is set.
+func (e environment) first(keys ...string) string {
+	for _, k := range keys {
+		if v := strings.TrimSpace(e(k)); v != "" {
+			return v
+		}
+	}
+	return ""
 }
 
 // sdkDisabled reports OTEL_SDK_DISABLED: true only for a case-insensitive
@@ -85,63 +105,80 @@ func sdkDisabled(log *slog.Logger) bool {
 // exportsTo returns where s is exported to, or "" when it is not (its
 // exporter variable says none, or no endpoint is set). It does not check
 // the endpoint: checkEnv does.
-func (s otlpSignal) exportsTo() string {
-	if strings.EqualFold(envFirst(s.exporter), "none") {
+func (s otlpSignal) exportsTo(e environment) string {
+	if strings.EqualFold(e.first(s.exporter), "none") {
 		return ""
 	}
-	return envFirst(s.both("ENDPOINT")...)
+	return e.first(s.both("ENDPOINT")...)
+}
+
+// CheckEnv returns the OTEL_* variables Setup would refuse, as a
+// *config.Error listing each with what is wrong, or nil. It reads environ
+// as config.LoadFrom does, or the process environment (where Setup reads
+// them) when environ is nil.
+func CheckEnv(environ map[string]string) error {
+	e := processEnv
+	if environ != nil {
+		e = func(k string) string { return environ[k] }
+	}
+	return checkEnv(e, strings.EqualFold(e.first(envDisabled), "true"))
 }
 
 // checkEnv refuses OTEL_RESOURCE_ATTRIBUTES and, unless the SDK is
 // disabled, the OTLP variables of the signals that will be exported, when
-// the SDK would misread them, all in one error.
-func checkEnv(disabled bool) error {
-	var errs []error
-	if err := checkResource(os.Getenv(envResource)); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", envResource, err))
+// the SDK would misread them, all in one *config.Error.
+func checkEnv(e environment, disabled bool) error {
+	var errs []*config.VarError
+	bad := func(name string, err error) {
+		errs = append(errs, &config.VarError{Var: name, Problem: err.Error()})
 	}
-	if err := checkPropagators(os.Getenv(envPropagators)); err != nil {
-		errs = append(errs, err)
+	if err := checkResource(e(envResource)); err != nil {
+		bad(envResource, err)
+	}
+	if err := checkPropagators(e(envPropagators)); err != nil {
+		bad(envPropagators, err)
 	}
 	if !disabled {
-		errs = append(errs, checkNumbers()...)
+		errs = append(errs, checkNumbers(e)...)
 	}
 	for _, s := range []otlpSignal{tracesOTLP, metricsOTLP} {
 		if disabled {
 			break
 		}
-		if v := envFirst(s.exporter); v != "" && !strings.EqualFold(v, "otlp") && !strings.EqualFold(v, "none") {
-			errs = append(errs, fmt.Errorf("%s=%q: only otlp and none are supported", s.exporter, v))
+		if v := e.first(s.exporter); v != "" && !strings.EqualFold(v, "otlp") && !strings.EqualFold(v, "none") {
+			bad(s.exporter, fmt.Errorf("%q is not supported: only otlp and none are", v))
 		}
-		if s.exportsTo() == "" {
+		if s.exportsTo(e) == "" {
 			continue
 		}
-		grpc := protocol(s.own("PROTOCOL")) == "grpc"
+		grpc := e.protocol(s.own("PROTOCOL")) == "grpc"
 		for _, k := range s.both("ENDPOINT") {
-			if err := checkEndpoint(strings.TrimSpace(os.Getenv(k)), grpc); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", k, err))
+			if err := checkEndpoint(strings.TrimSpace(e(k)), grpc); err != nil {
+				bad(k, err)
 			}
 		}
 		for _, c := range otlpChecks {
 			for _, k := range s.both(c.setting) {
-				if err := c.check(strings.TrimSpace(os.Getenv(k))); err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", k, err))
+				if err := c.check(strings.TrimSpace(e(k))); err != nil {
+					bad(k, err)
 				}
 			}
 		}
-		errs = append(errs, checkClientCert(s.both("CLIENT_CERTIFICATE"), s.both("CLIENT_KEY"))...)
-		if err := s.checkInsecure(); err != nil {
-			errs = append(errs, err)
+		errs = append(errs, checkClientCert(e, s.both("CLIENT_CERTIFICATE"), s.both("CLIENT_KEY"))...)
+		if name, err := s.checkInsecure(e); err != nil {
+			bad(name, err)
 		}
-		if p := protocol(s.own("PROTOCOL")); p != "grpc" && p != "http/protobuf" {
-			name, v := s.firstSet("PROTOCOL")
-			errs = append(errs, fmt.Errorf("%s=%q: only grpc and http/protobuf are supported", name, v))
+		if p := e.protocol(s.own("PROTOCOL")); p != "grpc" && p != "http/protobuf" {
+			name, v := s.firstSet(e, "PROTOCOL")
+			bad(name, fmt.Errorf("%q is not supported: only grpc and http/protobuf are", v))
 		}
 	}
-	if err := errors.Join(dedup(errs)...); err != nil {
-		return fmt.Errorf("telemetry: %w", err)
+	if errs = dedup(errs); len(errs) == 0 {
+		return nil
 	}
-	return nil
+	// Sorted by variable, as config.Load lists them.
+	slices.SortStableFunc(errs, func(a, b *config.VarError) int { return strings.Compare(a.Var, b.Var) })
+	return &config.Error{Vars: errs}
 }
 
 // otlpChecks check the exporters' settings but the endpoint, by name
@@ -201,29 +238,29 @@ var otlpChecks = []struct {
 // made them speak TLS to a plain-text collector, and every export failed
 // with only a warning ("server gave HTTP response to HTTPS client"); "true"
 // beside https:// sent spans in clear text. A value that agrees with the
-// scheme changes nothing and is accepted.
-func (s otlpSignal) checkInsecure() error {
-	name, v := s.firstSet("INSECURE")
+// scheme changes nothing and is accepted. name is the variable refused.
+func (s otlpSignal) checkInsecure(e environment) (name string, err error) {
+	name, v := s.firstSet(e, "INSECURE")
 	if !strings.EqualFold(v, "true") && !strings.EqualFold(v, "false") {
-		return nil // unset, or not a boolean: otlpChecks says so
+		return "", nil // unset, or not a boolean: otlpChecks says so
 	}
-	epName, ep := s.firstSet("ENDPOINT")
+	epName, ep := s.firstSet(e, "ENDPOINT")
 	u, err := url.Parse(ep)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil
+		return "", nil
 	}
 	if strings.EqualFold(v, "true") == (u.Scheme == "http") {
-		return nil
+		return "", nil
 	}
-	return fmt.Errorf("%s=%s contradicts the %s:// scheme of %s: the exporter would follow %s; "+
-		"unset it and let the scheme decide", name, v, u.Scheme, epName, name)
+	return name, fmt.Errorf("%s contradicts the %s:// scheme of %s: the exporter would follow %s; "+
+		"unset it and let the scheme decide", v, u.Scheme, epName, name)
 }
 
 // firstSet is the name and trimmed value of the signal's own variable for
 // setting if it is set, else of the general one (the exporters' precedence).
-func (s otlpSignal) firstSet(setting string) (name, value string) {
+func (s otlpSignal) firstSet(e environment, setting string) (name, value string) {
 	for _, k := range s.both(setting) {
-		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
+		if v := strings.TrimSpace(e(k)); v != "" {
 			return k, v
 		}
 	}
@@ -245,7 +282,7 @@ func checkPropagators(v string) error {
 	}
 	slices.Sort(got)
 	if !slices.Equal(slices.Compact(got), []string{"baggage", "tracecontext"}) {
-		return fmt.Errorf("%s=%q: only tracecontext,baggage is supported (the platform's one format)", envPropagators, v)
+		return fmt.Errorf("%q is not supported: only tracecontext,baggage is (the platform's one format)", v)
 	}
 	return nil
 }
@@ -274,17 +311,17 @@ var sdkNumbers = []struct {
 }
 
 // checkNumbers refuses a value of sdkNumbers that the SDK would ignore.
-func checkNumbers() []error {
-	var errs []error
+func checkNumbers(e environment) []*config.VarError {
+	var errs []*config.VarError
 	for _, n := range sdkNumbers {
-		v := strings.TrimSpace(os.Getenv(n.name))
+		v := strings.TrimSpace(e(n.name))
 		if v == "" {
 			continue
 		}
 		// Atoi: the batch processor's parse, narrower than the metric reader's ParseInt on 32-bit platforms.
 		if i, err := strconv.Atoi(v); err != nil || int64(i) < n.least {
-			errs = append(errs, fmt.Errorf("%s=%q: must be a whole number (of milliseconds for a delay, "+
-				"interval or timeout), at least %d", n.name, v, n.least))
+			errs = append(errs, &config.VarError{Var: n.name, Problem: fmt.Sprintf("%q must be a whole number "+
+				"(of milliseconds for a delay, interval or timeout), at least %d", v, n.least)})
 		}
 	}
 	return errs
@@ -294,17 +331,19 @@ func checkNumbers() []error {
 // would load (the signal's own pair before the general one): both given
 // and loadable as a pair, or neither. Otherwise the exporters sent no client
 // certificate, and a collector that asks for one refused every export.
-func checkClientCert(certVars, keyVars []string) []error {
-	var errs []error
+func checkClientCert(e environment, certVars, keyVars []string) []*config.VarError {
+	var errs []*config.VarError
 	for i := range certVars {
-		cert, key := strings.TrimSpace(os.Getenv(certVars[i])), strings.TrimSpace(os.Getenv(keyVars[i]))
+		cert, key := strings.TrimSpace(e(certVars[i])), strings.TrimSpace(e(keyVars[i]))
 		switch {
 		case cert == "" && key == "":
 		case cert == "" || key == "":
-			errs = append(errs, fmt.Errorf("%s and %s: give both or neither", certVars[i], keyVars[i]))
+			errs = append(errs, &config.VarError{Var: certVars[i],
+				Problem: fmt.Sprintf("give both it and %s or neither", keyVars[i])})
 		default:
 			if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
-				errs = append(errs, fmt.Errorf("%s, %s: %w", certVars[i], keyVars[i], err))
+				errs = append(errs, &config.VarError{Var: certVars[i],
+					Problem: fmt.Sprintf("with %s: %v", keyVars[i], err)})
 			}
 		}
 	}
@@ -391,7 +430,7 @@ func notToken(c rune) bool {
 
 // dedup drops repeated errors: the general variables are checked once per
 // signal.
-func dedup(errs []error) []error {
+func dedup(errs []*config.VarError) []*config.VarError {
 	seen := map[string]bool{}
 	out := errs[:0]
 	for _, err := range errs {

@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"encoding/pem"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shanhai-dev/shanhai/pkg/config"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -93,7 +95,7 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		{"exporter", map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER"},
 		// The message named no variable: a signal's own or the general one?
 		{"protocol", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
-			"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/json"`},
+			"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"}, `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json"`},
 		// Each of these was ignored by the exporters with a line on the
 		// standard logger: the default timeout, no compression, the
 		// system's roots, no client certificate.
@@ -115,9 +117,9 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 		// Go's exporters let the flag override the scheme, which the
 		// specification says decides: TLS to a plain-text collector.
 		{"insecure false beside http", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:1",
-			"OTEL_EXPORTER_OTLP_INSECURE": "false"}, "OTEL_EXPORTER_OTLP_INSECURE=false contradicts"},
+			"OTEL_EXPORTER_OTLP_INSECURE": "false"}, "OTEL_EXPORTER_OTLP_INSECURE: false contradicts"},
 		{"insecure true beside https", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://127.0.0.1:1",
-			"OTEL_EXPORTER_OTLP_TRACES_INSECURE": "TRUE"}, "OTEL_EXPORTER_OTLP_TRACES_INSECURE=TRUE contradicts"},
+			"OTEL_EXPORTER_OTLP_TRACES_INSECURE": "TRUE"}, "OTEL_EXPORTER_OTLP_TRACES_INSECURE: TRUE contradicts"},
 		{"CA file missing", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
 			"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"}, "OTEL_EXPORTER_OTLP_CERTIFICATE"},
 		{"CA file not PEM", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "https://127.0.0.1:1",
@@ -140,8 +142,19 @@ func TestBadOTLPVariablesRefused(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			err := emit(t)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Setup = %v, want an error naming %s", err, tc.want)
+			var invalid *config.Error
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.As(err, &invalid) {
+				t.Errorf("Setup = %v, want a *config.Error naming %s", err, tc.want)
+			}
+			// Setup's callers add "telemetry: " (it used to read twice).
+			if err != nil && strings.HasPrefix(err.Error(), "telemetry:") {
+				t.Errorf("Setup = %q, want no telemetry: prefix of its own", err)
+			}
+			// A hosted part's own variables (LoadFrom's map) are checked
+			// as the process's are.
+			if err := CheckEnv(tc.env); err == nil || !strings.Contains(err.Error(), tc.want) ||
+				!errors.As(err, &invalid) {
+				t.Errorf("CheckEnv = %v, want a *config.Error naming %s", err, tc.want)
 			}
 		})
 	}

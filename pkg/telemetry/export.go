@@ -22,45 +22,45 @@ import (
 // collector should not spend its time failing to reach one.
 
 func traceExporter(ctx context.Context, disabled bool) (sdktrace.SpanExporter, error) {
-	if disabled || tracesOTLP.exportsTo() == "" {
+	if disabled || tracesOTLP.exportsTo(processEnv) == "" {
 		return nil, nil
 	}
 	var (
 		exp sdktrace.SpanExporter
 		err error
 	)
-	switch p := protocol(tracesOTLP.own("PROTOCOL")); p {
+	switch p := processEnv.protocol(tracesOTLP.own("PROTOCOL")); p {
 	case "grpc":
 		exp, err = otlptracegrpc.New(ctx)
 	case "http/protobuf":
 		exp, err = otlptracehttp.New(ctx)
 	default:
-		return nil, fmt.Errorf("telemetry: OTLP protocol %q not supported (grpc or http/protobuf)", p)
+		return nil, fmt.Errorf("OTLP protocol %q not supported (grpc or http/protobuf)", p)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: OTLP trace exporter: %w", err)
+		return nil, fmt.Errorf("OTLP trace exporter: %w", err)
 	}
 	return exp, nil
 }
 
 func metricReader(ctx context.Context, disabled bool) (sdkmetric.Reader, error) {
-	if disabled || metricsOTLP.exportsTo() == "" {
+	if disabled || metricsOTLP.exportsTo(processEnv) == "" {
 		return nil, nil
 	}
 	var (
 		exp sdkmetric.Exporter
 		err error
 	)
-	switch p := protocol(metricsOTLP.own("PROTOCOL")); p {
+	switch p := processEnv.protocol(metricsOTLP.own("PROTOCOL")); p {
 	case "grpc":
 		exp, err = otlpmetricgrpc.New(ctx)
 	case "http/protobuf":
 		exp, err = otlpmetrichttp.New(ctx)
 	default:
-		return nil, fmt.Errorf("telemetry: OTLP protocol %q not supported (grpc or http/protobuf)", p)
+		return nil, fmt.Errorf("OTLP protocol %q not supported (grpc or http/protobuf)", p)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: OTLP metric exporter: %w", err)
+		return nil, fmt.Errorf("OTLP metric exporter: %w", err)
 	}
 	// The periodic reader reads OTEL_METRIC_EXPORT_INTERVAL itself.
 	return sdkmetric.NewPeriodicReader(exp), nil
@@ -68,8 +68,8 @@ func metricReader(ctx context.Context, disabled bool) (sdkmetric.Reader, error) 
 
 // protocol is the OTLP protocol of a signal, lower-cased (the specification
 // reads enum values case-insensitively).
-func protocol(signalKey string) string {
-	if p := envFirst(signalKey, "OTEL_EXPORTER_OTLP_PROTOCOL"); p != "" {
+func (e environment) protocol(signalKey string) string {
+	if p := e.first(signalKey, "OTEL_EXPORTER_OTLP_PROTOCOL"); p != "" {
 		return strings.ToLower(p)
 	}
 	return "http/protobuf"

@@ -99,6 +99,9 @@ func (p *Provider) Shared() *Provider {
 
 // Setup builds the providers, installs them as the otel globals together with
 // the W3C tracecontext + baggage propagator, and returns them for Shutdown.
+// A bad OTEL_* variable is refused with CheckEnv's *config.Error. Its errors
+// do not start with "telemetry:": every caller adds that, and the message
+// read "telemetry: telemetry: ...".
 func Setup(ctx context.Context, o Options) (*Provider, error) {
 	log := o.Logger
 	if log == nil {
@@ -117,7 +120,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	// over OTLP, whatever the other variables say; /metrics, which is
 	// scraped rather than sent, is still served.
 	disabled := sdkDisabled(log)
-	if err := checkEnv(disabled); err != nil {
+	if err := checkEnv(processEnv, disabled); err != nil {
 		return nil, err
 	}
 	sampler, samp, err := sdktrace.NeverSample(), sampling{}, error(nil)
@@ -158,7 +161,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	)
 	promReader, err := promexp.New(promexp.WithRegisterer(reg))
 	if err != nil {
-		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
 	mopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promReader)}
 	if r, err := metricReader(ctx, disabled); err != nil {
@@ -208,7 +211,7 @@ func newResource(ctx context.Context, o Options) (*resource.Resource, error) {
 	// Later options win: the environment overrides the compiled-in name.
 	res, err := resource.New(ctx, attrs, resource.WithTelemetrySDK(), resource.WithHost(), resource.WithFromEnv())
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
-		return nil, fmt.Errorf("telemetry: resource: %w", err)
+		return nil, fmt.Errorf("resource: %w", err)
 	}
 	return res, nil
 }
@@ -254,13 +257,4 @@ func (p *Provider) MetricsHandler() http.Handler {
 		EnableOpenMetrics: true,
 		ErrorHandling:     promhttp.ContinueOnError,
 	})
-}
-
-func envFirst(keys ...string) string {
-	for _, k := range keys {
-		if v := strings.TrimSpace(os.Getenv(k)); v != "" {
-			return v
-		}
-	}
-	return ""
 }
