@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shanhai-dev/shanhai/services/order/internal/domain/catalog"
 )
@@ -34,13 +37,19 @@ type CatalogRedis struct {
 	ttl  time.Duration
 	key  string
 	log  *slog.Logger
+	// refused counts catalogues catalog.Check refused, by source: "cache"
+	// (reloaded) or "database" (served uncached). A steady "database" rate is
+	// the products table to mend, and the cache out of use meanwhile.
+	refused metric.Int64Counter
 }
 
 func NewCatalogRedis(next catalog.Repository, rdb redis.UniversalClient, ttl time.Duration, log *slog.Logger) *CatalogRedis {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &CatalogRedis{next: next, rdb: rdb, ttl: ttl, key: CatalogKey, log: log}
+	refused, _ := otel.Meter("shanhai/order").Int64Counter("shanhai.order.catalog.refused",
+		metric.WithDescription("catalogues catalog.Check refused, by source: cache (reloaded from the database) or database (served uncached)"))
+	return &CatalogRedis{next: next, rdb: rdb, ttl: ttl, key: CatalogKey, log: log, refused: refused}
 }
 
 // WithKey moves the cache to another key (tests use a private one).
@@ -70,6 +79,7 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 			return out, nil
 		}
 		c.log.WarnContext(ctx, "catalog cache holds unreadable value; reloading", "key", c.key, "err", rerr)
+		c.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("source", "cache")))
 	case !errors.Is(err, redis.Nil):
 		c.log.WarnContext(ctx, "catalog cache unavailable; reading database", "err", err)
 	}
@@ -85,6 +95,7 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 		// skipped, and the fault is put where it is. CatalogMemo in front
 		// bounds these reads to one per CatalogMemoTTL per process.
 		c.log.ErrorContext(ctx, "products table holds a catalogue catalog.Check refuses; serving it uncached", "err", err)
+		c.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("source", "database")))
 		return ps, nil
 	}
 	cached := make([]cachedProduct, len(ps))

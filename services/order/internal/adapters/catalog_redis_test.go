@@ -190,6 +190,7 @@ func TestCatalogCacheValueNoDatabaseHoldsIsReloaded(t *testing.T) {
 			key := "test:order:catalog:" + uuid.NewString()
 			t.Cleanup(func() { rdb.Del(context.Background(), key) })
 			src := &countingCatalog{next: adapters.NewCatalogGorm(db)}
+			before := counted(t, "shanhai.order.catalog.refused", "source", "cache")
 			cache := adapters.NewCatalogRedis(src, rdb, time.Minute, nil).WithKey(key)
 			if err := rdb.Set(ctx, key, value, time.Minute).Err(); err != nil {
 				t.Fatal(err)
@@ -203,6 +204,9 @@ func TestCatalogCacheValueNoDatabaseHoldsIsReloaded(t *testing.T) {
 			}
 			if got := rdb.Get(ctx, key).Val(); got == value {
 				t.Fatalf("the cached value was left: %s", got)
+			}
+			if n := counted(t, "shanhai.order.catalog.refused", "source", "cache") - before; n != 1 {
+				t.Errorf("shanhai.order.catalog.refused{source=cache} rose by %d; want 1", n)
 			}
 		})
 	}
@@ -225,6 +229,7 @@ func TestCatalogTheDatabaseHoldsButCheckRefusesIsNotCached(t *testing.T) {
 	t.Cleanup(func() { rdb.Del(context.Background(), key) })
 	logs := &testenv.LogBuffer{}
 	cache := adapters.NewCatalogRedis(adapters.NewCatalogGorm(db), rdb, time.Minute, slog.New(slog.NewJSONHandler(logs, nil))).WithKey(key)
+	before := counted(t, "shanhai.order.catalog.refused", "source", "database")
 	for range 2 {
 		ps, err := cache.All(ctx)
 		if err != nil {
@@ -240,5 +245,8 @@ func TestCatalogTheDatabaseHoldsButCheckRefusesIsNotCached(t *testing.T) {
 	s := logs.String()
 	if strings.Contains(s, "catalog cache holds unreadable value") || !strings.Contains(s, "products table") {
 		t.Errorf("want the products table named, not the cache blamed:\n%s", s)
+	}
+	if n := counted(t, "shanhai.order.catalog.refused", "source", "database") - before; n != 2 {
+		t.Errorf("shanhai.order.catalog.refused{source=database} rose by %d; want 2, one a read", n)
 	}
 }
