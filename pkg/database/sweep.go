@@ -18,6 +18,14 @@ type Sweep struct {
 	Table string
 	// Key is the column that identifies a row, its primary key. Empty means the row's address (ctid on PostgreSQL,
 	// rowid on SQLite), for a table whose key spans several columns.
+	//
+	// An address is safe here although a ctid changes when its row is updated (or moved by VACUUM FULL or CLUSTER):
+	// one statement both picks and deletes, under one snapshot. A picked row is locked (FOR UPDATE), so nobody
+	// updates or deletes it before the DELETE, and VACUUM never frees a slot holding a row version a running
+	// statement may still see, so a ctid cannot point at another row by then; VACUUM FULL and CLUSTER wait for the
+	// table lock the DELETE holds. A row updated by a transaction that committed after the snapshot is locked at its
+	// new version, which that snapshot cannot see: the DELETE skips it, and a later batch finds it again if it still
+	// matches. Not for a partitioned table, whose ctids repeat across partitions, nor an SQLite table WITHOUT ROWID.
 	Key string
 	// Where is the condition rows to delete match, with gorm's ? placeholders.
 	Where string
