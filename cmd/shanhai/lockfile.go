@@ -26,16 +26,28 @@ var errNoLocks = errors.New("file system without locks")
 // try. The kernel drops the lock with the process that held it, even a
 // killed one, so a lock is never stale. When the lock is held, the error
 // wraps errHeld and holder is the pid written there (0 when unreadable).
+//
+// The port locks' directory is shared by every user ($TMPDIR/shanhai-ports),
+// so the file is opened with O_NOFOLLOW: a symbolic link planted there by
+// another user would otherwise have this run truncate the file it points
+// at to write its pid (the kernel's fs.protected_symlinks does not stop it
+// when that user also made the directory). And the file is made readable
+// by all whatever the umask: another user's run opens it read-only to lock
+// it, and a 0600 file left by a killed run would refuse that run for good.
 func lockFile(path string) (f *os.File, holder int, err error) {
-	f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if errors.Is(err, os.ErrPermission) {
 		// Another user's file in a shared directory: a lock needs no
 		// write access, only the pid would not be written.
-		f, err = os.Open(path)
+		f, err = os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	}
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, 0, fmt.Errorf("lock %s: a symbolic link, not a lock file; remove it: %w", path, err)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("lock %s: %w", path, err)
 	}
+	_ = f.Chmod(0o644) // another user's file: theirs to keep readable
 	if err := flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		content, _ := os.ReadFile(path)
 		f.Close()

@@ -128,3 +128,46 @@ func TestTwoRunsOnOverlappingPortsLeaveOneRunning(t *testing.T) {
 		t.Fatalf("lock files left after both runs ended: %d", len(locks))
 	}
 }
+
+// The port locks' directory is every user's: a symbolic link another user
+// planted there in a port's name is refused, not followed. Followed, the run
+// truncated the file it pointed at to write its pid there.
+func TestPortLockRefusesASymbolicLink(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "someone's file")
+	if err := os.WriteFile(target, []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "28080")); err != nil {
+		t.Fatal(err)
+	}
+	locks, err := lockPorts(dir, []int{28080})
+	locks.release()
+	if content, _ := os.ReadFile(target); string(content) != "kept\n" {
+		t.Fatalf("the file the link points at now holds %q", content)
+	}
+	if err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("lockPorts over a symbolic link: %v, want it refused as one", err)
+	}
+}
+
+// Another user's run locks a port's file opened read-only, so the file is
+// readable by all whatever the umask: a 0600 one left by a killed run
+// refused every other user's run on that port with "permission denied".
+// Not parallel: the umask is the process's.
+func TestPortLockFileIsReadableByAll(t *testing.T) {
+	defer syscall.Umask(syscall.Umask(0o077))
+	dir := t.TempDir()
+	locks, err := lockPorts(dir, []int{28080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locks.release()
+	info, err := os.Stat(filepath.Join(dir, "28080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o644 {
+		t.Fatalf("lock file mode %v under umask 077, want -rw-r--r--", perm)
+	}
+}
