@@ -171,3 +171,32 @@ func TestPortLockFileIsReadableByAll(t *testing.T) {
 		t.Fatalf("lock file mode %v under umask 077, want -rw-r--r--", perm)
 	}
 }
+
+// A run that opened a port's file just before its holder released it (the
+// holder removes the file, then drops the lock) gets the lock of a file no
+// longer there, while a third run creates a new one at the path and locks
+// that: two runs would hold the one port. lockPortFile sees that the file it
+// locked is not the one named, and locks the named one instead. Not
+// parallel: it stands in flock to release the holder at that moment.
+func TestPortLockTakenOnAFileBeingRemovedIsTakenAgain(t *testing.T) {
+	dir := t.TempDir()
+	holder, err := lockPorts(dir, []int{28080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := flock
+	t.Cleanup(func() { flock = real })
+	flock = func(fd, how int) error {
+		flock = real
+		holder.release() // between the second run's open and its flock
+		return real(fd, how)
+	}
+	second, err := lockPorts(dir, []int{28080})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.release()
+	if _, err := lockPorts(dir, []int{28080}); !errors.Is(err, errPortsHeld) {
+		t.Fatalf("a third run's lockPorts while the second holds the port: %v, want errPortsHeld", err)
+	}
+}
