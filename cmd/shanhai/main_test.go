@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,21 +89,31 @@ func asProgram(args string, env ...string) *exec.Cmd {
 
 // freePortBlock finds a -port whose ten ports (HTTP and pprof) are free now,
 // below the ephemeral range: the run refuses a block in it (outsideEphemeral),
-// where the kernel's free ports (freePort) are.
-func freePortBlock(t *testing.T) int {
+// where the kernel's free ports (freePort) are. A test that also runs at
+// -port plus some offsets names them, and every one of their blocks is
+// checked: checking only the first let a port of the others' be taken.
+func freePortBlock(t *testing.T, offsets ...int) int {
 	t.Helper()
 	const bottom = 10000
-	top := 30000
+	span := slices.Max(append(offsets, 0)) // the last block's offset
+	top := 30000 - span
 	if lo, _, ok := ephemeralRange(); ok {
-		top = min(top, lo-1005)
+		top = min(top, lo-1005-span)
+	}
+	free := func(port int) bool {
+		httpPorts, admin, err := portBlock(port)
+		return err == nil && checkPorts(httpPorts, admin) == nil
 	}
 	for range 50 {
 		port := bottom
 		if top > bottom {
 			port += rand.IntN(top - bottom)
 		}
-		httpPorts, admin, err := portBlock(port)
-		if err == nil && checkPorts(httpPorts, admin) == nil {
+		ok := free(port)
+		for _, off := range offsets {
+			ok = ok && free(port+off)
+		}
+		if ok {
 			return port
 		}
 	}

@@ -30,7 +30,7 @@ func TestTwoRunsOnOverlappingPortsLeaveOneRunning(t *testing.T) {
 	t.Parallel() // waits on its child processes; see parallelNote
 	// $TMPDIR of both runs: the port locks' directory is in it.
 	tmp := t.TempDir()
-	port := freePortBlock(t)
+	port := freePortBlock(t, 2) // the second run's -port is port+2
 	runs := []*exec.Cmd{
 		asProgram("-port "+strconv.Itoa(port), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL="),
 		asProgram("-port "+strconv.Itoa(port+2), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL="),
