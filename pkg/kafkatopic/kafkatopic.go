@@ -89,8 +89,8 @@ func (c *Creator) Ensure(ctx context.Context, topics ...string) {
 	}
 }
 
-// Forget has the next Ensure ask Kafka to create topic again: the caller's write found it missing
-// (UNKNOWN_TOPIC_OR_PARTITION), deleted since it was created or found. Without it such a topic was never created
+// Forget has the next Ensure ask Kafka to create topic again: the caller's write found it missing (see Missing),
+// deleted since it was created or found. Without it such a topic was never created
 // again, and every write to it failed for the life of the process on a broker that does not create topics on demand.
 // One request per Forget, so the caller's pace of failed writes (a backoff) bounds them. A topic Kafka refused to
 // create stays refused: asking again would only repeat the refusal, and its log line, at every failed write.

@@ -820,7 +820,7 @@ func (r *Relay) write(ctx context.Context, msgs []kafka.Message) []error {
 	}
 	if r.topics != nil {
 		for i, err := range errs {
-			if errors.Is(err, kafka.UnknownTopicOrPartition) {
+			if kafkatopic.Missing(err) {
 				r.topics.Forget(msgs[i].Topic) // deleted since it was created: the next round creates it again
 			}
 		}

@@ -8,7 +8,6 @@ package dlq
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -18,7 +17,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
 
 	"github.com/shanhai-dev/shanhai/pkg/kafkatopic"
 	"github.com/shanhai-dev/shanhai/pkg/outbox/kafkasize"
@@ -182,7 +180,7 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			m = shrunk(l, f)
 			continue
 		}
-		if missing(err) {
+		if kafkatopic.Missing(err) {
 			k.topic.Forget(k.w.Topic) // deleted since it was created: the next attempt asks Kafka to create it again
 		}
 		if ctx.Err() == nil {
@@ -199,16 +197,6 @@ func (k *Kafka) Send(ctx context.Context, l Letter) error {
 			return fmt.Errorf("dlq %s/%d/%d: %w", l.Topic, l.Partition, l.Offset, err)
 		}
 	}
-}
-
-// missing reports whether a write failed because Kafka has no such topic: the broker's UNKNOWN_TOPIC_OR_PARTITION,
-// or the writer's metadata no longer listing it.
-func missing(err error) bool {
-	var werrs kafka.WriteErrors
-	if errors.As(err, &werrs) {
-		return slices.ContainsFunc(werrs, missing)
-	}
-	return errors.Is(err, kafka.UnknownTopicOrPartition) || errors.Is(err, protocol.ErrNoTopic)
 }
 
 // shrunk renders l in form f (clipped or bare), with HeaderOmitted saying what was left out.

@@ -1,4 +1,4 @@
-package dlq
+package kafkatopic_test
 
 import (
 	"errors"
@@ -8,11 +8,14 @@ import (
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/protocol"
 	"github.com/segmentio/kafka-go/protocol/produce"
+
+	"github.com/shanhai-dev/shanhai/pkg/kafkatopic"
 )
 
-// missing is told every shape kafka-go v0.4.51 gives a write to a deleted topic, as a failed Send logged them (the
+// Missing is told every shape kafka-go v0.4.51 gives a write to a deleted topic, as a failed Send logged them (the
 // broker's code 3 alone or in WriteErrors; the client's "topic not found" from its metadata, wrapped three times), and
-// no other refusal. TestLetterAfterItsTopicWasDeleted meets whichever comes first; this one pins each.
+// no other refusal. The deleted-topic tests of the outbox relay and the bridge's DLQ meet whichever comes first; this
+// one pins each.
 func TestMissingKnowsEachShapeOfADeletedTopic(t *testing.T) {
 	noTopic := fmt.Errorf("kafka.(*Client).Produce: %w",
 		produce.NewError(protocol.NewErrNoTopic("dlq")))
@@ -23,6 +26,7 @@ func TestMissingKnowsEachShapeOfADeletedTopic(t *testing.T) {
 	}{
 		{"broker's code", kafka.UnknownTopicOrPartition, true},
 		{"broker's code in WriteErrors", kafka.WriteErrors{kafka.UnknownTopicOrPartition}, true},
+		{"client's metadata", noTopic, true},
 		{"client's metadata in WriteErrors", kafka.WriteErrors{noTopic}, true},
 		{"one of several in WriteErrors", kafka.WriteErrors{nil, kafka.LeaderNotAvailable, noTopic}, true},
 		{"too large", kafka.WriteErrors{kafka.MessageSizeTooLarge}, false},
@@ -30,8 +34,8 @@ func TestMissingKnowsEachShapeOfADeletedTopic(t *testing.T) {
 		{"broker away", errors.New("dial tcp: connection refused"), false},
 		{"none", nil, false},
 	} {
-		if got := missing(c.err); got != c.want {
-			t.Errorf("%s: missing(%v) = %v, want %v", c.name, c.err, got, c.want)
+		if got := kafkatopic.Missing(c.err); got != c.want {
+			t.Errorf("%s: Missing(%v) = %v, want %v", c.name, c.err, got, c.want)
 		}
 	}
 }
