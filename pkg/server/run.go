@@ -159,6 +159,23 @@ func serve(srv *http.Server, ln net.Listener) error {
 // counted (deploy/stopgrace_test.go counts this).
 const DeregisterTimeout = time.Second
 
+// DeregisterStep is the StepError.Step of a failed deregistration.
+const DeregisterStep = "deregister"
+
+// StepError is a shutdown step that failed, named ("deregister", "drain",
+// "on-shutdown hook 1", "telemetry flush"), so that a host can tell a step
+// whose failure loses nothing from one that does: cmd/shanhai's embedded run
+// does not count a deregistration that timed out against its own etcd, which
+// closes right after, as a failed stop.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
+
+func (e *StepError) Unwrap() error { return e.Err }
+
 // FlushFloor is the least the telemetry flush gets (at most ShutdownTimeout),
 // however late the steps before it ended: the spans of the last requests are
 // what explains a slow stop. Otherwise it takes what is left of the stop's
@@ -201,14 +218,14 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone 
 		start := time.Now()
 		if err := fn(ctx); err != nil {
 			s.log.Error("shutdown step failed", "step", name, "error", err.Error())
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			errs = append(errs, &StepError{Step: name, Err: err})
 			return
 		}
 		s.log.Info("shutdown step done", "step", name, "duration", time.Since(start).String())
 	}
 
 	if s.o.Deregister != nil {
-		step("deregister", deregisterTimeout, s.o.Deregister)
+		step(DeregisterStep, deregisterTimeout, s.o.Deregister)
 		if s.o.DeregisterDelay > 0 && srv != nil {
 			s.awaitCallers(callersGone)
 		}
