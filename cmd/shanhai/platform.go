@@ -470,12 +470,13 @@ var stopGrace = map[string]time.Duration{
 // together overlaps the three waits into one (one by one they added 3 s).
 // Nothing else orders them: no part calls another while it stops, and the
 // events between them wait in Kafka and JetStream, which stop after every
-// part.
+// part. A deregistration that the run's own etcd did not answer in time is
+// not a failed stop (lateLeave).
 func (p *Platform) Stop() error {
 	var errs []error
 	g := p.Parts["gateway"]
 	if g != nil {
-		errs = append(errs, g.Stop(stopGrace["gateway"]))
+		errs = append(errs, p.lateLeave("gateway", g.Stop(stopGrace["gateway"])))
 	}
 	if p.gatewayGone != nil && !g.Running() {
 		p.goneOnce.Do(func() { close(p.gatewayGone) })
@@ -484,7 +485,7 @@ func (p *Platform) Stop() error {
 	var wg sync.WaitGroup
 	for i, name := range Names {
 		if b := p.Parts[name]; b != nil && name != "gateway" {
-			wg.Go(func() { rest[i] = b.Stop(stopGrace[name]) })
+			wg.Go(func() { rest[i] = p.lateLeave(name, b.Stop(stopGrace[name])) })
 		}
 	}
 	wg.Wait()
