@@ -13,6 +13,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 )
 
 // ErrBudgetExhausted is joined to the last error when a retry was wanted but
@@ -80,7 +82,8 @@ func (p Policy) Backoff(n int) time.Duration {
 // of attempts, ctx ends, or an attempt's answer asks for a longer wait than
 // p.Max (Transport's Retry-After; a shorter one is waited at least). Every
 // Do deposits one request into b and every retry withdraws one (given back
-// if ctx ends its backoff, as it is not sent); a nil b means no budget. The
+// if ctx ends its backoff, or if the attempt comes back as
+// deadline.ErrExpired, as neither is sent); a nil b means no budget. The
 // error returned is fn's last, joined with ErrBudgetExhausted when the
 // budget stopped the retries, or with ctx's error when ctx ended before the
 // next attempt (see ended).
@@ -93,9 +96,17 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 		b.Request()
 	}
 	var err error
+	var charged Withdrawal // the retry this attempt was charged as, if it is one
 	for attempt := 1; ; attempt++ {
 		if err = fn(ctx); err == nil {
 			return nil
+		}
+		if errors.Is(err, deadline.ErrExpired) {
+			// deadline.Transport sent nothing: the backoff used up the time
+			// left. Kept, the charge was a retry the upstream never got,
+			// refused to another caller. No later attempt has more time.
+			charged.Refund()
+			return err
 		}
 		if attempt >= p.Attempts || !p.Retryable(err) {
 			return err
@@ -118,7 +129,7 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 		}
 		// Withdrawn before the backoff, not after: a retry the budget
 		// refuses should fail fast, not after waiting for nothing.
-		var charged Withdrawal
+		charged = Withdrawal{}
 		if b != nil {
 			var ok bool
 			if charged, ok = b.Take(); !ok {

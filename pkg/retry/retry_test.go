@@ -7,8 +7,11 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 )
 
 // clock is a budget's clock in a test: it starts at the budget's origin
@@ -330,3 +333,38 @@ func TestRefundGivesTheRetryBack(t *testing.T) {
 		t.Fatal("after its refund the window should allow exactly one retry")
 	}
 }
+
+// TestRetryNotSentForLackOfTimeIsNotCharged: behind retry.Transport,
+// deadline.Transport refuses to send an attempt with under a millisecond
+// left (ErrExpired). A backoff that used up the time left made the retry one
+// the upstream never got, and Do kept it charged to the budget.
+func TestRetryNotSentForLackOfTimeIsNotCharged(t *testing.T) {
+	b := NewBudget(0, 1, time.Second) // one retry in the window
+	clockOf(b)                        // its clock stands still: both calls fall in one window
+
+	var sent atomic.Int32
+	up := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		sent.Add(1)
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Body: http.NoBody, Request: r}, nil
+	})
+	p := Policy{Attempts: 2, Base: time.Nanosecond}
+	p.sleep = func(ctx context.Context, _ time.Duration) error {
+		dl, _ := ctx.Deadline()
+		time.Sleep(time.Until(dl) - 500*time.Microsecond) // the backoff leaves under a millisecond
+		return nil
+	}
+	client := &http.Client{Transport: Transport(deadline.Transport(up), p, b)}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://upstream.invalid/", nil)
+	if _, err := client.Do(req); !errors.Is(err, deadline.ErrExpired) || sent.Load() != 1 {
+		t.Fatalf("err %v after %d sent: want the retry refused by deadline.Transport, one attempt sent", err, sent.Load())
+	}
+	if !b.Withdraw() {
+		t.Fatal("the retry deadline.Transport did not send was charged to the budget")
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
