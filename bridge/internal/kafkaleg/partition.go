@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -754,6 +755,8 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	case reason != "":
 	case size > l.o.MaxBytes:
 		reason, detail = "too_large", fmt.Sprintf("%d bytes with headers, limit %d", size, l.o.MaxBytes)
+	case size-len(m.Value) > maxHeaderBytes:
+		reason, detail = "too_large", fmt.Sprintf("%d bytes of headers, JetStream's limit %d", size-len(m.Value), maxHeaderBytes)
 	case rej.overtakenBy > 0:
 		reason, detail = "overtaken", fmt.Sprintf("jetstream refused it (%v) and stored offset %d after it; published now it would follow that offset and leg B would drop it", rej.refusal, rej.overtakenBy)
 	case rej.n > l.o.SinkRetries:
@@ -801,6 +804,14 @@ func carriedSize(m kafka.Message, cluster, topicID string) int {
 	}
 	return n + ownHeaderBytes + 2*len(m.Topic)
 }
+
+// maxHeaderBytes is the largest header section JetStream stores (nats-server refuses a larger one with error 10097,
+// "header size exceeds maximum allowed of 64k", whatever max_payload and BRIDGE_MAX_MESSAGE_BYTES allow). A record
+// whose headers come to more as carried goes to the DLQ when it is fetched: published, it was refused, the session
+// failed and the partition restarted, republishing what followed it, until it had been refused BRIDGE_SINK_RETRIES
+// times or the records behind it had overtaken it. carriedSize's bound on leg A's own headers may send one up to a
+// few hundred bytes under the limit to the DLQ too.
+const maxHeaderBytes = math.MaxUint16
 
 // ownHeaderBytes bounds the header section build adds besides the carried headers, the key, the topic's two copies
 // and the cluster and topic id stamps: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its
