@@ -66,7 +66,8 @@ type Options struct {
 	ServiceVersion string
 
 	// Logger receives OpenTelemetry's internal errors (an unreachable
-	// collector, a dropped batch). Nil means slog.Default().
+	// collector, a dropped batch) and the SDK's own log messages (its
+	// warnings at Warn). Nil means slog.Default().
 	Logger *slog.Logger
 
 	// SpanProcessors are added to the tracer provider, mainly for tests
@@ -110,6 +111,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("opentelemetry", slog.String("error", err.Error()))
 	}))
+	otel.SetLogger(sdkLogger(log)) // otellog.go: the SDK's own messages, as JSON records
 
 	res, err := newResource(ctx, o)
 	if err != nil {
