@@ -88,12 +88,13 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 		return nil, err
 	}
 	if err := catalog.Check(ps); err != nil {
-		// The table allows what Check refuses (an empty SKU or currency):
-		// cached, the next read would refuse it, read the database and
-		// write it again, a warning blaming the cache at every reload. The
-		// database is the catalogue, so it is served; only the cache is
-		// skipped, and the fault is put where it is. CatalogMemo in front
-		// bounds these reads to one per CatalogMemoTTL per process.
+		// The table's CHECKs (migration 0005) refuse what Check refuses,
+		// so only a database whose constraints were dropped by hand gets
+		// here. Cached, the next read would refuse it, read the database
+		// and write it again, a warning blaming the cache at every reload.
+		// The database is the catalogue, so it is served; only the cache
+		// is skipped, and the fault is put where it is. CatalogMemo in
+		// front bounds these reads to one per CatalogMemoTTL per process.
 		c.log.ErrorContext(ctx, "products table holds a catalogue catalog.Check refuses; serving it uncached", "err", err)
 		c.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("source", "database")))
 		return ps, nil
@@ -113,8 +114,9 @@ func (c *CatalogRedis) All(ctx context.Context) ([]catalog.Product, error) {
 }
 
 // decodeCatalog reads a cached catalogue: JSON that decodes is not enough,
-// it must be one the database could hold (catalog.Check), since every order
-// is priced from it.
+// it must be one the database could hold, since every order is priced from
+// it. catalog.Check is the products table's rules (its key and CHECKs), so
+// it tells.
 func decodeCatalog(raw []byte) ([]catalog.Product, error) {
 	var cached []cachedProduct
 	if err := json.Unmarshal(raw, &cached); err != nil {

@@ -37,19 +37,21 @@ func Index(ps []Product) map[string]Product {
 }
 
 // Check reports the first reason ps is no catalogue to price orders from: a
-// price not above zero (the products table's CHECK), a SKU twice (its key),
-// a product without a SKU or a currency (which the table, TEXT NOT NULL,
-// still allows: the Redis cache serves such a database catalogue uncached).
-// Orders are priced from whatever a repository returns, so a copy read from
-// outside the database (a cache) is checked before it prices one: a cached
-// price of 0 made free orders, and a SKU listed twice was priced at its last
-// copy.
+// product without a SKU, a name or a currency, a price not above zero, or a
+// SKU twice. These are the products table's own rules (its key and CHECKs,
+// migration 0005 for the empty texts), so a catalogue read from the
+// database passes. Orders are priced from whatever a repository returns,
+// so a copy read from outside the database (a cache) is checked before it
+// prices one: a cached price of 0 made free orders, and a SKU listed twice
+// was priced at its last copy.
 func Check(ps []Product) error {
 	seen := make(map[string]bool, len(ps))
 	for i, p := range ps {
 		switch {
 		case p.SKU == "":
 			return fmt.Errorf("catalog: product %d has no SKU", i)
+		case p.Name == "":
+			return fmt.Errorf("catalog: %q has no name", p.SKU)
 		case p.PriceCents <= 0:
 			return fmt.Errorf("catalog: %q is priced %d cents", p.SKU, p.PriceCents)
 		case p.Currency == "":

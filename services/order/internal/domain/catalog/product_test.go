@@ -9,7 +9,7 @@ import (
 // first product that is not one, as the Redis cache logs it.
 func TestCheck(t *testing.T) {
 	tea := Product{SKU: "TEA", Name: "Tea", PriceCents: 1890, Currency: "EUR"}
-	ink := Product{SKU: "INK", Name: "", PriceCents: 1, Currency: "CNY"} // no name and one cent are allowed
+	ink := Product{SKU: "INK", Name: "Ink", PriceCents: 1, Currency: "CNY"} // one cent is allowed
 	if err := Check([]Product{tea, ink}); err != nil {
 		t.Fatalf("a good catalogue: %v", err)
 	}
@@ -17,10 +17,11 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("no products (the caller refuses an empty catalogue): %v", err)
 	}
 	for want, ps := range map[string][]Product{
-		"product 1 has no SKU":  {tea, {PriceCents: 1, Currency: "EUR"}},
-		`"TEA" is priced 0`:     {{SKU: "TEA", Currency: "EUR"}},
-		`"TEA" is priced -3500`: {{SKU: "TEA", PriceCents: -3500, Currency: "EUR"}},
-		`"TEA" has no currency`: {{SKU: "TEA", PriceCents: 1}},
+		"product 1 has no SKU":  {tea, {Name: "Fan", PriceCents: 1, Currency: "EUR"}},
+		`"INK" has no name`:     {tea, {SKU: "INK", PriceCents: 1, Currency: "EUR"}},
+		`"TEA" is priced 0`:     {{SKU: "TEA", Name: "Tea", Currency: "EUR"}},
+		`"TEA" is priced -3500`: {{SKU: "TEA", Name: "Tea", PriceCents: -3500, Currency: "EUR"}},
+		`"TEA" has no currency`: {{SKU: "TEA", Name: "Tea", PriceCents: 1}},
 		`"TEA" is listed twice`: {tea, ink, tea},
 	} {
 		if err := Check(ps); err == nil || !strings.Contains(err.Error(), want) {

@@ -1,0 +1,44 @@
+package adapters_test
+
+import (
+	"testing"
+)
+
+// TestProductsTableRefusesWhatCheckRefuses: every product catalog.Check
+// refuses is a row the products table refuses too, on both dialects, so a
+// catalogue read from the database always passes Check (and can be cached).
+// The table took an empty SKU, name or currency (TEXT NOT NULL allows ”)
+// until migration 0005.
+func TestProductsTableRefusesWhatCheckRefuses(t *testing.T) {
+	for dialect, db := range stores(t) {
+		t.Run(dialect, func(t *testing.T) {
+			for name, stmt := range map[string]string{
+				"empty sku":      `INSERT INTO products (sku, name, price_cents, currency) VALUES ('', 'Fan', 500, 'EUR')`,
+				"empty name":     `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', '', 500, 'EUR')`,
+				"empty currency": `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', 'Fan', 500, '')`,
+				"zero price":     `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', 'Fan', 0, 'EUR')`,
+				"negative price": `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', 'Fan', -1, 'EUR')`,
+				"sku twice":      `INSERT INTO products (sku, name, price_cents, currency) VALUES ('INK-SET', 'Ink', 500, 'EUR')`,
+				"null name":      `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', NULL, 500, 'EUR')`,
+				"currency wiped": `UPDATE products SET currency = '' WHERE sku = 'INK-SET'`,
+				"sku wiped":      `UPDATE products SET sku = '' WHERE sku = 'INK-SET'`,
+				"name wiped":     `UPDATE products SET name = '' WHERE sku = 'INK-SET'`,
+			} {
+				if err := db.Exec(stmt).Error; err == nil {
+					t.Errorf("%s: the table took it: %s", name, stmt)
+				}
+			}
+			var n int64
+			if err := db.Raw(`SELECT count(*) FROM products WHERE sku = '' OR name = '' OR currency = '' OR price_cents <= 0`).Scan(&n).Error; err != nil {
+				t.Fatal(err)
+			}
+			if n != 0 {
+				t.Errorf("%d bad products stored", n)
+			}
+			// A good product is still taken.
+			if err := db.Exec(`INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', 'Paper fan', 500, 'EUR')`).Error; err != nil {
+				t.Errorf("a good product refused: %v", err)
+			}
+		})
+	}
+}
