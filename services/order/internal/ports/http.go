@@ -69,6 +69,10 @@ type productJSON struct {
 }
 
 func (h *HTTP) listProducts(c *gin.Context) {
+	if bad := unknownParams(c, nil); len(bad) > 0 {
+		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
+		return
+	}
 	ps, err := h.app.ListProducts.Handle(c.Request.Context())
 	if err != nil {
 		h.fail(c, err)
@@ -210,7 +214,8 @@ var listParams = []string{"status", "limit", "cursor"}
 // for as if it were it: a misspelled ?stauts=PAID listed every status, and
 // an ?offset=20 or ?page=2 (another API's way of paging) the first page
 // again, on which a client paging by it looped for good. It is the rule
-// server.DecodeJSON applies to a body's unknown fields.
+// server.DecodeJSON applies to a body's unknown fields, and every GET route
+// keeps it: the catalogue, which reads none (known nil), refuses any.
 func unknownParams(c *gin.Context, known []string) []problem.FieldError {
 	var bad []problem.FieldError
 	for name := range c.Request.URL.Query() {
@@ -223,7 +228,11 @@ func unknownParams(c *gin.Context, known []string) []problem.FieldError {
 			// decode; a field "" pointed the client nowhere.
 			field = "query"
 		}
-		bad = append(bad, problem.FieldError{Field: field, Detail: "is not a known parameter (" + strings.Join(known, ", ") + ")"})
+		detail := "is not a known parameter (this route takes none)"
+		if len(known) > 0 {
+			detail = "is not a known parameter (" + strings.Join(known, ", ") + ")"
+		}
+		bad = append(bad, problem.FieldError{Field: field, Detail: detail})
 	}
 	// Map order is random; the answer to one request should not be.
 	slices.SortFunc(bad, func(a, b problem.FieldError) int { return strings.Compare(a.Field, b.Field) })

@@ -450,6 +450,28 @@ func TestUnknownListParameterIsRefused(t *testing.T) {
 	}
 }
 
+// TestUnknownProductsParameterIsRefused: the catalogue reads no query
+// parameter, so any is a 400 naming it, as the order listing answers one it
+// does not know. It was ignored: ?limit=2 or ?sku=CAM-1 answered the whole
+// catalogue as if it were what was asked for.
+func TestUnknownProductsParameterIsRefused(t *testing.T) {
+	h := newHarness(t)
+	for q, field := range map[string]string{
+		"limit=2": "limit", "sku=CAM-1": "sku", "cursor=x&page=2": "cursor", "=x": "query", "": "",
+	} {
+		r := h.do("GET", "/api/v1/products?"+q, "alice", "")
+		if field == "" {
+			if r.Status != http.StatusOK {
+				t.Errorf("?%s: %d %s; want 200", q, r.Status, r.Body)
+			}
+			continue
+		}
+		if r.Status != http.StatusBadRequest || !slices.Contains(r.problemFields(t), field) {
+			t.Errorf("?%s: %d %s; want 400 naming %s", q, r.Status, r.Body, field)
+		}
+	}
+}
+
 // TestTwoIdempotencyKeysAreRefused: a create with two Idempotency-Key
 // header lines is a 400 naming the header. The first was used and the
 // second ignored, so which key made the order depended on the order the
