@@ -19,8 +19,9 @@ import (
 // TestBadDynamicSettingsAreRejected: the values the environment refuses
 // (PROVIDER_FAILURE_RATE outside 0..1, a p99 below the median, a negative
 // DECLINE_ABOVE_CENTS) are refused in etcd too, and so are currencies that
-// are not ISO 4217 codes; the last good document stays in force:
-// pkg/dynconfig calls the type's Validate.
+// are not ISO 4217 codes, a name the document does not have (a misspelt
+// field) and a name given twice; the last good document stays in force:
+// pkg/dynconfig decodes with the type's UnmarshalJSON and calls its Validate.
 func TestBadDynamicSettingsAreRejected(t *testing.T) {
 	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
 	if err != nil {
@@ -58,6 +59,17 @@ func TestBadDynamicSettingsAreRejected(t *testing.T) {
 		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"currencies":["EUR","EURO"]}`,
 		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"currencies":[""]}`,
 		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"currencies":[" EUR"]}`,
+		// A misspelt name set nothing: its field took its zero value, so
+		// "decline_above_cent" switched the decline rule off (every total
+		// charged), "currency" the currency rule, "failure-rate" the fault
+		// injection asked for, while the log said the document was applied.
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cent":100000}`,
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"currency":["EUR"]}`,
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure-rate":1,"decline_above_cents":100000}`,
+		// A name given twice: encoding/json kept the last (0, the rule off)
+		// where a reviewer or a first-key-wins reader saw the first.
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"decline_above_cents":0}`,
+		`{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cents":100000,"DECLINE_ABOVE_CENTS":0}`,
 	} {
 		put(bad)
 	}
