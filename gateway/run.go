@@ -251,11 +251,18 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 
 	p := proxy.New(opts)
 	var shuttingDown atomic.Bool
-	// Health and readiness stay on the public port: probes and a load
-	// balancer in front read them there, and they tell nothing about the
-	// platform. /metrics is on the admin listener only (serveAdmin): the
-	// gateway is the public door, and its series name routes, upstreams and
-	// error rates. On the public port /metrics is a path like any other.
+	// Health and readiness are answered on the public port too: a load
+	// balancer in front reads them there, and they tell nothing about the
+	// platform. Readiness is asked there: a gateway holding
+	// GATEWAY_LOOP_MAX_CONNS clients answers its probe 503 gateway-busy and
+	// is taken out of its Service, so new connections go to replicas with
+	// room, which is what readiness is for. Liveness is not: a full gateway
+	// is not a broken one, so its probe asks the admin listener's /healthz
+	// (serveAdmin), which the cap does not count and which fails only when
+	// an event loop is stuck (evloop's Alive). /metrics is on the admin
+	// listener only: the gateway is the public door, and its series name
+	// routes, upstreams and error rates. On the public port /metrics is a
+	// path like any other.
 	handler := func(ctx *fasthttp.RequestCtx) {
 		if sockio.ReadTimedOut(ctx.Conn()) {
 			// The fasthttp transport only: its parser takes a trailer
@@ -293,19 +300,27 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 		p.Handle(ctx)
 	}
 
+	var loops *evloop.Server
+	// On the fasthttp transport a goroutine serves each connection and no
+	// loop can be stuck: the admin listener answering is the process alive.
+	alive := func(context.Context) error { return nil }
+	if cfg.TransportName() == "loop" {
+		loops = newLoops(cfg, log, p, pool, handler)
+		alive = loops.Alive
+	}
 	if cfg.AdminAddr != "" {
 		var metrics http.Handler // none in routing mode, as before
 		if tel != nil {
 			metrics = tel.MetricsHandler()
 		}
-		admin, err := serveAdmin(cfg.AdminAddr, metrics, log)
+		admin, err := serveAdmin(cfg.AdminAddr, metrics, alive, log)
 		if err != nil {
 			return err
 		}
 		defer admin.Close() // on return: a host process outlives the gateway it ran
 	}
-	if cfg.TransportName() == "loop" {
-		return serveLoop(ctx, cfg, log, p, pool, handler, &shuttingDown, tel)
+	if loops != nil {
+		return serveLoop(ctx, cfg, log, loops, &shuttingDown, tel)
 	}
 	srv := &fasthttp.Server{
 		Handler:      handler,
@@ -347,16 +362,20 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	})
 }
 
-// serveLoop is run's tail for GATEWAY_TRANSPORT=loop: the same chain and
-// admin paths on gnet event loops (internal/evloop).
-func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, p *proxy.Proxy, pool *upstream.Pool, admin fasthttp.RequestHandler,
-	shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
-	srv := evloop.New(evloop.Options{
-		Addr: cfg.Addr, Loops: cfg.EventLoops, Proxy: p, Admin: admin, AdminPaths: []string{"/healthz", "/readyz"},
+// newLoops builds the event-loop transport (GATEWAY_TRANSPORT=loop): the
+// same chain and public health paths on gnet event loops (internal/evloop).
+func newLoops(cfg config.Config, log *slog.Logger, p *proxy.Proxy, pool *upstream.Pool, health fasthttp.RequestHandler) *evloop.Server {
+	return evloop.New(evloop.Options{
+		Addr: cfg.Addr, Loops: cfg.EventLoops, Proxy: p, Admin: health, AdminPaths: []string{"/healthz", "/readyz"},
 		MaxBodyBytes: cfg.MaxBodyBytes, MaxHeaderBytes: maxHeadBytes, HeldBytes: cfg.LoopHeldBytes, MaxClients: cfg.LoopMaxConns,
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout, IdleTimeout: cfg.IdleTimeout, MaxConns: cfg.MaxConns, Endpoints: pool, Log: log,
 	})
+}
+
+// serveLoop is run's tail for GATEWAY_TRANSPORT=loop: srv serves until ctx
+// ends.
+func serveLoop(ctx context.Context, cfg config.Config, log *slog.Logger, srv *evloop.Server, shuttingDown *atomic.Bool, tel *telemetry.Provider) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
 	log.Info("gateway listening", "addr", cfg.Addr, "transport", cfg.TransportName(), "mode", cfg.Mode, "routes", cfg.Routes)
@@ -409,17 +428,20 @@ func serveUntil(ctx context.Context, cfg config.Config, log *slog.Logger, errc <
 	return nil
 }
 
-// serveAdmin serves pprof and, when metrics is not nil, /metrics on addr:
-// the listener for operators and Prometheus, never published (127.0.0.1 by
-// default; compose and Kubernetes open it to their Prometheus alone).
+// serveAdmin serves pprof, liveness (/healthz: see liveness) and, when
+// metrics is not nil, /metrics on addr: the listener for operators,
+// Prometheus and the kubelet's liveness probe, never published (127.0.0.1
+// by default; compose and Kubernetes open it to their Prometheus alone,
+// and to the node the kubelet probes from).
 //
 // A taken address stops the start, as in pkg/server: a gateway running on
 // without it would be ready and unobserved.
-func serveAdmin(addr string, metrics http.Handler, log *slog.Logger) (*http.Server, error) {
+func serveAdmin(addr string, metrics http.Handler, alive func(context.Context) error, log *slog.Logger) (*http.Server, error) {
 	mux := http.NewServeMux()
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
 	}
+	mux.Handle("GET /healthz", liveness(alive, log))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
