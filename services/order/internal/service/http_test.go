@@ -54,6 +54,36 @@ func TestCreateOrderIgnoresClientPriceAndReplays(t *testing.T) {
 	}
 }
 
+// TestReplayFingerprintIsTheItemsNotTheBytes: the Idempotency-Key
+// fingerprint is over the decoded items (each line's SKU and quantity, in
+// order), not the body's bytes, so a retry that re-serialises the same
+// request (keys in another order, other whitespace, escapes, an ignored
+// price echoed or not) is replayed rather than refused 422. Lines in
+// another order are another request: the order's lines are numbered as
+// sent, and a replay would answer them in the first request's order.
+func TestReplayFingerprintIsTheItemsNotTheBytes(t *testing.T) {
+	h := newHarness(t)
+	first := h.do("POST", "/api/v1/orders", "alice", `{"items":[{"sku":"INK-SET","quantity":2},{"sku":"CAM-1","quantity":1}]}`, "Idempotency-Key", "fp")
+	if first.Status != http.StatusCreated {
+		t.Fatalf("create: %d %s", first.Status, first.Body)
+	}
+	for name, body := range map[string]string{
+		"keys reordered": `{"items":[{"quantity":2,"sku":"INK-SET"},{"quantity":1,"sku":"CAM-1"}]}`,
+		"whitespace":     "{\n  \"items\" : [\n\t{\"sku\": \"INK-SET\", \"quantity\": 2},\r\n {\"sku\":\"CAM-1\",\"quantity\":1} ]\n}\n",
+		"escapes":        `{"items":[{"sku":"INK\u002dSET","quantity":2},{"\u0073ku":"CAM-1","quantity":1}]}`,
+		"price echoed":   `{"items":[{"sku":"INK-SET","quantity":2,"unit_price_cents":3500},{"sku":"CAM-1","quantity":1,"unit_price_cents":1}]}`,
+	} {
+		r := h.do("POST", "/api/v1/orders", "alice", body, "Idempotency-Key", "fp")
+		if r.Status != first.Status || string(r.Body) != string(first.Body) || r.Header.Get("Idempotent-Replayed") != "true" {
+			t.Errorf("%s: %d %s; want the replay", name, r.Status, r.Body)
+		}
+	}
+	swapped := h.do("POST", "/api/v1/orders", "alice", `{"items":[{"sku":"CAM-1","quantity":1},{"sku":"INK-SET","quantity":2}]}`, "Idempotency-Key", "fp")
+	if swapped.Status != http.StatusUnprocessableEntity {
+		t.Errorf("lines swapped: %d %s; want 422", swapped.Status, swapped.Body)
+	}
+}
+
 func TestOrdersOfOtherUsersAre404(t *testing.T) {
 	h := newHarness(t)
 	o := h.createOrder("alice", `{"items":[{"sku":"TEA-GREEN-100G","quantity":1}]}`)
