@@ -127,7 +127,7 @@ func (e Envelope) Decode(v any) error {
 // the id, the outbox on the subject), and a B-tree entry has a size limit (about 2.7 kB on PostgreSQL).
 const MaxAttributeBytes = 1024
 
-// Validate reports the first missing or malformed attribute as an *AttributeError: a missing id, type or source, an
+// Validate reports the first missing or malformed attribute as an *AttributeError: a missing id, type, source or time, an
 // attribute over MaxAttributeBytes, not UTF-8 or holding a control character (CloudEvents allows neither, and
 // PostgreSQL refuses to store them: a consumer would fail on its dedup insert and retry the message forever), a source
 // that is not a URI reference, or data that is not JSON.
@@ -139,6 +139,11 @@ func (e Envelope) Validate() error {
 		return &AttributeError{Name: HeaderType, Reason: "missing"}
 	case e.Source == "":
 		return &AttributeError{Name: HeaderSource, Reason: "missing"}
+	case e.Time.IsZero():
+		// Optional in CloudEvents, required here: every producer of the
+		// platform writes it (New), and a consumer handed a zero time would
+		// order or age the fact as happening in year 1.
+		return &AttributeError{Name: HeaderTime, Reason: "missing"}
 	}
 	for _, a := range [...]struct{ name, value string }{
 		{HeaderID, e.ID}, {HeaderType, e.Type}, {HeaderSource, e.Source}, {HeaderSubject, e.Subject},
@@ -195,8 +200,8 @@ func (e *AttributeError) Error() string {
 func (e *AttributeError) Is(target error) bool { return target == ErrInvalid }
 
 // FromHeaders rebuilds an envelope from binary-mode headers and the message value. It rejects a missing or unsupported
-// ce_specversion, a missing ce_id, ce_type or ce_source, a ce_source that is not a URI reference, a ce_time that is not
-// RFC 3339, a content-type other than JSON, and data that is not valid JSON; each with an *AttributeError naming the
+// ce_specversion, a missing ce_id, ce_type, ce_source or ce_time, a ce_source that is not a URI reference, a ce_time
+// that is not RFC 3339, a content-type other than JSON, and data that is not valid JSON; each with an *AttributeError naming the
 // attribute.
 func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 	switch v, ok := h[HeaderSpecVersion]; {

@@ -124,6 +124,9 @@ func TestFromHeadersRejectsPoison(t *testing.T) {
 		{"empty type", with("ce_type", ""), `{}`, "ce_type"},
 		{"no source", with("ce_source", "<delete>"), `{}`, "ce_source"},
 		{"bad time", with("ce_time", "yesterday"), `{}`, "ce_time"},
+		// Optional in CloudEvents, but every producer here writes it: one without it read as year 1.
+		{"no time", with("ce_time", "<delete>"), `{}`, "ce_time"},
+		{"empty time", with("ce_time", ""), `{}`, "ce_time"},
 		{"xml", with("content-type", "application/xml"), `{}`, "content-type"},
 		{"bad json", good, `{"order_id":`, "data"},
 		// What PostgreSQL cannot store in the consumer's dedup row: a retry loop, not a dead letter, before.
@@ -154,8 +157,8 @@ func TestFromHeadersRejectsPoison(t *testing.T) {
 	if err != nil || !e.Time.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) {
 		t.Fatalf("valid message rejected: %v", err)
 	}
-	if _, err := event.FromHeaders(with("ce_time", "<delete>"), nil); err != nil {
-		t.Fatalf("absent time and data rejected: %v", err)
+	if _, err := event.FromHeaders(with("content-type", "<delete>"), nil); err != nil {
+		t.Fatalf("absent content type and data rejected: %v", err)
 	}
 	if _, err := event.FromHeaders(with("ce_subject", "订单-"+strings.Repeat("s", event.MaxAttributeBytes-7)), nil); err != nil {
 		t.Fatalf("non-ASCII subject of exactly the limit rejected: %v", err)
@@ -164,7 +167,7 @@ func TestFromHeadersRejectsPoison(t *testing.T) {
 
 func TestFromHeadersCopiesData(t *testing.T) {
 	buf := []byte(`{"a":1}`)
-	h := map[string]string{"ce_specversion": "1.0", "ce_id": "1", "ce_type": "t", "ce_source": "/s"}
+	h := map[string]string{"ce_specversion": "1.0", "ce_id": "1", "ce_type": "t", "ce_source": "/s", "ce_time": "2026-01-02T03:04:05Z"}
 	e, err := event.FromHeaders(h, buf)
 	if err != nil {
 		t.Fatal(err)
@@ -292,5 +295,20 @@ func TestFromHeadersQuotesAtMost80BytesOfABadValue(t *testing.T) {
 		if n := len(err.Error()); n > 400 {
 			t.Errorf("%s of 1 MiB: the error is %d bytes, want a quote of at most 80 bytes of the value", name, n)
 		}
+	}
+}
+
+// TestValidateRequiresTime: an envelope built without a time (not by New)
+// was stored by outbox.Add with no ce_time, and its consumers read the fact
+// as happening in year 1.
+func TestValidateRequiresTime(t *testing.T) {
+	e, err := event.New("order.created", "/services/order", "o-1", map[string]int{"n": 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Time = time.Time{}
+	var ae *event.AttributeError
+	if err := e.Validate(); !errors.As(err, &ae) || ae.Name != event.HeaderTime || ae.Reason != "missing" {
+		t.Fatalf("err %v: want ce_time missing", err)
 	}
 }
