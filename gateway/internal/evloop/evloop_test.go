@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -121,7 +122,7 @@ func startServerOn(t *testing.T, o proxy.Options, so Options, pool *upstream.Poo
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.Stop(ctx)
-		<-errc
+		waitServed(t, errc)
 	})
 	for range 100 {
 		if c, err := net.Dial("tcp", addr); err == nil {
@@ -132,6 +133,26 @@ func startServerOn(t *testing.T, o proxy.Options, so Options, pool *upstream.Poo
 	}
 	t.Fatal("server did not start")
 	return "", nil
+}
+
+// serveBound is how long Serve may take to return once Stop has: Stop
+// itself is bounded by its context, and Serve returns when the engine has
+// closed every connection, which follows at once.
+const serveBound = 10 * time.Second
+
+// waitServed waits for Serve's result on errc after a Stop. An unbounded
+// receive hung the whole test binary until go test's -timeout (seen once
+// under -race) and named no goroutine; this fails the test after
+// serveBound instead, with every goroutine's stack to show where Serve
+// is stuck. The Serve goroutine is then left behind: the test has failed.
+func waitServed(t *testing.T, errc <-chan error) {
+	t.Helper()
+	select {
+	case <-errc:
+	case <-time.After(serveBound):
+		buf := make([]byte, 1<<20)
+		t.Errorf("Serve did not return within %v of Stop; goroutines:\n%s", serveBound, buf[:runtime.Stack(buf, true)])
+	}
 }
 
 // roundTrips writes raw on one connection and reads n responses.
@@ -310,7 +331,7 @@ func TestRestartRightAfterStop(t *testing.T) {
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
 			_ = again.Stop(ctx)
-			<-errc
+			waitServed(t, errc)
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
