@@ -5,6 +5,7 @@
 //	bridge_inflight{leg}                     unconfirmed messages
 //	bridge_consumer_lag{topic,partition}     Kafka high watermark minus the first offset JetStream has not confirmed
 //	bridge_archive_lag{topic,partition}      messages of a partition JetStream holds that leg B has not acked (Pulsar has not confirmed)
+//	bridge_archive_progress_timestamp_seconds{topic,partition} when leg B last acked a message of the partition (archived or dead-lettered), or took the partition
 //	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack (0 when negative: a producer clock ahead)
 //	bridge_dlq_total{leg,reason}
 //	bridge_stream_lost_total{topic,partition} messages the stream's limits removed before leg B archived them (at most)
@@ -49,6 +50,7 @@ type Bridge struct {
 	lag         map[lagKey]int64
 	unfetchable map[lagKey]bool
 	archive     map[lagKey]int64 // leg B's, apart from leg A's lag: each leg forgets its own when its partition goes
+	progress    map[lagKey]int64 // leg B's, unix seconds: set and forgotten with archive
 
 	// sets are the attribute sets of each leg, and of each leg and result, that the message path records, built once
 	// in New: building one sorts and allocates, and a leg records four measurements for every message it carries
@@ -83,7 +85,7 @@ func newSet(leg, result string) metric.MeasurementOption {
 
 // New registers the instruments on m.
 func New(m metric.Meter) (*Bridge, error) {
-	b := &Bridge{lag: map[lagKey]int64{}, unfetchable: map[lagKey]bool{}, archive: map[lagKey]int64{}, sets: map[setKey]metric.MeasurementOption{}}
+	b := &Bridge{lag: map[lagKey]int64{}, unfetchable: map[lagKey]bool{}, archive: map[lagKey]int64{}, progress: map[lagKey]int64{}, sets: map[setKey]metric.MeasurementOption{}}
 	for _, leg := range []string{LegA, LegB} {
 		for _, r := range results {
 			b.sets[setKey{leg, r}] = newSet(leg, r)
@@ -144,6 +146,21 @@ func New(m metric.Meter) (*Bridge, error) {
 			b.mu.Lock()
 			defer b.mu.Unlock()
 			for k, v := range b.archive {
+				o.Observe(v, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
+			}
+			return nil
+		}))
+	if err != nil {
+		return nil, err
+	}
+	// A time, not a counter of archived messages per partition: a counter's series starts at its first archive, which
+	// increase() does not count, so a partition that archived one message in the window looked stalled; and the time
+	// is there from when leg B takes the partition, so one that never archived is seen too.
+	_, err = m.Int64ObservableGauge("bridge.archive.progress.timestamp", metric.WithUnit("s"), metric.WithDescription("when leg B last acked a message of a partition to JetStream (Pulsar confirmed it, or it was dead-lettered), or took the partition, in unix seconds: with bridge_archive_lag above 0, an old one is a partition whose archive stalled while others may move"),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for k, v := range b.progress {
 				o.Observe(v, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
 			}
 			return nil
@@ -216,10 +233,20 @@ func (b *Bridge) ArchiveLag(topic string, partition int, lag int64) {
 	b.mu.Unlock()
 }
 
-// ForgetArchive drops a partition's bridge_archive_lag series.
+// ArchiveProgress records that leg B took a partition or acked one of its messages now
+// (bridge_archive_progress_timestamp_seconds); ForgetArchive removes it.
+func (b *Bridge) ArchiveProgress(topic string, partition int) {
+	now := time.Now().Unix()
+	b.mu.Lock()
+	b.progress[lagKey{topic, partition}] = now
+	b.mu.Unlock()
+}
+
+// ForgetArchive drops a partition's bridge_archive_lag and bridge_archive_progress_timestamp_seconds series.
 func (b *Bridge) ForgetArchive(topic string, partition int) {
 	b.mu.Lock()
 	delete(b.archive, lagKey{topic, partition})
+	delete(b.progress, lagKey{topic, partition})
 	b.mu.Unlock()
 }
 

@@ -247,6 +247,7 @@ func (l *Leg) Partition(gen, stop context.Context, topic string, part int, drain
 	}()
 	p := &partition{leg: l, route: l.routes[topic], id: part, name: mapping.Name(topic, part), rejects: map[int64]rejection{}, counted: -1}
 	b := backoff.Backoff{Base: 100 * time.Millisecond, Max: l.o.MaxBackoff}
+	l.o.Metrics.ArchiveProgress(topic, part) // the stall alert counts from here for a partition that never archives
 	for ctx.Err() == nil {
 		progressed, err := p.session(ctx)
 		if progressed {

@@ -582,6 +582,7 @@ func (s *bsession) ack() {
 			return
 		}
 		s.p.acknowledged(m)
+		s.p.leg.o.Metrics.ArchiveProgress(s.p.route.Topic, s.p.id)
 		s.mu.Lock()
 		s.acked = cseq
 		s.lag()
