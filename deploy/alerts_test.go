@@ -55,7 +55,8 @@ func loadAlertRules(t *testing.T) ruleFile {
 // refuses, a partition leg A cannot fetch (continuously: its readiness rule, not each failed fetch), a position leg A found outside its partition (a recreated topic, records
 // retention removed before they were carried), a stream window too short for leg A's republish, and the two losses to
 // the archive the bridge counts: messages the stream removed before leg B archived them, and a partition stored out of
-// offset order (Pulsar's dedup drops the lower offsets), and the archive stalled with messages waiting (Pulsar away);
+// offset order (Pulsar's dedup drops the lower offsets), and the archive stalled with messages waiting (Pulsar away),
+// per instance and per partition (one held while the instance's others archive);
 // orders the order service cancelled because payment never answered (each an order's payment the saga
 // lost), and its expiry round failing (those orders then stay PENDING). None had a rule.
 var watchedAlarms = []string{
@@ -73,6 +74,7 @@ var watchedAlarms = []string{
 	`bridge_stream_lost_total`,
 	`bridge_messages_total{result="order_violation"}`,
 	`bridge_archive_lag`,
+	`bridge_archive_progress_timestamp_seconds`,
 	`shanhai_order_expired_total`,
 	`shanhai_order_expiry_failures_total`,
 }
