@@ -13,6 +13,10 @@ type Binary struct {
 	// (ADMIN_ADDR) of the gateway, whose HTTP port is the public door and must not tell the world the platform's
 	// routes, upstreams and error rates. It is never published or open to all.
 	MetricsPort int
+	// LivenessPort, when not 0, is where liveness (/healthz) is asked instead of Port: the gateway's admin
+	// listener, which its client cap (GATEWAY_LOOP_MAX_CONNS) does not count. On Port a full gateway answers the
+	// probe 503 gateway-busy, and was restarted for being full. Readiness stays on Port.
+	LivenessPort int
 	// AnyOf lists groups of variables of which at least one must be set, for requirements a struct tag cannot say
 	// (the user service needs a signing key, or an explicit opt-in to throwaway development keys).
 	AnyOf [][]string
@@ -20,13 +24,21 @@ type Binary struct {
 
 // Binaries is the platform: every manifest must describe exactly these.
 var Binaries = []Binary{
-	{Name: "gateway", Package: "gateway/cmd/gateway", ConfigDir: "gateway/internal/config", Port: 8080, MetricsPort: 9080},
+	{Name: "gateway", Package: "gateway/cmd/gateway", ConfigDir: "gateway/internal/config", Port: 8080, MetricsPort: 9080, LivenessPort: 9080},
 	{Name: "user", Package: "services/user/cmd/user", ConfigDir: "services/user/internal/config", Port: 8081,
 		AnyOf: [][]string{{"AUTH_SIGNING_KEY", "AUTH_SIGNING_KEY_FILE", "AUTH_DEV_KEYS"}}},
 	{Name: "order", Package: "services/order/cmd/order", ConfigDir: "services/order/internal/config", Port: 8082},
 	{Name: "payment", Package: "services/payment/cmd/payment", ConfigDir: "services/payment/internal/config", Port: 8083},
 	{Name: "bridge", Package: "bridge/cmd/bridge", ConfigDir: "bridge/internal/config", Port: 8084},
 	{Name: "bpf-agent", Package: "bpf/cmd/agent", ConfigDir: "bpf/cmd/agent", Port: 8085},
+}
+
+// LivePort is the port b's liveness is asked at.
+func (b Binary) LivePort() int {
+	if b.LivenessPort != 0 {
+		return b.LivenessPort
+	}
+	return b.Port
 }
 
 // ScrapePort is the port Prometheus scrapes b's /metrics at.

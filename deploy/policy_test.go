@@ -14,16 +14,18 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// TestKubernetesProbesAndHardening: each platform container's readiness probe asks /readyz and its liveness probe
-// /healthz, both on the binary's HTTP port (a probe on another port or path fails every pod, or passes a broken
-// one); every container drops all capabilities (the eBPF agent adds back what it needs: checkContainer).
+// TestKubernetesProbesAndHardening: each platform container's readiness probe asks /readyz on the binary's HTTP
+// port and its liveness probe /healthz on its LivePort (the HTTP port, or the gateway's admin listener, which its
+// client cap does not count: on :8080 a full gateway failed liveness and was restarted); a probe on another port or
+// path fails every pod, or passes a broken one. Every container drops all capabilities (the eBPF agent adds back
+// what it needs: checkContainer).
 func TestKubernetesProbesAndHardening(t *testing.T) {
 	eachPlatformPod(t, func(t *testing.T, b Binary, w workload, _ map[string]map[string]string) {
 		c := w.spec.Containers[0]
-		checkProbe(t, b, c, "readiness", c.ReadinessProbe, "/readyz")
-		checkProbe(t, b, c, "liveness", c.LivenessProbe, "/healthz")
+		checkProbe(t, b, c, "readiness", c.ReadinessProbe, "/readyz", b.Port)
+		checkProbe(t, b, c, "liveness", c.LivenessProbe, "/healthz", b.LivePort())
 		if c.StartupProbe != nil {
-			checkProbe(t, b, c, "startup", c.StartupProbe, "/healthz")
+			checkProbe(t, b, c, "startup", c.StartupProbe, "/healthz", b.LivePort())
 		}
 		if sc := c.SecurityContext; sc == nil || sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
 			t.Errorf("%s: container must drop ALL capabilities", b.Name)
@@ -31,7 +33,7 @@ func TestKubernetesProbesAndHardening(t *testing.T) {
 	})
 }
 
-func checkProbe(t *testing.T, b Binary, c corev1.Container, kind string, p *corev1.Probe, path string) {
+func checkProbe(t *testing.T, b Binary, c corev1.Container, kind string, p *corev1.Probe, path string, want int) {
 	t.Helper()
 	if p == nil || p.HTTPGet == nil {
 		t.Errorf("%s: %s probe must be an HTTP GET of %s", b.Name, kind, path)
@@ -49,13 +51,15 @@ func checkProbe(t *testing.T, b Binary, c corev1.Container, kind string, p *core
 			}
 		}
 	}
-	if port.IntValue() != b.Port {
-		t.Errorf("%s: %s probe on port %s, want the HTTP port %d", b.Name, kind, p.HTTPGet.Port.String(), b.Port)
+	if port.IntValue() != want {
+		t.Errorf("%s: %s probe on port %s, want %d", b.Name, kind, p.HTTPGet.Port.String(), want)
 	}
 }
 
 // TestComposeHardening: the platform binaries run as a non-root user on a read-only root filesystem with every
-// capability dropped and no privilege escalation, and their healthcheck asks /readyz; only the eBPF agent may not.
+// capability dropped and no privilege escalation, and their healthcheck asks /readyz, or, for a binary with a
+// LivenessPort (the gateway), /healthz there (compose has one check, and no Service a failing readiness would take a
+// full gateway out of); only the eBPF agent may not.
 func TestComposeHardening(t *testing.T) {
 	p := loadCompose(t)
 	for _, b := range Binaries {
@@ -76,8 +80,12 @@ func TestComposeHardening(t *testing.T) {
 		if !slices.Contains(s.SecurityOpt, "no-new-privileges:true") {
 			t.Errorf("%s: must set no-new-privileges", b.Name)
 		}
-		if hc := s.HealthCheck; hc == nil || !strings.Contains(strings.Join(hc.Test, " "), "127.0.0.1:"+strconv.Itoa(b.Port)+"/readyz") {
-			t.Errorf("%s: healthcheck must ask /readyz on port %d", b.Name, b.Port)
+		want := "127.0.0.1:" + strconv.Itoa(b.Port) + "/readyz"
+		if b.LivenessPort != 0 {
+			want = "127.0.0.1:" + strconv.Itoa(b.LivenessPort) + "/healthz"
+		}
+		if hc := s.HealthCheck; hc == nil || !strings.Contains(strings.Join(hc.Test, " "), want) {
+			t.Errorf("%s: healthcheck must ask %s", b.Name, want)
 		}
 	}
 }
