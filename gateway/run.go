@@ -243,6 +243,17 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 				if names := unrouted(d, table); len(names) > 0 {
 					log.Warn("dynamic config names what this gateway does not route; those entries do nothing", "names", names)
 				}
+				// Cut to the cap by the proxy, as every deadline is; not
+				// refused, since the cap is this gateway's environment.
+				var long []string
+				for _, r := range slices.Sorted(maps.Keys(d.Timeouts)) {
+					if time.Duration(d.Timeouts[r]) > cfg.MaxTimeout {
+						long = append(long, r)
+					}
+				}
+				if len(long) > 0 {
+					log.Warn("dynamic route timeouts above GATEWAY_MAX_TIMEOUT are cut to it", "routes", long, "max", cfg.MaxTimeout.String())
+				}
 			}
 			apply(val.Load())
 			val.OnChange(apply)

@@ -36,9 +36,9 @@ type Config struct {
 	EventLoops   int           `env:"GATEWAY_EVENT_LOOPS" envDefault:"0" desc:"event loops of the loop transport; 0 leaves it to gnet: one per CPU runtime.NumCPU counts, every CPU the process's affinity allows, not a container's CPU limit (in a container with a limit, set this to the limit; deploy/k8s sets it from limits.cpu)"`
 	Mode         string        `env:"GATEWAY_MODE" envDefault:"full" desc:"full, or routing (no auth, limits, breaker, tracing or metrics: a benchmark baseline only)"`
 	Routes       string        `env:"GATEWAY_ROUTES" envDefault:"/api/v1/users=user,/api/v1/sessions=user,/.well-known/jwks.json=user,/api/v1/orders=order,/api/v1/products=order,/api/v1/payments=payment" desc:"route table: path prefix=service,..."`
-	RouteTimeout time.Duration `env:"GATEWAY_ROUTE_TIMEOUT" envDefault:"5s" desc:"default per-route timeout (504 when reached); dynamic config may override per route"`
+	RouteTimeout time.Duration `env:"GATEWAY_ROUTE_TIMEOUT" envDefault:"5s" desc:"default per-route timeout (504 when reached), at most GATEWAY_MAX_TIMEOUT; dynamic config may override per route"`
 	KeyedRetry   []string      `env:"GATEWAY_KEYED_RETRY_ROUTES" envDefault:"/api/v1/orders" envSeparator:"," desc:"route prefixes whose upstream honours Idempotency-Key (replays a key's first answer): only there is a failed POST, PATCH, PUT or DELETE with the key retried; a prefix the table lacks is refused, but for the default's; dynamic config may override per route"`
-	MaxTimeout   time.Duration `env:"GATEWAY_MAX_TIMEOUT" envDefault:"30s" desc:"cap on a client's X-Request-Timeout-Ms"`
+	MaxTimeout   time.Duration `env:"GATEWAY_MAX_TIMEOUT" envDefault:"30s" desc:"cap on every deadline: a client's X-Request-Timeout-Ms and a route's timeout (a dynamic one above it is cut to it)"`
 
 	MaxBodyBytes int `env:"GATEWAY_MAX_BODY_BYTES" envDefault:"1048576" desc:"largest request body (413 above)"`
 	// LoopHeldBytes: 8 MiB, whose Content-Length bodies took the live
@@ -155,8 +155,13 @@ func (c *Config) Validate() error {
 	} else if _, err := c.withKeyedRetry(tb); err != nil {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_KEYED_RETRY_ROUTES", err.Error()))
 	}
-	if c.RouteTimeout <= 0 {
+	switch {
+	case c.RouteTimeout <= 0:
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTE_TIMEOUT", "must be positive"))
+	case c.MaxTimeout > 0 && c.RouteTimeout > c.MaxTimeout:
+		// GATEWAY_MAX_TIMEOUT bounds every deadline (proxy.Options): a
+		// longer route timeout would be cut to it on every request.
+		errs = append(errs, pkgconfig.Invalid("GATEWAY_ROUTE_TIMEOUT", "must not exceed GATEWAY_MAX_TIMEOUT"))
 	}
 	if c.MaxBodyBytes <= 0 {
 		errs = append(errs, pkgconfig.Invalid("GATEWAY_MAX_BODY_BYTES", "must be positive"))

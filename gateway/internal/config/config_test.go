@@ -158,6 +158,7 @@ func TestEmptyOrMeaninglessValuesAreRefusedByName(t *testing.T) {
 		{"GATEWAY_ROUTE_TIMEOUT", ""},
 		{"GATEWAY_MAX_TIMEOUT", ""},
 		{"GATEWAY_MAX_TIMEOUT", "-1s"},
+		{"GATEWAY_ROUTE_TIMEOUT", "31s"}, // over GATEWAY_MAX_TIMEOUT (30s), which every deadline is cut to
 		{"GATEWAY_MAX_BODY_BYTES", ""},
 		{"GATEWAY_READ_TIMEOUT", ""},
 		{"GATEWAY_WRITE_TIMEOUT", ""},

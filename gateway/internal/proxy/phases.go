@@ -746,10 +746,15 @@ func (p *Proxy) forward(x *Exchange) Step {
 	dyn := p.o.Dynamic()
 
 	// Deadline: the route's timeout, or less if the client has less time.
+	// MaxTimeout bounds every deadline, not only a client's: start-up
+	// refuses a GATEWAY_ROUTE_TIMEOUT above it, and a dynamic document
+	// (not checked against the environment, pkg/dynconfig) set 1h and
+	// held an upstream connection and concurrency slot that long.
 	timeout := rt.Timeout
 	if t, ok := dyn.Timeouts[rt.Name]; ok && t > 0 {
 		timeout = t
 	}
+	timeout = min(timeout, p.o.MaxTimeout)
 	var v []byte
 	if x.st.sent&optTimeout != 0 {
 		v = h.Peek(TimeoutHeader)

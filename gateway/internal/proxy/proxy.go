@@ -217,7 +217,8 @@ type Options struct {
 	// safe methods, and keyed requests on routes whose upstream honours
 	// Idempotency-Key). Default 2.
 	MaxAttempts int
-	// MaxTimeout caps a client's X-Request-Timeout-Ms. Default 30s.
+	// MaxTimeout caps every deadline: a client's X-Request-Timeout-Ms and
+	// a route's timeout, the table's or a dynamic one. Default 30s.
 	MaxTimeout time.Duration
 	Trusted    Trusted
 	CORS       *CORS

@@ -915,3 +915,27 @@ func TestChunkedTrailerFields(t *testing.T) {
 		t.Fatalf("the upstream lost X-A:\n%s", h.Header())
 	}
 }
+
+// A dynamic route timeout is capped by MaxTimeout (GATEWAY_MAX_TIMEOUT) as
+// start-up caps the table's: a run-time document set 10 s against a 500 ms
+// cap and the upstream was given, and held, the whole 10 s.
+func TestDynamicRouteTimeoutCappedByMaxTimeout(t *testing.T) {
+	up := startUpstream(t)
+	dyn := Dynamic{Timeouts: map[string]time.Duration{"products": 10 * time.Second}}
+	p, _ := newTestProxy(t, Options{Auth: fakeAuth{}, MaxTimeout: 500 * time.Millisecond, Dynamic: func() Dynamic { return dyn }}, up)
+	const raw = "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n"
+	if ctx := serve(p, raw); ctx.Response.StatusCode() != 200 {
+		t.Fatalf("fasthttp: status %d: %s", ctx.Response.StatusCode(), ctx.Response.Body())
+	}
+	sent := up.last.Load().Peek(TimeoutHeader)
+	if ms, err := strconv.ParseInt(string(sent), 10, 64); err != nil || ms > 500 || ms < 400 {
+		t.Errorf("fasthttp: %s went upstream as %q, want about 500 (GATEWAY_MAX_TIMEOUT), not the document's 10000", TimeoutHeader, sent)
+	}
+	x, s := beginOnLoop(t, p, raw)
+	if s != Send {
+		t.Fatalf("loop: Begin gave %v, want Send", s)
+	}
+	if d := x.Deadline.Sub(x.start); d != 500*time.Millisecond {
+		t.Errorf("loop: deadline %v after the start, want 500ms (GATEWAY_MAX_TIMEOUT), not the document's 10s", d)
+	}
+}
