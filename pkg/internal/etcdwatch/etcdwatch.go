@@ -66,7 +66,11 @@ type End struct {
 // again with the same flags, and refilled past the revision seen with as many keys in the range and the key written
 // last as the watch showed it (same revisions, lease and value). Its cluster and member ids, term and revision are
 // the old one's (and its raft index too, for the same writes: checked on etcd 3.4.23); only the range's other keys
-// differ, which only reading the whole range at every probe would see (see held.matches for why it does not).
+// differ, which only reading the whole range at every probe would see (see held.matches for why it does not). None of
+// the platform's ranges can be refilled so: the registry writes every key under a lease, and a new etcd grants other
+// lease ids (time-based; measured on etcd 3.4.23, a first-term etcd wiped and started again with the same flags: same
+// cluster and member ids, term 2 and revision, lease 18d1a252084e6006 then 18d1a2520850f906), so its last key differs
+// from the one held; dynconfig's range is its one key, which refilled with the same revision and value is the same.
 func Follow(ctx context.Context, cli *clientv3.Client, key string, rev int64, read *clientv3.GetResponse,
 	probe <-chan time.Time, period time.Duration, handle func(clientv3.WatchResponse), opts ...clientv3.OpOption) End {
 	// WithRequireLeader: etcd ends the watch with ErrNoLeader once its member has lost the leader (package doc).
