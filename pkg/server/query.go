@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -68,4 +69,35 @@ func undecodableParam(raw string) string {
 		return "query" // a pair with no name, such as "=%zz"
 	}
 	return "query"
+}
+
+// UnknownParams names, sorted, each query parameter of c that known does not
+// list, for the route to answer 400 with (problem.Abort). A listing that
+// skipped them answered a page other than the one asked for as if it were
+// it: a misspelt ?stauts=PAID or ?orderId= listed everything, and ?offset=20
+// or ?page=2 (another API's paging) the first page again, on which a client
+// paging by it looped for good. It is the rule DecodeJSON applies to a
+// body's unknown fields; a route that reads no parameter passes no known
+// name and refuses any.
+func UnknownParams(c *gin.Context, known ...string) []problem.FieldError {
+	var bad []problem.FieldError
+	for name := range c.Request.URL.Query() {
+		if slices.Contains(known, name) {
+			continue
+		}
+		field := name
+		if field == "" {
+			// "?=x", named as undecodableParam names a nameless pair: a
+			// field "" pointed the client nowhere.
+			field = "query"
+		}
+		detail := "is not a known parameter (this route takes none)"
+		if len(known) > 0 {
+			detail = "is not a known parameter (" + strings.Join(known, ", ") + ")"
+		}
+		bad = append(bad, problem.FieldError{Field: field, Detail: detail})
+	}
+	// Map order is random; the answer to one request should not be.
+	slices.SortFunc(bad, func(a, b problem.FieldError) int { return strings.Compare(a.Field, b.Field) })
+	return bad
 }

@@ -142,3 +142,34 @@ func TestDecodableAgreesWithParseQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownParamsNamesEachSorted: every parameter not listed is named once,
+// in the same order on every request, a nameless one as "query"; the
+// listed ones (given twice too: that is pkg/page's to refuse) are not.
+func TestUnknownParamsNamesEachSorted(t *testing.T) {
+	for _, tt := range []struct {
+		query string
+		known []string
+		want  string
+	}{
+		{"limit=1&cursor=x&order_id=y", []string{"order_id", "limit", "cursor"}, ""},
+		{"limit=1&limit=2", []string{"limit"}, ""},
+		{"page=2&orderId=y&limit=1&zz=&=x", []string{"limit"}, "orderId page query zz"},
+		{"ORDER_ID=y", []string{"order_id"}, "ORDER_ID"},
+		{"sku=CAM-1", nil, "sku"},
+		{"", nil, ""},
+	} {
+		c, _ := gin.CreateTestContext(nil)
+		c.Request = &http.Request{URL: &url.URL{RawQuery: tt.query}}
+		var got []string
+		for _, f := range UnknownParams(c, tt.known...) {
+			got = append(got, f.Field)
+			if !strings.HasPrefix(f.Detail, "is not a known parameter (") {
+				t.Errorf("%q: detail %q", tt.query, f.Detail)
+			}
+		}
+		if strings.Join(got, " ") != tt.want {
+			t.Errorf("UnknownParams(%q, %v) named %q; want %q", tt.query, tt.known, got, tt.want)
+		}
+	}
+}
