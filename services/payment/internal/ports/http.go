@@ -72,10 +72,20 @@ func (h *HTTP) getPayment(c *gin.Context) {
 	c.JSON(http.StatusOK, view(s))
 }
 
+// listParams are the query parameters the listing reads; any other is a
+// 400 naming it, as order's listing answers (server.UnknownParams): ignored,
+// a misspelt ?orderId= listed every payment of the user as if they were the
+// order's.
+var listParams = []string{"order_id", "limit", "cursor"}
+
 // listPayments takes the query parameters of order's listing (limit, cursor)
 // and answers its shape (next_cursor), so a client pages both alike.
 func (h *HTTP) listPayments(c *gin.Context) {
 	var q payment.ListQuery
+	if bad := server.UnknownParams(c, listParams...); len(bad) > 0 {
+		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
+		return
+	}
 	// One order at most: gin's GetQuery reads the first of several, so
 	// ?order_id=A&order_id=B (asking for either) listed A's alone, as if B
 	// had not been asked for.

@@ -49,6 +49,13 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 		{"bad escape in limit", "GET", "/api/v1/payments?limit=1%", "alice", nil, 400, "limit"},
 		{"bad escape in cursor", "GET", "/api/v1/payments?cursor=%G0", "alice", nil, 400, "cursor"},
 		{"bad escape in a name", "GET", "/api/v1/payments?order%zz=1", "alice", nil, 400, "order%zz"},
+		// A parameter the listing does not read was ignored: a misspelt filter listed every payment as if they were
+		// the order's, and another API's paging the first page again, on which a client paging by it looped.
+		{"misspelt order_id", "GET", "/api/v1/payments?orderId=" + uuid.NewString(), "alice", nil, 400, "orderId"},
+		{"order_id in another case", "GET", "/api/v1/payments?ORDER_ID=" + uuid.NewString(), "alice", nil, 400, "ORDER_ID"},
+		{"another API's paging", "GET", "/api/v1/payments?page=2", "alice", nil, 400, "page"},
+		{"a status filter", "GET", "/api/v1/payments?limit=5&status=FAILED", "alice", nil, 400, "status"},
+		{"a nameless parameter", "GET", "/api/v1/payments?=x", "alice", nil, 400, "query"},
 		{"no token", "GET", "/api/v1/payments", "", nil, 401, ""},
 		{"no token on id", "GET", "/api/v1/payments/" + uuid.NewString(), "", nil, 401, ""},
 		{"garbage token", "GET", "/api/v1/payments", "alice", []string{"Authorization", "Bearer not.a.token"}, 401, ""},
