@@ -82,9 +82,15 @@ func (c *CORS) handle(x *Exchange) bool {
 	return true
 }
 
+// listHas says whether the comma list has v, byte for byte. Methods are
+// case-sensitive (RFC 9110 §9.1), and so is the browser's own check of the
+// answer (Fetch, CORS-preflight fetch): it upper-cases only the six methods
+// it normalises (DELETE, GET, HEAD, OPTIONS, POST, PUT), so a script's
+// "patch" is asked for as "patch". Folded, the gateway answered 204 for a
+// method the browser then refused against the list.
 func listHas(list string, v []byte) bool {
 	for item := range strings.SplitSeq(list, ",") {
-		if strings.EqualFold(strings.TrimSpace(item), string(v)) {
+		if strings.TrimSpace(item) == string(v) {
 			return true
 		}
 	}

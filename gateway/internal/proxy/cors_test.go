@@ -26,3 +26,23 @@ func TestCORSPreflightMethodAndHeaders(t *testing.T) {
 		t.Fatalf("preflights reached the upstream: %d hits", n)
 	}
 }
+
+// A preflight's method is matched byte for byte: browsers normalise only
+// DELETE, GET, HEAD, OPTIONS, POST and PUT to upper case, so fetch(...,
+// {method: "patch"}) asks for "patch", which the browser itself then finds
+// missing from Access-Control-Allow-Methods ("PATCH"). The folded match
+// answered that preflight 204, an allowance the browser did not honour.
+func TestCORSPreflightMethodIsCaseSensitive(t *testing.T) {
+	up := startUpstream(t)
+	c := DefaultCORS([]string{"https://shop.example"})
+	p, _ := newTestProxy(t, Options{CORS: &c}, up)
+	for _, m := range []struct {
+		method string
+		status int
+	}{{"PATCH", 204}, {"patch", 403}, {"Delete", 403}, {"DELETE", 204}} {
+		ctx := serve(p, "OPTIONS /api/v1/orders HTTP/1.1\r\nHost: gw\r\nOrigin: https://shop.example\r\nAccess-Control-Request-Method: "+m.method+"\r\n\r\n")
+		if got := ctx.Response.StatusCode(); got != m.status {
+			t.Errorf("preflight for %q: %d %s, want %d", m.method, got, ctx.Response.Body(), m.status)
+		}
+	}
+}
