@@ -10,10 +10,12 @@
 #   scripts/deps.sh status [server...] show each server as up or down, and whether this checkout started it
 #   scripts/deps.sh env                print the connection variables (eval "$(scripts/deps.sh env)")
 #   scripts/deps.sh restart pulsar     stop and start it again keeping its data (fault tests)
+#   scripts/deps.sh tools              fetch the test tools that are no server (promtool, for deploy's alert rule tests)
 #
 # Servers: pg redis etcd nats kafka pulsar. PostgreSQL, Redis and etcd come from Debian packages (installed when missing);
 # nats-server is built at a pinned version from the Go module proxy because Debian's 2.9 lacks `sync_interval: always`;
-# Kafka and Pulsar run from Maven Central jars on the JDK (see scripts/deps/*/pom.xml). Downloads are cached in
+# Kafka and Pulsar run from Maven Central jars on the JDK (see scripts/deps/*/pom.xml). tools unpacks promtool from
+# Debian's prometheus package (not installed: that would start a Prometheus server). Downloads are cached in
 # ${SHANHAI_CACHE:-~/.cache/shanhai}; data lives in var/deps/<server>/ and every log in var/deps/log/.
 #
 # A server already answering at its address is reused, whoever started it, so several checkouts and engineers share one
@@ -144,6 +146,25 @@ need_apt() { # package, command that proves it is installed
 			DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 "$1" >>"$LOG/apt.log" 2>&1
 	) 8>"$CACHE/apt.lock" || die "could not install Debian package $1 (command $2); see $LOG/apt.log"
 	command -v "$2" >/dev/null 2>&1 || die "package $1 installed but $2 is not on PATH"
+}
+
+# fetch_promtool puts promtool, which deploy's alert rule test runs, in $CACHE/bin from Debian's prometheus package,
+# unpacked rather than installed: installing it would also enable and start a Prometheus server on :9090.
+fetch_promtool() {
+	local bin=$CACHE/bin/promtool sudo=
+	[[ -x $bin ]] && return 0
+	[[ $(id -u) == 0 ]] || sudo=sudo
+	say "fetching promtool from Debian package prometheus (once; cached in $CACHE/bin)"
+	(
+		flock 8
+		[[ -x $bin ]] && exit 0
+		tmp=$(mktemp -d) || exit 1
+		trap 'rm -rf "$tmp"' EXIT
+		cd "$tmp" && $sudo apt-get update -qq >>"$LOG/apt.log" 2>&1 &&
+			apt-get download prometheus >>"$LOG/apt.log" 2>&1 &&
+			dpkg-deb -x prometheus_*.deb root && mkdir -p "$CACHE/bin" &&
+			cp root/usr/bin/promtool "$bin.tmp" && mv "$bin.tmp" "$bin"
+	) 8>"$CACHE/apt.lock" || die "could not fetch promtool from Debian package prometheus; see $LOG/apt.log"
 }
 
 pg_bin() {
@@ -625,6 +646,10 @@ cmd_status() {
 	return $rc
 }
 
+cmd_tools() {
+	fetch_promtool
+}
+
 cmd_env() {
 	cat <<EOF
 export DATABASE_URL='postgres://shanhai@$HOST:$PG_PORT/shanhai?sslmode=disable'
@@ -647,10 +672,10 @@ main() {
 		[[ " ${ALL[*]} " == *" $s "* ]] || die "unknown server '$s' (known: ${ALL[*]})"
 	done
 	case $cmd in
-	up | down | restart) mkdir -p "$LOG" "$CACHE/bin" "$CACHE/locks" ;;
+	up | down | restart | tools) mkdir -p "$LOG" "$CACHE/bin" "$CACHE/locks" ;;
 	status | env) ;;
 	*)
-		sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+		sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
 		exit 2
 		;;
 	esac

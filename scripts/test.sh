@@ -49,6 +49,7 @@ start_servers() {
 	done
 	trap stop_started EXIT
 	scripts/deps.sh up "${SERVERS[@]}"
+	scripts/deps.sh tools
 	deps_time=$((SECONDS - t0))
 	eval "$(scripts/deps.sh env)"
 }
