@@ -28,7 +28,13 @@
 // fast), and it is not retried, so the schedule stays the one fixed in advance.
 // A request due while -max-inflight are in flight is not sent: it is counted
 // as dropped (a column of its own, and "dropped" in the JSON) and has no
-// latency. In the JSON "sent" counts requests due, "done" those answered
+// latency. An HTTP/1.1 request holds its connection until answered, so the
+// same number bounds the connections to the target (the transport's
+// MaxConnsPerHost): the default, 1000, is under the gateway's
+// GATEWAY_LOOP_MAX_CONNS (1024), past which the gateway answers each new
+// connection 503 gateway-busy and closes it; a run that needs more in
+// flight is one the gateway would refuse anyway, and raising the bound past
+// the cap turns its drops into "http 503" errors. In the JSON "sent" counts requests due, "done" those answered
 // (both, and the top-level "dropped", with the drain's polls; "total" without).
 // After sending, every request in flight is awaited (at most -timeout), so the
 // slowest are not left out; -drain only bounds the wait for sagas. During it
@@ -140,7 +146,7 @@ func parseFlags(args []string, errOut io.Writer) (config, error) {
 		users       = fs.Int("users", 20, "users registered before the run; requests spread over them")
 		loginRatio  = fs.Float64("login-ratio", 0.02, "log ins per order (0 for none)")
 		timeout     = fs.Duration("timeout", 10*time.Second, "per-request timeout; after sending, requests in flight are always awaited (at most this long)")
-		maxInflight = fs.Int64("max-inflight", 20000, "requests in flight at which a due request is not sent but counted as dropped (client overload; reported per op, not in the percentiles)")
+		maxInflight = fs.Int64("max-inflight", defaultMaxInflight, "requests in flight, and so connections to -target, at most: a request due at the bound is not sent but counted as dropped (reported per op, not in the percentiles); keep it under the gateway's GATEWAY_LOOP_MAX_CONNS")
 		natsURL     = fs.String("nats", "", "NATS URL: measure the saga by subscribing to -subject (payment events)")
 		subject     = fs.String("subject", "shanhai.payments.>", "subject carrying payment.succeeded/failed (with any NATS_SUBJECT_PREFIX)")
 		ordersSubj  = fs.String("orders-subject", "", "subject carrying order.created, for the per-hop breakdown (default: -subject with payments replaced by orders)")
@@ -366,10 +372,25 @@ func (o *orders) pending() int {
 	return len(o.owner)
 }
 
-func run(ctx context.Context, c config) error {
+// defaultMaxInflight is -max-inflight's default: under the gateway's
+// default GATEWAY_LOOP_MAX_CONNS (1024), with room for the probes and other
+// clients it holds beside a run.
+const defaultMaxInflight = 1000
+
+// transport is the client's connection pool to the target: at most
+// maxConns connections, all of which may stay open idle between requests.
+// The sender keeps requests in flight to the same bound, so none waits here
+// for a connection but for the moment a closing one still counts; one that
+// does is timed from when it was due all the same.
+func transport(maxConns int) *http.Transport {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 4096, 4096
-	cli := &api.Client{Base: c.target, HTTP: &http.Client{Transport: tr, Timeout: c.timeout}}
+	tr.MaxConnsPerHost = maxConns
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = maxConns, maxConns
+	return tr
+}
+
+func run(ctx context.Context, c config) error {
+	cli := &api.Client{Base: c.target, HTTP: &http.Client{Transport: transport(int(c.maxInflight)), Timeout: c.timeout}}
 
 	// NATS first: a -nats nothing answers at is said before the setup spends
 	// its minute and a half registering and logging in users for nothing.

@@ -380,7 +380,7 @@ func (s Summary) table(out io.Writer) error {
 	fmt.Fprintln(w, "latency is measured from each request's scheduled start (open loop), so queueing in the client counts.")
 	fmt.Fprintln(w, "req/s is answered per second, from the start to the op's last answer when that came after the sending ended.")
 	if s.Dropped > 0 {
-		fmt.Fprintln(w, "dropped: due while -max-inflight requests were in flight, so not sent (the client's limit, not the server's answer); not in count, req/s or the percentiles.")
+		fmt.Fprintln(w, "dropped: due while -max-inflight requests (one connection each) were in flight, so not sent (the client's bound, under the gateway's connection cap; not the server's answer); not in count, req/s or the percentiles.")
 	}
 	fmt.Fprintln(w, "saga (nats): order created (201 received) -> payment.succeeded seen on the payments subject; saga (poll): -> GET shows PAID (poll-bound upper figure).")
 	fmt.Fprintln(w, "every order created is in each saga row: one that ended FAILED is an error \"failed\" timed to then; one not seen to end is \"unfinished\", timed to the run's end (a lower bound).")
