@@ -140,6 +140,31 @@ func (r *SessionGorm) RevokeFamily(ctx context.Context, familyID string, now tim
 	return nil
 }
 
+// RevokeUser revokes the user's tokens that are not revoked yet, under the
+// lock of each family that has one (lockFamily, taken in id order so two
+// revocations of one user do not deadlock), for the reason RevokeFamily
+// takes it: a rotation under way finishes first and its successor is
+// revoked too, or starts after and finds its token revoked. A login's new
+// family, stored after this commits, is not touched: that login checked the
+// password before it changed, the window a change and a login racing leave.
+func (r *SessionGorm) RevokeUser(ctx context.Context, userID string, now time.Time) error {
+	err := r.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var roots []refreshRow
+		families := tx.Model(&refreshRow{}).Distinct("family_id").Where("user_id = ? AND revoked_at IS NULL", userID)
+		err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Select("id").Where("id IN (?)", families).Order("id").Find(&roots).Error
+		if err != nil {
+			return fmt.Errorf("lock refresh families: %w", err)
+		}
+		return tx.Model(&refreshRow{}).
+			Where("user_id = ? AND revoked_at IS NULL", userID).
+			Update("revoked_at", now.UTC()).Error
+	})
+	if err != nil {
+		return fmt.Errorf("revoke refresh tokens of user %s: %w", userID, err)
+	}
+	return nil
+}
+
 // DeleteExpired deletes at most limit refresh tokens that expired before
 // now, and says how many it deleted: nothing else ever removes a token, and
 // an expired one can serve no purpose (a family's root expires last, so

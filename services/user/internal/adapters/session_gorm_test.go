@@ -139,6 +139,43 @@ func TestSessionGormRevokeFamily(t *testing.T) {
 	})
 }
 
+// RevokeUser (a password change) revokes every family of the user, rotated
+// tokens included, and no other user's token.
+func TestSessionGormRevokeUser(t *testing.T) {
+	stores(t, func(t *testing.T, db *gorm.DB) {
+		ctx := t.Context()
+		repo := sessionRepo(t, db)
+		if err := adapters.NewUserGorm(db).Add(ctx, newUser("u2", "bob@example.com")); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now().UTC()
+		a1, a2, b1 := issue(t, "a1", "", now), issue(t, "a2", "a1", now), issue(t, "b1", "", now)
+		other, _, err := session.Issue("c1", "", "u2", now, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range []session.RefreshToken{a1, a2, b1, other} {
+			if err := repo.Create(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := repo.RevokeUser(ctx, "u1", now); err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range []session.RefreshToken{a1, a2, b1} {
+			if got, _ := repo.ByHash(ctx, tok.Hash); !errors.Is(got.Check(now), session.ErrInvalid) {
+				t.Errorf("%s not revoked: %+v", tok.ID, got)
+			}
+		}
+		if got, _ := repo.ByHash(ctx, other.Hash); got.RevokedAt != nil {
+			t.Error("another user's token was revoked")
+		}
+		if err := repo.RevokeUser(ctx, "u1", now); err != nil {
+			t.Fatalf("revoking again: %v", err)
+		}
+	})
+}
+
 // A revocation (logout, or a detected reuse) that comes while a rotation of
 // the family is between its statements and its commit revokes the successor
 // the rotation stores, too. Under READ COMMITTED the revocation's UPDATE used

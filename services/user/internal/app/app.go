@@ -14,12 +14,13 @@ import (
 
 // Application bundles the use cases for the ports.
 type Application struct {
-	Register      RegisterHandler
-	Login         LoginHandler
-	Refresh       RefreshHandler
-	Logout        LogoutHandler
-	GetProfile    GetProfileHandler
-	UpdateProfile UpdateProfileHandler
+	Register       RegisterHandler
+	Login          LoginHandler
+	Refresh        RefreshHandler
+	Logout         LogoutHandler
+	GetProfile     GetProfileHandler
+	UpdateProfile  UpdateProfileHandler
+	ChangePassword ChangePasswordHandler
 }
 
 // TokenIssuer signs access tokens (pkg/auth's Signer in production).
@@ -84,12 +85,14 @@ func New(d Deps) Application {
 		d.RefreshTTL = 30 * 24 * time.Hour
 	}
 	issuer := tokenIssuer{d: d}
+	login := LoginHandler{d: d, issue: issuer, dummy: new(dummyHash)}
 	return Application{
-		Register:      RegisterHandler{d: d},
-		Login:         LoginHandler{d: d, issue: issuer, dummy: new(dummyHash)},
-		Refresh:       RefreshHandler{d: d, issue: issuer},
-		Logout:        LogoutHandler{d: d},
-		GetProfile:    GetProfileHandler{d: d},
-		UpdateProfile: UpdateProfileHandler{d: d},
+		Register:       RegisterHandler{d: d},
+		Login:          login,
+		Refresh:        RefreshHandler{d: d, issue: issuer},
+		Logout:         LogoutHandler{d: d},
+		GetProfile:     GetProfileHandler{d: d},
+		UpdateProfile:  UpdateProfileHandler{d: d},
+		ChangePassword: ChangePasswordHandler{login: login},
 	}
 }

@@ -162,6 +162,18 @@ func (s *memSessions) Rotate(_ context.Context, old, next session.RefreshToken, 
 	return nil
 }
 
+func (s *memSessions) RevokeUser(_ context.Context, userID string, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for h, t := range s.m {
+		if t.UserID == userID && t.RevokedAt == nil {
+			t.RevokedAt = &now
+			s.m[h] = t
+		}
+	}
+	return nil
+}
+
 func (s *memSessions) RevokeFamily(_ context.Context, family string, now time.Time) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -59,6 +59,7 @@ func (h HTTP) Mount(r gin.IRouter) {
 	me := v1.Group("/users/me", auth.Middleware(h.Verifier), server.NoStore)
 	me.GET("", h.getMe)
 	me.PATCH("", h.patchMe)
+	me.POST("/password", h.changePassword)
 }
 
 type registerRequest struct {
@@ -201,6 +202,28 @@ func (h HTTP) patchMe(c *gin.Context) {
 	c.JSON(http.StatusOK, toProfile(p))
 }
 
+type changePasswordRequest struct {
+	CurrentPassword string `json:"current_password" binding:"required"`
+	NewPassword     string `json:"new_password" binding:"required"`
+}
+
+// changePassword answers 204: every session of the account has ended with
+// the old password, this client's too, so it logs in again with the new one.
+func (h HTTP) changePassword(c *gin.Context) {
+	var req changePasswordRequest
+	if !server.DecodeJSON(c, &req) {
+		return
+	}
+	err := h.App.ChangePassword.Handle(c.Request.Context(), app.ChangePassword{
+		UserID: auth.UserID(c), Current: req.CurrentPassword, New: req.NewPassword, IP: clientIP(c, h.TrustedProxies),
+	})
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
 // fail maps use-case errors to answers. Anything unrecognised is a 500 whose
 // detail says nothing; the error is logged (errors in this service never
 // carry a password or a hash, only ids).
@@ -222,6 +245,9 @@ func (h HTTP) fail(c *gin.Context, err error) {
 	case errors.Is(err, user.ErrEmailTaken):
 		problem.Abort(c, http.StatusConflict, "an account with this email already exists",
 			problem.FieldError{Field: "email", Detail: "is already registered"})
+	case errors.Is(err, app.ErrWrongPassword):
+		problem.Abort(c, http.StatusForbidden, "the current password is wrong",
+			problem.FieldError{Field: "current_password", Detail: "is not the account's password"})
 	case errors.Is(err, app.ErrBadCredentials):
 		problem.Abort(c, http.StatusUnauthorized, "email or password is wrong")
 	case errors.As(err, &tooMany):

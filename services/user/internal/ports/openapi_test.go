@@ -63,6 +63,7 @@ func TestOpenAPIDocumentsEveryFailure(t *testing.T) {
 		{"DELETE", "/api/v1/sessions", `{"refresh_token":"t"}`, false},
 		{"GET", "/api/v1/users/me", "", false},
 		{"PATCH", "/api/v1/users/me", `{"name":"Ada"}`, false},
+		{"POST", "/api/v1/users/me/password", `{"current_password":"a long enough passphrase 42","new_password":"another long passphrase 43"}`, false},
 		{"GET", "/.well-known/jwks.json", "", true},
 		{"GET", "/openapi.json", "", true},
 	}
@@ -159,6 +160,9 @@ func (s stores) Rotate(ctx context.Context, _, _ session.RefreshToken, _ time.Ti
 }
 func (s stores) RevokeFamily(ctx context.Context, _ string, _ time.Time) error {
 	return s.fail(ctx, "revoke family")
+}
+func (s stores) RevokeUser(ctx context.Context, _ string, _ time.Time) error {
+	return s.fail(ctx, "revoke user")
 }
 
 func (stores) Get(context.Context, string) (user.Profile, string, bool, error) {
