@@ -355,7 +355,7 @@ func (p *Proxy) Handle(ctx *fasthttp.RequestCtx) {
 }
 
 func isLogin(method, path []byte) bool {
-	return string(method) == "POST" && (string(path) == "/api/v1/sessions" || string(path) == "/api/v1/sessions/refresh")
+	return string(method) == "POST" && (string(path) == "/api/v1/sessions" || string(path) == "/api/v1/sessions/refresh" || string(path) == "/api/v1/users/me/password")
 }
 
 func remoteAddr(ctx *fasthttp.RequestCtx) netip.Addr {
