@@ -131,6 +131,12 @@ type Agent struct {
 	readErrors atomic.Uint64
 }
 
+// errClosed is what a closed agent answers a read with. A scrape can come after Close (a program that stops serving
+// after the agent, or a collector registered elsewhere): it read the closed probes' nil objects and panicked in the
+// Prometheus registry's collector goroutine, which nothing recovers, so the process died (found by review;
+// TestScrapeAfterCloseIsAnError).
+var errClosed = errors.New("agent closed")
+
 // slotSweepInterval bounds how long the slots of a process that no scan saw stay taken after it exits (see Scan).
 const slotSweepInterval = 30 * time.Second
 
@@ -271,6 +277,9 @@ func (a *Agent) Scan() {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.sys == nil {
+		return // closed: nothing is attached again
+	}
 	// The TCP probe counts the connections of these files' processes from here on, before the attaches below, which
 	// take seconds each: the connections of a process whose file waits for its turn are counted meanwhile.
 	for _, p := range found {
@@ -658,6 +667,9 @@ func (a *Agent) Targets() []Target {
 func (a *Agent) Snapshot() (Snapshot, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.sys == nil {
+		return Snapshot{}, errClosed
+	}
 	a.forgetExited() // a target that exited since the last scan may have a successor on its pid already
 	s := newSnapshot()
 	var errs []error
@@ -701,10 +713,12 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 	return s, errors.Join(errs...)
 }
 
-// Close detaches every probe.
+// Close detaches every probe. The agent observes nothing from then on: it lists no target, and reads return
+// errClosed.
 func (a *Agent) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	clear(a.procs)
 	for id, b := range a.bins {
 		b.Close()
 		delete(a.bins, id)

@@ -334,7 +334,7 @@ func (a *Agent) TCPSeriesDropped() (uint64, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.sys == nil {
-		return 0, errors.New("tcp probe: agent closed")
+		return 0, fmt.Errorf("tcp probe: %w", errClosed)
 	}
 	n, err := sumPerCPU(a.sys.tcp.TcpDropped)
 	if err != nil {
@@ -349,7 +349,7 @@ func (a *Agent) TCPConnectionsUntracked() (uint64, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.sys == nil {
-		return 0, errors.New("tcp probe: agent closed")
+		return 0, fmt.Errorf("tcp probe: %w", errClosed)
 	}
 	n, err := sumPerCPU(a.sys.tcp.OwnersFull)
 	if err != nil {
