@@ -269,6 +269,23 @@ func TestBridgeDashboardShowsTheFirstLoss(t *testing.T) {
 	}
 }
 
+// TestBridgeDashboardShowsEachFirstCount: every bridge panel plotting a counter's increase() takes the series that
+// appeared within its window as well, as the stream-lost panel does (TestBridgeDashboardShowsTheFirstLoss). The dead
+// letters, failed fetches and offset resets panels plotted increase() alone, so each process's first dead letter of a
+// reason, first failed fetch of a partition and first reset (mostly the only one) showed as 0.
+func TestBridgeDashboardShowsEachFirstCount(t *testing.T) {
+	counter := regexp.MustCompile(`increase\((bridge_[a-z_]+_total)\[`)
+	for _, p := range bridgeDashboard(t).Panels {
+		for _, tg := range p.Targets {
+			for _, m := range counter.FindAllStringSubmatch(tg.Expr, -1) {
+				if !strings.Contains(tg.Expr, m[1]+" unless "+m[1]+" offset") {
+					t.Errorf("panel %q: %s leaves out a series of %s that appeared in its window (its first count)", p.Title, tg.Expr, m[1])
+				}
+			}
+		}
+	}
+}
+
 // bridgeDashboard is the bridge's Grafana dashboard: its panels' titles and queries.
 func bridgeDashboard(t *testing.T) (d struct {
 	Panels []struct {
