@@ -124,6 +124,12 @@ type Agent struct {
 	callDroppedRetired map[string]uint64
 	// runtimeDroppedRetired is the same for the runtime probes' runtime_dropped, by series (runtimeDropSeries).
 	runtimeDroppedRetired [len(runtimeDropSeries)]uint64
+	// retired is what the probes of detached executables had counted for processes still running: one that exec'd
+	// from that executable into another target keeps its pid, and its series are the sum of both executables' maps
+	// (Snapshot.add). Once no process ran the first executable for BPF_DETACH_GRACE its maps closed, and the pid's
+	// counters went back by their share, a reset to Prometheus (found by review; TestExecThenDetachKeepsTheCounts).
+	// Kept until the process is gone, like the maps' own entries.
+	retired Snapshot
 	// leases guard the probed executables against a rewrite in place (lease.go).
 	leases *leaseSet
 	// readErrors counts the scrapes that could not read every map (shanhai_bpf_read_errors_total); scrapes may run
@@ -196,7 +202,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, recountOff: sys.recountOff, bins: map[binID]*binProbes{},
 		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{}, capped: map[binID]struct{}{},
-		exited: map[int]struct{}{}, callDroppedRetired: map[string]uint64{}}
+		exited: map[int]struct{}{}, callDroppedRetired: map[string]uint64{}, retired: newSnapshot()}
 	if cfg.HTTPProbe == HTTPProbeSocket {
 		if a.sock, err = attachSockProbe(); err != nil {
 			sys.Close()
@@ -358,6 +364,7 @@ func (a *Agent) Scan() {
 		}
 	}
 	a.pruneMaps(alive, sweepSlots)
+	a.retired.prune(alive)
 	// The kernel deletes a process's tcp entry as it exits (tcp.c's process_exit); this is the backstop for an entry
 	// that outlived its pid all the same, and it deletes only pids that do not exist when it looks.
 	prune(a.sys.tcp.Tcp, alive)
@@ -399,6 +406,7 @@ func (a *Agent) forgetExited() {
 		}
 	}
 	alive := func(pid int) bool { return !gone[pid] }
+	a.retired.prune(alive)
 	for _, b := range a.bins {
 		if !b.exitProgs {
 			a.pruneBin(b, alive, true)
@@ -588,6 +596,7 @@ func (a *Agent) attach(path, exe string, id binID) {
 // dropped.
 func (a *Agent) detach(id binID) {
 	b := a.bins[id]
+	a.retire(b)
 	if b.http != nil {
 		n, err := sumPerCPU(b.http.SeriesDropped)
 		if err != nil {
@@ -621,6 +630,17 @@ func (a *Agent) detach(id binID) {
 	if err := a.sys.probeFile(id.ino, false); err != nil {
 		a.log.Error("forget a detached executable's inode", "exe", b.exe, "err", err)
 	}
+}
+
+// retire keeps what b's maps counted for processes still running (Agent.retired), before b's probes come off.
+func (a *Agent) retire(b *binProbes) {
+	bs := newSnapshot()
+	if err := b.read(&bs); err != nil {
+		a.log.Error("series of a detached executable unread: the processes that exec'd from it lose them", "exe", b.exe, "err", err)
+		return
+	}
+	bs.prune(pidAlive())
+	a.retired.add(&bs)
 }
 
 // safeAttach is attachBinary turning a panic into an error. Any file on the machine can match a target, and the
@@ -684,6 +704,7 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 		}
 		s.add(&bs)
 	}
+	s.add(&a.retired)
 	// Goroutine counts that the runtime keeps itself (binProbes.goroutines) are read from each process's memory.
 	for pid, p := range a.procs {
 		b, ok := a.bins[p.bin]

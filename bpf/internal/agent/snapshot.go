@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 
@@ -88,6 +89,15 @@ func (s *Snapshot) add(o *Snapshot) {
 	for pid, t := range o.TCP {
 		s.TCP[pid] = t // machine-wide, read once per snapshot
 	}
+}
+
+// prune deletes the series of the processes that are not alive.
+func (s *Snapshot) prune(alive func(pid int) bool) {
+	maps.DeleteFunc(s.Server, func(k RED, _ hist.Hist) bool { return !alive(k.PID) })
+	maps.DeleteFunc(s.Calls, func(k Call, _ hist.Hist) bool { return !alive(k.PID) })
+	maps.DeleteFunc(s.STW, func(pid int, _ hist.Hist) bool { return !alive(pid) })
+	maps.DeleteFunc(s.Goroutines, func(pid int, _ uint64) bool { return !alive(pid) })
+	maps.DeleteFunc(s.TCP, func(pid int, _ TCPStats) bool { return !alive(pid) })
 }
 
 func cstr(b []int8) string {
