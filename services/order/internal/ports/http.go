@@ -8,9 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -69,7 +67,7 @@ type productJSON struct {
 }
 
 func (h *HTTP) listProducts(c *gin.Context) {
-	if bad := unknownParams(c, nil); len(bad) > 0 {
+	if bad := server.UnknownParams(c); len(bad) > 0 {
 		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
 		return
 	}
@@ -170,7 +168,7 @@ func (h *HTTP) cancelOrder(c *gin.Context) {
 }
 
 func (h *HTTP) listOrders(c *gin.Context) {
-	bad := unknownParams(c, listParams)
+	bad := server.UnknownParams(c, listParams...)
 	pg, pbad := page.Query(c, app.MaxPageSize)
 	bad = append(bad, pbad...)
 	q := order.ListQuery{Limit: pg.Limit, Cursor: pg.Cursor}
@@ -208,36 +206,6 @@ func (h *HTTP) listOrders(c *gin.Context) {
 
 // listParams are the query parameters the listing reads.
 var listParams = []string{"status", "limit", "cursor"}
-
-// unknownParams names each query parameter of c that known does not list.
-// A listing that skipped them answered a page other than the one asked
-// for as if it were it: a misspelled ?stauts=PAID listed every status, and
-// an ?offset=20 or ?page=2 (another API's way of paging) the first page
-// again, on which a client paging by it looped for good. It is the rule
-// server.DecodeJSON applies to a body's unknown fields, and every GET route
-// keeps it: the catalogue, which reads none (known nil), refuses any.
-func unknownParams(c *gin.Context, known []string) []problem.FieldError {
-	var bad []problem.FieldError
-	for name := range c.Request.URL.Query() {
-		if slices.Contains(known, name) {
-			continue
-		}
-		field := name
-		if field == "" {
-			// "?=x": named as pkg/server names a nameless pair it cannot
-			// decode; a field "" pointed the client nowhere.
-			field = "query"
-		}
-		detail := "is not a known parameter (this route takes none)"
-		if len(known) > 0 {
-			detail = "is not a known parameter (" + strings.Join(known, ", ") + ")"
-		}
-		bad = append(bad, problem.FieldError{Field: field, Detail: detail})
-	}
-	// Map order is random; the answer to one request should not be.
-	slices.SortFunc(bad, func(a, b problem.FieldError) int { return strings.Compare(a.Field, b.Field) })
-	return bad
-}
 
 func printableASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
