@@ -2,7 +2,9 @@ package main
 
 import (
 	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
 )
@@ -51,5 +53,22 @@ func TestMaxExecutablesVariable(t *testing.T) {
 		if err := config.LoadFrom(&cfg, map[string]string{"BPF_MAX_EXECUTABLES": env}); err == nil {
 			t.Errorf("BPF_MAX_EXECUTABLES=%s accepted, want refused", env)
 		}
+	}
+}
+
+// BPF_DETACH_GRACE=0 (or a negative duration) ran the agent with the default grace of a minute without a word: the
+// agent takes a zero Grace for unset. It is refused at start; a positive value reaches agent.Config.Grace.
+func TestDetachGraceVariable(t *testing.T) {
+	for _, env := range []string{"0", "0s", "-1s"} {
+		if got, err := refused(t, map[string]string{"BPF_DETACH_GRACE": env}); !strings.Contains(got["BPF_DETACH_GRACE"], "more than 0") {
+			t.Errorf("BPF_DETACH_GRACE=%s: got %v, want it refused", env, err)
+		}
+	}
+	var cfg Config
+	if err := config.LoadFrom(&cfg, map[string]string{"BPF_DETACH_GRACE": "30s"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := agentConfig(cfg, slog.Default()).Grace; got != 30*time.Second {
+		t.Errorf("BPF_DETACH_GRACE=30s: Grace = %v", got)
 	}
 }

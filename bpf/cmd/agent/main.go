@@ -41,7 +41,8 @@ type Config struct {
 	LogLevel       slog.Level `env:"LOG_LEVEL" envDefault:"info" desc:"lowest level logged"`
 }
 
-// Validate rejects an empty listen address, an empty target list and a scan interval that would spin.
+// Validate rejects an empty listen address, an empty target list, a detach grace the agent would replace with its
+// default and a scan interval that would spin.
 func (c *Config) Validate() error {
 	var errs []error
 	errs = append(errs, config.NotEmpty("HTTP_ADDR", c.Addr)) // http.Server{Addr: ""} listens on :80
@@ -59,6 +60,10 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxExecutables < 1 {
 		errs = append(errs, config.Invalid("BPF_MAX_EXECUTABLES", "at least 1"))
+	}
+	// agent.New takes a zero Grace for its default, so 0 (or less) ran with probes held a minute, not detached at once.
+	if c.Grace <= 0 {
+		errs = append(errs, config.Invalid("BPF_DETACH_GRACE", "more than 0"))
 	}
 	if c.ScanInterval < 10*time.Millisecond {
 		errs = append(errs, config.Invalid("BPF_SCAN_INTERVAL", "at least 10ms"))

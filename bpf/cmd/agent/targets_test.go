@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
 )
@@ -40,7 +41,7 @@ func TestRelativeTargetPathIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "../var/bin/order") {
 		t.Errorf("Validate = %v, want BPF_TARGETS refused naming the relative path", err)
 	}
-	if err := (&Config{Addr: ":8085", Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9, MaxExecutables: 16}).Validate(); err != nil {
+	if err := (&Config{Addr: ":8085", Targets: "order,/usr/bin/x", HTTPProbe: "uprobe", ScanInterval: 1e9, Grace: time.Minute, MaxExecutables: 16}).Validate(); err != nil {
 		t.Errorf("Validate of good targets: %v", err)
 	}
 }
