@@ -416,3 +416,22 @@ func TestNormalizeNameCountsTheShorterForm(t *testing.T) {
 		t.Error("101 characters accepted")
 	}
 }
+
+// TestCommonPasswordsAreRefused: passwords long enough for the length rule
+// but among the most common are refused, in any case, from the whole list
+// (its first, middle and last entries, common_passwords.txt) and not only
+// the 15 it held; a passphrase of the same length is not.
+func TestCommonPasswordsAreRefused(t *testing.T) {
+	for _, pw := range []string{"q1w2e3r4t5", "4815162342", "12345qwert", "1029384756", "superpuper", "wonderwoman",
+		"WonderWoman", "password123", "changeme123"} {
+		if fe := CheckPassword(pw, "someone@example.com"); fe == nil || fe.Detail != "is too common" {
+			t.Errorf("%q: %v; want it refused as too common", pw, fe)
+		}
+	}
+	if n := len(commonPasswords()); n < 1000 {
+		t.Errorf("%d common passwords; want the whole list", n)
+	}
+	if fe := CheckPassword("wonder woman of teacups", "someone@example.com"); fe != nil {
+		t.Errorf("a passphrase was refused: %v", fe)
+	}
+}
