@@ -353,7 +353,18 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", cfg.Addr, err)
 	}
-	ln = sockio.Listener{Listener: ln} // raw socket calls: see internal/sockio
+	// Raw socket calls (internal/sockio), and the cap on client
+	// connections the event loop has too (GATEWAY_LOOP_MAX_CONNS):
+	// fasthttp's own, Server.Concurrency, is 262,144 by default.
+	var warned atomic.Int64 // unix ns of the last refusal logged: one line per 10 s at most
+	ln = sockio.Listener{Listener: ln, Cap: &sockio.Cap{Max: int64(cfg.LoopMaxConns), Full: proxy.ConnsFullAnswer(),
+		Refused: func(peer net.Addr) {
+			now, last := time.Now().UnixNano(), warned.Load()
+			if now-last >= int64(10*time.Second) && warned.CompareAndSwap(last, now) {
+				log.Warn("connection refused: the gateway holds as many client connections as it may",
+					"peer", peer.String(), "max_conns", cfg.LoopMaxConns, "env", "GATEWAY_LOOP_MAX_CONNS")
+			}
+		}}}
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCertFile != "" {

@@ -54,7 +54,7 @@ type Config struct {
 	// LoopMaxConns: 1024 slow clients hold some 22 MB (21 KB each,
 	// README), beside the budget's 8 MiB (25-36 MB) and the live heap's 20-35 MB:
 	// under the deployment's GOMEMLIMIT (102 MiB) together.
-	LoopMaxConns int           `env:"GATEWAY_LOOP_MAX_CONNS" envDefault:"1024" desc:"loop transport: client connections all event loops together hold; one over it is answered 503 gateway-busy and closed at once (each holds its first 16 KiB outside GATEWAY_LOOP_HELD_BYTES, so this bounds them)"`
+	LoopMaxConns int           `env:"GATEWAY_LOOP_MAX_CONNS" envDefault:"1024" desc:"client connections the gateway holds at once, on either transport (named for the event loop, which had it first); one over it is answered 503 gateway-busy and closed at once (on the loop each holds its first 16 KiB outside GATEWAY_LOOP_HELD_BYTES, so this bounds them)"`
 	ReadTimeout  time.Duration `env:"GATEWAY_READ_TIMEOUT" envDefault:"5s" desc:"time to read a whole request, headers and body (slow clients are cut off)"`
 	WriteTimeout time.Duration `env:"GATEWAY_WRITE_TIMEOUT" envDefault:"30s" desc:"time to write a response"`
 	IdleTimeout  time.Duration `env:"GATEWAY_IDLE_TIMEOUT" envDefault:"60s" desc:"keep-alive idle time"`

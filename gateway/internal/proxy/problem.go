@@ -67,3 +67,15 @@ func appendJSONBytes(b, s []byte) []byte {
 	}
 	return append(b, '"')
 }
+
+// ConnsFullAnswer is the whole answer, Connection: close, to a client
+// connection refused over the cap on client connections (ErrConnsFull),
+// for a transport to write before it closes the connection: made once,
+// the same bytes on both transports.
+func ConnsFullAnswer() []byte {
+	var req fasthttp.Request
+	var resp fasthttp.Response
+	Reject(&req, &resp, ErrConnsFull)
+	resp.SetConnectionClose()
+	return []byte(resp.String())
+}

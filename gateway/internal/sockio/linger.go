@@ -43,14 +43,32 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	if !c.rmu.TryLock() {
-		return c.TCPConn.Close()
+		return c.closeNow()
 	}
 	c.rmu.Unlock()
 	if err := c.TCPConn.CloseWrite(); err != nil {
-		return c.TCPConn.Close() // the peer is gone already: nothing to linger for
+		return c.closeNow() // the peer is gone already: nothing to linger for
 	}
-	go drain(c.TCPConn)
+	go func() {
+		drain(c.TCPConn)
+		c.uncount()
+	}()
 	return nil
+}
+
+// closeNow closes a server connection's socket without lingering.
+func (c *Conn) closeNow() error {
+	err := c.TCPConn.Close()
+	c.uncount()
+	return err
+}
+
+// uncount releases the connection's place in its Listener's Cap, once its
+// socket is closed (Close's CAS makes that once).
+func (c *Conn) uncount() {
+	if c.cap != nil {
+		c.cap.release()
+	}
 }
 
 // closedErr is the error of a Read or Write after Close, as net's.

@@ -109,6 +109,7 @@ type Conn struct {
 	peeked  bool
 
 	server   bool        // accepted by a Listener: Close lingers (linger.go)
+	cap      *Cap        // the Listener's, if any: released when the socket is closed
 	closed   atomic.Bool // Close was called (server connections): Read and Write fail
 	timedOut atomic.Bool // a Read failed at its deadline (ReadTimedOut)
 }
@@ -506,18 +507,32 @@ func wrapErr(op string, c *Conn, err error) error {
 }
 
 // Listener wraps every accepted connection with Wrap, and closes it by
-// lingering (linger.go).
-type Listener struct{ net.Listener }
+// lingering (linger.go). With a Cap, a connection over it is answered and
+// closed here, never handed to the server.
+type Listener struct {
+	net.Listener
+	Cap *Cap // nil: no bound
+}
 
-// Accept accepts the next connection.
+// Accept accepts the next connection the cap has room for.
 func (l Listener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.Cap != nil && !l.Cap.take() {
+			l.Cap.refuse(c)
+			continue
+		}
+		w := Wrap(c)
+		sc, ok := w.(*Conn)
+		switch {
+		case ok:
+			sc.server, sc.cap = true, l.Cap
+		case l.Cap != nil:
+			w = &capped{Conn: w, cap: l.Cap}
+		}
+		return w, nil
 	}
-	w := Wrap(c)
-	if sc, ok := w.(*Conn); ok {
-		sc.server = true
-	}
-	return w, nil
 }

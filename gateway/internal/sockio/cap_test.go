@@ -1,0 +1,77 @@
+package sockio
+
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// A Listener with a Cap hands the server no more than Max connections at
+// once; one more is answered Full and closed, and a place is free again
+// once a held connection's socket is closed, its lingering close included.
+func TestListenerCapRefusesOverMax(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capl := &Cap{Max: 2, Full: []byte("FULL")}
+	refused := make(chan net.Addr, 4)
+	capl.Refused = func(a net.Addr) { refused <- a }
+	ln := Listener{Listener: inner, Cap: capl}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+	var held []net.Conn
+	for range 2 {
+		dial()
+		held = append(held, <-accepted)
+	}
+	over := dial()
+	if got, err := io.ReadAll(over); err != nil || string(got) != "FULL" {
+		t.Fatalf("the third client read %q, %v; want FULL, then EOF", got, err)
+	}
+	<-refused
+	if n := capl.Open(); n != 2 {
+		t.Fatalf("Open() = %d with two held, want 2", n)
+	}
+	// The server closes one (lingering until its client closes too).
+	client := dial() // refused as well: the cap is still full
+	if got, _ := io.ReadAll(client); string(got) != "FULL" {
+		t.Fatalf("a client while full read %q, want FULL", got)
+	}
+	<-refused
+	held[0].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for capl.Open() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Open() = %d after a held connection's close, want 1", capl.Open())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dial()
+	select {
+	case c := <-accepted:
+		c.Close()
+	case a := <-refused:
+		t.Fatalf("%v refused after a place was freed", a)
+	}
+}
