@@ -357,7 +357,11 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	// connections the event loop has too (GATEWAY_LOOP_MAX_CONNS):
 	// fasthttp's own, Server.Concurrency, is 262,144 by default.
 	var warned atomic.Int64 // unix ns of the last refusal logged: one line per 10 s at most
-	ln = sockio.Listener{Listener: ln, Cap: &sockio.Cap{Max: int64(cfg.LoopMaxConns), Full: proxy.ConnsFullAnswer(),
+	busy := proxy.ConnsFullAnswer()
+	if cfg.TLSCertFile != "" {
+		busy = nil // plain bytes to a TLS client are garbage to it: closed without a word
+	}
+	ln = sockio.Listener{Listener: ln, Cap: &sockio.Cap{Max: int64(cfg.LoopMaxConns), Full: busy,
 		Refused: func(peer net.Addr) {
 			now, last := time.Now().UnixNano(), warned.Load()
 			if now-last >= int64(10*time.Second) && warned.CompareAndSwap(last, now) {

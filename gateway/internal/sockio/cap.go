@@ -18,7 +18,7 @@ import (
 // lingering close (linger.go) included, since the drain holds a buffer too.
 type Cap struct {
 	Max  int64  // connections held at once; one more is refused
-	Full []byte // written to a refused connection before it is closed
+	Full []byte // written to a refused connection before it is closed; nil: closed without a word
 	// Refused, if set, is told of each refusal (the gateway logs them).
 	Refused func(remote net.Addr)
 
@@ -45,8 +45,10 @@ func (c *Cap) release() { c.open.Add(-1) }
 // few hundred bytes into an empty send buffer; the deadline only keeps a
 // broken socket from holding the accept loop.
 func (c *Cap) refuse(conn net.Conn) {
-	_ = conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	_, _ = conn.Write(c.Full)
+	if len(c.Full) > 0 {
+		_ = conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		_, _ = conn.Write(c.Full)
+	}
 	_ = conn.Close()
 	if c.Refused != nil {
 		c.Refused(conn.RemoteAddr())
