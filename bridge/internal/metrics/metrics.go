@@ -142,14 +142,7 @@ func New(m metric.Meter) (*Bridge, error) {
 		return nil, err
 	}
 	_, err = m.Int64ObservableGauge("bridge.archive.lag", metric.WithDescription("messages of a partition the JetStream stream holds that leg B has not acked, as Pulsar has not confirmed them: from each message delivered, and from the consumer every commit interval while none is"),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for k, v := range b.archive {
-				o.Observe(v, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
-			}
-			return nil
-		}))
+		metric.WithInt64Callback(b.observe(b.archive)))
 	if err != nil {
 		return nil, err
 	}
@@ -157,27 +150,25 @@ func New(m metric.Meter) (*Bridge, error) {
 	// increase() does not count, so a partition that archived one message in the window looked stalled; and the time
 	// is there from when leg B takes the partition, so one that never archived is seen too.
 	_, err = m.Int64ObservableGauge("bridge.archive.progress.timestamp", metric.WithUnit("s"), metric.WithDescription("when leg B last acked a message of a partition to JetStream (Pulsar confirmed it, or it was dead-lettered), or took the partition, in unix seconds: with bridge_archive_lag above 0, an old one is a partition whose archive stalled while others may move"),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for k, v := range b.progress {
-				o.Observe(v, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
-			}
-			return nil
-		}))
+		metric.WithInt64Callback(b.observe(b.progress)))
 	if err != nil {
 		return nil, err
 	}
 	_, err = m.Int64ObservableGauge("bridge.consumer.lag", metric.WithDescription("Kafka records of a partition JetStream has not confirmed yet: the high watermark minus the first unconfirmed offset, refreshed every commit interval"),
-		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for k, v := range b.lag {
-				o.Observe(v, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
-			}
-			return nil
-		}))
+		metric.WithInt64Callback(b.observe(b.lag)))
 	return b, err
+}
+
+// observe is the callback of a gauge by partition whose values are in values, which b.mu guards.
+func (b *Bridge) observe(values map[lagKey]int64) metric.Int64Callback {
+	return func(_ context.Context, o metric.Int64Observer) error {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for k, v := range values {
+			o.Observe(v, metric.WithAttributes(attribute.String("topic", k.topic), attribute.String("partition", strconv.Itoa(k.partition))))
+		}
+		return nil
+	}
 }
 
 // Count adds n messages with a result on a leg.

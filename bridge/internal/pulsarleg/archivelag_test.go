@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
 	"github.com/shanhai-dev/shanhai/bridge/internal/pulsarleg"
@@ -24,38 +26,42 @@ func TestLegBShowsItsArchiveLagWhileHeld(t *testing.T) {
 			stop()
 		}
 	}()
-	lag := func() (int64, bool) {
-		t.Helper()
-		v, ok, err := harness.Int64Metric(reader, "bridge.archive.lag", "topic", e.route.Topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v, ok
-	}
 	// Held at the letter: it and the message after it; offset 0 is archived and acked.
-	waitLag := func(want int64) {
-		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			v, ok := lag()
-			if ok && v == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("bridge_archive_lag = %d (series there: %v), want %d", v, ok, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	waitLag(2)
+	waitMetric(t, reader, "bridge.archive.lag", e.route.Topic, 2)
 	// Stored while the partition waits: no delivery brings them, the consumer's count does.
 	for o := int64(3); o < 8; o++ {
 		e.publish(t, int(o), 0, o, kafkaleg.MsgID(e.route.Topic, 0, o))
 	}
-	waitLag(7)
+	waitMetric(t, reader, "bridge.archive.lag", e.route.Topic, 7)
 	stop()
 	stop = nil
-	if v, ok := lag(); ok {
+	if v, ok := metricOf(t, reader, "bridge.archive.lag", e.route.Topic); ok {
 		t.Errorf("bridge_archive_lag = %d after the leg stopped, want no series", v)
+	}
+}
+
+// metricOf is the value of leg B's gauge name for topic, and whether it has a series.
+func metricOf(t *testing.T, r sdkmetric.Reader, name, topic string) (int64, bool) {
+	t.Helper()
+	v, ok, err := harness.Int64Metric(r, name, "topic", topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, ok
+}
+
+// waitMetric waits up to 30 s for leg B's gauge name of topic to be want.
+func waitMetric(t *testing.T, r sdkmetric.Reader, name, topic string, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		v, ok := metricOf(t, r, name, topic)
+		if ok && v == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d (series there: %v), want %d", name, v, ok, want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

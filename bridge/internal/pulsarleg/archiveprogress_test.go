@@ -25,42 +25,23 @@ func TestLegBShowsWhenAPartitionLastArchived(t *testing.T) {
 			stop()
 		}
 	}()
-	metric := func(name string) (int64, bool) {
-		t.Helper()
-		v, ok, err := harness.Int64Metric(reader, name, "topic", e.route.Topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v, ok
-	}
-	waitLag := func(want int64) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if v, ok := metric("bridge.archive.lag"); ok && v == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("bridge_archive_lag did not reach %d", want)
-			}
-		}
-	}
 	// Offset 0 archived and acked, the partition held at the letter with it and offset 2 waiting.
-	waitLag(2)
+	waitMetric(t, reader, "bridge.archive.lag", e.route.Topic, 2)
 	held := time.Now().Unix()
-	at, ok := metric("bridge.archive.progress.timestamp")
+	at, ok := metricOf(t, reader, "bridge.archive.progress.timestamp", e.route.Topic)
 	if !ok || at < before || at > held {
 		t.Fatalf("bridge_archive_progress_timestamp_seconds = %d (series there: %v), want between %d and %d", at, ok, before, held)
 	}
 	for o := int64(3); o < 8; o++ {
 		e.publish(t, int(o), 0, o, kafkaleg.MsgID(e.route.Topic, 0, o))
 	}
-	waitLag(7)
-	if now, _ := metric("bridge.archive.progress.timestamp"); now != at {
+	waitMetric(t, reader, "bridge.archive.lag", e.route.Topic, 7)
+	if now, _ := metricOf(t, reader, "bridge.archive.progress.timestamp", e.route.Topic); now != at {
 		t.Errorf("bridge_archive_progress_timestamp_seconds moved from %d to %d while the partition archived nothing", at, now)
 	}
 	stop()
 	stop = nil
-	if v, ok := metric("bridge.archive.progress.timestamp"); ok {
+	if v, ok := metricOf(t, reader, "bridge.archive.progress.timestamp", e.route.Topic); ok {
 		t.Errorf("bridge_archive_progress_timestamp_seconds = %d after the leg stopped, want no series", v)
 	}
 }
