@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/pkg/discovery"
 	"github.com/shanhai-dev/shanhai/pkg/server"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
@@ -104,4 +108,138 @@ func silencedPart(ctx context.Context, t *testing.T, in *Infra, name string) *Pa
 	}
 	proxy.Silence()
 	return part
+}
+
+// The same stop under -processes, where a part's stop is only its exit
+// status. It used to count no exit status at all, so a child's real failure
+// was not reported either; now a child that failed its stop fails the run's,
+// unless its log says the deregistration against the run's own etcd was all
+// that timed out, as for a hosted part.
+func TestLateDeregistrationOfAChildAgainstOwnEtcd(t *testing.T) {
+	if os.Getenv(childPartEnv) != "" {
+		runChildPart()
+		return
+	}
+	if testing.Short() {
+		t.Skip("starts the embedded infrastructure")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	in, err := StartInfra(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false // by the Platform.Stop below; a second Close panics
+	t.Cleanup(func() {
+		if !closed {
+			in.Close()
+		}
+	})
+	var logs testenv.LogBuffer
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	logDir := t.TempDir()
+
+	notOwn := &Platform{LogDir: logDir, Parts: map[string]*Part{"user": childPart(ctx, t, in, logDir, "user", "late")}}
+	if err := notOwn.Stop(); err == nil || !strings.Contains(err.Error(), "exit status 1") {
+		t.Fatalf("late deregistration of a child against an etcd not the run's: Stop = %v, want its exit status", err)
+	}
+
+	own := &Platform{Infra: in, LogDir: logDir, Parts: map[string]*Part{
+		"user":  childPart(ctx, t, in, logDir, "user", "late"),
+		"order": childPart(ctx, t, in, logDir, "order", "fail"),
+	}}
+	closed = true
+	err = own.Stop()
+	if err == nil || !strings.Contains(err.Error(), "stop order: exit status 1") {
+		t.Fatalf("Stop = %v, want order's failed stop", err)
+	}
+	if strings.Contains(err.Error(), "stop user") {
+		t.Errorf("Stop = %v: user's late deregistration against the run's own etcd counted as a failed stop", err)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "part=user") {
+		t.Errorf("no WARN for user's late deregistration; log:\n%s", logs.String())
+	}
+}
+
+// childPartEnv runs this test binary as a child part (runChildPart): "late"
+// registers in etcd at $SHANHAI_TEST_ETCD, "fail" fails a shutdown hook.
+const childPartEnv = "SHANHAI_TEST_CHILD_PART"
+
+// childPart starts this test binary as the named child part, its log in
+// logDir, and once it is ready silences its etcd proxy: a "late" child's
+// deregistration at its stop is never answered.
+func childPart(ctx context.Context, t *testing.T, in *Infra, logDir, name, mode string) *Part {
+	t.Helper()
+	proxy := testenv.SilencingProxy(t, in.Env()["ETCD_ENDPOINTS"])
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	// The part runs its Path without arguments: a script adds the test's.
+	script := filepath.Join(t.TempDir(), name)
+	body := fmt.Sprintf("#!/bin/sh\nexec %q -test.run='^TestLateDeregistrationOfAChildAgainstOwnEtcd$'\n", os.Args[0])
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	part := &Part{Name: name, Port: port, Path: script, Env: map[string]string{
+		childPartEnv: mode, "SHANHAI_TEST_NAME": name, "SHANHAI_TEST_ETCD": proxy.Addr(),
+		"HTTP_ADDR": fmt.Sprintf("127.0.0.1:%d", port)}}
+	log, err := logFile(logDir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	if err := part.Start(log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if part.Running() {
+			_ = part.cmd.Process.Kill()
+		}
+	})
+	if err := part.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Silence()
+	return part
+}
+
+// runChildPart is a child part's process: a pkg/server server that stops on
+// SIGTERM and ends as a service binary does (pkg/server.RunService, then
+// ExitCode): a failed stop is logged as "<name> service stopped" and exits 1.
+func runChildPart() {
+	name := os.Getenv("SHANHAI_TEST_NAME")
+	log := telemetry.NewLogger(os.Stderr, slog.LevelInfo)
+	ln, err := net.Listen("tcp", os.Getenv("HTTP_ADDR"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	opts := server.Options{Name: name, Logger: log, ShutdownTimeout: 5 * time.Second}
+	var steps []func(context.Context) error
+	if os.Getenv(childPartEnv) == "late" {
+		cli, err := clientv3.New(discovery.EtcdConfig([]string{os.Getenv("SHANHAI_TEST_ETCD")}, 5*time.Second, slog.New(slog.DiscardHandler)))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(3)
+		}
+		reg := discovery.NewEtcdRegistry(cli, 10*time.Second)
+		opts.Deregister = reg.Deregister
+		steps = append(steps, func(ctx context.Context) error {
+			return reg.Register(ctx, discovery.Instance{ID: name + "-1", Service: name, Addr: ln.Addr().String()})
+		})
+	}
+	srv := server.New(opts)
+	if os.Getenv(childPartEnv) == "fail" {
+		srv.OnShutdown(func(context.Context) error { return errors.New("outbox not flushed") })
+	}
+	if err := srv.ServeStarting(context.Background(), ln, steps...); err != nil {
+		log.Error(name+" service stopped", "err", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }

@@ -476,7 +476,7 @@ func (p *Platform) Stop() error {
 	var errs []error
 	g := p.Parts["gateway"]
 	if g != nil {
-		errs = append(errs, p.lateLeave("gateway", g.Stop(stopGrace["gateway"])))
+		errs = append(errs, p.stopPart("gateway", g))
 	}
 	if p.gatewayGone != nil && !g.Running() {
 		p.goneOnce.Do(func() { close(p.gatewayGone) })
@@ -485,7 +485,7 @@ func (p *Platform) Stop() error {
 	var wg sync.WaitGroup
 	for i, name := range Names {
 		if b := p.Parts[name]; b != nil && name != "gateway" {
-			wg.Go(func() { rest[i] = p.lateLeave(name, b.Stop(stopGrace[name])) })
+			wg.Go(func() { rest[i] = p.stopPart(name, b) })
 		}
 	}
 	wg.Wait()

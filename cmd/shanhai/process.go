@@ -34,14 +34,20 @@ func (p *Part) startProcess(log io.Writer) error {
 }
 
 // stopProcess sends SIGTERM (the binaries drain and shut down in order on
-// it) and waits up to grace before killing.
+// it) and waits up to grace before killing. A child's exit status is its
+// stop's outcome, as a hosted part's Run error is: 1 is a failed stop, which
+// the binary logged (pkg/server.ExitCode). An end by the SIGTERM itself (a
+// child signalled before its handler was set) is not: it was told to end.
 func (p *Part) stopProcess(grace time.Duration) error {
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.done:
 		p.done <- err
 		var exit *exec.ExitError
-		if err != nil && !errors.As(err, &exit) {
+		if errors.As(err, &exit) && endedBy(exit, syscall.SIGTERM) {
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("stop %s: %w", p.Name, err)
 		}
 		return nil
@@ -50,4 +56,10 @@ func (p *Part) stopProcess(grace time.Duration) error {
 		<-p.done
 		return fmt.Errorf("stop %s: killed after %s", p.Name, grace)
 	}
+}
+
+// endedBy tells whether the child was ended by sig.
+func endedBy(exit *exec.ExitError, sig syscall.Signal) bool {
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
 }
