@@ -27,7 +27,7 @@ var errNoLocks = errors.New("file system without locks")
 // killed one, so a lock is never stale. When the lock is held, the error
 // wraps errHeld and holder is the pid written there (0 when unreadable).
 //
-// The port locks' directory is shared by every user ($TMPDIR/shanhai-ports),
+// The port locks' directory is shared by every user (/tmp/shanhai-ports),
 // so the file is opened with O_NOFOLLOW: a symbolic link planted there by
 // another user would otherwise have this run truncate the file it points
 // at to write its pid (the kernel's fs.protected_symlinks does not stop it

@@ -160,7 +160,7 @@ func run() error {
 
 	// The ports are this run's before anything is made: two runs started at
 	// once both found them free, split them and both stopped (lockPorts).
-	locks, err := lockPorts(portLockDir(), append(slices.Collect(maps.Values(httpPorts)), slices.Collect(maps.Values(adminPorts))...))
+	locks, err := lockPorts(portLockDir, append(slices.Collect(maps.Values(httpPorts)), slices.Collect(maps.Values(adminPorts))...))
 	if err != nil {
 		return err
 	}

@@ -16,9 +16,14 @@ import (
 var errPortsHeld = errors.New("port block held by another run")
 
 // portLockDir is where the runs of this machine lock the ports of their
-// blocks: one file per port, named by its number, in the directory the
-// default -data is made in too.
-func portLockDir() string { return filepath.Join(os.TempDir(), "shanhai-ports") }
+// blocks: one file per port, named by its number. The ports are the
+// machine's, shared by every user and session, so the directory is a fixed
+// one in /tmp, not in $TMPDIR: there, two runs with different $TMPDIRs (a
+// test's, or a user's own, as $XDG_RUNTIME_DIR is too) never saw each
+// other's locks. Only runs in separate /tmp namespaces (systemd's
+// PrivateTmp, containers) still miss each other; the port check and the
+// /readyz owner check stop those.
+const portLockDir = "/tmp/shanhai-ports"
 
 // portLocks are the locks of a run's ports, held until release.
 type portLocks []*os.File
@@ -35,10 +40,8 @@ type portLocks []*os.File
 // holds x, never wants a port below x that the first holds.
 //
 // The locks are flock(2), which the kernel drops with the process, killed
-// or not; release also removes the files. Runs whose $TMPDIR differs do not
-// see each other's locks (the port check and the /readyz owner check still
-// stop them, as before). Where the file system has no locks, the run warns
-// and goes on unguarded.
+// or not; release also removes the files. Where the file system has no
+// locks, the run warns and goes on unguarded.
 func lockPorts(dir string, ports []int) (portLocks, error) {
 	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return nil, fmt.Errorf("port locks: %w", err)

@@ -28,12 +28,13 @@ func TestTwoRunsOnOverlappingPortsLeaveOneRunning(t *testing.T) {
 		t.Skip("starts the embedded platform in child processes")
 	}
 	t.Parallel() // waits on its child processes; see parallelNote
-	// $TMPDIR of both runs: the port locks' directory is in it.
-	tmp := t.TempDir()
+	// Each run its own $TMPDIR: the ports are the machine's, and the locks
+	// were in $TMPDIR, where such runs did not see each other's.
+	tmps := []string{t.TempDir(), t.TempDir()}
 	port := freePortBlock(t, 2) // the second run's -port is port+2
 	runs := []*exec.Cmd{
-		asProgram("-port "+strconv.Itoa(port), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL="),
-		asProgram("-port "+strconv.Itoa(port+2), "TMPDIR="+tmp, "PULSAR_URL=", "PULSAR_ADMIN_URL="),
+		asProgram("-port "+strconv.Itoa(port), "TMPDIR="+tmps[0], "PULSAR_URL=", "PULSAR_ADMIN_URL="),
+		asProgram("-port "+strconv.Itoa(port+2), "TMPDIR="+tmps[1], "PULSAR_URL=", "PULSAR_ADMIN_URL="),
 	}
 	type ended struct {
 		i   int
@@ -85,7 +86,7 @@ func TestTwoRunsOnOverlappingPortsLeaveOneRunning(t *testing.T) {
 	}
 	// Either way P+2: the lowest port of the second block, the first one
 	// both want.
-	lock := filepath.Join(tmp, "shanhai-ports", strconv.Itoa(port+2))
+	lock := filepath.Join(portLockDir, strconv.Itoa(port+2))
 	want := "another shanhai run holds " + lock + " (pid " + strconv.Itoa(runs[winner].Process.Pid) + ")"
 	if !strings.Contains(stderr[first.i].String(), want) {
 		t.Fatalf("the refused run's message does not say %q:\n%s", want, stderr[first.i])
@@ -109,7 +110,10 @@ func TestTwoRunsOnOverlappingPortsLeaveOneRunning(t *testing.T) {
 		t.Fatalf("the run left running: gateway /readyz %v, %v", resp, err)
 	}
 	resp.Body.Close()
-	if left, _ := filepath.Glob(filepath.Join(tmp, "shanhai-run-*")); len(left) != 1 {
+	if left, _ := filepath.Glob(filepath.Join(tmps[first.i], "shanhai-run-*")); len(left) != 0 {
+		t.Fatalf("data directories of the refused run: %v, want none", left)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmps[winner], "shanhai-run-*")); len(left) != 1 {
 		t.Fatalf("data directories while one run runs: %v, want its one", left)
 	}
 
@@ -124,8 +128,13 @@ func TestTwoRunsOnOverlappingPortsLeaveOneRunning(t *testing.T) {
 	case <-time.After(time.Minute): // hang guard only
 		t.Fatal("the run still runs a minute after Ctrl-C")
 	}
-	if locks, _ := os.ReadDir(filepath.Join(tmp, "shanhai-ports")); len(locks) != 0 {
-		t.Fatalf("lock files left after both runs ended: %d", len(locks))
+	// The directory is every run's: only this test's ports are looked at.
+	for p := range 7 { // both blocks: port to port+6, and the same 1000 higher
+		for _, p := range []int{port + p, port + 1000 + p} {
+			if _, err := os.Lstat(filepath.Join(portLockDir, strconv.Itoa(p))); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("lock file of port %d left after both runs ended: %v", p, err)
+			}
+		}
 	}
 }
 
