@@ -18,11 +18,19 @@ func sdkLogger(log *slog.Logger) logr.Logger {
 }
 
 // sdkLevels gives the SDK's verbosities their slog levels. logr's bridge
-// maps V(n) to slog level -n, so the SDK's Warn (V(1)) came out as a
-// level below Info, dropped with its Info (V(4)) by a logger at Info;
-// OpenTelemetry's convention (otel.SetLogger) is V(1) Warn, V(4) Info and
-// V(8) Debug. Errors come at slog's Error level already.
+// maps V(n) to slog level -n, so the SDK's warnings (V(1)) came out at a
+// level below Info and were dropped by a logger at Info. OpenTelemetry's
+// convention (otel.SetLogger) is V(1) Warn, V(4) Info and V(8) Debug. Its
+// Info is a provider's configuration when it is made, a few lines a start:
+// Debug here, as a service's Info says what the service did. Its Debug is
+// every export and every collection with all its data (a /metrics scrape
+// is one): sdkTrace, below any LOG_LEVEL, or debug logging would be
+// flooded. Errors come at slog's Error level already.
 type sdkLevels struct{ next slog.Handler }
+
+// sdkTrace is the level of the SDK's Debug messages: under slog.LevelDebug,
+// the lowest a service's LOG_LEVEL sets.
+const sdkTrace = slog.LevelDebug - 4
 
 func sdkLevel(l slog.Level) slog.Level {
 	switch {
@@ -31,9 +39,9 @@ func sdkLevel(l slog.Level) slog.Level {
 	case l > -4: // V(1) to V(3)
 		return slog.LevelWarn
 	case l > -8: // V(4) to V(7)
-		return slog.LevelInfo
-	default:
 		return slog.LevelDebug
+	default:
+		return sdkTrace
 	}
 }
 

@@ -64,3 +64,37 @@ func TestSDKMessagesAreTheServiceJSONLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestSDKInfoIsDebug: the SDK logs each provider's whole configuration at
+// its Info (V(4)) on every start; a service logging at Info leaves it out.
+func TestSDKInfoIsDebug(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	var out lockedBuffer
+	p, err := Setup(context.Background(), Options{ServiceName: "sdkinfo", Logger: NewLogger(&out, slog.LevelInfo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Shutdown(context.Background()) }()
+	if strings.Contains(out.String(), "opentelemetry") {
+		t.Fatalf("the SDK's Info messages reached a logger at Info: %s", out.String())
+	}
+}
+
+// TestSDKDebugIsBelowDebug: the SDK's Debug (V(8)) writes every collection
+// with all its data; a service logging at debug leaves it out, and keeps the
+// SDK's Info (a provider made) at Debug.
+func TestSDKDebugIsBelowDebug(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	var out lockedBuffer
+	p, err := Setup(context.Background(), Options{ServiceName: "sdkdebug", Logger: NewLogger(&out, slog.LevelDebug)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = p.Shutdown(context.Background()) }()
+	if _, err := p.Registry.Gather(); err != nil { // a scrape: the SDK's reader collects
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "MeterProvider created") || strings.Contains(s, "collection") {
+		t.Fatalf("at debug: want the SDK's provider lines and none of its collections, got %s", s)
+	}
+}
