@@ -80,7 +80,18 @@ func Parse(spec string, timeout time.Duration, public []Public) (*Table, error) 
 		if err != nil || string(clean) != prefix || (len(prefix) > 1 && prefix[len(prefix)-1] == '/') {
 			return nil, fmt.Errorf("route %q: prefix must be a clean absolute path without trailing slash", item)
 		}
-		routes = append(routes, Route{Name: nameOf(prefix), Prefix: prefix, Service: svc, Timeout: timeout})
+		// A route's name keys dynamic config (timeouts, keyed_retry) and its
+		// metrics: two routes of one name (/api/v1/orders and
+		// /admin/orders) took each other's settings, a keyed_retry meant
+		// for one retrying the other's POSTs; a prefix named twice left
+		// the second route unreachable. Both are refused.
+		name := nameOf(prefix)
+		for _, r := range routes {
+			if r.Prefix == prefix || r.Name == name {
+				return nil, fmt.Errorf("routes %q and %q: each prefix once, and each route's name (its last segment, %q) once", r.Prefix, prefix, name)
+			}
+		}
+		routes = append(routes, Route{Name: name, Prefix: prefix, Service: svc, Timeout: timeout})
 	}
 	if len(routes) == 0 {
 		return nil, fmt.Errorf("route table is empty")

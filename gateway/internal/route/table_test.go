@@ -71,6 +71,25 @@ func TestParseRejectsBadSpecs(t *testing.T) {
 	}
 }
 
+// A route's name (its prefix's last segment) keys its dynamic timeout and
+// keyed_retry and its metrics, so two routes of one name shared them: a
+// keyed_retry for /api/v1/orders retried POSTs to /admin/orders, whose
+// upstream may not honour Idempotency-Key. A prefix twice left the second
+// unreachable. Both are refused, naming the two prefixes.
+func TestParseRefusesRoutesOfOneName(t *testing.T) {
+	for _, spec := range []string{"/api/v1/orders=order,/admin/orders=admin", "/api/v1/orders=order,/api/v1/orders=other"} {
+		if _, err := Parse(spec, time.Second, nil); err == nil {
+			t.Errorf("Parse(%q) accepted", spec)
+		}
+	}
+	if _, err := Parse("/api/v1/orders=order,/api/v1/orders/admin=admin", time.Second, nil); err != nil {
+		t.Errorf("distinct names refused: %v", err)
+	}
+	if _, err := Parse(DefaultSpec, time.Second, DefaultPublic); err != nil {
+		t.Errorf("the default table: %v", err)
+	}
+}
+
 // The per-request route work (Clean into a reused buffer, Match, IsPublic)
 // allocates nothing: it runs on the event loop for every request.
 func TestLookupDoesNotAllocate(t *testing.T) {
