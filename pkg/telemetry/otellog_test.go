@@ -5,28 +5,25 @@ import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
-// lockedBuffer is a log sink the SDK may write to from its own goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// setupLogging is Setup with a logger at level writing JSON to the buffer it
+// returns, which the SDK may write to from its own goroutines.
+func setupLogging(t *testing.T, level slog.Level) (*Provider, *testenv.LogBuffer) {
+	t.Helper()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	out := &testenv.LogBuffer{}
+	p, err := Setup(context.Background(), Options{ServiceName: "sdklog", Logger: NewLogger(out, level).With("service", "sdklog")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	return p, out
 }
 
 // TestSDKMessagesAreTheServiceJSONLogs: the SDK's own messages (here its
@@ -34,13 +31,7 @@ func (b *lockedBuffer) String() string {
 // its default logger, plain text on stderr, instead of the service's JSON
 // logger that Setup was given.
 func TestSDKMessagesAreTheServiceJSONLogs(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	var out lockedBuffer
-	p, err := Setup(context.Background(), Options{ServiceName: "sdklog", Logger: NewLogger(&out, slog.LevelInfo).With("service", "sdklog")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = p.Shutdown(context.Background()) }()
+	p, out := setupLogging(t, slog.LevelInfo)
 
 	m := p.Meter.Meter("sdklog")
 	if _, err := m.Int64Counter("shanhai.test.twice", metric.WithUnit("s")); err != nil {
@@ -68,13 +59,7 @@ func TestSDKMessagesAreTheServiceJSONLogs(t *testing.T) {
 // TestSDKInfoIsDebug: the SDK logs each provider's whole configuration at
 // its Info (V(4)) on every start; a service logging at Info leaves it out.
 func TestSDKInfoIsDebug(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	var out lockedBuffer
-	p, err := Setup(context.Background(), Options{ServiceName: "sdkinfo", Logger: NewLogger(&out, slog.LevelInfo)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = p.Shutdown(context.Background()) }()
+	_, out := setupLogging(t, slog.LevelInfo)
 	if strings.Contains(out.String(), "opentelemetry") {
 		t.Fatalf("the SDK's Info messages reached a logger at Info: %s", out.String())
 	}
@@ -84,13 +69,7 @@ func TestSDKInfoIsDebug(t *testing.T) {
 // with all its data; a service logging at debug leaves it out, and keeps the
 // SDK's Info (a provider made) at Debug.
 func TestSDKDebugIsBelowDebug(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	var out lockedBuffer
-	p, err := Setup(context.Background(), Options{ServiceName: "sdkdebug", Logger: NewLogger(&out, slog.LevelDebug)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = p.Shutdown(context.Background()) }()
+	p, out := setupLogging(t, slog.LevelDebug)
 	if _, err := p.Registry.Gather(); err != nil { // a scrape: the SDK's reader collects
 		t.Fatal(err)
 	}
