@@ -78,8 +78,9 @@ func (p Policy) Backoff(n int) time.Duration {
 	return time.Duration(rand.Int64N(int64(ceil)))
 }
 
-// Do calls fn until it succeeds, returns an error Retryable refuses, runs out
-// of attempts, ctx ends, or an attempt's answer asks for a longer wait than
+// Do calls fn until it succeeds, returns an error Retryable refuses or
+// deadline.ErrExpired (no time left to send it), runs out of attempts, ctx
+// ends, or an attempt's answer asks for a longer wait than
 // p.Max (Transport's Retry-After; a shorter one is waited at least). Every
 // Do deposits one request into b and every retry withdraws one (given back
 // if ctx ends its backoff, or if the attempt comes back as
