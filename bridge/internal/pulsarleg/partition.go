@@ -304,6 +304,9 @@ type bsession struct {
 	// For bridge_archive_lag (lag): the consumer sequence last delivered, the consumer's pending count JetStream
 	// gave with it, the consumer sequence last acked, and the deliveries so far (watchLag tells a waiting feed by it).
 	delivered, pending, acked, deliveries uint64
+	// read is the consumer's count of messages not acked (NumPending + NumAckPending) at watchLag's last reading, and
+	// readAcked the consumer sequence acked then: read less what was acked since is a floor of the lag (lag).
+	read, readAcked uint64
 }
 
 // feed pulls in stream order and hands this partition's messages to Pulsar.
@@ -591,10 +594,22 @@ func (s *bsession) ack() {
 }
 
 // lag sets bridge_archive_lag from the last delivery: what JetStream had not delivered yet when it delivered it, and
-// what was delivered up to it and not acked since. Exact as of that delivery; watchLag adds what came while deliveries
-// wait. Called with s.mu held, so that a delivery and an ack set it in the order they counted.
+// what was delivered up to it and not acked since; or from watchLag's last reading of the consumer less what was acked
+// since, when that is more. The delivery's count is as of when JetStream sent the message, which the pull buffers
+// until Pulsar lets it through: with Pulsar slow, each ack and delivery set the gauge back to what the stream held
+// then, below the reading, and it ran behind by what the stream took in meanwhile
+// (TestLegBArchiveLagKeepsUpWithASlowPulsar). Both are floors of the lag (a reading may still count an ack the server
+// had not taken yet: at most one ack's worth, until the next reading). Called with s.mu held, so that a delivery and
+// an ack set it in the order they counted.
 func (s *bsession) lag() {
-	s.p.leg.o.Metrics.ArchiveLag(s.p.route.Topic, s.p.id, max(int64(s.pending)+int64(s.delivered)-int64(s.acked), 0))
+	if s.delivered <= s.acked && s.pending == 0 {
+		s.read = 0 // caught up as of the last delivery: an older reading (messages the stream removed since) says nothing
+	}
+	n := int64(s.pending) + int64(s.delivered) - int64(s.acked)
+	if s.acked >= s.readAcked {
+		n = max(n, int64(s.read)-int64(s.acked-s.readAcked))
+	}
+	s.p.leg.o.Metrics.ArchiveLag(s.p.route.Topic, s.p.id, max(n, 0))
 }
 
 // watchLag reads the consumer every LagInterval while the session's deliveries wait with messages unarchived (Pulsar
@@ -638,9 +653,8 @@ func (s *bsession) watchLag(ctx context.Context, cons jetstream.Consumer, done c
 			continue
 		}
 		s.mu.Lock()
-		if s.deliveries == seen { // a delivery since then set it from fresher data
-			l.o.Metrics.ArchiveLag(s.p.route.Topic, s.p.id, int64(info.NumPending)+int64(info.NumAckPending))
-		}
+		s.read, s.readAcked = info.NumPending+uint64(info.NumAckPending), s.acked
+		s.lag()
 		s.mu.Unlock()
 	}
 }
