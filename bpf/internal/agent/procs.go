@@ -49,6 +49,14 @@ func matches(targets []string, exe, comm string) bool {
 	return false
 }
 
+// realName reports whether link, a /proc/N/exe target ending in " (deleted)", is the name of the file st describes:
+// the kernel adds the suffix to an unlinked file's path, and a file can also be named with it. Taken off always, a
+// process started from "/dir/svc (deleted)" was the path target /dir/svc's (probed and exported under its name).
+func realName(link string, st *syscall.Stat_t) bool {
+	var at syscall.Stat_t
+	return syscall.Stat(link, &at) == nil && at.Dev == st.Dev && at.Ino == st.Ino
+}
+
 // scanProcs lists the processes whose executable matches targets or is one of files (path targets, resolved).
 // /proc is polled rather than followed through sched_process_exec/exit events because a poll needs no event stream to keep consistent across the agent's own
 // restarts, and probes live on the binary file, so a target restarted from the same file is counted from its first
@@ -88,6 +96,12 @@ func scanProcs(targets []string, files map[fileKey]bool, self int, between func(
 		var st syscall.Stat_t
 		if err := syscall.Stat("/proc/"+e.Name()+"/exe", &st); err != nil {
 			continue
+		}
+		if exe != link && realName(link, &st) {
+			// The file is named so: " (deleted)" is part of its name, not the kernel's mark of an unlinked file
+			// (TestDeletedSuffixIsTheKernelsOnly).
+			exe = link
+			matched = matches(targets, exe, strings.TrimSpace(string(comm)))
 		}
 		if !matched && !files[fileKey{dev: st.Dev, ino: st.Ino}] {
 			continue
