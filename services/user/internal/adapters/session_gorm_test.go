@@ -1,6 +1,7 @@
 package adapters_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -185,6 +186,21 @@ func TestSessionGormRevokeUser(t *testing.T) {
 // waits for; it is let go once the revocation waits too. PostgreSQL only:
 // SQLite runs the two one after the other.
 func TestSessionGormRevokeFamilyWaitsForRotation(t *testing.T) {
+	// RevokeUser (a password change) locks each of the user's families
+	// the same way, and must revoke the successor alike.
+	for name, revoke := range map[string]func(context.Context, *adapters.SessionGorm, time.Time) error{
+		"RevokeFamily": func(ctx context.Context, repo *adapters.SessionGorm, now time.Time) error {
+			return repo.RevokeFamily(ctx, "t1", now)
+		},
+		"RevokeUser": func(ctx context.Context, repo *adapters.SessionGorm, now time.Time) error {
+			return repo.RevokeUser(ctx, "u1", now)
+		},
+	} {
+		t.Run(name, func(t *testing.T) { revokeDuringRotation(t, revoke) })
+	}
+}
+
+func revokeDuringRotation(t *testing.T, revoke func(context.Context, *adapters.SessionGorm, time.Time) error) {
 	db, err := database.Open(testenv.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +225,7 @@ func TestSessionGormRevokeFamilyWaitsForRotation(t *testing.T) {
 	rotated, revoked := make(chan error, 1), make(chan error, 1)
 	go func() { rotated <- repo.Rotate(ctx, first, second, now) }()
 	waitForLockWaits(t, db, 1, "the rotation's INSERT waiting for the held id")
-	go func() { revoked <- repo.RevokeFamily(ctx, "t1", now) }()
+	go func() { revoked <- revoke(ctx, repo, now) }()
 	waitForLockWaits(t, db, 2, "the revocation waiting for the rotation")
 	if err := hold.Rollback().Error; err != nil {
 		t.Fatal(err)
