@@ -141,9 +141,12 @@ type Server struct {
 	connsRefused refusals
 	fullAnswer   []byte
 
-	mu    sync.Mutex
-	eng   gnet.Engine
-	up    bool
+	mu  sync.Mutex
+	eng gnet.Engine
+	up  bool
+	// shut is set when the engine begins to stop (shutDown): from then
+	// nothing is handed to the loops (Alive), as their pollers close.
+	shut  bool
 	loops map[gnet.EventLoop]*loop
 	// kick restarts the ticker when a quiet or idle loop has an event
 	// (wakeUp).
@@ -205,7 +208,7 @@ func (s *Server) Serve() error {
 	err := gnet.Run(s, "tcp://"+s.o.Addr, gnet.WithMulticore(true), gnet.WithNumEventLoop(s.o.Loops),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLoadBalancing(gnet.LeastConnections), gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetLogger{s.o.Log}))
-	s.stopTicker() // if the engine failed to start after OnBoot, OnShutdown did not run
+	s.shutDown() // if the engine failed to start after OnBoot, OnShutdown did not run
 	if err != nil {
 		return fmt.Errorf("event loop on %s: %w", s.o.Addr, err)
 	}
@@ -282,10 +285,19 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	return gnet.None
 }
 
-// OnShutdown stops the ticker before gnet closes the loops' pollers, as
-// gnet does with its own: an Execute after that would write to a closed
-// (or reused) eventfd.
+// OnShutdown stops the ticker and Alive's tasks before gnet closes the
+// loops' pollers, as gnet does with its own: an Execute after that would
+// write to a closed (or reused) eventfd.
 func (s *Server) OnShutdown(gnet.Engine) {
+	s.shutDown()
+}
+
+// shutDown marks the engine stopping, then stops the ticker; more than
+// once is harmless.
+func (s *Server) shutDown() {
+	s.mu.Lock()
+	s.shut = true
+	s.mu.Unlock()
 	s.stopTicker()
 }
 

@@ -21,8 +21,12 @@ import (
 // between probes (no timer wakes a quiet loop for it, README "Idle cost"),
 // and a full loop answers at its next turn like any other.
 
-// errNotServing is Alive's answer before the engine has booted.
-var errNotServing = errors.New("event loops not started")
+// errNotServing is Alive's answer before the engine has booted, and
+// errStopped once it has begun to shut down.
+var (
+	errNotServing = errors.New("event loops not started")
+	errStopped    = errors.New("event loops stopped")
+)
 
 // Alive returns nil once every event loop that has served a client ran a
 // task handed to it, or an error naming how many did not before ctx ended.
@@ -30,34 +34,47 @@ var errNotServing = errors.New("event loops not started")
 // nothing of it can be stuck; its first client brings it into the check
 // (loopOf). It may be called from any goroutine, and concurrently.
 func (s *Server) Alive(ctx context.Context) error {
-	s.mu.Lock()
-	up := s.up
-	loops := make([]gnet.EventLoop, 0, len(s.loops))
-	for el := range s.loops {
-		loops = append(loops, el)
+	beats, n, err := s.beat()
+	if err != nil {
+		return err
 	}
-	s.mu.Unlock()
-	if !up {
-		return errNotServing
+	for i := range n {
+		select {
+		case <-beats:
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d event loops did not run a task: %w", n-i, n, ctx.Err())
+		}
+	}
+	return nil
+}
+
+// beat hands every loop that has served a client a task that sends on
+// beats, and says how many it handed. It holds s.mu while it does, as
+// OnTick does: OnShutdown takes s.mu to set shut before gnet closes the
+// loops' pollers, and a task handed after that wrote to a closed eventfd,
+// or to whatever took its number (gnet refuses Execute only once the
+// pollers are closed).
+func (s *Server) beat() (beats chan struct{}, n int, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case !s.up:
+		return nil, 0, errNotServing
+	case s.shut:
+		return nil, 0, errStopped
 	}
 	// Buffered for every loop: a wedged loop that comes back after ctx
 	// ended still finds room, and nothing waits on it.
-	beats := make(chan struct{}, len(loops))
-	for i, el := range loops {
+	beats = make(chan struct{}, len(s.loops))
+	for el := range s.loops {
+		n++
 		err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			beats <- struct{}{}
 			return nil
 		}))
 		if err != nil {
-			return fmt.Errorf("event loop %d of %d: %w", i+1, len(loops), err)
+			return nil, 0, fmt.Errorf("event loop %d of %d: %w", n, len(s.loops), err)
 		}
 	}
-	for n := range loops {
-		select {
-		case <-beats:
-		case <-ctx.Done():
-			return fmt.Errorf("%d of %d event loops did not run a task: %w", len(loops)-n, len(loops), ctx.Err())
-		}
-	}
-	return nil
+	return beats, n, nil
 }

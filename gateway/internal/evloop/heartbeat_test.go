@@ -103,3 +103,25 @@ func alive(s *Server, within time.Duration) error {
 	defer cancel()
 	return s.Alive(ctx)
 }
+
+// TestAliveHandsNothingOnceShutDown: gnet calls OnShutdown, then closes the
+// loops' pollers and their eventfds, and only then refuses Execute; a task
+// handed to a loop in between wrote to a closed descriptor, or to whatever
+// socket or file had just been given its number. The kubelet probes the
+// admin listener, which outlives the loops, through a whole shutdown, so
+// Alive must stop handing out tasks when OnShutdown runs, as the ticker
+// does. Before, Alive after OnShutdown handed every loop a task (and said
+// alive).
+func TestAliveHandsNothingOnceShutDown(t *testing.T) {
+	addr, s := startServerS(t, proxy.Options{}, Options{Loops: 2})
+	if r := roundTrips(t, addr, "GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n", 1)[0]; r.StatusCode() != 200 {
+		t.Fatalf("a first client: %d %q", r.StatusCode(), r.Body())
+	}
+	if err := alive(s, 5*time.Second); err != nil {
+		t.Fatalf("Alive while serving: %v, want nil", err)
+	}
+	s.OnShutdown(gnet.Engine{}) // what gnet calls first when the engine stops
+	if err := alive(s, 5*time.Second); !errors.Is(err, errStopped) {
+		t.Fatalf("Alive once OnShutdown ran: %v, want %v", err, errStopped)
+	}
+}
