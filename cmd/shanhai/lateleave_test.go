@@ -28,25 +28,8 @@ import (
 // against the run's own etcd that is a WARN, against any other still a
 // failure, and another part's failure is still reported beside it.
 func TestLateDeregistrationAgainstOwnEtcd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the embedded infrastructure")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	in, err := StartInfra(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := false // by the Platform.Stop below; a second Close panics
-	t.Cleanup(func() {
-		if !closed {
-			in.Close()
-		}
-	})
-	var logs testenv.LogBuffer
-	prev := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
-	t.Cleanup(func() { slog.SetDefault(prev) })
+	f := startLateLeave(t)
+	ctx, in, logs := f.ctx, f.in, &f.logs
 
 	// Not the run's etcd (Infra nil, as in a -native run): still a failure.
 	notOwn := &Platform{Parts: map[string]*Part{"user": silencedPart(ctx, t, in, "user")}}
@@ -62,8 +45,8 @@ func TestLateDeregistrationAgainstOwnEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	own := &Platform{Infra: in, Parts: map[string]*Part{"user": silencedPart(ctx, t, in, "user"), "order": failing}}
-	closed = true
-	err = own.Stop()
+	f.stopped = true
+	err := own.Stop()
 	if err == nil || !strings.Contains(err.Error(), "outbox not flushed") {
 		t.Fatalf("Stop = %v, want order's failure", err)
 	}
@@ -73,6 +56,38 @@ func TestLateDeregistrationAgainstOwnEtcd(t *testing.T) {
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "part=user") {
 		t.Errorf("no WARN for user's late deregistration; log:\n%s", logs.String())
 	}
+}
+
+// lateLeaveRun is what both late-deregistration tests start with: the
+// embedded infrastructure, and slog's default log captured for the WARN.
+type lateLeaveRun struct {
+	ctx     context.Context
+	in      *Infra
+	logs    testenv.LogBuffer
+	stopped bool // by a Platform.Stop, which closes in; a second Close panics
+}
+
+func startLateLeave(t *testing.T) *lateLeaveRun {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts the embedded infrastructure")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	in, err := StartInfra(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &lateLeaveRun{ctx: ctx, in: in}
+	t.Cleanup(func() {
+		if !f.stopped {
+			in.Close()
+		}
+	})
+	prev := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&f.logs, nil)))
+	t.Cleanup(func() { slog.SetDefault(prev) })
+	return f
 }
 
 // silencedPart runs a hosted part, a pkg/server server registered in in's
@@ -120,25 +135,8 @@ func TestLateDeregistrationOfAChildAgainstOwnEtcd(t *testing.T) {
 		runChildPart()
 		return
 	}
-	if testing.Short() {
-		t.Skip("starts the embedded infrastructure")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	in, err := StartInfra(ctx, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	closed := false // by the Platform.Stop below; a second Close panics
-	t.Cleanup(func() {
-		if !closed {
-			in.Close()
-		}
-	})
-	var logs testenv.LogBuffer
-	prev := slog.Default()
-	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
-	t.Cleanup(func() { slog.SetDefault(prev) })
+	f := startLateLeave(t)
+	ctx, in, logs := f.ctx, f.in, &f.logs
 	logDir := t.TempDir()
 
 	notOwn := &Platform{LogDir: logDir, Parts: map[string]*Part{"user": childPart(ctx, t, in, logDir, "user", "late")}}
@@ -150,8 +148,8 @@ func TestLateDeregistrationOfAChildAgainstOwnEtcd(t *testing.T) {
 		"user":  childPart(ctx, t, in, logDir, "user", "late"),
 		"order": childPart(ctx, t, in, logDir, "order", "fail"),
 	}}
-	closed = true
-	err = own.Stop()
+	f.stopped = true
+	err := own.Stop()
 	if err == nil || !strings.Contains(err.Error(), "stop order: exit status 1") {
 		t.Fatalf("Stop = %v, want order's failed stop", err)
 	}
