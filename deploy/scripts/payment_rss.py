@@ -13,13 +13,11 @@ relayed. Needs python3 and psql.
     CGO_ENABLED=0 go build -trimpath -tags nosqlite,nomsgpack -ldflags="-s -w" -o /tmp/payment ./services/payment/cmd/payment
     python3 deploy/scripts/payment_rss.py /tmp/payment 5
 """
-import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -27,24 +25,11 @@ from urllib.parse import urlparse
 
 from gateway_rss import Peak, print_burst, status, wait_ready  # this directory is the script's, so first on sys.path
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import jwks_stub  # noqa: E402  the key set the service fetches before it is ready: no request here carries a token
+
 HTTP, ADMIN = 28083, 29083
 ORDERS = 2000
-# A key set for the JWKS the service fetches before it is ready (RFC 8032's first test vector's public key): no
-# request here carries a token.
-JWKS = json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "rss", "alg": "EdDSA", "use": "sig",
-                             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}).encode()
-
-
-class JWKSHandler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(JWKS)
-
-    def log_message(self, *args):
-        pass
-
 
 def nats_conn():
     u = urlparse(os.environ.get("NATS_URL", "nats://127.0.0.1:14222"))
@@ -151,8 +136,7 @@ def run(binary, i, jwks_port):
 
 def main():
     binary, runs = sys.argv[1], int(sys.argv[2])
-    jwks = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JWKSHandler)
-    threading.Thread(target=jwks.serve_forever, daemon=True).start()
+    jwks = jwks_stub.serve("rss")
     results = [run(binary, i, jwks.server_port) for i in range(runs)]
     print_burst(results)
 
