@@ -60,7 +60,6 @@ the ready time on a loaded machine.
 import argparse
 import glob
 import http.client
-import http.server
 import json
 import os
 import re
@@ -71,7 +70,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime
@@ -165,24 +163,10 @@ elif args.against:
     subprocess.run(["tar", "-x", "-C", old_src], input=archive, check=True)
     variants = {"old": old_src, "new": variants["new"]}
 
-# A stub JWKS: the verifier only needs a parseable key set to be ready.
-jwks = json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "bench", "alg": "EdDSA", "use": "sig",
-                             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}).encode()
-
-
-class JWKS(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(jwks)
-
-    def log_message(self, *a):
-        pass
-
-
-# The private half of the stub's key (RFC 8032's first test vector), to sign --requests' token.
-BENCH_KEY_D = "nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"
+# A stub JWKS (scripts/jwks_stub.py): the verifier only needs a parseable key set to be ready; its key's private
+# half signs --requests' token.
+sys.path.insert(0, os.path.join(root, "scripts"))
+import jwks_stub  # noqa: E402
 
 
 def bench_token():
@@ -190,7 +174,7 @@ def bench_token():
     import base64
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # only --requests needs it
     b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
-    key = Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(BENCH_KEY_D + "="))
+    key = Ed25519PrivateKey.from_private_bytes(base64.urlsafe_b64decode(jwks_stub.KEY_D + "="))
     head = b64(json.dumps({"alg": "EdDSA", "kid": "bench", "typ": "JWT"}).encode())
     body = b64(json.dumps({"sub": str(uuid.uuid4()), "iss": "shanhai-user", "exp": int(time.time()) + 3600}).encode())
     return (head + b"." + body + b"." + b64(key.sign(head + b"." + body))).decode()
@@ -218,8 +202,7 @@ def status_kib(pid):
         return {l.split(":")[0]: int(l.split()[1]) for l in f if l.startswith(("VmRSS:", "RssAnon:", "RssFile:"))}
 
 
-jwks_srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JWKS)
-threading.Thread(target=jwks_srv.serve_forever, daemon=True).start()
+jwks_srv = jwks_stub.serve("bench")
 
 
 def delete_stream(name):
