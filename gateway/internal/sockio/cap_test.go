@@ -75,3 +75,33 @@ func TestListenerCapRefusesOverMax(t *testing.T) {
 		t.Fatalf("%v refused after a place was freed", a)
 	}
 }
+
+// With no Full answer (the TLS listener: plain bytes before a handshake
+// are garbage to the client) a connection over the cap is closed without a
+// byte.
+func TestListenerCapWithoutAnswerClosesSilently(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Listener{Listener: inner, Cap: &Cap{Max: 0}}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp", inner.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if got, err := io.ReadAll(c); err != nil || len(got) != 0 {
+		t.Fatalf("read %q, %v; want nothing, then EOF", got, err)
+	}
+}
