@@ -6,9 +6,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"github.com/valyala/fasthttp"
-
-	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 )
 
 // The cap on client connections (Options.MaxClients) bounds what the
@@ -67,14 +64,4 @@ func (s *Server) admit(c gnet.Conn) ([]byte, gnet.Action) {
 	s.connsRefused.add(s.o.Log, "connection refused: the event loops hold as many client connections as they may",
 		"peer", c.RemoteAddr().String(), "max_conns", s.o.MaxClients, "env", "GATEWAY_LOOP_MAX_CONNS")
 	return s.fullAnswer, gnet.Close
-}
-
-// connsFullAnswer is the answer to a client over the cap, written before
-// its connection is closed: proxy's 503 gateway-busy, made once.
-func connsFullAnswer() []byte {
-	var req fasthttp.Request
-	var resp fasthttp.Response
-	proxy.Reject(&req, &resp, proxy.ErrConnsFull)
-	resp.SetConnectionClose()
-	return []byte(resp.String())
 }

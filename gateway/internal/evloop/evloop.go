@@ -186,7 +186,7 @@ func New(o Options) *Server {
 	}
 	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{})}
 	s.budget.limit = o.HeldBytes
-	s.fullAnswer = connsFullAnswer()
+	s.fullAnswer = proxy.ConnsFullAnswer() // the fasthttp transport's bytes too (sockio.Cap)
 	for _, p := range o.AdminPaths {
 		s.admin[p] = true
 	}
