@@ -8,7 +8,8 @@ import (
 // refuses is a row the products table refuses too, on both dialects, so a
 // catalogue read from the database always passes Check (and can be cached).
 // The table took an empty SKU, name or currency (TEXT NOT NULL allows ”)
-// until migration 0005.
+// until migration 0005, and on SQLite a NULL SKU or a price that is no
+// integer until 0006.
 func TestProductsTableRefusesWhatCheckRefuses(t *testing.T) {
 	for dialect, db := range stores(t) {
 		t.Run(dialect, func(t *testing.T) {
@@ -19,6 +20,8 @@ func TestProductsTableRefusesWhatCheckRefuses(t *testing.T) {
 				"zero price":     `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', 'Fan', 0, 'EUR')`,
 				"negative price": `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', 'Fan', -1, 'EUR')`,
 				"sku twice":      `INSERT INTO products (sku, name, price_cents, currency) VALUES ('INK-SET', 'Ink', 500, 'EUR')`,
+				"null sku":       `INSERT INTO products (sku, name, price_cents, currency) VALUES (NULL, 'Fan', 500, 'EUR')`,
+				"text price":     `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', 'Fan', 'abc', 'EUR')`,
 				"null name":      `INSERT INTO products (sku, name, price_cents, currency) VALUES ('FAN', NULL, 500, 'EUR')`,
 				"currency wiped": `UPDATE products SET currency = '' WHERE sku = 'INK-SET'`,
 				"sku wiped":      `UPDATE products SET sku = '' WHERE sku = 'INK-SET'`,
