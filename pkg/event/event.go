@@ -4,6 +4,10 @@
 // Binary mode keeps the payload untouched as the message value and carries the attributes as headers (ce_id, ce_type, ...),
 // so brokers, bridges and archives can route and dedup on headers without parsing JSON. The mapping follows the CloudEvents
 // Kafka protocol binding; the same header names are reused on NATS and Pulsar by the bridge.
+//
+// One departure from CloudEvents: time is required, as id, type and source are (Validate, FromHeaders). The
+// specification makes it optional, but every producer of the platform writes it (New), so a message without one is
+// not the platform's, and a consumer would date its fact to year 1; the bridge dead-letters it as an invalid envelope.
 package event
 
 import (
