@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -368,3 +369,48 @@ func TestRetryNotSentForLackOfTimeIsNotCharged(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestRetryNotSentRefundsItsOwnChargeOnce: the refund for a retry
+// deadline.Transport did not send is that retry's charge, once, whether
+// ErrExpired comes bare or inside an http.Client's *url.Error; an attempt
+// that was no retry (the first) refunds nothing, which would hand back
+// another caller's retry.
+func TestRetryNotSentRefundsItsOwnChargeOnce(t *testing.T) {
+	wrapped := &url.Error{Op: "Get", URL: "http://upstream.invalid/", Err: deadline.ErrExpired}
+	for _, tc := range []struct {
+		name    string
+		expired int   // the attempt that comes back expired
+		err     error // as it comes back
+	}{
+		{"first attempt", 1, deadline.ErrExpired},
+		{"first attempt, in a url.Error", 1, wrapped},
+		{"retry", 2, deadline.ErrExpired},
+		{"retry, in a url.Error", 2, wrapped},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := NewBudget(0, 2, time.Second) // two retries in the window
+			clockOf(b)                        // one window for everything below
+			if !b.Withdraw() {                // another caller's retry, sent
+				t.Fatal("the budget refused the first of its two retries")
+			}
+			attempt := 0
+			err := Do(context.Background(), noSleep(Policy{Attempts: 3}), b, func(context.Context) error {
+				if attempt++; attempt == tc.expired {
+					return tc.err
+				}
+				return errUpstream
+			})
+			if !errors.Is(err, deadline.ErrExpired) || attempt != tc.expired {
+				t.Fatalf("err %v after %d attempts: want ErrExpired after %d", err, attempt, tc.expired)
+			}
+			// Left: one retry (this Do's, refunded; or never taken). None left
+			// is no refund; two is the other caller's handed back too.
+			if !b.Withdraw() {
+				t.Fatal("no retry left: this Do's unsent retry stayed charged")
+			}
+			if b.Withdraw() {
+				t.Fatal("two retries left: the other caller's retry was refunded too")
+			}
+		})
+	}
+}
