@@ -338,7 +338,9 @@ func TestRefundGivesTheRetryBack(t *testing.T) {
 // TestRetryNotSentForLackOfTimeIsNotCharged: behind retry.Transport,
 // deadline.Transport refuses to send an attempt with under a millisecond
 // left (ErrExpired). A backoff that used up the time left made the retry one
-// the upstream never got, and Do kept it charged to the budget.
+// the upstream never got, and Do kept it charged to the budget; and the
+// caller got that ErrExpired instead of the upstream's 503, the answer it
+// gets when Do sees beforehand that a retry cannot finish in time.
 func TestRetryNotSentForLackOfTimeIsNotCharged(t *testing.T) {
 	b := NewBudget(0, 1, time.Second) // one retry in the window
 	clockOf(b)                        // its clock stands still: both calls fall in one window
@@ -346,7 +348,7 @@ func TestRetryNotSentForLackOfTimeIsNotCharged(t *testing.T) {
 	var sent atomic.Int32
 	up := roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		sent.Add(1)
-		return &http.Response{StatusCode: http.StatusServiceUnavailable, Body: http.NoBody, Request: r}, nil
+		return &http.Response{StatusCode: http.StatusServiceUnavailable, Body: io.NopCloser(strings.NewReader("warming up")), Request: r}, nil
 	})
 	p := Policy{Attempts: 2, Base: time.Nanosecond}
 	p.sleep = func(ctx context.Context, _ time.Duration) error {
@@ -358,8 +360,14 @@ func TestRetryNotSentForLackOfTimeIsNotCharged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://upstream.invalid/", nil)
-	if _, err := client.Do(req); !errors.Is(err, deadline.ErrExpired) || sent.Load() != 1 {
-		t.Fatalf("err %v after %d sent: want the retry refused by deadline.Transport, one attempt sent", err, sent.Load())
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%v after %d sent: want the upstream's 503, the retry refused by deadline.Transport", err, sent.Load())
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || string(body) != "warming up" || sent.Load() != 1 {
+		t.Fatalf("status %d body %q after %d sent: want the 503 with its body, one attempt sent", resp.StatusCode, body, sent.Load())
 	}
 	if !b.Withdraw() {
 		t.Fatal("the retry deadline.Transport did not send was charged to the budget")

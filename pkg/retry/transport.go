@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
+	"github.com/shanhai-dev/shanhai/pkg/deadline"
 )
 
 // Transport retries idempotent requests (see Idempotent) whose attempt failed
 // the way breaker.IsFailure defines — connect errors, resets, timeouts, 502,
 // 503, 504 — within p and b. Other requests pass through untouched. When the
 // retries run out on a 5xx the caller gets that last response, not an error,
-// so a proxy can relay it. An answer's Retry-After is honoured: the retry
+// so a proxy can relay it; likewise when deadline.Transport below refuses to
+// send the retry for lack of time. An answer's Retry-After is honoured: the retry
 // waits at least that long, and a delay longer than p.Max ends the retries
 // with that answer (see Do).
 func Transport(rt http.RoundTripper, p Policy, b *Budget) http.RoundTripper {
@@ -79,10 +81,16 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	var resp *http.Response
 	attempt := 0
 	err := Do(req.Context(), t.p, t.b, func(ctx context.Context) error {
-		if resp != nil { // a retried 5xx: free its connection, if release left it busy
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-			_ = resp.Body.Close()
-			resp = nil
+		// prev is the retried 5xx, kept for the caller in case this retry
+		// is not sent; one release left on its connection is freed first.
+		prev := resp
+		resp = nil
+		if prev != nil {
+			if _, held := prev.Body.(heldBody); held {
+				_, _ = io.Copy(io.Discard, io.LimitReader(prev.Body, 64<<10))
+				_ = prev.Body.Close()
+				prev = nil
+			}
 		}
 		attempt++
 		r := req
@@ -98,6 +106,14 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		res, err := t.next.RoundTrip(r)
 		if err != nil {
+			if errors.Is(err, deadline.ErrExpired) {
+				// Not sent: too little time was left (deadline.Transport
+				// below). The last attempt is still the 5xx, which the
+				// caller gets, as when Do sees that a retry cannot finish
+				// in time; with the error alone the upstream's answer was
+				// lost to a deadline that had not quite passed.
+				resp = prev
+			}
 			return err
 		}
 		resp = res
