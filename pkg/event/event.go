@@ -205,8 +205,8 @@ func (e *AttributeError) Is(target error) bool { return target == ErrInvalid }
 
 // FromHeaders rebuilds an envelope from binary-mode headers and the message value. It rejects a missing or unsupported
 // ce_specversion, a missing ce_id, ce_type, ce_source or ce_time, a ce_source that is not a URI reference, a ce_time
-// that is not RFC 3339, a content-type other than JSON, and data that is not valid JSON; each with an *AttributeError naming the
-// attribute.
+// that is not RFC 3339 or is the zero time, a content-type other than JSON, and data that is not valid JSON; each with an
+// *AttributeError naming the attribute.
 func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 	switch v, ok := h[HeaderSpecVersion]; {
 	case !ok || v == "":
@@ -230,6 +230,11 @@ func FromHeaders(h map[string]string, data []byte) (Envelope, error) {
 		t, err := parseTime(ts)
 		if err != nil {
 			return Envelope{}, &AttributeError{Name: HeaderTime, Reason: "not RFC 3339: " + quote(ts)}
+		}
+		if t.IsZero() {
+			// Validate would call it missing: the header is there, holding
+			// the zero time, which Envelope cannot tell from none.
+			return Envelope{}, &AttributeError{Name: HeaderTime, Reason: "the zero time, as good as none: " + quote(ts)}
 		}
 		e.Time = t.UTC()
 	}

@@ -312,3 +312,15 @@ func TestValidateRequiresTime(t *testing.T) {
 		t.Fatalf("err %v: want ce_time missing", err)
 	}
 }
+
+// TestFromHeadersNamesAZeroTime: a ce_time holding the zero time
+// (0001-01-01T00:00:00Z) was refused as "missing", sending whoever read the
+// dead letter to look for a header that is there.
+func TestFromHeadersNamesAZeroTime(t *testing.T) {
+	h := map[string]string{"ce_specversion": "1.0", "ce_id": "1", "ce_type": "t", "ce_source": "/s", "ce_time": "0001-01-01T00:00:00Z"}
+	_, err := event.FromHeaders(h, nil)
+	var ae *event.AttributeError
+	if !errors.As(err, &ae) || ae.Name != event.HeaderTime || ae.Reason == "missing" || !strings.Contains(ae.Reason, "0001-01-01") {
+		t.Fatalf("err %v: want ce_time refused as the zero time it holds, not as missing", err)
+	}
+}
