@@ -26,23 +26,33 @@ func TestLivenessOnTheAdminListenerWhenFull(t *testing.T) {
 	if body := adminGet(t, g, "/healthz"); body != "ok" {
 		t.Fatalf("admin /healthz: %q, want ok", body)
 	}
-	// Silent clients, as many as the cap. The start's readiness client may
-	// still hold a place, so one of them may be refused and closed, and
-	// the place is free again once that client goes: a probe admitted
-	// then is answered and kept open (keep-alive), holding the place, and
-	// the next probe asks again.
-	for range maxConns {
-		c := dialRaw(t, g.Addr)
-		defer c.Close()
+	fillCap(t, g.Addr, maxConns)
+	if body := adminGet(t, g, "/healthz"); body != "ok" {
+		t.Fatalf("admin /healthz with the cap full: %q, want ok", body)
 	}
-	var admitted []net.Conn
-	defer func() {
-		for _, c := range admitted {
+}
+
+// fillCap holds maxConns silent clients on the gateway at addr (its
+// GATEWAY_LOOP_MAX_CONNS), until the test ends, and returns the answer to
+// the first probe it refuses, as a kubelet's would be (503 gateway-busy).
+// The start's readiness client may still hold a place, so one of the
+// silent clients may be refused and closed, and the place is free again
+// once that client goes: a probe admitted then is answered and kept open
+// (keep-alive), holding the place, and the next probe asks again.
+func fillCap(t *testing.T, addr string, maxConns int) *rawAnswer {
+	t.Helper()
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
 			c.Close()
 		}
-	}()
+	})
+	for range maxConns {
+		held = append(held, dialRaw(t, addr))
+	}
+	var refused *rawAnswer
 	eventually(t, 5*time.Second, "the public port refusing a probe with the cap full", func() bool {
-		c, err := net.Dial("tcp", g.Addr)
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			return false
 		}
@@ -51,12 +61,11 @@ func TestLivenessOnTheAdminListenerWhenFull(t *testing.T) {
 		a, err := readAnswer(bufio.NewReader(c))
 		if err == nil && a.Status == http.StatusServiceUnavailable && a.problem() == "gateway-busy" {
 			c.Close()
+			refused = a
 			return true
 		}
-		admitted = append(admitted, c)
+		held = append(held, c)
 		return false
 	})
-	if body := adminGet(t, g, "/healthz"); body != "ok" {
-		t.Fatalf("admin /healthz with the cap full: %q, want ok", body)
-	}
+	return refused
 }
