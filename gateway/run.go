@@ -356,19 +356,24 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 	// Raw socket calls (internal/sockio), and the cap on client
 	// connections the event loop has too (GATEWAY_LOOP_MAX_CONNS):
 	// fasthttp's own, Server.Concurrency, is 262,144 by default.
-	var warned atomic.Int64 // unix ns of the last refusal logged: one line per 10 s at most
+	// Refusals are counted and logged as the event loop's are, under its
+	// metric names (proxy.ExportClientConns).
+	var refused proxy.Refusals
 	busy := proxy.ConnsFullAnswer()
 	if cfg.TLSCertFile != "" {
 		busy = nil // plain bytes to a TLS client are garbage to it: closed without a word
 	}
-	ln = sockio.Listener{Listener: ln, Cap: &sockio.Cap{Max: int64(cfg.LoopMaxConns), Full: busy,
+	clients := &sockio.Cap{Max: int64(cfg.LoopMaxConns), Full: busy,
 		Refused: func(peer net.Addr) {
-			now, last := time.Now().UnixNano(), warned.Load()
-			if now-last >= int64(10*time.Second) && warned.CompareAndSwap(last, now) {
-				log.Warn("connection refused: the gateway holds as many client connections as it may",
-					"peer", peer.String(), "max_conns", cfg.LoopMaxConns, "env", "GATEWAY_LOOP_MAX_CONNS")
-			}
-		}}}
+			refused.Note(log, "connection refused: the gateway holds as many client connections as it may",
+				"peer", peer.String(), "max_conns", cfg.LoopMaxConns, "env", "GATEWAY_LOOP_MAX_CONNS")
+		}}
+	ln = sockio.Listener{Listener: ln, Cap: clients}
+	if reg, err := proxy.ExportClientConns(otel.GetMeterProvider(), clients.Open, &refused); err != nil {
+		otel.Handle(err) // the gateway serves without the metric, as without the others
+	} else {
+		defer func() { _ = reg.Unregister() }()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCertFile != "" {

@@ -28,9 +28,9 @@ import (
 // 413: the request is not too large (it fits the body limit, and would be
 // taken on a quieter gateway), the gateway is busy.
 type budget struct {
-	limit   int64        // bytes; 0: unbounded
-	held    atomic.Int64 // bytes charged now, over all connections
-	refused refusals     // connections refused since the start
+	limit   int64          // bytes; 0: unbounded
+	held    atomic.Int64   // bytes charged now, over all connections
+	refused proxy.Refusals // connections refused since the start
 }
 
 // move sets a connection's charge (*charged) to n bytes. A growth that
@@ -112,10 +112,10 @@ func (l *loop) hold(cl *client) gnet.Action {
 	return gnet.None
 }
 
-// refused counts a refusal and logs it at WARN, once per warnEvery.
+// refused counts a refusal and logs it at WARN, once per proxy.RefusalWarnEvery.
 func (s *Server) refused(cl *client) {
 	b := &s.budget
-	b.refused.add(s.o.Log, "request refused: the event loops hold their budget of request bytes",
+	b.refused.Note(s.o.Log, "request refused: the event loops hold their budget of request bytes",
 		"peer", cl.peer.String(), "held_bytes", b.held.Load(), "budget_bytes", b.limit, "env", "GATEWAY_LOOP_HELD_BYTES")
 }
 

@@ -1,10 +1,6 @@
 package evloop
 
 import (
-	"log/slog"
-	"sync/atomic"
-	"time"
-
 	"github.com/panjf2000/gnet/v2"
 )
 
@@ -28,30 +24,6 @@ import (
 // sends) for up to Linger, which is what the cap is there to refuse; a
 // client that sent its request before the answer may see a reset instead.
 
-// refusals counts refusals of one kind; warn logs them at WARN at most
-// once per warnEvery, so a flood of hostile clients cannot flood the log.
-type refusals struct {
-	atomic.Int64 // refusals since the start
-	// warned is when the last WARN was logged (unix ns), and logged how
-	// many refusals had been counted then.
-	warned, logged atomic.Int64
-}
-
-// warnEvery spaces the WARN lines of refusals.
-const warnEvery = 10 * time.Second
-
-// add counts a refusal and logs msg with attrs and the refusals since the
-// last line, unless one was logged within warnEvery.
-func (r *refusals) add(log *slog.Logger, msg string, attrs ...any) {
-	n := r.Add(1)
-	now := time.Now().UnixNano()
-	last := r.warned.Load()
-	if now-last < int64(warnEvery) || !r.warned.CompareAndSwap(last, now) {
-		return
-	}
-	log.Warn(msg, append(attrs, "refused", n-r.logged.Swap(n))...)
-}
-
 // admit counts a client connection opened; when the cap leaves no room
 // for it, it is refused, uncounted: admit gives the answer for OnOpen to
 // write and gnet.Close.
@@ -61,7 +33,7 @@ func (s *Server) admit(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.None
 	}
 	s.conns.Add(-1)
-	s.connsRefused.add(s.o.Log, "connection refused: the event loops hold as many client connections as they may",
+	s.connsRefused.Note(s.o.Log, "connection refused: the event loops hold as many client connections as they may",
 		"peer", c.RemoteAddr().String(), "max_conns", s.o.MaxClients, "env", "GATEWAY_LOOP_MAX_CONNS")
 	return s.fullAnswer, gnet.Close
 }

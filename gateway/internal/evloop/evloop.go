@@ -138,7 +138,7 @@ type Server struct {
 	// connsRefused those refused over MaxClients; fullAnswer is their
 	// answer.
 	conns        atomic.Int64
-	connsRefused refusals
+	connsRefused proxy.Refusals
 	fullAnswer   []byte
 
 	mu  sync.Mutex

@@ -1,0 +1,71 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+)
+
+// The fasthttp transport's cap on client connections (sockio.Cap) refused
+// unmetered, and logged a line without the count since the last one: an
+// operator on that transport (every TLS gateway) saw a full gateway only
+// in a WARN every 10 s. Its connections and refusals are exported under
+// the event loop's names, and its lines count as the loop's do.
+func TestClientConnsAreExported(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	var refused Refusals
+	open := int64(3)
+	reg, err := ExportClientConns(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)), func() int64 { return open }, &refused)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	for range 3 {
+		refused.Note(log, "connection refused", "env", "GATEWAY_LOOP_MAX_CONNS")
+	}
+	if lines := strings.Count(logs.String(), "\n"); lines != 1 || !strings.Contains(logs.String(), "refused=1") {
+		t.Errorf("three refusals within %v logged %d lines, want one saying refused=1:\n%s", RefusalWarnEvery, lines, logs.String())
+	}
+
+	got := collectClientConns(t, reader)
+	if got["shanhai.gateway.loop.conns"] != 3 || got["shanhai.gateway.loop.conns.refusals"] != 3 {
+		t.Errorf("exported %v, want 3 connections held and 3 refused", got)
+	}
+	if err := reg.Unregister(); err != nil {
+		t.Fatal(err)
+	}
+	if got := collectClientConns(t, reader); len(got) != 0 {
+		t.Errorf("still exported after Unregister: %v", got)
+	}
+}
+
+// collectClientConns reads the client connection series: name -> value.
+func collectClientConns(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, mt := range sm.Metrics {
+			switch d := mt.Data.(type) {
+			case metricdata.Gauge[int64]:
+				for _, dp := range d.DataPoints {
+					got[mt.Name] = dp.Value
+				}
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					got[mt.Name] = dp.Value
+				}
+			}
+		}
+	}
+	return got
+}
