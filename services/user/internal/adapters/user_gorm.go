@@ -153,16 +153,25 @@ func (r *UserGorm) take(ctx context.Context, where string, arg string) (user.Use
 	return row.user(), nil
 }
 
-// SetPasswordHash replaces the hash of one account.
-func (r *UserGorm) SetPasswordHash(ctx context.Context, id, hash string) error {
-	res := r.db.WithContext(ctx).Model(&userRow{}).Where("id = ?", id).Update("password_hash", hash)
+// SetPasswordHash replaces the hash of one account if it is still old: one
+// conditional UPDATE, so no lock is held while the caller hashes.
+func (r *UserGorm) SetPasswordHash(ctx context.Context, id, old, hash string) error {
+	db := r.db.WithContext(ctx)
+	res := db.Model(&userRow{}).Where("id = ? AND password_hash = ?", id, old).Update("password_hash", hash)
 	if res.Error != nil {
 		return fmt.Errorf("set password hash of %s: %w", id, res.Error)
 	}
-	if res.RowsAffected == 0 {
+	if res.RowsAffected == 1 {
+		return nil
+	}
+	var n int64
+	if err := db.Model(&userRow{}).Where("id = ?", id).Count(&n).Error; err != nil {
+		return fmt.Errorf("set password hash of %s: %w", id, err)
+	}
+	if n == 0 {
 		return fmt.Errorf("set password hash of %s: %w", id, user.ErrNotFound)
 	}
-	return nil
+	return fmt.Errorf("set password hash of %s: %w", id, user.ErrHashChanged)
 }
 
 // Update locks the row (FOR UPDATE on PostgreSQL; SQLite's single writer

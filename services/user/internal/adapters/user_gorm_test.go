@@ -176,14 +176,22 @@ func TestUserGormSetPasswordHash(t *testing.T) {
 		if err := repo.Add(ctx, u); err != nil {
 			t.Fatal(err)
 		}
-		if err := repo.SetPasswordHash(ctx, "u1", "$argon2id$new"); err != nil {
+		if err := repo.SetPasswordHash(ctx, "u1", u.PasswordHash, "$argon2id$new"); err != nil {
 			t.Fatal(err)
 		}
 		got, _ := repo.ByID(ctx, "u1")
 		if got.PasswordHash != "$argon2id$new" || got.Name != u.Name || got.Email != u.Email {
 			t.Fatalf("after SetPasswordHash: %+v", got)
 		}
-		if err := repo.SetPasswordHash(ctx, "nobody", "x"); !errors.Is(err, user.ErrNotFound) {
+		// Over a hash replaced meanwhile (the old one read before): refused,
+		// the stored one kept.
+		if err := repo.SetPasswordHash(ctx, "u1", u.PasswordHash, "$argon2id$stale"); !errors.Is(err, user.ErrHashChanged) {
+			t.Fatalf("over a replaced hash: %v", err)
+		}
+		if got, _ := repo.ByID(ctx, "u1"); got.PasswordHash != "$argon2id$new" {
+			t.Fatalf("a stale write replaced the hash: %q", got.PasswordHash)
+		}
+		if err := repo.SetPasswordHash(ctx, "nobody", "x", "y"); !errors.Is(err, user.ErrNotFound) {
 			t.Fatalf("unknown id: %v", err)
 		}
 	})

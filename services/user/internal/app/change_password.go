@@ -71,7 +71,9 @@ func (h ChangePasswordHandler) Handle(ctx context.Context, r ChangePassword) err
 	}
 	ctx, cancel := revoking(ctx)
 	defer cancel()
-	if err := d.Users.SetPasswordHash(ctx, u.ID, hash); err != nil {
+	// Only over the hash just verified: a change or a rehash that
+	// committed meanwhile is not overwritten, and this one is retried.
+	if err := d.Users.SetPasswordHash(ctx, u.ID, u.PasswordHash, hash); err != nil {
 		return fmt.Errorf("change password: %w", err)
 	}
 	if err := d.Sessions.RevokeUser(ctx, u.ID, d.Now().UTC()); err != nil {

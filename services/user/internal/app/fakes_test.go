@@ -78,12 +78,15 @@ func (m *memUsers) Update(_ context.Context, id string, fn func(*user.User) erro
 	return u, nil
 }
 
-func (m *memUsers) SetPasswordHash(_ context.Context, id, hash string) error {
+func (m *memUsers) SetPasswordHash(_ context.Context, id, old, hash string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u, ok := m.byID[id]
 	if !ok {
 		return user.ErrNotFound
+	}
+	if u.PasswordHash != old {
+		return user.ErrHashChanged
 	}
 	u.PasswordHash = hash
 	m.byID[id] = u

@@ -99,7 +99,7 @@ func (h LoginHandler) Handle(ctx context.Context, l Login) (Tokens, error) {
 		return Tokens{}, ErrBadCredentials
 	}
 	if raw || h.d.Hasher.NeedsRehash(u.PasswordHash) {
-		h.rehash(ctx, u.ID, password)
+		h.rehash(ctx, u.ID, u.PasswordHash, password)
 	}
 	now := h.d.Now().UTC()
 	rt, secret, err := session.Issue(h.d.NewID(), "", u.ID, now, h.d.RefreshTTL)
@@ -148,13 +148,19 @@ func (h LoginHandler) verifyUnknown(ctx context.Context, typed, normalised strin
 	return err
 }
 
-// rehash upgrades a hash made with older cost settings, or of a password
-// before normalisation. Failing here must
-// not fail the login: the old hash still works and the next login retries.
-func (h LoginHandler) rehash(ctx context.Context, userID, password string) {
+// rehash upgrades old, a hash made with older cost settings, or of a
+// password before normalisation. Failing here must not fail the login: the
+// old hash still works and the next login retries. A hash replaced while
+// this one was made is left alone: a password change that committed
+// meanwhile is not undone by the old password's new hash.
+func (h LoginHandler) rehash(ctx context.Context, userID, old, password string) {
 	hash, err := h.d.Hasher.Hash(ctx, password)
 	if err == nil {
-		err = h.d.Users.SetPasswordHash(ctx, userID, hash)
+		err = h.d.Users.SetPasswordHash(ctx, userID, old, hash)
+	}
+	if errors.Is(err, user.ErrHashChanged) {
+		h.d.Logger.InfoContext(ctx, "password hash upgrade skipped: the hash changed meanwhile", "user_id", userID)
+		return
 	}
 	if err != nil {
 		h.d.Logger.WarnContext(ctx, "password rehash failed", "user_id", userID, "error", err.Error())

@@ -248,6 +248,10 @@ func (h HTTP) fail(c *gin.Context, err error) {
 	case errors.Is(err, app.ErrWrongPassword):
 		problem.Abort(c, http.StatusForbidden, "the current password is wrong",
 			problem.FieldError{Field: "current_password", Detail: "is not the account's password"})
+	case errors.Is(err, user.ErrHashChanged):
+		// Another change (or a login's rehash) committed while this one
+		// hashed; this one stored nothing, and a retry decides.
+		problem.Abort(c, http.StatusConflict, "the password changed while this change was made: try again")
 	case errors.Is(err, app.ErrBadCredentials):
 		problem.Abort(c, http.StatusUnauthorized, "email or password is wrong")
 	case errors.As(err, &tooMany):

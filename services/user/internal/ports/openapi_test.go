@@ -145,7 +145,7 @@ func (s stores) EmailTaken(ctx context.Context, _ string) (bool, error) {
 func (s stores) Update(ctx context.Context, _ string, _ func(*user.User) error) (user.User, error) {
 	return user.User{}, s.fail(ctx, "update user")
 }
-func (s stores) SetPasswordHash(ctx context.Context, _, _ string) error {
+func (s stores) SetPasswordHash(ctx context.Context, _, _, _ string) error {
 	return s.fail(ctx, "set password hash")
 }
 

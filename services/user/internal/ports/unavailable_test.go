@@ -64,7 +64,7 @@ func (d downUsers) EmailTaken(context.Context, string) (bool, error) {
 func (d downUsers) Update(context.Context, string, func(*user.User) error) (user.User, error) {
 	return user.User{}, fmt.Errorf("update user: %w", d.err)
 }
-func (d downUsers) SetPasswordHash(context.Context, string, string) error {
+func (d downUsers) SetPasswordHash(context.Context, string, string, string) error {
 	return fmt.Errorf("set password hash: %w", d.err)
 }
 

@@ -10,6 +10,9 @@ var (
 	ErrNotFound = errors.New("user not found")
 	// ErrEmailTaken means another account already uses the (normalised) email.
 	ErrEmailTaken = errors.New("email already registered")
+	// ErrHashChanged means the password hash was replaced between reading
+	// and writing it (a password change, or a login's rehash).
+	ErrHashChanged = errors.New("password hash changed meanwhile")
 )
 
 // FieldError names the request field a rule rejected.

@@ -20,8 +20,11 @@ type Repository interface {
 	// transaction.
 	Update(ctx context.Context, id string, fn func(*User) error) (User, error)
 	// SetPasswordHash replaces the stored hash, and only the hash (profile
-	// updates never touch it).
-	SetPasswordHash(ctx context.Context, id, hash string) error
+	// updates never touch it), if it is still old, the one the caller
+	// verified a password against; ErrHashChanged if another writer replaced
+	// it meanwhile. Unconditional, a login's rehash of the old password
+	// wrote over a password change that committed while it hashed.
+	SetPasswordHash(ctx context.Context, id, old, hash string) error
 }
 
 // ProfileCache keeps profiles close to the handlers. It is a cache, not a
