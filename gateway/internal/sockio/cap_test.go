@@ -3,6 +3,7 @@ package sockio
 import (
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 )
@@ -104,4 +105,101 @@ func TestListenerCapWithoutAnswerClosesSilently(t *testing.T) {
 	if got, err := io.ReadAll(c); err != nil || len(got) != 0 {
 		t.Fatalf("read %q, %v; want nothing, then EOF", got, err)
 	}
+}
+
+// Each connection gives its place back once, however it is closed: Close
+// from several goroutines at once (fasthttp's idle close racing a
+// shutdown), Close while a Read waits (closed at once, not lingering), and
+// a connection Wrap leaves as it is. A second release would let the
+// listener hold more than Max; run with -race.
+func TestCapReleasesEachConnectionOnce(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capl := &Cap{Max: 64}
+	ln := Listener{Listener: inner, Cap: capl}
+	t.Cleanup(func() { ln.Close() })
+	const n = 16
+	var clients []net.Conn
+	var served []net.Conn
+	for range n {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		served = append(served, s)
+	}
+	if got := capl.Open(); got != n {
+		t.Fatalf("Open() = %d with %d accepted, want %d", got, n, n)
+	}
+	var wg sync.WaitGroup
+	for i, s := range served {
+		if i%2 == 1 { // a Read waiting when Close comes
+			reading := make(chan struct{})
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				close(reading)
+				_, _ = s.Read(make([]byte, 1))
+			}()
+			<-reading
+		}
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = s.Close()
+			}()
+		}
+	}
+	for _, c := range clients { // ends the lingering closes
+		c.Close()
+	}
+	wg.Wait()
+
+	// A connection Wrap leaves as it is (not TCP) is counted too.
+	a, b := net.Pipe()
+	defer b.Close()
+	pipes := Listener{Listener: &oneConn{c: a}, Cap: capl}
+	p, err := pipes.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = p.Close()
+		}()
+	}
+	wg.Wait()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for capl.Open() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("Open() = %d once every connection was closed, want 0", capl.Open())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// oneConn is a listener that hands out c once, then fails.
+type oneConn struct {
+	net.Listener
+	c net.Conn
+}
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	if l.c == nil {
+		return nil, net.ErrClosed
+	}
+	c := l.c
+	l.c = nil
+	return c, nil
 }
