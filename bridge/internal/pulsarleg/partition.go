@@ -304,9 +304,10 @@ type bsession struct {
 	// For bridge_archive_lag (lag): the consumer sequence last delivered, the consumer's pending count JetStream
 	// gave with it, the consumer sequence last acked, and the deliveries so far (watchLag tells a waiting feed by it).
 	delivered, pending, acked, deliveries uint64
-	// read is the consumer's count of messages not acked (NumPending + NumAckPending) at watchLag's last reading, and
-	// readAcked the consumer sequence acked then: read less what was acked since is a floor of the lag (lag).
-	read, readAcked uint64
+	// read is the consumer's count of messages not acked (NumPending + NumAckPending) at watchLag's last reading,
+	// readAcked its ack floor and readDelivered the consumer sequence it had delivered last: until a delivery comes
+	// from after the reading, read less what was acked since is the lag (lag).
+	read, readAcked, readDelivered uint64
 }
 
 // feed pulls in stream order and hands this partition's messages to Pulsar.
@@ -593,21 +594,20 @@ func (s *bsession) ack() {
 	}
 }
 
-// lag sets bridge_archive_lag from the last delivery: what JetStream had not delivered yet when it delivered it, and
-// what was delivered up to it and not acked since; or from watchLag's last reading of the consumer less what was acked
-// since, when that is more. The delivery's count is as of when JetStream sent the message, which the pull buffers
-// until Pulsar lets it through: with Pulsar slow, each ack and delivery set the gauge back to what the stream held
-// then, below the reading, and it ran behind by what the stream took in meanwhile
-// (TestLegBArchiveLagKeepsUpWithASlowPulsar). Both are floors of the lag (a reading may still count an ack the server
-// had not taken yet: at most one ack's worth, until the next reading). Called with s.mu held, so that a delivery and
-// an ack set it in the order they counted.
+// lag sets bridge_archive_lag from whichever is fresher, as JetStream's consumer sequence tells: the last delivery
+// (what JetStream had not delivered yet when it sent it, and what was delivered up to it and not acked since), or
+// watchLag's last reading of the consumer less what was acked since. The delivery's count is as of when JetStream sent
+// the message, which the pull buffers until Pulsar lets it through: with Pulsar slow, each ack and delivery of a
+// message sent before the reading set the gauge back to what the stream held then, below the reading
+// (TestLegBArchiveLagKeepsUpWithASlowPulsar). Nor is the reading a mere floor under the delivery's count: messages the
+// stream removed unarchived after the last delivery (MaxAge, a purge) stayed in the gauge for good, with nothing more
+// to deliver (TestLegBArchiveLagFallsWhenTheStreamDropsWhatWaits). Called with s.mu held, so that a delivery and an
+// ack set it in the order they counted.
 func (s *bsession) lag() {
-	if s.delivered <= s.acked && s.pending == 0 {
-		s.read = 0 // caught up as of the last delivery: an older reading (messages the stream removed since) says nothing
-	}
 	n := int64(s.pending) + int64(s.delivered) - int64(s.acked)
-	if s.acked >= s.readAcked {
-		n = max(n, int64(s.read)-int64(s.acked-s.readAcked))
+	if s.delivered <= s.readDelivered {
+		// An ack the server took before the reading, though s.acked had not caught up with it yet, is counted there.
+		n = int64(s.read) - int64(max(s.acked, s.readAcked)-s.readAcked)
 	}
 	s.p.leg.o.Metrics.ArchiveLag(s.p.route.Topic, s.p.id, max(n, 0))
 }
@@ -653,7 +653,8 @@ func (s *bsession) watchLag(ctx context.Context, cons jetstream.Consumer, done c
 			continue
 		}
 		s.mu.Lock()
-		s.read, s.readAcked = info.NumPending+uint64(info.NumAckPending), s.acked
+		s.read = info.NumPending + uint64(info.NumAckPending)
+		s.readAcked, s.readDelivered = info.AckFloor.Consumer, info.Delivered.Consumer
 		s.lag()
 		s.mu.Unlock()
 	}
