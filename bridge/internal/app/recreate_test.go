@@ -179,16 +179,26 @@ func TestBridgeArchivesATopicRefilledWhileItRuns(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	b, oldID := archiveOld(ctx, t)
+	gens := generations(b)
 
 	b.refill(ctx, t, oldID, 45)
 	if n := streamMsgs(ctx, t, b.nats, b.stream); n != 75 {
 		t.Errorf("the stream holds %d messages, want 75: each of the old topic's 30 and the new one's 45 once", n)
 	}
 	// Each partition's position is reset once: side recreated when the new topic held records past it at the check,
-	// past_end when the check came before the refill.
-	recreated := b.metric(t, "bridge_offset_resets_total{", `side="recreated"`)
-	if v := b.metric(t, "bridge_offset_resets_total{"); v != 3 {
-		t.Errorf("bridge_offset_resets_total = %v, want 3: each partition's position read in the old topic once", v)
+	// past_end when the check came before the refill. Unless the group began a new generation meanwhile (its
+	// partition watcher saw the topic gone: under load, the delete and create took over its 5 s interval): Kafka
+	// dropped the group's committed offsets with the topic, so the new generation reads each partition it had not
+	// reset yet from the first offset, with nothing to reset (0 of 3 once, under -race at load 23).
+	v := b.metric(t, "bridge_offset_resets_total{")
+	rejoined := generations(b) > gens
+	if v > 3 || v < 3 && !rejoined {
+		t.Errorf("bridge_offset_resets_total = %v (a new group generation since the delete: %v), want 3, or at most 3 after a new generation: each partition's position read in the old topic once", v, rejoined)
 	}
-	t.Logf("resets with side recreated: %v of 3", recreated)
+	t.Logf("resets: %v of 3, with side recreated %v; a new group generation since the delete: %v", v, b.metric(t, "bridge_offset_resets_total{", `side="recreated"`), rejoined)
+}
+
+// generations is how many Kafka group generations the bridge has logged.
+func generations(b *bridge) int {
+	return strings.Count(b.log.String(), `"msg":"kafka group generation"`)
 }
