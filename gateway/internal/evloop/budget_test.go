@@ -13,8 +13,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/shanhai-dev/shanhai/gateway/internal/metrictest"
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 )
@@ -177,7 +177,7 @@ func TestHeldBytesReleasedWhenAPausedClientResumes(t *testing.T) {
 func TestBudgetMetricsGoWithTheServer(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	_, s := startServerS(t, proxy.Options{}, Options{HeldBytes: 1 << 20, Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))})
-	if got := budgetSeries(t, reader); len(got) != 4 {
+	if got := metrictest.Int64s(t, reader); len(got) != 4 {
 		t.Fatalf("while serving: %v, want the held and connections gauges and their refusals counters", got)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -186,35 +186,9 @@ func TestBudgetMetricsGoWithTheServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-s.served
-	if got := budgetSeries(t, reader); len(got) != 0 {
+	if got := metrictest.Int64s(t, reader); len(got) != 0 {
 		t.Errorf("after Serve returned the budget still reports %v", got)
 	}
-}
-
-// budgetSeries collects reader once: the budget's metrics with a data point,
-// by name.
-func budgetSeries(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, mt := range sm.Metrics {
-			switch d := mt.Data.(type) {
-			case metricdata.Gauge[int64]:
-				for _, dp := range d.DataPoints {
-					got[mt.Name] = dp.Value
-				}
-			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					got[mt.Name] = dp.Value
-				}
-			}
-		}
-	}
-	return got
 }
 
 // TestHeldBytesBackToZeroAfterMixedTraffic: keep-alive clients pipelining a

@@ -2,13 +2,13 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"strings"
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/metrictest"
 )
 
 // The fasthttp transport's cap on client connections (sockio.Cap) refused
@@ -33,39 +33,14 @@ func TestClientConnsAreExported(t *testing.T) {
 		t.Errorf("three refusals within %v logged %d lines, want one saying refused=1:\n%s", RefusalWarnEvery, lines, logs.String())
 	}
 
-	got := collectClientConns(t, reader)
+	got := metrictest.Int64s(t, reader)
 	if got["shanhai.gateway.loop.conns"] != 3 || got["shanhai.gateway.loop.conns.refusals"] != 3 {
 		t.Errorf("exported %v, want 3 connections held and 3 refused", got)
 	}
 	if err := reg.Unregister(); err != nil {
 		t.Fatal(err)
 	}
-	if got := collectClientConns(t, reader); len(got) != 0 {
+	if got := metrictest.Int64s(t, reader); len(got) != 0 {
 		t.Errorf("still exported after Unregister: %v", got)
 	}
-}
-
-// collectClientConns reads the client connection series: name -> value.
-func collectClientConns(t *testing.T, reader *sdkmetric.ManualReader) map[string]int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]int64{}
-	for _, sm := range rm.ScopeMetrics {
-		for _, mt := range sm.Metrics {
-			switch d := mt.Data.(type) {
-			case metricdata.Gauge[int64]:
-				for _, dp := range d.DataPoints {
-					got[mt.Name] = dp.Value
-				}
-			case metricdata.Sum[int64]:
-				for _, dp := range d.DataPoints {
-					got[mt.Name] = dp.Value
-				}
-			}
-		}
-	}
-	return got
 }
