@@ -166,27 +166,25 @@ func (s *memSessions) Rotate(_ context.Context, old, next session.RefreshToken, 
 }
 
 func (s *memSessions) RevokeUser(_ context.Context, userID string, now time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for h, t := range s.m {
-		if t.UserID == userID && t.RevokedAt == nil {
-			t.RevokedAt = &now
-			s.m[h] = t
-		}
-	}
+	s.revoke(func(t session.RefreshToken) bool { return t.UserID == userID }, now)
 	return nil
 }
 
 func (s *memSessions) RevokeFamily(_ context.Context, family string, now time.Time) error {
+	s.revoke(func(t session.RefreshToken) bool { return t.FamilyID == family }, now)
+	return nil
+}
+
+// revoke revokes each token that match picks and is not revoked yet.
+func (s *memSessions) revoke(match func(session.RefreshToken) bool, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for h, t := range s.m {
-		if t.FamilyID == family && t.RevokedAt == nil {
+		if match(t) && t.RevokedAt == nil {
 			t.RevokedAt = &now
 			s.m[h] = t
 		}
 	}
-	return nil
 }
 
 // plainHasher is reversible on purpose, so tests can tell it was used; it
