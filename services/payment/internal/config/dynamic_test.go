@@ -88,3 +88,29 @@ func TestBadDynamicSettingsAreRejected(t *testing.T) {
 		t.Fatalf("applied %+v; want only the good document", applied)
 	}
 }
+
+// TestBadDynamicSettingsAtStartLeaveTheEnvironments: a document refused
+// while payment runs keeps the last good one; one already in etcd when it
+// starts has none before it, so the initial settings (the environment's)
+// stand, and the start goes on. A misspelt name was applied at start too,
+// as the decline rule off.
+func TestBadDynamicSettingsAtStartLeaveTheEnvironments(t *testing.T) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	key := "/shanhai/test/payment-config/" + svctest.Random(4)
+	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
+	if _, err := cli.Put(t.Context(), key, `{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cent":100000}`); err != nil {
+		t.Fatal(err)
+	}
+	initial := paymentconfig.Dynamic{LatencyMedianMs: 5, LatencyP99Ms: 25, DeclineAboveCents: 100000}
+	v, err := dynconfig.Watch(t.Context(), cli, key, initial)
+	if err != nil {
+		t.Fatalf("Watch with a refused document in etcd: %v; want the start to go on", err)
+	}
+	if got := v.Load(); got.DeclineAboveCents != initial.DeclineAboveCents || v.Revision() != 0 {
+		t.Fatalf("started with %+v at revision %d; want the initial settings %+v", got, v.Revision(), initial)
+	}
+}
