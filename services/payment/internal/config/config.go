@@ -3,12 +3,9 @@
 package config
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
 	"time"
 
 	"github.com/shanhai-dev/shanhai/pkg/config"
@@ -81,32 +78,27 @@ type Dynamic struct {
 }
 
 // UnmarshalJSON refuses a name Dynamic does not have and a name given twice
-// in the document. encoding/json ignores the first and keeps the last of the
-// second, and a field a document does not set takes its zero value (the
-// document is the whole setting, pkg/dynconfig): "decline_above_cent" for
-// "decline_above_cents" turned the decline rule off (any total went to the
-// provider), and "currency" the currency rule, while the log said the
-// document was applied. Refused, the document is bad: pkg/dynconfig logs and
-// counts it and keeps the last good one. The cost: a document naming a
-// field a later release adds is refused by replicas not yet upgraded, which
-// keep their settings until they are; a setting that moves money is not one
-// to drop unread.
+// in the document (jsonkey.Decode). encoding/json ignores the first and
+// keeps the last of the second, and a field a document does not set takes
+// its zero value (the document is the whole setting, pkg/dynconfig):
+// "decline_above_cent" for "decline_above_cents" turned the decline rule off
+// (any total went to the provider), and "currency" the currency rule, while
+// the log said the document was applied. Refused, the document is bad:
+// pkg/dynconfig logs and counts it and keeps the last good one (a replica
+// starting then has none: it runs the environment's settings). The cost: a
+// document naming a field a later release adds is refused by replicas not
+// yet upgraded until they are; a setting that moves money is not one to
+// drop unread.
 //
 // b is one JSON value (encoding/json checks the whole input before calling
-// this), so nothing can follow it; a null leaves d unchanged, as
-// encoding/json's own decoding does.
+// this); a null leaves d unchanged, as encoding/json's own decoding does.
 func (d *Dynamic) UnmarshalJSON(b []byte) error {
 	if string(b) == "null" {
 		return nil
 	}
 	type fields Dynamic // Dynamic's fields without this method
-	if path := jsonkey.Duplicate(b, reflect.TypeFor[fields]()); path != "" {
-		return fmt.Errorf("%s is given more than once", path)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var f fields
-	if err := dec.Decode(&f); err != nil {
+	if err := jsonkey.Decode(b, &f); err != nil {
 		return err
 	}
 	*d = Dynamic(f)
