@@ -23,13 +23,7 @@ import (
 // field) and a name given twice; the last good document stays in force:
 // pkg/dynconfig decodes with the type's UnmarshalJSON and calls its Validate.
 func TestBadDynamicSettingsAreRejected(t *testing.T) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	key := "/shanhai/test/payment-config/" + svctest.Random(4)
-	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
+	cli, key := settingsKey(t)
 	v, err := dynconfig.Watch(t.Context(), cli, key, paymentconfig.Dynamic{LatencyMedianMs: 5, LatencyP99Ms: 25, DeclineAboveCents: 100000})
 	if err != nil {
 		t.Fatal(err)
@@ -95,13 +89,7 @@ func TestBadDynamicSettingsAreRejected(t *testing.T) {
 // stand, and the start goes on. A misspelt name was applied at start too,
 // as the decline rule off.
 func TestBadDynamicSettingsAtStartLeaveTheEnvironments(t *testing.T) {
-	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cli.Close() })
-	key := "/shanhai/test/payment-config/" + svctest.Random(4)
-	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
+	cli, key := settingsKey(t)
 	if _, err := cli.Put(t.Context(), key, `{"latency_median_ms":5,"latency_p99_ms":25,"failure_rate":0,"decline_above_cent":100000}`); err != nil {
 		t.Fatal(err)
 	}
@@ -113,4 +101,18 @@ func TestBadDynamicSettingsAtStartLeaveTheEnvironments(t *testing.T) {
 	if got := v.Load(); got.DeclineAboveCents != initial.DeclineAboveCents || v.Revision() != 0 {
 		t.Fatalf("started with %+v at revision %d; want the initial settings %+v", got, v.Revision(), initial)
 	}
+}
+
+// settingsKey is a client of the test etcd and a settings key of the test's
+// own, deleted when it ends.
+func settingsKey(t *testing.T) (*clientv3.Client, string) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: testenv.Etcd(t), DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	key := "/shanhai/test/payment-config/" + svctest.Random(4)
+	t.Cleanup(func() { _, _ = cli.Delete(context.Background(), key) })
+	return cli, key
 }
