@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"strconv"
 	"unicode/utf8"
 
@@ -71,11 +72,19 @@ func appendJSONBytes(b, s []byte) []byte {
 // ConnsFullAnswer is the whole answer, Connection: close, to a client
 // connection refused over the cap on client connections (ErrConnsFull),
 // for a transport to write before it closes the connection: made once,
-// the same bytes on both transports.
+// the same bytes on both transports. Without a Date: made once, fasthttp's
+// would say the start's time for the gateway's whole life, and a 5xx may
+// go without one (RFC 9110 §6.6.1), a wrong one may not.
 func ConnsFullAnswer() []byte {
 	var req fasthttp.Request
 	var resp fasthttp.Response
 	Reject(&req, &resp, ErrConnsFull)
 	resp.SetConnectionClose()
-	return []byte(resp.String())
+	b := []byte(resp.String())
+	if i := bytes.Index(b, []byte("\r\nDate: ")); i >= 0 {
+		if n := bytes.Index(b[i+2:], []byte("\r\n")); n >= 0 {
+			b = append(b[:i], b[i+2+n:]...)
+		}
+	}
+	return b
 }

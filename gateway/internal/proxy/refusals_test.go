@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"log/slog"
 	"strings"
 	"testing"
 
+	"github.com/valyala/fasthttp"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/metrictest"
@@ -42,5 +44,23 @@ func TestClientConnsAreExported(t *testing.T) {
 	}
 	if got := metrictest.Int64s(t, reader); len(got) != 0 {
 		t.Errorf("still exported after Unregister: %v", got)
+	}
+}
+
+// The answer to a connection over the cap is made once, at the start: a
+// Date in it told every client, for the gateway's whole life, the time it
+// started (a 5xx may go without one, RFC 9110 §6.6.1). It is the 503
+// gateway-busy problem otherwise, and closes the connection.
+func TestConnsFullAnswerHasNoStaleDate(t *testing.T) {
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(bytes.NewReader(ConnsFullAnswer()))); err != nil {
+		t.Fatal(err)
+	}
+	if d := resp.Header.Peek("Date"); d != nil {
+		t.Errorf("the answer made once says Date: %s", d)
+	}
+	if resp.StatusCode() != 503 || !bytes.Contains(resp.Body(), []byte(`problems/gateway-busy"`)) ||
+		len(resp.Header.Peek("Retry-After")) == 0 || !resp.ConnectionClose() {
+		t.Errorf("not the 503 gateway-busy with Retry-After and Connection: close:\n%s", ConnsFullAnswer())
 	}
 }
