@@ -475,17 +475,24 @@ func (s *session) feed(ctx context.Context, r fetcher) error {
 			continue
 		}
 		if letter, bad := p.poison(m); bad {
-			if err := l.o.DLQ.Send(ctx, letter); err != nil {
+			if err := p.deadLetter(ctx, letter); err != nil {
 				return err
 			}
-			p.letter(m.Offset)
-			l.o.Metrics.DLQ(metrics.LegA, letter.Reason)
-			l.o.Logger.Warn("leg A dead letter", "topic", p.route.Topic, "partition", p.id, "offset", m.Offset, "reason", letter.Reason, "detail", letter.Detail)
 			s.tracker.Done(m.Offset)
 			continue
 		}
 
 		msg, span, sctx := p.build(m)
+		if n := headerBytes(msg.Header); n > maxHeaderBytes {
+			// Measured on the message as built, not bounded beforehand: a bound dead-lettered records JetStream took.
+			span.SetStatus(codes.Error, "not published: header section over JetStream's limit")
+			span.End()
+			if err := p.deadLetter(ctx, p.letterOf(m, "too_large", fmt.Sprintf("%d bytes of headers as published, JetStream's limit %d", n, maxHeaderBytes))); err != nil {
+				return err
+			}
+			s.tracker.Done(m.Offset)
+			continue
+		}
 		e0 := l.o.NATS.Stats().Reconnects
 		if e0 != epoch {
 			// Everything in flight went out on the old connection: settle it
@@ -755,8 +762,6 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	case reason != "":
 	case size > l.o.MaxBytes:
 		reason, detail = "too_large", fmt.Sprintf("%d bytes with headers, limit %d", size, l.o.MaxBytes)
-	case size-len(m.Value) > maxHeaderBytes:
-		reason, detail = "too_large", fmt.Sprintf("%d bytes of headers, JetStream's limit %d", size-len(m.Value), maxHeaderBytes)
 	case rej.overtakenBy > 0:
 		reason, detail = "overtaken", fmt.Sprintf("jetstream refused it (%v) and stored offset %d after it; published now it would follow that offset and leg B would drop it", rej.refusal, rej.overtakenBy)
 	case rej.n > l.o.SinkRetries:
@@ -769,6 +774,11 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 	if reason == "" {
 		return dlq.Letter{}, false
 	}
+	return p.letterOf(m, reason, detail), true
+}
+
+// letterOf is the dead letter of record m for reason.
+func (p *partition) letterOf(m kafka.Message, reason, detail string) dlq.Letter {
 	// The record's timestamp and cluster as leg A would have carried them (HeaderTimestamp, HeaderCluster), under the
 	// names a leg B letter has them (dlq.HeaderBridgePrefix): the letter itself is written at the time it is
 	// dead-lettered, and without them a replay after the source topic's retention could not give the record its time.
@@ -780,7 +790,19 @@ func (p *partition) poison(m kafka.Message) (dlq.Letter, bool) {
 		bridge = append(bridge, kafka.Header{Key: HeaderTopicID, Value: []byte(p.topicID)})
 	}
 	return dlq.Letter{Leg: metrics.LegA, Reason: reason, Detail: detail, Topic: m.Topic, Partition: m.Partition,
-		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: m.Headers, Bridge: bridge}, true
+		Offset: m.Offset, Key: m.Key, Value: m.Value, Headers: m.Headers, Bridge: bridge}
+}
+
+// deadLetter writes letter to the DLQ, remembers its offset as lettered, counts and logs it.
+func (p *partition) deadLetter(ctx context.Context, letter dlq.Letter) error {
+	l := p.leg
+	if err := l.o.DLQ.Send(ctx, letter); err != nil {
+		return err
+	}
+	p.letter(letter.Offset)
+	l.o.Metrics.DLQ(metrics.LegA, letter.Reason)
+	l.o.Logger.Warn("leg A dead letter", "topic", p.route.Topic, "partition", p.id, "offset", letter.Offset, "reason", letter.Reason, "detail", letter.Detail)
+	return nil
 }
 
 // carriedSize is at least what NATS counts against max_payload (header section and data) for m as build publishes it,
@@ -807,11 +829,24 @@ func carriedSize(m kafka.Message, cluster, topicID string) int {
 
 // maxHeaderBytes is the largest header section JetStream stores (nats-server refuses a larger one with error 10097,
 // "header size exceeds maximum allowed of 64k", whatever max_payload and BRIDGE_MAX_MESSAGE_BYTES allow). A record
-// whose headers come to more as carried goes to the DLQ when it is fetched: published, it was refused, the session
-// failed and the partition restarted, republishing what followed it, until it had been refused BRIDGE_SINK_RETRIES
-// times or the records behind it had overtaken it. carriedSize's bound on leg A's own headers may send one up to a
-// few hundred bytes under the limit to the DLQ too.
+// whose header section as built is larger goes to the DLQ (too_large) before it is published: published, it was
+// refused, the session failed and the partition restarted, republishing what followed it, until it had been refused
+// BRIDGE_SINK_RETRIES times or the records behind it had overtaken it. The section is measured on the built message
+// (headerBytes), not bounded from the record as carriedSize is: the bound counts leg A's own headers at their
+// longest, and sent records up to a few hundred bytes under the limit to the DLQ.
 const maxHeaderBytes = math.MaxUint16
+
+// headerBytes is the size of h's header section as nats.go writes it: the "NATS/1.0" line, "name: value" and CRLF for
+// each value (http.Header.Write; headerSafe keeps out what it would rewrite), and the closing CRLF.
+func headerBytes(h nats.Header) int {
+	n := len("NATS/1.0\r\n") + len("\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
 
 // ownHeaderBytes bounds the header section build adds besides the carried headers, the key, the topic's two copies
 // and the cluster and topic id stamps: "NATS/1.0" and the closing CRLF (12), a traceparent (70; the record's own is dropped but counted among its
