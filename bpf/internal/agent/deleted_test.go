@@ -47,3 +47,32 @@ func TestDeletedSuffixIsTheKernelsOnly(t *testing.T) {
 		t.Errorf("the target's own process (pid %d), its file deleted: exe %q, want %q", deleted, exe, target)
 	}
 }
+
+// A file named with the suffix in the process's own mount namespace (a container's root): the path is not there in
+// the agent's, where a stat of it failed and the suffix was taken off, so the impostor was found as the path target
+// all the same (found by review). The path is looked up through the process's root (/proc/N/root) as well.
+func TestDeletedSuffixInOtherMountNamespace(t *testing.T) {
+	requireRoot(t)
+	mnt := t.TempDir()
+	target := filepath.Join(mnt, "svc")
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
+		`mount -t tmpfs none "$1" && cp /bin/sleep "$1/svc (deleted)" && exec "$1/svc (deleted)" 60`, "sh", mnt)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	pid := cmd.Process.Pid
+	eventually(t, func() (bool, string) { // sh has exec'd the file
+		l, _ := os.Readlink("/proc/" + strconv.Itoa(pid) + "/exe")
+		return l == target+" (deleted)", "exe link: " + l
+	})
+	if _, err := os.Stat(target + " (deleted)"); err == nil {
+		t.Fatal("the file is visible in the agent's mount namespace")
+	}
+	for _, p := range scanProcs([]string{target}, nil, os.Getpid(), nil) {
+		if p.pid == pid {
+			t.Errorf("%q in its own mount namespace (pid %d) found as target %s with exe %q", target+" (deleted)", pid, target, p.exe)
+		}
+	}
+}

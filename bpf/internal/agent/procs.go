@@ -49,12 +49,20 @@ func matches(targets []string, exe, comm string) bool {
 	return false
 }
 
-// realName reports whether link, a /proc/N/exe target ending in " (deleted)", is the name of the file st describes:
-// the kernel adds the suffix to an unlinked file's path, and a file can also be named with it. Taken off always, a
-// process started from "/dir/svc (deleted)" was the path target /dir/svc's (probed and exported under its name).
-func realName(link string, st *syscall.Stat_t) bool {
+// realName reports whether link, process pid's /proc/N/exe target ending in " (deleted)", is the name of the file st
+// describes: the kernel adds the suffix to an unlinked file's path, and a file can also be named with it. Taken off
+// always, a process started from "/dir/svc (deleted)" was the path target /dir/svc's (probed and exported under its
+// name). The link names the file from the process's mount namespace when the agent's cannot reach it (a container's
+// root), so the path is looked up through the process's root first, then in the agent's (a chroot: the link names the
+// file from the agent's root). Neither found, the suffix is the kernel's.
+func realName(pid, link string, st *syscall.Stat_t) bool {
 	var at syscall.Stat_t
-	return syscall.Stat(link, &at) == nil && at.Dev == st.Dev && at.Ino == st.Ino
+	for _, p := range []string{"/proc/" + pid + "/root" + link, link} {
+		if syscall.Stat(p, &at) == nil && at.Dev == st.Dev && at.Ino == st.Ino {
+			return true
+		}
+	}
+	return false
 }
 
 // scanProcs lists the processes whose executable matches targets or is one of files (path targets, resolved).
@@ -97,7 +105,7 @@ func scanProcs(targets []string, files map[fileKey]bool, self int, between func(
 		if err := syscall.Stat("/proc/"+e.Name()+"/exe", &st); err != nil {
 			continue
 		}
-		if exe != link && realName(link, &st) {
+		if exe != link && realName(e.Name(), link, &st) {
 			// The file is named so: " (deleted)" is part of its name, not the kernel's mark of an unlinked file
 			// (TestDeletedSuffixIsTheKernelsOnly).
 			exe = link
