@@ -71,7 +71,8 @@ func testTCPLifecycle(t *testing.T, cfg Config, stripped bool, loopback string) 
 	eventually(t, func() (bool, string) {
 		got := sub(tcpOf(t, a, tg.pid), base)
 		got.Retransmits = 0 // loopback does not retransmit, but it is not what this test is about
-		return got == want, fmt.Sprintf("tcp over %s for pid %d: got %+v, want %+v", loopback, tg.pid, got, want)
+		return got == want, fmt.Sprintf("tcp over %s for pid %d: got %+v, want %+v (closes the agent counted unseen: %d)",
+			loopback, tg.pid, got, want, unseenClosed(a, tg.pid))
 	})
 
 	// A refused connect is a failure, not an open.
@@ -97,4 +98,12 @@ func tcpOf(t *testing.T, a *Agent, pid int) TCPStats {
 
 func sub(a, b TCPStats) TCPStats {
 	return TCPStats{a.Active - b.Active, a.Passive - b.Passive, a.Closed - b.Closed, a.Failed - b.Failed, a.Retransmits - b.Retransmits}
+}
+
+// unseenClosed is how many of pid's closes the agent counted itself, as gone from sock_diag (system.reconcile), rather
+// than the programs: a failure names which side counted a close too many.
+func unseenClosed(a *Agent, pid int) uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sys.unseen[uint32(pid)].closed
 }
