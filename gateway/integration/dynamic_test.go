@@ -109,3 +109,40 @@ func TestDynamicConfigNamingWhatIsNotRoutedIsLogged(t *testing.T) {
 		return false
 	})
 }
+
+// A dynamic route timeout above GATEWAY_MAX_TIMEOUT is cut to it, and said
+// once, when the document is applied, naming the routes: not per request,
+// which would be a line per request for as long as the document stands
+// (c912c225).
+func TestDynamicTimeoutAboveTheCapLoggedOncePerDocument(t *testing.T) {
+	w := newWorld(t)
+	w.startUpstream("a", "v1")
+	g := w.startGateway("GATEWAY_MAX_TIMEOUT=2s", "GATEWAY_ROUTE_TIMEOUT=1s")
+	w.setDynamic(`{"timeouts": {"orders": "1h", "products": "1s"}}`)
+	cut := func() int {
+		b, err := os.ReadFile(g.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "above GATEWAY_MAX_TIMEOUT are cut") {
+				if !strings.Contains(line, `"routes":["orders"]`) {
+					t.Fatalf("the warning names other routes than orders: %s", line)
+				}
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 5*time.Second, "a warning naming the cut route", func() bool { return cut() > 0 })
+	hdr := map[string]string{"Authorization": "Bearer " + w.token("u1")}
+	for range 3 {
+		if r := w.do(g, "GET", "/api/v1/orders", hdr, nil); r.Status != 200 {
+			t.Fatalf("GET /api/v1/orders: %d %s", r.Status, r.Body)
+		}
+	}
+	if n := cut(); n != 1 {
+		t.Fatalf("the cut was logged %d times for one document and three requests, want once", n)
+	}
+}
