@@ -7,15 +7,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/shanhai-dev/shanhai/pkg/telemetry"
-	"github.com/shanhai-dev/shanhai/pkg/testenv"
 
-	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
 	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
 )
@@ -29,24 +26,9 @@ func TestAHeaderSectionAtJetStreamsLimitIsPublished(t *testing.T) {
 	prev := otel.GetTextMapPropagator()
 	otel.SetTextMapPropagator(telemetry.Propagator())
 	defer otel.SetTextMapPropagator(prev)
-	nc, err := nats.Connect(testenv.NATS(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := harness.ID()
-	topic := "bridgetest." + id + ".orders"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	name := "BRIDGETEST_" + id
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{topic + ".>"}, Storage: jetstream.MemoryStorage}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	_, js, topic := memoryStream(ctx, t)
 	m, err := metrics.New(noop.NewMeterProvider().Meter("test"))
 	if err != nil {
 		t.Fatal(err)

@@ -94,8 +94,10 @@ func (f *fetchAfterOutOfRange) FetchMessage(ctx context.Context) (kafka.Message,
 // moved past the gap, the next check found it in range, and the records lost to retention were neither logged nor
 // counted in bridge_offset_resets_total. A record fetched after the session's reading ended must be left to the next
 // session.
-func TestFeedTakesNoRecordAfterItsReadingEnded(t *testing.T) {
-	t.Parallel()
+// memoryStream connects to the test NATS and creates a stream in memory for a topic of its own
+// (bridgetest.<id>.orders), which it returns; the stream goes at the end of the test.
+func memoryStream(ctx context.Context, t *testing.T) (*nats.Conn, jetstream.JetStream, string) {
+	t.Helper()
 	nc, err := nats.Connect(testenv.NATS(t))
 	if err != nil {
 		t.Fatal(err)
@@ -107,13 +109,19 @@ func TestFeedTakesNoRecordAfterItsReadingEnded(t *testing.T) {
 	}
 	id := harness.ID()
 	topic := "bridgetest." + id + ".orders"
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	name := "BRIDGETEST_" + id
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{topic + ".>"}, Storage: jetstream.MemoryStorage, Duplicates: 2 * time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	return nc, js, topic
+}
+
+func TestFeedTakesNoRecordAfterItsReadingEnded(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nc, js, topic := memoryStream(ctx, t)
 	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader())).Meter("test"))
 	if err != nil {
 		t.Fatal(err)

@@ -5,9 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
-	"github.com/shanhai-dev/shanhai/bridge/internal/pulsarleg"
 )
 
 // TestLegBArchiveLagFallsWhenTheStreamDropsWhatWaits: messages leg B has not been sent yet leave the stream unarchived
@@ -18,12 +16,7 @@ import (
 // archive stall alerts.
 func TestLegBArchiveLagFallsWhenTheStreamDropsWhatWaits(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
-	m, reader := harness.Metrics(t)
-	paced := &pacedClient{Client: e.pulsar, release: make(chan struct{}, 1)}
-	o := e.opts
-	o.Pulsar, o.Metrics, o.LagInterval = paced, m, 200*time.Millisecond
-	e.leg = pulsarleg.New(o)
+	e, reader, paced := pacedLeg(t, 200*time.Millisecond)
 	// 120 messages: more than leg B's in-flight and its pull's buffer hold, so some wait in the stream unsent.
 	for i := range 120 {
 		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))

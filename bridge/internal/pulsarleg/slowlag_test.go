@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/apache/pulsar-client-go/pulsar"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
@@ -21,12 +22,7 @@ import (
 // now holds, less what was acked since, until a delivery counts more.
 func TestLegBArchiveLagKeepsUpWithASlowPulsar(t *testing.T) {
 	t.Parallel()
-	e := setup(t)
-	m, reader := harness.Metrics(t)
-	paced := &pacedClient{Client: e.pulsar, release: make(chan struct{}, 1)}
-	o := e.opts
-	o.Pulsar, o.Metrics, o.LagInterval = paced, m, time.Second
-	e.leg = pulsarleg.New(o)
+	e, reader, paced := pacedLeg(t, time.Second)
 	// 80 messages: 32 sent to Pulsar (the test leg's in-flight), the others in JetStream or the pull's buffer.
 	for i := range 80 {
 		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))
@@ -59,6 +55,19 @@ func TestLegBArchiveLagKeepsUpWithASlowPulsar(t *testing.T) {
 			t.Fatalf("bridge_archive_lag = %d after one ack with 179 messages unarchived", v)
 		}
 	}
+}
+
+// pacedLeg is setup's env with a leg whose Pulsar confirms at the test's pace (pacedClient), reading its consumer
+// every lagInterval while deliveries wait, and the reader of its metrics.
+func pacedLeg(t *testing.T, lagInterval time.Duration) (*env, sdkmetric.Reader, *pacedClient) {
+	t.Helper()
+	e := setup(t)
+	m, reader := harness.Metrics(t)
+	paced := &pacedClient{Client: e.pulsar, release: make(chan struct{}, 1)}
+	o := e.opts
+	o.Pulsar, o.Metrics, o.LagInterval = paced, m, lagInterval
+	e.leg = pulsarleg.New(o)
+	return e, reader, paced
 }
 
 // pacedClient is a Pulsar client whose producers send at once but report each send's outcome, in order, only when
