@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 )
 
 // errPortsHeld marks a port of the block another shanhai run holds.
@@ -24,6 +25,60 @@ var errPortsHeld = errors.New("port block held by another run")
 // PrivateTmp, containers) still miss each other; the port check and the
 // /readyz owner check stop those.
 const portLockDir = "/tmp/shanhai-ports"
+
+// errUnsafeLockDir marks a port lock directory this run does not lock in.
+var errUnsafeLockDir = errors.New("not a directory every user's runs can share")
+
+// getuid is os.Getuid; a test stands in another user.
+var getuid = os.Getuid
+
+// lockDir makes dir, every user's and sticky as /tmp is, or checks that the
+// one already there is such. Its name is fixed in the world-writable /tmp,
+// so another user may have made it first: a symbolic link there would have
+// this run chmod the directory it points at to 01777 and write its files
+// there (fs.protected_symlinks, which stops that, is off on some machines),
+// and a directory of theirs that is not sticky and world-writable either
+// refuses our files or lets anyone remove the lock files we hold. Such a
+// directory is errUnsafeLockDir: the run goes on without port locks rather
+// than letting a planted name stop every run until /tmp is cleaned; the
+// port check and the /readyz owner check still stop two runs on one block.
+// A directory of ours is checked with Lstat and then chmodded by its name,
+// which is safe because sticky /tmp lets no one else rename or replace it.
+func lockDir(dir string) error {
+	if err := os.Mkdir(dir, 0o777); err != nil && !errors.Is(err, os.ErrExist) {
+		return err
+	}
+	info, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	if info.Mode()&os.ModeSymlink != 0 {
+		return fmt.Errorf("%s is a symbolic link, not followed; its owner may remove it: %w", dir, errUnsafeLockDir)
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("%s is not a directory; its owner may remove it: %w", dir, errUnsafeLockDir)
+	}
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no owner in %T", dir, info.Sys())
+	}
+	const shared = 0o777 | os.ModeSticky
+	if int(st.Uid) == getuid() {
+		// The umask took bits off Mkdir's mode: another user's run must
+		// create its own files here too.
+		if info.Mode()&shared != shared {
+			if err := os.Chmod(dir, shared); err != nil {
+				return fmt.Errorf("make %s every user's: %w", dir, err)
+			}
+		}
+		return nil
+	}
+	if info.Mode()&(0o002|os.ModeSticky) != 0o002|os.ModeSticky {
+		return fmt.Errorf("%s is uid %d's with mode %v, not sticky and writable by all; its owner may remove it: %w",
+			dir, st.Uid, info.Mode(), errUnsafeLockDir)
+	}
+	return nil
+}
 
 // portLocks are the locks of a run's ports, held until release.
 type portLocks []*os.File
@@ -43,12 +98,13 @@ type portLocks []*os.File
 // or not; release also removes the files. Where the file system has no
 // locks, the run warns and goes on unguarded.
 func lockPorts(dir string, ports []int) (portLocks, error) {
-	if err := os.MkdirAll(dir, 0o777); err != nil {
+	if err := lockDir(dir); errors.Is(err, errUnsafeLockDir) {
+		slog.Warn("ports not locked: a second run started at the same time on these ports would not be refused",
+			"dir", dir, "err", err)
+		return nil, nil
+	} else if err != nil {
 		return nil, fmt.Errorf("port locks: %w", err)
 	}
-	// Every user's runs share it, as they share the ports: sticky, as
-	// /tmp is, so none can remove another's file. Not ours: left alone.
-	_ = os.Chmod(dir, 0o777|os.ModeSticky)
 	ports = slices.Sorted(slices.Values(ports))
 	var locks portLocks
 	for _, port := range slices.Compact(ports) {

@@ -209,3 +209,73 @@ func TestPortLockTakenOnAFileBeingRemovedIsTakenAgain(t *testing.T) {
 		t.Fatalf("a third run's lockPorts while the second holds the port: %v, want errPortsHeld", err)
 	}
 }
+
+// The directory's name is fixed in the world-writable /tmp, so another user
+// may have put a symbolic link there: the run chmodded the directory it
+// points at to 01777 (here one of ours, 0700) and made its lock files in it.
+// Now such a name is not followed: the run warns and goes on without port
+// locks. Not parallel: the umask is the process's.
+func TestPortLockDirThatIsASymbolicLinkIsNotFollowed(t *testing.T) {
+	target := t.TempDir()
+	if err := os.Chmod(target, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "shanhai-ports")
+	if err := os.Symlink(target, dir); err != nil {
+		t.Fatal(err)
+	}
+	locks, err := lockPorts(dir, []int{28080})
+	defer locks.release()
+	if err != nil || locks != nil {
+		t.Fatalf("lockPorts in a symbolic link = %v, %v; want no locks and no error", locks, err)
+	}
+	info, err := os.Stat(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode() != os.ModeDir|0o700 {
+		t.Errorf("the linked directory's mode is now %v, want drwx------", info.Mode())
+	}
+	if files, _ := os.ReadDir(target); len(files) != 0 {
+		t.Errorf("files made in the linked directory: %v", files)
+	}
+}
+
+// A directory another user made is locked in only when it is every user's
+// and sticky, as the one a run makes: in one of theirs with mode 0755 our
+// run could make no file (and as root made files its owner could swap).
+// A directory of ours is made every user's whatever the umask. Not
+// parallel: it stands in getuid and sets the umask.
+func TestPortLockDirIsEveryUsersAndSticky(t *testing.T) {
+	defer syscall.Umask(syscall.Umask(0o077))
+	ours := filepath.Join(t.TempDir(), "shanhai-ports")
+	locks, err := lockPorts(ours, []int{28080})
+	if err != nil || len(locks) != 1 {
+		t.Fatalf("lockPorts in a new directory = %v, %v", locks, err)
+	}
+	locks.release()
+	if info, err := os.Lstat(ours); err != nil || info.Mode() != os.ModeDir|os.ModeSticky|0o777 {
+		t.Fatalf("the new directory: %v, %v; want drwxrwxrwt", info, err)
+	}
+
+	real := getuid
+	t.Cleanup(func() { getuid = real })
+	getuid = func() int { return real() + 1 } // the directories are another user's
+	for _, tc := range []struct {
+		mode os.FileMode
+		lock bool
+	}{{0o755, false}, {0o777, false}, {os.ModeSticky | 0o777, true}} {
+		dir := filepath.Join(t.TempDir(), "shanhai-ports")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		locks, err := lockPorts(dir, []int{28080})
+		locks.release()
+		if err != nil || (len(locks) == 1) != tc.lock {
+			t.Errorf("another user's directory of mode %v: lockPorts = %v, %v; want locked %v", tc.mode, locks, err, tc.lock)
+		}
+	}
+}
