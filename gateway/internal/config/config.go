@@ -22,7 +22,7 @@ import (
 // Config is read from the environment at start.
 type Config struct {
 	Addr            string        `env:"HTTP_ADDR" envDefault:":8080" desc:"public listen address (API, /healthz, /readyz)"`
-	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9080" desc:"admin listener: /metrics and pprof; empty disables both"`
+	AdminAddr       string        `env:"ADMIN_ADDR" envDefault:"127.0.0.1:9080" desc:"admin listener: /metrics, pprof and the liveness /healthz the manifests probe (200 while the event loops run); empty disables all three, and a liveness probe of the admin port then fails"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"drain deadline"`
 	LogLevel        slog.Level    `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn, error"`
 	Version         string        `env:"SERVICE_VERSION" envDefault:"dev" desc:"reported in traces"`
