@@ -1,11 +1,9 @@
 package config
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -50,13 +48,8 @@ var LimitNames = []string{"ip", "login", "user"}
 // the login limit off while a reviewer or a first-key-wins tool saw it set.
 func (d *Dynamic) UnmarshalJSON(b []byte) error {
 	type plain Dynamic // the same fields without this method
-	if path := jsonkey.Duplicate(b, reflect.TypeFor[plain]()); path != "" {
-		return fmt.Errorf("key %s appears twice", path)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var p plain
-	if err := dec.Decode(&p); err != nil {
+	if err := jsonkey.Decode(b, &p); err != nil {
 		return err
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.Limits)) {
