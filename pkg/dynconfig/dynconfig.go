@@ -87,7 +87,9 @@ type Value[T any] struct {
 // and again if it is deleted — Load returns initial. Fields absent from the
 // JSON take their zero values, not initial's: the document in etcd is the
 // whole config. Unknown fields are ignored, so a newer config can be written
-// before every reader is upgraded. An error is returned only if etcd cannot be
+// before every reader is upgraded, unless T refuses them (payment's and the
+// gateway's settings do, with jsonkey.Decode: there a misspelt name was a
+// setting silently at zero). An error is returned only if etcd cannot be
 // read at start: it gives no answer within StartTimeout (ctx, the watch's
 // lifetime, does not bound that read), or ctx ends first.
 func Watch[T any](ctx context.Context, cli *clientv3.Client, key string, initial T) (*Value[T], error) {
