@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"io"
 	"net"
 	"testing"
@@ -19,30 +18,10 @@ func TestClientsOverTheCapGetGatewayBusy(t *testing.T) {
 	up := startRawUpstream(t)
 	const maxConns = 4
 	g := rawGateway(w, up, "GATEWAY_LOOP_MAX_CONNS=4", "GATEWAY_READ_TIMEOUT=1m")
-	for range maxConns { // silent, held until the end of the test
-		defer dialRaw(t, g.Addr).Close()
-	}
-	// The start's readiness client may hold a place for a moment, so one
-	// of the silent clients above may have been refused and the place
-	// freed since: polled, not assumed, and a client answered within the
-	// cap is kept (its keep-alive connection holds the place), or the cap
-	// never filled (seen: 200 for 5 s with three silent clients held).
-	var a *rawAnswer
-	eventually(t, 5*time.Second, "a client over the cap answered 503 gateway-busy", func() bool {
-		c, err := net.Dial("tcp", g.Addr)
-		if err != nil {
-			return false
-		}
-		_ = c.SetDeadline(time.Now().Add(time.Second))
-		_, _ = c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"))
-		a, err = readAnswer(bufio.NewReader(c))
-		if err == nil && a.Status == 200 {
-			t.Cleanup(func() { c.Close() })
-			return false
-		}
-		c.Close()
-		return err == nil && a.Status == 503 && a.problem() == "gateway-busy"
-	})
+	// fillCap: the start's readiness client may hold a place for a moment,
+	// so a silent client may be refused and the place freed since (seen:
+	// 200 for 5 s with three silent clients held).
+	a := fillCap(t, g.Addr, maxConns)
 	if a.Header.Get("Retry-After") == "" {
 		t.Fatalf("503 gateway-busy without Retry-After: %v", a.Header)
 	}
