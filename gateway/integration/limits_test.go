@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -84,6 +85,62 @@ func TestLoginWithoutItsLimitMeetsThePerIPLimit(t *testing.T) {
 	}
 	if codes[200] != 3 || codes[429] != 3 {
 		t.Fatalf("login statuses %v, want 3x200 and 3x429", codes)
+	}
+}
+
+// Changing the password is a guess at the account's password when the
+// current one is wrong, so POST /api/v1/users/me/password meets the login
+// limit, which comes before authentication: a call without a token spends
+// one too. It is no public call (401 without a token), and a GET to the
+// same path is no log in: it meets the per-IP and per-user limits only.
+func TestPasswordChangeMeetsTheLoginLimit(t *testing.T) {
+	w := newWorld(t)
+	up := w.startUpstream("a", "v1")
+	g := w.startGateway("GATEWAY_LOGIN_LIMIT=3/1m:3", "GATEWAY_IP_LIMIT=1000/1s", "GATEWAY_USER_LIMIT=2000/1s")
+	const path = "/api/v1/users/me/password"
+	body := func() *strings.Reader { return strings.NewReader(`{"current":"x","new":"y"}`) }
+
+	r := w.do(g, "POST", path, nil, body())
+	if r.Status != 401 || r.Header.Get("WWW-Authenticate") == "" || r.Header.Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("password change without a token: %d %v; want a 401 problem with WWW-Authenticate", r.Status, r.Header)
+	}
+
+	hdr := map[string]string{"Authorization": "Bearer " + w.token("pw-user-"+randHex(4))}
+	var codes []int
+	for range 4 {
+		r := w.do(g, "POST", path, hdr, body())
+		codes = append(codes, r.Status)
+		if r.Status != 429 {
+			continue
+		}
+		if got := r.Header.Get("RateLimit"); !strings.HasPrefix(got, "limit=3, remaining=0,") {
+			t.Fatalf("429 RateLimit %q, want the login limit's", got)
+		}
+		if got := r.Header.Get("RateLimit-Policy"); got != "3;w=60" {
+			t.Fatalf("429 RateLimit-Policy %q, want the login limit's", got)
+		}
+		if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 1 {
+			t.Fatalf("429 without a usable Retry-After: %q", r.Header.Get("Retry-After"))
+		}
+		if r.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("429 is not problem+json: %v", r.Header)
+		}
+	}
+	// The tokenless call spent the first of the three.
+	if want := []int{200, 200, 429, 429}; fmt.Sprint(codes) != fmt.Sprint(want) {
+		t.Fatalf("authenticated password changes: statuses %v, want %v", codes, want)
+	}
+	if n := up.hits(); n != 2 {
+		t.Fatalf("upstream hits %d, want the 2 the login limit allowed", n)
+	}
+
+	r = w.do(g, "GET", path, hdr, nil)
+	if r.Status != 200 {
+		t.Fatalf("GET %s past the login limit: %d, want 200 (not a log in)", path, r.Status)
+	}
+	// The fields are the last limit's the call met: the per-user one.
+	if got := r.Header.Get("RateLimit"); !strings.HasPrefix(got, "limit=2000,") {
+		t.Fatalf("GET %s: RateLimit %q, want the per-user limit's", path, got)
 	}
 }
 
