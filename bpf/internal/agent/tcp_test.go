@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestTCPLifecycle: connections the target opens (connect) and accepts are counted exactly for its pid, and every
@@ -76,15 +78,45 @@ func testTCPLifecycle(t *testing.T, cfg Config, stripped bool, loopback string) 
 	})
 
 	// A refused connect is a failure, not an open.
-	dead := listen()
-	addr := url.QueryEscape(dead.Addr().String())
-	dead.Close()
 	base = tcpOf(t, a, tg.pid)
-	tg.get(t, c, "GET", "/dial?n=1&addr="+addr)
+	tg.get(t, c, "GET", "/dial?n=1&addr="+url.QueryEscape(refusingAddr(t, loopback)))
 	eventually(t, func() (bool, string) {
 		got := sub(tcpOf(t, a, tg.pid), base)
 		return got == TCPStats{Failed: 1}, fmt.Sprintf("refused connect: got %+v, want one failure", got)
 	})
+}
+
+// refusingAddr is an address on loopback that refuses connections for the rest of the test: a port bound and never
+// listened on. A listener closed to free its port did not do: a child that another parallel test was forking
+// (exec.Command) held the listener's fd until its exec, so the connect could be accepted (Active 1, not Failed 1).
+// Bound, the port cannot be taken by a listener of another test either.
+func refusingAddr(t *testing.T, loopback string) string {
+	t.Helper()
+	ip := net.ParseIP(loopback)
+	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Addr: [16]byte(ip.To16())})
+	if ip4 := ip.To4(); ip4 != nil {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: [4]byte(ip4)}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatalf("socket for a refusing address: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, sa); err != nil {
+		t.Fatalf("bind a refusing address on %s: %v", loopback, err)
+	}
+	bound, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatalf("read the refusing address: %v", err)
+	}
+	switch b := bound.(type) {
+	case *unix.SockaddrInet4:
+		return net.JoinHostPort(loopback, strconv.Itoa(b.Port))
+	case *unix.SockaddrInet6:
+		return net.JoinHostPort(loopback, strconv.Itoa(b.Port))
+	}
+	t.Fatalf("refusing address: unexpected %T", bound)
+	return ""
 }
 
 func tcpOf(t *testing.T, a *Agent, pid int) TCPStats {
