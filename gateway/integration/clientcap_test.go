@@ -14,10 +14,8 @@ import (
 // goroutine and a 16 KiB read buffer each until their read timeout, and a
 // client over the cap waited silently like the rest.
 func TestClientsOverTheCapGetGatewayBusy(t *testing.T) {
-	w := newWorld(t)
-	up := startRawUpstream(t)
 	const maxConns = 4
-	g := rawGateway(w, up, "GATEWAY_LOOP_MAX_CONNS=4", "GATEWAY_READ_TIMEOUT=1m")
+	g := cappedGateway(t, maxConns)
 	// fillCap: the start's readiness client may hold a place for a moment,
 	// so a silent client may be refused and the place freed since (seen:
 	// 200 for 5 s with three silent clients held).

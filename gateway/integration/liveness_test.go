@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"net/http"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -19,10 +20,8 @@ import (
 // which neither of a plain run's two passes (the default, then fasthttp)
 // sets, so no run filled it.
 func TestLivenessOnTheAdminListenerWhenFull(t *testing.T) {
-	w := newWorld(t)
-	up := startRawUpstream(t)
 	const maxConns = 4
-	g := rawGateway(w, up, "GATEWAY_LOOP_MAX_CONNS=4", "GATEWAY_READ_TIMEOUT=1m")
+	g := cappedGateway(t, maxConns)
 	if body := adminGet(t, g, "/healthz"); body != "ok" {
 		t.Fatalf("admin /healthz: %q, want ok", body)
 	}
@@ -68,4 +67,13 @@ func fillCap(t *testing.T, addr string, maxConns int) *rawAnswer {
 		return false
 	})
 	return refused
+}
+
+// cappedGateway starts a gateway that holds at most maxConns clients,
+// whose silent clients are not cut off before the test ends (a read
+// timeout of a minute).
+func cappedGateway(t *testing.T, maxConns int) *gatewayProc {
+	t.Helper()
+	w := newWorld(t)
+	return rawGateway(w, startRawUpstream(t), "GATEWAY_LOOP_MAX_CONNS="+strconv.Itoa(maxConns), "GATEWAY_READ_TIMEOUT=1m")
 }
