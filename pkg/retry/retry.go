@@ -41,6 +41,17 @@ type permanent struct{ error }
 
 func (p permanent) Unwrap() error { return p.error }
 
+// Unsent marks err as an attempt that reached no upstream (deadline.Transport
+// refused it for lack of time, say): Do gives back the retry it was charged
+// as. Only fn can say so. A bare deadline.ErrExpired may come from a later
+// call of an attempt whose earlier call was sent; that retry did cost the
+// upstream, and refunding it let the window's retries pass the cap.
+func Unsent(err error) error { return unsent{err} }
+
+type unsent struct{ error }
+
+func (u unsent) Unwrap() error { return u.error }
+
 func (p *Policy) defaults() {
 	if p.Attempts <= 0 {
 		p.Attempts = 3
@@ -83,8 +94,8 @@ func (p Policy) Backoff(n int) time.Duration {
 // ends, or an attempt's answer asks for a longer wait than
 // p.Max (Transport's Retry-After; a shorter one is waited at least). Every
 // Do deposits one request into b and every retry withdraws one (given back
-// if ctx ends its backoff, or if the attempt comes back as
-// deadline.ErrExpired, as neither is sent); a nil b means no budget. The
+// if ctx ends its backoff, or if fn marks the attempt Unsent, as neither
+// reached an upstream); a nil b means no budget. The
 // error returned is fn's last, joined with ErrBudgetExhausted when the
 // budget stopped the retries, or with ctx's error when ctx ended before the
 // next attempt (see ended).
@@ -102,11 +113,14 @@ func Do(ctx context.Context, p Policy, b *Budget, fn func(ctx context.Context) e
 		if err = fn(ctx); err == nil {
 			return nil
 		}
-		if errors.Is(err, deadline.ErrExpired) {
-			// deadline.Transport sent nothing: the backoff used up the time
-			// left. Kept, the charge was a retry the upstream never got,
-			// refused to another caller. No later attempt has more time.
+		if errors.As(err, new(unsent)) {
+			// Kept, the charge was a retry the upstream never got, refused
+			// to another caller.
 			charged.Refund()
+			charged = Withdrawal{}
+		}
+		if errors.Is(err, deadline.ErrExpired) {
+			// The backoff used up the time left: no later attempt has more.
 			return err
 		}
 		if attempt >= p.Attempts || !p.Retryable(err) {

@@ -378,21 +378,21 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
-// TestRetryNotSentRefundsItsOwnChargeOnce: the refund for a retry
-// deadline.Transport did not send is that retry's charge, once, whether
-// ErrExpired comes bare or inside an http.Client's *url.Error; an attempt
-// that was no retry (the first) refunds nothing, which would hand back
-// another caller's retry.
+// TestRetryNotSentRefundsItsOwnChargeOnce: the refund for a retry fn
+// marks Unsent is that retry's charge, once, whether the mark is outside
+// or inside an http.Client's *url.Error; an attempt that was no retry (the
+// first) refunds nothing, which would hand back another caller's retry.
 func TestRetryNotSentRefundsItsOwnChargeOnce(t *testing.T) {
-	wrapped := &url.Error{Op: "Get", URL: "http://upstream.invalid/", Err: deadline.ErrExpired}
+	expired := Unsent(deadline.ErrExpired)
+	wrapped := &url.Error{Op: "Get", URL: "http://upstream.invalid/", Err: expired}
 	for _, tc := range []struct {
 		name    string
 		expired int   // the attempt that comes back expired
 		err     error // as it comes back
 	}{
-		{"first attempt", 1, deadline.ErrExpired},
+		{"first attempt", 1, expired},
 		{"first attempt, in a url.Error", 1, wrapped},
-		{"retry", 2, deadline.ErrExpired},
+		{"retry", 2, expired},
 		{"retry, in a url.Error", 2, wrapped},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -420,5 +420,29 @@ func TestRetryNotSentRefundsItsOwnChargeOnce(t *testing.T) {
 				t.Fatal("two retries left: the other caller's retry was refunded too")
 			}
 		})
+	}
+}
+
+// TestRetryThatSentACallStaysCharged: an attempt of several calls whose
+// first call reached the upstream and whose later one deadline.Transport
+// refused (a bare ErrExpired) was a retry the upstream paid for. Do
+// refunded every ErrExpired, so such retries passed the budget's cap.
+func TestRetryThatSentACallStaysCharged(t *testing.T) {
+	b := NewBudget(0, 1, time.Second) // one retry in the window
+	clockOf(b)                        // one window for everything below
+	attempt, sent := 0, 0
+	err := Do(context.Background(), noSleep(Policy{Attempts: 3}), b, func(context.Context) error {
+		if attempt++; attempt == 1 {
+			sent++
+			return errUpstream
+		}
+		sent++                     // the retry's first call is sent...
+		return deadline.ErrExpired // ...and its second finds no time left
+	})
+	if !errors.Is(err, deadline.ErrExpired) || attempt != 2 || sent != 2 {
+		t.Fatalf("err %v after %d attempts, %d calls sent: want ErrExpired after 2 attempts", err, attempt, sent)
+	}
+	if b.Withdraw() {
+		t.Fatal("the window's one retry was sent, yet the budget allows another: its charge was refunded")
 	}
 }

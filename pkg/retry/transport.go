@@ -111,8 +111,10 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 				// below). The last attempt is still the 5xx, which the
 				// caller gets, as when Do sees that a retry cannot finish
 				// in time; with the error alone the upstream's answer was
-				// lost to a deadline that had not quite passed.
+				// lost to a deadline that had not quite passed. This one
+				// call was the attempt: its retry goes back to the budget.
 				resp = prev
+				return Unsent(err)
 			}
 			return err
 		}
