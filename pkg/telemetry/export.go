@@ -43,7 +43,7 @@ func traceExporter(ctx context.Context, disabled bool) (sdktrace.SpanExporter, e
 	return exp, nil
 }
 
-func metricReader(ctx context.Context, disabled bool) (sdkmetric.Reader, error) {
+func metricReader(ctx context.Context, disabled bool, producers []sdkmetric.Producer) (sdkmetric.Reader, error) {
 	if disabled || metricsOTLP.exportsTo(processEnv) == "" {
 		return nil, nil
 	}
@@ -63,7 +63,11 @@ func metricReader(ctx context.Context, disabled bool) (sdkmetric.Reader, error) 
 		return nil, fmt.Errorf("OTLP metric exporter: %w", err)
 	}
 	// The periodic reader reads OTEL_METRIC_EXPORT_INTERVAL itself.
-	return sdkmetric.NewPeriodicReader(exp), nil
+	var opts []sdkmetric.PeriodicReaderOption
+	for _, p := range producers {
+		opts = append(opts, sdkmetric.WithProducer(p))
+	}
+	return sdkmetric.NewPeriodicReader(exp, opts...), nil
 }
 
 // protocol is the OTLP protocol of a signal, lower-cased (the specification

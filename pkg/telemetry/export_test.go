@@ -3,9 +3,12 @@ package telemetry
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
@@ -86,5 +89,38 @@ func TestBatchFront(t *testing.T) {
 	}
 	if err := f.Shutdown(context.Background()); err != nil {
 		t.Fatalf("second Shutdown: %v", err)
+	}
+}
+
+// countingProducer counts the times a reader asked it for metrics.
+type countingProducer struct{ calls atomic.Int32 }
+
+func (p *countingProducer) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
+	p.calls.Add(1)
+	return nil, nil
+}
+
+// TestMetricProducersGoToOTLPOnly: a producer given to Setup is read by the
+// OTLP reader (its Shutdown exports once more) and by nothing when OTLP is
+// off, so its metrics are not sent twice or served on /metrics beside the
+// registry they come from.
+func TestMetricProducersGoToOTLPOnly(t *testing.T) {
+	for _, endpoint := range []bool{false, true} {
+		if endpoint {
+			url, _ := otlpReceiver(t)
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+		}
+		var prod countingProducer
+		p, err := Setup(context.Background(), Options{ServiceName: "producer-test", MetricProducers: []sdkmetric.Producer{&prod}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		scrape(t, p, false)
+		if err := p.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := prod.calls.Load(); endpoint && got == 0 || !endpoint && got != 0 {
+			t.Errorf("with OTLP endpoint %v the producer was read %d times", endpoint, got)
+		}
 	}
 }

@@ -75,6 +75,12 @@ type Options struct {
 	// not to Provider.Tracer later: the server spans Middleware and
 	// ServerTracer record without the SDK go to the processors Setup knew.
 	SpanProcessors []sdktrace.SpanProcessor
+
+	// MetricProducers add metrics from outside the SDK (a Prometheus
+	// registry through the contrib bridge: the eBPF agent's) to what the
+	// OTLP exporter sends, read at each export. They are not added to the
+	// Prometheus reader: those metrics are served on /metrics already.
+	MetricProducers []sdkmetric.Producer
 }
 
 // Provider owns the SDK providers Setup installed. Shut it down last, after
@@ -166,7 +172,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 		return nil, fmt.Errorf("prometheus exporter: %w", err)
 	}
 	mopts := []sdkmetric.Option{sdkmetric.WithResource(res), sdkmetric.WithReader(promReader)}
-	if r, err := metricReader(ctx, disabled); err != nil {
+	if r, err := metricReader(ctx, disabled, o.MetricProducers); err != nil {
 		return nil, err
 	} else if r != nil {
 		mopts = append(mopts, sdkmetric.WithReader(r))
