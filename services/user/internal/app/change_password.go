@@ -50,6 +50,12 @@ func (h ChangePasswordHandler) Handle(ctx context.Context, r ChangePassword) err
 	next := user.NormalizePassword(r.New)
 	if fe := user.CheckPassword(next, u.Email); fe != nil {
 		verr.Fields = append(verr.Fields, user.FieldError{Field: "new_password", Detail: fe.Detail})
+	} else if next == current {
+		// Compared as hashed (NFKC), before any attempt is spent: both
+		// strings are the client's, so this tells it nothing about the
+		// stored password. Accepted, it changed nothing but ended every
+		// session (OWASP ASVS: the new password differs from the current).
+		verr.Fields = append(verr.Fields, user.FieldError{Field: "new_password", Detail: "must differ from the current password"})
 	}
 	if len(verr.Fields) > 0 {
 		return &verr

@@ -84,3 +84,24 @@ func TestPasswordChangeIsThrottledWithLogins(t *testing.T) {
 	checkRateLimitHeaders(t, r, `"login-account";q=5;w=300`, `"login-account";r=0;t=`)
 	isProblem(t, h.login(email, password), http.StatusTooManyRequests, "")
 }
+
+// TestPasswordChangeToTheSamePasswordIsRefused: a new password equal to the
+// current one (as hashed: in NFKC form, so a full-width spelling is the
+// same password) is a 422 naming new_password, and the sessions stay
+// (OWASP ASVS: the new password differs from the current). It was a 204
+// that changed nothing but ended every session of the account.
+func TestPasswordChangeToTheSamePasswordIsRefused(t *testing.T) {
+	h := newHarness(t, map[string]string{"LOGIN_ACCOUNT_ATTEMPTS": "20"})
+	email := uniqEmail()
+	h.register(email)
+	access, refresh := h.tokens(email)
+	// "ｃ" (U+FF43) is "c" in NFKC.
+	for _, next := range []string{password, "ｃorrect horse battery"} {
+		body := fmt.Sprintf(`{"current_password":%q,"new_password":%q}`, password, next)
+		isProblem(t, h.do("POST", "/api/v1/users/me/password", body, "Authorization", "Bearer "+access),
+			http.StatusUnprocessableEntity, "new_password")
+	}
+	if r := h.do("POST", "/api/v1/sessions/refresh", fmt.Sprintf(`{"refresh_token":%q}`, refresh)); r.Code != http.StatusOK {
+		t.Fatalf("refresh after a refused change to the same password: %d %s", r.Code, r.Body)
+	}
+}
