@@ -47,6 +47,10 @@ type loop struct {
 	parses int
 	// due: a sweep is due (set by OnTick, cleared by sweep).
 	due atomic.Bool
+	// queued: OnTick has handed the loop a sweep that has not run yet
+	// (set by OnTick, cleared by that task). A wedged loop runs none of
+	// its tasks, so without it every Tick queued one more (100 a second).
+	queued atomic.Bool
 	// quiet: the last sweep found no client and no upstream connection
 	// (open or being dialled), so OnTick leaves the loop asleep. Set by
 	// sweep, cleared by OnOpen, both on the loop; upstream connections

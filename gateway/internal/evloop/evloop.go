@@ -332,7 +332,9 @@ func (s *Server) ticks(ctx context.Context) {
 
 // OnTick runs on the ticker goroutine (ticks): it marks every loop's sweep as
 // due, which a loop with traffic runs at its next event (OnTraffic), and
-// wakes only a loop whose sweep has been due for a whole Tick. Waking each
+// wakes only a loop whose sweep has been due for a whole Tick, and only
+// when the sweep it last handed that loop has run (queued): a wedged loop
+// holds one sweep, not one more every Tick. Waking each
 // loop every Tick (an eventfd write, a wake-up, a second epoll_wait) cost
 // about 35 µs a tick; at half saturation that was 0.4 µs per request.
 //
@@ -380,13 +382,16 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 		next = Tick
 		// An idle loop whose deadline has come (or whose endpoints moved)
 		// is woken at once; a busy one when its sweep has been due a Tick.
-		if !l.due.Swap(true) && w == 0 {
-			continue
+		if !l.due.Swap(true) && w == 0 || l.queued.Swap(true) {
+			continue // not yet due a Tick, or its sweep still waits on the loop
 		}
-		_ = el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			l.queued.Store(false)
 			l.sweep(time.Now())
 			return nil
-		}))
+		})); err != nil {
+			l.queued.Store(false)
+		}
 	}
 	s.mu.Unlock()
 	return next, gnet.None

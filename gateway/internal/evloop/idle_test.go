@@ -217,3 +217,43 @@ func TestUpstreamDialledWhileAsleepIsClosedAtUpstreamIdle(t *testing.T) {
 			upIdle+20*Tick, upIdle, el.woken)
 	}
 }
+
+// wedgedLoop stands in for a gnet event loop stuck in a callback: it keeps
+// the tasks handed to it and runs none until the test does.
+type wedgedLoop struct {
+	gnet.EventLoop
+	tasks []gnet.Runnable
+}
+
+func (e *wedgedLoop) Execute(_ context.Context, r gnet.Runnable) error {
+	e.tasks = append(e.tasks, r)
+	return nil
+}
+
+// A wedged loop holds at most one sweep from the ticker: OnTick handed a
+// loop with a request in flight a sweep every Tick whether or not the last
+// one had run, so a loop stuck in a callback grew its task queue by a
+// hundred a second (a thousand ticks here queued 999) until it came back.
+func TestOnTickQueuesOneSweepOnAWedgedLoop(t *testing.T) {
+	s := New(Options{})
+	el := &wedgedLoop{}
+	c := &fakeConn{el: el}
+	s.OnOpen(c)
+	c.ctx.(*client).busy = true
+	s.loopOf(el).busy.Add(1)
+	for range 1000 {
+		s.OnTick()
+	}
+	if len(el.tasks) != 1 {
+		t.Fatalf("a wedged loop with a request in flight was handed %d sweeps in 1000 ticks, want 1", len(el.tasks))
+	}
+	// Back from its callback, the loop runs the sweep; the next ticks hand
+	// it the one after.
+	_ = el.tasks[0].Run(context.Background())
+	for range 2 {
+		s.OnTick()
+	}
+	if len(el.tasks) != 2 {
+		t.Fatalf("after its sweep ran, the loop was handed %d sweeps in all, want 2", len(el.tasks))
+	}
+}
