@@ -217,8 +217,9 @@ func (s *Server) shutdown(srv, admin *http.Server, ln net.Listener, callersGone 
 		defer cancel()
 		start := time.Now()
 		if err := fn(ctx); err != nil {
-			s.log.Error("shutdown step failed", "step", name, "error", err.Error())
-			errs = append(errs, &StepError{Step: name, Err: err})
+			failed := &StepError{Step: name, Err: err}
+			s.log.Error("shutdown step failed", StepKey, name, TimedOutKey, failed.TimedOut(), "error", err.Error())
+			errs = append(errs, failed)
 			return
 		}
 		s.log.Info("shutdown step done", "step", name, "duration", time.Since(start).String())

@@ -37,8 +37,8 @@ type Wiring struct {
 // the same way: logger, then telemetry, then the wiring, then Run. The
 // caller loads the configuration first (LoadConfig), because a bad one is
 // returned before anything starts, unlogged: main prints it and exits 2.
-// Any failure from here on is logged as "<Name> service stopped" and
-// returned. Telemetry is shut down here only when New fails; once the
+// Any failure from here on is logged as "<Name> service stopped", with the
+// failed steps in it under FailedStepsKey, and returned. Telemetry is shut down here only when New fails; once the
 // service runs, its server flushes it last in the shutdown. RunService
 // reads PageoutConfig itself (a bad value is returned as a bad configuration
 // is, before anything starts; LoadConfig has listed it with the service's
@@ -54,7 +54,8 @@ func (p Part) RunService(ctx context.Context, w Wiring) error {
 		ctx = withPageout(ctx, log)
 	}
 	if err := p.runService(ctx, w, log); err != nil {
-		log.Error(w.Name+" service stopped", "err", err)
+		steps, other := FailedSteps(err)
+		log.Error(w.Name+" service stopped", "err", err, FailedStepsKey, steps, OtherErrorsKey, other)
 		return err
 	}
 	return nil

@@ -2,9 +2,15 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"log/slog"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 // A stop's failed step is a *StepError naming it, so that a host can tell a
@@ -23,5 +29,52 @@ func TestFailedDeregistrationIsNamedStepError(t *testing.T) {
 	}
 	if want := "deregister: " + context.DeadlineExceeded.Error(); step.Error() != want {
 		t.Errorf("step error %q, want %q as before", step.Error(), want)
+	}
+}
+
+// A host that reads a child's log (cmd/shanhai's -processes) tells a late
+// deregistration from any other failed stop by these attributes, not by the
+// lines' wording: the step's line names it and whether it timed out, and
+// RunService's last line lists the failed steps beside the count of other
+// errors in Run's error.
+func TestFailedStopIsLoggedWithStableAttributes(t *testing.T) {
+	s, logs := newTestServer(t, Options{ShutdownTimeout: 5 * time.Second, Deregister: func(ctx context.Context) error {
+		<-ctx.Done()
+		return ctx.Err()
+	}})
+	stopErr := s.StartFailed(errors.New("no listener"))
+	var stepLine map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if rec[StepKey] == DeregisterStep && rec["level"] == "ERROR" {
+			stepLine = rec
+		}
+	}
+	if stepLine == nil || stepLine[TimedOutKey] != true {
+		t.Fatalf("no ERROR line with %s=%q and %s=true; log:\n%s", StepKey, DeregisterStep, TimedOutKey, logs.String())
+	}
+
+	var buf strings.Builder
+	err := Part{Logger: telemetry.NewLogger(&buf, slog.LevelInfo)}.RunService(t.Context(), Wiring{Name: "demo",
+		New: func(context.Context, *slog.Logger, *telemetry.Provider) (Runner, error) {
+			return runnerFunc(func(context.Context) error { return stopErr }), nil
+		}})
+	if err == nil {
+		t.Fatal("RunService = nil, want Run's error")
+	}
+	var last struct {
+		Steps []LoggedStep `json:"failed_steps"`
+		Other *int         `json:"other_errors"`
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	want := []LoggedStep{{Step: DeregisterStep, TimedOut: true}}
+	if !slices.Equal(last.Steps, want) || last.Other == nil || *last.Other != 1 {
+		t.Errorf("last line %s: want %s %v and %s 1 (the start's failure)", lines[len(lines)-1], FailedStepsKey, want, OtherErrorsKey)
 	}
 }
