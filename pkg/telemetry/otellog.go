@@ -3,6 +3,9 @@ package telemetry
 import (
 	"context"
 	"log/slog"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 )
@@ -14,7 +17,7 @@ import (
 // log.Logger), beside the JSON every other line is: a metric stream two
 // instruments defined differently, a span's attribute limit reached.
 func sdkLogger(log *slog.Logger) logr.Logger {
-	return logr.FromSlogHandler(sdkLevels{log.Handler()}).WithName("opentelemetry")
+	return logr.FromSlogHandler(sdkLevels{log.Handler(), newRepeats(time.Minute, time.Now)}).WithName("opentelemetry")
 }
 
 // sdkLevels gives the SDK's verbosities their slog levels. logr's bridge
@@ -26,7 +29,15 @@ func sdkLogger(log *slog.Logger) logr.Logger {
 // every export and every collection with all its data (a /metrics scrape
 // is one): sdkTrace, below any LOG_LEVEL, or debug logging would be
 // flooded. Errors come at slog's Error level already.
-type sdkLevels struct{ next slog.Handler }
+//
+// Its warnings stay Warn, as one says something is wrong, but one of a
+// kind is written once a minute (repeats): the SDK warns of a limit
+// reached ("dropping trace Span attributes", events, links) once per span,
+// so a handler over the limit wrote one line per request.
+type sdkLevels struct {
+	next    slog.Handler
+	repeats *repeats
+}
 
 // sdkTrace is the level of the SDK's Debug messages: under slog.LevelDebug,
 // the lowest a service's LOG_LEVEL sets.
@@ -51,9 +62,74 @@ func (h sdkLevels) Enabled(ctx context.Context, l slog.Level) bool {
 
 func (h sdkLevels) Handle(ctx context.Context, r slog.Record) error {
 	r.Level = sdkLevel(r.Level)
+	if r.Level == slog.LevelWarn {
+		n, ok := h.repeats.admit(r)
+		if !ok {
+			return nil
+		}
+		if n > 0 {
+			r.AddAttrs(slog.Int("suppressed", n))
+		}
+	}
 	return h.next.Handle(ctx, r)
 }
 
-func (h sdkLevels) WithAttrs(as []slog.Attr) slog.Handler { return sdkLevels{h.next.WithAttrs(as)} }
+func (h sdkLevels) WithAttrs(as []slog.Attr) slog.Handler {
+	return sdkLevels{h.next.WithAttrs(as), h.repeats}
+}
 
-func (h sdkLevels) WithGroup(name string) slog.Handler { return sdkLevels{h.next.WithGroup(name)} }
+func (h sdkLevels) WithGroup(name string) slog.Handler {
+	return sdkLevels{h.next.WithGroup(name), h.repeats}
+}
+
+// repeatKinds bounds the kinds of warning repeats remembers: past it, a
+// new kind is written every time, as before. The SDK's warnings are a
+// handful of fixed messages; a bound keeps a message carrying, say, an
+// instrument's name from growing the map without end.
+const repeatKinds = 256
+
+// repeats writes one warning of a kind (its message and attributes) per
+// every, and counts the ones it held back, for the next one written.
+type repeats struct {
+	every time.Duration
+	now   func() time.Time
+	mu    sync.Mutex
+	kinds map[string]*repeat
+}
+
+type repeat struct {
+	last       time.Time
+	suppressed int
+}
+
+func newRepeats(every time.Duration, now func() time.Time) *repeats {
+	return &repeats{every: every, now: now, kinds: make(map[string]*repeat)}
+}
+
+// admit reports whether r is written, and how many of its kind were held
+// back since the last one written.
+func (p *repeats) admit(r slog.Record) (suppressed int, ok bool) {
+	var key strings.Builder
+	key.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		key.WriteString("\x00" + a.String())
+		return true
+	})
+	now := p.now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k, seen := p.kinds[key.String()]
+	switch {
+	case !seen && len(p.kinds) >= repeatKinds:
+		return 0, true
+	case !seen:
+		p.kinds[key.String()] = &repeat{last: now}
+		return 0, true
+	case now.Sub(k.last) < p.every:
+		k.suppressed++
+		return 0, false
+	}
+	n := k.suppressed
+	k.last, k.suppressed = now, 0
+	return n, true
+}

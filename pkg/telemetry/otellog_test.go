@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/go-logr/logr"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
@@ -75,5 +79,46 @@ func TestSDKDebugIsBelowDebug(t *testing.T) {
 	}
 	if s := out.String(); !strings.Contains(s, "MeterProvider created") || strings.Contains(s, "collection") {
 		t.Fatalf("at debug: want the SDK's provider lines and none of its collections, got %s", s)
+	}
+}
+
+// TestSDKLimitWarningOncePerMinute: the SDK warns of a span's attribute
+// limit reached once per span, and every such warning reached the log at
+// Warn: a handler setting 129 attributes wrote a line per request. One of
+// a kind is written a minute, the next one counting those held back.
+func TestSDKLimitWarningOncePerMinute(t *testing.T) {
+	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
+	p, out := setupLogging(t, slog.LevelInfo)
+	tr := p.Tracer.Tracer("sdklog")
+	over := make([]attribute.KeyValue, 129) // the SDK's default limit is 128
+	for i := range over {
+		over[i] = attribute.Int("a"+strconv.Itoa(i), i)
+	}
+	for range 20 {
+		_, span := tr.Start(context.Background(), "over")
+		span.SetAttributes(over...)
+		span.End()
+	}
+	if n := strings.Count(out.String(), "limit reached"); n != 1 {
+		t.Fatalf("%d warnings for 20 spans over the limit, want 1: %s", n, out.String())
+	}
+
+	// The minute, on a clock of the test's: the next warning is written,
+	// saying how many were held back.
+	now := time.Now()
+	var buf testenv.LogBuffer
+	log := logr.FromSlogHandler(sdkLevels{NewLogger(&buf, slog.LevelInfo).Handler(), newRepeats(time.Minute, func() time.Time { return now })})
+	for range 5 {
+		log.V(1).Info("limit reached: dropping trace Span attributes")
+	}
+	log.V(1).Info("another warning")
+	now = now.Add(time.Minute)
+	log.V(1).Info("limit reached: dropping trace Span attributes")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d lines, want the first warning, the other kind, and one a minute later: %s", len(lines), buf.String())
+	}
+	if last := decodeLine(t, bytes.NewBufferString(lines[2])); last["suppressed"] != float64(4) || last["level"] != "WARN" {
+		t.Fatalf("a minute later: %v, want a WARN with suppressed 4", last)
 	}
 }
