@@ -472,19 +472,12 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 			return
 		}
 		r.span.End()
+		s.count(r)
 		if failed {
-			return // after a failure nothing later is trusted: the next session resends it (deduplicated)
+			return // after a failure nothing later is acked: the next session resends it (deduplicated)
 		}
 		s.tracker.Done(int64(r.cseq))
 		s.progressed = true
-		if r.dropped {
-			// Counted apart: as "ok", an archive the broker dropped (offsets from 0 again under a producer name
-			// that had archived higher ones) looked archived.
-			l.o.Metrics.Count(metrics.LegB, "duplicate", 1)
-			return
-		}
-		l.o.Metrics.Count(metrics.LegB, "ok", 1)
-		l.o.Metrics.Hop(r.ctx, metrics.LegB, time.Since(r.born))
 	}
 	for {
 		select {
@@ -509,7 +502,26 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 	}
 }
 
-// abandon ends the spans of the answers that came after the acker stopped (from the producer's Close, or late
+// count meters a send Pulsar answered without error: "ok" when the broker stored the message, "duplicate" when its
+// dedup dropped it as a replay (counted apart: as "ok", an archive the broker dropped, offsets from 0 again under a
+// producer name that had archived higher ones, looked archived). Every such answer is counted, also one that comes
+// after the session failed or stopped: the message is stored all the same, and its resend in the next session is
+// counted "duplicate"; counting neither, such a message was archived once and counted only as a duplicate
+// (TestLegBCountsAStoreConfirmedAfterTheSessionFailed).
+func (s *bsession) count(r result) {
+	l := s.p.leg
+	if r.err != nil {
+		return
+	}
+	if r.dropped {
+		l.o.Metrics.Count(metrics.LegB, "duplicate", 1)
+		return
+	}
+	l.o.Metrics.Count(metrics.LegB, "ok", 1)
+	l.o.Metrics.Hop(r.ctx, metrics.LegB, time.Since(r.born))
+}
+
+// abandon ends and counts (count) the answers that came after the acker stopped (from the producer's Close, or late
 // confirmations: the next session resends those and Pulsar drops them as duplicates) and counts out of
 // bridge_inflight every send of the session still unanswered. An answer that comes later still only fills results.
 func (s *bsession) abandon() {
@@ -521,6 +533,7 @@ func (s *bsession) abandon() {
 				r.span.SetStatus(codes.Error, "pulsar send abandoned")
 			}
 			r.span.End()
+			s.count(r)
 			s.unanswered.Add(-1)
 			s.p.leg.o.Metrics.InFlight(metrics.LegB, -1)
 		default:
