@@ -121,11 +121,30 @@ func (s *Server) refused(cl *client) {
 
 // instrument publishes the budget and the cap on client connections: the
 // bytes held and the connections open (gauges) and the refusals of each
-// (counters), read at collection time. Serve unregisters them on return: a
-// process that lives on (cmd/shanhai restarting the gateway, tests) must
-// not keep reporting, and holding, a stopped server's budget beside the
-// next one's.
-func (s *Server) instrument(mp metric.MeterProvider) (metric.Registration, error) {
+// (counters), read at collection time. The cap's two are the fasthttp
+// transport's instruments (proxy.ExportClientConns): one transport runs at
+// a time, and one graph and alert read either. unregister removes them all;
+// Serve calls it on return: a process that lives on (cmd/shanhai restarting
+// the gateway, tests) must not keep reporting, and holding, a stopped
+// server's budget beside the next one's.
+func (s *Server) instrument(mp metric.MeterProvider) (unregister func(), err error) {
+	clients, err := proxy.ExportClientConns(mp, s.conns.Load, &s.connsRefused)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: %w", err)
+	}
+	budget, err := s.instrumentBudget(mp)
+	if err != nil {
+		_ = clients.Unregister()
+		return nil, err
+	}
+	return func() {
+		_ = clients.Unregister()
+		_ = budget.Unregister()
+	}, nil
+}
+
+// instrumentBudget publishes the budget's gauge and refusals counter.
+func (s *Server) instrumentBudget(mp metric.MeterProvider) (metric.Registration, error) {
 	m := mp.Meter("github.com/shanhai-dev/shanhai/gateway/internal/evloop")
 	held, err := m.Int64ObservableGauge("shanhai.gateway.loop.held", metric.WithUnit("By"),
 		metric.WithDescription("Bytes the event loops hold for requests not yet handed upstream (GATEWAY_LOOP_HELD_BYTES bounds them)"))
@@ -137,25 +156,13 @@ func (s *Server) instrument(mp metric.MeterProvider) (metric.Registration, error
 	if err != nil {
 		return nil, fmt.Errorf("evloop: held bytes refusals counter: %w", err)
 	}
-	conns, err := m.Int64ObservableGauge("shanhai.gateway.loop.conns", metric.WithUnit("{connection}"),
-		metric.WithDescription("Client connections the event loops hold (GATEWAY_LOOP_MAX_CONNS bounds them)"))
-	if err != nil {
-		return nil, fmt.Errorf("evloop: client connections gauge: %w", err)
-	}
-	connsRefused, err := m.Int64ObservableCounter("shanhai.gateway.loop.conns.refusals", metric.WithUnit("{connection}"),
-		metric.WithDescription("Client connections refused 503 because the event loops hold GATEWAY_LOOP_MAX_CONNS"))
-	if err != nil {
-		return nil, fmt.Errorf("evloop: client connections refusals counter: %w", err)
-	}
 	reg, err := m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		o.ObserveInt64(held, s.budget.held.Load())
 		o.ObserveInt64(refusals, s.budget.refused.Load())
-		o.ObserveInt64(conns, s.conns.Load())
-		o.ObserveInt64(connsRefused, s.connsRefused.Load())
 		return nil
-	}, held, refusals, conns, connsRefused)
+	}, held, refusals)
 	if err != nil {
-		return nil, fmt.Errorf("evloop: loop metrics callback: %w", err)
+		return nil, fmt.Errorf("evloop: held bytes callback: %w", err)
 	}
 	return reg, nil
 }

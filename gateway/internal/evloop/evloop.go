@@ -198,10 +198,10 @@ func New(o Options) *Server {
 // It is called once per Server.
 func (s *Server) Serve() error {
 	defer close(s.served)
-	if reg, err := s.instrument(s.o.Meter); err != nil {
+	if unregister, err := s.instrument(s.o.Meter); err != nil {
 		otel.Handle(err) // it serves without the budget's metrics
 	} else {
-		defer func() { _ = reg.Unregister() }()
+		defer unregister()
 	}
 	// SO_REUSEADDR, as net.Listen sets it: Stop closes clients' connections first, and their TIME_WAIT would keep
 	// a restarted gateway off its port for a minute.
