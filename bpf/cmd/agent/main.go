@@ -1,6 +1,7 @@
 // Command agent observes the platform's Go services from the kernel with eBPF: HTTP server RED, Go runtime pauses
 // and goroutine creations, and TCP connection lifecycle, per process, with zero changes to the services. It serves
-// Prometheus metrics on /metrics and liveness on /healthz (port 8085 by default). It must run as root (or with
+// Prometheus metrics on /metrics and liveness on /healthz (port 8085 by default), and the same metrics over OTLP when
+// the standard OTEL_EXPORTER_OTLP_ENDPOINT (or _METRICS_ENDPOINT) is set. It must run as root (or with
 // CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE: bpf/README.md) on a kernel with BTF; otherwise it says what
 // is missing and exits with status 1.
 package main
@@ -21,9 +22,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/contrib/bridges/prometheus"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/bpf/internal/agent"
 	"github.com/shanhai-dev/shanhai/pkg/config"
+	"github.com/shanhai-dev/shanhai/pkg/telemetry"
 )
 
 // Config is the agent's environment.
@@ -92,8 +96,16 @@ func targets(s string) []string {
 func main() {
 	var cfg Config
 	config.MustLoad(&cfg)
+	// The OTEL_* variables are the SDK's, not Config's, and are checked as every other binary checks them: a bad one is
+	// a configuration error (exit 2), not a failure found after the agent has attached.
+	if err := telemetry.CheckEnv(nil); err != nil {
+		fmt.Fprintf(os.Stderr, "agent: %v\n", err)
+		os.Exit(2)
+	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	if err := run(cfg, log); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
 		log.Error("agent stopped", "err", err)
 		os.Exit(1)
 	}
@@ -105,16 +117,26 @@ func agentConfig(cfg Config, log *slog.Logger) agent.Config {
 		NoExitPrograms: cfg.NoExitPrograms, MaxExecutables: cfg.MaxExecutables, Logger: log}
 }
 
-func run(cfg Config, log *slog.Logger) error {
+// serviceName is the agent's OTel service.name unless OTEL_SERVICE_NAME names another.
+const serviceName = "shanhai-bpf-agent"
+
+// run serves the agent until ctx ends. Its metrics are exported over OTLP as well when the standard OTEL_* variables
+// name an endpoint: pkg/telemetry builds the exporter from them, and the contrib Prometheus bridge reads the same
+// registry /metrics serves at each export, so both show the same series without a second set of instruments.
+func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	a, err := agent.New(agentConfig(cfg, log))
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(a.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	tel, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: serviceName, Logger: log,
+		MetricProducers: []sdkmetric.Producer{otelprom.NewMetricProducer(otelprom.WithGatherer(reg))}})
+	if err != nil {
+		a.Close()
+		return fmt.Errorf("telemetry: %w", err)
+	}
+
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
@@ -131,17 +153,24 @@ func run(cfg Config, log *slog.Logger) error {
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("agent started", "addr", cfg.Addr, "targets", cfg.Targets)
 
+	// The agent runs on its own context: stopping, the last OTLP export must read the maps before Run detaches the
+	// probes and drops every series with them.
+	runCtx, stopRun := context.WithCancel(context.Background())
+	defer stopRun()
 	runErr := make(chan error, 1)
-	go func() { runErr <- a.Run(ctx) }()
+	go func() { runErr <- a.Run(runCtx) }()
+	var serveErr error
 	select {
-	case err = <-errc:
-		stop()
-		<-runErr
-		return err
+	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
-	err = <-runErr
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return errors.Join(err, srv.Shutdown(sctx))
+	telErr := tel.Shutdown(sctx) // the one final export
+	stopRun()
+	err = <-runErr
+	if serveErr != nil {
+		return errors.Join(serveErr, err, telErr)
+	}
+	return errors.Join(err, telErr, srv.Shutdown(sctx))
 }
