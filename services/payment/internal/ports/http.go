@@ -79,29 +79,27 @@ func (h *HTTP) getPayment(c *gin.Context) {
 var listParams = []string{"order_id", "limit", "cursor"}
 
 // listPayments takes the query parameters of order's listing (limit, cursor)
-// and answers its shape (next_cursor), so a client pages both alike.
+// and answers its shape (next_cursor), so a client pages both alike. Every
+// problem of the query is named in one answer, as order's listing does: one
+// at a time, a client fixing ?orderId=X&limit=0 learnt of the limit only on
+// its second try.
 func (h *HTTP) listPayments(c *gin.Context) {
 	var q payment.ListQuery
-	if bad := server.UnknownParams(c, listParams...); len(bad) > 0 {
-		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
-		return
-	}
+	bad := server.UnknownParams(c, listParams...)
 	// One order at most: gin's GetQuery reads the first of several, so
 	// ?order_id=A&order_id=B (asking for either) listed A's alone, as if B
 	// had not been asked for.
 	if ids := c.QueryArray("order_id"); len(ids) > 1 {
-		problem.Abort(c, http.StatusBadRequest, "order_id must be given at most once",
-			problem.FieldError{Field: "order_id", Detail: "must be given at most once"})
-		return
-	}
-	if raw, ok := c.GetQuery("order_id"); ok {
-		if q.OrderID, ok = uuidParam(c, "order_id", raw); !ok {
-			return
+		bad = append(bad, problem.FieldError{Field: "order_id", Detail: "must be given at most once"})
+	} else if raw, ok := c.GetQuery("order_id"); ok {
+		var fe *problem.FieldError
+		if q.OrderID, fe = uuidField("order_id", raw); fe != nil {
+			bad = append(bad, *fe)
 		}
 	}
-	pg, bad := page.Query(c, app.MaxPageSize)
+	pg, pbad := page.Query(c, app.MaxPageSize)
 	q.Limit, q.Cursor = pg.Limit, pg.Cursor
-	if len(bad) > 0 {
+	if bad = append(bad, pbad...); len(bad) > 0 {
 		problem.Abort(c, http.StatusBadRequest, "invalid query parameters", bad...)
 		return
 	}
@@ -123,12 +121,21 @@ func (h *HTTP) listPayments(c *gin.Context) {
 
 // uuidParam rejects anything but a canonical UUID with a 400 naming field.
 func uuidParam(c *gin.Context, field, raw string) (string, bool) {
-	u, err := uuid.Parse(raw)
-	if err != nil || len(raw) != 36 {
-		problem.Abort(c, http.StatusBadRequest, field+" must be a UUID", problem.FieldError{Field: field, Detail: "must be a UUID"})
+	id, fe := uuidField(field, raw)
+	if fe != nil {
+		problem.Abort(c, http.StatusBadRequest, field+" must be a UUID", *fe)
 		return "", false
 	}
-	return u.String(), true
+	return id, true
+}
+
+// uuidField is raw as a canonical UUID, or the problem naming field.
+func uuidField(field, raw string) (string, *problem.FieldError) {
+	u, err := uuid.Parse(raw)
+	if err != nil || len(raw) != 36 {
+		return "", &problem.FieldError{Field: field, Detail: "must be a UUID"}
+	}
+	return u.String(), nil
 }
 
 func (h *HTTP) fail(c *gin.Context, err error) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,27 @@ func TestBadInputIsProblemNamingTheField(t *testing.T) {
 	}
 	if r := h.get("/api/v1/payments", "alice"); r.Status != http.StatusOK || string(r.Body) != `{"payments":[]}` {
 		t.Fatalf("alice's empty list: %d %s", r.Status, r.Body)
+	}
+}
+
+// TestListingNamesEveryProblemAtOnce: the listing answered its first
+// problem alone (an unknown parameter, then order_id, then the page), where
+// order's names them all; a client fixed one per request.
+func TestListingNamesEveryProblemAtOnce(t *testing.T) {
+	h := newHarness(t, nil)
+	r := h.get("/api/v1/payments?orderId=x&page=2&order_id=42&limit=0&cursor=%21", "alice")
+	var p struct {
+		Errors []struct{ Field string }
+	}
+	if err := json.Unmarshal(r.Body, &p); err != nil || r.Status != http.StatusBadRequest {
+		t.Fatalf("%d %s (%v): want a 400 problem", r.Status, r.Body, err)
+	}
+	var got []string
+	for _, e := range p.Errors {
+		got = append(got, e.Field)
+	}
+	if want := []string{"orderId", "page", "order_id", "limit", "cursor"}; !slices.Equal(got, want) {
+		t.Fatalf("fields %v, want %v: %s", got, want, r.Body)
 	}
 }
 
