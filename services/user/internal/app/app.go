@@ -48,18 +48,32 @@ type SignupGuard interface {
 	Admit(ctx context.Context, ip string) error
 }
 
+// CredentialStore changes a password. Its one method is both halves of the
+// change as one: stored apart, a revocation failing after the new hash left
+// the sessions alive behind a 5xx, and the client's retry failed on a current
+// password that had changed.
+type CredentialStore interface {
+	// ReplacePassword stores hash over old, under user.Repository's
+	// SetPasswordHash rule (user.ErrHashChanged if another writer replaced
+	// it meanwhile), and revokes every refresh token of the account, as
+	// session.Repository's RevokeFamily does a family's: both or neither.
+	ReplacePassword(ctx context.Context, userID, old, hash string, now time.Time) error
+}
+
 // Deps are what the use cases need from the outside world.
 type Deps struct {
 	Users    user.Repository
 	Profiles user.ProfileCache
 	Sessions session.Repository
-	Hasher   user.Hasher
-	Tokens   TokenIssuer
-	Guard    LoginGuard
-	Signups  SignupGuard
-	Logger   *slog.Logger
-	NewID    func() string
-	Now      func() time.Time
+	// Credentials changes passwords (ChangePasswordHandler only).
+	Credentials CredentialStore
+	Hasher      user.Hasher
+	Tokens      TokenIssuer
+	Guard       LoginGuard
+	Signups     SignupGuard
+	Logger      *slog.Logger
+	NewID       func() string
+	Now         func() time.Time
 	// AccessTTL is the access token lifetime (default 15m), RefreshTTL the
 	// refresh token lifetime (default 30 days).
 	AccessTTL, RefreshTTL time.Duration

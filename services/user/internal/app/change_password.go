@@ -28,8 +28,9 @@ type ChangePasswordHandler struct{ login LoginHandler }
 // Handle checks the new password by the sign-up policy, spends a login
 // attempt of the account and the IP (the current password is guessed here
 // as at log-in, with a stolen access token: one quota for both), verifies
-// the current password, stores the new hash and revokes every refresh token
-// of the account, so a session opened with the old password ends with it.
+// the current password, then stores the new hash and revokes every refresh
+// token of the account in one transaction (CredentialStore), so a session
+// opened with the old password ends with it.
 // Access tokens already issued stay good until their exp, as after a
 // logout: every service verifies them offline. Once the current password is
 // verified the change is carried out even if the client goes away (see
@@ -79,11 +80,9 @@ func (h ChangePasswordHandler) Handle(ctx context.Context, r ChangePassword) err
 	defer cancel()
 	// Only over the hash just verified: a change or a rehash that
 	// committed meanwhile is not overwritten, and this one is retried.
-	if err := d.Users.SetPasswordHash(ctx, u.ID, u.PasswordHash, hash); err != nil {
-		return fmt.Errorf("change password: %w", err)
-	}
-	if err := d.Sessions.RevokeUser(ctx, u.ID, d.Now().UTC()); err != nil {
-		d.Logger.ErrorContext(ctx, "password changed but its sessions not revoked", "user_id", u.ID, "error", err.Error())
+	// The hash and the revocation commit together, so a failure leaves the
+	// old password and its sessions, and a retry with it succeeds.
+	if err := d.Credentials.ReplacePassword(ctx, u.ID, u.PasswordHash, hash, d.Now().UTC()); err != nil {
 		return fmt.Errorf("change password: %w", err)
 	}
 	d.Logger.InfoContext(ctx, "password changed, sessions revoked", "user_id", u.ID)

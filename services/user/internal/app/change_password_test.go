@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestPasswordChangeIsNotUndoneByALoginsRehash(t *testing.T) {
 	f.users.byID[p.ID] = u
 	const next = "a brand new passphrase 7"
 	hasher := &hookHasher{trigger: goodPassword}
-	a := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Hasher: hasher, Tokens: fakeIssuer{},
+	a := New(Deps{Users: f.users, Profiles: f.cache, Sessions: f.sessions, Credentials: f.credentials, Hasher: hasher, Tokens: fakeIssuer{},
 		Guard: &countGuard{n: 5, m: map[string]int{}}, Signups: &ipGuard{n: 100, m: map[string]int{}},
 		NewID: func() string { return "id-x" }, Now: func() time.Time { return f.now }})
 	hasher.hook = func() {
@@ -50,5 +51,37 @@ func TestPasswordChangeIsNotUndoneByALoginsRehash(t *testing.T) {
 	}
 	if got := f.users.byID[p.ID].PasswordHash; got != "plain$"+next {
 		t.Fatalf("hash after the change and the login's rehash = %q; want the new password's", got)
+	}
+}
+
+// TestPasswordChangeThatFailsChangesNothing: when the revocation fails the
+// change is an error and the old password and its sessions stay, so the
+// client's retry with the same current password succeeds (the store's
+// transaction is CredentialsGorm's, tested on both dialects).
+func TestPasswordChangeThatFailsChangesNothing(t *testing.T) {
+	f := newFixture()
+	p := register(t, f, "alice@example.com")
+	tok, err := f.app.Login.Handle(ctx, Login{Email: "alice@example.com", Password: goodPassword, IP: "10.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const next = "a brand new passphrase 7"
+	change := ChangePassword{UserID: p.ID, Current: goodPassword, New: next, IP: "10.0.0.1"}
+	f.credentials.revokeErr = errors.New("injected")
+	if err := f.app.ChangePassword.Handle(ctx, change); err == nil {
+		t.Fatal("change with the revocation failing succeeded")
+	}
+	if got := f.users.byID[p.ID].PasswordHash; got != "plain$"+goodPassword {
+		t.Fatalf("hash after a failed change = %q; want the old password's", got)
+	}
+	if _, err := f.app.Refresh.Handle(ctx, tok.RefreshToken); err != nil {
+		t.Fatalf("refresh after a failed change: %v", err)
+	}
+	f.credentials.revokeErr = nil
+	if err := f.app.ChangePassword.Handle(ctx, change); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if got := f.users.byID[p.ID].PasswordHash; got != "plain$"+next {
+		t.Fatalf("hash after the retry = %q", got)
 	}
 }

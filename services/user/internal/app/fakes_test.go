@@ -165,11 +165,6 @@ func (s *memSessions) Rotate(_ context.Context, old, next session.RefreshToken, 
 	return nil
 }
 
-func (s *memSessions) RevokeUser(_ context.Context, userID string, now time.Time) error {
-	s.revoke(func(t session.RefreshToken) bool { return t.UserID == userID }, now)
-	return nil
-}
-
 func (s *memSessions) RevokeFamily(_ context.Context, family string, now time.Time) error {
 	s.revoke(func(t session.RefreshToken) bool { return t.FamilyID == family }, now)
 	return nil
@@ -185,6 +180,29 @@ func (s *memSessions) revoke(match func(session.RefreshToken) bool, now time.Tim
 			s.m[h] = t
 		}
 	}
+}
+
+// memCredentials changes a password over memUsers and memSessions as one
+// transaction would: when the revocation fails (revokeErr), the hash it
+// stored is put back.
+type memCredentials struct {
+	users     *memUsers
+	sessions  *memSessions
+	revokeErr error
+}
+
+func (c *memCredentials) ReplacePassword(ctx context.Context, userID, old, hash string, now time.Time) error {
+	if err := c.users.SetPasswordHash(ctx, userID, old, hash); err != nil {
+		return err
+	}
+	if c.revokeErr != nil {
+		if err := c.users.SetPasswordHash(ctx, userID, hash, old); err != nil {
+			return err
+		}
+		return c.revokeErr
+	}
+	c.sessions.revoke(func(t session.RefreshToken) bool { return t.UserID == userID }, now)
+	return nil
 }
 
 // plainHasher is reversible on purpose, so tests can tell it was used; it
@@ -244,11 +262,12 @@ func (g *ipGuard) Admit(_ context.Context, ip string) error {
 }
 
 type fixture struct {
-	app      Application
-	users    *memUsers
-	cache    *memCache
-	sessions *memSessions
-	now      time.Time
+	app         Application
+	users       *memUsers
+	cache       *memCache
+	sessions    *memSessions
+	credentials *memCredentials
+	now         time.Time
 }
 
 func newFixture() *fixture {
@@ -258,10 +277,11 @@ func newFixture() *fixture {
 		sessions: &memSessions{m: map[string]session.RefreshToken{}},
 		now:      time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
+	f.credentials = &memCredentials{users: f.users, sessions: f.sessions}
 	var seq int
 	var mu sync.Mutex
 	f.app = New(Deps{
-		Users: f.users, Profiles: f.cache, Sessions: f.sessions,
+		Users: f.users, Profiles: f.cache, Sessions: f.sessions, Credentials: f.credentials,
 		Hasher: plainHasher{}, Tokens: fakeIssuer{},
 		Guard:   &countGuard{n: 5, m: map[string]int{}},
 		Signups: &ipGuard{n: 100, m: map[string]int{}},

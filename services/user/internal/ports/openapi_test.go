@@ -82,7 +82,7 @@ func TestOpenAPIDocumentsEveryFailure(t *testing.T) {
 		r := gin.New()
 		r.Use(deadline.Middleware(0))
 		st := stores{sc.err}
-		a := app.New(app.Deps{Users: st, Profiles: st, Sessions: st, Hasher: st, Tokens: signer, Guard: admitLogins{}, Signups: admitAll{},
+		a := app.New(app.Deps{Users: st, Profiles: st, Sessions: st, Credentials: st, Hasher: st, Tokens: signer, Guard: admitLogins{}, Signups: admitAll{},
 			Logger: slog.New(slog.DiscardHandler)})
 		ports.HTTP{App: a, JWKS: signer.JWKS(), Verifier: verifier, Logger: slog.New(slog.DiscardHandler)}.Mount(r)
 		if sc.timeout == "0" {
@@ -161,8 +161,8 @@ func (s stores) Rotate(ctx context.Context, _, _ session.RefreshToken, _ time.Ti
 func (s stores) RevokeFamily(ctx context.Context, _ string, _ time.Time) error {
 	return s.fail(ctx, "revoke family")
 }
-func (s stores) RevokeUser(ctx context.Context, _ string, _ time.Time) error {
-	return s.fail(ctx, "revoke user")
+func (s stores) ReplacePassword(ctx context.Context, _, _, _ string, _ time.Time) error {
+	return s.fail(ctx, "replace password")
 }
 
 func (stores) Get(context.Context, string) (user.Profile, string, bool, error) {

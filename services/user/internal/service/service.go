@@ -178,17 +178,18 @@ func New(ctx context.Context, cfg config.Config, o Options) (_ *Service, err err
 		return nil, err
 	}
 	s.App = app.New(app.Deps{
-		Users:      s.users,
-		Profiles:   adapters.NewProfileRedis(s.Redis, cfg.ProfileCacheTTL),
-		Sessions:   s.sessions,
-		Hasher:     adapters.NewArgon2(adapters.Argon2Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: 1, SaltLen: 16, KeyLen: 32}, cfg.Argon2Concurrency),
-		Tokens:     s.Signer,
-		Guard:      guard,
-		Signups:    signups,
-		Logger:     o.Logger,
-		NewID:      func() string { return uuid.Must(uuid.NewV7()).String() },
-		AccessTTL:  cfg.AccessTokenTTL,
-		RefreshTTL: cfg.RefreshTokenTTL,
+		Users:       s.users,
+		Profiles:    adapters.NewProfileRedis(s.Redis, cfg.ProfileCacheTTL),
+		Sessions:    s.sessions,
+		Credentials: adapters.NewCredentialsGorm(s.DB),
+		Hasher:      adapters.NewArgon2(adapters.Argon2Params{Memory: cfg.Argon2MemoryKiB, Time: cfg.Argon2Time, Threads: 1, SaltLen: 16, KeyLen: 32}, cfg.Argon2Concurrency),
+		Tokens:      s.Signer,
+		Guard:       guard,
+		Signups:     signups,
+		Logger:      o.Logger,
+		NewID:       func() string { return uuid.Must(uuid.NewV7()).String() },
+		AccessTTL:   cfg.AccessTokenTTL,
+		RefreshTTL:  cfg.RefreshTokenTTL,
 	})
 
 	s.Server = server.New(server.Options{

@@ -102,7 +102,4 @@ type Repository interface {
 	Rotate(ctx context.Context, old RefreshToken, next RefreshToken, now time.Time) error
 	// RevokeFamily revokes every token of the family that is not yet revoked.
 	RevokeFamily(ctx context.Context, familyID string, now time.Time) error
-	// RevokeUser revokes every token of every family of the user that is
-	// not yet revoked (a password change ends all its sessions).
-	RevokeUser(ctx context.Context, userID string, now time.Time) error
 }
