@@ -155,7 +155,13 @@ type Server struct {
 	endpoints uint64
 	stopTicks context.CancelFunc
 	ticksDone chan struct{} // closed when ticks has returned
-	served    chan struct{} // closed when Serve returns: the engine is down
+	// dials counts the upstream dials in flight (dial's goroutines), and
+	// dialCtx ends them: OnShutdown cancels it and waits for them, so no
+	// dial hands gnet a connection once the loops are told to exit.
+	dials      sync.WaitGroup
+	dialCtx    context.Context
+	cancelDial context.CancelFunc
+	served     chan struct{} // closed when Serve returns: the engine is down
 }
 
 // New builds a Server; Serve starts it.
@@ -185,6 +191,7 @@ func New(o Options) *Server {
 		o.Meter = otel.GetMeterProvider()
 	}
 	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{})}
+	s.dialCtx, s.cancelDial = context.WithCancel(context.Background())
 	s.budget.limit = o.HeldBytes
 	s.fullAnswer = proxy.ConnsFullAnswer() // the fasthttp transport's bytes too (sockio.Cap)
 	for _, p := range o.AdminPaths {
@@ -287,18 +294,38 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 
 // OnShutdown stops the ticker and Alive's tasks before gnet closes the
 // loops' pollers, as gnet does with its own: an Execute after that would
-// write to a closed (or reused) eventfd.
+// write to a closed (or reused) eventfd. It also ends the upstream dials
+// in flight and waits for them, while the loops still run: gnet's Enroll
+// queues a connection on its loop and waits until the loop has opened it,
+// and a loop that exits first never does, so the dial's goroutine, its
+// socket and gnet's duplicate of it stayed for the process's life. gnet
+// tells the loops to exit only once OnShutdown returns.
 func (s *Server) OnShutdown(gnet.Engine) {
 	s.shutDown()
+	s.dials.Wait()
 }
 
-// shutDown marks the engine stopping, then stops the ticker; more than
-// once is harmless.
+// shutDown marks the engine stopping (no dial starts from then on), ends
+// the dials in flight, then stops the ticker; more than once is harmless.
 func (s *Server) shutDown() {
 	s.mu.Lock()
 	s.shut = true
 	s.mu.Unlock()
+	s.cancelDial()
 	s.stopTicker()
+}
+
+// startDial counts a dial about to start, unless the engine is stopping.
+// Counted under mu, as shut is set, so OnShutdown's Wait sees every dial
+// that started.
+func (s *Server) startDial() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shut {
+		return false
+	}
+	s.dials.Add(1)
+	return true
 }
 
 // stopTicker stops ticks and waits for it; once is enough, more is harmless.

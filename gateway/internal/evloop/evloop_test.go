@@ -62,15 +62,15 @@ func startUpstream(t *testing.T) (string, *atomic.Int64) {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() {
 		// Shutdown waits for every connection to close. A dial the gateway
-		// had in flight at its Stop can stay open: gnet's Enroll waits for
-		// a loop that already exited (eventloop_unix.go, <-connOpened), so
-		// the socket is never handed over nor closed. That hung this
-		// cleanup for the whole test binary's timeout once; bound it and
-		// say why the test went on.
+		// had in flight at its Stop stayed open once (gnet's Enroll waiting
+		// for a loop that had exited; Stop now waits for its dials,
+		// TestStopLeavesNoUpstreamDialBehind) and hung this cleanup for the
+		// whole test binary's timeout: bound it still, and say why the test
+		// went on.
 		ctx, cancel := context.WithTimeout(context.Background(), serveBound)
 		defer cancel()
 		if err := srv.ShutdownWithContext(ctx); err != nil {
-			t.Logf("upstream shutdown: %v (a connection left open by an Enroll at Stop)", err)
+			t.Logf("upstream shutdown: %v (a connection the gateway left open)", err)
 		}
 	})
 	return ln.Addr().String(), &closed

@@ -120,12 +120,20 @@ func (l *loop) pool(addr string) *pool {
 // address kept for good, so an instance that came back at another address
 // under the same name was dialled at the old one until the gateway
 // restarted. Dials are rare (connections are kept), so the lookup is too.
+//
+// Once the engine is stopping no dial starts, and those in flight end
+// (Server.OnShutdown): the request fails as for a failed dial.
 func (l *loop) dial(pl *pool) {
 	pl.open++
+	if !l.s.startDial() {
+		l.onLoop(func() { l.dialFailed(pl, errStopped) }) // not now: dial's callers go on with pl
+		return
+	}
 	uc := &upconn{l: l, p: pl}
 	go func() {
+		defer l.s.dials.Done()
 		d := net.Dialer{Timeout: l.s.o.DialTimeout}
-		nc, err := d.Dial("tcp", pl.addr)
+		nc, err := d.DialContext(l.s.dialCtx, "tcp", pl.addr)
 		if err == nil {
 			var ch <-chan gnet.RegisteredResult
 			// Enroll duplicates the socket and closes nc once registered.

@@ -1,0 +1,126 @@
+package evloop
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+)
+
+// A gateway embedded in a process that lives on (cmd/shanhai, these tests)
+// must leave nothing of itself behind at Stop. An upstream dial in flight
+// then was a goroutine and a socket until the dial ended, DialTimeout
+// later; and if it connected while the loops were exiting, gnet's Enroll
+// queued it on a loop that never ran it again and waited for good
+// (eventloop_unix.go, <-connOpened), keeping the goroutine and both
+// descriptors for the process's life. Stop now ends the dials in flight
+// and waits for them before the loops exit.
+func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
+	up := unanswered(t)
+	fds := openFDs(t)
+	addr, s, _ := startServerWith(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
+
+	// The request's dial never connects; the route timeout answers 504
+	// with the dial still in flight.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var r fasthttp.Response
+	if err := r.Read(bufio.NewReader(c)); err != nil || r.StatusCode() != 504 {
+		t.Fatalf("a request to an upstream that never accepts: %d %v, want 504", r.StatusCode(), err)
+	}
+	c.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-s.served
+	end := time.Now().Add(5 * time.Second)
+	for dialing() > 0 || openFDs(t) > fds {
+		if time.Now().After(end) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors open (%d before the server); goroutines:\n%s",
+				dialing(), openFDs(t), fds, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// dialing counts the goroutines dialling an upstream connection (dial) or
+// handing one to a loop (gnet's enroll). Other goroutines come and go
+// with the runtime and libraries (fasthttp's clock, started once for the
+// process), so they are not counted.
+func dialing() int {
+	buf := make([]byte, 1<<20)
+	n := 0
+	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "evloop.(*loop).dial.func") || strings.Contains(g, "gnet/v2.(*eventloop).enroll") {
+			n++
+		}
+	}
+	return n
+}
+
+// unanswered is the address of a listener whose accept queue is full: a
+// connection to it is neither accepted nor refused (its SYN is dropped),
+// so a dial waits for its timeout.
+func unanswered(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	// A backlog of 0 holds one connection; the one that fills it is
+	// never accepted.
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
+	filler, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = filler.Close() })
+	// The queue is full once a dial no longer connects.
+	if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatalf("a listener with backlog 0 and one connection queued took a second")
+	}
+	return addr
+}
+
+// openFDs counts the process's open file descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
