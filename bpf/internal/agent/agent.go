@@ -128,8 +128,8 @@ type Agent struct {
 	// from that executable into another target keeps its pid, and its series are the sum of both executables' maps
 	// (Snapshot.add). Once no process ran the first executable for BPF_DETACH_GRACE its maps closed, and the pid's
 	// counters went back by their share, a reset to Prometheus (found by review; TestExecThenDetachKeepsTheCounts).
-	// Kept until the process is gone, like the maps' own entries.
-	retired Snapshot
+	// Kept until the process is gone, like the maps' own entries; a process is its pid and start time (retired.go).
+	retired retiredSeries
 	// leases guard the probed executables against a rewrite in place (lease.go).
 	leases *leaseSet
 	// readErrors counts the scrapes that could not read every map (shanhai_bpf_read_errors_total); scrapes may run
@@ -202,7 +202,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger, self: os.Getpid(), sys: sys, recountOff: sys.recountOff, bins: map[binID]*binProbes{},
 		lastSeen: map[binID]time.Time{}, procs: map[int]proc{}, failed: map[binID]string{}, capped: map[binID]struct{}{},
-		exited: map[int]struct{}{}, callDroppedRetired: map[string]uint64{}, retired: newSnapshot()}
+		exited: map[int]struct{}{}, callDroppedRetired: map[string]uint64{}, retired: newRetiredSeries()}
 	if cfg.HTTPProbe == HTTPProbeSocket {
 		if a.sock, err = attachSockProbe(); err != nil {
 			sys.Close()
@@ -639,7 +639,6 @@ func (a *Agent) retire(b *binProbes) {
 		a.log.Error("series of a detached executable unread: the processes that exec'd from it lose them", "exe", b.exe, "err", err)
 		return
 	}
-	bs.prune(pidAlive())
 	a.retired.add(&bs)
 }
 
@@ -704,7 +703,7 @@ func (a *Agent) Snapshot() (Snapshot, error) {
 		}
 		s.add(&bs)
 	}
-	s.add(&a.retired)
+	s.add(&a.retired.Snapshot)
 	// Goroutine counts that the runtime keeps itself (binProbes.goroutines) are read from each process's memory.
 	for pid, p := range a.procs {
 		b, ok := a.bins[p.bin]
