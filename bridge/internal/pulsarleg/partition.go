@@ -296,6 +296,9 @@ type bsession struct {
 	last     int64
 
 	unanswered atomic.Int64 // sends Pulsar has not answered yet
+	// full: feed found every in-flight slot taken since watchLag last looked (Pulsar the bottleneck), so the pull
+	// buffers what JetStream sent and a delivery's pending count is as old as its wait in the buffer.
+	full atomic.Bool
 
 	mu         sync.Mutex
 	held       []held
@@ -410,6 +413,9 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext) error
 		}
 
 		pm, span, sctx := p.build(msg, offset)
+		if len(s.sem) == cap(s.sem) {
+			s.full.Store(true)
+		}
 		select {
 		case s.sem <- struct{}{}: // bounded in-flight: a stalled Pulsar stops the pull
 		case <-ctx.Done():
@@ -627,8 +633,13 @@ func (s *bsession) lag() {
 
 // watchLag reads the consumer every LagInterval while the session's deliveries wait with messages unarchived (Pulsar
 // slow or away, a dead letter the DLQ refuses, a policy wait): the value from the last delivery (lag) leaves out what
-// leg A stored since, and the partition's lag looked flat while the stream filled. An idle or flowing session sends
-// no request. Before it, leg B had no lag at all: with Pulsar away nothing showed how far the archive was behind
+// leg A stored since, and the partition's lag looked flat while the stream filled. It reads it too while the sends
+// fill the in-flight bound (full): messages then flow as fast as Pulsar confirms, but the delivered ones waited in the
+// pull's buffer (up to InFlight) with counts as old as that wait, and with messages coming faster than Pulsar confirms
+// the gauge trailed by what came meanwhile (TestLegBArchiveLagKeepsUpWhileMessagesComeFasterThanPulsarConfirms: 280
+// of 656). Now it trails by at most what comes within one LagInterval; exact it cannot be: JetStream tells the count
+// only with a delivery (as of when it sent it) or an info request, and an ack answers nothing. An idle session, or
+// one whose sends Pulsar confirms faster than they fill the bound, sends no request. Before it, leg B had no lag at all: with Pulsar away nothing showed how far the archive was behind
 // (bridge_consumer_lag is leg A's), nor a stream's MaxAge coming closer to what it had not archived.
 func (s *bsession) watchLag(ctx context.Context, cons jetstream.Consumer, done chan<- struct{}) {
 	defer close(done)
@@ -642,11 +653,12 @@ func (s *bsession) watchLag(ctx context.Context, cons jetstream.Consumer, done c
 			return
 		case <-t.C:
 		}
+		full := s.full.Swap(false)
 		s.mu.Lock()
 		waiting := s.deliveries == seen && (s.delivered > s.acked || s.pending > 0)
 		seen = s.deliveries
 		s.mu.Unlock()
-		if !waiting {
+		if !waiting && !full {
 			continue
 		}
 		// Wait for a free read rather than skip the interval: skipping starved a partition whose ticks fell while
