@@ -227,6 +227,20 @@ func TestVerifyRejects(t *testing.T) {
 			c["nbf"] = time.Now().Add(time.Hour).Unix()
 			return sign(jwt.SigningMethodEdDSA, k.Private, c, k.Kid)
 		}(),
+		// RFC 7515 §4.1.11: an extension named in crit that the recipient
+		// does not understand makes the JWS invalid; none is understood
+		// here (b64: false, RFC 7797, would sign the payload unencoded).
+		"crit header": func() string {
+			tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, valid())
+			tok.Header["kid"] = k.Kid
+			tok.Header["crit"] = []string{"b64"}
+			tok.Header["b64"] = false
+			str, err := tok.SignedString(k.Private)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return str
+		}(),
 		"kid of 1 MiB": sign(jwt.SigningMethodEdDSA, stranger, valid(), strings.Repeat("k", 1<<20)),
 		"garbage":      "not.a.jwt",
 		"empty":        "",

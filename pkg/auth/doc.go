@@ -7,8 +7,10 @@
 // rotate without logging anybody out.
 //
 // Verification is deliberately strict: the only accepted algorithm is EdDSA
-// (so "none", HS* and RS* tokens fail before any key is consulted), exp and
-// iss are required, and the clock leeway is small. There is no aud: the key
+// (so "none", HS* and RS* tokens fail before any key is consulted), a crit
+// header is refused (no extension is understood), exp and iss are required,
+// and the clock leeway is small. Keys come from the configured JWKS only:
+// jku, x5u, x5c and jwk headers are never read. There is no aud: the key
 // signs access tokens for the whole platform and nothing else; a second kind
 // of token signed with it would need an aud or typ check here, or any
 // service would take it as an access token. The key set is cached and

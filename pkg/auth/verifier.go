@@ -272,6 +272,13 @@ func (v *Verifier) parse(ctx context.Context, token string) (Claims, error) {
 		set *keySet
 	)
 	_, err := v.parser.ParseWithClaims(token, &rc, func(t *jwt.Token) (any, error) {
+		// RFC 7515 §4.1.11: a JWS naming in crit an extension the
+		// recipient does not understand is invalid. golang-jwt ignores
+		// crit, and none is understood here (b64: false, RFC 7797, would
+		// have the payload signed unencoded): the signer never sets it.
+		if _, ok := t.Header["crit"]; ok {
+			return nil, errors.New("token names critical header extensions (crit)")
+		}
 		kid, _ = t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errors.New("token has no kid")
