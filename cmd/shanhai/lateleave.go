@@ -2,15 +2,15 @@ package main
 
 import (
 	"bufio"
-	"context"
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 
 	"github.com/shanhai-dev/shanhai/pkg/server"
 )
@@ -24,11 +24,21 @@ func (p *Platform) stopPart(name string, part *Part) error {
 		from = fi.Size()
 	}
 	err := part.Stop(stopGrace[name])
-	if err == nil || p.Infra == nil {
+	switch {
+	case err == nil:
+		return nil
+	case part.Hosted():
+		if p.Infra != nil && onlyLateDeregistrations(err) {
+			return p.lateLeave(name, err)
+		}
 		return err
 	}
-	if part.Hosted() && onlyLateDeregistrations(err) || !part.Hosted() && childLateLeave(name, err, log, from) {
+	late, plain := childLateLeave(err, log, from)
+	switch {
+	case late && p.Infra != nil:
 		return p.lateLeave(name, err)
+	case plain != "":
+		return fmt.Errorf("%w; its log has a line that is not a pkg/server record: %q", err, plain)
 	}
 	return err
 }
@@ -47,84 +57,93 @@ func (p *Platform) lateLeave(name string, err error) error {
 	return nil
 }
 
-// onlyLateDeregistrations tells whether every error in err's tree ends in a
-// pkg/server deregistration step that ran out of time.
+// onlyLateDeregistrations tells whether err is made only of pkg/server
+// deregistration steps that ran out of time.
 func onlyLateDeregistrations(err error) bool {
-	if step, ok := err.(*server.StepError); ok {
-		return step.Step == server.DeregisterStep && errors.Is(step.Err, context.DeadlineExceeded)
-	}
-	switch e := err.(type) {
-	case interface{ Unwrap() []error }:
-		errs := e.Unwrap()
-		for _, err := range errs {
-			if !onlyLateDeregistrations(err) {
-				return false
-			}
+	steps, other := server.FailedSteps(err)
+	return other == 0 && onlyLate(steps)
+}
+
+// onlyLate tells whether steps, one at least, are all deregistrations that
+// timed out.
+func onlyLate(steps []server.LoggedStep) bool {
+	for _, step := range steps {
+		if step.Step != server.DeregisterStep || !step.TimedOut {
+			return false
 		}
-		return len(errs) > 0
-	case interface{ Unwrap() error }:
-		next := e.Unwrap()
-		return next != nil && onlyLateDeregistrations(next)
 	}
-	return false
+	return len(steps) > 0
 }
 
 // childLateLeave is onlyLateDeregistrations for a child process, whose
 // stop error is only its exit status: 1 says its Run failed and logged why
 // (pkg/server.ExitCode), so the log lines this stop wrote (from offset
-// from) tell. It holds when those lines' errors are only pkg/server's
-// "shutdown step failed" of the deregistration, timed out, and the
-// "<name> service stopped" of pkg/server.RunService repeating them; any
-// other error line, or a log that cannot be read, leaves a failed stop.
+// from) tell. It reads pkg/server's attributes, not its wording: late holds
+// when the only errors are failed steps' lines (server.StepKey) of a
+// deregistration that timed out and RunService's last line
+// (server.FailedStepsKey) listing only those. Any other error line, a line
+// that is not JSON, or a log that cannot be read leaves a failed stop; the
+// first line that is not JSON is returned as plain, a reason nothing else
+// reports (a main's fmt.Fprintln before os.Exit(1), a panic's first line).
 // -processes exited 1 on the stop the embedded run let through.
-func childLateLeave(name string, err error, log string, from int64) bool {
+func childLateLeave(err error, log string, from int64) (late bool, plain string) {
 	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-		return false
+	if !errors.As(err, &exit) {
+		return false, ""
 	}
 	f, err := os.Open(log)
 	if err != nil {
-		return false
+		return false, ""
 	}
 	defer f.Close()
 	if _, err := f.Seek(from, io.SeekStart); err != nil {
-		return false
+		return false, ""
 	}
-	late := 0
+	lateSteps, other := 0, false
 	lines := bufio.NewScanner(f)
 	lines.Buffer(nil, 1<<20)
 	for lines.Scan() {
-		var rec struct {
-			Level, Msg, Step, Error, Err string
+		line := bytes.TrimSpace(lines.Bytes())
+		if len(line) == 0 {
+			continue
 		}
-		if json.Unmarshal(lines.Bytes(), &rec) != nil || rec.Level != slog.LevelError.String() {
+		var rec map[string]json.RawMessage
+		if json.Unmarshal(line, &rec) != nil {
+			if plain == "" {
+				plain = string(line[:min(len(line), 200)])
+			}
+			other = true
+			continue
+		}
+		if level(rec) != slog.LevelError.String() {
 			continue
 		}
 		switch {
-		case rec.Msg == "shutdown step failed" && rec.Step == server.DeregisterStep && timedOut(rec.Error):
-			late++
-		case rec.Msg == name+" service stopped" && onlyLateSteps(rec.Err):
+		case rec[server.StepKey] != nil:
+			var step server.LoggedStep
+			if json.Unmarshal(rec[server.StepKey], &step.Step) != nil || json.Unmarshal(rec[server.TimedOutKey], &step.TimedOut) != nil ||
+				!onlyLate([]server.LoggedStep{step}) {
+				other = true
+			}
+			lateSteps++
+		case rec[server.FailedStepsKey] != nil:
+			var steps []server.LoggedStep
+			var others int
+			if json.Unmarshal(rec[server.FailedStepsKey], &steps) != nil || json.Unmarshal(rec[server.OtherErrorsKey], &others) != nil ||
+				others != 0 || !onlyLate(steps) {
+				other = true
+			}
 		default:
-			return false
+			other = true
 		}
 	}
-	return lines.Err() == nil && late > 0
+	late = exit.ExitCode() == 1 && lines.Err() == nil && !other && lateSteps > 0
+	return late, plain
 }
 
-// onlyLateSteps tells whether text, an errors.Join of *server.StepError as
-// logged, holds only deregistrations that timed out.
-func onlyLateSteps(text string) bool {
-	for line := range strings.SplitSeq(text, "\n") {
-		msg, ok := strings.CutPrefix(line, server.DeregisterStep+": ")
-		if !ok || !timedOut(msg) {
-			return false
-		}
-	}
-	return text != ""
-}
-
-// timedOut tells a logged error that is a deadline's: the context's own, or
-// gRPC's status for it, as etcd's client returns it.
-func timedOut(msg string) bool {
-	return strings.Contains(msg, context.DeadlineExceeded.Error()) || strings.Contains(msg, "code = DeadlineExceeded")
+// level is a log record's level, as slog's JSON handler writes it.
+func level(rec map[string]json.RawMessage) string {
+	var l string
+	_ = json.Unmarshal(rec[slog.LevelKey], &l)
+	return l
 }

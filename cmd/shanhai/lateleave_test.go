@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -145,8 +146,9 @@ func TestLateDeregistrationOfAChildAgainstOwnEtcd(t *testing.T) {
 	}
 
 	own := &Platform{Infra: in, LogDir: logDir, Parts: map[string]*Part{
-		"user":  childPart(ctx, t, in, logDir, "user", "late"),
-		"order": childPart(ctx, t, in, logDir, "order", "fail"),
+		"user":    childPart(ctx, t, in, logDir, "user", "late"),
+		"order":   childPart(ctx, t, in, logDir, "order", "fail"),
+		"payment": childPart(ctx, t, in, logDir, "payment", "plain"),
 	}}
 	f.stopped = true
 	err := own.Stop()
@@ -155,6 +157,11 @@ func TestLateDeregistrationOfAChildAgainstOwnEtcd(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "stop user") {
 		t.Errorf("Stop = %v: user's late deregistration against the run's own etcd counted as a failed stop", err)
+	}
+	// Beside its late deregistration, payment's main gave a reason of its
+	// own in plain text: a failed stop, reported with that reason.
+	if !strings.Contains(err.Error(), "stop payment: exit status 1") || !strings.Contains(err.Error(), "3 outbox rows left unsent") {
+		t.Errorf("Stop = %v, want payment's failed stop with its plain-text reason", err)
 	}
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "part=user") {
 		t.Errorf("no WARN for user's late deregistration; log:\n%s", logs.String())
@@ -208,36 +215,76 @@ func childPart(ctx context.Context, t *testing.T, in *Infra, logDir, name, mode 
 
 // runChildPart is a child part's process: a pkg/server server that stops on
 // SIGTERM and ends as a service binary does (pkg/server.RunService, then
-// ExitCode): a failed stop is logged as "<name> service stopped" and exits 1.
+// ExitCode): a failed stop is logged by RunService and exits 1. A "plain"
+// child is a "late" one whose main then writes a plain-text reason of its
+// own before it exits 1, as a main's fmt.Fprintln would.
 func runChildPart() {
-	name := os.Getenv("SHANHAI_TEST_NAME")
-	log := telemetry.NewLogger(os.Stderr, slog.LevelInfo)
+	name, mode := os.Getenv("SHANHAI_TEST_NAME"), os.Getenv(childPartEnv)
 	ln, err := net.Listen("tcp", os.Getenv("HTTP_ADDR"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
 	}
-	opts := server.Options{Name: name, Logger: log, ShutdownTimeout: 5 * time.Second}
-	var steps []func(context.Context) error
-	if os.Getenv(childPartEnv) == "late" {
-		cli, err := clientv3.New(discovery.EtcdConfig([]string{os.Getenv("SHANHAI_TEST_ETCD")}, 5*time.Second, slog.New(slog.DiscardHandler)))
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(3)
-		}
-		reg := discovery.NewEtcdRegistry(cli, 10*time.Second)
-		opts.Deregister = reg.Deregister
-		steps = append(steps, func(ctx context.Context) error {
-			return reg.Register(ctx, discovery.Instance{ID: name + "-1", Service: name, Addr: ln.Addr().String()})
+	err = server.Part{}.RunService(context.Background(), server.Wiring{Name: name, LogLevel: slog.LevelInfo,
+		New: func(_ context.Context, log *slog.Logger, tp *telemetry.Provider) (server.Runner, error) {
+			opts := server.Options{Name: name, Logger: log, Telemetry: tp, ShutdownTimeout: 5 * time.Second}
+			var steps []func(context.Context) error
+			if mode == "late" || mode == "plain" {
+				cli, err := clientv3.New(discovery.EtcdConfig([]string{os.Getenv("SHANHAI_TEST_ETCD")}, 5*time.Second, slog.New(slog.DiscardHandler)))
+				if err != nil {
+					return nil, err
+				}
+				reg := discovery.NewEtcdRegistry(cli, 10*time.Second)
+				opts.Deregister = reg.Deregister
+				steps = append(steps, func(ctx context.Context) error {
+					return reg.Register(ctx, discovery.Instance{ID: name + "-1", Service: name, Addr: ln.Addr().String()})
+				})
+			}
+			srv := server.New(opts)
+			if mode == "fail" {
+				srv.OnShutdown(func(context.Context) error { return errors.New("outbox not flushed") })
+			}
+			return runnerFunc(func(ctx context.Context) error { return srv.ServeStarting(ctx, ln, steps...) }), nil
+		}})
+	if err != nil && mode == "plain" {
+		fmt.Fprintln(os.Stderr, name+": 3 outbox rows left unsent")
+	}
+	os.Exit(server.ExitCode(os.Stderr, name, err))
+}
+
+// runnerFunc is a server.Runner made of its Run.
+type runnerFunc func(context.Context) error
+
+func (f runnerFunc) Run(ctx context.Context) error { return f(ctx) }
+
+// childLateLeave reads pkg/server's attributes, not its messages: reworded
+// lines still tell a late deregistration, and a line without the attributes,
+// or one that is not JSON, does not pass for one.
+func TestChildLateLeaveReadsAttributesNotWording(t *testing.T) {
+	exit := exec.Command("sh", "-c", "exit 1").Run()
+	step := `{"level":"ERROR","msg":"reworded step","step":"deregister","timed_out":true,"error":"any text"}`
+	last := `{"level":"ERROR","msg":"reworded end","err":"any text","failed_steps":[{"step":"deregister","timed_out":true}],"other_errors":0}`
+	for _, tc := range []struct {
+		name, log string
+		late      bool
+		plain     string
+	}{
+		{"late, reworded", step + "\n" + last + "\n", true, ""},
+		{"step not timed out", strings.Replace(step, `"timed_out":true`, `"timed_out":false`, 1) + "\n" + last + "\n", false, ""},
+		{"another error in Run's", step + "\n" + strings.Replace(last, `"other_errors":0`, `"other_errors":1`, 1) + "\n", false, ""},
+		{"an error line of its own", step + "\n" + `{"level":"ERROR","msg":"outbox not flushed"}` + "\n" + last + "\n", false, ""},
+		{"plain text beside", step + "\n" + last + "\nuser: 3 outbox rows left unsent\n", false, "user: 3 outbox rows left unsent"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := filepath.Join(t.TempDir(), "user.log")
+			if err := os.WriteFile(log, []byte(`{"level":"INFO","msg":"before this stop"}`+"\n"+tc.log), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			before := int64(len(`{"level":"INFO","msg":"before this stop"}` + "\n"))
+			late, plain := childLateLeave(exit, log, before)
+			if late != tc.late || plain != tc.plain {
+				t.Errorf("childLateLeave = %v, %q; want %v, %q", late, plain, tc.late, tc.plain)
+			}
 		})
 	}
-	srv := server.New(opts)
-	if os.Getenv(childPartEnv) == "fail" {
-		srv.OnShutdown(func(context.Context) error { return errors.New("outbox not flushed") })
-	}
-	if err := srv.ServeStarting(context.Background(), ln, steps...); err != nil {
-		log.Error(name+" service stopped", "err", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
 }
