@@ -136,10 +136,10 @@ func TestKindUpRunsAgainAfterAPartialFailure(t *testing.T) {
 					t.Errorf("after the second run secret key %s is missing or empty (a manifest reads it)", key)
 				}
 			}
-			pw := got["shanhai-infra/shanhai-db/postgres-password"]
 			for _, svc := range []string{"user", "order", "payment"} {
-				if u := got["shanhai/shanhai-db/"+svc]; !strings.Contains(u, ":"+pw+"@") {
-					t.Errorf("shanhai-db %s URL %q does not hold PostgreSQL's password %q", svc, u, pw)
+				pw := got["shanhai-infra/shanhai-db/"+svc+"-password"]
+				if u := got["shanhai/shanhai-db/"+svc]; !strings.Contains(u, "://shanhai_"+svc+":"+pw+"@") {
+					t.Errorf("shanhai-db %s URL %q does not hold the password %q PostgreSQL gives its role", svc, u, pw)
 				}
 			}
 			if out, err := runKindUp(t, state, ""); err != nil {

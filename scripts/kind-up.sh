@@ -73,16 +73,28 @@ key=$(existing shanhai shanhai-auth signing-key)
 # answers "Algorithm Ed25519 not found".
 [[ -n $key ]] || key=$({ printf '\x30\x2e\x02\x01\x00\x30\x05\x06\x03\x2b\x65\x70\x04\x22\x04\x20'; openssl rand 32; } | b64)
 secret shanhai shanhai-auth signing-key="$key"
-# PostgreSQL's own copy first: it is the password the database was initialised with.
+# PostgreSQL's superuser and each service's role (postgres-init.sh creates the roles on the first start), each with
+# a password of its own: the services connected as the superuser, so one compromised service held every database.
+# The platform's namespace gets only each service's URL; the superuser's password stays in shanhai-infra.
+# A cluster whose PostgreSQL was initialised before the roles has no role to log in as: say so rather than hand
+# the services passwords no role has (postgres-init runs only on an empty volume).
 pw=$(existing shanhai-infra shanhai-db postgres-password)
-[[ -n $pw ]] || pw=$(existing shanhai shanhai-db postgres-password)
+if [[ -n $pw && -z $(existing shanhai-infra shanhai-db user-password) ]]; then
+  echo "kind-up: this cluster's PostgreSQL has no role per service (it predates them); scripts/kind-down.sh" \
+    "then kind-up.sh recreates it, its databases emptied" >&2
+  exit 1
+fi
 [[ -n $pw ]] || pw=$(openssl rand -hex 24)
-for ns in shanhai shanhai-infra; do
-  secret "$ns" shanhai-db postgres-password="$pw" \
-    user="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_user?sslmode=disable" \
-    order="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_order?sslmode=disable" \
-    payment="postgres://shanhai:$pw@postgres.shanhai-infra.svc:5432/shanhai_payment?sslmode=disable"
+urls=() pws=()
+for svc in user order payment; do
+  p=$(existing shanhai-infra shanhai-db "$svc-password")
+  [[ -n $p ]] || p=$(openssl rand -hex 24)
+  pws+=("$svc-password=$p")
+  urls+=("$svc=postgres://shanhai_$svc:$p@postgres.shanhai-infra.svc:5432/shanhai_$svc?sslmode=disable")
 done
+# PostgreSQL's copy first: the platform's URLs are made from it, on this run or the next if this one stops between.
+secret shanhai-infra shanhai-db postgres-password="$pw" "${pws[@]}"
+secret shanhai shanhai-db "${urls[@]}"
 grafana=$(existing shanhai-infra shanhai-grafana admin-password)
 [[ -n $grafana ]] || grafana=$(openssl rand -hex 12)
 secret shanhai-infra shanhai-grafana admin-password="$grafana"
