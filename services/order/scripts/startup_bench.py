@@ -166,6 +166,7 @@ elif args.against:
 # A stub JWKS (scripts/jwks_stub.py): the verifier only needs a parseable key set to be ready; its key's private
 # half signs --requests' token.
 sys.path.insert(0, os.path.join(root, "scripts"))
+import jetstream  # noqa: E402
 import jwks_stub  # noqa: E402
 
 
@@ -203,19 +204,6 @@ def status_kib(pid):
 
 
 jwks_srv = jwks_stub.serve("bench")
-
-
-def delete_stream(name):
-    """Remove the private stream with a raw JetStream API request (no nats CLI needed)."""
-    u = urlparse(env.get("NATS_URL", "nats://127.0.0.1:14222"))
-    try:
-        with socket.create_connection((u.hostname, u.port or 4222), timeout=2) as s:
-            s.recv(4096)  # INFO
-            s.sendall(b'CONNECT {"verbose":false}\r\nSUB _bench.reply 1\r\n')
-            s.sendall(f"PUB $JS.API.STREAM.DELETE.{name} _bench.reply 0\r\n\r\nPING\r\n".encode())
-            s.recv(4096)
-    except OSError as e:
-        print(f"could not delete stream {name}: {e}", file=sys.stderr)
 
 
 def free_port():
@@ -425,7 +413,7 @@ finally:
     for db_name in dbs:
         subprocess.run(["psql", env["DATABASE_URL"], "-qc", f"DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"])
     for s in streams:
-        delete_stream(s)
+        jetstream.delete_stream(env.get("NATS_URL", "nats://127.0.0.1:14222"), s)
     jwks_srv.shutdown()
 
 shutil.rmtree(tmp, ignore_errors=True)  # kept only when a run failed (sys.exit above)
