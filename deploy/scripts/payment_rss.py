@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 from gateway_rss import Peak, print_burst, status, wait_ready  # this directory is the script's, so first on sys.path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+import jetstream  # noqa: E402
 import jwks_stub  # noqa: E402  the key set the service fetches before it is ready: no request here carries a token
 
 HTTP, ADMIN = 28083, 29083
@@ -67,23 +68,6 @@ def publish_orders(subject, n):
             head = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n").encode()
             s.sendall(f"HPUB {subject} {len(head)} {len(head) + len(data)}\r\n".encode() + head + data + b"\r\n")
         flush(s)
-    finally:
-        s.close()
-
-
-def delete_stream(name):
-    """Deletes the run's stream through the JetStream API; says so if JetStream does not answer that it did."""
-    s = nats_conn()
-    try:
-        s.sendall(f"SUB _INBOX.rss 1\r\nPUB $JS.API.STREAM.DELETE.{name} _INBOX.rss 0\r\n\r\n".encode())
-        buf = b""
-        while b'"success":true' not in buf and b'"error"' not in buf and b"-ERR" not in buf:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-        if b'"success":true' not in buf:
-            print(f"stream {name} not deleted: {buf!r}", file=sys.stderr)
     finally:
         s.close()
 
@@ -130,7 +114,7 @@ def run(binary, i, jwks_port):
     finally:
         proc.terminate()
         proc.wait()
-        delete_stream(name.upper())
+        jetstream.delete_stream(os.environ.get("NATS_URL", "nats://127.0.0.1:14222"), name.upper())
         subprocess.run(["psql", os.environ["DATABASE_URL"], "-qc", f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"])
 
 
