@@ -69,6 +69,9 @@ type Config struct {
 	// refuseRecount makes the kernel refuse the TCP probe's socket iterator (tcp.c's recount), so that the tests run
 	// the agent without it, as where the kernel refuses it for real.
 	refuseRecount bool
+	// attachBinary, when set, attaches an executable in place of safeAttach, so that the tests can make attaches
+	// slow without as many real executables.
+	attachBinary func(path, exe string, id binID, o attachOpts) (*binProbes, error)
 }
 
 // DefaultMaxExecutables is Config.MaxExecutables when unset: the platform's five services, each once more while a
@@ -240,7 +243,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	t := time.NewTicker(a.cfg.ScanInterval)
 	defer t.Stop()
 	for {
-		a.Scan()
+		a.scan(ctx)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -251,7 +254,13 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Scan looks for targets once: attaches to executables newly seen, forgets processes that exited (and their map
 // entries) and detaches from executables unused for longer than Grace.
-func (a *Agent) Scan() {
+func (a *Agent) Scan() { a.scan(context.Background()) }
+
+// scan is Scan until ctx ends. Attaches take seconds each (README, "Attach time"), and the first scan of a machine
+// running many targets makes them all: a SIGTERM then waited for every one, longer than a pod's termination grace.
+// An ended ctx stops the scan before the next attach, and the attach in progress before its next probe; the
+// caller (Run) then closes the agent, which detaches what did attach.
+func (a *Agent) scan(ctx context.Context) {
 	// Path targets are resolved on every scan: a symlink created after the agent started, or repointed to a new
 	// release (ln -sfn v2 current), names another file from then on. Processes are matched to that file by device
 	// and inode, since /proc/N/exe names the resolved path, not the link.
@@ -307,14 +316,20 @@ func (a *Agent) Scan() {
 	// A target named by path is probed as soon as the file exists, so a process started from it is seen from its
 	// first instruction (its early GC pauses, its first request), not from the next poll.
 	for _, t := range byPath {
+		if ctx.Err() != nil {
+			return
+		}
 		a.lastSeen[t.id] = now
-		a.attach(t.path, t.exe, t.id)
+		a.attach(ctx, t.path, t.exe, t.id)
 	}
 	live := map[int]proc{}
 	for _, p := range found {
+		if ctx.Err() != nil {
+			return
+		}
 		live[p.pid] = p
 		a.lastSeen[p.bin] = now
-		a.attach("/proc/"+strconv.Itoa(p.pid)+"/exe", p.exe, p.bin)
+		a.attach(ctx, "/proc/"+strconv.Itoa(p.pid)+"/exe", p.exe, p.bin)
 	}
 	for pid, p := range a.procs {
 		if _, ok := live[pid]; !ok {
@@ -481,7 +496,7 @@ func freeInflightSlots(b *binProbes, alive func(pid int) bool) error {
 
 // attach puts the probes on executable id (opened through path) unless they are there or failed before. Probes on
 // an earlier content of the same file come off first: uprobes sit on the inode at the old build's offsets.
-func (a *Agent) attach(path, exe string, id binID) {
+func (a *Agent) attach(ctx context.Context, path, exe string, id binID) {
 	if _, ok := a.bins[id]; ok {
 		return
 	}
@@ -566,7 +581,11 @@ func (a *Agent) attach(path, exe string, id binID) {
 	}
 	fd := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	start := time.Now() // the attach holds the scan's lock: its time is how late every other target is probed
-	b, err := safeAttach(fd, exe, id, attachOpts{httpUprobe: a.cfg.HTTPProbe == HTTPProbeUprobe, exitProgs: !a.cfg.NoExitPrograms,
+	attach := safeAttach
+	if a.cfg.attachBinary != nil {
+		attach = a.cfg.attachBinary
+	}
+	b, err := attach(fd, exe, id, attachOpts{ctx: ctx, httpUprobe: a.cfg.HTTPProbe == HTTPProbeUprobe, exitProgs: !a.cfg.NoExitPrograms,
 		accept: a.sys.tcp.AcceptRet, log: a.log, slotEntries: a.cfg.slotEntries, goroutinesByUprobe: a.cfg.goroutinesByUprobe,
 		processEntries: a.cfg.processEntries, inflightEntries: a.cfg.inflightEntries,
 		refuseSleepable: a.cfg.refuseSleepableExit})
@@ -578,6 +597,10 @@ func (a *Agent) attach(path, exe string, id binID) {
 		if err != nil {
 			g.release()
 		}
+	}
+	if err != nil && ctx.Err() != nil {
+		a.log.Info("attach stopped: the agent is stopping", "exe", exe)
+		return // not the file's failure: it is not recorded
 	}
 	if err != nil {
 		why := strings.ReplaceAll(err.Error(), fd, path) // the reason names the file as before, not the agent's fd

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"debug/elf"
 	"errors"
 	"fmt"
@@ -197,9 +198,10 @@ func (b *binProbes) exits(sym *symtab.Binary, fn symtab.Func, keep ...x86asm.Reg
 
 // attachOpts is how attachBinary probes an executable: the agent's Config and its system probe.
 type attachOpts struct {
-	httpUprobe bool          // false when the socket probe (HTTPProbeSocket) observes the HTTP server instead
-	exitProgs  bool          // false when the probes load without their process_exit programs (Config.NoExitPrograms)
-	accept     *ebpf.Program // the system TCP probe's passive-open program (tcp.AcceptRet), attached here so that it fires in targets only
+	ctx        context.Context // the attach stops before its next probe once ctx ends; nil never ends
+	httpUprobe bool            // false when the socket probe (HTTPProbeSocket) observes the HTTP server instead
+	exitProgs  bool            // false when the probes load without their process_exit programs (Config.NoExitPrograms)
+	accept     *ebpf.Program   // the system TCP probe's passive-open program (tcp.AcceptRet), attached here so that it fires in targets only
 	log        *slog.Logger
 	// The tests' knobs, per agent (Config's) so that tests setting different ones run at the same time.
 	slotEntries        uint32 // see Config.slotEntries
@@ -255,6 +257,9 @@ func attachBinary(path, exe string, id binID, o attachOpts) (*binProbes, error) 
 	} {
 		if p.name == "httpserver" && !o.httpUprobe {
 			continue
+		}
+		if o.ctx != nil && o.ctx.Err() != nil {
+			return nil, fmt.Errorf("attach %s stopped before %s: %w", exe, p.name, o.ctx.Err()) // what attached closes
 		}
 		// One probe failing (a library version with another layout, a verifier complaint) leaves the others running.
 		err := p.attach(sym, ex)

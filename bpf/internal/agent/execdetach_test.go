@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -32,7 +33,7 @@ func TestExecThenDetachKeepsTheCounts(t *testing.T) {
 		}
 		a.mu.Lock()
 		a.lastSeen[statID(&st)] = time.Now().Add(-time.Second)
-		a.attach(bin, bin, statID(&st))
+		a.attach(context.Background(), bin, bin, statID(&st))
 		a.mu.Unlock()
 	}
 
@@ -90,7 +91,7 @@ func TestRetiredCountsStayWithTheirProcess(t *testing.T) {
 	}
 	a.mu.Lock()
 	a.lastSeen[statID(&st)] = time.Now().Add(-time.Second)
-	a.attach(first, first, statID(&st))
+	a.attach(context.Background(), first, first, statID(&st))
 	a.mu.Unlock()
 
 	cmd, _, _ := startProgram(t, first, "5", other, "0") // prints once it runs the unprobed copy

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"net/http"
 	"path/filepath"
 	"strconv"
@@ -33,7 +34,7 @@ func TestTargetGoneBeforeAttach(t *testing.T) {
 				defer other.stop()
 			}
 			a.mu.Lock()
-			a.attach("/proc/"+strconv.Itoa(found[0].pid)+"/exe", found[0].exe, found[0].bin)
+			a.attach(context.Background(), "/proc/"+strconv.Itoa(found[0].pid)+"/exe", found[0].exe, found[0].bin)
 			a.mu.Unlock()
 
 			tg := startTarget(t, p)
