@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,29 +41,16 @@ func TestDefaultBoundIsUnderTheGatewaysConnectionCap(t *testing.T) {
 	}
 }
 
-// With the run's transport and -max-inflight at a bound, the target never
-// holds more connections from the run than the bound, however many requests
-// are due (4 ops at 400/s each, answers taking 20 ms): those due at the
-// bound are dropped and counted, and every request sent is answered.
-func TestConnectionsToTheTargetStayWithinTheBound(t *testing.T) {
+// With -max-inflight at a bound, requests due while that many are in
+// flight are dropped and counted, not queued (4 ops at 400/s each, answers
+// taking 20 ms), every request sent is answered, and the target never holds
+// more connections from the run than the bound.
+func TestRequestsDueAtTheBoundAreDropped(t *testing.T) {
 	const bound = 8
-	var conns concurrency
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
-		time.Sleep(20 * time.Millisecond)
-	}))
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		switch s {
-		case http.StateNew:
-			conns.enter()
-		case http.StateClosed, http.StateHijacked:
-			conns.leave()
-		}
-	}
-	srv.Start()
-	defer srv.Close()
+	url, conns := countedTarget(t, 20*time.Millisecond)
 	tr := transport(bound)
 	defer tr.CloseIdleConnections()
-	cli := &api.Client{Base: srv.URL, HTTP: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
+	cli := &api.Client{Base: url, HTTP: &http.Client{Transport: tr, Timeout: 10 * time.Second}}
 	fn := func(ctx context.Context) (api.Response, error) { return cli.Do(ctx, http.MethodGet, "/", "", nil, nil) }
 	var ops []op
 	for _, name := range []string{"a", "b", "c", "d"} {
@@ -78,4 +66,62 @@ func TestConnectionsToTheTargetStayWithinTheBound(t *testing.T) {
 	if sum.Dropped == 0 || sum.Done+sum.Dropped != sum.Sent || len(sum.Total.Errors) != 0 {
 		t.Errorf("sent %d, done %d, dropped %d, errors %v: want the bound to drop some, every other answered", sum.Sent, sum.Done, sum.Dropped, sum.Total.Errors)
 	}
+}
+
+// The run's transport holds the connections to the target to the bound by
+// itself (MaxConnsPerHost), whatever asks it: the sender's in-flight count
+// is released when an answer is read, while the transport hands the
+// connection back to its idle pool a moment later, so a request launched in
+// between would dial another one; and a connection the gateway is past its
+// cap for is answered 503 gateway-busy. Three times the bound at once wait
+// for a connection here; the sender's test above cannot tell, as its own
+// bound keeps the requests to the bound.
+func TestTheTransportHoldsConnectionsToTheBound(t *testing.T) {
+	const bound = 8
+	url, conns := countedTarget(t, 50*time.Millisecond)
+	tr := transport(bound)
+	defer tr.CloseIdleConnections()
+	cli := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	errs := make(chan error, 3*bound)
+	for range 3 * bound {
+		wg.Go(func() {
+			r, err := cli.Get(url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			_, _ = io.Copy(io.Discard, r.Body)
+			_ = r.Body.Close()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if p := conns.peak.Load(); p > bound {
+		t.Errorf("%d requests at once: the target held %d connections, want at most %d", 3*bound, p, bound)
+	}
+}
+
+// countedTarget is a server answering after delay that counts the
+// connections it holds.
+func countedTarget(t *testing.T, delay time.Duration) (string, *concurrency) {
+	t.Helper()
+	conns := &concurrency{}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		time.Sleep(delay)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			conns.enter()
+		case http.StateClosed, http.StateHijacked:
+			conns.leave()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL, conns
 }
