@@ -7,7 +7,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/shanhai-dev/shanhai/bridge/internal/kafkaleg"
 	"github.com/shanhai-dev/shanhai/bridge/internal/mapping"
 )
 
@@ -21,14 +20,7 @@ import (
 func TestLegBArchiveLagKeepsUpWhileMessagesComeFasterThanPulsarConfirms(t *testing.T) {
 	t.Parallel()
 	e, reader, paced := pacedLeg(t, 300*time.Millisecond)
-	offset := 0
-	publish := func(n int) {
-		for range n {
-			e.publish(t, offset, 0, int64(offset), kafkaleg.MsgID(e.route.Topic, 0, int64(offset)))
-			offset++
-		}
-	}
-	publish(80) // 32 sent to Pulsar (the test leg's in-flight), the rest in JetStream or the pull's buffer
+	e.publishOffsets(t, 0, 79) // 32 sent to Pulsar (the test leg's in-flight), the rest in JetStream or the pull's buffer
 	stop := e.run(1)
 	defer stop()
 	defer close(paced.release)
@@ -39,7 +31,7 @@ func TestLegBArchiveLagKeepsUpWhileMessagesComeFasterThanPulsarConfirms(t *testi
 	}
 	var info *jetstream.ConsumerInfo
 	for step := 1; step <= 64; step++ {
-		publish(10)
+		e.publishOffsets(t, 70+10*step, 79+10*step)
 		paced.release <- struct{}{} // Pulsar confirms one more: leg B acks it and takes one more message
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 			info, err = c.Info(context.Background())

@@ -13,7 +13,6 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
-	"github.com/shanhai-dev/shanhai/bridge/internal/metrics"
 	"github.com/shanhai-dev/shanhai/bridge/internal/pulsarleg"
 )
 
@@ -25,11 +24,7 @@ import (
 func TestLegBCountsAStoreConfirmedAfterTheSessionFailed(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, reader := harness.Metrics(t)
 	o := e.opts
 	o.Metrics, o.Pulsar = m, &lateClient{Client: e.pulsar, failAt: 3}
 	e.leg = pulsarleg.New(o)
@@ -40,9 +35,15 @@ func TestLegBCountsAStoreConfirmedAfterTheSessionFailed(t *testing.T) {
 	if recs := e.read(t, 5, 5*time.Second); len(recs) != 4 {
 		t.Fatalf("archived %d, want offsets 0-3 once", len(recs))
 	}
-	for result, want := range map[string]int64{"ok": 4, "duplicate": 3} {
-		if n, _, err := harness.Int64Metric(reader, "bridge.messages", "result", result); err != nil || n != want {
-			t.Errorf("bridge_messages_total{leg=nats-pulsar,result=%q} = %d (%v), want %d", result, n, err, want)
+	wantResults(t, reader, map[string]int64{"ok": 4, "duplicate": 3})
+}
+
+// wantResults checks leg B's bridge_messages_total by result.
+func wantResults(t *testing.T, r sdkmetric.Reader, want map[string]int64) {
+	t.Helper()
+	for result, n := range want {
+		if got, _, err := harness.Int64Metric(r, "bridge.messages", "result", result); err != nil || got != n {
+			t.Errorf("bridge_messages_total{leg=nats-pulsar,result=%q} = %d (%v), want %d", result, got, err, n)
 		}
 	}
 }

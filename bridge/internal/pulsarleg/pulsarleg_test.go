@@ -311,11 +311,7 @@ func TestLegBArchivesAnotherKafkaClustersOffsetsAgain(t *testing.T) {
 func TestLegBCountsWhatPulsarsDedupDropped(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	reader := sdkmetric.NewManualReader()
-	m, err := metrics.New(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, reader := harness.Metrics(t)
 	o := e.opts
 	o.Metrics = m
 	e.leg = pulsarleg.New(o)
@@ -334,11 +330,7 @@ func TestLegBCountsWhatPulsarsDedupDropped(t *testing.T) {
 	if recs := e.read(t, 6, 5*time.Second); len(recs) != 5 {
 		t.Fatalf("archived %d, want the first 5", len(recs))
 	}
-	for result, want := range map[string]int64{"ok": 5, "duplicate": 5} {
-		if n, _, err := harness.Int64Metric(reader, "bridge.messages", "result", result); err != nil || n != want {
-			t.Errorf("bridge_messages_total{result=%q} = %d (%v), want %d", result, n, err, want)
-		}
-	}
+	wantResults(t, reader, map[string]int64{"ok": 5, "duplicate": 5})
 }
 
 // TestLegBUpgradeFromOneSubjectPerTopic: the stream holds what a bridge from
