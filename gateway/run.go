@@ -243,17 +243,7 @@ func run(ctx context.Context, o Options, cfg config.Config, log *slog.Logger) er
 				if names := unrouted(d, table); len(names) > 0 {
 					log.Warn("dynamic config names what this gateway does not route; those entries do nothing", "names", names)
 				}
-				// Cut to the cap by the proxy, as every deadline is; not
-				// refused, since the cap is this gateway's environment.
-				var long []string
-				for _, r := range slices.Sorted(maps.Keys(d.Timeouts)) {
-					if time.Duration(d.Timeouts[r]) > cfg.MaxTimeout {
-						long = append(long, r)
-					}
-				}
-				if len(long) > 0 {
-					log.Warn("dynamic route timeouts above GATEWAY_MAX_TIMEOUT are cut to it", "routes", long, "max", cfg.MaxTimeout.String())
-				}
+				warnCutTimeouts(log, d, cfg.MaxTimeout)
 			}
 			apply(val.Load())
 			val.OnChange(apply)
@@ -496,6 +486,22 @@ type fasthttpLogger struct{ l *slog.Logger }
 
 func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Debug(strings.TrimSpace(fmt.Sprintf(format, args...)), "component", "fasthttp")
+}
+
+// warnCutTimeouts logs the routes of d whose timeout is above limit, once for
+// the document (apply), not per request. The proxy cuts them to it, as
+// every deadline; the document is not refused, since the cap is this
+// gateway's environment and other gateways may share the key.
+func warnCutTimeouts(log *slog.Logger, d config.Dynamic, limit time.Duration) {
+	var long []string
+	for _, r := range slices.Sorted(maps.Keys(d.Timeouts)) {
+		if time.Duration(d.Timeouts[r]) > limit {
+			long = append(long, r)
+		}
+	}
+	if len(long) > 0 {
+		log.Warn("dynamic route timeouts above GATEWAY_MAX_TIMEOUT are cut to it", "routes", long, "max", limit.String())
+	}
 }
 
 // unrouted lists the canary services, timeout routes and keyed_retry routes

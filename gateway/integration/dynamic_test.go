@@ -113,7 +113,9 @@ func TestDynamicConfigNamingWhatIsNotRoutedIsLogged(t *testing.T) {
 // A dynamic route timeout above GATEWAY_MAX_TIMEOUT is cut to it, and said
 // once, when the document is applied, naming the routes: not per request,
 // which would be a line per request for as long as the document stands
-// (c912c225).
+// (c912c225). Which routes the line names, and when there is none, is
+// TestWarnCutTimeoutsNamesTheRoutesAboveTheCap's; this one shows that a
+// document from etcd brings the line and requests bring none.
 func TestDynamicTimeoutAboveTheCapLoggedOncePerDocument(t *testing.T) {
 	w := newWorld(t)
 	w.startUpstream("a", "v1")
