@@ -124,6 +124,24 @@ func TestInfrastructureAdmitsWhatThePlatformUsesAndNoMore(t *testing.T) {
 				t.Errorf("%s cannot reach %s on port %d, which its configuration points it at", b.Name, f.to, f.port)
 			}
 		}
+		// And no other platform port: the gateway's public one aside (open to all, netpol_test.go), a binary
+		// reaches another only where its configuration sends it.
+		for _, d := range Binaries {
+			dst, ok := c.pod("shanhai", d.Name)
+			if !ok || d.Name == b.Name {
+				continue
+			}
+			ports := map[int32]bool{int32(d.Port): true, int32(d.ScrapePort()): true}
+			for _, p := range dst.ports {
+				ports[p] = true
+			}
+			for port := range ports {
+				public := d.Name == "gateway" && port == int32(d.Port)
+				if !public && !flows[flow{d.Name, port}] && c.allowed(src, dst, port) {
+					t.Errorf("%s may reach %s on port %d, which its configuration does not point it at", b.Name, d.Name, port)
+				}
+			}
+		}
 	}
 
 	prometheus, ok := c.pod(infra, "prometheus")
