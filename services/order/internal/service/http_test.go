@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/shanhai-dev/shanhai/pkg/page"
 	"github.com/shanhai-dev/shanhai/pkg/testenv/runtest"
 )
 
@@ -159,6 +160,37 @@ func TestListOrdersPaginatesAndFilters(t *testing.T) {
 	h.do("GET", "/api/v1/orders?status=CANCELLED", "alice", "").json(t, &cancelled)
 	if len(cancelled.Orders) != 1 || cancelled.Orders[0].ID != want[2] {
 		t.Fatalf("status filter = %+v", cancelled.Orders)
+	}
+}
+
+// TestTamperedCursorStaysInTheCallersOrders: a cursor is only a position
+// (the listing reads user_id = caller AND id < cursor), so one made from
+// another user's order id, or from any UUID, starts the caller's own list
+// elsewhere and shows nothing of anyone else's. By design, not a 400: any
+// UUID is a position, and refusing one the caller holds no order at would
+// need a lookup that tells whose ids exist.
+func TestTamperedCursorStaysInTheCallersOrders(t *testing.T) {
+	h := newHarness(t)
+	bobs := h.createOrder("bob", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`).ID
+	var alices []string
+	for range 3 {
+		alices = append(alices, h.createOrder("alice", `{"items":[{"sku":"CUP-PORCELAIN","quantity":1}]}`).ID)
+	}
+	for _, cursor := range []string{alices[2], alices[0], "ffffffff-ffff-ffff-ffff-ffffffffffff", "00000000-0000-0000-0000-000000000000"} {
+		var pg struct{ Orders []orderView }
+		r := h.do("GET", "/api/v1/orders?cursor="+page.Cursor(cursor), "bob", "")
+		r.json(t, &pg)
+		var got []string
+		for _, o := range pg.Orders {
+			got = append(got, o.ID)
+		}
+		want := []string{bobs}
+		if cursor < bobs { // ids are UUIDv7: bob's order is older than alice's, newer than the zero id
+			want = nil
+		}
+		if r.Status != http.StatusOK || !slices.Equal(got, want) {
+			t.Fatalf("bob's list after %s: %d %v, want %v (alice's are %v)", cursor, r.Status, got, want, alices)
+		}
 	}
 }
 
