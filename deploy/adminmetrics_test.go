@@ -54,16 +54,7 @@ func TestMetricsOfThePublicDoorStayInside(t *testing.T) {
 				}
 				port := strconv.Itoa(b.MetricsPort)
 				c := w.spec.Containers[0]
-				env := map[string]string{}
-				for _, from := range c.EnvFrom {
-					for _, k := range configMapKeys(t, cms, w.namespace, b.Name, from) {
-						env[k] = cms[w.namespace+"/"+from.ConfigMapRef.Name][k[len(from.Prefix):]]
-					}
-				}
-				for _, e := range c.Env {
-					env[e.Name] = e.Value
-				}
-				if addr := env["ADMIN_ADDR"]; !strings.HasSuffix(addr, ":"+port) || strings.HasPrefix(addr, "127.") {
+				if addr := containerEnv(t, b.Name, w, cms)["ADMIN_ADDR"]; !strings.HasSuffix(addr, ":"+port) || strings.HasPrefix(addr, "127.") {
 					t.Errorf("%s: ADMIN_ADDR=%q, want Prometheus's way to /metrics at port %s", b.Name, addr, port)
 				}
 				names := map[string]bool{port: true} // the ways a Service's targetPort can name it
