@@ -153,9 +153,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	go func() { errc <- srv.ListenAndServe() }()
 	log.Info("agent started", "addr", cfg.Addr, "targets", cfg.Targets)
 
-	// The agent runs on its own context: stopping, the last OTLP export must read the maps before Run detaches the
-	// probes and drops every series with them.
-	runCtx, stopRun := context.WithCancel(context.Background())
+	// Stopping, Run ends its scan before the next attach; the last OTLP export then reads the maps, and only then does
+	// Close detach the probes, which drops every series with them. Exported after the detach, it held none; exported
+	// before Run returned, it waited for the scan's lock until every attach of a long first scan was done.
+	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.Run(runCtx) }()
@@ -164,11 +165,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case serveErr = <-errc:
 	case <-ctx.Done():
 	}
+	stopRun()
+	err = <-runErr
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	telErr := tel.Shutdown(sctx) // the one final export
-	stopRun()
-	err = <-runErr
+	a.Close()
 	if serveErr != nil {
 		return errors.Join(serveErr, err, telErr)
 	}

@@ -237,9 +237,9 @@ func (a *Agent) track(files map[fileKey]bool) {
 	}
 }
 
-// Run scans until ctx is done, then detaches everything.
+// Run scans until ctx is done. It leaves the agent open: a program stopping reads the maps a last time (the final
+// OTLP export, cmd/agent) before Close detaches everything.
 func (a *Agent) Run(ctx context.Context) error {
-	defer a.Close()
 	t := time.NewTicker(a.cfg.ScanInterval)
 	defer t.Stop()
 	for {
@@ -258,8 +258,8 @@ func (a *Agent) Scan() { a.scan(context.Background()) }
 
 // scan is Scan until ctx ends. Attaches take seconds each (README, "Attach time"), and the first scan of a machine
 // running many targets makes them all: a SIGTERM then waited for every one, longer than a pod's termination grace.
-// An ended ctx stops the scan before the next attach, and the attach in progress before its next probe; the
-// caller (Run) then closes the agent, which detaches what did attach.
+// An ended ctx stops the scan before the next attach, and the attach in progress before its next probe; Run's
+// caller then closes the agent, which detaches what did attach.
 func (a *Agent) scan(ctx context.Context) {
 	// Path targets are resolved on every scan: a symlink created after the agent started, or repointed to a new
 	// release (ln -sfn v2 current), names another file from then on. Processes are matched to that file by device
