@@ -26,16 +26,8 @@ func TestExecThenDetachKeepsTheCounts(t *testing.T) {
 	a := newAgentWith(t, Config{Grace: time.Millisecond}, filepath.Base(first), filepath.Base(second))
 	// Both probed before the process starts, as scans that saw each running a while ago would have (execer execs at
 	// once): the scan after the exec finds the first one's grace over.
-	for _, bin := range []string{first, second} {
-		var st syscall.Stat_t
-		if err := syscall.Stat(bin, &st); err != nil {
-			t.Fatal(err)
-		}
-		a.mu.Lock()
-		a.lastSeen[statID(&st)] = time.Now().Add(-time.Second)
-		a.attach(context.Background(), bin, bin, statID(&st))
-		a.mu.Unlock()
-	}
+	attachSeenEarlier(t, a, first)
+	attachSeenEarlier(t, a, second)
 
 	cmd, line, _ := startProgram(t, first, "5", second, "3")
 	runtimeN, err := strconv.ParseUint(line, 10, 64)
@@ -85,14 +77,7 @@ func TestRetiredCountsStayWithTheirProcess(t *testing.T) {
 	copyFile(t, build(t, "testdata/execer", "execer-first", false), other)
 	bin := buildTarget(t, false)
 	a := newAgentWith(t, Config{Grace: time.Millisecond}, filepath.Base(first), bin)
-	var st syscall.Stat_t
-	if err := syscall.Stat(first, &st); err != nil {
-		t.Fatal(err)
-	}
-	a.mu.Lock()
-	a.lastSeen[statID(&st)] = time.Now().Add(-time.Second)
-	a.attach(context.Background(), first, first, statID(&st))
-	a.mu.Unlock()
+	attachSeenEarlier(t, a, first)
 
 	cmd, _, _ := startProgram(t, first, "5", other, "0") // prints once it runs the unprobed copy
 	pid := cmd.Process.Pid
@@ -141,4 +126,18 @@ func TestParseStatStart(t *testing.T) {
 	if _, err := parseStatStart([]byte("42 (target) S 1 2")); err == nil {
 		t.Error("a short stat line was read")
 	}
+}
+
+// attachSeenEarlier probes bin as a scan that saw a process run it a second ago would have: the next scan finds its
+// grace over (Config.Grace of a millisecond) unless a process runs it then.
+func attachSeenEarlier(t *testing.T, a *Agent, bin string) {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(bin, &st); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.lastSeen[statID(&st)] = time.Now().Add(-time.Second)
+	a.attach(context.Background(), bin, bin, statID(&st))
 }
