@@ -936,8 +936,10 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 		// requests a 10% ratio drops, a client span would be built (span id
 		// drawn under the SDK's lock, context value) only to be dropped. The
 		// upstream then gets the server span as its parent, which nobody
-		// sees because the trace is not recorded.
-		if server := trace.SpanFromContext(x.reqCtx); server.IsRecording() {
+		// sees because the trace is not recorded. The server span is
+		// x.span, the one start put in x.reqCtx: read from the field, not
+		// looked up through the context's chain of Value calls.
+		if server := x.span; server.IsRecording() {
 			// Its attributes go on in Received, in one call.
 			x.callCtx, x.call = p.server.StartChild(x.reqCtx, svc.Name, clientSpan...)
 			x.st.tp = injectTraceparent(h, x.call.SpanContext(), x.st.tp)
