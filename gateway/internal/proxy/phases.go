@@ -149,7 +149,7 @@ func NewExchange(req *fasthttp.Request, resp *fasthttp.Response, peer netip.Addr
 	}
 	x.Req, x.Resp, x.Peer, x.base, x.reqCtx = req, resp, peer, base, base
 	x.st.rlSet, x.st.cors, x.st.mctx, x.st.respelled = false, false, context.Background(), 0
-	x.stage, x.start, x.routeName, x.attempt = stageStart, time.Now(), "unmatched", 0
+	x.stage, x.start, x.routeName, x.attempt = stageStart, readClock(), "unmatched", 0
 	return x
 }
 
@@ -883,7 +883,7 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 	// reads were visible in the event loop's profile). The deadline comes
 	// first: a request that will not be sent takes no concurrency ticket
 	// and no breaker trial, whose success it would have reported.
-	now := time.Now()
+	now := readClock()
 	remaining := x.Deadline.Sub(now)
 	if remaining <= 0 {
 		return noTimeLeft
@@ -1068,7 +1068,7 @@ var errBadStatus = errors.New("upstream answer without a final status (1xx or ou
 func (p *Proxy) Received(x *Exchange, err error) Step {
 	ep, svc := x.Endpoint, x.svc
 	ep.End()
-	now := time.Now()
+	now := readClock()
 	lat := now.Sub(x.t0)
 	x.end = now
 
@@ -1304,7 +1304,7 @@ func (p *Proxy) Finish(x *Exchange) {
 		// is left (decoration) takes well under a histogram bucket's width.
 		end := x.end
 		if end.IsZero() {
-			end = time.Now()
+			end = readClock()
 		}
 		p.metrics.request(x.st.mctx, x.routeName, x.method, status, end.Sub(x.start))
 	}
