@@ -212,6 +212,9 @@ func CheckNewEmail(email string) *FieldError {
 	if mixedScripts(local) || slices.ContainsFunc(strings.Split(domain, "."), mixedScripts) {
 		return &FieldError{Field: "email", Detail: "must not mix letters of different scripts in its local part or a domain label"}
 	}
+	if strayMark(email) {
+		return &FieldError{Field: "email", Detail: "must not put a combining mark on a Latin, Greek or Cyrillic letter that has no such letter precomposed"}
+	}
 	if len(local) > MaxLocalLen {
 		return &FieldError{Field: "email", Detail: "must have at most 64 bytes before the @"}
 	}
@@ -275,6 +278,29 @@ func mixedScripts(part string) bool {
 			continue
 		}
 		if seen = append(seen, s); len(seen) > 1 && !cjkMix(seen) {
+			return true
+		}
+	}
+	return false
+}
+
+// strayMark reports whether a nonspacing mark is left on a Latin, Greek or
+// Cyrillic letter once email is composed (NFC): one that makes no letter
+// those scripts have precomposed. Such a mark can hide in the letter under
+// it, "i" with U+0307 reading as "i" and "o" with U+0338 as "ø", and NFKC does
+// not make the two spellings one, so each signed up beside the address it
+// looks like. Every letter of the languages written in those scripts is
+// precomposed but for a few (Lithuanian's accented "i̇", some Yoruba and
+// Navajo vowels), whose addresses cannot sign up: the price. Scripts
+// written with marks (Devanagari, Hebrew points, Thai) are not looked at.
+func strayMark(email string) bool {
+	var base rune
+	for _, r := range norm.NFC.String(email) {
+		if !unicode.Is(unicode.Mn, r) {
+			base = r
+			continue
+		}
+		if unicode.In(base, unicode.Latin, unicode.Greek, unicode.Cyrillic) {
 			return true
 		}
 	}

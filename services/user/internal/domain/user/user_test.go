@@ -435,3 +435,32 @@ func TestCommonPasswordsAreRefused(t *testing.T) {
 		t.Errorf("a passphrase was refused: %v", fe)
 	}
 }
+
+// A combining mark NFC leaves on a Latin, Greek or Cyrillic letter (one with
+// no precomposed form) is refused at sign-up: "i" with U+0307 reads as "i"
+// and "o" with U+0338 as "ø", and each signed up beside the address it looks
+// like (NFKC does not make them one). Marks that compose stay, as do marks in
+// scripts written with them (Devanagari, Hebrew points, Thai).
+func TestCheckNewEmailRefusesStackedMarksOnLatinGreekCyrillic(t *testing.T) {
+	for _, in := range []string{"i\u0307nfo@example.com", "o\u0338le@example.com", "info@exam\u0338ple.com",
+		"\u03bf\u0338@example.com", "\u0438\u0307@example.com", "a\u0301\u0301@example.com"} {
+		n, fe := NormalizeEmail(in)
+		if fe == nil {
+			fe = CheckNewEmail(n)
+		}
+		if fe == nil || fe.Field != "email" {
+			t.Errorf("sign-up with %+q accepted", in)
+		}
+	}
+	for _, in := range []string{"e\u0301lise@example.com", "\u00f8le@example.com", "a\u0308b@example.com",
+		"\u0928\u092e\u0938\u094d\u0924\u0947@example.com", "\u05e9\u05c1\u05dc\u05d5\u05dd@example.com",
+		"\u0e2a\u0e27\u0e31\u0e2a\u0e14\u0e35@example.com", "\u0439@example.com"} {
+		n, fe := NormalizeEmail(in)
+		if fe == nil {
+			fe = CheckNewEmail(n)
+		}
+		if fe != nil {
+			t.Errorf("sign-up with %+q: %v", in, fe)
+		}
+	}
+}
