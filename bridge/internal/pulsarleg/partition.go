@@ -84,9 +84,12 @@ type result struct {
 	// dropped: the broker's dedup took the message for a replay and did not store it; its receipt carries no
 	// position (ledger and entry -1).
 	dropped bool
-	span    trace.Span
-	ctx     context.Context
-	born    time.Time
+	// unsent: the client gave the message up before sending it, as the session's context ended while the send
+	// waited for room (below): no verdict of Pulsar's, and no failure of the session.
+	unsent bool
+	span   trace.Span
+	ctx    context.Context
+	born   time.Time
 }
 
 // errNewProducer ends a session at a message that needs another Pulsar producer than the session's: one of another Kafka
@@ -428,9 +431,15 @@ func (s *bsession) feed(ctx context.Context, it jetstream.MessagesContext) error
 		cseq, born := lastC, meta.Timestamp
 		l.o.Metrics.InFlight(metrics.LegB, 1)
 		s.unanswered.Add(1)
-		s.prod.SendAsync(context.Background(), pm, func(id pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
+		// The session's context, which the client uses only while the send waits for room: under its memory limit
+		// (ClientOptions.MemoryLimitBytes, shared by all its producers; 64 MiB by default, which nine partitions of
+		// 512 records of 16 KiB fill) it waits until Pulsar confirms something. With context.Background() a stop or a
+		// rebalance while Pulsar was away waited there until it came back, holding the instance's consumer-group
+		// generation (TestLegBStopsWhileThePulsarClientsMemoryIsFull). Once queued, a send no longer heeds it.
+		s.prod.SendAsync(ctx, pm, func(id pulsar.MessageID, _ *pulsar.ProducerMessage, err error) {
 			dropped := err == nil && id != nil && id.LedgerID() < 0 && id.EntryID() < 0
-			s.results <- result{cseq: cseq, offset: offset, err: err, dropped: dropped, span: span, ctx: sctx, born: born}
+			unsent := err != nil && ctx.Err() != nil && (errors.Is(err, pulsar.ErrContextExpired) || errors.Is(err, ctx.Err()))
+			s.results <- result{cseq: cseq, offset: offset, err: err, dropped: dropped, unsent: unsent, span: span, ctx: sctx, born: born}
 		})
 		s.last = offset
 	}
@@ -465,8 +474,8 @@ func (s *bsession) acker(abort context.CancelFunc, done chan<- struct{}) {
 			r.span.RecordError(r.err)
 			r.span.SetStatus(codes.Error, "pulsar send failed")
 			r.span.End()
-			if failed {
-				return
+			if failed || r.unsent {
+				return // unsent: the session ends with its context; the drain still waits for the sends before it
 			}
 			if isRejection(r.err) {
 				s.p.mu.Lock()
