@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
+	"github.com/panjf2000/gnet/v2/pkg/netpoll"
 	"github.com/valyala/fasthttp"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
@@ -26,7 +28,7 @@ import (
 // descriptors for the process's life. Stop now ends the dials in flight
 // and waits for them before the loops exit.
 func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
-	up := unanswered(t)
+	up, _ := unanswered(t)
 	fds := openFDs(t)
 	addr, s, _ := startServerWith(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
 		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
@@ -64,15 +66,120 @@ func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 	}
 }
 
+// The dial that made the leak for good: connected, and handed to gnet
+// (Enroll), while the loop it is for is busy, and gnet then tells the loop
+// to exit before the loop opens it. A loop runs its urgent queue before
+// the rest, and a task joins the urgent queue until it holds
+// netpoll.MaxPollEventsCap (1,024) tasks, the rest after it: with that
+// many queued on the loop (resumptions of blocked requests, sweeps,
+// probes), the connection waited in the second queue and the exit went
+// through the first, as it did for a connection handed over once the loop
+// had exited. gnet's Enroll then waited for the loop to open it for ever:
+// a goroutine, and the socket with gnet's duplicate of it, for the life of
+// the process. Stop now waits for such a dial before the loops are told to
+// exit.
+func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
+	up, room := unanswered(t)
+	fds := openFDs(t)
+	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, time.Minute)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the upstream dial under way", func() bool { return goroutines("evloop.(*loop).dial.func") == 1 })
+	// Its client leaves, so that Stop does not wait for the request (the
+	// dial goes on for the pool).
+	c.Close()
+	waitFor(t, "the request given up", func() bool { return s.inflight() == 0 })
+
+	// Hold the loop in a task, with its urgent queue full behind it.
+	s.mu.Lock()
+	var el gnet.EventLoop
+	for e := range s.loops {
+		el = e
+	}
+	s.mu.Unlock()
+	release, held := make(chan struct{}), make(chan struct{})
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	if err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		close(held)
+		<-release
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	for range netpoll.MaxPollEventsCap {
+		if err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error { return nil })); err != nil {
+			t.Fatal(err)
+		}
+	}
+	room() // the dial connects at its next SYN, and is handed to the held loop
+	end := time.Now().Add(10 * time.Second)
+	for goroutines("gnet/v2.(*eventloop).enroll") == 0 {
+		if time.Now().After(end) {
+			t.Fatal("the dial was not handed to gnet within 10 s of room in the upstream's queue")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- s.Stop(ctx)
+	}()
+	// Let the loop go once the engine has told it to exit (gnet waits for
+	// the loops), or once Stop waits for the dial (which waits for the loop).
+	waitFor(t, "the engine stopping", func() bool {
+		return goroutines("gnet/v2.(*engine).stop", "errgroup.(*Group).Wait") > 0 ||
+			goroutines("evloop.(*Server).OnShutdown", "sync.(*WaitGroup).Wait") > 0
+	})
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	<-s.served
+	end = time.Now().Add(5 * time.Second)
+	for dialing() > 0 || openFDs(t) > fds {
+		if time.Now().After(end) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors open (%d before the server); goroutines:\n%s",
+				dialing(), openFDs(t), fds, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // dialing counts the goroutines dialling an upstream connection (dial) or
 // handing one to a loop (gnet's enroll). Other goroutines come and go
 // with the runtime and libraries (fasthttp's clock, started once for the
 // process), so they are not counted.
 func dialing() int {
+	return goroutines("evloop.(*loop).dial.func") + goroutines("gnet/v2.(*eventloop).enroll")
+}
+
+// goroutines counts the goroutines whose stack holds every one of frames.
+func goroutines(frames ...string) int {
 	buf := make([]byte, 1<<20)
 	n := 0
 	for g := range strings.SplitSeq(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		if strings.Contains(g, "evloop.(*loop).dial.func") || strings.Contains(g, "gnet/v2.(*eventloop).enroll") {
+		all := true
+		for _, f := range frames {
+			all = all && strings.Contains(g, f)
+		}
+		if all {
 			n++
 		}
 	}
@@ -81,8 +188,10 @@ func dialing() int {
 
 // unanswered is the address of a listener whose accept queue is full: a
 // connection to it is neither accepted nor refused (its SYN is dropped),
-// so a dial waits for its timeout.
-func unanswered(t *testing.T) string {
+// so a dial waits for its timeout, or until room accepts the connection
+// that fills the queue: a dial then connects at its next SYN (a second or
+// more later, the kernel's retransmission).
+func unanswered(t *testing.T) (addr string, room func()) {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -101,7 +210,7 @@ func unanswered(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
+	addr = (&net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: sa.(*syscall.SockaddrInet4).Port}).String()
 	filler, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +221,13 @@ func unanswered(t *testing.T) string {
 		c.Close()
 		t.Fatalf("a listener with backlog 0 and one connection queued took a second")
 	}
-	return addr
+	return addr, func() {
+		nfd, _, err := syscall.Accept(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = syscall.Close(nfd)
+	}
 }
 
 // openFDs counts the process's open file descriptors.
