@@ -315,16 +315,29 @@ const errExceedMaxMessageSize = "encryptedPayload exceeds MaxMessageSize"
 // (feed skips the other partitions' messages), so the upgrade archives what
 // the old bridge stored and had not archived yet. Once the floor passes the
 // last such message the next session drops the extra filter.
-func (l *Leg) resetConsumer(ctx context.Context, route mapping.Route, part int, name string) (jetstream.Consumer, error) {
+//
+// The floor is kept in p between the delete and a creation that succeeds (p.unmade): when the creation failed (NATS
+// away between the two requests, JetStream answering 503 while it recovers), the next session found no consumer and
+// read the stream from its first message, sending everything archived before to Pulsar again (dropped by its dedup,
+// but up to the stream's MaxAge of replays ahead of the new messages:
+// TestLegBKeepsItsPositionWhenCreatingItsConsumerAgainFails). Only in the same stream: one deleted and created again
+// meanwhile starts its sequences over, and is read from its start.
+func (l *Leg) resetConsumer(ctx context.Context, p *partition) (jetstream.Consumer, error) {
+	route, name := p.route, p.name
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
-		FilterSubject: route.PartitionSubject(part),
+		FilterSubject: route.PartitionSubject(p.id),
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       l.o.AckWait,
 		MaxAckPending: 4 * l.o.InFlight,
 		MaxDeliver:    -1,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
+	st, err := l.o.JetStream.Stream(ctx, l.o.Stream)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", l.o.Stream, err)
+	}
+	created := st.CachedInfo().Created
 	start := uint64(1)
 	old, err := l.o.JetStream.Consumer(ctx, l.o.Stream, name)
 	switch {
@@ -334,37 +347,44 @@ func (l *Leg) resetConsumer(ctx context.Context, route mapping.Route, part int, 
 		if info.AckFloor.Stream == 0 {
 			start = max(info.Config.OptStartSeq, 1)
 		}
-		if start > 1 {
-			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
-		}
+		p.unmade = &floor{start: start, created: created}
 		if err := l.o.JetStream.DeleteConsumer(ctx, l.o.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("delete consumer %s: %w", name, err)
 		}
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if p.unmade != nil && p.unmade.created.Equal(created) {
+			start = p.unmade.start
+		}
 	default:
 		return nil, fmt.Errorf("consumer %s: %w", name, err)
 	}
-	legacy, err := l.storedSince(ctx, route.Subject, start)
+	if start > 1 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	legacy, err := storedSince(ctx, st, route.Subject, start)
 	if err != nil {
 		return nil, err
 	}
 	if legacy {
-		cfg.FilterSubject, cfg.FilterSubjects = "", []string{route.PartitionSubject(part), route.Subject}
+		cfg.FilterSubject, cfg.FilterSubjects = "", []string{route.PartitionSubject(p.id), route.Subject}
 	}
 	c, err := l.o.JetStream.CreateConsumer(ctx, l.o.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", name, err)
 	}
+	p.unmade = nil
 	return c, nil
 }
 
-// storedSince reports whether the stream holds a message on subject with a
+// floor is where a partition's consumer was to start (a stream sequence) in the stream created at created.
+type floor struct {
+	start   uint64
+	created time.Time
+}
+
+// storedSince reports whether the stream s holds a message on subject with a
 // sequence of at least seq.
-func (l *Leg) storedSince(ctx context.Context, subject string, seq uint64) (bool, error) {
-	s, err := l.o.JetStream.Stream(ctx, l.o.Stream)
-	if err != nil {
-		return false, fmt.Errorf("stream %s: %w", l.o.Stream, err)
-	}
+func storedSince(ctx context.Context, s jetstream.Stream, subject string, seq uint64) (bool, error) {
 	m, err := s.GetLastMsgForSubject(ctx, subject)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):

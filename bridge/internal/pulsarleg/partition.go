@@ -50,7 +50,10 @@ type partition struct {
 	// that read the message after it; offsets at or below counted are not counted again. Only feed uses it, one
 	// session at a time.
 	counted int64
-	mu      sync.Mutex
+	// unmade is where the partition's consumer, deleted by a session, was to be created again, until that succeeded
+	// (resetConsumer). Only the session goroutines of this partition, one session at a time.
+	unmade *floor
+	mu     sync.Mutex
 }
 
 // letterKey names one stored message: its stream sequence, and when it was stored, so that a stream deleted and created
@@ -105,7 +108,7 @@ var errNewProducer = errors.New("the next message is another Kafka cluster's or 
 // own. One producer per session keeps the session's sends in one ordered queue, as the dedup needs.
 func (p *partition) session(ctx context.Context) (bool, error) {
 	l := p.leg
-	cons, err := l.resetConsumer(ctx, p.route, p.id, p.name)
+	cons, err := l.resetConsumer(ctx, p)
 	if err != nil {
 		return false, err
 	}
