@@ -141,3 +141,98 @@ func TestWorkshopPathsExist(t *testing.T) {
 		t.Fatalf("found %d paths in the workshop, want the forty or so it names", paths)
 	}
 }
+
+// sourceText is every Go source file (tests left out), docs/configuration.md
+// and the scripts of the parts the labs run, as one text: what a name the
+// labs quote must be found in.
+func sourceText(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, dir := range []string{"pkg", "services", "gateway", "bridge", "bpf", "cmd", "e2e"} {
+		err := filepath.WalkDir(filepath.Join(repoRoot, dir), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if d.IsDir() && (d.Name() == "testdata" || d.Name() == "node_modules") {
+				return filepath.SkipDir
+			}
+			if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return nil
+			}
+			src, err := os.ReadFile(path)
+			b.Write(src)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := os.ReadFile(filepath.Join(repoRoot, "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Write(cfg)
+	return b.String()
+}
+
+var (
+	// envName is a variable as the labs write one: upper case with an underscore.
+	envName = regexp.MustCompile(`\b[A-Z][A-Z0-9]*_[A-Z0-9_]+\b`)
+	// metricName is a Prometheus series as the labs write one, and the
+	// suffixes the exporter adds to the instrument's name.
+	metricName   = regexp.MustCompile(`\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+_(?:total|count|bucket|sum|seconds)\b`)
+	metricSuffix = regexp.MustCompile(`(?:_total|_count|_bucket|_sum)?(?:_seconds|_bytes)?$`)
+)
+
+// Every variable a lab sets or names, and every metric it greps for, is
+// still read or exported under that name: a renamed variable would be
+// ignored without a word, and a renamed metric greps to nothing.
+func TestWorkshopVariablesAndMetricsExist(t *testing.T) {
+	src := sourceText(t)
+	underscored := strings.ReplaceAll(src, ".", "_") // an instrument's dots are the series' underscores
+	vars, metrics := 0, 0
+	for page, text := range workshopLabs(t) {
+		for _, name := range envName.FindAllString(text, -1) {
+			vars++
+			if !strings.Contains(src, `"`+name+`"`) && !strings.Contains(src, "`"+name+"`") {
+				t.Errorf("%s: variable %s is read by no binary and not in docs/configuration.md", page, name)
+			}
+		}
+		for _, name := range metricName.FindAllString(text, -1) {
+			metrics++
+			base := metricSuffix.ReplaceAllString(name, "")
+			if !strings.Contains(underscored, `"`+base) {
+				t.Errorf("%s: metric %s (instrument %s) is exported by nothing", page, name, base)
+			}
+		}
+	}
+	if vars < 20 || metrics < 4 {
+		t.Fatalf("found %d variables and %d metrics in the workshop, want the thirty and five or so it names", vars, metrics)
+	}
+}
+
+// workshopLogLines are the log messages the labs tell the reader to grep
+// for, by the page that quotes them. Each must still be logged with those
+// words: the reader greps for them, not for what the code says today.
+var workshopLogLines = map[string][]string{
+	"01-monolith-to-services.md":  {"exited on its own"},
+	"04-events-and-the-bridge.md": {"order charged", "payment result handled", "Pulsar leg off"},
+	"05-observability.md":         {"request", "order charged"},
+	"06-resilience-and-faults.md": {"order event will be retried", "message dead-lettered", "cancelled orders left PENDING past ORDER_PENDING_TIMEOUT"},
+	"03-gateway-and-limits.md":    {"X-User-ID does not match the access token"},
+}
+
+func TestWorkshopLogLinesExist(t *testing.T) {
+	src := sourceText(t)
+	labs := workshopLabs(t)
+	for page, lines := range workshopLogLines {
+		for _, line := range lines {
+			if !strings.Contains(strings.Join(strings.Fields(labs[page]), " "), line) {
+				t.Errorf("%s no longer quotes %q: update workshopLogLines", page, line)
+			}
+			if !strings.Contains(src, line) {
+				t.Errorf("%s quotes %q, which no code logs or answers any more", page, line)
+			}
+		}
+	}
+}
