@@ -188,19 +188,31 @@ func TestSessionGormRevokeUser(t *testing.T) {
 func TestSessionGormRevokeFamilyWaitsForRotation(t *testing.T) {
 	// RevokeUser (a password change) locks each of the user's families
 	// the same way, and must revoke the successor alike.
-	for name, revoke := range map[string]func(context.Context, *adapters.SessionGorm, time.Time) error{
-		"RevokeFamily": func(ctx context.Context, repo *adapters.SessionGorm, now time.Time) error {
-			return repo.RevokeFamily(ctx, "t1", now)
+	for name, revoke := range map[string]func(context.Context, *gorm.DB, time.Time) error{
+		"RevokeFamily": func(ctx context.Context, db *gorm.DB, now time.Time) error {
+			return adapters.NewSessionGorm(db).RevokeFamily(ctx, "t1", now)
 		},
-		"RevokeUser": func(ctx context.Context, repo *adapters.SessionGorm, now time.Time) error {
-			return repo.RevokeUser(ctx, "u1", now)
+		"RevokeUser": func(ctx context.Context, db *gorm.DB, now time.Time) error {
+			return adapters.NewSessionGorm(db).RevokeUser(ctx, "u1", now)
+		},
+		// ReplacePassword does it inside a password change, holding the
+		// account's row (its hash's UPDATE, FOR NO KEY UPDATE), which the
+		// rotation's INSERT then locks FOR KEY SHARE for its foreign key.
+		// The two locks do not conflict; if they did, the change and the
+		// rotation would deadlock here and one of them fail.
+		"ReplacePassword": func(ctx context.Context, db *gorm.DB, now time.Time) error {
+			u, err := adapters.NewUserGorm(db).ByID(ctx, "u1")
+			if err != nil {
+				return err
+			}
+			return adapters.NewCredentialsGorm(db).ReplacePassword(ctx, "u1", u.PasswordHash, "$argon2id$new", now)
 		},
 	} {
 		t.Run(name, func(t *testing.T) { revokeDuringRotation(t, revoke) })
 	}
 }
 
-func revokeDuringRotation(t *testing.T, revoke func(context.Context, *adapters.SessionGorm, time.Time) error) {
+func revokeDuringRotation(t *testing.T, revoke func(context.Context, *gorm.DB, time.Time) error) {
 	db, err := database.Open(testenv.Postgres(t))
 	if err != nil {
 		t.Fatal(err)
@@ -225,7 +237,7 @@ func revokeDuringRotation(t *testing.T, revoke func(context.Context, *adapters.S
 	rotated, revoked := make(chan error, 1), make(chan error, 1)
 	go func() { rotated <- repo.Rotate(ctx, first, second, now) }()
 	waitForLockWaits(t, db, 1, "the rotation's INSERT waiting for the held id")
-	go func() { revoked <- revoke(ctx, repo, now) }()
+	go func() { revoked <- revoke(ctx, db, now) }()
 	waitForLockWaits(t, db, 2, "the revocation waiting for the rotation")
 	if err := hold.Rollback().Error; err != nil {
 		t.Fatal(err)
