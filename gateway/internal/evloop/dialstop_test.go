@@ -3,8 +3,12 @@ package evloop
 import (
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -29,7 +33,10 @@ import (
 // and waits for them before the loops exit.
 func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 	up, _ := unanswered(t)
-	fds := openFDs(t)
+	socks := socketsTo(t, up)
+	if socks == 0 {
+		t.Fatal("the socket filling the upstream's queue is not counted: socketsTo sees nothing")
+	}
 	addr, s, _ := startServerWith(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
 		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
 
@@ -56,11 +63,11 @@ func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 	}
 	<-s.served
 	end := time.Now().Add(5 * time.Second)
-	for dialing() > 0 || openFDs(t) > fds {
+	for dialing() > 0 || socketsTo(t, up) > socks {
 		if time.Now().After(end) {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors open (%d before the server); goroutines:\n%s",
-				dialing(), openFDs(t), fds, buf[:runtime.Stack(buf, true)])
+			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors of sockets to the upstream (%d before the server); goroutines:\n%s",
+				dialing(), socketsTo(t, up), socks, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -80,7 +87,10 @@ func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 // exit.
 func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	up, room := unanswered(t)
-	fds := openFDs(t)
+	socks := socketsTo(t, up)
+	if socks == 0 {
+		t.Fatal("the socket filling the upstream's queue is not counted: socketsTo sees nothing")
+	}
 	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
 		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, time.Minute)
 	c, err := net.Dial("tcp", addr)
@@ -152,11 +162,11 @@ func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	}
 	<-s.served
 	end = time.Now().Add(5 * time.Second)
-	for dialing() > 0 || openFDs(t) > fds {
+	for dialing() > 0 || socketsTo(t, up) > socks {
 		if time.Now().After(end) {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors open (%d before the server); goroutines:\n%s",
-				dialing(), openFDs(t), fds, buf[:runtime.Stack(buf, true)])
+			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors of sockets to the upstream (%d before the server); goroutines:\n%s",
+				dialing(), socketsTo(t, up), socks, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -230,12 +240,45 @@ func unanswered(t *testing.T) (addr string, room func()) {
 	}
 }
 
-// openFDs counts the process's open file descriptors.
-func openFDs(t *testing.T) int {
+// socketsTo counts this process's descriptors of TCP sockets whose peer
+// is addr's port, connected or still connecting (/proc/net/tcp and tcp6,
+// matched to /proc/self/fd by inode): a dial's socket and gnet's duplicate
+// of it are two. Counting every descriptor instead let other goroutines
+// decide: a connection an earlier test's server closed during this test
+// hid a leaked socket, and a file opened meanwhile failed it.
+func socketsTo(t *testing.T, addr string) int {
 	t.Helper()
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := fmt.Sprintf(":%04X", ap.Port())
+	peers := map[string]bool{} // inodes of the sockets whose remote port is addr's
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if errors.Is(err, fs.ErrNotExist) && table == "/proc/net/tcp6" {
+			continue // a kernel without IPv6
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(string(b)) {
+			// sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+			if f := strings.Fields(line); len(f) > 9 && strings.HasSuffix(f[2], port) {
+				peers[f[9]] = true
+			}
+		}
+	}
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	n := 0
+	for _, e := range ents {
+		// A descriptor closed since ReadDir has no link: not counted.
+		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && peers[strings.TrimSuffix(strings.TrimPrefix(l, "socket:["), "]")] {
+			n++
+		}
+	}
+	return n
 }
