@@ -213,7 +213,7 @@ func CheckNewEmail(email string) *FieldError {
 		return &FieldError{Field: "email", Detail: "must not mix letters of different scripts in its local part or a domain label"}
 	}
 	if strayMark(email) {
-		return &FieldError{Field: "email", Detail: "must not put a combining mark on a Latin, Greek or Cyrillic letter that has no such letter precomposed"}
+		return &FieldError{Field: "email", Detail: "must not put a combining mark on a digit, a punctuation mark, or a Latin, Greek or Cyrillic letter that has no such letter precomposed"}
 	}
 	if len(local) > MaxLocalLen {
 		return &FieldError{Field: "email", Detail: "must have at most 64 bytes before the @"}
@@ -293,6 +293,11 @@ func mixedScripts(part string) bool {
 // precomposed but for a few (Lithuanian's accented "i̇", some Yoruba and
 // Navajo vowels), whose addresses cannot sign up: the price. Scripts
 // written with marks (Devanagari, Hebrew points, Thai) are not looked at.
+//
+// A mark on a character of no script (Common: digits, "_", "-", ".", "@")
+// or on nothing (the address's first character) is refused too: no
+// language writes one there, and "_" with U+0332 or "-" with U+0335 draws
+// the same line twice.
 func strayMark(email string) bool {
 	var base rune
 	for _, r := range norm.NFC.String(email) {
@@ -300,7 +305,7 @@ func strayMark(email string) bool {
 			base = r
 			continue
 		}
-		if unicode.In(base, unicode.Latin, unicode.Greek, unicode.Cyrillic) {
+		if base == 0 || unicode.In(base, unicode.Latin, unicode.Greek, unicode.Cyrillic, unicode.Common) {
 			return true
 		}
 	}

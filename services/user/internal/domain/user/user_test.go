@@ -443,7 +443,11 @@ func TestCommonPasswordsAreRefused(t *testing.T) {
 // scripts written with them (Devanagari, Hebrew points, Thai).
 func TestCheckNewEmailRefusesStackedMarksOnLatinGreekCyrillic(t *testing.T) {
 	for _, in := range []string{"i\u0307nfo@example.com", "o\u0338le@example.com", "info@exam\u0338ple.com",
-		"\u03bf\u0338@example.com", "\u0438\u0307@example.com", "a\u0301\u0301@example.com"} {
+		"\u03bf\u0338@example.com", "\u0438\u0307@example.com", "a\u0301\u0301@example.com",
+		// A mark on a digit or punctuation, or on nothing: "_" with U+0332
+		// (low line) and "-" with U+0335 (short stroke overlay) draw the
+		// same line twice, and each signed up beside the plain address.
+		"a_\u0332b@example.com", "a-\u0335b@example.com", "user1\u0307@example.com", "\u0307info@example.com"} {
 		n, fe := NormalizeEmail(in)
 		if fe == nil {
 			fe = CheckNewEmail(n)
