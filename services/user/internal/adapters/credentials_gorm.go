@@ -22,8 +22,12 @@ func NewCredentialsGorm(db *gorm.DB) *CredentialsGorm { return &CredentialsGorm{
 // the sessions alive behind a 5xx, and the client's retry failed on a current
 // password that was no longer current; a login with the new password between
 // the two lost the session it had just opened. The user's row is locked first
-// (the UPDATE) and the families after it; nothing locks them the other way
-// round (a rotation takes a family alone, a login's rehash the row alone).
+// (the UPDATE: FOR NO KEY UPDATE on PostgreSQL) and the families after it. A
+// rotation takes them the other way round, its family and then, for the
+// INSERT's foreign key, the row FOR KEY SHARE; the two row locks do not
+// conflict, so neither waits for the other there
+// (TestSessionGormRevokeFamilyWaitsForRotation). A login's rehash takes the
+// row alone.
 func (c *CredentialsGorm) ReplacePassword(ctx context.Context, userID, old, hash string, now time.Time) error {
 	err := c.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if err := NewUserGorm(tx).SetPasswordHash(ctx, userID, old, hash); err != nil {
