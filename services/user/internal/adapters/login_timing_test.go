@@ -31,7 +31,7 @@ func (admitSignups) Admit(context.Context, string) error { return nil }
 // first, so both meet the same load; it reports the median of each
 // (known-ns, unknown-ns), since a shared machine's outliers move a mean:
 //
-//	go test -run '^$' -bench BenchmarkLoginWrongPassword -benchtime 200x ./internal/adapters/
+//	go test -run '^$' -bench LoginWrongPassword -benchtime 150x ./internal/adapters
 func BenchmarkLoginWrongPassword(b *testing.B) {
 	db := storetest.Databases(b, migrateAll)[database.Postgres]
 	a := app.New(app.Deps{Users: adapters.NewUserGorm(db), Hasher: adapters.NewArgon2(adapters.DefaultArgon2, 1),
