@@ -172,6 +172,37 @@ func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	}
 }
 
+// A request that needs a dial once the engine is stopping (OnShutdown has
+// begun; the loops still run until it returns) gets no dial: it is
+// answered as for a failed one, 502 problem+json, not left waiting for a
+// connection that never comes (the sweep that would time it out stops
+// with the ticker, at the same moment).
+func TestRequestWithoutADialAtStopIsAnswered(t *testing.T) {
+	up, _ := startUpstream(t)
+	addr, s, _ := startServerWith(t, proxy.Options{}, Options{Loops: 1},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
+	s.shutDown() // as OnShutdown does first
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	var r fasthttp.Response
+	if err := r.Read(bufio.NewReader(c)); err != nil || r.StatusCode() != 502 || string(r.Header.ContentType()) != "application/problem+json" {
+		t.Fatalf("a request needing a dial once the engine is stopping: %d %q %v, want 502 problem+json", r.StatusCode(), r.Header.ContentType(), err)
+	}
+	// The dial's own goroutine; the refusal's task, run on the loop, is a
+	// closure of dial too.
+	if n := goroutines("created by github.com/shanhai-dev/shanhai/gateway/internal/evloop.(*loop).dial"); n > 0 {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("%d upstream dials started once the engine was stopping:\n%s", n, buf[:runtime.Stack(buf, true)])
+	}
+}
+
 // dialing counts the goroutines dialling an upstream connection (dial) or
 // handing one to a loop (gnet's enroll). Other goroutines come and go
 // with the runtime and libraries (fasthttp's clock, started once for the
