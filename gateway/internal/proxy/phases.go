@@ -89,10 +89,11 @@ type Exchange struct {
 	base   context.Context // cancels blocking steps (the fasthttp RequestCtx)
 	reqCtx context.Context // base, or the server span's context
 	stage  stage
-	// start is the request's one clock reading for every step that
-	// tolerates one a few microseconds old (limit leases, the token cache,
-	// the retry budget, the deadline); attempts read the clock again to
-	// time the upstream, and end is the last reading, which Finish uses.
+	// start is the request's one full clock reading (time.Now) for every
+	// step that tolerates one a few microseconds old (limit leases, the
+	// token cache, the retry budget, the deadline), whose wall part they
+	// read; the attempts' and the answer's readings are derived from it on
+	// the monotonic clock (readAfter), and end is the last, which Finish uses.
 	start     time.Time
 	end       time.Time
 	method    uint8
@@ -149,7 +150,7 @@ func NewExchange(req *fasthttp.Request, resp *fasthttp.Response, peer netip.Addr
 	}
 	x.Req, x.Resp, x.Peer, x.base, x.reqCtx = req, resp, peer, base, base
 	x.st.rlSet, x.st.cors, x.st.mctx, x.st.respelled = false, false, context.Background(), 0
-	x.stage, x.start, x.routeName, x.attempt = stageStart, readClock(), "unmatched", 0
+	x.stage, x.start, x.routeName, x.attempt = stageStart, time.Now(), "unmatched", 0
 	return x
 }
 
@@ -883,7 +884,7 @@ func (p *Proxy) admit(x *Exchange, avoid *upstream.Endpoint, elsewhere bool) ref
 	// reads were visible in the event loop's profile). The deadline comes
 	// first: a request that will not be sent takes no concurrency ticket
 	// and no breaker trial, whose success it would have reported.
-	now := readClock()
+	now := readAfter(x.start)
 	remaining := x.Deadline.Sub(now)
 	if remaining <= 0 {
 		return noTimeLeft
@@ -1068,7 +1069,7 @@ var errBadStatus = errors.New("upstream answer without a final status (1xx or ou
 func (p *Proxy) Received(x *Exchange, err error) Step {
 	ep, svc := x.Endpoint, x.svc
 	ep.End()
-	now := readClock()
+	now := readAfter(x.start)
 	lat := now.Sub(x.t0)
 	x.end = now
 
@@ -1304,7 +1305,7 @@ func (p *Proxy) Finish(x *Exchange) {
 		// is left (decoration) takes well under a histogram bucket's width.
 		end := x.end
 		if end.IsZero() {
-			end = readClock()
+			end = readAfter(x.start)
 		}
 		p.metrics.request(x.st.mctx, x.routeName, x.method, status, end.Sub(x.start))
 	}
