@@ -60,11 +60,14 @@ func TestEachServiceConnectsAsARoleOfItsOwn(t *testing.T) {
 // TestPostgresInitGivesEachServiceItsOwnRole runs the kind build's first-start script on a private PostgreSQL as the
 // image's entrypoint does (sourced by bash under set -Eeo pipefail, with the postgres container's environment and
 // kind-up.sh's secrets), then connects with each service's DATABASE_URL: its role is no superuser, creates tables
-// in its own database, and cannot connect to another service's.
+// in its own database, and cannot connect to any other database, another service's or the image's own (postgres,
+// POSTGRES_DB, template1: PUBLIC could connect to those and create temporary tables there). The user service's
+// password is one an operator might choose instead of kind-up.sh's hex, which must reach its role intact.
 func TestPostgresInitGivesEachServiceItsOwnRole(t *testing.T) {
 	objs := build(t, "k8s/overlays/kind")
 	pods, cms := k8sWorkloads(t, objs)
 	secretValues := kindUpSecrets(t)
+	setServicePassword(t, secretValues, "user", `a'b\c"d :pw :'pw' $(false) `+"`false`"+` ;-- @/%?#`)
 	env := postgresEnv(t, objs, secretValues)
 	bin := postgresBin(t)
 	dir, port := privatePostgres(t, bin, env["POSTGRES_USER"], env["POSTGRES_PASSWORD"])
@@ -102,17 +105,34 @@ source "$1"`, "entrypoint", script)
 		} else if !strings.HasSuffix(out, "f") {
 			t.Errorf("%s's role is a superuser or creates roles or databases (%s)", svc, out)
 		}
+		others := []string{"postgres", env["POSTGRES_DB"], "template1"}
 		for _, other := range dbServices {
-			if other == svc {
-				continue
+			if other != svc {
+				others = append(others, "shanhai_"+other)
 			}
+		}
+		for _, db := range others {
 			v := *u
-			v.Path = "/shanhai_" + other
+			v.Path = "/" + db
 			if out, err := psql(v.String(), "SELECT 1"); err == nil || !strings.Contains(out, "permission denied") {
-				t.Errorf("%s's role connects to %s's database (%v): %s", svc, other, err, out)
+				t.Errorf("%s's role connects to the database %s (%v): %s", svc, db, err, out)
 			}
 		}
 	}
+}
+
+// setServicePassword makes password svc's in kind-up.sh's secrets: the one its role is created with and the one
+// in its DATABASE_URL (percent-encoded there).
+func setServicePassword(t *testing.T, secretValues map[string]string, svc, password string) {
+	t.Helper()
+	key := "shanhai/shanhai-db/" + svc
+	u, err := url.Parse(secretValues[key])
+	if err != nil || u.User == nil {
+		t.Fatalf("%s: no URL with a user (%v)", key, err)
+	}
+	u.User = url.UserPassword(u.User.Username(), password)
+	secretValues[key] = u.String()
+	secretValues["shanhai-infra/shanhai-db/"+svc+"-password"] = password
 }
 
 // postgresEnv is the environment of the kind build's postgres container, a Secret's key read from kind-up.sh's.

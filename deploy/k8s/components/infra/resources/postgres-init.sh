@@ -4,8 +4,8 @@
 # image's POSTGRES_USER, a superuser: a compromised order pod could read the user service's password hashes, drop
 # payment's ledger, or run a program in PostgreSQL's container (COPY ... TO PROGRAM). A service's role may log in,
 # owns its database (and so, on PostgreSQL 15+, its public schema, where the migrations create their tables) and
-# nothing else: no superuser, no CREATEDB or CREATEROLE, and no other service's database accepts its connections
-# (CONNECT revoked from PUBLIC). The passwords reach psql through its \getenv, never its arguments.
+# nothing else: no superuser, no CREATEDB or CREATEROLE, and no other database accepts its connections (CONNECT
+# revoked from PUBLIC). The passwords reach psql through its \getenv, never its arguments.
 # Sourced by the entrypoint's bash: no `set` here, which would change the entrypoint's own options.
 # deploy's TestPostgresInitGivesEachServiceItsOwnRole runs this script on a private PostgreSQL.
 for svc in user order payment; do
@@ -25,4 +25,9 @@ CREATE DATABASE :"svc" OWNER :"svc";
 REVOKE ALL ON DATABASE :"svc" FROM PUBLIC;
 SQL
 done
+# The image's own databases (POSTGRES_DB, postgres) and template1 admit PUBLIC, so every service's role could log in
+# there too and create temporary tables: they are the superuser's alone (pg_isready, the probes, needs no CONNECT).
+psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" -v db="$POSTGRES_DB" <<'SQL'
+REVOKE CONNECT, TEMPORARY ON DATABASE :"db", postgres, template1 FROM PUBLIC;
+SQL
 unset svc pwenv
