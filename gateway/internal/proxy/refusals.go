@@ -38,11 +38,13 @@ func (r *Refusals) Note(log *slog.Logger, msg string, attrs ...any) {
 	log.Warn(msg, append(attrs, "refused", n-r.logged.Swap(n))...)
 }
 
-// ExportClientConns publishes the fasthttp transport's cap on client
-// connections under the event loop's names, so one graph and one alert
-// read either transport: open is the connections held now (a gauge),
+// ExportClientConns publishes a transport's cap on client connections
+// (GATEWAY_LOOP_MAX_CONNS): both the fasthttp transport and the event loop
+// register through it, under one scope and one pair of names, so one graph
+// and one alert read either. open is the connections held now (a gauge),
 // refused the connections refused over the cap (a counter), both read at
-// collection. Unregister on return, as for ExportEvictions.
+// collection. Unregister on return, as for ExportEvictions: one transport
+// runs at a time, and a stopped one must not keep reporting.
 func ExportClientConns(mp metric.MeterProvider, open func() int64, refused *Refusals) (metric.Registration, error) {
 	m := mp.Meter(instrumentation)
 	conns, err := m.Int64ObservableGauge("shanhai.gateway.loop.conns", metric.WithUnit("{connection}"),
