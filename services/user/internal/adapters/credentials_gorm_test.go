@@ -9,6 +9,7 @@ import (
 
 	"github.com/shanhai-dev/shanhai/services/user/internal/adapters"
 	"github.com/shanhai-dev/shanhai/services/user/internal/domain/session"
+	"github.com/shanhai-dev/shanhai/services/user/internal/domain/user"
 )
 
 // A password change whose revocation fails stores nothing: the old hash and
@@ -61,6 +62,24 @@ func TestCredentialsGormReplacePasswordIsAllOrNothing(t *testing.T) {
 		}
 		if got, _ := repo.ByHash(ctx, tok.Hash); !errors.Is(got.Check(now), session.ErrInvalid) {
 			t.Fatalf("token not revoked by the change: %+v", got)
+		}
+
+		// A change over a hash replaced meanwhile (here, by the change
+		// above) is user.ErrHashChanged inside the transaction too: it
+		// stores nothing and revokes nothing, not the session opened with
+		// the password now current.
+		later := issue(t, "b1", "", now)
+		if err := repo.Create(ctx, later); err != nil {
+			t.Fatal(err)
+		}
+		if err := creds.ReplacePassword(ctx, "u1", u.PasswordHash, "$argon2id$stale", now); !errors.Is(err, user.ErrHashChanged) {
+			t.Fatalf("change over a replaced hash: err = %v, want user.ErrHashChanged", err)
+		}
+		if got, _ := users.ByID(ctx, "u1"); got.PasswordHash != "$argon2id$new" {
+			t.Fatalf("hash after a change over a replaced one = %q", got.PasswordHash)
+		}
+		if got, _ := repo.ByHash(ctx, later.Hash); got.RevokedAt != nil {
+			t.Fatal("a change over a replaced hash revoked a session")
 		}
 	})
 }
