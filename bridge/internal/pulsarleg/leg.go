@@ -340,6 +340,13 @@ func (l *Leg) resetConsumer(ctx context.Context, p *partition) (jetstream.Consum
 	created := st.CachedInfo().Created
 	start := uint64(1)
 	old, err := l.o.JetStream.Consumer(ctx, l.o.Stream, name)
+	// From the delete on, the partition has no consumer until the creation succeeds, and p.unmade lives only as long
+	// as this ownership: a stop or a rebalance that ended ctx in between failed the creation, and the next owner (a
+	// restarted bridge, another instance) read the stream from its first message
+	// (TestLegBRecreatesItsConsumerWhenStoppedAfterTheDelete). So the delete and the creation outlive ctx, for at
+	// most the drain timeout, which a stop already grants the session.
+	mk, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.o.DrainTimeout)
+	defer cancel()
 	switch {
 	case err == nil:
 		info := old.CachedInfo()
@@ -348,7 +355,7 @@ func (l *Leg) resetConsumer(ctx context.Context, p *partition) (jetstream.Consum
 			start = max(info.Config.OptStartSeq, 1)
 		}
 		p.unmade = &floor{start: start, created: created}
-		if err := l.o.JetStream.DeleteConsumer(ctx, l.o.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		if err := l.o.JetStream.DeleteConsumer(mk, l.o.Stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 			return nil, fmt.Errorf("delete consumer %s: %w", name, err)
 		}
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
@@ -361,14 +368,14 @@ func (l *Leg) resetConsumer(ctx context.Context, p *partition) (jetstream.Consum
 	if start > 1 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
 	}
-	legacy, err := storedSince(ctx, st, route.Subject, start)
+	legacy, err := storedSince(mk, st, route.Subject, start)
 	if err != nil {
 		return nil, err
 	}
 	if legacy {
 		cfg.FilterSubject, cfg.FilterSubjects = "", []string{route.PartitionSubject(p.id), route.Subject}
 	}
-	c, err := l.o.JetStream.CreateConsumer(ctx, l.o.Stream, cfg)
+	c, err := l.o.JetStream.CreateConsumer(mk, l.o.Stream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("create consumer %s: %w", name, err)
 	}

@@ -59,3 +59,68 @@ func (j *failingCreate) CreateConsumer(ctx context.Context, stream string, cfg j
 	j.fail.Store(0)
 	return j.JetStream.CreateConsumer(ctx, stream, cfg)
 }
+
+// TestLegBRecreatesItsConsumerWhenStoppedAfterTheDelete: a stop (or a rebalance) that ended the session between the
+// delete of its consumer and the creation at the ack floor made the creation fail on the ended context: the partition
+// was left with no consumer, and the next owner, which has no floor of the failed session's (a restarted bridge,
+// another instance), read the stream from its first message, sending offsets 0-4 to Pulsar again (5 "duplicate").
+// The creation now outlives the stop: the next run resumes at offset 5.
+func TestLegBRecreatesItsConsumerWhenStoppedAfterTheDelete(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	e.publishOffsets(t, 0, 4)
+	stop := e.run(1)
+	waitAcked(t, e, 1)
+	stop()
+
+	e.publishOffsets(t, 5, 9)
+	js := &stopAfterDelete{JetStream: e.js, deleted: make(chan struct{})}
+	o := e.opts
+	o.JetStream = js
+	e.leg = pulsarleg.New(o)
+	stop = e.run(1)
+	select {
+	case <-js.deleted:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the session never deleted its consumer")
+	}
+	stop() // ends the session's context while DeleteConsumer waits for it
+
+	m, reader := harness.Metrics(t)
+	o.Metrics, o.JetStream = m, e.js
+	e.leg = pulsarleg.New(o)
+	stop = e.run(1)
+	waitAcked(t, e, 1)
+	stop()
+	if recs := e.read(t, 11, 5*time.Second); len(recs) != 10 {
+		t.Fatalf("archived %d, want offsets 0-9 once", len(recs))
+	}
+	wantResults(t, reader, map[string]int64{"ok": 5, "duplicate": 0})
+}
+
+// stopAfterDelete deletes the first session's consumer and returns only once that session's context (the one it
+// looked the consumer up with) has ended: a stop that comes between the delete and the creation.
+type stopAfterDelete struct {
+	jetstream.JetStream
+	looked  atomic.Bool
+	session context.Context
+	deleted chan struct{}
+}
+
+func (j *stopAfterDelete) Consumer(ctx context.Context, stream, name string) (jetstream.Consumer, error) {
+	if !j.looked.Swap(true) {
+		j.session = ctx
+	}
+	return j.JetStream.Consumer(ctx, stream, name)
+}
+
+func (j *stopAfterDelete) DeleteConsumer(ctx context.Context, stream, name string) error {
+	err := j.JetStream.DeleteConsumer(ctx, stream, name)
+	select {
+	case <-j.deleted:
+	default:
+		close(j.deleted)
+		<-j.session.Done()
+	}
+	return err
+}
