@@ -113,17 +113,7 @@ func TestMetricsReachPrometheusOnce(t *testing.T) {
 		if !ok {
 			continue
 		}
-		c := w.spec.Containers[0]
-		env := map[string]string{}
-		for _, from := range c.EnvFrom {
-			for _, k := range configMapKeys(t, cms, w.namespace, b.Name, from) {
-				env[k] = cms[w.namespace+"/"+from.ConfigMapRef.Name][k[len(from.Prefix):]]
-			}
-		}
-		for _, e := range c.Env {
-			env[e.Name] = e.Value
-		}
-		if why := otlpMetrics(env); why != "" {
+		if why := otlpMetrics(containerEnv(t, b.Name, w, cms)); why != "" {
 			t.Errorf("Kubernetes %s: pushes its metrics over OTLP too (%s)", b.Name, why)
 		}
 		// Each pod is scraped through a headless Service of its namespace that selects it and names its port.
