@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/shanhai-dev/shanhai/bridge/internal/harness"
 	"github.com/shanhai-dev/shanhai/bridge/internal/pulsarleg"
@@ -22,24 +23,37 @@ import (
 func TestLegBKeepsItsPositionWhenCreatingItsConsumerAgainFails(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	e.publishOffsets(t, 0, 4)
-	stop := e.run(1)
-	waitAcked(t, e, 1)
-	stop()
-
-	e.publishOffsets(t, 5, 9)
+	archiveFirstFive(t, e)
 	m, reader := harness.Metrics(t)
 	js := &failingCreate{JetStream: e.js}
 	js.fail.Store(1)
 	o := e.opts
 	o.Metrics, o.JetStream = m, js
 	e.leg = pulsarleg.New(o)
-	stop = e.run(1)
+	stop := e.run(1)
 	waitAcked(t, e, 1)
 	stop()
 	if js.fail.Load() != 0 {
 		t.Fatal("the consumer's creation never failed")
 	}
+	wantTheRestOnce(t, e, reader)
+}
+
+// archiveFirstFive has a leg archive and ack offsets 0-4 and then publishes 5-9: a partition whose consumer has a
+// floor past the stream's first message.
+func archiveFirstFive(t *testing.T, e *env) {
+	t.Helper()
+	e.publishOffsets(t, 0, 4)
+	stop := e.run(1)
+	waitAcked(t, e, 1)
+	stop()
+	e.publishOffsets(t, 5, 9)
+}
+
+// wantTheRestOnce checks, after archiveFirstFive, that the archive holds offsets 0-9 once and that the run reader
+// metered sent 5-9 and none of 0-4 again.
+func wantTheRestOnce(t *testing.T, e *env, reader sdkmetric.Reader) {
+	t.Helper()
 	if recs := e.read(t, 11, 5*time.Second); len(recs) != 10 {
 		t.Fatalf("archived %d, want offsets 0-9 once", len(recs))
 	}
@@ -68,17 +82,12 @@ func (j *failingCreate) CreateConsumer(ctx context.Context, stream string, cfg j
 func TestLegBRecreatesItsConsumerWhenStoppedAfterTheDelete(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	e.publishOffsets(t, 0, 4)
-	stop := e.run(1)
-	waitAcked(t, e, 1)
-	stop()
-
-	e.publishOffsets(t, 5, 9)
+	archiveFirstFive(t, e)
 	js := &stopAfterDelete{JetStream: e.js, deleted: make(chan struct{})}
 	o := e.opts
 	o.JetStream = js
 	e.leg = pulsarleg.New(o)
-	stop = e.run(1)
+	stop := e.run(1)
 	select {
 	case <-js.deleted:
 	case <-time.After(30 * time.Second):
@@ -92,10 +101,7 @@ func TestLegBRecreatesItsConsumerWhenStoppedAfterTheDelete(t *testing.T) {
 	stop = e.run(1)
 	waitAcked(t, e, 1)
 	stop()
-	if recs := e.read(t, 11, 5*time.Second); len(recs) != 10 {
-		t.Fatalf("archived %d, want offsets 0-9 once", len(recs))
-	}
-	wantResults(t, reader, map[string]int64{"ok": 5, "duplicate": 0})
+	wantTheRestOnce(t, e, reader)
 }
 
 // stopAfterDelete deletes the first session's consumer and returns only once that session's context (the one it
