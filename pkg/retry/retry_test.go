@@ -446,3 +446,40 @@ func TestRetryThatSentACallStaysCharged(t *testing.T) {
 		t.Fatal("the window's one retry was sent, yet the budget allows another: its charge was refunded")
 	}
 }
+
+// TestTransportLeavesItsCallersChargeAlone: Unsent is what fn tells its own
+// Do. Transport's RoundTrip passed its mark on to its caller, so a Do whose
+// fn sent one call and then had another refused through Transport for lack
+// of time refunded a retry the upstream paid for, as a bare ErrExpired once
+// did (TestRetryThatSentACallStaysCharged).
+func TestTransportLeavesItsCallersChargeAlone(t *testing.T) {
+	b := NewBudget(0, 1, time.Second) // one retry in the window
+	clockOf(b)                        // one window for everything below
+	sent := 0
+	up := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		sent++
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody, Request: r}, nil
+	})
+	through := Transport(deadline.Transport(up), Policy{}, nil)
+	attempt := 0
+	err := Do(context.Background(), noSleep(Policy{Attempts: 3}), b, func(ctx context.Context) error {
+		if attempt++; attempt == 1 {
+			return errUpstream
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://upstream.invalid/first", nil)
+		if _, err := up.RoundTrip(req); err != nil { // the retry's first call is sent...
+			return err
+		}
+		late, cancel := context.WithDeadline(ctx, time.Now()) // ...and its second finds no time left
+		defer cancel()
+		req, _ = http.NewRequestWithContext(late, http.MethodGet, "http://upstream.invalid/second", nil)
+		_, err := through.RoundTrip(req)
+		return err
+	})
+	if !errors.Is(err, deadline.ErrExpired) || attempt != 2 || sent != 1 {
+		t.Fatalf("err %v after %d attempts, %d calls sent: want ErrExpired after 2 attempts, 1 sent", err, attempt, sent)
+	}
+	if b.Withdraw() {
+		t.Fatal("the window's one retry sent a call, yet the budget allows another: Transport's mark refunded it")
+	}
+}

@@ -21,7 +21,8 @@ import (
 // so a proxy can relay it; likewise when deadline.Transport below refuses to
 // send the retry for lack of time. An answer's Retry-After is honoured: the retry
 // waits at least that long, and a delay longer than p.Max ends the retries
-// with that answer (see Do).
+// with that answer (see Do). Its errors are not marked Unsent, whatever its
+// own attempts sent: a Do around the caller hears that from the caller.
 func Transport(rt http.RoundTripper, p Policy, b *Budget) http.RoundTripper {
 	if rt == nil {
 		rt = http.DefaultTransport
@@ -128,6 +129,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	})
 	if resp != nil {
 		return resp, nil
+	}
+	if u, ok := err.(unsent); ok {
+		// The mark was this Do's word from its fn. Passed on, it told a
+		// Do around the caller that the caller's attempt sent nothing,
+		// when another of its calls (or an earlier attempt here) may have.
+		err = u.error
 	}
 	return nil, err
 }
