@@ -33,10 +33,7 @@ import (
 // and waits for them before the loops exit.
 func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 	up, _ := unanswered(t)
-	socks := socketsTo(t, up)
-	if socks == 0 {
-		t.Fatal("the socket filling the upstream's queue is not counted: socketsTo sees nothing")
-	}
+	socks := ownSockets(t, up)
 	addr, s, _ := startServerWith(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
 		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}})
 
@@ -61,16 +58,7 @@ func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	<-s.served
-	end := time.Now().Add(5 * time.Second)
-	for dialing() > 0 || socketsTo(t, up) > socks {
-		if time.Now().After(end) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors of sockets to the upstream (%d before the server); goroutines:\n%s",
-				dialing(), socketsTo(t, up), socks, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	noDialLeft(t, s, up, socks)
 }
 
 // The dial that made the leak for good: connected, and handed to gnet
@@ -87,10 +75,7 @@ func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 // exit.
 func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	up, room := unanswered(t)
-	socks := socketsTo(t, up)
-	if socks == 0 {
-		t.Fatal("the socket filling the upstream's queue is not counted: socketsTo sees nothing")
-	}
+	socks := ownSockets(t, up)
 	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
 		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, time.Minute)
 	c, err := net.Dial("tcp", addr)
@@ -160,16 +145,7 @@ func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
-	<-s.served
-	end = time.Now().Add(5 * time.Second)
-	for dialing() > 0 || socketsTo(t, up) > socks {
-		if time.Now().After(end) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors of sockets to the upstream (%d before the server); goroutines:\n%s",
-				dialing(), socketsTo(t, up), socks, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	noDialLeft(t, s, up, socks)
 }
 
 // A request that needs a dial once the engine is stopping (OnShutdown has
@@ -201,6 +177,32 @@ func TestRequestWithoutADialAtStopIsAnswered(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d upstream dials started once the engine was stopping:\n%s", n, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// noDialLeft fails the test unless, once s has stopped, no goroutine
+// dials or enrolls an upstream connection and the process holds no more
+// sockets to up than the socks it held before the server.
+func noDialLeft(t *testing.T, s *Server, up string, socks int) {
+	t.Helper()
+	<-s.served
+	for end := time.Now().Add(5 * time.Second); dialing() > 0 || socketsTo(t, up) > socks; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("5 s after Stop: %d goroutines dialling or enrolling an upstream connection, %d descriptors of sockets to the upstream (%d before the server); goroutines:\n%s",
+				dialing(), socketsTo(t, up), socks, buf[:runtime.Stack(buf, true)])
+		}
+	}
+}
+
+// ownSockets is socketsTo(up) before the server starts: the test's own
+// (unanswered's, filling the queue), so never none.
+func ownSockets(t *testing.T, up string) int {
+	t.Helper()
+	n := socketsTo(t, up)
+	if n == 0 {
+		t.Fatal("the socket filling the upstream's queue is not counted: socketsTo sees nothing")
+	}
+	return n
 }
 
 // dialing counts the goroutines dialling an upstream connection (dial) or
