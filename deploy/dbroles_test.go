@@ -261,7 +261,8 @@ func privatePostgres(t *testing.T, bin, superuser, password string) (dir, port s
 
 // TestKindUpStopsOnAPostgresWithoutRoles: on a cluster whose PostgreSQL was initialised before the services had roles
 // (its secret holds the superuser's password alone), kind-up.sh says so and stops before it writes the services'
-// URLs, which would name roles that PostgreSQL does not have (its first-start script runs on an empty volume only).
+// URLs, which would name roles that PostgreSQL does not have (its first-start script runs on an empty volume only),
+// and before it builds the images: it stopped only after building all six, minutes lost on every such run.
 func TestKindUpStopsOnAPostgresWithoutRoles(t *testing.T) {
 	state := t.TempDir()
 	old := filepath.Join(state, "shanhai-infra", "shanhai-db")
@@ -271,9 +272,13 @@ func TestKindUpStopsOnAPostgresWithoutRoles(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(old, "postgres-password"), []byte("initialised-before"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := runKindUp(t, state, "")
+	dockerCalls := filepath.Join(t.TempDir(), "docker")
+	out, err := runKindUpWith(t, state, "", map[string]string{"docker": "#!/bin/sh\necho \"$*\" >>'" + dockerCalls + "'\n"})
 	if err == nil || !strings.Contains(string(out), "kind-down.sh") {
 		t.Fatalf("kind-up.sh on a PostgreSQL without roles: %v\n%s", err, out)
+	}
+	if calls, _ := os.ReadFile(dockerCalls); strings.Contains(string(calls), "build") {
+		t.Errorf("kind-up.sh built the images before it stopped:\n%s", calls)
 	}
 	if _, err := os.Stat(filepath.Join(state, "shanhai", "shanhai-db")); err == nil {
 		t.Error("kind-up.sh wrote the services' database URLs for roles PostgreSQL does not have")

@@ -28,17 +28,6 @@ if ! kind get clusters | grep -qx "$cluster"; then
   kind create cluster --name "$cluster" --config deploy/k8s/kind-config.yaml
 fi
 
-for entry in "${binaries[@]}"; do
-  name=${entry%%:*} pkg=${entry#*:}
-  docker build -f deploy/Dockerfile --build-arg BINARY="$pkg" -t "shanhai/$name:$tag" .
-  kind load docker-image --name "$cluster" "shanhai/$name:$tag"
-done
-
-# Secrets are generated here, at deploy time, and never committed. Each is created or updated (create --dry-run |
-# apply), so a run cut short half way through can simply be run again; a value an earlier run generated is kept
-# (PostgreSQL was initialised with that password, tokens are signed with that key).
-kubectl create namespace shanhai --dry-run=client -o yaml | kubectl apply -f -
-kubectl create namespace shanhai-infra --dry-run=client -o yaml | kubectl apply -f -
 # b64 [-d]: base64 on one line, or decoded, through openssl, which the keys need anyway: base64's own options are
 # not portable (GNU's `-w0` is refused by macOS's, where the letter that decodes has changed between releases), and
 # `openssl base64` without -A wraps at 64 characters and decodes no longer a line.
@@ -50,6 +39,29 @@ existing() {
   v=$(kubectl -n "$1" get secret "$2" --ignore-not-found -o jsonpath="{.data.$3}") || return
   printf %s "$v" | b64 -d
 }
+# A cluster whose PostgreSQL was initialised before the services had roles of their own has no role to log in as
+# (postgres-init.sh runs only on an empty volume): say so before the images are built, minutes that would be lost,
+# rather than hand the services passwords no role has. (Read into variables: a kubectl failure inside [[ ]] would
+# not stop the script.)
+initialised=$(existing shanhai-infra shanhai-db postgres-password)
+roles=$(existing shanhai-infra shanhai-db user-password)
+if [[ -n $initialised && -z $roles ]]; then
+  echo "kind-up: this cluster's PostgreSQL has no role per service (it predates them); scripts/kind-down.sh" \
+    "then kind-up.sh recreates it, its databases emptied" >&2
+  exit 1
+fi
+
+for entry in "${binaries[@]}"; do
+  name=${entry%%:*} pkg=${entry#*:}
+  docker build -f deploy/Dockerfile --build-arg BINARY="$pkg" -t "shanhai/$name:$tag" .
+  kind load docker-image --name "$cluster" "shanhai/$name:$tag"
+done
+
+# Secrets are generated here, at deploy time, and never committed. Each is created or updated (create --dry-run |
+# apply), so a run cut short half way through can simply be run again; a value an earlier run generated is kept
+# (PostgreSQL was initialised with that password, tokens are signed with that key).
+kubectl create namespace shanhai --dry-run=client -o yaml | kubectl apply -f -
+kubectl create namespace shanhai-infra --dry-run=client -o yaml | kubectl apply -f -
 # The values reach kubectl as files in a directory only this user can read, removed on exit, never as arguments:
 # every user of the machine can read a process's argv (ps).
 secrets=$(mktemp -d)
@@ -76,14 +88,7 @@ secret shanhai shanhai-auth signing-key="$key"
 # PostgreSQL's superuser and each service's role (postgres-init.sh creates the roles on the first start), each with
 # a password of its own: the services connected as the superuser, so one compromised service held every database.
 # The platform's namespace gets only each service's URL; the superuser's password stays in shanhai-infra.
-# A cluster whose PostgreSQL was initialised before the roles has no role to log in as: say so rather than hand
-# the services passwords no role has (postgres-init runs only on an empty volume).
 pw=$(existing shanhai-infra shanhai-db postgres-password)
-if [[ -n $pw && -z $(existing shanhai-infra shanhai-db user-password) ]]; then
-  echo "kind-up: this cluster's PostgreSQL has no role per service (it predates them); scripts/kind-down.sh" \
-    "then kind-up.sh recreates it, its databases emptied" >&2
-  exit 1
-fi
 [[ -n $pw ]] || pw=$(openssl rand -hex 24)
 urls=() pws=()
 for svc in user order payment; do
