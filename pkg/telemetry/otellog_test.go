@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,5 +121,41 @@ func TestSDKLimitWarningOncePerMinute(t *testing.T) {
 	}
 	if last := decodeLine(t, bytes.NewBufferString(lines[2])); last["suppressed"] != float64(4) || last["level"] != "WARN" {
 		t.Fatalf("a minute later: %v, want a WARN with suppressed 4", last)
+	}
+}
+
+// TestSDKWarningsHeldBackAreCountedUnderConcurrency: the SDK warns from
+// every goroutine that ends a span. Every warning of a kind held back in
+// its minute is counted once, whichever goroutine it came from, and past
+// repeatKinds kinds a new one is written, not remembered.
+func TestSDKWarningsHeldBackAreCountedUnderConcurrency(t *testing.T) {
+	now := time.Now()
+	var buf testenv.LogBuffer
+	h := sdkLevels{NewLogger(&buf, slog.LevelInfo).Handler(), newRepeats(time.Minute, func() time.Time { return now })}
+	log := logr.FromSlogHandler(h)
+	const goroutines, each = 8, 50
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range each {
+				log.V(1).Info("limit reached: dropping trace Span attributes")
+			}
+		})
+	}
+	wg.Wait()
+	for i := range repeatKinds + 10 {
+		log.V(1).Info("another kind", "n", i)
+	}
+	if n := len(h.repeats.kinds); n != repeatKinds {
+		t.Fatalf("%d kinds remembered, want the bound %d", n, repeatKinds)
+	}
+	now = now.Add(time.Minute)
+	log.V(1).Info("limit reached: dropping trace Span attributes")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 1+repeatKinds+10+1 {
+		t.Fatalf("%d lines, want one of the first kind, each other kind, and one a minute later", len(lines))
+	}
+	if last := decodeLine(t, bytes.NewBufferString(lines[len(lines)-1])); last["suppressed"] != float64(goroutines*each-1) {
+		t.Fatalf("a minute later: %v, want suppressed %d", last, goroutines*each-1)
 	}
 }
