@@ -35,7 +35,14 @@ type Policy struct {
 }
 
 // Permanent marks err as not worth retrying under the default Retryable.
-func Permanent(err error) error { return permanent{err} }
+// Permanent(nil) is nil, as Unsent(nil) is: a fn that marks whatever its
+// call returned must not turn a success into an error.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanent{err}
+}
 
 type permanent struct{ error }
 
@@ -46,7 +53,12 @@ func (p permanent) Unwrap() error { return p.error }
 // as. Only fn can say so. A bare deadline.ErrExpired may come from a later
 // call of an attempt whose earlier call was sent; that retry did cost the
 // upstream, and refunding it let the window's retries pass the cap.
-func Unsent(err error) error { return unsent{err} }
+func Unsent(err error) error {
+	if err == nil {
+		return nil // a success stays one: wrapped, Do would retry it
+	}
+	return unsent{err}
+}
 
 type unsent struct{ error }
 

@@ -483,3 +483,20 @@ func TestTransportLeavesItsCallersChargeAlone(t *testing.T) {
 		t.Fatal("the window's one retry sent a call, yet the budget allows another: Transport's mark refunded it")
 	}
 }
+
+// TestMarkingNoErrorIsSuccess: Permanent(nil) and Unsent(nil) were errors
+// wrapping nothing, so a fn that marked whatever its call returned had a
+// success retried (the call sent again) and handed its caller an error
+// whose Error panicked.
+func TestMarkingNoErrorIsSuccess(t *testing.T) {
+	for name, mark := range map[string]func(error) error{"Permanent": Permanent, "Unsent": Unsent} {
+		calls := 0
+		err := Do(context.Background(), noSleep(Policy{Attempts: 3}), nil, func(context.Context) error {
+			calls++
+			return mark(nil)
+		})
+		if err != nil || calls != 1 {
+			t.Errorf("%s(nil): %d calls, err %T, want one call and nil", name, calls, err)
+		}
+	}
+}
