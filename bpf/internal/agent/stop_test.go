@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -65,5 +67,45 @@ func TestAttachStopsBetweenProbes(t *testing.T) {
 	b, err := attachBinary(bin, bin, binID{}, attachOpts{ctx: ctx, httpUprobe: true, exitProgs: true})
 	if !errors.Is(err, context.Canceled) || b != nil {
 		t.Fatalf("attach with an ended context = %v, %v; want no probes and context.Canceled", b, err)
+	}
+}
+
+// cutAfter is a context that ends once its Err has been asked n times: a stop that comes during an attach, after the
+// probes checked before it.
+type cutAfter struct {
+	context.Context
+	n     atomic.Int32
+	atCut int // the test process's open descriptors when it ended
+	t     *testing.T
+}
+
+func (c *cutAfter) Err() error {
+	if c.n.Add(-1) == -1 {
+		c.atCut = openFDs(c.t)
+	}
+	if c.n.Load() < 0 {
+		return context.Canceled
+	}
+	return nil
+}
+
+// TestAttachCutShortDetachesWhatAttached: a stop between two probes of one attach takes off the probes already on the
+// file: every uprobe, link, program and map the attach opened is closed (counted as the process's descriptors).
+func TestAttachCutShortDetachesWhatAttached(t *testing.T) {
+	requireRoot(t)
+	bin := buildTarget(t, false)
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no finalizer closes a descriptor while they are counted
+	before := openFDs(t)
+	ctx := &cutAfter{Context: context.Background(), t: t}
+	ctx.n.Store(2) // the HTTP server and Go runtime probes attach; the stop comes before the HTTP client's
+	b, err := attachBinary(bin, bin, binID{}, attachOpts{ctx: ctx, httpUprobe: true, exitProgs: true, log: slog.New(slog.DiscardHandler)})
+	if !errors.Is(err, context.Canceled) || b != nil {
+		t.Fatalf("attach stopped after two probes = %v, %v; want no probes and context.Canceled", b, err)
+	}
+	if ctx.atCut <= before {
+		t.Fatalf("%d descriptors open when the stop came, %d before: no probe had attached, the test proves nothing", ctx.atCut, before)
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open after the stopped attach returned, %d before (%d when it stopped)", after, before, ctx.atCut)
 	}
 }
