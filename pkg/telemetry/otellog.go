@@ -82,10 +82,11 @@ func (h sdkLevels) WithGroup(name string) slog.Handler {
 	return sdkLevels{h.next.WithGroup(name), h.repeats}
 }
 
-// repeatKinds bounds the kinds of warning repeats remembers: past it, a
-// new kind is written every time, as before. The SDK's warnings are a
-// handful of fixed messages; a bound keeps a message carrying, say, an
-// instrument's name from growing the map without end.
+// repeatKinds bounds the kinds of warning repeats remembers. The SDK's
+// warnings are a handful of fixed messages; a bound keeps a message
+// carrying, say, an instrument's name from growing the map without end.
+// Full, it forgets the kinds that have nothing to say (see forget); when
+// none can go, a new kind is written every time, as before.
 const repeatKinds = 256
 
 // repeats writes one warning of a kind (its message and attributes) per
@@ -120,7 +121,7 @@ func (p *repeats) admit(r slog.Record) (suppressed int, ok bool) {
 	defer p.mu.Unlock()
 	k, seen := p.kinds[key.String()]
 	switch {
-	case !seen && len(p.kinds) >= repeatKinds:
+	case !seen && len(p.kinds) >= repeatKinds && !p.forget(now):
 		return 0, true
 	case !seen:
 		p.kinds[key.String()] = &repeat{last: now}
@@ -132,4 +133,20 @@ func (p *repeats) admit(r slog.Record) (suppressed int, ok bool) {
 	n := k.suppressed
 	k.last, k.suppressed = now, 0
 	return n, true
+}
+
+// forget drops the kinds last written an every or more before now with
+// none held back since: their next one is written anyway, with nothing to
+// count. A kind holding a count is kept, so that its next line says it.
+// Without this, the bound once reached stayed reached for the life of the
+// process, however long those kinds had been quiet. It reports whether
+// any kind went.
+func (p *repeats) forget(now time.Time) bool {
+	n := len(p.kinds)
+	for key, k := range p.kinds {
+		if k.suppressed == 0 && now.Sub(k.last) >= p.every {
+			delete(p.kinds, key)
+		}
+	}
+	return len(p.kinds) < n
 }

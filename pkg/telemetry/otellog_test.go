@@ -159,3 +159,34 @@ func TestSDKWarningsHeldBackAreCountedUnderConcurrency(t *testing.T) {
 		t.Fatalf("a minute later: %v, want suppressed %d", last, goroutines*each-1)
 	}
 }
+
+// TestSDKWarningKindsLongQuietAreForgotten: once repeatKinds kinds had been
+// seen, ever, every new kind was written each time it came, for the life of
+// the process, though the kinds remembered had been quiet for hours. A kind
+// written over a minute ago with none held back since carries nothing to
+// remember: it makes room for a new one.
+func TestSDKWarningKindsLongQuietAreForgotten(t *testing.T) {
+	now := time.Now()
+	var buf testenv.LogBuffer
+	h := sdkLevels{NewLogger(&buf, slog.LevelInfo).Handler(), newRepeats(time.Minute, func() time.Time { return now })}
+	log := logr.FromSlogHandler(h)
+	for i := range repeatKinds {
+		log.V(1).Info("an old kind", "n", i)
+	}
+	log.V(1).Info("an old kind", "n", 0) // held back: its count is kept for its next line
+	now = now.Add(time.Hour)
+	for range 5 {
+		log.V(1).Info("a new kind")
+	}
+	if n := strings.Count(buf.String(), "a new kind"); n != 1 {
+		t.Fatalf("a new kind written %d times in its minute, want once", n)
+	}
+	if n := len(h.repeats.kinds); n > repeatKinds {
+		t.Fatalf("%d kinds remembered, over the bound %d", n, repeatKinds)
+	}
+	log.V(1).Info("an old kind", "n", 0)
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if last := decodeLine(t, bytes.NewBufferString(lines[len(lines)-1])); last["suppressed"] != float64(1) {
+		t.Fatalf("the kind with one held back, an hour later: %v, want suppressed 1", last)
+	}
+}
