@@ -3,6 +3,7 @@ package retry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -380,8 +381,9 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 
 // TestRetryNotSentRefundsItsOwnChargeOnce: the refund for a retry fn
 // marks Unsent is that retry's charge, once, whether the mark is outside
-// or inside an http.Client's *url.Error; an attempt that was no retry (the
-// first) refunds nothing, which would hand back another caller's retry.
+// or inside an http.Client's *url.Error, a %w or an errors.Join; an attempt
+// that was no retry (the first) refunds nothing, which would hand back
+// another caller's retry.
 func TestRetryNotSentRefundsItsOwnChargeOnce(t *testing.T) {
 	expired := Unsent(deadline.ErrExpired)
 	wrapped := &url.Error{Op: "Get", URL: "http://upstream.invalid/", Err: expired}
@@ -394,6 +396,8 @@ func TestRetryNotSentRefundsItsOwnChargeOnce(t *testing.T) {
 		{"first attempt, in a url.Error", 1, wrapped},
 		{"retry", 2, expired},
 		{"retry, in a url.Error", 2, wrapped},
+		{"retry, under fmt.Errorf's %w", 2, fmt.Errorf("get stock: %w", expired)},
+		{"retry, joined", 2, errors.Join(errors.New("close body"), expired)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := NewBudget(0, 2, time.Second) // two retries in the window
