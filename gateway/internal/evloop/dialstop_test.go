@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
 // A gateway embedded in a process that lives on (cmd/shanhai, these tests)
@@ -93,28 +96,8 @@ func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	waitFor(t, "the request given up", func() bool { return s.inflight() == 0 })
 
 	// Hold the loop in a task, with its urgent queue full behind it.
-	s.mu.Lock()
-	var el gnet.EventLoop
-	for e := range s.loops {
-		el = e
-	}
-	s.mu.Unlock()
-	release, held := make(chan struct{}), make(chan struct{})
-	defer func() {
-		select {
-		case <-release:
-		default:
-			close(release)
-		}
-	}()
-	if err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		close(held)
-		<-release
-		return nil
-	})); err != nil {
-		t.Fatal(err)
-	}
-	<-held
+	release := holdLoop(t, s)
+	el := onlyLoop(s)
 	for range netpoll.MaxPollEventsCap {
 		if err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error { return nil })); err != nil {
 			t.Fatal(err)
@@ -139,9 +122,9 @@ func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	// the loops), or once Stop waits for the dial (which waits for the loop).
 	waitFor(t, "the engine stopping", func() bool {
 		return goroutines("gnet/v2.(*engine).stop", "errgroup.(*Group).Wait") > 0 ||
-			goroutines("evloop.(*Server).OnShutdown", "sync.(*WaitGroup).Wait") > 0
+			goroutines("evloop.(*Server).OnShutdown") > 0
 	})
-	close(release)
+	release()
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
@@ -314,4 +297,89 @@ func socketsTo(t *testing.T, addr string) int {
 		}
 	}
 	return n
+}
+
+// A loop that died on its own (an epoll_wait error, which also starts the
+// engine's shutdown) or is stuck in a callback never opens a connection
+// handed to it, and Stop's wait for the dials in flight waited for it for
+// good: Serve never returned. The wait is bounded (dialWait), and what it
+// abandons is logged at WARN. The loop here is held in a task rather than
+// killed: a dead loop's queued registration never runs, so gnet's enroll
+// goroutine would stay for the rest of the test process and fail the
+// later tests' count of dials left; released once the wait has given up,
+// the loop opens the connection and exits, and nothing is left.
+func TestStopGivesUpOnADialItsLoopNeverOpens(t *testing.T) {
+	up, room := unanswered(t)
+	socks := ownSockets(t, up)
+	var logs testenv.LogBuffer
+	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute, dialWait: 200 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(&logs, nil))},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, time.Minute)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the upstream dial under way", func() bool { return goroutines("evloop.(*loop).dial.func") == 1 })
+	c.Close() // so that Stop does not wait for the request
+	waitFor(t, "the request given up", func() bool { return s.inflight() == 0 })
+
+	release := holdLoop(t, s)
+	room()
+	waitFor(t, "the dial handed to gnet", func() bool { return goroutines("gnet/v2.(*eventloop).enroll") > 0 })
+
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- s.Stop(ctx)
+	}()
+	end := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "upstream dials abandoned at stop") {
+		if time.Now().After(end) {
+			t.Fatalf("10 s into Stop with the dial's loop held, the wait for the dial has not given up; log:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if l := logs.String(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "dials=1") || !strings.Contains(l, up) {
+		t.Fatalf("the warning does not say one dial to %s was abandoned:\n%s", up, l)
+	}
+	release()
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	noDialLeft(t, s, up, socks)
+}
+
+// holdLoop holds s's only loop in a task until the returned release is
+// called (at the latest, when the test ends).
+func holdLoop(t *testing.T, s *Server) (release func()) {
+	t.Helper()
+	el := onlyLoop(s)
+	ch, held := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(release)
+	if err := el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		close(held)
+		<-ch
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	return release
+}
+
+// onlyLoop is s's only loop (Options.Loops 1), once it has a client.
+func onlyLoop(s *Server) gnet.EventLoop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for el := range s.loops {
+		return el
+	}
+	return nil
 }

@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -117,6 +118,10 @@ type Options struct {
 	// default the global provider.
 	Meter metric.MeterProvider
 	Log   *slog.Logger
+	// dialWait bounds how long the engine's shutdown waits for the
+	// upstream dials in flight (OnShutdown); default DialTimeout + 1s.
+	// Unexported: only tests shorten it.
+	dialWait time.Duration
 }
 
 // Endpoints is the set of upstream addresses in use. Version changes
@@ -155,10 +160,14 @@ type Server struct {
 	endpoints uint64
 	stopTicks context.CancelFunc
 	ticksDone chan struct{} // closed when ticks has returned
-	// dials counts the upstream dials in flight (dial's goroutines), and
+	// dials holds the upstream dials in flight (dial's goroutines), and
 	// dialCtx ends them: OnShutdown cancels it and waits for them, so no
 	// dial hands gnet a connection once the loops are told to exit.
-	dials      sync.WaitGroup
+	// dialsGone is closed once the engine is stopping and none is left;
+	// abandoned, once OnShutdown has stopped waiting (dialWait).
+	dials      map[*upconn]struct{}
+	dialsGone  chan struct{}
+	abandoned  chan struct{}
 	dialCtx    context.Context
 	cancelDial context.CancelFunc
 	served     chan struct{} // closed when Serve returns: the engine is down
@@ -184,13 +193,17 @@ func New(o Options) *Server {
 	if o.Linger == 0 {
 		o.Linger = Linger
 	}
+	if o.dialWait == 0 {
+		o.dialWait = o.DialTimeout + time.Second
+	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
 	if o.Meter == nil {
 		o.Meter = otel.GetMeterProvider()
 	}
-	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{})}
+	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{}),
+		dials: map[*upconn]struct{}{}, dialsGone: make(chan struct{}), abandoned: make(chan struct{})}
 	s.dialCtx, s.cancelDial = context.WithCancel(context.Background())
 	s.budget.limit = o.HeldBytes
 	s.fullAnswer = proxy.ConnsFullAnswer() // the fasthttp transport's bytes too (sockio.Cap)
@@ -300,9 +313,45 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // and a loop that exits first never does, so the dial's goroutine, its
 // socket and gnet's duplicate of it stayed for the process's life. gnet
 // tells the loops to exit only once OnShutdown returns.
+//
+// The wait is bounded (Options.dialWait): a loop that died on its own (an
+// epoll_wait error, which is also what starts this shutdown) or is stuck
+// in a callback never opens what was handed to it, and an unbounded wait
+// kept Serve from ever returning. A dial still waiting then is abandoned,
+// with a warning: gnet's goroutine, the socket and gnet's duplicate of it
+// stay, as they did for every such dial before the wait existed.
 func (s *Server) OnShutdown(gnet.Engine) {
 	s.shutDown()
-	s.dials.Wait()
+	t := time.NewTimer(s.o.dialWait)
+	defer t.Stop()
+	select {
+	case <-s.dialsGone:
+	case <-t.C:
+		s.abandonDials()
+	}
+}
+
+// abandonDials ends OnShutdown's wait for the dials still in flight: their
+// goroutines return (dial), and the warning says which upstreams they
+// were for.
+func (s *Server) abandonDials() {
+	s.mu.Lock()
+	select {
+	case <-s.abandoned:
+	default:
+		close(s.abandoned)
+	}
+	addrs := make([]string, 0, len(s.dials))
+	for uc := range s.dials {
+		addrs = append(addrs, uc.p.addr)
+	}
+	s.mu.Unlock()
+	if len(addrs) == 0 {
+		return // the last one ended as the wait did
+	}
+	slices.Sort(addrs)
+	s.o.Log.Warn("upstream dials abandoned at stop: their event loop did not open the connections; each leaves gnet's goroutine and two descriptors",
+		"dials", len(addrs), "upstreams", addrs, "waited", s.o.dialWait)
 }
 
 // shutDown marks the engine stopping (no dial starts from then on), ends
@@ -310,22 +359,45 @@ func (s *Server) OnShutdown(gnet.Engine) {
 func (s *Server) shutDown() {
 	s.mu.Lock()
 	s.shut = true
+	s.dialsLeft()
 	s.mu.Unlock()
 	s.cancelDial()
 	s.stopTicker()
 }
 
-// startDial counts a dial about to start, unless the engine is stopping.
-// Counted under mu, as shut is set, so OnShutdown's Wait sees every dial
-// that started.
-func (s *Server) startDial() bool {
+// startDial records uc's dial about to start, unless the engine is
+// stopping. Recorded under mu, as shut is set, so OnShutdown waits for
+// every dial that started.
+func (s *Server) startDial(uc *upconn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shut {
 		return false
 	}
-	s.dials.Add(1)
+	s.dials[uc] = struct{}{}
 	return true
+}
+
+// endDial forgets uc's dial: it connected and its loop opened it, or it
+// failed, or it was abandoned.
+func (s *Server) endDial(uc *upconn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.dials, uc)
+	s.dialsLeft()
+}
+
+// dialsLeft closes dialsGone once the engine is stopping and no dial is in
+// flight; s.mu is held.
+func (s *Server) dialsLeft() {
+	if !s.shut || len(s.dials) > 0 {
+		return
+	}
+	select {
+	case <-s.dialsGone:
+	default:
+		close(s.dialsGone)
+	}
 }
 
 // stopTicker stops ticks and waits for it; once is enough, more is harmless.

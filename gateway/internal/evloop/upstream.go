@@ -125,13 +125,13 @@ func (l *loop) pool(addr string) *pool {
 // (Server.OnShutdown): the request fails as for a failed dial.
 func (l *loop) dial(pl *pool) {
 	pl.open++
-	if !l.s.startDial() {
+	uc := &upconn{l: l, p: pl}
+	if !l.s.startDial(uc) {
 		l.onLoop(func() { l.dialFailed(pl, errStopped) }) // not now: dial's callers go on with pl
 		return
 	}
-	uc := &upconn{l: l, p: pl}
 	go func() {
-		defer l.s.dials.Done()
+		defer l.s.endDial(uc)
 		d := net.Dialer{Timeout: l.s.o.DialTimeout}
 		nc, err := d.DialContext(l.s.dialCtx, "tcp", pl.addr)
 		if err == nil {
@@ -139,8 +139,13 @@ func (l *loop) dial(pl *pool) {
 			// Enroll duplicates the socket and closes nc once registered.
 			if ch, err = l.el.Enroll(gnet.NewContext(context.Background(), uc), nc); err != nil {
 				_ = nc.Close()
-			} else if r := <-ch; r.Err != nil {
-				err = r.Err
+			} else {
+				select {
+				case r := <-ch:
+					err = r.Err
+				case <-l.s.abandoned:
+					return // the loop never opened it (OnShutdown); the request is answered nowhere, as the loop is gone
+				}
 			}
 		}
 		if err != nil {
