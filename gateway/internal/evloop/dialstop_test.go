@@ -133,9 +133,10 @@ func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 
 // A request that needs a dial once the engine is stopping (OnShutdown has
 // begun; the loops still run until it returns) gets no dial: it is
-// answered as for a failed one, 502 problem+json, not left waiting for a
-// connection that never comes (the sweep that would time it out stops
-// with the ticker, at the same moment).
+// answered 503 gateway-stopping, not left waiting for a connection that
+// never comes (the sweep that would time it out stops with the ticker, at
+// the same moment), and not as a failed dial (a 502, counted against the
+// upstream's breaker, an idempotent one retried and refused again).
 func TestRequestWithoutADialAtStopIsAnswered(t *testing.T) {
 	up, _ := startUpstream(t)
 	addr, s, _ := startServerWith(t, proxy.Options{}, Options{Loops: 1},
@@ -151,8 +152,8 @@ func TestRequestWithoutADialAtStopIsAnswered(t *testing.T) {
 		t.Fatal(err)
 	}
 	var r fasthttp.Response
-	if err := r.Read(bufio.NewReader(c)); err != nil || r.StatusCode() != 502 || string(r.Header.ContentType()) != "application/problem+json" {
-		t.Fatalf("a request needing a dial once the engine is stopping: %d %q %v, want 502 problem+json", r.StatusCode(), r.Header.ContentType(), err)
+	if err := r.Read(bufio.NewReader(c)); err != nil || r.StatusCode() != 503 || !strings.Contains(string(r.Body()), "gateway-stopping") {
+		t.Fatalf("a request needing a dial once the engine is stopping: %d %s %v, want 503 gateway-stopping", r.StatusCode(), r.Body(), err)
 	}
 	// The dial's own goroutine; the refusal's task, run on the loop, is a
 	// closure of dial too.
@@ -160,6 +161,34 @@ func TestRequestWithoutADialAtStopIsAnswered(t *testing.T) {
 		buf := make([]byte, 1<<20)
 		t.Fatalf("%d upstream dials started once the engine was stopping:\n%s", n, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// A request whose dial is in flight when the engine stops (Stop's drain
+// ran out first) has the dial ended by OnShutdown, and is answered 503
+// gateway-stopping before the loop exits: the upstream did nothing wrong.
+func TestDialEndedAtStopIsAnswered(t *testing.T) {
+	up, _ := unanswered(t)
+	socks := ownSockets(t, up)
+	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
+		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, time.Minute)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the upstream dial under way", func() bool { return goroutines("evloop.(*loop).dial.func") == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_ = s.Stop(ctx) // the drain runs out with the request still waiting for its dial
+	var r fasthttp.Response
+	if err := r.Read(bufio.NewReader(c)); err != nil || r.StatusCode() != 503 || !strings.Contains(string(r.Body()), "gateway-stopping") {
+		t.Fatalf("a request whose dial the stop ended: %d %s %v, want 503 gateway-stopping", r.StatusCode(), r.Body(), err)
+	}
+	noDialLeft(t, s, up, socks)
 }
 
 // noDialLeft fails the test unless, once s has stopped, no goroutine

@@ -122,12 +122,13 @@ func (l *loop) pool(addr string) *pool {
 // restarted. Dials are rare (connections are kept), so the lookup is too.
 //
 // Once the engine is stopping no dial starts, and those in flight end
-// (Server.OnShutdown): the request fails as for a failed dial.
+// (Server.OnShutdown): the requests waiting fail with proxy.ErrStopping,
+// 503 and no evidence against the upstream.
 func (l *loop) dial(pl *pool) {
 	pl.open++
 	uc := &upconn{l: l, p: pl}
 	if !l.s.startDial(uc) {
-		l.onLoop(func() { l.dialFailed(pl, errStopped) }) // not now: dial's callers go on with pl
+		l.onLoop(func() { l.dialFailed(pl, proxy.ErrStopping) }) // not now: dial's callers go on with pl
 		return
 	}
 	go func() {
@@ -149,6 +150,9 @@ func (l *loop) dial(pl *pool) {
 			}
 		}
 		if err != nil {
+			if l.s.dialCtx.Err() != nil {
+				err = fmt.Errorf("%w: %w", proxy.ErrStopping, err) // ended by OnShutdown, not by the upstream
+			}
 			l.onLoop(func() { l.dialFailed(pl, err) })
 		}
 	}()

@@ -3,10 +3,12 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/limit"
+	"github.com/shanhai-dev/shanhai/pkg/retry"
 )
 
 // attemptOnLoop runs raw through the phases as the event loop drives them
@@ -279,5 +282,61 @@ func TestBreakerRefusalLeavesTheConcurrencyLimit(t *testing.T) {
 	free()
 	if status := <-held; status != 200 {
 		t.Fatalf("held request: %d", status)
+	}
+}
+
+// outcomeBreaker admits every call and counts the failures reported.
+type outcomeBreaker struct{ failures atomic.Int64 }
+
+func (b *outcomeBreaker) Admit() (func(breaker.Outcome), error) {
+	return func(o breaker.Outcome) {
+		if o == breaker.Failure {
+			b.failures.Add(1)
+		}
+	}, nil
+}
+
+// takeCounter is a retry budget that allows every retry and counts them.
+type takeCounter struct{ takes atomic.Int64 }
+
+func (b *takeCounter) RequestAt(time.Time) {}
+func (b *takeCounter) Take() (retry.Withdrawal, bool) {
+	b.takes.Add(1)
+	return retry.Withdrawal{}, true
+}
+
+// An attempt the transport could not make because the gateway is stopping
+// (the event loop refuses a dial then, and ends those in flight) is no
+// evidence about the upstream and is not retried: it went through as an
+// upstream failure, a 502 counted against the breaker, and an idempotent
+// request was retried (refused again) up to MaxAttempts, each retry charged
+// to the budget. It answers 503 gateway-stopping, problem+json.
+func TestStoppingIsNoUpstreamFailure(t *testing.T) {
+	p, pool := newTestProxy(t, Options{MaxAttempts: 3, Metrics: true}, startUpstream(t))
+	br, budget := &outcomeBreaker{}, &takeCounter{}
+	svc := pool.Service("order")
+	svc.Breaker, svc.Budget = br, budget
+	for _, refusal := range []error{
+		fmt.Errorf("dial 127.0.0.1:1: %w", ErrStopping),                       // refused before the dial
+		fmt.Errorf("dial 127.0.0.1:1: %w: %w", ErrStopping, context.Canceled), // ended in flight
+	} {
+		x, s := beginOnLoop(t, p, "GET /api/v1/products/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+		if s != Send {
+			t.Fatalf("step %v, want Send", s)
+		}
+		if s = p.Received(x, refusal); s != Done {
+			t.Fatalf("%v: step %v after the refused attempt, want Done (no retry)", refusal, s)
+		}
+		p.Finish(x)
+		if x.Resp.StatusCode() != 503 || string(x.Resp.Header.ContentType()) != "application/problem+json" ||
+			!strings.Contains(string(x.Resp.Body()), "gateway-stopping") {
+			t.Fatalf("%v: %d %q %s, want 503 problem+json gateway-stopping", refusal, x.Resp.StatusCode(), x.Resp.Header.ContentType(), x.Resp.Body())
+		}
+	}
+	if n := br.failures.Load(); n != 0 {
+		t.Fatalf("%d breaker failures from attempts refused at stop, want 0", n)
+	}
+	if n, sent := budget.takes.Load(), counted(p, "sent"); n != 0 || sent != 0 {
+		t.Fatalf("attempts refused at stop took %d retries from the budget and sent %d, want 0 and 0", n, sent)
 	}
 }

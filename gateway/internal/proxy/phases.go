@@ -1057,6 +1057,17 @@ func keySetError(err error) *auth.KeySetError {
 // as pkg/deadline's), for the metrics and the span: nobody reads it.
 var ErrClientGone = errors.New("the client closed its connection")
 
+// ErrStopping is what a transport ends an attempt with when it could not
+// make it because the gateway is stopping: the event loop starts no
+// upstream dial once its engine is shutting down, and ends those in
+// flight. Received makes it no evidence about the upstream
+// (breaker.Ignored, no upstream metric, no error on the call's span),
+// retries nothing (a retry would be refused the same way, and was charged
+// to the budget) and answers 503 gateway-stopping: the request may go to
+// another gateway. Counted as an upstream failure, a rolling restart
+// counted every such request against the service's breaker.
+var ErrStopping = errors.New("the gateway is stopping")
+
 // statusClientClosed is nginx's 499, client closed request.
 const statusClientClosed = 499
 
@@ -1085,7 +1096,8 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	}
 	failed := err != nil || status == 502 || status == 503 || status == 504
 	gone := err != nil && errors.Is(err, ErrClientGone)
-	timedOut := err != nil && !gone && (errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline))
+	stopping := err != nil && errors.Is(err, ErrStopping)
+	timedOut := err != nil && !gone && !stopping && (errors.Is(err, fasthttp.ErrTimeout) || !now.Before(x.Deadline))
 	if !failed {
 		ep.Succeeded()
 	}
@@ -1099,7 +1111,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		rerouteCharge retry.Withdrawal
 		reroute       bool
 	)
-	if err != nil && !timedOut && connectRefused(err) {
+	if err != nil && !timedOut && !stopping && connectRefused(err) {
 		out, fresh := svc.Eject(ep, now)
 		if fresh && p.metrics != nil {
 			p.metrics.ejection(svc.Name)
@@ -1112,7 +1124,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	}
 	outcome := breaker.Success
 	switch {
-	case reroute, gone:
+	case reroute, gone, stopping:
 		outcome = breaker.Ignored
 	case x.clientDeadline && (timedOut ||
 		status == fasthttp.StatusGatewayTimeout && !now.Before(x.Deadline.Add(-deadlineSlack))):
@@ -1133,7 +1145,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 	if x.breakerDone != nil {
 		x.breakerDone(outcome)
 	}
-	if p.metrics != nil {
+	if p.metrics != nil && !stopping {
 		mctx := x.st.mctx
 		if x.call != nil && x.call.SpanContext().IsSampled() {
 			mctx = x.callCtx
@@ -1155,6 +1167,7 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 			}
 			span.SetAttributes(attrs[:n]...)
 			switch {
+			case stopping: // the gateway's state, not the upstream's
 			case err != nil:
 				span.RecordError(err)
 				span.SetStatus(codes.Error, err.Error())
@@ -1170,6 +1183,10 @@ func (p *Proxy) Received(x *Exchange, err error) Step {
 		x.st.respelled = 0
 		if gone {
 			x.Resp.SetStatusCode(statusClientClosed)
+			return Done
+		}
+		if stopping {
+			x.problem(fasthttp.StatusServiceUnavailable, "gateway-stopping", "the gateway is shutting down; retry the request")
 			return Done
 		}
 		if timedOut {
