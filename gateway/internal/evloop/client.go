@@ -352,9 +352,16 @@ func (l *loop) advance(cl *client, s proxy.Step) {
 	}
 }
 
-// onLoop runs f on l's loop. If the engine is stopping f never runs; the
-// connections are being closed anyway.
+// onLoop runs f on l's loop, from any goroutine. Once the loops are told
+// to exit (Server.exit) f never runs: the connections are being closed
+// anyway, and the loop's poller with them, so the task is not handed at
+// all (see Server.exiting); until then it is, and runs before the exit.
 func (l *loop) onLoop(f func()) {
+	l.s.handMu.RLock()
+	defer l.s.handMu.RUnlock()
+	if l.s.exiting {
+		return
+	}
 	_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		f()
 		return nil

@@ -412,3 +412,31 @@ func onlyLoop(s *Server) gnet.EventLoop {
 	}
 	return nil
 }
+
+// Goroutines that hand a loop a task (a blocked request resumed, an admin
+// path's answer, a dial's failure) did so whatever the engine's state:
+// gnet closes the loops' pollers after OnShutdown and refuses Execute
+// only after that, so a task handed in between wrote to a closed eventfd,
+// or to whatever socket or file had just taken its number. Alive and the
+// ticker stop when OnShutdown begins; these stop when it returns, as the
+// tasks they hand until then still run ahead of the loops' exit (a dial
+// ended by OnShutdown answers its requests so).
+func TestNothingHandedToALoopOnceShutDown(t *testing.T) {
+	s := New(Options{})
+	el := &wedgedLoop{}
+	l := s.loopOf(el)
+	ran := 0
+	l.onLoop(func() { ran++ })
+	if len(el.tasks) != 1 {
+		t.Fatalf("%d tasks handed to a running loop, want 1", len(el.tasks))
+	}
+	s.OnShutdown(gnet.Engine{})
+	l.onLoop(func() { ran++ })
+	if len(el.tasks) != 1 {
+		t.Fatalf("%d tasks handed in all, want 1: one was handed once OnShutdown had returned", len(el.tasks))
+	}
+	_ = el.tasks[0].Run(context.Background())
+	if ran != 1 {
+		t.Fatalf("the task handed ran %d times, want 1", ran)
+	}
+}

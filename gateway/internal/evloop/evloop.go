@@ -171,6 +171,15 @@ type Server struct {
 	dialCtx    context.Context
 	cancelDial context.CancelFunc
 	served     chan struct{} // closed when Serve returns: the engine is down
+	// exiting is set when OnShutdown returns: gnet then tells the loops to
+	// exit and, once they have, closes their pollers, and an Execute after
+	// that wrote to a closed eventfd, or to whatever took its number
+	// (gnet refuses Execute only later). onLoop hands a task only under
+	// handMu's read lock with exiting unset; a read lock, so that the
+	// goroutines handing tasks (blocked requests resumed, admin answers,
+	// dial failures) do not contend with the ticker for mu.
+	handMu  sync.RWMutex
+	exiting bool
 }
 
 // New builds a Server; Serve starts it.
@@ -229,6 +238,7 @@ func (s *Server) Serve() error {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLoadBalancing(gnet.LeastConnections), gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetLogger{s.o.Log}))
 	s.shutDown() // if the engine failed to start after OnBoot, OnShutdown did not run
+	s.exit()
 	if err != nil {
 		return fmt.Errorf("event loop on %s: %w", s.o.Addr, err)
 	}
@@ -320,7 +330,10 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 // kept Serve from ever returning. A dial still waiting then is abandoned,
 // with a warning: gnet's goroutine, the socket and gnet's duplicate of it
 // stay, as they did for every such dial before the wait existed.
+//
+// From its return no task is handed to a loop (exit, onLoop).
 func (s *Server) OnShutdown(gnet.Engine) {
+	defer s.exit()
 	s.shutDown()
 	t := time.NewTimer(s.o.dialWait)
 	defer t.Stop()
@@ -329,6 +342,15 @@ func (s *Server) OnShutdown(gnet.Engine) {
 	case <-t.C:
 		s.abandonDials()
 	}
+}
+
+// exit stops onLoop's hand-overs: gnet is about to tell the loops to exit
+// and then close their pollers. A task handed after the exit signal would
+// never run anyway. It waits for a hand-over under way to finish.
+func (s *Server) exit() {
+	s.handMu.Lock()
+	s.exiting = true
+	s.handMu.Unlock()
 }
 
 // abandonDials ends OnShutdown's wait for the dials still in flight: their
