@@ -66,7 +66,7 @@ type Config struct {
 	TLSKeyFile     string   `env:"TLS_KEY_FILE" desc:"key for TLS_CERT_FILE"`
 
 	IPLimit        Rate   `env:"GATEWAY_IP_LIMIT" envDefault:"100/1s:200" desc:"per client IP"`
-	LoginLimit     Rate   `env:"GATEWAY_LOGIN_LIMIT" envDefault:"10/1m:5" desc:"per client IP on log in and refresh"`
+	LoginLimit     Rate   `env:"GATEWAY_LOGIN_LIMIT" envDefault:"10/1m:5" desc:"per client IP on log in, refresh and password change"`
 	UserLimit      Rate   `env:"GATEWAY_USER_LIMIT" envDefault:"50/1s:100" desc:"per authenticated user"`
 	LimitNamespace string `env:"GATEWAY_LIMIT_NAMESPACE" envDefault:"gateway" desc:"Redis key namespace of the limits; replicas sharing limits share it"`
 	Replicas       int    `env:"GATEWAY_REPLICAS" envDefault:"1" desc:"gateway replicas sharing the limits (sizes the local fallback when Redis is down)"`
