@@ -166,3 +166,13 @@ func dialOrderFrom(t *testing.T, up string, so Options) (net.Conn, *Server) {
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	return c, s
 }
+
+// getOrderFrom is dialOrderFrom, with a GET sent on the connection.
+func getOrderFrom(t *testing.T, up string, so Options) (net.Conn, *Server) {
+	t.Helper()
+	c, s := dialOrderFrom(t, up, so)
+	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	return c, s
+}

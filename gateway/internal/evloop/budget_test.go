@@ -373,11 +373,7 @@ func TestStopWaitsForALingeringClientsAnswer(t *testing.T) {
 func getPastTheBudget(t *testing.T, up string, so Options) (net.Conn, *Server) {
 	t.Helper()
 	so.MaxBodyBytes, so.HeldBytes, so.Loops = 1<<20, 256<<10, 1
-	c, s := dialOrderFrom(t, up, so)
-	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	return c, s
+	return getOrderFrom(t, up, so)
 }
 
 // readAhead sends 400 KB past the budget on c and waits for its refusal.

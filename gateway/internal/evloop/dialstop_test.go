@@ -79,17 +79,7 @@ func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	up, room := unanswered(t)
 	socks := ownSockets(t, up)
-	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, time.Minute)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the upstream dial under way", func() bool { return goroutines("evloop.(*loop).dial.func") == 1 })
+	c, s := dialInFlight(t, up, Options{Loops: 1, DialTimeout: time.Minute})
 	// Its client leaves, so that Stop does not wait for the request (the
 	// dial goes on for the pool).
 	c.Close()
@@ -169,18 +159,7 @@ func TestRequestWithoutADialAtStopIsAnswered(t *testing.T) {
 func TestDialEndedAtStopIsAnswered(t *testing.T) {
 	up, _ := unanswered(t)
 	socks := ownSockets(t, up)
-	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, time.Minute)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the upstream dial under way", func() bool { return goroutines("evloop.(*loop).dial.func") == 1 })
+	c, s := dialInFlight(t, up, Options{Loops: 1, DialTimeout: time.Minute})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_ = s.Stop(ctx) // the drain runs out with the request still waiting for its dial
@@ -189,6 +168,16 @@ func TestDialEndedAtStopIsAnswered(t *testing.T) {
 		t.Fatalf("a request whose dial the stop ended: %d %s %v, want 503 gateway-stopping", r.StatusCode(), r.Body(), err)
 	}
 	noDialLeft(t, s, up, socks)
+}
+
+// dialInFlight serves the order route from up with so, sends a GET on a
+// new connection (getOrderFrom), and returns it once the request's
+// upstream dial is under way.
+func dialInFlight(t *testing.T, up string, so Options) (net.Conn, *Server) {
+	t.Helper()
+	c, s := getOrderFrom(t, up, so)
+	waitFor(t, "the upstream dial under way", func() bool { return goroutines("evloop.(*loop).dial.func") == 1 })
+	return c, s
 }
 
 // noDialLeft fails the test unless, once s has stopped, no goroutine
@@ -341,18 +330,8 @@ func TestStopGivesUpOnADialItsLoopNeverOpens(t *testing.T) {
 	up, room := unanswered(t)
 	socks := ownSockets(t, up)
 	var logs testenv.LogBuffer
-	addr, s, _ := startServerTimed(t, proxy.Options{}, Options{Loops: 1, DialTimeout: time.Minute, dialWait: 200 * time.Millisecond,
-		Log: slog.New(slog.NewTextHandler(&logs, nil))},
-		staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, time.Minute)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the upstream dial under way", func() bool { return goroutines("evloop.(*loop).dial.func") == 1 })
+	c, s := dialInFlight(t, up, Options{Loops: 1, DialTimeout: time.Minute, dialWait: 200 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	c.Close() // so that Stop does not wait for the request
 	waitFor(t, "the request given up", func() bool { return s.inflight() == 0 })
 
