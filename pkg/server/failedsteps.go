@@ -14,8 +14,9 @@ const (
 	// TimedOutKey is true on a failed step's line when the step ran out of
 	// its time (StepError.TimedOut).
 	TimedOutKey = "timed_out"
-	// FailedStepsKey is on RunService's line for a Run that failed: the
-	// failed steps in its error, as []LoggedStep.
+	// FailedStepsKey is on RunService's line for a Run that failed in one
+	// shutdown step at least: those steps, as []LoggedStep. A line without
+	// it is a Run that failed in no step.
 	FailedStepsKey = "failed_steps"
 	// OtherErrorsKey is beside FailedStepsKey: how many errors in Run's
 	// error are not failed steps (a serve or start failure, say).

@@ -38,8 +38,9 @@ type Wiring struct {
 // caller loads the configuration first (LoadConfig), because a bad one is
 // returned before anything starts, unlogged: main prints it and exits 2.
 // Any failure from here on is logged as "<Name> service stopped", with the
-// failed steps in it under FailedStepsKey, and returned. Telemetry is shut down here only when New fails; once the
-// service runs, its server flushes it last in the shutdown. RunService
+// failed shutdown steps in it, if any, under FailedStepsKey, and returned.
+// Telemetry is shut down here only when New fails; once the service runs,
+// its server flushes it last in the shutdown. RunService
 // reads PageoutConfig itself (a bad value is returned as a bad configuration
 // is, before anything starts; LoadConfig has listed it with the service's
 // own problems already): a service it starts alone in its process
@@ -54,8 +55,13 @@ func (p Part) RunService(ctx context.Context, w Wiring) error {
 		ctx = withPageout(ctx, log)
 	}
 	if err := p.runService(ctx, w, log); err != nil {
-		steps, other := FailedSteps(err)
-		log.Error(w.Name+" service stopped", "err", err, FailedStepsKey, steps, OtherErrorsKey, other)
+		attrs := []any{"err", err}
+		// A failure before the stop (a listener taken, a broker away) has no
+		// steps to list: its line says why and no more.
+		if steps, other := FailedSteps(err); len(steps) > 0 {
+			attrs = append(attrs, FailedStepsKey, steps, OtherErrorsKey, other)
+		}
+		log.Error(w.Name+" service stopped", attrs...)
 		return err
 	}
 	return nil

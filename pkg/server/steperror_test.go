@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -76,5 +77,54 @@ func TestFailedStopIsLoggedWithStableAttributes(t *testing.T) {
 	want := []LoggedStep{{Step: DeregisterStep, TimedOut: true}}
 	if !slices.Equal(last.Steps, want) || last.Other == nil || *last.Other != 1 {
 		t.Errorf("last line %s: want %s %v and %s 1 (the start's failure)", lines[len(lines)-1], FailedStepsKey, want, OtherErrorsKey)
+	}
+}
+
+// A Run that failed before any shutdown step (its start, say) is logged
+// with its error alone: no empty failed_steps beside a count of one.
+func TestFailedStartIsLoggedWithoutSteps(t *testing.T) {
+	var buf strings.Builder
+	err := Part{Logger: telemetry.NewLogger(&buf, slog.LevelInfo)}.RunService(t.Context(), Wiring{Name: "demo",
+		New: func(context.Context, *slog.Logger, *telemetry.Provider) (Runner, error) {
+			return runnerFunc(func(context.Context) error { return errors.New("listen: address in use") }), nil
+		}})
+	if err == nil {
+		t.Fatal("RunService = nil, want Run's error")
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var last map[string]any
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := last[FailedStepsKey]; ok || last[OtherErrorsKey] != nil || last["err"] != "listen: address in use" {
+		t.Errorf("last line %s: want the error alone, no %s or %s", lines[len(lines)-1], FailedStepsKey, OtherErrorsKey)
+	}
+}
+
+// FailedSteps finds the steps however Run's error holds them: wrapped,
+// joined, or both, and counts every other leaf; nil holds nothing.
+func TestFailedStepsWalksWrappedAndJoinedErrors(t *testing.T) {
+	late := &StepError{Step: DeregisterStep, Err: fmt.Errorf("revoke: %w", context.DeadlineExceeded)}
+	hook := &StepError{Step: "outbox", Err: errors.New("not flushed")}
+	serve := errors.New("serve: broken pipe")
+	for _, tc := range []struct {
+		name  string
+		err   error
+		steps []LoggedStep
+		other int
+	}{
+		{"nil", nil, nil, 0},
+		{"not a step", serve, nil, 1},
+		{"wrapped step", fmt.Errorf("stop: %w", late), []LoggedStep{{DeregisterStep, true}}, 0},
+		{"joined", errors.Join(hook, serve, late), []LoggedStep{{"outbox", false}, {DeregisterStep, true}}, 1},
+		{"wrapped join", fmt.Errorf("run: %w", errors.Join(late, fmt.Errorf("start: %w", serve))), []LoggedStep{{DeregisterStep, true}}, 1},
+		{"two %w", fmt.Errorf("%w; %w", hook, late), []LoggedStep{{"outbox", false}, {DeregisterStep, true}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			steps, other := FailedSteps(tc.err)
+			if !slices.Equal(steps, tc.steps) || other != tc.other {
+				t.Errorf("FailedSteps = %v, %d; want %v, %d", steps, other, tc.steps, tc.other)
+			}
+		})
 	}
 }
