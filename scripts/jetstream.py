@@ -13,8 +13,9 @@ from urllib.parse import urlparse
 
 def delete_stream(nats_url, name, timeout=5):
     """Deletes stream name and waits for JetStream's answer. A cleanup step: it never raises, it says on stderr when
-    the stream may be left behind (no answer, an error answer, or no server)."""
-    u = urlparse(nats_url)
+    the stream may be left behind (no answer, an error answer, no server, or an address it cannot read). Of a
+    comma-separated list of servers, as the Go services accept in NATS_URL, it asks the first."""
+    u = urlparse(nats_url.split(",")[0].strip())
     buf = b""
     try:
         with socket.create_connection((u.hostname, u.port or 4222), timeout=timeout) as s:
@@ -26,7 +27,7 @@ def delete_stream(nats_url, name, timeout=5):
                 if not chunk:
                     break
                 buf += chunk
-    except OSError as e:
+    except (OSError, ValueError) as e:  # ValueError: a port that is not a number
         print(f"stream {name} not deleted: {e}", file=sys.stderr)
         return
     if b'"success":true' not in buf:
