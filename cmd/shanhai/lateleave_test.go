@@ -169,7 +169,8 @@ func TestLateDeregistrationOfAChildAgainstOwnEtcd(t *testing.T) {
 }
 
 // childPartEnv runs this test binary as a child part (runChildPart): "late"
-// registers in etcd at $SHANHAI_TEST_ETCD, "fail" fails a shutdown hook.
+// registers in etcd at $SHANHAI_TEST_ETCD, "plain" does too and then prints
+// a plain-text reason, "fail" fails a shutdown hook.
 const childPartEnv = "SHANHAI_TEST_CHILD_PART"
 
 // childPart starts this test binary as the named child part, its log in
