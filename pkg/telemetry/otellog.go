@@ -96,6 +96,12 @@ type repeats struct {
 	now   func() time.Time
 	mu    sync.Mutex
 	kinds map[string]*repeat
+	// sweep is the earliest time forget can find a kind to drop: before
+	// it, forget looks at none. Full, every new kind's warning called
+	// forget, and one whose kinds all hold a count, or were all written in
+	// the last minute, looked at each of the 256 under mu for nothing,
+	// warning after warning.
+	sweep time.Time
 }
 
 type repeat struct {
@@ -141,11 +147,25 @@ func (p *repeats) admit(r slog.Record) (suppressed int, ok bool) {
 // Without this, the bound once reached stayed reached for the life of the
 // process, however long those kinds had been quiet. It reports whether
 // any kind went.
+//
+// A kind kept becomes one to drop an every after its last line at the
+// earliest, and one holding a count only an every after its next line,
+// which comes no sooner than now, as do the kinds added later: forget
+// looks again at that earliest time (sweep), not at the next warning. So
+// it looks at the kinds once per expiry at most, not once per warning.
 func (p *repeats) forget(now time.Time) bool {
+	if now.Before(p.sweep) {
+		return false
+	}
 	n := len(p.kinds)
+	p.sweep = now.Add(p.every)
 	for key, k := range p.kinds {
-		if k.suppressed == 0 && now.Sub(k.last) >= p.every {
+		switch expires := k.last.Add(p.every); {
+		case k.suppressed > 0:
+		case !now.Before(expires):
 			delete(p.kinds, key)
+		case expires.Before(p.sweep):
+			p.sweep = expires
 		}
 	}
 	return len(p.kinds) < n

@@ -190,3 +190,41 @@ func TestSDKWarningKindsLongQuietAreForgotten(t *testing.T) {
 		t.Fatalf("the kind with one held back, an hour later: %v, want suppressed 1", last)
 	}
 }
+
+// TestSDKWarningKindsFullAreNotLookedAtPerWarning: with the set of kinds
+// full and none to forget (each holding a count, or written within the
+// minute), forget looked at all 256 under the lock for every new kind's
+// warning, and found nothing each time. It now looks again only when a kind
+// can first have gone quiet: a kind the test makes quiet behind its back is
+// not seen before then, and the one that really goes quiet is, on time.
+func TestSDKWarningKindsFullAreNotLookedAtPerWarning(t *testing.T) {
+	start := time.Now()
+	now := start
+	var buf testenv.LogBuffer
+	h := sdkLevels{NewLogger(&buf, slog.LevelInfo).Handler(), newRepeats(time.Minute, func() time.Time { return now })}
+	log := logr.FromSlogHandler(h)
+	for i := range repeatKinds {
+		log.V(1).Info("an old kind", "n", i)
+		if i > 0 {
+			log.V(1).Info("an old kind", "n", i) // held back: kept for its count
+		}
+	}
+	now = start.Add(30 * time.Second)
+	log.V(1).Info("a new kind", "n", 1) // looks at every kind: none can go before start+1m
+	kinds := h.repeats.kinds
+	for _, k := range kinds {
+		if k.suppressed > 0 {
+			k.last, k.suppressed = start.Add(-time.Hour), 0 // one forget would drop, if it looked
+			break
+		}
+	}
+	log.V(1).Info("a new kind", "n", 2)
+	if len(kinds) != repeatKinds || kinds[`a new kind`+"\x00n=2"] != nil {
+		t.Fatalf("a second new kind in the same minute had the kinds looked at again (%d remembered)", len(kinds))
+	}
+	now = start.Add(time.Minute) // "n", 0 has been quiet a minute, with nothing held back
+	log.V(1).Info("a new kind", "n", 3)
+	if kinds[`a new kind`+"\x00n=3"] == nil {
+		t.Fatal("a new kind once the first old one went quiet was not remembered")
+	}
+}
