@@ -211,7 +211,7 @@ type Options struct {
 	Upstreams  *upstream.Pool
 	Auth       Authenticator
 	IPLimit    Limiter
-	LoginLimit Limiter // POST on the sessions route (log in, refresh)
+	LoginLimit Limiter // POST to log in, refresh or change the password (isLogin)
 	UserLimit  Limiter
 	// MaxAttempts per request including the first (retries only for
 	// safe methods, and keyed requests on routes whose upstream honours
