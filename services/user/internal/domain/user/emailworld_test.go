@@ -32,6 +32,9 @@ func TestCheckNewEmailAcceptsOrdinaryInternationalAddresses(t *testing.T) {
 		"অনুপম@উদাহরণ.ভারত",
 		"தமிழ்@எடுத்துக்காட்டு.இந்தியா",
 		"สมชาย@ตัวอย่าง.ไทย",
+		"น้ำ@example.com", // NFKC splits sara am into a mark and aa
+		"ນ້ຳ@example.la",
+		"ｶﾞｷﾞ@example.jp", // half-width kana, their voiced marks made combining by NFKC
 		"မြန်မာ@example.com",
 		"שָׁלוֹם@example.co.il",
 		"مُحَمَّد@example.com",
