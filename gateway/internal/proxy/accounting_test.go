@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/quota"
 	"github.com/shanhai-dev/shanhai/gateway/internal/route"
@@ -310,9 +312,13 @@ func (b *takeCounter) Take() (retry.Withdrawal, bool) {
 // evidence about the upstream and is not retried: it went through as an
 // upstream failure, a 502 counted against the breaker, and an idempotent
 // request was retried (refused again) up to MaxAttempts, each retry charged
-// to the budget. It answers 503 gateway-stopping, problem+json.
+// to the budget. It answers 503 gateway-stopping, problem+json, counted
+// in the server's RED metrics as the 503 the client got, and in no
+// upstream series (the upstream was not asked).
 func TestStoppingIsNoUpstreamFailure(t *testing.T) {
 	p, pool := newTestProxy(t, Options{MaxAttempts: 3, Metrics: true}, startUpstream(t))
+	reg := prometheus.NewRegistry() // this test's series alone
+	p.metrics = newMetricsIn(reg, otel.GetMeterProvider())
 	br, budget := &outcomeBreaker{}, &takeCounter{}
 	svc := pool.Service("order")
 	svc.Breaker, svc.Budget = br, budget
@@ -338,5 +344,17 @@ func TestStoppingIsNoUpstreamFailure(t *testing.T) {
 	}
 	if n, sent := budget.takes.Load(), counted(p, "sent"); n != 0 || sent != 0 {
 		t.Fatalf("attempts refused at stop took %d retries from the budget and sent %d, want 0 and 0", n, sent)
+	}
+	var served uint64
+	for k, h := range histograms(t, reg) {
+		switch {
+		case strings.HasPrefix(k, "http_client_"):
+			t.Fatalf("an upstream series for attempts refused at stop: %s", k)
+		case strings.HasPrefix(k, "http_server_") && strings.Contains(k, "status_code=503"):
+			served += h.GetSampleCount()
+		}
+	}
+	if served != 2 {
+		t.Fatalf("%d requests counted 503 in the server's metrics, want 2", served)
 	}
 }

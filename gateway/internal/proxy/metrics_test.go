@@ -98,20 +98,7 @@ func TestHistogramsExport(t *testing.T) {
 	m.request(context.Background(), "orders", 3, 429, time.Millisecond)
 	m.upstream(context.Background(), "order", 1, 0, time.Second)
 
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]*dto.Histogram{}
-	for _, mf := range mfs {
-		for _, mt := range mf.GetMetric() {
-			var labels []string
-			for _, l := range mt.GetLabel() {
-				labels = append(labels, l.GetName()+"="+l.GetValue())
-			}
-			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = mt.GetHistogram()
-		}
-	}
+	got := histograms(t, reg)
 	want := map[string]uint64{
 		"http_server_request_duration_seconds{http_request_method=GET,http_response_status_code=200,http_route=orders}":    3,
 		"http_server_request_duration_seconds{http_request_method=POST,http_response_status_code=429,http_route=orders}":   1,
@@ -144,4 +131,25 @@ func TestHistogramsExport(t *testing.T) {
 	if len(exemplars) != 1 || !strings.HasSuffix(exemplars[0], sc.TraceID().String()) || !strings.Contains(exemplars[0], "status_code=200") {
 		t.Fatalf("exemplars %v, want one, of trace %s on the 200 series", exemplars, sc.TraceID())
 	}
+}
+
+// histograms gathers reg's histograms by series, keyed
+// name{label=value,...} with the labels in the registry's order.
+func histograms(t *testing.T, reg *prometheus.Registry) map[string]*dto.Histogram {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.Histogram{}
+	for _, mf := range mfs {
+		for _, mt := range mf.GetMetric() {
+			var labels []string
+			for _, l := range mt.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = mt.GetHistogram()
+		}
+	}
+	return got
 }
