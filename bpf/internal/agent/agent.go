@@ -69,9 +69,9 @@ type Config struct {
 	// refuseRecount makes the kernel refuse the TCP probe's socket iterator (tcp.c's recount), so that the tests run
 	// the agent without it, as where the kernel refuses it for real.
 	refuseRecount bool
-	// attachBinary, when set, attaches an executable in place of safeAttach, so that the tests can make attaches
+	// fakeAttach, set by tests only, attaches an executable in place of safeAttach, so that the tests can make attaches
 	// slow without as many real executables.
-	attachBinary func(path, exe string, id binID, o attachOpts) (*binProbes, error)
+	fakeAttach func(path, exe string, id binID, o attachOpts) (*binProbes, error)
 }
 
 // DefaultMaxExecutables is Config.MaxExecutables when unset: the platform's five services, each once more while a
@@ -582,8 +582,8 @@ func (a *Agent) attach(ctx context.Context, path, exe string, id binID) {
 	fd := "/proc/self/fd/" + strconv.Itoa(int(f.Fd()))
 	start := time.Now() // the attach holds the scan's lock: its time is how late every other target is probed
 	attach := safeAttach
-	if a.cfg.attachBinary != nil {
-		attach = a.cfg.attachBinary
+	if a.cfg.fakeAttach != nil {
+		attach = a.cfg.fakeAttach
 	}
 	b, err := attach(fd, exe, id, attachOpts{ctx: ctx, httpUprobe: a.cfg.HTTPProbe == HTTPProbeUprobe, exitProgs: !a.cfg.NoExitPrograms,
 		accept: a.sys.tcp.AcceptRet, log: a.log, slotEntries: a.cfg.slotEntries, goroutinesByUprobe: a.cfg.goroutinesByUprobe,

@@ -15,7 +15,7 @@ import (
 
 // TestStopDuringFirstScan: a SIGTERM (Run's context ending) while the first scan attaches many targets stops the scan
 // before the next attach. Each attach takes seconds, and Run waited for every one of them before it returned. The
-// attaches are a stand-in here (Config.attachBinary) that ends Run's context during the first: twenty path targets,
+// attaches are a stand-in here (Config.fakeAttach) that ends Run's context during the first: twenty path targets,
 // one attach.
 func TestStopDuringFirstScan(t *testing.T) {
 	dir := t.TempDir()
@@ -30,7 +30,7 @@ func TestStopDuringFirstScan(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var calls atomic.Int32
-	cfg := Config{attachBinary: func(path, exe string, id binID, o attachOpts) (*binProbes, error) {
+	cfg := Config{fakeAttach: func(path, exe string, id binID, o attachOpts) (*binProbes, error) {
 		calls.Add(1)
 		cancel() // the SIGTERM comes during this attach
 		<-o.ctx.Done()
