@@ -15,6 +15,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+	"github.com/shanhai-dev/shanhai/gateway/internal/route"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
 	"github.com/shanhai-dev/shanhai/gateway/internal/upstreamtest"
 )
 
@@ -157,7 +159,18 @@ func bigAnswers(t *testing.T, size int) (net.Conn, *Server, *atomic.Int64) {
 // so and returns a client connection to it with a 20 s deadline.
 func dialOrderFrom(t *testing.T, up string, so Options) (net.Conn, *Server) {
 	t.Helper()
-	addr, s, _ := startServerTimed(t, proxy.Options{}, so, staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, 10*time.Second)
+	return dialOrderOn(t, orderPool(up), so)
+}
+
+// dialOrderOn is dialOrderFrom over a pool the test has made (orderPool),
+// so that it can set the service's breaker or budget first.
+func dialOrderOn(t *testing.T, pool *upstream.Pool, so Options) (net.Conn, *Server) {
+	t.Helper()
+	tb, err := route.Parse("/api/v1/orders=order", 10*time.Second, route.DefaultPublic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, s := startServerOn(t, proxy.Options{Table: tb}, so, pool)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -167,10 +180,15 @@ func dialOrderFrom(t *testing.T, up string, so Options) (net.Conn, *Server) {
 	return c, s
 }
 
-// getOrderFrom is dialOrderFrom, with a GET sent on the connection.
-func getOrderFrom(t *testing.T, up string, so Options) (net.Conn, *Server) {
+// orderPool is a pool with one instance of the order service, at up.
+func orderPool(up string) *upstream.Pool {
+	return upstream.NewPool(staticRes{"order": {{ID: "a", Addr: up, Version: "v1"}}}, []string{"order"}, upstream.ClientOptions{})
+}
+
+// getOrderOn is dialOrderOn, with a GET sent on the connection.
+func getOrderOn(t *testing.T, pool *upstream.Pool, so Options) (net.Conn, *Server) {
 	t.Helper()
-	c, s := dialOrderFrom(t, up, so)
+	c, s := dialOrderOn(t, pool, so)
 	if _, err := io.WriteString(c, "GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}

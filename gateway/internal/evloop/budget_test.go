@@ -373,7 +373,7 @@ func TestStopWaitsForALingeringClientsAnswer(t *testing.T) {
 func getPastTheBudget(t *testing.T, up string, so Options) (net.Conn, *Server) {
 	t.Helper()
 	so.MaxBodyBytes, so.HeldBytes, so.Loops = 1<<20, 256<<10, 1
-	return getOrderFrom(t, up, so)
+	return getOrderOn(t, orderPool(up), so)
 }
 
 // readAhead sends 400 KB past the budget on c and waits for its refusal.

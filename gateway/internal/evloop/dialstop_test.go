@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,8 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/shanhai-dev/shanhai/gateway/internal/proxy"
+	"github.com/shanhai-dev/shanhai/gateway/internal/upstream"
+	"github.com/shanhai-dev/shanhai/pkg/breaker"
 	"github.com/shanhai-dev/shanhai/pkg/testenv"
 )
 
@@ -79,7 +82,7 @@ func TestStopLeavesNoUpstreamDialBehind(t *testing.T) {
 func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 	up, room := unanswered(t)
 	socks := ownSockets(t, up)
-	c, s := dialInFlight(t, up, Options{Loops: 1, DialTimeout: time.Minute})
+	c, s := dialInFlight(t, orderPool(up), Options{Loops: 1, DialTimeout: time.Minute})
 	// Its client leaves, so that Stop does not wait for the request (the
 	// dial goes on for the pool).
 	c.Close()
@@ -155,11 +158,19 @@ func TestRequestWithoutADialAtStopIsAnswered(t *testing.T) {
 
 // A request whose dial is in flight when the engine stops (Stop's drain
 // ran out first) has the dial ended by OnShutdown, and is answered 503
-// gateway-stopping before the loop exits: the upstream did nothing wrong.
+// gateway-stopping before the loop exits: the upstream did nothing wrong,
+// so its breaker hears of no failure and no retry is taken from its
+// budget. The answer alone does not show it: a failure retried is refused
+// a dial, and answered 503 gateway-stopping too when that refusal reaches
+// the loop before its exit.
 func TestDialEndedAtStopIsAnswered(t *testing.T) {
 	up, _ := unanswered(t)
 	socks := ownSockets(t, up)
-	c, s := dialInFlight(t, up, Options{Loops: 1, DialTimeout: time.Minute})
+	pool := orderPool(up)
+	br, budget := &outcomeLog{}, &takeLog{}
+	svc := pool.Service("order")
+	svc.Breaker, svc.Budget = br, budget
+	c, s := dialInFlight(t, pool, Options{Loops: 1, DialTimeout: time.Minute})
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_ = s.Stop(ctx) // the drain runs out with the request still waiting for its dial
@@ -167,15 +178,21 @@ func TestDialEndedAtStopIsAnswered(t *testing.T) {
 	if err := r.Read(bufio.NewReader(c)); err != nil || r.StatusCode() != 503 || !strings.Contains(string(r.Body()), "gateway-stopping") {
 		t.Fatalf("a request whose dial the stop ended: %d %s %v, want 503 gateway-stopping", r.StatusCode(), r.Body(), err)
 	}
+	br.mu.Lock()
+	got := slices.Clone(br.got)
+	br.mu.Unlock()
+	if taken := budget.taken.Load(); len(got) != 1 || got[0] != breaker.Ignored || taken != 0 {
+		t.Fatalf("the attempt whose dial the stop ended: breaker outcomes %v, %d retries taken; want [Ignored] and none", got, taken)
+	}
 	noDialLeft(t, s, up, socks)
 }
 
-// dialInFlight serves the order route from up with so, sends a GET on a
-// new connection (getOrderFrom), and returns it once the request's
+// dialInFlight serves the order route from pool with so, sends a GET on
+// a new connection (getOrderOn), and returns it once the request's
 // upstream dial is under way.
-func dialInFlight(t *testing.T, up string, so Options) (net.Conn, *Server) {
+func dialInFlight(t *testing.T, pool *upstream.Pool, so Options) (net.Conn, *Server) {
 	t.Helper()
-	c, s := getOrderFrom(t, up, so)
+	c, s := getOrderOn(t, pool, so)
 	waitFor(t, "the upstream dial under way", func() bool { return goroutines("evloop.(*loop).dial.func") == 1 })
 	return c, s
 }
@@ -330,7 +347,7 @@ func TestStopGivesUpOnADialItsLoopNeverOpens(t *testing.T) {
 	up, room := unanswered(t)
 	socks := ownSockets(t, up)
 	var logs testenv.LogBuffer
-	c, s := dialInFlight(t, up, Options{Loops: 1, DialTimeout: time.Minute, dialWait: 200 * time.Millisecond,
+	c, s := dialInFlight(t, orderPool(up), Options{Loops: 1, DialTimeout: time.Minute, dialWait: 200 * time.Millisecond,
 		Log: slog.New(slog.NewTextHandler(&logs, nil))})
 	c.Close() // so that Stop does not wait for the request
 	waitFor(t, "the request given up", func() bool { return s.inflight() == 0 })
