@@ -355,7 +355,10 @@ func (l *loop) advance(cl *client, s proxy.Step) {
 // onLoop runs f on l's loop, from any goroutine. Once the loops are told
 // to exit (Server.exit) f never runs: the connections are being closed
 // anyway, and the loop's poller with them, so the task is not handed at
-// all (see Server.exiting); until then it is, and runs before the exit.
+// all (see Server.exiting), and a request it was to answer gets none. Until
+// then it is, and runs before the exit, unless the loop's urgent queue
+// already holds netpoll.MaxPollEventsCap tasks: gnet queues it behind the
+// exit signal.
 func (l *loop) onLoop(f func()) {
 	l.s.handMu.RLock()
 	defer l.s.handMu.RUnlock()
