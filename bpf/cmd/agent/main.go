@@ -166,13 +166,26 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	stopRun()
-	err = <-runErr
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	telErr := tel.Shutdown(sctx) // the one final export
+	return stop(tel, a, srv, serveErr, <-runErr)
+}
+
+// stopTimeout bounds the final OTLP export, and then the HTTP server's shutdown, each with a timeout of its own: the
+// detach between them takes about 2 s per executable (README, "Running the agent"), and a server shutdown left with
+// what remained of the export's time dropped the scrape that had waited for the detach, and a stop exited with status
+// 1 ("context deadline exceeded", found by review; TestStopServesTheScrapeThatWaitedForTheDetach).
+var stopTimeout = 5 * time.Second
+
+// stop ends what run started once Run has returned: the one final export reads the maps, Close detaches the probes,
+// and the server stops last, finishing the scrapes in flight (answered without series after the detach).
+func stop(tel interface{ Shutdown(context.Context) error }, a interface{ Close() error }, srv *http.Server, serveErr, runErr error) error {
+	ectx, cancelExport := context.WithTimeout(context.Background(), stopTimeout)
+	defer cancelExport()
+	telErr := tel.Shutdown(ectx)
 	a.Close()
 	if serveErr != nil {
-		return errors.Join(serveErr, err, telErr)
+		return errors.Join(serveErr, runErr, telErr)
 	}
-	return errors.Join(err, telErr, srv.Shutdown(sctx))
+	sctx, cancelServe := context.WithTimeout(context.Background(), stopTimeout) // started after the detach
+	defer cancelServe()
+	return errors.Join(runErr, telErr, srv.Shutdown(sctx))
 }
