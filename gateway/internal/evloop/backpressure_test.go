@@ -2,7 +2,6 @@ package evloop
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -102,12 +101,7 @@ func TestDrainWritesOutTheAnswersOfAClientSlowToRead(t *testing.T) {
 	for hits.Load() == 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
-	stopped := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		stopped <- s.Stop(ctx)
-	}()
+	stopped := stopInBackground(s, 10*time.Second)
 	// A client slower than the gateway: it reads once the drain is under
 	// way (Stop found nothing in flight and closed everything before).
 	time.Sleep(300 * time.Millisecond)

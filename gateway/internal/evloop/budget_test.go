@@ -350,12 +350,7 @@ func TestStopWaitsForALingeringClientsAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	readAhead(t, c, s)
-	stopped := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		stopped <- s.Stop(ctx)
-	}()
+	stopped := stopInBackground(s, 10*time.Second)
 	waitFor(t, "draining", s.draining.Load)
 	time.Sleep(100 * time.Millisecond) // a slow reader: nothing read while the stop goes on (ten Ticks)
 	var r fasthttp.Response

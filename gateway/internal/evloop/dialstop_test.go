@@ -105,12 +105,7 @@ func TestStopLeavesNoEnrolledDialBehind(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	stopped := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		stopped <- s.Stop(ctx)
-	}()
+	stopped := stopInBackground(s, 20*time.Second)
 	// Let the loop go once the engine has told it to exit (gnet waits for
 	// the loops), or once Stop waits for the dial (which waits for the loop).
 	waitFor(t, "the engine stopping", func() bool {
@@ -356,12 +351,7 @@ func TestStopGivesUpOnADialItsLoopNeverOpens(t *testing.T) {
 	room()
 	waitFor(t, "the dial handed to gnet", func() bool { return goroutines("gnet/v2.(*eventloop).enroll") > 0 })
 
-	stopped := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		stopped <- s.Stop(ctx)
-	}()
+	stopped := stopInBackground(s, 20*time.Second)
 	end := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), "upstream dials abandoned at stop") {
 		if time.Now().After(end) {
@@ -377,6 +367,19 @@ func TestStopGivesUpOnADialItsLoopNeverOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	noDialLeft(t, s, up, socks)
+}
+
+// stopInBackground runs s.Stop with a deadline within from now on a
+// goroutine of its own, for a test to act while the stop goes on; its
+// error is sent on the channel returned.
+func stopInBackground(s *Server, within time.Duration) <-chan error {
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		stopped <- s.Stop(ctx)
+	}()
+	return stopped
 }
 
 // holdLoop holds s's only loop in a task until the returned release is
