@@ -166,7 +166,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	stopRun()
-	return stop(tel, a, srv, serveErr, <-runErr)
+	return shutdown(tel, a, srv, serveErr, <-runErr)
 }
 
 // stopTimeout bounds the final OTLP export, and then the HTTP server's shutdown, each with a timeout of its own: the
@@ -175,9 +175,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // 1 ("context deadline exceeded", found by review; TestStopServesTheScrapeThatWaitedForTheDetach).
 var stopTimeout = 5 * time.Second
 
-// stop ends what run started once Run has returned: the one final export reads the maps, Close detaches the probes,
+// shutdown ends what run started once Run has returned: the one final export reads the maps, Close detaches the probes,
 // and the server stops last, finishing the scrapes in flight (answered without series after the detach).
-func stop(tel interface{ Shutdown(context.Context) error }, a interface{ Close() error }, srv *http.Server, serveErr, runErr error) error {
+func shutdown(tel interface{ Shutdown(context.Context) error }, a interface{ Close() error }, srv *http.Server, serveErr, runErr error) error {
 	ectx, cancelExport := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancelExport()
 	telErr := tel.Shutdown(ectx)

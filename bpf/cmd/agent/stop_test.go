@@ -24,7 +24,7 @@ func (slowDetach) Close() error {
 }
 
 // TestStopServesTheScrapeThatWaitedForTheDetach: a scrape in flight when the server stops, after a detach that took
-// longer than stopTimeout, is answered and the stop returns no error. The server's shutdown used the export's
+// longer than stopTimeout, is answered and shutdown returns no error. The server's shutdown used the export's
 // context, expired by then: the scrape was cut off and the agent exited with status 1 ("context deadline exceeded").
 func TestStopServesTheScrapeThatWaitedForTheDetach(t *testing.T) {
 	defer func(d time.Duration) { stopTimeout = d }(stopTimeout)
@@ -53,8 +53,8 @@ func TestStopServesTheScrapeThatWaitedForTheDetach(t *testing.T) {
 		scraped <- err
 	}()
 	<-entered
-	if err := stop(noExport{}, slowDetach{}, srv, nil, nil); err != nil {
-		t.Errorf("stop with a scrape in flight after a slow detach: %v", err)
+	if err := shutdown(noExport{}, slowDetach{}, srv, nil, nil); err != nil {
+		t.Errorf("shutdown with a scrape in flight after a slow detach: %v", err)
 	}
 	if err := <-scraped; err != nil {
 		t.Errorf("the scrape in flight at the stop: %v", err)
