@@ -34,7 +34,10 @@ const stopMargin = 2 * time.Second
 //   - the gateway drains its listener within SHUTDOWN_TIMEOUT, then flushes telemetry within what is left of the
 //     stop's deadline, at least server.FlushFloor (gateway/run.go serveUntil, pkg/server's rule): with a drain that
 //     used all of its time, that floor;
-//   - the eBPF agent reads no SHUTDOWN_TIMEOUT: it detaches, then shuts its HTTP server down within 5 s.
+//   - the eBPF agent reads no SHUTDOWN_TIMEOUT: it sends its final OTLP export within 5 s (bpf/cmd/agent
+//     stopTimeout), the one step a SIGKILL must not cut, then detaches and shuts its HTTP server down; the detach
+//     takes about 2 s per executable in the kernel (bpf/README.md), and a SIGKILL during it leaves the same detach
+//     to the kernel at the process's exit, losing nothing, so the budget does not wait for it.
 //
 // The budget is a ceiling, not a wait: a healthy stop ends in about the deregistration delay.
 func stopBudget(t *testing.T, name string, shutdown time.Duration) time.Duration {
