@@ -2,6 +2,8 @@ package telemetry
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -16,8 +18,10 @@ import (
 // printed them as plain text on stderr (its default, a standard library
 // log.Logger), beside the JSON every other line is: a metric stream two
 // instruments defined differently, a span's attribute limit reached.
-func sdkLogger(log *slog.Logger) logr.Logger {
-	return logr.FromSlogHandler(sdkLevels{log.Handler(), newRepeats(time.Minute, time.Now)}).WithName("opentelemetry")
+// Its warnings held back are counted in warnings, which the provider's
+// Shutdown flushes.
+func sdkLogger(log *slog.Logger, warnings *repeats) logr.Logger {
+	return logr.FromSlogHandler(sdkLevels{log.Handler(), warnings}).WithName("opentelemetry")
 }
 
 // sdkLevels gives the SDK's verbosities their slog levels. logr's bridge
@@ -63,7 +67,7 @@ func (h sdkLevels) Enabled(ctx context.Context, l slog.Level) bool {
 func (h sdkLevels) Handle(ctx context.Context, r slog.Record) error {
 	r.Level = sdkLevel(r.Level)
 	if r.Level == slog.LevelWarn {
-		n, ok := h.repeats.admit(r)
+		n, ok := h.repeats.admit(h.next, r)
 		if !ok {
 			return nil
 		}
@@ -90,7 +94,8 @@ func (h sdkLevels) WithGroup(name string) slog.Handler {
 const repeatKinds = 256
 
 // repeats writes one warning of a kind (its message and attributes) per
-// every, and counts the ones it held back, for the next one written.
+// every, and counts the ones it held back, for the next one written or, if
+// the kind goes quiet, for flush.
 type repeats struct {
 	every time.Duration
 	now   func() time.Time
@@ -107,6 +112,10 @@ type repeats struct {
 type repeat struct {
 	last       time.Time
 	suppressed int
+	// held is the last warning held back and next the handler it came to:
+	// what flush writes the count on.
+	held slog.Record
+	next slog.Handler
 }
 
 func newRepeats(every time.Duration, now func() time.Time) *repeats {
@@ -115,7 +124,7 @@ func newRepeats(every time.Duration, now func() time.Time) *repeats {
 
 // admit reports whether r is written, and how many of its kind were held
 // back since the last one written.
-func (p *repeats) admit(r slog.Record) (suppressed int, ok bool) {
+func (p *repeats) admit(next slog.Handler, r slog.Record) (suppressed int, ok bool) {
 	var key strings.Builder
 	key.WriteString(r.Message)
 	r.Attrs(func(a slog.Attr) bool {
@@ -134,6 +143,7 @@ func (p *repeats) admit(r slog.Record) (suppressed int, ok bool) {
 		return 0, true
 	case now.Sub(k.last) < p.every:
 		k.suppressed++
+		k.held, k.next = r.Clone(), next
 		return 0, false
 	}
 	n := k.suppressed
@@ -169,4 +179,33 @@ func (p *repeats) forget(now time.Time) bool {
 		}
 	}
 	return len(p.kinds) < n
+}
+
+// flush writes each count held back once, on a line of its kind at the
+// time of the flush, and forgets every kind. A kind that went quiet wrote
+// its count only with its next warning, which never came, so the last
+// minute of warnings before an exit was lost; the provider's Shutdown
+// calls it after its exporters stop, which may warn too.
+func (p *repeats) flush(ctx context.Context) error {
+	p.mu.Lock()
+	var held []*repeat
+	for key, k := range p.kinds {
+		if k.suppressed > 0 {
+			held = append(held, k)
+		}
+		delete(p.kinds, key)
+	}
+	p.sweep = time.Time{}
+	p.mu.Unlock()
+	now := p.now()
+	var errs []error
+	for _, k := range held {
+		r := k.held
+		r.Time = now
+		r.AddAttrs(slog.Int("suppressed", k.suppressed))
+		if err := k.next.Handle(ctx, r); err != nil {
+			errs = append(errs, fmt.Errorf("held-back SDK warning: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -228,3 +228,44 @@ func TestSDKWarningKindsFullAreNotLookedAtPerWarning(t *testing.T) {
 		t.Fatal("a new kind once the first old one went quiet was not remembered")
 	}
 }
+
+// TestSDKWarningsHeldBackAreWrittenAtShutdown: a kind that went quiet
+// never wrote its held-back count (only its next line says it), so a
+// process's last minute of SDK warnings was lost at exit, and the kind kept
+// its slot for ever. Provider.Shutdown writes each held count once, on a
+// line of its kind, and frees the slots.
+func TestSDKWarningsHeldBackAreWrittenAtShutdown(t *testing.T) {
+	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	var out testenv.LogBuffer
+	p, err := Setup(context.Background(), Options{ServiceName: "sdklog", Logger: NewLogger(&out, slog.LevelInfo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := p.Tracer.Tracer("sdklog")
+	over := make([]attribute.KeyValue, 129) // the SDK's default limit is 128
+	for i := range over {
+		over[i] = attribute.Int("a"+strconv.Itoa(i), i)
+	}
+	for range 4 {
+		_, span := tr.Start(context.Background(), "over")
+		span.SetAttributes(over...)
+		span.End()
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if strings.Contains(l, "limit reached") {
+			lines = append(lines, decodeLine(t, bytes.NewBufferString(l)))
+		}
+	}
+	if len(lines) != 2 || lines[0]["suppressed"] != nil || lines[1]["suppressed"] != float64(3) ||
+		lines[1]["level"] != "WARN" || lines[1]["logger"] != "opentelemetry" {
+		t.Fatalf("limit warnings: %v, want the first and, at shutdown, a WARN of its kind with suppressed 3", lines)
+	}
+	if n := len(p.warnings.kinds); n != 0 {
+		t.Fatalf("%d kinds remembered after the flush, want none", n)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -91,6 +92,9 @@ type Provider struct {
 	Registry *prometheus.Registry
 
 	shared bool // a view from Shared: Shutdown only flushes
+	// warnings counts the SDK's warnings held back (otellog.go), written
+	// at Shutdown; nil on a Provider not from Setup.
+	warnings *repeats
 }
 
 // Shared is p for a user that does not own it: several services hosted in
@@ -117,7 +121,8 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
 		log.Warn("opentelemetry", slog.String("error", err.Error()))
 	}))
-	otel.SetLogger(sdkLogger(log)) // otellog.go: the SDK's own messages, as JSON records
+	warnings := newRepeats(time.Minute, time.Now)
+	otel.SetLogger(sdkLogger(log, warnings)) // otellog.go: the SDK's own messages, as JSON records
 
 	res, err := newResource(ctx, o)
 	if err != nil {
@@ -183,7 +188,7 @@ func Setup(ctx context.Context, o Options) (*Provider, error) {
 	otel.SetMeterProvider(mp)
 	otel.SetTextMapPropagator(Propagator())
 	lastRegistry.Store(reg)
-	return &Provider{Tracer: tp, Meter: mp, Registry: reg}, nil
+	return &Provider{Tracer: tp, Meter: mp, Registry: reg, warnings: warnings}, nil
 }
 
 // lastRegistry is the registry of the last Setup, where Middleware registers
@@ -225,7 +230,9 @@ func newResource(ctx context.Context, o Options) (*resource.Resource, error) {
 }
 
 // Shutdown flushes pending spans and metrics and stops the exporters (on a
-// Shared view it only flushes).
+// Shared view it only flushes), then writes the counts of the SDK warnings
+// held back (otellog.go's repeats), which a quiet kind would otherwise never
+// write.
 func (p *Provider) Shutdown(ctx context.Context) error {
 	var errs []error
 	if p.shared {
@@ -249,6 +256,9 @@ func (p *Provider) Shutdown(ctx context.Context) error {
 	}
 	if err := p.Meter.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("meter provider: %w", err))
+	}
+	if p.warnings != nil {
+		errs = append(errs, p.warnings.flush(ctx))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("telemetry shutdown: %w", err)
