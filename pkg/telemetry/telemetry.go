@@ -110,6 +110,9 @@ func (p *Provider) Shared() *Provider {
 
 // Setup builds the providers, installs them as the otel globals together with
 // the W3C tracecontext + baggage propagator, and returns them for Shutdown.
+// The SDK's logger and error handler it installs are process-wide as well:
+// a later Setup in the same process receives this one's SDK messages, so a
+// process hosting several services sets up once and hands out Shared views.
 // A bad OTEL_* variable is refused with CheckEnv's *config.Error. Its errors
 // do not start with "telemetry:": every caller adds that, and the message
 // read "telemetry: telemetry: ...".
