@@ -83,6 +83,21 @@ func TestSDKDebugIsBelowDebug(t *testing.T) {
 	}
 }
 
+// spansOverLimit ends n spans of p each over the SDK's attribute limit
+// (128 by default): the SDK warns once per span.
+func spansOverLimit(p *Provider, n int) {
+	tr := p.Tracer.Tracer("sdklog")
+	over := make([]attribute.KeyValue, 129)
+	for i := range over {
+		over[i] = attribute.Int("a"+strconv.Itoa(i), i)
+	}
+	for range n {
+		_, span := tr.Start(context.Background(), "over")
+		span.SetAttributes(over...)
+		span.End()
+	}
+}
+
 // TestSDKLimitWarningOncePerMinute: the SDK warns of a span's attribute
 // limit reached once per span, and every such warning reached the log at
 // Warn: a handler setting 129 attributes wrote a line per request. One of
@@ -90,16 +105,7 @@ func TestSDKDebugIsBelowDebug(t *testing.T) {
 func TestSDKLimitWarningOncePerMinute(t *testing.T) {
 	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
 	p, out := setupLogging(t, slog.LevelInfo)
-	tr := p.Tracer.Tracer("sdklog")
-	over := make([]attribute.KeyValue, 129) // the SDK's default limit is 128
-	for i := range over {
-		over[i] = attribute.Int("a"+strconv.Itoa(i), i)
-	}
-	for range 20 {
-		_, span := tr.Start(context.Background(), "over")
-		span.SetAttributes(over...)
-		span.End()
-	}
+	spansOverLimit(p, 20)
 	if n := strings.Count(out.String(), "limit reached"); n != 1 {
 		t.Fatalf("%d warnings for 20 spans over the limit, want 1: %s", n, out.String())
 	}
@@ -236,22 +242,8 @@ func TestSDKWarningKindsFullAreNotLookedAtPerWarning(t *testing.T) {
 // line of its kind, and frees the slots.
 func TestSDKWarningsHeldBackAreWrittenAtShutdown(t *testing.T) {
 	t.Setenv("OTEL_TRACES_SAMPLER", "always_on")
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	var out testenv.LogBuffer
-	p, err := Setup(context.Background(), Options{ServiceName: "sdklog", Logger: NewLogger(&out, slog.LevelInfo)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tr := p.Tracer.Tracer("sdklog")
-	over := make([]attribute.KeyValue, 129) // the SDK's default limit is 128
-	for i := range over {
-		over[i] = attribute.Int("a"+strconv.Itoa(i), i)
-	}
-	for range 4 {
-		_, span := tr.Start(context.Background(), "over")
-		span.SetAttributes(over...)
-		span.End()
-	}
+	p, out := setupLogging(t, slog.LevelInfo)
+	spansOverLimit(p, 4)
 	if err := p.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
