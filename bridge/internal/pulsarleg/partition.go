@@ -144,7 +144,8 @@ func (p *partition) session(ctx context.Context) (bool, error) {
 
 	feedErr := s.feed(pullCtx, it)
 
-	// Drain: wait (bounded) for Pulsar to confirm what was sent, ack that, go.
+	// Drain: wait (bounded) for Pulsar to confirm what was sent, ack that, close the producer within what is left, go.
+	deadline := time.Now().Add(l.o.DrainTimeout)
 	drain := time.NewTimer(l.o.DrainTimeout)
 	defer drain.Stop()
 	// Filling the semaphore to capacity means every earlier send was answered.
@@ -164,7 +165,8 @@ wait:
 	// What Pulsar has not answered by now is abandoned (the next session sends it again from the ack floor): Close
 	// fails it, and abandon counts it out of bridge_inflight, which nothing else would.
 	if s.prod != nil {
-		s.prod.Close()
+		s.closeProducer(time.Until(deadline))
+		s.prod = nil // not again in the deferred Close: it may still be waiting
 	}
 	s.abandon()
 	if s.err != nil {
@@ -174,6 +176,29 @@ wait:
 		return s.progressed, nil
 	}
 	return s.progressed, feedErr
+}
+
+// closeProducer closes the session's producer, waiting for the Close at most within. The client's Close sends
+// CLOSE_PRODUCER and waits for the broker's answer up to its operation timeout (30 s by default): against a broker that
+// keeps the connection open and does not answer, a stop waited that long past the drain, beyond SHUTDOWN_TIMEOUT, and
+// the bridge was killed (TestLegBStopsWhenThePulsarProducerNeverCloses). Past within, the Close goes on in the
+// background and the session ends: its unanswered sends are abandoned as after any Close (the next session sends them
+// again from the ack floor, and the broker's dedup drops what it had stored). A next session of the same partition in
+// this process may meanwhile be refused the producer name, which the broker still holds; it retries with backoff.
+func (s *bsession) closeProducer(within time.Duration) {
+	prod, closed := s.prod, make(chan struct{})
+	go func() {
+		defer close(closed)
+		prod.Close()
+	}()
+	t := time.NewTimer(max(within, 0))
+	defer t.Stop()
+	select {
+	case <-closed:
+	case <-t.C:
+		s.p.leg.o.Logger.Warn("leg B stopped waiting for its Pulsar producer to close: the broker has not answered within the drain timeout; the close goes on in the background",
+			"topic", s.p.route.Topic, "partition", s.p.id, "producer", s.producer, "waited", within.Round(time.Millisecond))
+	}
 }
 
 // open creates the session's Pulsar producer, named name, and reads the topic's max message size policy.

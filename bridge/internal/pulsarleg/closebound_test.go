@@ -1,0 +1,59 @@
+package pulsarleg_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/apache/pulsar-client-go/pulsar"
+
+	"github.com/shanhai-dev/shanhai/bridge/internal/pulsarleg"
+	"github.com/shanhai-dev/shanhai/pkg/testenv"
+)
+
+// TestLegBStopsWhenThePulsarProducerNeverCloses: after the drain, the session closes its producer, and the client's
+// Close sends CLOSE_PRODUCER and waits for the answer up to its operation timeout (30 s by default). A broker that
+// keeps the TCP connection open and never answers held the stop that long, past SHUTDOWN_TIMEOUT, so the bridge was
+// SIGKILLed. The producer here archives (to the real Pulsar) and then never returns from Close, as against such a
+// broker: the stop must end within the drain timeout.
+func TestLegBStopsWhenThePulsarProducerNeverCloses(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	hung := &hungCloseClient{Client: e.pulsar, release: make(chan struct{})}
+	t.Cleanup(func() { close(hung.release) })
+	o := e.opts
+	o.Pulsar, o.DrainTimeout = hung, 500*time.Millisecond
+	e.leg = pulsarleg.New(o)
+	e.publishOffsets(t, 0, 2)
+	stop := e.run(1)
+	if recs := e.read(t, 3, 2*time.Second); len(recs) != 3 {
+		t.Fatalf("archived %d, want offsets 0-2", len(recs))
+	}
+	if err := testenv.Within(t, 10*time.Second, "leg B's stop with a producer whose Close never returns", func() error { stop(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hungCloseClient's producers send through Pulsar, and their Close waits until release: a broker that never answers
+// CLOSE_PRODUCER on a connection that stays open.
+type hungCloseClient struct {
+	pulsar.Client
+	release chan struct{}
+}
+
+func (c *hungCloseClient) CreateProducer(o pulsar.ProducerOptions) (pulsar.Producer, error) {
+	p, err := c.Client.CreateProducer(o)
+	if err != nil {
+		return nil, err
+	}
+	return &hungCloseProducer{Producer: p, release: c.release}, nil
+}
+
+type hungCloseProducer struct {
+	pulsar.Producer
+	release chan struct{}
+}
+
+func (p *hungCloseProducer) Close() {
+	<-p.release
+	p.Producer.Close()
+}
