@@ -9,6 +9,7 @@
 //	bridge_hop_duration_seconds{leg}         leg A: Kafka append to JetStream ack; leg B: JetStream append to Pulsar ack (0 when negative: a producer clock ahead)
 //	bridge_dlq_total{leg,reason}
 //	bridge_stream_lost_total{topic,partition} messages the stream's limits removed before leg B archived them (at most)
+//	bridge_archive_lag_read_errors_total{topic,partition} leg B's failed reads of its consumer for bridge_archive_lag (the gauge keeps its last value meanwhile)
 //	bridge_pulsar_policy_waiting{topic}      leg B partitions waiting to read their Pulsar topic's max message size policy
 //	bridge_dlq_waiting{leg}                  partitions held at a dead letter the DLQ topic has refused and not yet taken
 //	bridge_fetch_errors_total{topic,partition} leg A's failed fetches of a partition it owns (leader away, broker refusing)
@@ -43,6 +44,7 @@ type Bridge struct {
 	waiting  metric.Int64UpDownCounter
 	held     metric.Int64UpDownCounter
 	fetchErr metric.Int64Counter
+	lagRead  metric.Int64Counter
 	short    metric.Int64Gauge
 	resets   metric.Int64Counter
 
@@ -116,6 +118,9 @@ func New(m metric.Meter) (*Bridge, error) {
 		return nil, err
 	}
 	if b.fetchErr, err = m.Int64Counter("bridge.fetch.errors", metric.WithDescription("leg A's failed fetches of a partition it owns (its leader away, the broker refusing): kafka-go retries them, and the partition carries nothing meanwhile")); err != nil {
+		return nil, err
+	}
+	if b.lagRead, err = m.Int64Counter("bridge.archive.lag.read.errors", metric.WithDescription("leg B's failed reads of a partition's JetStream consumer for bridge_archive_lag: the gauge keeps its last value until a read or a delivery succeeds")); err != nil {
 		return nil, err
 	}
 	if b.short, err = m.Int64Gauge("bridge.stream.window.short", metric.WithDescription("1 while the JetStream stream's duplicate window does not exceed 2 × BRIDGE_PUBLISH_TIMEOUT + BRIDGE_MAX_BACKOFF, so a late republish is stored twice; read every 30 s")); err != nil {
@@ -260,6 +265,12 @@ func (b *Bridge) Forget(topic string, partition int) {
 // FetchError counts a failed fetch of a partition leg A owns.
 func (b *Bridge) FetchError(topic string, partition int) {
 	b.fetchErr.Add(context.Background(), 1, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition))))
+}
+
+// LagReadError counts a failed read of leg B's consumer for the partition's bridge_archive_lag: without it a gauge
+// frozen because JetStream refused the reads looked like a lag that did not move, and only a Debug log said otherwise.
+func (b *Bridge) LagReadError(topic string, partition int) {
+	b.lagRead.Add(context.Background(), 1, metric.WithAttributes(attribute.String("topic", topic), attribute.String("partition", strconv.Itoa(partition))))
 }
 
 // Sides of an offset reset, the side attribute of bridge_offset_resets_total.

@@ -710,6 +710,9 @@ func (s *bsession) watchLag(ctx context.Context, cons jetstream.Consumer, done c
 		<-l.lagReads
 		if err != nil {
 			if ctx.Err() == nil {
+				// Counted, as the gauge then keeps its last value (a frozen lag); logged at Debug only, as it may
+				// fail every interval while JetStream is away, which other checks report.
+				l.o.Metrics.LagReadError(s.p.route.Topic, s.p.id)
 				l.o.Logger.Debug("leg B could not read its consumer for the archive lag", "consumer", s.p.name, "err", err)
 			}
 			continue
