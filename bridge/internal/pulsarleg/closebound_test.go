@@ -18,10 +18,11 @@ import (
 func TestLegBStopsWhenThePulsarProducerNeverCloses(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
-	hung := &hungCloseClient{Client: e.pulsar, release: make(chan struct{})}
-	t.Cleanup(func() { close(hung.release) })
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
 	o := e.opts
-	o.Pulsar, o.DrainTimeout = hung, 500*time.Millisecond
+	hung := func(p pulsar.Producer) pulsar.Producer { return &hungCloseProducer{Producer: p, release: release} }
+	o.Pulsar, o.DrainTimeout = wrappingClient{Client: e.pulsar, wrap: hung}, 500*time.Millisecond
 	e.leg = pulsarleg.New(o)
 	e.publishOffsets(t, 0, 2)
 	stop := e.run(1)
@@ -33,21 +34,8 @@ func TestLegBStopsWhenThePulsarProducerNeverCloses(t *testing.T) {
 	}
 }
 
-// hungCloseClient's producers send through Pulsar, and their Close waits until release: a broker that never answers
+// hungCloseProducer sends through Pulsar, and its Close waits until release: a broker that never answers
 // CLOSE_PRODUCER on a connection that stays open.
-type hungCloseClient struct {
-	pulsar.Client
-	release chan struct{}
-}
-
-func (c *hungCloseClient) CreateProducer(o pulsar.ProducerOptions) (pulsar.Producer, error) {
-	p, err := c.Client.CreateProducer(o)
-	if err != nil {
-		return nil, err
-	}
-	return &hungCloseProducer{Producer: p, release: c.release}, nil
-}
-
 type hungCloseProducer struct {
 	pulsar.Producer
 	release chan struct{}

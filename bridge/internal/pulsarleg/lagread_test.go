@@ -21,7 +21,7 @@ func TestLegBCountsAFailedReadOfItsConsumer(t *testing.T) {
 	m, reader := harness.Metrics(t)
 	o := e.opts
 	o.Metrics, o.LagInterval = m, 100*time.Millisecond
-	o.Pulsar = stallingClient{Client: e.pulsar} // every send unanswered: the session waits and reads its consumer
+	o.Pulsar = stallingClient(e.pulsar, 0) // every send unanswered: the session waits and reads its consumer
 	o.JetStream = infoFailingJetStream{JetStream: e.js}
 	e.leg = pulsarleg.New(o)
 	e.publishOffsets(t, 0, 2)

@@ -536,7 +536,7 @@ func TestLegBInflightReturnsToZeroAfterAStalledStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	o := e.opts
-	o.Metrics, o.Pulsar, o.DrainTimeout = m, stallingClient{Client: e.pulsar, pass: 3}, 500*time.Millisecond
+	o.Metrics, o.Pulsar, o.DrainTimeout = m, stallingClient(e.pulsar, 3), 500*time.Millisecond
 	e.leg = pulsarleg.New(o)
 	for i := range 10 {
 		e.publish(t, i, 0, int64(i), kafkaleg.MsgID(e.route.Topic, 0, int64(i)))
@@ -563,19 +563,24 @@ func TestLegBInflightReturnsToZeroAfterAStalledStop(t *testing.T) {
 	}
 }
 
-// stallingClient's producers pass the first `pass` sends to Pulsar and hold the rest unanswered (a frozen broker)
-// until Close, which fails them as the real client's Close does.
-type stallingClient struct {
+// wrappingClient hands each producer it creates to wrap, which stands in for a broker's behaviour.
+type wrappingClient struct {
 	pulsar.Client
-	pass int
+	wrap func(pulsar.Producer) pulsar.Producer
 }
 
-func (c stallingClient) CreateProducer(o pulsar.ProducerOptions) (pulsar.Producer, error) {
+func (c wrappingClient) CreateProducer(o pulsar.ProducerOptions) (pulsar.Producer, error) {
 	p, err := c.Client.CreateProducer(o)
 	if err != nil {
 		return nil, err
 	}
-	return &stallingProducer{Producer: p, pass: c.pass}, nil
+	return c.wrap(p), nil
+}
+
+// stallingClient's producers pass the first pass sends to Pulsar and hold the rest unanswered (a frozen broker)
+// until Close, which fails them as the real client's Close does.
+func stallingClient(c pulsar.Client, pass int) pulsar.Client {
+	return wrappingClient{Client: c, wrap: func(p pulsar.Producer) pulsar.Producer { return &stallingProducer{Producer: p, pass: pass} }}
 }
 
 type stallingProducer struct {
