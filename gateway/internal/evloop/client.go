@@ -58,7 +58,7 @@ type loop struct {
 	quiet atomic.Bool
 	// wake: the loop's connections are all idle (no request in flight,
 	// nothing being written or lingering) and the sweep is not needed
-	// before this time (unix ns), the nearest deadline it enforces (idle,
+	// before this time (the loop's clock, Server.at), the nearest deadline it enforces (idle,
 	// read, linger, upstream idle timeouts); 0: sweep every Tick. Set by
 	// sweep, cleared by the next event (wakeUp), both on the loop; read
 	// by OnTick, which leaves the loop asleep until then. While it is set
@@ -82,12 +82,12 @@ type client struct {
 	continued            bool  // 100 Continue sent for the request being read
 	http10               bool  // the request being served is HTTP/1.0
 	linger               bool  // close by lingering (reject)
-	lingerSince          int64 // lingering since (unix ns; from its FIN once sent), 0: not
+	lingerSince          int64 // lingering since (Server.at; from its FIN once sent), 0: not
 	finned               bool  // lingering, and the answer is out with a FIN behind it
 	closeSent            bool  // closing once its last answer is all out (reply; then the sweep closes it)
 	counted              bool  // counted in loop.busy for its answer in the buffer (count)
 	need                 int   // bytes the request being read needs before a parse can succeed
-	started              int64 // first byte of the request being read arrived (unix ns), 0: none
+	started              int64 // first byte of the request being read arrived (Server.at), 0: none
 	active               int64 // last answer written or connection opened
 	stalled              int64 // since when an answer sits unwritten, 0: none
 	deadline             int64 // of the upstream attempt in flight, 0: none

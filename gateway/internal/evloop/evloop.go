@@ -136,6 +136,14 @@ type Server struct {
 	gnet.BuiltinEventEngine
 	o     Options
 	admin map[string]bool
+	// base is the origin of the loops' clock (clock, at): their times are
+	// nanoseconds since it on the monotonic clock, which no step of the
+	// wall clock moves. In Unix nanoseconds, an NTP step or a VM's resume
+	// an hour forward timed out every request in flight at the next sweep
+	// (and closed every idle connection), and one back gave them the hour.
+	// It is a second before New, so that no reading is 0, which the
+	// clients' times (started, lingerSince, deadline) take for none.
+	base time.Time
 
 	draining atomic.Bool
 	budget   budget
@@ -211,7 +219,7 @@ func New(o Options) *Server {
 	if o.Meter == nil {
 		o.Meter = otel.GetMeterProvider()
 	}
-	s := &Server{o: o, admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{}),
+	s := &Server{o: o, base: time.Now().Add(-time.Second), admin: map[string]bool{}, loops: map[gnet.EventLoop]*loop{}, kick: make(chan struct{}, 1), served: make(chan struct{}),
 		dials: map[*upconn]struct{}{}, dialsGone: make(chan struct{}), abandoned: make(chan struct{})}
 	s.dialCtx, s.cancelDial = context.WithCancel(context.Background())
 	s.budget.limit = o.HeldBytes
@@ -484,7 +492,7 @@ func (s *Server) ticks(ctx context.Context) {
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	s.mu.Lock()
 	next := quietTick
-	now := time.Now().UnixNano()
+	now := s.clock()
 	var moved bool
 	if e := s.o.Endpoints; e != nil {
 		v := e.Version()
@@ -525,7 +533,7 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 	if l == nil {
 		l = &loop{s: s, p: s.o.Proxy, el: el, clients: map[*client]struct{}{}, pools: map[string]*pool{}}
 		l.br = bufio.NewReaderSize(&l.rd, s.o.MaxHeaderBytes)
-		l.now = time.Now().UnixNano()
+		l.now = s.clock()
 		l.bw = bufio.NewWriterSize(&l.out, 4<<10)
 		l.quiet.Store(true) // no connection yet: OnOpen's first client ends it and kicks the ticker
 		s.loops[el] = l
@@ -612,6 +620,16 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 	return a
 }
 
+// clock is now on the loops' clock (base): time.Since of a reading with a
+// monotonic part reads only the monotonic clock.
+func (s *Server) clock() int64 { return int64(time.Since(s.base)) }
+
+// at is t on the loops' clock (base). A t with a monotonic reading
+// (time.Now's, and what Add derives from one, as a request's deadline)
+// is placed by it, whatever the wall clock did since base; one without
+// (a parsed or rounded time) by its wall part.
+func (s *Server) at(t time.Time) int64 { return int64(t.Sub(s.base)) }
+
 // wakeUp ends a quiet loop's or an idle one's sleep (quiet, wake), on the
 // loop, at its next event: a client accepted, an upstream connection
 // dialled, bytes in. The loop slept through its sweeps, so its clock is
@@ -621,7 +639,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 // either OnTick saw them cleared or it runs again after the kick; from
 // then the loop is swept every Tick until a sweep finds it idle again.
 func (l *loop) wakeUp() {
-	l.now = time.Now().UnixNano()
+	l.now = l.s.clock()
 	l.quiet.Store(false)
 	l.wake.Store(0)
 	select {

@@ -90,7 +90,7 @@ func TestOnTickLeavesQuietLoopsAsleep(t *testing.T) {
 
 	l := s.loopOf(idle)
 	l.now = 1 // what a loop asleep for long has: its last sweep's clock
-	before := time.Now().UnixNano()
+	before := s.clock()
 	c := &fakeConn{el: idle}
 	s.OnOpen(c)
 	if cl := c.ctx.(*client); cl.active < before {

@@ -12,7 +12,7 @@ import (
 func (l *loop) sweep(t time.Time) {
 	l.due.Store(false)
 	l.sweeps.Add(1)
-	now := t.UnixNano()
+	now := l.s.at(t)
 	l.now = now
 	o := &l.s.o
 	// next is when the next sweep is needed: the nearest deadline still

@@ -54,7 +54,7 @@ func (l *loop) send(cl *client) {
 		l.advance(cl, l.p.Received(x, err))
 		return
 	}
-	cl.deadline, cl.replayed = x.Deadline.UnixNano(), false
+	cl.deadline, cl.replayed = l.s.at(x.Deadline), false
 	if n := len(pl.idle); n > 0 {
 		uc := pl.idle[n-1]
 		pl.idle = pl.idle[:n-1]

@@ -14,8 +14,8 @@ import "time"
 // request's duration, the deadline check) are time.Now's. Its wall part is
 // start's plus the time elapsed, which misses a step of the wall clock
 // during the request: nothing reads it. What does read a wall clock (the
-// token cache against exp, the limit leases, the event loop's deadline in
-// Unix nanoseconds) reads start's, a full reading. A reading derived from a
+// token cache against exp) reads start's, a full reading; the event
+// loop's deadline (start plus the timeout) is placed by its monotonic part. A reading derived from a
 // shared, older one instead (7579b0cd's anchor, renewed every 100 ms) took
 // a clock step, or a machine's suspend (the monotonic clock stops, the wall
 // clock does not), whole into those: an hour forward made every request of
