@@ -50,7 +50,7 @@ func TestBucketLookupIsConsistent(t *testing.T) {
 	// not find the old one in the lock-free copy.
 	h := l.shardOf([]byte("k"))
 	h.mu.Lock()
-	h.sweep(time.Now().UnixNano(), len(h.keys))
+	h.sweep(l.clock(), len(h.keys))
 	h.mu.Unlock()
 	if b, ok := h.ro.Load()["k"]; ok && !b.dead.Load() {
 		t.Fatal("swept key k still live in the lock-free copy")
@@ -94,9 +94,9 @@ func TestSweepIsIncremental(t *testing.T) {
 	keys, s := sameShard(l, 3*sweepAbove)
 	old, fresh := keys[:sweepAbove], keys[sweepAbove:]
 	leased := l.bucket(old[0])
-	leased.until = time.Now().Add(time.Hour).UnixNano()
+	leased.until = l.at(time.Now().Add(time.Hour))
 	denied := l.bucket(old[1])
-	denied.denyUntil = time.Now().Add(time.Hour).UnixNano()
+	denied.denyUntil = l.at(time.Now().Add(time.Hour))
 	for _, k := range old[2:] {
 		l.bucket(k)
 	}
@@ -129,7 +129,7 @@ func TestSweepIsIncremental(t *testing.T) {
 func BenchmarkBucketNewKeyFullShard(b *testing.B) {
 	l := New(nil, uniq(), Rate{Count: 10, Period: time.Second}, 1, slog.Default())
 	keys, _ := sameShard(l, sweepAbove+20000)
-	until := time.Now().Add(time.Hour).UnixNano()
+	until := l.at(time.Now().Add(time.Hour))
 	for _, k := range keys[:sweepAbove] {
 		l.bucket(k).until = until
 	}

@@ -25,7 +25,7 @@ func (l *Lease) AllowLocal(key []byte, now time.Time) (d Decision, ok bool) {
 		return Decision{}, false
 	}
 	defer b.mu.Unlock()
-	return l.local(b, r, now.UnixNano(), r.window())
+	return l.local(b, r, l.at(now), r.window())
 }
 
 // lockedLocal is lockedBucket for AllowLocal: nil, and nothing locked, while

@@ -41,7 +41,7 @@ func TestAllowLocalOnlySpendsLeases(t *testing.T) {
 func TestFallbackIgnoresOlderReadings(t *testing.T) {
 	l := New(nil, uniq(), Rate{Count: 1, Period: time.Second, Burst: 2}, 1, slog.Default())
 	t0 := time.Now()
-	l.downUntil.Store(t0.Add(time.Hour).UnixNano())
+	l.downUntil.Store(l.at(t0.Add(time.Hour)))
 	key := []byte("10.0.0.2")
 	for i := range 2 { // the burst
 		if d, ok := l.AllowLocal(key, t0.Add(time.Duration(i)*time.Millisecond)); !ok || !d.Allowed {
@@ -92,7 +92,7 @@ func TestAllowLocalAllocatesNothing(t *testing.T) {
 	l := New(nil, uniq(), Rate{Count: 10, Period: time.Second}, 1, slog.Default())
 	key := []byte("10.0.0.3")
 	b := l.bucket(key)
-	b.tokens, b.until = 1<<30, time.Now().Add(time.Hour).UnixNano()
+	b.tokens, b.until = 1<<30, l.at(time.Now().Add(time.Hour))
 	now := time.Now()
 	if n := testing.AllocsPerRun(200, func() {
 		if _, ok := l.AllowLocal(key, now); !ok {

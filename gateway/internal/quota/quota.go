@@ -83,7 +83,14 @@ type Lease struct {
 	rate     atomic.Pointer[Rate]
 	log      *slog.Logger
 	shards   [32]shard
-	// downUntil (unix nanos) skips Redis for a cool-down after a failure,
+	// base is the origin of the lease's clock (clock, at): the buckets'
+	// times (until, denyUntil, the fallback's) and downUntil are
+	// nanoseconds since it on the monotonic clock. In Unix nanoseconds a
+	// wall clock step (NTP, a VM's resume) moved them all: an hour back
+	// kept every lease, denial and cool-down an hour longer. It is a
+	// second before New, so that no reading is 0, which they take for none.
+	base time.Time
+	// downUntil (the lease's clock) skips Redis for a cool-down after a failure,
 	// so an outage costs one dial timeout per second, not one per request.
 	// It stays set after the cool-down until Redis answers again (0: up),
 	// and meanwhile probing lets one request at a time ask Redis; the
@@ -149,7 +156,7 @@ type bucket struct {
 	mu         sync.Mutex
 	refilling  atomic.Bool
 	tokens     int   // leased and unspent
-	until      int64 // lease expiry, unix nanos
+	until      int64 // lease expiry (the lease's clock, Lease.at)
 	denyUntil  int64 // Redis said no until then
 	remaining  int   // Redis's count at the last lease
 	resetAfter time.Duration
@@ -170,7 +177,7 @@ type bucket struct {
 // "shanhai:<name>:<key>": name must differ between limits, and between
 // gateway fleets that share one Redis but not their limits.
 func New(rdb redis.UniversalClient, name string, r Rate, replicas int, log *slog.Logger) *Lease {
-	l := &Lease{name: name, rl: redis_rate.NewLimiter(rdb), replicas: max(1, replicas), log: log,
+	l := &Lease{name: name, base: time.Now().Add(-time.Second), rl: redis_rate.NewLimiter(rdb), replicas: max(1, replicas), log: log,
 		perShard: DefaultMaxKeys / len(Lease{}.shards)}
 	l.SetRate(r)
 	for i := range l.shards {
@@ -178,6 +185,14 @@ func New(rdb redis.UniversalClient, name string, r Rate, replicas int, log *slog
 	}
 	return l
 }
+
+// clock is now on the lease's clock (base): time.Since of a reading with
+// a monotonic part reads only the monotonic clock.
+func (l *Lease) clock() int64 { return int64(time.Since(l.base)) }
+
+// at is t on the lease's clock (base), placed by its monotonic reading
+// when it has one (time.Now's), by its wall part otherwise.
+func (l *Lease) at(t time.Time) int64 { return int64(t.Sub(l.base)) }
 
 // SetRate changes the limit at run time (dynamic config).
 func (l *Lease) SetRate(r Rate) { l.rate.Store(&r) }
@@ -197,7 +212,7 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 	if r.Off() {
 		return Decision{Allowed: true}, nil
 	}
-	now := time.Now().UnixNano()
+	now := l.clock()
 	window := r.window()
 	b := l.lockedBucket(key)
 	defer b.mu.Unlock()
@@ -224,7 +239,7 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 		// start, a read timeout of Cooldown or more (REDIS_URL's
 		// read_timeout) left none, and every request waited out the
 		// timeout on a hung Redis.
-		failed := time.Now().UnixNano()
+		failed := l.clock()
 		if l.downUntil.Swap(failed+int64(Cooldown)) < failed-int64(Cooldown) {
 			l.log.WarnContext(ctx, "rate limit redis unreachable, deciding locally", "limit", l.name, "error", err.Error())
 		}
@@ -237,7 +252,7 @@ func (l *Lease) Allow(ctx context.Context, key []byte) (Decision, error) {
 	// Read after the answer, not at the request's start: Redis counted
 	// ResetAfter from some instant of the call, and the later reading can
 	// only make the fallback stricter.
-	b.spend(time.Now().UnixNano(), *r, l.replicas, window, res.ResetAfter)
+	b.spend(l.clock(), *r, l.replicas, window, res.ResetAfter)
 	if res.Allowed == 0 {
 		b.denyUntil = now + int64(res.RetryAfter)
 		return Decision{Limit: r.burst(), RetryAfter: res.RetryAfter, ResetAfter: res.ResetAfter, Window: window}, nil
@@ -341,7 +356,7 @@ func (l *Lease) bucket(key []byte) *bucket {
 	b := s.m[string(key)]
 	if b == nil {
 		if len(s.m) >= sweepAbove {
-			s.sweep(time.Now().UnixNano(), sweepStep)
+			s.sweep(l.clock(), sweepStep)
 		}
 		if len(s.m) >= l.perShard {
 			l.evict(s)
