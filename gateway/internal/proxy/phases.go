@@ -91,8 +91,8 @@ type Exchange struct {
 	stage  stage
 	// start is the request's one full clock reading (time.Now) for every
 	// step that tolerates one a few microseconds old (limit leases, the
-	// token cache, the retry budget, the deadline), whose wall part they
-	// read; the attempts' and the answer's readings are derived from it on
+	// token cache, the retry budget, the deadline): the token cache reads
+	// its wall part (against exp), the others its monotonic one; the attempts' and the answer's readings are derived from it on
 	// the monotonic clock (readAfter), and end is the last, which Finish uses.
 	start     time.Time
 	end       time.Time
