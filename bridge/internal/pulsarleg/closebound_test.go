@@ -1,6 +1,7 @@
 package pulsarleg_test
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,4 +45,41 @@ type hungCloseProducer struct {
 func (p *hungCloseProducer) Close() {
 	<-p.release
 	p.Producer.Close()
+}
+
+// TestLegBWaitsForAHealthyProducersCloseAfterAFullDrain: a drain that used its whole deadline (sends Pulsar did not
+// answer in time) left the producer's Close no wait at all, so even a healthy broker's Close, milliseconds long, was
+// abandoned and the broker held the producer's name past the stop, refusing the next owner's producer. The sends past
+// the first three stall here, the Close is the real client's: the stop must return after it.
+func TestLegBWaitsForAHealthyProducersCloseAfterAFullDrain(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	var made, closed atomic.Int64 // producers created, and whose Close returned
+	o := e.opts
+	stall := func(p pulsar.Producer) pulsar.Producer {
+		made.Add(1)
+		return &closeSeenProducer{Producer: &stallingProducer{Producer: p, pass: 3}, closed: &closed}
+	}
+	o.Pulsar, o.DrainTimeout = wrappingClient{Client: e.pulsar, wrap: stall}, 500*time.Millisecond
+	e.leg = pulsarleg.New(o)
+	e.publishOffsets(t, 0, 5)
+	stop := e.run(1)
+	if recs := e.read(t, 3, 10*time.Second); len(recs) != 3 {
+		t.Fatalf("archived %d, want the 3 sends the producer passes", len(recs))
+	}
+	stop()
+	if m, c := made.Load(), closed.Load(); c != m {
+		t.Fatalf("leg B's stop returned with %d of its %d producers' Close not returned, which a healthy broker answers at once", m-c, m)
+	}
+}
+
+// closeSeenProducer counts its producer's Close once it returned.
+type closeSeenProducer struct {
+	pulsar.Producer
+	closed *atomic.Int64
+}
+
+func (p *closeSeenProducer) Close() {
+	p.Producer.Close()
+	p.closed.Add(1)
 }

@@ -165,7 +165,7 @@ wait:
 	// What Pulsar has not answered by now is abandoned (the next session sends it again from the ack floor): Close
 	// fails it, and abandon counts it out of bridge_inflight, which nothing else would.
 	if s.prod != nil {
-		s.closeProducer(time.Until(deadline))
+		s.closeProducer(max(time.Until(deadline), closeFloor(l.o.DrainTimeout)))
 		s.prod = nil // not again in the deferred Close: it may still be waiting
 	}
 	s.abandon()
@@ -199,6 +199,15 @@ func (s *bsession) closeProducer(within time.Duration) {
 		s.p.leg.o.Logger.Warn("leg B stopped waiting for its Pulsar producer to close: the broker has not answered within the drain timeout; the close goes on in the background",
 			"topic", s.p.route.Topic, "partition", s.p.id, "producer", s.producer, "waited", within.Round(time.Millisecond))
 	}
+}
+
+// closeFloor is the least a producer's Close is waited for, even when the drain used its whole deadline (Pulsar slow to
+// answer the sends): a healthy broker answers CLOSE_PRODUCER within milliseconds, and a Close abandoned at once left
+// the broker holding the producer's name while the next owner of the partition was refused it
+// (TestLegBWaitsForAHealthyProducersCloseAfterAFullDrain). Half the drain at most, and 1 s, so that a stop stays well
+// within SHUTDOWN_TIMEOUT (twice the drain) against a broker that does not answer at all.
+func closeFloor(drain time.Duration) time.Duration {
+	return min(time.Second, drain/2)
 }
 
 // open creates the session's Pulsar producer, named name, and reads the topic's max message size policy.
