@@ -23,3 +23,19 @@ func TestLoopClockIgnoresWallClockSteps(t *testing.T) {
 		}
 	}
 }
+
+// The same through the loop: a request sent upstream (send places its
+// deadline) meets a sweep whose reading has the wall clock an hour on. In
+// Unix nanoseconds it was answered 504 there and then; the conversion
+// alone (above) does not show that send and sweep both use it.
+func TestSweepAfterWallClockStepKeepsRequestInFlight(t *testing.T) {
+	m := newMemLoop(t, Options{})
+	m.fromClient("GET /api/v1/orders/1 HTTP/1.1\r\nHost: gw\r\n\r\n")
+	if !m.cl.busy || m.cl.deadline == 0 || len(m.up.out) == 0 {
+		t.Fatalf("the request is not at the upstream (busy %v, deadline %d, sent %q)", m.cl.busy, m.cl.deadline, m.up.out)
+	}
+	m.l.sweep(wallclock.Stepped(time.Now(), time.Hour))
+	if !m.cl.busy || len(m.client.out) != 0 {
+		t.Fatalf("a sweep after a wall clock step of 1h, a minute's route timeout not reached: the client got %q, want nothing yet", m.client.out)
+	}
+}
