@@ -115,7 +115,8 @@ func RunWith(ctx context.Context, cfg config.Config, p server.Part) error {
 		if err != nil {
 			return redact.Error("pulsar", cfg.PulsarURL, err)
 		}
-		defer pc.Close()
+		// Bounded: the client's Close waits for any producer's Close that leg B stopped waiting for (CloseClient).
+		defer pulsarleg.CloseClient(pc, min(time.Second, cfg.ShutdownTimeout/4), log)
 		var sizes pulsarleg.MaxMessageSize
 		if cfg.PulsarAdminURL != "" {
 			sizes = pulsarleg.AdminMaxMessageSize(cfg.PulsarAdminURL, &http.Client{Timeout: 10 * time.Second})

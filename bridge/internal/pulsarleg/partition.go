@@ -186,16 +186,7 @@ wait:
 // again from the ack floor, and the broker's dedup drops what it had stored). A next session of the same partition in
 // this process may meanwhile be refused the producer name, which the broker still holds; it retries with backoff.
 func (s *bsession) closeProducer(within time.Duration) {
-	prod, closed := s.prod, make(chan struct{})
-	go func() {
-		defer close(closed)
-		prod.Close()
-	}()
-	t := time.NewTimer(max(within, 0))
-	defer t.Stop()
-	select {
-	case <-closed:
-	case <-t.C:
+	if !closeWithin(s.prod, within) {
 		s.p.leg.o.Logger.Warn("leg B stopped waiting for its Pulsar producer to close: the broker has not answered within the drain timeout; the close goes on in the background",
 			"topic", s.p.route.Topic, "partition", s.p.id, "producer", s.producer, "waited", within.Round(time.Millisecond))
 	}
