@@ -21,15 +21,8 @@ func TestLegBStopsWhenThePulsarProducerNeverCloses(t *testing.T) {
 	e := setup(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
-	o := e.opts
 	hung := func(p pulsar.Producer) pulsar.Producer { return &hungCloseProducer{Producer: p, release: release} }
-	o.Pulsar, o.DrainTimeout = wrappingClient{Client: e.pulsar, wrap: hung}, 500*time.Millisecond
-	e.leg = pulsarleg.New(o)
-	e.publishOffsets(t, 0, 2)
-	stop := e.run(1)
-	if recs := e.read(t, 3, 2*time.Second); len(recs) != 3 {
-		t.Fatalf("archived %d, want offsets 0-2", len(recs))
-	}
+	stop := e.archiveThree(t, hung, 2)
 	if err := testenv.Within(t, 10*time.Second, "leg B's stop with a producer whose Close never returns", func() error { stop(); return nil }); err != nil {
 		t.Fatal(err)
 	}
@@ -55,19 +48,11 @@ func TestLegBWaitsForAHealthyProducersCloseAfterAFullDrain(t *testing.T) {
 	t.Parallel()
 	e := setup(t)
 	var made, closed atomic.Int64 // producers created, and whose Close returned
-	o := e.opts
 	stall := func(p pulsar.Producer) pulsar.Producer {
 		made.Add(1)
 		return &closeSeenProducer{Producer: &stallingProducer{Producer: p, pass: 3}, closed: &closed}
 	}
-	o.Pulsar, o.DrainTimeout = wrappingClient{Client: e.pulsar, wrap: stall}, 500*time.Millisecond
-	e.leg = pulsarleg.New(o)
-	e.publishOffsets(t, 0, 5)
-	stop := e.run(1)
-	if recs := e.read(t, 3, 10*time.Second); len(recs) != 3 {
-		t.Fatalf("archived %d, want the 3 sends the producer passes", len(recs))
-	}
-	stop()
+	e.archiveThree(t, stall, 5)()
 	if m, c := made.Load(), closed.Load(); c != m {
 		t.Fatalf("leg B's stop returned with %d of its %d producers' Close not returned, which a healthy broker answers at once", m-c, m)
 	}
@@ -82,4 +67,19 @@ type closeSeenProducer struct {
 func (p *closeSeenProducer) Close() {
 	p.Producer.Close()
 	p.closed.Add(1)
+}
+
+// archiveThree runs leg B, with a 500 ms drain, through producers wrap stands in for, on offsets 0 to last, and returns
+// its stop once Pulsar holds the first three.
+func (e *env) archiveThree(t *testing.T, wrap func(pulsar.Producer) pulsar.Producer, last int) (stop func()) {
+	t.Helper()
+	o := e.opts
+	o.Pulsar, o.DrainTimeout = wrappingClient{Client: e.pulsar, wrap: wrap}, 500*time.Millisecond
+	e.leg = pulsarleg.New(o)
+	e.publishOffsets(t, 0, last)
+	stop = e.run(1)
+	if recs := e.read(t, 3, 10*time.Second); len(recs) != 3 {
+		t.Fatalf("archived %d, want offsets 0-2", len(recs))
+	}
+	return stop
 }
